@@ -1,0 +1,1 @@
+"""loopchain: a permissioned blockchain node suite (RadioStation, peers, REST proxy, SCORE)."""

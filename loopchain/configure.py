@@ -1,0 +1,176 @@
+"""Layered configuration: defaults < configure_user.py < environment < JSON file < explicit overrides.
+
+`load_config` returns one frozen `Config`; it is passed down, never read from a global.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from types import ModuleType
+from typing import Any
+
+from loopchain import configure_default
+
+
+class ConfigError(ValueError):
+    """A configuration layer named an unknown key or gave a value of the wrong type."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _module_keys(module: ModuleType) -> dict[str, Any]:
+    return {k: v for k, v in vars(module).items() if k.isupper() and not k.startswith("_")}
+
+
+DEFAULTS: Mapping[str, Any] = _module_keys(configure_default)
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def coerce(key: str, value: Any, default: Any) -> Any:
+    """Return `value` as the type of `default`, or raise ConfigError naming `key`."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, (dict, list)):
+        if isinstance(value, type(default)):
+            return value
+    raise ConfigError(
+        f"configuration key {key} must be {_type_name(default)}, got {_type_name(value)} {value!r}"
+    )
+
+
+def parse_env_value(key: str, text: str, default: Any) -> Any:
+    """Parse an environment string typed like the key's default."""
+    try:
+        if isinstance(default, bool):
+            lowered = text.strip().lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise ValueError(text)
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, (dict, list)):
+            return coerce(key, json.loads(text), default)
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"environment variable {key}={text!r} is not a valid {_type_name(default)}"
+        ) from exc
+    return text
+
+
+class Config(Mapping[str, Any]):
+    """An immutable set of configuration values, readable as attributes or as a mapping."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"no configuration key {name}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Config is immutable; use replace()")
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a copy with the given keys changed (checked like any other layer)."""
+        return Config(_apply(dict(self._values), changes, "override"))
+
+    def __repr__(self) -> str:
+        return f"Config({len(self._values)} keys)"
+
+
+def _apply(values: dict[str, Any], layer: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    for key, value in layer.items():
+        if key not in DEFAULTS:
+            raise ConfigError(f"unknown configuration key {key!r} in {origin}")
+        values[key] = coerce(key, value, DEFAULTS[key])
+    return values
+
+
+def _user_layer() -> dict[str, Any]:
+    try:
+        module = importlib.import_module("loopchain.configure_user")
+    except ModuleNotFoundError as exc:
+        if exc.name == "loopchain.configure_user":
+            return {}
+        raise
+    return _module_keys(module)
+
+
+def read_json_layer(path: str) -> dict[str, Any]:
+    """Read a flat JSON object of configuration keys; errors name the file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration file {path} must hold a JSON object")
+    return data
+
+
+def load_config(
+    json_path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the effective configuration from all layers, lowest priority first."""
+    environ = os.environ if environ is None else environ
+    values = dict(DEFAULTS)
+    _apply(values, _user_layer(), "loopchain/configure_user.py")
+    env_layer = {k: parse_env_value(k, environ[k], DEFAULTS[k]) for k in DEFAULTS if k in environ}
+    _apply(values, env_layer, "the environment")
+    if json_path:
+        _apply(values, read_json_layer(json_path), json_path)
+    if overrides:
+        _apply(values, overrides, "command-line flags")
+    return Config(values)
+
+
+def describe(config: Config, name: str | None = None) -> list[dict[str, Any]]:
+    """Configuration as the RadioStation REST shape: [{"name", "value", "type"}]."""
+    type_codes = {str: 0, int: 1, float: 2, bool: 3, dict: 4, list: 4}
+    keys = [name] if name is not None else sorted(config)
+    return [
+        {"name": k, "value": config[k], "type": type_codes.get(type(DEFAULTS[k]), 0)}
+        for k in keys
+        if k in config
+    ]

@@ -1,0 +1,68 @@
+"""Every configuration key with its default value (the lowest configuration layer).
+
+Keys are UPPERCASE module constants. `loopchain.configure.load_config` overlays
+`loopchain/configure_user.py`, environment variables and a JSON file (`-o`) on top.
+Times are in seconds unless the name says otherwise.
+"""
+
+# Network
+IP_LOCAL = "127.0.0.1"
+LOOPCHAIN_HOST = "127.0.0.1"  # host other nodes use to reach this one
+PORT_PEER = 7100
+PORT_RADIOSTATION = 7102
+IP_RADIOSTATION = "127.0.0.1"
+RADIOSTATION_STANDBY_TARGET = ""  # "host:port" of a standby RadioStation, or empty
+PORT_DIFF_REST_SERVICE_CONTAINER = 1900
+PORT_DIFF_INNER_SERVICE = 10000
+GRPC_TIMEOUT = 5.0
+GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+ENABLE_REST_SSL = 0
+REST_MAX_BODY_BYTES = 512 * 1024
+RUN_REST_PROXY = True  # peer.py starts rest_proxy.py as a child
+
+# Channels
+LOOPCHAIN_DEFAULT_CHANNEL = "loopchain_default"
+CHANNEL_MANAGE_DATA_PATH = "channel_manage_data.json"
+ENABLE_CHANNEL_AUTH = False
+
+# Storage
+DEFAULT_STORAGE_PATH = ".storage"
+
+# SCORE
+DEFAULT_SCORE_REPOSITORY_PATH = "score"
+DEFAULT_SCORE_PACKAGE = "loopchain/default"
+DEFAULT_SCORE_BRANCH = "master"
+ALLOW_LOAD_SCORE_IN_DEVELOP = False
+SCORE_QUERY_TIMEOUT = 3.0
+SCORE_INVOKE_TIMEOUT = 10.0
+
+# Consensus
+VOTING_RATIO = 0.67
+LEADER_COMPLAIN_RATIO = 0.51
+INTERVAL_BLOCKGENERATION = 0.2
+MAX_BLOCK_TX_NUM = 1000
+MAX_BLOCK_KBYTES = 1024
+LEADER_BLOCK_CREATION_LIMIT = 20
+TIMEOUT_FOR_LEADER_COMPLAIN = 1.0
+MAX_TIMEOUT_FOR_LEADER_COMPLAIN = 8.0
+BLOCK_VOTE_TIMEOUT = 2.0
+MAX_TIMESTAMP_SKEW = 30.0
+SYNC_BATCH_BLOCKS = 100
+
+# Transactions
+MAX_TX_COUNT_IN_ADDTX_LIST = 128
+SEND_TX_LIST_DURATION = 0.05
+TPS_LIMIT_PER_SEC = 0  # 0: no limit
+TX_POOL_MAX = 50000
+MAX_TX_BYTES = 64 * 1024
+
+# RadioStation
+HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_TIMEOUT = 10.0
+
+# Logging and monitoring
+LOOPCHAIN_LOG_LEVEL = "INFO"
+LOG_FILE_PATH = ""
+MONITOR_LOG = False
+MONITOR_LOG_HOST = "127.0.0.1"
+MONITOR_LOG_PORT = 24224

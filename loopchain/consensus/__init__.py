@@ -1,0 +1,1 @@
+"""The consensus state machine: events in, actions out (pure and deterministic)."""

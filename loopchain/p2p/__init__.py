@@ -1,0 +1,1 @@
+"""gRPC adapters: the peer service, clients to peers and the RadioStation, protobuf codecs."""

@@ -1,0 +1,1 @@
+"""The peer process shell: argv, configuration, wiring, asyncio run."""

@@ -1,0 +1,1 @@
+"""The SCORE process adapter (gRPC over a unix socket)."""

@@ -1,0 +1,1 @@
+"""Key-value storage: the KeyValueStore interface with LevelDB and in-memory backends."""

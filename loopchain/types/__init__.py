@@ -1,0 +1,1 @@
+"""Value types: transactions, blocks, votes, validator sets, hashing, merkle trees and signing."""

@@ -1,0 +1,222 @@
+"""Blocks: a header whose hash covers everything that matters, the transactions, the leader's signature.
+
+The header covers version, channel, height, round, the previous block's hash and quorum certificate
+(the piggybacked commit), the transactions' merkle root, the state root and results hash of the last
+executed block, the timestamp, the leader and the next leader, and the hashes of the validator sets
+that vote on this block and on the next. A block may carry a RadioStation-signed validator set that
+takes effect at the next height (its hash is then `next_validators_hash`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from loopchain.types import canonical
+from loopchain.types.canonical import EncodingError
+from loopchain.types.crypto import Signer, recover_address
+from loopchain.types.hashing import EMPTY_ROOT, merkle_root, sha3_256
+from loopchain.types.transaction import Transaction
+from loopchain.types.validators import ValidatorSet
+from loopchain.types.vote import QuorumCertificate
+
+BLOCK_VERSION = 1
+
+_HEADER_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "version": int,
+    "channel": str,
+    "height": int,
+    "round": int,
+    "prev_hash": str,
+    "tx_root": str,
+    "state_root": str,
+    "results_hash": str,
+    "timestamp": int,
+    "leader": str,
+    "next_leader": str,
+    "validators_hash": str,
+    "next_validators_hash": str,
+}
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    """The hashed part of a block."""
+
+    channel: str
+    height: int
+    round: int
+    prev_hash: bytes  # b"" for the genesis block
+    prev_qc: QuorumCertificate | None
+    tx_root: bytes
+    state_root: bytes
+    results_hash: bytes
+    timestamp: int  # microseconds since the epoch, chosen by the leader
+    leader: str
+    next_leader: str
+    validators_hash: bytes
+    next_validators_hash: bytes
+    version: int = BLOCK_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "channel": self.channel,
+            "height": self.height,
+            "round": self.round,
+            "prev_hash": self.prev_hash.hex(),
+            "prev_qc": self.prev_qc.to_json() if self.prev_qc else None,
+            "tx_root": self.tx_root.hex(),
+            "state_root": self.state_root.hex(),
+            "results_hash": self.results_hash.hex(),
+            "timestamp": self.timestamp,
+            "leader": self.leader,
+            "next_leader": self.next_leader,
+            "validators_hash": self.validators_hash.hex(),
+            "next_validators_hash": self.next_validators_hash.hex(),
+        }
+
+    @property
+    def hash(self) -> bytes:
+        return sha3_256(b"loopchain.block." + canonical.encode(self.to_json()))
+
+    @classmethod
+    def from_json(cls, value: Any) -> BlockHeader:
+        obj = canonical.check_fields(value, _HEADER_FIELDS)
+        qc = obj.get("prev_qc")
+        prev_hash = obj["prev_hash"]
+        return cls(
+            version=obj["version"],
+            channel=obj["channel"],
+            height=obj["height"],
+            round=obj["round"],
+            prev_hash=canonical.hex_to_bytes(prev_hash, "prev_hash", 32) if prev_hash else b"",
+            prev_qc=QuorumCertificate.from_json(qc) if qc is not None else None,
+            tx_root=canonical.hex_to_bytes(obj["tx_root"], "tx_root", 32),
+            state_root=canonical.hex_to_bytes(obj["state_root"], "state_root", 32),
+            results_hash=canonical.hex_to_bytes(obj["results_hash"], "results_hash", 32),
+            timestamp=obj["timestamp"],
+            leader=obj["leader"],
+            next_leader=obj["next_leader"],
+            validators_hash=canonical.hex_to_bytes(obj["validators_hash"], "validators_hash", 32),
+            next_validators_hash=canonical.hex_to_bytes(
+                obj["next_validators_hash"], "next_validators_hash", 32
+            ),
+        )
+
+
+def transactions_root(transactions: tuple[Transaction, ...] | list[Transaction]) -> bytes:
+    """Merkle root of the transactions' hashes."""
+    return merkle_root([tx.hash for tx in transactions])
+
+
+@dataclass(frozen=True)
+class Block:
+    """A header, its transactions, an optional validator-set change and the leader's signature."""
+
+    header: BlockHeader
+    transactions: tuple[Transaction, ...]
+    validator_update: ValidatorSet | None
+    signature: bytes
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        channel: str,
+        height: int,
+        round_: int,
+        prev_hash: bytes,
+        prev_qc: QuorumCertificate | None,
+        transactions: list[Transaction],
+        timestamp: int,
+        leader: Signer,
+        next_leader: str,
+        validators_hash: bytes,
+        validator_update: ValidatorSet | None = None,
+        state_root: bytes = EMPTY_ROOT,
+        results_hash: bytes = EMPTY_ROOT,
+    ) -> Block:
+        """Build and sign a block as its leader."""
+        header = BlockHeader(
+            channel=channel,
+            height=height,
+            round=round_,
+            prev_hash=prev_hash,
+            prev_qc=prev_qc,
+            tx_root=transactions_root(transactions),
+            state_root=state_root,
+            results_hash=results_hash,
+            timestamp=timestamp,
+            leader=leader.address,
+            next_leader=next_leader,
+            validators_hash=validators_hash,
+            next_validators_hash=validator_update.hash if validator_update else validators_hash,
+        )
+        return cls(header, tuple(transactions), validator_update, leader.sign(header.hash))
+
+    @property
+    def hash(self) -> bytes:
+        return self.header.hash
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    def check_integrity(self) -> str | None:
+        """None when the block is internally consistent and signed by its leader, else why not."""
+        header = self.header
+        if header.version != BLOCK_VERSION:
+            return f"unsupported block version {header.version}"
+        if transactions_root(self.transactions) != header.tx_root:
+            return "transactions do not match tx_root"
+        if len({tx.hash for tx in self.transactions}) != len(self.transactions):
+            return "block lists a transaction twice"
+        for tx in self.transactions:
+            if tx.channel != header.channel:
+                return f"transaction {tx.hash_hex} belongs to channel {tx.channel}"
+            if not tx.verify_signature():
+                return f"transaction {tx.hash_hex} has a bad signature"
+        if self.validator_update is not None:
+            if self.validator_update.hash != header.next_validators_hash:
+                return "validator update does not match next_validators_hash"
+            if self.validator_update.channel != header.channel:
+                return "validator update is for another channel"
+        elif header.height > 0 and header.next_validators_hash != header.validators_hash:
+            return "validator set changes without an update"
+        try:
+            if recover_address(header.hash, self.signature) != header.leader:
+                return "block is not signed by its leader"
+        except ValueError:
+            return "block signature is malformed"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "header": self.header.to_json(),
+            "transactions": [tx.to_json() for tx in self.transactions],
+            "validator_update": self.validator_update.to_json() if self.validator_update else None,
+            "signature": self.signature.hex(),
+        }
+
+    def encode(self) -> bytes:
+        return canonical.encode(self.to_json())
+
+    @classmethod
+    def from_json(cls, value: Any) -> Block:
+        obj = canonical.check_fields(value, {"header": dict, "transactions": list, "signature": str})
+        update = obj.get("validator_update")
+        return cls(
+            header=BlockHeader.from_json(obj["header"]),
+            transactions=tuple(Transaction.from_json(tx) for tx in obj["transactions"]),
+            validator_update=ValidatorSet.from_json(update) if update is not None else None,
+            signature=canonical.hex_to_bytes(obj["signature"], "signature", 65),
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Block:
+        """Parse canonical bytes; raises EncodingError on malformed input."""
+        try:
+            return cls.from_json(canonical.decode(raw))
+        except (TypeError, KeyError) as exc:
+            raise EncodingError(f"malformed block: {exc}") from None

@@ -1,0 +1,112 @@
+"""Transactions.
+
+A transaction is a signed body. The body's "version" decides how its hash is computed and who
+signs it: version "1" is loopchain's peer-signed transaction (a peer wraps a client's JSON and signs
+it with its own key); version "0x3" (ICON JSON-RPC v3, client-signed) will hash the body as
+"icx_sendTransaction.<serialized params>" and is recognised here so it can be added without
+changing stored or sent encodings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from loopchain.types import canonical
+from loopchain.types.canonical import EncodingError
+from loopchain.types.crypto import Signer, recover_address, recover_public_key
+from loopchain.types.hashing import sha3_256
+
+V1 = "1"
+
+_V1_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "version": str,
+    "channel": str,
+    "data": (dict, list, str, int, bool),
+    "timestamp": int,
+    "from": str,
+}
+
+
+def tx_hash_of(body: dict[str, Any]) -> bytes:
+    """Hash of a transaction body, by its version."""
+    version = body.get("version")
+    if version == V1:
+        return sha3_256(b"loopchain.tx.v1." + canonical.encode(body))
+    raise EncodingError(f"unsupported transaction version {version!r}")
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """A signed transaction; `hash` is derived from the body and checked on decode."""
+
+    body: dict[str, Any]
+    signature: bytes
+    hash: bytes = field(compare=False)
+
+    @classmethod
+    def create_v1(
+        cls, channel: str, data: Any, timestamp_us: int, signer: Signer
+    ) -> Transaction:
+        """A peer-signed transaction wrapping the client's JSON `data`."""
+        body = {
+            "version": V1,
+            "channel": channel,
+            "data": data,
+            "timestamp": timestamp_us,
+            "from": signer.address,
+        }
+        digest = tx_hash_of(body)
+        return cls(body=body, signature=signer.sign(digest), hash=digest)
+
+    @property
+    def hash_hex(self) -> str:
+        return self.hash.hex()
+
+    @property
+    def channel(self) -> str:
+        return str(self.body["channel"])
+
+    @property
+    def timestamp(self) -> int:
+        return int(self.body["timestamp"])
+
+    @property
+    def sender(self) -> str:
+        return str(self.body["from"])
+
+    @property
+    def data(self) -> Any:
+        return self.body["data"]
+
+    def public_key(self) -> bytes:
+        """The signer's compressed public key, recovered from the signature."""
+        return recover_public_key(self.hash, self.signature)
+
+    def verify_signature(self) -> bool:
+        """True when the signature was made by the body's "from" address."""
+        try:
+            return recover_address(self.hash, self.signature) == self.sender
+        except ValueError:
+            return False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"body": self.body, "signature": self.signature.hex()}
+
+    def encode(self) -> bytes:
+        """Canonical bytes (stored and sent)."""
+        return canonical.encode(self.to_json())
+
+    @classmethod
+    def from_json(cls, value: Any) -> Transaction:
+        obj = canonical.check_fields(value, {"body": dict, "signature": str})
+        body = obj["body"]
+        if body.get("version") == V1:
+            canonical.check_fields(body, _V1_FIELDS)
+        signature = canonical.hex_to_bytes(obj["signature"], "signature", 65)
+        return cls(body=body, signature=signature, hash=tx_hash_of(body))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Transaction:
+        """Parse canonical bytes; raises EncodingError on any malformed input."""
+        return cls.from_json(canonical.decode(raw))

@@ -1,0 +1,162 @@
+"""Votes and quorum certificates.
+
+A vote is a validator's signature over (channel, height, round, block hash), domain-separated from
+every other signed object, so it cannot be replayed on another channel, height or round. A quorum
+certificate is a set of such signatures for one block from validators holding a quorum of weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from loopchain.types import canonical
+from loopchain.types.canonical import EncodingError
+from loopchain.types.crypto import Signer, recover_address
+from loopchain.types.hashing import sha3_256
+from loopchain.types.validators import MIN_RATIO, ValidatorSet
+
+
+def vote_digest(channel: str, height: int, round_: int, block_hash: bytes) -> bytes:
+    """What a validator signs when it votes."""
+    body = {"channel": channel, "height": height, "round": round_, "block_hash": block_hash.hex()}
+    return sha3_256(b"loopchain.vote." + canonical.encode(body))
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One validator's signed vote for a block."""
+
+    channel: str
+    height: int
+    round: int
+    block_hash: bytes
+    voter: str
+    signature: bytes
+
+    @classmethod
+    def create(
+        cls, channel: str, height: int, round_: int, block_hash: bytes, signer: Signer
+    ) -> Vote:
+        digest = vote_digest(channel, height, round_, block_hash)
+        return cls(channel, height, round_, block_hash, signer.address, signer.sign(digest))
+
+    @property
+    def digest(self) -> bytes:
+        return vote_digest(self.channel, self.height, self.round, self.block_hash)
+
+    def verify_signature(self) -> bool:
+        """True when the signature was made by `voter`."""
+        try:
+            return recover_address(self.digest, self.signature) == self.voter
+        except ValueError:
+            return False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel,
+            "height": self.height,
+            "round": self.round,
+            "block_hash": self.block_hash.hex(),
+            "voter": self.voter,
+            "signature": self.signature.hex(),
+        }
+
+    def encode(self) -> bytes:
+        return canonical.encode(self.to_json())
+
+    @classmethod
+    def from_json(cls, value: Any) -> Vote:
+        obj = canonical.check_fields(
+            value,
+            {"channel": str, "height": int, "round": int, "block_hash": str, "voter": str,
+             "signature": str},
+        )
+        return cls(
+            obj["channel"],
+            obj["height"],
+            obj["round"],
+            canonical.hex_to_bytes(obj["block_hash"], "block_hash", 32),
+            obj["voter"],
+            canonical.hex_to_bytes(obj["signature"], "signature", 65),
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Vote:
+        return cls.from_json(canonical.decode(raw))
+
+
+@dataclass(frozen=True)
+class QuorumCertificate:
+    """Signatures of a quorum of validators for one block at one height and round."""
+
+    channel: str
+    height: int
+    round: int
+    block_hash: bytes
+    signatures: tuple[tuple[str, bytes], ...]  # (voter, signature), sorted by voter
+
+    @classmethod
+    def from_votes(cls, votes: list[Vote]) -> QuorumCertificate:
+        first = votes[0]
+        key = (first.channel, first.height, first.round, first.block_hash)
+        if any((v.channel, v.height, v.round, v.block_hash) != key for v in votes):
+            raise EncodingError("a certificate's votes must all be for one block")
+        unique = {v.voter: v.signature for v in votes}
+        return cls(*key, tuple(sorted(unique.items())))
+
+    @property
+    def voters(self) -> list[str]:
+        return [voter for voter, _ in self.signatures]
+
+    def verify(self, validators: ValidatorSet, ratio: Fraction = MIN_RATIO) -> str | None:
+        """None when valid for `validators`; otherwise the reason it is not."""
+        if self.channel != validators.channel:
+            return f"certificate is for channel {self.channel}, not {validators.channel}"
+        digest = vote_digest(self.channel, self.height, self.round, self.block_hash)
+        for voter, signature in self.signatures:
+            if voter not in validators:
+                return f"certificate counts {voter}, who is not a validator"
+            try:
+                if recover_address(digest, signature) != voter:
+                    return f"certificate signature of {voter} does not verify"
+            except ValueError:
+                return f"certificate signature of {voter} is malformed"
+        if not validators.has_quorum(self.voters, ratio):
+            return "certificate does not hold a quorum of validator weight"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel,
+            "height": self.height,
+            "round": self.round,
+            "block_hash": self.block_hash.hex(),
+            "signatures": [[voter, sig.hex()] for voter, sig in self.signatures],
+        }
+
+    def encode(self) -> bytes:
+        return canonical.encode(self.to_json())
+
+    @classmethod
+    def from_json(cls, value: Any) -> QuorumCertificate:
+        obj = canonical.check_fields(
+            value,
+            {"channel": str, "height": int, "round": int, "block_hash": str, "signatures": list},
+        )
+        pairs = []
+        for item in obj["signatures"]:
+            if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
+                raise EncodingError("certificate signatures must be [voter, hex] pairs")
+            pairs.append((item[0], canonical.hex_to_bytes(item[1], "signature", 65)))
+        if [p[0] for p in pairs] != sorted({p[0] for p in pairs}):
+            raise EncodingError("certificate voters must be unique and sorted")
+        return cls(
+            obj["channel"], obj["height"], obj["round"],
+            canonical.hex_to_bytes(obj["block_hash"], "block_hash", 32), tuple(pairs),
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> QuorumCertificate:
+        return cls.from_json(canonical.decode(raw))
