@@ -1,0 +1,24 @@
+"""Peer identity values shared by the peer and the RadioStation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loopchain.types import canonical
+from loopchain.types.hashing import sha3_256
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """A peer as the directory knows it."""
+
+    peer_id: str
+    target: str
+    order: int
+    group_id: str = ""
+
+
+def connect_digest(peer_id: str, target: str, group_id: str) -> bytes:
+    """What a peer signs to register with the RadioStation (proves it holds the peer id's key)."""
+    body = {"peer_id": peer_id, "target": target, "group_id": group_id}
+    return sha3_256(b"loopchain.connect." + canonical.encode(body))
