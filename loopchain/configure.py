@@ -174,3 +174,20 @@ def describe(config: Config, name: str | None = None) -> list[dict[str, Any]]:
         for k in keys
         if k in config
     ]
+
+
+def setup_logging(config: Config, *, debug: bool, process: str) -> None:
+    """Configure the root logger: level from -d or LOOPCHAIN_LOG_LEVEL, stderr plus LOG_FILE_PATH."""
+    import logging
+    import sys
+
+    level_name = "DEBUG" if debug else str(config.LOOPCHAIN_LOG_LEVEL).upper()
+    level = logging.getLevelName(level_name)
+    if not isinstance(level, int):
+        raise ConfigError(f"LOOPCHAIN_LOG_LEVEL {config.LOOPCHAIN_LOG_LEVEL!r} is not a log level")
+    fmt = f"%(asctime)s %(levelname)-7s [{process}] %(name)s: %(message)s"
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if config.LOG_FILE_PATH:
+        handlers.append(logging.FileHandler(config.LOG_FILE_PATH))
+    logging.basicConfig(level=level, format=fmt, handlers=handlers, force=True)
+    logging.getLogger("asyncio").setLevel(logging.WARNING)

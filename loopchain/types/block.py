@@ -204,7 +204,9 @@ class Block:
 
     @classmethod
     def from_json(cls, value: Any) -> Block:
-        obj = canonical.check_fields(value, {"header": dict, "transactions": list, "signature": str})
+        obj = canonical.check_fields(
+            value, {"header": dict, "transactions": list, "signature": str}
+        )
         update = obj.get("validator_update")
         return cls(
             header=BlockHeader.from_json(obj["header"]),

@@ -68,5 +68,7 @@ def verify_merkle_proof(item: bytes, proof: list[ProofStep], root: bytes) -> boo
     """Check that `item` is included under `root`."""
     current = _leaf(item)
     for step in proof:
-        current = _node(step.sibling, current) if step.sibling_is_left else _node(current, step.sibling)
+        current = (
+            _node(step.sibling, current) if step.sibling_is_left else _node(current, step.sibling)
+        )
     return current == root

@@ -45,9 +45,7 @@ class Transaction:
     hash: bytes = field(compare=False)
 
     @classmethod
-    def create_v1(
-        cls, channel: str, data: Any, timestamp_us: int, signer: Signer
-    ) -> Transaction:
+    def create_v1(cls, channel: str, data: Any, timestamp_us: int, signer: Signer) -> Transaction:
         """A peer-signed transaction wrapping the client's JSON `data`."""
         body = {
             "version": V1,

@@ -70,8 +70,14 @@ class Vote:
     def from_json(cls, value: Any) -> Vote:
         obj = canonical.check_fields(
             value,
-            {"channel": str, "height": int, "round": int, "block_hash": str, "voter": str,
-             "signature": str},
+            {
+                "channel": str,
+                "height": int,
+                "round": int,
+                "block_hash": str,
+                "voter": str,
+                "signature": str,
+            },
         )
         return cls(
             obj["channel"],
@@ -147,14 +153,19 @@ class QuorumCertificate:
         )
         pairs = []
         for item in obj["signatures"]:
-            if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
+            if not (
+                isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)
+            ):
                 raise EncodingError("certificate signatures must be [voter, hex] pairs")
             pairs.append((item[0], canonical.hex_to_bytes(item[1], "signature", 65)))
         if [p[0] for p in pairs] != sorted({p[0] for p in pairs}):
             raise EncodingError("certificate voters must be unique and sorted")
         return cls(
-            obj["channel"], obj["height"], obj["round"],
-            canonical.hex_to_bytes(obj["block_hash"], "block_hash", 32), tuple(pairs),
+            obj["channel"],
+            obj["height"],
+            obj["round"],
+            canonical.hex_to_bytes(obj["block_hash"], "block_hash", 32),
+            tuple(pairs),
         )
 
     @classmethod

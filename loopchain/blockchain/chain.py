@@ -1,0 +1,123 @@
+"""The view of a channel's final chain that validation needs, and the checks that use it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from fractions import Fraction
+
+from loopchain.types.block import Block
+from loopchain.types.hashing import EMPTY_ROOT
+from loopchain.types.validators import ValidatorSet
+from loopchain.types.vote import QuorumCertificate
+
+
+@dataclass(frozen=True)
+class ChainTip:
+    """The last final block of a channel and the validator sets around it."""
+
+    channel: str
+    height: int = -1  # -1: no block yet
+    block_hash: bytes = b""
+    timestamp: int = 0
+    validators: ValidatorSet | None = None  # the set that certified the tip block
+    next_validators: ValidatorSet | None = None  # the set that votes at height + 1
+
+    def advance(self, block: Block) -> ChainTip:
+        """The tip after `block` (already checked to extend this tip) becomes final."""
+        voting = self.voting_set_for(block)
+        following = block.validator_update if block.validator_update is not None else voting
+        return replace(
+            self,
+            height=block.height,
+            block_hash=block.hash,
+            timestamp=block.header.timestamp,
+            validators=voting,
+            next_validators=following,
+        )
+
+    def voting_set_for(self, block: Block) -> ValidatorSet | None:
+        """The validator set that votes on `block` at height tip + 1."""
+        if block.height == 0:
+            return block.validator_update
+        return self.next_validators
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Block limits and acceptance bounds from configuration."""
+
+    max_block_txs: int
+    max_block_bytes: int
+    max_skew_us: int
+    ratio: Fraction
+
+
+def check_extends(tip: ChainTip, block: Block, issuer: str, ratio: Fraction) -> str | None:
+    """None when `block` is a well-formed successor of `tip`; else the reason it is not."""
+    header = block.header
+    if header.channel != tip.channel:
+        return f"block is for channel {header.channel}, not {tip.channel}"
+    if header.height != tip.height + 1:
+        return f"block height {header.height} does not follow tip {tip.height}"
+    if header.prev_hash != tip.block_hash:
+        return "block does not extend the tip (prev_hash differs)"
+    problem = block.check_integrity()
+    if problem:
+        return problem
+    if header.state_root != EMPTY_ROOT or header.results_hash != EMPTY_ROOT:
+        return "state root and results hash must be empty until SCORE execution is enabled"
+    return _check_validators(tip, block, issuer) or _check_prev_qc(tip, block, ratio)
+
+
+def _check_validators(tip: ChainTip, block: Block, issuer: str) -> str | None:
+    update = block.validator_update
+    if update is not None:
+        if not update.verify_issuer(issuer):
+            return "validator update is not signed by the RadioStation"
+        if tip.next_validators is not None and update.version <= tip.next_validators.version:
+            return "validator update is not newer than the current set"
+    voting = tip.voting_set_for(block)
+    if voting is None:
+        return "the first block must carry the validator set"
+    if block.header.validators_hash != voting.hash:
+        return "block names a validator set other than the current one"
+    return None
+
+
+def _check_prev_qc(tip: ChainTip, block: Block, ratio: Fraction) -> str | None:
+    qc = block.header.prev_qc
+    if block.height == 0:
+        return None if qc is None else "the first block cannot carry a certificate"
+    if qc is None:
+        return "block lacks the certificate of its parent"
+    if qc.height != tip.height or qc.block_hash != tip.block_hash:
+        return "block's parent certificate is for another block"
+    assert tip.validators is not None
+    return qc.verify(tip.validators, ratio)
+
+
+def check_proposal_bounds(tip: ChainTip, block: Block, limits: Limits, now_us: int) -> str | None:
+    """Size and timestamp bounds a voter checks before voting."""
+    if len(block.transactions) > limits.max_block_txs:
+        return f"block holds {len(block.transactions)} transactions, limit {limits.max_block_txs}"
+    if sum(len(tx.encode()) for tx in block.transactions) > limits.max_block_bytes:
+        return "block is larger than MAX_BLOCK_KBYTES"
+    if block.header.timestamp <= tip.timestamp:
+        return "block timestamp does not advance"
+    if abs(block.header.timestamp - now_us) > limits.max_skew_us:
+        return "block timestamp is too far from this peer's clock"
+    return None
+
+
+def check_certificate(
+    tip: ChainTip, block: Block, qc: QuorumCertificate, ratio: Fraction
+) -> str | None:
+    """None when `qc` finalises `block` at tip + 1 under the voting set."""
+    if qc.block_hash != block.hash or qc.height != block.height:
+        return "certificate is for another block"
+    if qc.round != block.header.round:
+        return "certificate is for another round"
+    voting = tip.voting_set_for(block)
+    if voting is None:
+        return "no validator set for this height"
+    return qc.verify(voting, ratio)

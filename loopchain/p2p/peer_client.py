@@ -1,0 +1,94 @@
+"""Outbound gRPC to other peers: bounded per-peer send queues and block-range fetches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from loopchain.configure import Config
+from loopchain.p2p.grpc_util import open_channel
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.types.block import Block
+from loopchain.types.transaction import Transaction
+from loopchain.types.vote import QuorumCertificate, Vote
+
+log = logging.getLogger(__name__)
+
+Outbound = pb.ConsensusMessage | pb.TxBatch
+
+
+def proposal_message(channel: str, sender: str, block: Block) -> pb.ConsensusMessage:
+    return pb.ConsensusMessage(channel=channel, sender=sender, proposal=block.encode())
+
+
+def vote_message(channel: str, sender: str, vote: Vote) -> pb.ConsensusMessage:
+    return pb.ConsensusMessage(channel=channel, sender=sender, vote=vote.encode())
+
+
+def certificate_message(channel: str, sender: str, qc: QuorumCertificate) -> pb.ConsensusMessage:
+    return pb.ConsensusMessage(channel=channel, sender=sender, certificate=qc.encode())
+
+
+def tx_batch_message(channel: str, txs: list[Transaction]) -> pb.TxBatch:
+    return pb.TxBatch(channel=channel, txs=[tx.encode() for tx in txs])
+
+
+class PeerLink:
+    """One remote peer: a gRPC channel and a bounded queue drained by a sender task."""
+
+    def __init__(self, target: str, config: Config, queue_size: int = 1024) -> None:
+        self.target = target
+        self.timeout = float(config.GRPC_TIMEOUT)
+        self._channel = open_channel(target, config)
+        self.stub = pb_grpc.PeerServiceStub(self._channel)
+        self._queue: asyncio.Queue[Outbound] = asyncio.Queue(maxsize=queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._drain(), name=f"link:{self.target}"
+            )
+
+    def send(self, message: Outbound) -> None:
+        """Queue a message; when the queue is full the oldest message is dropped."""
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(message)
+
+    async def _drain(self) -> None:
+        while True:
+            message = await self._queue.get()
+            try:
+                if isinstance(message, pb.TxBatch):
+                    await self.stub.AddTxBatch(message, timeout=self.timeout)
+                else:
+                    await self.stub.Deliver(message, timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                log.debug("send to %s failed: %s %s", self.target, exc.code().name, exc.details())
+
+    async def fetch_blocks(
+        self, channel: str, from_height: int, max_blocks: int
+    ) -> tuple[list[tuple[Block, QuorumCertificate]], int]:
+        """Final blocks from `from_height` on, decoded (EncodingError if malformed), and the peer's tip."""
+        reply = await self.stub.GetBlockRange(
+            pb.BlockRangeRequest(channel=channel, from_height=from_height, max_blocks=max_blocks),
+            timeout=self.timeout * 2,
+        )
+        blocks = [
+            (Block.decode(b.block), QuorumCertificate.decode(b.certificate)) for b in reply.blocks
+        ]
+        return blocks, reply.tip_height
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._channel.close()

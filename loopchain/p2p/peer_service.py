@@ -1,0 +1,213 @@
+"""The gRPC PeerService servicer: decodes requests and hands domain values to a backend."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import grpc
+
+from loopchain.consensus import messages as m
+from loopchain.p2p.errors import ErrorKind, RequestError
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.types.block import Block
+from loopchain.types.canonical import EncodingError
+from loopchain.types.transaction import Transaction
+from loopchain.types.vote import QuorumCertificate, Vote
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TxLookup:
+    """A transaction and where it is: block height -1 while it is only pooled."""
+
+    tx: Transaction
+    block_height: int
+    block_hash: bytes
+
+
+class ChannelBackend(Protocol):
+    """What the servicer needs from one channel of the peer."""
+
+    def create_tx(self, data: dict[str, Any]) -> Transaction: ...
+    def find_tx(self, tx_hash: bytes) -> TxLookup | None: ...
+    def get_block(
+        self, height: int, block_hash: bytes
+    ) -> tuple[Block, QuorumCertificate] | None: ...
+    def status(self) -> dict[str, Any]: ...
+    def receive_txs(self, txs: list[Transaction]) -> None: ...
+    def receive(self, event: m.Event) -> None: ...
+    def block_range(
+        self, from_height: int, max_blocks: int
+    ) -> tuple[list[tuple[bytes, bytes]], int]: ...
+
+
+class PeerBackend(Protocol):
+    """The peer: its channels by name (empty name: the default channel)."""
+
+    def channel(self, name: str) -> ChannelBackend: ...
+
+
+def decode_consensus(message: pb.ConsensusMessage) -> m.Event:
+    """The consensus event carried by a Deliver message."""
+    kind = message.WhichOneof("body")
+    if kind == "proposal":
+        return m.ProposalReceived(Block.decode(message.proposal))
+    if kind == "vote":
+        return m.VoteReceived(Vote.decode(message.vote))
+    if kind == "certificate":
+        return m.CertificateReceived(QuorumCertificate.decode(message.certificate))
+    raise EncodingError(f"unsupported consensus message {kind!r}")
+
+
+def _hash_arg(text: str) -> bytes:
+    value = text[2:] if text.startswith("0x") else text
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise RequestError(ErrorKind.INVALID, f"hash must be 64 hex characters, got {text!r}")
+    return raw
+
+
+class PeerServicer(pb_grpc.PeerServiceServicer):
+    """Adapter between gRPC and the peer backend."""
+
+    def __init__(self, backend: PeerBackend, peer_id: str) -> None:
+        self.backend = backend
+        self.peer_id = peer_id
+
+    async def _serve(self, context: grpc.aio.ServicerContext, work: Callable[[], T]) -> T:
+        try:
+            return work()
+        except RequestError as exc:
+            await context.abort(exc.kind.value, exc.message)
+        except EncodingError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {exc}")
+        raise AssertionError("unreachable")
+
+    async def _serve_async(
+        self, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[T]]
+    ) -> T:
+        try:
+            return await work()
+        except RequestError as exc:
+            await context.abort(exc.kind.value, exc.message)
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------ client facing
+
+    async def CreateTx(self, request: pb.CreateTxRequest, context: Any) -> pb.CreateTxReply:
+        def work() -> pb.CreateTxReply:
+            try:
+                data = json.loads(request.data_json)
+            except json.JSONDecodeError as exc:
+                raise RequestError(
+                    ErrorKind.INVALID, f"transaction is not valid JSON: {exc}"
+                ) from None
+            if not isinstance(data, dict):
+                raise RequestError(ErrorKind.INVALID, "transaction must be a JSON object")
+            channel = self.backend.channel(request.channel)
+            tx = channel.create_tx(data)
+            return pb.CreateTxReply(tx_hash=tx.hash_hex, channel=tx.channel)
+
+        return await self._serve(context, work)
+
+    async def GetTx(self, request: pb.GetTxRequest, context: Any) -> pb.GetTxReply:
+        def work() -> pb.GetTxReply:
+            tx_hash = _hash_arg(request.tx_hash)
+            channel = self.backend.channel(request.channel)
+            found = channel.find_tx(tx_hash)
+            if found is None:
+                raise RequestError(ErrorKind.NOT_FOUND, f"transaction {tx_hash.hex()} not found")
+            status = channel.status()
+            return pb.GetTxReply(
+                tx=found.tx.encode(),
+                channel=found.tx.channel,
+                block_height=found.block_height,
+                block_hash=found.block_hash.hex(),
+                peer_id=self.peer_id,
+                score_id=status.get("score_id", ""),
+                score_version=status.get("score_version", ""),
+            )
+
+        return await self._serve(context, work)
+
+    async def GetTxResult(self, request: pb.GetTxRequest, context: Any) -> pb.TxResultReply:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "transaction results are not available until SCORE runs"
+        )
+        raise AssertionError("unreachable")
+
+    async def GetBlock(self, request: pb.GetBlockRequest, context: Any) -> pb.BlockReply:
+        def work() -> pb.BlockReply:
+            channel = self.backend.channel(request.channel)
+            block_hash = _hash_arg(request.block_hash) if request.block_hash else b""
+            found = channel.get_block(request.height, block_hash)
+            if found is None:
+                if block_hash or request.height >= 0:
+                    what = block_hash.hex() if block_hash else f"at height {request.height}"
+                    raise RequestError(ErrorKind.NOT_FOUND, f"block {what} not found")
+                return pb.BlockReply(channel=request.channel)
+            block, qc = found
+            return pb.BlockReply(
+                channel=block.header.channel, block=block.encode(), certificate=qc.encode()
+            )
+
+        return await self._serve(context, work)
+
+    async def GetStatus(self, request: pb.ChannelRequest, context: Any) -> pb.PeerStatusReply:
+        def work() -> pb.PeerStatusReply:
+            status = self.backend.channel(request.channel).status()
+            fields = {
+                k: v for k, v in status.items() if k in pb.PeerStatusReply.DESCRIPTOR.fields_by_name
+            }
+            return pb.PeerStatusReply(**fields)
+
+        return await self._serve(context, work)
+
+    async def Query(self, request: pb.QueryRequest, context: Any) -> pb.QueryReply:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SCORE queries are not available yet")
+        raise AssertionError("unreachable")
+
+    async def GetScoreStatus(self, request: pb.ChannelRequest, context: Any) -> pb.ScoreStatusReply:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SCORE status is not available yet")
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------ peer to peer
+
+    async def AddTxBatch(self, request: pb.TxBatch, context: Any) -> pb.Ack:
+        def work() -> pb.Ack:
+            channel = self.backend.channel(request.channel)
+            channel.receive_txs([Transaction.decode(raw) for raw in request.txs])
+            return pb.Ack(code=0)
+
+        return await self._serve(context, work)
+
+    async def Deliver(self, request: pb.ConsensusMessage, context: Any) -> pb.Ack:
+        def work() -> pb.Ack:
+            channel = self.backend.channel(request.channel)
+            channel.receive(decode_consensus(request))
+            return pb.Ack(code=0)
+
+        return await self._serve(context, work)
+
+    async def GetBlockRange(self, request: pb.BlockRangeRequest, context: Any) -> pb.BlockRange:
+        def work() -> pb.BlockRange:
+            channel = self.backend.channel(request.channel)
+            limit = max(1, min(request.max_blocks or 100, 500))
+            blocks, tip = channel.block_range(request.from_height, limit)
+            return pb.BlockRange(
+                channel=request.channel,
+                blocks=[pb.FinalBlock(block=b, certificate=c) for b, c in blocks],
+                tip_height=tip,
+            )
+
+        return await self._serve(context, work)

@@ -1,0 +1,92 @@
+"""The peer's client of the RadioStation: register, fetch peer lists, heartbeat."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loopchain.configure import Config
+from loopchain.p2p.grpc_util import open_channel
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.types.canonical import EncodingError
+from loopchain.types.crypto import Signer, address_of
+from loopchain.types.peer import PeerInfo, connect_digest
+from loopchain.types.validators import ValidatorSet
+
+
+class RadioStationRefused(RuntimeError):
+    """The RadioStation answered with an error code."""
+
+
+@dataclass(frozen=True)
+class ChannelGrant:
+    """A channel the RadioStation gives this peer."""
+
+    channel: str
+    score_package: str
+    validators: ValidatorSet
+
+
+@dataclass(frozen=True)
+class Registration:
+    order: int
+    radiostation_address: str
+    channels: tuple[ChannelGrant, ...]
+
+
+class RadioStationClient:
+    """gRPC client of one RadioStation with a deadline on every call."""
+
+    def __init__(self, target: str, config: Config) -> None:
+        self.target = target
+        self.timeout = float(config.GRPC_TIMEOUT)
+        self._channel = open_channel(target, config)
+        self._stub = pb_grpc.RadioStationStub(self._channel)
+
+    async def connect(self, signer: Signer, my_target: str, group_id: str = "") -> Registration:
+        """Register this peer (signed) and return its order and channels."""
+        request = pb.ConnectPeerRequest(
+            peer_id=signer.address,
+            target=my_target,
+            group_id=group_id,
+            public_key=signer.public_key,
+            signature=signer.sign(connect_digest(signer.address, my_target, group_id)),
+        )
+        reply = await self._stub.ConnectPeer(request, timeout=self.timeout)
+        if reply.code != 0:
+            raise RadioStationRefused(
+                f"RadioStation {self.target} refused this peer: {reply.message}"
+            )
+
+        grants = tuple(
+            ChannelGrant(c.channel, c.score_package, ValidatorSet.decode(c.validator_set))
+            for c in reply.channels
+        )
+        return Registration(reply.order, address_of(reply.radiostation_public_key), grants)
+
+    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], ValidatorSet | None]:
+        """The channel's registered peers and its current signed validator set."""
+        reply = await self._stub.GetPeerList(
+            pb.ChannelRequest(channel=channel), timeout=self.timeout
+        )
+        peers = [PeerInfo(p.peer_id, p.target, p.order, p.group_id) for p in reply.peers]
+        try:
+            validators = ValidatorSet.decode(reply.validator_set) if reply.validator_set else None
+        except EncodingError:
+            validators = None
+        return peers, validators
+
+    async def heartbeat(self, peer_id: str, channel: str, peer_type: int, height: int) -> int:
+        """Report liveness; returns the channel's peer-list version."""
+        reply = await self._stub.Heartbeat(
+            pb.HeartbeatRequest(
+                peer_id=peer_id, channel=channel, peer_type=peer_type, block_height=height
+            ),
+            timeout=self.timeout,
+        )
+        if reply.code != 0:
+            raise RadioStationRefused(reply.message)
+        return int(reply.peer_list_version)
+
+    async def close(self) -> None:
+        await self._channel.close()

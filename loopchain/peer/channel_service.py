@@ -1,0 +1,392 @@
+"""One channel of a peer: block store, transaction pool, consensus state machine and its I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import grpc
+
+from loopchain.blockchain.block_store import BlockStore
+from loopchain.blockchain.chain import Limits
+from loopchain.blockchain.mempool import TxPool
+from loopchain.blockchain.restore import restore_tip
+from loopchain.configure import Config
+from loopchain.consensus import messages as m
+from loopchain.consensus.state import ChannelConsensus, ConsensusConfig
+from loopchain.p2p.errors import ErrorKind, RequestError
+from loopchain.p2p.peer_client import (
+    PeerLink,
+    certificate_message,
+    proposal_message,
+    tx_batch_message,
+    vote_message,
+)
+from loopchain.p2p.peer_service import TxLookup
+from loopchain.types import canonical
+from loopchain.types.block import Block
+from loopchain.types.canonical import EncodingError
+from loopchain.types.crypto import Signer
+from loopchain.types.peer import PeerInfo
+from loopchain.types.transaction import Transaction
+from loopchain.types.validators import ratio_from_config
+from loopchain.types.vote import QuorumCertificate
+
+log = logging.getLogger(__name__)
+
+OWN_PROPOSAL = "own_proposal"
+SYNC_PERIOD = 2.0
+RELAY_QUEUE_MAX = 20_000
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    """What a channel service needs to know about its place in the network."""
+
+    name: str
+    score_package: str
+    issuer: str  # address of the RadioStation that signs validator sets
+    my_target: str
+
+
+def consensus_config(config: Config) -> ConsensusConfig:
+    """Consensus timing and limits from configuration."""
+    ratio: Fraction = ratio_from_config(config.VOTING_RATIO)
+    return ConsensusConfig(
+        interval=float(config.INTERVAL_BLOCKGENERATION),
+        vote_timeout=float(config.BLOCK_VOTE_TIMEOUT),
+        limits=Limits(
+            max_block_txs=int(config.MAX_BLOCK_TX_NUM),
+            max_block_bytes=int(config.MAX_BLOCK_KBYTES) * 1024,
+            max_skew_us=int(float(config.MAX_TIMESTAMP_SKEW) * 1_000_000),
+            ratio=ratio,
+        ),
+    )
+
+
+class ChannelService:
+    """Runs one channel: feeds events to the consensus state machine and carries out its actions."""
+
+    def __init__(
+        self,
+        *,
+        settings: ChannelSettings,
+        config: Config,
+        signer: Signer,
+        store: BlockStore,
+        link_for: Callable[[str], PeerLink],
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.config = config
+        self.signer = signer
+        self.store = store
+        self.link_for = link_for
+        self.members: dict[str, PeerInfo] = {}
+        tip, tip_qc = restore_tip(store, settings.name)
+        own = store.get_meta(OWN_PROPOSAL)
+        self.consensus = ChannelConsensus(
+            config=consensus_config(config),
+            signer=signer,
+            issuer=settings.issuer,
+            tip=tip,
+            tip_certificate=tip_qc,
+            pool=TxPool(int(config.TX_POOL_MAX)),
+            is_committed=lambda tx_hash: store.find_transaction(tx_hash) is not None,
+            last_vote=store.last_vote_record(),
+            own_proposal=Block.decode(own) if own else None,
+        )
+        self._relay: asyncio.Queue[tuple[str, Transaction]] = asyncio.Queue(RELAY_QUEUE_MAX)
+        self._sync_wanted = asyncio.Event()
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Run the channel's background work until cancelled."""
+        log.info(
+            "channel %s: tip height %d, peer %s",
+            self.name,
+            self.consensus.tip.height,
+            self.signer.address,
+        )
+        self._execute(self.consensus.start(time.time()))
+        self._sync_wanted.set()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._relay_loop(), name=f"relay:{self.name}")
+                group.create_task(self._sync_loop(), name=f"sync:{self.name}")
+        finally:
+            for handle in self._timers:
+                handle.cancel()
+
+    def set_members(self, peers: list[PeerInfo]) -> None:
+        """The channel's peers as the RadioStation lists them."""
+        self.members = {p.peer_id: p for p in peers}
+
+    # ------------------------------------------------------------ backend API (called by the servicer)
+
+    def create_tx(self, data: dict[str, Any]) -> Transaction:
+        """Wrap a client's JSON in a transaction signed by this peer and pool it."""
+        raw = canonical.encode(data) if _no_floats(data) else None
+        if raw is None:
+            raise RequestError(
+                ErrorKind.INVALID, "transaction data must not contain floating-point numbers"
+            )
+        if len(raw) > int(self.config.MAX_TX_BYTES):
+            raise RequestError(
+                ErrorKind.INVALID,
+                f"transaction is {len(raw)} bytes, limit {self.config.MAX_TX_BYTES}",
+            )
+        if len(self.consensus.pool) >= self.consensus.pool.max_size:
+            raise RequestError(ErrorKind.POOL_FULL, "transaction pool is full; try again later")
+        tx = Transaction.create_v1(self.name, data, time.time_ns() // 1000, self.signer)
+        self._dispatch(m.TxsReceived((tx,)))
+        return tx
+
+    def receive_txs(self, txs: list[Transaction]) -> None:
+        """Transactions relayed by another peer."""
+        good = []
+        for tx in txs:
+            if tx.channel != self.name or not tx.verify_signature():
+                log.warning(
+                    "channel %s: dropped relayed transaction %s (bad channel or signature)",
+                    self.name,
+                    tx.hash_hex,
+                )
+                continue
+            good.append(tx)
+        if good:
+            self._dispatch(m.TxsReceived(tuple(good)))
+
+    def receive(self, event: m.Event) -> None:
+        """A consensus message from another peer."""
+        self._dispatch(event)
+
+    def find_tx(self, tx_hash: bytes) -> TxLookup | None:
+        found = self.store.find_transaction(tx_hash)
+        if found is not None:
+            tx, height, block_hash = found
+            return TxLookup(tx, height, block_hash)
+        pooled = self.consensus.pool.get(tx_hash)
+        return TxLookup(pooled, -1, b"") if pooled is not None else None
+
+    def get_block(self, height: int, block_hash: bytes) -> tuple[Block, QuorumCertificate] | None:
+        if block_hash:
+            block = self.store.block_by_hash(block_hash)
+        else:
+            block = self.store.block_by_height(height if height >= 0 else self.store.tip_height())
+        if block is None:
+            return None
+        qc = self.store.certificate_at(block.height)
+        assert qc is not None
+        return block, qc
+
+    def block_range(
+        self, from_height: int, max_blocks: int
+    ) -> tuple[list[tuple[bytes, bytes]], int]:
+        tip = self.store.tip_height()
+        blocks = []
+        for height in range(max(0, from_height), min(tip, from_height + max_blocks - 1) + 1):
+            block = self.store.block_by_height(height)
+            qc = self.store.certificate_at(height)
+            if block is None or qc is None:
+                break
+            blocks.append((block.encode(), qc.encode()))
+        return blocks, tip
+
+    def status(self) -> dict[str, Any]:
+        state = self.consensus
+        voting = state.voting_set
+        return {
+            "channel": self.name,
+            "peer_id": self.signer.address,
+            "peer_target": self.settings.my_target,
+            "peer_type": 1 if state.is_leader else 0,
+            "leader_id": state.leader or "",
+            "block_height": state.tip.height,
+            "block_hash": state.tip.block_hash.hex(),
+            "total_tx": self.store.total_tx(),
+            "made_block_count": state.made_block_count,
+            "leader_complaint": 0,
+            "audience_count": max(0, len(self.members) - 1),
+            "consensus": "LFT",
+            "tx_pool_size": len(state.pool),
+            "round": 0,
+            "validator_count": len(voting.validators) if voting else 0,
+            "score_id": self.settings.score_package,
+            "score_version": "",
+        }
+
+    # ------------------------------------------------------------ consensus I/O
+
+    def _dispatch(self, event: m.Event) -> list[m.Action]:
+        actions = self.consensus.handle(event, time.time())
+        self._execute(actions)
+        return actions
+
+    def _execute(self, actions: list[m.Action]) -> None:
+        me = self.signer.address
+        for action in actions:
+            match action:
+                case m.PersistVote(height, round_, block_hash):
+                    self.store.save_vote_record(height, round_, block_hash)
+                case m.PersistProposal(block):
+                    self.store.put_meta(OWN_PROPOSAL, block.encode())
+                case m.CommitBlock(block, qc):
+                    self._commit(block, qc)
+                case m.BroadcastProposal(block):
+                    self._broadcast(proposal_message(self.name, me, block))
+                case m.BroadcastCertificate(qc):
+                    self._broadcast(certificate_message(self.name, me, qc))
+                case m.SendVote(to, vote):
+                    self._send(to, vote_message(self.name, me, vote))
+                case m.ForwardTxs(to, txs):
+                    self._queue_relay(to, txs)
+                case m.ScheduleTimeout(delay, kind, height):
+                    self._schedule(delay, kind, height)
+                case m.RequestSync():
+                    self._sync_wanted.set()
+                case m.Rejected(reason):
+                    log.warning("channel %s: rejected %s", self.name, reason)
+
+    def _commit(self, block: Block, qc: QuorumCertificate) -> None:
+        self.store.save_block(block, qc)
+        log.info(
+            "channel %s: block %d final (%d txs) %s",
+            self.name,
+            block.height,
+            len(block.transactions),
+            block.hash.hex()[:16],
+        )
+
+    def _broadcast(self, message: Any) -> None:
+        for peer in self.members.values():
+            if peer.peer_id != self.signer.address:
+                self.link_for(peer.target).send(message)
+
+    def _send(self, peer_id: str, message: Any) -> None:
+        peer = self.members.get(peer_id)
+        if peer is None:
+            log.warning("channel %s: no address known for peer %s", self.name, peer_id)
+            return
+        self.link_for(peer.target).send(message)
+
+    def _schedule(self, delay: float, kind: str, height: int) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            self._dispatch(m.TimeoutFired(kind, height))
+
+        handle = loop.call_later(max(0.0, delay), fire)
+        self._timers.add(handle)
+
+    # ------------------------------------------------------------ relaying transactions
+
+    def _queue_relay(self, to: str, txs: tuple[Transaction, ...]) -> None:
+        for tx in txs:
+            if self._relay.full():
+                log.warning(
+                    "channel %s: relay queue full, transaction %s stays pooled",
+                    self.name,
+                    tx.hash_hex,
+                )
+                return
+            self._relay.put_nowait((to, tx))
+
+    async def _relay_loop(self) -> None:
+        batch_max = int(self.config.MAX_TX_COUNT_IN_ADDTX_LIST)
+        linger = float(self.config.SEND_TX_LIST_DURATION)
+        while True:
+            to, tx = await self._relay.get()
+            batch = [tx]
+            deadline = time.monotonic() + linger
+            while len(batch) < batch_max:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    next_to, next_tx = await asyncio.wait_for(self._relay.get(), remaining)
+                except TimeoutError:
+                    break
+                if next_to != to:
+                    self._send(to, tx_batch_message(self.name, batch))
+                    to, batch = next_to, []
+                batch.append(next_tx)
+            self._send(to, tx_batch_message(self.name, batch))
+
+    # ------------------------------------------------------------ catching up
+
+    async def _sync_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sync_wanted.wait(), SYNC_PERIOD)
+            self._sync_wanted.clear()
+            await self.sync_once()
+
+    async def sync_once(self) -> int:
+        """Fetch final blocks from peers until none is ahead; returns how many were added."""
+        added = 0
+        peers = [p for p in self.members.values() if p.peer_id != self.signer.address]
+        random.shuffle(peers)
+        batch = int(self.config.SYNC_BATCH_BLOCKS)
+        for peer in peers:
+            while True:
+                link = self.link_for(peer.target)
+                start = self.consensus.tip.height + 1
+                try:
+                    blocks, _tip = await link.fetch_blocks(self.name, start, batch)
+                except grpc.aio.AioRpcError as exc:
+                    log.debug(
+                        "channel %s: sync from %s failed: %s",
+                        self.name,
+                        peer.target,
+                        exc.code().name,
+                    )
+                    break
+                except EncodingError as exc:
+                    log.warning(
+                        "channel %s: peer %s served a malformed block: %s",
+                        self.name,
+                        peer.target,
+                        exc,
+                    )
+                    break
+                if not self._apply_synced(peer, blocks):
+                    break
+                added += len(blocks)
+                if len(blocks) < batch:
+                    break
+        return added
+
+    def _apply_synced(self, peer: PeerInfo, blocks: list[tuple[Block, QuorumCertificate]]) -> bool:
+        if not blocks:
+            return False
+        for block, qc in blocks:
+            actions = self._dispatch(m.FinalBlockReceived(block, qc))
+            if any(isinstance(a, m.Rejected) for a in actions):
+                log.warning(
+                    "channel %s: dropping sync source %s after an invalid block",
+                    self.name,
+                    peer.target,
+                )
+                return False
+        return True
+
+
+def _no_floats(value: Any) -> bool:
+    if isinstance(value, float):
+        return False
+    if isinstance(value, dict):
+        return all(_no_floats(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_no_floats(v) for v in value)
+    return True

@@ -1,0 +1,83 @@
+"""`peer.py`: parse argv, build the configuration, run a PeerNode until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from loopchain.configure import ConfigError, load_config, setup_logging
+from loopchain.peer.node import PeerNode, PeerOptions
+from loopchain.storage.abc import StorageError
+
+log = logging.getLogger("loopchain.peer")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="peer.py", description="Run a loopchain peer.")
+    parser.add_argument(
+        "-p", "--port", type=int, help="gRPC port (REST is port + 1900); default PORT_PEER"
+    )
+    parser.add_argument(
+        "-r", "--radio_station_target", help="RadioStation ip[:port][,standby ip:port]"
+    )
+    parser.add_argument("-o", "--configure_file_path", help="JSON configuration file")
+    parser.add_argument("-c", "--score", help="default SCORE package of this peer")
+    parser.add_argument("-a", "--key_password", help="password of the private key file")
+    parser.add_argument("--public", help="public key file")
+    parser.add_argument("--private", help="private key file (hex secp256k1 key)")
+    parser.add_argument("--no-rest", action="store_true", help="do not start the REST proxy child")
+    parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def radiostation_targets(value: str | None, ip: str, port: int) -> tuple[str, ...]:
+    """Targets from -r: "ip", "ip:port" or "ip:port,ip:port" (the second is a standby)."""
+    if not value:
+        return (f"{ip}:{port}",)
+    targets = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        targets.append(part if ":" in part else f"{part}:{port}")
+    if not targets:
+        raise ConfigError(f"-r {value!r} names no RadioStation")
+    return tuple(targets)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    overrides: dict[str, object] = {}
+    if args.score:
+        overrides["DEFAULT_SCORE_PACKAGE"] = args.score
+    if args.no_rest:
+        overrides["RUN_REST_PROXY"] = False
+    try:
+        config = load_config(args.configure_file_path, overrides=overrides)
+        port = args.port or int(config.PORT_PEER)
+        targets = radiostation_targets(
+            args.radio_station_target, config.IP_RADIOSTATION, int(config.PORT_RADIOSTATION)
+        )
+        setup_logging(config, debug=args.debug, process=f"peer:{port}")
+    except ConfigError as exc:
+        print(f"peer.py: configuration error: {exc}", file=sys.stderr)
+        return 2
+    options = PeerOptions(port, targets, args.private, args.configure_file_path, args.debug)
+    try:
+        asyncio.run(_run(PeerNode(config, options)))
+    except (OSError, StorageError) as exc:
+        log.error("%s", exc)
+        print(f"peer.py: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _run(node: PeerNode) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await node.run(stop)

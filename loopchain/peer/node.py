@@ -1,0 +1,271 @@
+"""The peer process: identity, gRPC server, RadioStation registration and its channels."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from loopchain.blockchain.block_store import BlockStore
+from loopchain.configure import Config
+from loopchain.consensus import messages as m
+from loopchain.p2p import grpc_util
+from loopchain.p2p.errors import ErrorKind, RequestError
+from loopchain.p2p.peer_client import PeerLink
+from loopchain.p2p.peer_service import PeerServicer
+from loopchain.p2p.radiostation_client import (
+    ChannelGrant,
+    RadioStationClient,
+    RadioStationRefused,
+    Registration,
+)
+from loopchain.peer.channel_service import ChannelService, ChannelSettings
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.storage.abc import KeyValueStore
+from loopchain.storage.leveldb import LevelDBStore
+from loopchain.types.crypto import Signer, load_or_create_key
+from loopchain.types.peer import PeerInfo
+from loopchain.types.validators import ValidatorSet
+
+log = logging.getLogger(__name__)
+
+REGISTRATION_CACHE = "radiostation_registration"
+
+
+@dataclass(frozen=True)
+class PeerOptions:
+    """Command-line choices of `peer.py`."""
+
+    port: int
+    radiostation_targets: tuple[str, ...]
+    private_key_path: str | None
+    config_path: str | None
+    debug: bool
+
+
+class PeerNode:
+    """A peer with one ChannelService per channel the RadioStation grants it."""
+
+    def __init__(self, config: Config, options: PeerOptions) -> None:
+        self.config = config
+        self.options = options
+        self.port = options.port
+        self.root = Path(config.DEFAULT_STORAGE_PATH) / f"peer_{options.port}"
+        self.target = f"{config.LOOPCHAIN_HOST}:{options.port}"
+        self.channels: dict[str, ChannelService] = {}
+        self.links: dict[str, PeerLink] = {}
+        self.stores: list[KeyValueStore] = []
+        self.signer: Signer | None = None
+        self.node_store: KeyValueStore | None = None
+
+    # ------------------------------------------------------------ backend for the servicer
+
+    def channel(self, name: str) -> ChannelService:
+        name = name or self.config.LOOPCHAIN_DEFAULT_CHANNEL
+        service = self.channels.get(name)
+        if service is None:
+            raise RequestError(ErrorKind.NOT_FOUND, f"channel {name!r} is not served by this peer")
+        return service
+
+    def link_for(self, target: str) -> PeerLink:
+        link = self.links.get(target)
+        if link is None:
+            link = PeerLink(target, self.config)
+            link.start()
+            self.links[target] = link
+        return link
+
+    # ------------------------------------------------------------ run
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start everything, serve until `stop` is set, then shut down gracefully."""
+        # 1. claim this peer's store (fails at once if another process holds it) and identity
+        self.node_store = LevelDBStore(self.root / "node")
+        self.stores.append(self.node_store)
+        key_path = (
+            Path(self.options.private_key_path)
+            if self.options.private_key_path
+            else self.root / "peer_key"
+        )
+        self.signer = load_or_create_key(key_path)
+        log.info("peer id %s, target %s", self.signer.address, self.target)
+        # 2. serve gRPC (fails at once if the port is taken)
+        server = grpc_util.create_server(self.config)
+        pb_grpc.add_PeerServiceServicer_to_server(PeerServicer(self, self.signer.address), server)
+        grpc_util.bind(server, self.config.IP_LOCAL, self.port)
+        await server.start()
+        rest_child: asyncio.subprocess.Process | None = None
+        try:
+            async with asyncio.TaskGroup() as group:
+                rs = RadioStationClient(self.options.radiostation_targets[0], self.config)
+                registration = await self._register(rs, stop)
+                if registration is None:
+                    return
+                for grant in registration.channels:
+                    self._open_channel(grant, registration.radiostation_address, group)
+                if self.config.RUN_REST_PROXY:
+                    rest_child = await self._start_rest_proxy()
+                group.create_task(self._heartbeat_loop(rs, stop), name="heartbeat")
+                await stop.wait()
+                raise _Stop()
+        except* _Stop:
+            pass
+        finally:
+            await self._shutdown(server, rest_child)
+
+    async def _register(self, rs: RadioStationClient, stop: asyncio.Event) -> Registration | None:
+        """Register with the RadioStation, falling back to the last registration it gave us."""
+        assert self.signer is not None and self.node_store is not None
+        cached = self.node_store.get(REGISTRATION_CACHE.encode())
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                registration = await rs.connect(self.signer, self.target)
+                self.node_store.put(
+                    REGISTRATION_CACHE.encode(), _encode_registration(registration), sync=True
+                )
+                log.info(
+                    "registered with RadioStation %s as order %d", rs.target, registration.order
+                )
+                return registration
+            except RadioStationRefused as exc:
+                raise SystemExit(f"peer {self.target}: {exc}") from None
+            except grpc.aio.AioRpcError as exc:
+                if cached is not None:
+                    log.warning(
+                        "RadioStation %s unreachable (%s); using the last registration",
+                        rs.target,
+                        exc.code().name,
+                    )
+                    return _decode_registration(cached)
+                log.warning("waiting for RadioStation at %s (%s)", rs.target, exc.code().name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 5.0)
+        return None
+
+    def _open_channel(self, grant: ChannelGrant, issuer: str, group: asyncio.TaskGroup) -> None:
+        assert self.signer is not None
+        kv = LevelDBStore(self.root / grant.channel)
+        self.stores.append(kv)
+        store = BlockStore(kv, grant.channel)
+        store.check()
+        settings = ChannelSettings(grant.channel, grant.score_package, issuer, self.target)
+        service = ChannelService(
+            settings=settings,
+            config=self.config,
+            signer=self.signer,
+            store=store,
+            link_for=self.link_for,
+        )
+        self.channels[grant.channel] = service
+        group.create_task(service.run(), name=f"channel:{grant.channel}")
+        service.receive(m.ValidatorsChanged(grant.validators))
+
+    async def _heartbeat_loop(self, rs: RadioStationClient, stop: asyncio.Event) -> None:
+        """Report liveness per channel; refresh the peer list when the RadioStation's changes."""
+        assert self.signer is not None
+        versions: dict[str, int] = {}
+        while not stop.is_set():
+            for name, service in self.channels.items():
+                try:
+                    status = service.status()
+                    version = await rs.heartbeat(
+                        self.signer.address, name, status["peer_type"], status["block_height"]
+                    )
+                    if versions.get(name) != version or not service.members:
+                        await self._refresh_peers(rs, service)
+                        versions[name] = version
+                except (grpc.aio.AioRpcError, RadioStationRefused) as exc:
+                    log.debug("heartbeat to RadioStation failed: %s", exc)
+                    if not service.members:
+                        service.set_members(self._cached_members(name))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), float(self.config.HEARTBEAT_INTERVAL))
+
+    async def _refresh_peers(self, rs: RadioStationClient, service: ChannelService) -> None:
+        peers, validators = await rs.peer_list(service.name)
+        service.set_members(peers)
+        self._cache_members(service.name, peers)
+        if validators is not None:
+            service.receive(m.ValidatorsChanged(validators))
+
+    def _cache_members(self, channel: str, peers: list[PeerInfo]) -> None:
+        assert self.node_store is not None
+        rows = [[p.peer_id, p.target, p.order, p.group_id] for p in peers]
+        self.node_store.put(f"members/{channel}".encode(), json.dumps(rows).encode())
+
+    def _cached_members(self, channel: str) -> list[PeerInfo]:
+        assert self.node_store is not None
+        raw = self.node_store.get(f"members/{channel}".encode())
+        return [PeerInfo(*row) for row in json.loads(raw)] if raw else []
+
+    async def _start_rest_proxy(self) -> asyncio.subprocess.Process:
+        script = Path(__file__).resolve().parents[2] / "rest_proxy.py"
+        args = [sys.executable, str(script), "-p", str(self.port)]
+        if self.options.config_path:
+            args += ["-o", self.options.config_path]
+        if self.options.debug:
+            args.append("-d")
+        child = await asyncio.create_subprocess_exec(*args)
+        log.info(
+            "started REST proxy (pid %d) on port %d",
+            child.pid,
+            self.port + int(self.config.PORT_DIFF_REST_SERVICE_CONTAINER),
+        )
+        return child
+
+    async def _shutdown(
+        self, server: grpc.aio.Server, rest_child: asyncio.subprocess.Process | None
+    ) -> None:
+        log.info("shutting down")
+        if rest_child is not None and rest_child.returncode is None:
+            rest_child.terminate()
+            try:
+                await asyncio.wait_for(rest_child.wait(), 5.0)
+            except TimeoutError:
+                rest_child.kill()
+                await rest_child.wait()
+        await server.stop(grace=1.0)
+        for link in self.links.values():
+            await link.close()
+        for store in self.stores:
+            store.close()
+
+
+class _Stop(Exception):
+    """Raised inside the task group to end it when the stop event is set."""
+
+
+def _encode_registration(registration: Registration) -> bytes:
+    return json.dumps(
+        {
+            "order": registration.order,
+            "radiostation_address": registration.radiostation_address,
+            "channels": [
+                {
+                    "channel": g.channel,
+                    "score_package": g.score_package,
+                    "validators": g.validators.encode().decode(),
+                }
+                for g in registration.channels
+            ],
+        }
+    ).encode()
+
+
+def _decode_registration(raw: bytes) -> Registration:
+    data = json.loads(raw)
+    grants = tuple(
+        ChannelGrant(
+            c["channel"], c["score_package"], ValidatorSet.decode(c["validators"].encode())
+        )
+        for c in data["channels"]
+    )
+    return Registration(data["order"], data["radiostation_address"], grants)
