@@ -1,0 +1,119 @@
+"""The RadioStation gRPC service: peer registration, peer lists and heartbeats."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.radiostation.admission import AdmissionError, verify_connect
+from loopchain.radiostation.registry import NotAdmitted, PeerView, UnknownPeer
+from loopchain.radiostation.station import Station, UnknownChannel
+from loopchain.types.codes import ResponseCode
+
+log = logging.getLogger(__name__)
+
+
+def peer_entry(view: PeerView) -> pb.PeerEntry:
+    """A registry view as a PeerEntry message."""
+    record = view.record
+    return pb.PeerEntry(
+        peer_id=record.peer_id,
+        target=record.target,
+        group_id=record.group_id,
+        order=record.order,
+        public_key=record.public_key,
+        status=view.status,
+        peer_type=view.peer_type,
+        status_update_time=view.status_update_time,
+    )
+
+
+class RadioStationService(pb_grpc.RadioStationServicer):
+    """Serves the RadioStation gRPC interface over a Station."""
+
+    def __init__(self, station: Station) -> None:
+        self.station = station
+
+    async def ConnectPeer(
+        self, request: pb.ConnectPeerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConnectPeerReply:
+        """Register a peer that proves it holds its id's key, and give it its channels."""
+        # 1. the peer id is the key's address and the request is signed by that key
+        try:
+            key = verify_connect(
+                request.peer_id,
+                request.target,
+                request.group_id,
+                request.public_key,
+                request.signature,
+            )
+        except AdmissionError as exc:
+            log.warning("refused registration of %r: %s", request.peer_id, exc)
+            return pb.ConnectPeerReply(code=int(ResponseCode.FAIL), message=str(exc))
+        # 2. add or update the peer (channel auth may refuse its target)
+        registry = self.station.registry
+        try:
+            record = registry.register(request.peer_id, request.target, request.group_id, key)
+        except NotAdmitted as exc:
+            log.warning("refused registration of %s: %s", request.peer_id, exc)
+            return pb.ConnectPeerReply(code=int(ResponseCode.PEER_UNKNOWN), message=str(exc))
+        # 3. answer with its order, our key and every channel it belongs to
+        channels = [self._channel_info(name) for name in registry.channels_of(record.peer_id)]
+        log.info(
+            "peer %s registered: order %d, target %s, channels %s",
+            record.peer_id,
+            record.order,
+            record.target,
+            [c.channel for c in channels],
+        )
+        return pb.ConnectPeerReply(
+            code=0,
+            order=record.order,
+            channels=channels,
+            radiostation_public_key=self.station.signer.public_key,
+        )
+
+    def _channel_info(self, channel: str) -> pb.ChannelInfo:
+        spec = self.station.registry.channels[channel]
+        return pb.ChannelInfo(
+            channel=channel,
+            score_package=spec.score_package,
+            validator_set=self.station.validator_set(channel).encode(),
+        )
+
+    async def GetPeerList(
+        self, request: pb.ChannelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PeerListReply:
+        """Every member of a channel with its status, and the channel's validator set."""
+        try:
+            channel = self.station.resolve_channel(request.channel)
+        except UnknownChannel as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return pb.PeerListReply(
+            channel=channel,
+            peers=[peer_entry(v) for v in self.station.view(channel)],
+            validator_set=self.station.validator_set(channel).encode(),
+        )
+
+    async def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HeartbeatReply:
+        """Record that a peer is alive in a channel; reply with the channel's version."""
+        try:
+            channel = self.station.resolve_channel(request.channel)
+        except UnknownChannel as exc:
+            return pb.HeartbeatReply(code=int(ResponseCode.NOT_FOUND), message=str(exc))
+        try:
+            version = self.station.registry.heartbeat(
+                request.peer_id,
+                channel,
+                request.peer_type,
+                request.block_height,
+                self.station.clock(),
+            )
+        except UnknownPeer as exc:
+            return pb.HeartbeatReply(code=int(ResponseCode.PEER_UNKNOWN), message=str(exc))
+        return pb.HeartbeatReply(code=0, peer_list_version=version)

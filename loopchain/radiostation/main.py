@@ -1,0 +1,221 @@
+"""RadioStation entry point: argv -> configuration -> wiring -> one asyncio run until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from loopchain.configure import Config, ConfigError, load_config
+from loopchain.p2p.grpc_util import bind, channel_options
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.radiostation.channels import ChannelDataError, load_channels
+from loopchain.radiostation.grpc_service import RadioStationService
+from loopchain.radiostation.logs import setup_logging
+from loopchain.radiostation.registry import Registry, RegistryError
+from loopchain.radiostation.rest import create_app
+from loopchain.radiostation.station import Station
+from loopchain.types.crypto import SignatureError, load_or_create_key
+
+log = logging.getLogger("loopchain.radiostation")
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_CONFIG = 2
+GRACE_SECONDS = 1.0
+
+
+class StartupError(Exception):
+    """A problem that stops the RadioStation from starting; carries the exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command-line flags of the compat spec."""
+    parser = argparse.ArgumentParser(
+        prog="radiostation.py", description="loopchain RadioStation: peer directory per channel"
+    )
+    parser.add_argument("-p", "--port", type=int, help="gRPC port (REST on port + 1900)")
+    parser.add_argument("-o", "--configure_file_path", help="JSON configuration file")
+    parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
+    parser.add_argument("--cert", metavar="DIR", help="certificate directory (not used yet)")
+    parser.add_argument("-s", "--seed", help="seed for certificate keys (not used yet)")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Config:
+    """The effective configuration from all layers plus the flags; ConfigError when invalid."""
+    overrides: dict[str, Any] = {}
+    if args.port is not None:
+        overrides["PORT_RADIOSTATION"] = args.port
+    if args.debug:
+        overrides["LOOPCHAIN_LOG_LEVEL"] = "DEBUG"
+    config = load_config(args.configure_file_path, environ, overrides)
+    for port in (
+        config.PORT_RADIOSTATION,
+        config.PORT_RADIOSTATION + config.PORT_DIFF_REST_SERVICE_CONTAINER,
+    ):
+        if not 0 < port < 65536:
+            raise ConfigError(f"port {port} is out of range 1..65535")
+    return config
+
+
+def storage_dir(config: Config) -> Path:
+    """The RadioStation's own directory under DEFAULT_STORAGE_PATH."""
+    return Path(config.DEFAULT_STORAGE_PATH) / f"radiostation_{config.PORT_RADIOSTATION}"
+
+
+def create_station(config: Config) -> Station:
+    """Channels, signing key and registry wired into a Station; StartupError when one fails."""
+    try:
+        channels = load_channels(
+            Path(config.CHANNEL_MANAGE_DATA_PATH),
+            config.LOOPCHAIN_DEFAULT_CHANNEL,
+            config.DEFAULT_SCORE_PACKAGE,
+        )
+    except ChannelDataError as exc:
+        raise StartupError(str(exc), EXIT_CONFIG) from None
+    directory = storage_dir(config)
+    try:
+        signer = load_or_create_key(directory / "radiostation_key")
+        registry = Registry.open(directory / "registry.json", channels, config.ENABLE_CHANNEL_AUTH)
+    except (RegistryError, SignatureError) as exc:
+        raise StartupError(str(exc), EXIT_RUNTIME) from None
+    except OSError as exc:
+        raise StartupError(f"cannot use storage {directory}: {exc}", EXIT_RUNTIME) from None
+    for name, spec in channels.items():
+        if config.ENABLE_CHANNEL_AUTH and spec.peer_targets == frozenset():
+            log.warning(
+                "channel %s lists no peers; with ENABLE_CHANNEL_AUTH no peer can join", name
+            )
+    log.info(
+        "RadioStation %s: channels %s, %d registered peers, storage %s",
+        signer.address,
+        list(channels),
+        len(registry),
+        directory,
+    )
+    return Station(config, registry, signer, time.time)
+
+
+def create_grpc_server(station: Station) -> grpc.aio.Server:
+    """The gRPC server with the RadioStation service, bound to IP_LOCAL:PORT_RADIOSTATION."""
+    config = station.config
+    # so_reuseport 0: a second process on the same port must fail, not share it silently
+    server = grpc.aio.server(options=[*channel_options(config), ("grpc.so_reuseport", 0)])
+    pb_grpc.add_RadioStationServicer_to_server(RadioStationService(station), server)
+    bind(server, config.IP_LOCAL, config.PORT_RADIOSTATION)
+    return server
+
+
+async def start_rest(station: Station, debug: bool) -> web.AppRunner:
+    """The REST site on IP_LOCAL:port + PORT_DIFF_REST_SERVICE_CONTAINER, started."""
+    config = station.config
+    host, port = config.IP_LOCAL, config.PORT_RADIOSTATION + config.PORT_DIFF_REST_SERVICE_CONTAINER
+    access_log = logging.getLogger("aiohttp.access") if debug else None
+    runner = web.AppRunner(create_app(station), access_log=access_log, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_port=False).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise OSError(f"cannot listen on {host}:{port} (REST): {exc.strerror or exc}") from None
+    return runner
+
+
+def _leader_text(station: Station) -> dict[str, str]:
+    result = {}
+    for channel in station.registry.channels:
+        leader = station.leader(channel)
+        result[channel] = leader.record.peer_id if leader else ""
+    return result
+
+
+async def watch_leaders(station: Station, stop: asyncio.Event) -> None:
+    """Log whenever a channel's leader changes, until `stop` is set."""
+    known = _leader_text(station)
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=float(station.config.HEARTBEAT_INTERVAL))
+        except TimeoutError:
+            pass
+        current = _leader_text(station)
+        for channel, leader in current.items():
+            if leader != known.get(channel):
+                log.info("channel %s: leader is %s", channel, leader or "none")
+        known = current
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def serve(station: Station, debug: bool) -> None:
+    """Serve gRPC and REST until SIGTERM or Ctrl-C, then stop both and flush the registry."""
+    config = station.config
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)
+    server = create_grpc_server(station)
+    await server.start()
+    try:
+        runner = await start_rest(station, debug)
+    except OSError:
+        await server.stop(None)
+        raise
+    try:
+        log.info(
+            "RadioStation listening on %s:%d (REST %d); waiting for peers, no leader yet",
+            config.IP_LOCAL,
+            config.PORT_RADIOSTATION,
+            config.PORT_RADIOSTATION + config.PORT_DIFF_REST_SERVICE_CONTAINER,
+        )
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(watch_leaders(station, stop))
+        log.info("stopping: closing servers and flushing the registry")
+    finally:
+        await server.stop(GRACE_SECONDS)
+        await runner.cleanup()
+        station.registry.flush()
+    log.info("RadioStation stopped")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"radiostation: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the RadioStation; returns the process exit code."""
+    args = parse_args(argv)
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    try:
+        setup_logging(config, colour=args.debug)
+    except OSError as exc:
+        return _fail(f"cannot open LOG_FILE_PATH {config.LOG_FILE_PATH}: {exc}", EXIT_CONFIG)
+    if args.cert or args.seed:
+        log.warning("--cert and -s are accepted but not used yet (certificates come later)")
+    try:
+        station = create_station(config)
+        asyncio.run(serve(station, args.debug))
+    except StartupError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except OSError as exc:
+        return _fail(str(exc), EXIT_RUNTIME)
+    return EXIT_OK

@@ -1,0 +1,276 @@
+"""The RadioStation's peer directory: registered peers, channel membership and heartbeats.
+
+Registrations and per-channel membership versions are persisted as JSON with an atomic write
+(tmp file, fsync, os.replace), so orders and versions survive a restart. Heartbeats live in memory.
+Time is passed in by the caller; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loopchain.radiostation.channels import ChannelSpec
+
+FORMAT = 1
+STATUS_UNKNOWN = 0
+STATUS_CONNECTED = 1
+STATUS_DISCONNECTED = 2
+PEER_TYPE_LEADER = 1
+
+
+class RegistryError(ValueError):
+    """The stored registry cannot be read; the message names the file."""
+
+
+class UnknownPeer(LookupError):
+    """A peer id the directory does not know (or not in the asked channel)."""
+
+
+class NotAdmitted(LookupError):
+    """With channel auth on, the peer's target is listed in no channel."""
+
+
+@dataclass(frozen=True)
+class PeerRecord:
+    """A registered peer."""
+
+    peer_id: str
+    target: str
+    group_id: str
+    order: int
+    public_key: bytes
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The last heartbeat of a peer in one channel."""
+
+    time: float
+    peer_type: int
+    block_height: int
+
+
+@dataclass(frozen=True)
+class PeerView:
+    """A member of a channel with its liveness as seen at one moment."""
+
+    record: PeerRecord
+    status: int
+    peer_type: int
+    status_update_time: float
+    block_height: int
+
+
+@dataclass
+class _Membership:
+    version: int
+    members: list[str]
+
+
+class Registry:
+    """Peers, channel membership (versioned) and heartbeats of one RadioStation."""
+
+    def __init__(
+        self, channels: Mapping[str, ChannelSpec], channel_auth: bool, path: Path | None = None
+    ) -> None:
+        self.channels = dict(channels)
+        self.channel_auth = channel_auth
+        self.path = path
+        self._peers: dict[str, PeerRecord] = {}
+        self._membership: dict[str, _Membership] = {}
+        self._beats: dict[tuple[str, str], Heartbeat] = {}
+        self._dirty = False
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    # -- persistence
+
+    @classmethod
+    def open(cls, path: Path, channels: Mapping[str, ChannelSpec], channel_auth: bool) -> Registry:
+        """Load the registry at `path` (empty when absent) and bring membership up to date."""
+        registry = cls(channels, channel_auth, path)
+        if path.exists():
+            registry._restore(_read_json(path))
+        if registry._refresh():
+            registry.save()
+        return registry
+
+    def _restore(self, data: Any) -> None:
+        try:
+            if not isinstance(data, dict) or data.get("format") != FORMAT:
+                raise ValueError(f"expected an object with format {FORMAT}")
+            for raw in data["peers"]:
+                record = PeerRecord(
+                    str(raw["peer_id"]),
+                    str(raw["target"]),
+                    str(raw["group_id"]),
+                    int(raw["order"]),
+                    bytes.fromhex(raw["public_key"]),
+                )
+                self._peers[record.peer_id] = record
+            for name, raw in data["channels"].items():
+                self._membership[name] = _Membership(int(raw["version"]), list(raw["members"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RegistryError(f"registry file {self.path} is corrupt: {exc!r}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        """The persisted form of the registry."""
+        peers = sorted(self._peers.values(), key=lambda r: r.order)
+        return {
+            "format": FORMAT,
+            "peers": [
+                {
+                    "peer_id": r.peer_id,
+                    "target": r.target,
+                    "group_id": r.group_id,
+                    "order": r.order,
+                    "public_key": r.public_key.hex(),
+                }
+                for r in peers
+            ],
+            "channels": {
+                name: {"version": m.version, "members": m.members}
+                for name, m in sorted(self._membership.items())
+            },
+        }
+
+    def save(self) -> None:
+        """Write the registry atomically (no-op without a path)."""
+        if self.path is None:
+            return
+        _write_atomic(self.path, json.dumps(self.to_json(), indent=1, sort_keys=True).encode())
+        self._dirty = False
+
+    def flush(self) -> None:
+        """Save when anything changed since the last save."""
+        if self._dirty:
+            self.save()
+
+    # -- membership
+
+    def _member_ids(self, spec: ChannelSpec) -> list[str]:
+        peers = sorted(self._peers.values(), key=lambda r: r.order)
+        return [r.peer_id for r in peers if spec.admits(r.target, self.channel_auth)]
+
+    def _refresh(self) -> set[str]:
+        """Recompute every channel's members; bump the version of each that changed."""
+        changed: set[str] = set()
+        for name, spec in self.channels.items():
+            members = self._member_ids(spec)
+            current = self._membership.get(name)
+            if current is None:
+                self._membership[name] = _Membership(1 if members else 0, members)
+                changed.add(name)
+            elif current.members != members:
+                current.members = members
+                current.version += 1
+                changed.add(name)
+        if changed:
+            self._dirty = True
+        return changed
+
+    def set_channel_auth(self, channel_auth: bool) -> set[str]:
+        """Switch channel auth and recompute membership; returns the changed channels."""
+        self.channel_auth = channel_auth
+        changed = self._refresh()
+        self.flush()
+        return changed
+
+    def register(self, peer_id: str, target: str, group_id: str, public_key: bytes) -> PeerRecord:
+        """Add a peer (next order) or update a known one's target and group; persists changes."""
+        if self.channel_auth and not any(
+            spec.admits(target, True) for spec in self.channels.values()
+        ):
+            raise NotAdmitted(f"peer target {target} is not listed in any channel")
+        known = self._peers.get(peer_id)
+        order = (
+            known.order if known else max((r.order for r in self._peers.values()), default=0) + 1
+        )
+        record = PeerRecord(peer_id, target, group_id, order, public_key)
+        if record != known:
+            self._peers[peer_id] = record
+            self._dirty = True
+            self._refresh()
+            self.save()
+        return record
+
+    def peer(self, peer_id: str) -> PeerRecord:
+        """The record of `peer_id`; UnknownPeer when not registered."""
+        try:
+            return self._peers[peer_id]
+        except KeyError:
+            raise UnknownPeer(f"peer {peer_id} is not registered") from None
+
+    def channels_of(self, peer_id: str) -> list[str]:
+        """Names of the channels `peer_id` is a member of, in configuration order."""
+        return [n for n in self.channels if peer_id in self._membership[n].members]
+
+    def members(self, channel: str) -> list[PeerRecord]:
+        """Members of `channel` in registration order."""
+        return [self._peers[p] for p in self._membership[channel].members]
+
+    def version(self, channel: str) -> int:
+        """The membership version of `channel` (grows whenever its members change)."""
+        return self._membership[channel].version
+
+    # -- heartbeats
+
+    def heartbeat(
+        self, peer_id: str, channel: str, peer_type: int, block_height: int, now: float
+    ) -> int:
+        """Record a heartbeat of a member; returns the channel's version."""
+        self.peer(peer_id)
+        if peer_id not in self._membership[channel].members:
+            raise UnknownPeer(f"peer {peer_id} is not a member of channel {channel}")
+        self._beats[(channel, peer_id)] = Heartbeat(now, peer_type, block_height)
+        return self.version(channel)
+
+    def view(self, channel: str, now: float, timeout: float) -> list[PeerView]:
+        """Every member of `channel` with its status at `now`."""
+        return [self._view_of(channel, r, now, timeout) for r in self.members(channel)]
+
+    def _view_of(self, channel: str, record: PeerRecord, now: float, timeout: float) -> PeerView:
+        beat = self._beats.get((channel, record.peer_id))
+        if beat is None:
+            return PeerView(record, STATUS_UNKNOWN, 0, 0.0, -1)
+        fresh = now - beat.time <= timeout
+        status = STATUS_CONNECTED if fresh else STATUS_DISCONNECTED
+        return PeerView(record, status, beat.peer_type, beat.time, beat.block_height)
+
+    def leader(self, channel: str, now: float, timeout: float) -> PeerView | None:
+        """The member that most recently reported itself leader and is still connected."""
+        claims = [
+            v
+            for v in self.view(channel, now, timeout)
+            if v.status == STATUS_CONNECTED and v.peer_type == PEER_TYPE_LEADER
+        ]
+        return max(claims, key=lambda v: v.status_update_time, default=None)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RegistryError(f"registry file {path} cannot be read: {exc}") from None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,244 @@
+"""The RadioStation REST API (aiohttp, port + PORT_DIFF_REST_SERVICE_CONTAINER)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from loopchain.configure import ConfigError, describe
+from loopchain.radiostation.peer_status import PeerStatusError, fetch_status
+from loopchain.radiostation.registry import PeerRecord, PeerView, UnknownPeer
+from loopchain.radiostation.station import Station, UnknownChannel
+from loopchain.types.codes import HTTP_STATUS, ResponseCode, error_body
+
+log = logging.getLogger(__name__)
+
+STATION = web.AppKey("station", Station)
+MAX_CONCURRENT_STATUS_QUERIES = 16
+
+
+class ApiError(Exception):
+    """An error answered as {"response_code", "message"} with the code's HTTP status."""
+
+    def __init__(self, code: ResponseCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def error_response(code: ResponseCode, message: str, status: int | None = None) -> web.Response:
+    """A JSON error response."""
+    return web.json_response(error_body(code, message), status=status or HTTP_STATUS[code])
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if exc.status == 413:
+        limit = request.app[STATION].config.REST_MAX_BODY_BYTES
+        message = f"request body is larger than {limit} bytes"
+        return error_response(ResponseCode.INVALID_PARAMS, message, 413)
+    if exc.status == 404:
+        message = f"no such API: {request.method} {request.path}"
+        return error_response(ResponseCode.UNKNOWN_MESSAGE, message, 404)
+    if exc.status == 405:
+        message = f"method {request.method} is not allowed on {request.path}"
+        return error_response(ResponseCode.UNKNOWN_MESSAGE, message, 405)
+    code = ResponseCode.INVALID_PARAMS if exc.status < 500 else ResponseCode.FAIL
+    return error_response(code, exc.reason, exc.status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Turn every failure into a JSON body with a negative response_code."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.code, exc.message)
+    except web.HTTPException as exc:
+        return _http_error(request, exc)
+    except Exception:
+        log.exception("REST %s %s failed", request.method, request.path)
+        return error_response(ResponseCode.FAIL, "internal error; see the RadioStation log", 500)
+
+
+# -- helpers
+
+
+def _station(request: web.Request) -> Station:
+    return request.app[STATION]
+
+
+def _channel(request: web.Request) -> str:
+    try:
+        return _station(request).resolve_channel(request.query.get("channel"))
+    except UnknownChannel as exc:
+        raise ApiError(ResponseCode.NOT_FOUND, str(exc)) from None
+
+
+def _peer_json(view: PeerView, leader_id: str | None) -> dict[str, Any]:
+    record = view.record
+    return {
+        "order": record.order,
+        "peer_id": record.peer_id,
+        "group_id": record.group_id,
+        "target": record.target,
+        "cert": "",
+        "status_update_time": view.status_update_time,
+        "status": view.status,
+        "peer_type": 1 if record.peer_id == leader_id else 0,
+    }
+
+
+def _ok(data: Any) -> web.Response:
+    return web.json_response({"response_code": 0, "data": data})
+
+
+async def _read_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        raise ApiError(ResponseCode.INVALID_PARAMS, "request body is empty; expected a JSON object")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(
+            ResponseCode.INVALID_PARAMS, f"request body is not valid JSON: {exc}"
+        ) from None
+    if not isinstance(body, dict):
+        kind = type(body).__name__
+        raise ApiError(
+            ResponseCode.INVALID_PARAMS, f"request body must be a JSON object, not {kind}"
+        )
+    return body
+
+
+# -- peers
+
+
+async def peer_list(request: web.Request) -> web.Response:
+    """GET /api/v1/peer/list: registered and connected members of a channel."""
+    station, channel = _station(request), _channel(request)
+    leader = station.leader(channel)
+    leader_id = leader.record.peer_id if leader else None
+    registered = [_peer_json(v, leader_id) for v in station.view(channel)]
+    connected = [p for p in registered if p["status"] == 1]
+    return _ok(
+        {
+            "registered_peer_count": len(registered),
+            "connected_peer_count": len(connected),
+            "registered_peer_list": registered,
+            "connected_peer_list": connected,
+        }
+    )
+
+
+async def peer_leader(request: web.Request) -> web.Response:
+    """GET /api/v1/peer/leader: the channel's current leader."""
+    station, channel = _station(request), _channel(request)
+    leader = station.leader(channel)
+    if leader is None:
+        raise ApiError(ResponseCode.NO_LEADER, f"channel {channel} has no leader now")
+    return _ok(_peer_json(leader, leader.record.peer_id))
+
+
+def _member(request: web.Request, channel: str) -> PeerRecord:
+    peer_id = request.query.get("peer_id", "")
+    if not peer_id:
+        raise ApiError(ResponseCode.INVALID_PARAMS, "missing query argument peer_id")
+    registry = _station(request).registry
+    try:
+        record = registry.peer(peer_id)
+    except UnknownPeer as exc:
+        raise ApiError(ResponseCode.PEER_UNKNOWN, str(exc)) from None
+    group_id = request.query.get("group_id", "")
+    if group_id and group_id != record.group_id:
+        message = (
+            f"peer {peer_id} is registered with group_id {record.group_id!r}, not {group_id!r}"
+        )
+        raise ApiError(ResponseCode.PEER_UNKNOWN, message)
+    if channel not in registry.channels_of(peer_id):
+        raise ApiError(ResponseCode.PEER_UNKNOWN, f"peer {peer_id} is not in channel {channel}")
+    return record
+
+
+async def peer_status(request: web.Request) -> web.Response:
+    """GET /api/v1/peer/status: one peer's live status, asked over gRPC."""
+    channel = _channel(request)
+    record = _member(request, channel)
+    try:
+        status = await fetch_status(record, channel, _station(request).config)
+    except PeerStatusError as exc:
+        raise ApiError(exc.code, exc.message) from None
+    return web.json_response(status)
+
+
+async def _status_or_error(
+    record: PeerRecord, channel: str, request: web.Request, limit: asyncio.Semaphore
+) -> dict[str, Any]:
+    async with limit:
+        try:
+            return await fetch_status(record, channel, _station(request).config)
+        except PeerStatusError as exc:
+            return error_body(exc.code, exc.message)
+
+
+async def peer_status_list(request: web.Request) -> web.Response:
+    """GET /api/v1/peer/status-list: the live status (or the error) of every member."""
+    station, channel = _station(request), _channel(request)
+    records = station.registry.members(channel)
+    limit = asyncio.Semaphore(MAX_CONCURRENT_STATUS_QUERIES)
+    results = await asyncio.gather(*(_status_or_error(r, channel, request, limit) for r in records))
+    return _ok({r.peer_id: result for r, result in zip(records, results, strict=True)})
+
+
+# -- configuration
+
+
+async def conf_get(request: web.Request) -> web.Response:
+    """GET /api/v1/conf[?name=K]: the effective configuration."""
+    config = _station(request).config
+    name = request.query.get("name")
+    if name is not None and name not in config:
+        raise ApiError(ResponseCode.INVALID_PARAMS, f"unknown configuration key {name!r}")
+    return _ok(describe(config, name))
+
+
+async def conf_post(request: web.Request) -> web.Response:
+    """POST /api/v1/conf {"name": K, "value": V}: set one configuration key."""
+    body = await _read_object(request)
+    name = body.get("name")
+    if not isinstance(name, str) or not name:
+        raise ApiError(ResponseCode.INVALID_PARAMS, "field 'name' must be a configuration key")
+    if "value" not in body:
+        raise ApiError(ResponseCode.INVALID_PARAMS, "missing field 'value'")
+    try:
+        config = _station(request).set_config(name, body["value"])
+    except ConfigError as exc:
+        raise ApiError(ResponseCode.INVALID_PARAMS, str(exc)) from None
+    log.info("configuration %s set to %r over REST", name, config[name])
+    return web.json_response(
+        {"response_code": 0, "message": f"{name} set", "data": describe(config, name)}
+    )
+
+
+async def cert_not_available(request: web.Request) -> web.Response:
+    """The certificate APIs: not served yet."""
+    raise ApiError(ResponseCode.FAIL, "certificate APIs are not available yet (PKI comes later)")
+
+
+def create_app(station: Station) -> web.Application:
+    """The REST application over `station`."""
+    app = web.Application(
+        client_max_size=int(station.config.REST_MAX_BODY_BYTES), middlewares=[error_middleware]
+    )
+    app[STATION] = station
+    app.router.add_get("/api/v1/peer/list", peer_list)
+    app.router.add_get("/api/v1/peer/leader", peer_leader)
+    app.router.add_get("/api/v1/peer/status", peer_status)
+    app.router.add_get("/api/v1/peer/status-list", peer_status_list)
+    app.router.add_get("/api/v1/conf", conf_get)
+    app.router.add_post("/api/v1/conf", conf_post)
+    app.router.add_route("*", "/api/v1/cert/{tail:.*}", cert_not_available)
+    return app

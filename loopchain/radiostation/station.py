@@ -1,0 +1,69 @@
+"""The state one RadioStation shares between its gRPC and REST faces."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from loopchain.configure import Config, ConfigError
+from loopchain.radiostation.registry import PeerView, Registry
+from loopchain.types.crypto import Signer
+from loopchain.types.validators import Validator, ValidatorSet
+
+
+class UnknownChannel(LookupError):
+    """A channel the RadioStation does not manage."""
+
+
+class Station:
+    """Effective configuration, peer registry and signing key of one RadioStation."""
+
+    def __init__(
+        self, config: Config, registry: Registry, signer: Signer, clock: Callable[[], float]
+    ) -> None:
+        self._config = config
+        self.registry = registry
+        self.signer = signer
+        self.clock = clock
+        self._sets: dict[str, ValidatorSet] = {}
+
+    @property
+    def config(self) -> Config:
+        """The effective configuration (an operator may change it over REST)."""
+        return self._config
+
+    def set_config(self, name: str, value: Any) -> Config:
+        """Set one configuration key; ConfigError when the key or value is not acceptable."""
+        config = self._config.replace(**{name: value})
+        if name == "LOOPCHAIN_DEFAULT_CHANNEL" and config[name] not in self.registry.channels:
+            raise ConfigError(f"LOOPCHAIN_DEFAULT_CHANNEL must name a channel, got {value!r}")
+        self._config = config
+        if name == "ENABLE_CHANNEL_AUTH":
+            self.registry.set_channel_auth(bool(config[name]))
+        return config
+
+    def resolve_channel(self, name: str | None) -> str:
+        """The channel `name` (the default channel when empty); UnknownChannel otherwise."""
+        channel = name or self._config.LOOPCHAIN_DEFAULT_CHANNEL
+        if channel not in self.registry.channels:
+            raise UnknownChannel(f"unknown channel {channel!r}")
+        return channel
+
+    def validator_set(self, channel: str) -> ValidatorSet:
+        """The channel's current validator set, signed by this RadioStation."""
+        version = self.registry.version(channel)
+        cached = self._sets.get(channel)
+        if cached is not None and cached.version == version:
+            return cached
+        members = tuple(Validator(r.peer_id) for r in self.registry.members(channel))
+        signed = ValidatorSet(channel, version, members).signed_by(self.signer)
+        self._sets[channel] = signed
+        return signed
+
+    def view(self, channel: str) -> list[PeerView]:
+        """Members of `channel` with their current status."""
+        return self.registry.view(channel, self.clock(), self._config.HEARTBEAT_TIMEOUT)
+
+    def leader(self, channel: str) -> PeerView | None:
+        """The current leader of `channel`, if any."""
+        return self.registry.leader(channel, self.clock(), self._config.HEARTBEAT_TIMEOUT)

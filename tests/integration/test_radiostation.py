@@ -1,0 +1,507 @@
+"""The real radiostation.py process over gRPC and REST (free ports, temp storage)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from loopchain.p2p.codec import peer_status_to_json
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.types.crypto import Signer, address_of
+from loopchain.types.validators import ValidatorSet
+from tests.integration._rs_helpers import (
+    RadioStationProcess,
+    connect_request,
+    free_port,
+    get_json,
+    post_raw,
+)
+
+DEADLINE = 5.0
+P_KEYS = {
+    "order",
+    "peer_id",
+    "group_id",
+    "target",
+    "cert",
+    "status_update_time",
+    "status",
+    "peer_type",
+}
+
+StartRS = Callable[..., Awaitable[RadioStationProcess]]
+
+
+@pytest.fixture
+async def start_rs(tmp_path: Path) -> AsyncIterator[StartRS]:
+    """Start radiostation.py processes; on teardown SIGTERM each, expect exit 0, no traceback."""
+    started: list[RadioStationProcess] = []
+
+    async def start(
+        config: dict[str, Any] | None = None,
+        channels: dict[str, Any] | None = None,
+        port: int | None = None,
+    ) -> RadioStationProcess:
+        channel_file = tmp_path / "channel_manage_data.json"
+        if channels is not None:
+            channel_file.write_text(json.dumps(channels))
+        base = {
+            "DEFAULT_STORAGE_PATH": str(tmp_path / "storage"),
+            "CHANNEL_MANAGE_DATA_PATH": str(channel_file),
+        }
+        rs = RadioStationProcess(tmp_path, port or free_port(), {**base, **(config or {})})
+        rs.start()
+        started.append(rs)
+        await rs.wait_ready()
+        return rs
+
+    yield start
+    for rs in started:
+        code = await rs.terminate()
+        logs = rs.logs()
+        assert code == 0, logs
+        assert "Traceback" not in logs, logs
+
+
+@asynccontextmanager
+async def rs_stub(rs: RadioStationProcess) -> AsyncIterator[pb_grpc.RadioStationStub]:
+    async with grpc.aio.insecure_channel(rs.target) as channel:
+        yield pb_grpc.RadioStationStub(channel)
+
+
+async def connect(
+    stub: pb_grpc.RadioStationStub, signer: Signer, target: str, group_id: str = ""
+) -> pb.ConnectPeerReply:
+    return await stub.ConnectPeer(connect_request(signer, target, group_id), timeout=DEADLINE)
+
+
+def validator_set_of(reply: pb.ConnectPeerReply, channel: str) -> ValidatorSet:
+    infos = {info.channel: info for info in reply.channels}
+    return ValidatorSet.decode(infos[channel].validator_set)
+
+
+# -- registration
+
+
+async def test_two_peers_get_orders_and_a_signed_validator_set(start_rs: StartRS) -> None:
+    rs = await start_rs()
+    a, b = Signer.generate(), Signer.generate()
+    async with rs_stub(rs) as stub:
+        first = await connect(stub, a, "127.0.0.1:7100", "g1")
+        second = await connect(stub, b, "127.0.0.1:7200")
+        again = await connect(stub, a, "127.0.0.1:7300", "g2")
+    assert (first.code, first.order) == (0, 1)
+    assert (second.code, second.order) == (0, 2)
+    assert (again.code, again.order) == (0, 1)  # a known peer keeps its order
+    rs_address = address_of(second.radiostation_public_key)
+    assert len(second.radiostation_public_key) == 33
+    assert [c.channel for c in second.channels] == ["loopchain_default"]
+    assert second.channels[0].score_package == "loopchain/default"
+    vset = validator_set_of(second, "loopchain_default")
+    assert vset.verify_issuer(rs_address)
+    assert vset.peer_ids == [a.address, b.address]
+    assert all(v.weight == 1 for v in vset.validators)
+    assert validator_set_of(first, "loopchain_default").version < vset.version
+    # a target change is not a membership change: same version
+    assert validator_set_of(again, "loopchain_default").version == vset.version
+    assert "no leader yet" in rs.current_log()
+    assert "waiting for peers" in rs.current_log()
+
+
+async def test_forged_registrations_are_refused(start_rs: StartRS) -> None:
+    rs = await start_rs()
+    victim, attacker = Signer.generate(), Signer.generate()
+    forged = connect_request(victim, "127.0.0.1:7100")
+    forged.signature = attacker.sign(b"\x01" * 32)
+    wrong_key = connect_request(victim, "127.0.0.1:7100")
+    wrong_key.public_key = attacker.public_key
+    other_target = connect_request(victim, "127.0.0.1:7100")
+    other_target.target = "127.0.0.1:7999"  # signature covers the target
+    garbage_key = connect_request(victim, "127.0.0.1:7100")
+    garbage_key.public_key = b"\x02" + b"\xff" * 10
+    async with rs_stub(rs) as stub:
+        replies = [
+            await stub.ConnectPeer(request, timeout=DEADLINE)
+            for request in (forged, wrong_key, other_target, garbage_key)
+        ]
+        listed = await stub.GetPeerList(pb.ChannelRequest(), timeout=DEADLINE)
+    for reply in replies:
+        assert reply.code == -1
+        assert reply.message
+        assert reply.order == 0
+    assert "signature" in replies[0].message
+    assert "public_key" in replies[1].message
+    assert list(listed.peers) == []
+
+
+async def test_channel_auth_gives_only_listed_channels(start_rs: StartRS) -> None:
+    a, b, c = Signer.generate(), Signer.generate(), Signer.generate()
+    channels = {
+        "kofia_0": {
+            "score_package": "loopchain/default",
+            "peers": [{"peer_target": "1.1.1.1:7100"}],
+        },
+        "kofia_1": {
+            "score_package": "score/code2",
+            "peers": [{"peer_target": "1.1.1.1:7100"}, {"peer_target": "2.2.2.2:7200"}],
+        },
+    }
+    rs = await start_rs({"ENABLE_CHANNEL_AUTH": True}, channels)
+    async with rs_stub(rs) as stub:
+        reply_a = await connect(stub, a, "1.1.1.1:7100")
+        reply_b = await connect(stub, b, "2.2.2.2:7200")
+        reply_c = await connect(stub, c, "3.3.3.3:7300")
+        list_0 = await stub.GetPeerList(pb.ChannelRequest(channel="kofia_0"), timeout=DEADLINE)
+        list_1 = await stub.GetPeerList(pb.ChannelRequest(channel="kofia_1"), timeout=DEADLINE)
+    assert [i.channel for i in reply_a.channels] == ["kofia_0", "kofia_1"]
+    assert [i.channel for i in reply_b.channels] == ["kofia_1"]
+    assert reply_b.channels[0].score_package == "score/code2"
+    assert reply_c.code == -800
+    assert "3.3.3.3:7300" in reply_c.message
+    assert [p.peer_id for p in list_0.peers] == [a.address]
+    assert [p.peer_id for p in list_1.peers] == [a.address, b.address]
+    assert ValidatorSet.decode(list_1.validator_set).peer_ids == [a.address, b.address]
+
+
+async def test_without_channel_auth_every_peer_joins_every_channel(start_rs: StartRS) -> None:
+    channels = {"c1": {"score_package": "p1", "peers": []}, "c2": {"score_package": "p2"}}
+    rs = await start_rs({"LOOPCHAIN_DEFAULT_CHANNEL": "c1"}, channels)
+    async with rs_stub(rs) as stub:
+        reply = await connect(stub, Signer.generate(), "9.9.9.9:7100")
+    assert [(i.channel, i.score_package) for i in reply.channels] == [("c1", "p1"), ("c2", "p2")]
+
+
+# -- peer lists, heartbeats, leader
+
+
+async def test_peer_list_heartbeat_and_leader(start_rs: StartRS) -> None:
+    rs = await start_rs()
+    a, b, stranger = Signer.generate(), Signer.generate(), Signer.generate()
+    status, body = await get_json(f"{rs.rest}/api/v1/peer/leader")
+    assert (status, body["response_code"]) == (503, -5)
+    assert "leader" in body["message"]
+    async with rs_stub(rs) as stub:
+        await connect(stub, a, "127.0.0.1:7100", "g")
+        await connect(stub, b, "127.0.0.1:7200", "g")
+        unknown = await stub.Heartbeat(
+            pb.HeartbeatRequest(peer_id=stranger.address, peer_type=0), timeout=DEADLINE
+        )
+        beat_a = await stub.Heartbeat(
+            pb.HeartbeatRequest(peer_id=a.address, peer_type=1, block_height=3), timeout=DEADLINE
+        )
+        listed = await stub.GetPeerList(pb.ChannelRequest(channel=""), timeout=DEADLINE)
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await stub.GetPeerList(pb.ChannelRequest(channel="nope"), timeout=DEADLINE)
+        other_channel = await stub.Heartbeat(
+            pb.HeartbeatRequest(peer_id=a.address, channel="nope"), timeout=DEADLINE
+        )
+    assert unknown.code == -800 and stranger.address in unknown.message
+    assert other_channel.code == -4 and "nope" in other_channel.message
+    assert beat_a.code == 0
+    assert beat_a.peer_list_version == ValidatorSet.decode(listed.validator_set).version
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "nope" in (missing.value.details() or "")
+    entries = {p.peer_id: p for p in listed.peers}
+    assert (entries[a.address].status, entries[a.address].peer_type) == (1, 1)
+    assert entries[a.address].public_key == a.public_key
+    assert entries[b.address].status == 0
+    assert [p.order for p in listed.peers] == [1, 2]
+
+    status, body = await get_json(f"{rs.rest}/api/v1/peer/list")
+    assert status == 200 and body["response_code"] == 0
+    data = body["data"]
+    assert (data["registered_peer_count"], data["connected_peer_count"]) == (2, 1)
+    assert all(set(p) == P_KEYS for p in data["registered_peer_list"])
+    assert [p["peer_id"] for p in data["connected_peer_list"]] == [a.address]
+    assert data["connected_peer_list"][0]["peer_type"] == 1
+    status, body = await get_json(f"{rs.rest}/api/v1/peer/leader?channel=loopchain_default")
+    assert status == 200 and body["data"]["peer_id"] == a.address
+    assert set(body["data"]) == P_KEYS
+
+    # a heartbeat timeout of 0 makes every heartbeat stale: disconnected, no leader
+    status, _ = await post_raw(
+        f"{rs.rest}/api/v1/conf", b'{"name": "HEARTBEAT_TIMEOUT", "value": 0}'
+    )
+    assert status == 200
+    status, body = await get_json(f"{rs.rest}/api/v1/peer/list")
+    assert body["data"]["connected_peer_count"] == 0
+    assert body["data"]["registered_peer_list"][0]["status"] == 2
+    status, body = await get_json(f"{rs.rest}/api/v1/peer/leader")
+    assert (status, body["response_code"]) == (503, -5)
+
+
+async def test_unknown_channel_is_404(start_rs: StartRS) -> None:
+    rs = await start_rs()
+    for path in ("peer/list", "peer/leader", "peer/status-list", "peer/status?peer_id=hx00"):
+        sep = "&" if "?" in path else "?"
+        status, body = await get_json(f"{rs.rest}/api/v1/{path}{sep}channel=nope")
+        assert (status, body["response_code"]) == (404, -4), path
+        assert "nope" in body["message"]
+    status, body = await get_json(f"{rs.rest}/api/v1/no/such/thing")
+    assert status == 404 and body["response_code"] == -999
+
+
+# -- live peer status over gRPC
+
+
+class TinyPeer(pb_grpc.PeerServiceServicer):
+    """Answers GetStatus like a peer would."""
+
+    def __init__(self, peer_id: str, target: str) -> None:
+        self.peer_id, self.target = peer_id, target
+
+    async def GetStatus(
+        self, request: pb.ChannelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PeerStatusReply:
+        return pb.PeerStatusReply(
+            channel=request.channel,
+            peer_id=self.peer_id,
+            peer_target=self.target,
+            peer_type=1,
+            block_height=7,
+            total_tx=11,
+            consensus="LFT",
+        )
+
+
+@asynccontextmanager
+async def tiny_peer(signer: Signer) -> AsyncIterator[str]:
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    server = grpc.aio.server()
+    pb_grpc.add_PeerServiceServicer_to_server(TinyPeer(signer.address, target), server)
+    server.add_insecure_port(target)
+    await server.start()
+    try:
+        yield target
+    finally:
+        await server.stop(None)
+
+
+async def test_peer_status_live_unreachable_and_bad_arguments(start_rs: StartRS) -> None:
+    rs = await start_rs()
+    live, dead = Signer.generate(), Signer.generate()
+    async with tiny_peer(live) as live_target:
+        async with rs_stub(rs) as stub:
+            await connect(stub, live, live_target, "g1")
+            await connect(stub, dead, f"127.0.0.1:{free_port()}")
+        url = f"{rs.rest}/api/v1/peer/status"
+        status, body = await get_json(f"{url}?peer_id={live.address}&group_id=g1")
+        expected = peer_status_to_json(
+            pb.PeerStatusReply(
+                channel="loopchain_default",
+                peer_id=live.address,
+                peer_target=live_target,
+                peer_type=1,
+                block_height=7,
+                total_tx=11,
+                consensus="LFT",
+            )
+        )
+        assert (status, body) == (200, expected)
+
+        status, body = await get_json(f"{url}?peer_id={dead.address}")
+        assert (status, body["response_code"]) == (503, -1)
+        assert "unreachable" in body["message"] and dead.address in body["message"]
+
+        status, body = await get_json(f"{url}?group_id=g1")
+        assert (status, body["response_code"]) == (400, -6)
+        assert "peer_id" in body["message"]
+
+        status, body = await get_json(f"{url}?peer_id=hx1234")
+        assert (status, body["response_code"]) == (404, -800)
+
+        status, body = await get_json(f"{url}?peer_id={live.address}&group_id=other")
+        assert (status, body["response_code"]) == (404, -800)
+
+        status, body = await get_json(f"{rs.rest}/api/v1/peer/status-list")
+        assert status == 200 and body["response_code"] == 0
+        assert body["data"][live.address]["block_height"] == 7
+        assert body["data"][dead.address]["response_code"] == -1
+
+
+# -- configuration over REST
+
+
+async def test_conf_get_and_post(start_rs: StartRS) -> None:
+    rs = await start_rs({"HEARTBEAT_TIMEOUT": 7.5})
+    url = f"{rs.rest}/api/v1/conf"
+    status, body = await get_json(url)
+    assert status == 200 and body["response_code"] == 0
+    by_name = {item["name"]: item for item in body["data"]}
+    assert by_name["HEARTBEAT_TIMEOUT"] == {"name": "HEARTBEAT_TIMEOUT", "value": 7.5, "type": 2}
+    assert by_name["PORT_RADIOSTATION"]["value"] == rs.port
+    assert by_name["ENABLE_CHANNEL_AUTH"]["type"] == 3
+
+    status, body = await get_json(f"{url}?name=NO_SUCH_KEY")
+    assert (status, body["response_code"]) == (400, -6)
+    assert "NO_SUCH_KEY" in body["message"]
+
+    status, body = await post_raw(url, b'{"name": "GRPC_TIMEOUT", "value": 2.5}')
+    assert (status, body["response_code"]) == (200, 0)
+    status, body = await get_json(f"{url}?name=GRPC_TIMEOUT")
+    assert body["data"] == [{"name": "GRPC_TIMEOUT", "value": 2.5, "type": 2}]
+
+    bad_inputs = {
+        b'{"name": "GRPC_TIMEOUT", "value": "soon"}': "GRPC_TIMEOUT",
+        b'{"name": "NO_SUCH_KEY", "value": 1}': "NO_SUCH_KEY",
+        b'{"name": "GRPC_TIMEOUT"}': "value",
+        b'{"value": 1}': "name",
+        b'{"name": "LOOPCHAIN_DEFAULT_CHANNEL", "value": "nope"}': "channel",
+        b"{not json": "JSON",
+        b"[1, 2]": "object",
+        b"": "empty",
+        b"\xff\xfe": "JSON",
+    }
+    for raw, word in bad_inputs.items():
+        status, body = await post_raw(url, raw)
+        assert (status, body["response_code"]) == (400, -6), raw
+        assert word in body["message"], (raw, body)
+
+    status, body = await post_raw(url, b'{"x": "' + b"a" * (600 * 1024) + b'"}')
+    assert (status, body["response_code"]) == (413, -6)
+
+
+async def test_conf_post_can_switch_channel_auth(start_rs: StartRS) -> None:
+    channels = {"only": {"score_package": "p", "peers": [{"peer_target": "1.1.1.1:1"}]}}
+    rs = await start_rs({"LOOPCHAIN_DEFAULT_CHANNEL": "only"}, channels)
+    async with rs_stub(rs) as stub:
+        before = await connect(stub, Signer.generate(), "2.2.2.2:2")
+        body = b'{"name": "ENABLE_CHANNEL_AUTH", "value": true}'
+        status, _ = await post_raw(f"{rs.rest}/api/v1/conf", body)
+        after = await connect(stub, Signer.generate(), "3.3.3.3:3")
+        listed = await stub.GetPeerList(pb.ChannelRequest(), timeout=DEADLINE)
+    assert (before.code, status, after.code) == (0, 200, -800)
+    assert list(listed.peers) == []  # the first peer's target is not listed either
+    assert ValidatorSet.decode(listed.validator_set).version == 2
+
+
+# -- lifecycle
+
+
+async def test_restart_keeps_orders_versions_and_key(start_rs: StartRS) -> None:
+    rs = await start_rs()
+    a, b = Signer.generate(), Signer.generate()
+    async with rs_stub(rs) as stub:
+        await connect(stub, a, "127.0.0.1:7100")
+        first = await connect(stub, b, "127.0.0.1:7200")
+    assert await rs.terminate() == 0
+    rs.start()
+    await rs.wait_ready()
+    async with rs_stub(rs) as stub:
+        listed = await stub.GetPeerList(pb.ChannelRequest(), timeout=DEADLINE)
+        again = await connect(stub, b, "127.0.0.1:7200")
+        newcomer = await connect(stub, Signer.generate(), "127.0.0.1:7300")
+    assert [(p.peer_id, p.order) for p in listed.peers] == [(a.address, 1), (b.address, 2)]
+    assert again.order == 2 and newcomer.order == 3
+    assert again.radiostation_public_key == first.radiostation_public_key
+    old_set = validator_set_of(first, "loopchain_default")
+    assert ValidatorSet.decode(listed.validator_set) == old_set
+    assert validator_set_of(newcomer, "loopchain_default").version == old_set.version + 1
+
+
+async def test_second_radiostation_on_the_same_port_fails_fast(
+    start_rs: StartRS, tmp_path: Path
+) -> None:
+    rs = await start_rs()
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    twin = RadioStationProcess(other_dir, rs.port, {"DEFAULT_STORAGE_PATH": str(other_dir)})
+    twin.start()
+    assert await twin.wait_exit() == 1
+    logs = twin.logs()
+    assert f"cannot listen on 127.0.0.1:{rs.port}" in logs
+    assert "Traceback" not in logs
+    status, _ = await get_json(f"{rs.rest}/api/v1/peer/list")
+    assert status == 200  # the first one is unharmed
+
+
+async def test_rest_port_in_use_fails_fast(start_rs: StartRS, tmp_path: Path) -> None:
+    rs = await start_rs()
+    grpc_port = free_port()
+    diff = rs.rest_port - grpc_port  # its REST port is the first one's REST port
+    config = {"DEFAULT_STORAGE_PATH": str(tmp_path), "PORT_DIFF_REST_SERVICE_CONTAINER": diff}
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    twin = RadioStationProcess(other_dir, grpc_port, config)
+    twin.start()
+    assert await twin.wait_exit() == 1
+    logs = twin.logs()
+    assert f"cannot listen on 127.0.0.1:{rs.rest_port} (REST)" in logs
+    assert "Traceback" not in logs
+
+
+@pytest.mark.parametrize(
+    ("channel_text", "words"),
+    [
+        ("{not json", ["not valid JSON"]),
+        ('{"c": {"score_package": 5}}', ["'c'", "score_package"]),
+        ('{"c": {"peers": [{"peer_target": "nohost"}]}}', ["peer_target", "nohost"]),
+        ('{"c": {"peer": []}}', ["unknown keys", "peer"]),
+        ("[]", ["JSON object"]),
+    ],
+)
+async def test_malformed_channel_file_is_a_clear_startup_error(
+    tmp_path: Path, channel_text: str, words: list[str]
+) -> None:
+    channel_file = tmp_path / "channels.json"
+    channel_file.write_text(channel_text)
+    config = {"DEFAULT_STORAGE_PATH": str(tmp_path), "CHANNEL_MANAGE_DATA_PATH": str(channel_file)}
+    rs = RadioStationProcess(tmp_path, free_port(), config)
+    rs.start()
+    assert await rs.wait_exit() == 2
+    logs = rs.logs()
+    assert str(channel_file) in logs
+    assert all(word in logs for word in words), logs
+    assert "Traceback" not in logs
+
+
+async def test_config_errors_exit_2_with_one_line(tmp_path: Path) -> None:
+    rs = RadioStationProcess(tmp_path, free_port(), {"NO_SUCH_KEY": 1})
+    rs.start()
+    assert await rs.wait_exit() == 2
+    assert rs.logs().strip().splitlines() == [
+        f"radiostation: error: unknown configuration key 'NO_SUCH_KEY' in {rs.config_path}"
+    ]
+
+
+async def test_cert_and_seed_flags_are_accepted(tmp_path: Path) -> None:
+    config = {"DEFAULT_STORAGE_PATH": str(tmp_path / "s")}
+    rs = RadioStationProcess(tmp_path, free_port(), config)
+    rs.start("--cert", str(tmp_path), "-s", "seed", "-d")
+    await rs.wait_ready()
+    assert await rs.terminate() == 0
+    logs = rs.logs()
+    assert "not used yet" in logs
+    assert "Traceback" not in logs
+
+
+async def test_ctrl_c_takes_the_graceful_path(tmp_path: Path) -> None:
+    rs = RadioStationProcess(tmp_path, free_port(), {"DEFAULT_STORAGE_PATH": str(tmp_path / "s")})
+    rs.start()
+    await rs.wait_ready()
+    assert await rs.terminate(signal.SIGINT) == 0
+    logs = rs.logs()
+    assert "RadioStation stopped" in logs
+    assert "Traceback" not in logs and "KeyboardInterrupt" not in logs
+
+
+async def test_corrupt_registry_refuses_to_start(tmp_path: Path) -> None:
+    port = free_port()
+    registry = tmp_path / "s" / f"radiostation_{port}" / "registry.json"
+    registry.parent.mkdir(parents=True)
+    registry.write_text('{"format": 1, "peers": [{"peer_id": 3}]}')
+    rs = RadioStationProcess(tmp_path, port, {"DEFAULT_STORAGE_PATH": str(tmp_path / "s")})
+    rs.start()
+    assert await rs.wait_exit() == 1
+    logs = rs.logs()
+    assert f"registry file {registry} is corrupt" in logs
+    assert "Traceback" not in logs
