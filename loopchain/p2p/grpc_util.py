@@ -25,8 +25,8 @@ def open_channel(target: str, config: Config) -> grpc.aio.Channel:
 
 
 def create_server(config: Config) -> grpc.aio.Server:
-    """An aio server with the configured message size limits."""
-    return grpc.aio.server(options=channel_options(config))
+    """An aio server with the configured message size limits (and no port sharing)."""
+    return grpc.aio.server(options=[*channel_options(config), ("grpc.so_reuseport", 0)])
 
 
 def bind(server: grpc.aio.Server, host: str, port: int) -> None:

@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(_run(PeerNode(config, options)))
     except (OSError, StorageError) as exc:
-        log.error("%s", exc)
-        print(f"peer.py: {exc}", file=sys.stderr)
+        log.error("cannot start: %s", exc)
         return 1
     return 0
 

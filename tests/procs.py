@@ -1,0 +1,202 @@
+"""Run the real loopchain scripts as processes for end-to-end tests, and talk to them over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parents[1]
+REST_DIFF = 1900
+T = TypeVar("T")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_pair(taken: set[int] | None = None) -> int:
+    """A port P such that P and P + 1900 are free on 127.0.0.1 (and not in `taken`)."""
+    taken = taken if taken is not None else set()
+    for _ in range(500):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        pair = {port, port + REST_DIFF}
+        if port + REST_DIFF < 65536 and not pair & taken and _bindable(port) and _bindable(port + REST_DIFF):
+            taken.update(pair)
+            return port
+    raise RuntimeError("no free port pair found")
+
+
+def wait_until(condition: Callable[[], T | None], deadline: float, what: str) -> T:
+    """Poll `condition` until it returns a truthy value or `deadline` seconds pass."""
+    end = time.monotonic() + deadline
+    last_error: Exception | None = None
+    while time.monotonic() < end:
+        try:
+            value = condition()
+            if value:
+                return value
+        except (OSError, ValueError, KeyError) as exc:
+            last_error = exc
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {deadline} s waiting for {what} (last error: {last_error})")
+
+
+def http(method: str, url: str, body: bytes | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """(status, parsed JSON body) of an HTTP request; error statuses are returned, not raised."""
+    request = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        payload = exc.read()
+        try:
+            return exc.code, json.loads(payload or b"null")
+        except json.JSONDecodeError:
+            return exc.code, payload.decode(errors="replace")
+
+
+def get(url: str) -> Any:
+    status, body = http("GET", url)
+    if status != 200:
+        raise ValueError(f"GET {url} answered {status}: {body}")
+    return body
+
+
+def post_json(url: str, value: Any) -> Any:
+    status, body = http("POST", url, json.dumps(value).encode())
+    if status != 200:
+        raise ValueError(f"POST {url} answered {status}: {body}")
+    return body
+
+
+class Proc:
+    """One script run as a subprocess with its output in a log file."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
+        self.name = name
+        self.args = args
+        self.log_path = log_dir / f"{name}.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.popen = subprocess.Popen(
+            [sys.executable, *self.args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; returns the exit code (kills after `timeout`)."""
+        assert self.popen is not None
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        return int(self.popen.returncode)
+
+    def kill9(self) -> None:
+        """kill -9 the process and its children (its REST proxy)."""
+        assert self.popen is not None
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class LocalNetwork:
+    """A RadioStation and peers as real processes in a temporary directory."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any] | None = None) -> None:
+        self.workdir = workdir
+        self.taken: set[int] = set()
+        self.rs_port = free_port_pair(self.taken)
+        self.config_path = workdir / "conf.json"
+        values = {
+            "DEFAULT_STORAGE_PATH": str(workdir / "storage"),
+            "CHANNEL_MANAGE_DATA_PATH": str(workdir / "channel_manage_data.json"),
+            "HEARTBEAT_INTERVAL": 0.5,
+        }
+        values.update(config or {})
+        self.config_path.write_text(json.dumps(values))
+        self.radiostation: Proc | None = None
+        self.peers: dict[int, Proc] = {}
+        self.procs: list[Proc] = []
+
+    @property
+    def rs_rest(self) -> str:
+        return f"http://127.0.0.1:{self.rs_port + REST_DIFF}"
+
+    def start_radiostation(self) -> Proc:
+        proc = Proc(f"radiostation_{self.rs_port}", ["radiostation.py", "-p", str(self.rs_port), "-o", str(self.config_path)], self.workdir)
+        self.radiostation = proc.start()
+        self.procs.append(proc)
+        wait_until(lambda: get(f"{self.rs_rest}/api/v1/peer/list"), 30, "the RadioStation REST API")
+        return proc
+
+    def new_peer_port(self) -> int:
+        return free_port_pair(self.taken)
+
+    def start_peer(self, port: int | None = None, wait: bool = True) -> int:
+        port = port or self.new_peer_port()
+        args = ["peer.py", "-p", str(port), "-r", f"127.0.0.1:{self.rs_port}", "-o", str(self.config_path)]
+        proc = Proc(f"peer_{port}", args, self.workdir).start()
+        self.peers[port] = proc
+        self.procs.append(proc)
+        if wait:
+            wait_until(lambda: get(f"{self.rest(port)}/api/v1/status/peer"), 40, f"peer {port} REST")
+        return port
+
+    @staticmethod
+    def rest(port: int) -> str:
+        return f"http://127.0.0.1:{port + REST_DIFF}"
+
+    def status(self, port: int) -> dict[str, Any]:
+        return dict(get(f"{self.rest(port)}/api/v1/status/peer"))
+
+    def height(self, port: int) -> int:
+        return int(self.status(port)["block_height"])
+
+    def block_hash_at(self, port: int, height: int) -> str:
+        return str(get(f"{self.rest(port)}/api/v1/blocks?height={height}")["block_hash"])
+
+    def stop_all(self) -> dict[str, int]:
+        codes = {}
+        for proc in reversed(self.procs):
+            if proc.popen is not None and proc.popen.returncode is None:
+                codes[proc.name] = proc.stop()
+        return codes
+
+    def tracebacks(self) -> list[str]:
+        """Names of the processes whose logs hold a Python traceback."""
+        names = {p.name for p in self.procs}
+        return sorted(n for n in names if "Traceback" in (self.workdir / f"{n}.log").read_text(errors="replace"))
