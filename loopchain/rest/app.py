@@ -1,0 +1,70 @@
+"""The aiohttp application of the REST proxy: routes, JSON errors for every failure, gRPC lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from loopchain.configure import Config
+from loopchain.rest.errors import RestError, invalid_params, json_response
+from loopchain.rest.handlers import PeerApi
+from loopchain.types.codes import ResponseCode, error_body
+
+log = logging.getLogger(__name__)
+
+PEER_API = web.AppKey("peer_api", PeerApi)
+
+
+def _http_error(exc: web.HTTPException, request: web.Request, max_body: int) -> web.Response:
+    if exc.status == 404:
+        message = f"unknown route {request.method} {request.path}"
+        return json_response(error_body(ResponseCode.UNKNOWN_MESSAGE, message), 404)
+    if exc.status == 405:
+        message = f"method {request.method} is not allowed on {request.path}"
+        return json_response(error_body(ResponseCode.UNKNOWN_MESSAGE, message), 405)
+    if exc.status == 413:
+        message = f"the request body is larger than the limit of {max_body} bytes"
+        return json_response(error_body(ResponseCode.INVALID_PARAMS, message), 413)
+    code = ResponseCode.INVALID_PARAMS if 400 <= exc.status < 500 else ResponseCode.FAIL
+    return json_response(error_body(code, exc.reason), exc.status)
+
+
+def _error_middleware(max_body: int) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except RestError as exc:
+            log.debug("%s %s → %d %s", request.method, request.path_qs, exc.status, exc.message)
+            return exc.response()
+        except web.HTTPException as exc:
+            return _http_error(exc, request, max_body)
+        except UnicodeDecodeError as exc:
+            return invalid_params(f"the request is not valid UTF-8: {exc}").response()
+        except Exception as exc:  # a defect of the proxy: log it, still answer JSON
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            message = f"internal error in the REST proxy: {type(exc).__name__}"
+            return json_response(error_body(ResponseCode.FAIL, message), 500)
+
+    return middleware
+
+
+def create_app(config: Config, peer_target: str) -> web.Application:
+    """The REST proxy application forwarding to the PeerService at `peer_target` (host:port)."""
+    max_body = int(config.REST_MAX_BODY_BYTES)
+    app = web.Application(client_max_size=max_body, middlewares=[_error_middleware(max_body)])
+    api = PeerApi(config, peer_target)
+    app[PEER_API] = api
+    app.add_routes(api.routes())
+    app.cleanup_ctx.append(_peer_channel)
+    return app
+
+
+async def _peer_channel(app: web.Application) -> AsyncIterator[None]:
+    api = app[PEER_API]
+    await api.start()
+    yield
+    await api.close()

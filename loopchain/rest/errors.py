@@ -1,0 +1,77 @@
+"""REST errors: one exception type, JSON responses, and the gRPC status → REST error mapping."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from loopchain.types.codes import HTTP_STATUS, ResponseCode, error_body
+
+_UNIMPLEMENTED_HINT = "it becomes available when the SCORE service lands"
+
+# gRPC status → (response code, HTTP status, message template); {details} is the peer's text.
+_RPC_ERRORS: dict[grpc.StatusCode, tuple[ResponseCode, int, str]] = {
+    grpc.StatusCode.NOT_FOUND: (ResponseCode.NOT_FOUND, 404, "{details}"),
+    grpc.StatusCode.INVALID_ARGUMENT: (ResponseCode.INVALID_PARAMS, 400, "{details}"),
+    grpc.StatusCode.ALREADY_EXISTS: (ResponseCode.INVALID_PARAMS, 400, "{details}"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (
+        ResponseCode.TIMEOUT,
+        504,
+        "the peer at {target} did not answer within {timeout:g} s ({details})",
+    ),
+    grpc.StatusCode.UNAVAILABLE: (
+        ResponseCode.FAIL,
+        503,
+        "the peer at {target} is unreachable ({details})",
+    ),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (
+        ResponseCode.FAIL,
+        503,
+        "the peer is overloaded, try again later ({details})",
+    ),
+    grpc.StatusCode.FAILED_PRECONDITION: (ResponseCode.NO_LEADER, 503, "{details}"),
+    grpc.StatusCode.UNIMPLEMENTED: (
+        ResponseCode.FAIL,
+        501,
+        "this call is not available from the peer yet; " + _UNIMPLEMENTED_HINT + " ({details})",
+    ),
+}
+
+
+class RestError(Exception):
+    """An error answered as `{"response_code": <negative>, "message": ...}` with an HTTP status."""
+
+    def __init__(self, code: ResponseCode, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status if status is not None else HTTP_STATUS[code]
+
+    def response(self) -> web.Response:
+        """The JSON response for this error."""
+        return json_response(error_body(self.code, self.message), self.status)
+
+
+def invalid_params(message: str) -> RestError:
+    """A 400 / -6 error saying what is wrong with the request."""
+    return RestError(ResponseCode.INVALID_PARAMS, message)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    """A JSON response (UTF-8, not ASCII-escaped)."""
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return web.Response(text=text, status=status, content_type="application/json")
+
+
+def rpc_error(exc: grpc.aio.AioRpcError, target: str, timeout: float) -> RestError:
+    """Translate a failed gRPC call to the peer into a REST error with the peer's details."""
+    details = exc.details() or exc.code().name.lower()
+    mapped = _RPC_ERRORS.get(exc.code())
+    if mapped is None:
+        message = f"the peer at {target} failed: {exc.code().name} ({details})"
+        return RestError(ResponseCode.FAIL, message, 502)
+    code, status, template = mapped
+    return RestError(code, template.format(details=details, target=target, timeout=timeout), status)

@@ -1,0 +1,135 @@
+"""Route handlers of the peer REST API v1, each forwarding one call to the peer's gRPC service."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from aiohttp import web
+
+from loopchain.configure import Config
+from loopchain.p2p.codec import peer_status_to_json
+from loopchain.p2p.grpc_util import open_channel
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
+from loopchain.rest import formatting, params
+from loopchain.rest.errors import RestError, invalid_params, json_response, rpc_error
+from loopchain.types.codes import ResponseCode
+
+Reply = TypeVar("Reply")
+
+
+class PeerApi:
+    """The REST routes of one peer, backed by a gRPC channel to it (opened by `start`)."""
+
+    def __init__(self, config: Config, peer_target: str) -> None:
+        self.peer_target = peer_target
+        self._config = config
+        self._timeout = float(config.GRPC_TIMEOUT)
+        self._max_body = int(config.REST_MAX_BODY_BYTES)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: PeerServiceStub | None = None
+
+    async def start(self) -> None:
+        """Open the gRPC channel to the peer (connections are made lazily, per call)."""
+        self._channel = open_channel(self.peer_target, self._config)
+        self._stub = PeerServiceStub(self._channel)
+
+    async def close(self) -> None:
+        """Close the gRPC channel, cancelling calls in flight."""
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._stub = None
+
+    def routes(self) -> list[web.RouteDef]:
+        """The route table of the API."""
+        return [
+            web.post("/api/v1/transactions", self.create_tx),
+            web.get("/api/v1/transactions", self.get_tx),
+            web.get("/api/v1/transactions/result", self.get_tx_result),
+            web.post("/api/v1/query", self.query),
+            web.get("/api/v1/blocks", self.get_block),
+            web.get("/api/v1/status/peer", self.status_peer),
+            web.get("/api/v1/status/score", self.status_score),
+        ]
+
+    @property
+    def stub(self) -> PeerServiceStub:
+        if self._stub is None:
+            raise RestError(ResponseCode.FAIL, "the REST proxy is shutting down", 503)
+        return self._stub
+
+    async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
+        try:
+            return await method(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise rpc_error(exc, self.peer_target, self._timeout) from None
+
+    async def create_tx(self, request: web.Request) -> web.Response:
+        """POST /api/v1/transactions: hand the client's JSON object to the peer's tx pool."""
+        text = await params.read_body(request, self._max_body)
+        body = params.require_object(params.parse_json(text))
+        channel = params.body_channel(body, request)
+        message = pb.CreateTxRequest(channel=channel, data_json=params.compact_json(body))
+        reply = await self._call(self.stub.CreateTx, message)
+        return json_response({"response_code": 0, "tx_hash": reply.tx_hash, "more_info": ""})
+
+    async def get_tx(self, request: web.Request) -> web.Response:
+        """GET /api/v1/transactions?hash=H: the transaction with its meta data."""
+        message = pb.GetTxRequest(
+            channel=params.query_channel(request), tx_hash=params.hash_arg(request)
+        )
+        reply = await self._call(self.stub.GetTx, message)
+        return json_response(formatting.tx_response(reply))
+
+    async def get_tx_result(self, request: web.Request) -> web.Response:
+        """GET /api/v1/transactions/result?hash=H: the SCORE's result code for the transaction."""
+        message = pb.GetTxRequest(
+            channel=params.query_channel(request), tx_hash=params.hash_arg(request)
+        )
+        reply = await self._call(self.stub.GetTxResult, message)
+        return json_response(formatting.tx_result_response(reply))
+
+    async def query(self, request: web.Request) -> web.Response:
+        """POST /api/v1/query: pass the JSON body verbatim to the SCORE's query."""
+        text = await params.read_body(request, self._max_body)
+        channel = params.body_channel(params.parse_json(text), request)
+        message = pb.QueryRequest(channel=channel, params_json=text)
+        reply = await self._call(self.stub.Query, message)
+        return json_response(formatting.query_response(reply))
+
+    async def get_block(self, request: web.Request) -> web.Response:
+        """GET /api/v1/blocks[?hash=H|height=N]: the last block, or one block with its txs.
+
+        On an empty chain the last block is `{"response_code": 0, "block_hash": "",
+        "block_data_json": {"height": -1}}`.
+        """
+        block_hash = request.query.get("hash")
+        height = params.height_arg(request)
+        if block_hash is not None and height is not None:
+            raise invalid_params("give either hash or height, not both")
+        message = pb.GetBlockRequest(channel=params.query_channel(request), height=-1)
+        if block_hash is not None:
+            message.block_hash = params.hash_arg(request)
+        elif height is not None:
+            message.height = height
+        reply = await self._call(self.stub.GetBlock, message)
+        if not reply.block and (block_hash is not None or height is not None):
+            wanted = f"hash {block_hash}" if block_hash is not None else f"height {height}"
+            raise RestError(ResponseCode.NOT_FOUND, f"there is no block with {wanted}")
+        selected = block_hash is not None or height is not None
+        return json_response(formatting.block_response(reply, with_txs=selected))
+
+    async def status_peer(self, request: web.Request) -> web.Response:
+        """GET /api/v1/status/peer: the peer's status in the channel."""
+        message = pb.ChannelRequest(channel=params.query_channel(request))
+        reply = await self._call(self.stub.GetStatus, message)
+        return json_response(peer_status_to_json(reply))
+
+    async def status_score(self, request: web.Request) -> web.Response:
+        """GET /api/v1/status/score: the channel's SCORE package and versions."""
+        message = pb.ChannelRequest(channel=params.query_channel(request))
+        reply = await self._call(self.stub.GetScoreStatus, message)
+        return json_response(formatting.score_status_response(reply))

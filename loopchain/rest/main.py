@@ -1,0 +1,105 @@
+"""`rest_proxy.py`: argv → configuration → the REST app on PEER_PORT+1900 → run until SIGTERM/Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from loopchain.configure import Config, ConfigError, load_config
+from loopchain.rest.app import create_app
+
+log = logging.getLogger("loopchain.rest")
+
+EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
+PEER_HOST = "127.0.0.1"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line of rest_proxy.py."""
+    parser = argparse.ArgumentParser(
+        prog="rest_proxy.py",
+        description="Serve the peer REST API v1 on PEER_PORT+1900, forwarding to the peer's gRPC.",
+    )
+    parser.add_argument("-p", "--port", type=int, help="the peer's gRPC port (default PORT_PEER)")
+    parser.add_argument(
+        "-o", "--configure_file_path", metavar="CONF_JSON", help="a JSON configuration file"
+    )
+    parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """The effective configuration; ConfigError when a layer or a flag is wrong."""
+    overrides = {} if args.port is None else {"PORT_PEER": args.port}
+    config = load_config(args.configure_file_path, overrides=overrides)
+    rest_port = config.PORT_PEER + config.PORT_DIFF_REST_SERVICE_CONTAINER
+    if not 0 < config.PORT_PEER < 65536 or not 0 < rest_port < 65536:
+        raise ConfigError(
+            f"peer port {config.PORT_PEER} + PORT_DIFF_REST_SERVICE_CONTAINER "
+            f"{config.PORT_DIFF_REST_SERVICE_CONTAINER} = {rest_port} is not a valid port"
+        )
+    return config
+
+
+def setup_logging(config: Config, debug: bool) -> None:
+    """Log to stderr at LOOPCHAIN_LOG_LEVEL (DEBUG with -d), and to LOG_FILE_PATH when set."""
+    level = logging.DEBUG if debug else logging.getLevelName(config.LOOPCHAIN_LOG_LEVEL.upper())
+    if not isinstance(level, int):
+        raise ConfigError(f"LOOPCHAIN_LOG_LEVEL {config.LOOPCHAIN_LOG_LEVEL!r} is not a log level")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if config.LOG_FILE_PATH:
+        handlers.append(logging.FileHandler(config.LOG_FILE_PATH))
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s [rest %(process)d] %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+async def serve(config: Config) -> int:
+    """Run the proxy until SIGTERM or SIGINT; the exit status."""
+    host = config.IP_LOCAL
+    port = config.PORT_PEER + config.PORT_DIFF_REST_SERVICE_CONTAINER
+    peer_target = f"{PEER_HOST}:{config.PORT_PEER}"
+    access_log = (
+        logging.getLogger("loopchain.rest.access") if log.isEnabledFor(logging.DEBUG) else None
+    )
+    runner = web.AppRunner(create_app(config, peer_target), access_log=access_log)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        print(f"rest_proxy: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("REST proxy serving http://%s:%d, forwarding to peer %s", host, port, peer_target)
+    await stop.wait()
+    log.info("REST proxy stopping")
+    await runner.cleanup()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of rest_proxy.py; returns the process exit status."""
+    args = parse_args(argv)
+    try:
+        config = build_config(args)
+        setup_logging(config, args.debug)
+    except (ConfigError, OSError) as exc:
+        print(f"rest_proxy: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return asyncio.run(serve(config))
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        return EXIT_OK

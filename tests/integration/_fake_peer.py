@@ -1,0 +1,272 @@
+"""A PeerService behind the real gRPC interface, for testing clients of the peer (REST proxy, tools).
+
+It keeps real signed transactions and blocks built with loopchain.types, answers with the gRPC status
+codes the real peer uses, and lets a test force an error on a method or hold Query calls forever.
+Run it alone (`python tests/integration/_fake_peer.py PORT`) to get a peer that makes a block every
+0.2 s, for trying the load tool by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.types.block import Block
+from loopchain.types.canonical import EncodingError
+from loopchain.types.crypto import Signer
+from loopchain.types.hashing import sha3_256
+from loopchain.types.transaction import Transaction
+
+DEFAULT_CHANNEL = "loopchain_default"
+VALIDATORS_HASH = sha3_256(b"fake validator set")
+REST_PORT_DIFF = 1900
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_peer_port(diff: int = REST_PORT_DIFF) -> int:
+    """A free port P on 127.0.0.1 such that P + diff is free too."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port + diff < 65536 and _port_is_free(port + diff):
+            return port
+    raise RuntimeError("no free port pair found")
+
+
+@dataclass
+class ChannelChain:
+    """One channel's pool and chain."""
+
+    name: str
+    pool: dict[str, Transaction] = field(default_factory=dict)
+    blocks: list[Block] = field(default_factory=list)
+    tx_heights: dict[str, int] = field(default_factory=dict)
+
+    def find_tx(self, tx_hash: str) -> tuple[Transaction, int] | None:
+        if tx_hash in self.pool:
+            return self.pool[tx_hash], -1
+        height = self.tx_heights.get(tx_hash)
+        if height is None:
+            return None
+        block = self.blocks[height]
+        return next(tx for tx in block.transactions if tx.hash_hex == tx_hash), height
+
+
+class FakePeer(pb_grpc.PeerServiceServicer):
+    """PeerService over in-memory chains; `score` False answers SCORE calls with UNIMPLEMENTED."""
+
+    def __init__(self, channels: tuple[str, ...] = (DEFAULT_CHANNEL,), score: bool = True) -> None:
+        self.signer = Signer.generate()
+        self.chains = {name: ChannelChain(name) for name in channels}
+        self.default_channel = channels[0]
+        self.score = score
+        self.forced: dict[str, tuple[grpc.StatusCode, str]] = {}
+        self.calls: deque[tuple[str, Any]] = deque(maxlen=1000)
+        self.release_queries = asyncio.Event()
+
+    # ------------------------------------------------------------ test controls
+
+    def fail(self, method: str, code: grpc.StatusCode, details: str) -> None:
+        """Answer every call of `method` with this error until `clear_failures`."""
+        self.forced[method] = (code, details)
+
+    def clear_failures(self) -> None:
+        self.forced.clear()
+
+    def make_block(self, channel: str = DEFAULT_CHANNEL) -> Block:
+        """Commit the channel's pool into a new signed block."""
+        chain = self.chains[channel]
+        prev = chain.blocks[-1] if chain.blocks else None
+        block = Block.create(
+            channel=channel,
+            height=len(chain.blocks),
+            round_=0,
+            prev_hash=prev.hash if prev else b"",
+            prev_qc=None,
+            transactions=list(chain.pool.values()),
+            timestamp=time.time_ns() // 1000,
+            leader=self.signer,
+            next_leader=self.signer.address,
+            validators_hash=VALIDATORS_HASH,
+        )
+        chain.blocks.append(block)
+        for tx in block.transactions:
+            chain.tx_heights[tx.hash_hex] = block.height
+        chain.pool.clear()
+        return block
+
+    # ------------------------------------------------------------ helpers
+
+    async def _enter(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+        self.calls.append((method, request))
+        if method in self.forced:
+            code, details = self.forced[method]
+            await context.abort(code, details)
+
+    async def _chain(self, channel: str, context: grpc.aio.ServicerContext) -> ChannelChain:
+        name = channel or self.default_channel
+        if name not in self.chains:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"channel {name!r} is not served by this peer"
+            )
+        return self.chains[name]
+
+    async def _require_score(self, context: grpc.aio.ServicerContext) -> None:
+        if not self.score:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, "the SCORE service is not running on this peer"
+            )
+
+    # ------------------------------------------------------------ client-facing calls
+
+    async def CreateTx(self, request: pb.CreateTxRequest, context: Any) -> pb.CreateTxReply:
+        await self._enter("CreateTx", request, context)
+        chain = await self._chain(request.channel, context)
+        try:
+            data = json.loads(request.data_json)
+            tx = Transaction.create_v1(chain.name, data, time.time_ns() // 1000, self.signer)
+        except (ValueError, EncodingError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid transaction: {exc}")
+        chain.pool[tx.hash_hex] = tx
+        return pb.CreateTxReply(tx_hash=tx.hash_hex, channel=chain.name)
+
+    async def GetTx(self, request: pb.GetTxRequest, context: Any) -> pb.GetTxReply:
+        await self._enter("GetTx", request, context)
+        chain = await self._chain(request.channel, context)
+        found = chain.find_tx(request.tx_hash)
+        if found is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"transaction {request.tx_hash} is not known"
+            )
+        tx, height = found
+        return pb.GetTxReply(
+            tx=tx.encode(),
+            channel=chain.name,
+            block_height=height,
+            block_hash=chain.blocks[height].hash.hex() if height >= 0 else "",
+            peer_id=self.signer.address,
+            score_id="loopchain/default",
+            score_version="0.1.0",
+        )
+
+    async def GetTxResult(self, request: pb.GetTxRequest, context: Any) -> pb.TxResultReply:
+        await self._enter("GetTxResult", request, context)
+        await self._require_score(context)
+        chain = await self._chain(request.channel, context)
+        found = chain.find_tx(request.tx_hash)
+        if found is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"transaction {request.tx_hash} is not known"
+            )
+        if found[1] < 0:
+            return pb.TxResultReply(code=2, message="not invoked yet")
+        return pb.TxResultReply(code=0)
+
+    async def GetBlock(self, request: pb.GetBlockRequest, context: Any) -> pb.BlockReply:
+        await self._enter("GetBlock", request, context)
+        chain = await self._chain(request.channel, context)
+        if request.block_hash:
+            block = next((b for b in chain.blocks if b.hash.hex() == request.block_hash), None)
+            if block is None:
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND, f"block {request.block_hash} is not known"
+                )
+        elif request.height >= 0:
+            if request.height >= len(chain.blocks):
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND, f"there is no block at height {request.height}"
+                )
+            block = chain.blocks[request.height]
+        elif chain.blocks:
+            block = chain.blocks[-1]
+        else:
+            return pb.BlockReply(channel=chain.name)
+        return pb.BlockReply(channel=chain.name, block=block.encode())
+
+    async def GetStatus(self, request: pb.ChannelRequest, context: Any) -> pb.PeerStatusReply:
+        await self._enter("GetStatus", request, context)
+        chain = await self._chain(request.channel, context)
+        last = chain.blocks[-1] if chain.blocks else None
+        return pb.PeerStatusReply(
+            channel=chain.name,
+            peer_id=self.signer.address,
+            peer_target=context.peer() or "",
+            peer_type=1,
+            leader_id=self.signer.address,
+            block_height=last.height if last else -1,
+            block_hash=last.hash.hex() if last else "",
+            total_tx=len(chain.tx_heights),
+            made_block_count=len(chain.blocks),
+            consensus="LFT",
+            tx_pool_size=len(chain.pool),
+            channels=list(self.chains),
+            validator_count=1,
+        )
+
+    async def Query(self, request: pb.QueryRequest, context: Any) -> pb.QueryReply:
+        await self._enter("Query", request, context)
+        await self._require_score(context)
+        await self._chain(request.channel, context)
+        params = json.loads(request.params_json)
+        if isinstance(params, dict) and params.get("hang"):
+            await self.release_queries.wait()
+        return pb.QueryReply(response_json=json.dumps({"echo": params}))
+
+    async def GetScoreStatus(self, request: pb.ChannelRequest, context: Any) -> pb.ScoreStatusReply:
+        await self._enter("GetScoreStatus", request, context)
+        await self._require_score(context)
+        await self._chain(request.channel, context)
+        return pb.ScoreStatusReply(
+            id="loopchain/default", version="0.1.0", all_version=["0.1.0", "0.0.9"], status=0
+        )
+
+
+async def start_fake_peer(
+    port: int, peer: FakePeer | None = None
+) -> tuple[grpc.aio.Server, FakePeer]:
+    """Serve `peer` (a new FakePeer by default) on 127.0.0.1:port."""
+    peer = peer or FakePeer()
+    server = grpc.aio.server()
+    pb_grpc.add_PeerServiceServicer_to_server(peer, server)
+    if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
+        raise OSError(f"cannot bind 127.0.0.1:{port}")
+    await server.start()
+    return server, peer
+
+
+async def _run_standalone(port: int, interval: float) -> None:  # pragma: no cover - manual use
+    server, peer = await start_fake_peer(port)
+    print(f"fake peer on 127.0.0.1:{port}, a block every {interval} s", flush=True)
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            peer.make_block()
+    finally:
+        await server.stop(None)
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    asyncio.run(_run_standalone(int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else 0.2))

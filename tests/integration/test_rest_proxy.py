@@ -1,0 +1,560 @@
+"""The real rest_proxy.py process against a PeerService on 127.0.0.1 (tests/integration/_fake_peer.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+import pytest_asyncio
+
+from loopchain.types.codes import ResponseCode
+from tests.integration._fake_peer import (
+    DEFAULT_CHANNEL,
+    FakePeer,
+    free_peer_port,
+    start_fake_peer,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+PROXY = REPO / "rest_proxy.py"
+GRPC_TIMEOUT = 3.0  # generous: the machine is shared; the hang test waits this long
+MAX_BODY = 64 * 1024
+OTHER_CHANNEL = "kofia_1"
+EMPTY_CHANNEL = "empty_channel"
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+class ProxyProcess:
+    """rest_proxy.py as a subprocess, with its stderr in a file."""
+
+    def __init__(self, peer_port: int, workdir: Path, conf: dict[str, Any] | None = None) -> None:
+        self.peer_port = peer_port
+        self.base = f"http://127.0.0.1:{peer_port + 1900}"
+        self.conf_path = workdir / f"conf_{peer_port}.json"
+        self.conf_path.write_text(json.dumps(conf or {}))
+        self.stderr_path = workdir / f"proxy_{peer_port}.stderr"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [str(PROXY), "-p", str(self.peer_port), "-o", str(self.conf_path)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                cwd=REPO,
+            )
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    async def wait_ready(self, session: aiohttp.ClientSession, deadline_s: float = 30.0) -> None:
+        """Poll until the proxy answers HTTP (any JSON reply), failing if it exits first."""
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                pytest.fail(f"rest_proxy exited with {self.proc.returncode}: {self.stderr()}")
+            try:
+                async with session.get(self.base + "/api/v1/ready-probe") as resp:
+                    await resp.json()
+                    return
+            except aiohttp.ClientConnectionError:
+                await _pause()
+        pytest.fail(f"rest_proxy did not answer within {deadline_s} s: {self.stderr()}")
+
+    def terminate(self) -> int:
+        """SIGTERM and the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+async def _pause() -> None:
+    """Yield to the event loop (and so to the in-process gRPC server) between polls."""
+    await asyncio.sleep(0.05)
+
+
+async def until(predicate: Any, deadline_s: float = 15.0) -> Any:
+    """Await `predicate()` until it returns a truthy value, or fail at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await _pause()
+    pytest.fail(f"condition not met within {deadline_s} s")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def network(
+    session: aiohttp.ClientSession, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[FakePeer, ProxyProcess]]:
+    port = free_peer_port()
+    fake = FakePeer(channels=(DEFAULT_CHANNEL, OTHER_CHANNEL, EMPTY_CHANNEL))
+    server, _ = await start_fake_peer(port, fake)
+    conf = {"GRPC_TIMEOUT": GRPC_TIMEOUT, "REST_MAX_BODY_BYTES": MAX_BODY}
+    proxy = ProxyProcess(port, tmp_path_factory.mktemp("proxy"), conf)
+    proxy.start()
+    try:
+        await proxy.wait_ready(session)
+        yield fake, proxy
+    finally:
+        fake.release_queries.set()
+        status = proxy.terminate()
+        await server.stop(None)
+    assert status == 0, proxy.stderr()
+    assert "Traceback" not in proxy.stderr()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def peer(network: tuple[FakePeer, ProxyProcess]) -> AsyncIterator[FakePeer]:
+    fake = network[0]
+    yield fake
+    fake.clear_failures()
+    fake.score = True
+
+
+@pytest.fixture
+def base(network: tuple[FakePeer, ProxyProcess]) -> str:
+    return network[1].base
+
+
+async def call(
+    session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+) -> tuple[int, dict[str, Any]]:
+    async with session.request(method, url, **kwargs) as resp:
+        assert resp.content_type == "application/json"
+        body = await resp.json()
+    assert isinstance(body["response_code"], int)
+    return resp.status, body
+
+
+def assert_error(status: int, body: dict[str, Any], http: int, code: int, text: str) -> None:
+    assert (status, body["response_code"]) == (http, code), body
+    assert text in body["message"], body
+
+
+def last_call(fake: FakePeer, method: str) -> Any:
+    return next(req for name, req in reversed(fake.calls) if name == method)
+
+
+# ---------------------------------------------------------------- transactions
+
+
+async def test_create_tx_forwards_compact_body_and_returns_hash(session, base, peer):
+    status, body = await call(
+        session, "POST", base + "/api/v1/transactions", data=b'{ "data" : "hello" }'
+    )
+    assert status == 200
+    assert body["response_code"] == 0 and body["more_info"] == ""
+    assert body["tx_hash"] in peer.chains[DEFAULT_CHANNEL].pool
+    request = last_call(peer, "CreateTx")
+    assert (request.channel, request.data_json) == ("", '{"data":"hello"}')
+
+
+async def test_create_tx_channel_field_selects_channel(session, base, peer):
+    payload = {"channel": OTHER_CHANNEL, "data": {"n": 1}}
+    status, body = await call(session, "POST", base + "/api/v1/transactions", json=payload)
+    assert status == 200
+    assert body["tx_hash"] in peer.chains[OTHER_CHANNEL].pool
+    assert last_call(peer, "CreateTx").channel == OTHER_CHANNEL
+
+
+async def test_create_tx_unknown_channel_is_not_found(session, base, peer):
+    payload = {"channel": "nope", "data": 1}
+    status, body = await call(session, "POST", base + "/api/v1/transactions", json=payload)
+    assert_error(status, body, 404, ResponseCode.NOT_FOUND, "'nope'")
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (b'{"data": ', "malformed JSON"),
+        (b"[1, 2]", "must be a JSON object, got an array"),
+        (b'"hello"', "must be a JSON object, got a string"),
+        (b"42", "must be a JSON object, got a number"),
+        (b"null", "must be a JSON object, got null"),
+        (b"", "body is empty"),
+        (b"   ", "body is empty"),
+        (b'{"data": NaN}', "NaN is not valid JSON"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b'{"channel": 5}', "channel field must be a string"),
+        (b"[" * 5000 + b"]" * 5000, "malformed JSON"),
+    ],
+)
+async def test_create_tx_rejects_bad_bodies(session, base, peer, raw, text):
+    status, body = await call(session, "POST", base + "/api/v1/transactions", data=raw)
+    assert_error(status, body, 400, ResponseCode.INVALID_PARAMS, text)
+
+
+async def test_create_tx_rejects_what_the_peer_finds_invalid(session, base, peer):
+    payload = {"data": 1.5}  # canonical JSON has no floats; the peer says so
+    status, body = await call(session, "POST", base + "/api/v1/transactions", json=payload)
+    assert_error(status, body, 400, ResponseCode.INVALID_PARAMS, "floats")
+
+
+async def test_oversized_body_is_413(session, base, peer):
+    raw = b'{"data": "' + b"x" * (MAX_BODY + 10) + b'"}'
+    status, body = await call(session, "POST", base + "/api/v1/transactions", data=raw)
+    assert_error(status, body, 413, ResponseCode.INVALID_PARAMS, f"{MAX_BODY} bytes")
+
+
+async def test_oversized_chunked_body_is_413(session, base, peer):
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"data": "'
+        for _ in range(MAX_BODY // 1024 + 2):
+            yield b"x" * 1024
+        yield b'"}'
+
+    status, body = await call(session, "POST", base + "/api/v1/transactions", data=chunks())
+    assert_error(status, body, 413, ResponseCode.INVALID_PARAMS, f"{MAX_BODY} bytes")
+
+
+async def _create_tx(session: aiohttp.ClientSession, base: str, payload: Any) -> str:
+    status, body = await call(session, "POST", base + "/api/v1/transactions", json=payload)
+    assert status == 200, body
+    return str(body["tx_hash"])
+
+
+async def test_get_tx_from_pool_then_from_block(session, base, peer):
+    payload = {"jsonrpc": "2.0", "method": "greet", "params": {"to": "you"}}
+    tx_hash = await _create_tx(session, base, payload)
+    status, body = await call(session, "GET", base + f"/api/v1/transactions?hash={tx_hash}")
+    assert status == 200
+    assert body["data"] == payload and body["more_info"] == "" and body["block_height"] == -1
+    assert body["meta"] == {
+        "peer_id": peer.signer.address,
+        "score_id": "loopchain/default",
+        "score_version": "0.1.0",
+        "channel_name": DEFAULT_CHANNEL,
+    }
+    tx = peer.chains[DEFAULT_CHANNEL].pool[tx_hash]
+    assert base64.b64decode(body["signature"]) == tx.signature
+    assert base64.b64decode(body["public_key"]) == peer.signer.public_key
+    block = peer.make_block()
+    status, body = await call(session, "GET", base + f"/api/v1/transactions?hash={tx_hash}")
+    assert (status, body["block_height"]) == (200, block.height)
+
+
+async def test_get_tx_in_other_channel(session, base, peer):
+    tx_hash = await _create_tx(session, base, {"channel": OTHER_CHANNEL, "data": "x"})
+    url = base + f"/api/v1/transactions?hash={tx_hash}&channel={OTHER_CHANNEL}"
+    status, body = await call(session, "GET", url)
+    assert (status, body["meta"]["channel_name"]) == (200, OTHER_CHANNEL)
+    status, body = await call(session, "GET", base + f"/api/v1/transactions?hash={tx_hash}")
+    assert_error(status, body, 404, ResponseCode.NOT_FOUND, tx_hash)
+
+
+@pytest.mark.parametrize(
+    ("query", "text"),
+    [
+        ("", "'hash' is missing"),
+        ("?hash=", "'hash' is missing"),
+        ("?hash=xyz", "expected 64 hex digits"),
+        ("?hash=" + "g" * 64, "expected 64 hex digits"),
+        ("?hash=" + "a" * 63, "expected 64 hex digits"),
+    ],
+)
+async def test_get_tx_rejects_bad_hashes(session, base, peer, query, text):
+    status, body = await call(session, "GET", base + "/api/v1/transactions" + query)
+    assert_error(status, body, 400, ResponseCode.INVALID_PARAMS, text)
+
+
+async def test_get_tx_unknown_hash_is_not_found(session, base, peer):
+    status, body = await call(session, "GET", base + "/api/v1/transactions?hash=" + "ab" * 32)
+    assert_error(status, body, 404, ResponseCode.NOT_FOUND, "ab" * 32)
+
+
+async def test_tx_result_before_and_after_block(session, base, peer):
+    tx_hash = await _create_tx(session, base, {"data": "result me"})
+    url = base + f"/api/v1/transactions/result?hash={tx_hash}"
+    status, body = await call(session, "GET", url)
+    assert (status, body) == (
+        200,
+        {"response_code": 0, "response": {"code": 2, "message": "not invoked yet"}},
+    )
+    peer.make_block()
+    status, body = await call(session, "GET", url)
+    assert (status, body) == (200, {"response_code": 0, "response": {"code": 0}})
+
+
+async def test_tx_result_errors(session, base, peer):
+    url = base + "/api/v1/transactions/result?hash=" + "cd" * 32
+    status, body = await call(session, "GET", url)
+    assert_error(status, body, 404, ResponseCode.NOT_FOUND, "cd" * 32)
+    status, body = await call(session, "GET", base + "/api/v1/transactions/result?hash=1")
+    assert_error(status, body, 400, ResponseCode.INVALID_PARAMS, "64 hex digits")
+    peer.score = False
+    status, body = await call(session, "GET", url)
+    assert_error(status, body, 501, ResponseCode.FAIL, "SCORE service lands")
+
+
+# ---------------------------------------------------------------- query
+
+
+async def test_query_passes_body_verbatim(session, base, peer):
+    raw = '{"method": "get_balance",  "params": {"address": "hx00"}}'
+    status, body = await call(session, "POST", base + "/api/v1/query", data=raw.encode())
+    assert status == 200
+    assert body == {"response_code": 0, "response": {"echo": json.loads(raw)}}
+    request = last_call(peer, "Query")
+    assert (request.channel, request.params_json) == ("", raw)
+
+
+async def test_query_channel_field_and_errors(session, base, peer):
+    status, body = await call(
+        session, "POST", base + "/api/v1/query", json={"channel": "nope", "method": "m"}
+    )
+    assert_error(status, body, 404, ResponseCode.NOT_FOUND, "'nope'")
+    status, body = await call(session, "POST", base + "/api/v1/query", data=b"{oops")
+    assert_error(status, body, 400, ResponseCode.INVALID_PARAMS, "malformed JSON")
+    peer.score = False
+    status, body = await call(session, "POST", base + "/api/v1/query", json={"method": "m"})
+    assert_error(status, body, 501, ResponseCode.FAIL, "SCORE service lands")
+
+
+async def test_query_past_the_deadline_is_504(session, base, peer):
+    started = time.monotonic()
+    status, body = await call(session, "POST", base + "/api/v1/query", json={"hang": True})
+    assert_error(status, body, 504, ResponseCode.TIMEOUT, f"within {GRPC_TIMEOUT:g} s")
+    assert time.monotonic() - started < GRPC_TIMEOUT + 5
+
+
+# ---------------------------------------------------------------- blocks
+
+
+async def test_last_block_of_empty_chain(session, base, peer):
+    status, body = await call(session, "GET", base + f"/api/v1/blocks?channel={EMPTY_CHANNEL}")
+    assert (status, body) == (
+        200,
+        {"response_code": 0, "block_hash": "", "block_data_json": {"height": -1}},
+    )
+
+
+async def test_last_block_and_block_by_hash_and_height(session, base, peer):
+    tx_hash = await _create_tx(session, base, {"data": {"k": "v"}})
+    block = peer.make_block()
+    status, body = await call(session, "GET", base + "/api/v1/blocks")
+    assert status == 200 and "tx_data_json" not in body
+    header = block.header
+    assert body["block_hash"] == block.hash.hex()
+    assert body["block_data_json"] == {
+        "prev_block_hash": header.prev_hash.hex(),
+        "merkle_tree_root_hash": header.tx_root.hex(),
+        "time_stamp": header.timestamp,
+        "height": block.height,
+        "peer_id": peer.signer.address,
+        "round": 0,
+        "next_leader": peer.signer.address,
+        "block_hash": block.hash.hex(),
+        "state_root": header.state_root.hex(),
+        "tx_count": 1,
+    }
+    status, by_hash = await call(session, "GET", base + f"/api/v1/blocks?hash={block.hash.hex()}")
+    assert status == 200
+    assert by_hash["block_data_json"] == body["block_data_json"]
+    tx = block.transactions[0]
+    assert by_hash["tx_data_json"] == [
+        {
+            "tx_hash": tx_hash,
+            "timestamp": tx.timestamp,
+            "data_string": json.dumps({"data": {"k": "v"}}),
+            "peer_id": peer.signer.address,
+        }
+    ]
+    status, by_height = await call(session, "GET", base + f"/api/v1/blocks?height={block.height}")
+    assert (status, by_height) == (200, by_hash)
+
+
+async def test_genesis_block_has_empty_prev_hash(session, base, peer):
+    if not peer.chains[DEFAULT_CHANNEL].blocks:
+        peer.make_block()
+    status, body = await call(session, "GET", base + "/api/v1/blocks?height=0")
+    assert (status, body["block_data_json"]["prev_block_hash"]) == (200, "")
+
+
+@pytest.mark.parametrize(
+    ("query", "http", "code", "text"),
+    [
+        ("?hash=" + "ee" * 32, 404, ResponseCode.NOT_FOUND, "ee" * 32),
+        ("?height=999999", 404, ResponseCode.NOT_FOUND, "height 999999"),
+        ("?hash=zz", 400, ResponseCode.INVALID_PARAMS, "64 hex digits"),
+        ("?height=-1", 400, ResponseCode.INVALID_PARAMS, "non-negative integer"),
+        ("?height=abc", 400, ResponseCode.INVALID_PARAMS, "non-negative integer"),
+        ("?height=0&hash=" + "ee" * 32, 400, ResponseCode.INVALID_PARAMS, "not both"),
+        ("?channel=nope", 404, ResponseCode.NOT_FOUND, "'nope'"),
+    ],
+)
+async def test_block_errors(session, base, peer, query, http, code, text):
+    status, body = await call(session, "GET", base + "/api/v1/blocks" + query)
+    assert_error(status, body, http, code, text)
+
+
+# ---------------------------------------------------------------- status
+
+
+async def test_status_peer(session, base, peer):
+    status, body = await call(session, "GET", base + "/api/v1/status/peer")
+    assert status == 200
+    chain = peer.chains[DEFAULT_CHANNEL]
+    assert body["status"] == "Service is online: 1" and body["peer_type"] == "1"
+    assert body["peer_id"] == peer.signer.address
+    assert body["block_height"] == len(chain.blocks) - 1
+    assert body["channel"] == DEFAULT_CHANNEL
+    status, body = await call(session, "GET", base + f"/api/v1/status/peer?channel={OTHER_CHANNEL}")
+    assert (status, body["channel"]) == (200, OTHER_CHANNEL)
+    status, body = await call(session, "GET", base + "/api/v1/status/peer?channel=nope")
+    assert_error(status, body, 404, ResponseCode.NOT_FOUND, "'nope'")
+
+
+async def test_status_score(session, base, peer):
+    status, body = await call(session, "GET", base + "/api/v1/status/score")
+    assert (status, body) == (
+        200,
+        {
+            "response_code": 0,
+            "id": "loopchain/default",
+            "version": "0.1.0",
+            "all_version": ["0.1.0", "0.0.9"],
+            "status": 0,
+        },
+    )
+    peer.score = False
+    status, body = await call(session, "GET", base + "/api/v1/status/score")
+    assert_error(status, body, 501, ResponseCode.FAIL, "not running")
+
+
+# ---------------------------------------------------------------- error mapping
+
+
+@pytest.mark.parametrize(
+    ("code", "http", "response_code"),
+    [
+        (grpc.StatusCode.NOT_FOUND, 404, ResponseCode.NOT_FOUND),
+        (grpc.StatusCode.INVALID_ARGUMENT, 400, ResponseCode.INVALID_PARAMS),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, 504, ResponseCode.TIMEOUT),
+        (grpc.StatusCode.UNAVAILABLE, 503, ResponseCode.FAIL),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 503, ResponseCode.FAIL),
+        (grpc.StatusCode.FAILED_PRECONDITION, 503, ResponseCode.NO_LEADER),
+        (grpc.StatusCode.UNIMPLEMENTED, 501, ResponseCode.FAIL),
+        (grpc.StatusCode.INTERNAL, 502, ResponseCode.FAIL),
+    ],
+)
+async def test_grpc_status_mapping(session, base, peer, code, http, response_code):
+    details = f"peer says {code.name.lower()}"
+    peer.fail("CreateTx", code, details)
+    status, body = await call(session, "POST", base + "/api/v1/transactions", json={"d": 1})
+    assert_error(status, body, http, response_code, details)
+    peer.fail("GetStatus", code, details)
+    status, body = await call(session, "GET", base + "/api/v1/status/peer")
+    assert_error(status, body, http, response_code, details)
+
+
+async def test_unknown_route_and_method(session, base, peer):
+    status, body = await call(session, "GET", base + "/api/v1/nothing/here")
+    assert_error(status, body, 404, ResponseCode.UNKNOWN_MESSAGE, "GET /api/v1/nothing/here")
+    status, body = await call(session, "DELETE", base + "/api/v1/blocks")
+    assert_error(status, body, 405, ResponseCode.UNKNOWN_MESSAGE, "DELETE is not allowed")
+
+
+# ---------------------------------------------------------------- process behaviour
+
+
+async def test_peer_down_answers_503_and_recovers(session, tmp_path):
+    port = free_peer_port()
+    server, fake = await start_fake_peer(port)
+    proxy = ProxyProcess(port, tmp_path, {"GRPC_TIMEOUT": GRPC_TIMEOUT})
+    proxy.start()
+    try:
+        await proxy.wait_ready(session)
+        status, _ = await call(session, "GET", proxy.base + "/api/v1/status/peer")
+        assert status == 200
+        await server.stop(None)
+        status, body = await call(session, "GET", proxy.base + "/api/v1/status/peer")
+        assert_error(
+            status, body, 503, ResponseCode.FAIL, f"peer at 127.0.0.1:{port} is unreachable"
+        )
+        server, _ = await start_fake_peer(port, fake)
+
+        async def serves_again() -> bool:
+            status, _ = await call(session, "GET", proxy.base + "/api/v1/status/peer")
+            return status == 200
+
+        await until(serves_again)
+    finally:
+        exit_status = proxy.terminate()
+        await server.stop(None)
+    assert exit_status == 0
+    assert "Traceback" not in proxy.stderr()
+
+
+async def run_proxy(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run rest_proxy.py to completion; (exit status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def test_unknown_config_key_exits_2(tmp_path):
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({"NO_SUCH_KEY": 1}))
+    status, _, err = await run_proxy(str(PROXY), "-p", str(free_peer_port()), "-o", str(conf))
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "NO_SUCH_KEY" in lines[0], err
+
+
+async def test_bad_environment_value_exits_2():
+    env = dict(os.environ, GRPC_TIMEOUT="soon")
+    status, _, err = await run_proxy(str(PROXY), "-p", str(free_peer_port()), env=env)
+    assert status == 2
+    assert "GRPC_TIMEOUT" in err and "Traceback" not in err
+
+
+async def test_port_in_use_exits_1():
+    port = free_peer_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", port + 1900))
+        taken.listen()
+        status, _, err = await run_proxy(str(PROXY), "-p", str(port))
+    assert status == 1
+    assert f"cannot listen on 127.0.0.1:{port + 1900}" in err
+    assert "Traceback" not in err
+
+
+async def test_reexecs_into_the_venv_from_another_python():
+    """Started by a Python outside the venv (no aiohttp there), the script still runs."""
+    venv_bin = str(REPO / ".venv" / "bin")
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    env = {"PATH": path, "HOME": os.environ.get("HOME", "/")}
+    status, out, err = await run_proxy("python3", "-I", str(PROXY), "-h", env=env)
+    assert status == 0, err
+    assert "PEER_PORT+1900" in out

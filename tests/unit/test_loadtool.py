@@ -1,0 +1,166 @@
+"""Pure functions of tools/loadtool.py: durations, percentiles, targets, arguments, the report."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from tools import loadtool
+from tools.loadtool import BlockInfo, Stats, Target, parse_args, parse_duration, percentile
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("60", 60.0),
+        ("60s", 60.0),
+        ("1m", 60.0),
+        ("1.5m", 90.0),
+        ("2h", 7200.0),
+        ("500ms", 0.5),
+        (" 10S ", 10.0),
+        ("0.25", 0.25),
+        (".5s", 0.5),
+    ],
+)
+def test_parse_duration_accepts_units(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "s", "1x", "-5", "1m30s", "abc", "0", "0s", "1 m s"])
+def test_parse_duration_rejects_malformed(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_percentile_nearest_rank():
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 90) == 90.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile(values, 0) == 1.0
+
+
+def test_percentile_unsorted_and_small_inputs():
+    assert percentile([30.0, 10.0, 20.0], 50) == 20.0
+    assert percentile([30.0, 10.0, 20.0], 99) == 30.0
+    assert percentile([7.0], 50) == 7.0
+    assert percentile([7.0], 1) == 7.0
+    assert percentile([], 50) is None
+
+
+@pytest.mark.parametrize("pct", [-1, 100.5])
+def test_percentile_rejects_out_of_range(pct):
+    with pytest.raises(ValueError):
+        percentile([1.0], pct)
+
+
+@pytest.mark.parametrize(
+    ("text", "target"),
+    [
+        ("http://127.0.0.1:9000", Target("rest", "http://127.0.0.1:9000")),
+        ("http://localhost:9100/", Target("rest", "http://localhost:9100")),
+        ("https://node.example:443", Target("rest", "https://node.example:443")),
+        ("127.0.0.1:7100", Target("grpc", "127.0.0.1:7100")),
+        ("peer-1:7200", Target("grpc", "peer-1:7200")),
+    ],
+)
+def test_parse_target(text, target):
+    assert loadtool.parse_target(text) == target
+
+
+@pytest.mark.parametrize(
+    "text", ["localhost", "http://", "http://host", ":7100", "host:99999", "ftp://h:1"]
+)
+def test_parse_target_rejects(text):
+    with pytest.raises(ValueError):
+        loadtool.parse_target(text)
+
+
+def test_parse_args_defaults():
+    args = parse_args([])
+    assert args.clients == 1
+    assert args.target == Target("rest", "http://127.0.0.1:9000")
+    assert args.type == 0
+    assert args.channel == ""
+    assert args.rate is None
+    assert args.drain == 15.0
+    assert args.json is False
+
+
+def test_parse_args_all_flags():
+    argv = ["-c", "8", "-p", "127.0.0.1:7100", "-m", "1m", "-t", "1", "--channel", "kofia_1"]
+    argv += ["--rate", "250", "--drain", "0", "--timeout", "3", "--json"]
+    argv += ["--query-body", '{"method": "get_info"}']
+    args = parse_args(argv)
+    assert (args.clients, args.target, args.duration) == (8, Target("grpc", "127.0.0.1:7100"), 60.0)
+    assert (args.type, args.channel, args.rate, args.drain) == (1, "kofia_1", 250.0, 0.0)
+    assert (args.timeout, args.json, args.query_body) == (3.0, True, {"method": "get_info"})
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-c", "0"],
+        ["-c", "two"],
+        ["-m", "soon"],
+        ["-t", "2"],
+        ["-p", "nowhere"],
+        ["--rate", "0"],
+        ["--rate", "inf"],
+        ["--drain", "-1"],
+        ["--query-body", "[1]"],
+        ["--query-body", "{"],
+    ],
+)
+def test_parse_args_rejects_bad_values(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_stats_match_committed_hashes_once():
+    stats = Stats()
+    stats.record_submit("a", sent=1.0, replied=1.1)
+    stats.record_submit("b", sent=2.0, replied=2.1)
+    stats.record_block(BlockInfo(5, "h5", "h4", ("x", "a")), observed=3.0)
+    stats.record_block(BlockInfo(6, "h6", "h5", ("a", "b")), observed=4.5)
+    assert (stats.submitted, stats.committed, stats.height) == (2, 2, 6)
+    assert stats.commit_latencies == [2.0, 2.5]
+    assert (stats.first_submit, stats.last_commit) == (1.0, 4.5)
+    assert stats.submit_times == {}
+
+
+def test_summary_rates_and_format():
+    args = parse_args(["-m", "2s"])
+    run = loadtool.Run(args, transport=_NoTransport())
+    run.send_seconds = 2.0
+    run.stats.record_submit("a", sent=10.0, replied=10.1)
+    run.stats.record_submit("b", sent=10.5, replied=10.6)
+    run.stats.record_submit("c", sent=11.0, replied=11.1)
+    run.stats.record_block(BlockInfo(0, "h0", "", ("a", "b")), observed=12.0)
+    run.stats.errors["timeout"] += 2
+    summary = loadtool.summarize(run)
+    assert summary["submitted"] == 3 and summary["submit_tps"] == 1.5
+    assert summary["committed"] == 2 and summary["uncommitted"] == 1
+    assert summary["commit_tps"] == 1.0  # 2 commits over 12.0 - 10.0 s
+    assert summary["latency_ms"] == {"p50": 1500.0, "p90": 2000.0, "p99": 2000.0}
+    assert summary["errors"] == {"timeout": 2}
+    text = loadtool.format_summary(summary)
+    assert "submitted   3 tx" in text and "timeout: 2" in text
+
+
+class _NoTransport:
+    """A transport that is never called by the pure summary functions."""
+
+    async def close(self) -> None:
+        raise AssertionError("not used")
+
+
+def test_argparse_type_wraps_value_errors():
+    convert = loadtool._argparse_type(parse_duration)
+    with pytest.raises(argparse.ArgumentTypeError, match="not a number"):
+        convert("x")

@@ -1,0 +1,1 @@
+"""Operator and developer tools (load tool, demo tool, admin tools)."""

@@ -1,0 +1,640 @@
+#!/usr/bin/env python3
+"""Load generator: sends transactions (or queries) to a peer and measures what the chain commits.
+
+    .venv/bin/python tools/loadtool.py -c 4 -p http://127.0.0.1:9000 -m 60s -t 0
+    .venv/bin/python tools/loadtool.py -p 127.0.0.1:7100 -m 1m --rate 200 --json
+
+`-p http://host:port` speaks the peer REST API v1; `-p host:port` speaks the peer's gRPC service.
+Committed transactions are counted from the chain itself: after every poll, the tool walks the new
+blocks (REST: /api/v1/blocks then /api/v1/blocks?hash= back to the last seen height; gRPC: GetBlock
+by height) and matches their transaction hashes against the ones it submitted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import re
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+_REPO = Path(__file__).resolve().parents[1]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+import aiohttp  # noqa: E402
+import grpc  # noqa: E402
+
+from loopchain.protos import loopchain_pb2 as pb  # noqa: E402
+from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub  # noqa: E402
+from loopchain.types.block import Block  # noqa: E402
+
+DEFAULT_TARGET = "http://127.0.0.1:9000"
+POLL_INTERVAL = 0.2
+ERROR_BACKOFF = 0.05
+GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_HOST_PORT = re.compile(r"([^:/\s]+|\[[0-9a-fA-F:]+\]):(\d{1,5})")
+
+# ------------------------------------------------------------------ pure functions
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from "60", "60s", "1m", "1.5m", "500ms" or "2h"; ValueError when malformed or zero."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"duration {text!r} is not a number with an optional unit ms, s, m or h")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "s").lower()]
+    if seconds <= 0:
+        raise ValueError(f"duration {text!r} must be longer than zero")
+    return seconds
+
+
+def percentile(values: Sequence[float], pct: float) -> float | None:
+    """The nearest-rank percentile `pct` (0-100) of `values`, or None when there are none."""
+    if not 0 <= pct <= 100:
+        raise ValueError(f"percentile {pct} is outside 0-100")
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the load goes: "rest" with a base URL, or "grpc" with host:port."""
+
+    kind: str
+    address: str
+
+
+def parse_target(text: str) -> Target:
+    """ "http(s)://host:port" → REST; "host:port" → gRPC PeerService; ValueError otherwise."""
+    text = text.strip()
+    if text.startswith(("http://", "https://")):
+        if not _HOST_PORT.fullmatch(text.split("://", 1)[1].rstrip("/")):
+            raise ValueError(f"target {text!r} must look like http://host:port")
+        return Target("rest", text.rstrip("/"))
+    match = _HOST_PORT.fullmatch(text)
+    if match is None or not 0 < int(match.group(2)) < 65536:
+        raise ValueError(f"target {text!r} is neither http://host:port (REST) nor host:port (gRPC)")
+    return Target("grpc", text)
+
+
+def _argparse_type(parse: Any) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{text} is not a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or math.isinf(value):
+        raise ValueError(f"{text} is not a positive number")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or math.isinf(value):
+        raise ValueError(f"{text} is not a non-negative number")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("the query body must be a JSON object")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser of the load tool."""
+    parser = argparse.ArgumentParser(
+        prog="loadtool.py",
+        description="Send transactions or queries to a peer and measure commits.",
+    )
+    add = parser.add_argument
+    add(
+        "-c",
+        "--clients",
+        type=_argparse_type(_positive_int),
+        default=1,
+        help="concurrent clients (default 1)",
+    )
+    add(
+        "-p",
+        "--target",
+        type=_argparse_type(parse_target),
+        default=parse_target(DEFAULT_TARGET),
+        help=f"http://host:port (REST, default {DEFAULT_TARGET}) or host:port (gRPC)",
+    )
+    add(
+        "-m",
+        "--duration",
+        type=_argparse_type(parse_duration),
+        default=10.0,
+        help="send for this long: 60, 60s, 1m (default 10s)",
+    )
+    add("-t", "--type", type=int, choices=(0, 1), default=0, help="0 create tx, 1 query")
+    add("--channel", default="", help="channel (default: the peer's default channel)")
+    add("--rate", type=_argparse_type(_positive_float), help="at most this many requests/s")
+    add(
+        "--drain",
+        type=_argparse_type(_non_negative_float),
+        default=15.0,
+        help="seconds to wait for commits after sending (default 15)",
+    )
+    add(
+        "--timeout",
+        type=_argparse_type(_positive_float),
+        default=10.0,
+        help="per-request timeout in seconds (default 10)",
+    )
+    add("--query-body", type=_argparse_type(_json_object), help="JSON object for -t 1")
+    add("--json", action="store_true", help="print one JSON summary object")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line."""
+    return build_parser().parse_args(argv)
+
+
+# ------------------------------------------------------------------ transports
+
+
+class LoadError(Exception):
+    """A failed request, classified by `kind` for the error summary."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """What the load tool needs of a block."""
+
+    height: int
+    block_hash: str
+    prev_hash: str
+    tx_hashes: tuple[str, ...] | None  # None when the reply did not list them
+
+
+class Transport(Protocol):
+    """Requests to one peer; every method raises LoadError on failure."""
+
+    async def create_tx(self, payload: dict[str, Any]) -> str: ...
+    async def query(self, payload: dict[str, Any]) -> None: ...
+    async def last_block(self) -> BlockInfo | None: ...
+    async def new_blocks(self, tip: BlockInfo, seen_height: int) -> list[BlockInfo]: ...
+    async def close(self) -> None: ...
+
+
+class RestTransport:
+    """The peer REST API v1 over one aiohttp session with a bounded connection pool."""
+
+    def __init__(self, base: str, channel: str, timeout: float, connections: int) -> None:
+        self._base = base
+        self._channel = channel
+        connector = aiohttp.TCPConnector(limit=connections)
+        client_timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=client_timeout)
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            async with self._session.request(method, self._base + path, **kwargs) as resp:
+                body = await resp.json(content_type=None)
+        except TimeoutError:
+            raise LoadError("timeout") from None
+        except aiohttp.ClientConnectionError:
+            raise LoadError("connection") from None
+        except (aiohttp.ClientError, ValueError):
+            raise LoadError("bad reply") from None
+        if not isinstance(body, dict):
+            raise LoadError(f"http {resp.status} (not an object)")
+        if resp.status != 200 or body.get("response_code") not in (0, "0"):
+            detail = str(body.get("message", ""))
+            raise LoadError(f"http {resp.status} ({body.get('response_code')})", detail)
+        return body
+
+    def _params(self, **extra: str) -> dict[str, str]:
+        return {**({"channel": self._channel} if self._channel else {}), **extra}
+
+    async def create_tx(self, payload: dict[str, Any]) -> str:
+        body = {**payload, "channel": self._channel} if self._channel else payload
+        reply = await self._request("POST", "/api/v1/transactions", json=body)
+        return str(reply["tx_hash"])
+
+    async def query(self, payload: dict[str, Any]) -> None:
+        body = {**payload, "channel": self._channel} if self._channel else payload
+        await self._request("POST", "/api/v1/query", json=body)
+
+    async def last_block(self) -> BlockInfo | None:
+        reply = await self._request("GET", "/api/v1/blocks", params=self._params())
+        return _rest_block(reply)
+
+    async def new_blocks(self, tip: BlockInfo, seen_height: int) -> list[BlockInfo]:
+        """Walk back by hash from the tip to the first block above `seen_height`."""
+        found: list[BlockInfo] = []
+        block_hash = tip.block_hash
+        while block_hash:
+            reply = await self._request(
+                "GET", "/api/v1/blocks", params=self._params(hash=block_hash)
+            )
+            block = _rest_block(reply)
+            if block is None or block.height <= seen_height:
+                break
+            found.append(block)
+            block_hash = block.prev_hash
+        return found[::-1]
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+def _rest_block(reply: dict[str, Any]) -> BlockInfo | None:
+    data = reply.get("block_data_json") or {}
+    if not reply.get("block_hash") or int(data.get("height", -1)) < 0:
+        return None
+    txs = reply.get("tx_data_json")
+    return BlockInfo(
+        height=int(data["height"]),
+        block_hash=str(reply["block_hash"]),
+        prev_hash=str(data.get("prev_block_hash", "")),
+        tx_hashes=tuple(str(tx["tx_hash"]) for tx in txs) if txs is not None else None,
+    )
+
+
+class GrpcTransport:
+    """The peer's gRPC PeerService."""
+
+    def __init__(self, target: str, channel: str, timeout: float) -> None:
+        options = [
+            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+        ]
+        self._grpc_channel = grpc.aio.insecure_channel(target, options=options)
+        self._stub = PeerServiceStub(self._grpc_channel)
+        self._channel = channel
+        self._timeout = timeout
+
+    async def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise LoadError(f"grpc {exc.code().name}", exc.details() or "") from None
+
+    async def create_tx(self, payload: dict[str, Any]) -> str:
+        request = pb.CreateTxRequest(channel=self._channel, data_json=json.dumps(payload))
+        reply = await self._call(self._stub.CreateTx, request)
+        return str(reply.tx_hash)
+
+    async def query(self, payload: dict[str, Any]) -> None:
+        request = pb.QueryRequest(channel=self._channel, params_json=json.dumps(payload))
+        await self._call(self._stub.Query, request)
+
+    async def _block(self, height: int) -> BlockInfo | None:
+        request = pb.GetBlockRequest(channel=self._channel, height=height)
+        reply = await self._call(self._stub.GetBlock, request)
+        if not reply.block:
+            return None
+        try:
+            block = Block.decode(reply.block)
+        except ValueError:
+            raise LoadError("bad block") from None
+        return BlockInfo(
+            height=block.height,
+            block_hash=block.hash.hex(),
+            prev_hash=block.header.prev_hash.hex(),
+            tx_hashes=tuple(tx.hash_hex for tx in block.transactions),
+        )
+
+    async def last_block(self) -> BlockInfo | None:
+        return await self._block(-1)
+
+    async def new_blocks(self, tip: BlockInfo, seen_height: int) -> list[BlockInfo]:
+        found = []
+        for height in range(seen_height + 1, tip.height):
+            block = await self._block(height)
+            if block is not None:
+                found.append(block)
+        return [*found, tip]
+
+    async def close(self) -> None:
+        await self._grpc_channel.close()
+
+
+def open_transport(args: argparse.Namespace) -> Transport:
+    """The transport for the parsed target."""
+    target: Target = args.target
+    if target.kind == "rest":
+        return RestTransport(target.address, args.channel, args.timeout, args.clients + 2)
+    return GrpcTransport(target.address, args.channel, args.timeout)
+
+
+# ------------------------------------------------------------------ the run
+
+
+@dataclass
+class Stats:
+    """Everything measured during a run (monotonic seconds)."""
+
+    submit_times: dict[str, float] = field(default_factory=dict)
+    commit_latencies: list[float] = field(default_factory=list)
+    reply_latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    submitted: int = 0
+    committed: int = 0
+    blocks_seen: int = 0
+    height: int = -1
+    first_submit: float | None = None
+    last_commit: float | None = None
+
+    def record_submit(self, tx_hash: str, sent: float, replied: float) -> None:
+        self.submitted += 1
+        self.submit_times[tx_hash] = sent
+        self.reply_latencies.append(replied - sent)
+        if self.first_submit is None:
+            self.first_submit = sent
+
+    def record_block(self, block: BlockInfo, observed: float) -> None:
+        self.blocks_seen += 1
+        self.height = max(self.height, block.height)
+        for tx_hash in block.tx_hashes or ():
+            sent = self.submit_times.pop(tx_hash, None)
+            if sent is not None:
+                self.committed += 1
+                self.commit_latencies.append(observed - sent)
+                self.last_commit = observed
+
+
+class RateLimiter:
+    """Spaces requests of all clients to at most `rate` per second."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._next = time.monotonic()
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        slot = max(now, self._next)
+        self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+@dataclass
+class Run:
+    """One load run: its settings, transport, measurements and stop signals."""
+
+    args: argparse.Namespace
+    transport: Transport
+    stats: Stats = field(default_factory=Stats)
+    limiter: RateLimiter | None = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    stop_sending: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_all: asyncio.Event = field(default_factory=asyncio.Event)
+    started: float = 0.0
+    send_seconds: float = 0.0
+    drain_seconds: float = 0.0
+
+    def payload(self, client: int, seq: int) -> dict[str, Any]:
+        if self.args.type == 1:
+            return dict(self.args.query_body or {"jsonrpc": "2.0", "method": "ping", "params": {}})
+        params = {"run": self.run_id, "client": client, "seq": seq}
+        return {"jsonrpc": "2.0", "method": "loadtool", "params": params}
+
+
+async def _client(run: Run, client: int, end: float) -> None:
+    """Send requests one at a time until `end` (so in-flight requests ≤ client count)."""
+    seq = 0
+    while time.monotonic() < end and not run.stop_sending.is_set():
+        if run.limiter is not None:
+            await run.limiter.wait()
+            if time.monotonic() >= end:
+                return
+        payload = run.payload(client, seq)
+        seq += 1
+        sent = time.monotonic()
+        try:
+            if run.args.type == 0:
+                tx_hash = await run.transport.create_tx(payload)
+                run.stats.record_submit(tx_hash, sent, time.monotonic())
+            else:
+                await run.transport.query(payload)
+                run.stats.submitted += 1
+                run.stats.reply_latencies.append(time.monotonic() - sent)
+        except LoadError as exc:
+            run.stats.errors[exc.kind] += 1
+            await asyncio.sleep(ERROR_BACKOFF)
+
+
+async def _poll_chain(run: Run) -> None:
+    """Observe new blocks once, recording the transactions they commit."""
+    tip = await run.transport.last_block()
+    if tip is None or tip.height <= run.stats.height:
+        return
+    for block in await run.transport.new_blocks(tip, run.stats.height):
+        run.stats.record_block(block, time.monotonic())
+
+
+async def _watch_commits(run: Run) -> None:
+    """Poll the chain until told to stop, ending early once every submitted tx is committed."""
+    while not run.stop_all.is_set():
+        try:
+            await _poll_chain(run)
+        except LoadError as exc:
+            run.stats.errors[f"chain poll: {exc.kind}"] += 1
+        if run.stop_sending.is_set() and not run.stats.submit_times:
+            return
+        try:
+            await asyncio.wait_for(run.stop_all.wait(), POLL_INTERVAL)
+        except TimeoutError:
+            pass
+
+
+async def _progress(run: Run) -> None:
+    """A progress line on the terminal, once a second."""
+    while not run.stop_all.is_set():
+        stats = run.stats
+        elapsed = max(time.monotonic() - run.started, 1e-6)
+        line = (
+            f"\r{elapsed:6.1f}s  submitted {stats.submitted} ({stats.submitted / elapsed:.1f}/s)"
+            f"  committed {stats.committed}  errors {sum(stats.errors.values())}"
+            f"  height {stats.height}"
+        )
+        sys.stdout.write(line + "\x1b[K")
+        sys.stdout.flush()
+        try:
+            await asyncio.wait_for(run.stop_all.wait(), 1.0)
+        except TimeoutError:
+            pass
+    sys.stdout.write("\r\x1b[K")
+    sys.stdout.flush()
+
+
+async def execute(run: Run) -> None:
+    """Send for the duration, then wait up to --drain seconds for the commits."""
+    args = run.args
+    if args.type == 0:
+        run.stats.height = _height(await run.transport.last_block())
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, _interrupt, run)
+    try:
+        await _send_and_drain(run)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _send_and_drain(run: Run) -> None:
+    args = run.args
+    tasks: list[asyncio.Task[None]] = []
+    if args.type == 0:
+        tasks.append(asyncio.create_task(_watch_commits(run)))
+    if sys.stdout.isatty() and not args.json:
+        tasks.append(asyncio.create_task(_progress(run)))
+    run.started = time.monotonic()
+    end = run.started + args.duration
+    await asyncio.gather(*(_client(run, i, end) for i in range(args.clients)))
+    run.send_seconds = time.monotonic() - run.started
+    run.stop_sending.set()
+    if args.type == 0 and tasks:
+        drain_end = time.monotonic()
+        await _drain(run, tasks[0], args.drain)
+        run.drain_seconds = time.monotonic() - drain_end
+    run.stop_all.set()
+    await asyncio.gather(*tasks)
+
+
+async def _drain(run: Run, watcher: asyncio.Task[None], seconds: float) -> None:
+    stopped = asyncio.create_task(run.stop_all.wait())
+    await asyncio.wait([watcher, stopped], timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+
+
+def _height(block: BlockInfo | None) -> int:
+    return block.height if block is not None else -1
+
+
+def _interrupt(run: Run) -> None:
+    if run.stop_sending.is_set():
+        run.stop_all.set()  # a second Ctrl-C ends the drain too
+    run.stop_sending.set()
+
+
+# ------------------------------------------------------------------ the report
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _rate(count: int, seconds: float | None) -> float | None:
+    return round(count / seconds, 2) if seconds and seconds > 0 else None
+
+
+def summarize(run: Run) -> dict[str, Any]:
+    """The run's results as one JSON-ready object."""
+    stats, args = run.stats, run.args
+    creating = args.type == 0
+    latencies = stats.commit_latencies if creating else stats.reply_latencies
+    span = None
+    if stats.first_submit is not None and stats.last_commit is not None:
+        span = stats.last_commit - stats.first_submit
+    return {
+        "target": args.target.address,
+        "transport": args.target.kind,
+        "mode": "create_tx" if creating else "query",
+        "channel": args.channel,
+        "clients": args.clients,
+        "send_seconds": round(run.send_seconds, 3),
+        "submitted": stats.submitted,
+        "submit_tps": _rate(stats.submitted, run.send_seconds),
+        "committed": stats.committed if creating else None,
+        "commit_tps": _rate(stats.committed, span) if creating else None,
+        "commit_span_seconds": None if span is None else round(span, 3),
+        "uncommitted": len(stats.submit_times) if creating else None,
+        "drain_seconds": round(run.drain_seconds, 3),
+        "blocks_observed": stats.blocks_seen,
+        "latency_kind": "commit" if creating else "reply",
+        "latency_ms": {f"p{p}": _ms(percentile(latencies, p)) for p in (50, 90, 99)},
+        "errors": dict(stats.errors.most_common()),
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary as a few human-readable lines."""
+    unit = "tx" if summary["mode"] == "create_tx" else "queries"
+    lines = [
+        f"target      {summary['target']} ({summary['transport']}), "
+        f"channel {summary['channel'] or '<default>'}, {summary['clients']} clients",
+        f"submitted   {summary['submitted']} {unit} in {summary['send_seconds']:.1f} s"
+        f" = {summary['submit_tps'] or 0:.1f}/s",
+    ]
+    if summary["mode"] == "create_tx":
+        lines.append(
+            f"committed   {summary['committed']} tx = {summary['commit_tps'] or 0:.1f} tx/s"
+            f" (first submit → last commit {summary['commit_span_seconds'] or 0:.2f} s),"
+            f" {summary['uncommitted']} not committed after {summary['drain_seconds']:.1f} s drain,"
+            f" {summary['blocks_observed']} blocks observed"
+        )
+    lat = summary["latency_ms"]
+    lines.append(
+        f"latency     {summary['latency_kind']} p50 {lat['p50']} ms  p90 {lat['p90']} ms"
+        f"  p99 {lat['p99']} ms"
+    )
+    errors = ", ".join(f"{kind}: {n}" for kind, n in summary["errors"].items()) or "none"
+    lines.append(f"errors      {errors}")
+    return "\n".join(lines)
+
+
+async def run_load(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the load described by `args` and return the summary."""
+    transport = open_transport(args)
+    run = Run(args, transport, limiter=RateLimiter(args.rate) if args.rate else None)
+    try:
+        await execute(run)
+    finally:
+        await transport.close()
+    return summarize(run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: 0 after a run, 1 when the peer could not be reached at all."""
+    args = parse_args(argv)
+    try:
+        summary = asyncio.run(run_load(args))
+    except LoadError as exc:
+        print(f"loadtool: cannot read the chain at {args.target.address}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary) if args.json else format_summary(summary))
+    return 1 if summary["submitted"] == 0 and summary["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
