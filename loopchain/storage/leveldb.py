@@ -1,0 +1,175 @@
+"""The LevelDB KeyValueStore (plyvel); the only module of loopchain that imports plyvel.
+
+LevelDB holds an exclusive lock on its directory, so exactly one process (and one handle) may open
+a store; a second opener gets a StorageError saying so at once instead of waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import plyvel
+
+from loopchain.storage.abc import KeyValueStore, StorageError, WriteBatch
+from loopchain.storage.memory import check_bytes
+
+# What LevelDB says when its LOCK file is held, and who holds it.
+_LOCK_HOLDERS = {
+    "temporarily unavailable": "another process holds it",  # flock() failed with EAGAIN
+    "already held by process": "another handle in this process holds it",
+}
+
+
+def _message(exc: BaseException) -> str:
+    """plyvel errors carry bytes messages; make them text."""
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+
+
+def _lock_holder(exc: BaseException) -> str | None:
+    """Who holds the store's lock, when `exc` says it is held; None for any other error."""
+    text = _message(exc).lower()
+    if not isinstance(exc, plyvel.IOError):
+        return None
+    return next((holder for marker, holder in _LOCK_HOLDERS.items() if marker in text), None)
+
+
+def _open(path: Path, create: bool) -> Any:
+    """Open the plyvel DB at `path`, translating every failure into a StorageError."""
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create LevelDB store directory {path}: {exc}") from None
+    elif not (path / "CURRENT").is_file():  # LevelDB would create the directory before refusing
+        raise StorageError(f"LevelDB store at {path} does not exist")
+    try:
+        return plyvel.DB(str(path), create_if_missing=create)
+    except plyvel.Error as exc:
+        holder = _lock_holder(exc)
+        if holder:
+            raise StorageError(
+                f"LevelDB store at {path} is locked: {holder} (only one owner may open a store)"
+            ) from None
+        if isinstance(exc, plyvel.CorruptionError):
+            raise StorageError(f"LevelDB store at {path} is corrupt: {_message(exc)}") from None
+        raise StorageError(f"cannot open LevelDB store at {path}: {_message(exc)}") from None
+
+
+def _successor(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with `prefix` (None: there is none)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def _position(raw: Any, prefix: bytes, reverse: bool) -> None:
+    """Put a raw iterator on the first (or, reversed, the last) key that may start with `prefix`."""
+    if not reverse:
+        raw.seek(prefix)
+        return
+    bound = _successor(prefix)
+    if bound is None:
+        raw.seek_to_last()
+        return
+    raw.seek(bound)
+    if raw.valid():
+        raw.prev()
+    else:
+        raw.seek_to_last()
+
+
+class LevelDBWriteBatch(WriteBatch):
+    """A plyvel write batch committed with sync=True; nothing is written unless it is committed."""
+
+    def __init__(self, store: LevelDBStore, batch: Any) -> None:
+        self._store = store
+        self._batch = batch
+        self._done = False
+
+    def _check_open(self) -> None:
+        if self._done:
+            raise StorageError("write batch was already committed")
+        self._store._check_open()
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._check_open()
+        self._batch.put(check_bytes("key", key), check_bytes("value", value))
+
+    def delete(self, key: bytes) -> None:
+        self._check_open()
+        self._batch.delete(check_bytes("key", key))
+
+    def commit(self) -> None:
+        """Write every buffered change atomically and wait until it is on disk."""
+        self._check_open()
+        try:
+            self._batch.write()
+        except (plyvel.Error, RuntimeError) as exc:
+            raise StorageError(
+                f"write batch to {self._store.path} failed: {_message(exc)}"
+            ) from None
+        self._done = True
+
+
+class LevelDBStore(KeyValueStore):
+    """A LevelDB database in one directory, opened exclusively by this process."""
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = Path(path)
+        self._db = _open(self.path, create)
+
+    def _check_open(self) -> None:
+        if self._db.closed:
+            raise StorageError(f"LevelDB store at {self.path} is closed")
+
+    def get(self, key: bytes) -> bytes | None:
+        self._check_open()
+        value: bytes | None = self._db.get(check_bytes("key", key))
+        return value
+
+    def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
+        self._check_open()
+        self._db.put(check_bytes("key", key), check_bytes("value", value), sync=sync)
+
+    def delete(self, key: bytes, *, sync: bool = False) -> None:
+        self._check_open()
+        self._db.delete(check_bytes("key", key), sync=sync)
+
+    def iterate(
+        self, prefix: bytes = b"", *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs whose key starts with `prefix`, in key order, from a snapshot."""
+        self._check_open()
+        check_bytes("prefix", prefix)
+        # plyvel's own prefix/start iterators drop the key equal to `prefix` when reversed, so
+        # walk LevelDB's raw iterator (created now, so it reads a snapshot of this moment).
+        return self._walk(self._db.raw_iterator(), prefix, reverse)
+
+    def _walk(self, raw: Any, prefix: bytes, reverse: bool) -> Iterator[tuple[bytes, bytes]]:
+        try:
+            _position(raw, prefix, reverse)
+            step = raw.prev if reverse else raw.next
+            while raw.valid():
+                key = raw.key()
+                if not key.startswith(prefix):
+                    return
+                yield key, raw.value()
+                step()
+        except RuntimeError as exc:
+            raise StorageError(f"LevelDB store at {self.path} was closed: {exc}") from None
+        finally:
+            raw.close()
+
+    def write_batch(self) -> WriteBatch:
+        """A batch whose writes become visible together on commit (synced to disk)."""
+        self._check_open()
+        return LevelDBWriteBatch(self, self._db.write_batch(sync=True))
+
+    def close(self) -> None:
+        """Release the directory lock; later use raises StorageError (closing twice is fine)."""
+        if not self._db.closed:
+            self._db.close()

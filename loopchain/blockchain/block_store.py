@@ -1,0 +1,290 @@
+"""The final blocks of one channel, with their certificates and indexes, over a KeyValueStore.
+
+Key schema (integers are unsigned big-endian, heights and rounds 8 bytes, so keys sort by number):
+
+  b"b/" + block hash (32)  -> Block.encode()               every saved block, by its hash
+  b"h/" + height           -> block hash                   heights 0..tip, no gaps, none above tip
+  b"t/" + tx hash (32)     -> height + index (4 bytes)     each transaction of a saved block, once
+  b"c/" + height           -> QuorumCertificate.encode()   the certificate of the block at height
+  b"s/tip"                 -> height + block hash          the last saved block (absent if empty)
+  b"s/total_tx"            -> count (8 bytes)              transactions in blocks 0..tip
+  b"s/channel"             -> channel name (UTF-8)         the channel this store belongs to
+  b"s/vote"                -> height + round + block hash  the last vote this node signed
+  b"m/" + name (UTF-8)     -> value                        free metadata of the node (put_meta)
+
+Invariants: everything of one block (b/, h/, t/, c/, s/tip, s/total_tx, s/channel) is written in ONE
+write batch, so after a crash the store holds either all of it or none of it. The block at height h
+has header.prev_hash equal to the hash of the block at h-1 (b"" at height 0), belongs to the
+store's channel, and its certificate names its hash and height. `check()` verifies the tip end of
+these invariants at start-up; a store that fails it must not be run on. The vote record only moves
+forward in (height, round), and never names two blocks for one (height, round).
+"""
+
+from __future__ import annotations
+
+from loopchain.storage.abc import KeyValueStore
+from loopchain.types.block import Block
+from loopchain.types.transaction import Transaction
+from loopchain.types.vote import QuorumCertificate
+
+BLOCK = b"b/"
+HEIGHT = b"h/"
+TX = b"t/"
+CERTIFICATE = b"c/"
+TIP = b"s/tip"
+TOTAL_TX = b"s/total_tx"
+CHANNEL = b"s/channel"
+VOTE = b"s/vote"
+META = b"m/"
+
+HASH_BYTES = 32
+CHECK_DEPTH = 8  # how many blocks below the tip check() walks back through
+
+
+class BlockStoreError(RuntimeError):
+    """A block that may not be saved, or a store whose contents are inconsistent."""
+
+
+def _u64(value: int) -> bytes:
+    return value.to_bytes(8, "big")
+
+
+def _int(raw: bytes) -> int:
+    return int.from_bytes(raw, "big")
+
+
+def _height_key(prefix: bytes, height: int) -> bytes:
+    return prefix + _u64(height)
+
+
+class BlockStore:
+    """Final blocks of ONE channel: save them atomically, look them up, check them at start-up."""
+
+    def __init__(self, kv: KeyValueStore, channel: str) -> None:
+        self._kv = kv
+        self.channel = channel
+        self._tip_height, self._tip_hash = self._read_tip_pointer()
+        self._tip: tuple[Block, QuorumCertificate] | None = None
+
+    # -- writing
+
+    def save_block(self, block: Block, certificate: QuorumCertificate) -> None:
+        """Append the next final block with its certificate in one write batch, or refuse."""
+        block_hash = block.hash  # computed, not stored, by Block: compute it once
+        self._check_appendable(block, block_hash, certificate)
+        tx_positions = self._check_new_transactions(block, block_hash)
+        height = block.height
+        with self._kv.write_batch() as batch:
+            batch.put(BLOCK + block_hash, block.encode())
+            batch.put(_height_key(HEIGHT, height), block_hash)
+            for tx_hash, index in tx_positions:
+                batch.put(TX + tx_hash, _u64(height) + index.to_bytes(4, "big"))
+            batch.put(_height_key(CERTIFICATE, height), certificate.encode())
+            batch.put(TOTAL_TX, _u64(self.total_tx() + len(block.transactions)))
+            batch.put(CHANNEL, self.channel.encode())
+            batch.put(TIP, _u64(height) + block_hash)
+        self._tip_height, self._tip_hash = height, block_hash
+        self._tip = (block, certificate)
+
+    def _check_appendable(
+        self, block: Block, block_hash: bytes, certificate: QuorumCertificate
+    ) -> None:
+        header = block.header
+        expected = self._tip_height + 1
+        problem = None
+        if header.channel != self.channel:
+            problem = f"it belongs to channel {header.channel!r}"
+        elif block.height != expected:
+            problem = f"its height is {block.height}, the next height is {expected}"
+        elif header.prev_hash != self._tip_hash:
+            problem = (
+                f"its prev_hash {header.prev_hash.hex() or '(empty)'} is not the tip hash "
+                f"{self._tip_hash.hex() or '(empty)'}"
+            )
+        elif certificate.block_hash != block_hash:
+            problem = f"its certificate is for block {certificate.block_hash.hex()}"
+        elif certificate.height != block.height or certificate.channel != self.channel:
+            problem = (
+                f"its certificate is for height {certificate.height} "
+                f"of channel {certificate.channel!r}"
+            )
+        if problem:
+            raise BlockStoreError(
+                f"refusing to save block {block_hash.hex()} at height {block.height} "
+                f"in channel {self.channel!r}: {problem}"
+            )
+
+    def _check_new_transactions(self, block: Block, block_hash: bytes) -> list[tuple[bytes, int]]:
+        """(hash, index) of each transaction; refuses one that is already in the chain."""
+        positions: dict[bytes, int] = {}
+        for index, tx in enumerate(block.transactions):
+            found = self._kv.get(TX + tx.hash)
+            where = f"at height {_int(found[:8])}" if found is not None else "twice in this block"
+            if found is not None or tx.hash in positions:
+                raise BlockStoreError(
+                    f"refusing to save block {block_hash.hex()} at height {block.height}: "
+                    f"transaction {tx.hash_hex} is already {where}"
+                )
+            positions[tx.hash] = index
+        return list(positions.items())
+
+    def save_vote_record(self, height: int, round_: int, block_hash: bytes) -> None:
+        """Durably record the vote this node is about to send (before sending it)."""
+        if height < 0 or round_ < 0:
+            raise BlockStoreError(
+                f"vote record needs a non-negative height and round: {height}, {round_}"
+            )
+        last = self.last_vote_record()
+        if last is not None:
+            if (height, round_) < last[:2]:
+                raise BlockStoreError(
+                    f"vote record would move back from height {last[0]} round {last[1]} "
+                    f"to height {height} round {round_}"
+                )
+            if (height, round_) == last[:2] and block_hash != last[2]:
+                raise BlockStoreError(
+                    f"already voted for block {last[2].hex()} at height {height} round {round_}; "
+                    f"refusing to record a vote for {block_hash.hex()}"
+                )
+        self._kv.put(VOTE, _u64(height) + _u64(round_) + block_hash, sync=True)
+
+    def put_meta(self, name: str, value: bytes) -> None:
+        """Durably store a named metadata value."""
+        self._kv.put(META + name.encode(), value, sync=True)
+
+    # -- reading
+
+    def tip_height(self) -> int:
+        """Height of the last saved block, -1 when the store is empty."""
+        return self._tip_height
+
+    def tip_hash(self) -> bytes:
+        """Hash of the last saved block, b"" when the store is empty."""
+        return self._tip_hash
+
+    def tip(self) -> tuple[Block, QuorumCertificate] | None:
+        """The last saved block and its certificate, None when the store is empty."""
+        if self._tip is None and self._tip_height >= 0:
+            block = self.block_by_hash(self._tip_hash)
+            certificate = self.certificate_at(self._tip_height)
+            if block is None or certificate is None:
+                raise self._broken("the tip block or its certificate is missing")
+            self._tip = (block, certificate)
+        return self._tip
+
+    def block_by_height(self, height: int) -> Block | None:
+        """The final block at `height`, None when there is none."""
+        if not 0 <= height <= self._tip_height:
+            return None
+        block_hash = self._kv.get(_height_key(HEIGHT, height))
+        return self.block_by_hash(block_hash) if block_hash is not None else None
+
+    def block_by_hash(self, block_hash: bytes) -> Block | None:
+        """The final block with `block_hash`, None when there is none."""
+        raw = self._kv.get(BLOCK + block_hash)
+        if raw is None:
+            return None
+        try:
+            return Block.decode(raw)
+        except ValueError as exc:  # EncodingError, or a bad hex field deep inside
+            raise self._broken(f"block {block_hash.hex()} is corrupt: {exc}") from None
+
+    def certificate_at(self, height: int) -> QuorumCertificate | None:
+        """The certificate of the block at `height`, None when there is none."""
+        if height < 0:
+            return None
+        raw = self._kv.get(_height_key(CERTIFICATE, height))
+        if raw is None:
+            return None
+        try:
+            return QuorumCertificate.decode(raw)
+        except ValueError as exc:  # EncodingError, or a bad hex field deep inside
+            raise self._broken(f"certificate at height {height} is corrupt: {exc}") from None
+
+    def find_transaction(self, tx_hash: bytes) -> tuple[Transaction, int, bytes] | None:
+        """(transaction, height, block hash) of a transaction in a final block, or None."""
+        position = self._kv.get(TX + tx_hash)
+        if position is None:
+            return None
+        height, index = _int(position[:8]), _int(position[8:12])
+        block = self.block_by_height(height)
+        if (
+            block is None
+            or index >= len(block.transactions)
+            or block.transactions[index].hash != tx_hash
+        ):
+            raise self._broken(f"transaction index of {tx_hash.hex()} points at a wrong place")
+        return block.transactions[index], height, block.hash
+
+    def total_tx(self) -> int:
+        """Number of transactions in all final blocks."""
+        raw = self._kv.get(TOTAL_TX)
+        return _int(raw) if raw is not None else 0
+
+    def last_vote_record(self) -> tuple[int, int, bytes] | None:
+        """(height, round, block hash) of the last vote recorded, or None."""
+        raw = self._kv.get(VOTE)
+        if raw is None:
+            return None
+        return _int(raw[:8]), _int(raw[8:16]), raw[16:]
+
+    def get_meta(self, name: str) -> bytes | None:
+        """A named metadata value, or None."""
+        return self._kv.get(META + name.encode())
+
+    # -- integrity
+
+    def check(self) -> None:
+        """Verify the tip end of the chain at start-up; raise BlockStoreError when inconsistent."""
+        stored_channel = self._kv.get(CHANNEL)
+        if stored_channel is not None and stored_channel != self.channel.encode():
+            raise self._broken(f"it belongs to channel {stored_channel.decode(errors='replace')!r}")
+        highest = next(self._kv.iterate(HEIGHT, reverse=True), None)
+        if self._tip_height < 0:
+            if highest is not None:
+                raise self._broken("it has a height index but no tip pointer")
+            return
+        if highest is None or _int(highest[0][len(HEIGHT) :]) != self._tip_height:
+            raise self._broken(f"the height index does not end at the tip {self._tip_height}")
+        if self._kv.get(TOTAL_TX) is None:
+            raise self._broken("the transaction counter is missing")
+        child_prev = None
+        for height in range(self._tip_height, max(-1, self._tip_height - CHECK_DEPTH), -1):
+            block = self._check_height(height, child_prev)
+            child_prev = block.header.prev_hash
+        if self._tip_height < CHECK_DEPTH and child_prev != b"":
+            raise self._broken("the block at height 0 has a prev_hash")
+
+    def _check_height(self, height: int, child_prev: bytes | None) -> Block:
+        """Check one height's index, block, certificate and link to its child."""
+        indexed = self._kv.get(_height_key(HEIGHT, height))
+        if indexed is None:
+            raise self._broken(f"height {height} is missing from the index")
+        if height == self._tip_height and indexed != self._tip_hash:
+            raise self._broken("the tip pointer and the height index disagree")
+        block = self.block_by_hash(indexed)
+        if block is None or block.hash != indexed or block.height != height:
+            raise self._broken(f"the block at height {height} is missing or wrong")
+        if block.header.channel != self.channel:
+            raise self._broken(f"the block at height {height} is of another channel")
+        if child_prev is not None and child_prev != indexed:
+            raise self._broken(f"the block at height {height + 1} does not extend height {height}")
+        certificate = self.certificate_at(height)
+        if certificate is None or certificate.block_hash != indexed or certificate.height != height:
+            raise self._broken(f"the certificate at height {height} is missing or wrong")
+        return block
+
+    def _read_tip_pointer(self) -> tuple[int, bytes]:
+        raw = self._kv.get(TIP)
+        if raw is None:
+            return -1, b""
+        if len(raw) != 8 + HASH_BYTES:
+            raise self._broken("the tip pointer is malformed")
+        return _int(raw[:8]), raw[8:]
+
+    def _broken(self, problem: str) -> BlockStoreError:
+        """The error for an inconsistent store, saying what is wrong and that it must not run."""
+        return BlockStoreError(
+            f"block store of channel {self.channel!r} is inconsistent: {problem}; "
+            "refusing to run on it (restore or resync the store)"
+        )

@@ -1,0 +1,105 @@
+"""A LevelDB block store survives kill -9 mid-write, and refuses a second process at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from loopchain.blockchain.block_store import BlockStore
+from loopchain.storage.abc import StorageError
+from loopchain.storage.leveldb import LevelDBStore
+from tests.integration._storage_helpers import CHANNEL, LineReader, stop
+
+REPO = Path(__file__).resolve().parents[2]
+
+WRITER = """
+import sys
+from loopchain.blockchain.block_store import BlockStore
+from loopchain.storage.leveldb import LevelDBStore
+from tests.integration._storage_helpers import CHANNEL, ChainBuilder
+
+store = BlockStore(LevelDBStore(sys.argv[1]), CHANNEL)
+chain = ChainBuilder()
+while True:
+    block, certificate = chain.next(tx_count=3)
+    store.save_block(block, certificate)
+    print(block.height, flush=True)
+"""
+
+HOLDER = """
+import sys
+from loopchain.storage.leveldb import LevelDBStore
+
+store = LevelDBStore(sys.argv[1])
+print("holding", flush=True)
+sys.stdin.read()  # hold the lock until the test closes our stdin
+store.close()
+"""
+
+
+def spawn(tmp_path: Path, name: str, source: str, *args: str) -> subprocess.Popen[str]:
+    script = tmp_path / f"{name}.py"
+    script.write_text(source)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_kill_9_while_appending_leaves_a_consistent_store(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    proc = spawn(tmp_path, "writer", WRITER, str(db))
+    try:
+        reader = LineReader(proc.stdout)  # type: ignore[arg-type]
+        reader.wait_for(20, timeout=60)
+        proc.kill()  # SIGKILL: no close, no flush, possibly in the middle of a batch
+        proc.wait(timeout=10)
+        printed = [int(line) for line in reader.drain(timeout=10)]
+    finally:
+        stop(proc)
+    assert printed == list(range(len(printed)))
+    with LevelDBStore(db, create=False) as kv:
+        store = BlockStore(kv, CHANNEL)
+        store.check()
+        assert store.tip_height() >= printed[-1]
+        assert store.total_tx() == 3 * (store.tip_height() + 1)
+        prev_hash = b""
+        for height in range(store.tip_height() + 1):
+            block = store.block_by_height(height)
+            assert block is not None, f"height {height} does not load"
+            assert block.header.prev_hash == prev_hash
+            assert block.check_integrity() is None
+            certificate = store.certificate_at(height)
+            assert certificate is not None and certificate.block_hash == block.hash
+            for tx in block.transactions:
+                assert store.find_transaction(tx.hash) == (tx, height, block.hash)
+            prev_hash = block.hash
+
+
+def test_a_store_held_by_a_live_process_is_refused_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    proc = spawn(tmp_path, "holder", HOLDER, str(db))
+    try:
+        LineReader(proc.stdout).wait_for(1, timeout=30)  # type: ignore[arg-type]
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="another process holds it") as info:
+            LevelDBStore(db)
+        assert time.monotonic() - started < 2.0
+        assert str(db) in str(info.value)
+        assert proc.poll() is None  # the holder is alive: the refusal was its lock
+        proc.stdin.close()  # type: ignore[union-attr]  # let it close the store and exit
+        assert proc.wait(timeout=10) == 0
+    finally:
+        stop(proc)
+    with LevelDBStore(db) as kv:  # free again once the holder is gone
+        assert kv.get(b"anything") is None

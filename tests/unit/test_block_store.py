@@ -1,0 +1,384 @@
+"""BlockStore over MemoryStore and LevelDB: atomic saves, refusals, lookups, restart, vote records."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loopchain.blockchain import block_store as schema
+from loopchain.blockchain.block_store import BlockStore, BlockStoreError
+from loopchain.storage.abc import KeyValueStore
+from loopchain.storage.leveldb import LevelDBStore
+from loopchain.storage.memory import MemoryStore
+from loopchain.types.block import Block
+from loopchain.types.vote import QuorumCertificate
+from tests.integration._storage_helpers import CHANNEL, ChainBuilder
+
+
+@pytest.fixture(params=["memory", "leveldb"])
+def kv(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyValueStore]:
+    store = MemoryStore() if request.param == "memory" else LevelDBStore(tmp_path / "db")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def store(kv: KeyValueStore) -> BlockStore:
+    return BlockStore(kv, CHANNEL)
+
+
+@pytest.fixture
+def chain() -> ChainBuilder:
+    return ChainBuilder()
+
+
+def save_next(store: BlockStore, chain: ChainBuilder, tx_count: int = 0) -> Block:
+    block, certificate = chain.next(tx_count)
+    store.save_block(block, certificate)
+    return block
+
+
+def snapshot(kv: KeyValueStore) -> list[tuple[bytes, bytes]]:
+    return list(kv.iterate())
+
+
+# -- empty store
+
+
+def test_empty_store(store: BlockStore) -> None:
+    assert store.tip_height() == -1
+    assert store.tip_hash() == b""
+    assert store.tip() is None
+    assert store.block_by_height(0) is None
+    assert store.block_by_height(-1) is None
+    assert store.block_by_hash(b"\x00" * 32) is None
+    assert store.certificate_at(0) is None
+    assert store.certificate_at(-1) is None
+    assert store.find_transaction(b"\x00" * 32) is None
+    assert store.total_tx() == 0
+    assert store.last_vote_record() is None
+    store.check()
+
+
+# -- saving and looking up
+
+
+def test_saved_chain_is_found_by_height_hash_and_transaction(
+    store: BlockStore, chain: ChainBuilder
+) -> None:
+    saved = [save_next(store, chain, tx_count) for tx_count in (0, 2, 3)]
+    assert store.tip_height() == 2
+    assert store.tip_hash() == saved[-1].hash
+    assert store.total_tx() == 5
+    for block in saved:
+        assert store.block_by_height(block.height) == block
+        assert store.block_by_hash(block.hash) == block
+        certificate = store.certificate_at(block.height)
+        assert certificate is not None
+        assert certificate.block_hash == block.hash
+        assert certificate.verify(chain.validators) is None
+        for tx in block.transactions:
+            assert store.find_transaction(tx.hash) == (tx, block.height, block.hash)
+    assert store.block_by_height(3) is None
+    assert store.certificate_at(3) is None
+    tip = store.tip()
+    assert tip is not None and tip[0] == saved[-1] and tip[1] == store.certificate_at(2)
+    store.check()
+
+
+def test_blocks_are_stored_as_canonical_bytes(
+    store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    block = save_next(store, chain, 1)
+    assert kv.get(schema.BLOCK + block.hash) == block.encode()
+    certificate = store.certificate_at(0)
+    assert certificate is not None
+    assert kv.get(schema.CERTIFICATE + (0).to_bytes(8, "big")) == certificate.encode()
+
+
+def test_height_keys_iterate_in_numeric_order(
+    store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    saved = [save_next(store, chain) for _ in range(3)]
+    indexed = [value for _, value in kv.iterate(schema.HEIGHT)]
+    assert indexed == [block.hash for block in saved]
+
+
+# -- refusals: each leaves the store exactly as it was
+
+
+def assert_refused(
+    store: BlockStore, kv: KeyValueStore, block: Block, qc: QuorumCertificate, why: str
+) -> None:
+    before, tip = snapshot(kv), (store.tip_height(), store.tip_hash())
+    with pytest.raises(BlockStoreError, match=why):
+        store.save_block(block, qc)
+    assert snapshot(kv) == before
+    assert (store.tip_height(), store.tip_hash()) == tip
+
+
+def test_refuses_genesis_with_a_prev_hash(
+    store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    block = chain.block(prev_hash=b"\x01" * 32)
+    assert_refused(store, kv, block, chain.certify(block), "prev_hash")
+
+
+def test_refuses_a_height_gap_and_a_repeat(
+    store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    first, first_qc = chain.next()
+    store.save_block(first, first_qc)
+    gap = chain.block(height=2)
+    assert_refused(store, kv, gap, chain.certify(gap), "height is 2, the next height is 1")
+    assert_refused(store, kv, first, first_qc, "height is 0, the next height is 1")
+
+
+def test_refuses_a_block_that_does_not_extend_the_tip(
+    store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    save_next(store, chain)
+    fork = chain.block(prev_hash=b"\x02" * 32)
+    assert_refused(store, kv, fork, chain.certify(fork), "is not the tip hash")
+
+
+def test_refuses_a_block_of_another_channel(
+    store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    other = chain.block(channel="other_channel")
+    assert_refused(store, kv, other, chain.certify(other), "belongs to channel 'other_channel'")
+
+
+def test_refuses_a_certificate_of_another_block(
+    store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    block = chain.block([chain.transaction()])
+    sibling = chain.block()
+    assert_refused(store, kv, block, chain.certify(sibling), "certificate is for block")
+
+
+def test_refuses_a_certificate_of_another_height_or_channel(
+    store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    block = chain.block()
+    assert_refused(store, kv, block, chain.certify(block, height=5), "certificate is for height 5")
+    wrong = chain.certify(block, channel="other_channel")
+    assert_refused(store, kv, block, wrong, "of channel 'other_channel'")
+
+
+def test_refuses_a_transaction_already_in_the_chain(
+    store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    first = save_next(store, chain, 1)
+    replay = chain.block([chain.transaction(), first.transactions[0]])
+    assert_refused(store, kv, replay, chain.certify(replay), "already at height 0")
+    tx = chain.transaction()
+    twice = Block.create(
+        channel=CHANNEL,
+        height=1,
+        round_=0,
+        prev_hash=first.hash,
+        prev_qc=chain.prev_qc,
+        transactions=[tx, tx],
+        timestamp=1,
+        leader=chain.signers[1],
+        next_leader=chain.signers[2].address,
+        validators_hash=chain.validators.hash,
+    )
+    assert_refused(store, kv, twice, chain.certify(twice), "already twice in this block")
+
+
+# -- restart and integrity
+
+
+def test_restart_resumes_from_the_same_tip(tmp_path: Path, chain: ChainBuilder) -> None:
+    with LevelDBStore(tmp_path / "db") as kv:
+        store = BlockStore(kv, CHANNEL)
+        saved = [save_next(store, chain, 1) for _ in range(4)]
+        store.save_vote_record(4, 1, b"\x05" * 32)
+        store.put_meta("state_root", b"\x06" * 32)
+    with LevelDBStore(tmp_path / "db") as kv:
+        reopened = BlockStore(kv, CHANNEL)
+        reopened.check()
+        assert reopened.tip_height() == 3
+        assert reopened.tip_hash() == saved[-1].hash
+        tip = reopened.tip()
+        assert tip is not None and tip[0] == saved[-1]
+        assert reopened.total_tx() == 4
+        assert reopened.last_vote_record() == (4, 1, b"\x05" * 32)
+        assert reopened.get_meta("state_root") == b"\x06" * 32
+        block, certificate = chain.next(2)
+        reopened.save_block(block, certificate)
+        assert reopened.tip_height() == 4
+        assert reopened.find_transaction(block.transactions[1].hash) == (
+            block.transactions[1],
+            4,
+            block.hash,
+        )
+
+
+def u64(value: int) -> bytes:
+    return value.to_bytes(8, "big")
+
+
+def damage_missing_certificate(kv: KeyValueStore, tip: Block) -> None:
+    kv.delete(schema.CERTIFICATE + u64(tip.height))
+
+
+def damage_index_beyond_tip(kv: KeyValueStore, tip: Block) -> None:
+    kv.put(schema.HEIGHT + u64(tip.height + 1), b"\x07" * 32)
+
+
+def damage_missing_index_below_tip(kv: KeyValueStore, tip: Block) -> None:
+    kv.delete(schema.HEIGHT + u64(tip.height - 1))
+
+
+def damage_corrupt_tip_block(kv: KeyValueStore, tip: Block) -> None:
+    kv.put(schema.BLOCK + tip.hash, tip.encode()[:-5])
+
+
+def damage_tip_points_elsewhere(kv: KeyValueStore, tip: Block) -> None:
+    kv.put(schema.TIP, u64(tip.height) + tip.header.prev_hash)
+
+
+def damage_broken_link(kv: KeyValueStore, tip: Block) -> None:
+    below = kv.get(schema.HEIGHT + u64(tip.height - 2))
+    assert below is not None
+    kv.put(schema.HEIGHT + u64(tip.height - 1), below)
+
+
+def damage_other_channel(kv: KeyValueStore, tip: Block) -> None:
+    kv.put(schema.CHANNEL, b"other_channel")
+
+
+def damage_counter_missing(kv: KeyValueStore, tip: Block) -> None:
+    kv.delete(schema.TOTAL_TX)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (damage_missing_certificate, "certificate at height 3 is missing"),
+        (damage_index_beyond_tip, "height index does not end at the tip 3"),
+        (damage_missing_index_below_tip, "height 2 is missing from the index"),
+        (damage_corrupt_tip_block, "is corrupt"),
+        (damage_tip_points_elsewhere, "tip pointer and the height index disagree"),
+        (damage_broken_link, "block at height 2 is missing or wrong"),
+        (damage_other_channel, "belongs to channel 'other_channel'"),
+        (damage_counter_missing, "transaction counter is missing"),
+    ],
+)
+def test_check_refuses_a_damaged_store(
+    kv: KeyValueStore,
+    chain: ChainBuilder,
+    damage: Callable[[KeyValueStore, Block], None],
+    message: str,
+) -> None:
+    store = BlockStore(kv, CHANNEL)
+    saved = [save_next(store, chain, 1) for _ in range(4)]
+    store.check()
+    damage(kv, saved[-1])
+    with pytest.raises(BlockStoreError, match=message) as info:
+        BlockStore(kv, CHANNEL).check()
+    assert "inconsistent" in str(info.value) and "refusing to run" in str(info.value)
+
+
+def test_check_refuses_an_index_without_a_tip(kv: KeyValueStore, chain: ChainBuilder) -> None:
+    store = BlockStore(kv, CHANNEL)
+    save_next(store, chain)
+    kv.delete(schema.TIP)
+    with pytest.raises(BlockStoreError, match="height index but no tip pointer"):
+        BlockStore(kv, CHANNEL).check()
+
+
+def test_malformed_tip_pointer_is_refused_on_open(kv: KeyValueStore) -> None:
+    kv.put(schema.TIP, b"\x00" * 5)
+    with pytest.raises(BlockStoreError, match="tip pointer is malformed"):
+        BlockStore(kv, CHANNEL)
+
+
+def test_check_walks_a_long_chain_only_at_its_tip_end(
+    kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    store = BlockStore(kv, CHANNEL)
+    for _ in range(schema.CHECK_DEPTH + 3):
+        save_next(store, chain)
+    kv.delete(schema.CERTIFICATE + u64(0))  # far below the checked window
+    store.check()
+    kv.delete(schema.CERTIFICATE + u64(store.tip_height() - schema.CHECK_DEPTH + 1))
+    with pytest.raises(BlockStoreError, match="certificate at height"):
+        store.check()
+
+
+# -- vote records and metadata
+
+
+def test_vote_records_move_forward_only(store: BlockStore) -> None:
+    first = b"\x01" * 32
+    store.save_vote_record(3, 0, first)
+    assert store.last_vote_record() == (3, 0, first)
+    store.save_vote_record(3, 0, first)  # the same vote again is fine
+    with pytest.raises(BlockStoreError, match="already voted"):
+        store.save_vote_record(3, 0, b"\x02" * 32)
+    store.save_vote_record(3, 1, b"")
+    store.save_vote_record(4, 0, b"\x03" * 32)
+    with pytest.raises(BlockStoreError, match="move back"):
+        store.save_vote_record(3, 7, first)
+    with pytest.raises(BlockStoreError, match="non-negative"):
+        store.save_vote_record(-1, 0, first)
+    assert store.last_vote_record() == (4, 0, b"\x03" * 32)
+
+
+def test_meta_values(store: BlockStore) -> None:
+    assert store.get_meta("state_root") is None
+    store.put_meta("state_root", b"\x01")
+    store.put_meta("other", b"")
+    assert store.get_meta("state_root") == b"\x01"
+    assert store.get_meta("other") == b""
+
+
+# -- property: a chain of random length against a list model
+
+
+def open_backend(backend: str, directory: str) -> KeyValueStore:
+    return MemoryStore() if backend == "memory" else LevelDBStore(Path(directory) / "db")
+
+
+@pytest.mark.parametrize("backend", ["memory", "leveldb"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tx_counts=st.lists(st.integers(0, 3), max_size=8), bad_height=st.integers(0, 10))
+def test_random_chain_matches_a_list_model(
+    backend: str, tx_counts: list[int], bad_height: int
+) -> None:
+    chain = ChainBuilder()
+    with tempfile.TemporaryDirectory() as directory, open_backend(backend, directory) as kv:
+        store = BlockStore(kv, CHANNEL)
+        model: list[tuple[Block, QuorumCertificate]] = []
+        for count in tx_counts:
+            block, certificate = chain.next(count)
+            store.save_block(block, certificate)
+            model.append((block, certificate))
+        if bad_height != len(model):  # every height but the next one is refused
+            wrong = chain.block(height=bad_height)
+            with pytest.raises(BlockStoreError, match="the next height is"):
+                store.save_block(wrong, chain.certify(wrong))
+        assert_matches(store, model)
+
+
+def assert_matches(store: BlockStore, model: list[tuple[Block, QuorumCertificate]]) -> None:
+    store.check()
+    assert store.tip_height() == len(model) - 1
+    assert store.tip() == (model[-1] if model else None)
+    assert store.total_tx() == sum(len(block.transactions) for block, _ in model)
+    for height, (block, certificate) in enumerate(model):
+        assert store.block_by_height(height) == block
+        assert store.block_by_hash(block.hash) == block
+        assert store.certificate_at(height) == certificate
+        for tx in block.transactions:
+            assert store.find_transaction(tx.hash) == (tx, height, block.hash)
+    assert store.block_by_height(len(model)) is None
