@@ -35,6 +35,7 @@ stop() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   echo "stopped; state kept in $DATA"
+  exit 0
 }
 trap stop INT TERM EXIT
 

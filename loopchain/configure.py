@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import os
@@ -90,6 +91,8 @@ class Config(Mapping[str, Any]):
         object.__setattr__(self, "_values", dict(values))
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         try:
             return self._values[name]
         except KeyError:
@@ -113,6 +116,9 @@ class Config(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"Config({len(self._values)} keys)"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Config, (self._values,))
 
 
 def _apply(values: dict[str, Any], layer: Mapping[str, Any], origin: str) -> dict[str, Any]:
@@ -154,7 +160,7 @@ def load_config(
 ) -> Config:
     """Build the effective configuration from all layers, lowest priority first."""
     environ = os.environ if environ is None else environ
-    values = dict(DEFAULTS)
+    values = copy.deepcopy(dict(DEFAULTS))
     _apply(values, _user_layer(), "loopchain/configure_user.py")
     env_layer = {k: parse_env_value(k, environ[k], DEFAULTS[k]) for k in DEFAULTS if k in environ}
     _apply(values, env_layer, "the environment")

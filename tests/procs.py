@@ -37,7 +37,12 @@ def free_port_pair(taken: set[int] | None = None) -> int:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
         pair = {port, port + REST_DIFF}
-        if port + REST_DIFF < 65536 and not pair & taken and _bindable(port) and _bindable(port + REST_DIFF):
+        if (
+            port + REST_DIFF < 65536
+            and not pair & taken
+            and _bindable(port)
+            and _bindable(port + REST_DIFF)
+        ):
             taken.update(pair)
             return port
     raise RuntimeError("no free port pair found")
@@ -55,10 +60,14 @@ def wait_until(condition: Callable[[], T | None], deadline: float, what: str) ->
         except (OSError, ValueError, KeyError) as exc:
             last_error = exc
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {deadline} s waiting for {what} (last error: {last_error})")
+    raise AssertionError(
+        f"timed out after {deadline} s waiting for {what} (last error: {last_error})"
+    )
 
 
-def http(method: str, url: str, body: bytes | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+def http(
+    method: str, url: str, body: bytes | None = None, timeout: float = 10.0
+) -> tuple[int, Any]:
     """(status, parsed JSON body) of an HTTP request; error statuses are returned, not raised."""
     request = urllib.request.Request(url, data=body, method=method)
     if body is not None:
@@ -99,9 +108,13 @@ class Proc:
 
     def start(self) -> Proc:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_path, "ab")
         self.popen = subprocess.Popen(
-            [sys.executable, *self.args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+            [sys.executable, *self.args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,
         )
         log.close()
@@ -157,7 +170,11 @@ class LocalNetwork:
         return f"http://127.0.0.1:{self.rs_port + REST_DIFF}"
 
     def start_radiostation(self) -> Proc:
-        proc = Proc(f"radiostation_{self.rs_port}", ["radiostation.py", "-p", str(self.rs_port), "-o", str(self.config_path)], self.workdir)
+        proc = Proc(
+            f"radiostation_{self.rs_port}",
+            ["radiostation.py", "-p", str(self.rs_port), "-o", str(self.config_path)],
+            self.workdir,
+        )
         self.radiostation = proc.start()
         self.procs.append(proc)
         wait_until(lambda: get(f"{self.rs_rest}/api/v1/peer/list"), 30, "the RadioStation REST API")
@@ -168,12 +185,22 @@ class LocalNetwork:
 
     def start_peer(self, port: int | None = None, wait: bool = True) -> int:
         port = port or self.new_peer_port()
-        args = ["peer.py", "-p", str(port), "-r", f"127.0.0.1:{self.rs_port}", "-o", str(self.config_path)]
+        args = [
+            "peer.py",
+            "-p",
+            str(port),
+            "-r",
+            f"127.0.0.1:{self.rs_port}",
+            "-o",
+            str(self.config_path),
+        ]
         proc = Proc(f"peer_{port}", args, self.workdir).start()
         self.peers[port] = proc
         self.procs.append(proc)
         if wait:
-            wait_until(lambda: get(f"{self.rest(port)}/api/v1/status/peer"), 40, f"peer {port} REST")
+            wait_until(
+                lambda: get(f"{self.rest(port)}/api/v1/status/peer"), 40, f"peer {port} REST"
+            )
         return port
 
     @staticmethod
@@ -199,4 +226,8 @@ class LocalNetwork:
     def tracebacks(self) -> list[str]:
         """Names of the processes whose logs hold a Python traceback."""
         names = {p.name for p in self.procs}
-        return sorted(n for n in names if "Traceback" in (self.workdir / f"{n}.log").read_text(errors="replace"))
+        return sorted(
+            n
+            for n in names
+            if "Traceback" in (self.workdir / f"{n}.log").read_text(errors="replace")
+        )

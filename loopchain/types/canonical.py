@@ -7,7 +7,10 @@ rounding ambiguity); bytes are written as lowercase hex by the types that hold t
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+_LOWER_HEX = re.compile(r"(?:[0-9a-f]{2})*")
 
 
 class EncodingError(ValueError):
@@ -30,7 +33,11 @@ def _check(value: Any, path: str) -> None:
 def encode(value: Any) -> bytes:
     """Encode a JSON value canonically."""
     _check(value, "$")
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EncodingError(f"strings must be valid Unicode: {exc.reason}") from None
 
 
 def decode(raw: bytes) -> Any:
@@ -67,10 +74,9 @@ def check_fields(value: Any, required: dict[str, type | tuple[type, ...]]) -> di
 
 def hex_to_bytes(text: str, field: str, length: int | None = None) -> bytes:
     """Parse lowercase hex, checking the length in bytes when given."""
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raise EncodingError(f"field {field!r} is not hex") from None
+    if not _LOWER_HEX.fullmatch(text):
+        raise EncodingError(f"field {field!r} is not lowercase hex")
+    raw = bytes.fromhex(text)
     if length is not None and len(raw) != length:
         raise EncodingError(f"field {field!r} must be {length} bytes")
     return raw

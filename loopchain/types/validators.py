@@ -113,10 +113,15 @@ class ValidatorSet:
             {"channel": str, "version": int, "validators": list, "issuer": str, "signature": str},
         )
         validators = tuple(
-            Validator(**canonical.check_fields(v, {"peer_id": str, "weight": int}))
-            for v in obj["validators"]
+            Validator(v["peer_id"], v["weight"])
+            for v in (
+                canonical.check_fields(v, {"peer_id": str, "weight": int})
+                for v in obj["validators"]
+            )
         )
-        signature = bytes.fromhex(obj["signature"]) if obj["signature"] else b""
+        signature = (
+            canonical.hex_to_bytes(obj["signature"], "signature", 65) if obj["signature"] else b""
+        )
         return cls(obj["channel"], obj["version"], validators, obj["issuer"], signature)
 
     @classmethod

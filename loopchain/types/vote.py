@@ -105,6 +105,8 @@ class QuorumCertificate:
 
     @classmethod
     def from_votes(cls, votes: list[Vote]) -> QuorumCertificate:
+        if not votes:
+            raise EncodingError("a certificate needs at least one vote")
         first = votes[0]
         key = (first.channel, first.height, first.round, first.block_hash)
         if any((v.channel, v.height, v.round, v.block_hash) != key for v in votes):
@@ -170,4 +172,147 @@ class QuorumCertificate:
 
     @classmethod
     def decode(cls, raw: bytes) -> QuorumCertificate:
+        return cls.from_json(canonical.decode(raw))
+
+
+def complaint_digest(channel: str, round_: int, high_qc_round: int) -> bytes:
+    """What a validator signs when it complains that round `round_` made no progress."""
+    body = {"channel": channel, "round": round_, "high_qc_round": high_qc_round}
+    return sha3_256(b"loopchain.complaint." + canonical.encode(body))
+
+
+@dataclass(frozen=True)
+class Complaint:
+    """A validator's signed round-change request, carrying its highest certificate."""
+
+    channel: str
+    round: int
+    high_qc: QuorumCertificate | None
+    voter: str
+    signature: bytes
+
+    @property
+    def high_qc_round(self) -> int:
+        return self.high_qc.round if self.high_qc is not None else -1
+
+    @classmethod
+    def create(
+        cls, channel: str, round_: int, high_qc: QuorumCertificate | None, signer: Signer
+    ) -> Complaint:
+        qc_round = high_qc.round if high_qc is not None else -1
+        digest = complaint_digest(channel, round_, qc_round)
+        return cls(channel, round_, high_qc, signer.address, signer.sign(digest))
+
+    def verify_signature(self) -> bool:
+        try:
+            digest = complaint_digest(self.channel, self.round, self.high_qc_round)
+            return recover_address(digest, self.signature) == self.voter
+        except ValueError:
+            return False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel,
+            "round": self.round,
+            "high_qc": self.high_qc.to_json() if self.high_qc is not None else None,
+            "voter": self.voter,
+            "signature": self.signature.hex(),
+        }
+
+    def encode(self) -> bytes:
+        return canonical.encode(self.to_json())
+
+    @classmethod
+    def from_json(cls, value: Any) -> Complaint:
+        obj = canonical.check_fields(
+            value, {"channel": str, "round": int, "voter": str, "signature": str}
+        )
+        qc = obj.get("high_qc")
+        return cls(
+            obj["channel"],
+            obj["round"],
+            QuorumCertificate.from_json(qc) if qc is not None else None,
+            obj["voter"],
+            canonical.hex_to_bytes(obj["signature"], "signature", 65),
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Complaint:
+        return cls.from_json(canonical.decode(raw))
+
+
+@dataclass(frozen=True)
+class TimeoutCertificate:
+    """Complaints of a quorum for one round: (voter, their high-QC round, signature), by voter."""
+
+    channel: str
+    round: int
+    entries: tuple[tuple[str, int, bytes], ...]
+
+    @classmethod
+    def from_complaints(cls, complaints: list[Complaint]) -> TimeoutCertificate:
+        if not complaints:
+            raise EncodingError("a timeout certificate needs at least one complaint")
+        first = complaints[0]
+        if any((c.channel, c.round) != (first.channel, first.round) for c in complaints):
+            raise EncodingError("a timeout certificate's complaints must be for one round")
+        unique = {c.voter: (c.high_qc_round, c.signature) for c in complaints}
+        entries = tuple((v, r, s) for v, (r, s) in sorted(unique.items()))
+        return cls(first.channel, first.round, entries)
+
+    @property
+    def voters(self) -> list[str]:
+        return [entry[0] for entry in self.entries]
+
+    @property
+    def max_high_qc_round(self) -> int:
+        return max(entry[1] for entry in self.entries)
+
+    def verify(self, validators: ValidatorSet, ratio: Fraction = MIN_RATIO) -> str | None:
+        """None when valid for `validators`; otherwise the reason it is not."""
+        if self.channel != validators.channel:
+            return f"timeout certificate is for channel {self.channel}"
+        for voter, qc_round, signature in self.entries:
+            if voter not in validators:
+                return f"timeout certificate counts {voter}, who is not a validator"
+            digest = complaint_digest(self.channel, self.round, qc_round)
+            try:
+                if recover_address(digest, signature) != voter:
+                    return f"complaint signature of {voter} does not verify"
+            except ValueError:
+                return f"complaint signature of {voter} is malformed"
+        if not validators.has_quorum(self.voters, ratio):
+            return "timeout certificate does not hold a quorum of validator weight"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel,
+            "round": self.round,
+            "entries": [[v, r, s.hex()] for v, r, s in self.entries],
+        }
+
+    def encode(self) -> bytes:
+        return canonical.encode(self.to_json())
+
+    @classmethod
+    def from_json(cls, value: Any) -> TimeoutCertificate:
+        obj = canonical.check_fields(value, {"channel": str, "round": int, "entries": list})
+        entries = []
+        for item in obj["entries"]:
+            if not (
+                isinstance(item, list)
+                and len(item) == 3
+                and isinstance(item[0], str)
+                and isinstance(item[1], int)
+                and isinstance(item[2], str)
+            ):
+                raise EncodingError("timeout certificate entries must be [voter, round, hex]")
+            entries.append((item[0], item[1], canonical.hex_to_bytes(item[2], "signature", 65)))
+        if [e[0] for e in entries] != sorted({e[0] for e in entries}) or not entries:
+            raise EncodingError("timeout certificate voters must be unique, sorted and non-empty")
+        return cls(obj["channel"], obj["round"], tuple(entries))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> TimeoutCertificate:
         return cls.from_json(canonical.decode(raw))

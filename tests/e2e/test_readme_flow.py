@@ -72,7 +72,9 @@ def test_all_peers_agree_on_every_block(net: LocalNetwork) -> None:
     ports = _ports(net)
     hashes = [_submit(net, ports[i % 4], {"data": f"tx {i}"}) for i in range(40)]
     for tx_hash in hashes:
-        wait_until(lambda h=tx_hash: all(_committed_on(net, p, h) for p in ports), 30, f"tx {tx_hash}")
+        wait_until(
+            lambda h=tx_hash: all(_committed_on(net, p, h) for p in ports), 30, f"tx {tx_hash}"
+        )
     heights = {p: net.height(p) for p in ports}
     wait_until(lambda: len({net.height(p) for p in ports}) == 1, 20, "equal heights")
     top = net.height(ports[0])
@@ -107,7 +109,11 @@ def test_late_peer_catches_up_by_height(net: LocalNetwork) -> None:
     ports = _ports(net)
     for i in range(5):
         _submit(net, ports[0], {"data": f"before late peer {i}"})
-    wait_until(lambda: net.status(ports[0])["tx_pool_size"] == 0 and net.height(ports[0]) >= 1, 20, "blocks")
+    wait_until(
+        lambda: net.status(ports[0])["tx_pool_size"] == 0 and net.height(ports[0]) >= 1,
+        20,
+        "blocks",
+    )
     late = net.start_peer()
     top = net.height(ports[0])
     wait_until(lambda: net.height(late) >= top, 30, "the late peer to catch up")
@@ -120,7 +126,11 @@ def test_second_peer_on_a_used_port_fails_at_once(net: LocalNetwork, tmp_path: P
     proc = net.peers[port]
     from tests.procs import Proc
 
-    clash = Proc(f"clash_{port}", ["peer.py", "-p", str(port), "-r", f"127.0.0.1:{net.rs_port}", "-o", str(net.config_path)], tmp_path).start()
+    clash = Proc(
+        f"clash_{port}",
+        ["peer.py", "-p", str(port), "-r", f"127.0.0.1:{net.rs_port}", "-o", str(net.config_path)],
+        tmp_path,
+    ).start()
     assert clash.popen is not None
     code = clash.popen.wait(30)
     assert code == 1
@@ -138,4 +148,6 @@ def test_restarted_peer_keeps_its_chain(net: LocalNetwork) -> None:
     net.start_peer(port)
     assert net.block_hash_at(port, before) == block_hash
     tx_hash = _submit(net, _ports(net)[0], {"data": "after restart"})
-    wait_until(lambda: _committed_on(net, port, tx_hash), 30, "the restarted peer to follow new blocks")
+    wait_until(
+        lambda: _committed_on(net, port, tx_hash), 30, "the restarted peer to follow new blocks"
+    )

@@ -37,7 +37,9 @@ class Node:
 class Network:
     """Seeded simulation: message delay in [min_delay, max_delay], optional loss."""
 
-    def __init__(self, n: int, seed: int = 0, *, loss: float = 0.0, max_delay: float = 0.05) -> None:
+    def __init__(
+        self, n: int, seed: int = 0, *, loss: float = 0.0, max_delay: float = 0.05
+    ) -> None:
         self.rng = random.Random(seed)
         self.now = 0.0
         self.loss = loss
@@ -58,7 +60,10 @@ class Network:
             interval=0.1,
             vote_timeout=1.0,
             limits=Limits(
-                max_block_txs=50, max_block_bytes=1 << 20, max_skew_us=30_000_000, ratio=Fraction(2, 3)
+                max_block_txs=50,
+                max_block_bytes=1 << 20,
+                max_skew_us=30_000_000,
+                ratio=Fraction(2, 3),
             ),
         )
         node_ref: dict[str, Node] = {}
@@ -90,7 +95,9 @@ class Network:
     def submit(self, address: str, count: int) -> list[Transaction]:
         node = self.nodes[address]
         txs = [
-            Transaction.create_v1(CHANNEL, {"n": self.rng.randrange(1 << 30)}, int(self.now * 1e6) + i, node.signer)
+            Transaction.create_v1(
+                CHANNEL, {"n": self.rng.randrange(1 << 30)}, int(self.now * 1e6) + i, node.signer
+            )
             for i in range(count)
         ]
         self.schedule(0.0, address, m.TxsReceived(tuple(txs)))

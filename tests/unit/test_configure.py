@@ -234,12 +234,6 @@ def test_replace_makes_a_checked_copy() -> None:
         config.replace(UNKNOWN=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG configure.py Config.__getattr__: copy/deepcopy/pickle build a Config without "
-    "_values, and looking _values up recurses forever",
-)
 def test_config_can_be_copied() -> None:
     config = load_config(environ={})
     assert copy.deepcopy(config) == config

@@ -19,7 +19,7 @@ def test_four_nodes_finalise_every_submitted_transaction() -> None:
     net = Network(4, seed=1)
     net.start()
     net.run_until(0.1)
-    follower = [a for a in net.nodes if a != _leader(net)][0]
+    follower = next(a for a in net.nodes if a != _leader(net))
     txs = net.submit(follower, 120)
     net.run_until(10.0)
     net.check_agreement()
@@ -55,7 +55,7 @@ def test_forged_vote_is_rejected_and_not_counted() -> None:
     net.run_until(0.5)
     proposal = leader.state.proposal
     assert proposal is not None
-    victim = [a for a in net.nodes if a != leader.signer.address][0]
+    victim = next(a for a in net.nodes if a != leader.signer.address)
     good = Vote.create(CHANNEL, proposal.height, 0, proposal.hash, net.nodes[victim].signer)
     forged = Vote(good.channel, good.height, good.round, good.block_hash, victim, b"\x01" * 65)
     actions = leader.state.handle(m.VoteReceived(forged), net.now)
@@ -74,9 +74,17 @@ def test_validator_never_votes_for_two_blocks_at_one_height() -> None:
 
     def genesis(tx: Transaction) -> Block:
         return Block.create(
-            channel=CHANNEL, height=0, round_=0, prev_hash=b"", prev_qc=None, transactions=[tx],
-            timestamp=int(net.now * 1e6) + 1, leader=leader.signer, next_leader=leader.signer.address,
-            validators_hash=net.validators.hash, validator_update=net.validators,
+            channel=CHANNEL,
+            height=0,
+            round_=0,
+            prev_hash=b"",
+            prev_qc=None,
+            transactions=[tx],
+            timestamp=int(net.now * 1e6) + 1,
+            leader=leader.signer,
+            next_leader=leader.signer.address,
+            validators_hash=net.validators.hash,
+            validator_update=net.validators,
         )
 
     first = voter.state.handle(m.ProposalReceived(genesis(tx_a)), net.now)
@@ -92,9 +100,17 @@ def test_proposal_from_a_non_leader_is_rejected() -> None:
     net.run_until(0.1)
     impostor, voter = [n for n in net.nodes.values() if n.signer.address != _leader(net)][:2]
     block = Block.create(
-        channel=CHANNEL, height=0, round_=0, prev_hash=b"", prev_qc=None, transactions=[],
-        timestamp=int(net.now * 1e6) + 1, leader=impostor.signer, next_leader=impostor.signer.address,
-        validators_hash=net.validators.hash, validator_update=net.validators,
+        channel=CHANNEL,
+        height=0,
+        round_=0,
+        prev_hash=b"",
+        prev_qc=None,
+        transactions=[],
+        timestamp=int(net.now * 1e6) + 1,
+        leader=impostor.signer,
+        next_leader=impostor.signer.address,
+        validators_hash=net.validators.hash,
+        validator_update=net.validators,
     )
     actions = voter.state.handle(m.ProposalReceived(block), net.now)
     assert [a for a in actions if isinstance(a, m.Rejected)]

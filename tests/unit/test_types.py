@@ -124,12 +124,6 @@ def test_floats_are_refused_on_encode_with_their_path() -> None:
         canonical.encode({"a": [1, 2.0]})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="BUG types/canonical.py encode(): a lone surrogate (JSON '\\ud800' from a client) "
-    "escapes as UnicodeEncodeError instead of EncodingError",
-)
 def test_lone_surrogates_are_encoding_errors() -> None:
     value = json.loads('{"data": "\\ud800"}')  # what a REST client can send
     with pytest.raises(EncodingError):
