@@ -1,0 +1,400 @@
+"""deploy/: the compose network, its configs and the Dockerfile, checked without a container engine."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+from loopchain.configure import Config, load_config
+from loopchain.peer.main import parse_args as parse_peer_args
+from loopchain.peer.main import radiostation_targets
+from loopchain.radiostation.channels import load_channels
+from loopchain.radiostation.main import parse_args as parse_radiostation_args
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "docker-compose.yml"
+DOCKERFILE = DEPLOY / "Dockerfile"
+FLUENT_CONF = DEPLOY / "fluentd" / "fluent.conf"
+RS = "radiostation"
+PEERS = {"peer0": 7100, "peer1": 7200, "peer2": 7300}
+LOOPCHAIN_SERVICES = (RS, *PEERS)
+COLLECTOR = "logcollector"
+COLLECTOR_PORT = 24224
+REST_DIFF = 1900
+USER_MODULE = "loopchain.configure_user"
+
+Parser = Callable[[list[str]], argparse.Namespace]
+PARSERS: dict[str, Parser] = {
+    "peer.py": parse_peer_args,
+    "radiostation.py": parse_radiostation_args,
+}
+
+
+@pytest.fixture(autouse=True)
+def no_user_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image has no configure_user.py, so a developer's own one must not leak into these checks."""
+    monkeypatch.setitem(sys.modules, USER_MODULE, types.ModuleType(USER_MODULE))
+
+
+# ------------------------------------------------------------------ Dockerfile
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One Dockerfile instruction: its keyword, --flags and remaining arguments."""
+
+    keyword: str
+    flags: dict[str, str]
+    args: str
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Instructions of a Dockerfile with continuation lines joined and comments dropped."""
+    logical: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    assert not pending, "the Dockerfile ends inside a continued line"
+    instructions = []
+    for line in logical:
+        keyword, _, rest = line.partition(" ")
+        flags: dict[str, str] = {}
+        while rest.startswith("--"):
+            flag, _, rest = rest.partition(" ")
+            name, _, value = flag[2:].partition("=")
+            flags[name] = value
+        instructions.append(Instruction(keyword.upper(), flags, rest.strip()))
+    return instructions
+
+
+def final_stage(instructions: list[Instruction]) -> list[Instruction]:
+    """The instructions of the last build stage (from its FROM on)."""
+    starts = [i for i, ins in enumerate(instructions) if ins.keyword == "FROM"]
+    assert starts, "the Dockerfile has no FROM"
+    return instructions[starts[-1] :]
+
+
+def context_copies(stage: list[Instruction]) -> list[tuple[list[str], str]]:
+    """(sources, destination) of each COPY/ADD from the build context in a stage."""
+    copies = []
+    for ins in stage:
+        if ins.keyword in ("COPY", "ADD") and "from" not in ins.flags:
+            *sources, dest = shlex.split(ins.args)
+            copies.append((sources, dest))
+    return copies
+
+
+def workdir(stage: list[Instruction]) -> str:
+    """The last WORKDIR of a stage."""
+    dirs = [ins.args for ins in stage if ins.keyword == "WORKDIR"]
+    assert dirs, "the image sets no WORKDIR"
+    return dirs[-1]
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[Instruction]:
+    return parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
+
+
+def repo_path(container_path: str, stage: list[Instruction]) -> Path:
+    """The repository file a path inside the image comes from (relative paths: from WORKDIR)."""
+    base = PurePosixPath(workdir(stage))
+    path = base / container_path
+    for sources, dest in context_copies(stage):
+        target = base / dest
+        if len(sources) == 1 and sources[0].endswith("/") and path.is_relative_to(target):
+            return ROOT / sources[0] / path.relative_to(target)
+    if path.is_relative_to(workdir(stage)):
+        return ROOT / path.relative_to(workdir(stage))
+    raise AssertionError(f"{container_path} does not come from the repository in the image")
+
+
+# ------------------------------------------------------------------ compose
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+def service(compose: dict[str, Any], name: str) -> dict[str, Any]:
+    services = compose["services"]
+    assert name in services, f"docker-compose.yml has no service {name}"
+    return dict(services[name])
+
+
+def command(compose: dict[str, Any], name: str) -> list[str]:
+    """A service's command as an argv list."""
+    cmd = service(compose, name).get("command")
+    assert cmd, f"service {name} has no command"
+    return shlex.split(cmd) if isinstance(cmd, str) else [str(part) for part in cmd]
+
+
+def parsed_args(compose: dict[str, Any], name: str) -> argparse.Namespace:
+    """A service's command parsed by the real argparse parser of its script."""
+    argv = command(compose, name)
+    script = PurePosixPath(argv[0]).name
+    assert script in PARSERS, f"service {name} runs {argv[0]}, not peer.py or radiostation.py"
+    try:
+        return PARSERS[script](argv[1:])
+    except SystemExit as exc:
+        pytest.fail(f"{script} rejects the flags of service {name}: {argv[1:]} (exit {exc.code})")
+
+
+def environment(compose: dict[str, Any], name: str) -> dict[str, str]:
+    """A service's environment as strings (compose takes a mapping or a KEY=VALUE list)."""
+    env = service(compose, name).get("environment") or {}
+    if isinstance(env, list):
+        env = {key: value for key, _, value in (str(item).partition("=") for item in env)}
+    return {str(k): _env_text(v) for k, v in env.items()}
+
+
+def _env_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def service_config(
+    compose: dict[str, Any], name: str, dockerfile: list[Instruction]
+) -> tuple[Config, Path]:
+    """The configuration a loopchain service starts with, and the repository file of its -o."""
+    args = parsed_args(compose, name)
+    assert args.configure_file_path, f"service {name} gives no -o configuration file"
+    path = repo_path(args.configure_file_path, final_stage(dockerfile))
+    assert path.is_file(), f"{args.configure_file_path} of service {name} maps to missing {path}"
+    return load_config(str(path), environ=environment(compose, name)), path
+
+
+def published(compose: dict[str, Any], name: str) -> dict[int, int]:
+    """Container port -> host port of each TCP port a service publishes."""
+    result: dict[int, int] = {}
+    for entry in service(compose, name).get("ports", []):
+        assert isinstance(entry, str), f"{name}: write ports as 'ip:host:container' strings"
+        spec, _, proto = entry.partition("/")
+        if proto and proto != "tcp":
+            continue
+        *_, host, container = spec.split(":")
+        result[int(container)] = int(host)
+    return result
+
+
+def service_port(args: argparse.Namespace, config: Config, script: str) -> int:
+    """The gRPC port a peer or RadioStation listens on, from -p or the configuration."""
+    if args.port:
+        return int(args.port)
+    return int(config.PORT_PEER if script == "peer.py" else config.PORT_RADIOSTATION)
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_compose_declares_the_network(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {*LOOPCHAIN_SERVICES, COLLECTOR}
+    build = service(compose, RS)["build"]
+    assert (COMPOSE.parent / build["context"]).resolve() == ROOT
+    assert (ROOT / build["dockerfile"]).resolve() == DOCKERFILE
+    images = {service(compose, name).get("image") for name in LOOPCHAIN_SERVICES}
+    assert len(images) == 1 and None not in images, f"one image for all: {images}"
+
+
+def test_commands_run_repository_scripts_with_accepted_flags(compose: dict[str, Any]) -> None:
+    for name in LOOPCHAIN_SERVICES:
+        argv = command(compose, name)
+        script = ROOT / argv[0]
+        assert script.is_file() and os.access(script, os.X_OK), f"{name}: {argv[0]} not runnable"
+        expected = "radiostation.py" if name == RS else "peer.py"
+        assert script.name == expected, f"{name} runs {script.name}"
+        args = parsed_args(compose, name)
+        assert args.configure_file_path, f"{name} gives no -o configuration file"
+        if name in PEERS:
+            assert args.radio_station_target, f"{name} gives no -r RadioStation target"
+
+
+def test_configs_load_through_load_config(
+    compose: dict[str, Any], dockerfile: list[Instruction]
+) -> None:
+    for name in LOOPCHAIN_SERVICES:
+        config, path = service_config(compose, name, dockerfile)
+        assert path.is_relative_to(DEPLOY), f"{name} reads {path}, not a file of deploy/"
+        assert config.IP_LOCAL == "0.0.0.0", f"{name} must bind every interface"
+        assert config.LOOPCHAIN_HOST == name, f"{name} advertises {config.LOOPCHAIN_HOST}"
+
+
+def test_published_ports_follow_the_rest_rule(
+    compose: dict[str, Any], dockerfile: list[Instruction]
+) -> None:
+    expected = {RS: 7102, **PEERS}
+    for name in LOOPCHAIN_SERVICES:
+        args = parsed_args(compose, name)
+        config, _ = service_config(compose, name, dockerfile)
+        port = service_port(args, config, PurePosixPath(command(compose, name)[0]).name)
+        assert port == expected[name], f"{name} listens on {port}"
+        assert config.PORT_DIFF_REST_SERVICE_CONTAINER == REST_DIFF
+        rest = port + REST_DIFF
+        ports = published(compose, name)
+        assert set(ports) == {port, rest}, f"{name} publishes {sorted(ports)}"
+        assert all(host == inside for inside, host in ports.items()), f"{name}: {ports}"
+
+
+def test_peers_register_with_the_radiostation_service(
+    compose: dict[str, Any], dockerfile: list[Instruction]
+) -> None:
+    rs_args = parsed_args(compose, RS)
+    rs_config, _ = service_config(compose, RS, dockerfile)
+    rs_port = service_port(rs_args, rs_config, "radiostation.py")
+    for name in PEERS:
+        args = parsed_args(compose, name)
+        config, _ = service_config(compose, name, dockerfile)
+        targets = radiostation_targets(
+            args.radio_station_target, config.IP_RADIOSTATION, int(config.PORT_RADIOSTATION)
+        )
+        assert targets == (f"{RS}:{rs_port}",), f"{name} registers at {targets}"
+        assert RS in service(compose, name).get("depends_on", {}), f"{name} must depend on {RS}"
+
+
+def test_state_lives_on_a_named_volume_per_service(
+    compose: dict[str, Any], dockerfile: list[Instruction]
+) -> None:
+    declared = set(compose.get("volumes") or {})
+    used: list[str] = []
+    for name in LOOPCHAIN_SERVICES:
+        config, _ = service_config(compose, name, dockerfile)
+        storage = PurePosixPath(config.DEFAULT_STORAGE_PATH)
+        assert storage.is_absolute(), f"{name}: DEFAULT_STORAGE_PATH must be absolute"
+        mounts = [str(v).split(":") for v in service(compose, name).get("volumes", [])]
+        holding = [src for src, target, *_ in mounts if storage.is_relative_to(target)]
+        assert len(holding) == 1, f"{name}: {storage} is on no (or several) volume mounts"
+        assert holding[0] in declared, f"{name}: {holding[0]} is not a named volume"
+        used.append(holding[0])
+    assert len(set(used)) == len(used), f"services share a storage volume: {used}"
+
+
+def fluentd_forward_port() -> int:
+    """The port of the forward-protocol <source> in the fluentd configuration."""
+    text = FLUENT_CONF.read_text(encoding="utf-8")
+    for block in re.findall(r"<source>(.*?)</source>", text, re.S):
+        if re.search(r"@type\s+forward\b", block):
+            match = re.search(r"^\s*port\s+(\d+)\s*$", block, re.M)
+            assert match, "the forward <source> names no port"
+            return int(match.group(1))
+    raise AssertionError(f"{FLUENT_CONF} has no forward <source>")
+
+
+def test_peers_ship_logs_to_the_collector(
+    compose: dict[str, Any], dockerfile: list[Instruction]
+) -> None:
+    assert fluentd_forward_port() == COLLECTOR_PORT
+    assert COLLECTOR_PORT in published(compose, COLLECTOR)
+    mounts = [str(v).split(":")[:2] for v in service(compose, COLLECTOR).get("volumes", [])]
+    conf_sources = [src for src, target in mounts if target == "/fluentd/etc/fluent.conf"]
+    assert [(COMPOSE.parent / s).resolve() for s in conf_sources] == [FLUENT_CONF]
+    for name in PEERS:
+        config, _ = service_config(compose, name, dockerfile)
+        assert config.MONITOR_LOG is True, f"{name}: MONITOR_LOG is off"
+        assert config.MONITOR_LOG_HOST == COLLECTOR
+        assert config.MONITOR_LOG_PORT == COLLECTOR_PORT
+
+
+def test_radiostation_channels_hold_the_peers_default_channel(
+    compose: dict[str, Any], dockerfile: list[Instruction]
+) -> None:
+    config, _ = service_config(compose, RS, dockerfile)
+    path = repo_path(config.CHANNEL_MANAGE_DATA_PATH, final_stage(dockerfile))
+    assert path.is_file(), f"CHANNEL_MANAGE_DATA_PATH maps to missing {path}"
+    channels = load_channels(path, config.LOOPCHAIN_DEFAULT_CHANNEL, config.DEFAULT_SCORE_PACKAGE)
+    for name in PEERS:
+        peer_config, _ = service_config(compose, name, dockerfile)
+        assert peer_config.LOOPCHAIN_DEFAULT_CHANNEL in channels, f"{name}'s channel is not served"
+
+
+def test_healthchecks_probe_each_services_rest_port(
+    compose: dict[str, Any], dockerfile: list[Instruction]
+) -> None:
+    for name in LOOPCHAIN_SERVICES:
+        config, _ = service_config(compose, name, dockerfile)
+        script = PurePosixPath(command(compose, name)[0]).name
+        rest = service_port(parsed_args(compose, name), config, script) + REST_DIFF
+        probe = " ".join(service(compose, name)["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{rest}/api/v1/" in probe, f"{name} probes {probe}"
+    for name in PEERS:
+        depends = service(compose, name)["depends_on"]
+        assert depends[RS]["condition"] == "service_healthy"
+
+
+def test_dockerfile_builds_the_repository_with_setup_sh(dockerfile: list[Instruction]) -> None:
+    stage = final_stage(dockerfile)
+    assert all(
+        ins.args.startswith("python:3.11-slim") for ins in dockerfile if ins.keyword == "FROM"
+    )
+    copied: list[str] = []
+    for sources, _ in context_copies(dockerfile):
+        for source in sources:
+            matches = glob.glob(str(ROOT / source))
+            assert matches, f"COPY source {source} does not exist in the repository"
+            copied.append(source.rstrip("/"))
+    assert {"setup.sh", "requirements.txt", "generate_code.sh", "proto"} <= set(copied)
+    assert "." in copied, "the repository itself is not copied"
+    whole_repo = [ins for ins in stage if ins.keyword == "COPY" and "from" in ins.flags]
+    assert whole_repo and shlex.split(whole_repo[-1].args)[-1] in ("./", ".", workdir(stage))
+    runs = [ins.args for ins in stage if ins.keyword == "RUN"]
+    for run in runs:
+        for script in re.findall(r"\./([\w.-]+\.sh)\b", run):
+            assert os.access(ROOT / script, os.X_OK), f"RUN uses missing or non-executable {script}"
+    assert any(re.search(r"(^|&&\s*)\./setup\.sh\b", run) for run in runs), "no RUN ./setup.sh"
+    cmd = [ins for ins in stage if ins.keyword == "CMD"]
+    assert cmd, "the image needs a default command (the usage)"
+    usage = " ".join(json.loads(cmd[-1].args))
+    assert "-h" in usage and all(s in usage for s in ("radiostation.py", "peer.py")), usage
+
+
+def _compose_cli() -> list[str] | None:
+    docker = shutil.which("docker")
+    if docker is None:
+        return None
+    try:
+        probe = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return [docker, "compose"] if probe.returncode == 0 else None
+
+
+def test_docker_compose_config_accepts_the_file() -> None:
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("`docker compose version` does not work here (no docker CLI or compose plugin)")
+    result = subprocess.run(
+        [*cli, "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
