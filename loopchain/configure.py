@@ -8,7 +8,9 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from types import ModuleType
 from typing import Any
@@ -182,18 +184,44 @@ def describe(config: Config, name: str | None = None) -> list[dict[str, Any]]:
     ]
 
 
-def setup_logging(config: Config, *, debug: bool, process: str) -> None:
-    """Configure the root logger: level from -d or LOOPCHAIN_LOG_LEVEL, stderr plus LOG_FILE_PATH."""
-    import logging
-    import sys
+_LEVEL_COLOURS = {
+    "DEBUG": "\033[36m",
+    "INFO": "\033[32m",
+    "WARNING": "\033[33m",
+    "ERROR": "\033[31m",
+    "CRITICAL": "\033[1;31m",
+}
+_COLOUR_RESET = "\033[0m"
+_QUIET_LOGGERS = {"asyncio": logging.WARNING, "grpc": logging.INFO, "aiohttp.server": logging.INFO}
 
+
+class _ColourFormatter(logging.Formatter):
+    """A formatter that colours the whole line by its level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        colour = _LEVEL_COLOURS.get(record.levelname)
+        return f"{colour}{text}{_COLOUR_RESET}" if colour else text
+
+
+def setup_logging(config: Config, *, debug: bool, process: str) -> None:
+    """Configure the root logger: level from -d or LOOPCHAIN_LOG_LEVEL, stderr plus LOG_FILE_PATH.
+
+    With -d on a terminal the stderr lines are coloured by level; the file never is.
+    """
     level_name = "DEBUG" if debug else str(config.LOOPCHAIN_LOG_LEVEL).upper()
     level = logging.getLevelName(level_name)
     if not isinstance(level, int):
         raise ConfigError(f"LOOPCHAIN_LOG_LEVEL {config.LOOPCHAIN_LOG_LEVEL!r} is not a log level")
     fmt = f"%(asctime)s %(levelname)-7s [{process}] %(name)s: %(message)s"
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    stream = logging.StreamHandler(sys.stderr)
+    colour = debug and sys.stderr.isatty()
+    stream.setFormatter(_ColourFormatter(fmt) if colour else logging.Formatter(fmt))
+    handlers: list[logging.Handler] = [stream]
     if config.LOG_FILE_PATH:
-        handlers.append(logging.FileHandler(config.LOG_FILE_PATH))
-    logging.basicConfig(level=level, format=fmt, handlers=handlers, force=True)
-    logging.getLogger("asyncio").setLevel(logging.WARNING)
+        file_handler = logging.FileHandler(config.LOG_FILE_PATH, encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter(fmt))
+        handlers.append(file_handler)
+    logging.basicConfig(level=level, handlers=handlers, force=True)
+    for name, floor in _QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(max(level, floor))

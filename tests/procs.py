@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -60,6 +61,24 @@ def wait_until(condition: Callable[[], T | None], deadline: float, what: str) ->
         except (OSError, ValueError, KeyError) as exc:
             last_error = exc
         time.sleep(0.05)
+    raise AssertionError(
+        f"timed out after {deadline} s waiting for {what} (last error: {last_error})"
+    )
+
+
+async def wait_until_async(
+    condition: Callable[[], Awaitable[T | None]], deadline: float, what: str
+) -> T:
+    """Await `condition()` until it gives a truthy value or `deadline` seconds pass (never blocks)."""
+    end = time.monotonic() + deadline
+    last_error: Exception | None = None
+    while time.monotonic() < end:
+        try:
+            if value := await condition():
+                return value
+        except (OSError, ValueError, KeyError) as exc:
+            last_error = exc
+        await asyncio.sleep(0.05)
     raise AssertionError(
         f"timed out after {deadline} s waiting for {what} (last error: {last_error})"
     )

@@ -15,12 +15,11 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from loopchain.configure import Config, ConfigError, load_config
-from loopchain.p2p.grpc_util import bind, channel_options
+from loopchain.configure import Config, ConfigError, load_config, setup_logging
+from loopchain.p2p.grpc_util import bind, create_server
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.channels import ChannelDataError, load_channels
 from loopchain.radiostation.grpc_service import RadioStationService
-from loopchain.radiostation.logs import setup_logging
 from loopchain.radiostation.registry import Registry, RegistryError
 from loopchain.radiostation.rest import create_app
 from loopchain.radiostation.station import Station
@@ -113,8 +112,7 @@ def create_station(config: Config) -> Station:
 def create_grpc_server(station: Station) -> grpc.aio.Server:
     """The gRPC server with the RadioStation service, bound to IP_LOCAL:PORT_RADIOSTATION."""
     config = station.config
-    # so_reuseport 0: a second process on the same port must fail, not share it silently
-    server = grpc.aio.server(options=[*channel_options(config), ("grpc.so_reuseport", 0)])
+    server = create_server(config)
     pb_grpc.add_RadioStationServicer_to_server(RadioStationService(station), server)
     bind(server, config.IP_LOCAL, config.PORT_RADIOSTATION)
     return server
@@ -206,7 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail(str(exc), EXIT_CONFIG)
     try:
-        setup_logging(config, colour=args.debug)
+        setup_logging(config, debug=args.debug, process=f"radiostation:{config.PORT_RADIOSTATION}")
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
     except OSError as exc:
         return _fail(f"cannot open LOG_FILE_PATH {config.LOG_FILE_PATH}: {exc}", EXIT_CONFIG)
     if args.cert or args.seed:

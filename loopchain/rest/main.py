@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from loopchain.configure import Config, ConfigError, load_config
+from loopchain.configure import Config, ConfigError, load_config, setup_logging
 from loopchain.rest.app import create_app
 
 log = logging.getLogger("loopchain.rest")
@@ -47,22 +47,6 @@ def build_config(args: argparse.Namespace) -> Config:
     return config
 
 
-def setup_logging(config: Config, debug: bool) -> None:
-    """Log to stderr at LOOPCHAIN_LOG_LEVEL (DEBUG with -d), and to LOG_FILE_PATH when set."""
-    level = logging.DEBUG if debug else logging.getLevelName(config.LOOPCHAIN_LOG_LEVEL.upper())
-    if not isinstance(level, int):
-        raise ConfigError(f"LOOPCHAIN_LOG_LEVEL {config.LOOPCHAIN_LOG_LEVEL!r} is not a log level")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if config.LOG_FILE_PATH:
-        handlers.append(logging.FileHandler(config.LOG_FILE_PATH))
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s [rest %(process)d] %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
-
-
 async def serve(config: Config) -> int:
     """Run the proxy until SIGTERM or SIGINT; the exit status."""
     host = config.IP_LOCAL
@@ -95,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = build_config(args)
-        setup_logging(config, args.debug)
+        setup_logging(config, debug=args.debug, process=f"rest:{config.PORT_PEER}")
     except (ConfigError, OSError) as exc:
         print(f"rest_proxy: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 import time
 from collections import deque
@@ -33,27 +32,6 @@ from loopchain.types.transaction import Transaction
 
 DEFAULT_CHANNEL = "loopchain_default"
 VALIDATORS_HASH = sha3_256(b"fake validator set")
-REST_PORT_DIFF = 1900
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_peer_port(diff: int = REST_PORT_DIFF) -> int:
-    """A free port P on 127.0.0.1 such that P + diff is free too."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port + diff < 65536 and _port_is_free(port + diff):
-            return port
-    raise RuntimeError("no free port pair found")
 
 
 @dataclass
@@ -134,6 +112,14 @@ class FakePeer(pb_grpc.PeerServiceServicer):
             )
         return self.chains[name]
 
+    async def _find_tx(
+        self, chain: ChannelChain, tx_hash: str, context: grpc.aio.ServicerContext
+    ) -> tuple[Transaction, int]:
+        found = chain.find_tx(tx_hash)
+        if found is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"transaction {tx_hash} is not known")
+        return found
+
     async def _require_score(self, context: grpc.aio.ServicerContext) -> None:
         if not self.score:
             await context.abort(
@@ -156,12 +142,7 @@ class FakePeer(pb_grpc.PeerServiceServicer):
     async def GetTx(self, request: pb.GetTxRequest, context: Any) -> pb.GetTxReply:
         await self._enter("GetTx", request, context)
         chain = await self._chain(request.channel, context)
-        found = chain.find_tx(request.tx_hash)
-        if found is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"transaction {request.tx_hash} is not known"
-            )
-        tx, height = found
+        tx, height = await self._find_tx(chain, request.tx_hash, context)
         return pb.GetTxReply(
             tx=tx.encode(),
             channel=chain.name,
@@ -176,12 +157,8 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         await self._enter("GetTxResult", request, context)
         await self._require_score(context)
         chain = await self._chain(request.channel, context)
-        found = chain.find_tx(request.tx_hash)
-        if found is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"transaction {request.tx_hash} is not known"
-            )
-        if found[1] < 0:
+        _, height = await self._find_tx(chain, request.tx_hash, context)
+        if height < 0:
             return pb.TxResultReply(code=2, message="not invoked yet")
         return pb.TxResultReply(code=0)
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
-import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,32 +16,11 @@ from loopchain.configure import DEFAULTS
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import connect_digest
+from tests.procs import REST_DIFF, wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "radiostation.py"
-REST_DIFF = 1900
 READY_DEADLINE = 30.0
-POLL_INTERVAL = 0.05
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    """A port P such that P and P + 1900 are both free on 127.0.0.1."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port + REST_DIFF < 65536 and _bindable(port) and _bindable(port + REST_DIFF):
-            return port
-    raise RuntimeError("no free port pair found")
 
 
 def connect_request(signer: Signer, target: str, group_id: str = "") -> pb.ConnectPeerRequest:
@@ -105,32 +82,48 @@ class RadioStationProcess:
 
     async def wait_ready(self) -> None:
         """Poll the REST API until it answers (gRPC is started before REST)."""
-        deadline = time.monotonic() + READY_DEADLINE
+        url = f"{self.rest}/api/v1/conf?name=PORT_RADIOSTATION"
         async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                assert self.proc is not None
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"radiostation exited early:\n{self.current_log()}")
+
+            async def answers() -> bool:
+                if not self.is_running():
+                    raise AssertionError("radiostation exited early")
                 try:
-                    async with session.get(f"{self.rest}/api/v1/conf?name=PORT_RADIOSTATION") as r:
-                        if r.status == 200:
-                            return
+                    async with session.get(url) as response:
+                        return response.status == 200
                 except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(POLL_INTERVAL)
-        raise AssertionError(f"radiostation not ready in {READY_DEADLINE}s:\n{self.current_log()}")
+                    return False
+
+            await self._wait(answers, READY_DEADLINE, "its REST API")
 
     async def wait_exit(self, timeout: float = 20.0) -> int:
         """Wait (polling, with a deadline) for the process to exit; returns its code."""
         assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
+
+        async def exited() -> bool:
+            return not self.is_running()
+
+        try:
+            await self._wait(exited, timeout, "it to exit")
+        finally:
+            if self.is_running():
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"radiostation did not exit in {timeout}s:\n{self.logs()}")
-            await asyncio.sleep(POLL_INTERVAL)
         return int(self.proc.returncode)
+
+    async def _wait(
+        self, condition: Callable[[], Awaitable[bool]], deadline: float, what: str
+    ) -> None:
+        """wait_until_async, with this process's logs in the failure message."""
+        try:
+            await wait_until_async(condition, deadline, f"radiostation {self.port}: {what}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{self.logs()}") from None
+
+    async def run_to_exit(self, *extra: str) -> tuple[int, str]:
+        """Start the process and wait for it to stop on its own; (exit code, all its logs)."""
+        self.start(*extra)
+        return await self.wait_exit(), self.logs()
 
     async def terminate(self, sig: int = signal.SIGTERM) -> int:
         """Send `sig` (SIGTERM) and wait; returns the exit code."""

@@ -20,10 +20,10 @@ from loopchain.types.validators import ValidatorSet
 from tests.integration._rs_helpers import (
     RadioStationProcess,
     connect_request,
-    free_port,
     get_json,
     post_raw,
 )
+from tests.procs import free_port_pair
 
 DEADLINE = 5.0
 P_KEYS = {
@@ -57,7 +57,7 @@ async def start_rs(tmp_path: Path) -> AsyncIterator[StartRS]:
             "DEFAULT_STORAGE_PATH": str(tmp_path / "storage"),
             "CHANNEL_MANAGE_DATA_PATH": str(channel_file),
         }
-        rs = RadioStationProcess(tmp_path, port or free_port(), {**base, **(config or {})})
+        rs = RadioStationProcess(tmp_path, port or free_port_pair(), {**base, **(config or {})})
         rs.start()
         started.append(rs)
         await rs.wait_ready()
@@ -274,7 +274,7 @@ class TinyPeer(pb_grpc.PeerServiceServicer):
 
 @asynccontextmanager
 async def tiny_peer(signer: Signer) -> AsyncIterator[str]:
-    port = free_port()
+    port = free_port_pair()
     target = f"127.0.0.1:{port}"
     server = grpc.aio.server()
     pb_grpc.add_PeerServiceServicer_to_server(TinyPeer(signer.address, target), server)
@@ -292,7 +292,7 @@ async def test_peer_status_live_unreachable_and_bad_arguments(start_rs: StartRS)
     async with tiny_peer(live) as live_target:
         async with rs_stub(rs) as stub:
             await connect(stub, live, live_target, "g1")
-            await connect(stub, dead, f"127.0.0.1:{free_port()}")
+            await connect(stub, dead, f"127.0.0.1:{free_port_pair()}")
         url = f"{rs.rest}/api/v1/peer/status"
         status, body = await get_json(f"{url}?peer_id={live.address}&group_id=g1")
         expected = peer_status_to_json(
@@ -408,16 +408,21 @@ async def test_restart_keeps_orders_versions_and_key(start_rs: StartRS) -> None:
     assert validator_set_of(newcomer, "loopchain_default").version == old_set.version + 1
 
 
+def twin_of(tmp_path: Path, port: int, config: dict[str, Any] | None = None) -> RadioStationProcess:
+    """A second RadioStation on `port` with its own directory and storage (not started)."""
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    return RadioStationProcess(
+        other_dir, port, {"DEFAULT_STORAGE_PATH": str(other_dir), **(config or {})}
+    )
+
+
 async def test_second_radiostation_on_the_same_port_fails_fast(
     start_rs: StartRS, tmp_path: Path
 ) -> None:
     rs = await start_rs()
-    other_dir = tmp_path / "other"
-    other_dir.mkdir()
-    twin = RadioStationProcess(other_dir, rs.port, {"DEFAULT_STORAGE_PATH": str(other_dir)})
-    twin.start()
-    assert await twin.wait_exit() == 1
-    logs = twin.logs()
+    code, logs = await twin_of(tmp_path, rs.port).run_to_exit()
+    assert code == 1
     assert f"cannot listen on 127.0.0.1:{rs.port}" in logs
     assert "Traceback" not in logs
     status, _ = await get_json(f"{rs.rest}/api/v1/peer/list")
@@ -426,15 +431,11 @@ async def test_second_radiostation_on_the_same_port_fails_fast(
 
 async def test_rest_port_in_use_fails_fast(start_rs: StartRS, tmp_path: Path) -> None:
     rs = await start_rs()
-    grpc_port = free_port()
+    grpc_port = free_port_pair()
     diff = rs.rest_port - grpc_port  # its REST port is the first one's REST port
-    config = {"DEFAULT_STORAGE_PATH": str(tmp_path), "PORT_DIFF_REST_SERVICE_CONTAINER": diff}
-    other_dir = tmp_path / "other"
-    other_dir.mkdir()
-    twin = RadioStationProcess(other_dir, grpc_port, config)
-    twin.start()
-    assert await twin.wait_exit() == 1
-    logs = twin.logs()
+    twin = twin_of(tmp_path, grpc_port, {"PORT_DIFF_REST_SERVICE_CONTAINER": diff})
+    code, logs = await twin.run_to_exit()
+    assert code == 1
     assert f"cannot listen on 127.0.0.1:{rs.rest_port} (REST)" in logs
     assert "Traceback" not in logs
 
@@ -455,27 +456,26 @@ async def test_malformed_channel_file_is_a_clear_startup_error(
     channel_file = tmp_path / "channels.json"
     channel_file.write_text(channel_text)
     config = {"DEFAULT_STORAGE_PATH": str(tmp_path), "CHANNEL_MANAGE_DATA_PATH": str(channel_file)}
-    rs = RadioStationProcess(tmp_path, free_port(), config)
-    rs.start()
-    assert await rs.wait_exit() == 2
-    logs = rs.logs()
+    rs = RadioStationProcess(tmp_path, free_port_pair(), config)
+    code, logs = await rs.run_to_exit()
+    assert code == 2
     assert str(channel_file) in logs
     assert all(word in logs for word in words), logs
     assert "Traceback" not in logs
 
 
 async def test_config_errors_exit_2_with_one_line(tmp_path: Path) -> None:
-    rs = RadioStationProcess(tmp_path, free_port(), {"NO_SUCH_KEY": 1})
-    rs.start()
-    assert await rs.wait_exit() == 2
-    assert rs.logs().strip().splitlines() == [
+    rs = RadioStationProcess(tmp_path, free_port_pair(), {"NO_SUCH_KEY": 1})
+    code, logs = await rs.run_to_exit()
+    assert code == 2
+    assert logs.strip().splitlines() == [
         f"radiostation: error: unknown configuration key 'NO_SUCH_KEY' in {rs.config_path}"
     ]
 
 
 async def test_cert_and_seed_flags_are_accepted(tmp_path: Path) -> None:
     config = {"DEFAULT_STORAGE_PATH": str(tmp_path / "s")}
-    rs = RadioStationProcess(tmp_path, free_port(), config)
+    rs = RadioStationProcess(tmp_path, free_port_pair(), config)
     rs.start("--cert", str(tmp_path), "-s", "seed", "-d")
     await rs.wait_ready()
     assert await rs.terminate() == 0
@@ -485,7 +485,9 @@ async def test_cert_and_seed_flags_are_accepted(tmp_path: Path) -> None:
 
 
 async def test_ctrl_c_takes_the_graceful_path(tmp_path: Path) -> None:
-    rs = RadioStationProcess(tmp_path, free_port(), {"DEFAULT_STORAGE_PATH": str(tmp_path / "s")})
+    rs = RadioStationProcess(
+        tmp_path, free_port_pair(), {"DEFAULT_STORAGE_PATH": str(tmp_path / "s")}
+    )
     rs.start()
     await rs.wait_ready()
     assert await rs.terminate(signal.SIGINT) == 0
@@ -495,13 +497,12 @@ async def test_ctrl_c_takes_the_graceful_path(tmp_path: Path) -> None:
 
 
 async def test_corrupt_registry_refuses_to_start(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_port_pair()
     registry = tmp_path / "s" / f"radiostation_{port}" / "registry.json"
     registry.parent.mkdir(parents=True)
     registry.write_text('{"format": 1, "peers": [{"peer_id": 3}]}')
     rs = RadioStationProcess(tmp_path, port, {"DEFAULT_STORAGE_PATH": str(tmp_path / "s")})
-    rs.start()
-    assert await rs.wait_exit() == 1
-    logs = rs.logs()
+    code, logs = await rs.run_to_exit()
+    assert code == 1
     assert f"registry file {registry} is corrupt" in logs
     assert "Traceback" not in logs

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -20,12 +19,8 @@ import pytest
 import pytest_asyncio
 
 from loopchain.types.codes import ResponseCode
-from tests.integration._fake_peer import (
-    DEFAULT_CHANNEL,
-    FakePeer,
-    free_peer_port,
-    start_fake_peer,
-)
+from tests.integration._fake_peer import DEFAULT_CHANNEL, FakePeer, start_fake_peer
+from tests.procs import REST_DIFF, Proc, free_port_pair, wait_until_async
 
 REPO = Path(__file__).resolve().parents[2]
 PROXY = REPO / "rest_proxy.py"
@@ -37,71 +32,33 @@ EMPTY_CHANNEL = "empty_channel"
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-class ProxyProcess:
-    """rest_proxy.py as a subprocess, with its stderr in a file."""
+class ProxyProcess(Proc):
+    """rest_proxy.py as a subprocess (tests/procs.Proc), with its output in a file."""
 
     def __init__(self, peer_port: int, workdir: Path, conf: dict[str, Any] | None = None) -> None:
-        self.peer_port = peer_port
-        self.base = f"http://127.0.0.1:{peer_port + 1900}"
-        self.conf_path = workdir / f"conf_{peer_port}.json"
-        self.conf_path.write_text(json.dumps(conf or {}))
-        self.stderr_path = workdir / f"proxy_{peer_port}.stderr"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [str(PROXY), "-p", str(self.peer_port), "-o", str(self.conf_path)],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                cwd=REPO,
-            )
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
+        conf_path = workdir / f"conf_{peer_port}.json"
+        conf_path.write_text(json.dumps(conf or {}))
+        args = ["rest_proxy.py", "-p", str(peer_port), "-o", str(conf_path)]
+        super().__init__(f"proxy_{peer_port}", args, workdir)
+        self.base = f"http://127.0.0.1:{peer_port + REST_DIFF}"
 
     async def wait_ready(self, session: aiohttp.ClientSession, deadline_s: float = 30.0) -> None:
         """Poll until the proxy answers HTTP (any JSON reply), failing if it exits first."""
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                pytest.fail(f"rest_proxy exited with {self.proc.returncode}: {self.stderr()}")
+
+        async def answers() -> bool:
+            if not self.alive:
+                pytest.fail(f"rest_proxy exited with {self.stop()}: {self.log_text()}")
             try:
                 async with session.get(self.base + "/api/v1/ready-probe") as resp:
                     await resp.json()
-                    return
+                    return True
             except aiohttp.ClientConnectionError:
-                await _pause()
-        pytest.fail(f"rest_proxy did not answer within {deadline_s} s: {self.stderr()}")
+                return False
 
-    def terminate(self) -> int:
-        """SIGTERM and the exit status."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-
-
-async def _pause() -> None:
-    """Yield to the event loop (and so to the in-process gRPC server) between polls."""
-    await asyncio.sleep(0.05)
-
-
-async def until(predicate: Any, deadline_s: float = 15.0) -> Any:
-    """Await `predicate()` until it returns a truthy value, or fail at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await _pause()
-    pytest.fail(f"condition not met within {deadline_s} s")
+            await wait_until_async(answers, deadline_s, "rest_proxy to answer HTTP")
+        except AssertionError as exc:
+            pytest.fail(f"{exc}: {self.log_text()}")
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -114,7 +71,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def network(
     session: aiohttp.ClientSession, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[FakePeer, ProxyProcess]]:
-    port = free_peer_port()
+    port = free_port_pair()
     fake = FakePeer(channels=(DEFAULT_CHANNEL, OTHER_CHANNEL, EMPTY_CHANNEL))
     server, _ = await start_fake_peer(port, fake)
     conf = {"GRPC_TIMEOUT": GRPC_TIMEOUT, "REST_MAX_BODY_BYTES": MAX_BODY}
@@ -125,10 +82,10 @@ async def network(
         yield fake, proxy
     finally:
         fake.release_queries.set()
-        status = proxy.terminate()
+        status = proxy.stop()
         await server.stop(None)
-    assert status == 0, proxy.stderr()
-    assert "Traceback" not in proxy.stderr()
+    assert status == 0, proxy.log_text()
+    assert "Traceback" not in proxy.log_text()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -486,7 +443,7 @@ async def test_unknown_route_and_method(session, base, peer):
 
 
 async def test_peer_down_answers_503_and_recovers(session, tmp_path):
-    port = free_peer_port()
+    port = free_port_pair()
     server, fake = await start_fake_peer(port)
     proxy = ProxyProcess(port, tmp_path, {"GRPC_TIMEOUT": GRPC_TIMEOUT})
     proxy.start()
@@ -505,12 +462,12 @@ async def test_peer_down_answers_503_and_recovers(session, tmp_path):
             status, _ = await call(session, "GET", proxy.base + "/api/v1/status/peer")
             return status == 200
 
-        await until(serves_again)
+        await wait_until_async(serves_again, 15, "the proxy to reach the peer again")
     finally:
-        exit_status = proxy.terminate()
+        exit_status = proxy.stop()
         await server.stop(None)
     assert exit_status == 0
-    assert "Traceback" not in proxy.stderr()
+    assert "Traceback" not in proxy.log_text()
 
 
 async def run_proxy(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -526,7 +483,7 @@ async def run_proxy(*args: str, env: dict[str, str] | None = None) -> tuple[int,
 async def test_unknown_config_key_exits_2(tmp_path):
     conf = tmp_path / "conf.json"
     conf.write_text(json.dumps({"NO_SUCH_KEY": 1}))
-    status, _, err = await run_proxy(str(PROXY), "-p", str(free_peer_port()), "-o", str(conf))
+    status, _, err = await run_proxy(str(PROXY), "-p", str(free_port_pair()), "-o", str(conf))
     assert status == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "NO_SUCH_KEY" in lines[0], err
@@ -534,19 +491,19 @@ async def test_unknown_config_key_exits_2(tmp_path):
 
 async def test_bad_environment_value_exits_2():
     env = dict(os.environ, GRPC_TIMEOUT="soon")
-    status, _, err = await run_proxy(str(PROXY), "-p", str(free_peer_port()), env=env)
+    status, _, err = await run_proxy(str(PROXY), "-p", str(free_port_pair()), env=env)
     assert status == 2
     assert "GRPC_TIMEOUT" in err and "Traceback" not in err
 
 
 async def test_port_in_use_exits_1():
-    port = free_peer_port()
+    port = free_port_pair()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-        taken.bind(("127.0.0.1", port + 1900))
+        taken.bind(("127.0.0.1", port + REST_DIFF))
         taken.listen()
         status, _, err = await run_proxy(str(PROXY), "-p", str(port))
     assert status == 1
-    assert f"cannot listen on 127.0.0.1:{port + 1900}" in err
+    assert f"cannot listen on 127.0.0.1:{port + REST_DIFF}" in err
     assert "Traceback" not in err
 
 
