@@ -18,6 +18,7 @@ class ChainTip:
     channel: str
     height: int = -1  # -1: no block yet
     block_hash: bytes = b""
+    round: int = -1
     timestamp: int = 0
     validators: ValidatorSet | None = None  # the set that certified the tip block
     next_validators: ValidatorSet | None = None  # the set that votes at height + 1
@@ -30,6 +31,7 @@ class ChainTip:
             self,
             height=block.height,
             block_hash=block.hash,
+            round=block.header.round,
             timestamp=block.header.timestamp,
             validators=voting,
             next_validators=following,
@@ -90,10 +92,19 @@ def _check_prev_qc(tip: ChainTip, block: Block, ratio: Fraction) -> str | None:
         return None if qc is None else "the first block cannot carry a certificate"
     if qc is None:
         return "block lacks the certificate of its parent"
-    if qc.height != tip.height or qc.block_hash != tip.block_hash:
+    if qc.height != tip.height or qc.block_hash != tip.block_hash or qc.round != tip.round:
         return "block's parent certificate is for another block"
+    if block.header.round <= qc.round:
+        return "block round does not advance past its parent's"
     assert tip.validators is not None
-    return qc.verify(tip.validators, ratio)
+    problem = qc.verify(tip.validators, ratio)
+    tc = block.header.prev_tc
+    if problem is None and tc is not None:
+        assert tip.next_validators is not None
+        if tc.round >= block.header.round:
+            return "block's timeout certificate is not for an earlier round"
+        problem = tc.verify(tip.next_validators, ratio)
+    return problem
 
 
 def check_proposal_bounds(tip: ChainTip, block: Block, limits: Limits, now_us: int) -> str | None:

@@ -35,6 +35,7 @@ def restore_tip(store: BlockStore, channel: str) -> tuple[ChainTip, QuorumCertif
         channel=channel,
         height=block.height,
         block_hash=block.hash,
+        round=block.header.round,
         timestamp=block.header.timestamp,
         validators=voting_tip,
         next_validators=next_validators,

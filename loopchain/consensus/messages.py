@@ -7,16 +7,17 @@ from dataclasses import dataclass
 from loopchain.types.block import Block
 from loopchain.types.transaction import Transaction
 from loopchain.types.validators import ValidatorSet
-from loopchain.types.vote import QuorumCertificate, Vote
+from loopchain.types.vote import Complaint, QuorumCertificate, Vote
 
 # ---------------------------------------------------------------- events (facts)
 
 
 @dataclass(frozen=True)
 class TxsReceived:
-    """Transactions that passed the shell's checks (signature, not yet committed)."""
+    """Transactions that passed the shell's checks; `gossip` when they came from a client here."""
 
     txs: tuple[Transaction, ...]
+    gossip: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,17 +36,30 @@ class CertificateReceived:
 
 
 @dataclass(frozen=True)
-class FinalBlockReceived:
-    """A block with its certificate fetched by sync."""
+class ComplaintReceived:
+    complaint: Complaint
+
+
+@dataclass(frozen=True)
+class BlockFetched:
+    """A not-yet-final block another peer served by hash."""
 
     block: Block
-    certificate: QuorumCertificate
+
+
+@dataclass(frozen=True)
+class BlocksSynced:
+    """Consecutive final blocks with their certificates, fetched by height, and the proof
+    (a certified child in the next round) that the last of them is final, when the server had it."""
+
+    blocks: tuple[tuple[Block, QuorumCertificate], ...]
+    proof: tuple[Block, QuorumCertificate] | None = None
 
 
 @dataclass(frozen=True)
 class TimeoutFired:
-    kind: str
-    height: int
+    kind: str  # "round" or "propose"
+    round: int
 
 
 @dataclass(frozen=True)
@@ -60,7 +74,9 @@ Event = (
     | ProposalReceived
     | VoteReceived
     | CertificateReceived
-    | FinalBlockReceived
+    | ComplaintReceived
+    | BlockFetched
+    | BlocksSynced
     | TimeoutFired
     | ValidatorsChanged
 )
@@ -79,53 +95,67 @@ class BroadcastCertificate:
 
 
 @dataclass(frozen=True)
+class BroadcastComplaint:
+    complaint: Complaint
+
+
+@dataclass(frozen=True)
+class SendCertificate:
+    """Help a validator that lags behind (it complained about a round already certified)."""
+
+    to: str
+    certificate: QuorumCertificate
+
+
+@dataclass(frozen=True)
 class SendVote:
     to: str
     vote: Vote
 
 
 @dataclass(frozen=True)
-class ForwardTxs:
-    """Relay transactions to the peer that can put them in a block."""
+class GossipTxs:
+    """Send transactions a client gave this peer to every other validator."""
 
-    to: str
     txs: tuple[Transaction, ...]
 
 
 @dataclass(frozen=True)
-class PersistVote:
-    """Make the vote durable (synced) before any later action runs."""
+class PersistSafety:
+    """Make the voting record durable (synced) before any later action runs."""
 
-    height: int
-    round: int
-    block_hash: bytes
-
-
-@dataclass(frozen=True)
-class PersistProposal:
-    """Keep the leader's own proposal durable so a restart re-sends the same block."""
-
-    block: Block
+    highest_vote_round: int
+    high_qc: QuorumCertificate | None
 
 
 @dataclass(frozen=True)
 class CommitBlock:
+    """Write a final block; `proof` (a certified child one round later) comes with the newest."""
+
     block: Block
     certificate: QuorumCertificate
+    proof: tuple[Block, QuorumCertificate] | None = None
 
 
 @dataclass(frozen=True)
 class ScheduleTimeout:
     delay: float
     kind: str
-    height: int
+    round: int
 
 
 @dataclass(frozen=True)
 class RequestSync:
-    """The chain is behind `height`: fetch final blocks from peers."""
+    """The final chain is behind `height`: fetch final blocks from peers."""
 
     height: int
+
+
+@dataclass(frozen=True)
+class FetchBlock:
+    """A not-yet-final block is missing: ask peers for it by hash."""
+
+    block_hash: bytes
 
 
 @dataclass(frozen=True)
@@ -138,12 +168,14 @@ class Rejected:
 Action = (
     BroadcastProposal
     | BroadcastCertificate
+    | BroadcastComplaint
+    | SendCertificate
     | SendVote
-    | ForwardTxs
-    | PersistVote
-    | PersistProposal
+    | GossipTxs
+    | PersistSafety
     | CommitBlock
     | ScheduleTimeout
     | RequestSync
+    | FetchBlock
     | Rejected
 )

@@ -1,20 +1,43 @@
-"""The consensus state machine of one channel: `handle(event, now) -> list[Action]`.
+"""LFT, the consensus of one channel, as a deterministic state machine: `handle(event, now)`.
 
-This is the first, leader-fixed stage of LFT: the leader of a height (the first validator of the
-set that votes on it, at round 0) proposes a signed block that carries the certificate of its
-parent; validators verify it and send a signed vote to the leader, persisting the vote before it is
-sent; a quorum of votes forms a certificate, which finalises the block. The leader broadcasts the
-certificate at once and piggybacks it in its next block.
+Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2):
 
-Safety argument (for this stage, with one leader per height and round): a validator signs at most
-one block per (height, round) and persists that fact before the vote leaves, so even across restarts
-it never votes for two blocks at one (height, round). Two certificates for different blocks at the
-same (height, round) would need two quorums, which intersect in more than 1/3 of the weight, hence
-in an honest validator that voted twice — impossible. Every certificate is checked against the
-validator set that the chain itself fixes for that height (RadioStation-signed updates carried in
-blocks), so all honest peers count votes against the same set. Round changes (complaints) and the
-locking rule that keeps them safe come with the next stage; until then the round stays 0 and a
-restarted leader re-sends the very proposal it persisted, so it never proposes two blocks either.
+* Rounds. Every block has a round; rounds only grow. The leader of round r is the validator at
+  position r // LEADER_BLOCK_CREATION_LIMIT of the set (spinning). A validator enters round r + 1 on
+  a certificate for round r, or enters the first round of the next leader's turn on a timeout
+  certificate for round r.
+* Propose. The leader of round r extends the block of the highest certificate it knows (`high_qc`),
+  which it carries in the header (the piggybacked commit), plus the timeout certificate of the
+  previous round when that round failed. It proposes only when there is work: pooled transactions or
+  a not-yet-final block holding transactions (an empty block finalises the one before it).
+* Vote. A validator votes for a valid block of its current round only if the round is above every
+  round it voted or complained in, and the block either extends a certificate of the previous round
+  or follows a timeout certificate and extends a certificate at least as high as any its signers
+  reported. The vote (and the highest certificate) is persisted before it is sent to the next
+  round's leader, which forms the certificate and broadcasts it.
+* Finalise (two-chain rule). When block B' of round k + 1 that extends block B of round k is
+  certified, B and all its ancestors are final: written to the store in order with their
+  certificates, their transactions removed from every pool.
+* Complain. A validator with work that sees no certificate in its round within the round timeout
+  signs a complaint carrying its highest certificate, and broadcasts it. Complaints from more than a
+  third of the weight make a validator join; a quorum forms a timeout certificate. The timeout
+  doubles after each failed round, up to the configured maximum, and resets on progress.
+
+Safety argument. Suppose B (round k) is final because B' (round k + 1, parent B) is certified.
+Quorums intersect in more than a third of the weight, so more than a third of the weight is honest
+validators that voted for B', and each recorded the certificate of B (round k) as its `high_qc`
+before voting. (1) A certified block in round k + 1 is B' itself: honest validators vote once per
+round. (2) For any later round r > k + 1, a block certified in r either extends a certificate of
+round r - 1 or follows a timeout certificate of an earlier round. By induction every certificate
+of a round in (k, r) is for a descendant of B. A timeout certificate of a round > k holds a quorum
+of complaints, so it includes an honest validator that voted for B' — it complained only in rounds
+at or above its last vote, and it reported a high_qc round of at least k. The block after the
+timeout must extend a certificate of a round at least that high, hence B or a descendant. So every
+block certified after round k extends B, and no two honest peers finalise different blocks at one
+height. Validator sets come from RadioStation-signed updates carried in the chain itself, so every
+peer verifies a certificate against the same set. Liveness: once the network is stable and more
+than two thirds of the weight is up, timeouts grow until an honest leader's round lasts long enough
+to certify two consecutive blocks.
 """
 
 from __future__ import annotations
@@ -31,31 +54,31 @@ from loopchain.blockchain.chain import (
 )
 from loopchain.blockchain.mempool import PoolFullError, TxPool
 from loopchain.consensus import messages as m
+from loopchain.consensus.rules import SafetyRules, leader_of, round_after_timeout
+from loopchain.consensus.tree import BlockTree, TreeNode
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
 from loopchain.types.validators import ValidatorSet
-from loopchain.types.vote import QuorumCertificate, Vote
+from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
 
-MAX_PENDING_PROPOSALS = 8
+MAX_WAITING = 16  # proposals and certificates parked while their block is fetched
+MAX_FETCH_DEPTH = 32  # farther behind than this, sync final blocks instead of fetching
 
 
 @dataclass(frozen=True)
 class ConsensusConfig:
     """Consensus timing and limits (from configuration)."""
 
-    interval: float  # INTERVAL_BLOCKGENERATION
-    vote_timeout: float  # BLOCK_VOTE_TIMEOUT: the leader re-sends its proposal after this
+    interval: float  # INTERVAL_BLOCKGENERATION: least time between two proposals of a leader
+    round_timeout: float  # TIMEOUT_FOR_LEADER_COMPLAIN
+    max_round_timeout: float  # MAX_TIMEOUT_FOR_LEADER_COMPLAIN
+    blocks_per_leader: int  # LEADER_BLOCK_CREATION_LIMIT
     limits: Limits
 
 
-def leader_of(validators: ValidatorSet, height: int, round_: int) -> str:
-    """The peer that proposes at (height, round) under `validators`."""
-    return validators.leader_at(round_)
-
-
 class ChannelConsensus:
-    """Consensus of one channel as a deterministic state machine."""
+    """LFT consensus of one channel as a deterministic state machine."""
 
     def __init__(
         self,
@@ -67,74 +90,105 @@ class ChannelConsensus:
         tip_certificate: QuorumCertificate | None,
         pool: TxPool,
         is_committed: Callable[[bytes], bool],
-        last_vote: tuple[int, int, bytes] | None = None,
-        own_proposal: Block | None = None,
+        safety: SafetyRules | None = None,
     ) -> None:
         self.config = config
         self.signer = signer
         self.issuer = issuer  # address of the RadioStation that signs validator sets
-        self.tip = tip
+        self.tree = BlockTree(tip)
         self.tip_certificate = tip_certificate
         self.pool = pool
         self.is_committed = is_committed
-        self.last_vote = last_vote
+        self.safety = safety or SafetyRules()
+        if tip_certificate is not None:
+            self.safety.observe_qc(tip_certificate)
         self.latest_validators: ValidatorSet | None = tip.next_validators
-        self.proposal: Block | None = None
-        self.votes: dict[str, Vote] = {}
-        self.pending: dict[bytes, Block] = {}
-        self.propose_timer_armed = False
-        self.last_commit_time = float("-inf")
+        self.round = max(self.safety.high_qc_round + 1, self.safety.highest_vote_round, 0)
+        self.last_tc: TimeoutCertificate | None = None
+        self.votes: dict[tuple[int, bytes], dict[str, Vote]] = {}
+        self.complaints: dict[int, dict[str, Complaint]] = {}
+        self.waiting: dict[bytes, list[m.Event]] = {}
+        self.proposed_round = -1
+        self.last_proposal_time = float("-inf")
+        self.timer_round = -1
+        self.failed_rounds = 0
+        self.propose_timer_round = -1
         self.made_block_count = 0
-        if own_proposal is not None and own_proposal.height == tip.height + 1:
-            self.proposal = own_proposal
+        self.complaint_count = 0
 
     # ------------------------------------------------------------ queries
 
     @property
+    def tip(self) -> ChainTip:
+        """The last final block."""
+        return self.tree.root
+
+    @property
+    def high_qc(self) -> QuorumCertificate | None:
+        return self.safety.high_qc
+
+    def _high_point(self) -> ChainTip | None:
+        """Chain facts after the block of the highest certificate (the block to extend)."""
+        qc = self.safety.high_qc
+        if qc is None or qc.round <= self.tip.round:
+            return self.tip
+        return self.tree.point(qc.block_hash)
+
+    @property
     def voting_set(self) -> ValidatorSet | None:
-        """The validator set that votes at tip + 1 (the newest known one before genesis)."""
-        return self.tip.next_validators or self.latest_validators
+        """The validator set of the next block on top of the highest certificate."""
+        point = self._high_point() or self.tip
+        return point.next_validators or self.latest_validators
+
+    def leader_of_round(self, round_: int) -> str | None:
+        voting = self.voting_set
+        return leader_of(voting, round_, self.config.blocks_per_leader) if voting else None
 
     @property
     def leader(self) -> str | None:
-        """The peer expected to propose the next block."""
-        voting = self.voting_set
-        return leader_of(voting, self.tip.height + 1, 0) if voting else None
+        """The proposer of the current round."""
+        return self.leader_of_round(self.round)
 
     @property
     def is_leader(self) -> bool:
         return self.leader == self.signer.address
 
+    def has_work(self) -> bool:
+        """Transactions wait, or a not-yet-final block holds some: rounds must make progress."""
+        return bool(self.pool) or self.tree.has_pending_transactions()
+
     # ------------------------------------------------------------ entry points
 
     def start(self, now: float) -> list[m.Action]:
-        """Resume after (re)start: re-send a persisted own proposal, or propose if due."""
-        if self.proposal is not None:
-            return self._announce(self.proposal, now)
-        return self._maybe_propose(now)
+        """Resume after (re)start."""
+        return self._on_progress(now)
 
     def handle(self, event: m.Event, now: float) -> list[m.Action]:
         """Apply one event and return the actions the shell must carry out, in order."""
         match event:
-            case m.TxsReceived(txs):
-                return self._on_txs(txs, now)
+            case m.TxsReceived(txs, gossip):
+                return self._on_txs(txs, gossip, now)
             case m.ProposalReceived(block):
                 return self._on_proposal(block, now)
             case m.VoteReceived(vote):
                 return self._on_vote(vote, now)
-            case m.CertificateReceived(certificate):
-                return self._on_certificate(certificate, now)
-            case m.FinalBlockReceived(block, certificate):
-                return self._on_final_block(block, certificate, now)
-            case m.TimeoutFired(kind, height):
-                return self._on_timeout(kind, height, now)
+            case m.CertificateReceived(qc):
+                return self._on_qc(qc, now)
+            case m.ComplaintReceived(complaint):
+                return self._on_complaint(complaint, now)
+            case m.BlockFetched(block):
+                return self._on_fetched(block, now)
+            case m.BlocksSynced(blocks, proof):
+                return self._on_synced(blocks, proof, now)
+            case m.TimeoutFired(kind, round_):
+                return self._on_timeout(kind, round_, now)
             case m.ValidatorsChanged(validators):
                 return self._on_validators(validators, now)
         raise TypeError(f"unknown event {event!r}")
 
-    # ------------------------------------------------------------ transactions and proposing
+    # ------------------------------------------------------------ transactions
 
-    def _on_txs(self, txs: tuple[Transaction, ...], now: float) -> list[m.Action]:
+    def _on_txs(self, txs: tuple[Transaction, ...], gossip: bool, now: float) -> list[m.Action]:
         added: list[Transaction] = []
         for tx in txs:
             try:
@@ -144,209 +198,435 @@ class ChannelConsensus:
                 break
         if not added:
             return []
-        if self.is_leader:
-            return self._maybe_propose(now)
-        leader = self.leader
-        return [m.ForwardTxs(leader, tuple(added))] if leader else []
+        actions: list[m.Action] = [m.GossipTxs(tuple(added))] if gossip else []
+        return actions + self._on_progress(now)
 
-    def _needs_update(self) -> bool:
-        latest, current = self.latest_validators, self.tip.next_validators
-        return latest is not None and (current is None or latest.version > current.version)
+    # ------------------------------------------------------------ proposing
 
     def _maybe_propose(self, now: float) -> list[m.Action]:
-        if not self.is_leader or self.proposal is not None or self.propose_timer_armed:
+        if not self.is_leader or self.proposed_round >= self.round or not self.has_work():
             return []
-        if not self.pool:
+        if self.round <= self.safety.highest_vote_round:
+            return []  # already voted (maybe for an own proposal before a restart) in this round
+        parent = self._high_point()
+        if parent is None:
+            return [m.FetchBlock(self.safety.high_qc.block_hash)] if self.safety.high_qc else []
+        tc = self._justifying_tc(parent)
+        if self.round != parent.round + 1 and tc is None:
             return []
-        wait = self.last_commit_time + self.config.interval - now
+        wait = self.last_proposal_time + self.config.interval - now
         if wait > 0:
-            self.propose_timer_armed = True
-            return [m.ScheduleTimeout(wait, "propose", self.tip.height + 1)]
-        return self._propose(now)
+            if self.propose_timer_round == self.round:
+                return []
+            self.propose_timer_round = self.round
+            return [m.ScheduleTimeout(wait, "propose", self.round)]
+        return self._propose(parent, tc, now)
 
-    def _propose(self, now: float) -> list[m.Action]:
-        # 1. choose the validator sets: the current one votes, a newer RadioStation set rides along
-        update = self.latest_validators if self._needs_update() else None
-        voting = update if self.tip.height < 0 else self.tip.next_validators
-        assert voting is not None
+    def _justifying_tc(self, parent: ChainTip) -> TimeoutCertificate | None:
+        tc = self.last_tc
+        if tc is None or parent.round + 1 == self.round:
+            return None
+        if round_after_timeout(tc.round, self.config.blocks_per_leader) != self.round:
+            return None
+        return tc
+
+    def _propose(
+        self, parent: ChainTip, tc: TimeoutCertificate | None, now: float
+    ) -> list[m.Action]:
+        # 1. the validator sets: the parent's next set votes; a newer RadioStation set rides along
+        latest = self.latest_validators
+        current = parent.next_validators
+        update = (
+            latest if latest and (current is None or latest.version > current.version) else None
+        )
+        voting = update if parent.height < 0 else current
+        if voting is None:
+            return []
+        # 2. the oldest pooled transactions that no not-yet-final ancestor holds
         limits = self.config.limits
-        # 2. build and sign the block from the oldest pooled transactions
+        in_flight = self.tree.tx_hashes_on_path(parent.block_hash)
+        txs = self.pool.take(limits.max_block_txs, limits.max_block_bytes, exclude=in_flight)
         block = Block.create(
-            channel=self.tip.channel,
-            height=self.tip.height + 1,
-            round_=0,
-            prev_hash=self.tip.block_hash,
-            prev_qc=self.tip_certificate,
-            transactions=self.pool.take(limits.max_block_txs, limits.max_block_bytes),
-            timestamp=max(int(now * 1_000_000), self.tip.timestamp + 1),
+            channel=parent.channel,
+            height=parent.height + 1,
+            round_=self.round,
+            prev_hash=parent.block_hash,
+            prev_qc=self.safety.high_qc if parent.height >= 0 else None,
+            transactions=txs,
+            timestamp=max(int(now * 1_000_000), parent.timestamp + 1),
             leader=self.signer,
-            next_leader=voting.leader_at(0),
+            next_leader=leader_of(voting, self.round + 1, self.config.blocks_per_leader),
             validators_hash=voting.hash,
             validator_update=update,
+            prev_tc=tc,
         )
-        self.proposal = block
-        self.votes = {}
-        # 3. persist it, then announce it with the leader's own vote
-        return [m.PersistProposal(block), *self._announce(block, now)]
+        self.proposed_round = self.round
+        self.last_proposal_time = now
+        # 3. announce it, and handle it like any validator would (it votes for its own block)
+        return [m.BroadcastProposal(block), *self._on_proposal(block, now)]
 
-    def _announce(self, block: Block, now: float) -> list[m.Action]:
-        vote = Vote.create(
-            block.header.channel, block.height, block.header.round, block.hash, self.signer
-        )
-        actions: list[m.Action] = [
-            m.PersistVote(vote.height, vote.round, vote.block_hash),
-            m.BroadcastProposal(block),
-            m.ScheduleTimeout(self.config.vote_timeout, "vote", block.height),
-        ]
-        self.last_vote = (vote.height, vote.round, vote.block_hash)
-        return actions + self._count_vote(vote, now)
-
-    # ------------------------------------------------------------ voting
+    # ------------------------------------------------------------ receiving blocks
 
     def _on_proposal(self, block: Block, now: float) -> list[m.Action]:
-        actions: list[m.Action] = []
-        if block.height == self.tip.height + 2:
-            actions += self._finalize_parent_from(block, now)
+        actions = self._accept_certificates(block, now)
         if block.height <= self.tip.height:
             return actions
-        if block.height > self.tip.height + 1:
-            return [*actions, m.RequestSync(block.height - 1)]
-        if self.proposal is not None and block.hash == self.proposal.hash:
+        node, more = self._insert(block, m.ProposalReceived(block), now, check_leader=True)
+        actions += more
+        if node is None:
             return actions
-        problem = self._check_proposal(block, now)
-        if problem:
-            return [*actions, m.Rejected(f"proposal {block.height}: {problem}")]
-        if len(self.pending) < MAX_PENDING_PROPOSALS:
-            self.pending[block.hash] = block
-        return actions + self._vote_for(block)
+        return actions + self._maybe_vote(node, now) + self._on_progress(now)
 
-    def _finalize_parent_from(self, block: Block, now: float) -> list[m.Action]:
+    def _accept_certificates(self, block: Block, now: float) -> list[m.Action]:
+        """The parent certificate and timeout certificate a block carries move this node on."""
+        actions: list[m.Action] = []
         qc = block.header.prev_qc
-        parent = self.pending.get(qc.block_hash) if qc else None
-        if qc is None or parent is None:
-            return []
-        return self._on_certificate(qc, now)
+        if qc is not None and qc.round > self.tip.round:
+            actions += self._on_qc(qc, now, progress=False)
+        tc = block.header.prev_tc
+        if tc is not None:
+            actions += self._on_tc(tc, now)
+        return actions
 
-    def _check_proposal(self, block: Block, now: float) -> str | None:
-        problem = check_extends(self.tip, block, self.issuer, self.config.limits.ratio)
+    def _insert(
+        self, block: Block, retry: m.Event, now: float, *, check_leader: bool
+    ) -> tuple[TreeNode | None, list[m.Action]]:
+        """Validate `block` against its parent and add it to the tree."""
+        existing = self.tree.get(block.hash)
+        if existing is not None:
+            return existing, []
+        parent = self.tree.point(block.header.prev_hash)
+        if parent is None:
+            return None, self._park(block.header.prev_hash, retry, block.height)
+        problem = self._check_block(block, parent, now, check_leader)
+        if problem:
+            return None, [m.Rejected(f"block {block.height} round {block.header.round}: {problem}")]
+        if self.tree.full:
+            return None, [m.Rejected("too many blocks awaiting finality; block dropped")]
+        node = self.tree.add(block, parent)
+        if block.header.prev_qc is not None:
+            parent_node = self.tree.get(block.header.prev_hash)
+            if parent_node is not None:
+                self.tree.certify(block.header.prev_qc)
+        return node, self._release(block.hash, now)
+
+    def _check_block(
+        self, block: Block, parent: ChainTip, now: float, check_leader: bool
+    ) -> str | None:
+        limits = self.config.limits
+        problem = check_extends(parent, block, self.issuer, limits.ratio)
         if problem:
             return problem
-        voting = self.tip.voting_set_for(block)
+        voting = parent.voting_set_for(block)
         assert voting is not None
-        expected = leader_of(voting, block.height, block.header.round)
-        if block.header.leader != expected:
-            return f"proposed by {block.header.leader}, but the leader is {expected}"
-        if block.header.round != 0:
-            return "round changes are not enabled yet"
-        problem = check_proposal_bounds(self.tip, block, self.config.limits, int(now * 1_000_000))
-        if problem:
-            return problem
+        if check_leader:
+            expected = leader_of(voting, block.header.round, self.config.blocks_per_leader)
+            if block.header.leader != expected:
+                return f"proposed by {block.header.leader}, but the leader is {expected}"
+            problem = check_proposal_bounds(parent, block, limits, int(now * 1_000_000))
+            if problem:
+                return problem
+        in_flight = self.tree.tx_hashes_on_path(parent.block_hash)
         for tx in block.transactions:
-            if self.is_committed(tx.hash):
+            if tx.hash in in_flight or self.is_committed(tx.hash):
                 return f"transaction {tx.hash_hex} is already in the chain"
         return None
 
-    def _vote_for(self, block: Block) -> list[m.Action]:
-        voting = self.tip.voting_set_for(block)
+    def _park(self, missing: bytes, event: m.Event, height: int) -> list[m.Action]:
+        """Keep `event` until block `missing` arrives; ask for it (or sync when far behind)."""
+        if height > self.tip.height + MAX_FETCH_DEPTH:
+            return [m.RequestSync(height)]
+        if missing not in self.waiting and len(self.waiting) >= MAX_WAITING:
+            return [m.RequestSync(height)]
+        parked = self.waiting.setdefault(missing, [])
+        if len(parked) < MAX_WAITING:
+            parked.append(event)
+        return [m.FetchBlock(missing)]
+
+    def _release(self, block_hash: bytes, now: float) -> list[m.Action]:
+        actions: list[m.Action] = []
+        for event in self.waiting.pop(block_hash, []):
+            actions += self.handle(event, now)
+        return actions
+
+    def _on_fetched(self, block: Block, now: float) -> list[m.Action]:
+        if block.height <= self.tip.height:
+            return []
+        actions = self._accept_certificates(block, now)
+        _node, more = self._insert(block, m.BlockFetched(block), now, check_leader=False)
+        return actions + more + self._on_progress(now)
+
+    # ------------------------------------------------------------ voting
+
+    def _maybe_vote(self, node: TreeNode, now: float) -> list[m.Action]:
+        block = node.block
+        voting = node.point.validators
         if voting is None or self.signer.address not in voting:
-            return []  # not a validator here: follow the chain, never vote
-        key = (block.height, block.header.round)
-        if self.last_vote is not None:
-            voted_key = self.last_vote[:2]
-            if voted_key == key and self.last_vote[2] != block.hash:
-                return [
-                    m.Rejected(f"already voted for another block at height {key[0]} round {key[1]}")
-                ]
-            if voted_key > key:
-                return [m.Rejected(f"stale proposal for height {key[0]} round {key[1]}")]
+            return []  # not a validator of this block: follow the chain, never vote
+        if block.header.round != self.round:
+            return []
+        qc = block.header.prev_qc
+        qc_round = qc.round if qc is not None else -1
+        tc = block.header.prev_tc
+        if tc is not None and tc.verify(voting, self.config.limits.ratio) is not None:
+            return [m.Rejected(f"block {block.height} carries an invalid timeout certificate")]
+        if not self.safety.safe_to_vote(
+            block.header.round, qc_round, tc, self.config.blocks_per_leader
+        ):
+            return []
+        # 1. record and persist the vote, 2. send it to the next round's leader
+        self.safety.record_vote(block.header.round, qc)
         vote = Vote.create(
             block.header.channel, block.height, block.header.round, block.hash, self.signer
         )
-        self.last_vote = (vote.height, vote.round, vote.block_hash)
-        return [
-            m.PersistVote(vote.height, vote.round, vote.block_hash),
-            m.SendVote(block.header.leader, vote),
+        next_set = node.point.next_validators
+        assert next_set is not None
+        to = leader_of(next_set, block.header.round + 1, self.config.blocks_per_leader)
+        actions: list[m.Action] = [
+            m.PersistSafety(self.safety.highest_vote_round, self.safety.high_qc)
         ]
+        if to == self.signer.address:
+            return actions + self._on_vote(vote, now)
+        return [*actions, m.SendVote(to, vote)]
 
     def _on_vote(self, vote: Vote, now: float) -> list[m.Action]:
-        proposal = self.proposal
-        if proposal is None or (vote.height, vote.round, vote.block_hash) != (
-            proposal.height,
-            proposal.header.round,
-            proposal.hash,
-        ):
-            return []  # a late or foreign vote: nothing to count it towards
-        if vote.channel != self.tip.channel or not vote.verify_signature():
-            return [m.Rejected(f"vote from {vote.voter} has a bad signature")]
-        voting = self.tip.voting_set_for(proposal)
-        if voting is None or vote.voter not in voting:
-            return [m.Rejected(f"vote from {vote.voter}, who is not a validator")]
-        return self._count_vote(vote, now)
-
-    def _count_vote(self, vote: Vote, now: float) -> list[m.Action]:
-        proposal = self.proposal
-        assert proposal is not None
-        self.votes[vote.voter] = vote
-        voting = self.tip.voting_set_for(proposal)
+        if vote.round < self.tip.round or vote.channel != self.tip.channel:
+            return []
+        node = self.tree.get(vote.block_hash)
+        if node is None:
+            return []  # a vote for a block this node has not seen: the proposal will come
+        if node.certificate is not None and node.certificate.round == vote.round:
+            return []
+        if (vote.height, vote.round) != (node.block.height, node.block.header.round):
+            return [m.Rejected(f"vote from {vote.voter} does not match the block it names")]
+        voting = node.point.validators
         assert voting is not None
-        if not voting.has_quorum(self.votes, self.config.limits.ratio):
+        if vote.voter not in voting:
+            return [m.Rejected(f"vote from {vote.voter}, who is not a validator")]
+        if not vote.verify_signature():
+            return [m.Rejected(f"vote from {vote.voter} has a bad signature")]
+        key = (vote.round, vote.block_hash)
+        if key not in self.votes and len(self.votes) >= MAX_WAITING:
+            self.votes.pop(min(self.votes))
+        tally = self.votes.setdefault(key, {})
+        tally[vote.voter] = vote
+        if not voting.has_quorum(tally, self.config.limits.ratio):
             return []
-        certificate = QuorumCertificate.from_votes(list(self.votes.values()))
-        actions = self._commit(proposal, certificate, now)
-        return [*actions, m.BroadcastCertificate(certificate), *self._maybe_propose(now)]
+        qc = QuorumCertificate.from_votes(list(tally.values()))
+        del self.votes[key]
+        return [m.BroadcastCertificate(qc), *self._on_qc(qc, now)]
 
-    # ------------------------------------------------------------ finality
+    # ------------------------------------------------------------ certificates and finality
 
-    def _on_certificate(self, qc: QuorumCertificate, now: float) -> list[m.Action]:
-        if qc.height <= self.tip.height or qc.channel != self.tip.channel:
+    def _on_qc(self, qc: QuorumCertificate, now: float, *, progress: bool = True) -> list[m.Action]:
+        if qc.channel != self.tip.channel or qc.round <= self.tip.round:
             return []
-        block = self.pending.get(qc.block_hash) if qc.height == self.tip.height + 1 else None
-        if block is None:
-            return [m.RequestSync(qc.height)]
-        problem = check_certificate(self.tip, block, qc, self.config.limits.ratio)
-        if problem:
-            return [m.Rejected(f"certificate {qc.height}: {problem}")]
-        return [*self._commit(block, qc, now), *self._maybe_propose(now)]
+        node = self.tree.get(qc.block_hash)
+        if node is None:
+            return self._park(qc.block_hash, m.CertificateReceived(qc), qc.height)
+        if node.certificate is None:
+            problem = check_certificate(
+                self.tree.parent_point(node) or self.tip, node.block, qc, self.config.limits.ratio
+            )
+            if problem:
+                return [m.Rejected(f"certificate {qc.height}/{qc.round}: {problem}")]
+            node.certificate = qc
+        self.safety.observe_qc(node.certificate)
+        actions = self._commit_by_two_chain(node)
+        if node.block.header.round + 1 > self.round:
+            self._enter_round(node.block.header.round + 1, progressed=True)
+        return actions + (self._on_progress(now) if progress else [])
 
-    def _on_final_block(self, block: Block, qc: QuorumCertificate, now: float) -> list[m.Action]:
-        if block.height <= self.tip.height:
+    def _commit_by_two_chain(self, node: TreeNode) -> list[m.Action]:
+        """Finalise the parent of a certified block when their rounds are consecutive."""
+        parent_hash = node.block.header.prev_hash
+        parent = self.tree.get(parent_hash)
+        if parent is None or parent.block.header.round + 1 != node.block.header.round:
             return []
-        problem = check_extends(self.tip, block, self.issuer, self.config.limits.ratio)
-        problem = problem or check_certificate(self.tip, block, qc, self.config.limits.ratio)
-        if problem:
-            return [m.Rejected(f"synced block {block.height}: {problem}")]
-        return [*self._commit(block, qc, now), *self._maybe_propose(now)]
+        assert node.certificate is not None
+        return self._commit(parent, proof=(node.block, node.certificate))
 
-    def _commit(self, block: Block, qc: QuorumCertificate, now: float) -> list[m.Action]:
-        self.tip = self.tip.advance(block)
-        self.tip_certificate = qc
-        self.pool.remove(tx.hash for tx in block.transactions)
-        self.pending.clear()
-        if self.proposal is not None and self.proposal.height <= block.height:
-            self.proposal = None
-            self.votes = {}
-        if block.header.leader == self.signer.address:
-            self.made_block_count += 1
-        self.last_commit_time = now
-        if self.latest_validators is None or (
-            self.tip.next_validators is not None
-            and self.tip.next_validators.version > self.latest_validators.version
-        ):
-            self.latest_validators = self.tip.next_validators
-        return [m.CommitBlock(block, qc)]
+    def _commit(self, target: TreeNode, proof: tuple[Block, QuorumCertificate]) -> list[m.Action]:
+        path = self.tree.path_to(target.block.hash)
+        actions: list[m.Action] = []
+        for index, node in enumerate(path):
+            qc = node.certificate
+            assert qc is not None, "an ancestor of a certified block is certified"
+            last = index == len(path) - 1
+            actions.append(m.CommitBlock(node.block, qc, proof if last else None))
+            self.pool.remove(tx.hash for tx in node.block.transactions)
+            if node.block.header.leader == self.signer.address:
+                self.made_block_count += 1
+            self.tip_certificate = qc
+            self._adopt_validators(node.point)
+        if path:
+            self.tree.advance_root(path[-1].point)
+            self.failed_rounds = 0
+        return actions
 
-    # ------------------------------------------------------------ timers and membership
+    def _adopt_validators(self, point: ChainTip) -> None:
+        latest, final = self.latest_validators, point.next_validators
+        if final is not None and (latest is None or final.version > latest.version):
+            self.latest_validators = final
 
-    def _on_timeout(self, kind: str, height: int, now: float) -> list[m.Action]:
+    def _on_synced(
+        self,
+        blocks: tuple[tuple[Block, QuorumCertificate], ...],
+        proof: tuple[Block, QuorumCertificate] | None,
+        now: float,
+    ) -> list[m.Action]:
+        """Final blocks from a peer: each must extend the last and be certified; the newest ones
+        are accepted only as far as a certified child in the next round proves them final."""
+        point, checked = self.tip, []
+        for block, qc in blocks:
+            if block.height <= point.height:
+                continue
+            problem = check_extends(point, block, self.issuer, self.config.limits.ratio)
+            problem = problem or check_certificate(point, block, qc, self.config.limits.ratio)
+            if problem:
+                return [m.Rejected(f"synced block {block.height}: {problem}")]
+            checked.append((block, qc, point))
+            point = point.advance(block)
+        final = _proven_final_count(checked, proof, point, self.config.limits.ratio)
+        actions: list[m.Action] = []
+        for index, (block, qc, parent) in enumerate(checked[:final]):
+            last_proof = proof if index == len(checked) - 1 else None
+            actions.append(m.CommitBlock(block, qc, last_proof))
+            self.pool.remove(tx.hash for tx in block.transactions)
+            self.tip_certificate = qc
+            self.safety.observe_qc(qc)
+            new_root = parent.advance(block)
+            self._adopt_validators(new_root)
+            self.tree.advance_root(new_root)
+        if final and self.tip.round + 1 > self.round:
+            self._enter_round(self.tip.round + 1, progressed=True)
+        return actions + self._on_progress(now)
+
+    # ------------------------------------------------------------ complaints and rounds
+
+    def _on_timeout(self, kind: str, round_: int, now: float) -> list[m.Action]:
         if kind == "propose":
-            self.propose_timer_armed = False
-            return self._maybe_propose(now) if height == self.tip.height + 1 else []
-        if kind == "vote" and self.proposal is not None and self.proposal.height == height:
-            return [
-                m.BroadcastProposal(self.proposal),
-                m.ScheduleTimeout(self.config.vote_timeout, "vote", height),
-            ]
+            self.propose_timer_round = -1
+            return self._maybe_propose(now) if round_ == self.round else []
+        if kind != "round" or round_ != self.round:
+            return []
+        self.timer_round = -1
+        if not self.has_work():
+            return []
+        self.failed_rounds += 1
+        return self._regossip() + self._complain(now) + self._arm_timer()
+
+    def _regossip(self) -> list[m.Action]:
+        """Send the oldest pooled transactions again: a leader that missed them can propose."""
+        limits = self.config.limits
+        in_flight = self.tree.tx_hashes_on_path(self.tree.root.block_hash) | {
+            tx.hash for node in self.tree.nodes.values() for tx in node.block.transactions
+        }
+        txs = self.pool.take(limits.max_block_txs, limits.max_block_bytes, exclude=in_flight)
+        return [m.GossipTxs(tuple(txs))] if txs else []
+
+    def _complain(self, now: float) -> list[m.Action]:
+        if not self.safety.safe_to_complain(self.round):
+            return []
+        voting = self.voting_set
+        if voting is None or self.signer.address not in voting:
+            return []
+        mine = self.complaints.get(self.round, {}).get(self.signer.address)
+        if mine is None:
+            self.safety.highest_vote_round = max(self.safety.highest_vote_round, self.round)
+            mine = Complaint.create(self.tip.channel, self.round, self.safety.high_qc, self.signer)
+            self.complaint_count += 1
+        actions: list[m.Action] = [
+            m.PersistSafety(self.safety.highest_vote_round, self.safety.high_qc),
+            m.BroadcastComplaint(mine),
+        ]
+        return actions + self._count_complaint(mine, now)
+
+    def _on_complaint(self, complaint: Complaint, now: float) -> list[m.Action]:
+        if complaint.channel != self.tip.channel:
+            return []
+        if complaint.round < self.round:
+            return self._help_laggard(complaint)
+        voting = self.voting_set
+        if voting is None or complaint.voter not in voting:
+            return [m.Rejected(f"complaint from {complaint.voter}, who is not a validator")]
+        if not complaint.verify_signature():
+            return [m.Rejected(f"complaint from {complaint.voter} has a bad signature")]
+        actions: list[m.Action] = []
+        if complaint.high_qc is not None and complaint.high_qc.round > self.safety.high_qc_round:
+            actions += self._on_qc(complaint.high_qc, now, progress=False)
+        return actions + self._count_complaint(complaint, now)
+
+    def _help_laggard(self, complaint: Complaint) -> list[m.Action]:
+        """A complaint about a round this node has left: send the complainer the newer certificate."""
+        qc = self.safety.high_qc
+        if qc is None or qc.round < complaint.round or complaint.high_qc_round >= qc.round:
+            return []
+        voting = self.voting_set
+        if voting is None or complaint.voter not in voting or not complaint.verify_signature():
+            return []
+        return [m.SendCertificate(complaint.voter, qc)]
+
+    def _count_complaint(self, complaint: Complaint, now: float) -> list[m.Action]:
+        round_ = complaint.round
+        if round_ < self.round:
+            return []
+        if round_ not in self.complaints and len(self.complaints) >= MAX_WAITING:
+            self.complaints.pop(min(self.complaints))
+        tally = self.complaints.setdefault(round_, {})
+        tally[complaint.voter] = complaint
+        voting = self.voting_set
+        assert voting is not None
+        actions: list[m.Action] = []
+        if self.signer.address not in tally and 3 * voting.weight_of(tally) > voting.total_weight:
+            # more than a third complains: some honest validator timed out, so join it
+            self._enter_round(round_, progressed=False)
+            actions += self._complain(now)
+            tally = self.complaints.get(round_, tally)
+        if voting.has_quorum(tally, self.config.limits.ratio):
+            tc = TimeoutCertificate.from_complaints(list(tally.values()))
+            actions += self._on_tc(tc, now) + self._on_progress(now)
+        return actions
+
+    def _on_tc(self, tc: TimeoutCertificate, now: float) -> list[m.Action]:
+        next_round = round_after_timeout(tc.round, self.config.blocks_per_leader)
+        if next_round <= self.round and self.last_tc is not None and self.last_tc.round >= tc.round:
+            return []
+        voting = self.voting_set
+        if voting is None:
+            return []
+        problem = tc.verify(voting, self.config.limits.ratio)
+        if problem:
+            return [m.Rejected(f"timeout certificate {tc.round}: {problem}")]
+        if self.last_tc is None or tc.round > self.last_tc.round:
+            self.last_tc = tc
+        if next_round > self.round:
+            self._enter_round(next_round, progressed=False)
         return []
+
+    def _enter_round(self, round_: int, *, progressed: bool) -> None:
+        if round_ <= self.round:
+            return
+        self.round = round_
+        if progressed:
+            self.failed_rounds = 0
+        self.timer_round = -1
+        for old in [r for r in self.complaints if r < round_]:
+            del self.complaints[old]
+
+    def _arm_timer(self) -> list[m.Action]:
+        if self.timer_round == self.round or not self.has_work():
+            return []
+        self.timer_round = self.round
+        timeout = min(
+            self.config.round_timeout * (2 ** min(self.failed_rounds, 16)),
+            self.config.max_round_timeout,
+        )
+        return [m.ScheduleTimeout(timeout, "round", self.round)]
+
+    def _on_progress(self, now: float) -> list[m.Action]:
+        """After any change: propose if it is this node's turn, and keep the round timer armed."""
+        return self._maybe_propose(now) + self._arm_timer()
 
     def _on_validators(self, validators: ValidatorSet, now: float) -> list[m.Action]:
         if validators.channel != self.tip.channel or not validators.verify_issuer(self.issuer):
@@ -355,4 +635,32 @@ class ChannelConsensus:
         if latest is not None and validators.version <= latest.version:
             return []
         self.latest_validators = validators
-        return self._maybe_propose(now)
+        return self._on_progress(now)
+
+
+def _proven_final_count(
+    checked: list[tuple[Block, QuorumCertificate, ChainTip]],
+    proof: tuple[Block, QuorumCertificate] | None,
+    last_point: ChainTip,
+    ratio: object,
+) -> int:
+    """How many of the checked blocks are proven final by a certified child one round later."""
+    from fractions import Fraction
+
+    assert isinstance(ratio, Fraction)
+    final = 0
+    for index in range(len(checked) - 1):
+        block, child = checked[index][0], checked[index + 1][0]
+        if child.header.round == block.header.round + 1:
+            final = index + 1
+    if checked and proof is not None:
+        child, child_qc = proof
+        last = checked[-1][0]
+        if (
+            child.header.prev_hash == last.hash
+            and child.header.round == last.header.round + 1
+            and check_certificate(last_point, child, child_qc, ratio) is None
+            and child.check_integrity() is None
+        ):
+            final = len(checked)
+    return final

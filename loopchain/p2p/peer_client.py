@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 
 import grpc
 
@@ -14,7 +15,7 @@ from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.block import Block
 from loopchain.types.transaction import Transaction
-from loopchain.types.vote import QuorumCertificate, Vote
+from loopchain.types.vote import Complaint, QuorumCertificate, Vote
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,21 @@ def certificate_message(channel: str, sender: str, qc: QuorumCertificate) -> pb.
     return pb.ConsensusMessage(channel=channel, sender=sender, certificate=qc.encode())
 
 
+def complaint_message(channel: str, sender: str, complaint: Complaint) -> pb.ConsensusMessage:
+    return pb.ConsensusMessage(channel=channel, sender=sender, complaint=complaint.encode())
+
+
 def tx_batch_message(channel: str, txs: list[Transaction]) -> pb.TxBatch:
     return pb.TxBatch(channel=channel, txs=[tx.encode() for tx in txs])
+
+
+@dataclass(frozen=True)
+class FetchedRange:
+    """Final blocks served by a peer, its tip height and the proof that the last one is final."""
+
+    blocks: tuple[tuple[Block, QuorumCertificate], ...]
+    tip_height: int
+    proof: tuple[Block, QuorumCertificate] | None
 
 
 class PeerLink:
@@ -73,18 +87,35 @@ class PeerLink:
             except grpc.aio.AioRpcError as exc:
                 log.debug("send to %s failed: %s %s", self.target, exc.code().name, exc.details())
 
-    async def fetch_blocks(
-        self, channel: str, from_height: int, max_blocks: int
-    ) -> tuple[list[tuple[Block, QuorumCertificate]], int]:
-        """Final blocks from `from_height` on, decoded (EncodingError if malformed), and the peer's tip."""
+    async def fetch_blocks(self, channel: str, from_height: int, max_blocks: int) -> FetchedRange:
+        """Final blocks from `from_height` on, decoded (EncodingError if malformed)."""
         reply = await self.stub.GetBlockRange(
             pb.BlockRangeRequest(channel=channel, from_height=from_height, max_blocks=max_blocks),
             timeout=self.timeout * 2,
         )
-        blocks = [
+        blocks = tuple(
             (Block.decode(b.block), QuorumCertificate.decode(b.certificate)) for b in reply.blocks
-        ]
-        return blocks, reply.tip_height
+        )
+        proof = None
+        if reply.HasField("commit_proof") and reply.commit_proof.block:
+            proof = (
+                Block.decode(reply.commit_proof.block),
+                QuorumCertificate.decode(reply.commit_proof.certificate),
+            )
+        return FetchedRange(blocks, reply.tip_height, proof)
+
+    async def fetch_block(self, channel: str, block_hash: bytes) -> Block | None:
+        """A block (final or not) by hash, or None when the peer does not have it."""
+        try:
+            reply = await self.stub.GetBlock(
+                pb.GetBlockRequest(channel=channel, block_hash=block_hash.hex(), height=-1),
+                timeout=self.timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return Block.decode(reply.block) if reply.block else None
 
     async def close(self) -> None:
         if self._task is not None:

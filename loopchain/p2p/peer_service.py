@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -17,7 +17,7 @@ from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
 from loopchain.types.transaction import Transaction
-from loopchain.types.vote import QuorumCertificate, Vote
+from loopchain.types.vote import Complaint, QuorumCertificate, Vote
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,6 +32,15 @@ class TxLookup:
     block_hash: bytes
 
 
+@dataclass(frozen=True)
+class BlockRangeResult:
+    """Encoded final blocks with certificates, the tip height, and the tip's commit proof."""
+
+    blocks: list[tuple[bytes, bytes]]
+    tip_height: int
+    proof: tuple[bytes, bytes] | None
+
+
 class ChannelBackend(Protocol):
     """What the servicer needs from one channel of the peer."""
 
@@ -39,13 +48,11 @@ class ChannelBackend(Protocol):
     def find_tx(self, tx_hash: bytes) -> TxLookup | None: ...
     def get_block(
         self, height: int, block_hash: bytes
-    ) -> tuple[Block, QuorumCertificate] | None: ...
+    ) -> tuple[Block, QuorumCertificate | None] | None: ...
     def status(self) -> dict[str, Any]: ...
     def receive_txs(self, txs: list[Transaction]) -> None: ...
     def receive(self, event: m.Event) -> None: ...
-    def block_range(
-        self, from_height: int, max_blocks: int
-    ) -> tuple[list[tuple[bytes, bytes]], int]: ...
+    def block_range(self, from_height: int, max_blocks: int) -> BlockRangeResult: ...
 
 
 class PeerBackend(Protocol):
@@ -63,6 +70,8 @@ def decode_consensus(message: pb.ConsensusMessage) -> m.Event:
         return m.VoteReceived(Vote.decode(message.vote))
     if kind == "certificate":
         return m.CertificateReceived(QuorumCertificate.decode(message.certificate))
+    if kind == "complaint":
+        return m.ComplaintReceived(Complaint.decode(message.complaint))
     raise EncodingError(f"unsupported consensus message {kind!r}")
 
 
@@ -91,15 +100,6 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             await context.abort(exc.kind.value, exc.message)
         except EncodingError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {exc}")
-        raise AssertionError("unreachable")
-
-    async def _serve_async(
-        self, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[T]]
-    ) -> T:
-        try:
-            return await work()
-        except RequestError as exc:
-            await context.abort(exc.kind.value, exc.message)
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------ client facing
@@ -158,7 +158,9 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 return pb.BlockReply(channel=request.channel)
             block, qc = found
             return pb.BlockReply(
-                channel=block.header.channel, block=block.encode(), certificate=qc.encode()
+                channel=block.header.channel,
+                block=block.encode(),
+                certificate=qc.encode() if qc is not None else b"",
             )
 
         return await self._serve(context, work)
@@ -203,11 +205,14 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         def work() -> pb.BlockRange:
             channel = self.backend.channel(request.channel)
             limit = max(1, min(request.max_blocks or 100, 500))
-            blocks, tip = channel.block_range(request.from_height, limit)
-            return pb.BlockRange(
+            found = channel.block_range(request.from_height, limit)
+            reply = pb.BlockRange(
                 channel=request.channel,
-                blocks=[pb.FinalBlock(block=b, certificate=c) for b, c in blocks],
-                tip_height=tip,
+                blocks=[pb.FinalBlock(block=b, certificate=c) for b, c in found.blocks],
+                tip_height=found.tip_height,
             )
+            if found.proof is not None:
+                reply.commit_proof.block, reply.commit_proof.certificate = found.proof
+            return reply
 
         return await self._serve(context, work)

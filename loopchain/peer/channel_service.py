@@ -20,16 +20,18 @@ from loopchain.blockchain.mempool import TxPool
 from loopchain.blockchain.restore import restore_tip
 from loopchain.configure import Config
 from loopchain.consensus import messages as m
+from loopchain.consensus.rules import SafetyRules
 from loopchain.consensus.state import ChannelConsensus, ConsensusConfig
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_client import (
     PeerLink,
     certificate_message,
+    complaint_message,
     proposal_message,
     tx_batch_message,
     vote_message,
 )
-from loopchain.p2p.peer_service import TxLookup
+from loopchain.p2p.peer_service import BlockRangeResult, TxLookup
 from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
@@ -41,9 +43,11 @@ from loopchain.types.vote import QuorumCertificate
 
 log = logging.getLogger(__name__)
 
-OWN_PROPOSAL = "own_proposal"
+SAFETY = "safety"
+COMMIT_PROOF = "commit_proof"
 SYNC_PERIOD = 2.0
 RELAY_QUEUE_MAX = 20_000
+FETCH_QUEUE_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,9 @@ def consensus_config(config: Config) -> ConsensusConfig:
     ratio: Fraction = ratio_from_config(config.VOTING_RATIO)
     return ConsensusConfig(
         interval=float(config.INTERVAL_BLOCKGENERATION),
-        vote_timeout=float(config.BLOCK_VOTE_TIMEOUT),
+        round_timeout=float(config.TIMEOUT_FOR_LEADER_COMPLAIN),
+        max_round_timeout=float(config.MAX_TIMEOUT_FOR_LEADER_COMPLAIN),
+        blocks_per_leader=int(config.LEADER_BLOCK_CREATION_LIMIT),
         limits=Limits(
             max_block_txs=int(config.MAX_BLOCK_TX_NUM),
             max_block_bytes=int(config.MAX_BLOCK_KBYTES) * 1024,
@@ -91,7 +97,6 @@ class ChannelService:
         self.link_for = link_for
         self.members: dict[str, PeerInfo] = {}
         tip, tip_qc = restore_tip(store, settings.name)
-        own = store.get_meta(OWN_PROPOSAL)
         self.consensus = ChannelConsensus(
             config=consensus_config(config),
             signer=signer,
@@ -100,10 +105,11 @@ class ChannelService:
             tip_certificate=tip_qc,
             pool=TxPool(int(config.TX_POOL_MAX)),
             is_committed=lambda tx_hash: store.find_transaction(tx_hash) is not None,
-            last_vote=store.last_vote_record(),
-            own_proposal=Block.decode(own) if own else None,
+            safety=load_safety(store),
         )
-        self._relay: asyncio.Queue[tuple[str, Transaction]] = asyncio.Queue(RELAY_QUEUE_MAX)
+        self._relay: asyncio.Queue[Transaction] = asyncio.Queue(RELAY_QUEUE_MAX)
+        self._fetch: asyncio.Queue[bytes] = asyncio.Queue(FETCH_QUEUE_MAX)
+        self._fetching: set[bytes] = set()
         self._sync_wanted = asyncio.Event()
         self._timers: set[asyncio.TimerHandle] = set()
 
@@ -123,6 +129,7 @@ class ChannelService:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._relay_loop(), name=f"relay:{self.name}")
                 group.create_task(self._sync_loop(), name=f"sync:{self.name}")
+                group.create_task(self._fetch_loop(), name=f"fetch:{self.name}")
         finally:
             for handle in self._timers:
                 handle.cancel()
@@ -148,7 +155,7 @@ class ChannelService:
         if len(self.consensus.pool) >= self.consensus.pool.max_size:
             raise RequestError(ErrorKind.POOL_FULL, "transaction pool is full; try again later")
         tx = Transaction.create_v1(self.name, data, time.time_ns() // 1000, self.signer)
-        self._dispatch(m.TxsReceived((tx,)))
+        self._dispatch(m.TxsReceived((tx,), gossip=True))
         return tx
 
     def receive_txs(self, txs: list[Transaction]) -> None:
@@ -178,9 +185,14 @@ class ChannelService:
         pooled = self.consensus.pool.get(tx_hash)
         return TxLookup(pooled, -1, b"") if pooled is not None else None
 
-    def get_block(self, height: int, block_hash: bytes) -> tuple[Block, QuorumCertificate] | None:
+    def get_block(
+        self, height: int, block_hash: bytes
+    ) -> tuple[Block, QuorumCertificate | None] | None:
         if block_hash:
             block = self.store.block_by_hash(block_hash)
+            node = self.consensus.tree.get(block_hash) if block is None else None
+            if node is not None:
+                return node.block, node.certificate
         else:
             block = self.store.block_by_height(height if height >= 0 else self.store.tip_height())
         if block is None:
@@ -189,18 +201,21 @@ class ChannelService:
         assert qc is not None
         return block, qc
 
-    def block_range(
-        self, from_height: int, max_blocks: int
-    ) -> tuple[list[tuple[bytes, bytes]], int]:
+    def block_range(self, from_height: int, max_blocks: int) -> BlockRangeResult:
         tip = self.store.tip_height()
+        last = min(tip, from_height + max_blocks - 1)
         blocks = []
-        for height in range(max(0, from_height), min(tip, from_height + max_blocks - 1) + 1):
+        for height in range(max(0, from_height), last + 1):
             block = self.store.block_by_height(height)
             qc = self.store.certificate_at(height)
             if block is None or qc is None:
                 break
             blocks.append((block.encode(), qc.encode()))
-        return blocks, tip
+        proof = None
+        if blocks and last == tip:
+            raw = self.store.get_meta(COMMIT_PROOF)
+            proof = _decode_proof(raw) if raw else None
+        return BlockRangeResult(blocks, tip, proof)
 
     def status(self) -> dict[str, Any]:
         state = self.consensus
@@ -215,11 +230,11 @@ class ChannelService:
             "block_hash": state.tip.block_hash.hex(),
             "total_tx": self.store.total_tx(),
             "made_block_count": state.made_block_count,
-            "leader_complaint": 0,
+            "leader_complaint": state.complaint_count,
             "audience_count": max(0, len(self.members) - 1),
             "consensus": "LFT",
             "tx_pool_size": len(state.pool),
-            "round": 0,
+            "round": state.round,
             "validator_count": len(voting.validators) if voting else 0,
             "score_id": self.settings.score_package,
             "score_version": "",
@@ -236,33 +251,42 @@ class ChannelService:
         me = self.signer.address
         for action in actions:
             match action:
-                case m.PersistVote(height, round_, block_hash):
-                    self.store.save_vote_record(height, round_, block_hash)
-                case m.PersistProposal(block):
-                    self.store.put_meta(OWN_PROPOSAL, block.encode())
-                case m.CommitBlock(block, qc):
-                    self._commit(block, qc)
+                case m.PersistSafety(highest_vote_round, high_qc):
+                    self.store.put_meta(SAFETY, encode_safety(highest_vote_round, high_qc))
+                case m.CommitBlock(block, qc, proof):
+                    self._commit(block, qc, proof)
                 case m.BroadcastProposal(block):
                     self._broadcast(proposal_message(self.name, me, block))
                 case m.BroadcastCertificate(qc):
                     self._broadcast(certificate_message(self.name, me, qc))
+                case m.BroadcastComplaint(complaint):
+                    self._broadcast(complaint_message(self.name, me, complaint))
                 case m.SendVote(to, vote):
                     self._send(to, vote_message(self.name, me, vote))
-                case m.ForwardTxs(to, txs):
-                    self._queue_relay(to, txs)
-                case m.ScheduleTimeout(delay, kind, height):
-                    self._schedule(delay, kind, height)
+                case m.SendCertificate(to, qc):
+                    self._send(to, certificate_message(self.name, me, qc))
+                case m.GossipTxs(txs):
+                    self._queue_relay(txs)
+                case m.ScheduleTimeout(delay, kind, round_):
+                    self._schedule(delay, kind, round_)
                 case m.RequestSync():
                     self._sync_wanted.set()
+                case m.FetchBlock(block_hash):
+                    self._queue_fetch(block_hash)
                 case m.Rejected(reason):
                     log.warning("channel %s: rejected %s", self.name, reason)
 
-    def _commit(self, block: Block, qc: QuorumCertificate) -> None:
+    def _commit(
+        self, block: Block, qc: QuorumCertificate, proof: tuple[Block, QuorumCertificate] | None
+    ) -> None:
         self.store.save_block(block, qc)
+        if proof is not None:
+            self.store.put_meta(COMMIT_PROOF, _encode_proof(proof))
         log.info(
-            "channel %s: block %d final (%d txs) %s",
+            "channel %s: block %d round %d final (%d txs) %s",
             self.name,
             block.height,
+            block.header.round,
             len(block.transactions),
             block.hash.hex()[:16],
         )
@@ -279,49 +303,75 @@ class ChannelService:
             return
         self.link_for(peer.target).send(message)
 
-    def _schedule(self, delay: float, kind: str, height: int) -> None:
+    def _schedule(self, delay: float, kind: str, round_: int) -> None:
         loop = asyncio.get_running_loop()
 
         def fire() -> None:
             self._timers.discard(handle)
-            self._dispatch(m.TimeoutFired(kind, height))
+            self._dispatch(m.TimeoutFired(kind, round_))
 
         handle = loop.call_later(max(0.0, delay), fire)
         self._timers.add(handle)
 
-    # ------------------------------------------------------------ relaying transactions
+    # ------------------------------------------------------------ gossiping transactions
 
-    def _queue_relay(self, to: str, txs: tuple[Transaction, ...]) -> None:
+    def _queue_relay(self, txs: tuple[Transaction, ...]) -> None:
         for tx in txs:
             if self._relay.full():
                 log.warning(
-                    "channel %s: relay queue full, transaction %s stays pooled",
-                    self.name,
-                    tx.hash_hex,
+                    "channel %s: gossip queue full; %s stays pooled here", self.name, tx.hash_hex
                 )
                 return
-            self._relay.put_nowait((to, tx))
+            self._relay.put_nowait(tx)
 
     async def _relay_loop(self) -> None:
         batch_max = int(self.config.MAX_TX_COUNT_IN_ADDTX_LIST)
         linger = float(self.config.SEND_TX_LIST_DURATION)
         while True:
-            to, tx = await self._relay.get()
-            batch = [tx]
+            batch = [await self._relay.get()]
             deadline = time.monotonic() + linger
             while len(batch) < batch_max:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 try:
-                    next_to, next_tx = await asyncio.wait_for(self._relay.get(), remaining)
+                    batch.append(await asyncio.wait_for(self._relay.get(), remaining))
                 except TimeoutError:
                     break
-                if next_to != to:
-                    self._send(to, tx_batch_message(self.name, batch))
-                    to, batch = next_to, []
-                batch.append(next_tx)
-            self._send(to, tx_batch_message(self.name, batch))
+            self._broadcast(tx_batch_message(self.name, batch))
+
+    # ------------------------------------------------------------ fetching missing blocks
+
+    def _queue_fetch(self, block_hash: bytes) -> None:
+        if block_hash in self._fetching or self._fetch.full():
+            return
+        self._fetching.add(block_hash)
+        self._fetch.put_nowait(block_hash)
+
+    async def _fetch_loop(self) -> None:
+        while True:
+            block_hash = await self._fetch.get()
+            try:
+                await self._fetch_one(block_hash)
+            finally:
+                self._fetching.discard(block_hash)
+
+    async def _fetch_one(self, block_hash: bytes) -> None:
+        for peer in self._other_peers():
+            try:
+                block = await self.link_for(peer.target).fetch_block(self.name, block_hash)
+            except (grpc.aio.AioRpcError, EncodingError) as exc:
+                log.debug("channel %s: fetch from %s failed: %s", self.name, peer.target, exc)
+                continue
+            if block is not None and block.hash == block_hash:
+                self._dispatch(m.BlockFetched(block))
+                return
+        log.debug("channel %s: no peer had block %s", self.name, block_hash.hex()[:16])
+
+    def _other_peers(self) -> list[PeerInfo]:
+        peers = [p for p in self.members.values() if p.peer_id != self.signer.address]
+        random.shuffle(peers)
+        return peers
 
     # ------------------------------------------------------------ catching up
 
@@ -334,16 +384,15 @@ class ChannelService:
 
     async def sync_once(self) -> int:
         """Fetch final blocks from peers until none is ahead; returns how many were added."""
-        added = 0
-        peers = [p for p in self.members.values() if p.peer_id != self.signer.address]
-        random.shuffle(peers)
+        start_height = self.consensus.tip.height
         batch = int(self.config.SYNC_BATCH_BLOCKS)
-        for peer in peers:
+        for peer in self._other_peers():
             while True:
-                link = self.link_for(peer.target)
-                start = self.consensus.tip.height + 1
+                before = self.consensus.tip.height
                 try:
-                    blocks, _tip = await link.fetch_blocks(self.name, start, batch)
+                    fetched = await self.link_for(peer.target).fetch_blocks(
+                        self.name, before + 1, batch
+                    )
                 except grpc.aio.AioRpcError as exc:
                     log.debug(
                         "channel %s: sync from %s failed: %s",
@@ -360,26 +409,50 @@ class ChannelService:
                         exc,
                     )
                     break
-                if not self._apply_synced(peer, blocks):
+                if not fetched.blocks:
                     break
-                added += len(blocks)
-                if len(blocks) < batch:
+                actions = self._dispatch(m.BlocksSynced(fetched.blocks, fetched.proof))
+                if any(isinstance(a, m.Rejected) for a in actions):
+                    log.warning(
+                        "channel %s: dropping sync source %s after an invalid block",
+                        self.name,
+                        peer.target,
+                    )
                     break
-        return added
+                if self.consensus.tip.height == before or len(fetched.blocks) < batch:
+                    break
+        return self.consensus.tip.height - start_height
 
-    def _apply_synced(self, peer: PeerInfo, blocks: list[tuple[Block, QuorumCertificate]]) -> bool:
-        if not blocks:
-            return False
-        for block, qc in blocks:
-            actions = self._dispatch(m.FinalBlockReceived(block, qc))
-            if any(isinstance(a, m.Rejected) for a in actions):
-                log.warning(
-                    "channel %s: dropping sync source %s after an invalid block",
-                    self.name,
-                    peer.target,
-                )
-                return False
-        return True
+
+def encode_safety(highest_vote_round: int, high_qc: QuorumCertificate | None) -> bytes:
+    """The voting record as canonical bytes."""
+    return canonical.encode(
+        {
+            "highest_vote_round": highest_vote_round,
+            "high_qc": high_qc.to_json() if high_qc else None,
+        }
+    )
+
+
+def load_safety(store: BlockStore) -> SafetyRules:
+    """The persisted voting record of a channel (empty for a new store)."""
+    raw = store.get_meta(SAFETY)
+    if raw is None:
+        return SafetyRules()
+    value = canonical.decode(raw)
+    qc = value.get("high_qc")
+    return SafetyRules(
+        int(value["highest_vote_round"]), QuorumCertificate.from_json(qc) if qc else None
+    )
+
+
+def _encode_proof(proof: tuple[Block, QuorumCertificate]) -> bytes:
+    return canonical.encode({"block": proof[0].to_json(), "certificate": proof[1].to_json()})
+
+
+def _decode_proof(raw: bytes) -> tuple[bytes, bytes]:
+    value = canonical.decode(raw)
+    return canonical.encode(value["block"]), canonical.encode(value["certificate"])
 
 
 def _no_floats(value: Any) -> bool:

@@ -18,7 +18,7 @@ from loopchain.types.crypto import Signer, recover_address
 from loopchain.types.hashing import EMPTY_ROOT, merkle_root, sha3_256
 from loopchain.types.transaction import Transaction
 from loopchain.types.validators import ValidatorSet
-from loopchain.types.vote import QuorumCertificate
+from loopchain.types.vote import QuorumCertificate, TimeoutCertificate
 
 BLOCK_VERSION = 1
 
@@ -56,6 +56,7 @@ class BlockHeader:
     next_leader: str
     validators_hash: bytes
     next_validators_hash: bytes
+    prev_tc: TimeoutCertificate | None = None  # why this round follows a round that failed
     version: int = BLOCK_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -74,6 +75,7 @@ class BlockHeader:
             "next_leader": self.next_leader,
             "validators_hash": self.validators_hash.hex(),
             "next_validators_hash": self.next_validators_hash.hex(),
+            "prev_tc": self.prev_tc.to_json() if self.prev_tc else None,
         }
 
     @property
@@ -84,6 +86,7 @@ class BlockHeader:
     def from_json(cls, value: Any) -> BlockHeader:
         obj = canonical.check_fields(value, _HEADER_FIELDS)
         qc = obj.get("prev_qc")
+        tc = obj.get("prev_tc")
         prev_hash = obj["prev_hash"]
         return cls(
             version=obj["version"],
@@ -102,6 +105,7 @@ class BlockHeader:
             next_validators_hash=canonical.hex_to_bytes(
                 obj["next_validators_hash"], "next_validators_hash", 32
             ),
+            prev_tc=TimeoutCertificate.from_json(tc) if tc is not None else None,
         )
 
 
@@ -136,6 +140,7 @@ class Block:
         validator_update: ValidatorSet | None = None,
         state_root: bytes = EMPTY_ROOT,
         results_hash: bytes = EMPTY_ROOT,
+        prev_tc: TimeoutCertificate | None = None,
     ) -> Block:
         """Build and sign a block as its leader."""
         header = BlockHeader(
@@ -152,6 +157,7 @@ class Block:
             next_leader=next_leader,
             validators_hash=validators_hash,
             next_validators_hash=validator_update.hash if validator_update else validators_hash,
+            prev_tc=prev_tc,
         )
         return cls(header, tuple(transactions), validator_update, leader.sign(header.hash))
 

@@ -1,4 +1,9 @@
-"""A deterministic in-process network of consensus state machines driven by a manual clock."""
+"""A seeded, deterministic network of LFT state machines driven by a manual clock.
+
+Faults: message delay, loss, duplication and reordering; partitions; crash and restart (the state
+is rebuilt from what the node persisted: its final chain and its voting record); byzantine nodes
+that equivocate as leader, double-vote, or forge and replay votes and complaints.
+"""
 
 from __future__ import annotations
 
@@ -12,81 +17,151 @@ from typing import Any
 from loopchain.blockchain.chain import ChainTip, Limits
 from loopchain.blockchain.mempool import TxPool
 from loopchain.consensus import messages as m
+from loopchain.consensus.rules import SafetyRules
 from loopchain.consensus.state import ChannelConsensus, ConsensusConfig
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
 from loopchain.types.validators import Validator, ValidatorSet
-from loopchain.types.vote import QuorumCertificate
+from loopchain.types.vote import Complaint, QuorumCertificate, Vote
 
 CHANNEL = "sim"
+BLOCKS_PER_LEADER = 3
+
+
+@dataclass
+class Disk:
+    """What a node persisted: survives its crash."""
+
+    chain: list[tuple[Block, QuorumCertificate]] = field(default_factory=list)
+    proof: tuple[Block, QuorumCertificate] | None = None
+    safety: tuple[int, QuorumCertificate | None] = (-1, None)
 
 
 @dataclass
 class Node:
-    """One simulated peer: its state machine and what it has finalised."""
+    """One simulated peer."""
 
     signer: Signer
+    disk: Disk
     state: ChannelConsensus
-    chain: list[tuple[Block, QuorumCertificate]] = field(default_factory=list)
+    byzantine: str = ""  # "", "equivocate", "double-vote", "forge"
+    up: bool = True
     committed: set[bytes] = field(default_factory=set)
     rejected: list[str] = field(default_factory=list)
-    up: bool = True
+
+    @property
+    def address(self) -> str:
+        return self.signer.address
+
+    @property
+    def chain(self) -> list[tuple[Block, QuorumCertificate]]:
+        return self.disk.chain
+
+
+def _config() -> ConsensusConfig:
+    return ConsensusConfig(
+        interval=0.05,
+        round_timeout=1.0,
+        max_round_timeout=8.0,
+        blocks_per_leader=BLOCKS_PER_LEADER,
+        limits=Limits(
+            max_block_txs=50, max_block_bytes=1 << 20, max_skew_us=60_000_000, ratio=Fraction(2, 3)
+        ),
+    )
 
 
 class Network:
-    """Seeded simulation: message delay in [min_delay, max_delay], optional loss."""
+    """N validators over a simulated network; `run_until` advances the manual clock."""
 
     def __init__(
-        self, n: int, seed: int = 0, *, loss: float = 0.0, max_delay: float = 0.05
+        self,
+        n: int,
+        seed: int = 0,
+        *,
+        weights: list[int] | None = None,
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        max_delay: float = 0.05,
+        byzantine: dict[int, str] | None = None,
     ) -> None:
         self.rng = random.Random(seed)
         self.now = 0.0
         self.loss = loss
+        self.duplicate = duplicate
         self.max_delay = max_delay
-        self.issuer = Signer(bytes([0x11] * 32))
-        signers = [Signer(bytes([i + 1] * 32)) for i in range(n)]
+        self.partition: list[set[str]] | None = None
+        self.issuer = Signer(bytes([0x7F] * 32))
+        signers = [Signer((seed * 1000 + i + 1).to_bytes(32, "big")) for i in range(n)]
+        weights = weights or [1] * n
         self.validators = ValidatorSet(
-            CHANNEL, 1, tuple(Validator(s.address) for s in signers)
+            CHANNEL,
+            1,
+            tuple(Validator(s.address, w) for s, w in zip(signers, weights, strict=True)),
         ).signed_by(self.issuer)
         self.nodes: dict[str, Node] = {}
-        for signer in signers:
-            self.nodes[signer.address] = self._make_node(signer)
+        for index, signer in enumerate(signers):
+            node = Node(signer, Disk(), self._fresh_state(signer, Disk()))
+            node.byzantine = (byzantine or {}).get(index, "")
+            node.state = self._fresh_state(signer, node.disk)
+            self.nodes[signer.address] = node
         self._queue: list[tuple[float, int, str, Any]] = []
         self._seq = itertools.count()
+        self.seen_votes: list[Vote] = []
+        self.seen_complaints: list[Complaint] = []
+        self.submitted: list[Transaction] = []
 
-    def _make_node(self, signer: Signer) -> Node:
-        config = ConsensusConfig(
-            interval=0.1,
-            vote_timeout=1.0,
-            limits=Limits(
-                max_block_txs=50,
-                max_block_bytes=1 << 20,
-                max_skew_us=30_000_000,
-                ratio=Fraction(2, 3),
-            ),
-        )
-        node_ref: dict[str, Node] = {}
+    # ------------------------------------------------------------ node lifecycle
+
+    def _fresh_state(self, signer: Signer, disk: Disk) -> ChannelConsensus:
+        tip, qc = ChainTip(CHANNEL), None
+        for block, certificate in disk.chain:
+            tip, qc = tip.advance(block), certificate
+        committed = {tx.hash for block, _ in disk.chain for tx in block.transactions}
         state = ChannelConsensus(
-            config=config,
+            config=_config(),
             signer=signer,
             issuer=self.issuer.address,
-            tip=ChainTip(CHANNEL),
-            tip_certificate=None,
+            tip=tip,
+            tip_certificate=qc,
             pool=TxPool(10_000),
-            is_committed=lambda h: h in node_ref["node"].committed,
+            is_committed=lambda h: h in committed,
+            safety=SafetyRules(*disk.safety),
         )
-        node = Node(signer, state)
-        node_ref["node"] = node
-        return node
+        state.committed_view = committed  # type: ignore[attr-defined]
+        return state
+
+    def crash(self, address: str) -> None:
+        self.nodes[address].up = False
+
+    def restart(self, address: str) -> None:
+        """Rebuild the node's state from its disk (its pool and unfinished blocks are lost)."""
+        node = self.nodes[address]
+        node.state = self._fresh_state(node.signer, node.disk)
+        node.committed = {tx.hash for block, _ in node.chain for tx in block.transactions}
+        node.up = True
+        self.schedule(0.0, address, m.ValidatorsChanged(self.validators))
+        self.schedule(0.0, address, "start")
+
+    def honest(self) -> list[Node]:
+        return [n for n in self.nodes.values() if not n.byzantine]
+
+    # ------------------------------------------------------------ network
 
     def schedule(self, delay: float, target: str, event: Any) -> None:
         heapq.heappush(self._queue, (self.now + delay, next(self._seq), target, event))
 
-    def deliver(self, target: str, event: Any) -> None:
-        if self.rng.random() < self.loss:
+    def _connected(self, a: str, b: str) -> bool:
+        if self.partition is None:
+            return True
+        return any(a in side and b in side for side in self.partition)
+
+    def deliver(self, sender: str, target: str, event: Any) -> None:
+        if not self._connected(sender, target) or self.rng.random() < self.loss:
             return
-        self.schedule(self.rng.uniform(0.001, self.max_delay), target, event)
+        copies = 2 if self.rng.random() < self.duplicate else 1
+        for _ in range(copies):
+            self.schedule(self.rng.uniform(0.001, self.max_delay), target, event)
 
     def start(self) -> None:
         for address in self.nodes:
@@ -96,11 +171,12 @@ class Network:
         node = self.nodes[address]
         txs = [
             Transaction.create_v1(
-                CHANNEL, {"n": self.rng.randrange(1 << 30)}, int(self.now * 1e6) + i, node.signer
+                CHANNEL, {"n": self.rng.randrange(1 << 40)}, int(self.now * 1e6) + i, node.signer
             )
             for i in range(count)
         ]
-        self.schedule(0.0, address, m.TxsReceived(tuple(txs)))
+        self.submitted.extend(txs)
+        self.schedule(0.0, address, m.TxsReceived(tuple(txs), gossip=True))
         return txs
 
     def run_until(self, deadline: float) -> None:
@@ -110,47 +186,148 @@ class Network:
             node = self.nodes[target]
             if not node.up:
                 continue
-            self._execute(node, node.state.handle(event, self.now))
+            if event == "start":
+                actions = node.state.start(self.now)
+            else:
+                actions = node.state.handle(event, self.now)
+            self._execute(node, actions)
         self.now = max(self.now, deadline)
 
+    # ------------------------------------------------------------ actions
+
     def _execute(self, node: Node, actions: list[m.Action]) -> None:
-        me = node.signer.address
+        me = node.address
         for action in actions:
             match action:
                 case m.BroadcastProposal(block):
                     self._broadcast(me, m.ProposalReceived(block))
+                    if node.byzantine == "equivocate":
+                        self._equivocate(node, block)
                 case m.BroadcastCertificate(qc):
                     self._broadcast(me, m.CertificateReceived(qc))
+                case m.BroadcastComplaint(complaint):
+                    self.seen_complaints.append(complaint)
+                    self._broadcast(me, m.ComplaintReceived(complaint))
+                case m.SendCertificate(to, qc):
+                    self.deliver(me, to, m.CertificateReceived(qc))
                 case m.SendVote(to, vote):
-                    self.deliver(to, m.VoteReceived(vote))
-                case m.ForwardTxs(to, txs):
-                    self.deliver(to, m.TxsReceived(txs))
-                case m.CommitBlock(block, qc):
+                    self.seen_votes.append(vote)
+                    self.deliver(me, to, m.VoteReceived(vote))
+                    if node.byzantine == "double-vote":
+                        self._double_vote(node, vote)
+                    if node.byzantine == "forge":
+                        self._forge(node, vote)
+                case m.GossipTxs(txs):
+                    self._broadcast(me, m.TxsReceived(txs))
+                case m.PersistSafety(round_, qc):
+                    node.disk.safety = (round_, qc)
+                case m.CommitBlock(block, qc, proof):
                     assert block.height == len(node.chain), "commit out of order"
                     node.chain.append((block, qc))
                     node.committed.update(tx.hash for tx in block.transactions)
-                case m.ScheduleTimeout(delay, kind, height):
-                    self.schedule(delay, me, m.TimeoutFired(kind, height))
-                case m.RequestSync(height):
+                    node.state.committed_view.update(tx.hash for tx in block.transactions)  # type: ignore[attr-defined]
+                    if proof is not None:
+                        node.disk.proof = proof
+                case m.ScheduleTimeout(delay, kind, round_):
+                    self.schedule(delay, me, m.TimeoutFired(kind, round_))
+                case m.RequestSync():
                     self._sync(node)
+                case m.FetchBlock(block_hash):
+                    self._fetch(node, block_hash)
                 case m.Rejected(reason):
                     node.rejected.append(reason)
-                case m.PersistVote() | m.PersistProposal():
-                    pass
 
     def _broadcast(self, sender: str, event: Any) -> None:
         for address in self.nodes:
             if address != sender:
-                self.deliver(address, event)
+                self.deliver(sender, address, event)
 
     def _sync(self, node: Node) -> None:
-        best = max(self.nodes.values(), key=lambda n: len(n.chain))
-        for block, qc in best.chain[len(node.chain) :]:
-            self.schedule(0.01, node.signer.address, m.FinalBlockReceived(block, qc))
+        peers = [
+            n for n in self.nodes.values() if n.up and self._connected(node.address, n.address)
+        ]
+        best = max(peers, key=lambda n: len(n.chain))
+        start = len(node.chain)
+        blocks = tuple(best.chain[start : start + 20])
+        if blocks:
+            proof = best.disk.proof if start + len(blocks) == len(best.chain) else None
+            self.schedule(0.01, node.address, m.BlocksSynced(blocks, proof))
 
-    def check_agreement(self) -> None:
-        """No two nodes finalised different blocks at one height."""
-        chains = [n.chain for n in self.nodes.values()]
-        for height in range(max(len(c) for c in chains)):
-            hashes = {c[height][0].hash for c in chains if len(c) > height}
-            assert len(hashes) == 1, f"fork at height {height}"
+    def _fetch(self, node: Node, block_hash: bytes) -> None:
+        for other in self.nodes.values():
+            if other is node or not other.up or not self._connected(node.address, other.address):
+                continue
+            found = other.state.tree.get(block_hash)
+            block = (
+                found.block
+                if found
+                else next((b for b, _ in other.chain if b.hash == block_hash), None)
+            )
+            if block is not None:
+                self.schedule(
+                    self.rng.uniform(0.001, self.max_delay), node.address, m.BlockFetched(block)
+                )
+                return
+
+    # ------------------------------------------------------------ byzantine doubles
+
+    def _equivocate(self, node: Node, block: Block) -> None:
+        """Send half the peers a different block for the same round."""
+        twin_tx = Transaction.create_v1(
+            CHANNEL, {"twin": block.height}, 1 + block.height, node.signer
+        )
+        header = block.header
+        twin = Block.create(
+            channel=CHANNEL,
+            height=header.height,
+            round_=header.round,
+            prev_hash=header.prev_hash,
+            prev_qc=header.prev_qc,
+            transactions=[twin_tx],
+            timestamp=header.timestamp,
+            leader=node.signer,
+            next_leader=header.next_leader,
+            validators_hash=header.validators_hash,
+            validator_update=block.validator_update,
+            prev_tc=header.prev_tc,
+        )
+        others = [a for a in self.nodes if a != node.address]
+        for address in others[: len(others) // 2]:
+            self.deliver(node.address, address, m.ProposalReceived(twin))
+
+    def _double_vote(self, node: Node, vote: Vote) -> None:
+        other = Vote.create(CHANNEL, vote.height, vote.round, bytes(32), node.signer)
+        self._broadcast(node.address, m.VoteReceived(other))
+
+    def _forge(self, node: Node, vote: Vote) -> None:
+        """Votes and complaints in honest nodes' names, and replays of old ones."""
+        victim = self.rng.choice(self.honest())
+        forged = Vote(
+            vote.channel, vote.height, vote.round, vote.block_hash, victim.address, vote.signature
+        )
+        self._broadcast(node.address, m.VoteReceived(forged))
+        bad_complaint = Complaint(CHANNEL, vote.round + 1, None, victim.address, vote.signature)
+        self._broadcast(node.address, m.ComplaintReceived(bad_complaint))
+        if self.seen_votes:
+            self._broadcast(node.address, m.VoteReceived(self.rng.choice(self.seen_votes)))
+        if self.seen_complaints:
+            self._broadcast(
+                node.address, m.ComplaintReceived(self.rng.choice(self.seen_complaints))
+            )
+
+    # ------------------------------------------------------------ invariants
+
+    def check_safety(self) -> None:
+        """No two honest nodes finalised different blocks at one height (prefix property)."""
+        chains = [n.chain for n in self.honest()]
+        longest = max(chains, key=len)
+        for chain in chains:
+            for height, (block, _) in enumerate(chain):
+                assert block.hash == longest[height][0].hash, f"fork at height {height}"
+
+    def committed_everywhere(self, txs: list[Transaction]) -> bool:
+        wanted = {tx.hash for tx in txs}
+        return all(wanted <= n.committed for n in self.honest() if n.up)
+
+    def heal(self) -> None:
+        self.partition = None

@@ -193,8 +193,35 @@ HEADER_CHANGES = {
 
 
 def test_every_header_field_is_listed() -> None:
-    names = {f.name for f in dataclasses.fields(BlockHeader)} - {"prev_qc"}
+    names = {f.name for f in dataclasses.fields(BlockHeader)} - {"prev_qc", "prev_tc"}
     assert names == set(HEADER_CHANGES)
+
+
+def test_timeout_certificate_is_covered_by_the_block_hash() -> None:
+    from loopchain.types.vote import Complaint, TimeoutCertificate
+
+    tc = TimeoutCertificate.from_complaints(
+        [Complaint.create("c", 3, None, s) for s in SIGNERS[:3]]
+    )
+    assert TimeoutCertificate.decode(tc.encode()) == tc
+    header = BlockHeader(
+        channel="c",
+        height=1,
+        round=6,
+        prev_hash=sha3_256(b"p"),
+        prev_qc=None,
+        tx_root=sha3_256(b"t"),
+        state_root=sha3_256(b"s"),
+        results_hash=sha3_256(b"r"),
+        timestamp=1,
+        leader=SIGNERS[0].address,
+        next_leader=SIGNERS[1].address,
+        validators_hash=sha3_256(b"v"),
+        next_validators_hash=sha3_256(b"v"),
+    )
+    with_tc = dataclasses.replace(header, prev_tc=tc)
+    assert with_tc.hash != header.hash
+    assert BlockHeader.from_json(with_tc.to_json()) == with_tc
 
 
 @SETTINGS

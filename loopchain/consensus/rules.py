@@ -1,0 +1,62 @@
+"""Leader election, round succession and the voting safety rules of LFT."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loopchain.types.validators import ValidatorSet
+from loopchain.types.vote import QuorumCertificate, TimeoutCertificate
+
+
+def leader_of(validators: ValidatorSet, round_: int, blocks_per_leader: int) -> str:
+    """The proposer of `round_`: validators take turns, each for `blocks_per_leader` rounds."""
+    return validators.leader_at(round_ // blocks_per_leader)
+
+
+def round_after_timeout(round_: int, blocks_per_leader: int) -> int:
+    """The round that follows a failed `round_`: the first round of the next leader's turn."""
+    return (round_ // blocks_per_leader + 1) * blocks_per_leader
+
+
+@dataclass
+class SafetyRules:
+    """What a validator has signed; persisted before any vote or complaint leaves the node.
+
+    `highest_vote_round` is the highest round it voted or complained in; `high_qc` the highest
+    certificate it has voted on top of (its lock).
+    """
+
+    highest_vote_round: int = -1
+    high_qc: QuorumCertificate | None = None
+
+    @property
+    def high_qc_round(self) -> int:
+        return self.high_qc.round if self.high_qc is not None else -1
+
+    def safe_to_vote(
+        self, block_round: int, qc_round: int, tc: TimeoutCertificate | None, per_leader: int
+    ) -> bool:
+        """Vote once per round, only for a block that extends the newest certificate it may."""
+        if block_round <= max(self.highest_vote_round, qc_round):
+            return False
+        if block_round == qc_round + 1:
+            return True
+        return (
+            tc is not None
+            and block_round == round_after_timeout(tc.round, per_leader)
+            and qc_round >= tc.max_high_qc_round
+        )
+
+    def safe_to_complain(self, round_: int) -> bool:
+        """Complain at most about rounds not older than the last one voted in."""
+        return round_ >= self.highest_vote_round
+
+    def record_vote(self, round_: int, qc: QuorumCertificate | None) -> None:
+        self.highest_vote_round = max(self.highest_vote_round, round_)
+        if qc is not None and qc.round > self.high_qc_round:
+            self.high_qc = qc
+
+    def observe_qc(self, qc: QuorumCertificate) -> None:
+        """A verified certificate may raise the lock (it never lowers it)."""
+        if qc.round > self.high_qc_round:
+            self.high_qc = qc

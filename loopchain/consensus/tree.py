@@ -1,0 +1,88 @@
+"""The tree of blocks that are proposed or certified but not yet final, rooted at the final tip."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loopchain.blockchain.chain import ChainTip
+from loopchain.types.block import Block
+from loopchain.types.vote import QuorumCertificate
+
+MAX_TREE_BLOCKS = 256
+
+
+@dataclass
+class TreeNode:
+    """A block above the final tip, the chain facts after it, and its certificate once known."""
+
+    block: Block
+    point: ChainTip
+    certificate: QuorumCertificate | None = None
+
+
+class BlockTree:
+    """Blocks extending the final tip; every node's parent is the tip or another node."""
+
+    def __init__(self, root: ChainTip) -> None:
+        self.root = root
+        self.nodes: dict[bytes, TreeNode] = {}
+
+    def point(self, block_hash: bytes) -> ChainTip | None:
+        """Chain facts after the block `block_hash` (the root or a node)."""
+        if block_hash == self.root.block_hash:
+            return self.root
+        node = self.nodes.get(block_hash)
+        return node.point if node else None
+
+    def get(self, block_hash: bytes) -> TreeNode | None:
+        return self.nodes.get(block_hash)
+
+    @property
+    def full(self) -> bool:
+        return len(self.nodes) >= MAX_TREE_BLOCKS
+
+    def add(self, block: Block, parent: ChainTip) -> TreeNode:
+        """Insert `block`, whose parent point is `parent` (already checked to extend it)."""
+        node = self.nodes.get(block.hash)
+        if node is None:
+            node = TreeNode(block, parent.advance(block))
+            self.nodes[block.hash] = node
+        return node
+
+    def certify(self, qc: QuorumCertificate) -> None:
+        node = self.nodes.get(qc.block_hash)
+        if node is not None and node.certificate is None:
+            node.certificate = qc
+
+    def parent_point(self, node: TreeNode) -> ChainTip | None:
+        return self.point(node.block.header.prev_hash)
+
+    def path_to(self, block_hash: bytes) -> list[TreeNode]:
+        """Nodes from just above the root up to `block_hash`, oldest first ([] if not connected)."""
+        path: list[TreeNode] = []
+        current = block_hash
+        while current != self.root.block_hash:
+            node = self.nodes.get(current)
+            if node is None:
+                return []
+            path.append(node)
+            current = node.block.header.prev_hash
+        path.reverse()
+        return path
+
+    def tx_hashes_on_path(self, block_hash: bytes) -> set[bytes]:
+        """Transactions in the not-yet-final ancestors of `block_hash` (inclusive)."""
+        return {tx.hash for node in self.path_to(block_hash) for tx in node.block.transactions}
+
+    def has_pending_transactions(self) -> bool:
+        return any(node.block.transactions for node in self.nodes.values())
+
+    def advance_root(self, root: ChainTip) -> None:
+        """Make `root` (a node just finalised) the new root and drop what does not extend it."""
+        self.root = root
+        keep: dict[bytes, TreeNode] = {}
+        for block_hash, node in sorted(self.nodes.items(), key=lambda item: item[1].block.height):
+            parent = node.block.header.prev_hash
+            if node.block.height > root.height and (parent == root.block_hash or parent in keep):
+                keep[block_hash] = node
+        self.nodes = keep

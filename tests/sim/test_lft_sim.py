@@ -1,0 +1,111 @@
+"""Seeded LFT simulation: random faults per seed, safety always, liveness once faults heal.
+
+Replay a failing seed with: .venv/bin/pytest tests/sim/test_lft_sim.py --seed N
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from loopchain.types.transaction import Transaction
+from tests.sim.harness import Network
+
+LIVENESS_BOUND = 90.0  # simulated seconds after the faults heal
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """The faults one seed draws."""
+
+    n: int
+    weights: list[int] | None
+    byzantine: dict[int, str]
+    loss: float
+    duplicate: float
+    max_delay: float
+    crash: bool
+    partition: bool
+
+    def describe(self) -> str:
+        return (
+            f"n={self.n} weights={self.weights} byzantine={self.byzantine} loss={self.loss:.2f} "
+            f"dup={self.duplicate:.2f} delay<={self.max_delay:.2f} crash={self.crash} "
+            f"partition={self.partition}"
+        )
+
+
+def draw(seed: int) -> Scenario:
+    rng = random.Random(seed ^ 0x5EED)
+    kind = seed % 3
+    n, weights = [(4, None), (7, None), (5, [3, 1, 1, 1, 1])][kind]
+    faulty_budget = {0: 1, 1: 2, 2: 1}[kind]  # byzantine plus crashed weight stays below 1/3
+    byzantine: dict[int, str] = {}
+    crash = rng.random() < 0.5
+    byz_count = rng.randint(0, faulty_budget - (1 if crash else 0))
+    first_small = 1 if weights else 0  # never make the weight-3 validator byzantine
+    for index in rng.sample(range(first_small, n), byz_count):
+        byzantine[index] = rng.choice(["equivocate", "double-vote", "forge"])
+    return Scenario(
+        n=n,
+        weights=weights,
+        byzantine=byzantine,
+        loss=rng.choice([0.0, 0.05, 0.15]),
+        duplicate=rng.choice([0.0, 0.1]),
+        max_delay=rng.choice([0.02, 0.1, 0.3]),
+        crash=crash,
+        partition=rng.random() < 0.4,
+    )
+
+
+def run(seed: int) -> Network:
+    s = draw(seed)
+    net = Network(
+        s.n,
+        seed,
+        weights=s.weights,
+        loss=s.loss,
+        duplicate=s.duplicate,
+        max_delay=s.max_delay,
+        byzantine=s.byzantine,
+    )
+    rng = random.Random(seed)
+    net.start()
+    honest = [n.address for n in net.honest()]
+    crashed = rng.choice(honest[1:]) if s.crash else None  # keep the heavy validator up
+    steady = [a for a in honest if a != crashed]
+    accepted: list[Transaction] = []
+    for step in range(40):
+        # submissions to peers that stay up must never be lost
+        accepted += net.submit(rng.choice(steady), rng.randint(1, 5))
+        if crashed and step == 8:
+            net.crash(crashed)
+        if crashed and step == 25:
+            net.restart(crashed)
+        if s.partition and step == 12:
+            side = set(rng.sample(list(net.nodes), len(net.nodes) // 2))
+            net.partition = [side, set(net.nodes) - side]
+        if step == 20:
+            net.heal()
+        net.run_until(net.now + 0.5)
+        net.check_safety()
+    net.loss = 0.0
+    net.heal()
+    deadline = net.now + LIVENESS_BOUND
+    while net.now < deadline and not net.committed_everywhere(accepted):
+        net.run_until(net.now + 1.0)
+        net.check_safety()
+    assert net.committed_everywhere(accepted), "liveness: transactions not final after healing"
+    return net
+
+
+def test_lft_simulation(seed: int) -> None:
+    try:
+        net = run(seed)
+    except AssertionError as exc:
+        raise AssertionError(
+            f"seed {seed} failed ({draw(seed).describe()}): {exc}\n"
+            f"replay: .venv/bin/pytest tests/sim/test_lft_sim.py --seed {seed}"
+        ) from exc
+    net.check_safety()
+    assert max(len(n.chain) for n in net.honest()) > 0
