@@ -114,7 +114,9 @@ class Config(Mapping[str, Any]):
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with the given keys changed (checked like any other layer)."""
-        return Config(_apply(dict(self._values), changes, "override"))
+        values = _apply(dict(self._values), changes, "override")
+        validate(values)
+        return Config(values)
 
     def __repr__(self) -> str:
         return f"Config({len(self._values)} keys)"
@@ -129,6 +131,30 @@ def _apply(values: dict[str, Any], layer: Mapping[str, Any], origin: str) -> dic
             raise ConfigError(f"unknown configuration key {key!r} in {origin}")
         values[key] = coerce(key, value, DEFAULTS[key])
     return values
+
+
+def validate(values: Mapping[str, Any]) -> None:
+    """Refuse combinations no layer may produce (unsafe consensus settings, impossible bounds)."""
+    ratio = values["VOTING_RATIO"]
+    if not 2 / 3 - 1e-9 <= ratio < 1:
+        raise ConfigError(
+            f"VOTING_RATIO {ratio} must be at least 2/3 (BFT safety) and below 1 (liveness)"
+        )
+    for key in (
+        "LEADER_BLOCK_CREATION_LIMIT",
+        "MAX_BLOCK_TX_NUM",
+        "MAX_BLOCK_KBYTES",
+        "TX_POOL_MAX",
+    ):
+        if values[key] < 1:
+            raise ConfigError(f"{key} must be at least 1, got {values[key]}")
+    for key in ("TIMEOUT_FOR_LEADER_COMPLAIN", "GRPC_TIMEOUT", "SCORE_QUERY_TIMEOUT"):
+        if values[key] <= 0:
+            raise ConfigError(f"{key} must be positive, got {values[key]}")
+    if values["MAX_TIMEOUT_FOR_LEADER_COMPLAIN"] < values["TIMEOUT_FOR_LEADER_COMPLAIN"]:
+        raise ConfigError(
+            "MAX_TIMEOUT_FOR_LEADER_COMPLAIN must not be below TIMEOUT_FOR_LEADER_COMPLAIN"
+        )
 
 
 def _user_layer() -> dict[str, Any]:
@@ -170,6 +196,7 @@ def load_config(
         _apply(values, read_json_layer(json_path), json_path)
     if overrides:
         _apply(values, overrides, "command-line flags")
+    validate(values)
     return Config(values)
 
 

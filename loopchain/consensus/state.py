@@ -578,7 +578,9 @@ class ChannelConsensus:
         voting = self.voting_set
         assert voting is not None
         actions: list[m.Action] = []
-        if self.signer.address not in tally and 3 * voting.weight_of(tally) > voting.total_weight:
+        if self.signer.address not in tally and voting.exceeds_third(
+            tally, self.config.limits.ratio
+        ):
             # more than a third complains: some honest validator timed out, so join it
             self._enter_round(round_, progressed=False)
             actions += self._complain(now)

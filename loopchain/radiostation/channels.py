@@ -1,21 +1,25 @@
 """Channel configuration of the RadioStation, read from channel_manage_data.json.
 
-The file maps a channel name to `{"score_package": str, "peers": [{"peer_target": "host:port"}]}`.
-When it does not exist the RadioStation runs one open channel (LOOPCHAIN_DEFAULT_CHANNEL).
+The file maps a channel name to `{"score_package": str, "peers": [{"peer_target": "host:port",
+"weight": int, "group_id": str}], "groups": {"<group_id>": {"weight": int}}}`; `weight` (default 1)
+and `group_id` (default none) shape the channel's validator set: peers of one group vote as one unit
+of the group's weight. When the file does not exist the RadioStation runs one open channel
+(LOOPCHAIN_DEFAULT_CHANNEL).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-_CHANNEL_KEYS = {"score_package", "peers"}
-_PEER_KEYS = {"peer_target"}
+_CHANNEL_KEYS = {"score_package", "peers", "groups"}
+_PEER_KEYS = {"peer_target", "weight", "group_id"}
 
 
 class ChannelDataError(ValueError):
@@ -29,6 +33,9 @@ class ChannelSpec:
     name: str
     score_package: str
     peer_targets: frozenset[str] | None
+    peer_weights: Mapping[str, int] = field(default_factory=dict)  # target -> weight
+    peer_groups: Mapping[str, str] = field(default_factory=dict)  # target -> group id
+    groups: Mapping[str, int] = field(default_factory=dict)  # group id -> weight
 
     def admits(self, target: str, channel_auth: bool) -> bool:
         """True when a peer at `target` belongs to this channel."""
@@ -43,11 +50,22 @@ def is_target(text: str) -> bool:
     return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
 
 
-def _parse_peers(path: Path, name: str, raw: Any) -> frozenset[str]:
+@dataclass
+class _Peers:
+    targets: set[str] = field(default_factory=set)
+    weights: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _parse_peers(path: Path, name: str, raw: Any) -> _Peers:
     where = f"{path}: channel {name!r}"
     if not isinstance(raw, list):
         raise ChannelDataError(f"{where}: 'peers' must be a list of {{'peer_target': 'host:port'}}")
-    targets: set[str] = set()
+    peers = _Peers()
     for index, entry in enumerate(raw):
         if not isinstance(entry, dict):
             raise ChannelDataError(f"{where}: peers[{index}] must be an object")
@@ -59,8 +77,37 @@ def _parse_peers(path: Path, name: str, raw: Any) -> frozenset[str]:
             raise ChannelDataError(
                 f"{where}: peers[{index}].peer_target must be 'host:port', got {target!r}"
             )
-        targets.add(target)
-    return frozenset(targets)
+        peers.targets.add(target)
+        weight = entry.get("weight", 1)
+        if not _positive_int(weight):
+            raise ChannelDataError(f"{where}: peers[{index}].weight must be a positive integer")
+        peers.weights[target] = weight
+        group = entry.get("group_id", "")
+        if not isinstance(group, str):
+            raise ChannelDataError(f"{where}: peers[{index}].group_id must be a string")
+        if group:
+            peers.groups[target] = group
+    return peers
+
+
+def _parse_groups(path: Path, name: str, raw: Any, peers: _Peers) -> dict[str, int]:
+    where = f"{path}: channel {name!r}"
+    if not isinstance(raw, dict):
+        raise ChannelDataError(f"{where}: 'groups' must map group ids to {{'weight': int}}")
+    groups: dict[str, int] = {}
+    for group_id, spec in raw.items():
+        if not isinstance(spec, dict) or set(spec) - {"weight"}:
+            raise ChannelDataError(f"{where}: groups[{group_id!r}] must be {{'weight': int}}")
+        weight = spec.get("weight", 1)
+        if not _positive_int(weight):
+            raise ChannelDataError(
+                f"{where}: groups[{group_id!r}].weight must be a positive integer"
+            )
+        groups[group_id] = weight
+    unknown = sorted(set(peers.groups.values()) - set(groups))
+    if unknown:
+        raise ChannelDataError(f"{where}: peers name groups {unknown} missing from 'groups'")
+    return groups
 
 
 def _parse_channel(path: Path, name: Any, raw: Any, default_package: str) -> ChannelSpec:
@@ -76,7 +123,9 @@ def _parse_channel(path: Path, name: Any, raw: Any, default_package: str) -> Cha
         raise ChannelDataError(
             f"{path}: channel {name!r}: score_package must be a non-empty string"
         )
-    return ChannelSpec(name, package, _parse_peers(path, name, raw.get("peers", [])))
+    peers = _parse_peers(path, name, raw.get("peers", []))
+    groups = _parse_groups(path, name, raw.get("groups", {}), peers)
+    return ChannelSpec(name, package, frozenset(peers.targets), peers.weights, peers.groups, groups)
 
 
 def parse_channels(path: Path, data: Any, default_package: str) -> dict[str, ChannelSpec]:

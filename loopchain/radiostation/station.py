@@ -8,7 +8,7 @@ from typing import Any
 from loopchain.configure import Config, ConfigError
 from loopchain.radiostation.registry import PeerView, Registry
 from loopchain.types.crypto import Signer
-from loopchain.types.validators import Validator, ValidatorSet
+from loopchain.types.validators import Group, Validator, ValidatorSet
 
 
 class UnknownChannel(LookupError):
@@ -55,8 +55,16 @@ class Station:
         cached = self._sets.get(channel)
         if cached is not None and cached.version == version:
             return cached
-        members = tuple(Validator(r.peer_id) for r in self.registry.members(channel))
-        signed = ValidatorSet(channel, version, members).signed_by(self.signer)
+        spec = self.registry.channels[channel]
+        members = tuple(
+            Validator(
+                r.peer_id, spec.peer_weights.get(r.target, 1), spec.peer_groups.get(r.target, "")
+            )
+            for r in self.registry.members(channel)
+        )
+        used = {m.group_id for m in members if m.group_id}
+        groups = tuple(Group(g, w) for g, w in spec.groups.items() if g in used)
+        signed = ValidatorSet(channel, version, members, groups=groups).signed_by(self.signer)
         self._sets[channel] = signed
         return signed
 

@@ -1,9 +1,12 @@
 """Validator sets and the quorum arithmetic (the only place it lives).
 
-A channel's validator set is an ordered list of validators with weights, issued and signed by the
-RadioStation; blocks carry its hash. A set of voters has a quorum when their weight is more than
-max(2/3, VOTING_RATIO) of the total. Any two quorums therefore intersect in more than 1/3 of the
-weight, so with byzantine weight below 1/3 they share an honest validator.
+A channel's validator set is an ordered list of validators, issued and signed by the RadioStation;
+blocks carry its hash. Voting units are the validators outside any group, each with its weight,
+and the groups, each with the weight configured for the group. A group's vote counts when its
+members holding more than the ratio of the group's member weight voted alike. A set of voters has a
+quorum when the units that voted hold more than max(2/3, VOTING_RATIO) of the total unit weight.
+Any two quorums therefore share units holding more than 1/3 of the weight, so with byzantine units
+below 1/3 of the weight they share an honest unit.
 """
 
 from __future__ import annotations
@@ -23,9 +26,18 @@ MIN_RATIO = Fraction(2, 3)
 
 @dataclass(frozen=True)
 class Validator:
-    """One voting unit of a channel."""
+    """A peer that votes: alone as a unit of `weight`, or inside the group `group_id`."""
 
     peer_id: str
+    weight: int = 1
+    group_id: str = ""
+
+
+@dataclass(frozen=True)
+class Group:
+    """Peers that vote as one unit of `weight`."""
+
+    group_id: str
     weight: int = 1
 
 
@@ -38,19 +50,30 @@ class ValidatorSet:
     validators: tuple[Validator, ...]
     issuer: str = ""
     signature: bytes = b""
+    groups: tuple[Group, ...] = ()
 
     def __post_init__(self) -> None:
         ids = [v.peer_id for v in self.validators]
         if len(set(ids)) != len(ids):
             raise EncodingError("a validator set lists a peer twice")
-        if any(v.weight <= 0 for v in self.validators):
-            raise EncodingError("validator weights must be positive")
+        if any(v.weight <= 0 for v in self.validators) or any(g.weight <= 0 for g in self.groups):
+            raise EncodingError("validator and group weights must be positive")
+        names = [g.group_id for g in self.groups]
+        if len(set(names)) != len(names) or "" in names:
+            raise EncodingError("group ids must be unique and non-empty")
+        used = {v.group_id for v in self.validators if v.group_id}
+        if used != set(names):
+            raise EncodingError("every group needs members and every member's group must be listed")
 
     def body(self) -> dict[str, Any]:
         return {
             "channel": self.channel,
             "version": self.version,
-            "validators": [{"peer_id": v.peer_id, "weight": v.weight} for v in self.validators],
+            "validators": [
+                {"peer_id": v.peer_id, "weight": v.weight, "group_id": v.group_id}
+                for v in self.validators
+            ],
+            "groups": [{"group_id": g.group_id, "weight": g.weight} for g in self.groups],
         }
 
     @property
@@ -60,7 +83,12 @@ class ValidatorSet:
 
     def signed_by(self, issuer: Signer) -> ValidatorSet:
         return ValidatorSet(
-            self.channel, self.version, self.validators, issuer.address, issuer.sign(self.hash)
+            self.channel,
+            self.version,
+            self.validators,
+            issuer.address,
+            issuer.sign(self.hash),
+            self.groups,
         )
 
     def verify_issuer(self, issuer_address: str) -> bool:
@@ -76,16 +104,40 @@ class ValidatorSet:
 
     @property
     def total_weight(self) -> int:
-        return sum(v.weight for v in self.validators)
+        """Weight of all voting units (ungrouped validators and groups)."""
+        solo = sum(v.weight for v in self.validators if not v.group_id)
+        return solo + sum(g.weight for g in self.groups)
 
-    def weight_of(self, peer_ids: Iterable[str]) -> int:
-        """Total weight of the distinct validators among `peer_ids` (others count 0)."""
-        weights = {v.peer_id: v.weight for v in self.validators}
-        return sum(weights.get(p, 0) for p in set(peer_ids))
+    def voting_units(self, peer_ids: Iterable[str], ratio: Fraction = MIN_RATIO) -> set[str]:
+        """Units that voted among `peer_ids`: ungrouped validators by peer id, groups by group id
+        (a group counts when its voters hold more than the ratio of its member weight)."""
+        voted = set(peer_ids)
+        units = {v.peer_id for v in self.validators if not v.group_id and v.peer_id in voted}
+        for group in self.groups:
+            members = [v for v in self.validators if v.group_id == group.group_id]
+            agreed = sum(v.weight for v in members if v.peer_id in voted)
+            if Fraction(agreed) > max(ratio, MIN_RATIO) * sum(v.weight for v in members):
+                units.add(group.group_id)
+        return units
+
+    def units_weight(self, units: Iterable[str]) -> int:
+        """Total weight of the named units."""
+        weights = {v.peer_id: v.weight for v in self.validators if not v.group_id}
+        weights.update({g.group_id: g.weight for g in self.groups})
+        return sum(weights.get(unit, 0) for unit in set(units))
+
+    def voting_weight(self, peer_ids: Iterable[str], ratio: Fraction = MIN_RATIO) -> int:
+        """Weight of the units that voted among `peer_ids` (non-validators count nothing)."""
+        return self.units_weight(self.voting_units(peer_ids, ratio))
 
     def has_quorum(self, peer_ids: Iterable[str], ratio: Fraction = MIN_RATIO) -> bool:
-        """True when the distinct validators among `peer_ids` hold more than `ratio` of the weight."""
-        return Fraction(self.weight_of(peer_ids)) > max(ratio, MIN_RATIO) * self.total_weight
+        """True when the units that voted hold more than `ratio` (at least 2/3) of the weight."""
+        bar = max(ratio, MIN_RATIO) * self.total_weight
+        return Fraction(self.voting_weight(peer_ids, ratio)) > bar
+
+    def exceeds_third(self, peer_ids: Iterable[str], ratio: Fraction = MIN_RATIO) -> bool:
+        """True when the units among `peer_ids` hold more than a third of the weight."""
+        return 3 * self.voting_weight(peer_ids, ratio) > self.total_weight
 
     def __contains__(self, peer_id: object) -> bool:
         return any(v.peer_id == peer_id for v in self.validators)
@@ -113,16 +165,23 @@ class ValidatorSet:
             {"channel": str, "version": int, "validators": list, "issuer": str, "signature": str},
         )
         validators = tuple(
-            Validator(v["peer_id"], v["weight"])
+            Validator(v["peer_id"], v["weight"], v["group_id"])
             for v in (
-                canonical.check_fields(v, {"peer_id": str, "weight": int})
+                canonical.check_fields(v, {"peer_id": str, "weight": int, "group_id": str})
                 for v in obj["validators"]
+            )
+        )
+        groups = tuple(
+            Group(g["group_id"], g["weight"])
+            for g in (
+                canonical.check_fields(g, {"group_id": str, "weight": int})
+                for g in obj.get("groups", [])
             )
         )
         signature = (
             canonical.hex_to_bytes(obj["signature"], "signature", 65) if obj["signature"] else b""
         )
-        return cls(obj["channel"], obj["version"], validators, obj["issuer"], signature)
+        return cls(obj["channel"], obj["version"], validators, obj["issuer"], signature, groups)
 
     @classmethod
     def decode(cls, raw: bytes) -> ValidatorSet:
@@ -131,9 +190,8 @@ class ValidatorSet:
 
 def ratio_from_config(voting_ratio: float) -> Fraction:
     """The quorum ratio from VOTING_RATIO; refuses one below 2/3 (unsafe) or at/above 1 (no quorum)."""
-    ratio = Fraction(str(voting_ratio))
-    if ratio < MIN_RATIO:
+    if voting_ratio < 2 / 3 - 1e-9:
         raise ValueError(f"VOTING_RATIO {voting_ratio} is below 2/3; BFT safety needs at least 2/3")
-    if ratio >= 1:
+    if voting_ratio >= 1:
         raise ValueError(f"VOTING_RATIO {voting_ratio} must be below 1")
-    return ratio
+    return max(Fraction(str(voting_ratio)), MIN_RATIO)

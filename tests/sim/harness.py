@@ -80,6 +80,8 @@ class Network:
         seed: int = 0,
         *,
         weights: list[int] | None = None,
+        groups: dict[int, str] | None = None,
+        group_weights: dict[str, int] | None = None,
         loss: float = 0.0,
         duplicate: float = 0.0,
         max_delay: float = 0.05,
@@ -200,6 +202,9 @@ class Network:
         for action in actions:
             match action:
                 case m.BroadcastProposal(block):
+                    if node.byzantine == "invalid":
+                        self._broadcast(me, m.ProposalReceived(self._invalid_twin(node, block)))
+                        continue
                     self._broadcast(me, m.ProposalReceived(block))
                     if node.byzantine == "equivocate":
                         self._equivocate(node, block)
@@ -294,6 +299,30 @@ class Network:
         others = [a for a in self.nodes if a != node.address]
         for address in others[: len(others) // 2]:
             self.deliver(node.address, address, m.ProposalReceived(twin))
+
+    def _invalid_twin(self, node: Node, block: Block) -> Block:
+        """The block with one transaction whose signature is forged (its leader signs it anyway)."""
+        header = block.header
+        victim = self.rng.choice(self.honest())
+        good = Transaction.create_v1(
+            CHANNEL, {"steal": header.height}, 7 + header.height, victim.signer
+        )
+        forged = Transaction({**good.body, "data": {"steal": "all"}}, good.signature, good.hash)
+        forged = Transaction.from_json(forged.to_json())
+        return Block.create(
+            channel=CHANNEL,
+            height=header.height,
+            round_=header.round,
+            prev_hash=header.prev_hash,
+            prev_qc=header.prev_qc,
+            transactions=[*block.transactions, forged],
+            timestamp=header.timestamp,
+            leader=node.signer,
+            next_leader=header.next_leader,
+            validators_hash=header.validators_hash,
+            validator_update=block.validator_update,
+            prev_tc=header.prev_tc,
+        )
 
     def _double_vote(self, node: Node, vote: Vote) -> None:
         other = Vote.create(CHANNEL, vote.height, vote.round, bytes(32), node.signer)

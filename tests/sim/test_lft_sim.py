@@ -20,6 +20,7 @@ class Scenario:
 
     n: int
     weights: list[int] | None
+    groups: dict[int, str] | None
     byzantine: dict[int, str]
     loss: float
     duplicate: float
@@ -29,7 +30,7 @@ class Scenario:
 
     def describe(self) -> str:
         return (
-            f"n={self.n} weights={self.weights} byzantine={self.byzantine} loss={self.loss:.2f} "
+            f"n={self.n} weights={self.weights} groups={self.groups} byzantine={self.byzantine} loss={self.loss:.2f} "
             f"dup={self.duplicate:.2f} delay<={self.max_delay:.2f} crash={self.crash} "
             f"partition={self.partition}"
         )
@@ -37,18 +38,25 @@ class Scenario:
 
 def draw(seed: int) -> Scenario:
     rng = random.Random(seed ^ 0x5EED)
-    kind = seed % 3
-    n, weights = [(4, None), (7, None), (5, [3, 1, 1, 1, 1])][kind]
-    faulty_budget = {0: 1, 1: 2, 2: 1}[kind]  # byzantine plus crashed weight stays below 1/3
+    kind = seed % 4
+    # 4 and 7 equal validators; 5 weighted (one of weight 3); 7 with a group of 4 (unit weight 2)
+    n, weights, groups = [
+        (4, None, None),
+        (7, None, None),
+        (5, [3, 1, 1, 1, 1], None),
+        (7, None, {3: "g", 4: "g", 5: "g", 6: "g"}),
+    ][kind]
+    faulty_budget = {0: 1, 1: 2, 2: 1, 3: 1}[kind]  # byzantine plus crashed weight stays below 1/3
     byzantine: dict[int, str] = {}
     crash = rng.random() < 0.5
     byz_count = rng.randint(0, faulty_budget - (1 if crash else 0))
     first_small = 1 if weights else 0  # never make the weight-3 validator byzantine
     for index in rng.sample(range(first_small, n), byz_count):
-        byzantine[index] = rng.choice(["equivocate", "double-vote", "forge"])
+        byzantine[index] = rng.choice(["equivocate", "double-vote", "forge", "invalid"])
     return Scenario(
         n=n,
         weights=weights,
+        groups=groups,
         byzantine=byzantine,
         loss=rng.choice([0.0, 0.05, 0.15]),
         duplicate=rng.choice([0.0, 0.1]),

@@ -115,9 +115,9 @@ def test_wrong_type_in_json_names_the_key(tmp_path: Path, key: str, value: Any) 
 
 
 def test_lenient_but_exact_json_types(tmp_path: Path) -> None:
-    path = write_json(tmp_path, {"VOTING_RATIO": 1, "ENABLE_CHANNEL_AUTH": 1, "RUN_REST_PROXY": 0})
+    path = write_json(tmp_path, {"GRPC_TIMEOUT": 1, "ENABLE_CHANNEL_AUTH": 1, "RUN_REST_PROXY": 0})
     config = load_config(path, {})
-    assert config.VOTING_RATIO == 1.0 and isinstance(config.VOTING_RATIO, float)
+    assert config.GRPC_TIMEOUT == 1.0 and isinstance(config.GRPC_TIMEOUT, float)
     assert config.ENABLE_CHANNEL_AUTH is True
     assert config.RUN_REST_PROXY is False
 
@@ -225,8 +225,8 @@ def test_config_does_not_alias_its_input() -> None:
 
 def test_replace_makes_a_checked_copy() -> None:
     config = load_config(environ={})
-    changed = config.replace(PORT_PEER=7300, VOTING_RATIO=1)
-    assert changed.PORT_PEER == 7300 and changed.VOTING_RATIO == 1.0
+    changed = config.replace(PORT_PEER=7300, GRPC_TIMEOUT=1)
+    assert changed.PORT_PEER == 7300 and changed.GRPC_TIMEOUT == 1.0
     assert config.PORT_PEER == 7100
     with pytest.raises(ConfigError, match="PORT_PEER"):
         config.replace(PORT_PEER="7300")
@@ -259,3 +259,20 @@ def test_describe_one_key_or_none() -> None:
         {"name": "GRPC_TIMEOUT", "value": configure_default.GRPC_TIMEOUT, "type": 2}
     ]
     assert describe(config, "NOT_A_KEY") == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"VOTING_RATIO": 0.5}, "VOTING_RATIO"),
+        ({"VOTING_RATIO": 1.0}, "VOTING_RATIO"),
+        ({"LEADER_BLOCK_CREATION_LIMIT": 0}, "LEADER_BLOCK_CREATION_LIMIT"),
+        ({"TIMEOUT_FOR_LEADER_COMPLAIN": 0.0}, "TIMEOUT_FOR_LEADER_COMPLAIN"),
+        ({"MAX_TIMEOUT_FOR_LEADER_COMPLAIN": 0.5}, "MAX_TIMEOUT_FOR_LEADER_COMPLAIN"),
+    ],
+)
+def test_unsafe_or_impossible_settings_are_refused(overrides: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        load_config(environ={}, overrides=overrides)
+    with pytest.raises(ConfigError, match=key):
+        load_config(environ={}).replace(**overrides)

@@ -23,7 +23,13 @@ from loopchain.types.hashing import (
     verify_merkle_proof,
 )
 from loopchain.types.transaction import Transaction
-from loopchain.types.validators import MIN_RATIO, Validator, ValidatorSet, ratio_from_config
+from loopchain.types.validators import (
+    MIN_RATIO,
+    Group,
+    Validator,
+    ValidatorSet,
+    ratio_from_config,
+)
 from loopchain.types.vote import QuorumCertificate, Vote
 
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -431,7 +437,7 @@ def test_any_two_quorums_intersect_in_more_than_a_third(
     vs = validator_set(weights)
     a, b = data.draw(subsets(vs.peer_ids)), data.draw(subsets(vs.peer_ids))
     if vs.has_quorum(a, ratio) and vs.has_quorum(b, ratio):
-        assert 3 * vs.weight_of(a & b) > vs.total_weight
+        assert 3 * vs.voting_weight(a & b) > vs.total_weight
         assert vs.has_quorum(a | b, ratio)  # adding voters never loses a quorum
     if ratio <= MIN_RATIO:  # a configured ratio never lowers the bar below 2/3
         assert vs.has_quorum(a, ratio) == vs.has_quorum(a)
@@ -439,10 +445,58 @@ def test_any_two_quorums_intersect_in_more_than_a_third(
     assert not vs.has_quorum([], ratio)
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 9), st.integers(0, 3)), min_size=1, max_size=12),
+    st.lists(st.integers(1, 20), min_size=3, max_size=3),
+    st.data(),
+    st.sampled_from([MIN_RATIO, Fraction(67, 100), Fraction(3, 4)]),
+)
+def test_grouped_quorums_share_units_holding_more_than_a_third(
+    members: list[tuple[int, int]], group_weights: list[int], data: st.DataObject, ratio: Fraction
+) -> None:
+    """Validators in up to three groups (group 0 = none): two quorums share > 1/3 of unit weight."""
+    used = sorted({g for _, g in members if g})
+    validators = tuple(
+        Validator(SIGNERS[i % len(SIGNERS)].address + f"{i}", w, f"g{g}" if g else "")
+        for i, (w, g) in enumerate(members)
+    )
+    groups = tuple(Group(f"g{g}", group_weights[g - 1]) for g in used)
+    vs = ValidatorSet("c", 1, validators, groups=groups)
+    a, b = data.draw(subsets(vs.peer_ids)), data.draw(subsets(vs.peer_ids))
+    if vs.has_quorum(a, ratio) and vs.has_quorum(b, ratio):
+        shared = vs.voting_units(a, ratio) & vs.voting_units(b, ratio)
+        assert 3 * vs.units_weight(shared) > vs.total_weight
+    assert vs.has_quorum(vs.peer_ids, ratio)
+    assert not vs.has_quorum([], ratio)
+    assert ValidatorSet.decode(vs.encode()) == vs
+
+
+def test_a_group_votes_as_one_unit() -> None:
+    ids = [s.address for s in SIGNERS[:5]]
+    vs = ValidatorSet(
+        "c",
+        1,
+        (
+            Validator(ids[0]),
+            Validator(ids[1]),
+            Validator(ids[2], 1, "g"),
+            Validator(ids[3], 1, "g"),
+            Validator(ids[4], 1, "g"),
+        ),
+        groups=(Group("g", 2),),
+    )
+    assert vs.total_weight == 4
+    assert vs.voting_units([ids[2], ids[3]]) == set()  # 2 of 3 members is not more than 2/3
+    assert vs.voting_units(ids[2:]) == {"g"}
+    assert vs.has_quorum([ids[0], *ids[2:]])  # 1 + 2 of 4
+    assert not vs.has_quorum([ids[0], ids[1], ids[2], ids[3]])  # 2 of 4: the group did not count
+
+
 def test_weight_counts_distinct_validators_only() -> None:
     vs = validator_set([1, 1, 1, 1])
     first = vs.peer_ids[0]
-    assert vs.weight_of([first, first, first, "hxnotamember"]) == 1
+    assert vs.voting_weight([first, first, first, "hxnotamember"]) == 1
     assert not vs.has_quorum([first] * 10)
     assert vs.has_quorum(vs.peer_ids[:3]) and not vs.has_quorum(vs.peer_ids[:2])
 
