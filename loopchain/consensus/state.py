@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 from loopchain.blockchain.chain import (
     ChainTip,
@@ -490,7 +491,9 @@ class ChannelConsensus:
         final = _proven_final_count(checked, proof, point, self.config.limits.ratio)
         actions: list[m.Action] = []
         for index, (block, qc, parent) in enumerate(checked[:final]):
-            last_proof = proof if index == len(checked) - 1 else None
+            last_proof = None
+            if index == final - 1:  # the newest final block keeps the child that proves it
+                last_proof = proof if final == len(checked) else checked[final][:2]
             actions.append(m.CommitBlock(block, qc, last_proof))
             self.pool.remove(tx.hash for tx in block.transactions)
             self.tip_certificate = qc
@@ -644,12 +647,9 @@ def _proven_final_count(
     checked: list[tuple[Block, QuorumCertificate, ChainTip]],
     proof: tuple[Block, QuorumCertificate] | None,
     last_point: ChainTip,
-    ratio: object,
+    ratio: Fraction,
 ) -> int:
     """How many of the checked blocks are proven final by a certified child one round later."""
-    from fractions import Fraction
-
-    assert isinstance(ratio, Fraction)
     final = 0
     for index in range(len(checked) - 1):
         block, child = checked[index][0], checked[index + 1][0]

@@ -152,3 +152,50 @@ def test_round_after_timeout_moves_to_the_next_leaders_turn() -> None:
     assert round_after_timeout(0, 3) == 3
     assert round_after_timeout(4, 3) == 6
     assert round_after_timeout(5, 1) == 6
+
+
+def _chain_of(net: Network, count: int) -> list:
+    net.start()
+    net.run_until(0.1)
+    for _ in range(count):
+        net.submit(_leader(net), 2)
+        net.run_until(net.now + 0.3)
+    net.run_until(net.now + 3)
+    return net.honest()[0].chain
+
+
+def test_sync_accepts_final_blocks_with_a_proof_and_only_provable_ones_without() -> None:
+    source_net = Network(4, seed=7)
+    chain = _chain_of(source_net, 6)
+    source = source_net.honest()[0]
+    assert len(chain) >= 4 and source.disk.proof is not None
+    fresh_net = Network(4, seed=7)  # same keys and RadioStation: a fresh peer of the same channel
+    fresh = next(iter(fresh_net.nodes.values())).state
+    without = fresh.handle(m.BlocksSynced(tuple(chain)), 10.0)
+    committed = [a for a in without if isinstance(a, m.CommitBlock)]
+    assert (
+        0 < len(committed) < len(chain)
+        or chain[-1][0].header.round + 1 != source.disk.proof[0].header.round
+    )
+    rest = tuple(chain[fresh.tip.height + 1 :])
+    with_proof = fresh.handle(m.BlocksSynced(rest, source.disk.proof), 10.0)
+    assert not [a for a in with_proof if isinstance(a, m.Rejected)]
+    assert fresh.tip.height == chain[-1][0].height
+    assert fresh.tip.block_hash == chain[-1][0].hash
+
+
+def test_sync_rejects_a_block_with_a_forged_certificate() -> None:
+    source_net = Network(4, seed=8)
+    chain = _chain_of(source_net, 3)
+    block, qc = chain[0]
+    forged = type(qc)(
+        qc.channel,
+        qc.height,
+        qc.round,
+        qc.block_hash,
+        tuple((v, b"\x02" * 65) for v, _ in qc.signatures),
+    )
+    fresh = next(iter(Network(4, seed=8).nodes.values())).state
+    actions = fresh.handle(m.BlocksSynced(((block, forged), *chain[1:])), 10.0)
+    assert [a for a in actions if isinstance(a, m.Rejected)]
+    assert fresh.tip.height == -1
