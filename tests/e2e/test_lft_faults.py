@@ -1,0 +1,280 @@
+"""LFT under real faults: real RadioStation and peer processes, killed, stopped and restarted."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.procs import LocalNetwork, http, post_json, wait_until
+
+PEERS = 4
+OBSERVATION_WINDOW = 6.0  # test 3: how long a halted channel is watched for a block
+
+
+# ------------------------------------------------------------------ network set-up and teardown
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[LocalNetwork]:
+    """A RadioStation and four peers, all of which see the same four validators."""
+    network = LocalNetwork(tmp_path)
+    try:
+        network.start_radiostation()
+        for _ in range(PEERS):
+            network.start_peer()
+        wait_until(lambda: _all_ready(network), 30, "four peers that know all four validators")
+        yield network
+    finally:
+        codes = network.stop_all()
+        bad = network.tracebacks()
+        assert not bad, f"tracebacks in logs of {bad} (see {network.workdir})"
+        assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+
+
+def _all_ready(net: LocalNetwork) -> bool:
+    for port in sorted(net.peers):
+        status = net.status(port)
+        if status["validator_count"] != PEERS or status["audience_count"] != PEERS - 1:
+            return False
+    return True
+
+
+# ------------------------------------------------------------------ talking to peers
+
+
+def _submit(net: LocalNetwork, port: int, data: object) -> str:
+    reply = post_json(f"{net.rest(port)}/api/v1/transactions", data)
+    assert reply["response_code"] == 0, reply
+    return str(reply["tx_hash"])
+
+
+def _tx_height(net: LocalNetwork, port: int, tx_hash: str) -> int | None:
+    """The height of the block holding the transaction (-1 while pooled), None if unknown."""
+    status, body = http("GET", f"{net.rest(port)}/api/v1/transactions?hash={tx_hash}")
+    return int(body["block_height"]) if status == 200 else None
+
+
+def _final_on(net: LocalNetwork, port: int, tx_hash: str) -> bool:
+    height = _tx_height(net, port, tx_hash)
+    return height is not None and height >= 0
+
+
+def _wait_final(
+    net: LocalNetwork, ports: Sequence[int], hashes: Sequence[str], deadline: float, what: str
+) -> None:
+    """Wait until every transaction is in a final block on every one of `ports`."""
+    pending = [(port, tx_hash) for port in ports for tx_hash in hashes]
+
+    def all_final() -> bool:
+        while pending and _final_on(net, *pending[0]):
+            pending.pop(0)
+        return not pending
+
+    try:
+        wait_until(all_final, deadline, what)
+    except AssertionError as exc:
+        port, tx_hash = pending[0]
+        raise AssertionError(
+            f"{exc}; {len(pending)} (peer, tx) pairs not final, first: tx {tx_hash} on peer "
+            f"{port} (state {_tx_height(net, port, tx_hash)}), heights "
+            f"{ {p: net.height(p) for p in ports} } (logs in {net.workdir})"
+        ) from None
+
+
+def _assert_agree(net: LocalNetwork, ports: Sequence[int]) -> int:
+    """Every peer of `ports` holds the same block at every height they all have; the top height."""
+    top = min(net.height(port) for port in ports)
+    assert top >= 0, "no block was finalised"
+    for height in range(top + 1):
+        hashes = {port: net.block_hash_at(port, height) for port in ports}
+        assert len(set(hashes.values())) == 1, f"peers differ at height {height}: {hashes}"
+    return top
+
+
+def _wait_same_height(net: LocalNetwork, ports: Sequence[int], deadline: float) -> int:
+    def same() -> int | None:
+        heights = {net.height(port) for port in ports}
+        return heights.pop() + 1 if len(heights) == 1 else None
+
+    return wait_until(same, deadline, f"peers {list(ports)} at one height") - 1
+
+
+def _leader_port(net: LocalNetwork, ports: Sequence[int]) -> int:
+    """The port of the peer that all of `ports` name as the leader (it says so itself)."""
+    statuses = {port: net.status(port) for port in ports}
+    leaders = {s["leader_id"] for s in statuses.values()}
+    assert len(leaders) == 1, f"peers disagree on the leader: {leaders}"
+    leader_id = leaders.pop()
+    port = next(p for p, s in statuses.items() if s["peer_id"] == leader_id)
+    assert statuses[port]["peer_type"] == "1", statuses[port]
+    return port
+
+
+def _warm_up(net: LocalNetwork, ports: Sequence[int]) -> None:
+    """One transaction final everywhere, then an idle channel: no pooled or in-flight work."""
+    tx_hash = _submit(net, ports[0], {"data": "warm-up"})
+    _wait_final(net, ports, [tx_hash], 30, "the warm-up transaction")
+    wait_until(lambda: all(net.status(p)["tx_pool_size"] == 0 for p in ports), 20, "empty tx pools")
+    _wait_same_height(net, ports, 20)
+
+
+class TxLoad:
+    """Posts transactions round-robin to some peers from a background thread until stopped."""
+
+    def __init__(self, net: LocalNetwork, ports: Sequence[int], limit: int) -> None:
+        self.net = net
+        self.ports = list(ports)
+        self.limit = limit
+        self.acked: list[str] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tx-load", daemon=True)
+
+    def __enter__(self) -> TxLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "the load thread did not stop"
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        for index in range(self.limit):
+            if self._stop.is_set():
+                return
+            port = self.ports[index % len(self.ports)]
+            body = json.dumps({"data": f"load {index}"}).encode()
+            try:
+                status, reply = http("POST", f"{self.net.rest(port)}/api/v1/transactions", body)
+            except OSError as exc:
+                self.errors.append(f"peer {port}: {exc}")
+                continue
+            if status == 200:
+                self.acked.append(str(reply["tx_hash"]))
+            else:
+                self.errors.append(f"peer {port}: {status} {reply}")
+
+
+# ------------------------------------------------------------------ the tests
+
+
+def test_killed_leader_under_load_loses_nothing_and_rejoins_after_restart(
+    net: LocalNetwork,
+) -> None:
+    ports = sorted(net.peers)
+    _warm_up(net, ports)
+    victim = _leader_port(net, ports)
+    others = [p for p in ports if p != victim]
+    start_height = net.height(others[0])
+
+    # 1. load the followers; kill -9 the leader once blocks flow, keep loading through failover
+    with TxLoad(net, others, limit=600) as load:
+        wait_until(
+            lambda: len(load.acked) >= 100 and net.height(others[0]) >= start_height + 2,
+            30,
+            "transactions acknowledged and blocks made under load",
+        )
+        assert net.status(victim)["peer_type"] == "1", "the leader changed before the kill"
+        net.peers[victim].kill9()
+        acked_at_kill = len(load.acked)
+        kill_height = max(net.height(p) for p in others)
+        wait_until(
+            lambda: len(load.acked) >= acked_at_kill + 100 or load.done,
+            30,
+            "transactions acknowledged after the kill",
+        )
+    assert not load.errors, f"survivors refused transactions: {load.errors[:5]}"
+    assert len(load.acked) > acked_at_kill, "no transaction was sent after the kill"
+
+    # 2. blocks resume, nothing acknowledged is lost, the survivors agree
+    wait_until(
+        lambda: min(net.height(p) for p in others) > kill_height, 30, "blocks after the kill"
+    )
+    _wait_final(net, others, load.acked, 60, "every acknowledged transaction on every survivor")
+    assert any(net.status(p)["leader_complaint"] > 0 for p in others), "no complaint was made"
+    _wait_same_height(net, others, 20)
+    _assert_agree(net, others)
+
+    # 3. the killed peer comes back on its port, catches up and holds the same chain
+    net.start_peer(victim)
+    target = max(net.height(p) for p in others)
+    wait_until(lambda: net.height(victim) >= target, 30, "the restarted peer to catch up")
+    wait_until(lambda: _all_ready(net), 20, "the restarted peer to see all validators")
+    _assert_agree(net, ports)
+
+    # 4. it votes: with one other peer stopped, 3 of 4 (it included) still finalise
+    stopped = others[0]
+    assert net.peers[stopped].stop() == 0
+    running = [p for p in ports if p != stopped]
+    fresh = [_submit(net, running[i % 3], {"data": f"after restart {i}"}) for i in range(6)]
+    _wait_final(net, running, fresh, 60, "new transactions with the restarted peer voting")
+    _wait_same_height(net, running, 20)
+    _assert_agree(net, running)
+
+
+def test_channel_keeps_finalising_without_the_radiostation(net: LocalNetwork) -> None:
+    ports = sorted(net.peers)
+    _warm_up(net, ports)
+    radiostation = net.radiostation
+    assert radiostation is not None
+    assert radiostation.stop() == 0
+    status, _ = _probe(f"{net.rs_rest}/api/v1/peer/list")
+    assert status is None, "the RadioStation still answers"
+
+    before = net.height(ports[0])
+    hashes = [_submit(net, ports[i % PEERS], {"data": f"no radiostation {i}"}) for i in range(8)]
+    _wait_final(net, ports, hashes, 30, "transactions final with the RadioStation down")
+    top = _wait_same_height(net, ports, 20)
+    assert top > before
+    _assert_agree(net, ports)
+
+
+def test_two_of_four_down_halts_without_fork_and_resumes_on_restart(net: LocalNetwork) -> None:
+    ports = sorted(net.peers)
+    _warm_up(net, ports)
+    leader = _leader_port(net, ports)
+    follower = next(p for p in ports if p != leader)
+    for port in (leader, follower):
+        assert net.peers[port].stop() == 0
+    running = [p for p in ports if p not in (leader, follower)]
+    before = {p: (net.height(p), net.status(p)["block_hash"]) for p in running}
+    assert len({h for h, _ in before.values()}) == 1, before
+
+    # 1. half the weight cannot finalise: watch the survivors for a block that must not come
+    pending = [_submit(net, running[0], {"data": f"while halted {i}"}) for i in range(5)]
+    window_end = time.monotonic() + OBSERVATION_WINDOW
+    while time.monotonic() < window_end:
+        now = {p: (net.height(p), net.status(p)["block_hash"]) for p in running}
+        assert now == before, f"a block was finalised by 2 of 4 peers: {before} -> {now}"
+        time.sleep(0.2)
+    assert all(_tx_height(net, running[0], h) == -1 for h in pending), "txs left the pool"
+    assert net.status(running[0])["leader_complaint"] > 0, "the survivors never complained"
+
+    # 2. a third peer returns: progress resumes, the pending transactions become final
+    net.start_peer(follower)
+    running.append(follower)
+    _wait_final(net, running, pending, 60, "pending transactions after the restart")
+    _wait_same_height(net, running, 20)
+    top = _assert_agree(net, running)
+    assert top > before[running[0]][0]
+
+
+def _probe(url: str) -> tuple[int | None, object]:
+    """(status, body) of a GET, or (None, error) when nothing answers."""
+    try:
+        return http("GET", url, timeout=2.0)
+    except OSError as exc:
+        return None, exc
