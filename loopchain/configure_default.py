@@ -35,6 +35,9 @@ DEFAULT_SCORE_BRANCH = "master"
 ALLOW_LOAD_SCORE_IN_DEVELOP = False
 SCORE_QUERY_TIMEOUT = 3.0
 SCORE_INVOKE_TIMEOUT = 10.0
+SCORE_STEP_LIMIT = 1_000_000  # Python line events one transaction or query may run (deterministic)
+SCORE_MEMORY_LIMIT_MB = 1024  # address-space limit of a SCORE process
+SCORE_RESTART_BACKOFF_MAX = 5.0
 
 # Consensus
 VOTING_RATIO = 0.67
