@@ -1,0 +1,138 @@
+"""Smoke runs of the benchmark tools: they run end to end and print sane figures as JSON.
+
+The figures themselves are never asserted against a time budget; only their shape and sanity.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loopchain.configure import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SYNC = "tools/bench_sync.py"
+FAILOVER = "tools/bench_failover.py"
+
+
+def run_tool(*args: str, deadline: float) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of a tool; on overrunning `deadline` it gets SIGTERM first, so
+    it can stop the processes it started, and the test fails."""
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=deadline)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        pytest.fail(f"{args[0]} overran {deadline} s\nstdout:\n{out}\nstderr:\n{err}")
+    return proc.returncode, out, err
+
+
+def last_json(out: str) -> dict[str, Any]:
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert lines, "the tool printed nothing"
+    value = json.loads(lines[-1])
+    assert isinstance(value, dict)
+    return value
+
+
+def check_sync_figures(figures: dict[str, Any], blocks: int, txs_per_block: int) -> None:
+    assert figures["benchmark"] == "sync"
+    assert figures["blocks"] == blocks
+    assert figures["txs_per_block"] == txs_per_block
+    assert figures["txs"] == blocks * txs_per_block
+    assert figures["batch_blocks"] == int(load_config().SYNC_BATCH_BLOCKS)
+    assert figures["chain_bytes"] > blocks * 500  # a signed header and certificate at least
+    assert figures["build_s"] > 0 and figures["sync_s"] > 0 and figures["server_open_s"] >= 0
+    assert figures["sync_calls"] >= 1
+    assert figures["blocks_per_s"] == pytest.approx(blocks / figures["sync_s"], rel=0.01)
+    assert figures["tx_per_s"] == pytest.approx(
+        figures["blocks_per_s"] * txs_per_block, rel=0.01, abs=0.1
+    )
+
+
+def test_bench_sync_over_several_batches_prints_its_figures() -> None:
+    # 250 blocks: two full batches of 100 and a last one that needs the tip's commit proof
+    code, out, err = run_tool(
+        SYNC, "--blocks", "250", "--txs-per-block", "2", "--json", deadline=120
+    )
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "blocks/s" in out and "built in" in out
+    check_sync_figures(last_json(out), 250, 2)
+
+
+def test_bench_sync_with_a_single_empty_block() -> None:
+    code, out, err = run_tool(SYNC, "--blocks", "1", "--txs-per-block", "0", "--json", deadline=60)
+    assert code == 0, err
+    figures = last_json(out)
+    assert figures["blocks"] == 1 and figures["txs"] == 0 and figures["tx_per_s"] == 0
+
+
+def test_bench_sync_refuses_bad_arguments() -> None:
+    code, _out, err = run_tool(SYNC, "--blocks", "0", deadline=30)
+    assert code == 2 and "--blocks must be at least 1" in err
+    code, _out, err = run_tool(SYNC, "--txs-per-block", "-1", deadline=30)
+    assert code == 2 and "--txs-per-block must be 0..1000" in err
+
+
+def test_bench_failover_refuses_a_network_without_a_surviving_quorum() -> None:
+    code, out, err = run_tool(FAILOVER, "--peers", "3", deadline=30)
+    assert code == 2 and "quorum" in err
+    assert "starting" not in out  # refused before any process was started
+    code, _out, err = run_tool(FAILOVER, "--trials", "0", deadline=30)
+    assert code == 2 and "--trials must be at least 1" in err
+
+
+def test_bench_failover_one_trial_prints_its_figures() -> None:
+    code, out, err = run_tool(FAILOVER, "--trials", "1", "--json", deadline=300)
+    assert code == 0, f"{out}\n{err}"
+    assert "trial 1: killed leader" in out and "median" in out
+    figures = last_json(out)
+    assert figures["benchmark"] == "leader_failover"
+    assert figures["peers"] == 4 and figures["trials"] == 1
+    assert figures["settings"]["TIMEOUT_FOR_LEADER_COMPLAIN"] == 1.0  # default settings
+    (failover,) = figures["failover_s"]
+    assert 0 < failover < 120
+    assert figures["median_s"] == figures["min_s"] == figures["max_s"] == pytest.approx(failover)
+    (trial,) = figures["details"]
+    assert trial["all_survivors_s"] >= trial["failover_s"]
+    assert trial["new_leader"] and trial["new_leader"] != trial["killed_id"]
+    assert trial["new_height"] > trial["kill_height"]
+    assert trial["restart_s"] > 0 and trial["catchup_s"] >= 0
+    assert figures["tx_sent"] > 0
+    assert figures["tracebacks"] == []
+    assert figures["workdir"] == ""  # not kept
+
+
+@pytest.mark.slow
+def test_bench_sync_default_chain_of_ten_thousand_blocks() -> None:
+    code, out, err = run_tool(SYNC, "--json", deadline=1200)
+    assert code == 0, err
+    check_sync_figures(last_json(out), 10_000, 10)
+
+
+@pytest.mark.slow
+def test_bench_failover_default_five_trials() -> None:
+    code, out, err = run_tool(FAILOVER, "--json", deadline=900)
+    assert code == 0, f"{out}\n{err}"
+    figures = last_json(out)
+    assert figures["trials"] == 5 and len(figures["failover_s"]) == 5
+    assert figures["min_s"] <= figures["median_s"] <= figures["max_s"]
+    assert len({t["killed_id"] for t in figures["details"]}) >= 2  # the role moved around
