@@ -11,6 +11,13 @@ Key schema (integers are unsigned big-endian, heights and rounds 8 bytes, so key
   b"s/channel"             -> channel name (UTF-8)         the channel this store belongs to
   b"s/vote"                -> height + round + block hash  the last vote this node signed
   b"m/" + name (UTF-8)     -> value                        free metadata of the node (put_meta)
+  b"r/" + tx hash (32)     -> canonical {code, message, height}   a transaction's SCORE result
+  b"s/executed"            -> canonical {height, state_root, results_hash}   last executed block
+  b"e/" + height           -> state root (32) + results hash (32)   roots after each executed block
+  b"v/" + height           -> b""                          heights of blocks carrying a validator update
+
+Execution (SCORE) runs after finality: the results of one executed block and the s/executed pointer
+are written in ONE batch, heights 0..executed with no gap, executed <= tip.
 
 Invariants: everything of one block (b/, h/, t/, c/, s/tip, s/total_tx, s/channel) is written in ONE
 write batch, so after a crash the store holds either all of it or none of it. The block at height h
@@ -23,6 +30,7 @@ forward in (height, round), and never names two blocks for one (height, round).
 from __future__ import annotations
 
 from loopchain.storage.abc import KeyValueStore
+from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import QuorumCertificate
@@ -36,6 +44,10 @@ TOTAL_TX = b"s/total_tx"
 CHANNEL = b"s/channel"
 VOTE = b"s/vote"
 META = b"m/"
+RESULT = b"r/"
+EXECUTED = b"s/executed"
+ROOTS = b"e/"
+UPDATES = b"v/"
 
 HASH_BYTES = 32
 CHECK_DEPTH = 8  # how many blocks below the tip check() walks back through
@@ -83,6 +95,8 @@ class BlockStore:
             batch.put(TOTAL_TX, _u64(self.total_tx() + len(block.transactions)))
             batch.put(CHANNEL, self.channel.encode())
             batch.put(TIP, _u64(height) + block_hash)
+            if block.validator_update is not None:
+                batch.put(_height_key(UPDATES, height), b"")
         self._tip_height, self._tip_hash = height, block_hash
         self._tip = (block, certificate)
 
@@ -148,6 +162,55 @@ class BlockStore:
                 )
         self._kv.put(VOTE, _u64(height) + _u64(round_) + block_hash, sync=True)
 
+    def save_results(
+        self,
+        height: int,
+        results: list[tuple[bytes, int, str]],
+        state_root: bytes,
+        results_hash: bytes,
+    ) -> None:
+        """Record the execution of the block at `height` (tx hash, code, message) in ONE batch."""
+        executed = self.executed()
+        expected = (executed[0] if executed else -1) + 1
+        if height != expected or height > self._tip_height:
+            raise BlockStoreError(f"cannot record execution of block {height}: expected {expected}")
+        with self._kv.write_batch() as batch:
+            for tx_hash, code, message in results:
+                value = {"code": code, "message": message, "height": height}
+                batch.put(RESULT + tx_hash, canonical.encode(value))
+            pointer = {
+                "height": height,
+                "state_root": state_root.hex(),
+                "results_hash": results_hash.hex(),
+            }
+            batch.put(EXECUTED, canonical.encode(pointer))
+            batch.put(_height_key(ROOTS, height), state_root + results_hash)
+
+    def roots_at(self, height: int) -> tuple[bytes, bytes] | None:
+        """(state root, results hash) after executing the block at `height`."""
+        raw = self._kv.get(_height_key(ROOTS, height))
+        return (raw[:HASH_BYTES], raw[HASH_BYTES:]) if raw is not None else None
+
+    def executed(self) -> tuple[int, bytes, bytes] | None:
+        """(height, state root, results hash) of the last executed block, None before any."""
+        raw = self._kv.get(EXECUTED)
+        if raw is None:
+            return None
+        value = canonical.decode(raw)
+        return (
+            int(value["height"]),
+            bytes.fromhex(value["state_root"]),
+            bytes.fromhex(value["results_hash"]),
+        )
+
+    def tx_result(self, tx_hash: bytes) -> tuple[int, str, int] | None:
+        """(code, message, height) of an executed transaction."""
+        raw = self._kv.get(RESULT + tx_hash)
+        if raw is None:
+            return None
+        value = canonical.decode(raw)
+        return int(value["code"]), str(value["message"]), int(value["height"])
+
     def put_meta(self, name: str, value: bytes) -> None:
         """Durably store a named metadata value."""
         self._kv.put(META + name.encode(), value, sync=True)
@@ -178,6 +241,24 @@ class BlockStore:
             return None
         block_hash = self._kv.get(_height_key(HEIGHT, height))
         return self.block_by_hash(block_hash) if block_hash is not None else None
+
+    def encoded_at(self, height: int) -> tuple[bytes, bytes] | None:
+        """The stored (canonical) bytes of the block at `height` and of its certificate."""
+        if not 0 <= height <= self._tip_height:
+            return None
+        block_hash = self._kv.get(_height_key(HEIGHT, height))
+        raw = self._kv.get(BLOCK + block_hash) if block_hash is not None else None
+        certificate = self._kv.get(_height_key(CERTIFICATE, height))
+        return (raw, certificate) if raw is not None and certificate is not None else None
+
+    def update_heights(self, limit: int = 2) -> list[int]:
+        """Heights of the newest blocks that carry a validator update, newest first."""
+        heights = []
+        for key, _ in self._kv.iterate(UPDATES, reverse=True):
+            heights.append(_int(key[len(UPDATES) :]))
+            if len(heights) >= limit:
+                break
+        return heights
 
     def block_by_hash(self, block_hash: bytes) -> Block | None:
         """The final block with `block_hash`, None when there is none."""

@@ -20,6 +20,7 @@ class ChainTip:
     block_hash: bytes = b""
     round: int = -1
     timestamp: int = 0
+    state_height: int = -1  # the executed height whose roots the tip block carries
     validators: ValidatorSet | None = None  # the set that certified the tip block
     next_validators: ValidatorSet | None = None  # the set that votes at height + 1
 
@@ -33,6 +34,7 @@ class ChainTip:
             block_hash=block.hash,
             round=block.header.round,
             timestamp=block.header.timestamp,
+            state_height=block.header.state_height,
             validators=voting,
             next_validators=following,
         )
@@ -66,8 +68,13 @@ def check_extends(tip: ChainTip, block: Block, issuer: str, ratio: Fraction) -> 
     problem = block.check_integrity()
     if problem:
         return problem
-    if header.state_root != EMPTY_ROOT or header.results_hash != EMPTY_ROOT:
-        return "state root and results hash must be empty until SCORE execution is enabled"
+    if header.state_height < tip.state_height or header.state_height > tip.height:
+        return f"block carries the state of height {header.state_height}, out of order"
+    if header.state_height < 0 and (header.state_root, header.results_hash) != (
+        EMPTY_ROOT,
+        EMPTY_ROOT,
+    ):
+        return "a block before any execution must carry empty roots"
     return _check_validators(tip, block, issuer) or _check_prev_qc(tip, block, ratio)
 
 

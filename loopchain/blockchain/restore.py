@@ -14,29 +14,30 @@ def restore_tip(store: BlockStore, channel: str) -> tuple[ChainTip, QuorumCertif
     if found is None:
         return ChainTip(channel), None
     block, qc = found
-    # Walk back to the newest block carrying a validator update: it fixes the sets at the tip.
-    next_validators: ValidatorSet | None = None
-    voting_tip: ValidatorSet | None = None
-    height = block.height
-    while height >= 0 and voting_tip is None:
-        current = store.block_by_height(height)
-        if current is None:
-            raise RuntimeError(f"block store of {channel} lacks height {height}")
-        update = current.validator_update
-        if update is not None:
-            if next_validators is None:
-                next_validators = update
-                if height < block.height or height == 0:
-                    voting_tip = update
-            else:
-                voting_tip = update
-        height -= 1
+    # The newest block carrying a validator update fixes the next set; the one before it (or the
+    # same one, when it is older than the tip or is the first block) the set that certified the tip.
+    updates = store.update_heights(limit=2)
+    if not updates:
+        raise RuntimeError(f"block store of {channel} holds no validator set (no first block?)")
+
+    def update_at(height: int) -> ValidatorSet:
+        carrier = store.block_by_height(height)
+        if carrier is None or carrier.validator_update is None:
+            raise RuntimeError(f"block store of {channel} lacks the validator update at {height}")
+        return carrier.validator_update
+
+    next_validators = update_at(updates[0])
+    if updates[0] < block.height or block.height == 0:
+        voting_tip = next_validators
+    else:
+        voting_tip = update_at(updates[1]) if len(updates) > 1 else next_validators
     tip = ChainTip(
         channel=channel,
         height=block.height,
         block_hash=block.hash,
         round=block.header.round,
         timestamp=block.header.timestamp,
+        state_height=block.header.state_height,
         validators=voting_tip,
         next_validators=next_validators,
     )

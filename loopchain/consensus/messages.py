@@ -57,6 +57,15 @@ class BlocksSynced:
 
 
 @dataclass(frozen=True)
+class BlockExecuted:
+    """The SCORE executed the final block at `height` (results recorded)."""
+
+    height: int
+    state_root: bytes
+    results_hash: bytes
+
+
+@dataclass(frozen=True)
 class TimeoutFired:
     kind: str  # "round" or "propose"
     round: int
@@ -77,6 +86,7 @@ Event = (
     | ComplaintReceived
     | BlockFetched
     | BlocksSynced
+    | BlockExecuted
     | TimeoutFired
     | ValidatorsChanged
 )

@@ -15,6 +15,10 @@ Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2)
   or follows a timeout certificate and extends a certificate at least as high as any its signers
   reported. The vote (and the highest certificate) is persisted before it is sent to the next
   round's leader, which forms the certificate and broadcasts it.
+* Execute. Final blocks are executed by the channel's SCORE in order, outside this machine; a block
+  carries the state root and results hash of the newest block its leader has executed
+  (`state_height`), and a validator votes only when those roots equal its own for that height —
+  waiting for its own execution to catch up first when it is behind.
 * Finalise (two-chain rule). When block B' of round k + 1 that extends block B of round k is
   certified, B and all its ancestors are final: written to the store in order with their
   certificates, their transactions removed from every pool.
@@ -59,6 +63,7 @@ from loopchain.consensus.rules import SafetyRules, leader_of, round_after_timeou
 from loopchain.consensus.tree import BlockTree, TreeNode
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
+from loopchain.types.hashing import EMPTY_ROOT
 from loopchain.types.transaction import Transaction
 from loopchain.types.validators import ValidatorSet
 from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
@@ -92,6 +97,8 @@ class ChannelConsensus:
         pool: TxPool,
         is_committed: Callable[[bytes], bool],
         safety: SafetyRules | None = None,
+        roots_at: Callable[[int], tuple[bytes, bytes] | None] = lambda height: None,
+        executed_height: int = -1,
     ) -> None:
         self.config = config
         self.signer = signer
@@ -116,6 +123,9 @@ class ChannelConsensus:
         self.propose_timer_round = -1
         self.made_block_count = 0
         self.complaint_count = 0
+        self.roots_at = roots_at  # (state root, results hash) after an executed height
+        self.executed_height = executed_height
+        self.awaiting_execution: list[m.ProposalReceived] = []
 
     # ------------------------------------------------------------ queries
 
@@ -181,6 +191,8 @@ class ChannelConsensus:
                 return self._on_fetched(block, now)
             case m.BlocksSynced(blocks, proof):
                 return self._on_synced(blocks, proof, now)
+            case m.BlockExecuted(height, _state_root, _results_hash):
+                return self._on_executed(height, now)
             case m.TimeoutFired(kind, round_):
                 return self._on_timeout(kind, round_, now)
             case m.ValidatorsChanged(validators):
@@ -215,6 +227,8 @@ class ChannelConsensus:
         tc = self._justifying_tc(parent)
         if self.round != parent.round + 1 and tc is None:
             return []
+        if self.executed_height < parent.state_height:
+            return []  # its own execution is behind the chain's: propose once it catches up
         wait = self.last_proposal_time + self.config.interval - now
         if wait > 0:
             if self.propose_timer_round == self.round:
@@ -247,6 +261,8 @@ class ChannelConsensus:
         limits = self.config.limits
         in_flight = self.tree.tx_hashes_on_path(parent.block_hash)
         txs = self.pool.take(limits.max_block_txs, limits.max_block_bytes, exclude=in_flight)
+        roots = self.roots_at(self.executed_height) if self.executed_height >= 0 else None
+        state_root, results_hash = roots or (EMPTY_ROOT, EMPTY_ROOT)
         block = Block.create(
             channel=parent.channel,
             height=parent.height + 1,
@@ -260,6 +276,9 @@ class ChannelConsensus:
             validators_hash=voting.hash,
             validator_update=update,
             prev_tc=tc,
+            state_height=self.executed_height if roots else -1,
+            state_root=state_root,
+            results_hash=results_hash,
         )
         self.proposed_round = self.round
         self.last_proposal_time = now
@@ -375,6 +394,13 @@ class ChannelConsensus:
             block.header.round, qc_round, tc, self.config.blocks_per_leader
         ):
             return []
+        if block.header.state_height > self.executed_height:
+            if len(self.awaiting_execution) < MAX_WAITING:
+                self.awaiting_execution.append(m.ProposalReceived(block))
+            return []  # vote once this node has executed that height too
+        problem = self._check_roots(block)
+        if problem:
+            return [m.Rejected(f"block {block.height}: {problem}")]
         # 1. record and persist the vote, 2. send it to the next round's leader
         self.safety.record_vote(block.header.round, qc)
         vote = Vote.create(
@@ -389,6 +415,28 @@ class ChannelConsensus:
         if to == self.signer.address:
             return actions + self._on_vote(vote, now)
         return [*actions, m.SendVote(to, vote)]
+
+    def _check_roots(self, block: Block) -> str | None:
+        height = block.header.state_height
+        if height < 0:
+            return None
+        mine = self.roots_at(height)
+        if mine is None:
+            return f"cannot check the state of height {height}: no record of it here"
+        if mine != (block.header.state_root, block.header.results_hash):
+            return f"state root or results hash of height {height} differs from this peer's"
+        return None
+
+    def _on_executed(self, height: int, now: float) -> list[m.Action]:
+        self.executed_height = max(self.executed_height, height)
+        ready = [p for p in self.awaiting_execution if p.block.header.state_height <= height]
+        self.awaiting_execution = [p for p in self.awaiting_execution if p not in ready]
+        actions: list[m.Action] = []
+        for proposal in ready:
+            node = self.tree.get(proposal.block.hash)
+            if node is not None:
+                actions += self._maybe_vote(node, now)
+        return actions + self._on_progress(now)
 
     def _on_vote(self, vote: Vote, now: float) -> list[m.Action]:
         if vote.round < self.tip.round or vote.channel != self.tip.channel:

@@ -206,11 +206,10 @@ class ChannelService:
         last = min(tip, from_height + max_blocks - 1)
         blocks = []
         for height in range(max(0, from_height), last + 1):
-            block = self.store.block_by_height(height)
-            qc = self.store.certificate_at(height)
-            if block is None or qc is None:
+            encoded = self.store.encoded_at(height)
+            if encoded is None:
                 break
-            blocks.append((block.encode(), qc.encode()))
+            blocks.append(encoded)
         proof = None
         if blocks and last == tip:
             raw = self.store.get_meta(COMMIT_PROOF)
@@ -419,7 +418,7 @@ class ChannelService:
                         peer.target,
                     )
                     break
-                if self.consensus.tip.height == before or len(fetched.blocks) < batch:
+                if self.consensus.tip.height in (before, fetched.tip_height):
                     break
         return self.consensus.tip.height - start_height
 

@@ -36,6 +36,7 @@ _HEADER_FIELDS: dict[str, type | tuple[type, ...]] = {
     "next_leader": str,
     "validators_hash": str,
     "next_validators_hash": str,
+    "state_height": int,
 }
 
 
@@ -57,6 +58,7 @@ class BlockHeader:
     validators_hash: bytes
     next_validators_hash: bytes
     prev_tc: TimeoutCertificate | None = None  # why this round follows a round that failed
+    state_height: int = -1  # the executed block whose state root and results hash this carries
     version: int = BLOCK_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -76,6 +78,7 @@ class BlockHeader:
             "validators_hash": self.validators_hash.hex(),
             "next_validators_hash": self.next_validators_hash.hex(),
             "prev_tc": self.prev_tc.to_json() if self.prev_tc else None,
+            "state_height": self.state_height,
         }
 
     @property
@@ -106,6 +109,7 @@ class BlockHeader:
                 obj["next_validators_hash"], "next_validators_hash", 32
             ),
             prev_tc=TimeoutCertificate.from_json(tc) if tc is not None else None,
+            state_height=obj["state_height"],
         )
 
 
@@ -141,6 +145,7 @@ class Block:
         state_root: bytes = EMPTY_ROOT,
         results_hash: bytes = EMPTY_ROOT,
         prev_tc: TimeoutCertificate | None = None,
+        state_height: int = -1,
     ) -> Block:
         """Build and sign a block as its leader."""
         header = BlockHeader(
@@ -158,6 +163,7 @@ class Block:
             validators_hash=validators_hash,
             next_validators_hash=validator_update.hash if validator_update else validators_hash,
             prev_tc=prev_tc,
+            state_height=state_height,
         )
         return cls(header, tuple(transactions), validator_update, leader.sign(header.hash))
 

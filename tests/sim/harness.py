@@ -21,6 +21,7 @@ from loopchain.consensus.rules import SafetyRules
 from loopchain.consensus.state import ChannelConsensus, ConsensusConfig
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
+from loopchain.types.hashing import sha3_256
 from loopchain.types.transaction import Transaction
 from loopchain.types.validators import Validator, ValidatorSet
 from loopchain.types.vote import Complaint, QuorumCertificate, Vote
@@ -36,6 +37,7 @@ class Disk:
     chain: list[tuple[Block, QuorumCertificate]] = field(default_factory=list)
     proof: tuple[Block, QuorumCertificate] | None = None
     safety: tuple[int, QuorumCertificate | None] = (-1, None)
+    roots: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,6 +131,8 @@ class Network:
             pool=TxPool(10_000),
             is_committed=lambda h: h in committed,
             safety=SafetyRules(*disk.safety),
+            roots_at=disk.roots.get,
+            executed_height=max(disk.roots, default=-1),
         )
         state.committed_view = committed  # type: ignore[attr-defined]
         return state
@@ -205,6 +209,9 @@ class Network:
                     if node.byzantine == "invalid":
                         self._broadcast(me, m.ProposalReceived(self._invalid_twin(node, block)))
                         continue
+                    if node.byzantine == "bad-roots" and block.header.state_height >= 0:
+                        self._broadcast(me, m.ProposalReceived(self._bad_roots_twin(node, block)))
+                        continue
                     self._broadcast(me, m.ProposalReceived(block))
                     if node.byzantine == "equivocate":
                         self._equivocate(node, block)
@@ -233,6 +240,7 @@ class Network:
                     node.state.committed_view.update(tx.hash for tx in block.transactions)  # type: ignore[attr-defined]
                     if proof is not None:
                         node.disk.proof = proof
+                    self._execute_later(node, block)
                 case m.ScheduleTimeout(delay, kind, round_):
                     self.schedule(delay, me, m.TimeoutFired(kind, round_))
                 case m.RequestSync():
@@ -241,6 +249,14 @@ class Network:
                     self._fetch(node, block_hash)
                 case m.Rejected(reason):
                     node.rejected.append(reason)
+
+    def _execute_later(self, node: Node, block: Block) -> None:
+        """The SCORE executes the final block a little later; every honest node gets the same roots."""
+        state_root = sha3_256(b"state" + block.hash)
+        results_hash = sha3_256(b"results" + block.hash)
+        node.disk.roots[block.height] = (state_root, results_hash)
+        delay = self.rng.uniform(0.001, 0.05)
+        self.schedule(delay, node.address, m.BlockExecuted(block.height, state_root, results_hash))
 
     def _broadcast(self, sender: str, event: Any) -> None:
         for address in self.nodes:
@@ -322,6 +338,27 @@ class Network:
             validators_hash=header.validators_hash,
             validator_update=block.validator_update,
             prev_tc=header.prev_tc,
+        )
+
+    def _bad_roots_twin(self, node: Node, block: Block) -> Block:
+        """The block claiming a state root nobody else computed."""
+        header = block.header
+        return Block.create(
+            channel=CHANNEL,
+            height=header.height,
+            round_=header.round,
+            prev_hash=header.prev_hash,
+            prev_qc=header.prev_qc,
+            transactions=list(block.transactions),
+            timestamp=header.timestamp,
+            leader=node.signer,
+            next_leader=header.next_leader,
+            validators_hash=header.validators_hash,
+            validator_update=block.validator_update,
+            prev_tc=header.prev_tc,
+            state_height=header.state_height,
+            state_root=sha3_256(b"forged state"),
+            results_hash=header.results_hash,
         )
 
     def _double_vote(self, node: Node, vote: Vote) -> None:

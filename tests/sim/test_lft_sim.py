@@ -52,7 +52,9 @@ def draw(seed: int) -> Scenario:
     byz_count = rng.randint(0, faulty_budget - (1 if crash else 0))
     first_small = 1 if weights else 0  # never make the weight-3 validator byzantine
     for index in rng.sample(range(first_small, n), byz_count):
-        byzantine[index] = rng.choice(["equivocate", "double-vote", "forge", "invalid"])
+        byzantine[index] = rng.choice(
+            ["equivocate", "double-vote", "forge", "invalid", "bad-roots"]
+        )
     return Scenario(
         n=n,
         weights=weights,

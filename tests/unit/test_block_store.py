@@ -382,3 +382,26 @@ def assert_matches(store: BlockStore, model: list[tuple[Block, QuorumCertificate
         for tx in block.transactions:
             assert store.find_transaction(tx.hash) == (tx, height, block.hash)
     assert store.block_by_height(len(model)) is None
+
+
+def test_execution_results_are_recorded_in_order_with_their_pointer() -> None:
+    from loopchain.storage.memory import MemoryStore
+
+    builder = ChainBuilder()
+    store = BlockStore(MemoryStore(), builder.channel)
+    blocks = [builder.next(2) for _ in range(3)]
+    for block, qc in blocks:
+        store.save_block(block, qc)
+    assert store.executed() is None
+    with pytest.raises(BlockStoreError):
+        store.save_results(1, [], b"\x01" * 32, b"\x02" * 32)  # gap: 0 not executed yet
+    first = blocks[0][0]
+    results = [(tx.hash, 0, "") for tx in first.transactions]
+    store.save_results(0, results, b"\x01" * 32, b"\x02" * 32)
+    assert store.executed() == (0, b"\x01" * 32, b"\x02" * 32)
+    assert store.roots_at(0) == (b"\x01" * 32, b"\x02" * 32)
+    assert store.roots_at(1) is None
+    assert store.tx_result(first.transactions[0].hash) == (0, "", 0)
+    assert store.tx_result(blocks[1][0].transactions[0].hash) is None
+    with pytest.raises(BlockStoreError):
+        store.save_results(0, results, b"\x01" * 32, b"\x02" * 32)  # twice

@@ -199,3 +199,24 @@ def test_sync_rejects_a_block_with_a_forged_certificate() -> None:
     actions = fresh.handle(m.BlocksSynced(((block, forged), *chain[1:])), 10.0)
     assert [a for a in actions if isinstance(a, m.Rejected)]
     assert fresh.tip.height == -1
+
+
+def test_a_block_with_a_state_root_others_did_not_compute_gets_no_votes() -> None:
+    net = Network(4, seed=9, byzantine={1: "bad-roots"})
+    net.start()
+    net.run_until(0.1)
+    for _ in range(15):
+        net.submit(net.honest()[0].address, 2)
+        net.run_until(net.now + 0.5)
+    net.run_until(net.now + 20)
+    net.check_safety()
+    reasons = [r for n in net.honest() for r in n.rejected]
+    assert any("state root or results hash" in r for r in reasons), reasons[:5]
+    for node in net.honest():
+        for block, _ in node.chain:
+            height = block.header.state_height
+            if height >= 0:
+                assert (block.header.state_root, block.header.results_hash) == node.disk.roots[
+                    height
+                ]
+    assert net.committed_everywhere(net.submitted)

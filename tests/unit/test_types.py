@@ -195,6 +195,7 @@ HEADER_CHANGES = {
     "validators_hash": sha3_256(b"v"),
     "next_validators_hash": sha3_256(b"w"),
     "version": 2,
+    "state_height": 4,
 }
 
 
