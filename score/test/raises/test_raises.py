@@ -1,0 +1,17 @@
+"""test/raises: loads, then raises in invoke and query."""
+
+from __future__ import annotations
+
+import pytest
+
+from score.testkit import Harness
+
+
+def test_invoke_and_query_raise() -> None:
+    harness = Harness("test/raises")
+    with pytest.raises(RuntimeError, match="test/raises always fails"):
+        harness.invoke({"data": "x"})
+    assert list(harness.state.data) == [b"written-before-raising"]  # the engine must discard it
+    with pytest.raises(RuntimeError, match="test/raises always fails"):
+        harness.score.query("{}")
+    assert harness.score.info()["id"] == "test/raises"
