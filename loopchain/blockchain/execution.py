@@ -1,0 +1,86 @@
+"""Results of executing a block's transactions and the commitments every peer computes from them.
+
+`results_hash` commits to a block's transaction results; `next_state_root` chains a commitment to
+the state writes of each executed block onto the previous one, so two peers that executed the same
+blocks hold the same root, and any difference in any write of any block gives a different root.
+Both are carried in a later block header and checked by voters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from loopchain.types import canonical
+from loopchain.types.canonical import EncodingError
+from loopchain.types.hashing import EMPTY_ROOT, merkle_root, sha3_256
+
+SUCCESS = 0
+NOT_INVOKED = 2
+SCORE_ERROR = 9000
+SCORE_UNREACHABLE = 9100
+
+MAX_RESULT_MESSAGE_CHARS = 1000  # longer messages are cut (deterministically) before hashing
+
+_STATE_DOMAIN = b"loopchain.state."
+_RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {"tx_hash": str, "code": int, "message": str}
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """The outcome of one transaction: its hash (hex), a result code and a message."""
+
+    tx_hash: str
+    code: int
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tx_hash": self.tx_hash, "code": self.code, "message": self.message}
+
+    @classmethod
+    def from_json(cls, value: Any) -> TxResult:
+        """Parse the JSON form; raises EncodingError naming the bad field."""
+        obj = canonical.check_fields(value, _RESULT_FIELDS)
+        return cls(tx_hash=obj["tx_hash"], code=obj["code"], message=obj["message"])
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """The staged outcome of one block: its results and the roots if it is committed."""
+
+    height: int
+    results: list[TxResult]
+    state_root: bytes
+    results_hash: bytes
+
+
+def clip_message(message: str) -> str:
+    """The message as it is recorded in a result: at most MAX_RESULT_MESSAGE_CHARS characters."""
+    if len(message) <= MAX_RESULT_MESSAGE_CHARS:
+        return message
+    return message[: MAX_RESULT_MESSAGE_CHARS - 3] + "..."
+
+
+def results_hash(results: list[TxResult]) -> bytes:
+    """Merkle root over the SHA3-256 of each result's canonical JSON (EMPTY_ROOT for none)."""
+    return merkle_root([sha3_256(canonical.encode(result.to_json())) for result in results])
+
+
+def _writes_digest(writes: dict[bytes, bytes | None]) -> bytes:
+    items = [
+        [key.hex(), None if value is None else value.hex()] for key, value in sorted(writes.items())
+    ]
+    return sha3_256(canonical.encode(items))
+
+
+def next_state_root(prev_root: bytes, writes: dict[bytes, bytes | None]) -> bytes:
+    """The state root after a block that wrote `writes` (None: deleted) on top of `prev_root`."""
+    if len(prev_root) != 32:
+        raise EncodingError(f"a state root must be 32 bytes, got {len(prev_root)}")
+    for key, value in writes.items():
+        if not isinstance(key, bytes) or not (value is None or isinstance(value, bytes)):
+            raise TypeError("state writes map bytes keys to bytes values or None")
+    return sha3_256(_STATE_DOMAIN + prev_root + _writes_digest(writes))
+
+
+GENESIS_STATE_ROOT = EMPTY_ROOT  # the state root before any block was executed

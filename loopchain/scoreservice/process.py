@@ -1,0 +1,525 @@
+"""The SCORE process: serves ScoreService on a unix socket for one channel's SCORE package.
+
+Run as `python -m loopchain.scoreservice.process --socket PATH [--step-limit N] [--memory-mb N] [-d]`.
+Every SCORE call (import, constructor, invoke, query) runs in a worker thread under a deterministic
+step limit; the address space is limited by --memory-mb. The process keeps serving when the
+package cannot be loaded (Status says why) and exits 0 on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import resource
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import grpc
+
+from loopchain.blockchain.execution import (
+    SCORE_ERROR,
+    SUCCESS,
+    TxResult,
+    clip_message,
+)
+from loopchain.blockchain.score_base import BlockView, ScoreBase, ScoreContext, TransactionView
+from loopchain.configure import DEFAULTS, Config, setup_logging
+from loopchain.protos import score_pb2 as pb
+from loopchain.protos import score_pb2_grpc as pb_grpc
+from loopchain.scoreservice.packages import (
+    PackageError,
+    ScorePackage,
+    load_score_class,
+    read_package_json,
+)
+from loopchain.scoreservice.state import ReadOnlyState, ScoreState, StateConflict, StateProxy
+from loopchain.storage import open_store
+from loopchain.storage.abc import StorageError
+from loopchain.types.block import Block
+from loopchain.types.canonical import EncodingError
+
+log = logging.getLogger("loopchain.score")
+T = TypeVar("T")
+
+STEP_LIMIT_MESSAGE = "step limit exceeded"
+MEMORY_LIMIT_MESSAGE = "memory limit exceeded"
+NOT_LOADED = "SCORE not loaded"
+_PR_SET_PDEATHSIG = 1
+
+
+_metering = threading.local()  # .meter: the StepMeter running SCORE code in this thread
+
+
+class StepLimitExceeded(BaseException):
+    """Raised inside SCORE code that ran more line events than its step limit."""
+
+    def __del__(self) -> None:
+        # SCORE code that caught and dropped the exception runs on: trace it again, so its next
+        # line raises once more (raising from a trace function switches tracing off).
+        meter = getattr(_metering, "meter", None)
+        if meter is not None and meter.tripped:
+            meter.resume()
+
+
+class StepMeter:
+    """Counts line events in the package's own code and stops a call that exceeds the limit.
+
+    Past the limit every further line of SCORE code raises StepLimitExceeded, and the call counts
+    as failed even if the SCORE swallows the exception and returns.
+    """
+
+    def __init__(self, limit: int, roots: list[str]) -> None:
+        self.limit = limit
+        self._roots = tuple(root.rstrip(os.sep) + os.sep for root in roots)
+        self._is_user_file: dict[str, bool] = {}
+        self.count = 0
+        self.tripped = False
+
+    def _user_code(self, filename: str) -> bool:
+        known = self._is_user_file.get(filename)
+        if known is None:
+            if len(self._is_user_file) > 10_000:
+                self._is_user_file.clear()
+            known = self._is_user_file[filename] = filename.startswith(self._roots)
+        return known
+
+    def _on_line(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "line":
+            self.count += 1
+            if self.count > self.limit:
+                self.tripped = True
+                raise StepLimitExceeded(STEP_LIMIT_MESSAGE)
+        return self._on_line
+
+    def _on_call(self, frame: Any, event: str, arg: Any) -> Any:
+        return self._on_line if self._user_code(frame.f_code.co_filename) else None
+
+    def resume(self) -> None:
+        """Trace this thread again, including the SCORE frames already running."""
+        sys.settrace(self._on_call)
+        frame: FrameType | None = sys._getframe(1)
+        while frame is not None:
+            if self._user_code(frame.f_code.co_filename):
+                frame.f_trace = self._on_line
+            frame = frame.f_back
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """fn() with the step limit; raises StepLimitExceeded when it ran past the limit."""
+        self.count, self.tripped = 0, False
+        _metering.meter = self
+        try:
+            sys.settrace(self._on_call)
+            value = fn()
+        except BaseException:
+            if self.tripped:
+                raise StepLimitExceeded(STEP_LIMIT_MESSAGE) from None
+            raise
+        finally:
+            _metering.meter = None
+            sys.settrace(None)
+        if self.tripped:
+            raise StepLimitExceeded(STEP_LIMIT_MESSAGE)
+        return value
+
+
+class Refused(Exception):
+    """A request the process refuses, with the gRPC status code to answer."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def describe_error(exc: BaseException, meter: StepMeter) -> str:
+    """The result message of a SCORE exception: "Type: message" (its str() is step-limited too)."""
+    if isinstance(exc, StepLimitExceeded):
+        return STEP_LIMIT_MESSAGE
+    if isinstance(exc, MemoryError):
+        return MEMORY_LIMIT_MESSAGE
+    try:
+        text = meter.run(lambda: str(exc))
+    except BaseException:
+        text = "(message unavailable)"
+    return clip_message(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+def _returned_result(returned: object) -> tuple[int, str]:
+    if returned is None:
+        return SUCCESS, ""
+    if type(returned) is dict:
+        code, message = returned.get("code"), returned.get("message", "")
+        if type(code) is int and type(message) is str:
+            return code, clip_message(message)
+    raise TypeError(
+        "invoke must return None or {'code': int, 'message': str}, "
+        f"not a {type(returned).__name__} of that shape"
+    )
+
+
+class LoadedScore:
+    """A loaded SCORE with its state: executes blocks and queries (called from a worker thread)."""
+
+    def __init__(self, request: pb.LoadRequest, step_limit: int) -> None:
+        self.channel = request.channel
+        folder = Path(request.package_path).resolve()
+        info = read_package_json(folder)
+        self.package = ScorePackage(
+            id=request.package_id or info["id"],
+            version=request.package_version or info["version"],
+            all_versions=tuple(request.all_versions) or (info["version"],),
+            path=folder,
+            main=info["main"],
+            info=info,
+        )
+        self.meter = StepMeter(step_limit, [str(folder)])
+        self.state = ScoreState(open_store(request.state_path))
+        try:
+            self.proxy = StateProxy(ReadOnlyState(self.state, "state writes only inside invoke"))
+            self._query_view = ReadOnlyState(self.state, "state is read-only in a query")
+            self.score = self._construct()
+        except BaseException:
+            self.state.store.close()
+            raise
+
+    def _construct(self) -> ScoreBase:
+        logger = logging.getLogger(f"loopchain.score.{self.package.id}")
+        context = ScoreContext(self.proxy, self.state.blocks, logger, self.package.info)
+        cls = self.meter.run(lambda: load_score_class(self.package))
+        return self.meter.run(lambda: cls(context))
+
+    def invoke_block(self, block: Block) -> tuple[list[TxResult], bytes, bytes]:
+        """Execute every transaction of the next block and stage it: (results, roots)."""
+        expected = self.state.executed_height + 1
+        if block.height != expected:
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"block height {block.height} is not the next height {expected} "
+                f"(executed height {self.state.executed_height})",
+            )
+        header = block.header
+        view = BlockView(block.height, block.hash.hex(), header.timestamp, header.leader)
+        self.state.begin_block()
+        results = [
+            self._invoke_tx(tx.hash_hex, tx.data, tx.sender, tx.timestamp, view)
+            for tx in block.transactions
+        ]
+        staged = self.state.stage_block(view, results)
+        return results, staged.state_root, staged.results_hash
+
+    def _invoke_tx(
+        self, tx_hash: str, data: Any, sender: str, time_us: int, view: BlockView
+    ) -> TxResult:
+        overlay = self.state.overlay()
+        self.proxy.target = overlay
+        transaction = TransactionView(tx_hash, data, sender, time_us)
+        try:
+            code, message = _returned_result(
+                self.meter.run(lambda: self.score.invoke(transaction, view))
+            )
+        except StorageError:
+            raise  # a local store failure is not the transaction's result: the whole call fails
+        except BaseException as exc:  # whatever a SCORE raises fails only its transaction
+            message = describe_error(exc, self.meter)
+            log.info("transaction %s failed in the SCORE: %s", tx_hash, message)
+            return TxResult(tx_hash, SCORE_ERROR, message)
+        finally:
+            self.proxy.reset()
+        self.state.merge(overlay)
+        return TxResult(tx_hash, code, message)
+
+    def query(self, params: str) -> str:
+        """The SCORE's answer to a read-only query; Refused when it fails."""
+        self.proxy.target = self._query_view
+        try:
+            answer = self.meter.run(lambda: self.score.query(params))
+        except BaseException as exc:
+            limited = isinstance(exc, (StepLimitExceeded, MemoryError))
+            code = (
+                grpc.StatusCode.RESOURCE_EXHAUSTED if limited else grpc.StatusCode.INVALID_ARGUMENT
+            )
+            raise Refused(code, f"query failed: {describe_error(exc, self.meter)}") from None
+        finally:
+            self.proxy.reset()
+        if not isinstance(answer, str):
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"query must return a JSON string, not {type(answer).__name__}",
+            )
+        return answer
+
+    def status(self) -> pb.ScoreStatus:
+        state = self.state
+        return pb.ScoreStatus(
+            status=0,
+            id=self.package.id,
+            version=self.package.version,
+            all_version=list(self.package.all_versions),
+            executed_height=state.executed_height,
+            state_root=state.state_root,
+            results_hash=state.results_hash,
+        )
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why a Load failed, in one line."""
+    if isinstance(exc, StepLimitExceeded):
+        return f"loading the SCORE failed: {STEP_LIMIT_MESSAGE}"
+    if isinstance(exc, MemoryError):
+        return f"loading the SCORE failed: {MEMORY_LIMIT_MESSAGE}"
+    if isinstance(exc, PackageError):
+        return f"loading the SCORE failed: {exc}"
+    return f"loading the SCORE failed: {type(exc).__name__}: {exc}"
+
+
+class SerialRunner:
+    """Runs one blocking SCORE call at a time in a daemon thread; the turn ends when the thread does.
+
+    A caller that stops waiting (deadline, cancellation) does not free the turn early, so no two
+    calls ever touch the state at once.
+    """
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        await self.lock.acquire()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(value: Any, error: BaseException | None) -> None:
+            self.lock.release()
+            if not future.done():
+                future.set_exception(error) if error is not None else future.set_result(value)
+
+        def work() -> None:
+            try:
+                value = fn()
+            except BaseException as exc:
+                loop.call_soon_threadsafe(settle, None, exc)
+            else:
+                loop.call_soon_threadsafe(settle, value, None)
+
+        try:
+            threading.Thread(target=work, name="score-call", daemon=True).start()
+        except BaseException:
+            self.lock.release()
+            raise
+        return await future
+
+
+class ScoreServicer(pb_grpc.ScoreServiceServicer):
+    """ScoreService over one LoadedScore (or the reason there is none)."""
+
+    def __init__(self, step_limit: int) -> None:
+        self.step_limit = step_limit
+        self.loaded: LoadedScore | None = None
+        self.request: pb.LoadRequest | None = None
+        self.reason = "waiting for Load"
+        self.runner = SerialRunner()
+
+    def _status(self) -> pb.ScoreStatus:
+        if self.loaded is None:
+            return pb.ScoreStatus(status=-1, message=self.reason, executed_height=-1)
+        return self.loaded.status()
+
+    async def _run(self, context: Any, work: Callable[[], T]) -> T:
+        try:
+            return await self.runner.call(work)
+        except Refused as exc:
+            await context.abort(exc.code, exc.message)
+            raise  # abort raises; this line is never reached
+        except StorageError as exc:
+            log.error("SCORE state store failed: %s", exc)
+            await context.abort(grpc.StatusCode.INTERNAL, f"SCORE state store failed: {exc}")
+            raise
+
+    def _require_loaded(self) -> LoadedScore:
+        if self.loaded is None:
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, f"{NOT_LOADED}: {self.reason}")
+        return self.loaded
+
+    async def Load(self, request: pb.LoadRequest, context: Any) -> pb.ScoreStatus:
+        return await self._run(context, lambda: self._load(request))
+
+    def _load(self, request: pb.LoadRequest) -> pb.ScoreStatus:
+        if self.loaded is not None:
+            if request != self.request:
+                raise Refused(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"SCORE {self.loaded.package.id} is already loaded from "
+                    f"{self.loaded.package.path}; restart the process to load another",
+                )
+            return self.loaded.status()
+        try:
+            self.loaded = LoadedScore(request, self.step_limit)
+            self.request = request
+        except BaseException as exc:  # any failure leaves the process serving, not loaded
+            self.reason = load_failure(exc)
+            log.warning("%s", self.reason)
+            return self._status()
+        log.info(
+            "SCORE %s %s loaded for channel %s (executed height %d)",
+            self.loaded.package.id,
+            self.loaded.package.version,
+            request.channel,
+            self.loaded.state.executed_height,
+        )
+        return self._status()
+
+    async def Status(self, request: pb.Empty, context: Any) -> pb.ScoreStatus:
+        return self._status()
+
+    async def InvokeBlock(self, request: pb.InvokeRequest, context: Any) -> pb.InvokeReply:
+        try:
+            block = Block.decode(request.block)
+        except EncodingError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed block: {exc}")
+        results, state_root, result_root = await self._run(context, lambda: self._invoke(block))
+        return pb.InvokeReply(
+            height=block.height,
+            results=[
+                pb.TxResult(tx_hash=r.tx_hash, code=r.code, message=r.message) for r in results
+            ],
+            state_root=state_root,
+            results_hash=result_root,
+        )
+
+    def _invoke(self, block: Block) -> tuple[list[TxResult], bytes, bytes]:
+        loaded = self._require_loaded()
+        if block.header.channel != loaded.channel:
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"block of channel {block.header.channel!r}; this SCORE serves {loaded.channel!r}",
+            )
+        return loaded.invoke_block(block)
+
+    async def CommitBlock(self, request: pb.CommitRequest, context: Any) -> pb.ScoreStatus:
+        return await self._run(context, lambda: self._commit(request.height, request.block_hash))
+
+    def _commit(self, height: int, block_hash: str) -> pb.ScoreStatus:
+        loaded = self._require_loaded()
+        state = loaded.state
+        if height == state.executed_height and block_hash in ("", state.block_hash):
+            return loaded.status()  # a repeated commit (its reply was lost) is answered again
+        staged = state.staged
+        if staged is not None and block_hash and staged.view.block_hash != block_hash:
+            raise Refused(
+                grpc.StatusCode.ABORTED,
+                f"cannot commit block {block_hash} at height {height}: "
+                f"block {staged.view.block_hash} is staged",
+            )
+        try:
+            state.commit(height)
+        except StateConflict as exc:
+            raise Refused(grpc.StatusCode.ABORTED, f"{exc}; invoke the block first") from None
+        log.debug("committed height %d", height)
+        return loaded.status()
+
+    async def RollbackBlock(self, request: pb.RollbackRequest, context: Any) -> pb.ScoreStatus:
+        return await self._run(context, lambda: self._rollback(request.height))
+
+    def _rollback(self, height: int) -> pb.ScoreStatus:
+        loaded = self._require_loaded()
+        staged = loaded.state.staged
+        if staged is not None and staged.view.height != height:
+            raise Refused(
+                grpc.StatusCode.ABORTED,
+                f"cannot roll back height {height}: height {staged.view.height} is staged",
+            )
+        loaded.state.rollback()
+        return loaded.status()
+
+    async def Query(self, request: pb.ScoreQueryRequest, context: Any) -> pb.ScoreQueryReply:
+        answer = await self._run(context, lambda: self._require_loaded().query(request.params_json))
+        return pb.ScoreQueryReply(response_json=answer)
+
+    def close(self) -> None:
+        """Close the state store unless a SCORE call still runs (the OS releases it on exit)."""
+        if self.loaded is not None and not self.runner.lock.locked():
+            self.loaded.state.store.close()
+
+
+def _limit_memory(memory_mb: int) -> None:
+    if memory_mb <= 0:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    wanted = memory_mb * 1024 * 1024
+    soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGTERM this process when its parent dies; exit now if it already has."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if parent_pid and os.getppid() != parent_pid:
+        log.warning("parent process %d is gone; exiting", parent_pid)
+        sys.exit(0)
+
+
+def _bind(server: grpc.aio.Server, socket_path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        socket_path.unlink()  # a stale socket of a process that was killed
+    if server.add_insecure_port(f"unix:{socket_path}") == 0:
+        raise OSError(f"cannot listen on unix socket {socket_path}")
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM or SIGINT; returns the exit code."""
+    size = int(args.max_message_bytes)
+    options = [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
+    server = grpc.aio.server(options=options)
+    servicer = ScoreServicer(args.step_limit)
+    pb_grpc.add_ScoreServiceServicer_to_server(servicer, server)
+    socket_path = Path(args.socket)
+    _bind(server, socket_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    log.info("SCORE process %d serving on unix:%s", os.getpid(), socket_path)
+    await stop.wait()
+    log.info("SCORE process %d stopping", os.getpid())
+    await server.stop(grace=0.5)
+    servicer.close()
+    with contextlib.suppress(FileNotFoundError):
+        socket_path.unlink()
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loopchain.scoreservice.process")
+    parser.add_argument("--socket", required=True, help="unix socket path to serve on")
+    parser.add_argument("--step-limit", type=int, default=DEFAULTS["SCORE_STEP_LIMIT"])
+    parser.add_argument("--memory-mb", type=int, default=DEFAULTS["SCORE_MEMORY_LIMIT_MB"])
+    parser.add_argument("--max-message-bytes", type=int, default=DEFAULTS["GRPC_MAX_MESSAGE_BYTES"])
+    parser.add_argument("--parent-pid", type=int, default=0, help="exit when this parent is gone")
+    parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    if args.step_limit < 1:
+        parser.error("--step-limit must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the SCORE process."""
+    args = parse_args(argv)
+    _limit_memory(args.memory_mb)
+    setup_logging(Config(DEFAULTS), debug=args.debug, process="score")
+    _die_with_parent(args.parent_pid)
+    return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

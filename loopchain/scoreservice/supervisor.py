@@ -1,0 +1,253 @@
+"""Runs a channel's SCORE process, loads its package and restarts it whenever it exits.
+
+The peer never dies with its SCORE: a crash, a kill or a missed invoke deadline (the process is
+then killed, since a looping transaction must not hold the chain) only leads to a restart with
+backoff, after which the package is loaded again and the state is the last committed one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+import loopchain
+from loopchain.configure import Config
+from loopchain.scoreservice.client import (
+    ScoreClient,
+    ScoreRejected,
+    ScoreStatusInfo,
+    ScoreUnavailable,
+)
+from loopchain.scoreservice.packages import ScorePackage
+
+log = logging.getLogger(__name__)
+
+START_DEADLINE = 30.0  # seconds a new process has to answer Status
+STOP_DEADLINE = 5.0  # seconds between SIGTERM and SIGKILL
+FIRST_BACKOFF = 0.2
+STABLE_AFTER = 30.0  # a process that ran this long resets the backoff
+MAX_SOCKET_PATH_BYTES = 107  # sun_path of a Linux unix socket address, without its NUL
+_PROJECT_ROOT = Path(loopchain.__file__).resolve().parents[1]
+
+
+class ScoreSupervisor:
+    """Owner of one channel's SCORE process: start, load, restart with backoff, stop."""
+
+    def __init__(
+        self,
+        config: Config,
+        channel: str,
+        socket_path: Path,
+        state_path: Path,
+        package: ScorePackage | None,
+        package_error: str | None,
+    ) -> None:
+        self.config = config
+        self.channel = channel
+        self.socket_path = Path(socket_path)
+        self.state_path = Path(state_path)
+        self.package = package
+        self._client = ScoreClient(self.socket_path, config, on_invoke_timeout=self.kill)
+        self._process: asyncio.subprocess.Process | None = None
+        self._ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._running = False
+        self.restarts = 0
+        self.load_error: str | None = None  # why the running process could not load the package
+        self._state = ScoreStatusInfo.unavailable("SCORE process not started yet")
+        self._fatal = self._fatal_reason(package, package_error)
+
+    def _fatal_reason(self, package: ScorePackage | None, package_error: str | None) -> str | None:
+        if package is None:
+            return package_error or "no SCORE package"
+        size = len(os.fsencode(str(self.socket_path)))
+        if size > MAX_SOCKET_PATH_BYTES:
+            return (
+                f"SCORE socket path {self.socket_path} is {size} bytes long; "
+                f"unix sockets allow {MAX_SOCKET_PATH_BYTES}: use a shorter storage path"
+            )
+        return None
+
+    @property
+    def client(self) -> ScoreClient:
+        """The client of the process (it reconnects by itself after a restart)."""
+        return self._client
+
+    @property
+    def pid(self) -> int | None:
+        """The running process's id, or None."""
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
+    def status(self) -> ScoreStatusInfo:
+        """The SCORE's last known status; status -1 with the reason when it is not available."""
+        if self._fatal is not None:
+            return ScoreStatusInfo.unavailable(self._fatal)
+        if self._ready.is_set() and self._client.last_status is not None:
+            return self._client.last_status
+        return self._state
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """True once the package is loaded (False after `timeout` seconds or when it never can be)."""
+        if self._fatal is not None:
+            return False
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def run(self) -> None:
+        """Keep the SCORE process running until stop(); returns when stopped."""
+        self._running = True
+        try:
+            if self._fatal is not None:
+                log.error("SCORE of channel %s is not available: %s", self.channel, self._fatal)
+                await self._stopping.wait()
+                return
+            await self._supervise()
+        finally:
+            self._finished.set()
+
+    async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = FIRST_BACKOFF
+        while not self._stopping.is_set():
+            started = loop.time()
+            code = await self._run_once()
+            if self._stopping.is_set():
+                return
+            if loop.time() - started > STABLE_AFTER:
+                backoff = FIRST_BACKOFF
+            self.restarts += 1
+            self._state = ScoreStatusInfo.unavailable(
+                f"SCORE process exited ({code}); restarting in {backoff:.1f} s"
+            )
+            log.warning("SCORE process of channel %s exited (%s); restart", self.channel, code)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff)
+            backoff = min(backoff * 2, float(self.config.SCORE_RESTART_BACKOFF_MAX))
+
+    async def _run_once(self) -> str:
+        """Run one process until it exits or stop() is called; returns how it ended."""
+        try:
+            process = await self._spawn()
+        except OSError as exc:
+            return f"could not start: {exc}"
+        self._process = process
+        try:
+            await self._bring_up(process)
+            await self._until_exit_or_stop(process)
+        finally:
+            self._ready.clear()
+            await _terminate(process)
+        return f"exit code {process.returncode}"
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        config = self.config
+        args = [
+            *("-m", "loopchain.scoreservice.process", "--socket", str(self.socket_path)),
+            *("--step-limit", str(config.SCORE_STEP_LIMIT)),
+            *("--memory-mb", str(config.SCORE_MEMORY_LIMIT_MB)),
+            *("--max-message-bytes", str(config.GRPC_MAX_MESSAGE_BYTES)),
+            *("--parent-pid", str(os.getpid())),
+        ]
+        if str(config.LOOPCHAIN_LOG_LEVEL).upper() == "DEBUG":
+            args.append("-d")
+        env = dict(os.environ, MALLOC_ARENA_MAX="2", PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
+        )
+        self._state = ScoreStatusInfo.unavailable("SCORE process starting")
+        return await asyncio.create_subprocess_exec(
+            sys.executable, *args, stdin=asyncio.subprocess.DEVNULL, env=env
+        )
+
+    async def _bring_up(self, process: asyncio.subprocess.Process) -> None:
+        """Wait until the process answers Status, then Load the package."""
+        assert self.package is not None
+        if not await self._await_answer(process):
+            if process.returncode is None and not self._stopping.is_set():
+                log.error("SCORE process did not answer within %.0f s; killing it", START_DEADLINE)
+                process.kill()
+            return
+        try:
+            status = await self._client.load(self.channel, self.package, self.state_path)
+        except ScoreUnavailable as exc:  # died or too slow while loading: start afresh
+            self._state = ScoreStatusInfo.unavailable(exc.message)
+            if process.returncode is None and not self._stopping.is_set():
+                log.error("SCORE of channel %s: %s; killing it", self.channel, exc.message)
+                process.kill()
+            return
+        except ScoreRejected as exc:  # e.g. another package loaded: report, keep serving Status
+            self._state = ScoreStatusInfo.unavailable(exc.message)
+            return
+        if status.loaded:
+            self.load_error = None
+            self._ready.set()
+        else:
+            self.load_error = status.message
+            self._state = status
+            log.error("SCORE of channel %s could not be loaded: %s", self.channel, status.message)
+
+    async def _await_answer(self, process: asyncio.subprocess.Process) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_DEADLINE
+        while loop.time() < deadline:
+            if process.returncode is not None or self._stopping.is_set():
+                return False
+            try:
+                await self._client.status()
+                return True
+            except ScoreUnavailable:
+                await asyncio.sleep(0.05)
+        return False
+
+    async def _until_exit_or_stop(self, process: asyncio.subprocess.Process) -> None:
+        exited = asyncio.ensure_future(process.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (exited, stopping):
+                task.cancel()
+            await asyncio.gather(exited, stopping, return_exceptions=True)
+
+    def kill(self) -> None:
+        """SIGKILL the process (it is restarted and re-loaded); used when an invoke misses its deadline."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            log.error("SCORE of channel %s missed its invoke deadline; killing it", self.channel)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+
+    async def stop(self) -> None:
+        """Terminate the process (SIGTERM, then SIGKILL) and stop supervising."""
+        self._stopping.set()
+        process = self._process
+        if process is not None:
+            await _terminate(process)
+        if self._running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait(), STOP_DEADLINE * 2)
+        await self._client.close()
+
+
+async def _terminate(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM the process and wait; SIGKILL it when it does not exit within STOP_DEADLINE."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), STOP_DEADLINE)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()

@@ -1,0 +1,341 @@
+"""The real SCORE process run by ScoreSupervisor, with tiny SCORE packages written by each test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from loopchain.blockchain.execution import SCORE_ERROR, SUCCESS, next_state_root, results_hash
+from loopchain.scoreservice.client import ScoreClient, ScoreRejected, ScoreUnavailable
+from loopchain.types import canonical
+from loopchain.types.hashing import EMPTY_ROOT
+from tests.integration._score_helpers import (
+    READY_DEADLINE,
+    Blocks,
+    make_package,
+    make_supervisor,
+    running,
+    score_config,
+    set_op,
+)
+from tests.procs import wait_until_async
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_invoke_commit_and_roots_survive_a_restart(tmp_path: Path) -> None:
+    package, config, chain = make_package(tmp_path), score_config(), Blocks()
+    block0 = chain.next(set_op("a", "1"), set_op("b", "2"))
+    block1 = chain.next({"op": "delete", "key": "a"}, {"op": "remember_blocks"})
+    async with running(make_supervisor(tmp_path, config, package)) as supervisor:
+        client = supervisor.client
+        assert supervisor.status().executed_height == -1
+        assert supervisor.status().state_root == EMPTY_ROOT
+        staged = await client.invoke_block(block0)
+        root0 = next_state_root(EMPTY_ROOT, {b"a": b"1", b"b": b"2"})
+        assert [r.code for r in staged.results] == [SUCCESS, SUCCESS]
+        assert staged.height == 0 and staged.state_root == root0
+        assert staged.results_hash == results_hash(staged.results)
+        assert await client.query('{"key": "a"}') == "null"  # staged, not committed
+        status = await client.commit_block(0, block0.hash.hex())
+        assert (status.executed_height, status.state_root) == (0, root0)
+        assert await client.query('{"key": "a"}') == '"1"'
+        staged1 = await client.invoke_block(block1)
+        await client.commit_block(1, block1.hash.hex())
+        before = supervisor.status()
+    blocks_record = {
+        "current": [1, block1.hash.hex()],
+        "last": [0, block0.hash.hex()],
+        "first": block0.hash.hex(),
+        "by_hash": 0,
+        "missing": None,
+    }
+    writes1 = {b"a": None, b"blocks": canonical.encode(blocks_record)}
+    assert staged1.state_root == next_state_root(root0, writes1)
+    async with running(make_supervisor(tmp_path, config, package)) as supervisor:
+        after = supervisor.status()
+        assert after.executed_height == 1
+        assert (after.state_root, after.results_hash) == (before.state_root, staged1.results_hash)
+        assert after.state_root == staged1.state_root
+        assert await supervisor.client.query('{"key": "a"}') == "null"
+        assert await supervisor.client.query('{"key": "b"}') == '"2"'
+        block2 = chain.next({"op": "remember_blocks"})
+        await supervisor.client.invoke_block(block2)
+        await supervisor.client.commit_block(2, block2.hash.hex())
+        record = json.loads(await supervisor.client.query('{"op": "json", "key": "blocks"}'))
+        assert record["last"] == [1, block1.hash.hex()]  # read from the store after the restart
+        assert record["first"] == block0.hash.hex() and record["by_hash"] == 1
+
+
+async def test_a_raising_transaction_fails_alone(tmp_path: Path) -> None:
+    package, chain = make_package(tmp_path), Blocks()
+    block = chain.next(
+        set_op("a", "1"),
+        {"op": "set_then_fail", "key": "b"},
+        {"op": "divide", "by": 0},
+        {"op": "nonsense"},
+        set_op("c", "3"),
+    )
+    async with running(make_supervisor(tmp_path, score_config(), package)) as supervisor:
+        staged = await supervisor.client.invoke_block(block)
+        codes = [r.code for r in staged.results]
+        assert codes == [SUCCESS, SCORE_ERROR, SCORE_ERROR, 1, SUCCESS]
+        assert staged.results[1].message == "ScoreError: refused after writing"
+        assert staged.results[2].message == "ZeroDivisionError: integer division or modulo by zero"
+        assert staged.results[3].message == "unknown op nonsense"
+        assert [r.tx_hash for r in staged.results] == [tx.hash_hex for tx in block.transactions]
+        assert staged.state_root == next_state_root(EMPTY_ROOT, {b"a": b"1", b"c": b"3"})
+        await supervisor.client.commit_block(0, block.hash.hex())
+        assert await supervisor.client.query('{"key": "b"}') == "null"
+        assert await supervisor.client.query('{"key": "c"}') == '"3"'
+
+
+async def test_the_step_limit_stops_loops_deterministically(tmp_path: Path) -> None:
+    package, config = make_package(tmp_path), score_config(SCORE_STEP_LIMIT=20_000)
+    chain = Blocks()
+    block = chain.next({"op": "loop"}, {"op": "stubborn_loop"}, set_op("x", "1"))
+    outcomes = []
+    for run in ("first", "second"):
+        async with running(make_supervisor(tmp_path, config, package, state=run)) as supervisor:
+            started = time.monotonic()
+            outcomes.append(await supervisor.client.invoke_block(block))
+            assert time.monotonic() - started < config.SCORE_INVOKE_TIMEOUT
+            assert supervisor.restarts == 0
+    first, second = outcomes
+    assert [(r.code, r.message) for r in first.results] == [
+        (SCORE_ERROR, "step limit exceeded"),
+        (SCORE_ERROR, "step limit exceeded"),
+        (SUCCESS, ""),
+    ]
+    assert first == second
+    assert first.state_root == next_state_root(EMPTY_ROOT, {b"x": b"1"})
+
+
+async def test_a_memory_hog_fails_or_restarts_the_process(tmp_path: Path) -> None:
+    package, chain = make_package(tmp_path), Blocks()
+    config = score_config(SCORE_MEMORY_LIMIT_MB=512)
+    block = chain.next({"op": "hog"}, set_op("after", "1"))
+    async with running(make_supervisor(tmp_path, config, package)) as supervisor:
+        try:
+            staged = await supervisor.client.invoke_block(block)
+        except ScoreUnavailable:
+            assert await supervisor.wait_ready(READY_DEADLINE)
+            assert supervisor.restarts >= 1
+            return
+        assert [(r.code, r.message) for r in staged.results] == [
+            (SCORE_ERROR, "memory limit exceeded"),
+            (SUCCESS, ""),
+        ]
+        await supervisor.client.commit_block(0, block.hash.hex())
+        assert await supervisor.client.query('{"key": "after"}') == '"1"'
+
+
+async def test_kill_9_restarts_at_the_committed_state(tmp_path: Path) -> None:
+    package, chain = make_package(tmp_path), Blocks()
+    block0, block1 = chain.next(set_op("a", "1")), chain.next(set_op("a", "2"))
+    async with running(make_supervisor(tmp_path, score_config(), package)) as supervisor:
+        client = supervisor.client
+        await client.invoke_block(block0)
+        committed = await client.commit_block(0, block0.hash.hex())
+        staged = await client.invoke_block(block1)  # staged only: lost with the process
+        pid = supervisor.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await wait_until_async(
+            lambda: _reloaded(supervisor, pid), READY_DEADLINE, "the restarted SCORE"
+        )
+        status = await client.status()
+        assert (status.executed_height, status.state_root) == (0, committed.state_root)
+        assert status.results_hash == committed.results_hash
+        with pytest.raises(ScoreRejected, match="nothing is staged"):
+            await client.commit_block(1, block1.hash.hex())
+        again = await client.invoke_block(block1)
+        assert again == staged
+        assert (await client.commit_block(1, block1.hash.hex())).executed_height == 1
+        assert await client.query('{"key": "a"}') == '"2"'
+
+
+async def _reloaded(supervisor: object, old_pid: int) -> bool:
+    from loopchain.scoreservice.supervisor import ScoreSupervisor
+
+    assert isinstance(supervisor, ScoreSupervisor)
+    return supervisor.pid not in (None, old_pid) and await supervisor.wait_ready(0.05)
+
+
+async def test_an_invoke_past_its_deadline_kills_and_restarts_the_process(tmp_path: Path) -> None:
+    package, chain = make_package(tmp_path), Blocks()
+    config = score_config(SCORE_INVOKE_TIMEOUT=1.0)
+    async with running(make_supervisor(tmp_path, config, package)) as supervisor:
+        pid = supervisor.pid
+        assert pid is not None
+        stuck = chain.next(
+            {"op": "sleep", "seconds": 60}
+        )  # no Python lines run: only the deadline helps
+        started = time.monotonic()
+        with pytest.raises(ScoreUnavailable, match="deadline"):
+            await supervisor.client.invoke_block(stuck)
+        assert time.monotonic() - started < 5
+        await wait_until_async(lambda: _reloaded(supervisor, pid), READY_DEADLINE, "a restart")
+        assert supervisor.status().executed_height == -1
+
+
+async def test_queries_are_answered_read_only_within_their_deadline(tmp_path: Path) -> None:
+    package, chain = make_package(tmp_path), Blocks()
+    config = score_config(SCORE_STEP_LIMIT=50_000, SCORE_QUERY_TIMEOUT=2.0)
+    async with running(make_supervisor(tmp_path, config, package)) as supervisor:
+        client = supervisor.client
+        block = chain.next(set_op("k", "v1"))
+        await client.invoke_block(block)
+        await client.commit_block(0, block.hash.hex())
+        started = time.monotonic()
+        assert await client.query('{"key": "k"}') == '"v1"'
+        assert await client.query('{"key": "unknown"}') == "null"
+        with pytest.raises(ScoreRejected, match="ScoreError: no such question"):
+            await client.query('{"op": "raise"}')
+        with pytest.raises(ScoreRejected, match="read-only"):
+            await client.query('{"op": "write", "key": "k"}')
+        with pytest.raises(ScoreRejected, match="step limit exceeded"):
+            await client.query('{"op": "loop"}')
+        with pytest.raises(ScoreRejected, match="JSONDecodeError"):
+            await client.query("not json")
+        assert time.monotonic() - started < config.SCORE_QUERY_TIMEOUT * 3
+        assert await client.query('{"key": "k"}') == '"v1"'
+
+
+async def test_a_package_that_did_not_resolve_starts_no_process(tmp_path: Path) -> None:
+    supervisor = make_supervisor(tmp_path, score_config(), None, "SCORE package 'x/y' not found")
+    async with running(supervisor, ready=False):
+        assert not await supervisor.wait_ready(0.5)
+        status = supervisor.status()
+        assert (status.status, status.message) == (-1, "SCORE package 'x/y' not found")
+        assert supervisor.pid is None
+        with pytest.raises(ScoreUnavailable):
+            await supervisor.client.status()
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("x = 1 // 0\n", "ZeroDivisionError: integer division or modulo by zero"),
+        ("class Other:\n    pass\n", "no UserScore class"),
+        (
+            "from loopchain.blockchain.score_base import ScoreBase\n"
+            "class UserScore(ScoreBase):\n"
+            "    def __init__(self, context):\n"
+            "        while True:\n"
+            "            pass\n",
+            "step limit exceeded",
+        ),
+        (
+            "from loopchain.blockchain.score_base import ScoreBase\n"
+            "class UserScore(ScoreBase):\n"
+            "    def __init__(self, context):\n"
+            "        super().__init__(context)\n"
+            "        self.db.put(b'k', b'v')\n",
+            "state writes only inside invoke",
+        ),
+    ],
+)
+async def test_a_bad_package_reports_status_minus_one(
+    tmp_path: Path, source: str, reason: str
+) -> None:
+    package, chain = make_package(tmp_path, "bad", source), Blocks()
+    config = score_config(SCORE_STEP_LIMIT=10_000)
+    async with running(make_supervisor(tmp_path, config, package), ready=False) as supervisor:
+        status = await wait_until_async(
+            lambda: _failed_status(supervisor), READY_DEADLINE, "the load failure"
+        )
+        assert reason in status.message and status.message.startswith("loading the SCORE failed")
+        pid = supervisor.pid
+        assert pid is not None  # the process keeps serving Status
+        answered = await supervisor.client.status()
+        assert answered.status == -1 and reason in answered.message
+        with pytest.raises(ScoreUnavailable, match="SCORE not loaded"):
+            await supervisor.client.invoke_block(chain.next())
+        assert supervisor.pid == pid and supervisor.restarts == 0
+        assert supervisor.load_error == status.message
+
+
+async def _failed_status(supervisor: object) -> object:
+    from loopchain.scoreservice.supervisor import ScoreSupervisor
+
+    assert isinstance(supervisor, ScoreSupervisor)
+    status = supervisor.status()
+    return status if status.message.startswith("loading the SCORE failed") else None
+
+
+async def test_requests_that_do_not_fit_are_rejected(tmp_path: Path) -> None:
+    package, chain = make_package(tmp_path), Blocks()
+    block0 = chain.next(set_op("a", "1"))
+    block1 = chain.next(set_op("a", "2"))
+    async with running(make_supervisor(tmp_path, score_config(), package)) as supervisor:
+        client = supervisor.client
+        with pytest.raises(ScoreRejected, match="block height 1 is not the next height 0"):
+            await client.invoke_block(block1)
+        other = Blocks()
+        other.builder.channel = "other_channel"
+        with pytest.raises(ScoreRejected, match="this SCORE serves"):
+            await client.invoke_block(other.next())
+        await client.invoke_block(block0)
+        with pytest.raises(ScoreRejected, match="is staged"):
+            await client.commit_block(0, "ab" * 32)
+        await client.rollback_block(0)
+        with pytest.raises(ScoreRejected, match="nothing is staged"):
+            await client.commit_block(0, block0.hash.hex())
+        staged = await client.invoke_block(block0)
+        first = await client.commit_block(0, block0.hash.hex())
+        again = await client.commit_block(0, block0.hash.hex())  # a retried commit is answered
+        assert first == again and first.state_root == staged.state_root
+        with pytest.raises(ScoreRejected, match="block height 0 is not the next height 1"):
+            await client.invoke_block(block0)
+
+
+async def test_the_client_reports_a_missing_process_as_unavailable(tmp_path: Path) -> None:
+    client = ScoreClient(tmp_path / "nobody.sock", score_config(GRPC_TIMEOUT=1.0))
+    try:
+        with pytest.raises(ScoreUnavailable):
+            await client.status()
+        with pytest.raises(ScoreUnavailable):
+            await client.invoke_block(Blocks().next())
+    finally:
+        await client.close()
+
+
+async def test_sigterm_exits_zero(tmp_path: Path) -> None:
+    socket_path = tmp_path / "direct.sock"
+    command = [sys.executable, "-m", "loopchain.scoreservice.process", "--socket", str(socket_path)]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
+    client = ScoreClient(socket_path, score_config(GRPC_TIMEOUT=1.0))
+    try:
+        status = await wait_until_async(_answered(client), READY_DEADLINE, "the SCORE process")
+        assert status.status == -1 and status.message == "waiting for Load"
+        with pytest.raises(ScoreUnavailable, match="SCORE not loaded: waiting for Load"):
+            await client.query("{}")
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 15) == 0
+        assert process.stderr is not None
+        assert b"Traceback" not in process.stderr.read()
+        assert not socket_path.exists()
+    finally:
+        await client.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _answered(client: ScoreClient):  # type: ignore[no-untyped-def]
+    async def attempt() -> object:
+        try:
+            return await client.status()
+        except ScoreUnavailable:
+            return None
+
+    return attempt
