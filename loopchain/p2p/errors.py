@@ -15,6 +15,7 @@ class ErrorKind(Enum):
     NO_LEADER = grpc.StatusCode.FAILED_PRECONDITION
     UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
     DENIED = grpc.StatusCode.PERMISSION_DENIED
+    TIMEOUT = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class RequestError(Exception):

@@ -41,6 +41,21 @@ class BlockRangeResult:
     proof: tuple[bytes, bytes] | None
 
 
+class ScoreStatusView(Protocol):
+    """The SCORE facts /api/v1/status/score reports."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def all_versions(self) -> tuple[str, ...]: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def message(self) -> str: ...
+
+
 class ChannelBackend(Protocol):
     """What the servicer needs from one channel of the peer."""
 
@@ -50,6 +65,9 @@ class ChannelBackend(Protocol):
         self, height: int, block_hash: bytes
     ) -> tuple[Block, QuorumCertificate | None] | None: ...
     def status(self) -> dict[str, Any]: ...
+    def tx_result(self, tx_hash: bytes) -> tuple[int, str] | None: ...
+    async def query(self, params_json: str) -> str: ...
+    def score_status(self) -> ScoreStatusView: ...
     def receive_txs(self, txs: list[Transaction]) -> None: ...
     def receive(self, event: m.Event) -> None: ...
     def block_range(self, from_height: int, max_blocks: int) -> BlockRangeResult: ...
@@ -141,10 +159,14 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         return await self._serve(context, work)
 
     async def GetTxResult(self, request: pb.GetTxRequest, context: Any) -> pb.TxResultReply:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "transaction results are not available until SCORE runs"
-        )
-        raise AssertionError("unreachable")
+        def work() -> pb.TxResultReply:
+            tx_hash = _hash_arg(request.tx_hash)
+            found = self.backend.channel(request.channel).tx_result(tx_hash)
+            if found is None:
+                raise RequestError(ErrorKind.NOT_FOUND, f"transaction {tx_hash.hex()} not found")
+            return pb.TxResultReply(code=found[0], message=found[1])
+
+        return await self._serve(context, work)
 
     async def GetBlock(self, request: pb.GetBlockRequest, context: Any) -> pb.BlockReply:
         def work() -> pb.BlockReply:
@@ -176,12 +198,25 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         return await self._serve(context, work)
 
     async def Query(self, request: pb.QueryRequest, context: Any) -> pb.QueryReply:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SCORE queries are not available yet")
+        try:
+            channel = self.backend.channel(request.channel)
+            return pb.QueryReply(response_json=await channel.query(request.params_json))
+        except RequestError as exc:
+            await context.abort(exc.kind.value, exc.message)
         raise AssertionError("unreachable")
 
     async def GetScoreStatus(self, request: pb.ChannelRequest, context: Any) -> pb.ScoreStatusReply:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SCORE status is not available yet")
-        raise AssertionError("unreachable")
+        def work() -> pb.ScoreStatusReply:
+            info = self.backend.channel(request.channel).score_status()
+            return pb.ScoreStatusReply(
+                id=info.id,
+                version=info.version,
+                all_version=list(info.all_versions),
+                status=info.status,
+                message=info.message,
+            )
+
+        return await self._serve(context, work)
 
     # ------------------------------------------------------------ peer to peer
 

@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from loopchain.blockchain import execution
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.blockchain.chain import Limits
 from loopchain.blockchain.mempool import TxPool
@@ -32,6 +34,8 @@ from loopchain.p2p.peer_client import (
     vote_message,
 )
 from loopchain.p2p.peer_service import BlockRangeResult, TxLookup
+from loopchain.peer.score_runtime import ScoreInfo, ScoreRuntime
+from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
 from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
@@ -58,6 +62,8 @@ class ChannelSettings:
     score_package: str
     issuer: str  # address of the RadioStation that signs validator sets
     my_target: str
+    storage_dir: Path  # this channel's directory (block store, SCORE state)
+    port: int
 
 
 def consensus_config(config: Config) -> ConsensusConfig:
@@ -106,6 +112,17 @@ class ChannelService:
             pool=TxPool(int(config.TX_POOL_MAX)),
             is_committed=lambda tx_hash: store.find_transaction(tx_hash) is not None,
             safety=load_safety(store),
+            roots_at=store.roots_at,
+            executed_height=executed[0] if (executed := store.executed()) else -1,
+        )
+        self.score = ScoreRuntime(
+            config=config,
+            channel=settings.name,
+            store=store,
+            package_name=settings.score_package,
+            storage_dir=settings.storage_dir,
+            port=settings.port,
+            on_executed=self.receive,
         )
         self._relay: asyncio.Queue[Transaction] = asyncio.Queue(RELAY_QUEUE_MAX)
         self._fetch: asyncio.Queue[bytes] = asyncio.Queue(FETCH_QUEUE_MAX)
@@ -130,9 +147,11 @@ class ChannelService:
                 group.create_task(self._relay_loop(), name=f"relay:{self.name}")
                 group.create_task(self._sync_loop(), name=f"sync:{self.name}")
                 group.create_task(self._fetch_loop(), name=f"fetch:{self.name}")
+                group.create_task(self.score.run(), name=f"score-runtime:{self.name}")
         finally:
             for handle in self._timers:
                 handle.cancel()
+            await self.score.stop()
 
     def set_members(self, peers: list[PeerInfo]) -> None:
         """The channel's peers as the RadioStation lists them."""
@@ -201,6 +220,29 @@ class ChannelService:
         assert qc is not None
         return block, qc
 
+    def tx_result(self, tx_hash: bytes) -> tuple[int, str] | None:
+        """(code, message) of a transaction: its SCORE result, or 2 while it is not executed."""
+        recorded = self.store.tx_result(tx_hash)
+        if recorded is not None:
+            return recorded[0], recorded[1]
+        if self.find_tx(tx_hash) is not None:
+            return execution.NOT_INVOKED, "not invoked yet"
+        return None
+
+    async def query(self, params_json: str) -> str:
+        """The SCORE's answer to a query."""
+        try:
+            return await self.score.query(params_json)
+        except ScoreUnavailable as exc:
+            raise RequestError(
+                ErrorKind.UNAVAILABLE, f"SCORE of {self.name} unavailable: {exc}"
+            ) from None
+        except ScoreRejected as exc:
+            raise RequestError(ErrorKind.INVALID, f"SCORE refused the query: {exc}") from None
+
+    def score_status(self) -> ScoreInfo:
+        return self.score.info()
+
     def block_range(self, from_height: int, max_blocks: int) -> BlockRangeResult:
         tip = self.store.tip_height()
         last = min(tip, from_height + max_blocks - 1)
@@ -235,8 +277,8 @@ class ChannelService:
             "tx_pool_size": len(state.pool),
             "round": state.round,
             "validator_count": len(voting.validators) if voting else 0,
-            "score_id": self.settings.score_package,
-            "score_version": "",
+            "score_id": self.score.info().id,
+            "score_version": self.score.info().version,
         }
 
     # ------------------------------------------------------------ consensus I/O
@@ -279,6 +321,7 @@ class ChannelService:
         self, block: Block, qc: QuorumCertificate, proof: tuple[Block, QuorumCertificate] | None
     ) -> None:
         self.store.save_block(block, qc)
+        self.score.block_final()
         if proof is not None:
             self.store.put_meta(COMMIT_PROOF, _encode_proof(proof))
         log.info(

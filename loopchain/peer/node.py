@@ -152,11 +152,18 @@ class PeerNode:
 
     def _open_channel(self, grant: ChannelGrant, issuer: str, group: asyncio.TaskGroup) -> None:
         assert self.signer is not None
-        kv = LevelDBStore(self.root / grant.channel)
+        kv = LevelDBStore(self.root / grant.channel / "blocks")
         self.stores.append(kv)
         store = BlockStore(kv, grant.channel)
         store.check()
-        settings = ChannelSettings(grant.channel, grant.score_package, issuer, self.target)
+        settings = ChannelSettings(
+            grant.channel,
+            grant.score_package,
+            issuer,
+            self.target,
+            self.root / grant.channel,
+            self.port,
+        )
         service = ChannelService(
             settings=settings,
             config=self.config,

@@ -1,0 +1,256 @@
+"""A channel's SCORE on the peer side: resolve its package, supervise its process, execute final
+blocks in order and record their results.
+
+Order of one execution, so a crash anywhere repeats exactly the missing work: (1) the SCORE stages
+the block and returns results and roots, (2) the peer writes results, roots and its executed
+pointer in ONE batch, (3) the SCORE commits its state. On start the peer replays into the SCORE
+every block the peer recorded but the SCORE did not commit, checking the roots match, then goes on
+with the blocks nobody executed yet. A package that cannot be loaded gives every transaction result
+9100 and leaves the state root unchanged, so the chain keeps finalising.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from loopchain.blockchain import execution
+from loopchain.blockchain.block_store import BlockStore
+from loopchain.blockchain.execution import InvokeResult, TxResult
+from loopchain.configure import Config
+from loopchain.consensus import messages as m
+from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
+from loopchain.scoreservice.packages import PackageError, ScorePackage, resolve_package
+from loopchain.scoreservice.supervisor import ScoreSupervisor
+from loopchain.types.block import Block
+from loopchain.types.hashing import EMPTY_ROOT
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAY = 0.5
+IDLE_CHECK = 1.0
+MAX_TIMEOUTS_PER_BLOCK = 3  # deadline kills of the SCORE on one block before it is given up
+
+
+@dataclass(frozen=True)
+class ScoreInfo:
+    """What /api/v1/status/score reports."""
+
+    id: str
+    version: str
+    all_versions: tuple[str, ...]
+    status: int  # 0 running, -1 not available
+    message: str
+
+
+def socket_path(port: int, channel: str) -> Path:
+    """A short unix socket path (sun_path holds about 100 bytes) unique to a peer and channel."""
+    digest = hashlib.sha256(channel.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"loopchain-{port}-{digest}.sock"
+
+
+def resolve_channel_package(
+    config: Config, name: str, work_dir: Path
+) -> tuple[ScorePackage | None, str | None]:
+    """The channel's package, or the reason it cannot be used."""
+    try:
+        package = resolve_package(
+            Path(config.DEFAULT_SCORE_REPOSITORY_PATH),
+            name,
+            branch=str(config.DEFAULT_SCORE_BRANCH),
+            allow_develop=bool(config.ALLOW_LOAD_SCORE_IN_DEVELOP),
+            work_dir=work_dir,
+        )
+    except PackageError as exc:
+        return None, f"SCORE package {name!r} cannot be loaded: {exc}"
+    return package, None
+
+
+class ScoreRuntime:
+    """Executes a channel's final blocks with its SCORE, strictly in order."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        channel: str,
+        store: BlockStore,
+        package_name: str,
+        storage_dir: Path,
+        port: int,
+        on_executed: Callable[[m.BlockExecuted], None],
+    ) -> None:
+        self.config = config
+        self.channel = channel
+        self.store = store
+        self.package_name = package_name
+        self.on_executed = on_executed
+        self._wake = asyncio.Event()
+        self.package, self.package_error = resolve_channel_package(
+            config, package_name, storage_dir / "score_work"
+        )
+        self.supervisor: ScoreSupervisor | None = None
+        self.disabled: str | None = None  # why the SCORE is no longer used (results carry 9100)
+        if self.package is not None:
+            self.supervisor = ScoreSupervisor(
+                config,
+                channel,
+                socket_path(port, channel),
+                storage_dir / "score_state",
+                self.package,
+                None,
+            )
+        else:
+            log.error("channel %s: %s; results will carry 9100", channel, self.package_error)
+
+    # ------------------------------------------------------------ queries
+
+    def info(self) -> ScoreInfo:
+        if self.supervisor is None or self.package is None:
+            return ScoreInfo(self.package_name, "", (), -1, self.package_error or "not loaded")
+        status = self.supervisor.status()
+        return ScoreInfo(
+            self.package.id,
+            self.package.version,
+            tuple(self.package.all_versions),
+            int(status.status),
+            str(status.message),
+        )
+
+    async def query(self, params_json: str) -> str:
+        """The SCORE's answer to a query (ScoreUnavailable / ScoreRejected on failure)."""
+        if self.supervisor is None:
+            raise ScoreUnavailable(self.package_error or "no SCORE")
+        return await self.supervisor.client.query(params_json)
+
+    def block_final(self) -> None:
+        """A block became final: execute it soon."""
+        self._wake.set()
+
+    # ------------------------------------------------------------ running
+
+    async def run(self) -> None:
+        """Supervise the SCORE process and execute final blocks until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            if self.supervisor is not None:
+                group.create_task(self.supervisor.run(), name=f"score:{self.channel}")
+            group.create_task(self._execute_loop(), name=f"execute:{self.channel}")
+
+    async def stop(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+
+    async def _execute_loop(self) -> None:
+        if self.supervisor is not None:
+            await self._replay_uncommitted()
+        while True:
+            executed = self.store.executed()
+            height = (executed[0] if executed else -1) + 1
+            if height > self.store.tip_height():
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_CHECK)
+                continue
+            block = self.store.block_by_height(height)
+            assert block is not None
+            result = await self._execute(block, executed)  # 1. stage in the SCORE
+            self._record(block, result)  # 2. record on the peer
+            if self.supervisor is not None and not self.disabled and not self.supervisor.load_error:
+                await self._commit(block)  # 3. commit in the SCORE
+
+    async def _execute(
+        self, block: Block, executed: tuple[int, bytes, bytes] | None
+    ) -> InvokeResult:
+        if self.supervisor is None or self.disabled:
+            return self._unavailable(block, executed, self.package_error or self.disabled)
+        timeouts = 0
+        while True:
+            if self.supervisor.load_error:
+                return self._unavailable(block, executed, self.supervisor.load_error)
+            if timeouts >= MAX_TIMEOUTS_PER_BLOCK:
+                self.disabled = f"SCORE did not finish block {block.height} in SCORE_INVOKE_TIMEOUT"
+                log.error(
+                    "channel %s: %s; SCORE disabled, results carry 9100",
+                    self.channel,
+                    self.disabled,
+                )
+                return self._unavailable(block, executed, self.disabled)
+            try:
+                await self.supervisor.wait_ready(float(self.config.SCORE_INVOKE_TIMEOUT))
+                return await self.supervisor.client.invoke_block(block)
+            except ScoreUnavailable as exc:
+                timeouts += 1 if exc.deadline_exceeded else 0
+                log.warning(
+                    "channel %s: SCORE unavailable at block %d: %s", self.channel, block.height, exc
+                )
+            except ScoreRejected as exc:
+                log.warning(
+                    "channel %s: SCORE refused block %d: %s", self.channel, block.height, exc
+                )
+                await self._replay_uncommitted()
+            await asyncio.sleep(RETRY_DELAY)
+
+    def _unavailable(
+        self, block: Block, executed: tuple[int, bytes, bytes] | None, reason: str | None
+    ) -> InvokeResult:
+        message = reason or "SCORE is not available"
+        results = [
+            TxResult(tx.hash_hex, execution.SCORE_UNREACHABLE, message) for tx in block.transactions
+        ]
+        state_root = executed[1] if executed else EMPTY_ROOT
+        return InvokeResult(block.height, results, state_root, execution.results_hash(results))
+
+    def _record(self, block: Block, result: InvokeResult) -> None:
+        rows = [(bytes.fromhex(r.tx_hash), r.code, r.message) for r in result.results]
+        self.store.save_results(block.height, rows, result.state_root, result.results_hash)
+        self.on_executed(m.BlockExecuted(block.height, result.state_root, result.results_hash))
+
+    async def _commit(self, block: Block) -> None:
+        assert self.supervisor is not None
+        try:
+            await self.supervisor.client.commit_block(block.height, block.hash.hex())
+        except (ScoreUnavailable, ScoreRejected) as exc:
+            log.warning(
+                "channel %s: SCORE commit of %d failed (%s); replaying",
+                self.channel,
+                block.height,
+                exc,
+            )
+            await self._replay_uncommitted()
+
+    async def _replay_uncommitted(self) -> None:
+        """Bring the SCORE's committed state up to the peer's executed pointer."""
+        assert self.supervisor is not None
+        while True:
+            try:
+                await self.supervisor.wait_ready(float(self.config.SCORE_INVOKE_TIMEOUT))
+                status = await self.supervisor.client.status()
+                target = self.store.executed()
+                target_height = target[0] if target else -1
+                for height in range(int(status.executed_height) + 1, target_height + 1):
+                    await self._replay(height)
+                return
+            except (ScoreUnavailable, ScoreRejected) as exc:
+                log.warning("channel %s: SCORE replay waits: %s", self.channel, exc)
+                await asyncio.sleep(RETRY_DELAY)
+
+    async def _replay(self, height: int) -> None:
+        assert self.supervisor is not None
+        block = self.store.block_by_height(height)
+        assert block is not None
+        result = await self.supervisor.client.invoke_block(block)
+        recorded = self.store.roots_at(height)
+        if recorded is not None and recorded != (result.state_root, result.results_hash):
+            log.error(
+                "channel %s: re-executing block %d gave other roots than recorded; the SCORE is "
+                "not deterministic",
+                self.channel,
+                height,
+            )
+        await self.supervisor.client.commit_block(height, block.hash.hex())
