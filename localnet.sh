@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run a local loopchain network on loopback: a RadioStation and N peers with their REST proxies.
-#   ./localnet.sh [--peers N] [--data DIR] [--debug]
+#   ./localnet.sh [--peers N] [--data DIR] [--score ORG/PACKAGE] [--debug]
 # Peers listen on 7100, 7200, ... (REST 9000, 9100, ...); the RadioStation on 7102 (REST 9002).
 # State lives in DIR (default ./localnet-data) and survives a restart. Ctrl-C stops everything.
 set -euo pipefail
@@ -8,10 +8,12 @@ cd "$(dirname "$0")"
 PEERS=4
 DATA=localnet-data
 DEBUG=()
+SCORE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --peers) PEERS=$2; shift 2 ;;
     --data) DATA=$2; shift 2 ;;
+    --score) SCORE=$2; shift 2 ;;
     --debug|-d) DEBUG=(-d); shift ;;
     -h|--help) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "localnet.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -27,6 +29,10 @@ CONF="$DATA/localnet.json"
 cat > "$CONF" <<JSON
 {"DEFAULT_STORAGE_PATH": "$DATA/storage", "CHANNEL_MANAGE_DATA_PATH": "$DATA/channel_manage_data.json"}
 JSON
+
+if [ -n "$SCORE" ]; then  # one channel running the given SCORE package (from ./score)
+  printf '{"loopchain_default": {"score_package": "%s"}}\n' "$SCORE" > "$DATA/channel_manage_data.json"
+fi
 
 pids=()
 stop() {

@@ -277,6 +277,8 @@ class ChannelService:
             "tx_pool_size": len(state.pool),
             "round": state.round,
             "validator_count": len(voting.validators) if voting else 0,
+            "executed_height": executed[0] if (executed := self.store.executed()) else -1,
+            "state_root": executed[1].hex() if executed else "",
             "score_id": self.score.info().id,
             "score_version": self.score.info().version,
         }
