@@ -175,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-request timeout in seconds (default 10)",
     )
     add("--query-body", type=_argparse_type(_json_object), help="JSON object for -t 1")
+    add(
+        "--tx-body",
+        type=_argparse_type(_json_object),
+        help='JSON object sent for -t 0 (a "loadtool" field is added to keep each one unique)',
+    )
     add("--json", action="store_true", help="print one JSON summary object")
     return parser
 
@@ -427,6 +432,8 @@ class Run:
         if self.args.type == 1:
             return dict(self.args.query_body or {"jsonrpc": "2.0", "method": "ping", "params": {}})
         params = {"run": self.run_id, "client": client, "seq": seq}
+        if self.args.tx_body is not None:
+            return {**self.args.tx_body, "loadtool": params}
         return {"jsonrpc": "2.0", "method": "loadtool", "params": params}
 
 
