@@ -1,0 +1,143 @@
+"""The peer-side SCORE runtime with a real SCORE process and real LevelDB stores: blocks execute in
+order, and after the SCORE loses what it committed the runtime re-executes exactly the missing blocks
+and reaches the roots it recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from loopchain.blockchain.block_store import BlockStore
+from loopchain.configure import load_config
+from loopchain.consensus import messages as m
+from loopchain.peer.score_runtime import ScoreRuntime
+from loopchain.storage.leveldb import LevelDBStore
+from loopchain.types.transaction import Transaction
+from tests.integration._storage_helpers import CHANNEL, ChainBuilder
+from tests.procs import ROOT, wait_until_async
+
+BLOCKS = 6
+
+
+def _kv_transactions(chain: ChainBuilder, block: int) -> list[Transaction]:
+    return [
+        Transaction.create_v1(
+            CHANNEL,
+            {"method": "set", "params": {"key": f"k{block}-{i}", "value": f"v{block}"}},
+            1_000_000 * block + i,
+            chain.signers[0],
+        )
+        for i in range(3)
+    ]
+
+
+def _fill(store: BlockStore, chain: ChainBuilder) -> None:
+    for height in range(BLOCKS):
+        block = chain.block(_kv_transactions(chain, height))
+        qc = chain.certify(block)
+        chain.advance(block, qc)
+        store.save_block(block, qc)
+
+
+@contextlib.asynccontextmanager
+async def running(runtime: ScoreRuntime) -> AsyncIterator[list[m.BlockExecuted]]:
+    task = asyncio.create_task(runtime.run())
+    try:
+        yield []
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await runtime.stop()
+
+
+def _runtime(tmp_path: Path, store: BlockStore, seen: list[m.BlockExecuted]) -> ScoreRuntime:
+    config = load_config(
+        environ={},
+        overrides={"DEFAULT_SCORE_REPOSITORY_PATH": str(ROOT / "score")},
+    )
+    return ScoreRuntime(
+        config=config,
+        channel=CHANNEL,
+        store=store,
+        package_name="sample/kvstore",
+        storage_dir=tmp_path / "channel",
+        port=40000 + (hash(str(tmp_path)) % 20000),
+        on_executed=seen.append,
+    )
+
+
+@pytest.mark.timeout(120)
+async def test_blocks_execute_in_order_and_a_lost_score_state_is_replayed(tmp_path: Path) -> None:
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, ChainBuilder())
+    seen: list[m.BlockExecuted] = []
+    runtime = _runtime(tmp_path, store, seen)
+    async with running(runtime):
+        await wait_until_async(_executed_to(store, BLOCKS - 1), 60, "execution of every block")
+        answer = await runtime.query(json.dumps({"method": "get", "params": {"key": "k5-2"}}))
+    assert json.loads(answer) == {"value": "v5"}
+    assert [event.height for event in seen] == list(range(BLOCKS))
+    recorded = store.executed()
+    assert recorded is not None
+    first = store.block_by_height(0)
+    assert first is not None
+    assert all(store.tx_result(tx.hash) == (0, "", 0) for tx in first.transactions)
+
+    # The SCORE loses everything it committed (its state directory is gone): the runtime replays
+    # blocks 0..5 into it and must arrive at the roots it recorded, without recording anything anew.
+    shutil.rmtree(tmp_path / "channel" / "score_state")
+    replayed: list[m.BlockExecuted] = []
+    runtime = _runtime(tmp_path, store, replayed)
+    async with running(runtime):
+        assert runtime.supervisor is not None
+        await runtime.supervisor.wait_ready(30)
+
+        async def score_caught_up() -> bool:
+            status = await runtime.supervisor.client.status()  # type: ignore[union-attr]
+            return status.executed_height == BLOCKS - 1 and status.state_root == recorded[1]
+
+        await wait_until_async(score_caught_up, 60, "the SCORE to replay to the recorded roots")
+    assert replayed == []  # nothing executed anew: the peer had already recorded every block
+    assert store.executed() == recorded
+
+
+def _executed_to(store: BlockStore, height: int):  # type: ignore[no-untyped-def]
+    async def check() -> bool:
+        executed = store.executed()
+        return executed is not None and executed[0] >= height
+
+    return check
+
+
+@pytest.mark.timeout(60)
+async def test_an_unloadable_package_gives_9100_and_keeps_the_state_root(tmp_path: Path) -> None:
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, ChainBuilder())
+    config = load_config(
+        environ={}, overrides={"DEFAULT_SCORE_REPOSITORY_PATH": str(ROOT / "score")}
+    )
+    runtime = ScoreRuntime(
+        config=config,
+        channel=CHANNEL,
+        store=store,
+        package_name="no/such",
+        storage_dir=tmp_path / "channel",
+        port=1,
+        on_executed=lambda event: None,
+    )
+    assert runtime.info().status == -1 and "no/such" in runtime.info().message
+    async with running(runtime):
+        await wait_until_async(_executed_to(store, BLOCKS - 1), 30, "9100 results for every block")
+    block = store.block_by_height(3)
+    assert block is not None
+    code, message, height = store.tx_result(block.transactions[0].hash)  # type: ignore[misc]
+    assert (code, height) == (9100, 3) and "no/such" in message
+    executed = store.executed()
+    assert executed is not None and executed[1] == store.roots_at(0)[0]  # type: ignore[index]
