@@ -24,7 +24,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "-r", "--radio_station_target", help="RadioStation ip[:port][,standby ip:port]"
     )
     parser.add_argument("-o", "--configure_file_path", help="JSON configuration file")
-    parser.add_argument("-c", "--score", help="default SCORE package of this peer")
+    parser.add_argument(
+        "-c",
+        "--score",
+        help="SCORE package this peer runs (default: the channel's, from the RadioStation)",
+    )
     parser.add_argument("-a", "--key_password", help="password of the private key file")
     parser.add_argument("--public", help="public key file")
     parser.add_argument("--private", help="private key file (hex secp256k1 key)")
@@ -51,8 +55,6 @@ def radiostation_targets(value: str | None, ip: str, port: int) -> tuple[str, ..
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     overrides: dict[str, object] = {}
-    if args.score:
-        overrides["DEFAULT_SCORE_PACKAGE"] = args.score
     if args.no_rest:
         overrides["RUN_REST_PROXY"] = False
     try:
@@ -65,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"peer.py: configuration error: {exc}", file=sys.stderr)
         return 2
-    options = PeerOptions(port, targets, args.private, args.configure_file_path, args.debug)
+    options = PeerOptions(
+        port, targets, args.private, args.configure_file_path, args.debug, args.score
+    )
     try:
         asyncio.run(_run(PeerNode(config, options)))
     except (OSError, StorageError) as exc:

@@ -47,6 +47,7 @@ class PeerOptions:
     private_key_path: str | None
     config_path: str | None
     debug: bool
+    score_package: str | None = None  # -c: run this package instead of the channel's
 
 
 class PeerNode:
@@ -156,9 +157,18 @@ class PeerNode:
         self.stores.append(kv)
         store = BlockStore(kv, grant.channel)
         store.check()
+        package = self.options.score_package or grant.score_package
+        if package != grant.score_package:
+            log.warning(
+                "channel %s: running SCORE %s (-c) instead of the channel's %s; its state root will "
+                "differ from peers running the channel's package",
+                grant.channel,
+                package,
+                grant.score_package,
+            )
         settings = ChannelSettings(
             grant.channel,
-            grant.score_package,
+            package,
             issuer,
             self.target,
             self.root / grant.channel,
