@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run a local loopchain network on loopback: a RadioStation and N peers with their REST proxies.
-#   ./localnet.sh [--peers N] [--data DIR] [--score ORG/PACKAGE] [--debug]
+#   ./localnet.sh [--peers N] [--data DIR] [--score ORG/PACKAGE] [--channels A,B] [--debug]
 # Peers listen on 7100, 7200, ... (REST 9000, 9100, ...); the RadioStation on 7102 (REST 9002).
 # State lives in DIR (default ./localnet-data) and survives a restart. Ctrl-C stops everything.
 set -euo pipefail
@@ -9,11 +9,13 @@ PEERS=4
 DATA=localnet-data
 DEBUG=()
 SCORE=""
+CHANNELS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --peers) PEERS=$2; shift 2 ;;
     --data) DATA=$2; shift 2 ;;
     --score) SCORE=$2; shift 2 ;;
+    --channels) CHANNELS=$2; shift 2 ;;
     --debug|-d) DEBUG=(-d); shift ;;
     -h|--help) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "localnet.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -26,12 +28,19 @@ case "$PEERS" in ''|*[!0-9]*) echo "localnet.sh: --peers needs a number" >&2; ex
 mkdir -p "$DATA/logs"
 DATA=$(cd "$DATA" && pwd)
 CONF="$DATA/localnet.json"
+DEFAULT_CHANNEL=${CHANNELS%%,*}
 cat > "$CONF" <<JSON
-{"DEFAULT_STORAGE_PATH": "$DATA/storage", "CHANNEL_MANAGE_DATA_PATH": "$DATA/channel_manage_data.json"}
+{"DEFAULT_STORAGE_PATH": "$DATA/storage", "CHANNEL_MANAGE_DATA_PATH": "$DATA/channel_manage_data.json",
+ "LOOPCHAIN_DEFAULT_CHANNEL": "${DEFAULT_CHANNEL:-loopchain_default}"}
 JSON
 
-if [ -n "$SCORE" ]; then  # one channel running the given SCORE package (from ./score)
-  printf '{"loopchain_default": {"score_package": "%s"}}\n' "$SCORE" > "$DATA/channel_manage_data.json"
+if [ -n "$SCORE$CHANNELS" ]; then  # the channels (default: one), each running the SCORE package
+  .venv/bin/python - "$DATA/channel_manage_data.json" "${CHANNELS:-loopchain_default}" "${SCORE:-loopchain/default}" <<'PY'
+import json, sys
+path, names, package = sys.argv[1], [n for n in sys.argv[2].split(",") if n], sys.argv[3]
+with open(path, "w") as out:
+    json.dump({name: {"score_package": package} for name in names}, out, indent=2)
+PY
 fi
 
 pids=()
@@ -81,6 +90,7 @@ Try:
   curl -H "Content-Type: application/json" -d '{"data":"hello"}' localhost:9000/api/v1/transactions
   curl localhost:9000/api/v1/blocks
   curl "localhost:9100/api/v1/transactions?hash=<tx_hash from above>"
+  (with --channels: add ?channel=NAME to GET calls, "channel": "NAME" to POST bodies)
 
 Press Ctrl-C to stop.
 TEXT
