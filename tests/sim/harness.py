@@ -292,56 +292,15 @@ class Network:
 
     # ------------------------------------------------------------ byzantine doubles
 
-    def _equivocate(self, node: Node, block: Block) -> None:
-        """Send half the peers a different block for the same round."""
-        twin_tx = Transaction.create_v1(
-            CHANNEL, {"twin": block.height}, 1 + block.height, node.signer
-        )
-        header = block.header
-        twin = Block.create(
-            channel=CHANNEL,
-            height=header.height,
-            round_=header.round,
-            prev_hash=header.prev_hash,
-            prev_qc=header.prev_qc,
-            transactions=[twin_tx],
-            timestamp=header.timestamp,
-            leader=node.signer,
-            next_leader=header.next_leader,
-            validators_hash=header.validators_hash,
-            validator_update=block.validator_update,
-            prev_tc=header.prev_tc,
-        )
-        others = [a for a in self.nodes if a != node.address]
-        for address in others[: len(others) // 2]:
-            self.deliver(node.address, address, m.ProposalReceived(twin))
-
-    def _invalid_twin(self, node: Node, block: Block) -> Block:
-        """The block with one transaction whose signature is forged (its leader signs it anyway)."""
-        header = block.header
-        victim = self.rng.choice(self.honest())
-        good = Transaction.create_v1(
-            CHANNEL, {"steal": header.height}, 7 + header.height, victim.signer
-        )
-        forged = Transaction({**good.body, "data": {"steal": "all"}}, good.signature, good.hash)
-        forged = Transaction.from_json(forged.to_json())
-        return Block.create(
-            channel=CHANNEL,
-            height=header.height,
-            round_=header.round,
-            prev_hash=header.prev_hash,
-            prev_qc=header.prev_qc,
-            transactions=[*block.transactions, forged],
-            timestamp=header.timestamp,
-            leader=node.signer,
-            next_leader=header.next_leader,
-            validators_hash=header.validators_hash,
-            validator_update=block.validator_update,
-            prev_tc=header.prev_tc,
-        )
-
-    def _bad_roots_twin(self, node: Node, block: Block) -> Block:
-        """The block claiming a state root nobody else computed."""
+    @staticmethod
+    def _twin(
+        node: Node,
+        block: Block,
+        transactions: list[Transaction],
+        state_root: bytes | None = None,
+    ) -> Block:
+        """A block like `block` (same round, parent and certificates) with other contents, signed
+        by the same (byzantine) leader."""
         header = block.header
         return Block.create(
             channel=CHANNEL,
@@ -349,7 +308,7 @@ class Network:
             round_=header.round,
             prev_hash=header.prev_hash,
             prev_qc=header.prev_qc,
-            transactions=list(block.transactions),
+            transactions=transactions,
             timestamp=header.timestamp,
             leader=node.signer,
             next_leader=header.next_leader,
@@ -357,9 +316,34 @@ class Network:
             validator_update=block.validator_update,
             prev_tc=header.prev_tc,
             state_height=header.state_height,
-            state_root=sha3_256(b"forged state"),
+            state_root=header.state_root if state_root is None else state_root,
             results_hash=header.results_hash,
         )
+
+    def _equivocate(self, node: Node, block: Block) -> None:
+        """Send half the peers a different valid block for the same round."""
+        twin_tx = Transaction.create_v1(
+            CHANNEL, {"twin": block.height}, 1 + block.height, node.signer
+        )
+        twin = self._twin(node, block, [twin_tx])
+        others = [a for a in self.nodes if a != node.address]
+        for address in others[: len(others) // 2]:
+            self.deliver(node.address, address, m.ProposalReceived(twin))
+
+    def _invalid_twin(self, node: Node, block: Block) -> Block:
+        """The block with one transaction whose signature is forged (its leader signs it anyway)."""
+        victim = self.rng.choice(self.honest())
+        good = Transaction.create_v1(
+            CHANNEL, {"steal": block.height}, 7 + block.height, victim.signer
+        )
+        forged = Transaction.from_json(
+            {**good.to_json(), "body": {**good.body, "data": {"steal": "all"}}}
+        )
+        return self._twin(node, block, [*block.transactions, forged])
+
+    def _bad_roots_twin(self, node: Node, block: Block) -> Block:
+        """The block claiming a state root nobody else computed."""
+        return self._twin(node, block, list(block.transactions), sha3_256(b"forged state"))
 
     def _double_vote(self, node: Node, vote: Vote) -> None:
         other = Vote.create(CHANNEL, vote.height, vote.round, bytes(32), node.signer)
