@@ -153,7 +153,15 @@ class ChannelConsensus:
 
     def leader_of_round(self, round_: int) -> str | None:
         voting = self.voting_set
-        return leader_of(voting, round_, self.config.blocks_per_leader) if voting else None
+        if voting is None or not voting.validators:
+            return None
+        return leader_of(voting, round_, self.config.blocks_per_leader)
+
+    @property
+    def is_auditor(self) -> bool:
+        """This peer follows the channel without voting (it is not in the current validator set)."""
+        voting = self.voting_set
+        return voting is not None and self.signer.address not in voting
 
     @property
     def leader(self) -> str | None:
@@ -202,6 +210,8 @@ class ChannelConsensus:
     # ------------------------------------------------------------ transactions
 
     def _on_txs(self, txs: tuple[Transaction, ...], gossip: bool, now: float) -> list[m.Action]:
+        if self.is_auditor:
+            return []  # auditors keep no pool: they never propose
         added: list[Transaction] = []
         for tx in txs:
             try:

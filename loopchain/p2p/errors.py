@@ -16,6 +16,7 @@ class ErrorKind(Enum):
     UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
     DENIED = grpc.StatusCode.PERMISSION_DENIED
     TIMEOUT = grpc.StatusCode.DEADLINE_EXCEEDED
+    SCORE_DOWN = grpc.StatusCode.ABORTED  # the peer is up, its SCORE process is not
 
 
 class RequestError(Exception):

@@ -171,6 +171,11 @@ class ChannelService:
                 ErrorKind.INVALID,
                 f"transaction is {len(raw)} bytes, limit {self.config.MAX_TX_BYTES}",
             )
+        if self.consensus.is_auditor:
+            raise RequestError(
+                ErrorKind.DENIED,
+                f"this peer audits channel {self.name}: it serves its data but takes no transactions",
+            )
         if len(self.consensus.pool) >= self.consensus.pool.max_size:
             raise RequestError(ErrorKind.POOL_FULL, "transaction pool is full; try again later")
         tx = Transaction.create_v1(self.name, data, time.time_ns() // 1000, self.signer)
@@ -235,7 +240,7 @@ class ChannelService:
             return await self.score.query(params_json)
         except ScoreUnavailable as exc:
             raise RequestError(
-                ErrorKind.UNAVAILABLE, f"SCORE of {self.name} unavailable: {exc}"
+                ErrorKind.SCORE_DOWN, f"SCORE of {self.name} unavailable: {exc}"
             ) from None
         except ScoreRejected as exc:
             raise RequestError(ErrorKind.INVALID, f"SCORE refused the query: {exc}") from None
@@ -266,6 +271,7 @@ class ChannelService:
             "peer_id": self.signer.address,
             "peer_target": self.settings.my_target,
             "peer_type": 1 if state.is_leader else 0,
+            "role": "auditor" if state.is_auditor else "validator",
             "leader_id": state.leader or "",
             "block_height": state.tip.height,
             "block_hash": state.tip.block_hash.hex(),

@@ -1,9 +1,10 @@
 """Channel configuration of the RadioStation, read from channel_manage_data.json.
 
 The file maps a channel name to `{"score_package": str, "peers": [{"peer_target": "host:port",
-"weight": int, "group_id": str}], "groups": {"<group_id>": {"weight": int}}}`; `weight` (default 1)
-and `group_id` (default none) shape the channel's validator set: peers of one group vote as one unit
-of the group's weight. When the file does not exist the RadioStation runs one open channel
+"weight": int, "group_id": str, "role": "validator" | "auditor"}], "groups": {"<group_id>":
+{"weight": int}}}`; `weight` (default 1) and `group_id` (default none) shape the channel's validator
+set: peers of one group vote as one unit of the group's weight. Auditors receive and verify every
+block of the channel but never vote, propose or take transactions. When the file does not exist the RadioStation runs one open channel
 (LOOPCHAIN_DEFAULT_CHANNEL).
 """
 
@@ -19,7 +20,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _CHANNEL_KEYS = {"score_package", "peers", "groups"}
-_PEER_KEYS = {"peer_target", "weight", "group_id"}
+_PEER_KEYS = {"peer_target", "weight", "group_id", "role"}
+ROLES = ("validator", "auditor")
 
 
 class ChannelDataError(ValueError):
@@ -36,6 +38,11 @@ class ChannelSpec:
     peer_weights: Mapping[str, int] = field(default_factory=dict)  # target -> weight
     peer_groups: Mapping[str, str] = field(default_factory=dict)  # target -> group id
     groups: Mapping[str, int] = field(default_factory=dict)  # group id -> weight
+    auditors: frozenset[str] = frozenset()  # targets that follow the channel without voting
+
+    def is_validator(self, target: str) -> bool:
+        """True unless the channel names `target` an auditor."""
+        return target not in self.auditors
 
     def admits(self, target: str, channel_auth: bool) -> bool:
         """True when a peer at `target` belongs to this channel."""
@@ -55,6 +62,7 @@ class _Peers:
     targets: set[str] = field(default_factory=set)
     weights: dict[str, int] = field(default_factory=dict)
     groups: dict[str, str] = field(default_factory=dict)
+    auditors: set[str] = field(default_factory=set)
 
 
 def _positive_int(value: Any) -> bool:
@@ -87,6 +95,11 @@ def _parse_peers(path: Path, name: str, raw: Any) -> _Peers:
             raise ChannelDataError(f"{where}: peers[{index}].group_id must be a string")
         if group:
             peers.groups[target] = group
+        role = entry.get("role", "validator")
+        if role not in ROLES:
+            raise ChannelDataError(f"{where}: peers[{index}].role must be one of {list(ROLES)}")
+        if role == "auditor":
+            peers.auditors.add(target)
     return peers
 
 
@@ -125,7 +138,15 @@ def _parse_channel(path: Path, name: Any, raw: Any, default_package: str) -> Cha
         )
     peers = _parse_peers(path, name, raw.get("peers", []))
     groups = _parse_groups(path, name, raw.get("groups", {}), peers)
-    return ChannelSpec(name, package, frozenset(peers.targets), peers.weights, peers.groups, groups)
+    return ChannelSpec(
+        name,
+        package,
+        frozenset(peers.targets),
+        peers.weights,
+        peers.groups,
+        groups,
+        frozenset(peers.auditors),
+    )
 
 
 def parse_channels(path: Path, data: Any, default_package: str) -> dict[str, ChannelSpec]:

@@ -61,6 +61,7 @@ class Station:
                 r.peer_id, spec.peer_weights.get(r.target, 1), spec.peer_groups.get(r.target, "")
             )
             for r in self.registry.members(channel)
+            if spec.is_validator(r.target)
         )
         used = {m.group_id for m in members if m.group_id}
         groups = tuple(Group(g, w) for g, w in spec.groups.items() if g in used)

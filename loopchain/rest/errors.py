@@ -33,6 +33,8 @@ _RPC_ERRORS: dict[grpc.StatusCode, tuple[ResponseCode, int, str]] = {
         "the peer is overloaded, try again later ({details})",
     ),
     grpc.StatusCode.FAILED_PRECONDITION: (ResponseCode.NO_LEADER, 503, "{details}"),
+    grpc.StatusCode.ABORTED: (ResponseCode.FAIL, 503, "{details}"),
+    grpc.StatusCode.PERMISSION_DENIED: (ResponseCode.FAIL, 403, "{details}"),
     grpc.StatusCode.UNIMPLEMENTED: (
         ResponseCode.FAIL,
         501,

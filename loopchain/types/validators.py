@@ -148,6 +148,8 @@ class ValidatorSet:
 
     def leader_at(self, index: int) -> str:
         """The validator at position `index` modulo the set size."""
+        if not self.validators:
+            raise ValueError(f"the validator set of {self.channel} is empty")
         return self.validators[index % len(self.validators)].peer_id
 
     # -- encoding

@@ -47,3 +47,25 @@ def test_weights_and_groups_are_read() -> None:
 def test_bad_weights_and_groups_are_named(channel: dict, message: str) -> None:
     with pytest.raises(ChannelDataError, match=message):
         parse_channels(PATH, {"c": channel}, "loopchain/default")
+
+
+def test_auditors_are_members_but_not_validators() -> None:
+    specs = parse_channels(
+        PATH,
+        {
+            "c": {
+                "peers": [
+                    {"peer_target": "127.0.0.1:7100"},
+                    {"peer_target": "127.0.0.1:7200", "role": "auditor"},
+                ]
+            }
+        },
+        "loopchain/default",
+    )
+    spec = specs["c"]
+    assert spec.admits("127.0.0.1:7200", channel_auth=True)
+    assert spec.is_validator("127.0.0.1:7100") and not spec.is_validator("127.0.0.1:7200")
+    with pytest.raises(ChannelDataError, match="role"):
+        parse_channels(
+            PATH, {"c": {"peers": [{"peer_target": "127.0.0.1:7100", "role": "boss"}]}}, "x"
+        )

@@ -220,3 +220,18 @@ def test_a_block_with_a_state_root_others_did_not_compute_gets_no_votes() -> Non
                     height
                 ]
     assert net.committed_everywhere(net.submitted)
+
+
+def test_an_auditor_follows_the_chain_but_keeps_no_pool_and_never_votes() -> None:
+    net = Network(4, seed=10)
+    auditor = Network(5, seed=10)  # one more key, the same channel and RadioStation
+    outsider = list(auditor.nodes.values())[4]
+    net.nodes[outsider.address] = outsider
+    outsider.state.issuer = net.issuer.address
+    chain = _chain_of(net, 4)
+    assert outsider.state.is_auditor
+    assert outsider.chain and [b.hash for b, _ in outsider.chain] == [
+        b.hash for b, _ in chain[: len(outsider.chain)]
+    ]
+    assert len(outsider.state.pool) == 0
+    assert outsider.disk.safety == (-1, None)  # it never voted nor complained
