@@ -11,6 +11,7 @@ import sys
 from loopchain.configure import ConfigError, load_config, setup_logging
 from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.storage.abc import StorageError
+from loopchain.types.crypto import SignatureError
 
 log = logging.getLogger("loopchain.peer")
 
@@ -68,11 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"peer.py: configuration error: {exc}", file=sys.stderr)
         return 2
     options = PeerOptions(
-        port, targets, args.private, args.configure_file_path, args.debug, args.score
+        port,
+        targets,
+        args.private,
+        args.configure_file_path,
+        args.debug,
+        args.score,
+        args.key_password,
     )
     try:
         asyncio.run(_run(PeerNode(config, options)))
-    except (OSError, StorageError) as exc:
+    except (OSError, StorageError, SignatureError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     return 0

@@ -48,6 +48,7 @@ class PeerOptions:
     config_path: str | None
     debug: bool
     score_package: str | None = None  # -c: run this package instead of the channel's
+    key_password: str | None = None  # -a: password of a PEM private key
 
 
 class PeerNode:
@@ -94,7 +95,7 @@ class PeerNode:
             if self.options.private_key_path
             else self.root / "peer_key"
         )
-        self.signer = load_or_create_key(key_path)
+        self.signer = load_or_create_key(key_path, self.options.key_password)
         log.info("peer id %s, target %s", self.signer.address, self.target)
         # 2. serve gRPC (fails at once if the port is taken)
         server = grpc_util.create_server(self.config)

@@ -77,12 +77,34 @@ class Signer:
         return self._key.secret
 
 
-def load_or_create_key(path: Path) -> Signer:
-    """Load the hex private key at `path`, creating it (mode 0600) on first use."""
+def load_pem_key(data: bytes, password: str | None) -> Signer:
+    """A secp256k1 private key from PEM (PKCS#8 or SEC1, optionally password-protected)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        key = serialization.load_pem_private_key(
+            data, password=password.encode() if password else None
+        )
+    except (ValueError, TypeError) as exc:
+        raise SignatureError(f"cannot read the PEM private key: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256k1":
+        raise SignatureError("the PEM private key is not a secp256k1 key")
+    return Signer(key.private_numbers().private_value.to_bytes(32, "big"))
+
+
+def load_or_create_key(path: Path, password: str | None = None) -> Signer:
+    """Load the private key at `path` (hex, or PEM with `password`), creating a hex key file
+    (mode 0600) on first use."""
     if path.exists():
-        text = path.read_text().strip()
+        raw = path.read_bytes()
+        if raw.lstrip().startswith(b"-----BEGIN"):
+            try:
+                return load_pem_key(raw, password)
+            except SignatureError as exc:
+                raise SignatureError(f"key file {path}: {exc}") from None
         try:
-            return Signer(bytes.fromhex(text))
+            return Signer(bytes.fromhex(raw.decode().strip()))
         except ValueError as exc:
             raise SignatureError(f"key file {path} does not hold a valid private key") from exc
     path.parent.mkdir(parents=True, exist_ok=True)

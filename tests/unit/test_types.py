@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -518,3 +519,29 @@ def test_signatures_recover_their_signer() -> None:
     assert recover_address(digest, signature) == SIGNERS[2].address
     assert not verify(digest, signature[:-1], SIGNERS[2].address)
     assert not verify(sha3_256(b"other"), signature, SIGNERS[2].address)
+
+
+def test_pem_signing_keys_load_with_their_password(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from loopchain.types.crypto import SignatureError, load_or_create_key
+
+    key = ec.generate_private_key(ec.SECP256K1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    path = tmp_path / "key.pem"
+    path.write_bytes(pem)
+    signer = load_or_create_key(path, "secret")
+    assert signer.secret_bytes() == key.private_numbers().private_value.to_bytes(32, "big")
+    with pytest.raises(SignatureError, match="key.pem"):
+        load_or_create_key(path, "wrong")
+    other = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path.write_bytes(other)
+    with pytest.raises(SignatureError, match="secp256k1"):
+        load_or_create_key(path)
