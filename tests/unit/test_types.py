@@ -537,7 +537,7 @@ def test_pem_signing_keys_load_with_their_password(tmp_path: Path) -> None:
     path.write_bytes(pem)
     signer = load_or_create_key(path, "secret")
     assert signer.secret_bytes() == key.private_numbers().private_value.to_bytes(32, "big")
-    with pytest.raises(SignatureError, match="key.pem"):
+    with pytest.raises(SignatureError, match=r"key\.pem"):
         load_or_create_key(path, "wrong")
     other = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
