@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -18,6 +19,12 @@ from aiohttp import web
 from loopchain.configure import Config, ConfigError, load_config, setup_logging
 from loopchain.p2p.grpc_util import bind, create_server
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.radiostation.certs import (
+    CA_PASSWORD_ENV,
+    CertificateService,
+    CertStoreError,
+    create_certificate_service,
+)
 from loopchain.radiostation.channels import ChannelDataError, load_channels
 from loopchain.radiostation.grpc_service import RadioStationService
 from loopchain.radiostation.registry import Registry, RegistryError
@@ -49,8 +56,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("-p", "--port", type=int, help="gRPC port (REST on port + 1900)")
     parser.add_argument("-o", "--configure_file_path", help="JSON configuration file")
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
-    parser.add_argument("--cert", metavar="DIR", help="certificate directory (not used yet)")
-    parser.add_argument("-s", "--seed", help="seed for certificate keys (not used yet)")
+    parser.add_argument(
+        "--cert",
+        metavar="DIR",
+        help="CA directory to use instead of the RadioStation's own (see tools/certificate_util.py);"
+        f" an encrypted CA key is opened with the password in ${CA_PASSWORD_ENV}",
+    )
+    parser.add_argument("-s", "--seed", help="accepted for compatibility; not used yet")
     return parser.parse_args(argv)
 
 
@@ -109,6 +121,20 @@ def create_station(config: Config) -> Station:
     return Station(config, registry, signer, time.time)
 
 
+def create_certificates(config: Config, cert_dir: str | None) -> CertificateService:
+    """The certificate service over --cert DIR or the own CA directory, its CA checked if present."""
+    password = os.environ.get(CA_PASSWORD_ENV) or None
+    try:
+        certs = create_certificate_service(config, cert_dir, password)
+    except CertStoreError as exc:
+        raise StartupError(str(exc), EXIT_CONFIG) from None
+    try:
+        log.info("certificates: %s", certs.describe_state())
+    except CertStoreError as exc:
+        raise StartupError(str(exc), EXIT_RUNTIME) from None
+    return certs
+
+
 def create_grpc_server(station: Station) -> grpc.aio.Server:
     """The gRPC server with the RadioStation service, bound to IP_LOCAL:PORT_RADIOSTATION."""
     config = station.config
@@ -118,12 +144,13 @@ def create_grpc_server(station: Station) -> grpc.aio.Server:
     return server
 
 
-async def start_rest(station: Station, debug: bool) -> web.AppRunner:
+async def start_rest(station: Station, certs: CertificateService, debug: bool) -> web.AppRunner:
     """The REST site on IP_LOCAL:port + PORT_DIFF_REST_SERVICE_CONTAINER, started."""
     config = station.config
     host, port = config.IP_LOCAL, config.PORT_RADIOSTATION + config.PORT_DIFF_REST_SERVICE_CONTAINER
     access_log = logging.getLogger("aiohttp.access") if debug else None
-    runner = web.AppRunner(create_app(station), access_log=access_log, handle_signals=False)
+    app = create_app(station, certs)
+    runner = web.AppRunner(app, access_log=access_log, handle_signals=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_port=False).start()
@@ -162,7 +189,7 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def serve(station: Station, debug: bool) -> None:
+async def serve(station: Station, certs: CertificateService, debug: bool) -> None:
     """Serve gRPC and REST until SIGTERM or Ctrl-C, then stop both and flush the registry."""
     config = station.config
     stop = asyncio.Event()
@@ -170,7 +197,7 @@ async def serve(station: Station, debug: bool) -> None:
     server = create_grpc_server(station)
     await server.start()
     try:
-        runner = await start_rest(station, debug)
+        runner = await start_rest(station, certs, debug)
     except OSError:
         await server.stop(None)
         raise
@@ -209,11 +236,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_CONFIG)
     except OSError as exc:
         return _fail(f"cannot open LOG_FILE_PATH {config.LOG_FILE_PATH}: {exc}", EXIT_CONFIG)
-    if args.cert or args.seed:
-        log.warning("--cert and -s are accepted but not used yet (certificates come later)")
+    if args.seed:
+        log.warning(
+            "-s is accepted but not used yet: certificate keys come from the OS's randomness"
+        )
     try:
         station = create_station(config)
-        asyncio.run(serve(station, args.debug))
+        certs = create_certificates(config, args.cert)
+        asyncio.run(serve(station, certs, args.debug))
     except StartupError as exc:
         return _fail(str(exc), exc.exit_code)
     except OSError as exc:

@@ -10,6 +10,14 @@ from typing import Any
 from aiohttp import web
 
 from loopchain.configure import ConfigError, describe
+from loopchain.radiostation.certs import (
+    PEER_CERT_VALID_DAYS,
+    BadCertRequest,
+    CertificateService,
+    CertStoreError,
+    NoCA,
+    create_certificate_service,
+)
 from loopchain.radiostation.peer_status import PeerStatusError, fetch_status
 from loopchain.radiostation.registry import PeerRecord, PeerView, UnknownPeer
 from loopchain.radiostation.station import Station, UnknownChannel
@@ -18,6 +26,7 @@ from loopchain.types.codes import HTTP_STATUS, ResponseCode, error_body
 log = logging.getLogger(__name__)
 
 STATION = web.AppKey("station", Station)
+CERTS = web.AppKey("certs", CertificateService)
 MAX_CONCURRENT_STATUS_QUERIES = 16
 
 
@@ -223,22 +232,65 @@ async def conf_post(request: web.Request) -> web.Response:
     )
 
 
-async def cert_not_available(request: web.Request) -> web.Response:
-    """The certificate APIs: not served yet."""
-    raise ApiError(ResponseCode.FAIL, "certificate APIs are not available yet (PKI comes later)")
+# -- certificates
 
 
-def create_app(station: Station) -> web.Application:
-    """The REST application over `station`."""
+def _cert_error(exc: CertStoreError) -> ApiError:
+    if isinstance(exc, BadCertRequest):
+        return ApiError(ResponseCode.INVALID_PARAMS, str(exc))
+    if isinstance(exc, NoCA):
+        return ApiError(ResponseCode.NOT_FOUND, str(exc))
+    return ApiError(ResponseCode.FAIL, str(exc))
+
+
+async def cert_list_ca(request: web.Request) -> web.Response:
+    """GET /api/v1/cert/list/ca: the CA certificate (the own CA is created on first use)."""
+    try:
+        return _ok(request.app[CERTS].list_ca())
+    except CertStoreError as exc:
+        raise _cert_error(exc) from None
+
+
+async def cert_list_peer(request: web.Request) -> web.Response:
+    """GET /api/v1/cert/list/peer: every peer certificate issued."""
+    try:
+        return _ok(request.app[CERTS].list_peers())
+    except CertStoreError as exc:
+        raise _cert_error(exc) from None
+
+
+async def cert_issue_ca(request: web.Request) -> web.Response:
+    """GET /api/v1/cert/issue/ca: the CA, created when missing (never replaced)."""
+    try:
+        return _ok(request.app[CERTS].issue_ca())
+    except CertStoreError as exc:
+        raise _cert_error(exc) from None
+
+
+async def cert_issue_peer(request: web.Request) -> web.Response:
+    """POST /api/v1/cert/issue/peer {"public_key", "tls_public_key_pem", "signature"}."""
+    body = await _read_object(request)
+    try:
+        return _ok(request.app[CERTS].issue_peer(body, PEER_CERT_VALID_DAYS))
+    except CertStoreError as exc:
+        raise _cert_error(exc) from None
+
+
+def create_app(station: Station, certs: CertificateService | None = None) -> web.Application:
+    """The REST application over `station` and its certificate service (its own CA by default)."""
     app = web.Application(
         client_max_size=int(station.config.REST_MAX_BODY_BYTES), middlewares=[error_middleware]
     )
     app[STATION] = station
+    app[CERTS] = certs or create_certificate_service(station.config, None, None)
     app.router.add_get("/api/v1/peer/list", peer_list)
     app.router.add_get("/api/v1/peer/leader", peer_leader)
     app.router.add_get("/api/v1/peer/status", peer_status)
     app.router.add_get("/api/v1/peer/status-list", peer_status_list)
     app.router.add_get("/api/v1/conf", conf_get)
     app.router.add_post("/api/v1/conf", conf_post)
-    app.router.add_route("*", "/api/v1/cert/{tail:.*}", cert_not_available)
+    app.router.add_get("/api/v1/cert/list/ca", cert_list_ca)
+    app.router.add_get("/api/v1/cert/list/peer", cert_list_peer)
+    app.router.add_get("/api/v1/cert/issue/ca", cert_issue_ca)
+    app.router.add_post("/api/v1/cert/issue/peer", cert_issue_peer)
     return app
