@@ -69,3 +69,14 @@ LOG_FILE_PATH = ""
 MONITOR_LOG = False
 MONITOR_LOG_HOST = "127.0.0.1"
 MONITOR_LOG_PORT = 24224
+
+# gRPC TLS between nodes (0: none; 2: mutual TLS with certificates of the channel's CA).
+# Empty paths mean the node's own TLS folder: {DEFAULT_STORAGE_PATH}/<node>/tls/{ca,cert,key}.pem.
+# A password-protected key takes its password from the environment (LOOPCHAIN_TLS_KEY_PASSWORD),
+# never from configuration (the RadioStation serves its configuration over REST).
+GRPC_SSL_TYPE = 0
+GRPC_SSL_CA_CERT_PATH = ""
+GRPC_SSL_CERT_PATH = ""
+GRPC_SSL_KEY_PATH = ""
+GRPC_SSL_REVOKED_PATH = ""  # JSON list of revoked certificate serial numbers (or a CRL PEM)
+GRPC_SSL_SERVER_NAME_RADIOSTATION = "loopchain-radiostation"

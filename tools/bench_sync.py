@@ -204,7 +204,7 @@ def open_service(
     kv = LevelDBStore(root)
     store = BlockStore(kv, CHANNEL)
     store.check()
-    settings = ChannelSettings(CHANNEL, SCORE_PACKAGE, issuer, "127.0.0.1:0")
+    settings = ChannelSettings(CHANNEL, SCORE_PACKAGE, issuer, "127.0.0.1:0", root, 0)
     service = ChannelService(
         settings=settings, config=config, signer=signer, store=store, link_for=links.link_for
     )

@@ -159,9 +159,11 @@ class ChannelConsensus:
 
     @property
     def is_auditor(self) -> bool:
-        """This peer follows the channel without voting (it is not in the current validator set)."""
-        voting = self.voting_set
-        return voting is not None and self.signer.address not in voting
+        """This peer follows the channel without voting: neither the chain's current validator set
+        nor the newest one the RadioStation issued names it (a newcomer is named by the latter)."""
+        me = self.signer.address
+        voting, latest = self.voting_set, self.latest_validators
+        return voting is not None and me not in voting and (latest is None or me not in latest)
 
     @property
     def leader(self) -> str | None:

@@ -1,10 +1,76 @@
-"""gRPC channel and server construction with the project's limits and options."""
+"""gRPC channel and server construction with the project's limits, options and mutual TLS."""
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import grpc
+from cryptography.hazmat.primitives import serialization
 
 from loopchain.configure import Config
+
+SSL_NONE = 0
+SSL_MUTUAL = 2
+TLS_PASSWORD_ENV = "LOOPCHAIN_TLS_KEY_PASSWORD"
+
+
+@dataclass(frozen=True)
+class Tls:
+    """A node's TLS material: the CA it trusts, its certificate and key, and revoked serials."""
+
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes  # unencrypted PKCS#8 PEM, as gRPC needs it
+    revoked: frozenset[int] = frozenset()
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise OSError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
+
+
+def load_tls(config: Config, default_dir: Path) -> Tls | None:
+    """The TLS material the configuration names (None when GRPC_SSL_TYPE is 0)."""
+    kind = int(config.GRPC_SSL_TYPE)
+    if kind == SSL_NONE:
+        return None
+    if kind != SSL_MUTUAL:
+        raise OSError(f"GRPC_SSL_TYPE {kind} is not supported: use 0 (none) or 2 (mutual TLS)")
+
+    def path(key: str, name: str) -> Path:
+        return Path(config[key]) if config[key] else default_dir / name
+
+    key_pem = _read(path("GRPC_SSL_KEY_PATH", "key.pem"), "TLS private key")
+    password = os.environ.get(TLS_PASSWORD_ENV, "").encode() or None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=password)
+    except (ValueError, TypeError) as exc:
+        raise OSError(f"cannot read the TLS private key: {exc}") from None
+    plain = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return Tls(
+        ca_pem=_read(path("GRPC_SSL_CA_CERT_PATH", "ca.pem"), "CA certificate"),
+        cert_pem=_read(path("GRPC_SSL_CERT_PATH", "cert.pem"), "TLS certificate"),
+        key_pem=plain,
+        revoked=_revoked(path("GRPC_SSL_REVOKED_PATH", "revoked.json")),
+    )
+
+
+def _revoked(path: Path) -> frozenset[int]:
+    if not path.exists():
+        return frozenset()
+    try:
+        values = json.loads(path.read_text())
+        return frozenset(int(v, 16) if isinstance(v, str) else int(v) for v in values)
+    except (OSError, ValueError, TypeError) as exc:
+        raise OSError(f"cannot read the revocation list {path}: {exc}") from None
 
 
 def channel_options(config: Config) -> list[tuple[str, int]]:
@@ -19,9 +85,20 @@ def channel_options(config: Config) -> list[tuple[str, int]]:
     ]
 
 
-def open_channel(target: str, config: Config) -> grpc.aio.Channel:
-    """An insecure aio channel to `target` (host:port)."""
-    return grpc.aio.insecure_channel(target, options=channel_options(config))
+def open_channel(
+    target: str, config: Config, tls: Tls | None = None, server_name: str = ""
+) -> grpc.aio.Channel:
+    """An aio channel to `target` (host:port): plain, or mutual TLS expecting the server's
+    certificate to name `server_name` (a peer id, or the RadioStation's name)."""
+    options: list[tuple[str, Any]] = list(channel_options(config))
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca_pem, private_key=tls.key_pem, certificate_chain=tls.cert_pem
+    )
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 def create_server(config: Config) -> grpc.aio.Server:
@@ -29,12 +106,28 @@ def create_server(config: Config) -> grpc.aio.Server:
     return grpc.aio.server(options=[*channel_options(config), ("grpc.so_reuseport", 0)])
 
 
-def bind(server: grpc.aio.Server, host: str, port: int) -> None:
-    """Bind `host:port`, failing at once with a clear message when the port is taken."""
+def bind(server: grpc.aio.Server, host: str, port: int, tls: Tls | None = None) -> None:
+    """Bind `host:port` (mutual TLS when `tls` is given), failing at once with a clear message
+    when the port is taken."""
     address = f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        if tls is None:
+            bound = server.add_insecure_port(address)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.key_pem, tls.cert_pem)],
+                root_certificates=tls.ca_pem,
+                require_client_auth=True,
+            )
+            bound = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address}: port in use or not allowed ({exc})") from None
     if bound == 0:
         raise OSError(f"cannot listen on {address}: port in use or not allowed")
+
+
+def caller_certificate(context: Any) -> bytes | None:
+    """The PEM certificate the calling node presented (None on a plain, local connection)."""
+    auth = context.auth_context()
+    certs = auth.get("x509_pem_cert") if auth else None
+    return bytes(certs[0]) if certs else None
