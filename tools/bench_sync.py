@@ -185,11 +185,11 @@ class Links:
         self.config = config
         self.links: dict[str, PeerLink] = {}
 
-    def link_for(self, target: str) -> PeerLink:
-        """The link to `target`, opened on first use."""
-        if target not in self.links:
-            self.links[target] = PeerLink(target, self.config)
-        return self.links[target]
+    def link_for(self, peer: PeerInfo) -> PeerLink:
+        """The link to `peer`, opened on first use."""
+        if peer.target not in self.links:
+            self.links[peer.target] = PeerLink(peer.target, self.config)
+        return self.links[peer.target]
 
     async def close(self) -> None:
         """Close every link."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import grpc
 
 from loopchain.configure import Config
-from loopchain.p2p.grpc_util import open_channel
+from loopchain.p2p.grpc_util import Tls, open_channel
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.block import Block
@@ -54,10 +54,18 @@ class FetchedRange:
 class PeerLink:
     """One remote peer: a gRPC channel and a bounded queue drained by a sender task."""
 
-    def __init__(self, target: str, config: Config, queue_size: int = 1024) -> None:
+    def __init__(
+        self,
+        target: str,
+        config: Config,
+        tls: Tls | None = None,
+        *,
+        server_name: str = "",
+        queue_size: int = 1024,
+    ) -> None:
         self.target = target
         self.timeout = float(config.GRPC_TIMEOUT)
-        self._channel = open_channel(target, config)
+        self._channel = open_channel(target, config, tls, server_name)
         self.stub = pb_grpc.PeerServiceStub(self._channel)
         self._queue: asyncio.Queue[Outbound] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None

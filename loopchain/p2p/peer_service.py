@@ -6,14 +6,17 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import grpc
 
 from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
+from loopchain.p2p.grpc_util import Tls, caller_certificate
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.types import certificates
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
 from loopchain.types.transaction import Transaction
@@ -65,6 +68,7 @@ class ChannelBackend(Protocol):
         self, height: int, block_hash: bytes
     ) -> tuple[Block, QuorumCertificate | None] | None: ...
     def status(self) -> dict[str, Any]: ...
+    def member_ids(self) -> set[str]: ...
     def tx_result(self, tx_hash: bytes) -> tuple[int, str] | None: ...
     async def query(self, params_json: str) -> str: ...
     def score_status(self) -> ScoreStatusView: ...
@@ -104,12 +108,62 @@ def _hash_arg(text: str) -> bytes:
     return raw
 
 
+class CallerCheck:
+    """Who calls over mutual TLS: the peer id its certificate binds, after checking the certificate
+    against the CA, its validity window and the revocation list."""
+
+    CACHE = 256
+
+    def __init__(self, tls: Tls) -> None:
+        self.tls = tls
+        self.ca = certificates.certificate_from_pem(tls.ca_pem)
+        self._known: dict[bytes, tuple[str, datetime]] = {}
+
+    def peer_id(self, context: Any) -> str | None:
+        """The caller's peer id; None on a plain local connection; RequestError when refused."""
+        pem = caller_certificate(context)
+        if pem is None:
+            return None
+        now = datetime.now(UTC)
+        known = self._known.get(pem)
+        if known is not None and known[1] > now:
+            return known[0]
+        try:
+            cert = certificates.certificate_from_pem(pem)
+            problem = certificates.verify_peer_certificate(
+                cert, self.ca, now, set(self.tls.revoked)
+            )
+            peer_id = certificates.peer_identity(cert)[0] if problem is None else ""
+        except certificates.CertificateError as exc:
+            problem = str(exc)
+        if problem:
+            log.warning("refused a caller's certificate: %s", problem)
+            raise RequestError(ErrorKind.DENIED, f"certificate refused: {problem}")
+        if len(self._known) >= self.CACHE:
+            self._known.clear()
+        self._known[pem] = (peer_id, cert.not_valid_after_utc)
+        return peer_id
+
+
 class PeerServicer(pb_grpc.PeerServiceServicer):
     """Adapter between gRPC and the peer backend."""
 
-    def __init__(self, backend: PeerBackend, peer_id: str) -> None:
+    def __init__(self, backend: PeerBackend, peer_id: str, tls: Tls | None = None) -> None:
         self.backend = backend
         self.peer_id = peer_id
+        self.callers = CallerCheck(tls) if tls is not None else None
+
+    def _channel(self, context: Any, name: str) -> ChannelBackend:
+        """The channel `name`, refused to a calling node that is not one of its parties."""
+        channel = self.backend.channel(name)
+        if self.callers is not None:
+            caller = self.callers.peer_id(context)
+            if caller is not None and caller not in channel.member_ids():
+                log.warning("refused peer %s: not a party of channel %s", caller, name)
+                raise RequestError(
+                    ErrorKind.DENIED, f"peer {caller} is not a party of this channel"
+                )
+        return channel
 
     async def _serve(self, context: grpc.aio.ServicerContext, work: Callable[[], T]) -> T:
         try:
@@ -132,7 +186,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 ) from None
             if not isinstance(data, dict):
                 raise RequestError(ErrorKind.INVALID, "transaction must be a JSON object")
-            channel = self.backend.channel(request.channel)
+            channel = self._channel(context, request.channel)
             tx = channel.create_tx(data)
             return pb.CreateTxReply(tx_hash=tx.hash_hex, channel=tx.channel)
 
@@ -141,7 +195,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
     async def GetTx(self, request: pb.GetTxRequest, context: Any) -> pb.GetTxReply:
         def work() -> pb.GetTxReply:
             tx_hash = _hash_arg(request.tx_hash)
-            channel = self.backend.channel(request.channel)
+            channel = self._channel(context, request.channel)
             found = channel.find_tx(tx_hash)
             if found is None:
                 raise RequestError(ErrorKind.NOT_FOUND, f"transaction {tx_hash.hex()} not found")
@@ -161,7 +215,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
     async def GetTxResult(self, request: pb.GetTxRequest, context: Any) -> pb.TxResultReply:
         def work() -> pb.TxResultReply:
             tx_hash = _hash_arg(request.tx_hash)
-            found = self.backend.channel(request.channel).tx_result(tx_hash)
+            found = self._channel(context, request.channel).tx_result(tx_hash)
             if found is None:
                 raise RequestError(ErrorKind.NOT_FOUND, f"transaction {tx_hash.hex()} not found")
             return pb.TxResultReply(code=found[0], message=found[1])
@@ -170,7 +224,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def GetBlock(self, request: pb.GetBlockRequest, context: Any) -> pb.BlockReply:
         def work() -> pb.BlockReply:
-            channel = self.backend.channel(request.channel)
+            channel = self._channel(context, request.channel)
             block_hash = _hash_arg(request.block_hash) if request.block_hash else b""
             found = channel.get_block(request.height, block_hash)
             if found is None:
@@ -189,7 +243,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def GetStatus(self, request: pb.ChannelRequest, context: Any) -> pb.PeerStatusReply:
         def work() -> pb.PeerStatusReply:
-            status = self.backend.channel(request.channel).status()
+            status = self._channel(context, request.channel).status()
             fields = {
                 k: v for k, v in status.items() if k in pb.PeerStatusReply.DESCRIPTOR.fields_by_name
             }
@@ -199,7 +253,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def Query(self, request: pb.QueryRequest, context: Any) -> pb.QueryReply:
         try:
-            channel = self.backend.channel(request.channel)
+            channel = self._channel(context, request.channel)
             return pb.QueryReply(response_json=await channel.query(request.params_json))
         except RequestError as exc:
             await context.abort(exc.kind.value, exc.message)
@@ -207,7 +261,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def GetScoreStatus(self, request: pb.ChannelRequest, context: Any) -> pb.ScoreStatusReply:
         def work() -> pb.ScoreStatusReply:
-            info = self.backend.channel(request.channel).score_status()
+            info = self._channel(context, request.channel).score_status()
             return pb.ScoreStatusReply(
                 id=info.id,
                 version=info.version,
@@ -222,7 +276,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def AddTxBatch(self, request: pb.TxBatch, context: Any) -> pb.Ack:
         def work() -> pb.Ack:
-            channel = self.backend.channel(request.channel)
+            channel = self._channel(context, request.channel)
             channel.receive_txs([Transaction.decode(raw) for raw in request.txs])
             return pb.Ack(code=0)
 
@@ -230,7 +284,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def Deliver(self, request: pb.ConsensusMessage, context: Any) -> pb.Ack:
         def work() -> pb.Ack:
-            channel = self.backend.channel(request.channel)
+            channel = self._channel(context, request.channel)
             channel.receive(decode_consensus(request))
             return pb.Ack(code=0)
 
@@ -238,7 +292,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def GetBlockRange(self, request: pb.BlockRangeRequest, context: Any) -> pb.BlockRange:
         def work() -> pb.BlockRange:
-            channel = self.backend.channel(request.channel)
+            channel = self._channel(context, request.channel)
             limit = max(1, min(request.max_blocks or 100, 500))
             found = channel.block_range(request.from_height, limit)
             reply = pb.BlockRange(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from loopchain.configure import Config
-from loopchain.p2p.grpc_util import open_channel
+from loopchain.p2p.grpc_util import Tls, open_channel
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.canonical import EncodingError
@@ -37,10 +37,11 @@ class Registration:
 class RadioStationClient:
     """gRPC client of one RadioStation with a deadline on every call."""
 
-    def __init__(self, target: str, config: Config) -> None:
+    def __init__(self, target: str, config: Config, tls: Tls | None = None) -> None:
         self.target = target
         self.timeout = float(config.GRPC_TIMEOUT)
-        self._channel = open_channel(target, config)
+        name = str(config.GRPC_SSL_SERVER_NAME_RADIOSTATION)
+        self._channel = open_channel(target, config, tls, name)
         self._stub = pb_grpc.RadioStationStub(self._channel)
 
     async def connect(self, signer: Signer, my_target: str, group_id: str = "") -> Registration:

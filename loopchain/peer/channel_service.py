@@ -93,7 +93,7 @@ class ChannelService:
         config: Config,
         signer: Signer,
         store: BlockStore,
-        link_for: Callable[[str], PeerLink],
+        link_for: Callable[[PeerInfo], PeerLink],
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -152,6 +152,10 @@ class ChannelService:
             for handle in self._timers:
                 handle.cancel()
             await self.score.stop()
+
+    def member_ids(self) -> set[str]:
+        """Peer ids of the channel's parties (validators and auditors) as the RadioStation lists them."""
+        return set(self.members)
 
     def set_members(self, peers: list[PeerInfo]) -> None:
         """The channel's peers as the RadioStation lists them."""
@@ -344,14 +348,14 @@ class ChannelService:
     def _broadcast(self, message: Any) -> None:
         for peer in self.members.values():
             if peer.peer_id != self.signer.address:
-                self.link_for(peer.target).send(message)
+                self.link_for(peer).send(message)
 
     def _send(self, peer_id: str, message: Any) -> None:
         peer = self.members.get(peer_id)
         if peer is None:
             log.warning("channel %s: no address known for peer %s", self.name, peer_id)
             return
-        self.link_for(peer.target).send(message)
+        self.link_for(peer).send(message)
 
     def _schedule(self, delay: float, kind: str, round_: int) -> None:
         loop = asyncio.get_running_loop()
@@ -409,7 +413,7 @@ class ChannelService:
     async def _fetch_one(self, block_hash: bytes) -> None:
         for peer in self._other_peers():
             try:
-                block = await self.link_for(peer.target).fetch_block(self.name, block_hash)
+                block = await self.link_for(peer).fetch_block(self.name, block_hash)
             except (grpc.aio.AioRpcError, EncodingError) as exc:
                 log.debug("channel %s: fetch from %s failed: %s", self.name, peer.target, exc)
                 continue
@@ -440,9 +444,7 @@ class ChannelService:
             while True:
                 before = self.consensus.tip.height
                 try:
-                    fetched = await self.link_for(peer.target).fetch_blocks(
-                        self.name, before + 1, batch
-                    )
+                    fetched = await self.link_for(peer).fetch_blocks(self.name, before + 1, batch)
                 except grpc.aio.AioRpcError as exc:
                     log.debug(
                         "channel %s: sync from %s failed: %s",

@@ -65,6 +65,7 @@ class PeerNode:
         self.stores: list[KeyValueStore] = []
         self.signer: Signer | None = None
         self.node_store: KeyValueStore | None = None
+        self.tls: grpc_util.Tls | None = None
 
     # ------------------------------------------------------------ backend for the servicer
 
@@ -75,12 +76,14 @@ class PeerNode:
             raise RequestError(ErrorKind.NOT_FOUND, f"channel {name!r} is not served by this peer")
         return service
 
-    def link_for(self, target: str) -> PeerLink:
-        link = self.links.get(target)
+    def link_for(self, peer: PeerInfo) -> PeerLink:
+        """The link to `peer` (over mutual TLS expecting its peer id, when TLS is on)."""
+        key = f"{peer.peer_id}@{peer.target}"
+        link = self.links.get(key)
         if link is None:
-            link = PeerLink(target, self.config)
+            link = PeerLink(peer.target, self.config, self.tls, server_name=peer.peer_id)
             link.start()
-            self.links[target] = link
+            self.links[key] = link
         return link
 
     # ------------------------------------------------------------ run
@@ -98,14 +101,19 @@ class PeerNode:
         self.signer = load_or_create_key(key_path, self.options.key_password)
         log.info("peer id %s, target %s", self.signer.address, self.target)
         # 2. serve gRPC (fails at once if the port is taken)
+        self.tls = grpc_util.load_tls(self.config, self.root / "tls")
         server = grpc_util.create_server(self.config)
-        pb_grpc.add_PeerServiceServicer_to_server(PeerServicer(self, self.signer.address), server)
-        grpc_util.bind(server, self.config.IP_LOCAL, self.port)
+        servicer = PeerServicer(self, self.signer.address, self.tls)
+        pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
+        grpc_util.bind(server, self.config.IP_LOCAL, self.port, self.tls)
+        if self.tls is not None:  # the local REST proxy and tools use a plain loopback port
+            inner = self.port + int(self.config.PORT_DIFF_INNER_SERVICE)
+            grpc_util.bind(server, "127.0.0.1", inner)
         await server.start()
         rest_child: asyncio.subprocess.Process | None = None
         try:
             async with asyncio.TaskGroup() as group:
-                rs = RadioStationClient(self.options.radiostation_targets[0], self.config)
+                rs = RadioStationClient(self.options.radiostation_targets[0], self.config, self.tls)
                 registration = await self._register(rs, stop)
                 if registration is None:
                     return

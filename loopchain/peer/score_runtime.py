@@ -114,6 +114,14 @@ class ScoreRuntime:
     def info(self) -> ScoreInfo:
         if self.supervisor is None or self.package is None:
             return ScoreInfo(self.package_name, "", (), -1, self.package_error or "not loaded")
+        if self.disabled:
+            return ScoreInfo(
+                self.package.id,
+                self.package.version,
+                tuple(self.package.all_versions),
+                -1,
+                self.disabled,
+            )
         status = self.supervisor.status()
         return ScoreInfo(
             self.package.id,

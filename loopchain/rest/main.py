@@ -51,7 +51,9 @@ async def serve(config: Config) -> int:
     """Run the proxy until SIGTERM or SIGINT; the exit status."""
     host = config.IP_LOCAL
     port = config.PORT_PEER + config.PORT_DIFF_REST_SERVICE_CONTAINER
-    peer_target = f"{PEER_HOST}:{config.PORT_PEER}"
+    # With mutual TLS between nodes the peer serves its local proxy on a plain loopback port.
+    peer_port = config.PORT_PEER + (config.PORT_DIFF_INNER_SERVICE if config.GRPC_SSL_TYPE else 0)
+    peer_target = f"{PEER_HOST}:{peer_port}"
     access_log = (
         logging.getLogger("loopchain.rest.access") if log.isEnabledFor(logging.DEBUG) else None
     )

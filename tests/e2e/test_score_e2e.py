@@ -603,12 +603,6 @@ def test_score_missing_its_invoke_deadline_is_given_up_and_the_channel_goes_on(
     chan.wait_executed_alike(30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product: ScoreRuntime.info() (loopchain/peer/score_runtime.py) ignores "
-    "ScoreRuntime.disabled, so once the supervisor has restarted the process "
-    "/api/v1/status/score reports status 0 while every result is 9100",
-)
 def test_given_up_score_is_reported_unavailable(start_network: NetworkStarter) -> None:
     chan = _given_up_channel(start_network)
 
