@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run a local loopchain network on loopback: a RadioStation and N peers with their REST proxies.
-#   ./localnet.sh [--peers N] [--data DIR] [--score ORG/PACKAGE] [--channels A,B] [--debug]
+#   ./localnet.sh [--peers N] [--data DIR] [--score ORG/PACKAGE] [--channels A,B] [--tls] [--debug]
 # Peers listen on 7100, 7200, ... (REST 9000, 9100, ...); the RadioStation on 7102 (REST 9002).
 # State lives in DIR (default ./localnet-data) and survives a restart. Ctrl-C stops everything.
 set -euo pipefail
@@ -10,12 +10,14 @@ DATA=localnet-data
 DEBUG=()
 SCORE=""
 CHANNELS=""
+TLS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --peers) PEERS=$2; shift 2 ;;
     --data) DATA=$2; shift 2 ;;
     --score) SCORE=$2; shift 2 ;;
     --channels) CHANNELS=$2; shift 2 ;;
+    --tls) TLS=2; shift ;;
     --debug|-d) DEBUG=(-d); shift ;;
     -h|--help) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "localnet.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -31,8 +33,12 @@ CONF="$DATA/localnet.json"
 DEFAULT_CHANNEL=${CHANNELS%%,*}
 cat > "$CONF" <<JSON
 {"DEFAULT_STORAGE_PATH": "$DATA/storage", "CHANNEL_MANAGE_DATA_PATH": "$DATA/channel_manage_data.json",
- "LOOPCHAIN_DEFAULT_CHANNEL": "${DEFAULT_CHANNEL:-loopchain_default}"}
+ "LOOPCHAIN_DEFAULT_CHANNEL": "${DEFAULT_CHANNEL:-loopchain_default}", "GRPC_SSL_TYPE": $TLS}
 JSON
+if [ "$TLS" = 2 ]; then  # one CA; each node's key and certificate where it looks for them
+  .venv/bin/python tools/tls_network.py --storage "$DATA/storage" \
+    --peers "$(seq -s, 7100 100 $((7000 + 100 * PEERS)))" >/dev/null
+fi
 
 if [ -n "$SCORE$CHANNELS" ]; then  # the channels (default: one), each running the SCORE package
   .venv/bin/python - "$DATA/channel_manage_data.json" "${CHANNELS:-loopchain_default}" "${SCORE:-loopchain/default}" <<'PY'

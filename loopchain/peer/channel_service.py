@@ -154,8 +154,9 @@ class ChannelService:
             await self.score.stop()
 
     def member_ids(self) -> set[str]:
-        """Peer ids of the channel's parties (validators and auditors) as the RadioStation lists them."""
-        return set(self.members)
+        """Who may call this channel over TLS: its parties (validators and auditors, as the
+        RadioStation lists them) and the RadioStation itself (it asks for peer status)."""
+        return {*self.members, self.settings.issuer}
 
     def set_members(self, peers: list[PeerInfo]) -> None:
         """The channel's peers as the RadioStation lists them."""

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import grpc
 
+from loopchain.p2p.grpc_util import caller_certificate
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.admission import AdmissionError, verify_connect
 from loopchain.radiostation.registry import NotAdmitted, PeerView, UnknownPeer
 from loopchain.radiostation.station import Station, UnknownChannel
+from loopchain.types import certificates
 from loopchain.types.codes import ResponseCode
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,27 @@ class RadioStationService(pb_grpc.RadioStationServicer):
     def __init__(self, station: Station) -> None:
         self.station = station
 
+    def _tls_identity_problem(self, peer_id: str, context: grpc.aio.ServicerContext) -> str | None:
+        """Over mutual TLS the caller's certificate must be valid and bind the registering peer id."""
+        tls = self.station.tls
+        pem = caller_certificate(context) if tls is not None else None
+        if tls is None or pem is None:
+            return None
+        try:
+            cert = certificates.certificate_from_pem(pem)
+            ca = certificates.certificate_from_pem(tls.ca_pem)
+            problem = certificates.verify_peer_certificate(
+                cert, ca, datetime.now(UTC), set(tls.revoked)
+            )
+            if problem:
+                return f"certificate refused: {problem}"
+            bound = certificates.peer_identity(cert)[0]
+        except certificates.CertificateError as exc:
+            return f"certificate refused: {exc}"
+        if bound != peer_id:
+            return f"the TLS certificate belongs to {bound}, not to {peer_id}"
+        return None
+
     async def ConnectPeer(
         self, request: pb.ConnectPeerRequest, context: grpc.aio.ServicerContext
     ) -> pb.ConnectPeerReply:
@@ -53,6 +77,10 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         except AdmissionError as exc:
             log.warning("refused registration of %r: %s", request.peer_id, exc)
             return pb.ConnectPeerReply(code=int(ResponseCode.FAIL), message=str(exc))
+        problem = self._tls_identity_problem(request.peer_id, context)
+        if problem:
+            log.warning("refused registration of %r: %s", request.peer_id, problem)
+            return pb.ConnectPeerReply(code=int(ResponseCode.FAIL), message=problem)
         # 2. add or update the peer (channel auth may refuse its target)
         registry = self.station.registry
         try:

@@ -17,7 +17,7 @@ import grpc
 from aiohttp import web
 
 from loopchain.configure import Config, ConfigError, load_config, setup_logging
-from loopchain.p2p.grpc_util import bind, create_server
+from loopchain.p2p.grpc_util import bind, create_server, load_tls
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.certs import (
     CA_PASSWORD_ENV,
@@ -138,9 +138,10 @@ def create_certificates(config: Config, cert_dir: str | None) -> CertificateServ
 def create_grpc_server(station: Station) -> grpc.aio.Server:
     """The gRPC server with the RadioStation service, bound to IP_LOCAL:PORT_RADIOSTATION."""
     config = station.config
+    station.tls = load_tls(config, storage_dir(config) / "tls")
     server = create_server(config)
     pb_grpc.add_RadioStationServicer_to_server(RadioStationService(station), server)
-    bind(server, config.IP_LOCAL, config.PORT_RADIOSTATION)
+    bind(server, config.IP_LOCAL, config.PORT_RADIOSTATION, station.tls)
     return server
 
 

@@ -8,7 +8,7 @@ import grpc
 
 from loopchain.configure import Config
 from loopchain.p2p.codec import peer_status_to_json
-from loopchain.p2p.grpc_util import open_channel
+from loopchain.p2p.grpc_util import Tls, open_channel
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.registry import PeerRecord
@@ -34,10 +34,12 @@ def _error_of(record: PeerRecord, exc: grpc.aio.AioRpcError, timeout: float) -> 
     return PeerStatusError(ResponseCode.FAIL, f"{who} answered {status.name}: {exc.details()}")
 
 
-async def fetch_status(record: PeerRecord, channel: str, config: Config) -> dict[str, Any]:
+async def fetch_status(
+    record: PeerRecord, channel: str, config: Config, tls: Tls | None = None
+) -> dict[str, Any]:
     """The peer's status as REST /api/v1/status/peer JSON; PeerStatusError when it fails."""
     timeout = float(config.GRPC_TIMEOUT)
-    async with open_channel(record.target, config) as channel_to_peer:
+    async with open_channel(record.target, config, tls, record.peer_id) as channel_to_peer:
         stub = pb_grpc.PeerServiceStub(channel_to_peer)
         try:
             reply = await stub.GetStatus(pb.ChannelRequest(channel=channel), timeout=timeout)

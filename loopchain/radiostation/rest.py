@@ -177,7 +177,9 @@ async def peer_status(request: web.Request) -> web.Response:
     channel = _channel(request)
     record = _member(request, channel)
     try:
-        status = await fetch_status(record, channel, _station(request).config)
+        status = await fetch_status(
+            record, channel, _station(request).config, _station(request).tls
+        )
     except PeerStatusError as exc:
         raise ApiError(exc.code, exc.message) from None
     return web.json_response(status)
@@ -188,7 +190,9 @@ async def _status_or_error(
 ) -> dict[str, Any]:
     async with limit:
         try:
-            return await fetch_status(record, channel, _station(request).config)
+            return await fetch_status(
+                record, channel, _station(request).config, _station(request).tls
+            )
         except PeerStatusError as exc:
             return error_body(exc.code, exc.message)
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loopchain.configure import Config, ConfigError
+from loopchain.p2p.grpc_util import Tls
 from loopchain.radiostation.registry import PeerView, Registry
 from loopchain.types.crypto import Signer
 from loopchain.types.validators import Group, Validator, ValidatorSet
@@ -26,6 +27,7 @@ class Station:
         self.signer = signer
         self.clock = clock
         self._sets: dict[str, ValidatorSet] = {}
+        self.tls: Tls | None = None  # mutual TLS material when GRPC_SSL_TYPE is 2
 
     @property
     def config(self) -> Config:

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Prepare mutual-TLS material for a local network: one CA, and for the RadioStation and each peer
+its signing key (its id) and a P-256 TLS certificate binding that id, where the nodes look for them.
+
+    tools/tls_network.py --storage DIR --radiostation 7102 --peers 7100,7200,7300,7400
+
+writes DIR/ca/{ca.pem,ca_key.pem}, DIR/radiostation_7102/{radiostation_key,tls/...} and
+DIR/peer_<port>/{peer_key,tls/{ca.pem,cert.pem,key.pem}}. Existing keys are kept (so peer ids stay);
+certificates are issued anew. Run the nodes with GRPC_SSL_TYPE 2 and DEFAULT_STORAGE_PATH DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from loopchain.types import certificates
+from loopchain.types.crypto import Signer, load_or_create_key
+
+VALID_DAYS = 365
+RADIOSTATION_NAME = "loopchain-radiostation"
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def load_or_create_ca(directory: Path) -> tuple[bytes, object]:
+    """The CA certificate PEM and key of `directory`, created on first use."""
+    cert_path, key_path = directory / "ca.pem", directory / "ca_key.pem"
+    if cert_path.exists() and key_path.exists():
+        return cert_path.read_bytes(), certificates.private_key_from_pem(key_path.read_bytes())
+    cert, key = certificates.create_ca("loopchain local CA", VALID_DAYS)
+    _write(cert_path, certificates.certificate_to_pem(cert))
+    _write(key_path, certificates.private_key_to_pem(key), private=True)
+    return cert_path.read_bytes(), key
+
+
+def issue(
+    node_dir: Path, signer: Signer, ca_pem: bytes, ca_key: object, extra: tuple[str, ...] = ()
+) -> str:
+    """Write node_dir/tls/{ca,cert,key}.pem for `signer`; returns its peer id."""
+    tls_key = certificates.generate_tls_key()
+    cert = certificates.issue_peer_certificate(
+        certificates.certificate_from_pem(ca_pem),
+        ca_key,  # type: ignore[arg-type]
+        signer.public_key,
+        tls_key.public_key(),
+        VALID_DAYS,
+        extra_dns_names=extra,
+    )
+    _write(node_dir / "tls" / "ca.pem", ca_pem)
+    _write(node_dir / "tls" / "cert.pem", certificates.certificate_to_pem(cert))
+    _write(node_dir / "tls" / "key.pem", certificates.private_key_to_pem(tls_key), private=True)
+    return signer.address
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--storage", required=True, help="DEFAULT_STORAGE_PATH of the network")
+    parser.add_argument("--radiostation", type=int, default=7102, help="RadioStation gRPC port")
+    parser.add_argument(
+        "--peers", default="7100,7200,7300,7400", help="peer ports, comma-separated"
+    )
+    args = parser.parse_args(argv)
+    storage = Path(args.storage)
+    try:
+        ports = [int(p) for p in args.peers.split(",") if p]
+    except ValueError:
+        parser.error(f"--peers must list port numbers, got {args.peers!r}")
+    ca_pem, ca_key = load_or_create_ca(storage / "ca")
+    rs_dir = storage / f"radiostation_{args.radiostation}"
+    rs_signer = load_or_create_key(rs_dir / "radiostation_key")
+    issue(rs_dir, rs_signer, ca_pem, ca_key, (RADIOSTATION_NAME,))
+    print(f"radiostation {args.radiostation}: {rs_signer.address}")
+    for port in ports:
+        peer_dir = storage / f"peer_{port}"
+        peer_id = issue(peer_dir, load_or_create_key(peer_dir / "peer_key"), ca_pem, ca_key)
+        print(f"peer {port}: {peer_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
