@@ -250,3 +250,71 @@ class LocalNetwork:
             for n in names
             if "Traceback" in (self.workdir / f"{n}.log").read_text(errors="replace")
         )
+
+
+# ------------------------------------------------------------------ mutual TLS networks
+
+INNER_DIFF = 10000  # PORT_DIFF_INNER_SERVICE: a TLS peer's plain loopback port for its proxy
+TLS_TOOL = ROOT / "tools" / "tls_network.py"
+
+
+def free_tls_port(taken: set[int] | None = None) -> int:
+    """A port P such that P, P + 1900 and P + 10000 are free on 127.0.0.1 (and not in `taken`)."""
+    taken = taken if taken is not None else set()
+    for _ in range(500):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        ports = {port, port + REST_DIFF, port + INNER_DIFF}
+        if port + INNER_DIFF < 65536 and not ports & taken and all(map(_bindable, ports)):
+            taken.update(ports)
+            return port
+    raise RuntimeError("no free port triple found")
+
+
+class TlsNetwork(LocalNetwork):
+    """A LocalNetwork whose nodes speak mutual TLS (GRPC_SSL_TYPE 2), with one CA and each node's
+    key and certificate laid out by tools/tls_network.py before the nodes start."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any] | None = None) -> None:
+        super().__init__(workdir, {"GRPC_SSL_TYPE": 2, **(config or {})})
+        self.storage = Path(json.loads(self.config_path.read_text())["DEFAULT_STORAGE_PATH"])
+        self.peer_ids: dict[int, str] = {}
+        self.rs_id = ""
+
+    def new_peer_port(self) -> int:
+        return free_tls_port(self.taken)
+
+    def issue_tls(self, peer_ports: list[int]) -> dict[int, str]:
+        """Run tools/tls_network.py for the RadioStation and `peer_ports`; their peer ids by port."""
+        args = ["--storage", str(self.storage), "--radiostation", str(self.rs_port)]
+        args += ["--peers", ",".join(str(p) for p in peer_ports)]
+        done = subprocess.run(
+            [sys.executable, str(TLS_TOOL), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"tls_network.py failed ({done.returncode}): {done.stderr}")
+        for line in done.stdout.splitlines():
+            kind, port, node_id = line.replace(":", " ").split()
+            if kind == "peer":
+                self.peer_ids[int(port)] = node_id
+            else:
+                self.rs_id = node_id
+        return dict(self.peer_ids)
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.storage / "ca"
+
+    @property
+    def rs_dir(self) -> Path:
+        return self.storage / f"radiostation_{self.rs_port}"
+
+    def peer_dir(self, port: int) -> Path:
+        """The storage directory of the peer on `port` (its peer_key and tls/ live there)."""
+        return self.storage / f"peer_{port}"

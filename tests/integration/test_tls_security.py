@@ -1,0 +1,424 @@
+"""Mutual-TLS security of real nodes: a RadioStation and three peers as processes, attacked over
+real gRPC from this test with certificates it issues (or steals from the nodes' storage).
+
+Channel "alpha": A and B validate. Channel "beta": A and B validate, C audits (C is a party of beta
+only). A trusts the network's CA and has one extra certificate of C's revoked (its tls/revoked.json).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub, RadioStationStub
+from loopchain.types import certificates as pki
+from loopchain.types.block import Block
+from loopchain.types.crypto import Signer, load_or_create_key
+from loopchain.types.peer import connect_digest
+from loopchain.types.vote import QuorumCertificate, Vote
+from tests.procs import INNER_DIFF, TlsNetwork, get, wait_until
+
+ALPHA, BETA = "alpha", "beta"
+RS_NAME = "loopchain-radiostation"
+DEADLINE = 5.0  # seconds, every gRPC call of this test
+CONFIG = {"ENABLE_CHANNEL_AUTH": True, "LOOPCHAIN_DEFAULT_CHANNEL": ALPHA, "RUN_REST_PROXY": False}
+
+
+# ------------------------------------------------------------------ TLS material
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A client's TLS material: the CA it trusts, its key and certificate (PEM)."""
+
+    ca_pem: bytes
+    key_pem: bytes
+    cert_pem: bytes
+
+    @classmethod
+    def of_node(cls, tls_dir: Path) -> Identity:
+        """The material a node keeps in its tls/ directory (as a thief would copy it)."""
+        return cls(*((tls_dir / n).read_bytes() for n in ("ca.pem", "key.pem", "cert.pem")))
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(self.ca_pem, self.key_pem, self.cert_pem)
+
+
+def issue(
+    ca_pem: bytes,
+    ca_key_pem: bytes,
+    signing_key: bytes,
+    *,
+    trust: bytes | None = None,
+    not_before: datetime | None = None,
+    days: int = 1,
+) -> tuple[Identity, int]:
+    """A new certificate of the CA for the secp256k1 key `signing_key`; (identity, serial)."""
+    ca_cert = pki.certificate_from_pem(ca_pem)
+    ca_key = pki.private_key_from_pem(ca_key_pem)
+    tls_key = pki.generate_tls_key()
+    cert = pki.issue_peer_certificate(
+        ca_cert, ca_key, signing_key, tls_key.public_key(), days, not_before=not_before
+    )
+    identity = Identity(
+        trust or ca_pem, pki.private_key_to_pem(tls_key), pki.certificate_to_pem(cert)
+    )
+    return identity, cert.serial_number
+
+
+# ------------------------------------------------------------------ the network
+
+
+@dataclass
+class SecNet:
+    """The running network, its parties, and the certificates the tests attack with."""
+
+    net: TlsNetwork
+    ports: dict[str, int]
+    revoked_c: Identity  # C's certificate whose serial A's revoked.json lists
+    spare_target: str  # listed in beta, never registered
+
+    def port(self, name: str) -> int:
+        return self.ports[name]
+
+    def peer_id(self, name: str) -> str:
+        return self.net.peer_ids[self.ports[name]]
+
+    def identity(self, name: str) -> Identity:
+        return Identity.of_node(self.net.peer_dir(self.ports[name]) / "tls")
+
+    def signer(self, name: str) -> Signer:
+        return load_or_create_key(self.net.peer_dir(self.ports[name]) / "peer_key")
+
+    def log(self, name: str) -> str:
+        return self.net.peers[self.ports[name]].log_text()
+
+
+def tls_call(port: int, server_id: str, identity: Identity, method: str, request: Any) -> Any:
+    """Call PeerService.`method` on 127.0.0.1:`port` over mutual TLS, pinning `server_id`."""
+    options = [("grpc.ssl_target_name_override", server_id)]
+    with grpc.secure_channel(f"127.0.0.1:{port}", identity.credentials(), options) as channel:
+        return getattr(PeerServiceStub(channel), method)(request, timeout=DEADLINE)
+
+
+def local_call(port: int, method: str, request: Any) -> Any:
+    """Call PeerService.`method` on the peer's plain loopback port (as its REST proxy does)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port + INNER_DIFF}") as channel:
+        return getattr(PeerServiceStub(channel), method)(request, timeout=DEADLINE)
+
+
+def refusal(call: Any, *args: Any) -> grpc.RpcError:
+    """The error a gRPC call must end with."""
+    with pytest.raises(grpc.RpcError) as refused:
+        call(*args)
+    return refused.value
+
+
+def _channel_file(ports: dict[str, int], spare: str) -> dict[str, Any]:
+    def peer(name: str, role: str = "validator") -> dict[str, str]:
+        return {"peer_target": f"127.0.0.1:{ports[name]}", "role": role}
+
+    spare_auditor = {"peer_target": spare, "role": "auditor"}
+    return {
+        ALPHA: {"peers": [peer("A"), peer("B")]},
+        BETA: {"peers": [peer("A"), peer("B"), peer("C", "auditor"), spare_auditor]},
+    }
+
+
+def _ready(sec: SecNet) -> bool:
+    for channel, names in ((ALPHA, "AB"), (BETA, "ABC")):
+        for name in names:
+            status = local_call(sec.port(name), "GetStatus", pb.ChannelRequest(channel=channel))
+            if status.validator_count != 2 or status.audience_count != len(names) - 1:
+                return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def sec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecNet]:
+    """The network, started once; one block final in each channel; logs checked at the end."""
+    net = TlsNetwork(tmp_path_factory.mktemp("tls_security"), CONFIG)
+    try:
+        ports = {name: net.new_peer_port() for name in "ABC"}
+        spare = f"127.0.0.1:{net.new_peer_port()}"
+        net.issue_tls(list(ports.values()))
+        (net.workdir / "channel_manage_data.json").write_text(
+            json.dumps(_channel_file(ports, spare))
+        )
+        c_key = load_or_create_key(net.peer_dir(ports["C"]) / "peer_key").public_key
+        ca_pem, ca_key = ((net.ca_dir / n).read_bytes() for n in ("ca.pem", "ca_key.pem"))
+        revoked, serial = issue(ca_pem, ca_key, c_key)
+        (net.peer_dir(ports["A"]) / "tls" / "revoked.json").write_text(
+            json.dumps([pki.serial_hex(serial)])
+        )
+        sec = SecNet(net, ports, revoked, spare)
+        net.start_radiostation()
+        for port in ports.values():
+            net.start_peer(port, wait=False)
+        wait_until(_no_rpc_error(lambda: _ready(sec)), 60, "A and B in alpha, A, B and C in beta")
+        for channel in (ALPHA, BETA):
+            _final_tx(sec, channel, "ABC" if channel == BETA else "AB", f"first of {channel}")
+        yield sec
+    finally:
+        codes = net.stop_all()
+        bad = net.tracebacks()
+        assert not bad, f"tracebacks in logs of {bad} (see {net.workdir})"
+        assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+
+
+def _final_tx(sec: SecNet, channel: str, names: str, data: str) -> str:
+    """Post a transaction to A in `channel` and wait until it is final on every peer of `names`."""
+    request = pb.CreateTxRequest(channel=channel, data_json=json.dumps({"data": data}))
+    tx_hash = str(local_call(sec.port("A"), "CreateTx", request).tx_hash)
+
+    def final() -> bool:
+        found = pb.GetTxRequest(channel=channel, tx_hash=tx_hash)
+        return all(local_call(sec.port(n), "GetTx", found).block_height >= 0 for n in names)
+
+    wait_until(_no_rpc_error(final), 30, f"tx {tx_hash} final in {channel} on {names}")
+    return tx_hash
+
+
+def _no_rpc_error(condition: Any) -> Any:
+    def polled() -> Any:
+        try:
+            return condition()
+        except grpc.RpcError:
+            return None
+
+    return polled
+
+
+def _log_has(sec: SecNet, name: str, text: str) -> bool:
+    return any(text in line and "WARNING" in line for line in sec.log(name).splitlines())
+
+
+# ------------------------------------------------------------------ handshake refusals
+
+
+def test_certificate_of_another_ca_is_refused_at_the_handshake(sec: SecNet) -> None:
+    rogue_ca, rogue_key = pki.create_ca("self-made CA", 1)
+    ca_pem = sec.identity("C").ca_pem
+    self_made, _ = issue(
+        pki.certificate_to_pem(rogue_ca),
+        pki.private_key_to_pem(rogue_key),
+        sec.signer("B").public_key,  # even claiming a real party's id and key
+        trust=ca_pem,
+    )
+    request = pb.GetBlockRequest(channel=ALPHA, height=0)
+    error = refusal(tls_call, sec.port("A"), sec.peer_id("A"), self_made, "GetBlock", request)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+    wait_until(
+        lambda: "unable to get local issuer certificate" in sec.log("A"), 10, "A's handshake log"
+    )
+    # the party's own certificate passes the same handshake
+    reply = tls_call(sec.port("A"), sec.peer_id("A"), sec.identity("B"), "GetBlock", request)
+    assert Block.decode(reply.block).height == 0
+
+
+def test_client_pinning_another_peer_id_refuses_the_server(sec: SecNet) -> None:
+    request = pb.GetBlockRequest(channel=ALPHA, height=0)
+    b = sec.identity("B")
+    error = refusal(tls_call, sec.port("A"), sec.peer_id("B"), b, "GetBlock", request)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+
+
+def test_expired_certificate_is_refused(sec: SecNet) -> None:
+    ca_pem = sec.identity("C").ca_pem
+    ca_key = (sec.net.ca_dir / "ca_key.pem").read_bytes()
+    long_ago = datetime.now(UTC) - timedelta(days=30)
+    expired, _ = issue(ca_pem, ca_key, sec.signer("C").public_key, not_before=long_ago, days=1)
+    assert pki.certificate_from_pem(expired.cert_pem).not_valid_after_utc < datetime.now(UTC)
+    request = pb.GetBlockRequest(channel=BETA, height=0)
+    error = refusal(tls_call, sec.port("A"), sec.peer_id("A"), expired, "GetBlock", request)
+    if error.code() == grpc.StatusCode.PERMISSION_DENIED:
+        assert "expired" in error.details(), error
+    else:
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+        wait_until(lambda: "certificate has expired" in sec.log("A"), 10, "A's handshake log")
+
+
+# ------------------------------------------------------------------ refusals by the peer service
+
+
+def test_revoked_certificate_is_denied_with_a_clear_message(sec: SecNet) -> None:
+    a, a_id = sec.port("A"), sec.peer_id("A")
+    request = pb.GetBlockRequest(channel=BETA, height=0)
+    error = refusal(tls_call, a, a_id, sec.revoked_c, "GetBlock", request)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error
+    assert "revoked" in error.details() and "certificate refused" in error.details(), error
+    wait_until(
+        lambda: _log_has(sec, "A", "refused a caller's certificate: revoked"), 10, "A's warning"
+    )
+    # C's valid certificate is served the same block
+    reply = tls_call(a, a_id, sec.identity("C"), "GetBlock", request)
+    assert Block.decode(reply.block).header.channel == BETA
+
+
+def test_party_of_beta_only_gets_nothing_of_alpha(sec: SecNet) -> None:
+    a, a_id, c_id = sec.port("A"), sec.peer_id("A"), sec.peer_id("C")
+    c = sec.identity("C")
+    tx_hash = _final_tx(sec, ALPHA, "AB", "alpha secret")
+    vote = Vote.create(ALPHA, 0, 0, b"\x01" * 32, sec.signer("C"))
+    calls = {
+        "GetBlockRange": pb.BlockRangeRequest(channel=ALPHA, from_height=0, max_blocks=10),
+        "GetBlock": pb.GetBlockRequest(channel=ALPHA, height=0),
+        "GetTx": pb.GetTxRequest(channel=ALPHA, tx_hash=tx_hash),
+        "GetTxResult": pb.GetTxRequest(channel=ALPHA, tx_hash=tx_hash),
+        "GetStatus": pb.ChannelRequest(channel=ALPHA),
+        "Deliver": pb.ConsensusMessage(channel=ALPHA, sender=c_id, vote=vote.encode()),
+        "CreateTx": pb.CreateTxRequest(channel=ALPHA, data_json='{"data": "from C"}'),
+    }
+    for method, request in calls.items():
+        error = refusal(tls_call, a, a_id, c, method, request)
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED, (method, error)
+        assert f"peer {c_id} is not a party" in error.details(), (method, error)
+    wait_until(
+        lambda: _log_has(sec, "A", f"refused peer {c_id}: not a party of channel alpha"),
+        10,
+        "A's warning about C",
+    )
+    # the same caller is served its own channel, and the tx is still A's and B's only
+    reply = tls_call(a, a_id, c, "GetBlockRange", pb.BlockRangeRequest(channel=BETA, max_blocks=5))
+    assert reply.blocks and all(Block.decode(b.block).header.channel == BETA for b in reply.blocks)
+    found = local_call(a, "GetTx", pb.GetTxRequest(channel=ALPHA, tx_hash=tx_hash))
+    assert found.block_height >= 0
+    assert not (sec.net.peer_dir(sec.port("C")) / ALPHA).exists(), "C stored something of alpha"
+
+
+def test_peer_outside_a_channel_answers_not_served(sec: SecNet) -> None:
+    c, c_id = sec.port("C"), sec.peer_id("C")
+    requests = {
+        "GetBlock": pb.GetBlockRequest(channel=ALPHA, height=0),
+        "GetStatus": pb.ChannelRequest(channel=ALPHA),
+        "CreateTx": pb.CreateTxRequest(channel=ALPHA, data_json='{"data": "x"}'),
+        "GetBlockRange": pb.BlockRangeRequest(channel=ALPHA, from_height=0, max_blocks=1),
+    }
+    for method, request in requests.items():
+        for call, args in (
+            (local_call, (c, method, request)),  # a local client (REST proxy, tools)
+            (tls_call, (c, c_id, sec.identity("A"), method, request)),  # a party of alpha
+        ):
+            error = refusal(call, *args)
+            assert error.code() == grpc.StatusCode.NOT_FOUND, (method, error)
+            assert "channel 'alpha' is not served by this peer" in error.details(), error
+    status = local_call(c, "GetStatus", pb.ChannelRequest(channel=BETA))
+    assert status.channel == BETA and status.validator_count == 2
+
+
+# ------------------------------------------------------------------ the RadioStation
+
+
+def _connect(sec: SecNet, identity: Identity, signer: Signer, target: str) -> pb.ConnectPeerReply:
+    request = pb.ConnectPeerRequest(
+        peer_id=signer.address,
+        target=target,
+        public_key=signer.public_key,
+        signature=signer.sign(connect_digest(signer.address, target, "")),
+    )
+    options = [("grpc.ssl_target_name_override", RS_NAME)]
+    target_rs = f"127.0.0.1:{sec.net.rs_port}"
+    with grpc.secure_channel(target_rs, identity.credentials(), options) as channel:
+        return RadioStationStub(channel).ConnectPeer(request, timeout=DEADLINE)
+
+
+def _registered(sec: SecNet) -> dict[str, str]:
+    peers: dict[str, str] = {}
+    for channel in (ALPHA, BETA):
+        data = get(f"{sec.net.rs_rest}/api/v1/peer/list?channel={channel}")["data"]
+        peers.update({p["peer_id"]: p["target"] for p in data["registered_peer_list"]})
+    return peers
+
+
+def test_registration_with_another_peers_certificate_is_refused(sec: SecNet) -> None:
+    before = _registered(sec)
+    assert set(before) == {sec.peer_id(n) for n in "ABC"}
+    c_id = sec.peer_id("C")
+    newcomer = Signer.generate()  # a new id, its request properly signed, but C's certificate
+    reply = _connect(sec, sec.identity("C"), newcomer, sec.spare_target)
+    assert reply.code == -1, reply
+    assert f"the TLS certificate belongs to {c_id}, not to {newcomer.address}" in reply.message
+    # B's stolen signing key with C's certificate: B cannot be moved to another target
+    b = sec.signer("B")
+    reply = _connect(sec, sec.identity("C"), b, sec.spare_target)
+    assert reply.code == -1 and f"belongs to {c_id}, not to {b.address}" in reply.message, reply
+    assert not reply.channels and not reply.radiostation_public_key
+    assert _registered(sec) == before, "the RadioStation registered something"
+    rs_log = sec.net.radiostation.log_text() if sec.net.radiostation else ""
+    assert f"refused registration of '{newcomer.address}'" in rs_log, rs_log[-2000:]
+
+
+# ------------------------------------------------------------------ a vote replayed across channels
+
+
+def _tip(sec: SecNet, name: str, channel: str) -> tuple[int, str]:
+    """(height, hash) of a peer's last final block in `channel`."""
+    status = local_call(sec.port(name), "GetStatus", pb.ChannelRequest(channel=channel))
+    return int(status.block_height), str(status.block_hash)
+
+
+def _agreed_tip(sec: SecNet, channel: str, names: str) -> tuple[int, str]:
+    """The tip every peer of `names` has in `channel`, once they all have the same."""
+
+    def agreed() -> tuple[int, str] | None:
+        tips = {_tip(sec, n, channel) for n in names}
+        return tips.pop() if len(tips) == 1 else None
+
+    return wait_until(_no_rpc_error(agreed), 20, f"one tip of {channel} on {names}")
+
+
+def _replay_alpha_vote_into_beta(sec: SecNet) -> tuple[str, Vote]:
+    """B's real vote for A's last alpha block, delivered to A as a beta message by B; A's log
+    before the replay."""
+    alpha = local_call(sec.port("A"), "GetBlock", pb.GetBlockRequest(channel=ALPHA, height=-1))
+    block = Block.decode(alpha.block)
+    vote = Vote.create(ALPHA, block.height, block.header.round, block.hash, sec.signer("B"))
+    log_before = sec.log("A")
+    message = pb.ConsensusMessage(channel=BETA, sender=sec.peer_id("B"), vote=vote.encode())
+    try:
+        tls_call(sec.port("A"), sec.peer_id("A"), sec.identity("B"), "Deliver", message)
+    except grpc.RpcError as exc:
+        assert exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED)
+    return log_before, vote
+
+
+def test_vote_replayed_from_another_channel_is_not_counted(sec: SecNet) -> None:
+    beta_before = _agreed_tip(sec, BETA, "ABC")
+    alpha_before = _agreed_tip(sec, ALPHA, "AB")
+    _replay_alpha_vote_into_beta(sec)
+    assert {n: _tip(sec, n, BETA) for n in "ABC"} == dict.fromkeys("ABC", beta_before)
+    assert _tip(sec, "A", ALPHA) == alpha_before
+    # beta goes on with its own votes: the next block's certificate holds beta votes only
+    tx_hash = _final_tx(sec, BETA, "ABC", "after the replay")
+    found = local_call(sec.port("C"), "GetTx", pb.GetTxRequest(channel=BETA, tx_hash=tx_hash))
+    reply = local_call(
+        sec.port("C"), "GetBlock", pb.GetBlockRequest(channel=BETA, height=found.block_height)
+    )
+    qc = QuorumCertificate.decode(reply.certificate)
+    assert qc.channel == BETA and set(qc.voters) <= {sec.peer_id("A"), sec.peer_id("B")}
+    assert qc.height == found.block_height and qc.block_hash == Block.decode(reply.block).hash
+    assert _agreed_tip(sec, BETA, "ABC")[0] > beta_before[0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product: ChannelConsensus._on_vote drops a vote whose channel differs from its own "
+    "without a Rejected action, so the peer logs nothing about a vote replayed across channels",
+)
+def test_vote_replayed_from_another_channel_is_logged(sec: SecNet) -> None:
+    log_before, vote = _replay_alpha_vote_into_beta(sec)
+
+    def warned() -> bool:
+        new = sec.log("A")[len(log_before) :].splitlines()
+        return any("WARNING" in line and "vote" in line for line in new)
+
+    wait_until(warned, 5, "a warning about the replayed vote in A's log")
+    assert vote.channel == ALPHA
