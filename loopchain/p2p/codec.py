@@ -29,5 +29,6 @@ def peer_status_to_json(reply: pb.PeerStatusReply) -> dict[str, Any]:
         "validator_count": reply.validator_count,
         "executed_height": reply.executed_height,
         "state_root": reply.state_root,
+        "role": reply.role,
         "channels": list(reply.channels),
     }

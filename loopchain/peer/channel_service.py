@@ -203,7 +203,14 @@ class ChannelService:
             self._dispatch(m.TxsReceived(tuple(good)))
 
     def receive(self, event: m.Event) -> None:
-        """A consensus message from another peer."""
+        """A consensus message from another peer (refused when it names another channel)."""
+        named = _channel_of(event)
+        if named is not None and named != self.name:
+            kind = type(event).__name__.removesuffix("Received").removesuffix("Fetched").lower()
+            log.warning("channel %s: refused a %s of channel %s", self.name, kind, named)
+            raise RequestError(
+                ErrorKind.INVALID, f"message belongs to channel {named!r}, not {self.name!r}"
+            )
         self._dispatch(event)
 
     def find_tx(self, tx_hash: bytes) -> TxLookup | None:
@@ -506,6 +513,20 @@ def _encode_proof(proof: tuple[Block, QuorumCertificate]) -> bytes:
 def _decode_proof(raw: bytes) -> tuple[bytes, bytes]:
     value = canonical.decode(raw)
     return canonical.encode(value["block"]), canonical.encode(value["certificate"])
+
+
+def _channel_of(event: m.Event) -> str | None:
+    """The channel a consensus message names inside its signed content."""
+    match event:
+        case m.ProposalReceived(block) | m.BlockFetched(block):
+            return block.header.channel
+        case m.VoteReceived(vote):
+            return vote.channel
+        case m.CertificateReceived(qc):
+            return qc.channel
+        case m.ComplaintReceived(complaint):
+            return complaint.channel
+    return None
 
 
 def _no_floats(value: Any) -> bool:

@@ -288,11 +288,6 @@ def test_auditor_never_leads(loaded: MultiNet) -> None:
     assert status["validator_count"] == 3, status
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product: ChannelService.status() reports 'role', but PeerStatusReply (proto) has no "
-    "role field, so PeerServicer.GetStatus drops it and REST /api/v1/status/peer never shows it",
-)
 def test_status_shows_the_auditor_role(loaded: MultiNet) -> None:
     assert loaded.status(loaded.ports["D"], ALPHA).get("role") == "auditor"
     assert loaded.status(loaded.ports["A"], ALPHA).get("role") == "validator"

@@ -408,11 +408,6 @@ def test_vote_replayed_from_another_channel_is_not_counted(sec: SecNet) -> None:
     assert _agreed_tip(sec, BETA, "ABC")[0] > beta_before[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product: ChannelConsensus._on_vote drops a vote whose channel differs from its own "
-    "without a Rejected action, so the peer logs nothing about a vote replayed across channels",
-)
 def test_vote_replayed_from_another_channel_is_logged(sec: SecNet) -> None:
     log_before, vote = _replay_alpha_vote_into_beta(sec)
 
