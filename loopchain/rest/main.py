@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
@@ -47,6 +50,39 @@ def build_config(args: argparse.Namespace) -> Config:
     return config
 
 
+def rest_ssl_context(config: Config) -> ssl.SSLContext | None:
+    """TLS for the REST API from ENABLE_REST_SSL: 0 none, 1 server certificate, 2 mutual.
+
+    The certificate is the peer's own (GRPC_SSL_CERT_PATH / GRPC_SSL_KEY_PATH, by default
+    {DEFAULT_STORAGE_PATH}/peer_<port>/tls/); with 2 clients must present a certificate of the
+    same CA (GRPC_SSL_CA_CERT_PATH)."""
+    mode = int(config.ENABLE_REST_SSL)
+    if mode == 0:
+        return None
+    if mode not in (1, 2):
+        raise ConfigError(f"ENABLE_REST_SSL {mode} must be 0 (none), 1 (server) or 2 (mutual)")
+    folder = Path(config.DEFAULT_STORAGE_PATH) / f"peer_{config.PORT_PEER}" / "tls"
+
+    def path(key: str, name: str) -> str:
+        return str(config[key] or folder / name)
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(
+            path("GRPC_SSL_CERT_PATH", "cert.pem"),
+            path("GRPC_SSL_KEY_PATH", "key.pem"),
+            password=os.environ.get("LOOPCHAIN_TLS_KEY_PASSWORD") or None,
+        )
+        if mode == 2:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(path("GRPC_SSL_CA_CERT_PATH", "ca.pem"))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"ENABLE_REST_SSL {mode}: cannot load the certificate files: {exc}"
+        ) from None
+    return context
+
+
 async def serve(config: Config) -> int:
     """Run the proxy until SIGTERM or SIGINT; the exit status."""
     host = config.IP_LOCAL
@@ -57,10 +93,15 @@ async def serve(config: Config) -> int:
     access_log = (
         logging.getLogger("loopchain.rest.access") if log.isEnabledFor(logging.DEBUG) else None
     )
+    try:
+        ssl_context = rest_ssl_context(config)
+    except ConfigError as exc:
+        print(f"rest_proxy: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     runner = web.AppRunner(create_app(config, peer_target), access_log=access_log)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except OSError as exc:
         await runner.cleanup()
         print(f"rest_proxy: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
@@ -69,7 +110,10 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("REST proxy serving http://%s:%d, forwarding to peer %s", host, port, peer_target)
+    scheme = "https" if ssl_context else "http"
+    log.info(
+        "REST proxy serving %s://%s:%d, forwarding to peer %s", scheme, host, port, peer_target
+    )
     await stop.wait()
     log.info("REST proxy stopping")
     await runner.cleanup()
