@@ -9,7 +9,7 @@ Key schema (integers are unsigned big-endian, heights and rounds 8 bytes, so key
   b"s/tip"                 -> height + block hash          the last saved block (absent if empty)
   b"s/total_tx"            -> count (8 bytes)              transactions in blocks 0..tip
   b"s/channel"             -> channel name (UTF-8)         the channel this store belongs to
-  b"s/vote"                -> height + round + block hash  the last vote this node signed
+  b"s/safety"              -> canonical {highest_vote_round, high_qc}   what this node signed
   b"m/" + name (UTF-8)     -> value                        free metadata of the node (put_meta)
   b"r/" + tx hash (32)     -> canonical {code, message, height}   a transaction's SCORE result
   b"s/executed"            -> canonical {height, state_root, results_hash}   last executed block
@@ -24,7 +24,7 @@ write batch, so after a crash the store holds either all of it or none of it. Th
 has header.prev_hash equal to the hash of the block at h-1 (b"" at height 0), belongs to the
 store's channel, and its certificate names its hash and height. `check()` verifies the tip end of
 these invariants at start-up; a store that fails it must not be run on. The vote record only moves
-forward in (height, round), and never names two blocks for one (height, round).
+forward: the highest round voted or complained in, and the round of the highest certificate.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ CERTIFICATE = b"c/"
 TIP = b"s/tip"
 TOTAL_TX = b"s/total_tx"
 CHANNEL = b"s/channel"
-VOTE = b"s/vote"
+SAFETY = b"s/safety"
 META = b"m/"
 RESULT = b"r/"
 EXECUTED = b"s/executed"
@@ -142,25 +142,34 @@ class BlockStore:
             positions[tx.hash] = index
         return list(positions.items())
 
-    def save_vote_record(self, height: int, round_: int, block_hash: bytes) -> None:
-        """Durably record the vote this node is about to send (before sending it)."""
-        if height < 0 or round_ < 0:
-            raise BlockStoreError(
-                f"vote record needs a non-negative height and round: {height}, {round_}"
-            )
-        last = self.last_vote_record()
+    def save_safety_record(
+        self, highest_vote_round: int, high_qc: QuorumCertificate | None
+    ) -> None:
+        """Durably record what this node signed (before the vote or complaint leaves it): the
+        highest round it voted or complained in never moves back, nor does its certificate's round."""
+        last = self.safety_record()
         if last is not None:
-            if (height, round_) < last[:2]:
+            if highest_vote_round < last[0]:
                 raise BlockStoreError(
-                    f"vote record would move back from height {last[0]} round {last[1]} "
-                    f"to height {height} round {round_}"
+                    f"safety record would move back from round {last[0]} to {highest_vote_round}"
                 )
-            if (height, round_) == last[:2] and block_hash != last[2]:
-                raise BlockStoreError(
-                    f"already voted for block {last[2].hex()} at height {height} round {round_}; "
-                    f"refusing to record a vote for {block_hash.hex()}"
-                )
-        self._kv.put(VOTE, _u64(height) + _u64(round_) + block_hash, sync=True)
+            last_qc_round = last[1].round if last[1] is not None else -1
+            if (high_qc.round if high_qc is not None else -1) < last_qc_round:
+                raise BlockStoreError("safety record would lower the highest certificate")
+        value = {
+            "highest_vote_round": highest_vote_round,
+            "high_qc": high_qc.to_json() if high_qc is not None else None,
+        }
+        self._kv.put(SAFETY, canonical.encode(value), sync=True)
+
+    def safety_record(self) -> tuple[int, QuorumCertificate | None] | None:
+        """(highest voted round, highest certificate) as last recorded, or None."""
+        raw = self._kv.get(SAFETY)
+        if raw is None:
+            return None
+        value = canonical.decode(raw)
+        qc = value.get("high_qc")
+        return int(value["highest_vote_round"]), QuorumCertificate.from_json(qc) if qc else None
 
     def save_results(
         self,
@@ -301,13 +310,6 @@ class BlockStore:
         """Number of transactions in all final blocks."""
         raw = self._kv.get(TOTAL_TX)
         return _int(raw) if raw is not None else 0
-
-    def last_vote_record(self) -> tuple[int, int, bytes] | None:
-        """(height, round, block hash) of the last vote recorded, or None."""
-        raw = self._kv.get(VOTE)
-        if raw is None:
-            return None
-        return _int(raw[:8]), _int(raw[8:16]), raw[16:]
 
     def get_meta(self, name: str) -> bytes | None:
         """A named metadata value, or None."""

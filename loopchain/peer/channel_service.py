@@ -47,7 +47,6 @@ from loopchain.types.vote import QuorumCertificate
 
 log = logging.getLogger(__name__)
 
-SAFETY = "safety"
 COMMIT_PROOF = "commit_proof"
 SYNC_PERIOD = 2.0
 RELAY_QUEUE_MAX = 20_000
@@ -111,7 +110,7 @@ class ChannelService:
             tip_certificate=tip_qc,
             pool=TxPool(int(config.TX_POOL_MAX)),
             is_committed=lambda tx_hash: store.find_transaction(tx_hash) is not None,
-            safety=load_safety(store),
+            safety=SafetyRules(*record) if (record := store.safety_record()) else None,
             roots_at=store.roots_at,
             executed_height=executed[0] if (executed := store.executed()) else -1,
         )
@@ -313,7 +312,7 @@ class ChannelService:
         for action in actions:
             match action:
                 case m.PersistSafety(highest_vote_round, high_qc):
-                    self.store.put_meta(SAFETY, encode_safety(highest_vote_round, high_qc))
+                    self.store.save_safety_record(highest_vote_round, high_qc)
                 case m.CommitBlock(block, qc, proof):
                     self._commit(block, qc, proof)
                 case m.BroadcastProposal(block):
@@ -482,28 +481,6 @@ class ChannelService:
                 if self.consensus.tip.height in (before, fetched.tip_height):
                     break
         return self.consensus.tip.height - start_height
-
-
-def encode_safety(highest_vote_round: int, high_qc: QuorumCertificate | None) -> bytes:
-    """The voting record as canonical bytes."""
-    return canonical.encode(
-        {
-            "highest_vote_round": highest_vote_round,
-            "high_qc": high_qc.to_json() if high_qc else None,
-        }
-    )
-
-
-def load_safety(store: BlockStore) -> SafetyRules:
-    """The persisted voting record of a channel (empty for a new store)."""
-    raw = store.get_meta(SAFETY)
-    if raw is None:
-        return SafetyRules()
-    value = canonical.decode(raw)
-    qc = value.get("high_qc")
-    return SafetyRules(
-        int(value["highest_vote_round"]), QuorumCertificate.from_json(qc) if qc else None
-    )
 
 
 def _encode_proof(proof: tuple[Block, QuorumCertificate]) -> bytes:

@@ -61,7 +61,7 @@ def test_empty_store(store: BlockStore) -> None:
     assert store.certificate_at(-1) is None
     assert store.find_transaction(b"\x00" * 32) is None
     assert store.total_tx() == 0
-    assert store.last_vote_record() is None
+    assert store.safety_record() is None
     store.check()
 
 
@@ -200,7 +200,7 @@ def test_restart_resumes_from_the_same_tip(tmp_path: Path, chain: ChainBuilder) 
     with LevelDBStore(tmp_path / "db") as kv:
         store = BlockStore(kv, CHANNEL)
         saved = [save_next(store, chain, 1) for _ in range(4)]
-        store.save_vote_record(4, 1, b"\x05" * 32)
+        store.save_safety_record(4, None)
         store.put_meta("state_root", b"\x06" * 32)
     with LevelDBStore(tmp_path / "db") as kv:
         reopened = BlockStore(kv, CHANNEL)
@@ -210,7 +210,7 @@ def test_restart_resumes_from_the_same_tip(tmp_path: Path, chain: ChainBuilder) 
         tip = reopened.tip()
         assert tip is not None and tip[0] == saved[-1]
         assert reopened.total_tx() == 4
-        assert reopened.last_vote_record() == (4, 1, b"\x05" * 32)
+        assert reopened.safety_record() == (4, None)
         assert reopened.get_meta("state_root") == b"\x06" * 32
         block, certificate = chain.next(2)
         reopened.save_block(block, certificate)
@@ -318,20 +318,17 @@ def test_check_walks_a_long_chain_only_at_its_tip_end(
 # -- vote records and metadata
 
 
-def test_vote_records_move_forward_only(store: BlockStore) -> None:
-    first = b"\x01" * 32
-    store.save_vote_record(3, 0, first)
-    assert store.last_vote_record() == (3, 0, first)
-    store.save_vote_record(3, 0, first)  # the same vote again is fine
-    with pytest.raises(BlockStoreError, match="already voted"):
-        store.save_vote_record(3, 0, b"\x02" * 32)
-    store.save_vote_record(3, 1, b"")
-    store.save_vote_record(4, 0, b"\x03" * 32)
+def test_safety_records_move_forward_only(store: BlockStore, chain: ChainBuilder) -> None:
+    _block, qc = chain.next(0)
+    store.save_safety_record(3, None)
+    assert store.safety_record() == (3, None)
+    store.save_safety_record(3, qc)  # the same round again, with a certificate
+    assert store.safety_record() == (3, qc)
     with pytest.raises(BlockStoreError, match="move back"):
-        store.save_vote_record(3, 7, first)
-    with pytest.raises(BlockStoreError, match="non-negative"):
-        store.save_vote_record(-1, 0, first)
-    assert store.last_vote_record() == (4, 0, b"\x03" * 32)
+        store.save_safety_record(2, qc)
+    with pytest.raises(BlockStoreError, match="lower the highest certificate"):
+        store.save_safety_record(4, None)
+    assert store.safety_record() == (3, qc)
 
 
 def test_meta_values(store: BlockStore) -> None:
