@@ -9,6 +9,7 @@ changing stored or sent encodings.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,16 @@ _V1_FIELDS: dict[str, type | tuple[type, ...]] = {
     "timestamp": int,
     "from": str,
 }
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def signed_by(digest: bytes, signature: bytes, address: str) -> bool:
+    """True when `signature` over `digest` recovers to `address` (memoised: a transaction is
+    checked when it is gossiped and again inside every block that carries it)."""
+    try:
+        return recover_address(digest, signature) == address
+    except ValueError:
+        return False
 
 
 def tx_hash_of(body: dict[str, Any]) -> bytes:
@@ -83,10 +94,7 @@ class Transaction:
 
     def verify_signature(self) -> bool:
         """True when the signature was made by the body's "from" address."""
-        try:
-            return recover_address(self.hash, self.signature) == self.sender
-        except ValueError:
-            return False
+        return signed_by(self.hash, self.signature, self.sender)
 
     def to_json(self) -> dict[str, Any]:
         return {"body": self.body, "signature": self.signature.hex()}
