@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loopchain.blockchain.block_store import BlockStore
+from loopchain.blockchain.block_store import BlockStore, BlockStoreError
 from loopchain.blockchain.chain import ChainTip
 from loopchain.types.validators import ValidatorSet
 from loopchain.types.vote import QuorumCertificate
@@ -18,12 +18,14 @@ def restore_tip(store: BlockStore, channel: str) -> tuple[ChainTip, QuorumCertif
     # same one, when it is older than the tip or is the first block) the set that certified the tip.
     updates = store.update_heights(limit=2)
     if not updates:
-        raise RuntimeError(f"block store of {channel} holds no validator set (no first block?)")
+        raise BlockStoreError(f"block store of {channel} holds no validator set (no first block?)")
 
     def update_at(height: int) -> ValidatorSet:
         carrier = store.block_by_height(height)
         if carrier is None or carrier.validator_update is None:
-            raise RuntimeError(f"block store of {channel} lacks the validator update at {height}")
+            raise BlockStoreError(
+                f"block store of {channel} lacks the validator update at {height}"
+            )
         return carrier.validator_update
 
     next_validators = update_at(updates[0])

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 
+from loopchain.blockchain.block_store import BlockStoreError
 from loopchain.configure import ConfigError, load_config, setup_logging
 from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.storage.abc import StorageError
@@ -79,10 +80,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         asyncio.run(_run(PeerNode(config, options)))
-    except (OSError, StorageError, SignatureError) as exc:
-        log.error("cannot start: %s", exc)
+    except (*STARTUP_ERRORS, BaseExceptionGroup) as exc:
+        leaves = _leaves(exc)
+        if not all(isinstance(leaf, STARTUP_ERRORS) for leaf in leaves):
+            raise
+        for leaf in leaves:
+            log.error("cannot start: %s", leaf)
         return 1
     return 0
+
+
+# Refusals that end the peer with a message, not a traceback: a port or store in use, a store
+# that fails its checks, an unreadable key.
+STARTUP_ERRORS = (OSError, StorageError, BlockStoreError, SignatureError)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, as task groups raise them."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 async def _run(node: PeerNode) -> None:
