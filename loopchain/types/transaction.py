@@ -101,6 +101,11 @@ class Transaction:
 
     def encode(self) -> bytes:
         """Canonical bytes (stored and sent)."""
+        return self._encoded
+
+    @functools.cached_property
+    def _encoded(self) -> bytes:
+        # A transaction is immutable; pools and block checks ask for its bytes (and size) often.
         return canonical.encode(self.to_json())
 
     @classmethod
