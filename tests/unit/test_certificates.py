@@ -46,9 +46,12 @@ def issue(signer: Signer = SIGNER, **kwargs: object) -> x509.Certificate:
 
 
 def check(
-    cert: x509.Certificate, revoked: set[int] | None = None, now: datetime = NOW
+    cert: x509.Certificate, revoked: set[int] | None = None, now: datetime | None = None
 ) -> str | None:
-    return pki.verify_peer_certificate(cert, CA_CERT, now, revoked or set())
+    """Verify against the test CA at `now`, by default the moment of the check (certificates
+    issued during a slow run start at their issue time, not at this module's import)."""
+    when = now if now is not None else datetime.now(UTC)
+    return pki.verify_peer_certificate(cert, CA_CERT, when, revoked or set())
 
 
 def hand_made(
@@ -273,7 +276,7 @@ def test_expired_ca_is_named() -> None:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(CA_KEY, hashes.SHA256())
     )
-    problem = pki.verify_peer_certificate(cert, expired_ca, NOW, set())
+    problem = pki.verify_peer_certificate(cert, expired_ca, datetime.now(UTC), set())
     assert problem is not None and problem.startswith("CA certificate expired on")
     with pytest.raises(CertificateError, match="the CA expired on"):
         pki.issue_peer_certificate(expired_ca, CA_KEY, SIGNER.public_key, TLS_KEY.public_key(), 5)
