@@ -145,6 +145,8 @@ def validate(values: Mapping[str, Any]) -> None:
         "MAX_BLOCK_TX_NUM",
         "MAX_BLOCK_KBYTES",
         "TX_POOL_MAX",
+        "TX_POOL_ADMIT_MAX",
+        "REST_MAX_INFLIGHT",
     ):
         if values[key] < 1:
             raise ConfigError(f"{key} must be at least 1, got {values[key]}")

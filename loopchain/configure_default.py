@@ -57,6 +57,11 @@ MAX_TX_COUNT_IN_ADDTX_LIST = 128
 SEND_TX_LIST_DURATION = 0.05
 TPS_LIMIT_PER_SEC = 0  # 0: no limit
 TX_POOL_MAX = 50000
+# A peer takes new transactions from clients only while its pool holds fewer than this; above it,
+# clients get 503 with Retry-After (gRPC RESOURCE_EXHAUSTED) at once, so a backlog never grows
+# into waiting times. Relayed transactions are still pooled up to TX_POOL_MAX.
+TX_POOL_ADMIT_MAX = 3000
+REST_MAX_INFLIGHT = 256  # calls a REST proxy has open to its peer; more are answered 503 at once
 MAX_TX_BYTES = 64 * 1024
 
 # RadioStation

@@ -29,6 +29,8 @@ forward: the highest round voted or complained in, and the round of the highest 
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from loopchain.storage.abc import KeyValueStore
 from loopchain.types import canonical
 from loopchain.types.block import Block
@@ -51,6 +53,7 @@ UPDATES = b"v/"
 
 HASH_BYTES = 32
 CHECK_DEPTH = 8  # how many blocks below the tip check() walks back through
+DECODED_BLOCKS = 8  # newest blocks kept decoded: lookups of recent transactions decode nothing
 
 
 class BlockStoreError(RuntimeError):
@@ -77,6 +80,7 @@ class BlockStore:
         self.channel = channel
         self._tip_height, self._tip_hash = self._read_tip_pointer()
         self._tip: tuple[Block, QuorumCertificate] | None = None
+        self._decoded: OrderedDict[bytes, Block] = OrderedDict()
 
     # -- writing
 
@@ -99,6 +103,13 @@ class BlockStore:
                 batch.put(_height_key(UPDATES, height), b"")
         self._tip_height, self._tip_hash = height, block_hash
         self._tip = (block, certificate)
+        self._keep_decoded(block_hash, block)
+
+    def _keep_decoded(self, block_hash: bytes, block: Block) -> None:
+        self._decoded[block_hash] = block
+        self._decoded.move_to_end(block_hash)
+        if len(self._decoded) > DECODED_BLOCKS:
+            self._decoded.popitem(last=False)
 
     def _check_appendable(
         self, block: Block, block_hash: bytes, certificate: QuorumCertificate
@@ -271,13 +282,18 @@ class BlockStore:
 
     def block_by_hash(self, block_hash: bytes) -> Block | None:
         """The final block with `block_hash`, None when there is none."""
+        cached = self._decoded.get(block_hash)
+        if cached is not None:
+            return cached
         raw = self._kv.get(BLOCK + block_hash)
         if raw is None:
             return None
         try:
-            return Block.decode(raw)
+            block = Block.decode(raw)
         except ValueError as exc:  # EncodingError, or a bad hex field deep inside
             raise self._broken(f"block {block_hash.hex()} is corrupt: {exc}") from None
+        self._keep_decoded(block_hash, block)
+        return block
 
     def certificate_at(self, height: int) -> QuorumCertificate | None:
         """The certificate of the block at `height`, None when there is none."""
@@ -290,6 +306,10 @@ class BlockStore:
             return QuorumCertificate.decode(raw)
         except ValueError as exc:  # EncodingError, or a bad hex field deep inside
             raise self._broken(f"certificate at height {height} is corrupt: {exc}") from None
+
+    def has_transaction(self, tx_hash: bytes) -> bool:
+        """True when a final block holds the transaction (one index read, no block decoded)."""
+        return self._kv.get(TX + tx_hash) is not None
 
     def find_transaction(self, tx_hash: bytes) -> tuple[Transaction, int, bytes] | None:
         """(transaction, height, block hash) of a transaction in a final block, or None."""

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -52,7 +53,8 @@ class FetchedRange:
 
 
 class PeerLink:
-    """One remote peer: a gRPC channel and a bounded queue drained by a sender task."""
+    """One remote peer: a gRPC channel and two bounded lanes, each drained by its own task, so
+    consensus messages never wait behind transaction gossip (HTTP/2 carries both at once)."""
 
     def __init__(
         self,
@@ -62,36 +64,46 @@ class PeerLink:
         *,
         server_name: str = "",
         queue_size: int = 1024,
+        gossip_queue_size: int = 64,
     ) -> None:
         self.target = target
         self.timeout = float(config.GRPC_TIMEOUT)
         self._channel = open_channel(target, config, tls, server_name)
         self.stub = pb_grpc.PeerServiceStub(self._channel)
-        self._queue: asyncio.Queue[Outbound] = asyncio.Queue(maxsize=queue_size)
-        self._task: asyncio.Task[None] | None = None
-        self.dropped = 0
+        self._consensus: asyncio.Queue[pb.ConsensusMessage] = asyncio.Queue(queue_size)
+        self._gossip: asyncio.Queue[pb.TxBatch] = asyncio.Queue(gossip_queue_size)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.dropped = 0  # messages dropped because their lane was full (oldest first)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._drain(), name=f"link:{self.target}"
-            )
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(
+                    self._drain(self._consensus, self.stub.Deliver), name=f"link:{self.target}"
+                ),
+                loop.create_task(
+                    self._drain(self._gossip, self.stub.AddTxBatch),
+                    name=f"gossip:{self.target}",
+                ),
+            ]
 
     def send(self, message: Outbound) -> None:
-        """Queue a message; when the queue is full the oldest message is dropped."""
-        if self._queue.full():
-            self._queue.get_nowait()
+        """Queue a message on its lane; when the lane is full its oldest message is dropped
+        (gossiped transactions stay pooled at the sender and are gossiped again)."""
+        queue: asyncio.Queue[Any] = (
+            self._gossip if isinstance(message, pb.TxBatch) else self._consensus
+        )
+        if queue.full():
+            queue.get_nowait()
             self.dropped += 1
-        self._queue.put_nowait(message)
+        queue.put_nowait(message)
 
-    async def _drain(self) -> None:
+    async def _drain(self, queue: asyncio.Queue[Any], call: Any) -> None:
         while True:
-            message = await self._queue.get()
+            message = await queue.get()
             try:
-                if isinstance(message, pb.TxBatch):
-                    await self.stub.AddTxBatch(message, timeout=self.timeout)
-                else:
-                    await self.stub.Deliver(message, timeout=self.timeout)
+                await call(message, timeout=self.timeout)
             except grpc.aio.AioRpcError as exc:
                 log.debug("send to %s failed: %s %s", self.target, exc.code().name, exc.details())
 
@@ -126,8 +138,9 @@ class PeerLink:
         return Block.decode(reply.block) if reply.block else None
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         await self._channel.close()

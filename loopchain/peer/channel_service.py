@@ -109,7 +109,7 @@ class ChannelService:
             tip=tip,
             tip_certificate=tip_qc,
             pool=TxPool(int(config.TX_POOL_MAX)),
-            is_committed=lambda tx_hash: store.find_transaction(tx_hash) is not None,
+            is_committed=store.has_transaction,
             safety=SafetyRules(*record) if (record := store.safety_record()) else None,
             roots_at=store.roots_at,
             executed_height=executed[0] if (executed := store.executed()) else -1,
@@ -123,6 +123,7 @@ class ChannelService:
             port=settings.port,
             on_executed=self.receive,
         )
+        self._admit_max = min(int(config.TX_POOL_ADMIT_MAX), int(config.TX_POOL_MAX))
         self._relay: asyncio.Queue[Transaction] = asyncio.Queue(RELAY_QUEUE_MAX)
         self._fetch: asyncio.Queue[bytes] = asyncio.Queue(FETCH_QUEUE_MAX)
         self._fetching: set[bytes] = set()
@@ -180,8 +181,12 @@ class ChannelService:
                 ErrorKind.DENIED,
                 f"this peer audits channel {self.name}: it serves its data but takes no transactions",
             )
-        if len(self.consensus.pool) >= self.consensus.pool.max_size:
-            raise RequestError(ErrorKind.POOL_FULL, "transaction pool is full; try again later")
+        if len(self.consensus.pool) >= self._admit_max:
+            raise RequestError(
+                ErrorKind.POOL_FULL,
+                f"the transaction pool holds {len(self.consensus.pool)} transactions, "
+                f"the intake limit is {self._admit_max}; try again shortly",
+            )
         tx = Transaction.create_v1(self.name, data, time.time_ns() // 1000, self.signer)
         self._dispatch(m.TxsReceived((tx,), gossip=True))
         return tx
@@ -241,7 +246,7 @@ class ChannelService:
         recorded = self.store.tx_result(tx_hash)
         if recorded is not None:
             return recorded[0], recorded[1]
-        if self.find_tx(tx_hash) is not None:
+        if tx_hash in self.consensus.pool or self.store.has_transaction(tx_hash):
             return execution.NOT_INVOKED, "not invoked yet"
         return None
 
@@ -386,18 +391,21 @@ class ChannelService:
             self._relay.put_nowait(tx)
 
     async def _relay_loop(self) -> None:
+        """Gossip pooled transactions in batches bounded by count and bytes, lingering a moment
+        for a batch to fill (one message per batch and link, not one per transaction)."""
         batch_max = int(self.config.MAX_TX_COUNT_IN_ADDTX_LIST)
+        bytes_max = int(self.config.MAX_BLOCK_KBYTES) * 1024
         linger = float(self.config.SEND_TX_LIST_DURATION)
         while True:
             batch = [await self._relay.get()]
-            deadline = time.monotonic() + linger
-            while len(batch) < batch_max:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._relay.get(), remaining))
-                except TimeoutError:
+            if self._relay.qsize() < batch_max - 1:
+                await asyncio.sleep(linger)
+            size = len(batch[0].encode())
+            while len(batch) < batch_max and not self._relay.empty():
+                tx = self._relay.get_nowait()
+                size += len(tx.encode())
+                batch.append(tx)
+                if size >= bytes_max:
                     break
             self._broadcast(tx_batch_message(self.name, batch))
 

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from loopchain.types.codes import HTTP_STATUS, ResponseCode, error_body
 
+RETRY_AFTER_SECONDS = "1"  # what a 503 (overload, peer or SCORE unavailable) tells clients
 _UNIMPLEMENTED_HINT = "it becomes available when the SCORE service lands"
 
 # gRPC status → (response code, HTTP status, message template); {details} is the peer's text.
@@ -53,8 +54,11 @@ class RestError(Exception):
         self.status = status if status is not None else HTTP_STATUS[code]
 
     def response(self) -> web.Response:
-        """The JSON response for this error."""
-        return json_response(error_body(self.code, self.message), self.status)
+        """The JSON response for this error (a 503 says when to try again)."""
+        response = json_response(error_body(self.code, self.message), self.status)
+        if self.status == 503:
+            response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return response
 
 
 def invalid_params(message: str) -> RestError:

@@ -28,6 +28,9 @@ class PeerApi:
         self._config = config
         self._timeout = float(config.GRPC_TIMEOUT)
         self._max_body = int(config.REST_MAX_BODY_BYTES)
+        self._max_inflight = int(config.REST_MAX_INFLIGHT)
+        self._inflight = 0
+        self.refused_busy = 0  # calls answered 503 at once because too many were in flight
         self._channel: grpc.aio.Channel | None = None
         self._stub: PeerServiceStub | None = None
 
@@ -62,10 +65,20 @@ class PeerApi:
         return self._stub
 
     async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
+        if self._inflight >= self._max_inflight:
+            self.refused_busy += 1
+            raise RestError(
+                ResponseCode.FAIL,
+                f"the peer is busy ({self._inflight} calls in flight); try again shortly",
+                503,
+            )
+        self._inflight += 1
         try:
             return await method(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise rpc_error(exc, self.peer_target, self._timeout) from None
+        finally:
+            self._inflight -= 1
 
     async def create_tx(self, request: web.Request) -> web.Response:
         """POST /api/v1/transactions: hand the client's JSON object to the peer's tx pool."""

@@ -9,6 +9,7 @@ takes effect at the next height (its hash is then `next_validators_hash`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,8 +82,9 @@ class BlockHeader:
             "state_height": self.state_height,
         }
 
-    @property
+    @functools.cached_property
     def hash(self) -> bytes:
+        """Computed once: a header is immutable and its hash is asked for at every step."""
         return sha3_256(b"loopchain.block." + canonical.encode(self.to_json()))
 
     @classmethod
@@ -212,17 +214,39 @@ class Block:
         }
 
     def encode(self) -> bytes:
-        return canonical.encode(self.to_json())
+        """Canonical bytes, made once, from the transactions' own bytes (the same bytes as
+        encoding `to_json()`: canonical JSON of an object is its sorted members' encodings)."""
+        return self._encoded
+
+    @functools.cached_property
+    def _encoded(self) -> bytes:
+        update = self.validator_update
+        return b"".join(
+            (
+                b'{"header":',
+                canonical.encode(self.header.to_json()),
+                b',"signature":"',
+                self.signature.hex().encode(),
+                b'","transactions":[',
+                b",".join(tx.encode() for tx in self.transactions),
+                b'],"validator_update":',
+                canonical.encode(update.to_json()) if update is not None else b"null",
+                b"}",
+            )
+        )
 
     @classmethod
-    def from_json(cls, value: Any) -> Block:
+    def from_json(cls, value: Any, *, checked: bool = False) -> Block:
+        """From its JSON form (`checked`: parsed from canonical bytes)."""
         obj = canonical.check_fields(
             value, {"header": dict, "transactions": list, "signature": str}
         )
         update = obj.get("validator_update")
         return cls(
             header=BlockHeader.from_json(obj["header"]),
-            transactions=tuple(Transaction.from_json(tx) for tx in obj["transactions"]),
+            transactions=tuple(
+                Transaction.from_json(tx, checked=checked) for tx in obj["transactions"]
+            ),
             validator_update=ValidatorSet.from_json(update) if update is not None else None,
             signature=canonical.hex_to_bytes(obj["signature"], "signature", 65),
         )
@@ -231,6 +255,8 @@ class Block:
     def decode(cls, raw: bytes) -> Block:
         """Parse canonical bytes; raises EncodingError on malformed input."""
         try:
-            return cls.from_json(canonical.decode(raw))
+            block = cls.from_json(canonical.decode(raw), checked=True)
         except (TypeError, KeyError) as exc:
             raise EncodingError(f"malformed block: {exc}") from None
+        block.__dict__["_encoded"] = raw
+        return block

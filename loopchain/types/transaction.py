@@ -10,6 +10,7 @@ changing stored or sent encodings.
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,21 +30,44 @@ _V1_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def signed_by(digest: bytes, signature: bytes, address: str) -> bool:
-    """True when `signature` over `digest` recovers to `address` (memoised: a transaction is
-    checked when it is gossiped and again inside every block that carries it)."""
-    try:
-        return recover_address(digest, signature) == address
-    except ValueError:
-        return False
+class SignatureMemo:
+    """Signatures already found good, bounded (oldest forgotten first): a transaction is checked
+    when it arrives and again inside every block that carries it, and recovery is the dearest step.
+    Only good signatures are remembered, so a forged one costs its sender a recovery every time."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._good: OrderedDict[tuple[bytes, bytes, str], None] = OrderedDict()
+
+    def remember(self, digest: bytes, signature: bytes, address: str) -> None:
+        """Record a signature known to be good (one this process made itself)."""
+        self._good[(digest, signature, address)] = None
+        if len(self._good) > self.size:
+            self._good.popitem(last=False)
+
+    def check(self, digest: bytes, signature: bytes, address: str) -> bool:
+        """True when `signature` over `digest` recovers to `address`."""
+        if (digest, signature, address) in self._good:
+            return True
+        try:
+            good = recover_address(digest, signature) == address
+        except ValueError:
+            return False
+        if good:
+            self.remember(digest, signature, address)
+        return good
 
 
-def tx_hash_of(body: dict[str, Any]) -> bytes:
-    """Hash of a transaction body, by its version."""
+SIGNATURES = SignatureMemo(1 << 17)
+
+
+def tx_hash_of(body: dict[str, Any], *, checked: bool = False) -> bytes:
+    """Hash of a transaction body, by its version (`checked`: the body came from canonical bytes,
+    so it needs no walk for floats before it is encoded)."""
     version = body.get("version")
     if version == V1:
-        return sha3_256(b"loopchain.tx.v1." + canonical.encode(body))
+        encoded = canonical.encode_checked(body) if checked else canonical.encode(body)
+        return sha3_256(b"loopchain.tx.v1." + encoded)
     raise EncodingError(f"unsupported transaction version {version!r}")
 
 
@@ -66,7 +90,9 @@ class Transaction:
             "from": signer.address,
         }
         digest = tx_hash_of(body)
-        return cls(body=body, signature=signer.sign(digest), hash=digest)
+        signature = signer.sign(digest)
+        SIGNATURES.remember(digest, signature, signer.address)
+        return cls(body=body, signature=signature, hash=digest)
 
     @property
     def hash_hex(self) -> str:
@@ -94,7 +120,7 @@ class Transaction:
 
     def verify_signature(self) -> bool:
         """True when the signature was made by the body's "from" address."""
-        return signed_by(self.hash, self.signature, self.sender)
+        return SIGNATURES.check(self.hash, self.signature, self.sender)
 
     def to_json(self) -> dict[str, Any]:
         return {"body": self.body, "signature": self.signature.hex()}
@@ -109,15 +135,22 @@ class Transaction:
         return canonical.encode(self.to_json())
 
     @classmethod
-    def from_json(cls, value: Any) -> Transaction:
+    def from_json(cls, value: Any, *, checked: bool = False) -> Transaction:
+        """From its JSON form (`checked`: parsed from canonical bytes, so its own bytes are
+        re-made without a walk, and kept)."""
         obj = canonical.check_fields(value, {"body": dict, "signature": str})
         body = obj["body"]
         if body.get("version") == V1:
             canonical.check_fields(body, _V1_FIELDS)
         signature = canonical.hex_to_bytes(obj["signature"], "signature", 65)
-        return cls(body=body, signature=signature, hash=tx_hash_of(body))
+        tx = cls(body=body, signature=signature, hash=tx_hash_of(body, checked=checked))
+        if checked:
+            tx.__dict__["_encoded"] = canonical.encode_checked(value)
+        return tx
 
     @classmethod
     def decode(cls, raw: bytes) -> Transaction:
         """Parse canonical bytes; raises EncodingError on any malformed input."""
-        return cls.from_json(canonical.decode(raw))
+        tx = cls.from_json(canonical.decode(raw), checked=True)
+        tx.__dict__["_encoded"] = raw
+        return tx

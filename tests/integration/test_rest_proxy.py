@@ -425,7 +425,10 @@ async def test_status_score(session, base, peer):
 async def test_grpc_status_mapping(session, base, peer, code, http, response_code):
     details = f"peer says {code.name.lower()}"
     peer.fail("CreateTx", code, details)
-    status, body = await call(session, "POST", base + "/api/v1/transactions", json={"d": 1})
+    async with session.post(base + "/api/v1/transactions", json={"d": 1}) as resp:
+        status, body = resp.status, await resp.json()
+        # every 503 (overload, unreachable, no leader) tells the client when to try again
+        assert resp.headers.get("Retry-After") == ("1" if http == 503 else None)
     assert_error(status, body, http, response_code, details)
     peer.fail("GetStatus", code, details)
     status, body = await call(session, "GET", base + "/api/v1/status/peer")
@@ -464,6 +467,40 @@ async def test_peer_down_answers_503_and_recovers(session, tmp_path):
 
         await wait_until_async(serves_again, 15, "the proxy to reach the peer again")
     finally:
+        exit_status = proxy.stop()
+        await server.stop(None)
+    assert exit_status == 0
+    assert "Traceback" not in proxy.log_text()
+
+
+async def test_calls_beyond_the_in_flight_limit_are_503_at_once(session, tmp_path):
+    port = free_port_pair()
+    server, fake = await start_fake_peer(port)
+    proxy = ProxyProcess(port, tmp_path, {"GRPC_TIMEOUT": 60.0, "REST_MAX_INFLIGHT": 2})
+    proxy.start()
+    try:
+        await proxy.wait_ready(session)
+        hanging = [
+            asyncio.ensure_future(call(session, "POST", proxy.base + "/api/v1/query", json=q))
+            for q in ({"hang": True, "n": 1}, {"hang": True, "n": 2})
+        ]
+
+        async def both_in_flight() -> bool:
+            return sum(name == "Query" for name, _ in fake.calls) == 2
+
+        await wait_until_async(both_in_flight, 30, "two queries to reach the peer")
+        async with session.post(proxy.base + "/api/v1/transactions", json={"d": 1}) as resp:
+            assert resp.status == 503
+            assert resp.headers["Retry-After"] == "1"
+            body = await resp.json()
+        assert_error(503, body, 503, ResponseCode.FAIL, "2 calls in flight")
+        assert not any(name == "CreateTx" for name, _ in fake.calls)  # refused before the peer
+        fake.release_queries.set()
+        assert [status for status, _ in await asyncio.gather(*hanging)] == [200, 200]
+        status, _ = await call(session, "POST", proxy.base + "/api/v1/transactions", json={"d": 2})
+        assert status == 200
+    finally:
+        fake.release_queries.set()
         exit_status = proxy.stop()
         await server.stop(None)
     assert exit_status == 0

@@ -91,6 +91,30 @@ def test_saved_chain_is_found_by_height_hash_and_transaction(
     store.check()
 
 
+def test_committed_check_is_an_index_read_that_decodes_no_block(
+    store: BlockStore, kv: KeyValueStore, chain: ChainBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = [save_next(store, chain, 3) for _ in range(schema.DECODED_BLOCKS + 2)]
+    decoded: list[bytes] = []
+    real_decode = Block.decode
+    monkeypatch.setattr(Block, "decode", lambda raw: decoded.append(raw) or real_decode(raw))
+    reopened = BlockStore(kv, CHANNEL)
+    for block in saved:
+        for tx in block.transactions:
+            assert reopened.has_transaction(tx.hash)
+    assert not reopened.has_transaction(b"\x01" * 32)
+    assert decoded == []  # re-gossiped committed transactions cost no block decode
+    # a lookup decodes a block once, then serves its other transactions from the decoded copy
+    oldest = saved[0]
+    for tx in oldest.transactions:
+        assert reopened.find_transaction(tx.hash) == (tx, oldest.height, oldest.hash)
+    assert len(decoded) == 1
+    # only the most recently used few stay decoded: a scan over more of them misses every time
+    for block in saved[1:] + saved:
+        reopened.block_by_hash(block.hash)
+    assert len(decoded) == 1 + (len(saved) - 1) + len(saved)
+
+
 def test_blocks_are_stored_as_canonical_bytes(
     store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
 ) -> None:

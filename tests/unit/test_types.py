@@ -95,6 +95,26 @@ def test_canonical_round_trip_and_determinism(value: Any) -> None:
     assert canonical.encode(canonical.decode(raw)) == raw
 
 
+@settings(max_examples=400, deadline=None)
+@given(json_values)
+def test_fast_encoding_is_byte_identical_to_the_standard_library(value: Any) -> None:
+    reference = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical.encode(value) == reference.encode("utf-8")
+    assert canonical.encode_checked(value) == reference.encode("utf-8")
+
+
+def test_control_characters_and_big_integers_encode_like_the_standard_library() -> None:
+    value = {"\u00e9": '\x00\x1f\x7f\u2028"\\\n\t\b\f\r', "n": [2**64, -(2**63) - 1, 2**63]}
+    reference = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical.encode(value) == reference.encode("utf-8")
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000 + b"]" * 100_000, b"9" * 5000, b'{"a":[1,2.5]}'])
+def test_hostile_inputs_are_encoding_errors(raw: bytes) -> None:
+    with pytest.raises(EncodingError):
+        canonical.decode(raw)
+
+
 @SETTINGS
 @given(json_values, st.sampled_from([{"indent": 1}, {"separators": (", ", ": ")}, {}]))
 def test_non_canonical_bytes_are_rejected(value: Any, style: dict[str, Any]) -> None:
