@@ -63,6 +63,7 @@ class ChannelBackend(Protocol):
     """What the servicer needs from one channel of the peer."""
 
     def create_tx(self, data: dict[str, Any]) -> Transaction: ...
+    def create_txs(self, items: list[dict[str, Any]]) -> list[Transaction | RequestError]: ...
     def find_tx(self, tx_hash: bytes) -> TxLookup | None: ...
     def get_block(
         self, height: int, block_hash: bytes
@@ -95,6 +96,20 @@ def decode_consensus(message: pb.ConsensusMessage) -> m.Event:
     if kind == "complaint":
         return m.ComplaintReceived(Complaint.decode(message.complaint))
     raise EncodingError(f"unsupported consensus message {kind!r}")
+
+
+MAX_SUBMISSIONS_PER_CALL = 1000
+
+
+def _client_object(text: str) -> dict[str, Any]:
+    """A client's transaction: a JSON object (RequestError when it is not)."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise RequestError(ErrorKind.INVALID, f"transaction is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RequestError(ErrorKind.INVALID, "transaction must be a JSON object")
+    return data
 
 
 def _hash_arg(text: str) -> bytes:
@@ -178,17 +193,40 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def CreateTx(self, request: pb.CreateTxRequest, context: Any) -> pb.CreateTxReply:
         def work() -> pb.CreateTxReply:
-            try:
-                data = json.loads(request.data_json)
-            except json.JSONDecodeError as exc:
-                raise RequestError(
-                    ErrorKind.INVALID, f"transaction is not valid JSON: {exc}"
-                ) from None
-            if not isinstance(data, dict):
-                raise RequestError(ErrorKind.INVALID, "transaction must be a JSON object")
+            data = _client_object(request.data_json)
             channel = self._channel(context, request.channel)
             tx = channel.create_tx(data)
             return pb.CreateTxReply(tx_hash=tx.hash_hex, channel=tx.channel)
+
+        return await self._serve(context, work)
+
+    async def CreateTxBatch(
+        self, request: pb.CreateTxBatchRequest, context: Any
+    ) -> pb.CreateTxBatchReply:
+        def work() -> pb.CreateTxBatchReply:
+            if len(request.data_json) > MAX_SUBMISSIONS_PER_CALL:
+                raise RequestError(
+                    ErrorKind.INVALID,
+                    f"{len(request.data_json)} transactions in one call, "
+                    f"limit {MAX_SUBMISSIONS_PER_CALL}",
+                )
+            channel = self._channel(context, request.channel)
+            parsed: list[dict[str, Any] | RequestError] = []
+            for text in request.data_json:
+                try:
+                    parsed.append(_client_object(text))
+                except RequestError as exc:
+                    parsed.append(exc)
+            created = iter(channel.create_txs([p for p in parsed if isinstance(p, dict)]))
+            results = []
+            for item in parsed:
+                outcome = item if isinstance(item, RequestError) else next(created)
+                if isinstance(outcome, RequestError):
+                    code = outcome.kind.value.value[0]
+                    results.append(pb.CreateTxResult(code=code, message=outcome.message))
+                else:
+                    results.append(pb.CreateTxResult(tx_hash=outcome.hash_hex))
+            return pb.CreateTxBatchReply(results=results)
 
         return await self._serve(context, work)
 

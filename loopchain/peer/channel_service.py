@@ -166,6 +166,35 @@ class ChannelService:
 
     def create_tx(self, data: dict[str, Any]) -> Transaction:
         """Wrap a client's JSON in a transaction signed by this peer and pool it."""
+        outcome = self.create_txs([data])[0]
+        if isinstance(outcome, RequestError):
+            raise outcome
+        return outcome
+
+    def create_txs(self, items: list[dict[str, Any]]) -> list[Transaction | RequestError]:
+        """Wrap each client's JSON in a transaction signed by this peer and pool them together
+        (one consensus event and one gossip batch); each item gets its transaction or its refusal."""
+        if self.consensus.is_auditor:
+            refusal = RequestError(
+                ErrorKind.DENIED,
+                f"this peer audits channel {self.name}: it serves its data but takes no transactions",
+            )
+            return [refusal] * len(items)
+        outcomes: list[Transaction | RequestError] = []
+        room = self._admit_max - len(self.consensus.pool)
+        now_us = time.time_ns() // 1000
+        for index, data in enumerate(items):
+            try:  # one microsecond apart: equal submissions in one batch stay distinct
+                outcomes.append(self._new_tx(data, now_us + index, room))
+                room -= 1
+            except RequestError as exc:
+                outcomes.append(exc)
+        created = tuple(tx for tx in outcomes if isinstance(tx, Transaction))
+        if created:
+            self._dispatch(m.TxsReceived(created, gossip=True))
+        return outcomes
+
+    def _new_tx(self, data: dict[str, Any], now_us: int, room: int) -> Transaction:
         raw = canonical.encode(data) if _no_floats(data) else None
         if raw is None:
             raise RequestError(
@@ -176,20 +205,13 @@ class ChannelService:
                 ErrorKind.INVALID,
                 f"transaction is {len(raw)} bytes, limit {self.config.MAX_TX_BYTES}",
             )
-        if self.consensus.is_auditor:
-            raise RequestError(
-                ErrorKind.DENIED,
-                f"this peer audits channel {self.name}: it serves its data but takes no transactions",
-            )
-        if len(self.consensus.pool) >= self._admit_max:
+        if room <= 0:
             raise RequestError(
                 ErrorKind.POOL_FULL,
                 f"the transaction pool holds {len(self.consensus.pool)} transactions, "
                 f"the intake limit is {self._admit_max}; try again shortly",
             )
-        tx = Transaction.create_v1(self.name, data, time.time_ns() // 1000, self.signer)
-        self._dispatch(m.TxsReceived((tx,), gossip=True))
-        return tx
+        return Transaction.create_v1(self.name, data, now_us, self.signer)
 
     def receive_txs(self, txs: list[Transaction]) -> None:
         """Transactions relayed by another peer."""

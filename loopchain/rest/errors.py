@@ -74,10 +74,17 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 def rpc_error(exc: grpc.aio.AioRpcError, target: str, timeout: float) -> RestError:
     """Translate a failed gRPC call to the peer into a REST error with the peer's details."""
-    details = exc.details() or exc.code().name.lower()
-    mapped = _RPC_ERRORS.get(exc.code())
+    return status_error(exc.code(), exc.details() or "", target, timeout)
+
+
+def status_error(code: grpc.StatusCode, details: str, target: str, timeout: float) -> RestError:
+    """The REST error for a gRPC status the peer answered (for a call, or for one item of it)."""
+    details = details or code.name.lower()
+    mapped = _RPC_ERRORS.get(code)
     if mapped is None:
-        message = f"the peer at {target} failed: {exc.code().name} ({details})"
+        message = f"the peer at {target} failed: {code.name} ({details})"
         return RestError(ResponseCode.FAIL, message, 502)
-    code, status, template = mapped
-    return RestError(code, template.format(details=details, target=target, timeout=timeout), status)
+    response_code, status, template = mapped
+    return RestError(
+        response_code, template.format(details=details, target=target, timeout=timeout), status
+    )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -15,9 +17,20 @@ from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
 from loopchain.rest import formatting, params
 from loopchain.rest.errors import RestError, invalid_params, json_response, rpc_error
-from loopchain.types.codes import ResponseCode
+from loopchain.rest.submit import TxSubmitter
+from loopchain.types.codes import ResponseCode, error_body
 
 Reply = TypeVar("Reply")
+MAX_ARRAY_SUBMISSIONS = 500  # transactions one POST /api/v1/transactions array may hold
+
+
+def _submission_result(outcome: dict[str, Any] | BaseException) -> dict[str, Any]:
+    """One element of the answer to an array of transactions."""
+    if isinstance(outcome, RestError):
+        return error_body(outcome.code, outcome.message)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 class PeerApi:
@@ -31,6 +44,7 @@ class PeerApi:
         self._max_inflight = int(config.REST_MAX_INFLIGHT)
         self._inflight = 0
         self.refused_busy = 0  # calls answered 503 at once because too many were in flight
+        self.submitter = TxSubmitter(self._submit_batch, lambda: (peer_target, self._timeout))
         self._channel: grpc.aio.Channel | None = None
         self._stub: PeerServiceStub | None = None
 
@@ -41,6 +55,7 @@ class PeerApi:
 
     async def close(self) -> None:
         """Close the gRPC channel, cancelling calls in flight."""
+        await self.submitter.close()
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
@@ -64,30 +79,61 @@ class PeerApi:
             raise RestError(ResponseCode.FAIL, "the REST proxy is shutting down", 503)
         return self._stub
 
-    async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
-        if self._inflight >= self._max_inflight:
+    @contextlib.contextmanager
+    def _slots(self, count: int = 1) -> Iterator[None]:
+        """Hold `count` of the proxy's in-flight calls; 503 at once when they are taken."""
+        if self._inflight + count > self._max_inflight:
             self.refused_busy += 1
             raise RestError(
                 ResponseCode.FAIL,
                 f"the peer is busy ({self._inflight} calls in flight); try again shortly",
                 503,
             )
-        self._inflight += 1
+        self._inflight += count
         try:
-            return await method(request, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise rpc_error(exc, self.peer_target, self._timeout) from None
+            yield
         finally:
-            self._inflight -= 1
+            self._inflight -= count
+
+    async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
+        with self._slots():
+            try:
+                return await method(request, timeout=self._timeout)
+            except grpc.aio.AioRpcError as exc:
+                raise rpc_error(exc, self.peer_target, self._timeout) from None
+
+    async def _submit_batch(self, request: pb.CreateTxBatchRequest) -> pb.CreateTxBatchReply:
+        reply: pb.CreateTxBatchReply = await self.stub.CreateTxBatch(request, timeout=self._timeout)
+        return reply
+
+    async def _submit(self, channel: str, body: dict[str, Any]) -> dict[str, Any]:
+        tx_hash = await self.submitter.submit(channel, params.compact_json(body))
+        return {"response_code": 0, "tx_hash": tx_hash, "more_info": ""}
 
     async def create_tx(self, request: web.Request) -> web.Response:
-        """POST /api/v1/transactions: hand the client's JSON object to the peer's tx pool."""
+        """POST /api/v1/transactions: hand the client's JSON object to the peer's tx pool (or a
+        JSON array of objects, answered by an array of results in the same order)."""
         text = await params.read_body(request, self._max_body)
-        body = params.require_object(params.parse_json(text))
-        channel = params.body_channel(body, request)
-        message = pb.CreateTxRequest(channel=channel, data_json=params.compact_json(body))
-        reply = await self._call(self.stub.CreateTx, message)
-        return json_response({"response_code": 0, "tx_hash": reply.tx_hash, "more_info": ""})
+        value = params.parse_json(text)
+        if not isinstance(value, list):
+            body = params.require_object(value)
+            with self._slots():
+                return json_response(await self._submit(params.body_channel(body, request), body))
+        if not 0 < len(value) <= MAX_ARRAY_SUBMISSIONS:
+            raise invalid_params(
+                f"an array of transactions holds 1 to {MAX_ARRAY_SUBMISSIONS}, got {len(value)}"
+            )
+        bodies = [
+            params.require_object(item, f"transaction {index} of the array")
+            for index, item in enumerate(value)
+        ]
+        channels = [params.body_channel(body, request) for body in bodies]
+        with self._slots(len(bodies)):
+            outcomes = await asyncio.gather(
+                *(self._submit(c, b) for c, b in zip(channels, bodies, strict=True)),
+                return_exceptions=True,
+            )
+        return json_response([_submission_result(outcome) for outcome in outcomes])
 
     async def get_tx(self, request: web.Request) -> web.Response:
         """GET /api/v1/transactions?hash=H: the transaction with its meta data."""

@@ -42,10 +42,10 @@ def parse_json(text: str) -> Any:
         raise invalid_params("the request body is malformed JSON: nested too deeply") from None
 
 
-def require_object(value: Any) -> dict[str, Any]:
+def require_object(value: Any, what: str = "the request body") -> dict[str, Any]:
     """The value when it is a JSON object, else a 400 naming what it is."""
     if not isinstance(value, dict):
-        raise invalid_params(f"the request body must be a JSON object, got {_json_kind(value)}")
+        raise invalid_params(f"{what} must be a JSON object, got {_json_kind(value)}")
     return value
 
 

@@ -139,6 +139,34 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         chain.pool[tx.hash_hex] = tx
         return pb.CreateTxReply(tx_hash=tx.hash_hex, channel=chain.name)
 
+    async def CreateTxBatch(
+        self, request: pb.CreateTxBatchRequest, context: Any
+    ) -> pb.CreateTxBatchReply:
+        """As the real peer: one result per item; each item is also recorded as a CreateTx."""
+        for text in request.data_json:
+            self.calls.append(
+                ("CreateTx", pb.CreateTxRequest(channel=request.channel, data_json=text))
+            )
+        await self._enter("CreateTxBatch", request, context)
+        if "CreateTx" in self.forced:
+            code, details = self.forced["CreateTx"]
+            await context.abort(code, details)
+        chain = await self._chain(request.channel, context)
+        results = []
+        for index, text in enumerate(request.data_json):
+            try:
+                data = json.loads(text)
+                tx = Transaction.create_v1(
+                    chain.name, data, time.time_ns() // 1000 + index, self.signer
+                )
+            except (ValueError, EncodingError) as exc:
+                code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+                results.append(pb.CreateTxResult(code=code, message=f"invalid transaction: {exc}"))
+                continue
+            chain.pool[tx.hash_hex] = tx
+            results.append(pb.CreateTxResult(tx_hash=tx.hash_hex))
+        return pb.CreateTxBatchReply(results=results)
+
     async def GetTx(self, request: pb.GetTxRequest, context: Any) -> pb.GetTxReply:
         await self._enter("GetTx", request, context)
         chain = await self._chain(request.channel, context)

@@ -134,6 +134,36 @@ async def test_create_tx_forwards_compact_body_and_returns_hash(session, base, p
     assert (request.channel, request.data_json) == ("", '{"data":"hello"}')
 
 
+async def test_create_tx_takes_an_array_and_answers_each_in_order(session, base, peer):
+    items = [{"data": "a"}, {"data": "b", "channel": OTHER_CHANNEL}, {"channel": "nope"}]
+    status, body = await call_list(session, base + "/api/v1/transactions", items)
+    assert status == 200 and len(body) == 3
+    assert body[0]["response_code"] == 0 and len(body[0]["tx_hash"]) == 64
+    assert body[1]["response_code"] == 0
+    assert peer.chains[OTHER_CHANNEL].pool[body[1]["tx_hash"]].data["data"] == "b"
+    assert body[2]["response_code"] == ResponseCode.NOT_FOUND and "'nope'" in body[2]["message"]
+    assert body[0]["tx_hash"] in peer.chains[DEFAULT_CHANNEL].pool
+
+
+async def test_concurrent_submissions_are_coalesced_into_batched_calls(session, base, peer):
+    before = sum(name == "CreateTxBatch" for name, _ in peer.calls)
+    replies = await asyncio.gather(
+        *(call(session, "POST", base + "/api/v1/transactions", json={"n": n}) for n in range(40))
+    )
+    assert {status for status, _ in replies} == {200}
+    hashes = {body["tx_hash"] for _, body in replies}
+    assert len(hashes) == 40 and hashes <= set(peer.chains[DEFAULT_CHANNEL].pool)
+    batches = sum(name == "CreateTxBatch" for name, _ in peer.calls) - before
+    assert 1 <= batches < 40
+
+
+async def call_list(
+    session: aiohttp.ClientSession, url: str, items: list[Any]
+) -> tuple[int, list[dict[str, Any]]]:
+    async with session.post(url, json=items) as resp:
+        return resp.status, await resp.json()
+
+
 async def test_create_tx_channel_field_selects_channel(session, base, peer):
     payload = {"channel": OTHER_CHANNEL, "data": {"n": 1}}
     status, body = await call(session, "POST", base + "/api/v1/transactions", json=payload)
@@ -152,7 +182,9 @@ async def test_create_tx_unknown_channel_is_not_found(session, base, peer):
     ("raw", "text"),
     [
         (b'{"data": ', "malformed JSON"),
-        (b"[1, 2]", "must be a JSON object, got an array"),
+        (b"[1, 2]", "transaction 0 of the array must be a JSON object, got a number"),
+        (b"[]", "an array of transactions holds 1 to 500, got 0"),
+        (b"[" + b"{}," * 500 + b"{}]", "an array of transactions holds 1 to 500, got 501"),
         (b'"hello"', "must be a JSON object, got a string"),
         (b"42", "must be a JSON object, got a number"),
         (b"null", "must be a JSON object, got null"),

@@ -1,0 +1,101 @@
+"""Transaction submissions of one REST proxy, coalesced into batched calls to its peer.
+
+Concurrent `POST /api/v1/transactions` requests wait in a per-channel list; one `CreateTxBatch`
+call per channel is in flight at a time, and when it returns, everything that arrived meanwhile
+goes in the next one. An idle proxy therefore sends a lone transaction at once, and a busy one
+sends one call per batch rather than one per transaction, with no timer to tune.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.rest.errors import RestError, status_error
+from loopchain.types.codes import ResponseCode
+
+BatchCall = Callable[[pb.CreateTxBatchRequest], Awaitable[pb.CreateTxBatchReply]]
+MAX_BATCH = 500  # submissions in one call (the peer takes up to 1000)
+
+
+class TxSubmitter:
+    """Coalesces concurrent submissions into `CreateTxBatch` calls, one in flight per channel."""
+
+    def __init__(self, call: BatchCall, describe_peer: Callable[[], tuple[str, float]]) -> None:
+        self._call = call
+        self._describe_peer = describe_peer  # (target, timeout) for error messages
+        self._waiting: dict[str, list[tuple[str, asyncio.Future[str]]]] = {}
+        self._busy: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, channel: str, data_json: str) -> str:
+        """The transaction hash the peer gave the submission (RestError when it refused)."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(channel, []).append((data_json, future))
+        if channel not in self._busy:
+            self._send_next(channel)
+        return await future
+
+    def _send_next(self, channel: str) -> None:
+        waiting = self._waiting.get(channel)
+        if not waiting:
+            self._busy.discard(channel)
+            return
+        batch, self._waiting[channel] = waiting[:MAX_BATCH], waiting[MAX_BATCH:]
+        self._busy.add(channel)
+        task = asyncio.get_running_loop().create_task(self._send(channel, batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, channel: str, batch: list[tuple[str, asyncio.Future[str]]]) -> None:
+        request = pb.CreateTxBatchRequest(channel=channel, data_json=[text for text, _ in batch])
+        target, timeout = self._describe_peer()
+        try:
+            reply = await self._call(request)
+        except grpc.aio.AioRpcError as exc:
+            error = status_error(exc.code(), exc.details() or "", target, timeout)
+            for _, future in batch:
+                _settle(future, error=error)
+        except asyncio.CancelledError:
+            for _, future in batch:
+                _settle(
+                    future, error=RestError(ResponseCode.FAIL, "the REST proxy is stopping", 503)
+                )
+            raise
+        else:
+            for (_, future), result in zip(batch, reply.results, strict=False):
+                if result.code == 0:
+                    _settle(future, value=result.tx_hash)
+                else:
+                    code = _STATUS_BY_VALUE.get(result.code, grpc.StatusCode.UNKNOWN)
+                    _settle(future, error=status_error(code, result.message, target, timeout))
+            for _, future in batch[len(reply.results) :]:
+                _settle(future, error=RestError(ResponseCode.FAIL, "the peer gave no answer", 502))
+        finally:
+            self._send_next(channel)
+
+    async def close(self) -> None:
+        """Cancel the calls in flight (their submitters get an error)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+_STATUS_BY_VALUE = {status.value[0]: status for status in grpc.StatusCode}
+
+
+def _settle(
+    future: asyncio.Future[str], *, value: str = "", error: BaseException | None = None
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)

@@ -1,0 +1,171 @@
+"""The network under many clients at once: overload is answered 503 with Retry-After (never a
+timeout), everything acknowledged becomes final, and re-gossiped committed transactions (the
+collapse seen in the load issue: one block decode per transaction) do not stall a peer.
+
+Nothing here depends on speed: the load is a fixed number of transactions, and the deadlines are
+far above what the work needs on a machine several times slower than a development laptop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
+from loopchain.types.block import Block
+from tests.procs import LocalNetwork, get, post_json, wait_until
+
+PEERS = 4
+CLIENTS = 64
+TXS_PER_CLIENT = 40  # 2,560 transactions in all
+REGOSSIP_ROUNDS = 3
+CHANNEL = "loopchain_default"
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[LocalNetwork]:
+    # a low intake limit, so that 64 clients certainly meet it on any machine
+    network = LocalNetwork(tmp_path, {"TX_POOL_ADMIT_MAX": 200})
+    try:
+        network.start_radiostation()
+        for _ in range(PEERS):
+            network.start_peer()
+        wait_until(
+            lambda: all(network.status(p)["validator_count"] == PEERS for p in network.peers),
+            60,
+            "four peers that know all four validators",
+        )
+        yield network
+    finally:
+        codes = network.stop_all()
+        bad = network.tracebacks()
+        assert not bad, f"tracebacks in logs of {bad} (see {network.workdir})"
+        assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+
+
+async def _client(
+    session: aiohttp.ClientSession,
+    url: str,
+    client: int,
+    statuses: Counter[str],
+    acknowledged: list[str],
+) -> None:
+    """Send TXS_PER_CLIENT transactions, each until it is acknowledged, honouring Retry-After."""
+    for seq in range(TXS_PER_CLIENT):
+        while True:
+            async with session.post(url, json={"data": {"client": client, "seq": seq}}) as resp:
+                statuses[str(resp.status)] += 1
+                body = await resp.json()
+                if resp.status == 200:
+                    acknowledged.append(body["tx_hash"])
+                    break
+                assert resp.status == 503, (resp.status, body)
+                assert resp.headers["Retry-After"] == "1", dict(resp.headers)
+                await asyncio.sleep(0.05)  # shorter than asked: keep the pressure on
+
+
+async def _load(net: LocalNetwork) -> tuple[Counter[str], list[str]]:
+    ports = sorted(net.peers)
+    statuses: Counter[str] = Counter()
+    acknowledged: list[str] = []
+    timeout = aiohttp.ClientTimeout(total=120)
+    sessions = [aiohttp.ClientSession(timeout=timeout) for _ in range(CLIENTS)]
+    try:
+        await asyncio.gather(
+            *(
+                _client(
+                    session,
+                    f"{net.rest(ports[i % PEERS])}/api/v1/transactions",
+                    i,
+                    statuses,
+                    acknowledged,
+                )
+                for i, session in enumerate(sessions)
+            )
+        )
+    finally:
+        await asyncio.gather(*(session.close() for session in sessions))
+    return statuses, acknowledged
+
+
+def _committed(port: int) -> list[bytes]:
+    """The canonical bytes of every transaction in the peer's final blocks."""
+    txs: list[bytes] = []
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = PeerServiceStub(channel)
+        start = 0
+        while True:
+            reply = stub.GetBlockRange(
+                pb.BlockRangeRequest(channel=CHANNEL, from_height=start, max_blocks=50), timeout=60
+            )
+            for final in reply.blocks:
+                txs += [tx.encode() for tx in Block.decode(final.block).transactions]
+            start += len(reply.blocks)
+            if not reply.blocks or start > reply.tip_height:
+                return txs
+
+
+def _regossip(port: int, txs: list[bytes]) -> None:
+    """Relay already-committed transactions to a peer again and again, as gossip does."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = PeerServiceStub(channel)
+        futures = [
+            stub.AddTxBatch.future(pb.TxBatch(channel=CHANNEL, txs=txs[i : i + 128]), timeout=300)
+            for _ in range(REGOSSIP_ROUNDS)
+            for i in range(0, len(txs), 128)
+        ]
+        for future in futures:
+            assert future.result().code == 0
+
+
+def _all_final(net: LocalNetwork, port: int, hashes: list[str]) -> bool:
+    for tx_hash in hashes:
+        reply = get(f"{net.rest(port)}/api/v1/transactions?hash={tx_hash}")
+        if int(reply["block_height"]) < 0:
+            return False
+    return True
+
+
+def _calm(net: LocalNetwork) -> bool:
+    statuses = [net.status(port) for port in sorted(net.peers)]
+    return (
+        all(s["tx_pool_size"] == 0 for s in statuses)
+        and len({s["block_height"] for s in statuses}) == 1
+    )
+
+
+def test_many_clients_get_503s_not_timeouts_and_regossip_does_not_stall(
+    net: LocalNetwork,
+) -> None:
+    ports = sorted(net.peers)
+    # 1. 64 keep-alive clients over the four peers: only 200 and 503 (with Retry-After) answers
+    statuses, acknowledged = asyncio.run(_load(net))
+    assert set(statuses) <= {"200", "503"}, statuses
+    assert statuses["200"] == CLIENTS * TXS_PER_CLIENT == len(set(acknowledged))
+    assert statuses["503"] > 0, "the intake limit was never met: the test proves nothing"
+    # 2. everything acknowledged becomes final on every peer, and the network calms down
+    for port in ports:
+        wait_until(lambda p=port: _all_final(net, p, acknowledged), 180, f"all final on {port}")
+    wait_until(lambda: _calm(net), 60, "empty pools and equal heights")
+    # 3. committed transactions gossiped again (three times over) to two peers: each must be
+    #    found committed by an index read, so the peers stay responsive and keep finalising
+    committed = _committed(ports[0])
+    assert len(committed) >= CLIENTS * TXS_PER_CLIENT
+    _regossip(ports[1], committed)
+    _regossip(ports[2], committed)
+    fresh = []
+    for port in ports:
+        reply = post_json(f"{net.rest(port)}/api/v1/transactions", {"data": f"after {port}"})
+        fresh.append(reply["tx_hash"])
+    for port in ports:
+        wait_until(lambda p=port: _all_final(net, p, fresh), 60, f"fresh final on {port}")
+    wait_until(lambda: _calm(net), 60, "calm after the re-gossip")
+    for port in ports:
+        assert net.status(port)["total_tx"] == len(committed) + len(fresh)

@@ -1,0 +1,409 @@
+"""tools/bench.py: its pure helpers and /proc readers (by default), and end-to-end runs (slow).
+
+The end-to-end runs check the shape and sanity of the figures, never a time budget.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_bench_tools import last_json, run_tool
+from tools import bench
+
+BENCH = "tools/bench.py"
+
+
+# ------------------------------------------------------------------ figures and table
+
+
+def test_percentiles_are_nearest_rank_and_keep_infinity() -> None:
+    values = [0.1 * n for n in range(1, 11)]
+    found = bench.percentiles(values, (50, 90, 99))
+    assert found == {"p50": pytest.approx(0.5), "p90": pytest.approx(0.9), "p99": 1.0}
+    with_unfinal = [0.2, 0.1, math.inf, 0.3]
+    assert bench.percentiles(with_unfinal, (50, 90)) == {"p50": 0.2, "p90": math.inf}
+    assert bench.percentiles([], (50,)) == {"p50": None}
+
+
+def test_milliseconds_and_json_safety() -> None:
+    assert bench.milliseconds(0.12345) == 123.5
+    assert bench.milliseconds(None) is None
+    assert bench.milliseconds(math.inf) == math.inf
+    value = {"a": math.inf, "b": [1.5, math.nan, {"c": -math.inf}], "d": "x", "e": 3}
+    assert bench.json_safe(value) == {"a": None, "b": [1.5, None, {"c": None}], "d": "x", "e": 3}
+
+
+def test_ratio_of_figures() -> None:
+    assert bench.ratio(3.0, 2.0) == 1.5
+    assert bench.ratio(0.0, 2.0) == 0.0
+    assert bench.ratio(1.0, 0.0) is None
+    assert bench.ratio(None, 2.0) is None and bench.ratio(2.0, None) is None
+    assert bench.ratio(math.inf, 2.0) is None and bench.ratio(2.0, math.inf) is None
+    current = {"a": 2, "b": 1.0, "c": None, "d": "text", "e": True, "only_current": 1}
+    baseline = {"a": 3, "b": 4.0, "c": 1.0, "d": "text", "e": True}
+    assert bench.ratios(current, baseline) == {
+        "a": 0.667,
+        "b": 0.25,
+        "c": None,
+        "d": None,
+        "e": None,
+    }
+
+
+def test_format_value() -> None:
+    assert bench.format_value(None) == "-"
+    assert bench.format_value(math.inf) == "inf"
+    assert bench.format_value(12) == "12"
+    assert bench.format_value(1234.56) == "1235"
+    assert bench.format_value(12.345) == "12.3"
+    assert bench.format_value(1.2345) == "1.23"
+    assert bench.format_value(0.0012345) == "0.00123"
+    assert bench.format_value("calm") == "calm"
+
+
+def _run(**figures: Any) -> dict[str, Any]:
+    return {"rev": "abc1234", "figures": figures, "details": {}}
+
+
+def test_table_of_one_run_has_no_ratio_column() -> None:
+    text = bench.format_table({"current": _run(ready_s=8.5, idle_rss_mb=700.0)}, {})
+    lines = text.splitlines()
+    assert lines[0].split() == ["figure", "current", "abc1234"]
+    assert set(lines[1]) == {"-"}
+    assert lines[2].startswith("seconds until all peers ready") and lines[2].endswith("8.50")
+    assert lines[3].startswith("idle summed RSS (MB)") and lines[3].endswith("700")
+    assert len(lines) == 4  # figures a run does not have are left out
+    assert "ratio" not in text
+
+
+def test_table_of_two_runs_with_ratios_and_details() -> None:
+    baseline = _run(committed_per_s=100.0, final_p99_ms=200.0, unfinal=0, calm_s=1.0)
+    current = _run(committed_per_s=150.0, final_p99_ms=math.inf, unfinal=3, calm_s=None)
+    current["details"] = {
+        "final_within_drain": "final within 15 s of load end: 7 of 10 acknowledged",
+        "answers": {"200": 10, "503": 2, "timeout": 1},
+    }
+    runs = {"baseline": baseline, "current": current}
+    text = bench.format_table(runs, bench.ratios(current["figures"], baseline["figures"]))
+    rows = {line.split("  ")[0]: line.split() for line in text.splitlines()}
+    assert rows["figure"][-1] == "ratio"
+    assert rows["committed tx/s"][-3:] == ["100", "150", "1.50"]
+    assert rows["finalisation p99 under load (ms)"][-3:] == ["200", "inf", "-"]
+    assert "not calm within 60 s" in text
+    assert "current: final within 15 s of load end: 7 of 10 acknowledged" in text
+    assert "current: answers by status: 200: 10, 503: 2, timeout: 1" in text
+
+
+def test_report_has_runs_settings_and_ratios_in_strict_json() -> None:
+    options = bench.parse_args(["-c", "4", "-d", "5", "--baseline", "HEAD"])
+    runs = {
+        "baseline": _run(committed_per_s=100.0, final_p50_ms=math.inf),
+        "current": _run(committed_per_s=50.0, final_p50_ms=10.0),
+    }
+    summary, found = bench.report(runs, options)
+    assert found == {"committed_per_s": 0.5, "final_p50_ms": None}
+    assert summary["ratios"] == found
+    assert summary["settings"]["clients"] == 4 and summary["settings"]["duration_s"] == 5.0
+    assert summary["baseline"]["figures"]["final_p50_ms"] is None  # inf is not JSON
+    single, none = bench.report({"current": runs["current"]}, options)
+    assert none == {} and "ratios" not in single
+
+
+# ------------------------------------------------------------------ reply shapes
+
+
+def test_tx_block_height_of_reply_shapes() -> None:
+    assert bench.tx_block_height({"response_code": 0, "block_height": 5}) == 5
+    assert bench.tx_block_height({"response_code": 0, "block_height": -1}) == -1
+    assert bench.tx_block_height({"response_code": 0, "block_height": 0}) == 0
+    assert bench.tx_block_height({"meta": {"block_height": "7"}}) == 7
+    assert bench.tx_block_height({"response_code": -4, "message": "not found"}) is None
+    assert bench.tx_block_height(None) is None
+    assert bench.tx_block_height({"block_height": "x"}) is None
+
+
+def test_retry_after_seconds() -> None:
+    assert bench.retry_after_seconds(None) is None
+    assert bench.retry_after_seconds("2") == 2.0
+    assert bench.retry_after_seconds(" 0.5 ") == 0.5
+    assert bench.retry_after_seconds("-3") == 0.0
+    assert bench.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    assert bench.retry_after_seconds("inf") is None
+
+
+def test_calm_verdict() -> None:
+    calm = {"tx_pool_size": 0, "block_height": 9}
+    assert bench.calm_verdict({"": [calm, calm, calm, calm]}) == ""
+    assert "did not answer" in bench.calm_verdict({"": [calm, None, calm, calm]})
+    busy = {"tx_pool_size": 3, "block_height": 9}
+    assert "pools not empty" in bench.calm_verdict({"": [calm, busy, calm, calm]})
+    behind = {"tx_pool_size": 0, "block_height": 8}
+    assert "heights differ (a: [8, 9])" in bench.calm_verdict({"": [calm] * 4, "a": [behind, calm]})
+
+
+def test_channels_and_arguments() -> None:
+    options = bench.parse_args(["--channels", "alpha, beta", "-d", "1m"])
+    assert options.channels == ("alpha", "beta") and options.duration == 60.0
+    assert options.clients == 64 and not options.json
+    assert bench.rest_url(2, "/api/v1/blocks", "beta") == (
+        "http://127.0.0.1:9200/api/v1/blocks?channel=beta"
+    )
+    assert bench.rest_url(0, "/api/v1/status/peer") == "http://127.0.0.1:9000/api/v1/status/peer"
+    for bad in (["-c", "0"], ["-d", "0"], ["--channels", ","], ["--channels", "a b"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
+
+
+# ------------------------------------------------------------------ /proc readers
+
+
+def test_parse_proc_stat_with_an_awkward_command_name() -> None:
+    fields = ["S", "42", *["0"] * 9, "150", "25", *["0"] * 6, "9999", "0"]
+    stat = bench.parse_proc_stat("123 (a) b (c)) " + " ".join(fields) + "\n")
+    assert (stat.pid, stat.ppid, stat.utime, stat.stime, stat.starttime) == (
+        123,
+        42,
+        150,
+        25,
+        9999,
+    )
+    assert stat.cpu_seconds == pytest.approx(175 / os.sysconf("SC_CLK_TCK"))
+
+
+def test_own_stat_matches_the_kernel() -> None:
+    stats = bench.read_proc_stats()
+    own = stats[os.getpid()]
+    assert own.ppid == os.getppid()
+    times = os.times()
+    assert own.cpu_seconds == pytest.approx(times.user + times.system, abs=0.1)
+
+
+def test_process_tree_rss_and_kinds_include_a_child() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        found = None
+        for _ in range(50):  # until the child has exec'd python
+            stats = bench.read_proc_stats()
+            pids = bench.descendants(os.getpid(), stats)
+            if child.pid in pids and bench.read_rss_kb(child.pid):
+                found = pids
+                break
+            time.sleep(0.05)
+        assert found is not None and found[0] == os.getpid()
+        assert bench.descendants(-1, stats) == []
+        total, split = bench.tree_rss_mb(os.getpid())
+        own = bench.read_rss_kb(os.getpid())
+        kid = bench.read_rss_kb(child.pid)
+        assert own and kid
+        assert total == pytest.approx((own + kid) / 1024, rel=0.2)
+        assert set(split) == set(bench.KINDS)
+        assert split["other"] == pytest.approx(total, abs=0.2)  # pytest is no network process
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_classify_network_processes() -> None:
+    py = "/repo/.venv/bin/python"
+    assert bench.classify([py, "/repo/radiostation.py", "-o", "c.json"]) == "radiostation"
+    assert bench.classify([py, "./peer.py", "-p", "7100"]) == "peer"
+    assert bench.classify([py, "/repo/rest_proxy.py", "-p", "7100"]) == "rest_proxy"
+    assert bench.classify([py, "-m", "loopchain.scoreservice.process", "--socket", "s"]) == "score"
+    assert bench.classify(["bash", "/repo/localnet.sh", "--data", "d"]) is None
+    assert bench.classify([]) is None
+
+
+def test_cpu_meter_counts_the_window_and_processes_that_appear() -> None:
+    meter = bench.CpuMeter(os.getpid())
+    meter.sample(with_rss=True)
+    assert meter.peak_rss_mb > 0
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+    child = subprocess.Popen([sys.executable, "-c", burn + "time.sleep(30)"])
+    try:
+        end = time.process_time() + 0.3
+        while time.process_time() < end:
+            pass
+        time.sleep(1.0)  # the child has burnt its 0.3 s by now
+        meter.sample()
+        split = meter.by_kind()
+        assert set(split) == set(bench.KINDS)
+        assert split["other"] >= 0.5  # our 0.3 s and the child's, counted from zero
+        assert sum(split.values()) == split["other"]
+        assert meter.processes() >= 2
+    finally:
+        child.kill()
+        child.wait()
+    meter.sample()  # an exited child keeps its last sampled seconds
+    assert meter.by_kind()["other"] >= split["other"]
+
+
+def test_port_busy_sees_a_listener() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert bench.port_busy(port)
+        assert bench.busy_ports([port]) == [port]
+    assert not bench.port_busy(port)
+
+
+# ------------------------------------------------------------------ the command, no network
+
+
+def test_a_network_that_fails_to_start_shows_its_logs(tmp_path: Path) -> None:
+    if bench.busy_ports():
+        pytest.skip("a network already runs on the fixed local ports")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    script = tree / "localnet.sh"
+    script.write_text(
+        textwrap.dedent(
+            """\
+            #!/usr/bin/env bash
+            DATA=$2
+            mkdir -p "$DATA/logs"
+            echo "peer says: the store is damaged" > "$DATA/logs/peer_7100.log"
+            echo "localnet.sh: peer_7100 exited"
+            exit 1
+            """
+        )
+    )
+    script.chmod(0o755)
+    code, out, err = run_tool(BENCH, "--tree", str(tree), "--idle-only", deadline=60)
+    assert code == 1, err
+    assert out == ""
+    assert "localnet.sh exited (code 1)" in err
+    assert "peer says: the store is damaged" in err and "peer_7100 exited" in err
+    assert "Traceback" not in err
+    kept = re.search(r"network data kept in (\S+)", err)
+    assert kept is not None, err  # the logs stay for a look; this test cleans up
+    shutil.rmtree(kept.group(1))
+
+
+def test_busy_ports_refuse_to_start(tmp_path: Path) -> None:
+    if not bench.port_busy(9002):
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.bind(("127.0.0.1", 9002))
+        server.listen()
+    else:
+        server = None  # something else holds it: the refusal is the same
+    try:
+        code, out, err = run_tool(BENCH, "--idle-only", deadline=60)
+    finally:
+        if server is not None:
+            server.close()
+    assert code == 1 and out == ""
+    assert "9002" in err and "in use" in err
+    assert "starting" not in err
+
+
+# ------------------------------------------------------------------ end to end (slow)
+
+LOAD_FIGURES = (
+    "load_s",
+    "acked",
+    "acked_per_s",
+    "committed",
+    "committed_per_s",
+    "final_p50_ms",
+    "final_p90_ms",
+    "final_p99_ms",
+    "unfinal",
+    "answers_503",
+    "answers_other_errors",
+    "cpu_s",
+    "cpu_s_per_tx",
+    *(f"cpu_s_{kind}" for kind in bench.KINDS),
+    "rss_peak_mb",
+    "rss_after_mb",
+    "calm_s",
+    "rounds_load",
+    "blocks_load",
+    "failed_rounds_load",
+    "failed_rounds_after",
+)
+
+
+@pytest.mark.slow
+def test_bench_short_load_prints_every_figure() -> None:
+    code, out, err = run_tool(BENCH, "-c", "4", "-d", "5", "--json", deadline=600)
+    assert code == 0, f"{out}\n{err}"
+    assert "Traceback" not in err
+    summary = last_json(out)
+    assert summary["settings"]["clients"] == 4 and summary["settings"]["duration_s"] == 5.0
+    assert "baseline" not in summary and "ratios" not in summary
+    run = summary["current"]
+    figures = run["figures"]
+    for key in (
+        "ready_s",
+        "idle_rss_mb",
+        "idle_p50_ms",
+        "idle_p90_ms",
+        "idle_unfinal",
+        *LOAD_FIGURES,
+    ):
+        assert key in figures, key
+    assert 0 < figures["ready_s"] < bench.READY_DEADLINE
+    assert 100 < figures["idle_rss_mb"] < 20_000
+    assert figures["idle_unfinal"] == 0
+    assert 0 < figures["idle_p50_ms"] <= figures["idle_p90_ms"]
+    assert figures["load_s"] == pytest.approx(5, abs=1)
+    assert 0 < figures["committed"] <= figures["acked"]
+    assert figures["committed_per_s"] == pytest.approx(
+        figures["committed"] / figures["load_s"], rel=0.02
+    )
+    assert 0 < figures["final_p50_ms"] <= figures["final_p90_ms"] <= figures["final_p99_ms"]
+    assert figures["unfinal"] == 0
+    assert figures["cpu_s"] > 0 and figures["cpu_s_peer"] > 0 and figures["cpu_s_rest_proxy"] > 0
+    assert figures["cpu_s_per_tx"] == pytest.approx(
+        figures["cpu_s"] / figures["committed"], rel=0.05
+    )
+    assert figures["rss_peak_mb"] > 0 and figures["rss_after_mb"] > 0
+    assert figures["calm_s"] is not None and 0 <= figures["calm_s"] < bench.CALM_DEADLINE
+    assert figures["blocks_load"] > 0
+    details = run["details"]
+    assert details["answers"]["200"] == figures["acked"]
+    assert (
+        f"{figures['committed']} of {figures['acked']} acknowledged"
+        in (details["final_within_drain"])
+    )
+    assert set(details["idle_rss_mb_by_kind"]) == set(bench.KINDS)
+    assert details["idle_rss_mb_by_kind"]["peer"] > 0
+    assert details["idle_rss_mb_by_kind"]["rest_proxy"] > 0
+    assert details["idle_rss_mb_by_kind"]["radiostation"] > 0
+    assert not bench.busy_ports(), "the network was not stopped"
+
+
+def _bench_worktrees() -> list[str]:
+    listing = subprocess.run(
+        ["git", "worktree", "list"], cwd=bench._REPO, capture_output=True, text=True, check=True
+    ).stdout
+    return [line for line in listing.splitlines() if "bench-baseline-" in line]
+
+
+@pytest.mark.slow
+def test_bench_against_a_baseline_worktree_prints_ratios() -> None:
+    before = _bench_worktrees()
+    code, out, err = run_tool(
+        BENCH, "--idle-only", "--no-idle", "--baseline", "HEAD", "--json", deadline=600
+    )
+    assert code == 0, f"{out}\n{err}"
+    summary = last_json(out)
+    assert summary["baseline"]["figures"]["ready_s"] > 0
+    assert summary["current"]["figures"]["ready_s"] > 0
+    assert summary["ratios"]["ready_s"] > 0 and summary["ratios"]["idle_rss_mb"] > 0
+    assert "bench-baseline-" in summary["baseline"]["tree"]
+    assert not Path(summary["baseline"]["tree"]).exists()
+    assert _bench_worktrees() == before  # its worktree was removed

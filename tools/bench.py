@@ -1,0 +1,1312 @@
+#!/usr/bin/env python3
+"""Benchmark of the local network in one run: start-up, memory, latency, throughput, CPU, calm.
+
+    .venv/bin/python tools/bench.py [-c 64] [-d 60] [--channels A,B] [--baseline REV] [--json]
+
+Starts `./localnet.sh --data <tmpdir>` of a source tree (the repo root by default) in its own
+process group, and measures, in order:
+
+1. seconds from the launch until every peer's REST status answers 200 (per channel);
+2. the summed VmRSS of the network's process tree after ~3 s idle;
+3. idle finalisation latency: 20 transactions one at a time, ack -> `block_height >= 0` in
+   `GET /api/v1/transactions?hash=` on the same peer (polled every 20 ms);
+4. load: N keep-alive clients round-robin over the 4 peers (and the channels) for D seconds; a 503
+   with Retry-After makes a client wait min(Retry-After, 1 s);
+5. committed tx/s counted from the chain (a watcher walks new blocks of peer 0 every 100 ms):
+   acknowledged transactions final within 15 s of the load's end, divided by the load duration, and
+   ack -> final latency percentiles (a transaction never seen final counts as infinity);
+6. CPU seconds (utime + stime of every process of the tree) over the load and its drain, per
+   committed transaction and per process kind;
+7. the summed RSS after the load (and its peak during the load);
+8. seconds from the load's end until calm: every peer answers its status within 1 s with an empty
+   pool and the same height, and every acknowledged transaction is final; rounds that made no block.
+
+`--baseline REV` runs the same benchmark first on a git worktree of REV (its `.venv` a symlink to
+this repo's), then on the tree, and prints both side by side with the ratio current / baseline.
+The network is always stopped (SIGTERM to its process group, SIGKILL after 10 s), also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_REPO = Path(__file__).resolve().parents[1]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+import aiohttp  # noqa: E402
+
+from tools.loadtool import LoadError, RestTransport, parse_duration, percentile  # noqa: E402
+
+PEERS = 4
+PEER_PORTS = tuple(7100 + 100 * i for i in range(PEERS))
+REST_PORTS = tuple(9000 + 100 * i for i in range(PEERS))
+RADIOSTATION_PORTS = (7102, 9002)
+NETWORK_PORTS = (*PEER_PORTS, *REST_PORTS, *RADIOSTATION_PORTS)
+
+READY_DEADLINE = 180.0  # launch -> every peer answers
+READY_POLL = 0.2
+IDLE_SETTLE = 3.0
+IDLE_TXS = 20
+IDLE_POLL = 0.02
+IDLE_TX_DEADLINE = 30.0
+HTTP_TIMEOUT = 5.0  # control requests (status, blocks, tx lookups)
+REQUEST_TIMEOUT = 30.0  # load requests
+RETRY_AFTER_CAP = 1.0
+ERROR_BACKOFF = 0.05
+WATCH_INTERVAL = 0.1
+DRAIN = 15.0
+CALM_POLL = 0.2
+CALM_STATUS_TIMEOUT = 1.0
+CALM_DEADLINE = 60.0
+PROGRESS_INTERVAL = 5.0
+SAMPLE_INTERVAL = 0.5
+STOP_GRACE = 10.0
+PORT_FREE_WAIT = 20.0  # between two runs, for the previous network's sockets to close
+LOG_TAIL_LINES = 25
+KINDS = ("radiostation", "peer", "rest_proxy", "score", "other")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on (ports busy, network did not start, bad worktree)."""
+
+
+def say(text: str) -> None:
+    """A progress line on stderr (stdout is for the table or the JSON)."""
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ pure helpers
+
+
+def ratio(current: float | None, baseline: float | None) -> float | None:
+    """current / baseline, or None when either is missing or infinite, or baseline is 0."""
+    if current is None or baseline is None or baseline == 0:
+        return None
+    if math.isinf(current) or math.isinf(baseline):
+        return None
+    return current / baseline
+
+
+def ratios(current: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, float | None]:
+    """The ratio of every numeric figure present in both runs, rounded to 3 decimals."""
+    found: dict[str, float | None] = {}
+    for key, value in current.items():
+        if key in baseline:
+            value_ratio = ratio(_number(value), _number(baseline[key]))
+            found[key] = None if value_ratio is None else round(value_ratio, 3)
+    return found
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def format_value(value: Any) -> str:
+    """A figure for the table: '-' when missing, 'inf' when never reached, else ~3-4 digits."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if math.isinf(value):
+        return "inf"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def percentiles(values: Sequence[float], points: Iterable[int]) -> dict[str, float | None]:
+    """Nearest-rank percentiles (loadtool's) keyed "p50"...; inf stays inf, none gives None."""
+    return {f"p{p}": percentile(values, p) for p in points}
+
+
+def milliseconds(seconds: float | None) -> float | None:
+    """Seconds as milliseconds rounded to 0.1 (None and inf pass through)."""
+    if seconds is None or math.isinf(seconds):
+        return seconds
+    return round(seconds * 1000, 1)
+
+
+def json_safe(value: Any) -> Any:
+    """The value with every infinite or NaN float replaced by None (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def tx_block_height(body: Any) -> int | None:
+    """The block height of a GET /api/v1/transactions reply (-1 while pooled), or None."""
+    if not isinstance(body, dict):
+        return None
+    for holder in (body, body.get("meta"), body.get("result")):
+        if isinstance(holder, dict) and "block_height" in holder:
+            try:
+                return int(holder["block_height"])
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def retry_after_seconds(header: str | None) -> float | None:
+    """The delay of a Retry-After header given in seconds (None if absent or an HTTP date)."""
+    if header is None:
+        return None
+    try:
+        seconds = float(header.strip())
+    except ValueError:
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def calm_verdict(statuses: Mapping[str, Sequence[Mapping[str, Any] | None]]) -> str:
+    """'' when every peer of every channel answered with an empty pool at one height, else why not.
+
+    `statuses` maps each channel to the status replies of its peers (None: no answer within 1 s).
+    """
+    for channel, replies in statuses.items():
+        if any(reply is None for reply in replies):
+            return f"a peer did not answer its status within {CALM_STATUS_TIMEOUT:g} s ({channel})"
+        pools = [int(reply.get("tx_pool_size", 0) or 0) for reply in replies if reply]
+        if any(pools):
+            return f"tx pools not empty ({channel}: {pools})"
+        heights = {int(reply.get("block_height", -1)) for reply in replies if reply}
+        if len(heights) > 1:
+            return f"heights differ ({channel}: {sorted(heights)})"
+    return ""
+
+
+# ------------------------------------------------------------------ the process tree
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of /proc/<pid>/stat the benchmark uses (CPU times in clock ticks)."""
+
+    pid: int
+    ppid: int
+    utime: int
+    stime: int
+    starttime: int
+
+    @property
+    def cpu_seconds(self) -> float:
+        return (self.utime + self.stime) / CLOCK_TICKS
+
+
+def parse_proc_stat(text: str) -> ProcStat:
+    """Parse one /proc/<pid>/stat line (the command name may hold spaces and parentheses)."""
+    close = text.rindex(")")
+    pid = int(text[: text.index("(")].strip())
+    rest = text[close + 2 :].split()  # rest[0] is field 3 (state): field k is rest[k - 3]
+    return ProcStat(pid, int(rest[1]), int(rest[11]), int(rest[12]), int(rest[19]))
+
+
+def read_proc_stats() -> dict[int, ProcStat]:
+    """The stat of every process now alive (processes vanishing meanwhile are skipped)."""
+    found: dict[int, ProcStat] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as stat_file:
+                found[int(name)] = parse_proc_stat(stat_file.read())
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def descendants(root: int, stats: Mapping[int, ProcStat]) -> list[int]:
+    """`root` (if alive) and every process below it, parents before children."""
+    children: dict[int, list[int]] = {}
+    for stat in stats.values():
+        children.setdefault(stat.ppid, []).append(stat.pid)
+    found = [root] if root in stats else []
+    index = 0
+    while index < len(found):
+        found.extend(sorted(children.get(found[index], ())))
+        index += 1
+    return found
+
+
+def read_rss_kb(pid: int) -> int | None:
+    """VmRSS of a process in kB, or None when it is gone or has no memory (zombie)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def read_cmdline(pid: int) -> list[str]:
+    """The argument vector of a process ([] when gone or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            raw = cmdline.read()
+    except OSError:
+        return []
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
+
+
+def classify(cmdline: Sequence[str]) -> str | None:
+    """The kind of a network process by its command line, or None when unknown."""
+    if any("loopchain.scoreservice" in arg for arg in cmdline):
+        return "score"
+    names = {Path(arg).name for arg in cmdline}
+    for script, kind in (
+        ("radiostation.py", "radiostation"),
+        ("rest_proxy.py", "rest_proxy"),
+        ("peer.py", "peer"),
+    ):
+        if script in names:
+            return kind
+    return None
+
+
+def tree_kinds(pids: Sequence[int], stats: Mapping[int, ProcStat]) -> dict[int, str]:
+    """The kind of every process of a tree; an unknown Python process is of its parent's kind."""
+    kinds: dict[int, str] = {}
+    for pid in pids:  # parents first
+        cmdline = read_cmdline(pid)
+        kind = classify(cmdline)
+        if kind is None:
+            parent = kinds.get(stats[pid].ppid) if pid in stats else None
+            is_python = bool(cmdline) and "python" in Path(cmdline[0]).name
+            kind = parent if parent is not None and is_python else "other"
+        kinds[pid] = kind
+    return kinds
+
+
+def tree_rss_mb(root: int) -> tuple[float, dict[str, float]]:
+    """The summed VmRSS (MB) of the tree under `root`, and its split by process kind."""
+    stats = read_proc_stats()
+    pids = descendants(root, stats)
+    kinds = tree_kinds(pids, stats)
+    split = dict.fromkeys(KINDS, 0.0)
+    for pid in pids:
+        split[kinds[pid]] += (read_rss_kb(pid) or 0) / 1024
+    return round(sum(split.values()), 1), {kind: round(mb, 1) for kind, mb in split.items()}
+
+
+class CpuMeter:
+    """CPU seconds of a process tree over a window, following processes that appear or exit.
+
+    A process alive at the first sample counts from that sample; one that appears later counts
+    from zero; one that exits counts up to its last sample.
+    """
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self._first: dict[tuple[int, int], float] = {}
+        self._last: dict[tuple[int, int], float] = {}
+        self._kind: dict[tuple[int, int], str] = {}
+        self._started = False
+        self.peak_rss_mb = 0.0
+
+    def sample(self, with_rss: bool = False) -> None:
+        stats = read_proc_stats()
+        pids = descendants(self.root, stats)
+        new = [pid for pid in pids if (pid, stats[pid].starttime) not in self._kind]
+        kinds = tree_kinds(pids, stats) if new else {}
+        for pid in pids:
+            key = (pid, stats[pid].starttime)
+            if key not in self._kind:
+                self._kind[key] = kinds[pid]
+                self._first[key] = stats[pid].cpu_seconds if not self._started else 0.0
+            self._last[key] = stats[pid].cpu_seconds
+        self._started = True
+        if with_rss:
+            rss = sum((read_rss_kb(pid) or 0) for pid in pids) / 1024
+            self.peak_rss_mb = max(self.peak_rss_mb, round(rss, 1))
+
+    def by_kind(self) -> dict[str, float]:
+        split = dict.fromkeys(KINDS, 0.0)
+        for key, last in self._last.items():
+            split[self._kind[key]] += max(0.0, last - self._first[key])
+        return {kind: round(seconds, 2) for kind, seconds in split.items()}
+
+    def processes(self) -> int:
+        return len(self._kind)
+
+
+# ------------------------------------------------------------------ the network
+
+
+def port_busy(port: int) -> bool:
+    """True when something listens on 127.0.0.1:port or the port cannot be bound as a server."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def busy_ports(ports: Iterable[int] = NETWORK_PORTS) -> list[int]:
+    return [port for port in ports if port_busy(port)]
+
+
+def rest_url(peer: int, path: str, channel: str = "") -> str:
+    query = f"?channel={channel}" if channel else ""
+    return f"http://127.0.0.1:{REST_PORTS[peer]}{path}{query}"
+
+
+class LocalNet:
+    """`./localnet.sh --data DIR` of a source tree, in its own process group."""
+
+    def __init__(self, tree: Path, data: Path, channels: Sequence[str]) -> None:
+        self.tree = tree
+        self.data = data
+        self.channels = list(channels)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.launched = 0.0
+        self._seen: dict[int, int] = {}  # pid -> starttime of every tree process seen
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @staticmethod
+    def check_ports() -> None:
+        """BenchError naming the busy ones unless every port of the network is free."""
+        busy = busy_ports()
+        if busy:
+            raise BenchError(
+                f"ports {', '.join(map(str, busy))} are in use; the benchmark needs "
+                f"{', '.join(map(str, NETWORK_PORTS))} free (is a local network running?)"
+            )
+
+    def start(self) -> None:
+        self.check_ports()
+        script = self.tree / "localnet.sh"
+        if not script.exists():
+            raise BenchError(f"{script} does not exist")
+        self.data.mkdir(parents=True, exist_ok=True)
+        command = [str(script), "--data", str(self.data)]
+        if self.channels:
+            command += ["--channels", ",".join(self.channels)]
+        with open(self.data / "localnet.out", "wb") as out:
+            self.launched = time.monotonic()
+            self.proc = subprocess.Popen(
+                command,
+                cwd=self.tree,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def remember_tree(self) -> None:
+        """Note every process of the tree (with its start time), to be sure to stop it."""
+        if self.proc is None:
+            return
+        stats = read_proc_stats()
+        for pid in descendants(self.proc.pid, stats):
+            self._seen[pid] = stats[pid].starttime
+
+    def stop(self) -> None:
+        """SIGTERM to the process group, SIGKILL after 10 s; then any straggler of the tree."""
+        if self.proc is None:
+            return
+        with _signals_ignored():
+            with contextlib.suppress(Exception):
+                self.remember_tree()
+            pgid = self.proc.pid
+            _signal_group(pgid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE
+            while time.monotonic() < deadline and (self._group_alive(pgid) or self._stragglers()):
+                time.sleep(0.1)
+            _signal_group(pgid, signal.SIGKILL)
+            for pid in self._stragglers():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+
+    def _group_alive(self, pgid: int) -> bool:
+        assert self.proc is not None
+        self.proc.poll()  # reap localnet.sh itself
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _stragglers(self) -> list[int]:
+        """Remembered tree processes still alive (same pid and start time), zombies aside."""
+        stats = read_proc_stats()
+        alive = []
+        for pid, starttime in self._seen.items():
+            stat = stats.get(pid)
+            if stat is not None and stat.starttime == starttime and read_rss_kb(pid) is not None:
+                alive.append(pid)
+        return alive
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last lines of localnet.sh's output and of every log in DATA/logs."""
+        parts = []
+        for path in [self.data / "localnet.out", *sorted((self.data / "logs").glob("*.log"))]:
+            try:
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                continue
+            parts.append(f"--- {path} (last {len(text)} lines)\n" + "\n".join(text))
+        return "\n".join(parts)
+
+    def log_problems(self) -> dict[str, int]:
+        """Lines with a traceback, ERROR or WARNING per log file name (only those with any)."""
+        found: dict[str, int] = {}
+        for path in sorted((self.data / "logs").glob("*.log")):
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            for word in ("Traceback", "ERROR", "WARNING"):
+                count = text.count(word)
+                if count:
+                    found[f"{path.stem} {word}"] = count
+        return found
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Any:
+    """Ctrl-C and SIGTERM are held off while the network is being stopped."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# ------------------------------------------------------------------ HTTP helpers
+
+
+async def get_json(
+    session: aiohttp.ClientSession, url: str, timeout: float = HTTP_TIMEOUT
+) -> tuple[int | str, Any]:
+    """(HTTP status or "timeout"/"connection error"/"bad reply", the JSON body or None)."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            body = await resp.json(content_type=None)
+            return resp.status, body
+    except TimeoutError:
+        return "timeout", None
+    except aiohttp.ClientConnectionError:
+        return "connection error", None
+    except (aiohttp.ClientError, ValueError):
+        return "bad reply", None
+
+
+async def status_of(
+    session: aiohttp.ClientSession, peer: int, channel: str, timeout: float = HTTP_TIMEOUT
+) -> dict[str, Any] | None:
+    status, body = await get_json(session, rest_url(peer, "/api/v1/status/peer", channel), timeout)
+    return body if status == 200 and isinstance(body, dict) else None
+
+
+async def wait_ready(net: LocalNet, session: aiohttp.ClientSession) -> float:
+    """Seconds from the launch until every peer's status (per channel) answered 200."""
+    pending = {(peer, channel) for peer in range(PEERS) for channel in net.channels or [""]}
+    now = time.monotonic()
+    while pending:
+        if not net.alive():
+            raise BenchError(f"localnet.sh exited (code {net.proc and net.proc.returncode})")
+        if time.monotonic() - net.launched > READY_DEADLINE:
+            waiting = ", ".join(
+                f"{REST_PORTS[p]}{'/' + c if c else ''}" for p, c in sorted(pending)
+            )
+            raise BenchError(f"peers not ready within {READY_DEADLINE:g} s: {waiting}")
+        replies = await asyncio.gather(
+            *(status_of(session, peer, channel, 2.0) for peer, channel in sorted(pending))
+        )
+        now = time.monotonic()
+        for key, reply in zip(sorted(pending), replies, strict=True):
+            if reply is not None:
+                pending.discard(key)
+        if pending:
+            await asyncio.sleep(READY_POLL)
+    return round(now - net.launched, 2)
+
+
+# ------------------------------------------------------------------ idle latency
+
+
+async def idle_latency(
+    session: aiohttp.ClientSession, channels: Sequence[str], run_id: str
+) -> dict[str, Any]:
+    """Ack -> final of IDLE_TXS transactions sent one at a time, round-robin over the peers."""
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    for index in range(IDLE_TXS):
+        peer, channel = index % PEERS, channels[index % len(channels)] if channels else ""
+        body = {"data": {"bench": run_id, "idle": index}}
+        tx_hash = await _post_tx(session, rest_url(peer, "/api/v1/transactions", channel), body)
+        if isinstance(tx_hash, tuple):
+            errors[str(tx_hash[0])] += 1
+            latencies.append(math.inf)
+            continue
+        acked = time.monotonic()
+        latencies.append(await _until_final(session, peer, channel, tx_hash, acked) - acked)
+    figures = percentiles(latencies, (50, 90))
+    return {
+        "latencies_s": latencies,
+        "p50_ms": milliseconds(figures["p50"]),
+        "p90_ms": milliseconds(figures["p90"]),
+        "unfinal": sum(1 for latency in latencies if math.isinf(latency)),
+        "errors": dict(errors),
+    }
+
+
+async def _post_tx(
+    session: aiohttp.ClientSession, url: str, body: dict[str, Any]
+) -> str | tuple[int | str, float | None]:
+    """The tx_hash, or (status or error kind, Retry-After seconds)."""
+    try:
+        async with session.post(url, json=body) as resp:
+            retry = retry_after_seconds(resp.headers.get("Retry-After"))
+            if resp.status != 200:
+                await resp.read()
+                return resp.status, retry
+            reply = await resp.json(content_type=None)
+    except TimeoutError:
+        return "timeout", None
+    except aiohttp.ClientConnectionError:
+        return "connection error", None
+    except (aiohttp.ClientError, ValueError):
+        return "bad reply", None
+    if isinstance(reply, dict) and reply.get("tx_hash"):
+        return str(reply["tx_hash"])
+    return "200 without tx_hash", None
+
+
+async def _until_final(
+    session: aiohttp.ClientSession, peer: int, channel: str, tx_hash: str, since: float
+) -> float:
+    """When the peer first reports the transaction in a block (inf after IDLE_TX_DEADLINE)."""
+    url = rest_url(peer, "/api/v1/transactions", channel)
+    url += ("&" if "?" in url else "?") + f"hash={tx_hash}"
+    while time.monotonic() - since < IDLE_TX_DEADLINE:
+        status, body = await get_json(session, url)
+        height = tx_block_height(body) if status == 200 else None
+        if height is not None and height >= 0:
+            return time.monotonic()
+        await asyncio.sleep(IDLE_POLL)
+    return math.inf
+
+
+# ------------------------------------------------------------------ load
+
+
+@dataclass
+class LoadState:
+    """What the clients and the watchers share during the load (monotonic seconds)."""
+
+    run_id: str
+    acked: dict[str, float] = field(default_factory=dict)  # tx_hash -> ack time
+    final: dict[str, float] = field(default_factory=dict)  # tx_hash -> first seen final
+    pending: set[str] = field(default_factory=set)  # acked, not yet seen final
+    answers: Counter[str] = field(default_factory=Counter)
+    watch_errors: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    blocks_seen: int = 0
+
+    def record_ack(self, tx_hash: str, when: float) -> None:
+        self.acked[tx_hash] = when
+        if tx_hash not in self.final:
+            self.pending.add(tx_hash)
+
+    def record_final(self, tx_hash: str, when: float) -> None:
+        if tx_hash not in self.final:
+            self.final[tx_hash] = when
+            self.pending.discard(tx_hash)
+
+    def errors(self) -> tuple[int, int]:
+        """(503 answers, other non-200 answers and failures)."""
+        unavailable = self.answers.get("503", 0)
+        other = sum(n for key, n in self.answers.items() if key not in ("200", "503"))
+        return unavailable, other
+
+
+async def load_client(state: LoadState, index: int, url: str, end: float) -> None:
+    """POST transactions one at a time over a keep-alive session until `end`."""
+    connector = aiohttp.TCPConnector(limit=1)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        seq = 0
+        while time.monotonic() < end:
+            body = {"data": {"bench": state.run_id, "client": index, "seq": seq}}
+            seq += 1
+            state.in_flight += 1
+            try:
+                answer = await _post_tx(session, url, body)
+            finally:
+                state.in_flight -= 1
+            if isinstance(answer, str):
+                state.answers["200"] += 1
+                state.record_ack(answer, time.monotonic())
+                continue
+            kind, retry = answer
+            state.answers[str(kind)] += 1
+            wait = ERROR_BACKOFF
+            if kind == 503 and retry is not None:
+                wait = min(retry, RETRY_AFTER_CAP)
+            await asyncio.sleep(min(wait, max(0.0, end - time.monotonic())))
+
+
+async def watch_chain(
+    state: LoadState, channel: str, start_height: int, stop: asyncio.Event
+) -> None:
+    """Walk the new final blocks of peer 0 every 100 ms, recording when each tx is first seen."""
+    transport = RestTransport(f"http://127.0.0.1:{REST_PORTS[0]}", channel, HTTP_TIMEOUT, 2)
+    seen = start_height
+    try:
+        while not stop.is_set():
+            try:
+                tip = await transport.last_block()
+                if tip is not None and tip.height > seen:
+                    for block in await transport.new_blocks(tip, seen):
+                        now = time.monotonic()
+                        state.blocks_seen += 1
+                        for tx_hash in block.tx_hashes or ():
+                            state.record_final(tx_hash, now)
+                        seen = max(seen, block.height)
+            except LoadError as exc:
+                state.watch_errors[exc.kind] += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WATCH_INTERVAL)
+    finally:
+        await transport.close()
+
+
+async def _tip_height(session: aiohttp.ClientSession, channel: str) -> int:
+    status, body = await get_json(session, rest_url(0, "/api/v1/blocks", channel))
+    if status != 200 or not isinstance(body, dict):
+        raise BenchError(f"cannot read the last block of peer 0 ({status})")
+    return int((body.get("block_data_json") or {}).get("height", -1))
+
+
+async def _progress(state: LoadState, started: float, stop: asyncio.Event, label: str) -> None:
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PROGRESS_INTERVAL)
+        if stop.is_set():
+            return
+        unavailable, other = state.errors()
+        say(
+            f"{label}: {time.monotonic() - started:5.1f} s  acked {len(state.acked)}  "
+            f"503 {unavailable}  other errors {other}  final {len(state.acked) - len(state.pending)}"
+        )
+
+
+async def _sample_cpu(meter: CpuMeter, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.to_thread(meter.sample, True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), SAMPLE_INTERVAL)
+
+
+async def _rounds(session: aiohttp.ClientSession, channels: Sequence[str]) -> dict[str, Any]:
+    """Round, height and complaint count of peer 0 in each channel (None where unknown)."""
+    found: dict[str, Any] = {}
+    for channel in channels:
+        status = await status_of(session, 0, channel)
+        found[channel] = {
+            key: (status or {}).get(key) for key in ("round", "block_height", "leader_complaint")
+        }
+    return found
+
+
+def _advance(before: Mapping[str, Any], after: Mapping[str, Any], key: str) -> int | None:
+    total = 0
+    for channel, values in after.items():
+        start, end = before.get(channel, {}).get(key), values.get(key)
+        if not isinstance(start, int) or not isinstance(end, int):
+            return None
+        total += end - start
+    return total
+
+
+async def wait_calm(
+    session: aiohttp.ClientSession, state: LoadState, channels: Sequence[str], since: float
+) -> tuple[float | None, str]:
+    """Seconds from `since` until calm (None after CALM_DEADLINE) and the last reason why not."""
+    reason = ""
+    while time.monotonic() - since < CALM_DEADLINE:
+        replies = await asyncio.gather(
+            *(
+                status_of(session, peer, channel, CALM_STATUS_TIMEOUT)
+                for channel in channels
+                for peer in range(PEERS)
+            )
+        )
+        statuses = {
+            channel: replies[i * PEERS : (i + 1) * PEERS] for i, channel in enumerate(channels)
+        }
+        reason = calm_verdict(statuses)
+        if not reason and state.pending:
+            reason = f"{len(state.pending)} acknowledged transactions not final"
+        if not reason:
+            return round(time.monotonic() - since, 2), ""
+        await asyncio.sleep(CALM_POLL)
+    return None, reason
+
+
+async def run_load(
+    session: aiohttp.ClientSession,
+    net: LocalNet,
+    clients: int,
+    duration: float,
+    label: str,
+) -> dict[str, Any]:
+    """The load phase and everything measured from it."""
+    channels = net.channels or [""]
+    state = LoadState(run_id=uuid.uuid4().hex[:12])
+    heights = {channel: await _tip_height(session, channel) for channel in channels}
+    rounds_start = await _rounds(session, channels)
+    meter = CpuMeter(net.pid)
+    await asyncio.to_thread(meter.sample, True)
+    stop_watch, stop_sampling, stop_progress = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    watchers = [
+        asyncio.create_task(watch_chain(state, channel, heights[channel], stop_watch))
+        for channel in channels
+    ]
+    sampler = asyncio.create_task(_sample_cpu(meter, stop_sampling))
+    started = time.monotonic()
+    end = started + duration
+    progress = asyncio.create_task(_progress(state, started, stop_progress, label))
+    try:
+        tasks = [
+            asyncio.create_task(
+                load_client(
+                    state,
+                    index,
+                    rest_url(
+                        index % PEERS,
+                        "/api/v1/transactions",
+                        channels[(index // PEERS) % len(channels)],
+                    ),
+                    end,
+                )
+            )
+            for index in range(clients)
+        ]
+        await asyncio.wait(tasks, timeout=max(0.0, end - time.monotonic()))
+        load_end = time.monotonic()
+        in_flight = state.in_flight
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        stop_progress.set()
+        await progress
+        acked_in_window = len(state.acked)
+        say(f"{label}: load over: {acked_in_window} acked; draining and waiting for calm")
+        rounds_end = await _rounds(session, channels)
+        calm_task = asyncio.create_task(wait_calm(session, state, channels, load_end))
+        while state.pending and time.monotonic() - load_end < DRAIN:
+            await asyncio.sleep(WATCH_INTERVAL)
+        stop_sampling.set()
+        await sampler
+        await asyncio.to_thread(meter.sample, True)
+        drain_s = time.monotonic() - load_end
+        calm_s, calm_reason = await calm_task
+        rounds_calm = await _rounds(session, channels)
+    finally:
+        stop_watch.set()
+        stop_sampling.set()
+        stop_progress.set()
+        await asyncio.gather(*watchers, sampler, progress, return_exceptions=True)
+    return _load_figures(
+        state,
+        meter,
+        load_seconds=load_end - started,
+        drain_seconds=drain_s,
+        load_end=load_end,
+        in_flight=in_flight,
+        calm=(calm_s, calm_reason),
+        rounds=(rounds_start, rounds_end, rounds_calm),
+    )
+
+
+def _load_figures(
+    state: LoadState,
+    meter: CpuMeter,
+    *,
+    load_seconds: float,
+    drain_seconds: float,
+    load_end: float,
+    in_flight: int,
+    calm: tuple[float | None, str],
+    rounds: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
+) -> dict[str, Any]:
+    acked = len(state.acked)
+    committed = sum(
+        1 for tx_hash in state.acked if state.final.get(tx_hash, math.inf) <= load_end + DRAIN
+    )
+    latencies = [
+        max(0.0, state.final[tx_hash] - ack) if tx_hash in state.final else math.inf
+        for tx_hash, ack in state.acked.items()
+    ]
+    lat = percentiles(latencies, (50, 90, 99))
+    cpu = meter.by_kind()
+    cpu_total = round(sum(cpu.values()), 2)
+    unavailable, other = state.errors()
+    start, end, after = rounds
+    rounds_load, blocks_load = _advance(start, end, "round"), _advance(start, end, "block_height")
+    rounds_after, blocks_after = _advance(end, after, "round"), _advance(end, after, "block_height")
+    figures: dict[str, Any] = {
+        "load_s": round(load_seconds, 2),
+        "acked": acked,
+        "acked_per_s": round(acked / load_seconds, 1) if load_seconds > 0 else None,
+        "committed": committed,
+        "committed_per_s": round(committed / load_seconds, 1) if load_seconds > 0 else None,
+        "final_p50_ms": milliseconds(lat["p50"]),
+        "final_p90_ms": milliseconds(lat["p90"]),
+        "final_p99_ms": milliseconds(lat["p99"]),
+        "unfinal": sum(1 for latency in latencies if math.isinf(latency)),
+        "answers_503": unavailable,
+        "answers_other_errors": other,
+        "cpu_s": cpu_total,
+        "cpu_s_per_tx": round(cpu_total / committed, 5) if committed else None,
+        **{f"cpu_s_{kind}": seconds for kind, seconds in cpu.items()},
+        "rss_peak_mb": meter.peak_rss_mb,
+        "calm_s": calm[0],
+        "rounds_load": rounds_load,
+        "blocks_load": blocks_load,
+        "failed_rounds_load": _difference(rounds_load, blocks_load),
+        "failed_rounds_after": _difference(rounds_after, blocks_after),
+    }
+    details = {
+        "answers": dict(state.answers.most_common()),
+        "final_within_drain": f"final within {DRAIN:g} s of load end: {committed} of {acked} "
+        "acknowledged",
+        "in_flight_at_end": in_flight,
+        "drain_s": round(drain_seconds, 2),
+        "calm": "calm" if calm[0] is not None else f"not calm within {CALM_DEADLINE:g} s",
+        "calm_last_reason": calm[1],
+        "blocks_seen": state.blocks_seen,
+        "watch_errors": dict(state.watch_errors),
+        "processes_seen": meter.processes(),
+        "status_at_load_start": start,
+        "status_at_load_end": end,
+        "status_at_calm": after,
+    }
+    return {"figures": figures, "details": details}
+
+
+def _difference(rounds: int | None, blocks: int | None) -> int | None:
+    return None if rounds is None or blocks is None else rounds - blocks
+
+
+# ------------------------------------------------------------------ one run
+
+
+@dataclass(frozen=True)
+class Options:
+    clients: int
+    duration: float
+    channels: tuple[str, ...]
+    baseline: str | None
+    tree: Path
+    json: bool
+    idle_only: bool
+    no_idle: bool
+    keep_data: bool
+
+
+async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]:
+    """Every figure of one run on a started network."""
+    timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        ready_s = await wait_ready(net, session)
+        say(f"{label}: all peers ready after {ready_s:.2f} s; idle {IDLE_SETTLE:g} s")
+        await asyncio.sleep(IDLE_SETTLE)
+        idle_rss, idle_split = await asyncio.to_thread(tree_rss_mb, net.pid)
+        net.remember_tree()
+        figures: dict[str, Any] = {"ready_s": ready_s, "idle_rss_mb": idle_rss}
+        details: dict[str, Any] = {"idle_rss_mb_by_kind": idle_split}
+        if not options.no_idle:
+            say(f"{label}: idle latency over {IDLE_TXS} transactions")
+            idle = await idle_latency(session, net.channels, uuid.uuid4().hex[:12])
+            figures.update(
+                idle_p50_ms=idle["p50_ms"], idle_p90_ms=idle["p90_ms"], idle_unfinal=idle["unfinal"]
+            )
+            details["idle_errors"] = idle["errors"]
+        if not options.idle_only:
+            say(f"{label}: load: {options.clients} clients for {options.duration:g} s")
+            load = await run_load(session, net, options.clients, options.duration, label)
+            figures.update(load["figures"])
+            details.update(load["details"])
+            rss_after, rss_split = await asyncio.to_thread(tree_rss_mb, net.pid)
+            figures["rss_after_mb"] = rss_after
+            details["rss_after_mb_by_kind"] = rss_split
+        if not net.alive():
+            raise BenchError("localnet.sh exited during the benchmark")
+    return {"figures": figures, "details": details}
+
+
+def run_once(tree: Path, options: Options, label: str, after_run: bool = False) -> dict[str, Any]:
+    """Start the network of `tree`, measure it, stop it (always); the run's figures.
+
+    `after_run`: a network was just stopped, so give its ports a moment to be released.
+    """
+    if after_run:
+        _wait_ports_free()
+    LocalNet.check_ports()
+    data = Path(tempfile.mkdtemp(prefix=f"bench-data-{label}-"))
+    net = LocalNet(tree, data, options.channels)
+    result: dict[str, Any] = {"label": label, "tree": str(tree), "rev": describe_rev(tree)}
+    keep = options.keep_data  # and when the network failed, for its logs
+    try:
+        say(f"{label}: starting {tree}/localnet.sh --data {data}")
+        net.start()
+        result.update(asyncio.run(measure(net, options, label)))
+    except BenchError as exc:
+        keep = True
+        raise BenchError(f"{label}: {exc}\n{net.log_tail()}") from None
+    finally:
+        say(f"{label}: stopping the network")
+        net.stop()
+        problems = net.log_problems()
+        if keep:
+            say(f"{label}: network data kept in {data}")
+        else:
+            shutil.rmtree(data, ignore_errors=True)
+    result["details"]["log_problems"] = problems
+    return result
+
+
+def _wait_ports_free() -> None:
+    deadline = time.monotonic() + PORT_FREE_WAIT
+    while busy_ports() and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def describe_rev(tree: Path) -> str:
+    """The short commit of a tree, with '+dirty' when it has uncommitted changes."""
+    try:
+        rev = _git(tree, "rev-parse", "--short", "HEAD").strip()
+        dirty = _git(tree, "status", "--porcelain", "--untracked-files=no").strip()
+    except BenchError:
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def _git(tree: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(tree), *args], capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BenchError(f"git {' '.join(args)}: {exc}") from None
+    if done.returncode != 0:
+        raise BenchError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+# ------------------------------------------------------------------ baseline worktree
+
+
+@contextlib.contextmanager
+def baseline_tree(repo: Path, rev: str) -> Any:
+    """A git worktree of `rev` with this repo's .venv linked in and its stubs generated."""
+    commit = _git(repo, "rev-parse", "--short", f"{rev}^{{commit}}").strip()
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", commit)
+    path = Path(tempfile.mkdtemp(prefix=f"bench-baseline-{safe}-"))
+    added = False
+    try:
+        say(f"baseline: git worktree of {rev} ({commit}) in {path}")
+        _git(repo, "worktree", "add", "--detach", str(path), commit)
+        added = True
+        venv = repo / ".venv"
+        if not (venv / "bin" / "python").exists():
+            raise BenchError(f"{venv} has no bin/python to link into the baseline worktree")
+        (path / ".venv").symlink_to(venv.resolve(), target_is_directory=True)
+        generate = path / "generate_code.sh"
+        if not generate.exists():
+            raise BenchError(f"{rev} has no generate_code.sh")
+        done = subprocess.run(
+            [str(generate)],
+            cwd=path,
+            env={**os.environ, "PYTHON": ".venv/bin/python"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if done.returncode != 0:
+            raise BenchError(f"generate_code.sh failed in {path}:\n{done.stderr}")
+        yield path
+    finally:
+        with _signals_ignored():
+            if added:
+                with contextlib.suppress(BenchError):
+                    _git(repo, "worktree", "remove", "--force", str(path))
+            shutil.rmtree(path, ignore_errors=True)
+            with contextlib.suppress(BenchError):
+                _git(repo, "worktree", "prune")
+
+
+# ------------------------------------------------------------------ the report
+
+# (key, label) in table order; the unit is in the label
+TABLE_ROWS: tuple[tuple[str, str], ...] = (
+    ("ready_s", "seconds until all peers ready"),
+    ("idle_rss_mb", "idle summed RSS (MB)"),
+    ("idle_p50_ms", "idle finalisation p50 (ms)"),
+    ("idle_p90_ms", "idle finalisation p90 (ms)"),
+    ("idle_unfinal", "idle transactions never final"),
+    ("load_s", "load duration (s)"),
+    ("acked", "acknowledged transactions"),
+    ("acked_per_s", "acknowledged tx/s"),
+    ("committed", "committed (final within 15 s of end)"),
+    ("committed_per_s", "committed tx/s"),
+    ("final_p50_ms", "finalisation p50 under load (ms)"),
+    ("final_p90_ms", "finalisation p90 under load (ms)"),
+    ("final_p99_ms", "finalisation p99 under load (ms)"),
+    ("unfinal", "acknowledged, never seen final"),
+    ("answers_503", "503 answers"),
+    ("answers_other_errors", "other errors"),
+    ("cpu_s", "CPU seconds (load + drain)"),
+    ("cpu_s_per_tx", "CPU seconds per committed tx"),
+    ("cpu_s_radiostation", "  CPU s radiostation"),
+    ("cpu_s_peer", "  CPU s peers"),
+    ("cpu_s_rest_proxy", "  CPU s REST proxies"),
+    ("cpu_s_score", "  CPU s SCORE"),
+    ("cpu_s_other", "  CPU s other"),
+    ("rss_peak_mb", "peak summed RSS under load (MB)"),
+    ("rss_after_mb", "summed RSS after load (MB)"),
+    ("calm_s", "seconds until calm after load"),
+    ("rounds_load", "rounds during load"),
+    ("blocks_load", "blocks during load"),
+    ("failed_rounds_load", "failed rounds during load"),
+    ("failed_rounds_after", "failed rounds after load"),
+)
+
+
+def format_table(runs: Mapping[str, Mapping[str, Any]], run_ratios: Mapping[str, Any]) -> str:
+    """The figures of one or two runs (baseline first) as aligned text, with ratios if two."""
+    labels = list(runs)
+    header = ["figure", *(f"{label} {runs[label].get('rev', '')}".strip() for label in labels)]
+    if run_ratios:
+        header.append("ratio")
+    rows = [header]
+    for key, title in TABLE_ROWS:
+        values = [runs[label]["figures"].get(key) for label in labels]
+        if all(key not in runs[label]["figures"] for label in labels):
+            continue
+        row = [
+            title,
+            *(
+                _table_value(key, value, runs[label])
+                for label, value in zip(labels, values, strict=True)
+            ),
+        ]
+        if run_ratios:
+            row.append(format_value(run_ratios.get(key)))
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)
+        )
+        for row in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    for label in labels:
+        lines.extend(_detail_lines(label, runs[label].get("details", {})))
+    return "\n".join(lines)
+
+
+def _table_value(key: str, value: Any, run: Mapping[str, Any]) -> str:
+    if key == "calm_s" and value is None:
+        return f"not calm within {CALM_DEADLINE:g} s"
+    if value is None and key.startswith(("final_p", "idle_p")):
+        unfinal = run["figures"].get("unfinal" if key.startswith("final") else "idle_unfinal")
+        return "inf" if unfinal else "-"
+    return format_value(value)
+
+
+def _detail_lines(label: str, details: Mapping[str, Any]) -> list[str]:
+    lines = []
+    if "final_within_drain" in details:
+        lines.append(f"{label}: {details['final_within_drain']}")
+    if "answers" in details:
+        answers = ", ".join(f"{key}: {n}" for key, n in details["answers"].items()) or "none"
+        lines.append(f"{label}: answers by status: {answers}")
+    if details.get("calm_last_reason"):
+        lines.append(f"{label}: not calm: {details['calm_last_reason']}")
+    if details.get("watch_errors"):
+        lines.append(f"{label}: chain watcher errors: {details['watch_errors']}")
+    if details.get("idle_errors"):
+        lines.append(f"{label}: idle latency errors: {details['idle_errors']}")
+    if details.get("log_problems"):
+        lines.append(f"{label}: log lines: {details['log_problems']}")
+    return lines
+
+
+def report(
+    runs: Mapping[str, dict[str, Any]], options: Options
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the JSON object, the ratios) of the finished runs."""
+    run_ratios: dict[str, Any] = {}
+    if "baseline" in runs and "current" in runs:
+        run_ratios = ratios(runs["current"]["figures"], runs["baseline"]["figures"])
+    summary: dict[str, Any] = {
+        "benchmark": "bench",
+        "settings": {
+            "clients": options.clients,
+            "duration_s": options.duration,
+            "channels": list(options.channels),
+            "peers": PEERS,
+            "baseline": options.baseline,
+        },
+        **runs,
+    }
+    if run_ratios:
+        summary["ratios"] = run_ratios
+    return json_safe(summary), run_ratios
+
+
+# ------------------------------------------------------------------ command line
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _channels(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names or any(not re.fullmatch(r"[A-Za-z0-9_.-]+", name) for name in names):
+        raise argparse.ArgumentTypeError(f"--channels wants names like A,B; got {text!r}")
+    return names
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="bench.py",
+        description="Start the local network and measure start-up, memory, latency, "
+        "throughput, CPU and calm; optionally against a baseline revision.",
+    )
+    add = parser.add_argument
+    add("-c", "--clients", type=_positive_int, default=64, help="load clients (default 64)")
+    add("-d", "--duration", type=_duration, default=60.0, help="load seconds (default 60)")
+    add("--channels", type=_channels, default=(), help="channels A,B (default: the default one)")
+    add("--baseline", metavar="REV", help="run a git worktree of REV first and compare")
+    add("--tree", type=Path, default=_REPO, help="source tree to run (default: this repo)")
+    add("--json", action="store_true", help="print one JSON object instead of the table")
+    add("--idle-only", action="store_true", help="skip the load")
+    add("--no-idle", action="store_true", help="skip the idle latency")
+    add("--keep-data", action="store_true", help="keep each run's network directory and logs")
+    args = parser.parse_args(argv)
+    tree = args.tree.resolve()
+    if not (tree / "localnet.sh").exists():
+        parser.error(f"--tree {tree} has no localnet.sh")
+    return Options(
+        clients=args.clients,
+        duration=args.duration,
+        channels=args.channels,
+        baseline=args.baseline,
+        tree=tree,
+        json=args.json,
+        idle_only=args.idle_only,
+        no_idle=args.no_idle,
+        keep_data=args.keep_data,
+    )
+
+
+def _raise_interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run_all(options: Options, on_run: Callable[[str, dict[str, Any]], None]) -> None:
+    """The baseline run (if any) then the current one, each reported to `on_run`."""
+    if options.baseline:
+        with baseline_tree(options.tree, options.baseline) as tree:
+            on_run("baseline", run_once(tree, options, "baseline"))
+    on_run("current", run_once(options.tree, options, "current", after_run=bool(options.baseline)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # same clean stop as Ctrl-C
+    runs: dict[str, dict[str, Any]] = {}
+    try:
+        run_all(options, runs.__setitem__)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; the network was stopped", file=sys.stderr)
+        return 130
+    summary, run_ratios = report(runs, options)
+    if options.json:
+        print(json.dumps(summary))
+    else:
+        print(format_table(runs, run_ratios))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
