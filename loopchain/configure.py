@@ -150,7 +150,12 @@ def validate(values: Mapping[str, Any]) -> None:
     ):
         if values[key] < 1:
             raise ConfigError(f"{key} must be at least 1, got {values[key]}")
-    for key in ("TIMEOUT_FOR_LEADER_COMPLAIN", "GRPC_TIMEOUT", "SCORE_QUERY_TIMEOUT"):
+    for key in (
+        "TIMEOUT_FOR_LEADER_COMPLAIN",
+        "GRPC_TIMEOUT",
+        "SCORE_QUERY_TIMEOUT",
+        "TX_POOL_ADMIT_WAIT",
+    ):
         if values[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {values[key]}")
     if values["MAX_TIMEOUT_FOR_LEADER_COMPLAIN"] < values["TIMEOUT_FOR_LEADER_COMPLAIN"]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from loopchain.types.transaction import Transaction
 
@@ -18,15 +18,23 @@ class TxPool:
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self._txs: OrderedDict[bytes, Transaction] = OrderedDict()
+        self._arrived: dict[bytes, float] = {}
 
-    def add(self, tx: Transaction) -> bool:
-        """Add `tx`; False when already present; PoolFullError when the pool is full."""
+    def add(self, tx: Transaction, now: float = 0.0) -> bool:
+        """Add `tx` (arrived at `now`); False when already present; PoolFullError when full."""
         if tx.hash in self._txs:
             return False
         if len(self._txs) >= self.max_size:
             raise PoolFullError(f"transaction pool is full ({self.max_size} transactions)")
         self._txs[tx.hash] = tx
+        self._arrived[tx.hash] = now
         return True
+
+    def oldest_wait(self, now: float) -> float:
+        """How long the oldest pooled transaction has waited (0 when the pool is empty): the
+        queueing delay a new transaction can expect, whatever the machine's speed."""
+        oldest = next(iter(self._txs), None)
+        return max(0.0, now - self._arrived[oldest]) if oldest is not None else 0.0
 
     def take(
         self, max_count: int, max_bytes: int, exclude: set[bytes] | None = None
@@ -50,6 +58,11 @@ class TxPool:
         """Drop the given transactions (committed ones)."""
         for tx_hash in tx_hashes:
             self._txs.pop(tx_hash, None)
+            self._arrived.pop(tx_hash, None)
+
+    def hashes(self) -> Iterator[bytes]:
+        """The pooled transactions' hashes, oldest first."""
+        return iter(self._txs)
 
     def get(self, tx_hash: bytes) -> Transaction | None:
         return self._txs.get(tx_hash)

@@ -217,7 +217,7 @@ class ChannelConsensus:
         added: list[Transaction] = []
         for tx in txs:
             try:
-                if not self.is_committed(tx.hash) and self.pool.add(tx):
+                if not self.is_committed(tx.hash) and self.pool.add(tx, now):
                     added.append(tx)
             except PoolFullError:
                 break
@@ -242,12 +242,19 @@ class ChannelConsensus:
         if self.executed_height < parent.state_height:
             return []  # its own execution is behind the chain's: propose once it catches up
         wait = self.last_proposal_time + self.config.interval - now
-        if wait > 0:
+        if wait > 0 and self._has_new_transactions(parent):
             if self.propose_timer_round == self.round:
                 return []
             self.propose_timer_round = self.round
             return [m.ScheduleTimeout(wait, "propose", self.round)]
         return self._propose(parent, tc, now)
+
+    def _has_new_transactions(self, parent: ChainTip) -> bool:
+        """Pooled transactions that the next block would carry. Without any, the proposal only
+        finalises the blocks before it: it goes out at once instead of waiting for the interval
+        that lets transactions gather."""
+        in_flight = self.tree.tx_hashes_on_path(parent.block_hash)
+        return any(tx_hash not in in_flight for tx_hash in self.pool.hashes())
 
     def _justifying_tc(self, parent: ChainTip) -> TimeoutCertificate | None:
         tc = self.last_tc

@@ -124,6 +124,8 @@ class ChannelService:
             on_executed=self.receive,
         )
         self._admit_max = min(int(config.TX_POOL_ADMIT_MAX), int(config.TX_POOL_MAX))
+        self._admit_wait = float(config.TX_POOL_ADMIT_WAIT)
+        self._refusal = ""
         self._relay: asyncio.Queue[Transaction] = asyncio.Queue(RELAY_QUEUE_MAX)
         self._fetch: asyncio.Queue[bytes] = asyncio.Queue(FETCH_QUEUE_MAX)
         self._fetching: set[bytes] = set()
@@ -181,8 +183,8 @@ class ChannelService:
             )
             return [refusal] * len(items)
         outcomes: list[Transaction | RequestError] = []
-        room = self._admit_max - len(self.consensus.pool)
         now_us = time.time_ns() // 1000
+        room = self._admission_room(now_us / 1_000_000)
         for index, data in enumerate(items):
             try:  # one microsecond apart: equal submissions in one batch stay distinct
                 outcomes.append(self._new_tx(data, now_us + index, room))
@@ -193,6 +195,23 @@ class ChannelService:
         if created:
             self._dispatch(m.TxsReceived(created, gossip=True))
         return outcomes
+
+    def _admission_room(self, now: float) -> int:
+        """How many client transactions the pool takes now (0 when it is backlogged: the oldest
+        pooled transaction waited too long, or the pool is at its intake limit)."""
+        pool = self.consensus.pool
+        waited = pool.oldest_wait(now)
+        if waited >= self._admit_wait:
+            self._refusal = (
+                f"transactions wait {waited:.1f} s in the pool (limit {self._admit_wait:g} s); "
+                "the channel is at capacity, try again shortly"
+            )
+            return 0
+        self._refusal = (
+            f"the transaction pool holds {len(pool)} transactions, the intake limit is "
+            f"{self._admit_max}; try again shortly"
+        )
+        return self._admit_max - len(pool)
 
     def _new_tx(self, data: dict[str, Any], now_us: int, room: int) -> Transaction:
         raw = canonical.encode(data) if _no_floats(data) else None
@@ -206,11 +225,7 @@ class ChannelService:
                 f"transaction is {len(raw)} bytes, limit {self.config.MAX_TX_BYTES}",
             )
         if room <= 0:
-            raise RequestError(
-                ErrorKind.POOL_FULL,
-                f"the transaction pool holds {len(self.consensus.pool)} transactions, "
-                f"the intake limit is {self._admit_max}; try again shortly",
-            )
+            raise RequestError(ErrorKind.POOL_FULL, self._refusal)
         return Transaction.create_v1(self.name, data, now_us, self.signer)
 
     def receive_txs(self, txs: list[Transaction]) -> None:
@@ -418,9 +433,11 @@ class ChannelService:
         batch_max = int(self.config.MAX_TX_COUNT_IN_ADDTX_LIST)
         bytes_max = int(self.config.MAX_BLOCK_KBYTES) * 1024
         linger = float(self.config.SEND_TX_LIST_DURATION)
+        last_sent = 0.0
         while True:
             batch = [await self._relay.get()]
-            if self._relay.qsize() < batch_max - 1:
+            # under load, linger for a batch to fill; a transaction after a quiet spell goes at once
+            if self._relay.qsize() < batch_max - 1 and time.monotonic() - last_sent < linger:
                 await asyncio.sleep(linger)
             size = len(batch[0].encode())
             while len(batch) < batch_max and not self._relay.empty():
@@ -430,6 +447,7 @@ class ChannelService:
                 if size >= bytes_max:
                     break
             self._broadcast(tx_batch_message(self.name, batch))
+            last_sent = time.monotonic()
 
     # ------------------------------------------------------------ fetching missing blocks
 
@@ -467,11 +485,18 @@ class ChannelService:
     # ------------------------------------------------------------ catching up
 
     async def _sync_loop(self) -> None:
+        """Catch up when consensus asks for it, and every SYNC_PERIOD while the chain stands
+        still here (a channel that finalises blocks by itself has nothing to fetch)."""
+        seen_height = -2
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sync_wanted.wait(), SYNC_PERIOD)
+            asked = self._sync_wanted.is_set()
             self._sync_wanted.clear()
-            await self.sync_once()
+            height = self.consensus.tip.height
+            if asked or height == seen_height:
+                await self.sync_once()
+            seen_height = self.consensus.tip.height
 
     async def sync_once(self) -> int:
         """Fetch final blocks from peers until none is ahead; returns how many were added."""
