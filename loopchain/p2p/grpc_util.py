@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from cryptography.hazmat.primitives import serialization
 
 from loopchain.configure import Config
 
@@ -45,6 +44,8 @@ def load_tls(config: Config, default_dir: Path) -> Tls | None:
 
     def path(key: str, name: str) -> Path:
         return Path(config[key]) if config[key] else default_dir / name
+
+    from cryptography.hazmat.primitives import serialization  # only nodes with TLS load it
 
     key_pem = _read(path("GRPC_SSL_KEY_PATH", "key.pem"), "TLS private key")
     password = os.environ.get(TLS_PASSWORD_ENV, "").encode() or None

@@ -6,21 +6,22 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 
 from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
-from loopchain.p2p.grpc_util import Tls, caller_certificate
+from loopchain.p2p.grpc_util import Tls
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
-from loopchain.types import certificates
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import Complaint, QuorumCertificate, Vote
+
+if TYPE_CHECKING:
+    from loopchain.p2p.callers import CallerCheck
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,50 +124,17 @@ def _hash_arg(text: str) -> bytes:
     return raw
 
 
-class CallerCheck:
-    """Who calls over mutual TLS: the peer id its certificate binds, after checking the certificate
-    against the CA, its validity window and the revocation list."""
-
-    CACHE = 256
-
-    def __init__(self, tls: Tls) -> None:
-        self.tls = tls
-        self.ca = certificates.certificate_from_pem(tls.ca_pem)
-        self._known: dict[bytes, tuple[str, datetime]] = {}
-
-    def peer_id(self, context: Any) -> str | None:
-        """The caller's peer id; None on a plain local connection; RequestError when refused."""
-        pem = caller_certificate(context)
-        if pem is None:
-            return None
-        now = datetime.now(UTC)
-        known = self._known.get(pem)
-        if known is not None and known[1] > now:
-            return known[0]
-        try:
-            cert = certificates.certificate_from_pem(pem)
-            problem = certificates.verify_peer_certificate(
-                cert, self.ca, now, set(self.tls.revoked)
-            )
-            peer_id = certificates.peer_identity(cert)[0] if problem is None else ""
-        except certificates.CertificateError as exc:
-            problem = str(exc)
-        if problem:
-            log.warning("refused a caller's certificate: %s", problem)
-            raise RequestError(ErrorKind.DENIED, f"certificate refused: {problem}")
-        if len(self._known) >= self.CACHE:
-            self._known.clear()
-        self._known[pem] = (peer_id, cert.not_valid_after_utc)
-        return peer_id
-
-
 class PeerServicer(pb_grpc.PeerServiceServicer):
     """Adapter between gRPC and the peer backend."""
 
     def __init__(self, backend: PeerBackend, peer_id: str, tls: Tls | None = None) -> None:
         self.backend = backend
         self.peer_id = peer_id
-        self.callers = CallerCheck(tls) if tls is not None else None
+        self.callers: CallerCheck | None = None
+        if tls is not None:  # certificate checks load their library only on TLS nodes
+            from loopchain.p2p.callers import CallerCheck
+
+            self.callers = CallerCheck(tls)
 
     def _channel(self, context: Any, name: str) -> ChannelBackend:
         """The channel `name`, refused to a calling node that is not one of its parties."""

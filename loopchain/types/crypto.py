@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-from coincurve import PrivateKey, PublicKey
+if TYPE_CHECKING:
+    from coincurve import PublicKey
 
 from loopchain.types.hashing import sha3_256
 
@@ -21,28 +24,45 @@ class SignatureError(ValueError):
     """A signature that is malformed or does not match its claimed signer."""
 
 
+def _secp256k1() -> ModuleType:
+    """coincurve, loaded on first use: the REST proxy and the SCORE process decode blocks but
+    never sign or recover, and need not carry the library."""
+    import coincurve
+
+    return coincurve
+
+
+def _address(uncompressed: bytes) -> str:
+    return "hx" + sha3_256(uncompressed[1:])[-20:].hex()
+
+
 def address_of(public_key: bytes) -> str:
     """The hx address of a (compressed or uncompressed) public key."""
-    uncompressed = PublicKey(public_key).format(compressed=False)
-    return "hx" + sha3_256(uncompressed[1:])[-20:].hex()
+    return _address(_secp256k1().PublicKey(public_key).format(compressed=False))
 
 
 def recover_address(digest: bytes, signature: bytes) -> str:
     """Address of the key that made `signature` over `digest`; SignatureError if malformed."""
-    return address_of(recover_public_key(digest, signature))
+    return _address(_recover(digest, signature).format(compressed=False))
 
 
 def recover_public_key(digest: bytes, signature: bytes) -> bytes:
     """Compressed public key that made `signature` over `digest`."""
+    return bytes(_recover(digest, signature).format(compressed=True))
+
+
+def _recover(digest: bytes, signature: bytes) -> PublicKey:
     if len(digest) != 32:
         raise SignatureError("a signed digest must be 32 bytes")
     if len(signature) != SIGNATURE_BYTES:
         raise SignatureError(f"a signature must be {SIGNATURE_BYTES} bytes, got {len(signature)}")
     try:
-        key = PublicKey.from_signature_and_message(signature, digest, hasher=None)
+        key: PublicKey = _secp256k1().PublicKey.from_signature_and_message(
+            signature, digest, hasher=None
+        )
+        return key
     except Exception as exc:  # coincurve raises ValueError or its own errors
         raise SignatureError(f"signature does not verify: {exc}") from None
-    return key.format(compressed=True)
 
 
 def verify(digest: bytes, signature: bytes, address: str) -> bool:
@@ -57,7 +77,7 @@ class Signer:
     """A private key that signs digests; its address is the node's peer id."""
 
     def __init__(self, secret: bytes) -> None:
-        self._key = PrivateKey(secret)
+        self._key = _secp256k1().PrivateKey(secret)
         self.public_key: bytes = self._key.public_key.format(compressed=True)
         self.address: str = address_of(self.public_key)
 

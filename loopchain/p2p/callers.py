@@ -1,0 +1,50 @@
+"""Who calls a peer over mutual TLS: the peer id bound by the caller's certificate."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from loopchain.p2p.errors import ErrorKind, RequestError
+from loopchain.p2p.grpc_util import Tls, caller_certificate
+from loopchain.types import certificates
+
+log = logging.getLogger(__name__)
+
+
+class CallerCheck:
+    """Who calls over mutual TLS: the peer id its certificate binds, after checking the certificate
+    against the CA, its validity window and the revocation list."""
+
+    CACHE = 256
+
+    def __init__(self, tls: Tls) -> None:
+        self.tls = tls
+        self.ca = certificates.certificate_from_pem(tls.ca_pem)
+        self._known: dict[bytes, tuple[str, datetime]] = {}
+
+    def peer_id(self, context: Any) -> str | None:
+        """The caller's peer id; None on a plain local connection; RequestError when refused."""
+        pem = caller_certificate(context)
+        if pem is None:
+            return None
+        now = datetime.now(UTC)
+        known = self._known.get(pem)
+        if known is not None and known[1] > now:
+            return known[0]
+        try:
+            cert = certificates.certificate_from_pem(pem)
+            problem = certificates.verify_peer_certificate(
+                cert, self.ca, now, set(self.tls.revoked)
+            )
+            peer_id = certificates.peer_identity(cert)[0] if problem is None else ""
+        except certificates.CertificateError as exc:
+            problem = str(exc)
+        if problem:
+            log.warning("refused a caller's certificate: %s", problem)
+            raise RequestError(ErrorKind.DENIED, f"certificate refused: {problem}")
+        if len(self._known) >= self.CACHE:
+            self._known.clear()
+        self._known[pem] = (peer_id, cert.not_valid_after_utc)
+        return peer_id
