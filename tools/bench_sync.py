@@ -39,10 +39,9 @@ from loopchain.p2p import grpc_util  # noqa: E402
 from loopchain.p2p.errors import ErrorKind, RequestError  # noqa: E402
 from loopchain.p2p.peer_client import PeerLink  # noqa: E402
 from loopchain.p2p.peer_service import PeerServicer  # noqa: E402
-from loopchain.peer.channel_service import COMMIT_PROOF, ChannelService, ChannelSettings  # noqa: E402
+from loopchain.peer.channel_service import ChannelService, ChannelSettings  # noqa: E402
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc  # noqa: E402
 from loopchain.storage.leveldb import LevelDBStore  # noqa: E402
-from loopchain.types import canonical  # noqa: E402
 from loopchain.types.block import Block  # noqa: E402
 from loopchain.types.crypto import Signer  # noqa: E402
 from loopchain.types.peer import PeerInfo  # noqa: E402
@@ -120,7 +119,8 @@ class ChainWriter:
         height = self.prev[0].height + 1 if self.prev else 0
         block = self.make_block(height, self.txs_per_block)
         qc = self.certify(block)
-        self.store.save_block(block, qc)
+        if self.prev is not None:  # the new block proves its parent final: save the parent now
+            self.store.save_block(*self.prev, proof=(block, qc))
         self.encoded_bytes += len(block.encode()) + len(qc.encode())
         self.prev = (block, qc)
 
@@ -129,8 +129,7 @@ class ChainWriter:
         assert self.prev is not None
         tip = self.prev[0]
         child = self.make_block(tip.height + 1, 0)
-        proof = {"block": child.to_json(), "certificate": self.certify(child).to_json()}
-        self.store.put_meta(COMMIT_PROOF, canonical.encode(proof))
+        self.store.save_block(*self.prev, proof=(child, self.certify(child)))
         return BuiltChain(
             blocks=tip.height + 1,
             txs=self.tx_count,

@@ -7,6 +7,8 @@ Key schema (integers are unsigned big-endian, heights and rounds 8 bytes, so key
   b"t/" + tx hash (32)     -> height + index (4 bytes)     each transaction of a saved block, once
   b"c/" + height           -> QuorumCertificate.encode()   the certificate of the block at height
   b"s/tip"                 -> height + block hash          the last saved block (absent if empty)
+  b"s/proof"               -> length (4) + block + certificate   the certified child that proves
+                                                           the tip final (absent when not known)
   b"s/total_tx"            -> count (8 bytes)              transactions in blocks 0..tip
   b"s/channel"             -> channel name (UTF-8)         the channel this store belongs to
   b"s/safety"              -> canonical {highest_vote_round, high_qc}   what this node signed
@@ -19,7 +21,8 @@ Key schema (integers are unsigned big-endian, heights and rounds 8 bytes, so key
 Execution (SCORE) runs after finality: the results of one executed block and the s/executed pointer
 are written in ONE batch, heights 0..executed with no gap, executed <= tip.
 
-Invariants: everything of one block (b/, h/, t/, c/, s/tip, s/total_tx, s/channel) is written in ONE
+Invariants: everything of one block (b/, h/, t/, c/, s/tip, s/total_tx, s/channel, s/proof) is
+written in ONE
 write batch, so after a crash the store holds either all of it or none of it. The block at height h
 has header.prev_hash equal to the hash of the block at h-1 (b"" at height 0), belongs to the
 store's channel, and its certificate names its hash and height. `check()` verifies the tip end of
@@ -42,6 +45,8 @@ HEIGHT = b"h/"
 TX = b"t/"
 CERTIFICATE = b"c/"
 TIP = b"s/tip"
+PROOF = b"s/proof"
+LEGACY_PROOF = b"m/commit_proof"  # canonical {block, certificate}, written by earlier versions
 TOTAL_TX = b"s/total_tx"
 CHANNEL = b"s/channel"
 SAFETY = b"s/safety"
@@ -54,6 +59,18 @@ UPDATES = b"v/"
 HASH_BYTES = 32
 CHECK_DEPTH = 8  # how many blocks below the tip check() walks back through
 DECODED_BLOCKS = 8  # newest blocks kept decoded: lookups of recent transactions decode nothing
+
+
+def encode_proof(block: Block, certificate: QuorumCertificate) -> bytes:
+    """A commit proof as stored: the block's length, its bytes, the certificate's bytes."""
+    raw = block.encode()
+    return len(raw).to_bytes(4, "big") + raw + certificate.encode()
+
+
+def decode_proof(raw: bytes) -> tuple[bytes, bytes]:
+    """The (block, certificate) bytes of a stored commit proof."""
+    size = int.from_bytes(raw[:4], "big")
+    return raw[4 : 4 + size], raw[4 + size :]
 
 
 class BlockStoreError(RuntimeError):
@@ -84,8 +101,14 @@ class BlockStore:
 
     # -- writing
 
-    def save_block(self, block: Block, certificate: QuorumCertificate) -> None:
-        """Append the next final block with its certificate in one write batch, or refuse."""
+    def save_block(
+        self,
+        block: Block,
+        certificate: QuorumCertificate,
+        proof: tuple[Block, QuorumCertificate] | None = None,
+    ) -> None:
+        """Append the next final block with its certificate (and the certified child that proves
+        it final, when known) in one write batch, or refuse."""
         block_hash = block.hash  # computed, not stored, by Block: compute it once
         self._check_appendable(block, block_hash, certificate)
         tx_positions = self._check_new_transactions(block, block_hash)
@@ -99,6 +122,11 @@ class BlockStore:
             batch.put(TOTAL_TX, _u64(self.total_tx() + len(block.transactions)))
             batch.put(CHANNEL, self.channel.encode())
             batch.put(TIP, _u64(height) + block_hash)
+            if proof is not None:
+                batch.put(PROOF, encode_proof(*proof))
+            else:
+                batch.delete(PROOF)
+            batch.delete(LEGACY_PROOF)
             if block.validator_update is not None:
                 batch.put(_height_key(UPDATES, height), b"")
         self._tip_height, self._tip_hash = height, block_hash
@@ -196,8 +224,8 @@ class BlockStore:
             raise BlockStoreError(f"cannot record execution of block {height}: expected {expected}")
         with self._kv.write_batch() as batch:
             for tx_hash, code, message in results:
-                value = {"code": code, "message": message, "height": height}
-                batch.put(RESULT + tx_hash, canonical.encode(value))
+                value = {"code": int(code), "message": str(message), "height": height}
+                batch.put(RESULT + tx_hash, canonical.encode_checked(value))  # no floats here
             pointer = {
                 "height": height,
                 "state_root": state_root.hex(),
@@ -306,6 +334,17 @@ class BlockStore:
             return QuorumCertificate.decode(raw)
         except ValueError as exc:  # EncodingError, or a bad hex field deep inside
             raise self._broken(f"certificate at height {height} is corrupt: {exc}") from None
+
+    def commit_proof(self) -> tuple[bytes, bytes] | None:
+        """The encoded block and certificate that prove the tip final, None when not known."""
+        raw = self._kv.get(PROOF)
+        if raw is not None:
+            return decode_proof(raw)
+        legacy = self._kv.get(LEGACY_PROOF)
+        if legacy is None:
+            return None
+        value = canonical.decode(legacy)
+        return canonical.encode(value["block"]), canonical.encode(value["certificate"])
 
     def has_transaction(self, tx_hash: bytes) -> bool:
         """True when a final block holds the transaction (one index read, no block decoded)."""

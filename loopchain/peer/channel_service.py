@@ -47,7 +47,6 @@ from loopchain.types.vote import QuorumCertificate
 
 log = logging.getLogger(__name__)
 
-COMMIT_PROOF = "commit_proof"
 SYNC_PERIOD = 2.0
 RELAY_QUEUE_MAX = 20_000
 FETCH_QUEUE_MAX = 64
@@ -312,8 +311,7 @@ class ChannelService:
             blocks.append(encoded)
         proof = None
         if blocks and last == tip:
-            raw = self.store.get_meta(COMMIT_PROOF)
-            proof = _decode_proof(raw) if raw else None
+            proof = self.store.commit_proof()
         return BlockRangeResult(blocks, tip, proof)
 
     def status(self) -> dict[str, Any]:
@@ -381,10 +379,8 @@ class ChannelService:
     def _commit(
         self, block: Block, qc: QuorumCertificate, proof: tuple[Block, QuorumCertificate] | None
     ) -> None:
-        self.store.save_block(block, qc)
+        self.store.save_block(block, qc, proof)
         self.score.block_final()
-        if proof is not None:
-            self.store.put_meta(COMMIT_PROOF, _encode_proof(proof))
         log.info(
             "channel %s: block %d round %d final (%d txs) %s",
             self.name,
@@ -536,15 +532,6 @@ class ChannelService:
                 if self.consensus.tip.height in (before, fetched.tip_height):
                     break
         return self.consensus.tip.height - start_height
-
-
-def _encode_proof(proof: tuple[Block, QuorumCertificate]) -> bytes:
-    return canonical.encode({"block": proof[0].to_json(), "certificate": proof[1].to_json()})
-
-
-def _decode_proof(raw: bytes) -> tuple[bytes, bytes]:
-    value = canonical.decode(raw)
-    return canonical.encode(value["block"]), canonical.encode(value["certificate"])
 
 
 def _channel_of(event: m.Event) -> str | None:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import grpc
+import orjson
 from aiohttp import web
 
 from loopchain.types.codes import HTTP_STATUS, ResponseCode, error_body
@@ -68,8 +69,13 @@ def invalid_params(message: str) -> RestError:
 
 def json_response(body: Any, status: int = 200) -> web.Response:
     """A JSON response (UTF-8, not ASCII-escaped)."""
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    return web.Response(text=text, status=status, content_type="application/json")
+    try:
+        raw = orjson.dumps(body)
+    except TypeError:  # an integer beyond 64 bits, or a lone surrogate from the SCORE
+        raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8", errors="backslashreplace"
+        )
+    return web.Response(body=raw, status=status, content_type="application/json", charset="utf-8")
 
 
 def rpc_error(exc: grpc.aio.AioRpcError, target: str, timeout: float) -> RestError:

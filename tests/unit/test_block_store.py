@@ -15,6 +15,7 @@ from loopchain.blockchain.block_store import BlockStore, BlockStoreError
 from loopchain.storage.abc import KeyValueStore
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.storage.memory import MemoryStore
+from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.vote import QuorumCertificate
 from tests.integration._storage_helpers import CHANNEL, ChainBuilder
@@ -113,6 +114,25 @@ def test_committed_check_is_an_index_read_that_decodes_no_block(
     for block in saved[1:] + saved:
         reopened.block_by_hash(block.hash)
     assert len(decoded) == 1 + (len(saved) - 1) + len(saved)
+
+
+def test_commit_proof_is_written_with_its_block_and_never_outlives_it(
+    store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    assert store.commit_proof() is None
+    first, first_qc = chain.next(1)
+    child, child_qc = chain.next(0)
+    store.save_block(first, first_qc, (child, child_qc))
+    assert store.commit_proof() == (child.encode(), child_qc.encode())
+    store.save_block(child, child_qc)  # saved without a proof: the old one must not stay
+    assert store.commit_proof() is None
+    # a store written by an earlier version kept the proof as canonical JSON in metadata
+    grandchild, grandchild_qc = chain.next(0)
+    legacy = canonical.encode(
+        {"block": grandchild.to_json(), "certificate": grandchild_qc.to_json()}
+    )
+    kv.put(schema.LEGACY_PROOF, legacy)
+    assert store.commit_proof() == (grandchild.encode(), grandchild_qc.encode())
 
 
 def test_blocks_are_stored_as_canonical_bytes(
