@@ -37,7 +37,7 @@ from loopchain.configure import Config, load_config  # noqa: E402
 from loopchain.consensus.rules import leader_of  # noqa: E402
 from loopchain.p2p import grpc_util  # noqa: E402
 from loopchain.p2p.errors import ErrorKind, RequestError  # noqa: E402
-from loopchain.p2p.peer_client import PeerLink  # noqa: E402
+from loopchain.p2p.peer_client import GrpcTransport  # noqa: E402
 from loopchain.p2p.peer_service import PeerServicer  # noqa: E402
 from loopchain.peer.channel_service import ChannelService, ChannelSettings  # noqa: E402
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc  # noqa: E402
@@ -177,27 +177,8 @@ class OneChannelBackend:
         return self.service
 
 
-class Links:
-    """Outbound links by target, closed together."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.links: dict[str, PeerLink] = {}
-
-    def link_for(self, peer: PeerInfo) -> PeerLink:
-        """The link to `peer`, opened on first use."""
-        if peer.target not in self.links:
-            self.links[peer.target] = PeerLink(peer.target, self.config)
-        return self.links[peer.target]
-
-    async def close(self) -> None:
-        """Close every link."""
-        for link in self.links.values():
-            await link.close()
-
-
 def open_service(
-    root: Path, config: Config, signer: Signer, issuer: str, links: Links
+    root: Path, config: Config, signer: Signer, issuer: str, transport: GrpcTransport
 ) -> tuple[ChannelService, LevelDBStore]:
     """A ChannelService over the LevelDB store in `root` (created when missing)."""
     kv = LevelDBStore(root)
@@ -205,7 +186,7 @@ def open_service(
     store.check()
     settings = ChannelSettings(CHANNEL, SCORE_PACKAGE, issuer, "127.0.0.1:0", root, 0)
     service = ChannelService(
-        settings=settings, config=config, signer=signer, store=store, link_for=links.link_for
+        settings=settings, config=config, signer=signer, store=store, transport=transport
     )
     return service, kv
 
@@ -219,7 +200,7 @@ async def sync_to(service: ChannelService, tip_height: int) -> int:
     calls = 0
     while service.store.tip_height() < tip_height:
         calls += 1
-        if await service.sync_once() == 0:
+        if await service.catchup.sync_once() == 0:
             raise SyncStalled(
                 f"sync stopped at height {service.store.tip_height()} of {tip_height} "
                 f"after {calls} sync_once calls (see the channel's warnings above)"
@@ -261,7 +242,7 @@ async def run(options: Options, workdir: Path) -> dict[str, Any]:
         f"{chain.encoded_bytes / 1e6:.1f} MB encoded; built in {build_s:.1f} s (not measured)"
     )
     # 2. the serving peer: a real ChannelService behind the real gRPC PeerService
-    links = Links(config)
+    links = GrpcTransport(config)
     started = time.perf_counter()
     server_signer = Signer.generate()
     served, served_kv = open_service(workdir / "server", config, server_signer, chain.issuer, links)

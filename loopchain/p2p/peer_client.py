@@ -1,55 +1,43 @@
-"""Outbound gRPC to other peers: bounded per-peer send queues and block-range fetches."""
+"""Outbound gRPC to other peers: the PeerTransport over bounded per-peer links."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 
 from loopchain.configure import Config
 from loopchain.p2p.grpc_util import Tls, open_channel
+from loopchain.p2p.transport import ConsensusPayload, FetchedRange, MalformedReply, TransportError
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.block import Block
+from loopchain.types.canonical import EncodingError
+from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import Transaction
-from loopchain.types.vote import Complaint, QuorumCertificate, Vote
+from loopchain.types.vote import QuorumCertificate, Vote
 
 log = logging.getLogger(__name__)
 
 Outbound = pb.ConsensusMessage | pb.TxBatch
 
 
-def proposal_message(channel: str, sender: str, block: Block) -> pb.ConsensusMessage:
-    return pb.ConsensusMessage(channel=channel, sender=sender, proposal=block.encode())
-
-
-def vote_message(channel: str, sender: str, vote: Vote) -> pb.ConsensusMessage:
-    return pb.ConsensusMessage(channel=channel, sender=sender, vote=vote.encode())
-
-
-def certificate_message(channel: str, sender: str, qc: QuorumCertificate) -> pb.ConsensusMessage:
-    return pb.ConsensusMessage(channel=channel, sender=sender, certificate=qc.encode())
-
-
-def complaint_message(channel: str, sender: str, complaint: Complaint) -> pb.ConsensusMessage:
-    return pb.ConsensusMessage(channel=channel, sender=sender, complaint=complaint.encode())
-
-
-def tx_batch_message(channel: str, txs: list[Transaction]) -> pb.TxBatch:
-    return pb.TxBatch(channel=channel, txs=[tx.encode() for tx in txs])
-
-
-@dataclass(frozen=True)
-class FetchedRange:
-    """Final blocks served by a peer, its tip height and the proof that the last one is final."""
-
-    blocks: tuple[tuple[Block, QuorumCertificate], ...]
-    tip_height: int
-    proof: tuple[Block, QuorumCertificate] | None
+def consensus_message(channel: str, sender: str, payload: ConsensusPayload) -> pb.ConsensusMessage:
+    """The Deliver message carrying a proposal, vote, certificate or complaint."""
+    message = pb.ConsensusMessage(channel=channel, sender=sender)
+    if isinstance(payload, Block):
+        message.proposal = payload.encode()
+    elif isinstance(payload, Vote):
+        message.vote = payload.encode()
+    elif isinstance(payload, QuorumCertificate):
+        message.certificate = payload.encode()
+    else:
+        message.complaint = payload.encode()
+    return message
 
 
 class PeerLink:
@@ -108,7 +96,15 @@ class PeerLink:
                 log.debug("send to %s failed: %s %s", self.target, exc.code().name, exc.details())
 
     async def fetch_blocks(self, channel: str, from_height: int, max_blocks: int) -> FetchedRange:
-        """Final blocks from `from_height` on, decoded (EncodingError if malformed)."""
+        """Final blocks from `from_height` on, decoded (TransportError if failed or malformed)."""
+        try:
+            return await self._fetch_blocks(channel, from_height, max_blocks)
+        except grpc.aio.AioRpcError as exc:
+            raise TransportError(f"{self.target}: {exc.code().name} {exc.details()}") from None
+        except EncodingError as exc:
+            raise MalformedReply(f"{self.target} served a malformed block: {exc}") from None
+
+    async def _fetch_blocks(self, channel: str, from_height: int, max_blocks: int) -> FetchedRange:
         reply = await self.stub.GetBlockRange(
             pb.BlockRangeRequest(channel=channel, from_height=from_height, max_blocks=max_blocks),
             timeout=self.timeout * 2,
@@ -125,17 +121,19 @@ class PeerLink:
         return FetchedRange(blocks, reply.tip_height, proof)
 
     async def fetch_block(self, channel: str, block_hash: bytes) -> Block | None:
-        """A block (final or not) by hash, or None when the peer does not have it."""
+        """A block (final or not) by hash, None when the peer does not have it."""
         try:
             reply = await self.stub.GetBlock(
                 pb.GetBlockRequest(channel=channel, block_hash=block_hash.hex(), height=-1),
                 timeout=self.timeout,
             )
+            return Block.decode(reply.block) if reply.block else None
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
-            raise
-        return Block.decode(reply.block) if reply.block else None
+            raise TransportError(f"{self.target}: {exc.code().name} {exc.details()}") from None
+        except EncodingError as exc:
+            raise MalformedReply(f"{self.target} served a malformed block: {exc}") from None
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -144,3 +142,42 @@ class PeerLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._channel.close()
+
+
+class GrpcTransport:
+    """The PeerTransport over gRPC: one PeerLink per remote peer (mutual TLS pinned to its peer
+    id when TLS is on), made on first use."""
+
+    def __init__(self, config: Config, tls: Tls | None = None) -> None:
+        self.config = config
+        self.tls = tls
+        self.links: dict[str, PeerLink] = {}
+
+    def link(self, peer: PeerInfo) -> PeerLink:
+        key = f"{peer.peer_id}@{peer.target}"
+        link = self.links.get(key)
+        if link is None:
+            link = PeerLink(peer.target, self.config, self.tls, server_name=peer.peer_id)
+            link.start()
+            self.links[key] = link
+        return link
+
+    def send_consensus(
+        self, peer: PeerInfo, channel: str, sender: str, payload: ConsensusPayload
+    ) -> None:
+        self.link(peer).send(consensus_message(channel, sender, payload))
+
+    def send_txs(self, peer: PeerInfo, channel: str, txs: Sequence[Transaction]) -> None:
+        self.link(peer).send(pb.TxBatch(channel=channel, txs=[tx.encode() for tx in txs]))
+
+    async def fetch_block(self, peer: PeerInfo, channel: str, block_hash: bytes) -> Block | None:
+        return await self.link(peer).fetch_block(channel, block_hash)
+
+    async def fetch_blocks(
+        self, peer: PeerInfo, channel: str, from_height: int, max_blocks: int
+    ) -> FetchedRange:
+        return await self.link(peer).fetch_blocks(channel, from_height, max_blocks)
+
+    async def close(self) -> None:
+        for link in self.links.values():
+            await link.close()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
 
 from loopchain.configure import Config
 from loopchain.p2p.grpc_util import Tls, open_channel
+from loopchain.p2p.transport import TransportError
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.canonical import EncodingError
@@ -13,9 +18,15 @@ from loopchain.types.crypto import Signer, address_of
 from loopchain.types.peer import PeerInfo, connect_digest
 from loopchain.types.validators import ValidatorSet
 
+Reply = TypeVar("Reply")
+
 
 class RadioStationRefused(RuntimeError):
     """The RadioStation answered with an error code."""
+
+
+class RadioStationUnreachable(TransportError):
+    """The RadioStation did not answer (down, late, or refusing the connection)."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +64,7 @@ class RadioStationClient:
             public_key=signer.public_key,
             signature=signer.sign(connect_digest(signer.address, my_target, group_id)),
         )
-        reply = await self._stub.ConnectPeer(request, timeout=self.timeout)
+        reply = await self._call(self._stub.ConnectPeer, request)
         if reply.code != 0:
             raise RadioStationRefused(
                 f"RadioStation {self.target} refused this peer: {reply.message}"
@@ -67,9 +78,7 @@ class RadioStationClient:
 
     async def peer_list(self, channel: str) -> tuple[list[PeerInfo], ValidatorSet | None]:
         """The channel's registered peers and its current signed validator set."""
-        reply = await self._stub.GetPeerList(
-            pb.ChannelRequest(channel=channel), timeout=self.timeout
-        )
+        reply = await self._call(self._stub.GetPeerList, pb.ChannelRequest(channel=channel))
         peers = [PeerInfo(p.peer_id, p.target, p.order, p.group_id) for p in reply.peers]
         try:
             validators = ValidatorSet.decode(reply.validator_set) if reply.validator_set else None
@@ -79,15 +88,19 @@ class RadioStationClient:
 
     async def heartbeat(self, peer_id: str, channel: str, peer_type: int, height: int) -> int:
         """Report liveness; returns the channel's peer-list version."""
-        reply = await self._stub.Heartbeat(
-            pb.HeartbeatRequest(
-                peer_id=peer_id, channel=channel, peer_type=peer_type, block_height=height
-            ),
-            timeout=self.timeout,
+        request = pb.HeartbeatRequest(
+            peer_id=peer_id, channel=channel, peer_type=peer_type, block_height=height
         )
+        reply = await self._call(self._stub.Heartbeat, request)
         if reply.code != 0:
             raise RadioStationRefused(reply.message)
         return int(reply.peer_list_version)
+
+    async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
+        try:
+            return await method(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise RadioStationUnreachable(exc.code().name) from None
 
     async def close(self) -> None:
         await self._channel.close()

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
-
-import grpc
 
 from loopchain.blockchain import execution
 from loopchain.blockchain.block_store import BlockStore
@@ -25,20 +20,14 @@ from loopchain.consensus import messages as m
 from loopchain.consensus.rules import SafetyRules
 from loopchain.consensus.state import ChannelConsensus, ConsensusConfig
 from loopchain.p2p.errors import ErrorKind, RequestError
-from loopchain.p2p.peer_client import (
-    PeerLink,
-    certificate_message,
-    complaint_message,
-    proposal_message,
-    tx_batch_message,
-    vote_message,
-)
 from loopchain.p2p.peer_service import BlockRangeResult, TxLookup
+from loopchain.p2p.transport import ConsensusPayload, PeerTransport
+from loopchain.peer.catchup import CatchUp
+from loopchain.peer.relay import TxRelay
 from loopchain.peer.score_runtime import ScoreInfo, ScoreRuntime
 from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
 from loopchain.types import canonical
 from loopchain.types.block import Block
-from loopchain.types.canonical import EncodingError
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import Transaction
@@ -46,10 +35,6 @@ from loopchain.types.validators import ratio_from_config
 from loopchain.types.vote import QuorumCertificate
 
 log = logging.getLogger(__name__)
-
-SYNC_PERIOD = 2.0
-RELAY_QUEUE_MAX = 20_000
-FETCH_QUEUE_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -91,14 +76,14 @@ class ChannelService:
         config: Config,
         signer: Signer,
         store: BlockStore,
-        link_for: Callable[[PeerInfo], PeerLink],
+        transport: PeerTransport,
     ) -> None:
         self.settings = settings
         self.name = settings.name
         self.config = config
         self.signer = signer
         self.store = store
-        self.link_for = link_for
+        self.transport = transport
         self.members: dict[str, PeerInfo] = {}
         tip, tip_qc = restore_tip(store, settings.name)
         self.consensus = ChannelConsensus(
@@ -125,10 +110,15 @@ class ChannelService:
         self._admit_max = min(int(config.TX_POOL_ADMIT_MAX), int(config.TX_POOL_MAX))
         self._admit_wait = float(config.TX_POOL_ADMIT_WAIT)
         self._refusal = ""
-        self._relay: asyncio.Queue[Transaction] = asyncio.Queue(RELAY_QUEUE_MAX)
-        self._fetch: asyncio.Queue[bytes] = asyncio.Queue(FETCH_QUEUE_MAX)
-        self._fetching: set[bytes] = set()
-        self._sync_wanted = asyncio.Event()
+        self.relay = TxRelay(self.name, config, transport, self._other_peers)
+        self.catchup = CatchUp(
+            self.name,
+            transport,
+            self._other_peers,
+            lambda: self.consensus.tip.height,
+            self._dispatch,
+            int(config.SYNC_BATCH_BLOCKS),
+        )
         self._timers: set[asyncio.TimerHandle] = set()
 
     # ------------------------------------------------------------ lifecycle
@@ -142,12 +132,10 @@ class ChannelService:
             self.signer.address,
         )
         self._execute(self.consensus.start(time.time()))
-        self._sync_wanted.set()
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._relay_loop(), name=f"relay:{self.name}")
-                group.create_task(self._sync_loop(), name=f"sync:{self.name}")
-                group.create_task(self._fetch_loop(), name=f"fetch:{self.name}")
+                group.create_task(self.relay.run(), name=f"relay:{self.name}")
+                group.create_task(self.catchup.run(), name=f"catchup:{self.name}")
                 group.create_task(self.score.run(), name=f"score-runtime:{self.name}")
         finally:
             for handle in self._timers:
@@ -348,31 +336,29 @@ class ChannelService:
         return actions
 
     def _execute(self, actions: list[m.Action]) -> None:
-        me = self.signer.address
         for action in actions:
             match action:
                 case m.PersistSafety(highest_vote_round, high_qc):
                     self.store.save_safety_record(highest_vote_round, high_qc)
                 case m.CommitBlock(block, qc, proof):
                     self._commit(block, qc, proof)
-                case m.BroadcastProposal(block):
-                    self._broadcast(proposal_message(self.name, me, block))
-                case m.BroadcastCertificate(qc):
-                    self._broadcast(certificate_message(self.name, me, qc))
-                case m.BroadcastComplaint(complaint):
-                    self._broadcast(complaint_message(self.name, me, complaint))
-                case m.SendVote(to, vote):
-                    self._send(to, vote_message(self.name, me, vote))
-                case m.SendCertificate(to, qc):
-                    self._send(to, certificate_message(self.name, me, qc))
+                case (
+                    m.BroadcastProposal(payload)
+                    | m.BroadcastCertificate(payload)
+                    | m.BroadcastComplaint(payload)
+                ):
+                    for peer in self._other_peers():
+                        self.transport.send_consensus(peer, self.name, self.signer.address, payload)
+                case m.SendVote(to, payload) | m.SendCertificate(to, payload):
+                    self._send(to, payload)
                 case m.GossipTxs(txs):
-                    self._queue_relay(txs)
+                    self.relay.queue(txs)
                 case m.ScheduleTimeout(delay, kind, round_):
                     self._schedule(delay, kind, round_)
                 case m.RequestSync():
-                    self._sync_wanted.set()
+                    self.catchup.want_sync()
                 case m.FetchBlock(block_hash):
-                    self._queue_fetch(block_hash)
+                    self.catchup.want_block(block_hash)
                 case m.Rejected(reason):
                     log.warning("channel %s: rejected %s", self.name, reason)
 
@@ -390,17 +376,15 @@ class ChannelService:
             block.hash.hex()[:16],
         )
 
-    def _broadcast(self, message: Any) -> None:
-        for peer in self.members.values():
-            if peer.peer_id != self.signer.address:
-                self.link_for(peer).send(message)
-
-    def _send(self, peer_id: str, message: Any) -> None:
+    def _send(self, peer_id: str, payload: ConsensusPayload) -> None:
         peer = self.members.get(peer_id)
         if peer is None:
             log.warning("channel %s: no address known for peer %s", self.name, peer_id)
             return
-        self.link_for(peer).send(message)
+        self.transport.send_consensus(peer, self.name, self.signer.address, payload)
+
+    def _other_peers(self) -> list[PeerInfo]:
+        return [p for p in self.members.values() if p.peer_id != self.signer.address]
 
     def _schedule(self, delay: float, kind: str, round_: int) -> None:
         loop = asyncio.get_running_loop()
@@ -411,127 +395,6 @@ class ChannelService:
 
         handle = loop.call_later(max(0.0, delay), fire)
         self._timers.add(handle)
-
-    # ------------------------------------------------------------ gossiping transactions
-
-    def _queue_relay(self, txs: tuple[Transaction, ...]) -> None:
-        for tx in txs:
-            if self._relay.full():
-                log.warning(
-                    "channel %s: gossip queue full; %s stays pooled here", self.name, tx.hash_hex
-                )
-                return
-            self._relay.put_nowait(tx)
-
-    async def _relay_loop(self) -> None:
-        """Gossip pooled transactions in batches bounded by count and bytes, lingering a moment
-        for a batch to fill (one message per batch and link, not one per transaction)."""
-        batch_max = int(self.config.MAX_TX_COUNT_IN_ADDTX_LIST)
-        bytes_max = int(self.config.MAX_BLOCK_KBYTES) * 1024
-        linger = float(self.config.SEND_TX_LIST_DURATION)
-        last_sent = 0.0
-        while True:
-            batch = [await self._relay.get()]
-            # under load, linger for a batch to fill; a transaction after a quiet spell goes at once
-            if self._relay.qsize() < batch_max - 1 and time.monotonic() - last_sent < linger:
-                await asyncio.sleep(linger)
-            size = len(batch[0].encode())
-            while len(batch) < batch_max and not self._relay.empty():
-                tx = self._relay.get_nowait()
-                size += len(tx.encode())
-                batch.append(tx)
-                if size >= bytes_max:
-                    break
-            self._broadcast(tx_batch_message(self.name, batch))
-            last_sent = time.monotonic()
-
-    # ------------------------------------------------------------ fetching missing blocks
-
-    def _queue_fetch(self, block_hash: bytes) -> None:
-        if block_hash in self._fetching or self._fetch.full():
-            return
-        self._fetching.add(block_hash)
-        self._fetch.put_nowait(block_hash)
-
-    async def _fetch_loop(self) -> None:
-        while True:
-            block_hash = await self._fetch.get()
-            try:
-                await self._fetch_one(block_hash)
-            finally:
-                self._fetching.discard(block_hash)
-
-    async def _fetch_one(self, block_hash: bytes) -> None:
-        for peer in self._other_peers():
-            try:
-                block = await self.link_for(peer).fetch_block(self.name, block_hash)
-            except (grpc.aio.AioRpcError, EncodingError) as exc:
-                log.debug("channel %s: fetch from %s failed: %s", self.name, peer.target, exc)
-                continue
-            if block is not None and block.hash == block_hash:
-                self._dispatch(m.BlockFetched(block))
-                return
-        log.debug("channel %s: no peer had block %s", self.name, block_hash.hex()[:16])
-
-    def _other_peers(self) -> list[PeerInfo]:
-        peers = [p for p in self.members.values() if p.peer_id != self.signer.address]
-        random.shuffle(peers)
-        return peers
-
-    # ------------------------------------------------------------ catching up
-
-    async def _sync_loop(self) -> None:
-        """Catch up when consensus asks for it, and every SYNC_PERIOD while the chain stands
-        still here (a channel that finalises blocks by itself has nothing to fetch)."""
-        seen_height = -2
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._sync_wanted.wait(), SYNC_PERIOD)
-            asked = self._sync_wanted.is_set()
-            self._sync_wanted.clear()
-            height = self.consensus.tip.height
-            if asked or height == seen_height:
-                await self.sync_once()
-            seen_height = self.consensus.tip.height
-
-    async def sync_once(self) -> int:
-        """Fetch final blocks from peers until none is ahead; returns how many were added."""
-        start_height = self.consensus.tip.height
-        batch = int(self.config.SYNC_BATCH_BLOCKS)
-        for peer in self._other_peers():
-            while True:
-                before = self.consensus.tip.height
-                try:
-                    fetched = await self.link_for(peer).fetch_blocks(self.name, before + 1, batch)
-                except grpc.aio.AioRpcError as exc:
-                    log.debug(
-                        "channel %s: sync from %s failed: %s",
-                        self.name,
-                        peer.target,
-                        exc.code().name,
-                    )
-                    break
-                except EncodingError as exc:
-                    log.warning(
-                        "channel %s: peer %s served a malformed block: %s",
-                        self.name,
-                        peer.target,
-                        exc,
-                    )
-                    break
-                if not fetched.blocks:
-                    break
-                actions = self._dispatch(m.BlocksSynced(fetched.blocks, fetched.proof))
-                if any(isinstance(a, m.Rejected) for a in actions):
-                    log.warning(
-                        "channel %s: dropping sync source %s after an invalid block",
-                        self.name,
-                        peer.target,
-                    )
-                    break
-                if self.consensus.tip.height in (before, fetched.tip_height):
-                    break
-        return self.consensus.tip.height - start_height
 
 
 def _channel_of(event: m.Event) -> str | None:

@@ -10,23 +10,21 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import Config
 from loopchain.consensus import messages as m
 from loopchain.p2p import grpc_util
 from loopchain.p2p.errors import ErrorKind, RequestError
-from loopchain.p2p.peer_client import PeerLink
-from loopchain.p2p.peer_service import PeerServicer
+from loopchain.p2p.peer_client import GrpcTransport
 from loopchain.p2p.radiostation_client import (
     ChannelGrant,
     RadioStationClient,
     RadioStationRefused,
+    RadioStationUnreachable,
     Registration,
 )
+from loopchain.p2p.server import PeerServer, start_peer_server
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
-from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.storage.abc import KeyValueStore
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types.crypto import Signer, load_or_create_key
@@ -61,7 +59,7 @@ class PeerNode:
         self.root = Path(config.DEFAULT_STORAGE_PATH) / f"peer_{options.port}"
         self.target = f"{config.LOOPCHAIN_HOST}:{options.port}"
         self.channels: dict[str, ChannelService] = {}
-        self.links: dict[str, PeerLink] = {}
+        self.transport: GrpcTransport | None = None
         self.stores: list[KeyValueStore] = []
         self.signer: Signer | None = None
         self.node_store: KeyValueStore | None = None
@@ -75,16 +73,6 @@ class PeerNode:
         if service is None:
             raise RequestError(ErrorKind.NOT_FOUND, f"channel {name!r} is not served by this peer")
         return service
-
-    def link_for(self, peer: PeerInfo) -> PeerLink:
-        """The link to `peer` (over mutual TLS expecting its peer id, when TLS is on)."""
-        key = f"{peer.peer_id}@{peer.target}"
-        link = self.links.get(key)
-        if link is None:
-            link = PeerLink(peer.target, self.config, self.tls, server_name=peer.peer_id)
-            link.start()
-            self.links[key] = link
-        return link
 
     # ------------------------------------------------------------ run
 
@@ -102,14 +90,10 @@ class PeerNode:
         log.info("peer id %s, target %s", self.signer.address, self.target)
         # 2. serve gRPC (fails at once if the port is taken)
         self.tls = grpc_util.load_tls(self.config, self.root / "tls")
-        server = grpc_util.create_server(self.config)
-        servicer = PeerServicer(self, self.signer.address, self.tls)
-        pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
-        grpc_util.bind(server, self.config.IP_LOCAL, self.port, self.tls)
-        if self.tls is not None:  # the local REST proxy and tools use a plain loopback port
-            inner = self.port + int(self.config.PORT_DIFF_INNER_SERVICE)
-            grpc_util.bind(server, "127.0.0.1", inner)
-        await server.start()
+        self.transport = GrpcTransport(self.config, self.tls)
+        server = await start_peer_server(
+            self, self.signer.address, self.config, self.port, self.tls
+        )
         rest_child: asyncio.subprocess.Process | None = None
         try:
             async with asyncio.TaskGroup() as group:
@@ -146,22 +130,22 @@ class PeerNode:
                 return registration
             except RadioStationRefused as exc:
                 raise SystemExit(f"peer {self.target}: {exc}") from None
-            except grpc.aio.AioRpcError as exc:
+            except RadioStationUnreachable as exc:
                 if cached is not None:
                     log.warning(
                         "RadioStation %s unreachable (%s); using the last registration",
                         rs.target,
-                        exc.code().name,
+                        exc,
                     )
                     return _decode_registration(cached)
-                log.warning("waiting for RadioStation at %s (%s)", rs.target, exc.code().name)
+                log.warning("waiting for RadioStation at %s (%s)", rs.target, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 5.0)
         return None
 
     def _open_channel(self, grant: ChannelGrant, issuer: str, group: asyncio.TaskGroup) -> None:
-        assert self.signer is not None
+        assert self.signer is not None and self.transport is not None
         kv = LevelDBStore(self.root / grant.channel / "blocks")
         self.stores.append(kv)
         store = BlockStore(kv, grant.channel)
@@ -188,7 +172,7 @@ class PeerNode:
             config=self.config,
             signer=self.signer,
             store=store,
-            link_for=self.link_for,
+            transport=self.transport,
         )
         self.channels[grant.channel] = service
         group.create_task(service.run(), name=f"channel:{grant.channel}")
@@ -208,7 +192,7 @@ class PeerNode:
                     if versions.get(name) != version or not service.members:
                         await self._refresh_peers(rs, service)
                         versions[name] = version
-                except (grpc.aio.AioRpcError, RadioStationRefused) as exc:
+                except (RadioStationUnreachable, RadioStationRefused) as exc:
                     log.debug("heartbeat to RadioStation failed: %s", exc)
                     if not service.members:
                         service.set_members(self._cached_members(name))
@@ -248,7 +232,7 @@ class PeerNode:
         return child
 
     async def _shutdown(
-        self, server: grpc.aio.Server, rest_child: asyncio.subprocess.Process | None
+        self, server: PeerServer, rest_child: asyncio.subprocess.Process | None
     ) -> None:
         log.info("shutting down")
         if rest_child is not None and rest_child.returncode is None:
@@ -259,8 +243,8 @@ class PeerNode:
                 rest_child.kill()
                 await rest_child.wait()
         await server.stop(grace=1.0)
-        for link in self.links.values():
-            await link.close()
+        if self.transport is not None:
+            await self.transport.close()
         for store in self.stores:
             store.close()
 

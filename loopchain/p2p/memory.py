@@ -1,0 +1,104 @@
+"""An in-memory PeerTransport: channel services of one process talk to each other directly.
+
+Messages travel as the real transport carries them — encoded on send, decoded on arrival — and
+arrive on a later turn of the event loop, so a handler never runs inside its sender. Peers can be
+cut off (`down`) to watch the others carry on. For unit tests and simulations only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from loopchain.consensus import messages as m
+from loopchain.p2p.peer_service import ChannelBackend
+from loopchain.p2p.transport import ConsensusPayload, FetchedRange, TransportError
+from loopchain.types.block import Block
+from loopchain.types.peer import PeerInfo
+from loopchain.types.transaction import Transaction
+from loopchain.types.vote import Complaint, QuorumCertificate, Vote
+
+
+class InMemoryNetwork:
+    """The channel backends of several peers, by peer id, and which of them are cut off."""
+
+    def __init__(self) -> None:
+        self.backends: dict[str, ChannelBackend] = {}
+        self.down: set[str] = set()
+        self.delivered = 0
+
+    def transport(self, sender: str) -> InMemoryTransport:
+        """The transport one peer uses."""
+        return InMemoryTransport(self, sender)
+
+
+class InMemoryTransport:
+    """The PeerTransport of one peer of an InMemoryNetwork."""
+
+    def __init__(self, network: InMemoryNetwork, sender: str) -> None:
+        self.network = network
+        self.sender = sender
+
+    def _target(self, peer: PeerInfo) -> ChannelBackend | None:
+        if self.sender in self.network.down or peer.peer_id in self.network.down:
+            return None
+        return self.network.backends.get(peer.peer_id)
+
+    def send_consensus(
+        self, peer: PeerInfo, channel: str, sender: str, payload: ConsensusPayload
+    ) -> None:
+        raw, kind = payload.encode(), type(payload)
+        asyncio.get_running_loop().call_soon(self._deliver, peer, raw, kind)
+
+    def _deliver(self, peer: PeerInfo, raw: bytes, kind: type) -> None:
+        target = self._target(peer)
+        if target is None:
+            return
+        self.network.delivered += 1
+        target.receive(_event(kind, raw))
+
+    def send_txs(self, peer: PeerInfo, channel: str, txs: Sequence[Transaction]) -> None:
+        raws = [tx.encode() for tx in txs]
+
+        def deliver() -> None:
+            target = self._target(peer)
+            if target is not None:
+                target.receive_txs([Transaction.decode(raw) for raw in raws])
+
+        asyncio.get_running_loop().call_soon(deliver)
+
+    async def fetch_block(self, peer: PeerInfo, channel: str, block_hash: bytes) -> Block | None:
+        await asyncio.sleep(0)
+        target = self._reachable(peer)
+        found = target.get_block(-1, block_hash)
+        return Block.decode(found[0].encode()) if found is not None else None
+
+    async def fetch_blocks(
+        self, peer: PeerInfo, channel: str, from_height: int, max_blocks: int
+    ) -> FetchedRange:
+        await asyncio.sleep(0)
+        found = self._reachable(peer).block_range(from_height, max_blocks)
+        blocks = tuple((Block.decode(b), QuorumCertificate.decode(c)) for b, c in found.blocks)
+        proof = None
+        if found.proof is not None:
+            proof = (Block.decode(found.proof[0]), QuorumCertificate.decode(found.proof[1]))
+        return FetchedRange(blocks, found.tip_height, proof)
+
+    def _reachable(self, peer: PeerInfo) -> ChannelBackend:
+        target = self._target(peer)
+        if target is None:
+            raise TransportError(f"peer {peer.peer_id} is unreachable")
+        return target
+
+    async def close(self) -> None:
+        return None
+
+
+def _event(kind: type, raw: bytes) -> m.Event:
+    if kind is Block:
+        return m.ProposalReceived(Block.decode(raw))
+    if kind is Vote:
+        return m.VoteReceived(Vote.decode(raw))
+    if kind is QuorumCertificate:
+        return m.CertificateReceived(QuorumCertificate.decode(raw))
+    return m.ComplaintReceived(Complaint.decode(raw))

@@ -1,0 +1,34 @@
+"""The peer's gRPC server: its PeerService on the public port (and, with TLS, a plain loopback
+port for its own REST proxy and tools)."""
+
+from __future__ import annotations
+
+import grpc
+
+from loopchain.configure import Config
+from loopchain.p2p import grpc_util
+from loopchain.p2p.peer_service import PeerBackend, PeerServicer
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+
+
+class PeerServer:
+    """A started PeerService; `stop` lets calls in flight finish for `grace` seconds."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    async def stop(self, grace: float) -> None:
+        await self._server.stop(grace=grace)
+
+
+async def start_peer_server(
+    backend: PeerBackend, peer_id: str, config: Config, port: int, tls: grpc_util.Tls | None
+) -> PeerServer:
+    """Bind and start the server (OSError with a clear message when a port is taken)."""
+    server = grpc_util.create_server(config)
+    pb_grpc.add_PeerServiceServicer_to_server(PeerServicer(backend, peer_id, tls), server)
+    grpc_util.bind(server, config.IP_LOCAL, port, tls)
+    if tls is not None:
+        grpc_util.bind(server, "127.0.0.1", port + int(config.PORT_DIFF_INNER_SERVICE))
+    await server.start()
+    return PeerServer(server)

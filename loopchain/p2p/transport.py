@@ -1,0 +1,58 @@
+"""What a channel needs from the network, in domain values: no protobuf type or gRPC error
+crosses this interface. `GrpcTransport` (peer_client.py) is the real one; `InMemoryTransport`
+(memory.py) connects channel services inside one process for tests and simulations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from loopchain.types.block import Block
+from loopchain.types.peer import PeerInfo
+from loopchain.types.transaction import Transaction
+from loopchain.types.vote import Complaint, QuorumCertificate, Vote
+
+# A consensus message as sent: a proposal (its block), a vote, a certificate or a complaint.
+ConsensusPayload = Block | Vote | QuorumCertificate | Complaint
+
+
+class TransportError(Exception):
+    """A call to another peer failed: unreachable, refused, late, or answered with garbage."""
+
+
+class MalformedReply(TransportError):
+    """The other peer answered with bytes that do not decode (worth a warning: a faulty or
+    hostile peer, not a slow one)."""
+
+
+@dataclass(frozen=True)
+class FetchedRange:
+    """Final blocks served by a peer, its tip height and the proof that the last one is final."""
+
+    blocks: tuple[tuple[Block, QuorumCertificate], ...]
+    tip_height: int
+    proof: tuple[Block, QuorumCertificate] | None
+
+
+class PeerTransport(Protocol):
+    """Messages to other peers of a channel. Sends are fire-and-forget on bounded queues
+    (consensus ahead of gossip); fetches have deadlines and raise TransportError."""
+
+    def send_consensus(
+        self, peer: PeerInfo, channel: str, sender: str, payload: ConsensusPayload
+    ) -> None: ...
+
+    def send_txs(self, peer: PeerInfo, channel: str, txs: Sequence[Transaction]) -> None: ...
+
+    async def fetch_block(self, peer: PeerInfo, channel: str, block_hash: bytes) -> Block | None:
+        """A block (final or not) by hash, None when the peer does not have it."""
+        ...
+
+    async def fetch_blocks(
+        self, peer: PeerInfo, channel: str, from_height: int, max_blocks: int
+    ) -> FetchedRange:
+        """Final blocks from `from_height` on, with the proof of the last when it is the tip."""
+        ...
+
+    async def close(self) -> None: ...

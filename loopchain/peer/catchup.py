@@ -1,0 +1,130 @@
+"""Catching up with the channel: fetching single missing blocks, and syncing final blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+
+from loopchain.consensus import messages as m
+from loopchain.p2p.transport import MalformedReply, PeerTransport, TransportError
+from loopchain.types.peer import PeerInfo
+
+log = logging.getLogger(__name__)
+
+SYNC_PERIOD = 2.0
+FETCH_QUEUE_MAX = 64
+
+Dispatch = Callable[[m.Event], list[m.Action]]
+
+
+class CatchUp:
+    """Fetches blocks consensus asks for by hash, and syncs final blocks by height when asked
+    to or when the chain stands still here for SYNC_PERIOD."""
+
+    def __init__(
+        self,
+        channel: str,
+        transport: PeerTransport,
+        others: Callable[[], list[PeerInfo]],
+        tip_height: Callable[[], int],
+        dispatch: Dispatch,
+        sync_batch: int,
+    ) -> None:
+        self.channel = channel
+        self.transport = transport
+        self.others = others
+        self.tip_height = tip_height
+        self.dispatch = dispatch
+        self.sync_batch = sync_batch
+        self._fetch: asyncio.Queue[bytes] = asyncio.Queue(FETCH_QUEUE_MAX)
+        self._fetching: set[bytes] = set()
+        self._sync_wanted = asyncio.Event()
+
+    def want_block(self, block_hash: bytes) -> None:
+        """Fetch this block soon (at most FETCH_QUEUE_MAX wait; more are dropped)."""
+        if block_hash in self._fetching or self._fetch.full():
+            return
+        self._fetching.add(block_hash)
+        self._fetch.put_nowait(block_hash)
+
+    def want_sync(self) -> None:
+        self._sync_wanted.set()
+
+    async def run(self) -> None:
+        self._sync_wanted.set()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._fetch_loop(), name=f"fetch:{self.channel}")
+            group.create_task(self._sync_loop(), name=f"sync:{self.channel}")
+
+    def _shuffled_others(self) -> list[PeerInfo]:
+        peers = self.others()
+        random.shuffle(peers)
+        return peers
+
+    # ------------------------------------------------------------ fetching missing blocks
+
+    async def _fetch_loop(self) -> None:
+        while True:
+            block_hash = await self._fetch.get()
+            try:
+                await self._fetch_one(block_hash)
+            finally:
+                self._fetching.discard(block_hash)
+
+    async def _fetch_one(self, block_hash: bytes) -> None:
+        for peer in self._shuffled_others():
+            try:
+                block = await self.transport.fetch_block(peer, self.channel, block_hash)
+            except TransportError as exc:
+                log.debug("channel %s: fetch from %s failed: %s", self.channel, peer.target, exc)
+                continue
+            if block is not None and block.hash == block_hash:
+                self.dispatch(m.BlockFetched(block))
+                return
+        log.debug("channel %s: no peer had block %s", self.channel, block_hash.hex()[:16])
+
+    # ------------------------------------------------------------ syncing final blocks
+
+    async def _sync_loop(self) -> None:
+        seen_height = -2
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sync_wanted.wait(), SYNC_PERIOD)
+            asked = self._sync_wanted.is_set()
+            self._sync_wanted.clear()
+            if asked or self.tip_height() == seen_height:
+                await self.sync_once()
+            seen_height = self.tip_height()
+
+    async def sync_once(self) -> int:
+        """Fetch final blocks from peers until none is ahead; returns how many were added."""
+        start_height = self.tip_height()
+        for peer in self._shuffled_others():
+            while True:
+                before = self.tip_height()
+                try:
+                    fetched = await self.transport.fetch_blocks(
+                        peer, self.channel, before + 1, self.sync_batch
+                    )
+                except MalformedReply as exc:
+                    log.warning("channel %s: %s", self.channel, exc)
+                    break
+                except TransportError as exc:
+                    log.debug("channel %s: sync from %s failed: %s", self.channel, peer.target, exc)
+                    break
+                if not fetched.blocks:
+                    break
+                actions = self.dispatch(m.BlocksSynced(fetched.blocks, fetched.proof))
+                if any(isinstance(a, m.Rejected) for a in actions):
+                    log.warning(
+                        "channel %s: dropping sync source %s after an invalid block",
+                        self.channel,
+                        peer.target,
+                    )
+                    break
+                if self.tip_height() in (before, fetched.tip_height):
+                    break
+        return self.tip_height() - start_height

@@ -1,0 +1,71 @@
+"""Gossip of pooled transactions to the channel's other peers, in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from loopchain.configure import Config
+from loopchain.p2p.transport import PeerTransport
+from loopchain.types.peer import PeerInfo
+from loopchain.types.transaction import Transaction
+
+log = logging.getLogger(__name__)
+
+RELAY_QUEUE_MAX = 20_000
+
+
+class TxRelay:
+    """Sends transactions to every other peer in batches bounded by count and bytes, lingering
+    a moment for a batch to fill only while transactions keep coming."""
+
+    def __init__(
+        self,
+        channel: str,
+        config: Config,
+        transport: PeerTransport,
+        others: Callable[[], list[PeerInfo]],
+    ) -> None:
+        self.channel = channel
+        self.transport = transport
+        self.others = others
+        self.batch_max = int(config.MAX_TX_COUNT_IN_ADDTX_LIST)
+        self.bytes_max = int(config.MAX_BLOCK_KBYTES) * 1024
+        self.linger = float(config.SEND_TX_LIST_DURATION)
+        self._queue: asyncio.Queue[Transaction] = asyncio.Queue(RELAY_QUEUE_MAX)
+        self.skipped = 0  # transactions not gossiped because the queue was full
+
+    def queue(self, txs: tuple[Transaction, ...]) -> None:
+        """Gossip these soon; when the queue is full they stay pooled here (and are gossiped
+        again when a round fails)."""
+        for index, tx in enumerate(txs):
+            if self._queue.full():
+                self.skipped += len(txs) - index
+                log.warning(
+                    "channel %s: gossip queue full; %d transactions stay pooled here",
+                    self.channel,
+                    len(txs) - index,
+                )
+                return
+            self._queue.put_nowait(tx)
+
+    async def run(self) -> None:
+        last_sent = 0.0
+        while True:
+            batch = [await self._queue.get()]
+            # under load, linger for a batch to fill; a transaction after a quiet spell goes at once
+            if (
+                self._queue.qsize() < self.batch_max - 1
+                and time.monotonic() - last_sent < self.linger
+            ):
+                await asyncio.sleep(self.linger)
+            size = len(batch[0].encode())
+            while len(batch) < self.batch_max and not self._queue.empty() and size < self.bytes_max:
+                tx = self._queue.get_nowait()
+                size += len(tx.encode())
+                batch.append(tx)
+            for peer in self.others():
+                self.transport.send_txs(peer, self.channel, batch)
+            last_sent = time.monotonic()

@@ -1,0 +1,136 @@
+"""Four channel services (the peer's real ChannelService, block stores in memory) over the
+in-memory transport: they agree block by block, keep finalising with one of them cut off, and the
+one cut off catches up when it is back. No sockets, no processes, no SCORE."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from loopchain.blockchain.block_store import BlockStore
+from loopchain.configure import load_config
+from loopchain.consensus import messages as m
+from loopchain.p2p.memory import InMemoryNetwork
+from loopchain.peer.channel_service import ChannelService, ChannelSettings
+from loopchain.storage.memory import MemoryStore
+from loopchain.types.crypto import Signer
+from loopchain.types.peer import PeerInfo
+from loopchain.types.validators import Validator, ValidatorSet
+
+CHANNEL = "memory_channel"
+PEERS = 4
+DEADLINE = 60.0  # seconds: generous, the work takes well under one on any machine
+
+pytestmark = pytest.mark.asyncio
+
+
+class Cluster:
+    def __init__(self, services: list[ChannelService], network: InMemoryNetwork) -> None:
+        self.services = services
+        self.network = network
+
+    def up(self) -> list[ChannelService]:
+        return [s for s in self.services if s.signer.address not in self.network.down]
+
+    async def wait(self, condition, what: str) -> None:  # type: ignore[no-untyped-def]
+        end = time.monotonic() + DEADLINE
+        while not condition():
+            if time.monotonic() > end:
+                heights = [s.consensus.tip.height for s in self.services]
+                pools = [len(s.consensus.pool) for s in self.services]
+                raise AssertionError(
+                    f"timed out waiting for {what}: heights {heights}, pools {pools}"
+                )
+            await asyncio.sleep(0.01)
+
+    def final_everywhere(self, tx_hashes: list[bytes], services: list[ChannelService]) -> bool:
+        return all(s.store.has_transaction(h) for s in services for h in tx_hashes)
+
+
+@pytest_asyncio.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    config = load_config(
+        environ={}, overrides={"INTERVAL_BLOCKGENERATION": 0.05, "TIMEOUT_FOR_LEADER_COMPLAIN": 0.5}
+    )
+    issuer = Signer.generate()
+    signers = [Signer.generate() for _ in range(PEERS)]
+    validators = ValidatorSet(CHANNEL, 1, tuple(Validator(s.address) for s in signers)).signed_by(
+        issuer
+    )
+    peers = [PeerInfo(s.address, f"memory:{i}", i) for i, s in enumerate(signers)]
+    network = InMemoryNetwork()
+    services = []
+    for index, signer in enumerate(signers):
+        settings = ChannelSettings(
+            CHANNEL, "no/score", issuer.address, peers[index].target, tmp_path / str(index), 0
+        )
+        service = ChannelService(
+            settings=settings,
+            config=config,
+            signer=signer,
+            store=BlockStore(MemoryStore(), CHANNEL),
+            transport=network.transport(signer.address),
+        )
+        service.set_members(peers)
+        network.backends[signer.address] = service
+        services.append(service)
+    tasks = [asyncio.create_task(s.run()) for s in services]
+    for service in services:
+        service.receive(m.ValidatorsChanged(validators))
+    try:
+        yield Cluster(services, network)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        assert task.cancelled(), task.exception()
+
+
+def submit(service: ChannelService, count: int, tag: str) -> list[bytes]:
+    outcomes = service.create_txs([{"tag": tag, "n": n} for n in range(count)])
+    hashes = []
+    for outcome in outcomes:
+        assert not isinstance(outcome, Exception), outcome
+        hashes.append(outcome.hash)
+    return hashes
+
+
+def assert_agree(services: list[ChannelService]) -> None:
+    top = min(s.store.tip_height() for s in services)
+    assert top >= 0
+    for height in range(top + 1):
+        hashes = {s.store.block_by_height(height).hash for s in services}  # type: ignore[union-attr]
+        assert len(hashes) == 1, f"services differ at height {height}"
+
+
+async def test_four_services_agree_over_the_in_memory_transport(cluster: Cluster) -> None:
+    services = cluster.services
+    submitted = [h for i, s in enumerate(services) for h in submit(s, 25, f"peer {i}")]
+    await cluster.wait(lambda: cluster.final_everywhere(submitted, services), "all final")
+    await cluster.wait(lambda: all(not s.consensus.pool for s in services), "empty pools")
+    assert_agree(services)
+    assert {s.store.total_tx() for s in services} == {len(submitted)}
+    assert cluster.network.delivered > 0
+
+
+async def test_three_go_on_without_the_fourth_which_catches_up(cluster: Cluster) -> None:
+    services = cluster.services
+    first = submit(services[0], 5, "before")
+    await cluster.wait(lambda: cluster.final_everywhere(first, services), "first final")
+    cut = services[3]
+    cluster.network.down.add(cut.signer.address)
+    during = submit(services[1], 20, "during")
+    await cluster.wait(lambda: cluster.final_everywhere(during, cluster.up()), "final on three")
+    assert not any(cut.store.has_transaction(h) for h in during)
+    cluster.network.down.clear()
+    after = submit(services[2], 5, "after")
+    await cluster.wait(
+        lambda: cluster.final_everywhere(during + after, services), "the fourth caught up"
+    )
+    assert_agree(services)
