@@ -146,6 +146,7 @@ def validate(values: Mapping[str, Any]) -> None:
         "MAX_BLOCK_KBYTES",
         "TX_POOL_MAX",
         "TX_POOL_ADMIT_MAX",
+        "TX_POOL_ADMIT_BACKLOG",
         "REST_MAX_INFLIGHT",
     ):
         if values[key] < 1:

@@ -57,12 +57,13 @@ MAX_TX_COUNT_IN_ADDTX_LIST = 128
 SEND_TX_LIST_DURATION = 0.05
 TPS_LIMIT_PER_SEC = 0  # 0: no limit
 TX_POOL_MAX = 50000
-# A peer takes new transactions from clients only while its pool holds fewer than TX_POOL_ADMIT_MAX
-# and its oldest pooled transaction has waited less than TX_POOL_ADMIT_WAIT seconds; otherwise
-# clients get 503 with Retry-After (gRPC RESOURCE_EXHAUSTED) at once, so a backlog never grows
-# into waiting times, on a fast machine or a slow one. Relayed transactions are still pooled up to
-# TX_POOL_MAX.
+# Admission control: a peer takes new transactions from clients while its pool holds fewer than
+# TX_POOL_ADMIT_MAX, and refuses them while a backlog builds up: TX_POOL_ADMIT_BACKLOG or more wait
+# for a block and the oldest of them has waited TX_POOL_ADMIT_WAIT seconds. Refused clients get
+# 503 with Retry-After (gRPC RESOURCE_EXHAUSTED) at once, so a backlog never grows into waiting
+# times, on a fast machine or a slow one. Relayed transactions are still pooled up to TX_POOL_MAX.
 TX_POOL_ADMIT_MAX = 2000
+TX_POOL_ADMIT_BACKLOG = 200
 TX_POOL_ADMIT_WAIT = 0.5
 REST_MAX_INFLIGHT = 256  # calls a REST proxy has open to its peer; more are answered 503 at once
 MAX_TX_BYTES = 64 * 1024

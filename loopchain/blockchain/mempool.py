@@ -30,11 +30,9 @@ class TxPool:
         self._arrived[tx.hash] = now
         return True
 
-    def oldest_wait(self, now: float) -> float:
-        """How long the oldest pooled transaction has waited (0 when the pool is empty): the
-        queueing delay a new transaction can expect, whatever the machine's speed."""
-        oldest = next(iter(self._txs), None)
-        return max(0.0, now - self._arrived[oldest]) if oldest is not None else 0.0
+    def arrival(self, tx_hash: bytes) -> float:
+        """When a pooled transaction arrived (as given to `add`)."""
+        return self._arrived[tx_hash]
 
     def take(
         self, max_count: int, max_bytes: int, exclude: set[bytes] | None = None

@@ -256,6 +256,18 @@ class ChannelConsensus:
         in_flight = self.tree.tx_hashes_on_path(parent.block_hash)
         return any(tx_hash not in in_flight for tx_hash in self.pool.hashes())
 
+    def backlog(self, now: float) -> tuple[int, float]:
+        """Pooled transactions that no proposed block holds yet: how many, and how long the
+        oldest of them has waited (the queueing delay that admission control watches)."""
+        proposed = {tx.hash for node in self.tree.nodes.values() for tx in node.block.transactions}
+        count, oldest = 0, now
+        for tx_hash in self.pool.hashes():
+            if tx_hash not in proposed:
+                if count == 0:
+                    oldest = self.pool.arrival(tx_hash)
+                count += 1
+        return count, max(0.0, now - oldest)
+
     def _justifying_tc(self, parent: ChainTip) -> TimeoutCertificate | None:
         tc = self.last_tc
         if tc is None or parent.round + 1 == self.round:

@@ -109,6 +109,7 @@ class ChannelService:
         )
         self._admit_max = min(int(config.TX_POOL_ADMIT_MAX), int(config.TX_POOL_MAX))
         self._admit_wait = float(config.TX_POOL_ADMIT_WAIT)
+        self._admit_backlog = int(config.TX_POOL_ADMIT_BACKLOG)
         self._refusal = ""
         self.relay = TxRelay(self.name, config, transport, self._other_peers)
         self.catchup = CatchUp(
@@ -184,16 +185,18 @@ class ChannelService:
         return outcomes
 
     def _admission_room(self, now: float) -> int:
-        """How many client transactions the pool takes now (0 when it is backlogged: the oldest
-        pooled transaction waited too long, or the pool is at its intake limit)."""
+        """How many client transactions the pool takes now: none while a backlog builds up (at
+        least TX_POOL_ADMIT_BACKLOG transactions wait for a block, the oldest of them for
+        TX_POOL_ADMIT_WAIT seconds or more), else up to the pool's intake limit."""
         pool = self.consensus.pool
-        waited = pool.oldest_wait(now)
-        if waited >= self._admit_wait:
-            self._refusal = (
-                f"transactions wait {waited:.1f} s in the pool (limit {self._admit_wait:g} s); "
-                "the channel is at capacity, try again shortly"
-            )
-            return 0
+        if len(pool) >= self._admit_backlog:
+            count, waited = self.consensus.backlog(now)
+            if count >= self._admit_backlog and waited >= self._admit_wait:
+                self._refusal = (
+                    f"{count} transactions wait for a block, the oldest for {waited:.1f} s "
+                    f"(limit {self._admit_wait:g} s); the channel is at capacity, try again shortly"
+                )
+                return 0
         self._refusal = (
             f"the transaction pool holds {len(pool)} transactions, the intake limit is "
             f"{self._admit_max}; try again shortly"

@@ -235,3 +235,23 @@ def test_an_auditor_follows_the_chain_but_keeps_no_pool_and_never_votes() -> Non
     ]
     assert len(outsider.state.pool) == 0
     assert outsider.disk.safety == (-1, None)  # it never voted nor complained
+
+
+def test_backlog_counts_only_transactions_no_block_holds_and_their_oldest_wait() -> None:
+    net = Network(4, seed=11)
+    net.start()
+    net.run_until(0.1)
+    leader = net.nodes[_leader(net)]
+    first = net.submit(leader.address, 3)
+    net.run_until(net.now + 0.0001)  # the leader pools and proposes them at once
+    assert leader.state.tree.nodes, "the leader proposed no block"
+    proposed_at = net.now
+    later = [
+        Transaction.create_v1(CHANNEL, {"late": n}, int(net.now * 1e6) + n, leader.signer)
+        for n in range(2)
+    ]
+    leader.state.handle(m.TxsReceived(tuple(later)), proposed_at + 0.25)
+    count, waited = leader.state.backlog(proposed_at + 1.0)
+    assert count == len(later)  # the first three are in the proposed block
+    assert waited == pytest.approx(0.75)
+    assert {tx.hash for tx in first} <= set(leader.state.pool.hashes())

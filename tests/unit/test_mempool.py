@@ -15,18 +15,17 @@ def tx(n: int) -> Transaction:
     return Transaction.create_v1("pool_channel", {"n": n}, n, SIGNER)
 
 
-def test_oldest_wait_follows_the_head_of_the_queue() -> None:
+def test_arrival_times_are_kept_until_removal() -> None:
     pool = TxPool(10)
-    assert pool.oldest_wait(100.0) == 0.0
     first, second = tx(1), tx(2)
     assert pool.add(first, now=10.0) and pool.add(second, now=12.0)
     assert not pool.add(first, now=20.0)  # a duplicate keeps its first arrival
-    assert pool.oldest_wait(13.5) == pytest.approx(3.5)
+    assert (pool.arrival(first.hash), pool.arrival(second.hash)) == (10.0, 12.0)
+    assert list(pool.hashes()) == [first.hash, second.hash]
     pool.remove([first.hash])
-    assert pool.oldest_wait(13.5) == pytest.approx(1.5)
-    pool.remove([second.hash])
-    assert pool.oldest_wait(13.5) == 0.0
-    assert pool.oldest_wait(5.0) == 0.0
+    assert list(pool.hashes()) == [second.hash]
+    with pytest.raises(KeyError):
+        pool.arrival(first.hash)
 
 
 def test_bounded_and_first_in_first_out() -> None:
