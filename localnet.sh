@@ -72,11 +72,16 @@ wait_http() {  # url, name, pid
 ./radiostation.py -o "$CONF" "${DEBUG[@]}" >"$DATA/logs/radiostation.log" 2>&1 &
 pids+=($!)
 wait_http http://127.0.0.1:9002/api/v1/peer/list radiostation $!
-for i in $(seq 1 "$PEERS"); do
+peer_pids=()
+for i in $(seq 1 "$PEERS"); do  # all peers start at once, then each is waited for
   port=$((7000 + 100 * i))
   ./peer.py -p "$port" -r 127.0.0.1:7102 -o "$CONF" "${DEBUG[@]}" >"$DATA/logs/peer_$port.log" 2>&1 &
   pids+=($!)
-  wait_http "http://127.0.0.1:$((port + 1900))/api/v1/status/peer" "peer_$port" $!
+  peer_pids+=($!)
+done
+for i in $(seq 1 "$PEERS"); do
+  port=$((7000 + 100 * i))
+  wait_http "http://127.0.0.1:$((port + 1900))/api/v1/status/peer" "peer_$port" "${peer_pids[$((i - 1))]}"
 done
 
 cat <<TEXT

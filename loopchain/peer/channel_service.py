@@ -28,6 +28,7 @@ from loopchain.peer.score_runtime import ScoreInfo, ScoreRuntime
 from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
 from loopchain.types import canonical
 from loopchain.types.block import Block
+from loopchain.types.canonical import EncodingError
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import Transaction
@@ -204,11 +205,12 @@ class ChannelService:
         return self._admit_max - len(pool)
 
     def _new_tx(self, data: dict[str, Any], now_us: int, room: int) -> Transaction:
-        raw = canonical.encode(data) if _no_floats(data) else None
-        if raw is None:
-            raise RequestError(
-                ErrorKind.INVALID, "transaction data must not contain floating-point numbers"
-            )
+        try:
+            raw = canonical.encode(data)
+        except EncodingError as exc:  # floats, lone surrogates
+            raise RequestError(ErrorKind.INVALID, f"transaction data refused: {exc}") from None
+        except RecursionError:
+            raise RequestError(ErrorKind.INVALID, "transaction data is nested too deeply") from None
         if len(raw) > int(self.config.MAX_TX_BYTES):
             raise RequestError(
                 ErrorKind.INVALID,
@@ -216,7 +218,7 @@ class ChannelService:
             )
         if room <= 0:
             raise RequestError(ErrorKind.POOL_FULL, self._refusal)
-        return Transaction.create_v1(self.name, data, now_us, self.signer)
+        return Transaction.create_v1(self.name, data, now_us, self.signer, checked=True)
 
     def receive_txs(self, txs: list[Transaction]) -> None:
         """Transactions relayed by another peer."""
@@ -412,13 +414,3 @@ def _channel_of(event: m.Event) -> str | None:
         case m.ComplaintReceived(complaint):
             return complaint.channel
     return None
-
-
-def _no_floats(value: Any) -> bool:
-    if isinstance(value, float):
-        return False
-    if isinstance(value, dict):
-        return all(_no_floats(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_no_floats(v) for v in value)
-    return True

@@ -80,8 +80,11 @@ class Transaction:
     hash: bytes = field(compare=False)
 
     @classmethod
-    def create_v1(cls, channel: str, data: Any, timestamp_us: int, signer: Signer) -> Transaction:
-        """A peer-signed transaction wrapping the client's JSON `data`."""
+    def create_v1(
+        cls, channel: str, data: Any, timestamp_us: int, signer: Signer, *, checked: bool = False
+    ) -> Transaction:
+        """A peer-signed transaction wrapping the client's JSON `data` (`checked`: `data` was
+        already encoded canonically once, so nothing walks it again)."""
         body = {
             "version": V1,
             "channel": channel,
@@ -89,10 +92,16 @@ class Transaction:
             "timestamp": timestamp_us,
             "from": signer.address,
         }
-        digest = tx_hash_of(body)
+        encoded_body = canonical.encode_checked(body) if checked else canonical.encode(body)
+        digest = sha3_256(b"loopchain.tx.v1." + encoded_body)
         signature = signer.sign(digest)
         SIGNATURES.remember(digest, signature, signer.address)
-        return cls(body=body, signature=signature, hash=digest)
+        tx = cls(body=body, signature=signature, hash=digest)
+        # canonical JSON of {"body": ..., "signature": ...} is its members' encodings in key order
+        tx.__dict__["_encoded"] = b"".join(
+            (b'{"body":', encoded_body, b',"signature":"', signature.hex().encode(), b'"}')
+        )
+        return tx
 
     @property
     def hash_hex(self) -> str:

@@ -134,3 +134,23 @@ async def test_three_go_on_without_the_fourth_which_catches_up(cluster: Cluster)
         lambda: cluster.final_everywhere(during + after, services), "the fourth caught up"
     )
     assert_agree(services)
+
+
+async def test_a_bad_submission_is_refused_alone_in_its_batch(cluster: Cluster) -> None:
+    service = cluster.services[0]
+    deep: dict = {}
+    inner = deep
+    for _ in range(5000):
+        inner["d"] = {}
+        inner = inner["d"]
+    items = [{"ok": 1}, {"x": 1.5}, {"s": "\ud800"}, deep, {"big": "x" * 70_000}, {"ok": 2}]
+    outcomes = service.create_txs(items)
+    kinds = [type(o).__name__ for o in outcomes]
+    assert kinds == ["Transaction"] + ["RequestError"] * 4 + ["Transaction"], kinds
+    messages = [str(o) for o in outcomes[1:5]]
+    assert "floats are not allowed" in messages[0]
+    assert "valid Unicode" in messages[1]
+    assert "nested too deeply" in messages[2]
+    assert "limit" in messages[3]
+    good = [o.hash for o in outcomes if not isinstance(o, Exception)]  # type: ignore[union-attr]
+    await cluster.wait(lambda: cluster.final_everywhere(good, cluster.services), "good final")

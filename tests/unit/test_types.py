@@ -116,6 +116,17 @@ def test_hostile_inputs_are_encoding_errors(raw: bytes) -> None:
 
 
 @SETTINGS
+@given(json_data, st.integers(0, 2**62))
+def test_created_transactions_carry_the_bytes_a_decoder_would_make(data: Any, ts: int) -> None:
+    for checked in (False, True):
+        tx = Transaction.create_v1(CHANNEL, data, ts, SIGNERS[0], checked=checked)
+        assert tx.encode() == canonical.encode(tx.to_json())
+        again = Transaction.decode(tx.encode())
+        assert (again.hash, again.encode()) == (tx.hash, tx.encode())
+        assert again.verify_signature()
+
+
+@SETTINGS
 @given(json_values, st.sampled_from([{"indent": 1}, {"separators": (", ", ": ")}, {}]))
 def test_non_canonical_bytes_are_rejected(value: Any, style: dict[str, Any]) -> None:
     raw = json.dumps(value, ensure_ascii=True, **style).encode()
