@@ -242,6 +242,13 @@ class LocalNetwork:
                 codes[proc.name] = proc.stop()
         return codes
 
+    def stop_and_check(self) -> None:
+        """Stop every process, then fail on a traceback in any log or an unclean exit."""
+        codes = self.stop_all()
+        bad = self.tracebacks()
+        assert not bad, f"tracebacks in logs of {bad} (see {self.workdir})"
+        assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+
     def tracebacks(self) -> list[str]:
         """Names of the processes whose logs hold a Python traceback."""
         names = {p.name for p in self.procs}

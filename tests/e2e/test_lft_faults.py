@@ -30,10 +30,7 @@ def net(tmp_path: Path) -> Iterator[LocalNetwork]:
         wait_until(lambda: _all_ready(network), 30, "four peers that know all four validators")
         yield network
     finally:
-        codes = network.stop_all()
-        bad = network.tracebacks()
-        assert not bad, f"tracebacks in logs of {bad} (see {network.workdir})"
-        assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+        network.stop_and_check()
 
 
 def _all_ready(net: LocalNetwork) -> bool:

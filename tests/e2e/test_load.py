@@ -45,10 +45,7 @@ def net(tmp_path: Path) -> Iterator[LocalNetwork]:
         )
         yield network
     finally:
-        codes = network.stop_all()
-        bad = network.tracebacks()
-        assert not bad, f"tracebacks in logs of {bad} (see {network.workdir})"
-        assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+        network.stop_and_check()
 
 
 async def _client(

@@ -21,10 +21,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
             network.start_peer()
         yield network
     finally:
-        codes = network.stop_all()
-        bad = network.tracebacks()
-        assert not bad, f"tracebacks in logs of {bad} (see {network.workdir})"
-        assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+        network.stop_and_check()
 
 
 def _ports(net: LocalNetwork) -> list[int]:
