@@ -63,8 +63,8 @@ TX_POOL_MAX = 50000
 # 503 with Retry-After (gRPC RESOURCE_EXHAUSTED) at once, so a backlog never grows into waiting
 # times, on a fast machine or a slow one. Relayed transactions are still pooled up to TX_POOL_MAX.
 TX_POOL_ADMIT_MAX = 2000
-TX_POOL_ADMIT_BACKLOG = 200
-TX_POOL_ADMIT_WAIT = 0.25
+TX_POOL_ADMIT_BACKLOG = 150
+TX_POOL_ADMIT_WAIT = 0.2
 REST_MAX_INFLIGHT = 256  # calls a REST proxy has open to its peer; more are answered 503 at once
 MAX_TX_BYTES = 64 * 1024
 

@@ -111,7 +111,6 @@ class ChannelService:
         self._admit_max = min(int(config.TX_POOL_ADMIT_MAX), int(config.TX_POOL_MAX))
         self._admit_wait = float(config.TX_POOL_ADMIT_WAIT)
         self._admit_backlog = int(config.TX_POOL_ADMIT_BACKLOG)
-        self._refusal = ""
         self.relay = TxRelay(self.name, config, transport, self._other_peers)
         self.catchup = CatchUp(
             self.name,
@@ -166,17 +165,17 @@ class ChannelService:
         """Wrap each client's JSON in a transaction signed by this peer and pool them together
         (one consensus event and one gossip batch); each item gets its transaction or its refusal."""
         if self.consensus.is_auditor:
-            refusal = RequestError(
+            denied = RequestError(
                 ErrorKind.DENIED,
                 f"this peer audits channel {self.name}: it serves its data but takes no transactions",
             )
-            return [refusal] * len(items)
+            return [denied] * len(items)
         outcomes: list[Transaction | RequestError] = []
         now_us = time.time_ns() // 1000
-        room = self._admission_room(now_us / 1_000_000)
+        room, refusal = self._admission(now_us / 1_000_000)
         for index, data in enumerate(items):
             try:  # one microsecond apart: equal submissions in one batch stay distinct
-                outcomes.append(self._new_tx(data, now_us + index, room))
+                outcomes.append(self._new_tx(data, now_us + index, room, refusal))
                 room -= 1
             except RequestError as exc:
                 outcomes.append(exc)
@@ -185,26 +184,25 @@ class ChannelService:
             self._dispatch(m.TxsReceived(created, gossip=True))
         return outcomes
 
-    def _admission_room(self, now: float) -> int:
-        """How many client transactions the pool takes now: none while a backlog builds up (at
-        least TX_POOL_ADMIT_BACKLOG transactions wait for a block, the oldest of them for
-        TX_POOL_ADMIT_WAIT seconds or more), else up to the pool's intake limit."""
+    def _admission(self, now: float) -> tuple[int, str]:
+        """How many client transactions the pool takes now, and why it takes no more: none while
+        a backlog builds up (at least TX_POOL_ADMIT_BACKLOG transactions wait for a block, the
+        oldest of them for TX_POOL_ADMIT_WAIT seconds or more), else up to the intake limit."""
         pool = self.consensus.pool
         if len(pool) >= self._admit_backlog:
             count, waited = self.consensus.backlog(now)
             if count >= self._admit_backlog and waited >= self._admit_wait:
-                self._refusal = (
+                return 0, (
                     f"{count} transactions wait for a block, the oldest for {waited:.1f} s "
                     f"(limit {self._admit_wait:g} s); the channel is at capacity, try again shortly"
                 )
-                return 0
-        self._refusal = (
+        refusal = (
             f"the transaction pool holds {len(pool)} transactions, the intake limit is "
             f"{self._admit_max}; try again shortly"
         )
-        return self._admit_max - len(pool)
+        return self._admit_max - len(pool), refusal
 
-    def _new_tx(self, data: dict[str, Any], now_us: int, room: int) -> Transaction:
+    def _new_tx(self, data: dict[str, Any], now_us: int, room: int, refusal: str) -> Transaction:
         try:
             raw = canonical.encode(data)
         except EncodingError as exc:  # floats, lone surrogates
@@ -217,7 +215,7 @@ class ChannelService:
                 f"transaction is {len(raw)} bytes, limit {self.config.MAX_TX_BYTES}",
             )
         if room <= 0:
-            raise RequestError(ErrorKind.POOL_FULL, self._refusal)
+            raise RequestError(ErrorKind.POOL_FULL, refusal)
         return Transaction.create_v1(self.name, data, now_us, self.signer, checked=True)
 
     def receive_txs(self, txs: list[Transaction]) -> None:
