@@ -92,7 +92,8 @@ class CatchUp:
         seen_height = -2
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._sync_wanted.wait(), SYNC_PERIOD)
+                async with asyncio.timeout(SYNC_PERIOD):
+                    await self._sync_wanted.wait()
             asked = self._sync_wanted.is_set()
             self._sync_wanted.clear()
             if asked or self.tip_height() == seen_height:

@@ -140,7 +140,8 @@ class PeerNode:
                     return _decode_registration(cached)
                 log.warning("waiting for RadioStation at %s (%s)", rs.target, exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await stop.wait()
             delay = min(delay * 2, 5.0)
         return None
 
@@ -197,7 +198,8 @@ class PeerNode:
                     if not service.members:
                         service.set_members(self._cached_members(name))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), float(self.config.HEARTBEAT_INTERVAL))
+                async with asyncio.timeout(float(self.config.HEARTBEAT_INTERVAL)):
+                    await stop.wait()
 
     async def _refresh_peers(self, rs: RadioStationClient, service: ChannelService) -> None:
         peers, validators = await rs.peer_list(service.name)
@@ -238,7 +240,8 @@ class PeerNode:
         if rest_child is not None and rest_child.returncode is None:
             rest_child.terminate()
             try:
-                await asyncio.wait_for(rest_child.wait(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await rest_child.wait()
             except TimeoutError:
                 rest_child.kill()
                 await rest_child.wait()

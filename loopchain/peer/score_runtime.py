@@ -163,7 +163,8 @@ class ScoreRuntime:
             if height > self.store.tip_height():
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_CHECK)
+                    async with asyncio.timeout(IDLE_CHECK):
+                        await self._wake.wait()
                 continue
             block = self.store.block_by_height(height)
             assert block is not None

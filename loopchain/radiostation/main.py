@@ -174,7 +174,8 @@ async def watch_leaders(station: Station, stop: asyncio.Event) -> None:
     known = _leader_text(station)
     while not stop.is_set():
         try:
-            await asyncio.wait_for(stop.wait(), timeout=float(station.config.HEARTBEAT_INTERVAL))
+            async with asyncio.timeout(float(station.config.HEARTBEAT_INTERVAL)):
+                await stop.wait()
         except TimeoutError:
             pass
         current = _leader_text(station)

@@ -97,7 +97,8 @@ class ScoreSupervisor:
         if self._fatal is not None:
             return False
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
         except TimeoutError:
             return False
         return True
@@ -130,7 +131,8 @@ class ScoreSupervisor:
             )
             log.warning("SCORE process of channel %s exited (%s); restart", self.channel, code)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), backoff)
+                async with asyncio.timeout(backoff):
+                    await self._stopping.wait()
             backoff = min(backoff * 2, float(self.config.SCORE_RESTART_BACKOFF_MAX))
 
     async def _run_once(self) -> str:
@@ -236,7 +238,8 @@ class ScoreSupervisor:
             await _terminate(process)
         if self._running:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._finished.wait(), STOP_DEADLINE * 2)
+                async with asyncio.timeout(STOP_DEADLINE * 2):
+                    await self._finished.wait()
         await self._client.close()
 
 
@@ -246,7 +249,8 @@ async def _terminate(process: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError):
             process.terminate()
         try:
-            await asyncio.wait_for(process.wait(), STOP_DEADLINE)
+            async with asyncio.timeout(STOP_DEADLINE):
+                await process.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()

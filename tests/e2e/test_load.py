@@ -9,7 +9,9 @@ far above what the work needs on a machine several times slower than a developme
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -181,6 +183,35 @@ def test_many_clients_get_503s_not_timeouts_and_regossip_does_not_stall(
     wait_until(lambda: _calm(net), 60, "calm after the re-gossip")
     for port in ports:
         assert net.status(port)["total_tx"] == len(committed) + len(fresh)
+    # 4. SIGTERM ends a peer promptly while blocks are being finalised (a cancelled wait that
+    #    raced a finished one used to keep its SCORE runtime waiting for a stopped SCORE forever)
+    with _Trickle(net, ports[:3]) as trickle:
+        wait_until(lambda: trickle.sent >= 20, 60, "transactions flowing again")
+        assert net.peers[ports[3]].stop(timeout=30) == 0, net.peers[ports[3]].log_text()[-2000:]
+
+
+class _Trickle:
+    """One client sending transactions round-robin to some peers until the block ends."""
+
+    def __init__(self, net: LocalNetwork, ports: list[int]) -> None:
+        self.net, self.ports, self.sent = net, ports, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Trickle:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            port = self.ports[self.sent % len(self.ports)]
+            with contextlib.suppress(OSError, ValueError):
+                post_json(f"{self.net.rest(port)}/api/v1/transactions", {"data": self.sent})
+            self.sent += 1
 
 
 def test_a_full_pool_answers_503_with_retry_after_at_once(tmp_path: Path) -> None:
