@@ -14,6 +14,7 @@ from loopchain.configure import load_config
 from loopchain.peer.score_runtime import ScoreRuntime
 from loopchain.storage.memory import MemoryStore
 
+
 @pytest.mark.asyncio
 async def test_execute_loop_cancelled_as_its_wake_event_fires_ends(tmp_path: Path) -> None:
     runtime = ScoreRuntime(
