@@ -27,8 +27,11 @@ async def test_execute_loop_cancelled_as_its_wake_event_fires_ends(tmp_path: Pat
         on_executed=lambda event: None,
     )
     task = asyncio.create_task(runtime.run())
-    for _ in range(5):  # let it settle into waiting for a final block
+    for _ in range(100):  # a few turns of the loop, until it waits for a final block
+        if runtime._wake._waiters:  # type: ignore[attr-defined]
+            break
         await asyncio.sleep(0)
+    assert runtime._wake._waiters, "the loop never waited: the race below would prove nothing"  # type: ignore[attr-defined]
     runtime.block_final()  # the wake event fires ...
     task.cancel()  # ... in the same turn as the stop
     done, _ = await asyncio.wait({task}, timeout=10)
