@@ -533,6 +533,15 @@ def _signals_ignored() -> Any:
 # ------------------------------------------------------------------ HTTP helpers
 
 
+def failure_kind(exc: BaseException) -> str:
+    """How an HTTP call failed, as the answers table counts it."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        return "connection error"
+    return "bad reply"
+
+
 async def get_json(
     session: aiohttp.ClientSession, url: str, timeout: float = HTTP_TIMEOUT
 ) -> tuple[int | str, Any]:
@@ -541,12 +550,8 @@ async def get_json(
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             body = await resp.json(content_type=None)
             return resp.status, body
-    except TimeoutError:
-        return "timeout", None
-    except aiohttp.ClientConnectionError:
-        return "connection error", None
-    except (aiohttp.ClientError, ValueError):
-        return "bad reply", None
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        return failure_kind(exc), None
 
 
 async def status_of(
@@ -620,12 +625,8 @@ async def _post_tx(
                 await resp.read()
                 return resp.status, retry
             reply = await resp.json(content_type=None)
-    except TimeoutError:
-        return "timeout", None
-    except aiohttp.ClientConnectionError:
-        return "connection error", None
-    except (aiohttp.ClientError, ValueError):
-        return "bad reply", None
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        return failure_kind(exc), None
     if isinstance(reply, dict) and reply.get("tx_hash"):
         return str(reply["tx_hash"])
     return "200 without tx_hash", None

@@ -98,6 +98,7 @@ class BlockStore:
         self._tip_height, self._tip_hash = self._read_tip_pointer()
         self._tip: tuple[Block, QuorumCertificate] | None = None
         self._decoded: OrderedDict[bytes, Block] = OrderedDict()
+        self._legacy_proof = kv.get(LEGACY_PROOF) is not None
 
     # -- writing
 
@@ -126,11 +127,13 @@ class BlockStore:
                 batch.put(PROOF, encode_proof(*proof))
             else:
                 batch.delete(PROOF)
-            batch.delete(LEGACY_PROOF)
+            if self._legacy_proof:  # a store of an earlier version: its old proof goes too
+                batch.delete(LEGACY_PROOF)
             if block.validator_update is not None:
                 batch.put(_height_key(UPDATES, height), b"")
         self._tip_height, self._tip_hash = height, block_hash
         self._tip = (block, certificate)
+        self._legacy_proof = False
         self._keep_decoded(block_hash, block)
 
     def _keep_decoded(self, block_hash: bytes, block: Block) -> None:

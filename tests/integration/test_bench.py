@@ -407,3 +407,12 @@ def test_bench_against_a_baseline_worktree_prints_ratios() -> None:
     assert "bench-baseline-" in summary["baseline"]["tree"]
     assert not Path(summary["baseline"]["tree"]).exists()
     assert _bench_worktrees() == before  # its worktree was removed
+
+
+def test_failed_calls_are_counted_by_kind() -> None:
+    import aiohttp
+
+    assert bench.failure_kind(TimeoutError()) == "timeout"
+    refused = aiohttp.ClientConnectionError("refused")
+    assert bench.failure_kind(refused) == "connection error"
+    assert bench.failure_kind(ValueError("not JSON")) == "bad reply"

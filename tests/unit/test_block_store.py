@@ -132,7 +132,10 @@ def test_commit_proof_is_written_with_its_block_and_never_outlives_it(
         {"block": grandchild.to_json(), "certificate": grandchild_qc.to_json()}
     )
     kv.put(schema.LEGACY_PROOF, legacy)
-    assert store.commit_proof() == (grandchild.encode(), grandchild_qc.encode())
+    reopened = BlockStore(kv, CHANNEL)
+    assert reopened.commit_proof() == (grandchild.encode(), grandchild_qc.encode())
+    reopened.save_block(grandchild, grandchild_qc)  # the first new block drops the old proof
+    assert kv.get(schema.LEGACY_PROOF) is None and reopened.commit_proof() is None
 
 
 def test_blocks_are_stored_as_canonical_bytes(

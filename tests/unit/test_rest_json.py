@@ -1,0 +1,32 @@
+"""REST bodies: orjson for speed, the standard library for what orjson does not take."""
+
+from __future__ import annotations
+
+import json
+
+from loopchain.rest.errors import RestError, json_response
+from loopchain.types.codes import ResponseCode
+
+
+def body_of(value: object, status: int = 200) -> object:
+    response = json_response(value, status)
+    assert response.status == status and response.content_type == "application/json"
+    assert isinstance(response.body, bytes)
+    return json.loads(response.body)
+
+
+def test_ordinary_bodies_round_trip() -> None:
+    value = {"response_code": 0, "tx_hash": "ab" * 32, "data": {"é": [1, None, True]}}
+    assert body_of(value) == value
+
+
+def test_integers_beyond_64_bits_and_lone_surrogates_still_make_json() -> None:
+    assert body_of({"big": 2**70}) == {"big": 2**70}
+    assert body_of({"s": "\ud800"}) == {"s": "\ud800"}  # escaped, still valid JSON
+
+
+def test_a_503_says_when_to_try_again_and_others_do_not() -> None:
+    busy = RestError(ResponseCode.FAIL, "busy", 503).response()
+    assert busy.headers["Retry-After"] == "1"
+    missing = RestError(ResponseCode.NOT_FOUND, "no such thing").response()
+    assert "Retry-After" not in missing.headers
