@@ -9,6 +9,7 @@ import copy
 import importlib
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -37,6 +38,17 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    """repr(value), shortened: a message never carries a 400-digit number or a long string."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        try:
+            return f"an integer of {len(str(abs(value)))} digits"
+        except ValueError:  # beyond the interpreter's 4300 digits
+            return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def coerce(key: str, value: Any, default: Any) -> Any:
     """Return `value` as the type of `default`, or raise ConfigError naming `key`."""
     if isinstance(default, bool):
@@ -49,7 +61,11 @@ def coerce(key: str, value: Any, default: Any) -> Any:
             return value
     elif isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                message = f"configuration key {key} is out of range: {_shown(value)}"
+                raise ConfigError(message) from None
     elif isinstance(default, str):
         if isinstance(value, str):
             return value
@@ -133,8 +149,78 @@ def _apply(values: dict[str, Any], layer: Mapping[str, Any], origin: str) -> dic
     return values
 
 
+# Ranges every layer is held to (files, environment, overrides and the RadioStation's POST /conf).
+MAX_CONFIG_INT = 2**31 - 1  # every integer key fits a 32-bit field (gRPC options, sizes, counts)
+MAX_CONFIG_SECONDS = 86_400.0  # no time setting beyond a day
+_PORTS = ("PORT_PEER", "PORT_RADIOSTATION", "MONITOR_LOG_PORT")  # 1..65535
+_PORT_DIFFS = ("PORT_DIFF_REST_SERVICE_CONTAINER", "PORT_DIFF_INNER_SERVICE")  # -65535..65535
+_NON_NEGATIVE_INTS = ("TPS_LIMIT_PER_SEC", "ENABLE_REST_SSL", "GRPC_SSL_TYPE")
+_POSITIVE_INTS = (
+    "GRPC_MAX_MESSAGE_BYTES",
+    "REST_MAX_BODY_BYTES",
+    "SCORE_STEP_LIMIT",
+    "SCORE_MEMORY_LIMIT_MB",
+    "SYNC_BATCH_BLOCKS",
+    "MAX_TX_COUNT_IN_ADDTX_LIST",
+    "MAX_TX_BYTES",
+    "TX_POOL_MAX_BYTES",
+)
+_POSITIVE_SECONDS = (  # deadlines and intervals: zero would spin or fail every call at once
+    "GRPC_TIMEOUT",
+    "SCORE_QUERY_TIMEOUT",
+    "SCORE_INVOKE_TIMEOUT",
+    "SCORE_RESTART_BACKOFF_MAX",
+    "INTERVAL_BLOCKGENERATION",
+    "TIMEOUT_FOR_LEADER_COMPLAIN",
+    "MAX_TIMEOUT_FOR_LEADER_COMPLAIN",
+    "BLOCK_VOTE_TIMEOUT",
+    "TX_POOL_ADMIT_WAIT",
+    "HEARTBEAT_INTERVAL",
+    "HEARTBEAT_TIMEOUT",
+    "TX_TIMESTAMP_WINDOW",
+)
+_NON_NEGATIVE_SECONDS = ("MAX_TIMESTAMP_SKEW", "SEND_TX_LIST_DURATION")
+
+
+def _in_range(key: str, value: Any, low: float, high: float, low_open: bool = False) -> None:
+    if value < low or (low_open and value == low) or value > high:
+        bound = f"above {_bound(low)}" if low_open else f"at least {_bound(low)}"
+        message = f"{key} must be {bound} and at most {_bound(high)}, got {_shown(value)}"
+        raise ConfigError(message)
+
+
+def _bound(limit: float) -> str:
+    return str(int(limit)) if float(limit).is_integer() else str(limit)
+
+
+def validate_ranges(values: Mapping[str, Any]) -> None:
+    """Refuse values out of range: NaN and infinities, oversized integers, ports, counts, times."""
+    for key, value in values.items():
+        default = DEFAULTS.get(key)
+        if isinstance(default, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        if isinstance(default, int) and not isinstance(default, bool):
+            _in_range(key, value, -MAX_CONFIG_INT, MAX_CONFIG_INT)
+        if key.endswith("_PATH") and isinstance(value, str) and "\x00" in value:
+            raise ConfigError(f"{key} must not contain a NUL character")
+    for key in _PORTS:
+        _in_range(key, values[key], 1, 65535)
+    for key in _PORT_DIFFS:
+        _in_range(key, values[key], -65535, 65535)
+    for key in _NON_NEGATIVE_INTS:
+        _in_range(key, values[key], 0, MAX_CONFIG_INT)
+    for key in _POSITIVE_INTS:
+        _in_range(key, values[key], 1, MAX_CONFIG_INT)
+    for key in _POSITIVE_SECONDS:
+        _in_range(key, values[key], 0, MAX_CONFIG_SECONDS, low_open=True)
+    for key in _NON_NEGATIVE_SECONDS:
+        _in_range(key, values[key], 0, MAX_CONFIG_SECONDS)
+    _in_range("LEADER_COMPLAIN_RATIO", values["LEADER_COMPLAIN_RATIO"], 0, 1, low_open=True)
+
+
 def validate(values: Mapping[str, Any]) -> None:
     """Refuse combinations no layer may produce (unsafe consensus settings, impossible bounds)."""
+    validate_ranges(values)
     ratio = values["VOTING_RATIO"]
     if not 2 / 3 - 1e-9 <= ratio < 1:
         raise ConfigError(
@@ -159,6 +245,13 @@ def validate(values: Mapping[str, Any]) -> None:
     ):
         if values[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {values[key]}")
+    if values["MAX_TX_COUNT_IN_ADDTX_LIST"] > 1000:
+        raise ConfigError("MAX_TX_COUNT_IN_ADDTX_LIST must be at most 1000 (a peer's batch limit)")
+    if values["MAX_TX_BYTES"] > values["MAX_BLOCK_KBYTES"] * 1024:
+        raise ConfigError(
+            f"MAX_TX_BYTES {values['MAX_TX_BYTES']} must not exceed MAX_BLOCK_KBYTES "
+            f"({values['MAX_BLOCK_KBYTES']} KiB): such a transaction could never be in a block"
+        )
     if values["MAX_TIMEOUT_FOR_LEADER_COMPLAIN"] < values["TIMEOUT_FOR_LEADER_COMPLAIN"]:
         raise ConfigError(
             "MAX_TIMEOUT_FOR_LEADER_COMPLAIN must not be below TIMEOUT_FOR_LEADER_COMPLAIN"
@@ -182,8 +275,10 @@ def read_json_layer(path: str) -> dict[str, Any]:
             data = json.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist") from None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or a number longer than 4300 digits
         raise ConfigError(f"configuration file {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"configuration file {path} is nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"configuration file {path} must hold a JSON object")
     return data

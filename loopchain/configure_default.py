@@ -66,11 +66,16 @@ TX_POOL_ADMIT_MAX = 2000
 TX_POOL_ADMIT_BACKLOG = 150
 TX_POOL_ADMIT_WAIT = 0.2
 REST_MAX_INFLIGHT = 256  # calls a REST proxy has open to its peer; more are answered 503 at once
-MAX_TX_BYTES = 64 * 1024
+MAX_TX_BYTES = 64 * 1024  # a transaction's canonical bytes; at most MAX_BLOCK_KBYTES
+TX_POOL_MAX_BYTES = 64 * 1024 * 1024  # the summed size of a channel's pooled transactions
+TX_TIMESTAMP_WINDOW = 300.0  # seconds a pooled transaction's timestamp may lie from the clock
 
 # RadioStation
 HEARTBEAT_INTERVAL = 2.0
 HEARTBEAT_TIMEOUT = 10.0
+# The operator token file (Authorization: Bearer for POST /conf, certificates, peer removal); empty
+# means {DEFAULT_STORAGE_PATH}/radiostation_{port}/admin_token. Created 0600 on first start.
+RADIOSTATION_ADMIN_TOKEN_PATH = ""
 
 # Logging and monitoring
 LOOPCHAIN_LOG_LEVEL = "INFO"

@@ -1,34 +1,85 @@
-"""The transaction pool: bounded, first-in first-out, no duplicates."""
+"""The transaction pool: bounded by count and bytes, first-in first-out, no duplicates; a
+transaction too large for any block, or with a timestamp outside the window, never enters, and a
+pooled one leaves when its timestamp falls out of the window."""
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
 from loopchain.types.transaction import Transaction
 
+UNBOUNDED = 1 << 62
+EXPIRY_PERIOD = 1.0  # seconds between two sweeps for expired transactions
+
 
 class PoolFullError(RuntimeError):
-    """The pool holds its maximum number of transactions."""
+    """The pool holds its maximum number of transactions or bytes."""
+
+
+class TxRefused(ValueError):
+    """A transaction the pool never takes: too large, or its timestamp is outside the window."""
 
 
 class TxPool:
     """Pending transactions of one channel in arrival order."""
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(
+        self,
+        max_size: int,
+        *,
+        max_bytes: int = UNBOUNDED,
+        max_tx_bytes: int = UNBOUNDED,
+        window: float = math.inf,
+    ) -> None:
         self.max_size = max_size
+        self.max_bytes = max_bytes
+        self.max_tx_bytes = max_tx_bytes
+        self.window = window  # seconds a transaction's timestamp may lie from now, either way
         self._txs: OrderedDict[bytes, Transaction] = OrderedDict()
         self._arrived: dict[bytes, float] = {}
+        self._bytes = 0
+        self._next_sweep = 0.0
+
+    def check(self, tx: Transaction, now: float) -> None:
+        """Raise TxRefused unless the pool would ever take `tx` (size and timestamp window)."""
+        size = len(tx.encode())
+        if size > self.max_tx_bytes:
+            raise TxRefused(f"transaction is {size} bytes, limit {self.max_tx_bytes}")
+        off = tx.timestamp / 1_000_000 - now
+        if abs(off) > self.window:
+            when = "old" if off < 0 else "far in the future"
+            raise TxRefused(
+                f"transaction timestamp is {abs(off):.0f} s {when} (window {self.window:g} s)"
+            )
 
     def add(self, tx: Transaction, now: float = 0.0) -> bool:
-        """Add `tx` (arrived at `now`); False when already present; PoolFullError when full."""
+        """Add `tx` (arrived at `now`); False when already present; TxRefused when it may never
+        enter; PoolFullError when full."""
         if tx.hash in self._txs:
             return False
+        self.check(tx, now)
+        size = len(tx.encode())
         if len(self._txs) >= self.max_size:
             raise PoolFullError(f"transaction pool is full ({self.max_size} transactions)")
+        if self._bytes + size > self.max_bytes:
+            raise PoolFullError(f"transaction pool is full ({self.max_bytes} bytes)")
         self._txs[tx.hash] = tx
         self._arrived[tx.hash] = now
+        self._bytes += size
         return True
+
+    def expire(self, now: float) -> list[Transaction]:
+        """Drop the transactions whose timestamp fell out of the window (a sweep at most every
+        EXPIRY_PERIOD seconds); returns them."""
+        if now < self._next_sweep or math.isinf(self.window):
+            return []
+        self._next_sweep = now + EXPIRY_PERIOD
+        oldest_us = (now - self.window) * 1_000_000
+        expired = [tx for tx in self._txs.values() if tx.timestamp < oldest_us]
+        self.remove(tx.hash for tx in expired)
+        return expired
 
     def arrival(self, tx_hash: bytes) -> float:
         """When a pooled transaction arrived (as given to `add`)."""
@@ -37,7 +88,8 @@ class TxPool:
     def take(
         self, max_count: int, max_bytes: int, exclude: set[bytes] | None = None
     ) -> list[Transaction]:
-        """The oldest transactions that fit `max_count` and `max_bytes` (they stay in the pool)."""
+        """The oldest transactions that fit `max_count` and `max_bytes` (they stay in the pool);
+        one that could never fit is passed over, so it cannot hold up every block."""
         chosen: list[Transaction] = []
         size = 0
         for tx_hash, tx in self._txs.items():
@@ -46,17 +98,26 @@ class TxPool:
             if exclude and tx_hash in exclude:
                 continue
             tx_size = len(tx.encode())
-            if chosen and size + tx_size > max_bytes:
+            if tx_size > max_bytes:
+                continue
+            if size + tx_size > max_bytes:
                 break
             chosen.append(tx)
             size += tx_size
         return chosen
 
     def remove(self, tx_hashes: Iterable[bytes]) -> None:
-        """Drop the given transactions (committed ones)."""
+        """Drop the given transactions (committed or expired ones)."""
         for tx_hash in tx_hashes:
-            self._txs.pop(tx_hash, None)
-            self._arrived.pop(tx_hash, None)
+            tx = self._txs.pop(tx_hash, None)
+            if tx is not None:
+                self._arrived.pop(tx_hash, None)
+                self._bytes -= len(tx.encode())
+
+    @property
+    def size_bytes(self) -> int:
+        """The summed size of the pooled transactions."""
+        return self._bytes
 
     def hashes(self) -> Iterator[bytes]:
         """The pooled transactions' hashes, oldest first."""

@@ -57,7 +57,7 @@ from loopchain.blockchain.chain import (
     check_extends,
     check_proposal_bounds,
 )
-from loopchain.blockchain.mempool import PoolFullError, TxPool
+from loopchain.blockchain.mempool import PoolFullError, TxPool, TxRefused
 from loopchain.consensus import messages as m
 from loopchain.consensus.rules import SafetyRules, leader_of, round_after_timeout
 from loopchain.consensus.tree import BlockTree, TreeNode
@@ -214,11 +214,14 @@ class ChannelConsensus:
     def _on_txs(self, txs: tuple[Transaction, ...], gossip: bool, now: float) -> list[m.Action]:
         if self.is_auditor:
             return []  # auditors keep no pool: they never propose
+        self.pool.expire(now)
         added: list[Transaction] = []
         for tx in txs:
             try:
                 if not self.is_committed(tx.hash) and self.pool.add(tx, now):
                     added.append(tx)
+            except TxRefused:
+                continue  # too large for any block, or outside the timestamp window
             except PoolFullError:
                 break
         if not added:
@@ -229,6 +232,7 @@ class ChannelConsensus:
     # ------------------------------------------------------------ proposing
 
     def _maybe_propose(self, now: float) -> list[m.Action]:
+        self.pool.expire(now)
         if not self.is_leader or self.proposed_round >= self.round or not self.has_work():
             return []
         if self.round <= self.safety.highest_vote_round:

@@ -2,21 +2,31 @@
 
 Messages travel as the real transport carries them — encoded on send, decoded on arrival — and
 arrive on a later turn of the event loop, so a handler never runs inside its sender. Peers can be
-cut off (`down`) to watch the others carry on. For unit tests and simulations only.
+cut off (`down`) to watch the others carry on, or made to serve garbled blocks (`garbled`), as a
+faulty or hostile member would. For unit tests and simulations only.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import TypeVar
 
 from loopchain.consensus import messages as m
 from loopchain.p2p.peer_service import ChannelBackend
-from loopchain.p2p.transport import ConsensusPayload, FetchedRange, TransportError
+from loopchain.p2p.transport import (
+    ConsensusPayload,
+    FetchedRange,
+    MalformedReply,
+    TransportError,
+)
 from loopchain.types.block import Block
+from loopchain.types.canonical import EncodingError
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import Complaint, QuorumCertificate, Vote
+
+T = TypeVar("T")
 
 
 class InMemoryNetwork:
@@ -25,6 +35,7 @@ class InMemoryNetwork:
     def __init__(self) -> None:
         self.backends: dict[str, ChannelBackend] = {}
         self.down: set[str] = set()
+        self.garbled: set[str] = set()  # peers whose block replies arrive cut short
         self.delivered = 0
 
     def transport(self, sender: str) -> InMemoryTransport:
@@ -71,18 +82,32 @@ class InMemoryTransport:
         await asyncio.sleep(0)
         target = self._reachable(peer)
         found = target.get_block(-1, block_hash)
-        return Block.decode(found[0].encode()) if found is not None else None
+        return self._decode(peer, found[0].encode(), Block) if found is not None else None
 
     async def fetch_blocks(
         self, peer: PeerInfo, channel: str, from_height: int, max_blocks: int
     ) -> FetchedRange:
         await asyncio.sleep(0)
         found = self._reachable(peer).block_range(from_height, max_blocks)
-        blocks = tuple((Block.decode(b), QuorumCertificate.decode(c)) for b, c in found.blocks)
+        blocks = tuple(
+            (self._decode(peer, b, Block), self._decode(peer, c, QuorumCertificate))
+            for b, c in found.blocks
+        )
         proof = None
         if found.proof is not None:
-            proof = (Block.decode(found.proof[0]), QuorumCertificate.decode(found.proof[1]))
+            proof = (
+                self._decode(peer, found.proof[0], Block),
+                self._decode(peer, found.proof[1], QuorumCertificate),
+            )
         return FetchedRange(blocks, found.tip_height, proof)
+
+    def _decode(self, peer: PeerInfo, raw: bytes, kind: type[T]) -> T:
+        if peer.peer_id in self.network.garbled:
+            raw = raw[:-1]
+        try:
+            return kind.decode(raw)  # type: ignore[attr-defined, no-any-return]
+        except EncodingError as exc:
+            raise MalformedReply(f"{peer.target} served a malformed block: {exc}") from None
 
     def _reachable(self, peer: PeerInfo) -> ChannelBackend:
         target = self._target(peer)

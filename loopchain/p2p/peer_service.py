@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.grpc_util import Tls
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
 from loopchain.types.transaction import Transaction
@@ -99,14 +99,16 @@ def decode_consensus(message: pb.ConsensusMessage) -> m.Event:
     raise EncodingError(f"unsupported consensus message {kind!r}")
 
 
-MAX_SUBMISSIONS_PER_CALL = 1000
+MAX_SUBMISSIONS_PER_CALL = 1000  # client transactions in one CreateTxBatch
+MAX_TXS_PER_BATCH = 1000  # relayed transactions in one AddTxBatch (each is size-checked)
+MAX_RANGE_BLOCKS = 500  # blocks in one GetBlockRange reply (and at most max_bytes of them)
 
 
 def _client_object(text: str) -> dict[str, Any]:
-    """A client's transaction: a JSON object (RequestError when it is not)."""
+    """A client's transaction: a JSON object within the limits (RequestError when it is not)."""
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        data = canonical.parse(text, floats=True)  # floats are refused with their path later
+    except EncodingError as exc:
         raise RequestError(ErrorKind.INVALID, f"transaction is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise RequestError(ErrorKind.INVALID, "transaction must be a JSON object")
@@ -259,6 +261,10 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def Query(self, request: pb.QueryRequest, context: Any) -> pb.QueryReply:
         try:
+            try:
+                canonical.parse(request.params_json, floats=True)
+            except EncodingError as exc:
+                raise RequestError(ErrorKind.INVALID, f"query is not valid JSON: {exc}") from None
             channel = self._channel(context, request.channel)
             return pb.QueryReply(response_json=await channel.query(request.params_json))
         except RequestError as exc:
@@ -282,6 +288,11 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def AddTxBatch(self, request: pb.TxBatch, context: Any) -> pb.Ack:
         def work() -> pb.Ack:
+            if len(request.txs) > MAX_TXS_PER_BATCH:
+                raise RequestError(
+                    ErrorKind.INVALID,
+                    f"{len(request.txs)} transactions in one batch, limit {MAX_TXS_PER_BATCH}",
+                )
             channel = self._channel(context, request.channel)
             channel.receive_txs([Transaction.decode(raw) for raw in request.txs])
             return pb.Ack(code=0)
@@ -299,7 +310,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
     async def GetBlockRange(self, request: pb.BlockRangeRequest, context: Any) -> pb.BlockRange:
         def work() -> pb.BlockRange:
             channel = self._channel(context, request.channel)
-            limit = max(1, min(request.max_blocks or 100, 500))
+            limit = max(1, min(request.max_blocks or 100, MAX_RANGE_BLOCKS))
             found = channel.block_range(request.from_height, limit)
             reply = pb.BlockRange(
                 channel=request.channel,

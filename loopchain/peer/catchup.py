@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 
 from loopchain.consensus import messages as m
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 
 SYNC_PERIOD = 2.0
 FETCH_QUEUE_MAX = 64
+AVOID_SECONDS = 30.0  # a peer that served a malformed or invalid block is not asked for this long
 
 Dispatch = Callable[[m.Event], list[m.Action]]
 
@@ -42,6 +44,7 @@ class CatchUp:
         self._fetch: asyncio.Queue[bytes] = asyncio.Queue(FETCH_QUEUE_MAX)
         self._fetching: set[bytes] = set()
         self._sync_wanted = asyncio.Event()
+        self._avoid: dict[str, float] = {}  # target -> monotonic time until which it is avoided
 
     def want_block(self, block_hash: bytes) -> None:
         """Fetch this block soon (at most FETCH_QUEUE_MAX wait; more are dropped)."""
@@ -60,9 +63,22 @@ class CatchUp:
             group.create_task(self._sync_loop(), name=f"sync:{self.channel}")
 
     def _shuffled_others(self) -> list[PeerInfo]:
+        """The other peers in random order, those recently caught serving bad blocks last."""
+        now = time.monotonic()
         peers = self.others()
         random.shuffle(peers)
+        peers.sort(key=lambda peer: self._avoid.get(peer.target, 0.0) > now)
         return peers
+
+    def avoid(self, peer: PeerInfo, why: str) -> None:
+        """Ask `peer` last for AVOID_SECONDS: it served a malformed or invalid block."""
+        log.warning(
+            "channel %s: avoiding %s for %.0f s: %s", self.channel, peer.target, AVOID_SECONDS, why
+        )
+        self._avoid[peer.target] = time.monotonic() + AVOID_SECONDS
+        if len(self._avoid) > 1024:  # bounded: forget the expired
+            now = time.monotonic()
+            self._avoid = {t: until for t, until in self._avoid.items() if until > now}
 
     # ------------------------------------------------------------ fetching missing blocks
 
@@ -78,6 +94,9 @@ class CatchUp:
         for peer in self._shuffled_others():
             try:
                 block = await self.transport.fetch_block(peer, self.channel, block_hash)
+            except MalformedReply as exc:
+                self.avoid(peer, str(exc))
+                continue
             except TransportError as exc:
                 log.debug("channel %s: fetch from %s failed: %s", self.channel, peer.target, exc)
                 continue
@@ -111,7 +130,7 @@ class CatchUp:
                         peer, self.channel, before + 1, self.sync_batch
                     )
                 except MalformedReply as exc:
-                    log.warning("channel %s: %s", self.channel, exc)
+                    self.avoid(peer, str(exc))
                     break
                 except TransportError as exc:
                     log.debug("channel %s: sync from %s failed: %s", self.channel, peer.target, exc)
@@ -120,11 +139,7 @@ class CatchUp:
                     break
                 actions = self.dispatch(m.BlocksSynced(fetched.blocks, fetched.proof))
                 if any(isinstance(a, m.Rejected) for a in actions):
-                    log.warning(
-                        "channel %s: dropping sync source %s after an invalid block",
-                        self.channel,
-                        peer.target,
-                    )
+                    self.avoid(peer, "it served an invalid block")
                     break
                 if self.tip_height() in (before, fetched.tip_height):
                     break

@@ -13,7 +13,7 @@ from typing import Any
 from loopchain.blockchain import execution
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.blockchain.chain import Limits
-from loopchain.blockchain.mempool import TxPool
+from loopchain.blockchain.mempool import TxPool, TxRefused
 from loopchain.blockchain.restore import restore_tip
 from loopchain.configure import Config
 from loopchain.consensus import messages as m
@@ -93,7 +93,12 @@ class ChannelService:
             issuer=settings.issuer,
             tip=tip,
             tip_certificate=tip_qc,
-            pool=TxPool(int(config.TX_POOL_MAX)),
+            pool=TxPool(
+                int(config.TX_POOL_MAX),
+                max_bytes=int(config.TX_POOL_MAX_BYTES),
+                max_tx_bytes=int(config.MAX_TX_BYTES),
+                window=float(config.TX_TIMESTAMP_WINDOW),
+            ),
             is_committed=store.has_transaction,
             safety=SafetyRules(*record) if (record := store.safety_record()) else None,
             roots_at=store.roots_at,
@@ -205,28 +210,51 @@ class ChannelService:
     def _new_tx(self, data: dict[str, Any], now_us: int, room: int, refusal: str) -> Transaction:
         try:
             raw = canonical.encode(data)
-        except EncodingError as exc:  # floats, lone surrogates
+        except EncodingError as exc:  # floats, lone surrogates, nesting, huge integers
             raise RequestError(ErrorKind.INVALID, f"transaction data refused: {exc}") from None
-        except RecursionError:
-            raise RequestError(ErrorKind.INVALID, "transaction data is nested too deeply") from None
-        if len(raw) > int(self.config.MAX_TX_BYTES):
+        limit = int(self.config.MAX_TX_BYTES)
+        if len(raw) > limit:
             raise RequestError(
-                ErrorKind.INVALID,
-                f"transaction is {len(raw)} bytes, limit {self.config.MAX_TX_BYTES}",
+                ErrorKind.INVALID, f"transaction data is {len(raw)} bytes, limit {limit}"
             )
         if room <= 0:
             raise RequestError(ErrorKind.POOL_FULL, refusal)
-        return Transaction.create_v1(self.name, data, now_us, self.signer, checked=True)
+        tx = Transaction.create_v1(self.name, data, now_us, self.signer, checked=True)
+        if len(tx.encode()) > limit:  # the signed envelope adds a few hundred bytes
+            raise RequestError(
+                ErrorKind.INVALID, f"transaction is {len(tx.encode())} bytes, limit {limit}"
+            )
+        pool = self.consensus.pool
+        if pool.size_bytes + len(tx.encode()) > pool.max_bytes:
+            raise RequestError(
+                ErrorKind.POOL_FULL,
+                f"the transaction pool holds {pool.size_bytes} bytes, limit {pool.max_bytes}; "
+                "try again shortly",
+            )
+        return tx
 
     def receive_txs(self, txs: list[Transaction]) -> None:
-        """Transactions relayed by another peer."""
+        """Transactions relayed by another peer (each checked; a bad one is dropped, logged)."""
         good = []
+        now = time.time()
         for tx in txs:
-            if tx.channel != self.name or not tx.verify_signature():
+            problem = None
+            if tx.channel != self.name:
+                problem = f"it belongs to channel {tx.channel!r}"
+            else:
+                try:
+                    self.consensus.pool.check(tx, now)
+                except TxRefused as exc:
+                    problem = str(exc)
+                else:
+                    if not tx.verify_signature():
+                        problem = "its signature is not its sender's"
+            if problem is not None:
                 log.warning(
-                    "channel %s: dropped relayed transaction %s (bad channel or signature)",
+                    "channel %s: dropped relayed transaction %s: %s",
                     self.name,
                     tx.hash_hex,
+                    problem,
                 )
                 continue
             good.append(tx)
@@ -294,10 +322,15 @@ class ChannelService:
     def block_range(self, from_height: int, max_blocks: int) -> BlockRangeResult:
         tip = self.store.tip_height()
         last = min(tip, from_height + max_blocks - 1)
-        blocks = []
+        blocks: list[tuple[bytes, bytes]] = []
+        size, max_bytes = 0, int(self.config.GRPC_MAX_MESSAGE_BYTES) // 2
         for height in range(max(0, from_height), last + 1):
             encoded = self.store.encoded_at(height)
             if encoded is None:
+                break
+            size += len(encoded[0]) + len(encoded[1])
+            if blocks and size > max_bytes:  # the rest in the next call; one block always goes
+                last = height - 1
                 break
             blocks.append(encoded)
         proof = None

@@ -9,13 +9,12 @@ from typing import Any
 from aiohttp import web
 
 from loopchain.rest.errors import invalid_params
+from loopchain.types import canonical
+from loopchain.types.canonical import EncodingError
 
 _HASH = re.compile(r"[0-9a-fA-F]{64}")
 _HEIGHT = re.compile(r"[0-9]{1,18}")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+MAX_CHANNEL_CHARS = 128
 
 
 async def read_body(request: web.Request, max_bytes: int) -> str:
@@ -33,13 +32,12 @@ async def read_body(request: web.Request, max_bytes: int) -> str:
 
 
 def parse_json(text: str) -> Any:
-    """Parse strict JSON (no NaN or Infinity); 400 naming the error when malformed."""
+    """Parse strict JSON within the limits (no NaN or Infinity, nesting, integer length, valid
+    Unicode); 400 naming the error when malformed."""
     try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:  # json.JSONDecodeError or a rejected constant
+        return canonical.parse(text, floats=True)  # floats are refused in transactions, later
+    except EncodingError as exc:
         raise invalid_params(f"the request body is malformed JSON: {exc}") from None
-    except RecursionError:
-        raise invalid_params("the request body is malformed JSON: nested too deeply") from None
 
 
 def require_object(value: Any, what: str = "the request body") -> dict[str, Any]:
@@ -69,12 +67,30 @@ def body_channel(body: Any, request: web.Request) -> str:
         return query_channel(request)
     if not isinstance(channel, str):
         raise invalid_params(f"the channel field must be a string, got {_json_kind(channel)}")
-    return channel
+    return check_channel(channel)
 
 
 def query_channel(request: web.Request) -> str:
     """The `channel` query argument, or "" for the peer's default channel."""
-    return request.query.get("channel", "")
+    return check_channel(request.query.get("channel", ""))
+
+
+def check_channel(name: str) -> str:
+    """`name` when it can name a channel (printable, at most MAX_CHANNEL_CHARS), else a 400."""
+    if len(name) > MAX_CHANNEL_CHARS or not name.isprintable() or not _encodable(name):
+        raise invalid_params(
+            f"channel {name[:40]!r} is not a channel name: at most {MAX_CHANNEL_CHARS} "
+            "printable characters"
+        )
+    return name
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def hash_arg(request: web.Request, name: str = "hash") -> str:

@@ -39,6 +39,8 @@ _HEADER_FIELDS: dict[str, type | tuple[type, ...]] = {
     "next_validators_hash": str,
     "state_height": int,
 }
+_HEADER_KNOWN = frozenset(_HEADER_FIELDS) | {"prev_qc", "prev_tc"}
+_BLOCK_KNOWN = frozenset({"header", "transactions", "validator_update", "signature"})
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class BlockHeader:
 
     @classmethod
     def from_json(cls, value: Any) -> BlockHeader:
-        obj = canonical.check_fields(value, _HEADER_FIELDS)
+        obj = canonical.check_fields(value, _HEADER_FIELDS, _HEADER_KNOWN)
         qc = obj.get("prev_qc")
         tc = obj.get("prev_tc")
         prev_hash = obj["prev_hash"]
@@ -239,7 +241,7 @@ class Block:
     def from_json(cls, value: Any, *, checked: bool = False) -> Block:
         """From its JSON form (`checked`: parsed from canonical bytes)."""
         obj = canonical.check_fields(
-            value, {"header": dict, "transactions": list, "signature": str}
+            value, {"header": dict, "transactions": list, "signature": str}, _BLOCK_KNOWN
         )
         update = obj.get("validator_update")
         return cls(
@@ -255,7 +257,8 @@ class Block:
     def decode(cls, raw: bytes) -> Block:
         """Parse canonical bytes; raises EncodingError on malformed input."""
         try:
-            block = cls.from_json(canonical.decode(raw), checked=True)
+            # the limits are checked for each transaction; the rest has a fixed shape
+            block = cls.from_json(canonical.decode(raw, limits=False), checked=True)
         except (TypeError, KeyError) as exc:
             raise EncodingError(f"malformed block: {exc}") from None
         block.__dict__["_encoded"] = raw

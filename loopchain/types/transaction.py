@@ -28,6 +28,9 @@ _V1_FIELDS: dict[str, type | tuple[type, ...]] = {
     "timestamp": int,
     "from": str,
 }
+_V1_KNOWN = frozenset(_V1_FIELDS)
+_TX_FIELDS: dict[str, type | tuple[type, ...]] = {"body": dict, "signature": str}
+_TX_KNOWN = frozenset(_TX_FIELDS)
 
 
 class SignatureMemo:
@@ -147,19 +150,19 @@ class Transaction:
     def from_json(cls, value: Any, *, checked: bool = False) -> Transaction:
         """From its JSON form (`checked`: parsed from canonical bytes, so its own bytes are
         re-made without a walk, and kept)."""
-        obj = canonical.check_fields(value, {"body": dict, "signature": str})
+        obj = canonical.check_fields(value, _TX_FIELDS, _TX_KNOWN)
         body = obj["body"]
         if body.get("version") == V1:
-            canonical.check_fields(body, _V1_FIELDS)
+            canonical.check_fields(body, _V1_FIELDS, _V1_KNOWN)
         signature = canonical.hex_to_bytes(obj["signature"], "signature", 65)
         tx = cls(body=body, signature=signature, hash=tx_hash_of(body, checked=checked))
-        if checked:
-            tx.__dict__["_encoded"] = canonical.encode_checked(value)
+        if checked:  # the limits are checked here, for a transaction alone and inside a block
+            tx.__dict__["_encoded"] = canonical.encode_within_limits(value)
         return tx
 
     @classmethod
     def decode(cls, raw: bytes) -> Transaction:
         """Parse canonical bytes; raises EncodingError on any malformed input."""
-        tx = cls.from_json(canonical.decode(raw), checked=True)
+        tx = cls.from_json(canonical.decode(raw, limits=False), checked=True)
         tx.__dict__["_encoded"] = raw
         return tx

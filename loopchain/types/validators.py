@@ -173,17 +173,22 @@ class ValidatorSet:
                 for v in obj["validators"]
             )
         )
+        raw_groups = obj.get("groups", [])
+        if not isinstance(raw_groups, list):
+            raise EncodingError("field 'groups' must be a list")
         groups = tuple(
             Group(g["group_id"], g["weight"])
             for g in (
-                canonical.check_fields(g, {"group_id": str, "weight": int})
-                for g in obj.get("groups", [])
+                canonical.check_fields(g, {"group_id": str, "weight": int}) for g in raw_groups
             )
         )
         signature = (
             canonical.hex_to_bytes(obj["signature"], "signature", 65) if obj["signature"] else b""
         )
-        return cls(obj["channel"], obj["version"], validators, obj["issuer"], signature, groups)
+        try:
+            return cls(obj["channel"], obj["version"], validators, obj["issuer"], signature, groups)
+        except ValueError as exc:  # well-formed, but breaks a rule of validator sets
+            raise EncodingError(f"invalid validator set: {exc}") from None
 
     @classmethod
     def decode(cls, raw: bytes) -> ValidatorSet:

@@ -190,10 +190,14 @@ async def test_create_tx_unknown_channel_is_not_found(session, base, peer):
         (b"null", "must be a JSON object, got null"),
         (b"", "body is empty"),
         (b"   ", "body is empty"),
-        (b'{"data": NaN}', "NaN is not valid JSON"),
+        (b'{"data": NaN}', "NaN is not JSON"),
         (b"\xff\xfe{}", "not UTF-8"),
         (b'{"channel": 5}', "channel field must be a string"),
         (b"[" * 5000 + b"]" * 5000, "malformed JSON"),
+        (b'{"data": "\\ud800"}', "lone surrogate) (at $.data)"),
+        (b'{"channel": "\\udfff"}', "lone surrogate) (at $.channel)"),
+        (b'{"data": ' + b"9" * 400 + b"}", "limited to 80 digits"),
+        (b'{"data": ' + b"[" * 100 + b"]" * 100 + b"}", "levels of nesting"),
     ],
 )
 async def test_create_tx_rejects_bad_bodies(session, base, peer, raw, text):

@@ -136,6 +136,34 @@ async def test_three_go_on_without_the_fourth_which_catches_up(cluster: Cluster)
     assert_agree(services)
 
 
+async def test_a_member_serving_garbled_blocks_is_avoided_and_the_channel_goes_on(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    services = cluster.services
+    cut, liar = services[3], services[1]
+    cluster.network.down.add(cut.signer.address)
+    during = submit(services[0], 20, "during")
+    await cluster.wait(lambda: cluster.final_everywhere(during, cluster.up()), "final on three")
+    # 1. back, the fourth can reach only the liar, which serves garbled blocks
+    cluster.network.garbled.add(liar.signer.address)
+    cluster.network.down = {services[0].signer.address, services[2].signer.address}
+
+    def avoided() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "avoiding" in r.getMessage()]
+
+    await cluster.wait(lambda: bool(avoided()), "the liar avoided")
+    assert all(liar.settings.my_target in line for line in avoided())
+    assert "malformed block" in avoided()[0]
+    assert not any(cut.store.has_transaction(h) for h in during)
+    # 2. with the honest peers back, it catches up from them and the channel goes on
+    cluster.network.down.clear()
+    after = submit(services[2], 5, "after")
+    await cluster.wait(
+        lambda: cluster.final_everywhere(during + after, services), "the fourth caught up"
+    )
+    assert_agree(services)
+
+
 async def test_a_bad_submission_is_refused_alone_in_its_batch(cluster: Cluster) -> None:
     service = cluster.services[0]
     deep: dict = {}
@@ -150,7 +178,7 @@ async def test_a_bad_submission_is_refused_alone_in_its_batch(cluster: Cluster) 
     messages = [str(o) for o in outcomes[1:5]]
     assert "floats are not allowed" in messages[0]
     assert "valid Unicode" in messages[1]
-    assert "nested too deeply" in messages[2]
+    assert "levels of nesting" in messages[2]
     assert "limit" in messages[3]
     good = [o.hash for o in outcomes if not isinstance(o, Exception)]  # type: ignore[union-attr]
     await cluster.wait(lambda: cluster.final_everywhere(good, cluster.services), "good final")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loopchain.blockchain.mempool import PoolFullError, TxPool
+from loopchain.blockchain.mempool import PoolFullError, TxPool, TxRefused
 from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
 
@@ -37,5 +37,48 @@ def test_bounded_and_first_in_first_out() -> None:
         pool.add(tx(9), now=1.0)
     assert pool.take(2, 1 << 20) == txs[:2]
     assert pool.take(5, 1 << 20, exclude={txs[0].hash}) == txs[1:]
-    one_byte_budget = pool.take(5, 1)
-    assert one_byte_budget == txs[:1]  # the first always fits, so a block is never empty
+    assert pool.take(5, 1) == []  # nothing fits one byte; no transaction is forced in
+
+
+def test_a_transaction_that_fits_no_block_is_passed_over() -> None:
+    pool = TxPool(10)
+    big = Transaction.create_v1("pool_channel", {"blob": "x" * 5000}, 1, SIGNER)
+    small = [tx(n) for n in range(2, 5)]
+    pool.add(big, now=1.0)
+    for item in small:
+        pool.add(item, now=1.0)
+    budget = sum(len(t.encode()) for t in small)
+    assert pool.take(10, budget) == small  # the oldest, too large for any block, holds nothing up
+
+
+def test_bounded_by_bytes_and_by_transaction_size() -> None:
+    one = len(tx(1).encode())
+    pool = TxPool(100, max_bytes=2 * one + 1, max_tx_bytes=one + 5)
+    pool.add(tx(1), now=0.0)
+    pool.add(tx(2), now=0.0)
+    assert pool.size_bytes == len(tx(1).encode()) + len(tx(2).encode())
+    with pytest.raises(PoolFullError, match="bytes"):
+        pool.add(tx(3), now=0.0)
+    pool.remove([tx(1).hash])
+    assert pool.add(tx(3), now=0.0) and len(pool) == 2
+    big = Transaction.create_v1("pool_channel", {"blob": "x" * 100}, 1, SIGNER)
+    with pytest.raises(TxRefused, match="bytes, limit"):
+        pool.add(big, now=0.0)
+    assert big.hash not in pool
+
+
+def test_timestamp_window_at_intake_and_expiry() -> None:
+    pool = TxPool(10, window=60.0)
+    now = 1_000_000.0
+    fresh = Transaction.create_v1("pool_channel", {"n": 1}, int((now - 30) * 1e6), SIGNER)
+    old = Transaction.create_v1("pool_channel", {"n": 2}, int((now - 61) * 1e6), SIGNER)
+    future = Transaction.create_v1("pool_channel", {"n": 3}, int((now + 61) * 1e6), SIGNER)
+    assert pool.add(fresh, now)
+    with pytest.raises(TxRefused, match="old"):
+        pool.add(old, now)
+    with pytest.raises(TxRefused, match="future"):
+        pool.add(future, now)
+    assert pool.expire(now + 10) == []  # still inside the window
+    assert pool.expire(now + 10.5) == []  # swept less than a second ago: no sweep yet
+    assert pool.expire(now + 40) == [fresh]
+    assert len(pool) == 0 and pool.size_bytes == 0
