@@ -5,14 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+from pathlib import Path
 
 from loopchain.blockchain.block_store import BlockStoreError
 from loopchain.configure import ConfigError, load_config, setup_logging
-from loopchain.peer.node import PeerNode, PeerOptions
+from loopchain.peer.node import PeerNode, PeerOptions, peer_key_path
 from loopchain.storage.abc import StorageError
-from loopchain.types.crypto import SignatureError
+from loopchain.types.crypto import SignatureError, key_file_is_encrypted
+from loopchain.types.passwords import (
+    KEY_PASSWORD_ENV,
+    PasswordError,
+    choose_password,
+    prompt_password,
+)
 
 log = logging.getLogger("loopchain.peer")
 
@@ -31,9 +39,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--score",
         help="SCORE package this peer runs (default: the channel's, from the RadioStation)",
     )
-    parser.add_argument("-a", "--key_password", help="password of the private key file")
+    parser.add_argument(
+        "--key-password-file",
+        help=f"file (mode 0600) holding the private key's password; or set ${KEY_PASSWORD_ENV}",
+    )
+    parser.add_argument(
+        "-a",
+        "--key_password",
+        help="the private key's password (deprecated: other users see it in the process list)",
+    )
     parser.add_argument("--public", help="public key file")
-    parser.add_argument("--private", help="private key file (hex secp256k1 key)")
+    parser.add_argument("--private", help="private key file (PEM or hex secp256k1 key, mode 0600)")
     parser.add_argument("--no-rest", action="store_true", help="do not start the REST proxy child")
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
     return parser.parse_args(argv)
@@ -69,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"peer.py: configuration error: {exc}", file=sys.stderr)
         return 2
+    try:
+        password = key_password(args, peer_key_path(config, port, args.private))
+    except PasswordError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    os.environ.pop(KEY_PASSWORD_ENV, None)  # no child of the peer inherits it
     options = PeerOptions(
         port,
         targets,
@@ -76,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         args.configure_file_path,
         args.debug,
         args.score,
-        args.key_password,
+        password,
     )
     try:
         asyncio.run(_run(PeerNode(config, options)))
@@ -88,6 +110,22 @@ def main(argv: list[str] | None = None) -> int:
             log.error("cannot start: %s", leaf)
         return 1
     return 0
+
+
+def key_password(args: argparse.Namespace, key_path: Path) -> str | None:
+    """The key's password: --key-password-file, -a (with a warning), $LOOPCHAIN_KEY_PASSWORD, or
+    typed at a terminal when the key file is encrypted; None when there is none."""
+    password = choose_password(
+        file=args.key_password_file,
+        argv_value=args.key_password,
+        env=KEY_PASSWORD_ENV,
+        warn=log.warning,
+        argv_flag="-a/--key_password",
+        file_flag="--key-password-file",
+    )
+    if password is None and key_file_is_encrypted(key_path):
+        password = prompt_password(f"password of the peer key {key_path}")
+    return password
 
 
 # Refusals that end the peer with a message, not a traceback: a port or store in use, a store

@@ -27,7 +27,8 @@ from loopchain.p2p.server import PeerServer, start_peer_server
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
 from loopchain.storage.abc import KeyValueStore
 from loopchain.storage.leveldb import LevelDBStore
-from loopchain.types.crypto import Signer, load_or_create_key
+from loopchain.types.crypto import KeyFile, KeyProtection, Signer, open_key_file
+from loopchain.types.passwords import KEY_PASSWORD_ENV
 from loopchain.types.peer import PeerInfo
 from loopchain.types.validators import ValidatorSet
 
@@ -46,7 +47,14 @@ class PeerOptions:
     config_path: str | None
     debug: bool
     score_package: str | None = None  # -c: run this package instead of the channel's
-    key_password: str | None = None  # -a: password of a PEM private key
+    key_password: str | None = None  # encrypts a new key file, opens an encrypted one
+
+
+def peer_key_path(config: Config, port: int, private_key_path: str | None) -> Path:
+    """The peer's key file: --private, or peer_key in the peer's storage directory."""
+    if private_key_path:
+        return Path(private_key_path)
+    return Path(config.DEFAULT_STORAGE_PATH) / f"peer_{port}" / "peer_key"
 
 
 class PeerNode:
@@ -81,12 +89,10 @@ class PeerNode:
         # 1. claim this peer's store (fails at once if another process holds it) and identity
         self.node_store = LevelDBStore(self.root / "node")
         self.stores.append(self.node_store)
-        key_path = (
-            Path(self.options.private_key_path)
-            if self.options.private_key_path
-            else self.root / "peer_key"
-        )
-        self.signer = load_or_create_key(key_path, self.options.key_password)
+        key_path = peer_key_path(self.config, self.port, self.options.private_key_path)
+        key = open_key_file(key_path, self.options.key_password)
+        _warn_about_key(key, self.options.key_password is not None)
+        self.signer = key.signer
         log.info("peer id %s, target %s", self.signer.address, self.target)
         # 2. serve gRPC (fails at once if the port is taken)
         self.tls = grpc_util.load_tls(self.config, self.root / "tls")
@@ -250,6 +256,30 @@ class PeerNode:
             await self.transport.close()
         for store in self.stores:
             store.close()
+
+
+def _warn_about_key(key: KeyFile, password_given: bool) -> None:
+    """Say loudly when the peer's key is kept unencrypted (acceptable on a development network)."""
+    if key.protection is KeyProtection.ENCRYPTED:
+        log.info("peer key %s: %s", key.path, key.protection.value)
+        return
+    if password_given:
+        log.warning(
+            "peer key %s is an older %s file: the password given is not used for it; it keeps "
+            "working, but anyone who can read the file can sign as this peer",
+            key.path,
+            key.protection.value,
+        )
+        return
+    made = "created" if key.created else "loaded"
+    log.warning(
+        "peer key %s %s UNENCRYPTED (no password given): anyone who can read the file can sign as "
+        "this peer. Fine for a development network; elsewhere give a password in $%s or with "
+        "--key-password-file FILE before the first start, and the key is kept encrypted",
+        key.path,
+        made,
+        KEY_PASSWORD_ENV,
+    )
 
 
 class _Stop(Exception):

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +45,6 @@ class ScoreInfo:
     all_versions: tuple[str, ...]
     status: int  # 0 running, -1 not available
     message: str
-
-
-def socket_path(port: int, channel: str) -> Path:
-    """A short unix socket path (sun_path holds about 100 bytes) unique to a peer and channel."""
-    digest = hashlib.sha256(channel.encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"loopchain-{port}-{digest}.sock"
 
 
 def resolve_channel_package(
@@ -101,7 +93,7 @@ class ScoreRuntime:
             self.supervisor = ScoreSupervisor(
                 config,
                 channel,
-                socket_path(port, channel),
+                storage_dir / "score_cwd",
                 storage_dir / "score_state",
                 self.package,
                 None,

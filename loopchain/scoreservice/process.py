@@ -4,6 +4,10 @@ Run as `python -m loopchain.scoreservice.process --socket PATH [--step-limit N] 
 Every SCORE call (import, constructor, invoke, query) runs in a worker thread under a deterministic
 step limit; the address space is limited by --memory-mb. The process keeps serving when the
 package cannot be loaded (Status says why) and exits 0 on SIGTERM.
+
+Before it serves, the process gives up what SCORE code must not have: every capability (a SCORE
+run by root cannot read its non-dumpable peer's memory or environment either), the means to gain
+privileges through exec (no_new_privs), and files others could read (umask 077).
 """
 
 from __future__ import annotations
@@ -54,6 +58,11 @@ STEP_LIMIT_MESSAGE = "step limit exceeded"
 MEMORY_LIMIT_MESSAGE = "memory limit exceeded"
 NOT_LOADED = "SCORE not loaded"
 _PR_SET_PDEATHSIG = 1
+_PR_CAPBSET_DROP = 24
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
 _metering = threading.local()  # .meter: the StepMeter running SCORE code in this thread
@@ -467,6 +476,45 @@ def _die_with_parent(parent_pid: int) -> None:
         sys.exit(0)
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def _last_capability() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        return 63
+
+
+def give_up_privileges() -> list[str]:
+    """Drop every capability (bounding, ambient, effective, permitted, inheritable) and set
+    no_new_privs; returns what could not be done (nothing on Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl, capset = libc.prctl, libc.capset
+    except (OSError, AttributeError):
+        return ["prctl and capset are not available"]
+    failed = []
+    if prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        failed.append("no_new_privs")
+    for capability in range(_last_capability() + 1):
+        prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0)  # EPERM without CAP_SETPCAP: none to drop
+    prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header, data = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0), (_CapData * 2)()
+    if capset(ctypes.byref(header), data) != 0:
+        failed.append(f"capset: {os.strerror(ctypes.get_errno())}")
+    return failed
+
+
 def _bind(server: grpc.aio.Server, socket_path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()  # a stale socket of a process that was killed
@@ -516,8 +564,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the SCORE process."""
     args = parse_args(argv)
     _limit_memory(args.memory_mb)
+    os.umask(0o077)
     setup_logging(Config(DEFAULTS), debug=args.debug, process="score")
     _die_with_parent(args.parent_pid)
+    for failure in give_up_privileges():
+        log.warning("SCORE process keeps a privilege: %s", failure)
     return asyncio.run(serve(args))
 
 

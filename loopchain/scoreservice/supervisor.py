@@ -3,15 +3,35 @@
 The peer never dies with its SCORE: a crash, a kill or a missed invoke deadline (the process is
 then killed, since a looping transaction must not hold the chain) only leads to a restart with
 backoff, after which the package is loaded again and the state is the last committed one.
+
+A SCORE is other people's code, so the process gets nothing of the peer it does not need:
+* an environment built from an allow-list (PATH, locale, Python's own variables): never the
+  peer's LOOPCHAIN_* settings or key passwords;
+* its own empty working directory (mode 0700, emptied at every start), as $HOME too;
+* no inherited file descriptors but stdin (/dev/null), stdout and stderr;
+* its unix socket inside a directory of mode 0700 with an unguessable name, so no other user can
+  reach it or put a socket in its place;
+* its package and state DB as absolute paths in the Load call.
+Before the first start the supervising process makes itself non-dumpable, so processes of the same
+user (its SCORE among them) can no longer read its memory or environment through /proc or ptrace;
+the SCORE process in turn drops every capability (see process.py). Files of the peer's user stay
+readable to the SCORE: the peer's key is kept encrypted, its password only in the peer's memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import dataclasses
 import logging
 import os
+import secrets
+import shutil
+import stat
 import sys
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import loopchain
@@ -31,7 +51,70 @@ STOP_DEADLINE = 5.0  # seconds between SIGTERM and SIGKILL
 FIRST_BACKOFF = 0.2
 STABLE_AFTER = 30.0  # a process that ran this long resets the backoff
 MAX_SOCKET_PATH_BYTES = 107  # sun_path of a Linux unix socket address, without its NUL
+SOCKET_NAME = "score.sock"
+SOCKET_DIR_PREFIX = "loopchain-score-"
 _PROJECT_ROOT = Path(loopchain.__file__).resolve().parents[1]
+_PR_SET_DUMPABLE = 4
+
+# The environment a SCORE process gets: what Python and the C library need, nothing of the peer's.
+ENV_ALLOWED = frozenset(
+    {
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "LD_LIBRARY_PATH",
+        "PYTHONHOME",
+        "PYTHONHASHSEED",
+        "PYTHONIOENCODING",
+        "PYTHONUTF8",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONPYCACHEPREFIX",
+    }
+)
+ENV_ALLOWED_PREFIXES = ("LC_",)
+
+
+def score_environment(environ: Mapping[str, str], work_dir: Path) -> dict[str, str]:
+    """The environment of a SCORE process: the allowed variables of `environ`, $HOME its work
+    directory, and a PYTHONPATH that finds loopchain."""
+    env = {
+        name: value
+        for name, value in environ.items()
+        if name in ENV_ALLOWED or name.startswith(ENV_ALLOWED_PREFIXES)
+    }
+    env.update(HOME=str(work_dir), MALLOC_ARENA_MAX="2", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(_PROJECT_ROOT), environ.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
+def private_dir(path: Path, *, empty: bool = False) -> Path:
+    """Make `path` a directory only this user may enter (mode 0700), emptied first when `empty`;
+    OSError when it is a link or belongs to someone else."""
+    if empty:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(path)  # refuses a symbolic link (OSError)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise OSError(f"{path} is not a directory of this user; refusing to use it")
+    os.chmod(path, 0o700)
+    return path
+
+
+def keep_memory_private() -> bool:
+    """Make this process non-dumpable (prctl PR_SET_DUMPABLE 0): processes of the same user without
+    CAP_SYS_PTRACE can no longer read its memory, environment or open files through /proc or ptrace.
+    Core dumps are off too. False when the system does not allow it."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    return bool(prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
 
 
 class ScoreSupervisor:
@@ -41,16 +124,21 @@ class ScoreSupervisor:
         self,
         config: Config,
         channel: str,
-        socket_path: Path,
+        work_dir: Path,
         state_path: Path,
         package: ScorePackage | None,
         package_error: str | None,
     ) -> None:
         self.config = config
         self.channel = channel
-        self.socket_path = Path(socket_path)
-        self.state_path = Path(state_path)
+        self.work_dir = Path(work_dir).absolute()  # the SCORE's working directory
+        self.state_path = Path(state_path).absolute()  # the SCORE's cwd is not the peer's
+        if package is not None:
+            package = dataclasses.replace(package, path=Path(package.path).absolute())
         self.package = package
+        socket_dir = f"{SOCKET_DIR_PREFIX}{secrets.token_hex(8)}"
+        self.socket_dir = Path(tempfile.gettempdir()).absolute() / socket_dir  # made at start
+        self.socket_path = self.socket_dir / SOCKET_NAME
         self._client = ScoreClient(self.socket_path, config, on_invoke_timeout=self.kill)
         self._process: asyncio.subprocess.Process | None = None
         self._ready = asyncio.Event()
@@ -69,7 +157,7 @@ class ScoreSupervisor:
         if size > MAX_SOCKET_PATH_BYTES:
             return (
                 f"SCORE socket path {self.socket_path} is {size} bytes long; "
-                f"unix sockets allow {MAX_SOCKET_PATH_BYTES}: use a shorter storage path"
+                f"unix sockets allow {MAX_SOCKET_PATH_BYTES}: set TMPDIR to a shorter directory"
             )
         return None
 
@@ -111,8 +199,13 @@ class ScoreSupervisor:
                 log.error("SCORE of channel %s is not available: %s", self.channel, self._fatal)
                 await self._stopping.wait()
                 return
+            if not keep_memory_private():
+                log.warning(
+                    "could not make this process non-dumpable: its SCORE may read its memory"
+                )
             await self._supervise()
         finally:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
             self._finished.set()
 
     async def _supervise(self) -> None:
@@ -151,7 +244,9 @@ class ScoreSupervisor:
         return f"exit code {process.returncode}"
 
     async def _spawn(self) -> asyncio.subprocess.Process:
-        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.socket_dir)
+        self.work_dir.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.work_dir, empty=True)
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         config = self.config
         args = [
@@ -163,13 +258,14 @@ class ScoreSupervisor:
         ]
         if str(config.LOOPCHAIN_LOG_LEVEL).upper() == "DEBUG":
             args.append("-d")
-        env = dict(os.environ, MALLOC_ARENA_MAX="2", PYTHONUNBUFFERED="1")
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
-        )
         self._state = ScoreStatusInfo.unavailable("SCORE process starting")
         return await asyncio.create_subprocess_exec(
-            sys.executable, *args, stdin=asyncio.subprocess.DEVNULL, env=env
+            sys.executable,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=score_environment(os.environ, self.work_dir),
+            cwd=self.work_dir,
+            close_fds=True,
         )
 
     async def _bring_up(self, process: asyncio.subprocess.Process) -> None:

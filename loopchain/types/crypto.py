@@ -3,11 +3,18 @@
 An address is "hx" + the last 20 bytes of SHA3-256 of the uncompressed public key (without its
 0x04 prefix), as ICON derives it. A signature is 65 bytes (r, s, recovery id) over a 32-byte digest,
 so a verifier recovers the public key and compares addresses; no separate key needs to travel.
+
+A node keeps its key in a file of mode 0600 (a more open file is refused): PKCS#8 PEM encrypted
+with a password, or, on a development network without a password, the key in hex (a file in the
+older hex form keeps loading).
 """
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -16,6 +23,7 @@ if TYPE_CHECKING:
     from coincurve import PublicKey
 
 from loopchain.types.hashing import sha3_256
+from loopchain.types.passwords import KEY_PASSWORD_ENV, OWNER_ONLY, access_problem
 
 SIGNATURE_BYTES = 65
 
@@ -113,27 +121,131 @@ def load_pem_key(data: bytes, password: str | None) -> Signer:
     return Signer(key.private_numbers().private_value.to_bytes(32, "big"))
 
 
-def load_or_create_key(path: Path, password: str | None = None) -> Signer:
-    """Load the private key at `path` (hex, or PEM with `password`), creating a hex key file
-    (mode 0600) on first use."""
-    if path.exists():
+def encrypted_pem(signer: Signer, password: str) -> bytes:
+    """The key as PKCS#8 PEM encrypted with `password` (cryptography's best available scheme)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if not password:
+        raise SignatureError("an encrypted key needs a non-empty password")
+    key = ec.derive_private_key(int.from_bytes(signer.secret_bytes(), "big"), ec.SECP256K1())
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password.encode()),
+    )
+
+
+class KeyProtection(enum.Enum):
+    """How a key file keeps its key."""
+
+    ENCRYPTED = "encrypted PEM"
+    PLAIN_PEM = "unencrypted PEM"
+    PLAIN_HEX = "unencrypted hex"
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """A key file opened by open_key_file: its key, how it is kept and whether it was just made."""
+
+    path: Path
+    signer: Signer
+    protection: KeyProtection
+    created: bool
+
+
+def _is_pem(raw: bytes) -> bool:
+    return raw.lstrip().startswith(b"-----BEGIN")
+
+
+def _is_encrypted_pem(raw: bytes) -> bool:
+    # PKCS#8 "BEGIN ENCRYPTED PRIVATE KEY", or a traditional PEM's "Proc-Type: 4,ENCRYPTED"
+    return _is_pem(raw) and b"ENCRYPTED" in raw
+
+
+def key_file_is_encrypted(path: Path) -> bool:
+    """True when `path` exists and holds an encrypted PEM key (its password is needed to load it)."""
+    try:
+        with path.open("rb") as handle:
+            return _is_encrypted_pem(handle.read(4096))
+    except OSError:
+        return False
+
+
+def open_key_file(path: Path, password: str | None = None) -> KeyFile:
+    """Load the private key at `path`, or create it (mode 0600) on first use.
+
+    A new key is written as PKCS#8 PEM encrypted with `password`, or as hex when there is no
+    password (a development network). An existing file may hold hex, PEM or encrypted PEM (which
+    needs `password`); a file group or others may access is refused.
+    """
+    try:
         raw = path.read_bytes()
-        if raw.lstrip().startswith(b"-----BEGIN"):
-            try:
-                return load_pem_key(raw, password)
-            except SignatureError as exc:
-                raise SignatureError(f"key file {path}: {exc}") from None
-        try:
-            return Signer(bytes.fromhex(raw.decode().strip()))
-        except ValueError as exc:
-            raise SignatureError(f"key file {path} does not hold a valid private key") from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
+    except FileNotFoundError:
+        return _create_key_file(path, password)
+    except OSError as exc:
+        raise SignatureError(f"cannot read key file {path}: {exc.strerror or exc}") from None
+    problem = access_problem(path, "key file")
+    if problem is not None:
+        raise SignatureError(problem)
+    if _is_encrypted_pem(raw):
+        if not password:
+            raise SignatureError(
+                f"key file {path} is encrypted: give its password in ${KEY_PASSWORD_ENV} or a "
+                "password file (or type it when a terminal asks)"
+            )
+        return KeyFile(path, _load_pem(path, raw, password), KeyProtection.ENCRYPTED, False)
+    if _is_pem(raw):
+        return KeyFile(path, _load_pem(path, raw, None), KeyProtection.PLAIN_PEM, False)
+    try:
+        signer = Signer(bytes.fromhex(raw.decode().strip()))
+    except ValueError as exc:
+        raise SignatureError(f"key file {path} does not hold a valid private key") from exc
+    return KeyFile(path, signer, KeyProtection.PLAIN_HEX, False)
+
+
+def _load_pem(path: Path, raw: bytes, password: str | None) -> Signer:
+    try:
+        return load_pem_key(raw, password)
+    except SignatureError as exc:
+        wrong = " (wrong password?)" if password else ""
+        raise SignatureError(f"key file {path}: {exc}{wrong}") from None
+
+
+def _create_key_file(path: Path, password: str | None) -> KeyFile:
     signer = Signer.generate()
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(signer.secret_bytes().hex())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return signer
+    if password:
+        data, protection = encrypted_pem(signer, password), KeyProtection.ENCRYPTED
+    else:
+        data, protection = signer.secret_bytes().hex().encode(), KeyProtection.PLAIN_HEX
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private_file(path, data)
+    return KeyFile(path, signer, protection, True)
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path` with mode 0600, atomically (a fresh temporary file, sync, rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a leftover of a crash; O_EXCL below never reuses its mode
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, OWNER_ONLY)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def load_or_create_key(path: Path, password: str | None = None) -> Signer:
+    """The key of open_key_file(path, password)."""
+    return open_key_file(path, password).signer

@@ -123,7 +123,7 @@ def make_supervisor(
     state: str = "state",
 ) -> ScoreSupervisor:
     return ScoreSupervisor(
-        config, CHANNEL, tmp_path / f"{state}.sock", tmp_path / state, package, package_error
+        config, CHANNEL, tmp_path / f"{state}_cwd", tmp_path / state, package, package_error
     )
 
 

@@ -568,6 +568,7 @@ def test_pem_signing_keys_load_with_their_password(tmp_path: Path) -> None:
     )
     path = tmp_path / "key.pem"
     path.write_bytes(pem)
+    path.chmod(0o600)  # a key file others may read is refused
     signer = load_or_create_key(path, "secret")
     assert signer.secret_bytes() == key.private_numbers().private_value.to_bytes(32, "big")
     with pytest.raises(SignatureError, match=r"key\.pem"):

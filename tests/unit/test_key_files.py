@@ -1,0 +1,167 @@
+"""Key files at rest (encrypted PKCS#8 PEM, mode 0600, older hex files) and password sources
+(environment, a file of mode 0600, never needed on a command line)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from loopchain.types import certificates as pki
+from loopchain.types.crypto import (
+    KeyProtection,
+    SignatureError,
+    Signer,
+    key_file_is_encrypted,
+    load_or_create_key,
+    open_key_file,
+)
+from loopchain.types.passwords import (
+    KEY_PASSWORD_ENV,
+    PasswordError,
+    choose_password,
+    prompt_password,
+    read_password_file,
+)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _private(path: Path, data: bytes | str) -> Path:
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    path.chmod(0o600)
+    return path
+
+
+# -- key files
+
+
+def test_a_new_key_with_a_password_is_encrypted_pkcs8_of_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "peer" / "peer_key"
+    created = open_key_file(path, "pw")
+    assert created.created and created.protection is KeyProtection.ENCRYPTED
+    raw = path.read_bytes()
+    assert raw.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert created.signer.secret_bytes().hex().encode() not in raw
+    assert _mode(path) == 0o600
+    assert key_file_is_encrypted(path)
+    assert pki.signing_secret_from_pem(raw, "pw") == created.signer.secret_bytes()
+    again = open_key_file(path, "pw")
+    assert not again.created and again.signer.address == created.signer.address
+    with pytest.raises(SignatureError, match=r"peer_key: .*wrong password"):
+        open_key_file(path, "other")
+    with pytest.raises(
+        SignatureError, match=f"is encrypted: give its password in \\${KEY_PASSWORD_ENV}"
+    ):
+        open_key_file(path)
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_without_a_password_a_new_key_is_hex_and_older_files_keep_loading(tmp_path: Path) -> None:
+    path = tmp_path / "peer_key"
+    created = open_key_file(path)
+    assert created.protection is KeyProtection.PLAIN_HEX and _mode(path) == 0o600
+    assert bytes.fromhex(path.read_text()) == created.signer.secret_bytes()
+    assert not key_file_is_encrypted(path)
+    # an older hex file loads with or without a password (which is then unused)
+    for password in (None, "pw"):
+        loaded = open_key_file(path, password)
+        assert loaded.protection is KeyProtection.PLAIN_HEX and not loaded.created
+        assert loaded.signer.address == created.signer.address
+    # so does an unencrypted PEM
+    signer = Signer.generate()
+    pem = _private(tmp_path / "plain.pem", pki.signing_key_to_pem(signer.secret_bytes()))
+    loaded = open_key_file(pem, "pw")
+    assert loaded.protection is KeyProtection.PLAIN_PEM and loaded.signer.address == signer.address
+    assert load_or_create_key(pem).address == signer.address
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o606])
+def test_a_key_file_group_or_others_may_access_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "peer_key"
+    address = open_key_file(path, "pw").signer.address
+    path.chmod(mode)
+    with pytest.raises(SignatureError) as refused:
+        open_key_file(path, "pw")
+    assert str(refused.value) == (
+        f"key file {path} has mode {mode:04o}: group or others can access it; "
+        f"run `chmod 600 {path}`"
+    )
+    path.chmod(0o400)  # read-only for its owner is fine
+    assert open_key_file(path, "pw").signer.address == address
+
+
+def test_a_leftover_temporary_file_never_lends_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "peer_key"
+    leftover = tmp_path / "peer_key.tmp"
+    leftover.write_text("half a key")
+    leftover.chmod(0o666)
+    open_key_file(path, "pw")
+    assert _mode(path) == 0o600 and not leftover.exists()
+
+
+def test_a_file_that_holds_no_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SignatureError, match="does not hold a valid private key"):
+        open_key_file(_private(tmp_path / "k", "not hex"))
+    with pytest.raises(SignatureError, match="cannot read key file"):
+        open_key_file(tmp_path)  # a directory
+
+
+# -- password sources
+
+
+def test_a_password_file_gives_its_first_line_and_must_be_private(tmp_path: Path) -> None:
+    path = _private(tmp_path / "pw", "s3cret word\nignored\n")
+    assert read_password_file(path) == "s3cret word"
+    assert read_password_file(_private(tmp_path / "crlf", b"pw\r\n")) == "pw"
+    path.chmod(0o644)
+    with pytest.raises(PasswordError, match=r"password file .* has mode 0644.*chmod 600"):
+        read_password_file(path)
+    for name, data in (("empty", b""), ("blank", b"\n"), ("binary", b"\xff\xfe")):
+        with pytest.raises(PasswordError, match=f"password file .*{name}"):
+            read_password_file(_private(tmp_path / name, data))
+    with pytest.raises(PasswordError, match="cannot read password file"):
+        read_password_file(tmp_path / "missing")
+    with pytest.raises(PasswordError, match="longer than"):
+        read_password_file(_private(tmp_path / "long", b"x" * 5000))
+
+
+def test_choose_password_prefers_the_file_then_the_command_line_then_the_environment(
+    tmp_path: Path,
+) -> None:
+    warnings: list[str] = []
+    file = _private(tmp_path / "pw", "from-file\n")
+    environ = {KEY_PASSWORD_ENV: "from-env"}
+
+    def choose(file: Path | None, argv: str | None, env: dict[str, str]) -> str | None:
+        return choose_password(
+            file=file,
+            argv_value=argv,
+            env=KEY_PASSWORD_ENV,
+            warn=warnings.append,
+            argv_flag="-a",
+            file_flag="--key-password-file",
+            environ=env,
+        )
+
+    assert choose(file, "from-argv", environ) == "from-file" and warnings == []
+    assert choose(None, "from-argv", environ) == "from-argv"
+    assert warnings == [
+        "a password on the command line (-a) is visible to every user of this machine "
+        f"(ps, /proc/<pid>/cmdline); give it in ${KEY_PASSWORD_ENV} or with "
+        "--key-password-file FILE (mode 0600) instead"
+    ]
+    assert choose(None, None, environ) == "from-env"
+    assert choose(None, "", {KEY_PASSWORD_ENV: ""}) is None
+    assert choose(None, None, {}) is None
+
+
+def test_no_prompt_without_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    with open(os.devnull) as devnull:
+        monkeypatch.setattr(sys, "stdin", devnull)
+        assert prompt_password("password") is None
