@@ -297,32 +297,34 @@ class CertificateService:
 
     def __init__(self, directory: CertificateDirectory, own: bool, common_name: str) -> None:
         self.directory = directory
-        self.own = own  # its own directory: the CA is created on first use
+        self.own = own  # its own directory: the operator's first peer issue creates the CA
         self.common_name = common_name
 
     def describe_state(self) -> str:
         """Load the CA if there is one (CertStoreError when unusable); a line for the log."""
         if not self.directory.has_ca():
-            return f"no CA in {self.directory.root} yet" + (
-                "; it is created on first use" if self.own else ""
-            )
+            return f"no CA in {self.directory.root} yet; {self.how_to_create()}"
         cert, _ = self.directory.load_ca()
         serial, end = pki.serial_hex(cert.serial_number), cert.not_valid_after_utc
         return f"CA {cert.subject.rfc4514_string()} (serial {serial}, valid until {end:%Y-%m-%d})"
+
+    def how_to_create(self) -> str:
+        """How an operator creates the missing CA."""
+        return (
+            "create it with POST /api/v1/cert/issue/ca and the operator token "
+            f"(Authorization: Bearer), or tools/certificate_util.py ca create --dir {self.directory.root}"
+        )
 
     def _ca(self, create: bool) -> x509.Certificate:
         if create and not self.directory.has_ca():
             return self.directory.create_ca(self.common_name, CA_VALID_DAYS)
         if not self.directory.has_ca():
-            raise NoCA(
-                f"no CA in {self.directory.root}; create it with GET /api/v1/cert/issue/ca "
-                f"or tools/certificate_util.py ca create --dir {self.directory.root}"
-            )
+            raise NoCA(f"no CA in {self.directory.root}; {self.how_to_create()}")
         return self.directory.load_ca()[0]
 
     def list_ca(self) -> dict[str, Any]:
-        """The CA certificate (created first when this is the RadioStation's own directory)."""
-        return pki.describe_certificate(self._ca(create=self.own), "CA")
+        """The CA certificate; NoCA while there is none (reading never creates it)."""
+        return pki.describe_certificate(self._ca(create=False), "CA")
 
     def issue_ca(self) -> dict[str, Any]:
         """The CA certificate, created when missing (an existing CA is never replaced)."""
@@ -343,7 +345,8 @@ class CertificateService:
         ]
 
     def issue_peer(self, body: Mapping[str, Any], valid_days: int) -> dict[str, Any]:
-        """Issue a certificate for a checked request; BadCertRequest, NoCA or CertStoreError."""
+        """Issue a certificate for a checked request (creating the RadioStation's own CA when
+        missing; a given directory must hold one); BadCertRequest, NoCA or CertStoreError."""
         signing_key, tls_key = parse_issue_request(body)
         ca_cert = self._ca(create=self.own)
         cert = self.directory.issue_peer(signing_key, tls_key, valid_days)

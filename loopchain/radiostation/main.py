@@ -27,6 +27,12 @@ from loopchain.radiostation.certs import (
 )
 from loopchain.radiostation.channels import ChannelDataError, load_channels
 from loopchain.radiostation.grpc_service import RadioStationService
+from loopchain.radiostation.operator import (
+    OperatorToken,
+    TokenFileError,
+    load_or_create_token,
+    token_path,
+)
 from loopchain.radiostation.registry import Registry, RegistryError
 from loopchain.radiostation.rest import create_app
 from loopchain.radiostation.station import Station
@@ -121,6 +127,21 @@ def create_station(config: Config) -> Station:
     return Station(config, registry, signer, time.time)
 
 
+def create_operator_token(config: Config) -> OperatorToken:
+    """The operator's bearer token, created at the first start; StartupError when unsafe."""
+    path = token_path(config.RADIOSTATION_ADMIN_TOKEN_PATH, storage_dir(config))
+    try:
+        token, created = load_or_create_token(path)
+    except TokenFileError as exc:
+        raise StartupError(str(exc), EXIT_RUNTIME) from None
+    log.info(
+        "operator token %s %s (mode 0600): REST writes need 'Authorization: Bearer <its content>'",
+        "created in" if created else "read from",
+        path,
+    )
+    return token
+
+
 def create_certificates(config: Config, cert_dir: str | None) -> CertificateService:
     """The certificate service over --cert DIR or the own CA directory, its CA checked if present."""
     password = os.environ.get(CA_PASSWORD_ENV) or None
@@ -145,12 +166,14 @@ def create_grpc_server(station: Station) -> grpc.aio.Server:
     return server
 
 
-async def start_rest(station: Station, certs: CertificateService, debug: bool) -> web.AppRunner:
+async def start_rest(
+    station: Station, certs: CertificateService, token: OperatorToken, debug: bool
+) -> web.AppRunner:
     """The REST site on IP_LOCAL:port + PORT_DIFF_REST_SERVICE_CONTAINER, started."""
     config = station.config
     host, port = config.IP_LOCAL, config.PORT_RADIOSTATION + config.PORT_DIFF_REST_SERVICE_CONTAINER
     access_log = logging.getLogger("aiohttp.access") if debug else None
-    app = create_app(station, certs)
+    app = create_app(station, token, certs)
     runner = web.AppRunner(app, access_log=access_log, handle_signals=False)
     await runner.setup()
     try:
@@ -191,7 +214,9 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def serve(station: Station, certs: CertificateService, debug: bool) -> None:
+async def serve(
+    station: Station, certs: CertificateService, token: OperatorToken, debug: bool
+) -> None:
     """Serve gRPC and REST until SIGTERM or Ctrl-C, then stop both and flush the registry."""
     config = station.config
     stop = asyncio.Event()
@@ -199,7 +224,7 @@ async def serve(station: Station, certs: CertificateService, debug: bool) -> Non
     server = create_grpc_server(station)
     await server.start()
     try:
-        runner = await start_rest(station, certs, debug)
+        runner = await start_rest(station, certs, token, debug)
     except OSError:
         await server.stop(None)
         raise
@@ -244,8 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         station = create_station(config)
+        token = create_operator_token(config)
         certs = create_certificates(config, args.cert)
-        asyncio.run(serve(station, certs, args.debug))
+        asyncio.run(serve(station, certs, token, args.debug))
     except StartupError as exc:
         return _fail(str(exc), exc.exit_code)
     except OSError as exc:

@@ -219,6 +219,18 @@ class Registry:
         """The membership version of `channel` (grows whenever its members change)."""
         return self._membership[channel].version
 
+    def remove(self, peer_id: str) -> set[str]:
+        """Forget a registered peer (record, heartbeats, memberships) and persist; returns the
+        channels it left, whose versions grew. UnknownPeer when it is not registered."""
+        self.peer(peer_id)
+        del self._peers[peer_id]
+        for key in [k for k in self._beats if k[1] == peer_id]:
+            del self._beats[key]
+        self._dirty = True
+        changed = self._refresh()
+        self.save()
+        return changed
+
     # -- heartbeats
 
     def heartbeat(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from loopchain.configure import ConfigError, describe
+from loopchain.radiostation.bodies import BadBody, parse_object
 from loopchain.radiostation.certs import (
     PEER_CERT_VALID_DAYS,
     BadCertRequest,
@@ -18,6 +20,7 @@ from loopchain.radiostation.certs import (
     NoCA,
     create_certificate_service,
 )
+from loopchain.radiostation.operator import MissingCredential, OperatorToken, WrongCredential
 from loopchain.radiostation.peer_status import PeerStatusError, fetch_status
 from loopchain.radiostation.registry import PeerRecord, PeerView, UnknownPeer
 from loopchain.radiostation.station import Station, UnknownChannel
@@ -27,7 +30,11 @@ log = logging.getLogger(__name__)
 
 STATION = web.AppKey("station", Station)
 CERTS = web.AppKey("certs", CertificateService)
+TOKEN = web.AppKey("operator_token", OperatorToken)
 MAX_CONCURRENT_STATUS_QUERIES = 16
+BEARER_CHALLENGE = 'Bearer realm="loopchain RadioStation"'
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ApiError(Exception):
@@ -73,6 +80,33 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return error_response(ResponseCode.FAIL, "internal error; see the RadioStation log", 500)
 
 
+def operator_only(handler: Handler) -> Handler:
+    """Serve `handler` to the operator only (`Authorization: Bearer <token>`): 401 without the
+    header, 403 with a wrong token; the body is not read before the caller is known."""
+
+    @functools.wraps(handler)
+    async def checked(request: web.Request) -> web.StreamResponse:
+        try:
+            request.app[TOKEN].check(request.headers.get(hdrs.AUTHORIZATION))
+        except MissingCredential as exc:
+            _log_refusal(request, "no operator token")
+            response = error_response(ResponseCode.FAIL, str(exc), 401)
+            response.headers[hdrs.WWW_AUTHENTICATE] = BEARER_CHALLENGE
+            return response
+        except WrongCredential as exc:
+            _log_refusal(request, "a wrong operator token")
+            return error_response(ResponseCode.FAIL, str(exc), 403)
+        return await handler(request)
+
+    return checked
+
+
+def _log_refusal(request: web.Request, what: str) -> None:
+    log.warning(
+        "REST %s %s refused: %s (from %s)", request.method, request.path, what, request.remote
+    )
+
+
 # -- helpers
 
 
@@ -106,21 +140,10 @@ def _ok(data: Any) -> web.Response:
 
 
 async def _read_object(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        raise ApiError(ResponseCode.INVALID_PARAMS, "request body is empty; expected a JSON object")
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(
-            ResponseCode.INVALID_PARAMS, f"request body is not valid JSON: {exc}"
-        ) from None
-    if not isinstance(body, dict):
-        kind = type(body).__name__
-        raise ApiError(
-            ResponseCode.INVALID_PARAMS, f"request body must be a JSON object, not {kind}"
-        )
-    return body
+        return parse_object(await request.read())
+    except BadBody as exc:
+        raise ApiError(ResponseCode.INVALID_PARAMS, str(exc)) from None
 
 
 # -- peers
@@ -218,8 +241,10 @@ async def conf_get(request: web.Request) -> web.Response:
     return _ok(describe(config, name))
 
 
+@operator_only
 async def conf_post(request: web.Request) -> web.Response:
-    """POST /api/v1/conf {"name": K, "value": V}: set one configuration key."""
+    """POST /api/v1/conf {"name": K, "value": V} (operator): set one configuration key, checked
+    like every configuration layer; keys read once at start are refused (Station.set_config)."""
     body = await _read_object(request)
     name = body.get("name")
     if not isinstance(name, str) or not name:
@@ -230,7 +255,12 @@ async def conf_post(request: web.Request) -> web.Response:
         config = _station(request).set_config(name, body["value"])
     except ConfigError as exc:
         raise ApiError(ResponseCode.INVALID_PARAMS, str(exc)) from None
-    log.info("configuration %s set to %r over REST", name, config[name])
+    log.info(
+        "configuration %s set to %.80r by the operator (from %s)",
+        name,
+        config[name],
+        request.remote,
+    )
     return web.json_response(
         {"response_code": 0, "message": f"{name} set", "data": describe(config, name)}
     )
@@ -248,7 +278,7 @@ def _cert_error(exc: CertStoreError) -> ApiError:
 
 
 async def cert_list_ca(request: web.Request) -> web.Response:
-    """GET /api/v1/cert/list/ca: the CA certificate (the own CA is created on first use)."""
+    """GET /api/v1/cert/list/ca: the CA certificate; 404 while there is none (never creates it)."""
     try:
         return _ok(request.app[CERTS].list_ca())
     except CertStoreError as exc:
@@ -263,29 +293,90 @@ async def cert_list_peer(request: web.Request) -> web.Response:
         raise _cert_error(exc) from None
 
 
+async def cert_get_ca(request: web.Request) -> web.Response:
+    """GET /api/v1/cert/issue/ca: the existing CA; 404 saying how to create it while there is none."""
+    return await cert_list_ca(request)
+
+
+@operator_only
 async def cert_issue_ca(request: web.Request) -> web.Response:
-    """GET /api/v1/cert/issue/ca: the CA, created when missing (never replaced)."""
+    """POST /api/v1/cert/issue/ca (operator, no body): the CA, created when missing (an existing CA
+    is returned as it is, never replaced)."""
+    certs = request.app[CERTS]
+    existed = certs.directory.has_ca()
     try:
-        return _ok(request.app[CERTS].issue_ca())
+        ca = certs.issue_ca()
     except CertStoreError as exc:
         raise _cert_error(exc) from None
+    if not existed:
+        log.info("CA %s created by the operator (from %s)", ca["subject"], request.remote)
+    return _ok(ca)
 
 
+@operator_only
 async def cert_issue_peer(request: web.Request) -> web.Response:
-    """POST /api/v1/cert/issue/peer {"public_key", "tls_public_key_pem", "signature"}."""
+    """POST /api/v1/cert/issue/peer {"public_key", "tls_public_key_pem", "signature"} (operator)."""
     body = await _read_object(request)
     try:
-        return _ok(request.app[CERTS].issue_peer(body, PEER_CERT_VALID_DAYS))
+        issued = request.app[CERTS].issue_peer(body, PEER_CERT_VALID_DAYS)
     except CertStoreError as exc:
         raise _cert_error(exc) from None
+    log.info(
+        "certificate %s issued to %s by the operator (from %s)",
+        issued["serial_number"],
+        issued["peer_id"],
+        request.remote,
+    )
+    return _ok(issued)
 
 
-def create_app(station: Station, certs: CertificateService | None = None) -> web.Application:
-    """The REST application over `station` and its certificate service (its own CA by default)."""
+# -- peer removal
+
+
+@operator_only
+async def peer_remove(request: web.Request) -> web.Response:
+    """DELETE /api/v1/peer?peer_id=hx... (operator): forget a registered peer.
+
+    Its registration and heartbeats go, it leaves every channel it was in and those channels'
+    membership versions grow, so the other peers take the new validator set at their next heartbeat.
+    Answers {"response_code": 0, "message", "data": {"peer_id", "channels": {name: new version}}};
+    an unknown peer is 404 (-800). Removal is not a ban: a peer its channels still admit may
+    register again (list targets with ENABLE_CHANNEL_AUTH and revoke its certificate to keep it out).
+    """
+    peer_id = request.query.get("peer_id", "")
+    if not peer_id:
+        raise ApiError(ResponseCode.INVALID_PARAMS, "missing query argument peer_id")
+    registry = _station(request).registry
+    try:
+        changed = registry.remove(peer_id)
+    except UnknownPeer as exc:
+        raise ApiError(ResponseCode.PEER_UNKNOWN, str(exc)) from None
+    versions = {name: registry.version(name) for name in registry.channels if name in changed}
+    log.info(
+        "peer %s removed by the operator (from %s); channel versions now %s",
+        peer_id,
+        request.remote,
+        versions,
+    )
+    return web.json_response(
+        {
+            "response_code": 0,
+            "message": f"peer {peer_id} removed",
+            "data": {"peer_id": peer_id, "channels": versions},
+        }
+    )
+
+
+def create_app(
+    station: Station, token: OperatorToken, certs: CertificateService | None = None
+) -> web.Application:
+    """The REST application over `station` and its certificate service (its own CA by default);
+    every call that changes state needs the operator `token`."""
     app = web.Application(
         client_max_size=int(station.config.REST_MAX_BODY_BYTES), middlewares=[error_middleware]
     )
     app[STATION] = station
+    app[TOKEN] = token
     app[CERTS] = certs or create_certificate_service(station.config, None, None)
     app.router.add_get("/api/v1/peer/list", peer_list)
     app.router.add_get("/api/v1/peer/leader", peer_leader)
@@ -295,6 +386,8 @@ def create_app(station: Station, certs: CertificateService | None = None) -> web
     app.router.add_post("/api/v1/conf", conf_post)
     app.router.add_get("/api/v1/cert/list/ca", cert_list_ca)
     app.router.add_get("/api/v1/cert/list/peer", cert_list_peer)
-    app.router.add_get("/api/v1/cert/issue/ca", cert_issue_ca)
+    app.router.add_get("/api/v1/cert/issue/ca", cert_get_ca)
+    app.router.add_post("/api/v1/cert/issue/ca", cert_issue_ca)
     app.router.add_post("/api/v1/cert/issue/peer", cert_issue_peer)
+    app.router.add_delete("/api/v1/peer", peer_remove)
     return app

@@ -5,11 +5,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from loopchain.configure import Config, ConfigError
+from loopchain.configure import DEFAULTS, Config, ConfigError
 from loopchain.p2p.grpc_util import Tls
 from loopchain.radiostation.registry import PeerView, Registry
 from loopchain.types.crypto import Signer
 from loopchain.types.validators import Group, Validator, ValidatorSet
+
+# Keys the RadioStation reads once at start (listeners, storage and file paths, TLS, logging, size
+# limits of its servers) and ENABLE_CHANNEL_AUTH, which decides who may join: a runtime change would
+# not take effect, or would silently revert at the next restart. They are set in the files and env.
+_STARTUP_ONLY_PREFIXES = ("PORT_", "IP_", "GRPC_SSL_", "MONITOR_LOG", "RADIOSTATION_")
+_STARTUP_ONLY_NAMES = {
+    "ENABLE_CHANNEL_AUTH",
+    "ENABLE_REST_SSL",
+    "GRPC_MAX_MESSAGE_BYTES",
+    "LOOPCHAIN_HOST",
+    "LOOPCHAIN_LOG_LEVEL",
+    "REST_MAX_BODY_BYTES",
+}
+STARTUP_ONLY = frozenset(
+    key
+    for key in DEFAULTS
+    if key in _STARTUP_ONLY_NAMES or key.startswith(_STARTUP_ONLY_PREFIXES) or key.endswith("_PATH")
+)
 
 
 class UnknownChannel(LookupError):
@@ -35,13 +53,20 @@ class Station:
         return self._config
 
     def set_config(self, name: str, value: Any) -> Config:
-        """Set one configuration key; ConfigError when the key or value is not acceptable."""
+        """Set one configuration key at runtime; ConfigError when the key is fixed at startup
+        (STARTUP_ONLY) or the value is not acceptable (the type and range rules of every layer,
+        and only true or false for a flag)."""
+        if name in STARTUP_ONLY:
+            raise ConfigError(
+                f"{name} is read once at start and cannot be changed at runtime; "
+                "set it in the configuration file (-o) or the environment and restart"
+            )
+        if isinstance(DEFAULTS.get(name), bool) and not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {type(value).__name__}")
         config = self._config.replace(**{name: value})
         if name == "LOOPCHAIN_DEFAULT_CHANNEL" and config[name] not in self.registry.channels:
             raise ConfigError(f"LOOPCHAIN_DEFAULT_CHANNEL must name a channel, got {value!r}")
         self._config = config
-        if name == "ENABLE_CHANNEL_AUTH":
-            self.registry.set_channel_auth(bool(config[name]))
         return config
 
     def resolve_channel(self, name: str | None) -> str:

@@ -55,6 +55,20 @@ class RadioStationProcess:
     def rest(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
 
+    @property
+    def token_path(self) -> Path:
+        """The operator token file this process uses (RADIOSTATION_ADMIN_TOKEN_PATH or default)."""
+        config = json.loads(self.config_path.read_text())
+        configured = config.get("RADIOSTATION_ADMIN_TOKEN_PATH")
+        if configured:
+            return self.workdir / configured
+        storage = self.workdir / config.get("DEFAULT_STORAGE_PATH", ".storage")
+        return storage / f"radiostation_{self.port}" / "admin_token"
+
+    def operator(self) -> dict[str, str]:
+        """The header that authorises a state-changing REST call."""
+        return {"Authorization": f"Bearer {self.token_path.read_text().strip()}"}
+
     def _log_path(self, run: int) -> Path:
         return self.workdir / f"rs_{self.port}_{run}.log"
 
@@ -142,11 +156,24 @@ async def get_json(url: str) -> tuple[int, dict[str, Any]]:
         return response.status, await response.json(content_type=None)
 
 
-async def post_raw(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
-    """POST raw bytes as JSON; returns (HTTP status, decoded JSON body)."""
-    headers = {"Content-Type": "application/json"}
+async def post_raw(
+    url: str, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """POST raw bytes as JSON (with extra `headers`); returns (HTTP status, decoded JSON body)."""
+    headers = {"Content-Type": "application/json", **(headers or {})}
     async with (
         aiohttp.ClientSession() as session,
         session.post(url, data=body, headers=headers) as response,
     ):
         return response.status, await response.json(content_type=None)
+
+
+async def call(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Any request; returns (HTTP status, decoded JSON body, response headers)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, data=body, headers=headers or {}) as response,
+    ):
+        return response.status, await response.json(content_type=None), dict(response.headers)

@@ -247,25 +247,34 @@ def issue_body(signer: Signer, tls_public: Any = None) -> dict[str, str]:
     }
 
 
-async def post(url: str, body: Any) -> tuple[int, dict[str, Any]]:
-    return await post_raw(url, json.dumps(body).encode())
+async def post(url: str, body: Any, rs: RadioStationProcess) -> tuple[int, dict[str, Any]]:
+    """POST `body` as JSON with the operator token of `rs`."""
+    return await post_raw(url, json.dumps(body).encode(), rs.operator())
 
 
-async def test_own_ca_is_created_on_first_use_and_issues_peers(start_rs: StartRS) -> None:
+async def test_own_ca_is_created_by_the_operator_and_issues_peers(start_rs: StartRS) -> None:
     rs = await start_rs()
     cert_api = f"{rs.rest}/api/v1/cert"
     status, peers = await get_json(f"{cert_api}/list/peer")
     assert (status, peers) == (200, {"response_code": 0, "data": []})
+    for path in ("list/ca", "issue/ca"):  # reading never creates the CA
+        status, missing = await get_json(f"{cert_api}/{path}")
+        assert (status, missing["response_code"]) == (404, -4), missing
+        assert "create it with POST /api/v1/cert/issue/ca" in missing["message"]
+    status, created = await post(f"{cert_api}/issue/ca", {}, rs)
+    assert status == 200 and created["response_code"] == 0, created
     status, listed = await get_json(f"{cert_api}/list/ca")
     assert status == 200 and listed["response_code"] == 0, listed
     ca = listed["data"]
+    assert created["data"] == ca
     assert set(ca) >= {"cert_type", "subject", "issuer", "serial_number", "not_after", "cert_pem"}
     assert ca["cert_type"] == "CA" and ca["subject"] == ca["issuer"]
-    assert (await get_json(f"{cert_api}/issue/ca"))[1]["data"] == ca  # never replaced
+    assert (await get_json(f"{cert_api}/issue/ca"))[1]["data"] == ca
+    assert (await post(f"{cert_api}/issue/ca", {}, rs))[1]["data"] == ca  # never replaced
     ca_cert = pki.certificate_from_pem(ca["cert_pem"].encode())
 
     signer = Signer.generate()
-    status, issued = await post(f"{cert_api}/issue/peer", issue_body(signer))
+    status, issued = await post(f"{cert_api}/issue/peer", issue_body(signer), rs)
     assert status == 200 and issued["response_code"] == 0, issued
     data = issued["data"]
     assert data["cert_type"] == "PEER" and data["peer_id"] == signer.address
@@ -306,10 +315,10 @@ async def test_malformed_issue_requests_get_precise_minus_6(start_rs: StartRS) -
         ),
     ]
     for body, message in cases:
-        status, answer = await post(url, body)
+        status, answer = await post(url, body, rs)
         assert status == 400, answer
         assert answer["response_code"] == -6 and message in answer["message"], answer
-    status, answer = await post_raw(url, b"{not json")
+    status, answer = await post_raw(url, b"{not json", rs.operator())
     assert status == 400 and "not valid JSON" in answer["message"]
     status, answer = await get_json(url)
     assert status == 405 and answer["response_code"] == -999
@@ -346,7 +355,7 @@ async def test_cert_dir_made_by_the_tool_is_used_with_its_password(
     ca = (await get_json(f"{cert_api}/list/ca"))[1]["data"]
     assert ca["cert_pem"].encode() == (ca_dir / "ca.pem").read_bytes()
     signer = Signer.generate()
-    status, answer = await post(f"{cert_api}/issue/peer", issue_body(signer))
+    status, answer = await post(f"{cert_api}/issue/peer", issue_body(signer), rs)
     assert status == 200, answer
     assert (ca_dir / "peers" / signer.address / "cert.pem").is_file()
 
@@ -366,10 +375,12 @@ async def test_empty_cert_dir_has_no_ca_until_issue_ca(start_rs: StartRS, tmp_pa
     cert_api = f"{rs.rest}/api/v1/cert"
     status, answer = await get_json(f"{cert_api}/list/ca")
     assert status == 404 and answer["response_code"] == -4
-    assert "create it with GET /api/v1/cert/issue/ca" in answer["message"]
-    status, answer = await post(f"{cert_api}/issue/peer", issue_body(Signer.generate()))
+    assert "create it with POST /api/v1/cert/issue/ca" in answer["message"]
+    status, answer = await post(f"{cert_api}/issue/peer", issue_body(Signer.generate()), rs)
     assert status == 404 and answer["response_code"] == -4
-    status, created = await get_json(f"{cert_api}/issue/ca")
+    assert (await get_json(f"{cert_api}/issue/ca"))[0] == 404
+    assert list(ca_dir.iterdir()) == []
+    status, created = await post(f"{cert_api}/issue/ca", {}, rs)
     assert status == 200 and created["data"]["cert_type"] == "CA"
     assert (ca_dir / "ca.pem").read_text() == created["data"]["cert_pem"]
     assert (await get_json(f"{cert_api}/list/ca"))[1]["data"] == created["data"]

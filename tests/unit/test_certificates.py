@@ -472,9 +472,13 @@ def test_issue_request_is_checked_field_by_field() -> None:
 def test_service_creates_its_own_ca_but_not_in_a_given_directory(tmp_path: Path) -> None:
     own = CertificateService(CertificateDirectory(tmp_path / "own"), True, "own CA")
     assert own.list_peers() == []
+    with pytest.raises(NoCA, match="create it with POST /api/v1/cert/issue/ca"):
+        own.list_ca()  # reading never creates the CA
+    assert not (tmp_path / "own").exists()
+    assert own.issue_peer(request(), 10)["issuer"] == "CN=own CA"  # the operator's first issue
     assert own.list_ca()["subject"] == "CN=own CA"
     given = CertificateService(CertificateDirectory(tmp_path / "given"), False, "x")
-    with pytest.raises(NoCA, match="create it with GET /api/v1/cert/issue/ca"):
+    with pytest.raises(NoCA, match="create it with POST /api/v1/cert/issue/ca"):
         given.list_ca()
     with pytest.raises(NoCA):
         given.issue_peer(request(), 10)

@@ -1,0 +1,132 @@
+"""The operator's credential: a random bearer token in a file only its owner may read.
+
+At its first start the RadioStation writes the token (32 random bytes, URL-safe base64) to
+RADIOSTATION_ADMIN_TOKEN_PATH, by default {DEFAULT_STORAGE_PATH}/radiostation_{port}/admin_token:
+under a temporary name with mode 0600, synced, then linked into place (never over an existing file).
+Later starts read it and refuse to start while group or others have any access to it. An operator may
+put a token of their own in the file (32 to 256 characters of A-Z a-z 0-9 - . _ ~ + / =).
+
+Every state-changing REST call carries `Authorization: Bearer <token>`; the token is compared in
+constant time and never logged or served.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+import secrets
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TOKEN_FILE = "admin_token"
+TOKEN_BYTES = 32
+MIN_TOKEN_CHARS = 32
+MAX_TOKEN_CHARS = 256
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
+_SECRET_MODE = 0o600
+
+
+class TokenFileError(Exception):
+    """The token file cannot be created or is unsafe to use; the message names it and says why."""
+
+
+class MissingCredential(Exception):
+    """A write without `Authorization: Bearer <token>` (answered 401)."""
+
+
+class WrongCredential(Exception):
+    """A write with a bearer token that is not the operator's (answered 403)."""
+
+
+@dataclass(frozen=True)
+class OperatorToken:
+    """The operator's token and the file it lives in (its repr never shows the token)."""
+
+    path: Path
+    secret: bytes = field(repr=False)
+
+    def check(self, authorization: str | None) -> None:
+        """Accept `Bearer <token>`; MissingCredential or WrongCredential otherwise."""
+        scheme, _, candidate = (authorization or "").strip().partition(" ")
+        candidate = candidate.strip()
+        if scheme.lower() != "bearer" or not candidate:
+            raise MissingCredential("send the operator token as 'Authorization: Bearer <token>'")
+        if not hmac.compare_digest(candidate.encode("utf-8", "replace"), self.secret):
+            raise WrongCredential("the bearer token is not the operator token")
+
+
+def token_path(configured: str, storage: Path) -> Path:
+    """The token file: RADIOSTATION_ADMIN_TOKEN_PATH, or admin_token in the storage directory."""
+    return Path(configured) if configured else storage / TOKEN_FILE
+
+
+def load_or_create_token(path: Path) -> tuple[OperatorToken, bool]:
+    """The token at `path` (created when missing) and whether it was created now."""
+    try:
+        return _load(path), False
+    except FileNotFoundError:
+        pass
+    try:
+        created = _create(path)
+    except FileExistsError:  # another process created it first: use that one
+        return _load(path), False
+    except OSError as exc:
+        raise TokenFileError(f"cannot create the operator token file {path}: {exc}") from None
+    return created, True
+
+
+def _load(path: Path) -> OperatorToken:
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise TokenFileError(f"the operator token file {path} is not a regular file")
+        if info.st_mode & 0o077:
+            mode = stat.S_IMODE(info.st_mode)
+            raise TokenFileError(
+                f"the operator token file {path} is open to group or others (mode {mode:04o}); "
+                f"make it private with: chmod 600 {path}"
+            )
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise TokenFileError(f"cannot read the operator token file {path}: {exc}") from None
+    return OperatorToken(path, _parse(path, raw))
+
+
+def _parse(path: Path, raw: bytes) -> bytes:
+    token = raw.strip()
+    if not MIN_TOKEN_CHARS <= len(token) <= MAX_TOKEN_CHARS:
+        raise TokenFileError(
+            f"the operator token in {path} must be {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} "
+            f"characters, it has {len(token)}; delete the file to have a new one made"
+        )
+    if not _TOKEN.fullmatch(token.decode("ascii", "replace")):
+        raise TokenFileError(
+            f"the operator token in {path} may only hold A-Z a-z 0-9 - . _ ~ + / and a trailing ="
+        )
+    return token
+
+
+def _create(path: Path) -> OperatorToken:
+    """Write a new token under a temporary name (0600, synced) and link it into place."""
+    token = secrets.token_urlsafe(TOKEN_BYTES).encode("ascii")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _SECRET_MODE)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(token + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)  # FileExistsError when another process was first; never replaces
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return OperatorToken(path, token)

@@ -1,0 +1,396 @@
+"""Operator authority on the real radiostation.py: the token file, bearer checks on every write,
+GETs that change nothing, typed and range-checked configuration, bounded request bodies, peer
+removal."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from loopchain.configure import DEFAULTS, load_config
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.radiostation.certs import CertificateDirectory, CertificateService
+from loopchain.radiostation.operator import OperatorToken
+from loopchain.radiostation.registry import Registry
+from loopchain.radiostation.rest import create_app
+from loopchain.radiostation.station import Station
+from loopchain.types import certificates as pki
+from loopchain.types.crypto import Signer
+from loopchain.types.validators import ValidatorSet
+from tests.integration._rs_helpers import (
+    RadioStationProcess,
+    call,
+    connect_request,
+    get_json,
+    post_raw,
+)
+from tests.procs import free_port_pair
+
+DEADLINE = 5.0
+StartRS = Callable[..., Awaitable[RadioStationProcess]]
+WRONG = {"Authorization": "Bearer " + "x" * 43}
+
+
+@pytest.fixture
+async def start_rs(tmp_path: Path) -> AsyncIterator[StartRS]:
+    """Start radiostation.py processes; on teardown SIGTERM each, expect exit 0, no traceback."""
+    started: list[RadioStationProcess] = []
+
+    async def start(
+        config: dict[str, Any] | None = None, channels: dict[str, Any] | None = None
+    ) -> RadioStationProcess:
+        channel_file = tmp_path / "channel_manage_data.json"
+        if channels is not None:
+            channel_file.write_text(json.dumps(channels))
+        base: dict[str, Any] = {
+            "DEFAULT_STORAGE_PATH": "storage",
+            "CHANNEL_MANAGE_DATA_PATH": str(channel_file),
+        }
+        if "RADIOSTATION_CHECK_TARGETS" in DEFAULTS:
+            base["RADIOSTATION_CHECK_TARGETS"] = False  # the peers here serve nothing at targets
+        rs = RadioStationProcess(tmp_path, free_port_pair(), {**base, **(config or {})})
+        rs.start()
+        started.append(rs)
+        await rs.wait_ready()
+        return rs
+
+    yield start
+    for rs in started:
+        if rs.is_running():
+            assert await rs.terminate() == 0, rs.logs()
+        assert "Traceback" not in rs.logs(), rs.logs()
+        if rs.token_path.exists():
+            assert rs.token_path.read_text().strip() not in rs.logs()
+
+
+def issue_body(signer: Signer) -> dict[str, str]:
+    tls = pki.generate_tls_key().public_key()
+    return {
+        "public_key": signer.public_key.hex(),
+        "tls_public_key_pem": pki.public_key_to_pem(tls).decode(),
+        "signature": signer.sign(pki.cert_request_digest(signer.public_key, tls)).hex(),
+    }
+
+
+async def register(rs: RadioStationProcess, *signers: Signer) -> None:
+    async with grpc.aio.insecure_channel(rs.target) as channel:
+        stub = pb_grpc.RadioStationStub(channel)
+        for index, signer in enumerate(signers):
+            request = connect_request(signer, f"127.0.0.1:{7100 + 100 * index}")
+            assert (await stub.ConnectPeer(request, timeout=DEADLINE)).code == 0
+
+
+async def peer_list(rs: RadioStationProcess, channel: str) -> pb.PeerListReply:
+    async with grpc.aio.insecure_channel(rs.target) as channel_:
+        stub = pb_grpc.RadioStationStub(channel_)
+        return await stub.GetPeerList(pb.ChannelRequest(channel=channel), timeout=DEADLINE)
+
+
+async def conf_value(rs: RadioStationProcess, name: str) -> Any:
+    status, body = await get_json(f"{rs.rest}/api/v1/conf?name={name}")
+    assert status == 200, body
+    return body["data"][0]["value"]
+
+
+# -- the token file
+
+
+async def test_token_file_is_private_and_kept_across_restarts(start_rs: StartRS) -> None:
+    rs = await start_rs()
+    path = rs.token_path
+    assert path.stat().st_mode & 0o777 == 0o600
+    token = path.read_text().strip()
+    assert len(token) >= 32
+    assert f"operator token created in {path.relative_to(rs.workdir)}" in rs.current_log()
+    assert not list(path.parent.glob("*.tmp"))
+    assert await rs.terminate() == 0
+    rs.start()
+    await rs.wait_ready()
+    assert path.read_text().strip() == token
+    assert f"operator token read from {path.relative_to(rs.workdir)}" in rs.current_log()
+    status, _ = await post_raw(
+        f"{rs.rest}/api/v1/conf", b'{"name": "GRPC_TIMEOUT", "value": 4}', rs.operator()
+    )
+    assert status == 200
+
+
+async def test_configured_token_path_is_used(start_rs: StartRS) -> None:
+    rs = await start_rs({"RADIOSTATION_ADMIN_TOKEN_PATH": "secrets/rs_token"})
+    assert rs.token_path == rs.workdir / "secrets" / "rs_token"
+    assert rs.token_path.stat().st_mode & 0o777 == 0o600
+    assert not (rs.workdir / "storage" / f"radiostation_{rs.port}" / "admin_token").exists()
+    status, _ = await post_raw(
+        f"{rs.rest}/api/v1/conf", b'{"name": "GRPC_TIMEOUT", "value": 4}', rs.operator()
+    )
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("mode", "content", "words"),
+    [
+        (0o640, "t" * 43, ["open to group or others (mode 0640)", "chmod 600"]),
+        (0o604, "t" * 43, ["open to group or others (mode 0604)", "chmod 600"]),
+        (0o600, "tooshort1", ["must be 32 to 256 characters, it has 9"]),
+        (0o600, "t" * 40 + " x", ["may only hold"]),
+    ],
+)
+async def test_an_unsafe_token_file_refuses_start(
+    tmp_path: Path, mode: int, content: str, words: list[str]
+) -> None:
+    port = free_port_pair()
+    path = tmp_path / "s" / f"radiostation_{port}" / "admin_token"
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    path.chmod(mode)
+    rs = RadioStationProcess(tmp_path, port, {"DEFAULT_STORAGE_PATH": str(tmp_path / "s")})
+    code, logs = await rs.run_to_exit()
+    assert code == 1, logs
+    assert str(path) in logs and all(word in logs for word in words), logs
+    assert "Traceback" not in logs and content not in logs
+
+
+# -- every write needs the token
+
+
+async def test_every_write_route_is_operator_only(tmp_path: Path) -> None:
+    """The routes that change state are exactly those the next test checks over HTTP."""
+    config = load_config(environ={}, overrides={"DEFAULT_STORAGE_PATH": str(tmp_path)})
+    station = Station(config, Registry({}, False), Signer.generate(), time.time)
+    certs = CertificateService(CertificateDirectory(tmp_path / "ca"), True, "x")
+    app = create_app(station, OperatorToken(tmp_path / "t", b"t" * 43), certs)
+    writes = {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.method not in ("GET", "HEAD") and route.resource is not None
+    }
+    assert writes == {(method, path) for method, path, _ in WRITES}
+
+
+WRITES = [
+    ("POST", "/api/v1/conf", b'{"name": "GRPC_TIMEOUT", "value": 1.5}'),
+    ("POST", "/api/v1/cert/issue/ca", b""),
+    ("POST", "/api/v1/cert/issue/peer", None),  # a fresh signed request
+    ("DELETE", "/api/v1/peer", None),  # ?peer_id= of a registered peer
+]
+
+
+async def test_writes_need_the_operator_token(start_rs: StartRS) -> None:
+    rs = await start_rs()
+    victim = Signer.generate()
+    await register(rs, victim)
+    ca_dir = rs.workdir / "storage" / f"radiostation_{rs.port}" / "ca"
+    token = rs.token_path.read_text().strip()
+    for method, path, body in WRITES:
+        url = f"{rs.rest}{path}"
+        if path == "/api/v1/peer":
+            url += f"?peer_id={victim.address}"
+        data = json.dumps(issue_body(Signer.generate())).encode() if body is None else body
+        refusals = [
+            ({}, 401),
+            ({"Authorization": "Basic " + token}, 401),
+            ({"Authorization": "Bearer"}, 401),
+            (WRONG, 403),
+            ({"Authorization": "Bearer " + token[:-1]}, 403),
+            ({"Authorization": "Bearer " + token + "x"}, 403),
+        ]
+        for headers, expected in refusals:
+            status, answer, response_headers = await call(method, url, data, headers)
+            assert status == expected, (method, path, headers, answer)
+            assert answer["response_code"] < 0 and "token" in answer["message"], answer
+            if expected == 401:
+                assert response_headers["WWW-Authenticate"].startswith("Bearer")
+        # nothing changed
+        assert await conf_value(rs, "GRPC_TIMEOUT") == 5.0
+        assert not (ca_dir / "ca.pem").exists()
+        assert [p.peer_id for p in (await peer_list(rs, "")).peers] == [victim.address]
+    logs = rs.current_log()
+    assert "refused: no operator token (from 127.0.0.1)" in logs
+    assert "refused: a wrong operator token (from 127.0.0.1)" in logs
+
+    for method, path, body in WRITES:
+        url = f"{rs.rest}{path}"
+        if path == "/api/v1/peer":
+            url += f"?peer_id={victim.address}"
+        data = json.dumps(issue_body(Signer.generate())).encode() if body is None else body
+        status, answer, _ = await call(method, url, data, {"Authorization": f"Bearer {token}"})
+        assert (status, answer["response_code"]) == (200, 0), (method, path, answer)
+    assert await conf_value(rs, "GRPC_TIMEOUT") == 1.5
+    assert (ca_dir / "ca.pem").is_file()
+    assert list((await peer_list(rs, "")).peers) == []
+    status, _ = await get_json(f"{rs.rest}/api/v1/conf")  # reads stay open
+    assert status == 200
+
+
+# -- GETs change nothing
+
+
+async def test_get_never_creates_a_ca(start_rs: StartRS) -> None:
+    rs = await start_rs()
+    storage = rs.workdir / "storage" / f"radiostation_{rs.port}"
+    before = sorted(p.relative_to(storage) for p in storage.rglob("*"))
+    for path in ("cert/issue/ca", "cert/list/ca"):
+        status, answer = await get_json(f"{rs.rest}/api/v1/{path}")
+        assert (status, answer["response_code"]) == (404, -4), answer
+        assert "POST /api/v1/cert/issue/ca" in answer["message"]
+        assert "operator token" in answer["message"]
+    assert (await get_json(f"{rs.rest}/api/v1/cert/list/peer"))[1]["data"] == []
+    assert sorted(p.relative_to(storage) for p in storage.rglob("*")) == before
+    assert not (storage / "ca").exists()
+    assert "create it with POST /api/v1/cert/issue/ca" in rs.current_log()
+
+
+# -- configuration values
+
+
+CONF_REFUSALS: list[tuple[bytes, list[str]]] = [
+    (b'{"name": "HEARTBEAT_TIMEOUT", "value": NaN}', ["NaN"]),
+    (b'{"name": "HEARTBEAT_TIMEOUT", "value": Infinity}', ["Infinity"]),
+    (b'{"name": "HEARTBEAT_TIMEOUT", "value": -Infinity}', ["Infinity"]),
+    (b'{"name": "HEARTBEAT_TIMEOUT", "value": 1e400}', ["1e400", "out of range"]),
+    (b'{"name": "HEARTBEAT_TIMEOUT", "value": 0}', ["HEARTBEAT_TIMEOUT", "above 0"]),
+    (b'{"name": "HEARTBEAT_INTERVAL", "value": -1}', ["HEARTBEAT_INTERVAL", "above 0"]),
+    (b'{"name": "GRPC_TIMEOUT", "value": 0.0}', ["GRPC_TIMEOUT", "above 0"]),
+    (b'{"name": "GRPC_TIMEOUT", "value": 86401}', ["GRPC_TIMEOUT", "at most 86400"]),
+    (b'{"name": "GRPC_TIMEOUT", "value": ' + b"9" * 400 + b"}", ["GRPC_TIMEOUT", "range"]),
+    (b'{"name": "MAX_BLOCK_TX_NUM", "value": ' + b"9" * 400 + b"}", ["at most 2147483647"]),
+    (b'{"name": "MAX_BLOCK_TX_NUM", "value": -' + b"9" * 400 + b"}", ["MAX_BLOCK_TX_NUM"]),
+    (b'{"name": "MAX_BLOCK_TX_NUM", "value": 0}', ["MAX_BLOCK_TX_NUM", "at least 1"]),
+    (b'{"name": "MAX_BLOCK_TX_NUM", "value": 5.5}', ["MAX_BLOCK_TX_NUM must be int"]),
+    (b'{"name": "MAX_BLOCK_TX_NUM", "value": true}', ["MAX_BLOCK_TX_NUM must be int"]),
+    (b'{"name": "HEARTBEAT_TIMEOUT", "value": "10"}', ["HEARTBEAT_TIMEOUT must be float"]),
+    (b'{"name": "ALLOW_LOAD_SCORE_IN_DEVELOP", "value": 1}', ["must be true or false"]),
+    (b'{"name": "ALLOW_LOAD_SCORE_IN_DEVELOP", "value": "true"}', ["must be true or false"]),
+    (b'{"name": "LEADER_COMPLAIN_RATIO", "value": 1.5}', ["LEADER_COMPLAIN_RATIO"]),
+    (b'{"name": "VOTING_RATIO", "value": 0.5}', ["VOTING_RATIO"]),
+]
+RUNTIME_FIXED = [
+    ("ENABLE_CHANNEL_AUTH", True),
+    ("DEFAULT_STORAGE_PATH", "/tmp/elsewhere"),
+    ("CHANNEL_MANAGE_DATA_PATH", "other.json"),
+    ("PORT_RADIOSTATION", 7102),
+    ("IP_LOCAL", "0.0.0.0"),
+    ("GRPC_SSL_TYPE", 0),
+    ("GRPC_SSL_KEY_PATH", "key.pem"),
+    ("RADIOSTATION_ADMIN_TOKEN_PATH", "t"),
+    ("REST_MAX_BODY_BYTES", 10),
+    ("LOG_FILE_PATH", "x.log"),
+]
+
+
+async def test_conf_values_are_typed_and_range_checked(start_rs: StartRS) -> None:
+    rs = await start_rs()
+    url = f"{rs.rest}/api/v1/conf"
+    before = (await get_json(url))[1]["data"]
+    cases = CONF_REFUSALS + [
+        (json.dumps({"name": name, "value": value}).encode(), [name, "at runtime"])
+        for name, value in RUNTIME_FIXED
+    ]
+    for raw, words in cases:
+        status, body = await post_raw(url, raw, rs.operator())
+        assert (status, body["response_code"]) == (400, -6), (raw[:80], body)
+        assert all(word in body["message"] for word in words), (raw[:80], body)
+        assert len(body["message"]) < 300, body
+    assert (await get_json(url))[1]["data"] == before
+
+    accepted = [
+        (b'{"name": "ALLOW_LOAD_SCORE_IN_DEVELOP", "value": true}', True),
+        (b'{"name": "HEARTBEAT_TIMEOUT", "value": 3}', 3.0),
+        (b'{"name": "MAX_BLOCK_TX_NUM", "value": 2147483647}', 2147483647),
+    ]
+    for raw, value in accepted:
+        status, body = await post_raw(url, raw, rs.operator())
+        assert (status, body["data"][0]["value"]) == (200, value), body
+
+
+# -- bounded request bodies
+
+
+DEEP_LIST = b"[" * 100_000 + b"]" * 100_000
+BAD_BODIES: list[tuple[bytes, str]] = [
+    (DEEP_LIST, "nested too deeply"),
+    (b'{"name": "GRPC_TIMEOUT", "value": ' + DEEP_LIST + b"}", "nested too deeply"),
+    (b'{"name": "x", "value": ' + b"7" * 5000 + b"}", "5000 digits"),
+    (b'{"name": "x", "value": ' + b"7" * 1001 + b"}", "1001 digits"),
+    (b'{"name": "x", "value": NaN}', "NaN"),
+    (b'{"name": "x", "value": [1e999]}', "out of range"),
+    (b'{"name": "\\ud800", "value": 1}', "lone surrogate"),
+    (b'{"name": "x", "value": "\\udfff"}', "lone surrogate"),
+    (b'{"name": "x", "value": {"\\ud83d": 1}}', "lone surrogate"),
+    (b'{"name": "\xff\xfe", "value": 1}', "not UTF-8"),
+    (b'{"name": "\xed\xa0\x80", "value": 1}', "not UTF-8"),  # a surrogate encoded in UTF-8
+    (b"\xef\xbb\xbf{}", "BOM"),
+]
+
+
+async def test_malformed_bodies_are_400_never_500(start_rs: StartRS) -> None:
+    rs = await start_rs()
+    for path in ("/api/v1/conf", "/api/v1/cert/issue/peer"):
+        for raw, words in BAD_BODIES:
+            status, body = await post_raw(f"{rs.rest}{path}", raw, rs.operator())
+            assert (status, body["response_code"]) == (400, -6), (path, raw[:60], body)
+            assert "not valid JSON" in body["message"] and words in body["message"], body
+    # a valid surrogate pair is a character like any other
+    pair = b'{"name": "\\ud83d\\ude00", "value": 1}'
+    status, body = await post_raw(f"{rs.rest}/api/v1/conf", pair, rs.operator())
+    assert (status, body["response_code"]) == (400, -6)
+    assert "unknown configuration key" in body["message"]
+    big = b'{"x": "' + b"a" * (600 * 1024) + b'"}'
+    status, body = await post_raw(f"{rs.rest}/api/v1/conf", big, rs.operator())
+    assert (status, body["response_code"]) == (413, -6)
+    assert "Traceback" not in rs.current_log()
+    assert "internal error" not in rs.current_log()
+
+
+# -- peer removal
+
+
+async def test_removal_leaves_every_channel_and_persists(start_rs: StartRS) -> None:
+    channels = {"c1": {"score_package": "p1"}, "c2": {"score_package": "p2"}}
+    rs = await start_rs({"LOOPCHAIN_DEFAULT_CHANNEL": "c1"}, channels)
+    a, b = Signer.generate(), Signer.generate()
+    await register(rs, a, b)
+    versions = {
+        c: ValidatorSet.decode((await peer_list(rs, c)).validator_set).version for c in channels
+    }
+    url = f"{rs.rest}/api/v1/peer"
+
+    status, body, _ = await call("DELETE", f"{url}?peer_id={a.address}", None, rs.operator())
+    assert (status, body["response_code"]) == (200, 0), body
+    expected = {c: v + 1 for c, v in versions.items()}
+    assert body["data"] == {"peer_id": a.address, "channels": expected}
+    assert f"peer {a.address} removed by the operator (from 127.0.0.1)" in rs.current_log()
+    for channel in channels:
+        listed = await peer_list(rs, channel)
+        assert [p.peer_id for p in listed.peers] == [b.address]
+        vset = ValidatorSet.decode(listed.validator_set)
+        assert (vset.version, vset.peer_ids) == (expected[channel], [b.address])
+    async with grpc.aio.insecure_channel(rs.target) as channel_:
+        stub = pb_grpc.RadioStationStub(channel_)
+        gone = await stub.Heartbeat(pb.HeartbeatRequest(peer_id=a.address), timeout=DEADLINE)
+        stays = await stub.Heartbeat(pb.HeartbeatRequest(peer_id=b.address), timeout=DEADLINE)
+    assert gone.code == -800
+    assert (stays.code, stays.peer_list_version) == (0, expected["c1"])  # peers see the change
+    status, body = await get_json(f"{rs.rest}/api/v1/peer/list?channel=c2")
+    assert body["data"]["registered_peer_count"] == 1
+
+    status, body, _ = await call("DELETE", f"{url}?peer_id={a.address}", None, rs.operator())
+    assert (status, body["response_code"]) == (404, -800) and a.address in body["message"]
+    status, body, _ = await call("DELETE", url, None, rs.operator())
+    assert (status, body["response_code"]) == (400, -6) and "peer_id" in body["message"]
+
+    registry = rs.workdir / "storage" / f"radiostation_{rs.port}" / "registry.json"
+    assert a.address not in registry.read_text()
+    assert await rs.terminate() == 0
+    rs.start()
+    await rs.wait_ready()
+    for channel in channels:
+        listed = await peer_list(rs, channel)
+        assert [p.peer_id for p in listed.peers] == [b.address]
+        assert ValidatorSet.decode(listed.validator_set).version == expected[channel]
