@@ -33,21 +33,20 @@ CONF="$DATA/localnet.json"
 DEFAULT_CHANNEL=${CHANNELS%%,*}
 cat > "$CONF" <<JSON
 {"DEFAULT_STORAGE_PATH": "$DATA/storage", "CHANNEL_MANAGE_DATA_PATH": "$DATA/channel_manage_data.json",
- "LOOPCHAIN_DEFAULT_CHANNEL": "${DEFAULT_CHANNEL:-loopchain_default}", "GRPC_SSL_TYPE": $TLS}
+ "LOOPCHAIN_DEFAULT_CHANNEL": "${DEFAULT_CHANNEL:-loopchain_default}", "GRPC_SSL_TYPE": $TLS,
+ "ENABLE_CHANNEL_AUTH": true}
 JSON
+PEER_PORTS=$(seq -s, 7100 100 $((7000 + 100 * PEERS)))
 if [ "$TLS" = 2 ]; then  # one CA; each node's key and certificate where it looks for them
-  .venv/bin/python tools/tls_network.py --storage "$DATA/storage" \
-    --peers "$(seq -s, 7100 100 $((7000 + 100 * PEERS)))" >/dev/null
+  .venv/bin/python tools/tls_network.py --storage "$DATA/storage" --peers "$PEER_PORTS" >/dev/null
 fi
 
-if [ -n "$SCORE$CHANNELS" ]; then  # the channels (default: one), each running the SCORE package
-  .venv/bin/python - "$DATA/channel_manage_data.json" "${CHANNELS:-loopchain_default}" "${SCORE:-loopchain/default}" <<'PY'
-import json, sys
-path, names, package = sys.argv[1], [n for n in sys.argv[2].split(",") if n], sys.argv[3]
-with open(path, "w") as out:
-    json.dump({name: {"score_package": package} for name in names}, out, indent=2)
-PY
-fi
+# Listed mode: each peer's key is made (or kept) now, and the channels list the peers by their ids
+# (a target alone is not an identity). Keys are encrypted when LOOPCHAIN_KEY_PASSWORD is set.
+listed=()
+for port in ${PEER_PORTS//,/ }; do listed+=(--peer "127.0.0.1:$port=$DATA/storage/peer_$port/peer_key"); done
+.venv/bin/python tools/listed_channels.py --out "$DATA/channel_manage_data.json" \
+  --channels "${CHANNELS:-loopchain_default}" --score "${SCORE:-loopchain/default}" "${listed[@]}" >/dev/null
 
 pids=()
 stop() {

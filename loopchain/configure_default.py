@@ -73,6 +73,9 @@ TX_TIMESTAMP_WINDOW = 300.0  # seconds a pooled transaction's timestamp may lie 
 # RadioStation
 HEARTBEAT_INTERVAL = 2.0
 HEARTBEAT_TIMEOUT = 10.0
+# A registering peer must sign a fresh challenge at its target (its key answers there) before it
+# joins a channel; off only where the RadioStation cannot reach its peers.
+RADIOSTATION_CHECK_TARGETS = True
 # The operator token file (Authorization: Bearer for POST /conf, certificates, peer removal); empty
 # means {DEFAULT_STORAGE_PATH}/radiostation_{port}/admin_token. Created 0600 on first start.
 RADIOSTATION_ADMIN_TOKEN_PATH = ""

@@ -17,6 +17,7 @@ from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
+from loopchain.types.peer import IDENTIFY_CHALLENGE_BYTES
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import Complaint, QuorumCertificate, Vote
 
@@ -80,9 +81,12 @@ class ChannelBackend(Protocol):
 
 
 class PeerBackend(Protocol):
-    """The peer: its channels by name (empty name: the default channel)."""
+    """The peer: its channels by name (empty name: the default channel), and its identity."""
 
     def channel(self, name: str) -> ChannelBackend: ...
+    def identify(self, challenge: bytes) -> tuple[str, bytes]:
+        """This peer's id and its signature of `identify_digest(challenge)`."""
+        ...
 
 
 def decode_consensus(message: pb.ConsensusMessage) -> m.Event:
@@ -304,6 +308,17 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             channel = self._channel(context, request.channel)
             channel.receive(decode_consensus(request))
             return pb.Ack(code=0)
+
+        return await self._serve(context, work)
+
+    async def Identify(self, request: pb.IdentifyRequest, context: Any) -> pb.IdentifyReply:
+        def work() -> pb.IdentifyReply:
+            if len(request.challenge) != IDENTIFY_CHALLENGE_BYTES:
+                raise RequestError(
+                    ErrorKind.INVALID, f"challenge must be {IDENTIFY_CHALLENGE_BYTES} bytes"
+                )
+            peer_id, signature = self.backend.identify(request.challenge)
+            return pb.IdentifyReply(peer_id=peer_id, signature=signature)
 
         return await self._serve(context, work)
 

@@ -14,6 +14,7 @@ from loopchain.p2p.transport import TransportError
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.canonical import EncodingError
+from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import Signer, address_of
 from loopchain.types.peer import PeerInfo, connect_digest
 from loopchain.types.validators import ValidatorSet
@@ -65,6 +66,8 @@ class RadioStationClient:
             signature=signer.sign(connect_digest(signer.address, my_target, group_id)),
         )
         reply = await self._call(self._stub.ConnectPeer, request)
+        if reply.code == ResponseCode.TIMEOUT:  # it could not reach us yet: try again later
+            raise RadioStationUnreachable(reply.message)
         if reply.code != 0:
             raise RadioStationRefused(
                 f"RadioStation {self.target} refused this peer: {reply.message}"

@@ -29,7 +29,7 @@ from loopchain.storage.abc import KeyValueStore
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types.crypto import KeyFile, KeyProtection, Signer, open_key_file
 from loopchain.types.passwords import KEY_PASSWORD_ENV
-from loopchain.types.peer import PeerInfo
+from loopchain.types.peer import PeerInfo, identify_digest
 from loopchain.types.validators import ValidatorSet
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,11 @@ class PeerNode:
         self.tls: grpc_util.Tls | None = None
 
     # ------------------------------------------------------------ backend for the servicer
+
+    def identify(self, challenge: bytes) -> tuple[str, bytes]:
+        """This peer's id and its signature of the RadioStation's challenge."""
+        assert self.signer is not None
+        return self.signer.address, self.signer.sign(identify_digest(challenge))
 
     def channel(self, name: str) -> ChannelService:
         name = name or self.config.LOOPCHAIN_DEFAULT_CHANNEL

@@ -1,10 +1,16 @@
 """Channel configuration of the RadioStation, read from channel_manage_data.json.
 
-The file maps a channel name to `{"score_package": str, "peers": [{"peer_target": "host:port",
-"weight": int, "group_id": str, "role": "validator" | "auditor"}], "groups": {"<group_id>":
-{"weight": int}}}`; `weight` (default 1) and `group_id` (default none) shape the channel's validator
-set: peers of one group vote as one unit of the group's weight. Auditors receive and verify every
-block of the channel but never vote, propose or take transactions. When the file does not exist the RadioStation runs one open channel
+The file maps a channel name to `{"score_package": str, "peers": [{"peer_id": "hx...",
+"peer_target": "host:port", "weight": int, "group_id": str, "role": "validator" | "auditor"}],
+"groups": {"<group_id>": {"weight": int}}}`; `weight` (default 1) and `group_id` (default none)
+shape the channel's validator set: peers of one group vote as one unit of the group's weight.
+Auditors receive and verify every block of the channel but never vote, propose or take
+transactions.
+
+A peer is known by its id (the address of its key). With ENABLE_CHANNEL_AUTH (listed mode) a peer
+joins a channel only when an entry lists its `peer_id`; a target alone is not an identity, so every
+entry needs one. In open mode an entry may name only `peer_target`, to give the peer registered
+there a weight, group or role. When the file does not exist the RadioStation runs one open channel
 (LOOPCHAIN_DEFAULT_CHANNEL).
 """
 
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +27,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _CHANNEL_KEYS = {"score_package", "peers", "groups"}
-_PEER_KEYS = {"peer_target", "weight", "group_id", "role"}
+_PEER_KEYS = {"peer_id", "peer_target", "weight", "group_id", "role"}
+_PEER_ID = re.compile(r"hx[0-9a-f]{40}")
 ROLES = ("validator", "auditor")
 
 
@@ -29,26 +37,58 @@ class ChannelDataError(ValueError):
 
 
 @dataclass(frozen=True)
+class MemberSpec:
+    """One entry of a channel's `peers` list."""
+
+    peer_id: str = ""  # empty: the entry names only a target (open mode)
+    target: str = ""  # empty: the peer may register from any target
+    weight: int = 1
+    group_id: str = ""
+    role: str = "validator"
+
+
+@dataclass(frozen=True)
 class ChannelSpec:
-    """One channel: its SCORE package and the peer targets allowed in it (None: any peer)."""
+    """One channel: its SCORE package and its listed peers (None: any peer, open mode)."""
 
     name: str
     score_package: str
-    peer_targets: frozenset[str] | None
-    peer_weights: Mapping[str, int] = field(default_factory=dict)  # target -> weight
-    peer_groups: Mapping[str, str] = field(default_factory=dict)  # target -> group id
+    members: tuple[MemberSpec, ...] | None
     groups: Mapping[str, int] = field(default_factory=dict)  # group id -> weight
-    auditors: frozenset[str] = frozenset()  # targets that follow the channel without voting
 
-    def is_validator(self, target: str) -> bool:
-        """True unless the channel names `target` an auditor."""
-        return target not in self.auditors
+    def entry(self, peer_id: str, target: str) -> MemberSpec | None:
+        """The entry naming `peer_id`, else one naming only `target`, else None."""
+        for member in self.members or ():
+            if member.peer_id and member.peer_id == peer_id:
+                return member
+        for member in self.members or ():
+            if not member.peer_id and member.target == target:
+                return member
+        return None
 
-    def admits(self, target: str, channel_auth: bool) -> bool:
-        """True when a peer at `target` belongs to this channel."""
-        if not channel_auth or self.peer_targets is None:
+    def admits(self, peer_id: str, target: str, channel_auth: bool) -> bool:
+        """True when the peer `peer_id` registered at `target` belongs to this channel."""
+        if not channel_auth or self.members is None:
             return True
-        return target in self.peer_targets
+        member = self.entry(peer_id, target)
+        return member is not None and member.peer_id == peer_id
+
+    def is_validator(self, peer_id: str, target: str) -> bool:
+        """True unless the channel names the peer an auditor."""
+        member = self.entry(peer_id, target)
+        return member is None or member.role == "validator"
+
+    def weight(self, peer_id: str, target: str) -> int:
+        member = self.entry(peer_id, target)
+        return member.weight if member is not None else 1
+
+    def group_of(self, peer_id: str, target: str) -> str:
+        member = self.entry(peer_id, target)
+        return member.group_id if member is not None else ""
+
+    def unlisted(self) -> list[int]:
+        """Indexes of entries without a peer id (refused in listed mode)."""
+        return [i for i, m in enumerate(self.members or ()) if not m.peer_id]
 
 
 def is_target(text: str) -> bool:
@@ -57,53 +97,51 @@ def is_target(text: str) -> bool:
     return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
 
 
-@dataclass
-class _Peers:
-    targets: set[str] = field(default_factory=set)
-    weights: dict[str, int] = field(default_factory=dict)
-    groups: dict[str, str] = field(default_factory=dict)
-    auditors: set[str] = field(default_factory=set)
-
-
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def _parse_peers(path: Path, name: str, raw: Any) -> _Peers:
+def _parse_member(where: str, entry: Any) -> MemberSpec:
+    if not isinstance(entry, dict):
+        raise ChannelDataError(f"{where} must be an object")
+    unknown = sorted(set(entry) - _PEER_KEYS)
+    if unknown:
+        raise ChannelDataError(f"{where} has unknown keys {unknown}")
+    peer_id = entry.get("peer_id", "")
+    if not isinstance(peer_id, str) or (peer_id and not _PEER_ID.fullmatch(peer_id)):
+        raise ChannelDataError(f"{where}.peer_id must be 'hx' and 40 lowercase hex digits")
+    target = entry.get("peer_target", "")
+    if not isinstance(target, str) or (target and not is_target(target)):
+        raise ChannelDataError(f"{where}.peer_target must be 'host:port', got {target!r}")
+    if not peer_id and not target:
+        raise ChannelDataError(f"{where} needs a peer_id (or, in open mode, a peer_target)")
+    weight = entry.get("weight", 1)
+    if not _positive_int(weight):
+        raise ChannelDataError(f"{where}.weight must be a positive integer")
+    group = entry.get("group_id", "")
+    if not isinstance(group, str):
+        raise ChannelDataError(f"{where}.group_id must be a string")
+    role = entry.get("role", "validator")
+    if role not in ROLES:
+        raise ChannelDataError(f"{where}.role must be one of {list(ROLES)}")
+    return MemberSpec(peer_id, target, weight, group, role)
+
+
+def _parse_peers(path: Path, name: str, raw: Any) -> tuple[MemberSpec, ...]:
     where = f"{path}: channel {name!r}"
     if not isinstance(raw, list):
-        raise ChannelDataError(f"{where}: 'peers' must be a list of {{'peer_target': 'host:port'}}")
-    peers = _Peers()
-    for index, entry in enumerate(raw):
-        if not isinstance(entry, dict):
-            raise ChannelDataError(f"{where}: peers[{index}] must be an object")
-        unknown = sorted(set(entry) - _PEER_KEYS)
-        if unknown:
-            raise ChannelDataError(f"{where}: peers[{index}] has unknown keys {unknown}")
-        target = entry.get("peer_target")
-        if not isinstance(target, str) or not is_target(target):
-            raise ChannelDataError(
-                f"{where}: peers[{index}].peer_target must be 'host:port', got {target!r}"
-            )
-        peers.targets.add(target)
-        weight = entry.get("weight", 1)
-        if not _positive_int(weight):
-            raise ChannelDataError(f"{where}: peers[{index}].weight must be a positive integer")
-        peers.weights[target] = weight
-        group = entry.get("group_id", "")
-        if not isinstance(group, str):
-            raise ChannelDataError(f"{where}: peers[{index}].group_id must be a string")
-        if group:
-            peers.groups[target] = group
-        role = entry.get("role", "validator")
-        if role not in ROLES:
-            raise ChannelDataError(f"{where}: peers[{index}].role must be one of {list(ROLES)}")
-        if role == "auditor":
-            peers.auditors.add(target)
-    return peers
+        raise ChannelDataError(f"{where}: 'peers' must be a list of {{'peer_id': 'hx...'}}")
+    members = tuple(_parse_member(f"{where}: peers[{i}]", e) for i, e in enumerate(raw))
+    ids = [m.peer_id for m in members if m.peer_id]
+    targets = [m.target for m in members if not m.peer_id]
+    for kind, values in (("peer_id", ids), ("peer_target", targets)):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ChannelDataError(f"{where}: {kind} listed twice: {twice}")
+    return members
 
 
-def _parse_groups(path: Path, name: str, raw: Any, peers: _Peers) -> dict[str, int]:
+def _parse_groups(path: Path, name: str, raw: Any, peers: tuple[MemberSpec, ...]) -> dict[str, int]:
     where = f"{path}: channel {name!r}"
     if not isinstance(raw, dict):
         raise ChannelDataError(f"{where}: 'groups' must map group ids to {{'weight': int}}")
@@ -117,7 +155,7 @@ def _parse_groups(path: Path, name: str, raw: Any, peers: _Peers) -> dict[str, i
                 f"{where}: groups[{group_id!r}].weight must be a positive integer"
             )
         groups[group_id] = weight
-    unknown = sorted(set(peers.groups.values()) - set(groups))
+    unknown = sorted({m.group_id for m in peers if m.group_id} - set(groups))
     if unknown:
         raise ChannelDataError(f"{where}: peers name groups {unknown} missing from 'groups'")
     return groups
@@ -138,15 +176,7 @@ def _parse_channel(path: Path, name: Any, raw: Any, default_package: str) -> Cha
         )
     peers = _parse_peers(path, name, raw.get("peers", []))
     groups = _parse_groups(path, name, raw.get("groups", {}), peers)
-    return ChannelSpec(
-        name,
-        package,
-        frozenset(peers.targets),
-        peers.weights,
-        peers.groups,
-        groups,
-        frozenset(peers.auditors),
-    )
+    return ChannelSpec(name, package, peers, groups)
 
 
 def parse_channels(path: Path, data: Any, default_package: str) -> dict[str, ChannelSpec]:
@@ -175,6 +205,6 @@ def load_channels(path: Path, default_channel: str, default_package: str) -> dic
         raise ChannelDataError(f"{path}: cannot be read: {exc}") from None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ChannelDataError(f"{path}: is not valid JSON: {exc}") from None
     return parse_channels(path, data, default_package)

@@ -11,6 +11,7 @@ from loopchain.p2p.grpc_util import caller_certificate
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.admission import AdmissionError, verify_connect
+from loopchain.radiostation.probe import TargetUnverified, verify_target
 from loopchain.radiostation.registry import NotAdmitted, PeerView, UnknownPeer
 from loopchain.radiostation.station import Station, UnknownChannel
 from loopchain.types import certificates
@@ -81,14 +82,24 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         if problem:
             log.warning("refused registration of %r: %s", request.peer_id, problem)
             return pb.ConnectPeerReply(code=int(ResponseCode.FAIL), message=problem)
-        # 2. add or update the peer (channel auth may refuse its target)
+        # 2. its key answers at its target (a fresh challenge, so a replayed request proves nothing)
+        if self.station.config.RADIOSTATION_CHECK_TARGETS:
+            try:
+                await verify_target(
+                    request.peer_id, request.target, self.station.config, self.station.tls
+                )
+            except TargetUnverified as exc:
+                log.warning("refused registration of %s: %s", request.peer_id, exc.message)
+                code = ResponseCode.TIMEOUT if exc.retry else ResponseCode.FAIL
+                return pb.ConnectPeerReply(code=int(code), message=exc.message)
+        # 3. add or update the peer (listed mode refuses an id no channel lists)
         registry = self.station.registry
         try:
             record = registry.register(request.peer_id, request.target, request.group_id, key)
         except NotAdmitted as exc:
             log.warning("refused registration of %s: %s", request.peer_id, exc)
             return pb.ConnectPeerReply(code=int(ResponseCode.PEER_UNKNOWN), message=str(exc))
-        # 3. answer with its order, our key and every channel it belongs to
+        # 4. answer with its order, our key and every channel it belongs to
         channels = [self._channel_info(name) for name in registry.channels_of(record.peer_id)]
         log.info(
             "peer %s registered: order %d, target %s, channels %s",

@@ -25,7 +25,7 @@ from loopchain.radiostation.certs import (
     CertStoreError,
     create_certificate_service,
 )
-from loopchain.radiostation.channels import ChannelDataError, load_channels
+from loopchain.radiostation.channels import ChannelDataError, ChannelSpec, load_channels
 from loopchain.radiostation.grpc_service import RadioStationService
 from loopchain.radiostation.operator import (
     OperatorToken,
@@ -94,6 +94,34 @@ def storage_dir(config: Config) -> Path:
     return Path(config.DEFAULT_STORAGE_PATH) / f"radiostation_{config.PORT_RADIOSTATION}"
 
 
+def _check_mode(config: Config, channels: Mapping[str, ChannelSpec]) -> None:
+    """Listed mode needs every entry to name a peer id; open mode is said loudly."""
+    if not config.ENABLE_CHANNEL_AUTH:
+        log.warning(
+            "OPEN MODE: ENABLE_CHANNEL_AUTH is off, so any peer whose key answers at its target "
+            "joins every channel and votes in it. For a permissioned network list each peer's "
+            "peer_id in %s and set ENABLE_CHANNEL_AUTH",
+            config.CHANNEL_MANAGE_DATA_PATH,
+        )
+        return
+    for name, spec in channels.items():
+        if spec.members is None:
+            log.warning("channel %s has no peer list (no channel file): every peer joins", name)
+            continue
+        unlisted = spec.unlisted()
+        if unlisted:
+            raise StartupError(
+                f"{config.CHANNEL_MANAGE_DATA_PATH}: channel {name!r}: peers{unlisted} name no "
+                "peer_id; with ENABLE_CHANNEL_AUTH a peer is admitted by its id (a target alone "
+                "is not an identity)",
+                EXIT_CONFIG,
+            )
+        if not spec.members:
+            log.warning(
+                "channel %s lists no peers; with ENABLE_CHANNEL_AUTH no peer can join", name
+            )
+
+
 def create_station(config: Config) -> Station:
     """Channels, signing key and registry wired into a Station; StartupError when one fails."""
     try:
@@ -112,11 +140,7 @@ def create_station(config: Config) -> Station:
         raise StartupError(str(exc), EXIT_RUNTIME) from None
     except OSError as exc:
         raise StartupError(f"cannot use storage {directory}: {exc}", EXIT_RUNTIME) from None
-    for name, spec in channels.items():
-        if config.ENABLE_CHANNEL_AUTH and spec.peer_targets == frozenset():
-            log.warning(
-                "channel %s lists no peers; with ENABLE_CHANNEL_AUTH no peer can join", name
-            )
+    _check_mode(config, channels)
     log.info(
         "RadioStation %s: channels %s, %d registered peers, storage %s",
         signer.address,

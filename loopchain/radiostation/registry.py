@@ -32,7 +32,7 @@ class UnknownPeer(LookupError):
 
 
 class NotAdmitted(LookupError):
-    """With channel auth on, the peer's target is listed in no channel."""
+    """With channel auth on, the peer's id is listed in no channel."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ class Registry:
 
     def _member_ids(self, spec: ChannelSpec) -> list[str]:
         peers = sorted(self._peers.values(), key=lambda r: r.order)
-        return [r.peer_id for r in peers if spec.admits(r.target, self.channel_auth)]
+        return [r.peer_id for r in peers if spec.admits(r.peer_id, r.target, self.channel_auth)]
 
     def _refresh(self) -> set[str]:
         """Recompute every channel's members; bump the version of each that changed."""
@@ -185,9 +185,9 @@ class Registry:
     def register(self, peer_id: str, target: str, group_id: str, public_key: bytes) -> PeerRecord:
         """Add a peer (next order) or update a known one's target and group; persists changes."""
         if self.channel_auth and not any(
-            spec.admits(target, True) for spec in self.channels.values()
+            spec.admits(peer_id, target, True) for spec in self.channels.values()
         ):
-            raise NotAdmitted(f"peer target {target} is not listed in any channel")
+            raise NotAdmitted(f"peer {peer_id} is not listed in any channel")
         known = self._peers.get(peer_id)
         order = (
             known.order if known else max((r.order for r in self._peers.values()), default=0) + 1

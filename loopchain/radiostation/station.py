@@ -85,10 +85,10 @@ class Station:
         spec = self.registry.channels[channel]
         members = tuple(
             Validator(
-                r.peer_id, spec.peer_weights.get(r.target, 1), spec.peer_groups.get(r.target, "")
+                r.peer_id, spec.weight(r.peer_id, r.target), spec.group_of(r.peer_id, r.target)
             )
             for r in self.registry.members(channel)
-            if spec.is_validator(r.target)
+            if spec.is_validator(r.peer_id, r.target)
         )
         used = {m.group_id for m in members if m.group_id}
         groups = tuple(Group(g, w) for g, w in spec.groups.items() if g in used)

@@ -22,3 +22,11 @@ def connect_digest(peer_id: str, target: str, group_id: str) -> bytes:
     """What a peer signs to register with the RadioStation (proves it holds the peer id's key)."""
     body = {"peer_id": peer_id, "target": target, "group_id": group_id}
     return sha3_256(b"loopchain.connect." + canonical.encode(body))
+
+
+IDENTIFY_CHALLENGE_BYTES = 32
+
+
+def identify_digest(challenge: bytes) -> bytes:
+    """What a peer signs to prove to the RadioStation that its key answers at its target."""
+    return sha3_256(b"loopchain.identify." + challenge)

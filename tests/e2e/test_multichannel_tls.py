@@ -68,9 +68,10 @@ class MultiNet:
         return http("GET", self.url(port, "/api/v1/transactions", channel, hash=tx_hash))
 
 
-def _channel_file(ports: dict[str, int]) -> dict[str, Any]:
+def _channel_file(ports: dict[str, int], ids: dict[int, str]) -> dict[str, Any]:
     def peer(name: str, role: str = "validator") -> dict[str, str]:
-        return {"peer_target": f"127.0.0.1:{ports[name]}", "role": role}
+        port = ports[name]
+        return {"peer_id": ids[port], "peer_target": f"127.0.0.1:{port}", "role": role}
 
     return {
         ALPHA: {
@@ -99,8 +100,8 @@ def mnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNet]:
     net = TlsNetwork(tmp_path_factory.mktemp("multichannel_tls"), CONFIG)
     try:
         ports = {name: net.new_peer_port() for name in "ABCD"}
-        net.issue_tls(list(ports.values()))
-        (net.workdir / "channel_manage_data.json").write_text(json.dumps(_channel_file(ports)))
+        ids = net.issue_tls(list(ports.values()))
+        (net.workdir / "channel_manage_data.json").write_text(json.dumps(_channel_file(ports, ids)))
         a, b, c, d = (ports[n] for n in "ABCD")
         mnet = MultiNet(
             net,

@@ -16,6 +16,7 @@ from loopchain.p2p.codec import peer_status_to_json
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.crypto import Signer, address_of
+from loopchain.types.peer import identify_digest
 from loopchain.types.validators import ValidatorSet
 from tests.integration._rs_helpers import (
     RadioStationProcess,
@@ -56,6 +57,9 @@ async def start_rs(tmp_path: Path) -> AsyncIterator[StartRS]:
         base = {
             "DEFAULT_STORAGE_PATH": str(tmp_path / "storage"),
             "CHANNEL_MANAGE_DATA_PATH": str(channel_file),
+            # the directory's own tests register keys at targets nobody serves; the target
+            # check has its own tests below, with peers that answer
+            "RADIOSTATION_CHECK_TARGETS": False,
         }
         rs = RadioStationProcess(tmp_path, port or free_port_pair(), {**base, **(config or {})})
         rs.start()
@@ -147,11 +151,11 @@ async def test_channel_auth_gives_only_listed_channels(start_rs: StartRS) -> Non
     channels = {
         "kofia_0": {
             "score_package": "loopchain/default",
-            "peers": [{"peer_target": "1.1.1.1:7100"}],
+            "peers": [{"peer_id": a.address, "peer_target": "1.1.1.1:7100"}],
         },
         "kofia_1": {
             "score_package": "score/code2",
-            "peers": [{"peer_target": "1.1.1.1:7100"}, {"peer_target": "2.2.2.2:7200"}],
+            "peers": [{"peer_id": a.address}, {"peer_id": b.address, "weight": 2}],
         },
     }
     rs = await start_rs({"ENABLE_CHANNEL_AUTH": True}, channels)
@@ -159,13 +163,16 @@ async def test_channel_auth_gives_only_listed_channels(start_rs: StartRS) -> Non
         reply_a = await connect(stub, a, "1.1.1.1:7100")
         reply_b = await connect(stub, b, "2.2.2.2:7200")
         reply_c = await connect(stub, c, "3.3.3.3:7300")
+        # a target alone is not an identity: a stranger at a listed target stays out
+        reply_d = await connect(stub, Signer.generate(), "1.1.1.1:7100")
         list_0 = await stub.GetPeerList(pb.ChannelRequest(channel="kofia_0"), timeout=DEADLINE)
         list_1 = await stub.GetPeerList(pb.ChannelRequest(channel="kofia_1"), timeout=DEADLINE)
     assert [i.channel for i in reply_a.channels] == ["kofia_0", "kofia_1"]
     assert [i.channel for i in reply_b.channels] == ["kofia_1"]
     assert reply_b.channels[0].score_package == "score/code2"
-    assert reply_c.code == -800
-    assert "3.3.3.3:7300" in reply_c.message
+    assert reply_c.code == -800 and reply_d.code == -800
+    assert c.address in reply_c.message and "not listed in any channel" in reply_c.message
+    assert [v.weight for v in ValidatorSet.decode(list_1.validator_set).validators] == [1, 2]
     assert [p.peer_id for p in list_0.peers] == [a.address]
     assert [p.peer_id for p in list_1.peers] == [a.address, b.address]
     assert ValidatorSet.decode(list_1.validator_set).peer_ids == [a.address, b.address]
@@ -259,10 +266,19 @@ async def test_unknown_channel_is_404(start_rs: StartRS) -> None:
 
 
 class TinyPeer(pb_grpc.PeerServiceServicer):
-    """Answers GetStatus like a peer would."""
+    """Answers GetStatus and Identify like a peer would (Identify with the key of `signer`)."""
 
-    def __init__(self, peer_id: str, target: str) -> None:
-        self.peer_id, self.target = peer_id, target
+    def __init__(self, peer_id: str, target: str, signer: Signer | None = None) -> None:
+        self.peer_id, self.target, self.signer = peer_id, target, signer
+        self.challenges: list[bytes] = []
+
+    async def Identify(
+        self, request: pb.IdentifyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.IdentifyReply:
+        assert self.signer is not None
+        self.challenges.append(request.challenge)
+        signature = self.signer.sign(identify_digest(request.challenge))
+        return pb.IdentifyReply(peer_id=self.peer_id, signature=signature)
 
     async def GetStatus(
         self, request: pb.ChannelRequest, context: grpc.aio.ServicerContext
@@ -279,11 +295,14 @@ class TinyPeer(pb_grpc.PeerServiceServicer):
 
 
 @asynccontextmanager
-async def tiny_peer(signer: Signer) -> AsyncIterator[str]:
+async def tiny_peer(signer: Signer, key: Signer | None = None) -> AsyncIterator[str]:
+    """A peer serving as `signer` at a free target; it signs challenges with `key` (default:
+    its own key; another key plays a peer that does not hold the id it claims)."""
     port = free_port_pair()
     target = f"127.0.0.1:{port}"
     server = grpc.aio.server()
-    pb_grpc.add_PeerServiceServicer_to_server(TinyPeer(signer.address, target), server)
+    peer = TinyPeer(signer.address, target, key or signer)
+    pb_grpc.add_PeerServiceServicer_to_server(peer, server)
     server.add_insecure_port(target)
     await server.start()
     try:
@@ -514,4 +533,65 @@ async def test_corrupt_registry_refuses_to_start(tmp_path: Path) -> None:
     code, logs = await rs.run_to_exit()
     assert code == 1
     assert f"registry file {registry} is corrupt" in logs
+    assert "Traceback" not in logs
+
+
+# -- the target check: a registering peer's key must answer at its target
+
+
+async def test_a_registration_joins_only_when_its_key_answers_at_its_target(
+    start_rs: StartRS,
+) -> None:
+    rs = await start_rs({"RADIOSTATION_CHECK_TARGETS": True})
+    live, dead, impostor, victim = (Signer.generate() for _ in range(4))
+    async with tiny_peer(live) as live_target, tiny_peer(impostor, key=victim) as lying_target:
+        async with rs_stub(rs) as stub:
+            good = await connect(stub, live, live_target)
+            at_nobody = await connect(stub, dead, f"127.0.0.1:{free_port_pair()}")
+            # a live target holding another key: the victim's id, served with a key not its own
+            at_someone_else = await connect(stub, dead, live_target)
+            lying = await connect(stub, impostor, lying_target)
+            listed = await stub.GetPeerList(pb.ChannelRequest(channel=""), timeout=DEADLINE)
+    assert good.code == 0
+    assert at_nobody.code == -900 and "did not prove the key" in at_nobody.message  # retryable
+    assert at_someone_else.code == -1 and f"is peer '{live.address}'" in at_someone_else.message
+    assert lying.code == -1 and "did not sign the challenge" in lying.message
+    assert [p.peer_id for p in listed.peers] == [live.address]
+    assert ValidatorSet.decode(listed.validator_set).peer_ids == [live.address]
+    assert rs.current_log().count("refused registration") == 3
+
+
+async def test_a_replayed_registration_cannot_move_a_peer_to_a_dead_target(
+    start_rs: StartRS,
+) -> None:
+    rs = await start_rs({"RADIOSTATION_CHECK_TARGETS": True})
+    peer = Signer.generate()
+    dead_target = f"127.0.0.1:{free_port_pair()}"
+    captured = connect_request(peer, dead_target)  # signed once, e.g. seen on the wire
+    async with tiny_peer(peer) as live_target:
+        async with rs_stub(rs) as stub:
+            assert (await connect(stub, peer, live_target)).code == 0
+            replayed = await stub.ConnectPeer(captured, timeout=DEADLINE)
+            listed = await stub.GetPeerList(pb.ChannelRequest(channel=""), timeout=DEADLINE)
+    assert replayed.code != 0
+    assert [(p.peer_id, p.target) for p in listed.peers] == [(peer.address, live_target)]
+
+
+async def test_open_mode_is_announced_and_listed_mode_needs_peer_ids(
+    start_rs: StartRS, tmp_path: Path
+) -> None:
+    rs = await start_rs()
+    assert "OPEN MODE" in rs.current_log()
+    channel_file = tmp_path / "listed.json"
+    channel_file.write_text(json.dumps({"c": {"peers": [{"peer_target": "127.0.0.1:7100"}]}}))
+    config = {
+        "DEFAULT_STORAGE_PATH": str(tmp_path / "listed"),
+        "CHANNEL_MANAGE_DATA_PATH": str(channel_file),
+        "ENABLE_CHANNEL_AUTH": True,
+        "LOOPCHAIN_DEFAULT_CHANNEL": "c",
+    }
+    listed = RadioStationProcess(tmp_path, free_port_pair(), config)
+    code, logs = await listed.run_to_exit()
+    assert code == 2
+    assert "name no peer_id" in logs and "a target alone is not an identity" in logs
     assert "Traceback" not in logs

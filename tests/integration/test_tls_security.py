@@ -122,11 +122,12 @@ def refusal(call: Any, *args: Any) -> grpc.RpcError:
     return refused.value
 
 
-def _channel_file(ports: dict[str, int], spare: str) -> dict[str, Any]:
+def _channel_file(ports: dict[str, int], ids: dict[int, str], spare: str) -> dict[str, Any]:
     def peer(name: str, role: str = "validator") -> dict[str, str]:
-        return {"peer_target": f"127.0.0.1:{ports[name]}", "role": role}
+        port = ports[name]
+        return {"peer_id": ids[port], "peer_target": f"127.0.0.1:{port}", "role": role}
 
-    spare_auditor = {"peer_target": spare, "role": "auditor"}
+    spare_auditor = {"peer_id": ids[int(spare.rpartition(":")[2])], "role": "auditor"}
     return {
         ALPHA: {"peers": [peer("A"), peer("B")]},
         BETA: {"peers": [peer("A"), peer("B"), peer("C", "auditor"), spare_auditor]},
@@ -149,9 +150,9 @@ def sec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecNet]:
     try:
         ports = {name: net.new_peer_port() for name in "ABC"}
         spare = f"127.0.0.1:{net.new_peer_port()}"
-        net.issue_tls(list(ports.values()))
+        ids = net.issue_tls([*ports.values(), int(spare.rpartition(":")[2])])
         (net.workdir / "channel_manage_data.json").write_text(
-            json.dumps(_channel_file(ports, spare))
+            json.dumps(_channel_file(ports, ids, spare))
         )
         c_key = load_or_create_key(net.peer_dir(ports["C"]) / "peer_key").public_key
         ca_pem, ca_key = ((net.ca_dir / n).read_bytes() for n in ("ca.pem", "ca_key.pem"))

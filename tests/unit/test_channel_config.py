@@ -28,8 +28,10 @@ def test_weights_and_groups_are_read() -> None:
         "loopchain/default",
     )
     spec = specs["c"]
-    assert spec.peer_weights == {"127.0.0.1:7100": 3, "127.0.0.1:7200": 1, "127.0.0.1:7300": 2}
-    assert spec.peer_groups == {"127.0.0.1:7200": "g", "127.0.0.1:7300": "g"}
+    targets = ("127.0.0.1:7100", "127.0.0.1:7200", "127.0.0.1:7300")
+    assert [spec.weight("hx?", t) for t in targets] == [3, 1, 2]
+    assert [spec.group_of("hx?", t) for t in targets] == ["", "g", "g"]
+    assert spec.weight("hx?", "127.0.0.1:7400") == 1  # unlisted: the defaults
     assert spec.groups == {"g": 2}
 
 
@@ -63,9 +65,52 @@ def test_auditors_are_members_but_not_validators() -> None:
         "loopchain/default",
     )
     spec = specs["c"]
-    assert spec.admits("127.0.0.1:7200", channel_auth=True)
-    assert spec.is_validator("127.0.0.1:7100") and not spec.is_validator("127.0.0.1:7200")
+    assert spec.admits("hx?", "127.0.0.1:7200", channel_auth=False)
+    assert spec.is_validator("hx?", "127.0.0.1:7100")
+    assert not spec.is_validator("hx?", "127.0.0.1:7200")
     with pytest.raises(ChannelDataError, match="role"):
         parse_channels(
             PATH, {"c": {"peers": [{"peer_target": "127.0.0.1:7100", "role": "boss"}]}}, "x"
         )
+
+
+A = "hx" + "a" * 40
+B = "hx" + "b" * 40
+
+
+def test_listed_mode_admits_by_peer_id_only() -> None:
+    spec = parse_channels(
+        PATH,
+        {
+            "c": {
+                "peers": [
+                    {"peer_id": A, "peer_target": "127.0.0.1:7100", "weight": 4},
+                    {"peer_id": B, "role": "auditor"},
+                    {"peer_target": "127.0.0.1:7300"},
+                ]
+            }
+        },
+        "x",
+    )["c"]
+    assert spec.admits(A, "10.0.0.1:1", channel_auth=True)  # known by its id, from anywhere
+    assert spec.weight(A, "10.0.0.1:1") == 4
+    assert spec.admits(B, "127.0.0.1:7200", channel_auth=True)
+    assert not spec.is_validator(B, "127.0.0.1:7200")
+    # a target alone is not an identity: not the listed target of A, not a target-only entry
+    assert not spec.admits("hx" + "c" * 40, "127.0.0.1:7100", channel_auth=True)
+    assert not spec.admits("hx" + "c" * 40, "127.0.0.1:7300", channel_auth=True)
+    assert spec.unlisted() == [2]
+
+
+@pytest.mark.parametrize(
+    ("peers", "message"),
+    [
+        ([{"peer_id": "hxNOTHEX"}], "peer_id must be"),
+        ([{"peer_id": A}, {"peer_id": A}], "listed twice"),
+        ([{"weight": 2}], "needs a peer_id"),
+        ([{"peer_id": 5}], "peer_id must be"),
+    ],
+)
+def test_bad_peer_entries_are_named(peers: list, message: str) -> None:
+    with pytest.raises(ChannelDataError, match=message):
+        parse_channels(PATH, {"c": {"peers": peers}}, "x")
