@@ -2,17 +2,22 @@
 """A channel's CA and its peer certificates: an interactive menu, or the same as subcommands.
 
     .venv/bin/python tools/certificate_util.py [--dir D]            (the menu, driven by input())
-    certificate_util.py ca create --dir D [--cn NAME] [--days N] [--password P]
+    certificate_util.py ca create --dir D [--cn NAME] [--days N] [--password-file F]
     certificate_util.py ca show --dir D
-    certificate_util.py peer issue --dir D --signing-key PEM [--key-password P] [--days N] [--password P]
+    certificate_util.py peer issue --dir D --signing-key PEM [--key-password-file F] [--days N]
+                                   [--password-file F]
     certificate_util.py peer list --dir D
-    certificate_util.py peer revoke --dir D --peer-id hx... [--password P]
+    certificate_util.py peer revoke --dir D --peer-id hx... [--password-file F]
 
---password is the CA key's password (set at `ca create`; needed to issue and revoke). `peer issue`
-reads the peer's secp256k1 key from PEM (public key, or private key opened with --key-password),
-makes the peer's P-256 TLS key (encrypted with --key-password when given) and writes
-D/peers/<peer id>/{cert.pem, tls_key.pem, ca.pem}. `peer revoke` adds every certificate of the peer
-to the CA's CRL (D/ca.crl.pem). The directory layout is the RadioStation's (`radiostation.py --cert D`).
+The CA key's password (set at `ca create`; needed to issue and revoke) comes from --password-file
+FILE (mode 0600), $LOOPCHAIN_CA_KEY_PASSWORD (as radiostation.py reads it) or a prompt when stdin
+is a terminal. `peer issue` reads the peer's secp256k1 key from PEM (public key, or private key
+opened with the key password: --key-password-file FILE, $LOOPCHAIN_KEY_PASSWORD or a prompt),
+makes the peer's P-256 TLS key (encrypted with the key password when there is one) and writes
+D/peers/<peer id>/{cert.pem, tls_key.pem, ca.pem}. `peer revoke` adds every certificate of the
+peer to the CA's CRL (D/ca.crl.pem); a node uses it as its revocation list (tls/ca.crl.pem).
+--password P and --key-password P still work, with a warning: every user of the machine sees
+command lines. The directory layout is the RadioStation's (`radiostation.py --cert D`).
 Exit codes: 0 done, 1 refused or failed (the message says why), 2 usage error.
 """
 
@@ -30,6 +35,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from loopchain.radiostation.certs import (  # noqa: E402
+    CA_PASSWORD_ENV,
     CA_VALID_DAYS,
     PEER_CERT_VALID_DAYS,
     CertificateDirectory,
@@ -38,12 +44,19 @@ from loopchain.radiostation.certs import (  # noqa: E402
 )
 from loopchain.types import certificates as pki  # noqa: E402
 from loopchain.types.crypto import Signer  # noqa: E402
+from loopchain.types.passwords import (  # noqa: E402
+    KEY_PASSWORD_ENV,
+    PasswordError,
+    can_prompt,
+    choose_password,
+    prompt_password,
+)
 
 DEFAULT_DIR = Path("resources/ca")
 DEFAULT_CN = "loopchain CA"
 DEFAULT_SIGNING_KEY = Path("resources/default_pki/public.pem")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-ToolErrors = (CertStoreError, pki.CertificateError)
+ToolErrors = (CertStoreError, pki.CertificateError, PasswordError)
 
 
 class ToolError(Exception):
@@ -163,34 +176,93 @@ def build_parser() -> argparse.ArgumentParser:
     create = ca.add_parser("create", help="create the CA")
     create.add_argument("--cn", default=DEFAULT_CN, help="common name")
     create.add_argument("--days", type=_positive, default=CA_VALID_DAYS)
-    create.add_argument("--password", help="encrypts the CA key")
     show = ca.add_parser("show", help="show the CA certificate")
     peer = groups.add_parser("peer", help="peer certificates")
     actions = peer.add_subparsers(dest="action", required=True)
     issue = actions.add_parser("issue", help="issue a peer certificate")
     issue.add_argument("--signing-key", type=Path, required=True, help="PEM (public or private)")
-    issue.add_argument("--key-password", help="opens the signing key; encrypts the TLS key")
+    issue.add_argument(
+        "--key-password-file", help="file (mode 0600): opens the signing key, encrypts the TLS key"
+    )
+    issue.add_argument(
+        "--key-password", help=f"deprecated (visible to others): ${KEY_PASSWORD_ENV}"
+    )
     issue.add_argument("--days", type=_positive, default=PEER_CERT_VALID_DAYS)
-    issue.add_argument("--password", help="the CA key's password")
     listing = actions.add_parser("list", help="list peer certificates")
     revoke = actions.add_parser("revoke", help="revoke every certificate of a peer")
     revoke.add_argument("--peer-id", required=True)
-    revoke.add_argument("--password", help="the CA key's password")
+    for sub in (create, issue, revoke):
+        sub.add_argument("--password-file", help="file (mode 0600) holding the CA key's password")
+        sub.add_argument("--password", help=f"deprecated (visible to others): ${CA_PASSWORD_ENV}")
     for sub in (create, show, issue, listing, revoke):
         sub.add_argument("--dir", type=Path, required=True, help="CA directory")
     return parser
 
 
+def _warn(text: str) -> None:
+    print(f"certificate_util: warning: {text}", file=sys.stderr)
+
+
+def ca_password(args: argparse.Namespace, *, creating: bool) -> str | None:
+    """The CA key's password: --password-file, --password (warned), the environment, or a prompt
+    (when creating, or when the CA key is encrypted)."""
+    password = choose_password(
+        file=getattr(args, "password_file", None),
+        argv_value=getattr(args, "password", None),
+        env=CA_PASSWORD_ENV,
+        warn=_warn,
+        argv_flag="--password",
+        file_flag="--password-file",
+    )
+    if password is not None:
+        return password
+    if creating:
+        return prompt_password("password to encrypt the CA key (empty: none)", confirm=True)
+    if _key_encrypted(CertificateDirectory(args.dir)):
+        return prompt_password("CA key password")
+    return None
+
+
+def key_password(args: argparse.Namespace) -> str | None:
+    """The signing key's password (it encrypts the TLS key too): --key-password-file,
+    --key-password (warned), $LOOPCHAIN_KEY_PASSWORD, or a prompt when the signing key is an
+    encrypted private key."""
+    password = choose_password(
+        file=args.key_password_file,
+        argv_value=args.key_password,
+        env=KEY_PASSWORD_ENV,
+        warn=_warn,
+        argv_flag="--key-password",
+        file_flag="--key-password-file",
+    )
+    if password is None and can_prompt() and _is_encrypted_pem(args.signing_key):
+        password = prompt_password(f"password of the signing key {args.signing_key}")
+    return password
+
+
+def _is_encrypted_pem(path: Path) -> bool:
+    try:
+        return b"ENCRYPTED" in path.read_bytes()
+    except OSError:
+        return False
+
+
 def run_command(args: argparse.Namespace) -> list[str]:
     """Run one subcommand; returns its output lines."""
-    directory = CertificateDirectory(args.dir, getattr(args, "password", None))
+    needs_ca_key = (args.group, args.action) in (
+        ("ca", "create"),
+        ("peer", "issue"),
+        ("peer", "revoke"),
+    )
+    password = ca_password(args, creating=args.action == "create") if needs_ca_key else None
+    directory = CertificateDirectory(args.dir, password)
     match (args.group, args.action):
         case ("ca", "create"):
             return ca_create(directory, args.cn, args.days)
         case ("ca", "show"):
             return ca_show(directory)
         case ("peer", "issue"):
-            return peer_issue(directory, args.signing_key, args.key_password, args.days)
+            return peer_issue(directory, args.signing_key, key_password(args), args.days)
         case ("peer", "list"):
             return peer_list(directory)
         case ("peer", "revoke"):

@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
 """Make a peer's default signing key pair (secp256k1) and print its peer id.
 
-    .venv/bin/python tools/create_sign_pki.py [password] [--out DIR] [--force]
+    .venv/bin/python tools/create_sign_pki.py [--password-file FILE] [--out DIR] [--force]
 
 Writes DIR/private.pem (PKCS#8, encrypted with the password when one is given; mode 0600) and
 DIR/public.pem (SubjectPublicKeyInfo); DIR defaults to ./resources/default_pki/. The peer id is the
 "hx" address of the public key. Existing files are kept unless --force is given.
+
+The password comes from --password-file FILE (mode 0600), $LOOPCHAIN_KEY_PASSWORD, or a prompt
+when stdin is a terminal (asked twice; empty: not encrypted). A password given as the old
+positional argument still works, with a warning: every user of the machine sees command lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -22,6 +27,12 @@ if str(_REPO) not in sys.path:
 
 from loopchain.types import certificates as pki  # noqa: E402
 from loopchain.types.crypto import Signer  # noqa: E402
+from loopchain.types.passwords import (  # noqa: E402
+    KEY_PASSWORD_ENV,
+    PasswordError,
+    choose_password,
+    prompt_password,
+)
 
 DEFAULT_OUT = Path("resources/default_pki")
 PRIVATE_NAME = "private.pem"
@@ -34,7 +45,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="create_sign_pki.py", description="make a peer's secp256k1 signing key pair"
     )
-    parser.add_argument("password", nargs="?", default="", help="encrypts the private key")
+    parser.add_argument(
+        "password",
+        nargs="?",
+        default="",
+        help="encrypts the private key (deprecated: other users see command lines; use "
+        f"--password-file or ${KEY_PASSWORD_ENV})",
+    )
+    parser.add_argument("--password-file", help="file (mode 0600) holding the password")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}/")
     parser.add_argument("--force", action="store_true", help="overwrite existing key files")
     return parser.parse_args(argv)
@@ -43,7 +61,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def write_file(path: Path, data: bytes, mode: int) -> None:
     """Write `data` to `path` with `mode`, atomically (temporary name, sync, rename)."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a leftover keeps its own mode when opened again: make a fresh file
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         handle.flush()
@@ -51,12 +71,34 @@ def write_file(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
+def check_free(out: Path, force: bool) -> None:
+    """FileExistsError when a key file is already under `out` (and not `force`)."""
+    existing = [str(p) for p in (out / PRIVATE_NAME, out / PUBLIC_NAME) if p.exists()]
+    if existing and not force:
+        raise FileExistsError(f"already there: {', '.join(existing)}; pass --force to replace")
+
+
+def choose_key_password(args: argparse.Namespace) -> str:
+    """The password: --password-file, the argument (with a warning), the environment, a prompt."""
+    password = choose_password(
+        file=args.password_file,
+        argv_value=args.password,
+        env=KEY_PASSWORD_ENV,
+        warn=lambda text: print(f"create_sign_pki: warning: {text}", file=sys.stderr),
+        argv_flag="the password argument",
+        file_flag="--password-file",
+    )
+    if password is None:
+        password = prompt_password(
+            "password to encrypt the private key (empty: none)", confirm=True
+        )
+    return password or ""
+
+
 def create_key_pair(out: Path, password: str, force: bool) -> str:
     """Write a new key pair under `out`; returns the peer id. FileExistsError unless `force`."""
     private_path, public_path = out / PRIVATE_NAME, out / PUBLIC_NAME
-    existing = [str(p) for p in (private_path, public_path) if p.exists()]
-    if existing and not force:
-        raise FileExistsError(f"already there: {', '.join(existing)}; pass --force to replace")
+    check_free(out, force)
     out.mkdir(parents=True, exist_ok=True)
     signer = Signer.generate()
     write_file(private_path, pki.signing_key_to_pem(signer.secret_bytes(), password or None), 0o600)
@@ -68,17 +110,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the tool; returns the exit code."""
     args = parse_args(argv)
     try:
-        peer_id = create_key_pair(args.out, args.password, args.force)
+        check_free(args.out, args.force)
+        password = choose_key_password(args)
+        peer_id = create_key_pair(args.out, password, args.force)
     except FileExistsError as exc:
+        print(f"create_sign_pki: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except PasswordError as exc:
         print(f"create_sign_pki: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except OSError as exc:
         print(f"create_sign_pki: error: cannot write {args.out}: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    if not args.password:
+    if not password:
         print(
-            "create_sign_pki: warning: the private key is NOT encrypted; "
-            "pass a password to encrypt it",
+            "create_sign_pki: warning: the private key is NOT encrypted; give a password in "
+            f"${KEY_PASSWORD_ENV} or with --password-file FILE to encrypt it",
             file=sys.stderr,
         )
     print(f"private key: {args.out / PRIVATE_NAME}")

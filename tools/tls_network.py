@@ -7,6 +7,10 @@ its signing key (its id) and a P-256 TLS certificate binding that id, where the 
 writes DIR/ca/{ca.pem,ca_key.pem}, DIR/radiostation_7102/{radiostation_key,tls/...} and
 DIR/peer_<port>/{peer_key,tls/{ca.pem,cert.pem,key.pem}}. Existing keys are kept (so peer ids stay);
 certificates are issued anew. Run the nodes with GRPC_SSL_TYPE 2 and DEFAULT_STORAGE_PATH DIR.
+
+New peer keys are encrypted with $LOOPCHAIN_KEY_PASSWORD and the TLS keys with
+$LOOPCHAIN_TLS_KEY_PASSWORD when they are set (the nodes read the same variables); without them
+the keys are written unencrypted, as a development network needs. Private files get mode 0600.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loopchain.p2p.grpc_util import TLS_PASSWORD_ENV
 from loopchain.types import certificates
-from loopchain.types.crypto import Signer, load_or_create_key
+from loopchain.types.crypto import Signer, load_or_create_key, write_private_file
+from loopchain.types.passwords import KEY_PASSWORD_ENV
 
 VALID_DAYS = 365
 RADIOSTATION_NAME = "loopchain-radiostation"
@@ -27,9 +33,16 @@ RADIOSTATION_NAME = "loopchain-radiostation"
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    if private:
+        write_private_file(path, data)  # a fresh file of mode 0600, whatever was there
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+
+
+def _env_password(name: str) -> str | None:
+    return os.environ.get(name) or None
 
 
 def load_or_create_ca(directory: Path) -> tuple[bytes, object]:
@@ -58,7 +71,8 @@ def issue(
     )
     _write(node_dir / "tls" / "ca.pem", ca_pem)
     _write(node_dir / "tls" / "cert.pem", certificates.certificate_to_pem(cert))
-    _write(node_dir / "tls" / "key.pem", certificates.private_key_to_pem(tls_key), private=True)
+    tls_pem = certificates.private_key_to_pem(tls_key, _env_password(TLS_PASSWORD_ENV))
+    _write(node_dir / "tls" / "key.pem", tls_pem, private=True)
     return signer.address
 
 
@@ -82,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"radiostation {args.radiostation}: {rs_signer.address}")
     for port in ports:
         peer_dir = storage / f"peer_{port}"
-        peer_id = issue(peer_dir, load_or_create_key(peer_dir / "peer_key"), ca_pem, ca_key)
+        signer = load_or_create_key(peer_dir / "peer_key", _env_password(KEY_PASSWORD_ENV))
+        peer_id = issue(peer_dir, signer, ca_pem, ca_key)
         print(f"peer {port}: {peer_id}")
     return 0
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,9 @@ from loopchain.configure import Config
 SSL_NONE = 0
 SSL_MUTUAL = 2
 TLS_PASSWORD_ENV = "LOOPCHAIN_TLS_KEY_PASSWORD"
+# Revocation lists looked for in a node's TLS folder when GRPC_SSL_REVOKED_PATH is empty (both are
+# used when both are there): serials in JSON, and the CA's CRL as certificate_util.py writes it.
+REVOCATION_FILES = ("revoked.json", "ca.crl.pem")
 
 
 @dataclass(frozen=True)
@@ -56,22 +58,31 @@ def load_tls(config: Config, default_dir: Path) -> Tls | None:
     plain = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    ca_pem = _read(path("GRPC_SSL_CA_CERT_PATH", "ca.pem"), "CA certificate")
+    configured = str(config.GRPC_SSL_REVOKED_PATH)
+    if configured:
+        lists = [Path(configured)]  # named: it must be there
+    else:
+        lists = [p for p in (default_dir / n for n in REVOCATION_FILES) if p.exists()]
     return Tls(
-        ca_pem=_read(path("GRPC_SSL_CA_CERT_PATH", "ca.pem"), "CA certificate"),
+        ca_pem=ca_pem,
         cert_pem=_read(path("GRPC_SSL_CERT_PATH", "cert.pem"), "TLS certificate"),
         key_pem=plain,
-        revoked=_revoked(path("GRPC_SSL_REVOKED_PATH", "revoked.json")),
+        revoked=frozenset().union(*(_revoked(p, ca_pem) for p in lists)),
     )
 
 
-def _revoked(path: Path) -> frozenset[int]:
-    if not path.exists():
-        return frozenset()
+def _revoked(path: Path, ca_pem: bytes) -> frozenset[int]:
+    """The serials a revocation list names: a JSON list of serials, or a CRL in PEM, which must
+    be signed by the CA (as tools/certificate_util.py and the RadioStation write ca.crl.pem)."""
+    from loopchain.types import certificates  # only nodes with TLS load it
+
+    data = _read(path, "revocation list")
     try:
-        values = json.loads(path.read_text())
-        return frozenset(int(v, 16) if isinstance(v, str) else int(v) for v in values)
-    except (OSError, ValueError, TypeError) as exc:
-        raise OSError(f"cannot read the revocation list {path}: {exc}") from None
+        ca_cert = certificates.certificate_from_pem(ca_pem)
+        return frozenset(certificates.revoked_serials_from_bytes(data, ca_cert))
+    except certificates.CertificateError as exc:
+        raise OSError(f"cannot use the revocation list {path}: {exc}") from None
 
 
 def channel_options(config: Config) -> list[tuple[str, int]]:

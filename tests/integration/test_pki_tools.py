@@ -56,7 +56,7 @@ def test_create_sign_pki_with_password_refuses_overwrite_and_forces(tmp_path: Pa
     out = tmp_path / "keys"
     done = run_tool(CREATE_SIGN_PKI, "s3cret", "--out", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "warning" not in done.stderr
+    assert "NOT encrypted" not in done.stderr
     peer_id = peer_id_of(done.stdout)
     private = (out / "private.pem").read_bytes()
     assert b"ENCRYPTED PRIVATE KEY" in private

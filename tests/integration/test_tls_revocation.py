@@ -1,0 +1,188 @@
+"""Revocation lists of a node's TLS: a JSON list of serials and the CA's CRL in PEM (as
+tools/certificate_util.py writes ca.crl.pem), the CRL checked against the CA's signature; and a real
+peer over mutual TLS refusing a caller whose certificate its CRL revokes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from loopchain.configure import Config, load_config
+from loopchain.p2p.grpc_util import load_tls
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
+from loopchain.types import certificates as pki
+from loopchain.types.crypto import Signer, load_or_create_key
+from tests.procs import TlsNetwork, wait_until
+
+DEADLINE = 5.0
+
+
+@dataclass
+class Ca:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def create(cls, name: str = "test CA") -> Ca:
+        return cls(*pki.create_ca(name, 30))
+
+    def issue(self, signer: Signer) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        tls_key = pki.generate_tls_key()
+        cert = pki.issue_peer_certificate(
+            self.cert, self.key, signer.public_key, tls_key.public_key(), 10
+        )
+        return cert, tls_key
+
+    def crl_pem(self, *serials: int) -> bytes:
+        now = datetime.now(UTC)
+        return pki.crl_to_pem(pki.create_crl(self.cert, self.key, dict.fromkeys(serials, now)))
+
+
+def _tls_dir(tmp_path: Path, ca: Ca) -> Path:
+    """A node's TLS folder: the CA, and a certificate and key of its own."""
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    cert, key = ca.issue(Signer.generate())
+    (folder / "ca.pem").write_bytes(pki.certificate_to_pem(ca.cert))
+    (folder / "cert.pem").write_bytes(pki.certificate_to_pem(cert))
+    (folder / "key.pem").write_bytes(pki.private_key_to_pem(key))
+    return folder
+
+
+def _config(**overrides: Any) -> Config:
+    return load_config(environ={}, overrides={"GRPC_SSL_TYPE": 2, **overrides})
+
+
+def _revoked(folder: Path, **overrides: Any) -> frozenset[int]:
+    tls = load_tls(_config(**overrides), folder)
+    assert tls is not None
+    return tls.revoked
+
+
+def test_json_and_crl_revocation_lists_in_the_tls_folder(tmp_path: Path) -> None:
+    ca = Ca.create()
+    folder = _tls_dir(tmp_path, ca)
+    assert _revoked(folder) == frozenset()
+    (folder / "revoked.json").write_text(json.dumps([5, "0xff", "a0"]))
+    assert _revoked(folder) == {5, 255, 160}
+    (folder / "ca.crl.pem").write_bytes(ca.crl_pem(77, 78))
+    assert _revoked(folder) == {5, 255, 160, 77, 78}  # both lists count
+    (folder / "revoked.json").unlink()
+    assert _revoked(folder) == {77, 78}
+
+
+def test_a_configured_revocation_list_may_be_json_or_a_crl(tmp_path: Path) -> None:
+    ca = Ca.create()
+    folder = _tls_dir(tmp_path, ca)
+    (folder / "revoked.json").write_text("[1]")  # not used when a path is configured
+    crl = tmp_path / "elsewhere.crl"
+    crl.write_bytes(ca.crl_pem(1234))
+    assert _revoked(folder, GRPC_SSL_REVOKED_PATH=str(crl)) == {1234}
+    listed = tmp_path / "list.json"
+    listed.write_text('["4d2"]')
+    assert _revoked(folder, GRPC_SSL_REVOKED_PATH=str(listed)) == {1234}
+    with pytest.raises(OSError, match=r"cannot read the revocation list .*missing"):
+        _revoked(folder, GRPC_SSL_REVOKED_PATH=str(tmp_path / "missing"))
+
+
+def test_a_crl_the_ca_did_not_sign_is_refused(tmp_path: Path) -> None:
+    ca = Ca.create()
+    folder = _tls_dir(tmp_path, ca)
+    crl_path = folder / "ca.crl.pem"
+    crl_path.write_bytes(Ca.create("another CA").crl_pem(9))
+    with pytest.raises(OSError, match="the CRL was issued by CN=another CA, not this CA"):
+        _revoked(folder)
+    same_name = Ca.create("test CA")  # same issuer name, another key
+    crl_path.write_bytes(same_name.crl_pem(9))
+    with pytest.raises(OSError, match="the CRL's signature does not verify with the CA key"):
+        _revoked(folder)
+    crl_path.write_bytes(b"-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n")
+    with pytest.raises(OSError, match=f"cannot use the revocation list {crl_path}: not a PEM CRL"):
+        _revoked(folder)
+    crl_path.write_text("{")
+    with pytest.raises(OSError, match="neither a CRL PEM nor JSON"):
+        _revoked(folder)
+
+
+# -- a real peer over mutual TLS
+
+
+@dataclass(frozen=True)
+class Identity:
+    ca_pem: bytes
+    key_pem: bytes
+    cert_pem: bytes
+
+    def call(self, port: int, server_id: str, method: str, request: Any) -> Any:
+        credentials = grpc.ssl_channel_credentials(self.ca_pem, self.key_pem, self.cert_pem)
+        options = [("grpc.ssl_target_name_override", server_id)]
+        with grpc.secure_channel(f"127.0.0.1:{port}", credentials, options) as channel:
+            return getattr(PeerServiceStub(channel), method)(request, timeout=DEADLINE)
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[TlsNetwork]:
+    net = TlsNetwork(tmp_path, {"RUN_REST_PROXY": False})
+    try:
+        yield net
+    finally:
+        net.stop_and_check()
+
+
+def test_a_peer_refuses_a_caller_its_crl_revokes(network: TlsNetwork) -> None:
+    port = network.new_peer_port()
+    peer_id = network.issue_tls([port])[port]
+    tls_dir = network.peer_dir(port) / "tls"
+    ca_pem = (network.ca_dir / "ca.pem").read_bytes()
+    ca = Ca(
+        pki.certificate_from_pem(ca_pem),
+        pki.private_key_from_pem((network.ca_dir / "ca_key.pem").read_bytes()),
+    )
+    signer = load_or_create_key(network.peer_dir(port) / "peer_key")
+    identities = []
+    for _ in range(2):  # two more certificates of the peer's own key: the first is revoked
+        cert, key = ca.issue(signer)
+        identities.append(
+            (
+                cert.serial_number,
+                Identity(ca_pem, pki.private_key_to_pem(key), pki.certificate_to_pem(cert)),
+            )
+        )
+    (revoked_serial, revoked), (_, valid) = identities
+    (tls_dir / "ca.crl.pem").write_bytes(ca.crl_pem(revoked_serial))
+    network.start_radiostation()
+    network.start_peer(port, wait=False)
+    request = pb.ChannelRequest(channel="loopchain_default")
+    status = wait_until(lambda: _answer(valid, port, peer_id, request), 40, "the peer over TLS")
+    assert status.block_height >= -1
+    with pytest.raises(grpc.RpcError) as refused:
+        revoked.call(port, peer_id, "GetStatus", request)
+    error = refused.value
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error
+    assert f"certificate refused: revoked (serial {pki.serial_hex(revoked_serial)})" in (
+        error.details() or ""
+    )
+    assert valid.call(port, peer_id, "GetStatus", request).peer_id == peer_id  # still served
+    log = network.peers[port]
+    wait_until(
+        lambda: "refused a caller's certificate: revoked" in log.log_text(),
+        10,
+        "the peer's warning",
+    )
+
+
+def _answer(identity: Identity, port: int, peer_id: str, request: Any) -> Any:
+    try:
+        return identity.call(port, peer_id, "GetStatus", request)
+    except grpc.RpcError:
+        return None
