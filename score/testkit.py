@@ -82,11 +82,14 @@ class Harness:
         self.score = self.score_class(context)
         self._tx_count = 0
 
-    def invoke(self, data: Any, sender: str = OWNER) -> dict[str, Any] | None:
-        """Invoke one transaction with `data` in a new block."""
+    def invoke(
+        self, data: Any, sender: str = OWNER, signed_by: str = "client"
+    ) -> dict[str, Any] | None:
+        """Invoke one transaction with `data` in a new block (signed by its sender, or by
+        `signed_by="peer"` as a peer signs a v1 transaction)."""
         block = self.blocks.add()
         self._tx_count += 1
-        tx = TransactionView(f"{self._tx_count:064x}", data, sender, block.timestamp)
+        tx = TransactionView(f"{self._tx_count:064x}", data, sender, block.timestamp, signed_by)
         return self.score.invoke(tx, block)
 
 

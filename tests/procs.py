@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from loopchain.types.crypto import load_or_create_key
+
 ROOT = Path(__file__).resolve().parents[1]
 REST_DIFF = 1900
 T = TypeVar("T")
@@ -179,6 +181,7 @@ class LocalNetwork:
             "HEARTBEAT_INTERVAL": 0.5,
         }
         values.update(config or {})
+        self.config_values = values
         self.config_path.write_text(json.dumps(values))
         self.radiostation: Proc | None = None
         self.peers: dict[int, Proc] = {}
@@ -201,6 +204,11 @@ class LocalNetwork:
 
     def new_peer_port(self) -> int:
         return free_port_pair(self.taken)
+
+    def make_peer_key(self, port: int) -> str:
+        """Make (or keep) the key of the peer that will run on `port`; returns its id."""
+        key_path = Path(self.config_values["DEFAULT_STORAGE_PATH"]) / f"peer_{port}" / "peer_key"
+        return load_or_create_key(key_path).address
 
     def start_peer(self, port: int | None = None, wait: bool = True) -> int:
         port = port or self.new_peer_port()

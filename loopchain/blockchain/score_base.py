@@ -36,12 +36,15 @@ class ScoreError(Exception):
 
 @dataclass(frozen=True)
 class TransactionView:
-    """The transaction a SCORE executes: its hash, the client's JSON data, sender and time (µs)."""
+    """The transaction a SCORE executes: its hash, the client's JSON data, sender and time (µs),
+    and who signed it: "peer" when a peer signed it on behalf of a client it does not name (a v1
+    transaction: `sender` is that peer), "client" when the sender signed it itself."""
 
     tx_hash: str
     data: Any
     sender: str
     timestamp: int
+    signed_by: str = "client"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -13,6 +13,7 @@ from loopchain.p2p.grpc_util import Tls, open_channel
 from loopchain.p2p.transport import TransportError
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.types import canonical
 from loopchain.types.canonical import EncodingError
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import Signer, address_of
@@ -37,6 +38,7 @@ class ChannelGrant:
     channel: str
     score_package: str
     validators: ValidatorSet
+    score_settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,15 @@ class Registration:
     order: int
     radiostation_address: str
     channels: tuple[ChannelGrant, ...]
+
+
+def _grant(info: pb.ChannelInfo) -> ChannelGrant:
+    settings = canonical.parse(info.score_settings_json) if info.score_settings_json else {}
+    if not isinstance(settings, dict):
+        raise EncodingError("score_settings must be a JSON object")
+    return ChannelGrant(
+        info.channel, info.score_package, ValidatorSet.decode(info.validator_set), settings
+    )
 
 
 class RadioStationClient:
@@ -73,10 +84,12 @@ class RadioStationClient:
                 f"RadioStation {self.target} refused this peer: {reply.message}"
             )
 
-        grants = tuple(
-            ChannelGrant(c.channel, c.score_package, ValidatorSet.decode(c.validator_set))
-            for c in reply.channels
-        )
+        try:
+            grants = tuple(_grant(c) for c in reply.channels)
+        except EncodingError as exc:
+            raise RadioStationRefused(
+                f"RadioStation {self.target} sent a malformed channel grant: {exc}"
+            ) from None
         return Registration(reply.order, address_of(reply.radiostation_public_key), grants)
 
     async def peer_list(self, channel: str) -> tuple[list[PeerInfo], ValidatorSet | None]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ class ChannelSettings:
     my_target: str
     storage_dir: Path  # this channel's directory (block store, SCORE state)
     port: int
+    score_settings: Mapping[str, Any] = field(default_factory=dict)  # over its package.json
 
 
 def consensus_config(config: Config) -> ConsensusConfig:
@@ -112,6 +114,7 @@ class ChannelService:
             storage_dir=settings.storage_dir,
             port=settings.port,
             on_executed=self.receive,
+            score_settings=settings.score_settings,
         )
         self._admit_max = min(int(config.TX_POOL_ADMIT_MAX), int(config.TX_POOL_MAX))
         self._admit_wait = float(config.TX_POOL_ADMIT_WAIT)

@@ -178,6 +178,7 @@ class PeerNode:
             self.target,
             self.root / grant.channel,
             self.port,
+            grant.score_settings,
         )
         service = ChannelService(
             settings=settings,
@@ -301,6 +302,7 @@ def _encode_registration(registration: Registration) -> bytes:
                     "channel": g.channel,
                     "score_package": g.score_package,
                     "validators": g.validators.encode().decode(),
+                    "score_settings": g.score_settings,
                 }
                 for g in registration.channels
             ],
@@ -312,7 +314,10 @@ def _decode_registration(raw: bytes) -> Registration:
     data = json.loads(raw)
     grants = tuple(
         ChannelGrant(
-            c["channel"], c["score_package"], ValidatorSet.decode(c["validators"].encode())
+            c["channel"],
+            c["score_package"],
+            ValidatorSet.decode(c["validators"].encode()),
+            c.get("score_settings", {}),
         )
         for c in data["channels"]
     )

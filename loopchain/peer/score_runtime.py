@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from loopchain.blockchain import execution
 from loopchain.blockchain.block_store import BlockStore
@@ -77,6 +79,7 @@ class ScoreRuntime:
         storage_dir: Path,
         port: int,
         on_executed: Callable[[m.BlockExecuted], None],
+        score_settings: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.channel = channel
@@ -87,6 +90,8 @@ class ScoreRuntime:
         self.package, self.package_error = resolve_channel_package(
             config, package_name, storage_dir / "score_work"
         )
+        if self.package is not None and score_settings:
+            self.package = dataclasses.replace(self.package, settings=dict(score_settings))
         self.supervisor: ScoreSupervisor | None = None
         self.disabled: str | None = None  # why the SCORE is no longer used (results carry 9100)
         if self.package is not None:

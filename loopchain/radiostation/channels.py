@@ -7,6 +7,9 @@ shape the channel's validator set: peers of one group vote as one unit of the gr
 Auditors receive and verify every block of the channel but never vote, propose or take
 transactions.
 
+`score_settings` (an object) is laid over the SCORE package's package.json for this channel, for
+example `{"token": {"owner": "hx..."}}` names the peer that owns sample/token's supply.
+
 A peer is known by its id (the address of its key). With ENABLE_CHANNEL_AUTH (listed mode) a peer
 joins a channel only when an entry lists its `peer_id`; a target alone is not an identity, so every
 entry needs one. In open mode an entry may name only `peer_target`, to give the peer registered
@@ -24,9 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loopchain.types import canonical
+from loopchain.types.canonical import EncodingError
+
 log = logging.getLogger(__name__)
 
-_CHANNEL_KEYS = {"score_package", "peers", "groups"}
+_CHANNEL_KEYS = {"score_package", "score_settings", "peers", "groups"}
+MAX_SCORE_SETTINGS_BYTES = 16 * 1024
+_FIXED_PACKAGE_FIELDS = ("id", "version", "main")
 _PEER_KEYS = {"peer_id", "peer_target", "weight", "group_id", "role"}
 _PEER_ID = re.compile(r"hx[0-9a-f]{40}")
 ROLES = ("validator", "auditor")
@@ -55,6 +63,7 @@ class ChannelSpec:
     score_package: str
     members: tuple[MemberSpec, ...] | None
     groups: Mapping[str, int] = field(default_factory=dict)  # group id -> weight
+    score_settings: Mapping[str, Any] = field(default_factory=dict)  # over its package.json
 
     def entry(self, peer_id: str, target: str) -> MemberSpec | None:
         """The entry naming `peer_id`, else one naming only `target`, else None."""
@@ -176,7 +185,26 @@ def _parse_channel(path: Path, name: Any, raw: Any, default_package: str) -> Cha
         )
     peers = _parse_peers(path, name, raw.get("peers", []))
     groups = _parse_groups(path, name, raw.get("groups", {}), peers)
-    return ChannelSpec(name, package, peers, groups)
+    settings = _parse_settings(f"{path}: channel {name!r}", raw.get("score_settings", {}))
+    return ChannelSpec(name, package, peers, groups, settings)
+
+
+def _parse_settings(where: str, raw: Any) -> dict[str, Any]:
+    """`score_settings`: a JSON object laid over the SCORE's package.json (e.g. its owner)."""
+    if not isinstance(raw, dict):
+        raise ChannelDataError(f"{where}: score_settings must be a JSON object")
+    fixed = sorted(set(raw) & set(_FIXED_PACKAGE_FIELDS))
+    if fixed:
+        raise ChannelDataError(f"{where}: score_settings may not set {fixed}")
+    try:
+        size = len(canonical.encode(raw))
+    except EncodingError as exc:
+        raise ChannelDataError(f"{where}: score_settings: {exc}") from None
+    if size > MAX_SCORE_SETTINGS_BYTES:
+        raise ChannelDataError(
+            f"{where}: score_settings is larger than {MAX_SCORE_SETTINGS_BYTES} bytes"
+        )
+    return raw
 
 
 def parse_channels(path: Path, data: Any, default_package: str) -> dict[str, ChannelSpec]:

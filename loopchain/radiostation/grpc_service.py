@@ -14,7 +14,7 @@ from loopchain.radiostation.admission import AdmissionError, verify_connect
 from loopchain.radiostation.probe import TargetUnverified, verify_target
 from loopchain.radiostation.registry import NotAdmitted, PeerView, UnknownPeer
 from loopchain.radiostation.station import Station, UnknownChannel
-from loopchain.types import certificates
+from loopchain.types import canonical, certificates
 from loopchain.types.codes import ResponseCode
 
 log = logging.getLogger(__name__)
@@ -117,10 +117,12 @@ class RadioStationService(pb_grpc.RadioStationServicer):
 
     def _channel_info(self, channel: str) -> pb.ChannelInfo:
         spec = self.station.registry.channels[channel]
+        settings = canonical.encode(dict(spec.score_settings)) if spec.score_settings else b""
         return pb.ChannelInfo(
             channel=channel,
             score_package=spec.score_package,
             validator_set=self.station.validator_set(channel).encode(),
+            score_settings_json=settings.decode(),
         )
 
     async def GetPeerList(

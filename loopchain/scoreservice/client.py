@@ -8,6 +8,7 @@ a commit then fails with ScoreRejected and the block has to be invoked again.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -176,6 +177,7 @@ class ScoreClient:
             package_version=package.version,
             all_versions=list(package.all_versions),
             state_path=str(state_path),
+            settings_json=json.dumps(package.settings) if package.settings else "",
         )
         return await self._status_call(
             "load", self._stub.Load(request, timeout=max(self.timeout, self.invoke_timeout))

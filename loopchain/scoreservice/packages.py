@@ -15,6 +15,7 @@ copies are content-addressed (zip digest, commit hash) and reused; they appear a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import io
@@ -65,6 +66,9 @@ class ScorePackage:
     path: Path
     main: str
     info: dict[str, Any]
+    settings: dict[str, Any] = dataclasses.field(
+        default_factory=dict
+    )  # the channel's, over package.json
 
 
 def resolve_package(
@@ -371,3 +375,24 @@ def _import_main(package: ScorePackage) -> ModuleType:
 def _forget_modules(parent_name: str) -> None:
     for name in [n for n in sys.modules if n == parent_name or n.startswith(parent_name + ".")]:
         del sys.modules[name]
+
+
+FIXED_FIELDS = ("id", "version", "main")  # a channel's settings never change what the package is
+
+
+def merge_settings(info: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """package.json `info` with a channel's `settings` laid over it (objects merged key by key)."""
+    fixed = sorted(set(settings) & set(FIXED_FIELDS))
+    if fixed:
+        raise PackageError(f"score_settings may not set {fixed}")
+    return _merge(info, settings)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        old = merged.get(key)
+        merged[key] = (
+            _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+        )
+    return merged

@@ -43,11 +43,13 @@ from loopchain.scoreservice.packages import (
     PackageError,
     ScorePackage,
     load_score_class,
+    merge_settings,
     read_package_json,
 )
 from loopchain.scoreservice.state import ReadOnlyState, ScoreState, StateConflict, StateProxy
 from loopchain.storage import open_store
 from loopchain.storage.abc import StorageError
+from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
 
@@ -182,6 +184,11 @@ class LoadedScore:
         self.channel = request.channel
         folder = Path(request.package_path).resolve()
         info = read_package_json(folder)
+        if request.settings_json:
+            settings = canonical.parse(request.settings_json)
+            if not isinstance(settings, dict):
+                raise PackageError("score_settings must be a JSON object")
+            info = merge_settings(info, settings)
         self.package = ScorePackage(
             id=request.package_id or info["id"],
             version=request.package_version or info["version"],
@@ -219,18 +226,18 @@ class LoadedScore:
         view = BlockView(block.height, block.hash.hex(), header.timestamp, header.leader)
         self.state.begin_block()
         results = [
-            self._invoke_tx(tx.hash_hex, tx.data, tx.sender, tx.timestamp, view)
+            self._invoke_tx(tx.hash_hex, tx.data, tx.sender, tx.timestamp, view, tx.signed_by)
             for tx in block.transactions
         ]
         staged = self.state.stage_block(view, results)
         return results, staged.state_root, staged.results_hash
 
     def _invoke_tx(
-        self, tx_hash: str, data: Any, sender: str, time_us: int, view: BlockView
+        self, tx_hash: str, data: Any, sender: str, time_us: int, view: BlockView, signed_by: str
     ) -> TxResult:
         overlay = self.state.overlay()
         self.proxy.target = overlay
-        transaction = TransactionView(tx_hash, data, sender, time_us)
+        transaction = TransactionView(tx_hash, data, sender, time_us, signed_by)
         try:
             code, message = _returned_result(
                 self.meter.run(lambda: self.score.invoke(transaction, view))

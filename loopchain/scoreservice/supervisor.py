@@ -66,7 +66,6 @@ ENV_ALLOWED = frozenset(
         "TMPDIR",
         "LD_LIBRARY_PATH",
         "PYTHONHOME",
-        "PYTHONHASHSEED",
         "PYTHONIOENCODING",
         "PYTHONUTF8",
         "PYTHONDONTWRITEBYTECODE",
@@ -78,13 +77,14 @@ ENV_ALLOWED_PREFIXES = ("LC_",)
 
 def score_environment(environ: Mapping[str, str], work_dir: Path) -> dict[str, str]:
     """The environment of a SCORE process: the allowed variables of `environ`, $HOME its work
-    directory, and a PYTHONPATH that finds loopchain."""
+    directory, a PYTHONPATH that finds loopchain, and one hash seed on every peer (a SCORE that
+    iterates a set of strings must write the same state everywhere)."""
     env = {
         name: value
         for name, value in environ.items()
         if name in ENV_ALLOWED or name.startswith(ENV_ALLOWED_PREFIXES)
     }
-    env.update(HOME=str(work_dir), MALLOC_ARENA_MAX="2", PYTHONUNBUFFERED="1")
+    env.update(HOME=str(work_dir), MALLOC_ARENA_MAX="2", PYTHONUNBUFFERED="1", PYTHONHASHSEED="0")
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(_PROJECT_ROOT), environ.get("PYTHONPATH", "")) if p
     )

@@ -126,6 +126,12 @@ class Transaction:
     def data(self) -> Any:
         return self.body["data"]
 
+    @property
+    def signed_by(self) -> str:
+        """ "peer" for a v1 transaction (its sender is the peer that took it from an unnamed
+        client), "client" for one its sender signed itself."""
+        return "peer" if self.body.get("version") == V1 else "client"
+
     def public_key(self) -> bytes:
         """The signer's compressed public key, recovered from the signature."""
         return recover_public_key(self.hash, self.signature)

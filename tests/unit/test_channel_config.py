@@ -114,3 +114,24 @@ def test_listed_mode_admits_by_peer_id_only() -> None:
 def test_bad_peer_entries_are_named(peers: list, message: str) -> None:
     with pytest.raises(ChannelDataError, match=message):
         parse_channels(PATH, {"c": {"peers": peers}}, "x")
+
+
+def test_score_settings_are_read_and_bounded() -> None:
+    settings = {"token": {"owner": A, "initial_supply": 5}}
+    spec = parse_channels(PATH, {"c": {"score_settings": settings}}, "x")["c"]
+    assert spec.score_settings == settings
+    assert parse_channels(PATH, {"c": {}}, "x")["c"].score_settings == {}
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ([], "must be a JSON object"),
+        ({"main": "evil"}, "may not set \\['main'\\]"),
+        ({"x": 1.5}, "floats are not allowed"),
+        ({"x": "y" * 20_000}, "larger than"),
+    ],
+)
+def test_bad_score_settings_are_named(settings: object, message: str) -> None:
+    with pytest.raises(ChannelDataError, match=message):
+        parse_channels(PATH, {"c": {"score_settings": settings}}, "x")

@@ -21,6 +21,7 @@ from loopchain.scoreservice.packages import (
     PackageError,
     ScorePackage,
     load_score_class,
+    merge_settings,
     resolve_package,
 )
 from score.testkit import MemoryBlocks, MemoryState
@@ -433,3 +434,12 @@ def test_sample_packages_resolve(tmp_path: Path) -> None:
         )
         assert package.id == name
         assert issubclass(load_score_class(package), ScoreBase)
+
+
+def test_channel_settings_merge_over_package_json() -> None:
+    info = {"id": "a/b", "version": "1", "main": "m", "token": {"owner": "", "symbol": "S"}}
+    merged = merge_settings(info, {"token": {"owner": "hx1"}, "extra": [1]})
+    assert merged == {**info, "token": {"owner": "hx1", "symbol": "S"}, "extra": [1]}
+    assert info["token"] == {"owner": "", "symbol": "S"}  # the package's own info is untouched
+    with pytest.raises(PackageError, match="may not set"):
+        merge_settings(info, {"main": "other"})

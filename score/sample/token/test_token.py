@@ -131,3 +131,31 @@ def test_bad_token_settings_refuse_to_start(settings: object, message: str) -> N
     info["token"] = settings
     with pytest.raises(ScoreError, match=message):
         Harness("sample/token", info)
+
+
+def test_peer_signed_transactions_move_tokens_only_for_the_configured_owner() -> None:
+    info = copy.deepcopy(Harness("sample/token").package.info)
+    info["token"]["owner"] = BOB
+    harness = Harness("sample/token", info)
+    # the owner peer's own transactions move its tokens
+    harness.invoke({"method": "transfer", "params": {"to": ALICE, "value": 9}}, BOB, "peer")
+    assert balance(harness, ALICE) == 9
+    before = dict(harness.state.data)
+    # another peer cannot spend tokens, nor mint, for a client it does not name
+    for data in (
+        {"method": "transfer", "params": {"to": BOB, "value": 1}},
+        {"method": "mint", "params": {"value": 1}},
+    ):
+        with pytest.raises(ScoreError, match="signed this transaction for a client"):
+            harness.invoke(data, ALICE, "peer")
+    assert harness.state.data == before
+    # the same transfer signed by ALICE herself goes through
+    harness.invoke({"method": "transfer", "params": {"to": BOB, "value": 1}}, ALICE, "client")
+    assert balance(harness, ALICE) == 8
+
+
+def test_without_an_owner_no_peer_signed_transaction_moves_tokens() -> None:
+    harness = Harness("sample/token")
+    with pytest.raises(ScoreError, match="signed this transaction for a client"):
+        harness.invoke({"method": "transfer", "params": {"to": ALICE, "value": 1}}, BOB, "peer")
+    assert ask(harness, "owner") == {"owner": None}  # a peer-signed call took no ownership

@@ -1,9 +1,15 @@
 """A token SCORE with integer balances.
 
-Configured in package.json "token": `initial_supply` (int) and `owner` (an hx address, or "" for
-"the sender of the first transaction"). The supply is credited to the owner when the first
-transaction is executed; afterwards the owner may "mint" more. Balances never go negative: a
-transfer larger than the sender's balance raises ScoreError before anything is written.
+Configured in package.json "token" (a channel may override it in channel_manage_data.json's
+"score_settings"): `initial_supply` (int) and `owner` (an hx address, or "" for "the sender of the
+first transaction"). The supply is credited to the owner when the first transaction is executed;
+afterwards the owner may "mint" more. Balances never go negative: a transfer larger than the
+sender's balance raises ScoreError before anything is written.
+
+Who may move tokens: a transaction its sender signed itself, or one a peer signed (a v1
+transaction, whose sender is the peer that took it from some client it does not name) only when
+that peer is the configured owner. So an anonymous REST client of a peer cannot spend that peer's
+tokens, or mint as it.
 """
 
 from __future__ import annotations
@@ -72,6 +78,12 @@ class UserScore(ScoreBase):
         }
         if method not in handlers:
             raise ScoreError(f"unknown method {method!r}; expected 'transfer' or 'mint'")
+        if transaction.signed_by != "client" and transaction.sender != self.configured_owner:
+            raise ScoreError(
+                f"{method} refused: peer {transaction.sender} signed this transaction for a client "
+                "it does not name; tokens move only by transactions their sender signed, or by "
+                "those of the owner peer named in the token settings (token.owner)"
+            )
         self._initialize(transaction.sender)
         handlers[method](transaction.sender, params)
         return None
