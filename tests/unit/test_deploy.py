@@ -1,4 +1,5 @@
-"""deploy/: the compose network, its configs and the Dockerfile, checked without a container engine."""
+"""deploy/: the compose network (in listed mode), its configs and the Dockerfile, checked without a
+container engine; the step that lists the peers is run for real against temporary directories."""
 
 from __future__ import annotations
 
@@ -23,17 +24,26 @@ import yaml
 from loopchain.configure import Config, load_config
 from loopchain.peer.main import parse_args as parse_peer_args
 from loopchain.peer.main import radiostation_targets
+from loopchain.peer.node import peer_key_path
 from loopchain.radiostation.channels import load_channels
+from loopchain.radiostation.main import create_station, storage_dir
 from loopchain.radiostation.main import parse_args as parse_radiostation_args
+from loopchain.types.crypto import key_file_is_encrypted, open_key_file
+from loopchain.types.passwords import KEY_PASSWORD_ENV
+from tools.listed_channels import main as listed_channels_main
+from tools.listed_channels import parse_args as parse_listed_channels_args
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
+DOCKERIGNORE = DEPLOY / "Dockerfile.dockerignore"
 FLUENT_CONF = DEPLOY / "fluentd" / "fluent.conf"
 RS = "radiostation"
 PEERS = {"peer0": 7100, "peer1": 7200, "peer2": 7300}
 LOOPCHAIN_SERVICES = (RS, *PEERS)
+INIT = "listed-channels"  # one-shot: makes the peers' keys and the RadioStation's channel file
+INIT_SCRIPT = "tools/listed_channels.py"
 COLLECTOR = "logcollector"
 COLLECTOR_PORT = 24224
 REST_DIFF = 1900
@@ -43,6 +53,7 @@ Parser = Callable[[list[str]], argparse.Namespace]
 PARSERS: dict[str, Parser] = {
     "peer.py": parse_peer_args,
     "radiostation.py": parse_radiostation_args,
+    "listed_channels.py": parse_listed_channels_args,
 }
 
 
@@ -159,7 +170,7 @@ def parsed_args(compose: dict[str, Any], name: str) -> argparse.Namespace:
     """A service's command parsed by the real argparse parser of its script."""
     argv = command(compose, name)
     script = PurePosixPath(argv[0]).name
-    assert script in PARSERS, f"service {name} runs {argv[0]}, not peer.py or radiostation.py"
+    assert script in PARSERS, f"service {name} runs {argv[0]}, not one of {sorted(PARSERS)}"
     try:
         return PARSERS[script](argv[1:])
     except SystemExit as exc:
@@ -211,15 +222,107 @@ def service_port(args: argparse.Namespace, config: Config, script: str) -> int:
     return int(config.PORT_PEER if script == "peer.py" else config.PORT_RADIOSTATION)
 
 
+def mounts(compose: dict[str, Any], name: str) -> list[tuple[str, PurePosixPath]]:
+    """(source, container path) of each volume a service mounts."""
+    result = []
+    for entry in service(compose, name).get("volumes", []):
+        assert isinstance(entry, str), f"{name}: write volumes as 'source:target[:mode]' strings"
+        source, target, *_ = entry.split(":")
+        result.append((source, PurePosixPath(target)))
+    return result
+
+
+def on_volume(compose: dict[str, Any], name: str, path: str | PurePosixPath) -> tuple[str, str]:
+    """The named volume holding a container path of a service, and the path inside that volume."""
+    path = PurePosixPath(path)
+    assert path.is_absolute(), f"{name}: {path} is not an absolute container path"
+    holding = [
+        (src, target) for src, target in mounts(compose, name) if path.is_relative_to(target)
+    ]
+    assert len(holding) == 1, f"{name}: {path} is on no (or several) volume mounts"
+    source, target = holding[0]
+    assert source in set(compose.get("volumes") or {}), f"{name}: {source} is not a named volume"
+    return source, str(path.relative_to(target))
+
+
+def registered_target(compose: dict[str, Any], name: str, dockerfile: list[Instruction]) -> str:
+    """The target a peer registers at: LOOPCHAIN_HOST and its port (as PeerNode.target)."""
+    config, _ = service_config(compose, name, dockerfile)
+    return f"{config.LOOPCHAIN_HOST}:{service_port(parsed_args(compose, name), config, 'peer.py')}"
+
+
+def peer_key_location(
+    compose: dict[str, Any], name: str, dockerfile: list[Instruction]
+) -> tuple[str, str]:
+    """Volume and path in it of the key file a peer opens (--private, else its storage dir)."""
+    args = parsed_args(compose, name)
+    config, _ = service_config(compose, name, dockerfile)
+    port = service_port(args, config, "peer.py")
+    return on_volume(compose, name, PurePosixPath(peer_key_path(config, port, args.private)))
+
+
+def init_peers(compose: dict[str, Any]) -> list[tuple[str, str]]:
+    """(target, key file) of each --peer of the listed-channels service."""
+    return [(target, str(key)) for target, key in parsed_args(compose, INIT).peer]
+
+
+def init_argv_on_host(compose: dict[str, Any], volumes: Path) -> list[str]:
+    """The listed-channels arguments with each container path moved to volumes/<volume>/<path>."""
+
+    def moved(path: str) -> str:
+        volume, inside = on_volume(compose, INIT, path)
+        return str(volumes / volume / inside)
+
+    argv = command(compose, INIT)[1:]
+    result: list[str] = []
+    for before, arg in zip(["", *argv], argv, strict=False):
+        if before == "--out":
+            arg = moved(arg)
+        elif before == "--peer":
+            target, _, key = arg.partition("=")
+            arg = f"{target}={moved(key)}"
+        result.append(arg)
+    args = parse_listed_channels_args(result)
+    paths = [args.out, *(key for _, key in args.peer)]
+    assert all(path.is_relative_to(volumes) for path in paths), f"a path was not moved: {result}"
+    return result
+
+
+def pairs(printed: list[str]) -> set[tuple[str, str]]:
+    """The (target, peer id) lines listed_channels.py prints."""
+    return set(zip(printed[::2], printed[1::2], strict=True))
+
+
+def user_owned_dirs(stage: list[Instruction]) -> dict[str, set[str]]:
+    """Directories `install -d -o USER` makes in a stage, by owner."""
+    owned: dict[str, set[str]] = {}
+    for ins in stage:
+        if ins.keyword != "RUN":
+            continue
+        for part in re.split(r"&&|;", ins.args):
+            words = shlex.split(part)
+            if words[:1] != ["install"] or "-d" not in words:
+                continue
+            owner, paths, rest = "", [], iter(words[1:])
+            for word in rest:
+                if word in ("-o", "-g", "-m"):
+                    value = next(rest)
+                    owner = value if word == "-o" else owner
+                elif not word.startswith("-"):
+                    paths.append(word)
+            owned.setdefault(owner, set()).update(paths)
+    return owned
+
+
 # ------------------------------------------------------------------ tests
 
 
 def test_compose_declares_the_network(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {*LOOPCHAIN_SERVICES, COLLECTOR}
+    assert set(compose["services"]) == {*LOOPCHAIN_SERVICES, INIT, COLLECTOR}
     build = service(compose, RS)["build"]
     assert (COMPOSE.parent / build["context"]).resolve() == ROOT
     assert (ROOT / build["dockerfile"]).resolve() == DOCKERFILE
-    images = {service(compose, name).get("image") for name in LOOPCHAIN_SERVICES}
+    images = {service(compose, name).get("image") for name in (*LOOPCHAIN_SERVICES, INIT)}
     assert len(images) == 1 and None not in images, f"one image for all: {images}"
 
 
@@ -234,6 +337,11 @@ def test_commands_run_repository_scripts_with_accepted_flags(compose: dict[str, 
         assert args.configure_file_path, f"{name} gives no -o configuration file"
         if name in PEERS:
             assert args.radio_station_target, f"{name} gives no -r RadioStation target"
+    argv = command(compose, INIT)
+    assert argv[0] in (INIT_SCRIPT, f"./{INIT_SCRIPT}"), f"{INIT} runs {argv[0]}"
+    script = ROOT / argv[0]
+    assert script.is_file() and os.access(script, os.X_OK), f"{INIT}: {argv[0]} not runnable"
+    assert parsed_args(compose, INIT).peer, f"{INIT} lists no --peer"
 
 
 def test_configs_load_through_load_config(
@@ -321,16 +429,142 @@ def test_peers_ship_logs_to_the_collector(
         assert config.MONITOR_LOG_PORT == COLLECTOR_PORT
 
 
-def test_radiostation_channels_hold_the_peers_default_channel(
+def test_radiostation_runs_in_listed_mode_on_the_file_listed_channels_writes(
     compose: dict[str, Any], dockerfile: list[Instruction]
 ) -> None:
     config, _ = service_config(compose, RS, dockerfile)
-    path = repo_path(config.CHANNEL_MANAGE_DATA_PATH, final_stage(dockerfile))
-    assert path.is_file(), f"CHANNEL_MANAGE_DATA_PATH maps to missing {path}"
-    channels = load_channels(path, config.LOOPCHAIN_DEFAULT_CHANNEL, config.DEFAULT_SCORE_PACKAGE)
+    assert config.ENABLE_CHANNEL_AUTH is True, "the RadioStation must run in listed mode"
+    written = on_volume(compose, INIT, parsed_args(compose, INIT).out)
+    read = on_volume(compose, RS, config.CHANNEL_MANAGE_DATA_PATH)
+    assert read == written, f"{INIT} writes {written}, the RadioStation reads {read}"
+    for name in (RS, *PEERS):
+        condition = service(compose, name).get("depends_on", {}).get(INIT, {}).get("condition")
+        assert condition == "service_completed_successfully", f"{name} does not wait for {INIT}"
+
+
+def test_listed_channels_lists_every_peer_at_its_registered_target(
+    compose: dict[str, Any], dockerfile: list[Instruction]
+) -> None:
+    listed = [target for target, _ in init_peers(compose)]
+    expected = [registered_target(compose, name, dockerfile) for name in PEERS]
+    assert sorted(listed) == sorted(expected), f"{INIT} lists {listed}, the peers are {expected}"
+
+
+def test_listed_channels_makes_each_key_where_its_peer_looks_for_it(
+    compose: dict[str, Any], dockerfile: list[Instruction]
+) -> None:
+    keys = dict(init_peers(compose))
+    for name in PEERS:
+        made = on_volume(compose, INIT, keys[registered_target(compose, name, dockerfile)])
+        opened = peer_key_location(compose, name, dockerfile)
+        assert made == opened, f"{INIT} makes {name}'s key at {made}, {name} opens {opened}"
+
+
+def test_key_password_reaches_listed_channels_and_every_peer(compose: dict[str, Any]) -> None:
+    value = environment(compose, INIT).get(KEY_PASSWORD_ENV)
+    assert value is not None, f"{INIT} does not pass ${KEY_PASSWORD_ENV}"
+    # taken from the shell or deploy/.env; unset means no password (an unencrypted local network)
+    assert re.fullmatch(rf"\$\{{{KEY_PASSWORD_ENV}:-\}}", value), value
+    for name in PEERS:
+        assert environment(compose, name).get(KEY_PASSWORD_ENV) == value, f"{name}: no password"
+    assert KEY_PASSWORD_ENV not in environment(compose, RS), (
+        "the RadioStation needs no key password"
+    )
+
+
+def test_the_key_password_file_stays_out_of_the_image(dockerfile: list[Instruction]) -> None:
+    ignored = DOCKERIGNORE.read_text(encoding="utf-8").split()
+    assert "deploy/.env" in ignored, "deploy/.env would be sent to the builder"
+    source_stage = dockerfile[
+        : [i for i, ins in enumerate(dockerfile) if ins.keyword == "FROM"][-1]
+    ]
+    removed = [ins.args for ins in source_stage if ins.keyword == "RUN"]
+    assert any("deploy/.env" in shlex.split(run) for run in removed), (
+        "deploy/.env reaches the image"
+    )
+
+
+def test_every_volume_is_writable_by_the_image_user(
+    compose: dict[str, Any], dockerfile: list[Instruction]
+) -> None:
+    stage = final_stage(dockerfile)
+    users = [ins.args for ins in stage if ins.keyword == "USER"]
+    assert users and users[-1] not in ("root", "0"), "the image must run as a non-root user"
+    owned = user_owned_dirs(stage).get(users[-1], set())
+    for name in (*LOOPCHAIN_SERVICES, INIT):
+        assert "user" not in service(compose, name), f"{name} overrides the image's user"
+        for source, target in mounts(compose, name):
+            # an empty named volume takes the owner of the directory it is mounted over
+            assert str(target) in owned, f"{name}: {target} ({source}) is not made for the user"
+
+
+def test_listed_channels_writes_a_channel_file_the_radiostation_accepts(
+    compose: dict[str, Any],
+    dockerfile: list[Instruction],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The init step's own command line, run against temporary directories as its volumes."""
+    monkeypatch.delenv(KEY_PASSWORD_ENV, raising=False)
+    argv = init_argv_on_host(compose, tmp_path)
+    assert listed_channels_main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out.split()
+
+    ids = {}
+    for name in PEERS:
+        volume, inside = peer_key_location(compose, name, dockerfile)
+        key = open_key_file(tmp_path / volume / inside)  # where the peer will look for it
+        assert not key.created and not key_file_is_encrypted(key.path)
+        ids[name] = key.signer.address
+    targets = {name: registered_target(compose, name, dockerfile) for name in PEERS}
+    assert pairs(printed) == {(targets[name], ids[name]) for name in PEERS}
+
+    config, _ = service_config(compose, RS, dockerfile)
+    volume, inside = on_volume(compose, RS, config.CHANNEL_MANAGE_DATA_PATH)
+    rs_volume, rs_inside = on_volume(compose, RS, config.DEFAULT_STORAGE_PATH)
+    config = config.replace(
+        CHANNEL_MANAGE_DATA_PATH=str(tmp_path / volume / inside),
+        DEFAULT_STORAGE_PATH=str(tmp_path / rs_volume / rs_inside),
+    )
+    channels = load_channels(
+        Path(config.CHANNEL_MANAGE_DATA_PATH),
+        config.LOOPCHAIN_DEFAULT_CHANNEL,
+        config.DEFAULT_SCORE_PACKAGE,
+    )
     for name in PEERS:
         peer_config, _ = service_config(compose, name, dockerfile)
         assert peer_config.LOOPCHAIN_DEFAULT_CHANNEL in channels, f"{name}'s channel is not served"
+    for spec in channels.values():
+        assert spec.members is not None and not spec.unlisted()
+        assert {m.peer_id for m in spec.members} == set(ids.values())
+        for name in PEERS:
+            assert spec.admits(ids[name], targets[name], channel_auth=True), name
+            assert not spec.admits("hx" + "0" * 40, targets[name], channel_auth=True)
+    create_station(config)  # the RadioStation starts on it in listed mode (StartupError if not)
+    assert storage_dir(config).is_dir()
+
+    # every `up` runs the step again: the keys, hence the ids, are kept
+    assert listed_channels_main(argv) == 0
+    assert capsys.readouterr().out.split() == printed
+
+
+def test_listed_channels_encrypts_new_keys_with_the_password(
+    compose: dict[str, Any],
+    dockerfile: list[Instruction],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(KEY_PASSWORD_ENV, "correct horse")
+    assert listed_channels_main(init_argv_on_host(compose, tmp_path)) == 0
+    printed = capsys.readouterr().out.split()
+    for name in PEERS:
+        volume, inside = peer_key_location(compose, name, dockerfile)
+        path = tmp_path / volume / inside
+        assert key_file_is_encrypted(path), f"{name}'s key is not encrypted"
+        address = open_key_file(path, "correct horse").signer.address
+        assert (registered_target(compose, name, dockerfile), address) in pairs(printed)
 
 
 def test_healthchecks_probe_each_services_rest_port(
