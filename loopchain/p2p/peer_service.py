@@ -154,6 +154,17 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 )
         return channel
 
+    def _peer_channel(self, context: Any, name: str) -> ChannelBackend:
+        """`_channel` for the peer-to-peer methods: with TLS on they are served only to a caller
+        with a valid certificate, never on the plain local port kept for the REST proxy."""
+        if self.callers is not None and self.callers.peer_id(context) is None:
+            log.warning("refused a peer-to-peer call on the local port from %s", context.peer())
+            raise RequestError(
+                ErrorKind.DENIED,
+                "peer-to-peer methods are served only over mutual TLS, not on the local port",
+            )
+        return self._channel(context, name)
+
     async def _serve(self, context: grpc.aio.ServicerContext, work: Callable[[], T]) -> T:
         try:
             return work()
@@ -297,7 +308,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                     ErrorKind.INVALID,
                     f"{len(request.txs)} transactions in one batch, limit {MAX_TXS_PER_BATCH}",
                 )
-            channel = self._channel(context, request.channel)
+            channel = self._peer_channel(context, request.channel)
             channel.receive_txs([Transaction.decode(raw) for raw in request.txs])
             return pb.Ack(code=0)
 
@@ -305,7 +316,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def Deliver(self, request: pb.ConsensusMessage, context: Any) -> pb.Ack:
         def work() -> pb.Ack:
-            channel = self._channel(context, request.channel)
+            channel = self._peer_channel(context, request.channel)
             channel.receive(decode_consensus(request))
             return pb.Ack(code=0)
 
@@ -324,7 +335,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def GetBlockRange(self, request: pb.BlockRangeRequest, context: Any) -> pb.BlockRange:
         def work() -> pb.BlockRange:
-            channel = self._channel(context, request.channel)
+            channel = self._peer_channel(context, request.channel)
             limit = max(1, min(request.max_blocks or 100, MAX_RANGE_BLOCKS))
             found = channel.block_range(request.from_height, limit)
             reply = pb.BlockRange(

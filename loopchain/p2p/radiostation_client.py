@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ from loopchain.types import canonical
 from loopchain.types.canonical import EncodingError
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import Signer, address_of
-from loopchain.types.peer import PeerInfo, connect_digest
+from loopchain.types.peer import PeerInfo, connect_digest, heartbeat_digest
 from loopchain.types.validators import ValidatorSet
 
 Reply = TypeVar("Reply")
@@ -102,10 +103,17 @@ class RadioStationClient:
             validators = None
         return peers, validators
 
-    async def heartbeat(self, peer_id: str, channel: str, peer_type: int, height: int) -> int:
-        """Report liveness; returns the channel's peer-list version."""
+    async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:
+        """Report liveness (signed, timestamped); returns the channel's peer-list version."""
+        now_us = time.time_ns() // 1000
+        digest = heartbeat_digest(signer.address, channel, peer_type, height, now_us)
         request = pb.HeartbeatRequest(
-            peer_id=peer_id, channel=channel, peer_type=peer_type, block_height=height
+            peer_id=signer.address,
+            channel=channel,
+            peer_type=peer_type,
+            block_height=height,
+            timestamp_us=now_us,
+            signature=signer.sign(digest),
         )
         reply = await self._call(self._stub.Heartbeat, request)
         if reply.code != 0:

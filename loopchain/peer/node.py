@@ -200,7 +200,7 @@ class PeerNode:
                 try:
                     status = service.status()
                     version = await rs.heartbeat(
-                        self.signer.address, name, status["peer_type"], status["block_height"]
+                        self.signer, name, status["peer_type"], status["block_height"]
                     )
                     if versions.get(name) != version or not service.members:
                         await self._refresh_peers(rs, service)

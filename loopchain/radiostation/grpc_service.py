@@ -16,6 +16,8 @@ from loopchain.radiostation.registry import NotAdmitted, PeerView, UnknownPeer
 from loopchain.radiostation.station import Station, UnknownChannel
 from loopchain.types import canonical, certificates
 from loopchain.types.codes import ResponseCode
+from loopchain.types.crypto import recover_address
+from loopchain.types.peer import heartbeat_digest
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ class RadioStationService(pb_grpc.RadioStationServicer):
 
     def __init__(self, station: Station) -> None:
         self.station = station
+        # (peer, channel) -> timestamp of the last heartbeat taken: one entry per member
+        self._last_beat: dict[tuple[str, str], int] = {}
 
     def _tls_identity_problem(self, peer_id: str, context: grpc.aio.ServicerContext) -> str | None:
         """Over mutual TLS the caller's certificate must be valid and bind the registering peer id."""
@@ -139,6 +143,36 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             validator_set=self.station.validator_set(channel).encode(),
         )
 
+    def _heartbeat_problem(
+        self, request: pb.HeartbeatRequest, channel: str
+    ) -> tuple[ResponseCode, str] | None:
+        """Why a heartbeat is not the named peer's own, fresh one (None when it is)."""
+        try:
+            self.station.registry.peer(request.peer_id)
+        except UnknownPeer as exc:
+            return ResponseCode.PEER_UNKNOWN, str(exc)
+        digest = heartbeat_digest(
+            request.peer_id,
+            request.channel,  # as sent: "" names the default channel
+            request.peer_type,
+            request.block_height,
+            request.timestamp_us,
+        )
+        try:
+            signer = recover_address(digest, request.signature)
+        except ValueError:
+            signer = ""
+        if signer != request.peer_id:
+            return ResponseCode.FAIL, f"the heartbeat is not signed by the key of {request.peer_id}"
+        skew = abs(request.timestamp_us / 1e6 - self.station.clock())
+        if skew > float(self.station.config.MAX_TIMESTAMP_SKEW):
+            return ResponseCode.FAIL, f"the heartbeat's timestamp is {skew:.0f} s off this clock"
+        key = (request.peer_id, channel)
+        if request.timestamp_us <= self._last_beat.get(key, -1):
+            return ResponseCode.FAIL, "the heartbeat is replayed (its timestamp is not the latest)"
+        self._last_beat[key] = request.timestamp_us
+        return None
+
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> pb.HeartbeatReply:
@@ -147,6 +181,11 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             channel = self.station.resolve_channel(request.channel)
         except UnknownChannel as exc:
             return pb.HeartbeatReply(code=int(ResponseCode.NOT_FOUND), message=str(exc))
+        problem = self._heartbeat_problem(request, channel)
+        if problem is not None:
+            code, message = problem
+            log.warning("refused a heartbeat for %r: %s", request.peer_id[:50], message)
+            return pb.HeartbeatReply(code=int(code), message=message)
         try:
             version = self.station.registry.heartbeat(
                 request.peer_id,

@@ -106,8 +106,12 @@ def _check_mode(config: Config, channels: Mapping[str, ChannelSpec]) -> None:
         return
     for name, spec in channels.items():
         if spec.members is None:
-            log.warning("channel %s has no peer list (no channel file): every peer joins", name)
-            continue
+            raise StartupError(
+                f"ENABLE_CHANNEL_AUTH is on but {config.CHANNEL_MANAGE_DATA_PATH} does not exist: "
+                "listed mode needs the channel file listing the peers' ids "
+                "(tools/listed_channels.py writes one)",
+                EXIT_CONFIG,
+            )
         unlisted = spec.unlisted()
         if unlisted:
             raise StartupError(

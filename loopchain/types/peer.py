@@ -30,3 +30,17 @@ IDENTIFY_CHALLENGE_BYTES = 32
 def identify_digest(challenge: bytes) -> bytes:
     """What a peer signs to prove to the RadioStation that its key answers at its target."""
     return sha3_256(b"loopchain.identify." + challenge)
+
+
+def heartbeat_digest(
+    peer_id: str, channel: str, peer_type: int, block_height: int, timestamp_us: int
+) -> bytes:
+    """What a peer signs in each heartbeat (only the peer itself can say it is alive or leader)."""
+    body = {
+        "peer_id": peer_id,
+        "channel": channel,
+        "peer_type": peer_type,
+        "block_height": block_height,
+        "timestamp": timestamp_us,
+    }
+    return sha3_256(b"loopchain.heartbeat." + canonical.encode(body))

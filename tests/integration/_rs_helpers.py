@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import aiohttp
 from loopchain.configure import DEFAULTS
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.types.crypto import Signer
-from loopchain.types.peer import connect_digest
+from loopchain.types.peer import connect_digest, heartbeat_digest
 from tests.procs import REST_DIFF, wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,27 @@ def connect_request(signer: Signer, target: str, group_id: str = "") -> pb.Conne
         group_id=group_id,
         public_key=signer.public_key,
         signature=signer.sign(digest),
+    )
+
+
+def heartbeat_request(
+    signer: Signer,
+    channel: str = "",
+    peer_type: int = 0,
+    block_height: int = 0,
+    timestamp_us: int | None = None,
+    key: Signer | None = None,
+) -> pb.HeartbeatRequest:
+    """A heartbeat of `signer` signed with `key` (default: its own) at `timestamp_us` (now)."""
+    now_us = time.time_ns() // 1000 if timestamp_us is None else timestamp_us
+    digest = heartbeat_digest(signer.address, channel, peer_type, block_height, now_us)
+    return pb.HeartbeatRequest(
+        peer_id=signer.address,
+        channel=channel,
+        peer_type=peer_type,
+        block_height=block_height,
+        timestamp_us=now_us,
+        signature=(key or signer).sign(digest),
     )
 
 

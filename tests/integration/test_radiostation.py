@@ -22,6 +22,7 @@ from tests.integration._rs_helpers import (
     RadioStationProcess,
     connect_request,
     get_json,
+    heartbeat_request,
     post_raw,
 )
 from tests.procs import free_port_pair, wait_until_async
@@ -198,18 +199,14 @@ async def test_peer_list_heartbeat_and_leader(start_rs: StartRS) -> None:
     async with rs_stub(rs) as stub:
         await connect(stub, a, "127.0.0.1:7100", "g")
         await connect(stub, b, "127.0.0.1:7200", "g")
-        unknown = await stub.Heartbeat(
-            pb.HeartbeatRequest(peer_id=stranger.address, peer_type=0), timeout=DEADLINE
-        )
+        unknown = await stub.Heartbeat(heartbeat_request(stranger), timeout=DEADLINE)
         beat_a = await stub.Heartbeat(
-            pb.HeartbeatRequest(peer_id=a.address, peer_type=1, block_height=3), timeout=DEADLINE
+            heartbeat_request(a, peer_type=1, block_height=3), timeout=DEADLINE
         )
         listed = await stub.GetPeerList(pb.ChannelRequest(channel=""), timeout=DEADLINE)
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await stub.GetPeerList(pb.ChannelRequest(channel="nope"), timeout=DEADLINE)
-        other_channel = await stub.Heartbeat(
-            pb.HeartbeatRequest(peer_id=a.address, channel="nope"), timeout=DEADLINE
-        )
+        other_channel = await stub.Heartbeat(heartbeat_request(a, "nope"), timeout=DEADLINE)
     assert unknown.code == -800 and stranger.address in unknown.message
     assert other_channel.code == -4 and "nope" in other_channel.message
     assert beat_a.code == 0
@@ -595,3 +592,35 @@ async def test_open_mode_is_announced_and_listed_mode_needs_peer_ids(
     assert code == 2
     assert "name no peer_id" in logs and "a target alone is not an identity" in logs
     assert "Traceback" not in logs
+    # listed mode without its channel file would admit everyone: refused too
+    config["CHANNEL_MANAGE_DATA_PATH"] = str(tmp_path / "missing.json")
+    config["DEFAULT_STORAGE_PATH"] = str(tmp_path / "listed2")
+    code, logs = await RadioStationProcess(tmp_path, free_port_pair(), config).run_to_exit()
+    assert code == 2 and "listed mode needs the channel file" in logs, logs
+
+
+async def test_only_a_peer_itself_beats_for_it(start_rs: StartRS) -> None:
+    rs = await start_rs()
+    a, b = Signer.generate(), Signer.generate()
+    async with rs_stub(rs) as stub:
+        await connect(stub, a, "127.0.0.1:7100")
+        await connect(stub, b, "127.0.0.1:7200")
+        forged = await stub.Heartbeat(heartbeat_request(a, peer_type=1, key=b), timeout=DEADLINE)
+        unsigned = await stub.Heartbeat(
+            pb.HeartbeatRequest(peer_id=a.address, peer_type=1), timeout=DEADLINE
+        )
+        stale = await stub.Heartbeat(
+            heartbeat_request(a, peer_type=1, timestamp_us=1_000_000), timeout=DEADLINE
+        )
+        good = heartbeat_request(b, peer_type=1, block_height=2)
+        first = await stub.Heartbeat(good, timeout=DEADLINE)
+        replayed = await stub.Heartbeat(good, timeout=DEADLINE)
+        listed = await stub.GetPeerList(pb.ChannelRequest(channel=""), timeout=DEADLINE)
+    for refused in (forged, unsigned):
+        assert refused.code == -1 and "not signed by the key of" in refused.message, refused
+    assert stale.code == -1 and "off this clock" in stale.message
+    assert first.code == 0
+    assert replayed.code == -1 and "replayed" in replayed.message
+    status = {p.peer_id: (p.status, p.peer_type) for p in listed.peers}
+    assert status == {a.address: (0, 0), b.address: (1, 1)}  # a's forged leader claim took no hold
+    assert rs.current_log().count("refused a heartbeat") == 4

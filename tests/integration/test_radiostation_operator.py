@@ -29,6 +29,7 @@ from tests.integration._rs_helpers import (
     call,
     connect_request,
     get_json,
+    heartbeat_request,
     post_raw,
 )
 from tests.procs import free_port_pair
@@ -373,8 +374,8 @@ async def test_removal_leaves_every_channel_and_persists(start_rs: StartRS) -> N
         assert (vset.version, vset.peer_ids) == (expected[channel], [b.address])
     async with grpc.aio.insecure_channel(rs.target) as channel_:
         stub = pb_grpc.RadioStationStub(channel_)
-        gone = await stub.Heartbeat(pb.HeartbeatRequest(peer_id=a.address), timeout=DEADLINE)
-        stays = await stub.Heartbeat(pb.HeartbeatRequest(peer_id=b.address), timeout=DEADLINE)
+        gone = await stub.Heartbeat(heartbeat_request(a), timeout=DEADLINE)
+        stays = await stub.Heartbeat(heartbeat_request(b), timeout=DEADLINE)
     assert gone.code == -800
     assert (stays.code, stays.peer_list_version) == (0, expected["c1"])  # peers see the change
     status, body = await get_json(f"{rs.rest}/api/v1/peer/list?channel=c2")

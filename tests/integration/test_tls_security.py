@@ -8,6 +8,7 @@ only). A trusts the network's CA and has one extra certificate of C's revoked (i
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from loopchain.types import certificates as pki
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer, load_or_create_key
 from loopchain.types.peer import connect_digest
+from loopchain.types.transaction import Transaction
 from loopchain.types.vote import QuorumCertificate, Vote
 from tests.procs import INNER_DIFF, TlsNetwork, get, wait_until
 
@@ -295,14 +297,41 @@ def test_party_of_beta_only_gets_nothing_of_alpha(sec: SecNet) -> None:
     assert not (sec.net.peer_dir(sec.port("C")) / ALPHA).exists(), "C stored something of alpha"
 
 
+def test_the_local_port_serves_the_proxy_but_no_peer_to_peer_method(sec: SecNet) -> None:
+    a, b_id = sec.port("A"), sec.peer_id("B")
+    vote = Vote.create(ALPHA, 0, 0, b"\x01" * 32, sec.signer("B"))
+    tx = Transaction.create_v1(
+        ALPHA, {"via": "local port"}, time.time_ns() // 1000, sec.signer("B")
+    )
+    calls = {
+        "GetBlockRange": pb.BlockRangeRequest(channel=ALPHA, from_height=0, max_blocks=10),
+        "Deliver": pb.ConsensusMessage(channel=ALPHA, sender=b_id, vote=vote.encode()),
+        "AddTxBatch": pb.TxBatch(channel=ALPHA, txs=[tx.encode()]),
+    }
+    for method, request in calls.items():
+        error = refusal(local_call, a, method, request)
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED, (method, error)
+        assert "only over mutual TLS" in error.details(), (method, error)
+    assert local_call(a, "GetStatus", pb.ChannelRequest(channel=ALPHA)).block_height >= 0
+    wait_until(
+        lambda: _log_has(sec, "A", "refused a peer-to-peer call on the local port"),
+        10,
+        "A's warning about the local caller",
+    )
+    found = refusal(local_call, a, "GetTx", pb.GetTxRequest(channel=ALPHA, tx_hash=tx.hash_hex))
+    assert found.code() == grpc.StatusCode.NOT_FOUND  # the relayed transaction was not taken
+
+
 def test_peer_outside_a_channel_answers_not_served(sec: SecNet) -> None:
     c, c_id = sec.port("C"), sec.peer_id("C")
     requests = {
         "GetBlock": pb.GetBlockRequest(channel=ALPHA, height=0),
         "GetStatus": pb.ChannelRequest(channel=ALPHA),
         "CreateTx": pb.CreateTxRequest(channel=ALPHA, data_json='{"data": "x"}'),
-        "GetBlockRange": pb.BlockRangeRequest(channel=ALPHA, from_height=0, max_blocks=1),
     }
+    range_request = pb.BlockRangeRequest(channel=ALPHA, from_height=0, max_blocks=1)
+    error = refusal(tls_call, c, c_id, sec.identity("A"), "GetBlockRange", range_request)
+    assert error.code() == grpc.StatusCode.NOT_FOUND, error  # (not served on the local port)
     for method, request in requests.items():
         for call, args in (
             (local_call, (c, method, request)),  # a local client (REST proxy, tools)
