@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run a local loopchain network on loopback: a RadioStation and N peers with their REST proxies.
-#   ./localnet.sh [--peers N] [--data DIR] [--score ORG/PACKAGE] [--channels A,B] [--tls] [--debug]
+#   ./localnet.sh [--peers N] [--data DIR] [--score ORG/PACKAGE] [--score-settings JSON]
+#                 [--channels A,B] [--tls] [--debug]
 # Peers listen on 7100, 7200, ... (REST 9000, 9100, ...); the RadioStation on 7102 (REST 9002).
 # State lives in DIR (default ./localnet-data) and survives a restart. Ctrl-C stops everything.
 set -euo pipefail
@@ -9,6 +10,7 @@ PEERS=4
 DATA=localnet-data
 DEBUG=()
 SCORE=""
+SETTINGS="{}"
 CHANNELS=""
 TLS=0
 while [ $# -gt 0 ]; do
@@ -16,10 +18,11 @@ while [ $# -gt 0 ]; do
     --peers) PEERS=$2; shift 2 ;;
     --data) DATA=$2; shift 2 ;;
     --score) SCORE=$2; shift 2 ;;
+    --score-settings) SETTINGS=$2; shift 2 ;;
     --channels) CHANNELS=$2; shift 2 ;;
     --tls) TLS=2; shift ;;
     --debug|-d) DEBUG=(-d); shift ;;
-    -h|--help) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "localnet.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -46,7 +49,8 @@ fi
 listed=()
 for port in ${PEER_PORTS//,/ }; do listed+=(--peer "127.0.0.1:$port=$DATA/storage/peer_$port/peer_key"); done
 .venv/bin/python tools/listed_channels.py --out "$DATA/channel_manage_data.json" \
-  --channels "${CHANNELS:-loopchain_default}" --score "${SCORE:-loopchain/default}" "${listed[@]}" >/dev/null
+  --channels "${CHANNELS:-loopchain_default}" --score "${SCORE:-loopchain/default}" \
+  --score-settings "$SETTINGS" "${listed[@]}" >/dev/null
 
 pids=()
 stop() {

@@ -3,12 +3,14 @@
 (or kept) where the peer will look for it, and every channel lists the peers by their ids.
 
     tools/listed_channels.py --out FILE [--channels A,B] [--score ORG/PACKAGE]
+                             [--score-settings JSON]
                              --peer TARGET=KEYFILE [--peer TARGET=KEYFILE ...]
 
 e.g. `--peer 127.0.0.1:7100=.storage/peer_7100/peer_key`. A new key is encrypted with
 $LOOPCHAIN_KEY_PASSWORD when it is set (the peer reads the same variable), else written unencrypted
-as a development network needs; an existing key keeps its id. Prints one "target peer_id" line per
-peer.
+as a development network needs; an existing key keeps its id. `--score-settings` is the channels'
+"score_settings" object, where a string "@TARGET" stands for the id of the peer at TARGET (e.g.
+'{"token": {"owner": "@127.0.0.1:7100"}}'). Prints one "target peer_id" line per peer.
 """
 
 from __future__ import annotations
@@ -33,6 +35,19 @@ def _peer(text: str) -> tuple[str, Path]:
     return target, Path(key_file)
 
 
+def _with_ids(value: object, ids: dict[str, str]) -> object:
+    """`value` with every string "@TARGET" replaced by the id of the peer at TARGET."""
+    if isinstance(value, str) and value.startswith("@"):
+        if value[1:] not in ids:
+            raise KeyError(f"{value}: no --peer has the target {value[1:]}")
+        return ids[value[1:]]
+    if isinstance(value, dict):
+        return {key: _with_ids(item, ids) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_ids(item, ids) for item in value]
+    return value
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="listed_channels.py", description=__doc__.split("\n\n")[0] if __doc__ else None
@@ -40,6 +55,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, help="channel_manage_data.json to write")
     parser.add_argument("--channels", default="loopchain_default", help="channel names, A,B")
     parser.add_argument("--score", default="loopchain/default", help="SCORE package of each")
+    parser.add_argument(
+        "--score-settings", default="{}", help="score_settings JSON ('@TARGET': id)"
+    )
     parser.add_argument("--peer", action="append", type=_peer, required=True, help="TARGET=KEYFILE")
     return parser.parse_args(argv)
 
@@ -60,7 +78,19 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         peers.append({"peer_id": signer.address, "peer_target": target})
         print(target, signer.address)
-    channels = {name: {"score_package": args.score, "peers": peers} for name in names}
+    ids = {peer["peer_target"]: peer["peer_id"] for peer in peers}
+    try:
+        settings = _with_ids(json.loads(args.score_settings), ids)
+    except (ValueError, KeyError) as exc:
+        print(f"listed_channels.py: --score-settings: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(settings, dict):
+        print("listed_channels.py: --score-settings must be a JSON object", file=sys.stderr)
+        return 2
+    channel = {"score_package": args.score, "peers": peers}
+    if settings:
+        channel["score_settings"] = settings
+    channels = {name: channel for name in names}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_private_file(args.out, (json.dumps(channels, indent=2) + "\n").encode())
     os.chmod(args.out, 0o644)  # the channel list is not a secret
