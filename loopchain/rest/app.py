@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -16,6 +17,7 @@ from loopchain.types.codes import ResponseCode, error_body
 log = logging.getLogger(__name__)
 
 PEER_API = web.AppKey("peer_api", PeerApi)
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")  # the OpenAPI document of every route
 
 
 def _http_error(exc: web.HTTPException, request: web.Request, max_body: int) -> web.Response:
@@ -58,9 +60,19 @@ def create_app(config: Config, peer_target: str) -> web.Application:
     app = web.Application(client_max_size=max_body, middlewares=[_error_middleware(max_body)])
     api = PeerApi(config, peer_target)
     app[PEER_API] = api
-    app.add_routes(api.routes())
+    app.add_routes([*api.routes(), _openapi_route()])
     app.cleanup_ctx.append(_peer_channel)
     return app
+
+
+def _openapi_route() -> web.RouteDef:
+    """GET /api/v1/openapi.json: the static OpenAPI document, read once."""
+    document = OPENAPI_PATH.read_bytes()
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=document, content_type="application/json", charset="utf-8")
+
+    return web.get("/api/v1/openapi.json", openapi)
 
 
 async def _peer_channel(app: web.Application) -> AsyncIterator[None]:
