@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from types import ModuleType
 from typing import Any
@@ -245,6 +246,12 @@ def validate(values: Mapping[str, Any]) -> None:
     ):
         if values[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {values[key]}")
+    if values["HEARTBEAT_TIMEOUT"] < 2 * values["HEARTBEAT_INTERVAL"]:
+        raise ConfigError(
+            f"HEARTBEAT_TIMEOUT {values['HEARTBEAT_TIMEOUT']} must be at least twice "
+            f"HEARTBEAT_INTERVAL {values['HEARTBEAT_INTERVAL']}: a peer is disconnected only "
+            "after it missed a heartbeat"
+        )
     if values["MAX_TX_COUNT_IN_ADDTX_LIST"] > 1000:
         raise ConfigError("MAX_TX_COUNT_IN_ADDTX_LIST must be at most 1000 (a peer's batch limit)")
     if values["MAX_TX_BYTES"] > values["MAX_BLOCK_KBYTES"] * 1024:
@@ -355,3 +362,42 @@ def setup_logging(config: Config, *, debug: bool, process: str) -> None:
     logging.basicConfig(level=level, handlers=handlers, force=True)
     for name, floor in _QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(level, floor))
+    logging.getLogger("aiohttp.server").addFilter(_malformed_http_in_one_line)
+
+
+def _malformed_http_in_one_line(record: logging.LogRecord) -> bool:
+    """An HTTP request the server could not even parse (a 100 KB request line, a broken header) is
+    a client's error: one warning line, not a traceback, so nobody can flood a log with them."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is not None and any(c.__name__ == "HttpProcessingError" for c in type(exc).__mro__):
+        record.msg, record.args = "refused a malformed HTTP request: %s", (str(exc)[:200],)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
+
+
+class RefusalLog:
+    """Logs refused inputs at WARNING, at most `per_second` lines a second (the rest are counted
+    and reported with the next line), so hostile input leaves a trace but cannot flood the log."""
+
+    def __init__(self, logger: logging.Logger, per_second: float = 20.0) -> None:
+        self.logger = logger
+        self.per_second = per_second
+        self._allowance = per_second
+        self._last = time.monotonic()
+        self.suppressed = 0
+
+    def refused(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        self._allowance = min(
+            self.per_second, self._allowance + (now - self._last) * self.per_second
+        )
+        self._last = now
+        if self._allowance < 1.0:
+            self.suppressed += 1
+            return
+        self._allowance -= 1.0
+        if self.suppressed:
+            message += f" ({self.suppressed} more refusals not logged)"
+            self.suppressed = 0
+        self.logger.warning(message, *args)

@@ -58,6 +58,8 @@ class Limits:
 
 def check_extends(tip: ChainTip, block: Block, issuer: str, ratio: Fraction) -> str | None:
     """None when `block` is a well-formed successor of `tip`; else the reason it is not."""
+    if block.height == 0 and block.transactions:
+        return "the genesis block carries no transactions"
     header = block.header
     if header.channel != tip.channel:
         return f"block is for channel {header.channel}, not {tip.channel}"

@@ -8,8 +8,11 @@ Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2)
   certificate for round r.
 * Propose. The leader of round r extends the block of the highest certificate it knows (`high_qc`),
   which it carries in the header (the piggybacked commit), plus the timeout certificate of the
-  previous round when that round failed. It proposes only when there is work: pooled transactions or
-  a not-yet-final block holding transactions (an empty block finalises the one before it).
+  previous round when that round failed. It proposes only when there is work: pooled transactions, a
+  not-yet-final block holding transactions (an empty block finalises the one before it). The first
+  block, height 0, is the genesis block, proposed when the first transactions wait: it carries the
+  channel's validator set of that moment (with its auditors, SCORE package and settings) and no
+  transaction, so the first transactions are in block 1, whose certificate makes it final.
 * Vote. A validator votes for a valid block of its current round only if the round is above every
   round it voted or complained in, and the block either extends a certificate of the previous round
   or follows a timeout certificate and extends a certificate at least as high as any its signers
@@ -292,10 +295,15 @@ class ChannelConsensus:
         voting = update if parent.height < 0 else current
         if voting is None:
             return []
-        # 2. the oldest pooled transactions that no not-yet-final ancestor holds
+        # 2. the oldest pooled transactions that no not-yet-final ancestor holds (none in the
+        #    genesis block: it records the channel's configuration, the validator set, only)
         limits = self.config.limits
         in_flight = self.tree.tx_hashes_on_path(parent.block_hash)
-        txs = self.pool.take(limits.max_block_txs, limits.max_block_bytes, exclude=in_flight)
+        txs = (
+            self.pool.take(limits.max_block_txs, limits.max_block_bytes, exclude=in_flight)
+            if parent.height >= 0
+            else []
+        )
         roots = self.roots_at(self.executed_height) if self.executed_height >= 0 else None
         state_root, results_hash = roots or (EMPTY_ROOT, EMPTY_ROOT)
         block = Block.create(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 
+from loopchain.configure import RefusalLog
 from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.grpc_util import Tls
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from loopchain.p2p.callers import CallerCheck
 
 log = logging.getLogger(__name__)
+REFUSALS = RefusalLog(log)
 T = TypeVar("T")
 
 
@@ -103,6 +105,11 @@ def decode_consensus(message: pb.ConsensusMessage) -> m.Event:
     raise EncodingError(f"unsupported consensus message {kind!r}")
 
 
+def _refused(context: Any, status: grpc.StatusCode, message: str) -> None:
+    """A warning (rate-limited) for a call refused for what it carries or who made it."""
+    REFUSALS.refused("refused a call from %s: %s %s", context.peer(), status.name, message[:200])
+
+
 MAX_SUBMISSIONS_PER_CALL = 1000  # client transactions in one CreateTxBatch
 MAX_TXS_PER_BATCH = 1000  # relayed transactions in one AddTxBatch (each is size-checked)
 MAX_RANGE_BLOCKS = 500  # blocks in one GetBlockRange reply (and at most max_bytes of them)
@@ -169,8 +176,11 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         try:
             return work()
         except RequestError as exc:
+            if exc.kind in (ErrorKind.INVALID, ErrorKind.DENIED):
+                _refused(context, exc.kind.value, exc.message)
             await context.abort(exc.kind.value, exc.message)
         except EncodingError as exc:
+            _refused(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {exc}")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {exc}")
         raise AssertionError("unreachable")
 

@@ -8,6 +8,7 @@ from typing import Any
 from loopchain.configure import DEFAULTS, Config, ConfigError
 from loopchain.p2p.grpc_util import Tls
 from loopchain.radiostation.registry import PeerView, Registry
+from loopchain.types import canonical
 from loopchain.types.crypto import Signer
 from loopchain.types.validators import Group, Validator, ValidatorSet
 
@@ -92,7 +93,22 @@ class Station:
         )
         used = {m.group_id for m in members if m.group_id}
         groups = tuple(Group(g, w) for g, w in spec.groups.items() if g in used)
-        signed = ValidatorSet(channel, version, members, groups=groups).signed_by(self.signer)
+        auditors = tuple(
+            r.peer_id
+            for r in self.registry.members(channel)
+            if not spec.is_validator(r.peer_id, r.target)
+        )
+        settings = canonical.encode(dict(spec.score_settings)) if spec.score_settings else b""
+        unsigned = ValidatorSet(
+            channel,
+            version,
+            members,
+            groups=groups,
+            auditors=auditors,
+            score_package=spec.score_package,
+            score_settings=settings.decode(),
+        )
+        signed = unsigned.signed_by(self.signer)
         self._sets[channel] = signed
         return signed
 

@@ -8,13 +8,15 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from yarl import URL
 
-from loopchain.configure import Config
+from loopchain.configure import Config, RefusalLog
 from loopchain.rest.errors import RestError, invalid_params, json_response
 from loopchain.rest.handlers import PeerApi
 from loopchain.types.codes import ResponseCode, error_body
 
 log = logging.getLogger(__name__)
+REFUSALS = RefusalLog(log)
 
 PEER_API = web.AppKey("peer_api", PeerApi)
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")  # the OpenAPI document of every route
@@ -34,24 +36,65 @@ def _http_error(exc: web.HTTPException, request: web.Request, max_body: int) -> 
     return json_response(error_body(code, exc.reason), exc.status)
 
 
+def _cross_site(request: web.Request) -> str | None:
+    """The foreign origin of a browser's cross-site write (a page elsewhere making a visitor's
+    browser post transactions this peer would sign), or None. Tools such as curl send no Origin."""
+    origin = request.headers.get("Origin")
+    if request.method in ("GET", "HEAD", "OPTIONS") or origin is None:
+        return None
+    try:
+        host = URL(origin).host_port_subcomponent if origin != "null" else None
+    except ValueError:
+        host = None
+    return None if host is not None and host == request.host else origin
+
+
 def _error_middleware(max_body: int) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
+            origin = _cross_site(request)
+            if origin is not None:
+                raise RestError(
+                    ResponseCode.FAIL,
+                    f"cross-site request from {origin[:80]!r} refused: this API takes writes "
+                    "from its own origin and from non-browser clients only",
+                    403,
+                )
             return await handler(request)
         except RestError as exc:
-            log.debug("%s %s → %d %s", request.method, request.path_qs, exc.status, exc.message)
+            _log_refusal(request, exc.status, exc.message)
             return exc.response()
         except web.HTTPException as exc:
-            return _http_error(exc, request, max_body)
+            response = _http_error(exc, request, max_body)
+            _log_refusal(request, response.status, exc.reason)
+            return response
         except UnicodeDecodeError as exc:
-            return invalid_params(f"the request is not valid UTF-8: {exc}").response()
+            error = invalid_params(f"the request is not valid UTF-8: {exc}")
+            _log_refusal(request, error.status, error.message)
+            return error.response()
         except Exception as exc:  # a defect of the proxy: log it, still answer JSON
             log.exception("unexpected error in %s %s", request.method, request.path)
             message = f"internal error in the REST proxy: {type(exc).__name__}"
             return json_response(error_body(ResponseCode.FAIL, message), 500)
 
     return middleware
+
+
+def _log_refusal(request: web.Request, status: int, message: str) -> None:
+    """Refused input leaves a warning (rate-limited); lookups of what is not there yet (404) and
+    overload (503) are normal traffic, logged only at debug."""
+    if status in (404, 503) or status < 400:
+        log.debug("%s %s → %d %s", request.method, request.path, status, message)
+        return
+    REFUSALS.refused(
+        "refused %s %s from %s: %d %s",
+        request.method,
+        request.path[:100],
+        request.remote,
+        status,
+        message[:200],
+    )
 
 
 def create_app(config: Config, peer_target: str) -> web.Application:

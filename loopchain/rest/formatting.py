@@ -8,10 +8,13 @@ from typing import Any
 
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.rest.errors import RestError
+from loopchain.types import canonical
 from loopchain.types.block import Block
+from loopchain.types.canonical import EncodingError
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import SignatureError
 from loopchain.types.transaction import Transaction
+from loopchain.types.validators import ValidatorSet
 
 EMPTY_CHAIN: dict[str, Any] = {
     "response_code": 0,
@@ -40,10 +43,39 @@ def decode_tx(raw: bytes) -> Transaction:
         raise _bad_reply("transaction", exc) from None
 
 
-def block_data_json(block: Block) -> dict[str, Any]:
-    """The `block_data_json` object of a block."""
-    header = block.header
+def validator_set_json(update: ValidatorSet) -> dict[str, Any]:
+    """A validator set (the configuration a block records) as REST JSON."""
+    settings: Any = {}
+    if update.score_settings:
+        try:
+            settings = canonical.parse(update.score_settings)
+        except EncodingError:  # shown as it is; the RadioStation signed it
+            settings = update.score_settings
     return {
+        "version": update.version,
+        "validators": [
+            {"peer_id": v.peer_id, "weight": v.weight, "group_id": v.group_id}
+            for v in update.validators
+        ],
+        "groups": [{"group_id": g.group_id, "weight": g.weight} for g in update.groups],
+        "auditors": list(update.auditors),
+        "score_package": update.score_package,
+        "score_settings": settings,
+        "issuer": update.issuer,
+    }
+
+
+def block_data_json(block: Block) -> dict[str, Any]:
+    """The `block_data_json` object of a block (with the configuration it records, if any: the
+    genesis block records the channel's first)."""
+    header = block.header
+    extra = (
+        {"validator_set": validator_set_json(block.validator_update)}
+        if block.validator_update is not None
+        else {}
+    )
+    return {
+        **extra,
         "prev_block_hash": header.prev_hash.hex(),
         "merkle_tree_root_hash": header.tx_root.hex(),
         "time_stamp": header.timestamp,

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from loopchain.configure import Config, ConfigError, load_config, setup_logging
 from loopchain.rest.app import create_app
+from loopchain.rest.errors import answer_malformed_http_in_json
 
 log = logging.getLogger("loopchain.rest")
 
@@ -98,6 +99,7 @@ async def serve(config: Config) -> int:
     except ConfigError as exc:
         print(f"rest_proxy: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    answer_malformed_http_in_json()
     runner = web.AppRunner(create_app(config, peer_target), access_log=access_log)
     await runner.setup()
     try:

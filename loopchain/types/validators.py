@@ -1,7 +1,9 @@
 """Validator sets and the quorum arithmetic (the only place it lives).
 
 A channel's validator set is an ordered list of validators, issued and signed by the RadioStation;
-blocks carry its hash. Voting units are the validators outside any group, each with its weight,
+blocks carry its hash. It also states the rest of the channel's configuration at its version — the
+auditors (peers that follow the channel without voting), the SCORE package and the channel's SCORE
+settings — so the genesis block, which carries the first set, records the whole configuration. Voting units are the validators outside any group, each with its weight,
 and the groups, each with the weight configured for the group. A group's vote counts when its
 members holding more than the ratio of the group's member weight voted alike. A set of voters has a
 quorum when the units that voted hold more than max(2/3, VOTING_RATIO) of the total unit weight.
@@ -11,6 +13,7 @@ below 1/3 of the weight they share an honest unit.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -51,6 +54,9 @@ class ValidatorSet:
     issuer: str = ""
     signature: bytes = b""
     groups: tuple[Group, ...] = ()
+    auditors: tuple[str, ...] = ()  # peer ids that follow the channel without voting
+    score_package: str = ""  # the channel's SCORE package ("" when not stated)
+    score_settings: str = ""  # canonical JSON of the channel's score_settings ("" for none)
 
     def __post_init__(self) -> None:
         ids = [v.peer_id for v in self.validators]
@@ -64,6 +70,8 @@ class ValidatorSet:
         used = {v.group_id for v in self.validators if v.group_id}
         if used != set(names):
             raise EncodingError("every group needs members and every member's group must be listed")
+        if len(set(self.auditors)) != len(self.auditors) or set(self.auditors) & set(ids):
+            raise EncodingError("auditors must be unique and not validators")
 
     def body(self) -> dict[str, Any]:
         return {
@@ -74,6 +82,10 @@ class ValidatorSet:
                 for v in self.validators
             ],
             "groups": [{"group_id": g.group_id, "weight": g.weight} for g in self.groups],
+            # the configuration beyond the voters, only when stated (older sets hash as before)
+            **({"auditors": list(self.auditors)} if self.auditors else {}),
+            **({"score_package": self.score_package} if self.score_package else {}),
+            **({"score_settings": self.score_settings} if self.score_settings else {}),
         }
 
     @property
@@ -82,14 +94,7 @@ class ValidatorSet:
         return sha3_256(b"loopchain.validators." + canonical.encode(self.body()))
 
     def signed_by(self, issuer: Signer) -> ValidatorSet:
-        return ValidatorSet(
-            self.channel,
-            self.version,
-            self.validators,
-            issuer.address,
-            issuer.sign(self.hash),
-            self.groups,
-        )
+        return dataclasses.replace(self, issuer=issuer.address, signature=issuer.sign(self.hash))
 
     def verify_issuer(self, issuer_address: str) -> bool:
         """True when the set is signed by `issuer_address`."""
@@ -185,8 +190,24 @@ class ValidatorSet:
         signature = (
             canonical.hex_to_bytes(obj["signature"], "signature", 65) if obj["signature"] else b""
         )
+        auditors = obj.get("auditors", [])
+        if not isinstance(auditors, list) or not all(isinstance(a, str) for a in auditors):
+            raise EncodingError("field 'auditors' must be a list of peer ids")
+        package, settings = obj.get("score_package", ""), obj.get("score_settings", "")
+        if not isinstance(package, str) or not isinstance(settings, str):
+            raise EncodingError("fields 'score_package' and 'score_settings' must be strings")
         try:
-            return cls(obj["channel"], obj["version"], validators, obj["issuer"], signature, groups)
+            return cls(
+                obj["channel"],
+                obj["version"],
+                validators,
+                obj["issuer"],
+                signature,
+                groups,
+                tuple(auditors),
+                package,
+                settings,
+            )
         except ValueError as exc:  # well-formed, but breaks a rule of validator sets
             raise EncodingError(f"invalid validator set: {exc}") from None
 

@@ -361,35 +361,32 @@ FRAMING_PROBES = [
     pytest.param(b"/api/v1/status/peer?x=" + b"q" * 100_000, id="query-string-of-100KB"),
     pytest.param(b"/api/v1/status/peer?channel=" + b"c" * 10_000, id="channel-of-10000-chars"),
 ]
-FRAMING_DEFECT = (
-    "a request line over aiohttp's 8190 bytes is answered by aiohttp's parser in text/plain, not "
-    "the JSON error body, and the proxy logs a Traceback for each ('Error handling request'): "
-    "curl \"localhost:9000/api/v1/status/peer?x=$(head -c 100000 /dev/zero | tr '\\0' q)\" then "
-    "grep Traceback in the peer's log"
-)
 
 
 @pytest.mark.parametrize("path", FRAMING_PROBES)
 def test_request_line_too_long_is_refused_4xx(lone_proxy: tuple[Proc, str], path: bytes) -> None:
     proc, base = lone_proxy
+    logged = len(proc.log_text())
     reply = send(base, "GET", path)
     assert reply.status in (400, 414, 431), str(reply)
     assert proc.alive and send(base, "GET", "/api/v1/status/peer").status == 200
+    # one warning line, never a traceback: such requests cannot flood the log
+
+    def warned() -> str | None:
+        new = proc.log_text()[logged:]
+        return new if "malformed HTTP request" in new else None
+
+    new = wait_until(warned, 10, "the proxy's warning about the malformed request")
+    assert "Traceback" not in new, new[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason=FRAMING_DEFECT)
 @pytest.mark.parametrize("path", FRAMING_PROBES)
-def test_request_line_too_long_gets_the_json_error_and_no_traceback(
+def test_request_line_too_long_gets_the_json_error(
     lone_proxy: tuple[Proc, str], path: bytes
 ) -> None:
-    proc, base = lone_proxy
-    logged = len(proc.log_text())
+    _, base = lone_proxy
     reply = send(base, "GET", path)
-    try:
-        assert_refused(reply, reply.status, INVALID_PARAMS)
-    finally:
-        new = proc.log_text()[logged:]
-        assert "Traceback" not in new, new[-3000:]
+    assert_refused(reply, reply.status, INVALID_PARAMS)
 
 
 # ------------------------------------------------------------------ 4. RadioStation REST
@@ -424,19 +421,12 @@ def test_conf_write_with_a_wrong_token_is_403_and_logged(target: Target) -> None
     assert _conf_value(target, "ENABLE_CHANNEL_AUTH") is True
 
 
-HEARTBEAT_DEFECT = (
-    "POST /api/v1/conf with the operator token accepts HEARTBEAT_TIMEOUT 0.001, below "
-    "HEARTBEAT_INTERVAL (0.5 s here): the RadioStation then shows every peer disconnected and no "
-    'leader; curl -H "Authorization: Bearer $(cat .storage/radiostation_7102/admin_token)" '
-    '-d \'{"name":"HEARTBEAT_TIMEOUT","value":0.001}\' localhost:9002/api/v1/conf answers 200'
-)
 CONF_PROBES = [
     # (raw body, words of the message): every one is sent with the operator token
     pytest.param(
         b'{"name":"HEARTBEAT_TIMEOUT","value":0.001}',
-        ["HEARTBEAT_TIMEOUT"],
+        ["HEARTBEAT_TIMEOUT", "twice", "HEARTBEAT_INTERVAL"],
         id="heartbeat-timeout-0.001",
-        marks=pytest.mark.xfail(strict=True, reason=HEARTBEAT_DEFECT),
     ),
     pytest.param(b'{"name":"HEARTBEAT_TIMEOUT","value":NaN}', ["NaN"], id="heartbeat-timeout-NaN"),
     pytest.param(

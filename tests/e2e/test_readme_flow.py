@@ -62,7 +62,15 @@ def test_hello_transaction_is_finalised_and_readable_on_another_peer(net: LocalN
     assert reply["data"] == {"data": "hello"}
     assert reply["meta"]["channel_name"] == "loopchain_default"
     assert reply["signature"] and reply["public_key"]
-    assert net.height(first) >= 0
+    # as the seed README shows: the first transactions are in block 1; block 0, the genesis
+    # block, holds none and records the channel's configuration
+    assert reply["block_height"] == 1
+    genesis = get(f"{net.rest(second)}/api/v1/blocks?height=0")
+    assert genesis["block_data_json"]["tx_count"] == 0
+    config = genesis["block_data_json"]["validator_set"]
+    ids = {net.status(p)["peer_id"] for p in _ports(net)}
+    assert {v["peer_id"] for v in config["validators"]} <= ids and config["validators"]
+    assert config["score_package"] == "loopchain/default" and config["auditors"] == []
 
 
 def test_all_peers_agree_on_every_block(net: LocalNetwork) -> None:

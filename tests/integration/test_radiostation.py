@@ -191,7 +191,7 @@ async def test_without_channel_auth_every_peer_joins_every_channel(start_rs: Sta
 
 
 async def test_peer_list_heartbeat_and_leader(start_rs: StartRS) -> None:
-    rs = await start_rs()
+    rs = await start_rs({"HEARTBEAT_INTERVAL": 0.05})
     a, b, stranger = Signer.generate(), Signer.generate(), Signer.generate()
     status, body = await get_json(f"{rs.rest}/api/v1/peer/leader")
     assert (status, body["response_code"]) == (503, -5)
@@ -230,11 +230,14 @@ async def test_peer_list_heartbeat_and_leader(start_rs: StartRS) -> None:
     assert status == 200 and body["data"]["peer_id"] == a.address
     assert set(body["data"]) == P_KEYS
 
-    # a heartbeat timeout of 1 ms soon makes every heartbeat stale: disconnected, no leader
+    # a heartbeat timeout of 0.1 s (twice the interval) soon makes every heartbeat stale:
+    # disconnected, no leader; a timeout below twice the interval is refused
+    refused, body = await post_raw(
+        f"{rs.rest}/api/v1/conf", b'{"name": "HEARTBEAT_TIMEOUT", "value": 0.09}', rs.operator()
+    )
+    assert refused == 400 and "twice" in body["message"], body
     status, _ = await post_raw(
-        f"{rs.rest}/api/v1/conf",
-        b'{"name": "HEARTBEAT_TIMEOUT", "value": 0.001}',
-        rs.operator(),
+        f"{rs.rest}/api/v1/conf", b'{"name": "HEARTBEAT_TIMEOUT", "value": 0.1}', rs.operator()
     )
     assert status == 200
 

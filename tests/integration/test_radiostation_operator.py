@@ -302,7 +302,7 @@ async def test_conf_values_are_typed_and_range_checked(start_rs: StartRS) -> Non
 
     accepted = [
         (b'{"name": "ALLOW_LOAD_SCORE_IN_DEVELOP", "value": true}', True),
-        (b'{"name": "HEARTBEAT_TIMEOUT", "value": 3}', 3.0),
+        (b'{"name": "HEARTBEAT_TIMEOUT", "value": 5}', 5.0),
         (b'{"name": "MAX_BLOCK_TX_NUM", "value": 2147483647}', 2147483647),
     ]
     for raw, value in accepted:

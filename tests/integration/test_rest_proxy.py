@@ -205,6 +205,24 @@ async def test_create_tx_rejects_bad_bodies(session, base, peer, raw, text):
     assert_error(status, body, 400, ResponseCode.INVALID_PARAMS, text)
 
 
+async def test_cross_site_writes_are_refused_and_same_origin_ones_taken(session, base, peer):
+    url = base + "/api/v1/transactions"
+    before = len(peer.calls)
+    for origin in ("http://evil.example", "null", "http://127.0.0.1:1"):
+        status, body = await call(
+            session, "POST", url, data=b'{"data": 1}', headers={"Origin": origin}
+        )
+        assert_error(status, body, 403, ResponseCode.FAIL, "cross-site request")
+    assert len(peer.calls) == before  # nothing reached the peer
+    same = base.removesuffix("/")  # the page served by this proxy itself
+    status, body = await call(session, "POST", url, json={"data": 2}, headers={"Origin": same})
+    assert status == 200 and body["response_code"] == 0, body
+    status, body = await call(
+        session, "GET", base + "/api/v1/status/peer", headers={"Origin": "http://evil.example"}
+    )
+    assert status == 200  # reads are not refused
+
+
 async def test_create_tx_rejects_what_the_peer_finds_invalid(session, base, peer):
     payload = {"data": 1.5}  # canonical JSON has no floats; the peer says so
     status, body = await call(session, "POST", base + "/api/v1/transactions", json=payload)

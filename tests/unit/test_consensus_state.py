@@ -66,7 +66,8 @@ def test_forged_vote_is_rejected_and_not_counted() -> None:
     leader = net.nodes[_leader(net)]
     net.submit(leader.address, 1)
     net.run_until(0.101)
-    node = next(iter(leader.state.tree.nodes.values()))
+    # the newest proposal (the genesis block before it is already certified)
+    node = max(leader.state.tree.nodes.values(), key=lambda n: n.block.header.round)
     victim = next(n for n in net.nodes.values() if n is not leader)
     good = Vote.create(
         CHANNEL, node.block.height, node.block.header.round, node.block.hash, victim.signer
@@ -83,37 +84,70 @@ def test_forged_vote_is_rejected_and_not_counted() -> None:
 
 def test_validator_never_votes_for_two_blocks_in_one_round() -> None:
     net = Network(4, seed=5)
-    net.start()
-    net.run_until(0.1)
+    net.start()  # nothing delivered yet: round 0, no genesis block
     leader = net.nodes[_leader(net)]
     voter = next(n for n in net.nodes.values() if n is not leader)
 
-    def genesis(tx: Transaction) -> Block:
+    def genesis(timestamp: int) -> Block:
         return Block.create(
             channel=CHANNEL,
             height=0,
             round_=0,
             prev_hash=b"",
             prev_qc=None,
-            transactions=[tx],
-            timestamp=int(net.now * 1e6) + 1,
+            transactions=[],
+            timestamp=timestamp,
             leader=leader.signer,
             next_leader=leader.address,
             validators_hash=net.validators.hash,
             validator_update=net.validators,
         )
 
-    first = voter.state.handle(
-        m.ProposalReceived(genesis(Transaction.create_v1(CHANNEL, {"a": 1}, 1, leader.signer))),
-        net.now,
-    )
+    now_us = int(net.now * 1e6)
+    first = voter.state.handle(m.ProposalReceived(genesis(now_us + 1)), net.now)
     assert any(isinstance(a, m.SendVote) for a in first)
     assert any(isinstance(a, m.PersistSafety) for a in first)
-    second = voter.state.handle(
-        m.ProposalReceived(genesis(Transaction.create_v1(CHANNEL, {"b": 2}, 2, leader.signer))),
-        net.now,
-    )
+    second = voter.state.handle(m.ProposalReceived(genesis(now_us + 2)), net.now)
     assert not any(isinstance(a, m.SendVote) for a in second)
+
+
+def test_genesis_block_records_the_set_and_holds_no_transaction() -> None:
+    net = Network(4, seed=8)
+    net.start()
+    net.run_until(0.5)
+    for node in net.nodes.values():  # no transaction, no block
+        assert node.state.tip.height == -1 and node.state.safety.high_qc is None
+    leader = net.nodes[_leader(net)]
+    txs = net.submit(leader.address, 3)
+    net.run_until(net.now + 5)
+    net.check_safety()
+    chain = net.honest()[0].chain
+    genesis, first = chain[0][0], chain[1][0]
+    assert genesis.height == 0 and not genesis.transactions
+    assert genesis.validator_update is not None
+    assert genesis.validator_update.peer_ids == net.validators.peer_ids
+    assert first.height == 1 and {tx.hash for tx in txs} <= {tx.hash for tx in first.transactions}
+    # a genesis block with a transaction is refused by every validator
+    voter = next(n for n in net.nodes.values() if n is not leader)
+    fresh = Network(4, seed=8)
+    fresh.start()
+    bad = Block.create(
+        channel=CHANNEL,
+        height=0,
+        round_=0,
+        prev_hash=b"",
+        prev_qc=None,
+        transactions=[Transaction.create_v1(CHANNEL, {"a": 1}, 1, leader.signer)],
+        timestamp=int(fresh.now * 1e6) + 1,
+        leader=fresh.nodes[_leader(fresh)].signer,
+        next_leader=voter.address,
+        validators_hash=fresh.validators.hash,
+        validator_update=fresh.validators,
+    )
+    target = next(n for n in fresh.nodes.values() if n.address != _leader(fresh))
+    actions = target.state.handle(m.ProposalReceived(bad), fresh.now)
+    rejected = [a for a in actions if isinstance(a, m.Rejected)]
+    assert rejected and "genesis block carries no transactions" in rejected[0].reason
 
 
 def test_proposal_from_a_non_leader_is_rejected() -> None:
@@ -243,8 +277,15 @@ def test_backlog_counts_only_transactions_no_block_holds_and_their_oldest_wait()
     net.run_until(0.1)
     leader = net.nodes[_leader(net)]
     first = net.submit(leader.address, 3)
-    net.run_until(net.now + 0.0001)  # the leader pools and proposes them at once
-    assert leader.state.tree.nodes, "the leader proposed no block"
+
+    def proposed() -> bool:  # the genesis block first (no transaction), then block 1 with them
+        return any(n.block.transactions for n in leader.state.tree.nodes.values())
+
+    for _ in range(10_000):
+        if proposed():
+            break
+        net.run_until(net.now + 0.0001)
+    assert proposed(), "no block with the transactions was proposed"
     proposed_at = net.now
     later = [
         Transaction.create_v1(CHANNEL, {"late": n}, int(net.now * 1e6) + n, leader.signer)

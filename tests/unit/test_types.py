@@ -579,3 +579,20 @@ def test_pem_signing_keys_load_with_their_password(tmp_path: Path) -> None:
     path.write_bytes(other)
     with pytest.raises(SignatureError, match="secp256k1"):
         load_or_create_key(path)
+
+
+def test_validator_set_states_the_channel_configuration() -> None:
+    plain = validator_set([1, 1])
+    configured = dataclasses.replace(
+        plain,
+        auditors=("hx" + "c" * 40,),
+        score_package="sample/token",
+        score_settings='{"token":{"owner":"hx1"}}',
+    ).signed_by(SIGNERS[4])
+    again = ValidatorSet.decode(configured.encode())
+    assert again == configured and again.verify_issuer(SIGNERS[4].address)
+    assert (again.auditors, again.score_package) == (("hx" + "c" * 40,), "sample/token")
+    assert configured.hash != plain.hash  # the configuration is covered by the set's hash
+    assert "auditors" not in plain.body()  # sets without it hash as before
+    with pytest.raises(EncodingError, match="auditors"):
+        dataclasses.replace(plain, auditors=(plain.peer_ids[0],))
