@@ -117,7 +117,8 @@ class ChainWriter:
     def append(self) -> None:
         """Make, certify and save the next block."""
         height = self.prev[0].height + 1 if self.prev else 0
-        block = self.make_block(height, self.txs_per_block)
+        # the genesis block (height 0) records the validator set and carries no transaction
+        block = self.make_block(height, self.txs_per_block if height > 0 else 0)
         qc = self.certify(block)
         if self.prev is not None:  # the new block proves its parent final: save the parent now
             self.store.save_block(*self.prev, proof=(block, qc))

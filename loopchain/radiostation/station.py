@@ -86,7 +86,10 @@ class Station:
         spec = self.registry.channels[channel]
         members = tuple(
             Validator(
-                r.peer_id, spec.weight(r.peer_id, r.target), spec.group_of(r.peer_id, r.target)
+                r.peer_id,
+                spec.weight(r.peer_id, r.target),
+                spec.group_of(r.peer_id, r.target),
+                r.public_key,
             )
             for r in self.registry.members(channel)
             if spec.is_validator(r.peer_id, r.target)

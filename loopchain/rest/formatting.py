@@ -54,7 +54,12 @@ def validator_set_json(update: ValidatorSet) -> dict[str, Any]:
     return {
         "version": update.version,
         "validators": [
-            {"peer_id": v.peer_id, "weight": v.weight, "group_id": v.group_id}
+            {
+                "peer_id": v.peer_id,
+                "weight": v.weight,
+                "group_id": v.group_id,
+                "public_key": v.public_key.hex(),
+            }
             for v in update.validators
         ],
         "groups": [{"group_id": g.group_id, "weight": g.weight} for g in update.groups],
@@ -151,8 +156,10 @@ def tx_result_response(reply: pb.TxResultReply) -> dict[str, Any]:
 def query_response(reply: pb.QueryReply) -> dict[str, Any]:
     """A Query reply as REST JSON; a SCORE answer that is not JSON is passed as a string."""
     try:
-        response: Any = json.loads(reply.response_json) if reply.response_json else None
-    except (ValueError, RecursionError):
+        response: Any = (
+            canonical.parse(reply.response_json, floats=True) if reply.response_json else None
+        )
+    except EncodingError:  # not JSON, or beyond the limits (a lone surrogate): passed as text
         response = reply.response_json
     return {"response_code": 0, "response": response}
 

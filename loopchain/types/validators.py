@@ -21,7 +21,7 @@ from typing import Any
 
 from loopchain.types import canonical
 from loopchain.types.canonical import EncodingError
-from loopchain.types.crypto import Signer, recover_address
+from loopchain.types.crypto import Signer, address_of, recover_address
 from loopchain.types.hashing import sha3_256
 
 MIN_RATIO = Fraction(2, 3)
@@ -34,6 +34,7 @@ class Validator:
     peer_id: str
     weight: int = 1
     group_id: str = ""
+    public_key: bytes = b""  # compressed secp256k1 key, when the issuer states it
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,21 @@ class ValidatorSet:
             raise EncodingError("every group needs members and every member's group must be listed")
         if len(set(self.auditors)) != len(self.auditors) or set(self.auditors) & set(ids):
             raise EncodingError("auditors must be unique and not validators")
+        for v in self.validators:
+            if v.public_key and _address_or_none(v.public_key) != v.peer_id:
+                raise EncodingError(f"the public key stated for {v.peer_id} is not its key")
 
     def body(self) -> dict[str, Any]:
         return {
             "channel": self.channel,
             "version": self.version,
             "validators": [
-                {"peer_id": v.peer_id, "weight": v.weight, "group_id": v.group_id}
+                {
+                    "peer_id": v.peer_id,
+                    "weight": v.weight,
+                    "group_id": v.group_id,
+                    **({"public_key": v.public_key.hex()} if v.public_key else {}),
+                }
                 for v in self.validators
             ],
             "groups": [{"group_id": g.group_id, "weight": g.weight} for g in self.groups],
@@ -171,13 +180,7 @@ class ValidatorSet:
             value,
             {"channel": str, "version": int, "validators": list, "issuer": str, "signature": str},
         )
-        validators = tuple(
-            Validator(v["peer_id"], v["weight"], v["group_id"])
-            for v in (
-                canonical.check_fields(v, {"peer_id": str, "weight": int, "group_id": str})
-                for v in obj["validators"]
-            )
-        )
+        validators = tuple(_validator(v) for v in obj["validators"])
         raw_groups = obj.get("groups", [])
         if not isinstance(raw_groups, list):
             raise EncodingError("field 'groups' must be a list")
@@ -214,6 +217,22 @@ class ValidatorSet:
     @classmethod
     def decode(cls, raw: bytes) -> ValidatorSet:
         return cls.from_json(canonical.decode(raw))
+
+
+def _address_or_none(public_key: bytes) -> str | None:
+    try:
+        return address_of(public_key)
+    except Exception:  # coincurve refuses a malformed key with several error types
+        return None
+
+
+def _validator(value: Any) -> Validator:
+    v = canonical.check_fields(value, {"peer_id": str, "weight": int, "group_id": str})
+    key = v.get("public_key", "")
+    if not isinstance(key, str):
+        raise EncodingError("field 'public_key' must be hex")
+    public_key = canonical.hex_to_bytes(key, "public_key", 33) if key else b""
+    return Validator(v["peer_id"], v["weight"], v["group_id"], public_key)
 
 
 def ratio_from_config(voting_ratio: float) -> Fraction:

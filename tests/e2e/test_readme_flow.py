@@ -70,6 +70,7 @@ def test_hello_transaction_is_finalised_and_readable_on_another_peer(net: LocalN
     config = genesis["block_data_json"]["validator_set"]
     ids = {net.status(p)["peer_id"] for p in _ports(net)}
     assert {v["peer_id"] for v in config["validators"]} <= ids and config["validators"]
+    assert all(len(bytes.fromhex(v["public_key"])) == 33 for v in config["validators"])
     assert config["score_package"] == "loopchain/default" and config["auditors"] == []
 
 

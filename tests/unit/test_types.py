@@ -596,3 +596,8 @@ def test_validator_set_states_the_channel_configuration() -> None:
     assert "auditors" not in plain.body()  # sets without it hash as before
     with pytest.raises(EncodingError, match="auditors"):
         dataclasses.replace(plain, auditors=(plain.peer_ids[0],))
+    # the validators' keys, when stated, must be theirs
+    keyed = ValidatorSet(CHANNEL, 1, (Validator(SIGNERS[0].address, 1, "", SIGNERS[0].public_key),))
+    assert ValidatorSet.decode(keyed.encode()).validators[0].public_key == SIGNERS[0].public_key
+    with pytest.raises(EncodingError, match="not its key"):
+        ValidatorSet(CHANNEL, 1, (Validator(SIGNERS[0].address, 1, "", SIGNERS[1].public_key),))
