@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -18,6 +19,7 @@ from loopchain.protos import loopchain_pb2 as pb
 from loopchain.rest.errors import RestError, status_error
 from loopchain.types.codes import ResponseCode
 
+log = logging.getLogger(__name__)
 BatchCall = Callable[[pb.CreateTxBatchRequest], Awaitable[pb.CreateTxBatchReply]]
 MAX_BATCH = 500  # submissions in one call (the peer takes up to 1000)
 
@@ -52,9 +54,11 @@ class TxSubmitter:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, channel: str, batch: list[tuple[str, asyncio.Future[str]]]) -> None:
-        request = pb.CreateTxBatchRequest(channel=channel, data_json=[text for text, _ in batch])
         target, timeout = self._describe_peer()
         try:
+            request = pb.CreateTxBatchRequest(
+                channel=channel, data_json=[text for text, _ in batch]
+            )
             reply = await self._call(request)
         except grpc.aio.AioRpcError as exc:
             error = status_error(exc.code(), exc.details() or "", target, timeout)
@@ -66,6 +70,15 @@ class TxSubmitter:
                     future, error=RestError(ResponseCode.FAIL, "the REST proxy is stopping", 503)
                 )
             raise
+        except Exception as exc:  # a defect, or input the parser let through: answer, never hang
+            log.exception("a batch of %d submissions to %s failed", len(batch), target)
+            error = RestError(
+                ResponseCode.FAIL,
+                f"the submission failed in the REST proxy: {type(exc).__name__}",
+                500,
+            )
+            for _, future in batch:
+                _settle(future, error=error)
         else:
             for (_, future), result in zip(batch, reply.results, strict=False):
                 if result.code == 0:
