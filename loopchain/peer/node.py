@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,7 +233,7 @@ class PeerNode:
 
     async def _start_rest_proxy(self) -> asyncio.subprocess.Process:
         script = Path(__file__).resolve().parents[2] / "rest_proxy.py"
-        args = [sys.executable, str(script), "-p", str(self.port)]
+        args = [sys.executable, str(script), "-p", str(self.port), "--parent-pid", str(os.getpid())]
         if self.options.config_path:
             args += ["-o", self.options.config_path]
         if self.options.debug:

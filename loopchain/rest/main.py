@@ -15,6 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from loopchain.configure import Config, ConfigError, load_config, setup_logging
+from loopchain.lifecycle import die_with_parent
 from loopchain.rest.app import create_app
 from loopchain.rest.errors import answer_malformed_http_in_json
 
@@ -35,6 +36,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "-o", "--configure_file_path", metavar="CONF_JSON", help="a JSON configuration file"
     )
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--parent-pid", type=int, default=0, help="end with this process (the peer that starts it)"
+    )
     return parser.parse_args(argv)
 
 
@@ -125,6 +129,9 @@ async def serve(config: Config) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of rest_proxy.py; returns the process exit status."""
     args = parse_args(argv)
+    if not die_with_parent(args.parent_pid):
+        print(f"rest_proxy: parent process {args.parent_pid} is gone; exiting", file=sys.stderr)
+        return 0
     try:
         config = build_config(args)
         setup_logging(config, debug=args.debug, process=f"rest:{config.PORT_PEER}")

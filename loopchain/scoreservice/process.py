@@ -37,6 +37,7 @@ from loopchain.blockchain.execution import (
 )
 from loopchain.blockchain.score_base import BlockView, ScoreBase, ScoreContext, TransactionView
 from loopchain.configure import DEFAULTS, Config, setup_logging
+from loopchain.lifecycle import die_with_parent
 from loopchain.protos import score_pb2 as pb
 from loopchain.protos import score_pb2_grpc as pb_grpc
 from loopchain.scoreservice.packages import (
@@ -59,7 +60,6 @@ T = TypeVar("T")
 STEP_LIMIT_MESSAGE = "step limit exceeded"
 MEMORY_LIMIT_MESSAGE = "memory limit exceeded"
 NOT_LOADED = "SCORE not loaded"
-_PR_SET_PDEATHSIG = 1
 _PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAP_AMBIENT = 47
@@ -475,10 +475,8 @@ def _limit_memory(memory_mb: int) -> None:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGTERM this process when its parent dies; exit now if it already has."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if parent_pid and os.getppid() != parent_pid:
+    """End with the parent (SIGTERM when it dies); exit now if it already has."""
+    if not die_with_parent(parent_pid):
         log.warning("parent process %d is gone; exiting", parent_pid)
         sys.exit(0)
 

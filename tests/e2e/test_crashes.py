@@ -1,0 +1,63 @@
+"""A crash costs only time: kill -9 of a peer ends its REST proxy and SCORE process too, and the
+restarted peer gets its ports back (the real radiostation.py, peer.py and their children)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from tests.procs import LocalNetwork, wait_until
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Live child processes of `pid`: pid -> command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found[int(entry.name)] = (
+                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                )
+        except (OSError, IndexError, ValueError):
+            continue  # gone while being read
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_killed_peer_takes_its_children_along_and_gets_its_ports_back(tmp_path: Path) -> None:
+    net = LocalNetwork(tmp_path)
+    try:
+        net.start_radiostation()
+        port = net.start_peer()
+        popen = net.peers[port].popen
+        assert popen is not None
+
+        def both_children() -> dict[int, str] | None:
+            kids = _children(popen.pid)
+            rest = any("rest_proxy.py" in c for c in kids.values())
+            score = any("scoreservice.process" in c for c in kids.values())
+            return kids if rest and score else None
+
+        children = wait_until(both_children, 30, "the peer's REST proxy and SCORE process")
+        os.kill(popen.pid, signal.SIGKILL)  # the peer alone: its children are not signalled
+        popen.wait()
+        wait_until(
+            lambda: not any(_alive(pid) for pid in children), 15, "the orphaned children to end"
+        )
+        net.start_peer(port)  # the same ports, at once
+        assert net.status(port)["peer_id"]
+        log = net.peers[port].log_text()
+        assert "address already in use" not in log and "cannot listen" not in log, log[-2000:]
+    finally:
+        net.stop_and_check()
