@@ -2,8 +2,10 @@
 # Run a local loopchain network on loopback: a RadioStation and N peers with their REST proxies.
 #   ./localnet.sh [--peers N] [--data DIR] [--score ORG/PACKAGE] [--score-settings JSON]
 #                 [--channels A,B] [--tls] [--debug]
+#   ./localnet.sh [--data DIR] --restart PORT   (from another terminal: restart a dead peer in place)
 # Peers listen on 7100, 7200, ... (REST 9000, 9100, ...); the RadioStation on 7102 (REST 9002).
-# State lives in DIR (default ./localnet-data) and survives a restart. Ctrl-C stops everything.
+# State lives in DIR (default ./localnet-data) and survives a restart. A process that dies is
+# reported and the others keep running (kill -9 the leader to watch the failover). Ctrl-C stops all.
 set -euo pipefail
 cd "$(dirname "$0")"
 PEERS=4
@@ -13,6 +15,7 @@ SCORE=""
 SETTINGS="{}"
 CHANNELS=""
 TLS=0
+RESTART=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --peers) PEERS=$2; shift 2 ;;
@@ -22,7 +25,8 @@ while [ $# -gt 0 ]; do
     --channels) CHANNELS=$2; shift 2 ;;
     --tls) TLS=2; shift ;;
     --debug|-d) DEBUG=(-d); shift ;;
-    -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --restart) RESTART=$2; shift 2 ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "localnet.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -30,9 +34,47 @@ case "$PEERS" in ''|*[!0-9]*) echo "localnet.sh: --peers needs a number" >&2; ex
 [ "$PEERS" -ge 1 ] && [ "$PEERS" -le 9 ] || { echo "localnet.sh: --peers must be 1..9" >&2; exit 2; }
 
 [ -x .venv/bin/python ] && [ -f loopchain/protos/loopchain_pb2.py ] || ./setup.sh
-mkdir -p "$DATA/logs"
+mkdir -p "$DATA/logs" "$DATA/pids"
 DATA=$(cd "$DATA" && pwd)
 CONF="$DATA/localnet.json"
+
+wait_http() {  # url, name, pid
+  for _ in $(seq 1 150); do
+    curl -sf -o /dev/null "$1" && return 0
+    kill -0 "$3" 2>/dev/null || { echo "$2 exited; see its log:" >&2; tail -n 20 "$DATA/logs/$2.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  echo "$2 did not answer at $1 in 30 s; see $DATA/logs/$2.log" >&2; exit 1
+}
+
+alive() {  # the pid in pid file $1 runs
+  local pid
+  pid=$(cat "$1" 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+if [ -n "$RESTART" ]; then  # restart one dead peer of a running local network, in place
+  case "$RESTART" in ''|*[!0-9]*) echo "localnet.sh: --restart needs a peer port" >&2; exit 2 ;; esac
+  [ -f "$CONF" ] && [ -f "$DATA/pids/peer_$RESTART.pid" ] \
+    || { echo "localnet.sh: no peer $RESTART in the local network at $DATA" >&2; exit 2; }
+  alive "$DATA/pids/localnet.pid" \
+    || { echo "localnet.sh: the local network at $DATA is not running; start it" >&2; exit 2; }
+  if alive "$DATA/pids/peer_$RESTART.pid"; then
+    echo "localnet.sh: peer $RESTART is running (pid $(cat "$DATA/pids/peer_$RESTART.pid"))" >&2; exit 2
+  fi
+  setsid ./peer.py -p "$RESTART" -r 127.0.0.1:7102 -o "$CONF" "${DEBUG[@]}" \
+    >>"$DATA/logs/peer_$RESTART.log" 2>&1 < /dev/null &
+  pid=$!
+  echo "$pid" > "$DATA/pids/peer_$RESTART.pid"
+  wait_http "http://127.0.0.1:$((RESTART + 1900))/api/v1/status/peer" "peer_$RESTART" "$pid"
+  echo "peer $RESTART restarted (pid $pid); REST http://127.0.0.1:$((RESTART + 1900))"
+  exit 0
+fi
+if alive "$DATA/pids/localnet.pid"; then
+  echo "localnet.sh: a local network already runs from $DATA (pid $(cat "$DATA/pids/localnet.pid"))" >&2
+  exit 2
+fi
+rm -f "$DATA"/pids/*.pid
+echo $$ > "$DATA/pids/localnet.pid"
 DEFAULT_CHANNEL=${CHANNELS%%,*}
 cat > "$CONF" <<JSON
 {"DEFAULT_STORAGE_PATH": "$DATA/storage", "CHANNEL_MANAGE_DATA_PATH": "$DATA/channel_manage_data.json",
@@ -52,34 +94,34 @@ for port in ${PEER_PORTS//,/ }; do listed+=(--peer "127.0.0.1:$port=$DATA/storag
   --channels "${CHANNELS:-loopchain_default}" --score "${SCORE:-loopchain/default}" \
   --score-settings "$SETTINGS" "${listed[@]}" >/dev/null
 
-pids=()
 stop() {
   trap - INT TERM EXIT
   echo; echo "stopping the local network..."
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for file in "$DATA"/pids/*.pid; do
+    [ "$(basename "$file")" = localnet.pid ] || kill -TERM "$(cat "$file")" 2>/dev/null || true
+  done
+  for _ in $(seq 1 100); do  # every process, restarted ones included, within 20 s
+    left=0
+    for file in "$DATA"/pids/*.pid; do
+      [ "$(basename "$file")" = localnet.pid ] || ! alive "$file" || left=1
+    done
+    [ "$left" = 0 ] && break
+    sleep 0.2
+  done
+  rm -f "$DATA"/pids/*.pid
   echo "stopped; state kept in $DATA"
   exit 0
 }
 trap stop INT TERM EXIT
 
-wait_http() {  # url, name, pid
-  for _ in $(seq 1 150); do
-    curl -sf -o /dev/null "$1" && return 0
-    kill -0 "$3" 2>/dev/null || { echo "$2 exited; see its log:" >&2; tail -n 20 "$DATA/logs/$2.log" >&2; exit 1; }
-    sleep 0.2
-  done
-  echo "$2 did not answer at $1 in 30 s; see $DATA/logs/$2.log" >&2; exit 1
-}
-
 ./radiostation.py -o "$CONF" "${DEBUG[@]}" >"$DATA/logs/radiostation.log" 2>&1 &
-pids+=($!)
+echo $! > "$DATA/pids/radiostation.pid"
 wait_http http://127.0.0.1:9002/api/v1/peer/list radiostation $!
 peer_pids=()
 for i in $(seq 1 "$PEERS"); do  # all peers start at once, then each is waited for
   port=$((7000 + 100 * i))
   ./peer.py -p "$port" -r 127.0.0.1:7102 -o "$CONF" "${DEBUG[@]}" >"$DATA/logs/peer_$port.log" 2>&1 &
-  pids+=($!)
+  echo $! > "$DATA/pids/peer_$port.pid"
   peer_pids+=($!)
 done
 for i in $(seq 1 "$PEERS"); do
@@ -106,7 +148,21 @@ Try:
   curl "localhost:9100/api/v1/transactions?hash=<tx_hash from above>"
   (with --channels: add ?channel=NAME to GET calls, "channel": "NAME" to POST bodies)
 
+A process that dies is reported here and the rest keeps running (kill -9 the leader to watch
+the failover); restart a dead peer from another terminal with ./localnet.sh --restart PORT.
 Press Ctrl-C to stop.
 TEXT
-wait -n "${pids[@]}" || true
-echo "a process of the local network exited; see $DATA/logs" >&2
+declare -A reported=()
+while :; do  # report each death once; a restarted process is watched again
+  for file in "$DATA"/pids/*.pid; do
+    name=$(basename "$file" .pid)
+    [ "$name" = localnet ] && continue
+    pid=$(cat "$file" 2>/dev/null) || continue
+    if ! kill -0 "$pid" 2>/dev/null && [ "${reported[$name]:-}" != "$pid" ]; then
+      reported[$name]=$pid
+      echo "$name (pid $pid) exited; the rest keeps running. Log: $DATA/logs/$name.log" >&2
+      case "$name" in peer_*) echo "  restart it: ./localnet.sh --data $DATA --restart ${name#peer_}" >&2 ;; esac
+    fi
+  done
+  sleep 1 & wait $! || true  # (a wait Ctrl-C interrupts at once)
+done

@@ -122,15 +122,23 @@ class ValidatorSet:
         solo = sum(v.weight for v in self.validators if not v.group_id)
         return solo + sum(g.weight for g in self.groups)
 
-    def voting_units(self, peer_ids: Iterable[str], ratio: Fraction = MIN_RATIO) -> set[str]:
+    def voting_units(
+        self,
+        peer_ids: Iterable[str],
+        ratio: Fraction = MIN_RATIO,
+        *,
+        group_share: Fraction | None = None,
+    ) -> set[str]:
         """Units that voted among `peer_ids`: ungrouped validators by peer id, groups by group id
-        (a group counts when its voters hold more than the ratio of its member weight)."""
+        (a group counts when its voters hold more than the ratio of its member weight, or more
+        than `group_share` of it when given)."""
         voted = set(peer_ids)
+        share = group_share if group_share is not None else max(ratio, MIN_RATIO)
         units = {v.peer_id for v in self.validators if not v.group_id and v.peer_id in voted}
         for group in self.groups:
             members = [v for v in self.validators if v.group_id == group.group_id]
             agreed = sum(v.weight for v in members if v.peer_id in voted)
-            if Fraction(agreed) > max(ratio, MIN_RATIO) * sum(v.weight for v in members):
+            if Fraction(agreed) > share * sum(v.weight for v in members):
                 units.add(group.group_id)
         return units
 
@@ -150,8 +158,13 @@ class ValidatorSet:
         return Fraction(self.voting_weight(peer_ids, ratio)) > bar
 
     def exceeds_third(self, peer_ids: Iterable[str], ratio: Fraction = MIN_RATIO) -> bool:
-        """True when the units among `peer_ids` hold more than a third of the weight."""
-        return 3 * self.voting_weight(peer_ids, ratio) > self.total_weight
+        """True when the units among `peer_ids` hold more than a third of the weight: then some
+        honest unit is among them. A group counts here when more than a third of its member
+        weight is among them (in a group that votes honestly that includes an honest member);
+        counting it only at its voting share would let a group split across two rounds block
+        both, a deadlock the seeded simulation found."""
+        units = self.voting_units(peer_ids, ratio, group_share=Fraction(1, 3))
+        return 3 * self.units_weight(units) > self.total_weight
 
     def __contains__(self, peer_id: object) -> bool:
         return any(v.peer_id == peer_id for v in self.validators)

@@ -23,7 +23,7 @@ from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.hashing import sha3_256
 from loopchain.types.transaction import Transaction
-from loopchain.types.validators import Validator, ValidatorSet
+from loopchain.types.validators import Group, Validator, ValidatorSet
 from loopchain.types.vote import Complaint, QuorumCertificate, Vote
 
 CHANNEL = "sim"
@@ -98,11 +98,15 @@ class Network:
         self.issuer = Signer(bytes([0x7F] * 32))
         signers = [Signer((seed * 1000 + i + 1).to_bytes(32, "big")) for i in range(n)]
         weights = weights or [1] * n
-        self.validators = ValidatorSet(
-            CHANNEL,
-            1,
-            tuple(Validator(s.address, w) for s, w in zip(signers, weights, strict=True)),
-        ).signed_by(self.issuer)
+        groups = groups or {}
+        members = tuple(
+            Validator(s.address, w, groups.get(i, ""))
+            for i, (s, w) in enumerate(zip(signers, weights, strict=True))
+        )
+        units = tuple(
+            Group(g, (group_weights or {}).get(g, 1)) for g in sorted(set(groups.values()))
+        )
+        self.validators = ValidatorSet(CHANNEL, 1, members, groups=units).signed_by(self.issuer)
         self.nodes: dict[str, Node] = {}
         for index, signer in enumerate(signers):
             node = Node(signer, Disk(), self._fresh_state(signer, Disk()))

@@ -21,6 +21,7 @@ class Scenario:
     n: int
     weights: list[int] | None
     groups: dict[int, str] | None
+    group_weights: dict[str, int] | None
     byzantine: dict[int, str]
     loss: float
     duplicate: float
@@ -40,11 +41,11 @@ def draw(seed: int) -> Scenario:
     rng = random.Random(seed ^ 0x5EED)
     kind = seed % 4
     # 4 and 7 equal validators; 5 weighted (one of weight 3); 7 with a group of 4 (unit weight 2)
-    n, weights, groups = [
-        (4, None, None),
-        (7, None, None),
-        (5, [3, 1, 1, 1, 1], None),
-        (7, None, {3: "g", 4: "g", 5: "g", 6: "g"}),
+    n, weights, groups, group_weights = [
+        (4, None, None, None),
+        (7, None, None, None),
+        (5, [3, 1, 1, 1, 1], None, None),
+        (7, None, {3: "g", 4: "g", 5: "g", 6: "g"}, {"g": 2}),
     ][kind]
     faulty_budget = {0: 1, 1: 2, 2: 1, 3: 1}[kind]  # byzantine plus crashed weight stays below 1/3
     byzantine: dict[int, str] = {}
@@ -59,6 +60,7 @@ def draw(seed: int) -> Scenario:
         n=n,
         weights=weights,
         groups=groups,
+        group_weights=group_weights,
         byzantine=byzantine,
         loss=rng.choice([0.0, 0.05, 0.15]),
         duplicate=rng.choice([0.0, 0.1]),
@@ -74,6 +76,8 @@ def run(seed: int) -> Network:
         s.n,
         seed,
         weights=s.weights,
+        groups=s.groups,
+        group_weights=s.group_weights,
         loss=s.loss,
         duplicate=s.duplicate,
         max_delay=s.max_delay,

@@ -296,3 +296,25 @@ def test_backlog_counts_only_transactions_no_block_holds_and_their_oldest_wait()
     assert count == len(later)  # the first three are in the proposed block
     assert waited == pytest.approx(0.75)
     assert {tx.hash for tx in first} <= set(leader.state.pool.hashes())
+
+
+def test_a_group_votes_as_one_unit_of_its_weight() -> None:
+    # 7 validators: 3 alone (weight 1 each) and a group of 4 voting as one unit of weight 2 (of 5)
+    net = Network(7, seed=21, groups={3: "g", 4: "g", 5: "g", 6: "g"}, group_weights={"g": 2})
+    assert [g.weight for g in net.validators.groups] == [2]
+    peers = list(net.nodes)  # in validator order
+    net.start()
+    net.run_until(0.1)
+    # 1. two of the group down: the group cannot vote, and the three alone hold 3 of 5 (< 2/3);
+    #    seven equal validators with five up would finalise these (groups must reach the consensus)
+    for index in (3, 4):
+        net.crash(peers[index])
+    txs = net.submit(peers[0], 2)
+    net.run_until(net.now + 30)
+    net.check_safety()
+    assert not any(tx.hash in node.committed for node in net.nodes.values() for tx in txs)
+    # 2. one of them back: three of four in the group vote as its unit, 2 + 3 of 5: final
+    net.restart(peers[3])
+    net.run_until(net.now + 60)
+    net.check_safety()
+    assert net.committed_everywhere(txs)

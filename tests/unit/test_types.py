@@ -601,3 +601,16 @@ def test_validator_set_states_the_channel_configuration() -> None:
     assert ValidatorSet.decode(keyed.encode()).validators[0].public_key == SIGNERS[0].public_key
     with pytest.raises(EncodingError, match="not its key"):
         ValidatorSet(CHANNEL, 1, (Validator(SIGNERS[0].address, 1, "", SIGNERS[1].public_key),))
+
+
+def test_a_group_counts_toward_a_third_once_a_third_of_its_members_are_there() -> None:
+    ids = [f"hx{i:040x}" for i in range(7)]
+    members = tuple(Validator(p, 1, "g" if i >= 3 else "") for i, p in enumerate(ids))
+    vs = ValidatorSet("c", 1, members, groups=(Group("g", 2),))  # 3 alone + a unit of 2: 5
+    # one alone and half the group: evidence of an honest unit (1 + 2 of 5 > 1/3) ...
+    assert vs.exceeds_third([ids[2], ids[3], ids[4]])
+    # ... though that half of the group cannot vote for it
+    assert vs.voting_units([ids[3], ids[4]]) == set()
+    # a quarter of the group and nobody else is not (0 of 5)
+    assert not vs.exceeds_third([ids[3]])
+    assert vs.exceeds_third([ids[0], ids[1]])  # 2 of 5 alone

@@ -1,0 +1,79 @@
+"""./localnet.sh survives one death: it reports a dead process, keeps the rest running, restarts
+the dead peer in place with --restart, and stops everything (restarted peers too) on SIGTERM.
+It uses the fixed local-network ports, so it is skipped while something else holds them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.procs import ROOT, _bindable, get, wait_until
+
+PORTS = (7100, 7200, 7102, 9000, 9100, 9002)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path) -> None:
+    busy = [port for port in PORTS if not _bindable(port)]
+    if busy:
+        pytest.skip(f"the local network's ports {busy} are in use (a local network runs?)")
+    data, out = tmp_path / "net", tmp_path / "localnet.out"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            ["./localnet.sh", "--peers", "2", "--data", str(data)],
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    pids = data / "pids"
+    restarted, others = 0, []
+    try:
+        wait_until(lambda: "Press Ctrl-C" in out.read_text(), 90, "the local network to be up")
+        victim = int((pids / "peer_7100.pid").read_text())
+        others = [int((pids / f"{n}.pid").read_text()) for n in ("peer_7200", "radiostation")]
+        os.kill(victim, signal.SIGKILL)
+        # 1. the death is reported, with the way back; the rest keeps running and serving
+        wait_until(lambda: "peer_7100 (pid" in out.read_text(), 15, "the death to be reported")
+        assert "--restart 7100" in out.read_text()
+        assert proc.poll() is None and all(_alive(pid) for pid in others)
+        assert get("http://127.0.0.1:9100/api/v1/status/peer")["response_code"] == 0
+        # 2. --restart brings it back in place; a second --restart refuses (it runs)
+        again = subprocess.run(
+            ["./localnet.sh", "--data", str(data), "--restart", "7100"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert again.returncode == 0 and "restarted" in again.stdout, again
+        assert get("http://127.0.0.1:9000/api/v1/status/peer")["response_code"] == 0
+        restarted = int((pids / "peer_7100.pid").read_text())
+        twice = subprocess.run(
+            ["./localnet.sh", "--data", str(data), "--restart", "7100"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert twice.returncode == 2 and "is running" in twice.stderr, twice
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    # 3. SIGTERM stops every process, the restarted peer included, and leaves no traceback
+    assert code == 0, out.read_text()[-2000:]
+    gone = [p for p in (restarted, *others) if p]
+    wait_until(lambda: not any(_alive(p) for p in gone), 20, "every process gone")
+    logs = {p.name: p.read_text(errors="replace") for p in (data / "logs").glob("*.log")}
+    assert not [name for name, text in logs.items() if "Traceback" in text], logs.keys()
