@@ -32,7 +32,7 @@ from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
-from loopchain.types.transaction import Transaction
+from loopchain.types.transaction import MAX_DATA_DEPTH, Transaction
 from loopchain.types.validators import ratio_from_config
 from loopchain.types.vote import QuorumCertificate
 
@@ -212,7 +212,7 @@ class ChannelService:
 
     def _new_tx(self, data: dict[str, Any], now_us: int, room: int, refusal: str) -> Transaction:
         try:
-            raw = canonical.encode(data)
+            raw = canonical.encode(data, max_depth=MAX_DATA_DEPTH)
         except EncodingError as exc:  # floats, lone surrogates, nesting, huge integers
             raise RequestError(ErrorKind.INVALID, f"transaction data refused: {exc}") from None
         limit = int(self.config.MAX_TX_BYTES)

@@ -55,7 +55,7 @@ def _check_text(text: str) -> None:
             raise _Problem("strings must be valid Unicode (found a lone surrogate)") from None
 
 
-def _walk(value: Any, floats: bool, depth: int) -> None:
+def _walk(value: Any, floats: bool, depth: int, max_depth: int = MAX_DEPTH) -> None:
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, str):
@@ -64,8 +64,8 @@ def _walk(value: Any, floats: bool, depth: int) -> None:
         if not -_INT_BOUND < value < _INT_BOUND:
             raise _Problem(f"integers are limited to {MAX_INT_DIGITS} digits")
     elif isinstance(value, (dict, list)):
-        if depth >= MAX_DEPTH:
-            raise _Problem(f"values are limited to {MAX_DEPTH} levels of nesting")
+        if depth >= max_depth:
+            raise _Problem(f"values are limited to {max_depth} levels of nesting")
         is_object = isinstance(value, dict)
         items: Iterable[tuple[Any, Any]] = (
             value.items() if isinstance(value, dict) else enumerate(value)
@@ -76,7 +76,7 @@ def _walk(value: Any, floats: bool, depth: int) -> None:
                     raise _Problem("object keys must be strings")
                 _check_text(key)
             try:
-                _walk(item, floats, depth + 1)
+                _walk(item, floats, depth + 1, max_depth)
             except _Problem as problem:
                 problem.path.append(key)
                 raise
@@ -89,18 +89,19 @@ def _walk(value: Any, floats: bool, depth: int) -> None:
         raise _Problem(f"{type(value).__name__} is not a JSON value")
 
 
-def check_value(value: Any, *, floats: bool = False) -> None:
-    """Raise EncodingError unless `value` is JSON within the limits: nesting up to MAX_DEPTH,
-    integers up to MAX_INT_DIGITS digits, valid Unicode, string keys, floats only when allowed."""
+def check_value(value: Any, *, floats: bool = False, max_depth: int = MAX_DEPTH) -> None:
+    """Raise EncodingError unless `value` is JSON within the limits: nesting up to `max_depth`
+    (MAX_DEPTH, less for a value that goes inside another), integers up to MAX_INT_DIGITS digits,
+    valid Unicode, string keys, floats only when allowed."""
     try:
-        _walk(value, floats, 0)
+        _walk(value, floats, 0, max_depth)
     except _Problem as problem:
         raise problem.error() from None
 
 
-def encode(value: Any) -> bytes:
+def encode(value: Any, *, max_depth: int = MAX_DEPTH) -> bytes:
     """Encode a JSON value canonically (EncodingError when it is outside the limits)."""
-    check_value(value)
+    check_value(value, max_depth=max_depth)
     return encode_checked(value)
 
 

@@ -20,6 +20,9 @@ from loopchain.types.crypto import Signer, recover_address, recover_public_key
 from loopchain.types.hashing import sha3_256
 
 V1 = "1"
+# A transaction's data sits two levels down ({"body": {"data": ...}}), and every peer holds a whole
+# transaction to canonical.MAX_DEPTH: data deeper than this would be refused by the others.
+MAX_DATA_DEPTH = canonical.MAX_DEPTH - 2
 
 _V1_FIELDS: dict[str, type | tuple[type, ...]] = {
     "version": str,

@@ -15,11 +15,13 @@ import pytest_asyncio
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
+from loopchain.p2p.errors import RequestError
 from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
 from loopchain.storage.memory import MemoryStore
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
+from loopchain.types.transaction import MAX_DATA_DEPTH, Transaction
 from loopchain.types.validators import Validator, ValidatorSet
 
 CHANNEL = "memory_channel"
@@ -182,3 +184,18 @@ async def test_a_bad_submission_is_refused_alone_in_its_batch(cluster: Cluster) 
     assert "limit" in messages[3]
     good = [o.hash for o in outcomes if not isinstance(o, Exception)]  # type: ignore[union-attr]
     await cluster.wait(lambda: cluster.final_everywhere(good, cluster.services), "good final")
+
+
+async def test_the_deepest_data_one_peer_takes_every_peer_takes(cluster: Cluster) -> None:
+    def nested(levels: int) -> dict:
+        value: dict = {}
+        for _ in range(levels - 1):
+            value = {"d": value}
+        return value
+
+    service = cluster.services[0]
+    ok, too_deep = service.create_txs([nested(MAX_DATA_DEPTH), nested(MAX_DATA_DEPTH + 1)])
+    assert isinstance(ok, Transaction) and isinstance(too_deep, RequestError)
+    assert "levels of nesting" in str(too_deep)
+    assert Transaction.decode(ok.encode()).hash == ok.hash  # as another peer receives it
+    await cluster.wait(lambda: cluster.final_everywhere([ok.hash], cluster.services), "final")
