@@ -118,6 +118,32 @@ def post_json(url: str, value: Any) -> Any:
     return body
 
 
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` runs (a zombie has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def child_pids(parent: int) -> dict[int, str]:
+    """Live child processes of `parent`: pid -> command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == parent and fields[0] != "Z":
+                found[int(entry.name)] = (
+                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                )
+        except (OSError, IndexError, ValueError):
+            continue  # gone while being read
+    return found
+
+
 class Proc:
     """One script run as a subprocess with its output in a log file."""
 

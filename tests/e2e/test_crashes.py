@@ -7,32 +7,7 @@ import os
 import signal
 from pathlib import Path
 
-from tests.procs import LocalNetwork, wait_until
-
-
-def _children(pid: int) -> dict[int, str]:
-    """Live child processes of `pid`: pid -> command line."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found[int(entry.name)] = (
-                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                )
-        except (OSError, IndexError, ValueError):
-            continue  # gone while being read
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+from tests.procs import LocalNetwork, child_pids, pid_alive, wait_until
 
 
 def test_killed_peer_takes_its_children_along_and_gets_its_ports_back(tmp_path: Path) -> None:
@@ -44,7 +19,7 @@ def test_killed_peer_takes_its_children_along_and_gets_its_ports_back(tmp_path: 
         assert popen is not None
 
         def both_children() -> dict[int, str] | None:
-            kids = _children(popen.pid)
+            kids = child_pids(popen.pid)
             rest = any("rest_proxy.py" in c for c in kids.values())
             score = any("scoreservice.process" in c for c in kids.values())
             return kids if rest and score else None
@@ -53,7 +28,7 @@ def test_killed_peer_takes_its_children_along_and_gets_its_ports_back(tmp_path: 
         os.kill(popen.pid, signal.SIGKILL)  # the peer alone: its children are not signalled
         popen.wait()
         wait_until(
-            lambda: not any(_alive(pid) for pid in children), 15, "the orphaned children to end"
+            lambda: not any(pid_alive(pid) for pid in children), 15, "the orphaned children to end"
         )
         net.start_peer(port)  # the same ports, at once
         assert net.status(port)["peer_id"]

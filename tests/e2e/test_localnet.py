@@ -11,17 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ROOT, _bindable, get, wait_until
+from tests.procs import ROOT, _bindable, get, pid_alive, wait_until
 
 PORTS = (7100, 7200, 7102, 9000, 9100, 9002)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path) -> None:
@@ -47,7 +39,7 @@ def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path
         # 1. the death is reported, with the way back; the rest keeps running and serving
         wait_until(lambda: "peer_7100 (pid" in out.read_text(), 15, "the death to be reported")
         assert "--restart 7100" in out.read_text()
-        assert proc.poll() is None and all(_alive(pid) for pid in others)
+        assert proc.poll() is None and all(pid_alive(pid) for pid in others)
         assert get("http://127.0.0.1:9100/api/v1/status/peer")["response_code"] == 0
         # 2. --restart brings it back in place; a second --restart refuses (it runs)
         again = subprocess.run(
@@ -74,6 +66,6 @@ def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path
     # 3. SIGTERM stops every process, the restarted peer included, and leaves no traceback
     assert code == 0, out.read_text()[-2000:]
     gone = [p for p in (restarted, *others) if p]
-    wait_until(lambda: not any(_alive(p) for p in gone), 20, "every process gone")
+    wait_until(lambda: not any(pid_alive(p) for p in gone), 20, "every process gone")
     logs = {p.name: p.read_text(errors="replace") for p in (data / "logs").glob("*.log")}
     assert not [name for name, text in logs.items() if "Traceback" in text], logs.keys()

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.procs import LocalNetwork, get, http, wait_until
+from tests.procs import LocalNetwork, child_pids, get, http, wait_until
 
 PEERS = 4
 DEFAULT_CHANNEL = "loopchain_default"
@@ -354,24 +354,9 @@ class TransferLoad:
 # ------------------------------------------------------------------ SCORE processes
 
 
-def _parent_pid(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[1])  # fields after "(comm)": state, ppid, ...
-
-
 def score_children(parent: int) -> list[int]:
     """Live SCORE processes whose parent is `parent`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-            if SCORE_PROCESS.encode() in args and _parent_pid(int(entry.name)) == parent:
-                found.append(int(entry.name))
-        except (OSError, IndexError, ValueError):
-            continue  # exited while being read
-    return sorted(found)
+    return sorted(pid for pid, command in child_pids(parent).items() if SCORE_PROCESS in command)
 
 
 def _peer_pid(net: LocalNetwork, port: int) -> int:
