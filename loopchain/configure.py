@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -380,15 +380,21 @@ class RefusalLog:
     """Logs refused inputs at WARNING, at most `per_second` lines a second (the rest are counted
     and reported with the next line), so hostile input leaves a trace but cannot flood the log."""
 
-    def __init__(self, logger: logging.Logger, per_second: float = 20.0) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        per_second: float = 20.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.logger = logger
         self.per_second = per_second
+        self.clock = clock
         self._allowance = per_second
-        self._last = time.monotonic()
+        self._last = clock()
         self.suppressed = 0
 
     def refused(self, message: str, *args: object) -> None:
-        now = time.monotonic()
+        now = self.clock()
         self._allowance = min(
             self.per_second, self._allowance + (now - self._last) * self.per_second
         )

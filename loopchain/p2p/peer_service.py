@@ -176,7 +176,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         try:
             return work()
         except RequestError as exc:
-            if exc.kind in (ErrorKind.INVALID, ErrorKind.DENIED):
+            if exc.kind is ErrorKind.INVALID:  # refusals by identity log their own warning
                 _refused(context, exc.kind.value, exc.message)
             await context.abort(exc.kind.value, exc.message)
         except EncodingError as exc:

@@ -175,10 +175,15 @@ async def peer_leader(request: web.Request) -> web.Response:
     return _ok(_peer_json(leader, leader.record.peer_id))
 
 
-def _member(request: web.Request, channel: str) -> PeerRecord:
+def _peer_id_arg(request: web.Request) -> str:
     peer_id = request.query.get("peer_id", "")
     if not peer_id:
         raise ApiError(ResponseCode.INVALID_PARAMS, "missing query argument peer_id")
+    return peer_id
+
+
+def _member(request: web.Request, channel: str) -> PeerRecord:
+    peer_id = _peer_id_arg(request)
     registry = _station(request).registry
     try:
         record = registry.peer(peer_id)
@@ -343,9 +348,7 @@ async def peer_remove(request: web.Request) -> web.Response:
     an unknown peer is 404 (-800). Removal is not a ban: a peer its channels still admit may
     register again (list targets with ENABLE_CHANNEL_AUTH and revoke its certificate to keep it out).
     """
-    peer_id = request.query.get("peer_id", "")
-    if not peer_id:
-        raise ApiError(ResponseCode.INVALID_PARAMS, "missing query argument peer_id")
+    peer_id = _peer_id_arg(request)
     registry = _station(request).registry
     try:
         changed = registry.remove(peer_id)

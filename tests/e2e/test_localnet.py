@@ -16,6 +16,11 @@ from tests.procs import ROOT, _bindable, get, pid_alive, wait_until
 PORTS = (7100, 7200, 7102, 9000, 9100, 9002)
 
 
+def _restart(data: Path, port: int) -> subprocess.CompletedProcess[str]:
+    command = ["./localnet.sh", "--data", str(data), "--restart", str(port)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
 def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path) -> None:
     busy = [port for port in PORTS if not _bindable(port)]
     if busy:
@@ -42,23 +47,11 @@ def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path
         assert proc.poll() is None and all(pid_alive(pid) for pid in others)
         assert get("http://127.0.0.1:9100/api/v1/status/peer")["response_code"] == 0
         # 2. --restart brings it back in place; a second --restart refuses (it runs)
-        again = subprocess.run(
-            ["./localnet.sh", "--data", str(data), "--restart", "7100"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        again = _restart(data, 7100)
         assert again.returncode == 0 and "restarted" in again.stdout, again
         assert get("http://127.0.0.1:9000/api/v1/status/peer")["response_code"] == 0
         restarted = int((pids / "peer_7100.pid").read_text())
-        twice = subprocess.run(
-            ["./localnet.sh", "--data", str(data), "--restart", "7100"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        twice = _restart(data, 7100)
         assert twice.returncode == 2 and "is running" in twice.stderr, twice
     finally:
         proc.send_signal(signal.SIGTERM)

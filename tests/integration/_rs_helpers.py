@@ -17,7 +17,7 @@ from loopchain.configure import DEFAULTS
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import connect_digest, heartbeat_digest
-from tests.procs import REST_DIFF, wait_until_async
+from tests.procs import REST_DIFF, free_port_pair, wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "radiostation.py"
@@ -199,3 +199,45 @@ async def call(
         session.request(method, url, data=body, headers=headers or {}) as response,
     ):
         return response.status, await response.json(content_type=None), dict(response.headers)
+
+
+class RadioStations:
+    """The radiostation.py processes one test starts in `workdir`; `close` stops each and fails on
+    an unclean exit, a traceback, or the operator token in a log."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.started: list[RadioStationProcess] = []
+
+    async def start(
+        self,
+        config: dict[str, Any] | None = None,
+        channels: dict[str, Any] | None = None,
+        *,
+        port: int | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> RadioStationProcess:
+        channel_file = self.workdir / "channel_manage_data.json"
+        if channels is not None:
+            channel_file.write_text(json.dumps(channels))
+        base = {
+            "DEFAULT_STORAGE_PATH": str(self.workdir / "storage"),
+            "CHANNEL_MANAGE_DATA_PATH": str(channel_file),
+            # these tests register keys at targets nobody serves; the target check has its own
+            # tests, with peers that answer
+            "RADIOSTATION_CHECK_TARGETS": False,
+        }
+        rs = RadioStationProcess(self.workdir, port or free_port_pair(), {**base, **(config or {})})
+        rs.start(*extra)
+        self.started.append(rs)
+        await rs.wait_ready()
+        return rs
+
+    async def close(self) -> None:
+        for rs in self.started:
+            if rs.is_running():
+                assert await rs.terminate() == 0, rs.logs()
+            logs = rs.logs()
+            assert "Traceback" not in logs, logs
+            if rs.token_path.exists():
+                assert rs.token_path.read_text().strip() not in logs

@@ -19,7 +19,7 @@ import pytest
 from loopchain.radiostation.certs import CA_PASSWORD_ENV
 from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer
-from tests.integration._rs_helpers import RadioStationProcess, get_json, post_raw
+from tests.integration._rs_helpers import RadioStationProcess, RadioStations, get_json, post_raw
 from tests.procs import ROOT, free_port_pair
 
 CREATE_SIGN_PKI = ROOT / "tools" / "create_sign_pki.py"
@@ -217,24 +217,9 @@ StartRS = Callable[..., Awaitable[RadioStationProcess]]
 @pytest.fixture
 async def start_rs(tmp_path: Path) -> AsyncIterator[StartRS]:
     """Start radiostation.py processes; on teardown SIGTERM each, expect exit 0, no traceback."""
-    started: list[RadioStationProcess] = []
-
-    async def start(*extra: str, port: int | None = None) -> RadioStationProcess:
-        config = {
-            "DEFAULT_STORAGE_PATH": str(tmp_path / "storage"),
-            "CHANNEL_MANAGE_DATA_PATH": str(tmp_path / "channel_manage_data.json"),
-        }
-        rs = RadioStationProcess(tmp_path, port or free_port_pair(), config)
-        rs.start(*extra)
-        started.append(rs)
-        await rs.wait_ready()
-        return rs
-
-    yield start
-    for rs in started:
-        if rs.is_running():
-            assert await rs.terminate() == 0, rs.logs()
-        assert "Traceback" not in rs.logs(), rs.logs()
+    stations = RadioStations(tmp_path)
+    yield stations.start
+    await stations.close()
 
 
 def issue_body(signer: Signer, tls_public: Any = None) -> dict[str, str]:
@@ -349,7 +334,7 @@ async def test_cert_dir_made_by_the_tool_is_used_with_its_password(
     )
     assert issued.returncode == 0, issued.stderr
     monkeypatch.setenv(CA_PASSWORD_ENV, "pw")
-    rs = await start_rs("--cert", str(ca_dir))
+    rs = await start_rs(extra=("--cert", str(ca_dir)))
     assert "certificates: CA CN=ops CA" in rs.logs()
     cert_api = f"{rs.rest}/api/v1/cert"
     ca = (await get_json(f"{cert_api}/list/ca"))[1]["data"]
@@ -371,7 +356,7 @@ async def test_cert_dir_made_by_the_tool_is_used_with_its_password(
 async def test_empty_cert_dir_has_no_ca_until_issue_ca(start_rs: StartRS, tmp_path: Path) -> None:
     ca_dir = tmp_path / "empty_ca"
     ca_dir.mkdir()
-    rs = await start_rs("--cert", str(ca_dir))
+    rs = await start_rs(extra=("--cert", str(ca_dir)))
     cert_api = f"{rs.rest}/api/v1/cert"
     status, answer = await get_json(f"{cert_api}/list/ca")
     assert status == 404 and answer["response_code"] == -4

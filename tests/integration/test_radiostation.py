@@ -20,6 +20,7 @@ from loopchain.types.peer import identify_digest
 from loopchain.types.validators import ValidatorSet
 from tests.integration._rs_helpers import (
     RadioStationProcess,
+    RadioStations,
     connect_request,
     get_json,
     heartbeat_request,
@@ -45,35 +46,9 @@ StartRS = Callable[..., Awaitable[RadioStationProcess]]
 @pytest.fixture
 async def start_rs(tmp_path: Path) -> AsyncIterator[StartRS]:
     """Start radiostation.py processes; on teardown SIGTERM each, expect exit 0, no traceback."""
-    started: list[RadioStationProcess] = []
-
-    async def start(
-        config: dict[str, Any] | None = None,
-        channels: dict[str, Any] | None = None,
-        port: int | None = None,
-    ) -> RadioStationProcess:
-        channel_file = tmp_path / "channel_manage_data.json"
-        if channels is not None:
-            channel_file.write_text(json.dumps(channels))
-        base = {
-            "DEFAULT_STORAGE_PATH": str(tmp_path / "storage"),
-            "CHANNEL_MANAGE_DATA_PATH": str(channel_file),
-            # the directory's own tests register keys at targets nobody serves; the target
-            # check has its own tests below, with peers that answer
-            "RADIOSTATION_CHECK_TARGETS": False,
-        }
-        rs = RadioStationProcess(tmp_path, port or free_port_pair(), {**base, **(config or {})})
-        rs.start()
-        started.append(rs)
-        await rs.wait_ready()
-        return rs
-
-    yield start
-    for rs in started:
-        code = await rs.terminate()
-        logs = rs.logs()
-        assert code == 0, logs
-        assert "Traceback" not in logs, logs
+    stations = RadioStations(tmp_path)
+    yield stations.start
+    await stations.close()
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
-from loopchain.configure import DEFAULTS, load_config
+from loopchain.configure import load_config
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.certs import CertificateDirectory, CertificateService
@@ -26,6 +26,7 @@ from loopchain.types.crypto import Signer
 from loopchain.types.validators import ValidatorSet
 from tests.integration._rs_helpers import (
     RadioStationProcess,
+    RadioStations,
     call,
     connect_request,
     get_json,
@@ -42,33 +43,9 @@ WRONG = {"Authorization": "Bearer " + "x" * 43}
 @pytest.fixture
 async def start_rs(tmp_path: Path) -> AsyncIterator[StartRS]:
     """Start radiostation.py processes; on teardown SIGTERM each, expect exit 0, no traceback."""
-    started: list[RadioStationProcess] = []
-
-    async def start(
-        config: dict[str, Any] | None = None, channels: dict[str, Any] | None = None
-    ) -> RadioStationProcess:
-        channel_file = tmp_path / "channel_manage_data.json"
-        if channels is not None:
-            channel_file.write_text(json.dumps(channels))
-        base: dict[str, Any] = {
-            "DEFAULT_STORAGE_PATH": "storage",
-            "CHANNEL_MANAGE_DATA_PATH": str(channel_file),
-        }
-        if "RADIOSTATION_CHECK_TARGETS" in DEFAULTS:
-            base["RADIOSTATION_CHECK_TARGETS"] = False  # the peers here serve nothing at targets
-        rs = RadioStationProcess(tmp_path, free_port_pair(), {**base, **(config or {})})
-        rs.start()
-        started.append(rs)
-        await rs.wait_ready()
-        return rs
-
-    yield start
-    for rs in started:
-        if rs.is_running():
-            assert await rs.terminate() == 0, rs.logs()
-        assert "Traceback" not in rs.logs(), rs.logs()
-        if rs.token_path.exists():
-            assert rs.token_path.read_text().strip() not in rs.logs()
+    stations = RadioStations(tmp_path)
+    yield stations.start
+    await stations.close()
 
 
 def issue_body(signer: Signer) -> dict[str, str]:
@@ -109,13 +86,13 @@ async def test_token_file_is_private_and_kept_across_restarts(start_rs: StartRS)
     assert path.stat().st_mode & 0o777 == 0o600
     token = path.read_text().strip()
     assert len(token) >= 32
-    assert f"operator token created in {path.relative_to(rs.workdir)}" in rs.current_log()
+    assert f"operator token created in {path}" in rs.current_log()
     assert not list(path.parent.glob("*.tmp"))
     assert await rs.terminate() == 0
     rs.start()
     await rs.wait_ready()
     assert path.read_text().strip() == token
-    assert f"operator token read from {path.relative_to(rs.workdir)}" in rs.current_log()
+    assert f"operator token read from {path}" in rs.current_log()
     status, _ = await post_raw(
         f"{rs.rest}/api/v1/conf", b'{"name": "GRPC_TIMEOUT", "value": 4}', rs.operator()
     )
