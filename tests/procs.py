@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -145,11 +145,15 @@ def child_pids(parent: int) -> dict[int, str]:
 
 
 class Proc:
-    """One script run as a subprocess with its output in a log file."""
+    """One script run as a subprocess with its output in a log file; `prefix` runs it under
+    another command that execs it (e.g. `ip netns exec NS`), so the pid stays the script's."""
 
-    def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], log_dir: Path, prefix: Sequence[str] = ()
+    ) -> None:
         self.name = name
         self.args = args
+        self.prefix = list(prefix)
         self.log_path = log_dir / f"{name}.log"
         self.popen: subprocess.Popen[bytes] | None = None
 
@@ -157,7 +161,7 @@ class Proc:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         log = open(self.log_path, "ab")
         self.popen = subprocess.Popen(
-            [sys.executable, *self.args],
+            [*self.prefix, sys.executable, *self.args],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

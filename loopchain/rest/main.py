@@ -23,6 +23,7 @@ log = logging.getLogger("loopchain.rest")
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 PEER_HOST = "127.0.0.1"
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -88,13 +89,25 @@ def rest_ssl_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
+def peer_target_of(config: Config) -> str:
+    """Where the proxy reaches its peer: with mutual TLS between nodes, the plain loopback port the
+    peer serves its proxy on; otherwise the peer's listener on IP_LOCAL (the loopback when the peer
+    listens on every address), since a peer bound to one address does not answer on 127.0.0.1."""
+    if config.GRPC_SSL_TYPE:
+        return f"{PEER_HOST}:{config.PORT_PEER + config.PORT_DIFF_INNER_SERVICE}"
+    host = str(config.IP_LOCAL)
+    if host in WILDCARD_HOSTS:
+        host = PEER_HOST
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{config.PORT_PEER}"
+
+
 async def serve(config: Config) -> int:
     """Run the proxy until SIGTERM or SIGINT; the exit status."""
     host = config.IP_LOCAL
     port = config.PORT_PEER + config.PORT_DIFF_REST_SERVICE_CONTAINER
-    # With mutual TLS between nodes the peer serves its local proxy on a plain loopback port.
-    peer_port = config.PORT_PEER + (config.PORT_DIFF_INNER_SERVICE if config.GRPC_SSL_TYPE else 0)
-    peer_target = f"{PEER_HOST}:{peer_port}"
+    peer_target = peer_target_of(config)
     access_log = (
         logging.getLogger("loopchain.rest.access") if log.isEnabledFor(logging.DEBUG) else None
     )

@@ -1,0 +1,272 @@
+"""A small virtual network of Linux network namespaces for partition tests (root and iproute2).
+
+Layout (all names carry a per-run suffix, so parallel or leftover runs never clash):
+
+    root namespace                 hub namespace                       host namespaces
+    lcXXXXXXh 10.213.N.1/24 ── up0 ─┐
+                                     br0 10.213.N.2/24 ── h0 ── eth0 10.213.N.10/24  (lcXXXXXXn0)
+                                        (bridge)       ── h1 ── eth0 10.213.N.11/24  (lcXXXXXXn1)
+                                                       ── ...
+
+The bridge lives in a namespace of its own, so the host's firewall (e.g. a FORWARD policy of DROP
+seen by bridged traffic through br_netfilter) never sees the traffic between hosts. Partitions are
+blackhole routes inside the host namespaces (packets to a cut-off address are dropped silently, as on
+a broken link); healing removes them. Delay is a netem qdisc on a host's eth0 (its egress).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+
+SUBNET_PREFIX = "10.213"
+HOST_OFFSET = 10  # host i has the address .(10 + i)
+COMMAND_TIMEOUT = 20.0
+
+
+class NetnsError(RuntimeError):
+    """An `ip` or `tc` command failed."""
+
+
+def _run(args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        list(args), capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
+    )
+    if check and done.returncode != 0:
+        raise NetnsError(f"`{' '.join(args)}` failed ({done.returncode}): {done.stderr.strip()}")
+    return done
+
+
+def unavailable_reason() -> str | None:
+    """Why namespaces, veth pairs and bridges cannot be used here; None when they can."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "network namespaces need root (run the partition tests as root)"
+    if shutil.which("ip") is None:
+        return "iproute2 is not installed (no `ip` command)"
+    probe = f"lcprobe{secrets.token_hex(3)}"
+    try:
+        _run(["ip", "netns", "add", probe])
+    except (NetnsError, OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot create a network namespace: {exc}"
+    try:
+        _run(["ip", "-n", probe, "link", "add", "br0", "type", "bridge"])
+        _run(["ip", "-n", probe, "link", "add", "v0", "type", "veth", "peer", "name", "v1"])
+    except (NetnsError, OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot create a bridge or a veth pair: {exc}"
+    finally:
+        _run(["ip", "netns", "del", probe], check=False)
+    return None
+
+
+def netem_unavailable_reason() -> str | None:
+    """Why `tc qdisc ... netem` cannot be used here (e.g. the sch_netem module is missing); None
+    when it can. Tried on the loopback of a throwaway namespace."""
+    if shutil.which("tc") is None:
+        return "iproute2's `tc` command is not installed"
+    probe = f"lcprobe{secrets.token_hex(3)}"
+    try:
+        _run(["ip", "netns", "add", probe])
+        _run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                probe,
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                "lo",
+                "root",
+                "netem",
+                "delay",
+                "1ms",
+            ]
+        )
+    except (NetnsError, OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    finally:
+        _run(["ip", "netns", "del", probe], check=False)
+    return None
+
+
+def _used_third_octets() -> set[int]:
+    """Third octets of 10.213.x.0/24 networks the root namespace already has addresses or routes in."""
+    used: set[int] = set()
+    text = _run(["ip", "-4", "-o", "addr", "show"]).stdout
+    text += _run(["ip", "-4", "route", "show", "table", "all"], check=False).stdout
+    probe = ipaddress.ip_network(f"{SUBNET_PREFIX}.0.0/16")
+    for word in text.split():
+        try:
+            network = ipaddress.ip_network(word, strict=False)
+        except ValueError:
+            continue
+        if network.version != 4 or not network.overlaps(probe):
+            continue
+        if network.prefixlen <= 16:
+            return set(range(256))  # something already covers all of 10.213/16
+        low = int(network.network_address.packed[2])
+        high = int(network.broadcast_address.packed[2])
+        used.update(range(low, high + 1))
+    return used
+
+
+class VirtualNetwork:
+    """`hosts` namespaces on one bridge, reachable from the root namespace; `destroy` undoes all."""
+
+    def __init__(self, hosts: int) -> None:
+        self.suffix = secrets.token_hex(3)
+        self.hub = f"lc{self.suffix}hub"
+        self.host_link = f"lc{self.suffix}h"  # the root namespace's end of its veth pair
+        self.namespaces = [f"lc{self.suffix}n{i}" for i in range(hosts)]
+        self.blocked: set[tuple[int, int]] = set()
+        self.created: list[str] = []  # namespaces made so far, for destroy
+        self._pick_subnet()
+
+    def _pick_subnet(self) -> None:
+        free = sorted(set(range(1, 255)) - _used_third_octets())
+        if not free:
+            raise NetnsError(f"no free /24 left in {SUBNET_PREFIX}.0.0/16")
+        self.subnet = f"{SUBNET_PREFIX}.{random.choice(free)}"
+        self.root_address = f"{self.subnet}.1"
+        self.hub_address = f"{self.subnet}.2"
+        self.addresses = [f"{self.subnet}.{HOST_OFFSET + i}" for i in range(len(self.namespaces))]
+
+    # ------------------------------------------------------------ build and tear down
+
+    def create(self) -> VirtualNetwork:
+        """Build the namespaces, the bridge and the links; on failure undo what was built. Should a
+        parallel run have taken the same subnet at the same moment, build again on another."""
+        for _ in range(5):
+            try:
+                self._create()
+                if not self._subnet_shared():
+                    return self
+            except BaseException:
+                self.destroy()
+                raise
+            self.destroy()
+            self._pick_subnet()
+        raise NetnsError("kept colliding with other networks' subnets")
+
+    def _subnet_shared(self) -> bool:
+        """Another link of the root namespace has an address in this network's subnet."""
+        ours = ipaddress.ip_network(f"{self.subnet}.0/24")
+        for line in _run(["ip", "-4", "-o", "addr", "show"]).stdout.splitlines():
+            words = line.split()
+            if len(words) < 4 or words[1].split("@")[0] == self.host_link:
+                continue
+            try:
+                network = ipaddress.IPv4Interface(words[3]).network
+            except ValueError:
+                continue
+            if network.overlaps(ours):
+                return True
+        return False
+
+    def _create(self) -> None:
+        _run(["ip", "netns", "add", self.hub])
+        self.created.append(self.hub)
+        hub = ["ip", "-n", self.hub]
+        _run([*hub, "link", "set", "lo", "up"])
+        _run([*hub, "link", "add", "br0", "type", "bridge"])
+        _run([*hub, "addr", "add", f"{self.hub_address}/24", "dev", "br0"])
+        _run([*hub, "link", "set", "br0", "up"])
+        _run(["ip", "link", "add", self.host_link, "type", "veth", "peer", "name", "up0"])
+        _run(["ip", "link", "set", "up0", "netns", self.hub])
+        _run([*hub, "link", "set", "up0", "master", "br0", "up"])
+        _run(["ip", "addr", "add", f"{self.root_address}/24", "dev", self.host_link])
+        _run(["ip", "link", "set", self.host_link, "up"])
+        for index, (name, address) in enumerate(zip(self.namespaces, self.addresses, strict=True)):
+            _run(["ip", "netns", "add", name])
+            self.created.append(name)
+            _run(["ip", "-n", name, "link", "set", "lo", "up"])
+            _run([*hub, "link", "add", f"h{index}", "type", "veth", "peer", "name", "eth0"])
+            _run([*hub, "link", "set", "eth0", "netns", name])
+            _run([*hub, "link", "set", f"h{index}", "master", "br0", "up"])
+            _run(["ip", "-n", name, "addr", "add", f"{address}/24", "dev", "eth0"])
+            _run(["ip", "-n", name, "link", "set", "eth0", "up"])
+
+    def destroy(self) -> None:
+        """Delete every namespace and link this network made (safe to call twice)."""
+        for name in reversed(self.created):
+            _run(["ip", "netns", "del", name], check=False)
+        self.created.clear()
+        # a namespace's links go with it, but the kernel frees them lazily: delete ours now
+        if _run(["ip", "link", "show", self.host_link], check=False).returncode == 0:
+            _run(["ip", "link", "del", self.host_link], check=False)
+
+    # ------------------------------------------------------------ running things inside
+
+    def exec_prefix(self, index: int) -> list[str]:
+        """The command prefix that runs a program inside host `index`'s namespace."""
+        return ["ip", "netns", "exec", self.namespaces[index]]
+
+    @property
+    def hub_prefix(self) -> list[str]:
+        """The command prefix that runs a program in the hub namespace (on the bridge address)."""
+        return ["ip", "netns", "exec", self.hub]
+
+    # ------------------------------------------------------------ partitions and delay
+
+    def _route(self, action: str, src: int, dst: int) -> None:
+        _run(["ip", "-n", self.namespaces[src], "route", action, "blackhole", self.addresses[dst]])
+
+    def cut(self, src: int, dst: int) -> None:
+        """Drop every packet between hosts `src` and `dst` (both directions)."""
+        for a, b in ((src, dst), (dst, src)):
+            if (a, b) not in self.blocked:
+                self._route("add", a, b)
+                self.blocked.add((a, b))
+
+    def partition(self, *groups: Iterable[int]) -> None:
+        """Split the hosts into `groups`: hosts of different groups cannot reach each other (every
+        host still reaches the root and the hub namespaces)."""
+        sides = [set(group) for group in groups]
+        for i, side in enumerate(sides):
+            for other in sides[i + 1 :]:
+                for a in side:
+                    for b in other:
+                        self.cut(a, b)
+
+    def heal(self) -> None:
+        """Remove every cut."""
+        for a, b in sorted(self.blocked):
+            self._route("del", a, b)
+        self.blocked.clear()
+
+    def add_delay(self, milliseconds: int) -> None:
+        """Delay every packet a host sends by `milliseconds` (netem on each host's eth0); raises
+        NetnsError (with tc's message) when netem is not available."""
+        if shutil.which("tc") is None:
+            raise NetnsError("iproute2's `tc` command is not installed")
+        for name in self.namespaces:
+            _run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    name,
+                    "tc",
+                    "qdisc",
+                    "add",
+                    "dev",
+                    "eth0",
+                    "root",
+                    "netem",
+                    "delay",
+                    f"{milliseconds}ms",
+                ]
+            )
+
+    def remove_delay(self) -> None:
+        for name in self.namespaces:
+            _run(
+                ["ip", "netns", "exec", name, "tc", "qdisc", "del", "dev", "eth0", "root"],
+                check=False,
+            )
