@@ -69,6 +69,14 @@ REST_MAX_INFLIGHT = 256  # calls a REST proxy has open to its peer; more are ans
 MAX_TX_BYTES = 64 * 1024  # a transaction's canonical bytes; at most MAX_BLOCK_KBYTES
 TX_POOL_MAX_BYTES = 64 * 1024 * 1024  # the summed size of a channel's pooled transactions
 TX_TIMESTAMP_WINDOW = 300.0  # seconds a pooled transaction's timestamp may lie from the clock
+# Durable intake: a client's transaction is synced to the channel's intake log before the peer
+# answers "accepted", so kill -9 or power loss right after the answer loses nothing (off: the
+# answer comes after an in-memory pool add, faster and lost in a crash). Group commit keeps the
+# cost to one sync per batch of concurrent submissions.
+INTAKE_LOG = True
+# Free space a peer keeps for its blocks: below it, new client transactions get 503 (the chain
+# goes on); a block store write that fails anyway stops the peer with a clear error, intact.
+STORAGE_MIN_FREE_MB = 64
 
 # RadioStation
 HEARTBEAT_INTERVAL = 2.0

@@ -17,6 +17,8 @@ Key schema (integers are unsigned big-endian, heights and rounds 8 bytes, so key
   b"s/executed"            -> canonical {height, state_root, results_hash}   last executed block
   b"e/" + height           -> state root (32) + results hash (32)   roots after each executed block
   b"v/" + height           -> b""                          heights of blocks carrying a validator update
+  b"i/" + timestamp + tx hash -> Transaction.encode()      the intake log: client transactions this
+                                                           peer acknowledged and no saved block holds
 
 Execution (SCORE) runs after finality: the results of one executed block and the s/executed pointer
 are written in ONE batch, heights 0..executed with no gap, executed <= tip.
@@ -28,12 +30,20 @@ has header.prev_hash equal to the hash of the block at h-1 (b"" at height 0), be
 store's channel, and its certificate names its hash and height. `check()` verifies the tip end of
 these invariants at start-up; a store that fails it must not be run on. The vote record only moves
 forward: the highest round voted or complained in, and the round of the highest certificate.
+
+The intake log holds what this peer acknowledged to its clients: a transaction is written there
+(synced) before the client hears "accepted", and leaves it in the batch that saves the block
+holding it, so a crash at any point loses nothing acknowledged: at start the peer pools what the
+log still holds. Its keys sort by the transaction's timestamp, so entries too old for any pool
+are dropped by a range (`drop_intake_before`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 
+from loopchain import failpoints
 from loopchain.storage.abc import KeyValueStore
 from loopchain.types import canonical
 from loopchain.types.block import Block
@@ -55,6 +65,7 @@ RESULT = b"r/"
 EXECUTED = b"s/executed"
 ROOTS = b"e/"
 UPDATES = b"v/"
+INTAKE = b"i/"
 
 HASH_BYTES = 32
 CHECK_DEPTH = 8  # how many blocks below the tip check() walks back through
@@ -89,6 +100,10 @@ def _height_key(prefix: bytes, height: int) -> bytes:
     return prefix + _u64(height)
 
 
+def _intake_key(tx: Transaction) -> bytes:
+    return INTAKE + _u64(min(max(0, tx.timestamp), (1 << 64) - 1)) + tx.hash
+
+
 class BlockStore:
     """Final blocks of ONE channel: save them atomically, look them up, check them at start-up."""
 
@@ -99,6 +114,7 @@ class BlockStore:
         self._tip: tuple[Block, QuorumCertificate] | None = None
         self._decoded: OrderedDict[bytes, Block] = OrderedDict()
         self._legacy_proof = kv.get(LEGACY_PROOF) is not None
+        self._intake_keys = {key for key, _ in kv.iterate(INTAKE)}
 
     # -- writing
 
@@ -131,6 +147,12 @@ class BlockStore:
                 batch.delete(LEGACY_PROOF)
             if block.validator_update is not None:
                 batch.put(_height_key(UPDATES, height), b"")
+            for tx in block.transactions:  # acknowledged here, now kept in the chain
+                key = _intake_key(tx)
+                if key in self._intake_keys:
+                    batch.delete(key)
+            failpoints.hit("block-store-batch")
+        self._intake_keys.difference_update(_intake_key(tx) for tx in block.transactions)
         self._tip_height, self._tip_hash = height, block_hash
         self._tip = (block, certificate)
         self._legacy_proof = False
@@ -261,6 +283,43 @@ class BlockStore:
             return None
         value = canonical.decode(raw)
         return int(value["code"]), str(value["message"]), int(value["height"])
+
+    # -- the intake log
+
+    def log_intake(self, txs: Iterable[Transaction]) -> None:
+        """Durably record client transactions before they are acknowledged (one synced batch;
+        safe to call from a worker thread while the event loop reads the store)."""
+        rows = [(_intake_key(tx), tx.encode()) for tx in txs]
+        with self._kv.write_batch() as batch:
+            for key, raw in rows:
+                batch.put(key, raw)
+        self._intake_keys.update(key for key, _ in rows)
+
+    def intake(self) -> list[bytes]:
+        """The logged transactions no saved block holds yet, oldest first (their bytes)."""
+        return [raw for _, raw in self._kv.iterate(INTAKE)]
+
+    def drop_intake(self, txs: Iterable[Transaction]) -> None:
+        """Forget logged transactions (ones that can no longer be pooled)."""
+        self._drop_intake_keys([key for tx in txs if (key := _intake_key(tx)) in self._intake_keys])
+
+    def drop_intake_before(self, timestamp_us: int) -> int:
+        """Forget logged transactions stamped before `timestamp_us` (outside every pool's
+        window); returns how many."""
+        bound = _u64(max(0, timestamp_us))
+        return self._drop_intake_keys([k for k in self._intake_keys if k[2:10] < bound])
+
+    def intake_size(self) -> int:
+        """How many transactions the intake log holds."""
+        return len(self._intake_keys)
+
+    def _drop_intake_keys(self, keys: list[bytes]) -> int:
+        if keys:
+            with self._kv.write_batch() as batch:
+                for key in keys:
+                    batch.delete(key)
+            self._intake_keys.difference_update(keys)
+        return len(keys)
 
     def put_meta(self, name: str, value: bytes) -> None:
         """Durably store a named metadata value."""

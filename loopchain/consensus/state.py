@@ -72,6 +72,7 @@ from loopchain.types.validators import ValidatorSet
 from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
 
 MAX_WAITING = 16  # proposals and certificates parked while their block is fetched
+MAX_VOTES_REMEMBERED = 4096  # (round, voter) pairs kept to spot a validator voting twice
 MAX_FETCH_DEPTH = 32  # farther behind than this, sync final blocks instead of fetching
 
 
@@ -117,6 +118,7 @@ class ChannelConsensus:
         self.round = max(self.safety.high_qc_round + 1, self.safety.highest_vote_round, 0)
         self.last_tc: TimeoutCertificate | None = None
         self.votes: dict[tuple[int, bytes], dict[str, Vote]] = {}
+        self.voted_for: dict[tuple[int, str], bytes] = {}  # (round, voter) -> block it voted for
         self.complaints: dict[int, dict[str, Complaint]] = {}
         self.waiting: dict[bytes, list[m.Event]] = {}
         self.proposed_round = -1
@@ -497,6 +499,8 @@ class ChannelConsensus:
             return [m.Rejected(f"vote from {vote.voter}, who is not a validator")]
         if not vote.verify_signature():
             return [m.Rejected(f"vote from {vote.voter} has a bad signature")]
+        if equivocation := self._note_vote(vote):
+            return [equivocation]
         key = (vote.round, vote.block_hash)
         if key not in self.votes and len(self.votes) >= MAX_WAITING:
             self.votes.pop(min(self.votes))
@@ -507,6 +511,21 @@ class ChannelConsensus:
         qc = QuorumCertificate.from_votes(list(tally.values()))
         del self.votes[key]
         return [m.BroadcastCertificate(qc), *self._on_qc(qc, now)]
+
+    def _note_vote(self, vote: Vote) -> m.Rejected | None:
+        """Remember which block a validator voted for in a round; a second, different vote in
+        the same round (it signed both) is refused and named."""
+        first = self.voted_for.setdefault((vote.round, vote.voter), vote.block_hash)
+        if len(self.voted_for) > MAX_VOTES_REMEMBERED:
+            self.voted_for = {k: v for k, v in self.voted_for.items() if k[0] >= self.tip.round}
+            if len(self.voted_for) > MAX_VOTES_REMEMBERED:
+                self.voted_for = {(vote.round, vote.voter): first}
+        if first == vote.block_hash:
+            return None
+        return m.Rejected(
+            f"validator {vote.voter} signed two different votes in round {vote.round}: for "
+            f"block {first.hex()[:16]} and for block {vote.block_hash.hex()[:16]}"
+        )
 
     # ------------------------------------------------------------ certificates and finality
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from loopchain import failpoints
 from loopchain.configure import Config
 from loopchain.p2p.grpc_util import Tls, open_channel
 from loopchain.p2p.transport import ConsensusPayload, FetchedRange, MalformedReply, TransportError
@@ -94,6 +95,9 @@ class PeerLink:
                 await call(message, timeout=self.timeout)
             except grpc.aio.AioRpcError as exc:
                 log.debug("send to %s failed: %s %s", self.target, exc.code().name, exc.details())
+            else:
+                if isinstance(message, pb.ConsensusMessage) and message.HasField("proposal"):
+                    failpoints.hit("proposal-broadcast")
 
     async def fetch_blocks(self, channel: str, from_height: int, max_blocks: int) -> FetchedRange:
         """Final blocks from `from_height` on, decoded (TransportError if failed or malformed)."""

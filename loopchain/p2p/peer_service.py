@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -66,8 +67,8 @@ class ScoreStatusView(Protocol):
 class ChannelBackend(Protocol):
     """What the servicer needs from one channel of the peer."""
 
-    def create_tx(self, data: dict[str, Any]) -> Transaction: ...
-    def create_txs(self, items: list[dict[str, Any]]) -> list[Transaction | RequestError]: ...
+    async def create_tx(self, data: dict[str, Any]) -> Transaction: ...
+    async def create_txs(self, items: list[dict[str, Any]]) -> list[Transaction | RequestError]: ...
     def find_tx(self, tx_hash: bytes) -> TxLookup | None: ...
     def get_block(
         self, height: int, block_hash: bytes
@@ -172,9 +173,14 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             )
         return self._channel(context, name)
 
-    async def _serve(self, context: grpc.aio.ServicerContext, work: Callable[[], T]) -> T:
+    async def _serve(
+        self, context: grpc.aio.ServicerContext, work: Callable[[], T | Awaitable[T]]
+    ) -> T:
         try:
-            return work()
+            result = work()
+            if inspect.isawaitable(result):
+                return await result
+            return result
         except RequestError as exc:
             if exc.kind is ErrorKind.INVALID:  # refusals by identity log their own warning
                 _refused(context, exc.kind.value, exc.message)
@@ -187,10 +193,10 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
     # ------------------------------------------------------------ client facing
 
     async def CreateTx(self, request: pb.CreateTxRequest, context: Any) -> pb.CreateTxReply:
-        def work() -> pb.CreateTxReply:
+        async def work() -> pb.CreateTxReply:
             data = _client_object(request.data_json)
             channel = self._channel(context, request.channel)
-            tx = channel.create_tx(data)
+            tx = await channel.create_tx(data)
             return pb.CreateTxReply(tx_hash=tx.hash_hex, channel=tx.channel)
 
         return await self._serve(context, work)
@@ -198,7 +204,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
     async def CreateTxBatch(
         self, request: pb.CreateTxBatchRequest, context: Any
     ) -> pb.CreateTxBatchReply:
-        def work() -> pb.CreateTxBatchReply:
+        async def work() -> pb.CreateTxBatchReply:
             if len(request.data_json) > MAX_SUBMISSIONS_PER_CALL:
                 raise RequestError(
                     ErrorKind.INVALID,
@@ -212,7 +218,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                     parsed.append(_client_object(text))
                 except RequestError as exc:
                     parsed.append(exc)
-            created = iter(channel.create_txs([p for p in parsed if isinstance(p, dict)]))
+            created = iter(await channel.create_txs([p for p in parsed if isinstance(p, dict)]))
             results = []
             for item in parsed:
                 outcome = item if isinstance(item, RequestError) else next(created)

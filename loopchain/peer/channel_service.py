@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from loopchain import failpoints
 from loopchain.blockchain import execution
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.blockchain.chain import Limits
@@ -24,9 +25,11 @@ from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_service import BlockRangeResult, TxLookup
 from loopchain.p2p.transport import ConsensusPayload, PeerTransport
 from loopchain.peer.catchup import CatchUp
+from loopchain.peer.intake import MB, IntakeLog, IntakeRefused
 from loopchain.peer.relay import TxRelay
 from loopchain.peer.score_runtime import ScoreInfo, ScoreRuntime
 from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
+from loopchain.storage.abc import StorageError
 from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
@@ -80,8 +83,11 @@ class ChannelService:
         signer: Signer,
         store: BlockStore,
         transport: PeerTransport,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_fatal = on_fatal
+        self.halted: str | None = None  # why this channel stopped (its storage failed)
         self.name = settings.name
         self.config = config
         self.signer = signer
@@ -115,10 +121,18 @@ class ChannelService:
             port=settings.port,
             on_executed=self.receive,
             score_settings=settings.score_settings,
+            on_storage_error=self._storage_failed,
         )
         self._admit_max = min(int(config.TX_POOL_ADMIT_MAX), int(config.TX_POOL_MAX))
         self._admit_wait = float(config.TX_POOL_ADMIT_WAIT)
         self._admit_backlog = int(config.TX_POOL_ADMIT_BACKLOG)
+        self.intake = (
+            IntakeLog(store, settings.storage_dir, int(config.STORAGE_MIN_FREE_MB) * MB)
+            if config.INTAKE_LOG
+            else None
+        )
+        self._intake_writing = 0  # created transactions on their way to the intake log
+        self._next_intake_sweep = 0.0
         self.relay = TxRelay(self.name, config, transport, self._other_peers)
         self.catchup = CatchUp(
             self.name,
@@ -141,6 +155,7 @@ class ChannelService:
             self.signer.address,
         )
         self._execute(self.consensus.start(time.time()))
+        self._replay_intake()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.relay.run(), name=f"relay:{self.name}")
@@ -149,7 +164,33 @@ class ChannelService:
         finally:
             for handle in self._timers:
                 handle.cancel()
+            if self.intake is not None:
+                await self.intake.drain()
             await self.score.stop()
+
+    def _replay_intake(self) -> None:
+        """Pool (and gossip) what this peer acknowledged before it stopped and no block holds."""
+        logged = self.store.intake()
+        if not logged:
+            return
+        txs: list[Transaction] = []
+        dead: list[Transaction] = []
+        for raw in logged:
+            try:
+                tx = Transaction.decode(raw)
+            except EncodingError as exc:
+                log.error("channel %s: an intake log entry is unreadable (%s)", self.name, exc)
+                continue
+            (dead if self.store.has_transaction(tx.hash) else txs).append(tx)
+        self.store.drop_intake(dead)
+        log.info(
+            "channel %s: intake log: %d acknowledged transactions pooled again, %d already final",
+            self.name,
+            len(txs),
+            len(dead),
+        )
+        if txs:
+            self._dispatch(m.TxsReceived(tuple(txs), gossip=True))
 
     def member_ids(self) -> set[str]:
         """Who may call this channel over TLS: its parties (validators and auditors, as the
@@ -162,16 +203,37 @@ class ChannelService:
 
     # ------------------------------------------------------------ backend API (called by the servicer)
 
-    def create_tx(self, data: dict[str, Any]) -> Transaction:
+    async def create_tx(self, data: dict[str, Any]) -> Transaction:
         """Wrap a client's JSON in a transaction signed by this peer and pool it."""
-        outcome = self.create_txs([data])[0]
+        outcome = (await self.create_txs([data]))[0]
         if isinstance(outcome, RequestError):
             raise outcome
         return outcome
 
-    def create_txs(self, items: list[dict[str, Any]]) -> list[Transaction | RequestError]:
-        """Wrap each client's JSON in a transaction signed by this peer and pool them together
-        (one consensus event and one gossip batch); each item gets its transaction or its refusal."""
+    async def create_txs(self, items: list[dict[str, Any]]) -> list[Transaction | RequestError]:
+        """Wrap each client's JSON in a transaction signed by this peer, record them in the
+        intake log and pool them together (one synced write, one consensus event and one gossip
+        batch); each item gets its transaction or its refusal. Returns once they are on disk."""
+        outcomes = self._new_txs(items)
+        created = [tx for tx in outcomes if isinstance(tx, Transaction)]
+        if not created:
+            return outcomes
+        if self.intake is not None:
+            self._intake_writing += len(created)
+            try:
+                await self.intake.write(created)
+            except IntakeRefused as exc:
+                refused = RequestError(ErrorKind.POOL_FULL, str(exc))
+                return [refused if isinstance(o, Transaction) else o for o in outcomes]
+            finally:
+                self._intake_writing -= len(created)
+            failpoints.hit("intake-appended")
+        self._dispatch(m.TxsReceived(tuple(created), gossip=True))
+        return outcomes
+
+    def _new_txs(self, items: list[dict[str, Any]]) -> list[Transaction | RequestError]:
+        if self.halted:
+            return [RequestError(ErrorKind.UNAVAILABLE, self.halted)] * len(items)
         if self.consensus.is_auditor:
             denied = RequestError(
                 ErrorKind.DENIED,
@@ -187,9 +249,6 @@ class ChannelService:
                 room -= 1
             except RequestError as exc:
                 outcomes.append(exc)
-        created = tuple(tx for tx in outcomes if isinstance(tx, Transaction))
-        if created:
-            self._dispatch(m.TxsReceived(created, gossip=True))
         return outcomes
 
     def _admission(self, now: float) -> tuple[int, str]:
@@ -197,7 +256,8 @@ class ChannelService:
         a backlog builds up (at least TX_POOL_ADMIT_BACKLOG transactions wait for a block, the
         oldest of them for TX_POOL_ADMIT_WAIT seconds or more), else up to the intake limit."""
         pool = self.consensus.pool
-        if len(pool) >= self._admit_backlog:
+        held = len(pool) + self._intake_writing
+        if held >= self._admit_backlog:
             count, waited = self.consensus.backlog(now)
             if count >= self._admit_backlog and waited >= self._admit_wait:
                 return 0, (
@@ -205,10 +265,10 @@ class ChannelService:
                     f"(limit {self._admit_wait:g} s); the channel is at capacity, try again shortly"
                 )
         refusal = (
-            f"the transaction pool holds {len(pool)} transactions, the intake limit is "
+            f"the transaction pool holds {held} transactions, the intake limit is "
             f"{self._admit_max}; try again shortly"
         )
-        return self._admit_max - len(pool), refusal
+        return self._admit_max - held, refusal
 
     def _new_tx(self, data: dict[str, Any], now_us: int, room: int, refusal: str) -> Transaction:
         try:
@@ -370,17 +430,38 @@ class ChannelService:
     # ------------------------------------------------------------ consensus I/O
 
     def _dispatch(self, event: m.Event) -> list[m.Action]:
+        if self.halted:
+            return []
         actions = self.consensus.handle(event, time.time())
-        self._execute(actions)
+        try:
+            self._execute(actions)
+        except StorageError as exc:
+            self._storage_failed(exc)
         return actions
 
+    def _storage_failed(self, exc: StorageError) -> None:
+        """A write to the store failed (disk full, read-only, failing): this channel stops here,
+        before it acts on what it could not record, and the peer shuts down. What is on disk is
+        whole (every write is one batch), so a restart once the storage is fixed goes on."""
+        if self.halted:
+            return
+        self.halted = f"channel {self.name}: storage failed: {exc}"
+        log.critical("%s; stopping so that nothing is torn", self.halted)
+        if self.on_fatal is not None:
+            self.on_fatal(self.halted)
+
     def _execute(self, actions: list[m.Action]) -> None:
+        saved = 0
         for action in actions:
             match action:
                 case m.PersistSafety(highest_vote_round, high_qc):
                     self.store.save_safety_record(highest_vote_round, high_qc)
+                    failpoints.hit("vote-persisted")
                 case m.CommitBlock(block, qc, proof):
+                    if saved:  # several final blocks at once: catching up
+                        failpoints.hit("sync-write")
                     self._commit(block, qc, proof)
+                    saved += 1
                 case (
                     m.BroadcastProposal(payload)
                     | m.BroadcastCertificate(payload)
@@ -405,7 +486,13 @@ class ChannelService:
         self, block: Block, qc: QuorumCertificate, proof: tuple[Block, QuorumCertificate] | None
     ) -> None:
         self.store.save_block(block, qc, proof)
+        failpoints.hit("block-saved")
         self.score.block_final()
+        now = time.time()
+        if now >= self._next_intake_sweep:  # entries no pool would take any more
+            self._next_intake_sweep = now + 60.0
+            window = float(self.config.TX_TIMESTAMP_WINDOW)
+            self.store.drop_intake_before(int((now - window) * 1_000_000))
         log.info(
             "channel %s: block %d round %d final (%d txs) %s",
             self.name,

@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
+from loopchain import failpoints
 from loopchain.blockchain.block_store import BlockStoreError
 from loopchain.configure import ConfigError, load_config, setup_logging
+from loopchain.lifecycle import stop_on_signals
 from loopchain.peer.node import PeerNode, PeerOptions, peer_key_path
 from loopchain.storage.abc import StorageError
 from loopchain.types.crypto import SignatureError, key_file_is_encrypted
@@ -82,9 +83,12 @@ def main(argv: list[str] | None = None) -> int:
             args.radio_station_target, config.IP_RADIOSTATION, int(config.PORT_RADIOSTATION)
         )
         setup_logging(config, debug=args.debug, process=f"peer:{port}")
-    except ConfigError as exc:
+        armed = failpoints.check()
+    except (ConfigError, failpoints.FailPointError) as exc:
         print(f"peer.py: configuration error: {exc}", file=sys.stderr)
         return 2
+    if armed:
+        log.warning("fail points armed (this peer kills itself there): %s", armed)
     try:
         password = key_password(args, peer_key_path(config, port, args.private))
     except PasswordError as exc:
@@ -100,14 +104,22 @@ def main(argv: list[str] | None = None) -> int:
         args.score,
         password,
     )
+    node = PeerNode(config, options)
     try:
-        asyncio.run(_run(PeerNode(config, options)))
+        asyncio.run(_run(node))
     except (*STARTUP_ERRORS, BaseExceptionGroup) as exc:
         leaves = _leaves(exc)
         if not all(isinstance(leaf, STARTUP_ERRORS) for leaf in leaves):
             raise
         for leaf in leaves:
             log.error("cannot start: %s", leaf)
+        return 1
+    if node.failure:
+        log.error(
+            "stopped: %s. What is stored is whole; free space or repair the storage, then start "
+            "the peer again",
+            node.failure,
+        )
         return 1
     return 0
 
@@ -142,7 +154,5 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 async def _run(node: PeerNode) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(asyncio.get_running_loop(), stop)
     await node.run(stop)

@@ -73,6 +73,8 @@ class PeerNode:
         self.signer: Signer | None = None
         self.node_store: KeyValueStore | None = None
         self.tls: grpc_util.Tls | None = None
+        self.failure: str | None = None  # why the peer stopped on its own (its storage failed)
+        self._stop: asyncio.Event | None = None
 
     # ------------------------------------------------------------ backend for the servicer
 
@@ -92,6 +94,7 @@ class PeerNode:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start everything, serve until `stop` is set, then shut down gracefully."""
+        self._stop = stop
         # 1. claim this peer's store (fails at once if another process holds it) and identity
         self.node_store = LevelDBStore(self.root / "node")
         self.stores.append(self.node_store)
@@ -187,10 +190,17 @@ class PeerNode:
             signer=self.signer,
             store=store,
             transport=self.transport,
+            on_fatal=self._fail,
         )
         self.channels[grant.channel] = service
         group.create_task(service.run(), name=f"channel:{grant.channel}")
         service.receive(m.ValidatorsChanged(grant.validators))
+
+    def _fail(self, reason: str) -> None:
+        """A channel cannot go on (its storage failed): stop the whole peer, exit status 1."""
+        self.failure = self.failure or reason
+        if self._stop is not None:
+            self._stop.set()
 
     async def _heartbeat_loop(self, rs: RadioStationClient, stop: asyncio.Event) -> None:
         """Report liveness per channel; refresh the peer list when the RadioStation's changes."""

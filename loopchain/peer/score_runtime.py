@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loopchain import failpoints
 from loopchain.blockchain import execution
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.blockchain.execution import InvokeResult, TxResult
@@ -28,6 +29,7 @@ from loopchain.consensus import messages as m
 from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
 from loopchain.scoreservice.packages import PackageError, ScorePackage, resolve_package
 from loopchain.scoreservice.supervisor import ScoreSupervisor
+from loopchain.storage.abc import StorageError
 from loopchain.types.block import Block
 from loopchain.types.hashing import EMPTY_ROOT
 
@@ -80,8 +82,10 @@ class ScoreRuntime:
         port: int,
         on_executed: Callable[[m.BlockExecuted], None],
         score_settings: Mapping[str, Any] | None = None,
+        on_storage_error: Callable[[StorageError], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_storage_error = on_storage_error
         self.channel = channel
         self.store = store
         self.package_name = package_name
@@ -166,9 +170,17 @@ class ScoreRuntime:
             block = self.store.block_by_height(height)
             assert block is not None
             result = await self._execute(block, executed)  # 1. stage in the SCORE
-            self._record(block, result)  # 2. record on the peer
+            try:
+                self._record(block, result)  # 2. record on the peer
+            except StorageError as exc:
+                if self.on_storage_error is None:
+                    raise
+                self.on_storage_error(exc)
+                return  # executes no further: the peer is stopping
+            failpoints.hit("score-recorded")
             if self.supervisor is not None and not self.disabled and not self.supervisor.load_error:
                 await self._commit(block)  # 3. commit in the SCORE
+                failpoints.hit("score-committed")
 
     async def _execute(
         self, block: Block, executed: tuple[int, bytes, bytes] | None

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ import grpc
 from aiohttp import web
 
 from loopchain.configure import Config, ConfigError, load_config, setup_logging
+from loopchain.lifecycle import stop_on_signals
 from loopchain.p2p.grpc_util import bind, create_server, load_tls
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.certs import (
@@ -237,9 +237,7 @@ async def watch_leaders(station: Station, stop: asyncio.Event) -> None:
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(asyncio.get_running_loop(), stop)
 
 
 async def serve(

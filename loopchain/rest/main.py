@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import ssl
 import sys
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from loopchain.configure import Config, ConfigError, load_config, setup_logging
-from loopchain.lifecycle import die_with_parent
+from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.rest.app import create_app
 from loopchain.rest.errors import answer_malformed_http_in_json
 
@@ -126,9 +125,7 @@ async def serve(config: Config) -> int:
         print(f"rest_proxy: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_RUNTIME
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop_on_signals(asyncio.get_running_loop(), stop)
     scheme = "https" if ssl_context else "http"
     log.info(
         "REST proxy serving %s://%s:%d, forwarding to peer %s", scheme, host, port, peer_target

@@ -19,7 +19,6 @@ import ctypes
 import logging
 import os
 import resource
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from loopchain.blockchain.execution import (
 )
 from loopchain.blockchain.score_base import BlockView, ScoreBase, ScoreContext, TransactionView
 from loopchain.configure import DEFAULTS, Config, setup_logging
-from loopchain.lifecycle import die_with_parent
+from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.protos import score_pb2 as pb
 from loopchain.protos import score_pb2_grpc as pb_grpc
 from loopchain.scoreservice.packages import (
@@ -537,9 +536,7 @@ async def serve(args: argparse.Namespace) -> int:
     socket_path = Path(args.socket)
     _bind(server, socket_path)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop_on_signals(asyncio.get_running_loop(), stop)
     await server.start()
     log.info("SCORE process %d serving on unix:%s", os.getpid(), socket_path)
     await stop.wait()

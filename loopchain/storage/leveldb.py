@@ -133,11 +133,17 @@ class LevelDBStore(KeyValueStore):
 
     def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
         self._check_open()
-        self._db.put(check_bytes("key", key), check_bytes("value", value), sync=sync)
+        try:
+            self._db.put(check_bytes("key", key), check_bytes("value", value), sync=sync)
+        except plyvel.Error as exc:  # a full or read-only disk
+            raise StorageError(f"write to {self.path} failed: {_message(exc)}") from None
 
     def delete(self, key: bytes, *, sync: bool = False) -> None:
         self._check_open()
-        self._db.delete(check_bytes("key", key), sync=sync)
+        try:
+            self._db.delete(check_bytes("key", key), sync=sync)
+        except plyvel.Error as exc:
+            raise StorageError(f"write to {self.path} failed: {_message(exc)}") from None
 
     def iterate(
         self, prefix: bytes = b"", *, reverse: bool = False

@@ -15,7 +15,7 @@ import pytest_asyncio
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
-from loopchain.p2p.errors import RequestError
+from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
 from loopchain.storage.memory import MemoryStore
@@ -32,9 +32,62 @@ pytestmark = pytest.mark.asyncio
 
 
 class Cluster:
-    def __init__(self, services: list[ChannelService], network: InMemoryNetwork) -> None:
-        self.services = services
-        self.network = network
+    def __init__(self, tmp_path: Path) -> None:
+        self.config = load_config(
+            environ={},
+            overrides={"INTERVAL_BLOCKGENERATION": 0.05, "TIMEOUT_FOR_LEADER_COMPLAIN": 0.5},
+        )
+        issuer = Signer.generate()
+        self.issuer = issuer.address
+        self.signers = [Signer.generate() for _ in range(PEERS)]
+        self.validators = ValidatorSet(
+            CHANNEL, 1, tuple(Validator(s.address) for s in self.signers)
+        ).signed_by(issuer)
+        self.peers = [PeerInfo(s.address, f"memory:{i}", i) for i, s in enumerate(self.signers)]
+        self.network = InMemoryNetwork()
+        self.tmp_path = tmp_path
+        self.kvs = [MemoryStore() for _ in self.signers]  # each peer's disk: kept over restarts
+        self.services: list[ChannelService] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        for index in range(PEERS):
+            self.services.append(self._service(index))
+            self.tasks.append(asyncio.create_task(self.services[index].run()))
+        for service in self.services:
+            service.receive(m.ValidatorsChanged(self.validators))
+
+    def _service(self, index: int) -> ChannelService:
+        signer = self.signers[index]
+        settings = ChannelSettings(
+            CHANNEL,
+            "no/score",
+            self.issuer,
+            self.peers[index].target,
+            self.tmp_path / str(index),
+            0,
+        )
+        service = ChannelService(
+            settings=settings,
+            config=self.config,
+            signer=signer,
+            store=BlockStore(self.kvs[index], CHANNEL),
+            transport=self.network.transport(signer.address),
+        )
+        service.set_members(self.peers)
+        self.network.backends[signer.address] = service
+        return service
+
+    async def crash(self, index: int) -> None:
+        """Stop peer `index` at once: what it holds in memory is gone, its disk stays."""
+        self.tasks[index].cancel()
+        await asyncio.gather(self.tasks[index], return_exceptions=True)
+
+    def restart(self, index: int) -> ChannelService:
+        """Start peer `index` again from its disk."""
+        service = self._service(index)
+        self.services[index] = service
+        self.tasks[index] = asyncio.create_task(service.run())
+        service.receive(m.ValidatorsChanged(self.validators))
+        return service
 
     def up(self) -> list[ChannelService]:
         return [s for s in self.services if s.signer.address not in self.network.down]
@@ -56,46 +109,19 @@ class Cluster:
 
 @pytest_asyncio.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    config = load_config(
-        environ={}, overrides={"INTERVAL_BLOCKGENERATION": 0.05, "TIMEOUT_FOR_LEADER_COMPLAIN": 0.5}
-    )
-    issuer = Signer.generate()
-    signers = [Signer.generate() for _ in range(PEERS)]
-    validators = ValidatorSet(CHANNEL, 1, tuple(Validator(s.address) for s in signers)).signed_by(
-        issuer
-    )
-    peers = [PeerInfo(s.address, f"memory:{i}", i) for i, s in enumerate(signers)]
-    network = InMemoryNetwork()
-    services = []
-    for index, signer in enumerate(signers):
-        settings = ChannelSettings(
-            CHANNEL, "no/score", issuer.address, peers[index].target, tmp_path / str(index), 0
-        )
-        service = ChannelService(
-            settings=settings,
-            config=config,
-            signer=signer,
-            store=BlockStore(MemoryStore(), CHANNEL),
-            transport=network.transport(signer.address),
-        )
-        service.set_members(peers)
-        network.backends[signer.address] = service
-        services.append(service)
-    tasks = [asyncio.create_task(s.run()) for s in services]
-    for service in services:
-        service.receive(m.ValidatorsChanged(validators))
+    cluster = Cluster(tmp_path)
     try:
-        yield Cluster(services, network)
+        yield cluster
     finally:
-        for task in tasks:
+        for task in cluster.tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    for task in tasks:
+        await asyncio.gather(*cluster.tasks, return_exceptions=True)
+    for task in cluster.tasks:
         assert task.cancelled(), task.exception()
 
 
-def submit(service: ChannelService, count: int, tag: str) -> list[bytes]:
-    outcomes = service.create_txs([{"tag": tag, "n": n} for n in range(count)])
+async def submit(service: ChannelService, count: int, tag: str) -> list[bytes]:
+    outcomes = await service.create_txs([{"tag": tag, "n": n} for n in range(count)])
     hashes = []
     for outcome in outcomes:
         assert not isinstance(outcome, Exception), outcome
@@ -113,7 +139,7 @@ def assert_agree(services: list[ChannelService]) -> None:
 
 async def test_four_services_agree_over_the_in_memory_transport(cluster: Cluster) -> None:
     services = cluster.services
-    submitted = [h for i, s in enumerate(services) for h in submit(s, 25, f"peer {i}")]
+    submitted = [h for i, s in enumerate(services) for h in await submit(s, 25, f"peer {i}")]
     await cluster.wait(lambda: cluster.final_everywhere(submitted, services), "all final")
     await cluster.wait(lambda: all(not s.consensus.pool for s in services), "empty pools")
     assert_agree(services)
@@ -123,15 +149,15 @@ async def test_four_services_agree_over_the_in_memory_transport(cluster: Cluster
 
 async def test_three_go_on_without_the_fourth_which_catches_up(cluster: Cluster) -> None:
     services = cluster.services
-    first = submit(services[0], 5, "before")
+    first = await submit(services[0], 5, "before")
     await cluster.wait(lambda: cluster.final_everywhere(first, services), "first final")
     cut = services[3]
     cluster.network.down.add(cut.signer.address)
-    during = submit(services[1], 20, "during")
+    during = await submit(services[1], 20, "during")
     await cluster.wait(lambda: cluster.final_everywhere(during, cluster.up()), "final on three")
     assert not any(cut.store.has_transaction(h) for h in during)
     cluster.network.down.clear()
-    after = submit(services[2], 5, "after")
+    after = await submit(services[2], 5, "after")
     await cluster.wait(
         lambda: cluster.final_everywhere(during + after, services), "the fourth caught up"
     )
@@ -144,7 +170,7 @@ async def test_a_member_serving_garbled_blocks_is_avoided_and_the_channel_goes_o
     services = cluster.services
     cut, liar = services[3], services[1]
     cluster.network.down.add(cut.signer.address)
-    during = submit(services[0], 20, "during")
+    during = await submit(services[0], 20, "during")
     await cluster.wait(lambda: cluster.final_everywhere(during, cluster.up()), "final on three")
     # 1. back, the fourth can reach only the liar, which serves garbled blocks
     cluster.network.garbled.add(liar.signer.address)
@@ -159,7 +185,7 @@ async def test_a_member_serving_garbled_blocks_is_avoided_and_the_channel_goes_o
     assert not any(cut.store.has_transaction(h) for h in during)
     # 2. with the honest peers back, it catches up from them and the channel goes on
     cluster.network.down.clear()
-    after = submit(services[2], 5, "after")
+    after = await submit(services[2], 5, "after")
     await cluster.wait(
         lambda: cluster.final_everywhere(during + after, services), "the fourth caught up"
     )
@@ -174,7 +200,7 @@ async def test_a_bad_submission_is_refused_alone_in_its_batch(cluster: Cluster) 
         inner["d"] = {}
         inner = inner["d"]
     items = [{"ok": 1}, {"x": 1.5}, {"s": "\ud800"}, deep, {"big": "x" * 70_000}, {"ok": 2}]
-    outcomes = service.create_txs(items)
+    outcomes = await service.create_txs(items)
     kinds = [type(o).__name__ for o in outcomes]
     assert kinds == ["Transaction"] + ["RequestError"] * 4 + ["Transaction"], kinds
     messages = [str(o) for o in outcomes[1:5]]
@@ -194,8 +220,59 @@ async def test_the_deepest_data_one_peer_takes_every_peer_takes(cluster: Cluster
         return value
 
     service = cluster.services[0]
-    ok, too_deep = service.create_txs([nested(MAX_DATA_DEPTH), nested(MAX_DATA_DEPTH + 1)])
+    ok, too_deep = await service.create_txs([nested(MAX_DATA_DEPTH), nested(MAX_DATA_DEPTH + 1)])
     assert isinstance(ok, Transaction) and isinstance(too_deep, RequestError)
     assert "levels of nesting" in str(too_deep)
     assert Transaction.decode(ok.encode()).hash == ok.hash  # as another peer receives it
     await cluster.wait(lambda: cluster.final_everywhere([ok.hash], cluster.services), "final")
+
+
+async def test_acknowledged_transactions_survive_a_crash_before_any_gossip(
+    cluster: Cluster,
+) -> None:
+    services = cluster.services
+    cut = services[0].signer.address
+    cluster.network.down.add(cut)  # nothing it sends arrives: only its disk keeps the answer
+    acknowledged = await submit(services[0], 10, "acknowledged")
+    assert services[0].store.intake_size() == 10
+    await cluster.crash(0)
+    assert not any(s.consensus.pool for s in services[1:])
+    cluster.network.down.clear()
+    again = cluster.restart(0)
+    await cluster.wait(lambda: cluster.final_everywhere(acknowledged, services), "final")
+    await cluster.wait(lambda: again.store.intake_size() == 0, "the intake log emptied")
+    assert_agree(services)
+
+
+async def test_a_disk_below_its_reserve_refuses_transactions_and_keeps_nothing(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = cluster.services[0]
+    assert service.intake is not None
+    service.intake.min_free_bytes = 1 << 62  # more than any disk has
+    outcomes = await service.create_txs([{"n": 1}, {"n": 2}])
+    assert all(isinstance(o, RequestError) for o in outcomes), outcomes
+    assert all(o.kind is ErrorKind.POOL_FULL for o in outcomes)  # type: ignore[union-attr]
+    assert "MB free" in str(outcomes[0]) and "STORAGE_MIN_FREE_MB" in str(outcomes[0])
+    assert not service.consensus.pool and service.store.intake_size() == 0
+    assert sum("intake refused" in r.getMessage() for r in caplog.records) == 1
+    service.intake.min_free_bytes = 0  # space is back
+    accepted = await submit(service, 2, "after")
+    await cluster.wait(lambda: cluster.final_everywhere(accepted, cluster.services), "final")
+    assert any("accepts transactions again" in r.getMessage() for r in caplog.records)
+
+
+async def test_concurrent_submissions_share_one_synced_write(cluster: Cluster) -> None:
+    service = cluster.services[0]
+    writes: list[int] = []
+    log_intake = service.store.log_intake
+
+    def counting(txs):  # type: ignore[no-untyped-def]
+        txs = list(txs)
+        writes.append(len(txs))
+        log_intake(txs)
+
+    service.store.log_intake = counting  # type: ignore[method-assign]
+    results = await asyncio.gather(*(service.create_txs([{"n": n}]) for n in range(40)))
+    assert all(isinstance(r[0], Transaction) for r in results)
+    assert sum(writes) == 40 and len(writes) <= 2, writes

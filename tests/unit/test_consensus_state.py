@@ -10,7 +10,7 @@ from loopchain.consensus.rules import SafetyRules, round_after_timeout
 from loopchain.types.block import Block
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import Vote
-from tests.sim.harness import BLOCKS_PER_LEADER, CHANNEL, Network
+from tests.sim.harness import BLOCKS_PER_LEADER, CHANNEL, Network, Node
 
 
 def _leader(net: Network) -> str:
@@ -82,32 +82,34 @@ def test_forged_vote_is_rejected_and_not_counted() -> None:
     assert any(isinstance(a, m.Rejected) for a in actions)
 
 
+def _genesis(net: Network, leader: Node, timestamp: int) -> Block:
+    """A genesis block (round 0) proposed by `leader`; two timestamps make two rival blocks."""
+    return Block.create(
+        channel=CHANNEL,
+        height=0,
+        round_=0,
+        prev_hash=b"",
+        prev_qc=None,
+        transactions=[],
+        timestamp=timestamp,
+        leader=leader.signer,
+        next_leader=leader.address,
+        validators_hash=net.validators.hash,
+        validator_update=net.validators,
+    )
+
+
 def test_validator_never_votes_for_two_blocks_in_one_round() -> None:
     net = Network(4, seed=5)
     net.start()  # nothing delivered yet: round 0, no genesis block
     leader = net.nodes[_leader(net)]
     voter = next(n for n in net.nodes.values() if n is not leader)
 
-    def genesis(timestamp: int) -> Block:
-        return Block.create(
-            channel=CHANNEL,
-            height=0,
-            round_=0,
-            prev_hash=b"",
-            prev_qc=None,
-            transactions=[],
-            timestamp=timestamp,
-            leader=leader.signer,
-            next_leader=leader.address,
-            validators_hash=net.validators.hash,
-            validator_update=net.validators,
-        )
-
     now_us = int(net.now * 1e6)
-    first = voter.state.handle(m.ProposalReceived(genesis(now_us + 1)), net.now)
+    first = voter.state.handle(m.ProposalReceived(_genesis(net, leader, now_us + 1)), net.now)
     assert any(isinstance(a, m.SendVote) for a in first)
     assert any(isinstance(a, m.PersistSafety) for a in first)
-    second = voter.state.handle(m.ProposalReceived(genesis(now_us + 2)), net.now)
+    second = voter.state.handle(m.ProposalReceived(_genesis(net, leader, now_us + 2)), net.now)
     assert not any(isinstance(a, m.SendVote) for a in second)
 
 
@@ -318,3 +320,22 @@ def test_a_group_votes_as_one_unit_of_its_weight() -> None:
     net.run_until(net.now + 60)
     net.check_safety()
     assert net.committed_everywhere(txs)
+
+
+def test_a_validator_signing_two_different_votes_in_a_round_is_named_and_counted_once() -> None:
+    net = Network(4, seed=6)
+    net.start()  # nothing delivered yet: round 0, no genesis block
+    leader = net.nodes[_leader(net)]
+    voter, collector = [n for n in net.nodes.values() if n is not leader][:2]
+    now_us = int(net.now * 1e6)
+    block, twin = _genesis(net, leader, now_us + 1), _genesis(net, leader, now_us + 2)
+    for proposal in (block, twin):  # a byzantine leader's two blocks for one round
+        collector.state.handle(m.ProposalReceived(proposal), net.now)
+    first = Vote.create(CHANNEL, 0, 0, block.hash, voter.signer)
+    second = Vote.create(CHANNEL, 0, 0, twin.hash, voter.signer)
+    actions = collector.state.handle(m.VoteReceived(first), net.now)
+    assert not any(isinstance(a, m.Rejected) for a in actions)
+    actions = collector.state.handle(m.VoteReceived(second), net.now)
+    reasons = [a.reason for a in actions if isinstance(a, m.Rejected)]
+    assert reasons and "signed two different votes" in reasons[0] and voter.address in reasons[0]
+    assert voter.address not in collector.state.votes.get((0, twin.hash), {})
