@@ -32,13 +32,16 @@ def stop_on_signals(
     """SIGTERM and SIGINT set `stop` for a graceful shutdown, which gets `deadline` seconds: a
     watchdog thread (which a busy or stuck event loop cannot hold up) then ends the process at
     once, as does a second signal. Every write of the node is one synced batch, so ending there
-    tears nothing; it only skips the goodbyes."""
+    tears nothing; it only skips the goodbyes. The handlers are Python signal handlers, not the
+    event loop's, so that they run even while the loop is stuck."""
+    signalled: list[str] = []
 
-    def on_signal(signum: int) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
-        if stop.is_set():
+        if signalled:
             _end_now(f"a second {name} during shutdown")
-        stop.set()
+        signalled.append(name)
+        loop.call_soon_threadsafe(stop.set)
         timer = threading.Timer(
             deadline, _end_now, args=(f"shutdown still running {deadline:g} s after {name}",)
         )
@@ -46,7 +49,7 @@ def stop_on_signals(
         timer.start()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+        signal.signal(signum, on_signal)
 
 
 def _end_now(reason: str) -> None:

@@ -3,11 +3,14 @@ restarted peer gets its ports back (the real radiostation.py, peer.py and their 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
+import threading
 from pathlib import Path
 
-from tests.procs import LocalNetwork, child_pids, pid_alive, wait_until
+from tests.procs import LocalNetwork, child_pids, http, pid_alive, wait_until
 
 
 def test_killed_peer_takes_its_children_along_and_gets_its_ports_back(tmp_path: Path) -> None:
@@ -34,5 +37,57 @@ def test_killed_peer_takes_its_children_along_and_gets_its_ports_back(tmp_path: 
         assert net.status(port)["peer_id"]
         log = net.peers[port].log_text()
         assert "address already in use" not in log and "cannot listen" not in log, log[-2000:]
+    finally:
+        net.stop_and_check()
+
+
+def test_sigterm_under_load_ends_every_process_by_itself_and_tears_nothing(
+    tmp_path: Path,
+) -> None:
+    net = LocalNetwork(tmp_path)
+    try:
+        net.start_radiostation()
+        ports = [net.start_peer() for _ in range(2)]
+        acknowledged: list[str] = []
+        stop_load = threading.Event()
+
+        def client(index: int) -> None:
+            base = net.rest(ports[index % len(ports)])
+            body = json.dumps({"client": index}).encode()
+            while not stop_load.is_set():
+                with contextlib.suppress(OSError, ValueError):
+                    status, reply = http("POST", f"{base}/api/v1/transactions", body, timeout=5)
+                    if status == 200 and reply.get("response_code") == 0:
+                        acknowledged.append(str(reply["tx_hash"]))
+
+        clients = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(8)]
+        for thread in clients:
+            thread.start()
+        wait_until(lambda: len(acknowledged) >= 200, 120, "200 acknowledged transactions")
+        for proc in net.procs:  # every process at once, the clients still sending
+            assert proc.popen is not None
+            proc.popen.send_signal(signal.SIGTERM)
+        for proc in net.procs:  # no second signal: each ends by itself (or its watchdog ends it)
+            assert proc.popen.wait(timeout=60) == 0, f"{proc.name} did not end cleanly"
+        stop_load.set()
+        for thread in clients:
+            thread.join(30)
+        assert not net.tracebacks()
+        # nothing torn: the same stores start again and finalise everything acknowledged
+        net.start_radiostation()
+        for port in ports:
+            net.start_peer(port)
+
+        def all_final() -> bool:
+            while acknowledged:
+                status, body = http(
+                    "GET", f"{net.rest(ports[0])}/api/v1/transactions?hash={acknowledged[-1]}"
+                )
+                if status != 200 or int(body["block_height"]) < 0:
+                    return False
+                acknowledged.pop()
+            return True
+
+        wait_until(all_final, 120, "every acknowledged transaction final after the restart")
     finally:
         net.stop_and_check()
