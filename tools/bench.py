@@ -23,6 +23,9 @@ process group, and measures, in order:
 
 `--baseline REV` runs the same benchmark first on a git worktree of REV (its `.venv` a symlink to
 this repo's), then on the tree, and prints both side by side with the ratio current / baseline.
+`--baseline-env KEY=VALUE` (repeatable) configures the baseline run by environment; without
+`--baseline` the baseline is this same tree, so `--baseline-env INTAKE_LOG=false` gives the cost of
+the durable intake as a ratio within one run.
 The network is always stopped (SIGTERM to its process group, SIGKILL after 10 s), also on Ctrl-C.
 """
 
@@ -394,10 +397,17 @@ def rest_url(peer: int, path: str, channel: str = "") -> str:
 class LocalNet:
     """`./localnet.sh --data DIR` of a source tree, in its own process group."""
 
-    def __init__(self, tree: Path, data: Path, channels: Sequence[str]) -> None:
+    def __init__(
+        self,
+        tree: Path,
+        data: Path,
+        channels: Sequence[str],
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.tree = tree
         self.data = data
         self.channels = list(channels)
+        self.env = dict(env or {})  # configuration by environment (INTAKE_LOG=false, ...)
         self.proc: subprocess.Popen[bytes] | None = None
         self.launched = 0.0
         self._seen: dict[int, int] = {}  # pid -> starttime of every tree process seen
@@ -435,6 +445,7 @@ class LocalNet:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env={**os.environ, **self.env},
             )
 
     def alive(self) -> bool:
@@ -964,6 +975,7 @@ class Options:
     idle_only: bool
     no_idle: bool
     keep_data: bool
+    baseline_env: tuple[tuple[str, str], ...] = ()
 
 
 async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]:
@@ -997,8 +1009,15 @@ async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]
     return {"figures": figures, "details": details}
 
 
-def run_once(tree: Path, options: Options, label: str, after_run: bool = False) -> dict[str, Any]:
-    """Start the network of `tree`, measure it, stop it (always); the run's figures.
+def run_once(
+    tree: Path,
+    options: Options,
+    label: str,
+    after_run: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Start the network of `tree` (with `env` added to its environment), measure it, stop it
+    (always); the run's figures.
 
     `after_run`: a network was just stopped, so give its ports a moment to be released.
     """
@@ -1006,8 +1025,11 @@ def run_once(tree: Path, options: Options, label: str, after_run: bool = False) 
         _wait_ports_free()
     LocalNet.check_ports()
     data = Path(tempfile.mkdtemp(prefix=f"bench-data-{label}-"))
-    net = LocalNet(tree, data, options.channels)
+    net = LocalNet(tree, data, options.channels, env)
     result: dict[str, Any] = {"label": label, "tree": str(tree), "rev": describe_rev(tree)}
+    if env:
+        result["env"] = dict(env)
+        result["rev"] += " " + " ".join(f"{k}={v}" for k, v in env.items())
     keep = options.keep_data  # and when the network failed, for its logs
     try:
         say(f"{label}: starting {tree}/localnet.sh --data {data}")
@@ -1211,6 +1233,7 @@ def report(
             "channels": list(options.channels),
             "peers": PEERS,
             "baseline": options.baseline,
+            "baseline_env": dict(options.baseline_env),
         },
         **runs,
     }
@@ -1236,6 +1259,13 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _env_setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Z][A-Z0-9_]*", key):
+        raise argparse.ArgumentTypeError(f"--baseline-env wants KEY=VALUE; got {text!r}")
+    return key, value
+
+
 def _channels(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     if not names or any(not re.fullmatch(r"[A-Za-z0-9_.-]+", name) for name in names):
@@ -1254,6 +1284,15 @@ def parse_args(argv: Sequence[str]) -> Options:
     add("-d", "--duration", type=_duration, default=60.0, help="load seconds (default 60)")
     add("--channels", type=_channels, default=(), help="channels A,B (default: the default one)")
     add("--baseline", metavar="REV", help="run a git worktree of REV first and compare")
+    add(
+        "--baseline-env",
+        metavar="KEY=VALUE",
+        type=_env_setting,
+        action="append",
+        default=[],
+        help="configuration for the baseline run by environment (repeatable); without "
+        "--baseline the baseline is this tree, e.g. --baseline-env INTAKE_LOG=false",
+    )
     add("--tree", type=Path, default=_REPO, help="source tree to run (default: this repo)")
     add("--json", action="store_true", help="print one JSON object instead of the table")
     add("--idle-only", action="store_true", help="skip the load")
@@ -1269,6 +1308,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         channels=args.channels,
         baseline=args.baseline,
         tree=tree,
+        baseline_env=tuple(args.baseline_env),
         json=args.json,
         idle_only=args.idle_only,
         no_idle=args.no_idle,
@@ -1282,10 +1322,14 @@ def _raise_interrupt(_signum: int, _frame: Any) -> None:
 
 def run_all(options: Options, on_run: Callable[[str, dict[str, Any]], None]) -> None:
     """The baseline run (if any) then the current one, each reported to `on_run`."""
+    env = dict(options.baseline_env)
     if options.baseline:
         with baseline_tree(options.tree, options.baseline) as tree:
-            on_run("baseline", run_once(tree, options, "baseline"))
-    on_run("current", run_once(options.tree, options, "current", after_run=bool(options.baseline)))
+            on_run("baseline", run_once(tree, options, "baseline", env=env))
+    elif env:
+        on_run("baseline", run_once(options.tree, options, "baseline", env=env))
+    compared = bool(options.baseline or env)
+    on_run("current", run_once(options.tree, options, "current", after_run=compared))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -166,6 +166,28 @@ def test_channels_and_arguments() -> None:
             bench.parse_args(bad)
 
 
+def test_a_baseline_by_environment_runs_this_tree_first_with_those_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    options = bench.parse_args(["--baseline-env", "INTAKE_LOG=false", "--baseline-env", "A_B=1"])
+    assert options.baseline_env == (("INTAKE_LOG", "false"), ("A_B", "1"))
+    calls: list[tuple[str, Path, dict[str, str] | None]] = []
+
+    def run_once(tree, options, label, after_run=False, env=None):  # type: ignore[no-untyped-def]
+        calls.append((label, tree, env))
+        return {"figures": {}}
+
+    monkeypatch.setattr(bench, "run_once", run_once)
+    bench.run_all(options, lambda label, run: None)
+    assert calls == [
+        ("baseline", options.tree, {"INTAKE_LOG": "false", "A_B": "1"}),
+        ("current", options.tree, None),
+    ]
+    for bad in (["--baseline-env", "INTAKE_LOG"], ["--baseline-env", "lower=1"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
+
+
 # ------------------------------------------------------------------ /proc readers
 
 
