@@ -34,7 +34,7 @@ _RPC_ERRORS: dict[grpc.StatusCode, tuple[ResponseCode, int, str]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: (
         ResponseCode.FAIL,
         503,
-        "the peer is overloaded, try again later ({details})",
+        "the peer takes no more now, try again later ({details})",
     ),
     grpc.StatusCode.FAILED_PRECONDITION: (ResponseCode.NO_LEADER, 503, "{details}"),
     grpc.StatusCode.ABORTED: (ResponseCode.FAIL, 503, "{details}"),
