@@ -2,6 +2,12 @@
 
 LevelDB holds an exclusive lock on its directory, so exactly one process (and one handle) may open
 a store; a second opener gets a StorageError saying so at once instead of waiting.
+
+A store whose write failed (disk full, read-only, I/O error) takes no more writes until it is
+opened again: LevelDB's log writer moves its block offset on even when the append fails, so the
+records appended after a failed one sit misaligned in the log and are dropped when the store is
+reopened (with LevelDB 1.22, every synced write after one ENOSPC was gone after a reopen).
+LevelDB itself refuses further writes only after a failed sync.
 """
 
 from __future__ import annotations
@@ -106,9 +112,11 @@ class LevelDBWriteBatch(WriteBatch):
     def commit(self) -> None:
         """Write every buffered change atomically and wait until it is on disk."""
         self._check_open()
+        self._store._check_writable()
         try:
             self._batch.write()
         except (plyvel.Error, RuntimeError) as exc:
+            self._store._write_failed(exc)
             raise StorageError(
                 f"write batch to {self._store.path} failed: {_message(exc)}"
             ) from None
@@ -121,10 +129,23 @@ class LevelDBStore(KeyValueStore):
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = Path(path)
         self._db = _open(self.path, create)
+        self._write_failure: str | None = None  # the first write that failed: no more writes
 
     def _check_open(self) -> None:
         if self._db.closed:
             raise StorageError(f"LevelDB store at {self.path} is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._write_failure is not None:
+            raise StorageError(
+                f"write to {self.path} refused: an earlier write failed ({self._write_failure}); "
+                "the store takes no more writes until it is opened again"
+            )
+
+    def _write_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, plyvel.Error) and self._write_failure is None:
+            self._write_failure = _message(exc)
 
     def get(self, key: bytes) -> bytes | None:
         self._check_open()
@@ -132,17 +153,19 @@ class LevelDBStore(KeyValueStore):
         return value
 
     def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
-        self._check_open()
+        self._check_writable()
         try:
             self._db.put(check_bytes("key", key), check_bytes("value", value), sync=sync)
         except plyvel.Error as exc:  # a full or read-only disk
+            self._write_failed(exc)
             raise StorageError(f"write to {self.path} failed: {_message(exc)}") from None
 
     def delete(self, key: bytes, *, sync: bool = False) -> None:
-        self._check_open()
+        self._check_writable()
         try:
             self._db.delete(check_bytes("key", key), sync=sync)
         except plyvel.Error as exc:
+            self._write_failed(exc)
             raise StorageError(f"write to {self.path} failed: {_message(exc)}") from None
 
     def iterate(
