@@ -6,84 +6,18 @@ and nothing acknowledged lost (the real radiostation.py and peer.py, with their 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import signal
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from loopchain import failpoints
-from tests.procs import LocalNetwork, http, post_json, wait_until
+from tests.e2e._crashes import Crashes
+from tests.procs import LocalNetwork, http, wait_until
 
 PEERS = 4
 CONFIG = {"LEADER_BLOCK_CREATION_LIMIT": 2}  # leaders change often: every peer proposes soon
-DOUBLE_VOTE = "signed two different votes"
-
-
-class Crashes:
-    """A four-peer network and what its clients were told was accepted."""
-
-    def __init__(self, net: LocalNetwork) -> None:
-        self.net = net
-        self.ports = sorted(net.peers)
-        self.acknowledged: list[str] = []
-
-    def submit(self, port: int, tag: str) -> str:
-        reply = post_json(f"{self.net.rest(port)}/api/v1/transactions", {"tag": tag})
-        assert reply["response_code"] == 0, reply
-        self.acknowledged.append(str(reply["tx_hash"]))
-        return str(reply["tx_hash"])
-
-    def start(self, port: int, points: str = "", wait: bool = True) -> None:
-        with _environment(failpoints.ENV, points):
-            self.net.start_peer(port, wait=wait)
-
-    def final_everywhere(self, tx_hash: str) -> bool:
-        for port in self.ports:
-            status, body = http("GET", f"{self.net.rest(port)}/api/v1/transactions?hash={tx_hash}")
-            if status != 200 or int(body["block_height"]) < 0:
-                return False
-        return True
-
-    def converged(self) -> dict[str, Any] | None:
-        """The common tip of every peer once they agree on it and executed all of it."""
-        seen = set()
-        for port in self.ports:
-            s = self.net.status(port)
-            if s["tx_pool_size"] or s["executed_height"] != s["block_height"]:
-                return None
-            seen.add((s["block_height"], s["block_hash"], s["state_root"]))
-        return {"tip": seen.pop()} if len(seen) == 1 else None
-
-    def check(self) -> None:
-        """Nothing acknowledged is lost, every peer is at the same tip and state root, and no
-        peer saw a validator sign two different votes for one round."""
-        pending = list(self.acknowledged)
-
-        def all_final() -> bool:
-            while pending and self.final_everywhere(pending[0]):
-                pending.pop(0)
-            return not pending
-
-        wait_until(all_final, 90, f"every acknowledged transaction final ({pending[:1]} not)")
-        wait_until(self.converged, 60, "every peer at the same tip and state root")
-        for proc in self.net.procs:
-            assert DOUBLE_VOTE not in proc.log_text(), f"{proc.name}: a double vote"
-
-
-@contextlib.contextmanager
-def _environment(name: str, value: str) -> Iterator[None]:
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
 
 
 @pytest.fixture(scope="module")
