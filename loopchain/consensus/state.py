@@ -27,8 +27,11 @@ Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2)
   certificates, their transactions removed from every pool.
 * Complain. A validator with work that sees no certificate in its round within the round timeout
   signs a complaint carrying its highest certificate, and broadcasts it. Complaints from more than a
-  third of the weight make a validator join; a quorum forms a timeout certificate. The timeout
-  doubles after each failed round, up to the configured maximum, and resets on progress.
+  third of the weight make a validator join; a quorum forms a timeout certificate. A complaint
+  counts only once the certificate it carries checks (its block fetched first when unseen): the
+  leader after a timeout must extend a certificate as high as any its complaints report, so a
+  claimed round that no quorum certified would stall every later round. The timeout doubles
+  after each failed round, up to the configured maximum, and resets on progress.
 
 Safety argument. Suppose B (round k) is final because B' (round k + 1, parent B) is certified.
 Quorums intersect in more than a third of the weight, so more than a third of the weight is honest
@@ -402,7 +405,10 @@ class ChannelConsensus:
         if height > self.tip.height + MAX_FETCH_DEPTH:
             return [m.RequestSync(height)]
         if missing not in self.waiting and len(self.waiting) >= MAX_WAITING:
-            return [m.RequestSync(height)]
+            # forget the oldest wait rather than this one: its block may never come (a byzantine
+            # validator can name blocks that do not exist; a block may turn final through sync),
+            # and a full map must not keep this node from fetching the blocks it needs now
+            del self.waiting[next(iter(self.waiting))]
         parked = self.waiting.setdefault(missing, [])
         if len(parked) < MAX_WAITING:
             parked.append(event)
@@ -666,8 +672,21 @@ class ChannelConsensus:
         if not complaint.verify_signature():
             return [m.Rejected(f"complaint from {complaint.voter} has a bad signature")]
         actions: list[m.Action] = []
-        if complaint.high_qc is not None and complaint.high_qc.round > self.safety.high_qc_round:
-            actions += self._on_qc(complaint.high_qc, now, progress=False)
+        qc = complaint.high_qc
+        if qc is not None and qc.round > self.safety.high_qc_round:
+            if self.tree.get(qc.block_hash) is None:  # count it once the block and its QC check
+                return self._park(qc.block_hash, m.ComplaintReceived(complaint), qc.height)
+            actions += self._on_qc(qc, now, progress=False)
+        if complaint.high_qc_round > self.safety.high_qc_round:
+            # its certificate did not check: a timeout certificate counting the claim would make
+            # the next leader extend a certificate of that round, which nobody can
+            return [
+                *actions,
+                m.Rejected(
+                    f"complaint from {complaint.voter} claims a certificate of round "
+                    f"{complaint.high_qc_round} that does not check"
+                ),
+            ]
         return actions + self._count_complaint(complaint, now)
 
     def _help_laggard(self, complaint: Complaint) -> list[m.Action]:
@@ -685,7 +704,12 @@ class ChannelConsensus:
         if round_ < self.round:
             return []
         if round_ not in self.complaints and len(self.complaints) >= MAX_WAITING:
-            self.complaints.pop(min(self.complaints))
+            # keep the nearest rounds: complaints about far-ahead rounds (a byzantine validator
+            # may sign any number) must not push out the tally of the round this node is in
+            farthest = max(self.complaints)
+            if round_ > farthest:
+                return []
+            del self.complaints[farthest]
         tally = self.complaints.setdefault(round_, {})
         tally[complaint.voter] = complaint
         voting = self.voting_set

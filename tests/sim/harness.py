@@ -1,8 +1,20 @@
 """A seeded, deterministic network of LFT state machines driven by a manual clock.
 
 Faults: message delay, loss, duplication and reordering; partitions; crash and restart (the state
-is rebuilt from what the node persisted: its final chain and its voting record); byzantine nodes
-that equivocate as leader, double-vote, or forge and replay votes and complaints.
+is rebuilt from what the node persisted: its final chain and its voting record); byzantine nodes,
+at least one kind for each consensus message:
+
+* proposals: "equivocate" (two blocks for one round), "invalid" (a forged transaction), "bad-roots"
+  (a state root nobody computed);
+* votes: "double-vote" (a second vote in the round), "forge" (votes and complaints in honest names,
+  replays of old ones);
+* complaints: "complain-flood" (its own valid complaints about rounds that are fine, the current
+  one and many far ahead, and re-labelled copies), "complain-inflate" (complaints whose highest
+  certificate is forged, claiming a far higher round than any certified); both propose nothing
+  in their own turns, so that the rounds after those need a timeout certificate;
+* certificates: "cert-forge" (too few voters, one voter counted many times, a voter outside the set,
+  signatures that are not the voters', a block that does not exist), "cert-replay" (real
+  certificates sent again: old ones, and their signatures claiming a later round or another block).
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ from loopchain.blockchain.chain import ChainTip, Limits
 from loopchain.blockchain.mempool import TxPool
 from loopchain.consensus import messages as m
 from loopchain.consensus.rules import SafetyRules
-from loopchain.consensus.state import ChannelConsensus, ConsensusConfig
+from loopchain.consensus.state import MAX_WAITING, ChannelConsensus, ConsensusConfig
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.hashing import sha3_256
@@ -28,6 +40,18 @@ from loopchain.types.vote import Complaint, QuorumCertificate, Vote
 
 CHANNEL = "sim"
 BLOCKS_PER_LEADER = 3
+FAR_ROUNDS = 1000  # how far ahead of the real rounds the byzantine complaints reach
+FLOOD_ROUNDS = MAX_WAITING + 1  # new far-ahead rounds a complaint flooder names each time
+
+# byzantine kinds, by the message they abuse (see the module docstring)
+BYZANTINE_BY_MESSAGE = {
+    "proposal": ("equivocate", "invalid", "bad-roots"),
+    "vote": ("double-vote", "forge"),
+    "complaint": ("complain-flood", "complain-inflate"),
+    "certificate": ("cert-forge", "cert-replay"),
+}
+BYZANTINE = tuple(kind for kinds in BYZANTINE_BY_MESSAGE.values() for kind in kinds)
+SILENT_LEADERS = BYZANTINE_BY_MESSAGE["complaint"]  # they propose nothing in their turns
 
 
 @dataclass
@@ -47,7 +71,7 @@ class Node:
     signer: Signer
     disk: Disk
     state: ChannelConsensus
-    byzantine: str = ""  # "", "equivocate", "double-vote", "forge"
+    byzantine: str = ""  # "" (honest) or one of BYZANTINE
     up: bool = True
     committed: set[bytes] = field(default_factory=set)
     rejected: list[str] = field(default_factory=list)
@@ -117,6 +141,8 @@ class Network:
         self._seq = itertools.count()
         self.seen_votes: list[Vote] = []
         self.seen_complaints: list[Complaint] = []
+        self.seen_certificates: list[QuorumCertificate] = []
+        self.flooded_rounds = 0  # far rounds the complaint flooders used so far
         self.submitted: list[Transaction] = []
 
     # ------------------------------------------------------------ node lifecycle
@@ -210,6 +236,8 @@ class Network:
         for action in actions:
             match action:
                 case m.BroadcastProposal(block):
+                    if node.byzantine in SILENT_LEADERS:
+                        continue  # its turns fail: the rounds after them need complaints
                     if node.byzantine == "invalid":
                         self._broadcast(me, m.ProposalReceived(self._invalid_twin(node, block)))
                         continue
@@ -220,19 +248,22 @@ class Network:
                     if node.byzantine == "equivocate":
                         self._equivocate(node, block)
                 case m.BroadcastCertificate(qc):
+                    self.seen_certificates.append(qc)
                     self._broadcast(me, m.CertificateReceived(qc))
                 case m.BroadcastComplaint(complaint):
+                    if node.byzantine == "complain-inflate":  # the inflated one instead
+                        self._inflated_complaints(node, complaint.round)
+                        continue
                     self.seen_complaints.append(complaint)
                     self._broadcast(me, m.ComplaintReceived(complaint))
+                    if node.byzantine == "complain-flood":
+                        self._complain_flood(node, complaint.round)
                 case m.SendCertificate(to, qc):
                     self.deliver(me, to, m.CertificateReceived(qc))
                 case m.SendVote(to, vote):
                     self.seen_votes.append(vote)
                     self.deliver(me, to, m.VoteReceived(vote))
-                    if node.byzantine == "double-vote":
-                        self._double_vote(node, vote)
-                    if node.byzantine == "forge":
-                        self._forge(node, vote)
+                    self._misbehave_on_vote(node, vote)
                 case m.GossipTxs(txs):
                     self._broadcast(me, m.TxsReceived(txs))
                 case m.PersistSafety(round_, qc):
@@ -349,6 +380,22 @@ class Network:
         """The block claiming a state root nobody else computed."""
         return self._twin(node, block, list(block.transactions), sha3_256(b"forged state"))
 
+    def _misbehave_on_vote(self, node: Node, vote: Vote) -> None:
+        """What a byzantine node sends besides its vote (once a round: it votes once)."""
+        match node.byzantine:
+            case "double-vote":
+                self._double_vote(node, vote)
+            case "forge":
+                self._forge(node, vote)
+            case "complain-flood":
+                self._complain_flood(node, vote.round)
+            case "complain-inflate":
+                self._inflated_complaints(node, vote.round)
+            case "cert-forge":
+                self._forge_certificates(node, vote)
+            case "cert-replay":
+                self._replay_certificates(node, vote)
+
     def _double_vote(self, node: Node, vote: Vote) -> None:
         other = Vote.create(CHANNEL, vote.height, vote.round, bytes(32), node.signer)
         self._broadcast(node.address, m.VoteReceived(other))
@@ -368,6 +415,98 @@ class Network:
             self._broadcast(
                 node.address, m.ComplaintReceived(self.rng.choice(self.seen_complaints))
             )
+
+    def _complain_flood(self, node: Node, round_: int) -> None:
+        """Complaints about rounds that are fine, validly signed by the byzantine node itself: the
+        round it is in, the next one, and each time more new far-ahead rounds than a peer keeps
+        tallies for; and copies of its complaint re-labelled to other rounds."""
+        qc = node.state.safety.high_qc
+        start = round_ + FAR_ROUNDS + self.flooded_rounds
+        self.flooded_rounds += FLOOD_ROUNDS
+        rounds = [round_, round_ + 1, *range(start, start + FLOOD_ROUNDS)]
+        for target in rounds:
+            complaint = Complaint.create(CHANNEL, target, qc, node.signer)
+            self._broadcast(node.address, m.ComplaintReceived(complaint))
+        signed = Complaint.create(CHANNEL, round_, qc, node.signer)
+        for other in (round_ - 1, round_ + 1, round_ + BLOCKS_PER_LEADER):
+            relabelled = Complaint(CHANNEL, other, qc, node.address, signed.signature)
+            self._broadcast(node.address, m.ComplaintReceived(relabelled))
+
+    def forged_certificate(
+        self, node: Node, height: int, round_: int, block_hash: bytes
+    ) -> QuorumCertificate:
+        """A certificate of a quorum of voters for any block and round: only the byzantine node's
+        own signature in it is real."""
+        own = Vote.create(CHANNEL, height, round_, block_hash, node.signer)
+        others = [(v.peer_id, bytes([0x1B]) * 65) for v in self.validators.validators]
+        signatures = dict(others) | {node.address: own.signature}
+        return QuorumCertificate(
+            CHANNEL, height, round_, block_hash, tuple(sorted(signatures.items()))
+        )
+
+    def _inflated_complaints(self, node: Node, round_: int) -> None:
+        """Complaints (validly signed) that carry a forged highest certificate claiming a round far
+        above any certified one: a timeout certificate counting one would ask the next leader to
+        extend a certificate that does not exist. Half name a block nobody has, half re-label the
+        byzantine node's real highest certificate."""
+        real = node.state.safety.high_qc
+        claimed = round_ + FAR_ROUNDS
+        if real is not None and self.rng.random() < 0.5:
+            forged = QuorumCertificate(
+                CHANNEL, real.height, claimed, real.block_hash, real.signatures
+            )
+        else:
+            height = real.height + 1 if real is not None else 0
+            forged = self.forged_certificate(node, height, claimed, sha3_256(b"ghost %d" % round_))
+        for target in range(round_, round_ + 2 * BLOCKS_PER_LEADER):  # and the next turns'
+            complaint = Complaint.create(CHANNEL, target, forged, node.signer)
+            self._broadcast(node.address, m.ComplaintReceived(complaint))
+
+    def _forge_certificates(self, node: Node, vote: Vote) -> None:
+        """Certificates for the block it just voted for that no quorum signed: its own vote with
+        fewer others than a quorum (real votes it saw), its own vote counted many times, a voter
+        outside the validator set, honest voters with signatures that are not theirs; and a
+        certificate for a block that does not exist."""
+        key = (vote.height, vote.round, vote.block_hash)
+        seen = {v.voter: v for v in self.seen_votes if (v.height, v.round, v.block_hash) == key}
+        few = [vote]
+        for other in seen.values():
+            if other.voter != node.address and not self.validators.has_quorum(
+                [v.voter for v in [*few, other]]
+            ):
+                few.append(other)
+        outsider = Signer(sha3_256(b"outsider" + node.signer.address.encode()))
+        outside = Vote.create(CHANNEL, *key, outsider)
+        duplicated = tuple([(node.address, vote.signature)] * len(self.validators.validators))
+        stolen = tuple(sorted((v.peer_id, vote.signature) for v in self.validators.validators))
+        forged = [
+            QuorumCertificate.from_votes(few),
+            QuorumCertificate(CHANNEL, *key, duplicated),
+            QuorumCertificate.from_votes([*few, outside]),
+            QuorumCertificate(CHANNEL, *key, stolen),
+            self.forged_certificate(
+                node, vote.height + 1, vote.round + 1, sha3_256(b"ghost" + vote.block_hash)
+            ),
+        ]
+        for qc in forged:
+            self._broadcast(node.address, m.CertificateReceived(qc))
+
+    def _replay_certificates(self, node: Node, vote: Vote) -> None:
+        """Real certificates sent again: an old one as it was, the newest one re-labelled to a
+        later round (of the same block, and of the block it just voted for) and to another block."""
+        if not self.seen_certificates:
+            return
+        old = self.rng.choice(self.seen_certificates)
+        newest = self.seen_certificates[-1]
+        sigs = newest.signatures
+        replays = [
+            old,
+            QuorumCertificate(CHANNEL, newest.height, newest.round + 1, newest.block_hash, sigs),
+            QuorumCertificate(CHANNEL, vote.height, vote.round + 1, vote.block_hash, sigs),
+            QuorumCertificate(CHANNEL, vote.height, vote.round, vote.block_hash, sigs),
+        ]
+        for qc in replays:
+            self._broadcast(node.address, m.CertificateReceived(qc))
 
     # ------------------------------------------------------------ invariants
 

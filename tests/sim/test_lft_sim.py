@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 
 from loopchain.types.transaction import Transaction
-from tests.sim.harness import Network
+from tests.sim.harness import BYZANTINE, Network
 
 LIVENESS_BOUND = 90.0  # simulated seconds after the faults heal
 
@@ -53,9 +53,7 @@ def draw(seed: int) -> Scenario:
     byz_count = rng.randint(0, faulty_budget - (1 if crash else 0))
     first_small = 1 if weights else 0  # never make the weight-3 validator byzantine
     for index in rng.sample(range(first_small, n), byz_count):
-        byzantine[index] = rng.choice(
-            ["equivocate", "double-vote", "forge", "invalid", "bad-roots"]
-        )
+        byzantine[index] = rng.choice(BYZANTINE)
     return Scenario(
         n=n,
         weights=weights,

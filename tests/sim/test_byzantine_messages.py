@@ -1,0 +1,315 @@
+"""One byzantine validator abusing complaints or certificates (proposals and votes have their
+checks in tests/unit/test_consensus_state.py): the honest peers stay safe and live, and they refuse
+the abuse, naming why.
+
+The seeded simulation (test_lft_sim.py) draws these behaviours, and those of the other messages,
+among its faults.
+"""
+
+from __future__ import annotations
+
+from loopchain.consensus import messages as m
+from loopchain.consensus.state import MAX_WAITING
+from loopchain.consensus.tree import TreeNode
+from loopchain.types.vote import Complaint, QuorumCertificate, Vote
+from tests.sim.conftest import DEFAULT_SEEDS
+from tests.sim.harness import (
+    BLOCKS_PER_LEADER,
+    BYZANTINE,
+    BYZANTINE_BY_MESSAGE,
+    CHANNEL,
+    FAR_ROUNDS,
+    Network,
+    Node,
+)
+from tests.sim.test_lft_sim import draw
+
+BYZANTINE_INDEX = 1  # not the first leader
+
+
+def _run(net: Network, *, steps: int = 20, crash: str | None = None, settle: float = 60.0) -> None:
+    """Transactions to honest peers every half second (one honest validator crashes at step 5
+    when `crash` names it); then time to finish. Safety is checked all along."""
+    net.start()
+    net.run_until(0.1)
+    senders = [n.address for n in net.honest() if n.address != crash]
+    for step in range(steps):
+        net.submit(senders[step % len(senders)], 2)
+        if crash is not None and step == 5:
+            net.crash(crash)
+        net.run_until(net.now + 0.5)
+        net.check_safety()
+    net.run_until(net.now + settle)
+    net.check_safety()
+
+
+def _reasons(net: Network) -> list[str]:
+    return [reason for node in net.honest() for reason in node.rejected]
+
+
+def _byzantine(net: Network) -> Node:
+    return next(node for node in net.nodes.values() if node.byzantine)
+
+
+def _certificates_are_real(net: Network) -> None:
+    """Every certificate an honest peer finalised or holds is a quorum's for its own block."""
+    for node in net.honest():
+        for block, qc in node.chain:
+            assert qc.block_hash == block.hash and qc.round == block.header.round
+            assert qc.verify(net.validators) is None
+        high = node.state.safety.high_qc
+        assert high is not None and high.verify(net.validators) is None
+
+
+def _fresh_proposal(net: Network) -> tuple[Node, TreeNode]:
+    """Step the clock until an honest non-leader holds a proposal of its round that is not yet
+    certified (it voted for it); the network is stopped there."""
+    net.start()
+    net.run_until(0.1)
+    net.submit(net.honest()[0].address, 1)
+    for _ in range(10_000):
+        for node in net.honest():
+            for tree_node in node.state.tree.nodes.values():
+                block = tree_node.block
+                if (
+                    block.transactions
+                    and tree_node.certificate is None
+                    and block.header.round == node.state.round
+                    and block.header.leader != node.address
+                ):
+                    return node, tree_node
+        net.run_until(net.now + 0.0005)
+    raise AssertionError("no proposal was received")
+
+
+# ------------------------------------------------------------------ the behaviours are drawn
+
+
+def test_the_seeded_scenarios_draw_every_byzantine_kind_of_every_message() -> None:
+    assert set(BYZANTINE_BY_MESSAGE) == {"proposal", "vote", "complaint", "certificate"}
+    drawn = {kind for seed in range(DEFAULT_SEEDS) for kind in draw(seed).byzantine.values()}
+    assert drawn == set(BYZANTINE)
+
+
+# ------------------------------------------------------------------ complaints
+
+
+def test_complaints_about_rounds_that_are_fine_are_refused_or_wait_for_others() -> None:
+    """A byzantine validator (1 of 4) complains about every round, now and far ahead, and sends
+    its complaint re-labelled to other rounds; it proposes nothing in its own turns (those time
+    out). The honest peers stay live and never follow it to the far rounds."""
+    net = Network(4, seed=41, byzantine={BYZANTINE_INDEX: "complain-flood"})
+    byzantine = _byzantine(net)
+    _run(net)
+    assert net.committed_everywhere(net.submitted)
+    timeouts = [b.header.prev_tc for b, _ in net.honest()[0].chain if b.header.prev_tc]
+    assert any(
+        net.validators.leader_at(tc.round // BLOCKS_PER_LEADER) == byzantine.address
+        for tc in timeouts
+    ), "its silent turns time out"
+    assert all(node.state.round < FAR_ROUNDS for node in net.honest())
+    assert any(
+        f"complaint from {byzantine.address} has a bad signature" in r for r in _reasons(net)
+    )
+
+
+def test_complaints_of_less_than_a_third_do_not_change_the_round() -> None:
+    net = Network(4, seed=41, byzantine={BYZANTINE_INDEX: "complain-flood"})
+    net.start()
+    net.run_until(0.1)
+    byzantine = _byzantine(net)
+    node = next(n for n in net.honest() if n.address != net.validators.leader_at(0))
+    state = node.state
+    round_ = state.round
+    sent = [
+        Complaint.create(CHANNEL, target, None, byzantine.signer)
+        for target in (round_, round_ + 1, round_ + FAR_ROUNDS)
+    ]
+    for complaint in sent:
+        actions = state.handle(m.ComplaintReceived(complaint), net.now)
+        assert not [a for a in actions if isinstance(a, m.BroadcastComplaint | m.Rejected)]
+    assert state.round == round_ and state.last_tc is None
+    assert state.complaints[round_] == {byzantine.address: sent[0]}
+
+
+def test_complaints_about_far_rounds_do_not_push_out_the_tally_of_the_current_round() -> None:
+    net = Network(4, seed=42, byzantine={BYZANTINE_INDEX: "complain-flood"})
+    net.start()
+    net.run_until(0.1)
+    byzantine = _byzantine(net)
+    node, other = [n for n in net.honest() if n.address != net.validators.leader_at(0)][:2]
+    state = node.state
+    honest = Complaint.create(CHANNEL, state.round, None, other.signer)
+    state.handle(m.ComplaintReceived(honest), net.now)
+    for ahead in range(1, 3 * MAX_WAITING):
+        far = Complaint.create(CHANNEL, state.round + FAR_ROUNDS + ahead, None, byzantine.signer)
+        state.handle(m.ComplaintReceived(far), net.now)
+    assert state.complaints[state.round] == {other.address: honest}
+    assert len(state.complaints) <= MAX_WAITING
+
+
+def test_a_flood_of_far_complaints_does_not_stop_a_crashed_leader_from_being_replaced() -> None:
+    """7 validators: the flooder and a crashed honest one (2 of 7 faulty). The round of the crashed
+    leader and the flooder's silent ones must time out while the flooder keeps complaining about
+    far rounds (this halted the channel while such complaints pushed out the current tally)."""
+    net = Network(7, seed=40, byzantine={BYZANTINE_INDEX: "complain-flood"})
+    crashed = list(net.nodes)[2]
+    _run(net, crash=crashed)
+    assert net.committed_everywhere(net.submitted)
+    leaders = {
+        net.validators.leader_at(b.header.prev_tc.round // BLOCKS_PER_LEADER)
+        for b, _ in net.honest()[0].chain
+        if b.header.prev_tc is not None
+    }
+    assert crashed in leaders
+
+
+def test_complaints_claiming_a_forged_certificate_are_refused() -> None:
+    """The byzantine validator (1 of 4, silent in its turns) complains with a forged highest
+    certificate of a far higher round. Counted in a timeout certificate, that claim made every
+    later leader extend a certificate nobody had: the channel halted after the first timeout."""
+    net = Network(4, seed=44, byzantine={BYZANTINE_INDEX: "complain-inflate"})
+    byzantine = _byzantine(net)
+    _run(net)
+    assert net.committed_everywhere(net.submitted)
+    assert any(
+        r.startswith(f"complaint from {byzantine.address} claims a certificate of round")
+        for r in _reasons(net)
+    )
+    for node in net.honest():
+        tc = node.state.last_tc
+        assert tc is not None and tc.max_high_qc_round < FAR_ROUNDS
+        assert byzantine.address not in [voter for voter, _r, _s in tc.entries]
+
+
+def test_a_complaint_with_a_real_certificate_of_an_unseen_block_counts_once_it_arrives() -> None:
+    """The other side of refusing forged claims: an honest complaint whose certificate is for a
+    block this peer has not seen waits for that block and then counts."""
+    net = Network(4, seed=45)
+    _run(net, steps=4, settle=3.0)
+    source, late = net.honest()[0], net.honest()[1]
+    qc = source.state.safety.high_qc
+    assert qc is not None
+    behind = Network(4, seed=45)  # the same keys: `late` as it was before any block
+    state = next(n for n in behind.nodes.values() if n.address == late.address).state
+    state.handle(m.ValidatorsChanged(net.validators), 0.0)
+    complaint = Complaint.create(CHANNEL, qc.round + 1, qc, source.signer)
+    actions = state.handle(m.ComplaintReceived(complaint), 0.0)
+    assert [a.block_hash for a in actions if isinstance(a, m.FetchBlock)] == [qc.block_hash]
+    assert not state.complaints and not [a for a in actions if isinstance(a, m.Rejected)]
+    unfinished = sorted(source.state.tree.nodes.values(), key=lambda n: n.block.height)
+    for block in [b for b, _ in source.chain] + [n.block for n in unfinished]:
+        state.handle(m.BlockFetched(block), 0.0)  # the blocks it asks for, oldest first
+    assert state.safety.high_qc == qc and state.round == complaint.round
+    assert state.complaints[complaint.round] == {source.address: complaint}
+
+
+# ------------------------------------------------------------------ certificates
+
+
+def test_forged_certificates_are_refused_and_never_finalise_anything() -> None:
+    net = Network(4, seed=46, byzantine={BYZANTINE_INDEX: "cert-forge"})
+    _run(net)
+    assert net.committed_everywhere(net.submitted)
+    _certificates_are_real(net)
+    reasons = _reasons(net)
+    for why in (
+        "certificate does not hold a quorum of validator weight",
+        ", who is not a validator",
+        "does not verify",
+    ):
+        assert any(why in r for r in reasons), why
+
+
+def test_certificates_of_blocks_that_do_not_exist_do_not_stop_fetching_real_ones() -> None:
+    """A peer parks a certificate whose block it lacks and fetches the block. Certificates naming
+    blocks that do not exist filled that bounded map for good, after which a peer that missed a
+    block could not fetch it any more (found halting the seeded simulation)."""
+    net = Network(4, seed=51)
+    _run(net, steps=4, settle=3.0)
+    source, late = net.honest()[0], net.honest()[1]
+    qc = source.state.safety.high_qc
+    assert qc is not None
+    behind = Network(4, seed=51)  # the same keys: `late` as it was before any block
+    byzantine = next(n for n in behind.nodes.values() if n.address != late.address)
+    state = next(n for n in behind.nodes.values() if n.address == late.address).state
+    state.handle(m.ValidatorsChanged(net.validators), 0.0)
+    for ghost in range(2 * MAX_WAITING):
+        forged = behind.forged_certificate(byzantine, 1, 1 + ghost, bytes([ghost]) * 32)
+        state.handle(m.CertificateReceived(forged), 0.0)
+    actions = state.handle(m.CertificateReceived(qc), 0.0)
+    assert m.FetchBlock(qc.block_hash) in actions
+    unfinished = sorted(source.state.tree.nodes.values(), key=lambda n: n.block.height)
+    for block in [b for b, _ in source.chain] + [n.block for n in unfinished]:
+        state.handle(m.BlockFetched(block), 0.0)
+    assert state.safety.high_qc == qc and state.round == qc.round + 1
+
+
+def test_a_certificate_counting_one_voter_many_times_is_refused() -> None:
+    net = Network(4, seed=47)
+    node, proposal = _fresh_proposal(net)
+    block = proposal.block
+    voter = next(n for n in net.nodes.values() if n is not node)
+    vote = Vote.create(CHANNEL, block.height, block.header.round, block.hash, voter.signer)
+    duplicated = QuorumCertificate(
+        CHANNEL,
+        block.height,
+        block.header.round,
+        block.hash,
+        ((voter.address, vote.signature),) * 4,
+    )
+    actions = node.state.handle(m.CertificateReceived(duplicated), net.now)
+    assert (
+        m.Rejected(
+            f"certificate {block.height}/{block.header.round}: "
+            "certificate does not hold a quorum of validator weight"
+        )
+        in actions
+    )
+    assert proposal.certificate is None
+    assert node.state.safety.high_qc_round < block.header.round
+
+
+def test_replayed_and_relabelled_certificates_are_refused() -> None:
+    net = Network(4, seed=48, byzantine={BYZANTINE_INDEX: "cert-replay"})
+    _run(net)
+    assert net.committed_everywhere(net.submitted)
+    _certificates_are_real(net)
+    reasons = _reasons(net)
+    assert any("certificate is for another round" in r for r in reasons)
+    assert any("does not verify" in r for r in reasons)
+
+
+def test_a_certificate_relabelled_to_a_higher_round_is_refused() -> None:
+    net = Network(4, seed=49)
+    node, proposal = _fresh_proposal(net)
+    block = proposal.block
+    votes = [
+        Vote.create(CHANNEL, block.height, block.header.round, block.hash, n.signer)
+        for n in net.nodes.values()
+    ]
+    real = QuorumCertificate.from_votes(votes)
+    higher = QuorumCertificate(
+        CHANNEL, real.height, real.round + BLOCKS_PER_LEADER, real.block_hash, real.signatures
+    )
+    round_before = node.state.round
+    actions = node.state.handle(m.CertificateReceived(higher), net.now)
+    assert (
+        m.Rejected(f"certificate {block.height}/{higher.round}: certificate is for another round")
+        in actions
+    )
+    assert proposal.certificate is None and node.state.round == round_before
+    node.state.handle(m.CertificateReceived(real), net.now)  # the real one moves it on
+    assert proposal.certificate == real and node.state.round == block.header.round + 1
+
+
+def test_an_old_certificate_replayed_changes_nothing() -> None:
+    net = Network(4, seed=50)
+    _run(net, steps=6, settle=5.0)
+    node = net.honest()[0]
+    old_block, old_qc = node.chain[1]
+    state = node.state
+    before = (state.tip.height, state.round, state.safety.high_qc, len(node.chain))
+    assert state.handle(m.CertificateReceived(old_qc), net.now) == []
+    assert (state.tip.height, state.round, state.safety.high_qc, len(node.chain)) == before
+    assert old_block.hash == node.chain[1][0].hash
