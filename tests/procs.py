@@ -1,8 +1,14 @@
-"""Run the real loopchain scripts as processes for end-to-end tests, and talk to them over HTTP."""
+"""Run the real loopchain scripts as processes for end-to-end tests, and talk to them over HTTP.
+
+The test support in one place: `Proc` (the one runner of the project's scripts), `LocalNetwork`
+(a RadioStation and peers), the log scan every test applies (`LOG_PROBLEMS`,
+`assert_clean_log`), and the polling and HTTP helpers.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -12,15 +18,52 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from loopchain.types.crypto import load_or_create_key
 
 ROOT = Path(__file__).resolve().parents[1]
 REST_DIFF = 1900
 T = TypeVar("T")
+
+# what no log of a healthy process holds: an uncaught exception, a pending task dropped by its
+# loop, a failed task or future nobody awaited
+LOG_PROBLEMS = ("Traceback", "Task was destroyed", "exception was never retrieved")
+
+
+def log_problems(text: str) -> list[str]:
+    """The lines of `text` that show a problem (one of LOG_PROBLEMS), in order."""
+    return [line for line in text.splitlines() if any(p in line for p in LOG_PROBLEMS)]
+
+
+def problem_excerpts(text: str, before: int = 2, after: int = 12, limit: int = 6000) -> str:
+    """Each problem line of `text` with `before` lines above and `after` below (where a
+    traceback's exception is); overlapping excerpts merged, at most `limit` characters."""
+    lines = text.splitlines()
+    hits = [i for i, line in enumerate(lines) if any(p in line for p in LOG_PROBLEMS)]
+    spans: list[list[int]] = []
+    for i in hits:
+        start, end = max(0, i - before), min(len(lines), i + after + 1)
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end])
+    excerpt = "\n[...]\n".join("\n".join(lines[a:b]) for a, b in spans)
+    return excerpt if len(excerpt) <= limit else excerpt[:limit] + "\n[... more]"
+
+
+def assert_clean_log(text: str, name: str, where: Path | str | None = None) -> None:
+    """Fail, naming `name` (and `where` its log is) and showing the problem lines in context, if
+    `text` holds any of LOG_PROBLEMS."""
+    problems = log_problems(text)
+    if problems:
+        place = f" ({where})" if where else ""
+        raise AssertionError(
+            f"{name}{place}: {len(problems)} problem line(s) in its output, "
+            f"first {problems[0].strip()!r}:\n{problem_excerpts(text)}"
+        )
 
 
 def _bindable(port: int) -> bool:
@@ -145,35 +188,98 @@ def child_pids(parent: int) -> dict[int, str]:
 
 
 class Proc:
-    """One script run as a subprocess with its output in a log file; `prefix` runs it under
-    another command that execs it (e.g. `ip netns exec NS`), so the pid stays the script's."""
+    """One script run as a subprocess with its output in a log file `log_dir/name.log` (appended
+    to on each start); the one runner of the project's scripts in the tests.
+
+    By default it is `sys.executable ARGS` in the repository root, in its own session (so a
+    kill reaches its children), with stdin from /dev/null (never a prompt on the terminal of
+    the person running the tests) and the test's environment. `prefix` runs it under another
+    command that execs it (e.g. `ip netns exec NS`), so the pid stays the script's; `python`
+    None runs `args` as they are (a shell script); `env` replaces the environment (PYTHONUNBUFFERED
+    is always set); `stderr_apart` keeps stderr in `log_dir/name.err` (see `err_text`)."""
 
     def __init__(
-        self, name: str, args: list[str], log_dir: Path, prefix: Sequence[str] = ()
+        self,
+        name: str,
+        args: list[str],
+        log_dir: Path,
+        prefix: Sequence[str] = (),
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path = ROOT,
+        python: str | None = sys.executable,
+        stderr_apart: bool = False,
     ) -> None:
         self.name = name
         self.args = args
         self.prefix = list(prefix)
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.python = python
         self.log_path = log_dir / f"{name}.log"
+        self.err_path = log_dir / f"{name}.err" if stderr_apart else None
         self.popen: subprocess.Popen[bytes] | None = None
 
+    @property
+    def command(self) -> list[str]:
+        return [*self.prefix, *([self.python] if self.python else []), *self.args]
+
     def start(self) -> Proc:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(
-            [*self.prefix, sys.executable, *self.args],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        log.close()
+        env = dict(os.environ if self.env is None else self.env, PYTHONUNBUFFERED="1")
+        with contextlib.ExitStack() as files:
+            log = files.enter_context(open(self.log_path, "ab"))
+            err: IO[bytes] | int = subprocess.STDOUT
+            if self.err_path is not None:
+                err = files.enter_context(open(self.err_path, "ab"))
+            self.popen = subprocess.Popen(
+                self.command,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=err,
+                env=env,
+                start_new_session=True,
+            )
         return self
 
     @property
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process has ended (None while it runs or before it starts)."""
+        return None if self.popen is None else self.popen.poll()
+
+    def send_signal(self, sig: int) -> None:
+        """Send `sig` to the process if it still runs."""
+        assert self.popen is not None
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the process to end; its exit code (subprocess.TimeoutExpired after `timeout`,
+        the process left running)."""
+        assert self.popen is not None
+        return int(self.popen.wait(timeout))
+
+    def run(self, timeout: float = 60.0, grace: float = 15.0) -> int:
+        """Start the process and wait for it to end by itself; its exit code. Past `timeout` it
+        is stopped (SIGTERM, SIGKILL after `grace`) and the test fails, showing its output."""
+        self.start()
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(grace)
+            raise AssertionError(
+                f"{self.name} still ran after {timeout} s:\n{self.log_text()[-3000:]}"
+                + (f"\nstderr:\n{self.err_text()[-3000:]}" if self.err_path else "")
+            ) from None
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM and wait; returns the exit code (kills after `timeout`)."""
@@ -190,11 +296,27 @@ class Proc:
     def kill9(self) -> None:
         """kill -9 the process and its children (its REST proxy)."""
         assert self.popen is not None
-        os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait()
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def err_text(self) -> str:
+        """What it wrote to stderr (with `stderr_apart`; otherwise stderr is in the log)."""
+        path = self.err_path
+        return path.read_text(errors="replace") if path and path.exists() else ""
+
+    def problems(self) -> list[str]:
+        """The problem lines (LOG_PROBLEMS) in its log and stderr."""
+        return log_problems(self.log_text()) + log_problems(self.err_text())
+
+    def assert_clean_log(self, since: int = 0) -> None:
+        """Fail if its log (from character `since` on) or its stderr shows a problem."""
+        assert_clean_log(self.log_text()[since:], self.name, self.log_path)
+        if self.err_path is not None:
+            assert_clean_log(self.err_text(), self.name, self.err_path)
 
 
 class LocalNetwork:
@@ -280,21 +402,77 @@ class LocalNetwork:
                 codes[proc.name] = proc.stop()
         return codes
 
+    def start_with_peers(
+        self, peers: int, deadline: float = 60.0, audience: bool = False
+    ) -> LocalNetwork:
+        """Start the RadioStation and `peers` peers; wait until every peer counts them all as
+        validators (and, with `audience`, the others as its audience)."""
+        self.start_radiostation()
+        for _ in range(peers):
+            self.start_peer()
+        what = f"{peers} peers that know all {peers} validators"
+        wait_until(lambda: self.sees_every_validator(audience), deadline, what)
+        return self
+
+    def sees_every_validator(self, audience: bool = False) -> bool:
+        """True when every peer counts all the network's peers as validators (and, with
+        `audience`, the others as its audience)."""
+        count = len(self.peers)
+        for port in sorted(self.peers):
+            status = self.status(port)
+            if status["validator_count"] != count:
+                return False
+            if audience and status["audience_count"] != count - 1:
+                return False
+        return True
+
     def stop_and_check(self) -> None:
-        """Stop every process, then fail on a traceback in any log or an unclean exit."""
-        codes = self.stop_all()
-        bad = self.tracebacks()
-        assert not bad, f"tracebacks in logs of {bad} (see {self.workdir})"
+        """Stop every process, then fail on a problem (LOG_PROBLEMS) in any log or an unclean
+        exit."""
+        self.check(self.stop_all())
+
+    def check(self, codes: dict[str, int]) -> None:
+        """Fail on a problem in any log (each shown in context), or on an exit code in `codes`
+        (as stop_all returns them) other than 0."""
+        self.assert_clean_logs()
         assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
 
-    def tracebacks(self) -> list[str]:
-        """Names of the processes whose logs hold a Python traceback."""
-        names = {p.name for p in self.procs}
-        return sorted(
-            n
-            for n in names
-            if "Traceback" in (self.workdir / f"{n}.log").read_text(errors="replace")
-        )
+    def problem_logs(self) -> list[str]:
+        """Names of the processes whose logs show a problem (LOG_PROBLEMS)."""
+        return sorted({p.name for p in self.procs if p.problems()})
+
+    tracebacks = problem_logs  # the older name: it finds more than tracebacks now
+
+    def assert_clean_logs(self) -> None:
+        """Fail, with every bad log's problem lines in context, if any log shows a problem."""
+        bad = {p.name: p for p in self.procs if p.problems()}
+        if bad:
+            shown = "\n\n".join(
+                f"== {name} ({proc.log_path}):\n{problem_excerpts(proc.log_text())}"
+                for name, proc in sorted(bad.items())
+            )
+            raise AssertionError(
+                f"problems in the logs of {sorted(bad)} ({self.workdir}):\n{shown}"
+            )
+
+
+@contextlib.contextmanager
+def running_network(
+    workdir: Path,
+    peers: int,
+    config: dict[str, Any] | None = None,
+    *,
+    deadline: float = 60.0,
+    audience: bool = False,
+) -> Iterator[LocalNetwork]:
+    """A LocalNetwork of a RadioStation and `peers` peers that all know each other as validators
+    (see LocalNetwork.start_with_peers); at the end every process is stopped and must have exited
+    0 with no problem in its log."""
+    network = LocalNetwork(workdir, config)
+    try:
+        yield network.start_with_peers(peers, deadline, audience)
+    finally:
+        network.stop_and_check()
 
 
 # ------------------------------------------------------------------ mutual TLS networks

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from loopchain.configure import DEFAULTS
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import connect_digest, heartbeat_digest
-from tests.procs import REST_DIFF, free_port_pair, wait_until_async
+from tests.procs import REST_DIFF, Proc, assert_clean_log, free_port_pair, wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "radiostation.py"
@@ -58,7 +57,9 @@ def heartbeat_request(
 
 
 class RadioStationProcess:
-    """One radiostation.py subprocess with its own storage and logs."""
+    """One radiostation.py subprocess (a tests.procs.Proc per run) with its own storage and logs;
+    it runs in `workdir` (relative paths in its configuration are relative to it) without the
+    test's configuration variables in its environment."""
 
     def __init__(self, workdir: Path, port: int, config: dict[str, Any]) -> None:
         self.workdir = workdir
@@ -66,7 +67,7 @@ class RadioStationProcess:
         self.rest_port = port + REST_DIFF
         self.config_path = workdir / "rs_conf.json"
         self.config_path.write_text(json.dumps(config))
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Proc | None = None
         self.runs = 0
 
     @property
@@ -98,15 +99,9 @@ class RadioStationProcess:
         """Start the process (stdout and stderr to a log file of this run)."""
         self.runs += 1
         env = {k: v for k, v in os.environ.items() if k not in DEFAULTS}
-        env["PYTHONUNBUFFERED"] = "1"
-        with open(self._log_path(self.runs), "wb") as log:
-            self.proc = subprocess.Popen(
-                [str(SCRIPT), "-p", str(self.port), "-o", str(self.config_path), *extra],
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
+        args = [str(SCRIPT), "-p", str(self.port), "-o", str(self.config_path), *extra]
+        proc = Proc(self._log_path(self.runs).stem, args, self.workdir, env=env, cwd=self.workdir)
+        self.proc = proc.start()
 
     def logs(self) -> str:
         """Everything every run of this process has written."""
@@ -143,9 +138,8 @@ class RadioStationProcess:
             await self._wait(exited, timeout, "it to exit")
         finally:
             if self.is_running():
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
+                self.proc.kill9()
+        return self.proc.wait()
 
     async def _wait(
         self, condition: Callable[[], Awaitable[bool]], deadline: float, what: str
@@ -164,12 +158,11 @@ class RadioStationProcess:
     async def terminate(self, sig: int = signal.SIGTERM) -> int:
         """Send `sig` (SIGTERM) and wait; returns the exit code."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+        self.proc.send_signal(sig)
         return await self.wait_exit()
 
     def is_running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.alive
 
 
 async def get_json(url: str) -> tuple[int, dict[str, Any]]:
@@ -238,6 +231,11 @@ class RadioStations:
             if rs.is_running():
                 assert await rs.terminate() == 0, rs.logs()
             logs = rs.logs()
-            assert "Traceback" not in logs, logs
+            assert_clean_log(logs, f"radiostation {rs.port}", rs.workdir)
             if rs.token_path.exists():
                 assert rs.token_path.read_text().strip() not in logs
+
+
+StartRS = Callable[
+    ..., Awaitable[RadioStationProcess]
+]  # RadioStations.start (the start_rs fixture)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_bench_tools import last_json, run_tool
+from tests.procs import assert_clean_log
 from tools import bench
 
 BENCH = "tools/bench.py"
@@ -308,7 +309,7 @@ def test_a_network_that_fails_to_start_shows_its_logs(tmp_path: Path) -> None:
     assert out == ""
     assert "localnet.sh exited (code 1)" in err
     assert "peer says: the store is damaged" in err and "peer_7100 exited" in err
-    assert "Traceback" not in err
+    assert_clean_log(err, BENCH)
     kept = re.search(r"network data kept in (\S+)", err)
     assert kept is not None, err  # the logs stay for a look; this test cleans up
     shutil.rmtree(kept.group(1))
@@ -362,7 +363,7 @@ LOAD_FIGURES = (
 def test_bench_short_load_prints_every_figure() -> None:
     code, out, err = run_tool(BENCH, "-c", "4", "-d", "5", "--json", deadline=600)
     assert code == 0, f"{out}\n{err}"
-    assert "Traceback" not in err
+    assert_clean_log(err, BENCH)
     summary = last_json(out)
     assert summary["settings"]["clients"] == 4 and summary["settings"]["duration_s"] == 5.0
     assert "baseline" not in summary and "ratios" not in summary

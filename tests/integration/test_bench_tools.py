@@ -6,42 +6,26 @@ The figures themselves are never asserted against a time budget; only their shap
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from loopchain.configure import load_config
+from tests.procs import Proc, assert_clean_log
 
-ROOT = Path(__file__).resolve().parents[2]
 SYNC = "tools/bench_sync.py"
 FAILOVER = "tools/bench_failover.py"
 
 
 def run_tool(*args: str, deadline: float) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of a tool; on overrunning `deadline` it gets SIGTERM first, so
-    it can stop the processes it started, and the test fails."""
-    proc = subprocess.Popen(
-        [sys.executable, *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=deadline)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        pytest.fail(f"{args[0]} overran {deadline} s\nstdout:\n{out}\nstderr:\n{err}")
-    return proc.returncode, out, err
+    """(exit code, stdout, stderr) of a tool; on overrunning `deadline` it gets SIGTERM first
+    (SIGKILL 60 s later), so it can stop the processes it started, and the test fails."""
+    with tempfile.TemporaryDirectory(prefix="run_tool_") as log_dir:
+        proc = Proc(Path(args[0]).stem, list(args), Path(log_dir), stderr_apart=True)
+        code = proc.run(deadline, grace=60)
+        return code, proc.log_text(), proc.err_text()
 
 
 def last_json(out: str) -> dict[str, Any]:
@@ -73,7 +57,7 @@ def test_bench_sync_over_several_batches_prints_its_figures() -> None:
         SYNC, "--blocks", "250", "--txs-per-block", "2", "--json", deadline=120
     )
     assert code == 0, err
-    assert "Traceback" not in err
+    assert_clean_log(err, SYNC)
     assert "blocks/s" in out and "built in" in out
     check_sync_figures(last_json(out), 250, 2)
 

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,8 @@ import pytest
 from loopchain.radiostation.certs import CA_PASSWORD_ENV
 from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer
-from tests.integration._rs_helpers import RadioStationProcess, RadioStations, get_json, post_raw
-from tests.procs import ROOT, free_port_pair
+from tests.integration._rs_helpers import RadioStationProcess, StartRS, get_json, post_raw
+from tests.procs import ROOT, assert_clean_log, free_port_pair
 
 CREATE_SIGN_PKI = ROOT / "tools" / "create_sign_pki.py"
 CERTIFICATE_UTIL = ROOT / "tools" / "certificate_util.py"
@@ -205,21 +204,11 @@ def test_certificate_util_menu_over_stdin(tmp_path: Path) -> None:
 def test_certificate_util_menu_ends_cleanly_at_end_of_input(tmp_path: Path) -> None:
     done = run_tool(CERTIFICATE_UTIL, "--dir", "d", cwd=tmp_path, stdin="1\nhalf")
     assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr
+    assert_clean_log(done.stderr, "certificate_util.py")
     assert not (tmp_path / "d" / "ca.pem").exists()
 
 
 # -- the RadioStation's certificate endpoints
-
-StartRS = Callable[..., Awaitable[RadioStationProcess]]
-
-
-@pytest.fixture
-async def start_rs(tmp_path: Path) -> AsyncIterator[StartRS]:
-    """Start radiostation.py processes; on teardown SIGTERM each, expect exit 0, no traceback."""
-    stations = RadioStations(tmp_path)
-    yield stations.start
-    await stations.close()
 
 
 def issue_body(signer: Signer, tls_public: Any = None) -> dict[str, str]:
@@ -386,7 +375,7 @@ async def test_unusable_cert_dir_stops_startup(
     monkeypatch.setenv(CA_PASSWORD_ENV, "wrong")
     code, logs = await rs.run_to_exit("--cert", str(ca_dir))
     assert code == 1 and "wrong password for the private key" in logs, logs
-    assert "Traceback" not in logs
+    assert_clean_log(logs, "radiostation")
 
 
 # -- mutual TLS with gRPC: the chosen curve works

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,13 +20,13 @@ from loopchain.types.peer import identify_digest
 from loopchain.types.validators import ValidatorSet
 from tests.integration._rs_helpers import (
     RadioStationProcess,
-    RadioStations,
+    StartRS,
     connect_request,
     get_json,
     heartbeat_request,
     post_raw,
 )
-from tests.procs import free_port_pair, wait_until_async
+from tests.procs import assert_clean_log, free_port_pair, wait_until_async
 
 DEADLINE = 5.0
 P_KEYS = {
@@ -39,16 +39,6 @@ P_KEYS = {
     "status",
     "peer_type",
 }
-
-StartRS = Callable[..., Awaitable[RadioStationProcess]]
-
-
-@pytest.fixture
-async def start_rs(tmp_path: Path) -> AsyncIterator[StartRS]:
-    """Start radiostation.py processes; on teardown SIGTERM each, expect exit 0, no traceback."""
-    stations = RadioStations(tmp_path)
-    yield stations.start
-    await stations.close()
 
 
 @asynccontextmanager
@@ -427,7 +417,7 @@ async def test_second_radiostation_on_the_same_port_fails_fast(
     code, logs = await twin_of(tmp_path, rs.port).run_to_exit()
     assert code == 1
     assert f"cannot listen on 127.0.0.1:{rs.port}" in logs
-    assert "Traceback" not in logs
+    assert_clean_log(logs, "radiostation")
     status, _ = await get_json(f"{rs.rest}/api/v1/peer/list")
     assert status == 200  # the first one is unharmed
 
@@ -440,7 +430,7 @@ async def test_rest_port_in_use_fails_fast(start_rs: StartRS, tmp_path: Path) ->
     code, logs = await twin.run_to_exit()
     assert code == 1
     assert f"cannot listen on 127.0.0.1:{rs.rest_port} (REST)" in logs
-    assert "Traceback" not in logs
+    assert_clean_log(logs, "radiostation")
 
 
 @pytest.mark.parametrize(
@@ -464,7 +454,7 @@ async def test_malformed_channel_file_is_a_clear_startup_error(
     assert code == 2
     assert str(channel_file) in logs
     assert all(word in logs for word in words), logs
-    assert "Traceback" not in logs
+    assert_clean_log(logs, "radiostation")
 
 
 async def test_config_errors_exit_2_with_one_line(tmp_path: Path) -> None:
@@ -484,7 +474,7 @@ async def test_cert_and_seed_flags_are_accepted(tmp_path: Path) -> None:
     assert await rs.terminate() == 0
     logs = rs.logs()
     assert "not used yet" in logs
-    assert "Traceback" not in logs
+    assert_clean_log(logs, "radiostation")
 
 
 async def test_ctrl_c_takes_the_graceful_path(tmp_path: Path) -> None:
@@ -496,7 +486,8 @@ async def test_ctrl_c_takes_the_graceful_path(tmp_path: Path) -> None:
     assert await rs.terminate(signal.SIGINT) == 0
     logs = rs.logs()
     assert "RadioStation stopped" in logs
-    assert "Traceback" not in logs and "KeyboardInterrupt" not in logs
+    assert "KeyboardInterrupt" not in logs
+    assert_clean_log(logs, "radiostation")
 
 
 async def test_corrupt_registry_refuses_to_start(tmp_path: Path) -> None:
@@ -508,7 +499,7 @@ async def test_corrupt_registry_refuses_to_start(tmp_path: Path) -> None:
     code, logs = await rs.run_to_exit()
     assert code == 1
     assert f"registry file {registry} is corrupt" in logs
-    assert "Traceback" not in logs
+    assert_clean_log(logs, "radiostation")
 
 
 # -- the target check: a registering peer's key must answer at its target
@@ -569,7 +560,7 @@ async def test_open_mode_is_announced_and_listed_mode_needs_peer_ids(
     code, logs = await listed.run_to_exit()
     assert code == 2
     assert "name no peer_id" in logs and "a target alone is not an identity" in logs
-    assert "Traceback" not in logs
+    assert_clean_log(logs, "radiostation")
     # listed mode without its channel file would admit everyone: refused too
     config["CHANNEL_MANAGE_DATA_PATH"] = str(tmp_path / "missing.json")
     config["DEFAULT_STORAGE_PATH"] = str(tmp_path / "listed2")

@@ -7,7 +7,7 @@ import base64
 import json
 import os
 import socket
-import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from loopchain.types.codes import ResponseCode
 from tests.integration._fake_peer import DEFAULT_CHANNEL, FakePeer, start_fake_peer
-from tests.procs import REST_DIFF, Proc, free_port_pair, wait_until_async
+from tests.procs import REST_DIFF, Proc, assert_clean_log, free_port_pair, wait_until_async
 
 REPO = Path(__file__).resolve().parents[2]
 PROXY = REPO / "rest_proxy.py"
@@ -85,7 +85,7 @@ async def network(
         status = proxy.stop()
         await server.stop(None)
     assert status == 0, proxy.log_text()
-    assert "Traceback" not in proxy.log_text()
+    proxy.assert_clean_log()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -524,7 +524,7 @@ async def test_peer_down_answers_503_and_recovers(session, tmp_path):
         exit_status = proxy.stop()
         await server.stop(None)
     assert exit_status == 0
-    assert "Traceback" not in proxy.log_text()
+    proxy.assert_clean_log()
 
 
 async def test_calls_beyond_the_in_flight_limit_are_503_at_once(session, tmp_path):
@@ -558,51 +558,53 @@ async def test_calls_beyond_the_in_flight_limit_are_503_at_once(session, tmp_pat
         exit_status = proxy.stop()
         await server.stop(None)
     assert exit_status == 0
-    assert "Traceback" not in proxy.log_text()
+    proxy.assert_clean_log()
 
 
-async def run_proxy(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run rest_proxy.py to completion; (exit status, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+async def run_proxy(
+    log_dir: Path, *args: str, env: dict[str, str] | None = None, python: str = sys.executable
+) -> tuple[int, str, str]:
+    """Run `python ARGS` (rest_proxy.py) to completion; (exit status, stdout, stderr)."""
+    proc = Proc("proxy_run", list(args), log_dir, env=env, python=python, stderr_apart=True)
+    status = await asyncio.to_thread(proc.run, 60)
+    return status, proc.log_text(), proc.err_text()
 
 
 async def test_unknown_config_key_exits_2(tmp_path):
     conf = tmp_path / "conf.json"
     conf.write_text(json.dumps({"NO_SUCH_KEY": 1}))
-    status, _, err = await run_proxy(str(PROXY), "-p", str(free_port_pair()), "-o", str(conf))
+    status, _, err = await run_proxy(
+        tmp_path, str(PROXY), "-p", str(free_port_pair()), "-o", str(conf)
+    )
     assert status == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "NO_SUCH_KEY" in lines[0], err
 
 
-async def test_bad_environment_value_exits_2():
+async def test_bad_environment_value_exits_2(tmp_path):
     env = dict(os.environ, GRPC_TIMEOUT="soon")
-    status, _, err = await run_proxy(str(PROXY), "-p", str(free_port_pair()), env=env)
+    status, _, err = await run_proxy(tmp_path, str(PROXY), "-p", str(free_port_pair()), env=env)
     assert status == 2
-    assert "GRPC_TIMEOUT" in err and "Traceback" not in err
+    assert "GRPC_TIMEOUT" in err
+    assert_clean_log(err, "rest_proxy.py")
 
 
-async def test_port_in_use_exits_1():
+async def test_port_in_use_exits_1(tmp_path):
     port = free_port_pair()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", port + REST_DIFF))
         taken.listen()
-        status, _, err = await run_proxy(str(PROXY), "-p", str(port))
+        status, _, err = await run_proxy(tmp_path, str(PROXY), "-p", str(port))
     assert status == 1
     assert f"cannot listen on 127.0.0.1:{port + REST_DIFF}" in err
-    assert "Traceback" not in err
+    assert_clean_log(err, "rest_proxy.py")
 
 
-async def test_reexecs_into_the_venv_from_another_python():
+async def test_reexecs_into_the_venv_from_another_python(tmp_path):
     """Started by a Python outside the venv (no aiohttp there), the script still runs."""
     venv_bin = str(REPO / ".venv" / "bin")
     path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
     env = {"PATH": path, "HOME": os.environ.get("HOME", "/")}
-    status, out, err = await run_proxy("python3", "-I", str(PROXY), "-h", env=env)
+    status, out, err = await run_proxy(tmp_path, "-I", str(PROXY), "-h", env=env, python="python3")
     assert status == 0, err
     assert "PEER_PORT+1900" in out

@@ -42,7 +42,7 @@ def proxy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[int,
         yield port + REST_DIFF, tls
     finally:
         assert proc.stop() == 0
-        assert "Traceback" not in proc.log_text()
+        proc.assert_clean_log()
 
 
 def _get(url: str, context: ssl.SSLContext | None) -> tuple[int, dict]:

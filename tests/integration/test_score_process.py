@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,9 +24,7 @@ from tests.integration._score_helpers import (
     score_config,
     set_op,
 )
-from tests.procs import wait_until_async
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.procs import Proc, wait_until_async
 
 
 async def test_invoke_commit_and_roots_survive_a_restart(tmp_path: Path) -> None:
@@ -311,8 +307,8 @@ async def test_the_client_reports_a_missing_process_as_unavailable(tmp_path: Pat
 
 async def test_sigterm_exits_zero(tmp_path: Path) -> None:
     socket_path = tmp_path / "direct.sock"
-    command = [sys.executable, "-m", "loopchain.scoreservice.process", "--socket", str(socket_path)]
-    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
+    args = ["-m", "loopchain.scoreservice.process", "--socket", str(socket_path)]
+    process = Proc("score_process", args, tmp_path).start()
     client = ScoreClient(socket_path, score_config(GRPC_TIMEOUT=1.0))
     try:
         status = await wait_until_async(_answered(client), READY_DEADLINE, "the SCORE process")
@@ -321,14 +317,12 @@ async def test_sigterm_exits_zero(tmp_path: Path) -> None:
             await client.query("{}")
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 15) == 0
-        assert process.stderr is not None
-        assert b"Traceback" not in process.stderr.read()
+        process.assert_clean_log()
         assert not socket_path.exists()
     finally:
         await client.close()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        if process.alive:
+            process.kill9()
 
 
 def _answered(client: ScoreClient):  # type: ignore[no-untyped-def]

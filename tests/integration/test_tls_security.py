@@ -171,10 +171,7 @@ def sec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecNet]:
             _final_tx(sec, channel, "ABC" if channel == BETA else "AB", f"first of {channel}")
         yield sec
     finally:
-        codes = net.stop_all()
-        bad = net.tracebacks()
-        assert not bad, f"tracebacks in logs of {bad} (see {net.workdir})"
-        assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+        net.stop_and_check()
 
 
 def _final_tx(sec: SecNet, channel: str, names: str, data: str) -> str:
