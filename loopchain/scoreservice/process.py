@@ -341,6 +341,7 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         self.request: pb.LoadRequest | None = None
         self.reason = "waiting for Load"
         self.runner = SerialRunner()
+        self.store_failed = asyncio.Event()  # its store takes no more writes: the process ends
 
     def _status(self) -> pb.ScoreStatus:
         if self.loaded is None:
@@ -354,7 +355,11 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
             await context.abort(exc.code, exc.message)
             raise  # abort raises; this line is never reached
         except StorageError as exc:
-            log.error("SCORE state store failed: %s", exc)
+            # a store whose write failed takes no more until it is opened again: this process
+            # ends (status 1) and its supervisor starts another, which opens the store again and
+            # is replayed the blocks it misses
+            log.error("SCORE state store failed: %s; this SCORE process ends", exc)
+            self.store_failed.set()
             await context.abort(grpc.StatusCode.INTERNAL, f"SCORE state store failed: {exc}")
             raise
 
@@ -539,13 +544,16 @@ async def serve(args: argparse.Namespace) -> int:
     stop_on_signals(asyncio.get_running_loop(), stop)
     await server.start()
     log.info("SCORE process %d serving on unix:%s", os.getpid(), socket_path)
-    await stop.wait()
+    ends = [asyncio.create_task(stop.wait()), asyncio.create_task(servicer.store_failed.wait())]
+    await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+    for end in ends:
+        end.cancel()
     log.info("SCORE process %d stopping", os.getpid())
     await server.stop(grace=0.5)
     servicer.close()
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()
-    return 0
+    return 1 if servicer.store_failed.is_set() else 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
