@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ROOT, _bindable, get, pid_alive, wait_until
+from tests.procs import ROOT, Proc, _bindable, assert_clean_log, get, pid_alive, wait_until
 
 PORTS = (7100, 7200, 7102, 9000, 9100, 9002)
 
@@ -25,15 +25,10 @@ def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path
     busy = [port for port in PORTS if not _bindable(port)]
     if busy:
         pytest.skip(f"the local network's ports {busy} are in use (a local network runs?)")
-    data, out = tmp_path / "net", tmp_path / "localnet.out"
-    with out.open("wb") as sink:
-        proc = subprocess.Popen(
-            ["./localnet.sh", "--peers", "2", "--data", str(data)],
-            cwd=ROOT,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    data = tmp_path / "net"
+    command = ["./localnet.sh", "--peers", "2", "--data", str(data)]
+    proc = Proc("localnet", command, tmp_path, python=None).start()
+    out = proc.log_path
     pids = data / "pids"
     restarted, others = 0, []
     try:
@@ -44,7 +39,7 @@ def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path
         # 1. the death is reported, with the way back; the rest keeps running and serving
         wait_until(lambda: "peer_7100 (pid" in out.read_text(), 15, "the death to be reported")
         assert "--restart 7100" in out.read_text()
-        assert proc.poll() is None and all(pid_alive(pid) for pid in others)
+        assert proc.alive and all(pid_alive(pid) for pid in others)
         assert get("http://127.0.0.1:9100/api/v1/status/peer")["response_code"] == 0
         # 2. --restart brings it back in place; a second --restart refuses (it runs)
         again = _restart(data, 7100)
@@ -54,11 +49,10 @@ def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path
         twice = _restart(data, 7100)
         assert twice.returncode == 2 and "is running" in twice.stderr, twice
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(60)
+        code = proc.stop(60)  # SIGTERM (SIGKILL to its group after 60 s)
     # 3. SIGTERM stops every process, the restarted peer included, and leaves no traceback
     assert code == 0, out.read_text()[-2000:]
     gone = [p for p in (restarted, *others) if p]
     wait_until(lambda: not any(pid_alive(p) for p in gone), 20, "every process gone")
-    logs = {p.name: p.read_text(errors="replace") for p in (data / "logs").glob("*.log")}
-    assert not [name for name, text in logs.items() if "Traceback" in text], logs.keys()
+    for log in sorted((data / "logs").glob("*.log")):
+        assert_clean_log(log.read_text(errors="replace"), log.stem, log)

@@ -116,10 +116,7 @@ def mnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNet]:
             wait_until(lambda ch=channel: _ready(mnet, ch), 60, f"the parties of {channel}")
         yield mnet
     finally:
-        codes = net.stop_all()
-        bad = net.tracebacks()
-        assert not bad, f"tracebacks in logs of {bad} (see {net.workdir})"
-        assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
+        net.stop_and_check()
 
 
 # ------------------------------------------------------------------ load on both channels at once

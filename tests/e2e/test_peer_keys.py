@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +17,15 @@ from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer
 from loopchain.types.passwords import KEY_PASSWORD_ENV
 from tests._tty import run_on_tty
-from tests.procs import ROOT, LocalNetwork, free_port_pair, wait_until
+from tests.procs import (
+    ROOT,
+    LocalNetwork,
+    Proc,
+    assert_clean_log,
+    child_pids,
+    free_port_pair,
+    wait_until,
+)
 
 PASSWORD = "peer-key-pw-31f0"
 PEER_ID = re.compile(r"peer id (hx[0-9a-f]{40})")
@@ -37,48 +43,39 @@ class Peer:
         self.key_path = tmp_path / "storage" / f"peer_{self.port}" / "peer_key"
         self.runs = 0
 
-    def _start(self, args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+    def _proc(self, args: list[str], env: dict[str, str]) -> Proc:
+        """The peer's next run (stdin /dev/null: never a terminal), not started yet."""
         self.runs += 1
-        log_path = self.tmp_path / f"peer_{self.runs}.log"
         rs = f"127.0.0.1:{free_port_pair()}"  # nobody listens: the peer waits after its key
         command = ["peer.py", "-p", str(self.port), "-r", rs, "-o", str(self.config), "--no-rest"]
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                [sys.executable, *command, *args],
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**_base_env(), **env},
-            )
-        return popen, log_path
+        return Proc(f"peer_{self.runs}", [*command, *args], self.tmp_path, env=_base_env() | env)
 
     def refused(self, *args: str, env: dict[str, str] | None = None) -> str:
         """Run the peer, which must exit 1 at once; its log."""
-        popen, log_path = self._start(list(args), env or {})
-        assert popen.wait(EXIT_DEADLINE) == 1
-        text = log_path.read_text()
-        assert "cannot start: " in text and "Traceback" not in text, text
+        proc = self._proc(list(args), env or {})
+        assert proc.run(EXIT_DEADLINE) == 1, proc.log_text()
+        text = proc.log_text()
+        assert "cannot start: " in text, text
+        assert_clean_log(text, proc.name)
         return text
 
     def runs_as(self, *args: str, env: dict[str, str] | None = None) -> tuple[str, str]:
         """Run the peer until it has loaded its key, then stop it; (peer id, its log)."""
-        popen, log_path = self._start(list(args), env or {})
+        proc = self._proc(list(args), env or {}).start()
         try:
             found = wait_until(
-                lambda: PEER_ID.search(log_path.read_text()) or popen.poll() is not None,
+                lambda: PEER_ID.search(proc.log_text()) or not proc.alive,
                 EXIT_DEADLINE,
                 "the peer's id in its log",
             )
-            assert popen.poll() is None, log_path.read_text()
-            popen.send_signal(signal.SIGTERM)
-            assert popen.wait(EXIT_DEADLINE) == 0, log_path.read_text()
+            assert proc.alive, proc.log_text()
+            assert proc.stop(EXIT_DEADLINE) == 0, proc.log_text()
         finally:
-            if popen.poll() is None:
-                popen.kill()
-                popen.wait()
-        text = log_path.read_text()
-        assert "Traceback" not in text and PASSWORD not in text, text
+            if proc.alive:
+                proc.kill9()
+        text = proc.log_text()
+        assert PASSWORD not in text, text
+        assert_clean_log(text, proc.name)
         assert isinstance(found, re.Match)
         return found.group(1), text
 
@@ -158,7 +155,8 @@ def test_on_a_terminal_the_peer_asks_for_the_password_of_its_encrypted_key(
     assert f"peer id {peer_id}" in done.output and PASSWORD not in done.output
     wrong = run_on_tty([*argv, "--no-rest"], [(prompt, "nope")], env=_base_env(), cwd=str(ROOT))
     assert wrong.exit_code == 1 and "cannot start: " in wrong.output
-    assert "wrong password" in wrong.output and "Traceback" not in wrong.output
+    assert "wrong password" in wrong.output
+    assert_clean_log(wrong.output, "peer.py on a terminal")
 
 
 @pytest.fixture
@@ -189,16 +187,5 @@ def test_no_child_of_a_running_peer_inherits_its_key_password(network: LocalNetw
 
 def _children(parent: int) -> dict[int, str] | None:
     """Command lines of the live children of `parent` once there are at least two."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError, IndexError):
-            continue  # exited while being read
-        if ppid == parent:
-            found[int(entry.name)] = command
+    found = child_pids(parent)
     return found if len(found) >= 2 else None

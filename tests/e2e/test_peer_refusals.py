@@ -10,13 +10,12 @@ import pytest
 
 from loopchain.blockchain import block_store as schema
 from loopchain.storage.leveldb import LevelDBStore
-from tests.procs import LocalNetwork, Proc, http, wait_until
+from tests.procs import LocalNetwork, Proc, assert_clean_log, http, wait_until
 
 
 def _run_to_exit(name: str, args: list[str], workdir: Path) -> tuple[int, str]:
-    proc = Proc(name, args, workdir).start()
-    assert proc.popen is not None
-    return proc.popen.wait(60), proc.log_text()
+    proc = Proc(name, args, workdir)
+    return proc.run(60), proc.log_text()
 
 
 @pytest.mark.parametrize(
@@ -31,7 +30,7 @@ def test_a_bad_configuration_is_refused_naming_the_key(
     code, text = _run_to_exit("peer", ["peer.py", "-p", "7999", "-o", str(conf)], tmp_path)
     assert code == 2
     assert named in text and "configuration error" in text
-    assert "Traceback" not in text
+    assert_clean_log(text, "peer")
 
 
 def test_a_damaged_block_store_is_refused_and_kept(tmp_path: Path) -> None:
@@ -62,7 +61,7 @@ def test_a_damaged_block_store_is_refused_and_kept(tmp_path: Path) -> None:
         )
         assert code == 1
         assert "cannot start" in text and "tip pointer is malformed" in text
-        assert "Traceback" not in text
+        assert_clean_log(text, "damaged")
         with LevelDBStore(store_dir) as kv:
             assert kv.get(schema.TIP) == b"not a tip pointer"  # nothing repaired behind our back
     finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import LocalNetwork, get, http, post_json, wait_until
+from tests.procs import LocalNetwork, Proc, get, http, post_json, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -130,19 +130,16 @@ def test_late_peer_catches_up_by_height(net: LocalNetwork) -> None:
 def test_second_peer_on_a_used_port_fails_at_once(net: LocalNetwork, tmp_path: Path) -> None:
     port = _ports(net)[1]
     proc = net.peers[port]
-    from tests.procs import Proc
-
     clash = Proc(
         f"clash_{port}",
         ["peer.py", "-p", str(port), "-r", f"127.0.0.1:{net.rs_port}", "-o", str(net.config_path)],
         tmp_path,
-    ).start()
-    assert clash.popen is not None
-    code = clash.popen.wait(30)
+    )
+    code = clash.run(30)
     assert code == 1
     text = clash.log_text()
     assert "another process holds it" in text or "in use" in text
-    assert "Traceback" not in text
+    clash.assert_clean_log()
     assert proc.alive
 
 

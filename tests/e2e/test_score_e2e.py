@@ -69,12 +69,10 @@ def _start_network(net: LocalNetwork, channels: Channels) -> LocalNetwork:
 
 
 def _stop_networks(nets: Sequence[LocalNetwork]) -> None:
-    """Stop every process of every network, then fail on tracebacks or unclean exits."""
+    """Stop every process of every network, then fail on a problem in a log or an unclean exit."""
     codes = [(net, net.stop_all()) for net in nets]
     for net, exits in codes:
-        bad = net.tracebacks()
-        assert not bad, f"tracebacks in logs of {bad} (see {net.workdir})"
-        assert all(code == 0 for code in exits.values()), f"unclean exits: {exits}"
+        net.check(exits)
 
 
 NetworkStarter = Callable[[Channels, dict[str, Any] | None], LocalNetwork]
