@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import LocalNetwork, http, post_json, wait_until
+from tests.procs import LocalNetwork, http, post_json, running_network, wait_until
 
 PEERS = 4
 OBSERVATION_WINDOW = 6.0  # test 3: how long a halted channel is watched for a block
@@ -22,23 +22,8 @@ OBSERVATION_WINDOW = 6.0  # test 3: how long a halted channel is watched for a b
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[LocalNetwork]:
     """A RadioStation and four peers, all of which see the same four validators."""
-    network = LocalNetwork(tmp_path)
-    try:
-        network.start_radiostation()
-        for _ in range(PEERS):
-            network.start_peer()
-        wait_until(lambda: _all_ready(network), 30, "four peers that know all four validators")
+    with running_network(tmp_path, PEERS, deadline=30, audience=True) as network:
         yield network
-    finally:
-        network.stop_and_check()
-
-
-def _all_ready(net: LocalNetwork) -> bool:
-    for port in sorted(net.peers):
-        status = net.status(port)
-        if status["validator_count"] != PEERS or status["audience_count"] != PEERS - 1:
-            return False
-    return True
 
 
 # ------------------------------------------------------------------ talking to peers
@@ -209,7 +194,11 @@ def test_killed_leader_under_load_loses_nothing_and_rejoins_after_restart(
     net.start_peer(victim)
     target = max(net.height(p) for p in others)
     wait_until(lambda: net.height(victim) >= target, 30, "the restarted peer to catch up")
-    wait_until(lambda: _all_ready(net), 20, "the restarted peer to see all validators")
+    wait_until(
+        lambda: net.sees_every_validator(audience=True),
+        20,
+        "the restarted peer to see all validators",
+    )
     _assert_agree(net, ports)
 
     # 4. it votes: with one other peer stopped, 3 of 4 (it included) still finalise

@@ -25,7 +25,7 @@ import pytest
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
 from loopchain.types.block import Block
-from tests.procs import LocalNetwork, get, post_json, wait_until
+from tests.procs import LocalNetwork, get, post_json, running_network, wait_until
 
 PEERS = 4
 CLIENTS = 64
@@ -38,19 +38,8 @@ CHANNEL = "loopchain_default"
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[LocalNetwork]:
     # a low intake limit, so that 64 clients meet it on most machines
-    network = LocalNetwork(tmp_path, {"TX_POOL_ADMIT_MAX": 200})
-    try:
-        network.start_radiostation()
-        for _ in range(PEERS):
-            network.start_peer()
-        wait_until(
-            lambda: all(network.status(p)["validator_count"] == PEERS for p in network.peers),
-            60,
-            "four peers that know all four validators",
-        )
+    with running_network(tmp_path, PEERS, {"TX_POOL_ADMIT_MAX": 200}) as network:
         yield network
-    finally:
-        network.stop_and_check()
 
 
 async def _client(

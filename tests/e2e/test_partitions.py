@@ -106,7 +106,11 @@ def _network(workdir: Path) -> Iterator[NamespacedNetwork]:
             ports = [net.start_host(i) for i in range(PEERS)]
             for port in ports:
                 wait_until(lambda p=port: net.status(p), 60, f"peer {port} REST")
-            wait_until(lambda: _all_ready(net), 60, "four peers that know all four validators")
+            wait_until(
+                lambda: net.sees_every_validator(audience=True),
+                60,
+                "four peers that know all four validators",
+            )
             yield net
         finally:
             net.stop_and_check()
@@ -118,14 +122,6 @@ def _network(workdir: Path) -> Iterator[NamespacedNetwork]:
 def net(tmp_path: Path) -> Iterator[NamespacedNetwork]:
     with _network(tmp_path) as network:
         yield network
-
-
-def _all_ready(net: LocalNetwork) -> bool:
-    for port in sorted(net.peers):
-        status = net.status(port)
-        if status["validator_count"] != PEERS or status["audience_count"] != PEERS - 1:
-            return False
-    return True
 
 
 # ------------------------------------------------------------------ talking to peers

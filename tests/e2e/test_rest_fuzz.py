@@ -51,7 +51,7 @@ from tests.e2e._rest_fuzz import (
     problems,
     send_raw,
 )
-from tests.procs import REST_DIFF, LocalNetwork, get, post_json, wait_until
+from tests.procs import REST_DIFF, LocalNetwork, get, post_json, running_network, wait_until
 
 ANSWER_TIMEOUT = float(os.environ.get("REST_FUZZ_ANSWER_TIMEOUT", "20"))
 CHECKS = [
@@ -249,21 +249,8 @@ def _drop_channel(case: Any) -> None:
 
 @pytest.fixture
 def net(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalNetwork]:
-    network = LocalNetwork(tmp_path)
-    try:
-        network.start_radiostation()
-        for _ in range(request.param):
-            network.start_peer()
-        wait_until(
-            lambda: all(
-                network.status(p)["validator_count"] == len(network.peers) for p in network.peers
-            ),
-            60,
-            "peers that know every validator",
-        )
+    with running_network(tmp_path, request.param) as network:
         yield network
-    finally:
-        network.stop_and_check()
 
 
 def _final_everywhere(net: LocalNetwork, hashes: list[str]) -> bool:
@@ -309,7 +296,9 @@ def _fuzz(
     fuzzer.run(count, seed_value)
     report = fuzzer.report(time.monotonic() - started, seed_value)
     after = _aftermath(net)
-    after += [f"a traceback in the log of {name}" for name in net.tracebacks()]
+    after += [
+        f"a problem (tests.procs.LOG_PROBLEMS) in the log of {name}" for name in net.problem_logs()
+    ]
     report += "".join(f"\nafter the run: {problem}" for problem in after)
     lines = [f"{signature}: {example}" for signature, example in fuzzer.failures] + after
     saved = Path(os.environ.get("REST_FUZZ_FAILURES") or tmp_path / "fuzz_failures.txt")
