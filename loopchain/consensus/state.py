@@ -30,8 +30,10 @@ Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2)
   third of the weight make a validator join; a quorum forms a timeout certificate. A complaint
   counts only once the certificate it carries checks (its block fetched first when unseen): the
   leader after a timeout must extend a certificate as high as any its complaints report, so a
-  claimed round that no quorum certified would stall every later round. The timeout doubles
-  after each failed round, up to the configured maximum, and resets on progress.
+  claimed round that no quorum certified would stall every later round. A validator that left a
+  round by a timeout certificate it formed sends that certificate's complaints again on each
+  timeout until a newer certificate exists, so peers that missed some of them reach it too. The
+  timeout doubles after each failed round, up to the configured maximum, and resets on progress.
 
 Safety argument. Suppose B (round k) is final because B' (round k + 1, parent B) is certified.
 Quorums intersect in more than a third of the weight, so more than a third of the weight is honest
@@ -120,6 +122,7 @@ class ChannelConsensus:
         self.latest_validators: ValidatorSet | None = tip.next_validators
         self.round = max(self.safety.high_qc_round + 1, self.safety.highest_vote_round, 0)
         self.last_tc: TimeoutCertificate | None = None
+        self.tc_complaints: tuple[Complaint, ...] = ()  # behind last_tc, when formed here
         self.votes: dict[tuple[int, bytes], dict[str, Vote]] = {}
         self.voted_for: dict[tuple[int, str], bytes] = {}  # (round, voter) -> block it voted for
         self.complaints: dict[int, dict[str, Complaint]] = {}
@@ -633,7 +636,17 @@ class ChannelConsensus:
         if not self.has_work():
             return []
         self.failed_rounds += 1
-        return self._regossip() + self._complain(now) + self._arm_timer()
+        return self._regossip() + self._complain(now) + self._remind_laggards() + self._arm_timer()
+
+    def _remind_laggards(self) -> list[m.Action]:
+        """Send again the complaints behind the timeout certificate that moved this node on, as
+        long as no newer certificate has (which `_help_laggard` would send): peers that missed
+        some of them are still in that round, and those ahead, if no more than a third, cannot
+        draw them into the next one."""
+        tc = self.last_tc
+        if tc is None or tc.round >= self.round or self.safety.high_qc_round >= tc.round:
+            return []
+        return [m.BroadcastComplaint(complaint) for complaint in self.tc_complaints]
 
     def _regossip(self) -> list[m.Action]:
         """Send the oldest pooled transactions again: a leader that missed them can propose."""
@@ -724,7 +737,10 @@ class ChannelConsensus:
             tally = self.complaints.get(round_, tally)
         if voting.has_quorum(tally, self.config.limits.ratio):
             tc = TimeoutCertificate.from_complaints(list(tally.values()))
-            actions += self._on_tc(tc, now) + self._on_progress(now)
+            actions += self._on_tc(tc, now)
+            if self.last_tc is tc:
+                self.tc_complaints = tuple(tally.values())
+            actions += self._on_progress(now)
         return actions
 
     def _on_tc(self, tc: TimeoutCertificate, now: float) -> list[m.Action]:

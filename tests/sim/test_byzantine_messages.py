@@ -204,6 +204,48 @@ def test_a_complaint_with_a_real_certificate_of_an_unseen_block_counts_once_it_a
     assert state.complaints[complaint.round] == {source.address: complaint}
 
 
+class LosesOwnRoundComplaints(Network):
+    """Loses every complaint the `ahead` validators send the others about the round they are in
+    (so the others only hear of such a round once those validators have left it)."""
+
+    def __init__(self, n: int, seed: int, ahead: set[int]) -> None:
+        super().__init__(n, seed)
+        self.ahead = {list(self.nodes)[index] for index in ahead}
+
+    def deliver(self, sender: str, target: str, event: object) -> None:
+        if (
+            sender in self.ahead
+            and target not in self.ahead
+            and isinstance(event, m.ComplaintReceived)
+            and event.complaint.round == self.nodes[sender].state.round
+        ):
+            return
+        super().deliver(sender, target, event)
+
+
+def test_peers_that_left_a_round_by_timeout_send_its_complaints_to_those_still_in_it() -> None:
+    """7 validators, one crashed, and the first leader crashes after a while (2 of 7 down). Two of
+    the five up hear everyone's complaints and leave a failed round with a timeout certificate;
+    the other three, the next leader among them, never hear the complaints of those two, so they
+    hold 3 of the 5 they need, and the two ahead (less than a third) cannot draw them into the
+    next round. The two ahead must send the complaints of their certificate again. (The seeded
+    simulation found this once a byzantine validator's complaints were refused: its complaint had
+    made up the third.)"""
+    net = LosesOwnRoundComplaints(7, seed=52, ahead={2, 3})
+    peers = list(net.nodes)
+    net.crash(peers[6])
+    net.start()
+    net.run_until(0.1)
+    net.submit(peers[4], 3)
+    net.run_until(net.now + 3)
+    net.crash(peers[0])  # the first leader; the next one is peers[1]
+    net.submit(peers[4], 3)
+    net.run_until(net.now + 60)
+    net.check_safety()
+    assert net.committed_everywhere(net.submitted)
+    assert all(node.state.last_tc is not None for node in net.honest() if node.up)
+
+
 # ------------------------------------------------------------------ certificates
 
 
