@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from loopchain import failpoints
 from loopchain.storage.abc import KeyValueStore
@@ -82,6 +83,14 @@ def decode_proof(raw: bytes) -> tuple[bytes, bytes]:
     """The (block, certificate) bytes of a stored commit proof."""
     size = int.from_bytes(raw[:4], "big")
     return raw[4 : 4 + size], raw[4 + size :]
+
+
+class TxPlace(NamedTuple):
+    """Where a final block holds a transaction."""
+
+    height: int
+    tx_index: int  # its position among the block's transactions
+    block_hash: bytes
 
 
 class BlockStoreError(RuntimeError):
@@ -412,20 +421,30 @@ class BlockStore:
         """True when a final block holds the transaction (one index read, no block decoded)."""
         return self._kv.get(TX + tx_hash) is not None
 
-    def find_transaction(self, tx_hash: bytes) -> tuple[Transaction, int, bytes] | None:
-        """(transaction, height, block hash) of a transaction in a final block, or None."""
+    def transaction_place(self, tx_hash: bytes) -> TxPlace | None:
+        """Where a final block holds the transaction (two index reads, no block decoded)."""
         position = self._kv.get(TX + tx_hash)
         if position is None:
             return None
         height, index = _int(position[:8]), _int(position[8:12])
-        block = self.block_by_height(height)
+        block_hash = self._kv.get(_height_key(HEIGHT, height))
+        if block_hash is None:
+            raise self._broken(f"transaction index of {tx_hash.hex()} names a missing height")
+        return TxPlace(height, index, block_hash)
+
+    def find_transaction(self, tx_hash: bytes) -> tuple[Transaction, TxPlace] | None:
+        """A transaction in a final block and its place, or None."""
+        place = self.transaction_place(tx_hash)
+        if place is None:
+            return None
+        block = self.block_by_hash(place.block_hash)
         if (
             block is None
-            or index >= len(block.transactions)
-            or block.transactions[index].hash != tx_hash
+            or place.tx_index >= len(block.transactions)
+            or block.transactions[place.tx_index].hash != tx_hash
         ):
             raise self._broken(f"transaction index of {tx_hash.hex()} points at a wrong place")
-        return block.transactions[index], height, block.hash
+        return block.transactions[place.tx_index], place
 
     def total_tx(self) -> int:
         """Number of transactions in all final blocks."""

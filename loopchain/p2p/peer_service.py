@@ -33,11 +33,25 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class TxLookup:
-    """A transaction and where it is: block height -1 while it is only pooled."""
+    """A transaction and where it is: block height and index -1 while it is only pooled."""
 
     tx: Transaction
     block_height: int
     block_hash: bytes
+    tx_index: int = -1
+
+
+@dataclass(frozen=True)
+class TxOutcome:
+    """A transaction's result code and message, whether the SCORE ran it (a code of 2 without
+    `executed` means not yet), and where it is: block height and index -1 while only pooled."""
+
+    code: int
+    message: str
+    executed: bool
+    block_height: int = -1
+    block_hash: bytes = b""
+    tx_index: int = -1
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,7 @@ class ChannelBackend(Protocol):
     ) -> tuple[Block, QuorumCertificate | None] | None: ...
     def status(self) -> dict[str, Any]: ...
     def member_ids(self) -> set[str]: ...
-    def tx_result(self, tx_hash: bytes) -> tuple[int, str] | None: ...
+    def tx_result(self, tx_hash: bytes) -> TxOutcome | None: ...
     async def query(self, params_json: str) -> str: ...
     def score_status(self) -> ScoreStatusView: ...
     def receive_txs(self, txs: list[Transaction]) -> None: ...
@@ -247,6 +261,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 peer_id=self.peer_id,
                 score_id=status.get("score_id", ""),
                 score_version=status.get("score_version", ""),
+                tx_index=found.tx_index,
             )
 
         return await self._serve(context, work)
@@ -257,7 +272,14 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             found = self._channel(context, request.channel).tx_result(tx_hash)
             if found is None:
                 raise RequestError(ErrorKind.NOT_FOUND, f"transaction {tx_hash.hex()} not found")
-            return pb.TxResultReply(code=found[0], message=found[1])
+            return pb.TxResultReply(
+                code=found.code,
+                message=found.message,
+                executed=found.executed,
+                block_height=found.block_height,
+                block_hash=found.block_hash.hex(),
+                tx_index=found.tx_index,
+            )
 
         return await self._serve(context, work)
 

@@ -22,7 +22,7 @@ from loopchain.consensus import messages as m
 from loopchain.consensus.rules import SafetyRules
 from loopchain.consensus.state import ChannelConsensus, ConsensusConfig
 from loopchain.p2p.errors import ErrorKind, RequestError
-from loopchain.p2p.peer_service import BlockRangeResult, TxLookup
+from loopchain.p2p.peer_service import BlockRangeResult, TxLookup, TxOutcome
 from loopchain.p2p.transport import ConsensusPayload, PeerTransport
 from loopchain.peer.catchup import CatchUp
 from loopchain.peer.intake import MB, IntakeLog, IntakeRefused
@@ -40,6 +40,7 @@ from loopchain.types.validators import ratio_from_config
 from loopchain.types.vote import QuorumCertificate
 
 log = logging.getLogger(__name__)
+NOT_INVOKED_TEXT = "not invoked yet"  # the message of code 2 while a transaction waits
 
 
 @dataclass(frozen=True)
@@ -338,8 +339,8 @@ class ChannelService:
     def find_tx(self, tx_hash: bytes) -> TxLookup | None:
         found = self.store.find_transaction(tx_hash)
         if found is not None:
-            tx, height, block_hash = found
-            return TxLookup(tx, height, block_hash)
+            tx, place = found
+            return TxLookup(tx, place.height, place.block_hash, place.tx_index)
         pooled = self.consensus.pool.get(tx_hash)
         return TxLookup(pooled, -1, b"") if pooled is not None else None
 
@@ -359,14 +360,23 @@ class ChannelService:
         assert qc is not None
         return block, qc
 
-    def tx_result(self, tx_hash: bytes) -> tuple[int, str] | None:
-        """(code, message) of a transaction: its SCORE result, or 2 while it is not executed."""
+    def tx_result(self, tx_hash: bytes) -> TxOutcome | None:
+        """A transaction's SCORE result (code 2, not executed, while it waits) and its place."""
+        place = self.store.transaction_place(tx_hash)
+        if place is None:
+            if tx_hash not in self.consensus.pool:
+                return None
+            return TxOutcome(execution.NOT_INVOKED, NOT_INVOKED_TEXT, executed=False)
         recorded = self.store.tx_result(tx_hash)
-        if recorded is not None:
-            return recorded[0], recorded[1]
-        if tx_hash in self.consensus.pool or self.store.has_transaction(tx_hash):
-            return execution.NOT_INVOKED, "not invoked yet"
-        return None
+        code, message = recorded[:2] if recorded else (execution.NOT_INVOKED, NOT_INVOKED_TEXT)
+        return TxOutcome(
+            code,
+            message,
+            executed=recorded is not None,
+            block_height=place.height,
+            block_hash=place.block_hash,
+            tx_index=place.tx_index,
+        )
 
     async def query(self, params_json: str) -> str:
         """The SCORE's answer to a query."""

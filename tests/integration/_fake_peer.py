@@ -42,15 +42,22 @@ class ChannelChain:
     pool: dict[str, Transaction] = field(default_factory=dict)
     blocks: list[Block] = field(default_factory=list)
     tx_heights: dict[str, int] = field(default_factory=dict)
+    results: dict[str, tuple[int, str]] = field(default_factory=dict)  # default: (0, "")
+    executed_height: int | None = None  # blocks above it are not executed yet (None: all are)
 
-    def find_tx(self, tx_hash: str) -> tuple[Transaction, int] | None:
+    def find_tx(self, tx_hash: str) -> tuple[Transaction, int, int] | None:
+        """(transaction, block height, index in the block); -1, -1 while pooled."""
         if tx_hash in self.pool:
-            return self.pool[tx_hash], -1
+            return self.pool[tx_hash], -1, -1
         height = self.tx_heights.get(tx_hash)
         if height is None:
             return None
-        block = self.blocks[height]
-        return next(tx for tx in block.transactions if tx.hash_hex == tx_hash), height
+        hashes = [tx.hash_hex for tx in self.blocks[height].transactions]
+        index = hashes.index(tx_hash)
+        return self.blocks[height].transactions[index], height, index
+
+    def executed(self, height: int) -> bool:
+        return height >= 0 and (self.executed_height is None or height <= self.executed_height)
 
 
 class FakePeer(pb_grpc.PeerServiceServicer):
@@ -114,7 +121,7 @@ class FakePeer(pb_grpc.PeerServiceServicer):
 
     async def _find_tx(
         self, chain: ChannelChain, tx_hash: str, context: grpc.aio.ServicerContext
-    ) -> tuple[Transaction, int]:
+    ) -> tuple[Transaction, int, int]:
         found = chain.find_tx(tx_hash)
         if found is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"transaction {tx_hash} is not known")
@@ -170,7 +177,7 @@ class FakePeer(pb_grpc.PeerServiceServicer):
     async def GetTx(self, request: pb.GetTxRequest, context: Any) -> pb.GetTxReply:
         await self._enter("GetTx", request, context)
         chain = await self._chain(request.channel, context)
-        tx, height = await self._find_tx(chain, request.tx_hash, context)
+        tx, height, index = await self._find_tx(chain, request.tx_hash, context)
         return pb.GetTxReply(
             tx=tx.encode(),
             channel=chain.name,
@@ -179,16 +186,20 @@ class FakePeer(pb_grpc.PeerServiceServicer):
             peer_id=self.signer.address,
             score_id="loopchain/default",
             score_version="0.1.0",
+            tx_index=index,
         )
 
     async def GetTxResult(self, request: pb.GetTxRequest, context: Any) -> pb.TxResultReply:
         await self._enter("GetTxResult", request, context)
         await self._require_score(context)
         chain = await self._chain(request.channel, context)
-        _, height = await self._find_tx(chain, request.tx_hash, context)
-        if height < 0:
-            return pb.TxResultReply(code=2, message="not invoked yet")
-        return pb.TxResultReply(code=0)
+        _, height, index = await self._find_tx(chain, request.tx_hash, context)
+        block_hash = chain.blocks[height].hash.hex() if height >= 0 else ""
+        place = {"block_height": height, "block_hash": block_hash, "tx_index": index}
+        if not chain.executed(height):
+            return pb.TxResultReply(code=2, message="not invoked yet", **place)
+        code, message = chain.results.get(request.tx_hash, (0, ""))
+        return pb.TxResultReply(code=code, message=message, executed=True, **place)
 
     async def GetBlock(self, request: pb.GetBlockRequest, context: Any) -> pb.BlockReply:
         await self._enter("GetBlock", request, context)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from loopchain.blockchain.block_store import BlockStore
+from loopchain.blockchain.block_store import BlockStore, TxPlace
 from loopchain.storage.abc import StorageError
 from loopchain.storage.leveldb import LevelDBStore
 from tests.integration._storage_helpers import CHANNEL, LineReader, stop
@@ -81,8 +81,9 @@ def test_kill_9_while_appending_leaves_a_consistent_store(tmp_path: Path) -> Non
             assert block.check_integrity() is None
             certificate = store.certificate_at(height)
             assert certificate is not None and certificate.block_hash == block.hash
-            for tx in block.transactions:
-                assert store.find_transaction(tx.hash) == (tx, height, block.hash)
+            for index, tx in enumerate(block.transactions):
+                place = TxPlace(height, index, block.hash)
+                assert store.find_transaction(tx.hash) == (tx, place)
             prev_hash = block.hash
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loopchain.blockchain import block_store as schema
-from loopchain.blockchain.block_store import BlockStore, BlockStoreError
+from loopchain.blockchain.block_store import BlockStore, BlockStoreError, TxPlace
 from loopchain.storage.abc import KeyValueStore
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.storage.memory import MemoryStore
@@ -61,6 +61,7 @@ def test_empty_store(store: BlockStore) -> None:
     assert store.certificate_at(0) is None
     assert store.certificate_at(-1) is None
     assert store.find_transaction(b"\x00" * 32) is None
+    assert store.transaction_place(b"\x00" * 32) is None
     assert store.total_tx() == 0
     assert store.safety_record() is None
     store.check()
@@ -83,8 +84,10 @@ def test_saved_chain_is_found_by_height_hash_and_transaction(
         assert certificate is not None
         assert certificate.block_hash == block.hash
         assert certificate.verify(chain.validators) is None
-        for tx in block.transactions:
-            assert store.find_transaction(tx.hash) == (tx, block.height, block.hash)
+        for index, tx in enumerate(block.transactions):
+            place = TxPlace(block.height, index, block.hash)
+            assert store.find_transaction(tx.hash) == (tx, place)
+            assert store.transaction_place(tx.hash) == place
     assert store.block_by_height(3) is None
     assert store.certificate_at(3) is None
     tip = store.tip()
@@ -107,8 +110,9 @@ def test_committed_check_is_an_index_read_that_decodes_no_block(
     assert decoded == []  # re-gossiped committed transactions cost no block decode
     # a lookup decodes a block once, then serves its other transactions from the decoded copy
     oldest = saved[0]
-    for tx in oldest.transactions:
-        assert reopened.find_transaction(tx.hash) == (tx, oldest.height, oldest.hash)
+    for index, tx in enumerate(oldest.transactions):
+        place = TxPlace(oldest.height, index, oldest.hash)
+        assert reopened.find_transaction(tx.hash) == (tx, place)
     assert len(decoded) == 1
     # only the most recently used few stay decoded: a scan over more of them misses every time
     for block in saved[1:] + saved:
@@ -264,8 +268,7 @@ def test_restart_resumes_from_the_same_tip(tmp_path: Path, chain: ChainBuilder) 
         assert reopened.tip_height() == 4
         assert reopened.find_transaction(block.transactions[1].hash) == (
             block.transactions[1],
-            4,
-            block.hash,
+            TxPlace(4, 1, block.hash),
         )
 
 
@@ -423,8 +426,8 @@ def assert_matches(store: BlockStore, model: list[tuple[Block, QuorumCertificate
         assert store.block_by_height(height) == block
         assert store.block_by_hash(block.hash) == block
         assert store.certificate_at(height) == certificate
-        for tx in block.transactions:
-            assert store.find_transaction(tx.hash) == (tx, height, block.hash)
+        for index, tx in enumerate(block.transactions):
+            assert store.find_transaction(tx.hash) == (tx, TxPlace(height, index, block.hash))
     assert store.block_by_height(len(model)) is None
 
 
