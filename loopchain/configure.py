@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -186,6 +187,7 @@ _POSITIVE_SECONDS = (  # deadlines and intervals: zero would spin or fail every 
     "TX_TIMESTAMP_WINDOW",
 )
 _NON_NEGATIVE_SECONDS = ("MAX_TIMESTAMP_SKEW", "SEND_TX_LIST_DURATION")
+_NID = re.compile(r"0x[1-9a-f][0-9a-f]{0,7}")  # ICON_NID: hex as ICON writes it, 1 to 2**32 - 1
 
 
 def _in_range(key: str, value: Any, low: float, high: float, low_open: bool = False) -> None:
@@ -263,6 +265,11 @@ def validate(values: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"MAX_TX_BYTES {values['MAX_TX_BYTES']} must not exceed MAX_BLOCK_KBYTES "
             f"({values['MAX_BLOCK_KBYTES']} KiB): such a transaction could never be in a block"
+        )
+    if not _NID.fullmatch(values["ICON_NID"]):
+        raise ConfigError(
+            f"ICON_NID {_shown(values['ICON_NID'])} must be a network id written as ICON writes "
+            'it: "0x" and lowercase hex digits without leading zeros, at most 8 (such as "0x3")'
         )
     if values["MAX_TIMEOUT_FOR_LEADER_COMPLAIN"] < values["TIMEOUT_FOR_LEADER_COMPLAIN"]:
         raise ConfigError(

@@ -78,6 +78,11 @@ INTAKE_LOG = True
 # goes on); a block store write that fails anyway stops the peer with a clear error, intact.
 STORAGE_MIN_FREE_MB = 64
 
+# ICON JSON-RPC v3 (POST /api/v3 on the REST proxy)
+# The network id the JSON-RPC v3 API reports (icx_getNetworkInfo "nid"): "0x" + lowercase hex,
+# no leading zeros. ICON uses 0x1 for its main network; 0x3 is the usual id of a local network.
+ICON_NID = "0x3"
+
 # RadioStation
 HEARTBEAT_INTERVAL = 2.0
 HEARTBEAT_TIMEOUT = 10.0

@@ -13,6 +13,9 @@ from yarl import URL
 from loopchain.configure import Config, RefusalLog
 from loopchain.rest.errors import RestError, invalid_params, json_response
 from loopchain.rest.handlers import PeerApi
+from loopchain.rest.icon_methods import IconMethods
+from loopchain.rest.icon_peer import PeerReader
+from loopchain.rest.jsonrpc import DEBUG_PATHS, V3_PATHS, JsonRpcEndpoint, is_jsonrpc_path
 from loopchain.types.codes import ResponseCode, error_body
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,8 @@ def _cross_site(request: web.Request) -> str | None:
     origin = request.headers.get("Origin")
     if request.method in ("GET", "HEAD", "OPTIONS") or origin is None:
         return None
+    if is_jsonrpc_path(request.path):  # reads, and (later) transactions their clients signed:
+        return None  # nothing a page elsewhere could make this peer sign
     try:
         host = URL(origin).host_port_subcomponent if origin != "null" else None
     except ValueError:
@@ -103,9 +108,17 @@ def create_app(config: Config, peer_target: str) -> web.Application:
     app = web.Application(client_max_size=max_body, middlewares=[_error_middleware(max_body)])
     api = PeerApi(config, peer_target)
     app[PEER_API] = api
-    app.add_routes([*api.routes(), _openapi_route()])
+    app.add_routes([*api.routes(), _openapi_route(), *_jsonrpc_routes(config, api, max_body)])
     app.cleanup_ctx.append(_peer_channel)
     return app
+
+
+def _jsonrpc_routes(config: Config, api: PeerApi, max_body: int) -> list[web.RouteDef]:
+    """The ICON JSON-RPC v3 endpoints (/api/v3…) and their debug namespace (/api/v3d…)."""
+    methods = IconMethods(PeerReader(api), str(config.ICON_NID)).table()
+    v3 = JsonRpcEndpoint("/api/v3", methods, max_body)
+    debug = JsonRpcEndpoint("/api/v3d", {}, max_body)
+    return [*v3.routes(V3_PATHS), *debug.routes(DEBUG_PATHS)]
 
 
 def _openapi_route() -> web.RouteDef:

@@ -95,12 +95,22 @@ class PeerApi:
         finally:
             self._inflight -= count
 
-    async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
+    @property
+    def timeout(self) -> float:
+        """Seconds each call to the peer may take (GRPC_TIMEOUT)."""
+        return self._timeout
+
+    async def call_peer(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
+        """One call to the peer within GRPC_TIMEOUT in one of the in-flight slots (a 503
+        RestError at once when none is free); a failed call raises its gRPC error."""
         with self._slots():
-            try:
-                return await method(request, timeout=self._timeout)
-            except grpc.aio.AioRpcError as exc:
-                raise rpc_error(exc, self.peer_target, self._timeout) from None
+            return await method(request, timeout=self._timeout)
+
+    async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
+        try:
+            return await self.call_peer(method, request)
+        except grpc.aio.AioRpcError as exc:
+            raise rpc_error(exc, self.peer_target, self._timeout) from None
 
     async def _submit_batch(self, request: pb.CreateTxBatchRequest) -> pb.CreateTxBatchReply:
         reply: pb.CreateTxBatchReply = await self.stub.CreateTxBatch(request, timeout=self._timeout)

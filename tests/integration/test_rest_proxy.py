@@ -20,6 +20,7 @@ import pytest_asyncio
 
 from loopchain.types.codes import ResponseCode
 from tests.integration._fake_peer import DEFAULT_CHANNEL, FakePeer, start_fake_peer
+from tests.integration._proxy import ProxyProcess
 from tests.procs import REST_DIFF, Proc, assert_clean_log, free_port_pair, wait_until_async
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,35 +31,6 @@ OTHER_CHANNEL = "kofia_1"
 EMPTY_CHANNEL = "empty_channel"
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-class ProxyProcess(Proc):
-    """rest_proxy.py as a subprocess (tests/procs.Proc), with its output in a file."""
-
-    def __init__(self, peer_port: int, workdir: Path, conf: dict[str, Any] | None = None) -> None:
-        conf_path = workdir / f"conf_{peer_port}.json"
-        conf_path.write_text(json.dumps(conf or {}))
-        args = ["rest_proxy.py", "-p", str(peer_port), "-o", str(conf_path)]
-        super().__init__(f"proxy_{peer_port}", args, workdir)
-        self.base = f"http://127.0.0.1:{peer_port + REST_DIFF}"
-
-    async def wait_ready(self, session: aiohttp.ClientSession, deadline_s: float = 30.0) -> None:
-        """Poll until the proxy answers HTTP (any JSON reply), failing if it exits first."""
-
-        async def answers() -> bool:
-            if not self.alive:
-                pytest.fail(f"rest_proxy exited with {self.stop()}: {self.log_text()}")
-            try:
-                async with session.get(self.base + "/api/v1/ready-probe") as resp:
-                    await resp.json()
-                    return True
-            except aiohttp.ClientConnectionError:
-                return False
-
-        try:
-            await wait_until_async(answers, deadline_s, "rest_proxy to answer HTTP")
-        except AssertionError as exc:
-            pytest.fail(f"{exc}: {self.log_text()}")
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

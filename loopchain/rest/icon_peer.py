@@ -1,0 +1,137 @@
+"""The peer's chain as the JSON-RPC v3 methods read it: gRPC calls through the REST proxy's channel,
+replies decoded to domain values, failures turned into JSON-RPC errors.
+
+* "not found" is None, after one more call tells an unknown channel (-32602, naming it) from an
+  unknown transaction or block: the peer answers NOT_FOUND for either;
+* the peer's refusal of an argument is -32602 with its words;
+* every other failure (peer down or too slow, busy proxy, reply it cannot decode) is -32603 with
+  a message saying which, never a traceback or a hang (each call has GRPC_TIMEOUT).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.rest.errors import RestError, status_error
+from loopchain.rest.formatting import decode_block, decode_tx
+from loopchain.rest.handlers import PeerApi
+from loopchain.rest.icon_shapes import Outcome, Place
+from loopchain.types.block import Block
+from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
+from loopchain.types.transaction import Transaction
+
+Reply = TypeVar("Reply")
+
+
+@dataclass(frozen=True)
+class FoundTx:
+    """A transaction and its place (None while it is only pooled)."""
+
+    tx: Transaction
+    place: Place | None
+
+
+@dataclass(frozen=True)
+class FoundResult:
+    """A transaction's result (None until the SCORE ran it) and its place (None while pooled)."""
+
+    outcome: Outcome | None
+    place: Place | None
+
+
+@dataclass(frozen=True)
+class ChainFacts:
+    """A channel's name as the peer knows it and its last height (-1 before the genesis)."""
+
+    channel: str
+    height: int
+
+
+def _place(height: int, block_hash: str, tx_index: int) -> Place | None:
+    if height < 0:
+        return None
+    try:
+        raw = bytes.fromhex(block_hash)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32 or tx_index < 0:
+        raise JsonRpcError(
+            JsonRpcCode.INTERNAL_ERROR, "the peer named a malformed place of the transaction"
+        )
+    return Place(height, raw, tx_index)
+
+
+class PeerReader:
+    """Reads one peer's chains over the proxy's gRPC channel to it."""
+
+    def __init__(self, api: PeerApi) -> None:
+        self._api = api
+
+    async def _call(self, name: str, request: Any, channel: str | None) -> Any:
+        """The reply of the peer's method `name`, or None for NOT_FOUND (after checking that
+        `channel` is served; None for `channel`: the call asks about the channel itself, so
+        NOT_FOUND means an unknown channel); any other failure as a JsonRpcError."""
+        try:
+            return await self._api.call_peer(getattr(self._api.stub, name), request)
+        except grpc.aio.AioRpcError as exc:
+            code, details = exc.code(), exc.details() or ""
+        except RestError as exc:  # the proxy is busy or stopping
+            raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
+        if code != grpc.StatusCode.NOT_FOUND:
+            message = status_error(code, details, self._api.peer_target, self._api.timeout).message
+            invalid = code == grpc.StatusCode.INVALID_ARGUMENT
+            raise JsonRpcError(
+                JsonRpcCode.INVALID_PARAMS if invalid else JsonRpcCode.INTERNAL_ERROR, message
+            )
+        if channel is None:
+            raise JsonRpcError(JsonRpcCode.INVALID_PARAMS, details)
+        await self.chain_facts(channel)
+        return None
+
+    async def chain_facts(self, channel: str) -> ChainFacts:
+        """The channel's name and last height; -32602 for a channel the peer does not serve."""
+        reply = await self._call("GetStatus", pb.ChannelRequest(channel=channel), None)
+        return ChainFacts(reply.channel, reply.block_height)
+
+    async def block(self, channel: str, height: int = -1, block_hash: str = "") -> Block | None:
+        """The final block with `block_hash`, else at `height`, else the last (None: none)."""
+        request = pb.GetBlockRequest(channel=channel, height=height, block_hash=block_hash)
+        reply = await self._call("GetBlock", request, channel)
+        if reply is None or not reply.block:
+            return None
+        block = _decoded(decode_block, reply.block)
+        if block_hash:  # the peer also knows blocks not final yet: only the final one counts
+            final = await self.block(channel, height=block.height)
+            return block if final is not None and final.hash == block.hash else None
+        return block
+
+    async def transaction(self, channel: str, tx_hash: str) -> FoundTx | None:
+        """A transaction the peer holds, pooled or in a final block."""
+        request = pb.GetTxRequest(channel=channel, tx_hash=tx_hash)
+        reply = await self._call("GetTx", request, channel)
+        if reply is None:
+            return None
+        tx = _decoded(decode_tx, reply.tx)
+        return FoundTx(tx, _place(reply.block_height, reply.block_hash, reply.tx_index))
+
+    async def result(self, channel: str, tx_hash: str) -> FoundResult | None:
+        """A transaction's result and place, or None for a transaction the peer does not know."""
+        request = pb.GetTxRequest(channel=channel, tx_hash=tx_hash)
+        reply = await self._call("GetTxResult", request, channel)
+        if reply is None:
+            return None
+        outcome = Outcome(reply.code, reply.message) if reply.executed else None
+        return FoundResult(outcome, _place(reply.block_height, reply.block_hash, reply.tx_index))
+
+
+def _decoded(decode: Callable[[bytes], Reply], raw: bytes) -> Reply:
+    """A reply's block or transaction, decoded; -32603 when the peer sent garbage."""
+    try:
+        return decode(raw)
+    except RestError as exc:
+        raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None

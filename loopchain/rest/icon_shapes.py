@@ -1,0 +1,133 @@
+"""The JSON shapes of ICON JSON-RPC v3 answers (spec: icon-jsonrpc-v3.md), made from domain values.
+
+Blocks take ICON's "0.1a" shape, which the SDK's get_block reads: all nine keys, heights and
+timestamps as JSON integers, hashes as 64 hex digits without 0x ("" for the genesis block's
+previous hash). Transactions, results and network facts carry numbers as "0x…" strings.
+
+What a peer-signed v1 transaction has no ICON counterpart for is stood in for, the same way in every
+answer:
+* its JSON is the one the chain stores, `{"body": {...}, "signature": "<hex>"}`, plus "txHash"
+  ("0x…"): no top-level `data`, so the SDK's transaction template (which wants `dataType` whenever
+  `data` is present) takes it as it is;
+* its result's `to` is the channel's SCORE address (types/icon_address.py), the SCORE that ran it;
+* steps are not metered in ICON's units: stepUsed, stepPrice and cumulativeStepUsed are "0x0",
+  eventLogs is [], logsBloom is "0x" + 512 zeros;
+* a failure's `code` is loopchain's result code in hex (9000 = 0x2328 the SCORE raised,
+  9100 = 0x238c the SCORE process was unreachable, else the code the SCORE returned), so nothing
+  of the v1 result is lost; goloop reads codes from 32 up as "the SCORE failed".
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from loopchain.types.block import Block
+from loopchain.types.icon_address import channel_score_address
+from loopchain.types.transaction import Transaction
+
+BLOCK_VERSION = "0.1a"
+PLATFORM = "loopchain"
+ZERO = "0x0"
+EMPTY_LOGS_BLOOM = "0x" + "0" * 512
+SUCCESS, SCORE_ERROR, SCORE_UNREACHABLE = 0, 9000, 9100
+_FAILURE_TEXT = {
+    SCORE_ERROR: "the SCORE raised an error",
+    SCORE_UNREACHABLE: "the SCORE process was unreachable",
+}
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a final block holds a transaction."""
+
+    height: int
+    block_hash: bytes
+    tx_index: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """An executed transaction's loopchain result: code (0 success) and message."""
+
+    code: int
+    message: str
+
+
+def hex_int(value: int) -> str:
+    """An integer as ICON writes numbers: "0x1a", "0x0"."""
+    return hex(value)
+
+
+def tx_hash_hex(tx_hash: bytes) -> str:
+    """A transaction hash as ICON writes it: "0x" + 64 hex digits."""
+    return "0x" + tx_hash.hex()
+
+
+def transaction_json(tx: Transaction) -> dict[str, Any]:
+    """A transaction of a block: its JSON as the chain holds it, plus "txHash"."""
+    return {**tx.to_json(), "txHash": tx_hash_hex(tx.hash)}
+
+
+def block_json(block: Block) -> dict[str, Any]:
+    """A block in the "0.1a" shape (all nine keys, and next_leader)."""
+    header = block.header
+    return {
+        "version": BLOCK_VERSION,
+        "prev_block_hash": header.prev_hash.hex(),
+        "merkle_tree_root_hash": header.tx_root.hex(),
+        "time_stamp": header.timestamp,
+        "confirmed_transaction_list": [transaction_json(tx) for tx in block.transactions],
+        "block_hash": block.hash.hex(),
+        "height": header.height,
+        "peer_id": header.leader,
+        "signature": base64.b64encode(block.signature).decode("ascii"),
+        "next_leader": header.next_leader,
+    }
+
+
+def _place_json(place: Place) -> dict[str, str]:
+    return {
+        "txIndex": hex_int(place.tx_index),
+        "blockHeight": hex_int(place.height),
+        "blockHash": "0x" + place.block_hash.hex(),
+    }
+
+
+def transaction_by_hash_json(tx: Transaction, place: Place) -> dict[str, Any]:
+    """The answer of icx_getTransactionByHash: the transaction, its hash and its place."""
+    return {**transaction_json(tx), **_place_json(place)}
+
+
+def result_json(tx: Transaction, place: Place, outcome: Outcome) -> dict[str, Any]:
+    """The answer of icx_getTransactionResult for an executed transaction."""
+    body: dict[str, Any] = {
+        "txHash": tx_hash_hex(tx.hash),
+        **_place_json(place),
+        "to": channel_score_address(tx.channel),
+        "stepUsed": ZERO,
+        "stepPrice": ZERO,
+        "cumulativeStepUsed": ZERO,
+        "eventLogs": [],
+        "logsBloom": EMPTY_LOGS_BLOOM,
+        "status": "0x1" if outcome.code == SUCCESS else "0x0",
+    }
+    if outcome.code != SUCCESS:
+        text = outcome.message or _FAILURE_TEXT.get(
+            outcome.code, f"the SCORE returned code {outcome.code}"
+        )
+        body["failure"] = {"code": hex_int(outcome.code), "message": text}
+    return body
+
+
+def network_info_json(nid: str, channel: str, height: int) -> dict[str, str]:
+    """The answer of icx_getNetworkInfo ("latest" is "-0x1" before the genesis block)."""
+    return {
+        "platform": PLATFORM,
+        "nid": nid,
+        "channel": channel,
+        "earliest": ZERO,
+        "latest": hex_int(height),
+        "stepPrice": ZERO,
+    }
