@@ -163,8 +163,12 @@ class ChannelService:
                 group.create_task(self.catchup.run(), name=f"catchup:{self.name}")
                 group.create_task(self.score.run(), name=f"score-runtime:{self.name}")
         finally:
+            # the peer's server may still deliver messages until it stops: they are ignored now,
+            # so no timer outlives this channel and nothing touches its store once it closes
+            self.halted = self.halted or f"channel {self.name} is stopping"
             for handle in self._timers:
                 handle.cancel()
+            self._timers.clear()
             if self.intake is not None:
                 await self.intake.drain()
             await self.score.stop()
@@ -442,11 +446,12 @@ class ChannelService:
     def _dispatch(self, event: m.Event) -> list[m.Action]:
         if self.halted:
             return []
-        actions = self.consensus.handle(event, time.time())
         try:
+            actions = self.consensus.handle(event, time.time())
             self._execute(actions)
         except StorageError as exc:
             self._storage_failed(exc)
+            return []
         return actions
 
     def _storage_failed(self, exc: StorageError) -> None:
@@ -523,6 +528,8 @@ class ChannelService:
         return [p for p in self.members.values() if p.peer_id != self.signer.address]
 
     def _schedule(self, delay: float, kind: str, round_: int) -> None:
+        if self.halted:
+            return
         loop = asyncio.get_running_loop()
 
         def fire() -> None:

@@ -19,10 +19,15 @@ OBSERVATION_WINDOW = 6.0  # test 3: how long a halted channel is watched for a b
 # ------------------------------------------------------------------ network set-up and teardown
 
 
+# Leaders here change by complaint only, never by block count: under load a slow machine makes
+# many small blocks, and a leader rotating away before the kill would leave test 1 killing a follower.
+CONFIG = {"LEADER_BLOCK_CREATION_LIMIT": 100_000}
+
+
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[LocalNetwork]:
     """A RadioStation and four peers, all of which see the same four validators."""
-    with running_network(tmp_path, PEERS, deadline=30, audience=True) as network:
+    with running_network(tmp_path, PEERS, CONFIG, deadline=60, audience=True) as network:
         yield network
 
 

@@ -276,3 +276,17 @@ async def test_concurrent_submissions_share_one_synced_write(cluster: Cluster) -
     results = await asyncio.gather(*(service.create_txs([{"n": n}]) for n in range(40)))
     assert all(isinstance(r[0], Transaction) for r in results)
     assert sum(writes) == 40 and len(writes) <= 2, writes
+
+
+async def test_a_stopped_channel_ignores_late_messages_and_leaves_its_closed_store_alone(
+    cluster: Cluster,
+) -> None:
+    service = cluster.services[0]
+    await submit(service, 3, "before")
+    await cluster.crash(0)  # its run() has ended; the peer's server may still deliver
+    cluster.kvs[0].close()  # as the peer closes its stores after its channels
+    for round_ in range(service.consensus.round, service.consensus.round + 3):
+        service.receive(m.TimeoutFired("round", round_))  # no store read, no new timer
+    assert not service._timers
+    outcomes = await service.create_txs([{"late": 1}])
+    assert isinstance(outcomes[0], RequestError) and "is stopping" in str(outcomes[0])
