@@ -392,6 +392,22 @@ class LocalNetwork:
     def height(self, port: int) -> int:
         return int(self.status(port)["block_height"])
 
+    def submit(self, port: int, data: object) -> str:
+        """POST a transaction to the peer on `port`; its hash (fails unless accepted)."""
+        reply = post_json(f"{self.rest(port)}/api/v1/transactions", data)
+        assert reply["response_code"] == 0, reply
+        return str(reply["tx_hash"])
+
+    def tx_height(self, port: int, tx_hash: str) -> int | None:
+        """The height of the block holding the transaction (-1 while pooled), None if unknown."""
+        status, body = http("GET", f"{self.rest(port)}/api/v1/transactions?hash={tx_hash}")
+        return int(body["block_height"]) if status == 200 else None
+
+    def final_on(self, port: int, tx_hash: str) -> bool:
+        """True once the transaction is in a final block of the peer on `port`."""
+        height = self.tx_height(port, tx_hash)
+        return height is not None and height >= 0
+
     def block_hash_at(self, port: int, height: int) -> str:
         return str(get(f"{self.rest(port)}/api/v1/blocks?height={height}")["block_hash"])
 

@@ -17,6 +17,9 @@ Key schema (integers are unsigned big-endian, heights and rounds 8 bytes, so key
   b"s/executed"            -> canonical {height, state_root, results_hash}   last executed block
   b"e/" + height           -> state root (32) + results hash (32)   roots after each executed block
   b"v/" + height           -> b""                          heights of blocks carrying a validator update
+  b"p/" + height + block hash -> Block.encode()            blocks this node voted for that are not
+                                                           final yet (kept until a final block covers
+                                                           their height)
   b"i/" + timestamp + tx hash -> Transaction.encode()      the intake log: client transactions this
                                                            peer acknowledged and no saved block holds
 
@@ -67,6 +70,7 @@ EXECUTED = b"s/executed"
 ROOTS = b"e/"
 UPDATES = b"v/"
 INTAKE = b"i/"
+PENDING = b"p/"
 
 HASH_BYTES = 32
 CHECK_DEPTH = 8  # how many blocks below the tip check() walks back through
@@ -159,6 +163,9 @@ class BlockStore:
             for tx in block.transactions:  # acknowledged here, now kept in the chain
                 key = _intake_key(tx)
                 if key in self._intake_keys:
+                    batch.delete(key)
+            for key, _ in self._kv.iterate(PENDING):  # voted blocks this height makes moot
+                if _int(key[2:10]) <= height:
                     batch.delete(key)
             failpoints.hit("block-store-batch")
         self._intake_keys.difference_update(_intake_key(tx) for tx in block.transactions)
@@ -292,6 +299,29 @@ class BlockStore:
             return None
         value = canonical.decode(raw)
         return int(value["code"]), str(value["message"]), int(value["height"])
+
+    # -- blocks voted for, not final yet
+
+    def save_pending_block(self, block: Block) -> None:
+        """Durably keep a block this node is about to vote for. Its certificate may be the
+        highest one a quorum holds (their vote records name it) while no final block holds it
+        yet: if every node restarted, only these copies would let the next leader extend it."""
+        self._kv.put(_height_key(PENDING, block.height) + block.hash, block.encode(), sync=True)
+
+    def pending_blocks(self) -> list[Block]:
+        """The kept voted-for blocks above the tip, lowest first."""
+        return [
+            Block.decode(raw)
+            for key, raw in self._kv.iterate(PENDING)
+            if _int(key[2:10]) > self._tip_height
+        ]
+
+    def pending_block(self, block_hash: bytes) -> Block | None:
+        """A kept voted-for block by its hash."""
+        for key, raw in self._kv.iterate(PENDING):
+            if key[10:] == block_hash:
+                return Block.decode(raw)
+        return None
 
     # -- the intake log
 

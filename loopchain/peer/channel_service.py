@@ -156,6 +156,8 @@ class ChannelService:
             self.signer.address,
         )
         self._execute(self.consensus.start(time.time()))
+        for block in self.store.pending_blocks():  # what this node voted for before it stopped
+            self._dispatch(m.BlockFetched(block))
         self._replay_intake()
         try:
             async with asyncio.TaskGroup() as group:
@@ -356,6 +358,9 @@ class ChannelService:
             node = self.consensus.tree.get(block_hash) if block is None else None
             if node is not None:
                 return node.block, node.certificate
+            if block is None and node is None:
+                pending = self.store.pending_block(block_hash)  # voted for before a restart
+                return (pending, None) if pending is not None else None
         else:
             block = self.store.block_by_height(height if height >= 0 else self.store.tip_height())
         if block is None:
@@ -484,7 +489,12 @@ class ChannelService:
                 ):
                     for peer in self._other_peers():
                         self.transport.send_consensus(peer, self.name, self.signer.address, payload)
-                case m.SendVote(to, payload) | m.SendCertificate(to, payload):
+                case m.SendVote(to, vote):
+                    voted = self.consensus.tree.get(vote.block_hash)
+                    if voted is not None:
+                        self.store.save_pending_block(voted.block)
+                    self._send(to, vote)
+                case m.SendCertificate(to, payload):
                     self._send(to, payload)
                 case m.GossipTxs(txs):
                     self.relay.queue(txs)

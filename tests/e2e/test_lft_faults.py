@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import LocalNetwork, http, post_json, running_network, wait_until
+from tests.procs import LocalNetwork, http, running_network, wait_until
 
 PEERS = 4
 OBSERVATION_WINDOW = 6.0  # test 3: how long a halted channel is watched for a block
@@ -34,23 +34,6 @@ def net(tmp_path: Path) -> Iterator[LocalNetwork]:
 # ------------------------------------------------------------------ talking to peers
 
 
-def _submit(net: LocalNetwork, port: int, data: object) -> str:
-    reply = post_json(f"{net.rest(port)}/api/v1/transactions", data)
-    assert reply["response_code"] == 0, reply
-    return str(reply["tx_hash"])
-
-
-def _tx_height(net: LocalNetwork, port: int, tx_hash: str) -> int | None:
-    """The height of the block holding the transaction (-1 while pooled), None if unknown."""
-    status, body = http("GET", f"{net.rest(port)}/api/v1/transactions?hash={tx_hash}")
-    return int(body["block_height"]) if status == 200 else None
-
-
-def _final_on(net: LocalNetwork, port: int, tx_hash: str) -> bool:
-    height = _tx_height(net, port, tx_hash)
-    return height is not None and height >= 0
-
-
 def _wait_final(
     net: LocalNetwork, ports: Sequence[int], hashes: Sequence[str], deadline: float, what: str
 ) -> None:
@@ -58,7 +41,7 @@ def _wait_final(
     pending = [(port, tx_hash) for port in ports for tx_hash in hashes]
 
     def all_final() -> bool:
-        while pending and _final_on(net, *pending[0]):
+        while pending and net.final_on(*pending[0]):
             pending.pop(0)
         return not pending
 
@@ -68,7 +51,7 @@ def _wait_final(
         port, tx_hash = pending[0]
         raise AssertionError(
             f"{exc}; {len(pending)} (peer, tx) pairs not final, first: tx {tx_hash} on peer "
-            f"{port} (state {_tx_height(net, port, tx_hash)}), heights "
+            f"{port} (state {net.tx_height(port, tx_hash)}), heights "
             f"{ {p: net.height(p) for p in ports} } (logs in {net.workdir})"
         ) from None
 
@@ -104,7 +87,7 @@ def _leader_port(net: LocalNetwork, ports: Sequence[int]) -> int:
 
 def _warm_up(net: LocalNetwork, ports: Sequence[int]) -> None:
     """One transaction final everywhere, then an idle channel: no pooled or in-flight work."""
-    tx_hash = _submit(net, ports[0], {"data": "warm-up"})
+    tx_hash = net.submit(ports[0], {"data": "warm-up"})
     _wait_final(net, ports, [tx_hash], 30, "the warm-up transaction")
     wait_until(lambda: all(net.status(p)["tx_pool_size"] == 0 for p in ports), 20, "empty tx pools")
     _wait_same_height(net, ports, 20)
@@ -210,7 +193,7 @@ def test_killed_leader_under_load_loses_nothing_and_rejoins_after_restart(
     stopped = others[0]
     assert net.peers[stopped].stop() == 0
     running = [p for p in ports if p != stopped]
-    fresh = [_submit(net, running[i % 3], {"data": f"after restart {i}"}) for i in range(6)]
+    fresh = [net.submit(running[i % 3], {"data": f"after restart {i}"}) for i in range(6)]
     _wait_final(net, running, fresh, 60, "new transactions with the restarted peer voting")
     _wait_same_height(net, running, 20)
     _assert_agree(net, running)
@@ -226,7 +209,7 @@ def test_channel_keeps_finalising_without_the_radiostation(net: LocalNetwork) ->
     assert status is None, "the RadioStation still answers"
 
     before = net.height(ports[0])
-    hashes = [_submit(net, ports[i % PEERS], {"data": f"no radiostation {i}"}) for i in range(8)]
+    hashes = [net.submit(ports[i % PEERS], {"data": f"no radiostation {i}"}) for i in range(8)]
     _wait_final(net, ports, hashes, 30, "transactions final with the RadioStation down")
     top = _wait_same_height(net, ports, 20)
     assert top > before
@@ -245,13 +228,13 @@ def test_two_of_four_down_halts_without_fork_and_resumes_on_restart(net: LocalNe
     assert len({h for h, _ in before.values()}) == 1, before
 
     # 1. half the weight cannot finalise: watch the survivors for a block that must not come
-    pending = [_submit(net, running[0], {"data": f"while halted {i}"}) for i in range(5)]
+    pending = [net.submit(running[0], {"data": f"while halted {i}"}) for i in range(5)]
     window_end = time.monotonic() + OBSERVATION_WINDOW
     while time.monotonic() < window_end:
         now = {p: (net.height(p), net.status(p)["block_hash"]) for p in running}
         assert now == before, f"a block was finalised by 2 of 4 peers: {before} -> {now}"
         time.sleep(0.2)
-    assert all(_tx_height(net, running[0], h) == -1 for h in pending), "txs left the pool"
+    assert all(net.tx_height(running[0], h) == -1 for h in pending), "txs left the pool"
     assert net.status(running[0])["leader_complaint"] > 0, "the survivors never complained"
 
     # 2. a third peer returns: progress resumes, the pending transactions become final

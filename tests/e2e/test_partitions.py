@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e._netns import NetnsError, VirtualNetwork, netem_unavailable_reason
 from tests.e2e._netns import unavailable_reason as _unavailable_reason
-from tests.procs import REST_DIFF, LocalNetwork, Proc, get, http, post_json, wait_until
+from tests.procs import REST_DIFF, LocalNetwork, Proc, get, wait_until
 
 _REASON = _unavailable_reason()
 if _REASON is not None:
@@ -127,23 +127,6 @@ def net(tmp_path: Path) -> Iterator[NamespacedNetwork]:
 # ------------------------------------------------------------------ talking to peers
 
 
-def _submit(net: LocalNetwork, port: int, data: object) -> str:
-    reply = post_json(f"{net.rest(port)}/api/v1/transactions", data)
-    assert reply["response_code"] == 0, reply
-    return str(reply["tx_hash"])
-
-
-def _tx_height(net: LocalNetwork, port: int, tx_hash: str) -> int | None:
-    """The height of the block holding the transaction (-1 while pooled), None if unknown."""
-    status, body = http("GET", f"{net.rest(port)}/api/v1/transactions?hash={tx_hash}")
-    return int(body["block_height"]) if status == 200 else None
-
-
-def _final_on(net: LocalNetwork, port: int, tx_hash: str) -> bool:
-    height = _tx_height(net, port, tx_hash)
-    return height is not None and height >= 0
-
-
 def _wait_final(
     net: LocalNetwork, ports: Sequence[int], hashes: Sequence[str], deadline: float, what: str
 ) -> float:
@@ -152,7 +135,7 @@ def _wait_final(
     pending = [(port, tx_hash) for port in ports for tx_hash in hashes]
 
     def all_final() -> bool:
-        while pending and _final_on(net, *pending[0]):
+        while pending and net.final_on(*pending[0]):
             pending.pop(0)
         return not pending
 
@@ -162,7 +145,7 @@ def _wait_final(
         port, tx_hash = pending[0]
         raise AssertionError(
             f"{exc}; {len(pending)} (peer, tx) pairs not final, first: tx {tx_hash} on peer "
-            f"{port} (state {_tx_height(net, port, tx_hash)}), heights "
+            f"{port} (state {net.tx_height(port, tx_hash)}), heights "
             f"{ {p: net.height(p) for p in net.peers} } (logs in {net.workdir})"
         ) from None
     return time.monotonic() - started
@@ -191,7 +174,7 @@ def _wait_same_tip(net: LocalNetwork, ports: Sequence[int], deadline: float) -> 
 def _warm_up(net: LocalNetwork, ports: Sequence[int]) -> int:
     """One transaction final everywhere, then an idle channel (nothing pooled or in flight); the
     common height."""
-    tx_hash = _submit(net, ports[0], {"data": "warm-up"})
+    tx_hash = net.submit(ports[0], {"data": "warm-up"})
     _wait_final(net, ports, [tx_hash], 60, "the warm-up transaction")
     wait_until(lambda: all(net.status(p)["tx_pool_size"] == 0 for p in ports), 30, "empty pools")
     height, _ = _wait_same_tip(net, ports, 30)
@@ -230,7 +213,7 @@ def test_two_two_split_halts_without_fork_and_heals(net: NamespacedNetwork) -> N
 
     # 1. work on both sides; each side holds half the weight: no certificate, no timeout certificate
     hashes = [
-        _submit(net, side[i % 2], {"data": f"split {i}"})
+        net.submit(side[i % 2], {"data": f"split {i}"})
         for i in range(8)
         for side in (side_a, side_b)
     ]
@@ -247,7 +230,7 @@ def test_two_two_split_halts_without_fork_and_heals(net: NamespacedNetwork) -> N
         assert now == before, f"progress during a 2-2 split: {before} -> {now}"
         time.sleep(0.2)
     for port in ports:
-        assert all(not _final_on(net, port, h) for h in hashes), f"a tx final on {port}"
+        assert all(not net.final_on(port, h) for h in hashes), f"a tx final on {port}"
     assert {h for h, _, _ in before.values()} == {start_height}
     assert _assert_agree(net, ports) == start_height
 
@@ -268,11 +251,11 @@ def test_three_one_split_majority_goes_on_and_minority_catches_up(net: Namespace
     net.vnet.partition([net.host_of(isolated)], [net.host_of(p) for p in majority])
 
     # 1. the isolated leader gets work it cannot finalise; the majority replaces it and goes on
-    stranded = _submit(net, isolated, {"data": "stranded on the minority side"})
+    stranded = net.submit(isolated, {"data": "stranded on the minority side"})
     complaints = int(net.status(isolated)["leader_complaint"])
-    first = [_submit(net, majority[i % 3], {"data": f"majority {i}"}) for i in range(6)]
+    first = [net.submit(majority[i % 3], {"data": f"majority {i}"}) for i in range(6)]
     took = _wait_final(net, majority, first, 90, "transactions on the majority side")
-    second = [_submit(net, majority[i % 3], {"data": f"majority again {i}"}) for i in range(6)]
+    second = [net.submit(majority[i % 3], {"data": f"majority again {i}"}) for i in range(6)]
     _wait_final(net, majority, second, 60, "more transactions on the majority side")
     majority_height, _ = _wait_same_tip(net, majority, 30)
     assert majority_height >= start_height + 2, majority_height
@@ -284,8 +267,8 @@ def test_three_one_split_majority_goes_on_and_minority_catches_up(net: Namespace
         "the isolated peer to time out its round",
     )
     assert net.height(isolated) == start_height, "the isolated peer finalised a block alone"
-    assert not _final_on(net, isolated, stranded)
-    assert all(_tx_height(net, p, stranded) is None for p in majority), "the tx crossed the cut"
+    assert not net.final_on(isolated, stranded)
+    assert all(net.tx_height(p, stranded) is None for p in majority), "the tx crossed the cut"
     _assert_agree(net, ports)  # the isolated peer's chain is a prefix of the majority's
 
     # 2. heal: the isolated peer catches up, its stranded transaction becomes final everywhere
@@ -317,7 +300,7 @@ def test_two_hundred_ms_delay_keeps_the_channel_live(tmp_path: Path) -> None:
 
         for batch in range(3):
             hashes = [
-                _submit(net, ports[i % PEERS], {"data": f"delayed {batch}.{i}"}) for i in range(8)
+                net.submit(ports[i % PEERS], {"data": f"delayed {batch}.{i}"}) for i in range(8)
             ]
             took = _wait_final(net, ports, hashes, 120, f"delayed batch {batch} on every peer")
             print(f"delay {DELAY_MS} ms: batch {batch} final everywhere in {took:.1f} s")

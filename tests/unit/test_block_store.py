@@ -499,3 +499,16 @@ def test_a_block_of_transactions_never_logged_leaves_the_intake_log_alone(
     store.log_intake([logged])
     save_next(store, chain, tx_count=3)
     assert store.intake() == [logged.encode()]
+
+
+def test_voted_blocks_are_kept_until_a_final_block_covers_their_height(
+    store: BlockStore, chain: ChainBuilder
+) -> None:
+    save_next(store, chain)
+    voted = chain.block([chain.transaction()])  # height 1, voted for, not final
+    store.save_pending_block(voted)
+    assert [b.hash for b in store.pending_blocks()] == [voted.hash]
+    assert store.pending_block(voted.hash) is not None
+    assert store.pending_block(b"\x01" * 32) is None
+    save_next(store, chain)  # another block becomes final at height 1
+    assert store.pending_blocks() == [] and store.pending_block(voted.hash) is None

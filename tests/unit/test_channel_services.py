@@ -290,3 +290,25 @@ async def test_a_stopped_channel_ignores_late_messages_and_leaves_its_closed_sto
     assert not service._timers
     outcomes = await service.create_txs([{"late": 1}])
     assert isinstance(outcomes[0], RequestError) and "is stopping" in str(outcomes[0])
+
+
+async def test_the_channel_goes_on_after_every_peer_restarts_with_a_certified_block_not_final(
+    cluster: Cluster,
+) -> None:
+    services = cluster.services
+    first = await submit(services[0], 5, "before")
+    await cluster.wait(lambda: cluster.final_everywhere(first, services), "first final")
+
+    def certified_not_final() -> bool:  # the newest certificate names a block no store holds
+        return all(s.consensus.safety.high_qc_round > s.consensus.tip.round for s in services)
+
+    await cluster.wait(certified_not_final, "a certified block above every tip")
+    for service in services:  # as a complaint would: the vote record names that certificate
+        safety = service.consensus.safety
+        service.store.save_safety_record(safety.highest_vote_round, safety.high_qc)
+    for index in range(PEERS):  # every peer stops: what is only in memory is gone
+        await cluster.crash(index)
+    restarted = [cluster.restart(index) for index in range(PEERS)]
+    after = await submit(restarted[1], 5, "after")
+    await cluster.wait(lambda: cluster.final_everywhere(after, restarted), "final after restart")
+    assert_agree(restarted)
