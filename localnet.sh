@@ -6,6 +6,9 @@
 # Peers listen on 7100, 7200, ... (REST 9000, 9100, ...); the RadioStation on 7102 (REST 9002).
 # State lives in DIR (default ./localnet-data) and survives a restart. A process that dies is
 # reported and the others keep running (kill -9 the leader to watch the failover). Ctrl-C stops all.
+# Every channel's genesis_data is $GENESIS (JSON, from the environment): by default 1,000,000 ICX to
+# hxe7af5fcfd8dfc67530a01a0e403882687528dfcb, whose private key 592eb276d534e2c41a2d9356c0ab262dc233d87e4dd71ce705ec130a8d27ff0c
+# is public (ICON SDK tests): development only. GENESIS='{"accounts": []}' funds no one.
 set -euo pipefail
 cd "$(dirname "$0")"
 PEERS=4
@@ -13,6 +16,9 @@ DATA=localnet-data
 DEBUG=()
 SCORE=""
 SETTINGS="{}"
+# genesis_data of every channel (balances in loop, 10^-18 ICX); overridable from the environment
+DEFAULT_GENESIS='{"accounts":[{"name":"god","address":"hxe7af5fcfd8dfc67530a01a0e403882687528dfcb","balance":"0xd3c21bcecceda1000000"},{"name":"treasury","address":"hx1000000000000000000000000000000000000000","balance":"0x0"}],"message":"loopchain local network: development genesis"}'
+GENESIS=${GENESIS:-$DEFAULT_GENESIS}
 CHANNELS=""
 TLS=0
 RESTART=""
@@ -26,7 +32,7 @@ while [ $# -gt 0 ]; do
     --tls) TLS=2; shift ;;
     --debug|-d) DEBUG=(-d); shift ;;
     --restart) RESTART=$2; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "localnet.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -92,7 +98,7 @@ listed=()
 for port in ${PEER_PORTS//,/ }; do listed+=(--peer "127.0.0.1:$port=$DATA/storage/peer_$port/peer_key"); done
 .venv/bin/python tools/listed_channels.py --out "$DATA/channel_manage_data.json" \
   --channels "${CHANNELS:-loopchain_default}" --score "${SCORE:-loopchain/default}" \
-  --score-settings "$SETTINGS" "${listed[@]}" >/dev/null
+  --score-settings "$SETTINGS" --genesis "$GENESIS" "${listed[@]}" >/dev/null
 
 stop() {
   trap - INT TERM EXIT

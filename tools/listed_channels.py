@@ -3,14 +3,16 @@
 (or kept) where the peer will look for it, and every channel lists the peers by their ids.
 
     tools/listed_channels.py --out FILE [--channels A,B] [--score ORG/PACKAGE]
-                             [--score-settings JSON]
+                             [--score-settings JSON] [--genesis JSON]
                              --peer TARGET=KEYFILE [--peer TARGET=KEYFILE ...]
 
 e.g. `--peer 127.0.0.1:7100=.storage/peer_7100/peer_key`. A new key is encrypted with
 $LOOPCHAIN_KEY_PASSWORD when it is set (the peer reads the same variable), else written unencrypted
 as a development network needs; an existing key keeps its id. `--score-settings` is the channels'
 "score_settings" object, where a string "@TARGET" stands for the id of the peer at TARGET (e.g.
-'{"token": {"owner": "@127.0.0.1:7100"}}'). Prints one "target peer_id" line per peer.
+'{"token": {"owner": "@127.0.0.1:7100"}}'). `--genesis` is the channels' "genesis_data" object
+(the accounts funded with the native coin at genesis, loopchain.types.genesis), checked before it
+is written; without it the channels state none. Prints one "target peer_id" line per peer.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loopchain.radiostation.channels import is_target
 from loopchain.types.crypto import SignatureError, load_or_create_key, write_private_file
+from loopchain.types.genesis import GenesisData
 from loopchain.types.passwords import KEY_PASSWORD_ENV
 
 
@@ -58,6 +61,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--score-settings", default="{}", help="score_settings JSON ('@TARGET': id)"
     )
+    parser.add_argument("--genesis", help="genesis_data JSON of each channel (default: none)")
     parser.add_argument("--peer", action="append", type=_peer, required=True, help="TARGET=KEYFILE")
     return parser.parse_args(argv)
 
@@ -87,9 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(settings, dict):
         print("listed_channels.py: --score-settings must be a JSON object", file=sys.stderr)
         return 2
+    genesis = None
+    if args.genesis is not None:
+        try:
+            genesis = json.loads(args.genesis)
+            GenesisData.from_json(genesis)
+        except ValueError as exc:  # not JSON, or an EncodingError naming the field
+            print(f"listed_channels.py: --genesis: {exc}", file=sys.stderr)
+            return 2
     channel = {"score_package": args.score, "peers": peers}
     if settings:
         channel["score_settings"] = settings
+    if genesis is not None:
+        channel["genesis_data"] = genesis
     channels = {name: channel for name in names}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_private_file(args.out, (json.dumps(channels, indent=2) + "\n").encode())

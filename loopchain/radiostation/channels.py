@@ -10,6 +10,10 @@ transactions.
 `score_settings` (an object) is laid over the SCORE package's package.json for this channel, for
 example `{"token": {"owner": "hx..."}}` names the peer that owns sample/token's supply.
 
+`genesis_data` (an object, `loopchain.types.genesis`) names the accounts funded with the native coin
+at genesis: `{"accounts": [{"name": str, "address": "hx...", "balance": "0x..."}], "message": str}`,
+balances in loop (10**-18 ICX). Its canonical JSON goes into every validator set of the channel.
+
 A peer is known by its id (the address of its key). With ENABLE_CHANNEL_AUTH (listed mode) a peer
 joins a channel only when an entry lists its `peer_id`; a target alone is not an identity, so every
 entry needs one. In open mode an entry may name only `peer_target`, to give the peer registered
@@ -29,10 +33,11 @@ from typing import Any
 
 from loopchain.types import canonical
 from loopchain.types.canonical import EncodingError
+from loopchain.types.genesis import GenesisData
 
 log = logging.getLogger(__name__)
 
-_CHANNEL_KEYS = {"score_package", "score_settings", "peers", "groups"}
+_CHANNEL_KEYS = {"score_package", "score_settings", "genesis_data", "peers", "groups"}
 MAX_SCORE_SETTINGS_BYTES = 16 * 1024
 _FIXED_PACKAGE_FIELDS = ("id", "version", "main")
 _PEER_KEYS = {"peer_id", "peer_target", "weight", "group_id", "role"}
@@ -64,6 +69,7 @@ class ChannelSpec:
     members: tuple[MemberSpec, ...] | None
     groups: Mapping[str, int] = field(default_factory=dict)  # group id -> weight
     score_settings: Mapping[str, Any] = field(default_factory=dict)  # over its package.json
+    genesis: GenesisData | None = None  # the accounts funded at genesis, when stated
 
     def entry(self, peer_id: str, target: str) -> MemberSpec | None:
         """The entry naming `peer_id`, else one naming only `target`, else None."""
@@ -186,7 +192,20 @@ def _parse_channel(path: Path, name: Any, raw: Any, default_package: str) -> Cha
     peers = _parse_peers(path, name, raw.get("peers", []))
     groups = _parse_groups(path, name, raw.get("groups", {}), peers)
     settings = _parse_settings(f"{path}: channel {name!r}", raw.get("score_settings", {}))
-    return ChannelSpec(name, package, peers, groups, settings)
+    genesis = (
+        _parse_genesis(f"{path}: channel {name!r}", raw["genesis_data"])
+        if "genesis_data" in raw
+        else None
+    )
+    return ChannelSpec(name, package, peers, groups, settings, genesis)
+
+
+def _parse_genesis(where: str, raw: Any) -> GenesisData:
+    """`genesis_data`: the accounts funded at genesis."""
+    try:
+        return GenesisData.from_json(raw)
+    except EncodingError as exc:
+        raise ChannelDataError(f"{where}: genesis_data: {exc}") from None
 
 
 def _parse_settings(where: str, raw: Any) -> dict[str, Any]:

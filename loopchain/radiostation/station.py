@@ -110,6 +110,7 @@ class Station:
             auditors=auditors,
             score_package=spec.score_package,
             score_settings=settings.decode(),
+            genesis=spec.genesis.encoded() if spec.genesis is not None else "",
         )
         signed = unsigned.signed_by(self.signer)
         self._sets[channel] = signed

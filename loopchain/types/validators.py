@@ -2,13 +2,14 @@
 
 A channel's validator set is an ordered list of validators, issued and signed by the RadioStation;
 blocks carry its hash. It also states the rest of the channel's configuration at its version — the
-auditors (peers that follow the channel without voting), the SCORE package and the channel's SCORE
-settings — so the genesis block, which carries the first set, records the whole configuration. Voting units are the validators outside any group, each with its weight,
-and the groups, each with the weight configured for the group. A group's vote counts when its
-members holding more than the ratio of the group's member weight voted alike. A set of voters has a
-quorum when the units that voted hold more than max(2/3, VOTING_RATIO) of the total unit weight.
-Any two quorums therefore share units holding more than 1/3 of the weight, so with byzantine units
-below 1/3 of the weight they share an honest unit.
+auditors (peers that follow the channel without voting), the SCORE package, the channel's SCORE
+settings and its genesis accounts (`loopchain.types.genesis`) — so the genesis block, which carries
+the first set, records the whole configuration. Voting units are the validators outside any group,
+each with its weight, and the groups, each with the weight configured for the group. A group's
+vote counts when its members holding more than the ratio of the group's member weight voted alike.
+A set of voters has a quorum when the units that voted hold more than max(2/3, VOTING_RATIO) of the
+total unit weight. Any two quorums therefore share units holding more than 1/3 of the weight, so
+with byzantine units below 1/3 of the weight they share an honest unit.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from loopchain.types import canonical
 from loopchain.types.canonical import EncodingError
 from loopchain.types.crypto import Signer, address_of, recover_address
+from loopchain.types.genesis import GenesisData
 from loopchain.types.hashing import sha3_256
 
 MIN_RATIO = Fraction(2, 3)
@@ -58,6 +60,7 @@ class ValidatorSet:
     auditors: tuple[str, ...] = ()  # peer ids that follow the channel without voting
     score_package: str = ""  # the channel's SCORE package ("" when not stated)
     score_settings: str = ""  # canonical JSON of the channel's score_settings ("" for none)
+    genesis: str = ""  # canonical JSON of the channel's GenesisData ("" for none)
 
     def __post_init__(self) -> None:
         ids = [v.peer_id for v in self.validators]
@@ -76,6 +79,11 @@ class ValidatorSet:
         for v in self.validators:
             if v.public_key and _address_or_none(v.public_key) != v.peer_id:
                 raise EncodingError(f"the public key stated for {v.peer_id} is not its key")
+        if self.genesis:
+            try:
+                GenesisData.decode(self.genesis)
+            except EncodingError as exc:
+                raise EncodingError(f"genesis: {exc}") from None
 
     def body(self) -> dict[str, Any]:
         return {
@@ -95,7 +103,12 @@ class ValidatorSet:
             **({"auditors": list(self.auditors)} if self.auditors else {}),
             **({"score_package": self.score_package} if self.score_package else {}),
             **({"score_settings": self.score_settings} if self.score_settings else {}),
+            **({"genesis": self.genesis} if self.genesis else {}),
         }
+
+    def genesis_data(self) -> GenesisData | None:
+        """The channel's genesis accounts, or None when the set states none."""
+        return GenesisData.decode(self.genesis) if self.genesis else None
 
     @property
     def hash(self) -> bytes:
@@ -212,6 +225,9 @@ class ValidatorSet:
         package, settings = obj.get("score_package", ""), obj.get("score_settings", "")
         if not isinstance(package, str) or not isinstance(settings, str):
             raise EncodingError("fields 'score_package' and 'score_settings' must be strings")
+        genesis = obj.get("genesis", "")
+        if not isinstance(genesis, str):
+            raise EncodingError("field 'genesis' must be a string (canonical JSON)")
         try:
             return cls(
                 obj["channel"],
@@ -223,6 +239,7 @@ class ValidatorSet:
                 tuple(auditors),
                 package,
                 settings,
+                genesis,
             )
         except ValueError as exc:  # well-formed, but breaks a rule of validator sets
             raise EncodingError(f"invalid validator set: {exc}") from None

@@ -145,11 +145,20 @@ async def test_channel_auth_gives_only_listed_channels(start_rs: StartRS) -> Non
 
 
 async def test_without_channel_auth_every_peer_joins_every_channel(start_rs: StartRS) -> None:
-    channels = {"c1": {"score_package": "p1", "peers": []}, "c2": {"score_package": "p2"}}
+    genesis = {"accounts": [{"name": "a", "address": "hx" + "a" * 40, "balance": "0x0a"}]}
+    channels = {
+        "c1": {"score_package": "p1", "peers": [], "genesis_data": genesis},
+        "c2": {"score_package": "p2"},
+    }
     rs = await start_rs({"LOOPCHAIN_DEFAULT_CHANNEL": "c1"}, channels)
     async with rs_stub(rs) as stub:
         reply = await connect(stub, Signer.generate(), "9.9.9.9:7100")
     assert [(i.channel, i.score_package) for i in reply.channels] == [("c1", "p1"), ("c2", "p2")]
+    # the channel's genesis accounts travel in its signed validator set, canonical
+    stated = validator_set_of(reply, "c1").genesis_data()
+    assert stated is not None and stated.total_supply == 10
+    assert stated.accounts[0].address == "hx" + "a" * 40
+    assert validator_set_of(reply, "c2").genesis == ""
 
 
 # -- peer lists, heartbeats, leader
@@ -440,6 +449,10 @@ async def test_rest_port_in_use_fails_fast(start_rs: StartRS, tmp_path: Path) ->
         ('{"c": {"score_package": 5}}', ["'c'", "score_package"]),
         ('{"c": {"peers": [{"peer_target": "nohost"}]}}', ["peer_target", "nohost"]),
         ('{"c": {"peer": []}}', ["unknown keys", "peer"]),
+        (
+            '{"c": {"genesis_data": {"accounts": [{"name": "", "address": "hx1"}]}}}',
+            ["'c'", "genesis_data", "accounts[0]", "missing field 'balance'"],
+        ),
         ("[]", ["JSON object"]),
     ],
 )

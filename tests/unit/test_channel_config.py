@@ -1,12 +1,20 @@
-"""channel_manage_data.json: weights and groups become the channel's validator set shape."""
+"""channel_manage_data.json: weights and groups become the channel's validator set shape, and
+genesis_data goes into every validator set the RadioStation issues."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from loopchain.configure import load_config
 from loopchain.radiostation.channels import ChannelDataError, parse_channels
+from loopchain.radiostation.registry import Registry
+from loopchain.radiostation.station import Station
+from loopchain.types.crypto import Signer
+from loopchain.types.genesis import GenesisData
+from loopchain.types.validators import ValidatorSet
 
 PATH = Path("channel_manage_data.json")
 
@@ -135,3 +143,56 @@ def test_score_settings_are_read_and_bounded() -> None:
 def test_bad_score_settings_are_named(settings: object, message: str) -> None:
     with pytest.raises(ChannelDataError, match=message):
         parse_channels(PATH, {"c": {"score_settings": settings}}, "x")
+
+
+GENESIS = {
+    "accounts": [
+        {"name": "god", "address": A, "balance": "0xd3c21bcecceda1000000"},
+        {"name": "treasury", "address": B, "balance": "0x0"},
+    ],
+    "message": "test genesis",
+}
+
+
+def test_genesis_data_is_read_and_goes_into_every_issued_validator_set(tmp_path: Path) -> None:
+    specs = parse_channels(
+        PATH, {"c": {"genesis_data": GENESIS}, "d": {"peers": [{"peer_id": A}]}}, "x"
+    )
+    assert specs["c"].genesis == GenesisData.from_json(GENESIS)
+    assert specs["c"].genesis.total_supply == 10**24  # type: ignore[union-attr]
+    assert specs["d"].genesis is None
+    station = Station(
+        load_config(environ={}),
+        Registry.open(tmp_path / "registry.json", specs, False),
+        Signer.generate(),
+        time.time,
+    )
+    first = station.validator_set("c")
+    assert first.genesis == GenesisData.from_json(GENESIS).encoded()
+    assert first.genesis_data() == specs["c"].genesis
+    assert first.verify_issuer(station.signer.address)
+    station.registry.register(A, "127.0.0.1:7100", "", b"")
+    second = station.validator_set("c")  # a new version states it again
+    assert second.version > first.version and second.genesis == first.genesis
+    assert ValidatorSet.decode(second.encode()).genesis_data() == specs["c"].genesis
+    assert (
+        station.validator_set("d").genesis == ""
+        and "genesis" not in station.validator_set("d").body()
+    )
+
+
+@pytest.mark.parametrize(
+    ("genesis", "message"),
+    [
+        (None, "genesis_data: expected a JSON object"),
+        ([], "genesis_data: expected a JSON object"),
+        ({**GENESIS, "supply": 1}, r"genesis_data: unknown fields \['supply'\]"),
+        ({"accounts": [{**GENESIS["accounts"][0], "address": "hxNOPE"}]}, r"accounts\[0\].address"),
+        ({"accounts": [{**GENESIS["accounts"][0], "balance": 10}]}, "field 'balance'"),
+        ({"accounts": [GENESIS["accounts"][0]] * 2}, r"accounts\[1\].address.*listed twice"),
+    ],
+)
+def test_bad_genesis_data_is_named(genesis: object, message: str) -> None:
+    with pytest.raises(ChannelDataError, match=message) as refused:
+        parse_channels(PATH, {"c": {"genesis_data": genesis}}, "x")
+    assert str(refused.value).startswith(f"{PATH}: channel 'c': genesis_data: ")

@@ -1,4 +1,5 @@
-"""tools/listed_channels.py: keys made where peers look, channels listing their ids, settings."""
+"""tools/listed_channels.py: keys made where peers look, channels listing their ids, settings,
+genesis data."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from loopchain.radiostation.channels import load_channels
 from loopchain.types.crypto import load_or_create_key
+from loopchain.types.genesis import GenesisData
 from tools.listed_channels import main
 
 
@@ -51,6 +53,47 @@ def test_bad_settings_are_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], settings: str, message: str
 ) -> None:
     args = ["--out", str(tmp_path / "c.json"), "--score-settings", settings]
+    assert main([*args, "--peer", f"127.0.0.1:7100={tmp_path / 'k'}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()
+
+
+GENESIS = {
+    "accounts": [
+        {"name": "god", "address": "hx" + "e" * 40, "balance": "0xd3c21bcecceda1000000"},
+    ],
+    "message": "dev",
+}
+
+
+def test_genesis_is_written_into_every_channel_only_when_given(tmp_path: Path) -> None:
+    out = tmp_path / "channels.json"
+    args = ["--out", str(out), "--channels", "a,b", "--peer", f"127.0.0.1:7100={tmp_path / 'k'}"]
+    assert main([*args, "--genesis", json.dumps(GENESIS)]) == 0
+    written = json.loads(out.read_text())
+    assert [written[name]["genesis_data"] for name in ("a", "b")] == [GENESIS, GENESIS]
+    specs = load_channels(out, "a", "x")
+    assert specs["b"].genesis == GenesisData.from_json(GENESIS)
+    assert main(args) == 0  # without --genesis the channels state none
+    assert all("genesis_data" not in channel for channel in json.loads(out.read_text()).values())
+    assert load_channels(out, "a", "x")["a"].genesis is None
+
+
+@pytest.mark.parametrize(
+    ("genesis", "message"),
+    [
+        ("{not json", "--genesis: "),
+        ("[]", "--genesis: expected a JSON object"),
+        (
+            '{"accounts": [{"name": "a", "address": "hx1", "balance": "0x1"}]}',
+            "accounts[0].address",
+        ),
+    ],
+)
+def test_bad_genesis_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], genesis: str, message: str
+) -> None:
+    args = ["--out", str(tmp_path / "c.json"), "--genesis", genesis]
     assert main([*args, "--peer", f"127.0.0.1:7100={tmp_path / 'k'}"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "c.json").exists()
