@@ -13,7 +13,8 @@ Key schema (integers are unsigned big-endian, heights and rounds 8 bytes, so key
   b"s/channel"             -> channel name (UTF-8)         the channel this store belongs to
   b"s/safety"              -> canonical {highest_vote_round, high_qc}   what this node signed
   b"m/" + name (UTF-8)     -> value                        free metadata of the node (put_meta)
-  b"r/" + tx hash (32)     -> canonical {code, message, height}   a transaction's SCORE result
+  b"r/" + tx hash (32)     -> canonical {code, message, height[, steps, cumulative_steps]}
+                              a transaction's SCORE result (steps: a v3 transaction's)
   b"s/executed"            -> canonical {height, state_root, results_hash}   last executed block
   b"e/" + height           -> state root (32) + results hash (32)   roots after each executed block
   b"v/" + height           -> b""                          heights of blocks carrying a validator update
@@ -44,10 +45,11 @@ are dropped by a range (`drop_intake_before`).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 from loopchain import failpoints
+from loopchain.blockchain.execution import TxResult
 from loopchain.storage.abc import KeyValueStore
 from loopchain.types import canonical
 from loopchain.types.block import Block
@@ -95,6 +97,17 @@ class TxPlace(NamedTuple):
     height: int
     tx_index: int  # its position among the block's transactions
     block_hash: bytes
+
+
+class StoredResult(NamedTuple):
+    """A transaction's recorded result; `steps` and `cumulative_steps` (the block's steps up to
+    and including it) are 0 for a v1 transaction."""
+
+    code: int
+    message: str
+    height: int
+    steps: int = 0
+    cumulative_steps: int = 0
 
 
 class BlockStoreError(RuntimeError):
@@ -254,19 +267,28 @@ class BlockStore:
     def save_results(
         self,
         height: int,
-        results: list[tuple[bytes, int, str]],
+        results: Sequence[TxResult],
         state_root: bytes,
         results_hash: bytes,
     ) -> None:
-        """Record the execution of the block at `height` (tx hash, code, message) in ONE batch."""
+        """Record the execution of the block at `height` (each transaction's result) in ONE batch."""
         executed = self.executed()
         expected = (executed[0] if executed else -1) + 1
         if height != expected or height > self._tip_height:
             raise BlockStoreError(f"cannot record execution of block {height}: expected {expected}")
+        cumulative = 0
         with self._kv.write_batch() as batch:
-            for tx_hash, code, message in results:
-                value = {"code": int(code), "message": str(message), "height": height}
-                batch.put(RESULT + tx_hash, canonical.encode_checked(value))  # no floats here
+            for result in results:
+                value: dict[str, Any] = {
+                    "code": int(result.code),
+                    "message": str(result.message),
+                    "height": height,
+                }
+                if result.steps:  # a v3 transaction's steps, and the block's up to it
+                    cumulative += result.steps
+                    value["steps"], value["cumulative_steps"] = result.steps, cumulative
+                key = RESULT + bytes.fromhex(result.tx_hash)
+                batch.put(key, canonical.encode_checked(value))  # no floats here
             pointer = {
                 "height": height,
                 "state_root": state_root.hex(),
@@ -292,13 +314,19 @@ class BlockStore:
             bytes.fromhex(value["results_hash"]),
         )
 
-    def tx_result(self, tx_hash: bytes) -> tuple[int, str, int] | None:
-        """(code, message, height) of an executed transaction."""
+    def tx_result(self, tx_hash: bytes) -> StoredResult | None:
+        """The recorded result of an executed transaction."""
         raw = self._kv.get(RESULT + tx_hash)
         if raw is None:
             return None
         value = canonical.decode(raw)
-        return int(value["code"]), str(value["message"]), int(value["height"])
+        return StoredResult(
+            int(value["code"]),
+            str(value["message"]),
+            int(value["height"]),
+            int(value.get("steps", 0)),
+            int(value.get("cumulative_steps", 0)),
+        )
 
     # -- blocks voted for, not final yet
 

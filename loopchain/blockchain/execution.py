@@ -24,24 +24,37 @@ MAX_RESULT_MESSAGE_CHARS = 1000  # longer messages are cut (deterministically) b
 
 _STATE_DOMAIN = b"loopchain.state."
 _RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {"tx_hash": str, "code": int, "message": str}
+_RESULT_KNOWN = frozenset((*_RESULT_FIELDS, "steps"))
 
 
 @dataclass(frozen=True)
 class TxResult:
-    """The outcome of one transaction: its hash (hex), a result code and a message."""
+    """The outcome of one transaction: its hash (hex), a result code and a message, and the steps
+    a v3 transaction used (0 for v1: it pays no fee, and its JSON form leaves "steps" out)."""
 
     tx_hash: str
     code: int
     message: str = ""
+    steps: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"tx_hash": self.tx_hash, "code": self.code, "message": self.message}
+        value: dict[str, Any] = {
+            "tx_hash": self.tx_hash,
+            "code": self.code,
+            "message": self.message,
+        }
+        if self.steps:
+            value["steps"] = self.steps
+        return value
 
     @classmethod
     def from_json(cls, value: Any) -> TxResult:
         """Parse the JSON form; raises EncodingError naming the bad field."""
-        obj = canonical.check_fields(value, _RESULT_FIELDS)
-        return cls(tx_hash=obj["tx_hash"], code=obj["code"], message=obj["message"])
+        obj = canonical.check_fields(value, _RESULT_FIELDS, _RESULT_KNOWN)
+        steps = obj.get("steps", 0)
+        if type(steps) is not int or steps < 0:
+            raise EncodingError("field 'steps' must be a non-negative int")
+        return cls(obj["tx_hash"], obj["code"], obj["message"], steps)
 
 
 @dataclass(frozen=True)

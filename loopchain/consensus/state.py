@@ -10,9 +10,11 @@ Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2)
   which it carries in the header (the piggybacked commit), plus the timeout certificate of the
   previous round when that round failed. It proposes only when there is work: pooled transactions, a
   not-yet-final block holding transactions (an empty block finalises the one before it). The first
-  block, height 0, is the genesis block, proposed when the first transactions wait: it carries the
-  channel's validator set of that moment (with its auditors, SCORE package and settings) and no
-  transaction, so the first transactions are in block 1, whose certificate makes it final.
+  block, height 0, is the genesis block, proposed when the first transactions wait (at once when
+  the channel's genesis funds accounts, which must exist before anyone can pay a fee): it carries
+  the channel's validator set of that moment (with its auditors, SCORE package, settings and
+  genesis accounts) and no transaction, so the first transactions are in block 1, whose
+  certificate makes it final.
 * Vote. A validator votes for a valid block of its current round only if the round is above every
   round it voted or complained in, and the block either extends a certificate of the previous round
   or follows a timeout certificate and extends a certificate at least as high as any its signers
@@ -186,8 +188,12 @@ class ChannelConsensus:
         return self.leader == self.signer.address
 
     def has_work(self) -> bool:
-        """Transactions wait, or a not-yet-final block holds some: rounds must make progress."""
-        return bool(self.pool) or self.tree.has_pending_transactions()
+        """Transactions wait, or a not-yet-final block holds some, or the genesis block of a
+        channel that funds accounts is not final yet: rounds must make progress."""
+        if self.pool or self.tree.has_pending_transactions():
+            return True
+        latest = self.latest_validators
+        return self.tip.height < 0 and latest is not None and bool(latest.genesis)
 
     # ------------------------------------------------------------ entry points
 

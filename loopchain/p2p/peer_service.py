@@ -52,6 +52,8 @@ class TxOutcome:
     block_height: int = -1
     block_hash: bytes = b""
     tx_index: int = -1
+    steps: int = 0  # what a v3 transaction used, and the block's steps up to and including it
+    cumulative_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class ChannelBackend(Protocol):
 
     async def create_tx(self, data: dict[str, Any]) -> Transaction: ...
     async def create_txs(self, items: list[dict[str, Any]]) -> list[Transaction | RequestError]: ...
+    async def create_icon_tx(self, params_json: str) -> Transaction: ...
+    async def balance(self, address: str) -> tuple[int, int, int]: ...
     def find_tx(self, tx_hash: bytes) -> TxLookup | None: ...
     def get_block(
         self, height: int, block_hash: bytes
@@ -245,6 +249,22 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
         return await self._serve(context, work)
 
+    async def CreateIconTx(self, request: pb.IconTxRequest, context: Any) -> pb.CreateTxReply:
+        async def work() -> pb.CreateTxReply:
+            channel = self._channel(context, request.channel)
+            tx = await channel.create_icon_tx(request.params_json)
+            return pb.CreateTxReply(tx_hash=tx.hash_hex, channel=request.channel)
+
+        return await self._serve(context, work)
+
+    async def GetBalance(self, request: pb.BalanceRequest, context: Any) -> pb.BalanceReply:
+        async def work() -> pb.BalanceReply:
+            channel = self._channel(context, request.channel)
+            balance, supply, height = await channel.balance(request.address)
+            return pb.BalanceReply(balance=str(balance), total_supply=str(supply), height=height)
+
+        return await self._serve(context, work)
+
     async def GetTx(self, request: pb.GetTxRequest, context: Any) -> pb.GetTxReply:
         def work() -> pb.GetTxReply:
             tx_hash = _hash_arg(request.tx_hash)
@@ -279,6 +299,8 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 block_height=found.block_height,
                 block_hash=found.block_hash.hex(),
                 tx_index=found.tx_index,
+                steps=found.steps,
+                cumulative_steps=found.cumulative_steps,
             )
 
         return await self._serve(context, work)

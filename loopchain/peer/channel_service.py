@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from loopchain import failpoints
-from loopchain.blockchain import execution
+from loopchain.blockchain import coin, execution
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.blockchain.chain import Limits
 from loopchain.blockchain.mempool import TxPool, TxRefused
@@ -30,7 +30,7 @@ from loopchain.peer.relay import TxRelay
 from loopchain.peer.score_runtime import ScoreInfo, ScoreRuntime
 from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
 from loopchain.storage.abc import StorageError
-from loopchain.types import canonical
+from loopchain.types import canonical, icon_tx
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
 from loopchain.types.crypto import Signer
@@ -221,7 +221,81 @@ class ChannelService:
         """Wrap each client's JSON in a transaction signed by this peer, record them in the
         intake log and pool them together (one synced write, one consensus event and one gossip
         batch); each item gets its transaction or its refusal. Returns once they are on disk."""
-        outcomes = self._new_txs(items)
+        return await self._take_in(self._new_txs(items))
+
+    async def create_icon_tx(self, params_json: str) -> Transaction:
+        """Check a client-signed v3 transaction (params as sent: shape, signature, network id,
+        time, size, not known yet, the sender able to pay value + stepLimit x STEP_PRICE at the
+        last executed block) and pool it like create_txs does."""
+        tx = self._new_icon_tx(params_json)
+        icon = tx.icon()
+        held = await self.balance(icon.sender)
+        needed = icon.value + icon.step_limit * coin.STEP_PRICE
+        if held[0] < needed:
+            raise RequestError(
+                ErrorKind.INVALID,
+                f"out of balance: {icon.sender} holds {held[0]} loop, the transaction may need "
+                f"{needed} (value {icon.value} + stepLimit {icon.step_limit} x step price "
+                f"{coin.STEP_PRICE})",
+            )
+        outcome = (await self._take_in([tx]))[0]
+        if isinstance(outcome, RequestError):
+            raise outcome
+        return outcome
+
+    def _new_icon_tx(self, params_json: str) -> Transaction:
+        limit = int(self.config.MAX_TX_BYTES)
+        if len(params_json) > limit:
+            raise RequestError(
+                ErrorKind.INVALID, f"transaction is {len(params_json)} characters, limit {limit}"
+            )
+        refused = self._refusal_for_all()
+        if refused is not None:
+            raise refused
+        room, refusal = self._admission(time.time())
+        return self._checked_icon(params_json, room, refusal)
+
+    def _checked_icon(self, params_json: str, room: int, refusal: str) -> Transaction:
+        try:
+            params = canonical.parse(params_json)
+            checked = icon_tx.verify_send_params(params)
+            icon_tx.check_nid(checked, int(str(self.config.ICON_NID), 16))
+        except EncodingError as exc:
+            raise RequestError(ErrorKind.INVALID, f"transaction refused: {exc}") from None
+        except icon_tx.InvalidTransaction as exc:
+            raise RequestError(ErrorKind.INVALID, exc.message) from None
+        tx = Transaction.from_icon(checked)
+        if tx.hash in self.consensus.pool or self.store.has_transaction(tx.hash):
+            raise RequestError(ErrorKind.INVALID, f"transaction {checked.tx_hash} is already known")
+        try:
+            self.consensus.pool.check(tx, time.time())
+        except TxRefused as exc:
+            raise RequestError(ErrorKind.INVALID, f"transaction refused: {exc}") from None
+        if room <= 0:
+            raise RequestError(ErrorKind.POOL_FULL, refusal)
+        self._check_pool_bytes(tx)
+        return tx
+
+    async def balance(self, address: str) -> tuple[int, int, int]:
+        """(ICX balance of `address`, total supply, executed height), in loop."""
+        try:
+            icon_tx.check_address(address, "address")
+        except icon_tx.InvalidTransaction as exc:
+            raise RequestError(ErrorKind.INVALID, exc.message) from None
+        try:
+            return await self.score.balance(address)
+        except ScoreUnavailable as exc:
+            raise RequestError(
+                ErrorKind.SCORE_DOWN, f"SCORE of {self.name} unavailable: {exc}"
+            ) from None
+        except ScoreRejected as exc:
+            raise RequestError(ErrorKind.INVALID, f"SCORE refused the query: {exc}") from None
+
+    async def _take_in(
+        self, outcomes: list[Transaction | RequestError]
+    ) -> list[Transaction | RequestError]:
+        """Record the new transactions among `outcomes` in the intake log, then pool and relay
+        them together (one synced write, one consensus event and one gossip batch)."""
         created = [tx for tx in outcomes if isinstance(tx, Transaction)]
         if not created:
             return outcomes
@@ -238,15 +312,21 @@ class ChannelService:
         self._dispatch(m.TxsReceived(tuple(created), gossip=True))
         return outcomes
 
-    def _new_txs(self, items: list[dict[str, Any]]) -> list[Transaction | RequestError]:
+    def _refusal_for_all(self) -> RequestError | None:
+        """Why this channel takes no transaction now (halted, or an auditor), else None."""
         if self.halted:
-            return [RequestError(ErrorKind.UNAVAILABLE, self.halted)] * len(items)
+            return RequestError(ErrorKind.UNAVAILABLE, self.halted)
         if self.consensus.is_auditor:
-            denied = RequestError(
+            return RequestError(
                 ErrorKind.DENIED,
                 f"this peer audits channel {self.name}: it serves its data but takes no transactions",
             )
-            return [denied] * len(items)
+        return None
+
+    def _new_txs(self, items: list[dict[str, Any]]) -> list[Transaction | RequestError]:
+        refused = self._refusal_for_all()
+        if refused is not None:
+            return [refused] * len(items)
         outcomes: list[Transaction | RequestError] = []
         now_us = time.time_ns() // 1000
         room, refusal = self._admission(now_us / 1_000_000)
@@ -294,6 +374,10 @@ class ChannelService:
             raise RequestError(
                 ErrorKind.INVALID, f"transaction is {len(tx.encode())} bytes, limit {limit}"
             )
+        self._check_pool_bytes(tx)
+        return tx
+
+    def _check_pool_bytes(self, tx: Transaction) -> None:
         pool = self.consensus.pool
         if pool.size_bytes + len(tx.encode()) > pool.max_bytes:
             raise RequestError(
@@ -301,7 +385,6 @@ class ChannelService:
                 f"the transaction pool holds {pool.size_bytes} bytes, limit {pool.max_bytes}; "
                 "try again shortly",
             )
-        return tx
 
     def receive_txs(self, txs: list[Transaction]) -> None:
         """Transactions relayed by another peer (each checked; a bad one is dropped, logged)."""
@@ -309,7 +392,7 @@ class ChannelService:
         now = time.time()
         for tx in txs:
             problem = None
-            if tx.channel != self.name:
+            if not tx.belongs_to(self.name):
                 problem = f"it belongs to channel {tx.channel!r}"
             else:
                 try:
@@ -385,6 +468,8 @@ class ChannelService:
             block_height=place.height,
             block_hash=place.block_hash,
             tx_index=place.tx_index,
+            steps=recorded.steps if recorded else 0,
+            cumulative_steps=recorded.cumulative_steps if recorded else 0,
         )
 
     async def query(self, params_json: str) -> str:

@@ -138,6 +138,12 @@ class ScoreRuntime:
             raise ScoreUnavailable(self.package_error or "no SCORE")
         return await self.supervisor.client.query(params_json)
 
+    async def balance(self, address: str) -> tuple[int, int, int]:
+        """(ICX balance, total supply, executed height) (ScoreUnavailable / ScoreRejected)."""
+        if self.supervisor is None:
+            raise ScoreUnavailable(self.package_error or "no SCORE")
+        return await self.supervisor.client.balance(address)
+
     def block_final(self) -> None:
         """A block became final: execute it soon."""
         self._wake.set()
@@ -225,8 +231,9 @@ class ScoreRuntime:
         return InvokeResult(block.height, results, state_root, execution.results_hash(results))
 
     def _record(self, block: Block, result: InvokeResult) -> None:
-        rows = [(bytes.fromhex(r.tx_hash), r.code, r.message) for r in result.results]
-        self.store.save_results(block.height, rows, result.state_root, result.results_hash)
+        self.store.save_results(
+            block.height, result.results, result.state_root, result.results_hash
+        )
         self.on_executed(m.BlockExecuted(block.height, result.state_root, result.results_hash))
 
     async def _commit(self, block: Block) -> None:

@@ -1,18 +1,26 @@
-"""The read-only ICON JSON-RPC v3 methods over what the chain holds (spec: icon-jsonrpc-v3.md).
+"""The ICON JSON-RPC v3 methods (spec: icon-jsonrpc-v3.md).
 
-Each method takes the channel named by the URL ("" for the peer's default) and the request's
-`params` object, checks the params (-32602 naming what is wrong; a field it does not know is
-refused too, so a misspelt one is never silently ignored) and answers in the spec's shapes
-(loopchain/rest/icon_shapes.py). Not there yet: -31004 for what the peer does not hold, -31002
-for a transaction still in the pool, -31003 for one in a block the SCORE has not run yet.
+Each method takes the request's Call (the channel named by the URL, "" for the peer's default, and
+the wait asked for by an "Icon-Options: timeout=<ms>" header) and its `params` object, checks the
+params (-32602 naming what is wrong; a field it does not know is refused too, so a misspelt one is
+never silently ignored) and answers in the spec's shapes (loopchain/rest/icon_shapes.py): -31004
+for what the peer does not hold, -31002 for a transaction still in the pool, -31003 for one in a
+block the SCORE has not run yet, -31006 (data: the txHash) when a wait ends without a result.
+A transaction is checked by the peer (types/icon_tx.py, peer/channel_service.py), which answers
+-32602 with its reason, or -31001 when its pool is full.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from loopchain.blockchain.coin import TREASURY
 from loopchain.rest.icon_peer import PeerReader
 from loopchain.rest.icon_shapes import (
     block_json,
@@ -23,7 +31,21 @@ from loopchain.rest.icon_shapes import (
 from loopchain.types.block import Block
 from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
 
-Method = Callable[[str, dict[str, Any]], Awaitable[Any]]  # (channel, params) -> result
+DEFAULT_WAIT_MS = 5_000  # icx_waitTransactionResult without an Icon-Options timeout
+MAX_WAIT_MS = 60_000
+_POLL_FIRST, _POLL_MAX = 0.02, 0.2  # seconds between looks at a result being waited for
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request's context: the channel its URL names ("" for the peer's default) and the
+    wait its "Icon-Options: timeout=<ms>" header asks for (None: DEFAULT_WAIT_MS)."""
+
+    channel: str
+    wait_ms: int | None = None
+
+
+Method = Callable[[Call, dict[str, Any]], Awaitable[Any]]  # (call, params) -> result
 
 _HASH = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
 _HEIGHT = re.compile(r"0x([0-9a-fA-F]{1,16})")
@@ -97,38 +119,45 @@ class IconMethods:
             "icx_getTransactionByHash": self.get_transaction_by_hash,
             "icx_getTransactionResult": self.get_transaction_result,
             "icx_getNetworkInfo": self.get_network_info,
+            "icx_sendTransaction": self.send_transaction,
+            "icx_sendTransactionAndWait": self.send_transaction_and_wait,
+            "icx_waitTransactionResult": self.wait_transaction_result,
+            "icx_getBalance": self.get_balance,
+            "icx_getTotalSupply": self.get_total_supply,
         }
 
-    async def get_last_block(self, channel: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def get_last_block(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         fields(params, ())
-        return _block(await self._reader.block(channel), "the chain has no block yet")
+        return _block(await self._reader.block(call.channel), "the chain has no block yet")
 
-    async def get_block_by_height(self, channel: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def get_block_by_height(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         (text,) = fields(params, ("height",))
         height = height_param(text)
-        block = await self._reader.block(channel, height=height)
+        block = await self._reader.block(call.channel, height=height)
         return _block(block, f"there is no block at height {height} ({text})")
 
-    async def get_block_by_hash(self, channel: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def get_block_by_hash(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         (text,) = fields(params, ("hash",))
         block_hash = hash_param(text, "hash")
-        block = await self._reader.block(channel, block_hash=block_hash)
+        block = await self._reader.block(call.channel, block_hash=block_hash)
         return _block(block, f"there is no final block with hash 0x{block_hash}")
 
-    async def get_transaction_by_hash(self, channel: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def get_transaction_by_hash(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         (text,) = fields(params, ("txHash",))
         tx_hash = hash_param(text, "txHash")
-        found = await self._reader.transaction(channel, tx_hash)
+        found = await self._reader.transaction(call.channel, tx_hash)
         if found is None:
             raise not_found(f"transaction 0x{tx_hash} is not known")
         if found.place is None:
             raise _pending(tx_hash)
         return transaction_by_hash_json(found.tx, found.place)
 
-    async def get_transaction_result(self, channel: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def get_transaction_result(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         (text,) = fields(params, ("txHash",))
-        tx_hash = hash_param(text, "txHash")
-        found = await self._reader.result(channel, tx_hash)
+        return await self._result(call, hash_param(text, "txHash"))
+
+    async def _result(self, call: Call, tx_hash: str) -> dict[str, Any]:
+        found = await self._reader.result(call.channel, tx_hash)
         if found is None:
             raise not_found(f"transaction 0x{tx_hash} is not known")
         if found.place is None:
@@ -139,15 +168,70 @@ class IconMethods:
                 f"transaction 0x{tx_hash} is in block {found.place.height}, "
                 "which the SCORE has not executed yet",
             )
-        located = await self._reader.transaction(channel, tx_hash)
+        located = await self._reader.transaction(call.channel, tx_hash)
         if located is None:  # it was just there: a peer whose store went away
             raise not_found(f"transaction 0x{tx_hash} is not known")
         return result_json(located.tx, found.place, found.outcome)
 
-    async def get_network_info(self, channel: str, params: dict[str, Any]) -> dict[str, str]:
+    async def wait_transaction_result(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        (text,) = fields(params, ("txHash",))
+        return await self._wait(call, hash_param(text, "txHash"))
+
+    async def _wait(self, call: Call, tx_hash: str) -> dict[str, Any]:
+        """The result once there is one; -31006 when the wait ends first."""
+        wait_ms = DEFAULT_WAIT_MS if call.wait_ms is None else call.wait_ms
+        deadline = time.monotonic() + wait_ms / 1000
+        pause = _POLL_FIRST
+        while True:
+            try:
+                return await self._result(call, tx_hash)
+            except JsonRpcError as exc:
+                if exc.code not in (JsonRpcCode.PENDING, JsonRpcCode.EXECUTING):
+                    raise
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise JsonRpcError(
+                        JsonRpcCode.TIMEOUT,
+                        f"no result of transaction 0x{tx_hash} within {wait_ms} ms: {exc.message}",
+                        "0x" + tx_hash,
+                    ) from None
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, _POLL_MAX)
+
+    async def send_transaction(self, call: Call, params: dict[str, Any]) -> str:
+        # the peer checks everything; the params go on as JSON text, their strings unchanged
+        text = json.dumps(params, ensure_ascii=False, separators=(",", ":"))
+        return "0x" + await self._reader.send(call.channel, text)
+
+    async def send_transaction_and_wait(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        tx_hash = await self.send_transaction(call, params)
+        return await self._wait(call, tx_hash[2:])
+
+    async def get_balance(self, call: Call, params: dict[str, Any]) -> str:
+        _no_height(params)
+        (address,) = fields({k: v for k, v in params.items() if k != "height"}, ("address",))
+        coin = await self._reader.balance(call.channel, address)
+        return hex(coin.balance)
+
+    async def get_total_supply(self, call: Call, params: dict[str, Any]) -> str:
+        _no_height(params)
+        fields({k: v for k, v in params.items() if k != "height"}, ())
+        coin = await self._reader.balance(call.channel, TREASURY)
+        return hex(coin.total_supply)
+
+    async def get_network_info(self, call: Call, params: dict[str, Any]) -> dict[str, str]:
         fields(params, ())
-        facts = await self._reader.chain_facts(channel)
+        facts = await self._reader.chain_facts(call.channel)
         return network_info_json(self._nid, facts.channel, facts.height)
+
+
+def _no_height(params: dict[str, Any]) -> None:
+    """-32602 for a "height" param: balances are read at the last executed block only."""
+    if "height" in params:
+        raise invalid(
+            "param 'height' is not served: balances and the supply are those of the last "
+            "executed block"
+        )
 
 
 def _block(block: Block | None, missing: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ replies decoded to domain values, failures turned into JSON-RPC errors.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,6 +27,11 @@ from loopchain.types.transaction import Transaction
 
 Reply = TypeVar("Reply")
 
+# The peer's refusals by their JSON-RPC codes (anything else is -32603): of any call, and of a
+# transaction (a full pool or a channel at capacity)
+_CODES = {grpc.StatusCode.INVALID_ARGUMENT: JsonRpcCode.INVALID_PARAMS}  # the peer's words
+_SEND_CODES = {**_CODES, grpc.StatusCode.RESOURCE_EXHAUSTED: JsonRpcCode.POOL_OVERFLOW}
+
 
 @dataclass(frozen=True)
 class FoundTx:
@@ -42,6 +47,15 @@ class FoundResult:
 
     outcome: Outcome | None
     place: Place | None
+
+
+@dataclass(frozen=True)
+class Coin:
+    """An account's balance and the total supply in loop, at an executed height."""
+
+    balance: int
+    total_supply: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -72,7 +86,9 @@ class PeerReader:
     def __init__(self, api: PeerApi) -> None:
         self._api = api
 
-    async def _call(self, name: str, request: Any, channel: str | None) -> Any:
+    async def _call(
+        self, name: str, request: Any, channel: str | None, codes: Mapping[Any, int] = _CODES
+    ) -> Any:
         """The reply of the peer's method `name`, or None for NOT_FOUND (after checking that
         `channel` is served; None for `channel`: the call asks about the channel itself, so
         NOT_FOUND means an unknown channel); any other failure as a JsonRpcError."""
@@ -84,10 +100,7 @@ class PeerReader:
             raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
         if code != grpc.StatusCode.NOT_FOUND:
             message = status_error(code, details, self._api.peer_target, self._api.timeout).message
-            invalid = code == grpc.StatusCode.INVALID_ARGUMENT
-            raise JsonRpcError(
-                JsonRpcCode.INVALID_PARAMS if invalid else JsonRpcCode.INTERNAL_ERROR, message
-            )
+            raise JsonRpcError(codes.get(code, JsonRpcCode.INTERNAL_ERROR), message)
         if channel is None:
             raise JsonRpcError(JsonRpcCode.INVALID_PARAMS, details)
         await self.chain_facts(channel)
@@ -125,8 +138,29 @@ class PeerReader:
         reply = await self._call("GetTxResult", request, channel)
         if reply is None:
             return None
-        outcome = Outcome(reply.code, reply.message) if reply.executed else None
+        outcome = (
+            Outcome(reply.code, reply.message, reply.steps, reply.cumulative_steps)
+            if reply.executed
+            else None
+        )
         return FoundResult(outcome, _place(reply.block_height, reply.block_hash, reply.tx_index))
+
+    async def send(self, channel: str, params_json: str) -> str:
+        """Pool a client-signed transaction (its params as JSON text); its hash, 64 hex digits."""
+        request = pb.IconTxRequest(channel=channel, params_json=params_json)
+        reply = await self._call("CreateIconTx", request, None, _SEND_CODES)
+        return str(reply.tx_hash)
+
+    async def balance(self, channel: str, address: str) -> Coin:
+        """An account's ICX and the total supply at the last executed block."""
+        request = pb.BalanceRequest(channel=channel, address=address)
+        reply = await self._call("GetBalance", request, None)
+        try:
+            return Coin(int(reply.balance), int(reply.total_supply), reply.height)
+        except ValueError:
+            raise JsonRpcError(
+                JsonRpcCode.INTERNAL_ERROR, "the peer sent a malformed balance"
+            ) from None
 
 
 def _decoded(decode: Callable[[bytes], Reply], raw: bytes) -> Reply:

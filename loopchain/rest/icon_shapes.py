@@ -4,6 +4,10 @@ Blocks take ICON's "0.1a" shape, which the SDK's get_block reads: all nine keys,
 timestamps as JSON integers, hashes as 64 hex digits without 0x ("" for the genesis block's
 previous hash). Transactions, results and network facts carry numbers as "0x…" strings.
 
+A client-signed v3 transaction is answered as ICON answers it: its params as received, with its
+base64 "signature" and "txHash"; its result carries the steps it used, the step price and its block's
+steps up to it, and a failure's goloop code (coin.py) in hex.
+
 What a peer-signed v1 transaction has no ICON counterpart for is stood in for, the same way in every
 answer:
 * its JSON is the one the chain stores, `{"body": {...}, "signature": "<hex>"}`, plus "txHash"
@@ -23,9 +27,10 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
+from loopchain.blockchain.coin import STEP_PRICE
 from loopchain.types.block import Block
 from loopchain.types.icon_address import channel_score_address
-from loopchain.types.transaction import Transaction
+from loopchain.types.transaction import V3, Transaction
 
 BLOCK_VERSION = "0.1a"
 PLATFORM = "loopchain"
@@ -49,10 +54,13 @@ class Place:
 
 @dataclass(frozen=True)
 class Outcome:
-    """An executed transaction's loopchain result: code (0 success) and message."""
+    """An executed transaction's result: code (0 success) and message, and for a v3 transaction
+    the steps it used and its block's steps up to and including it."""
 
     code: int
     message: str
+    steps: int = 0
+    cumulative_steps: int = 0
 
 
 def hex_int(value: int) -> str:
@@ -66,7 +74,11 @@ def tx_hash_hex(tx_hash: bytes) -> str:
 
 
 def transaction_json(tx: Transaction) -> dict[str, Any]:
-    """A transaction of a block: its JSON as the chain holds it, plus "txHash"."""
+    """A transaction of a block with its "txHash": a v3 one as its sender sent it, a v1 one as
+    the chain holds it."""
+    if tx.version == V3:
+        signature = base64.b64encode(tx.signature).decode("ascii")
+        return {**tx.body, "signature": signature, "txHash": tx_hash_hex(tx.hash)}
     return {**tx.to_json(), "txHash": tx_hash_hex(tx.hash)}
 
 
@@ -102,13 +114,14 @@ def transaction_by_hash_json(tx: Transaction, place: Place) -> dict[str, Any]:
 
 def result_json(tx: Transaction, place: Place, outcome: Outcome) -> dict[str, Any]:
     """The answer of icx_getTransactionResult for an executed transaction."""
+    icon = tx.version == V3
     body: dict[str, Any] = {
         "txHash": tx_hash_hex(tx.hash),
         **_place_json(place),
-        "to": channel_score_address(tx.channel),
-        "stepUsed": ZERO,
-        "stepPrice": ZERO,
-        "cumulativeStepUsed": ZERO,
+        "to": tx.body["to"] if icon else channel_score_address(tx.channel),
+        "stepUsed": hex_int(outcome.steps),
+        "stepPrice": hex_int(STEP_PRICE) if icon else ZERO,
+        "cumulativeStepUsed": hex_int(outcome.cumulative_steps),
         "eventLogs": [],
         "logsBloom": EMPTY_LOGS_BLOOM,
         "status": "0x1" if outcome.code == SUCCESS else "0x0",
@@ -129,5 +142,5 @@ def network_info_json(nid: str, channel: str, height: int) -> dict[str, str]:
         "channel": channel,
         "earliest": ZERO,
         "latest": hex_int(height),
-        "stepPrice": ZERO,
+        "stepPrice": hex_int(STEP_PRICE),
     }

@@ -12,7 +12,9 @@ HTTP 400 (ICON's SDK breaks on any other status) with `error: {code, message[, d
   -32601 a method this namespace does not serve
   -32602 bad params, or a channel the peer does not serve
   -32603 the peer is down, too slow, or answered what the proxy cannot use; the proxy is busy
+  -31001 the peer's pool is full
   -31002 / -31003 / -31004 pending, executing, not found (see loopchain/rest/icon_methods.py)
+  -31006 a wait for a result ended first (data: the txHash); "Icon-Options: timeout=<ms>" sets it
 
 Nothing raised inside escapes as a traceback to the client: a defect is logged and answered -32603.
 """
@@ -27,7 +29,7 @@ from aiohttp import web
 
 from loopchain.configure import RefusalLog
 from loopchain.rest.errors import RestError, json_response
-from loopchain.rest.icon_methods import NOT_SERVED, Method
+from loopchain.rest.icon_methods import MAX_WAIT_MS, NOT_SERVED, Call, Method
 from loopchain.rest.params import MAX_CHANNEL_CHARS, check_channel
 from loopchain.types import canonical
 from loopchain.types.canonical import EncodingError
@@ -118,7 +120,7 @@ class JsonRpcEndpoint:
         if handler is None:
             message = NOT_SERVED.get(method) or f"method {method[:100]!r} is not served"
             raise JsonRpcError(JsonRpcCode.METHOD_NOT_FOUND, f"{message} on {self.name}")
-        return await handler(_channel(request), params)
+        return await handler(Call(_channel(request), _wait_ms(request)), params)
 
     def _log(self, request: web.Request, error: JsonRpcError) -> None:
         if error.code in _REFUSALS:
@@ -167,3 +169,23 @@ def _channel(request: web.Request) -> str:
             f"channel {name[:40]!r} is not a channel name: at most {MAX_CHANNEL_CHARS} "
             "printable characters",
         ) from None
+
+
+def _wait_ms(request: web.Request) -> int | None:
+    """The wait an "Icon-Options: timeout=<ms>" header asks for (None without one); -32602 when
+    the header is malformed. Options are "key=value" pairs separated by commas."""
+    header = request.headers.get("Icon-Options")
+    if header is None:
+        return None
+    for option in header.split(","):
+        key, sep, value = option.strip().partition("=")
+        if key.strip().lower() != "timeout":
+            continue
+        value = value.strip()
+        if not sep or not value.isdigit() or len(value) > 9:
+            raise JsonRpcError(
+                JsonRpcCode.INVALID_PARAMS,
+                f"Icon-Options timeout {value[:20]!r} must be milliseconds (digits)",
+            )
+        return min(int(value), MAX_WAIT_MS)
+    return None

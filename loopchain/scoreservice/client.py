@@ -107,7 +107,7 @@ def decode_status(reply: pb.ScoreStatus) -> ScoreStatusInfo:
 
 def decode_invoke_reply(reply: pb.InvokeReply) -> InvokeResult:
     """InvokeReply message -> InvokeResult."""
-    results = [TxResult(r.tx_hash, r.code, r.message) for r in reply.results]
+    results = [TxResult(r.tx_hash, r.code, r.message, r.steps) for r in reply.results]
     return InvokeResult(reply.height, results, reply.state_root, reply.results_hash)
 
 
@@ -226,6 +226,14 @@ class ScoreClient:
             ),
         )
         return str(reply.response_json)
+
+    async def balance(self, address: str) -> tuple[int, int, int]:
+        """(balance of `address`, total supply, executed height) in loop, as last committed."""
+        reply = await self._call(
+            "balance",
+            self._stub.Balance(pb.BalanceRequest(address=address), timeout=self.query_timeout),
+        )
+        return int(reply.balance), int(reply.total_supply), reply.height
 
     async def close(self) -> None:
         """Close the channel (calls in flight fail with ScoreUnavailable; a later call reopens it)."""

@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 import grpc
 
+from loopchain.blockchain import coin
+from loopchain.blockchain.coin import Ledger
 from loopchain.blockchain.execution import (
     SCORE_ERROR,
     SUCCESS,
@@ -52,6 +54,10 @@ from loopchain.storage.abc import StorageError
 from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
+from loopchain.types.icon_address import channel_score_address
+from loopchain.types.icon_tx import IconTransaction
+from loopchain.types.transaction import V3, Transaction
+from loopchain.types.validators import ValidatorSet
 
 log = logging.getLogger("loopchain.score")
 T = TypeVar("T")
@@ -181,6 +187,7 @@ class LoadedScore:
 
     def __init__(self, request: pb.LoadRequest, step_limit: int) -> None:
         self.channel = request.channel
+        self.score_address = channel_score_address(request.channel)
         folder = Path(request.package_path).resolve()
         info = read_package_json(folder)
         if request.settings_json:
@@ -224,12 +231,76 @@ class LoadedScore:
         header = block.header
         view = BlockView(block.height, block.hash.hex(), header.timestamp, header.leader)
         self.state.begin_block()
+        if block.height == 0 and block.validator_update is not None:
+            self._mint_genesis(block.validator_update)
         results = [
-            self._invoke_tx(tx.hash_hex, tx.data, tx.sender, tx.timestamp, view, tx.signed_by)
+            self._invoke_icon_tx(tx, view)
+            if tx.version == V3
+            else self._invoke_tx(tx.hash_hex, tx.data, tx.sender, tx.timestamp, view, tx.signed_by)
             for tx in block.transactions
         ]
         staged = self.state.stage_block(view, results)
         return results, staged.state_root, staged.results_hash
+
+    def _mint_genesis(self, validators: ValidatorSet) -> None:
+        genesis = validators.genesis_data()
+        if genesis is None:
+            return
+        overlay = self.state.overlay()
+        Ledger(overlay).mint_genesis([(a.address, a.balance) for a in genesis.accounts])
+        self.state.merge(overlay)
+
+    def _invoke_icon_tx(self, tx: Transaction, view: BlockView) -> TxResult:
+        """A client-signed transaction: the value moves and the SCORE runs (both or neither), and
+        the sender pays its steps x STEP_PRICE in any case, at most what it holds."""
+        icon = tx.icon()
+        steps = coin.steps_for(icon.data_type, icon.data)
+        code, message = self._icon_effects(tx, icon, steps, view)
+        if code == coin.OUT_OF_STEP:
+            steps = icon.step_limit
+        fees = self.state.overlay()
+        ledger = Ledger(fees)
+        ledger.transfer(
+            icon.sender, coin.TREASURY, min(ledger.balance(icon.sender), steps * coin.STEP_PRICE)
+        )
+        self.state.merge(fees)
+        return TxResult(tx.hash_hex, code, message, steps)
+
+    def _icon_effects(
+        self, tx: Transaction, icon: IconTransaction, steps: int, view: BlockView
+    ) -> tuple[int, str]:
+        """(failure code or SUCCESS, message); the transaction's writes are merged on success."""
+        if steps > icon.step_limit:
+            return coin.OUT_OF_STEP, f"out of step: uses {steps} steps, limit {icon.step_limit}"
+        overlay = self.state.overlay()
+        ledger = Ledger(overlay)
+        held, fee = ledger.balance(icon.sender), steps * coin.STEP_PRICE
+        if held < icon.value + fee:
+            return coin.OUT_OF_BALANCE, (
+                f"out of balance: {icon.sender} holds {held} loop, needs {icon.value} + fee {fee}"
+            )
+        ledger.transfer(icon.sender, icon.to, icon.value)
+        if icon.data_type in ("deploy", "deposit"):
+            return coin.UNKNOWN_FAILURE, f"dataType {icon.data_type!r} is not supported"
+        if icon.data_type == "call":
+            if icon.to != self.score_address:
+                return coin.CONTRACT_NOT_FOUND, f"no SCORE at {icon.to}"
+            self.proxy.target = overlay
+            view_tx = TransactionView(tx.hash_hex, icon.data, icon.sender, icon.timestamp, "client")
+            try:
+                code, message = _returned_result(
+                    self.meter.run(lambda: self.score.invoke(view_tx, view))
+                )
+            except StorageError:
+                raise
+            except BaseException as exc:  # whatever a SCORE raises fails only its transaction
+                return coin.REVERTED, describe_error(exc, self.meter)
+            finally:
+                self.proxy.reset()
+            if code != SUCCESS:
+                return coin.REVERTED, message or f"the SCORE returned code {code}"
+        self.state.merge(overlay)
+        return SUCCESS, ""
 
     def _invoke_tx(
         self, tx_hash: str, data: Any, sender: str, time_us: int, view: BlockView, signed_by: str
@@ -271,6 +342,15 @@ class LoadedScore:
                 f"query must return a JSON string, not {type(answer).__name__}",
             )
         return answer
+
+    def balance(self, address: str) -> pb.BalanceReply:
+        """An account's ICX and the total supply, as the last committed block left them."""
+        ledger = Ledger(self._query_view)
+        return pb.BalanceReply(
+            balance=str(ledger.balance(address)),
+            total_supply=str(ledger.total_supply()),
+            height=self.state.executed_height,
+        )
 
     def status(self) -> pb.ScoreStatus:
         state = self.state
@@ -408,7 +488,8 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         return pb.InvokeReply(
             height=block.height,
             results=[
-                pb.TxResult(tx_hash=r.tx_hash, code=r.code, message=r.message) for r in results
+                pb.TxResult(tx_hash=r.tx_hash, code=r.code, message=r.message, steps=r.steps)
+                for r in results
             ],
             state_root=state_root,
             results_hash=result_root,
@@ -462,6 +543,9 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
     async def Query(self, request: pb.ScoreQueryRequest, context: Any) -> pb.ScoreQueryReply:
         answer = await self._run(context, lambda: self._require_loaded().query(request.params_json))
         return pb.ScoreQueryReply(response_json=answer)
+
+    async def Balance(self, request: pb.BalanceRequest, context: Any) -> pb.BalanceReply:
+        return await self._run(context, lambda: self._require_loaded().balance(request.address))
 
     def close(self) -> None:
         """Close the state store unless a SCORE call still runs (the OS releases it on exit)."""

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from loopchain.blockchain.coin import RESERVED_PREFIX
 from loopchain.blockchain.execution import TxResult, next_state_root, results_hash
 from loopchain.blockchain.score_base import BlockView, ScoreError
 from loopchain.storage.abc import KeyValueStore
@@ -155,13 +156,21 @@ class StateProxy:
         self.target = self._idle
 
     def get(self, key: bytes) -> bytes | None:
-        return self.target.get(key)
+        return self.target.get(_score_key(key))
 
     def put(self, key: bytes, value: bytes) -> None:
-        self.target.put(key, value)
+        self.target.put(_score_key(key), value)
 
     def delete(self, key: bytes) -> None:
-        self.target.delete(key)
+        self.target.delete(_score_key(key))
+
+
+def _score_key(key: object) -> bytes:
+    """A key SCORE code may use: not one of the engine's (the coin's balances)."""
+    key = _check_key(key)
+    if key.startswith(RESERVED_PREFIX):
+        raise ValueError("state keys starting with a NUL byte are reserved for the engine")
+    return key
 
 
 class ScoreState:

@@ -189,7 +189,7 @@ class Block:
         if len({tx.hash for tx in self.transactions}) != len(self.transactions):
             return "block lists a transaction twice"
         for tx in self.transactions:
-            if tx.channel != header.channel:
+            if not tx.belongs_to(header.channel):
                 return f"transaction {tx.hash_hex} belongs to channel {tx.channel}"
             if not tx.verify_signature():
                 return f"transaction {tx.hash_hex} has a bad signature"

@@ -2,24 +2,27 @@
 
 A transaction is a signed body. The body's "version" decides how its hash is computed and who
 signs it: version "1" is loopchain's peer-signed transaction (a peer wraps a client's JSON and signs
-it with its own key); version "0x3" (ICON JSON-RPC v3, client-signed) will hash the body as
-"icx_sendTransaction.<serialized params>" and is recognised here so it can be added without
-changing stored or sent encodings.
+it with its own key); version "0x3" is an ICON JSON-RPC v3 transaction its sender signed: the body
+is the params of icx_sendTransaction exactly as the client sent them, less "signature", and its
+hash is SHA3-256 of "icx_sendTransaction." + their serialization (types/icon_tx.py). Both are
+stored and sent as the canonical JSON {"body": ..., "signature": hex}.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from loopchain.types import canonical
+from loopchain.types import canonical, icon_tx
 from loopchain.types.canonical import EncodingError
 from loopchain.types.crypto import Signer, recover_address, recover_public_key
 from loopchain.types.hashing import sha3_256
 
 V1 = "1"
+V3 = icon_tx.TX_VERSION
 # A transaction's data sits two levels down ({"body": {"data": ...}}), and every peer holds a whole
 # transaction to canonical.MAX_DEPTH: data deeper than this would be refused by the others.
 MAX_DATA_DEPTH = canonical.MAX_DEPTH - 2
@@ -74,6 +77,8 @@ def tx_hash_of(body: dict[str, Any], *, checked: bool = False) -> bytes:
     if version == V1:
         encoded = canonical.encode_checked(body) if checked else canonical.encode(body)
         return sha3_256(b"loopchain.tx.v1." + encoded)
+    if version == V3:
+        return icon_tx.tx_hash(body)
     raise EncodingError(f"unsupported transaction version {version!r}")
 
 
@@ -109,17 +114,35 @@ class Transaction:
         )
         return tx
 
+    @classmethod
+    def from_icon(cls, checked: icon_tx.IconTransaction) -> Transaction:
+        """A v3 transaction from checked params: the params as received, less "signature"."""
+        body = {key: value for key, value in checked.params.items() if key != "signature"}
+        return cls(body=body, signature=checked.signature, hash=checked.hash)
+
     @property
     def hash_hex(self) -> str:
         return self.hash.hex()
 
     @property
+    def version(self) -> str:
+        return str(self.body["version"])
+
+    @property
     def channel(self) -> str:
-        return str(self.body["channel"])
+        """The channel a v1 transaction names ("" for a v3 one: its body names none)."""
+        return str(self.body.get("channel", ""))
+
+    def belongs_to(self, channel: str) -> bool:
+        """False only for a v1 transaction naming another channel (a v3 body names no channel,
+        so one may go to any channel of its network)."""
+        return self.body.get("version") != V1 or self.body["channel"] == channel
 
     @property
     def timestamp(self) -> int:
-        return int(self.body["timestamp"])
+        """Microseconds since the epoch, as the sender stated."""
+        value = self.body["timestamp"]
+        return value if isinstance(value, int) else int(value, 16)
 
     @property
     def sender(self) -> str:
@@ -127,7 +150,14 @@ class Transaction:
 
     @property
     def data(self) -> Any:
-        return self.body["data"]
+        """The client's data (None for a v3 transaction without any)."""
+        return self.body.get("data")
+
+    def icon(self) -> icon_tx.IconTransaction:
+        """The checked params of a v3 transaction, "signature" included (EncodingError for v1)."""
+        if self.body.get("version") != V3:
+            raise EncodingError(f"transaction {self.hash_hex} is not a v3 transaction")
+        return _checked_icon(self.body, self.signature)
 
     @property
     def signed_by(self) -> str:
@@ -161,10 +191,13 @@ class Transaction:
         re-made without a walk, and kept)."""
         obj = canonical.check_fields(value, _TX_FIELDS, _TX_KNOWN)
         body = obj["body"]
-        if body.get("version") == V1:
-            canonical.check_fields(body, _V1_FIELDS, _V1_KNOWN)
         signature = canonical.hex_to_bytes(obj["signature"], "signature", 65)
-        tx = cls(body=body, signature=signature, hash=tx_hash_of(body, checked=checked))
+        if body.get("version") == V3:
+            tx = cls(body=body, signature=signature, hash=_checked_icon(body, signature).hash)
+        else:
+            if body.get("version") == V1:
+                canonical.check_fields(body, _V1_FIELDS, _V1_KNOWN)
+            tx = cls(body=body, signature=signature, hash=tx_hash_of(body, checked=checked))
         if checked:  # the limits are checked here, for a transaction alone and inside a block
             tx.__dict__["_encoded"] = canonical.encode_within_limits(value)
         return tx
@@ -175,3 +208,14 @@ class Transaction:
         tx = cls.from_json(canonical.decode(raw, limits=False), checked=True)
         tx.__dict__["_encoded"] = raw
         return tx
+
+
+def _checked_icon(body: dict[str, Any], signature: bytes) -> icon_tx.IconTransaction:
+    """A stored v3 body with its signature, checked as icx_sendTransaction checks params."""
+    if not icon_tx.NOT_HASHED.isdisjoint(body):  # would be left out of the hash
+        raise EncodingError("a v3 transaction body holds 'signature' or 'txHash'")
+    params = {**body, "signature": base64.b64encode(signature).decode("ascii")}
+    try:
+        return icon_tx.parse_send_params(params)
+    except icon_tx.InvalidTransaction as exc:
+        raise EncodingError(f"v3 transaction refused: {exc.message}") from None

@@ -14,6 +14,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from loopchain.blockchain.coin import STEP_PRICE
 from loopchain.types.crypto import recover_address
 from loopchain.types.icon_address import channel_score_address
 from loopchain.types.transaction import Transaction
@@ -464,7 +465,7 @@ async def test_network_info(session, v3, peer):
         "channel": OTHER_CHANNEL,
         "earliest": "0x0",
         "latest": hex(len(chain.blocks) - 1),
-        "stepPrice": "0x0",
+        "stepPrice": hex(STEP_PRICE),
     }
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from loopchain.blockchain import block_store as schema
 from loopchain.blockchain.block_store import BlockStore, BlockStoreError, TxPlace
+from loopchain.blockchain.execution import TxResult
 from loopchain.storage.abc import KeyValueStore
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.storage.memory import MemoryStore
@@ -443,12 +444,12 @@ def test_execution_results_are_recorded_in_order_with_their_pointer() -> None:
     with pytest.raises(BlockStoreError):
         store.save_results(1, [], b"\x01" * 32, b"\x02" * 32)  # gap: 0 not executed yet
     first = blocks[0][0]
-    results = [(tx.hash, 0, "") for tx in first.transactions]
+    results = [TxResult(tx.hash_hex, 0, "") for tx in first.transactions]
     store.save_results(0, results, b"\x01" * 32, b"\x02" * 32)
     assert store.executed() == (0, b"\x01" * 32, b"\x02" * 32)
     assert store.roots_at(0) == (b"\x01" * 32, b"\x02" * 32)
     assert store.roots_at(1) is None
-    assert store.tx_result(first.transactions[0].hash) == (0, "", 0)
+    assert store.tx_result(first.transactions[0].hash) == (0, "", 0, 0, 0)
     assert store.tx_result(blocks[1][0].transactions[0].hash) is None
     with pytest.raises(BlockStoreError):
         store.save_results(0, results, b"\x01" * 32, b"\x02" * 32)  # twice

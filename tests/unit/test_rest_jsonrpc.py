@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from loopchain.blockchain.coin import STEP_PRICE
 from loopchain.configure import ConfigError, load_config
 from loopchain.rest import icon_shapes
 from loopchain.rest.icon_methods import fields, hash_param, height_param
@@ -116,7 +117,7 @@ def test_network_info() -> None:
         "channel": "c",
         "earliest": "0x0",
         "latest": "0xff",
-        "stepPrice": "0x0",
+        "stepPrice": hex(STEP_PRICE),
     }
     assert icon_shapes.network_info_json("0x3", "c", -1)["latest"] == "-0x1"
 

@@ -1,0 +1,211 @@
+"""Client-signed ICON v3 transactions and the native coin, driven by the unmodified iconsdk 2.6.0
+against real processes: a RadioStation and two peers with their REST proxies, the channel's genesis
+funding the SDK tests' key (as ./localnet.sh's does). Transfers and balances on both peers, a
+message sent and waited for, fees paid to the treasury with the supply unchanged, and every refusal
+surfacing as the SDK's JSONRPCException."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from loopchain.blockchain import coin
+from loopchain.types import canonical
+from tests.procs import LocalNetwork, http, wait_until
+
+pytest.importorskip("iconsdk")
+
+from iconsdk.builder.transaction_builder import (
+    MessageTransactionBuilder,
+    TransactionBuilder,
+)
+from iconsdk.exception import JSONRPCException
+from iconsdk.icon_service import IconService
+from iconsdk.providers.http_provider import HTTPProvider
+from iconsdk.signed_transaction import SignedTransaction
+from iconsdk.wallet.wallet import KeyWallet
+
+PEERS = 2
+CHANNEL = "loopchain_default"
+NID = 3
+GOD_KEY = bytes.fromhex("592eb276d534e2c41a2d9356c0ab262dc233d87e4dd71ce705ec130a8d27ff0c")
+GOD = "hxe7af5fcfd8dfc67530a01a0e403882687528dfcb"
+SUPPLY = 10**6 * coin.ICX
+GENESIS = {
+    "accounts": [
+        {"name": "god", "address": GOD, "balance": hex(SUPPLY)},
+        {"name": "treasury", "address": coin.TREASURY, "balance": "0x0"},
+    ],
+    "message": "test genesis",
+}
+# The SDK waits up to its HTTP timeout; the node waits as long as Icon-Options asks (any machine)
+WAIT_HEADERS = {"Content-Type": "application/json", "Icon-Options": "timeout=60000"}
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
+    network = LocalNetwork(tmp_path_factory.mktemp("icon_sdk"))
+    channels = {CHANNEL: {"score_package": "loopchain/default", "genesis_data": GENESIS}}
+    (network.workdir / "channel_manage_data.json").write_text(json.dumps(channels))
+    try:
+        network.start_radiostation()
+        for _ in range(PEERS):
+            network.start_peer()
+        for port in network.peers:
+            wait_until(lambda p=port: _balance(network, p, GOD) > 0, 60, "the genesis executed")
+        yield network
+    finally:
+        network.stop_and_check()
+
+
+def _balance(net: LocalNetwork, port: int, address: str) -> int:
+    """The balance through raw JSON-RPC (-1 while the peer cannot answer yet)."""
+    request = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "icx_getBalance",
+        "params": {"address": address},
+    }
+    status, body = http("POST", f"{net.rest(port)}/api/v3", json.dumps(request).encode())
+    return int(body["result"], 16) if status == 200 else -1
+
+
+def sdk(net: LocalNetwork, port: int) -> IconService:
+    return IconService(HTTPProvider(net.rest(port), 3, {"headers": WAIT_HEADERS, "timeout": 90}))
+
+
+def god() -> KeyWallet:
+    return KeyWallet.load(GOD_KEY)
+
+
+def transfer(to: str, value: int, *, step_limit: int = 1_000_000, nid: int = NID) -> Any:
+    return (
+        TransactionBuilder()
+        .from_(GOD)
+        .to(to)
+        .value(value)
+        .step_limit(step_limit)
+        .nid(nid)
+        .nonce(1)
+        .build()
+    )
+
+
+def balance_becomes(service: IconService, address: str, expected: int) -> None:
+    """Wait until `address` holds `expected` (a peer executes a final block a moment later)."""
+    wait_until(lambda: service.get_balance(address) == expected, 60, f"{address} at {expected}")
+
+
+def test_genesis_accounts_and_supply(net: LocalNetwork) -> None:
+    for port in net.peers:
+        service = sdk(net, port)
+        assert service.get_total_supply() == SUPPLY
+        assert service.get_balance(GOD) <= SUPPLY  # less once other tests paid fees
+    assert sdk(net, min(net.peers)).get_balance(KeyWallet.create().get_address()) == 0
+
+
+def test_transfer_seen_on_both_peers_fee_to_the_treasury(net: LocalNetwork) -> None:
+    first, second = sorted(net.peers)
+    service, other = sdk(net, first), sdk(net, second)
+    recipient = KeyWallet.create().get_address()
+    before, treasury = service.get_balance(GOD), service.get_balance(coin.TREASURY)
+
+    result = service.send_transaction_and_wait(
+        SignedTransaction(transfer(recipient, coin.ICX), god())
+    )
+
+    assert result["status"] == 1 and result["to"] == recipient
+    assert result["stepUsed"] == coin.STEP_DEFAULT and result["stepPrice"] == coin.STEP_PRICE
+    fee = coin.STEP_DEFAULT * coin.STEP_PRICE
+    for peer in (service, other):
+        balance_becomes(peer, recipient, coin.ICX)
+        balance_becomes(peer, GOD, before - coin.ICX - fee)
+        balance_becomes(peer, coin.TREASURY, treasury + fee)
+        assert peer.get_total_supply() == SUPPLY
+    # the transaction reads back as it was signed, on the other peer too
+    tx = other.get_transaction(result["txHash"])
+    assert tx["from"] == GOD and tx["to"] == recipient and tx["value"] == coin.ICX
+    assert tx["blockHeight"] == result["blockHeight"] and tx["nid"] == NID
+
+
+def test_message_sent_and_waited_for_is_kept_in_the_block(net: LocalNetwork) -> None:
+    service = sdk(net, max(net.peers))
+    text = "0x" + b"hello, loopchain".hex()
+    message = (
+        MessageTransactionBuilder()
+        .from_(GOD)
+        .to(KeyWallet.create().get_address())
+        .step_limit(1_000_000)
+        .nid(NID)
+        .data(text)
+        .build()
+    )
+    result = service.send_transaction_and_wait(SignedTransaction(message, god()))
+    assert result["status"] == 1
+    assert result["stepUsed"] == coin.steps_for("message", text)
+    assert result["stepUsed"] == coin.STEP_DEFAULT + coin.STEP_INPUT_PER_BYTE * len(
+        canonical.encode(text)
+    )
+    tx = service.get_transaction(result["txHash"])
+    assert tx["dataType"] == "message" and tx["data"] == text
+    block = service.get_block(result["blockHeight"])
+    listed = [t for t in block["confirmed_transaction_list"] if t["txHash"] == result["txHash"]]
+    assert len(listed) == 1 and listed[0]["data"] == text
+
+
+def test_out_of_step_fails_in_the_block_and_charges_the_step_limit(net: LocalNetwork) -> None:
+    service = sdk(net, min(net.peers))
+    recipient = KeyWallet.create().get_address()
+    before = service.get_balance(GOD)
+    signed = SignedTransaction(transfer(recipient, 5, step_limit=coin.STEP_DEFAULT - 1), god())
+    result = service.send_transaction_and_wait(signed)
+    assert result["status"] == 0 and result["failure"]["code"] == coin.OUT_OF_STEP
+    assert "out of step" in result["failure"]["message"]
+    balance_becomes(service, GOD, before - (coin.STEP_DEFAULT - 1) * coin.STEP_PRICE)
+    assert service.get_balance(recipient) == 0
+
+
+def _refused(call: Any) -> JSONRPCException:
+    with pytest.raises(JSONRPCException) as caught:
+        call()
+    return caught.value
+
+
+def test_refusals_reach_the_sdk_as_its_exception(net: LocalNetwork) -> None:
+    service = sdk(net, min(net.peers))
+    recipient = KeyWallet.create().get_address()
+    stranger = KeyWallet.create()
+    # a transaction for another network
+    wrong_nid = _refused(
+        lambda: service.send_transaction(SignedTransaction(transfer(recipient, 1, nid=1), god()))
+    )
+    assert wrong_nid.rpc_code == -32602 and "nid" in str(wrong_nid)
+    # god's transaction signed by another key
+    forged = _refused(
+        lambda: service.send_transaction(SignedTransaction(transfer(recipient, 1), stranger))
+    )
+    assert forged.rpc_code == -32602 and stranger.get_address() in str(forged)
+    # the same signed transaction twice
+    signed = SignedTransaction(transfer(recipient, 1), god())
+    service.send_transaction_and_wait(signed)
+    replay = _refused(lambda: service.send_transaction(signed))
+    assert replay.rpc_code == -32602 and "already known" in str(replay)
+    # more than the sender holds
+    broke = (
+        TransactionBuilder()
+        .from_(stranger.get_address())
+        .to(recipient)
+        .value(coin.ICX)
+        .step_limit(1_000_000)
+        .nid(NID)
+        .build()
+    )
+    overdraft = _refused(lambda: service.send_transaction(SignedTransaction(broke, stranger)))
+    assert overdraft.rpc_code == -32602 and "out of balance" in str(overdraft)
+    # a hash nobody sent
+    unknown = _refused(lambda: service.get_transaction_result("0x" + "cd" * 32))
+    assert unknown.rpc_code == -31004
+    balance_becomes(service, recipient, 1)  # only the one good transfer moved anything
