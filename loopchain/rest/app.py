@@ -115,9 +115,9 @@ def create_app(config: Config, peer_target: str) -> web.Application:
 
 def _jsonrpc_routes(config: Config, api: PeerApi, max_body: int) -> list[web.RouteDef]:
     """The ICON JSON-RPC v3 endpoints (/api/v3…) and their debug namespace (/api/v3d…)."""
-    methods = IconMethods(PeerReader(api), str(config.ICON_NID)).table()
-    v3 = JsonRpcEndpoint("/api/v3", methods, max_body)
-    debug = JsonRpcEndpoint("/api/v3d", {}, max_body)
+    methods = IconMethods(PeerReader(api), str(config.ICON_NID))
+    v3 = JsonRpcEndpoint("/api/v3", methods.table(), max_body)
+    debug = JsonRpcEndpoint("/api/v3d", methods.debug_table(), max_body)
     return [*v3.routes(V3_PATHS), *debug.routes(DEBUG_PATHS)]
 
 

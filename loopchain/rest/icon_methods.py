@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from loopchain.blockchain.coin import TREASURY
+from loopchain.blockchain.coin import CONTRACT_NOT_FOUND, TREASURY, steps_for
 from loopchain.rest.icon_peer import PeerReader
 from loopchain.rest.icon_shapes import (
     block_json,
@@ -28,7 +28,11 @@ from loopchain.rest.icon_shapes import (
     result_json,
     transaction_by_hash_json,
 )
+from loopchain.types import canonical
 from loopchain.types.block import Block
+from loopchain.types.canonical import EncodingError
+from loopchain.types.icon_address import channel_score_address
+from loopchain.types.icon_tx import DATA_TYPES, InvalidTransaction, check_address
 from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
 
 DEFAULT_WAIT_MS = 5_000  # icx_waitTransactionResult without an Icon-Options timeout
@@ -124,7 +128,12 @@ class IconMethods:
             "icx_waitTransactionResult": self.wait_transaction_result,
             "icx_getBalance": self.get_balance,
             "icx_getTotalSupply": self.get_total_supply,
+            "icx_call": self.call,
         }
+
+    def debug_table(self) -> dict[str, Method]:
+        """The methods of the debug namespace (/api/v3d)."""
+        return {"debug_estimateStep": self.estimate_step}
 
     async def get_last_block(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         fields(params, ())
@@ -219,10 +228,74 @@ class IconMethods:
         coin = await self._reader.balance(call.channel, TREASURY)
         return hex(coin.total_supply)
 
+    async def call(self, call: Call, params: dict[str, Any]) -> Any:
+        """icx_call: a read-only call of the channel's SCORE, answered with what it returns."""
+        _no_height(params)
+        allowed = {"to", "dataType", "data", "from"}
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise invalid(f"unknown param {unknown[0]!r}: icx_call takes to, dataType, data, from")
+        if params.get("dataType") != "call":
+            raise invalid("param 'dataType' must be \"call\"")
+        data = params.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("method"), str):
+            raise invalid("param 'data' must be an object with a 'method' string")
+        if set(data) - {"method", "params"}:
+            raise invalid("param 'data' takes only 'method' and 'params'")
+        if "params" in data and not isinstance(data["params"], dict):
+            raise invalid("param 'data.params' must be an object")
+        sender = params.get("from")
+        if sender is not None:
+            check_param_address(sender, "from")
+        to = params.get("to")
+        if not isinstance(to, str):
+            raise invalid("param 'to' is missing")
+        facts = await self._reader.chain_facts(call.channel)
+        if to != channel_score_address(facts.channel):
+            raise JsonRpcError(
+                JsonRpcCode.SCORE_ERROR - CONTRACT_NOT_FOUND,
+                f"no SCORE at {to[:64]!r}: channel {facts.channel}'s SCORE is "
+                f"{channel_score_address(facts.channel)}",
+            )
+        answer = await self._reader.query(call.channel, json.dumps(data, ensure_ascii=False))
+        try:
+            return canonical.parse(answer, floats=True)
+        except EncodingError:
+            raise JsonRpcError(
+                JsonRpcCode.INTERNAL_ERROR, "the SCORE answered something that is not JSON"
+            ) from None
+
+    async def estimate_step(self, call: Call, params: dict[str, Any]) -> str:
+        """debug_estimateStep: the steps the transaction (without stepLimit and signature) would
+        use, by the coin's schedule."""
+        for name in ("stepLimit", "signature"):
+            if name in params:
+                raise invalid(f"param {name!r} is not taken: the estimate is made without it")
+        data_type, data = params.get("dataType"), params.get("data")
+        if data_type not in (None, *DATA_TYPES) or (data_type is None) != (data is None):
+            raise invalid(
+                "params 'dataType' and 'data' must be given together, dataType one of "
+                + ", ".join(DATA_TYPES)
+            )
+        try:
+            return hex(steps_for(data_type, data))
+        except EncodingError as exc:
+            raise invalid(f"param 'data' refused: {exc}") from None
+
     async def get_network_info(self, call: Call, params: dict[str, Any]) -> dict[str, str]:
         fields(params, ())
         facts = await self._reader.chain_facts(call.channel)
         return network_info_json(self._nid, facts.channel, facts.height)
+
+
+def check_param_address(value: Any, name: str) -> str:
+    """An "hx…" or "cx…" address param (-32602 otherwise)."""
+    if not isinstance(value, str):
+        raise invalid(f"param {name!r} must be a string")
+    try:
+        return check_address(value, name)
+    except InvalidTransaction as exc:
+        raise invalid(exc.message) from None
 
 
 def _no_height(params: dict[str, Any]) -> None:

@@ -31,6 +31,9 @@ Reply = TypeVar("Reply")
 # transaction (a full pool or a channel at capacity)
 _CODES = {grpc.StatusCode.INVALID_ARGUMENT: JsonRpcCode.INVALID_PARAMS}  # the peer's words
 _SEND_CODES = {**_CODES, grpc.StatusCode.RESOURCE_EXHAUSTED: JsonRpcCode.POOL_OVERFLOW}
+# a query the SCORE refused or failed: ICON's -30000 - 32 (reverted by the SCORE)
+SCORE_REVERTED = JsonRpcCode.SCORE_ERROR - 32
+_QUERY_CODES = {grpc.StatusCode.INVALID_ARGUMENT: SCORE_REVERTED}
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,12 @@ class PeerReader:
         request = pb.IconTxRequest(channel=channel, params_json=params_json)
         reply = await self._call("CreateIconTx", request, None, _SEND_CODES)
         return str(reply.tx_hash)
+
+    async def query(self, channel: str, params_json: str) -> str:
+        """The channel SCORE's JSON answer to a read-only query."""
+        request = pb.QueryRequest(channel=channel, params_json=params_json)
+        reply = await self._call("Query", request, None, _QUERY_CODES)
+        return str(reply.response_json)
 
     async def balance(self, channel: str, address: str) -> Coin:
         """An account's ICX and the total supply at the last executed block."""

@@ -11,14 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from loopchain.blockchain import coin
-from loopchain.types import canonical
-from tests.procs import LocalNetwork, http, wait_until
-
-pytest.importorskip("iconsdk")
-
+from iconsdk.builder.call_builder import CallBuilder
 from iconsdk.builder.transaction_builder import (
+    CallTransactionBuilder,
     MessageTransactionBuilder,
     TransactionBuilder,
 )
@@ -28,8 +23,14 @@ from iconsdk.providers.http_provider import HTTPProvider
 from iconsdk.signed_transaction import SignedTransaction
 from iconsdk.wallet.wallet import KeyWallet
 
+from loopchain.blockchain import coin
+from loopchain.types import canonical
+from loopchain.types.icon_address import channel_score_address
+from tests.procs import LocalNetwork, http, wait_until
+
 PEERS = 2
 CHANNEL = "loopchain_default"
+KV = "kv"  # runs sample/kvstore: string params, as v3 calls carry them
 NID = 3
 GOD_KEY = bytes.fromhex("592eb276d534e2c41a2d9356c0ab262dc233d87e4dd71ce705ec130a8d27ff0c")
 GOD = "hxe7af5fcfd8dfc67530a01a0e403882687528dfcb"
@@ -48,20 +49,28 @@ WAIT_HEADERS = {"Content-Type": "application/json", "Icon-Options": "timeout=600
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
     network = LocalNetwork(tmp_path_factory.mktemp("icon_sdk"))
-    channels = {CHANNEL: {"score_package": "loopchain/default", "genesis_data": GENESIS}}
+    channels = {
+        CHANNEL: {"score_package": "loopchain/default", "genesis_data": GENESIS},
+        KV: {"score_package": "sample/kvstore", "genesis_data": GENESIS},
+    }
     (network.workdir / "channel_manage_data.json").write_text(json.dumps(channels))
     try:
         network.start_radiostation()
         for _ in range(PEERS):
             network.start_peer()
         for port in network.peers:
-            wait_until(lambda p=port: _balance(network, p, GOD) > 0, 60, "the genesis executed")
+            for channel in (CHANNEL, KV):
+                wait_until(
+                    lambda p=port, c=channel: _balance(network, p, GOD, c) > 0,
+                    60,
+                    f"the genesis of {channel} executed",
+                )
         yield network
     finally:
         network.stop_and_check()
 
 
-def _balance(net: LocalNetwork, port: int, address: str) -> int:
+def _balance(net: LocalNetwork, port: int, address: str, channel: str = "") -> int:
     """The balance through raw JSON-RPC (-1 while the peer cannot answer yet)."""
     request = {
         "jsonrpc": "2.0",
@@ -69,12 +78,16 @@ def _balance(net: LocalNetwork, port: int, address: str) -> int:
         "method": "icx_getBalance",
         "params": {"address": address},
     }
-    status, body = http("POST", f"{net.rest(port)}/api/v3", json.dumps(request).encode())
+    url = f"{net.rest(port)}/api/v3" + (f"/{channel}" if channel else "")
+    status, body = http("POST", url, json.dumps(request).encode())
     return int(body["result"], 16) if status == 200 else -1
 
 
-def sdk(net: LocalNetwork, port: int) -> IconService:
-    return IconService(HTTPProvider(net.rest(port), 3, {"headers": WAIT_HEADERS, "timeout": 90}))
+def sdk(net: LocalNetwork, port: int, channel: str = "") -> IconService:
+    kwargs = {"headers": WAIT_HEADERS, "timeout": 90}
+    if channel:
+        return IconService(HTTPProvider(f"{net.rest(port)}/api/v3/{channel}", kwargs))
+    return IconService(HTTPProvider(net.rest(port), 3, kwargs))
 
 
 def god() -> KeyWallet:
@@ -209,3 +222,41 @@ def test_refusals_reach_the_sdk_as_its_exception(net: LocalNetwork) -> None:
     unknown = _refused(lambda: service.get_transaction_result("0x" + "cd" * 32))
     assert unknown.rpc_code == -31004
     balance_becomes(service, recipient, 1)  # only the one good transfer moved anything
+
+
+def test_score_invoked_by_a_call_transaction_and_read_by_icx_call(net: LocalNetwork) -> None:
+    first, second = sorted(net.peers)
+    service, other = sdk(net, first, KV), sdk(net, second, KV)
+    score = other.get_network_info()  # the channel's SCORE address is not in the info: derive it
+    assert score["channel"] == KV
+    address = channel_score_address(KV)
+
+    def invoke(method: str, params: dict[str, str]) -> dict[str, Any]:
+        tx = (
+            CallTransactionBuilder()
+            .from_(GOD)
+            .to(address)
+            .method(method)
+            .params(params)
+            .step_limit(1_000_000)
+            .nid(NID)
+            .build()
+        )
+        return dict(service.send_transaction_and_wait(SignedTransaction(tx, god())))
+
+    done = invoke("set", {"key": "colour", "value": "teal"})
+    assert done["status"] == 1 and done["to"] == address
+    assert done["stepUsed"] == coin.steps_for(
+        "call", {"method": "set", "params": {"key": "colour", "value": "teal"}}
+    )
+    query = CallBuilder().to(address).method("get").params({"key": "colour"}).build()
+    wait_until(lambda: other.call(query) == {"value": "teal"}, 60, "the value on the other peer")
+    # the SCORE refuses: the transaction fails with goloop's "reverted" and writes nothing
+    refused = invoke("rename", {"key": "colour"})
+    assert refused["status"] == 0 and refused["failure"]["code"] == coin.REVERTED
+    assert "unknown method 'rename'" in refused["failure"]["message"]
+    # queries the SCORE refuses, and a SCORE that is not there, are the SDK's exception
+    bad_query = CallBuilder().to(address).method("set").params({"key": "colour"}).build()
+    assert _refused(lambda: other.call(bad_query)).rpc_code == -30032
+    elsewhere = CallBuilder().to(channel_score_address(CHANNEL)).method("get").build()
+    assert _refused(lambda: other.call(elsewhere)).rpc_code == -30002

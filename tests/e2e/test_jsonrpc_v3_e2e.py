@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from loopchain.blockchain.coin import STEP_PRICE
 from loopchain.types.crypto import recover_address
 from loopchain.types.icon_address import channel_score_address
 from loopchain.types.transaction import Transaction
@@ -168,7 +169,7 @@ def test_a_v1_transaction_reads_back_through_v3_on_another_peer(net: LocalNetwor
         "nid": "0x3",
         "channel": DEFAULT,
         "earliest": "0x0",
-        "stepPrice": "0x0",
+        "stepPrice": hex(STEP_PRICE),
     }
     assert int(info["latest"], 16) >= last["height"]
 
@@ -198,7 +199,7 @@ def test_every_deterministic_error_code_on_a_real_peer(net: LocalNetwork) -> Non
     assert_error(http("POST", url, b'{"pad": "' + b"x" * 600_000 + b'"}'), -32600, "limit")
     assert_error(rpc(url, "icx_getBlock", {"height": "0x1"}), -32601, "0.1a")
     assert_error(rpc(url, "icx_noSuchThing"), -32601, "icx_noSuchThing")
-    assert_error(rpc(f"{net.rest(port)}/api/v3d", "debug_estimateStep", {}), -32601)
+    assert_error(rpc(f"{net.rest(port)}/api/v3d", "debug_getTrace", {}), -32601)
     assert_error(rpc(url, "icx_getBlockByHeight", {"height": "12"}), -32602, "height")
     assert_error(rpc(url, "icx_getBlockByHash", {"hash": "0x12"}), -32602, "not a hash")
     assert_error(rpc(url, "icx_getLastBlock", {"x": "1"}), -32602, "unknown param 'x'")

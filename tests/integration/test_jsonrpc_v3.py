@@ -14,7 +14,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from loopchain.blockchain.coin import STEP_PRICE
+from loopchain.blockchain.coin import STEP_DEFAULT, STEP_INPUT_PER_BYTE, STEP_PRICE
 from loopchain.types.crypto import recover_address
 from loopchain.types.icon_address import channel_score_address
 from loopchain.types.transaction import Transaction
@@ -246,8 +246,18 @@ async def test_unknown_methods_and_the_debug_namespace(session, v3, peer):
     assert_error(await rpc(session, v3, "icx_getBlock", {"height": "0x0"}), -32601, "0.1a")
     debug = v3 + "d"
     for url in (debug, debug + "/", f"{debug}/{DEFAULT_CHANNEL}"):
-        for method in ("debug_estimateStep", "debug_getTrace", "icx_getLastBlock"):
+        for method in ("debug_getTrace", "icx_getLastBlock"):
             assert_error(await rpc(session, url, method, {}), -32601, method)
+        assert result(await rpc(session, url, "debug_estimateStep", {})) == hex(STEP_DEFAULT)
+    message = {"dataType": "message", "data": "0x6869"}  # 8 bytes of JSON: "0x6869"
+    estimate = result(await rpc(session, debug, "debug_estimateStep", message))
+    assert estimate == hex(STEP_DEFAULT + 8 * STEP_INPUT_PER_BYTE)
+    for bad, words in (
+        ({"stepLimit": "0x1"}, "stepLimit"),
+        ({"dataType": "message"}, "together"),
+        ({"dataType": "nonsense", "data": "x"}, "together"),
+    ):
+        assert_error(await rpc(session, debug, "debug_estimateStep", bad), -32602, words)
 
 
 async def test_a_cross_site_request_is_answered(session, v3, peer):
