@@ -9,6 +9,7 @@ from typing import Any
 
 from loopchain.blockchain.score_base import (
     BlockView,
+    EventLog,
     ScoreBase,
     ScoreContext,
     TransactionView,
@@ -80,6 +81,8 @@ class Harness:
             self.state, self.blocks, logging.getLogger(f"score.{name}"), info or self.package.info
         )
         self.score = self.score_class(context)
+        self.context = context
+        self.events: tuple[EventLog, ...] = ()  # those of the last invoke, when it succeeded
         self._tx_count = 0
 
     def invoke(
@@ -90,7 +93,11 @@ class Harness:
         block = self.blocks.add()
         self._tx_count += 1
         tx = TransactionView(f"{self._tx_count:064x}", data, sender, block.timestamp, signed_by)
-        return self.score.invoke(tx, block)
+        self.context.events.take()
+        self.events = ()
+        returned = self.score.invoke(tx, block)
+        self.events = self.context.events.take()
+        return returned
 
 
 def load_sample_package(name: str) -> ScorePackage:

@@ -13,7 +13,7 @@ Key schema (integers are unsigned big-endian, heights and rounds 8 bytes, so key
   b"s/channel"             -> channel name (UTF-8)         the channel this store belongs to
   b"s/safety"              -> canonical {highest_vote_round, high_qc}   what this node signed
   b"m/" + name (UTF-8)     -> value                        free metadata of the node (put_meta)
-  b"r/" + tx hash (32)     -> canonical {code, message, height[, steps, cumulative_steps]}
+  b"r/" + tx hash (32)     -> canonical {code, message, height[, steps, cumulative_steps, events]}
                               a transaction's SCORE result (steps: a v3 transaction's)
   b"s/executed"            -> canonical {height, state_root, results_hash}   last executed block
   b"e/" + height           -> state root (32) + results hash (32)   roots after each executed block
@@ -49,7 +49,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from loopchain import failpoints
-from loopchain.blockchain.execution import TxResult
+from loopchain.blockchain.execution import TxResult, events_json
 from loopchain.storage.abc import KeyValueStore
 from loopchain.types import canonical
 from loopchain.types.block import Block
@@ -108,6 +108,7 @@ class StoredResult(NamedTuple):
     height: int
     steps: int = 0
     cumulative_steps: int = 0
+    events_json: str = ""  # the SCORE's event logs (execution.events_json), "" for none
 
 
 class BlockStoreError(RuntimeError):
@@ -287,6 +288,8 @@ class BlockStore:
                 if result.steps:  # a v3 transaction's steps, and the block's up to it
                     cumulative += result.steps
                     value["steps"], value["cumulative_steps"] = result.steps, cumulative
+                if result.events:
+                    value["events"] = events_json(result.events)
                 key = RESULT + bytes.fromhex(result.tx_hash)
                 batch.put(key, canonical.encode_checked(value))  # no floats here
             pointer = {
@@ -326,6 +329,7 @@ class BlockStore:
             int(value["height"]),
             int(value.get("steps", 0)),
             int(value.get("cumulative_steps", 0)),
+            str(value.get("events", "")),
         )
 
     # -- blocks voted for, not final yet

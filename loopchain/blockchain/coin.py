@@ -78,16 +78,20 @@ class Ledger:
             self.db.delete(key)
 
     def transfer(self, sender: str, to: str, amount: int) -> None:
-        """Move `amount` (ValueError, nothing written, when the sender holds less)."""
-        if amount == 0 or sender == to:
-            if self.balance(sender) < amount:
-                raise ValueError(f"{sender} holds {self.balance(sender)} loop, needs {amount}")
-            return
+        """Move `amount`; ValueError, with nothing written, when it is negative, the sender holds
+        less, or the recipient would hold more than MAX_AMOUNT."""
+        if amount < 0:
+            raise ValueError(f"a transfer of {amount} loop: amounts are not negative")
         held = self.balance(sender)
         if held < amount:
             raise ValueError(f"{sender} holds {held} loop, needs {amount}")
+        if amount == 0 or sender == to:
+            return
+        after = self.balance(to) + amount
+        if after > MAX_AMOUNT:
+            raise ValueError(f"{to} would hold more than {MAX_AMOUNT} loop")
         self._set(sender, held - amount)
-        self._set(to, self.balance(to) + amount)
+        self._set(to, after)
 
     def mint_genesis(self, accounts: list[tuple[str, int]]) -> None:
         """Credit the genesis accounts and record their sum as the total supply."""

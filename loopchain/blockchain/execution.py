@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from loopchain.blockchain.score_base import EventLog
 from loopchain.types import canonical
 from loopchain.types.canonical import EncodingError
 from loopchain.types.hashing import EMPTY_ROOT, merkle_root, sha3_256
@@ -24,18 +25,20 @@ MAX_RESULT_MESSAGE_CHARS = 1000  # longer messages are cut (deterministically) b
 
 _STATE_DOMAIN = b"loopchain.state."
 _RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {"tx_hash": str, "code": int, "message": str}
-_RESULT_KNOWN = frozenset((*_RESULT_FIELDS, "steps"))
+_RESULT_KNOWN = frozenset((*_RESULT_FIELDS, "steps", "events"))
 
 
 @dataclass(frozen=True)
 class TxResult:
-    """The outcome of one transaction: its hash (hex), a result code and a message, and the steps
-    a v3 transaction used (0 for v1: it pays no fee, and its JSON form leaves "steps" out)."""
+    """The outcome of one transaction: its hash (hex), a result code and a message, the steps a
+    v3 transaction used (0 for v1: it pays no fee) and the events its SCORE emitted. The JSON form
+    (which the results hash covers) leaves out "steps" and "events" when there are none."""
 
     tx_hash: str
     code: int
     message: str = ""
     steps: int = 0
+    events: tuple[EventLog, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         value: dict[str, Any] = {
@@ -45,6 +48,8 @@ class TxResult:
         }
         if self.steps:
             value["steps"] = self.steps
+        if self.events:
+            value["events"] = [event.to_json() for event in self.events]
         return value
 
     @classmethod
@@ -54,7 +59,11 @@ class TxResult:
         steps = obj.get("steps", 0)
         if type(steps) is not int or steps < 0:
             raise EncodingError("field 'steps' must be a non-negative int")
-        return cls(obj["tx_hash"], obj["code"], obj["message"], steps)
+        events = obj.get("events", [])
+        if not isinstance(events, list):
+            raise EncodingError("field 'events' must be a list")
+        parsed = tuple(EventLog.from_json(event) for event in events)
+        return cls(obj["tx_hash"], obj["code"], obj["message"], steps, parsed)
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,21 @@ class InvokeResult:
     results: list[TxResult]
     state_root: bytes
     results_hash: bytes
+
+
+def events_json(events: tuple[EventLog, ...]) -> str:
+    """Events as canonical JSON text ("" for none), as they travel and are stored."""
+    return canonical.encode([e.to_json() for e in events]).decode() if events else ""
+
+
+def parse_events(text: str) -> tuple[EventLog, ...]:
+    """The events of events_json's text (EncodingError when malformed)."""
+    if not text:
+        return ()
+    value = canonical.parse(text)
+    if not isinstance(value, list):
+        raise EncodingError("events must be a JSON list")
+    return tuple(EventLog.from_json(item) for item in value)
 
 
 def clip_message(message: str) -> str:

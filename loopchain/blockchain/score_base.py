@@ -17,13 +17,18 @@ Determinism rules (every peer must compute the same state from the same blocks):
 
 Raise `ScoreError` (or any exception) to reject a transaction: its result is code 9000 with the
 message, its state changes are discarded, and the chain goes on.
+
+`emit_event(signature, indexed, data)` records an event log in the running transaction's result
+(ICON's eventLogs: the signature, such as "Transfer(Address,Address,int)", then up to three indexed
+values, then the data values, all strings); a transaction that fails keeps none.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from loopchain.types import canonical
@@ -89,14 +94,74 @@ class BlockReader(Protocol):
         ...
 
 
+MAX_EVENTS_PER_TX = 64
+MAX_INDEXED = 3  # besides the signature, as ICON allows
+MAX_EVENT_VALUES = 32
+MAX_EVENT_CHARS = 4096  # the signature and every value of one event together
+
+
+@dataclass(frozen=True)
+class EventLog:
+    """One event of a transaction: `indexed` is the signature and the indexed values."""
+
+    indexed: tuple[str, ...]
+    data: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"indexed": list(self.indexed), "data": list(self.data)}
+
+    @classmethod
+    def from_json(cls, value: Any) -> EventLog:
+        """Parse the JSON form (EncodingError when it is not one)."""
+        obj = canonical.check_fields(value, {"indexed": list, "data": list}, _EVENT_KNOWN)
+        return _event(obj["indexed"], obj["data"], EncodingError)
+
+
+_EVENT_KNOWN = frozenset({"indexed", "data"})
+
+
+def _event(indexed: Any, data: Any, error: type[Exception]) -> EventLog:
+    values = [*indexed, *data]
+    if not indexed or not isinstance(indexed[0], str) or not indexed[0]:
+        raise error("an event needs its signature, a non-empty string")
+    if len(indexed) > MAX_INDEXED + 1 or len(values) > MAX_EVENT_VALUES + 1:
+        raise error(
+            f"an event takes at most {MAX_INDEXED} indexed values and {MAX_EVENT_VALUES} in all"
+        )
+    if not all(isinstance(v, str) for v in values):
+        raise error('event values must be strings (ICON writes integers as hex, "0x1f")')
+    if sum(len(v) for v in values) > MAX_EVENT_CHARS:
+        raise error(f"an event is limited to {MAX_EVENT_CHARS} characters")
+    return EventLog(tuple(indexed), tuple(data))
+
+
+class EventLogs:
+    """The events of the transaction that runs now; the engine takes them when it succeeds."""
+
+    def __init__(self) -> None:
+        self._items: list[EventLog] = []
+
+    def emit(self, signature: str, indexed: list[str], data: list[str]) -> None:
+        if len(self._items) >= MAX_EVENTS_PER_TX:
+            raise ScoreError(f"a transaction may emit at most {MAX_EVENTS_PER_TX} events")
+        self._items.append(_event([signature, *indexed], list(data), ScoreError))
+
+    def take(self) -> tuple[EventLog, ...]:
+        """The events emitted since the last take, which are forgotten."""
+        items, self._items = tuple(self._items), []
+        return items
+
+
 @dataclass
 class ScoreContext:
-    """What the engine hands a SCORE: its state, its channel's blocks, a logger, its package.json."""
+    """What the engine hands a SCORE: its state, its channel's blocks, a logger, its package.json,
+    and where its events go."""
 
     db: StateAccess
     blocks: BlockReader
     logger: logging.Logger
     package_info: dict[str, Any]
+    events: EventLogs = field(default_factory=EventLogs)
 
 
 class ScoreBase:
@@ -120,6 +185,12 @@ class ScoreBase:
     def info(self) -> dict[str, Any]:
         """The package information (the parsed package.json)."""
         return self.context.package_info
+
+    def emit_event(
+        self, signature: str, indexed: Sequence[str] = (), data: Sequence[str] = ()
+    ) -> None:
+        """Record an event log of the running transaction (kept only if it succeeds)."""
+        self.context.events.emit(signature, list(indexed), list(data))
 
     def get_json(self, key: str, default: Any = None) -> Any:
         """The JSON value stored at `key` (UTF-8 encoded), or `default` when absent."""

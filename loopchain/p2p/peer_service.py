@@ -54,6 +54,7 @@ class TxOutcome:
     tx_index: int = -1
     steps: int = 0  # what a v3 transaction used, and the block's steps up to and including it
     cumulative_steps: int = 0
+    events_json: str = ""  # its SCORE's event logs, canonical JSON ("" for none)
 
 
 @dataclass(frozen=True)
@@ -301,6 +302,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 tx_index=found.tx_index,
                 steps=found.steps,
                 cumulative_steps=found.cumulative_steps,
+                events_json=found.events_json,
             )
 
         return await self._serve(context, work)

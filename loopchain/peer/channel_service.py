@@ -470,6 +470,7 @@ class ChannelService:
             tx_index=place.tx_index,
             steps=recorded.steps if recorded else 0,
             cumulative_steps=recorded.cumulative_steps if recorded else 0,
+            events_json=recorded.events_json if recorded else "",
         )
 
     async def query(self, params_json: str) -> str:

@@ -180,7 +180,10 @@ class IconMethods:
         located = await self._reader.transaction(call.channel, tx_hash)
         if located is None:  # it was just there: a peer whose store went away
             raise not_found(f"transaction 0x{tx_hash} is not known")
-        return result_json(located.tx, found.place, found.outcome)
+        score = ""
+        if found.outcome.events:  # emitted by the channel's SCORE
+            score = channel_score_address((await self._reader.chain_facts(call.channel)).channel)
+        return result_json(located.tx, found.place, found.outcome, score)
 
     async def wait_transaction_result(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         (text,) = fields(params, ("txHash",))

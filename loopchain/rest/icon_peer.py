@@ -16,12 +16,14 @@ from typing import Any, TypeVar
 
 import grpc
 
+from loopchain.blockchain.execution import parse_events
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.rest.errors import RestError, status_error
 from loopchain.rest.formatting import decode_block, decode_tx
 from loopchain.rest.handlers import PeerApi
 from loopchain.rest.icon_shapes import Outcome, Place
 from loopchain.types.block import Block
+from loopchain.types.canonical import EncodingError
 from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
 from loopchain.types.transaction import Transaction
 
@@ -141,11 +143,17 @@ class PeerReader:
         reply = await self._call("GetTxResult", request, channel)
         if reply is None:
             return None
-        outcome = (
-            Outcome(reply.code, reply.message, reply.steps, reply.cumulative_steps)
-            if reply.executed
-            else None
-        )
+        outcome = None
+        if reply.executed:
+            try:
+                events = parse_events(reply.events_json)
+            except EncodingError:
+                raise JsonRpcError(
+                    JsonRpcCode.INTERNAL_ERROR, "the peer sent malformed event logs"
+                ) from None
+            outcome = Outcome(
+                reply.code, reply.message, reply.steps, reply.cumulative_steps, events
+            )
         return FoundResult(outcome, _place(reply.block_height, reply.block_hash, reply.tx_index))
 
     async def send(self, channel: str, params_json: str) -> str:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loopchain.blockchain.coin import STEP_PRICE
+from loopchain.blockchain.score_base import EventLog
 from loopchain.types.block import Block
 from loopchain.types.icon_address import channel_score_address
 from loopchain.types.transaction import V3, Transaction
@@ -61,6 +62,7 @@ class Outcome:
     message: str
     steps: int = 0
     cumulative_steps: int = 0
+    events: tuple[EventLog, ...] = ()
 
 
 def hex_int(value: int) -> str:
@@ -112,8 +114,11 @@ def transaction_by_hash_json(tx: Transaction, place: Place) -> dict[str, Any]:
     return {**transaction_json(tx), **_place_json(place)}
 
 
-def result_json(tx: Transaction, place: Place, outcome: Outcome) -> dict[str, Any]:
-    """The answer of icx_getTransactionResult for an executed transaction."""
+def result_json(
+    tx: Transaction, place: Place, outcome: Outcome, score_address: str = ""
+) -> dict[str, Any]:
+    """The answer of icx_getTransactionResult for an executed transaction (`score_address`: the
+    channel SCORE's, which emitted its events)."""
     icon = tx.version == V3
     body: dict[str, Any] = {
         "txHash": tx_hash_hex(tx.hash),
@@ -122,7 +127,10 @@ def result_json(tx: Transaction, place: Place, outcome: Outcome) -> dict[str, An
         "stepUsed": hex_int(outcome.steps),
         "stepPrice": hex_int(STEP_PRICE) if icon else ZERO,
         "cumulativeStepUsed": hex_int(outcome.cumulative_steps),
-        "eventLogs": [],
+        "eventLogs": [
+            {"scoreAddress": score_address, "indexed": list(e.indexed), "data": list(e.data)}
+            for e in outcome.events
+        ],
         "logsBloom": EMPTY_LOGS_BLOOM,
         "status": "0x1" if outcome.code == SUCCESS else "0x0",
     }

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import grpc
 
-from loopchain.blockchain.execution import InvokeResult, TxResult
+from loopchain.blockchain.execution import InvokeResult, TxResult, parse_events
 from loopchain.configure import Config
 from loopchain.protos import score_pb2 as pb
 from loopchain.protos import score_pb2_grpc as pb_grpc
@@ -107,7 +107,10 @@ def decode_status(reply: pb.ScoreStatus) -> ScoreStatusInfo:
 
 def decode_invoke_reply(reply: pb.InvokeReply) -> InvokeResult:
     """InvokeReply message -> InvokeResult."""
-    results = [TxResult(r.tx_hash, r.code, r.message, r.steps) for r in reply.results]
+    results = [
+        TxResult(r.tx_hash, r.code, r.message, r.steps, parse_events(r.events_json))
+        for r in reply.results
+    ]
     return InvokeResult(reply.height, results, reply.state_root, reply.results_hash)
 
 

@@ -35,8 +35,15 @@ from loopchain.blockchain.execution import (
     SUCCESS,
     TxResult,
     clip_message,
+    events_json,
 )
-from loopchain.blockchain.score_base import BlockView, ScoreBase, ScoreContext, TransactionView
+from loopchain.blockchain.score_base import (
+    BlockView,
+    EventLogs,
+    ScoreBase,
+    ScoreContext,
+    TransactionView,
+)
 from loopchain.configure import DEFAULTS, Config, setup_logging
 from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.protos import score_pb2 as pb
@@ -188,6 +195,7 @@ class LoadedScore:
     def __init__(self, request: pb.LoadRequest, step_limit: int) -> None:
         self.channel = request.channel
         self.score_address = channel_score_address(request.channel)
+        self.events = EventLogs()
         folder = Path(request.package_path).resolve()
         info = read_package_json(folder)
         if request.settings_json:
@@ -215,7 +223,9 @@ class LoadedScore:
 
     def _construct(self) -> ScoreBase:
         logger = logging.getLogger(f"loopchain.score.{self.package.id}")
-        context = ScoreContext(self.proxy, self.state.blocks, logger, self.package.info)
+        context = ScoreContext(
+            self.proxy, self.state.blocks, logger, self.package.info, self.events
+        )
         cls = self.meter.run(lambda: load_score_class(self.package))
         return self.meter.run(lambda: cls(context))
 
@@ -255,7 +265,9 @@ class LoadedScore:
         the sender pays its steps x STEP_PRICE in any case, at most what it holds."""
         icon = tx.icon()
         steps = coin.steps_for(icon.data_type, icon.data)
+        self.events.take()  # nothing left over from a call before
         code, message = self._icon_effects(tx, icon, steps, view)
+        events = self.events.take() if code == SUCCESS else ()
         if code == coin.OUT_OF_STEP:
             steps = icon.step_limit
         fees = self.state.overlay()
@@ -264,7 +276,7 @@ class LoadedScore:
             icon.sender, coin.TREASURY, min(ledger.balance(icon.sender), steps * coin.STEP_PRICE)
         )
         self.state.merge(fees)
-        return TxResult(tx.hash_hex, code, message, steps)
+        return TxResult(tx.hash_hex, code, message, steps, events)
 
     def _icon_effects(
         self, tx: Transaction, icon: IconTransaction, steps: int, view: BlockView
@@ -308,6 +320,7 @@ class LoadedScore:
         overlay = self.state.overlay()
         self.proxy.target = overlay
         transaction = TransactionView(tx_hash, data, sender, time_us, signed_by)
+        self.events.take()  # nothing left over from a call before
         try:
             code, message = _returned_result(
                 self.meter.run(lambda: self.score.invoke(transaction, view))
@@ -321,7 +334,7 @@ class LoadedScore:
         finally:
             self.proxy.reset()
         self.state.merge(overlay)
-        return TxResult(tx_hash, code, message)
+        return TxResult(tx_hash, code, message, events=self.events.take())
 
     def query(self, params: str) -> str:
         """The SCORE's answer to a read-only query; Refused when it fails."""
@@ -488,7 +501,13 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         return pb.InvokeReply(
             height=block.height,
             results=[
-                pb.TxResult(tx_hash=r.tx_hash, code=r.code, message=r.message, steps=r.steps)
+                pb.TxResult(
+                    tx_hash=r.tx_hash,
+                    code=r.code,
+                    message=r.message,
+                    steps=r.steps,
+                    events_json=events_json(r.events),
+                )
                 for r in results
             ],
             state_root=state_root,

@@ -246,6 +246,9 @@ def test_score_invoked_by_a_call_transaction_and_read_by_icx_call(net: LocalNetw
 
     done = invoke("set", {"key": "colour", "value": "teal"})
     assert done["status"] == 1 and done["to"] == address
+    assert done["eventLogs"] == [
+        {"scoreAddress": address, "indexed": ["ValueSet(str,str)", "colour"], "data": ["teal"]}
+    ]
     assert done["stepUsed"] == coin.steps_for(
         "call", {"method": "set", "params": {"key": "colour", "value": "teal"}}
     )
@@ -255,6 +258,7 @@ def test_score_invoked_by_a_call_transaction_and_read_by_icx_call(net: LocalNetw
     refused = invoke("rename", {"key": "colour"})
     assert refused["status"] == 0 and refused["failure"]["code"] == coin.REVERTED
     assert "unknown method 'rename'" in refused["failure"]["message"]
+    assert refused["eventLogs"] == []
     # queries the SCORE refuses, and a SCORE that is not there, are the SDK's exception
     bad_query = CallBuilder().to(address).method("set").params({"key": "colour"}).build()
     assert _refused(lambda: other.call(bad_query)).rpc_code == -30032

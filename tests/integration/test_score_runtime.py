@@ -88,7 +88,7 @@ async def test_blocks_execute_in_order_and_a_lost_score_state_is_replayed(tmp_pa
     assert recorded is not None
     first = store.block_by_height(0)
     assert first is not None
-    assert all(store.tx_result(tx.hash) == (0, "", 0, 0, 0) for tx in first.transactions)
+    assert all(store.tx_result(tx.hash) == (0, "", 0, 0, 0, "") for tx in first.transactions)
 
     # The SCORE loses everything it committed (its state directory is gone): the runtime replays
     # blocks 0..5 into it and must arrive at the roots it recorded, without recording anything anew.
@@ -137,7 +137,7 @@ async def test_an_unloadable_package_gives_9100_and_keeps_the_state_root(tmp_pat
         await wait_until_async(_executed_to(store, BLOCKS - 1), 30, "9100 results for every block")
     block = store.block_by_height(3)
     assert block is not None
-    code, message, height, _, _ = store.tx_result(block.transactions[0].hash)  # type: ignore[misc]
+    code, message, height, *_ = store.tx_result(block.transactions[0].hash)  # type: ignore[misc]
     assert (code, height) == (9100, 3) and "no/such" in message
     executed = store.executed()
     assert executed is not None and executed[1] == store.roots_at(0)[0]  # type: ignore[index]

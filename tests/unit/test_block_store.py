@@ -449,7 +449,7 @@ def test_execution_results_are_recorded_in_order_with_their_pointer() -> None:
     assert store.executed() == (0, b"\x01" * 32, b"\x02" * 32)
     assert store.roots_at(0) == (b"\x01" * 32, b"\x02" * 32)
     assert store.roots_at(1) is None
-    assert store.tx_result(first.transactions[0].hash) == (0, "", 0, 0, 0)
+    assert store.tx_result(first.transactions[0].hash) == (0, "", 0, 0, 0, "")
     assert store.tx_result(blocks[1][0].transactions[0].hash) is None
     with pytest.raises(BlockStoreError):
         store.save_results(0, results, b"\x01" * 32, b"\x02" * 32)  # twice

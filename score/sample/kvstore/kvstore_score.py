@@ -1,4 +1,6 @@
-"""A key-value store SCORE: string keys and values set and deleted by transactions."""
+"""A key-value store SCORE: string keys and values set and deleted by transactions, each change
+announced by an event log: ValueSet(str,str) (the key indexed, the value as data) and
+ValueDeleted(str) (the key indexed)."""
 
 from __future__ import annotations
 
@@ -42,9 +44,12 @@ class UserScore(ScoreBase):
         method, params = _call(transaction.data)
         key = _text(params, "key", MAX_KEY_BYTES)
         if method == "set":
-            self.put_json(PREFIX + key, _text(params, "value", MAX_VALUE_BYTES))
+            value = _text(params, "value", MAX_VALUE_BYTES)
+            self.put_json(PREFIX + key, value)
+            self.emit_event("ValueSet(str,str)", [key], [value])
         elif method == "delete":
             self.db.delete((PREFIX + key).encode("utf-8"))
+            self.emit_event("ValueDeleted(str)", [key])
         else:
             raise ScoreError(f"unknown method {method!r}; expected 'set' or 'delete'")
         return None

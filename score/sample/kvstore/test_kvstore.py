@@ -24,10 +24,16 @@ def test_set_get_overwrite_delete(kv: Harness) -> None:
     assert get(kv, "colour") is None
     assert kv.invoke({"method": "set", "params": {"key": "colour", "value": "red"}}) is None
     assert get(kv, "colour") == "red"
+    assert [e.to_json() for e in kv.events] == [
+        {"indexed": ["ValueSet(str,str)", "colour"], "data": ["red"]}
+    ]
     kv.invoke({"method": "set", "params": {"key": "colour", "value": "blue"}})
     assert get(kv, "colour") == "blue"
     kv.invoke({"method": "delete", "params": {"key": "colour"}})
     assert get(kv, "colour") is None
+    assert [e.to_json() for e in kv.events] == [
+        {"indexed": ["ValueDeleted(str)", "colour"], "data": []}
+    ]
     assert kv.state.data == {}
 
 
