@@ -14,6 +14,7 @@ from loopchain.configure import Config, RefusalLog
 from loopchain.rest.errors import RestError, invalid_params, json_response
 from loopchain.rest.handlers import PeerApi
 from loopchain.rest.icon_methods import IconMethods
+from loopchain.rest.icon_monitor import Monitors
 from loopchain.rest.icon_peer import PeerReader
 from loopchain.rest.jsonrpc import DEBUG_PATHS, V3_PATHS, JsonRpcEndpoint, is_jsonrpc_path
 from loopchain.types.codes import ResponseCode, error_body
@@ -114,11 +115,13 @@ def create_app(config: Config, peer_target: str) -> web.Application:
 
 
 def _jsonrpc_routes(config: Config, api: PeerApi, max_body: int) -> list[web.RouteDef]:
-    """The ICON JSON-RPC v3 endpoints (/api/v3…) and their debug namespace (/api/v3d…)."""
-    methods = IconMethods(PeerReader(api), str(config.ICON_NID))
+    """The ICON JSON-RPC v3 endpoints (/api/v3…), their debug namespace (/api/v3d…) and the
+    websocket monitors (/api/v3/<channel>/block and /event)."""
+    reader = PeerReader(api)
+    methods = IconMethods(reader, str(config.ICON_NID))
     v3 = JsonRpcEndpoint("/api/v3", methods.table(), max_body)
     debug = JsonRpcEndpoint("/api/v3d", methods.debug_table(), max_body)
-    return [*v3.routes(V3_PATHS), *debug.routes(DEBUG_PATHS)]
+    return [*v3.routes(V3_PATHS), *debug.routes(DEBUG_PATHS), *Monitors(reader).routes()]
 
 
 def _openapi_route() -> web.RouteDef:

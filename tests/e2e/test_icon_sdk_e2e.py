@@ -19,6 +19,7 @@ from iconsdk.builder.transaction_builder import (
 )
 from iconsdk.exception import JSONRPCException
 from iconsdk.icon_service import IconService
+from iconsdk.monitor import BlockMonitorSpec, EventFilter, EventMonitorSpec
 from iconsdk.providers.http_provider import HTTPProvider
 from iconsdk.signed_transaction import SignedTransaction
 from iconsdk.wallet.wallet import KeyWallet
@@ -264,3 +265,48 @@ def test_score_invoked_by_a_call_transaction_and_read_by_icx_call(net: LocalNetw
     assert _refused(lambda: other.call(bad_query)).rpc_code == -30032
     elsewhere = CallBuilder().to(channel_score_address(CHANNEL)).method("get").build()
     assert _refused(lambda: other.call(elsewhere)).rpc_code == -30002
+
+
+def _set(service: IconService, key: str, value: str) -> dict[str, Any]:
+    tx = (
+        CallTransactionBuilder()
+        .from_(GOD)
+        .to(channel_score_address(KV))
+        .method("set")
+        .params({"key": key, "value": value})
+        .step_limit(1_000_000)
+        .nid(NID)
+        .build()
+    )
+    return dict(service.send_transaction_and_wait(SignedTransaction(tx, god())))
+
+
+def test_block_and_event_monitors(net: LocalNetwork) -> None:
+    first, second = sorted(net.peers)
+    service, watcher = sdk(net, first, KV), sdk(net, second, KV)
+    start = watcher.get_block("latest")["height"]
+    address = channel_score_address(KV)
+    blocks = watcher.monitor(BlockMonitorSpec(start, filters=[]))
+    shade = EventFilter("ValueSet(str,str)", address, 1, "shade")
+    events = watcher.monitor(EventMonitorSpec(start, shade, logs=True))
+    try:
+        # the block at `start` at once, then each new one in order (blocks come with transactions)
+        note = blocks.read(timeout=60)
+        assert int(note["height"], 16) == start
+        assert note["hash"][2:] == watcher.get_block(start)["block_hash"]
+        _set(service, "other", "x")
+        done = _set(service, "shade", "amber")
+        for height in range(start + 1, done["blockHeight"] + 1):
+            note = blocks.read(timeout=60)
+            assert int(note["height"], 16) == height
+            assert note["hash"][2:] == watcher.get_block(height)["block_hash"]
+        # only the transaction that sets "shade" is notified, with its event and log
+        note = events.read(timeout=60)
+        assert int(note["height"], 16) == done["blockHeight"]
+        assert int(note["index"], 16) == done["txIndex"] and note["events"] == ["0x0"]
+        assert note["logs"] == [
+            {"scoreAddress": address, "indexed": ["ValueSet(str,str)", "shade"], "data": ["amber"]}
+        ]
+    finally:
+        blocks.close()
+        events.close()

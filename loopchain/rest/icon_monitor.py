@@ -1,0 +1,288 @@
+"""ICON's websocket monitors (spec: icon-jsonrpc-v3.md, "Websocket monitor"), as iconsdk's
+`IconService.monitor()` uses them: `GET /api/v3/<channel>/block` and `/api/v3/<channel>/event`.
+
+The client sends one JSON request: `height` ("0x…", default: the next block), and event filters
+either as `eventFilters: [{event, addr?, indexed?, data?}]` or one filter flattened to the top level;
+`logs: true` adds the matching event logs, `progressInterval` (event monitor) a `{"progress": "0x…"}`
+after that many blocks without a notification. The server answers `{"code": 0}`, or a non-zero code
+(-32602 bad request, -32603 the peer cannot be read) and a `message`, then closes. Then:
+* block monitor: `{"hash", "height"}` for every final block from `height` on; with filters, only
+  blocks with a matching event, with `indexes` (per filter, the matching transactions' indexes)
+  and `events` (per filter and transaction, the matching events' indexes);
+* event monitor: `{"hash", "height", "index", "events"[, "logs"]}` for every transaction whose
+  result holds a matching event (results are read once the block is executed).
+`{"keepalive": "0x1"}` from the client is ignored. A proxy serves at most MAX_MONITORS at once (503
+with Retry-After beyond); every read of the peer has the proxy's gRPC deadline, and a monitor that
+cannot read the peer says so (`{"code": -32603, "message"}`) and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from loopchain.rest.icon_methods import height_param
+from loopchain.rest.icon_peer import PeerReader
+from loopchain.types.icon_address import channel_score_address
+from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
+
+log = logging.getLogger(__name__)
+
+MONITOR_PATHS = ("/api/v3/{channel}/block", "/api/v3/{channel}/event")
+MAX_MONITORS = 64
+MAX_FILTERS = 32
+MAX_REQUEST_BYTES = 64 * 1024
+REQUEST_WAIT = 30.0  # seconds for the client's request after the upgrade
+POLL_FIRST, POLL_MAX = 0.05, 0.5  # seconds between looks for the next block or its results
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Events whose signature is `event` (and from `addr`, and with these values; None: any)."""
+
+    event: str
+    addr: str | None
+    indexed: tuple[str | None, ...]
+    data: tuple[str | None, ...]
+
+    def matches(self, score: str, indexed: tuple[str, ...], data: tuple[str, ...]) -> bool:
+        if not indexed or indexed[0] != self.event or (self.addr and self.addr != score):
+            return False
+        return _values_match(self.indexed, indexed[1:]) and _values_match(self.data, data)
+
+
+def _values_match(wanted: tuple[str | None, ...], have: tuple[str, ...]) -> bool:
+    if len(wanted) > len(have):
+        return False
+    return all(w is None or w == h for w, h in zip(wanted, have, strict=False))
+
+
+@dataclass(frozen=True)
+class MonitorRequest:
+    height: int | None
+    filters: tuple[EventFilter, ...]
+    logs: bool
+    progress_interval: int
+
+
+def _bad(message: str) -> JsonRpcError:
+    return JsonRpcError(JsonRpcCode.INVALID_PARAMS, message)
+
+
+def _values(value: Any, name: str) -> tuple[str | None, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(v is None or isinstance(v, str) for v in value):
+        raise _bad(f"{name} must be a list of strings or nulls")
+    return tuple(value)
+
+
+def parse_filter(value: Any) -> EventFilter:
+    """One event filter; JsonRpcError -32602 naming what is wrong."""
+    if not isinstance(value, dict):
+        raise _bad("an event filter must be an object")
+    unknown = sorted(set(value) - {"event", "addr", "indexed", "data"})
+    if unknown:
+        raise _bad(f"unknown event filter field {unknown[0]!r}")
+    event, addr = value.get("event"), value.get("addr")
+    if not isinstance(event, str) or not event:
+        raise _bad("an event filter needs 'event', the event's signature")
+    if addr is not None and not isinstance(addr, str):
+        raise _bad("an event filter's 'addr' must be a string")
+    return EventFilter(
+        event, addr, _values(value.get("indexed"), "indexed"), _values(value.get("data"), "data")
+    )
+
+
+def parse_request(raw: str, kind: str) -> MonitorRequest:
+    """The client's monitor request; JsonRpcError -32602 when it is not one."""
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise _bad(f"the request is larger than {MAX_REQUEST_BYTES} bytes")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise _bad("the request is not JSON") from None
+    if not isinstance(value, dict):
+        raise _bad("the request must be a JSON object")
+    height = value.get("height")
+    if height is not None and not isinstance(height, str):
+        raise _bad("'height' must be a string such as \"0x1a\"")
+    filters: list[EventFilter] = []
+    if "eventFilters" in value:
+        listed = value["eventFilters"]
+        if not isinstance(listed, list):
+            raise _bad("'eventFilters' must be a list")
+        filters = [parse_filter(item) for item in listed]
+    if "event" in value:  # one filter, flattened to the top level
+        flat = {k: value[k] for k in ("event", "addr", "indexed", "data") if k in value}
+        filters.append(parse_filter(flat))
+    if len(filters) > MAX_FILTERS:
+        raise _bad(f"at most {MAX_FILTERS} event filters")
+    if kind == "event" and not filters:
+        raise _bad("an event monitor needs an event filter")
+    interval = value.get("progressInterval", 0)
+    if isinstance(interval, str):
+        interval = int(interval, 16) if interval.startswith("0x") and interval[2:].isalnum() else -1
+    if isinstance(interval, bool) or not isinstance(interval, int) or not 0 <= interval <= 10**6:
+        raise _bad("'progressInterval' must be a number of blocks")
+    logs = value.get("logs", False)
+    if not isinstance(logs, bool):
+        logs = logs in ("0x1", "true")
+    return MonitorRequest(
+        height_param(height) if height is not None else None, tuple(filters), logs, interval
+    )
+
+
+async def _drain(ws: web.WebSocketResponse) -> None:
+    """Read (and ignore: keepalives) what the client sends, until it closes."""
+    async for incoming in ws:
+        if incoming.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+            return
+
+
+class Monitors:
+    """The websocket monitors of one REST proxy, reading its peer through `reader`."""
+
+    def __init__(self, reader: PeerReader) -> None:
+        self._reader = reader
+        self._open = 0
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get(MONITOR_PATHS[0], self.block), web.get(MONITOR_PATHS[1], self.event)]
+
+    async def block(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "block")
+
+    async def event(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "event")
+
+    async def _serve(self, request: web.Request, kind: str) -> web.StreamResponse:
+        if self._open >= MAX_MONITORS:
+            raise web.HTTPServiceUnavailable(
+                headers={"Retry-After": "5"},
+                text=f"this proxy serves {MAX_MONITORS} monitors at once; try again shortly",
+            )
+        ws = web.WebSocketResponse(max_msg_size=MAX_REQUEST_BYTES)
+        await ws.prepare(request)
+        self._open += 1
+        try:
+            await self._run(ws, request.match_info["channel"], kind)
+        finally:
+            self._open -= 1
+            await ws.close()
+        return ws
+
+    async def _run(self, ws: web.WebSocketResponse, channel: str, kind: str) -> None:
+        try:
+            message = await asyncio.wait_for(ws.receive(), REQUEST_WAIT)
+        except TimeoutError:
+            await ws.send_json({"code": JsonRpcCode.INVALID_REQUEST, "message": "no request"})
+            return
+        if message.type != WSMsgType.TEXT:
+            return
+        try:
+            spec = parse_request(message.data, kind)
+            facts = await self._reader.chain_facts(channel)
+        except JsonRpcError as exc:
+            await ws.send_json({"code": exc.code, "message": exc.message})
+            return
+        await ws.send_json({"code": 0})
+        score = channel_score_address(facts.channel)
+        start = spec.height if spec.height is not None else facts.height + 1
+        notifier = asyncio.create_task(self._notify(ws, channel, kind, spec, score, start))
+        receiver = asyncio.create_task(_drain(ws))
+        done, _ = await asyncio.wait({notifier, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (notifier, receiver):
+            task.cancel()
+        await asyncio.gather(notifier, receiver, return_exceptions=True)
+        if notifier in done and not notifier.cancelled():
+            error = notifier.exception()
+            if isinstance(error, JsonRpcError) and not ws.closed:
+                await ws.send_json({"code": error.code, "message": error.message})
+            elif error is not None:
+                log.error("monitor of %s failed", channel, exc_info=error)
+
+    async def _notify(
+        self,
+        ws: web.WebSocketResponse,
+        channel: str,
+        kind: str,
+        spec: MonitorRequest,
+        score: str,
+        height: int,
+    ) -> None:
+        quiet = 0
+        while not ws.closed:
+            block = await self._wait_block(channel, height)
+            note = await self._notes(channel, kind, spec, score, block)
+            for item in note:
+                await ws.send_json(item)
+            quiet = 0 if note else quiet + 1
+            if spec.progress_interval and quiet >= spec.progress_interval:
+                await ws.send_json({"progress": hex(height + 1)})
+                quiet = 0
+            height += 1
+
+    async def _wait_block(self, channel: str, height: int) -> Any:
+        pause = POLL_FIRST
+        while True:
+            block = await self._reader.block(channel, height=height)
+            if block is not None:
+                return block
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
+
+    async def _notes(
+        self, channel: str, kind: str, spec: MonitorRequest, score: str, block: Any
+    ) -> list[dict[str, Any]]:
+        head = {"hash": "0x" + block.hash.hex(), "height": hex(block.height)}
+        if kind == "block" and not spec.filters:
+            return [head]
+        matches = []  # (tx index, per filter: the matching event indexes, the events)
+        for index, tx in enumerate(block.transactions):
+            events = await self._events(channel, tx.hash_hex)
+            per_filter = [
+                [j for j, e in enumerate(events) if f.matches(score, e.indexed, e.data)]
+                for f in spec.filters
+            ]
+            if any(per_filter):
+                matches.append((index, per_filter, events))
+        if kind == "block":
+            if not matches:
+                return []
+            count = len(spec.filters)
+            indexes = [[hex(i) for i, pf, _ in matches if pf[k]] for k in range(count)]
+            found = [
+                [[hex(j) for j in pf[k]] for _, pf, _ in matches if pf[k]] for k in range(count)
+            ]
+            return [{**head, "indexes": indexes, "events": found}]
+        notes = []
+        for index, per_filter, events in matches:
+            chosen = sorted({j for found in per_filter for j in found})
+            note = {**head, "index": hex(index), "events": [hex(j) for j in chosen]}
+            if spec.logs:
+                note["logs"] = [
+                    {
+                        "scoreAddress": score,
+                        "indexed": list(events[j].indexed),
+                        "data": list(events[j].data),
+                    }
+                    for j in chosen
+                ]
+            notes.append(note)
+        return notes
+
+    async def _events(self, channel: str, tx_hash: str) -> tuple[Any, ...]:
+        """A final transaction's events, once its block is executed."""
+        pause = POLL_FIRST
+        while True:
+            found = await self._reader.result(channel, tx_hash)
+            if found is not None and found.outcome is not None:
+                return found.outcome.events
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
