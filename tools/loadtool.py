@@ -3,6 +3,12 @@
 
     .venv/bin/python tools/loadtool.py -c 4 -p http://127.0.0.1:9000 -m 60s -t 0
     .venv/bin/python tools/loadtool.py -p 127.0.0.1:7100 -m 1m --rate 200 --json
+    .venv/bin/python tools/loadtool.py -c 16 -p http://127.0.0.1:9000 -m 60s -t 2
+
+`-t 0` creates v1 transactions (the peer signs), `-t 1` queries, `-t 2` sends ICON v3 transfers that
+the clients sign: first `--key` (by default the development genesis account of ./localnet.sh) funds
+one fresh account per client with FUND_ICX, then each client sends 1-loop transfers from its own
+account (stepLimit 100,000, nid `--nid`) through icx_sendTransaction (REST) or CreateIconTx (gRPC).
 
 `-p http://host:port` speaks the peer REST API v1; `-p host:port` speaks the peer's gRPC service.
 Committed transactions are counted from the chain itself: after every poll, the tool walks the new
@@ -34,9 +40,12 @@ if str(_REPO) not in sys.path:
 import aiohttp  # noqa: E402
 import grpc  # noqa: E402
 
+from loopchain.blockchain import coin  # noqa: E402
 from loopchain.protos import loopchain_pb2 as pb  # noqa: E402
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub  # noqa: E402
 from loopchain.types.block import Block  # noqa: E402
+from loopchain.types.crypto import Signer  # noqa: E402
+from loopchain.types.icon_tx import make_params, sign_params  # noqa: E402
 
 DEFAULT_TARGET = "http://127.0.0.1:9000"
 POLL_INTERVAL = 0.2
@@ -45,6 +54,11 @@ GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _HOST_PORT = re.compile(r"([^:/\s]+|\[[0-9a-fA-F:]+\]):(\d{1,5})")
+# The development genesis account of ./localnet.sh (the ICON SDK tests' key: public, never real)
+DEV_KEY = "592eb276d534e2c41a2d9356c0ab262dc233d87e4dd71ce705ec130a8d27ff0c"
+FUND_ICX = 100  # each v3 client's account: enough for 80,000 transfers at 100,000 steps
+FUND_DEADLINE = 120.0  # seconds for every client's account to be funded
+V3_STEP_LIMIT = coin.STEP_DEFAULT
 
 # ------------------------------------------------------------------ pure functions
 
@@ -159,7 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="send for this long: 60, 60s, 1m (default 10s)",
     )
-    add("-t", "--type", type=int, choices=(0, 1), default=0, help="0 create tx, 1 query")
+    add(
+        "-t",
+        "--type",
+        type=int,
+        choices=(0, 1, 2),
+        default=0,
+        help="0 create tx (v1), 1 query, 2 v3 transfers signed by one account per client",
+    )
+    add("--key", default=DEV_KEY, help="-t 2: private key (hex) of the funding account")
+    add("--nid", type=_argparse_type(_positive_int), default=3, help="-t 2: network id")
     add("--channel", default="", help="channel (default: the peer's default channel)")
     add("--rate", type=_argparse_type(_positive_float), help="at most this many requests/s")
     add(
@@ -214,6 +237,8 @@ class Transport(Protocol):
     """Requests to one peer; every method raises LoadError on failure."""
 
     async def create_tx(self, payload: dict[str, Any]) -> str: ...
+    async def create_icon_tx(self, params: dict[str, Any]) -> str: ...
+    async def balance(self, address: str) -> int: ...
     async def query(self, payload: dict[str, Any]) -> None: ...
     async def last_block(self) -> BlockInfo | None: ...
     async def new_blocks(self, tip: BlockInfo, seen_height: int) -> list[BlockInfo]: ...
@@ -258,6 +283,31 @@ class RestTransport:
     async def query(self, payload: dict[str, Any]) -> None:
         body = {**payload, "channel": self._channel} if self._channel else payload
         await self._request("POST", "/api/v1/query", json=body)
+
+    async def _v3(self, method: str, params: dict[str, Any]) -> Any:
+        path = "/api/v3" + (f"/{self._channel}" if self._channel else "")
+        request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        try:
+            async with self._session.post(self._base + path, json=request) as resp:
+                body = await resp.json(content_type=None)
+        except TimeoutError:
+            raise LoadError("timeout") from None
+        except aiohttp.ClientConnectionError:
+            raise LoadError("connection") from None
+        except (aiohttp.ClientError, ValueError):
+            raise LoadError("bad reply") from None
+        if not isinstance(body, dict):
+            raise LoadError(f"http {resp.status} (not an object)")
+        if "error" in body:
+            error = body["error"] if isinstance(body["error"], dict) else {}
+            raise LoadError(f"http {resp.status} ({error.get('code')})", str(error.get("message")))
+        return body.get("result")
+
+    async def create_icon_tx(self, params: dict[str, Any]) -> str:
+        return str(await self._v3("icx_sendTransaction", params)).removeprefix("0x")
+
+    async def balance(self, address: str) -> int:
+        return int(str(await self._v3("icx_getBalance", {"address": address})), 16)
 
     async def last_block(self) -> BlockInfo | None:
         reply = await self._request("GET", "/api/v1/blocks", params=self._params())
@@ -322,6 +372,16 @@ class GrpcTransport:
     async def query(self, payload: dict[str, Any]) -> None:
         request = pb.QueryRequest(channel=self._channel, params_json=json.dumps(payload))
         await self._call(self._stub.Query, request)
+
+    async def create_icon_tx(self, params: dict[str, Any]) -> str:
+        request = pb.IconTxRequest(channel=self._channel, params_json=json.dumps(params))
+        reply = await self._call(self._stub.CreateIconTx, request)
+        return str(reply.tx_hash)
+
+    async def balance(self, address: str) -> int:
+        request = pb.BalanceRequest(channel=self._channel, address=address)
+        reply = await self._call(self._stub.GetBalance, request)
+        return int(reply.balance)
 
     async def _block(self, height: int) -> BlockInfo | None:
         request = pb.GetBlockRequest(channel=self._channel, height=height)
@@ -427,6 +487,22 @@ class Run:
     started: float = 0.0
     send_seconds: float = 0.0
     drain_seconds: float = 0.0
+    accounts: list[Signer] = field(default_factory=list)  # -t 2: one per client
+    sink: str = ""  # -t 2: where the transfers go (the funding account)
+
+    def icon_payload(self, client: int, seq: int) -> dict[str, Any]:
+        """A signed 1-loop transfer from the client's account back to the funding account."""
+        account = self.accounts[client]
+        params = make_params(
+            sender=account.address,
+            to=self.sink,
+            step_limit=V3_STEP_LIMIT,
+            timestamp_us=time.time_ns() // 1000,
+            nid=self.args.nid,
+            value=1,
+            nonce=seq,
+        )
+        return sign_params(params, account)
 
     def payload(self, client: int, seq: int) -> dict[str, Any]:
         if self.args.type == 1:
@@ -445,12 +521,15 @@ async def _client(run: Run, client: int, end: float) -> None:
             await run.limiter.wait()
             if time.monotonic() >= end:
                 return
-        payload = run.payload(client, seq)
+        payload = run.icon_payload(client, seq) if run.args.type == 2 else run.payload(client, seq)
         seq += 1
         sent = time.monotonic()
         try:
-            if run.args.type == 0:
-                tx_hash = await run.transport.create_tx(payload)
+            if run.args.type in (0, 2):
+                create = (
+                    run.transport.create_icon_tx if run.args.type == 2 else run.transport.create_tx
+                )
+                tx_hash = await create(payload)
                 run.stats.record_submit(tx_hash, sent, time.monotonic())
             else:
                 await run.transport.query(payload)
@@ -505,10 +584,44 @@ async def _progress(run: Run) -> None:
     sys.stdout.flush()
 
 
+async def fund_accounts(run: Run) -> None:
+    """-t 2: a fresh account per client, funded with FUND_ICX by --key (LoadError when they are
+    not all funded within FUND_DEADLINE)."""
+    try:
+        funder = Signer(bytes.fromhex(run.args.key))
+    except ValueError:
+        raise LoadError("funding", "--key is not a private key in hex") from None
+    run.sink = funder.address
+    run.accounts = [Signer.generate() for _ in range(run.args.clients)]
+    now_us = time.time_ns() // 1000
+    for index, account in enumerate(run.accounts):
+        params = make_params(
+            sender=funder.address,
+            to=account.address,
+            step_limit=V3_STEP_LIMIT,
+            timestamp_us=now_us + index,
+            nid=run.args.nid,
+            value=FUND_ICX * coin.ICX,
+        )
+        await run.transport.create_icon_tx(sign_params(params, funder))
+    deadline = time.monotonic() + FUND_DEADLINE
+    waiting = list(run.accounts)
+    while waiting:
+        waiting = [a for a in waiting if await run.transport.balance(a.address) == 0]
+        if waiting and time.monotonic() > deadline:
+            raise LoadError(
+                "funding", f"{len(waiting)} accounts unfunded after {FUND_DEADLINE:g} s"
+            )
+        if waiting:
+            await asyncio.sleep(POLL_INTERVAL)
+
+
 async def execute(run: Run) -> None:
     """Send for the duration, then wait up to --drain seconds for the commits."""
     args = run.args
-    if args.type == 0:
+    if args.type == 2:
+        await fund_accounts(run)
+    if args.type in (0, 2):
         run.stats.height = _height(await run.transport.last_block())
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, _interrupt, run)
@@ -521,7 +634,7 @@ async def execute(run: Run) -> None:
 async def _send_and_drain(run: Run) -> None:
     args = run.args
     tasks: list[asyncio.Task[None]] = []
-    if args.type == 0:
+    if args.type in (0, 2):
         tasks.append(asyncio.create_task(_watch_commits(run)))
     if sys.stdout.isatty() and not args.json:
         tasks.append(asyncio.create_task(_progress(run)))
@@ -530,7 +643,7 @@ async def _send_and_drain(run: Run) -> None:
     await asyncio.gather(*(_client(run, i, end) for i in range(args.clients)))
     run.send_seconds = time.monotonic() - run.started
     run.stop_sending.set()
-    if args.type == 0 and tasks:
+    if args.type in (0, 2) and tasks:
         drain_end = time.monotonic()
         await _drain(run, tasks[0], args.drain)
         run.drain_seconds = time.monotonic() - drain_end
@@ -568,7 +681,7 @@ def _rate(count: int, seconds: float | None) -> float | None:
 def summarize(run: Run) -> dict[str, Any]:
     """The run's results as one JSON-ready object."""
     stats, args = run.stats, run.args
-    creating = args.type == 0
+    creating = args.type in (0, 2)
     latencies = stats.commit_latencies if creating else stats.reply_latencies
     span = None
     if stats.first_submit is not None and stats.last_commit is not None:
@@ -576,7 +689,7 @@ def summarize(run: Run) -> dict[str, Any]:
     return {
         "target": args.target.address,
         "transport": args.target.kind,
-        "mode": "create_tx" if creating else "query",
+        "mode": {0: "create_tx", 1: "query", 2: "v3_transfer"}[args.type],
         "channel": args.channel,
         "clients": args.clients,
         "send_seconds": round(run.send_seconds, 3),
@@ -596,14 +709,14 @@ def summarize(run: Run) -> dict[str, Any]:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary as a few human-readable lines."""
-    unit = "tx" if summary["mode"] == "create_tx" else "queries"
+    unit = "queries" if summary["mode"] == "query" else "tx"
     lines = [
         f"target      {summary['target']} ({summary['transport']}), "
         f"channel {summary['channel'] or '<default>'}, {summary['clients']} clients",
         f"submitted   {summary['submitted']} {unit} in {summary['send_seconds']:.1f} s"
         f" = {summary['submit_tps'] or 0:.1f}/s",
     ]
-    if summary["mode"] == "create_tx":
+    if summary["mode"] != "query":
         lines.append(
             f"committed   {summary['committed']} tx = {summary['commit_tps'] or 0:.1f} tx/s"
             f" (first submit → last commit {summary['commit_span_seconds'] or 0:.2f} s),"

@@ -22,6 +22,7 @@ Nothing raised inside escapes as a traceback to the client: a defect is logged a
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,7 +41,10 @@ REFUSALS = RefusalLog(log)
 
 V3_PATHS = ("/api/v3", "/api/v3/", "/api/v3/{channel}")
 DEBUG_PATHS = ("/api/v3d", "/api/v3d/", "/api/v3d/{channel}")
-JSONRPC_PREFIXES = ("/api/v3/", "/api/v3d/")  # every path above, with a slash added
+JSONRPC_PREFIXES = ("/api/v3/", "/api/v3d/")
+_MILLISECONDS = re.compile(
+    r"[0-9]{1,9}"
+)  # ASCII digits only (str.isdigit takes "²" too)  # every path above, with a slash added
 # Refusals of what a client sent are warned about (rate-limited); the rest is normal traffic.
 _REFUSALS = {JsonRpcCode.PARSE_ERROR, JsonRpcCode.INVALID_REQUEST, JsonRpcCode.INVALID_PARAMS}
 
@@ -182,7 +186,7 @@ def _wait_ms(request: web.Request) -> int | None:
         if key.strip().lower() != "timeout":
             continue
         value = value.strip()
-        if not sep or not value.isdigit() or len(value) > 9:
+        if not sep or not _MILLISECONDS.fullmatch(value):
             raise JsonRpcError(
                 JsonRpcCode.INVALID_PARAMS,
                 f"Icon-Options timeout {value[:20]!r} must be milliseconds (digits)",

@@ -291,12 +291,12 @@ class LoadedScore:
             return coin.OUT_OF_BALANCE, (
                 f"out of balance: {icon.sender} holds {held} loop, needs {icon.value} + fee {fee}"
             )
-        ledger.transfer(icon.sender, icon.to, icon.value)
         if icon.data_type in ("deploy", "deposit"):
             return coin.UNKNOWN_FAILURE, f"dataType {icon.data_type!r} is not supported"
+        if icon.to.startswith("cx") and icon.to != self.score_address:
+            return coin.CONTRACT_NOT_FOUND, f"no SCORE at {icon.to}"  # nothing could spend it
+        ledger.transfer(icon.sender, icon.to, icon.value)
         if icon.data_type == "call":
-            if icon.to != self.score_address:
-                return coin.CONTRACT_NOT_FOUND, f"no SCORE at {icon.to}"
             self.proxy.target = overlay
             view_tx = TransactionView(tx.hash_hex, icon.data, icon.sender, icon.timestamp, "client")
             try:

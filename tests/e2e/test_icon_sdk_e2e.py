@@ -7,6 +7,8 @@ surfacing as the SDK's JSONRPCException."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -310,3 +312,29 @@ def test_block_and_event_monitors(net: LocalNetwork) -> None:
     finally:
         blocks.close()
         events.close()
+
+
+def test_loadtool_v3_mode_commits_what_it_sends(net: LocalNetwork) -> None:
+    """tools/loadtool.py -t 2 as a process: it funds an account per client from the genesis
+    account, sends client-signed transfers, and counts them committed from the chain."""
+    port = min(net.peers)
+    command = [
+        sys.executable,
+        "tools/loadtool.py",
+        "-t",
+        "2",
+        "-c",
+        "4",
+        "-m",
+        "2s",
+        "--drain",
+        "60",
+        "-p",
+        net.rest(port),
+        "--json",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["mode"] == "v3_transfer" and summary["errors"] == {}, summary
+    assert summary["submitted"] > 0 and summary["committed"] == summary["submitted"], summary

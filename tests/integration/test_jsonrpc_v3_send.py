@@ -534,11 +534,6 @@ async def test_bad_wait_params_are_invalid_params(session, v3, peer, params):
 # ---------------------------------------------------------------- a malformed header, alone
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: rest/jsonrpc.py _wait_ms checks the timeout with str.isdigit(), true for '²', "
-    "then int('²') raises ValueError: -32603 and a logged traceback instead of -32602",
-)
 async def test_a_timeout_in_other_unicode_digits_is_invalid_params(session, tmp_path):
     """Icon-Options is checked with str.isdigit(), which also holds for "²" (SUPERSCRIPT TWO), which
     int() cannot read: the proxy answers -32603 and logs a traceback instead of -32602. Run

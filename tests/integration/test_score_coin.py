@@ -445,13 +445,6 @@ def test_a_call_to_another_contract_and_unsupported_data_types_fail_with_the_fee
     assert held(score, RICH.address) == 1000 * ICX - fees == 1000 * ICX - held(score, TREASURY)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (ICON divergence): value sent to a cx address that holds no SCORE without "
-    "dataType call (a plain transfer or a message) succeeds, and the value is stuck at an "
-    "address no key and no SCORE can spend; goloop's transfer handler fails it "
-    "(InvalidAddress: the recipient is not a contract)",
-)
 @pytest.mark.parametrize("data_type", [None, "message"])
 def test_value_sent_to_a_contract_that_is_not_there_fails_and_moves_nothing(
     open_scores: Any, data_type: str | None
