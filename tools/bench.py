@@ -21,6 +21,11 @@ process group, and measures, in order:
 8. seconds from the load's end until calm: every peer answers its status within 1 s with an empty
    pool and the same height, and every acknowledged transaction is final; rounds that made no block.
 
+`--v3` adds, after the v1 load, the same load of ICON v3 transfers (`icx_sendTransaction` on
+`/api/v3[/<channel>]`), each client signing 1-loop transfers from its own account, funded first by the
+development genesis account of ./localnet.sh; its figures are reported beside v1's with a `v3_`
+prefix (committed tx/s, finalisation percentiles, CPU per transaction, answers).
+
 `--baseline REV` runs the same benchmark first on a git worktree of REV (its `.venv` a symlink to
 this repo's), then on the tree, and prints both side by side with the ratio current / baseline.
 `--baseline-env KEY=VALUE` (repeatable) configures the baseline run by environment; without
@@ -58,7 +63,16 @@ if str(_REPO) not in sys.path:
 
 import aiohttp  # noqa: E402
 
-from tools.loadtool import LoadError, RestTransport, parse_duration, percentile  # noqa: E402
+from loopchain.types.crypto import Signer  # noqa: E402
+from tools.loadtool import (  # noqa: E402
+    DEV_KEY,
+    LoadError,
+    RestTransport,
+    fund,
+    parse_duration,
+    percentile,
+    transfer_params,
+)
 
 PEERS = 4
 PEER_PORTS = tuple(7100 + 100 * i for i in range(PEERS))
@@ -389,6 +403,49 @@ def busy_ports(ports: Iterable[int] = NETWORK_PORTS) -> list[int]:
     return [port for port in ports if port_busy(port)]
 
 
+def is_v3(url: str) -> bool:
+    return "/api/v3" in url
+
+
+def v3_url(peer: int, channel: str = "") -> str:
+    """The JSON-RPC v3 endpoint of a peer's REST proxy (for `channel`, else the default one)."""
+    return f"http://127.0.0.1:{REST_PORTS[peer]}/api/v3" + (f"/{channel}" if channel else "")
+
+
+@dataclass
+class V3Senders:
+    """One funded account per load client, each signing 1-loop transfers back to the funder."""
+
+    accounts: list[Signer]
+    sink: str
+    nid: int = 3
+
+    def body(self, index: int, seq: int) -> dict[str, Any]:
+        params = transfer_params(self.accounts[index], self.sink, 1, self.nid, nonce=seq)
+        return {"jsonrpc": "2.0", "id": seq, "method": "icx_sendTransaction", "params": params}
+
+
+async def fund_v3_senders(clients: int, channels: Sequence[str]) -> V3Senders:
+    """A fresh account per client, funded on its client's channel through peer 0."""
+    funder = Signer(bytes.fromhex(DEV_KEY))
+    senders = V3Senders([Signer.generate() for _ in range(clients)], funder.address)
+    for number, channel in enumerate(channels):
+        mine = [a for i, a in enumerate(senders.accounts) if _channel_of(i, channels) == channel]
+        base = f"http://127.0.0.1:{REST_PORTS[0]}"
+        transport = RestTransport(base, channel, REQUEST_TIMEOUT, 4)
+        try:
+            await fund(transport, funder, mine, senders.nid)
+        except LoadError as exc:
+            raise BenchError(f"cannot fund the v3 accounts of channel {number}: {exc}") from None
+        finally:
+            await transport.close()
+    return senders
+
+
+def _channel_of(index: int, channels: Sequence[str]) -> str:
+    return channels[(index // PEERS) % len(channels)]
+
+
 def rest_url(peer: int, path: str, channel: str = "") -> str:
     query = f"?channel={channel}" if channel else ""
     return f"http://127.0.0.1:{REST_PORTS[peer]}{path}{query}"
@@ -632,6 +689,10 @@ async def _post_tx(
     try:
         async with session.post(url, json=body) as resp:
             retry = retry_after_seconds(resp.headers.get("Retry-After"))
+            if resp.status == 400 and is_v3(url):  # a JSON-RPC error: counted by its code
+                reply = await resp.json(content_type=None)
+                error = reply.get("error") if isinstance(reply, dict) else None
+                return f"400 {error.get('code') if isinstance(error, dict) else '?'}", retry
             if resp.status != 200:
                 await resp.read()
                 return resp.status, retry
@@ -640,6 +701,8 @@ async def _post_tx(
         return failure_kind(exc), None
     if isinstance(reply, dict) and reply.get("tx_hash"):
         return str(reply["tx_hash"])
+    if isinstance(reply, dict) and isinstance(reply.get("result"), str):  # JSON-RPC v3
+        return str(reply["result"]).removeprefix("0x")
     return "200 without tx_hash", None
 
 
@@ -691,14 +754,20 @@ class LoadState:
         return unavailable, other
 
 
-async def load_client(state: LoadState, index: int, url: str, end: float) -> None:
-    """POST transactions one at a time over a keep-alive session until `end`."""
+async def load_client(
+    state: LoadState, index: int, url: str, end: float, v3: V3Senders | None = None
+) -> None:
+    """POST transactions one at a time over a keep-alive session until `end` (v1, or v3
+    transfers signed by the client's own account)."""
     connector = aiohttp.TCPConnector(limit=1)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         seq = 0
         while time.monotonic() < end:
-            body = {"data": {"bench": state.run_id, "client": index, "seq": seq}}
+            if v3 is not None:
+                body = v3.body(index, seq)
+            else:
+                body = {"data": {"bench": state.run_id, "client": index, "seq": seq}}
             seq += 1
             state.in_flight += 1
             try:
@@ -821,6 +890,7 @@ async def run_load(
     clients: int,
     duration: float,
     label: str,
+    v3: V3Senders | None = None,
 ) -> dict[str, Any]:
     """The load phase and everything measured from it."""
     channels = net.channels or [""]
@@ -844,12 +914,13 @@ async def run_load(
                 load_client(
                     state,
                     index,
-                    rest_url(
-                        index % PEERS,
-                        "/api/v1/transactions",
-                        channels[(index // PEERS) % len(channels)],
+                    v3_url(index % PEERS, _channel_of(index, channels))
+                    if v3 is not None
+                    else rest_url(
+                        index % PEERS, "/api/v1/transactions", _channel_of(index, channels)
                     ),
                     end,
+                    v3,
                 )
             )
             for index in range(clients)
@@ -976,6 +1047,7 @@ class Options:
     no_idle: bool
     keep_data: bool
     baseline_env: tuple[tuple[str, str], ...] = ()
+    v3: bool = False
 
 
 async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]:
@@ -1004,6 +1076,15 @@ async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]
             rss_after, rss_split = await asyncio.to_thread(tree_rss_mb, net.pid)
             figures["rss_after_mb"] = rss_after
             details["rss_after_mb_by_kind"] = rss_split
+        if options.v3 and not options.idle_only:
+            say(f"{label}: funding {options.clients} v3 accounts")
+            senders = await fund_v3_senders(options.clients, net.channels or [""])
+            say(f"{label}: v3 load: {options.clients} clients for {options.duration:g} s")
+            v3 = await run_load(
+                session, net, options.clients, options.duration, f"{label} v3", senders
+            )
+            figures.update({f"v3_{key}": value for key, value in v3["figures"].items()})
+            details.update({f"v3_{key}": value for key, value in v3["details"].items()})
         if not net.alive():
             raise BenchError("localnet.sh exited during the benchmark")
     return {"figures": figures, "details": details}
@@ -1154,6 +1235,17 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("blocks_load", "blocks during load"),
     ("failed_rounds_load", "failed rounds during load"),
     ("failed_rounds_after", "failed rounds after load"),
+    ("v3_acked", "v3: acknowledged transfers"),
+    ("v3_committed_per_s", "v3: committed tx/s"),
+    ("v3_final_p50_ms", "v3: finalisation p50 under load (ms)"),
+    ("v3_final_p99_ms", "v3: finalisation p99 under load (ms)"),
+    ("v3_unfinal", "v3: acknowledged, never seen final"),
+    ("v3_answers_503", "v3: 503 answers"),
+    ("v3_answers_other_errors", "v3: other errors"),
+    ("v3_cpu_s_per_tx", "v3: CPU seconds per committed tx"),
+    ("v3_cpu_s_rest_proxy", "v3:   CPU s REST proxies"),
+    ("v3_cpu_s_peer", "v3:   CPU s peers"),
+    ("v3_calm_s", "v3: seconds until calm after load"),
 )
 
 
@@ -1298,6 +1390,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     add("--idle-only", action="store_true", help="skip the load")
     add("--no-idle", action="store_true", help="skip the idle latency")
     add("--keep-data", action="store_true", help="keep each run's network directory and logs")
+    add("--v3", action="store_true", help="also load ICON v3 client-signed transfers after v1")
     args = parser.parse_args(argv)
     tree = args.tree.resolve()
     if not (tree / "localnet.sh").exists():
@@ -1313,6 +1406,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         idle_only=args.idle_only,
         no_idle=args.no_idle,
         keep_data=args.keep_data,
+        v3=args.v3,
     )
 
 

@@ -492,17 +492,7 @@ class Run:
 
     def icon_payload(self, client: int, seq: int) -> dict[str, Any]:
         """A signed 1-loop transfer from the client's account back to the funding account."""
-        account = self.accounts[client]
-        params = make_params(
-            sender=account.address,
-            to=self.sink,
-            step_limit=V3_STEP_LIMIT,
-            timestamp_us=time.time_ns() // 1000,
-            nid=self.args.nid,
-            value=1,
-            nonce=seq,
-        )
-        return sign_params(params, account)
+        return transfer_params(self.accounts[client], self.sink, 1, self.args.nid, nonce=seq)
 
     def payload(self, client: int, seq: int) -> dict[str, Any]:
         if self.args.type == 1:
@@ -585,29 +575,43 @@ async def _progress(run: Run) -> None:
 
 
 async def fund_accounts(run: Run) -> None:
-    """-t 2: a fresh account per client, funded with FUND_ICX by --key (LoadError when they are
-    not all funded within FUND_DEADLINE)."""
+    """-t 2: a fresh account per client, funded with FUND_ICX by --key."""
     try:
         funder = Signer(bytes.fromhex(run.args.key))
     except ValueError:
         raise LoadError("funding", "--key is not a private key in hex") from None
     run.sink = funder.address
     run.accounts = [Signer.generate() for _ in range(run.args.clients)]
-    now_us = time.time_ns() // 1000
-    for index, account in enumerate(run.accounts):
-        params = make_params(
-            sender=funder.address,
-            to=account.address,
-            step_limit=V3_STEP_LIMIT,
-            timestamp_us=now_us + index,
-            nid=run.args.nid,
-            value=FUND_ICX * coin.ICX,
+    await fund(run.transport, funder, run.accounts, run.args.nid)
+
+
+def transfer_params(
+    sender: Signer, to: str, value: int, nid: int, nonce: int | None = None
+) -> dict[str, Any]:
+    """A signed v3 transfer of `value` loop at V3_STEP_LIMIT, stamped now."""
+    params = make_params(
+        sender=sender.address,
+        to=to,
+        step_limit=V3_STEP_LIMIT,
+        timestamp_us=time.time_ns() // 1000,
+        nid=nid,
+        value=value,
+        nonce=nonce,
+    )
+    return sign_params(params, sender)
+
+
+async def fund(transport: Transport, funder: Signer, accounts: Sequence[Signer], nid: int) -> None:
+    """Send FUND_ICX from `funder` to each account and wait until every one holds it (LoadError
+    when they are not all funded within FUND_DEADLINE)."""
+    for index, account in enumerate(accounts):
+        await transport.create_icon_tx(
+            transfer_params(funder, account.address, FUND_ICX * coin.ICX, nid, nonce=index)
         )
-        await run.transport.create_icon_tx(sign_params(params, funder))
     deadline = time.monotonic() + FUND_DEADLINE
-    waiting = list(run.accounts)
+    waiting = list(accounts)
     while waiting:
-        waiting = [a for a in waiting if await run.transport.balance(a.address) == 0]
+        waiting = [a for a in waiting if await transport.balance(a.address) == 0]
         if waiting and time.monotonic() > deadline:
             raise LoadError(
                 "funding", f"{len(waiting)} accounts unfunded after {FUND_DEADLINE:g} s"

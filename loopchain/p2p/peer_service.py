@@ -79,6 +79,10 @@ class ScoreStatusView(Protocol):
     def status(self) -> int: ...
     @property
     def message(self) -> str: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def api_json(self) -> str: ...
 
 
 class ChannelBackend(Protocol):
@@ -357,6 +361,8 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 all_version=list(info.all_versions),
                 status=info.status,
                 message=info.message,
+                score_address=info.address,
+                api_json=info.api_json,
             )
 
         return await self._serve(context, work)

@@ -30,8 +30,11 @@ from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
 from loopchain.scoreservice.packages import PackageError, ScorePackage, resolve_package
 from loopchain.scoreservice.supervisor import ScoreSupervisor
 from loopchain.storage.abc import StorageError
+from loopchain.types import canonical
 from loopchain.types.block import Block
+from loopchain.types.canonical import EncodingError
 from loopchain.types.hashing import EMPTY_ROOT
+from loopchain.types.icon_address import channel_score_address
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,20 @@ class ScoreInfo:
     all_versions: tuple[str, ...]
     status: int  # 0 running, -1 not available
     message: str
+    address: str = ""  # the SCORE's "cx…" address in JSON-RPC v3
+    api_json: str = "[]"  # its API as ICON's icx_getScoreApi describes one (package.json "api")
+
+
+def score_api_json(info: Mapping[str, Any]) -> str:
+    """The package's "api" (ICON's icx_getScoreApi list) as canonical JSON, "[]" when it states
+    none or states something that is not a list of objects."""
+    api = info.get("api", [])
+    if not isinstance(api, list) or not all(isinstance(item, dict) for item in api):
+        return "[]"
+    try:
+        return canonical.encode(api).decode()
+    except EncodingError:
+        return "[]"
 
 
 def resolve_channel_package(
@@ -113,8 +130,11 @@ class ScoreRuntime:
     # ------------------------------------------------------------ queries
 
     def info(self) -> ScoreInfo:
+        address = channel_score_address(self.channel)
         if self.supervisor is None or self.package is None:
-            return ScoreInfo(self.package_name, "", (), -1, self.package_error or "not loaded")
+            reason = self.package_error or "not loaded"
+            return ScoreInfo(self.package_name, "", (), -1, reason, address)
+        api = score_api_json(self.package.info)
         if self.disabled:
             return ScoreInfo(
                 self.package.id,
@@ -122,6 +142,8 @@ class ScoreRuntime:
                 tuple(self.package.all_versions),
                 -1,
                 self.disabled,
+                address,
+                api,
             )
         status = self.supervisor.status()
         return ScoreInfo(
@@ -130,6 +152,8 @@ class ScoreRuntime:
             tuple(self.package.all_versions),
             int(status.status),
             str(status.message),
+            address,
+            api,
         )
 
     async def query(self, params_json: str) -> str:

@@ -173,6 +173,8 @@ def score_status_response(reply: pb.ScoreStatusReply) -> dict[str, Any]:
         "all_version": list(reply.all_version),
         "status": reply.status,
     }
+    if reply.score_address:
+        body["score_address"] = reply.score_address  # where JSON-RPC v3 reaches it
     if reply.message:
         body["message"] = reply.message
     return body

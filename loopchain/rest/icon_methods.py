@@ -129,6 +129,7 @@ class IconMethods:
             "icx_getBalance": self.get_balance,
             "icx_getTotalSupply": self.get_total_supply,
             "icx_call": self.call,
+            "icx_getScoreApi": self.get_score_api,
         }
 
     def debug_table(self) -> dict[str, Method]:
@@ -267,6 +268,19 @@ class IconMethods:
             raise JsonRpcError(
                 JsonRpcCode.INTERNAL_ERROR, "the SCORE answered something that is not JSON"
             ) from None
+
+    async def get_score_api(self, call: Call, params: dict[str, Any]) -> list[Any]:
+        """icx_getScoreApi: the API the channel SCORE's package states ([] when none)."""
+        _no_height(params)
+        (address,) = fields({k: v for k, v in params.items() if k != "height"}, ("address",))
+        check_param_address(address, "address")
+        score = await self._reader.score(call.channel)
+        if address != score.address:
+            raise JsonRpcError(
+                JsonRpcCode.SCORE_ERROR - CONTRACT_NOT_FOUND,
+                f"no SCORE at {address}: this channel's SCORE is {score.address}",
+            )
+        return score.api
 
     async def estimate_step(self, call: Call, params: dict[str, Any]) -> str:
         """debug_estimateStep: the steps the transaction (without stepLimit and signature) would

@@ -22,6 +22,7 @@ from loopchain.rest.errors import RestError, status_error
 from loopchain.rest.formatting import decode_block, decode_tx
 from loopchain.rest.handlers import PeerApi
 from loopchain.rest.icon_shapes import Outcome, Place
+from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
 from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
@@ -52,6 +53,14 @@ class FoundResult:
 
     outcome: Outcome | None
     place: Place | None
+
+
+@dataclass(frozen=True)
+class ScoreFacts:
+    """The channel SCORE's "cx…" address and its API (ICON's icx_getScoreApi list)."""
+
+    address: str
+    api: list[Any]
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,17 @@ class PeerReader:
         request = pb.IconTxRequest(channel=channel, params_json=params_json)
         reply = await self._call("CreateIconTx", request, None, _SEND_CODES)
         return str(reply.tx_hash)
+
+    async def score(self, channel: str) -> ScoreFacts:
+        """The channel SCORE's v3 address and API description."""
+        reply = await self._call("GetScoreStatus", pb.ChannelRequest(channel=channel), None)
+        try:
+            api = canonical.parse(reply.api_json or "[]")
+        except EncodingError:
+            api = None
+        if not isinstance(api, list):
+            raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, "the peer sent a malformed SCORE API")
+        return ScoreFacts(str(reply.score_address), api)
 
     async def query(self, channel: str, params_json: str) -> str:
         """The channel SCORE's JSON answer to a read-only query."""

@@ -143,7 +143,8 @@ def result_json(
 
 
 def network_info_json(nid: str, channel: str, height: int) -> dict[str, str]:
-    """The answer of icx_getNetworkInfo ("latest" is "-0x1" before the genesis block)."""
+    """The answer of icx_getNetworkInfo ("latest" is "-0x1" before the genesis block), with the
+    channel SCORE's address beside ICON's keys."""
     return {
         "platform": PLATFORM,
         "nid": nid,
@@ -151,4 +152,5 @@ def network_info_json(nid: str, channel: str, height: int) -> dict[str, str]:
         "earliest": ZERO,
         "latest": hex_int(height),
         "stepPrice": hex_int(STEP_PRICE),
+        "scoreAddress": channel_score_address(channel),  # the channel's SCORE (loopchain's own)
     }

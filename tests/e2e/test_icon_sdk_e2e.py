@@ -230,9 +230,21 @@ def test_refusals_reach_the_sdk_as_its_exception(net: LocalNetwork) -> None:
 def test_score_invoked_by_a_call_transaction_and_read_by_icx_call(net: LocalNetwork) -> None:
     first, second = sorted(net.peers)
     service, other = sdk(net, first, KV), sdk(net, second, KV)
-    score = other.get_network_info()  # the channel's SCORE address is not in the info: derive it
-    assert score["channel"] == KV
+    info = other.get_network_info()
     address = channel_score_address(KV)
+    assert info["channel"] == KV and info["scoreAddress"] == address
+    status = http("GET", f"{net.rest(second)}/api/v1/status/score?channel={KV}")[1]
+    assert status["score_address"] == address and status["id"] == "sample/kvstore"
+    api = other.get_score_api(address)  # as the package states it, events included
+    assert {(item["type"], item["name"]) for item in api} == {
+        ("function", "set"),
+        ("function", "delete"),
+        ("function", "get"),
+        ("eventlog", "ValueSet"),
+        ("eventlog", "ValueDeleted"),
+    }
+    assert next(i for i in api if i["name"] == "get")["readonly"] == "0x1"
+    assert _refused(lambda: other.get_score_api(channel_score_address(CHANNEL))).rpc_code == -30002
 
     def invoke(method: str, params: dict[str, str]) -> dict[str, Any]:
         tx = (

@@ -170,6 +170,7 @@ def test_a_v1_transaction_reads_back_through_v3_on_another_peer(net: LocalNetwor
         "channel": DEFAULT,
         "earliest": "0x0",
         "stepPrice": hex(STEP_PRICE),
+        "scoreAddress": channel_score_address(DEFAULT),
     }
     assert int(info["latest"], 16) >= last["height"]
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from loopchain.types.crypto import Signer
+from loopchain.types.icon_tx import verify_send_params
 from tests.integration.test_bench_tools import last_json, run_tool
 from tests.procs import assert_clean_log
 from tools import bench
@@ -361,7 +363,7 @@ LOAD_FIGURES = (
 
 @pytest.mark.slow
 def test_bench_short_load_prints_every_figure() -> None:
-    code, out, err = run_tool(BENCH, "-c", "4", "-d", "5", "--json", deadline=600)
+    code, out, err = run_tool(BENCH, "-c", "4", "-d", "5", "--v3", "--json", deadline=600)
     assert code == 0, f"{out}\n{err}"
     assert_clean_log(err, BENCH)
     summary = last_json(out)
@@ -406,6 +408,10 @@ def test_bench_short_load_prints_every_figure() -> None:
     assert details["idle_rss_mb_by_kind"]["peer"] > 0
     assert details["idle_rss_mb_by_kind"]["rest_proxy"] > 0
     assert details["idle_rss_mb_by_kind"]["radiostation"] > 0
+    # the v3 load: client-signed transfers, every one final, beside v1's figures
+    assert 0 < figures["v3_committed"] == figures["v3_acked"] and figures["v3_unfinal"] == 0
+    assert figures["v3_answers_other_errors"] == 0 and figures["v3_cpu_s_per_tx"] > 0
+    assert details["v3_answers"]["200"] == figures["v3_acked"]
     assert not bench.busy_ports(), "the network was not stopped"
 
 
@@ -439,3 +445,16 @@ def test_failed_calls_are_counted_by_kind() -> None:
     refused = aiohttp.ClientConnectionError("refused")
     assert bench.failure_kind(refused) == "connection error"
     assert bench.failure_kind(ValueError("not JSON")) == "bad reply"
+
+
+def test_v3_senders_sign_transfers_the_node_accepts() -> None:
+    senders = bench.V3Senders([Signer.generate() for _ in range(2)], "hx" + "1" * 40)
+    first, second = senders.body(0, 7), senders.body(1, 7)
+    assert first["method"] == "icx_sendTransaction" and first["jsonrpc"] == "2.0"
+    checked = verify_send_params(first["params"])  # shape, hash and signature as a peer checks
+    assert checked.sender == senders.accounts[0].address and checked.to == senders.sink
+    assert checked.value == 1 and checked.nid == 3 and checked.nonce == 7
+    assert verify_send_params(second["params"]).sender == senders.accounts[1].address
+    assert bench.v3_url(1, "kofia") == f"http://127.0.0.1:{bench.REST_PORTS[1]}/api/v3/kofia"
+    assert bench.is_v3(bench.v3_url(0)) and not bench.is_v3(bench.rest_url(0, "/api/v1/blocks"))
+    assert bench.parse_args(["--v3"]).v3 and not bench.parse_args([]).v3

@@ -476,6 +476,7 @@ async def test_network_info(session, v3, peer):
         "earliest": "0x0",
         "latest": hex(len(chain.blocks) - 1),
         "stepPrice": hex(STEP_PRICE),
+        "scoreAddress": channel_score_address(OTHER_CHANNEL),
     }
 
 

@@ -118,6 +118,7 @@ def test_network_info() -> None:
         "earliest": "0x0",
         "latest": "0xff",
         "stepPrice": hex(STEP_PRICE),
+        "scoreAddress": channel_score_address("c"),
     }
     assert icon_shapes.network_info_json("0x3", "c", -1)["latest"] == "-0x1"
 
