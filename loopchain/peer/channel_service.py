@@ -35,7 +35,7 @@ from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
-from loopchain.types.transaction import MAX_DATA_DEPTH, Transaction
+from loopchain.types.transaction import MAX_DATA_DEPTH, SIGNATURES, Transaction
 from loopchain.types.validators import ratio_from_config
 from loopchain.types.vote import QuorumCertificate
 
@@ -265,6 +265,7 @@ class ChannelService:
         except icon_tx.InvalidTransaction as exc:
             raise RequestError(ErrorKind.INVALID, exc.message) from None
         tx = Transaction.from_icon(checked)
+        SIGNATURES.remember(tx.hash, tx.signature, checked.sender)  # checked once on this peer
         if tx.hash in self.consensus.pool or self.store.has_transaction(tx.hash):
             raise RequestError(ErrorKind.INVALID, f"transaction {checked.tx_hash} is already known")
         try:

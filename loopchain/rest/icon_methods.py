@@ -138,19 +138,19 @@ class IconMethods:
 
     async def get_last_block(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         fields(params, ())
-        return _block(await self._reader.block(call.channel), "the chain has no block yet")
+        return self._block(await self._reader.block(call.channel), "the chain has no block yet")
 
     async def get_block_by_height(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         (text,) = fields(params, ("height",))
         height = height_param(text)
         block = await self._reader.block(call.channel, height=height)
-        return _block(block, f"there is no block at height {height} ({text})")
+        return self._block(block, f"there is no block at height {height} ({text})")
 
     async def get_block_by_hash(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         (text,) = fields(params, ("hash",))
         block_hash = hash_param(text, "hash")
         block = await self._reader.block(call.channel, block_hash=block_hash)
-        return _block(block, f"there is no final block with hash 0x{block_hash}")
+        return self._block(block, f"there is no final block with hash 0x{block_hash}")
 
     async def get_transaction_by_hash(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         (text,) = fields(params, ("txHash",))
@@ -299,6 +299,11 @@ class IconMethods:
         except EncodingError as exc:
             raise invalid(f"param 'data' refused: {exc}") from None
 
+    def _block(self, block: Block | None, missing: str) -> dict[str, Any]:
+        if block is None:
+            raise not_found(missing)
+        return block_json(block, self._nid)
+
     async def get_network_info(self, call: Call, params: dict[str, Any]) -> dict[str, str]:
         fields(params, ())
         facts = await self._reader.chain_facts(call.channel)
@@ -322,12 +327,6 @@ def _no_height(params: dict[str, Any]) -> None:
             "param 'height' is not served: balances and the supply are those of the last "
             "executed block"
         )
-
-
-def _block(block: Block | None, missing: str) -> dict[str, Any]:
-    if block is None:
-        raise not_found(missing)
-    return block_json(block)
 
 
 def _pending(tx_hash: str) -> JsonRpcError:

@@ -179,7 +179,8 @@ class Monitors:
 
     async def _run(self, ws: web.WebSocketResponse, channel: str, kind: str) -> None:
         try:
-            message = await asyncio.wait_for(ws.receive(), REQUEST_WAIT)
+            async with asyncio.timeout(REQUEST_WAIT):
+                message = await ws.receive()
         except TimeoutError:
             await ws.send_json({"code": JsonRpcCode.INVALID_REQUEST, "message": "no request"})
             return

@@ -84,15 +84,31 @@ def transaction_json(tx: Transaction) -> dict[str, Any]:
     return {**tx.to_json(), "txHash": tx_hash_hex(tx.hash)}
 
 
-def block_json(block: Block) -> dict[str, Any]:
-    """A block in the "0.1a" shape (all nine keys, and next_leader)."""
+def genesis_list(block: Block, nid: str) -> list[dict[str, Any]]:
+    """The genesis block's list as ICON shows it: one item with the accounts it funded, its
+    message and the network id ([] when the channel funds no account)."""
+    update = block.validator_update
+    genesis = update.genesis_data() if block.height == 0 and update is not None else None
+    if genesis is None:
+        return []
+    return [{**genesis.to_json(), "message": genesis.message, "nid": nid}]
+
+
+def block_json(block: Block, nid: str = "") -> dict[str, Any]:
+    """A block in the "0.1a" shape (all nine keys, and next_leader); the genesis block lists its
+    accounts (`nid`: the network's, which that item names)."""
     header = block.header
+    listed = (
+        [transaction_json(tx) for tx in block.transactions]
+        if block.height
+        else genesis_list(block, nid)
+    )
     return {
         "version": BLOCK_VERSION,
         "prev_block_hash": header.prev_hash.hex(),
         "merkle_tree_root_hash": header.tx_root.hex(),
         "time_stamp": header.timestamp,
-        "confirmed_transaction_list": [transaction_json(tx) for tx in block.transactions],
+        "confirmed_transaction_list": listed,
         "block_hash": block.hash.hex(),
         "height": header.height,
         "peer_id": header.leader,

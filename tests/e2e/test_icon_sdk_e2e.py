@@ -119,6 +119,10 @@ def test_genesis_accounts_and_supply(net: LocalNetwork) -> None:
     for port in net.peers:
         service = sdk(net, port)
         assert service.get_total_supply() == SUPPLY
+        genesis = service.get_block(0)  # its list holds the accounts, as ICON's genesis does
+        assert genesis["confirmed_transaction_list"] == [
+            {"accounts": GENESIS["accounts"], "message": GENESIS["message"], "nid": NID}
+        ]
         assert service.get_balance(GOD) <= SUPPLY  # less once other tests paid fees
     assert sdk(net, min(net.peers)).get_balance(KeyWallet.create().get_address()) == 0
 

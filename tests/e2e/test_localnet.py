@@ -1,5 +1,6 @@
 """./localnet.sh survives one death: it reports a dead process, keeps the rest running, restarts
-the dead peer in place with --restart, and stops everything (restarted peers too) on SIGTERM.
+the dead peer in place with --restart, and stops everything (restarted peers too) on SIGTERM; and
+the unmodified ICON SDK sends on its development genesis as the README shows.
 It uses the fixed local-network ports, so it is skipped while something else holds them."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.procs import ROOT, Proc, _bindable, assert_clean_log, get, pid_alive, wait_until
+from tools.loadtool import DEV_KEY
 
 PORTS = (7100, 7200, 7102, 9000, 9100, 9002)
 
@@ -56,3 +58,46 @@ def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path
     wait_until(lambda: not any(pid_alive(p) for p in gone), 20, "every process gone")
     for log in sorted((data / "logs").glob("*.log")):
         assert_clean_log(log.read_text(errors="replace"), log.stem, log)
+
+
+def test_the_icon_sdk_transfers_on_the_development_genesis(tmp_path: Path) -> None:
+    """The README's iconsdk example against ./localnet.sh: the development genesis funds the SDK
+    tests' key; a transfer sent and waited for on one peer is seen on the other."""
+    from iconsdk.builder.transaction_builder import TransactionBuilder
+    from iconsdk.icon_service import IconService
+    from iconsdk.providers.http_provider import HTTPProvider
+    from iconsdk.signed_transaction import SignedTransaction
+    from iconsdk.wallet.wallet import KeyWallet
+
+    busy = [port for port in PORTS if not _bindable(port)]
+    if busy:
+        pytest.skip(f"the local network's ports {busy} are in use (a local network runs?)")
+    data = tmp_path / "net"
+    proc = Proc(
+        "localnet", ["./localnet.sh", "--peers", "2", "--data", str(data)], tmp_path, python=None
+    )
+    proc.start()
+    try:
+        wait_until(lambda: "Press Ctrl-C" in proc.log_path.read_text(), 90, "the local network")
+        god = KeyWallet.load(bytes.fromhex(DEV_KEY))
+        options = {"headers": {"Content-Type": "application/json", "Icon-Options": "timeout=60000"}}
+        first = IconService(HTTPProvider("http://127.0.0.1:9000", 3, {**options, "timeout": 90}))
+        second = IconService(HTTPProvider("http://127.0.0.1:9100", 3, {**options, "timeout": 90}))
+        wait_until(lambda: first.get_balance(god.get_address()) > 0, 60, "the genesis executed")
+        assert first.get_total_supply() == 10**6 * 10**18  # as the README says
+        to = KeyWallet.create().get_address()
+        tx = (
+            TransactionBuilder()
+            .from_(god.get_address())
+            .to(to)
+            .value(10**18)
+            .step_limit(1_000_000)
+            .nid(3)
+            .build()
+        )
+        result = first.send_transaction_and_wait(SignedTransaction(tx, god))
+        assert result["status"] == 1 and result["to"] == to
+        wait_until(lambda: second.get_balance(to) == 10**18, 60, "the balance on the other peer")
+    finally:
+        code = proc.stop(60)
+    assert code == 0, proc.log_path.read_text()[-2000:]

@@ -120,3 +120,11 @@ def test_bench_failover_default_five_trials() -> None:
     assert figures["trials"] == 5 and len(figures["failover_s"]) == 5
     assert figures["min_s"] <= figures["median_s"] <= figures["max_s"]
     assert len({t["killed_id"] for t in figures["details"]}) >= 2  # the role moved around
+
+
+def test_bench_v3_verify_prints_each_step() -> None:
+    from tools import bench_v3_verify
+
+    figures = bench_v3_verify.measure(20)
+    assert set(figures) == {"parse_us", "recover_us", "admit_us", "decode_us", "sign_us"}
+    assert all(value > 0 for value in figures.values()), figures

@@ -106,7 +106,7 @@ def test_parse_args_all_flags():
         ["-c", "0"],
         ["-c", "two"],
         ["-m", "soon"],
-        ["-t", "2"],
+        ["-t", "3"],
         ["-p", "nowhere"],
         ["--rate", "0"],
         ["--rate", "inf"],

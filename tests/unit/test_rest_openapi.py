@@ -18,6 +18,7 @@ from loopchain.protos import loopchain_pb2 as pb
 from loopchain.rest import formatting
 from loopchain.rest.app import OPENAPI_PATH, create_app
 from loopchain.rest.errors import RestError
+from loopchain.rest.icon_monitor import MONITOR_PATHS
 from loopchain.rest.jsonrpc import DEBUG_PATHS, V3_PATHS, is_jsonrpc_path
 from loopchain.types.codes import ResponseCode
 
@@ -61,15 +62,18 @@ def test_the_document_is_valid_openapi(document: dict[str, Any]) -> None:
 def test_every_route_is_documented_and_every_documented_operation_is_served(
     document: dict[str, Any], app: web.Application
 ) -> None:
-    """Every REST route; the JSON-RPC v3 endpoints are specified by spec/icon-jsonrpc-v3.md (one
-    POST route dispatching on the body's method, with its own error shape, is no REST resource)."""
+    """Every REST route; the JSON-RPC v3 endpoints and their websocket monitors are specified by
+    spec/icon-jsonrpc-v3.md (one POST route dispatching on the body's method, with its own error
+    shape, is no REST resource)."""
     served = {
         (route.method, route.resource.canonical)
         for route in app.router.routes()
         if route.method != "HEAD" and route.resource is not None  # aiohttp adds HEAD to GETs
     }
     jsonrpc = {(method, path) for method, path in served if is_jsonrpc_path(path)}
-    assert jsonrpc == {("POST", path) for path in (*V3_PATHS, *DEBUG_PATHS)}
+    assert jsonrpc == {("POST", path) for path in (*V3_PATHS, *DEBUG_PATHS)} | {
+        ("GET", path) for path in MONITOR_PATHS
+    }
     assert served - jsonrpc == _operations(document)
     assert not any(is_jsonrpc_path(path) for _, path in _operations(document))
 
