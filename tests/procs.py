@@ -67,7 +67,10 @@ def assert_clean_log(text: str, name: str, where: Path | str | None = None) -> N
 
 
 def _bindable(port: int) -> bool:
+    """True when a server could listen on `port` now (as the nodes do, with SO_REUSEADDR: the
+    TIME_WAIT connections a stopped network leaves do not hold the port)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
