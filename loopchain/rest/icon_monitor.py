@@ -6,13 +6,13 @@ either as `eventFilters: [{event, addr?, indexed?, data?}]` or one filter flatte
 `logs: true` adds the matching event logs, `progressInterval` (event monitor) a `{"progress": "0x…"}`
 after that many blocks without a notification. The server answers `{"code": 0}`, or a non-zero code
 (-32602 bad request, -32603 the peer cannot be read) and a `message`, then closes. Then:
-* block monitor: `{"hash", "height"}` for every final block from `height` on; with filters, only
-  blocks with a matching event, with `indexes` (per filter, the matching transactions' indexes)
-  and `events` (per filter and transaction, the matching events' indexes);
+* block monitor: `{"hash", "height"}` for every final block from `height` on; with filters, a
+  block holding a matching event also carries `indexes` (per filter, the matching transactions'
+  indexes) and `events` (per filter and transaction, the matching events' indexes), as goloop's;
 * event monitor: `{"hash", "height", "index", "events"[, "logs"]}` for every transaction whose
   result holds a matching event (results are read once the block is executed).
-`{"keepalive": "0x1"}` from the client is ignored. A proxy serves at most MAX_MONITORS at once (503
-with Retry-After beyond); every read of the peer has the proxy's gRPC deadline, and a monitor that
+`{"keepalive": "0x1"}` from the client is ignored; the request may come in a text or a binary
+frame. A proxy serves at most MAX_MONITORS at once (503 with Retry-After beyond); every read of the peer has the proxy's gRPC deadline, and a monitor that
 cannot read the peer says so (`{"code": -32603, "message"}`) and closes.
 """
 
@@ -21,13 +21,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from loopchain.rest.errors import json_response
 from loopchain.rest.icon_methods import height_param
 from loopchain.rest.icon_peer import PeerReader
+from loopchain.types.codes import ResponseCode, error_body
 from loopchain.types.icon_address import channel_score_address
 from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
 
@@ -37,8 +40,10 @@ MONITOR_PATHS = ("/api/v3/{channel}/block", "/api/v3/{channel}/event")
 MAX_MONITORS = 64
 MAX_FILTERS = 32
 MAX_REQUEST_BYTES = 64 * 1024
+RETRY_AFTER_S = 5
 REQUEST_WAIT = 30.0  # seconds for the client's request after the upgrade
 POLL_FIRST, POLL_MAX = 0.05, 0.5  # seconds between looks for the next block or its results
+_HEX = re.compile(r"0x[0-9a-fA-F]{1,8}")
 
 
 @dataclass(frozen=True)
@@ -105,8 +110,8 @@ def parse_request(raw: str, kind: str) -> MonitorRequest:
         raise _bad(f"the request is larger than {MAX_REQUEST_BYTES} bytes")
     try:
         value = json.loads(raw)
-    except ValueError:
-        raise _bad("the request is not JSON") from None
+    except (ValueError, RecursionError):  # RecursionError: nested beyond the interpreter's limit
+        raise _bad("the request is not JSON (or nested too deeply)") from None
     if not isinstance(value, dict):
         raise _bad("the request must be a JSON object")
     height = value.get("height")
@@ -127,7 +132,7 @@ def parse_request(raw: str, kind: str) -> MonitorRequest:
         raise _bad("an event monitor needs an event filter")
     interval = value.get("progressInterval", 0)
     if isinstance(interval, str):
-        interval = int(interval, 16) if interval.startswith("0x") and interval[2:].isalnum() else -1
+        interval = int(interval, 16) if _HEX.fullmatch(interval) else -1
     if isinstance(interval, bool) or not isinstance(interval, int) or not 0 <= interval <= 10**6:
         raise _bad("'progressInterval' must be a number of blocks")
     logs = value.get("logs", False)
@@ -163,10 +168,10 @@ class Monitors:
 
     async def _serve(self, request: web.Request, kind: str) -> web.StreamResponse:
         if self._open >= MAX_MONITORS:
-            raise web.HTTPServiceUnavailable(
-                headers={"Retry-After": "5"},
-                text=f"this proxy serves {MAX_MONITORS} monitors at once; try again shortly",
-            )
+            message = f"this proxy serves {MAX_MONITORS} monitors at once; try again shortly"
+            busy = json_response(error_body(ResponseCode.FAIL, message), 503)
+            busy.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return busy
         ws = web.WebSocketResponse(max_msg_size=MAX_REQUEST_BYTES)
         await ws.prepare(request)
         self._open += 1
@@ -184,10 +189,13 @@ class Monitors:
         except TimeoutError:
             await ws.send_json({"code": JsonRpcCode.INVALID_REQUEST, "message": "no request"})
             return
-        if message.type != WSMsgType.TEXT:
-            return
+        if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return  # closed or failed before asking anything
+        raw = message.data
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", errors="replace")
         try:
-            spec = parse_request(message.data, kind)
+            spec = parse_request(raw, kind)
             facts = await self._reader.chain_facts(channel)
         except JsonRpcError as exc:
             await ws.send_json({"code": exc.code, "message": exc.message})
@@ -255,7 +263,7 @@ class Monitors:
                 matches.append((index, per_filter, events))
         if kind == "block":
             if not matches:
-                return []
+                return [head]
             count = len(spec.filters)
             indexes = [[hex(i) for i, pf, _ in matches if pf[k]] for k in range(count)]
             found = [

@@ -182,11 +182,6 @@ def test_a_malformed_request_is_invalid_params_naming_the_problem(raw, kind, tex
     assert text in caught.value.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_request takes any str.isalnum() after '0x' as hex digits, then int(…, 16) "
-    "raises ValueError for 'zz' or '²' instead of a -32602 JsonRpcError",
-)
 @pytest.mark.parametrize("interval", ["0xzz", "0x²", "0x1g"])
 def test_a_progress_interval_with_letters_that_are_not_hex_is_invalid_params(interval):
     with pytest.raises(JsonRpcError) as caught:
@@ -209,11 +204,6 @@ except BaseException as exc:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_request catches only ValueError from json.loads: a request nested deeper than "
-    "the recursion limit (3000 '[' in 6000 bytes) raises RecursionError instead of -32602",
-)
 @pytest.mark.parametrize("raw", NESTED, ids=["array", "object"])
 def test_a_deeply_nested_request_is_invalid_params(raw):
     """In a process of its own, with Python's default recursion limit as rest_proxy.py has it
@@ -505,13 +495,16 @@ async def test_a_block_monitor_of_an_empty_chain_starts_at_its_genesis(session, 
 
 @aio
 async def test_a_block_monitor_with_filters_sees_the_matching_blocks_with_indexes(session, proxy):
+    """Every block is notified (as goloop's monitor does); one holding a matching event also
+    carries, per filter, the matching transactions' indexes and their events' indexes."""
     peer = proxy.peer
     filters = [{"event": TRANSFER}, {"event": APPROVAL, "indexed": [ALICE]}]
     ws = await open_monitor(
         session, proxy.url("block"), {"height": hex(tip(peer) + 1), "eventFilters": filters}
     )
     try:
-        peer.add_block([], [approval(BOB, ALICE, 1)])  # no match: no notification
+        plain = peer.add_block([], [approval(BOB, ALICE, 1)])  # no match: the block alone
+        assert await receive(ws) == head(plain)
         both = peer.add_block(
             [],
             [transfer(ALICE, BOB, 1)],
@@ -522,7 +515,8 @@ async def test_a_block_monitor_with_filters_sees_the_matching_blocks_with_indexe
             "indexes": [["0x1", "0x2"], ["0x2"]],
             "events": [[["0x0"], ["0x1", "0x2"]], [["0x0"]]],
         }
-        peer.add_block([approval(BOB, ALICE, 5)])  # skipped
+        plain = peer.add_block([approval(BOB, ALICE, 5)])
+        assert await receive(ws) == head(plain)
         second = peer.add_block([], [approval(ALICE, CAROL, 6)])
         assert await receive(ws) == {
             **head(second),
@@ -539,7 +533,8 @@ async def test_the_sdks_block_request_with_one_filter_flattened(session, proxy):
     sdk = BlockMonitorSpec(tip(peer) + 1, SdkFilter(TRANSFER, SCORE, 0))
     ws = await open_monitor(session, proxy.url("block"), sdk.get_request())
     try:
-        peer.add_block([approval(ALICE, BOB, 1)])
+        plain = peer.add_block([approval(ALICE, BOB, 1)])
+        assert await receive(ws) == head(plain)
         block = peer.add_block([transfer(ALICE, BOB, 1)])
         assert await receive(ws) == {**head(block), "indexes": [["0x0"]], "events": [[["0x0"]]]}
     finally:
@@ -835,12 +830,6 @@ async def test_monitors_opened_at_once_are_held_to_the_limit(session, proxy, mon
             await ws.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the 503 is raised as web.HTTPServiceUnavailable(headers={'Retry-After': '5'}); "
-    "app.py's error middleware rebuilds every HTTPException from its status and reason only "
-    "(_http_error), so the Retry-After header (and the message) are dropped",
-)
 @aio
 async def test_the_503_beyond_the_limit_says_when_to_retry(session, proxy, monkeypatch):
     monkeypatch.setattr(icon_monitor, "MAX_MONITORS", 0)
@@ -904,12 +893,6 @@ async def test_a_client_vanishing_mid_stream_ends_the_monitor_quietly(proxy):
     await wait_until_async(ended, RECEIVE_S, "the monitor and its tasks to end")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_request raises ValueError for progressInterval '0xzz' or '0x²' instead of "
-    "JsonRpcError: _run does not catch it, the socket is closed with no answer and the app's "
-    "middleware logs 'unexpected error in GET /api/v3/…/event' with a traceback",
-)
 @aio
 @pytest.mark.parametrize(
     "raw",
@@ -922,12 +905,6 @@ async def test_a_request_parse_request_chokes_on_is_still_answered_minus_32602(s
         assert answer["code"] == -32602, answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_run returns at once when the first message is not a TEXT frame: the socket closes "
-    "with no answer at all, where the module promises {code: 0} or a code and a message "
-    "(goloop reads the request with gorilla's ReadMessage, which takes either frame type)",
-)
 @aio
 async def test_a_request_in_a_binary_frame_is_answered(session, proxy):
     async with session.ws_connect(proxy.url("block")) as ws:
@@ -936,12 +913,6 @@ async def test_a_request_in_a_binary_frame_is_answered(session, proxy):
         assert "code" in answer, answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="in the rest_proxy.py process (recursion limit 1000), parse_request raises "
-    "RecursionError for a request of 3000 nested arrays (6000 bytes): the socket is closed with "
-    "no answer and the proxy logs 'unexpected error in GET /api/v3/…/block' with a traceback",
-)
 @aio
 async def test_a_deeply_nested_request_to_rest_proxy_is_answered_minus_32602(session, tmp_path):
     port = free_port_pair()
