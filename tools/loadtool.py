@@ -255,7 +255,8 @@ class RestTransport:
         client_timeout = aiohttp.ClientTimeout(total=timeout)
         self._session = aiohttp.ClientSession(connector=connector, timeout=client_timeout)
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    async def _json(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, the JSON object answered); LoadError for no answer or not an object."""
         try:
             async with self._session.request(method, self._base + path, **kwargs) as resp:
                 body = await resp.json(content_type=None)
@@ -267,9 +268,13 @@ class RestTransport:
             raise LoadError("bad reply") from None
         if not isinstance(body, dict):
             raise LoadError(f"http {resp.status} (not an object)")
-        if resp.status != 200 or body.get("response_code") not in (0, "0"):
+        return resp.status, body
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        status, body = await self._json(method, path, **kwargs)
+        if status != 200 or body.get("response_code") not in (0, "0"):
             detail = str(body.get("message", ""))
-            raise LoadError(f"http {resp.status} ({body.get('response_code')})", detail)
+            raise LoadError(f"http {status} ({body.get('response_code')})", detail)
         return body
 
     def _params(self, **extra: str) -> dict[str, str]:
@@ -287,20 +292,10 @@ class RestTransport:
     async def _v3(self, method: str, params: dict[str, Any]) -> Any:
         path = "/api/v3" + (f"/{self._channel}" if self._channel else "")
         request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-        try:
-            async with self._session.post(self._base + path, json=request) as resp:
-                body = await resp.json(content_type=None)
-        except TimeoutError:
-            raise LoadError("timeout") from None
-        except aiohttp.ClientConnectionError:
-            raise LoadError("connection") from None
-        except (aiohttp.ClientError, ValueError):
-            raise LoadError("bad reply") from None
-        if not isinstance(body, dict):
-            raise LoadError(f"http {resp.status} (not an object)")
+        status, body = await self._json("POST", path, json=request)
         if "error" in body:
             error = body["error"] if isinstance(body["error"], dict) else {}
-            raise LoadError(f"http {resp.status} ({error.get('code')})", str(error.get("message")))
+            raise LoadError(f"http {status} ({error.get('code')})", str(error.get("message")))
         return body.get("result")
 
     async def create_icon_tx(self, params: dict[str, Any]) -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from loopchain import failpoints
 from loopchain.blockchain import coin, execution
@@ -40,6 +40,7 @@ from loopchain.types.validators import ratio_from_config
 from loopchain.types.vote import QuorumCertificate
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 NOT_INVOKED_TEXT = "not invoked yet"  # the message of code 2 while a transaction waits
 
 
@@ -283,14 +284,7 @@ class ChannelService:
             icon_tx.check_address(address, "address")
         except icon_tx.InvalidTransaction as exc:
             raise RequestError(ErrorKind.INVALID, exc.message) from None
-        try:
-            return await self.score.balance(address)
-        except ScoreUnavailable as exc:
-            raise RequestError(
-                ErrorKind.SCORE_DOWN, f"SCORE of {self.name} unavailable: {exc}"
-            ) from None
-        except ScoreRejected as exc:
-            raise RequestError(ErrorKind.INVALID, f"SCORE refused the query: {exc}") from None
+        return await self._ask_score(self.score.balance(address))
 
     async def _take_in(
         self, outcomes: list[Transaction | RequestError]
@@ -476,8 +470,12 @@ class ChannelService:
 
     async def query(self, params_json: str) -> str:
         """The SCORE's answer to a query."""
+        return await self._ask_score(self.score.query(params_json))
+
+    async def _ask_score(self, call: Awaitable[T]) -> T:
+        """A read of the SCORE process, its failures as the client's errors."""
         try:
-            return await self.score.query(params_json)
+            return await call
         except ScoreUnavailable as exc:
             raise RequestError(
                 ErrorKind.SCORE_DOWN, f"SCORE of {self.name} unavailable: {exc}"

@@ -18,6 +18,7 @@ from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.peer.score_runtime import ScoreRuntime
 from loopchain.storage.leveldb import LevelDBStore
+from loopchain.types import canonical
 from loopchain.types.transaction import Transaction
 from tests.integration._storage_helpers import CHANNEL, ChainBuilder
 from tests.procs import ROOT, wait_until_async
@@ -88,7 +89,9 @@ async def test_blocks_execute_in_order_and_a_lost_score_state_is_replayed(tmp_pa
     assert recorded is not None
     first = store.block_by_height(0)
     assert first is not None
-    assert all(store.tx_result(tx.hash) == (0, "", 0, 0, 0, "") for tx in first.transactions)
+    for index, tx in enumerate(first.transactions):  # each set announced by its event log
+        event = {"indexed": ["ValueSet(str,str)", f"k0-{index}"], "data": ["v0"]}
+        assert store.tx_result(tx.hash) == (0, "", 0, 0, 0, canonical.encode([event]).decode())
 
     # The SCORE loses everything it committed (its state directory is gone): the runtime replays
     # blocks 0..5 into it and must arrive at the roots it recorded, without recording anything anew.
