@@ -89,6 +89,7 @@ IDLE_TX_DEADLINE = 30.0
 HTTP_TIMEOUT = 5.0  # control requests (status, blocks, tx lookups)
 REQUEST_TIMEOUT = 30.0  # load requests
 RETRY_AFTER_CAP = 1.0
+OVERLOAD_ANSWERS = ("503", "400 -31001")  # "try again shortly": v1's 503, v3's pool overflow
 ERROR_BACKOFF = 0.05
 WATCH_INTERVAL = 0.1
 DRAIN = 15.0
@@ -748,9 +749,11 @@ class LoadState:
             self.pending.discard(tx_hash)
 
     def errors(self) -> tuple[int, int]:
-        """(503 answers, other non-200 answers and failures)."""
-        unavailable = self.answers.get("503", 0)
-        other = sum(n for key, n in self.answers.items() if key not in ("200", "503"))
+        """(overload answers: 503, or JSON-RPC -31001 on v3; other non-200 answers and failures)."""
+        unavailable = sum(self.answers.get(key, 0) for key in OVERLOAD_ANSWERS)
+        other = sum(
+            n for key, n in self.answers.items() if key != "200" and key not in OVERLOAD_ANSWERS
+        )
         return unavailable, other
 
 
@@ -781,7 +784,7 @@ async def load_client(
             kind, retry = answer
             state.answers[str(kind)] += 1
             wait = ERROR_BACKOFF
-            if kind == 503 and retry is not None:
+            if retry is not None:  # a 503, or a v3 pool overflow, says when to come back
                 wait = min(retry, RETRY_AFTER_CAP)
             await asyncio.sleep(min(wait, max(0.0, end - time.monotonic())))
 
@@ -1219,7 +1222,7 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("final_p90_ms", "finalisation p90 under load (ms)"),
     ("final_p99_ms", "finalisation p99 under load (ms)"),
     ("unfinal", "acknowledged, never seen final"),
-    ("answers_503", "503 answers"),
+    ("answers_503", "overload answers (503; v3: -31001)"),
     ("answers_other_errors", "other errors"),
     ("cpu_s", "CPU seconds (load + drain)"),
     ("cpu_s_per_tx", "CPU seconds per committed tx"),
@@ -1240,7 +1243,7 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("v3_final_p50_ms", "v3: finalisation p50 under load (ms)"),
     ("v3_final_p99_ms", "v3: finalisation p99 under load (ms)"),
     ("v3_unfinal", "v3: acknowledged, never seen final"),
-    ("v3_answers_503", "v3: 503 answers"),
+    ("v3_answers_503", "v3: overload answers (-31001)"),
     ("v3_answers_other_errors", "v3: other errors"),
     ("v3_cpu_s_per_tx", "v3: CPU seconds per committed tx"),
     ("v3_cpu_s_rest_proxy", "v3:   CPU s REST proxies"),
@@ -1296,9 +1299,15 @@ def _detail_lines(label: str, details: Mapping[str, Any]) -> list[str]:
     lines = []
     if "final_within_drain" in details:
         lines.append(f"{label}: {details['final_within_drain']}")
-    if "answers" in details:
-        answers = ", ".join(f"{key}: {n}" for key, n in details["answers"].items()) or "none"
-        lines.append(f"{label}: answers by status: {answers}")
+    for prefix in ("", "v3_"):
+        if f"{prefix}final_within_drain" in details and prefix:
+            lines.append(f"{label} {prefix[:-1]}: {details[f'{prefix}final_within_drain']}")
+        if f"{prefix}answers" in details:
+            answers = details[f"{prefix}answers"]
+            shown = ", ".join(f"{key}: {n}" for key, n in answers.items()) or "none"
+            lines.append(
+                f"{label}{' ' + prefix[:-1] if prefix else ''}: answers by status: {shown}"
+            )
     if details.get("calm_last_reason"):
         lines.append(f"{label}: not calm: {details['calm_last_reason']}")
     if details.get("watch_errors"):

@@ -39,6 +39,7 @@ from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
 log = logging.getLogger(__name__)
 REFUSALS = RefusalLog(log)
 
+POOL_OVERFLOW_RETRY_AFTER_S = 1
 V3_PATHS = ("/api/v3", "/api/v3/", "/api/v3/{channel}")
 DEBUG_PATHS = ("/api/v3d", "/api/v3d/", "/api/v3d/{channel}")
 JSONRPC_PREFIXES = ("/api/v3/", "/api/v3d/")
@@ -60,8 +61,12 @@ def success(request_id: Any, result: Any) -> web.Response:
 
 
 def failure(request_id: Any, error: JsonRpcError) -> web.Response:
-    """HTTP 400 with the error (whatever the error: ICON's SDK reads errors only from a 400)."""
-    return json_response({"jsonrpc": "2.0", "id": request_id, "error": error.to_json()}, 400)
+    """HTTP 400 with the error (whatever the error: ICON's SDK reads errors only from a 400); a
+    full pool (-31001) also says when to come back, as v1's 503 does (Retry-After)."""
+    response = json_response({"jsonrpc": "2.0", "id": request_id, "error": error.to_json()}, 400)
+    if error.code == JsonRpcCode.POOL_OVERFLOW:
+        response.headers["Retry-After"] = str(POOL_OVERFLOW_RETRY_AFTER_S)
+    return response
 
 
 class JsonRpcEndpoint:

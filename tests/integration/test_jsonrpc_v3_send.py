@@ -280,6 +280,20 @@ async def test_the_peers_refusals_of_a_transaction(session, v3, peer, code, rpc_
     assert peer.chains[DEFAULT_CHANNEL].pool == {}
 
 
+async def test_a_full_pool_says_when_to_come_back(session, v3, peer):
+    """-31001 is HTTP 400 like every JSON-RPC error (the SDK reads no other), with Retry-After as
+    v1's 503 has; other refusals carry none."""
+    peer.fail("CreateIconTx", grpc.StatusCode.RESOURCE_EXHAUSTED, "the pool is full")
+    request = {"jsonrpc": "2.0", "id": 1, "method": "icx_sendTransaction", "params": signed()}
+    async with session.post(v3, json=request) as resp:
+        body = await resp.json()
+        assert resp.status == 400 and body["error"]["code"] == -31001, body
+        assert resp.headers.get("Retry-After") == "1"
+    peer.fail("CreateIconTx", grpc.StatusCode.INVALID_ARGUMENT, "refused")
+    async with session.post(v3, json=request) as resp:
+        assert resp.status == 400 and "Retry-After" not in resp.headers
+
+
 async def test_a_full_pool_is_minus_31001_for_sending_only(session, v3, peer):
     # RESOURCE_EXHAUSTED of any other call is the proxy's -32603 (try again), not a full pool
     peer.fail("GetBalance", grpc.StatusCode.RESOURCE_EXHAUSTED, "busy")
