@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.procs import REST_DIFF, Proc, wait_until_async
+from tests.integration._fake_peer import FakePeer, start_fake_peer
+from tests.procs import REST_DIFF, Proc, free_port_pair, wait_until_async
 
 
 class ProxyProcess(Proc):
@@ -39,3 +42,23 @@ class ProxyProcess(Proc):
             await wait_until_async(answers, deadline_s, "rest_proxy to answer HTTP")
         except AssertionError as exc:
             pytest.fail(f"{exc}: {self.log_text()}")
+
+
+@contextlib.asynccontextmanager
+async def proxy_in_front_of(
+    fake: FakePeer, workdir: Path, conf: dict[str, Any], session: aiohttp.ClientSession
+) -> AsyncIterator[ProxyProcess]:
+    """`fake` served on a free port with a real rest_proxy.py in front of it, answering; at the end
+    both stop, and the proxy must have exited 0 with a clean log."""
+    port = free_port_pair()
+    server, _ = await start_fake_peer(port, fake)
+    proxy = ProxyProcess(port, workdir, conf)
+    proxy.start()
+    try:
+        await proxy.wait_ready(session)
+        yield proxy
+    finally:
+        status = proxy.stop()
+        await server.stop(None)
+    assert status == 0, proxy.log_text()
+    proxy.assert_clean_log()

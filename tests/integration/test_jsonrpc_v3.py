@@ -19,7 +19,7 @@ from loopchain.types.crypto import recover_address
 from loopchain.types.icon_address import channel_score_address
 from loopchain.types.transaction import Transaction
 from tests.integration._fake_peer import DEFAULT_CHANNEL, FakePeer, start_fake_peer
-from tests.integration._proxy import ProxyProcess
+from tests.integration._proxy import ProxyProcess, proxy_in_front_of
 from tests.procs import free_port_pair, wait_until_async
 
 GRPC_TIMEOUT = 3.0
@@ -66,20 +66,10 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def network(
     session: aiohttp.ClientSession, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[FakePeer, ProxyProcess]]:
-    port = free_port_pair()
     fake = FakePeer(channels=(DEFAULT_CHANNEL, OTHER_CHANNEL, EMPTY_CHANNEL))
-    server, _ = await start_fake_peer(port, fake)
     conf = {"GRPC_TIMEOUT": GRPC_TIMEOUT, "REST_MAX_BODY_BYTES": MAX_BODY, "ICON_NID": NID}
-    proxy = ProxyProcess(port, tmp_path_factory.mktemp("proxy"), conf)
-    proxy.start()
-    try:
-        await proxy.wait_ready(session)
+    async with proxy_in_front_of(fake, tmp_path_factory.mktemp("proxy"), conf, session) as proxy:
         yield fake, proxy
-    finally:
-        status = proxy.stop()
-        await server.stop(None)
-    assert status == 0, proxy.log_text()
-    proxy.assert_clean_log()
 
 
 @pytest_asyncio.fixture(loop_scope="module")

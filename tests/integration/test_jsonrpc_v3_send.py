@@ -26,7 +26,7 @@ from loopchain.types.crypto import Signer
 from loopchain.types.icon_tx import make_params, sign_params
 from loopchain.types.transaction import Transaction
 from tests.integration._fake_peer import DEFAULT_CHANNEL, FakePeer, start_fake_peer
-from tests.integration._proxy import ProxyProcess
+from tests.integration._proxy import ProxyProcess, proxy_in_front_of
 from tests.integration.test_jsonrpc_v3 import assert_error, post, result, rpc
 from tests.procs import REST_DIFF, free_port_pair, wait_until_async
 
@@ -109,20 +109,10 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def network(
     session: aiohttp.ClientSession, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[CoinPeer, ProxyProcess]]:
-    port = free_port_pair()
     fake = CoinPeer(channels=(DEFAULT_CHANNEL, OTHER_CHANNEL))
-    server, _ = await start_fake_peer(port, fake)
     conf = {"GRPC_TIMEOUT": GRPC_TIMEOUT, "ICON_NID": hex(NID)}
-    proxy = ProxyProcess(port, tmp_path_factory.mktemp("proxy"), conf)
-    proxy.start()
-    try:
-        await proxy.wait_ready(session)
+    async with proxy_in_front_of(fake, tmp_path_factory.mktemp("proxy"), conf, session) as proxy:
         yield fake, proxy
-    finally:
-        status = proxy.stop()
-        await server.stop(None)
-    assert status == 0, proxy.log_text()
-    proxy.assert_clean_log()
 
 
 @pytest_asyncio.fixture(loop_scope="module")

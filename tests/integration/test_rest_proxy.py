@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from loopchain.types.codes import ResponseCode
 from tests.integration._fake_peer import DEFAULT_CHANNEL, FakePeer, start_fake_peer
-from tests.integration._proxy import ProxyProcess
+from tests.integration._proxy import ProxyProcess, proxy_in_front_of
 from tests.procs import REST_DIFF, Proc, assert_clean_log, free_port_pair, wait_until_async
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,21 +43,13 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def network(
     session: aiohttp.ClientSession, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[FakePeer, ProxyProcess]]:
-    port = free_port_pair()
     fake = FakePeer(channels=(DEFAULT_CHANNEL, OTHER_CHANNEL, EMPTY_CHANNEL))
-    server, _ = await start_fake_peer(port, fake)
     conf = {"GRPC_TIMEOUT": GRPC_TIMEOUT, "REST_MAX_BODY_BYTES": MAX_BODY}
-    proxy = ProxyProcess(port, tmp_path_factory.mktemp("proxy"), conf)
-    proxy.start()
-    try:
-        await proxy.wait_ready(session)
-        yield fake, proxy
-    finally:
-        fake.release_queries.set()
-        status = proxy.stop()
-        await server.stop(None)
-    assert status == 0, proxy.log_text()
-    proxy.assert_clean_log()
+    async with proxy_in_front_of(fake, tmp_path_factory.mktemp("proxy"), conf, session) as proxy:
+        try:
+            yield fake, proxy
+        finally:
+            fake.release_queries.set()  # a held query would keep the proxy from stopping
 
 
 @pytest_asyncio.fixture(loop_scope="module")
