@@ -118,7 +118,9 @@ class Transaction:
     def from_icon(cls, checked: icon_tx.IconTransaction) -> Transaction:
         """A v3 transaction from checked params: the params as received, less "signature"."""
         body = {key: value for key, value in checked.params.items() if key != "signature"}
-        return cls(body=body, signature=checked.signature, hash=checked.hash)
+        tx = cls(body=body, signature=checked.signature, hash=checked.hash)
+        tx.__dict__["_icon"] = checked  # checked once: icon() does not parse the params again
+        return tx
 
     @property
     def hash_hex(self) -> str:
@@ -157,7 +159,10 @@ class Transaction:
         """The checked params of a v3 transaction, "signature" included (EncodingError for v1)."""
         if self.body.get("version") != V3:
             raise EncodingError(f"transaction {self.hash_hex} is not a v3 transaction")
-        return _checked_icon(self.body, self.signature)
+        checked = self.__dict__.get("_icon")
+        if checked is None:  # made by the constructor alone: check (and keep) it now
+            checked = self.__dict__["_icon"] = _checked_icon(self.body, self.signature)
+        return checked
 
     @property
     def signed_by(self) -> str:
@@ -193,7 +198,9 @@ class Transaction:
         body = obj["body"]
         signature = canonical.hex_to_bytes(obj["signature"], "signature", 65)
         if body.get("version") == V3:
-            tx = cls(body=body, signature=signature, hash=_checked_icon(body, signature).hash)
+            icon = _checked_icon(body, signature)
+            tx = cls(body=body, signature=signature, hash=icon.hash)
+            tx.__dict__["_icon"] = icon  # the SCORE's execution reads it without a re-parse
         else:
             if body.get("version") == V1:
                 canonical.check_fields(body, _V1_FIELDS, _V1_KNOWN)

@@ -351,3 +351,13 @@ def test_v3_transactions_survive_the_intake_log_as_acknowledged() -> None:
     back = [Transaction.decode(raw) for raw in store.intake()]
     assert sorted(t.hash for t in back) == sorted(t.hash for t in txs)
     assert all(t.verify_signature() and t.encode() in {x.encode() for x in txs} for t in back)
+
+
+def test_the_checked_params_are_kept_from_decode_for_execution() -> None:
+    """A decoded v3 transaction keeps what its decode checked: execution reads it, never parses
+    the params again (the SCORE runs every transaction of every block)."""
+    tx = Transaction.decode(vector_tx().encode())
+    first = tx.icon()
+    assert first is tx.icon() and first.hash == tx.hash and first.sender == SDK_ADDRESS
+    made = Transaction(body=dict(tx.body), signature=tx.signature, hash=tx.hash)
+    assert made.icon().hash == tx.hash and made.icon() is made.icon()
