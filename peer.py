@@ -10,9 +10,8 @@ if os.path.exists(_VENV_PY) and os.path.realpath(sys.prefix) != os.path.realpath
     os.path.join(_HERE, ".venv")
 ):
     os.execv(_VENV_PY, [_VENV_PY, *sys.argv])
-sys.path.insert(0, _HERE)
 
-from loopchain.peer.main import main  # noqa: E402
+from loopchain.peer.main import main  # noqa: E402 - after the re-exec into .venv
 
 if __name__ == "__main__":
     sys.exit(main())

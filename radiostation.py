@@ -12,9 +12,8 @@ if (VENV / "bin" / "python").exists() and not IN_VENV and "LOOPCHAIN_VENV_EXEC" 
     os.environ["LOOPCHAIN_VENV_EXEC"] = "1"  # guard: re-exec at most once
     venv_python = str(VENV / "bin" / "python")
     os.execv(venv_python, [venv_python, str(Path(__file__).resolve()), *sys.argv[1:]])
-sys.path.insert(0, str(ROOT))
 
-from loopchain.radiostation.main import main  # noqa: E402
+from loopchain.radiostation.main import main  # noqa: E402 - after the re-exec into .venv
 
 if __name__ == "__main__":
     sys.exit(main())

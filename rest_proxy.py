@@ -16,9 +16,8 @@ if (
     python = os.path.join(VENV, "bin", "python")
     os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
 os.environ.pop(_GUARD, None)
-sys.path.insert(0, HERE)
 
-from loopchain.rest.main import main  # noqa: E402
+from loopchain.rest.main import main  # noqa: E402 - after the re-exec into .venv
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Idempotent environment set-up: .venv with the pinned requirements, then the generated stubs.
+# Idempotent environment set-up: .venv with a pinned, hashed lock, this project installed editable
+# (its entry points on .venv/bin, its packages importable with no sys.path edits), then the stubs.
+#   ./setup.sh            requirements-dev.txt: the runtime plus tests, linters and the tools' extras
+#   ./setup.sh --runtime  requirements.txt only (what the Docker image installs)
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON_BIN=${PYTHON_BIN:-python3}
+lock=requirements-dev.txt
+if [ "${1:-}" = "--runtime" ]; then
+  lock=requirements.txt
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON_BIN" -m venv .venv
 fi
 stamp=.venv/.requirements.sha
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+want=$(cat "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -r requirements.txt
+  .venv/bin/python -m pip install --quiet --require-hashes -r "$lock"
+  # The packages of this checkout (loopchain, tools, score) become importable from any directory.
+  .venv/bin/python -m pip install --quiet --no-deps -e .
   echo "$want" > "$stamp"
 fi
 PYTHON=.venv/bin/python ./generate_code.sh >/dev/null
-echo "setup done: .venv ready, stubs generated"
+echo "setup done: .venv ready ($lock), stubs generated"

@@ -57,14 +57,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
+import aiohttp
 
-import aiohttp  # noqa: E402
-
-from loopchain.types.crypto import Signer  # noqa: E402
-from tools.loadtool import (  # noqa: E402
+from loopchain.types.crypto import Signer
+from tools.loadtool import (
     DEV_KEY,
     LoadError,
     RestTransport,
@@ -74,6 +70,7 @@ from tools.loadtool import (  # noqa: E402
     transfer_params,
 )
 
+_REPO = Path(__file__).resolve().parents[1]
 PEERS = 4
 PEER_PORTS = tuple(7100 + 100 * i for i in range(PEERS))
 REST_PORTS = tuple(9000 + 100 * i for i in range(PEERS))

@@ -30,15 +30,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
+import aiohttp
 
-import aiohttp  # noqa: E402
-
-from loopchain import configure_default  # noqa: E402
-from loopchain.configure import Config, load_config  # noqa: E402
-from tests.procs import LocalNetwork  # noqa: E402
+from loopchain import configure_default
+from loopchain.configure import Config, load_config
+from tools.procs import LocalNetwork
 
 POLL_INTERVAL = 0.02
 HTTP_TIMEOUT = 2.0
@@ -438,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (
         BenchError,
         AssertionError,
-    ) as exc:  # tests.procs reports its timeouts as AssertionError
+    ) as exc:  # tools.procs reports its timeouts as AssertionError
         print(f"bench_failover: {exc}", file=sys.stderr)
         code = 1
     except (KeyboardInterrupt, asyncio.CancelledError):

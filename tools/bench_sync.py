@@ -26,28 +26,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
+import grpc
 
-import grpc  # noqa: E402
-
-from loopchain.blockchain.block_store import BlockStore  # noqa: E402
-from loopchain.configure import Config, load_config  # noqa: E402
-from loopchain.consensus.rules import leader_of  # noqa: E402
-from loopchain.p2p import grpc_util  # noqa: E402
-from loopchain.p2p.errors import ErrorKind, RequestError  # noqa: E402
-from loopchain.p2p.peer_client import GrpcTransport  # noqa: E402
-from loopchain.p2p.peer_service import PeerServicer  # noqa: E402
-from loopchain.peer.channel_service import ChannelService, ChannelSettings  # noqa: E402
-from loopchain.protos import loopchain_pb2_grpc as pb_grpc  # noqa: E402
-from loopchain.storage.leveldb import LevelDBStore  # noqa: E402
-from loopchain.types.block import Block  # noqa: E402
-from loopchain.types.crypto import Signer  # noqa: E402
-from loopchain.types.peer import PeerInfo  # noqa: E402
-from loopchain.types.transaction import Transaction  # noqa: E402
-from loopchain.types.validators import Validator, ValidatorSet  # noqa: E402
-from loopchain.types.vote import QuorumCertificate, Vote  # noqa: E402
+from loopchain.blockchain.block_store import BlockStore
+from loopchain.configure import Config, load_config
+from loopchain.consensus.rules import leader_of
+from loopchain.p2p import grpc_util
+from loopchain.p2p.errors import ErrorKind, RequestError
+from loopchain.p2p.peer_client import GrpcTransport
+from loopchain.p2p.peer_service import PeerServicer
+from loopchain.peer.channel_service import ChannelService, ChannelSettings
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.storage.leveldb import LevelDBStore
+from loopchain.types.block import Block
+from loopchain.types.crypto import Signer
+from loopchain.types.peer import PeerInfo
+from loopchain.types.transaction import Transaction
+from loopchain.types.validators import Validator, ValidatorSet
+from loopchain.types.vote import QuorumCertificate, Vote
 
 CHANNEL = "bench_sync"
 VALIDATORS = 4

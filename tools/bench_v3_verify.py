@@ -22,21 +22,16 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
-
-from loopchain.types.crypto import Signer  # noqa: E402
-from loopchain.types.icon_tx import (  # noqa: E402
+from loopchain.types.crypto import Signer
+from loopchain.types.icon_tx import (
     make_params,
     parse_send_params,
     sign_params,
     verify_send_params,
 )
-from loopchain.types.transaction import Transaction  # noqa: E402
+from loopchain.types.transaction import Transaction
 
 
 def _signed(count: int) -> list[dict[str, Any]]:

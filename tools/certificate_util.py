@@ -30,11 +30,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
-
-from loopchain.radiostation.certs import (  # noqa: E402
+from loopchain.radiostation.certs import (
     CA_PASSWORD_ENV,
     CA_VALID_DAYS,
     PEER_CERT_VALID_DAYS,
@@ -42,9 +38,9 @@ from loopchain.radiostation.certs import (  # noqa: E402
     CertStoreError,
     IssuedCertificate,
 )
-from loopchain.types import certificates as pki  # noqa: E402
-from loopchain.types.crypto import Signer  # noqa: E402
-from loopchain.types.passwords import (  # noqa: E402
+from loopchain.types import certificates as pki
+from loopchain.types.crypto import Signer
+from loopchain.types.passwords import (
     KEY_PASSWORD_ENV,
     PasswordError,
     can_prompt,

@@ -21,13 +21,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
-
-from loopchain.types import certificates as pki  # noqa: E402
-from loopchain.types.crypto import Signer  # noqa: E402
-from loopchain.types.passwords import (  # noqa: E402
+from loopchain.types import certificates as pki
+from loopchain.types.crypto import Signer
+from loopchain.types.passwords import (
     KEY_PASSWORD_ENV,
     PasswordError,
     choose_password,

@@ -23,8 +23,6 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from loopchain.radiostation.channels import is_target
 from loopchain.types.crypto import SignatureError, load_or_create_key, write_private_file
 from loopchain.types.genesis import GenesisData

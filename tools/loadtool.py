@@ -30,22 +30,17 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
+import aiohttp
+import grpc
 
-import aiohttp  # noqa: E402
-import grpc  # noqa: E402
-
-from loopchain.blockchain import coin  # noqa: E402
-from loopchain.protos import loopchain_pb2 as pb  # noqa: E402
-from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub  # noqa: E402
-from loopchain.types.block import Block  # noqa: E402
-from loopchain.types.crypto import Signer  # noqa: E402
-from loopchain.types.icon_tx import make_params, sign_params  # noqa: E402
+from loopchain.blockchain import coin
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
+from loopchain.types.block import Block
+from loopchain.types.crypto import Signer
+from loopchain.types.icon_tx import make_params, sign_params
 
 DEFAULT_TARGET = "http://127.0.0.1:9000"
 POLL_INTERVAL = 0.2

@@ -20,8 +20,6 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from loopchain.p2p.grpc_util import TLS_PASSWORD_ENV
 from loopchain.types import certificates
 from loopchain.types.crypto import Signer, load_or_create_key, write_private_file

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from loopchain import failpoints
-from tests.procs import LocalNetwork, http, post_json, wait_until
+from tools.procs import LocalNetwork, http, post_json, wait_until
 
 DOUBLE_VOTE = "signed two different votes"
 

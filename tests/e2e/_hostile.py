@@ -20,7 +20,7 @@ from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.crypto import Signer, load_or_create_key
 from loopchain.types.peer import identify_digest
 from loopchain.types.validators import ValidatorSet
-from tests.procs import (
+from tools.procs import (
     INNER_DIFF,
     LocalNetwork,
     Proc,

@@ -14,7 +14,7 @@ import pytest
 
 from loopchain import failpoints
 from tests.e2e._crashes import Crashes
-from tests.procs import LocalNetwork, http, wait_until
+from tools.procs import LocalNetwork, http, wait_until
 
 PEERS = 4
 CONFIG = {"LEADER_BLOCK_CREATION_LIMIT": 2}  # leaders change often: every peer proposes soon

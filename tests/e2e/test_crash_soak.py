@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from tests.e2e._crashes import Crashes
-from tests.procs import REST_DIFF, LocalNetwork, wait_until
+from tools.procs import REST_DIFF, LocalNetwork, wait_until
 
 PEERS = 4
 CYCLES = 20

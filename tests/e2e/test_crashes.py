@@ -10,7 +10,7 @@ import signal
 import threading
 from pathlib import Path
 
-from tests.procs import LocalNetwork, child_pids, http, pid_alive, wait_until
+from tools.procs import LocalNetwork, child_pids, http, pid_alive, wait_until
 
 
 def test_killed_peer_takes_its_children_along_and_gets_its_ports_back(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ from tests.e2e._hostile import (
     wait_final,
     wait_result,
 )
-from tests.procs import Proc, assert_clean_log, free_port_pair, wait_until
+from tools.procs import Proc, assert_clean_log, free_port_pair, wait_until
 
 SUPPLY = 1_000_000_000  # initial_supply of score/sample/token/package.json
 ALICE = "hx" + "a1" * 20

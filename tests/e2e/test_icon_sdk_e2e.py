@@ -29,7 +29,7 @@ from iconsdk.wallet.wallet import KeyWallet
 from loopchain.blockchain import coin
 from loopchain.types import canonical
 from loopchain.types.icon_address import channel_score_address
-from tests.procs import LocalNetwork, http, wait_until
+from tools.procs import LocalNetwork, http, wait_until
 
 PEERS = 2
 CHANNEL = "loopchain_default"

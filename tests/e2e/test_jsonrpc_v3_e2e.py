@@ -16,7 +16,7 @@ from loopchain.blockchain.coin import STEP_PRICE
 from loopchain.types.crypto import recover_address
 from loopchain.types.icon_address import channel_score_address
 from loopchain.types.transaction import Transaction
-from tests.procs import (
+from tools.procs import (
     REST_DIFF,
     LocalNetwork,
     Proc,

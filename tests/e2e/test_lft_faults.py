@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import LocalNetwork, http, running_network, wait_until
+from tools.procs import LocalNetwork, http, running_network, wait_until
 
 PEERS = 4
 OBSERVATION_WINDOW = 6.0  # test 3: how long a halted channel is watched for a block

@@ -25,7 +25,7 @@ import pytest
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
 from loopchain.types.block import Block
-from tests.procs import LocalNetwork, get, post_json, running_network, wait_until
+from tools.procs import LocalNetwork, get, post_json, running_network, wait_until
 
 PEERS = 4
 CLIENTS = 64

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ROOT, Proc, _bindable, assert_clean_log, get, pid_alive, wait_until
 from tools.loadtool import DEV_KEY
+from tools.procs import ROOT, Proc, _bindable, assert_clean_log, get, pid_alive, wait_until
 
 PORTS = (7100, 7200, 7102, 9000, 9100, 9002)
 

@@ -21,7 +21,7 @@ import pytest
 
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
-from tests.procs import TlsNetwork, get, http, wait_until
+from tools.procs import TlsNetwork, get, http, wait_until
 
 ALPHA, BETA = "alpha", "beta"
 SCORE_PACKAGE = "loopchain/default"

@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e._netns import NetnsError, VirtualNetwork, netem_unavailable_reason
 from tests.e2e._netns import unavailable_reason as _unavailable_reason
-from tests.procs import REST_DIFF, LocalNetwork, Proc, get, wait_until
+from tools.procs import REST_DIFF, LocalNetwork, Proc, get, wait_until
 
 _REASON = _unavailable_reason()
 if _REASON is not None:

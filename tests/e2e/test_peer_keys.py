@@ -17,7 +17,7 @@ from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer
 from loopchain.types.passwords import KEY_PASSWORD_ENV
 from tests._tty import run_on_tty
-from tests.procs import (
+from tools.procs import (
     ROOT,
     LocalNetwork,
     Proc,

@@ -10,7 +10,7 @@ import pytest
 
 from loopchain.blockchain import block_store as schema
 from loopchain.storage.leveldb import LevelDBStore
-from tests.procs import LocalNetwork, Proc, assert_clean_log, http, wait_until
+from tools.procs import LocalNetwork, Proc, assert_clean_log, http, wait_until
 
 
 def _run_to_exit(name: str, args: list[str], workdir: Path) -> tuple[int, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import LocalNetwork, Proc, get, http, post_json, wait_until
+from tools.procs import LocalNetwork, Proc, get, http, post_json, wait_until
 
 
 @pytest.fixture(scope="module")

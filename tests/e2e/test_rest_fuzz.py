@@ -51,7 +51,7 @@ from tests.e2e._rest_fuzz import (
     problems,
     send_raw,
 )
-from tests.procs import REST_DIFF, LocalNetwork, get, post_json, running_network, wait_until
+from tools.procs import REST_DIFF, LocalNetwork, get, post_json, running_network, wait_until
 
 ANSWER_TIMEOUT = float(os.environ.get("REST_FUZZ_ANSWER_TIMEOUT", "20"))
 CHECKS = [
@@ -297,7 +297,7 @@ def _fuzz(
     report = fuzzer.report(time.monotonic() - started, seed_value)
     after = _aftermath(net)
     after += [
-        f"a problem (tests.procs.LOG_PROBLEMS) in the log of {name}" for name in net.problem_logs()
+        f"a problem (tools.procs.LOG_PROBLEMS) in the log of {name}" for name in net.problem_logs()
     ]
     report += "".join(f"\nafter the run: {problem}" for problem in after)
     lines = [f"{signature}: {example}" for signature, example in fuzzer.failures] + after

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.procs import LocalNetwork, child_pids, get, http, wait_until
+from tools.procs import LocalNetwork, child_pids, get, http, wait_until
 
 PEERS = 4
 DEFAULT_CHANNEL = "loopchain_default"

@@ -41,7 +41,7 @@ from tests._mounts import (
     tmpfs_unavailable,
     unmount,
 )
-from tests.procs import LocalNetwork, Proc, http, post_json, wait_until
+from tools.procs import LocalNetwork, Proc, http, post_json, wait_until
 
 PEERS = 4
 MIN_FREE_MB = 16  # STORAGE_MIN_FREE_MB of the network

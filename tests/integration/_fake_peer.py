@@ -14,13 +14,9 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
-
-if __name__ == "__main__":  # pragma: no cover - manual use
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc

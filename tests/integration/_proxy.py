@@ -12,11 +12,11 @@ import aiohttp
 import pytest
 
 from tests.integration._fake_peer import FakePeer, start_fake_peer
-from tests.procs import REST_DIFF, Proc, free_port_pair, wait_until_async
+from tools.procs import REST_DIFF, Proc, free_port_pair, wait_until_async
 
 
 class ProxyProcess(Proc):
-    """rest_proxy.py as a subprocess (tests/procs.Proc), with its output in a file."""
+    """rest_proxy.py as a subprocess (tools/procs.Proc), with its output in a file."""
 
     def __init__(self, peer_port: int, workdir: Path, conf: dict[str, Any] | None = None) -> None:
         conf_path = workdir / f"conf_{peer_port}.json"

@@ -16,7 +16,7 @@ from loopchain.configure import DEFAULTS
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import connect_digest, heartbeat_digest
-from tests.procs import REST_DIFF, Proc, assert_clean_log, free_port_pair, wait_until_async
+from tools.procs import REST_DIFF, Proc, assert_clean_log, free_port_pair, wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "radiostation.py"
@@ -57,7 +57,7 @@ def heartbeat_request(
 
 
 class RadioStationProcess:
-    """One radiostation.py subprocess (a tests.procs.Proc per run) with its own storage and logs;
+    """One radiostation.py subprocess (a tools.procs.Proc per run) with its own storage and logs;
     it runs in `workdir` (relative paths in its configuration are relative to it) without the
     test's configuration variables in its environment."""
 

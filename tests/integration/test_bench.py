@@ -22,8 +22,8 @@ import pytest
 from loopchain.types.crypto import Signer
 from loopchain.types.icon_tx import verify_send_params
 from tests.integration.test_bench_tools import last_json, run_tool
-from tests.procs import assert_clean_log
 from tools import bench
+from tools.procs import assert_clean_log
 
 BENCH = "tools/bench.py"
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from loopchain.configure import load_config
-from tests.procs import Proc, assert_clean_log
+from tools.procs import Proc, assert_clean_log
 
 SYNC = "tools/bench_sync.py"
 FAILOVER = "tools/bench_failover.py"

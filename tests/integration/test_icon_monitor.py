@@ -42,7 +42,7 @@ from loopchain.types.jsonrpc import JsonRpcError
 from loopchain.types.transaction import Transaction
 from tests.integration._fake_peer import DEFAULT_CHANNEL, FakePeer, start_fake_peer
 from tests.integration._proxy import ProxyProcess
-from tests.procs import ROOT, free_port_pair, wait_until_async
+from tools.procs import ROOT, free_port_pair, wait_until_async
 
 GRPC_TIMEOUT = 2.0
 RECEIVE_S = 10.0  # a message that should come long before this did not

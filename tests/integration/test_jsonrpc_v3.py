@@ -20,7 +20,7 @@ from loopchain.types.icon_address import channel_score_address
 from loopchain.types.transaction import Transaction
 from tests.integration._fake_peer import DEFAULT_CHANNEL, FakePeer, start_fake_peer
 from tests.integration._proxy import ProxyProcess, proxy_in_front_of
-from tests.procs import free_port_pair, wait_until_async
+from tools.procs import free_port_pair, wait_until_async
 
 GRPC_TIMEOUT = 3.0
 MAX_BODY = 16 * 1024

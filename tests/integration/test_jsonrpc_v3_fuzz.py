@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from tests.integration._fake_peer import FakePeer, start_fake_peer
 from tests.integration._proxy import ProxyProcess
-from tests.procs import free_port_pair
+from tools.procs import free_port_pair
 
 CODES = {-32700, -32600, -32601, -32602, -32603, -31002, -31003, -31004}
 METHODS = [

@@ -28,7 +28,7 @@ from loopchain.types.transaction import Transaction
 from tests.integration._fake_peer import DEFAULT_CHANNEL, FakePeer, start_fake_peer
 from tests.integration._proxy import ProxyProcess, proxy_in_front_of
 from tests.integration.test_jsonrpc_v3 import assert_error, post, result, rpc
-from tests.procs import REST_DIFF, free_port_pair, wait_until_async
+from tools.procs import REST_DIFF, free_port_pair, wait_until_async
 
 GRPC_TIMEOUT = 3.0
 OTHER_CHANNEL = "kofia_1"

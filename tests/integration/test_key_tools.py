@@ -18,7 +18,7 @@ from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer
 from loopchain.types.passwords import KEY_PASSWORD_ENV
 from tests._tty import run_on_tty
-from tests.procs import ROOT
+from tools.procs import ROOT
 
 CREATE_SIGN_PKI = ROOT / "tools" / "create_sign_pki.py"
 CERTIFICATE_UTIL = ROOT / "tools" / "certificate_util.py"

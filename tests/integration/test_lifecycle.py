@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 
-from tests.procs import ROOT
+from tools.procs import ROOT
 
 STUCK_SHUTDOWN = """
 import asyncio, sys, time

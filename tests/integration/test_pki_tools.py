@@ -19,7 +19,7 @@ from loopchain.radiostation.certs import CA_PASSWORD_ENV
 from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer
 from tests.integration._rs_helpers import RadioStationProcess, StartRS, get_json, post_raw
-from tests.procs import ROOT, assert_clean_log, free_port_pair
+from tools.procs import ROOT, assert_clean_log, free_port_pair
 
 CREATE_SIGN_PKI = ROOT / "tools" / "create_sign_pki.py"
 CERTIFICATE_UTIL = ROOT / "tools" / "certificate_util.py"

@@ -26,7 +26,7 @@ from tests.integration._rs_helpers import (
     heartbeat_request,
     post_raw,
 )
-from tests.procs import assert_clean_log, free_port_pair, wait_until_async
+from tools.procs import assert_clean_log, free_port_pair, wait_until_async
 
 DEADLINE = 5.0
 P_KEYS = {

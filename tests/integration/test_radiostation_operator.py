@@ -32,7 +32,7 @@ from tests.integration._rs_helpers import (
     heartbeat_request,
     post_raw,
 )
-from tests.procs import assert_clean_log, free_port_pair
+from tools.procs import assert_clean_log, free_port_pair
 
 DEADLINE = 5.0
 WRONG = {"Authorization": "Bearer " + "x" * 43}

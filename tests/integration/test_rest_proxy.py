@@ -21,7 +21,7 @@ import pytest_asyncio
 from loopchain.types.codes import ResponseCode
 from tests.integration._fake_peer import DEFAULT_CHANNEL, FakePeer, start_fake_peer
 from tests.integration._proxy import ProxyProcess, proxy_in_front_of
-from tests.procs import REST_DIFF, Proc, assert_clean_log, free_port_pair, wait_until_async
+from tools.procs import REST_DIFF, Proc, assert_clean_log, free_port_pair, wait_until_async
 
 REPO = Path(__file__).resolve().parents[2]
 PROXY = REPO / "rest_proxy.py"

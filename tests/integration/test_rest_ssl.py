@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import REST_DIFF, ROOT, Proc, free_port_pair, wait_until
+from tools.procs import REST_DIFF, ROOT, Proc, free_port_pair, wait_until
 
 
 def _network_tls(storage: Path, port: int) -> Path:

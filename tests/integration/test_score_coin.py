@@ -40,7 +40,7 @@ from tests.integration._score_helpers import (
     write_package,
 )
 from tests.integration._storage_helpers import BASE_TIME_US, CHANNEL, ChainBuilder
-from tests.procs import ROOT
+from tools.procs import ROOT
 
 ICX = coin.ICX
 KVSTORE = ROOT / "score" / "sample" / "kvstore"

@@ -177,7 +177,7 @@ async def test_socket_directories_are_private_and_unguessable(tmp_path: Path) ->
 
 
 async def _status_when_started(supervisor: Any) -> str:
-    from tests.procs import wait_until_async
+    from tools.procs import wait_until_async
 
     async def reported() -> str | None:
         message = str(supervisor.status().message)

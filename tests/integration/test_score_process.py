@@ -24,7 +24,7 @@ from tests.integration._score_helpers import (
     score_config,
     set_op,
 )
-from tests.procs import Proc, wait_until_async
+from tools.procs import Proc, wait_until_async
 
 
 async def test_invoke_commit_and_roots_survive_a_restart(tmp_path: Path) -> None:

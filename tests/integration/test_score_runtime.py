@@ -21,7 +21,7 @@ from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types import canonical
 from loopchain.types.transaction import Transaction
 from tests.integration._storage_helpers import CHANNEL, ChainBuilder
-from tests.procs import ROOT, wait_until_async
+from tools.procs import ROOT, wait_until_async
 
 BLOCKS = 6
 

@@ -20,7 +20,7 @@ from tests.integration._score_helpers import (
     set_op,
 )
 from tests.integration.test_score_process import _reloaded
-from tests.procs import wait_until_async
+from tools.procs import wait_until_async
 
 
 async def test_a_failed_state_store_ends_the_process_and_the_next_one_goes_on(

@@ -22,7 +22,7 @@ from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
 from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer, load_or_create_key
-from tests.procs import TlsNetwork, wait_until
+from tools.procs import TlsNetwork, wait_until
 
 DEADLINE = 5.0
 

@@ -26,7 +26,7 @@ from loopchain.types.crypto import Signer, load_or_create_key
 from loopchain.types.peer import connect_digest
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import QuorumCertificate, Vote
-from tests.procs import INNER_DIFF, TlsNetwork, get, wait_until
+from tools.procs import INNER_DIFF, TlsNetwork, get, wait_until
 
 ALPHA, BETA = "alpha", "beta"
 RS_NAME = "loopchain-radiostation"
