@@ -13,6 +13,7 @@ from loopchain import failpoints
 from loopchain.blockchain.block_store import BlockStoreError
 from loopchain.configure import ConfigError, load_config, setup_logging
 from loopchain.lifecycle import stop_on_signals
+from loopchain.monitor_log import start_shipping
 from loopchain.peer.node import PeerNode, PeerOptions, peer_key_path
 from loopchain.storage.abc import StorageError
 from loopchain.types.crypto import SignatureError, key_file_is_encrypted
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             args.radio_station_target, config.IP_RADIOSTATION, int(config.PORT_RADIOSTATION)
         )
         setup_logging(config, debug=args.debug, process=f"peer:{port}")
+        if config.MONITOR_LOG:
+            start_shipping(config.MONITOR_LOG_HOST, config.MONITOR_LOG_PORT, "peer", f"peer:{port}")
         armed = failpoints.check()
     except (ConfigError, failpoints.FailPointError) as exc:
         print(f"peer.py: configuration error: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from loopchain.configure import Config, ConfigError, load_config, setup_logging
 from loopchain.lifecycle import stop_on_signals
+from loopchain.monitor_log import start_shipping
 from loopchain.p2p.grpc_util import bind, create_server, load_tls
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.certs import (
@@ -285,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_CONFIG)
     try:
         setup_logging(config, debug=args.debug, process=f"radiostation:{config.PORT_RADIOSTATION}")
+        if config.MONITOR_LOG:
+            label = f"radiostation:{config.PORT_RADIOSTATION}"
+            start_shipping(config.MONITOR_LOG_HOST, config.MONITOR_LOG_PORT, "radiostation", label)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_CONFIG)
     except OSError as exc:

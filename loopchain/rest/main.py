@@ -15,6 +15,7 @@ from aiohttp import web
 
 from loopchain.configure import Config, ConfigError, load_config, setup_logging
 from loopchain.lifecycle import die_with_parent, stop_on_signals
+from loopchain.monitor_log import start_shipping
 from loopchain.rest.app import create_app
 from loopchain.rest.errors import answer_malformed_http_in_json
 
@@ -145,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = build_config(args)
         setup_logging(config, debug=args.debug, process=f"rest:{config.PORT_PEER}")
+        if config.MONITOR_LOG:
+            label = f"rest:{config.PORT_PEER}"
+            start_shipping(config.MONITOR_LOG_HOST, config.MONITOR_LOG_PORT, "rest_proxy", label)
     except (ConfigError, OSError) as exc:
         print(f"rest_proxy: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -46,6 +46,7 @@ from loopchain.blockchain.score_base import (
 )
 from loopchain.configure import DEFAULTS, Config, setup_logging
 from loopchain.lifecycle import die_with_parent, stop_on_signals
+from loopchain.monitor_log import start_shipping
 from loopchain.protos import score_pb2 as pb
 from loopchain.protos import score_pb2_grpc as pb_grpc
 from loopchain.scoreservice.packages import (
@@ -667,6 +668,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-message-bytes", type=int, default=DEFAULTS["GRPC_MAX_MESSAGE_BYTES"])
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this parent is gone")
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--monitor-log", metavar="HOST:PORT", help="ship logs to this fluentd collector"
+    )
+    parser.add_argument("--monitor-label", default="score", help="the process's label there")
     args = parser.parse_args(argv)
     if args.step_limit < 1:
         parser.error("--step-limit must be at least 1")
@@ -679,6 +684,9 @@ def main(argv: list[str] | None = None) -> int:
     _limit_memory(args.memory_mb)
     os.umask(0o077)
     setup_logging(Config(DEFAULTS), debug=args.debug, process="score")
+    if args.monitor_log:
+        host, _, port = args.monitor_log.rpartition(":")
+        start_shipping(host, int(port), "score", args.monitor_label)
     _die_with_parent(args.parent_pid)
     for failure in give_up_privileges():
         log.warning("SCORE process keeps a privilege: %s", failure)

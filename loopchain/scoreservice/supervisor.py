@@ -258,6 +258,9 @@ class ScoreSupervisor:
         ]
         if str(config.LOOPCHAIN_LOG_LEVEL).upper() == "DEBUG":
             args.append("-d")
+        if config.MONITOR_LOG:  # the process's records go to the peer's collector too
+            args += ["--monitor-log", f"{config.MONITOR_LOG_HOST}:{config.MONITOR_LOG_PORT}"]
+            args += ["--monitor-label", f"score:{self.channel}"]
         self._state = ScoreStatusInfo.unavailable("SCORE process starting")
         return await asyncio.create_subprocess_exec(
             sys.executable,

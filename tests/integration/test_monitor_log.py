@@ -1,0 +1,151 @@
+"""loopchain.monitor_log's shipping, in this process, against a real forward-protocol receiver on
+127.0.0.1: what a record and an event carry, and that a collector that is down or never reads
+costs counted entries but never blocks an emit or the close."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from loopchain import monitor_log
+from loopchain.monitor_log import ShippingHandler
+from tests._forward_receiver import ForwardReceiver
+from tools.procs import wait_until
+
+PROCESS = "peer:7777"
+
+
+@pytest.fixture
+def receiver() -> Iterator[ForwardReceiver]:
+    with ForwardReceiver() as running:
+        yield running
+
+
+def dead_port() -> int:
+    """A port nothing listens on (bound once, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_records_and_events_arrive_tagged_with_their_fields(receiver: ForwardReceiver) -> None:
+    handler = ShippingHandler("127.0.0.1", receiver.port, "peer", PROCESS)
+    log = logging.getLogger("loopchain.test.shipping")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        before = time.time()
+        log.info("block %d added", 12, extra={"channel": "kofia"})
+        try:
+            raise ValueError("broken")
+        except ValueError:
+            log.exception("it failed")
+        handler.ship_event("AddBlock", {"channel": "kofia", "height": 12, "hash": b"\x01"})
+        handler.ship_event("Odd", {"value": object()})  # not msgpack-able: sent as its str()
+        wait_until(lambda: len(receiver.entries) == 4, 30, "4 entries")
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    info, error, added, odd = receiver.entries
+    tags = [e.tag for e in receiver.entries]
+    assert tags == [
+        "loopchain.peer",
+        "loopchain.peer",
+        "loopchain.peer.event",
+        "loopchain.peer.event",
+    ]
+    assert info.record == {
+        "level": "INFO",
+        "logger": "loopchain.test.shipping",
+        "message": "block 12 added",
+        "process": PROCESS,
+        "pid": handler._pid,
+        "channel": "kofia",
+    }
+    assert before - 1 <= info.time <= time.time() + 1 and info.time != int(info.time)
+    assert error.record["level"] == "ERROR" and error.record["message"] == "it failed"
+    exc_text = error.record["exc_text"]
+    assert "Traceback" in exc_text and "ValueError: broken" in exc_text
+    assert added.record == {
+        "event": "AddBlock",
+        "channel": "kofia",
+        "height": 12,
+        "hash": b"\x01",
+        "process": PROCESS,
+        "pid": handler._pid,
+    }
+    assert odd.record["value"].startswith("<object object at")
+    assert handler.dropped == 0 and receiver.errors == []
+
+
+def test_a_dead_collector_costs_every_entry_counted_and_never_an_exception() -> None:
+    handler = ShippingHandler("127.0.0.1", dead_port(), "score", "score", pending_bytes=2000)
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "%s", ("m" * 100,), None)
+    sent = 300
+    for _ in range(sent):
+        handler.handle(record)
+    # the kept bytes overflow every ~15 records: dropped while the process runs
+    wait_until(lambda: handler.dropped >= sent // 2, 30, "drops counted while running")
+    start = time.monotonic()
+    handler.close()
+    assert time.monotonic() - start < 5.0
+    assert handler.dropped == sent  # the rest, kept for a collector that never came, at close
+    handler.handle(record)  # after close: counted, not raised
+    assert handler.dropped == sent + 1
+
+
+def test_a_collector_that_never_reads_blocks_no_emit_and_no_close() -> None:
+    """The sender thread sits in a send that times out only after a minute: emits still return at
+    once (the bounded queue drops its oldest entries) and close gives up at its deadline."""
+    with ForwardReceiver(read=False) as stalled:
+        handler = ShippingHandler(
+            "127.0.0.1",
+            stalled.port,
+            "rest_proxy",
+            "rest:1",
+            queue_entries=50,
+            send_timeout=60.0,
+            close_deadline=0.5,
+        )
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "%s", ("m" * 16000,), None)
+        sent = 3000  # 48 MB: more than any socket buffers hold
+        start = time.monotonic()
+        for _ in range(sent):
+            handler.handle(record)
+        emitting = time.monotonic() - start
+        assert stalled.connections >= 1
+        wait_until(lambda: handler.dropped > 0, 30, "queue overflow counted")
+        assert emitting < 30.0, f"{sent} emits took {emitting:.1f} s: they waited for the collector"
+        start = time.monotonic()
+        handler.close()
+        closing = time.monotonic() - start
+    assert closing < 5.0, f"close took {closing:.1f} s with a stalled collector"
+    assert handler.dropped >= sent - 50 - 48 * 64, handler.dropped  # at most ~3 MB got through
+    assert handler.dropped <= sent
+
+
+def test_start_shipping_installs_the_handler_and_the_event_sink(receiver: ForwardReceiver) -> None:
+    root = logging.getLogger()
+    try:
+        handler = monitor_log.start_shipping("127.0.0.1", receiver.port, "radiostation", "rs:1")
+        assert handler in root.handlers
+        monitor_log.event("Error", message="a test error")
+        logging.getLogger("loopchain.test").warning("a warning")
+        logging.getLogger(monitor_log.__name__).warning("about shipping: stays local")
+        wait_until(lambda: len(receiver.entries) >= 2, 30, "the event and the record")
+    finally:
+        monitor_log.stop_shipping()
+    assert handler not in root.handlers
+    monitor_log.event("Error", message="after stop: a no-op")
+    tags = sorted(e.tag for e in receiver.entries)
+    assert tags == ["loopchain.radiostation", "loopchain.radiostation.event"]
+    assert monitor_log.dropped_records() == 0
+
+
+def test_unknown_process_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown process kind"):
+        ShippingHandler("127.0.0.1", 1, "wallet", "w")
