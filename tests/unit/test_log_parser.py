@@ -1,0 +1,189 @@
+"""tools/log_parser.py on files in the format deploy/fluentd/fluent.conf writes (JSON lines with the
+record's fields plus `tag` and `time`): readable lines out, errors listed, counts per process,
+malformed lines counted and never a traceback."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from tools import log_parser
+
+
+def line(tag: str, time: str, **record: object) -> str:
+    return json.dumps({**record, "tag": tag, "time": time})
+
+
+PEER = [
+    line(
+        "loopchain.peer",
+        "2025-01-01T10:00:00.100+0000",
+        level="INFO",
+        logger="loopchain.peer",
+        message="started",
+        process="peer:7100",
+        pid=10,
+    ),
+    line(
+        "loopchain.peer",
+        "2025-01-01T10:00:02.000+0000",
+        level="WARNING",
+        logger="loopchain.peer.node",
+        message="it failed",
+        process="peer:7100",
+        pid=10,
+        exc_text='Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad',
+    ),
+    line(
+        "loopchain.peer",
+        "2025-01-01T10:00:03.000+0000",
+        level="ERROR",
+        logger="loopchain.peer",
+        message="store full\nsecond line",
+        process="peer:7100",
+        pid=10,
+    ),
+]
+EVENTS = [
+    line(
+        "loopchain.peer.event",
+        "2025-01-01T10:00:01.000+0000",
+        event="AddBlock",
+        channel="loopchain_default",
+        height=3,
+        process="peer:7100",
+        pid=10,
+    ),
+    line(
+        "loopchain.peer.event",
+        "2025-01-01T10:00:04.000+0000",
+        event="Error",
+        channel="loopchain_default",
+        message="SCORE unavailable",
+        process="peer:7100",
+        pid=10,
+    ),
+]
+RS = [
+    line(
+        "loopchain.radiostation",
+        "2025-01-01T11:00:00.500+0100",  # 10:00:00.500 UTC: merged by the instant, not the text
+        level="CRITICAL",
+        logger="loopchain.radiostation",
+        message="cannot start",
+        process="radiostation:7102",
+        pid=20,
+    ),
+]
+
+
+def write_dir(tmp_path: Path) -> Path:
+    logs = tmp_path / "log"
+    logs.mkdir()
+    (logs / "loopchain.peer.20250101.log").write_text("\n".join(PEER) + "\n")
+    (logs / "loopchain.peer.event.20250101.log").write_text("\n".join(EVENTS) + "\n")
+    with gzip.open(logs / "loopchain.radiostation.20250101.log.gz", "wt") as file:
+        file.write("\n".join(RS) + "\n")
+    (logs / "buffer.b5f.log.meta").write_bytes(b"\x85\xa1binary")  # fluentd's own: not read
+    return logs
+
+
+def test_a_directory_is_merged_by_time_with_errors_listed_and_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.log"
+    assert log_parser.main([str(write_dir(tmp_path)), str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines == [
+        "2025-01-01T10:00:00.100+0000 peer:7100 INFO     loopchain.peer: started",
+        "2025-01-01T11:00:00.500+0100 radiostation:7102 CRITICAL loopchain.radiostation: "
+        "cannot start",
+        '2025-01-01T10:00:01.000+0000 peer:7100 EVENT    AddBlock channel="loopchain_default" '
+        "height=3",
+        "2025-01-01T10:00:02.000+0000 peer:7100 WARNING  loopchain.peer.node: it failed | "
+        "ValueError: bad",
+        "2025-01-01T10:00:03.000+0000 peer:7100 ERROR    loopchain.peer: store full\\nsecond line",
+        '2025-01-01T10:00:04.000+0000 peer:7100 EVENT    Error channel="loopchain_default" '
+        'message="SCORE unavailable"',
+    ]
+    printed = capsys.readouterr().out
+    errors = [lines[1], lines[3], lines[4], lines[5]]
+    assert [p for p in printed.splitlines() if p in lines] == errors
+    assert "    ValueError: bad" in printed  # the exception's traceback, indented
+    assert "6 records from 3 file(s)" in printed
+    assert "peer:7100: 5 records (2 events), 3 errors" in printed
+    assert "radiostation:7102: 1 records (0 events), 1 errors" in printed
+    assert "0 malformed lines skipped" in printed
+
+
+def test_malformed_lines_are_counted_and_named_never_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "one.log"
+    long_line = json.dumps({"message": "x" * (log_parser.MAX_LINE + 10), "time": 1})
+    source.write_text(
+        "\n".join(
+            [
+                PEER[0],
+                "{not json",
+                "[1, 2]",
+                json.dumps({"message": "no time"}),
+                json.dumps({"message": "bad time", "time": "yesterday"}),
+                long_line,
+                "",
+                "\udcff\x00 binary",
+                "[" * 100_000,
+                PEER[2],
+            ]
+        )
+        + "\n",
+        errors="surrogateescape",
+    )
+    out = tmp_path / "out.log"
+    assert log_parser.main([str(source), str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 2
+    printed = capsys.readouterr().out
+    assert "7 malformed lines skipped" in printed
+    for number, why in [
+        (2, "not JSON"),
+        (3, "not a JSON object but list"),
+        (4, "no usable time: None"),
+        (5, "no usable time: 'yesterday'"),
+        (6, f"longer than {log_parser.MAX_LINE} characters"),
+        (8, "not JSON"),
+        (9, "not JSON"),
+    ]:
+        assert f"one.log:{number}: {why}" in printed
+    assert "peer:7100: 2 records (0 events), 1 errors" in printed
+
+
+def test_numbers_as_times_and_records_without_a_process(tmp_path: Path) -> None:
+    source = tmp_path / "x.log"
+    source.write_text(json.dumps({"tag": "other", "time": 5, "level": "INFO", "message": "m"}))
+    out = tmp_path / "out.log"
+    assert log_parser.main([str(source), str(out)]) == 0
+    assert out.read_text() == "5 other INFO     ?: m\n"
+
+
+@pytest.mark.parametrize("make", ["missing", "empty-dir"])
+def test_unusable_input_is_an_error_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: str
+) -> None:
+    source = tmp_path / "in"
+    if make == "empty-dir":
+        source.mkdir()
+    assert log_parser.main([str(source), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("log_parser.py: error: ") and str(source) in err
+    assert "Traceback" not in err
+
+
+def test_help_names_both_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        log_parser.main(["--help"])
+    assert exited.value.code == 0
+    usage = capsys.readouterr().out
+    assert "IN" in usage and "OUT" in usage and "collector" in usage

@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Read the log collector's file output and make it readable.
+
+    tools/log_parser.py IN OUT
+
+IN is a file or a directory of the files deploy/fluentd/fluent.conf writes (`<tag>.<date>.log`,
+also gzipped `.log.gz`): JSON lines, each a record shipped with MONITOR_LOG plus the `tag` and
+`time` fluentd adds. Log records (tag loopchain.<process kind>) have level, logger, message,
+process and pid (and exc_text, channel); events (tag loopchain.<kind>.event) have event and their
+fields. The files of a directory are merged by time.
+
+OUT gets one line per record, `time process level logger: message` (an exception's last line
+after ` | `), and per event `time process EVENT name field=value ...`. Printed: every error and
+exception (level ERROR or CRITICAL, a record with exception text with its traceback, an Error
+event), then the number of records and errors per process and the malformed lines (not JSON, not
+an object, no usable time, too long), which are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gzip
+import heapq
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+MAX_LINE = 1 << 20  # characters of one JSON line; a longer one is malformed
+MAX_SHOWN_MALFORMED = 10
+ERROR_LEVELS = frozenset({"ERROR", "CRITICAL", "FATAL"})
+LOG_SUFFIXES = (".log", ".log.gz", ".jsonl")
+SHOWN_FIELDS_EXCLUDED = frozenset({"event", "process", "pid", "tag", "time"})
+
+
+@dataclass(frozen=True, order=True)
+class Entry:
+    """One parsed line: its time (for merging), then where it came from and the record."""
+
+    when: float
+    source: str = field(compare=False)
+    record: dict[str, Any] = field(compare=False)
+
+
+@dataclass
+class Summary:
+    """What the run found: records and errors per process, malformed lines."""
+
+    records: Counter[str] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    malformed: list[str] = field(default_factory=list)
+    files: int = 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="log_parser.py",
+        description="Merge the log collector's JSON-lines files into readable log lines and list "
+        "the errors and exceptions with a count per process.",
+    )
+    parser.add_argument("input", metavar="IN", type=Path, help="a collector file or directory")
+    parser.add_argument("output", metavar="OUT", type=Path, help="where the log lines go")
+    return parser.parse_args(argv)
+
+
+def input_files(path: Path) -> list[Path]:
+    """The file IN, or the collector files at the top of directory IN (sorted by name)."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(LOG_SUFFIXES))
+    raise FileNotFoundError(f"{path} is neither a file nor a directory")
+
+
+def _open(path: Path) -> IO[str]:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return path.open(encoding="utf-8", errors="replace")
+
+
+def parse_time(value: object) -> float | None:
+    """Seconds since the epoch of fluentd's injected time (ISO 8601 text or a number)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    for parse in (
+        datetime.datetime.fromisoformat,
+        lambda text: datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z"),
+    ):
+        try:
+            when = parse(value)
+        except ValueError:
+            continue
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        return when.timestamp()
+    return None
+
+
+def read_entries(path: Path, summary: Summary) -> Iterator[Entry]:
+    """The well-formed entries of one file in order; each malformed line goes to the summary."""
+    with _open(path) as file:
+        number = 0
+        while line := file.readline(MAX_LINE + 1):
+            number += 1
+            where = f"{path.name}:{number}"
+            if len(line) > MAX_LINE and not line.endswith("\n"):
+                while (rest := file.readline(MAX_LINE)) and not rest.endswith("\n"):
+                    pass
+                summary.malformed.append(f"{where}: longer than {MAX_LINE} characters")
+                continue
+            if not line.strip():
+                continue
+            entry, problem = _parse_line(line, where)
+            if entry is None:
+                summary.malformed.append(f"{where}: {problem}")
+            else:
+                yield entry
+
+
+def _parse_line(line: str, where: str) -> tuple[Entry | None, str]:
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return None, f"not JSON ({exc})"
+    if not isinstance(record, dict):
+        return None, f"not a JSON object but {type(record).__name__}"
+    when = parse_time(record.get("time"))
+    if when is None:
+        return None, f"no usable time: {record.get('time')!r:.60}"
+    return Entry(when, where, record), ""
+
+
+def process_of(record: dict[str, Any]) -> str:
+    return str(record.get("process") or record.get("tag") or "?")
+
+
+def is_error(record: dict[str, Any]) -> bool:
+    if "event" in record:
+        return record["event"] == "Error"
+    return str(record.get("level", "")).upper() in ERROR_LEVELS or bool(record.get("exc_text"))
+
+
+def format_line(record: dict[str, Any]) -> str:
+    """One readable line for a record or an event (newlines inside shown as \\n)."""
+    head = f"{record.get('time', '?')} {process_of(record)}"
+    if "event" in record:
+        fields = " ".join(
+            f"{key}={json.dumps(value, ensure_ascii=False)}"
+            for key, value in sorted(record.items())
+            if key not in SHOWN_FIELDS_EXCLUDED
+        )
+        text = f"{head} EVENT    {record['event']} {fields}".rstrip()
+    else:
+        level = str(record.get("level", "?"))
+        text = f"{head} {level:<8} {record.get('logger', '?')}: {record.get('message', '')}"
+        exc_text = str(record.get("exc_text") or "").strip()
+        if exc_text:
+            text += f" | {exc_text.splitlines()[-1]}"
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def run(files: list[Path], out: IO[str], shown: IO[str]) -> Summary:
+    """Write every entry of `files` (merged by time) to `out`, the errors to `shown`."""
+    summary = Summary(files=len(files))
+    for entry in heapq.merge(*(read_entries(path, summary) for path in files)):
+        record = entry.record
+        process = process_of(record)
+        line = format_line(record)
+        out.write(line + "\n")
+        summary.records[process] += 1
+        if "event" in record:
+            summary.events[process] += 1
+        if is_error(record):
+            summary.errors[process] += 1
+            shown.write(line + "\n")
+            for trace in str(record.get("exc_text") or "").splitlines():
+                shown.write(f"    {trace}\n")
+    return summary
+
+
+def report(summary: Summary, shown: IO[str]) -> None:
+    total = sum(summary.records.values())
+    shown.write(f"\n{total} records from {summary.files} file(s); per process:\n")
+    for process in sorted(summary.records):
+        shown.write(
+            f"  {process}: {summary.records[process]} records "
+            f"({summary.events[process]} events), {summary.errors[process]} errors\n"
+        )
+    count = len(summary.malformed)
+    shown.write(f"{count} malformed line{'' if count == 1 else 's'} skipped\n")
+    for problem in summary.malformed[:MAX_SHOWN_MALFORMED]:
+        shown.write(f"  {problem}\n")
+    if count > MAX_SHOWN_MALFORMED:
+        shown.write(f"  ... and {count - MAX_SHOWN_MALFORMED} more\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        files = input_files(args.input)
+        if not files:
+            raise FileNotFoundError(f"{args.input} holds no collector files (*.log, *.log.gz)")
+        with args.output.open("w", encoding="utf-8") as out:
+            summary = run(files, out, sys.stdout)
+    except OSError as exc:
+        print(f"log_parser.py: error: {exc}", file=sys.stderr)
+        return 2
+    report(summary, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
