@@ -226,6 +226,36 @@ def _parse_settings(where: str, raw: Any) -> dict[str, Any]:
     return raw
 
 
+def member_to_json(member: MemberSpec) -> dict[str, Any]:
+    """A `peers` entry as channel_manage_data.json holds it (defaults left out)."""
+    entry: dict[str, Any] = {}
+    if member.peer_id:
+        entry["peer_id"] = member.peer_id
+    if member.target:
+        entry["peer_target"] = member.target
+    if member.weight != 1:
+        entry["weight"] = member.weight
+    if member.group_id:
+        entry["group_id"] = member.group_id
+    if member.role != "validator":
+        entry["role"] = member.role
+    return entry
+
+
+def channel_to_json(spec: ChannelSpec) -> dict[str, Any]:
+    """A channel as channel_manage_data.json holds it: parse_channels reads it back to `spec`."""
+    entry: dict[str, Any] = {"score_package": spec.score_package}
+    if spec.members is not None:
+        entry["peers"] = [member_to_json(m) for m in spec.members]
+    if spec.groups:
+        entry["groups"] = {group: {"weight": weight} for group, weight in spec.groups.items()}
+    if spec.score_settings:
+        entry["score_settings"] = dict(spec.score_settings)
+    if spec.genesis is not None:
+        entry["genesis_data"] = spec.genesis.to_json()
+    return entry
+
+
 def parse_channels(path: Path, data: Any, default_package: str) -> dict[str, ChannelSpec]:
     """Channel specs from the decoded JSON of `path`; ChannelDataError names what is wrong."""
     if not isinstance(data, dict):

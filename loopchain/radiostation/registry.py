@@ -144,7 +144,7 @@ class Registry:
         """Write the registry atomically (no-op without a path)."""
         if self.path is None:
             return
-        _write_atomic(self.path, json.dumps(self.to_json(), indent=1, sort_keys=True).encode())
+        write_atomic(self.path, json.dumps(self.to_json(), indent=1, sort_keys=True).encode())
         self._dirty = False
 
     def flush(self) -> None:
@@ -199,6 +199,18 @@ class Registry:
             self._refresh()
             self.save()
         return record
+
+    def set_channel(self, spec: ChannelSpec) -> int:
+        """Add channel `spec` or replace the one of its name, recompute membership and persist;
+        the channel's version, which grows when a known channel changes (its weights, roles or
+        SCORE may differ even when its members do not)."""
+        known = spec.name in self.channels
+        self.channels[spec.name] = spec
+        changed = self._refresh()
+        if known and spec.name not in changed:
+            self._membership[spec.name].version += 1
+        self.save()
+        return self.version(spec.name)
 
     def peer(self, peer_id: str) -> PeerRecord:
         """The record of `peer_id`; UnknownPeer when not registered."""
@@ -272,7 +284,8 @@ def _read_json(path: Path) -> Any:
         raise RegistryError(f"registry file {path} cannot be read: {exc}") from None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` at once (a synced temporary file renamed over it, mode 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

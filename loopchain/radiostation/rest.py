@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from loopchain.configure import ConfigError, describe
+from loopchain.radiostation import channel_admin
 from loopchain.radiostation.bodies import BadBody, parse_object
 from loopchain.radiostation.certs import (
     PEER_CERT_VALID_DAYS,
@@ -20,6 +21,7 @@ from loopchain.radiostation.certs import (
     NoCA,
     create_certificate_service,
 )
+from loopchain.radiostation.channels import channel_to_json
 from loopchain.radiostation.operator import MissingCredential, OperatorToken, WrongCredential
 from loopchain.radiostation.peer_status import PeerStatusError, fetch_status
 from loopchain.radiostation.registry import PeerRecord, PeerView, UnknownPeer
@@ -90,11 +92,13 @@ def operator_only(handler: Handler) -> Handler:
             request.app[TOKEN].check(request.headers.get(hdrs.AUTHORIZATION))
         except MissingCredential as exc:
             _log_refusal(request, "no operator token")
+            _station(request).metrics.admin_refused.labels("no_token").inc()
             response = error_response(ResponseCode.FAIL, str(exc), 401)
             response.headers[hdrs.WWW_AUTHENTICATE] = BEARER_CHALLENGE
             return response
         except WrongCredential as exc:
             _log_refusal(request, "a wrong operator token")
+            _station(request).metrics.admin_refused.labels("wrong_token").inc()
             return error_response(ResponseCode.FAIL, str(exc), 403)
         return await handler(request)
 
@@ -370,6 +374,89 @@ async def peer_remove(request: web.Request) -> web.Response:
     )
 
 
+# -- channels
+
+
+async def channel_data_get(request: web.Request) -> web.Response:
+    """GET /api/v1/channel/data: every channel as channel_manage_data.json holds it."""
+    return _ok(channel_admin.channel_data(_station(request)))
+
+
+def _channel_changed(name: str, version: int, what: str, request: web.Request) -> web.Response:
+    spec = _station(request).registry.channels[name]
+    log.info(
+        "channel %s: %s by the operator (from %s); version %d", name, what, request.remote, version
+    )
+    return web.json_response(
+        {
+            "response_code": 0,
+            "message": f"channel {name}: {what}",
+            "data": {"channel": name, "version": version, name: channel_to_json(spec)},
+        }
+    )
+
+
+def _change_error(exc: Exception) -> ApiError:
+    if isinstance(exc, channel_admin.ChannelExists):
+        return ApiError(ResponseCode.INVALID_PARAMS, str(exc))
+    if isinstance(exc, UnknownChannel | channel_admin.NoSuchEntry):
+        return ApiError(ResponseCode.NOT_FOUND, str(exc))
+    if isinstance(exc, OSError):
+        return ApiError(ResponseCode.FAIL, str(exc))
+    return ApiError(ResponseCode.INVALID_PARAMS, str(exc))
+
+
+_CHANGE_ERRORS = (
+    channel_admin.ChannelChangeError,
+    channel_admin.NoSuchEntry,
+    UnknownChannel,
+    OSError,
+)
+
+
+@operator_only
+async def channel_add(request: web.Request) -> web.Response:
+    """POST /api/v1/channel {"channel": name, "score_package", "peers", ...} (operator): add a
+    channel to channel_manage_data.json and to the running RadioStation."""
+    body = await _read_object(request)
+    try:
+        spec, version = channel_admin.add_channel(_station(request), body)
+    except _CHANGE_ERRORS as exc:
+        raise _change_error(exc) from None
+    return _channel_changed(spec.name, version, "added", request)
+
+
+@operator_only
+async def channel_peer_add(request: web.Request) -> web.Response:
+    """POST /api/v1/channel/peer {"channel", "peer_id", "peer_target", "weight", "group_id",
+    "role"} (operator): list a peer in a channel."""
+    body = await _read_object(request)
+    try:
+        spec, version = channel_admin.add_member(_station(request), body)
+    except _CHANGE_ERRORS as exc:
+        raise _change_error(exc) from None
+    who = body.get("peer_id") or body.get("peer_target")
+    return _channel_changed(spec.name, version, f"peer {who} listed", request)
+
+
+@operator_only
+async def channel_peer_remove(request: web.Request) -> web.Response:
+    """DELETE /api/v1/channel/peer?channel=C&peer_id=hx... (or &peer_target=host:port) (operator):
+    take a peer's entry out of a channel's list (in listed mode the peer leaves the channel)."""
+    channel = request.query.get("channel", "")
+    peer_id, target = request.query.get("peer_id", ""), request.query.get("peer_target", "")
+    if not channel or not (peer_id or target):
+        raise ApiError(
+            ResponseCode.INVALID_PARAMS,
+            "query arguments channel and peer_id (or peer_target) are needed",
+        )
+    try:
+        spec, version = channel_admin.remove_member(_station(request), channel, peer_id, target)
+    except _CHANGE_ERRORS as exc:
+        raise _change_error(exc) from None
+    return _channel_changed(spec.name, version, f"peer {peer_id or target} unlisted", request)
+
+
 def create_app(
     station: Station, token: OperatorToken, certs: CertificateService | None = None
 ) -> web.Application:
@@ -393,4 +480,9 @@ def create_app(
     app.router.add_post("/api/v1/cert/issue/ca", cert_issue_ca)
     app.router.add_post("/api/v1/cert/issue/peer", cert_issue_peer)
     app.router.add_delete("/api/v1/peer", peer_remove)
+    app.router.add_routes([station.metrics.route()])  # GET /metrics
+    app.router.add_get("/api/v1/channel/data", channel_data_get)
+    app.router.add_post("/api/v1/channel", channel_add)
+    app.router.add_post("/api/v1/channel/peer", channel_peer_add)
+    app.router.add_delete("/api/v1/channel/peer", channel_peer_remove)
     return app

@@ -147,7 +147,18 @@ WRITES = [
     ("POST", "/api/v1/cert/issue/ca", b""),
     ("POST", "/api/v1/cert/issue/peer", None),  # a fresh signed request
     ("DELETE", "/api/v1/peer", None),  # ?peer_id= of a registered peer
+    ("POST", "/api/v1/channel", b'{"channel": "c_new"}'),
+    ("POST", "/api/v1/channel/peer", b'{"channel": "c_new", "peer_target": "127.0.0.1:7100"}'),
+    ("DELETE", "/api/v1/channel/peer", b""),  # the entry the write before adds
 ]
+QUERIES = {"/api/v1/channel/peer": "?channel=c_new&peer_target=127.0.0.1:7100"}
+
+
+def write_url(rs: RadioStationProcess, method: str, path: str, victim: Signer) -> str:
+    """The URL of one of WRITES, with the query arguments its target needs."""
+    if path == "/api/v1/peer":
+        return f"{rs.rest}{path}?peer_id={victim.address}"
+    return f"{rs.rest}{path}{QUERIES.get(path, '') if method == 'DELETE' else ''}"
 
 
 async def test_writes_need_the_operator_token(start_rs: StartRS) -> None:
@@ -157,9 +168,7 @@ async def test_writes_need_the_operator_token(start_rs: StartRS) -> None:
     ca_dir = rs.workdir / "storage" / f"radiostation_{rs.port}" / "ca"
     token = rs.token_path.read_text().strip()
     for method, path, body in WRITES:
-        url = f"{rs.rest}{path}"
-        if path == "/api/v1/peer":
-            url += f"?peer_id={victim.address}"
+        url = write_url(rs, method, path, victim)
         data = json.dumps(issue_body(Signer.generate())).encode() if body is None else body
         refusals = [
             ({}, 401),
@@ -179,20 +188,24 @@ async def test_writes_need_the_operator_token(start_rs: StartRS) -> None:
         assert await conf_value(rs, "GRPC_TIMEOUT") == 5.0
         assert not (ca_dir / "ca.pem").exists()
         assert [p.peer_id for p in (await peer_list(rs, "")).peers] == [victim.address]
+        assert list((await get_json(f"{rs.rest}/api/v1/channel/data"))[1]["data"]) == [
+            "loopchain_default"
+        ]
+        assert not (rs.workdir / "channel_manage_data.json").exists()
     logs = rs.current_log()
     assert "refused: no operator token (from 127.0.0.1)" in logs
     assert "refused: a wrong operator token (from 127.0.0.1)" in logs
 
     for method, path, body in WRITES:
-        url = f"{rs.rest}{path}"
-        if path == "/api/v1/peer":
-            url += f"?peer_id={victim.address}"
+        url = write_url(rs, method, path, victim)
         data = json.dumps(issue_body(Signer.generate())).encode() if body is None else body
         status, answer, _ = await call(method, url, data, {"Authorization": f"Bearer {token}"})
         assert (status, answer["response_code"]) == (200, 0), (method, path, answer)
     assert await conf_value(rs, "GRPC_TIMEOUT") == 1.5
     assert (ca_dir / "ca.pem").is_file()
     assert list((await peer_list(rs, "")).peers) == []
+    written = json.loads((rs.workdir / "channel_manage_data.json").read_text())
+    assert written["c_new"] == {"score_package": "loopchain/default", "peers": []}
     status, _ = await get_json(f"{rs.rest}/api/v1/conf")  # reads stay open
     assert status == 200
 
@@ -363,3 +376,97 @@ async def test_removal_leaves_every_channel_and_persists(start_rs: StartRS) -> N
         listed = await peer_list(rs, channel)
         assert [p.peer_id for p in listed.peers] == [b.address]
         assert ValidatorSet.decode(listed.validator_set).version == expected[channel]
+
+
+# -- channel changes
+
+
+async def _vset(rs: RadioStationProcess, channel: str) -> ValidatorSet:
+    return ValidatorSet.decode((await peer_list(rs, channel)).validator_set)
+
+
+async def _change(
+    rs: RadioStationProcess, method: str, path: str, body: Any = None
+) -> tuple[int, dict[str, Any]]:
+    data = None if body is None else json.dumps(body).encode()
+    status, answer, _ = await call(method, f"{rs.rest}{path}", data, rs.operator())
+    return status, answer
+
+
+async def test_channel_changes_are_checked_applied_and_persist(start_rs: StartRS) -> None:
+    a, b = Signer.generate(), Signer.generate()
+    channels = {"c1": {"score_package": "p1", "peers": [{"peer_id": a.address}]}}
+    rs = await start_rs({"ENABLE_CHANNEL_AUTH": True, "LOOPCHAIN_DEFAULT_CHANNEL": "c1"}, channels)
+    await register(rs, a)
+    async with grpc.aio.insecure_channel(rs.target) as channel_:
+        stub = pb_grpc.RadioStationStub(channel_)
+        refused = await stub.ConnectPeer(connect_request(b, "127.0.0.1:7200"), timeout=DEADLINE)
+    assert refused.code == -800  # not listed yet
+    before = (await _vset(rs, "c1")).version
+
+    # listing a peer in a channel: by id (listed mode), then it may register
+    entry = {"channel": "c1", "peer_target": "127.0.0.1:7200"}
+    status, body = await _change(rs, "POST", "/api/v1/channel/peer", entry)
+    assert (status, body["response_code"]) == (400, -6) and "needs a peer_id" in body["message"]
+    status, body = await _change(
+        rs, "POST", "/api/v1/channel/peer", {**entry, "peer_id": b.address}
+    )
+    assert (status, body["response_code"]) == (200, 0), body
+    assert body["data"]["c1"]["peers"][1] == {"peer_id": b.address, "peer_target": "127.0.0.1:7200"}
+    await register(rs, a, b)
+    vset = await _vset(rs, "c1")
+    assert vset.peer_ids == [a.address, b.address] and vset.version > before
+
+    # a new channel, whose members are the registered peers it lists
+    new = {"channel": "c2", "score_package": "p2", "peers": [{"peer_id": b.address}]}
+    status, body = await _change(rs, "POST", "/api/v1/channel", new)
+    assert (status, body["response_code"]) == (200, 0), body
+    assert body["data"]["version"] == 1
+    assert (await _vset(rs, "c2")).peer_ids == [b.address]
+    assert (await _vset(rs, "c2")).score_package == "p2"
+
+    # refusals change nothing
+    refusals = [
+        ("POST", "/api/v1/channel", new, 400, "exists already"),
+        ("POST", "/api/v1/channel", {"channel": "../x"}, 400, "letters, digits"),
+        ("POST", "/api/v1/channel", {"channel": "c3", "bogus": 1}, 400, "bogus"),
+        ("POST", "/api/v1/channel", {"score_package": "p"}, 400, "'channel'"),
+        ("POST", "/api/v1/channel/peer", {"channel": "c9", "peer_id": a.address}, 404, "c9"),
+        ("POST", "/api/v1/channel/peer", {"channel": "c2", "peer_id": b.address}, 400, "twice"),
+        ("POST", "/api/v1/channel/peer", {"channel": "c2", "peer_id": "hx1"}, 400, "peer_id"),
+        (
+            "POST",
+            "/api/v1/channel/peer",
+            {"channel": "c2", **{"peer_id": a.address, "weight": 0}},
+            400,
+            "weight",
+        ),
+        ("DELETE", "/api/v1/channel/peer?channel=c2", None, 400, "peer_id"),
+        ("DELETE", f"/api/v1/channel/peer?channel=c2&peer_id={a.address}", None, 404, "lists no"),
+    ]
+    data_file = rs.workdir / "channel_manage_data.json"
+    saved = data_file.read_text()
+    for method, path, request, expected, words in refusals:
+        status, body = await _change(rs, method, path, request)
+        assert status == expected and words in body["message"], (path, request, body)
+        assert body["response_code"] < 0
+    assert data_file.read_text() == saved
+
+    # unlisting a peer takes it out of the channel
+    path = f"/api/v1/channel/peer?channel=c1&peer_id={b.address}"
+    status, body = await _change(rs, "DELETE", path)
+    assert (status, body["response_code"]) == (200, 0), body
+    assert (await _vset(rs, "c1")).peer_ids == [a.address]
+    assert f"channel c1: peer {b.address} unlisted by the operator" in rs.current_log()
+
+    # the file holds what the RadioStation serves, and a restart reads it back
+    status, served = await get_json(f"{rs.rest}/api/v1/channel/data")
+    assert status == 200 and json.loads(data_file.read_text()) == served["data"]
+    assert served["data"]["c1"] == {"score_package": "p1", "peers": [{"peer_id": a.address}]}
+    versions = {c: (await _vset(rs, c)).version for c in ("c1", "c2")}
+    assert await rs.terminate() == 0
+    rs.start()
+    await rs.wait_ready()
+    assert (await get_json(f"{rs.rest}/api/v1/channel/data"))[1] == served
+    assert {c: (await _vset(rs, c)).version for c in ("c1", "c2")} == versions
+    assert (await _vset(rs, "c2")).peer_ids == [b.address]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loopchain.configure import load_config
-from loopchain.radiostation.channels import ChannelDataError, parse_channels
+from loopchain.radiostation.channels import ChannelDataError, channel_to_json, parse_channels
 from loopchain.radiostation.registry import Registry
 from loopchain.radiostation.station import Station
 from loopchain.types.crypto import Signer
@@ -196,3 +196,47 @@ def test_bad_genesis_data_is_named(genesis: object, message: str) -> None:
     with pytest.raises(ChannelDataError, match=message) as refused:
         parse_channels(PATH, {"c": {"genesis_data": genesis}}, "x")
     assert str(refused.value).startswith(f"{PATH}: channel 'c': genesis_data: ")
+
+
+def test_channel_to_json_reads_back_to_the_same_channel() -> None:
+    data = {
+        "c": {
+            "score_package": "sample/token",
+            "peers": [
+                {"peer_id": A, "peer_target": "127.0.0.1:7100", "weight": 2, "group_id": "g"},
+                {"peer_id": B, "role": "auditor"},
+                {"peer_target": "127.0.0.1:7300"},
+            ],
+            "groups": {"g": {"weight": 3}},
+            "score_settings": {"token": {"owner": A}},
+            "genesis_data": {
+                "accounts": [{"name": "god", "address": A, "balance": "0x64"}],
+                "message": "hi",
+            },
+        },
+        "d": {"score_package": "loopchain/default"},
+    }
+    specs = parse_channels(PATH, data, "loopchain/default")
+    assert {name: channel_to_json(spec) for name, spec in specs.items()} == {
+        **data,
+        "d": {"score_package": "loopchain/default", "peers": []},
+    }
+    again = parse_channels(PATH, {n: channel_to_json(s) for n, s in specs.items()}, "x")
+    assert again == specs
+
+
+def test_a_changed_channel_gets_a_new_version_even_with_the_same_members() -> None:
+    specs = parse_channels(PATH, {"c": {"peers": [{"peer_id": A}]}}, "loopchain/default")
+    registry = Registry(specs, channel_auth=True)
+    registry.register(A, "127.0.0.1:7100", "", b"")
+    assert registry.version("c") == 1
+    heavier = parse_channels(PATH, {"c": {"peers": [{"peer_id": A, "weight": 5}]}}, "x")["c"]
+    assert registry.set_channel(heavier) == 2  # same member, another weight
+    assert registry.channels["c"] is heavier
+    more = parse_channels(PATH, {"c": {"peers": [{"peer_id": A}, {"peer_id": B}]}}, "x")["c"]
+    assert registry.set_channel(more) == 3
+    registry.register(B, "127.0.0.1:7200", "", b"")
+    assert registry.members("c")[1].peer_id == B and registry.version("c") == 4
+    fresh = parse_channels(PATH, {"e": {"peers": [{"peer_id": B}]}}, "x")["e"]
+    assert registry.set_channel(fresh) == 1  # a new channel starts at 1 with its members
+    assert [r.peer_id for r in registry.members("e")] == [B]

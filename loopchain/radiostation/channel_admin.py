@@ -1,0 +1,135 @@
+"""The operator's changes to the channel data: add a channel, add or remove a channel's peer entry.
+
+Each change is made on the whole channel data as channel_manage_data.json holds it, checked by the
+same parser that reads the file at start (parse_channels), and by the listed-mode rule (every entry
+names a peer_id), then written to CHANNEL_MANAGE_DATA_PATH at once (a synced temporary file renamed
+over it) and only then applied to the registry: the file and the running RadioStation never
+disagree, and the next start reads what the operator set.
+
+Peers learn a change of a channel they are in at their next heartbeat (its version grows); a new
+channel reaches a peer when it registers (at its next start).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from loopchain.radiostation.channels import (
+    ChannelDataError,
+    ChannelSpec,
+    channel_to_json,
+    parse_channels,
+)
+from loopchain.radiostation.registry import write_atomic
+from loopchain.radiostation.station import Station, UnknownChannel
+
+MAX_CHANNELS = 256
+MAX_CHANNEL_NAME = 64
+# a new channel's name becomes a directory name on every peer: letters, digits, _ . - only
+_CHANNEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
+
+
+class ChannelChangeError(ValueError):
+    """A change the channel data cannot take; the message says why."""
+
+
+class ChannelExists(ChannelChangeError):
+    """A channel of that name is already managed."""
+
+
+class NoSuchEntry(LookupError):
+    """The channel lists no peer of that id (or target)."""
+
+
+def channel_data(station: Station) -> dict[str, dict[str, Any]]:
+    """Every channel as channel_manage_data.json holds it."""
+    return {name: channel_to_json(spec) for name, spec in station.registry.channels.items()}
+
+
+def _data_path(station: Station) -> Path:
+    return Path(station.config.CHANNEL_MANAGE_DATA_PATH)
+
+
+def _check(station: Station, data: dict[str, Any], name: str) -> ChannelSpec:
+    """The spec of channel `name` in `data`, every channel checked as at start."""
+    try:
+        specs = parse_channels(_data_path(station), data, str(station.config.DEFAULT_SCORE_PACKAGE))
+    except ChannelDataError as exc:
+        raise ChannelChangeError(str(exc)) from None
+    spec = specs[name]
+    if station.registry.channel_auth and spec.unlisted():
+        raise ChannelChangeError(
+            f"channel {name!r}: with ENABLE_CHANNEL_AUTH every peer entry needs a peer_id "
+            "(a target alone is not an identity)"
+        )
+    return spec
+
+
+def _commit(station: Station, data: dict[str, Any], spec: ChannelSpec) -> int:
+    """Write the channel data, then apply `spec`; the channel's version."""
+    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    try:
+        write_atomic(_data_path(station), text.encode("utf-8"))
+    except OSError as exc:
+        raise OSError(f"cannot write {_data_path(station)}: {exc.strerror or exc}") from None
+    return station.registry.set_channel(spec)
+
+
+def add_channel(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, int]:
+    """Add the channel `body["channel"]` with the other fields of `body` as its entry."""
+    name = body.get("channel")
+    if not isinstance(name, str) or not _CHANNEL_NAME.fullmatch(name):
+        raise ChannelChangeError(
+            f"field 'channel' must be 1 to {MAX_CHANNEL_NAME} letters, digits, '_', '.' or '-'"
+            " (not starting with '.' or '-')"
+        )
+    if name in station.registry.channels:
+        raise ChannelExists(f"channel {name!r} exists already")
+    if len(station.registry.channels) >= MAX_CHANNELS:
+        raise ChannelChangeError(f"at most {MAX_CHANNELS} channels")
+    data = channel_data(station)
+    data[name] = {k: v for k, v in body.items() if k != "channel"}
+    spec = _check(station, data, name)
+    return spec, _commit(station, data, spec)
+
+
+def _entries(station: Station, channel: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    if channel not in station.registry.channels:
+        raise UnknownChannel(f"unknown channel {channel!r}")
+    data = channel_data(station)
+    return data, data[channel].setdefault("peers", [])
+
+
+def add_member(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, int]:
+    """Add the peer entry `body` (peer_id, peer_target, weight, group_id, role) to the channel
+    `body["channel"]`."""
+    channel = body.get("channel")
+    if not isinstance(channel, str) or not channel:
+        raise ChannelChangeError("field 'channel' must name a channel")
+    data, peers = _entries(station, channel)
+    peers.append({k: v for k, v in body.items() if k != "channel"})
+    spec = _check(station, data, channel)
+    return spec, _commit(station, data, spec)
+
+
+def remove_member(
+    station: Station, channel: str, peer_id: str, target: str
+) -> tuple[ChannelSpec, int]:
+    """Remove the entry of `peer_id` (or, without one, the entry naming only `target`)."""
+    data, peers = _entries(station, channel)
+    kept = [
+        entry
+        for entry in peers
+        if not (
+            (peer_id and entry.get("peer_id") == peer_id)
+            or (not peer_id and not entry.get("peer_id") and entry.get("peer_target") == target)
+        )
+    ]
+    if len(kept) == len(peers):
+        raise NoSuchEntry(f"channel {channel!r} lists no peer {peer_id or target!r}")
+    data[channel]["peers"] = kept
+    spec = _check(station, data, channel)
+    return spec, _commit(station, data, spec)
