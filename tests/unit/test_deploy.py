@@ -4,6 +4,7 @@ container engine; the step that lists the peers is run for real against temporar
 from __future__ import annotations
 
 import argparse
+import datetime
 import glob
 import json
 import os
@@ -30,6 +31,7 @@ from loopchain.radiostation.main import create_station, storage_dir
 from loopchain.radiostation.main import parse_args as parse_radiostation_args
 from loopchain.types.crypto import key_file_is_encrypted, open_key_file
 from loopchain.types.passwords import KEY_PASSWORD_ENV
+from tools import log_parser
 from tools.listed_channels import main as listed_channels_main
 from tools.listed_channels import parse_args as parse_listed_channels_args
 
@@ -414,7 +416,7 @@ def fluentd_forward_port() -> int:
     raise AssertionError(f"{FLUENT_CONF} has no forward <source>")
 
 
-def test_peers_ship_logs_to_the_collector(
+def test_every_node_ships_logs_to_the_collector(
     compose: dict[str, Any], dockerfile: list[Instruction]
 ) -> None:
     assert fluentd_forward_port() == COLLECTOR_PORT
@@ -422,11 +424,24 @@ def test_peers_ship_logs_to_the_collector(
     mounts = [str(v).split(":")[:2] for v in service(compose, COLLECTOR).get("volumes", [])]
     conf_sources = [src for src, target in mounts if target == "/fluentd/etc/fluent.conf"]
     assert [(COMPOSE.parent / s).resolve() for s in conf_sources] == [FLUENT_CONF]
-    for name in PEERS:
+    for name in LOOPCHAIN_SERVICES:  # the peers' REST proxies and SCORE processes follow them
         config, _ = service_config(compose, name, dockerfile)
         assert config.MONITOR_LOG is True, f"{name}: MONITOR_LOG is off"
-        assert config.MONITOR_LOG_HOST == COLLECTOR
+        assert config.MONITOR_LOG_HOST == COLLECTOR, f"{name} ships to {config.MONITOR_LOG_HOST}"
         assert config.MONITOR_LOG_PORT == COLLECTOR_PORT
+        assert COLLECTOR in service(compose, name).get("depends_on", {}), f"{name}: no {COLLECTOR}"
+
+
+def test_log_parser_reads_the_time_fluentd_writes() -> None:
+    """fluent.conf injects `time` in its time_format; tools/log_parser.py must parse it."""
+    text = FLUENT_CONF.read_text(encoding="utf-8")
+    assert re.search(r"^\s*tag_key\s+tag\s*$", text, re.M), "fluent.conf injects no tag"
+    assert re.search(r"^\s*time_key\s+time\s*$", text, re.M), "fluent.conf injects no time"
+    match = re.search(r"^\s*time_format\s+(\S+)\s*$", text, re.M)
+    assert match, "fluent.conf gives no time_format"
+    when = datetime.datetime(2025, 3, 4, 5, 6, 7, 891000, tzinfo=datetime.UTC)
+    written = when.strftime(match.group(1).replace("%L", f"{when.microsecond // 1000:03d}"))
+    assert log_parser.parse_time(written) == when.timestamp(), written
 
 
 def test_radiostation_runs_in_listed_mode_on_the_file_listed_channels_writes(
