@@ -65,6 +65,7 @@ SEND_TIMEOUT = 3.0  # seconds the sender thread gives one connect or send
 CLOSE_DEADLINE = 1.0  # seconds exit waits for the queue to reach the collector
 MAX_MESSAGE_CHARS = 16_384  # a longer log message is cut (its full text stays on stderr)
 MAX_EXC_CHARS = 65_536
+WARNING_INTERVAL = 60.0  # seconds between two warnings that entries are being dropped
 TAG_PREFIX = "loopchain"
 KINDS = frozenset({"radiostation", "peer", "rest_proxy", "score"})
 
@@ -100,6 +101,7 @@ class ShippingHandler(logging.Handler):
         self._drops_lock = threading.Lock()
         self._closing = False
         self._deadline: float | None = None
+        self._next_warning = 0.0
         self.addFilter(_not_own_records)
         self.sender = asyncsender.FluentSender(
             TAG_PREFIX,
@@ -201,6 +203,17 @@ class ShippingHandler(logging.Handler):
     def _count(self, entries: int) -> None:
         with self._drops_lock:
             self._drops += entries
+            now = time.monotonic()
+            warn = not self._closing and now >= self._next_warning
+            if warn:
+                self._next_warning = now + WARNING_INTERVAL
+        if warn:  # stays local: this module's records are never shipped
+            _own_log.warning(
+                "monitor log: the collector at %s is unreachable or too slow; %d records and "
+                "events dropped so far",
+                self.target,
+                self._drops,
+            )
 
 
 def _not_own_records(record: logging.LogRecord) -> bool:

@@ -82,7 +82,9 @@ def test_records_and_events_arrive_tagged_with_their_fields(receiver: ForwardRec
     assert handler.dropped == 0 and receiver.errors == []
 
 
-def test_a_dead_collector_costs_every_entry_counted_and_never_an_exception() -> None:
+def test_a_dead_collector_costs_every_entry_counted_and_never_an_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     handler = ShippingHandler("127.0.0.1", dead_port(), "score", "score", pending_bytes=2000)
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "%s", ("m" * 100,), None)
     sent = 300
@@ -96,6 +98,12 @@ def test_a_dead_collector_costs_every_entry_counted_and_never_an_exception() -> 
     assert handler.dropped == sent  # the rest, kept for a collector that never came, at close
     handler.handle(record)  # after close: counted, not raised
     assert handler.dropped == sent + 1
+    warnings = [r.getMessage() for r in caplog.records if r.name == monitor_log.__name__]
+    assert len(warnings) == 2, (
+        warnings
+    )  # one while dropping (then at most one a minute), one at close
+    assert "unreachable or too slow" in warnings[0]
+    assert f"{sent} records and events were not delivered" in warnings[1]
 
 
 def test_a_collector_that_never_reads_blocks_no_emit_and_no_close() -> None:
