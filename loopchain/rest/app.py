@@ -12,6 +12,7 @@ from yarl import URL
 
 from loopchain.configure import Config, RefusalLog
 from loopchain.rest.errors import RestError, invalid_params, json_response
+from loopchain.rest.explorer_site import explorer_routes
 from loopchain.rest.handlers import PeerApi
 from loopchain.rest.icon_methods import IconMethods
 from loopchain.rest.icon_monitor import Monitors
@@ -110,6 +111,7 @@ def create_app(config: Config, peer_target: str) -> web.Application:
     api = PeerApi(config, peer_target)
     app[PEER_API] = api
     app.add_routes([*api.routes(), _openapi_route(), *_jsonrpc_routes(config, api, max_body)])
+    app.add_routes(explorer_routes())  # the block explorer's static page at /explorer
     app.cleanup_ctx.append(_peer_channel)
     return app
 
