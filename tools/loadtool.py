@@ -30,6 +30,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -199,6 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
         help='JSON object sent for -t 0 (a "loadtool" field is added to keep each one unique)',
     )
     add("--json", action="store_true", help="print one JSON summary object")
+    add(
+        "--progress",
+        action="store_true",
+        help="a progress line on stderr once a second (the default when stderr is a terminal)",
+    )
+    add(
+        "--report",
+        metavar="DIR",
+        help="write report.json, report.md and latency.png (latency over time) into DIR",
+    )
     return parser
 
 
@@ -422,7 +433,11 @@ class Stats:
     submit_times: dict[str, float] = field(default_factory=dict)
     commit_latencies: list[float] = field(default_factory=list)
     reply_latencies: list[float] = field(default_factory=list)
+    # (sent, latency) of each commit (create modes) or reply (queries): the report's plot
+    samples: list[tuple[float, float]] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    answers: Counter[str] = field(default_factory=Counter)  # each request's answer by status
+    sent: int = 0  # requests started
     submitted: int = 0
     committed: int = 0
     blocks_seen: int = 0
@@ -445,6 +460,7 @@ class Stats:
             if sent is not None:
                 self.committed += 1
                 self.commit_latencies.append(observed - sent)
+                self.samples.append((sent, observed - sent))
                 self.last_commit = observed
 
 
@@ -503,6 +519,7 @@ async def _client(run: Run, client: int, end: float) -> None:
                 return
         payload = run.icon_payload(client, seq) if run.args.type == 2 else run.payload(client, seq)
         seq += 1
+        run.stats.sent += 1
         sent = time.monotonic()
         try:
             if run.args.type in (0, 2):
@@ -515,9 +532,17 @@ async def _client(run: Run, client: int, end: float) -> None:
                 await run.transport.query(payload)
                 run.stats.submitted += 1
                 run.stats.reply_latencies.append(time.monotonic() - sent)
+                run.stats.samples.append((sent, time.monotonic() - sent))
+            run.stats.answers[_ok_answer(run.args)] += 1
         except LoadError as exc:
             run.stats.errors[exc.kind] += 1
+            run.stats.answers[exc.kind] += 1
             await asyncio.sleep(ERROR_BACKOFF)
+
+
+def _ok_answer(args: argparse.Namespace) -> str:
+    """How a successful answer is counted among the answers by status."""
+    return "http 200" if args.target.kind == "rest" else "grpc OK"
 
 
 async def _poll_chain(run: Run) -> None:
@@ -544,24 +569,32 @@ async def _watch_commits(run: Run) -> None:
             pass
 
 
+def progress_line(run: Run, now: float) -> str:
+    """One progress line: elapsed, sent, acknowledged (and its rate), errors, committed, height."""
+    stats = run.stats
+    elapsed = max(now - run.started, 1e-6)
+    return (
+        f"{elapsed:6.1f}s  sent {stats.sent}  acknowledged {stats.submitted}"
+        f" ({stats.submitted / elapsed:.1f}/s)  errors {sum(stats.errors.values())}"
+        f"  committed {stats.committed}  height {stats.height}"
+    )
+
+
 async def _progress(run: Run) -> None:
-    """A progress line on the terminal, once a second."""
+    """A progress line on stderr once a second: rewritten in place on a terminal, one line each
+    second otherwise (--progress into a file or a pipe)."""
+    terminal = sys.stderr.isatty()
     while not run.stop_all.is_set():
-        stats = run.stats
-        elapsed = max(time.monotonic() - run.started, 1e-6)
-        line = (
-            f"\r{elapsed:6.1f}s  submitted {stats.submitted} ({stats.submitted / elapsed:.1f}/s)"
-            f"  committed {stats.committed}  errors {sum(stats.errors.values())}"
-            f"  height {stats.height}"
-        )
-        sys.stdout.write(line + "\x1b[K")
-        sys.stdout.flush()
+        line = progress_line(run, time.monotonic())
+        sys.stderr.write(f"\r{line}\x1b[K" if terminal else line + "\n")
+        sys.stderr.flush()
         try:
             await asyncio.wait_for(run.stop_all.wait(), 1.0)
         except TimeoutError:
             pass
-    sys.stdout.write("\r\x1b[K")
-    sys.stdout.flush()
+    if terminal:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
 
 
 async def fund_accounts(run: Run) -> None:
@@ -630,7 +663,7 @@ async def _send_and_drain(run: Run) -> None:
     tasks: list[asyncio.Task[None]] = []
     if args.type in (0, 2):
         tasks.append(asyncio.create_task(_watch_commits(run)))
-    if sys.stdout.isatty() and not args.json:
+    if getattr(args, "progress", False) or sys.stderr.isatty():
         tasks.append(asyncio.create_task(_progress(run)))
     run.started = time.monotonic()
     end = run.started + args.duration
@@ -727,26 +760,42 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def run_load(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the load described by `args` and return the summary."""
+async def perform(args: argparse.Namespace) -> Run:
+    """Run the load described by `args`; the finished run with its measurements."""
     transport = open_transport(args)
     run = Run(args, transport, limiter=RateLimiter(args.rate) if args.rate else None)
     try:
         await execute(run)
     finally:
         await transport.close()
-    return summarize(run)
+    return run
+
+
+async def run_load(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the load described by `args` and return the summary."""
+    return summarize(await perform(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: 0 after a run, 1 when the peer could not be reached at all."""
+    """Entry point: 0 after a run, 1 when the peer could not be reached at all (or the report
+    could not be written)."""
     args = parse_args(argv)
     try:
-        summary = asyncio.run(run_load(args))
+        run = asyncio.run(perform(args))
     except LoadError as exc:
         print(f"loadtool: cannot read the chain at {args.target.address}: {exc}", file=sys.stderr)
         return 1
+    summary = summarize(run)
     print(json.dumps(summary) if args.json else format_summary(summary))
+    if args.report:
+        from tools.load_report import write_report  # matplotlib only when a report is asked for
+
+        try:
+            paths = write_report(run, Path(args.report))
+        except OSError as exc:
+            print(f"loadtool: cannot write the report in {args.report}: {exc}", file=sys.stderr)
+            return 1
+        print(f"report      {', '.join(str(p) for p in paths)}", file=sys.stderr)
     return 1 if summary["submitted"] == 0 and summary["errors"] else 0
 
 

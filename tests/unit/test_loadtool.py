@@ -164,3 +164,68 @@ def test_argparse_type_wraps_value_errors():
     convert = loadtool._argparse_type(parse_duration)
     with pytest.raises(argparse.ArgumentTypeError, match="not a number"):
         convert("x")
+
+
+def _finished_run() -> loadtool.Run:
+    run = loadtool.Run(parse_args(["-m", "2s"]), transport=_NoTransport())
+    run.started, run.send_seconds = 9.0, 2.0
+    for name, sent in (("a", 10.0), ("b", 10.5), ("c", 11.0)):
+        run.stats.sent += 1
+        run.stats.record_submit(name, sent=sent, replied=sent + 0.1)
+        run.stats.answers["http 200"] += 1
+    run.stats.sent += 1
+    run.stats.errors["http 503 (-7)"] += 1
+    run.stats.answers["http 503 (-7)"] += 1
+    run.stats.errors["chain poll: timeout"] += 1  # not a request's answer
+    run.stats.record_block(BlockInfo(0, "h0", "", ("a", "b")), observed=12.0)
+    return run
+
+
+def test_progress_line_counts_sent_acknowledged_and_errors():
+    line = loadtool.progress_line(_finished_run(), now=11.0)
+    assert line.split() == (
+        "2.0s sent 4 acknowledged 3 (1.5/s) errors 2 committed 2 height 0".split()
+    )
+
+
+def test_report_figures_and_markdown():
+    from tools import load_report
+
+    report = load_report.build_report(_finished_run())
+    assert report["requests"] == 4 and report["acknowledged"] == 3 and report["committed"] == 2
+    assert report["success_rate"] == 0.75
+    assert report["answers"] == {"http 200": 3, "http 503 (-7)": 1}
+    assert report["latency_ms"] == {"p50": 1500.0, "p90": 2000.0, "p99": 2000.0, "max": 2000.0}
+    assert report["reply_latency_ms"]["max"] == 100.0
+    assert report["chain_poll_errors"] == {"chain poll: timeout": 1}
+    assert report["throughput"] == {"acknowledged_per_s": 1.5, "committed_per_s": 1.0}
+    text = load_report.format_markdown(report)
+    assert "| success rate | 75.00 % |" in text and "| http 503 (-7) | 1 |" in text
+    assert "| commit latency max (ms) | 2000.0 |" in text
+
+
+def test_report_of_a_run_without_answers_has_no_rates():
+    from tools import load_report
+
+    run = loadtool.Run(parse_args(["-t", "1"]), transport=_NoTransport())
+    report = load_report.build_report(run)
+    assert report["requests"] == 0 and report["success_rate"] is None
+    assert report["latency_ms"]["max"] is None and report["committed"] is None
+    assert "| success rate | – |" in load_report.format_markdown(report)
+
+
+def test_progress_and_report_flags():
+    args = parse_args(["--progress", "--report", "out"])
+    assert args.progress is True and args.report == "out"
+    assert parse_args([]).report is None and parse_args([]).progress is False
+
+
+def test_matplotlib_is_imported_only_for_a_report():
+    import subprocess
+    import sys
+
+    code = "import sys, tools.loadtool, tools.load_report; print('matplotlib' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "False"
