@@ -151,7 +151,9 @@ def test_the_explorer_shows_a_submitted_transaction_its_block_and_the_peers(
 
     # 3. the peer and leader panel: this peer, a leader among the validators, every validator
     ids = peer_ids(net)
-    this_peer = str(net.status(port)["peer_id"])
+    status = net.status(port)
+    this_peer = str(status["peer_id"])
+    expect(page.locator("#channel")).to_have_value(str(status["channel"]))
     expect(page.locator("#peer-status")).to_contain_text(this_peer)
     expect(page.locator("#validator-rows tr")).to_have_count(PEERS)
     shown = set(
