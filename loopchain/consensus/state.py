@@ -136,6 +136,7 @@ class ChannelConsensus:
         self.propose_timer_round = -1
         self.made_block_count = 0
         self.complaint_count = 0
+        self.view_changes = 0  # rounds entered without a certified block (complaints, timeouts)
         self.roots_at = roots_at  # (state root, results hash) after an executed height
         self.executed_height = executed_height
         self.awaiting_execution: list[m.ProposalReceived] = []
@@ -771,6 +772,8 @@ class ChannelConsensus:
         self.round = round_
         if progressed:
             self.failed_rounds = 0
+        else:
+            self.view_changes += 1
         self.timer_round = -1
         for old in [r for r in self.complaints if r < round_]:
             del self.complaints[old]

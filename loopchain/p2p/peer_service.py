@@ -106,6 +106,13 @@ class ChannelBackend(Protocol):
     def block_range(self, from_height: int, max_blocks: int) -> BlockRangeResult: ...
 
 
+class ServiceMonitor(Protocol):
+    """Where the servicer counts the errors it answers and finds the peer's metrics."""
+
+    def rpc_error(self, method: str, code: str) -> None: ...
+    def exposition(self) -> bytes: ...
+
+
 class PeerBackend(Protocol):
     """The peer: its channels by name (empty name: the default channel), and its identity."""
 
@@ -164,9 +171,16 @@ def _hash_arg(text: str) -> bytes:
 class PeerServicer(pb_grpc.PeerServiceServicer):
     """Adapter between gRPC and the peer backend."""
 
-    def __init__(self, backend: PeerBackend, peer_id: str, tls: Tls | None = None) -> None:
+    def __init__(
+        self,
+        backend: PeerBackend,
+        peer_id: str,
+        tls: Tls | None = None,
+        monitor: ServiceMonitor | None = None,
+    ) -> None:
         self.backend = backend
         self.peer_id = peer_id
+        self.monitor = monitor
         self.callers: CallerCheck | None = None
         if tls is not None:  # certificate checks load their library only on TLS nodes
             from loopchain.p2p.callers import CallerCheck
@@ -197,7 +211,10 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         return self._channel(context, name)
 
     async def _serve(
-        self, context: grpc.aio.ServicerContext, work: Callable[[], T | Awaitable[T]]
+        self,
+        context: grpc.aio.ServicerContext,
+        method: str,
+        work: Callable[[], T | Awaitable[T]],
     ) -> T:
         try:
             result = work()
@@ -207,11 +224,17 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         except RequestError as exc:
             if exc.kind is ErrorKind.INVALID:  # refusals by identity log their own warning
                 _refused(context, exc.kind.value, exc.message)
+            self._count_error(method, exc.kind.value)
             await context.abort(exc.kind.value, exc.message)
         except EncodingError as exc:
             _refused(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {exc}")
+            self._count_error(method, grpc.StatusCode.INVALID_ARGUMENT)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {exc}")
         raise AssertionError("unreachable")
+
+    def _count_error(self, method: str, code: grpc.StatusCode) -> None:
+        if self.monitor is not None:
+            self.monitor.rpc_error(method, code.name)
 
     # ------------------------------------------------------------ client facing
 
@@ -222,7 +245,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             tx = await channel.create_tx(data)
             return pb.CreateTxReply(tx_hash=tx.hash_hex, channel=tx.channel)
 
-        return await self._serve(context, work)
+        return await self._serve(context, "CreateTx", work)
 
     async def CreateTxBatch(
         self, request: pb.CreateTxBatchRequest, context: Any
@@ -252,7 +275,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                     results.append(pb.CreateTxResult(tx_hash=outcome.hash_hex))
             return pb.CreateTxBatchReply(results=results)
 
-        return await self._serve(context, work)
+        return await self._serve(context, "CreateTxBatch", work)
 
     async def CreateIconTx(self, request: pb.IconTxRequest, context: Any) -> pb.CreateTxReply:
         async def work() -> pb.CreateTxReply:
@@ -260,7 +283,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             tx = await channel.create_icon_tx(request.params_json)
             return pb.CreateTxReply(tx_hash=tx.hash_hex, channel=request.channel)
 
-        return await self._serve(context, work)
+        return await self._serve(context, "CreateIconTx", work)
 
     async def GetBalance(self, request: pb.BalanceRequest, context: Any) -> pb.BalanceReply:
         async def work() -> pb.BalanceReply:
@@ -268,7 +291,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             balance, supply, height = await channel.balance(request.address)
             return pb.BalanceReply(balance=str(balance), total_supply=str(supply), height=height)
 
-        return await self._serve(context, work)
+        return await self._serve(context, "GetBalance", work)
 
     async def GetTx(self, request: pb.GetTxRequest, context: Any) -> pb.GetTxReply:
         def work() -> pb.GetTxReply:
@@ -289,7 +312,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 tx_index=found.tx_index,
             )
 
-        return await self._serve(context, work)
+        return await self._serve(context, "GetTx", work)
 
     async def GetTxResult(self, request: pb.GetTxRequest, context: Any) -> pb.TxResultReply:
         def work() -> pb.TxResultReply:
@@ -309,7 +332,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 events_json=found.events_json,
             )
 
-        return await self._serve(context, work)
+        return await self._serve(context, "GetTxResult", work)
 
     async def GetBlock(self, request: pb.GetBlockRequest, context: Any) -> pb.BlockReply:
         def work() -> pb.BlockReply:
@@ -328,7 +351,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 certificate=qc.encode() if qc is not None else b"",
             )
 
-        return await self._serve(context, work)
+        return await self._serve(context, "GetBlock", work)
 
     async def GetStatus(self, request: pb.ChannelRequest, context: Any) -> pb.PeerStatusReply:
         def work() -> pb.PeerStatusReply:
@@ -338,7 +361,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             }
             return pb.PeerStatusReply(**fields)
 
-        return await self._serve(context, work)
+        return await self._serve(context, "GetStatus", work)
 
     async def Query(self, request: pb.QueryRequest, context: Any) -> pb.QueryReply:
         try:
@@ -349,6 +372,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             channel = self._channel(context, request.channel)
             return pb.QueryReply(response_json=await channel.query(request.params_json))
         except RequestError as exc:
+            self._count_error("Query", exc.kind.value)
             await context.abort(exc.kind.value, exc.message)
         raise AssertionError("unreachable")
 
@@ -365,7 +389,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 api_json=info.api_json,
             )
 
-        return await self._serve(context, work)
+        return await self._serve(context, "GetScoreStatus", work)
 
     # ------------------------------------------------------------ peer to peer
 
@@ -380,7 +404,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             channel.receive_txs([Transaction.decode(raw) for raw in request.txs])
             return pb.Ack(code=0)
 
-        return await self._serve(context, work)
+        return await self._serve(context, "AddTxBatch", work)
 
     async def Deliver(self, request: pb.ConsensusMessage, context: Any) -> pb.Ack:
         def work() -> pb.Ack:
@@ -388,7 +412,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             channel.receive(decode_consensus(request))
             return pb.Ack(code=0)
 
-        return await self._serve(context, work)
+        return await self._serve(context, "Deliver", work)
 
     async def Identify(self, request: pb.IdentifyRequest, context: Any) -> pb.IdentifyReply:
         def work() -> pb.IdentifyReply:
@@ -399,7 +423,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             peer_id, signature = self.backend.identify(request.challenge)
             return pb.IdentifyReply(peer_id=peer_id, signature=signature)
 
-        return await self._serve(context, work)
+        return await self._serve(context, "Identify", work)
 
     async def GetBlockRange(self, request: pb.BlockRangeRequest, context: Any) -> pb.BlockRange:
         def work() -> pb.BlockRange:
@@ -415,4 +439,17 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 reply.commit_proof.block, reply.commit_proof.certificate = found.proof
             return reply
 
-        return await self._serve(context, work)
+        return await self._serve(context, "GetBlockRange", work)
+
+    # ------------------------------------------------------------ operations
+
+    async def GetMetrics(self, request: pb.MetricsRequest, context: Any) -> pb.MetricsReply:
+        def work() -> pb.MetricsReply:
+            if self.monitor is None:
+                raise RequestError(ErrorKind.UNIMPLEMENTED, "this peer keeps no metrics")
+            try:
+                return pb.MetricsReply(text=self.monitor.exposition())
+            except OverflowError as exc:
+                raise RequestError(ErrorKind.POOL_FULL, str(exc)) from None
+
+        return await self._serve(context, "GetMetrics", work)

@@ -7,7 +7,7 @@ import grpc
 
 from loopchain.configure import Config
 from loopchain.p2p import grpc_util
-from loopchain.p2p.peer_service import PeerBackend, PeerServicer
+from loopchain.p2p.peer_service import PeerBackend, PeerServicer, ServiceMonitor
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 
 
@@ -22,11 +22,18 @@ class PeerServer:
 
 
 async def start_peer_server(
-    backend: PeerBackend, peer_id: str, config: Config, port: int, tls: grpc_util.Tls | None
+    backend: PeerBackend,
+    peer_id: str,
+    config: Config,
+    port: int,
+    tls: grpc_util.Tls | None,
+    monitor: ServiceMonitor | None = None,
 ) -> PeerServer:
-    """Bind and start the server (OSError with a clear message when a port is taken)."""
+    """Bind and start the server (OSError with a clear message when a port is taken); errors it
+    answers are counted by `monitor`, whose metrics GetMetrics serves."""
     server = grpc_util.create_server(config)
-    pb_grpc.add_PeerServiceServicer_to_server(PeerServicer(backend, peer_id, tls), server)
+    servicer = PeerServicer(backend, peer_id, tls, monitor)
+    pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
     grpc_util.bind(server, config.IP_LOCAL, port, tls)
     if tls is not None:
         grpc_util.bind(server, "127.0.0.1", port + int(config.PORT_DIFF_INNER_SERVICE))

@@ -11,7 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
-from loopchain import failpoints
+from loopchain import failpoints, monitor_log
 from loopchain.blockchain import coin, execution
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.blockchain.chain import Limits
@@ -26,6 +26,7 @@ from loopchain.p2p.peer_service import BlockRangeResult, TxLookup, TxOutcome
 from loopchain.p2p.transport import ConsensusPayload, PeerTransport
 from loopchain.peer.catchup import CatchUp
 from loopchain.peer.intake import MB, IntakeLog, IntakeRefused
+from loopchain.peer.metrics import ChannelGauges, ChannelMetrics, PeerMetrics
 from loopchain.peer.relay import TxRelay
 from loopchain.peer.score_runtime import ScoreInfo, ScoreRuntime
 from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
@@ -42,6 +43,12 @@ from loopchain.types.vote import QuorumCertificate
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 NOT_INVOKED_TEXT = "not invoked yet"  # the message of code 2 while a transaction waits
+MONITORED_HASHES = 8  # transaction hashes a CreateTx monitoring event names at most
+_REFUSAL_REASONS = {  # refusals by their kind, as the metrics count them
+    ErrorKind.POOL_FULL: "pool_full",
+    ErrorKind.DENIED: "denied",
+    ErrorKind.UNAVAILABLE: "unavailable",
+}
 
 
 @dataclass(frozen=True)
@@ -86,8 +93,13 @@ class ChannelService:
         store: BlockStore,
         transport: PeerTransport,
         on_fatal: Callable[[str], None] | None = None,
+        metrics: ChannelMetrics | None = None,
     ) -> None:
         self.settings = settings
+        # on its own (tests), a channel keeps its figures in a registry of its own
+        self.metrics = metrics or PeerMetrics(lambda: {self.name: self.gauges}).channel(
+            settings.name
+        )
         self.on_fatal = on_fatal
         self.halted: str | None = None  # why this channel stopped (its storage failed)
         self.name = settings.name
@@ -124,6 +136,7 @@ class ChannelService:
             on_executed=self.receive,
             score_settings=settings.score_settings,
             on_storage_error=self._storage_failed,
+            metrics=self.metrics,
         )
         self._admit_max = min(int(config.TX_POOL_ADMIT_MAX), int(config.TX_POOL_MAX))
         self._admit_wait = float(config.TX_POOL_ADMIT_WAIT)
@@ -228,6 +241,17 @@ class ChannelService:
         """Check a client-signed v3 transaction (params as sent: shape, signature, network id,
         time, size, not known yet, the sender able to pay value + stepLimit x STEP_PRICE at the
         last executed block) and pool it like create_txs does."""
+        try:
+            tx = await self._checked_icon_tx(params_json)
+        except RequestError as exc:
+            self._count_refusals([exc])
+            raise
+        outcome = (await self._take_in([tx]))[0]
+        if isinstance(outcome, RequestError):
+            raise outcome
+        return outcome
+
+    async def _checked_icon_tx(self, params_json: str) -> Transaction:
         tx = self._new_icon_tx(params_json)
         icon = tx.icon()
         held = await self.balance(icon.sender)
@@ -239,10 +263,7 @@ class ChannelService:
                 f"{needed} (value {icon.value} + stepLimit {icon.step_limit} x step price "
                 f"{coin.STEP_PRICE})",
             )
-        outcome = (await self._take_in([tx]))[0]
-        if isinstance(outcome, RequestError):
-            raise outcome
-        return outcome
+        return tx
 
     def _new_icon_tx(self, params_json: str) -> Transaction:
         limit = int(self.config.MAX_TX_BYTES)
@@ -300,12 +321,30 @@ class ChannelService:
                 await self.intake.write(created)
             except IntakeRefused as exc:
                 refused = RequestError(ErrorKind.POOL_FULL, str(exc))
+                self.metrics.refused("pool_full", len(created))
                 return [refused if isinstance(o, Transaction) else o for o in outcomes]
             finally:
                 self._intake_writing -= len(created)
             failpoints.hit("intake-appended")
         self._dispatch(m.TxsReceived(tuple(created), gossip=True))
+        hashes = [tx.hash for tx in created]
+        self.metrics.accepted(hashes)
+        monitor_log.event(
+            "CreateTx",
+            channel=self.name,
+            count=len(created),
+            tx_hashes=[h.hex() for h in hashes[:MONITORED_HASHES]],
+        )
         return outcomes
+
+    def _count_refusals(self, refusals: list[RequestError]) -> None:
+        """Count refused client inputs by reason (once per reason of a batch)."""
+        counts: dict[str, int] = {}
+        for refusal in refusals:
+            reason = _REFUSAL_REASONS.get(refusal.kind, "invalid")
+            counts[reason] = counts.get(reason, 0) + 1
+        for reason, count in counts.items():
+            self.metrics.refused(reason, count)
 
     def _refusal_for_all(self) -> RequestError | None:
         """Why this channel takes no transaction now (halted, or an auditor), else None."""
@@ -321,16 +360,21 @@ class ChannelService:
     def _new_txs(self, items: list[dict[str, Any]]) -> list[Transaction | RequestError]:
         refused = self._refusal_for_all()
         if refused is not None:
+            self._count_refusals([refused] * len(items))
             return [refused] * len(items)
         outcomes: list[Transaction | RequestError] = []
         now_us = time.time_ns() // 1000
         room, refusal = self._admission(now_us / 1_000_000)
+        refusals: list[RequestError] = []
         for index, data in enumerate(items):
             try:  # one microsecond apart: equal submissions in one batch stay distinct
                 outcomes.append(self._new_tx(data, now_us + index, room, refusal))
                 room -= 1
             except RequestError as exc:
                 outcomes.append(exc)
+                refusals.append(exc)
+        if refusals:
+            self._count_refusals(refusals)
         return outcomes
 
     def _admission(self, now: float) -> tuple[int, str]:
@@ -404,6 +448,7 @@ class ChannelService:
                     tx.hash_hex,
                     problem,
                 )
+                self.metrics.refused("relayed_invalid")
                 continue
             good.append(tx)
         if good:
@@ -415,6 +460,7 @@ class ChannelService:
         if named is not None and named != self.name:
             kind = type(event).__name__.removesuffix("Received").removesuffix("Fetched").lower()
             log.warning("channel %s: refused a %s of channel %s", self.name, kind, named)
+            self.metrics.refused("wrong_channel")
             raise RequestError(
                 ErrorKind.INVALID, f"message belongs to channel {named!r}, not {self.name!r}"
             )
@@ -470,7 +516,15 @@ class ChannelService:
 
     async def query(self, params_json: str) -> str:
         """The SCORE's answer to a query."""
-        return await self._ask_score(self.score.query(params_json))
+        started = time.monotonic()
+        ok = False
+        try:
+            answer = await self._ask_score(self.score.query(params_json))
+            ok = True
+            return answer
+        finally:
+            elapsed = round(time.monotonic() - started, 6)
+            monitor_log.event("Query", channel=self.name, elapsed=elapsed, ok=ok)
 
     async def _ask_score(self, call: Awaitable[T]) -> T:
         """A read of the SCORE process, its failures as the client's errors."""
@@ -504,6 +558,21 @@ class ChannelService:
         if blocks and last == tip:
             proof = self.store.commit_proof()
         return BlockRangeResult(blocks, tip, proof)
+
+    def gauges(self) -> ChannelGauges:
+        """The channel's figures as a scrape reads them."""
+        state = self.consensus
+        executed = self.store.executed()
+        return ChannelGauges(
+            height=state.tip.height,
+            executed_height=executed[0] if executed else -1,
+            round=state.round,
+            view_changes=state.view_changes,
+            complaints=state.complaint_count,
+            pool_size=len(state.pool),
+            pool_bytes=state.pool.size_bytes,
+            is_leader=state.is_leader,
+        )
 
     def status(self) -> dict[str, Any]:
         state = self.consensus
@@ -552,6 +621,7 @@ class ChannelService:
             return
         self.halted = f"channel {self.name}: storage failed: {exc}"
         log.critical("%s; stopping so that nothing is torn", self.halted)
+        monitor_log.event("Error", channel=self.name, kind="storage", message=self.halted[:500])
         if self.on_fatal is not None:
             self.on_fatal(self.halted)
 
@@ -598,6 +668,15 @@ class ChannelService:
         self.store.save_block(block, qc, proof)
         failpoints.hit("block-saved")
         self.score.block_final()
+        self.metrics.committed(block)
+        monitor_log.event(
+            "AddBlock",
+            channel=self.name,
+            height=block.height,
+            hash=block.hash.hex(),
+            tx_count=len(block.transactions),
+            round=block.header.round,
+        )
         now = time.time()
         if now >= self._next_intake_sweep:  # entries no pool would take any more
             self._next_intake_sweep = now + 60.0

@@ -26,6 +26,7 @@ from loopchain.p2p.radiostation_client import (
 )
 from loopchain.p2p.server import PeerServer, start_peer_server
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
+from loopchain.peer.metrics import PeerMetrics
 from loopchain.storage.abc import KeyValueStore
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types.crypto import KeyFile, KeyProtection, Signer, open_key_file
@@ -75,6 +76,10 @@ class PeerNode:
         self.tls: grpc_util.Tls | None = None
         self.failure: str | None = None  # why the peer stopped on its own (its storage failed)
         self._stop: asyncio.Event | None = None
+        self.metrics = PeerMetrics(
+            lambda: {name: service.gauges for name, service in self.channels.items()},
+            process=True,
+        )
 
     # ------------------------------------------------------------ backend for the servicer
 
@@ -107,7 +112,7 @@ class PeerNode:
         self.tls = grpc_util.load_tls(self.config, self.root / "tls")
         self.transport = GrpcTransport(self.config, self.tls)
         server = await start_peer_server(
-            self, self.signer.address, self.config, self.port, self.tls
+            self, self.signer.address, self.config, self.port, self.tls, self.metrics
         )
         rest_child: asyncio.subprocess.Process | None = None
         try:
@@ -191,6 +196,7 @@ class PeerNode:
             store=store,
             transport=self.transport,
             on_fatal=self._fail,
+            metrics=self.metrics.channel(grant.channel),
         )
         self.channels[grant.channel] = service
         group.create_task(service.run(), name=f"channel:{grant.channel}")

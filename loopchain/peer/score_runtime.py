@@ -15,17 +15,19 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loopchain import failpoints
+from loopchain import failpoints, monitor_log
 from loopchain.blockchain import execution
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.blockchain.execution import InvokeResult, TxResult
 from loopchain.configure import Config
 from loopchain.consensus import messages as m
+from loopchain.peer.metrics import ChannelMetrics
 from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
 from loopchain.scoreservice.packages import PackageError, ScorePackage, resolve_package
 from loopchain.scoreservice.supervisor import ScoreSupervisor
@@ -100,8 +102,10 @@ class ScoreRuntime:
         on_executed: Callable[[m.BlockExecuted], None],
         score_settings: Mapping[str, Any] | None = None,
         on_storage_error: Callable[[StorageError], None] | None = None,
+        metrics: ChannelMetrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self.on_storage_error = on_storage_error
         self.channel = channel
         self.store = store
@@ -126,6 +130,12 @@ class ScoreRuntime:
             )
         else:
             log.error("channel %s: %s; results will carry 9100", channel, self.package_error)
+            monitor_log.event(
+                "Error",
+                channel=channel,
+                kind="score_package",
+                message=str(self.package_error)[:500],
+            )
 
     # ------------------------------------------------------------ queries
 
@@ -228,10 +238,16 @@ class ScoreRuntime:
                     self.channel,
                     self.disabled,
                 )
+                monitor_log.event(
+                    "Error", channel=self.channel, kind="score_disabled", message=self.disabled
+                )
                 return self._unavailable(block, executed, self.disabled)
             try:
                 await self.supervisor.wait_ready(float(self.config.SCORE_INVOKE_TIMEOUT))
-                return await self.supervisor.client.invoke_block(block)
+                started = time.monotonic()
+                result = await self.supervisor.client.invoke_block(block)
+                self._invoked(block, result, time.monotonic() - started)
+                return result
             except ScoreUnavailable as exc:
                 timeouts += 1 if exc.deadline_exceeded else 0
                 log.warning(
@@ -243,6 +259,20 @@ class ScoreRuntime:
                 )
                 await self._replay_uncommitted()
             await asyncio.sleep(RETRY_DELAY)
+
+    def _invoked(self, block: Block, result: InvokeResult, elapsed: float) -> None:
+        """A block the SCORE executed: time it, tell the monitor."""
+        if self.metrics is not None:
+            self.metrics.score_execution.observe(elapsed)
+        ok = sum(1 for r in result.results if r.code == execution.SUCCESS)
+        monitor_log.event(
+            "InvokeResult",
+            channel=self.channel,
+            height=block.height,
+            ok=ok,
+            failed=len(result.results) - ok,
+            elapsed=round(elapsed, 6),
+        )
 
     def _unavailable(
         self, block: Block, executed: tuple[int, bytes, bytes] | None, reason: str | None
@@ -301,5 +331,11 @@ class ScoreRuntime:
                 "not deterministic",
                 self.channel,
                 height,
+            )
+            monitor_log.event(
+                "Error",
+                channel=self.channel,
+                kind="score_nondeterministic",
+                message=f"re-executing block {height} gave other roots than recorded",
             )
         await self.supervisor.client.commit_block(height, block.hash.hex())

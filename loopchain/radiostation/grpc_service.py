@@ -66,10 +66,25 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             return f"the TLS certificate belongs to {bound}, not to {peer_id}"
         return None
 
+    def _count_refusal(self, method: str, code: int) -> None:
+        try:
+            name = ResponseCode(code).name
+        except ValueError:
+            name = "other"
+        self.station.metrics.refused_call(method, name)
+
     async def ConnectPeer(
         self, request: pb.ConnectPeerRequest, context: grpc.aio.ServicerContext
     ) -> pb.ConnectPeerReply:
         """Register a peer that proves it holds its id's key, and give it its channels."""
+        reply = await self._connect_peer(request, context)
+        if reply.code:
+            self._count_refusal("ConnectPeer", reply.code)
+        return reply
+
+    async def _connect_peer(
+        self, request: pb.ConnectPeerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConnectPeerReply:
         # 1. the peer id is the key's address and the request is signed by that key
         try:
             key = verify_connect(
@@ -136,6 +151,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         try:
             channel = self.station.resolve_channel(request.channel)
         except UnknownChannel as exc:
+            self.station.metrics.refused_call("GetPeerList", grpc.StatusCode.NOT_FOUND.name)
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return pb.PeerListReply(
             channel=channel,
@@ -177,6 +193,12 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> pb.HeartbeatReply:
         """Record that a peer is alive in a channel; reply with the channel's version."""
+        reply = self._heartbeat(request)
+        if reply.code:
+            self._count_refusal("Heartbeat", reply.code)
+        return reply
+
+    def _heartbeat(self, request: pb.HeartbeatRequest) -> pb.HeartbeatReply:
         try:
             channel = self.station.resolve_channel(request.channel)
         except UnknownChannel as exc:

@@ -234,6 +234,7 @@ async def watch_leaders(station: Station, stop: asyncio.Event) -> None:
         for channel, leader in current.items():
             if leader != known.get(channel):
                 log.info("channel %s: leader is %s", channel, leader or "none")
+                station.metrics.leader_changes.labels(channel).inc()
         known = current
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from loopchain.configure import DEFAULTS, Config, ConfigError
 from loopchain.p2p.grpc_util import Tls
+from loopchain.radiostation.metrics import StationMetrics
 from loopchain.radiostation.registry import PeerView, Registry
 from loopchain.types import canonical
 from loopchain.types.crypto import Signer
@@ -47,6 +48,10 @@ class Station:
         self.clock = clock
         self._sets: dict[str, ValidatorSet] = {}
         self.tls: Tls | None = None  # mutual TLS material when GRPC_SSL_TYPE is 2
+        self.metrics = StationMetrics(
+            lambda: {channel: self.view(channel) for channel in self.registry.channels},
+            process=True,
+        )
 
     @property
     def config(self) -> Config:

@@ -18,6 +18,7 @@ from loopchain.rest.icon_methods import IconMethods
 from loopchain.rest.icon_monitor import Monitors
 from loopchain.rest.icon_peer import PeerReader
 from loopchain.rest.jsonrpc import DEBUG_PATHS, V3_PATHS, JsonRpcEndpoint, is_jsonrpc_path
+from loopchain.rest.metrics import RestMetrics
 from loopchain.types.codes import ResponseCode, error_body
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,13 @@ def _log_refusal(request: web.Request, status: int, message: str) -> None:
 def create_app(config: Config, peer_target: str) -> web.Application:
     """The REST proxy application forwarding to the PeerService at `peer_target` (host:port)."""
     max_body = int(config.REST_MAX_BODY_BYTES)
-    app = web.Application(client_max_size=max_body, middlewares=[_error_middleware(max_body)])
+    metrics = RestMetrics(process=True)
+    middlewares = [metrics.middleware(), _error_middleware(max_body)]
+    app = web.Application(client_max_size=max_body, middlewares=middlewares)
     api = PeerApi(config, peer_target)
+    api.on_rpc_error = metrics.rpc_error
     app[PEER_API] = api
+    app.add_routes([metrics.route(api.peer_metrics)])  # GET /metrics: the proxy's, then the peer's
     app.add_routes([*api.routes(), _openapi_route(), *_jsonrpc_routes(config, api, max_body)])
     app.add_routes(explorer_routes())  # the block explorer's static page at /explorer
     app.cleanup_ctx.append(_peer_channel)

@@ -47,11 +47,15 @@ class PeerApi:
         self.submitter = TxSubmitter(self._submit_batch, lambda: (peer_target, self._timeout))
         self._channel: grpc.aio.Channel | None = None
         self._stub: PeerServiceStub | None = None
+        self.on_rpc_error: Callable[[str, str], None] | None = None  # (method, status code name)
+        self._rpc_names: dict[object, str] = {}
 
     async def start(self) -> None:
         """Open the gRPC channel to the peer (connections are made lazily, per call)."""
         self._channel = open_channel(self.peer_target, self._config)
         self._stub = PeerServiceStub(self._channel)
+        service = pb.DESCRIPTOR.services_by_name["PeerService"]
+        self._rpc_names = {getattr(self._stub, m.name): m.name for m in service.methods}
 
     async def close(self) -> None:
         """Close the gRPC channel, cancelling calls in flight."""
@@ -104,7 +108,20 @@ class PeerApi:
         """One call to the peer within GRPC_TIMEOUT in one of the in-flight slots (a 503
         RestError at once when none is free); a failed call raises its gRPC error."""
         with self._slots():
-            return await method(request, timeout=self._timeout)
+            try:
+                return await method(request, timeout=self._timeout)
+            except grpc.aio.AioRpcError as exc:
+                self._count_error(self._rpc_names.get(method, "other"), exc)
+                raise
+
+    def _count_error(self, method: str, exc: grpc.aio.AioRpcError) -> None:
+        if self.on_rpc_error is not None:
+            self.on_rpc_error(method, exc.code().name)
+
+    async def peer_metrics(self) -> pb.MetricsReply:
+        """The peer's metrics exposition (its gRPC error, or a 503 RestError when busy)."""
+        reply: pb.MetricsReply = await self.call_peer(self.stub.GetMetrics, pb.MetricsRequest())
+        return reply
 
     async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
         try:
@@ -113,7 +130,13 @@ class PeerApi:
             raise rpc_error(exc, self.peer_target, self._timeout) from None
 
     async def _submit_batch(self, request: pb.CreateTxBatchRequest) -> pb.CreateTxBatchReply:
-        reply: pb.CreateTxBatchReply = await self.stub.CreateTxBatch(request, timeout=self._timeout)
+        try:
+            reply: pb.CreateTxBatchReply = await self.stub.CreateTxBatch(
+                request, timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            self._count_error("CreateTxBatch", exc)
+            raise
         return reply
 
     async def _submit(self, channel: str, body: dict[str, Any]) -> dict[str, Any]:
