@@ -93,13 +93,11 @@ def operator_only(handler: Handler) -> Handler:
         except MissingCredential as exc:
             _log_refusal(request, "no operator token")
             _station(request).metrics.admin_refused.labels("no_token").inc()
-            _station(request).metrics.admin_refused.labels("no_token").inc()
             response = error_response(ResponseCode.FAIL, str(exc), 401)
             response.headers[hdrs.WWW_AUTHENTICATE] = BEARER_CHALLENGE
             return response
         except WrongCredential as exc:
             _log_refusal(request, "a wrong operator token")
-            _station(request).metrics.admin_refused.labels("wrong_token").inc()
             _station(request).metrics.admin_refused.labels("wrong_token").inc()
             return error_response(ResponseCode.FAIL, str(exc), 403)
         return await handler(request)
@@ -482,7 +480,6 @@ def create_app(
     app.router.add_post("/api/v1/cert/issue/ca", cert_issue_ca)
     app.router.add_post("/api/v1/cert/issue/peer", cert_issue_peer)
     app.router.add_delete("/api/v1/peer", peer_remove)
-    app.router.add_routes([station.metrics.route()])  # GET /metrics
     app.router.add_routes([station.metrics.route()])  # GET /metrics
     app.router.add_get("/api/v1/channel/data", channel_data_get)
     app.router.add_post("/api/v1/channel", channel_add)
