@@ -53,29 +53,31 @@ def _data_path(station: Station) -> Path:
     return Path(station.config.CHANNEL_MANAGE_DATA_PATH)
 
 
-def _check(station: Station, data: dict[str, Any], name: str) -> ChannelSpec:
-    """The spec of channel `name` in `data`, every channel checked as at start."""
+def _check_all(station: Station, data: dict[str, Any], name: str) -> dict[str, ChannelSpec]:
+    """Every channel of `data` checked as at start, and channel `name` by the listed-mode rule."""
     try:
         specs = parse_channels(_data_path(station), data, str(station.config.DEFAULT_SCORE_PACKAGE))
     except ChannelDataError as exc:
         raise ChannelChangeError(str(exc)) from None
-    spec = specs[name]
-    if station.registry.channel_auth and spec.unlisted():
+    if station.registry.channel_auth and specs[name].unlisted():
         raise ChannelChangeError(
             f"channel {name!r}: with ENABLE_CHANNEL_AUTH every peer entry needs a peer_id "
             "(a target alone is not an identity)"
         )
-    return spec
+    return specs
 
 
-def _commit(station: Station, data: dict[str, Any], spec: ChannelSpec) -> int:
-    """Write the channel data, then apply `spec`; the channel's version."""
-    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+def _commit(station: Station, data: dict[str, Any], name: str) -> tuple[ChannelSpec, int]:
+    """Check `data`, write it in the form GET /api/v1/channel/data serves, then apply channel
+    `name`; its spec and version."""
+    specs = _check_all(station, data, name)
+    written = {channel: channel_to_json(spec) for channel, spec in specs.items()}
+    text = json.dumps(written, indent=1, ensure_ascii=False) + "\n"
     try:
         write_atomic(_data_path(station), text.encode("utf-8"))
     except OSError as exc:
         raise OSError(f"cannot write {_data_path(station)}: {exc.strerror or exc}") from None
-    return station.registry.set_channel(spec)
+    return specs[name], station.registry.set_channel(specs[name])
 
 
 def add_channel(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, int]:
@@ -92,8 +94,7 @@ def add_channel(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, in
         raise ChannelChangeError(f"at most {MAX_CHANNELS} channels")
     data = channel_data(station)
     data[name] = {k: v for k, v in body.items() if k != "channel"}
-    spec = _check(station, data, name)
-    return spec, _commit(station, data, spec)
+    return _commit(station, data, name)
 
 
 def _entries(station: Station, channel: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -111,8 +112,7 @@ def add_member(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, int
         raise ChannelChangeError("field 'channel' must name a channel")
     data, peers = _entries(station, channel)
     peers.append({k: v for k, v in body.items() if k != "channel"})
-    spec = _check(station, data, channel)
-    return spec, _commit(station, data, spec)
+    return _commit(station, data, channel)
 
 
 def remove_member(
@@ -131,5 +131,4 @@ def remove_member(
     if len(kept) == len(peers):
         raise NoSuchEntry(f"channel {channel!r} lists no peer {peer_id or target!r}")
     data[channel]["peers"] = kept
-    spec = _check(station, data, channel)
-    return spec, _commit(station, data, spec)
+    return _commit(station, data, channel)

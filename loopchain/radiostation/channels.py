@@ -245,8 +245,7 @@ def member_to_json(member: MemberSpec) -> dict[str, Any]:
 def channel_to_json(spec: ChannelSpec) -> dict[str, Any]:
     """A channel as channel_manage_data.json holds it: parse_channels reads it back to `spec`."""
     entry: dict[str, Any] = {"score_package": spec.score_package}
-    if spec.members is not None:
-        entry["peers"] = [member_to_json(m) for m in spec.members]
+    entry["peers"] = [member_to_json(m) for m in spec.members or ()]  # [] in open mode: any peer
     if spec.groups:
         entry["groups"] = {group: {"weight": weight} for group, weight in spec.groups.items()}
     if spec.score_settings:

@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""gtool: RadioStation administration through its REST API, as a menu or as subcommands.
+
+    .venv/bin/python tools/gtool.py -r http://127.0.0.1:9002 status
+    .venv/bin/python tools/gtool.py channels
+    .venv/bin/python tools/gtool.py add-channel kofia_2 --score loopchain/default
+    .venv/bin/python tools/gtool.py add-peer kofia_2 127.0.0.1:7100 --peer-id hx...
+    .venv/bin/python tools/gtool.py remove-peer kofia_2 hx...     # or the entry's host:port
+    .venv/bin/python tools/gtool.py unregister hx...              # forget a registration
+    .venv/bin/python tools/gtool.py dump --out channel_manage_data.json
+    .venv/bin/python tools/gtool.py                                # the numbered menu (a terminal)
+
+Reads are open; the changes (add-channel, add-peer, remove-peer, unregister) send the operator
+token, read from --token-file, else from the file the RadioStation uses: RADIOSTATION_ADMIN_TOKEN_PATH
+(environment or -o conf.json) or {DEFAULT_STORAGE_PATH}/radiostation_{port}/admin_token, the port
+being the REST port - PORT_DIFF_REST_SERVICE_CONTAINER. Exit status: 0 done, 1 the RadioStation
+failed or refused (one line on stderr saying why), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import urllib.parse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from loopchain.configure import ConfigError, load_config
+from loopchain.radiostation.operator import MAX_TOKEN_CHARS, token_path
+from tools.menu import MenuItem, ask, no_subcommand, run_menu
+from tools.rest_client import DEFAULT_TIMEOUT, RestClient, ToolError, base_url
+
+DEFAULT_RADIOSTATION = "http://127.0.0.1:9002"
+STATUS_NAMES = {0: "unknown", 1: "connected", 2: "disconnected"}
+
+
+def _url(text: str) -> str:
+    try:
+        return base_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 600:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 600] seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: global options and one subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="gtool.py",
+        description="Administer a loopchain RadioStation: channels, peers, channel data."
+        " Without a subcommand on a terminal: the numbered menu.",
+    )
+    add = parser.add_argument
+    add("-r", "--radiostation", type=_url, default=DEFAULT_RADIOSTATION, help="its REST URL")
+    add("--token-file", help="the operator token file (default: the RadioStation's own)")
+    add("-o", "--configure_file_path", help="the RadioStation's JSON configuration (token path)")
+    add("--json", action="store_true", help="machine-readable output")
+    add("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, help="seconds per request")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("status", help="each channel's peers, their status and the leader")
+    sub.add_parser("channels", help="the channels, their SCORE and listed peers")
+    add_channel = sub.add_parser("add-channel", help="add a channel")
+    add_channel.add_argument("channel")
+    add_channel.add_argument("--score", help="its SCORE package (default: the RadioStation's)")
+    add_peer = sub.add_parser("add-peer", help="list a peer in a channel")
+    add_peer.add_argument("channel")
+    add_peer.add_argument("target", help="the peer's host:port")
+    add_peer.add_argument("--peer-id", help="its id (hx...), needed with ENABLE_CHANNEL_AUTH")
+    add_peer.add_argument("--weight", type=int, help="its voting weight (default 1)")
+    add_peer.add_argument("--group", help="its group id")
+    add_peer.add_argument("--role", choices=("validator", "auditor"), help="default validator")
+    remove = sub.add_parser("remove-peer", help="take a peer out of a channel's list")
+    remove.add_argument("channel")
+    remove.add_argument("peer", help="the entry's peer id (hx...) or, without one, its host:port")
+    unregister = sub.add_parser("unregister", help="forget a peer's registration (every channel)")
+    unregister.add_argument("peer_id")
+    dump = sub.add_parser("dump", help="the channel data as channel_manage_data.json")
+    dump.add_argument("--out", metavar="FILE", help="write it to FILE instead of stdout")
+    return parser
+
+
+# ------------------------------------------------------------------ the token
+
+
+def read_token(args: argparse.Namespace) -> str:
+    """The operator token from --token-file or the RadioStation's token file."""
+    path = Path(args.token_file) if args.token_file else default_token_path(args)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_TOKEN_CHARS + 2)
+    except OSError as exc:
+        raise ToolError(
+            f"cannot read the operator token file {path}: {exc.strerror or exc} "
+            "(give --token-file, or -o with the RadioStation's configuration)"
+        ) from None
+    token = raw.strip().decode("ascii", "replace")
+    if not token or len(token) > MAX_TOKEN_CHARS:
+        raise ToolError(f"{path} does not hold an operator token")
+    return token
+
+
+def default_token_path(args: argparse.Namespace) -> Path:
+    """Where the RadioStation keeps its token, from the same configuration layers it reads."""
+    try:
+        config = load_config(args.configure_file_path, dict(os.environ))
+    except ConfigError as exc:
+        raise ToolError(f"configuration: {exc}") from None
+    rest_port = urllib.parse.urlsplit(args.radiostation).port or 0
+    port = rest_port - int(config.PORT_DIFF_REST_SERVICE_CONTAINER)
+    storage = Path(config.DEFAULT_STORAGE_PATH) / f"radiostation_{port}"
+    return token_path(str(config.RADIOSTATION_ADMIN_TOKEN_PATH), storage)
+
+
+def _operator(args: argparse.Namespace) -> dict[str, str]:
+    return {"Authorization": f"Bearer {read_token(args)}"}
+
+
+# ------------------------------------------------------------------ subcommands
+
+
+def _emit(args: argparse.Namespace, value: Any, text: str) -> None:
+    print(json.dumps(value, indent=1) if args.json else text)
+
+
+def channel_data(client: RestClient) -> dict[str, Any]:
+    data = client.get("/api/v1/channel/data").get("data")
+    if not isinstance(data, dict):
+        raise ToolError("the RadioStation answered no channel data")
+    return data
+
+
+def cmd_status(client: RestClient, args: argparse.Namespace) -> int:
+    result: dict[str, Any] = {}
+    lines = []
+    for channel in channel_data(client):
+        peers = client.get("/api/v1/peer/list", channel=channel)["data"]
+        leader = next(
+            (p["peer_id"] for p in peers["registered_peer_list"] if p.get("peer_type") == 1), ""
+        )
+        result[channel] = {**peers, "leader": leader}
+        lines.append(
+            f"{channel}: {peers['registered_peer_count']} registered, "
+            f"{peers['connected_peer_count']} connected, leader {leader or 'none'}"
+        )
+        for peer in peers["registered_peer_list"]:
+            status = STATUS_NAMES.get(peer.get("status"), str(peer.get("status")))
+            lines.append(f"  {peer['order']:>3}  {peer['peer_id']}  {peer['target']}  {status}")
+    _emit(args, result, "\n".join(lines))
+    return 0
+
+
+def cmd_channels(client: RestClient, args: argparse.Namespace) -> int:
+    data = channel_data(client)
+    lines = []
+    for name, entry in data.items():
+        peers = entry.get("peers", [])
+        lines.append(f"{name}: SCORE {entry.get('score_package')}, {len(peers)} listed peers")
+        for peer in peers:
+            extra = {k: v for k, v in peer.items() if k not in ("peer_id", "peer_target")}
+            who = f"{peer.get('peer_id', '(any id)')}  {peer.get('peer_target', '(any target)')}"
+            lines.append(f"  {who}" + (f"  {json.dumps(extra)}" if extra else ""))
+    _emit(args, data, "\n".join(lines))
+    return 0
+
+
+def _changed(args: argparse.Namespace, reply: dict[str, Any]) -> int:
+    data = reply.get("data") or {}
+    _emit(args, reply, f"{reply.get('message')} (channel version {data.get('version')})")
+    return 0
+
+
+def cmd_add_channel(client: RestClient, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"channel": args.channel}
+    if args.score:
+        body["score_package"] = args.score
+    reply = client.ok("POST", "/api/v1/channel", body=body, headers=_operator(args))
+    return _changed(args, reply)
+
+
+def cmd_add_peer(client: RestClient, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"channel": args.channel, "peer_target": args.target}
+    optional = {
+        "peer_id": args.peer_id,
+        "weight": args.weight,
+        "group_id": args.group,
+        "role": args.role,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    reply = client.ok("POST", "/api/v1/channel/peer", body=body, headers=_operator(args))
+    return _changed(args, reply)
+
+
+def cmd_remove_peer(client: RestClient, args: argparse.Namespace) -> int:
+    key = "peer_id" if args.peer.startswith("hx") else "peer_target"
+    params = {"channel": args.channel, key: args.peer}
+    reply = client.ok("DELETE", "/api/v1/channel/peer", params, headers=_operator(args))
+    return _changed(args, reply)
+
+
+def cmd_unregister(client: RestClient, args: argparse.Namespace) -> int:
+    params = {"peer_id": args.peer_id}
+    reply = client.ok("DELETE", "/api/v1/peer", params, headers=_operator(args))
+    versions = (reply.get("data") or {}).get("channels", {})
+    _emit(args, reply, f"{reply.get('message')}; channel versions now {versions}")
+    return 0
+
+
+def cmd_dump(client: RestClient, args: argparse.Namespace) -> int:
+    text = json.dumps(channel_data(client), indent=1, ensure_ascii=False) + "\n"
+    if not args.out:
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out)
+    tmp: str | None = None
+    try:  # a whole file or none: written beside it, then renamed over it
+        with tempfile.NamedTemporaryFile(
+            "w", dir=out.parent, prefix=f".{out.name}.", delete=False, encoding="utf-8"
+        ) as handle:
+            tmp = handle.name
+            handle.write(text)
+        os.replace(tmp, out)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise ToolError(f"cannot write {out}: {exc.strerror or exc}") from None
+    print(f"channel data written to {out}", file=sys.stderr)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[RestClient, argparse.Namespace], int]] = {
+    "status": cmd_status,
+    "channels": cmd_channels,
+    "add-channel": cmd_add_channel,
+    "add-peer": cmd_add_peer,
+    "remove-peer": cmd_remove_peer,
+    "unregister": cmd_unregister,
+    "dump": cmd_dump,
+}
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Run the parsed subcommand; ToolError for a failure to report."""
+    return COMMANDS[args.command](RestClient(args.radiostation, args.timeout), args)
+
+
+# ------------------------------------------------------------------ the menu
+
+
+def _optional(flag: str, answer: str) -> list[str]:
+    return [flag, answer] if answer else []
+
+
+def menu_items() -> list[MenuItem]:
+    """The numbered entries, each building the argv of its subcommand from the answers."""
+    return [
+        MenuItem("RadioStation status", lambda: ["status"]),
+        MenuItem("show channels", lambda: ["channels"]),
+        MenuItem(
+            "add a channel",
+            lambda: ["add-channel", ask("channel"), *_optional("--score", ask("SCORE package"))],
+        ),
+        MenuItem(
+            "add a peer to a channel",
+            lambda: [
+                "add-peer",
+                ask("channel"),
+                ask("peer target host:port"),
+                *_optional("--peer-id", ask("peer id (hx...)")),
+            ],
+        ),
+        MenuItem(
+            "remove a peer from a channel",
+            lambda: ["remove-peer", ask("channel"), ask("peer id or host:port")],
+        ),
+        MenuItem("unregister a peer", lambda: ["unregister", ask("peer id (hx...)")]),
+        MenuItem(
+            "write channel_manage_data.json",
+            lambda: ["dump", "--out", ask("file", "channel_manage_data.json")],
+        ),
+    ]
+
+
+def _menu(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    globals_ = ["-r", args.radiostation, "--timeout", str(args.timeout)]
+    globals_ += _optional("--token-file", args.token_file or "")
+    globals_ += _optional("-o", args.configure_file_path or "")
+
+    def run(argv: list[str]) -> int:
+        return execute(parser.parse_args([*globals_, *argv]))
+
+    return run_menu(f"loopchain gtool - RadioStation {args.radiostation}", menu_items(), run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            refused = no_subcommand(parser, sys.stdin.isatty() and sys.stdout.isatty())
+            return refused if refused is not None else _menu(parser, args)
+        return execute(args)
+    except ToolError as exc:
+        print(f"gtool: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
