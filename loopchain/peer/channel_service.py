@@ -327,13 +327,12 @@ class ChannelService:
                 self._intake_writing -= len(created)
             failpoints.hit("intake-appended")
         self._dispatch(m.TxsReceived(tuple(created), gossip=True))
-        hashes = [tx.hash for tx in created]
-        self.metrics.accepted(hashes)
+        self.metrics.accepted(len(created), (tx.hash for tx in created))
         monitor_log.event(
             "CreateTx",
             channel=self.name,
             count=len(created),
-            tx_hashes=[h.hex() for h in hashes[:MONITORED_HASHES]],
+            tx_hashes=[tx.hash_hex for tx in created[:MONITORED_HASHES]],
         )
         return outcomes
 

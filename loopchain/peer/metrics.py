@@ -12,8 +12,9 @@ changes) are read then by a collector; the hot path only counts per batch and pe
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
@@ -72,12 +73,13 @@ class ChannelMetrics:
         """Count `count` refused inputs for `reason` (one of REFUSAL_REASONS)."""
         self._refused[reason].inc(count)
 
-    def accepted(self, tx_hashes: Sequence[bytes], now: float | None = None) -> None:
-        """A batch of transactions was accepted into the pool: count it and time a sample."""
-        self.accepted_txs.inc(len(tx_hashes))
+    def accepted(self, count: int, sample: Iterable[bytes], now: float | None = None) -> None:
+        """A batch of `count` transactions was accepted into the pool: count it and time the
+        hashes of `sample` (at most SAMPLES_PER_BATCH are kept) until their block is final."""
+        self.accepted_txs.inc(count)
         intakes = self._intakes
         now = time.monotonic() if now is None else now
-        for tx_hash in tx_hashes[:SAMPLES_PER_BATCH]:
+        for tx_hash in itertools.islice(sample, SAMPLES_PER_BATCH):
             if len(intakes) >= MAX_PENDING_INTAKES:  # the oldest never became final: forget it
                 del intakes[next(iter(intakes))]
             intakes[tx_hash] = now

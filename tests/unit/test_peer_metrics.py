@@ -89,7 +89,7 @@ async def test_a_message_of_another_channel_is_counted_under_a_fixed_reason(
 async def test_the_intake_times_kept_are_bounded() -> None:
     metrics = PeerMetrics().channel("bounded")
     for start in range(0, MAX_PENDING_INTAKES + 500, 10):
-        metrics.accepted([n.to_bytes(32, "big") for n in range(start, start + 10)], now=1.0)
+        metrics.accepted(10, [n.to_bytes(32, "big") for n in range(start, start + 10)], now=1.0)
     assert metrics.pending_intakes == MAX_PENDING_INTAKES
     assert metrics.accepted_txs._value.get() == MAX_PENDING_INTAKES + 500
 
