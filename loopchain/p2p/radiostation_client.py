@@ -14,8 +14,9 @@ from loopchain.p2p.grpc_util import Tls, open_channel
 from loopchain.p2p.transport import TransportError
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
-from loopchain.types import canonical
+from loopchain.types import canonical, channel_name
 from loopchain.types.canonical import EncodingError
+from loopchain.types.channel_name import is_channel_name
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import Signer, address_of
 from loopchain.types.peer import PeerInfo, connect_digest, heartbeat_digest
@@ -53,6 +54,8 @@ def _grant(info: pb.ChannelInfo) -> ChannelGrant:
     settings = canonical.parse(info.score_settings_json) if info.score_settings_json else {}
     if not isinstance(settings, dict):
         raise EncodingError("score_settings must be a JSON object")
+    if not is_channel_name(info.channel):  # it names a directory of this peer
+        raise EncodingError(f"channel name {info.channel[:80]!r} must be {channel_name.RULE}")
     return ChannelGrant(
         info.channel, info.score_package, ValidatorSet.decode(info.validator_set), settings
     )

@@ -13,7 +13,6 @@ channel reaches a peer when it registers (at its next start).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,10 @@ from loopchain.radiostation.channels import (
 )
 from loopchain.radiostation.registry import write_atomic
 from loopchain.radiostation.station import Station, UnknownChannel
+from loopchain.types import channel_name
+from loopchain.types.channel_name import is_channel_name
 
 MAX_CHANNELS = 256
-MAX_CHANNEL_NAME = 64
-# a new channel's name becomes a directory name on every peer: letters, digits, _ . - only
-_CHANNEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
 
 
 class ChannelChangeError(ValueError):
@@ -83,11 +81,8 @@ def _commit(station: Station, data: dict[str, Any], name: str) -> tuple[ChannelS
 def add_channel(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, int]:
     """Add the channel `body["channel"]` with the other fields of `body` as its entry."""
     name = body.get("channel")
-    if not isinstance(name, str) or not _CHANNEL_NAME.fullmatch(name):
-        raise ChannelChangeError(
-            f"field 'channel' must be 1 to {MAX_CHANNEL_NAME} letters, digits, '_', '.' or '-'"
-            " (not starting with '.' or '-')"
-        )
+    if not is_channel_name(name):
+        raise ChannelChangeError(f"field 'channel' must be {channel_name.RULE}")
     if name in station.registry.channels:
         raise ChannelExists(f"channel {name!r} exists already")
     if len(station.registry.channels) >= MAX_CHANNELS:

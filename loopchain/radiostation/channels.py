@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loopchain.types import canonical
+from loopchain.types import canonical, channel_name
 from loopchain.types.canonical import EncodingError
+from loopchain.types.channel_name import is_channel_name
 from loopchain.types.genesis import GenesisData
 
 log = logging.getLogger(__name__)
@@ -177,8 +178,8 @@ def _parse_groups(path: Path, name: str, raw: Any, peers: tuple[MemberSpec, ...]
 
 
 def _parse_channel(path: Path, name: Any, raw: Any, default_package: str) -> ChannelSpec:
-    if not isinstance(name, str) or not name.strip():
-        raise ChannelDataError(f"{path}: channel names must be non-empty strings, got {name!r}")
+    if not is_channel_name(name):
+        raise ChannelDataError(f"{path}: channel name {name!r} must be {channel_name.RULE}")
     if not isinstance(raw, dict):
         raise ChannelDataError(f"{path}: channel {name!r} must map to an object")
     unknown = sorted(set(raw) - _CHANNEL_KEYS)

@@ -240,3 +240,30 @@ def test_a_changed_channel_gets_a_new_version_even_with_the_same_members() -> No
     fresh = parse_channels(PATH, {"e": {"peers": [{"peer_id": B}]}}, "x")["e"]
     assert registry.set_channel(fresh) == 1  # a new channel starts at 1 with its members
     assert [r.peer_id for r in registry.members("e")] == [B]
+
+
+@pytest.mark.parametrize(
+    "name", ["", "..", "../x", "a/b", ".hidden", "-x", "a b", "채널", "x" * 65, "a\x00b"]
+)
+def test_a_channel_name_that_is_not_a_safe_directory_name_is_refused(
+    tmp_path: Path, name: str
+) -> None:
+    """A channel's name names a directory on every peer: the file cannot smuggle a path in."""
+    with pytest.raises(ChannelDataError, match="must be 1 to 64 letters"):
+        parse_channels(tmp_path / "cmd.json", {name: {}}, "loopchain/default")
+
+
+def test_channel_names_of_the_rule_are_accepted(tmp_path: Path) -> None:
+    names = ["loopchain_default", "kofia_2", "a", "_x", "ch.1-b", "x" * 64]
+    specs = parse_channels(tmp_path / "cmd.json", {n: {} for n in names}, "loopchain/default")
+    assert sorted(specs) == sorted(names)
+
+
+def test_a_peer_refuses_a_grant_whose_channel_name_is_a_path() -> None:
+    """Even a RadioStation that sends `../x` cannot make a peer write outside its storage."""
+    from loopchain.p2p.radiostation_client import _grant
+    from loopchain.protos import loopchain_pb2 as pb
+    from loopchain.types.canonical import EncodingError
+
+    with pytest.raises(EncodingError, match="must be 1 to 64 letters"):
+        _grant(pb.ChannelInfo(channel="../x", score_package="loopchain/default"))
