@@ -262,6 +262,15 @@ def dropped_records() -> int:
     return handler.dropped if handler is not None else 0
 
 
+def pending_bytes() -> int:
+    """Bytes kept for a collector that cannot be reached now (sent, or dropped past
+    PENDING_BYTES, later); 0 when not shipping."""
+    handler = _handler
+    if handler is None:
+        return 0
+    return len(handler.sender.pendings or b"")
+
+
 def remove_sink(sink: Sink) -> None:
     """Remove `sink` if it is the installed one."""
     global _sink

@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from loopchain.process_metrics import register_process_collectors
 from loopchain.types.block import Block
 
 MAX_EXPOSITION_BYTES = 1 << 20  # what GetMetrics answers at most
@@ -216,7 +217,7 @@ class PeerMetrics:
         )
         registry.register(_ChannelCollector(channels))
         if process:  # CPU, memory and open files of this process (not in tests' shared process)
-            ProcessCollector(namespace="loopchain", registry=registry)
+            register_process_collectors(registry, "loopchain")
 
     def channel(self, name: str) -> ChannelMetrics:
         """The metrics of channel `name` (a channel this peer serves)."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, ProcessCollector
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from loopchain.process_metrics import register_process_collectors
 from loopchain.radiostation.registry import PeerView
 
 METRICS_PATH = "/metrics"
@@ -89,7 +90,7 @@ class StationMetrics:
         )
         self.registry.register(_PeerCollector(views))
         if process:
-            ProcessCollector(namespace="loopchain_radiostation", registry=self.registry)
+            register_process_collectors(self.registry, "loopchain_radiostation")
 
     def refused_call(self, method: str, code: str) -> None:
         """Count a refused gRPC call (method one of GRPC_METHODS, code a status or response code

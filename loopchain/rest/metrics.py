@@ -20,10 +20,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    ProcessCollector,
 )
 from prometheus_client.exposition import generate_latest
 
+from loopchain.process_metrics import register_process_collectors
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.rest.errors import RestError
 
@@ -75,7 +75,7 @@ class RestMetrics:
             registry=registry,
         )
         if process:
-            ProcessCollector(namespace="loopchain_rest", registry=registry)
+            register_process_collectors(registry, "loopchain_rest")
 
     def rpc_error(self, method: str, code: str) -> None:
         """Count a failed call to the peer (unknown names are counted as "other")."""

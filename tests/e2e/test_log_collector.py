@@ -9,8 +9,11 @@ import datetime
 import json
 import socket
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests._forward_receiver import Entry, ForwardReceiver
 from tools import log_parser
@@ -121,10 +124,45 @@ def run_network_against(
     return network
 
 
+def dropped_figures(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        family.name: family.samples[0].value
+        for family in text_string_to_metric_families(text)
+        if "_monitor_log_" in family.name
+    }
+
+
+def undelivered(figures: dict[str, float], namespace: str) -> float:
+    """Entries dropped plus bytes kept: either grows while the collector is dead."""
+    dropped = figures.get(f"{namespace}_monitor_log_dropped", 0)
+    return dropped + figures.get(f"{namespace}_monitor_log_pending_bytes", 0)
+
+
+def drops_on_metrics(network: LocalNetwork) -> None:
+    """/metrics shows every process's drops: the proxy's and its peer's on the peer's REST port,
+    the RadioStation's on its own."""
+    peer_url = f"{network.rest(min(network.peers))}/metrics"
+    wait_until(
+        lambda: all(
+            undelivered(dropped_figures(peer_url), n) > 0 for n in ("loopchain_rest", "loopchain")
+        ),
+        60,
+        f"drops of the proxy and the peer at {peer_url}",
+    )
+    rs_url = f"{network.rs_rest}/metrics"
+    wait_until(
+        lambda: undelivered(dropped_figures(rs_url), "loopchain_radiostation") > 0,
+        60,
+        f"the RadioStation's drops at {rs_url}",
+    )
+
+
 def test_a_dead_collector_blocks_nothing_and_every_process_counts_its_drops(
     tmp_path: Path,
 ) -> None:
-    network = run_network_against(tmp_path, monitor_config(dead_port()), lambda _: None)
+    network = run_network_against(tmp_path, monitor_config(dead_port()), drops_on_metrics)
     for proc in network.procs:  # the RadioStation and the peer (whose log has its proxy's too)
         text = proc.log_text()
         assert NOT_DELIVERED in text, f"{proc.name} reports no drops:\n{text[-2000:]}"
