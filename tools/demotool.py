@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tools import loadtool
-from tools.menu import MenuItem, ask, no_subcommand, run_menu
+from tools.menu import MenuItem, ask, run_menu, run_tool
 from tools.rest_client import DEFAULT_TIMEOUT, RestClient, ToolError, base_url
 
 DEFAULT_PEER = "http://127.0.0.1:9000"
@@ -353,18 +353,7 @@ def _menu(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.command is None:
-            refused = no_subcommand(parser, sys.stdin.isatty() and sys.stdout.isatty())
-            return refused if refused is not None else _menu(parser, args)
-        return execute(args)
-    except ToolError as exc:
-        print(f"demotool: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_tool("demotool", build_parser(), argv, execute, _menu)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from typing import Any
 
 from loopchain.configure import ConfigError, load_config
 from loopchain.radiostation.operator import MAX_TOKEN_CHARS, token_path
-from tools.menu import MenuItem, ask, no_subcommand, run_menu
+from tools.menu import MenuItem, ask, run_menu, run_tool
 from tools.rest_client import DEFAULT_TIMEOUT, RestClient, ToolError, base_url
 
 DEFAULT_RADIOSTATION = "http://127.0.0.1:9002"
@@ -305,18 +305,7 @@ def _menu(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.command is None:
-            refused = no_subcommand(parser, sys.stdin.isatty() and sys.stdout.isatty())
-            return refused if refused is not None else _menu(parser, args)
-        return execute(args)
-    except ToolError as exc:
-        print(f"gtool: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_tool("gtool", build_parser(), argv, execute, _menu)
 
 
 if __name__ == "__main__":

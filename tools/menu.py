@@ -74,3 +74,25 @@ def no_subcommand(parser: argparse.ArgumentParser, interactive: bool) -> int | N
         return None
     parser.print_help(sys.stderr)
     return 2
+
+
+def run_tool(
+    name: str,
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    execute: Callable[[argparse.Namespace], int],
+    menu: Callable[[argparse.ArgumentParser, argparse.Namespace], int],
+) -> int:
+    """The `main` of an operator tool: its subcommand, or its menu on a terminal (the usage and 2
+    without one); a ToolError is one line on stderr and 1, Ctrl-C is 130."""
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            refused = no_subcommand(parser, sys.stdin.isatty() and sys.stdout.isatty())
+            return refused if refused is not None else menu(parser, args)
+        return execute(args)
+    except ToolError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

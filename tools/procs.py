@@ -389,8 +389,9 @@ class LocalNetwork:
     def rest(port: int) -> str:
         return f"http://127.0.0.1:{port + REST_DIFF}"
 
-    def status(self, port: int) -> dict[str, Any]:
-        return dict(get(f"{self.rest(port)}/api/v1/status/peer"))
+    def status(self, port: int, channel: str = "") -> dict[str, Any]:
+        query = f"?channel={channel}" if channel else ""
+        return dict(get(f"{self.rest(port)}/api/v1/status/peer{query}"))
 
     def height(self, port: int) -> int:
         return int(self.status(port)["block_height"])
@@ -422,23 +423,33 @@ class LocalNetwork:
         return codes
 
     def start_with_peers(
-        self, peers: int, deadline: float = 60.0, audience: bool = False
+        self,
+        peers: int,
+        deadline: float = 60.0,
+        audience: bool = False,
+        channels: Mapping[str, Any] | None = None,
     ) -> LocalNetwork:
         """Start the RadioStation and `peers` peers; wait until every peer counts them all as
-        validators (and, with `audience`, the others as its audience)."""
+        validators (and, with `audience`, the others as its audience). `channels` is written as
+        the RadioStation's channel_manage_data.json first, and then waited for in each channel."""
+        if channels is not None:
+            (self.workdir / "channel_manage_data.json").write_text(json.dumps(channels))
         self.start_radiostation()
         for _ in range(peers):
             self.start_peer()
         what = f"{peers} peers that know all {peers} validators"
-        wait_until(lambda: self.sees_every_validator(audience), deadline, what)
+        names = list(channels or [""])
+        wait_until(
+            lambda: all(self.sees_every_validator(audience, name) for name in names), deadline, what
+        )
         return self
 
-    def sees_every_validator(self, audience: bool = False) -> bool:
+    def sees_every_validator(self, audience: bool = False, channel: str = "") -> bool:
         """True when every peer counts all the network's peers as validators (and, with
-        `audience`, the others as its audience)."""
+        `audience`, the others as its audience) in `channel` (by default the default one)."""
         count = len(self.peers)
         for port in sorted(self.peers):
-            status = self.status(port)
+            status = self.status(port, channel)
             if status["validator_count"] != count:
                 return False
             if audience and status["audience_count"] != count - 1:

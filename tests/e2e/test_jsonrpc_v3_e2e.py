@@ -41,24 +41,10 @@ NOT_YET = {-31002, -31003, -31004}  # pooled, not executed, not relayed to this 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
     network = LocalNetwork(tmp_path_factory.mktemp("jsonrpc_v3"))
-    (network.workdir / "channel_manage_data.json").write_text(json.dumps(CHANNELS))
     try:
-        network.start_radiostation()
-        for _ in range(PEERS):
-            network.start_peer()
-        wait_until(lambda: _all_ready(network), 60, f"{PEERS} validators in both channels")
-        yield network
+        yield network.start_with_peers(PEERS, audience=True, channels=CHANNELS)
     finally:
         network.stop_and_check()
-
-
-def _all_ready(net: LocalNetwork) -> bool:
-    for port in net.peers:
-        for channel in CHANNELS:
-            _, status = http("GET", f"{net.rest(port)}/api/v1/status/peer?channel={channel}")
-            if status.get("validator_count") != PEERS or status.get("audience_count") != PEERS - 1:
-                return False
-    return True
 
 
 def _v3(net: LocalNetwork, port: int, channel: str = "") -> str:
