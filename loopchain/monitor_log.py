@@ -18,9 +18,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import msgpack
-from fluent import asyncsender
-
 Sink = Callable[[str, Mapping[str, Any]], None]
 
 _sink: Sink | None = None
@@ -103,6 +100,8 @@ class ShippingHandler(logging.Handler):
         self._deadline: float | None = None
         self._next_warning = 0.0
         self.addFilter(_not_own_records)
+        from fluent import asyncsender  # only a process that ships pays for the import
+
         self.sender = asyncsender.FluentSender(
             TAG_PREFIX,
             host=host,
@@ -223,6 +222,8 @@ def _not_own_records(record: logging.LogRecord) -> bool:
 
 def _entries_in(packed: bytes) -> int:
     """How many forward-protocol entries a run of msgpack packets holds."""
+    import msgpack
+
     unpacker = msgpack.Unpacker(max_buffer_size=max(len(packed), 1))
     unpacker.feed(packed)
     count = 0
