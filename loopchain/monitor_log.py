@@ -51,13 +51,18 @@ def set_sink(sink: Sink | None) -> Sink | None:
 # fluent-logger's asynchronous sender does the sending on its own thread from a bounded queue
 # that drops its oldest entry when full (queue_circular), so emitting never waits for the
 # collector. A collector that is down or never reads costs entries, never the node's time: the
-# thread's connect and send time out after SEND_TIMEOUT, entries it could not send are kept up to
-# PENDING_BYTES and then dropped, and exit waits at most CLOSE_DEADLINE for what is queued.
+# thread's connect and send time out after SEND_TIMEOUT; after a failed connect or send it makes
+# no new attempt for a pause growing from RETRY_MIN to RETRY_MAX (a collector that refuses
+# connections would otherwise be asked once per entry, at the cost of a core); entries it could not
+# send are kept up to PENDING_BYTES (fluent-logger copies them at each failure, so this stays small)
+# and then dropped, and exit waits at most CLOSE_DEADLINE for what is queued.
 # Every entry lost on the way (queue overflow, the kept bytes dropped, not sent by exit) is
 # counted: dropped_records().
 
 QUEUE_ENTRIES = 10_000  # entries waiting for the sender thread
-PENDING_BYTES = 1 << 20  # bytes kept for a collector that is unreachable, then dropped
+PENDING_BYTES = 64 << 10  # bytes kept for a collector that is unreachable, then dropped
+RETRY_MIN = 0.5  # seconds without an attempt after the first failure, doubled up to RETRY_MAX
+RETRY_MAX = 30.0
 SEND_TIMEOUT = 3.0  # seconds the sender thread gives one connect or send
 CLOSE_DEADLINE = 1.0  # seconds exit waits for the queue to reach the collector
 MAX_MESSAGE_CHARS = 16_384  # a longer log message is cut (its full text stays on stderr)
@@ -100,9 +105,7 @@ class ShippingHandler(logging.Handler):
         self._deadline: float | None = None
         self._next_warning = 0.0
         self.addFilter(_not_own_records)
-        from fluent import asyncsender  # only a process that ships pays for the import
-
-        self.sender = asyncsender.FluentSender(
+        self.sender = _sender_class()(
             TAG_PREFIX,
             host=host,
             port=port,
@@ -213,6 +216,41 @@ class ShippingHandler(logging.Handler):
                 self.target,
                 self._drops,
             )
+
+
+_SENDER: type | None = None
+
+
+def _sender_class() -> type:
+    """fluent-logger's asynchronous sender with a pause after each failure (made at first use:
+    only a process that ships pays for importing fluent-logger)."""
+    global _SENDER
+    if _SENDER is not None:
+        return _SENDER
+    from fluent import asyncsender
+
+    class PausingSender(asyncsender.FluentSender):  # type: ignore[misc]
+        """Sends nothing for a growing pause after a failed connect or send: the entries of
+        that pause are kept (up to its bufmax) or dropped, never each tried against the collector."""
+
+        attempts = 0  # connects or sends tried (the sender thread's, read by tests)
+        _retry_at = 0.0
+        _pause = 0.0
+
+        def _send_data(self, bytes_: bytes) -> None:
+            if time.monotonic() < self._retry_at:
+                raise OSError("the collector failed recently; next attempt after a pause")
+            self.attempts += 1
+            try:
+                super()._send_data(bytes_)
+            except OSError:
+                self._pause = min(max(2 * self._pause, RETRY_MIN), RETRY_MAX)
+                self._retry_at = time.monotonic() + self._pause
+                raise
+            self._pause = 0.0
+
+    _SENDER = PausingSender
+    return _SENDER
 
 
 def _not_own_records(record: logging.LogRecord) -> bool:
