@@ -224,6 +224,7 @@ def _leader_text(station: Station) -> dict[str, str]:
 async def watch_leaders(station: Station, stop: asyncio.Event) -> None:
     """Log whenever a channel's leader changes, until `stop` is set."""
     known = _leader_text(station)
+    last_leaders = {channel: leader for channel, leader in known.items() if leader}
     while not stop.is_set():
         try:
             async with asyncio.timeout(float(station.config.HEARTBEAT_INTERVAL)):
@@ -234,8 +235,24 @@ async def watch_leaders(station: Station, stop: asyncio.Event) -> None:
         for channel, leader in current.items():
             if leader != known.get(channel):
                 log.info("channel %s: leader is %s", channel, leader or "none")
-                station.metrics.leader_changes.labels(channel).inc()
+        for channel in leader_changes(last_leaders, current):
+            station.metrics.leader_changes.labels(channel).inc()
         known = current
+
+
+def leader_changes(last_leaders: dict[str, str], current: dict[str, str]) -> list[str]:
+    """The channels whose leader is now a peer other than the last one known, updating
+    `last_leaders`. A leader first seen, or one that went unknown (a late heartbeat) and came
+    back, is no change."""
+    changed = []
+    for channel, leader in current.items():
+        if not leader:
+            continue
+        previous = last_leaders.get(channel)
+        if previous is not None and previous != leader:
+            changed.append(channel)
+        last_leaders[channel] = leader
+    return changed
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

@@ -267,3 +267,16 @@ def test_a_peer_refuses_a_grant_whose_channel_name_is_a_path() -> None:
 
     with pytest.raises(EncodingError, match="must be 1 to 64 letters"):
         _grant(pb.ChannelInfo(channel="../x", score_package="loopchain/default"))
+
+
+def test_only_a_leader_replaced_by_another_counts_as_a_leader_change() -> None:
+    from loopchain.radiostation.main import leader_changes
+
+    last: dict[str, str] = {}
+    assert leader_changes(last, {"a": "", "b": ""}) == []  # no leader yet
+    assert leader_changes(last, {"a": "X", "b": "Y"}) == []  # first seen: no change
+    assert leader_changes(last, {"a": "", "b": "Y"}) == []  # a late heartbeat: unknown for now
+    assert leader_changes(last, {"a": "X", "b": "Y"}) == []  # back to the same leader
+    assert leader_changes(last, {"a": "Z", "b": "Y"}) == ["a"]
+    assert leader_changes(last, {"a": "", "b": "X"}) == ["b"]
+    assert last == {"a": "Z", "b": "X"}
