@@ -2,7 +2,8 @@
 
 Code anywhere in the node calls `event("AddBlock", channel="loopchain_default", height=12, ...)`.
 Nothing happens unless a process has installed a sink (MONITOR_LOG on: the fluentd forward shipping
-sets one at start-up), so an event costs one global read on the hot path when monitoring is off.
+sets one at start-up). With monitoring off an event costs a call and its arguments; a call site
+whose fields cost more (a list, a loop) asks enabled() first.
 A sink must never block or raise: it is called on the event loop.
 
 The second half ships log records and events to a fluentd collector (see start_shipping).
@@ -28,6 +29,11 @@ def event(name: str, **fields: Any) -> None:
     sink = _sink
     if sink is not None:
         sink(name, fields)
+
+
+def enabled() -> bool:
+    """Whether a sink is installed: call sites whose fields cost something to build ask first."""
+    return _sink is not None
 
 
 def set_sink(sink: Sink | None) -> Sink | None:

@@ -328,12 +328,13 @@ class ChannelService:
             failpoints.hit("intake-appended")
         self._dispatch(m.TxsReceived(tuple(created), gossip=True))
         self.metrics.accepted(len(created), (tx.hash for tx in created))
-        monitor_log.event(
-            "CreateTx",
-            channel=self.name,
-            count=len(created),
-            tx_hashes=[tx.hash_hex for tx in created[:MONITORED_HASHES]],
-        )
+        if monitor_log.enabled():
+            monitor_log.event(
+                "CreateTx",
+                channel=self.name,
+                count=len(created),
+                tx_hashes=[tx.hash_hex for tx in created[:MONITORED_HASHES]],
+            )
         return outcomes
 
     def _count_refusals(self, refusals: list[RequestError]) -> None:

@@ -264,6 +264,8 @@ class ScoreRuntime:
         """A block the SCORE executed: time it, tell the monitor."""
         if self.metrics is not None:
             self.metrics.score_execution.observe(elapsed)
+        if not monitor_log.enabled():
+            return
         ok = sum(1 for r in result.results if r.code == execution.SUCCESS)
         monitor_log.event(
             "InvokeResult",

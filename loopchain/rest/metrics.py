@@ -50,6 +50,8 @@ class RestMetrics:
 
     def __init__(self, *, process: bool = False) -> None:
         self.registry = CollectorRegistry()
+        # (route, method, status) -> its request counter and refusal counter (None: not a refusal)
+        self._by_request: dict[tuple[str, str, int], tuple[Counter, Counter | None]] = {}
         registry = self.registry
         self.requests = Counter(
             "loopchain_rest_requests",
@@ -103,9 +105,19 @@ class RestMetrics:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         method = request.method if request.method in HTTP_METHODS else "other"
-        self.requests.labels(route, method, str(status)).inc()
-        if 400 <= status < 600 and status != 404:
-            self.refused.labels(REFUSAL_REASONS.get(status, "other")).inc()
+        key = (route, method, status)
+        counters = self._by_request.get(key)
+        if counters is None:  # first time: bind the children once (keys come from fixed sets)
+            refused = None
+            if (400 <= status < 500 and status != 404) or status == 503:  # an input refused
+                refused = self.refused.labels(REFUSAL_REASONS.get(status, "other"))
+            counters = self._by_request[key] = (
+                self.requests.labels(route, method, str(status)),
+                refused,
+            )
+        counters[0].inc()
+        if counters[1] is not None:
+            counters[1].inc()
 
     def route(self, peer_metrics: PeerMetricsCall) -> web.RouteDef:
         """GET /metrics: this proxy's exposition, then its peer's (`peer_metrics` returns the
