@@ -8,6 +8,7 @@ Time is passed in by the caller; nothing here reads a clock.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ STATUS_UNKNOWN = 0
 STATUS_CONNECTED = 1
 STATUS_DISCONNECTED = 2
 PEER_TYPE_LEADER = 1
+
+log = logging.getLogger(__name__)
 
 
 class RegistryError(ValueError):
@@ -209,7 +212,15 @@ class Registry:
         changed = self._refresh()
         if known and spec.name not in changed:
             self._membership[spec.name].version += 1
-        self.save()
+        try:
+            self.save()
+        except OSError as exc:  # the change is made (its file was written): save again later
+            self._dirty = True
+            log.warning(
+                "registry %s not saved now (%s); saved at the next change or at exit",
+                self.path,
+                exc,
+            )
         return self.version(spec.name)
 
     def peer(self, peer_id: str) -> PeerRecord:

@@ -280,3 +280,17 @@ def test_only_a_leader_replaced_by_another_counts_as_a_leader_change() -> None:
     assert leader_changes(last, {"a": "Z", "b": "Y"}) == ["a"]
     assert leader_changes(last, {"a": "", "b": "X"}) == ["b"]
     assert last == {"a": "Z", "b": "X"}
+
+
+def test_a_channel_change_holds_when_the_registry_cannot_be_saved_now(tmp_path: Path) -> None:
+    """The channel file is the record of a change; the registry is derived and saved later."""
+    specs = parse_channels(tmp_path / "cmd.json", {"a": {}}, "loopchain/default")
+    blocked = tmp_path / "registry.json"
+    blocked.mkdir()  # a directory where the registry's file should be: every save fails
+    registry = Registry(specs, channel_auth=False, path=blocked)
+    added = parse_channels(tmp_path / "cmd.json", {"b": {}}, "loopchain/default")["b"]
+    version = registry.set_channel(added)  # no OSError reaches the operator's call
+    assert "b" in registry.channels and version == registry.version("b")
+    blocked.rmdir()
+    registry.flush()  # at exit (or the next change) the registry is saved
+    assert blocked.is_file()  # saved only because the failed save left it marked dirty
