@@ -16,7 +16,7 @@ fi
 stamp=.venv/.requirements.sha
 want=$(cat "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet --upgrade pip==26.3
   .venv/bin/python -m pip install --quiet --require-hashes -r "$lock"
   # The packages of this checkout (loopchain, tools, score) become importable from any directory.
   .venv/bin/python -m pip install --quiet --no-deps -e .
