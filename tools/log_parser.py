@@ -7,13 +7,22 @@ IN is a file or a directory of the files deploy/fluentd/fluent.conf writes (`<ta
 also gzipped `.log.gz`): JSON lines, each a record shipped with MONITOR_LOG plus the `tag` and
 `time` fluentd adds. Log records (tag loopchain.<process kind>) have level, logger, message,
 process and pid (and exc_text, channel); events (tag loopchain.<kind>.event) have event and their
-fields. The files of a directory are merged by time.
+fields. The files of a directory are merged by time: fluentd writes each file in the order records
+arrive (after a collector outage, bursts of several processes interleave), so the merged entries
+pass through a window of WINDOW_ENTRIES (10,000) entries that releases the oldest first; an entry
+further out of place than that is written late and counted in the summary.
 
 OUT gets one line per record, `time process level logger: message` (an exception's last line
 after ` | `), and per event `time process EVENT name field=value ...`. Printed: every error and
 exception (level ERROR or CRITICAL, a record with exception text with its traceback, an Error
-event), then the number of records and errors per process and the malformed lines (not JSON, not
-an object, no usable time, too long), which are skipped.
+event), then the number of records and errors per process, the malformed lines (not JSON, not an
+object, no usable time, too long), which are skipped (counted, the first 10 named), and the files
+that could not be read to the end (a half-written or corrupt .log.gz, a read error): the lines
+read before the problem are kept and the other files are read.
+
+Exit status: 0 when at least one file could be read (files with problems are listed), 1 when no
+file could be read at all, 2 when IN is missing or holds no collector files, or OUT cannot be
+written (or a usage error).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import gzip
 import heapq
 import json
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +42,8 @@ from typing import IO, Any
 
 MAX_LINE = 1 << 20  # characters of one JSON line; a longer one is malformed
 MAX_SHOWN_MALFORMED = 10
+WINDOW_ENTRIES = 10_000  # entries held back to put the merged files in time order
+WINDOW_CHARS = 64 << 20  # ... and at most this many characters of their lines
 ERROR_LEVELS = frozenset({"ERROR", "CRITICAL", "FATAL"})
 LOG_SUFFIXES = (".log", ".log.gz", ".jsonl")
 SHOWN_FIELDS_EXCLUDED = frozenset({"event", "process", "pid", "tag", "time"})
@@ -44,17 +56,29 @@ class Entry:
     when: float
     source: str = field(compare=False)
     record: dict[str, Any] = field(compare=False)
+    size: int = field(default=0, compare=False)  # characters of its line
 
 
 @dataclass
 class Summary:
-    """What the run found: records and errors per process, malformed lines."""
+    """What the run found: records and errors per process, malformed lines (counted, the first
+    MAX_SHOWN_MALFORMED kept), files that could not be read to the end (name: why), entries
+    written out of time order."""
 
     records: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     malformed: list[str] = field(default_factory=list)
+    malformed_count: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    read_nothing: int = 0  # files that failed before their first line
+    out_of_order: int = 0
     files: int = 0
+
+    def add_malformed(self, problem: str) -> None:
+        self.malformed_count += 1
+        if len(self.malformed) < MAX_SHOWN_MALFORMED:
+            self.malformed.append(problem)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -104,24 +128,31 @@ def parse_time(value: object) -> float | None:
 
 
 def read_entries(path: Path, summary: Summary) -> Iterator[Entry]:
-    """The well-formed entries of one file in order; each malformed line goes to the summary."""
-    with _open(path) as file:
-        number = 0
-        while line := file.readline(MAX_LINE + 1):
-            number += 1
-            where = f"{path.name}:{number}"
-            if len(line) > MAX_LINE and not line.endswith("\n"):
-                while (rest := file.readline(MAX_LINE)) and not rest.endswith("\n"):
-                    pass
-                summary.malformed.append(f"{where}: longer than {MAX_LINE} characters")
-                continue
-            if not line.strip():
-                continue
-            entry, problem = _parse_line(line, where)
-            if entry is None:
-                summary.malformed.append(f"{where}: {problem}")
-            else:
-                yield entry
+    """The well-formed entries of one file in order; each malformed line goes to the summary, and
+    so does a file that cannot be read to the end (its entries before the problem are yielded)."""
+    number = 0
+    try:
+        with _open(path) as file:
+            while line := file.readline(MAX_LINE + 1):
+                number += 1
+                where = f"{path.name}:{number}"
+                if len(line) > MAX_LINE and not line.endswith("\n"):
+                    while (rest := file.readline(MAX_LINE)) and not rest.endswith("\n"):
+                        pass
+                    summary.add_malformed(f"{where}: longer than {MAX_LINE} characters")
+                    continue
+                if not line.strip():
+                    continue
+                entry, problem = _parse_line(line, where)
+                if entry is None:
+                    summary.add_malformed(f"{where}: {problem}")
+                else:
+                    yield entry
+    except (EOFError, OSError, zlib.error) as exc:  # a half-written or corrupt .gz, a read error
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or repr(exc)
+        after = f" (after line {number})" if number else ""
+        summary.unreadable.append(f"{path.name}: {reason}{after}")
+        summary.read_nothing += 0 if number else 1
 
 
 def _parse_line(line: str, where: str) -> tuple[Entry | None, str]:
@@ -134,7 +165,7 @@ def _parse_line(line: str, where: str) -> tuple[Entry | None, str]:
     when = parse_time(record.get("time"))
     if when is None:
         return None, f"no usable time: {record.get('time')!r:.60}"
-    return Entry(when, where, record), ""
+    return Entry(when, where, record, len(line)), ""
 
 
 def process_of(record: dict[str, Any]) -> str:
@@ -166,10 +197,38 @@ def format_line(record: dict[str, Any]) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
+def in_time_order(entries: Iterator[Entry], summary: Summary) -> Iterator[Entry]:
+    """`entries` through a window of at most WINDOW_ENTRIES entries (and WINDOW_CHARS characters)
+    that releases the oldest first: in time order unless an entry is further out of place, which
+    comes out late and is counted in the summary. Equal times keep their order."""
+    window: list[tuple[float, int, Entry]] = []
+    chars = 0
+    last = float("-inf")
+
+    def release() -> Entry:
+        nonlocal chars, last
+        oldest = heapq.heappop(window)[2]
+        chars -= oldest.size
+        if oldest.when < last:
+            summary.out_of_order += 1
+        last = max(last, oldest.when)
+        return oldest
+
+    for sequence, entry in enumerate(entries):
+        heapq.heappush(window, (entry.when, sequence, entry))
+        chars += entry.size
+        while len(window) > WINDOW_ENTRIES or chars > WINDOW_CHARS:
+            yield release()
+    while window:
+        yield release()
+
+
 def run(files: list[Path], out: IO[str], shown: IO[str]) -> Summary:
-    """Write every entry of `files` (merged by time) to `out`, the errors to `shown`."""
+    """Write every entry of `files` (merged by time, see in_time_order) to `out`, the errors to
+    `shown`."""
     summary = Summary(files=len(files))
-    for entry in heapq.merge(*(read_entries(path, summary) for path in files)):
+    merged = heapq.merge(*(read_entries(path, summary) for path in files))
+    for entry in in_time_order(merged, summary):
         record = entry.record
         process = process_of(record)
         line = format_line(record)
@@ -193,12 +252,24 @@ def report(summary: Summary, shown: IO[str]) -> None:
             f"  {process}: {summary.records[process]} records "
             f"({summary.events[process]} events), {summary.errors[process]} errors\n"
         )
-    count = len(summary.malformed)
+    count = summary.malformed_count
     shown.write(f"{count} malformed line{'' if count == 1 else 's'} skipped\n")
     for problem in summary.malformed[:MAX_SHOWN_MALFORMED]:
         shown.write(f"  {problem}\n")
     if count > MAX_SHOWN_MALFORMED:
         shown.write(f"  ... and {count - MAX_SHOWN_MALFORMED} more\n")
+    if summary.out_of_order:
+        shown.write(
+            f"{summary.out_of_order} records written out of time order (more than "
+            f"{WINDOW_ENTRIES} entries out of place)\n"
+        )
+    if summary.unreadable:
+        shown.write(
+            f"{len(summary.unreadable)} of {summary.files} file(s) could not be read to the end"
+            " (the lines before the problem are kept):\n"
+        )
+        for problem in summary.unreadable:
+            shown.write(f"  {problem}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"log_parser.py: error: {exc}", file=sys.stderr)
         return 2
     report(summary, sys.stdout)
+    if summary.read_nothing == summary.files:
+        print("log_parser.py: error: no file could be read", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -187,3 +187,100 @@ def test_help_names_both_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert exited.value.code == 0
     usage = capsys.readouterr().out
     assert "IN" in usage and "OUT" in usage and "collector" in usage
+
+
+def peer_lines(count: int, start: float = 0.0) -> list[str]:
+    return [
+        json.dumps(
+            {"tag": "loopchain.peer", "time": start + i, "level": "INFO", "message": f"m{i}"}
+        )
+        for i in range(count)
+    ]
+
+
+def test_a_truncated_or_corrupt_gzip_is_a_problem_of_that_file_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs = tmp_path / "log"
+    logs.mkdir()
+    (logs / "a.good.log").write_text("\n".join(peer_lines(3, start=0.5)) + "\n")
+    whole = gzip.compress(("\n".join(peer_lines(20_000)) + "\n").encode())
+    (logs / "b.truncated.log.gz").write_bytes(whole[: len(whole) // 2])  # half-written
+    (logs / "c.notgzip.log.gz").write_bytes(b"plain text, not gzip\n")  # BadGzipFile
+    damaged = bytearray(gzip.compress(("\n".join(peer_lines(50)) + "\n").encode()))
+    damaged[12:40] = b"\xff" * 28  # a valid header, then deflate data zlib refuses
+    (logs / "d.damaged.log.gz").write_bytes(bytes(damaged))
+    out = tmp_path / "out.log"
+    assert log_parser.main([str(logs), str(out)]) == 0
+    written = out.read_text().splitlines()
+    kept = len(written) - 3
+    assert 0 < kept < 20_000, kept  # the lines read before the truncation are kept
+    assert sum(" m" not in w for w in written) == 0
+    printed = capsys.readouterr().out
+    assert "3 of 4 file(s) could not be read to the end" in printed
+    assert "b.truncated.log.gz: " in printed and "end-of-stream" in printed
+    assert "c.notgzip.log.gz: " in printed and "Not a gzipped file" in printed
+    assert "d.damaged.log.gz: " in printed
+    assert "a.good.log" not in printed
+
+
+def test_no_readable_file_at_all_is_exit_1_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs = tmp_path / "log"
+    logs.mkdir()
+    (logs / "x.log.gz").write_bytes(b"not gzip")
+    whole = gzip.compress(b"\n".join(p.encode() for p in peer_lines(5)))
+    (logs / "y.log.gz").write_bytes(whole[:15])  # ends inside the first block
+    assert log_parser.main([str(logs), str(tmp_path / "out.log")]) == 1
+    printed = capsys.readouterr()
+    assert "2 of 2 file(s) could not be read" in printed.out
+    assert "x.log.gz: " in printed.out and "y.log.gz: " in printed.out
+    assert "no file could be read" in printed.err
+    assert "Traceback" not in printed.out + printed.err
+
+
+def test_malformed_lines_are_counted_and_only_the_first_ones_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = log_parser.Summary()
+    source = tmp_path / "bad.log"
+    source.write_text("{not json\n" * 5_000 + PEER[0] + "\n")
+    assert len(list(log_parser.read_entries(source, summary))) == 1
+    assert summary.malformed_count == 5_000
+    assert len(summary.malformed) == log_parser.MAX_SHOWN_MALFORMED
+    assert summary.malformed[0].startswith("bad.log:1: not JSON")
+    assert summary.malformed[-1].startswith("bad.log:10: not JSON")
+    out = tmp_path / "out.log"
+    assert log_parser.main([str(source), str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 1
+    printed = capsys.readouterr().out
+    assert "5000 malformed lines skipped" in printed and "... and 4990 more" in printed
+
+
+def test_a_file_out_of_time_order_is_sorted_within_the_window(tmp_path: Path) -> None:
+    """fluentd writes in arrival order: after a collector outage, bursts of several processes
+    interleave. Entries out of place by less than the window come out in time order."""
+    logs = tmp_path / "log"
+    logs.mkdir()
+    late = peer_lines(300, start=1000.0)  # times 1000..1299 ...
+    burst = peer_lines(300, start=1000.5)  # ... and a burst with times between them, after them
+    (logs / "a.log").write_text("\n".join(late + burst) + "\n")
+    (logs / "b.log").write_text("\n".join(peer_lines(100, start=1100.25)) + "\n")
+    out = tmp_path / "out.log"
+    assert log_parser.main([str(logs), str(out)]) == 0
+    times = [float(w.split()[0]) for w in out.read_text().splitlines()]
+    assert len(times) == 700
+    assert times == sorted(times)
+
+
+def test_entries_out_of_place_by_more_than_the_window_are_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(log_parser, "WINDOW_ENTRIES", 10)
+    source = tmp_path / "x.log"
+    source.write_text("\n".join(peer_lines(30, start=100.0) + peer_lines(5, start=0.0)) + "\n")
+    out = tmp_path / "out.log"
+    assert log_parser.main([str(source), str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 35
+    assert "5 records written out of time order" in capsys.readouterr().out
