@@ -6,12 +6,14 @@ report.json holds the run's summary (loadtool.summarize) and, beside it, what a 
 shows: throughput (acknowledged and committed per second), latency percentiles with the maximum,
 the success rate of the requests and their answers by status. report.md is the same as a table;
 latency.png plots each transaction's latency against the moment it was sent (matplotlib's Agg
-backend, imported only here).
+backend, imported only here). matplotlib is not in requirements.txt (the runtime image): without it
+the report is report.json and report.md, and one line on stderr says no latency.png was written.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +66,9 @@ def _cell(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
-def format_markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown: a table of the figures and a table of the answers by status."""
+def format_markdown(report: dict[str, Any], plotted: bool = True) -> str:
+    """The report as Markdown: a table of the figures, a table of the answers by status and, when
+    `plotted`, latency.png."""
     summary = report["summary"]
     latency, reply = report["latency_ms"], report["reply_latency_ms"]
     rate = report["success_rate"]
@@ -99,8 +102,7 @@ def format_markdown(report: dict[str, Any]) -> str:
         "|---|---|",
         *(f"| {status} | {count} |" for status, count in report["answers"].items()),
         "",
-        "![latency over time](latency.png)",
-        "",
+        *(["![latency over time](latency.png)", ""] if plotted else []),
     ]
     return "\n".join(lines)
 
@@ -138,11 +140,20 @@ def plot_latency(run: Run, path: Path) -> None:
 
 
 def write_report(run: Run, directory: Path) -> list[Path]:
-    """Write report.json, report.md and latency.png into `directory` (made when missing)."""
+    """Write report.json, report.md and latency.png into `directory` (made when missing); the
+    paths written. Without matplotlib, no latency.png and a line on stderr saying so."""
     directory.mkdir(parents=True, exist_ok=True)
     report = build_report(run)
-    paths = [directory / "report.json", directory / "report.md", directory / "latency.png"]
+    paths = [directory / "report.json", directory / "report.md"]
     paths[0].write_text(json.dumps(report, indent=1) + "\n")
-    paths[1].write_text(format_markdown(report))
-    plot_latency(run, paths[2])
+    png = directory / "latency.png"
+    try:
+        plot_latency(run, png)
+        paths.append(png)
+    except ImportError as exc:
+        print(
+            f"loadtool: matplotlib is not installed ({exc}), so no latency.png was written",
+            file=sys.stderr,
+        )
+    paths[1].write_text(format_markdown(report, plotted=png in paths))
     return paths

@@ -229,3 +229,51 @@ def test_matplotlib_is_imported_only_for_a_report():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+WITHOUT_MATPLOTLIB = """
+import importlib.abc, sys
+from pathlib import Path
+
+
+class NoMatplotlib(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "matplotlib":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NoMatplotlib())
+from tests.unit.test_loadtool import _finished_run
+from tools.load_report import write_report
+
+print(" ".join(p.name for p in write_report(_finished_run(), Path(sys.argv[1]))))
+"""
+
+
+def test_a_report_without_matplotlib_skips_only_the_png(tmp_path):
+    """The runtime image installs only requirements.txt: a report is then report.json and
+    report.md, a line says why there is no latency.png, and no traceback."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "report"
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_MATPLOTLIB, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+    assert done.stderr.splitlines() == [
+        "loadtool: matplotlib is not installed (No module named 'matplotlib'), "
+        "so no latency.png was written"
+    ]
+    assert json.loads((out / "report.json").read_text())["committed"] == 2
+    assert "latency.png" not in (out / "report.md").read_text()
