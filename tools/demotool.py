@@ -11,8 +11,9 @@
     .venv/bin/python tools/demotool.py load -c 4 -m 10s --report out/
     .venv/bin/python tools/demotool.py                            # the numbered menu (a terminal)
 
-`--json` prints machine-readable output. Exit status: 0 done, 1 the peer failed or refused (one
-line on stderr saying why), 2 a usage error (or no subcommand without a terminal).
+`--json` prints machine-readable output. Exit status: 0 done, 1 the peer failed, refused or
+answered what the tool cannot read (one line on stderr saying why), 2 a usage error (or no
+subcommand without a terminal).
 """
 
 from __future__ import annotations
@@ -348,12 +349,12 @@ def _menu(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     def run(argv: list[str]) -> int:
         return execute(parser.parse_args([*globals_, *argv]))
 
-    return run_menu(title, menu_items(), run)
+    return run_menu(title, menu_items(), run, node="the peer")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; the exit status."""
-    return run_tool("demotool", build_parser(), argv, execute, _menu)
+    return run_tool("demotool", build_parser(), argv, execute, _menu, node="the peer")
 
 
 if __name__ == "__main__":

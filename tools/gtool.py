@@ -14,7 +14,8 @@ Reads are open; the changes (add-channel, add-peer, remove-peer, unregister) sen
 token, read from --token-file, else from the file the RadioStation uses: RADIOSTATION_ADMIN_TOKEN_PATH
 (environment or -o conf.json) or {DEFAULT_STORAGE_PATH}/radiostation_{port}/admin_token, the port
 being the REST port - PORT_DIFF_REST_SERVICE_CONTAINER. Exit status: 0 done, 1 the RadioStation
-failed or refused (one line on stderr saying why), 2 a usage error.
+failed, refused or answered what the tool cannot read (one line on stderr saying why), 2 a usage
+error.
 """
 
 from __future__ import annotations
@@ -300,12 +301,13 @@ def _menu(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     def run(argv: list[str]) -> int:
         return execute(parser.parse_args([*globals_, *argv]))
 
-    return run_menu(f"loopchain gtool - RadioStation {args.radiostation}", menu_items(), run)
+    title = f"loopchain gtool - RadioStation {args.radiostation}"
+    return run_menu(title, menu_items(), run, node="the RadioStation")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; the exit status."""
-    return run_tool("gtool", build_parser(), argv, execute, _menu)
+    return run_tool("gtool", build_parser(), argv, execute, _menu, node="the RadioStation")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 from tools.rest_client import ToolError
 
+# What reading an answer of an unexpected shape raises (a missing key, a list for an object, text
+# for a number): the tools report it as one line like a ToolError instead of a traceback.
+UNEXPECTED_ANSWER = (AttributeError, IndexError, KeyError, TypeError, ValueError)
+
 
 @dataclass(frozen=True)
 class MenuItem:
@@ -28,13 +32,21 @@ def ask(prompt: str, default: str = "") -> str:
     return input(f"{prompt}{shown}: ").strip() or default
 
 
+def unexpected_answer(exc: Exception, node: str) -> str:
+    """One line for an answer of `node` ("the peer") that was not of the shape expected."""
+    what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
+    return f"unexpected answer from {node}: {what}"
+
+
 def run_menu(
     title: str,
     items: Sequence[MenuItem],
     execute: Callable[[list[str]], int],
+    node: str,
 ) -> int:
     """Show the menu until the operator picks 0 (or input ends); each pick runs `execute` on the
-    argv its item builds. Errors are shown and the menu comes back."""
+    argv its item builds. Errors (a ToolError, an answer of `node` of an unexpected shape) are
+    shown on one line and the menu comes back."""
     while True:
         print(f"\n{title}")
         for number, item in enumerate(items, 1):
@@ -61,6 +73,9 @@ def run_menu(
         except ToolError as exc:
             print(f"error: {exc}")
             continue
+        except UNEXPECTED_ANSWER as exc:
+            print(f"error: {unexpected_answer(exc, node)}")
+            continue
         except SystemExit as exc:  # argparse refused what was typed (it printed why)
             code = int(exc.code) if isinstance(exc.code, int) else 2
         if code:
@@ -82,9 +97,11 @@ def run_tool(
     argv: Sequence[str] | None,
     execute: Callable[[argparse.Namespace], int],
     menu: Callable[[argparse.ArgumentParser, argparse.Namespace], int],
+    node: str,
 ) -> int:
     """The `main` of an operator tool: its subcommand, or its menu on a terminal (the usage and 2
-    without one); a ToolError is one line on stderr and 1, Ctrl-C is 130."""
+    without one); a ToolError, or an answer of `node` ("the peer") of an unexpected shape, is one
+    line on stderr and 1, Ctrl-C is 130."""
     args = parser.parse_args(argv)
     try:
         if args.command is None:
@@ -93,6 +110,9 @@ def run_tool(
         return execute(args)
     except ToolError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    except UNEXPECTED_ANSWER as exc:
+        print(f"{name}: {unexpected_answer(exc, node)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
