@@ -86,6 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="log_parser.py",
         description="Merge the log collector's JSON-lines files into readable log lines and list "
         "the errors and exceptions with a count per process.",
+        epilog="Exit status: 0 when at least one file could be read (files that could not be read "
+        "to the end are listed), 1 when no file could be read, 2 when IN is missing or holds no "
+        "collector files or OUT cannot be written.",
     )
     parser.add_argument("input", metavar="IN", type=Path, help="a collector file or directory")
     parser.add_argument("output", metavar="OUT", type=Path, help="where the log lines go")

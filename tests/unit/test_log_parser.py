@@ -187,6 +187,7 @@ def test_help_names_both_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert exited.value.code == 0
     usage = capsys.readouterr().out
     assert "IN" in usage and "OUT" in usage and "collector" in usage
+    assert "Exit status: 0 when at least one file could be read" in " ".join(usage.split())
 
 
 def peer_lines(count: int, start: float = 0.0) -> list[str]:
