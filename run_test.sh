@@ -9,6 +9,6 @@ echo "== lint (ruff) and layer contracts (import-linter)"
 .venv/bin/ruff check loopchain tests tools score peer.py radiostation.py rest_proxy.py
 .venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
 echo "== type check (mypy)"
-.venv/bin/mypy loopchain
+.venv/bin/mypy loopchain tools
 echo "== tests (pytest)"
 exec .venv/bin/python -m pytest "$@"

@@ -40,7 +40,7 @@ from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
-from loopchain.types.peer import PeerInfo
+from loopchain.types.peer import PeerInfo, identify_digest
 from loopchain.types.transaction import Transaction
 from loopchain.types.validators import Validator, ValidatorSet
 from loopchain.types.vote import QuorumCertificate, Vote
@@ -164,8 +164,13 @@ def build_chain(
 class OneChannelBackend:
     """A PeerBackend with exactly one channel."""
 
-    def __init__(self, service: ChannelService) -> None:
+    def __init__(self, service: ChannelService, signer: Signer) -> None:
         self.service = service
+        self.signer = signer
+
+    def identify(self, challenge: bytes) -> tuple[str, bytes]:
+        """This peer's id and its signature of the challenge (as a peer answers Identify)."""
+        return self.signer.address, self.signer.sign(identify_digest(challenge))
 
     def channel(self, name: str) -> ChannelService:
         """The channel service when `name` is its channel (or empty)."""
@@ -246,7 +251,7 @@ async def run(options: Options, workdir: Path) -> dict[str, Any]:
     open_s = time.perf_counter() - started
     server = grpc_util.create_server(config)
     pb_grpc.add_PeerServiceServicer_to_server(
-        PeerServicer(OneChannelBackend(served), server_signer.address), server
+        PeerServicer(OneChannelBackend(served, server_signer), server_signer.address), server
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

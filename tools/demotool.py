@@ -187,7 +187,7 @@ def cmd_find(client: RestClient, args: argparse.Namespace) -> int:
         [
             f"tx_hash      {tx_hash}",
             f"block        {height if height >= 0 else 'none yet (in the pool)'}",
-            f"result       {code} ({RESULT_CODES.get(code, 'unknown code')})"
+            f"result       {code} ({RESULT_CODES.get(code, 'unknown code') if isinstance(code, int) else 'no code'})"
             + (f": {response['message']}" if response.get("message") else ""),
             f"data         {json.dumps(tx.get('data'))}",
             f"peer         {(tx.get('meta') or {}).get('peer_id', '')}",
@@ -200,8 +200,10 @@ def cmd_find(client: RestClient, args: argparse.Namespace) -> int:
 def cmd_status(client: RestClient, args: argparse.Namespace) -> int:
     peer = client.get("/api/v1/status/peer", channel=args.channel)
     score = client.get("/api/v1/status/score", channel=args.channel)
-    keys = ("status", "peer_id", "peer_target", "channel", "leader_id", "block_height")
-    keys += ("total_tx", "tx_pool_size", "validator_count", "audience_count", "consensus")
+    keys = (
+        *("status", "peer_id", "peer_target", "channel", "leader_id", "block_height"),
+        *("total_tx", "tx_pool_size", "validator_count", "audience_count", "consensus"),
+    )
     lines = [f"{key:<16} {peer[key]}" for key in keys if key in peer]
     lines.append(f"{'score':<16} {score.get('id')} {score.get('version')}")
     _emit(args, {"peer": peer, "score": score}, "\n".join(lines))

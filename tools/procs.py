@@ -362,7 +362,9 @@ class LocalNetwork:
 
     def make_peer_key(self, port: int) -> str:
         """Make (or keep) the key of the peer that will run on `port`; returns its id."""
-        key_path = Path(self.config_values["DEFAULT_STORAGE_PATH"]) / f"peer_{port}" / "peer_key"
+        key_path = (
+            Path(str(self.config_values["DEFAULT_STORAGE_PATH"])) / f"peer_{port}" / "peer_key"
+        )
         return load_or_create_key(key_path).address
 
     def start_peer(self, port: int | None = None, wait: bool = True) -> int:
