@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import load_config
@@ -105,19 +103,6 @@ class Cluster:
 
     def final_everywhere(self, tx_hashes: list[bytes], services: list[ChannelService]) -> bool:
         return all(s.store.has_transaction(h) for s in services for h in tx_hashes)
-
-
-@pytest_asyncio.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    cluster = Cluster(tmp_path)
-    try:
-        yield cluster
-    finally:
-        for task in cluster.tasks:
-            task.cancel()
-        await asyncio.gather(*cluster.tasks, return_exceptions=True)
-    for task in cluster.tasks:
-        assert task.cancelled(), task.exception()
 
 
 async def submit(service: ChannelService, count: int, tag: str) -> list[bytes]:

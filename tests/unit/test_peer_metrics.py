@@ -5,14 +5,11 @@ with JSON-serialisable fields."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from loopchain import monitor_log
@@ -24,17 +21,6 @@ from loopchain.types.vote import Complaint
 from tests.unit.test_channel_services import CHANNEL, Cluster, submit
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    cluster = Cluster(tmp_path)
-    try:
-        yield cluster
-    finally:
-        for task in cluster.tasks:
-            task.cancel()
-        await asyncio.gather(*cluster.tasks, return_exceptions=True)
 
 
 def samples(service: ChannelService) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
