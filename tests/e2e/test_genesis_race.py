@@ -1,0 +1,69 @@
+"""A listed channel whose genesis funds accounts, with its peers starting one after another.
+
+Found by `tools/bench.py` (issue 8's "stopping for good with thousands of transactions pooled"):
+the first listed peer to register gets a validator set of itself alone from the RadioStation, and a
+genesis that funds accounts is proposed at once, so that peer certifies a genesis block by itself;
+the peers that register later get the full set, whose quorum they reach without it, and certify
+another genesis. Two chains; the first peer never joins the others' (it rejects their blocks: "does
+not extend the tip") and its pool fills up. The genesis validator set has to be the same for every
+peer (in listed mode, the listed validators from the start) before this test can pass; it is marked xfail (strict) until then, and slow (a minute).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from loopchain.blockchain import coin
+from tools.procs import LocalNetwork, wait_until
+
+PEERS = 4
+CHANNEL = "loopchain_default"
+GENESIS = {
+    "accounts": [
+        {"name": "god", "address": "hxe7af5fcfd8dfc67530a01a0e403882687528dfcb", "balance": "0x1"},
+        {"name": "treasury", "address": coin.TREASURY, "balance": "0x0"},
+    ],
+    "message": "genesis race",
+}
+
+
+@pytest.mark.slow  # about a minute until it gives up; run with ./run_test.sh -m slow
+@pytest.mark.xfail(strict=True, reason="a lone first peer certifies its own genesis (issue 8)")
+def test_a_peer_that_starts_alone_ends_on_the_same_chain_as_the_others(tmp_path: Path) -> None:
+    net = LocalNetwork(tmp_path, {"ENABLE_CHANNEL_AUTH": True})
+    ports = sorted(net.new_peer_port() for _ in range(PEERS))
+    ids = {port: net.make_peer_key(port) for port in ports}
+    peers = [{"peer_id": ids[p], "peer_target": f"127.0.0.1:{p}"} for p in ports]
+    channels = {CHANNEL: {"peers": peers, "genesis_data": GENESIS}}
+    (tmp_path / "channel_manage_data.json").write_text(json.dumps(channels))
+    try:
+        net.start_radiostation()
+        first, others = ports[0], ports[1:]
+        net.start_peer(first)
+        # the first peer alone: whatever it does now, the network it joins must end as one chain
+        wait_until(lambda: net.status(first)["validator_count"] >= 1, 30, "the first peer's set")
+        for port in others:
+            net.start_peer(port, wait=False)
+        wait_until(
+            lambda: all(net.status(p)["validator_count"] == PEERS for p in others),
+            60,
+            "four validators seen by the later peers",
+        )
+        for port in ports:  # a transaction each, so that every peer has work to propose
+            net.submit(port, {"genesis race": port})
+
+        def one_chain() -> bool:
+            if min(net.height(p) for p in ports) < 1:
+                return False
+            return (
+                len({net.block_hash_at(p, 0) for p in ports}) == 1
+                and len({net.block_hash_at(p, 1) for p in ports}) == 1
+            )
+
+        wait_until(one_chain, 60, "every peer on one chain (the same blocks 0 and 1)")
+    finally:
+        for proc in reversed(net.procs):
+            proc.stop(timeout=15)
