@@ -27,7 +27,7 @@ from typing import Any
 
 from tools import loadtool
 from tools.menu import MenuItem, ask, run_menu, run_tool
-from tools.rest_client import DEFAULT_TIMEOUT, RestClient, ToolError, base_url
+from tools.rest_client import DEFAULT_TIMEOUT, RestClient, ToolError, seconds_arg, url_arg
 
 DEFAULT_PEER = "http://127.0.0.1:9000"
 MAX_TXS = 10_000
@@ -61,23 +61,6 @@ def _bounded_int(low: int, high: int) -> Callable[[str], int]:
     return convert
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text} is not in (0, 3600] seconds")
-    return value
-
-
-def _peer(text: str) -> str:
-    try:
-        return base_url(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line: global options and one subcommand."""
     parser = argparse.ArgumentParser(
@@ -86,12 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
         " Without a subcommand on a terminal: the numbered menu.",
     )
     parser.add_argument(
-        "-p", "--peer", type=_peer, default=DEFAULT_PEER, help=f"REST URL (default {DEFAULT_PEER})"
+        "-p",
+        "--peer",
+        type=url_arg,
+        default=DEFAULT_PEER,
+        help=f"REST URL (default {DEFAULT_PEER})",
     )
     parser.add_argument("--channel", default="", help="channel (default: the peer's default)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
-        "--timeout", type=_seconds, default=DEFAULT_TIMEOUT, help="seconds per request"
+        "--timeout", type=seconds_arg, default=DEFAULT_TIMEOUT, help="seconds per request"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     tx = sub.add_parser("tx", help="create transactions and print their hashes")
@@ -100,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", type=_json_object, default={"data": "hello"}, help="the JSON object sent"
     )
     tx.add_argument("--wait", action="store_true", help="wait until each is in a block")
-    tx.add_argument("--wait-timeout", type=_seconds, default=60.0, help="for --wait (60 s)")
+    tx.add_argument("--wait-timeout", type=seconds_arg, default=60.0, help="for --wait (60 s)")
     find = sub.add_parser("find", help="a transaction and its result")
     find.add_argument("hash", help="the transaction hash (64 hex digits)")
     sub.add_parser("status", help="the peer's status and its SCORE")
@@ -109,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     blocks.add_argument("--from", dest="start", type=_bounded_int(0, 2**62), help="first height")
     blocks.add_argument("--to", dest="end", type=_bounded_int(0, 2**62), help="last height")
     monitor = sub.add_parser("monitor", help="print height, leader and pool until Ctrl-C")
-    monitor.add_argument("--interval", type=_seconds, default=1.0, help="seconds (default 1)")
+    monitor.add_argument("--interval", type=seconds_arg, default=1.0, help="seconds (default 1)")
     monitor.add_argument(
         "--count", type=_bounded_int(0, 10**9), default=0, help="iterations (0: until Ctrl-C)"
     )

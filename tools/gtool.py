@@ -33,27 +33,10 @@ from typing import Any
 from loopchain.configure import ConfigError, load_config
 from loopchain.radiostation.operator import MAX_TOKEN_CHARS, token_path
 from tools.menu import MenuItem, ask, run_menu, run_tool
-from tools.rest_client import DEFAULT_TIMEOUT, RestClient, ToolError, base_url
+from tools.rest_client import DEFAULT_TIMEOUT, RestClient, ToolError, seconds_arg, url_arg
 
 DEFAULT_RADIOSTATION = "http://127.0.0.1:9002"
 STATUS_NAMES = {0: "unknown", 1: "connected", 2: "disconnected"}
-
-
-def _url(text: str) -> str:
-    try:
-        return base_url(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 600:
-        raise argparse.ArgumentTypeError(f"{text} is not in (0, 600] seconds")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,11 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         " Without a subcommand on a terminal: the numbered menu.",
     )
     add = parser.add_argument
-    add("-r", "--radiostation", type=_url, default=DEFAULT_RADIOSTATION, help="its REST URL")
+    add("-r", "--radiostation", type=url_arg, default=DEFAULT_RADIOSTATION, help="its REST URL")
     add("--token-file", help="the operator token file (default: the RadioStation's own)")
     add("-o", "--configure_file_path", help="the RadioStation's JSON configuration (token path)")
     add("--json", action="store_true", help="machine-readable output")
-    add("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, help="seconds per request")
+    add("--timeout", type=seconds_arg, default=DEFAULT_TIMEOUT, help="seconds per request")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("status", help="each channel's peers, their status and the leader")
     sub.add_parser("channels", help="the channels, their SCORE and listed peers")

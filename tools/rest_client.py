@@ -7,6 +7,7 @@ one line a person can act on; the tools print it and exit 1, never a traceback.
 
 from __future__ import annotations
 
+import argparse
 import json
 import urllib.error
 import urllib.parse
@@ -115,3 +116,22 @@ class RestClient:
 
     def get(self, path: str, **params: Any) -> Any:
         return self.ok("GET", path, params)
+
+
+def url_arg(text: str) -> str:
+    """argparse type: a REST base URL (base_url), refused with its reason."""
+    try:
+        return base_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def seconds_arg(text: str) -> float:
+    """argparse type: a number of seconds in (0, 3600]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 3600] seconds")
+    return value
