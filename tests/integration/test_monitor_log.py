@@ -127,7 +127,7 @@ def test_a_collector_that_never_reads_blocks_no_emit_and_no_close() -> None:
         for _ in range(sent):
             handler.handle(record)
         emitting = time.monotonic() - start
-        assert stalled.connections >= 1
+        wait_until(lambda: stalled.connections >= 1, 30, "the sender connected")
         wait_until(lambda: handler.dropped > 0, 30, "queue overflow counted")
         assert emitting < 30.0, f"{sent} emits took {emitting:.1f} s: they waited for the collector"
         start = time.monotonic()
