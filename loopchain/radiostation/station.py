@@ -89,16 +89,32 @@ class Station:
         if cached is not None and cached.version == version:
             return cached
         spec = self.registry.channels[channel]
-        members = tuple(
-            Validator(
-                r.peer_id,
-                spec.weight(r.peer_id, r.target),
-                spec.group_of(r.peer_id, r.target),
-                r.public_key,
+        registered = {r.peer_id: r for r in self.registry.members(channel)}
+        if self.registry.channel_auth and spec.members is not None:
+            # listed mode: the listed validators, registered or not, in the file's order. Every
+            # version of the set has the same committee, so a peer that registers first cannot
+            # certify a genesis alone while the others certify another with the full set.
+            members = tuple(
+                Validator(
+                    m.peer_id,
+                    m.weight,
+                    m.group_id,
+                    registered[m.peer_id].public_key if m.peer_id in registered else b"",
+                )
+                for m in spec.members
+                if m.role == "validator"
             )
-            for r in self.registry.members(channel)
-            if spec.is_validator(r.peer_id, r.target)
-        )
+        else:
+            members = tuple(
+                Validator(
+                    r.peer_id,
+                    spec.weight(r.peer_id, r.target),
+                    spec.group_of(r.peer_id, r.target),
+                    r.public_key,
+                )
+                for r in registered.values()
+                if spec.is_validator(r.peer_id, r.target)
+            )
         used = {m.group_id for m in members if m.group_id}
         groups = tuple(Group(g, w) for g, w in spec.groups.items() if g in used)
         auditors = tuple(

@@ -144,6 +144,31 @@ async def test_channel_auth_gives_only_listed_channels(start_rs: StartRS) -> Non
     assert ValidatorSet.decode(list_1.validator_set).peer_ids == [a.address, b.address]
 
 
+async def test_a_listed_channel_has_its_listed_committee_from_the_first_registration(
+    start_rs: StartRS,
+) -> None:
+    """The genesis race: a set naming only the peers registered so far lets the first one certify
+    a genesis alone. In listed mode every version names the listed validators, in the file's order,
+    registered or not (auditors never vote)."""
+    a, b, c, d = (Signer.generate() for _ in range(4))
+    peers = [
+        {"peer_id": b.address, "weight": 2},
+        {"peer_id": a.address},
+        {"peer_id": d.address, "role": "auditor"},
+        {"peer_id": c.address},
+    ]
+    rs = await start_rs({"ENABLE_CHANNEL_AUTH": True}, {"ch": {"peers": peers}})
+    async with rs_stub(rs) as stub:
+        alone = validator_set_of(await connect(stub, a, "127.0.0.1:7100"), "ch")
+        later = validator_set_of(await connect(stub, c, "127.0.0.1:7200"), "ch")
+    committee = [b.address, a.address, c.address]
+    assert alone.peer_ids == committee and later.peer_ids == committee
+    assert [v.weight for v in alone.validators] == [2, 1, 1]
+    assert alone.version < later.version
+    # a registered peer's key is stated; an absent one's is not (yet)
+    assert [bool(v.public_key) for v in later.validators] == [False, True, True]
+
+
 async def test_without_channel_auth_every_peer_joins_every_channel(start_rs: StartRS) -> None:
     genesis = {"accounts": [{"name": "a", "address": "hx" + "a" * 40, "balance": "0x0a"}]}
     channels = {
