@@ -14,7 +14,10 @@ Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2)
   the channel's genesis funds accounts, which must exist before anyone can pay a fee): it carries
   the channel's validator set of that moment (with its auditors, SCORE package, settings and
   genesis accounts) and no transaction, so the first transactions are in block 1, whose
-  certificate makes it final.
+  certificate makes it final. A set the RadioStation issued after the chain's is work too: an empty
+  block carries it. In an open channel (`genesis_by_first`: the set grows as peers register, and a
+  first peer alone is a quorum of its own set) only the set's first validator proposes the genesis
+  block, in every round and at once; the others sync it instead of certifying another.
 * Vote. A validator votes for a valid block of its current round only if the round is above every
   round it voted or complained in, and the block either extends a certificate of the previous round
   or follows a timeout certificate and extends a certificate at least as high as any its signers
@@ -169,6 +172,8 @@ class ChannelConsensus:
         voting = self.voting_set
         if voting is None or not voting.validators:
             return None
+        if self.tip.height < 0 and voting.genesis_by_first:
+            return voting.validators[0].peer_id  # an open channel's founder, in every round
         return leader_of(voting, round_, self.config.blocks_per_leader)
 
     @property
@@ -190,11 +195,18 @@ class ChannelConsensus:
 
     def has_work(self) -> bool:
         """Transactions wait, or a not-yet-final block holds some, or the genesis block of a
-        channel that funds accounts is not final yet: rounds must make progress."""
+        channel that funds accounts is not final yet, or the RadioStation issued a validator set
+        newer than the chain's (a peer that joined an open channel after its first peer founded
+        it votes only once a block carries the set naming it): rounds must make progress."""
         if self.pool or self.tree.has_pending_transactions():
             return True
-        latest = self.latest_validators
-        return self.tip.height < 0 and latest is not None and bool(latest.genesis)
+        latest, chain_set = self.latest_validators, self.tip.next_validators
+        if latest is None:
+            return False
+        if self.tip.height < 0:  # an open channel's founder founds it at once: the others
+            # may hold transactions it never sees (gossip happens at intake), and wait for it
+            return bool(latest.genesis) or (latest.genesis_by_first and self._founds(latest))
+        return chain_set is not None and latest.version > chain_set.version
 
     # ------------------------------------------------------------ entry points
 
@@ -271,6 +283,10 @@ class ChannelConsensus:
             return [m.ScheduleTimeout(wait, "propose", self.round)]
         return self._propose(parent, tc, now)
 
+    def _founds(self, voting: ValidatorSet) -> bool:
+        """This peer is the first validator of `voting`, the one to propose an open genesis."""
+        return bool(voting.validators) and voting.validators[0].peer_id == self.signer.address
+
     def _has_new_transactions(self, parent: ChainTip) -> bool:
         """Pooled transactions that the next block would carry. Without any, the proposal only
         finalises the blocks before it: it goes out at once instead of waiting for the interval
@@ -310,6 +326,8 @@ class ChannelConsensus:
         voting = update if parent.height < 0 else current
         if voting is None:
             return []
+        if parent.height < 0 and voting.genesis_by_first and not self._founds(voting):
+            return []  # an open channel's first peer founds it; this one syncs its genesis
         # 2. the oldest pooled transactions that no not-yet-final ancestor holds (none in the
         #    genesis block: it records the channel's configuration, the validator set, only)
         limits = self.config.limits
@@ -398,7 +416,11 @@ class ChannelConsensus:
         voting = parent.voting_set_for(block)
         assert voting is not None
         if check_leader:
-            expected = leader_of(voting, block.header.round, self.config.blocks_per_leader)
+            expected = (
+                voting.validators[0].peer_id
+                if block.height == 0 and voting.genesis_by_first
+                else leader_of(voting, block.header.round, self.config.blocks_per_leader)
+            )
             if block.header.leader != expected:
                 return f"proposed by {block.header.leader}, but the leader is {expected}"
             problem = check_proposal_bounds(parent, block, limits, int(now * 1_000_000))

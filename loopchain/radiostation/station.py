@@ -90,7 +90,8 @@ class Station:
             return cached
         spec = self.registry.channels[channel]
         registered = {r.peer_id: r for r in self.registry.members(channel)}
-        if self.registry.channel_auth and spec.members is not None:
+        listed = self.registry.channel_auth and spec.members is not None
+        if listed:
             # listed mode: the listed validators, registered or not, in the file's order. Every
             # version of the set has the same committee, so a peer that registers first cannot
             # certify a genesis alone while the others certify another with the full set.
@@ -101,7 +102,7 @@ class Station:
                     m.group_id,
                     registered[m.peer_id].public_key if m.peer_id in registered else b"",
                 )
-                for m in spec.members
+                for m in spec.members or ()
                 if m.role == "validator"
             )
         else:
@@ -132,6 +133,7 @@ class Station:
             score_package=spec.score_package,
             score_settings=settings.decode(),
             genesis=spec.genesis.encoded() if spec.genesis is not None else "",
+            genesis_by_first=not listed,
         )
         signed = unsigned.signed_by(self.signer)
         self._sets[channel] = signed

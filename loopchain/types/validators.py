@@ -61,6 +61,10 @@ class ValidatorSet:
     score_package: str = ""  # the channel's SCORE package ("" when not stated)
     score_settings: str = ""  # canonical JSON of the channel's score_settings ("" for none)
     genesis: str = ""  # canonical JSON of the channel's GenesisData ("" for none)
+    # open mode: the set grows as peers register, so a first peer alone is a quorum of its set;
+    # only the set's first validator (the first registered) may then propose the genesis block,
+    # and the others sync it instead of certifying another with a larger set
+    genesis_by_first: bool = False
 
     def __post_init__(self) -> None:
         ids = [v.peer_id for v in self.validators]
@@ -104,6 +108,7 @@ class ValidatorSet:
             **({"score_package": self.score_package} if self.score_package else {}),
             **({"score_settings": self.score_settings} if self.score_settings else {}),
             **({"genesis": self.genesis} if self.genesis else {}),
+            **({"genesis_by_first": True} if self.genesis_by_first else {}),
         }
 
     def genesis_data(self) -> GenesisData | None:
@@ -228,6 +233,9 @@ class ValidatorSet:
         genesis = obj.get("genesis", "")
         if not isinstance(genesis, str):
             raise EncodingError("field 'genesis' must be a string (canonical JSON)")
+        genesis_by_first = obj.get("genesis_by_first", False)
+        if not isinstance(genesis_by_first, bool):
+            raise EncodingError("field 'genesis_by_first' must be true or false")
         try:
             return cls(
                 obj["channel"],
@@ -240,6 +248,7 @@ class ValidatorSet:
                 package,
                 settings,
                 genesis,
+                genesis_by_first,
             )
         except ValueError as exc:  # well-formed, but breaks a rule of validator sets
             raise EncodingError(f"invalid validator set: {exc}") from None

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from loopchain.blockchain import coin
 from tools.procs import LocalNetwork, wait_until
 
@@ -29,11 +31,14 @@ GENESIS = {
 }
 
 
-def test_a_peer_that_starts_alone_ends_on_the_same_chain_as_the_others(tmp_path: Path) -> None:
-    net = LocalNetwork(tmp_path, {"ENABLE_CHANNEL_AUTH": True})
+@pytest.mark.parametrize("listed", [True, False], ids=["listed", "open"])
+def test_a_peer_that_starts_alone_ends_on_the_same_chain_as_the_others(
+    tmp_path: Path, listed: bool
+) -> None:
+    net = LocalNetwork(tmp_path, {"ENABLE_CHANNEL_AUTH": listed})
     ports = sorted(net.new_peer_port() for _ in range(PEERS))
     ids = {port: net.make_peer_key(port) for port in ports}
-    peers = [{"peer_id": ids[p], "peer_target": f"127.0.0.1:{p}"} for p in ports]
+    peers = [{"peer_id": ids[p], "peer_target": f"127.0.0.1:{p}"} for p in ports] if listed else []
     channels = {CHANNEL: {"peers": peers, "genesis_data": GENESIS}}
     (tmp_path / "channel_manage_data.json").write_text(json.dumps(channels))
     try:
