@@ -17,7 +17,8 @@ Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2)
   certificate makes it final. A set the RadioStation issued after the chain's is work too: an empty
   block carries it. In an open channel (`genesis_by_first`: the set grows as peers register, and a
   first peer alone is a quorum of its own set) only the set's first validator proposes the genesis
-  block, in every round and at once; the others sync it instead of certifying another.
+  block, in every round; the others sync it instead of certifying another, and their complaints
+  ask it for one when only they hold transactions.
 * Vote. A validator votes for a valid block of its current round only if the round is above every
   round it voted or complained in, and the block either extends a certificate of the previous round
   or follows a timeout certificate and extends a certificate at least as high as any its signers
@@ -143,6 +144,7 @@ class ChannelConsensus:
         self.roots_at = roots_at  # (state root, results hash) after an executed height
         self.executed_height = executed_height
         self.awaiting_execution: list[m.ProposalReceived] = []
+        self.genesis_requested = False  # open channel: a validator complained waiting for genesis
 
     # ------------------------------------------------------------ queries
 
@@ -172,8 +174,9 @@ class ChannelConsensus:
         voting = self.voting_set
         if voting is None or not voting.validators:
             return None
-        if self.tip.height < 0 and voting.genesis_by_first:
-            return voting.validators[0].peer_id  # an open channel's founder, in every round
+        point = self._high_point() or self.tip
+        if point.height < 0 and voting.genesis_by_first:
+            return voting.validators[0].peer_id  # the genesis of an open channel: its founder
         return leader_of(voting, round_, self.config.blocks_per_leader)
 
     @property
@@ -203,9 +206,8 @@ class ChannelConsensus:
         latest, chain_set = self.latest_validators, self.tip.next_validators
         if latest is None:
             return False
-        if self.tip.height < 0:  # an open channel's founder founds it at once: the others
-            # may hold transactions it never sees (gossip happens at intake), and wait for it
-            return bool(latest.genesis) or (latest.genesis_by_first and self._founds(latest))
+        if self.tip.height < 0:
+            return bool(latest.genesis) or self.genesis_requested
         return chain_set is not None and latest.version > chain_set.version
 
     # ------------------------------------------------------------ entry points
@@ -706,6 +708,27 @@ class ChannelConsensus:
     def _on_complaint(self, complaint: Complaint, now: float) -> list[m.Action]:
         if complaint.channel != self.tip.channel:
             return []
+        actions = self._on_complaint_in_channel(complaint, now)
+        if self._founding_asked(complaint):
+            # an open channel's founder without transactions of its own: a validator waits for a
+            # genesis (it holds transactions this node may never see: gossip happens at intake)
+            self.genesis_requested = True
+            actions += self._on_progress(now)
+        return actions
+
+    def _founding_asked(self, complaint: Complaint) -> bool:
+        latest = self.latest_validators
+        return (
+            self.tip.height < 0
+            and not self.genesis_requested
+            and latest is not None
+            and latest.genesis_by_first
+            and self._founds(latest)
+            and complaint.voter in latest
+            and complaint.verify_signature()
+        )
+
+    def _on_complaint_in_channel(self, complaint: Complaint, now: float) -> list[m.Action]:
         if complaint.round < self.round:
             return self._help_laggard(complaint)
         voting = self.voting_set

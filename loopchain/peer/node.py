@@ -116,6 +116,10 @@ class PeerNode:
         )
         rest_child: asyncio.subprocess.Process | None = None
         try:
+            # 3. the REST proxy (stateless: it asks this peer per request) starts now, so that its
+            #    start-up overlaps registration and the channels' opening
+            if self.config.RUN_REST_PROXY:
+                rest_child = await self._start_rest_proxy()
             async with asyncio.TaskGroup() as group:
                 rs = RadioStationClient(self.options.radiostation_targets[0], self.config, self.tls)
                 registration = await self._register(rs, stop)
@@ -123,8 +127,6 @@ class PeerNode:
                     return
                 for grant in registration.channels:
                     self._open_channel(grant, registration.radiostation_address, group)
-                if self.config.RUN_REST_PROXY:
-                    rest_child = await self._start_rest_proxy()
                 group.create_task(self._heartbeat_loop(rs, stop), name="heartbeat")
                 await stop.wait()
                 raise _Stop()
