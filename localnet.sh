@@ -45,10 +45,10 @@ DATA=$(cd "$DATA" && pwd)
 CONF="$DATA/localnet.json"
 
 wait_http() {  # url, name, pid
-  for _ in $(seq 1 150); do
+  for _ in $(seq 1 600); do  # polled often: the next step (the peers) waits on this one
     curl -sf -o /dev/null "$1" && return 0
     kill -0 "$3" 2>/dev/null || { echo "$2 exited; see its log:" >&2; tail -n 20 "$DATA/logs/$2.log" >&2; exit 1; }
-    sleep 0.2
+    sleep 0.05
   done
   echo "$2 did not answer at $1 in 30 s; see $DATA/logs/$2.log" >&2; exit 1
 }
