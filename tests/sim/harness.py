@@ -524,3 +524,21 @@ class Network:
 
     def heal(self) -> None:
         self.partition = None
+
+
+def genesis_block(proposer: Node, validators: ValidatorSet, timestamp: int) -> Block:
+    """A genesis block (round 0) of `validators` proposed by `proposer`; two timestamps make two
+    rival blocks."""
+    return Block.create(
+        channel=CHANNEL,
+        height=0,
+        round_=0,
+        prev_hash=b"",
+        prev_qc=None,
+        transactions=[],
+        timestamp=timestamp,
+        leader=proposer.signer,
+        next_leader=proposer.address,
+        validators_hash=validators.hash,
+        validator_update=validators,
+    )

@@ -10,7 +10,7 @@ from loopchain.consensus.rules import SafetyRules, round_after_timeout
 from loopchain.types.block import Block
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import Vote
-from tests.sim.harness import BLOCKS_PER_LEADER, CHANNEL, Network, Node
+from tests.sim.harness import BLOCKS_PER_LEADER, CHANNEL, Network, Node, genesis_block
 
 
 def _leader(net: Network) -> str:
@@ -83,20 +83,7 @@ def test_forged_vote_is_rejected_and_not_counted() -> None:
 
 
 def _genesis(net: Network, leader: Node, timestamp: int) -> Block:
-    """A genesis block (round 0) proposed by `leader`; two timestamps make two rival blocks."""
-    return Block.create(
-        channel=CHANNEL,
-        height=0,
-        round_=0,
-        prev_hash=b"",
-        prev_qc=None,
-        transactions=[],
-        timestamp=timestamp,
-        leader=leader.signer,
-        next_leader=leader.address,
-        validators_hash=net.validators.hash,
-        validator_update=net.validators,
-    )
+    return genesis_block(leader, net.validators, timestamp)
 
 
 def test_validator_never_votes_for_two_blocks_in_one_round() -> None:

@@ -13,30 +13,13 @@ from fractions import Fraction
 
 from loopchain.blockchain.chain import ChainTip, check_extends
 from loopchain.consensus import messages as m
-from loopchain.types.block import Block
 from loopchain.types.validators import ValidatorSet
-from tests.sim.harness import CHANNEL, Network, Node
+from tests.sim.harness import CHANNEL, Network, genesis_block
 
 
 def _open(net: Network) -> ValidatorSet:
     """The network's set as an open channel's RadioStation issues it."""
     return dataclasses.replace(net.validators, genesis_by_first=True).signed_by(net.issuer)
-
-
-def _genesis(net: Network, proposer: Node, validators: ValidatorSet) -> Block:
-    return Block.create(
-        channel=CHANNEL,
-        height=0,
-        round_=0,
-        prev_hash=b"",
-        prev_qc=None,
-        transactions=[],
-        timestamp=1,
-        leader=proposer.signer,
-        next_leader=proposer.address,
-        validators_hash=validators.hash,
-        validator_update=validators,
-    )
 
 
 def test_the_flag_round_trips_and_changes_the_hash_only_when_set() -> None:
@@ -53,11 +36,11 @@ def test_an_open_genesis_from_any_peer_but_the_first_is_refused() -> None:
     opened = _open(net)
     first, second = (net.nodes[v.peer_id] for v in opened.validators[:2])
     tip, ratio = ChainTip(CHANNEL), Fraction(2, 3)
-    refused = check_extends(tip, _genesis(net, second, opened), net.issuer.address, ratio)
+    refused = check_extends(tip, genesis_block(second, opened, 1), net.issuer.address, ratio)
     assert refused is not None and "proposed by its first peer" in refused
-    assert check_extends(tip, _genesis(net, first, opened), net.issuer.address, ratio) is None
+    assert check_extends(tip, genesis_block(first, opened, 1), net.issuer.address, ratio) is None
     # a listed channel's set names its whole committee from the start: anyone may found it
-    listed = _genesis(net, second, net.validators)
+    listed = genesis_block(second, net.validators, 1)
     assert check_extends(tip, listed, net.issuer.address, ratio) is None
 
 
