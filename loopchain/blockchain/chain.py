@@ -87,10 +87,8 @@ def check_extends(tip: ChainTip, block: Block, issuer: str, ratio: Fraction) -> 
 def _check_genesis_proposer(block: Block) -> str | None:
     """In an open channel only the first validator of the genesis block's set proposes it."""
     voting = block.validator_update if block.height == 0 else None
-    if voting is None or not voting.genesis_by_first or not voting.validators:
-        return None
-    first = voting.validators[0].peer_id
-    if block.header.leader != first:
+    first = voting.founder() if voting is not None else None
+    if first is not None and block.header.leader != first:
         return f"the genesis block of an open channel is proposed by its first peer {first}"
     return None
 

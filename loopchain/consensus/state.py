@@ -175,8 +175,9 @@ class ChannelConsensus:
         if voting is None or not voting.validators:
             return None
         point = self._high_point() or self.tip
-        if point.height < 0 and voting.genesis_by_first:
-            return voting.validators[0].peer_id  # the genesis of an open channel: its founder
+        founder = voting.founder() if point.height < 0 else None
+        if founder is not None:
+            return founder  # the genesis of an open channel
         return leader_of(voting, round_, self.config.blocks_per_leader)
 
     @property
@@ -287,7 +288,7 @@ class ChannelConsensus:
 
     def _founds(self, voting: ValidatorSet) -> bool:
         """This peer is the first validator of `voting`, the one to propose an open genesis."""
-        return bool(voting.validators) and voting.validators[0].peer_id == self.signer.address
+        return voting.founder() == self.signer.address
 
     def _has_new_transactions(self, parent: ChainTip) -> bool:
         """Pooled transactions that the next block would carry. Without any, the proposal only
@@ -328,7 +329,8 @@ class ChannelConsensus:
         voting = update if parent.height < 0 else current
         if voting is None:
             return []
-        if parent.height < 0 and voting.genesis_by_first and not self._founds(voting):
+        founder = voting.founder() if parent.height < 0 else None
+        if founder is not None and founder != self.signer.address:
             return []  # an open channel's first peer founds it; this one syncs its genesis
         # 2. the oldest pooled transactions that no not-yet-final ancestor holds (none in the
         #    genesis block: it records the channel's configuration, the validator set, only)
@@ -418,10 +420,8 @@ class ChannelConsensus:
         voting = parent.voting_set_for(block)
         assert voting is not None
         if check_leader:
-            expected = (
-                voting.validators[0].peer_id
-                if block.height == 0 and voting.genesis_by_first
-                else leader_of(voting, block.header.round, self.config.blocks_per_leader)
+            expected = (voting.founder() if block.height == 0 else None) or leader_of(
+                voting, block.header.round, self.config.blocks_per_leader
             )
             if block.header.leader != expected:
                 return f"proposed by {block.header.leader}, but the leader is {expected}"
@@ -722,7 +722,6 @@ class ChannelConsensus:
             self.tip.height < 0
             and not self.genesis_requested
             and latest is not None
-            and latest.genesis_by_first
             and self._founds(latest)
             and complaint.voter in latest
             and complaint.verify_signature()

@@ -191,6 +191,13 @@ class ValidatorSet:
     def peer_ids(self) -> list[str]:
         return [v.peer_id for v in self.validators]
 
+    def founder(self) -> str | None:
+        """The peer that alone may propose an open channel's genesis block: the set's first
+        validator when `genesis_by_first`, otherwise none (the round's leader proposes it)."""
+        if not self.genesis_by_first or not self.validators:
+            return None
+        return self.validators[0].peer_id
+
     def leader_at(self, index: int) -> str:
         """The validator at position `index` modulo the set size."""
         if not self.validators:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import dataclasses
 from fractions import Fraction
 
+import pytest
+
 from loopchain.blockchain.chain import ChainTip, check_extends
 from loopchain.consensus import messages as m
+from loopchain.types.canonical import EncodingError
 from loopchain.types.validators import ValidatorSet
 from tests.sim.harness import CHANNEL, Network, genesis_block
 
@@ -29,6 +32,16 @@ def test_the_flag_round_trips_and_changes_the_hash_only_when_set() -> None:
     assert ValidatorSet.decode(net.validators.encode()).genesis_by_first is False
     assert "genesis_by_first" not in net.validators.body()
     assert opened.hash != net.validators.hash
+    assert opened.founder() == opened.validators[0].peer_id
+    assert net.validators.founder() is None  # listed: the round's leader founds it
+
+
+@pytest.mark.parametrize("flag", ["true", 1, None, [True]])
+def test_a_set_whose_flag_is_not_a_boolean_is_refused(flag: object) -> None:
+    body = _open(Network(4, seed=34)).to_json()
+    body["genesis_by_first"] = flag
+    with pytest.raises(EncodingError, match="genesis_by_first"):
+        ValidatorSet.from_json(body)
 
 
 def test_an_open_genesis_from_any_peer_but_the_first_is_refused() -> None:
