@@ -7,7 +7,8 @@ Starts `./localnet.sh --data <tmpdir>` of a source tree (the repo root by defaul
 process group, and measures, in order:
 
 1. seconds from the launch until every peer's REST status answers 200 (per channel);
-2. the summed VmRSS of the network's process tree after ~3 s idle;
+2. the summed VmRSS of the network's process tree after ~3 s idle, and its summed PSS (each page
+   shared by n processes counted 1/n in each: the libraries every process maps count once);
 3. idle finalisation latency: 20 transactions one at a time, ack -> `block_height >= 0` in
    `GET /api/v1/transactions?hash=` on the same peer (polled every 20 ms);
 4. load: N keep-alive clients round-robin over the 4 peers (and the channels) for D seconds; a 503
@@ -276,16 +277,26 @@ def descendants(root: int, stats: Mapping[int, ProcStat]) -> list[int]:
     return found
 
 
-def read_rss_kb(pid: int) -> int | None:
-    """VmRSS of a process in kB, or None when it is gone or has no memory (zombie)."""
+def _proc_field_kb(path: str, field: str) -> int | None:
     try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(field):
                     return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def read_rss_kb(pid: int) -> int | None:
+    """VmRSS of a process in kB, or None when it is gone or has no memory (zombie)."""
+    return _proc_field_kb(f"/proc/{pid}/status", "VmRSS:")
+
+
+def read_pss_kb(pid: int) -> int | None:
+    """Proportional set size in kB: each page shared by n processes counts 1/n in each (the
+    grpc, Python and OpenSSL libraries that every process maps count once in a sum)."""
+    return _proc_field_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def read_cmdline(pid: int) -> list[str]:
@@ -336,6 +347,12 @@ def tree_rss_mb(root: int) -> tuple[float, dict[str, float]]:
     for pid in pids:
         split[kinds[pid]] += (read_rss_kb(pid) or 0) / 1024
     return round(sum(split.values()), 1), {kind: round(mb, 1) for kind, mb in split.items()}
+
+
+def tree_pss_mb(root: int) -> float:
+    """The summed PSS (MB) of the tree under `root`: its memory with shared pages counted once."""
+    pids = descendants(root, read_proc_stats())
+    return round(sum((read_pss_kb(pid) or 0) for pid in pids) / 1024, 1)
 
 
 class CpuMeter:
@@ -1058,8 +1075,13 @@ async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]
         say(f"{label}: all peers ready after {ready_s:.2f} s; idle {IDLE_SETTLE:g} s")
         await asyncio.sleep(IDLE_SETTLE)
         idle_rss, idle_split = await asyncio.to_thread(tree_rss_mb, net.pid)
+        idle_pss = await asyncio.to_thread(tree_pss_mb, net.pid)
         net.remember_tree()
-        figures: dict[str, Any] = {"ready_s": ready_s, "idle_rss_mb": idle_rss}
+        figures: dict[str, Any] = {
+            "ready_s": ready_s,
+            "idle_rss_mb": idle_rss,
+            "idle_pss_mb": idle_pss,
+        }
         details: dict[str, Any] = {"idle_rss_mb_by_kind": idle_split}
         if not options.no_idle:
             say(f"{label}: idle latency over {IDLE_TXS} transactions")
@@ -1207,6 +1229,7 @@ def baseline_tree(repo: Path, rev: str) -> Any:
 TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("ready_s", "seconds until all peers ready"),
     ("idle_rss_mb", "idle summed RSS (MB)"),
+    ("idle_pss_mb", "idle summed PSS (MB, shared pages once)"),
     ("idle_p50_ms", "idle finalisation p50 (ms)"),
     ("idle_p90_ms", "idle finalisation p90 (ms)"),
     ("idle_unfinal", "idle transactions never final"),

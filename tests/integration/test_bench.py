@@ -235,6 +235,9 @@ def test_process_tree_rss_and_kinds_include_a_child() -> None:
         assert total == pytest.approx((own + kid) / 1024, rel=0.2)
         assert set(split) == set(bench.KINDS)
         assert split["other"] == pytest.approx(total, abs=0.2)  # pytest is no network process
+        # the child shares its libraries with this process: counted once, the pair is smaller
+        pss = bench.tree_pss_mb(os.getpid())
+        assert 0 < pss < total
     finally:
         child.kill()
         child.wait()
@@ -374,6 +377,7 @@ def test_bench_short_load_prints_every_figure() -> None:
     for key in (
         "ready_s",
         "idle_rss_mb",
+        "idle_pss_mb",
         "idle_p50_ms",
         "idle_p90_ms",
         "idle_unfinal",
@@ -382,6 +386,7 @@ def test_bench_short_load_prints_every_figure() -> None:
         assert key in figures, key
     assert 0 < figures["ready_s"] < bench.READY_DEADLINE
     assert 100 < figures["idle_rss_mb"] < 20_000
+    assert 0 < figures["idle_pss_mb"] < figures["idle_rss_mb"]
     assert figures["idle_unfinal"] == 0
     assert 0 < figures["idle_p50_ms"] <= figures["idle_p90_ms"]
     assert figures["load_s"] == pytest.approx(5, abs=1)
