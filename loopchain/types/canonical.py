@@ -129,15 +129,18 @@ def _refuse_constant(text: str) -> Any:
     raise EncodingError(f"{text} is not JSON")
 
 
+# made once: `json.loads` with hooks builds a new decoder for every call
+_DECODERS = {
+    False: json.JSONDecoder(parse_float=_refuse_float, parse_constant=_refuse_constant),
+    True: json.JSONDecoder(parse_constant=_refuse_constant),
+}
+
+
 def _loads(text: str | bytes, floats: bool) -> Any:
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        return json.loads(
-            text,
-            parse_float=None if floats else _refuse_float,
-            parse_constant=_refuse_constant,
-        )
+        return _DECODERS[floats].decode(text)
     except EncodingError:
         raise
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, or a number too long
