@@ -916,6 +916,7 @@ async def run_load(
     rounds_start = await _rounds(session, channels)
     meter = CpuMeter(net.pid)
     await asyncio.to_thread(meter.sample, True)
+    own_cpu_start, window_start = _own_cpu_seconds(), time.monotonic()
     stop_watch, stop_sampling, stop_progress = asyncio.Event(), asyncio.Event(), asyncio.Event()
     watchers = [
         asyncio.create_task(watch_chain(state, channel, heights[channel], stop_watch))
@@ -959,6 +960,7 @@ async def run_load(
         stop_sampling.set()
         await sampler
         await asyncio.to_thread(meter.sample, True)
+        own_cpu = (_own_cpu_seconds() - own_cpu_start, time.monotonic() - window_start)
         drain_s = time.monotonic() - load_end
         calm_s, calm_reason = await calm_task
         rounds_calm = await _rounds(session, channels)
@@ -976,7 +978,14 @@ async def run_load(
         in_flight=in_flight,
         calm=(calm_s, calm_reason),
         rounds=(rounds_start, rounds_end, rounds_calm),
+        own_cpu=own_cpu,
     )
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process (the load generator), all its threads."""
+    times = os.times()
+    return times.user + times.system
 
 
 def _load_figures(
@@ -989,7 +998,9 @@ def _load_figures(
     in_flight: int,
     calm: tuple[float | None, str],
     rounds: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
+    own_cpu: tuple[float, float] = (0.0, 0.0),
 ) -> dict[str, Any]:
+    """`own_cpu`: the load generator's CPU seconds over the CPU window, and that window's length."""
     acked = len(state.acked)
     committed = sum(
         1 for tx_hash in state.acked if state.final.get(tx_hash, math.inf) <= load_end + DRAIN
@@ -1020,6 +1031,10 @@ def _load_figures(
         "cpu_s": cpu_total,
         "cpu_s_per_tx": round(cpu_total / committed, 5) if committed else None,
         **{f"cpu_s_{kind}": seconds for kind, seconds in cpu.items()},
+        "cpu_s_load_generator": round(own_cpu[0], 2),
+        # how many of the machine's cores the network and its load kept busy: near the core
+        # count, the machine is saturated and more work (another channel) cannot add throughput
+        "cores_busy": round((cpu_total + own_cpu[0]) / own_cpu[1], 2) if own_cpu[1] > 0 else None,
         "rss_peak_mb": meter.peak_rss_mb,
         "calm_s": calm[0],
         "rounds_load": rounds_load,
@@ -1038,6 +1053,7 @@ def _load_figures(
         "blocks_seen": state.blocks_seen,
         "watch_errors": dict(state.watch_errors),
         "processes_seen": meter.processes(),
+        "cores": os.cpu_count(),
         "status_at_load_start": start,
         "status_at_load_end": end,
         "status_at_calm": after,
@@ -1251,6 +1267,8 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("cpu_s_rest_proxy", "  CPU s REST proxies"),
     ("cpu_s_score", "  CPU s SCORE"),
     ("cpu_s_other", "  CPU s other"),
+    ("cpu_s_load_generator", "CPU s of the load generator (not in the sum)"),
+    ("cores_busy", "cores busy: network + load generator"),
     ("rss_peak_mb", "peak summed RSS under load (MB)"),
     ("rss_after_mb", "summed RSS after load (MB)"),
     ("calm_s", "seconds until calm after load"),

@@ -354,6 +354,8 @@ LOAD_FIGURES = (
     "cpu_s",
     "cpu_s_per_tx",
     *(f"cpu_s_{kind}" for kind in bench.KINDS),
+    "cpu_s_load_generator",
+    "cores_busy",
     "rss_peak_mb",
     "rss_after_mb",
     "calm_s",
@@ -400,6 +402,10 @@ def test_bench_short_load_prints_every_figure() -> None:
     assert figures["cpu_s_per_tx"] == pytest.approx(
         figures["cpu_s"] / figures["committed"], rel=0.05
     )
+    # the load generator's own CPU is reported beside the network's, not in it
+    assert figures["cpu_s_load_generator"] > 0
+    cores = run["details"]["cores"]
+    assert 0 < figures["cores_busy"] <= cores + 0.5, (figures["cores_busy"], cores)
     assert figures["rss_peak_mb"] > 0 and figures["rss_after_mb"] > 0
     assert figures["calm_s"] is not None and 0 <= figures["calm_s"] < bench.CALM_DEADLINE
     assert figures["blocks_load"] > 0
