@@ -142,6 +142,9 @@ class BlockStore:
         self._decoded: OrderedDict[bytes, Block] = OrderedDict()
         self._legacy_proof = kv.get(LEGACY_PROOF) is not None
         self._intake_keys = {key for key, _ in kv.iterate(INTAKE)}
+        # the last safety record written or read (this store is its only writer): a vote checks
+        # against it without reading and decoding the record with its certificate again
+        self._safety: tuple[int, QuorumCertificate | None] | None = None
 
     # -- writing
 
@@ -255,15 +258,22 @@ class BlockStore:
             "high_qc": high_qc.to_json() if high_qc is not None else None,
         }
         self._kv.put(SAFETY, canonical.encode(value), sync=True)
+        self._safety = (highest_vote_round, high_qc)
 
     def safety_record(self) -> tuple[int, QuorumCertificate | None] | None:
         """(highest voted round, highest certificate) as last recorded, or None."""
+        if self._safety is not None:
+            return self._safety
         raw = self._kv.get(SAFETY)
         if raw is None:
             return None
         value = canonical.decode(raw)
         qc = value.get("high_qc")
-        return int(value["highest_vote_round"]), QuorumCertificate.from_json(qc) if qc else None
+        self._safety = (
+            int(value["highest_vote_round"]),
+            QuorumCertificate.from_json(qc) if qc else None,
+        )
+        return self._safety
 
     def save_results(
         self,
