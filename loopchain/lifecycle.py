@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 _PR_SET_PDEATHSIG = 1
 
@@ -24,23 +25,35 @@ def die_with_parent(parent_pid: int) -> bool:
 
 
 SHUTDOWN_DEADLINE = 5.0  # seconds a process has after SIGTERM before it ends at once
+# A process group's signal and a parent's forwarding of it reach a child together (Ctrl-C on
+# ./localnet.sh, or a supervisor signalling the group): the same signal again this soon is the
+# same request, not an operator insisting.
+REPEAT_WINDOW = 1.0
 
 
 def stop_on_signals(
-    loop: asyncio.AbstractEventLoop, stop: asyncio.Event, deadline: float = SHUTDOWN_DEADLINE
+    loop: asyncio.AbstractEventLoop,
+    stop: asyncio.Event,
+    deadline: float = SHUTDOWN_DEADLINE,
+    repeat_window: float = REPEAT_WINDOW,
 ) -> None:
     """SIGTERM and SIGINT set `stop` for a graceful shutdown, which gets `deadline` seconds: a
     watchdog thread (which a busy or stuck event loop cannot hold up) then ends the process at
-    once, as does a second signal. Every write of the node is one synced batch, so ending there
-    tears nothing; it only skips the goodbyes. The handlers are Python signal handlers, not the
-    event loop's, so that they run even while the loop is stuck."""
-    signalled: list[str] = []
+    once, as does a second signal (another one, or the same one `repeat_window` seconds or more
+    after the first). Every write of the node is one synced batch, so ending there tears nothing;
+    it only skips the goodbyes. The handlers are Python signal handlers, not the event loop's, so
+    that they run even while the loop is stuck."""
+    signalled: list[tuple[str, float]] = []
 
     def on_signal(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
+        now = time.monotonic()
         if signalled:
+            first, at = signalled[0]
+            if name == first and now - at < repeat_window:
+                return  # the same request again, by another way
             _end_now(f"a second {name} during shutdown")
-        signalled.append(name)
+        signalled.append((name, now))
         loop.call_soon_threadsafe(stop.set)
         timer = threading.Timer(
             deadline, _end_now, args=(f"shutdown still running {deadline:g} s after {name}",)
