@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from loopchain.blockchain import coin
-from tools.procs import LocalNetwork, wait_until
+from tools.procs import LocalNetwork, get, wait_until
 
 PEERS = 4
 CHANNEL = "loopchain_default"
@@ -66,6 +66,47 @@ def test_a_peer_that_starts_alone_ends_on_the_same_chain_as_the_others(
             )
 
         wait_until(one_chain, 60, "every peer on one chain (the same blocks 0 and 1)")
+    finally:
+        for proc in reversed(net.procs):
+            proc.stop(timeout=15)
+
+
+def test_an_open_channel_whose_founder_dies_before_its_genesis_is_founded_when_it_returns(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of an open channel's first peer before any block: the three others are a quorum,
+    but none of them may found the channel; the founder, restarted on its storage, founds it and
+    the transaction the others held is final everywhere, on one chain."""
+    net = LocalNetwork(tmp_path, {"ENABLE_CHANNEL_AUTH": False})
+    ports = sorted(net.new_peer_port() for _ in range(PEERS))
+    # no genesis data: a genesis that funds accounts would be founded at once
+    channels: dict[str, object] = {CHANNEL: {"peers": []}}
+    (tmp_path / "channel_manage_data.json").write_text(json.dumps(channels))
+    try:
+        net.start_radiostation()
+        founder, others = ports[0], ports[1:]
+        net.start_peer(founder)
+        wait_until(lambda: net.status(founder)["validator_count"] >= 1, 30, "the founder's set")
+        assert net.height(founder) == -1  # nothing to found the channel with yet
+        net.peers[founder].kill9()
+        for port in others:
+            net.start_peer(port, wait=False)
+        wait_until(
+            lambda: all(net.status(p)["validator_count"] == PEERS for p in others),
+            60,
+            "the later peers in a set led by the dead founder",
+        )
+        tx_hash = net.submit(others[0], {"waits for": "its founder"})
+        assert all(net.height(p) == -1 for p in others)
+        net.start_peer(founder)
+        wait_until(
+            lambda: all(net.final_on(p, tx_hash) for p in ports),
+            60,
+            "the transaction final on every peer once the founder is back",
+        )
+        assert len({net.block_hash_at(p, 0) for p in ports}) == 1
+        genesis = get(f"{net.rest(others[1])}/api/v1/blocks?height=0")
+        assert genesis["block_data_json"]["peer_id"] == net.make_peer_key(founder)
     finally:
         for proc in reversed(net.procs):
             proc.stop(timeout=15)
