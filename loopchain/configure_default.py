@@ -54,7 +54,7 @@ SYNC_BATCH_BLOCKS = 100
 
 # Transactions
 MAX_TX_COUNT_IN_ADDTX_LIST = 128
-SEND_TX_LIST_DURATION = 0.05
+SEND_TX_LIST_DURATION = 0.2  # the most a gossip batch waits to fill under load
 TPS_LIMIT_PER_SEC = 0  # 0: no limit
 TX_POOL_MAX = 50000
 # Admission control: a peer takes new transactions from clients while its pool holds fewer than
