@@ -8,6 +8,7 @@ a commit then fails with ScoreRejected and the block has to be invoked again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from loopchain.blockchain.execution import InvokeResult, TxResult, parse_events
 from loopchain.configure import Config
 from loopchain.protos import score_pb2 as pb
 from loopchain.protos import score_pb2_grpc as pb_grpc
+from loopchain.scoreservice import MAX_BALANCE_ADDRESSES
 from loopchain.scoreservice.packages import ScorePackage
 from loopchain.types.block import Block
 
@@ -126,6 +128,17 @@ def _options(config: Config) -> list[tuple[str, int]]:
     ]
 
 
+def _balance_answers(reply: pb.BalanceReply, asked: int) -> list[tuple[int, int, int]]:
+    """(balance, total supply, height) per address asked, from a SCORE's Balance reply."""
+    if len(reply.balances) != asked:
+        raise ScoreRejected(f"SCORE balance: {len(reply.balances)} answers to {asked} addresses")
+    try:
+        supply = int(reply.total_supply)
+        return [(int(balance), supply, reply.height) for balance in reply.balances]
+    except ValueError:
+        raise ScoreRejected("SCORE balance: an amount that is not a number") from None
+
+
 class ScoreClient:
     """Async client of one SCORE process at `unix:socket_path`; every call has a deadline."""
 
@@ -144,6 +157,10 @@ class ScoreClient:
         self._channel: grpc.aio.Channel | None = None  # opened in the event loop of the first call
         self._stub_instance: pb_grpc.ScoreServiceStub | None = None
         self.last_status: ScoreStatusInfo | None = None
+        self._balance_waiting: list[tuple[str, asyncio.Future[tuple[int, int, int]]]] = []
+        self._balance_busy = False
+        self.balance_calls = 0  # Balance calls made (each answers every address it carries)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def _stub(self) -> pb_grpc.ScoreServiceStub:
@@ -231,12 +248,53 @@ class ScoreClient:
         return str(reply.response_json)
 
     async def balance(self, address: str) -> tuple[int, int, int]:
-        """(balance of `address`, total supply, executed height) in loop, as last committed."""
-        reply = await self._call(
-            "balance",
-            self._stub.Balance(pb.BalanceRequest(address=address), timeout=self.query_timeout),
-        )
-        return int(reply.balance), int(reply.total_supply), reply.height
+        """(balance of `address`, total supply, executed height) in loop, as last committed.
+
+        Concurrent asks share calls (each v3 submission checks its sender's balance): one Balance
+        call is in flight at a time, and the addresses asked meanwhile go together in the next,
+        up to MAX_BALANCE_ADDRESSES. A lone ask goes at once."""
+        future: asyncio.Future[tuple[int, int, int]] = asyncio.get_running_loop().create_future()
+        self._balance_waiting.append((address, future))
+        if not self._balance_busy:
+            self._ask_balances()
+        return await future
+
+    def _ask_balances(self) -> None:
+        waiting = self._balance_waiting
+        self._balance_busy = bool(waiting)
+        if not waiting:
+            return
+        batch = waiting[:MAX_BALANCE_ADDRESSES]
+        self._balance_waiting = waiting[MAX_BALANCE_ADDRESSES:]
+        task = asyncio.get_running_loop().create_task(self._balances(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _balances(
+        self, batch: list[tuple[str, asyncio.Future[tuple[int, int, int]]]]
+    ) -> None:
+        try:
+            request = pb.BalanceRequest(addresses=[address for address, _ in batch])
+            self.balance_calls += 1
+            reply = await self._call(
+                "balance", self._stub.Balance(request, timeout=self.query_timeout)
+            )
+            answers = _balance_answers(reply, len(batch))
+        except BaseException as exc:  # the askers hear it; cancellation ends this task too
+            failure = (
+                exc if isinstance(exc, Exception) else ScoreUnavailable("SCORE balance: cancelled")
+            )
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for (_, future), answer in zip(batch, answers, strict=True):
+                if not future.done():
+                    future.set_result(answer)
+        finally:
+            self._ask_balances()
 
     async def close(self) -> None:
         """Close the channel (calls in flight fail with ScoreUnavailable; a later call reopens it)."""

@@ -49,6 +49,7 @@ from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.monitor_log import start_shipping
 from loopchain.protos import score_pb2 as pb
 from loopchain.protos import score_pb2_grpc as pb_grpc
+from loopchain.scoreservice import MAX_BALANCE_ADDRESSES
 from loopchain.scoreservice.packages import (
     PackageError,
     ScorePackage,
@@ -357,14 +358,23 @@ class LoadedScore:
             )
         return answer
 
-    def balance(self, address: str) -> pb.BalanceReply:
-        """An account's ICX and the total supply, as the last committed block left them."""
+    def balance(self, request: pb.BalanceRequest) -> pb.BalanceReply:
+        """Accounts' ICX (one, or several at once) and the total supply, as the last committed
+        block left them."""
+        if len(request.addresses) > MAX_BALANCE_ADDRESSES:
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{len(request.addresses)} addresses in one call, limit {MAX_BALANCE_ADDRESSES}",
+            )
         ledger = Ledger(self._query_view)
-        return pb.BalanceReply(
-            balance=str(ledger.balance(address)),
-            total_supply=str(ledger.total_supply()),
-            height=self.state.executed_height,
+        reply = pb.BalanceReply(
+            total_supply=str(ledger.total_supply()), height=self.state.executed_height
         )
+        if request.addresses:
+            reply.balances.extend(str(ledger.balance(a)) for a in request.addresses)
+        else:
+            reply.balance = str(ledger.balance(request.address))
+        return reply
 
     def status(self) -> pb.ScoreStatus:
         state = self.state
@@ -565,7 +575,7 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         return pb.ScoreQueryReply(response_json=answer)
 
     async def Balance(self, request: pb.BalanceRequest, context: Any) -> pb.BalanceReply:
-        return await self._run(context, lambda: self._require_loaded().balance(request.address))
+        return await self._run(context, lambda: self._require_loaded().balance(request))
 
     def close(self) -> None:
         """Close the state store unless a SCORE call still runs (the OS releases it on exit)."""

@@ -5,8 +5,10 @@ transactions executed exactly as before."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from loopchain.blockchain.coin import STEP_PRICE, TREASURY, steps_for
 from loopchain.blockchain.execution import SCORE_ERROR, SUCCESS, TxResult, next_state_root
 from loopchain.configure import DEFAULTS
 from loopchain.protos import score_pb2 as pb
+from loopchain.scoreservice import MAX_BALANCE_ADDRESSES
 from loopchain.scoreservice.packages import resolve_package
 from loopchain.scoreservice.process import LoadedScore, Refused
 from loopchain.storage import open_store
@@ -212,12 +215,16 @@ def outcomes(results: list[TxResult]) -> list[tuple[str, int, str, int]]:
     return [(r.tx_hash, r.code, r.message, r.steps) for r in results]
 
 
+def balance(score: LoadedScore, address: str) -> pb.BalanceReply:
+    return score.balance(pb.BalanceRequest(address=address))
+
+
 def held(score: LoadedScore, address: str) -> int:
-    return int(score.balance(address).balance)
+    return int(balance(score, address).balance)
 
 
 def supply(score: LoadedScore) -> int:
-    return int(score.balance(TREASURY).total_supply)
+    return int(balance(score, TREASURY).total_supply)
 
 
 def holdings(score: LoadedScore, *addresses: str) -> int:
@@ -244,11 +251,11 @@ def test_the_genesis_block_mints_its_accounts_and_the_supply(open_scores: Any) -
     assert results == [] and results_hash == EMPTY_ROOT
     writes = {balance_key(s.address): str(amount).encode() for s, amount in GENESIS}
     assert state_root == next_state_root(EMPTY_ROOT, {**writes, SUPPLY_KEY: str(SUPPLY).encode()})
-    before = score.balance(RICH.address)  # answers come from committed state only
+    before = balance(score, RICH.address)  # answers come from committed state only
     assert (before.balance, before.total_supply, before.height) == ("0", "0", -1)
     score.state.commit(0)
     for signer, amount in GENESIS:
-        reply = score.balance(signer.address)
+        reply = balance(score, signer.address)
         assert (int(reply.balance), int(reply.total_supply), reply.height) == (amount, SUPPLY, 0)
     assert held(score, BROKE.address) == held(score, TREASURY) == 0
     assert SUPPLY == 1000 * ICX + ICX + 1000
@@ -552,6 +559,23 @@ async def test_the_real_score_process_reaches_the_roots_of_loaded_score(
             await client.commit_block(block.height, block.hash.hex())
         for address in (RICH.address, BOB, TREASURY, SCORE_ADDRESS, DUST.address):
             assert await client.balance(address) == (held(in_process, address), SUPPLY, 3)
+        # concurrent asks share calls: the first goes alone, the others in full calls after it
+        asked = [RICH.address, BOB, DUST.address] * 200
+        calls = client.balance_calls
+        answers = await asyncio.gather(*(client.balance(address) for address in asked))
+        assert answers == [(held(in_process, a), SUPPLY, 3) for a in asked]
+        assert client.balance_calls - calls == 1 + math.ceil(
+            (len(asked) - 1) / MAX_BALANCE_ADDRESSES
+        )
+
+
+def test_a_balance_call_is_bounded(open_scores: Any) -> None:
+    score, _ = funded(open_scores)
+    many = pb.BalanceRequest(addresses=[RICH.address] * (MAX_BALANCE_ADDRESSES + 1))
+    with pytest.raises(Refused, match=f"limit {MAX_BALANCE_ADDRESSES}"):
+        score.balance(many)
+    some = pb.BalanceRequest(addresses=[RICH.address, BROKE.address])
+    assert list(score.balance(some).balances) == [str(held(score, RICH.address)), "0"]
 
 
 # -- reserved keys
