@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -91,6 +91,7 @@ class ChannelBackend(Protocol):
     async def create_tx(self, data: dict[str, Any]) -> Transaction: ...
     async def create_txs(self, items: list[dict[str, Any]]) -> list[Transaction | RequestError]: ...
     async def create_icon_tx(self, params_json: str) -> Transaction: ...
+    async def create_icon_txs(self, texts: list[str]) -> list[Transaction | RequestError]: ...
     async def balance(self, address: str) -> tuple[int, int, int]: ...
     def find_tx(self, tx_hash: bytes) -> TxLookup | None: ...
     def get_block(
@@ -120,6 +121,26 @@ class PeerBackend(Protocol):
     def identify(self, challenge: bytes) -> tuple[str, bytes]:
         """This peer's id and its signature of `identify_digest(challenge)`."""
         ...
+
+
+def _check_batch_size(count: int) -> None:
+    if count > MAX_SUBMISSIONS_PER_CALL:
+        raise RequestError(
+            ErrorKind.INVALID,
+            f"{count} transactions in one call, limit {MAX_SUBMISSIONS_PER_CALL}",
+        )
+
+
+def _batch_reply(outcomes: Sequence[Transaction | RequestError]) -> pb.CreateTxBatchReply:
+    """One result per submission, in order: the hash, or the refusal's status code and words."""
+    results = []
+    for outcome in outcomes:
+        if isinstance(outcome, RequestError):
+            code = outcome.kind.value.value[0]
+            results.append(pb.CreateTxResult(code=code, message=outcome.message))
+        else:
+            results.append(pb.CreateTxResult(tx_hash=outcome.hash_hex))
+    return pb.CreateTxBatchReply(results=results)
 
 
 def decode_consensus(message: pb.ConsensusMessage) -> m.Event:
@@ -251,12 +272,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         self, request: pb.CreateTxBatchRequest, context: Any
     ) -> pb.CreateTxBatchReply:
         async def work() -> pb.CreateTxBatchReply:
-            if len(request.data_json) > MAX_SUBMISSIONS_PER_CALL:
-                raise RequestError(
-                    ErrorKind.INVALID,
-                    f"{len(request.data_json)} transactions in one call, "
-                    f"limit {MAX_SUBMISSIONS_PER_CALL}",
-                )
+            _check_batch_size(len(request.data_json))
             channel = self._channel(context, request.channel)
             parsed: list[dict[str, Any] | RequestError] = []
             for text in request.data_json:
@@ -265,15 +281,9 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 except RequestError as exc:
                     parsed.append(exc)
             created = iter(await channel.create_txs([p for p in parsed if isinstance(p, dict)]))
-            results = []
-            for item in parsed:
-                outcome = item if isinstance(item, RequestError) else next(created)
-                if isinstance(outcome, RequestError):
-                    code = outcome.kind.value.value[0]
-                    results.append(pb.CreateTxResult(code=code, message=outcome.message))
-                else:
-                    results.append(pb.CreateTxResult(tx_hash=outcome.hash_hex))
-            return pb.CreateTxBatchReply(results=results)
+            return _batch_reply(
+                [p if isinstance(p, RequestError) else next(created) for p in parsed]
+            )
 
         return await self._serve(context, "CreateTxBatch", work)
 
@@ -284,6 +294,16 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             return pb.CreateTxReply(tx_hash=tx.hash_hex, channel=request.channel)
 
         return await self._serve(context, "CreateIconTx", work)
+
+    async def CreateIconTxBatch(
+        self, request: pb.IconTxBatchRequest, context: Any
+    ) -> pb.CreateTxBatchReply:
+        async def work() -> pb.CreateTxBatchReply:
+            _check_batch_size(len(request.params_json))
+            channel = self._channel(context, request.channel)
+            return _batch_reply(await channel.create_icon_txs(list(request.params_json)))
+
+        return await self._serve(context, "CreateIconTxBatch", work)
 
     async def GetBalance(self, request: pb.BalanceRequest, context: Any) -> pb.BalanceReply:
         async def work() -> pb.BalanceReply:

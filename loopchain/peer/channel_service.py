@@ -238,26 +238,56 @@ class ChannelService:
         return await self._take_in(self._new_txs(items))
 
     async def create_icon_tx(self, params_json: str) -> Transaction:
-        """Check a client-signed v3 transaction (params as sent: shape, signature, network id,
-        time, size, not known yet, the sender able to pay value + stepLimit x STEP_PRICE at the
-        last executed block) and pool it like create_txs does."""
-        try:
-            tx = await self._checked_icon_tx(params_json)
-        except RequestError as exc:
-            self._count_refusals([exc])
-            raise
-        outcome = (await self._take_in([tx]))[0]
+        """Check a client-signed v3 transaction and pool it (create_icon_txs of one)."""
+        outcome = (await self.create_icon_txs([params_json]))[0]
         if isinstance(outcome, RequestError):
             raise outcome
         return outcome
 
-    async def _checked_icon_tx(self, params_json: str) -> Transaction:
-        tx = self._new_icon_tx(params_json)
+    async def create_icon_txs(self, texts: list[str]) -> list[Transaction | RequestError]:
+        """Check client-signed v3 transactions (params as sent: shape, signature, network id,
+        time, size, not known yet, the sender able to pay value + stepLimit x STEP_PRICE at the
+        last executed block; their balances asked together) and pool those that pass like
+        create_txs does; one outcome per transaction, in order."""
+        refused = self._refusal_for_all()
+        if refused is not None:
+            self._count_refusals([refused] * len(texts))
+            return [refused] * len(texts)
+        room, refusal = self._admission(time.time())
+        outcomes: list[Transaction | RequestError] = []
+        seen: set[bytes] = set()
+        for text in texts:
+            try:
+                tx = self._new_icon_tx(text, room, refusal)
+                if tx.hash in seen:
+                    raise RequestError(
+                        ErrorKind.INVALID, f"transaction {tx.hash_hex} is already known"
+                    )
+                seen.add(tx.hash)
+                outcomes.append(tx)
+                room -= 1
+            except RequestError as exc:
+                outcomes.append(exc)
+        checked = await asyncio.gather(
+            *(self._check_payable(o) for o in outcomes if isinstance(o, Transaction))
+        )
+        paying = iter(checked)
+        outcomes = [next(paying) if isinstance(o, Transaction) else o for o in outcomes]
+        refusals = [o for o in outcomes if isinstance(o, RequestError)]
+        if refusals:
+            self._count_refusals(refusals)
+        return await self._take_in(outcomes)
+
+    async def _check_payable(self, tx: Transaction) -> Transaction | RequestError:
+        """The transaction, or why its sender cannot pay for it."""
         icon = tx.icon()
-        held = await self.balance(icon.sender)
+        try:
+            held = await self.balance(icon.sender)
+        except RequestError as exc:
+            return exc
         needed = icon.value + icon.step_limit * coin.STEP_PRICE
         if held[0] < needed:
-            raise RequestError(
+            return RequestError(
                 ErrorKind.INVALID,
                 f"out of balance: {icon.sender} holds {held[0]} loop, the transaction may need "
                 f"{needed} (value {icon.value} + stepLimit {icon.step_limit} x step price "
@@ -265,16 +295,12 @@ class ChannelService:
             )
         return tx
 
-    def _new_icon_tx(self, params_json: str) -> Transaction:
+    def _new_icon_tx(self, params_json: str, room: int, refusal: str) -> Transaction:
         limit = int(self.config.MAX_TX_BYTES)
         if len(params_json) > limit:
             raise RequestError(
                 ErrorKind.INVALID, f"transaction is {len(params_json)} characters, limit {limit}"
             )
-        refused = self._refusal_for_all()
-        if refused is not None:
-            raise refused
-        room, refusal = self._admission(time.time())
         return self._checked_icon(params_json, room, refusal)
 
     def _checked_icon(self, params_json: str, room: int, refusal: str) -> Transaction:

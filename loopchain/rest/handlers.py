@@ -17,7 +17,7 @@ from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
 from loopchain.rest import formatting, params
 from loopchain.rest.errors import RestError, invalid_params, json_response, rpc_error
-from loopchain.rest.submit import TxSubmitter
+from loopchain.rest.submit import BatchCall, MakeError, TxSubmitter
 from loopchain.types.codes import ResponseCode, error_body
 
 Reply = TypeVar("Reply")
@@ -44,7 +44,8 @@ class PeerApi:
         self._max_inflight = int(config.REST_MAX_INFLIGHT)
         self._inflight = 0
         self.refused_busy = 0  # calls answered 503 at once because too many were in flight
-        self.submitter = TxSubmitter(self._submit_batch, lambda: (peer_target, self._timeout))
+        self.submitter = TxSubmitter(self._submit_batch, self._describe_peer)
+        self._submitters = [self.submitter]
         self._channel: grpc.aio.Channel | None = None
         self._stub: PeerServiceStub | None = None
         self.on_rpc_error: Callable[[str, str], None] | None = None  # (method, status code name)
@@ -59,7 +60,8 @@ class PeerApi:
 
     async def close(self) -> None:
         """Close the gRPC channel, cancelling calls in flight."""
-        await self.submitter.close()
+        for submitter in self._submitters:
+            await submitter.close()
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
@@ -129,15 +131,29 @@ class PeerApi:
         except grpc.aio.AioRpcError as exc:
             raise rpc_error(exc, self.peer_target, self._timeout) from None
 
-    async def _submit_batch(self, request: pb.CreateTxBatchRequest) -> pb.CreateTxBatchReply:
+    def _describe_peer(self) -> tuple[str, float]:
+        return self.peer_target, self._timeout
+
+    def batch_submitter(self, call: BatchCall, make_error: MakeError) -> TxSubmitter:
+        """Another submitter over this peer's channel (closed with it)."""
+        submitter = TxSubmitter(call, self._describe_peer, make_error)
+        self._submitters.append(submitter)
+        return submitter
+
+    async def submit_batch(
+        self, name: str, request: Any, stub_method: Callable[..., Awaitable[Any]]
+    ) -> pb.CreateTxBatchReply:
+        """A batch call to the peer within GRPC_TIMEOUT (its failure counted as `name`'s)."""
         try:
-            reply: pb.CreateTxBatchReply = await self.stub.CreateTxBatch(
-                request, timeout=self._timeout
-            )
+            reply: pb.CreateTxBatchReply = await stub_method(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            self._count_error("CreateTxBatch", exc)
+            self._count_error(name, exc)
             raise
         return reply
+
+    async def _submit_batch(self, channel: str, texts: list[str]) -> pb.CreateTxBatchReply:
+        request = pb.CreateTxBatchRequest(channel=channel, data_json=texts)
+        return await self.submit_batch("CreateTxBatch", request, self.stub.CreateTxBatch)
 
     async def _submit(self, channel: str, body: dict[str, Any]) -> dict[str, Any]:
         tx_hash = await self.submitter.submit(channel, params.compact_json(body))

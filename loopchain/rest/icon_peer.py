@@ -99,6 +99,8 @@ class PeerReader:
 
     def __init__(self, api: PeerApi) -> None:
         self._api = api
+        # concurrent icx_sendTransaction calls share CreateIconTxBatch calls to the peer
+        self._sender = api.batch_submitter(self._send_batch, self._send_error)
 
     async def _call(
         self, name: str, request: Any, channel: str | None, codes: Mapping[Any, int] = _CODES
@@ -167,9 +169,25 @@ class PeerReader:
 
     async def send(self, channel: str, params_json: str) -> str:
         """Pool a client-signed transaction (its params as JSON text); its hash, 64 hex digits."""
-        request = pb.IconTxRequest(channel=channel, params_json=params_json)
-        reply = await self._call("CreateIconTx", request, None, _SEND_CODES)
-        return str(reply.tx_hash)
+        try:
+            return await self._sender.submit(channel, params_json)
+        except RestError as exc:  # the proxy is stopping, or the peer gave no answer
+            raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
+
+    async def _send_batch(self, channel: str, texts: list[str]) -> pb.CreateTxBatchReply:
+        request = pb.IconTxBatchRequest(channel=channel, params_json=texts)
+        return await self._api.submit_batch(
+            "CreateIconTxBatch", request, self._api.stub.CreateIconTxBatch
+        )
+
+    def _send_error(self, code: grpc.StatusCode, details: str) -> JsonRpcError:
+        """A transaction the peer refused (or a failed call) as its JSON-RPC error: an unknown
+        channel and the peer's refusal of an argument in its words (-32602), a full pool -31001,
+        anything else -32603."""
+        if code == grpc.StatusCode.NOT_FOUND:
+            return JsonRpcError(JsonRpcCode.INVALID_PARAMS, details)
+        message = status_error(code, details, self._api.peer_target, self._api.timeout).message
+        return JsonRpcError(_SEND_CODES.get(code, JsonRpcCode.INTERNAL_ERROR), message)
 
     async def score(self, channel: str) -> ScoreFacts:
         """The channel SCORE's v3 address and API description."""

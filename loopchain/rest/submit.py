@@ -20,16 +20,28 @@ from loopchain.rest.errors import RestError, status_error
 from loopchain.types.codes import ResponseCode
 
 log = logging.getLogger(__name__)
-BatchCall = Callable[[pb.CreateTxBatchRequest], Awaitable[pb.CreateTxBatchReply]]
+# (channel, the submissions' texts) -> the peer's answer, one result per submission
+BatchCall = Callable[[str, list[str]], Awaitable[pb.CreateTxBatchReply]]
+# (the gRPC status of a refusal, the peer's words) -> the error its submitter hears
+MakeError = Callable[[grpc.StatusCode, str], BaseException]
 MAX_BATCH = 500  # submissions in one call (the peer takes up to 1000)
 
 
 class TxSubmitter:
-    """Coalesces concurrent submissions into `CreateTxBatch` calls, one in flight per channel."""
+    """Coalesces concurrent submissions into batch calls (`CreateTxBatch`, or
+    `CreateIconTxBatch` for v3), one in flight per channel. A refusal, of one submission or of
+    the whole call, reaches its submitter as `make_error` makes it (by default the REST v1 error
+    for the status)."""
 
-    def __init__(self, call: BatchCall, describe_peer: Callable[[], tuple[str, float]]) -> None:
+    def __init__(
+        self,
+        call: BatchCall,
+        describe_peer: Callable[[], tuple[str, float]],
+        make_error: MakeError | None = None,
+    ) -> None:
         self._call = call
         self._describe_peer = describe_peer  # (target, timeout) for error messages
+        self._make_error = make_error
         self._waiting: dict[str, list[tuple[str, asyncio.Future[str]]]] = {}
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -55,13 +67,16 @@ class TxSubmitter:
 
     async def _send(self, channel: str, batch: list[tuple[str, asyncio.Future[str]]]) -> None:
         target, timeout = self._describe_peer()
+
+        def refusal(code: grpc.StatusCode, words: str) -> BaseException:
+            if self._make_error is not None:
+                return self._make_error(code, words)
+            return status_error(code, words, target, timeout)
+
         try:
-            request = pb.CreateTxBatchRequest(
-                channel=channel, data_json=[text for text, _ in batch]
-            )
-            reply = await self._call(request)
+            reply = await self._call(channel, [text for text, _ in batch])
         except grpc.aio.AioRpcError as exc:
-            error = status_error(exc.code(), exc.details() or "", target, timeout)
+            error = refusal(exc.code(), exc.details() or "")
             for _, future in batch:
                 _settle(future, error=error)
         except asyncio.CancelledError:
@@ -85,7 +100,7 @@ class TxSubmitter:
                     _settle(future, value=result.tx_hash)
                 else:
                     code = _STATUS_BY_VALUE.get(result.code, grpc.StatusCode.UNKNOWN)
-                    _settle(future, error=status_error(code, result.message, target, timeout))
+                    _settle(future, error=refusal(code, result.message))
             for _, future in batch[len(reply.results) :]:
                 _settle(future, error=RestError(ResponseCode.FAIL, "the peer gave no answer", 502))
         finally:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
 from iconsdk.builder.call_builder import CallBuilder
 from iconsdk.builder.transaction_builder import (
@@ -27,7 +29,11 @@ from iconsdk.signed_transaction import SignedTransaction
 from iconsdk.wallet.wallet import KeyWallet
 
 from loopchain.blockchain import coin
-from loopchain.types import canonical
+from loopchain.p2p.peer_service import MAX_SUBMISSIONS_PER_CALL
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.types import canonical, icon_tx
+from loopchain.types.crypto import Signer
 from loopchain.types.icon_address import channel_score_address
 from tools.procs import LocalNetwork, http, wait_until
 
@@ -354,3 +360,62 @@ def test_loadtool_v3_mode_commits_what_it_sends(net: LocalNetwork) -> None:
     summary = json.loads(done.stdout)
     assert summary["mode"] == "v3_transfer" and summary["errors"] == {}, summary
     assert summary["submitted"] > 0 and summary["committed"] == summary["submitted"], summary
+
+
+def test_the_peer_takes_a_batch_of_v3_transactions_each_with_its_own_outcome(
+    net: LocalNetwork,
+) -> None:
+    """CreateIconTxBatch, as the REST proxy sends concurrent icx_sendTransaction calls: one result
+    per transaction, in order; a refused one costs the others nothing; a batch is bounded."""
+
+    def transfer(signer: Signer, value: int, nonce: int) -> str:
+        unsigned = icon_tx.make_params(
+            sender=signer.address,
+            to="hx" + "ab" * 20,
+            step_limit=100_000,
+            timestamp_us=time.time_ns() // 1000,
+            nid=NID,
+            value=value,
+            nonce=nonce,
+        )
+        return json.dumps(icon_tx.sign_params(unsigned, signer))
+
+    god, broke = Signer(GOD_KEY), Signer(bytes([7]) * 32)
+    good, twice = transfer(god, 1, 1), transfer(god, 2, 2)
+    batch = [good, twice, twice, transfer(broke, 1, 3), '{"not": "a transaction"}']
+    port = min(net.peers)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.PeerServiceStub(channel)
+        reply = stub.CreateIconTxBatch(
+            pb.IconTxBatchRequest(channel=CHANNEL, params_json=batch), timeout=30
+        )
+        results = list(reply.results)
+        assert len(results) == len(batch)
+        for index in (0, 1):
+            expected = icon_tx.tx_hash(json.loads(batch[index])).hex()
+            assert (results[index].code, results[index].tx_hash) == (0, expected)
+        invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert results[2].code == invalid and "already known" in results[2].message
+        assert results[3].code == invalid and "out of balance" in results[3].message
+        assert results[4].code == invalid
+        too_many = pb.IconTxBatchRequest(
+            channel=CHANNEL, params_json=[good] * (MAX_SUBMISSIONS_PER_CALL + 1)
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.CreateIconTxBatch(too_many, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for index in (0, 1):  # both pooled ones become final on the other peer too
+        tx_hash = "0x" + icon_tx.tx_hash(json.loads(batch[index])).hex()
+        wait_until(lambda h=tx_hash: _final_elsewhere(net, port, h), 60, f"{tx_hash} final")
+
+
+def _final_elsewhere(net: LocalNetwork, port: int, tx_hash: str) -> bool:
+    other = max(p for p in net.peers if p != port) if len(net.peers) > 1 else port
+    request = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "icx_getTransactionResult",
+        "params": {"txHash": tx_hash},
+    }
+    status, body = http("POST", f"{net.rest(other)}/api/v3", json.dumps(request).encode())
+    return status == 200 and body["result"]["status"] == "0x1"

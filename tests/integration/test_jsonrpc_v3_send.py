@@ -1,6 +1,6 @@
 """ICON JSON-RPC v3 sending, waiting and the coin, through the real rest_proxy.py process against a
 PeerService on 127.0.0.1 (tests/integration/_fake_peer.py, extended here with the peer's
-CreateIconTx and GetBalance): icx_sendTransaction, icx_sendTransactionAndWait,
+CreateIconTxBatch and GetBalance): icx_sendTransaction, icx_sendTransactionAndWait,
 icx_waitTransactionResult with its Icon-Options wait, icx_getBalance and icx_getTotalSupply, and
 every refusal on the way."""
 
@@ -58,21 +58,12 @@ class CoinPeer(FakePeer):
         self.coin = Coin()
         self.steps: dict[str, tuple[int, int]] = {}  # tx hash -> (steps, cumulative steps)
 
-    async def CreateIconTx(self, request: pb.IconTxRequest, context: Any) -> pb.CreateTxReply:
-        await self._enter("CreateIconTx", request, context)
+    async def CreateIconTxBatch(
+        self, request: pb.IconTxBatchRequest, context: Any
+    ) -> pb.CreateTxBatchReply:
+        await self._enter("CreateIconTxBatch", request, context)
         chain = await self._chain(request.channel, context)
-        try:
-            checked = icon_tx.verify_send_params(json.loads(request.params_json))
-            icon_tx.check_nid(checked, NID)
-        except icon_tx.InvalidTransaction as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
-        tx = Transaction.from_icon(checked)
-        if chain.find_tx(tx.hash_hex) is not None:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"transaction {checked.tx_hash} is already known"
-            )
-        chain.pool[tx.hash_hex] = tx
-        return pb.CreateTxReply(tx_hash=tx.hash_hex, channel=chain.name)
+        return pb.CreateTxBatchReply(results=[_pool(chain, p) for p in request.params_json])
 
     async def GetBalance(self, request: pb.BalanceRequest, context: Any) -> pb.BalanceReply:
         await self._enter("GetBalance", request, context)
@@ -97,6 +88,22 @@ class CoinPeer(FakePeer):
         return sum(
             1 for name, req in self.calls if name == "GetTxResult" and req.tx_hash == tx_hash
         )
+
+
+def _pool(chain: Any, params_json: str) -> pb.CreateTxResult:
+    """Check one transaction as the real peer does and pool it; its result in a batch."""
+    refused = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    try:
+        checked = icon_tx.verify_send_params(json.loads(params_json))
+        icon_tx.check_nid(checked, NID)
+    except icon_tx.InvalidTransaction as exc:
+        return pb.CreateTxResult(code=refused, message=exc.message)
+    tx = Transaction.from_icon(checked)
+    if chain.find_tx(tx.hash_hex) is not None:
+        known = f"transaction {checked.tx_hash} is already known"
+        return pb.CreateTxResult(code=refused, message=known)
+    chain.pool[tx.hash_hex] = tx
+    return pb.CreateTxResult(tx_hash=tx.hash_hex)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -196,8 +203,8 @@ async def test_a_transaction_is_passed_on_as_sent_and_answered_with_its_hash(ses
     tx_hash = result(await rpc(session, v3, "icx_sendTransaction", params))
     assert tx_hash == "0x" + icon_tx.tx_hash(params).hex()
     name, request = peer.calls[-1]
-    assert name == "CreateIconTx" and request.channel == ""
-    assert json.loads(request.params_json) == params  # every string as the client wrote it
+    assert name == "CreateIconTxBatch" and request.channel == ""
+    assert [json.loads(p) for p in request.params_json] == [params]  # every string as written
     pooled = peer.chains[DEFAULT_CHANNEL].pool[tx_hash[2:]]
     assert pooled.body == {k: v for k, v in params.items() if k != "signature"}
     # once in a block, it is answered as it was sent, signature and all
@@ -237,7 +244,7 @@ async def test_what_the_peer_refuses_is_invalid_params_in_its_words(
     params.update(change)  # a malformed signature replaces the good one
     answer = await rpc(session, v3, "icx_sendTransaction", params)
     assert_error(answer, -32602, text)
-    assert peer.calls[-1][0] == "CreateIconTx"  # the peer decided, not the proxy
+    assert peer.calls[-1][0] == "CreateIconTxBatch"  # the peer decided, not the proxy
 
 
 async def test_a_signature_by_another_key_and_a_replay_are_refused(session, v3, peer):
@@ -248,6 +255,22 @@ async def test_a_signature_by_another_key_and_a_replay_are_refused(session, v3, 
     assert_error(await rpc(session, v3, "icx_sendTransaction", forged), -32602, "was made by")
     result(await rpc(session, v3, "icx_sendTransaction", params))
     assert_error(await rpc(session, v3, "icx_sendTransaction", params), -32602, "already known")
+
+
+async def test_concurrent_sends_share_calls_and_each_hears_its_own_answer(session, v3, peer):
+    good = [signed() for _ in range(12)]
+    known = good[0]
+    result(await rpc(session, v3, "icx_sendTransaction", known))
+    before = len(peer.calls)
+    answers = await asyncio.gather(
+        *(rpc(session, v3, "icx_sendTransaction", params) for params in [*good[1:], known])
+    )
+    for params, answer in zip(good[1:], answers, strict=False):
+        assert result(answer) == "0x" + icon_tx.tx_hash(params).hex()
+    assert_error(answers[-1], -32602, "already known")  # refused alone, the others pooled
+    sends = [request for name, request in list(peer.calls)[before:] if name == "CreateIconTxBatch"]
+    assert sum(len(r.params_json) for r in sends) == len(good)
+    assert len(sends) < len(good)  # one call in flight, the sends arriving meanwhile in the next
 
 
 @pytest.mark.parametrize(
@@ -264,7 +287,7 @@ async def test_the_peers_refusals_of_a_transaction(session, v3, peer, code, rpc_
         grpc.StatusCode.INVALID_ARGUMENT: f"out of balance: {SENDER.address} holds 0 loop",
         grpc.StatusCode.RESOURCE_EXHAUSTED: "the transaction pool holds 9 bytes, limit 9",
     }.get(code, "down")
-    peer.fail("CreateIconTx", code, words)
+    peer.fail("CreateIconTxBatch", code, words)
     for method in ("icx_sendTransaction", "icx_sendTransactionAndWait"):
         assert_error(await rpc(session, v3, method, signed()), rpc_code, text)
     assert peer.chains[DEFAULT_CHANNEL].pool == {}
@@ -273,13 +296,13 @@ async def test_the_peers_refusals_of_a_transaction(session, v3, peer, code, rpc_
 async def test_a_full_pool_says_when_to_come_back(session, v3, peer):
     """-31001 is HTTP 400 like every JSON-RPC error (the SDK reads no other), with Retry-After as
     v1's 503 has; other refusals carry none."""
-    peer.fail("CreateIconTx", grpc.StatusCode.RESOURCE_EXHAUSTED, "the pool is full")
+    peer.fail("CreateIconTxBatch", grpc.StatusCode.RESOURCE_EXHAUSTED, "the pool is full")
     request = {"jsonrpc": "2.0", "id": 1, "method": "icx_sendTransaction", "params": signed()}
     async with session.post(v3, json=request) as resp:
         body = await resp.json()
         assert resp.status == 400 and body["error"]["code"] == -31001, body
         assert resp.headers.get("Retry-After") == "1"
-    peer.fail("CreateIconTx", grpc.StatusCode.INVALID_ARGUMENT, "refused")
+    peer.fail("CreateIconTxBatch", grpc.StatusCode.INVALID_ARGUMENT, "refused")
     async with session.post(v3, json=request) as resp:
         assert resp.status == 400 and "Retry-After" not in resp.headers
 
@@ -307,7 +330,7 @@ async def test_params_that_are_not_an_object_are_refused_before_the_peer(session
     for params in ([signed()], "0x1", 5):
         answer = await rpc(session, v3, "icx_sendTransaction", params)
         assert_error(answer, -32602, "params must be a JSON object")
-    assert not any(name == "CreateIconTx" for name, _ in list(peer.calls)[before:])
+    assert not any(name == "CreateIconTxBatch" for name, _ in list(peer.calls)[before:])
 
 
 # ---------------------------------------------------------------- balances and the supply
