@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tools.procs import ROOT
 
 STUCK_SHUTDOWN = """
@@ -49,33 +51,28 @@ def test_a_stuck_shutdown_ends_at_its_deadline() -> None:
     assert "shutdown still running 0.5 s after SIGTERM: ending the process now" in err
 
 
-def test_a_second_signal_ends_the_process_at_once() -> None:
-    proc = _start(3600.0)  # the watchdog would wait an hour
-    proc.send_signal(signal.SIGINT)
+@pytest.mark.parametrize(
+    ("first", "deadline", "repeat_window", "ending"),
+    [
+        # another signal during shutdown: at once (the watchdog would wait an hour)
+        (signal.SIGINT, 3600.0, 3600.0, "a second SIGTERM during shutdown: ending the process now"),
+        # the same one after the repeat window: an operator insisting, at once
+        (signal.SIGTERM, 3600.0, 0.0, "a second SIGTERM during shutdown: ending the process now"),
+        # the same one at once (a process group's SIGTERM and the parent's forwarding of it):
+        # still the graceful shutdown, ended only by its deadline
+        (signal.SIGTERM, 0.5, 3600.0, "shutdown still running 0.5 s after SIGTERM: ending"),
+    ],
+    ids=["another", "same-later", "same-at-once"],
+)
+def test_a_second_signal_during_shutdown(
+    first: signal.Signals, deadline: float, repeat_window: float, ending: str
+) -> None:
+    proc = _start(deadline, repeat_window)
+    proc.send_signal(first)
     assert proc.stdout is not None and proc.stdout.readline() == "stopping\n"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0
-    assert "a second SIGTERM during shutdown: ending the process now" in err
-
-
-def test_the_same_signal_again_at_once_is_the_same_request() -> None:
-    # a process group's SIGTERM and the parent's forwarding of it: still a graceful shutdown
-    proc = _start(0.5, repeat_window=3600.0)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.stdout is not None and proc.stdout.readline() == "stopping\n"
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0
-    assert "second" not in err
-    assert "shutdown still running 0.5 s after SIGTERM: ending the process now" in err
-
-
-def test_the_same_signal_after_the_window_ends_the_process_at_once() -> None:
-    proc = _start(3600.0, repeat_window=0.0)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.stdout is not None and proc.stdout.readline() == "stopping\n"
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0
-    assert "a second SIGTERM during shutdown: ending the process now" in err
+    assert ending in err
+    if "still running" in ending:
+        assert "second" not in err

@@ -23,6 +23,7 @@ from loopchain.blockchain.execution import SCORE_ERROR, SUCCESS, TxResult, next_
 from loopchain.configure import DEFAULTS
 from loopchain.protos import score_pb2 as pb
 from loopchain.scoreservice import MAX_BALANCE_ADDRESSES
+from loopchain.scoreservice.client import ScoreClient, ScoreUnavailable
 from loopchain.scoreservice.packages import resolve_package
 from loopchain.scoreservice.process import LoadedScore, Refused
 from loopchain.storage import open_store
@@ -724,3 +725,23 @@ def test_the_block_store_records_steps_and_cumulative_steps(
         assert v1 is not None and tuple(v1)[:5] == (SUCCESS, "", 1, 0, 0)
     finally:
         kv.close()
+
+
+async def test_concurrent_balance_asks_all_hear_a_failed_call_and_the_next_ask_goes_out(
+    tmp_path: Path,
+) -> None:
+    """No SCORE process listens on the socket: every ask sharing the failed call hears why, and
+    the client is not left waiting on a call that never returns."""
+    client = ScoreClient(tmp_path / "nobody.sock", score_config(SCORE_QUERY_TIMEOUT=5))
+    try:
+        asked = await asyncio.gather(
+            *(client.balance(a) for a in (RICH.address, BOB, DUST.address)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(answer, ScoreUnavailable) for answer in asked), asked
+        assert client.balance_calls == 2  # the first alone, the two after it together
+        with pytest.raises(ScoreUnavailable, match="SCORE balance"):
+            await client.balance(RICH.address)
+        assert client.balance_calls == 3
+    finally:
+        await client.close()
