@@ -86,7 +86,7 @@ class PeerApi:
         return self._stub
 
     @contextlib.contextmanager
-    def _slots(self, count: int = 1) -> Iterator[None]:
+    def slots(self, count: int = 1) -> Iterator[None]:
         """Hold `count` of the proxy's in-flight calls; 503 at once when they are taken."""
         if self._inflight + count > self._max_inflight:
             self.refused_busy += 1
@@ -109,7 +109,7 @@ class PeerApi:
     async def call_peer(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
         """One call to the peer within GRPC_TIMEOUT in one of the in-flight slots (a 503
         RestError at once when none is free); a failed call raises its gRPC error."""
-        with self._slots():
+        with self.slots():
             try:
                 return await method(request, timeout=self._timeout)
             except grpc.aio.AioRpcError as exc:
@@ -166,7 +166,7 @@ class PeerApi:
         value = params.parse_json(text)
         if not isinstance(value, list):
             body = params.require_object(value)
-            with self._slots():
+            with self.slots():
                 return json_response(await self._submit(params.body_channel(body, request), body))
         if not 0 < len(value) <= MAX_ARRAY_SUBMISSIONS:
             raise invalid_params(
@@ -177,7 +177,7 @@ class PeerApi:
             for index, item in enumerate(value)
         ]
         channels = [params.body_channel(body, request) for body in bodies]
-        with self._slots(len(bodies)):
+        with self.slots(len(bodies)):
             outcomes = await asyncio.gather(
                 *(self._submit(c, b) for c, b in zip(channels, bodies, strict=True)),
                 return_exceptions=True,

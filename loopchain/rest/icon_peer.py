@@ -170,8 +170,9 @@ class PeerReader:
     async def send(self, channel: str, params_json: str) -> str:
         """Pool a client-signed transaction (its params as JSON text); its hash, 64 hex digits."""
         try:
-            return await self._sender.submit(channel, params_json)
-        except RestError as exc:  # the proxy is stopping, or the peer gave no answer
+            with self._api.slots():  # bounded as every call to the peer is: busy at once
+                return await self._sender.submit(channel, params_json)
+        except RestError as exc:  # busy, stopping, or the peer gave no answer
             raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
 
     async def _send_batch(self, channel: str, texts: list[str]) -> pb.CreateTxBatchReply:

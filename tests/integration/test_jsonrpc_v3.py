@@ -15,8 +15,9 @@ import pytest
 import pytest_asyncio
 
 from loopchain.blockchain.coin import STEP_DEFAULT, STEP_INPUT_PER_BYTE, STEP_PRICE
-from loopchain.types.crypto import recover_address
+from loopchain.types.crypto import Signer, recover_address
 from loopchain.types.icon_address import channel_score_address
+from loopchain.types.icon_tx import make_params, sign_params
 from loopchain.types.transaction import Transaction
 from tests.integration._fake_peer import DEFAULT_CHANNEL, FakePeer, start_fake_peer
 from tests.integration._proxy import ProxyProcess, proxy_in_front_of
@@ -559,6 +560,16 @@ async def test_calls_beyond_the_in_flight_limit_are_internal_errors_at_once(sess
         answer = await rpc(session, proxy.base + "/api/v3", "icx_getLastBlock")
         assert_error(answer, -32603, "2 calls in flight")
         assert not any(name == "GetBlock" for name, _ in fake.calls)  # refused before the peer
+        # a send waits in no unbounded queue either: refused at once, before the peer
+        sender = Signer(bytes([9]) * 32)
+        unsigned = make_params(
+            sender=sender.address, to="hx" + "b0" * 20, step_limit=100_000, timestamp_us=1, nid=3
+        )
+        answer = await rpc(
+            session, proxy.base + "/api/v3", "icx_sendTransaction", sign_params(unsigned, sender)
+        )
+        assert_error(answer, -32603, "2 calls in flight")
+        assert not any(name == "CreateIconTxBatch" for name, _ in fake.calls)
         fake.release_queries.set()
         for response in await asyncio.gather(*hanging):
             assert response.status == 200
