@@ -359,22 +359,18 @@ class LoadedScore:
         return answer
 
     def balance(self, request: pb.BalanceRequest) -> pb.BalanceReply:
-        """Accounts' ICX (one, or several at once) and the total supply, as the last committed
-        block left them."""
+        """Accounts' ICX and the total supply, as the last committed block left them."""
         if len(request.addresses) > MAX_BALANCE_ADDRESSES:
             raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{len(request.addresses)} addresses in one call, limit {MAX_BALANCE_ADDRESSES}",
             )
         ledger = Ledger(self._query_view)
-        reply = pb.BalanceReply(
-            total_supply=str(ledger.total_supply()), height=self.state.executed_height
+        return pb.BalanceReply(
+            total_supply=str(ledger.total_supply()),
+            height=self.state.executed_height,
+            balances=[str(ledger.balance(address)) for address in request.addresses],
         )
-        if request.addresses:
-            reply.balances.extend(str(ledger.balance(a)) for a in request.addresses)
-        else:
-            reply.balance = str(ledger.balance(request.address))
-        return reply
 
     def status(self) -> pb.ScoreStatus:
         state = self.state

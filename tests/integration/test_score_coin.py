@@ -216,16 +216,19 @@ def outcomes(results: list[TxResult]) -> list[tuple[str, int, str, int]]:
     return [(r.tx_hash, r.code, r.message, r.steps) for r in results]
 
 
-def balance(score: LoadedScore, address: str) -> pb.BalanceReply:
-    return score.balance(pb.BalanceRequest(address=address))
+def balance(score: LoadedScore, address: str) -> tuple[int, int, int]:
+    """(balance, total supply, executed height) as the SCORE process answers them."""
+    reply = score.balance(pb.BalanceRequest(addresses=[address]))
+    (held_,) = reply.balances
+    return int(held_), int(reply.total_supply), reply.height
 
 
 def held(score: LoadedScore, address: str) -> int:
-    return int(balance(score, address).balance)
+    return balance(score, address)[0]
 
 
 def supply(score: LoadedScore) -> int:
-    return int(balance(score, TREASURY).total_supply)
+    return balance(score, TREASURY)[1]
 
 
 def holdings(score: LoadedScore, *addresses: str) -> int:
@@ -252,12 +255,10 @@ def test_the_genesis_block_mints_its_accounts_and_the_supply(open_scores: Any) -
     assert results == [] and results_hash == EMPTY_ROOT
     writes = {balance_key(s.address): str(amount).encode() for s, amount in GENESIS}
     assert state_root == next_state_root(EMPTY_ROOT, {**writes, SUPPLY_KEY: str(SUPPLY).encode()})
-    before = balance(score, RICH.address)  # answers come from committed state only
-    assert (before.balance, before.total_supply, before.height) == ("0", "0", -1)
+    assert balance(score, RICH.address) == (0, 0, -1)  # answers come from committed state only
     score.state.commit(0)
     for signer, amount in GENESIS:
-        reply = balance(score, signer.address)
-        assert (int(reply.balance), int(reply.total_supply), reply.height) == (amount, SUPPLY, 0)
+        assert balance(score, signer.address) == (amount, SUPPLY, 0)
     assert held(score, BROKE.address) == held(score, TREASURY) == 0
     assert SUPPLY == 1000 * ICX + ICX + 1000
 
