@@ -31,6 +31,19 @@ GENESIS = {
 }
 
 
+def _first_peer_alone(
+    net: LocalNetwork, ports: list[int], channel: dict[str, object]
+) -> tuple[int, list[int]]:
+    """Write the channel, start the RadioStation and the first peer alone until it has its set;
+    (the first port, the others)."""
+    (net.workdir / "channel_manage_data.json").write_text(json.dumps({CHANNEL: channel}))
+    net.start_radiostation()
+    first = ports[0]
+    net.start_peer(first)
+    wait_until(lambda: net.status(first)["validator_count"] >= 1, 30, "the first peer's set")
+    return first, ports[1:]
+
+
 @pytest.mark.parametrize("listed", [True, False], ids=["listed", "open"])
 def test_a_peer_that_starts_alone_ends_on_the_same_chain_as_the_others(
     tmp_path: Path, listed: bool
@@ -39,14 +52,9 @@ def test_a_peer_that_starts_alone_ends_on_the_same_chain_as_the_others(
     ports = sorted(net.new_peer_port() for _ in range(PEERS))
     ids = {port: net.make_peer_key(port) for port in ports}
     peers = [{"peer_id": ids[p], "peer_target": f"127.0.0.1:{p}"} for p in ports] if listed else []
-    channels = {CHANNEL: {"peers": peers, "genesis_data": GENESIS}}
-    (tmp_path / "channel_manage_data.json").write_text(json.dumps(channels))
     try:
-        net.start_radiostation()
-        first, others = ports[0], ports[1:]
-        net.start_peer(first)
-        # the first peer alone: whatever it does now, the network it joins must end as one chain
-        wait_until(lambda: net.status(first)["validator_count"] >= 1, 30, "the first peer's set")
+        _, others = _first_peer_alone(net, ports, {"peers": peers, "genesis_data": GENESIS})
+        # whatever the first peer does now, the network it joins must end as one chain
         for port in others:
             net.start_peer(port, wait=False)
         wait_until(
@@ -79,14 +87,9 @@ def test_an_open_channel_whose_founder_dies_before_its_genesis_is_founded_when_i
     the transaction the others held is final everywhere, on one chain."""
     net = LocalNetwork(tmp_path, {"ENABLE_CHANNEL_AUTH": False})
     ports = sorted(net.new_peer_port() for _ in range(PEERS))
-    # no genesis data: a genesis that funds accounts would be founded at once
-    channels: dict[str, object] = {CHANNEL: {"peers": []}}
-    (tmp_path / "channel_manage_data.json").write_text(json.dumps(channels))
     try:
-        net.start_radiostation()
-        founder, others = ports[0], ports[1:]
-        net.start_peer(founder)
-        wait_until(lambda: net.status(founder)["validator_count"] >= 1, 30, "the founder's set")
+        # no genesis data: a genesis that funds accounts would be founded at once
+        founder, others = _first_peer_alone(net, ports, {"peers": []})
         assert net.height(founder) == -1  # nothing to found the channel with yet
         net.peers[founder].kill9()
         for port in others:
