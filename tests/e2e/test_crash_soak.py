@@ -4,7 +4,7 @@ before the next; afterwards every acknowledged transaction is final on every pee
 the same block at every height up to one common tip and state root, and no log holds a double
 vote or a traceback.
 
-    .venv/bin/pytest -m slow -s tests/e2e/test_crash_soak.py
+    .venv/bin/pytest -m slow -n0 -s tests/e2e/test_crash_soak.py
 
 The run prints its seed; CRASH_SOAK_SEED=N runs the same random choices again (which peer dies
 in the cycles that do not target the leader). Nothing waits for a fixed time: every step waits on
