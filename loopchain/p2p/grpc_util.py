@@ -17,6 +17,8 @@ TLS_PASSWORD_ENV = "LOOPCHAIN_TLS_KEY_PASSWORD"
 # Revocation lists looked for in a node's TLS folder when GRPC_SSL_REVOKED_PATH is empty (both are
 # used when both are there): serials in JSON, and the CA's CRL as certificate_util.py writes it.
 REVOCATION_FILES = ("revoked.json", "ca.crl.pem")
+# The initial metadata a peer sends on a link stream it takes (a refused one ends without it).
+STREAM_ACCEPTED = ("loopchain-stream", "accepted")
 
 
 @dataclass(frozen=True)

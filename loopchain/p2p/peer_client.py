@@ -12,7 +12,7 @@ import grpc
 
 from loopchain import failpoints
 from loopchain.configure import Config
-from loopchain.p2p.grpc_util import Tls, open_channel
+from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls, open_channel
 from loopchain.p2p.transport import ConsensusPayload, FetchedRange, MalformedReply, TransportError
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
@@ -25,6 +25,20 @@ from loopchain.types.vote import QuorumCertificate, Vote
 log = logging.getLogger(__name__)
 
 Outbound = pb.ConsensusMessage | pb.TxBatch
+STREAM_ROTATE_S = 60.0  # a lane's stream older than this is replaced before its next message
+STREAM_DEADLINE_S = 600.0  # the deadline of a lane's stream (one left idle ends by it)
+# a stream refused for these: the peer takes the same messages one call each
+BY_CALL_WHEN_REFUSED = frozenset(
+    {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED}
+)
+
+
+def _failure(exc: Exception) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name} {exc.details()}"
+    if isinstance(exc, TimeoutError):
+        return "no room to write within the deadline"
+    return f"stream already ended ({exc})"
 
 
 def consensus_message(channel: str, sender: str, payload: ConsensusPayload) -> pb.ConsensusMessage:
@@ -41,9 +55,90 @@ def consensus_message(channel: str, sender: str, payload: ConsensusPayload) -> p
     return message
 
 
+class _Lane:
+    """One lane of a link: its messages in order on one long-lived stream, opened when needed
+    (and accepted by the other peer before anything is written to it), replaced when it ends
+    or is older than STREAM_ROTATE_S. A message whose stream fails is dropped, as a failed
+    call's would be. To a peer that refuses a stream for a reason the call does not share (too
+    many streams, or no streams at all) each message goes by its one-call twin `call`."""
+
+    def __init__(self, link: PeerLink, open_stream: Any, call: Any) -> None:
+        self.target = link.target
+        self.timeout = link.timeout
+        self._open_stream = open_stream
+        self._call = call
+        self._stream: Any = None
+        self._opened = 0.0
+
+    async def send(self, message: Outbound) -> bool:
+        """True when the message was written to the stream or taken by the call."""
+        now = asyncio.get_running_loop().time()
+        if self._stream is not None and (
+            self._stream.done() or now - self._opened > STREAM_ROTATE_S
+        ):
+            await self._end()
+        if self._stream is None:
+            refusal = await self._open()
+            if refusal is not None:
+                return refusal in BY_CALL_WHEN_REFUSED and await self._send_by_call(message)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._stream.write(message)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError) as exc:
+            log.debug("stream to %s failed: %s", self.target, _failure(exc))
+            self.close()
+            return False
+        return True
+
+    async def _open(self) -> grpc.StatusCode | None:
+        """Open a stream and wait until the other peer accepts it: None when it does, else the
+        status it was refused with."""
+        stream = self._open_stream(timeout=STREAM_DEADLINE_S)
+        try:
+            async with asyncio.timeout(self.timeout):
+                metadata = await stream.initial_metadata()
+                if dict(metadata or ()).get(STREAM_ACCEPTED[0]) == STREAM_ACCEPTED[1]:
+                    self._stream, self._opened = stream, asyncio.get_running_loop().time()
+                    return None
+                code, details = await stream.code(), await stream.details()
+        except grpc.aio.AioRpcError as exc:
+            code, details = exc.code(), exc.details()
+        except TimeoutError:
+            code, details = grpc.StatusCode.DEADLINE_EXCEEDED, "not accepted within the deadline"
+        stream.cancel()
+        log.debug("no stream to %s: %s %s", self.target, code.name, details)
+        return code
+
+    async def _send_by_call(self, message: Outbound) -> bool:
+        try:
+            await self._call(message, timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            log.debug("send to %s failed: %s", self.target, _failure(exc))
+            return False
+        return True
+
+    async def _end(self) -> None:
+        """Half-close the stream being replaced: the other peer reads what was written and
+        answers; nobody waits for that answer."""
+        stream, self._stream = self._stream, None
+        if stream.done():
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                await stream.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError):
+            stream.cancel()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.cancel()
+            self._stream = None
+
+
 class PeerLink:
-    """One remote peer: a gRPC channel and two bounded lanes, each drained by its own task, so
-    consensus messages never wait behind transaction gossip (HTTP/2 carries both at once)."""
+    """One remote peer: a gRPC channel and two bounded lanes, each drained by its own task onto
+    its own stream, so consensus messages never wait behind transaction gossip (HTTP/2 carries
+    both at once)."""
 
     def __init__(
         self,
@@ -69,10 +164,15 @@ class PeerLink:
             loop = asyncio.get_running_loop()
             self._tasks = [
                 loop.create_task(
-                    self._drain(self._consensus, self.stub.Deliver), name=f"link:{self.target}"
+                    self._drain(
+                        self._consensus, _Lane(self, self.stub.DeliverStream, self.stub.Deliver)
+                    ),
+                    name=f"link:{self.target}",
                 ),
                 loop.create_task(
-                    self._drain(self._gossip, self.stub.AddTxBatch),
+                    self._drain(
+                        self._gossip, _Lane(self, self.stub.AddTxStream, self.stub.AddTxBatch)
+                    ),
                     name=f"gossip:{self.target}",
                 ),
             ]
@@ -88,16 +188,19 @@ class PeerLink:
             self.dropped += 1
         queue.put_nowait(message)
 
-    async def _drain(self, queue: asyncio.Queue[Any], call: Any) -> None:
-        while True:
-            message = await queue.get()
-            try:
-                await call(message, timeout=self.timeout)
-            except grpc.aio.AioRpcError as exc:
-                log.debug("send to %s failed: %s %s", self.target, exc.code().name, exc.details())
-            else:
-                if isinstance(message, pb.ConsensusMessage) and message.HasField("proposal"):
+    async def _drain(self, queue: asyncio.Queue[Any], lane: _Lane) -> None:
+        try:
+            while True:
+                message = await queue.get()
+                sent = await lane.send(message)
+                if (
+                    sent
+                    and isinstance(message, pb.ConsensusMessage)
+                    and message.HasField("proposal")
+                ):
                     failpoints.hit("proposal-broadcast")
+        finally:
+            lane.close()
 
     async def fetch_blocks(self, channel: str, from_height: int, max_blocks: int) -> FetchedRange:
         """Final blocks from `from_height` on, decoded (TransportError if failed or malformed)."""

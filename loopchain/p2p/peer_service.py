@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -13,7 +14,7 @@ import grpc
 from loopchain.configure import RefusalLog
 from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
-from loopchain.p2p.grpc_util import Tls
+from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types import canonical
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 REFUSALS = RefusalLog(log)
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ def _refused(context: Any, status: grpc.StatusCode, message: str) -> None:
 
 MAX_SUBMISSIONS_PER_CALL = 1000  # client transactions in one CreateTxBatch
 MAX_TXS_PER_BATCH = 1000  # relayed transactions in one AddTxBatch (each is size-checked)
+MAX_INBOUND_STREAMS = 512  # open link streams (each peer's link holds two; senders fall back)
 MAX_RANGE_BLOCKS = 500  # blocks in one GetBlockRange reply (and at most max_bytes of them)
 
 
@@ -202,6 +205,8 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         self.backend = backend
         self.peer_id = peer_id
         self.monitor = monitor
+        self._streams: set[asyncio.Task[Any]] = set()  # inbound streams being read
+        self._closing = False
         self.callers: CallerCheck | None = None
         if tls is not None:  # certificate checks load their library only on TLS nodes
             from loopchain.p2p.callers import CallerCheck
@@ -221,15 +226,19 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         return channel
 
     def _peer_channel(self, context: Any, name: str) -> ChannelBackend:
-        """`_channel` for the peer-to-peer methods: with TLS on they are served only to a caller
-        with a valid certificate, never on the plain local port kept for the REST proxy."""
+        """`_channel` for the peer-to-peer methods."""
+        self._check_peer(context)
+        return self._channel(context, name)
+
+    def _check_peer(self, context: Any) -> None:
+        """With TLS on, peer-to-peer methods are served only to a caller with a valid
+        certificate, never on the plain local port kept for the REST proxy."""
         if self.callers is not None and self.callers.peer_id(context) is None:
             log.warning("refused a peer-to-peer call on the local port from %s", context.peer())
             raise RequestError(
                 ErrorKind.DENIED,
                 "peer-to-peer methods are served only over mutual TLS, not on the local port",
             )
-        return self._channel(context, name)
 
     async def _serve(
         self,
@@ -242,16 +251,78 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             if inspect.isawaitable(result):
                 return await result
             return result
-        except RequestError as exc:
-            if exc.kind is ErrorKind.INVALID:  # refusals by identity log their own warning
-                _refused(context, exc.kind.value, exc.message)
-            self._count_error(method, exc.kind.value)
-            await context.abort(exc.kind.value, exc.message)
-        except EncodingError as exc:
-            _refused(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {exc}")
-            self._count_error(method, grpc.StatusCode.INVALID_ARGUMENT)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {exc}")
+        except (RequestError, EncodingError) as exc:
+            await context.abort(*self._refusal(context, method, exc))
         raise AssertionError("unreachable")
+
+    def _refusal(
+        self, context: Any, method: str, exc: RequestError | EncodingError
+    ) -> tuple[grpc.StatusCode, str]:
+        """The status and words refusing a request, counted (and logged when it is about what
+        the request carries: refusals by identity log their own warning)."""
+        if isinstance(exc, EncodingError):
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {exc}"
+        else:
+            code, message = exc.kind.value, exc.message
+        if isinstance(exc, EncodingError) or exc.kind is ErrorKind.INVALID:
+            _refused(context, code, message)
+        self._count_error(method, code)
+        return code, message
+
+    async def _stream(
+        self,
+        requests: AsyncIterator[R],
+        context: grpc.aio.ServicerContext,
+        method: str,
+        handle: Callable[[R, Any], None],
+    ) -> pb.Ack:
+        """Each message of a stream handled as its one-call twin handles it; a refused message is
+        counted and skipped (one channel's refusals do not cut off the others' messages). Who
+        calls is checked once, first: a caller refused ends the stream with the refusal.
+        `end_streams` ends the stream (the server's stop would wait for it)."""
+        if self._closing:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "this peer is stopping")
+        try:
+            self._check_peer(context)
+        except RequestError as exc:
+            await context.abort(*self._refusal(context, method, exc))
+        if len(self._streams) >= MAX_INBOUND_STREAMS:
+            self._count_error(method, grpc.StatusCode.RESOURCE_EXHAUSTED)
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{len(self._streams)} streams are open to this peer, limit {MAX_INBOUND_STREAMS}",
+            )
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams.add(task)
+        handled = refused = 0
+        try:
+            await context.send_initial_metadata((STREAM_ACCEPTED,))
+            async for request in requests:
+                try:
+                    handle(request, context)
+                    handled += 1
+                except (RequestError, EncodingError) as exc:
+                    self._refusal(context, method, exc)
+                    refused += 1
+        except asyncio.CancelledError:
+            if self._closing:  # ended by end_streams: answered, so that the call is over at once
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "this peer is stopping")
+            raise
+        finally:
+            self._streams.discard(task)  # type: ignore[arg-type]
+        return pb.Ack(code=0, message=f"{handled} handled, {refused} refused")
+
+    async def end_streams(self, deadline: float) -> None:
+        """End every inbound stream, waiting up to `deadline` seconds for them to end (before
+        stopping the server: they never end by themselves); streams opened from now on are
+        refused as UNAVAILABLE."""
+        self._closing = True
+        tasks = list(self._streams)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=deadline)
 
     def _count_error(self, method: str, code: grpc.StatusCode) -> None:
         if self.monitor is not None:
@@ -413,26 +484,40 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     # ------------------------------------------------------------ peer to peer
 
+    def _add_txs(self, request: pb.TxBatch, context: Any) -> None:
+        if len(request.txs) > MAX_TXS_PER_BATCH:
+            raise RequestError(
+                ErrorKind.INVALID,
+                f"{len(request.txs)} transactions in one batch, limit {MAX_TXS_PER_BATCH}",
+            )
+        channel = self._peer_channel(context, request.channel)
+        channel.receive_txs([Transaction.decode(raw) for raw in request.txs])
+
+    def _deliver(self, request: pb.ConsensusMessage, context: Any) -> None:
+        channel = self._peer_channel(context, request.channel)
+        channel.receive(decode_consensus(request))
+
     async def AddTxBatch(self, request: pb.TxBatch, context: Any) -> pb.Ack:
         def work() -> pb.Ack:
-            if len(request.txs) > MAX_TXS_PER_BATCH:
-                raise RequestError(
-                    ErrorKind.INVALID,
-                    f"{len(request.txs)} transactions in one batch, limit {MAX_TXS_PER_BATCH}",
-                )
-            channel = self._peer_channel(context, request.channel)
-            channel.receive_txs([Transaction.decode(raw) for raw in request.txs])
+            self._add_txs(request, context)
             return pb.Ack(code=0)
 
         return await self._serve(context, "AddTxBatch", work)
 
     async def Deliver(self, request: pb.ConsensusMessage, context: Any) -> pb.Ack:
         def work() -> pb.Ack:
-            channel = self._peer_channel(context, request.channel)
-            channel.receive(decode_consensus(request))
+            self._deliver(request, context)
             return pb.Ack(code=0)
 
         return await self._serve(context, "Deliver", work)
+
+    async def AddTxStream(self, requests: AsyncIterator[pb.TxBatch], context: Any) -> pb.Ack:
+        return await self._stream(requests, context, "AddTxStream", self._add_txs)
+
+    async def DeliverStream(
+        self, requests: AsyncIterator[pb.ConsensusMessage], context: Any
+    ) -> pb.Ack:
+        return await self._stream(requests, context, "DeliverStream", self._deliver)
 
     async def Identify(self, request: pb.IdentifyRequest, context: Any) -> pb.IdentifyReply:
         def work() -> pb.IdentifyReply:

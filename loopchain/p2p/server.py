@@ -12,12 +12,15 @@ from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 
 
 class PeerServer:
-    """A started PeerService; `stop` lets calls in flight finish for `grace` seconds."""
+    """A started PeerService; `stop` ends the inbound streams of other peers' links and lets
+    calls in flight finish for `grace` seconds."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    def __init__(self, server: grpc.aio.Server, servicer: PeerServicer) -> None:
         self._server = server
+        self._servicer = servicer
 
     async def stop(self, grace: float) -> None:
+        await self._servicer.end_streams(grace)
         await self._server.stop(grace=grace)
 
 
@@ -38,4 +41,4 @@ async def start_peer_server(
     if tls is not None:
         grpc_util.bind(server, "127.0.0.1", port + int(config.PORT_DIFF_INNER_SERVICE))
     await server.start()
-    return PeerServer(server)
+    return PeerServer(server, servicer)

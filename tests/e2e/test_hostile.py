@@ -1183,6 +1183,16 @@ def test_the_score_process_sees_no_secret_of_its_peer(target: Target) -> None:
             lambda t: pb.BlockRangeRequest(channel=CHANNEL, from_height=0, max_blocks=10),
             id="get-block-range",
         ),
+        pytest.param(  # a stream is refused whole, at its start, for who opens it
+            "AddTxStream",
+            lambda t: iter([pb.TxBatch(channel=CHANNEL, txs=[_relayed({"via": "s"}).encode()])]),
+            id="add-tx-stream",
+        ),
+        pytest.param(
+            "DeliverStream",
+            lambda t: iter([pb.ConsensusMessage(channel=CHANNEL, complaint=b"{}")]),
+            id="deliver-stream",
+        ),
     ],
 )
 def test_tls_peer_serves_no_peer_to_peer_method_on_its_plain_inner_port(

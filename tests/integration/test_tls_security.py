@@ -281,6 +281,9 @@ def test_party_of_beta_only_gets_nothing_of_alpha(sec: SecNet) -> None:
         error = refusal(tls_call, a, a_id, c, method, request)
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED, (method, error)
         assert f"peer {c_id} is not a party" in error.details(), (method, error)
+    # on a link's stream each message is judged by itself: C's alpha vote is refused, skipped
+    streamed = iter([calls["Deliver"]] * 2)
+    assert tls_call(a, a_id, c, "DeliverStream", streamed).message == "0 handled, 2 refused"
     wait_until(
         lambda: _log_has(sec, "A", f"refused peer {c_id}: not a party of channel alpha"),
         10,

@@ -1,0 +1,263 @@
+"""Links between peers over real gRPC on 127.0.0.1: each lane of a link is one long-lived stream,
+its messages arrive in order, a refused message is skipped without ending the stream, a restarted
+peer gets later messages, and a stopping peer ends the streams it serves at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from loopchain.configure import load_config
+from loopchain.consensus import messages as m
+from loopchain.p2p import grpc_util, peer_client, peer_service
+from loopchain.p2p.errors import ErrorKind, RequestError
+from loopchain.p2p.peer_client import GrpcTransport
+from loopchain.p2p.peer_service import PeerServicer
+from loopchain.p2p.server import PeerServer
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.types.crypto import Signer
+from loopchain.types.peer import PeerInfo
+from loopchain.types.transaction import Transaction
+from loopchain.types.vote import Vote
+from tools.procs import free_port_pair, wait_until_async
+
+CHANNEL = "alpha"
+SIGNER = Signer.generate()
+CONFIG = load_config(environ={})
+
+
+@dataclass
+class Channel:
+    """The part of a channel that links reach: what arrived, in order."""
+
+    events: list[m.Event] = field(default_factory=list)
+    txs: list[Transaction] = field(default_factory=list)
+
+    def receive(self, event: m.Event) -> None:
+        self.events.append(event)
+
+    def receive_txs(self, txs: list[Transaction]) -> None:
+        self.txs.extend(txs)
+
+    def member_ids(self) -> set[str]:
+        return set()
+
+
+class Backend:
+    def __init__(self) -> None:
+        self.alpha = Channel()
+
+    def channel(self, name: str) -> Channel:
+        if name != CHANNEL:
+            raise RequestError(ErrorKind.NOT_FOUND, f"no channel {name!r} on this peer")
+        return self.alpha
+
+    def identify(self, challenge: bytes) -> tuple[str, bytes]:
+        raise NotImplementedError
+
+
+class Monitor:
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, str]] = []
+
+    def rpc_error(self, method: str, code: str) -> None:
+        self.errors.append((method, code))
+
+    def exposition(self) -> bytes:
+        return b""
+
+
+class CountingServicer(PeerServicer):
+    """The real servicer, counting the streams it is asked to serve."""
+
+    def __init__(self, backend: Backend, monitor: Monitor) -> None:
+        super().__init__(backend, "receiver", None, monitor)  # type: ignore[arg-type]
+        self.opened: Counter[str] = Counter()
+
+    async def AddTxStream(self, requests: AsyncIterator[pb.TxBatch], context: Any) -> pb.Ack:
+        self.opened["AddTxStream"] += 1
+        return await super().AddTxStream(requests, context)
+
+    async def DeliverStream(
+        self, requests: AsyncIterator[pb.ConsensusMessage], context: Any
+    ) -> pb.Ack:
+        self.opened["DeliverStream"] += 1
+        return await super().DeliverStream(requests, context)
+
+
+@dataclass
+class Receiver:
+    port: int
+    backend: Backend
+    monitor: Monitor
+    servicer: CountingServicer
+    server: PeerServer
+
+
+async def _serve(port: int) -> Receiver:
+    backend, monitor = Backend(), Monitor()
+    servicer = CountingServicer(backend, monitor)
+    server = grpc_util.create_server(CONFIG)
+    pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
+    grpc_util.bind(server, "127.0.0.1", port)
+    await server.start()
+    return Receiver(port, backend, monitor, servicer, PeerServer(server, servicer))
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    served = await _serve(free_port_pair())
+    yield served
+    await served.server.stop(grace=0)
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[GrpcTransport]:
+    sender = GrpcTransport(CONFIG)
+    yield sender
+    await sender.close()
+
+
+def _peer(receiver: Receiver) -> PeerInfo:
+    return PeerInfo("receiver", f"127.0.0.1:{receiver.port}", 0)
+
+
+def _tx(n: int) -> Transaction:
+    return Transaction.create_v1(CHANNEL, {"n": n}, 1_000_000 + n, SIGNER)
+
+
+def _vote(height: int) -> Vote:
+    return Vote.create(CHANNEL, height, 0, bytes([height % 256]) * 32, SIGNER)
+
+
+def _heights(channel: Channel) -> list[int]:
+    return [e.vote.height for e in channel.events if isinstance(e, m.VoteReceived)]
+
+
+async def _arrived(what: str, condition: Any) -> None:
+    async def check() -> bool:
+        return bool(condition())
+
+    await wait_until_async(check, 20, what)
+
+
+async def test_each_lane_is_one_stream_and_keeps_its_order(
+    receiver: Receiver, transport: GrpcTransport
+) -> None:
+    peer, alpha = _peer(receiver), receiver.backend.alpha
+    txs = [_tx(n) for n in range(300)]
+    for n in range(60):  # the lanes interleave (the gossip lane holds 64 batches)
+        transport.send_txs(peer, CHANNEL, txs[n * 5 : n * 5 + 5])
+        transport.send_consensus(peer, CHANNEL, "sender", _vote(n))
+    await _arrived("every batch and vote", lambda: len(alpha.txs) == 300)
+    await _arrived("every vote", lambda: len(alpha.events) == 60)
+    assert [tx.hash for tx in alpha.txs] == [tx.hash for tx in txs]
+    assert _heights(alpha) == list(range(60))
+    assert receiver.servicer.opened == {"AddTxStream": 1, "DeliverStream": 1}
+    assert receiver.monitor.errors == []
+
+
+async def test_a_refused_message_is_counted_and_skipped_and_the_stream_goes_on(
+    receiver: Receiver, transport: GrpcTransport
+) -> None:
+    link = transport.link(_peer(receiver))
+    alpha = receiver.backend.alpha
+    link.send(pb.TxBatch(channel="beta", txs=[_tx(1).encode()]))  # a channel it does not have
+    link.send(pb.TxBatch(channel=CHANNEL, txs=[b"{not json"]))  # malformed
+    over = [_tx(10_000 + n).encode() for n in range(1001)]
+    link.send(pb.TxBatch(channel=CHANNEL, txs=over))  # over the batch limit
+    link.send(pb.ConsensusMessage(channel=CHANNEL, sender="sender"))  # no body
+    link.send(pb.TxBatch(channel=CHANNEL, txs=[_tx(2).encode()]))
+    transport.send_consensus(_peer(receiver), CHANNEL, "sender", _vote(7))
+    await _arrived("the good batch and vote", lambda: alpha.txs and alpha.events)
+    assert [tx.hash for tx in alpha.txs] == [_tx(2).hash]
+    assert _heights(alpha) == [7]
+    assert sorted(receiver.monitor.errors) == [
+        ("AddTxStream", "INVALID_ARGUMENT"),
+        ("AddTxStream", "INVALID_ARGUMENT"),
+        ("AddTxStream", "NOT_FOUND"),
+        ("DeliverStream", "INVALID_ARGUMENT"),
+    ]
+    assert receiver.servicer.opened == {"AddTxStream": 1, "DeliverStream": 1}
+
+
+async def test_a_stream_is_replaced_when_old_and_nothing_is_lost(
+    receiver: Receiver, transport: GrpcTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peer_client, "STREAM_ROTATE_S", -1.0)  # every message finds it old
+    peer, alpha = _peer(receiver), receiver.backend.alpha
+    for height in range(40):
+        transport.send_consensus(peer, CHANNEL, "sender", _vote(height))
+    await _arrived("every vote", lambda: len(alpha.events) == 40)
+    assert sorted(_heights(alpha)) == list(range(40))
+    assert receiver.servicer.opened["DeliverStream"] == 40
+    assert receiver.monitor.errors == []
+
+
+async def test_a_peer_refusing_more_streams_still_gets_each_message_by_a_call(
+    receiver: Receiver, transport: GrpcTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peer_service, "MAX_INBOUND_STREAMS", 0)
+    peer, alpha = _peer(receiver), receiver.backend.alpha
+    for height in range(5):
+        transport.send_consensus(peer, CHANNEL, "sender", _vote(height))
+    transport.send_txs(peer, CHANNEL, [_tx(1)])
+    await _arrived("every vote and the batch", lambda: len(alpha.events) == 5 and alpha.txs)
+    assert _heights(alpha) == list(range(5))
+    assert set(receiver.monitor.errors) == {
+        ("DeliverStream", "RESOURCE_EXHAUSTED"),
+        ("AddTxStream", "RESOURCE_EXHAUSTED"),
+    }
+
+
+async def test_a_restarted_peer_gets_the_messages_sent_after_it_is_back(
+    receiver: Receiver, transport: GrpcTransport
+) -> None:
+    peer = _peer(receiver)
+    transport.send_consensus(peer, CHANNEL, "sender", _vote(1))
+    await _arrived("the first vote", lambda: receiver.backend.alpha.events)
+    await receiver.server.stop(grace=0)
+    transport.send_consensus(peer, CHANNEL, "sender", _vote(2))  # the link's stream breaks
+    again = await _serve(receiver.port)
+    try:
+        sent = iter(range(3, 10_000))
+
+        def arrived_after_restart() -> bool:
+            transport.send_consensus(peer, CHANNEL, "sender", _vote(next(sent)))
+            return bool(again.backend.alpha.events)
+
+        await _arrived("a vote at the restarted peer", arrived_after_restart)
+        assert all(height >= 2 for height in _heights(again.backend.alpha))
+    finally:
+        await again.server.stop(grace=0)
+
+
+async def test_stopping_a_peer_ends_the_streams_it_serves_without_waiting_out_the_grace(
+    receiver: Receiver, transport: GrpcTransport
+) -> None:
+    transport.send_consensus(_peer(receiver), CHANNEL, "sender", _vote(1))
+    await _arrived("the vote", lambda: receiver.backend.alpha.events)
+    assert receiver.servicer.opened["DeliverStream"] == 1
+    # with a stream left open, the server's stop would wait the whole grace for it
+    await asyncio.wait_for(receiver.server.stop(grace=600), timeout=60)
+    request = pb.ConsensusMessage(channel=CHANNEL, sender="late", vote=_vote(2).encode())
+    with pytest.raises(RuntimeError, match="UNAVAILABLE: this peer is stopping"):
+        await receiver.servicer.DeliverStream(_once(request), _Context())
+    assert _heights(receiver.backend.alpha) == [1]
+
+
+async def _once(request: Any) -> AsyncIterator[Any]:
+    yield request
+
+
+class _Context:
+    """What a stream refused before it is read needs of its context."""
+
+    async def abort(self, code: Any, details: str) -> None:
+        raise RuntimeError(f"{code.name}: {details}")
