@@ -58,9 +58,10 @@ def consensus_message(channel: str, sender: str, payload: ConsensusPayload) -> p
 class _Lane:
     """One lane of a link: its messages in order on one long-lived stream, opened when needed
     (and accepted by the other peer before anything is written to it), replaced when it ends
-    or is older than STREAM_ROTATE_S. A message whose stream fails is dropped, as a failed
-    call's would be. To a peer that refuses a stream for a reason the call does not share (too
-    many streams, or no streams at all) each message goes by its one-call twin `call`."""
+    or is older than STREAM_ROTATE_S (after the other peer has handled all of it). A message
+    whose stream fails is dropped, as a failed call's would be. To a peer that refuses a
+    stream for a reason the call does not share (too many streams, or no streams at all) each
+    message goes by its one-call twin `call`."""
 
     def __init__(self, link: PeerLink, open_stream: Any, call: Any) -> None:
         self.target = link.target
@@ -118,15 +119,18 @@ class _Lane:
         return True
 
     async def _end(self) -> None:
-        """Half-close the stream being replaced: the other peer reads what was written and
-        answers; nobody waits for that answer."""
+        """Close the stream being replaced and wait (within the deadline) for the other peer's
+        answer, which comes after it has handled all that was written: the lane's next stream
+        starts after the last, so its messages stay in order."""
         stream, self._stream = self._stream, None
         if stream.done():
             return
         try:
             async with asyncio.timeout(self.timeout):
                 await stream.done_writing()
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError):
+                await stream
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError) as exc:
+            log.debug("stream to %s ended badly: %s", self.target, _failure(exc))
             stream.cancel()
 
     def close(self) -> None:
