@@ -44,6 +44,15 @@ def stop_on_signals(
     it only skips the goodbyes. The handlers are Python signal handlers, not the event loop's, so
     that they run even while the loop is stuck."""
     signalled: list[tuple[str, float]] = []
+    armed = threading.Event()
+
+    def watchdog() -> None:
+        armed.wait()
+        time.sleep(deadline)
+        _end_now(f"shutdown still running {deadline:g} s after {signalled[0][0]}")
+
+    # started now, not at the signal: a process out of memory may not start a thread then
+    threading.Thread(target=watchdog, name="shutdown-watchdog", daemon=True).start()
 
     def on_signal(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
@@ -55,11 +64,7 @@ def stop_on_signals(
             _end_now(f"a second {name} during shutdown")
         signalled.append((name, now))
         loop.call_soon_threadsafe(stop.set)
-        timer = threading.Timer(
-            deadline, _end_now, args=(f"shutdown still running {deadline:g} s after {name}",)
-        )
-        timer.daemon = True
-        timer.start()
+        armed.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)

@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import queue
 import resource
 import sys
 import threading
@@ -341,6 +342,7 @@ class LoadedScore:
     def query(self, params: str) -> str:
         """The SCORE's answer to a read-only query; Refused when it fails."""
         self.proxy.target = self._query_view
+        failure: Refused | None = None
         try:
             answer = self.meter.run(lambda: self.score.query(params))
         except BaseException as exc:
@@ -348,9 +350,13 @@ class LoadedScore:
             code = (
                 grpc.StatusCode.RESOURCE_EXHAUSTED if limited else grpc.StatusCode.INVALID_ARGUMENT
             )
-            raise Refused(code, f"query failed: {describe_error(exc, self.meter)}") from None
+            failure = Refused(code, f"query failed: {describe_error(exc, self.meter)}")
         finally:
             self.proxy.reset()
+        if failure is not None:
+            # raised here, not in the handler, so that it does not hold the SCORE's exception
+            # as its context: that holds the SCORE's frames and all they allocated
+            raise failure
         if not isinstance(answer, str):
             raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -397,7 +403,8 @@ def load_failure(exc: BaseException) -> str:
 
 
 class SerialRunner:
-    """Runs one blocking SCORE call at a time in a daemon thread; the turn ends when the thread does.
+    """Runs one blocking SCORE call at a time on its own daemon thread (one thread for all
+    calls, started with the first); the turn ends when the call does.
 
     A caller that stops waiting (deadline, cancellation) does not free the turn early, so no two
     calls ever touch the state at once.
@@ -405,6 +412,12 @@ class SerialRunner:
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
+        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()  # one at most
+        self._thread: threading.Thread | None = None
+
+    def _serve(self) -> None:
+        while True:
+            self._calls.get()()
 
     async def call(self, fn: Callable[[], T]) -> T:
         await self.lock.acquire()
@@ -425,10 +438,14 @@ class SerialRunner:
                 loop.call_soon_threadsafe(settle, value, None)
 
         try:
-            threading.Thread(target=work, name="score-call", daemon=True).start()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="score-calls", daemon=True)
+                self._thread.start()
         except BaseException:
+            self._thread = None
             self.lock.release()
             raise
+        self._calls.put(work)
         return await future
 
 

@@ -24,7 +24,7 @@ from tests.integration._score_helpers import (
     score_config,
     set_op,
 )
-from tools.procs import Proc, wait_until_async
+from tools.procs import ROOT, Proc, wait_until_async
 
 
 async def test_invoke_commit_and_roots_survive_a_restart(tmp_path: Path) -> None:
@@ -132,6 +132,27 @@ async def test_a_memory_hog_fails_or_restarts_the_process(tmp_path: Path) -> Non
         ]
         await supervisor.client.commit_block(0, block.hash.hex())
         assert await supervisor.client.query('{"key": "after"}') == '"1"'
+
+
+async def test_a_query_out_of_memory_gives_back_what_it_allocated(tmp_path: Path) -> None:
+    source = (ROOT / "score" / "test" / "memory" / "memory_score.py").read_text()
+    package = make_package(tmp_path, "memory", source)
+    async with running(make_supervisor(tmp_path, score_config(), package)) as supervisor:
+        pid = supervisor.pid
+        assert pid is not None
+        before = _address_space_kb(pid)
+        for _ in range(3):
+            with pytest.raises(ScoreRejected, match="query failed: memory limit exceeded"):
+                await supervisor.client.query('{"method": "allocate"}')
+        # nothing holds the SCORE's frames (a 64 MiB chunk each) once the query has failed
+        assert _address_space_kb(pid) < before + 32 * 1024
+        assert await supervisor.client.query('{"echo": 1}') == '{"echo": 1}'
+        assert supervisor.pid == pid
+
+
+def _address_space_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmSize:")).split()[1])
 
 
 async def test_kill_9_restarts_at_the_committed_state(tmp_path: Path) -> None:
