@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
+import logging
 import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from loopchain.configure import Config
+from loopchain.configure import Config, RefusalLog
 
+REFUSALS = RefusalLog(logging.getLogger(__name__))
 SSL_NONE = 0
 SSL_MUTUAL = 2
 TLS_PASSWORD_ENV = "LOOPCHAIN_TLS_KEY_PASSWORD"
@@ -115,9 +119,107 @@ def open_channel(
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
-def create_server(config: Config) -> grpc.aio.Server:
-    """An aio server with the configured message size limits (and no port sharing)."""
-    return grpc.aio.server(options=[*channel_options(config), ("grpc.so_reuseport", 0)])
+def create_server(
+    config: Config, count_refusal: Callable[[str, str], None] | None = None
+) -> grpc.aio.Server:
+    """An aio server with the configured message size limits (and no port sharing) that answers
+    a request whose bytes are not its method's message with INVALID_ARGUMENT (counted by
+    `count_refusal(method name, status name)` when given)."""
+    return grpc.aio.server(
+        options=[*channel_options(config), ("grpc.so_reuseport", 0)],
+        interceptors=[MalformedRequests(count_refusal)],
+    )
+
+
+class _Undecodable:
+    """What a request whose bytes do not parse is handed over as: why they do not."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+class MalformedRequests(grpc.aio.ServerInterceptor):
+    """A request (or a stream's message) whose bytes are not its method's message is answered
+    INVALID_ARGUMENT "malformed request: ..." and logged as a refusal (rate-limited). Left to
+    gRPC, each such call logged an ERROR with a traceback and was answered UNKNOWN."""
+
+    MAX_METHODS = 256  # checked handlers kept, one per method served
+
+    def __init__(self, count_refusal: Callable[[str, str], None] | None = None) -> None:
+        self._checked: dict[str, grpc.RpcMethodHandler] = {}
+        self._count = count_refusal
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        checked = self._checked.get(method)
+        if checked is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:  # no such method: gRPC answers UNIMPLEMENTED
+                return handler
+            checked = _checked_handler(handler, method, self._count)
+            if len(self._checked) < self.MAX_METHODS:
+                self._checked[method] = checked
+        return checked
+
+
+def _checked_handler(handler: Any, method: str, count: Callable[[str, str], None] | None) -> Any:
+    decode = handler.request_deserializer
+    if decode is None:
+        return handler
+
+    def safe_decode(raw: bytes) -> Any:
+        try:
+            return decode(raw)
+        except Exception as exc:  # protobuf's DecodeError, or whatever a parser raises
+            return _Undecodable(f"{type(exc).__name__}: {exc}"[:200])
+
+    async def refuse(bad: _Undecodable, context: grpc.aio.ServicerContext) -> None:
+        REFUSALS.refused("refused a call from %s: %s malformed request", context.peer(), method)
+        if count is not None:
+            count(method.rpartition("/")[2], grpc.StatusCode.INVALID_ARGUMENT.name)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {bad.error}")
+
+    if handler.unary_unary is not None:
+        unary = handler.unary_unary
+
+        async def checked_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Undecodable):
+                await refuse(request, context)
+            answer = unary(request, context)
+            return await answer if inspect.isawaitable(answer) else answer
+
+        return grpc.unary_unary_rpc_method_handler(
+            checked_unary,
+            request_deserializer=safe_decode,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_unary is not None:
+        streamed = handler.stream_unary
+
+        async def checked_stream(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        ) -> Any:
+            async def decoded() -> AsyncIterator[Any]:
+                async for request in requests:
+                    if isinstance(request, _Undecodable):
+                        await refuse(request, context)  # ends the stream
+                    yield request
+
+            answer = streamed(decoded(), context)
+            return await answer if inspect.isawaitable(answer) else answer
+
+        return grpc.stream_unary_rpc_method_handler(
+            checked_stream,
+            request_deserializer=safe_decode,
+            response_serializer=handler.response_serializer,
+        )
+    return handler  # no server of the node streams replies
 
 
 def bind(server: grpc.aio.Server, host: str, port: int, tls: Tls | None = None) -> None:

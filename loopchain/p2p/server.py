@@ -34,7 +34,7 @@ async def start_peer_server(
 ) -> PeerServer:
     """Bind and start the server (OSError with a clear message when a port is taken); errors it
     answers are counted by `monitor`, whose metrics GetMetrics serves."""
-    server = grpc_util.create_server(config)
+    server = grpc_util.create_server(config, monitor.rpc_error if monitor is not None else None)
     servicer = PeerServicer(backend, peer_id, tls, monitor)
     pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
     grpc_util.bind(server, config.IP_LOCAL, port, tls)

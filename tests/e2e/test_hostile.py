@@ -679,6 +679,31 @@ def test_peer_grpc_refuses_bad_requests(
         assert word in error.details(), (word, error.details())
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/loopchain.PeerService/CreateTx",
+        "/loopchain.PeerService/GetStatus",
+        "/loopchain.PeerService/Deliver",
+        "/loopchain.PeerService/AddTxStream",
+        "/loopchain.RadioStation/ConnectPeer",
+    ],
+)
+def test_bytes_that_are_not_the_message_are_invalid_argument(target: Target, path: str) -> None:
+    garbage = b"\xff\xff\xff\x0f not protobuf"
+    if path.startswith("/loopchain.RadioStation/"):
+        address = target.rs_target
+    else:
+        address = f"127.0.0.1:{_stranger_port(target)}"
+    with grpc.insecure_channel(address) as channel:
+        if path.endswith("Stream"):
+            error = rpc_refusal(channel.stream_unary(path), iter([garbage]), DEADLINE)
+        else:
+            error = rpc_refusal(channel.unary_unary(path), garbage, DEADLINE)
+    assert error.code() == INVALID, (error.code(), error.details())
+    assert error.details().startswith("malformed request: DecodeError"), error.details()
+
+
 # ------------------------------------------------------------------ 6. gRPC to a peer: Deliver
 
 

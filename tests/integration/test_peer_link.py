@@ -5,11 +5,13 @@ peer gets later messages, and a stopping peer ends the streams it serves at once
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import pytest
 
 from loopchain.configure import load_config
@@ -103,7 +105,7 @@ class Receiver:
 async def _serve(port: int) -> Receiver:
     backend, monitor = Backend(), Monitor()
     servicer = CountingServicer(backend, monitor)
-    server = grpc_util.create_server(CONFIG)
+    server = grpc_util.create_server(CONFIG, monitor.rpc_error)
     pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
     grpc_util.bind(server, "127.0.0.1", port)
     await server.start()
@@ -261,3 +263,30 @@ class _Context:
 
     async def abort(self, code: Any, details: str) -> None:
         raise RuntimeError(f"{code.name}: {details}")
+
+
+@pytest.mark.parametrize("method", ["Deliver", "AddTxBatch", "DeliverStream", "AddTxStream"])
+async def test_bytes_that_are_not_the_message_are_invalid_argument_without_a_traceback(
+    receiver: Receiver, method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    garbage = b"\xff\xff\xff not protobuf"
+    good = {
+        "AddTxStream": pb.TxBatch(channel=CHANNEL, txs=[_tx(1).encode()]),
+        "DeliverStream": pb.ConsensusMessage(channel=CHANNEL, vote=_vote(1).encode()),
+    }
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{receiver.port}") as channel:
+        path = f"/loopchain.PeerService/{method}"
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            if method.endswith("Stream"):
+                stream = channel.stream_unary(path)(timeout=10)
+                await stream.write(good[method].SerializeToString())  # handled
+                await stream.write(garbage)
+                await stream
+            else:
+                await channel.unary_unary(path)(garbage, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value
+    assert refused.value.details().startswith("malformed request: DecodeError")
+    assert receiver.monitor.errors == [(method, "INVALID_ARGUMENT")]
+    alpha = receiver.backend.alpha
+    assert len(alpha.txs) + len(alpha.events) == (1 if method in good else 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
