@@ -167,6 +167,10 @@ def _refused(context: Any, status: grpc.StatusCode, message: str) -> None:
 MAX_SUBMISSIONS_PER_CALL = 1000  # client transactions in one CreateTxBatch
 MAX_TXS_PER_BATCH = 1000  # relayed transactions in one AddTxBatch (each is size-checked)
 MAX_INBOUND_STREAMS = 512  # open link streams (each peer's link holds two; senders fall back)
+# A link stream is ended by its peer this long after it opened, idle or not: a sender replaces
+# its streams after STREAM_ROTATE_S (60 s), so only a stream left open (a stalled or hostile
+# sender) lives this long, and its slot comes free.
+STREAM_MAX_AGE_S = 300.0
 MAX_RANGE_BLOCKS = 500  # blocks in one GetBlockRange reply (and at most max_bytes of them)
 
 
@@ -296,22 +300,26 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         if task is not None:
             self._streams.add(task)
         handled = refused = 0
+        ended = ""
         try:
             await context.send_initial_metadata((STREAM_ACCEPTED,))
-            async for request in requests:
-                try:
-                    handle(request, context)
-                    handled += 1
-                except (RequestError, EncodingError) as exc:
-                    self._refusal(context, method, exc)
-                    refused += 1
+            async with asyncio.timeout(STREAM_MAX_AGE_S):
+                async for request in requests:
+                    try:
+                        handle(request, context)
+                        handled += 1
+                    except (RequestError, EncodingError) as exc:
+                        self._refusal(context, method, exc)
+                        refused += 1
+        except TimeoutError:  # a sender replaces its streams well before: this one is left open
+            ended = f"; ended after {STREAM_MAX_AGE_S:g} s"
         except asyncio.CancelledError:
             if self._closing:  # ended by end_streams: answered, so that the call is over at once
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "this peer is stopping")
             raise
         finally:
             self._streams.discard(task)  # type: ignore[arg-type]
-        return pb.Ack(code=0, message=f"{handled} handled, {refused} refused")
+        return pb.Ack(code=0, message=f"{handled} handled, {refused} refused{ended}")
 
     async def end_streams(self, deadline: float) -> None:
         """End every inbound stream, waiting up to `deadline` seconds for them to end (before

@@ -218,6 +218,17 @@ async def test_a_peer_refusing_more_streams_still_gets_each_message_by_a_call(
     }
 
 
+async def test_a_stream_left_open_is_ended_by_its_age_and_its_slot_comes_free(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peer_service, "STREAM_MAX_AGE_S", 0.5)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{receiver.port}") as channel:
+        stream = pb_grpc.PeerServiceStub(channel).DeliverStream()  # no deadline, nothing sent
+        ack = await asyncio.wait_for(stream, 60)
+    assert ack.message == "0 handled, 0 refused; ended after 0.5 s"
+    assert not receiver.servicer._streams
+
+
 async def test_a_restarted_peer_gets_the_messages_sent_after_it_is_back(
     receiver: Receiver, transport: GrpcTransport
 ) -> None:
