@@ -219,30 +219,32 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     def _channel(self, context: Any, name: str) -> ChannelBackend:
         """The channel `name`, refused to a calling node that is not one of its parties."""
+        caller = self.callers.peer_id(context) if self.callers is not None else None
+        return self._party_channel(name, caller)
+
+    def _party_channel(self, name: str, caller: str | None) -> ChannelBackend:
+        """The channel `name`, refused to `caller` (a peer id; None: not a node over TLS) when
+        it is not one of its parties."""
         channel = self.backend.channel(name)
-        if self.callers is not None:
-            caller = self.callers.peer_id(context)
-            if caller is not None and caller not in channel.member_ids():
-                log.warning("refused peer %s: not a party of channel %s", caller, name)
-                raise RequestError(
-                    ErrorKind.DENIED, f"peer {caller} is not a party of this channel"
-                )
+        if caller is not None and caller not in channel.member_ids():
+            log.warning("refused peer %s: not a party of channel %s", caller, name)
+            raise RequestError(ErrorKind.DENIED, f"peer {caller} is not a party of this channel")
         return channel
 
-    def _peer_channel(self, context: Any, name: str) -> ChannelBackend:
-        """`_channel` for the peer-to-peer methods."""
-        self._check_peer(context)
-        return self._channel(context, name)
-
-    def _check_peer(self, context: Any) -> None:
-        """With TLS on, peer-to-peer methods are served only to a caller with a valid
-        certificate, never on the plain local port kept for the REST proxy."""
-        if self.callers is not None and self.callers.peer_id(context) is None:
+    def _peer_caller(self, context: Any) -> str | None:
+        """Who calls a peer-to-peer method: its peer id with TLS on (None without TLS). With TLS
+        they are served only to a caller with a valid certificate, never on the plain local
+        port kept for the REST proxy."""
+        if self.callers is None:
+            return None
+        caller = self.callers.peer_id(context)
+        if caller is None:
             log.warning("refused a peer-to-peer call on the local port from %s", context.peer())
             raise RequestError(
                 ErrorKind.DENIED,
                 "peer-to-peer methods are served only over mutual TLS, not on the local port",
             )
+        return caller
 
     async def _serve(
         self,
@@ -278,16 +280,17 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         requests: AsyncIterator[R],
         context: grpc.aio.ServicerContext,
         method: str,
-        handle: Callable[[R, Any], None],
+        handle: Callable[[R, str | None], None],
     ) -> pb.Ack:
         """Each message of a stream handled as its one-call twin handles it; a refused message is
         counted and skipped (one channel's refusals do not cut off the others' messages). Who
-        calls is checked once, first: a caller refused ends the stream with the refusal.
+        calls is checked once, first (a certificate that expires meanwhile is met at the stream's
+        replacement or its STREAM_MAX_AGE_S): a caller refused ends the stream with the refusal.
         `end_streams` ends the stream (the server's stop would wait for it)."""
         if self._closing:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "this peer is stopping")
         try:
-            self._check_peer(context)
+            caller = self._peer_caller(context)
         except RequestError as exc:
             await context.abort(*self._refusal(context, method, exc))
         if len(self._streams) >= MAX_INBOUND_STREAMS:
@@ -306,7 +309,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             async with asyncio.timeout(STREAM_MAX_AGE_S):
                 async for request in requests:
                     try:
-                        handle(request, context)
+                        handle(request, caller)
                         handled += 1
                     except (RequestError, EncodingError) as exc:
                         self._refusal(context, method, exc)
@@ -492,29 +495,29 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     # ------------------------------------------------------------ peer to peer
 
-    def _add_txs(self, request: pb.TxBatch, context: Any) -> None:
+    def _add_txs(self, request: pb.TxBatch, caller: str | None) -> None:
         if len(request.txs) > MAX_TXS_PER_BATCH:
             raise RequestError(
                 ErrorKind.INVALID,
                 f"{len(request.txs)} transactions in one batch, limit {MAX_TXS_PER_BATCH}",
             )
-        channel = self._peer_channel(context, request.channel)
+        channel = self._party_channel(request.channel, caller)
         channel.receive_txs([Transaction.decode(raw) for raw in request.txs])
 
-    def _deliver(self, request: pb.ConsensusMessage, context: Any) -> None:
-        channel = self._peer_channel(context, request.channel)
+    def _deliver(self, request: pb.ConsensusMessage, caller: str | None) -> None:
+        channel = self._party_channel(request.channel, caller)
         channel.receive(decode_consensus(request))
 
     async def AddTxBatch(self, request: pb.TxBatch, context: Any) -> pb.Ack:
         def work() -> pb.Ack:
-            self._add_txs(request, context)
+            self._add_txs(request, self._peer_caller(context))
             return pb.Ack(code=0)
 
         return await self._serve(context, "AddTxBatch", work)
 
     async def Deliver(self, request: pb.ConsensusMessage, context: Any) -> pb.Ack:
         def work() -> pb.Ack:
-            self._deliver(request, context)
+            self._deliver(request, self._peer_caller(context))
             return pb.Ack(code=0)
 
         return await self._serve(context, "Deliver", work)
@@ -540,7 +543,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def GetBlockRange(self, request: pb.BlockRangeRequest, context: Any) -> pb.BlockRange:
         def work() -> pb.BlockRange:
-            channel = self._peer_channel(context, request.channel)
+            channel = self._party_channel(request.channel, self._peer_caller(context))
             limit = max(1, min(request.max_blocks or 100, MAX_RANGE_BLOCKS))
             found = channel.block_range(request.from_height, limit)
             reply = pb.BlockRange(

@@ -81,6 +81,8 @@ class CountingServicer(PeerServicer):
     def __init__(self, backend: Backend, monitor: Monitor) -> None:
         super().__init__(backend, "receiver", None, monitor)  # type: ignore[arg-type]
         self.opened: Counter[str] = Counter()
+        self.answering = asyncio.Event()  # cleared: consensus streams stall before accepted
+        self.answering.set()
 
     async def AddTxStream(self, requests: AsyncIterator[pb.TxBatch], context: Any) -> pb.Ack:
         self.opened["AddTxStream"] += 1
@@ -90,6 +92,7 @@ class CountingServicer(PeerServicer):
         self, requests: AsyncIterator[pb.ConsensusMessage], context: Any
     ) -> pb.Ack:
         self.opened["DeliverStream"] += 1
+        await self.answering.wait()
         return await super().DeliverStream(requests, context)
 
 
@@ -227,6 +230,36 @@ async def test_a_stream_left_open_is_ended_by_its_age_and_its_slot_comes_free(
         ack = await asyncio.wait_for(stream, 60)
     assert ack.message == "0 handled, 0 refused; ended after 0.5 s"
     assert not receiver.servicer._streams
+
+
+async def test_a_peer_that_does_not_accept_a_stream_stalls_only_that_lane_and_only_a_while(
+    receiver: Receiver,
+) -> None:
+    receiver.servicer.answering.clear()
+    sender = GrpcTransport(load_config(environ={}, overrides={"GRPC_TIMEOUT": 0.5}))
+    peer, alpha = _peer(receiver), receiver.backend.alpha
+    try:
+        heights = iter(range(10_000))
+
+        def vote() -> None:
+            sender.send_consensus(peer, CHANNEL, "sender", _vote(next(heights)))
+
+        vote()
+        sender.send_txs(peer, CHANNEL, [_tx(1)])
+        await _arrived("the batch while the consensus lane stalls", lambda: alpha.txs)
+        await _arrived(
+            "the stalled stream given up", lambda: receiver.servicer.opened["DeliverStream"]
+        )
+        assert alpha.events == []
+        receiver.servicer.answering.set()
+
+        def voted() -> bool:
+            vote()  # a lane that gave up opens a new stream for its next message
+            return bool(alpha.events)
+
+        await _arrived("a vote once the peer answers again", voted)
+    finally:
+        await sender.close()
 
 
 async def test_a_restarted_peer_gets_the_messages_sent_after_it_is_back(
