@@ -34,9 +34,9 @@ from loopchain.storage.abc import StorageError
 from loopchain.types import canonical, icon_tx
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
-from loopchain.types.crypto import Signer
+from loopchain.types.crypto import SIGNATURES, Signer
 from loopchain.types.peer import PeerInfo
-from loopchain.types.transaction import MAX_DATA_DEPTH, SIGNATURES, Transaction
+from loopchain.types.transaction import MAX_DATA_DEPTH, Transaction
 from loopchain.types.validators import ratio_from_config
 from loopchain.types.vote import QuorumCertificate
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -71,6 +72,44 @@ def _recover(digest: bytes, signature: bytes) -> PublicKey:
         return key
     except Exception as exc:  # coincurve raises ValueError or its own errors
         raise SignatureError(f"signature does not verify: {exc}") from None
+
+
+class SignatureMemo:
+    """Signatures already found good, bounded (oldest forgotten first). A transaction is checked
+    when it arrives and again inside every block that carries it; a vote when it arrives and again
+    in the certificate that gathers it, which the next block carries too. Recovery is the dearest
+    step. Only good signatures are remembered, so a forged one costs its sender a recovery every
+    time. Keys hold the digest, so signatures over different kinds of object never collide."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._good: OrderedDict[tuple[bytes, bytes, str], None] = OrderedDict()
+
+    def remember(self, digest: bytes, signature: bytes, address: str) -> None:
+        """Record a signature known to be good (one this process made itself)."""
+        self._good[(digest, signature, address)] = None
+        if len(self._good) > self.size:
+            self._good.popitem(last=False)
+
+    def recovers_to(self, digest: bytes, signature: bytes, address: str) -> bool:
+        """True when `signature` over `digest` recovers to `address`; SignatureError when the
+        signature is malformed."""
+        if (digest, signature, address) in self._good:
+            return True
+        good = recover_address(digest, signature) == address
+        if good:
+            self.remember(digest, signature, address)
+        return good
+
+    def check(self, digest: bytes, signature: bytes, address: str) -> bool:
+        """True when `signature` over `digest` recovers to `address` (False when malformed)."""
+        try:
+            return self.recovers_to(digest, signature, address)
+        except ValueError:
+            return False
+
+
+SIGNATURES = SignatureMemo(1 << 17)
 
 
 def verify(digest: bytes, signature: bytes, address: str) -> bool:

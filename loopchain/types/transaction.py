@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import base64
 import functools
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from loopchain.types import canonical, icon_tx
 from loopchain.types.canonical import EncodingError
-from loopchain.types.crypto import Signer, recover_address, recover_public_key
+from loopchain.types.crypto import SIGNATURES, Signer, recover_public_key
 from loopchain.types.hashing import sha3_256
 
 V1 = "1"
@@ -37,37 +36,6 @@ _V1_FIELDS: dict[str, type | tuple[type, ...]] = {
 _V1_KNOWN = frozenset(_V1_FIELDS)
 _TX_FIELDS: dict[str, type | tuple[type, ...]] = {"body": dict, "signature": str}
 _TX_KNOWN = frozenset(_TX_FIELDS)
-
-
-class SignatureMemo:
-    """Signatures already found good, bounded (oldest forgotten first): a transaction is checked
-    when it arrives and again inside every block that carries it, and recovery is the dearest step.
-    Only good signatures are remembered, so a forged one costs its sender a recovery every time."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._good: OrderedDict[tuple[bytes, bytes, str], None] = OrderedDict()
-
-    def remember(self, digest: bytes, signature: bytes, address: str) -> None:
-        """Record a signature known to be good (one this process made itself)."""
-        self._good[(digest, signature, address)] = None
-        if len(self._good) > self.size:
-            self._good.popitem(last=False)
-
-    def check(self, digest: bytes, signature: bytes, address: str) -> bool:
-        """True when `signature` over `digest` recovers to `address`."""
-        if (digest, signature, address) in self._good:
-            return True
-        try:
-            good = recover_address(digest, signature) == address
-        except ValueError:
-            return False
-        if good:
-            self.remember(digest, signature, address)
-        return good
-
-
-SIGNATURES = SignatureMemo(1 << 17)
 
 
 def tx_hash_of(body: dict[str, Any], *, checked: bool = False) -> bytes:

@@ -151,12 +151,12 @@ class ValidatorSet:
         (a group counts when its voters hold more than the ratio of its member weight, or more
         than `group_share` of it when given)."""
         voted = set(peer_ids)
-        share = group_share if group_share is not None else max(ratio, MIN_RATIO)
+        share = group_share if group_share is not None else _at_least_min(ratio)
         units = {v.peer_id for v in self.validators if not v.group_id and v.peer_id in voted}
         for group in self.groups:
             members = [v for v in self.validators if v.group_id == group.group_id]
             agreed = sum(v.weight for v in members if v.peer_id in voted)
-            if Fraction(agreed) > share * sum(v.weight for v in members):
+            if _more_than(agreed, share, sum(v.weight for v in members)):
                 units.add(group.group_id)
         return units
 
@@ -172,8 +172,9 @@ class ValidatorSet:
 
     def has_quorum(self, peer_ids: Iterable[str], ratio: Fraction = MIN_RATIO) -> bool:
         """True when the units that voted hold more than `ratio` (at least 2/3) of the weight."""
-        bar = max(ratio, MIN_RATIO) * self.total_weight
-        return Fraction(self.voting_weight(peer_ids, ratio)) > bar
+        return _more_than(
+            self.voting_weight(peer_ids, ratio), _at_least_min(ratio), self.total_weight
+        )
 
     def exceeds_third(self, peer_ids: Iterable[str], ratio: Fraction = MIN_RATIO) -> bool:
         """True when the units among `peer_ids` hold more than a third of the weight: then some
@@ -279,6 +280,19 @@ def _validator(value: Any) -> Validator:
         raise EncodingError("field 'public_key' must be hex")
     public_key = canonical.hex_to_bytes(key, "public_key", 33) if key else b""
     return Validator(v["peer_id"], v["weight"], v["group_id"], public_key)
+
+
+def _at_least_min(ratio: Fraction) -> Fraction:
+    """`ratio`, raised to 2/3 when below it (integer arithmetic: Fraction comparison is slow, and
+    quorum checks run for every vote and certificate)."""
+    if 3 * ratio.numerator < 2 * ratio.denominator:
+        return MIN_RATIO
+    return ratio
+
+
+def _more_than(part: int, share: Fraction, whole: int) -> bool:
+    """part > share * whole, exactly, in integers."""
+    return part * share.denominator > share.numerator * whole
 
 
 def ratio_from_config(voting_ratio: float) -> Fraction:

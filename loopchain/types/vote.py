@@ -13,7 +13,7 @@ from typing import Any
 
 from loopchain.types import canonical
 from loopchain.types.canonical import EncodingError
-from loopchain.types.crypto import Signer, recover_address
+from loopchain.types.crypto import SIGNATURES, Signer
 from loopchain.types.hashing import sha3_256
 from loopchain.types.validators import MIN_RATIO, ValidatorSet
 
@@ -40,7 +40,9 @@ class Vote:
         cls, channel: str, height: int, round_: int, block_hash: bytes, signer: Signer
     ) -> Vote:
         digest = vote_digest(channel, height, round_, block_hash)
-        return cls(channel, height, round_, block_hash, signer.address, signer.sign(digest))
+        signature = signer.sign(digest)
+        SIGNATURES.remember(digest, signature, signer.address)
+        return cls(channel, height, round_, block_hash, signer.address, signature)
 
     @property
     def digest(self) -> bytes:
@@ -48,10 +50,7 @@ class Vote:
 
     def verify_signature(self) -> bool:
         """True when the signature was made by `voter`."""
-        try:
-            return recover_address(self.digest, self.signature) == self.voter
-        except ValueError:
-            return False
+        return SIGNATURES.check(self.digest, self.signature, self.voter)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -127,7 +126,7 @@ class QuorumCertificate:
             if voter not in validators:
                 return f"certificate counts {voter}, who is not a validator"
             try:
-                if recover_address(digest, signature) != voter:
+                if not SIGNATURES.recovers_to(digest, signature, voter):
                     return f"certificate signature of {voter} does not verify"
             except ValueError:
                 return f"certificate signature of {voter} is malformed"
@@ -201,14 +200,13 @@ class Complaint:
     ) -> Complaint:
         qc_round = high_qc.round if high_qc is not None else -1
         digest = complaint_digest(channel, round_, qc_round)
-        return cls(channel, round_, high_qc, signer.address, signer.sign(digest))
+        signature = signer.sign(digest)
+        SIGNATURES.remember(digest, signature, signer.address)
+        return cls(channel, round_, high_qc, signer.address, signature)
 
     def verify_signature(self) -> bool:
-        try:
-            digest = complaint_digest(self.channel, self.round, self.high_qc_round)
-            return recover_address(digest, self.signature) == self.voter
-        except ValueError:
-            return False
+        digest = complaint_digest(self.channel, self.round, self.high_qc_round)
+        return SIGNATURES.check(digest, self.signature, self.voter)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -277,7 +275,7 @@ class TimeoutCertificate:
                 return f"timeout certificate counts {voter}, who is not a validator"
             digest = complaint_digest(self.channel, self.round, qc_round)
             try:
-                if recover_address(digest, signature) != voter:
+                if not SIGNATURES.recovers_to(digest, signature, voter):
                     return f"complaint signature of {voter} does not verify"
             except ValueError:
                 return f"complaint signature of {voter} is malformed"

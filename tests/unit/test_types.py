@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loopchain.types import canonical
+from loopchain.types import canonical, crypto
+from loopchain.types import vote as vote_module
 from loopchain.types.block import Block, BlockHeader
 from loopchain.types.canonical import EncodingError
 from loopchain.types.crypto import Signer, address_of, recover_address, verify
@@ -365,6 +366,36 @@ def test_certificate_round_trip_and_verification(block_hash: bytes, index: int) 
     )
 
 
+def test_a_signature_is_recovered_once_per_process_and_forgeries_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A vote checked on arrival is not recovered again in the certificate that gathers it; a bad
+    signature is never remembered; the memo forgets its oldest entries beyond its bound."""
+    votes = [Vote.create(CHANNEL, 9, 1, sha3_256(b"memo"), s) for s in SIGNERS[:4]]
+    other = Vote.create(CHANNEL, 9, 2, sha3_256(b"memo"), SIGNERS[0])
+    memo = crypto.SignatureMemo(4)
+    monkeypatch.setattr(vote_module, "SIGNATURES", memo)  # a process that did not sign them
+    recoveries: list[bytes] = []
+
+    def counted(digest: bytes, signature: bytes) -> str:
+        recoveries.append(signature)
+        return recover_address(digest, signature)
+
+    monkeypatch.setattr(crypto, "recover_address", counted)
+    assert all(v.verify_signature() for v in votes) and len(recoveries) == 4
+    qc = QuorumCertificate.from_votes(votes)
+    assert qc.verify(VALIDATORS) is None and len(recoveries) == 4
+    forged = dataclasses.replace(
+        qc, signatures=((qc.signatures[0][0], flip(qc.signatures[0][1], 3)), *qc.signatures[1:])
+    )
+    for _ in range(2):
+        assert forged.verify(VALIDATORS) is not None
+    assert len(recoveries) == 6
+    assert other.verify_signature() and len(recoveries) == 7  # a fifth entry
+    assert votes[1].verify_signature() and len(recoveries) == 7  # still held
+    assert votes[0].verify_signature() and len(recoveries) == 8  # the oldest, forgotten
+
+
 def test_certificate_refuses_mixed_votes_and_unsorted_voters() -> None:
     a = Vote.create(CHANNEL, 1, 0, sha3_256(b"a"), SIGNERS[0])
     b = Vote.create(CHANNEL, 1, 0, sha3_256(b"b"), SIGNERS[1])
@@ -480,6 +511,18 @@ def test_any_two_quorums_intersect_in_more_than_a_third(
     assert not vs.has_quorum([], ratio)
 
 
+def grouped_set(members: list[tuple[int, int]], group_weights: list[int]) -> ValidatorSet:
+    """Validators of weights w in groups g (members: (w, g), group 0 = none); group g weighs
+    group_weights[g - 1]."""
+    used = sorted({g for _, g in members if g})
+    validators = tuple(
+        Validator(SIGNERS[i % len(SIGNERS)].address + f"{i}", w, f"g{g}" if g else "")
+        for i, (w, g) in enumerate(members)
+    )
+    groups = tuple(Group(f"g{g}", group_weights[g - 1]) for g in used)
+    return ValidatorSet("c", 1, validators, groups=groups)
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(1, 9), st.integers(0, 3)), min_size=1, max_size=12),
@@ -491,13 +534,7 @@ def test_grouped_quorums_share_units_holding_more_than_a_third(
     members: list[tuple[int, int]], group_weights: list[int], data: st.DataObject, ratio: Fraction
 ) -> None:
     """Validators in up to three groups (group 0 = none): two quorums share > 1/3 of unit weight."""
-    used = sorted({g for _, g in members if g})
-    validators = tuple(
-        Validator(SIGNERS[i % len(SIGNERS)].address + f"{i}", w, f"g{g}" if g else "")
-        for i, (w, g) in enumerate(members)
-    )
-    groups = tuple(Group(f"g{g}", group_weights[g - 1]) for g in used)
-    vs = ValidatorSet("c", 1, validators, groups=groups)
+    vs = grouped_set(members, group_weights)
     a, b = data.draw(subsets(vs.peer_ids)), data.draw(subsets(vs.peer_ids))
     if vs.has_quorum(a, ratio) and vs.has_quorum(b, ratio):
         shared = vs.voting_units(a, ratio) & vs.voting_units(b, ratio)
@@ -505,6 +542,31 @@ def test_grouped_quorums_share_units_holding_more_than_a_third(
     assert vs.has_quorum(vs.peer_ids, ratio)
     assert not vs.has_quorum([], ratio)
     assert ValidatorSet.decode(vs.encode()) == vs
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 9), st.integers(0, 2)), min_size=1, max_size=9),
+    st.lists(st.integers(1, 20), min_size=2, max_size=2),
+    st.data(),
+    st.fractions(min_value=Fraction(1, 3), max_value=Fraction(99, 100), max_denominator=1000),
+)
+def test_quorum_arithmetic_in_integers_equals_the_fractions(
+    members: list[tuple[int, int]], group_weights: list[int], data: st.DataObject, ratio: Fraction
+) -> None:
+    """The quorum checks compare in integers; they must say what the Fraction definition says."""
+    vs = grouped_set(members, group_weights)
+    validators = vs.validators
+    voted = data.draw(subsets(vs.peer_ids))
+    share = max(ratio, MIN_RATIO)
+    units = {v.peer_id for v in validators if not v.group_id and v.peer_id in voted}
+    for g in vs.groups:
+        weights = [(v.weight, v.peer_id in voted) for v in validators if v.group_id == g.group_id]
+        if Fraction(sum(w for w, yes in weights if yes)) > share * sum(w for w, _ in weights):
+            units.add(g.group_id)
+    assert vs.voting_units(voted, ratio) == units
+    expected = Fraction(vs.units_weight(units)) > share * vs.total_weight
+    assert vs.has_quorum(voted, ratio) is expected
 
 
 def test_a_group_votes_as_one_unit() -> None:
