@@ -211,7 +211,9 @@ class ScoreClient:
 
     async def invoke_block(self, block: Block) -> InvokeResult:
         """Execute the next block's transactions and stage their state changes."""
-        request = pb.InvokeRequest(block=block.encode())
+        request = pb.InvokeRequest(
+            block=block.encode(), tx_hashes=b"".join(tx.hash for tx in block.transactions)
+        )
         try:
             reply = await self._call(
                 f"invoke of block {block.height}",

@@ -238,16 +238,29 @@ class Block:
         )
 
     @classmethod
-    def from_json(cls, value: Any, *, checked: bool = False) -> Block:
-        """From its JSON form (`checked`: parsed from canonical bytes)."""
+    def from_json(
+        cls,
+        value: Any,
+        *,
+        checked: bool = False,
+        trusted: bool = False,
+        tx_hashes: list[bytes] | None = None,
+    ) -> Block:
+        """From its JSON form (`checked`: parsed from canonical bytes; `trusted` and `tx_hashes`:
+        see `decode_trusted`)."""
         obj = canonical.check_fields(
             value, {"header": dict, "transactions": list, "signature": str}, _BLOCK_KNOWN
         )
         update = obj.get("validator_update")
+        txs = obj["transactions"]
+        known: list[bytes | None] = [None] * len(txs) if tx_hashes is None else [*tx_hashes]
+        if len(known) != len(txs):
+            raise EncodingError(f"{len(known)} transaction hashes for {len(txs)} transactions")
         return cls(
             header=BlockHeader.from_json(obj["header"]),
             transactions=tuple(
-                Transaction.from_json(tx, checked=checked) for tx in obj["transactions"]
+                Transaction.from_json(tx, checked=checked, trusted=trusted, known_hash=tx_hash)
+                for tx, tx_hash in zip(txs, known, strict=True)
             ),
             validator_update=ValidatorSet.from_json(update) if update is not None else None,
             signature=canonical.hex_to_bytes(obj["signature"], "signature", 65),
@@ -259,6 +272,26 @@ class Block:
         try:
             # the limits are checked for each transaction; the rest has a fixed shape
             block = cls.from_json(canonical.decode(raw, limits=False), checked=True)
+        except (TypeError, KeyError) as exc:
+            raise EncodingError(f"malformed block: {exc}") from None
+        block.__dict__["_encoded"] = raw
+        return block
+
+    @classmethod
+    def decode_trusted(cls, raw: bytes, tx_hashes: bytes = b"") -> Block:
+        """A block its own peer already decoded and checked, handed to the SCORE or the REST
+        proxy: parsed without the canonical re-check or remaking each transaction's bytes, and,
+        given the transactions' hashes (32 bytes each, in order), without hashing them again
+        (about half the work of `decode`). The SCORE and the proxy trust their peer for these
+        bytes; the shape is still checked, and malformed input raises EncodingError."""
+        if len(tx_hashes) % 32:
+            raise EncodingError(f"transaction hashes of {len(tx_hashes)} bytes, not 32 each")
+        hashes = None
+        if tx_hashes:
+            hashes = [tx_hashes[i : i + 32] for i in range(0, len(tx_hashes), 32)]
+        try:
+            value = canonical.decode_trusted(raw)
+            block = cls.from_json(value, trusted=True, tx_hashes=hashes)
         except (TypeError, KeyError) as exc:
             raise EncodingError(f"malformed block: {exc}") from None
         block.__dict__["_encoded"] = raw

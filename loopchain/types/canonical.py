@@ -186,6 +186,13 @@ def decode(raw: bytes, *, limits: bool = True) -> Any:
     return value
 
 
+def decode_trusted(raw: bytes) -> Any:
+    """Parse bytes this process's own peer already decoded and checked as canonical (a block the
+    peer hands its SCORE or its REST proxy), without the re-encoding check. (Not by orjson: it
+    reads an integer beyond 64 bits as a float.) Malformed input still raises EncodingError."""
+    return _loads(raw, floats=False)
+
+
 def decode_object(raw: bytes, required: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
     """Decode a canonical JSON object and check that each required field has its type."""
     value = decode(raw)

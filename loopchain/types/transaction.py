@@ -159,9 +159,18 @@ class Transaction:
         return canonical.encode(self.to_json())
 
     @classmethod
-    def from_json(cls, value: Any, *, checked: bool = False) -> Transaction:
-        """From its JSON form (`checked`: parsed from canonical bytes, so its own bytes are
-        re-made without a walk, and kept)."""
+    def from_json(
+        cls,
+        value: Any,
+        *,
+        checked: bool = False,
+        trusted: bool = False,
+        known_hash: bytes | None = None,
+    ) -> Transaction:
+        """From its JSON form. `checked`: parsed from canonical bytes, so its own bytes are re-made
+        without a walk, and kept. `trusted`: parsed from bytes its own peer already checked (see
+        `Block.decode_trusted`), so its bytes are not re-made, and a v1 transaction's hash may be
+        the `known_hash` the peer computed."""
         obj = canonical.check_fields(value, _TX_FIELDS, _TX_KNOWN)
         body = obj["body"]
         signature = canonical.hex_to_bytes(obj["signature"], "signature", 65)
@@ -172,8 +181,10 @@ class Transaction:
         else:
             if body.get("version") == V1:
                 canonical.check_fields(body, _V1_FIELDS, _V1_KNOWN)
-            tx = cls(body=body, signature=signature, hash=tx_hash_of(body, checked=checked))
-        if checked:  # the limits are checked here, for a transaction alone and inside a block
+            if not trusted or known_hash is None:
+                known_hash = tx_hash_of(body, checked=checked or trusted)
+            tx = cls(body=body, signature=signature, hash=known_hash)
+        if checked and not trusted:  # the limits are checked here, alone and inside a block
             tx.__dict__["_encoded"] = canonical.encode_within_limits(value)
         return tx
 

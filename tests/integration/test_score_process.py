@@ -9,9 +9,11 @@ import signal
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from loopchain.blockchain.execution import SCORE_ERROR, SUCCESS, next_state_root, results_hash
+from loopchain.protos import score_pb2 as pb
 from loopchain.scoreservice.client import ScoreClient, ScoreRejected, ScoreUnavailable
 from loopchain.types import canonical
 from loopchain.types.hashing import EMPTY_ROOT
@@ -313,6 +315,26 @@ async def test_requests_that_do_not_fit_are_rejected(tmp_path: Path) -> None:
         assert first == again and first.state_root == staged.state_root
         with pytest.raises(ScoreRejected, match="block height 0 is not the next height 1"):
             await client.invoke_block(block0)
+
+
+async def test_the_score_hashes_a_block_sent_without_hashes_and_refuses_a_wrong_count(
+    tmp_path: Path,
+) -> None:
+    """A peer sends its transactions' hashes with the block; one that sends none (an older peer)
+    is answered all the same, and a count that does not match is a malformed block."""
+    package, chain = make_package(tmp_path), Blocks()
+    block0 = chain.next(set_op("a", "1"), set_op("b", "2"))
+    async with running(make_supervisor(tmp_path, score_config(), package)) as supervisor:
+        stub = supervisor.client._stub  # the raw call, as a peer of either kind makes it
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.InvokeBlock(
+                pb.InvokeRequest(block=block0.encode(), tx_hashes=bytes(32)), timeout=10
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "1 transaction hashes for 2 transactions" in (refused.value.details() or "")
+        reply = await stub.InvokeBlock(pb.InvokeRequest(block=block0.encode()), timeout=10)
+        assert [r.tx_hash for r in reply.results] == [tx.hash_hex for tx in block0.transactions]
+        assert [r.code for r in reply.results] == [SUCCESS, SUCCESS]
 
 
 async def test_the_client_reports_a_missing_process_as_unavailable(tmp_path: Path) -> None:

@@ -271,6 +271,15 @@ def test_block_round_trip_and_hash_stability(datas: list[Any], height: int) -> N
     decoded = Block.decode(block.encode())
     assert decoded == block and decoded.hash == block.hash
     assert decoded.check_integrity() is None
+    hashes = [tx.hash for tx in block.transactions]
+    for trusted in (  # as the SCORE (hashes given) and the REST proxy (hashed again) decode it
+        Block.decode_trusted(block.encode(), b"".join(hashes)),
+        Block.decode_trusted(block.encode()),
+    ):
+        assert trusted == block and [tx.hash for tx in trusted.transactions] == hashes
+        assert [tx.encode() for tx in trusted.transactions] == [
+            tx.encode() for tx in block.transactions
+        ]
     assert make_block(list(block.transactions), height).hash == block.hash
     for name, value in HEADER_CHANGES.items():
         if getattr(block.header, name) == value:  # the drawn block already has that value
@@ -319,6 +328,21 @@ def test_block_decode_rejects_malformed() -> None:
             Block.decode(canonical.encode(bad))
     with pytest.raises(EncodingError):
         Block.decode(canonical.encode(good).replace(b",", b", ", 1))
+
+
+def test_a_trusted_block_takes_its_peers_hashes_and_refuses_a_wrong_count() -> None:
+    block = make_block([make_tx({"n": 1}), make_tx({"n": 2})])
+    given = sha3_256(b"first") + sha3_256(b"second")
+    trusted = Block.decode_trusted(block.encode(), given)
+    assert [tx.hash for tx in trusted.transactions] == [given[:32], given[32:]]  # not re-made
+    for wrong in (given[:32], given + given[:32], given[:-1]):
+        with pytest.raises(EncodingError, match="transaction hashes"):
+            Block.decode_trusted(block.encode(), wrong)
+    for bad in (b"", b"[1,", b'{"header":{}}', b"\xff", canonical.encode(block.to_json())[:-1]):
+        with pytest.raises(EncodingError):
+            Block.decode_trusted(bad)
+    big = {**block.to_json(), "transactions": [{**make_tx({"n": 10**30}).to_json()}]}
+    assert Block.decode_trusted(canonical.encode(big)).transactions[0].data == {"n": 10**30}
 
 
 # -- votes and certificates
