@@ -312,29 +312,33 @@ class RestTransport:
         return int(str(await self._v3("icx_getBalance", {"address": address})), 16)
 
     async def last_block(self) -> BlockInfo | None:
-        """The last block; while the peer's status names the same tip, the one fetched before
-        (a watcher polls often, and a whole block costs the peer and its proxy far more than
-        its status does: that cost would be counted as the network's)."""
+        """The last block, with its transactions; while the peer's status names the same tip,
+        the one fetched before (a watcher polls often, and a whole block costs the peer and its
+        proxy far more than its status does: that cost would be counted as the network's)."""
         status = await self._request("GET", "/api/v1/status/peer", params=self._params())
-        if self._tip is not None and status.get("block_hash") == self._tip.block_hash:
-            return self._tip
-        reply = await self._request("GET", "/api/v1/blocks", params=self._params())
-        self._tip = _rest_block(reply)
+        named = status.get("block_hash")
+        if not named or not isinstance(named, str):
+            return None  # an empty chain
+        if self._tip is None or named != self._tip.block_hash:
+            # by hash, so that the reply lists the transactions (the last block's does not)
+            reply = await self._request("GET", "/api/v1/blocks", params=self._params(hash=named))
+            self._tip = _rest_block(reply)
         return self._tip
 
     async def new_blocks(self, tip: BlockInfo, seen_height: int) -> list[BlockInfo]:
-        """Walk back by hash from the tip to the first block above `seen_height`."""
-        found: list[BlockInfo] = []
-        block_hash = tip.block_hash
-        while block_hash:
+        """Walk back by hash from the tip (already fetched) to the first block above
+        `seen_height`."""
+        if tip.height <= seen_height:
+            return []
+        found = [tip]
+        while found[-1].height > seen_height + 1 and found[-1].prev_hash:
             reply = await self._request(
-                "GET", "/api/v1/blocks", params=self._params(hash=block_hash)
+                "GET", "/api/v1/blocks", params=self._params(hash=found[-1].prev_hash)
             )
             block = _rest_block(reply)
             if block is None or block.height <= seen_height:
                 break
             found.append(block)
-            block_hash = block.prev_hash
         return found[::-1]
 
     async def close(self) -> None:

@@ -257,8 +257,12 @@ def test_the_chain_watcher_fetches_the_last_block_only_when_the_status_names_a_n
             while (tip := await transport.last_block()) is None or tip.height <= height:
                 assert time.monotonic() < deadline, "no new block within 60 s"
                 await asyncio.sleep(0.1)
+            fetched = _block_fetches(peer)
             new = await transport.new_blocks(tip, height)
+            assert [block.height for block in new] == list(range(height + 1, tip.height + 1))
             assert any(tx_hash in (block.tx_hashes or ()) for block in new)
+            assert _block_fetches(peer) - fetched == len(new) - 1  # the tip was fetched already
+            assert await transport.new_blocks(tip, tip.height) == []
         finally:
             await transport.close()
 

@@ -358,7 +358,10 @@ def test_loadtool_v3_mode_commits_what_it_sends(net: LocalNetwork) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
-    assert summary["mode"] == "v3_transfer" and summary["errors"] == {}, summary
+    # a full pool (-31001, the v3 form of 503) is an answer a slower or busier machine may give
+    # under load; anything else is an error
+    overload = {kind for kind in summary["errors"] if kind.endswith("(-31001)")}
+    assert summary["mode"] == "v3_transfer" and set(summary["errors"]) == overload, summary
     assert summary["submitted"] > 0 and summary["committed"] == summary["submitted"], summary
 
 
