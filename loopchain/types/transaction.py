@@ -179,9 +179,10 @@ class Transaction:
             tx = cls(body=body, signature=signature, hash=icon.hash)
             tx.__dict__["_icon"] = icon  # the SCORE's execution reads it without a re-parse
         else:
-            if body.get("version") == V1:
+            v1 = body.get("version") == V1
+            if v1:
                 canonical.check_fields(body, _V1_FIELDS, _V1_KNOWN)
-            if not trusted or known_hash is None:
+            if not (trusted and v1 and known_hash is not None):
                 known_hash = tx_hash_of(body, checked=checked or trusted)
             tx = cls(body=body, signature=signature, hash=known_hash)
         if checked and not trusted:  # the limits are checked here, alone and inside a block
