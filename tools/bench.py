@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark of the local network in one run: start-up, memory, latency, throughput, CPU, calm.
 
-    .venv/bin/python tools/bench.py [-c 64] [-d 60] [--channels A,B] [--baseline REV] [--json]
+    .venv/bin/python tools/bench.py [-c 64] [-d 60] [--channels A,B] [--baseline REV] [--rounds N]
+                                    [--json]
 
 Starts `./localnet.sh --data <tmpdir>` of a source tree (the repo root by default) in its own
 process group, and measures, in order:
@@ -32,6 +33,10 @@ this repo's), then on the tree, and prints both side by side with the ratio curr
 `--baseline-env KEY=VALUE` (repeatable) configures the baseline run by environment; without
 `--baseline` the baseline is this same tree, so `--baseline-env INTAKE_LOG=false` gives the cost of
 the durable intake as a ratio within one run.
+`--rounds N` runs the baseline and the tree N times each, alternately (baseline, tree, baseline,
+...), and reports each figure's median and, per round, the ratios of committed tx/s, CPU per
+transaction and p99: the speed of a shared machine drifts by tens of per cent between minutes, so
+one pair of runs cannot tell a change of a few per cent from the drift.
 The network is always stopped (SIGTERM to its process group, SIGKILL after 10 s), also on Ctrl-C.
 """
 
@@ -47,6 +52,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -1081,6 +1087,7 @@ class Options:
     keep_data: bool
     baseline_env: tuple[tuple[str, str], ...] = ()
     v3: bool = False
+    rounds: int = 1
 
 
 async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]:
@@ -1357,6 +1364,50 @@ def _detail_lines(label: str, details: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def merge_rounds(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One run from several rounds of it: each figure is its median over the rounds (one that is
+    not a number in every round is the last round's), the details are the last round's, and
+    each round's figures are kept under "rounds"."""
+    last = results[-1]
+    if len(results) == 1:
+        return dict(last)
+    keys = list(dict.fromkeys(key for result in results for key in result["figures"]))
+    figures: dict[str, Any] = {}
+    for key in keys:
+        values = [result["figures"].get(key) for result in results]
+        numeric = all(_is_number(value) for value in values)
+        figures[key] = statistics.median(values) if numeric else last["figures"].get(key)
+    return {**last, "figures": figures, "rounds": [dict(r["figures"]) for r in results]}
+
+
+# figures whose ratio in each round the table shows, to tell a change from the machine's drift
+SPREAD_FIGURES = ("committed_per_s", "cpu_s_per_tx", "final_p99_ms")
+
+
+def round_ratios(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, float | None]]:
+    """current / baseline of each round (rounds run in pairs), for the SPREAD_FIGURES."""
+    if "baseline" not in runs or "current" not in runs:
+        return []
+    pairs = zip(runs["baseline"].get("rounds", ()), runs["current"].get("rounds", ()), strict=True)
+    return [
+        {key: ratio(current.get(key), baseline.get(key)) for key in SPREAD_FIGURES}
+        for baseline, current in pairs
+    ]
+
+
+def spread_lines(per_round: Sequence[Mapping[str, float | None]]) -> list[str]:
+    """A line per SPREAD_FIGURE: its ratio in each round."""
+    lines = []
+    for key in SPREAD_FIGURES:
+        found = [format_value(r.get(key)) for r in per_round]
+        lines.append(f"ratio of {key} in each round: {', '.join(found)}")
+    return lines
+
+
 def report(
     runs: Mapping[str, dict[str, Any]], options: Options
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -1373,11 +1424,14 @@ def report(
             "peers": PEERS,
             "baseline": options.baseline,
             "baseline_env": dict(options.baseline_env),
+            "rounds": options.rounds,
         },
         **runs,
     }
     if run_ratios:
         summary["ratios"] = run_ratios
+    if options.rounds > 1 and run_ratios:
+        summary["round_ratios"] = round_ratios(runs)
     return json_safe(summary), run_ratios
 
 
@@ -1438,6 +1492,13 @@ def parse_args(argv: Sequence[str]) -> Options:
     add("--no-idle", action="store_true", help="skip the idle latency")
     add("--keep-data", action="store_true", help="keep each run's network directory and logs")
     add("--v3", action="store_true", help="also load ICON v3 client-signed transfers after v1")
+    add(
+        "--rounds",
+        type=_positive_int,
+        default=1,
+        help="run the baseline and the current tree this many times each, alternating, and "
+        "report each figure's median (the machine's speed drifts between runs; default 1)",
+    )
     args = parser.parse_args(argv)
     tree = args.tree.resolve()
     if not (tree / "localnet.sh").exists():
@@ -1454,6 +1515,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         no_idle=args.no_idle,
         keep_data=args.keep_data,
         v3=args.v3,
+        rounds=args.rounds,
     )
 
 
@@ -1462,35 +1524,45 @@ def _raise_interrupt(_signum: int, _frame: Any) -> None:
 
 
 def run_all(options: Options, on_run: Callable[[str, dict[str, Any]], None]) -> None:
-    """The baseline run (if any) then the current one, each reported to `on_run`."""
+    """Each round: the baseline run (if any), then the current one, each reported to `on_run`."""
     env = dict(options.baseline_env)
-    if options.baseline:
-        with baseline_tree(options.tree, options.baseline) as tree:
-            on_run("baseline", run_once(tree, options, "baseline", env=env))
-    elif env:
-        on_run("baseline", run_once(options.tree, options, "baseline", env=env))
-    compared = bool(options.baseline or env)
-    on_run("current", run_once(options.tree, options, "current", after_run=compared))
+    with contextlib.ExitStack() as stack:
+        base: Path | None = None
+        if options.baseline:
+            base = stack.enter_context(baseline_tree(options.tree, options.baseline))
+        elif env:
+            base = options.tree
+        for index in range(options.rounds):
+            if options.rounds > 1:
+                say(f"round {index + 1} of {options.rounds}")
+            if base is not None:
+                on_run("baseline", run_once(base, options, "baseline", index > 0, env))
+            after = base is not None or index > 0
+            on_run("current", run_once(options.tree, options, "current", after_run=after))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
     signal.signal(signal.SIGTERM, _raise_interrupt)  # same clean stop as Ctrl-C
-    runs: dict[str, dict[str, Any]] = {}
+    rounds: dict[str, list[dict[str, Any]]] = {}
     try:
-        run_all(options, runs.__setitem__)
+        run_all(options, lambda label, run: rounds.setdefault(label, []).append(run))
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("bench: interrupted; the network was stopped", file=sys.stderr)
         return 130
+    runs = {label: merge_rounds(results) for label, results in rounds.items()}
     summary, run_ratios = report(runs, options)
     if options.json:
         print(json.dumps(summary))
     else:
         print(format_table(runs, run_ratios))
+        if "round_ratios" in summary:
+            print(f"medians of {options.rounds} rounds, run alternately")
+            print("\n".join(spread_lines(summary["round_ratios"])))
     return 0
 
 

@@ -124,6 +124,45 @@ def test_report_has_runs_settings_and_ratios_in_strict_json() -> None:
     assert none == {} and "ratios" not in single
 
 
+def test_rounds_merge_into_medians_and_keep_each_round() -> None:
+    rounds = [
+        _run(committed_per_s=100.0, cpu_s_per_tx=0.002, calm_s=None, unfinal=0),
+        _run(committed_per_s=130.0, cpu_s_per_tx=0.001, calm_s=0.5, unfinal=2),
+        _run(committed_per_s=90.0, cpu_s_per_tx=0.003, calm_s=0.7, unfinal=1),
+    ]
+    merged = bench.merge_rounds(rounds)
+    assert merged["figures"] == {
+        "committed_per_s": 100.0,
+        "cpu_s_per_tx": 0.002,
+        "calm_s": 0.7,  # not a number in every round: the last round's
+        "unfinal": 1,
+    }
+    assert merged["rounds"] == [r["figures"] for r in rounds] and merged["rev"] == "abc1234"
+    assert bench.merge_rounds(rounds[:1]) == rounds[0]  # one round: unchanged, no "rounds"
+    base = [_run(committed_per_s=100.0, cpu_s_per_tx=0.002, final_p99_ms=500.0)] * 2
+    runs = {
+        "baseline": bench.merge_rounds(base),
+        "current": bench.merge_rounds(
+            [
+                _run(committed_per_s=120.0, cpu_s_per_tx=0.001, final_p99_ms=math.inf),
+                _run(committed_per_s=90.0, cpu_s_per_tx=0.002, final_p99_ms=400.0),
+            ]
+        ),
+    }
+    options = bench.parse_args(["--baseline", "HEAD", "--rounds", "2"])
+    summary, found = bench.report(runs, options)
+    assert found["committed_per_s"] == 1.05 and summary["settings"]["rounds"] == 2
+    assert summary["round_ratios"] == [
+        {"committed_per_s": 1.2, "cpu_s_per_tx": 0.5, "final_p99_ms": None},
+        {"committed_per_s": 0.9, "cpu_s_per_tx": 1.0, "final_p99_ms": 0.8},
+    ]
+    assert bench.spread_lines(summary["round_ratios"])[0] == (
+        "ratio of committed_per_s in each round: 1.20, 0.9"
+    )
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--rounds", "0"])
+
+
 # ------------------------------------------------------------------ reply shapes
 
 
