@@ -9,6 +9,7 @@ import copy
 import importlib
 import json
 import logging
+import logging.handlers
 import math
 import os
 import re
@@ -161,6 +162,8 @@ _NON_NEGATIVE_INTS = (
     "ENABLE_REST_SSL",
     "GRPC_SSL_TYPE",
     "STORAGE_MIN_FREE_MB",
+    "LOG_FILE_ROTATE_MAX_BYTES",
+    "LOG_FILE_ROTATE_BACKUP_COUNT",
 )
 _POSITIVE_INTS = (
     "GRPC_MAX_MESSAGE_BYTES",
@@ -171,6 +174,7 @@ _POSITIVE_INTS = (
     "MAX_TX_COUNT_IN_ADDTX_LIST",
     "MAX_TX_BYTES",
     "TX_POOL_MAX_BYTES",
+    "LOG_FILE_ROTATE_INTERVAL",
 )
 _POSITIVE_SECONDS = (  # deadlines and intervals: zero would spin or fail every call at once
     "GRPC_TIMEOUT",
@@ -187,6 +191,7 @@ _POSITIVE_SECONDS = (  # deadlines and intervals: zero would spin or fail every 
     "TX_TIMESTAMP_WINDOW",
 )
 _NON_NEGATIVE_SECONDS = ("MAX_TIMESTAMP_SKEW", "SEND_TX_LIST_DURATION")
+_ROTATE_WHEN = re.compile(r"[SMHD]|midnight|W[0-6]", re.IGNORECASE)  # logging.handlers' names
 _NID = re.compile(r"0x[1-9a-f][0-9a-f]{0,7}")  # ICON_NID: hex as ICON writes it, 1 to 2**32 - 1
 
 
@@ -270,6 +275,12 @@ def validate(values: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"ICON_NID {_shown(values['ICON_NID'])} must be a network id written as ICON writes "
             'it: "0x" and lowercase hex digits without leading zeros, at most 8 (such as "0x3")'
+        )
+    when = values["LOG_FILE_ROTATE_WHEN"]
+    if when and not _ROTATE_WHEN.fullmatch(when):
+        raise ConfigError(
+            f"LOG_FILE_ROTATE_WHEN {_shown(when)} must be empty (rotate by size), S, M, H, D, "
+            "midnight or W0..W6"
         )
     if values["MAX_TIMEOUT_FOR_LEADER_COMPLAIN"] < values["TIMEOUT_FOR_LEADER_COMPLAIN"]:
         raise ConfigError(
@@ -368,13 +379,36 @@ def setup_logging(config: Config, *, debug: bool, process: str) -> None:
     stream.setFormatter(_ColourFormatter(fmt) if colour else logging.Formatter(fmt))
     handlers: list[logging.Handler] = [stream]
     if config.LOG_FILE_PATH:
-        file_handler = logging.FileHandler(config.LOG_FILE_PATH, encoding="utf-8")
+        file_handler = log_file_handler(config)
         file_handler.setFormatter(logging.Formatter(fmt))
         handlers.append(file_handler)
     logging.basicConfig(level=level, handlers=handlers, force=True)
     for name, floor in _QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(level, floor))
     logging.getLogger("aiohttp.server").addFilter(_malformed_http_in_one_line)
+
+
+def log_file_handler(config: Config) -> logging.FileHandler:
+    """The handler of LOG_FILE_PATH: rotated by time (LOG_FILE_ROTATE_WHEN), else by size
+    (LOG_FILE_ROTATE_MAX_BYTES, unless 0), keeping LOG_FILE_ROTATE_BACKUP_COUNT old files."""
+    path, backups = config.LOG_FILE_PATH, int(config.LOG_FILE_ROTATE_BACKUP_COUNT)
+    if config.LOG_FILE_ROTATE_WHEN:
+        return logging.handlers.TimedRotatingFileHandler(
+            path,
+            when=config.LOG_FILE_ROTATE_WHEN,
+            interval=int(config.LOG_FILE_ROTATE_INTERVAL),
+            backupCount=backups,
+            encoding="utf-8",
+            utc=bool(config.LOG_FILE_ROTATE_UTC),
+        )
+    if config.LOG_FILE_ROTATE_MAX_BYTES:
+        return logging.handlers.RotatingFileHandler(
+            path,
+            maxBytes=int(config.LOG_FILE_ROTATE_MAX_BYTES),
+            backupCount=backups,
+            encoding="utf-8",
+        )
+    return logging.FileHandler(path, encoding="utf-8")
 
 
 def _malformed_http_in_one_line(record: logging.LogRecord) -> bool:

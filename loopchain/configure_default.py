@@ -96,6 +96,15 @@ RADIOSTATION_ADMIN_TOKEN_PATH = ""
 # Logging and monitoring
 LOOPCHAIN_LOG_LEVEL = "INFO"
 LOG_FILE_PATH = ""
+# LOG_FILE_PATH rotates, as in loopchain: by time when LOG_FILE_ROTATE_WHEN is set ("S", "M", "H",
+# "D", "midnight" or "W0".."W6", every LOG_FILE_ROTATE_INTERVAL of them), otherwise by size at
+# LOG_FILE_ROTATE_MAX_BYTES (0: never, the file grows without bound); LOG_FILE_ROTATE_BACKUP_COUNT
+# old files are kept. Unlike loopchain's, the default is bounded: a busy peer logs every block.
+LOG_FILE_ROTATE_WHEN = ""
+LOG_FILE_ROTATE_INTERVAL = 1
+LOG_FILE_ROTATE_MAX_BYTES = 64 * 1024 * 1024
+LOG_FILE_ROTATE_BACKUP_COUNT = 10
+LOG_FILE_ROTATE_UTC = False
 MONITOR_LOG = False
 MONITOR_LOG_HOST = "127.0.0.1"
 MONITOR_LOG_PORT = 24224

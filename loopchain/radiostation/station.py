@@ -16,7 +16,14 @@ from loopchain.types.validators import Group, Validator, ValidatorSet
 # Keys the RadioStation reads once at start (listeners, storage and file paths, TLS, logging, size
 # limits of its servers) and ENABLE_CHANNEL_AUTH, which decides who may join: a runtime change would
 # not take effect, or would silently revert at the next restart. They are set in the files and env.
-_STARTUP_ONLY_PREFIXES = ("PORT_", "IP_", "GRPC_SSL_", "MONITOR_LOG", "RADIOSTATION_")
+_STARTUP_ONLY_PREFIXES = (
+    "PORT_",
+    "IP_",
+    "GRPC_SSL_",
+    "MONITOR_LOG",
+    "RADIOSTATION_",
+    "LOG_FILE_ROTATE_",
+)
 _STARTUP_ONLY_NAMES = {
     "ENABLE_CHANNEL_AUTH",
     "ENABLE_REST_SSL",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import logging.handlers
 import re
 import sys
 import types
@@ -19,6 +21,7 @@ from loopchain.configure import (
     ConfigError,
     describe,
     load_config,
+    log_file_handler,
     parse_env_value,
 )
 
@@ -276,3 +279,54 @@ def test_unsafe_or_impossible_settings_are_refused(overrides: dict, key: str) ->
         load_config(environ={}, overrides=overrides)
     with pytest.raises(ConfigError, match=key):
         load_config(environ={}).replace(**overrides)
+
+
+def test_the_log_file_rotates_by_size_and_keeps_its_backups(tmp_path: Path) -> None:
+    path = tmp_path / "peer.log"
+    config = load_config(
+        environ={},
+        overrides={
+            "LOG_FILE_PATH": str(path),
+            "LOG_FILE_ROTATE_MAX_BYTES": 2000,
+            "LOG_FILE_ROTATE_BACKUP_COUNT": 2,
+        },
+    )
+    handler = log_file_handler(config)
+    logger = logging.getLogger("test.rotation")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for n in range(200):
+            logger.warning("line %d %s", n, "x" * 40)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["peer.log", "peer.log.1", "peer.log.2"]  # the oldest are gone
+    assert all((tmp_path / name).stat().st_size <= 2000 for name in files)
+    assert "line 199 " in path.read_text()
+
+
+def test_the_log_file_rotates_by_time_or_not_at_all_and_refuses_unknown_periods(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "rs.log")
+    timed = load_config(
+        environ={}, overrides={"LOG_FILE_PATH": path, "LOG_FILE_ROTATE_WHEN": "midnight"}
+    )
+    unbounded = load_config(
+        environ={}, overrides={"LOG_FILE_PATH": path, "LOG_FILE_ROTATE_MAX_BYTES": 0}
+    )
+    handlers = [log_file_handler(timed), log_file_handler(unbounded)]
+    try:
+        assert isinstance(handlers[0], logging.handlers.TimedRotatingFileHandler)
+        assert type(handlers[1]) is logging.FileHandler
+    finally:
+        for handler in handlers:
+            handler.close()
+    with pytest.raises(ConfigError, match="LOG_FILE_ROTATE_WHEN 'hourly' must be empty"):
+        load_config(environ={"LOG_FILE_ROTATE_WHEN": "hourly"})
+    with pytest.raises(ConfigError, match="LOG_FILE_ROTATE_MAX_BYTES must be at least 0"):
+        load_config(environ={"LOG_FILE_ROTATE_MAX_BYTES": "-1"})
+    with pytest.raises(ConfigError, match="LOG_FILE_ROTATE_INTERVAL must be at least 1"):
+        load_config(overrides={"LOG_FILE_ROTATE_INTERVAL": 0}, environ={})
