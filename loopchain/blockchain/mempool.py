@@ -39,6 +39,7 @@ class TxPool:
         self.window = window  # seconds a transaction's timestamp may lie from now, either way
         self._txs: OrderedDict[bytes, Transaction] = OrderedDict()
         self._arrived: dict[bytes, float] = {}
+        self._by_signature: dict[bytes, bytes] = {}  # signature -> hash, for a block's decode
         self._bytes = 0
         self._next_sweep = 0.0
 
@@ -67,6 +68,7 @@ class TxPool:
             raise PoolFullError(f"transaction pool is full ({self.max_bytes} bytes)")
         self._txs[tx.hash] = tx
         self._arrived[tx.hash] = now
+        self._by_signature.setdefault(tx.signature, tx.hash)
         self._bytes += size
         return True
 
@@ -112,6 +114,8 @@ class TxPool:
             tx = self._txs.pop(tx_hash, None)
             if tx is not None:
                 self._arrived.pop(tx_hash, None)
+                if self._by_signature.get(tx.signature) == tx_hash:
+                    del self._by_signature[tx.signature]
                 self._bytes -= len(tx.encode())
 
     @property
@@ -125,6 +129,12 @@ class TxPool:
 
     def get(self, tx_hash: bytes) -> Transaction | None:
         return self._txs.get(tx_hash)
+
+    def by_signature(self, signature: bytes) -> Transaction | None:
+        """The pooled transaction with this signature (a block that carries it is decoded
+        without decoding it again, when its bytes are the same)."""
+        tx_hash = self._by_signature.get(signature)
+        return self._txs.get(tx_hash) if tx_hash is not None else None
 
     def __contains__(self, tx_hash: object) -> bool:
         return tx_hash in self._txs

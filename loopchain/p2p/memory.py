@@ -66,7 +66,7 @@ class InMemoryTransport:
         if target is None:
             return
         self.network.delivered += 1
-        target.receive(_event(kind, raw))
+        target.receive(_event(kind, raw, target))
 
     def send_txs(self, peer: PeerInfo, channel: str, txs: Sequence[Transaction]) -> None:
         raws = [tx.encode() for tx in txs]
@@ -119,9 +119,9 @@ class InMemoryTransport:
         return None
 
 
-def _event(kind: type, raw: bytes) -> m.Event:
+def _event(kind: type, raw: bytes, target: ChannelBackend) -> m.Event:
     if kind is Block:
-        return m.ProposalReceived(Block.decode(raw))
+        return m.ProposalReceived(Block.decode(raw, target.pooled_transaction))
     if kind is Vote:
         return m.VoteReceived(Vote.decode(raw))
     if kind is QuorumCertificate:

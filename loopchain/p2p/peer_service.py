@@ -18,7 +18,7 @@ from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types import canonical
-from loopchain.types.block import Block
+from loopchain.types.block import Block, Pooled
 from loopchain.types.canonical import EncodingError
 from loopchain.types.peer import IDENTIFY_CHALLENGE_BYTES
 from loopchain.types.transaction import Transaction
@@ -106,6 +106,7 @@ class ChannelBackend(Protocol):
     def score_status(self) -> ScoreStatusView: ...
     def receive_txs(self, txs: list[Transaction]) -> None: ...
     def receive(self, event: m.Event) -> None: ...
+    def pooled_transaction(self, signature: bytes) -> Transaction | None: ...
     def block_range(self, from_height: int, max_blocks: int) -> BlockRangeResult: ...
 
 
@@ -145,11 +146,12 @@ def _batch_reply(outcomes: Sequence[Transaction | RequestError]) -> pb.CreateTxB
     return pb.CreateTxBatchReply(results=results)
 
 
-def decode_consensus(message: pb.ConsensusMessage) -> m.Event:
-    """The consensus event carried by a Deliver message."""
+def decode_consensus(message: pb.ConsensusMessage, pooled: Pooled | None = None) -> m.Event:
+    """The consensus event carried by a Deliver message (`pooled`: the channel's transactions by
+    signature, which a proposal's need not be decoded again)."""
     kind = message.WhichOneof("body")
     if kind == "proposal":
-        return m.ProposalReceived(Block.decode(message.proposal))
+        return m.ProposalReceived(Block.decode(message.proposal, pooled))
     if kind == "vote":
         return m.VoteReceived(Vote.decode(message.vote))
     if kind == "certificate":
@@ -506,7 +508,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     def _deliver(self, request: pb.ConsensusMessage, caller: str | None) -> None:
         channel = self._party_channel(request.channel, caller)
-        channel.receive(decode_consensus(request))
+        channel.receive(decode_consensus(request, channel.pooled_transaction))
 
     async def AddTxBatch(self, request: pb.TxBatch, context: Any) -> pb.Ack:
         def work() -> pb.Ack:

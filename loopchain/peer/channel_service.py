@@ -451,6 +451,11 @@ class ChannelService:
                 "try again shortly",
             )
 
+    def pooled_transaction(self, signature: bytes) -> Transaction | None:
+        """The pooled transaction with this signature (a proposal's are taken from the pool when
+        their bytes are the same, instead of being decoded and hashed again)."""
+        return self.consensus.pool.by_signature(signature)
+
     def receive_txs(self, txs: list[Transaction]) -> None:
         """Transactions relayed by another peer (each checked; a bad one is dropped, logged)."""
         good = []

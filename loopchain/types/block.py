@@ -10,6 +10,7 @@ takes effect at the next height (its hash is then `next_validators_hash`).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,26 @@ class BlockHeader:
             prev_tc=TimeoutCertificate.from_json(tc) if tc is not None else None,
             state_height=obj["state_height"],
         )
+
+
+# a transaction this peer holds, by its signature (see Block.decode)
+Pooled = Callable[[bytes], Transaction | None]
+
+
+def _pooled_copy(value: Any, pooled: Pooled) -> Transaction | None:
+    """The transaction `pooled` holds whose canonical bytes are those of `value`, if any. Only
+    identical bytes count: a leader that alters a transaction it relays gets it decoded afresh
+    (a different hash, so its block's tx_root no longer matches)."""
+    signature = value.get("signature") if isinstance(value, dict) else None
+    if not isinstance(signature, str) or len(signature) != 130:
+        return None
+    try:
+        candidate = pooled(bytes.fromhex(signature))
+        if candidate is None or canonical.encode_within_limits(value) != candidate.encode():
+            return None
+    except ValueError:  # not hex, or not canonical JSON (EncodingError): decoded afresh
+        return None
+    return candidate
 
 
 def transactions_root(transactions: tuple[Transaction, ...] | list[Transaction]) -> bytes:
@@ -245,9 +266,10 @@ class Block:
         checked: bool = False,
         trusted: bool = False,
         tx_hashes: list[bytes] | None = None,
+        pooled: Pooled | None = None,
     ) -> Block:
         """From its JSON form (`checked`: parsed from canonical bytes; `trusted` and `tx_hashes`:
-        see `decode_trusted`)."""
+        see `decode_trusted`; `pooled`: see `decode`)."""
         obj = canonical.check_fields(
             value, {"header": dict, "transactions": list, "signature": str}, _BLOCK_KNOWN
         )
@@ -256,22 +278,28 @@ class Block:
         known: list[bytes | None] = [None] * len(txs) if tx_hashes is None else [*tx_hashes]
         if len(known) != len(txs):
             raise EncodingError(f"{len(known)} transaction hashes for {len(txs)} transactions")
+
+        def transaction(item: Any, tx_hash: bytes | None) -> Transaction:
+            if pooled is not None and (held := _pooled_copy(item, pooled)) is not None:
+                return held
+            return Transaction.from_json(item, checked=checked, trusted=trusted, known_hash=tx_hash)
+
         return cls(
             header=BlockHeader.from_json(obj["header"]),
-            transactions=tuple(
-                Transaction.from_json(tx, checked=checked, trusted=trusted, known_hash=tx_hash)
-                for tx, tx_hash in zip(txs, known, strict=True)
-            ),
+            transactions=tuple(map(transaction, txs, known)),
             validator_update=ValidatorSet.from_json(update) if update is not None else None,
             signature=canonical.hex_to_bytes(obj["signature"], "signature", 65),
         )
 
     @classmethod
-    def decode(cls, raw: bytes) -> Block:
-        """Parse canonical bytes; raises EncodingError on malformed input."""
+    def decode(cls, raw: bytes, pooled: Pooled | None = None) -> Block:
+        """Parse canonical bytes; raises EncodingError on malformed input. `pooled` finds a
+        transaction this peer already holds by its signature: one whose canonical bytes are
+        those in the block is taken as it is, its hash and signature checked when it came."""
         try:
             # the limits are checked for each transaction; the rest has a fixed shape
-            block = cls.from_json(canonical.decode(raw, limits=False), checked=True)
+            value = canonical.decode(raw, limits=False)
+            block = cls.from_json(value, checked=True, pooled=pooled)
         except (TypeError, KeyError) as exc:
             raise EncodingError(f"malformed block: {exc}") from None
         block.__dict__["_encoded"] = raw

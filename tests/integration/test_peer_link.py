@@ -47,6 +47,9 @@ class Channel:
     def receive_txs(self, txs: list[Transaction]) -> None:
         self.txs.extend(txs)
 
+    def pooled_transaction(self, signature: bytes) -> Transaction | None:
+        return next((tx for tx in self.txs if tx.signature == signature), None)
+
     def member_ids(self) -> set[str]:
         return set()
 

@@ -65,6 +65,10 @@ def _client(raw: bytes) -> Any:
 DECODERS: dict[str, tuple[Callable[[bytes], Any], bytes]] = {
     "transaction": (Transaction.decode, TX.encode()),
     "block": (Block.decode, BLOCK.encode()),
+    "block_pooled": (  # as a peer decodes a proposal whose transaction it holds
+        lambda raw: Block.decode(raw, {TX.signature: TX}.get),
+        BLOCK.encode(),
+    ),
     "block_trusted": (
         lambda raw: Block.decode_trusted(raw, TX.hash),  # as the SCORE decodes InvokeBlock
         BLOCK.encode(),

@@ -28,6 +28,20 @@ def test_arrival_times_are_kept_until_removal() -> None:
         pool.arrival(first.hash)
 
 
+def test_pooled_transactions_are_found_by_signature_until_they_leave() -> None:
+    pool = TxPool(10)
+    first, second = tx(1), tx(2)
+    pool.add(first)
+    pool.add(second)
+    assert pool.by_signature(first.signature) is first
+    assert pool.by_signature(bytes(65)) is None
+    pool.remove([first.hash])
+    assert pool.by_signature(first.signature) is None
+    assert pool.by_signature(second.signature) is second
+    pool.expire(10**9)  # an unbounded window keeps it
+    assert pool.by_signature(second.signature) is second
+
+
 def test_bounded_and_first_in_first_out() -> None:
     pool = TxPool(3)
     txs = [tx(n) for n in range(3)]

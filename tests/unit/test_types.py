@@ -330,6 +330,37 @@ def test_block_decode_rejects_malformed() -> None:
         Block.decode(canonical.encode(good).replace(b",", b", ", 1))
 
 
+def test_a_block_takes_the_pooled_transactions_whose_bytes_it_carries() -> None:
+    pooled_txs = [make_tx({"n": 1}), make_tx({"n": 2}), make_tx({"flag": True}, 3)]
+    held = {tx.signature: tx for tx in pooled_txs}
+    asked: list[bytes] = []
+
+    def pooled(signature: bytes) -> Transaction | None:
+        asked.append(signature)
+        return held.get(signature)
+
+    fresh = make_tx({"n": 3})  # not held: decoded and hashed as always
+    block = make_block([*pooled_txs, fresh])
+    decoded = Block.decode(block.encode(), pooled)
+    assert decoded == block and decoded.check_integrity() is None
+    assert all(a is b for a, b in zip(decoded.transactions[:3], pooled_txs, strict=True))
+    assert decoded.transactions[3] is not fresh and decoded.transactions[3].hash == fresh.hash
+    assert len(asked) == 4
+    # A leader relays a held transaction with its body altered (true for 1: equal in Python, not
+    # in bytes) under the same signature: it is decoded afresh, not taken from the pool, and its
+    # block no longer matches the tx_root the leader computed over the held one.
+    altered = block.to_json()
+    altered["transactions"][2]["body"]["data"] = {"flag": 1}
+    forged = Block.decode(canonical.encode(altered), pooled)
+    assert forged.transactions[2] is not pooled_txs[2]
+    assert forged.transactions[2].hash != pooled_txs[2].hash
+    assert forged.check_integrity() == "transactions do not match tx_root"
+    broken = block.to_json()
+    broken["transactions"][0]["signature"] = "zz" * 65  # not hex: refused as before
+    with pytest.raises(EncodingError):
+        Block.decode(canonical.encode(broken), pooled)
+
+
 def test_a_trusted_block_takes_its_peers_hashes_and_refuses_a_wrong_count() -> None:
     block = make_block([make_tx({"n": 1}), make_tx({"n": 2})])
     given = sha3_256(b"first") + sha3_256(b"second")
