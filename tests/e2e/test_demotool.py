@@ -18,7 +18,7 @@ import pytest
 
 from tests._tty import run_on_tty
 from tools.loadtool import RestTransport
-from tools.procs import ROOT, LocalNetwork, free_port_pair, wait_until
+from tools.procs import ROOT, LocalNetwork, free_port_pair, get, wait_until
 
 DEMOTOOL = ROOT / "tools" / "demotool.py"
 LOADTOOL = ROOT / "tools" / "loadtool.py"
@@ -243,6 +243,11 @@ def test_load_report_figures_add_up(peer: str, tmp_path: Path) -> None:
 def test_the_chain_watcher_fetches_the_last_block_only_when_the_status_names_a_new_one(
     peer: str,
 ) -> None:
+    def idle() -> bool:  # what earlier tests sent is final: no block comes until this one sends
+        return bool(get(f"{peer}/api/v1/status/peer")["tx_pool_size"] == 0)
+
+    wait_until(idle, 120, "an empty pool")
+
     async def watch() -> None:
         transport = RestTransport(peer, "", 10.0, 2)
         try:
