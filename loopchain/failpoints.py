@@ -21,8 +21,7 @@ POINTS = {
     "block-store-batch": "inside a block-store write batch, before it is committed",
     "block-saved": "after a final block is saved, before the SCORE executes it",
     "score-recorded": "after a block's results are recorded, before the SCORE commits its state",
-    "score-committed": "after the SCORE commits a block's state (alone, or in the call that "
-    "stages the next block), before the next block is recorded",
+    "score-committed": "after the SCORE commits a block's state, before the next block",
     "proposal-broadcast": "after a proposal is handed to every other peer's link",
     "sync-write": "between two final blocks saved in one go, as when catching up",
     "intake-appended": "after client transactions are synced to the intake log, before the answer",

@@ -198,10 +198,6 @@ class ScoreRuntime:
     async def _execute_loop(self) -> None:
         if self.supervisor is not None:
             await self._replay_uncommitted()
-        # A recorded block whose SCORE commit rides on the next block's invoke (one call instead
-        # of two): deferred only while the next block is already final, so the SCORE's committed
-        # state (what queries read) lags by no more than that call.
-        deferred: Block | None = None
         while True:
             executed = self.store.executed()
             height = (executed[0] if executed else -1) + 1
@@ -213,8 +209,7 @@ class ScoreRuntime:
                 continue
             block = self.store.block_by_height(height)
             assert block is not None
-            result = await self._execute(block, executed, deferred)  # 1. stage in the SCORE
-            deferred = None
+            result = await self._execute(block, executed)  # 1. stage in the SCORE
             try:
                 self._record(block, result)  # 2. record on the peer
             except StorageError as exc:
@@ -224,14 +219,11 @@ class ScoreRuntime:
                 return  # executes no further: the peer is stopping
             failpoints.hit("score-recorded")
             if self.supervisor is not None and not self.disabled and not self.supervisor.load_error:
-                if self.store.tip_height() > block.height:
-                    deferred = block  # 3. committed in the SCORE with the next block's invoke
-                else:
-                    await self._commit(block)  # 3. commit in the SCORE
-                    failpoints.hit("score-committed")
+                await self._commit(block)  # 3. commit in the SCORE
+                failpoints.hit("score-committed")
 
     async def _execute(
-        self, block: Block, executed: tuple[int, bytes, bytes] | None, commit: Block | None = None
+        self, block: Block, executed: tuple[int, bytes, bytes] | None
     ) -> InvokeResult:
         if self.supervisor is None or self.disabled:
             return self._unavailable(block, executed, self.package_error or self.disabled)
@@ -253,9 +245,7 @@ class ScoreRuntime:
             try:
                 await self.supervisor.wait_ready(float(self.config.SCORE_INVOKE_TIMEOUT))
                 started = time.monotonic()
-                result = await self.supervisor.client.invoke_block(block, commit)
-                if commit is not None:
-                    failpoints.hit("score-committed")  # with this block staged after it
+                result = await self.supervisor.client.invoke_block(block)
                 self._invoked(block, result, time.monotonic() - started)
                 return result
             except ScoreUnavailable as exc:

@@ -209,15 +209,11 @@ class ScoreClient:
             "status", self._stub.Status(pb.Empty(), timeout=self.timeout)
         )
 
-    async def invoke_block(self, block: Block, commit: Block | None = None) -> InvokeResult:
-        """Execute the next block's transactions and stage their state changes (having first
-        committed `commit`, the staged block before it, when given: one call instead of two)."""
+    async def invoke_block(self, block: Block) -> InvokeResult:
+        """Execute the next block's transactions and stage their state changes."""
         request = pb.InvokeRequest(
             block=block.encode(), tx_hashes=b"".join(tx.hash for tx in block.transactions)
         )
-        if commit is not None:
-            request.commit_height = commit.height
-            request.commit_block_hash = commit.hash.hex()
         try:
             reply = await self._call(
                 f"invoke of block {block.height}",

@@ -522,14 +522,7 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
             block = Block.decode_trusted(request.block, request.tx_hashes)
         except EncodingError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed block: {exc}")
-        commit = (request.commit_height, request.commit_block_hash)
-
-        def work() -> tuple[list[TxResult], bytes, bytes]:
-            if commit[1]:  # the previous block, committed in the same call
-                self._commit(*commit)
-            return self._invoke(block)
-
-        results, state_root, result_root = await self._run(context, work)
+        results, state_root, result_root = await self._run(context, lambda: self._invoke(block))
         return pb.InvokeReply(
             height=block.height,
             results=[

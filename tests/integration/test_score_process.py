@@ -337,29 +337,6 @@ async def test_the_score_hashes_a_block_sent_without_hashes_and_refuses_a_wrong_
         assert [r.code for r in reply.results] == [SUCCESS, SUCCESS]
 
 
-async def test_an_invoke_may_first_commit_the_block_staged_before_it(tmp_path: Path) -> None:
-    package, chain = make_package(tmp_path), Blocks()
-    block0 = chain.next(set_op("a", "1"))
-    block1 = chain.next(set_op("a", "2"))
-    block2 = chain.next(set_op("a", "3"))
-    async with running(make_supervisor(tmp_path, score_config(), package)) as supervisor:
-        client = supervisor.client
-        staged0 = await client.invoke_block(block0)
-        with pytest.raises(ScoreRejected, match="is staged"):  # not the staged block: nothing runs
-            await client.invoke_block(block1, commit=block1)
-        assert (await client.status()).executed_height == -1
-        staged1 = await client.invoke_block(block1, commit=block0)
-        status = await client.status()
-        assert (status.executed_height, status.state_root) == (0, staged0.state_root)
-        assert await client.query('{"key": "a"}') == '"1"'  # block 1 is staged, not committed
-        await client.rollback_block(1)
-        again = await client.invoke_block(block1, commit=block0)  # a retry: the commit is answered
-        assert again.state_root == staged1.state_root
-        await client.invoke_block(block2, commit=block1)
-        assert (await client.status()).executed_height == 1
-        assert await client.query('{"key": "a"}') == '"2"'
-
-
 async def test_the_client_reports_a_missing_process_as_unavailable(tmp_path: Path) -> None:
     client = ScoreClient(tmp_path / "nobody.sock", score_config(GRPC_TIMEOUT=1.0))
     try:

@@ -17,7 +17,6 @@ from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.peer.score_runtime import ScoreRuntime
-from loopchain.scoreservice.client import ScoreClient
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types import canonical
 from loopchain.types.transaction import Transaction
@@ -110,44 +109,6 @@ async def test_blocks_execute_in_order_and_a_lost_score_state_is_replayed(tmp_pa
         await wait_until_async(score_caught_up, 60, "the SCORE to replay to the recorded roots")
     assert replayed == []  # nothing executed anew: the peer had already recorded every block
     assert store.executed() == recorded
-
-
-@pytest.mark.timeout(120)
-async def test_final_blocks_waiting_in_a_row_commit_with_the_next_invoke(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Six final blocks at once: each block's SCORE commit rides on the next block's invoke, and
-    only the last, with no block after it, is committed by a call of its own."""
-    commits: list[int] = []
-    original = ScoreClient.commit_block
-
-    async def counted(self: ScoreClient, height: int, block_hash: str) -> object:
-        commits.append(height)
-        return await original(self, height, block_hash)
-
-    monkeypatch.setattr(ScoreClient, "commit_block", counted)
-    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
-    _fill(store, ChainBuilder())
-    seen: list[m.BlockExecuted] = []
-    runtime = _runtime(tmp_path, store, seen)
-    async with running(runtime):
-        assert runtime.supervisor is not None
-        client = runtime.supervisor.client
-        recorded_all = _executed_to(store, BLOCKS - 1)
-
-        async def score_committed_all() -> bool:
-            if not await recorded_all():
-                return False
-            status = await client.status()
-            return status.executed_height == BLOCKS - 1
-
-        await wait_until_async(score_committed_all, 60, "the SCORE to commit every block")
-        recorded = store.executed()
-        assert recorded is not None and (await client.status()).state_root == recorded[1]
-        answer = await runtime.query(json.dumps({"method": "get", "params": {"key": "k5-2"}}))
-    assert json.loads(answer) == {"value": "v5"}
-    assert [event.height for event in seen] == list(range(BLOCKS))
-    assert commits == [BLOCKS - 1]
 
 
 def _executed_to(store: BlockStore, height: int):  # type: ignore[no-untyped-def]
