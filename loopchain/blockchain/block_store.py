@@ -351,19 +351,31 @@ class BlockStore:
         self._kv.put(_height_key(PENDING, block.height) + block.hash, block.encode(), sync=True)
 
     def pending_blocks(self) -> list[Block]:
-        """The kept voted-for blocks above the tip, lowest first."""
-        return [
+        """The kept voted-for blocks above the tip, lowest first, and the block whose certificate
+        proves the tip final. That one may be the highest certified block while it is kept
+        nowhere else: its next leader voted for it without sending the vote, so without saving it
+        as pending, and a network that stopped then could not extend it."""
+        found = [
             Block.decode(raw)
             for key, raw in self._kv.iterate(PENDING)
             if _int(key[2:10]) > self._tip_height
         ]
+        proof = self._proof_block()
+        if proof is not None and proof.height > self._tip_height:
+            found = [proof, *(block for block in found if block.hash != proof.hash)]
+        return found
 
     def pending_block(self, block_hash: bytes) -> Block | None:
-        """A kept voted-for block by its hash."""
+        """A kept voted-for block, or the tip's proof block, by its hash."""
         for key, raw in self._kv.iterate(PENDING):
             if key[10:] == block_hash:
                 return Block.decode(raw)
-        return None
+        proof = self._proof_block()
+        return proof if proof is not None and proof.hash == block_hash else None
+
+    def _proof_block(self) -> Block | None:
+        proof = self.commit_proof()
+        return Block.decode(proof[0]) if proof is not None else None
 
     # -- the intake log
 

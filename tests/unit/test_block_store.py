@@ -513,3 +513,21 @@ def test_voted_blocks_are_kept_until_a_final_block_covers_their_height(
     assert store.pending_block(b"\x01" * 32) is None
     save_next(store, chain)  # another block becomes final at height 1
     assert store.pending_blocks() == [] and store.pending_block(voted.hash) is None
+
+
+def test_the_tips_proof_block_is_kept_as_pending_until_it_is_final(
+    store: BlockStore, chain: ChainBuilder
+) -> None:
+    """The block whose certificate proves the tip final may be kept nowhere else (its next leader
+    voted for it without sending, so without saving, the vote): after every peer restarted, it is
+    offered like a voted-for block, and served by its hash, until it is final itself."""
+    first, first_qc = chain.next(1)
+    child, child_qc = chain.next(0)
+    store.save_block(first, first_qc, (child, child_qc))
+    assert [b.hash for b in store.pending_blocks()] == [child.hash]
+    found = store.pending_block(child.hash)
+    assert found is not None and found.hash == child.hash
+    store.save_pending_block(child)  # also voted for: offered once
+    assert [b.hash for b in store.pending_blocks()] == [child.hash]
+    store.save_block(child, child_qc)  # final itself, with no proof of its own
+    assert store.pending_blocks() == [] and store.pending_block(child.hash) is None
