@@ -30,14 +30,14 @@ pytestmark = pytest.mark.asyncio
 
 
 class Cluster:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, peers: int = PEERS) -> None:
         self.config = load_config(
             environ={},
             overrides={"INTERVAL_BLOCKGENERATION": 0.05, "TIMEOUT_FOR_LEADER_COMPLAIN": 0.5},
         )
         issuer = Signer.generate()
         self.issuer = issuer.address
-        self.signers = [Signer.generate() for _ in range(PEERS)]
+        self.signers = [Signer.generate() for _ in range(peers)]
         self.validators = ValidatorSet(
             CHANNEL, 1, tuple(Validator(s.address) for s in self.signers)
         ).signed_by(issuer)
@@ -47,7 +47,7 @@ class Cluster:
         self.kvs = [MemoryStore() for _ in self.signers]  # each peer's disk: kept over restarts
         self.services: list[ChannelService] = []
         self.tasks: list[asyncio.Task[None]] = []
-        for index in range(PEERS):
+        for index in range(peers):
             self.services.append(self._service(index))
             self.tasks.append(asyncio.create_task(self.services[index].run()))
         for service in self.services:
@@ -297,3 +297,32 @@ async def test_the_channel_goes_on_after_every_peer_restarts_with_a_certified_bl
     after = await submit(restarted[1], 5, "after")
     await cluster.wait(lambda: cluster.final_everywhere(after, restarted), "final after restart")
     assert_agree(restarted)
+
+
+async def test_a_lone_validator_goes_on_after_a_restart_with_its_certified_block_not_final(
+    tmp_path: Path,
+) -> None:
+    """A lone validator votes only for itself, so without sending a vote, the path that keeps
+    the voted block as pending: its highest certified block is on disk only as the proof of its
+    tip. After a restart it must still extend that block (it waited for it for good before)."""
+    cluster = Cluster(tmp_path, peers=1)
+    try:
+        service = cluster.services[0]
+        first = await submit(service, 5, "before")
+        await cluster.wait(lambda: cluster.final_everywhere(first, [service]), "first final")
+
+        def certified_not_final() -> bool:
+            return service.consensus.safety.high_qc_round > service.consensus.tip.round
+
+        await cluster.wait(certified_not_final, "a certified block above the tip")
+        safety = service.consensus.safety
+        service.store.save_safety_record(safety.highest_vote_round, safety.high_qc)
+        assert service.store.pending_blocks()  # the proof block: nothing else keeps it
+        await cluster.crash(0)
+        again = cluster.restart(0)
+        after = await submit(again, 5, "after")
+        await cluster.wait(lambda: cluster.final_everywhere(after, [again]), "final after restart")
+    finally:
+        for task in cluster.tasks:
+            task.cancel()
+        await asyncio.gather(*cluster.tasks, return_exceptions=True)
