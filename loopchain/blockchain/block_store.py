@@ -352,9 +352,9 @@ class BlockStore:
 
     def pending_blocks(self) -> list[Block]:
         """The kept voted-for blocks above the tip, lowest first, and the block whose certificate
-        proves the tip final. That one may be the highest certified block while it is kept
-        nowhere else: its next leader voted for it without sending the vote, so without saving it
-        as pending, and a network that stopped then could not extend it."""
+        proves the tip final: the highest certified block, which a store written before a node
+        kept its votes for itself as pending holds only there (such a node, restarted, waited
+        for that block for good)."""
         found = [
             Block.decode(raw)
             for key, raw in self._kv.iterate(PENDING)

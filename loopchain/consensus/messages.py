@@ -132,10 +132,14 @@ class GossipTxs:
 
 @dataclass(frozen=True)
 class PersistSafety:
-    """Make the voting record durable (synced) before any later action runs."""
+    """Make the voting record durable (synced) before any later action runs; with `voted`, the
+    block just voted for is kept too (as pending), whoever the vote goes to: its certificate may
+    become the highest one while no final block holds it, and after every node restarted only
+    these copies would let the next leader extend it."""
 
     highest_vote_round: int
     high_qc: QuorumCertificate | None
+    voted: Block | None = None
 
 
 @dataclass(frozen=True)

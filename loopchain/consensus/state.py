@@ -495,9 +495,9 @@ class ChannelConsensus:
         assert next_set is not None
         to = leader_of(next_set, block.header.round + 1, self.config.blocks_per_leader)
         actions: list[m.Action] = [
-            m.PersistSafety(self.safety.highest_vote_round, self.safety.high_qc)
+            m.PersistSafety(self.safety.highest_vote_round, self.safety.high_qc, block)
         ]
-        if to == self.signer.address:
+        if to == self.signer.address:  # its own vote: counted here, never sent
             return actions + self._on_vote(vote, now)
         return [*actions, m.SendVote(to, vote)]
 

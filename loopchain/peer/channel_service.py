@@ -660,7 +660,9 @@ class ChannelService:
         saved = 0
         for action in actions:
             match action:
-                case m.PersistSafety(highest_vote_round, high_qc):
+                case m.PersistSafety(highest_vote_round, high_qc, voted):
+                    if voted is not None:
+                        self.store.save_pending_block(voted)
                     self.store.save_safety_record(highest_vote_round, high_qc)
                     failpoints.hit("vote-persisted")
                 case m.CommitBlock(block, qc, proof):
@@ -676,10 +678,7 @@ class ChannelService:
                     for peer in self._other_peers():
                         self.transport.send_consensus(peer, self.name, self.signer.address, payload)
                 case m.SendVote(to, vote):
-                    voted = self.consensus.tree.get(vote.block_hash)
-                    if voted is not None:
-                        self.store.save_pending_block(voted.block)
-                    self._send(to, vote)
+                    self._send(to, vote)  # its block was kept with the vote record before
                 case m.SendCertificate(to, payload):
                     self._send(to, payload)
                 case m.GossipTxs(txs):

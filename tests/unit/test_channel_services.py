@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from loopchain.blockchain import block_store
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
@@ -302,9 +303,9 @@ async def test_the_channel_goes_on_after_every_peer_restarts_with_a_certified_bl
 async def test_a_lone_validator_goes_on_after_a_restart_with_its_certified_block_not_final(
     tmp_path: Path,
 ) -> None:
-    """A lone validator votes only for itself, so without sending a vote, the path that keeps
-    the voted block as pending: its highest certified block is on disk only as the proof of its
-    tip. After a restart it must still extend that block (it waited for it for good before)."""
+    """A lone validator votes only for itself and never sends a vote: the block it voted for is
+    kept as pending all the same, so after a restart it extends its highest certified block (it
+    waited for that block for good before 72dacd0)."""
     cluster = Cluster(tmp_path, peers=1)
     try:
         service = cluster.services[0]
@@ -317,7 +318,9 @@ async def test_a_lone_validator_goes_on_after_a_restart_with_its_certified_block
         await cluster.wait(certified_not_final, "a certified block above the tip")
         safety = service.consensus.safety
         service.store.save_safety_record(safety.highest_vote_round, safety.high_qc)
-        assert service.store.pending_blocks()  # the proof block: nothing else keeps it
+        assert safety.high_qc is not None
+        kept = [key[10:] for key, _ in cluster.kvs[0].iterate(block_store.PENDING)]
+        assert safety.high_qc.block_hash in kept  # its own vote kept the block as pending
         await cluster.crash(0)
         again = cluster.restart(0)
         after = await submit(again, 5, "after")
