@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
 from loopchain.rest import formatting, params
 from loopchain.rest.errors import RestError, invalid_params, json_response, rpc_error
+from loopchain.rest.peer_health import PeerHealth
 from loopchain.rest.submit import BatchCall, MakeError, TxSubmitter
 from loopchain.types.codes import ResponseCode, error_body
 
@@ -50,6 +52,7 @@ class PeerApi:
         self._stub: PeerServiceStub | None = None
         self.on_rpc_error: Callable[[str, str], None] | None = None  # (method, status code name)
         self._rpc_names: dict[object, str] = {}
+        self.health = PeerHealth(self._probe, peer_target, self._timeout)
 
     async def start(self) -> None:
         """Open the gRPC channel to the peer (connections are made lazily, per call)."""
@@ -60,6 +63,7 @@ class PeerApi:
 
     async def close(self) -> None:
         """Close the gRPC channel, cancelling calls in flight."""
+        await self.health.close()
         for submitter in self._submitters:
             await submitter.close()
         if self._channel is not None:
@@ -110,11 +114,22 @@ class PeerApi:
         """One call to the peer within GRPC_TIMEOUT in one of the in-flight slots (a 503
         RestError at once when none is free); a failed call raises its gRPC error."""
         with self.slots():
-            try:
-                return await method(request, timeout=self._timeout)
-            except grpc.aio.AioRpcError as exc:
-                self._count_error(self._rpc_names.get(method, "other"), exc)
-                raise
+            reply: Reply = await self._invoke(self._rpc_names.get(method, "other"), method, request)
+            return reply
+
+    async def _invoke(self, name: str, method: Callable[..., Awaitable[Any]], request: Any) -> Any:
+        """`method(request)` within GRPC_TIMEOUT, refused at once while the peer is stalled (see
+        peer_health); a failure is counted as `name`'s and raised."""
+        self.health.check()  # raises (uncounted) while the peer is taken as stalled
+        began = time.monotonic()
+        try:
+            reply = await method(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            self.health.observe(exc.code(), time.monotonic() - began)
+            self._count_error(name, exc)
+            raise
+        self.health.observe(None, time.monotonic() - began)
+        return reply
 
     def _count_error(self, method: str, exc: grpc.aio.AioRpcError) -> None:
         if self.on_rpc_error is not None:
@@ -131,6 +146,11 @@ class PeerApi:
         except grpc.aio.AioRpcError as exc:
             raise rpc_error(exc, self.peer_target, self._timeout) from None
 
+    async def _probe(self, timeout: float) -> None:
+        """The cheapest call the peer answers: its status in the default channel (NOT_FOUND,
+        when it serves no such channel, is an answer too)."""
+        await self.stub.GetStatus(pb.ChannelRequest(), timeout=timeout)
+
     def _describe_peer(self) -> tuple[str, float]:
         return self.peer_target, self._timeout
 
@@ -144,11 +164,7 @@ class PeerApi:
         self, name: str, request: Any, stub_method: Callable[..., Awaitable[Any]]
     ) -> pb.CreateTxBatchReply:
         """A batch call to the peer within GRPC_TIMEOUT (its failure counted as `name`'s)."""
-        try:
-            reply: pb.CreateTxBatchReply = await stub_method(request, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            self._count_error(name, exc)
-            raise
+        reply: pb.CreateTxBatchReply = await self._invoke(name, stub_method, request)
         return reply
 
     async def _submit_batch(self, channel: str, texts: list[str]) -> pb.CreateTxBatchReply:

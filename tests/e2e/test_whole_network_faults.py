@@ -6,9 +6,9 @@ radiostation.py and peer.py with their children):
   every acknowledged transaction is final on every peer, with no fork, no transaction twice, no
   double vote and no problem in any log;
 * a stalled peer: SIGSTOP of the leader, later of a follower; the three others go on making blocks
-  (every call to the stalled peer has a deadline), and after SIGCONT it catches up and loses
-  nothing; only the stalled peer's own proxy answers other than 200 or 503 (504: its peer did not
-  answer in time).
+  (every call to the stalled peer has a deadline); its own proxy answers the calls in flight 504
+  and, once a probe gets no answer either, refuses the next at once (503 with Retry-After); after
+  SIGCONT it catches up and loses nothing.
 
 LOOPCHAIN_POWER_LOSS_SEED=N repeats the moments of a run (it prints its seed).
 """
@@ -70,6 +70,12 @@ def test_power_loss_of_every_peer_under_load_loses_nothing(crashes: Crashes) -> 
     print(f"power loss: {check_history(crashes, load.acknowledged, STEP_DEADLINE)}")
 
 
+def stall_refusals(load: Load) -> int:
+    """The 503 answers of a proxy whose peer it takes as stalled (rest/peer_health.py)."""
+    with load.lock:
+        return sum(n for words, n in load.refusals.items() if "answered nothing" in words)
+
+
 def test_a_stalled_peer_holds_nobody_up_and_catches_up_when_it_goes_on(
     crashes: Crashes,
 ) -> None:
@@ -94,6 +100,12 @@ def test_a_stalled_peer_holds_nobody_up_and_catches_up_when_it_goes_on(
                     STEP_DEADLINE,
                     f"three blocks on the others while the {turn} {victim} is stalled",
                 )
+                refused = stall_refusals(load)
+                wait_until(
+                    lambda: stall_refusals(load) > refused,  # noqa: B023
+                    STEP_DEADLINE,
+                    f"the proxy of the stalled {turn} {victim} refusing at once",
+                )
             finally:
                 net.peers[victim].send_signal(signal.SIGCONT)
             wait_until(
@@ -111,4 +123,5 @@ def test_a_stalled_peer_holds_nobody_up_and_catches_up_when_it_goes_on(
         )
     ]
     assert not elsewhere, f"answers neither 200 nor 503, nor a stalled peer's 504: {elsewhere[:5]}"
+    print(f"stalled peers {stalled}: answers {dict(load.outcomes)}")
     print(f"stalled peers {stalled}: {check_history(crashes, load.acknowledged, STEP_DEADLINE)}")

@@ -1,7 +1,8 @@
 """A PeerService behind the real gRPC interface, for testing clients of the peer (REST proxy, tools).
 
 It keeps real signed transactions and blocks built with loopchain.types, answers with the gRPC status
-codes the real peer uses, and lets a test force an error on a method or hold Query calls forever.
+codes the real peer uses, and lets a test force an error on a method, hold Query calls forever or
+stall every call as a stopped process would.
 Run it alone (`python tests/integration/_fake_peer.py PORT`) to get a peer that makes a block every
 0.2 s, for trying the load tool by hand.
 """
@@ -67,6 +68,8 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         self.forced: dict[str, tuple[grpc.StatusCode, str]] = {}
         self.calls: deque[tuple[str, Any]] = deque(maxlen=1000)
         self.release_queries = asyncio.Event()
+        self.answering = asyncio.Event()  # cleared: every call waits, as on a stopped process
+        self.answering.set()
 
     # ------------------------------------------------------------ test controls
 
@@ -76,6 +79,13 @@ class FakePeer(pb_grpc.PeerServiceServicer):
 
     def clear_failures(self) -> None:
         self.forced.clear()
+
+    def stall(self) -> None:
+        """Hold every call from now on until `go_on` (the connection stays open)."""
+        self.answering.clear()
+
+    def go_on(self) -> None:
+        self.answering.set()
 
     def make_block(self, channel: str = DEFAULT_CHANNEL) -> Block:
         """Commit the channel's pool into a new signed block."""
@@ -103,6 +113,7 @@ class FakePeer(pb_grpc.PeerServiceServicer):
 
     async def _enter(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
         self.calls.append((method, request))
+        await self.answering.wait()
         if method in self.forced:
             code, details = self.forced[method]
             await context.abort(code, details)

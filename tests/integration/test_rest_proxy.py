@@ -318,6 +318,43 @@ async def test_query_past_the_deadline_is_504(session, base, peer):
     status, body = await call(session, "POST", base + "/api/v1/query", json={"hang": True})
     assert_error(status, body, 504, ResponseCode.TIMEOUT, f"within {GRPC_TIMEOUT:g} s")
     assert time.monotonic() - started < GRPC_TIMEOUT + 5
+    # a peer slow on one call answers the proxy's probe: the next call is not refused
+    status, body = await call(session, "GET", base + "/api/v1/status/peer")
+    assert (status, body["response_code"]) == (200, 0), body
+
+
+async def test_a_stalled_peer_is_refused_at_once_until_it_answers_again(session, base, peer):
+    """A peer that answers nothing (the connection open, as a stopped process keeps it): the call
+    in flight runs out of time (504), the proxy's probe gets no answer either, and from then on
+    calls are refused as unreachable without waiting (503 with Retry-After) until it answers."""
+    peer.stall()
+    try:
+        status, body = await call(session, "POST", base + "/api/v1/transactions", json={"d": 1})
+        assert_error(status, body, 504, ResponseCode.TIMEOUT, f"within {GRPC_TIMEOUT:g} s")
+
+        async def refused_at_once() -> tuple[int, dict[str, Any], str | None] | None:
+            async with session.post(base + "/api/v1/transactions", json={"d": 2}) as resp:
+                answer = resp.status, await resp.json(), resp.headers.get("Retry-After")
+            return answer if answer[0] == 503 else None
+
+        status, body, retry_after = await wait_until_async(
+            refused_at_once, 60, "a submission refused because the peer is stalled"
+        )
+        assert_error(status, body, 503, ResponseCode.FAIL, "answered nothing")
+        assert "unreachable" in body["message"] and retry_after == "1"
+        status, body = await call(session, "GET", base + "/api/v1/status/peer")
+        assert_error(status, body, 503, ResponseCode.FAIL, "refused until it answers again")
+    finally:
+        peer.go_on()
+
+    async def answers() -> bool:
+        status, _ = await call(session, "GET", base + "/api/v1/status/peer")
+        return status == 200
+
+    await wait_until_async(answers, 60, "the proxy to call the peer again once it answers")
+    status, body = await call(session, "POST", base + "/api/v1/transactions", json={"d": 3})
+    assert (status, body["response_code"]) == (200, 0), body
+    peer.chains[DEFAULT_CHANNEL].pool.clear()  # the submissions held meanwhile went through
 
 
 # ---------------------------------------------------------------- blocks

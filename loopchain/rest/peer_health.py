@@ -1,0 +1,127 @@
+"""Whether the REST proxy's peer answers at all.
+
+A peer that stopped answering (stopped by a signal or a debugger, swapped out, its event loop
+stuck) keeps its TCP connections open, so every call to it would wait out its whole deadline and
+end in a 504. After a call runs out of time the proxy probes the peer with a cheap call on a short
+deadline; when the probe gets no answer either, the peer is taken as stalled and every call is
+refused at once as the peer being unreachable (REST: 503 with Retry-After; JSON-RPC: -32603)
+until a probe is answered again. A peer that is only slow on one call answers the probe, and
+nothing is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+log = logging.getLogger(__name__)
+PROBE_TIMEOUT = 1.0  # seconds a probe may take
+# A call ran out of time when it ended DEADLINE_EXCEEDED after at least this share of its
+# deadline: sooner, the status is the peer's own answer.
+RAN_OUT = 0.9
+
+
+def ran_out(code: grpc.StatusCode | None, elapsed: float, deadline: float) -> bool:
+    """Whether a call that ended with `code` after `elapsed` seconds ran out of its deadline."""
+    return code == grpc.StatusCode.DEADLINE_EXCEEDED and elapsed >= RAN_OUT * deadline
+
+
+Probe = Callable[[float], Awaitable[object]]  # one cheap call to the peer with this deadline
+
+
+class PeerHealth:
+    """Tracks whether the peer answers; `check()` before a call, `observe()` after it."""
+
+    def __init__(
+        self, probe: Probe, target: str, timeout: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._probe = probe
+        self._target = target
+        self._timeout = timeout
+        self._clock = clock
+        self._stalled_since: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.refused = 0  # calls refused at once because the peer was stalled
+
+    @property
+    def stalled(self) -> bool:
+        return self._stalled_since is not None
+
+    def check(self) -> None:
+        """Raise the refusal (an UNAVAILABLE gRPC error, as if the call had been made) while the
+        peer is taken as stalled."""
+        if self._stalled_since is None:
+            return
+        self.refused += 1
+        silent = self._clock() - self._stalled_since + self._timeout
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            details=(
+                f"it has answered nothing for {silent:.0f} s, neither a call within "
+                f"{self._timeout:g} s nor a probe within {PROBE_TIMEOUT:g} s; calls to it are "
+                "refused until it answers again"
+            ),
+        )
+
+    def observe(self, code: grpc.StatusCode | None, elapsed: float) -> None:
+        """How a call to the peer ended (None: it answered, else its status code) and after how
+        many seconds. A call that ran out of time starts the probes; any other end but a
+        cancellation (the caller gave up) ends the refusals."""
+        if ran_out(code, elapsed, self._timeout):
+            if self._task is None:
+                self._task = asyncio.get_running_loop().create_task(self._watch())
+        elif code != grpc.StatusCode.CANCELLED:
+            self._answered()
+
+    def _answered(self) -> None:
+        if self._stalled_since is not None:
+            log.info(
+                "the peer at %s answers again after %.1f s; calls to it go through",
+                self._target,
+                self._clock() - self._stalled_since,
+            )
+            self._stalled_since = None
+
+    async def _watch(self) -> None:
+        """Probe until a probe ends before its deadline, taking the peer as stalled from the
+        first probe that runs out of time. A probe refused at once (UNAVAILABLE: the peer is down
+        or says so) ends the refusals too: calls then fail as fast by themselves."""
+        try:
+            while True:
+                began = self._clock()
+                try:
+                    await self._probe(PROBE_TIMEOUT)
+                except grpc.aio.AioRpcError as exc:
+                    if ran_out(exc.code(), self._clock() - began, PROBE_TIMEOUT):
+                        self._stall()
+                        continue
+                break
+            self._answered()
+        finally:
+            self._task = None
+
+    def _stall(self) -> None:
+        if self._stalled_since is None:
+            self._stalled_since = self._clock()
+            log.warning(
+                "the peer at %s answered neither a call within %g s nor a probe within %g s; "
+                "calls to it are refused (503) until it answers again",
+                self._target,
+                self._timeout,
+                PROBE_TIMEOUT,
+            )
+
+    async def close(self) -> None:
+        """Stop probing."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,136 @@
+"""PeerHealth: a call that runs out of time makes the proxy probe its peer; only a probe without
+an answer has calls refused, and any answer from the peer ends that (no sockets: the probe is a
+coroutine the test scripts)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from loopchain.rest.peer_health import PROBE_TIMEOUT, PeerHealth
+
+TARGET = "127.0.0.1:7100"
+CALL_TIMEOUT = 5.0
+
+
+def rpc_error(code: grpc.StatusCode, details: str = "") -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
+
+
+RAN_OUT = rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+
+class ScriptedProbe:
+    """Each probe takes the next outcome from a queue: None to answer, RAN_OUT to run out of its
+    deadline (the test's clock moves on by it), or another exception for the peer to answer."""
+
+    def __init__(self) -> None:
+        self.outcomes: asyncio.Queue[BaseException | None] = asyncio.Queue()
+        self.deadlines: list[float] = []
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def __call__(self, timeout: float) -> None:
+        self.deadlines.append(timeout)
+        outcome = await self.outcomes.get()
+        if outcome is RAN_OUT:
+            self.now += timeout
+        if outcome is not None:
+            raise outcome
+
+
+def health_for(probe: ScriptedProbe) -> PeerHealth:
+    return PeerHealth(probe, TARGET, CALL_TIMEOUT, clock=probe.clock)
+
+
+async def settle(health: PeerHealth, probe: ScriptedProbe, probes: int) -> None:
+    """Wait until the watcher has taken `probes` probes and waits for the next (or stopped)."""
+    async with asyncio.timeout(30):
+        while len(probe.deadlines) < probes or not probe.outcomes.empty():
+            await asyncio.sleep(0)
+        for _ in range(10):  # let the watcher act on the last outcome
+            await asyncio.sleep(0)
+
+
+def refusal(health: PeerHealth) -> grpc.aio.AioRpcError | None:
+    try:
+        health.check()
+    except grpc.aio.AioRpcError as exc:
+        return exc
+    return None
+
+
+async def test_an_unanswered_probe_after_a_timeout_refuses_calls_until_an_answer() -> None:
+    probe = ScriptedProbe()
+    health = health_for(probe)
+    health.observe(grpc.StatusCode.DEADLINE_EXCEEDED, CALL_TIMEOUT)
+    assert refusal(health) is None, "one call out of time refuses nothing by itself"
+    probe.outcomes.put_nowait(RAN_OUT)
+    await settle(health, probe, 2)
+    assert probe.deadlines[0] == PROBE_TIMEOUT
+    error = refusal(health)
+    assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "answered nothing" in (error.details() or "") and health.refused == 1
+    health.observe(
+        grpc.StatusCode.DEADLINE_EXCEEDED, CALL_TIMEOUT
+    )  # a call from before: changes nothing
+    assert refusal(health) is not None
+    probe.outcomes.put_nowait(None)  # the peer answers the next probe
+    await settle(health, probe, 2)
+    assert refusal(health) is None and not health.stalled
+    await health.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,
+        rpc_error(grpc.StatusCode.NOT_FOUND, "no such channel"),
+        rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "the peer's own words, at once"),
+        rpc_error(grpc.StatusCode.UNAVAILABLE, "connection refused"),
+    ],
+    ids=["status", "the peer's error", "the peer's deadline error", "refused at once"],
+)
+async def test_a_peer_that_answers_the_probe_is_never_refused(
+    answer: BaseException | None,
+) -> None:
+    probe = ScriptedProbe()
+    health = health_for(probe)
+    health.observe(grpc.StatusCode.DEADLINE_EXCEEDED, CALL_TIMEOUT)
+    probe.outcomes.put_nowait(answer)
+    await settle(health, probe, 1)
+    assert refusal(health) is None and not health.stalled
+    await health.close()
+
+
+async def test_any_call_the_peer_answers_ends_the_refusals() -> None:
+    probe = ScriptedProbe()
+    health = health_for(probe)
+    health.observe(grpc.StatusCode.DEADLINE_EXCEEDED, CALL_TIMEOUT)
+    probe.outcomes.put_nowait(RAN_OUT)
+    await settle(health, probe, 2)
+    assert health.stalled
+    health.observe(grpc.StatusCode.CANCELLED, 0.1)  # the caller gave up: proves nothing
+    assert health.stalled
+    health.observe(grpc.StatusCode.INVALID_ARGUMENT, 0.01)  # the peer's own refusal: it answers
+    assert not health.stalled and refusal(health) is None
+    await health.close()  # the watcher waiting on its probe stops
+    assert not health.stalled
+
+
+async def test_calls_that_never_ran_out_of_time_start_no_probe() -> None:
+    probe = ScriptedProbe()
+    health = health_for(probe)
+    for code, elapsed in [
+        (None, 4.9),
+        (grpc.StatusCode.UNAVAILABLE, 0.0),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 0.0),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, 0.2),  # the peer's own answer, long before 5 s
+    ]:
+        health.observe(code, elapsed)
+    await asyncio.sleep(0)
+    assert probe.deadlines == [] and refusal(health) is None
