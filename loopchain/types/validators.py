@@ -15,6 +15,7 @@ with byzantine units below 1/3 of the weight they share an honest unit.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -115,9 +116,10 @@ class ValidatorSet:
         """The channel's genesis accounts, or None when the set states none."""
         return GenesisData.decode(self.genesis) if self.genesis else None
 
-    @property
+    @functools.cached_property
     def hash(self) -> bytes:
-        """Hash of the set's contents (not of its signature)."""
+        """Hash of the set's contents (not of its signature); made once per object (every field
+        is immutable), as blocks, votes and proposals name the set by it several times each."""
         return sha3_256(b"loopchain.validators." + canonical.encode(self.body()))
 
     def signed_by(self, issuer: Signer) -> ValidatorSet:

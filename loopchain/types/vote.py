@@ -7,6 +7,7 @@ certificate is a set of such signatures for one block from validators holding a 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -144,6 +145,10 @@ class QuorumCertificate:
         }
 
     def encode(self) -> bytes:
+        return self._encoded
+
+    @functools.cached_property
+    def _encoded(self) -> bytes:  # once per object: a block's certificate is stored and sent often
         return canonical.encode(self.to_json())
 
     @classmethod
