@@ -32,7 +32,9 @@ prefix (committed tx/s, finalisation percentiles, CPU per transaction, answers).
 this repo's), then on the tree, and prints both side by side with the ratio current / baseline.
 `--baseline-env KEY=VALUE` (repeatable) configures the baseline run by environment; without
 `--baseline` the baseline is this same tree, so `--baseline-env INTAKE_LOG=false` gives the cost of
-the durable intake as a ratio within one run.
+the durable intake as a ratio within one run. `--baseline-channels A,B|default` sets the channels
+of the baseline run the same way: `--channels A,B --baseline-channels default` compares two
+channels with one.
 `--rounds N` runs the baseline and the tree N times each, alternately (baseline, tree, baseline,
 ...), and reports each figure's median and, per round, the ratios of committed tx/s, CPU per
 transaction and p99: the speed of a shared machine drifts by tens of per cent between minutes, so
@@ -1086,6 +1088,7 @@ class Options:
     no_idle: bool
     keep_data: bool
     baseline_env: tuple[tuple[str, str], ...] = ()
+    baseline_channels: tuple[str, ...] | None = None  # None: the same as `channels`
     v3: bool = False
     rounds: int = 1
 
@@ -1141,9 +1144,10 @@ def run_once(
     label: str,
     after_run: bool = False,
     env: Mapping[str, str] | None = None,
+    channels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Start the network of `tree` (with `env` added to its environment), measure it, stop it
-    (always); the run's figures.
+    """Start the network of `tree` (with `env` added to its environment, serving `channels`,
+    by default the options' channels), measure it, stop it (always); the run's figures.
 
     `after_run`: a network was just stopped, so give its ports a moment to be released.
     """
@@ -1151,11 +1155,14 @@ def run_once(
         _wait_ports_free()
     LocalNet.check_ports()
     data = Path(tempfile.mkdtemp(prefix=f"bench-data-{label}-"))
-    net = LocalNet(tree, data, options.channels, env)
+    served = options.channels if channels is None else tuple(channels)
+    net = LocalNet(tree, data, served, env)
     result: dict[str, Any] = {"label": label, "tree": str(tree), "rev": describe_rev(tree)}
     if env:
         result["env"] = dict(env)
         result["rev"] += " " + " ".join(f"{k}={v}" for k, v in env.items())
+    if channels is not None:
+        result["rev"] += f" channels={','.join(served) or 'default'}"
     keep = options.keep_data  # and when the network failed, for its logs
     try:
         say(f"{label}: starting {tree}/localnet.sh --data {data}")
@@ -1424,6 +1431,9 @@ def report(
             "peers": PEERS,
             "baseline": options.baseline,
             "baseline_env": dict(options.baseline_env),
+            "baseline_channels": (
+                None if options.baseline_channels is None else list(options.baseline_channels)
+            ),
             "rounds": options.rounds,
         },
         **runs,
@@ -1466,6 +1476,10 @@ def _channels(text: str) -> tuple[str, ...]:
     return names
 
 
+def _baseline_channels(text: str) -> tuple[str, ...]:
+    return () if text.strip() == "default" else _channels(text)
+
+
 def parse_args(argv: Sequence[str]) -> Options:
     parser = argparse.ArgumentParser(
         prog="bench.py",
@@ -1485,6 +1499,14 @@ def parse_args(argv: Sequence[str]) -> Options:
         default=[],
         help="configuration for the baseline run by environment (repeatable); without "
         "--baseline the baseline is this tree, e.g. --baseline-env INTAKE_LOG=false",
+    )
+    add(
+        "--baseline-channels",
+        metavar="A,B|default",
+        type=_baseline_channels,
+        help="channels of the baseline run (default: those of --channels); without --baseline "
+        "the baseline is this tree, e.g. --channels A,B --baseline-channels default gives two "
+        "channels against one as a ratio within one run",
     )
     add("--tree", type=Path, default=_REPO, help="source tree to run (default: this repo)")
     add("--json", action="store_true", help="print one JSON object instead of the table")
@@ -1510,6 +1532,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         baseline=args.baseline,
         tree=tree,
         baseline_env=tuple(args.baseline_env),
+        baseline_channels=args.baseline_channels,
         json=args.json,
         idle_only=args.idle_only,
         no_idle=args.no_idle,
@@ -1526,17 +1549,18 @@ def _raise_interrupt(_signum: int, _frame: Any) -> None:
 def run_all(options: Options, on_run: Callable[[str, dict[str, Any]], None]) -> None:
     """Each round: the baseline run (if any), then the current one, each reported to `on_run`."""
     env = dict(options.baseline_env)
+    channels = options.baseline_channels  # None: the baseline serves the same channels
     with contextlib.ExitStack() as stack:
         base: Path | None = None
         if options.baseline:
             base = stack.enter_context(baseline_tree(options.tree, options.baseline))
-        elif env:
+        elif env or channels is not None:
             base = options.tree
         for index in range(options.rounds):
             if options.rounds > 1:
                 say(f"round {index + 1} of {options.rounds}")
             if base is not None:
-                on_run("baseline", run_once(base, options, "baseline", index > 0, env))
+                on_run("baseline", run_once(base, options, "baseline", index > 0, env, channels))
             after = base is not None or index > 0
             on_run("current", run_once(options.tree, options, "current", after_run=after))
 

@@ -215,7 +215,7 @@ def test_a_baseline_by_environment_runs_this_tree_first_with_those_settings(
     assert options.baseline_env == (("INTAKE_LOG", "false"), ("A_B", "1"))
     calls: list[tuple[str, Path, dict[str, str] | None]] = []
 
-    def run_once(tree, options, label, after_run=False, env=None):  # type: ignore[no-untyped-def]
+    def run_once(tree, options, label, after_run=False, env=None, channels=None):  # type: ignore[no-untyped-def]
         calls.append((label, tree, env))
         return {"figures": {}}
 
@@ -228,6 +228,28 @@ def test_a_baseline_by_environment_runs_this_tree_first_with_those_settings(
     for bad in (["--baseline-env", "INTAKE_LOG"], ["--baseline-env", "lower=1"]):
         with pytest.raises(SystemExit):
             bench.parse_args(bad)
+
+
+def test_baseline_channels_run_this_tree_first_with_its_own_channels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, Path, Any]] = []
+
+    def run_once(tree, options, label, after_run=False, env=None, channels=None):  # type: ignore[no-untyped-def]
+        calls.append((label, tree, channels))
+        return {"figures": {}}
+
+    monkeypatch.setattr(bench, "run_once", run_once)
+    options = bench.parse_args(["--channels", "a,b", "--baseline-channels", "default"])
+    assert options.channels == ("a", "b") and options.baseline_channels == ()
+    bench.run_all(options, lambda label, run: None)
+    assert calls == [("baseline", options.tree, ()), ("current", options.tree, None)]
+    calls.clear()
+    bench.run_all(bench.parse_args(["--channels", "a,b"]), lambda label, run: None)
+    assert calls == [("current", options.tree, None)], "no baseline unless asked for"
+    assert bench.parse_args(["--baseline-channels", "x"]).baseline_channels == ("x",)
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--baseline-channels", "a b"])
 
 
 # ------------------------------------------------------------------ /proc readers
