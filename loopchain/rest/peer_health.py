@@ -102,6 +102,8 @@ class PeerHealth:
                     if ran_out(exc.code(), self._clock() - began, PROBE_TIMEOUT):
                         self._stall()
                         continue
+                except Exception as exc:  # the channel closing under the probe: stop probing
+                    log.debug("probe of the peer at %s failed: %r", self._target, exc)
                 break
             self._answered()
         finally:

@@ -134,3 +134,19 @@ async def test_calls_that_never_ran_out_of_time_start_no_probe() -> None:
         health.observe(code, elapsed)
     await asyncio.sleep(0)
     assert probe.deadlines == [] and refusal(health) is None
+
+
+async def test_a_probe_that_fails_otherwise_ends_the_watch_and_the_refusals() -> None:
+    probe = ScriptedProbe()
+    health = health_for(probe)
+    health.observe(grpc.StatusCode.DEADLINE_EXCEEDED, CALL_TIMEOUT)
+    probe.outcomes.put_nowait(RAN_OUT)
+    await settle(health, probe, 2)
+    assert health.stalled
+    probe.outcomes.put_nowait(RuntimeError("the channel is closed"))
+    await settle(health, probe, 2)
+    assert not health.stalled and refusal(health) is None
+    health.observe(grpc.StatusCode.DEADLINE_EXCEEDED, CALL_TIMEOUT)  # a new watch can start
+    probe.outcomes.put_nowait(None)
+    await settle(health, probe, 3)
+    assert not health.stalled
