@@ -56,6 +56,17 @@ async def settle(health: PeerHealth, probe: ScriptedProbe, probes: int) -> None:
             await asyncio.sleep(0)
 
 
+async def stalled() -> tuple[PeerHealth, ScriptedProbe]:
+    """A PeerHealth whose peer let a call and then a probe run out of time; its next probe waits."""
+    probe = ScriptedProbe()
+    health = health_for(probe)
+    health.observe(grpc.StatusCode.DEADLINE_EXCEEDED, CALL_TIMEOUT)
+    probe.outcomes.put_nowait(RAN_OUT)
+    await settle(health, probe, 2)
+    assert health.stalled
+    return health, probe
+
+
 def refusal(health: PeerHealth) -> grpc.aio.AioRpcError | None:
     try:
         health.check()
@@ -108,12 +119,7 @@ async def test_a_peer_that_answers_the_probe_is_never_refused(
 
 
 async def test_any_call_the_peer_answers_ends_the_refusals() -> None:
-    probe = ScriptedProbe()
-    health = health_for(probe)
-    health.observe(grpc.StatusCode.DEADLINE_EXCEEDED, CALL_TIMEOUT)
-    probe.outcomes.put_nowait(RAN_OUT)
-    await settle(health, probe, 2)
-    assert health.stalled
+    health, _ = await stalled()
     health.observe(grpc.StatusCode.CANCELLED, 0.1)  # the caller gave up: proves nothing
     assert health.stalled
     health.observe(grpc.StatusCode.INVALID_ARGUMENT, 0.01)  # the peer's own refusal: it answers
@@ -137,12 +143,7 @@ async def test_calls_that_never_ran_out_of_time_start_no_probe() -> None:
 
 
 async def test_a_probe_that_fails_otherwise_ends_the_watch_and_the_refusals() -> None:
-    probe = ScriptedProbe()
-    health = health_for(probe)
-    health.observe(grpc.StatusCode.DEADLINE_EXCEEDED, CALL_TIMEOUT)
-    probe.outcomes.put_nowait(RAN_OUT)
-    await settle(health, probe, 2)
-    assert health.stalled
+    health, probe = await stalled()
     probe.outcomes.put_nowait(RuntimeError("the channel is closed"))
     await settle(health, probe, 2)
     assert not health.stalled and refusal(health) is None
