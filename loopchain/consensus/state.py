@@ -300,14 +300,13 @@ class ChannelConsensus:
     def backlog(self, now: float) -> tuple[int, float]:
         """Pooled transactions that no proposed block holds yet: how many, and how long the
         oldest of them has waited (the queueing delay that admission control watches)."""
-        proposed = {tx.hash for node in self.tree.nodes.values() for tx in node.block.transactions}
-        count, oldest = 0, now
-        for tx_hash in self.pool.hashes():
-            if tx_hash not in proposed:
-                if count == 0:
-                    oldest = self.pool.arrival(tx_hash)
-                count += 1
-        return count, max(0.0, now - oldest)
+        proposed, pool = self.tree.tx_hashes(), self.pool
+        count = len(pool) - sum(1 for tx_hash in proposed if tx_hash in pool)
+        if count > 0:  # the oldest pooled are the proposed ones: the walk stops soon after them
+            for tx_hash in pool.hashes():
+                if tx_hash not in proposed:
+                    return count, max(0.0, now - pool.arrival(tx_hash))
+        return 0, 0.0
 
     def _justifying_tc(self, parent: ChainTip) -> TimeoutCertificate | None:
         tc = self.last_tc
@@ -682,9 +681,7 @@ class ChannelConsensus:
     def _regossip(self) -> list[m.Action]:
         """Send the oldest pooled transactions again: a leader that missed them can propose."""
         limits = self.config.limits
-        in_flight = self.tree.tx_hashes_on_path(self.tree.root.block_hash) | {
-            tx.hash for node in self.tree.nodes.values() for tx in node.block.transactions
-        }
+        in_flight = self.tree.tx_hashes()
         txs = self.pool.take(limits.max_block_txs, limits.max_block_bytes, exclude=in_flight)
         return [m.GossipTxs(tuple(txs))] if txs else []
 

@@ -26,6 +26,7 @@ class BlockTree:
     def __init__(self, root: ChainTip) -> None:
         self.root = root
         self.nodes: dict[bytes, TreeNode] = {}
+        self._tx_hashes: set[bytes] | None = None  # of every node's block; None: not made yet
 
     def point(self, block_hash: bytes) -> ChainTip | None:
         """Chain facts after the block `block_hash` (the root or a node)."""
@@ -47,6 +48,8 @@ class BlockTree:
         if node is None:
             node = TreeNode(block, parent.advance(block))
             self.nodes[block.hash] = node
+            if self._tx_hashes is not None:
+                self._tx_hashes.update(tx.hash for tx in block.transactions)
         return node
 
     def certify(self, qc: QuorumCertificate) -> None:
@@ -74,6 +77,15 @@ class BlockTree:
         """Transactions in the not-yet-final ancestors of `block_hash` (inclusive)."""
         return {tx.hash for node in self.path_to(block_hash) for tx in node.block.transactions}
 
+    def tx_hashes(self) -> set[bytes]:
+        """Transactions in any block of the tree (made once and kept up to date; the caller must
+        not change the set)."""
+        if self._tx_hashes is None:
+            self._tx_hashes = {
+                tx.hash for node in self.nodes.values() for tx in node.block.transactions
+            }
+        return self._tx_hashes
+
     def has_pending_transactions(self) -> bool:
         return any(node.block.transactions for node in self.nodes.values())
 
@@ -86,3 +98,4 @@ class BlockTree:
             if node.block.height > root.height and (parent == root.block_hash or parent in keep):
                 keep[block_hash] = node
         self.nodes = keep
+        self._tx_hashes = None

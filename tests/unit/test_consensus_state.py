@@ -287,6 +287,28 @@ def test_backlog_counts_only_transactions_no_block_holds_and_their_oldest_wait()
     assert {tx.hash for tx in first} <= set(leader.state.pool.hashes())
 
 
+def test_the_trees_kept_transaction_set_and_the_backlog_match_a_fresh_count() -> None:
+    """BlockTree.tx_hashes() is kept up to date as blocks come and go, and backlog() (which
+    walks only past the proposed transactions) counts as a walk over the whole pool would."""
+    net = Network(4, seed=12)
+    net.start()
+    net.run_until(0.1)
+    peers = list(net.nodes)
+    checked = 0
+    for step in range(60):
+        net.submit(peers[step % len(peers)], 1 + step % 7)
+        net.run_until(net.now + 0.05)
+        for node in net.nodes.values():
+            state = node.state
+            fresh = {tx.hash for n in state.tree.nodes.values() for tx in n.block.transactions}
+            assert state.tree.tx_hashes() == fresh
+            unproposed = [h for h in state.pool.hashes() if h not in fresh]
+            oldest = state.pool.arrival(unproposed[0]) if unproposed else net.now
+            assert state.backlog(net.now) == (len(unproposed), max(0.0, net.now - oldest))
+            checked += bool(fresh) and bool(unproposed)
+    assert checked, "never a tree with blocks and a pool with transactions beyond them"
+
+
 def test_a_group_votes_as_one_unit_of_its_weight() -> None:
     # 7 validators: 3 alone (weight 1 each) and a group of 4 voting as one unit of weight 2 (of 5)
     net = Network(7, seed=21, groups={3: "g", 4: "g", 5: "g", 6: "g"}, group_weights={"g": 2})
