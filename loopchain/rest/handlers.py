@@ -120,7 +120,7 @@ class PeerApi:
     async def _invoke(self, name: str, method: Callable[..., Awaitable[Any]], request: Any) -> Any:
         """`method(request)` within GRPC_TIMEOUT, refused at once while the peer is stalled (see
         peer_health); a failure is counted as `name`'s and raised."""
-        self.health.check()  # raises (uncounted) while the peer is taken as stalled
+        await self.health.admit()  # raises (uncounted) while the peer is taken as stalled
         began = time.monotonic()
         try:
             reply = await method(request, timeout=self._timeout)

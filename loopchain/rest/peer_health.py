@@ -3,10 +3,10 @@
 A peer that stopped answering (stopped by a signal or a debugger, swapped out, its event loop
 stuck) keeps its TCP connections open, so every call to it would wait out its whole deadline and
 end in a 504. After a call runs out of time the proxy probes the peer with a cheap call on a short
-deadline; when the probe gets no answer either, the peer is taken as stalled and every call is
-refused at once as the peer being unreachable (REST: 503 with Retry-After; JSON-RPC: -32603)
-until a probe is answered again. A peer that is only slow on one call answers the probe, and
-nothing is refused.
+deadline, and calls made meanwhile wait for its outcome rather than join the stall; when the
+probe gets no answer either, the peer is taken as stalled and every call is refused at once as the
+peer being unreachable (REST: 503 with Retry-After; JSON-RPC: -32603) until a probe is answered
+again. A peer that is only slow on one call answers the probe, and nothing is refused.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ Probe = Callable[[float], Awaitable[object]]  # one cheap call to the peer with 
 
 
 class PeerHealth:
-    """Tracks whether the peer answers; `check()` before a call, `observe()` after it."""
+    """Tracks whether the peer answers; `admit()` before a call, `observe()` after it."""
 
     def __init__(
         self, probe: Probe, target: str, timeout: float, clock: Callable[[], float] = time.monotonic
@@ -46,11 +46,22 @@ class PeerHealth:
         self._clock = clock
         self._stalled_since: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._first_probe: asyncio.Event | None = None  # set once the watch's first probe ended
         self.refused = 0  # calls refused at once because the peer was stalled
 
     @property
     def stalled(self) -> bool:
         return self._stalled_since is not None
+
+    async def admit(self) -> None:
+        """Let a call go to the peer: once the first probe after a call that ran out of time
+        has ended (at most PROBE_TIMEOUT), and unless the peer is taken as stalled (`check`)."""
+        first = self._first_probe
+        if first is not None and not first.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2 * PROBE_TIMEOUT):  # the probe has its own deadline
+                    await first.wait()
+        self.check()
 
     def check(self) -> None:
         """Raise the refusal (an UNAVAILABLE gRPC error, as if the call had been made) while the
@@ -76,7 +87,8 @@ class PeerHealth:
         cancellation (the caller gave up) ends the refusals."""
         if ran_out(code, elapsed, self._timeout):
             if self._task is None:
-                self._task = asyncio.get_running_loop().create_task(self._watch())
+                self._first_probe = asyncio.Event()
+                self._task = asyncio.get_running_loop().create_task(self._watch(self._first_probe))
         elif code != grpc.StatusCode.CANCELLED:
             self._answered()
 
@@ -89,7 +101,7 @@ class PeerHealth:
             )
             self._stalled_since = None
 
-    async def _watch(self) -> None:
+    async def _watch(self, first_probe: asyncio.Event) -> None:
         """Probe until a probe ends before its deadline, taking the peer as stalled from the
         first probe that runs out of time. A probe refused at once (UNAVAILABLE: the peer is down
         or says so) ends the refusals too: calls then fail as fast by themselves."""
@@ -101,12 +113,14 @@ class PeerHealth:
                 except grpc.aio.AioRpcError as exc:
                     if ran_out(exc.code(), self._clock() - began, PROBE_TIMEOUT):
                         self._stall()
+                        first_probe.set()
                         continue
                 except Exception as exc:  # the channel closing under the probe: stop probing
                     log.debug("probe of the peer at %s failed: %r", self._target, exc)
                 break
             self._answered()
         finally:
+            first_probe.set()
             self._task = None
 
     def _stall(self) -> None:

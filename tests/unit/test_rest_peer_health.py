@@ -151,3 +151,22 @@ async def test_a_probe_that_fails_otherwise_ends_the_watch_and_the_refusals() ->
     probe.outcomes.put_nowait(None)
     await settle(health, probe, 3)
     assert not health.stalled
+
+
+@pytest.mark.parametrize("stalls", [True, False], ids=["probe runs out", "probe answered"])
+async def test_calls_made_during_the_first_probe_wait_for_its_outcome(stalls: bool) -> None:
+    probe = ScriptedProbe()
+    health = health_for(probe)
+    health.observe(grpc.StatusCode.DEADLINE_EXCEEDED, CALL_TIMEOUT)
+    waiting = asyncio.create_task(health.admit())
+    await settle(health, probe, 1)  # the probe is out, its outcome not yet known
+    assert not waiting.done(), "a call went to the peer before the probe said whether it answers"
+    probe.outcomes.put_nowait(RAN_OUT if stalls else None)
+    if stalls:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await waiting
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    else:
+        await waiting
+        await health.admit()  # and later calls go at once
+    await health.close()
