@@ -679,10 +679,14 @@ class ChannelConsensus:
         return [m.BroadcastComplaint(complaint) for complaint in self.tc_complaints]
 
     def _regossip(self) -> list[m.Action]:
-        """Send the oldest pooled transactions again: a leader that missed them can propose."""
+        """Send the oldest pooled transactions again: a leader that missed them can propose.
+        Only those in certified blocks are left out: a block of this node's tree that nobody
+        certified may be one nobody else ever got (its proposal lost, or this node's own before
+        a restart), and its transactions would then reach no other leader."""
         limits = self.config.limits
-        in_flight = self.tree.tx_hashes()
-        txs = self.pool.take(limits.max_block_txs, limits.max_block_bytes, exclude=in_flight)
+        qc = self.safety.high_qc
+        certified = self.tree.tx_hashes_on_path(qc.block_hash) if qc is not None else set()
+        txs = self.pool.take(limits.max_block_txs, limits.max_block_bytes, exclude=certified)
         return [m.GossipTxs(tuple(txs))] if txs else []
 
     def _complain(self, now: float) -> list[m.Action]:

@@ -309,6 +309,53 @@ def test_the_trees_kept_transaction_set_and_the_backlog_match_a_fresh_count() ->
     assert checked, "never a tree with blocks and a pool with transactions beyond them"
 
 
+class LosesTheLeadersFirstSends(Network):
+    """Loses what the leader sends of the transactions submitted to it until its first proposal
+    of them is lost too: as if it accepted them and stopped before its gossip and its proposal
+    left (or its links failed), keeping both in its own state."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        super().__init__(n, seed)
+        self.lone = ""
+        self.held: set[bytes] = set()
+
+    def deliver(self, sender: str, target: str, event: object) -> None:
+        if sender == self.lone and self.held:
+            if isinstance(event, m.TxsReceived) and {tx.hash for tx in event.txs} <= self.held:
+                return
+            if isinstance(event, m.ProposalReceived) and any(
+                tx.hash in self.held for tx in event.block.transactions
+            ):
+                if target == [a for a in self.nodes if a != self.lone][-1]:
+                    self.held = set()  # every copy of this proposal is lost, then all goes
+                return
+        super().deliver(sender, target, event)
+
+
+def test_transactions_only_the_leader_holds_in_a_lost_proposal_are_sent_again() -> None:
+    """The leader pooled transactions nobody else got and proposed them in a block nobody else
+    got. The others have no work, so they never complain; the leader must send the transactions
+    again when its round times out (it left them out while they sat in a block of its own tree,
+    and the channel stopped for good: found by a kill -9 right after an acknowledgement, once the
+    restarted leader took back the block it had voted for)."""
+    net = LosesTheLeadersFirstSends(4, seed=13)
+    net.start()
+    net.run_until(0.1)
+    some = next(iter(net.nodes.values()))
+    net.lone = some.state.leader_of_round(some.state.round) or ""
+    assert net.lone
+    txs = net.submit(net.lone, 2)
+    net.held = {tx.hash for tx in txs}
+    net.run_until(net.now + 0.2)
+    lone = net.nodes[net.lone].state
+    assert not net.held, "the leader's proposal of the transactions was not lost"
+    assert {tx.hash for tx in txs} <= lone.tree.tx_hashes()
+    assert all(not n.state.pool for n in net.nodes.values() if n.address != net.lone)
+    net.run_until(net.now + 60)
+    net.check_safety()
+    assert net.committed_everywhere(txs)
+
+
 def test_a_group_votes_as_one_unit_of_its_weight() -> None:
     # 7 validators: 3 alone (weight 1 each) and a group of 4 voting as one unit of weight 2 (of 5)
     net = Network(7, seed=21, groups={3: "g", 4: "g", 5: "g", 6: "g"}, group_weights={"g": 2})
