@@ -47,7 +47,6 @@ class PeerHealth:
         self._stalled_since: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._first_probe: asyncio.Event | None = None  # set once the watch's first probe ended
-        self.refused = 0  # calls refused at once because the peer was stalled
 
     @property
     def stalled(self) -> bool:
@@ -68,7 +67,6 @@ class PeerHealth:
         peer is taken as stalled."""
         if self._stalled_since is None:
             return
-        self.refused += 1
         silent = self._clock() - self._stalled_since + self._timeout
         raise grpc.aio.AioRpcError(
             grpc.StatusCode.UNAVAILABLE,

@@ -184,6 +184,8 @@ class ScoreSupervisor:
         """True once the package is loaded (False after `timeout` seconds or when it never can be)."""
         if self._fatal is not None:
             return False
+        if self._ready.is_set():  # the usual case, once per block: no timer to arm
+            return True
         try:
             async with asyncio.timeout(timeout):
                 await self._ready.wait()

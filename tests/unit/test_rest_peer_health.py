@@ -85,7 +85,7 @@ async def test_an_unanswered_probe_after_a_timeout_refuses_calls_until_an_answer
     assert probe.deadlines[0] == PROBE_TIMEOUT
     error = refusal(health)
     assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE
-    assert "answered nothing" in (error.details() or "") and health.refused == 1
+    assert "answered nothing" in (error.details() or "")
     health.observe(
         grpc.StatusCode.DEADLINE_EXCEEDED, CALL_TIMEOUT
     )  # a call from before: changes nothing
