@@ -20,7 +20,7 @@ from loopchain.p2p.transport import (
     MalformedReply,
     TransportError,
 )
-from loopchain.types.block import Block
+from loopchain.types.block import Block, Pooled
 from loopchain.types.canonical import EncodingError
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import Transaction
@@ -78,33 +78,42 @@ class InMemoryTransport:
 
         asyncio.get_running_loop().call_soon(deliver)
 
-    async def fetch_block(self, peer: PeerInfo, channel: str, block_hash: bytes) -> Block | None:
+    async def fetch_block(
+        self, peer: PeerInfo, channel: str, block_hash: bytes, pooled: Pooled | None = None
+    ) -> Block | None:
         await asyncio.sleep(0)
         target = self._reachable(peer)
         found = target.get_block(-1, block_hash)
-        return self._decode(peer, found[0].encode(), Block) if found is not None else None
+        return self._decode(peer, found[0].encode(), Block, pooled) if found is not None else None
 
     async def fetch_blocks(
-        self, peer: PeerInfo, channel: str, from_height: int, max_blocks: int
+        self,
+        peer: PeerInfo,
+        channel: str,
+        from_height: int,
+        max_blocks: int,
+        pooled: Pooled | None = None,
     ) -> FetchedRange:
         await asyncio.sleep(0)
         found = self._reachable(peer).block_range(from_height, max_blocks)
         blocks = tuple(
-            (self._decode(peer, b, Block), self._decode(peer, c, QuorumCertificate))
+            (self._decode(peer, b, Block, pooled), self._decode(peer, c, QuorumCertificate))
             for b, c in found.blocks
         )
         proof = None
         if found.proof is not None:
             proof = (
-                self._decode(peer, found.proof[0], Block),
+                self._decode(peer, found.proof[0], Block, pooled),
                 self._decode(peer, found.proof[1], QuorumCertificate),
             )
         return FetchedRange(blocks, found.tip_height, proof)
 
-    def _decode(self, peer: PeerInfo, raw: bytes, kind: type[T]) -> T:
+    def _decode(self, peer: PeerInfo, raw: bytes, kind: type[T], pooled: Pooled | None = None) -> T:
         if peer.peer_id in self.network.garbled:
             raw = raw[:-1]
         try:
+            if pooled is not None:  # a block
+                return kind.decode(raw, pooled)  # type: ignore[attr-defined, no-any-return]
             return kind.decode(raw)  # type: ignore[attr-defined, no-any-return]
         except EncodingError as exc:
             raise MalformedReply(f"{peer.target} served a malformed block: {exc}") from None

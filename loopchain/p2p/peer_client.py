@@ -16,7 +16,7 @@ from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls, open_channel
 from loopchain.p2p.transport import ConsensusPayload, FetchedRange, MalformedReply, TransportError
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
-from loopchain.types.block import Block
+from loopchain.types.block import Block, Pooled
 from loopchain.types.canonical import EncodingError
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import Transaction
@@ -206,39 +206,48 @@ class PeerLink:
         finally:
             lane.close()
 
-    async def fetch_blocks(self, channel: str, from_height: int, max_blocks: int) -> FetchedRange:
-        """Final blocks from `from_height` on, decoded (TransportError if failed or malformed)."""
+    async def fetch_blocks(
+        self, channel: str, from_height: int, max_blocks: int, pooled: Pooled | None = None
+    ) -> FetchedRange:
+        """Final blocks from `from_height` on, decoded (TransportError if failed or malformed;
+        `pooled`: see Block.decode)."""
         try:
-            return await self._fetch_blocks(channel, from_height, max_blocks)
+            return await self._fetch_blocks(channel, from_height, max_blocks, pooled)
         except grpc.aio.AioRpcError as exc:
             raise TransportError(f"{self.target}: {exc.code().name} {exc.details()}") from None
         except EncodingError as exc:
             raise MalformedReply(f"{self.target} served a malformed block: {exc}") from None
 
-    async def _fetch_blocks(self, channel: str, from_height: int, max_blocks: int) -> FetchedRange:
+    async def _fetch_blocks(
+        self, channel: str, from_height: int, max_blocks: int, pooled: Pooled | None
+    ) -> FetchedRange:
         reply = await self.stub.GetBlockRange(
             pb.BlockRangeRequest(channel=channel, from_height=from_height, max_blocks=max_blocks),
             timeout=self.timeout * 2,
         )
         blocks = tuple(
-            (Block.decode(b.block), QuorumCertificate.decode(b.certificate)) for b in reply.blocks
+            (Block.decode(b.block, pooled), QuorumCertificate.decode(b.certificate))
+            for b in reply.blocks
         )
         proof = None
         if reply.HasField("commit_proof") and reply.commit_proof.block:
             proof = (
-                Block.decode(reply.commit_proof.block),
+                Block.decode(reply.commit_proof.block, pooled),
                 QuorumCertificate.decode(reply.commit_proof.certificate),
             )
         return FetchedRange(blocks, reply.tip_height, proof)
 
-    async def fetch_block(self, channel: str, block_hash: bytes) -> Block | None:
-        """A block (final or not) by hash, None when the peer does not have it."""
+    async def fetch_block(
+        self, channel: str, block_hash: bytes, pooled: Pooled | None = None
+    ) -> Block | None:
+        """A block (final or not) by hash, None when the peer does not have it (`pooled`: see
+        Block.decode)."""
         try:
             reply = await self.stub.GetBlock(
                 pb.GetBlockRequest(channel=channel, block_hash=block_hash.hex(), height=-1),
                 timeout=self.timeout,
             )
-            return Block.decode(reply.block) if reply.block else None
+            return Block.decode(reply.block, pooled) if reply.block else None
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -281,13 +290,20 @@ class GrpcTransport:
     def send_txs(self, peer: PeerInfo, channel: str, txs: Sequence[Transaction]) -> None:
         self.link(peer).send(pb.TxBatch(channel=channel, txs=[tx.encode() for tx in txs]))
 
-    async def fetch_block(self, peer: PeerInfo, channel: str, block_hash: bytes) -> Block | None:
-        return await self.link(peer).fetch_block(channel, block_hash)
+    async def fetch_block(
+        self, peer: PeerInfo, channel: str, block_hash: bytes, pooled: Pooled | None = None
+    ) -> Block | None:
+        return await self.link(peer).fetch_block(channel, block_hash, pooled)
 
     async def fetch_blocks(
-        self, peer: PeerInfo, channel: str, from_height: int, max_blocks: int
+        self,
+        peer: PeerInfo,
+        channel: str,
+        from_height: int,
+        max_blocks: int,
+        pooled: Pooled | None = None,
     ) -> FetchedRange:
-        return await self.link(peer).fetch_blocks(channel, from_height, max_blocks)
+        return await self.link(peer).fetch_blocks(channel, from_height, max_blocks, pooled)
 
     async def close(self) -> None:
         for link in self.links.values():

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from loopchain.types.block import Block
+from loopchain.types.block import Block, Pooled
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import Complaint, QuorumCertificate, Vote
@@ -45,14 +45,23 @@ class PeerTransport(Protocol):
 
     def send_txs(self, peer: PeerInfo, channel: str, txs: Sequence[Transaction]) -> None: ...
 
-    async def fetch_block(self, peer: PeerInfo, channel: str, block_hash: bytes) -> Block | None:
-        """A block (final or not) by hash, None when the peer does not have it."""
+    async def fetch_block(
+        self, peer: PeerInfo, channel: str, block_hash: bytes, pooled: Pooled | None = None
+    ) -> Block | None:
+        """A block (final or not) by hash, None when the peer does not have it (`pooled`: as for
+        Block.decode, the transactions this peer holds are taken as they are)."""
         ...
 
     async def fetch_blocks(
-        self, peer: PeerInfo, channel: str, from_height: int, max_blocks: int
+        self,
+        peer: PeerInfo,
+        channel: str,
+        from_height: int,
+        max_blocks: int,
+        pooled: Pooled | None = None,
     ) -> FetchedRange:
-        """Final blocks from `from_height` on, with the proof of the last when it is the tip."""
+        """Final blocks from `from_height` on, with the proof of the last when it is the tip
+        (`pooled`: as for fetch_block)."""
         ...
 
     async def close(self) -> None: ...

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from loopchain.consensus import messages as m
 from loopchain.p2p.transport import MalformedReply, PeerTransport, TransportError
+from loopchain.types.block import Pooled
 from loopchain.types.peer import PeerInfo
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,10 @@ class CatchUp:
         tip_height: Callable[[], int],
         dispatch: Dispatch,
         sync_batch: int,
+        pooled: Pooled | None = None,
     ) -> None:
         self.channel = channel
+        self.pooled = pooled  # fetched blocks take the pooled transactions as they are
         self.transport = transport
         self.others = others
         self.tip_height = tip_height
@@ -93,7 +96,9 @@ class CatchUp:
     async def _fetch_one(self, block_hash: bytes) -> None:
         for peer in self._shuffled_others():
             try:
-                block = await self.transport.fetch_block(peer, self.channel, block_hash)
+                block = await self.transport.fetch_block(
+                    peer, self.channel, block_hash, self.pooled
+                )
             except MalformedReply as exc:
                 self.avoid(peer, str(exc))
                 continue
@@ -127,7 +132,7 @@ class CatchUp:
                 before = self.tip_height()
                 try:
                     fetched = await self.transport.fetch_blocks(
-                        peer, self.channel, before + 1, self.sync_batch
+                        peer, self.channel, before + 1, self.sync_batch, self.pooled
                     )
                 except MalformedReply as exc:
                     self.avoid(peer, str(exc))

@@ -34,7 +34,7 @@ from loopchain.storage.abc import StorageError
 from loopchain.types import canonical, icon_tx
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
-from loopchain.types.crypto import SIGNATURES, Signer
+from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import MAX_DATA_DEPTH, Transaction
 from loopchain.types.validators import ratio_from_config
@@ -156,6 +156,7 @@ class ChannelService:
             lambda: self.consensus.tip.height,
             self._dispatch,
             int(config.SYNC_BATCH_BLOCKS),
+            self.pooled_transaction,
         )
         self._timers: set[asyncio.TimerHandle] = set()
 
@@ -312,8 +313,7 @@ class ChannelService:
             raise RequestError(ErrorKind.INVALID, f"transaction refused: {exc}") from None
         except icon_tx.InvalidTransaction as exc:
             raise RequestError(ErrorKind.INVALID, exc.message) from None
-        tx = Transaction.from_icon(checked)
-        SIGNATURES.remember(tx.hash, tx.signature, checked.sender)  # checked once on this peer
+        tx = Transaction.from_icon(checked, signature_verified=True)  # checked once on this peer
         if tx.hash in self.consensus.pool or self.store.has_transaction(tx.hash):
             raise RequestError(ErrorKind.INVALID, f"transaction {checked.tx_hash} is already known")
         try:

@@ -75,11 +75,12 @@ def _recover(digest: bytes, signature: bytes) -> PublicKey:
 
 
 class SignatureMemo:
-    """Signatures already found good, bounded (oldest forgotten first). A transaction is checked
-    when it arrives and again inside every block that carries it; a vote when it arrives and again
-    in the certificate that gathers it, which the next block carries too. Recovery is the dearest
-    step. Only good signatures are remembered, so a forged one costs its sender a recovery every
-    time. Keys hold the digest, so signatures over different kinds of object never collide."""
+    """Signatures already found good, bounded (oldest forgotten first). A vote is checked when it
+    arrives and again in the certificate that gathers it, which the next block carries too, each
+    time as a new object. Recovery is the dearest step. Only good signatures are remembered, so a
+    forged one costs its sender a recovery every time. Keys hold the digest, so signatures over
+    different kinds of object never collide. (A transaction keeps its good answer on itself:
+    blocks carry the very objects the pool checked.)"""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -109,7 +110,7 @@ class SignatureMemo:
             return False
 
 
-SIGNATURES = SignatureMemo(1 << 17)
+SIGNATURES = SignatureMemo(1 << 13)  # votes of the last blocks: ~420 bytes each
 
 
 def verify(digest: bytes, signature: bytes, address: str) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 from loopchain.types import canonical, icon_tx
 from loopchain.types.canonical import EncodingError
-from loopchain.types.crypto import SIGNATURES, Signer, recover_public_key
+from loopchain.types.crypto import Signer, recover_address, recover_public_key
 from loopchain.types.hashing import sha3_256
 
 V1 = "1"
@@ -74,8 +74,8 @@ class Transaction:
         encoded_body = canonical.encode_checked(body) if checked else canonical.encode(body)
         digest = sha3_256(b"loopchain.tx.v1." + encoded_body)
         signature = signer.sign(digest)
-        SIGNATURES.remember(digest, signature, signer.address)
         tx = cls(body=body, signature=signature, hash=digest)
+        tx.__dict__["_signature_good"] = True  # made here: nothing to recover
         # canonical JSON of {"body": ..., "signature": ...} is its members' encodings in key order
         tx.__dict__["_encoded"] = b"".join(
             (b'{"body":', encoded_body, b',"signature":"', signature.hex().encode(), b'"}')
@@ -83,11 +83,16 @@ class Transaction:
         return tx
 
     @classmethod
-    def from_icon(cls, checked: icon_tx.IconTransaction) -> Transaction:
-        """A v3 transaction from checked params: the params as received, less "signature"."""
+    def from_icon(
+        cls, checked: icon_tx.IconTransaction, *, signature_verified: bool = False
+    ) -> Transaction:
+        """A v3 transaction from checked params: the params as received, less "signature"
+        (`signature_verified`: `checked` came from icon_tx.verify_send_params)."""
         body = {key: value for key, value in checked.params.items() if key != "signature"}
         tx = cls(body=body, signature=checked.signature, hash=checked.hash)
         tx.__dict__["_icon"] = checked  # checked once: icon() does not parse the params again
+        if signature_verified:
+            tx.__dict__["_signature_good"] = True
         return tx
 
     @property
@@ -143,8 +148,20 @@ class Transaction:
         return recover_public_key(self.hash, self.signature)
 
     def verify_signature(self) -> bool:
-        """True when the signature was made by the body's "from" address."""
-        return SIGNATURES.check(self.hash, self.signature, self.sender)
+        """True when the signature was made by the body's "from" address. A good answer is kept
+        on the object, not in a process-wide memo: a pooled transaction is checked when it comes
+        and again in every block that carries it (blocks take the pooled object itself), so only
+        the first check recovers the key, and nothing outlives the transaction (a memo entry per
+        transaction held ~55 MB per peer at its bound)."""
+        if self.__dict__.get("_signature_good"):
+            return True
+        try:
+            good = recover_address(self.hash, self.signature) == self.sender
+        except ValueError:  # SignatureError: malformed
+            return False
+        if good:
+            self.__dict__["_signature_good"] = True
+        return good
 
     def to_json(self) -> dict[str, Any]:
         return {"body": self.body, "signature": self.signature.hex()}

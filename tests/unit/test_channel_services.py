@@ -18,6 +18,7 @@ from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
 from loopchain.storage.memory import MemoryStore
+from loopchain.types import transaction as transaction_module
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import MAX_DATA_DEPTH, Transaction
@@ -148,6 +149,41 @@ async def test_three_go_on_without_the_fourth_which_catches_up(cluster: Cluster)
         lambda: cluster.final_everywhere(during + after, services), "the fourth caught up"
     )
     assert_agree(services)
+
+
+async def test_a_peer_catching_up_takes_the_transactions_it_pooled_without_checking_again(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fourth, cut off, gets the others' transactions late by gossip (checked once as they
+    come) but none of their blocks; the blocks it then fetches carry the very objects it pooled,
+    so catching up recovers no signature again (a process-wide memo did that job before, at a
+    cost of ~420 bytes per transaction)."""
+    services = cluster.services
+    late = services[3]
+    cluster.network.down.add(late.signer.address)
+    during = await submit(services[0], 20, "during")
+    await cluster.wait(lambda: cluster.final_everywhere(during, cluster.up()), "final on three")
+    recoveries: list[bytes] = []
+    real = transaction_module.recover_address
+
+    def counted(digest: bytes, signature: bytes) -> str:
+        recoveries.append(digest)
+        return real(digest, signature)
+
+    monkeypatch.setattr(transaction_module, "recover_address", counted)
+    found = [services[0].find_tx(h) for h in during]
+    late.receive_txs([Transaction.decode(f.tx.encode()) for f in found if f is not None])
+    await cluster.wait(lambda: len(late.consensus.pool) == len(during), "gossip pooled")
+    assert sorted(recoveries) == sorted(during)  # each checked once, as it came
+    recoveries.clear()
+    cluster.network.down.clear()
+    after = await submit(services[1], 5, "after")
+    await cluster.wait(
+        lambda: cluster.final_everywhere(during + after, services), "the fourth caught up"
+    )
+    assert_agree(services)
+    assert not set(recoveries) & set(during), "a pooled transaction was checked again"
+    assert set(recoveries) == set(after)  # the others' relays, checked as they came
 
 
 async def test_a_member_serving_garbled_blocks_is_avoided_and_the_channel_goes_on(

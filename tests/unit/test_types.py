@@ -451,6 +451,42 @@ def test_a_signature_is_recovered_once_per_process_and_forgeries_every_time(
     assert votes[0].verify_signature() and len(recoveries) == 8  # the oldest, forgotten
 
 
+def test_a_transaction_keeps_its_good_signature_on_itself_not_in_the_process_memo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A transaction decoded from the wire is recovered once, then answers from itself (a block
+    carries the pooled object); a forgery is recovered every time; one made here is recovered
+    never; and the process-wide memo, kept for votes, does not grow by one entry per transaction
+    (it held ~55 MB per peer at its bound when it did)."""
+    import loopchain.types.transaction as tx_module
+
+    recoveries: list[bytes] = []
+
+    def counted(digest: bytes, signature: bytes) -> str:
+        recoveries.append(signature)
+        return recover_address(digest, signature)
+
+    monkeypatch.setattr(tx_module, "recover_address", counted)
+    memo_before = len(crypto.SIGNATURES._good)
+    made = make_tx({"n": 1})
+    assert made.verify_signature() and recoveries == []  # signed here
+    received = Transaction.decode(made.encode())
+    assert received.verify_signature() and received.verify_signature()
+    assert len(recoveries) == 1
+    block = Block.decode(make_block([made]).encode(), {received.signature: received}.get)
+    assert block.transactions[0] is received and block.check_integrity() is None
+    assert len(recoveries) == 1
+    assert Transaction.decode(made.encode()).verify_signature() and len(recoveries) == 2  # new one
+    forged = Transaction.decode(
+        make_tx({"n": 1}, signer=SIGNERS[1])
+        .encode()
+        .replace(SIGNERS[1].address.encode(), SIGNERS[0].address.encode())
+    )
+    for expected in (3, 4):
+        assert not forged.verify_signature() and len(recoveries) == expected
+    assert len(crypto.SIGNATURES._good) == memo_before
+
+
 def test_certificate_refuses_mixed_votes_and_unsorted_voters() -> None:
     a = Vote.create(CHANNEL, 1, 0, sha3_256(b"a"), SIGNERS[0])
     b = Vote.create(CHANNEL, 1, 0, sha3_256(b"b"), SIGNERS[1])
