@@ -169,7 +169,9 @@ class PeerNode:
 
     def _open_channel(self, grant: ChannelGrant, issuer: str, group: asyncio.TaskGroup) -> None:
         assert self.signer is not None and self.transport is not None
-        kv = LevelDBStore(self.root / grant.channel / "blocks")
+        kv = LevelDBStore(
+            self.root / grant.channel / "blocks", compression=bool(self.config.LEVELDB_COMPRESSION)
+        )
         self.stores.append(kv)
         store = BlockStore(kv, grant.channel)
         store.check()

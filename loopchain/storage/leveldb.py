@@ -42,7 +42,7 @@ def _lock_holder(exc: BaseException) -> str | None:
     return next((holder for marker, holder in _LOCK_HOLDERS.items() if marker in text), None)
 
 
-def _open(path: Path, create: bool) -> Any:
+def _open(path: Path, create: bool, compression: bool) -> Any:
     """Open the plyvel DB at `path`, translating every failure into a StorageError."""
     if create:
         try:
@@ -52,7 +52,9 @@ def _open(path: Path, create: bool) -> Any:
     elif not (path / "CURRENT").is_file():  # LevelDB would create the directory before refusing
         raise StorageError(f"LevelDB store at {path} does not exist")
     try:
-        return plyvel.DB(str(path), create_if_missing=create)
+        return plyvel.DB(
+            str(path), create_if_missing=create, compression="snappy" if compression else None
+        )
     except plyvel.Error as exc:
         holder = _lock_holder(exc)
         if holder:
@@ -124,11 +126,13 @@ class LevelDBWriteBatch(WriteBatch):
 
 
 class LevelDBStore(KeyValueStore):
-    """A LevelDB database in one directory, opened exclusively by this process."""
+    """A LevelDB database in one directory, opened exclusively by this process. `compression`:
+    Snappy for the tables written from now on (each table records its own, so a store reads
+    whatever it was written with)."""
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, compression: bool = False) -> None:
         self.path = Path(path)
-        self._db = _open(self.path, create)
+        self._db = _open(self.path, create, compression)
         self._write_failure: str | None = None  # the first write that failed: no more writes
 
     def _check_open(self) -> None:

@@ -210,6 +210,30 @@ def test_leveldb_persists_across_reopen(tmp_path: Path) -> None:
         assert items(kv) == [(b"a", b"1"), (b"b", b"2")]
 
 
+def _tables_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.glob("*.ldb"))
+
+
+def test_leveldb_compresses_only_when_asked_and_reads_what_either_way_wrote(
+    tmp_path: Path,
+) -> None:
+    """Compression off (the peers' default: their blocks barely shrink and compressing cost CPU)
+    writes tables as they are; on, Snappy shrinks them; a store reads tables written either way."""
+    value = b"0" * 4096  # compresses ~20x
+    sizes = {}
+    for compression in (False, True):
+        path = tmp_path / f"db-{compression}"
+        with LevelDBStore(path, compression=compression) as kv:
+            for i in range(512):
+                kv.put(i.to_bytes(4, "big"), value)
+        with LevelDBStore(path, compression=compression):  # reopened: the log becomes a table
+            pass
+        sizes[compression] = _tables_bytes(path)
+        with LevelDBStore(path, compression=not compression) as kv:
+            assert [v for _, v in kv.iterate()] == [value] * 512
+    assert sizes[False] > 512 * 4096 > 10 * sizes[True], sizes
+
+
 def test_leveldb_second_handle_is_refused_with_path_in_message(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "db"
     with LevelDBStore(path):
