@@ -234,6 +234,19 @@ def test_leveldb_compresses_only_when_asked_and_reads_what_either_way_wrote(
     assert sizes[False] > 512 * 4096 > 10 * sizes[True], sizes
 
 
+def test_leveldb_tables_carry_a_bloom_filter(tmp_path: Path) -> None:
+    """Lookups of absent keys (is this relayed transaction known?) are answered by a filter in
+    each table instead of reading it: every table written names LevelDB's Bloom filter."""
+    path = tmp_path / "db"
+    with LevelDBStore(path) as kv:
+        for i in range(1000):
+            kv.put(i.to_bytes(4, "big"), b"v")
+    with LevelDBStore(path) as kv:  # reopened: the log becomes a table
+        assert kv.get((5000).to_bytes(4, "big")) is None
+    tables = list(path.glob("*.ldb"))
+    assert tables and all(b"filter.leveldb.BuiltinBloomFilter2" in t.read_bytes() for t in tables)
+
+
 def test_leveldb_second_handle_is_refused_with_path_in_message(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "db"
     with LevelDBStore(path):
