@@ -453,6 +453,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 channel=block.header.channel,
                 block=block.encode(),
                 certificate=qc.encode() if qc is not None else b"",
+                tx_hashes=b"".join(tx.hash for tx in block.transactions),
             )
 
         return await self._serve(context, "GetBlock", work)

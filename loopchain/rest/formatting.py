@@ -27,11 +27,12 @@ def _bad_reply(what: str, exc: Exception) -> RestError:
     return RestError(ResponseCode.FAIL, f"the peer sent an undecodable {what}: {exc}", 502)
 
 
-def decode_block(raw: bytes) -> Block:
+def decode_block(raw: bytes, tx_hashes: bytes = b"") -> Block:
     """Canonical block bytes from the peer as a Block (502 when the peer sent garbage). The peer
-    checked them already: they are parsed without the canonical re-check."""
+    checked them already: they are parsed without the canonical re-check, and with the hashes
+    it sent, without hashing the transactions again."""
     try:
-        return Block.decode_trusted(raw)
+        return Block.decode_trusted(raw, tx_hashes)
     except (ValueError, TypeError, KeyError) as exc:  # EncodingError is a ValueError
         raise _bad_reply("block", exc) from None
 
@@ -112,7 +113,7 @@ def block_response(reply: pb.BlockReply, with_txs: bool) -> dict[str, Any]:
     """A GetBlock reply as REST JSON; an empty reply is the empty chain (height -1)."""
     if not reply.block:
         return dict(EMPTY_CHAIN)
-    block = decode_block(reply.block)
+    block = decode_block(reply.block, reply.tx_hashes)
     body: dict[str, Any] = {
         "response_code": 0,
         "block_hash": block.hash.hex(),

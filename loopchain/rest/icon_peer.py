@@ -133,7 +133,7 @@ class PeerReader:
         reply = await self._call("GetBlock", request, channel)
         if reply is None or not reply.block:
             return None
-        block = _decoded(decode_block, reply.block)
+        block = _decoded(lambda raw: decode_block(raw, reply.tx_hashes), reply.block)
         if block_hash:  # the peer also knows blocks not final yet: only the final one counts
             final = await self.block(channel, height=block.height)
             return block if final is not None and final.hash == block.hash else None

@@ -259,7 +259,9 @@ def _check_data(params: dict[str, Any]) -> str | None:
     return data_type
 
 
-def _check_shape(params: Any) -> dict[str, Any]:
+def check_shape(params: Any) -> dict[str, Any]:
+    """The params as an object of known fields, the required ones present, every value but data a
+    string, version 0x3 (InvalidTransaction otherwise); nothing parsed or hashed."""
     if not isinstance(params, dict):
         raise InvalidTransaction("params must be an object")
     unknown = params.keys() - KNOWN_FIELDS
@@ -328,7 +330,7 @@ class IconTransaction:
 def parse_send_params(params: Any) -> IconTransaction:
     """Check the params of icx_sendTransaction and hash them as received (signature unchecked)."""
     # 1. an object of known fields, the required ones present, every value but data a string
-    params = _check_shape(params)
+    params = check_shape(params)
     # 2. each field's format
     sender = check_address(params["from"], "from", eoa=True)
     to = check_address(params["to"], "to")

@@ -186,11 +186,18 @@ class Transaction:
     ) -> Transaction:
         """From its JSON form. `checked`: parsed from canonical bytes, so its own bytes are re-made
         without a walk, and kept. `trusted`: parsed from bytes its own peer already checked (see
-        `Block.decode_trusted`), so its bytes are not re-made, and a v1 transaction's hash may be
-        the `known_hash` the peer computed."""
+        `Block.decode_trusted`), so its bytes are not re-made, and its hash may be the
+        `known_hash` the peer computed (a v3 transaction's params are then checked only when
+        `icon()` asks for them)."""
         obj = canonical.check_fields(value, _TX_FIELDS, _TX_KNOWN)
         body = obj["body"]
         signature = canonical.hex_to_bytes(obj["signature"], "signature", 65)
+        if trusted and known_hash is not None and body.get("version") in (V1, V3):
+            if body["version"] == V1:
+                canonical.check_fields(body, _V1_FIELDS, _V1_KNOWN)
+            else:  # its shape only: the fields are parsed when icon() asks
+                _check_icon_shape(body)
+            return cls(body=body, signature=signature, hash=known_hash)
         if body.get("version") == V3:
             icon = _checked_icon(body, signature)
             tx = cls(body=body, signature=signature, hash=icon.hash)
@@ -199,9 +206,9 @@ class Transaction:
             v1 = body.get("version") == V1
             if v1:
                 canonical.check_fields(body, _V1_FIELDS, _V1_KNOWN)
-            if not (trusted and v1 and known_hash is not None):
-                known_hash = tx_hash_of(body, checked=checked or trusted)
-            tx = cls(body=body, signature=signature, hash=known_hash)
+            tx = cls(
+                body=body, signature=signature, hash=tx_hash_of(body, checked=checked or trusted)
+            )
         if checked and not trusted:  # the limits are checked here, alone and inside a block
             tx.__dict__["_encoded"] = canonical.encode_within_limits(value)
         return tx
@@ -212,6 +219,16 @@ class Transaction:
         tx = cls.from_json(canonical.decode(raw, limits=False), checked=True)
         tx.__dict__["_encoded"] = raw
         return tx
+
+
+def _check_icon_shape(body: dict[str, Any]) -> None:
+    """A stored v3 body's fields, without parsing or hashing them (EncodingError when wrong)."""
+    if not icon_tx.NOT_HASHED.isdisjoint(body):
+        raise EncodingError("a v3 transaction body holds 'signature' or 'txHash'")
+    try:
+        icon_tx.check_shape({**body, "signature": ""})
+    except icon_tx.InvalidTransaction as exc:
+        raise EncodingError(f"v3 transaction refused: {exc.message}") from None
 
 
 def _checked_icon(body: dict[str, Any], signature: bytes) -> icon_tx.IconTransaction:

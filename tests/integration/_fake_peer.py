@@ -69,6 +69,7 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         self.calls: deque[tuple[str, Any]] = deque(maxlen=1000)
         self.release_queries = asyncio.Event()
         self.answering = asyncio.Event()  # cleared: every call waits, as on a stopped process
+        self.sends_tx_hashes = True  # GetBlock carries its transactions' hashes, as a peer's does
         self.answering.set()
 
     # ------------------------------------------------------------ test controls
@@ -227,7 +228,8 @@ class FakePeer(pb_grpc.PeerServiceServicer):
             block = chain.blocks[-1]
         else:
             return pb.BlockReply(channel=chain.name)
-        return pb.BlockReply(channel=chain.name, block=block.encode())
+        hashes = b"".join(tx.hash for tx in block.transactions) if self.sends_tx_hashes else b""
+        return pb.BlockReply(channel=chain.name, block=block.encode(), tx_hashes=hashes)
 
     async def GetStatus(self, request: pb.ChannelRequest, context: Any) -> pb.PeerStatusReply:
         await self._enter("GetStatus", request, context)

@@ -401,6 +401,11 @@ async def test_last_block_and_block_by_hash_and_height(session, base, peer):
     ]
     status, by_height = await call(session, "GET", base + f"/api/v1/blocks?height={block.height}")
     assert (status, by_height) == (200, by_hash)
+    peer.sends_tx_hashes = False  # a peer of an earlier version: the proxy hashes them itself
+    status, hashed_here = await call(
+        session, "GET", base + f"/api/v1/blocks?hash={block.hash.hex()}"
+    )
+    assert (status, hashed_here) == (200, by_hash)
 
 
 async def test_genesis_block_has_empty_prev_hash(session, base, peer):

@@ -195,6 +195,40 @@ def test_a_malformed_v3_body_is_refused_on_decode(body: dict[str, Any], text: st
         Transaction.from_json({"body": body, "signature": signature.hex()})
 
 
+def test_a_trusted_v3_transaction_with_its_hash_is_parsed_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The REST proxy formats a block its peer sent with the hashes: a v3 transaction's params are
+    not parsed nor hashed then (the SCORE, which executes it, parses them once via icon()); its
+    shape is still checked, so garbage from the peer is still an EncodingError."""
+    tx = call_tx()
+    parses: list[object] = []
+    real = icon_tx.parse_send_params
+
+    def counted(params: Any) -> icon_tx.IconTransaction:
+        parses.append(params)
+        return real(params)
+
+    monkeypatch.setattr(icon_tx, "parse_send_params", counted)
+    trusted = Transaction.from_json(tx.to_json(), trusted=True, known_hash=tx.hash)
+    assert parses == [] and trusted.hash == tx.hash and trusted.sender == tx.sender
+    assert trusted.timestamp == tx.timestamp and trusted.data == tx.data
+    assert trusted.icon() == tx.icon() and len(parses) == 1
+    Transaction.from_json(tx.to_json(), trusted=True)  # no hash given: parsed and hashed
+    assert len(parses) == 2
+    signature = base64.b64decode(VECTOR_SIGNATURE)
+    for body, text in (
+        (_body_with({"signature": VECTOR_SIGNATURE}), "'signature' or 'txHash'"),
+        (_body_with({"memo": "x"}), "unknown fields"),
+        (_body_with({"nid": 3}), "'nid' must be a string"),
+        (_body_with({}, drop=("from",)), "missing field 'from'"),
+    ):
+        with pytest.raises(EncodingError, match=text):
+            Transaction.from_json(
+                {"body": body, "signature": signature.hex()}, trusted=True, known_hash=tx.hash
+            )
+
+
 def test_a_v3_body_needs_version_0x3_exactly() -> None:
     signature = base64.b64decode(VECTOR_SIGNATURE)
     for version in ("0x03", "3", "0x2"):
