@@ -127,6 +127,10 @@ def _height_key(prefix: bytes, height: int) -> bytes:
     return prefix + _u64(height)
 
 
+def _pending_key(block: Block) -> bytes:
+    return _height_key(PENDING, block.height) + block.hash
+
+
 def _intake_key(tx: Transaction) -> bytes:
     return INTAKE + _u64(min(max(0, tx.timestamp), (1 << 64) - 1)) + tx.hash
 
@@ -240,10 +244,14 @@ class BlockStore:
         return list(positions.items())
 
     def save_safety_record(
-        self, highest_vote_round: int, high_qc: QuorumCertificate | None
+        self,
+        highest_vote_round: int,
+        high_qc: QuorumCertificate | None,
+        voted: Block | None = None,
     ) -> None:
         """Durably record what this node signed (before the vote or complaint leaves it): the
-        highest round it voted or complained in never moves back, nor does its certificate's round."""
+        highest round it voted or complained in never moves back, nor does its certificate's round.
+        `voted`: the block voted for, kept in the same synced write (see save_pending_block)."""
         last = self.safety_record()
         if last is not None:
             if highest_vote_round < last[0]:
@@ -257,7 +265,12 @@ class BlockStore:
             "highest_vote_round": highest_vote_round,
             "high_qc": high_qc.to_json() if high_qc is not None else None,
         }
-        self._kv.put(SAFETY, canonical.encode(value), sync=True)
+        if voted is None:
+            self._kv.put(SAFETY, canonical.encode(value), sync=True)
+        else:  # one sync, not two, between a proposal and its vote
+            with self._kv.write_batch() as batch:
+                batch.put(_pending_key(voted), voted.encode())
+                batch.put(SAFETY, canonical.encode(value))
         self._safety = (highest_vote_round, high_qc)
 
     def safety_record(self) -> tuple[int, QuorumCertificate | None] | None:
@@ -348,7 +361,7 @@ class BlockStore:
         """Durably keep a block this node is about to vote for. Its certificate may be the
         highest one a quorum holds (their vote records name it) while no final block holds it
         yet: if every node restarted, only these copies would let the next leader extend it."""
-        self._kv.put(_height_key(PENDING, block.height) + block.hash, block.encode(), sync=True)
+        self._kv.put(_pending_key(block), block.encode(), sync=True)
 
     def pending_blocks(self) -> list[Block]:
         """The kept voted-for blocks above the tip, lowest first, and the block whose certificate

@@ -661,9 +661,7 @@ class ChannelService:
         for action in actions:
             match action:
                 case m.PersistSafety(highest_vote_round, high_qc, voted):
-                    if voted is not None:
-                        self.store.save_pending_block(voted)
-                    self.store.save_safety_record(highest_vote_round, high_qc)
+                    self.store.save_safety_record(highest_vote_round, high_qc, voted)
                     failpoints.hit("vote-persisted")
                 case m.CommitBlock(block, qc, proof):
                     if saved:  # several final blocks at once: catching up

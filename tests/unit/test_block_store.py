@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from loopchain.blockchain import block_store as schema
 from loopchain.blockchain.block_store import BlockStore, BlockStoreError, TxPlace
 from loopchain.blockchain.execution import TxResult
-from loopchain.storage.abc import KeyValueStore
+from loopchain.storage.abc import KeyValueStore, WriteBatch
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.storage.memory import MemoryStore
 from loopchain.types import canonical
@@ -380,6 +380,36 @@ def test_safety_records_move_forward_only(store: BlockStore, chain: ChainBuilder
     with pytest.raises(BlockStoreError, match="lower the highest certificate"):
         store.save_safety_record(4, None)
     assert store.safety_record() == (3, qc)
+
+
+def test_a_vote_record_and_its_block_are_one_synced_write(chain: ChainBuilder) -> None:
+    """Between a proposal and its vote a node syncs once: the record of what it signed and the
+    block it voted for go in one batch, both there after a restart or neither."""
+
+    class Counting(MemoryStore):
+        syncs = 0
+
+        def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
+            self.syncs += sync
+            super().put(key, value, sync=sync)
+
+        def write_batch(self) -> WriteBatch:
+            self.syncs += 1
+            return super().write_batch()
+
+    kv = Counting()
+    store = BlockStore(kv, CHANNEL)
+    save_next(store, chain)
+    voted = chain.block([chain.transaction()])
+    kv.syncs = 0
+    store.save_safety_record(5, None, voted)
+    assert kv.syncs == 1
+    again = BlockStore(kv, CHANNEL)
+    assert again.safety_record() == (5, None)
+    assert [b.hash for b in again.pending_blocks()] == [voted.hash]
+    with pytest.raises(BlockStoreError, match="move back"):
+        again.save_safety_record(4, None, chain.block([chain.transaction()]))
+    assert [b.hash for b in BlockStore(kv, CHANNEL).pending_blocks()] == [voted.hash]
 
 
 def test_meta_values(store: BlockStore) -> None:
