@@ -77,9 +77,10 @@ INTAKE_LOG = True
 # Free space a peer keeps for its blocks: below it, new client transactions get 503 (the chain
 # goes on); a block store write that fails anyway stops the peer with a clear error, intact.
 STORAGE_MIN_FREE_MB = 64
-# Snappy compression of a peer's LevelDB stores. Off: blocks (hex hashes and signatures) shrink only
-# ~1.4x, and compressing every table LevelDB writes and rewrites while it compacts was ~11-27% of a
-# peer's CPU under load. On: ~30% less disk for that CPU. Stores written either way read either way.
+# Snappy compression of each channel's block store (LevelDB). Off: blocks (hex hashes and
+# signatures) shrink only ~1.4x, and compressing every table LevelDB writes and rewrites while it
+# compacts was ~11-27% of a peer's CPU under load. On: ~30% less disk for that CPU. A store reads
+# tables written either way.
 LEVELDB_COMPRESSION = False
 
 # ICON JSON-RPC v3 (POST /api/v3 on the REST proxy)
