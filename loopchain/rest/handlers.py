@@ -45,7 +45,6 @@ class PeerApi:
         self._max_body = int(config.REST_MAX_BODY_BYTES)
         self._max_inflight = int(config.REST_MAX_INFLIGHT)
         self._inflight = 0
-        self.refused_busy = 0  # calls answered 503 at once because too many were in flight
         self.submitter = TxSubmitter(self._submit_batch, self._describe_peer)
         self._submitters = [self.submitter]
         self._channel: grpc.aio.Channel | None = None
@@ -93,7 +92,6 @@ class PeerApi:
     def slots(self, count: int = 1) -> Iterator[None]:
         """Hold `count` of the proxy's in-flight calls; 503 at once when they are taken."""
         if self._inflight + count > self._max_inflight:
-            self.refused_busy += 1
             raise RestError(
                 ResponseCode.FAIL,
                 f"the peer is busy ({self._inflight} calls in flight); try again shortly",
