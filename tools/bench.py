@@ -18,7 +18,8 @@ process group, and measures, in order:
    acknowledged transactions final within 15 s of the load's end, divided by the load duration, and
    ack -> final latency percentiles (a transaction never seen final counts as infinity);
 6. CPU seconds (utime + stime of every process of the tree) over the load and its drain, per
-   committed transaction and per process kind;
+   committed transaction and per process kind, with the share of each kind spent outside its
+   processes' main (event-loop) threads: gRPC's threads, LevelDB's compaction, executors;
 7. the summed RSS after the load (and its peak during the load);
 8. seconds from the load's end until calm: every peer answers its status within 1 s with an empty
    pool and the same height, and every acknowledged transaction is final; rounds that made no block.
@@ -272,6 +273,16 @@ def read_proc_stats() -> dict[int, ProcStat]:
     return found
 
 
+def read_main_thread_cpu(pid: int) -> float | None:
+    """CPU seconds of a process's main thread (its event loop in every process of the network);
+    the rest of its CPU is in other threads: gRPC's, LevelDB's compaction, executors."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat") as stat_file:
+            return parse_proc_stat(stat_file.read()).cpu_seconds
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def descendants(root: int, stats: Mapping[int, ProcStat]) -> list[int]:
     """`root` (if alive) and every process below it, parents before children."""
     children: dict[int, list[int]] = {}
@@ -374,6 +385,8 @@ class CpuMeter:
         self.root = root
         self._first: dict[tuple[int, int], float] = {}
         self._last: dict[tuple[int, int], float] = {}
+        self._first_main: dict[tuple[int, int], float] = {}  # the main thread's share
+        self._last_main: dict[tuple[int, int], float] = {}
         self._kind: dict[tuple[int, int], str] = {}
         self._started = False
         self.peak_rss_mb = 0.0
@@ -385,10 +398,14 @@ class CpuMeter:
         kinds = tree_kinds(pids, stats) if new else {}
         for pid in pids:
             key = (pid, stats[pid].starttime)
+            main = read_main_thread_cpu(pid)
             if key not in self._kind:
                 self._kind[key] = kinds[pid]
                 self._first[key] = stats[pid].cpu_seconds if not self._started else 0.0
+                self._first_main[key] = (main or 0.0) if not self._started else 0.0
             self._last[key] = stats[pid].cpu_seconds
+            if main is not None:
+                self._last_main[key] = main
         self._started = True
         if with_rss:
             rss = sum((read_rss_kb(pid) or 0) for pid in pids) / 1024
@@ -398,6 +415,14 @@ class CpuMeter:
         split = dict.fromkeys(KINDS, 0.0)
         for key, last in self._last.items():
             split[self._kind[key]] += max(0.0, last - self._first[key])
+        return {kind: round(seconds, 2) for kind, seconds in split.items()}
+
+    def outside_main_thread(self) -> dict[str, float]:
+        """By process kind, the CPU seconds spent outside the processes' main threads."""
+        split = dict.fromkeys(KINDS, 0.0)
+        for key, last in self._last.items():
+            main = max(0.0, self._last_main.get(key, 0.0) - self._first_main.get(key, 0.0))
+            split[self._kind[key]] += max(0.0, last - self._first[key] - main)
         return {kind: round(seconds, 2) for kind, seconds in split.items()}
 
     def processes(self) -> int:
@@ -1039,6 +1064,11 @@ def _load_figures(
         "cpu_s": cpu_total,
         "cpu_s_per_tx": round(cpu_total / committed, 5) if committed else None,
         **{f"cpu_s_{kind}": seconds for kind, seconds in cpu.items()},
+        **{
+            f"cpu_s_{kind}_threads": seconds
+            for kind, seconds in meter.outside_main_thread().items()
+            if kind in ("peer", "rest_proxy", "score")
+        },
         "cpu_s_load_generator": round(own_cpu[0], 2),
         # how many of the machine's cores the network and its load kept busy: near the core
         # count, the machine is saturated and more work (another channel) cannot add throughput
@@ -1278,8 +1308,11 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("cpu_s_per_tx", "CPU seconds per committed tx"),
     ("cpu_s_radiostation", "  CPU s radiostation"),
     ("cpu_s_peer", "  CPU s peers"),
+    ("cpu_s_peer_threads", "    of which outside the event loop's thread"),
     ("cpu_s_rest_proxy", "  CPU s REST proxies"),
+    ("cpu_s_rest_proxy_threads", "    of which outside the event loop's thread"),
     ("cpu_s_score", "  CPU s SCORE"),
+    ("cpu_s_score_threads", "    of which outside the main thread"),
     ("cpu_s_other", "  CPU s other"),
     ("cpu_s_load_generator", "CPU s of the load generator (not in the sum)"),
     ("cores_busy", "cores busy: network + load generator"),

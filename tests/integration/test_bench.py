@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -338,6 +339,44 @@ def test_cpu_meter_counts_the_window_and_processes_that_appear() -> None:
     assert meter.by_kind()["other"] >= split["other"]
 
 
+def test_cpu_meter_splits_off_what_other_threads_than_the_main_one_burn() -> None:
+    """LevelDB's compaction and gRPC's threads burn CPU outside the event loop's thread: the meter
+    tells that share apart (a child burns 0.4 s in a second thread and 0.2 s in its main one)."""
+    burn = (
+        "import sys, threading, time\n"
+        "def burn(s):\n"
+        "    end = time.thread_time() + s\n"
+        "    while time.thread_time() < end: pass\n"
+        "print('ready', flush=True); sys.stdin.readline()\n"
+        "t = threading.Thread(target=burn, args=(0.4,)); t.start(); burn(0.2); t.join()\n"
+        "print('burnt', flush=True); time.sleep(60)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdin is not None and child.stdout is not None
+
+    def line() -> str:
+        ready, _, _ = select.select([child.stdout], [], [], 60.0)
+        assert ready, "the child said nothing for 60 s"
+        return child.stdout.readline()  # type: ignore[union-attr]
+
+    try:
+        assert line() == "ready\n"
+        meter = bench.CpuMeter(child.pid)
+        meter.sample()  # from here: the burning only
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert line() == "burnt\n"
+        meter.sample()
+        total, outside = meter.by_kind()["other"], meter.outside_main_thread()["other"]
+        assert 0.35 <= outside <= total, (outside, total)
+        assert 0.15 <= total - outside <= 0.3, (outside, total)  # the main thread's 0.2 s
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_port_busy_sees_a_listener() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
         server.bind(("127.0.0.1", 0))
@@ -460,6 +499,8 @@ def test_bench_short_load_prints_every_figure() -> None:
     assert 0 < figures["final_p50_ms"] <= figures["final_p90_ms"] <= figures["final_p99_ms"]
     assert figures["unfinal"] == 0
     assert figures["cpu_s"] > 0 and figures["cpu_s_peer"] > 0 and figures["cpu_s_rest_proxy"] > 0
+    for kind in ("peer", "rest_proxy", "score"):  # gRPC's threads, LevelDB's compaction, ...
+        assert 0 <= figures[f"cpu_s_{kind}_threads"] < figures[f"cpu_s_{kind}"], kind
     assert figures["cpu_s_per_tx"] == pytest.approx(
         figures["cpu_s"] / figures["committed"], rel=0.05
     )
