@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loopchain.types import canonical, crypto
+from loopchain.types import transaction as tx_module
 from loopchain.types import vote as vote_module
 from loopchain.types.block import Block, BlockHeader
 from loopchain.types.canonical import EncodingError
@@ -458,8 +459,6 @@ def test_a_transaction_keeps_its_good_signature_on_itself_not_in_the_process_mem
     carries the pooled object); a forgery is recovered every time; one made here is recovered
     never; and the process-wide memo, kept for votes, does not grow by one entry per transaction
     (it held ~55 MB per peer at its bound when it did)."""
-    import loopchain.types.transaction as tx_module
-
     recoveries: list[bytes] = []
 
     def counted(digest: bytes, signature: bytes) -> str:
