@@ -222,11 +222,13 @@ class Transaction:
 
 
 def _check_icon_shape(body: dict[str, Any]) -> None:
-    """A stored v3 body's fields, without parsing or hashing them (EncodingError when wrong)."""
+    """A stored v3 body's fields, without parsing or hashing them (EncodingError when wrong); its
+    timestamp is read, as `timestamp` reads it, so that it cannot fail later."""
     if not icon_tx.NOT_HASHED.isdisjoint(body):
         raise EncodingError("a v3 transaction body holds 'signature' or 'txHash'")
     try:
         icon_tx.check_shape({**body, "signature": ""})
+        icon_tx.hex_int(body["timestamp"], "timestamp")
     except icon_tx.InvalidTransaction as exc:
         raise EncodingError(f"v3 transaction refused: {exc.message}") from None
 

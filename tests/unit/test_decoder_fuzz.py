@@ -5,7 +5,7 @@ Each decoder is fed (a) arbitrary bytes, (b) a valid encoding with one node of i
 a hostile value (deep nesting, huge integers, lone surrogates, floats, wrong types), re-encoded
 canonically, and (c) a valid encoding with a byte changed. The default suite runs a few hundred
 inputs per decoder; `FUZZ_EXAMPLES=N ./run_test.sh -m slow tests/unit/test_decoder_fuzz.py` runs N per
-decoder and strategy (the figures in the closing note came from N=4200: 8 decoders x 3 strategies).
+decoder and strategy (a closing note's figures came from N=4200: 8 decoders, now 9, x 3 strategies).
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ from hypothesis import strategies as st
 from loopchain.blockchain.block_store import decode_proof
 from loopchain.p2p.errors import RequestError
 from loopchain.p2p.peer_service import _client_object
+from loopchain.rest import formatting, icon_shapes
+from loopchain.rest.errors import RestError
 from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
 from loopchain.types.crypto import Signer
 from loopchain.types.hashing import sha3_256
+from loopchain.types.icon_tx import make_params, sign_params, verify_send_params
 from loopchain.types.transaction import Transaction
 from loopchain.types.validators import Validator, ValidatorSet
 from loopchain.types.vote import Complaint, QuorumCertificate, Vote
@@ -39,19 +42,57 @@ VALIDATORS = ValidatorSet(CHANNEL, 1, tuple(Validator(s.address) for s in SIGNER
 TX = Transaction.create_v1(CHANNEL, {"method": "put", "params": {"k": "v", "n": 5}}, 1, SIGNERS[0])
 VOTE = Vote.create(CHANNEL, 1, 0, sha3_256(b"b"), SIGNERS[1])
 QC = QuorumCertificate.from_votes([Vote.create(CHANNEL, 1, 0, sha3_256(b"b"), s) for s in SIGNERS])
-BLOCK = Block.create(
-    channel=CHANNEL,
-    height=2,
-    round_=1,
-    prev_hash=sha3_256(b"b"),
-    prev_qc=QC,
-    transactions=[TX],
-    timestamp=10,
-    leader=SIGNERS[0],
-    next_leader=SIGNERS[1].address,
-    validators_hash=VALIDATORS.hash,
-)
+
+
+def _block(transactions: list[Transaction]) -> Block:
+    return Block.create(
+        channel=CHANNEL,
+        height=2,
+        round_=1,
+        prev_hash=sha3_256(b"b"),
+        prev_qc=QC,
+        transactions=transactions,
+        timestamp=10,
+        leader=SIGNERS[0],
+        next_leader=SIGNERS[1].address,
+        validators_hash=VALIDATORS.hash,
+    )
+
+
+BLOCK = _block([TX])
 COMPLAINT = Complaint.create(CHANNEL, 3, QC, SIGNERS[2])
+V3_TX = Transaction.from_icon(
+    verify_send_params(
+        sign_params(
+            make_params(
+                sender=SIGNERS[3].address,
+                to=SIGNERS[2].address,
+                step_limit=100_000,
+                timestamp_us=1,
+                nid=3,
+                value=5,
+                data_type="message",
+                data="0x6869",
+            ),
+            SIGNERS[3],
+        )
+    )
+)
+V3_BLOCK = _block([TX, V3_TX])
+
+
+def _proxy_block(raw: bytes) -> Any:
+    """As the REST proxy takes a GetBlock reply (with the hashes its peer sent) and formats it for
+    v1 and v3 clients: a block its peer sent garbled is a 502, never another error."""
+    try:
+        block = formatting.decode_block(raw, TX.hash + V3_TX.hash)
+    except RestError as exc:
+        raise EncodingError(exc.message) from None
+    return (
+        formatting.block_data_json(block),
+        formatting.tx_data_json(block),
+        icon_shapes.block_json(block, "0x3"),
+    )
 
 
 def _client(raw: bytes) -> Any:
@@ -73,6 +114,7 @@ DECODERS: dict[str, tuple[Callable[[bytes], Any], bytes]] = {
         lambda raw: Block.decode_trusted(raw, TX.hash),  # as the SCORE decodes InvokeBlock
         BLOCK.encode(),
     ),
+    "block_proxy": (_proxy_block, V3_BLOCK.encode()),
     "vote": (Vote.decode, VOTE.encode()),
     "certificate": (QuorumCertificate.decode, QC.encode()),
     "complaint": (Complaint.decode, COMPLAINT.encode()),

@@ -222,6 +222,7 @@ def test_a_trusted_v3_transaction_with_its_hash_is_parsed_only_when_asked(
         (_body_with({"memo": "x"}), "unknown fields"),
         (_body_with({"nid": 3}), "'nid' must be a string"),
         (_body_with({}, drop=("from",)), "missing field 'from'"),
+        (_body_with({"timestamp": "1700000000000000"}), "'timestamp'"),  # read when formatted
     ):
         with pytest.raises(EncodingError, match=text):
             Transaction.from_json(
