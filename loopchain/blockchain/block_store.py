@@ -251,7 +251,10 @@ class BlockStore:
     ) -> None:
         """Durably record what this node signed (before the vote or complaint leaves it): the
         highest round it voted or complained in never moves back, nor does its certificate's round.
-        `voted`: the block voted for, kept in the same synced write (see save_pending_block)."""
+        `voted`: the block voted for, kept in the same synced write until a final block covers its
+        height. Its certificate may be the highest one a quorum holds (their vote records name it)
+        while no final block holds it yet: if every node restarted, only these copies would let
+        the next leader extend it."""
         last = self.safety_record()
         if last is not None:
             if highest_vote_round < last[0]:
@@ -356,12 +359,6 @@ class BlockStore:
         )
 
     # -- blocks voted for, not final yet
-
-    def save_pending_block(self, block: Block) -> None:
-        """Durably keep a block this node is about to vote for. Its certificate may be the
-        highest one a quorum holds (their vote records name it) while no final block holds it
-        yet: if every node restarted, only these copies would let the next leader extend it."""
-        self._kv.put(_pending_key(block), block.encode(), sync=True)
 
     def pending_blocks(self) -> list[Block]:
         """The kept voted-for blocks above the tip, lowest first, and the block whose certificate

@@ -192,20 +192,18 @@ class Transaction:
         obj = canonical.check_fields(value, _TX_FIELDS, _TX_KNOWN)
         body = obj["body"]
         signature = canonical.hex_to_bytes(obj["signature"], "signature", 65)
-        if trusted and known_hash is not None and body.get("version") in (V1, V3):
-            if body["version"] == V1:
-                canonical.check_fields(body, _V1_FIELDS, _V1_KNOWN)
-            else:  # its shape only: the fields are parsed when icon() asks
+        version = body.get("version")
+        if version == V1:
+            canonical.check_fields(body, _V1_FIELDS, _V1_KNOWN)
+        if trusted and known_hash is not None and version in (V1, V3):
+            if version == V3:  # its shape only: the fields are parsed when icon() asks
                 _check_icon_shape(body)
             return cls(body=body, signature=signature, hash=known_hash)
-        if body.get("version") == V3:
+        if version == V3:
             icon = _checked_icon(body, signature)
             tx = cls(body=body, signature=signature, hash=icon.hash)
             tx.__dict__["_icon"] = icon  # the SCORE's execution reads it without a re-parse
         else:
-            v1 = body.get("version") == V1
-            if v1:
-                canonical.check_fields(body, _V1_FIELDS, _V1_KNOWN)
             tx = cls(
                 body=body, signature=signature, hash=tx_hash_of(body, checked=checked or trusted)
             )

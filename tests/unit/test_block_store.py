@@ -537,7 +537,7 @@ def test_voted_blocks_are_kept_until_a_final_block_covers_their_height(
 ) -> None:
     save_next(store, chain)
     voted = chain.block([chain.transaction()])  # height 1, voted for, not final
-    store.save_pending_block(voted)
+    store.save_safety_record(1, None, voted)
     assert [b.hash for b in store.pending_blocks()] == [voted.hash]
     assert store.pending_block(voted.hash) is not None
     assert store.pending_block(b"\x01" * 32) is None
@@ -557,7 +557,7 @@ def test_the_tips_proof_block_is_kept_as_pending_until_it_is_final(
     assert [b.hash for b in store.pending_blocks()] == [child.hash]
     found = store.pending_block(child.hash)
     assert found is not None and found.hash == child.hash
-    store.save_pending_block(child)  # also voted for: offered once
+    store.save_safety_record(1, None, child)  # also voted for: offered once
     assert [b.hash for b in store.pending_blocks()] == [child.hash]
     store.save_block(child, child_qc)  # final itself, with no proof of its own
     assert store.pending_blocks() == [] and store.pending_block(child.hash) is None
