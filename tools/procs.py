@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -78,23 +79,51 @@ def _bindable(port: int) -> bool:
     return True
 
 
+# Test ports come from below the kernel's ephemeral range, where no outgoing connection's local
+# port can take one between choosing it and a node binding it (that race once failed a peer's
+# start in CI); each pytest-xdist worker draws from its own residues modulo 100, and since the
+# offsets to a node's other ports (1900, 10000) are multiples of 100, all ports of one node stay in
+# its worker's share.
+PORT_FLOOR = 10000
+PORT_STRIDE = 100
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands out for outgoing connections (32768 when unknown)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _candidate_ports(reach: int) -> Iterator[int]:
+    """Random ports P of this test worker's share with P + `reach` below the ephemeral range."""
+    workers = max(1, min(PORT_STRIDE, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % workers
+    top = _ephemeral_floor() - reach
+    if top <= PORT_FLOOR + PORT_STRIDE:
+        raise RuntimeError(f"no room for test ports below the ephemeral range (+{reach})")
+    residues = range(worker, PORT_STRIDE, workers)
+    for _ in range(500):
+        base = random.randrange(PORT_FLOOR, top - PORT_STRIDE, PORT_STRIDE)
+        yield base + random.choice(residues)
+
+
+def _free_ports(offsets: Sequence[int], taken: set[int] | None) -> int:
+    """A port P such that P + each of `offsets` is free on 127.0.0.1 and not in `taken` (which
+    it joins)."""
+    taken = taken if taken is not None else set()
+    for port in _candidate_ports(max(offsets)):
+        ports = {port + offset for offset in offsets}
+        if not ports & taken and all(map(_bindable, ports)):
+            taken.update(ports)
+            return port
+    raise RuntimeError(f"no free ports at offsets {list(offsets)} found")
+
+
 def free_port_pair(taken: set[int] | None = None) -> int:
     """A port P such that P and P + 1900 are free on 127.0.0.1 (and not in `taken`)."""
-    taken = taken if taken is not None else set()
-    for _ in range(500):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        pair = {port, port + REST_DIFF}
-        if (
-            port + REST_DIFF < 65536
-            and not pair & taken
-            and _bindable(port)
-            and _bindable(port + REST_DIFF)
-        ):
-            taken.update(pair)
-            return port
-    raise RuntimeError("no free port pair found")
+    return _free_ports((0, REST_DIFF), taken)
 
 
 def wait_until(condition: Callable[[], T | None], deadline: float, what: str) -> T:
@@ -112,6 +141,21 @@ def wait_until(condition: Callable[[], T | None], deadline: float, what: str) ->
     raise AssertionError(
         f"timed out after {deadline} s waiting for {what} (last error: {last_error})"
     )
+
+
+def wait_serving(proc: Proc, url: str, deadline: float, what: str) -> Any:
+    """Wait until GET `url` answers (its JSON) while `proc` runs; fails at once, showing the end
+    of its output, if the process ends first."""
+
+    def serving() -> Any:
+        if not proc.alive:
+            raise AssertionError(
+                f"{proc.name} ended with {proc.returncode} before {what} answered:\n"
+                f"{proc.log_text()[-3000:]}{proc.err_text()[-3000:]}"
+            )
+        return get(url)
+
+    return wait_until(serving, deadline, what)
 
 
 async def wait_until_async(
@@ -354,7 +398,7 @@ class LocalNetwork:
         )
         self.radiostation = proc.start()
         self.procs.append(proc)
-        wait_until(lambda: get(f"{self.rs_rest}/api/v1/peer/list"), 30, "the RadioStation REST API")
+        wait_serving(proc, f"{self.rs_rest}/api/v1/peer/list", 30, "the RadioStation REST API")
         return proc
 
     def new_peer_port(self) -> int:
@@ -382,9 +426,7 @@ class LocalNetwork:
         self.peers[port] = proc
         self.procs.append(proc)
         if wait:
-            wait_until(
-                lambda: get(f"{self.rest(port)}/api/v1/status/peer"), 40, f"peer {port} REST"
-            )
+            wait_serving(proc, f"{self.rest(port)}/api/v1/status/peer", 40, f"peer {port} REST")
         return port
 
     @staticmethod
@@ -515,16 +557,7 @@ TLS_TOOL = ROOT / "tools" / "tls_network.py"
 
 def free_tls_port(taken: set[int] | None = None) -> int:
     """A port P such that P, P + 1900 and P + 10000 are free on 127.0.0.1 (and not in `taken`)."""
-    taken = taken if taken is not None else set()
-    for _ in range(500):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        ports = {port, port + REST_DIFF, port + INNER_DIFF}
-        if port + INNER_DIFF < 65536 and not ports & taken and all(map(_bindable, ports)):
-            taken.update(ports)
-            return port
-    raise RuntimeError("no free port triple found")
+    return _free_ports((0, REST_DIFF, INNER_DIFF), taken)
 
 
 class TlsNetwork(LocalNetwork):

@@ -1,0 +1,72 @@
+"""The ports the test networks take: below the kernel's ephemeral range (where no outgoing
+connection can take one before the node binds it), one pytest-xdist worker's share apart from
+another's, and a node that ends before it serves is reported at once with its output."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from tools import procs
+from tools.procs import INNER_DIFF, REST_DIFF, Proc, free_port_pair, free_tls_port, wait_serving
+
+
+def _workers(monkeypatch: pytest.MonkeyPatch, worker: int, count: int) -> None:
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", f"gw{worker}")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(count))
+
+
+def test_ports_are_free_and_below_the_ephemeral_range() -> None:
+    floor = procs._ephemeral_floor()
+    taken: set[int] = set()
+    for _ in range(20):
+        port = free_tls_port(taken)
+        ports = (port, port + REST_DIFF, port + INNER_DIFF)
+        assert all(procs.PORT_FLOOR <= p < floor for p in ports), ports
+        assert set(ports) <= taken
+    pair = free_port_pair(taken)
+    assert pair + REST_DIFF < floor and {pair, pair + REST_DIFF} <= taken
+    assert len(taken) == 20 * 3 + 2  # no port given twice
+
+
+def test_a_port_in_taken_is_never_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = procs.PORT_FLOOR + 11
+    picks = iter([base, base - REST_DIFF, base + 1])
+    monkeypatch.setattr(procs, "_candidate_ports", lambda reach: picks)
+    taken = {base}
+    assert free_port_pair(taken) == base + 1 and taken == {base, base + 1, base + 1 + REST_DIFF}
+
+
+def test_a_listening_port_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    free = free_port_pair()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        busy = held.getsockname()[1]
+        picks = iter([busy, busy - REST_DIFF, free])
+        monkeypatch.setattr(procs, "_candidate_ports", lambda reach: picks)
+        assert free_port_pair() == free
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 8])
+def test_each_worker_keeps_every_port_of_a_node_in_its_own_share(
+    monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    seen: dict[int, set[int]] = {}
+    for worker in range(count):
+        _workers(monkeypatch, worker, count)
+        taken: set[int] = set()
+        for _ in range(30):
+            free_tls_port(taken)
+        seen[worker] = {p % procs.PORT_STRIDE % count for p in taken}
+        assert seen[worker] == {worker}, (worker, sorted(taken)[:10])
+
+
+def test_a_node_that_ends_before_serving_fails_the_wait_at_once(tmp_path: Path) -> None:
+    proc = Proc("early", ["-c", "print('cannot start: port taken'); exit(1)"], tmp_path).start()
+    proc.wait(30)
+    port = free_port_pair()
+    with pytest.raises(AssertionError, match=r"(?s)early ended with 1 .*cannot start: port taken"):
+        wait_serving(proc, f"http://127.0.0.1:{port}/", 600, "its REST API")
