@@ -79,34 +79,54 @@ def _bindable(port: int) -> bool:
     return True
 
 
-# Test ports come from below the kernel's ephemeral range, where no outgoing connection's local
+# Test ports come from outside the kernel's ephemeral range, where no outgoing connection's local
 # port can take one between choosing it and a node binding it (that race once failed a peer's
 # start in CI); each pytest-xdist worker draws from its own residues modulo 100, and since the
 # offsets to a node's other ports (1900, 10000) are multiples of 100, all ports of one node stay in
-# its worker's share.
-PORT_FLOOR = 10000
+# its worker's share. A machine whose ephemeral range leaves no room gets ports from the kernel.
+PORT_FLOOR = 10000  # below: well-known ports, and the local network's 7100.. and 9000..
 PORT_STRIDE = 100
+MAX_PORT = 65535
 
 
-def _ephemeral_floor() -> int:
-    """The lowest port the kernel hands out for outgoing connections (32768 when unknown)."""
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel hands out for outgoing connections (32768-60999 when unknown)."""
     try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[:2]
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _port_bases(reach: int) -> list[range]:
+    """Ranges of multiples of PORT_STRIDE, each base B such that B .. B + PORT_STRIDE - 1 + `reach`
+    stays clear of the ephemeral range (below it, but not under PORT_FLOOR, or above it)."""
+    low, high = _ephemeral_range()
+    last = PORT_STRIDE - 1 + reach  # the farthest port from a base a node can take
+    below = range(PORT_FLOOR, low - last, PORT_STRIDE)
+    first_above = -(-(high + 1) // PORT_STRIDE) * PORT_STRIDE
+    above = range(first_above, MAX_PORT + 1 - last, PORT_STRIDE)
+    return [bases for bases in (below, above) if len(bases)]
+
+
+def _kernel_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _candidate_ports(reach: int) -> Iterator[int]:
-    """Random ports P of this test worker's share with P + `reach` below the ephemeral range."""
+    """Random ports P of this test worker's share with P .. P + `reach` outside the ephemeral
+    range (from the kernel, with P + `reach` in range, when no such port exists)."""
     workers = max(1, min(PORT_STRIDE, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % workers
-    top = _ephemeral_floor() - reach
-    if top <= PORT_FLOOR + PORT_STRIDE:
-        raise RuntimeError(f"no room for test ports below the ephemeral range (+{reach})")
     residues = range(worker, PORT_STRIDE, workers)
+    bases = [base for span in _port_bases(reach) for base in span]
     for _ in range(500):
-        base = random.randrange(PORT_FLOOR, top - PORT_STRIDE, PORT_STRIDE)
-        yield base + random.choice(residues)
+        if bases:
+            yield random.choice(bases) + random.choice(residues)
+        elif (port := _kernel_port()) + reach <= MAX_PORT:
+            yield port
 
 
 def _free_ports(offsets: Sequence[int], taken: set[int] | None) -> int:

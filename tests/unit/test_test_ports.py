@@ -1,4 +1,4 @@
-"""The ports the test networks take: below the kernel's ephemeral range (where no outgoing
+"""The ports the test networks take: outside the kernel's ephemeral range (where no outgoing
 connection can take one before the node binds it), one pytest-xdist worker's share apart from
 another's, and a node that ends before it serves is reported at once with its output."""
 
@@ -18,17 +18,47 @@ def _workers(monkeypatch: pytest.MonkeyPatch, worker: int, count: int) -> None:
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(count))
 
 
-def test_ports_are_free_and_below_the_ephemeral_range() -> None:
-    floor = procs._ephemeral_floor()
+def _outside(ports: tuple[int, ...], low: int, high: int) -> bool:
+    return all(procs.PORT_FLOOR <= p <= procs.MAX_PORT and not low <= p <= high for p in ports)
+
+
+def test_ports_are_free_and_outside_the_ephemeral_range() -> None:
+    low, high = procs._ephemeral_range()
     taken: set[int] = set()
     for _ in range(20):
         port = free_tls_port(taken)
         ports = (port, port + REST_DIFF, port + INNER_DIFF)
-        assert all(procs.PORT_FLOOR <= p < floor for p in ports), ports
+        assert _outside(ports, low, high), (ports, low, high)
         assert set(ports) <= taken
     pair = free_port_pair(taken)
-    assert pair + REST_DIFF < floor and {pair, pair + REST_DIFF} <= taken
+    assert _outside((pair, pair + REST_DIFF), low, high) and {pair, pair + REST_DIFF} <= taken
     assert len(taken) == 20 * 3 + 2  # no port given twice
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "pairs_above", "triples_above"),
+    [
+        (32768, 60999, True, False),  # Linux's default: pairs also fit above, triples only below
+        (40000, 50000, True, True),
+        (20000, 64000, False, False),  # room below only
+        (12000, 64000, False, False),  # one base below for pairs; none for triples: the kernel's
+    ],
+)
+def test_ports_keep_clear_of_any_ephemeral_range(
+    monkeypatch: pytest.MonkeyPatch, low: int, high: int, pairs_above: bool, triples_above: bool
+) -> None:
+    monkeypatch.setattr(procs, "_ephemeral_range", lambda: (low, high))
+    for reach, above in ((REST_DIFF, pairs_above), (INNER_DIFF, triples_above)):
+        spans = procs._port_bases(reach)
+        bases = [base for span in spans for base in span]
+        assert any(base > high for base in bases) == above
+        for base in bases:
+            assert _outside((base, base + procs.PORT_STRIDE - 1 + reach), low, high), base
+        picked = [next(procs._candidate_ports(reach)) for _ in range(50)]
+        if bases:
+            assert all(_outside((p, p + reach), low, high) for p in picked)
+        else:  # no room at all: the kernel's ports, still usable
+            assert all(p + reach <= procs.MAX_PORT for p in picked)
 
 
 def test_a_port_in_taken_is_never_given(monkeypatch: pytest.MonkeyPatch) -> None:
