@@ -116,6 +116,17 @@ def transfer(to: str, value: int, *, step_limit: int = 1_000_000, nid: int = NID
     )
 
 
+def settled_balance(net: LocalNetwork, address: str) -> int:
+    """`address`'s balance once every peer holds the same: a test that waited for its result on
+    one peer may leave another a block behind, whose balance would be stale as a "before"."""
+
+    def agreed() -> tuple[int] | None:  # a tuple: a balance of 0 is an answer too
+        held = {_balance(net, port, address) for port in net.peers}
+        return (held.pop(),) if len(held) == 1 and -1 not in held else None
+
+    return wait_until(agreed, 60, f"every peer to hold the same balance of {address}")[0]
+
+
 def balance_becomes(service: IconService, address: str, expected: int) -> None:
     """Wait until `address` holds `expected` (a peer executes a final block a moment later)."""
     wait_until(lambda: service.get_balance(address) == expected, 60, f"{address} at {expected}")
@@ -137,7 +148,7 @@ def test_transfer_seen_on_both_peers_fee_to_the_treasury(net: LocalNetwork) -> N
     first, second = sorted(net.peers)
     service, other = sdk(net, first), sdk(net, second)
     recipient = KeyWallet.create().get_address()
-    before, treasury = service.get_balance(GOD), service.get_balance(coin.TREASURY)
+    before, treasury = settled_balance(net, GOD), settled_balance(net, coin.TREASURY)
 
     result = service.send_transaction_and_wait(
         SignedTransaction(transfer(recipient, coin.ICX), god())
@@ -185,7 +196,7 @@ def test_message_sent_and_waited_for_is_kept_in_the_block(net: LocalNetwork) -> 
 def test_out_of_step_fails_in_the_block_and_charges_the_step_limit(net: LocalNetwork) -> None:
     service = sdk(net, min(net.peers))
     recipient = KeyWallet.create().get_address()
-    before = service.get_balance(GOD)
+    before = settled_balance(net, GOD)
     signed = SignedTransaction(transfer(recipient, 5, step_limit=coin.STEP_DEFAULT - 1), god())
     result = service.send_transaction_and_wait(signed)
     assert result["status"] == 0 and result["failure"]["code"] == coin.OUT_OF_STEP
