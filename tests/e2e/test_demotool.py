@@ -72,6 +72,9 @@ def test_tx_find_and_wait(peer: str, tmp_path: Path) -> None:
     rows = [line.split() for line in done.stdout.splitlines()]
     assert len(rows) == 3 and all(len(h) == 64 and int(height) >= 0 for h, height in rows)
     tx_hash = rows[0][0]
+    # --wait waits until the transactions are final; the peer executes them a moment later
+    result_url = f"{peer}/api/v1/transactions/result?hash={tx_hash}"
+    wait_until(lambda: get(result_url)["response"]["code"] != 2, 60, "the result of the first")
 
     found = ok_json(demo(peer, "--json", "find", tx_hash, cwd=tmp_path))
     assert found["tx_hash"] == tx_hash

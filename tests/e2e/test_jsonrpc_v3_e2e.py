@@ -138,6 +138,7 @@ def test_a_v1_transaction_reads_back_through_v3_on_another_peer(net: LocalNetwor
     assert block["confirmed_transaction_list"][index]["txHash"] == "0x" + tx_hash
     for text in (result["blockHash"], result["blockHash"][2:]):
         assert ok(rpc(url, "icx_getBlockByHash", {"hash": text})) == block
+    final_result(_v3(net, first), tx_hash)  # final there too (the second may have seen it first)
     assert ok(rpc(_v3(net, first), "icx_getBlockByHeight", {"height": hex(height)})) == block
     v1_block = http("GET", f"{net.rest(second)}/api/v1/blocks?height={height}")[1]
     assert v1_block["block_hash"] == block["block_hash"]
