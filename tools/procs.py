@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -226,6 +227,28 @@ def post_json(url: str, value: Any) -> Any:
     if status != 200:
         raise ValueError(f"POST {url} answered {status}: {body}")
     return body
+
+
+BUSY_PAUSE = 0.25  # seconds a test client waits before asking again after a 503
+
+
+def post_until_taken(
+    url: str, body: bytes, stop: threading.Event | None = None, deadline: float = 60.0
+) -> tuple[int, Any, int]:
+    """POST `body` as a polite client does: a 503 (the peer's "not now, try again", as it answers
+    while its pool waits for a block, e.g. during a leader's failover) is asked again after a
+    pause, until another answer, `stop` or `deadline`; (status, body, 503s answered). OSError
+    when the peer cannot be reached."""
+    stop = stop if stop is not None else threading.Event()
+    end = time.monotonic() + deadline
+    busy = 0
+    while True:
+        status, reply = http("POST", url, body)
+        if status != 503 or time.monotonic() > end:
+            return status, reply, busy
+        busy += 1
+        if stop.wait(BUSY_PAUSE):  # the pause the peer asked for (Retry-After), cut short by stop
+            return status, reply, busy
 
 
 def pid_alive(pid: int) -> bool:

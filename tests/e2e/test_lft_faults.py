@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.procs import LocalNetwork, http, running_network, wait_until
+from tools.procs import LocalNetwork, http, post_until_taken, running_network, wait_until
 
 PEERS = 4
 OBSERVATION_WINDOW = 6.0  # test 3: how long a halted channel is watched for a block
@@ -101,7 +101,8 @@ class TxLoad:
         self.ports = list(ports)
         self.limit = limit
         self.acked: list[str] = []
-        self.errors: list[str] = []
+        self.errors: list[str] = []  # answers other than an acknowledgement or a 503
+        self.busy = 0  # 503 answers (asked again after a pause): the pool waits for a block
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tx-load", daemon=True)
 
@@ -127,14 +128,16 @@ class TxLoad:
                 return
             port = self.ports[index % len(self.ports)]
             body = json.dumps({"data": f"load {index}"}).encode()
+            url = f"{self.net.rest(port)}/api/v1/transactions"
             try:
-                status, reply = http("POST", f"{self.net.rest(port)}/api/v1/transactions", body)
+                status, reply, busy = post_until_taken(url, body, self._stop)
             except OSError as exc:
                 self.errors.append(f"peer {port}: {exc}")
                 continue
+            self.busy += busy
             if status == 200:
                 self.acked.append(str(reply["tx_hash"]))
-            else:
+            elif not (status == 503 and self._stop.is_set()):  # stopped while it was busy
                 self.errors.append(f"peer {port}: {status} {reply}")
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
-from tools.procs import TlsNetwork, get, http, wait_until
+from tools.procs import TlsNetwork, get, http, post_until_taken, wait_until
 
 ALPHA, BETA = "alpha", "beta"
 SCORE_PACKAGE = "loopchain/default"
@@ -129,7 +129,8 @@ class ChannelLoad(threading.Thread):
         super().__init__(name=f"load-{channel}", daemon=True)
         self.mnet, self.channel, self.count, self.barrier = mnet, channel, count, start
         self.acked: list[str] = []
-        self.errors: list[str] = []
+        self.errors: list[str] = []  # answers other than an acknowledgement or a 503
+        self.busy = 0  # 503 answers, each asked again after a pause
         self.began = self.ended = 0.0
 
     def run(self) -> None:
@@ -141,10 +142,11 @@ class ChannelLoad(threading.Thread):
             body = {"channel": self.channel, "data": f"{self.channel} load {index}"}
             url = f"{self.mnet.net.rest(port)}/api/v1/transactions"
             try:
-                status, reply = http("POST", url, json.dumps(body).encode())
+                status, reply, busy = post_until_taken(url, json.dumps(body).encode())
             except OSError as exc:
                 self.errors.append(f"peer {port}: {exc}")
                 continue
+            self.busy += busy
             if status == 200 and reply["response_code"] == 0:
                 self.acked.append(str(reply["tx_hash"]))
             else:
