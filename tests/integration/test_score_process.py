@@ -139,7 +139,9 @@ async def test_a_memory_hog_fails_or_restarts_the_process(tmp_path: Path) -> Non
 async def test_a_query_out_of_memory_gives_back_what_it_allocated(tmp_path: Path) -> None:
     source = (ROOT / "score" / "test" / "memory" / "memory_score.py").read_text()
     package = make_package(tmp_path, "memory", source)
-    async with running(make_supervisor(tmp_path, score_config(), package)) as supervisor:
+    # a deadline far beyond the time to reach the memory limit, even on a slow, busy machine
+    config = score_config(SCORE_QUERY_TIMEOUT=60.0)
+    async with running(make_supervisor(tmp_path, config, package)) as supervisor:
         pid = supervisor.pid
         assert pid is not None
         before = _address_space_kb(pid)
