@@ -188,7 +188,10 @@ def loaded(mnet: MultiNet) -> MultiNet:
     for load in loads:
         load.join(120)
         assert not load.is_alive(), f"the load of {load.channel} did not finish"
-        assert not load.errors, f"{load.channel} refused transactions: {load.errors[:5]}"
+        assert not load.errors, (
+            f"{load.channel} refused transactions: {load.errors[:5]} "
+            f"(and {load.busy} 503s asked again)"
+        )
         assert len(load.acked) == TXS_PER_CHANNEL, load.channel
     first, second = loads
     assert first.began < second.ended and second.began < first.ended, "the loads did not overlap"
