@@ -297,6 +297,12 @@ class ChannelConsensus:
         in_flight = self.tree.tx_hashes_on_path(parent.block_hash)
         return any(tx_hash not in in_flight for tx_hash in self.pool.hashes())
 
+    def known_transaction(self, tx_hash: bytes) -> Transaction | None:
+        """The transaction `tx_hash` as this peer holds it, pooled or in a block not yet final
+        (its signature checked when it came), or None."""
+        pooled = self.pool.get(tx_hash)
+        return pooled if pooled is not None else self.tree.transaction(tx_hash)
+
     def backlog(self, now: float) -> tuple[int, float]:
         """Pooled transactions that no proposed block holds yet: how many, and how long the
         oldest of them has waited (the queueing delay that admission control watches)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from loopchain.blockchain.chain import ChainTip
 from loopchain.types.block import Block
+from loopchain.types.transaction import Transaction
 from loopchain.types.vote import QuorumCertificate
 
 MAX_TREE_BLOCKS = 256
@@ -26,7 +28,7 @@ class BlockTree:
     def __init__(self, root: ChainTip) -> None:
         self.root = root
         self.nodes: dict[bytes, TreeNode] = {}
-        self._tx_hashes: set[bytes] | None = None  # of every node's block; None: not made yet
+        self._txs: dict[bytes, Transaction] | None = None  # every node's by hash; None: not made
 
     def point(self, block_hash: bytes) -> ChainTip | None:
         """Chain facts after the block `block_hash` (the root or a node)."""
@@ -48,8 +50,8 @@ class BlockTree:
         if node is None:
             node = TreeNode(block, parent.advance(block))
             self.nodes[block.hash] = node
-            if self._tx_hashes is not None:
-                self._tx_hashes.update(tx.hash for tx in block.transactions)
+            if self._txs is not None:
+                self._txs.update((tx.hash, tx) for tx in block.transactions)
         return node
 
     def certify(self, qc: QuorumCertificate) -> None:
@@ -77,14 +79,22 @@ class BlockTree:
         """Transactions in the not-yet-final ancestors of `block_hash` (inclusive)."""
         return {tx.hash for node in self.path_to(block_hash) for tx in node.block.transactions}
 
-    def tx_hashes(self) -> set[bytes]:
-        """Transactions in any block of the tree (made once and kept up to date; the caller must
-        not change the set)."""
-        if self._tx_hashes is None:
-            self._tx_hashes = {
-                tx.hash for node in self.nodes.values() for tx in node.block.transactions
+    def tx_hashes(self) -> Collection[bytes]:
+        """Transactions in any block of the tree (made once and kept up to date; a view the
+        caller only reads)."""
+        return self._transactions().keys()
+
+    def transaction(self, tx_hash: bytes) -> Transaction | None:
+        """The transaction `tx_hash` as a block of the tree holds it (its signature checked when
+        the block was), or None."""
+        return self._transactions().get(tx_hash)
+
+    def _transactions(self) -> dict[bytes, Transaction]:
+        if self._txs is None:
+            self._txs = {
+                tx.hash: tx for node in self.nodes.values() for tx in node.block.transactions
             }
-        return self._tx_hashes
+        return self._txs
 
     def has_pending_transactions(self) -> bool:
         return any(node.block.transactions for node in self.nodes.values())
@@ -98,4 +108,4 @@ class BlockTree:
             if node.block.height > root.height and (parent == root.block_hash or parent in keep):
                 keep[block_hash] = node
         self.nodes = keep
-        self._tx_hashes = None
+        self._txs = None

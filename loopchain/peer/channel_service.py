@@ -457,10 +457,14 @@ class ChannelService:
         return self.consensus.pool.by_signature(signature)
 
     def receive_txs(self, txs: list[Transaction]) -> None:
-        """Transactions relayed by another peer (each checked; a bad one is dropped, logged)."""
+        """Transactions relayed by another peer (each checked; a bad one is dropped, logged).
+        One this peer already holds, pooled or in a proposed block, is taken as held: its
+        signature is not recovered a second time (a proposal often comes before the gossip)."""
         good = []
         now = time.time()
-        for tx in txs:
+        for relayed in txs:
+            known = self.consensus.known_transaction(relayed.hash)
+            tx = relayed if known is None else known
             problem = None
             if not tx.belongs_to(self.name):
                 problem = f"it belongs to channel {tx.channel!r}"

@@ -32,10 +32,16 @@ pytestmark = pytest.mark.asyncio
 
 
 class Cluster:
-    def __init__(self, tmp_path: Path, peers: int = PEERS) -> None:
+    def __init__(
+        self, tmp_path: Path, peers: int = PEERS, overrides: dict[str, object] | None = None
+    ) -> None:
         self.config = load_config(
             environ={},
-            overrides={"INTERVAL_BLOCKGENERATION": 0.05, "TIMEOUT_FOR_LEADER_COMPLAIN": 0.5},
+            overrides={
+                "INTERVAL_BLOCKGENERATION": 0.05,
+                "TIMEOUT_FOR_LEADER_COMPLAIN": 0.5,
+                **(overrides or {}),
+            },
         )
         issuer = Signer.generate()
         self.issuer = issuer.address
@@ -184,6 +190,68 @@ async def test_a_peer_catching_up_takes_the_transactions_it_pooled_without_check
     assert_agree(services)
     assert not set(recoveries) & set(during), "a pooled transaction was checked again"
     assert set(recoveries) == set(after)  # the others' relays, checked as they came
+
+
+async def test_clients_are_refused_while_a_backlog_waits_for_a_block_and_taken_after(
+    tmp_path: Path,
+) -> None:
+    """Admission control: a peer cut off from the others makes no block, so what it pools waits;
+    it takes client transactions until TX_POOL_ADMIT_BACKLOG of them wait and the oldest has
+    waited TX_POOL_ADMIT_WAIT, then refuses each at once (REST 503 with Retry-After),
+    holding no more; once blocks come again it takes them again."""
+    cluster = Cluster(tmp_path, overrides={"TX_POOL_ADMIT_BACKLOG": 5, "TX_POOL_ADMIT_WAIT": 0.05})
+    try:
+        lone = cluster.services[0]
+        cluster.network.down.add(lone.signer.address)
+        held = await submit(lone, 4, "held")
+        await cluster.wait(lambda: lone.consensus.backlog(time.time())[1] >= 0.05, "a wait")
+        held += await submit(lone, 1, "fifth")  # four wait: below the backlog, taken
+        refused = await lone.create_txs([{"tag": "refused", "n": n} for n in range(3)])
+        for outcome in refused:
+            assert isinstance(outcome, RequestError), outcome
+            assert outcome.kind is ErrorKind.POOL_FULL  # RESOURCE_EXHAUSTED: REST 503
+            assert "5 transactions wait for a block" in str(outcome)
+        assert set(lone.consensus.pool.hashes()) == set(held)
+        cluster.network.down.clear()
+        await cluster.wait(lambda: cluster.final_everywhere(held, cluster.services), "final")
+        after = await submit(lone, 2, "after")
+        await cluster.wait(lambda: cluster.final_everywhere(after, cluster.services), "taken")
+    finally:
+        for task in cluster.tasks:
+            task.cancel()
+        await asyncio.gather(*cluster.tasks, return_exceptions=True)
+
+
+async def test_a_relayed_transaction_the_peer_already_holds_is_not_checked_again(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relayed copy of a transaction the peer holds, pooled or in a block it has checked (a
+    proposal often comes before the gossip of its transactions), is taken as the one held: its
+    signature is recovered once per peer, not once per copy."""
+    services = cluster.services
+    late = services[3]
+    cluster.network.down.add(late.signer.address)  # no block reaches it: what it pools stays
+    recoveries: list[bytes] = []
+    real = transaction_module.recover_address
+
+    def counted(digest: bytes, signature: bytes) -> str:
+        recoveries.append(digest)
+        return real(digest, signature)
+
+    sent = await submit(services[0], 3, "relayed")
+    monkeypatch.setattr(transaction_module, "recover_address", counted)
+    found = [services[0].find_tx(h) for h in sent]
+    raw = [f.tx.encode() for f in found if f is not None]
+    for _ in range(3):  # the same transactions relayed three times, as fresh copies
+        late.receive_txs([Transaction.decode(data) for data in raw])
+    assert sorted(recoveries) == sorted(sent)
+    assert {late.consensus.known_transaction(h).hash for h in sent} == set(sent)  # type: ignore[union-attr]
+    await cluster.wait(lambda: cluster.final_everywhere(sent, cluster.up()), "final on three")
+    recoveries.clear()
+    cluster.network.down.clear()
+    after = await submit(services[1], 2, "after")
+    await cluster.wait(lambda: cluster.final_everywhere(sent + after, services), "caught up")
+    assert not set(recoveries) & set(sent), "a transaction it held was checked again"
 
 
 async def test_a_member_serving_garbled_blocks_is_avoided_and_the_channel_goes_on(

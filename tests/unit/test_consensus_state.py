@@ -288,8 +288,9 @@ def test_backlog_counts_only_transactions_no_block_holds_and_their_oldest_wait()
 
 
 def test_the_trees_kept_transaction_set_and_the_backlog_match_a_fresh_count() -> None:
-    """BlockTree.tx_hashes() is kept up to date as blocks come and go, and backlog() (which
-    walks only past the proposed transactions) counts as a walk over the whole pool would."""
+    """BlockTree.tx_hashes() is kept up to date as blocks come and go (and the tree gives each
+    one's object), and backlog() (which walks only past the proposed transactions) counts as a
+    walk over the whole pool would."""
     net = Network(4, seed=12)
     net.start()
     net.run_until(0.1)
@@ -302,6 +303,11 @@ def test_the_trees_kept_transaction_set_and_the_backlog_match_a_fresh_count() ->
             state = node.state
             fresh = {tx.hash for n in state.tree.nodes.values() for tx in n.block.transactions}
             assert state.tree.tx_hashes() == fresh
+            for tx_hash in fresh:  # what the tree holds is what a relayed copy is taken as
+                held = state.known_transaction(tx_hash)
+                assert held is not None and held.hash == tx_hash
+                assert held is (state.pool.get(tx_hash) or state.tree.transaction(tx_hash))
+            assert state.known_transaction(bytes(32)) is None
             unproposed = [h for h in state.pool.hashes() if h not in fresh]
             oldest = state.pool.arrival(unproposed[0]) if unproposed else net.now
             assert state.backlog(net.now) == (len(unproposed), max(0.0, net.now - oldest))
