@@ -21,8 +21,9 @@ Key schema (integers are unsigned big-endian, heights and rounds 8 bytes, so key
   b"p/" + height + block hash -> Block.encode()            blocks this node voted for that are not
                                                            final yet (kept until a final block covers
                                                            their height)
-  b"i/" + timestamp + tx hash -> Transaction.encode()      the intake log: client transactions this
-                                                           peer acknowledged and no saved block holds
+  b"i/" + timestamp + tx hash -> Transaction.encode()      the intake log of earlier versions: client
+                                                           transactions acknowledged that no saved
+                                                           block held (now in the intake journal)
 
 Execution (SCORE) runs after finality: the results of one executed block and the s/executed pointer
 are written in ONE batch, heights 0..executed with no gap, executed <= tip.
@@ -35,17 +36,15 @@ store's channel, and its certificate names its hash and height. `check()` verifi
 these invariants at start-up; a store that fails it must not be run on. The vote record only moves
 forward: the highest round voted or complained in, and the round of the highest certificate.
 
-The intake log holds what this peer acknowledged to its clients: a transaction is written there
-(synced) before the client hears "accepted", and leaves it in the batch that saves the block
-holding it, so a crash at any point loses nothing acknowledged: at start the peer pools what the
-log still holds. Its keys sort by the transaction's timestamp, so entries too old for any pool
-are dropped by a range (`drop_intake_before`).
+What the peer acknowledged to its clients is kept in the intake journal beside the store
+(loopchain/blockchain/intake_journal.py). Earlier versions kept it here, under b"i/": at start the
+peer reads what is left there (`legacy_intake`), moves it to the journal and drops it.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from loopchain import failpoints
@@ -131,10 +130,6 @@ def _pending_key(block: Block) -> bytes:
     return _height_key(PENDING, block.height) + block.hash
 
 
-def _intake_key(tx: Transaction) -> bytes:
-    return INTAKE + _u64(min(max(0, tx.timestamp), (1 << 64) - 1)) + tx.hash
-
-
 class BlockStore:
     """Final blocks of ONE channel: save them atomically, look them up, check them at start-up."""
 
@@ -145,7 +140,6 @@ class BlockStore:
         self._tip: tuple[Block, QuorumCertificate] | None = None
         self._decoded: OrderedDict[bytes, Block] = OrderedDict()
         self._legacy_proof = kv.get(LEGACY_PROOF) is not None
-        self._intake_keys = {key for key, _ in kv.iterate(INTAKE)}
         # the last safety record written or read (this store is its only writer): a vote checks
         # against it without reading and decoding the record with its certificate again
         self._safety: tuple[int, QuorumCertificate | None] | None = None
@@ -181,15 +175,10 @@ class BlockStore:
                 batch.delete(LEGACY_PROOF)
             if block.validator_update is not None:
                 batch.put(_height_key(UPDATES, height), b"")
-            for tx in block.transactions:  # acknowledged here, now kept in the chain
-                key = _intake_key(tx)
-                if key in self._intake_keys:
-                    batch.delete(key)
             for key, _ in self._kv.iterate(PENDING):  # voted blocks this height makes moot
                 if _int(key[2:10]) <= height:
                     batch.delete(key)
             failpoints.hit("block-store-batch")
-        self._intake_keys.difference_update(_intake_key(tx) for tx in block.transactions)
         self._tip_height, self._tip_hash = height, block_hash
         self._tip = (block, certificate)
         self._legacy_proof = False
@@ -387,42 +376,19 @@ class BlockStore:
         proof = self.commit_proof()
         return Block.decode(proof[0]) if proof is not None else None
 
-    # -- the intake log
+    # -- the intake log of earlier versions (moved to the intake journal at start)
 
-    def log_intake(self, txs: Iterable[Transaction]) -> None:
-        """Durably record client transactions before they are acknowledged (one synced batch;
-        safe to call from a worker thread while the event loop reads the store)."""
-        rows = [(_intake_key(tx), tx.encode()) for tx in txs]
-        with self._kv.write_batch() as batch:
-            for key, raw in rows:
-                batch.put(key, raw)
-        self._intake_keys.update(key for key, _ in rows)
-
-    def intake(self) -> list[bytes]:
-        """The logged transactions no saved block holds yet, oldest first (their bytes)."""
+    def legacy_intake(self) -> list[bytes]:
+        """The transactions an earlier version logged here (their bytes, oldest first)."""
         return [raw for _, raw in self._kv.iterate(INTAKE)]
 
-    def drop_intake(self, txs: Iterable[Transaction]) -> None:
-        """Forget logged transactions (ones that can no longer be pooled)."""
-        self._drop_intake_keys([key for tx in txs if (key := _intake_key(tx)) in self._intake_keys])
-
-    def drop_intake_before(self, timestamp_us: int) -> int:
-        """Forget logged transactions stamped before `timestamp_us` (outside every pool's
-        window); returns how many."""
-        bound = _u64(max(0, timestamp_us))
-        return self._drop_intake_keys([k for k in self._intake_keys if k[2:10] < bound])
-
-    def intake_size(self) -> int:
-        """How many transactions the intake log holds."""
-        return len(self._intake_keys)
-
-    def _drop_intake_keys(self, keys: list[bytes]) -> int:
+    def drop_legacy_intake(self) -> None:
+        """Forget them all (once the journal holds those that still matter)."""
+        keys = [key for key, _ in self._kv.iterate(INTAKE)]
         if keys:
             with self._kv.write_batch() as batch:
                 for key in keys:
                     batch.delete(key)
-            self._intake_keys.difference_update(keys)
-        return len(keys)
 
     def put_meta(self, name: str, value: bytes) -> None:
         """Durably store a named metadata value."""

@@ -15,6 +15,7 @@ from loopchain import failpoints, monitor_log
 from loopchain.blockchain import coin, execution
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.blockchain.chain import Limits
+from loopchain.blockchain.intake_journal import IntakeJournal
 from loopchain.blockchain.mempool import TxPool, TxRefused
 from loopchain.blockchain.restore import restore_tip
 from loopchain.configure import Config
@@ -141,8 +142,9 @@ class ChannelService:
         self._admit_max = min(int(config.TX_POOL_ADMIT_MAX), int(config.TX_POOL_MAX))
         self._admit_wait = float(config.TX_POOL_ADMIT_WAIT)
         self._admit_backlog = int(config.TX_POOL_ADMIT_BACKLOG)
+        self.journal = IntakeJournal(settings.storage_dir / "intake")
         self.intake = (
-            IntakeLog(store, settings.storage_dir, int(config.STORAGE_MIN_FREE_MB) * MB)
+            IntakeLog(self.journal, int(config.STORAGE_MIN_FREE_MB) * MB)
             if config.INTAKE_LOG
             else None
         )
@@ -188,23 +190,30 @@ class ChannelService:
             self._timers.clear()
             if self.intake is not None:
                 await self.intake.drain()
+            self.journal.close()
             await self.score.stop()
 
     def _replay_intake(self) -> None:
-        """Pool (and gossip) what this peer acknowledged before it stopped and no block holds."""
-        logged = self.store.intake()
-        if not logged:
-            return
-        txs: list[Transaction] = []
-        dead: list[Transaction] = []
-        for raw in logged:
+        """Pool (and gossip) what this peer acknowledged before it stopped and no block holds:
+        the intake journal's transactions, and those an earlier version kept in the block
+        store's intake log (moved to the journal first, synced, then dropped from the store)."""
+        logged = self.journal.replay()
+        legacy: list[Transaction] = []
+        for raw in self.store.legacy_intake():
             try:
-                tx = Transaction.decode(raw)
+                legacy.append(Transaction.decode(raw))
             except EncodingError as exc:
                 log.error("channel %s: an intake log entry is unreadable (%s)", self.name, exc)
-                continue
+        txs: list[Transaction] = []
+        dead: list[Transaction] = []
+        for tx in logged + legacy:
             (dead if self.store.has_transaction(tx.hash) else txs).append(tx)
-        self.store.drop_intake(dead)
+        self.journal.settle(tx.hash for tx in dead)
+        if legacy:
+            self.journal.append([tx for tx in legacy if not self.store.has_transaction(tx.hash)])
+        self.store.drop_legacy_intake()
+        if not logged and not legacy:
+            return
         log.info(
             "channel %s: intake log: %d acknowledged transactions pooled again, %d already final",
             self.name,
@@ -698,6 +707,7 @@ class ChannelService:
         self, block: Block, qc: QuorumCertificate, proof: tuple[Block, QuorumCertificate] | None
     ) -> None:
         self.store.save_block(block, qc, proof)
+        self.journal.settle(tx.hash for tx in block.transactions)
         failpoints.hit("block-saved")
         self.score.block_final()
         self.metrics.committed(block)
@@ -713,7 +723,7 @@ class ChannelService:
         if now >= self._next_intake_sweep:  # entries no pool would take any more
             self._next_intake_sweep = now + 60.0
             window = float(self.config.TX_TIMESTAMP_WINDOW)
-            self.store.drop_intake_before(int((now - window) * 1_000_000))
+            self.journal.drop_before(int((now - window) * 1_000_000))
         log.info(
             "channel %s: block %d round %d final (%d txs) %s",
             self.name,

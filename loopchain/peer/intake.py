@@ -1,4 +1,4 @@
-"""Durable intake: client transactions reach the block store's intake log, synced, before the
+"""Durable intake: client transactions reach the channel's intake journal, synced, before the
 client hears "accepted" (group commit: the submissions that arrive while one sync runs share the
 next). A disk with less free space than the peer keeps for its blocks refuses new transactions,
 so a filling disk turns into 503 answers long before a block cannot be saved."""
@@ -10,7 +10,7 @@ import logging
 import os
 from pathlib import Path
 
-from loopchain.blockchain.block_store import BlockStore
+from loopchain.blockchain.intake_journal import IntakeJournal
 from loopchain.storage.abc import StorageError
 from loopchain.types.transaction import Transaction
 
@@ -24,11 +24,11 @@ class IntakeRefused(Exception):
 
 
 class IntakeLog:
-    """Writes batches of client transactions to the intake log, one synced write per batch."""
+    """Writes batches of client transactions to the intake journal, one synced write per batch."""
 
-    def __init__(self, store: BlockStore, directory: Path, min_free_bytes: int) -> None:
-        self.store = store
-        self.directory = directory
+    def __init__(self, journal: IntakeJournal, min_free_bytes: int) -> None:
+        self.journal = journal
+        self.directory = journal.directory
         self.min_free_bytes = min_free_bytes
         self._waiting: list[tuple[list[Transaction], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -43,7 +43,7 @@ class IntakeLog:
         await asyncio.shield(future)  # a client that goes away does not cancel others' write
 
     async def drain(self) -> None:
-        """Wait for the writes under way (before the store closes)."""
+        """Wait for the writes under way (before the journal and the store close)."""
         if self._flusher is not None:
             await asyncio.wait([self._flusher])
 
@@ -78,7 +78,7 @@ class IntakeLog:
                 "(STORAGE_MIN_FREE_MB); transactions are refused until space is freed"
             )
         try:
-            self.store.log_intake(txs)
+            self.journal.append(txs)
         except StorageError as exc:
             raise IntakeRefused(f"the peer cannot record transactions: {exc}") from None
 

@@ -488,48 +488,19 @@ def test_execution_results_are_recorded_in_order_with_their_pointer() -> None:
 # -- the intake log
 
 
-def test_intake_log_keeps_acknowledged_transactions_until_a_saved_block_holds_them(
-    tmp_path: Path, chain: ChainBuilder
+def test_an_earlier_versions_intake_log_is_read_and_dropped_whole(
+    store: BlockStore, chain: ChainBuilder, kv: KeyValueStore
 ) -> None:
-    txs = [chain.transaction() for _ in range(4)]
-    kv = LevelDBStore(tmp_path / "db")
-    store = BlockStore(kv, CHANNEL)
-    store.log_intake(txs)
-    kv.close()
-    # a restart: the log is read back, oldest first
-    kv = LevelDBStore(tmp_path / "db")
-    store = BlockStore(kv, CHANNEL)
-    assert store.intake() == [tx.encode() for tx in txs]
-    assert store.intake_size() == 4
-    # a block holding two of them drops those two in its own batch
-    block = chain.block(txs[:2])
-    certificate = chain.certify(block)
-    chain.advance(block, certificate)
-    store.save_block(block, certificate)
-    assert store.intake() == [tx.encode() for tx in txs[2:]]
-    store.drop_intake([txs[2]])
-    assert store.intake() == [txs[3].encode()]
-    kv.close()
-
-
-def test_intake_entries_older_than_a_timestamp_are_dropped_by_range(
-    store: BlockStore, chain: ChainBuilder
-) -> None:
-    txs = [chain.transaction() for _ in range(5)]  # timestamps one microsecond apart
-    store.log_intake(reversed(txs))
-    assert store.intake() == [tx.encode() for tx in txs]  # ordered by timestamp
-    assert store.drop_intake_before(txs[3].timestamp) == 3
-    assert store.intake() == [tx.encode() for tx in txs[3:]]
-    assert store.drop_intake_before(txs[0].timestamp) == 0
-
-
-def test_a_block_of_transactions_never_logged_leaves_the_intake_log_alone(
-    store: BlockStore, chain: ChainBuilder
-) -> None:
-    logged = chain.transaction()
-    store.log_intake([logged])
-    save_next(store, chain, tx_count=3)
-    assert store.intake() == [logged.encode()]
+    """Earlier versions kept acknowledged transactions under b"i/" (timestamp + hash): they are
+    read oldest first, and dropped all at once when the journal holds them."""
+    txs = [chain.transaction() for _ in range(3)]
+    for tx in reversed(txs):
+        kv.put(schema.INTAKE + tx.timestamp.to_bytes(8, "big") + tx.hash, tx.encode())
+    save_next(store, chain, tx_count=2)  # blocks saved meanwhile leave them alone
+    assert store.legacy_intake() == [tx.encode() for tx in txs]
+    store.drop_legacy_intake()
+    assert store.legacy_intake() == []
+    assert store.tip_height() == 0
 
 
 def test_voted_blocks_are_kept_until_a_final_block_covers_their_height(

@@ -324,14 +324,44 @@ async def test_acknowledged_transactions_survive_a_crash_before_any_gossip(
     cut = services[0].signer.address
     cluster.network.down.add(cut)  # nothing it sends arrives: only its disk keeps the answer
     acknowledged = await submit(services[0], 10, "acknowledged")
-    assert services[0].store.intake_size() == 10
+    assert len(services[0].journal) == 10
     await cluster.crash(0)
     assert not any(s.consensus.pool for s in services[1:])
     cluster.network.down.clear()
     again = cluster.restart(0)
     await cluster.wait(lambda: cluster.final_everywhere(acknowledged, services), "final")
-    await cluster.wait(lambda: again.store.intake_size() == 0, "the intake log emptied")
+    await cluster.wait(lambda: len(again.journal) == 0, "the intake journal emptied")
+    assert not list(again.journal.directory.glob("*.log"))[1:]  # only the open segment is left
     assert_agree(services)
+
+
+async def test_an_earlier_versions_intake_log_is_moved_to_the_journal_and_pooled(
+    cluster: Cluster,
+) -> None:
+    """A store written by an earlier version holds acknowledged transactions under b"i/": at
+    start they go to the intake journal (synced) and the pool, leave the store, and become
+    final; one already final is only dropped."""
+    services = cluster.services
+    final = await submit(services[1], 1, "final already")
+    await cluster.wait(lambda: cluster.final_everywhere(final, services), "final")
+    await cluster.crash(0)
+    now_us = time.time_ns() // 1000
+    waiting = [
+        Transaction.create_v1(CHANNEL, {"legacy": n}, now_us + n, cluster.signers[0])
+        for n in range(3)
+    ]
+    final_tx = services[1].find_tx(final[0])
+    assert final_tx is not None
+    for tx in [*waiting, final_tx.tx]:
+        cluster.kvs[0].put(
+            block_store.INTAKE + tx.timestamp.to_bytes(8, "big") + tx.hash, tx.encode()
+        )
+    again = cluster.restart(0)
+    await cluster.wait(lambda: len(again.journal) == 3 or again.consensus.pool, "replayed")
+    assert again.store.legacy_intake() == []
+    wanted = [tx.hash for tx in waiting]
+    await cluster.wait(lambda: cluster.final_everywhere(wanted, services), "final")
+    await cluster.wait(lambda: len(again.journal) == 0, "the journal emptied")
 
 
 async def test_a_disk_below_its_reserve_refuses_transactions_and_keeps_nothing(
@@ -344,7 +374,7 @@ async def test_a_disk_below_its_reserve_refuses_transactions_and_keeps_nothing(
     assert all(isinstance(o, RequestError) for o in outcomes), outcomes
     assert all(o.kind is ErrorKind.POOL_FULL for o in outcomes)  # type: ignore[union-attr]
     assert "MB free" in str(outcomes[0]) and "STORAGE_MIN_FREE_MB" in str(outcomes[0])
-    assert not service.consensus.pool and service.store.intake_size() == 0
+    assert not service.consensus.pool and len(service.journal) == 0
     assert sum("intake refused" in r.getMessage() for r in caplog.records) == 1
     service.intake.min_free_bytes = 0  # space is back
     accepted = await submit(service, 2, "after")
@@ -355,14 +385,14 @@ async def test_a_disk_below_its_reserve_refuses_transactions_and_keeps_nothing(
 async def test_concurrent_submissions_share_one_synced_write(cluster: Cluster) -> None:
     service = cluster.services[0]
     writes: list[int] = []
-    log_intake = service.store.log_intake
+    append = service.journal.append
 
     def counting(txs):  # type: ignore[no-untyped-def]
         txs = list(txs)
         writes.append(len(txs))
-        log_intake(txs)
+        append(txs)
 
-    service.store.log_intake = counting  # type: ignore[method-assign]
+    service.journal.append = counting  # type: ignore[method-assign]
     results = await asyncio.gather(*(service.create_txs([{"n": n}]) for n in range(40)))
     assert all(isinstance(r[0], Transaction) for r in results)
     assert sum(writes) == 40 and len(writes) <= 2, writes

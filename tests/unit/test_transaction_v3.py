@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import base64
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loopchain.blockchain.block_store import BlockStore
-from loopchain.storage.memory import MemoryStore
+from loopchain.blockchain.intake_journal import IntakeJournal
 from loopchain.types import canonical, icon_tx
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
@@ -377,13 +377,14 @@ def test_a_stored_v3_body_with_any_fields_changed_decodes_or_is_refused(
     assert tx.hash == icon_tx.tx_hash(body) and tx.encode() == raw
 
 
-def test_v3_transactions_survive_the_intake_log_as_acknowledged() -> None:
-    """What a peer acknowledged is replayed at start from the intake log: a v3 transaction comes
-    back the same (hash, bytes, signature still good)."""
-    store = BlockStore(MemoryStore(), CHANNEL)
+def test_v3_transactions_survive_the_intake_journal_as_acknowledged(tmp_path: Path) -> None:
+    """What a peer acknowledged is replayed at start from the intake journal: a v3 transaction
+    comes back the same (hash, bytes, signature still good)."""
     txs = [vector_tx(), call_tx(OTHER_SIGNER, 2)]
-    store.log_intake(txs)
-    back = [Transaction.decode(raw) for raw in store.intake()]
+    journal = IntakeJournal(tmp_path / "intake")
+    journal.append(txs)
+    journal.close()
+    back = IntakeJournal(tmp_path / "intake").replay()
     assert sorted(t.hash for t in back) == sorted(t.hash for t in txs)
     assert all(t.verify_signature() and t.encode() in {x.encode() for x in txs} for t in back)
 

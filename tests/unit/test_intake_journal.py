@@ -1,0 +1,220 @@
+"""The intake journal on a real directory: what was appended (synced) comes back after a restart
+or a crash, whatever is final leaves with its segment, a write cut short or failing loses nothing
+acknowledged, and the files stay few."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loopchain.blockchain import intake_journal
+from loopchain.blockchain.intake_journal import IntakeJournal, encode_record, read_records
+from loopchain.storage.abc import StorageError
+from loopchain.types.transaction import Transaction
+from tests.integration._storage_helpers import ChainBuilder
+
+
+@pytest.fixture
+def chain() -> ChainBuilder:
+    return ChainBuilder()
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.log"))
+
+
+def hashes(txs: list[Transaction]) -> list[bytes]:
+    return [tx.hash for tx in txs]
+
+
+def test_appended_transactions_come_back_in_order_after_a_restart(
+    tmp_path: Path, chain: ChainBuilder
+) -> None:
+    txs = [chain.transaction() for _ in range(5)]
+    journal = IntakeJournal(tmp_path / "intake")
+    journal.append(txs[:2])
+    journal.append(txs[2:])
+    assert len(journal) == 5
+    journal.close()
+    again = IntakeJournal(tmp_path / "intake")
+    back = again.replay()
+    assert hashes(back) == hashes(txs)
+    assert [tx.encode() for tx in back] == [tx.encode() for tx in txs]
+    assert len(again) == 5
+
+
+def test_a_crash_without_close_keeps_every_synced_append(
+    tmp_path: Path, chain: ChainBuilder
+) -> None:
+    txs = [chain.transaction() for _ in range(3)]
+    journal = IntakeJournal(tmp_path / "intake")
+    journal.append(txs)  # no close: as after kill -9
+    assert hashes(IntakeJournal(tmp_path / "intake").replay()) == hashes(txs)
+
+
+def test_a_segment_goes_once_everything_in_it_is_final_and_appends_moved_on(
+    tmp_path: Path, chain: ChainBuilder
+) -> None:
+    directory = tmp_path / "intake"
+    one_record = len(encode_record(chain.transaction().encode()))
+    journal = IntakeJournal(directory, segment_max_bytes=2 * one_record)
+    first, second, third = ([chain.transaction() for _ in range(2)] for _ in range(3))
+    for batch in (first, second, third):
+        journal.append(batch)
+    assert len(segments(directory)) == 3  # two records fill a segment
+    journal.settle(hashes(first)[:1])
+    assert len(segments(directory)) == 3  # one of its two is still pending
+    journal.settle(hashes(first)[1:] + hashes(second))
+    assert len(segments(directory)) == 1  # the segment appends go to stays
+    journal.settle(hashes(third))
+    assert len(journal) == 0 and len(segments(directory)) == 1
+    journal.append([chain.transaction()])  # a new segment: the emptied one goes
+    assert len(segments(directory)) == 1
+    assert len(IntakeJournal(directory).replay()) == 1
+
+
+def test_a_replayed_segment_that_is_all_final_is_removed_when_settled(
+    tmp_path: Path, chain: ChainBuilder
+) -> None:
+    directory = tmp_path / "intake"
+    txs = [chain.transaction() for _ in range(3)]
+    IntakeJournal(directory).append(txs)
+    journal = IntakeJournal(directory)
+    journal.replay()
+    journal.settle(hashes(txs))  # the channel found them final
+    assert segments(directory) == []
+    journal.append([chain.transaction()])  # numbering goes on past the removed one
+    assert [p.name for p in segments(directory)] == [f"{2:020d}.log"]
+
+
+def test_a_record_cut_short_at_the_end_is_ignored_and_appends_go_to_a_new_segment(
+    tmp_path: Path, chain: ChainBuilder, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "intake"
+    txs = [chain.transaction() for _ in range(3)]
+    IntakeJournal(directory).append(txs)
+    path = segments(directory)[0]
+    with path.open("ab") as file:  # a write cut by a crash: never acknowledged
+        file.write(encode_record(chain.transaction().encode())[:-7])
+    journal = IntakeJournal(directory)
+    with caplog.at_level(logging.WARNING):
+        assert hashes(journal.replay()) == hashes(txs)
+    assert any("ignored" in r.getMessage() for r in caplog.records)
+    later = chain.transaction()
+    journal.append([later])
+    assert len(segments(directory)) == 2  # nothing appended after the torn record
+    assert hashes(IntakeJournal(directory).replay()) == hashes([*txs, later])
+
+
+def test_a_record_whose_bytes_changed_ends_its_segment(chain: ChainBuilder) -> None:
+    good = [encode_record(chain.transaction().encode()) for _ in range(3)]
+    damaged = bytearray(good[1])
+    damaged[20] ^= 0x01
+    data = good[0] + bytes(damaged) + good[2]
+    records, end = read_records(data)
+    assert records == [good[0][intake_journal.HEADER_BYTES :]]
+    assert end == len(good[0])
+    huge = (intake_journal.MAX_RECORD_BYTES + 1).to_bytes(4, "big") + bytes(4)
+    assert read_records(good[0] + huge) == (records, len(good[0]))
+
+
+def test_a_failing_write_loses_nothing_acknowledged_and_the_next_goes_to_a_new_segment(
+    tmp_path: Path, chain: ChainBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "intake"
+    journal = IntakeJournal(directory)
+    kept = [chain.transaction() for _ in range(2)]
+    journal.append(kept)
+    real_write = os.write
+
+    def half_then_full(fd: int, data: bytes) -> int:  # ENOSPC after half of it
+        real_write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(intake_journal.os, "write", half_then_full)
+    with pytest.raises(StorageError, match="No space left"):
+        journal.append([chain.transaction() for _ in range(2)])
+    monkeypatch.setattr(intake_journal.os, "write", real_write)
+    later = [chain.transaction()]
+    journal.append(later)
+    assert len(segments(directory)) == 2
+    assert len(journal) == 3  # the refused ones were never acknowledged
+    assert hashes(IntakeJournal(directory).replay()) == hashes(kept + later)
+
+
+def test_segments_older_than_the_window_are_dropped_but_not_the_open_one(
+    tmp_path: Path, chain: ChainBuilder
+) -> None:
+    directory = tmp_path / "intake"
+    journal = IntakeJournal(directory, segment_max_bytes=1)  # a segment per append
+    old = [chain.transaction() for _ in range(2)]
+    journal.append(old)
+    newer = [chain.transaction()]
+    journal.append(newer)
+    assert journal.drop_before(newer[0].timestamp) == 2
+    assert len(journal) == 1 and len(segments(directory)) == 1
+    assert journal.drop_before(newer[0].timestamp + 1) == 0  # appends still go there
+    assert hashes(IntakeJournal(directory).replay()) == hashes(newer)
+
+
+def test_a_journal_never_written_is_empty(tmp_path: Path) -> None:
+    journal = IntakeJournal(tmp_path / "absent")
+    assert journal.replay() == [] and len(journal) == 0
+    journal.settle([bytes(32)])
+    assert journal.drop_before(1 << 62) == 0
+    assert not (tmp_path / "absent").exists()
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(1, 4)),
+        st.tuples(st.just("settle"), st.integers(0, 50)),
+        st.tuples(st.just("restart"), st.booleans()),
+    ),
+    max_size=25,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=_OPS, segment_bytes=st.integers(1, 4000))
+def test_what_is_acknowledged_and_not_final_always_comes_back(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, object]], segment_bytes: int
+) -> None:
+    """Any run of appends, settles and restarts (closed or crashed): a replay returns every
+    acknowledged transaction not yet final, nothing never acknowledged, and no more segment files
+    than hold something pending (plus the open one)."""
+    directory = tmp_path_factory.mktemp("journal") / "intake"
+    chain = ChainBuilder()
+    journal = IntakeJournal(directory, segment_max_bytes=segment_bytes)
+    acknowledged: dict[bytes, Transaction] = {}
+    final: set[bytes] = set()
+    for op, arg in ops:
+        if op == "append":
+            batch = [chain.transaction() for _ in range(int(arg))]  # type: ignore[call-overload]
+            journal.append(batch)
+            acknowledged.update((tx.hash, tx) for tx in batch)
+        elif op == "settle":
+            pending = [h for h in acknowledged if h not in final]
+            done = pending[: int(arg) % (len(pending) + 1)]  # type: ignore[call-overload]
+            journal.settle(done)
+            final.update(done)
+        else:
+            if arg:
+                journal.close()
+            journal = IntakeJournal(directory, segment_max_bytes=segment_bytes)
+            back = journal.replay()
+            journal.settle([tx.hash for tx in back if tx.hash in final])  # the channel's check
+        assert len(journal) == len(acknowledged) - len(final)
+    journal.close()
+    back = {tx.hash for tx in IntakeJournal(directory).replay()}
+    assert set(acknowledged) - final <= back <= set(acknowledged)
+    files = segments(directory)
+    assert len(files) <= len(acknowledged) - len(final) + 1
