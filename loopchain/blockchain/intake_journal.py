@@ -92,7 +92,7 @@ class IntakeJournal:
         self._size = 0
         self._opened_at = 0.0
         self._next_number = 1
-        self._replayed = False
+        self._numbered = False  # the numbers of the segments on disk are known
 
     def __len__(self) -> int:
         """How many acknowledged transactions the journal holds that are not final."""
@@ -118,9 +118,11 @@ class IntakeJournal:
     # -- start-up
 
     def replay(self) -> list[Transaction]:
-        """Every transaction the journal holds, oldest first (at start, before any append). A
-        segment is read up to a record cut short or corrupt; an unreadable transaction is
-        logged and skipped."""
+        """Every transaction the journal holds, oldest first (once, at start, before any
+        append). A segment is read up to a record cut short or corrupt; an unreadable
+        transaction is logged and skipped."""
+        if self._numbered:
+            raise RuntimeError("the intake journal is replayed once, before any append")
         found: list[Transaction] = []
         for number in self._numbers():
             path = self._path(number)
@@ -151,7 +153,7 @@ class IntakeJournal:
                 self._segments[number] = segment
             else:
                 self._unlink([segment])
-        self._replayed = True
+        self._numbered = True
         return found
 
     # -- appending (one writer at a time)
@@ -177,8 +179,9 @@ class IntakeJournal:
                 self._track(tx, segment)
 
     def _segment_for(self, size: int) -> tuple[int, _Segment]:
-        if not self._replayed:
-            self.replay()  # learn the numbers in use (a journal nobody replayed: its own tests)
+        if not self._numbered:  # never replayed: append after what is on disk
+            self._next_number = max(self._numbers(), default=0) + 1
+            self._numbered = True
         fresh = self._fd is None or (
             self._size > 0
             and (

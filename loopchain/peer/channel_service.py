@@ -143,6 +143,7 @@ class ChannelService:
         self._admit_wait = float(config.TX_POOL_ADMIT_WAIT)
         self._admit_backlog = int(config.TX_POOL_ADMIT_BACKLOG)
         self.journal = IntakeJournal(settings.storage_dir / "intake")
+        self._journaled = self.journal.replay()  # before any client's append; pooled by run()
         self.intake = (
             IntakeLog(self.journal, int(config.STORAGE_MIN_FREE_MB) * MB)
             if config.INTAKE_LOG
@@ -197,7 +198,7 @@ class ChannelService:
         """Pool (and gossip) what this peer acknowledged before it stopped and no block holds:
         the intake journal's transactions, and those an earlier version kept in the block
         store's intake log (moved to the journal first, synced, then dropped from the store)."""
-        logged = self.journal.replay()
+        logged, self._journaled = self._journaled, []
         legacy: list[Transaction] = []
         for raw in self.store.legacy_intake():
             try:

@@ -56,6 +56,12 @@ def test_a_crash_without_close_keeps_every_synced_append(
     journal = IntakeJournal(tmp_path / "intake")
     journal.append(txs)  # no close: as after kill -9
     assert hashes(IntakeJournal(tmp_path / "intake").replay()) == hashes(txs)
+    later = [chain.transaction()]
+    IntakeJournal(tmp_path / "intake").append(later)  # never replayed: after what is there
+    again = IntakeJournal(tmp_path / "intake")
+    assert hashes(again.replay()) == hashes(txs + later)
+    with pytest.raises(RuntimeError, match="replayed once"):
+        again.replay()
 
 
 def test_a_segment_goes_once_everything_in_it_is_final_and_appends_moved_on(
