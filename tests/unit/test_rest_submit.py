@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from loopchain.protos import loopchain_pb2 as pb
+from loopchain.rest import submit
 from loopchain.rest.errors import RestError
 from loopchain.rest.submit import TxSubmitter
 
@@ -29,4 +30,68 @@ async def test_a_failing_batch_answers_its_submitters_and_the_next_one_goes_out(
     # the channel is not left busy: the next submission is sent and answered
     assert await asyncio.wait_for(submitter.submit("c", '{"b": 2}'), 5) == f"{0:064x}"
     assert calls == [['{"a": 1}'], ['{"b": 2}']]
+    await submitter.close()
+
+
+class Peer:
+    """A peer that answers every batch at once and remembers each batch's texts."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def __call__(self, channel: str, texts: list[str]) -> pb.CreateTxBatchReply:
+        self.calls.append(texts)
+        results = [
+            pb.CreateTxResult(tx_hash=f"{len(self.calls):032x}{i:032x}") for i in range(len(texts))
+        ]
+        return pb.CreateTxBatchReply(results=results)
+
+
+async def test_a_lone_submission_goes_at_once_and_after_a_busy_call_others_join_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a call of one (an idle proxy) the next submission is sent at once, however long the
+    linger; after a call of several, a submission that finds the channel free waits for the
+    others (here until the batch is full: the linger is made longer than the test)."""
+    monkeypatch.setattr(submit, "LINGER_S", 3600.0)
+    peer = Peer()
+    submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    await asyncio.wait_for(submitter.submit("c", "a"), 5)
+    await asyncio.wait_for(submitter.submit("c", "b"), 5)
+    assert peer.calls == [["a"], ["b"]]  # idle: no waiting at all
+    # three at once: the first goes alone, the two behind it together (a call of several)
+    await asyncio.wait_for(asyncio.gather(*(submitter.submit("c", t) for t in "cde")), 5)
+    assert peer.calls[2:] == [["c"], ["d", "e"]]
+    monkeypatch.setattr(submit, "MAX_BATCH", 3)
+    first = asyncio.create_task(submitter.submit("c", "f"))
+    await asyncio.sleep(0)  # one turn of the loop: "f" waits for others, no call goes
+    assert len(peer.calls) == 4
+    rest = [asyncio.create_task(submitter.submit("c", t)) for t in "gh"]
+    await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+    assert peer.calls[4:] == [["f", "g", "h"]]  # one call when the batch filled
+    await submitter.close()
+
+
+async def test_submissions_lingering_when_the_proxy_stops_are_answered_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(submit, "LINGER_S", 3600.0)
+    peer = Peer()
+    submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    await asyncio.wait_for(asyncio.gather(*(submitter.submit("c", t) for t in "abc")), 5)
+    lingering = asyncio.create_task(submitter.submit("c", "d"))
+    await asyncio.sleep(0)
+    await submitter.close()
+    with pytest.raises(RestError) as stopped:
+        await asyncio.wait_for(lingering, 5)
+    assert stopped.value.status == 503 and "stopping" in stopped.value.message
+    assert ["d"] not in peer.calls
+
+
+async def test_a_lingering_batch_goes_out_when_the_linger_ends() -> None:
+    peer = Peer()
+    submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    await asyncio.wait_for(asyncio.gather(*(submitter.submit("c", t) for t in "abc")), 5)
+    assert await asyncio.wait_for(submitter.submit("c", "d"), 5)  # the real linger, then sent
+    assert peer.calls[-1] == ["d"]
     await submitter.close()
