@@ -31,7 +31,7 @@ BatchCall = Callable[[str, list[str]], Awaitable[pb.CreateTxBatchReply]]
 # (the gRPC status of a refusal, the peer's words) -> the error its submitter hears
 MakeError = Callable[[grpc.StatusCode, str], BaseException]
 MAX_BATCH = 500  # submissions in one call (the peer takes up to 1000)
-LINGER_S = 0.002  # how long a submission waits for others after a call of several (module doc)
+LINGER_S = 0.005  # how long a submission waits for others after a call of several (module doc)
 
 
 class TxSubmitter:
