@@ -211,7 +211,8 @@ class ChannelService:
             (dead if self.store.has_transaction(tx.hash) else txs).append(tx)
         self.journal.settle(tx.hash for tx in dead)
         if legacy:
-            self.journal.append([tx for tx in legacy if not self.store.has_transaction(tx.hash)])
+            live = {tx.hash for tx in txs}
+            self.journal.append([tx for tx in legacy if tx.hash in live])
         self.store.drop_legacy_intake()
         if not logged and not legacy:
             return
