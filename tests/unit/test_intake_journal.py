@@ -169,6 +169,20 @@ def test_segments_older_than_the_window_are_dropped_but_not_the_open_one(
     assert hashes(IntakeJournal(directory).replay()) == hashes(newer)
 
 
+def test_appends_move_to_a_new_segment_once_the_open_one_is_old(
+    tmp_path: Path, chain: ChainBuilder
+) -> None:
+    directory = tmp_path / "intake"
+    journal = IntakeJournal(directory, segment_max_seconds=-1.0)  # always old
+    txs = [chain.transaction() for _ in range(3)]
+    for tx in txs:
+        journal.append([tx])
+    assert len(segments(directory)) == 3
+    journal.settle(hashes(txs[:2]))
+    assert len(segments(directory)) == 1
+    assert hashes(IntakeJournal(directory).replay()) == hashes(txs[2:])
+
+
 def test_a_journal_never_written_is_empty(tmp_path: Path) -> None:
     journal = IntakeJournal(tmp_path / "absent")
     assert journal.replay() == [] and len(journal) == 0
