@@ -183,6 +183,24 @@ def test_appends_move_to_a_new_segment_once_the_open_one_is_old(
     assert hashes(IntakeJournal(directory).replay()) == hashes(txs[2:])
 
 
+def test_a_journal_it_cannot_read_or_write_is_a_storage_error(
+    tmp_path: Path, chain: ChainBuilder
+) -> None:
+    """What the peer's start-up and intake turn into a clear refusal: a segment that cannot be
+    read (here a folder in its place) stops the replay, a journal folder that cannot be made
+    refuses the append; neither is taken for an empty journal."""
+    unreadable = tmp_path / "unreadable"
+    (unreadable / f"{1:020d}.log").mkdir(parents=True)
+    with pytest.raises(StorageError, match="cannot read the intake journal"):
+        IntakeJournal(unreadable).replay()
+    blocked = tmp_path / "blocked"
+    blocked.write_bytes(b"a file where the folder should be")
+    journal = IntakeJournal(blocked / "intake")
+    with pytest.raises(StorageError, match=r"intake journal .*blocked"):
+        journal.append([chain.transaction()])
+    assert len(journal) == 0
+
+
 def test_a_journal_never_written_is_empty(tmp_path: Path) -> None:
     journal = IntakeJournal(tmp_path / "absent")
     assert journal.replay() == [] and len(journal) == 0
