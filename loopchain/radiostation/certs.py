@@ -24,14 +24,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import TYPE_CHECKING, Any
 
 from loopchain.configure import Config
-from loopchain.types import certificates as pki
+from loopchain.lazy import lazy_module
 from loopchain.types.crypto import verify
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from loopchain.types import certificates as pki
+else:  # cryptography costs a process ~10 MB: a RadioStation without a CA never loads it
+    pki = lazy_module("loopchain.types.certificates")
 
 CA_VALID_DAYS = 3650
 PEER_CERT_VALID_DAYS = 365  # validity of the peer certificates the RadioStation issues

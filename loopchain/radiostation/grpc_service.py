@@ -14,7 +14,7 @@ from loopchain.radiostation.admission import AdmissionError, verify_connect
 from loopchain.radiostation.probe import TargetUnverified, verify_target
 from loopchain.radiostation.registry import NotAdmitted, PeerView, UnknownPeer
 from loopchain.radiostation.station import Station, UnknownChannel
-from loopchain.types import canonical, certificates
+from loopchain.types import canonical
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import recover_address
 from loopchain.types.peer import heartbeat_digest
@@ -51,6 +51,8 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         pem = caller_certificate(context) if tls is not None else None
         if tls is None or pem is None:
             return None
+        from loopchain.types import certificates  # cryptography: only a RadioStation with TLS
+
         try:
             cert = certificates.certificate_from_pem(pem)
             ca = certificates.certificate_from_pem(tls.ca_pem)
