@@ -143,6 +143,10 @@ class BlockStore:
         # the last safety record written or read (this store is its only writer): a vote checks
         # against it without reading and decoding the record with its certificate again
         self._safety: tuple[int, QuorumCertificate | None] | None = None
+        # the keys of the kept voted-for blocks by block hash (this store is their only writer):
+        # a block deletes the moot ones by key, never by walking the prefix, which LevelDB makes
+        # slower with every delete not yet compacted away
+        self._pending = {key[10:]: key for key, _ in kv.iterate(PENDING)}
 
     # -- writing
 
@@ -175,10 +179,12 @@ class BlockStore:
                 batch.delete(LEGACY_PROOF)
             if block.validator_update is not None:
                 batch.put(_height_key(UPDATES, height), b"")
-            for key, _ in self._kv.iterate(PENDING):  # voted blocks this height makes moot
-                if _int(key[2:10]) <= height:
-                    batch.delete(key)
+            moot = [h for h, key in self._pending.items() if _int(key[2:10]) <= height]
+            for pending_hash in moot:  # voted blocks this height makes moot
+                batch.delete(self._pending[pending_hash])
             failpoints.hit("block-store-batch")
+        for pending_hash in moot:
+            del self._pending[pending_hash]
         self._tip_height, self._tip_hash = height, block_hash
         self._tip = (block, certificate)
         self._legacy_proof = False
@@ -260,9 +266,11 @@ class BlockStore:
         if voted is None:
             self._kv.put(SAFETY, canonical.encode(value), sync=True)
         else:  # one sync, not two, between a proposal and its vote
+            key = _pending_key(voted)
             with self._kv.write_batch() as batch:
-                batch.put(_pending_key(voted), voted.encode())
+                batch.put(key, voted.encode())
                 batch.put(SAFETY, canonical.encode(value))
+            self._pending[voted.hash] = key
         self._safety = (highest_vote_round, high_qc)
 
     def safety_record(self) -> tuple[int, QuorumCertificate | None] | None:
@@ -355,8 +363,8 @@ class BlockStore:
         kept its votes for itself as pending holds only there (such a node, restarted, waited
         for that block for good)."""
         found = [
-            Block.decode(raw)
-            for key, raw in self._kv.iterate(PENDING)
+            self._pending_at(key)
+            for key in sorted(self._pending.values())
             if _int(key[2:10]) > self._tip_height
         ]
         proof = self._proof_block()
@@ -366,11 +374,17 @@ class BlockStore:
 
     def pending_block(self, block_hash: bytes) -> Block | None:
         """A kept voted-for block, or the tip's proof block, by its hash."""
-        for key, raw in self._kv.iterate(PENDING):
-            if key[10:] == block_hash:
-                return Block.decode(raw)
+        key = self._pending.get(block_hash)
+        if key is not None:
+            return self._pending_at(key)
         proof = self._proof_block()
         return proof if proof is not None and proof.hash == block_hash else None
+
+    def _pending_at(self, key: bytes) -> Block:
+        raw = self._kv.get(key)
+        if raw is None:
+            raise BlockStoreError(f"kept voted-for block {key[10:].hex()} is gone from the store")
+        return Block.decode(raw)
 
     def _proof_block(self) -> Block | None:
         proof = self.commit_proof()

@@ -516,6 +516,29 @@ def test_voted_blocks_are_kept_until_a_final_block_covers_their_height(
     assert store.pending_blocks() == [] and store.pending_block(voted.hash) is None
 
 
+def test_voted_blocks_kept_before_a_restart_are_found_and_dropped_after_it(
+    kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    """The store knows its kept voted-for blocks by key (read once when opened): one kept before
+    a restart is offered and served by hash after it, and the block that makes it moot deletes
+    it from the key-value store, with the one above that height kept."""
+    first = BlockStore(kv, CHANNEL)
+    save_next(first, chain)
+    low = chain.block([chain.transaction()])  # height 1, voted for, not final
+    first.save_safety_record(1, None, low)
+    high = chain.block([chain.transaction()], height=2, prev_hash=low.hash)
+    first.save_safety_record(2, None, high)
+
+    reopened = BlockStore(kv, CHANNEL)
+    assert [b.hash for b in reopened.pending_blocks()] == [low.hash, high.hash]
+    served = reopened.pending_block(low.hash)
+    assert served is not None and served.hash == low.hash
+    save_next(reopened, chain)  # another block becomes final at height 1
+    assert [key[10:] for key, _ in kv.iterate(schema.PENDING)] == [high.hash]
+    assert reopened.pending_block(low.hash) is None
+    assert [b.hash for b in BlockStore(kv, CHANNEL).pending_blocks()] == [high.hash]
+
+
 def test_the_tips_proof_block_is_kept_as_pending_until_it_is_final(
     store: BlockStore, chain: ChainBuilder
 ) -> None:
