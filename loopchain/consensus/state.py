@@ -591,7 +591,9 @@ class ChannelConsensus:
         actions = self._commit_by_two_chain(node)
         if node.block.header.round + 1 > self.round:
             self._enter_round(node.block.header.round + 1, progressed=True)
-        return actions + (self._on_progress(now) if progress else [])
+        # without `progress` the caller proposes after it, if at all (a proposal or complaint
+        # that brought the certificate may be refused): the new round's timer is armed here
+        return actions + (self._on_progress(now) if progress else self._arm_timer())
 
     def _commit_by_two_chain(self, node: TreeNode) -> list[m.Action]:
         """Finalise the parent of a certified block when their rounds are consecutive."""

@@ -204,6 +204,32 @@ def test_a_complaint_with_a_real_certificate_of_an_unseen_block_counts_once_it_a
     assert state.complaints[complaint.round] == {source.address: complaint}
 
 
+def test_a_round_entered_through_a_complaints_certificate_has_its_timer_armed() -> None:
+    """A certificate that comes inside a complaint (or a proposal this node then refuses) moves
+    the node into the next round with no proposal of its own to follow. A node with work must
+    still time that round out, or it waits in it for good (found once a leader's proposal made at
+    once carried the certificate alone, and was lost)."""
+    net = Network(4, seed=45)
+    _run(net, steps=4, settle=3.0)
+    source, late = net.honest()[0], net.honest()[1]
+    qc = source.state.safety.high_qc
+    assert qc is not None
+    behind = Network(4, seed=45)  # the same keys: `late` as it was before any block
+    state = next(n for n in behind.nodes.values() if n.address == late.address).state
+    state.handle(m.ValidatorsChanged(net.validators), 0.0)
+    known = [b for b, _ in source.chain] + [n.block for n in source.state.tree.nodes.values()]
+    for block in sorted(known, key=lambda b: b.height):
+        if block.height <= qc.height:  # the certified block, not its child with the certificate
+            state.handle(m.BlockFetched(block), 0.0)
+    state.handle(m.TxsReceived((net.submitted[0],), gossip=False), 0.0)  # work to do
+    assert state.safety.high_qc_round < qc.round and state.has_work()
+    complaint = Complaint.create(CHANNEL, qc.round + 1, qc, source.signer)
+    actions = state.handle(m.ComplaintReceived(complaint), 0.0)
+    assert state.round == qc.round + 1 and state.safety.high_qc == qc
+    timers = [a for a in actions if isinstance(a, m.ScheduleTimeout) and a.kind == "round"]
+    assert [t.round for t in timers] == [qc.round + 1]
+
+
 class LosesOwnRoundComplaints(Network):
     """Loses every complaint the `ahead` validators send the others about the round they are in
     (so the others only hear of such a round once those validators have left it)."""
