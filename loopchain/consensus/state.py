@@ -555,7 +555,10 @@ class ChannelConsensus:
             return []
         qc = QuorumCertificate.from_votes(list(tally.values()))
         del self.votes[key]
-        return [m.BroadcastCertificate(qc), *self._on_qc(qc, now)]
+        actions = self._on_qc(qc, now)
+        if any(_carries(action, qc) for action in actions):
+            return actions  # the proposal made at once brings the certificate to every member
+        return [m.BroadcastCertificate(qc), *actions]
 
     def _note_vote(self, vote: Vote) -> m.Rejected | None:
         """Remember which block a validator voted for in a round; a second, different vote in
@@ -878,3 +881,11 @@ def _proven_final_count(
         ):
             final = len(checked)
     return final
+
+
+def _carries(action: m.Action, qc: QuorumCertificate) -> bool:
+    """`action` broadcasts a proposal whose parent certificate certifies what `qc` does."""
+    if not isinstance(action, m.BroadcastProposal):
+        return False
+    carried = action.block.header.prev_qc
+    return carried is not None and (carried.block_hash, carried.round) == (qc.block_hash, qc.round)

@@ -401,3 +401,48 @@ def test_a_validator_signing_two_different_votes_in_a_round_is_named_and_counted
     reasons = [a.reason for a in actions if isinstance(a, m.Rejected)]
     assert reasons and "signed two different votes" in reasons[0] and voter.address in reasons[0]
     assert voter.address not in collector.state.votes.get((0, twin.hash), {})
+
+
+class RecordsActions(Network):
+    """Keeps each list of actions a node's state machine returned."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        super().__init__(n, seed)
+        self.steps: list[list[m.Action]] = []
+
+    def _execute(self, node: Node, actions: list[m.Action]) -> None:
+        self.steps.append(actions)
+        super()._execute(node, actions)
+
+
+def test_a_certificate_travels_alone_only_when_no_proposal_made_at_once_carries_it() -> None:
+    """A leader that forms a certificate and proposes at once sends it inside the proposal only
+    (a proposal's parent certificate is taken before the proposal is checked); one that waits for
+    the interval, while new transactions gather, sends the certificate ahead, so the others
+    finalise without waiting for the next proposal."""
+    net = RecordsActions(4, seed=5)
+    net.start()
+    net.run_until(0.1)
+    peers = list(net.nodes)
+    for step in range(150):  # a steady trickle: some certificates find new transactions, some not
+        net.submit(peers[step % len(peers)], 1)
+        net.run_until(net.now + 0.013 * (1 + step % 5))
+    net.run_until(net.now + 10)
+    net.check_safety()
+    assert net.committed_everywhere(net.submitted)
+    alone = carried = 0
+    for actions in net.steps:
+        sent = {
+            (a.certificate.block_hash, a.certificate.round)
+            for a in actions
+            if isinstance(a, m.BroadcastCertificate)
+        }
+        proposed = {
+            (a.block.header.prev_qc.block_hash, a.block.header.prev_qc.round)
+            for a in actions
+            if isinstance(a, m.BroadcastProposal) and a.block.header.prev_qc is not None
+        }
+        assert not sent & proposed, "a certificate went out beside the proposal carrying it"
+        alone += len(sent)
+        carried += len(proposed)
+    assert alone and carried, (alone, carried)
