@@ -297,6 +297,16 @@ class ChannelConsensus:
         in_flight = self.tree.tx_hashes_on_path(parent.block_hash)
         return any(tx_hash not in in_flight for tx_hash in self.pool.hashes())
 
+    def still_to_gossip(self, txs: list[Transaction]) -> list[Transaction]:
+        """Of `txs` queued for gossip, those the others may still lack: pooled here and in no
+        certified block (a quorum holds a certified block's transactions, and a member that
+        missed it fetches the block with them). A leader's proposal often carries what its own
+        clients sent before the gossip batch of it leaves."""
+        qc = self.safety.high_qc
+        certified = self.tree.tx_hashes_on_path(qc.block_hash) if qc is not None else set()
+        pool = self.pool
+        return [tx for tx in txs if tx.hash in pool and tx.hash not in certified]
+
     def known_transaction(self, tx_hash: bytes) -> Transaction | None:
         """The transaction `tx_hash` as this peer holds it, pooled or in a block not yet final
         (its signature checked when it came), or None."""

@@ -37,6 +37,7 @@ class InMemoryNetwork:
         self.down: set[str] = set()
         self.garbled: set[str] = set()  # peers whose block replies arrive cut short
         self.delivered = 0
+        self.gossiped = 0  # transactions delivered by gossip
 
     def transport(self, sender: str) -> InMemoryTransport:
         """The transport one peer uses."""
@@ -74,6 +75,7 @@ class InMemoryTransport:
         def deliver() -> None:
             target = self._target(peer)
             if target is not None:
+                self.network.gossiped += len(raws)
                 target.receive_txs([Transaction.decode(raw) for raw in raws])
 
         asyncio.get_running_loop().call_soon(deliver)

@@ -151,7 +151,9 @@ class ChannelService:
         )
         self._intake_writing = 0  # created transactions on their way to the intake log
         self._next_intake_sweep = 0.0
-        self.relay = TxRelay(self.name, config, transport, self._other_peers)
+        self.relay = TxRelay(
+            self.name, config, transport, self._other_peers, self.consensus.still_to_gossip
+        )
         self.catchup = CatchUp(
             self.name,
             transport,

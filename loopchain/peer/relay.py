@@ -32,10 +32,12 @@ class TxRelay:
         config: Config,
         transport: PeerTransport,
         others: Callable[[], list[PeerInfo]],
+        still_needed: Callable[[list[Transaction]], list[Transaction]] = list,
     ) -> None:
         self.channel = channel
         self.transport = transport
         self.others = others
+        self.still_needed = still_needed  # drops, as a batch leaves, what the others hold already
         self.batch_max = int(config.MAX_TX_COUNT_IN_ADDTX_LIST)
         self.bytes_max = int(config.MAX_BLOCK_KBYTES) * 1024
         self.linger = float(config.SEND_TX_LIST_DURATION)
@@ -44,6 +46,7 @@ class TxRelay:
         self._last_batch = 0  # transactions in the last batch sent
         self.skipped = 0  # transactions not gossiped because the queue was full
         self.batches = 0  # batches sent (each to every other peer)
+        self.spared = 0  # transactions not gossiped because the others held them by then
 
     def queue(self, txs: tuple[Transaction, ...]) -> None:
         """Gossip these soon; when the queue is full they stay pooled here (and are gossiped
@@ -80,8 +83,12 @@ class TxRelay:
                 tx = self._queue.get_nowait()
                 size += len(tx.encode())
                 batch.append(tx)
+            needed = self.still_needed(batch)
+            self.spared += len(batch) - len(needed)
+            if not needed:
+                continue
             for peer in self.others():
-                self.transport.send_txs(peer, self.channel, batch)
+                self.transport.send_txs(peer, self.channel, needed)
             last_sent = time.monotonic()
             self._last_batch = len(batch)
             self.batches += 1

@@ -254,6 +254,31 @@ async def test_a_relayed_transaction_the_peer_already_holds_is_not_checked_again
     assert not set(recoveries) & set(sent), "a transaction it held was checked again"
 
 
+async def test_a_leaders_own_transactions_its_blocks_carried_are_not_gossiped_after_them(
+    tmp_path: Path,
+) -> None:
+    """Under load a gossip batch lingers to fill up, while the leader proposes what its clients
+    sent: by the time the batch leaves, the others hold those transactions from the block (bytes
+    once, and no second decode there). What is still only pooled here is gossiped."""
+    cluster = Cluster(tmp_path, overrides={"SEND_TX_LIST_DURATION": 1.0})
+    try:
+        services = cluster.services
+        await cluster.wait(lambda: any(s.consensus.is_leader for s in services), "a leader")
+        leader = next(s for s in services if s.consensus.is_leader)
+        others = len(services) - 1
+        first = await submit(leader, 1, "a lone one")  # goes at once, to every other peer
+        await cluster.wait(lambda: cluster.network.gossiped == others, "the lone one gossiped")
+        sent = await submit(leader, 20, "the leader's own")  # right after: the relay lingers
+        await cluster.wait(lambda: cluster.final_everywhere(first + sent, services), "all final")
+        relay, network = leader.relay, cluster.network
+        await cluster.wait(lambda: relay.spared or network.gossiped > others, "the batch left")
+        assert (relay.spared, network.gossiped) == (len(sent), others)
+    finally:
+        for task in cluster.tasks:
+            task.cancel()
+        await asyncio.gather(*cluster.tasks, return_exceptions=True)
+
+
 async def test_a_member_serving_garbled_blocks_is_avoided_and_the_channel_goes_on(
     cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -117,3 +117,40 @@ async def test_under_load_a_batch_waits_until_it_is_full(
     batches = await transport.wait_batches(2)
     assert batches[1] == tuple(tx.hash for tx in (*more, *last))[:BATCH_MAX]
     assert gossip.batches == 2 and gossip.skipped == 0
+
+
+async def test_a_batch_leaves_without_what_the_others_hold_by_then() -> None:
+    """As a batch leaves, the transactions the others hold already (a certified block carried
+    them) are dropped from it; a batch left with none sends nothing."""
+    config = Config(
+        {
+            "MAX_TX_COUNT_IN_ADDTX_LIST": BATCH_MAX,
+            "MAX_BLOCK_KBYTES": 1024,
+            "SEND_TX_LIST_DURATION": HOUR,
+        }
+    )
+    held: set[bytes] = set()
+    transport = RecordingTransport()
+    gossip = TxRelay(
+        CHANNEL,
+        config,
+        transport,
+        lambda: OTHERS,
+        lambda txs: [t for t in txs if t.hash not in held],
+    )
+    task = asyncio.create_task(gossip.run())
+    try:
+        two = _txs(2)
+        held.add(two[0].hash)
+        gossip.queue(two)
+        assert await transport.wait_batches(1) == [(two[1].hash,)]
+        full = _txs(BATCH_MAX, start=10)  # under load now: a full batch leaves at once
+        held.update(tx.hash for tx in full)
+        gossip.queue(full)
+        await _settle()
+        assert len(transport.batches()) == 1 and gossip.spared == 1 + BATCH_MAX
+        assert gossip.batches == 1  # taken and dropped whole: no batch went to any peer
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
