@@ -22,6 +22,7 @@ import queue
 import resource
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -60,7 +61,7 @@ from loopchain.scoreservice.packages import (
 )
 from loopchain.scoreservice.state import ReadOnlyState, ScoreState, StateConflict, StateProxy
 from loopchain.storage import open_store
-from loopchain.storage.abc import StorageError
+from loopchain.storage.abc import KeyValueStore, StorageCorrupt, StorageError
 from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
@@ -192,6 +193,24 @@ def _returned_result(returned: object) -> tuple[int, str]:
     )
 
 
+def open_state_store(path: Path) -> KeyValueStore:
+    """The SCORE's state store at `path`. A corrupt one (a filesystem error or a repair cut its
+    files) is moved aside, kept for inspection, and a new empty one is opened: the state is made
+    only from the chain, and the peer replays its recorded blocks into the new store up to the
+    roots it recorded (a SCORE that failed to load instead would give this peer results no other
+    peer gives)."""
+    try:
+        return open_store(path)
+    except StorageCorrupt as exc:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            path.rename(aside)
+        except OSError as move:
+            raise StorageError(f"{exc}; cannot move it aside: {move}") from None
+        log.error("%s; moved aside to %s, a new state is replayed from the chain", exc, aside)
+        return open_store(path)
+
+
 class LoadedScore:
     """A loaded SCORE with its state: executes blocks and queries (called from a worker thread)."""
 
@@ -215,7 +234,7 @@ class LoadedScore:
             info=info,
         )
         self.meter = StepMeter(step_limit, [str(folder)])
-        self.state = ScoreState(open_store(request.state_path))
+        self.state = ScoreState(open_state_store(Path(request.state_path)))
         try:
             self.proxy = StateProxy(ReadOnlyState(self.state, "state writes only inside invoke"))
             self._query_view = ReadOnlyState(self.state, "state is read-only in a query")

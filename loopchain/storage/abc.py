@@ -11,6 +11,10 @@ class StorageError(RuntimeError):
     """A store that cannot be opened or used (held by another process, corrupt, closed)."""
 
 
+class StorageCorrupt(StorageError):
+    """A store whose files do not hold a readable database (the backend says it is corrupt)."""
+
+
 class WriteBatch(ABC):
     """Writes applied atomically, all or nothing, when the batch is committed."""
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import plyvel
 
-from loopchain.storage.abc import KeyValueStore, StorageError, WriteBatch
+from loopchain.storage.abc import KeyValueStore, StorageCorrupt, StorageError, WriteBatch
 from loopchain.storage.memory import check_bytes
 
 BLOOM_FILTER_BITS = 10  # per key: ~1% false positives
@@ -69,7 +69,7 @@ def _open(path: Path, create: bool, compression: bool) -> Any:
                 f"LevelDB store at {path} is locked: {holder} (only one owner may open a store)"
             ) from None
         if isinstance(exc, plyvel.CorruptionError):
-            raise StorageError(f"LevelDB store at {path} is corrupt: {_message(exc)}") from None
+            raise StorageCorrupt(f"LevelDB store at {path} is corrupt: {_message(exc)}") from None
         raise StorageError(f"cannot open LevelDB store at {path}: {_message(exc)}") from None
 
 
