@@ -96,41 +96,14 @@ async def test_blocks_execute_in_order_and_a_lost_score_state_is_replayed(tmp_pa
     # The SCORE loses everything it committed (its state directory is gone): the runtime replays
     # blocks 0..5 into it and must arrive at the roots it recorded, without recording anything anew.
     shutil.rmtree(tmp_path / "channel" / "score_state")
-    replayed: list[m.BlockExecuted] = []
-    runtime = _runtime(tmp_path, store, replayed)
-    async with running(runtime):
-        assert runtime.supervisor is not None
-        await runtime.supervisor.wait_ready(30)
-
-        async def score_caught_up() -> bool:
-            status = await runtime.supervisor.client.status()  # type: ignore[union-attr]
-            return status.executed_height == BLOCKS - 1 and status.state_root == recorded[1]
-
-        await wait_until_async(score_caught_up, 60, "the SCORE to replay to the recorded roots")
-    assert replayed == []  # nothing executed anew: the peer had already recorded every block
-    assert store.executed() == recorded
+    await _replay_to_recorded(tmp_path, store, recorded)
 
 
-@pytest.mark.timeout(120)
-async def test_a_corrupt_score_state_is_moved_aside_and_replayed_to_the_recorded_roots(
-    tmp_path: Path,
-) -> None:
-    """A filesystem error and its repair can leave the SCORE's LevelDB unreadable (its manifest
-    cut to nothing: seen after an ext4 that turned read-only was checked and mounted again). The
-    SCORE must not stay unloaded, which would make this peer record results no other peer has:
-    the corrupt store is moved aside and the recorded blocks replayed into a new one."""
-    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
-    _fill(store, ChainBuilder())
-    seen: list[m.BlockExecuted] = []
-    runtime = _runtime(tmp_path, store, seen)
-    async with running(runtime):
-        await wait_until_async(_executed_to(store, BLOCKS - 1), 60, "execution of every block")
-    recorded = store.executed()
-    assert recorded is not None
-    state = tmp_path / "channel" / "score_state"
-    manifest = state / (state / "CURRENT").read_text().strip()
-    manifest.write_bytes(b"")  # what the repair left
-
+async def _replay_to_recorded(
+    tmp_path: Path, store: BlockStore, recorded: tuple[int, bytes, bytes]
+) -> str:
+    """Start a runtime again over the executed `store`: its SCORE must load and be replayed to
+    the recorded roots, and nothing be recorded anew. Returns a query's answer after it."""
     replayed: list[m.BlockExecuted] = []
     runtime = _runtime(tmp_path, store, replayed)
     async with running(runtime):
@@ -144,8 +117,32 @@ async def test_a_corrupt_score_state_is_moved_aside_and_replayed_to_the_recorded
 
         await wait_until_async(score_caught_up, 60, "the SCORE to replay to the recorded roots")
         answer = await runtime.query(json.dumps({"method": "get", "params": {"key": "k5-2"}}))
+    assert replayed == []  # nothing executed anew: the peer had already recorded every block
+    assert store.executed() == recorded
+    return answer
+
+
+@pytest.mark.timeout(120)
+async def test_a_corrupt_score_state_is_moved_aside_and_replayed_to_the_recorded_roots(
+    tmp_path: Path,
+) -> None:
+    """A filesystem error and its repair can leave the SCORE's LevelDB unreadable (its manifest
+    cut to nothing: seen after an ext4 that turned read-only was checked and mounted again). The
+    SCORE must not stay unloaded, which would make this peer record results no other peer has:
+    the corrupt store is moved aside and the recorded blocks replayed into a new one."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, ChainBuilder())
+    runtime = _runtime(tmp_path, store, [])
+    async with running(runtime):
+        await wait_until_async(_executed_to(store, BLOCKS - 1), 60, "execution of every block")
+    recorded = store.executed()
+    assert recorded is not None
+    state = tmp_path / "channel" / "score_state"
+    manifest = state / (state / "CURRENT").read_text().strip()
+    manifest.write_bytes(b"")  # what the repair left
+
+    answer = await _replay_to_recorded(tmp_path, store, recorded)
     assert json.loads(answer) == {"value": "v5"}
-    assert replayed == [] and store.executed() == recorded
     aside = [p.name for p in state.parent.iterdir() if p.name.startswith("score_state.corrupt-")]
     assert len(aside) == 1, aside
     assert (state.parent / aside[0] / manifest.name).read_bytes() == b""  # kept as it was
