@@ -9,7 +9,7 @@ among its faults.
 from __future__ import annotations
 
 from loopchain.consensus import messages as m
-from loopchain.consensus.state import MAX_WAITING
+from loopchain.consensus.state import MAX_WAITING, ChannelConsensus
 from loopchain.consensus.tree import TreeNode
 from loopchain.types.vote import Complaint, QuorumCertificate, Vote
 from tests.sim.conftest import DEFAULT_SEEDS
@@ -182,17 +182,26 @@ def test_complaints_claiming_a_forged_certificate_are_refused() -> None:
         assert byzantine.address not in [voter for voter, _r, _s in tc.entries]
 
 
-def test_a_complaint_with_a_real_certificate_of_an_unseen_block_counts_once_it_arrives() -> None:
-    """The other side of refusing forged claims: an honest complaint whose certificate is for a
-    block this peer has not seen waits for that block and then counts."""
+def _a_certificate_and_a_peer_before_any_block() -> tuple[
+    Network, Node, QuorumCertificate, ChannelConsensus
+]:
+    """A network after a few blocks, one validator of it, its highest certificate, and another
+    validator's state as it was before any block (the same keys, started afresh)."""
     net = Network(4, seed=45)
     _run(net, steps=4, settle=3.0)
     source, late = net.honest()[0], net.honest()[1]
     qc = source.state.safety.high_qc
     assert qc is not None
-    behind = Network(4, seed=45)  # the same keys: `late` as it was before any block
+    behind = Network(4, seed=45)
     state = next(n for n in behind.nodes.values() if n.address == late.address).state
     state.handle(m.ValidatorsChanged(net.validators), 0.0)
+    return net, source, qc, state
+
+
+def test_a_complaint_with_a_real_certificate_of_an_unseen_block_counts_once_it_arrives() -> None:
+    """The other side of refusing forged claims: an honest complaint whose certificate is for a
+    block this peer has not seen waits for that block and then counts."""
+    _, source, qc, state = _a_certificate_and_a_peer_before_any_block()
     complaint = Complaint.create(CHANNEL, qc.round + 1, qc, source.signer)
     actions = state.handle(m.ComplaintReceived(complaint), 0.0)
     assert [a.block_hash for a in actions if isinstance(a, m.FetchBlock)] == [qc.block_hash]
@@ -209,14 +218,7 @@ def test_a_round_entered_through_a_complaints_certificate_has_its_timer_armed() 
     the node into the next round with no proposal of its own to follow. A node with work must
     still time that round out, or it waits in it for good (found once a leader's proposal made at
     once carried the certificate alone, and was lost)."""
-    net = Network(4, seed=45)
-    _run(net, steps=4, settle=3.0)
-    source, late = net.honest()[0], net.honest()[1]
-    qc = source.state.safety.high_qc
-    assert qc is not None
-    behind = Network(4, seed=45)  # the same keys: `late` as it was before any block
-    state = next(n for n in behind.nodes.values() if n.address == late.address).state
-    state.handle(m.ValidatorsChanged(net.validators), 0.0)
+    net, source, qc, state = _a_certificate_and_a_peer_before_any_block()
     known = [b for b, _ in source.chain] + [n.block for n in source.state.tree.nodes.values()]
     for block in sorted(known, key=lambda b: b.height):
         if block.height <= qc.height:  # the certified block, not its child with the certificate
