@@ -140,6 +140,7 @@ class IntakeJournal:
                     end,
                 )
             segment = _Segment(number)
+            emptied: list[_Segment] = []
             for raw in records:
                 try:
                     tx = Transaction.decode(raw)
@@ -147,7 +148,9 @@ class IntakeJournal:
                     log.error("intake journal %s: an unreadable entry (%s)", path, exc)
                     continue
                 found.append(tx)
-                self._track(tx, segment)
+                if (older := self._track(tx, segment)) is not None:
+                    emptied.append(older)
+            self._unlink(emptied)
             self._next_number = number + 1
             if segment.pending:
                 self._segments[number] = segment
@@ -175,8 +178,8 @@ class IntakeJournal:
             raise StorageError(f"cannot write the intake journal {self.directory}: {exc}") from None
         self._size += len(data)
         with self._lock:
-            for tx in txs:
-                self._track(tx, segment)
+            emptied = [older for tx in txs if (older := self._track(tx, segment)) is not None]
+        self._unlink(emptied)  # a client's second try moved the last pending of an older one
 
     def _segment_for(self, size: int) -> tuple[int, _Segment]:
         if not self._numbered:  # never replayed: append after what is on disk
@@ -274,15 +277,22 @@ class IntakeJournal:
         self._unlink(dropped)
         return len(gone)
 
-    def _track(self, tx: Transaction, segment: _Segment) -> None:
-        if self._where.get(tx.hash) == segment.number:
-            return  # the same transaction twice in one segment (a client's second try)
+    def _track(self, tx: Transaction, segment: _Segment) -> _Segment | None:
+        """Count `tx` in `segment`; an older segment that held it and now holds nothing pending
+        is forgotten and returned, for its file to go."""
         previous = self._where.get(tx.hash)
-        if previous is not None and previous in self._segments:
-            self._segments[previous].pending -= 1
+        if previous == segment.number:
+            return None  # the same transaction twice in one segment (a client's second try)
         self._where[tx.hash] = segment.number
         segment.pending += 1
         segment.newest_us = max(segment.newest_us, tx.timestamp)
+        older = self._segments.get(previous) if previous is not None else None
+        if older is None:
+            return None
+        older.pending -= 1
+        if older.pending > 0 or older is self._current:
+            return None
+        return self._segments.pop(older.number)
 
     def _unlink(self, segments: Iterable[_Segment]) -> None:
         """Delete these segments' files (outside the lock). A failure only leaves a file that the

@@ -85,6 +85,30 @@ def test_a_segment_goes_once_everything_in_it_is_final_and_appends_moved_on(
     assert len(IntakeJournal(directory).replay()) == 1
 
 
+def test_a_segment_whose_last_pending_transaction_a_client_sent_again_goes_at_once(
+    tmp_path: Path, chain: ChainBuilder
+) -> None:
+    """A client's second try of a transaction not final yet is appended to the open segment and
+    counted there; an older segment it leaves with nothing pending is removed then, not at the
+    window's sweep (and after a restart the same holds for the replayed segments)."""
+    directory = tmp_path / "intake"
+    one_record = len(encode_record(chain.transaction().encode()))
+    journal = IntakeJournal(directory, segment_max_bytes=one_record)
+    first, second = chain.transaction(), chain.transaction()
+    journal.append([first])
+    journal.append([second])  # a full segment each
+    assert len(segments(directory)) == 2
+    journal.append([first])  # the second try: a third segment, and the first one has nothing left
+    assert [p.name for p in segments(directory)] == [f"{n:020d}.log" for n in (2, 3)]
+    assert len(journal) == 2
+    journal.close()
+
+    replayed = IntakeJournal(directory, segment_max_bytes=one_record)
+    assert hashes(replayed.replay()) == hashes([second, first])
+    replayed.append([second])  # again: segment 2 empties, the open one keeps it
+    assert [p.name for p in segments(directory)] == [f"{n:020d}.log" for n in (3, 4)]
+
+
 def test_a_replayed_segment_that_is_all_final_is_removed_when_settled(
     tmp_path: Path, chain: ChainBuilder
 ) -> None:
@@ -214,6 +238,7 @@ _OPS = st.lists(
         st.tuples(st.just("append"), st.integers(1, 4)),
         st.tuples(st.just("settle"), st.integers(0, 50)),
         st.tuples(st.just("restart"), st.booleans()),
+        st.tuples(st.just("retry"), st.integers(0, 50)),  # a client sends a pending one again
     ),
     max_size=25,
 )
@@ -239,6 +264,10 @@ def test_what_is_acknowledged_and_not_final_always_comes_back(
             batch = [chain.transaction() for _ in range(int(arg))]  # type: ignore[call-overload]
             journal.append(batch)
             acknowledged.update((tx.hash, tx) for tx in batch)
+        elif op == "retry":
+            pending = [tx for h, tx in acknowledged.items() if h not in final]
+            if pending:
+                journal.append([pending[int(arg) % len(pending)]])  # type: ignore[call-overload]
         elif op == "settle":
             pending = [h for h in acknowledged if h not in final]
             done = pending[: int(arg) % (len(pending) + 1)]  # type: ignore[call-overload]
