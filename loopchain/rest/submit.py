@@ -31,6 +31,7 @@ BatchCall = Callable[[str, list[str]], Awaitable[pb.CreateTxBatchReply]]
 # (the gRPC status of a refusal, the peer's words) -> the error its submitter hears
 MakeError = Callable[[grpc.StatusCode, str], BaseException]
 MAX_BATCH = 500  # submissions in one call (the peer takes up to 1000)
+MAX_BUSY_CHANNELS = 256  # channels remembered as busy (a client may name any number of channels)
 LINGER_S = 0.005  # how long a submission waits for others after a call of several (module doc)
 
 
@@ -52,7 +53,7 @@ class TxSubmitter:
         self._waiting: dict[str, list[tuple[str, asyncio.Future[str]]]] = {}
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._last_size: dict[str, int] = {}  # submissions in each channel's last call
+        self._busy_lately: set[str] = set()  # channels whose last call carried several
         self._lingering: dict[str, asyncio.TimerHandle] = {}
 
     async def submit(self, channel: str, data_json: str) -> str:
@@ -65,7 +66,7 @@ class TxSubmitter:
             self._lingering.pop(channel).cancel()
             self._send_next(channel)
         elif channel not in self._busy:
-            if self._last_size.get(channel, 1) > 1:  # busy lately: let the others come
+            if channel in self._busy_lately:  # let the others come
                 self._busy.add(channel)
                 self._lingering[channel] = loop.call_later(LINGER_S, self._linger_over, channel)
             else:
@@ -80,10 +81,14 @@ class TxSubmitter:
         waiting = self._waiting.get(channel)
         if not waiting:
             self._busy.discard(channel)
+            self._waiting.pop(channel, None)  # what a channel holds goes with its last submission
             return
         batch, self._waiting[channel] = waiting[:MAX_BATCH], waiting[MAX_BATCH:]
         self._busy.add(channel)
-        self._last_size[channel] = len(batch)
+        if len(batch) == 1:
+            self._busy_lately.discard(channel)
+        elif len(self._busy_lately) < MAX_BUSY_CHANNELS:
+            self._busy_lately.add(channel)
         task = asyncio.get_running_loop().create_task(self._send(channel, batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -95,3 +95,19 @@ async def test_a_lingering_batch_goes_out_when_the_linger_ends() -> None:
     assert await asyncio.wait_for(submitter.submit("c", "d"), 5)  # the real linger, then sent
     assert peer.calls[-1] == ["d"]
     await submitter.close()
+
+
+async def test_what_it_keeps_per_channel_is_bounded_whatever_channels_clients_name() -> None:
+    """Clients may name any number of channels (the peer refuses unknown ones): once their
+    submissions are answered nothing is left per channel, and no more than MAX_BUSY_CHANNELS
+    are remembered as busy."""
+    peer = Peer()
+    submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    names = [f"c{i}" for i in range(submit.MAX_BUSY_CHANNELS + 50)]
+    for name in names:  # three at once: one goes alone, the two that waited go together
+        async with asyncio.timeout(5):
+            await asyncio.gather(*(submitter.submit(name, t) for t in "abc"))
+    assert sorted(len(texts) for texts in peer.calls[:2]) == [1, 2]
+    assert len(submitter._busy_lately) == submit.MAX_BUSY_CHANNELS
+    assert not submitter._waiting and not submitter._busy and not submitter._lingering
+    await submitter.close()
