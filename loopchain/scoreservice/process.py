@@ -519,7 +519,13 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         try:
             self.loaded = LoadedScore(request, self.step_limit)
             self.request = request
-        except BaseException as exc:  # any failure leaves the process serving, not loaded
+        except StorageError:
+            # this machine's state store cannot be opened or read (read-only or full disk, held
+            # by another process): not the package's fault, and "not loaded" would make this peer
+            # record results no other peer records. The process ends (see _run) and its supervisor
+            # loads it again after a backoff while the peer's execution waits.
+            raise
+        except BaseException as exc:  # any other failure leaves the process serving, not loaded
             self.reason = load_failure(exc)
             log.warning("%s", self.reason)
             return self._status()

@@ -237,13 +237,15 @@ class ScoreSupervisor:
         except OSError as exc:
             return f"could not start: {exc}"
         self._process = process
+        failure = None
         try:
-            await self._bring_up(process)
+            failure = await self._bring_up(process)
             await self._until_exit_or_stop(process)
         finally:
             self._ready.clear()
             await _terminate(process)
-        return f"exit code {process.returncode}"
+        ended = f"exit code {process.returncode}"
+        return f"{ended}: {failure}" if failure else ended
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         private_dir(self.socket_dir)
@@ -273,25 +275,27 @@ class ScoreSupervisor:
             close_fds=True,
         )
 
-    async def _bring_up(self, process: asyncio.subprocess.Process) -> None:
-        """Wait until the process answers Status, then Load the package."""
+    async def _bring_up(self, process: asyncio.subprocess.Process) -> str | None:
+        """Wait until the process answers Status, then Load the package. Returns why the process
+        is killed, when it is: it died, was too slow or could not open its state store while
+        loading (a local condition, tried again after a backoff; not a load error)."""
         assert self.package is not None
         if not await self._await_answer(process):
             if process.returncode is None and not self._stopping.is_set():
                 log.error("SCORE process did not answer within %.0f s; killing it", START_DEADLINE)
                 process.kill()
-            return
+            return None
         try:
             status = await self._client.load(self.channel, self.package, self.state_path)
-        except ScoreUnavailable as exc:  # died or too slow while loading: start afresh
+        except ScoreUnavailable as exc:  # died, too slow or its store failed: start afresh
             self._state = ScoreStatusInfo.unavailable(exc.message)
             if process.returncode is None and not self._stopping.is_set():
                 log.error("SCORE of channel %s: %s; killing it", self.channel, exc.message)
                 process.kill()
-            return
+            return exc.message
         except ScoreRejected as exc:  # e.g. another package loaded: report, keep serving Status
             self._state = ScoreStatusInfo.unavailable(exc.message)
-            return
+            return None
         if status.loaded:
             self.load_error = None
             self._ready.set()
@@ -299,6 +303,7 @@ class ScoreSupervisor:
             self.load_error = status.message
             self._state = status
             log.error("SCORE of channel %s could not be loaded: %s", self.channel, status.message)
+        return None
 
     async def _await_answer(self, process: asyncio.subprocess.Process) -> bool:
         loop = asyncio.get_running_loop()

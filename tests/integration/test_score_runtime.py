@@ -58,10 +58,12 @@ async def running(runtime: ScoreRuntime) -> AsyncIterator[list[m.BlockExecuted]]
         await runtime.stop()
 
 
-def _runtime(tmp_path: Path, store: BlockStore, seen: list[m.BlockExecuted]) -> ScoreRuntime:
+def _runtime(
+    tmp_path: Path, store: BlockStore, seen: list[m.BlockExecuted], **settings: object
+) -> ScoreRuntime:
     config = load_config(
         environ={},
-        overrides={"DEFAULT_SCORE_REPOSITORY_PATH": str(ROOT / "score")},
+        overrides={"DEFAULT_SCORE_REPOSITORY_PATH": str(ROOT / "score"), **settings},
     )
     return ScoreRuntime(
         config=config,
@@ -146,6 +148,45 @@ async def test_a_corrupt_score_state_is_moved_aside_and_replayed_to_the_recorded
     aside = [p.name for p in state.parent.iterdir() if p.name.startswith("score_state.corrupt-")]
     assert len(aside) == 1, aside
     assert (state.parent / aside[0] / manifest.name).read_bytes() == b""  # kept as it was
+
+
+@pytest.mark.timeout(120)
+async def test_a_state_store_that_cannot_be_opened_holds_execution_until_it_can(
+    tmp_path: Path,
+) -> None:
+    """A state store this machine cannot open (here another process holds its lock; a read-only
+    or full disk does the same) is not the package's fault: recording 9100 and the old root, as
+    for a package no peer can load, would give this peer results no other peer has. Execution
+    waits, the status says why, and once the store opens every block runs for real."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, ChainBuilder())
+    holder = LevelDBStore(tmp_path / "channel" / "score_state")  # the state store's lock, held
+    runtime = _runtime(tmp_path, store, [], SCORE_RESTART_BACKOFF_MAX=0.5)
+    async with running(runtime):
+        assert runtime.supervisor is not None
+
+        async def refused_for_the_lock() -> bool:
+            message = runtime.info().message
+            return runtime.info().status == -1 and "score_state" in message and "lock" in message
+
+        await wait_until_async(refused_for_the_lock, 60, "the SCORE refusing its held store")
+        restarts = runtime.supervisor.restarts
+
+        async def tried_again() -> bool:
+            return runtime.supervisor.restarts > restarts  # type: ignore[union-attr]
+
+        await wait_until_async(tried_again, 60, "another try to load")
+        assert store.executed() is None  # nothing recorded while the store cannot be opened
+        assert runtime.supervisor.load_error is None
+        holder.close()
+        await wait_until_async(_executed_to(store, BLOCKS - 1), 60, "execution of every block")
+        answer = await runtime.query(json.dumps({"method": "get", "params": {"key": "k5-2"}}))
+    assert json.loads(answer) == {"value": "v5"}
+    for height in range(BLOCKS):
+        block = store.block_by_height(height)
+        assert block is not None
+        codes = {store.tx_result(tx.hash)[0] for tx in block.transactions}  # type: ignore[index]
+        assert codes == {0}, (height, codes)
 
 
 def _executed_to(store: BlockStore, height: int):  # type: ignore[no-untyped-def]
