@@ -209,15 +209,16 @@ class ScoreClient:
             "status", self._stub.Status(pb.Empty(), timeout=self.timeout)
         )
 
-    async def invoke_block(self, block: Block) -> InvokeResult:
-        """Execute the next block's transactions and stage their state changes."""
+    async def invoke_block(self, block: Block, timeout: float | None = None) -> InvokeResult:
+        """Execute the next block's transactions and stage their state changes (within
+        `timeout` seconds, by default SCORE_INVOKE_TIMEOUT)."""
         request = pb.InvokeRequest(
             block=block.encode(), tx_hashes=b"".join(tx.hash for tx in block.transactions)
         )
         try:
             reply = await self._call(
                 f"invoke of block {block.height}",
-                self._stub.InvokeBlock(request, timeout=self.invoke_timeout),
+                self._stub.InvokeBlock(request, timeout=timeout or self.invoke_timeout),
             )
         except ScoreUnavailable as exc:
             if exc.deadline_exceeded and self._on_invoke_timeout is not None:

@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 
 from loopchain.blockchain.block_store import BlockStore
+from loopchain.blockchain.execution import InvokeResult
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.peer.score_runtime import ScoreRuntime
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types import canonical
+from loopchain.types.block import Block
 from loopchain.types.transaction import Transaction
 from tests.integration._storage_helpers import CHANNEL, ChainBuilder
 from tools.procs import ROOT, wait_until_async
@@ -222,3 +224,52 @@ async def test_an_unloadable_package_gives_9100_and_keeps_the_state_root(tmp_pat
     assert (code, height) == (9100, 3) and "no/such" in message
     executed = store.executed()
     assert executed is not None and executed[1] == store.roots_at(0)[0]  # type: ignore[index]
+
+
+@pytest.mark.timeout(120)
+async def test_a_block_past_its_deadline_is_tried_with_doubled_deadlines_before_it_is_given_up(
+    tmp_path: Path,
+) -> None:
+    """The invoke deadline is wall-clock time, which differs ~3x between machines; a block's work
+    does not (the step limit bounds it). So each try of a block gets twice the deadline of the
+    one before, and only a SCORE that misses all of them (here one that never returns) is given
+    up, with results 9100 that name the deadlines."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    chain = ChainBuilder()
+    runaway = Transaction.create_v1(CHANNEL, {"method": "run"}, 1, chain.signers[0])
+    block = chain.block([runaway])
+    store.save_block(block, chain.certify(block))
+    config = load_config(
+        environ={},
+        overrides={
+            "DEFAULT_SCORE_REPOSITORY_PATH": str(ROOT / "score"),
+            "SCORE_STEP_LIMIT": 2**31 - 1,  # the loop ends by the deadline only
+            "SCORE_INVOKE_TIMEOUT": 0.25,
+            "SCORE_RESTART_BACKOFF_MAX": 0.5,
+        },
+    )
+    runtime = ScoreRuntime(
+        config=config,
+        channel=CHANNEL,
+        store=store,
+        package_name="test/loop",
+        storage_dir=tmp_path / "channel",
+        port=1,
+        on_executed=lambda event: None,
+    )
+    assert runtime.supervisor is not None
+    client = runtime.supervisor.client
+    deadlines: list[float | None] = []
+    invoke = client.invoke_block
+
+    async def recorded_invoke(block: Block, timeout: float | None = None) -> InvokeResult:
+        deadlines.append(timeout)
+        return await invoke(block, timeout)
+
+    client.invoke_block = recorded_invoke  # type: ignore[method-assign]
+    async with running(runtime):
+        await wait_until_async(_executed_to(store, 0), 60, "the runaway block given up")
+    assert deadlines == [0.25, 0.5, 1.0]
+    code, message, *_ = store.tx_result(runaway.hash)  # type: ignore[misc]
+    assert code == 9100 and "within 0.25, 0.5 and 1 s" in message, message
+    assert runtime.info().status == -1 and "SCORE_INVOKE_TIMEOUT" in runtime.info().message
