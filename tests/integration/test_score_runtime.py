@@ -61,7 +61,11 @@ async def running(runtime: ScoreRuntime) -> AsyncIterator[list[m.BlockExecuted]]
 
 
 def _runtime(
-    tmp_path: Path, store: BlockStore, seen: list[m.BlockExecuted], **settings: object
+    tmp_path: Path,
+    store: BlockStore,
+    seen: list[m.BlockExecuted],
+    package: str = "sample/kvstore",
+    **settings: object,
 ) -> ScoreRuntime:
     config = load_config(
         environ={},
@@ -71,7 +75,7 @@ def _runtime(
         config=config,
         channel=CHANNEL,
         store=store,
-        package_name="sample/kvstore",
+        package_name=package,
         storage_dir=tmp_path / "channel",
         port=40000 + (hash(str(tmp_path)) % 20000),
         on_executed=seen.append,
@@ -203,18 +207,7 @@ def _executed_to(store: BlockStore, height: int):  # type: ignore[no-untyped-def
 async def test_an_unloadable_package_gives_9100_and_keeps_the_state_root(tmp_path: Path) -> None:
     store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
     _fill(store, ChainBuilder())
-    config = load_config(
-        environ={}, overrides={"DEFAULT_SCORE_REPOSITORY_PATH": str(ROOT / "score")}
-    )
-    runtime = ScoreRuntime(
-        config=config,
-        channel=CHANNEL,
-        store=store,
-        package_name="no/such",
-        storage_dir=tmp_path / "channel",
-        port=1,
-        on_executed=lambda event: None,
-    )
+    runtime = _runtime(tmp_path, store, [], "no/such")
     assert runtime.info().status == -1 and "no/such" in runtime.info().message
     async with running(runtime):
         await wait_until_async(_executed_to(store, BLOCKS - 1), 30, "9100 results for every block")
@@ -239,23 +232,14 @@ async def test_a_block_past_its_deadline_is_tried_with_doubled_deadlines_before_
     runaway = Transaction.create_v1(CHANNEL, {"method": "run"}, 1, chain.signers[0])
     block = chain.block([runaway])
     store.save_block(block, chain.certify(block))
-    config = load_config(
-        environ={},
-        overrides={
-            "DEFAULT_SCORE_REPOSITORY_PATH": str(ROOT / "score"),
-            "SCORE_STEP_LIMIT": 2**31 - 1,  # the loop ends by the deadline only
-            "SCORE_INVOKE_TIMEOUT": 0.25,
-            "SCORE_RESTART_BACKOFF_MAX": 0.5,
-        },
-    )
-    runtime = ScoreRuntime(
-        config=config,
-        channel=CHANNEL,
-        store=store,
-        package_name="test/loop",
-        storage_dir=tmp_path / "channel",
-        port=1,
-        on_executed=lambda event: None,
+    runtime = _runtime(
+        tmp_path,
+        store,
+        [],
+        "test/loop",
+        SCORE_STEP_LIMIT=2**31 - 1,  # the loop ends by the deadline only
+        SCORE_INVOKE_TIMEOUT=0.25,
+        SCORE_RESTART_BACKOFF_MAX=0.5,
     )
     assert runtime.supervisor is not None
     client = runtime.supervisor.client
