@@ -199,19 +199,22 @@ def _checked_handler(handler: Any, method: str, count: Callable[[str, str], None
             request_deserializer=safe_decode,
             response_serializer=handler.response_serializer,
         )
+
+    async def decoded(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, _Undecodable):
+                await refuse(request, context)  # ends the stream
+            yield request
+
     if handler.stream_unary is not None:
         streamed = handler.stream_unary
 
         async def checked_stream(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
         ) -> Any:
-            async def decoded() -> AsyncIterator[Any]:
-                async for request in requests:
-                    if isinstance(request, _Undecodable):
-                        await refuse(request, context)  # ends the stream
-                    yield request
-
-            answer = streamed(decoded(), context)
+            answer = streamed(decoded(requests, context), context)
             return await answer if inspect.isawaitable(answer) else answer
 
         return grpc.stream_unary_rpc_method_handler(
@@ -219,7 +222,20 @@ def _checked_handler(handler: Any, method: str, count: Callable[[str, str], None
             request_deserializer=safe_decode,
             response_serializer=handler.response_serializer,
         )
-    return handler  # no server of the node streams replies
+    if handler.stream_stream is not None:  # its servicer writes its replies (context.write)
+        both = handler.stream_stream
+
+        async def checked_both(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        ) -> None:
+            await both(decoded(requests, context), context)
+
+        return grpc.stream_stream_rpc_method_handler(
+            checked_both,
+            request_deserializer=safe_decode,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
 
 def bind(server: grpc.aio.Server, host: str, port: int, tls: Tls | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -295,6 +296,30 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             caller = self._peer_caller(context)
         except RequestError as exc:
             await context.abort(*self._refusal(context, method, exc))
+        handled = refused = 0
+        ended = ""
+        async with self._inbound_stream(context, method):
+            try:
+                async with asyncio.timeout(STREAM_MAX_AGE_S):
+                    async for request in requests:
+                        try:
+                            handle(request, caller)
+                            handled += 1
+                        except (RequestError, EncodingError) as exc:
+                            self._refusal(context, method, exc)
+                            refused += 1
+            except TimeoutError:  # a sender replaces its streams well before: this one is left
+                ended = f"; ended after {STREAM_MAX_AGE_S:g} s"
+        return pb.Ack(code=0, message=f"{handled} handled, {refused} refused{ended}")
+
+    @contextlib.asynccontextmanager
+    async def _inbound_stream(
+        self, context: grpc.aio.ServicerContext, method: str
+    ) -> AsyncIterator[None]:
+        """An inbound stream, refused while this peer stops or holds MAX_INBOUND_STREAMS of
+        them, else accepted (STREAM_ACCEPTED) and held until it ends or `end_streams` ends it."""
+        if self._closing:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "this peer is stopping")
         if len(self._streams) >= MAX_INBOUND_STREAMS:
             self._count_error(method, grpc.StatusCode.RESOURCE_EXHAUSTED)
             await context.abort(
@@ -304,27 +329,15 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         task = asyncio.current_task()
         if task is not None:
             self._streams.add(task)
-        handled = refused = 0
-        ended = ""
         try:
             await context.send_initial_metadata((STREAM_ACCEPTED,))
-            async with asyncio.timeout(STREAM_MAX_AGE_S):
-                async for request in requests:
-                    try:
-                        handle(request, caller)
-                        handled += 1
-                    except (RequestError, EncodingError) as exc:
-                        self._refusal(context, method, exc)
-                        refused += 1
-        except TimeoutError:  # a sender replaces its streams well before: this one is left open
-            ended = f"; ended after {STREAM_MAX_AGE_S:g} s"
+            yield
         except asyncio.CancelledError:
             if self._closing:  # ended by end_streams: answered, so that the call is over at once
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "this peer is stopping")
             raise
         finally:
             self._streams.discard(task)  # type: ignore[arg-type]
-        return pb.Ack(code=0, message=f"{handled} handled, {refused} refused{ended}")
 
     async def end_streams(self, deadline: float) -> None:
         """End every inbound stream, waiting up to `deadline` seconds for them to end (before
@@ -355,21 +368,52 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
     async def CreateTxBatch(
         self, request: pb.CreateTxBatchRequest, context: Any
     ) -> pb.CreateTxBatchReply:
-        async def work() -> pb.CreateTxBatchReply:
-            _check_batch_size(len(request.data_json))
-            channel = self._channel(context, request.channel)
-            parsed: list[dict[str, Any] | RequestError] = []
-            for text in request.data_json:
-                try:
-                    parsed.append(_client_object(text))
-                except RequestError as exc:
-                    parsed.append(exc)
-            created = iter(await channel.create_txs([p for p in parsed if isinstance(p, dict)]))
-            return _batch_reply(
-                [p if isinstance(p, RequestError) else next(created) for p in parsed]
-            )
+        return await self._serve(context, "CreateTxBatch", lambda: self._tx_batch(request, context))
 
-        return await self._serve(context, "CreateTxBatch", work)
+    async def _tx_batch(
+        self, request: pb.CreateTxBatchRequest, context: Any
+    ) -> pb.CreateTxBatchReply:
+        _check_batch_size(len(request.data_json))
+        channel = self._channel(context, request.channel)
+        parsed: list[dict[str, Any] | RequestError] = []
+        for text in request.data_json:
+            try:
+                parsed.append(_client_object(text))
+            except RequestError as exc:
+                parsed.append(exc)
+        created = iter(await channel.create_txs([p for p in parsed if isinstance(p, dict)]))
+        return _batch_reply([p if isinstance(p, RequestError) else next(created) for p in parsed])
+
+    async def CreateTxStream(
+        self, requests: AsyncIterator[pb.CreateTxBatchRequest], context: Any
+    ) -> None:
+        await self._batch_stream(requests, context, "CreateTxStream", self._tx_batch)
+
+    async def CreateIconTxStream(
+        self, requests: AsyncIterator[pb.IconTxBatchRequest], context: Any
+    ) -> None:
+        await self._batch_stream(requests, context, "CreateIconTxStream", self._icon_tx_batch)
+
+    async def _batch_stream(
+        self,
+        requests: AsyncIterator[R],
+        context: grpc.aio.ServicerContext,
+        method: str,
+        answer: Callable[[R, Any], Awaitable[pb.CreateTxBatchReply]],
+    ) -> None:
+        """Each batch of a client's stream answered in order as its one-call twin answers it;
+        one refused as a whole gets the refusal in the reply's code and message, and the stream
+        goes on. Ended by this peer after STREAM_MAX_AGE_S (the proxy replaces it before)."""
+        async with self._inbound_stream(context, method):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STREAM_MAX_AGE_S):
+                    async for request in requests:
+                        try:
+                            reply = await answer(request, context)
+                        except (RequestError, EncodingError) as exc:
+                            code, message = self._refusal(context, method, exc)
+                            reply = pb.CreateTxBatchReply(code=code.value[0], message=message)
+                        await context.write(reply)
 
     async def CreateIconTx(self, request: pb.IconTxRequest, context: Any) -> pb.CreateTxReply:
         async def work() -> pb.CreateTxReply:
@@ -382,12 +426,16 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
     async def CreateIconTxBatch(
         self, request: pb.IconTxBatchRequest, context: Any
     ) -> pb.CreateTxBatchReply:
-        async def work() -> pb.CreateTxBatchReply:
-            _check_batch_size(len(request.params_json))
-            channel = self._channel(context, request.channel)
-            return _batch_reply(await channel.create_icon_txs(list(request.params_json)))
+        return await self._serve(
+            context, "CreateIconTxBatch", lambda: self._icon_tx_batch(request, context)
+        )
 
-        return await self._serve(context, "CreateIconTxBatch", work)
+    async def _icon_tx_batch(
+        self, request: pb.IconTxBatchRequest, context: Any
+    ) -> pb.CreateTxBatchReply:
+        _check_batch_size(len(request.params_json))
+        channel = self._channel(context, request.channel)
+        return _batch_reply(await channel.create_icon_txs(list(request.params_json)))
 
     async def GetBalance(self, request: pb.BalanceRequest, context: Any) -> pb.BalanceReply:
         async def work() -> pb.BalanceReply:

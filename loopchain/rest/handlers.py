@@ -17,6 +17,7 @@ from loopchain.p2p.grpc_util import open_channel
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
 from loopchain.rest import formatting, params
+from loopchain.rest.batch_stream import BatchStreams
 from loopchain.rest.errors import RestError, invalid_params, json_response, rpc_error
 from loopchain.rest.peer_health import PeerHealth
 from loopchain.rest.submit import BatchCall, MakeError, TxSubmitter
@@ -51,12 +52,17 @@ class PeerApi:
         self._stub: PeerServiceStub | None = None
         self.on_rpc_error: Callable[[str, str], None] | None = None  # (method, status code name)
         self._rpc_names: dict[object, str] = {}
+        self._batch_streams: tuple[BatchStreams[Any], ...] = ()
         self.health = PeerHealth(self._probe, peer_target, self._timeout)
 
     async def start(self) -> None:
         """Open the gRPC channel to the peer (connections are made lazily, per call)."""
         self._channel = open_channel(self.peer_target, self._config)
         self._stub = PeerServiceStub(self._channel)
+        self._batch_streams = (
+            BatchStreams(self._stub.CreateTxStream, self._stub.CreateTxBatch),
+            BatchStreams(self._stub.CreateIconTxStream, self._stub.CreateIconTxBatch),
+        )
         service = pb.DESCRIPTOR.services_by_name["PeerService"]
         self._rpc_names = {getattr(self._stub, m.name): m.name for m in service.methods}
 
@@ -65,6 +71,9 @@ class PeerApi:
         await self.health.close()
         for submitter in self._submitters:
             await submitter.close()
+        for streams in self._batch_streams:
+            streams.close()
+        self._batch_streams = ()
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
@@ -87,6 +96,13 @@ class PeerApi:
         if self._stub is None:
             raise RestError(ResponseCode.FAIL, "the REST proxy is shutting down", 503)
         return self._stub
+
+    def batch_streams(self, *, icon: bool) -> BatchStreams[Any]:
+        """Where batches of submissions go (v1, or v3 with `icon`): streams to the peer, or
+        calls when a stream cannot take them."""
+        if not self._batch_streams:
+            raise RestError(ResponseCode.FAIL, "the REST proxy is shutting down", 503)
+        return self._batch_streams[icon]
 
     @contextlib.contextmanager
     def slots(self, count: int = 1) -> Iterator[None]:
@@ -167,7 +183,7 @@ class PeerApi:
 
     async def _submit_batch(self, channel: str, texts: list[str]) -> pb.CreateTxBatchReply:
         request = pb.CreateTxBatchRequest(channel=channel, data_json=texts)
-        return await self.submit_batch("CreateTxBatch", request, self.stub.CreateTxBatch)
+        return await self.submit_batch("CreateTxBatch", request, self.batch_streams(icon=False))
 
     async def _submit(self, channel: str, body: dict[str, Any]) -> dict[str, Any]:
         tx_hash = await self.submitter.submit(channel, params.compact_json(body))

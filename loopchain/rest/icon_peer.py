@@ -178,7 +178,7 @@ class PeerReader:
     async def _send_batch(self, channel: str, texts: list[str]) -> pb.CreateTxBatchReply:
         request = pb.IconTxBatchRequest(channel=channel, params_json=texts)
         return await self._api.submit_batch(
-            "CreateIconTxBatch", request, self._api.stub.CreateIconTxBatch
+            "CreateIconTxBatch", request, self._api.batch_streams(icon=True)
         )
 
     def _send_error(self, code: grpc.StatusCode, details: str) -> JsonRpcError:

@@ -609,6 +609,40 @@ def test_create_tx_batch_refuses_each_bad_item_alone(target: Target) -> None:
     wait_final(target, [good.tx_hash])
 
 
+def _tx_stream(port: int, requests: list[bytes]) -> list[pb.CreateTxBatchReply]:
+    """The replies of the peer's CreateTxStream to `requests` (raw messages, as any stranger may
+    write them)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = channel.stream_stream(
+            "/loopchain.PeerService/CreateTxStream",
+            request_serializer=lambda raw: raw,
+            response_deserializer=pb.CreateTxBatchReply.FromString,
+        )
+        return list(stream(iter(requests), timeout=DEADLINE))
+
+
+def test_create_tx_stream_refuses_bad_batches_alone_and_ends_on_a_malformed_message(
+    target: Target,
+) -> None:
+    port = _stranger_port(target)
+    batches = [
+        pb.CreateTxBatchRequest(channel=CHANNEL, data_json=['{"a":1}'] * 1001),
+        pb.CreateTxBatchRequest(channel="nosuch", data_json=['{"a":1}']),
+        pb.CreateTxBatchRequest(channel=CHANNEL, data_json=['{"data":"streamed"}', "[1]"]),
+    ]
+    over, unknown, mixed = _tx_stream(port, [b.SerializeToString() for b in batches])
+    assert over.code == INVALID.value[0] and not over.results, over
+    assert "1001 transactions in one call, limit 1000" in over.message, over
+    assert unknown.code == NOT_FOUND.value[0] and not unknown.results, unknown
+    good, array = mixed.results
+    assert mixed.code == 0 and good.code == 0 and len(good.tx_hash) == 64, mixed
+    assert array.code == INVALID.value[0] and "must be a JSON object" in array.message, mixed
+    wait_final(target, [good.tx_hash])
+
+    error = rpc_refusal(_tx_stream, port, [batches[2].SerializeToString(), b"\xff\x01garbage"])
+    assert error.code() == INVALID and "malformed request" in error.details(), error
+
+
 @pytest.mark.parametrize(
     ("method", "request_", "code", "words"),
     [

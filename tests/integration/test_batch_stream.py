@@ -1,0 +1,241 @@
+"""The REST proxy's batches of submissions over streams to the real PeerServicer on 127.0.0.1:
+answered in order on one long-lived stream, a batch refused as a whole refused as the call would
+be while the stream goes on, a deadline drops the stream, and a peer that refuses streams (an
+older one, or one holding its limit) is sent calls."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from loopchain.configure import load_config
+from loopchain.p2p import grpc_util, peer_service
+from loopchain.p2p.errors import ErrorKind, RequestError
+from loopchain.p2p.peer_service import PeerServicer
+from loopchain.p2p.server import PeerServer
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.rest.batch_stream import BatchStreams
+from loopchain.types import canonical
+from loopchain.types.crypto import Signer
+from loopchain.types.transaction import Transaction
+from tests.integration._fake_peer import start_fake_peer
+from tools.procs import free_port_pair, wait_until_async
+
+CHANNEL = "alpha"
+SIGNER = Signer.generate()
+CONFIG = load_config(environ={})
+TIMEOUT = 10.0
+
+
+class Channel:
+    """What CreateTxBatch reaches of a channel: it signs what clients sent, in order, and can
+    be held (its answers wait until released)."""
+
+    def __init__(self) -> None:
+        self.taken: list[dict[str, Any]] = []
+        self.numbers: dict[str, int] = {}  # hash -> the "n" of the body it was made of
+        self.waiting = 0  # batches held
+        self.released = asyncio.Event()
+        self.released.set()
+
+    async def create_txs(self, bodies: list[dict[str, Any]]) -> list[Transaction | RequestError]:
+        self.waiting += 1
+        await self.released.wait()
+        self.waiting -= 1
+        outcomes: list[Transaction | RequestError] = []
+        for body in bodies:
+            self.taken.append(body)
+            if body.get("bad"):
+                outcomes.append(RequestError(ErrorKind.INVALID, "refused: bad"))
+                continue
+            tx = Transaction.create_v1(CHANNEL, body, len(self.taken), SIGNER)
+            self.numbers[tx.hash_hex] = int(body["n"])
+            outcomes.append(tx)
+        return outcomes
+
+    def member_ids(self) -> set[str]:
+        return set()
+
+
+class Backend:
+    def __init__(self) -> None:
+        self.alpha = Channel()
+
+    def channel(self, name: str) -> Channel:
+        if name != CHANNEL:
+            raise RequestError(ErrorKind.NOT_FOUND, f"no channel {name!r} on this peer")
+        return self.alpha
+
+
+class CountingServicer(PeerServicer):
+    """The real servicer, counting the submission streams it is asked to serve."""
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__(backend, "receiver", None, None)  # type: ignore[arg-type]
+        self.opened: Counter[str] = Counter()
+
+    async def CreateTxStream(
+        self, requests: AsyncIterator[pb.CreateTxBatchRequest], context: Any
+    ) -> None:
+        self.opened["CreateTxStream"] += 1
+        await super().CreateTxStream(requests, context)
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[tuple[CountingServicer, PeerServer, int]]:
+    port = free_port_pair()
+    servicer = CountingServicer(Backend())
+    server = grpc_util.create_server(CONFIG, None)
+    pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
+    grpc_util.bind(server, "127.0.0.1", port)
+    await server.start()
+    served = PeerServer(server, servicer)
+    yield servicer, served, port
+    await served.stop(grace=0)
+
+
+@pytest.fixture
+async def stub(
+    peer: tuple[CountingServicer, PeerServer, int],
+) -> AsyncIterator[pb_grpc.PeerServiceStub]:
+    channel = grpc_util.open_channel(f"127.0.0.1:{peer[2]}", CONFIG)
+    yield pb_grpc.PeerServiceStub(channel)
+    await channel.close()
+
+
+def _streams(stub: pb_grpc.PeerServiceStub) -> BatchStreams[pb.CreateTxBatchRequest]:
+    return BatchStreams(stub.CreateTxStream, stub.CreateTxBatch)
+
+
+def _batch(first: int, count: int, channel: str = CHANNEL) -> pb.CreateTxBatchRequest:
+    texts = [canonical.encode({"n": n}).decode() for n in range(first, first + count)]
+    return pb.CreateTxBatchRequest(channel=channel, data_json=texts)
+
+
+def _numbers(servicer: CountingServicer) -> list[int]:
+    return [int(body["n"]) for body in servicer.backend.alpha.taken]  # type: ignore[attr-defined]
+
+
+async def test_batches_go_in_order_on_one_stream_and_concurrent_ones_on_a_few(
+    peer: tuple[CountingServicer, PeerServer, int], stub: pb_grpc.PeerServiceStub
+) -> None:
+    servicer = peer[0]
+    streams = _streams(stub)
+    for first in range(0, 50, 5):
+        reply = await streams(_batch(first, 5), timeout=TIMEOUT)
+        assert len(reply.results) == 5 and all(r.code == 0 and r.tx_hash for r in reply.results)
+    assert _numbers(servicer) == list(range(50))
+    assert servicer.opened == {"CreateTxStream": 1} and streams.streamed == 10
+
+    replies = await asyncio.gather(
+        *(streams(_batch(100 + 10 * k, 10), timeout=TIMEOUT) for k in range(8))
+    )
+    assert sorted(_numbers(servicer)[50:]) == list(range(100, 180))
+    numbers = servicer.backend.alpha.numbers  # type: ignore[attr-defined]
+    for k, reply in enumerate(replies):  # each reply answers its own batch
+        assert [numbers[r.tx_hash] for r in reply.results] == list(
+            range(100 + 10 * k, 110 + 10 * k)
+        )
+    assert servicer.opened["CreateTxStream"] <= 4  # MAX_STREAMS; the rest went by call
+    assert streams.streamed >= 11
+
+
+async def test_a_batch_refused_as_a_whole_fails_as_the_call_would_and_the_stream_goes_on(
+    peer: tuple[CountingServicer, PeerServer, int], stub: pb_grpc.PeerServiceStub
+) -> None:
+    servicer = peer[0]
+    streams = _streams(stub)
+    for request in (
+        _batch(0, 1, channel="beta"),
+        _batch(0, peer_service.MAX_SUBMISSIONS_PER_CALL + 1),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await streams(request, timeout=TIMEOUT)
+        with pytest.raises(grpc.aio.AioRpcError) as by_call:
+            await stub.CreateTxBatch(request, timeout=TIMEOUT)
+        assert (refused.value.code(), refused.value.details()) == (
+            by_call.value.code(),
+            by_call.value.details(),
+        )
+        assert refused.value.code() in (
+            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+    bad = pb.CreateTxBatchRequest(
+        channel=CHANNEL, data_json=['{"n": 1}', '{"n": 2, "bad": true}', "[not an object"]
+    )
+    reply = await streams(bad, timeout=TIMEOUT)
+    assert [r.code for r in reply.results] == [
+        0,
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+    ]
+    assert servicer.opened == {"CreateTxStream": 1} and streams.streamed == 3
+
+
+async def test_a_batch_past_its_deadline_drops_its_stream_and_the_next_opens_another(
+    peer: tuple[CountingServicer, PeerServer, int], stub: pb_grpc.PeerServiceStub
+) -> None:
+    servicer = peer[0]
+    streams = _streams(stub)
+    await streams(_batch(0, 1), timeout=TIMEOUT)
+    servicer.backend.alpha.released.clear()  # type: ignore[attr-defined]
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await streams(_batch(1, 1), timeout=0.2)
+    assert late.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    servicer.backend.alpha.released.set()  # type: ignore[attr-defined]
+    reply = await streams(_batch(2, 1), timeout=TIMEOUT)
+    assert reply.results[0].code == 0
+    assert servicer.opened == {"CreateTxStream": 2}
+
+
+async def test_a_peer_that_refuses_streams_is_sent_calls(
+    peer: tuple[CountingServicer, PeerServer, int],
+    stub: pb_grpc.PeerServiceStub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    servicer = peer[0]
+    monkeypatch.setattr(peer_service, "MAX_INBOUND_STREAMS", 0)  # holding its limit
+    streams = _streams(stub)
+    reply = await streams(_batch(0, 3), timeout=TIMEOUT)
+    assert [r.code for r in reply.results] == [0, 0, 0] and _numbers(servicer) == [0, 1, 2]
+    assert streams.streamed == 0
+
+    older_port = free_port_pair()  # a peer of an earlier version: no CreateTxStream at all
+    server, older = await start_fake_peer(older_port)
+    try:
+        channel = grpc_util.open_channel(f"127.0.0.1:{older_port}", CONFIG)
+        older_stub = pb_grpc.PeerServiceStub(channel)
+        request = pb.CreateTxBatchRequest(channel="loopchain_default", data_json=['{"a": 1}'])
+        reply = await _streams(older_stub)(request, timeout=TIMEOUT)
+        assert reply.results[0].code == 0
+        assert reply.results[0].tx_hash in older.chains["loopchain_default"].pool
+        await channel.close()
+    finally:
+        await server.stop(None)
+
+
+async def test_a_stopping_peer_ends_the_stream_of_a_batch_it_holds_with_unavailable(
+    peer: tuple[CountingServicer, PeerServer, int], stub: pb_grpc.PeerServiceStub
+) -> None:
+    servicer, served = peer[0], peer[1]
+    streams = _streams(stub)
+    await streams(_batch(0, 1), timeout=TIMEOUT)
+    servicer.backend.alpha.released.clear()  # type: ignore[attr-defined]
+    held = asyncio.ensure_future(streams(_batch(1, 1), timeout=TIMEOUT))
+
+    async def batch_held() -> bool:
+        return servicer.backend.alpha.waiting == 1  # type: ignore[attr-defined,no-any-return]
+
+    await wait_until_async(batch_held, 20, "the peer holding the batch")
+    await servicer.end_streams(TIMEOUT)
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await held
+    assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
+    await served.stop(grace=0)
