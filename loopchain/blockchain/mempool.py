@@ -4,6 +4,7 @@ pooled one leaves when its timestamp falls out of the window."""
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -42,6 +43,10 @@ class TxPool:
         self._by_signature: dict[bytes, bytes] = {}  # signature -> hash, for a block's decode
         self._bytes = 0
         self._next_sweep = 0.0
+        # (timestamp, hash) of pooled transactions, earliest first, for the expiry sweep; an entry
+        # of a transaction that left is skipped when met, and the heap is rebuilt from the pool
+        # when such entries outnumber the pooled ones (each costs O(1) amortised)
+        self._by_time: list[tuple[int, bytes]] = []
 
     def check(self, tx: Transaction, now: float) -> None:
         """Raise TxRefused unless the pool would ever take `tx` (size and timestamp window)."""
@@ -70,6 +75,8 @@ class TxPool:
         self._arrived[tx.hash] = now
         self._by_signature.setdefault(tx.signature, tx.hash)
         self._bytes += size
+        if self.window != math.inf:
+            heapq.heappush(self._by_time, (tx.timestamp, tx.hash))
         return True
 
     def expire(self, now: float) -> list[Transaction]:
@@ -79,8 +86,16 @@ class TxPool:
             return []
         self._next_sweep = now + EXPIRY_PERIOD
         oldest_us = (now - self.window) * 1_000_000
-        expired = [tx for tx in self._txs.values() if tx.timestamp < oldest_us]
+        heap, expired = self._by_time, []
+        while heap and heap[0][0] < oldest_us:  # the expired ones only, not the whole pool
+            _, tx_hash = heapq.heappop(heap)
+            tx = self._txs.get(tx_hash)
+            if tx is not None:
+                expired.append(tx)
         self.remove(tx.hash for tx in expired)
+        if len(heap) > 2 * len(self._txs) + 1024:
+            self._by_time = [(tx.timestamp, tx_hash) for tx_hash, tx in self._txs.items()]
+            heapq.heapify(self._by_time)
         return expired
 
     def arrival(self, tx_hash: bytes) -> float:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loopchain.blockchain.mempool import PoolFullError, TxPool, TxRefused
 from loopchain.types.crypto import Signer
@@ -96,3 +98,61 @@ def test_timestamp_window_at_intake_and_expiry() -> None:
     assert pool.expire(now + 10.5) == []  # swept less than a second ago: no sweep yet
     assert pool.expire(now + 40) == [fresh]
     assert len(pool) == 0 and pool.size_bytes == 0
+
+
+def _stamped(n: int, seconds: float) -> Transaction:
+    return Transaction.create_v1("pool_channel", {"n": n}, int(seconds * 1e6), SIGNER)
+
+
+def test_expiry_follows_timestamps_not_arrival() -> None:
+    pool = TxPool(10, window=60.0)
+    now = 1_000_000.0
+    newer, older = _stamped(1, now + 20), _stamped(2, now - 50)  # the older arrives last
+    assert pool.add(newer, now) and pool.add(older, now)
+    assert pool.expire(now + 11) == [older]
+    assert list(pool.hashes()) == [newer.hash]
+    assert pool.expire(now + 81) == [newer]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "remove", "sweep"]),
+            st.integers(0, 40),  # which transaction
+            st.floats(-55, 55),  # its timestamp, from the time of its arrival
+            st.floats(0, 30),  # time passing before the step
+        ),
+        max_size=120,
+    )
+)
+def test_each_sweep_expires_exactly_the_pooled_transactions_out_of_the_window(
+    steps: list[tuple[str, int, float, float]],
+) -> None:
+    """Against a model (the pooled transactions and their timestamps): every sweep takes out
+    exactly those older than the window, whatever order they arrived and left in, and what the
+    sweep keeps to find them stays within a bound of the pool's size."""
+    pool = TxPool(100, window=60.0)
+    now, model = 1_000_000.0, dict[bytes, Transaction]()
+    made: dict[int, Transaction] = {}
+    for op, n, offset, elapsed in steps:
+        now += elapsed
+        if op == "add":
+            tx = made.setdefault(n, _stamped(n, now + offset))
+            try:
+                if pool.add(tx, now):
+                    model[tx.hash] = tx
+            except TxRefused:
+                assert abs(tx.timestamp / 1e6 - now) > 60.0
+        elif op == "remove" and n in made:
+            pool.remove([made[n].hash])
+            model.pop(made[n].hash, None)
+        else:
+            pool._next_sweep = 0.0  # a sweep now, whenever the last one was
+            expired = pool.expire(now)
+            out = {h for h, tx in model.items() if tx.timestamp < (now - 60.0) * 1_000_000}
+            assert {tx.hash for tx in expired} == out
+            for h in out:
+                del model[h]
+            assert len(pool._by_time) <= 2 * len(pool) + 1024
+        assert set(pool.hashes()) == set(model)
