@@ -40,7 +40,7 @@ _STATUS_BY_VALUE = {status.value[0]: status for status in grpc.StatusCode}
 Request = TypeVar("Request")
 
 
-def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+def call_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     """The error a call would have raised with `code` and `details`."""
     empty = grpc.aio.Metadata()
     return grpc.aio.AioRpcError(code, empty, empty, details)
@@ -81,18 +81,21 @@ class BatchStreams(Generic[Request]):
                 reply = await stream.call.read()
         except TimeoutError:
             self._drop(stream)
-            raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+            raise call_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        except asyncio.InvalidStateError:  # it ended between its last batch and this one
+            self._drop(stream)
+            raise call_error(grpc.StatusCode.UNAVAILABLE, "the submission stream ended") from None
         except BaseException:  # the stream failed (its error is the call's), or a cancellation
             self._drop(stream)
             raise
         if reply is grpc.aio.EOF:
             self._drop(stream)
-            raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the peer ended the submission stream")
+            raise call_error(grpc.StatusCode.UNAVAILABLE, "the peer ended the submission stream")
         self._idle.append(stream)
         self.streamed += 1
         if reply.code:  # refused as a whole, as the call would have been; the stream goes on
             status = _STATUS_BY_VALUE.get(reply.code, grpc.StatusCode.UNKNOWN)
-            raise rpc_error(status, reply.message)
+            raise call_error(status, reply.message)
         result: pb.CreateTxBatchReply = reply
         return result
 
@@ -126,7 +129,7 @@ class BatchStreams(Generic[Request]):
         if code in BY_CALL_WHEN_REFUSED:
             self._by_call_until = time.monotonic() + REFUSED_BACKOFF_S
             return None
-        raise rpc_error(code, details)
+        raise call_error(code, details)
 
     def _drop(self, stream: _Stream, *, end: bool = False) -> None:
         """Forget `stream`: ended gracefully (`end`: it carries nothing) or cancelled."""
