@@ -41,6 +41,7 @@ from loopchain.types.icon_address import channel_score_address
 log = logging.getLogger(__name__)
 
 RETRY_DELAY = 0.5
+GIVEN_UP_META = "score_given_up"  # the block store's record of a SCORE given up (JSON)
 IDLE_CHECK = 1.0
 MAX_TIMEOUTS_PER_BLOCK = 3  # deadline kills of the SCORE on one block before it is given up
 
@@ -127,6 +128,11 @@ class ScoreRuntime:
             self.package = dataclasses.replace(self.package, settings=dict(score_settings))
         self.supervisor: ScoreSupervisor | None = None
         self.disabled: str | None = None  # why the SCORE is no longer used (results carry 9100)
+        self._given_up_at: int | None = None  # the block it was given up at, kept over restarts
+        given_up = store.get_meta(GIVEN_UP_META)
+        if given_up is not None:
+            record = canonical.parse(given_up.decode())
+            self.disabled, self._given_up_at = str(record["reason"]), int(record["height"])
         if self.package is not None:
             self.supervisor = ScoreSupervisor(
                 config,
@@ -246,6 +252,7 @@ class ScoreRuntime:
                     f"SCORE did not finish block {block.height} within {tried} s "
                     "(SCORE_INVOKE_TIMEOUT, doubled on each try)"
                 )
+                self._given_up_at = block.height  # kept with its results (see _record)
                 log.error(
                     "channel %s: %s; SCORE disabled, results carry 9100",
                     self.channel,
@@ -300,6 +307,11 @@ class ScoreRuntime:
         return InvokeResult(block.height, results, state_root, execution.results_hash(results))
 
     def _record(self, block: Block, result: InvokeResult) -> None:
+        if self._given_up_at == block.height:
+            # kept before the block's results: after a restart that block is not tried again
+            # (every peer gave it up alike; trying again would hold execution for good)
+            record = {"height": block.height, "reason": self.disabled}
+            self.store.put_meta(GIVEN_UP_META, canonical.encode(record))
         self.store.save_results(
             block.height, result.results, result.state_root, result.results_hash
         )
@@ -327,6 +339,8 @@ class ScoreRuntime:
                 status = await self.supervisor.client.status()
                 target = self.store.executed()
                 target_height = target[0] if target else -1
+                if self._given_up_at is not None:  # the blocks from there on are not its
+                    target_height = min(target_height, self._given_up_at - 1)
                 for height in range(int(status.executed_height) + 1, target_height + 1):
                     await self._replay(height)
                 return

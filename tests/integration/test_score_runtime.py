@@ -220,19 +220,9 @@ async def test_an_unloadable_package_gives_9100_and_keeps_the_state_root(tmp_pat
     assert executed is not None and executed[1] == store.roots_at(0)[0]  # type: ignore[index]
 
 
-@pytest.mark.timeout(120)
-async def test_a_block_past_its_deadline_is_tried_with_doubled_deadlines_before_it_is_given_up(
-    tmp_path: Path,
-) -> None:
-    """The invoke deadline is wall-clock time, which differs ~3x between machines; a block's work
-    does not (the step limit bounds it). So each try of a block gets twice the deadline of the
-    one before, and only a SCORE that misses all of them (here one that never returns) is given
-    up, with results 9100 that name the deadlines."""
-    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
-    chain = ChainBuilder()
-    runaway = Transaction.create_v1(CHANNEL, {"method": "run"}, 1, chain.signers[0])
-    block = chain.block([runaway])
-    store.save_block(block, chain.certify(block))
+def _runaway_runtime(tmp_path: Path, store: BlockStore) -> tuple[ScoreRuntime, list[float | None]]:
+    """A runtime of the test/loop SCORE whose invoke never returns, and the deadlines of the tries
+    it makes that miss theirs."""
     runtime = _runtime(
         tmp_path,
         store,
@@ -256,9 +246,40 @@ async def test_a_block_past_its_deadline_is_tried_with_doubled_deadlines_before_
             raise
 
     client.invoke_block = recorded_invoke  # type: ignore[method-assign]
+    return runtime, deadlines
+
+
+@pytest.mark.timeout(120)
+async def test_a_block_past_its_deadline_is_tried_with_doubled_deadlines_before_it_is_given_up(
+    tmp_path: Path,
+) -> None:
+    """The invoke deadline is wall-clock time, which differs ~3x between machines; a block's work
+    does not (the step limit bounds it). So each try of a block gets twice the deadline of the
+    one before, and only a SCORE that misses all of them (here one that never returns) is given
+    up, with results 9100 that name the deadlines. Given up it stays, over a restart: the block
+    is not tried again (it would hold execution for good) and later blocks get 9100."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    chain = ChainBuilder()
+    runaway = Transaction.create_v1(CHANNEL, {"method": "run"}, 1, chain.signers[0])
+    block = chain.block([runaway])
+    qc = chain.certify(block)
+    store.save_block(block, qc)
+    runtime, deadlines = _runaway_runtime(tmp_path, store)
     async with running(runtime):
         await wait_until_async(_executed_to(store, 0), 60, "the runaway block given up")
     assert deadlines == [0.25, 0.5, 1.0]
     code, message, *_ = store.tx_result(runaway.hash)  # type: ignore[misc]
     assert code == 9100 and "within 0.25, 0.5 and 1 s" in message, message
     assert runtime.info().status == -1 and "SCORE_INVOKE_TIMEOUT" in runtime.info().message
+
+    chain.advance(block, qc)
+    later = Transaction.create_v1(CHANNEL, {"method": "run"}, 2, chain.signers[0])
+    next_block = chain.block([later])
+    store.save_block(next_block, chain.certify(next_block))
+    restarted, tried_again = _runaway_runtime(tmp_path, store)  # the peer started again
+    assert restarted.info().status == -1 and "SCORE_INVOKE_TIMEOUT" in restarted.info().message
+    async with running(restarted):
+        await wait_until_async(_executed_to(store, 1), 60, "the next block executed")
+    assert tried_again == []
+    code, message, *_ = store.tx_result(later.hash)  # type: ignore[misc]
+    assert code == 9100 and "within 0.25, 0.5 and 1 s" in message, message
