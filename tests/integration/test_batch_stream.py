@@ -239,3 +239,23 @@ async def test_a_stopping_peer_ends_the_stream_of_a_batch_it_holds_with_unavaila
         await held
     assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
     await served.stop(grace=0)
+
+
+async def test_a_stream_the_peer_ends_under_a_batch_fails_that_batch_and_the_next_opens_another(
+    peer: tuple[CountingServicer, PeerServer, int],
+    stub: pb_grpc.PeerServiceStub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer ends a stream at its age limit even while a batch waits (an answer that never came
+    is not sent again: the peer may have taken it, as with a call that timed out)."""
+    servicer = peer[0]
+    monkeypatch.setattr(peer_service, "STREAM_MAX_AGE_S", 0.5)
+    streams = _streams(stub)
+    servicer.backend.alpha.released.clear()  # type: ignore[attr-defined]
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await streams(_batch(0, 1), timeout=TIMEOUT)
+    assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "ended the submission stream" in (ended.value.details() or "")
+    servicer.backend.alpha.released.set()  # type: ignore[attr-defined]
+    reply = await streams(_batch(1, 1), timeout=TIMEOUT)
+    assert reply.results[0].code == 0 and servicer.opened == {"CreateTxStream": 2}
