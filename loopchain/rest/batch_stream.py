@@ -105,7 +105,7 @@ class BatchStreams(Generic[Request]):
             stream = self._idle.pop()
             if time.monotonic() - stream.opened <= STREAM_ROTATE_S and not stream.call.done():
                 return stream
-            self._drop(stream, end=True)
+            self._drop(stream)
         if self._count >= MAX_STREAMS or time.monotonic() < self._by_call_until:
             return None
         self._count += 1
@@ -131,14 +131,11 @@ class BatchStreams(Generic[Request]):
             return None
         raise call_error(code, details)
 
-    def _drop(self, stream: _Stream, *, end: bool = False) -> None:
-        """Forget `stream`: ended gracefully (`end`: it carries nothing) or cancelled."""
+    def _drop(self, stream: _Stream) -> None:
+        """Forget `stream` and cancel it (one found idle carries nothing; one that failed or missed
+        a deadline is not to be trusted with another batch)."""
         self._count -= 1
-        if end and not stream.call.done():
-            task = asyncio.get_running_loop().create_task(stream.call.done_writing())
-            task.add_done_callback(_ignore_outcome)
-        else:
-            stream.call.cancel()
+        stream.call.cancel()
 
     def close(self) -> None:
         """Cancel the idle streams (those carrying a batch end with their callers)."""
@@ -146,8 +143,3 @@ class BatchStreams(Generic[Request]):
             stream.call.cancel()
         self._count -= len(self._idle)
         self._idle.clear()
-
-
-def _ignore_outcome(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
