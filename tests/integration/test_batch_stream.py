@@ -25,9 +25,9 @@ from loopchain.types import canonical
 from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
 from tests.integration._fake_peer import start_fake_peer
+from tests.integration._one_channel import CHANNEL, OneChannelBackend
 from tools.procs import free_port_pair, wait_until_async
 
-CHANNEL = "alpha"
 SIGNER = Signer.generate()
 CONFIG = load_config(environ={})
 TIMEOUT = 10.0
@@ -63,20 +63,10 @@ class Channel:
         return set()
 
 
-class Backend:
-    def __init__(self) -> None:
-        self.alpha = Channel()
-
-    def channel(self, name: str) -> Channel:
-        if name != CHANNEL:
-            raise RequestError(ErrorKind.NOT_FOUND, f"no channel {name!r} on this peer")
-        return self.alpha
-
-
 class CountingServicer(PeerServicer):
     """The real servicer, counting the submission streams it is asked to serve."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: OneChannelBackend[Channel]) -> None:
         super().__init__(backend, "receiver", None, None)  # type: ignore[arg-type]
         self.opened: Counter[str] = Counter()
 
@@ -90,7 +80,7 @@ class CountingServicer(PeerServicer):
 @pytest.fixture
 async def peer() -> AsyncIterator[tuple[CountingServicer, PeerServer, int]]:
     port = free_port_pair()
-    servicer = CountingServicer(Backend())
+    servicer = CountingServicer(OneChannelBackend(Channel()))
     server = grpc_util.create_server(CONFIG, None)
     pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
     grpc_util.bind(server, "127.0.0.1", port)

@@ -17,7 +17,6 @@ import pytest
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.p2p import grpc_util, peer_client, peer_service
-from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_client import GrpcTransport
 from loopchain.p2p.peer_service import PeerServicer
 from loopchain.p2p.server import PeerServer
@@ -27,9 +26,9 @@ from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import Vote
+from tests.integration._one_channel import CHANNEL, OneChannelBackend
 from tools.procs import free_port_pair, wait_until_async
 
-CHANNEL = "alpha"
 SIGNER = Signer.generate()
 CONFIG = load_config(environ={})
 
@@ -54,19 +53,6 @@ class Channel:
         return set()
 
 
-class Backend:
-    def __init__(self) -> None:
-        self.alpha = Channel()
-
-    def channel(self, name: str) -> Channel:
-        if name != CHANNEL:
-            raise RequestError(ErrorKind.NOT_FOUND, f"no channel {name!r} on this peer")
-        return self.alpha
-
-    def identify(self, challenge: bytes) -> tuple[str, bytes]:
-        raise NotImplementedError
-
-
 class Monitor:
     def __init__(self) -> None:
         self.errors: list[tuple[str, str]] = []
@@ -81,7 +67,7 @@ class Monitor:
 class CountingServicer(PeerServicer):
     """The real servicer, counting the streams it is asked to serve."""
 
-    def __init__(self, backend: Backend, monitor: Monitor) -> None:
+    def __init__(self, backend: OneChannelBackend[Channel], monitor: Monitor) -> None:
         super().__init__(backend, "receiver", None, monitor)  # type: ignore[arg-type]
         self.opened: Counter[str] = Counter()
         self.answering = asyncio.Event()  # cleared: consensus streams stall before accepted
@@ -102,14 +88,14 @@ class CountingServicer(PeerServicer):
 @dataclass
 class Receiver:
     port: int
-    backend: Backend
+    backend: OneChannelBackend[Channel]
     monitor: Monitor
     servicer: CountingServicer
     server: PeerServer
 
 
 async def _serve(port: int) -> Receiver:
-    backend, monitor = Backend(), Monitor()
+    backend, monitor = OneChannelBackend(Channel()), Monitor()
     servicer = CountingServicer(backend, monitor)
     server = grpc_util.create_server(CONFIG, monitor.rpc_error)
     pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
