@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -62,6 +63,7 @@ class Ext4Image:
     def __init__(self, image: Path, directory: Path) -> None:
         self.image = image
         self.directory = directory
+        self.device: str | None = None
 
     def create(self) -> str | None:
         """Make and mount it; None, or why it cannot be done."""
@@ -75,13 +77,37 @@ class Ext4Image:
         reason = self.mount()
         if reason is None and not self.trigger_path().exists():
             reason = f"the kernel has no {self.trigger_path()}"
-            unmount(self.directory)
+            self.unmount()
         return reason
 
     def mount(self) -> str | None:
+        """Attach the image to a loop device of its own and mount that. Never `mount -o loop`:
+        it reuses a loop device the image is still attached to, and a process started by
+        `ip netns exec` (the partition tests, on another worker) has a copy of this mount in its
+        own mount namespace that outlives our umount, so the mount after a repair got the old,
+        emergency read-only filesystem back."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        done = run("mount", "-o", "loop,errors=remount-ro", self.image, self.directory)
-        return None if done.returncode == 0 else (done.stderr.strip() or f"exit {done.returncode}")
+        attached = run("losetup", "--find", "--show", self.image)
+        if attached.returncode != 0:
+            return f"losetup failed: {attached.stderr.strip() or attached.returncode}"
+        device = attached.stdout.strip()
+        done = run("mount", "-t", "ext4", "-o", "errors=remount-ro", device, self.directory)
+        if done.returncode != 0:
+            run("losetup", "-d", device)
+            return done.stderr.strip() or f"exit {done.returncode}"
+        self.device = device
+        return None
+
+    def unmount(self) -> None:
+        """Unmount it and detach its loop device (the kernel detaches it later while a copy of
+        the mount in another namespace still holds it)."""
+        unmount(self.directory)
+        self._detach()
+
+    def _detach(self) -> None:
+        if self.device is not None:
+            run("losetup", "-d", self.device)
+            self.device = None
 
     def trigger_path(self) -> Path:
         entry = mount_entry(self.directory)
@@ -108,6 +134,7 @@ class Ext4Image:
         """What an operator does: unmount, check and mount again (read-write)."""
         done = run("umount", self.directory)
         assert done.returncode == 0, f"cannot unmount {self.directory}: {done.stderr}"
+        self._detach()
         checked = run("e2fsck", "-f", "-y", self.image)
         assert checked.returncode <= 1, f"e2fsck left errors: {checked.stdout}{checked.stderr}"
         reason = self.mount()
@@ -227,6 +254,7 @@ def storage_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorageNet
     storage = Path(net.config_values["DEFAULT_STORAGE_PATH"])
     low, readonly = net.new_peer_port(), net.new_peer_port()
     mounts: list[Path] = []
+    ext4: Ext4Image | None = None
     try:
         reason = mount_tmpfs(storage / f"peer_{low}", TMPFS_MB)
         if reason is not None:
@@ -234,8 +262,6 @@ def storage_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorageNet
         mounts.append(storage / f"peer_{low}")
         ext4 = Ext4Image(workdir / "readonly.ext4", storage / f"peer_{readonly}")
         ext4_reason = ext4.create()
-        if ext4_reason is None:
-            mounts.append(ext4.directory)
         net.start_radiostation()
         for port in (low, readonly, None, None):
             net.start_peer(port)
@@ -251,7 +277,9 @@ def storage_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorageNet
         try:
             net.stop_and_check()
         finally:
-            for directory in reversed(mounts):
+            if ext4 is not None:
+                ext4.unmount()
+            for directory in mounts:
                 unmount(directory)
 
 
@@ -352,3 +380,35 @@ def test_read_only_storage_refuses_with_503_stops_cleanly_and_catches_up_after_r
     assert "cannot start" not in log and "Traceback" not in log, log[-2000:]
     s.submit(s.readonly, "after the repair")
     s.check()
+
+
+def test_a_repaired_ext4_is_writable_while_another_mount_namespace_holds_the_failed_one(
+    tmp_path: Path,
+) -> None:
+    """The read-only test's repair gets a fresh filesystem even when a process in another mount
+    namespace (`ip netns exec` of the partition tests on the other worker) still has a copy of the
+    failed mount: with `mount -o loop` the mount after the repair reused the old loop device and
+    got the old, emergency read-only filesystem back (CI failed so)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare command")
+    ext4 = Ext4Image(tmp_path / "image.ext4", tmp_path / "mnt")
+    reason = ext4.create()
+    if reason is not None:
+        pytest.skip(f"no loop-mounted ext4: {reason}")
+    holder = None
+    try:
+        # a process in a mount namespace of its own, copied while the filesystem is mounted
+        holder = subprocess.Popen(
+            ["unshare", "--mount", "sh", "-c", "echo ready && exec sleep 600"],
+            stdout=subprocess.PIPE,
+        )
+        assert holder.stdout is not None and holder.stdout.readline() == b"ready\n"
+        ext4.fail()
+        assert ext4.read_only()
+        ext4.repair()
+        assert not ext4.read_only()
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        ext4.unmount()
