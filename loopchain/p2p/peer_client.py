@@ -98,7 +98,7 @@ class _Lane:
         try:
             async with asyncio.timeout(self.timeout):
                 metadata = await stream.initial_metadata()
-                if dict(metadata or ()).get(STREAM_ACCEPTED[0]) == STREAM_ACCEPTED[1]:
+                if STREAM_ACCEPTED in tuple(metadata or ()):
                     self._stream, self._opened = stream, asyncio.get_running_loop().time()
                     return None
                 code, details = await stream.code(), await stream.details()

@@ -113,7 +113,7 @@ class BatchStreams(Generic[Request]):
         try:
             async with asyncio.timeout_at(deadline):
                 metadata = await call.initial_metadata()
-                if dict(metadata or ()).get(STREAM_ACCEPTED[0]) == STREAM_ACCEPTED[1]:
+                if STREAM_ACCEPTED in tuple(metadata or ()):
                     return _Stream(call)
                 code, details = await call.code(), await call.details()
         except grpc.aio.AioRpcError as exc:
