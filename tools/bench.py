@@ -550,8 +550,17 @@ class LocalNet:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, **self.env},
+                env=self.environment(),
             )
+
+    def environment(self) -> dict[str, str]:
+        """What the tree's localnet.sh runs with: this environment, the tree's own `loopchain`
+        ahead of any other on the import path (the tools it runs from `tools/` would otherwise
+        import the package the shared .venv installed in editable mode: this repo's, not a
+        baseline worktree's), and the run's configuration."""
+        path = os.environ.get("PYTHONPATH")
+        tree_first = str(self.tree.resolve()) + (os.pathsep + path if path else "")
+        return {**os.environ, "PYTHONPATH": tree_first, **self.env}
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -420,6 +420,34 @@ def test_a_network_that_fails_to_start_shows_its_logs(tmp_path: Path) -> None:
     shutil.rmtree(kept.group(1))
 
 
+def test_the_tree_runs_its_own_loopchain_first(tmp_path: Path) -> None:
+    """A baseline worktree shares this repo's .venv, whose editable install maps `loopchain` to
+    this repo: the tree's own package comes first on the import path of all it starts."""
+    if bench.busy_ports():
+        pytest.skip("a network already runs on the fixed local ports")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    script = tree / "localnet.sh"
+    script.write_text(
+        textwrap.dedent(
+            """\
+            #!/usr/bin/env bash
+            DATA=$2
+            mkdir -p "$DATA/logs"
+            echo "import path: $PYTHONPATH" > "$DATA/logs/peer_7100.log"
+            exit 1
+            """
+        )
+    )
+    script.chmod(0o755)
+    code, _out, err = run_tool(BENCH, "--tree", str(tree), "--idle-only", deadline=60)
+    assert code == 1, err
+    assert f"import path: {tree.resolve()}" in err, err
+    kept = re.search(r"network data kept in (\S+)", err)
+    assert kept is not None, err
+    shutil.rmtree(kept.group(1))
+
+
 def test_busy_ports_refuse_to_start(tmp_path: Path) -> None:
     if not bench.port_busy(9002):
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
