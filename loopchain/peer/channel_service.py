@@ -42,6 +42,13 @@ from loopchain.types.validators import ratio_from_config
 from loopchain.types.vote import QuorumCertificate
 
 log = logging.getLogger(__name__)
+
+# A round timer this peer's own event loop runs late (the peer was busy or stalled: a full CPU, a
+# slow disk) waits that long again before it counts, up to TIMER_DEFERRALS times: the messages that
+# came meanwhile (the proposal or certificate it waited for) are handled first, so a peer's own
+# overload does not make it complain about a leader that kept time.
+TIMER_LATE_S = 0.1
+TIMER_DEFERRALS = 3
 T = TypeVar("T")
 NOT_INVOKED_TEXT = "not invoked yet"  # the message of code 2 while a transaction waits
 MONITORED_HASHES = 8  # transaction hashes a CreateTx monitoring event names at most
@@ -747,17 +754,58 @@ class ChannelService:
     def _other_peers(self) -> list[PeerInfo]:
         return [p for p in self.members.values() if p.peer_id != self.signer.address]
 
-    def _schedule(self, delay: float, kind: str, round_: int) -> None:
+    def _schedule(
+        self,
+        delay: float,
+        kind: str,
+        round_: int,
+        *,
+        since: float | None = None,
+        deferrals: int = 0,
+    ) -> None:
         if self.halted:
             return
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = now + max(0.0, delay)
+        armed = now if since is None else since
 
         def fire() -> None:
             self._timers.discard(handle)
+            late = loop.time() - due
+            if (
+                kind == "round"
+                and round_ == self.consensus.round
+                and deferrals < TIMER_DEFERRALS
+                and late > max(TIMER_LATE_S, delay / 4)
+            ):
+                # this peer's own loop ran the timer late: what came meanwhile goes first
+                self._schedule(min(late, delay), kind, round_, since=armed, deferrals=deferrals + 1)
+                return
+            complaints = self.consensus.complaint_count
             self._dispatch(m.TimeoutFired(kind, round_))
+            if self.consensus.complaint_count > complaints:
+                self._log_complaint(round_, loop.time() - armed, late, deferrals)
 
-        handle = loop.call_later(max(0.0, delay), fire)
+        handle = loop.call_at(due, fire)
         self._timers.add(handle)
+
+    def _log_complaint(self, round_: int, waited: float, late: float, deferrals: int) -> None:
+        """Why the leader is about to change: the round, how long it waited and how late this
+        peer's own event loop ran the timer (a busy or stalled peer shows here, not its leader)."""
+        state = self.consensus
+        log.info(
+            "channel %s: no progress in round %d for %.2f s (timer %.0f ms late, deferred %d "
+            "times; leader %s, height %d, %d pooled): complaining",
+            self.name,
+            round_,
+            waited,
+            late * 1000,
+            deferrals,
+            state.leader_of_round(round_),
+            state.tip.height,
+            len(state.pool),
+        )
 
 
 def _channel_of(event: m.Event) -> str | None:

@@ -5,6 +5,8 @@ one cut off catches up when it is back. No sockets, no processes, no SCORE."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 from pathlib import Path
 
@@ -155,6 +157,47 @@ async def test_three_go_on_without_the_fourth_which_catches_up(cluster: Cluster)
         lambda: cluster.final_everywhere(during + after, services), "the fourth caught up"
     )
     assert_agree(services)
+
+
+async def test_a_round_without_progress_is_logged_with_its_leader_before_the_complaint(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    services = cluster.services
+    first = await submit(services[0], 3, "before")
+    await cluster.wait(lambda: cluster.final_everywhere(first, services), "first final")
+    state = services[0].consensus
+    leader = state.leader_of_round(state.round)
+    assert leader is not None
+    cluster.network.down.add(leader)
+    others = cluster.up()
+    caplog.set_level(logging.INFO, logger="loopchain.peer.channel_service")
+    during = await submit(others[0], 3, "the leader is down")
+    await cluster.wait(lambda: cluster.final_everywhere(during, others), "final on three")
+    lines = [r.getMessage() for r in caplog.records if "complaining" in r.getMessage()]
+    assert lines, "no complaint logged"
+    assert any(f"leader {leader}," in line for line in lines), lines
+    assert all(
+        re.search(r"no progress in round \d+ for [0-9.]+ s \(timer \d+ ms late", line)
+        for line in lines
+    ), lines
+
+
+async def test_a_stalled_event_loop_makes_no_peer_complain_about_a_leader_that_kept_time(
+    cluster: Cluster,
+) -> None:
+    """Every peer's loop (one loop here) is held up for twice the round timeout just after
+    transactions are pooled: the round timers run late, and each waits that long again, so the
+    proposal and votes that are due are handled first and nobody complains."""
+    services = cluster.services
+    first = await submit(services[0], 3, "before")
+    await cluster.wait(lambda: cluster.final_everywhere(first, services), "first final")
+    complaints = [s.consensus.complaint_count for s in services]
+    rounds = services[0].consensus.view_changes
+    during = await submit(services[1], 3, "during the stall")
+    time.sleep(2 * float(cluster.config.TIMEOUT_FOR_LEADER_COMPLAIN))  # the loop stalls
+    await cluster.wait(lambda: cluster.final_everywhere(during, services), "final after it")
+    assert [s.consensus.complaint_count for s in services] == complaints
+    assert services[0].consensus.view_changes == rounds
 
 
 async def test_a_peer_catching_up_takes_the_transactions_it_pooled_without_checking_again(
