@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 # overload does not make it complain about a leader that kept time.
 TIMER_LATE_S = 0.1
 TIMER_DEFERRALS = 3
+# The consensus messages this peer broadcast last (and those it could not send: no address known
+# for the peer yet) are sent again to a member it learns of later, so a proposal, vote or complaint
+# made while the member list was still filling (at start-up) does not cost a round.
+RESEND_RECENT = 8
 T = TypeVar("T")
 NOT_INVOKED_TEXT = "not invoked yet"  # the message of code 2 while a transaction waits
 MONITORED_HASHES = 8  # transaction hashes a CreateTx monitoring event names at most
@@ -116,6 +121,10 @@ class ChannelService:
         self.store = store
         self.transport = transport
         self.members: dict[str, PeerInfo] = {}
+        # (to, message) last broadcast (to None) or not sent (no address known yet)
+        self._recent: collections.deque[tuple[str | None, ConsensusPayload]] = collections.deque(
+            maxlen=RESEND_RECENT
+        )
         tip, tip_qc = restore_tip(store, settings.name)
         self.consensus = ChannelConsensus(
             config=consensus_config(config),
@@ -241,7 +250,14 @@ class ChannelService:
 
     def set_members(self, peers: list[PeerInfo]) -> None:
         """The channel's peers as the RadioStation lists them."""
+        known = {*self.members, self.signer.address}
         self.members = {p.peer_id: p for p in peers}
+        newcomers = [p for p in self.members.values() if p.peer_id not in known]
+        if newcomers and not self.halted:
+            for to, payload in list(self._recent):
+                for peer in newcomers:
+                    if to is None or to == peer.peer_id:
+                        self.transport.send_consensus(peer, self.name, self.signer.address, payload)
 
     # ------------------------------------------------------------ backend API (called by the servicer)
 
@@ -697,6 +713,7 @@ class ChannelService:
                     | m.BroadcastCertificate(payload)
                     | m.BroadcastComplaint(payload)
                 ):
+                    self._recent.append((None, payload))
                     for peer in self._other_peers():
                         self.transport.send_consensus(peer, self.name, self.signer.address, payload)
                 case m.SendVote(to, vote):
@@ -748,6 +765,7 @@ class ChannelService:
         peer = self.members.get(peer_id)
         if peer is None:
             log.warning("channel %s: no address known for peer %s", self.name, peer_id)
+            self._recent.append((peer_id, payload))  # sent once the member list names it
             return
         self.transport.send_consensus(peer, self.name, self.signer.address, payload)
 

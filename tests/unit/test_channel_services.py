@@ -200,6 +200,25 @@ async def test_a_stalled_event_loop_makes_no_peer_complain_about_a_leader_that_k
     assert services[0].consensus.view_changes == rounds
 
 
+async def test_a_proposal_made_before_the_member_list_was_known_reaches_members_learnt_later(
+    cluster: Cluster,
+) -> None:
+    """At start-up a leader may propose before the RadioStation told it who the members are: the
+    proposal went to nobody and cost a round (and a complaint). It is sent again to each member
+    this peer learns of, and the block becomes final without a complaint."""
+    services = cluster.services
+    for index, service in enumerate(services):
+        service.set_members([cluster.peers[index]])  # only itself known yet
+    leader_id = services[0].consensus.leader
+    leader = next(s for s in services if s.signer.address == leader_id)
+    txs = await submit(leader, 3, "before the members are known")
+    await cluster.wait(lambda: leader.consensus.proposed_round >= 0, "the leader's proposal")
+    for service in services:
+        service.set_members(cluster.peers)
+    await cluster.wait(lambda: cluster.final_everywhere(txs, services), "final everywhere")
+    assert [s.consensus.complaint_count for s in services] == [0] * len(services)
+
+
 async def test_a_peer_catching_up_takes_the_transactions_it_pooled_without_checking_again(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
