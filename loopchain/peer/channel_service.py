@@ -107,6 +107,7 @@ class ChannelService:
         transport: PeerTransport,
         on_fatal: Callable[[str], None] | None = None,
         metrics: ChannelMetrics | None = None,
+        on_members_wanted: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         # on its own (tests), a channel keeps its figures in a registry of its own
@@ -114,6 +115,8 @@ class ChannelService:
             settings.name
         )
         self.on_fatal = on_fatal
+        # called when a validator has no address here yet (the peer asks the RadioStation again)
+        self.on_members_wanted = on_members_wanted
         self.halted: str | None = None  # why this channel stopped (its storage failed)
         self.name = settings.name
         self.config = config
@@ -714,6 +717,7 @@ class ChannelService:
                     | m.BroadcastComplaint(payload)
                 ):
                     self._recent.append((None, payload))
+                    self._want_missing_validators()
                     for peer in self._other_peers():
                         self.transport.send_consensus(peer, self.name, self.signer.address, payload)
                 case m.SendVote(to, vote):
@@ -766,8 +770,19 @@ class ChannelService:
         if peer is None:
             log.warning("channel %s: no address known for peer %s", self.name, peer_id)
             self._recent.append((peer_id, payload))  # sent once the member list names it
+            if self.on_members_wanted is not None:
+                self.on_members_wanted()
             return
         self.transport.send_consensus(peer, self.name, self.signer.address, payload)
+
+    def _want_missing_validators(self) -> None:
+        """Ask for the member list again when a validator of the channel has no address here."""
+        voting = self.consensus.voting_set
+        if self.on_members_wanted is None or voting is None:
+            return
+        me = self.signer.address
+        if any(v.peer_id not in self.members and v.peer_id != me for v in voting.validators):
+            self.on_members_wanted()
 
     def _other_peers(self) -> list[PeerInfo]:
         return [p for p in self.members.values() if p.peer_id != self.signer.address]

@@ -36,6 +36,8 @@ from loopchain.types.validators import ValidatorSet
 
 log = logging.getLogger(__name__)
 
+MEMBERS_RETRY_S = 0.2  # the least time between two member-list requests a channel asks for
+
 REGISTRATION_CACHE = "radiostation_registration"
 
 
@@ -76,6 +78,10 @@ class PeerNode:
         self.tls: grpc_util.Tls | None = None
         self.failure: str | None = None  # why the peer stopped on its own (its storage failed)
         self._stop: asyncio.Event | None = None
+        # set by a channel that has no address for one of its validators: the heartbeat loop asks
+        # the RadioStation for the member list at once (at most every MEMBERS_RETRY_S)
+        self._members_wanted = asyncio.Event()
+        self._members_retry = MEMBERS_RETRY_S  # doubles while the wanted member stays missing
         self.metrics = PeerMetrics(
             lambda: {name: service.gauges for name, service in self.channels.items()},
             process=True,
@@ -201,6 +207,7 @@ class PeerNode:
             transport=self.transport,
             on_fatal=self._fail,
             metrics=self.metrics.channel(grant.channel),
+            on_members_wanted=self._members_wanted.set,
         )
         self.channels[grant.channel] = service
         group.create_task(service.run(), name=f"channel:{grant.channel}")
@@ -217,22 +224,49 @@ class PeerNode:
         assert self.signer is not None
         versions: dict[str, int] = {}
         while not stop.is_set():
+            wanted = self._members_wanted.is_set()
+            self._members_wanted.clear()
+            interval = float(self.config.HEARTBEAT_INTERVAL)
+            self._members_retry = (
+                min(2 * self._members_retry, interval) if wanted else MEMBERS_RETRY_S
+            )
             for name, service in self.channels.items():
                 try:
                     status = service.status()
                     version = await rs.heartbeat(
                         self.signer, name, status["peer_type"], status["block_height"]
                     )
-                    if versions.get(name) != version or not service.members:
+                    if versions.get(name) != version or not service.members or wanted:
                         await self._refresh_peers(rs, service)
                         versions[name] = version
                 except (RadioStationUnreachable, RadioStationRefused) as exc:
                     log.debug("heartbeat to RadioStation failed: %s", exc)
                     if not service.members:
                         service.set_members(self._cached_members(name))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(float(self.config.HEARTBEAT_INTERVAL)):
-                    await stop.wait()
+            await self._until_next_heartbeat(stop)
+
+    async def _until_next_heartbeat(self, stop: asyncio.Event) -> None:
+        """HEARTBEAT_INTERVAL, cut short when a channel wants members: after MEMBERS_RETRY_S, and
+        twice as long each time in a row (a validator that never registers costs no more than the
+        usual heartbeats)."""
+        interval = float(self.config.HEARTBEAT_INTERVAL)
+        first = min(self._members_retry, interval)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(first):
+                await stop.wait()
+        if stop.is_set() or self._members_wanted.is_set():
+            return
+        wanted = asyncio.ensure_future(self._members_wanted.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait(
+                (wanted, stopped),
+                timeout=max(0.0, interval - first),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            wanted.cancel()
+            stopped.cancel()
 
     async def _refresh_peers(self, rs: RadioStationClient, service: ChannelService) -> None:
         peers, validators = await rs.peer_list(service.name)

@@ -207,12 +207,15 @@ async def test_a_proposal_made_before_the_member_list_was_known_reaches_members_
     proposal went to nobody and cost a round (and a complaint). It is sent again to each member
     this peer learns of, and the block becomes final without a complaint."""
     services = cluster.services
+    wanted: list[str] = []
     for index, service in enumerate(services):
         service.set_members([cluster.peers[index]])  # only itself known yet
+        service.on_members_wanted = lambda name=service.signer.address: wanted.append(name)
     leader_id = services[0].consensus.leader
     leader = next(s for s in services if s.signer.address == leader_id)
     txs = await submit(leader, 3, "before the members are known")
     await cluster.wait(lambda: leader.consensus.proposed_round >= 0, "the leader's proposal")
+    assert leader_id in wanted  # its peer asks the RadioStation for the member list at once
     for service in services:
         service.set_members(cluster.peers)
     await cluster.wait(lambda: cluster.final_everywhere(txs, services), "final everywhere")
