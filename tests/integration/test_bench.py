@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -390,62 +389,45 @@ def test_port_busy_sees_a_listener() -> None:
 # ------------------------------------------------------------------ the command, no network
 
 
-def test_a_network_that_fails_to_start_shows_its_logs(tmp_path: Path) -> None:
+def _bench_of_a_failing_tree(tmp_path: Path, peer_log: str, output: str = "") -> str:
+    """The bench's stderr for a tree whose localnet.sh writes `peer_log` (shell words, expanded)
+    as peer 7100's log, prints `output` and exits 1; the logs it keeps are removed."""
     if bench.busy_ports():
         pytest.skip("a network already runs on the fixed local ports")
     tree = tmp_path / "tree"
     tree.mkdir()
     script = tree / "localnet.sh"
     script.write_text(
-        textwrap.dedent(
-            """\
-            #!/usr/bin/env bash
-            DATA=$2
-            mkdir -p "$DATA/logs"
-            echo "peer says: the store is damaged" > "$DATA/logs/peer_7100.log"
-            echo "localnet.sh: peer_7100 exited"
-            exit 1
-            """
-        )
+        "#!/usr/bin/env bash\n"
+        "DATA=$2\n"
+        'mkdir -p "$DATA/logs"\n'
+        f'echo "{peer_log}" > "$DATA/logs/peer_7100.log"\n'
+        + (f'echo "{output}"\n' if output else "")
+        + "exit 1\n"
     )
     script.chmod(0o755)
     code, out, err = run_tool(BENCH, "--tree", str(tree), "--idle-only", deadline=60)
-    assert code == 1, err
-    assert out == ""
-    assert "localnet.sh exited (code 1)" in err
-    assert "peer says: the store is damaged" in err and "peer_7100 exited" in err
-    assert_clean_log(err, BENCH)
+    assert code == 1 and out == "", err
     kept = re.search(r"network data kept in (\S+)", err)
     assert kept is not None, err  # the logs stay for a look; this test cleans up
     shutil.rmtree(kept.group(1))
+    return err
+
+
+def test_a_network_that_fails_to_start_shows_its_logs(tmp_path: Path) -> None:
+    err = _bench_of_a_failing_tree(
+        tmp_path, "peer says: the store is damaged", "localnet.sh: peer_7100 exited"
+    )
+    assert "localnet.sh exited (code 1)" in err
+    assert "peer says: the store is damaged" in err and "peer_7100 exited" in err
+    assert_clean_log(err, BENCH)
 
 
 def test_the_tree_runs_its_own_loopchain_first(tmp_path: Path) -> None:
     """A baseline worktree shares this repo's .venv, whose editable install maps `loopchain` to
     this repo: the tree's own package comes first on the import path of all it starts."""
-    if bench.busy_ports():
-        pytest.skip("a network already runs on the fixed local ports")
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    script = tree / "localnet.sh"
-    script.write_text(
-        textwrap.dedent(
-            """\
-            #!/usr/bin/env bash
-            DATA=$2
-            mkdir -p "$DATA/logs"
-            echo "import path: $PYTHONPATH" > "$DATA/logs/peer_7100.log"
-            exit 1
-            """
-        )
-    )
-    script.chmod(0o755)
-    code, _out, err = run_tool(BENCH, "--tree", str(tree), "--idle-only", deadline=60)
-    assert code == 1, err
-    assert f"import path: {tree.resolve()}" in err, err
-    kept = re.search(r"network data kept in (\S+)", err)
-    assert kept is not None, err
-    shutil.rmtree(kept.group(1))
+    err = _bench_of_a_failing_tree(tmp_path, "import path: $PYTHONPATH")
+    assert f"import path: {tmp_path.resolve() / 'tree'}" in err, err
 
 
 def test_busy_ports_refuse_to_start(tmp_path: Path) -> None:

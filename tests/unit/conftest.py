@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,8 +17,6 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     try:
         yield cluster
     finally:
-        for task in cluster.tasks:
-            task.cancel()
-        await asyncio.gather(*cluster.tasks, return_exceptions=True)
+        await cluster.stop()
     for task in cluster.tasks:
         assert task.cancelled(), task.exception()

@@ -89,6 +89,12 @@ class Cluster:
         self.tasks[index].cancel()
         await asyncio.gather(self.tasks[index], return_exceptions=True)
 
+    async def stop(self) -> None:
+        """End every service's task (cancelled, not failed)."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
     def restart(self, index: int) -> ChannelService:
         """Start peer `index` again from its disk."""
         service = self._service(index)
@@ -201,25 +207,33 @@ async def test_a_stalled_event_loop_makes_no_peer_complain_about_a_leader_that_k
 
 
 async def test_a_proposal_made_before_the_member_list_was_known_reaches_members_learnt_later(
-    cluster: Cluster,
+    tmp_path: Path,
 ) -> None:
     """At start-up a leader may propose before the RadioStation told it who the members are: the
     proposal went to nobody and cost a round (and a complaint). It is sent again to each member
-    this peer learns of, and the block becomes final without a complaint."""
-    services = cluster.services
-    wanted: list[str] = []
-    for index, service in enumerate(services):
-        service.set_members([cluster.peers[index]])  # only itself known yet
-        service.on_members_wanted = lambda name=service.signer.address: wanted.append(name)
-    leader_id = services[0].consensus.leader
-    leader = next(s for s in services if s.signer.address == leader_id)
-    txs = await submit(leader, 3, "before the members are known")
-    await cluster.wait(lambda: leader.consensus.proposed_round >= 0, "the leader's proposal")
-    assert leader_id in wanted  # its peer asks the RadioStation for the member list at once
-    for service in services:
-        service.set_members(cluster.peers)
-    await cluster.wait(lambda: cluster.final_everywhere(txs, services), "final everywhere")
-    assert [s.consensus.complaint_count for s in services] == [0] * len(services)
+    this peer learns of, and the block becomes final without a complaint. (A round timeout far
+    longer than the test's work: a slow machine's intake write leaves no complaint either.)"""
+    cluster = Cluster(
+        tmp_path,
+        overrides={"TIMEOUT_FOR_LEADER_COMPLAIN": 10.0, "MAX_TIMEOUT_FOR_LEADER_COMPLAIN": 10.0},
+    )
+    try:
+        services = cluster.services
+        wanted: list[str] = []
+        for index, service in enumerate(services):
+            service.set_members([cluster.peers[index]])  # only itself known yet
+            service.on_members_wanted = lambda name=service.signer.address: wanted.append(name)
+        leader_id = services[0].consensus.leader
+        leader = next(s for s in services if s.signer.address == leader_id)
+        txs = await submit(leader, 3, "before the members are known")
+        await cluster.wait(lambda: leader.consensus.proposed_round >= 0, "the leader's proposal")
+        assert leader_id in wanted  # its peer asks the RadioStation for the member list at once
+        for service in services:
+            service.set_members(cluster.peers)
+        await cluster.wait(lambda: cluster.final_everywhere(txs, services), "final everywhere")
+        assert [s.consensus.complaint_count for s in services] == [0] * len(services)
+    finally:
+        await cluster.stop()
 
 
 async def test_a_peer_catching_up_takes_the_transactions_it_pooled_without_checking_again(
@@ -282,9 +296,7 @@ async def test_clients_are_refused_while_a_backlog_waits_for_a_block_and_taken_a
         after = await submit(lone, 2, "after")
         await cluster.wait(lambda: cluster.final_everywhere(after, cluster.services), "taken")
     finally:
-        for task in cluster.tasks:
-            task.cancel()
-        await asyncio.gather(*cluster.tasks, return_exceptions=True)
+        await cluster.stop()
 
 
 async def test_a_relayed_transaction_the_peer_already_holds_is_not_checked_again(
@@ -344,9 +356,7 @@ async def test_a_leaders_own_transactions_its_blocks_carried_are_not_gossiped_af
         assert relay.spared >= len(sent)
         assert network.gossiped - others <= 4 * others  # at most the four fresh ones went
     finally:
-        for task in cluster.tasks:
-            task.cancel()
-        await asyncio.gather(*cluster.tasks, return_exceptions=True)
+        await cluster.stop()
 
 
 async def test_a_member_serving_garbled_blocks_is_avoided_and_the_channel_goes_on(
@@ -555,6 +565,4 @@ async def test_a_lone_validator_goes_on_after_a_restart_with_its_certified_block
         after = await submit(again, 5, "after")
         await cluster.wait(lambda: cluster.final_everywhere(after, [again]), "final after restart")
     finally:
-        for task in cluster.tasks:
-            task.cancel()
-        await asyncio.gather(*cluster.tasks, return_exceptions=True)
+        await cluster.stop()
