@@ -17,6 +17,7 @@ from tools.procs import Proc, assert_clean_log
 
 SYNC = "tools/bench_sync.py"
 FAILOVER = "tools/bench_failover.py"
+CLUSTER = "tools/bench_cluster.py"
 
 
 def run_tool(*args: str, deadline: float) -> tuple[int, str, str]:
@@ -74,6 +75,43 @@ def test_bench_sync_refuses_bad_arguments() -> None:
     assert code == 2 and "--blocks must be at least 1" in err
     code, _out, err = run_tool(SYNC, "--txs-per-block", "-1", deadline=30)
     assert code == 2 and "--txs-per-block must be 0..1000" in err
+
+
+def test_bench_cluster_commits_every_transaction_on_four_peers_and_prints_its_figures() -> None:
+    code, out, err = run_tool(
+        CLUSTER,
+        "--txs",
+        "300",
+        "--clients",
+        "4",
+        "--batch",
+        "8",
+        "--profile",
+        "5",
+        "--json",
+        deadline=180,
+    )
+    assert code == 0, err
+    assert_clean_log(err, CLUSTER)
+    figures = last_json(out)
+    assert figures["committed"] == 300  # every one final on all four peers
+    assert 1 <= figures["blocks"] <= 300
+    assert figures["cpu_s"] > 0 and figures["wall_s"] > 0
+    assert figures["cpu_us_per_tx"] == pytest.approx(figures["cpu_s"] / 300 * 1e6, rel=0.01)
+    assert figures["cpu_ms_per_block"] == pytest.approx(
+        figures["cpu_s"] / figures["blocks"] * 1e3, rel=0.01
+    )
+    assert figures["messages_per_block"] > 0  # proposals and votes crossed the transport
+    rows = figures["profile"]
+    assert len(rows) == 5 and all(0 < row["own_share"] <= 1 and row["calls"] > 0 for row in rows)
+    assert [row["own_share"] for row in rows] == sorted(
+        (r["own_share"] for r in rows), reverse=True
+    )
+
+
+def test_bench_cluster_refuses_bad_arguments() -> None:
+    code, _out, err = run_tool(CLUSTER, "--clients", "0", deadline=30)
+    assert code == 2 and "--txs, --clients and --batch must be at least 1" in err
 
 
 def test_bench_failover_refuses_a_network_without_a_surviving_quorum() -> None:
