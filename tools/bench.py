@@ -499,6 +499,9 @@ def rest_url(peer: int, path: str, channel: str = "") -> str:
     return f"http://127.0.0.1:{REST_PORTS[peer]}{path}{query}"
 
 
+COMPLAINT_LOGGED = "): complaining"  # how a peer's log line of a leader complaint ends
+
+
 class LocalNet:
     """`./localnet.sh --data DIR` of a source tree, in its own process group."""
 
@@ -623,6 +626,31 @@ class LocalNet:
                 continue
             parts.append(f"--- {path} (last {len(text)} lines)\n" + "\n".join(text))
         return "\n".join(parts)
+
+    def log_marks(self) -> dict[str, int]:
+        """How long each peer's log is now: complaints logged after are counted from there."""
+        marks = {}
+        for path in (self.data / "logs").glob("peer_*.log"):
+            with contextlib.suppress(OSError):
+                marks[path.name] = path.stat().st_size
+        return marks
+
+    def complaints(self, since: Mapping[str, int], until: Mapping[str, int]) -> int | None:
+        """Leader complaints the peers logged between two marks (`log_marks`); None for a tree
+        whose peers do not log them (before 0988cf7)."""
+        try:
+            source = (self.tree / "loopchain" / "peer" / "channel_service.py").read_text()
+        except OSError:
+            return None
+        if COMPLAINT_LOGGED not in source:
+            return None
+        count = 0
+        for name, end in until.items():
+            start = since.get(name, 0)
+            with contextlib.suppress(OSError), open(self.data / "logs" / name, "rb") as log_file:
+                log_file.seek(start)
+                count += log_file.read(max(0, end - start)).count(COMPLAINT_LOGGED.encode())
+        return count
 
     def log_problems(self) -> dict[str, int]:
         """Lines with a traceback, ERROR or WARNING per log file name (only those with any)."""
@@ -956,6 +984,7 @@ async def run_load(
     state = LoadState(run_id=uuid.uuid4().hex[:12])
     heights = {channel: await _tip_height(session, channel) for channel in channels}
     rounds_start = await _rounds(session, channels)
+    marks_start = net.log_marks()
     meter = CpuMeter(net.pid)
     await asyncio.to_thread(meter.sample, True)
     own_cpu_start, window_start = _own_cpu_seconds(), time.monotonic()
@@ -996,6 +1025,7 @@ async def run_load(
         acked_in_window = len(state.acked)
         say(f"{label}: load over: {acked_in_window} acked; draining and waiting for calm")
         rounds_end = await _rounds(session, channels)
+        marks_end = net.log_marks()
         calm_task = asyncio.create_task(wait_calm(session, state, channels, load_end))
         while state.pending and time.monotonic() - load_end < DRAIN:
             await asyncio.sleep(WATCH_INTERVAL)
@@ -1006,6 +1036,7 @@ async def run_load(
         drain_s = time.monotonic() - load_end
         calm_s, calm_reason = await calm_task
         rounds_calm = await _rounds(session, channels)
+        marks_calm = net.log_marks()
     finally:
         stop_watch.set()
         stop_sampling.set()
@@ -1021,6 +1052,7 @@ async def run_load(
         calm=(calm_s, calm_reason),
         rounds=(rounds_start, rounds_end, rounds_calm),
         own_cpu=own_cpu,
+        complaints=(net.complaints(marks_start, marks_end), net.complaints(marks_end, marks_calm)),
     )
 
 
@@ -1041,8 +1073,10 @@ def _load_figures(
     calm: tuple[float | None, str],
     rounds: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
     own_cpu: tuple[float, float] = (0.0, 0.0),
+    complaints: tuple[int | None, int | None] = (None, None),
 ) -> dict[str, Any]:
-    """`own_cpu`: the load generator's CPU seconds over the CPU window, and that window's length."""
+    """`own_cpu`: the load generator's CPU seconds over the CPU window, and that window's length;
+    `complaints`: the leader complaints the peers logged during the load and after it."""
     acked = len(state.acked)
     committed = sum(
         1 for tx_hash in state.acked if state.final.get(tx_hash, math.inf) <= load_end + DRAIN
@@ -1088,6 +1122,8 @@ def _load_figures(
         "blocks_load": blocks_load,
         "failed_rounds_load": _difference(rounds_load, blocks_load),
         "failed_rounds_after": _difference(rounds_after, blocks_after),
+        "complaints_load": complaints[0],
+        "complaints_after": complaints[1],
     }
     details = {
         "answers": dict(state.answers.most_common()),
@@ -1332,6 +1368,8 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("blocks_load", "blocks during load"),
     ("failed_rounds_load", "failed rounds during load"),
     ("failed_rounds_after", "failed rounds after load"),
+    ("complaints_load", "leader complaints logged during load"),
+    ("complaints_after", "leader complaints logged after load"),
     ("v3_acked", "v3: acknowledged transfers"),
     ("v3_committed_per_s", "v3: committed tx/s"),
     ("v3_final_p50_ms", "v3: finalisation p50 under load (ms)"),

@@ -430,6 +430,32 @@ def test_the_tree_runs_its_own_loopchain_first(tmp_path: Path) -> None:
     assert f"import path: {tmp_path.resolve() / 'tree'}" in err, err
 
 
+def test_complaints_are_counted_from_the_peers_logs_between_marks(tmp_path: Path) -> None:
+    tree, data = tmp_path / "tree", tmp_path / "data"
+    (tree / "loopchain" / "peer").mkdir(parents=True)
+    (data / "logs").mkdir(parents=True)
+    source = tree / "loopchain" / "peer" / "channel_service.py"
+    source.write_text('log.info("... %d pooled): complaining", ...)\n')
+    complaint = "INFO channel c: no progress in round {} for 1.00 s (...; 5 pooled): complaining\n"
+    logs = {name: data / "logs" / f"{name}.log" for name in ("peer_7100", "peer_7200")}
+    logs["peer_7100"].write_text(complaint.format(0) + "INFO block 0 final\n")
+    net = bench.LocalNet(tree, data, [])
+    start = net.log_marks()
+    with open(logs["peer_7100"], "a") as log_file:
+        log_file.write("INFO block 1 final\n" + complaint.format(3))
+    logs["peer_7200"].write_text(complaint.format(3) + complaint.format(4))  # a new log
+    (data / "logs" / "radiostation.log").write_text(complaint.format(9))  # not a peer's
+    end = net.log_marks()
+    with open(logs["peer_7200"], "a") as log_file:
+        log_file.write(complaint.format(5))
+    after = net.log_marks()
+    assert net.complaints(start, end) == 3  # the one logged before the start is not counted
+    assert net.complaints(end, after) == 1
+    assert net.complaints(after, after) == 0
+    source.write_text("# a tree from before complaints were logged\n")
+    assert net.complaints(start, end) is None  # unknown, not zero
+
+
 def test_busy_ports_refuse_to_start(tmp_path: Path) -> None:
     if not bench.port_busy(9002):
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -473,6 +499,8 @@ LOAD_FIGURES = (
     "blocks_load",
     "failed_rounds_load",
     "failed_rounds_after",
+    "complaints_load",
+    "complaints_after",
 )
 
 
