@@ -6,6 +6,7 @@ The figures themselves are never asserted against a time budget; only their shap
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,14 @@ FAILOVER = "tools/bench_failover.py"
 CLUSTER = "tools/bench_cluster.py"
 
 
-def run_tool(*args: str, deadline: float) -> tuple[int, str, str]:
+def run_tool(
+    *args: str, deadline: float, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of a tool; on overrunning `deadline` it gets SIGTERM first
     (SIGKILL 60 s later), so it can stop the processes it started, and the test fails."""
     with tempfile.TemporaryDirectory(prefix="run_tool_") as log_dir:
-        proc = Proc(Path(args[0]).stem, list(args), Path(log_dir), stderr_apart=True)
+        environ = {**os.environ, **env} if env else None
+        proc = Proc(Path(args[0]).stem, list(args), Path(log_dir), env=environ, stderr_apart=True)
         code = proc.run(deadline, grace=60)
         return code, proc.log_text(), proc.err_text()
 
@@ -107,6 +111,22 @@ def test_bench_cluster_commits_every_transaction_on_four_peers_and_prints_its_fi
     assert [row["own_share"] for row in rows] == sorted(
         (r["own_share"] for r in rows), reverse=True
     )
+
+
+def test_bench_cluster_takes_its_configuration_from_the_environment() -> None:
+    code, out, err = run_tool(
+        CLUSTER,
+        "--txs",
+        "100",
+        "--clients",
+        "2",
+        "--json",
+        env={"MAX_BLOCK_TX_NUM": "10"},
+        deadline=180,
+    )
+    assert code == 0, err
+    figures = last_json(out)
+    assert figures["committed"] == 100 and figures["blocks"] >= 10  # ten at most in each
 
 
 def test_bench_cluster_refuses_bad_arguments() -> None:
