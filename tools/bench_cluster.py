@@ -48,7 +48,7 @@ from loopchain.types.validators import Validator, ValidatorSet
 
 CHANNEL = "bench_channel"
 PEERS = 4
-REFUSED_BACKOFF_S = 0.02  # a refused submitter's pause, as a client honouring Retry-After would
+REFUSED_BACKOFF_S = 0.2  # a refused submitter waits a block interval before it tries again
 POLL_S = 0.05
 DEADLINE_S = 600.0  # a run that has not finished by then is reported as stuck
 
