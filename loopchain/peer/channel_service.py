@@ -54,6 +54,9 @@ TIMER_DEFERRALS = 3
 # for the peer yet) are sent again to a member it learns of later, so a proposal, vote or complaint
 # made while the member list was still filling (at start-up) does not cost a round.
 RESEND_RECENT = 8
+# A member still without an address this long after a message to it was kept is worth a warning;
+# at start-up the member list fills within a heartbeat or two, and what waited is sent then.
+MISSING_MEMBER_GRACE_S = 10.0
 T = TypeVar("T")
 NOT_INVOKED_TEXT = "not invoked yet"  # the message of code 2 while a transaction waits
 MONITORED_HASHES = 8  # transaction hashes a CreateTx monitoring event names at most
@@ -128,6 +131,9 @@ class ChannelService:
         self._recent: collections.deque[tuple[str | None, ConsensusPayload]] = collections.deque(
             maxlen=RESEND_RECENT
         )
+        # validators a message waited for (no address yet): since when, and whether warned
+        self._missing_since: dict[str, float] = {}
+        self._missing_warned: set[str] = set()
         tip, tip_qc = restore_tip(store, settings.name)
         self.consensus = ChannelConsensus(
             config=consensus_config(config),
@@ -255,6 +261,9 @@ class ChannelService:
         """The channel's peers as the RadioStation lists them."""
         known = {*self.members, self.signer.address}
         self.members = {p.peer_id: p for p in peers}
+        for peer_id in [p for p in self._missing_since if p in self.members]:
+            del self._missing_since[peer_id]
+            self._missing_warned.discard(peer_id)
         newcomers = [p for p in self.members.values() if p.peer_id not in known]
         if newcomers and not self.halted:
             for to, payload in list(self._recent):
@@ -768,12 +777,34 @@ class ChannelService:
     def _send(self, peer_id: str, payload: ConsensusPayload) -> None:
         peer = self.members.get(peer_id)
         if peer is None:
-            log.warning("channel %s: no address known for peer %s", self.name, peer_id)
+            self._note_missing(peer_id)
             self._recent.append((peer_id, payload))  # sent once the member list names it
             if self.on_members_wanted is not None:
                 self.on_members_wanted()
             return
         self.transport.send_consensus(peer, self.name, self.signer.address, payload)
+
+    def _note_missing(self, peer_id: str) -> None:
+        """Log a message kept for a member without an address: at INFO while the member list may
+        still be filling, once at WARNING when it has lacked the member for the grace period."""
+        now = time.monotonic()
+        waited = now - self._missing_since.setdefault(peer_id, now)
+        if waited < MISSING_MEMBER_GRACE_S or peer_id in self._missing_warned:
+            log.info(
+                "channel %s: no address known yet for peer %s; the message waits for the "
+                "member list to name it",
+                self.name,
+                peer_id,
+            )
+            return
+        self._missing_warned.add(peer_id)
+        log.warning(
+            "channel %s: no address known for peer %s for %.0f s (the RadioStation does not list "
+            "it): messages to it wait until it registers",
+            self.name,
+            peer_id,
+            waited,
+        )
 
     def _want_missing_validators(self) -> None:
         """Ask for the member list again when a validator of the channel has no address here."""

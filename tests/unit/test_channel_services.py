@@ -18,6 +18,7 @@ from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.memory import InMemoryNetwork
+from loopchain.peer import channel_service
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
 from loopchain.storage.memory import MemoryStore
 from loopchain.types import transaction as transaction_module
@@ -232,6 +233,52 @@ async def test_a_proposal_made_before_the_member_list_was_known_reaches_members_
             service.set_members(cluster.peers)
         await cluster.wait(lambda: cluster.final_everywhere(txs, services), "final everywhere")
         assert [s.consensus.complaint_count for s in services] == [0] * len(services)
+    finally:
+        await cluster.stop()
+
+
+@pytest.mark.parametrize("past_grace", [True, False])
+async def test_a_member_missing_from_the_list_past_the_grace_is_warned_about_once(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    past_grace: bool,
+) -> None:
+    """A validator the RadioStation does not list gets one warning from each peer that kept a
+    message for it past the grace period, the further ones at INFO; within the grace (a member
+    list still filling at start-up) only INFO."""
+    if past_grace:
+        monkeypatch.setattr(channel_service, "MISSING_MEMBER_GRACE_S", 0.0)
+    caplog.set_level(logging.INFO, logger=channel_service.__name__)
+    cluster = Cluster(tmp_path, overrides={"LEADER_BLOCK_CREATION_LIMIT": 1})  # each leads in turn
+    try:
+        services = cluster.services
+        missing = cluster.peers[3].peer_id
+        for service in services[:3]:  # the RadioStation does not list the fourth
+            service.set_members(cluster.peers[:3])
+
+        def notes(level: int) -> list[str]:
+            return [
+                r.getMessage()
+                for r in caplog.records
+                if r.name == channel_service.__name__
+                and r.levelno == level
+                and "no address known" in r.getMessage()
+            ]
+
+        for batch in range(20):  # blocks until its turn to lead comes and votes go its way
+            txs = await submit(services[batch % 3], 2, f"batch {batch}")
+            await cluster.wait(lambda t=txs: cluster.final_everywhere(t, services[:3]), "final")
+            if len(notes(logging.INFO)) >= 2:
+                break
+        assert notes(logging.INFO), "messages kept for it are said at INFO"
+        assert all(missing in text for text in notes(logging.INFO))
+        warned = notes(logging.WARNING)
+        if past_grace:
+            assert warned and all(missing in t and "does not list it" in t for t in warned)
+            assert len(warned) <= 3  # at most once from each of the three without its address
+        else:
+            assert not warned
     finally:
         await cluster.stop()
 
