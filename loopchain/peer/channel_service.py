@@ -131,7 +131,8 @@ class ChannelService:
         self._recent: collections.deque[tuple[str | None, ConsensusPayload]] = collections.deque(
             maxlen=RESEND_RECENT
         )
-        # validators a message waited for (no address yet): since when, and whether warned
+        # validators a message waited for (no address yet): since when, and whether warned (only
+        # validators are sent to, so these hold at most the validator sets this peer has seen)
         self._missing_since: dict[str, float] = {}
         self._missing_warned: set[str] = set()
         tip, tip_qc = restore_tip(store, settings.name)

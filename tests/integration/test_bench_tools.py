@@ -82,19 +82,8 @@ def test_bench_sync_refuses_bad_arguments() -> None:
 
 
 def test_bench_cluster_commits_every_transaction_on_four_peers_and_prints_its_figures() -> None:
-    code, out, err = run_tool(
-        CLUSTER,
-        "--txs",
-        "300",
-        "--clients",
-        "4",
-        "--batch",
-        "8",
-        "--profile",
-        "5",
-        "--json",
-        deadline=180,
-    )
+    args = "--txs 300 --clients 4 --batch 8 --profile 5 --json".split()
+    code, out, err = run_tool(CLUSTER, *args, deadline=180)
     assert code == 0, err
     assert_clean_log(err, CLUSTER)
     figures = last_json(out)
@@ -114,16 +103,8 @@ def test_bench_cluster_commits_every_transaction_on_four_peers_and_prints_its_fi
 
 
 def test_bench_cluster_takes_its_configuration_from_the_environment() -> None:
-    code, out, err = run_tool(
-        CLUSTER,
-        "--txs",
-        "100",
-        "--clients",
-        "2",
-        "--json",
-        env={"MAX_BLOCK_TX_NUM": "10"},
-        deadline=180,
-    )
+    args = "--txs 100 --clients 2 --json".split()
+    code, out, err = run_tool(CLUSTER, *args, env={"MAX_BLOCK_TX_NUM": "10"}, deadline=180)
     assert code == 0, err
     figures = last_json(out)
     assert figures["committed"] == 100 and figures["blocks"] >= 10  # ten at most in each
