@@ -191,6 +191,7 @@ _POSITIVE_SECONDS = (  # deadlines and intervals: zero would spin or fail every 
     "TX_TIMESTAMP_WINDOW",
 )
 _NON_NEGATIVE_SECONDS = ("MAX_TIMESTAMP_SKEW", "SEND_TX_LIST_DURATION")
+_LEVELDB_MB = ("LEVELDB_WRITE_BUFFER_MB", "LEVELDB_MAX_FILE_MB")
 _ROTATE_WHEN = re.compile(r"[SMHD]|midnight|W[0-6]", re.IGNORECASE)  # logging.handlers' names
 _NID = re.compile(r"0x[1-9a-f][0-9a-f]{0,7}")  # ICON_NID: hex as ICON writes it, 1 to 2**32 - 1
 
@@ -229,6 +230,8 @@ def validate_ranges(values: Mapping[str, Any]) -> None:
     for key in _NON_NEGATIVE_SECONDS:
         _in_range(key, values[key], 0, MAX_CONFIG_SECONDS)
     _in_range("LEADER_COMPLAIN_RATIO", values["LEADER_COMPLAIN_RATIO"], 0, 1, low_open=True)
+    for key in _LEVELDB_MB:
+        _in_range(key, values[key], 1, 1024)  # LevelDB clips its sizes to 1 GB
 
 
 def validate(values: Mapping[str, Any]) -> None:

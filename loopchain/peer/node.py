@@ -176,7 +176,10 @@ class PeerNode:
     def _open_channel(self, grant: ChannelGrant, issuer: str, group: asyncio.TaskGroup) -> None:
         assert self.signer is not None and self.transport is not None
         kv = LevelDBStore(
-            self.root / grant.channel / "blocks", compression=bool(self.config.LEVELDB_COMPRESSION)
+            self.root / grant.channel / "blocks",
+            compression=bool(self.config.LEVELDB_COMPRESSION),
+            write_buffer_mb=int(self.config.LEVELDB_WRITE_BUFFER_MB),
+            max_file_mb=int(self.config.LEVELDB_MAX_FILE_MB),
         )
         self.stores.append(kv)
         store = BlockStore(kv, grant.channel)

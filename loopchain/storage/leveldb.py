@@ -44,7 +44,7 @@ def _lock_holder(exc: BaseException) -> str | None:
     return next((holder for marker, holder in _LOCK_HOLDERS.items() if marker in text), None)
 
 
-def _open(path: Path, create: bool, compression: bool) -> Any:
+def _open(path: Path, create: bool, compression: bool, sizes: dict[str, int]) -> Any:
     """Open the plyvel DB at `path`, translating every failure into a StorageError."""
     if create:
         try:
@@ -61,6 +61,7 @@ def _open(path: Path, create: bool, compression: bool) -> Any:
             # most lookups are for keys that are absent (is this relayed transaction known?): a
             # filter answers them without reading tables (1.25 bytes per key, of open tables only)
             bloom_filter_bits=BLOOM_FILTER_BITS,
+            **sizes,
         )
     except plyvel.Error as exc:
         holder = _lock_holder(exc)
@@ -135,11 +136,26 @@ class LevelDBWriteBatch(WriteBatch):
 class LevelDBStore(KeyValueStore):
     """A LevelDB database in one directory, opened exclusively by this process. `compression`:
     Snappy for the tables written from now on (each table records its own, so a store reads
-    whatever it was written with)."""
+    whatever it was written with). `write_buffer_mb`: the most a store holds in memory before it
+    writes a table; `max_file_mb`: the size of the tables it writes (LevelDB's 4 and 2 when None;
+    either can change between openings)."""
 
-    def __init__(self, path: str | Path, *, create: bool = True, compression: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        create: bool = True,
+        compression: bool = False,
+        write_buffer_mb: int | None = None,
+        max_file_mb: int | None = None,
+    ) -> None:
         self.path = Path(path)
-        self._db = _open(self.path, create, compression)
+        sizes = {
+            name: mb << 20
+            for name, mb in (("write_buffer_size", write_buffer_mb), ("max_file_size", max_file_mb))
+            if mb is not None
+        }
+        self._db = _open(self.path, create, compression, sizes)
         self._write_failure: str | None = None  # the first write that failed: no more writes
 
     def _check_open(self) -> None:

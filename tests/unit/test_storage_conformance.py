@@ -234,6 +234,24 @@ def test_leveldb_compresses_only_when_asked_and_reads_what_either_way_wrote(
     assert sizes[False] > 512 * 4096 > 10 * sizes[True], sizes
 
 
+def test_leveldb_write_buffer_and_table_sizes_are_the_ones_asked_for(tmp_path: Path) -> None:
+    """3 MB written: a 1 MB write buffer has written tables by then, an 8 MB one holds it all in
+    memory (and its log). Compacted, 1 MB tables hold it in three or more files, 8 MB ones in one."""
+    value = bytes(range(256)) * 16  # 4 KB
+    buffered, compacted = {}, {}
+    for size_mb in (1, 8):
+        path = tmp_path / f"db-{size_mb}"
+        with LevelDBStore(path, write_buffer_mb=size_mb, max_file_mb=size_mb) as kv:
+            for i in range(768):
+                kv.put(i.to_bytes(4, "big"), value)
+            buffered[size_mb] = len(list(path.glob("*.ldb")))
+            kv._db.compact_range()  # everything into tables of at most max_file_mb
+            compacted[size_mb] = len(list(path.glob("*.ldb")))
+            assert [v for _, v in kv.iterate()] == [value] * 768
+    assert buffered[1] >= 1 and buffered[8] == 0, buffered
+    assert compacted[1] >= 3 and compacted[8] == 1, compacted
+
+
 def test_leveldb_tables_carry_a_bloom_filter(tmp_path: Path) -> None:
     """Lookups of absent keys (is this relayed transaction known?) are answered by a filter in
     each table instead of reading it: every table written names LevelDB's Bloom filter."""
