@@ -2,7 +2,11 @@
 
 Key schema (integers are unsigned big-endian, heights and rounds 8 bytes, so keys sort by number):
 
-  b"b/" + block hash (32)  -> Block.encode()               every saved block, by its hash
+  b"B/" + height + block hash -> Block.encode()            every final block, and the blocks this
+                                                           node voted for that are not final yet
+                                                           (kept until a final block covers their
+                                                           height; the one that becomes final stays)
+  b"H/" + block hash (32)  -> height                       every final block's height, by its hash
   b"h/" + height           -> block hash                   heights 0..tip, no gaps, none above tip
   b"t/" + tx hash (32)     -> height + index (4 bytes)     each transaction of a saved block, once
   b"c/" + height           -> QuorumCertificate.encode()   the certificate of the block at height
@@ -13,24 +17,32 @@ Key schema (integers are unsigned big-endian, heights and rounds 8 bytes, so key
   b"s/channel"             -> channel name (UTF-8)         the channel this store belongs to
   b"s/safety"              -> canonical {highest_vote_round, high_qc}   what this node signed
   b"m/" + name (UTF-8)     -> value                        free metadata of the node (put_meta)
-  b"r/" + tx hash (32)     -> canonical {code, message, height[, steps, cumulative_steps, events]}
+  b"R/" + height + tx hash -> canonical {code, message, height[, steps, cumulative_steps, events]}
                               a transaction's SCORE result (steps: a v3 transaction's)
   b"s/executed"            -> canonical {height, state_root, results_hash}   last executed block
   b"e/" + height           -> state root (32) + results hash (32)   roots after each executed block
   b"v/" + height           -> b""                          heights of blocks carrying a validator update
-  b"p/" + height + block hash -> Block.encode()            blocks this node voted for that are not
-                                                           final yet (kept until a final block covers
-                                                           their height)
-  b"i/" + timestamp + tx hash -> Transaction.encode()      the intake log of earlier versions: client
-                                                           transactions acknowledged that no saved
-                                                           block held (now in the intake journal)
+
+Keys of earlier versions, read (and the moot ones deleted) but no longer written:
+
+  b"b/" + block hash (32)  -> Block.encode()               a final block, by its hash
+  b"r/" + tx hash (32)     -> a transaction's SCORE result, as under b"R/"
+  b"p/" + height + block hash -> Block.encode()            a voted-for block not final yet
+  b"i/" + timestamp + tx hash -> Transaction.encode()      the intake log: client transactions
+                                                           acknowledged that no saved block held
+                                                           (now in the intake journal)
+
+Block bodies and results are keyed by height first, so that what a block adds sorts after all that
+came before: LevelDB then moves their tables down its levels instead of rewriting them with every
+compaction, as it did with keys by hash, spread over the whole key space. A voted-for block that
+becomes final is written once, when voted for. Only the lookups by hash (b"t/", b"H/") are spread.
 
 Execution (SCORE) runs after finality: the results of one executed block and the s/executed pointer
 are written in ONE batch, heights 0..executed with no gap, executed <= tip.
 
-Invariants: everything of one block (b/, h/, t/, c/, s/tip, s/total_tx, s/channel, s/proof) is
-written in ONE
-write batch, so after a crash the store holds either all of it or none of it. The block at height h
+Invariants: everything of one block (B/, H/, h/, t/, c/, s/tip, s/total_tx, s/channel, s/proof) is
+written in ONE write batch, so after a crash the store holds either all of it or none of it; only
+its body may be there before (written, synced, when this node voted for it). The block at height h
 has header.prev_hash equal to the hash of the block at h-1 (b"" at height 0), belongs to the
 store's channel, and its certificate names its hash and height. `check()` verifies the tip end of
 these invariants at start-up; a store that fails it must not be run on. The vote record only moves
@@ -55,7 +67,9 @@ from loopchain.types.block import Block
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import QuorumCertificate
 
-BLOCK = b"b/"
+BODY = b"B/"
+BY_HASH = b"H/"
+LEGACY_BLOCK = b"b/"
 HEIGHT = b"h/"
 TX = b"t/"
 CERTIFICATE = b"c/"
@@ -66,12 +80,13 @@ TOTAL_TX = b"s/total_tx"
 CHANNEL = b"s/channel"
 SAFETY = b"s/safety"
 META = b"m/"
-RESULT = b"r/"
+RESULT = b"R/"
+LEGACY_RESULT = b"r/"
 EXECUTED = b"s/executed"
 ROOTS = b"e/"
 UPDATES = b"v/"
 INTAKE = b"i/"
-PENDING = b"p/"
+LEGACY_PENDING = b"p/"
 
 HASH_BYTES = 32
 CHECK_DEPTH = 8  # how many blocks below the tip check() walks back through
@@ -126,8 +141,13 @@ def _height_key(prefix: bytes, height: int) -> bytes:
     return prefix + _u64(height)
 
 
-def _pending_key(block: Block) -> bytes:
-    return _height_key(PENDING, block.height) + block.hash
+def _body_key(height: int, block_hash: bytes) -> bytes:
+    return _height_key(BODY, height) + block_hash
+
+
+def _key_height(key: bytes) -> int:
+    """The height in a b"B/" or b"p/" key."""
+    return _int(key[2:10])
 
 
 class BlockStore:
@@ -143,10 +163,14 @@ class BlockStore:
         # the last safety record written or read (this store is its only writer): a vote checks
         # against it without reading and decoding the record with its certificate again
         self._safety: tuple[int, QuorumCertificate | None] | None = None
-        # the keys of the kept voted-for blocks by block hash (this store is their only writer):
-        # a block deletes the moot ones by key, never by walking the prefix, which LevelDB makes
-        # slower with every delete not yet compacted away
-        self._pending = {key[10:]: key for key, _ in kv.iterate(PENDING)}
+        # the keys of the kept voted-for blocks above the tip by block hash (this store is their
+        # only writer): a block deletes the moot ones by key, never by walking the prefix, which
+        # LevelDB makes slower with every delete not yet compacted away
+        self._pending = {key[10:]: key for key, _ in kv.iterate(LEGACY_PENDING)}
+        for key, _ in kv.iterate(BODY, reverse=True):  # the highest first: stop at the tip
+            if _key_height(key) <= self._tip_height:
+                break
+            self._pending[key[10:]] = key
 
     # -- writing
 
@@ -162,8 +186,11 @@ class BlockStore:
         self._check_appendable(block, block_hash, certificate)
         tx_positions = self._check_new_transactions(block, block_hash)
         height = block.height
+        body_key = _body_key(height, block_hash)
         with self._kv.write_batch() as batch:
-            batch.put(BLOCK + block_hash, block.encode())
+            if self._pending.get(block_hash) != body_key:  # not already kept as voted for
+                batch.put(body_key, block.encode())
+            batch.put(BY_HASH + block_hash, _u64(height))
             batch.put(_height_key(HEIGHT, height), block_hash)
             for tx_hash, index in tx_positions:
                 batch.put(TX + tx_hash, _u64(height) + index.to_bytes(4, "big"))
@@ -179,11 +206,12 @@ class BlockStore:
                 batch.delete(LEGACY_PROOF)
             if block.validator_update is not None:
                 batch.put(_height_key(UPDATES, height), b"")
-            moot = [h for h, key in self._pending.items() if _int(key[2:10]) <= height]
-            for pending_hash in moot:  # voted blocks this height makes moot
-                batch.delete(self._pending[pending_hash])
+            covered = [h for h, key in self._pending.items() if _key_height(key) <= height]
+            for pending_hash in covered:  # voted blocks this height makes moot (or final)
+                if self._pending[pending_hash] != body_key:
+                    batch.delete(self._pending[pending_hash])
             failpoints.hit("block-store-batch")
-        for pending_hash in moot:
+        for pending_hash in covered:
             del self._pending[pending_hash]
         self._tip_height, self._tip_hash = height, block_hash
         self._tip = (block, certificate)
@@ -263,12 +291,13 @@ class BlockStore:
             "highest_vote_round": highest_vote_round,
             "high_qc": high_qc.to_json() if high_qc is not None else None,
         }
-        if voted is None:
+        if voted is None or voted.height <= self._tip_height:  # none, or final or moot already
             self._kv.put(SAFETY, canonical.encode(value), sync=True)
         else:  # one sync, not two, between a proposal and its vote
-            key = _pending_key(voted)
+            key = _body_key(voted.height, voted.hash)
             with self._kv.write_batch() as batch:
-                batch.put(key, voted.encode())
+                if self._pending.get(voted.hash) != key:
+                    batch.put(key, voted.encode())
                 batch.put(SAFETY, canonical.encode(value))
             self._pending[voted.hash] = key
         self._safety = (highest_vote_round, high_qc)
@@ -313,7 +342,7 @@ class BlockStore:
                     value["steps"], value["cumulative_steps"] = result.steps, cumulative
                 if result.events:
                     value["events"] = events_json(result.events)
-                key = RESULT + bytes.fromhex(result.tx_hash)
+                key = _height_key(RESULT, height) + bytes.fromhex(result.tx_hash)
                 batch.put(key, canonical.encode_checked(value))  # no floats here
             pointer = {
                 "height": height,
@@ -340,9 +369,14 @@ class BlockStore:
             bytes.fromhex(value["results_hash"]),
         )
 
-    def tx_result(self, tx_hash: bytes) -> StoredResult | None:
-        """The recorded result of an executed transaction."""
-        raw = self._kv.get(RESULT + tx_hash)
+    def tx_result(self, tx_hash: bytes, height: int | None = None) -> StoredResult | None:
+        """The recorded result of an executed transaction (`height`: its block's, when known)."""
+        if height is None:
+            position = self._kv.get(TX + tx_hash)
+            height = _int(position[:8]) if position is not None else None
+        raw = self._kv.get(_height_key(RESULT, height) + tx_hash) if height is not None else None
+        if raw is None:
+            raw = self._kv.get(LEGACY_RESULT + tx_hash)  # executed by an earlier version
         if raw is None:
             return None
         value = canonical.decode(raw)
@@ -364,8 +398,8 @@ class BlockStore:
         for that block for good)."""
         found = [
             self._pending_at(key)
-            for key in sorted(self._pending.values())
-            if _int(key[2:10]) > self._tip_height
+            for key in sorted(self._pending.values(), key=lambda key: key[2:])
+            if _key_height(key) > self._tip_height
         ]
         proof = self._proof_block()
         if proof is not None and proof.height > self._tip_height:
@@ -440,7 +474,7 @@ class BlockStore:
         if not 0 <= height <= self._tip_height:
             return None
         block_hash = self._kv.get(_height_key(HEIGHT, height))
-        raw = self._kv.get(BLOCK + block_hash) if block_hash is not None else None
+        raw = self._body(height, block_hash) if block_hash is not None else None
         certificate = self._kv.get(_height_key(CERTIFICATE, height))
         return (raw, certificate) if raw is not None and certificate is not None else None
 
@@ -458,7 +492,19 @@ class BlockStore:
         cached = self._decoded.get(block_hash)
         if cached is not None:
             return cached
-        raw = self._kv.get(BLOCK + block_hash)
+        height = self._kv.get(BY_HASH + block_hash)
+        return self._decoded_at(_int(height) if height is not None else None, block_hash)
+
+    def _body(self, height: int | None, block_hash: bytes) -> bytes | None:
+        """A final block's bytes, under its height, or by its hash as an earlier version kept it."""
+        raw = self._kv.get(_body_key(height, block_hash)) if height is not None else None
+        return raw if raw is not None else self._kv.get(LEGACY_BLOCK + block_hash)
+
+    def _decoded_at(self, height: int | None, block_hash: bytes) -> Block | None:
+        cached = self._decoded.get(block_hash)
+        if cached is not None:
+            return cached
+        raw = self._body(height, block_hash)
         if raw is None:
             return None
         try:
@@ -511,7 +557,7 @@ class BlockStore:
         place = self.transaction_place(tx_hash)
         if place is None:
             return None
-        block = self.block_by_hash(place.block_hash)
+        block = self._decoded_at(place.height, place.block_hash)
         if (
             block is None
             or place.tx_index >= len(block.transactions)

@@ -584,7 +584,7 @@ class ChannelService:
             if tx_hash not in self.consensus.pool:
                 return None
             return TxOutcome(execution.NOT_INVOKED, NOT_INVOKED_TEXT, executed=False)
-        recorded = self.store.tx_result(tx_hash)
+        recorded = self.store.tx_result(tx_hash, place.height)
         code, message = recorded[:2] if recorded else (execution.NOT_INVOKED, NOT_INVOKED_TEXT)
         return TxOutcome(
             code,

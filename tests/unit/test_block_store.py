@@ -147,7 +147,8 @@ def test_blocks_are_stored_as_canonical_bytes(
     store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
 ) -> None:
     block = save_next(store, chain, 1)
-    assert kv.get(schema.BLOCK + block.hash) == block.encode()
+    assert kv.get(schema.BODY + u64(0) + block.hash) == block.encode()
+    assert kv.get(schema.BY_HASH + block.hash) == u64(0)
     certificate = store.certificate_at(0)
     assert certificate is not None
     assert kv.get(schema.CERTIFICATE + (0).to_bytes(8, "big")) == certificate.encode()
@@ -290,7 +291,7 @@ def damage_missing_index_below_tip(kv: KeyValueStore, tip: Block) -> None:
 
 
 def damage_corrupt_tip_block(kv: KeyValueStore, tip: Block) -> None:
-    kv.put(schema.BLOCK + tip.hash, tip.encode()[:-5])
+    kv.put(schema.BODY + u64(tip.height) + tip.hash, tip.encode()[:-5])
 
 
 def damage_tip_points_elsewhere(kv: KeyValueStore, tip: Block) -> None:
@@ -533,8 +534,9 @@ def test_voted_blocks_kept_before_a_restart_are_found_and_dropped_after_it(
     assert [b.hash for b in reopened.pending_blocks()] == [low.hash, high.hash]
     served = reopened.pending_block(low.hash)
     assert served is not None and served.hash == low.hash
-    save_next(reopened, chain)  # another block becomes final at height 1
-    assert [key[10:] for key, _ in kv.iterate(schema.PENDING)] == [high.hash]
+    final = save_next(reopened, chain)  # another block becomes final at height 1
+    bodies = [key[10:] for key, _ in kv.iterate(schema.BODY)]  # heights 0, 1 (final), 2 (kept)
+    assert len(bodies) == 3 and bodies[1:] == [final.hash, high.hash], bodies
     assert reopened.pending_block(low.hash) is None
     assert [b.hash for b in BlockStore(kv, CHANNEL).pending_blocks()] == [high.hash]
 
@@ -555,3 +557,111 @@ def test_the_tips_proof_block_is_kept_as_pending_until_it_is_final(
     assert [b.hash for b in store.pending_blocks()] == [child.hash]
     store.save_block(child, child_qc)  # final itself, with no proof of its own
     assert store.pending_blocks() == [] and store.pending_block(child.hash) is None
+
+
+# -- the layout: bodies and results by height, a voted-for block written once
+
+
+class RecordingStore(MemoryStore):
+    """A MemoryStore that remembers every key it was given a value for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+
+    def _apply(self, ops: list[tuple[bytes, bytes | None]]) -> None:
+        self.written += [key for key, value in ops if value is not None]
+        super()._apply(ops)
+
+
+def test_a_voted_for_block_that_becomes_final_is_written_once_under_its_height(
+    chain: ChainBuilder,
+) -> None:
+    """Its body, kept (synced) when this node voted for it, is the final block's body: the save
+    that makes it final writes its index, not its bytes again."""
+    kv = RecordingStore()
+    store = BlockStore(kv, CHANNEL)
+    save_next(store, chain, 1)
+    voted = chain.block([chain.transaction()])
+    store.save_safety_record(1, None, voted)
+    qc = chain.certify(voted)
+    chain.advance(voted, qc)
+    store.save_block(voted, qc)
+    key = schema.BODY + u64(1) + voted.hash
+    assert kv.written.count(key) == 1
+    assert store.pending_blocks() == [] and kv.get(key) == voted.encode()
+    assert store.block_by_hash(voted.hash) == voted
+    assert store.encoded_at(1) == (voted.encode(), qc.encode())
+    reopened = BlockStore(kv, CHANNEL)  # not taken for a voted-for block after a restart
+    assert reopened.pending_blocks() == [] and reopened.block_by_hash(voted.hash) == voted
+
+
+def test_bodies_and_results_sort_by_height(
+    store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    """What each block adds sorts after all that came before (LevelDB then moves the tables
+    holding it down its levels instead of rewriting them)."""
+    blocks = [save_next(store, chain, 3) for _ in range(4)]
+    for block in blocks:
+        results = [TxResult(tx.hash_hex, 0, "") for tx in block.transactions]
+        store.save_results(block.height, results, b"\x01" * 32, b"\x02" * 32)
+    assert [key[10:] for key, _ in kv.iterate(schema.BODY)] == [b.hash for b in blocks]
+    heights = [int.from_bytes(key[2:10], "big") for key, _ in kv.iterate(schema.RESULT)]
+    assert heights == sorted(heights) and len(heights) == 12
+    for block in blocks:
+        for tx in block.transactions:
+            assert store.tx_result(tx.hash) == (0, "", block.height, 0, 0, "")
+
+
+def _to_earlier_layout(kv: KeyValueStore, tip_height: int) -> None:
+    """Rewrite a store as earlier versions kept it: bodies by hash (b/), results by transaction
+    hash (r/), voted-for blocks under p/, no height by hash (H/)."""
+    with kv.write_batch() as batch:
+        for key, value in kv.iterate(schema.BODY):
+            height, block_hash = int.from_bytes(key[2:10], "big"), key[10:]
+            if height <= tip_height:
+                batch.put(schema.LEGACY_BLOCK + block_hash, value)
+            else:
+                batch.put(schema.LEGACY_PENDING + key[2:], value)
+            batch.delete(key)
+        for key, _ in kv.iterate(schema.BY_HASH):
+            batch.delete(key)
+        for key, value in kv.iterate(schema.RESULT):
+            batch.put(schema.LEGACY_RESULT + key[10:], value)
+            batch.delete(key)
+
+
+def test_a_store_an_earlier_version_wrote_is_read_and_goes_on(
+    kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    """Blocks by hash, results by transaction hash and a voted-for block under p/ are all found
+    after the upgrade; the voted-for block, once final, is written under its height and its old
+    copy deleted."""
+    store = BlockStore(kv, CHANNEL)
+    blocks = [save_next(store, chain, 2) for _ in range(2)]
+    first = blocks[0]
+    store.save_results(
+        0, [TxResult(tx.hash_hex, 0, "ok") for tx in first.transactions], *[b"\x01" * 32] * 2
+    )
+    voted = chain.block([chain.transaction()])
+    store.save_safety_record(2, None, voted)
+    _to_earlier_layout(kv, store.tip_height())
+    assert not list(kv.iterate(schema.BODY)) and list(kv.iterate(schema.LEGACY_PENDING))
+
+    reopened = BlockStore(kv, CHANNEL)
+    reopened.check()
+    assert [reopened.block_by_height(h) for h in (0, 1)] == blocks
+    assert reopened.block_by_hash(blocks[1].hash) == blocks[1]
+    encoded = reopened.encoded_at(0)
+    assert encoded is not None and encoded[0] == first.encode()
+    tx = blocks[1].transactions[1]
+    assert reopened.find_transaction(tx.hash) == (tx, TxPlace(1, 1, blocks[1].hash))
+    assert reopened.tx_result(first.transactions[1].hash) == (0, "ok", 0, 0, 0, "")
+    assert [b.hash for b in reopened.pending_blocks()] == [voted.hash]
+
+    qc = chain.certify(voted)
+    chain.advance(voted, qc)
+    reopened.save_block(voted, qc)
+    assert not list(kv.iterate(schema.LEGACY_PENDING))
+    assert kv.get(schema.BODY + u64(2) + voted.hash) == voted.encode()
+    assert BlockStore(kv, CHANNEL).block_by_hash(voted.hash) == voted

@@ -605,8 +605,10 @@ async def test_a_lone_validator_goes_on_after_a_restart_with_its_certified_block
         safety = service.consensus.safety
         service.store.save_safety_record(safety.highest_vote_round, safety.high_qc)
         assert safety.high_qc is not None
-        kept = [key[10:] for key, _ in cluster.kvs[0].iterate(block_store.PENDING)]
+        kept = [b.hash for b in service.store.pending_blocks()]
         assert safety.high_qc.block_hash in kept  # its own vote kept the block as pending
+        bodies = [key[10:] for key, _ in cluster.kvs[0].iterate(block_store.BODY)]
+        assert safety.high_qc.block_hash in bodies  # in the store, not only in memory
         await cluster.crash(0)
         again = cluster.restart(0)
         after = await submit(again, 5, "after")
