@@ -500,6 +500,8 @@ def rest_url(peer: int, path: str, channel: str = "") -> str:
 
 
 COMPLAINT_LOGGED = "): complaining"  # how a peer's log line of a leader complaint ends
+# how LevelDB's own log (LOG in each store's directory) reports the bytes a compaction wrote
+COMPACTED = re.compile(rb"Compacted .* => (\d+) bytes")
 
 
 class LocalNet:
@@ -651,6 +653,15 @@ class LocalNet:
                 log_file.seek(start)
                 count += log_file.read(max(0, end - start)).count(COMPLAINT_LOGGED.encode())
         return count
+
+    def compaction_bytes(self) -> int:
+        """Bytes LevelDB has written so far compacting the peers' block stores (each store is
+        opened once in a run: its LOG holds every compaction since)."""
+        total = 0
+        for path in (self.data / "storage").glob("peer_*/*/blocks/LOG"):
+            with contextlib.suppress(OSError):
+                total += sum(int(found) for found in COMPACTED.findall(path.read_bytes()))
+        return total
 
     def log_problems(self) -> dict[str, int]:
         """Lines with a traceback, ERROR or WARNING per log file name (only those with any)."""
@@ -985,6 +996,7 @@ async def run_load(
     heights = {channel: await _tip_height(session, channel) for channel in channels}
     rounds_start = await _rounds(session, channels)
     marks_start = net.log_marks()
+    compacted_start = net.compaction_bytes()
     meter = CpuMeter(net.pid)
     await asyncio.to_thread(meter.sample, True)
     own_cpu_start, window_start = _own_cpu_seconds(), time.monotonic()
@@ -1037,6 +1049,7 @@ async def run_load(
         calm_s, calm_reason = await calm_task
         rounds_calm = await _rounds(session, channels)
         marks_calm = net.log_marks()
+        compacted = net.compaction_bytes() - compacted_start
     finally:
         stop_watch.set()
         stop_sampling.set()
@@ -1053,6 +1066,7 @@ async def run_load(
         rounds=(rounds_start, rounds_end, rounds_calm),
         own_cpu=own_cpu,
         complaints=(net.complaints(marks_start, marks_end), net.complaints(marks_end, marks_calm)),
+        compacted_bytes=compacted,
     )
 
 
@@ -1074,9 +1088,11 @@ def _load_figures(
     rounds: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
     own_cpu: tuple[float, float] = (0.0, 0.0),
     complaints: tuple[int | None, int | None] = (None, None),
+    compacted_bytes: int | None = None,
 ) -> dict[str, Any]:
     """`own_cpu`: the load generator's CPU seconds over the CPU window, and that window's length;
-    `complaints`: the leader complaints the peers logged during the load and after it."""
+    `complaints`: the leader complaints the peers logged during the load and after it;
+    `compacted_bytes`: what LevelDB wrote compacting the block stores from load start to calm."""
     acked = len(state.acked)
     committed = sum(
         1 for tx_hash in state.acked if state.final.get(tx_hash, math.inf) <= load_end + DRAIN
@@ -1124,6 +1140,11 @@ def _load_figures(
         "failed_rounds_after": _difference(rounds_after, blocks_after),
         "complaints_load": complaints[0],
         "complaints_after": complaints[1],
+        "compacted_kb_per_tx": (
+            round(compacted_bytes / 1024 / committed, 2)
+            if compacted_bytes is not None and committed
+            else None
+        ),
     }
     details = {
         "answers": dict(state.answers.most_common()),
@@ -1370,6 +1391,7 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("failed_rounds_after", "failed rounds after load"),
     ("complaints_load", "leader complaints logged during load"),
     ("complaints_after", "leader complaints logged after load"),
+    ("compacted_kb_per_tx", "KB LevelDB rewrote compacting, per tx"),
     ("v3_acked", "v3: acknowledged transfers"),
     ("v3_committed_per_s", "v3: committed tx/s"),
     ("v3_final_p50_ms", "v3: finalisation p50 under load (ms)"),

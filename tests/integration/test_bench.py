@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types.crypto import Signer
 from loopchain.types.icon_tx import verify_send_params
 from tests.integration.test_bench_tools import last_json, run_tool
@@ -456,6 +457,29 @@ def test_complaints_are_counted_from_the_peers_logs_between_marks(tmp_path: Path
     assert net.complaints(start, end) is None  # unknown, not zero
 
 
+def test_compaction_is_read_from_the_peers_block_stores(tmp_path: Path) -> None:
+    """What LevelDB wrote compacting, summed over the peers' block stores (a SCORE's state store
+    is not counted), from LevelDB's own log of a real store."""
+    data = tmp_path / "data"
+    net = bench.LocalNet(tmp_path / "tree", data, [])
+    assert net.compaction_bytes() == 0  # no store yet
+    blocks = data / "storage" / "peer_7100" / "loopchain_default" / "blocks"
+    with LevelDBStore(blocks, write_buffer_mb=1) as kv:
+        for rewrite in range(2):  # the same keys twice: tables that overlap are merged
+            for i in range(384):
+                kv.put(i.to_bytes(4, "big"), bytes([rewrite]) * 4096)
+        kv._db.compact_range(start=b"", stop=b"\xff" * 5)
+    written = net.compaction_bytes()
+    assert written >= 384 * 4096, written  # the live values went through a compaction at least
+    state = data / "storage" / "peer_7100" / "loopchain_default" / "score_state"
+    state.mkdir()
+    (state / "LOG").write_text("Compacted 1@0 + 0@1 files => 999999 bytes\n")
+    other = data / "storage" / "peer_7200" / "loopchain_default" / "blocks"
+    other.mkdir(parents=True)
+    (other / "LOG").write_text("... Compacted 1@1 + 2@2 files => 1000 bytes\nunrelated\n")
+    assert net.compaction_bytes() == written + 1000
+
+
 def test_busy_ports_refuse_to_start(tmp_path: Path) -> None:
     if not bench.port_busy(9002):
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -501,6 +525,7 @@ LOAD_FIGURES = (
     "failed_rounds_after",
     "complaints_load",
     "complaints_after",
+    "compacted_kb_per_tx",
 )
 
 
