@@ -86,9 +86,10 @@ STORAGE_MIN_FREE_MB = 64
 # tables written either way.
 LEVELDB_COMPRESSION = False
 # The block store's LevelDB sizes (MB): what it gathers in memory before writing a table (LevelDB's
-# default is 4), and the size of its tables (default 2). Larger ones make it rewrite fewer bytes as
-# it compacts (the measure is in the note of the change that set them), for memory it holds only
-# after writes: the buffer fills up to its size, and a start-up reads back what it held.
+# default is 4), and the size of its tables (default 2). Against LevelDB's, a peer whose store had
+# grown for four minutes under 64 clients rewrote 7 instead of 22 KB per transaction compacting,
+# for ~6 % less of its CPU; the price is memory after writes (~12 MB more per peer after that load:
+# the buffer fills up to its size) and a start-up that reads back what the buffer held.
 LEVELDB_WRITE_BUFFER_MB = 16
 LEVELDB_MAX_FILE_MB = 8
 
