@@ -33,10 +33,12 @@ MakeError = Callable[[grpc.StatusCode, str], BaseException]
 MAX_BATCH = 500  # submissions in one call (the peer takes up to 1000)
 MAX_BUSY_CHANNELS = 256  # channels remembered as busy (a client may name any number of channels)
 # how long a submission waits for others after a call of several (module doc). Measured with
-# tools/bench.py -c 64 -d 30 --no-idle (3 alternating rounds): 10 ms against 5 ms gave 1.04x the
+# tools/bench.py -c 64 -d 30 --no-idle (alternating rounds): 10 ms against 5 ms gave 1.04x the
 # committed tx/s at 0.925 of the CPU per transaction (fewer, larger calls, journal writes and
-# gossip batches); 50 ms lowered the tx/s of 64 closed-loop clients to 0.67x.
-LINGER_S = 0.01
+# gossip batches); 20 ms against 10 ms 1.10x the tx/s (rounds 1.16, 1.04) at 0.86 of the CPU per
+# transaction and 0.85 of the p99 (a gRPC message costs ~0.5-1.3 ms of CPU whatever it carries);
+# 30 ms against 20 ms 0.88x the tx/s (64 closed-loop clients wait longer); 50 ms against 10 ms 0.67x.
+LINGER_S = 0.02
 
 
 class TxSubmitter:
