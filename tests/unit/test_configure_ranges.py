@@ -29,6 +29,8 @@ from loopchain.configure import MAX_CONFIG_INT, ConfigError, load_config
         ("PORT_DIFF_INNER_SERVICE", "-70000", ["PORT_DIFF_INNER_SERVICE"]),
         ("TPS_LIMIT_PER_SEC", "-1", ["TPS_LIMIT_PER_SEC", "at least 0"]),
         ("LEADER_COMPLAIN_RATIO", "0", ["LEADER_COMPLAIN_RATIO", "above 0"]),
+        ("LEVELDB_WRITE_BUFFER_MB", "0", ["LEVELDB_WRITE_BUFFER_MB", "at least 1"]),
+        ("LEVELDB_MAX_FILE_MB", "4096", ["LEVELDB_MAX_FILE_MB", "at most 1024"]),
     ],
 )
 def test_environment_values_out_of_range_name_the_key(
