@@ -167,6 +167,10 @@ class BlockStore:
         # only writer): a block deletes the moot ones by key, never by walking the prefix, which
         # LevelDB makes slower with every delete not yet compacted away
         self._pending = {key[10:]: key for key, _ in kv.iterate(LEGACY_PENDING)}
+        # whether an earlier version left bodies or results keyed by hash (none are written now):
+        # a lookup that misses tries those keys only then, not on every miss
+        self._legacy_blocks = next(kv.iterate(LEGACY_BLOCK), None) is not None
+        self._legacy_results = next(kv.iterate(LEGACY_RESULT), None) is not None
         for key, _ in kv.iterate(BODY, reverse=True):  # the highest first: stop at the tip
             if _key_height(key) <= self._tip_height:
                 break
@@ -375,7 +379,7 @@ class BlockStore:
             position = self._kv.get(TX + tx_hash)
             height = _int(position[:8]) if position is not None else None
         raw = self._kv.get(_height_key(RESULT, height) + tx_hash) if height is not None else None
-        if raw is None:
+        if raw is None and self._legacy_results:
             raw = self._kv.get(LEGACY_RESULT + tx_hash)  # executed by an earlier version
         if raw is None:
             return None
@@ -498,7 +502,9 @@ class BlockStore:
     def _body(self, height: int | None, block_hash: bytes) -> bytes | None:
         """A final block's bytes, under its height, or by its hash as an earlier version kept it."""
         raw = self._kv.get(_body_key(height, block_hash)) if height is not None else None
-        return raw if raw is not None else self._kv.get(LEGACY_BLOCK + block_hash)
+        if raw is None and self._legacy_blocks:
+            raw = self._kv.get(LEGACY_BLOCK + block_hash)
+        return raw
 
     def _decoded_at(self, height: int | None, block_hash: bytes) -> Block | None:
         cached = self._decoded.get(block_hash)

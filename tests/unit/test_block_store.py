@@ -665,3 +665,42 @@ def test_a_store_an_earlier_version_wrote_is_read_and_goes_on(
     assert not list(kv.iterate(schema.LEGACY_PENDING))
     assert kv.get(schema.BODY + u64(2) + voted.hash) == voted.encode()
     assert BlockStore(kv, CHANNEL).block_by_hash(voted.hash) == voted
+
+
+def test_a_vote_recorded_for_a_final_block_keeps_no_copy_that_a_later_block_could_delete(
+    store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    """A vote record naming a block at or below the tip (a node voting again after a restart)
+    keeps nothing as voted-for: its key is the final block's own body, which the next final block
+    would otherwise delete as moot."""
+    save_next(store, chain, 1)
+    final = save_next(store, chain, 1)
+    store.save_safety_record(5, None, final)
+    assert store.pending_blocks() == []
+    save_next(store, chain, 1)
+    assert store.block_by_height(1) == final
+    assert BlockStore(kv, CHANNEL).block_by_height(1) == final  # and after a reopen
+
+
+class CountingReads(MemoryStore):
+    """A MemoryStore that counts its reads by key prefix."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[bytes] = []
+
+    def get(self, key: bytes) -> bytes | None:
+        self.reads.append(key[:2])
+        return super().get(key)
+
+
+def test_a_store_of_this_version_never_looks_up_the_earlier_keys(chain: ChainBuilder) -> None:
+    """Misses (an unknown block hash, a transaction not executed yet) cost one read each, not
+    a second one under the earlier layout's keys, which only a store an earlier version wrote has."""
+    kv = CountingReads()
+    store = BlockStore(kv, CHANNEL)
+    block = save_next(store, chain, 1)
+    kv.reads.clear()
+    assert store.block_by_hash(b"\x05" * 32) is None
+    assert store.tx_result(block.transactions[0].hash, block.height) is None
+    assert schema.LEGACY_BLOCK not in kv.reads and schema.LEGACY_RESULT not in kv.reads, kv.reads
