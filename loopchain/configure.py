@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import importlib
 import json
@@ -389,6 +390,7 @@ def setup_logging(config: Config, *, debug: bool, process: str) -> None:
     for name, floor in _QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(level, floor))
     logging.getLogger("aiohttp.server").addFilter(_malformed_http_in_one_line)
+    logging.getLogger("grpc._cython.cygrpc").addFilter(_rpc_cancelled_before_it_ran)
 
 
 def log_file_handler(config: Config) -> logging.FileHandler:
@@ -422,6 +424,20 @@ def _malformed_http_in_one_line(record: logging.LogRecord) -> bool:
         record.msg, record.args = "refused a malformed HTTP request: %s", (str(exc)[:200],)
         record.exc_info, record.exc_text = None, None
         record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
+
+
+def _rpc_cancelled_before_it_ran(record: logging.LogRecord) -> bool:
+    """grpc.aio logs an RPC whose caller went away (or whose server began stopping) before its
+    handler took its first step as an unhandled CancelledError with a traceback, at ERROR; once its
+    handler runs the same cancellation is a DEBUG line. Nothing was done for it and nothing is
+    lost, so it is one INFO line; every other exception grpc reports stays an ERROR."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, asyncio.CancelledError) and "servicer method" in str(record.msg):
+        method = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.msg, record.args = "RPC %s was cancelled before its handler ran", (method,)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
     return True
 
 

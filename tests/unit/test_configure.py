@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -23,6 +24,7 @@ from loopchain.configure import (
     load_config,
     log_file_handler,
     parse_env_value,
+    setup_logging,
 )
 
 USER_MODULE = "loopchain.configure_user"
@@ -330,3 +332,39 @@ def test_the_log_file_rotates_by_time_or_not_at_all_and_refuses_unknown_periods(
         load_config(environ={"LOG_FILE_ROTATE_MAX_BYTES": "-1"})
     with pytest.raises(ConfigError, match="LOG_FILE_ROTATE_INTERVAL must be at least 1"):
         load_config(overrides={"LOG_FILE_ROTATE_INTERVAL": 0}, environ={})
+
+
+def test_an_rpc_cancelled_before_its_handler_ran_is_one_info_line_and_other_grpc_errors_stay(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "score.log"
+    root, grpc_logger = logging.getLogger(), logging.getLogger("grpc._cython.cygrpc")
+    saved = (root.handlers[:], root.level, grpc_logger.filters[:], grpc_logger.level)
+    setup_logging(
+        load_config(environ={}, overrides={"LOG_FILE_PATH": str(path)}),
+        debug=False,
+        process="score",
+    )
+    try:
+        # as grpc.aio reports a handler task cancelled before its first step, and any other
+        for exc in (asyncio.CancelledError(), ValueError("a servicer bug")):
+            try:
+                raise exc
+            except BaseException:
+                grpc_logger.exception(
+                    "Exception not handled by _handle_exceptions in servicer method [%s]",
+                    "/loopchain.score.ScoreService/CommitBlock",
+                )
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], grpc_logger.filters[:] = saved[0], saved[2]
+        root.setLevel(saved[1])
+        grpc_logger.setLevel(saved[3])
+    lines = path.read_text().splitlines()
+    assert "INFO" in lines[0] and "CancelledError" not in path.read_text()
+    assert lines[0].endswith(
+        "RPC /loopchain.score.ScoreService/CommitBlock was cancelled before its handler ran"
+    )
+    assert "ERROR" in lines[1] and "Exception not handled" in lines[1]
+    assert lines[-1] == "ValueError: a servicer bug"
