@@ -40,6 +40,9 @@ case "$PEERS" in ''|*[!0-9]*) echo "localnet.sh: --peers needs a number" >&2; ex
 [ "$PEERS" -ge 1 ] && [ "$PEERS" -le 9 ] || { echo "localnet.sh: --peers must be 1..9" >&2; exit 2; }
 
 [ -x .venv/bin/python ] && [ -f loopchain/protos/loopchain_pb2.py ] || ./setup.sh
+# the venv's interpreter directly: `./peer.py` would start python3 (through pyenv's shims, when
+# there are any: ~20 shell processes) only to re-execute itself in .venv, once per process
+PY=.venv/bin/python
 mkdir -p "$DATA/logs" "$DATA/pids"
 DATA=$(cd "$DATA" && pwd)
 CONF="$DATA/localnet.json"
@@ -67,7 +70,7 @@ if [ -n "$RESTART" ]; then  # restart one dead peer of a running local network, 
   if alive "$DATA/pids/peer_$RESTART.pid"; then
     echo "localnet.sh: peer $RESTART is running (pid $(cat "$DATA/pids/peer_$RESTART.pid"))" >&2; exit 2
   fi
-  setsid ./peer.py -p "$RESTART" -r 127.0.0.1:7102 -o "$CONF" "${DEBUG[@]}" \
+  setsid "$PY" peer.py -p "$RESTART" -r 127.0.0.1:7102 -o "$CONF" "${DEBUG[@]}" \
     >>"$DATA/logs/peer_$RESTART.log" 2>&1 < /dev/null &
   pid=$!
   echo "$pid" > "$DATA/pids/peer_$RESTART.pid"
@@ -120,13 +123,13 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-./radiostation.py -o "$CONF" "${DEBUG[@]}" >"$DATA/logs/radiostation.log" 2>&1 &
+"$PY" radiostation.py -o "$CONF" "${DEBUG[@]}" >"$DATA/logs/radiostation.log" 2>&1 &
 echo $! > "$DATA/pids/radiostation.pid"
 wait_http http://127.0.0.1:9002/api/v1/peer/list radiostation $!
 peer_pids=()
 for i in $(seq 1 "$PEERS"); do  # all peers start at once, then each is waited for
   port=$((7000 + 100 * i))
-  ./peer.py -p "$port" -r 127.0.0.1:7102 -o "$CONF" "${DEBUG[@]}" >"$DATA/logs/peer_$port.log" 2>&1 &
+  "$PY" peer.py -p "$port" -r 127.0.0.1:7102 -o "$CONF" "${DEBUG[@]}" >"$DATA/logs/peer_$port.log" 2>&1 &
   echo $! > "$DATA/pids/peer_$port.pid"
   peer_pids+=($!)
 done
