@@ -438,6 +438,7 @@ def _rpc_cancelled_before_it_ran(record: logging.LogRecord) -> bool:
         record.msg, record.args = "RPC %s was cancelled before its handler ran", (method,)
         record.exc_info, record.exc_text, record.stack_info = None, None, None
         record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)  # (checked at ERROR)
     return True
 
 

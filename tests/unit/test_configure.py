@@ -334,17 +334,13 @@ def test_the_log_file_rotates_by_time_or_not_at_all_and_refuses_unknown_periods(
         load_config(overrides={"LOG_FILE_ROTATE_INTERVAL": 0}, environ={})
 
 
-def test_an_rpc_cancelled_before_its_handler_ran_is_one_info_line_and_other_grpc_errors_stay(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "score.log"
+def _log_as_grpc_aio_does(path: Path, level: str) -> list[str]:
+    """The lines `setup_logging` (LOOPCHAIN_LOG_LEVEL `level`) writes to `path` for grpc.aio's
+    records of a handler task cancelled before its first step, and of any other exception."""
     root, grpc_logger = logging.getLogger(), logging.getLogger("grpc._cython.cygrpc")
     saved = (root.handlers[:], root.level, grpc_logger.filters[:], grpc_logger.level)
-    setup_logging(
-        load_config(environ={}, overrides={"LOG_FILE_PATH": str(path)}),
-        debug=False,
-        process="score",
-    )
+    overrides = {"LOG_FILE_PATH": str(path), "LOOPCHAIN_LOG_LEVEL": level}
+    setup_logging(load_config(environ={}, overrides=overrides), debug=False, process="score")
     try:
         # as grpc.aio reports a handler task cancelled before its first step, and any other
         for exc in (asyncio.CancelledError(), ValueError("a servicer bug")):
@@ -361,10 +357,18 @@ def test_an_rpc_cancelled_before_its_handler_ran_is_one_info_line_and_other_grpc
         root.handlers[:], grpc_logger.filters[:] = saved[0], saved[2]
         root.setLevel(saved[1])
         grpc_logger.setLevel(saved[3])
-    lines = path.read_text().splitlines()
-    assert "INFO" in lines[0] and "CancelledError" not in path.read_text()
+    return path.read_text().splitlines()
+
+
+def test_an_rpc_cancelled_before_its_handler_ran_is_one_info_line_and_other_grpc_errors_stay(
+    tmp_path: Path,
+) -> None:
+    lines = _log_as_grpc_aio_does(tmp_path / "score.log", "INFO")
+    assert "INFO" in lines[0] and not any("CancelledError" in line for line in lines)
     assert lines[0].endswith(
         "RPC /loopchain.score.ScoreService/CommitBlock was cancelled before its handler ran"
     )
     assert "ERROR" in lines[1] and "Exception not handled" in lines[1]
     assert lines[-1] == "ValueError: a servicer bug"
+    quiet = _log_as_grpc_aio_does(tmp_path / "quiet.log", "WARNING")
+    assert "ERROR" in quiet[0] and "cancelled before" not in "\n".join(quiet)  # an INFO line less
