@@ -459,7 +459,7 @@ class BlockStore:
     def tip(self) -> tuple[Block, QuorumCertificate] | None:
         """The last saved block and its certificate, None when the store is empty."""
         if self._tip is None and self._tip_height >= 0:
-            block = self.block_by_hash(self._tip_hash)
+            block = self._decoded_at(self._tip_height, self._tip_hash)
             certificate = self.certificate_at(self._tip_height)
             if block is None or certificate is None:
                 raise self._broken("the tip block or its certificate is missing")
@@ -471,7 +471,7 @@ class BlockStore:
         if not 0 <= height <= self._tip_height:
             return None
         block_hash = self._kv.get(_height_key(HEIGHT, height))
-        return self.block_by_hash(block_hash) if block_hash is not None else None
+        return self._decoded_at(height, block_hash) if block_hash is not None else None
 
     def encoded_at(self, height: int) -> tuple[bytes, bytes] | None:
         """The stored (canonical) bytes of the block at `height` and of its certificate."""
@@ -497,7 +497,7 @@ class BlockStore:
         if cached is not None:
             return cached
         height = self._kv.get(BY_HASH + block_hash)
-        return self._decoded_at(_int(height) if height is not None else None, block_hash)
+        return self._decode(_int(height) if height is not None else None, block_hash)
 
     def _body(self, height: int | None, block_hash: bytes) -> bytes | None:
         """A final block's bytes, under its height, or by its hash as an earlier version kept it."""
@@ -506,10 +506,12 @@ class BlockStore:
             raw = self._kv.get(LEGACY_BLOCK + block_hash)
         return raw
 
-    def _decoded_at(self, height: int | None, block_hash: bytes) -> Block | None:
+    def _decoded_at(self, height: int, block_hash: bytes) -> Block | None:
+        """The final block `block_hash` at `height` (known: no lookup by hash)."""
         cached = self._decoded.get(block_hash)
-        if cached is not None:
-            return cached
+        return cached if cached is not None else self._decode(height, block_hash)
+
+    def _decode(self, height: int | None, block_hash: bytes) -> Block | None:
         raw = self._body(height, block_hash)
         if raw is None:
             return None

@@ -704,3 +704,17 @@ def test_a_store_of_this_version_never_looks_up_the_earlier_keys(chain: ChainBui
     assert store.block_by_hash(b"\x05" * 32) is None
     assert store.tx_result(block.transactions[0].hash, block.height) is None
     assert schema.LEGACY_BLOCK not in kv.reads and schema.LEGACY_RESULT not in kv.reads, kv.reads
+
+
+def test_a_block_by_height_or_the_tip_is_read_without_the_index_by_hash(
+    chain: ChainBuilder,
+) -> None:
+    """The height is known: the body is read under it, not after a lookup of its hash's height."""
+    kv = CountingReads()
+    writer = BlockStore(kv, CHANNEL)
+    for _ in range(3):
+        save_next(writer, chain, 1)
+    store = BlockStore(kv, CHANNEL)  # nothing decoded yet
+    kv.reads.clear()
+    assert store.block_by_height(1) is not None and store.tip() is not None
+    assert schema.BY_HASH not in kv.reads and kv.reads.count(schema.BODY) == 2, kv.reads
