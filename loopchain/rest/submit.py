@@ -9,7 +9,10 @@ One refinement for busy channels: when a call returns, its clients send their ne
 moment later, one by one, and the first of them found the channel free and went alone (under 64
 clients more than half the calls carried one transaction, ~0.5 ms of the proxy's CPU each). So a
 submission that finds the channel free after a call of several waits LINGER_S for the others; after a
-call of one (an idle or lightly used proxy) it still goes at once.
+call of one (an idle or lightly used proxy) it still goes at once. The wait ends early once as many
+submissions wait as the last call carried: the clients it answered are back (64 clients on a machine
+with idle cores spent more than half of each submission's time in this wait, the cores
+underused; see LINGER_S).
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ class TxSubmitter:
         self._waiting: dict[str, list[tuple[str, asyncio.Future[str]]]] = {}
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._busy_lately: set[str] = set()  # channels whose last call carried several
+        # channels whose last call carried several: how many it carried
+        self._busy_lately: dict[str, int] = {}
         self._lingering: dict[str, asyncio.TimerHandle] = {}
 
     async def submit(self, channel: str, data_json: str) -> str:
@@ -68,7 +72,9 @@ class TxSubmitter:
         future: asyncio.Future[str] = loop.create_future()
         waiting = self._waiting.setdefault(channel, [])
         waiting.append((data_json, future))
-        if channel in self._lingering and len(waiting) >= MAX_BATCH:
+        if channel in self._lingering and len(waiting) >= min(
+            self._busy_lately.get(channel, MAX_BATCH), MAX_BATCH
+        ):
             self._lingering.pop(channel).cancel()
             self._send_next(channel)
         elif channel not in self._busy:
@@ -92,9 +98,9 @@ class TxSubmitter:
         batch, self._waiting[channel] = waiting[:MAX_BATCH], waiting[MAX_BATCH:]
         self._busy.add(channel)
         if len(batch) == 1:
-            self._busy_lately.discard(channel)
-        elif len(self._busy_lately) < MAX_BUSY_CHANNELS:
-            self._busy_lately.add(channel)
+            self._busy_lately.pop(channel, None)
+        elif channel in self._busy_lately or len(self._busy_lately) < MAX_BUSY_CHANNELS:
+            self._busy_lately[channel] = len(batch)
         task = asyncio.get_running_loop().create_task(self._send(channel, batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -52,7 +52,8 @@ async def test_a_lone_submission_goes_at_once_and_after_a_busy_call_others_join_
 ) -> None:
     """After a call of one (an idle proxy) the next submission is sent at once, however long the
     linger; after a call of several, a submission that finds the channel free waits for the
-    others (here until the batch is full: the linger is made longer than the test)."""
+    others: until as many wait as that call carried (the linger is made longer than the test), or
+    the batch is full."""
     monkeypatch.setattr(submit, "LINGER_S", 3600.0)
     peer = Peer()
     submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
@@ -62,13 +63,21 @@ async def test_a_lone_submission_goes_at_once_and_after_a_busy_call_others_join_
     # three at once: the first goes alone, the two behind it together (a call of several)
     await asyncio.wait_for(asyncio.gather(*(submitter.submit("c", t) for t in "cde")), 5)
     assert peer.calls[2:] == [["c"], ["d", "e"]]
-    monkeypatch.setattr(submit, "MAX_BATCH", 3)
     first = asyncio.create_task(submitter.submit("c", "f"))
     await asyncio.sleep(0)  # one turn of the loop: "f" waits for others, no call goes
     assert len(peer.calls) == 4
-    rest = [asyncio.create_task(submitter.submit("c", t)) for t in "gh"]
+    second = asyncio.create_task(submitter.submit("c", "g"))
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert peer.calls[4:] == [["f", "g"]]  # as many as the last call carried: sent, no linger
+    # a batch never exceeds MAX_BATCH, whatever the last call carried
+    monkeypatch.setattr(submit, "MAX_BATCH", 3)
+    submitter._busy_lately["c"] = 10
+    first = asyncio.create_task(submitter.submit("c", "h"))
+    await asyncio.sleep(0)
+    assert len(peer.calls) == 5
+    rest = [asyncio.create_task(submitter.submit("c", t)) for t in "ij"]
     await asyncio.wait_for(asyncio.gather(first, *rest), 5)
-    assert peer.calls[4:] == [["f", "g", "h"]]  # one call when the batch filled
+    assert peer.calls[5:] == [["h", "i", "j"]]  # one call when the batch filled
     await submitter.close()
 
 
