@@ -68,7 +68,9 @@ TX_POOL_ADMIT_BACKLOG = 150
 # interval (0.2 s) and the next proposal's trip; at 0.2 s the rule refused clients at every
 # block under a load the peers could carry (64 clients: ~20 % fewer transactions, 1,100 503s).
 TX_POOL_ADMIT_WAIT = 0.5
-REST_MAX_INFLIGHT = 256  # calls a REST proxy has open to its peer; more are answered 503 at once
+# calls a REST proxy has open to its peer, submissions and other calls (reads, status) each; more
+# are answered 503 at once
+REST_MAX_INFLIGHT = 256
 MAX_TX_BYTES = 64 * 1024  # a transaction's canonical bytes; at most MAX_BLOCK_KBYTES
 TX_POOL_MAX_BYTES = 64 * 1024 * 1024  # the summed size of a channel's pooled transactions
 TX_TIMESTAMP_WINDOW = 300.0  # seconds a pooled transaction's timestamp may lie from the clock

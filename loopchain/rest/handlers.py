@@ -45,7 +45,7 @@ class PeerApi:
         self._timeout = float(config.GRPC_TIMEOUT)
         self._max_body = int(config.REST_MAX_BODY_BYTES)
         self._max_inflight = int(config.REST_MAX_INFLIGHT)
-        self._inflight = 0
+        self._inflight = {False: 0, True: 0}  # calls to the peer in flight, by `submissions`
         self.submitter = TxSubmitter(self._submit_batch, self._describe_peer)
         self._submitters = [self.submitter]
         self._channel: grpc.aio.Channel | None = None
@@ -105,19 +105,24 @@ class PeerApi:
         return self._batch_streams[icon]
 
     @contextlib.contextmanager
-    def slots(self, count: int = 1) -> Iterator[None]:
-        """Hold `count` of the proxy's in-flight calls; 503 at once when they are taken."""
-        if self._inflight + count > self._max_inflight:
+    def slots(self, count: int = 1, *, submissions: bool = False) -> Iterator[None]:
+        """Hold `count` of the proxy's in-flight calls of one kind, submissions or every other
+        call (reads, queries, status); 503 at once when they are taken. Each kind has its own
+        REST_MAX_INFLIGHT: a flood of submissions leaves status checks and readers their
+        answers (and a block explorer's reads do not refuse transactions)."""
+        held = self._inflight[submissions]
+        if held + count > self._max_inflight:
+            what = "submissions" if submissions else "calls"
             raise RestError(
                 ResponseCode.FAIL,
-                f"the peer is busy ({self._inflight} calls in flight); try again shortly",
+                f"the peer is busy ({held} {what} in flight); try again shortly",
                 503,
             )
-        self._inflight += count
+        self._inflight[submissions] += count
         try:
             yield
         finally:
-            self._inflight -= count
+            self._inflight[submissions] -= count
 
     @property
     def timeout(self) -> float:
@@ -196,7 +201,7 @@ class PeerApi:
         value = params.parse_json(text)
         if not isinstance(value, list):
             body = params.require_object(value)
-            with self.slots():
+            with self.slots(submissions=True):
                 return json_response(await self._submit(params.body_channel(body, request), body))
         if not 0 < len(value) <= MAX_ARRAY_SUBMISSIONS:
             raise invalid_params(
@@ -207,7 +212,7 @@ class PeerApi:
             for index, item in enumerate(value)
         ]
         channels = [params.body_channel(body, request) for body in bodies]
-        with self.slots(len(bodies)):
+        with self.slots(len(bodies), submissions=True):
             outcomes = await asyncio.gather(
                 *(self._submit(c, b) for c, b in zip(channels, bodies, strict=True)),
                 return_exceptions=True,

@@ -170,7 +170,7 @@ class PeerReader:
     async def send(self, channel: str, params_json: str) -> str:
         """Pool a client-signed transaction (its params as JSON text); its hash, 64 hex digits."""
         try:
-            with self._api.slots():  # bounded as every call to the peer is: busy at once
+            with self._api.slots(submissions=True):  # bounded as every call is: busy at once
                 return await self._sender.submit(channel, params_json)
         except RestError as exc:  # busy, stopping, or the peer gave no answer
             raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None

@@ -163,6 +163,8 @@ class FakePeer(pb_grpc.PeerServiceServicer):
                 ("CreateTx", pb.CreateTxRequest(channel=request.channel, data_json=text))
             )
         await self._enter("CreateTxBatch", request, context)
+        if any(_asks_to_hang(text) for text in request.data_json):
+            await self.release_queries.wait()  # held as a hanging query is
         if "CreateTx" in self.forced:
             code, details = self.forced["CreateTx"]
             await context.abort(code, details)
@@ -267,6 +269,15 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         return pb.ScoreStatusReply(
             id="loopchain/default", version="0.1.0", all_version=["0.1.0", "0.0.9"], status=0
         )
+
+
+def _asks_to_hang(text: str) -> bool:
+    """A submission `{"hang": true, ...}`: held until the test releases it."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and value.get("hang") is True
 
 
 async def start_fake_peer(

@@ -9,7 +9,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -533,31 +533,61 @@ async def test_peer_down_answers_503_and_recovers(session, tmp_path):
     proxy.assert_clean_log()
 
 
-async def test_calls_beyond_the_in_flight_limit_are_503_at_once(session, tmp_path):
+async def test_calls_beyond_the_in_flight_limit_are_503_at_once_each_kind_apart(session, tmp_path):
+    """Submissions and the other calls (reads, queries, status) each hold at most
+    REST_MAX_INFLIGHT calls: one more of a kind is 503 at once, before the peer, while the other
+    kind is still answered (a flood of transactions leaves status checks and readers theirs)."""
     port = free_port_pair()
     server, fake = await start_fake_peer(port)
     proxy = ProxyProcess(port, tmp_path, {"GRPC_TIMEOUT": 60.0, "REST_MAX_INFLIGHT": 2})
     proxy.start()
+
+    def count(method: str) -> int:
+        return sum(name == method for name, _ in fake.calls)
+
+    def counted(method: str, expected: int) -> Callable[[], Awaitable[bool]]:
+        async def reached() -> bool:
+            return count(method) == expected
+
+        return reached
+
     try:
         await proxy.wait_ready(session)
-        hanging = [
-            asyncio.ensure_future(call(session, "POST", proxy.base + "/api/v1/query", json=q))
-            for q in ({"hang": True, "n": 1}, {"hang": True, "n": 2})
-        ]
-
-        async def both_in_flight() -> bool:
-            return sum(name == "Query" for name, _ in fake.calls) == 2
-
-        await wait_until_async(both_in_flight, 30, "two queries to reach the peer")
+        hanging_txs = asyncio.ensure_future(
+            call_list(
+                session,
+                proxy.base + "/api/v1/transactions",
+                [{"hang": True, "n": 1}, {"hang": True, "n": 2}],
+            )
+        )
+        # both hold their slots from the start: the first reaches the peer, the other waits
+        await wait_until_async(counted("CreateTx", 1), 30, "a submission to reach the peer")
         async with session.post(proxy.base + "/api/v1/transactions", json={"d": 1}) as resp:
             assert resp.status == 503
             assert resp.headers["Retry-After"] == "1"
             body = await resp.json()
-        assert_error(503, body, 503, ResponseCode.FAIL, "2 calls in flight")
-        assert not any(name == "CreateTx" for name, _ in fake.calls)  # refused before the peer
+        assert_error(503, body, 503, ResponseCode.FAIL, "2 submissions in flight")
+        assert count("CreateTx") == 1  # refused before the peer
+        status, _ = await call(session, "GET", proxy.base + "/api/v1/blocks")
+        assert status == 200  # reads have slots of their own
+
+        hanging_queries = [
+            asyncio.ensure_future(call(session, "POST", proxy.base + "/api/v1/query", json=q))
+            for q in ({"hang": True, "n": 1}, {"hang": True, "n": 2})
+        ]
+        await wait_until_async(counted("Query", 2), 30, "two queries to reach the peer")
+        blocks_read = count("GetBlock")
+        status, body = await call(session, "GET", proxy.base + "/api/v1/blocks")
+        assert_error(status, body, 503, ResponseCode.FAIL, "2 calls in flight")
+        assert count("GetBlock") == blocks_read  # refused before the peer
+
         fake.release_queries.set()
-        assert [status for status, _ in await asyncio.gather(*hanging)] == [200, 200]
+        assert [status for status, _ in await asyncio.gather(*hanging_queries)] == [200, 200]
+        status, results = await hanging_txs
+        assert status == 200 and [r["response_code"] for r in results] == [0, 0]
         status, _ = await call(session, "POST", proxy.base + "/api/v1/transactions", json={"d": 2})
+        assert status == 200
+        status, _ = await call(session, "GET", proxy.base + "/api/v1/blocks")
         assert status == 200
     finally:
         fake.release_queries.set()
