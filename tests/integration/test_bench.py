@@ -300,6 +300,10 @@ def test_process_tree_rss_and_kinds_include_a_child() -> None:
         # the child shares its libraries with this process: counted once, the pair is smaller
         pss = bench.tree_pss_mb(os.getpid())
         assert 0 < pss < total
+        # anonymous pages: this process's and the child's own, no library counted
+        anon = bench.tree_anon_mb(os.getpid())
+        own_anon = bench.read_anon_kb(os.getpid())
+        assert own_anon and own_anon / 1024 < anon < total
     finally:
         child.kill()
         child.wait()
@@ -543,6 +547,7 @@ def test_bench_short_load_prints_every_figure() -> None:
         "ready_s",
         "idle_rss_mb",
         "idle_pss_mb",
+        "idle_anon_mb",
         "idle_p50_ms",
         "idle_p90_ms",
         "idle_unfinal",
@@ -552,6 +557,7 @@ def test_bench_short_load_prints_every_figure() -> None:
     assert 0 < figures["ready_s"] < bench.READY_DEADLINE
     assert 100 < figures["idle_rss_mb"] < 20_000
     assert 0 < figures["idle_pss_mb"] < figures["idle_rss_mb"]
+    assert 0 < figures["idle_anon_mb"] < figures["idle_rss_mb"]
     assert figures["idle_unfinal"] == 0
     assert 0 < figures["idle_p50_ms"] <= figures["idle_p90_ms"]
     assert figures["load_s"] == pytest.approx(5, abs=1)
