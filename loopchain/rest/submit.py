@@ -10,9 +10,9 @@ moment later, one by one, and the first of them found the channel free and went 
 clients more than half the calls carried one transaction, ~0.5 ms of the proxy's CPU each). So a
 submission that finds the channel free after a call of several waits LINGER_S for the others; after a
 call of one (an idle or lightly used proxy) it still goes at once. The wait ends early once as many
-submissions wait as the last call carried: the clients it answered are back (64 clients on a machine
-with idle cores spent more than half of each submission's time in this wait, the cores
-underused; see LINGER_S).
+submissions wait as the last call carried: the clients it answered are back. (Without it, 64
+clients at ~1,800 tx/s took ~36 ms per submission, up to 20 of them in this wait, and left a quarter
+of two cores idle.)
 """
 
 from __future__ import annotations
