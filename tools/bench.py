@@ -17,7 +17,9 @@ process group, and measures, in order:
    with Retry-After makes a client wait min(Retry-After, 1 s);
 5. committed tx/s counted from the chain (a watcher walks new blocks of peer 0 every 100 ms):
    acknowledged transactions final within 15 s of the load's end, divided by the load duration, and
-   ack -> final latency percentiles (a transaction never seen final counts as infinity);
+   ack -> final latency percentiles (a transaction never seen final counts as infinity), and p50
+   and p99 of what the peers' own finalisation histograms counted meanwhile (intake to final on
+   each peer's clock: with hundreds of clients this process's own queueing delays what it sees);
 6. CPU seconds (utime + stime of every process of the tree) over the load and its drain, per
    committed transaction and per process kind, with the share of each kind spent outside its
    processes' main (event-loop) threads: gRPC's threads, LevelDB's compaction, executors;
@@ -69,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from loopchain.types.crypto import Signer
 from tools.loadtool import (
@@ -180,6 +183,50 @@ def milliseconds(seconds: float | None) -> float | None:
     if seconds is None or math.isinf(seconds):
         return seconds
     return round(seconds * 1000, 1)
+
+
+def bucket_percentiles(
+    cumulative: Mapping[float, float], points: Iterable[int]
+) -> dict[str, float | None]:
+    """Percentiles keyed "p50"... of a histogram given as cumulative counts by upper bound (+inf
+    included), interpolated within a bucket as Prometheus's histogram_quantile does; one that
+    falls in the +inf bucket is the highest finite bound. None when the histogram is empty."""
+    bounds = sorted(cumulative)
+    total = cumulative[bounds[-1]] if bounds else 0.0
+    found: dict[str, float | None] = {}
+    for point in points:
+        found[f"p{point}"] = None
+        if total <= 0:
+            continue
+        rank = total * point / 100
+        lower, below = 0.0, 0.0
+        for bound in bounds:
+            count = cumulative[bound]
+            if count >= rank and count > below:
+                if math.isinf(bound):
+                    found[f"p{point}"] = lower
+                else:
+                    found[f"p{point}"] = lower + (bound - lower) * (rank - below) / (count - below)
+                break
+            lower, below = bound, count
+    return found
+
+
+FINALISATION_METRIC = "loopchain_finalisation_seconds"  # each peer's histogram (peer/metrics.py)
+
+
+def finalisation_buckets(exposition: str) -> dict[float, float]:
+    """The cumulative counts by upper bound of FINALISATION_METRIC in a Prometheus text
+    exposition, summed over its channels ({} when it has none)."""
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        if family.name != FINALISATION_METRIC:
+            continue
+        for sample in family.samples:
+            if sample.name == FINALISATION_METRIC + "_bucket":
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return buckets
 
 
 def json_safe(value: Any) -> Any:
@@ -964,6 +1011,29 @@ async def _rounds(session: aiohttp.ClientSession, channels: Sequence[str]) -> di
     return found
 
 
+async def _peer_finalisation(session: aiohttp.ClientSession) -> dict[float, float] | None:
+    """Every peer's finalisation histogram (read through its proxy's /metrics), summed; None when
+    a peer's could not be read."""
+    total: dict[float, float] = {}
+    for peer in range(PEERS):
+        try:
+            async with session.get(
+                rest_url(peer, "/metrics"), timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT)
+            ) as response:
+                if response.status != 200:
+                    return None
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+        try:
+            buckets = finalisation_buckets(text)
+        except ValueError:  # not an exposition
+            return None
+        for bound, count in buckets.items():
+            total[bound] = total.get(bound, 0.0) + count
+    return total
+
+
 def _advance(before: Mapping[str, Any], after: Mapping[str, Any], key: str) -> int | None:
     total = 0
     for channel, values in after.items():
@@ -1012,6 +1082,7 @@ async def run_load(
     state = LoadState(run_id=uuid.uuid4().hex[:12])
     heights = {channel: await _tip_height(session, channel) for channel in channels}
     rounds_start = await _rounds(session, channels)
+    finalised_start = await _peer_finalisation(session)
     marks_start = net.log_marks()
     compacted_start = net.compaction_bytes()
     meter = CpuMeter(net.pid)
@@ -1065,6 +1136,7 @@ async def run_load(
         drain_s = time.monotonic() - load_end
         calm_s, calm_reason = await calm_task
         rounds_calm = await _rounds(session, channels)
+        finalised_end = await _peer_finalisation(session)
         marks_calm = net.log_marks()
         compacted = net.compaction_bytes() - compacted_start
     finally:
@@ -1084,7 +1156,17 @@ async def run_load(
         own_cpu=own_cpu,
         complaints=(net.complaints(marks_start, marks_end), net.complaints(marks_end, marks_calm)),
         compacted_bytes=compacted,
+        peer_finalisation=_histogram_delta(finalised_start, finalised_end),
     )
+
+
+def _histogram_delta(
+    start: Mapping[float, float] | None, end: Mapping[float, float] | None
+) -> dict[float, float] | None:
+    """What a cumulative histogram counted between two readings (None when either is missing)."""
+    if start is None or end is None:
+        return None
+    return {bound: count - start.get(bound, 0.0) for bound, count in end.items()}
 
 
 def _own_cpu_seconds() -> float:
@@ -1106,10 +1188,13 @@ def _load_figures(
     own_cpu: tuple[float, float] = (0.0, 0.0),
     complaints: tuple[int | None, int | None] = (None, None),
     compacted_bytes: int | None = None,
+    peer_finalisation: Mapping[float, float] | None = None,
 ) -> dict[str, Any]:
     """`own_cpu`: the load generator's CPU seconds over the CPU window, and that window's length;
     `complaints`: the leader complaints the peers logged during the load and after it;
-    `compacted_bytes`: what LevelDB wrote compacting the block stores from load start to calm."""
+    `compacted_bytes`: what LevelDB wrote compacting the block stores from load start to calm;
+    `peer_finalisation`: what the peers' finalisation histograms counted from load start to calm
+    (their own clock from intake to final, free of this process's and the watcher's queueing)."""
     acked = len(state.acked)
     committed = sum(
         1 for tx_hash in state.acked if state.final.get(tx_hash, math.inf) <= load_end + DRAIN
@@ -1134,6 +1219,10 @@ def _load_figures(
         "final_p50_ms": milliseconds(lat["p50"]),
         "final_p90_ms": milliseconds(lat["p90"]),
         "final_p99_ms": milliseconds(lat["p99"]),
+        **{
+            f"peer_final_{point}_ms": milliseconds(value)
+            for point, value in bucket_percentiles(peer_finalisation or {}, (50, 99)).items()
+        },
         "unfinal": sum(1 for latency in latencies if math.isinf(latency)),
         "answers_503": unavailable,
         "answers_other_errors": other,
@@ -1387,6 +1476,8 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("final_p50_ms", "finalisation p50 under load (ms)"),
     ("final_p90_ms", "finalisation p90 under load (ms)"),
     ("final_p99_ms", "finalisation p99 under load (ms)"),
+    ("peer_final_p50_ms", "  the same p50 by the peers' histograms (ms)"),
+    ("peer_final_p99_ms", "  the same p99 by the peers' histograms (ms)"),
     ("unfinal", "acknowledged, never seen final"),
     ("answers_503", "overload answers (503; v3: -31001)"),
     ("answers_other_errors", "other errors"),

@@ -41,6 +41,36 @@ def test_percentiles_are_nearest_rank_and_keep_infinity() -> None:
     assert bench.percentiles([], (50,)) == {"p50": None}
 
 
+def test_bucket_percentiles_interpolate_within_a_bucket() -> None:
+    inf = math.inf
+    cumulative = {0.1: 0.0, 0.25: 10.0, 0.5: 90.0, 1.0: 100.0, inf: 100.0}
+    found = bench.bucket_percentiles(cumulative, (10, 50, 99))
+    assert found == {
+        "p10": pytest.approx(0.25),  # the tenth of 100 is the last of the (0.1, 0.25] bucket
+        "p50": pytest.approx(0.375),  # 40 of the 80 in (0.25, 0.5]
+        "p99": pytest.approx(0.95),  # 9 of the 10 in (0.5, 1.0]
+    }
+    # beyond the last finite bound: that bound (all that a histogram can say)
+    assert bench.bucket_percentiles({1.0: 5.0, inf: 10.0}, (90,)) == {"p90": 1.0}
+    assert bench.bucket_percentiles({}, (50,)) == {"p50": None}
+    assert bench.bucket_percentiles({1.0: 0.0, inf: 0.0}, (50,)) == {"p50": None}
+
+
+def test_finalisation_buckets_sum_the_channels_of_an_exposition() -> None:
+    name = bench.FINALISATION_METRIC
+    lines = ["# HELP other_seconds x", "# TYPE other_seconds histogram"]
+    lines += [f'other_seconds_bucket{{le="{le}"}} 7.0' for le in ("1.0", "+Inf")]
+    lines += [f"# HELP {name} From intake to final", f"# TYPE {name} histogram"]
+    for channel, counts in (("a", (1.0, 3.0, 3.0)), ("b", (0.0, 2.0, 4.0))):
+        for le, count in zip(("0.5", "1.0", "+Inf"), counts, strict=True):
+            lines.append(f'{name}_bucket{{channel="{channel}",le="{le}"}} {count}')
+        lines.append(f'{name}_count{{channel="{channel}"}} {counts[-1]}')
+        lines.append(f'{name}_sum{{channel="{channel}"}} 1.5')
+    buckets = bench.finalisation_buckets("\n".join(lines) + "\n")
+    assert buckets == {0.5: 1.0, 1.0: 5.0, math.inf: 7.0}
+    assert bench.finalisation_buckets("# nothing here\n") == {}
+
+
 def test_milliseconds_and_json_safety() -> None:
     assert bench.milliseconds(0.12345) == 123.5
     assert bench.milliseconds(None) is None
@@ -512,6 +542,8 @@ LOAD_FIGURES = (
     "final_p50_ms",
     "final_p90_ms",
     "final_p99_ms",
+    "peer_final_p50_ms",
+    "peer_final_p99_ms",
     "unfinal",
     "answers_503",
     "answers_other_errors",
@@ -566,6 +598,8 @@ def test_bench_short_load_prints_every_figure() -> None:
         figures["committed"] / figures["load_s"], rel=0.02
     )
     assert 0 < figures["final_p50_ms"] <= figures["final_p90_ms"] <= figures["final_p99_ms"]
+    # the peers' own histograms saw the load's transactions become final
+    assert 0 < figures["peer_final_p50_ms"] <= figures["peer_final_p99_ms"] < 60_000
     assert figures["unfinal"] == 0
     assert figures["cpu_s"] > 0 and figures["cpu_s_peer"] > 0 and figures["cpu_s_rest_proxy"] > 0
     for kind in ("peer", "rest_proxy", "score"):  # gRPC's threads, LevelDB's compaction, ...
