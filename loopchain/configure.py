@@ -179,6 +179,8 @@ _POSITIVE_INTS = (
 )
 _POSITIVE_SECONDS = (  # deadlines and intervals: zero would spin or fail every call at once
     "GRPC_TIMEOUT",
+    "REST_KEEPALIVE_TIMEOUT",
+    "REST_BODY_TIMEOUT",
     "SCORE_QUERY_TIMEOUT",
     "SCORE_INVOKE_TIMEOUT",
     "SCORE_RESTART_BACKOFF_MAX",

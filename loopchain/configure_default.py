@@ -71,6 +71,11 @@ TX_POOL_ADMIT_WAIT = 0.5
 # calls a REST proxy has open to its peer, submissions and other calls (reads, status) each; more
 # are answered 503 at once
 REST_MAX_INFLIGHT = 256
+# a REST connection that sends no request for this long (from its opening, or since its last
+# answer) is closed: idle clients and half-sent request heads do not hold sockets for good
+REST_KEEPALIVE_TIMEOUT = 75.0
+# a request body not received in full within this is answered 408 and its connection closed
+REST_BODY_TIMEOUT = 30.0
 MAX_TX_BYTES = 64 * 1024  # a transaction's canonical bytes; at most MAX_BLOCK_KBYTES
 TX_POOL_MAX_BYTES = 64 * 1024 * 1024  # the summed size of a channel's pooled transactions
 TX_TIMESTAMP_WINDOW = 300.0  # seconds a pooled transaction's timestamp may lie from the clock

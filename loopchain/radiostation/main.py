@@ -203,7 +203,12 @@ async def start_rest(
     host, port = config.IP_LOCAL, config.PORT_RADIOSTATION + config.PORT_DIFF_REST_SERVICE_CONTAINER
     access_log = logging.getLogger("aiohttp.access") if debug else None
     app = create_app(station, token, certs)
-    runner = web.AppRunner(app, access_log=access_log, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        access_log=access_log,
+        handle_signals=False,
+        keepalive_timeout=float(config.REST_KEEPALIVE_TIMEOUT),
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_port=False).start()

@@ -42,10 +42,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class ApiError(Exception):
     """An error answered as {"response_code", "message"} with the code's HTTP status."""
 
-    def __init__(self, code: ResponseCode, message: str) -> None:
+    def __init__(self, code: ResponseCode, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.status = status  # None: the code's own
 
 
 def error_response(code: ResponseCode, message: str, status: int | None = None) -> web.Response:
@@ -74,7 +75,10 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.code, exc.message)
+        response = error_response(exc.code, exc.message, exc.status)
+        if exc.status == 408:  # the rest of that body is not waited for
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         return _http_error(request, exc)
     except Exception:
@@ -144,8 +148,19 @@ def _ok(data: Any) -> web.Response:
 
 
 async def _read_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object, its body read within REST_BODY_TIMEOUT (408 after)."""
+    seconds = float(_station(request).config.REST_BODY_TIMEOUT)
     try:
-        return parse_object(await request.read())
+        async with asyncio.timeout(seconds):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(
+            ResponseCode.TIMEOUT,
+            f"the request body did not arrive in full within {seconds:g} s (REST_BODY_TIMEOUT)",
+            408,
+        ) from None
+    try:
+        return parse_object(raw)
     except BadBody as exc:
         raise ApiError(ResponseCode.INVALID_PARAMS, str(exc)) from None
 

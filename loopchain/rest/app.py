@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -57,7 +58,23 @@ def _cross_site(request: web.Request) -> str | None:
     return None if host is not None and host == request.host else origin
 
 
-def _error_middleware(max_body: int) -> Middleware:
+async def _read_body_within(request: web.Request, seconds: float) -> None:
+    """Read the request's body (kept for the handler's own read) within `seconds`: a client that
+    sends the head and then trickles or withholds the body gets 408, not a handler held for good."""
+    if not request.body_exists:
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            await request.read()
+    except TimeoutError:
+        raise RestError(
+            ResponseCode.TIMEOUT,
+            f"the request body did not arrive in full within {seconds:g} s (REST_BODY_TIMEOUT)",
+            408,
+        ) from None
+
+
+def _error_middleware(max_body: int, body_timeout: float) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
@@ -69,10 +86,15 @@ def _error_middleware(max_body: int) -> Middleware:
                     "from its own origin and from non-browser clients only",
                     403,
                 )
+            if not is_jsonrpc_path(request.path):  # JSON-RPC reads within it, its errors its own
+                await _read_body_within(request, body_timeout)
             return await handler(request)
         except RestError as exc:
             _log_refusal(request, exc.status, exc.message)
-            return exc.response()
+            response = exc.response()
+            if exc.status == 408:  # the rest of that body is not waited for
+                response.force_close()
+            return response
         except web.HTTPException as exc:
             response = _http_error(exc, request, max_body)
             _log_refusal(request, response.status, exc.reason)
@@ -109,7 +131,10 @@ def create_app(config: Config, peer_target: str) -> web.Application:
     """The REST proxy application forwarding to the PeerService at `peer_target` (host:port)."""
     max_body = int(config.REST_MAX_BODY_BYTES)
     metrics = RestMetrics(process=True)
-    middlewares = [metrics.middleware(), _error_middleware(max_body)]
+    middlewares = [
+        metrics.middleware(),
+        _error_middleware(max_body, float(config.REST_BODY_TIMEOUT)),
+    ]
     app = web.Application(client_max_size=max_body, middlewares=middlewares)
     api = PeerApi(config, peer_target)
     api.on_rpc_error = metrics.rpc_error
@@ -126,8 +151,9 @@ def _jsonrpc_routes(config: Config, api: PeerApi, max_body: int) -> list[web.Rou
     websocket monitors (/api/v3/<channel>/block and /event)."""
     reader = PeerReader(api)
     methods = IconMethods(reader, str(config.ICON_NID))
-    v3 = JsonRpcEndpoint("/api/v3", methods.table(), max_body)
-    debug = JsonRpcEndpoint("/api/v3d", methods.debug_table(), max_body)
+    body_timeout = float(config.REST_BODY_TIMEOUT)
+    v3 = JsonRpcEndpoint("/api/v3", methods.table(), max_body, body_timeout)
+    debug = JsonRpcEndpoint("/api/v3d", methods.debug_table(), max_body, body_timeout)
     return [*v3.routes(V3_PATHS), *debug.routes(DEBUG_PATHS), *Monitors(reader).routes()]
 
 

@@ -21,6 +21,7 @@ Nothing raised inside escapes as a traceback to the client: a defect is logged a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Mapping
@@ -69,13 +70,20 @@ def failure(request_id: Any, error: JsonRpcError) -> web.Response:
     return response
 
 
+class _BodyTimedOut(JsonRpcError):
+    """The request's body did not arrive in full within the deadline."""
+
+
 class JsonRpcEndpoint:
     """One JSON-RPC namespace (named by its path, for messages): its methods by name."""
 
-    def __init__(self, name: str, methods: Mapping[str, Method], max_body: int) -> None:
+    def __init__(
+        self, name: str, methods: Mapping[str, Method], max_body: int, body_timeout: float
+    ) -> None:
         self.name = name
         self._methods = dict(methods)
         self._max_body = max_body
+        self._body_timeout = body_timeout  # REST_BODY_TIMEOUT
 
     def routes(self, paths: tuple[str, ...]) -> list[web.RouteDef]:
         """POST routes of this endpoint on `paths`."""
@@ -89,6 +97,11 @@ class JsonRpcEndpoint:
             request_id = _request_id(body)
             method, params = _envelope(body)
             return success(request_id, await self._dispatch(request, method, params))
+        except _BodyTimedOut as exc:
+            self._log(request, exc)
+            response = failure(request_id, exc)
+            response.force_close()  # the rest of that body is not waited for
+            return response
         except JsonRpcError as exc:
             self._log(request, exc)
             return failure(request_id, exc)
@@ -107,9 +120,16 @@ class JsonRpcEndpoint:
         if length is not None and length > self._max_body:
             raise too_large
         try:
-            raw = await request.read()
+            async with asyncio.timeout(self._body_timeout):
+                raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
+        except TimeoutError:
+            raise _BodyTimedOut(
+                JsonRpcCode.INVALID_REQUEST,
+                f"the request body did not arrive in full within {self._body_timeout:g} s "
+                "(REST_BODY_TIMEOUT)",
+            ) from None
         if not raw.strip():
             raise JsonRpcError(JsonRpcCode.PARSE_ERROR, "the request body is empty")
         try:

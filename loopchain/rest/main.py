@@ -117,7 +117,11 @@ async def serve(config: Config) -> int:
         print(f"rest_proxy: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     answer_malformed_http_in_json()
-    runner = web.AppRunner(create_app(config, peer_target), access_log=access_log)
+    runner = web.AppRunner(
+        create_app(config, peer_target),
+        access_log=access_log,
+        keepalive_timeout=float(config.REST_KEEPALIVE_TIMEOUT),
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()

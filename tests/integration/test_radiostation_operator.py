@@ -4,6 +4,7 @@ removal."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -31,6 +32,13 @@ from tests.integration._rs_helpers import (
     get_json,
     heartbeat_request,
     post_raw,
+)
+from tests.integration._slow_clients import (
+    HALF_HEAD,
+    SILENT,
+    status_and_body,
+    until_closed,
+    withheld_body,
 )
 from tools.procs import assert_clean_log, free_port_pair
 
@@ -471,3 +479,22 @@ async def test_channel_changes_are_checked_applied_and_persist(start_rs: StartRS
     assert (await get_json(f"{rs.rest}/api/v1/channel/data"))[1] == served
     assert {c: (await _vset(rs, c)).version for c in ("c1", "c2")} == versions
     assert (await _vset(rs, "c2")).peer_ids == [b.address]
+
+
+async def test_rest_connections_that_send_too_little_are_closed(start_rs: StartRS) -> None:
+    """The RadioStation's REST port: a connection without a request, or with half a head, is
+    closed after REST_KEEPALIVE_TIMEOUT; the operator's write whose body never arrives in full is
+    answered 408 after REST_BODY_TIMEOUT (read only once the token is checked) and closed."""
+    rs = await start_rs({"REST_KEEPALIVE_TIMEOUT": 1.0, "REST_BODY_TIMEOUT": 1.0})
+    withheld = withheld_body("/api/v1/conf", rs.operator())
+    silent, half_head, answer = await asyncio.gather(
+        until_closed(rs.rest_port, SILENT, 30),
+        until_closed(rs.rest_port, HALF_HEAD, 30),
+        until_closed(rs.rest_port, withheld, 30),
+    )
+    assert silent == b"" and half_head == b""
+    status, body = status_and_body(answer)
+    assert status == 408, answer
+    assert "REST_BODY_TIMEOUT" in json.loads(body)["message"]
+    status, _ = await get_json(f"{rs.rest}/api/v1/conf?name=PORT_RADIOSTATION")
+    assert status == 200

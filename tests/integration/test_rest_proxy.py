@@ -21,6 +21,13 @@ import pytest_asyncio
 from loopchain.types.codes import ResponseCode
 from tests.integration._fake_peer import DEFAULT_CHANNEL, FakePeer, start_fake_peer
 from tests.integration._proxy import ProxyProcess, proxy_in_front_of
+from tests.integration._slow_clients import (
+    HALF_HEAD,
+    SILENT,
+    status_and_body,
+    until_closed,
+    withheld_body,
+)
 from tools.procs import REST_DIFF, Proc, assert_clean_log, free_port_pair, wait_until_async
 
 REPO = Path(__file__).resolve().parents[2]
@@ -591,6 +598,45 @@ async def test_calls_beyond_the_in_flight_limit_are_503_at_once_each_kind_apart(
         assert status == 200
     finally:
         fake.release_queries.set()
+        exit_status = proxy.stop()
+        await server.stop(None)
+    assert exit_status == 0
+    proxy.assert_clean_log()
+
+
+async def test_connections_that_send_too_little_are_closed_within_their_deadlines(
+    session, tmp_path
+):
+    """A connection that sends no request, or half a request head, is closed after
+    REST_KEEPALIVE_TIMEOUT; a request whose body never arrives in full is answered after
+    REST_BODY_TIMEOUT (v1: 408, JSON-RPC: -32600) and closed; nothing reaches the peer and the
+    proxy goes on answering."""
+    port = free_port_pair()
+    server, fake = await start_fake_peer(port)
+    config = {"REST_KEEPALIVE_TIMEOUT": 1.0, "REST_BODY_TIMEOUT": 1.0}
+    proxy = ProxyProcess(port, tmp_path, config)
+    proxy.start()
+    try:
+        await proxy.wait_ready(session)
+        rest_port = port + REST_DIFF
+        silent, half_head, withheld, withheld_v3 = await asyncio.gather(
+            until_closed(rest_port, SILENT, 30),
+            until_closed(rest_port, HALF_HEAD, 30),
+            until_closed(rest_port, withheld_body("/api/v1/transactions"), 30),
+            until_closed(rest_port, withheld_body("/api/v3"), 30),
+        )
+        assert silent == b"" and half_head == b""
+        status, body = status_and_body(withheld)
+        assert status == 408, withheld
+        assert_error(status, json.loads(body), 408, ResponseCode.TIMEOUT, "REST_BODY_TIMEOUT")
+        status, body = status_and_body(withheld_v3)  # in JSON-RPC's own shape
+        error = json.loads(body)["error"]
+        assert status == 400 and error["code"] == -32600, withheld_v3
+        assert "REST_BODY_TIMEOUT" in error["message"]
+        assert not any(name == "CreateTx" for name, _ in fake.calls)
+        status, _ = await call(session, "GET", proxy.base + "/api/v1/status/peer")
+        assert status == 200
+    finally:
         exit_status = proxy.stop()
         await server.stop(None)
     assert exit_status == 0
