@@ -58,10 +58,12 @@ def _cross_site(request: web.Request) -> str | None:
     return None if host is not None and host == request.host else origin
 
 
-async def _read_body_within(request: web.Request, seconds: float) -> None:
+async def _read_body_within(request: web.Request, seconds: float, max_body: int) -> None:
     """Read the request's body (kept for the handler's own read) within `seconds`: a client that
-    sends the head and then trickles or withholds the body gets 408, not a handler held for good."""
-    if not request.body_exists:
+    sends the head and then trickles or withholds the body gets 408, not a handler held for good.
+    A body announced over `max_body` is left to the handler, which refuses it unread."""
+    length = request.content_length
+    if not request.body_exists or (length is not None and length > max_body):
         return
     try:
         async with asyncio.timeout(seconds):
@@ -87,7 +89,7 @@ def _error_middleware(max_body: int, body_timeout: float) -> Middleware:
                     403,
                 )
             if not is_jsonrpc_path(request.path):  # JSON-RPC reads within it, its errors its own
-                await _read_body_within(request, body_timeout)
+                await _read_body_within(request, body_timeout, max_body)
             return await handler(request)
         except RestError as exc:
             _log_refusal(request, exc.status, exc.message)
