@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
 from loopchain.configure import Config, RefusalLog
+from loopchain.rest import params
 from loopchain.rest.errors import RestError, invalid_params, json_response
 from loopchain.rest.explorer_site import explorer_routes
 from loopchain.rest.handlers import PeerApi
@@ -59,21 +59,15 @@ def _cross_site(request: web.Request) -> str | None:
 
 
 async def _read_body_within(request: web.Request, seconds: float, max_body: int) -> None:
-    """Read the request's body (kept for the handler's own read) within `seconds`: a client that
-    sends the head and then trickles or withholds the body gets 408, not a handler held for good.
+    """Read the request's body (kept for the handler's own read) within `seconds` (408 after).
     A body announced over `max_body` is left to the handler, which refuses it unread."""
     length = request.content_length
     if not request.body_exists or (length is not None and length > max_body):
         return
     try:
-        async with asyncio.timeout(seconds):
-            await request.read()
-    except TimeoutError:
-        raise RestError(
-            ResponseCode.TIMEOUT,
-            f"the request body did not arrive in full within {seconds:g} s (REST_BODY_TIMEOUT)",
-            408,
-        ) from None
+        await params.read_within(request, seconds)
+    except params.BodyTimeout as exc:
+        raise RestError(ResponseCode.TIMEOUT, str(exc), 408) from None
 
 
 def _error_middleware(max_body: int, body_timeout: float) -> Middleware:

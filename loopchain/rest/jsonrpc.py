@@ -21,7 +21,6 @@ Nothing raised inside escapes as a traceback to the client: a defect is logged a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Mapping
@@ -32,7 +31,7 @@ from aiohttp import web
 from loopchain.configure import RefusalLog
 from loopchain.rest.errors import RestError, json_response
 from loopchain.rest.icon_methods import MAX_WAIT_MS, NOT_SERVED, Call, Method
-from loopchain.rest.params import MAX_CHANNEL_CHARS, check_channel
+from loopchain.rest.params import MAX_CHANNEL_CHARS, BodyTimeout, check_channel, read_within
 from loopchain.types import canonical
 from loopchain.types.canonical import EncodingError
 from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
@@ -120,16 +119,11 @@ class JsonRpcEndpoint:
         if length is not None and length > self._max_body:
             raise too_large
         try:
-            async with asyncio.timeout(self._body_timeout):
-                raw = await request.read()
+            raw = await read_within(request, self._body_timeout)
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
-        except TimeoutError:
-            raise _BodyTimedOut(
-                JsonRpcCode.INVALID_REQUEST,
-                f"the request body did not arrive in full within {self._body_timeout:g} s "
-                "(REST_BODY_TIMEOUT)",
-            ) from None
+        except BodyTimeout as exc:
+            raise _BodyTimedOut(JsonRpcCode.INVALID_REQUEST, str(exc)) from None
         if not raw.strip():
             raise JsonRpcError(JsonRpcCode.PARSE_ERROR, "the request body is empty")
         try:

@@ -56,6 +56,15 @@ def test_bucket_percentiles_interpolate_within_a_bucket() -> None:
     assert bench.bucket_percentiles({1.0: 0.0, inf: 0.0}, (50,)) == {"p50": None}
 
 
+def test_a_histogram_read_only_once_gives_no_percentiles() -> None:
+    """What the peers counted during the load: the difference of two readings; a reading that
+    failed (a peer's /metrics unreadable) gives no figure rather than a wrong one."""
+    start, end = {1.0: 4.0, math.inf: 5.0}, {1.0: 10.0, math.inf: 15.0}
+    assert bench._histogram_delta(start, end) == {1.0: 6.0, math.inf: 10.0}
+    assert bench._histogram_delta(None, end) is None and bench._histogram_delta(start, None) is None
+    assert bench.bucket_percentiles(bench._histogram_delta(None, end) or {}, (50,)) == {"p50": None}
+
+
 def test_finalisation_buckets_sum_the_channels_of_an_exposition() -> None:
     name = bench.FINALISATION_METRIC
     lines = ["# HELP other_seconds x", "# TYPE other_seconds histogram"]
