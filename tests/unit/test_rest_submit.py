@@ -81,6 +81,75 @@ async def test_a_lone_submission_goes_at_once_and_after_a_busy_call_others_join_
     await submitter.close()
 
 
+class HeldPeer(Peer):
+    """A Peer whose every call waits until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: list[asyncio.Event] = []
+
+    async def __call__(self, channel: str, texts: list[str]) -> pb.CreateTxBatchReply:
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        await gate.wait()
+        return await super().__call__(channel, texts)
+
+    async def called(self, count: int) -> None:
+        async with asyncio.timeout(5):
+            while len(self.gates) < count:
+                await asyncio.sleep(0)
+
+
+async def test_after_a_call_of_several_its_clients_join_those_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call of several that returns while others wait does not send those alone: the next call
+    waits until the clients it answered are back too (the linger is made longer than the test),
+    never for more than MAX_BATCH. After a call of one what waits goes at once."""
+    monkeypatch.setattr(submit, "LINGER_S", 3600.0)
+    peer = HeldPeer()
+    submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    a = asyncio.create_task(submitter.submit("c", "a"))
+    await peer.called(1)
+    bc = [asyncio.create_task(submitter.submit("c", t)) for t in "bc"]
+    await asyncio.sleep(0)
+    peer.gates[0].set()
+    await peer.called(2)  # after a call of one, the two waiting went at once
+    await asyncio.wait_for(a, 5)
+    d = asyncio.create_task(submitter.submit("c", "d"))
+    await asyncio.sleep(0)
+    peer.gates[1].set()
+    await asyncio.wait_for(asyncio.gather(*bc), 5)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(peer.gates) == 2  # "d" waits for "b" and "c" to come back
+    e = asyncio.create_task(submitter.submit("c", "e"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(peer.gates) == 2
+    f = asyncio.create_task(submitter.submit("c", "f"))
+    await peer.called(3)
+    peer.gates[2].set()
+    await asyncio.wait_for(asyncio.gather(d, e, f), 5)
+    assert peer.calls == [["a"], ["b", "c"], ["d", "e", "f"]]
+    # the wait is for MAX_BATCH at most: 3 came back from a call of 3 while 1 waited -> 3 go
+    monkeypatch.setattr(submit, "MAX_BATCH", 3)
+    g = asyncio.create_task(submitter.submit("c", "g"))
+    h = asyncio.create_task(submitter.submit("c", "h"))
+    i = asyncio.create_task(submitter.submit("c", "i"))
+    await peer.called(4)
+    j = asyncio.create_task(submitter.submit("c", "j"))
+    await asyncio.sleep(0)
+    peer.gates[3].set()
+    await asyncio.wait_for(asyncio.gather(g, h, i), 5)
+    more = [asyncio.create_task(submitter.submit("c", t)) for t in "kl"]
+    await peer.called(5)
+    peer.gates[4].set()
+    await asyncio.wait_for(asyncio.gather(j, *more), 5)
+    assert peer.calls[3:] == [["g", "h", "i"], ["j", "k", "l"]]
+    await submitter.close()
+
+
 async def test_submissions_lingering_when_the_proxy_stops_are_answered_503(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
