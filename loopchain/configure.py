@@ -253,6 +253,7 @@ def validate(values: Mapping[str, Any]) -> None:
         "TX_POOL_ADMIT_MAX",
         "TX_POOL_ADMIT_BACKLOG",
         "REST_MAX_INFLIGHT",
+        "REST_MAX_CONNECTIONS",
     ):
         if values[key] < 1:
             raise ConfigError(f"{key} must be at least 1, got {values[key]}")

@@ -76,6 +76,9 @@ REST_MAX_INFLIGHT = 256
 REST_KEEPALIVE_TIMEOUT = 75.0
 # a request body not received in full within this is answered 408 and its connection closed
 REST_BODY_TIMEOUT = 30.0
+# connections a REST port (proxy or RadioStation) keeps open at once; a new one beyond them is
+# answered 503 and closed. Lowered at start when the process may not open that many files.
+REST_MAX_CONNECTIONS = 4096
 MAX_TX_BYTES = 64 * 1024  # a transaction's canonical bytes; at most MAX_BLOCK_KBYTES
 TX_POOL_MAX_BYTES = 64 * 1024 * 1024  # the summed size of a channel's pooled transactions
 TX_TIMESTAMP_WINDOW = 300.0  # seconds a pooled transaction's timestamp may lie from the clock

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -16,6 +17,7 @@ import grpc
 from aiohttp import web
 
 from loopchain.configure import Config, ConfigError, load_config, setup_logging
+from loopchain.http_site import TOO_MANY_CONNECTIONS, LimitedSite, connection_cap
 from loopchain.lifecycle import stop_on_signals
 from loopchain.monitor_log import start_shipping
 from loopchain.p2p.grpc_util import bind, create_server, load_tls
@@ -37,6 +39,7 @@ from loopchain.radiostation.operator import (
 from loopchain.radiostation.registry import Registry, RegistryError
 from loopchain.radiostation.rest import create_app
 from loopchain.radiostation.station import Station
+from loopchain.types.codes import ResponseCode, error_body
 from loopchain.types.crypto import SignatureError, load_or_create_key
 
 log = logging.getLogger("loopchain.radiostation")
@@ -197,7 +200,7 @@ def create_grpc_server(station: Station) -> grpc.aio.Server:
 
 async def start_rest(
     station: Station, certs: CertificateService, token: OperatorToken, debug: bool
-) -> web.AppRunner:
+) -> LimitedSite:
     """The REST site on IP_LOCAL:port + PORT_DIFF_REST_SERVICE_CONTAINER, started."""
     config = station.config
     host, port = config.IP_LOCAL, config.PORT_RADIOSTATION + config.PORT_DIFF_REST_SERVICE_CONTAINER
@@ -210,12 +213,19 @@ async def start_rest(
         keepalive_timeout=float(config.REST_KEEPALIVE_TIMEOUT),
     )
     await runner.setup()
+    site = LimitedSite(
+        runner,
+        host,
+        port,
+        max_connections=connection_cap(int(config.REST_MAX_CONNECTIONS)),
+        refusal_body=json.dumps(error_body(ResponseCode.FAIL, TOO_MANY_CONNECTIONS)).encode(),
+    )
     try:
-        await web.TCPSite(runner, host, port, reuse_port=False).start()
+        await site.start()
     except OSError as exc:
-        await runner.cleanup()
+        await site.close()
         raise OSError(f"cannot listen on {host}:{port} (REST): {exc.strerror or exc}") from None
-    return runner
+    return site
 
 
 def _leader_text(station: Station) -> dict[str, str]:
@@ -274,7 +284,7 @@ async def serve(
     server = create_grpc_server(station)
     await server.start()
     try:
-        runner = await start_rest(station, certs, token, debug)
+        site = await start_rest(station, certs, token, debug)
     except OSError:
         await server.stop(None)
         raise
@@ -290,7 +300,7 @@ async def serve(
         log.info("stopping: closing servers and flushing the registry")
     finally:
         await server.stop(GRACE_SECONDS)
-        await runner.cleanup()
+        await site.close()
         station.registry.flush()
     log.info("RadioStation stopped")
 

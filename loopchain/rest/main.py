@@ -11,13 +11,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 
 from loopchain.configure import Config, ConfigError, load_config, setup_logging
+from loopchain.http_site import TOO_MANY_CONNECTIONS, LimitedSite, connection_cap
 from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.monitor_log import start_shipping
 from loopchain.rest.app import create_app
 from loopchain.rest.errors import answer_malformed_http_in_json
+from loopchain.types.codes import ResponseCode, error_body
 
 log = logging.getLogger("loopchain.rest")
 
@@ -123,10 +126,18 @@ async def serve(config: Config) -> int:
         keepalive_timeout=float(config.REST_KEEPALIVE_TIMEOUT),
     )
     await runner.setup()
+    site = LimitedSite(
+        runner,
+        host,
+        port,
+        max_connections=connection_cap(int(config.REST_MAX_CONNECTIONS)),
+        refusal_body=orjson.dumps(error_body(ResponseCode.FAIL, TOO_MANY_CONNECTIONS)),
+        ssl_context=ssl_context,
+    )
     try:
-        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+        await site.start()
     except OSError as exc:
-        await runner.cleanup()
+        await site.close()
         print(f"rest_proxy: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_RUNTIME
     stop = asyncio.Event()
@@ -137,7 +148,7 @@ async def serve(config: Config) -> int:
     )
     await stop.wait()
     log.info("REST proxy stopping")
-    await runner.cleanup()
+    await site.close()
     return EXIT_OK
 
 

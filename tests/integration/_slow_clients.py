@@ -40,3 +40,44 @@ def status_and_body(answer: bytes) -> tuple[int, bytes]:
     """The status code and body of one HTTP/1.1 response."""
     head, _, body = answer.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body
+
+
+def get_request(path: str, *, close: bool) -> bytes:
+    """A GET of `path`, asking the server to close the connection after it or to keep it."""
+    connection = "close" if close else "keep-alive"
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: {connection}\r\n\r\n".encode()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Read one HTTP/1.1 response with a Content-Length: (status, body)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return int(head.split(b" ", 2)[1]), await reader.readexactly(length)
+
+
+async def held_connection(
+    port: int, path: str, deadline: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to 127.0.0.1:`port` whose GET of `path` was answered 200 and that is kept
+    open; a connection answered otherwise (a server at its connection bound) is closed and another
+    tried, until `deadline` s have passed (AssertionError)."""
+    answers: list[int] = []
+    async with asyncio.timeout(deadline):
+        while True:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(get_request(path, close=False))
+            await writer.drain()
+            try:
+                status, _ = await read_response(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                status = 0
+            if status == 200:
+                return reader, writer
+            answers.append(status)
+            writer.close()
+            await asyncio.sleep(0.05)  # polling interval, not a synchronisation
+    raise AssertionError(f"no connection to port {port} was answered 200: {answers[-5:]}")

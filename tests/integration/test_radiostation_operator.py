@@ -36,6 +36,9 @@ from tests.integration._rs_helpers import (
 from tests.integration._slow_clients import (
     HALF_HEAD,
     SILENT,
+    get_request,
+    held_connection,
+    read_response,
     status_and_body,
     until_closed,
     withheld_body,
@@ -479,6 +482,31 @@ async def test_channel_changes_are_checked_applied_and_persist(start_rs: StartRS
     assert (await get_json(f"{rs.rest}/api/v1/channel/data"))[1] == served
     assert {c: (await _vset(rs, c)).version for c in ("c1", "c2")} == versions
     assert (await _vset(rs, "c2")).peer_ids == [b.address]
+
+
+async def test_rest_connections_beyond_rest_max_connections_are_answered_503(
+    start_rs: StartRS,
+) -> None:
+    """The RadioStation's REST port with REST_MAX_CONNECTIONS open: a new connection is answered
+    503 with Retry-After and closed, the open ones are still served, and once one closes a new
+    one is served."""
+    rs = await start_rs({"REST_MAX_CONNECTIONS": 2})
+    path = "/api/v1/conf?name=PORT_RADIOSTATION"
+    first = await held_connection(rs.rest_port, path, 30)
+    second = await held_connection(rs.rest_port, path, 30)
+    try:
+        refused = await until_closed(rs.rest_port, get_request(path, close=True), 30)
+        status, body = status_and_body(refused)
+        assert status == 503 and b"\r\nRetry-After: 1\r\n" in refused, refused
+        assert "REST_MAX_CONNECTIONS" in json.loads(body)["message"]
+        first[1].write(get_request(path, close=False))
+        assert (await asyncio.wait_for(read_response(first[0]), 20))[0] == 200
+        second[1].close()
+        third = await held_connection(rs.rest_port, path, 30)
+        third[1].close()
+    finally:
+        first[1].close()
+        second[1].close()
 
 
 async def test_rest_connections_that_send_too_little_are_closed(start_rs: StartRS) -> None:

@@ -24,6 +24,9 @@ from tests.integration._proxy import ProxyProcess, proxy_in_front_of
 from tests.integration._slow_clients import (
     HALF_HEAD,
     SILENT,
+    get_request,
+    held_connection,
+    read_response,
     status_and_body,
     until_closed,
     withheld_body,
@@ -641,6 +644,42 @@ async def test_connections_that_send_too_little_are_closed_within_their_deadline
         await server.stop(None)
     assert exit_status == 0
     proxy.assert_clean_log()
+
+
+async def test_connections_beyond_rest_max_connections_are_answered_503(tmp_path):
+    """With REST_MAX_CONNECTIONS connections open, a new one is answered 503 with Retry-After in
+    the API's JSON and closed, without reaching the peer; the open ones are still served, and once
+    one closes a new connection is served again."""
+    port = free_port_pair()
+    server, fake = await start_fake_peer(port)
+    proxy = ProxyProcess(port, tmp_path, {"REST_MAX_CONNECTIONS": 2})
+    proxy.start()
+    held: list[asyncio.StreamWriter] = []
+    try:
+        async with aiohttp.ClientSession() as ready:  # its connection closes with it
+            await proxy.wait_ready(ready)
+        rest_port = port + REST_DIFF
+        first = await held_connection(rest_port, "/api/v1/status/peer", 30)
+        second = await held_connection(rest_port, "/api/v1/status/peer", 30)
+        held = [first[1], second[1]]
+        calls_before = len(fake.calls)
+        refused = await until_closed(rest_port, get_request("/api/v1/status/peer", close=True), 30)
+        status, body = status_and_body(refused)
+        assert status == 503 and b"\r\nRetry-After: 1\r\n" in refused, refused
+        assert_error(status, json.loads(body), 503, ResponseCode.FAIL, "REST_MAX_CONNECTIONS")
+        assert len(fake.calls) == calls_before  # the refused one reached nothing
+        reader, writer = first
+        writer.write(get_request("/api/v1/status/peer", close=False))
+        assert (await asyncio.wait_for(read_response(reader), 20))[0] == 200
+        second[1].close()
+        third = await held_connection(rest_port, "/api/v1/status/peer", 30)
+        held.append(third[1])
+    finally:
+        for writer in held:
+            writer.close()
+        exit_status = proxy.stop()
+        await server.stop(None)
+    assert exit_status == 0
 
 
 async def run_proxy(

@@ -1,0 +1,149 @@
+"""An aiohttp application served on a TCP port with a bound on the connections open at once.
+
+Every open connection holds a file descriptor. Without a bound, clients that open connections
+faster than the keep-alive deadline closes them (or simply thousands of them) use every descriptor
+the process may open, and then the process cannot open anything else either: a REST proxy could no
+longer reconnect to its peer, nor the RadioStation write its files. Beyond `max_connections`, a new
+connection is answered 503 with Retry-After at once and closed; the connections already open are
+served as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import ssl
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+# descriptors kept for everything else the process opens (its gRPC channels, logs, epoll, pipes)
+RESERVED_FDS = 64
+REFUSAL_LINGER_S = 2.0  # how long a refused connection may take to read the answer and close
+TOO_MANY_CONNECTIONS = (
+    "too many connections are open to this server (REST_MAX_CONNECTIONS); try again shortly"
+)
+
+
+def connection_cap(configured: int) -> int:
+    """`configured`, or fewer when the process may not open that many descriptors besides
+    RESERVED_FDS (its soft limit is raised to the hard one first, as servers do)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        wanted = configured + RESERVED_FDS
+        target = wanted if hard == resource.RLIM_INFINITY else min(hard, max(soft, wanted))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    cap = max(1, min(configured, soft - RESERVED_FDS))
+    if cap < configured:
+        log.warning(
+            "at most %d REST connections (REST_MAX_CONNECTIONS is %d): this process may open only "
+            "%d file descriptors",
+            cap,
+            configured,
+            soft,
+        )
+    return cap
+
+
+def refusal_response(body: bytes) -> bytes:
+    """The raw HTTP answer to a connection beyond the bound (body: JSON)."""
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Retry-After: 1\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class _Refusal(asyncio.Protocol):
+    """Answers the connection with `response`, ends its side, and closes once the client has
+    closed its own or REFUSAL_LINGER_S has passed (closing with a request still unread would
+    reset the connection before the client reads the answer). What the client sends is dropped."""
+
+    def __init__(self, response: bytes) -> None:
+        self.response = response
+        self.transport: asyncio.BaseTransport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        self.transport = transport
+        transport.write(self.response)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.timer = asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+class LimitedSite:
+    """Serves a set-up `web.AppRunner` on host:port, at most `max_connections` connections at
+    once (see the module doc). `close` stops listening, then cleans the runner up (which closes
+    the connections)."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        max_connections: int,
+        refusal_body: bytes,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.runner = runner
+        self.host = host
+        self.port = port
+        self.max_connections = max_connections
+        self.response = refusal_response(refusal_body)
+        self.ssl_context = ssl_context
+        self.refused = 0  # connections answered 503 since the start
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Listen (OSError when the port cannot be had)."""
+        server = self.runner.server
+        if server is None:
+            raise RuntimeError("set the runner up before starting its site")
+
+        def protocol() -> asyncio.BaseProtocol:
+            if len(server.connections) >= self.max_connections:
+                self.refused += 1
+                if self.refused == 1 or self.refused % 1000 == 0:
+                    log.warning(
+                        "%d REST connections open (REST_MAX_CONNECTIONS): new ones are answered "
+                        "503 (%d so far)",
+                        self.max_connections,
+                        self.refused,
+                    )
+                return _Refusal(self.response)
+            return server()
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            protocol, self.host, self.port, ssl=self.ssl_context, reuse_address=True, backlog=128
+        )
+
+    async def close(self) -> None:
+        """Stop accepting connections, then close the application and its connections."""
+        if self._server is not None:
+            self._server.close()
+        await self.runner.cleanup()
