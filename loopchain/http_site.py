@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 # descriptors kept for everything else the process opens (its gRPC channels, logs, epoll, pipes)
 RESERVED_FDS = 64
 REFUSAL_LINGER_S = 2.0  # how long a refused connection may take to read the answer and close
+# refused connections left to read their answer at once; more are closed as soon as it is written
+# (a client that sent its request first may then see the connection reset instead)
+LINGERING_REFUSALS_MAX = 32
 TOO_MANY_CONNECTIONS = (
     "too many connections are open to this server (REST_MAX_CONNECTIONS); try again shortly"
 )
@@ -29,10 +32,12 @@ TOO_MANY_CONNECTIONS = (
 
 def connection_cap(configured: int) -> int:
     """`configured`, or fewer when the process may not open that many descriptors besides
-    RESERVED_FDS (its soft limit is raised to the hard one first, as servers do)."""
+    RESERVED_FDS and the refusals lingering (its soft limit is raised to the hard one first, as
+    servers do)."""
+    others = RESERVED_FDS + LINGERING_REFUSALS_MAX
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        wanted = configured + RESERVED_FDS
+        wanted = configured + others
         target = wanted if hard == resource.RLIM_INFINITY else min(hard, max(soft, wanted))
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
@@ -41,7 +46,7 @@ def connection_cap(configured: int) -> int:
             pass
     if soft == resource.RLIM_INFINITY:
         return configured
-    cap = max(1, min(configured, soft - RESERVED_FDS))
+    cap = max(1, min(configured, soft - others))
     if cap < configured:
         log.warning(
             "at most %d REST connections (REST_MAX_CONNECTIONS is %d): this process may open only "
@@ -68,17 +73,21 @@ def refusal_response(body: bytes) -> bytes:
 class _Refusal(asyncio.Protocol):
     """Answers the connection with `response`, ends its side, and closes once the client has
     closed its own or REFUSAL_LINGER_S has passed (closing with a request still unread would
-    reset the connection before the client reads the answer). What the client sends is dropped."""
+    reset the connection before the client reads the answer); when `lingering` already holds
+    LINGERING_REFUSALS_MAX, closes at once. What the client sends is dropped."""
 
-    def __init__(self, response: bytes) -> None:
+    def __init__(self, response: bytes, lingering: set[_Refusal]) -> None:
         self.response = response
-        self.transport: asyncio.BaseTransport | None = None
+        self.lingering = lingering
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
-        self.transport = transport
         transport.write(self.response)
+        if len(self.lingering) >= LINGERING_REFUSALS_MAX:
+            transport.close()
+            return
+        self.lingering.add(self)
         if transport.can_write_eof():
             transport.write_eof()
         self.timer = asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, transport.close)
@@ -90,6 +99,7 @@ class _Refusal(asyncio.Protocol):
         return False  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lingering.discard(self)
         if self.timer is not None:
             self.timer.cancel()
 
@@ -116,6 +126,7 @@ class LimitedSite:
         self.response = refusal_response(refusal_body)
         self.ssl_context = ssl_context
         self.refused = 0  # connections answered 503 since the start
+        self._lingering: set[_Refusal] = set()
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -134,7 +145,7 @@ class LimitedSite:
                         self.max_connections,
                         self.refused,
                     )
-                return _Refusal(self.response)
+                return _Refusal(self.response, self._lingering)
             return server()
 
         loop = asyncio.get_running_loop()

@@ -1,0 +1,54 @@
+"""LimitedSite in this process, over real sockets: the bound, and what refused connections hold."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from loopchain import http_site
+from tests.integration._slow_clients import (
+    get_request,
+    held_connection,
+    status_and_body,
+    until_closed,
+)
+from tools.procs import free_port_pair
+
+
+async def test_refused_connections_hold_descriptors_only_for_a_few() -> None:
+    """Beyond the bound every connection is answered 503 and closed by the server; however many
+    come at once, at most LINGERING_REFUSALS_MAX of them stay open for their clients to read
+    the answer (each holds a descriptor), and the held connection is still served."""
+    app = web.Application()
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port_pair()
+    site = http_site.LimitedSite(
+        runner, "127.0.0.1", port, max_connections=1, refusal_body=b'{"message":"full"}'
+    )
+    await site.start()
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        reader, writer = await held_connection(port, "/", 30)
+        writers.append(writer)
+        flood = http_site.LINGERING_REFUSALS_MAX + 20
+        opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(flood)]
+        writers += [w for _, w in opened]
+        answers = await asyncio.wait_for(asyncio.gather(*(r.read() for r, _ in opened)), 30)
+        assert all(status_and_body(a) == (503, b'{"message":"full"}') for a in answers)
+        assert site.refused == flood
+        assert len(site._lingering) <= http_site.LINGERING_REFUSALS_MAX
+        refused = await until_closed(port, get_request("/", close=True), 30)
+        assert status_and_body(refused)[0] == 503
+        writer.write(get_request("/", close=True))
+        assert status_and_body(await asyncio.wait_for(reader.read(), 30))[0] == 200
+    finally:
+        for w in writers:
+            w.close()
+        await site.close()
