@@ -150,6 +150,27 @@ async def test_after_a_call_of_several_its_clients_join_those_waiting(
     await submitter.close()
 
 
+async def test_submissions_waiting_behind_a_call_when_the_proxy_stops_are_answered_503() -> None:
+    """Closing cancels the call in flight; what waits behind it is answered 503 at once and no
+    further call goes to the peer, nor does a submission made after the close."""
+    peer = HeldPeer()
+    submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    in_flight = asyncio.create_task(submitter.submit("c", "a"))
+    await peer.called(1)
+    behind = [asyncio.create_task(submitter.submit("c", t)) for t in "bc"]
+    await asyncio.sleep(0)
+    await asyncio.wait_for(submitter.close(), 5)
+    for task in (in_flight, *behind):
+        with pytest.raises(RestError) as stopped:
+            await asyncio.wait_for(task, 5)
+        assert stopped.value.status == 503 and "stopping" in stopped.value.message
+    with pytest.raises(RestError):
+        await asyncio.wait_for(submitter.submit("c", "d"), 5)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(peer.gates) == 1
+
+
 async def test_submissions_lingering_when_the_proxy_stops_are_answered_503(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
