@@ -1,4 +1,5 @@
-"""An aiohttp application served on a TCP port with a bound on the connections open at once.
+"""What the REST proxy and the RadioStation's REST share in serving aiohttp: a bound on the
+connections open at once (LimitedSite), and a deadline on request bodies (read_within).
 
 Every open connection holds a file descriptor. Without a bound, clients that open connections
 faster than the keep-alive deadline closes them (or simply thousands of them) use every descriptor
@@ -68,6 +69,22 @@ def refusal_response(body: bytes) -> bytes:
         "Connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
+
+
+class BodyTimeout(Exception):
+    """A request body that did not arrive in full within REST_BODY_TIMEOUT (its message says)."""
+
+
+async def read_within(request: web.Request, seconds: float) -> bytes:
+    """The request's body (kept for later reads of it), BodyTimeout when it has not arrived in
+    full within `seconds`: a client that sends a head and withholds the body holds no handler."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.read()
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive in full within {seconds:g} s (REST_BODY_TIMEOUT)"
+        ) from None
 
 
 class _Refusal(asyncio.Protocol):

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from loopchain.configure import ConfigError, describe
+from loopchain.http_site import BodyTimeout, read_within
 from loopchain.radiostation import channel_admin
 from loopchain.radiostation.bodies import BadBody, parse_object
 from loopchain.radiostation.certs import (
@@ -149,16 +150,10 @@ def _ok(data: Any) -> web.Response:
 
 async def _read_object(request: web.Request) -> dict[str, Any]:
     """The request's JSON object, its body read within REST_BODY_TIMEOUT (408 after)."""
-    seconds = float(_station(request).config.REST_BODY_TIMEOUT)
     try:
-        async with asyncio.timeout(seconds):
-            raw = await request.read()
-    except TimeoutError:
-        raise ApiError(
-            ResponseCode.TIMEOUT,
-            f"the request body did not arrive in full within {seconds:g} s (REST_BODY_TIMEOUT)",
-            408,
-        ) from None
+        raw = await read_within(request, float(_station(request).config.REST_BODY_TIMEOUT))
+    except BodyTimeout as exc:
+        raise ApiError(ResponseCode.TIMEOUT, str(exc), 408) from None
     try:
         return parse_object(raw)
     except BadBody as exc:

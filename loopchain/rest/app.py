@@ -11,7 +11,7 @@ from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
 from loopchain.configure import Config, RefusalLog
-from loopchain.rest import params
+from loopchain.http_site import BodyTimeout, read_within
 from loopchain.rest.errors import RestError, invalid_params, json_response
 from loopchain.rest.explorer_site import explorer_routes
 from loopchain.rest.handlers import PeerApi
@@ -65,8 +65,8 @@ async def _read_body_within(request: web.Request, seconds: float, max_body: int)
     if not request.body_exists or (length is not None and length > max_body):
         return
     try:
-        await params.read_within(request, seconds)
-    except params.BodyTimeout as exc:
+        await read_within(request, seconds)
+    except BodyTimeout as exc:
         raise RestError(ResponseCode.TIMEOUT, str(exc), 408) from None
 
 

@@ -29,9 +29,10 @@ from typing import Any
 from aiohttp import web
 
 from loopchain.configure import RefusalLog
+from loopchain.http_site import BodyTimeout, read_within
 from loopchain.rest.errors import RestError, json_response
 from loopchain.rest.icon_methods import MAX_WAIT_MS, NOT_SERVED, Call, Method
-from loopchain.rest.params import MAX_CHANNEL_CHARS, BodyTimeout, check_channel, read_within
+from loopchain.rest.params import MAX_CHANNEL_CHARS, check_channel
 from loopchain.types import canonical
 from loopchain.types.canonical import EncodingError
 from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from typing import Any
@@ -16,22 +15,6 @@ from loopchain.types.canonical import EncodingError
 _HASH = re.compile(r"[0-9a-fA-F]{64}")
 _HEIGHT = re.compile(r"[0-9]{1,18}")
 MAX_CHANNEL_CHARS = 128
-
-
-class BodyTimeout(Exception):
-    """A request body that did not arrive in full within REST_BODY_TIMEOUT (its message says)."""
-
-
-async def read_within(request: web.Request, seconds: float) -> bytes:
-    """The request's body (kept for later reads of it), BodyTimeout when it has not arrived in
-    full within `seconds`: a client that sends a head and withholds the body holds no handler."""
-    try:
-        async with asyncio.timeout(seconds):
-            return await request.read()
-    except TimeoutError:
-        raise BodyTimeout(
-            f"the request body did not arrive in full within {seconds:g} s (REST_BODY_TIMEOUT)"
-        ) from None
 
 
 async def read_body(request: web.Request, max_bytes: int) -> str:
