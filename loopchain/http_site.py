@@ -33,8 +33,8 @@ TOO_MANY_CONNECTIONS = (
 
 def connection_cap(configured: int) -> int:
     """`configured`, or fewer when the process may not open that many descriptors besides
-    RESERVED_FDS and the refusals lingering (its soft limit is raised to the hard one first, as
-    servers do)."""
+    RESERVED_FDS and the refusals lingering (its soft limit is first raised as far as that needs,
+    up to the hard one, as servers do)."""
     others = RESERVED_FDS + LINGERING_REFUSALS_MAX
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):

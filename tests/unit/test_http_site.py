@@ -6,6 +6,7 @@ import json
 import resource
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -14,28 +15,43 @@ from loopchain import http_site
 CAP_UNDER_LIMITS = """
 import json, resource, sys
 from loopchain import http_site
-resource.setrlimit(resource.RLIMIT_NOFILE, (300, 500))
-caps = [http_site.connection_cap(n) for n in (4096, 100, 1)]
+soft, hard = (int(n) for n in sys.argv[1:3])
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+caps = [http_site.connection_cap(int(n)) for n in sys.argv[3:]]
 print(json.dumps({"caps": caps, "limits": resource.getrlimit(resource.RLIMIT_NOFILE)}))
 """
 
 
-def test_the_bound_leaves_descriptors_for_everything_else() -> None:
-    """In a process that may open 500 descriptors (soft limit 300), 4,096 configured connections
-    become 500 less the reserve and the lingering refusals, the soft limit raised to the hard one; a bound within the limit
-    is kept. (In a child process: a hard limit, once lowered, cannot be raised again.)"""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < 500:
-        pytest.skip(f"this process may open only {hard} descriptors")
+def cap_under_limits(soft: int, hard: int, *configured: int) -> tuple[dict[str, Any], str]:
+    """connection_cap of each `configured` in a child process whose descriptor limits are
+    (`soft`, `hard`) (a hard limit, once lowered, cannot be raised again): its answer, stderr."""
+    _, ours = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if ours != resource.RLIM_INFINITY and ours < hard:
+        pytest.skip(f"this process may open only {ours} descriptors")
+    args = [str(n) for n in (soft, hard, *configured)]
     done = subprocess.run(
-        [sys.executable, "-c", CAP_UNDER_LIMITS], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", CAP_UNDER_LIMITS, *args], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    return json.loads(done.stdout), done.stderr
+
+
+def test_the_bound_leaves_descriptors_for_everything_else() -> None:
+    """A process that may open 500 descriptors (soft limit 300) serves 500 less the reserve and
+    the lingering refusals of 4,096 configured connections, its soft limit raised to 500, and
+    says so; a bound within the limit is kept."""
+    result, stderr = cap_under_limits(300, 500, 4096, 100, 1)
     others = http_site.RESERVED_FDS + http_site.LINGERING_REFUSALS_MAX
     assert result["caps"] == [500 - others, 100, 1]
     assert result["limits"] == [500, 500]
-    assert f"at most {500 - others} REST connections (REST_MAX_CONNECTIONS is 4096)" in done.stderr
+    assert f"at most {500 - others} REST connections (REST_MAX_CONNECTIONS is 4096)" in stderr
+
+
+def test_the_soft_limit_is_raised_only_as_far_as_the_bound_needs() -> None:
+    result, stderr = cap_under_limits(300, 5000, 1000)
+    others = http_site.RESERVED_FDS + http_site.LINGERING_REFUSALS_MAX
+    assert result == {"caps": [1000], "limits": [1000 + others, 5000]}
+    assert "at most" not in stderr
 
 
 def test_the_refusal_is_a_complete_http_answer() -> None:
