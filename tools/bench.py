@@ -229,6 +229,34 @@ def finalisation_buckets(exposition: str) -> dict[float, float]:
     return buckets
 
 
+# what each REST proxy counts of its calls to its peer (rest/metrics.py): calls, submissions
+SUBMISSION_COUNTERS = (
+    "loopchain_rest_submission_calls_total",
+    "loopchain_rest_submissions_sent_total",
+)
+
+
+def submission_counters(exposition: str) -> tuple[float, float] | None:
+    """(calls carrying submissions, submissions they carried) in a proxy's exposition; None when
+    it has no such counters (a tree before they were added)."""
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name in SUBMISSION_COUNTERS:
+                values[sample.name] = sample.value
+    if len(values) != len(SUBMISSION_COUNTERS):
+        return None
+    calls, sent = (values[name] for name in SUBMISSION_COUNTERS)
+    return calls, sent
+
+
+def per_call(start: tuple[float, float] | None, end: tuple[float, float] | None) -> float | None:
+    """Submissions per call between two readings of the summed counters (None when unknown)."""
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    return round((end[1] - start[1]) / (end[0] - start[0]), 2)
+
+
 def json_safe(value: Any) -> Any:
     """The value with every infinite or NaN float replaced by None (strict JSON)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -1011,27 +1039,40 @@ async def _rounds(session: aiohttp.ClientSession, channels: Sequence[str]) -> di
     return found
 
 
-async def _peer_finalisation(session: aiohttp.ClientSession) -> dict[float, float] | None:
-    """Every peer's finalisation histogram (read through its proxy's /metrics), summed; None when
-    a peer's could not be read."""
-    total: dict[float, float] = {}
+@dataclass
+class ProxyMetrics:
+    """What the network's REST proxies' /metrics hold, summed over the peers: the peers'
+    finalisation histogram (cumulative counts by bound) and the proxies' submission counters.
+    Either is None when a proxy's could not be read (or, for the counters, has none)."""
+
+    finalisation: dict[float, float] | None
+    submissions: tuple[float, float] | None
+
+
+async def _proxy_metrics(session: aiohttp.ClientSession) -> ProxyMetrics:
+    """Every proxy's /metrics (each carrying its peer's), summed."""
+    total: dict[float, float] | None = {}
+    counted: tuple[float, float] | None = (0.0, 0.0)
     for peer in range(PEERS):
         try:
             async with session.get(
                 rest_url(peer, "/metrics"), timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT)
             ) as response:
                 if response.status != 200:
-                    return None
+                    return ProxyMetrics(None, None)
                 text = await response.text()
-        except (aiohttp.ClientError, TimeoutError):
-            return None
-        try:
-            buckets = finalisation_buckets(text)
-        except ValueError:  # not an exposition
-            return None
-        for bound, count in buckets.items():
-            total[bound] = total.get(bound, 0.0) + count
-    return total
+            buckets, counters = finalisation_buckets(text), submission_counters(text)
+        except (aiohttp.ClientError, TimeoutError, ValueError):  # ValueError: no exposition
+            return ProxyMetrics(None, None)
+        if total is not None:
+            for bound, count in buckets.items():
+                total[bound] = total.get(bound, 0.0) + count
+        counted = (
+            None
+            if counted is None or counters is None
+            else (counted[0] + counters[0], counted[1] + counters[1])
+        )
+    return ProxyMetrics(total, counted)
 
 
 def _advance(before: Mapping[str, Any], after: Mapping[str, Any], key: str) -> int | None:
@@ -1082,7 +1123,7 @@ async def run_load(
     state = LoadState(run_id=uuid.uuid4().hex[:12])
     heights = {channel: await _tip_height(session, channel) for channel in channels}
     rounds_start = await _rounds(session, channels)
-    finalised_start = await _peer_finalisation(session)
+    metrics_start = await _proxy_metrics(session)
     marks_start = net.log_marks()
     compacted_start = net.compaction_bytes()
     meter = CpuMeter(net.pid)
@@ -1136,7 +1177,7 @@ async def run_load(
         drain_s = time.monotonic() - load_end
         calm_s, calm_reason = await calm_task
         rounds_calm = await _rounds(session, channels)
-        finalised_end = await _peer_finalisation(session)
+        metrics_end = await _proxy_metrics(session)
         marks_calm = net.log_marks()
         compacted = net.compaction_bytes() - compacted_start
     finally:
@@ -1156,7 +1197,8 @@ async def run_load(
         own_cpu=own_cpu,
         complaints=(net.complaints(marks_start, marks_end), net.complaints(marks_end, marks_calm)),
         compacted_bytes=compacted,
-        peer_finalisation=_histogram_delta(finalised_start, finalised_end),
+        peer_finalisation=_histogram_delta(metrics_start.finalisation, metrics_end.finalisation),
+        submissions_per_call=per_call(metrics_start.submissions, metrics_end.submissions),
     )
 
 
@@ -1189,12 +1231,14 @@ def _load_figures(
     complaints: tuple[int | None, int | None] = (None, None),
     compacted_bytes: int | None = None,
     peer_finalisation: Mapping[float, float] | None = None,
+    submissions_per_call: float | None = None,
 ) -> dict[str, Any]:
     """`own_cpu`: the load generator's CPU seconds over the CPU window, and that window's length;
     `complaints`: the leader complaints the peers logged during the load and after it;
     `compacted_bytes`: what LevelDB wrote compacting the block stores from load start to calm;
     `peer_finalisation`: what the peers' finalisation histograms counted from load start to calm
-    (their own clock from intake to final, free of this process's and the watcher's queueing)."""
+    (their own clock from intake to final, free of this process's and the watcher's queueing);
+    `submissions_per_call`: what the proxies' calls to their peers carried on average."""
     acked = len(state.acked)
     committed = sum(
         1 for tx_hash in state.acked if state.final.get(tx_hash, math.inf) <= load_end + DRAIN
@@ -1223,6 +1267,7 @@ def _load_figures(
             f"peer_final_{point}_ms": milliseconds(value)
             for point, value in bucket_percentiles(peer_finalisation or {}, (50, 99)).items()
         },
+        "submissions_per_call": submissions_per_call,
         "unfinal": sum(1 for latency in latencies if math.isinf(latency)),
         "answers_503": unavailable,
         "answers_other_errors": other,
@@ -1478,6 +1523,7 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("final_p99_ms", "finalisation p99 under load (ms)"),
     ("peer_final_p50_ms", "  the same p50 by the peers' histograms (ms)"),
     ("peer_final_p99_ms", "  the same p99 by the peers' histograms (ms)"),
+    ("submissions_per_call", "transactions per submission call from proxy to peer"),
     ("unfinal", "acknowledged, never seen final"),
     ("answers_503", "overload answers (503; v3: -31001)"),
     ("answers_other_errors", "other errors"),

@@ -134,6 +134,7 @@ def create_app(config: Config, peer_target: str) -> web.Application:
     app = web.Application(client_max_size=max_body, middlewares=middlewares)
     api = PeerApi(config, peer_target)
     api.on_rpc_error = metrics.rpc_error
+    api.on_submission_call = metrics.submission_call
     app[PEER_API] = api
     app.add_routes([metrics.route(api.peer_metrics)])  # GET /metrics: the proxy's, then the peer's
     app.add_routes([*api.routes(), _openapi_route(), *_jsonrpc_routes(config, api, max_body)])

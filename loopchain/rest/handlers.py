@@ -46,7 +46,11 @@ class PeerApi:
         self._max_body = int(config.REST_MAX_BODY_BYTES)
         self._max_inflight = int(config.REST_MAX_INFLIGHT)
         self._inflight = {False: 0, True: 0}  # calls to the peer in flight, by `submissions`
-        self.submitter = TxSubmitter(self._submit_batch, self._describe_peer)
+        # told how many submissions each call to the peer carries (the proxy's metrics)
+        self.on_submission_call: Callable[[int], None] | None = None
+        self.submitter = TxSubmitter(
+            self._submit_batch, self._describe_peer, on_call=self._submission_call
+        )
         self._submitters = [self.submitter]
         self._channel: grpc.aio.Channel | None = None
         self._stub: PeerServiceStub | None = None
@@ -173,9 +177,13 @@ class PeerApi:
     def _describe_peer(self) -> tuple[str, float]:
         return self.peer_target, self._timeout
 
+    def _submission_call(self, carried: int) -> None:
+        if self.on_submission_call is not None:
+            self.on_submission_call(carried)
+
     def batch_submitter(self, call: BatchCall, make_error: MakeError) -> TxSubmitter:
         """Another submitter over this peer's channel (closed with it)."""
-        submitter = TxSubmitter(call, self._describe_peer, make_error)
+        submitter = TxSubmitter(call, self._describe_peer, make_error, self._submission_call)
         self._submitters.append(submitter)
         return submitter
 

@@ -1,6 +1,7 @@
 """GET /metrics on the REST proxy: its own figures (requests by route and status, refusals by
-reason, failed calls to its peer by method and code) followed by the peer's (consensus, pool,
-SCORE), which the peer serves through its GetMetrics call; Prometheus text format, read-only.
+reason, failed calls to its peer by method and code, submission calls and what they carried)
+followed by the peer's (consensus, pool, SCORE), which the peer serves through its GetMetrics
+call; Prometheus text format, read-only.
 
 The proxy's series are named loopchain_rest_*, the peer's loopchain_*, so the two never clash.
 Label values come from fixed sets (route patterns, HTTP methods, status codes, gRPC method names
@@ -71,6 +72,16 @@ class RestMetrics:
             ["method", "code"],
             registry=registry,
         )
+        self.submission_calls = Counter(
+            "loopchain_rest_submission_calls",
+            "Calls to the peer carrying transaction submissions (v1 and v3, coalesced)",
+            registry=registry,
+        )
+        self.submissions_sent = Counter(
+            "loopchain_rest_submissions_sent",
+            "Transaction submissions those calls carried (per call: the coalescing achieved)",
+            registry=registry,
+        )
         self.peer_up = Gauge(
             "loopchain_rest_peer_metrics_up",
             "1 when the peer answered its metrics at the last scrape, else 0",
@@ -82,6 +93,11 @@ class RestMetrics:
     def rpc_error(self, method: str, code: str) -> None:
         """Count a failed call to the peer (unknown names are counted as "other")."""
         self.peer_errors.labels(method if method in PEER_METHODS else "other", code).inc()
+
+    def submission_call(self, carried: int) -> None:
+        """Count a call to the peer carrying `carried` submissions."""
+        self.submission_calls.inc()
+        self.submissions_sent.inc(carried)
 
     def middleware(self) -> Middleware:
         """Counts every answer by route pattern, method and status (the outermost middleware)."""

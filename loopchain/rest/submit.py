@@ -63,10 +63,12 @@ class TxSubmitter:
         call: BatchCall,
         describe_peer: Callable[[], tuple[str, float]],
         make_error: MakeError | None = None,
+        on_call: Callable[[int], None] | None = None,
     ) -> None:
         self._call = call
         self._describe_peer = describe_peer  # (target, timeout) for error messages
         self._make_error = make_error
+        self._on_call = on_call  # told how many submissions each call carries (metrics)
         self._waiting: dict[str, list[tuple[str, asyncio.Future[str]]]] = {}
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -112,6 +114,8 @@ class TxSubmitter:
             self._busy_lately.pop(channel, None)
         elif channel in self._busy_lately or len(self._busy_lately) < MAX_BUSY_CHANNELS:
             self._busy_lately[channel] = len(batch)
+        if self._on_call is not None:
+            self._on_call(len(batch))
         task = asyncio.get_running_loop().create_task(self._send(channel, batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -80,6 +80,28 @@ def test_finalisation_buckets_sum_the_channels_of_an_exposition() -> None:
     assert bench.finalisation_buckets("# nothing here\n") == {}
 
 
+def test_submission_counters_and_what_a_call_carried() -> None:
+    calls, sent = bench.SUBMISSION_COUNTERS
+    text = "\n".join(
+        [
+            "# HELP loopchain_rest_submission_calls Calls",
+            "# TYPE loopchain_rest_submission_calls counter",
+            f"{calls} 12.0",
+            "# HELP loopchain_rest_submissions_sent Submissions",
+            "# TYPE loopchain_rest_submissions_sent counter",
+            f"{sent} 90.0",
+            "# HELP loopchain_rest_requests HTTP requests",
+            "# TYPE loopchain_rest_requests counter",
+            'loopchain_rest_requests_total{route="/x",method="GET",status="200"} 5.0',
+        ]
+    )
+    assert bench.submission_counters(text + "\n") == (12.0, 90.0)
+    assert bench.submission_counters("# nothing here\n") is None  # a tree without them
+    assert bench.per_call((12.0, 90.0), (32.0, 250.0)) == 8.0
+    assert bench.per_call((12.0, 90.0), (12.0, 90.0)) is None  # no call in between
+    assert bench.per_call(None, (32.0, 250.0)) is None
+
+
 def test_milliseconds_and_json_safety() -> None:
     assert bench.milliseconds(0.12345) == 123.5
     assert bench.milliseconds(None) is None
@@ -553,6 +575,7 @@ LOAD_FIGURES = (
     "final_p99_ms",
     "peer_final_p50_ms",
     "peer_final_p99_ms",
+    "submissions_per_call",
     "unfinal",
     "answers_503",
     "answers_other_errors",
@@ -609,6 +632,7 @@ def test_bench_short_load_prints_every_figure() -> None:
     assert 0 < figures["final_p50_ms"] <= figures["final_p90_ms"] <= figures["final_p99_ms"]
     # the peers' own histograms saw the load's transactions become final
     assert 0 < figures["peer_final_p50_ms"] <= figures["peer_final_p99_ms"] < 60_000
+    assert 1 <= figures["submissions_per_call"] <= 4  # 4 clients, one submission in flight each
     assert figures["unfinal"] == 0
     assert figures["cpu_s"] > 0 and figures["cpu_s_peer"] > 0 and figures["cpu_s_rest_proxy"] > 0
     for kind in ("peer", "rest_proxy", "score"):  # gRPC's threads, LevelDB's compaction, ...

@@ -17,6 +17,7 @@ import aiohttp
 import grpc
 import pytest
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 from loopchain.types.codes import ResponseCode
 from tests.integration._fake_peer import DEFAULT_CHANNEL, FakePeer, start_fake_peer
@@ -119,8 +120,26 @@ async def test_create_tx_takes_an_array_and_answers_each_in_order(session, base,
     assert body[0]["tx_hash"] in peer.chains[DEFAULT_CHANNEL].pool
 
 
+async def submission_counters(session: aiohttp.ClientSession, base: str) -> tuple[float, float]:
+    """(calls carrying submissions, submissions they carried) from the proxy's /metrics."""
+    async with session.get(base + "/metrics") as resp:
+        text = await resp.text()
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return (
+        values["loopchain_rest_submission_calls_total"],
+        values["loopchain_rest_submissions_sent_total"],
+    )
+
+
 async def test_concurrent_submissions_are_coalesced_into_batched_calls(session, base, peer):
+    """40 submissions at once reach the peer in fewer calls; the proxy's metrics count the calls
+    and what they carried."""
     before = sum(name == "CreateTxBatch" for name, _ in peer.calls)
+    calls_before, sent_before = await submission_counters(session, base)
     replies = await asyncio.gather(
         *(call(session, "POST", base + "/api/v1/transactions", json={"n": n}) for n in range(40))
     )
@@ -129,6 +148,8 @@ async def test_concurrent_submissions_are_coalesced_into_batched_calls(session, 
     assert len(hashes) == 40 and hashes <= set(peer.chains[DEFAULT_CHANNEL].pool)
     batches = sum(name == "CreateTxBatch" for name, _ in peer.calls) - before
     assert 1 <= batches < 40
+    calls_after, sent_after = await submission_counters(session, base)
+    assert (calls_after - calls_before, sent_after - sent_before) == (batches, 40)
 
 
 async def call_list(
