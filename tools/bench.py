@@ -1051,7 +1051,7 @@ class ProxyMetrics:
 
 async def _proxy_metrics(session: aiohttp.ClientSession) -> ProxyMetrics:
     """Every proxy's /metrics (each carrying its peer's), summed."""
-    total: dict[float, float] | None = {}
+    total: dict[float, float] = {}
     counted: tuple[float, float] | None = (0.0, 0.0)
     for peer in range(PEERS):
         try:
@@ -1064,9 +1064,8 @@ async def _proxy_metrics(session: aiohttp.ClientSession) -> ProxyMetrics:
             buckets, counters = finalisation_buckets(text), submission_counters(text)
         except (aiohttp.ClientError, TimeoutError, ValueError):  # ValueError: no exposition
             return ProxyMetrics(None, None)
-        if total is not None:
-            for bound, count in buckets.items():
-                total[bound] = total.get(bound, 0.0) + count
+        for bound, count in buckets.items():
+            total[bound] = total.get(bound, 0.0) + count
         counted = (
             None
             if counted is None or counters is None
