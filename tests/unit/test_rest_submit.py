@@ -150,6 +150,31 @@ async def test_after_a_call_of_several_its_clients_join_those_waiting(
     await submitter.close()
 
 
+async def test_a_call_returning_while_many_wait_sends_them_without_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With GATHER_BELOW submissions waiting when a call of several returns, they go at once:
+    a call that full gains little from the returned call's clients (the linger made an hour)."""
+    monkeypatch.setattr(submit, "LINGER_S", 3600.0)
+    monkeypatch.setattr(submit, "GATHER_BELOW", 2)
+    peer = HeldPeer()
+    submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    first = asyncio.create_task(submitter.submit("c", "a"))
+    await peer.called(1)
+    pair = [asyncio.create_task(submitter.submit("c", t)) for t in "bc"]
+    await asyncio.sleep(0)
+    peer.gates[0].set()
+    await peer.called(2)  # "b" and "c" together: a call of several
+    more = [asyncio.create_task(submitter.submit("c", t)) for t in "de"]
+    await asyncio.sleep(0)
+    peer.gates[1].set()
+    await peer.called(3)  # two wait, as many as GATHER_BELOW: sent without waiting for "b", "c"
+    peer.gates[2].set()
+    await asyncio.wait_for(asyncio.gather(first, *pair, *more), 5)
+    assert peer.calls == [["a"], ["b", "c"], ["d", "e"]]
+    await submitter.close()
+
+
 async def test_submissions_waiting_behind_a_call_when_the_proxy_stops_are_answered_503() -> None:
     """Closing cancels the call in flight; what waits behind it is answered 503 at once and no
     further call goes to the peer, nor does a submission made after the close."""
