@@ -100,6 +100,18 @@ class HeldPeer(Peer):
                 await asyncio.sleep(0)
 
 
+async def call_of_two_in_flight(peer: HeldPeer, submitter: TxSubmitter) -> list[asyncio.Task[str]]:
+    """ "a" alone, then "b" and "c" (waiting behind it) together: the call of two is left in
+    flight, held. The three submissions' tasks."""
+    first = asyncio.create_task(submitter.submit("c", "a"))
+    await peer.called(1)
+    pair = [asyncio.create_task(submitter.submit("c", t)) for t in "bc"]
+    await asyncio.sleep(0)  # one turn: both wait behind the call in flight
+    peer.gates[0].set()
+    await peer.called(2)  # after a call of one, the two waiting went at once
+    return [first, *pair]
+
+
 async def test_after_a_call_of_several_its_clients_join_those_waiting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -109,12 +121,7 @@ async def test_after_a_call_of_several_its_clients_join_those_waiting(
     monkeypatch.setattr(submit, "LINGER_S", 3600.0)
     peer = HeldPeer()
     submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
-    a = asyncio.create_task(submitter.submit("c", "a"))
-    await peer.called(1)
-    bc = [asyncio.create_task(submitter.submit("c", t)) for t in "bc"]
-    await asyncio.sleep(0)
-    peer.gates[0].set()
-    await peer.called(2)  # after a call of one, the two waiting went at once
+    a, *bc = await call_of_two_in_flight(peer, submitter)
     await asyncio.wait_for(a, 5)
     d = asyncio.create_task(submitter.submit("c", "d"))
     await asyncio.sleep(0)
@@ -159,18 +166,13 @@ async def test_a_call_returning_while_many_wait_sends_them_without_waiting(
     monkeypatch.setattr(submit, "GATHER_BELOW", 2)
     peer = HeldPeer()
     submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
-    first = asyncio.create_task(submitter.submit("c", "a"))
-    await peer.called(1)
-    pair = [asyncio.create_task(submitter.submit("c", t)) for t in "bc"]
-    await asyncio.sleep(0)
-    peer.gates[0].set()
-    await peer.called(2)  # "b" and "c" together: a call of several
+    earlier = await call_of_two_in_flight(peer, submitter)
     more = [asyncio.create_task(submitter.submit("c", t)) for t in "de"]
     await asyncio.sleep(0)
     peer.gates[1].set()
     await peer.called(3)  # two wait, as many as GATHER_BELOW: sent without waiting for "b", "c"
     peer.gates[2].set()
-    await asyncio.wait_for(asyncio.gather(first, *pair, *more), 5)
+    await asyncio.wait_for(asyncio.gather(*earlier, *more), 5)
     assert peer.calls == [["a"], ["b", "c"], ["d", "e"]]
     await submitter.close()
 
