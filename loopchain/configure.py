@@ -237,9 +237,17 @@ def validate_ranges(values: Mapping[str, Any]) -> None:
         _in_range(key, values[key], 1, 1024)  # LevelDB clips its sizes to 1 GB
 
 
+CHANNEL_WORKER_MODES = ("auto", "always", "never")
+
+
 def validate(values: Mapping[str, Any]) -> None:
     """Refuse combinations no layer may produce (unsafe consensus settings, impossible bounds)."""
     validate_ranges(values)
+    if values["CHANNEL_WORKERS"] not in CHANNEL_WORKER_MODES:
+        raise ConfigError(
+            f"CHANNEL_WORKERS must be one of {', '.join(CHANNEL_WORKER_MODES)}, "
+            f"got {values['CHANNEL_WORKERS']!r}"
+        )
     ratio = values["VOTING_RATIO"]
     if not 2 / 3 - 1e-9 <= ratio < 1:
         raise ConfigError(

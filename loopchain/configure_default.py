@@ -24,6 +24,11 @@ RUN_REST_PROXY = True  # peer.py starts rest_proxy.py as a child
 LOOPCHAIN_DEFAULT_CHANNEL = "loopchain_default"
 CHANNEL_MANAGE_DATA_PATH = "channel_manage_data.json"
 ENABLE_CHANNEL_AUTH = False
+# Where a peer runs its channels: "auto" runs each in a worker process of its own (its own event
+# loop, links and core, as ICON's loopchain did) when the peer serves two channels or more, and a
+# lone channel in the peer's process (a worker would only add a process and a hop); "always"
+# runs a worker even for one channel; "never" runs every channel in the peer's process.
+CHANNEL_WORKERS = "auto"
 
 # Storage
 DEFAULT_STORAGE_PATH = ".storage"

@@ -66,6 +66,7 @@ class _Lane:
     def __init__(self, link: PeerLink, open_stream: Any, call: Any) -> None:
         self.target = link.target
         self.timeout = link.timeout
+        self.metadata = link.metadata
         self._open_stream = open_stream
         self._call = call
         self._stream: Any = None
@@ -94,7 +95,7 @@ class _Lane:
     async def _open(self) -> grpc.StatusCode | None:
         """Open a stream and wait until the other peer accepts it: None when it does, else the
         status it was refused with."""
-        stream = self._open_stream(timeout=STREAM_DEADLINE_S)
+        stream = self._open_stream(timeout=STREAM_DEADLINE_S, metadata=self.metadata)
         try:
             async with asyncio.timeout(self.timeout):
                 metadata = await stream.initial_metadata()
@@ -112,7 +113,7 @@ class _Lane:
 
     async def _send_by_call(self, message: Outbound) -> bool:
         try:
-            await self._call(message, timeout=self.timeout)
+            await self._call(message, timeout=self.timeout, metadata=self.metadata)
         except grpc.aio.AioRpcError as exc:
             log.debug("send to %s failed: %s", self.target, _failure(exc))
             return False
@@ -153,8 +154,10 @@ class PeerLink:
         server_name: str = "",
         queue_size: int = 1024,
         gossip_queue_size: int = 64,
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.target = target
+        self.metadata = metadata  # sent with every stream and call (a channel worker's caller)
         self.timeout = float(config.GRPC_TIMEOUT)
         self._channel = open_channel(target, config, tls, server_name)
         self.stub = pb_grpc.PeerServiceStub(self._channel)

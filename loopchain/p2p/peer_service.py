@@ -8,7 +8,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -16,6 +16,7 @@ from loopchain.configure import RefusalLog
 from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls
+from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types import canonical
@@ -24,9 +25,6 @@ from loopchain.types.canonical import EncodingError
 from loopchain.types.peer import IDENTIFY_CHALLENGE_BYTES
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import Complaint, QuorumCertificate, Vote
-
-if TYPE_CHECKING:
-    from loopchain.p2p.callers import CallerCheck
 
 log = logging.getLogger(__name__)
 REFUSALS = RefusalLog(log)
@@ -111,11 +109,17 @@ class ChannelBackend(Protocol):
     def block_range(self, from_height: int, max_blocks: int) -> BlockRangeResult: ...
 
 
+class Callers(Protocol):
+    """Who calls: a peer id, None for a plain local caller (RequestError when refused)."""
+
+    def peer_id(self, context: Any) -> str | None: ...
+
+
 class ServiceMonitor(Protocol):
     """Where the servicer counts the errors it answers and finds the peer's metrics."""
 
     def rpc_error(self, method: str, code: str) -> None: ...
-    def exposition(self) -> bytes: ...
+    def exposition(self) -> bytes | Awaitable[bytes]: ...
 
 
 class PeerBackend(Protocol):
@@ -208,17 +212,41 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         peer_id: str,
         tls: Tls | None = None,
         monitor: ServiceMonitor | None = None,
+        *,
+        workers: Callable[[str], WorkerLink | None] | None = None,
+        callers: Callers | None = None,
     ) -> None:
+        """`workers`: the link to the worker process serving a channel (None for a channel this
+        process serves); `callers`: who calls, when not found from a TLS certificate (a channel
+        worker's caller, named by its peer)."""
         self.backend = backend
         self.peer_id = peer_id
         self.monitor = monitor
+        self._workers = workers
         self._streams: set[asyncio.Task[Any]] = set()  # inbound streams being read
         self._closing = False
-        self.callers: CallerCheck | None = None
-        if tls is not None:  # certificate checks load their library only on TLS nodes
+        self.callers: Callers | None = callers
+        if tls is not None and callers is None:  # the certificate library loads only with TLS
             from loopchain.p2p.callers import CallerCheck
 
             self.callers = CallerCheck(tls)
+
+    def _worker(self, channel: str) -> WorkerLink | None:
+        return self._workers(channel) if self._workers is not None else None
+
+    async def _forwarded(
+        self, context: Any, method: str, request: Any, *, p2p: bool = False
+    ) -> Any | None:
+        """The answer of the worker process serving `request.channel` (WorkerRefusal when it
+        refuses), or None when this process serves the channel (or no one does)."""
+        link = self._worker(request.channel)
+        if link is None:
+            return None
+        if p2p:
+            caller = self._peer_caller(context)
+        else:
+            caller = self.callers.peer_id(context) if self.callers is not None else None
+        return await link.call(method, request, caller, context.time_remaining())
 
     def _channel(self, context: Any, name: str) -> ChannelBackend:
         """The channel `name`, refused to a calling node that is not one of its parties."""
@@ -254,14 +282,25 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         context: grpc.aio.ServicerContext,
         method: str,
         work: Callable[[], T | Awaitable[T]],
+        request: Any = None,
+        *,
+        p2p: bool = False,
     ) -> T:
+        """`work`'s answer, or the answer of the worker process serving `request.channel` (a
+        peer-to-peer method's caller is checked first when `p2p`)."""
         try:
+            if request is not None and self._workers is not None:
+                forwarded = await self._forwarded(context, method, request, p2p=p2p)
+                if forwarded is not None:
+                    return forwarded  # type: ignore[no-any-return]
             result = work()
             if inspect.isawaitable(result):
                 return await result
             return result
         except (RequestError, EncodingError) as exc:
             await context.abort(*self._refusal(context, method, exc))
+        except WorkerRefusal as exc:  # counted and logged by the worker
+            await context.abort(exc.code, exc.message)
         raise AssertionError("unreachable")
 
     def _refusal(
@@ -283,7 +322,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         requests: AsyncIterator[R],
         context: grpc.aio.ServicerContext,
         method: str,
-        handle: Callable[[R, str | None], None],
+        handle: Callable[[R, str | None], bool],
     ) -> pb.Ack:
         """Each message of a stream handled as its one-call twin handles it; a refused message is
         counted and skipped (one channel's refusals do not cut off the others' messages). Who
@@ -296,20 +335,24 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             caller = self._peer_caller(context)
         except RequestError as exc:
             await context.abort(*self._refusal(context, method, exc))
-        handled = refused = 0
+        handled = refused = passed = 0
         ended = ""
         async with self._inbound_stream(context, method):
             try:
                 async with asyncio.timeout(STREAM_MAX_AGE_S):
                     async for request in requests:
                         try:
-                            handle(request, caller)
-                            handled += 1
+                            if handle(request, caller):
+                                passed += 1
+                            else:
+                                handled += 1
                         except (RequestError, EncodingError) as exc:
                             self._refusal(context, method, exc)
                             refused += 1
             except TimeoutError:  # a sender replaces its streams well before: this one is left
                 ended = f"; ended after {STREAM_MAX_AGE_S:g} s"
+        if passed:  # the worker judges them: its refusals are in its metrics and log
+            ended = f", {passed} passed to the channel's worker{ended}"
         return pb.Ack(code=0, message=f"{handled} handled, {refused} refused{ended}")
 
     @contextlib.asynccontextmanager
@@ -363,12 +406,14 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             tx = await channel.create_tx(data)
             return pb.CreateTxReply(tx_hash=tx.hash_hex, channel=tx.channel)
 
-        return await self._serve(context, "CreateTx", work)
+        return await self._serve(context, "CreateTx", work, request)
 
     async def CreateTxBatch(
         self, request: pb.CreateTxBatchRequest, context: Any
     ) -> pb.CreateTxBatchReply:
-        return await self._serve(context, "CreateTxBatch", lambda: self._tx_batch(request, context))
+        return await self._serve(
+            context, "CreateTxBatch", lambda: self._tx_batch(request, context), request
+        )
 
     async def _tx_batch(
         self, request: pb.CreateTxBatchRequest, context: Any
@@ -387,12 +432,16 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
     async def CreateTxStream(
         self, requests: AsyncIterator[pb.CreateTxBatchRequest], context: Any
     ) -> None:
-        await self._batch_stream(requests, context, "CreateTxStream", self._tx_batch)
+        await self._batch_stream(
+            requests, context, "CreateTxStream", self._tx_batch, "CreateTxBatch"
+        )
 
     async def CreateIconTxStream(
         self, requests: AsyncIterator[pb.IconTxBatchRequest], context: Any
     ) -> None:
-        await self._batch_stream(requests, context, "CreateIconTxStream", self._icon_tx_batch)
+        await self._batch_stream(
+            requests, context, "CreateIconTxStream", self._icon_tx_batch, "CreateIconTxBatch"
+        )
 
     async def _batch_stream(
         self,
@@ -400,6 +449,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         context: grpc.aio.ServicerContext,
         method: str,
         answer: Callable[[R, Any], Awaitable[pb.CreateTxBatchReply]],
+        twin: str,
     ) -> None:
         """Each batch of a client's stream answered in order as its one-call twin answers it;
         one refused as a whole gets the refusal in the reply's code and message, and the stream
@@ -409,10 +459,16 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 async with asyncio.timeout(STREAM_MAX_AGE_S):
                     async for request in requests:
                         try:
-                            reply = await answer(request, context)
+                            reply = await self._forwarded(context, twin, request)
+                            if reply is None:
+                                reply = await answer(request, context)
                         except (RequestError, EncodingError) as exc:
                             code, message = self._refusal(context, method, exc)
                             reply = pb.CreateTxBatchReply(code=code.value[0], message=message)
+                        except WorkerRefusal as exc:  # counted by the worker
+                            reply = pb.CreateTxBatchReply(
+                                code=exc.code.value[0], message=exc.message
+                            )
                         await context.write(reply)
 
     async def CreateIconTx(self, request: pb.IconTxRequest, context: Any) -> pb.CreateTxReply:
@@ -421,13 +477,13 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             tx = await channel.create_icon_tx(request.params_json)
             return pb.CreateTxReply(tx_hash=tx.hash_hex, channel=request.channel)
 
-        return await self._serve(context, "CreateIconTx", work)
+        return await self._serve(context, "CreateIconTx", work, request)
 
     async def CreateIconTxBatch(
         self, request: pb.IconTxBatchRequest, context: Any
     ) -> pb.CreateTxBatchReply:
         return await self._serve(
-            context, "CreateIconTxBatch", lambda: self._icon_tx_batch(request, context)
+            context, "CreateIconTxBatch", lambda: self._icon_tx_batch(request, context), request
         )
 
     async def _icon_tx_batch(
@@ -443,7 +499,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             balance, supply, height = await channel.balance(request.address)
             return pb.BalanceReply(balance=str(balance), total_supply=str(supply), height=height)
 
-        return await self._serve(context, "GetBalance", work)
+        return await self._serve(context, "GetBalance", work, request)
 
     async def GetTx(self, request: pb.GetTxRequest, context: Any) -> pb.GetTxReply:
         def work() -> pb.GetTxReply:
@@ -464,7 +520,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 tx_index=found.tx_index,
             )
 
-        return await self._serve(context, "GetTx", work)
+        return await self._serve(context, "GetTx", work, request)
 
     async def GetTxResult(self, request: pb.GetTxRequest, context: Any) -> pb.TxResultReply:
         def work() -> pb.TxResultReply:
@@ -484,7 +540,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 events_json=found.events_json,
             )
 
-        return await self._serve(context, "GetTxResult", work)
+        return await self._serve(context, "GetTxResult", work, request)
 
     async def GetBlock(self, request: pb.GetBlockRequest, context: Any) -> pb.BlockReply:
         def work() -> pb.BlockReply:
@@ -504,7 +560,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 tx_hashes=b"".join(tx.hash for tx in block.transactions),
             )
 
-        return await self._serve(context, "GetBlock", work)
+        return await self._serve(context, "GetBlock", work, request)
 
     async def GetStatus(self, request: pb.ChannelRequest, context: Any) -> pb.PeerStatusReply:
         def work() -> pb.PeerStatusReply:
@@ -514,10 +570,13 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             }
             return pb.PeerStatusReply(**fields)
 
-        return await self._serve(context, "GetStatus", work)
+        return await self._serve(context, "GetStatus", work, request)
 
     async def Query(self, request: pb.QueryRequest, context: Any) -> pb.QueryReply:
         try:
+            forwarded = await self._forwarded(context, "Query", request)
+            if forwarded is not None:
+                return forwarded  # type: ignore[no-any-return]
             try:
                 canonical.parse(request.params_json, floats=True)
             except EncodingError as exc:
@@ -527,6 +586,8 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         except RequestError as exc:
             self._count_error("Query", exc.kind.value)
             await context.abort(exc.kind.value, exc.message)
+        except WorkerRefusal as exc:
+            await context.abort(exc.code, exc.message)
         raise AssertionError("unreachable")
 
     async def GetScoreStatus(self, request: pb.ChannelRequest, context: Any) -> pb.ScoreStatusReply:
@@ -542,36 +603,48 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 api_json=info.api_json,
             )
 
-        return await self._serve(context, "GetScoreStatus", work)
+        return await self._serve(context, "GetScoreStatus", work, request)
 
     # ------------------------------------------------------------ peer to peer
 
-    def _add_txs(self, request: pb.TxBatch, caller: str | None) -> None:
+    def _add_txs(self, request: pb.TxBatch, caller: str | None) -> bool:
+        """Take a batch of relayed transactions; True when it went to the channel's worker."""
         if len(request.txs) > MAX_TXS_PER_BATCH:
             raise RequestError(
                 ErrorKind.INVALID,
                 f"{len(request.txs)} transactions in one batch, limit {MAX_TXS_PER_BATCH}",
             )
+        link = self._worker(request.channel)
+        if link is not None:
+            link.push(request, caller)
+            return True
         channel = self._party_channel(request.channel, caller)
         channel.receive_txs([Transaction.decode(raw) for raw in request.txs])
+        return False
 
-    def _deliver(self, request: pb.ConsensusMessage, caller: str | None) -> None:
+    def _deliver(self, request: pb.ConsensusMessage, caller: str | None) -> bool:
+        """Take a consensus message; True when it went to the channel's worker."""
+        link = self._worker(request.channel)
+        if link is not None:
+            link.push(request, caller)
+            return True
         channel = self._party_channel(request.channel, caller)
         channel.receive(decode_consensus(request, channel.pooled_transaction))
+        return False
 
     async def AddTxBatch(self, request: pb.TxBatch, context: Any) -> pb.Ack:
         def work() -> pb.Ack:
             self._add_txs(request, self._peer_caller(context))
             return pb.Ack(code=0)
 
-        return await self._serve(context, "AddTxBatch", work)
+        return await self._serve(context, "AddTxBatch", work, request, p2p=True)
 
     async def Deliver(self, request: pb.ConsensusMessage, context: Any) -> pb.Ack:
         def work() -> pb.Ack:
             self._deliver(request, self._peer_caller(context))
             return pb.Ack(code=0)
 
-        return await self._serve(context, "Deliver", work)
+        return await self._serve(context, "Deliver", work, request, p2p=True)
 
     async def AddTxStream(self, requests: AsyncIterator[pb.TxBatch], context: Any) -> pb.Ack:
         return await self._stream(requests, context, "AddTxStream", self._add_txs)
@@ -606,16 +679,17 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 reply.commit_proof.block, reply.commit_proof.certificate = found.proof
             return reply
 
-        return await self._serve(context, "GetBlockRange", work)
+        return await self._serve(context, "GetBlockRange", work, request, p2p=True)
 
     # ------------------------------------------------------------ operations
 
     async def GetMetrics(self, request: pb.MetricsRequest, context: Any) -> pb.MetricsReply:
-        def work() -> pb.MetricsReply:
+        async def work() -> pb.MetricsReply:
             if self.monitor is None:
                 raise RequestError(ErrorKind.UNIMPLEMENTED, "this peer keeps no metrics")
             try:
-                return pb.MetricsReply(text=self.monitor.exposition())
+                text = self.monitor.exposition()
+                return pb.MetricsReply(text=await text if inspect.isawaitable(text) else text)
             except OverflowError as exc:
                 raise RequestError(ErrorKind.POOL_FULL, str(exc)) from None
 

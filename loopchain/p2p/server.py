@@ -3,11 +3,14 @@ port for its own REST proxy and tools)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 from loopchain.configure import Config
 from loopchain.p2p import grpc_util
 from loopchain.p2p.peer_service import PeerBackend, PeerServicer, ServiceMonitor
+from loopchain.p2p.worker_link import ForwardedCallers, WorkerLink
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 
 
@@ -31,14 +34,37 @@ async def start_peer_server(
     port: int,
     tls: grpc_util.Tls | None,
     monitor: ServiceMonitor | None = None,
+    workers: Callable[[str], WorkerLink | None] | None = None,
 ) -> PeerServer:
     """Bind and start the server (OSError with a clear message when a port is taken); errors it
-    answers are counted by `monitor`, whose metrics GetMetrics serves."""
+    answers are counted by `monitor`, whose metrics GetMetrics serves. Calls naming a channel
+    `workers` has a link for go to that channel's worker process."""
     server = grpc_util.create_server(config, monitor.rpc_error if monitor is not None else None)
-    servicer = PeerServicer(backend, peer_id, tls, monitor)
+    servicer = PeerServicer(backend, peer_id, tls, monitor, workers=workers)
     pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
     grpc_util.bind(server, config.IP_LOCAL, port, tls)
     if tls is not None:
         grpc_util.bind(server, "127.0.0.1", port + int(config.PORT_DIFF_INNER_SERVICE))
+    await server.start()
+    return PeerServer(server, servicer)
+
+
+async def start_worker_server(
+    backend: PeerBackend,
+    peer_id: str,
+    config: Config,
+    socket_path: str,
+    tls: grpc_util.Tls | None,
+    monitor: ServiceMonitor | None = None,
+) -> PeerServer:
+    """A channel worker's server, on a unix socket only its peer reaches: who calls is what the
+    peer names in the call's metadata (with TLS on; without it, no one is named)."""
+    server = grpc_util.create_server(config, monitor.rpc_error if monitor is not None else None)
+    callers = ForwardedCallers() if tls is not None else None
+    servicer = PeerServicer(backend, peer_id, None, monitor, callers=callers)
+    pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
+    address = f"unix:{socket_path}"
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot listen on {address}")
     await server.start()
     return PeerServer(server, servicer)

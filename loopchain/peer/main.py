@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -12,9 +13,9 @@ from pathlib import Path
 from loopchain import failpoints
 from loopchain.blockchain.block_store import BlockStoreError
 from loopchain.configure import ConfigError, load_config, setup_logging
-from loopchain.lifecycle import stop_on_signals
+from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.monitor_log import start_shipping
-from loopchain.peer.node import PeerNode, PeerOptions, peer_key_path
+from loopchain.peer.node import PeerNode, PeerOptions, peer_key_path, worker_options
 from loopchain.storage.abc import StorageError
 from loopchain.types.crypto import SignatureError, key_file_is_encrypted
 from loopchain.types.passwords import (
@@ -107,7 +108,41 @@ def main(argv: list[str] | None = None) -> int:
         args.score,
         password,
     )
-    node = PeerNode(config, options)
+    return _run_node(PeerNode(config, options))
+
+
+MAX_WORKER_SPEC_BYTES = 1 << 20
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """A channel worker (`python -m loopchain.peer.worker --channel C --parent-pid P`): channel C
+    of the peer P, as P describes it in JSON on stdin; ends when P ends."""
+    parser = argparse.ArgumentParser(prog="loopchain.peer.worker")
+    parser.add_argument("--channel", required=True, help="the channel (as in the process list)")
+    parser.add_argument("--parent-pid", type=int, default=0, help="end with this process")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        spec = json.loads(sys.stdin.buffer.read(MAX_WORKER_SPEC_BYTES))
+        channel = spec["grant"]["channel"]
+        if channel != args.channel:
+            raise ValueError(f"--channel {args.channel} but its peer sent channel {channel}")
+        options = worker_options(spec)
+        config = load_config(options.config_path, overrides={"RUN_REST_PROXY": False})
+        process = f"peer:{options.port}:{channel}"
+        setup_logging(config, debug=options.debug, process=process)
+        if config.MONITOR_LOG:
+            start_shipping(config.MONITOR_LOG_HOST, config.MONITOR_LOG_PORT, "peer", process)
+        failpoints.check()
+    except (ConfigError, failpoints.FailPointError, ValueError, KeyError, TypeError) as exc:
+        print(f"channel worker: cannot start: {exc}", file=sys.stderr)
+        return 2
+    if not die_with_parent(args.parent_pid):
+        return 0
+    return _run_node(PeerNode(config, options))
+
+
+def _run_node(node: PeerNode) -> int:
+    """Run `node` until a signal: 0, or 1 when it cannot start or its storage failed."""
     try:
         asyncio.run(_run(node))
     except (*STARTUP_ERRORS, BaseExceptionGroup) as exc:

@@ -20,12 +20,15 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from loopchain.process_metrics import register_process_collectors
 from loopchain.types.block import Block
 
 MAX_EXPOSITION_BYTES = 1 << 20  # what GetMetrics answers at most
+PROCESS_FAMILY_PREFIX = "loopchain_process_"  # one process's own figures (process_metrics)
 MAX_PENDING_INTAKES = 10_000  # transactions whose intake time is kept until their block is final
 SAMPLES_PER_BATCH = 16  # of each accepted batch, the first ones are timed to finality
 
@@ -235,3 +238,43 @@ class PeerMetrics:
                 f"the metrics exposition is {len(text)} bytes, limit {MAX_EXPOSITION_BYTES}"
             )
         return text
+
+
+def merged_exposition(own: bytes, workers: Mapping[str, bytes]) -> bytes:
+    """One exposition of a peer and its channel workers: each family once, with the samples of
+    all of them. A worker's process figures (CPU, memory, open files) are labelled with its
+    channel; its other series without a channel (gRPC errors by method and code, log shipping)
+    are added to the peer's, so the peer's figures mean the same with workers or without."""
+    families: dict[str, Metric] = {}
+    values: dict[tuple[str, str, frozenset[tuple[str, str]]], float] = {}
+
+    def add(text: bytes, channel: str | None) -> None:
+        for family in text_string_to_metric_families(text.decode()):
+            if family.name not in families:
+                families[family.name] = Metric(family.name, family.documentation, family.type)
+            per_process = family.name.startswith(PROCESS_FAMILY_PREFIX)
+            for sample in family.samples:
+                labels = sample.labels
+                if channel is not None and per_process and "channel" not in labels:
+                    labels = {**labels, "channel": channel}
+                key = (family.name, sample.name, frozenset(labels.items()))
+                values[key] = values.get(key, 0.0) + sample.value
+
+    add(own, None)
+    for channel, text in sorted(workers.items()):
+        add(text, channel)
+    for (family_name, name, labels), value in values.items():
+        families[family_name].samples.append(Sample(name, dict(labels), value))
+
+    class _Merged(Collector):
+        def collect(self) -> Iterable[Metric]:
+            return list(families.values())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Merged())
+    text = generate_latest(registry)
+    if len(text) > MAX_EXPOSITION_BYTES:
+        raise OverflowError(
+            f"the metrics exposition is {len(text)} bytes, limit {MAX_EXPOSITION_BYTES}"
+        )
+    return text

@@ -10,6 +10,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import Config
@@ -24,9 +25,12 @@ from loopchain.p2p.radiostation_client import (
     RadioStationUnreachable,
     Registration,
 )
-from loopchain.p2p.server import PeerServer, start_peer_server
+from loopchain.p2p.server import PeerServer, start_peer_server, start_worker_server
+from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
-from loopchain.peer.metrics import PeerMetrics
+from loopchain.peer.metrics import PeerMetrics, merged_exposition
+from loopchain.peer.workers import ChannelWorker
+from loopchain.scoreservice.supervisor import keep_memory_private
 from loopchain.storage.abc import KeyValueStore
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types.crypto import KeyFile, KeyProtection, Signer, open_key_file
@@ -52,6 +56,46 @@ class PeerOptions:
     debug: bool
     score_package: str | None = None  # -c: run this package instead of the channel's
     key_password: str | None = None  # encrypts a new key file, opens an encrypted one
+    worker: WorkerSpec | None = None  # set in a channel worker: the one channel it runs
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a channel worker runs: its peer's grant of the channel, and where it serves."""
+
+    grant: ChannelGrant
+    issuer: str  # the RadioStation's address that granted it
+    socket_path: str
+
+
+def worker_spec_json(options: PeerOptions, grant: ChannelGrant, issuer: str) -> dict[str, Any]:
+    """What the peer hands a channel worker on its stdin (its socket is added by the worker's
+    supervisor)."""
+    return {
+        "port": options.port,
+        "radiostation_targets": list(options.radiostation_targets),
+        "private_key_path": options.private_key_path,
+        "config_path": options.config_path,
+        "debug": options.debug,
+        "score_package": options.score_package,
+        "key_password": options.key_password,
+        "grant": _grant_json(grant),
+        "issuer": issuer,
+    }
+
+
+def worker_options(spec: dict[str, Any]) -> PeerOptions:
+    """The options of a channel worker from what its peer handed it (worker_spec_json)."""
+    return PeerOptions(
+        int(spec["port"]),
+        tuple(spec["radiostation_targets"]),
+        spec["private_key_path"],
+        spec["config_path"],
+        bool(spec["debug"]),
+        spec["score_package"],
+        spec["key_password"],
+        WorkerSpec(_grant_from_json(spec["grant"]), str(spec["issuer"]), str(spec["socket"])),
+    )
 
 
 def peer_key_path(config: Config, port: int, private_key_path: str | None) -> Path:
@@ -70,7 +114,8 @@ class PeerNode:
         self.port = options.port
         self.root = Path(config.DEFAULT_STORAGE_PATH) / f"peer_{options.port}"
         self.target = f"{config.LOOPCHAIN_HOST}:{options.port}"
-        self.channels: dict[str, ChannelService] = {}
+        self.channels: dict[str, ChannelService] = {}  # served in this process
+        self.workers: dict[str, ChannelWorker] = {}  # served by a worker process each
         self.transport: GrpcTransport | None = None
         self.stores: list[KeyValueStore] = []
         self.signer: Signer | None = None
@@ -101,38 +146,70 @@ class PeerNode:
             raise RequestError(ErrorKind.NOT_FOUND, f"channel {name!r} is not served by this peer")
         return service
 
+    def worker_link(self, name: str) -> WorkerLink | None:
+        """The link to the worker process serving channel `name`, None when there is none."""
+        worker = self.workers.get(name or self.config.LOOPCHAIN_DEFAULT_CHANNEL)
+        return worker.link if worker is not None else None
+
+    def rpc_error(self, method: str, code: str) -> None:
+        self.metrics.rpc_error(method, code)
+
+    async def exposition(self) -> bytes:
+        """This process's metrics, with those of its channel workers (each of their series
+        labelled with the worker's channel)."""
+        own = self.metrics.exposition()
+        if not self.workers:
+            return own
+        texts: dict[str, bytes] = {}
+        for name, worker in self.workers.items():
+            try:
+                texts[name] = await worker.link.exposition()
+            except WorkerRefusal as exc:
+                log.debug("no metrics from the worker of channel %s: %s", name, exc.message)
+        return merged_exposition(own, texts)
+
     # ------------------------------------------------------------ run
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start everything, serve until `stop` is set, then shut down gracefully."""
         self._stop = stop
+        worker = self.options.worker
         # 1. claim this peer's store (fails at once if another process holds it) and identity
-        self.node_store = LevelDBStore(self.root / "node")
+        #    (a channel worker keeps its channel's member list in a store of its own)
+        node_dir = self.root / worker.grant.channel / "node" if worker else self.root / "node"
+        self.node_store = LevelDBStore(node_dir)
         self.stores.append(self.node_store)
         key_path = peer_key_path(self.config, self.port, self.options.private_key_path)
         key = open_key_file(key_path, self.options.key_password)
-        _warn_about_key(key, self.options.key_password is not None)
+        if worker is None:
+            _warn_about_key(key, self.options.key_password is not None)
         self.signer = key.signer
         log.info("peer id %s, target %s", self.signer.address, self.target)
         # 2. serve gRPC (fails at once if the port is taken)
         self.tls = grpc_util.load_tls(self.config, self.root / "tls")
         self.transport = GrpcTransport(self.config, self.tls)
-        server = await start_peer_server(
-            self, self.signer.address, self.config, self.port, self.tls, self.metrics
-        )
+        server = await self._start_server(worker)
         rest_child: asyncio.subprocess.Process | None = None
         try:
             # 3. the REST proxy (stateless: it asks this peer per request) starts now, so that its
             #    start-up overlaps registration and the channels' opening
-            if self.config.RUN_REST_PROXY:
+            if self.config.RUN_REST_PROXY and worker is None:
                 rest_child = await self._start_rest_proxy()
             async with asyncio.TaskGroup() as group:
                 rs = RadioStationClient(self.options.radiostation_targets[0], self.config, self.tls)
-                registration = await self._register(rs, stop)
+                registration: Registration | None
+                if worker is not None:
+                    registration = Registration(0, worker.issuer, (worker.grant,))
+                else:
+                    registration = await self._register(rs, stop)
                 if registration is None:
                     return
+                in_workers = worker is None and self._in_workers(len(registration.channels))
                 for grant in registration.channels:
-                    self._open_channel(grant, registration.radiostation_address, group)
+                    if in_workers:
+                        self._start_worker(grant, registration.radiostation_address, group)
+                    else:
+                        self._open_channel(grant, registration.radiostation_address, group)
                 group.create_task(self._heartbeat_loop(rs, stop), name="heartbeat")
                 await stop.wait()
                 raise _Stop()
@@ -140,6 +217,29 @@ class PeerNode:
             pass
         finally:
             await self._shutdown(server, rest_child)
+
+    async def _start_server(self, worker: WorkerSpec | None) -> PeerServer:
+        assert self.signer is not None
+        if worker is not None:
+            return await start_worker_server(
+                self, self.signer.address, self.config, worker.socket_path, self.tls, self.metrics
+            )
+        return await start_peer_server(
+            self, self.signer.address, self.config, self.port, self.tls, self, self.worker_link
+        )
+
+    def _in_workers(self, channels: int) -> bool:
+        """Whether the channels run in worker processes (CHANNEL_WORKERS)."""
+        mode = self.config.CHANNEL_WORKERS
+        return mode == "always" or (mode == "auto" and channels >= 2)
+
+    def _start_worker(self, grant: ChannelGrant, issuer: str, group: asyncio.TaskGroup) -> None:
+        if not self.workers and not keep_memory_private():  # its workers' SCOREs are its own too
+            log.warning("could not make this process non-dumpable: SCOREs may read its memory")
+        spec = worker_spec_json(self.options, grant, issuer)
+        worker = ChannelWorker(grant.channel, spec, self.config, self._fail)
+        self.workers[grant.channel] = worker
+        group.create_task(worker.run(), name=f"worker:{grant.channel}")
 
     async def _register(self, rs: RadioStationClient, stop: asyncio.Event) -> Registration | None:
         """Register with the RadioStation, falling back to the last registration it gave us."""
@@ -307,6 +407,7 @@ class PeerNode:
         self, server: PeerServer, rest_child: asyncio.subprocess.Process | None
     ) -> None:
         log.info("shutting down")
+        await asyncio.gather(*(worker.stop() for worker in self.workers.values()))
         if rest_child is not None and rest_child.returncode is None:
             rest_child.terminate()
             try:
@@ -355,28 +456,30 @@ def _encode_registration(registration: Registration) -> bytes:
         {
             "order": registration.order,
             "radiostation_address": registration.radiostation_address,
-            "channels": [
-                {
-                    "channel": g.channel,
-                    "score_package": g.score_package,
-                    "validators": g.validators.encode().decode(),
-                    "score_settings": g.score_settings,
-                }
-                for g in registration.channels
-            ],
+            "channels": [_grant_json(g) for g in registration.channels],
         }
     ).encode()
 
 
+def _grant_json(grant: ChannelGrant) -> dict[str, Any]:
+    return {
+        "channel": grant.channel,
+        "score_package": grant.score_package,
+        "validators": grant.validators.encode().decode(),
+        "score_settings": grant.score_settings,
+    }
+
+
+def _grant_from_json(c: dict[str, Any]) -> ChannelGrant:
+    return ChannelGrant(
+        c["channel"],
+        c["score_package"],
+        ValidatorSet.decode(c["validators"].encode()),
+        c.get("score_settings", {}),
+    )
+
+
 def _decode_registration(raw: bytes) -> Registration:
     data = json.loads(raw)
-    grants = tuple(
-        ChannelGrant(
-            c["channel"],
-            c["score_package"],
-            ValidatorSet.decode(c["validators"].encode()),
-            c.get("score_settings", {}),
-        )
-        for c in data["channels"]
-    )
+    grants = tuple(_grant_from_json(c) for c in data["channels"])
     return Registration(data["order"], data["radiostation_address"], grants)

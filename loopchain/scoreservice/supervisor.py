@@ -243,7 +243,7 @@ class ScoreSupervisor:
             await self._until_exit_or_stop(process)
         finally:
             self._ready.clear()
-            await _terminate(process)
+            await terminate(process)
         ended = f"exit code {process.returncode}"
         return f"{ended}: {failure}" if failure else ended
 
@@ -319,14 +319,7 @@ class ScoreSupervisor:
         return False
 
     async def _until_exit_or_stop(self, process: asyncio.subprocess.Process) -> None:
-        exited = asyncio.ensure_future(process.wait())
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (exited, stopping):
-                task.cancel()
-            await asyncio.gather(exited, stopping, return_exceptions=True)
+        await until_exit_or(process, self._stopping)
 
     def kill(self) -> None:
         """SIGKILL the process (it is restarted and re-loaded); used when an invoke misses its deadline."""
@@ -341,7 +334,7 @@ class ScoreSupervisor:
         self._stopping.set()
         process = self._process
         if process is not None:
-            await _terminate(process)
+            await terminate(process)
         if self._running:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STOP_DEADLINE * 2):
@@ -349,13 +342,25 @@ class ScoreSupervisor:
         await self._client.close()
 
 
-async def _terminate(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM the process and wait; SIGKILL it when it does not exit within STOP_DEADLINE."""
+async def until_exit_or(process: asyncio.subprocess.Process, event: asyncio.Event) -> None:
+    """Wait until `process` exits or `event` is set, whichever comes first."""
+    exited = asyncio.ensure_future(process.wait())
+    stopping = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (exited, stopping):
+            task.cancel()
+        await asyncio.gather(exited, stopping, return_exceptions=True)
+
+
+async def terminate(process: asyncio.subprocess.Process, deadline: float = STOP_DEADLINE) -> None:
+    """SIGTERM the process and wait; SIGKILL it when it does not exit within `deadline` s."""
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.terminate()
         try:
-            async with asyncio.timeout(STOP_DEADLINE):
+            async with asyncio.timeout(deadline):
                 await process.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):

@@ -31,6 +31,7 @@ from loopchain.configure import MAX_CONFIG_INT, ConfigError, load_config
         ("LEADER_COMPLAIN_RATIO", "0", ["LEADER_COMPLAIN_RATIO", "above 0"]),
         ("LEVELDB_WRITE_BUFFER_MB", "0", ["LEVELDB_WRITE_BUFFER_MB", "at least 1"]),
         ("LEVELDB_MAX_FILE_MB", "4096", ["LEVELDB_MAX_FILE_MB", "at most 1024"]),
+        ("CHANNEL_WORKERS", "sometimes", ["CHANNEL_WORKERS", "auto, always, never", "sometimes"]),
     ],
 )
 def test_environment_values_out_of_range_name_the_key(

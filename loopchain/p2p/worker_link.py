@@ -1,0 +1,127 @@
+"""The peer's calls into its channel workers.
+
+A channel worker serves the PeerService of its one channel on a unix socket that only the peer's
+user can reach. The peer's public server hands it every call naming that channel: a unary call
+as it came (within what is left of the caller's deadline), a message of another peer's gossip or
+consensus stream onto a stream of its own per calling peer, so that each caller's messages stay in
+order. Who called (the peer id of a mutual-TLS caller) travels in the call's metadata, which the
+worker trusts because only this process can reach its socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from loopchain.configure import Config
+from loopchain.p2p.errors import ErrorKind
+from loopchain.p2p.grpc_util import open_channel
+from loopchain.p2p.peer_client import Outbound, PeerLink
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+
+CALLER_KEY = "x-loopchain-caller"  # metadata: the peer id of the peer's own mutual-TLS caller
+MAX_CALLER_LINKS = 256  # callers with a stream of their own into one worker (then: shared)
+DEFAULT_DEADLINE_S = 30.0  # a forwarded call whose caller set no deadline
+_KINDS = {kind.value: kind for kind in ErrorKind}
+
+
+class WorkerRefusal(Exception):
+    """A channel worker's error answer to a forwarded call, to be passed on to the caller as it
+    is (the worker counted and logged it)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def kind(self) -> ErrorKind:
+        return _KINDS.get(self.code, ErrorKind.UNAVAILABLE)
+
+
+class ForwardedCallers:
+    """The caller check of a worker behind a peer over mutual TLS: the peer id the peer found
+    for the call, from its metadata (None: a plain local caller, as on the peer)."""
+
+    def peer_id(self, context: Any) -> str | None:
+        for key, value in context.invocation_metadata() or ():
+            if key == CALLER_KEY:
+                return str(value)
+        return None
+
+
+def _metadata(caller: str | None) -> tuple[tuple[str, str], ...]:
+    return ((CALLER_KEY, caller),) if caller else ()
+
+
+class WorkerLink:
+    """The peer's connection to the worker of `channel` listening on `socket_path`."""
+
+    def __init__(self, channel: str, socket_path: Path, config: Config) -> None:
+        self.channel = channel
+        self.target = f"unix:{socket_path}"
+        self._config = config
+        self._grpc = open_channel(self.target, config)
+        self.stub = pb_grpc.PeerServiceStub(self._grpc)
+        self._links: dict[str | None, PeerLink] = {}
+        self._closed = False
+
+    async def call(
+        self, method: str, request: Any, caller: str | None, deadline: float | None
+    ) -> Any:
+        """The worker's answer to `request` by `method`; WorkerRefusal with its status when it
+        refuses, or when it cannot be reached (UNAVAILABLE: it is starting or restarting)."""
+        timeout = DEFAULT_DEADLINE_S if deadline is None else max(0.0, deadline)
+        if self._closed:
+            raise WorkerRefusal(grpc.StatusCode.UNAVAILABLE, self._stopping)
+        try:
+            return await getattr(self.stub, method)(
+                request, timeout=timeout, metadata=_metadata(caller)
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            message = exc.details() or code.name
+            if code is grpc.StatusCode.UNAVAILABLE and not message.startswith("channel"):
+                message = f"channel {self.channel}: its worker process is not answering ({message})"
+            raise WorkerRefusal(code, message) from None
+        except grpc.aio.UsageError:  # closed meanwhile: the peer is stopping
+            raise WorkerRefusal(grpc.StatusCode.UNAVAILABLE, self._stopping) from None
+
+    @property
+    def _stopping(self) -> str:
+        return f"channel {self.channel}: this peer is stopping"
+
+    async def exposition(self) -> bytes:
+        """The worker's metrics in the Prometheus text format (WorkerRefusal when it cannot say)."""
+        reply = await self.call(
+            "GetMetrics", pb.MetricsRequest(), None, float(self._config.GRPC_TIMEOUT)
+        )
+        return bytes(reply.text)
+
+    def push(self, message: Outbound, caller: str | None) -> None:
+        """Hand a gossip or consensus message of `caller` to the worker, in order after the
+        caller's earlier ones (dropped, oldest first, when the worker falls behind by a lane)."""
+        if self._closed:
+            return
+        link = self._links.get(caller)
+        if link is None:
+            if len(self._links) >= MAX_CALLER_LINKS:  # never so many peers: share one stream
+                caller = next(iter(self._links))
+                link = self._links[caller]
+            else:
+                link = PeerLink(self.target, self._config, metadata=_metadata(caller))
+                link.start()
+                self._links[caller] = link
+        link.send(message)
+
+    async def close(self) -> None:
+        self._closed = True
+        for link in self._links.values():
+            with contextlib.suppress(Exception):
+                await link.close()
+        self._links.clear()
+        await self._grpc.close()

@@ -1,0 +1,175 @@
+"""Channel workers, with the real processes: four peers in two channels run each channel in a
+worker process of its own (CHANNEL_WORKERS "auto"), with its own SCORE process. A worker killed
+with kill -9 is started again by its peer and its channel catches up, while the peer's other
+channel goes on meanwhile; a peer killed with kill -9 takes its workers (and their SCOREs) with it
+and, started again, serves both channels on its port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from tools.procs import LocalNetwork, http, wait_until
+
+ALPHA, BETA = "alpha", "beta"
+CHANNELS = {
+    ALPHA: {"score_package": "loopchain/default"},
+    BETA: {"score_package": "loopchain/default"},
+}
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
+    network = LocalNetwork(tmp_path_factory.mktemp("workers"), {"LOOPCHAIN_DEFAULT_CHANNEL": ALPHA})
+    try:
+        yield network.start_with_peers(4, channels=CHANNELS)
+    finally:
+        network.stop_and_check()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode() for part in raw.split(b"\0") if part]
+
+
+def workers(peer_pid: int) -> dict[str, int]:
+    """The worker processes of a peer by channel (from their command lines)."""
+    found = {}
+    for pid in _children(peer_pid):
+        args = _cmdline(pid)
+        if "loopchain.peer.worker" in args:
+            found[args[args.index("--channel") + 1]] = pid
+    return found
+
+
+def score_children(pid: int) -> list[int]:
+    return [c for c in _children(pid) if "loopchain.scoreservice.process" in _cmdline(c)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def submit(net: LocalNetwork, port: int, channel: str, data: object) -> str | None:
+    """The hash of a transaction `port` accepted into `channel`, None when it refused it now."""
+    body_bytes = json.dumps({"channel": channel, "data": data}).encode()
+    status, body = http("POST", f"{net.rest(port)}/api/v1/transactions", body_bytes)
+    return str(body["tx_hash"]) if status == 200 and body.get("response_code") == 0 else None
+
+
+def final_everywhere(net: LocalNetwork, channel: str, tx_hash: str) -> bool:
+    for port in net.peers:
+        url = f"{net.rest(port)}/api/v1/transactions?hash={tx_hash}&channel={channel}"
+        status, body = http("GET", url)
+        if status != 200 or body.get("block_height", -1) < 0:
+            return False
+    return True
+
+
+def committed(net: LocalNetwork, port: int, channel: str, data: object, what: str) -> str:
+    """Submit through `port` (again while it refuses) and wait until final on every peer."""
+    accepted: list[str] = []
+
+    def accept() -> bool:
+        tx_hash = submit(net, port, channel, data)
+        if tx_hash is not None:
+            accepted.append(tx_hash)
+        return bool(accepted)
+
+    wait_until(accept, 60, f"{what}: accepted by peer {port}")
+    wait_until(partial(final_everywhere, net, channel, accepted[0]), 90, f"{what}: final")
+    return accepted[0]
+
+
+def test_each_channel_runs_in_a_worker_of_its_own_with_its_own_score(net: LocalNetwork) -> None:
+    for port, proc in net.peers.items():
+        found = workers(proc.pid)
+        assert sorted(found) == [ALPHA, BETA], (port, found)
+        for channel, pid in found.items():
+            assert len(score_children(pid)) == 1, (port, channel)
+        assert score_children(proc.pid) == [], "the peer's own process runs no SCORE"
+    for channel in CHANNELS:
+        committed(net, min(net.peers), channel, f"first in {channel}", f"a first tx of {channel}")
+
+
+def test_a_killed_worker_comes_back_and_the_other_channel_goes_on(net: LocalNetwork) -> None:
+    port = sorted(net.peers)[1]
+    peer = net.peers[port]
+    before = workers(peer.pid)
+    victim = before[ALPHA]
+    victim_scores = score_children(victim)
+    acknowledged = committed(net, port, ALPHA, "before the kill", "an alpha tx before the kill")
+    os.kill(victim, signal.SIGKILL)
+    # the peer's other channel is served meanwhile, through the same peer and REST proxy
+    committed(net, port, BETA, "while alpha's worker is down", "a beta tx meanwhile")
+    assert workers(peer.pid)[BETA] == before[BETA], "the other worker was not restarted"
+    wait_until(
+        lambda: workers(peer.pid).get(ALPHA, victim) != victim,
+        30,
+        "a new worker of alpha",
+    )
+    wait_until(
+        lambda: not any(_alive(pid) for pid in victim_scores),
+        30,
+        "the killed worker's SCORE process ends with it",
+    )
+    committed(net, port, ALPHA, "after the restart", "an alpha tx through the restarted worker")
+    assert final_everywhere(net, ALPHA, acknowledged)
+    heights = {p: net.status(p, ALPHA)["block_height"] for p in net.peers}
+    wait_until(
+        lambda: len({net.status(p, ALPHA)["block_height"] for p in net.peers}) == 1,
+        30,
+        f"alpha at one height on every peer (was {heights})",
+    )
+    assert peer.alive
+
+
+def test_a_killed_peer_takes_its_workers_along_and_starts_again(net: LocalNetwork) -> None:
+    port = sorted(net.peers)[2]
+    peer = net.peers[port]
+    descendants = list(workers(peer.pid).values())
+    descendants += [s for w in descendants for s in score_children(w)]
+    proxies = [c for c in _children(peer.pid) if "rest_proxy.py" in " ".join(_cmdline(c))]
+    assert len(descendants) == 4 and len(proxies) == 1
+    peer.send_signal(signal.SIGKILL)
+    peer.wait(30)
+    wait_until(
+        lambda: not any(_alive(pid) for pid in descendants + proxies),
+        30,
+        "the killed peer's workers, SCOREs and REST proxy end",
+    )
+    net.start_peer(port)
+    new = net.peers[port]
+    assert sorted(workers(new.pid)) == [ALPHA, BETA]
+    for channel in CHANNELS:
+        committed(net, port, channel, f"after the peer's restart in {channel}", f"{channel} tx")
+    body = json.dumps({"channel": "nobody", "data": 1}).encode()
+    status, reply = http("POST", f"{net.rest(port)}/api/v1/transactions", body)
+    assert status == 404 and "'nobody' is not served" in reply["message"], reply

@@ -1,0 +1,115 @@
+"""The pieces of channel workers that need no network: the merged metrics of a peer and its
+workers, a worker's refusal of what its peer hands it, and when a peer runs workers at all."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from loopchain.configure import load_config
+from loopchain.peer.metrics import PeerMetrics, merged_exposition
+from loopchain.peer.node import PeerNode, PeerOptions
+
+
+def _series(text: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            key = (sample.name, frozenset(sample.labels.items()))
+            assert key not in found, f"{key} twice"
+            found[key] = sample.value
+    return found
+
+
+def _worker_text(channel: str, committed: int) -> bytes:
+    metrics = PeerMetrics(process=True)
+    metrics.channel(channel).committed_txs.inc(committed)
+    metrics.rpc_error("GetTx", "NOT_FOUND")
+    return metrics.exposition()
+
+
+def test_merged_metrics_show_each_family_once_with_every_workers_series() -> None:
+    own = PeerMetrics(process=True)
+    own.rpc_error("Identify", "INVALID_ARGUMENT")
+    text = merged_exposition(
+        own.exposition(), {"alpha": _worker_text("alpha", 3), "beta": _worker_text("beta", 5)}
+    )
+    series = _series(text)
+    assert series[("loopchain_committed_txs_total", frozenset({("channel", "alpha")}))] == 3
+    assert series[("loopchain_committed_txs_total", frozenset({("channel", "beta")}))] == 5
+    # each process's own figures: the peer's unlabelled, each worker's with its channel
+    cpu = [labels for name, labels in series if name == "loopchain_process_cpu_seconds_total"]
+    assert sorted(dict(labels).get("channel", "") for labels in cpu) == ["", "alpha", "beta"]
+    errors = {
+        labels: value
+        for (name, labels), value in series.items()
+        if name.startswith("loopchain_grpc_errors")
+    }
+    # the gRPC errors the peer's processes answered, by method and code, summed
+    assert errors == {
+        frozenset({("method", "Identify"), ("code", "INVALID_ARGUMENT")}): 1,
+        frozenset({("method", "GetTx"), ("code", "NOT_FOUND")}): 2,
+    }
+    assert text.count(b"# TYPE loopchain_committed_txs_total counter") == 1
+
+
+def test_without_workers_the_peers_own_metrics_are_kept() -> None:
+    own = PeerMetrics()
+    own.channel("alpha").committed_txs.inc(2)
+    series = _series(merged_exposition(own.exposition(), {}))
+    assert series[("loopchain_committed_txs_total", frozenset({("channel", "alpha")}))] == 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "channels", "expected"),
+    [
+        ("auto", 1, False),
+        ("auto", 2, True),
+        ("always", 1, True),
+        ("never", 3, False),
+    ],
+)
+def test_when_a_peer_runs_its_channels_in_workers(mode: str, channels: int, expected: bool) -> None:
+    config = load_config(overrides={"CHANNEL_WORKERS": mode})
+    node = PeerNode(config, PeerOptions(7100, ("127.0.0.1:7102",), None, None, False))
+    assert node._in_workers(channels) is expected
+
+
+def _worker(stdin: bytes, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "loopchain.peer.worker", *args],
+        input=stdin.decode(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_worker_refuses_a_spec_that_is_not_json_and_a_channel_it_was_not_named() -> None:
+    done = _worker(b"{not json", "--channel", "alpha")
+    assert done.returncode == 2 and "cannot start" in done.stderr, done.stderr
+    spec = {
+        "port": 7100,
+        "radiostation_targets": ["127.0.0.1:7102"],
+        "private_key_path": None,
+        "config_path": None,
+        "debug": False,
+        "score_package": None,
+        "key_password": None,
+        "grant": {
+            "channel": "beta",
+            "score_package": "loopchain/default",
+            "validators": "[]",
+            "score_settings": {},
+        },
+        "issuer": "hx" + "0" * 40,
+        "socket": "/nonexistent/peer.sock",
+    }
+    done = _worker(json.dumps(spec).encode(), "--channel", "alpha")
+    assert done.returncode == 2, done.stderr
+    assert "--channel alpha but its peer sent channel beta" in done.stderr, done.stderr
