@@ -25,9 +25,10 @@ LOOPCHAIN_DEFAULT_CHANNEL = "loopchain_default"
 CHANNEL_MANAGE_DATA_PATH = "channel_manage_data.json"
 ENABLE_CHANNEL_AUTH = False
 # Where a peer runs its channels: "auto" runs each in a worker process of its own (its own event
-# loop, links and core, as ICON's loopchain did) when the peer serves two channels or more, and a
-# lone channel in the peer's process (a worker would only add a process and a hop); "always"
-# runs a worker even for one channel; "never" runs every channel in the peer's process.
+# loop, links and core, as ICON's loopchain did) when the peer serves two channels or more and
+# may use a core per channel and one more; else in the peer's process (a lone channel, or
+# channels that would only take turns on the same cores, gain nothing from a process and a hop
+# each). "always" runs a worker per channel, one channel too; "never" never.
 CHANNEL_WORKERS = "auto"
 
 # Storage

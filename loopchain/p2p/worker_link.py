@@ -25,7 +25,8 @@ from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 
 CALLER_KEY = "x-loopchain-caller"  # metadata: the peer id of the peer's own mutual-TLS caller
 MAX_CALLER_LINKS = 256  # callers with a stream of their own into one worker (then: shared)
-DEFAULT_DEADLINE_S = 30.0  # a forwarded call whose caller set no deadline
+# the most a forwarded call waits (a stream's batch would get its stream's long deadline)
+MAX_DEADLINE_S = 30.0
 _KINDS = {kind.value: kind for kind in ErrorKind}
 
 
@@ -75,7 +76,7 @@ class WorkerLink:
     ) -> Any:
         """The worker's answer to `request` by `method`; WorkerRefusal with its status when it
         refuses, or when it cannot be reached (UNAVAILABLE: it is starting or restarting)."""
-        timeout = DEFAULT_DEADLINE_S if deadline is None else max(0.0, deadline)
+        timeout = MAX_DEADLINE_S if deadline is None else min(max(0.0, deadline), MAX_DEADLINE_S)
         if self._closed:
             raise WorkerRefusal(grpc.StatusCode.UNAVAILABLE, self._stopping)
         try:

@@ -98,6 +98,14 @@ def worker_options(spec: dict[str, Any]) -> PeerOptions:
     )
 
 
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def peer_key_path(config: Config, port: int, private_key_path: str | None) -> Path:
     """The peer's key file: --private, or peer_key in the peer's storage directory."""
     if private_key_path:
@@ -228,10 +236,15 @@ class PeerNode:
             self, self.signer.address, self.config, self.port, self.tls, self, self.worker_link
         )
 
-    def _in_workers(self, channels: int) -> bool:
-        """Whether the channels run in worker processes (CHANNEL_WORKERS)."""
+    def _in_workers(self, channels: int, cores: int | None = None) -> bool:
+        """Whether the channels run in worker processes (CHANNEL_WORKERS): "auto" runs them so
+        when there are two or more and this process may use a core per channel and one more
+        (for the peer, its REST proxy and the SCOREs); with fewer the workers would only take
+        turns on the same cores, at the cost of a process each and a hop per call."""
         mode = self.config.CHANNEL_WORKERS
-        return mode == "always" or (mode == "auto" and channels >= 2)
+        if mode != "auto":
+            return bool(mode == "always")
+        return channels >= 2 and (usable_cores() if cores is None else cores) > channels
 
     def _start_worker(self, grant: ChannelGrant, issuer: str, group: asyncio.TaskGroup) -> None:
         if not self.workers and not keep_memory_private():  # its workers' SCOREs are its own too

@@ -1,5 +1,6 @@
 """Channel workers, with the real processes: four peers in two channels run each channel in a
-worker process of its own (CHANNEL_WORKERS "auto"), with its own SCORE process. A worker killed
+worker process of its own (CHANNEL_WORKERS "always": "auto" would on a machine of fewer than three
+cores), with its own SCORE process. A worker killed
 with kill -9 is started again by its peer and its channel catches up, while the peer's other
 channel goes on meanwhile; a peer killed with kill -9 takes its workers (and their SCOREs) with it
 and, started again, serves both channels on its port."""
@@ -26,7 +27,10 @@ CHANNELS = {
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
-    network = LocalNetwork(tmp_path_factory.mktemp("workers"), {"LOOPCHAIN_DEFAULT_CHANNEL": ALPHA})
+    network = LocalNetwork(
+        tmp_path_factory.mktemp("workers"),
+        {"LOOPCHAIN_DEFAULT_CHANNEL": ALPHA, "CHANNEL_WORKERS": "always"},
+    )
     try:
         yield network.start_with_peers(4, channels=CHANNELS)
     finally:

@@ -31,7 +31,13 @@ from tools.procs import INNER_DIFF, TlsNetwork, get, wait_until
 ALPHA, BETA = "alpha", "beta"
 RS_NAME = "loopchain-radiostation"
 DEADLINE = 5.0  # seconds, every gRPC call of this test
-CONFIG = {"ENABLE_CHANNEL_AUTH": True, "LOOPCHAIN_DEFAULT_CHANNEL": ALPHA, "RUN_REST_PROXY": False}
+# A serves two channels, each in a worker process: the callers A's port finds are judged there
+CONFIG = {
+    "ENABLE_CHANNEL_AUTH": True,
+    "LOOPCHAIN_DEFAULT_CHANNEL": ALPHA,
+    "RUN_REST_PROXY": False,
+    "CHANNEL_WORKERS": "always",
+}
 
 
 # ------------------------------------------------------------------ TLS material

@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loopchain.configure import load_config
+from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.peer.metrics import PeerMetrics, merged_exposition
 from loopchain.peer.node import PeerNode, PeerOptions
+from loopchain.protos import loopchain_pb2 as pb
 
 
 def _series(text: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -65,18 +69,22 @@ def test_without_workers_the_peers_own_metrics_are_kept() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "channels", "expected"),
+    ("mode", "channels", "cores", "expected"),
     [
-        ("auto", 1, False),
-        ("auto", 2, True),
-        ("always", 1, True),
-        ("never", 3, False),
+        ("auto", 1, 8, False),  # one channel: nothing to run apart
+        ("auto", 2, 3, True),  # a core per channel and one for the rest
+        ("auto", 2, 2, False),  # the workers would take turns on the same cores
+        ("auto", 3, 4, True),
+        ("always", 1, 1, True),
+        ("never", 3, 64, False),
     ],
 )
-def test_when_a_peer_runs_its_channels_in_workers(mode: str, channels: int, expected: bool) -> None:
+def test_when_a_peer_runs_its_channels_in_workers(
+    mode: str, channels: int, cores: int, expected: bool
+) -> None:
     config = load_config(overrides={"CHANNEL_WORKERS": mode})
     node = PeerNode(config, PeerOptions(7100, ("127.0.0.1:7102",), None, None, False))
-    assert node._in_workers(channels) is expected
+    assert node._in_workers(channels, cores) is expected
 
 
 def _worker(stdin: bytes, *args: str) -> subprocess.CompletedProcess[str]:
@@ -113,3 +121,21 @@ def test_a_worker_refuses_a_spec_that_is_not_json_and_a_channel_it_was_not_named
     done = _worker(json.dumps(spec).encode(), "--channel", "alpha")
     assert done.returncode == 2, done.stderr
     assert "--channel alpha but its peer sent channel beta" in done.stderr, done.stderr
+
+
+async def test_a_worker_not_listening_is_answered_unavailable_naming_the_channel(
+    tmp_path: Path,
+) -> None:
+    config = load_config(overrides={"GRPC_TIMEOUT": 2.0})
+    link = WorkerLink("alpha", tmp_path / "nobody.sock", config)
+    request = pb.ChannelRequest(channel="alpha")
+    with pytest.raises(WorkerRefusal) as refused:
+        await link.call("GetStatus", request, None, 2.0)
+    assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+    assert refused.value.message.startswith("channel alpha: its worker process is not answering")
+    await link.close()
+    with pytest.raises(WorkerRefusal) as refused:
+        await link.call("GetStatus", request, None, 2.0)
+    assert refused.value.message == "channel alpha: this peer is stopping"
+    link.push(pb.TxBatch(channel="alpha"), None)  # dropped: no stream is opened after the close
+    assert link._links == {}
