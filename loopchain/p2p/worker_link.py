@@ -10,6 +10,7 @@ worker trusts because only this process can reach its socket.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from loopchain.configure import Config
 from loopchain.p2p.errors import ErrorKind
 from loopchain.p2p.grpc_util import open_channel
 from loopchain.p2p.peer_client import Outbound, PeerLink
+from loopchain.p2p.peer_health import PeerHealth
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 
@@ -27,6 +29,7 @@ CALLER_KEY = "x-loopchain-caller"  # metadata: the peer id of the peer's own mut
 MAX_CALLER_LINKS = 256  # callers with a stream of their own into one worker (then: shared)
 # the most a forwarded call waits (a stream's batch would get its stream's long deadline)
 MAX_DEADLINE_S = 30.0
+FORWARD_MARGIN_S = 0.2  # of a caller's deadline, left for the peer to pass on the worker's answer
 _KINDS = {kind.value: kind for kind in ErrorKind}
 
 
@@ -70,21 +73,45 @@ class WorkerLink:
         self.stub = pb_grpc.PeerServiceStub(self._grpc)
         self._links: dict[str | None, PeerLink] = {}
         self._closed = False
+        # a worker that stops answering (stopped, its loop stuck) is probed after the first call
+        # that runs out of time, and while it does not answer its calls are refused at once
+        self.health = PeerHealth(
+            self._probe,
+            self.target,
+            float(config.GRPC_TIMEOUT),
+            name=f"the worker of channel {channel}",
+        )
+
+    async def _probe(self, timeout: float) -> None:
+        await self.stub.GetStatus(pb.ChannelRequest(channel=self.channel), timeout=timeout)
 
     async def call(
         self, method: str, request: Any, caller: str | None, deadline: float | None
     ) -> Any:
         """The worker's answer to `request` by `method`; WorkerRefusal with its status when it
         refuses, or when it cannot be reached (UNAVAILABLE: it is starting or restarting)."""
-        timeout = MAX_DEADLINE_S if deadline is None else min(max(0.0, deadline), MAX_DEADLINE_S)
+        # a little less than the caller's deadline: the call ends here first, so a worker that
+        # does not answer is seen to run out of time (and probed), not just cancelled by the caller
+        given = MAX_DEADLINE_S if deadline is None else deadline - FORWARD_MARGIN_S
+        timeout = min(max(0.0, given), MAX_DEADLINE_S)
         if self._closed:
             raise WorkerRefusal(grpc.StatusCode.UNAVAILABLE, self._stopping)
         try:
-            return await getattr(self.stub, method)(
+            await self.health.admit()
+        except grpc.aio.AioRpcError as exc:  # taken as stalled: refused without waiting
+            message = f"channel {self.channel}: its worker process is not answering: "
+            raise WorkerRefusal(grpc.StatusCode.UNAVAILABLE, message + str(exc.details())) from None
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            reply = await getattr(self.stub, method)(
                 request, timeout=timeout, metadata=_metadata(caller)
             )
+            self.health.observe(None, loop.time() - began, timeout)
+            return reply
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
+            self.health.observe(code, loop.time() - began, timeout)
             message = exc.details() or code.name
             if code is grpc.StatusCode.UNAVAILABLE and not message.startswith("channel"):
                 message = f"channel {self.channel}: its worker process is not answering ({message})"
@@ -121,6 +148,7 @@ class WorkerLink:
 
     async def close(self) -> None:
         self._closed = True
+        await self.health.close()
         for link in self._links.values():
             with contextlib.suppress(Exception):
                 await link.close()

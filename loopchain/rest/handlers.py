@@ -14,12 +14,12 @@ from aiohttp import web
 from loopchain.configure import Config
 from loopchain.p2p.codec import peer_status_to_json
 from loopchain.p2p.grpc_util import open_channel
+from loopchain.p2p.peer_health import PeerHealth
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
 from loopchain.rest import formatting, params
 from loopchain.rest.batch_stream import BatchStreams
 from loopchain.rest.errors import RestError, invalid_params, json_response, rpc_error
-from loopchain.rest.peer_health import PeerHealth
 from loopchain.rest.submit import BatchCall, MakeError, TxSubmitter
 from loopchain.types.codes import ResponseCode, error_body
 

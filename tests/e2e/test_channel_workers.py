@@ -1,15 +1,17 @@
 """Channel workers, with the real processes: four peers in two channels run each channel in a
-worker process of its own (CHANNEL_WORKERS "always": "auto" would on a machine of fewer than three
-cores), with its own SCORE process. A worker killed
-with kill -9 is started again by its peer and its channel catches up, while the peer's other
-channel goes on meanwhile; a peer killed with kill -9 takes its workers (and their SCOREs) with it
-and, started again, serves both channels on its port."""
+worker process of its own (CHANNEL_WORKERS "always": "auto" would not on a machine of fewer than
+three cores), with its own SCORE process. A worker killed with kill -9 is started again by its
+peer and its channel catches up, while the peer's other channel goes on meanwhile; a peer killed with kill -9 takes its workers (and their SCOREs) with it
+and, started again, serves both channels on its port. A worker that stops answering (SIGSTOP)
+gets its channel's calls refused at once (503) rather than waited for, the other channel served."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -177,3 +179,35 @@ def test_a_killed_peer_takes_its_workers_along_and_starts_again(net: LocalNetwor
     body = json.dumps({"channel": "nobody", "data": 1}).encode()
     status, reply = http("POST", f"{net.rest(port)}/api/v1/transactions", body)
     assert status == 404 and "'nobody' is not served" in reply["message"], reply
+
+
+def _status_answer(net: LocalNetwork, port: int, channel: str) -> tuple[int, str, str | None]:
+    """(HTTP status, message, Retry-After) of the peer's status in `channel` (deadline 30 s)."""
+    url = f"{net.rest(port)}/api/v1/status/peer?channel={channel}"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, "", response.headers.get("Retry-After")
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+        return exc.code, str(body.get("message", "")), exc.headers.get("Retry-After")
+
+
+def test_a_stopped_worker_is_refused_at_once_and_serves_again_when_continued(
+    net: LocalNetwork,
+) -> None:
+    port = sorted(net.peers)[3]
+    stopped = workers(net.peers[port].pid)[BETA]
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        # after a call that runs out of time, the peer probes the worker and, while the probe
+        # gets no answer either, refuses beta's calls at once: 503 with Retry-After, not 504s
+        def refused() -> bool:
+            status, message, retry = _status_answer(net, port, BETA)
+            return status == 503 and "answered nothing" in message and retry == "1"
+
+        wait_until(refused, 90, "beta's calls refused at once while its worker is stopped")
+        assert _status_answer(net, port, ALPHA)[0] == 200, "alpha is served meanwhile"
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    wait_until(lambda: _status_answer(net, port, BETA)[0] == 200, 30, "beta served again")
+    committed(net, port, BETA, "after SIGCONT", "a beta tx through the continued worker")

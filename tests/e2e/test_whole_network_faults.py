@@ -71,7 +71,7 @@ def test_power_loss_of_every_peer_under_load_loses_nothing(crashes: Crashes) -> 
 
 
 def stall_refusals(load: Load) -> int:
-    """The 503 answers of a proxy whose peer it takes as stalled (rest/peer_health.py)."""
+    """The 503 answers of a proxy whose peer it takes as stalled (p2p/peer_health.py)."""
     with load.lock:
         return sum(n for words, n in load.refusals.items() if "answered nothing" in words)
 

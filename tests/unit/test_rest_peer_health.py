@@ -9,7 +9,7 @@ import asyncio
 import grpc
 import pytest
 
-from loopchain.rest.peer_health import PROBE_TIMEOUT, PeerHealth
+from loopchain.p2p.peer_health import PROBE_TIMEOUT, PeerHealth
 
 TARGET = "127.0.0.1:7100"
 CALL_TIMEOUT = 5.0

@@ -1,4 +1,4 @@
-"""Whether the REST proxy's peer answers at all.
+"""Whether a peer answers at all (the REST proxy's peer; a peer's channel worker).
 
 A peer that stopped answering (stopped by a signal or a debugger, swapped out, its event loop
 stuck) keeps its TCP connections open, so every call to it would wait out its whole deadline and
@@ -38,10 +38,18 @@ class PeerHealth:
     """Tracks whether the peer answers; `admit()` before a call, `observe()` after it."""
 
     def __init__(
-        self, probe: Probe, target: str, timeout: float, clock: Callable[[], float] = time.monotonic
+        self,
+        probe: Probe,
+        target: str,
+        timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        name: str = "",
     ) -> None:
+        """`name`: what the log calls it (default: "the peer at <target>")."""
         self._probe = probe
         self._target = target
+        self._name = name or f"the peer at {target}"
         self._timeout = timeout
         self._clock = clock
         self._stalled_since: float | None = None
@@ -79,11 +87,13 @@ class PeerHealth:
             ),
         )
 
-    def observe(self, code: grpc.StatusCode | None, elapsed: float) -> None:
+    def observe(
+        self, code: grpc.StatusCode | None, elapsed: float, deadline: float | None = None
+    ) -> None:
         """How a call to the peer ended (None: it answered, else its status code) and after how
-        many seconds. A call that ran out of time starts the probes; any other end but a
-        cancellation (the caller gave up) ends the refusals."""
-        if ran_out(code, elapsed, self._timeout):
+        many seconds (of `deadline`, by default the timeout). A call that ran out of time starts
+        the probes; any other end but a cancellation (the caller gave up) ends the refusals."""
+        if ran_out(code, elapsed, self._timeout if deadline is None else deadline):
             if self._task is None:
                 self._first_probe = asyncio.Event()
                 self._task = asyncio.get_running_loop().create_task(self._watch(self._first_probe))
@@ -93,8 +103,8 @@ class PeerHealth:
     def _answered(self) -> None:
         if self._stalled_since is not None:
             log.info(
-                "the peer at %s answers again after %.1f s; calls to it go through",
-                self._target,
+                "%s answers again after %.1f s; calls to it go through",
+                self._name,
                 self._clock() - self._stalled_since,
             )
             self._stalled_since = None
@@ -114,7 +124,7 @@ class PeerHealth:
                         first_probe.set()
                         continue
                 except Exception as exc:  # the channel closing under the probe: stop probing
-                    log.debug("probe of the peer at %s failed: %r", self._target, exc)
+                    log.debug("probe of %s failed: %r", self._name, exc)
                 break
             self._answered()
         finally:
@@ -125,9 +135,9 @@ class PeerHealth:
         if self._stalled_since is None:
             self._stalled_since = self._clock()
             log.warning(
-                "the peer at %s answered neither a call within %g s nor a probe within %g s; "
+                "%s answered neither a call within %g s nor a probe within %g s; "
                 "calls to it are refused (503) until it answers again",
-                self._target,
+                self._name,
                 self._timeout,
                 PROBE_TIMEOUT,
             )
