@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -98,12 +99,35 @@ def worker_options(spec: dict[str, Any]) -> PeerOptions:
     )
 
 
-def usable_cores() -> int:
-    """The cores this process may run on."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def usable_cores(cgroup_root: Path = CGROUP_ROOT) -> int:
+    """The cores this process may use: those it may run on, fewer when its cgroup's CPU quota
+    (a container's --cpus) allows less time than that."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup_root)
+    return max(1, min(cores, math.ceil(quota))) if quota is not None else cores
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
+    """The CPUs' worth of time a cgroup quota allows (cgroup v2 cpu.max, or v1's CFS quota and
+    period), None when there is none or it cannot be read."""
+    try:
+        v2 = root / "cpu.max"
+        if v2.exists():
+            quota, _, period = v2.read_text().strip().partition(" ")
+        else:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        if quota in ("max", "-1") or not period:
+            return None
+        return max(int(quota), 1) / max(int(period), 1)
+    except (OSError, ValueError):
+        return None
 
 
 def peer_key_path(config: Config, port: int, private_key_path: str | None) -> Path:

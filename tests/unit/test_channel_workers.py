@@ -4,6 +4,7 @@ workers, a worker's refusal of what its peer hands it, and when a peer runs work
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from loopchain.configure import load_config
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.peer.metrics import PeerMetrics, merged_exposition
-from loopchain.peer.node import PeerNode, PeerOptions
+from loopchain.peer.node import PeerNode, PeerOptions, cgroup_cpu_quota, usable_cores
 from loopchain.protos import loopchain_pb2 as pb
 
 
@@ -139,3 +140,21 @@ async def test_a_worker_not_listening_is_answered_unavailable_naming_the_channel
     assert refused.value.message == "channel alpha: this peer is stopping"
     link.push(pb.TxBatch(channel="alpha"), None)  # dropped: no stream is opened after the close
     assert link._links == {}
+
+
+def test_a_cgroup_quota_counts_as_fewer_cores(tmp_path: Path) -> None:
+    assert cgroup_cpu_quota(tmp_path) is None  # no cgroup files: no quota
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # a container's --cpus 1.5
+    assert cgroup_cpu_quota(tmp_path) == 1.5
+    assert usable_cores(tmp_path) == min(2, len(os.sched_getaffinity(0)))
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_quota(v1) is None
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")
+    assert cgroup_cpu_quota(v1) == 4.0
+    (tmp_path / "cpu.max").write_text("garbage\n")
+    assert cgroup_cpu_quota(tmp_path) is None
