@@ -1,10 +1,11 @@
 """Two channels over mutual TLS: real RadioStation, four peers, their REST proxies and SCOREs.
 
-Channel "alpha": peers A, B and C validate, D audits. Channel "beta": A, B and C validate; D is
-no party of it (so D is the one peer in only one channel, and the one auditor). GRPC_SSL_TYPE 2
-and ENABLE_CHANNEL_AUTH are on. Load goes to both channels at once from two threads; then each
-channel's data must be final on its parties and nowhere else, the auditor must serve alpha's
-blocks read-only, and every party must agree on every height of its channels.
+Channel "alpha": peers A, B and C validate, D audits. Channel "beta": A, B and C validate; D is no
+party of it (so D is the one peer in only one channel, and the one auditor). GRPC_SSL_TYPE 2 and
+ENABLE_CHANNEL_AUTH are on; each peer runs each of its channels in a worker process. Load goes to
+both channels at once from two threads; then each channel's data must be final on its parties and
+nowhere else, the auditor must serve alpha's blocks read-only, and every party must agree on every
+height of its channels.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from tools.procs import TlsNetwork, get, http, post_until_taken, wait_until
 ALPHA, BETA = "alpha", "beta"
 SCORE_PACKAGE = "loopchain/default"
 TXS_PER_CHANNEL = 300
-CONFIG = {"ENABLE_CHANNEL_AUTH": True, "LOOPCHAIN_DEFAULT_CHANNEL": ALPHA}
+# every channel of every peer in a worker process, as on a machine with cores to spare: calls and
+# stream messages reach them through the peers' TLS ports, the proxies' through the plain ones
+CONFIG = {
+    "ENABLE_CHANNEL_AUTH": True,
+    "LOOPCHAIN_DEFAULT_CHANNEL": ALPHA,
+    "CHANNEL_WORKERS": "always",
+}
 
 
 # ------------------------------------------------------------------ the network
