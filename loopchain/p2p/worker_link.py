@@ -18,7 +18,6 @@ from typing import Any
 import grpc
 
 from loopchain.configure import Config
-from loopchain.p2p.errors import ErrorKind
 from loopchain.p2p.grpc_util import open_channel
 from loopchain.p2p.peer_client import Outbound, PeerLink
 from loopchain.p2p.peer_health import PeerHealth
@@ -30,7 +29,6 @@ MAX_CALLER_LINKS = 256  # callers with a stream of their own into one worker (th
 # the most a forwarded call waits (a stream's batch would get its stream's long deadline)
 MAX_DEADLINE_S = 30.0
 FORWARD_MARGIN_S = 0.2  # of a caller's deadline, left for the peer to pass on the worker's answer
-_KINDS = {kind.value: kind for kind in ErrorKind}
 
 
 class WorkerRefusal(Exception):
@@ -41,10 +39,6 @@ class WorkerRefusal(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-    @property
-    def kind(self) -> ErrorKind:
-        return _KINDS.get(self.code, ErrorKind.UNAVAILABLE)
 
 
 class ForwardedCallers:

@@ -187,8 +187,7 @@ class PeerNode:
         self.metrics.rpc_error(method, code)
 
     async def exposition(self) -> bytes:
-        """This process's metrics, with those of its channel workers (each of their series
-        labelled with the worker's channel)."""
+        """This process's metrics, with those of its channel workers (merged_exposition)."""
         own = self.metrics.exposition()
         if not self.workers:
             return own
