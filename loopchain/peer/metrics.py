@@ -163,6 +163,30 @@ class _ChannelCollector(Collector):
         }
 
 
+class _WorkerCollector(Collector):
+    """Reads how often each channel worker was started again when the registry is scraped."""
+
+    def __init__(self, restarts: Callable[[], Mapping[str, int]]) -> None:
+        self._restarts = restarts
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        for name, count in sorted(self._restarts().items()):
+            family.add_metric([name], float(count))
+        return [family]
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "loopchain_channel_worker_restarts",
+            "Times a channel's worker process exited and was started again",
+            labels=["channel"],
+        )
+
+
 class PeerMetrics:
     """The metrics of one peer process object, in their own registry."""
 
@@ -171,7 +195,10 @@ class PeerMetrics:
         channels: Callable[[], Mapping[str, Callable[[], ChannelGauges]]] = dict,
         *,
         process: bool = False,
+        worker_restarts: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
+        """`worker_restarts`: the restarts of the peer's channel workers by channel (a peer
+        running its channels in worker processes)."""
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.committed_txs = Counter(
@@ -219,6 +246,8 @@ class PeerMetrics:
             registry=registry,
         )
         registry.register(_ChannelCollector(channels))
+        if worker_restarts is not None:
+            registry.register(_WorkerCollector(worker_restarts))
         if process:  # CPU, memory and open files of this process (not in tests' shared process)
             register_process_collectors(registry, "loopchain")
 

@@ -162,6 +162,7 @@ class PeerNode:
         self.metrics = PeerMetrics(
             lambda: {name: service.gauges for name, service in self.channels.items()},
             process=True,
+            worker_restarts=lambda: {name: w.restarts for name, w in self.workers.items()},
         )
 
     # ------------------------------------------------------------ backend for the servicer

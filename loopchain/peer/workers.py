@@ -75,11 +75,6 @@ class ChannelWorker:
         self._stopping = asyncio.Event()
         self.restarts = 0
 
-    @property
-    def pid(self) -> int | None:
-        process = self._process
-        return process.pid if process is not None and process.returncode is None else None
-
     async def run(self) -> None:
         """Start the worker, and start it again after each exit, until `stop`."""
         loop = asyncio.get_running_loop()

@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tools.procs import LocalNetwork, http, wait_until
 
@@ -69,6 +70,18 @@ def workers(peer_pid: int) -> dict[str, int]:
         if "loopchain.peer.worker" in args:
             found[args[args.index("--channel") + 1]] = pid
     return found
+
+
+def _restarts(net: LocalNetwork, port: int) -> dict[str, float]:
+    """loopchain_channel_worker_restarts_total of a peer's /metrics, by channel."""
+    with urllib.request.urlopen(f"{net.rest(port)}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        sample.labels["channel"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "loopchain_channel_worker_restarts_total"
+    }
 
 
 def score_children(pid: int) -> list[int]:
@@ -147,6 +160,8 @@ def test_a_killed_worker_comes_back_and_the_other_channel_goes_on(net: LocalNetw
         "the killed worker's SCORE process ends with it",
     )
     committed(net, port, ALPHA, "after the restart", "an alpha tx through the restarted worker")
+    restarts = _restarts(net, port)
+    assert restarts == {ALPHA: 1.0, BETA: 0.0}, restarts
     assert final_everywhere(net, ALPHA, acknowledged)
     heights = {p: net.status(p, ALPHA)["block_height"] for p in net.peers}
     wait_until(

@@ -158,3 +158,19 @@ def test_a_cgroup_quota_counts_as_fewer_cores(tmp_path: Path) -> None:
     assert cgroup_cpu_quota(v1) == 4.0
     (tmp_path / "cpu.max").write_text("garbage\n")
     assert cgroup_cpu_quota(tmp_path) is None
+
+
+def test_the_peer_counts_its_workers_restarts_by_channel() -> None:
+    restarts = {"alpha": 2, "beta": 0}
+    metrics = PeerMetrics(worker_restarts=lambda: restarts)
+    series = _series(metrics.exposition())
+    assert (
+        series[("loopchain_channel_worker_restarts_total", frozenset({("channel", "alpha")}))] == 2
+    )
+    assert (
+        series[("loopchain_channel_worker_restarts_total", frozenset({("channel", "beta")}))] == 0
+    )
+    assert not any(
+        name.startswith("loopchain_channel_worker")
+        for name, _ in _series(PeerMetrics().exposition())
+    )
