@@ -48,7 +48,6 @@ class PeerHealth:
     ) -> None:
         """`name`: what the log calls it (default: "the peer at <target>")."""
         self._probe = probe
-        self._target = target
         self._name = name or f"the peer at {target}"
         self._timeout = timeout
         self._clock = clock

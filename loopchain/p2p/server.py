@@ -27,6 +27,14 @@ class PeerServer:
         await self._server.stop(grace=grace)
 
 
+def _server(config: Config, servicer: PeerServicer) -> tuple[grpc.aio.Server, PeerServicer]:
+    """A server of `servicer` whose refusals of malformed requests its monitor counts."""
+    monitor = servicer.monitor
+    server = grpc_util.create_server(config, monitor.rpc_error if monitor is not None else None)
+    pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
+    return server, servicer
+
+
 async def start_peer_server(
     backend: PeerBackend,
     peer_id: str,
@@ -39,9 +47,9 @@ async def start_peer_server(
     """Bind and start the server (OSError with a clear message when a port is taken); errors it
     answers are counted by `monitor`, whose metrics GetMetrics serves. Calls naming a channel
     `workers` has a link for go to that channel's worker process."""
-    server = grpc_util.create_server(config, monitor.rpc_error if monitor is not None else None)
-    servicer = PeerServicer(backend, peer_id, tls, monitor, workers=workers)
-    pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
+    server, servicer = _server(
+        config, PeerServicer(backend, peer_id, tls, monitor, workers=workers)
+    )
     grpc_util.bind(server, config.IP_LOCAL, port, tls)
     if tls is not None:
         grpc_util.bind(server, "127.0.0.1", port + int(config.PORT_DIFF_INNER_SERVICE))
@@ -59,10 +67,10 @@ async def start_worker_server(
 ) -> PeerServer:
     """A channel worker's server, on a unix socket only its peer reaches: who calls is what the
     peer names in the call's metadata (with TLS on; without it, no one is named)."""
-    server = grpc_util.create_server(config, monitor.rpc_error if monitor is not None else None)
     callers = ForwardedCallers() if tls is not None else None
-    servicer = PeerServicer(backend, peer_id, None, monitor, callers=callers)
-    pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
+    server, servicer = _server(
+        config, PeerServicer(backend, peer_id, None, monitor, callers=callers)
+    )
     address = f"unix:{socket_path}"
     if server.add_insecure_port(address) == 0:
         raise OSError(f"cannot listen on {address}")

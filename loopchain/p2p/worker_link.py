@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from loopchain.configure import Config
+from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.grpc_util import open_channel
 from loopchain.p2p.peer_client import Outbound, PeerLink
 from loopchain.p2p.peer_health import PeerHealth
@@ -25,7 +26,7 @@ from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 
 CALLER_KEY = "x-loopchain-caller"  # metadata: the peer id of the peer's own mutual-TLS caller
-MAX_CALLER_LINKS = 256  # callers with a stream of their own into one worker (then: shared)
+MAX_CALLER_LINKS = 256  # callers with streams into one worker (more are refused, never mixed)
 # the most a forwarded call waits (a stream's batch would get its stream's long deadline)
 MAX_DEADLINE_S = 30.0
 FORWARD_MARGIN_S = 0.2  # of a caller's deadline, left for the peer to pass on the worker's answer
@@ -126,18 +127,21 @@ class WorkerLink:
 
     def push(self, message: Outbound, caller: str | None) -> None:
         """Hand a gossip or consensus message of `caller` to the worker, in order after the
-        caller's earlier ones (dropped, oldest first, when the worker falls behind by a lane)."""
+        caller's earlier ones (dropped, oldest first, when the worker falls behind by a lane);
+        RequestError when MAX_CALLER_LINKS other callers already have streams to it."""
         if self._closed:
             return
         link = self._links.get(caller)
         if link is None:
-            if len(self._links) >= MAX_CALLER_LINKS:  # never so many peers: share one stream
-                caller = next(iter(self._links))
-                link = self._links[caller]
-            else:
-                link = PeerLink(self.target, self._config, metadata=_metadata(caller))
-                link.start()
-                self._links[caller] = link
+            if len(self._links) >= MAX_CALLER_LINKS:  # a stream carries one caller's name only
+                raise RequestError(
+                    ErrorKind.POOL_FULL,
+                    f"{len(self._links)} callers already pass messages to the worker of "
+                    f"channel {self.channel}, limit {MAX_CALLER_LINKS}",
+                )
+            link = PeerLink(self.target, self._config, metadata=_metadata(caller))
+            link.start()
+            self._links[caller] = link
         link.send(message)
 
     async def close(self) -> None:

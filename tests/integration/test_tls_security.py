@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
+from loopchain.p2p.worker_link import CALLER_KEY
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub, RadioStationStub
 from loopchain.types import certificates as pki
@@ -287,6 +288,17 @@ def test_party_of_beta_only_gets_nothing_of_alpha(sec: SecNet) -> None:
         error = refusal(tls_call, a, a_id, c, method, request)
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED, (method, error)
         assert f"peer {c_id} is not a party" in error.details(), (method, error)
+    # C naming B in the metadata A gives its workers is still C: A names the caller itself
+    claimed = ((CALLER_KEY, sec.peer_id("B")),)
+    options = [("grpc.ssl_target_name_override", a_id)]
+    with grpc.secure_channel(f"127.0.0.1:{a}", c.credentials(), options) as channel:
+        stub = PeerServiceStub(channel)
+        for method, request in (("GetStatus", calls["GetStatus"]), ("Deliver", calls["Deliver"])):
+            error = refusal(
+                lambda m=method, r=request: getattr(stub, m)(r, timeout=DEADLINE, metadata=claimed)
+            )
+            assert error.code() == grpc.StatusCode.PERMISSION_DENIED, (method, error)
+            assert f"peer {c_id} is not a party" in error.details(), (method, error)
     # on a link's stream each message is judged by itself, here by the worker of alpha on A (A
     # serves two channels, each in a worker): C's alpha vote is passed on, refused there, skipped
     streamed = iter([calls["Deliver"]] * 2)

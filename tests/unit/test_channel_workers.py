@@ -3,6 +3,7 @@ workers, a worker's refusal of what its peer hands it, and when a peer runs work
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -14,9 +15,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loopchain.configure import load_config
+from loopchain.p2p import worker_link
+from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.peer.metrics import PeerMetrics, merged_exposition
 from loopchain.peer.node import PeerNode, PeerOptions, cgroup_cpu_quota, usable_cores
+from loopchain.peer.workers import ChannelWorker
 from loopchain.protos import loopchain_pb2 as pb
 
 
@@ -102,26 +106,28 @@ def _worker(stdin: bytes, *args: str) -> subprocess.CompletedProcess[str]:
 def test_a_worker_refuses_a_spec_that_is_not_json_and_a_channel_it_was_not_named() -> None:
     done = _worker(b"{not json", "--channel", "alpha")
     assert done.returncode == 2 and "cannot start" in done.stderr, done.stderr
-    spec = {
-        "port": 7100,
-        "radiostation_targets": ["127.0.0.1:7102"],
-        "private_key_path": None,
-        "config_path": None,
-        "debug": False,
-        "score_package": None,
-        "key_password": None,
-        "grant": {
-            "channel": "beta",
-            "score_package": "loopchain/default",
-            "validators": "[]",
-            "score_settings": {},
-        },
-        "issuer": "hx" + "0" * 40,
-        "socket": "/nonexistent/peer.sock",
-    }
+    spec = {**_MISMATCHED_SPEC, "socket": "/nonexistent/peer.sock"}
     done = _worker(json.dumps(spec).encode(), "--channel", "alpha")
     assert done.returncode == 2, done.stderr
     assert "--channel alpha but its peer sent channel beta" in done.stderr, done.stderr
+
+
+_MISMATCHED_SPEC = {
+    "port": 7100,
+    "radiostation_targets": ["127.0.0.1:7102"],
+    "private_key_path": None,
+    "config_path": None,
+    "debug": False,
+    "score_package": None,
+    "key_password": None,
+    "grant": {
+        "channel": "beta",
+        "score_package": "loopchain/default",
+        "validators": "[]",
+        "score_settings": {},
+    },
+    "issuer": "hx" + "0" * 40,
+}
 
 
 async def test_a_worker_not_listening_is_answered_unavailable_naming_the_channel(
@@ -174,3 +180,36 @@ def test_the_peer_counts_its_workers_restarts_by_channel() -> None:
         name.startswith("loopchain_channel_worker")
         for name, _ in _series(PeerMetrics().exposition())
     )
+
+
+async def test_a_caller_beyond_the_limit_is_refused_never_sent_under_another_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_link, "MAX_CALLER_LINKS", 1)
+    link = WorkerLink("alpha", tmp_path / "nobody.sock", load_config())
+    try:
+        link.push(pb.TxBatch(channel="alpha"), "hxa")
+        link.push(pb.TxBatch(channel="alpha"), "hxa")  # its own stream again
+        with pytest.raises(RequestError) as refused:
+            link.push(pb.TxBatch(channel="alpha"), "hxb")
+        assert refused.value.kind is ErrorKind.POOL_FULL
+        assert "limit 1" in refused.value.message
+        assert list(link._links) == ["hxa"]
+        assert link._links["hxa"].metadata == ((worker_link.CALLER_KEY, "hxa"),)
+    finally:
+        await link.close()
+
+
+async def test_a_worker_that_cannot_start_stops_its_peer(tmp_path: Path) -> None:
+    """A worker that exits with status 2 (here: handed another channel than it was named for)
+    is not started again: the peer is told to stop, naming the channel and the status."""
+    fatal: list[str] = []
+    worker = ChannelWorker("alpha", dict(_MISMATCHED_SPEC), load_config(), fatal.append)
+    try:
+        async with asyncio.timeout(60):
+            await worker.run()
+    finally:
+        await worker.stop()
+    assert fatal == ["the worker of channel alpha exited with status 2"]
+    assert worker.restarts == 0
+    assert not worker.socket_dir.exists()
