@@ -26,9 +26,15 @@ def die_with_parent(parent_pid: int) -> bool:
 
 SHUTDOWN_DEADLINE = 5.0  # seconds a process has after SIGTERM before it ends at once
 # A process group's signal and a parent's forwarding of it reach a child together (Ctrl-C on
-# ./localnet.sh, or a supervisor signalling the group): the same signal again this soon is the
-# same request, not an operator insisting.
+# ./localnet.sh: SIGINT to the group, then SIGTERM from the script and from each parent; or a
+# supervisor signalling the group): a signal this soon after the first is the same request, not
+# an operator insisting.
 REPEAT_WINDOW = 1.0
+# A process's children (REST proxy, channel workers, SCORE processes) start in a process group
+# of their own (`process_group=CHILD_GROUP`): a terminal's Ctrl-C or a signal to the parent's
+# group reaches the parent alone, which stops its children itself, in order; none is caught by
+# SIGINT while it is still importing. They end with their parent however it ends (PDEATHSIG).
+CHILD_GROUP = 0
 
 
 def stop_on_signals(
@@ -39,8 +45,9 @@ def stop_on_signals(
 ) -> None:
     """SIGTERM and SIGINT set `stop` for a graceful shutdown, which gets `deadline` seconds: a
     watchdog thread (which a busy or stuck event loop cannot hold up) then ends the process at
-    once, as does a second signal (another one, or the same one `repeat_window` seconds or more
-    after the first). Every write of the node is one synced batch, so ending there tears nothing;
+    once, as does a second signal `repeat_window` seconds or more after the first (sooner, it is
+    the same request come another way: Ctrl-C reaches a whole process group with SIGINT while
+    ./localnet.sh and each parent forward SIGTERM). Every write of the node is one synced batch, so ending there tears nothing;
     it only skips the goodbyes. The handlers are Python signal handlers, not the event loop's, so
     that they run even while the loop is stuck."""
     signalled: list[tuple[str, float]] = []
@@ -58,8 +65,7 @@ def stop_on_signals(
         name = signal.Signals(signum).name
         now = time.monotonic()
         if signalled:
-            first, at = signalled[0]
-            if name == first and now - at < repeat_window:
+            if now - signalled[0][1] < repeat_window:
                 return  # the same request again, by another way
             _end_now(f"a second {name} during shutdown")
         signalled.append((name, now))

@@ -16,6 +16,7 @@ from typing import Any
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import Config
 from loopchain.consensus import messages as m
+from loopchain.lifecycle import CHILD_GROUP
 from loopchain.p2p import grpc_util
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_client import GrpcTransport
@@ -432,7 +433,7 @@ class PeerNode:
             args += ["-o", self.options.config_path]
         if self.options.debug:
             args.append("-d")
-        child = await asyncio.create_subprocess_exec(*args)
+        child = await asyncio.create_subprocess_exec(*args, process_group=CHILD_GROUP)
         log.info(
             "started REST proxy (pid %d) on port %d",
             child.pid,

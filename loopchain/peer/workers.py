@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from loopchain.configure import Config
+from loopchain.lifecycle import CHILD_GROUP
 from loopchain.p2p.worker_link import WorkerLink
 from loopchain.scoreservice.supervisor import (
     MAX_SOCKET_PATH_BYTES,
@@ -117,6 +118,7 @@ class ChannelWorker:
                 *("-m", "loopchain.peer.worker", "--channel", self.channel),
                 *("--parent-pid", str(os.getpid())),
                 stdin=asyncio.subprocess.PIPE,
+                process_group=CHILD_GROUP,
             )
         except OSError as exc:
             log.error("could not start the worker of channel %s: %s", self.channel, exc)

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import loopchain
 from loopchain.configure import Config
+from loopchain.lifecycle import CHILD_GROUP
 from loopchain.scoreservice.client import (
     ScoreClient,
     ScoreRejected,
@@ -273,6 +274,7 @@ class ScoreSupervisor:
             env=score_environment(os.environ, self.work_dir),
             cwd=self.work_dir,
             close_fds=True,
+            process_group=CHILD_GROUP,
         )
 
     async def _bring_up(self, process: asyncio.subprocess.Process) -> str | None:

@@ -109,3 +109,46 @@ def test_the_icon_sdk_transfers_on_the_development_genesis(tmp_path: Path) -> No
     finally:
         code = proc.stop(60)
     assert code == 0, proc.log_path.read_text()[-2000:]
+
+
+def test_ctrl_c_stops_every_process_gracefully(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group with SIGINT while ./localnet.sh, each peer and
+    each worker forward SIGTERM to their children: the one request, so every process (workers
+    and SCOREs included) takes its graceful shutdown instead of ending at once."""
+    busy = [port for port in PORTS if not _bindable(port)]
+    if busy:
+        pytest.skip(f"the local network's ports {busy} are in use (a local network runs?)")
+    data = tmp_path / "net"
+    command = ["./localnet.sh", "--peers", "2", "--data", str(data), "--channels", "ch_a,ch_b"]
+    env = dict(os.environ, CHANNEL_WORKERS="always")
+    proc = Proc("localnet", command, tmp_path, python=None, env=env).start()
+    out = proc.log_path
+    try:
+        wait_until(lambda: "Press Ctrl-C" in out.read_text(), 90, "the local network to be up")
+        pids = [int(f.read_text()) for f in (data / "pids").glob("*.pid")]
+        workers = [p for p in pids if _children(p, "loopchain.peer.worker")]
+        assert len(workers) == 2, "each peer runs its channels in workers"
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        code = proc.wait(60)
+    finally:
+        proc.stop(10)
+    assert code == 0, out.read_text()[-2000:]
+    assert "stopped; state kept in" in out.read_text()
+    wait_until(lambda: not any(pid_alive(p) for p in pids), 20, "every process gone")
+    logs = sorted((data / "logs").glob("*.log"))
+    assert logs
+    for log in logs:
+        text = log.read_text(errors="replace")
+        assert "ending the process now" not in text, (log.name, text[-2000:])
+        assert_clean_log(text, log.stem, log)
+
+
+def _children(pid: int, needle: str) -> list[int]:
+    """Pids of the children of `pid` whose command line holds `needle`."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+            if needle.encode() in cmdline:
+                found.append(int(child))
+    return found

@@ -54,15 +54,18 @@ def test_a_stuck_shutdown_ends_at_its_deadline() -> None:
 @pytest.mark.parametrize(
     ("first", "deadline", "repeat_window", "ending"),
     [
-        # another signal during shutdown: at once (the watchdog would wait an hour)
-        (signal.SIGINT, 3600.0, 3600.0, "a second SIGTERM during shutdown: ending the process now"),
+        # another signal later during shutdown: at once (the watchdog would wait an hour)
+        (signal.SIGINT, 3600.0, 0.0, "a second SIGTERM during shutdown: ending the process now"),
+        # another signal at once (Ctrl-C's SIGINT to the group, then a parent's SIGTERM): still
+        # the graceful shutdown, ended only by its deadline
+        (signal.SIGINT, 0.5, 3600.0, "shutdown still running 0.5 s after SIGINT: ending"),
         # the same one after the repeat window: an operator insisting, at once
         (signal.SIGTERM, 3600.0, 0.0, "a second SIGTERM during shutdown: ending the process now"),
         # the same one at once (a process group's SIGTERM and the parent's forwarding of it):
         # still the graceful shutdown, ended only by its deadline
         (signal.SIGTERM, 0.5, 3600.0, "shutdown still running 0.5 s after SIGTERM: ending"),
     ],
-    ids=["another", "same-later", "same-at-once"],
+    ids=["another-later", "another-at-once", "same-later", "same-at-once"],
 )
 def test_a_second_signal_during_shutdown(
     first: signal.Signals, deadline: float, repeat_window: float, ending: str
