@@ -260,6 +260,25 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def descendant_pids(root: int) -> list[int]:
+    """Every live process below `root` (children before grandchildren)."""
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        children = [pid for parent in frontier for pid in child_pids(parent)]
+        found.extend(children)
+        frontier = children
+    return found
+
+
+def cmdline_of(pid: int) -> str:
+    """The command line of process `pid` ("" when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def child_pids(parent: int) -> dict[int, str]:
     """Live child processes of `parent`: pid -> command line."""
     found = {}
@@ -269,9 +288,7 @@ def child_pids(parent: int) -> dict[int, str]:
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             if int(fields[1]) == parent and fields[0] != "Z":
-                found[int(entry.name)] = (
-                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                )
+                found[int(entry.name)] = cmdline_of(int(entry.name))
         except (OSError, IndexError, ValueError):
             continue  # gone while being read
     return found
@@ -384,10 +401,15 @@ class Proc:
         return int(self.popen.returncode)
 
     def kill9(self) -> None:
-        """kill -9 the process and its children (its REST proxy)."""
+        """kill -9 the process and every process below it (its REST proxy, SCORE processes and
+        workers, each in a process group of its own): a power loss, nothing ends gracefully."""
         assert self.popen is not None
+        below = descendant_pids(self.popen.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
+        for pid in below:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.popen.wait()
 
     def log_text(self) -> str:

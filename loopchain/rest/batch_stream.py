@@ -36,6 +36,9 @@ BY_CALL_WHEN_REFUSED = frozenset(
     {grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 )
 _STATUS_BY_VALUE = {status.value[0]: status for status in grpc.StatusCode}
+# what grpc.aio reports when an operation of a stream fails in its core and no status came from
+# the other side (the connection dropped, or the server ended the call during a write)
+CORE_LOST_STATUS = "Internal error from Core"
 
 Request = TypeVar("Request")
 
@@ -85,6 +88,15 @@ class BatchStreams(Generic[Request]):
         except asyncio.InvalidStateError:  # it ended between its last batch and this one
             self._drop(stream)
             raise call_error(grpc.StatusCode.UNAVAILABLE, "the submission stream ended") from None
+        except grpc.aio.AioRpcError as exc:
+            self._drop(stream)
+            if exc.code() == grpc.StatusCode.INTERNAL and exc.details() == CORE_LOST_STATUS:
+                # the stream broke under a write or read (its peer died or ended it): grpc says
+                # INTERNAL without the peer's status; the peer is what cannot be reached
+                raise call_error(
+                    grpc.StatusCode.UNAVAILABLE, "the submission stream to the peer broke"
+                ) from None
+            raise
         except BaseException:  # the stream failed (its error is the call's), or a cancellation
             self._drop(stream)
             raise

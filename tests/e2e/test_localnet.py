@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 from tools.loadtool import DEV_KEY
-from tools.procs import ROOT, Proc, _bindable, assert_clean_log, get, pid_alive, wait_until
+from tools.procs import (
+    ROOT,
+    Proc,
+    _bindable,
+    assert_clean_log,
+    cmdline_of,
+    descendant_pids,
+    get,
+    pid_alive,
+    wait_until,
+)
 
 PORTS = (7100, 7200, 7102, 9000, 9100, 9002)
 
@@ -121,13 +131,17 @@ def test_ctrl_c_stops_every_process_gracefully(tmp_path: Path) -> None:
     data = tmp_path / "net"
     command = ["./localnet.sh", "--peers", "2", "--data", str(data), "--channels", "ch_a,ch_b"]
     env = dict(os.environ, CHANNEL_WORKERS="always")
-    proc = Proc("localnet", command, tmp_path, python=None, env=env).start()
+    # a terminal's Ctrl-C works even where the test runner ignores SIGINT (inherited by exec)
+    prefix = ["env", "--default-signal=INT"]
+    proc = Proc("localnet", command, tmp_path, prefix, python=None, env=env).start()
     out = proc.log_path
     try:
         wait_until(lambda: "Press Ctrl-C" in out.read_text(), 90, "the local network to be up")
         pids = [int(f.read_text()) for f in (data / "pids").glob("*.pid")]
-        workers = [p for p in pids if _children(p, "loopchain.peer.worker")]
-        assert len(workers) == 2, "each peer runs its channels in workers"
+        tree = set(descendant_pids(proc.pid))  # localnet.sh's processes and theirs
+        workers = [p for p in tree if "loopchain.peer.worker" in cmdline_of(p)]
+        assert len(workers) == 4, "each of the 2 peers runs its 2 channels in workers"
+        pids += tree
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         code = proc.wait(60)
     finally:
@@ -141,14 +155,3 @@ def test_ctrl_c_stops_every_process_gracefully(tmp_path: Path) -> None:
         text = log.read_text(errors="replace")
         assert "ending the process now" not in text, (log.name, text[-2000:])
         assert_clean_log(text, log.stem, log)
-
-
-def _children(pid: int, needle: str) -> list[int]:
-    """Pids of the children of `pid` whose command line holds `needle`."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in task.read_text().split():
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
-            if needle.encode() in cmdline:
-                found.append(int(child))
-    return found

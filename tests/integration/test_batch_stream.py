@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,7 +27,7 @@ from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
 from tests.integration._fake_peer import start_fake_peer
 from tests.integration._one_channel import CHANNEL, OneChannelBackend
-from tools.procs import free_port_pair, wait_until_async
+from tools.procs import Proc, free_port_pair, wait_until_async
 
 SIGNER = Signer.generate()
 CONFIG = load_config(environ={})
@@ -249,3 +250,41 @@ async def test_a_stream_the_peer_ends_under_a_batch_fails_that_batch_and_the_nex
     servicer.backend.alpha.released.set()  # type: ignore[attr-defined]
     reply = await streams(_batch(1, 1), timeout=TIMEOUT)
     assert reply.results[0].code == 0 and servicer.opened == {"CreateTxStream": 2}
+
+
+async def test_a_peer_killed_under_its_streams_is_unavailable_never_an_internal_error(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of the peer process: the next batch, written on the stream left idle, fails in
+    grpc's core (INTERNAL "Internal error from Core", no status from the dead peer); it is the
+    peer that cannot be reached, UNAVAILABLE (a 503 with Retry-After at the REST API, not a
+    502), and so is every batch after it until the peer is back."""
+    port = free_port_pair()
+    peer = Proc("batch_peer", ["-m", "tests.integration._batch_peer", str(port)], tmp_path)
+    peer.start()
+    try:
+        await wait_until_async(_said_ready(peer), 60, "the peer process to serve")
+        channel = grpc_util.open_channel(f"127.0.0.1:{port}", CONFIG)
+        try:
+            streams = _streams(pb_grpc.PeerServiceStub(channel))
+            reply = await streams(_batch(0, 1), timeout=TIMEOUT)
+            assert reply.results[0].code == 0 and streams.streamed == 1
+            peer.kill9()
+            failed = []
+            for n in range(1, 4):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await streams(_batch(n, 1), timeout=TIMEOUT)
+                failed.append((refused.value.code(), refused.value.details()))
+        finally:
+            await channel.close()
+    finally:
+        peer.stop()
+    assert all(code is grpc.StatusCode.UNAVAILABLE for code, _ in failed), failed
+    assert failed[0][1] == "the submission stream to the peer broke", failed
+
+
+def _said_ready(proc: Proc) -> Callable[[], Awaitable[bool]]:
+    async def ready() -> bool:
+        return "ready" in proc.log_text()
+
+    return ready
