@@ -25,10 +25,9 @@ def die_with_parent(parent_pid: int) -> bool:
 
 
 SHUTDOWN_DEADLINE = 5.0  # seconds a process has after SIGTERM before it ends at once
-# A process group's signal and a parent's forwarding of it reach a child together (Ctrl-C on
-# ./localnet.sh: SIGINT to the group, then SIGTERM from the script and from each parent; or a
-# supervisor signalling the group): a signal this soon after the first is the same request, not
-# an operator insisting.
+# A process group's signal and a parent's forwarding of it reach a process together (Ctrl-C on
+# ./localnet.sh: SIGINT to the group, then SIGTERM from the script; or a supervisor signalling
+# the group): a signal this soon after the first is the same request, not an operator insisting.
 REPEAT_WINDOW = 1.0
 # A process's children (REST proxy, channel workers, SCORE processes) start in a process group
 # of their own (`process_group=CHILD_GROUP`): a terminal's Ctrl-C or a signal to the parent's
@@ -47,8 +46,8 @@ def stop_on_signals(
     watchdog thread (which a busy or stuck event loop cannot hold up) then ends the process at
     once, as does a second signal `repeat_window` seconds or more after the first (sooner, it is
     the same request come another way: Ctrl-C reaches a whole process group with SIGINT while
-    ./localnet.sh and each parent forward SIGTERM). Every write of the node is one synced batch, so ending there tears nothing;
-    it only skips the goodbyes. The handlers are Python signal handlers, not the event loop's, so
+    ./localnet.sh forwards SIGTERM). Every write of the node is one synced batch, so ending there
+    tears nothing; it only skips the goodbyes. The handlers are Python signal handlers, not the event loop's, so
     that they run even while the loop is stuck."""
     signalled: list[tuple[str, float]] = []
     armed = threading.Event()
