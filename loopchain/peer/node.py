@@ -16,7 +16,6 @@ from typing import Any
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import Config
 from loopchain.consensus import messages as m
-from loopchain.lifecycle import CHILD_GROUP
 from loopchain.p2p import grpc_util
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_client import GrpcTransport
@@ -30,6 +29,7 @@ from loopchain.p2p.radiostation_client import (
 from loopchain.p2p.server import PeerServer, start_peer_server, start_worker_server
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
+from loopchain.peer.children import RestProxy
 from loopchain.peer.metrics import PeerMetrics, merged_exposition
 from loopchain.peer.workers import ChannelWorker
 from loopchain.scoreservice.supervisor import keep_memory_private
@@ -222,12 +222,14 @@ class PeerNode:
         self.tls = grpc_util.load_tls(self.config, self.root / "tls")
         self.transport = GrpcTransport(self.config, self.tls)
         server = await self._start_server(worker)
-        rest_child: asyncio.subprocess.Process | None = None
+        rest: RestProxy | None = None
+        rest_task: asyncio.Task[None] | None = None
         try:
             # 3. the REST proxy (stateless: it asks this peer per request) starts now, so that its
-            #    start-up overlaps registration and the channels' opening
+            #    start-up overlaps registration and the channels' opening; kept running after
             if self.config.RUN_REST_PROXY and worker is None:
-                rest_child = await self._start_rest_proxy()
+                rest = self._rest_proxy()
+                rest_task = asyncio.create_task(rest.run(), name="rest-proxy")
             async with asyncio.TaskGroup() as group:
                 rs = RadioStationClient(self.options.radiostation_targets[0], self.config, self.tls)
                 registration: Registration | None
@@ -249,7 +251,7 @@ class PeerNode:
         except* _Stop:
             pass
         finally:
-            await self._shutdown(server, rest_child)
+            await self._shutdown(server, rest, rest_task)
 
     async def _start_server(self, worker: WorkerSpec | None) -> PeerServer:
         assert self.signer is not None
@@ -426,34 +428,26 @@ class PeerNode:
         raw = self.node_store.get(f"members/{channel}".encode())
         return [PeerInfo(*row) for row in json.loads(raw)] if raw else []
 
-    async def _start_rest_proxy(self) -> asyncio.subprocess.Process:
+    def _rest_proxy(self) -> RestProxy:
         script = Path(__file__).resolve().parents[2] / "rest_proxy.py"
         args = [sys.executable, str(script), "-p", str(self.port), "--parent-pid", str(os.getpid())]
         if self.options.config_path:
             args += ["-o", self.options.config_path]
         if self.options.debug:
             args.append("-d")
-        child = await asyncio.create_subprocess_exec(*args, process_group=CHILD_GROUP)
-        log.info(
-            "started REST proxy (pid %d) on port %d",
-            child.pid,
-            self.port + int(self.config.PORT_DIFF_REST_SERVICE_CONTAINER),
-        )
-        return child
+        return RestProxy(args, self.port + int(self.config.PORT_DIFF_REST_SERVICE_CONTAINER))
 
     async def _shutdown(
-        self, server: PeerServer, rest_child: asyncio.subprocess.Process | None
+        self,
+        server: PeerServer,
+        rest: RestProxy | None,
+        rest_task: asyncio.Task[None] | None,
     ) -> None:
         log.info("shutting down")
         await asyncio.gather(*(worker.stop() for worker in self.workers.values()))
-        if rest_child is not None and rest_child.returncode is None:
-            rest_child.terminate()
-            try:
-                async with asyncio.timeout(5.0):
-                    await rest_child.wait()
-            except TimeoutError:
-                rest_child.kill()
-                await rest_child.wait()
+        if rest is not None and rest_task is not None:
+            await rest.stop()
+            await rest_task
         await server.stop(grace=1.0)
         if self.transport is not None:
             await self.transport.close()

@@ -1,0 +1,70 @@
+"""A peer keeps its REST proxy running (real processes): a proxy killed with -9 is started again
+on the same port, and one that cannot listen yet (its port still held, as by the proxy of a peer
+process killed a moment before) is started again until it can. A peer never runs on without its
+REST API."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+
+from tools.procs import (
+    REST_DIFF,
+    LocalNetwork,
+    child_pids,
+    http,
+    running_network,
+    wait_until,
+)
+
+
+def _proxy_of(peer_pid: int) -> int | None:
+    found = [pid for pid, cmd in child_pids(peer_pid).items() if "rest_proxy.py" in cmd]
+    return found[0] if found else None
+
+
+def _serving(net: LocalNetwork, port: int) -> bool:
+    try:
+        status, _ = http("GET", f"{net.rest(port)}/api/v1/status/peer")
+    except OSError:
+        return False
+    return status == 200
+
+
+def test_a_killed_proxy_is_started_again_on_its_port(tmp_path: Path) -> None:
+    with running_network(tmp_path, 1) as net:
+        port, peer = next(iter(net.peers.items()))
+        first = _proxy_of(peer.pid)
+        assert first is not None and _serving(net, port)
+        os.kill(first, signal.SIGKILL)
+
+        def served_by_another() -> bool:
+            now = _proxy_of(peer.pid)
+            return now is not None and now != first and _serving(net, port)
+
+        wait_until(served_by_another, 60, "a new REST proxy serving the port")
+        assert f"REST proxy on port {port + REST_DIFF} exited (signal 9)" in peer.log_text()
+
+
+def test_a_proxy_that_cannot_listen_yet_is_started_again_until_it_can(tmp_path: Path) -> None:
+    net = LocalNetwork(tmp_path)
+    try:
+        net.start_radiostation()
+        port = net.new_peer_port()
+        holder = socket.socket()
+        try:
+            holder.bind(("127.0.0.1", port + REST_DIFF))
+            holder.listen()
+            net.start_peer(port, wait=False)
+            peer = net.peers[port]
+            retried = f"REST proxy on port {port + REST_DIFF} exited (status 1); starting it again"
+            wait_until(lambda: retried in peer.log_text(), 60, "the proxy to be started again")
+            assert "cannot listen on" in peer.log_text()
+            assert peer.alive
+        finally:
+            holder.close()
+        wait_until(lambda: _serving(net, port), 60, "the REST API once the port is free")
+    finally:
+        net.stop_and_check()

@@ -1,0 +1,50 @@
+"""The peer's supervised children (loopchain.peer.children) with real processes: a REST proxy
+that exits is started again (after a backoff) until it stays up, one that refuses its
+configuration (status 2) is not, and stop ends the one running."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from loopchain.peer.children import RestProxy
+from tools.procs import pid_alive
+
+# exits 1 on its first two runs (as a proxy whose port is still held), then runs until stopped
+FLAKY = """
+import pathlib, sys, time
+runs = pathlib.Path(sys.argv[1])
+count = int(runs.read_text()) + 1 if runs.exists() else 1
+runs.write_text(str(count))
+if count <= 2:
+    sys.exit(1)
+time.sleep(3600)
+"""
+
+
+async def test_a_child_that_exits_is_started_again_until_it_stays_up(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    proxy = RestProxy([sys.executable, "-c", FLAKY, str(runs)], 9000)
+    task = asyncio.create_task(proxy.run())
+    try:
+        async with asyncio.timeout(60):
+            while not (runs.exists() and runs.read_text() == "3"):
+                await asyncio.sleep(0.05)
+        assert proxy.restarts == 2 and not task.done()
+        assert proxy.process is not None and proxy.process.returncode is None
+    finally:
+        await proxy.stop()
+        await asyncio.wait_for(task, 60)
+    assert proxy.process.returncode is not None and not pid_alive(proxy.process.pid)
+
+
+async def test_a_refused_configuration_is_not_tried_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proxy = RestProxy([sys.executable, "-c", "import sys; sys.exit(2)"], 9000)
+    await asyncio.wait_for(proxy.run(), 60)
+    assert proxy.restarts == 0
+    assert "refused its configuration (status 2" in caplog.text
