@@ -1,16 +1,16 @@
-"""Child processes of the peer that are started again whenever they exit: the REST proxy here, and
-the channel workers (loopchain.peer.workers) by the same restart loop.
+"""Child processes of the peer that are started again whenever they exit (`Supervised`): the REST
+proxy here, and the channel workers (loopchain.peer.workers).
 
 A child killed, crashed or unable to start its work yet is started again after a backoff:
 FIRST_BACKOFF, doubling up to MAX_BACKOFF, back to FIRST_BACKOFF once a child ran STABLE_AFTER
-seconds. A child that exits with a status saying that trying again cannot help (the caller's
-`fatal`) is not started again.
+seconds. A child that exits with a status saying that trying again cannot help (its `_fatal`) is
+not started again.
 
 The REST proxy is stateless (it asks the peer per request), so starting it again loses nothing.
-It exits when it cannot listen on its port, which happens when a peer is started again at once
-after a kill -9: the dead peer's proxy holds the port until it has stopped too (it ends with its
-peer, gracefully, within its shutdown deadline). Before, the new peer then ran without a REST API
-for good, as it did after its proxy crashed or was killed.
+It exits when it cannot listen on its port, which is what a peer started again at once after a
+kill -9 meets: the dead peer's proxy holds the port until it has stopped too (it ends with its
+peer, gracefully, within its shutdown deadline). Started again, the new proxy gets the port then;
+a peer never runs on without its REST API.
 """
 
 from __future__ import annotations
