@@ -163,10 +163,14 @@ class _ChannelCollector(Collector):
         }
 
 
-class _WorkerCollector(Collector):
-    """Reads how often each channel worker was started again when the registry is scraped."""
+class _RestartsCollector(Collector):
+    """Reads how often child processes were started again when the registry is scraped: by
+    `label` (one series per key of what `restarts` returns), or one series when `label` is ""."""
 
-    def __init__(self, restarts: Callable[[], Mapping[str, int]]) -> None:
+    def __init__(
+        self, name: str, documentation: str, label: str, restarts: Callable[[], Mapping[str, int]]
+    ) -> None:
+        self._name, self._documentation, self._label = name, documentation, label
         self._restarts = restarts
 
     def describe(self) -> Iterable[Metric]:
@@ -174,17 +178,13 @@ class _WorkerCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         family = self._family()
-        for name, count in sorted(self._restarts().items()):
-            family.add_metric([name], float(count))
+        for key, count in sorted(self._restarts().items()):
+            family.add_metric([key] if self._label else [], float(count))
         return [family]
 
-    @staticmethod
-    def _family() -> CounterMetricFamily:
-        return CounterMetricFamily(
-            "loopchain_channel_worker_restarts",
-            "Times a channel's worker process exited and was started again",
-            labels=["channel"],
-        )
+    def _family(self) -> CounterMetricFamily:
+        labels = [self._label] if self._label else None
+        return CounterMetricFamily(self._name, self._documentation, labels=labels)
 
 
 class PeerMetrics:
@@ -196,9 +196,10 @@ class PeerMetrics:
         *,
         process: bool = False,
         worker_restarts: Callable[[], Mapping[str, int]] | None = None,
+        proxy_restarts: Callable[[], int] | None = None,
     ) -> None:
         """`worker_restarts`: the restarts of the peer's channel workers by channel (a peer
-        running its channels in worker processes)."""
+        running its channels in worker processes); `proxy_restarts`: of its REST proxy."""
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.committed_txs = Counter(
@@ -247,7 +248,23 @@ class PeerMetrics:
         )
         registry.register(_ChannelCollector(channels))
         if worker_restarts is not None:
-            registry.register(_WorkerCollector(worker_restarts))
+            registry.register(
+                _RestartsCollector(
+                    "loopchain_channel_worker_restarts",
+                    "Times a channel's worker process exited and was started again",
+                    "channel",
+                    worker_restarts,
+                )
+            )
+        if proxy_restarts is not None:
+            registry.register(
+                _RestartsCollector(
+                    "loopchain_rest_proxy_restarts",
+                    "Times this peer's REST proxy process exited and was started again",
+                    "",
+                    lambda: {"": proxy_restarts()},
+                )
+            )
         if process:  # CPU, memory and open files of this process (not in tests' shared process)
             register_process_collectors(registry, "loopchain")
 

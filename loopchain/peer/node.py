@@ -155,6 +155,7 @@ class PeerNode:
         self.node_store: KeyValueStore | None = None
         self.tls: grpc_util.Tls | None = None
         self.failure: str | None = None  # why the peer stopped on its own (its storage failed)
+        self.rest_proxy: RestProxy | None = None
         self._stop: asyncio.Event | None = None
         # set by a channel that has no address for one of its validators: the heartbeat loop asks
         # the RadioStation for the member list at once (at most every MEMBERS_RETRY_S)
@@ -164,6 +165,7 @@ class PeerNode:
             lambda: {name: service.gauges for name, service in self.channels.items()},
             process=True,
             worker_restarts=lambda: {name: w.restarts for name, w in self.workers.items()},
+            proxy_restarts=lambda: self.rest_proxy.restarts if self.rest_proxy else 0,
         )
 
     # ------------------------------------------------------------ backend for the servicer
@@ -222,14 +224,13 @@ class PeerNode:
         self.tls = grpc_util.load_tls(self.config, self.root / "tls")
         self.transport = GrpcTransport(self.config, self.tls)
         server = await self._start_server(worker)
-        rest: RestProxy | None = None
         rest_task: asyncio.Task[None] | None = None
         try:
             # 3. the REST proxy (stateless: it asks this peer per request) starts now, so that its
             #    start-up overlaps registration and the channels' opening; kept running after
             if self.config.RUN_REST_PROXY and worker is None:
-                rest = self._rest_proxy()
-                rest_task = asyncio.create_task(rest.run(), name="rest-proxy")
+                self.rest_proxy = self._rest_proxy()
+                rest_task = asyncio.create_task(self.rest_proxy.run(), name="rest-proxy")
             async with asyncio.TaskGroup() as group:
                 rs = RadioStationClient(self.options.radiostation_targets[0], self.config, self.tls)
                 registration: Registration | None
@@ -251,7 +252,7 @@ class PeerNode:
         except* _Stop:
             pass
         finally:
-            await self._shutdown(server, rest, rest_task)
+            await self._shutdown(server, rest_task)
 
     async def _start_server(self, worker: WorkerSpec | None) -> PeerServer:
         assert self.signer is not None
@@ -437,16 +438,11 @@ class PeerNode:
             args.append("-d")
         return RestProxy(args, self.port + int(self.config.PORT_DIFF_REST_SERVICE_CONTAINER))
 
-    async def _shutdown(
-        self,
-        server: PeerServer,
-        rest: RestProxy | None,
-        rest_task: asyncio.Task[None] | None,
-    ) -> None:
+    async def _shutdown(self, server: PeerServer, rest_task: asyncio.Task[None] | None) -> None:
         log.info("shutting down")
         await asyncio.gather(*(worker.stop() for worker in self.workers.values()))
-        if rest is not None and rest_task is not None:
-            await rest.stop()
+        if self.rest_proxy is not None and rest_task is not None:
+            await self.rest_proxy.stop()
             await rest_task
         await server.stop(grace=1.0)
         if self.transport is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import urllib.request
 from pathlib import Path
 
 from tools.procs import (
@@ -46,6 +47,9 @@ def test_a_killed_proxy_is_started_again_on_its_port(tmp_path: Path) -> None:
 
         wait_until(served_by_another, 60, "a new REST proxy serving the port")
         assert f"REST proxy on port {port + REST_DIFF} exited (signal 9)" in peer.log_text()
+        with urllib.request.urlopen(f"{net.rest(port)}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert "\nloopchain_rest_proxy_restarts_total 1.0\n" in metrics
 
 
 def test_a_proxy_that_cannot_listen_yet_is_started_again_until_it_can(tmp_path: Path) -> None:

@@ -182,6 +182,14 @@ def test_the_peer_counts_its_workers_restarts_by_channel() -> None:
     )
 
 
+def test_the_peer_counts_its_rest_proxy_restarts() -> None:
+    restarts = [0]
+    metrics = PeerMetrics(proxy_restarts=lambda: restarts[0])
+    assert _series(metrics.exposition())[("loopchain_rest_proxy_restarts_total", frozenset())] == 0
+    restarts[0] = 3
+    assert _series(metrics.exposition())[("loopchain_rest_proxy_restarts_total", frozenset())] == 3
+
+
 async def test_a_caller_beyond_the_limit_is_refused_never_sent_under_another_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
