@@ -56,9 +56,12 @@ wait_http() {  # url, name, pid
   echo "$2 did not answer at $1 in 30 s; see $DATA/logs/$2.log" >&2; exit 1
 }
 
-alive() {  # the pid in pid file $1 runs
-  local pid
-  pid=$(cat "$1" 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+alive() {  # the pid in pid file $1 runs (a process killed but not yet reaped, a zombie, has ended)
+  local pid stat
+  pid=$(cat "$1" 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat:0:1}" != Z ]
 }
 
 if [ -n "$RESTART" ]; then  # restart one dead peer of a running local network, in place

@@ -122,9 +122,9 @@ def test_the_icon_sdk_transfers_on_the_development_genesis(tmp_path: Path) -> No
 
 
 def test_ctrl_c_stops_every_process_gracefully(tmp_path: Path) -> None:
-    """Ctrl-C reaches the whole process group with SIGINT while ./localnet.sh, each peer and
-    each worker forward SIGTERM to their children: the one request, so every process (workers
-    and SCOREs included) takes its graceful shutdown instead of ending at once."""
+    """Ctrl-C reaches the whole process group with SIGINT while ./localnet.sh forwards SIGTERM:
+    the one request, so every process (workers and SCOREs included, and a peer restarted with
+    --restart at once after a kill -9) takes its graceful shutdown instead of ending at once."""
     busy = [port for port in PORTS if not _bindable(port)]
     if busy:
         pytest.skip(f"the local network's ports {busy} are in use (a local network runs?)")
@@ -141,7 +141,14 @@ def test_ctrl_c_stops_every_process_gracefully(tmp_path: Path) -> None:
         tree = set(descendant_pids(proc.pid))  # localnet.sh's processes and theirs
         workers = [p for p in tree if "loopchain.peer.worker" in cmdline_of(p)]
         assert len(workers) == 4, "each of the 2 peers runs its 2 channels in workers"
-        pids += tree
+        # a peer killed and started again at once: its old proxy still holds the REST port for a
+        # moment (it stops when it sees its peer gone), the new peer's proxy tries until it is free
+        victim = int((data / "pids" / "peer_7100.pid").read_text())
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(victim), 20, "the killed peer to end")
+        again = _restart(data, 7100)
+        assert again.returncode == 0 and "restarted" in again.stdout, again
+        pids += [*tree, int((data / "pids" / "peer_7100.pid").read_text())]
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         code = proc.wait(60)
     finally:
