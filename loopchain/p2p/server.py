@@ -27,12 +27,17 @@ class PeerServer:
         await self._server.stop(grace=grace)
 
 
-def _server(config: Config, servicer: PeerServicer) -> tuple[grpc.aio.Server, PeerServicer]:
-    """A server of `servicer` whose refusals of malformed requests its monitor counts."""
+async def _serve(
+    config: Config, servicer: PeerServicer, bind: Callable[[grpc.aio.Server], None]
+) -> PeerServer:
+    """Start a server of `servicer` bound by `bind`; the refusals of malformed requests are
+    counted by the servicer's monitor."""
     monitor = servicer.monitor
     server = grpc_util.create_server(config, monitor.rpc_error if monitor is not None else None)
     pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
-    return server, servicer
+    bind(server)
+    await server.start()
+    return PeerServer(server, servicer)
 
 
 async def start_peer_server(
@@ -47,14 +52,14 @@ async def start_peer_server(
     """Bind and start the server (OSError with a clear message when a port is taken); errors it
     answers are counted by `monitor`, whose metrics GetMetrics serves. Calls naming a channel
     `workers` has a link for go to that channel's worker process."""
-    server, servicer = _server(
-        config, PeerServicer(backend, peer_id, tls, monitor, workers=workers)
-    )
-    grpc_util.bind(server, config.IP_LOCAL, port, tls)
-    if tls is not None:
-        grpc_util.bind(server, "127.0.0.1", port + int(config.PORT_DIFF_INNER_SERVICE))
-    await server.start()
-    return PeerServer(server, servicer)
+
+    def bind(server: grpc.aio.Server) -> None:
+        grpc_util.bind(server, config.IP_LOCAL, port, tls)
+        if tls is not None:
+            grpc_util.bind(server, "127.0.0.1", port + int(config.PORT_DIFF_INNER_SERVICE))
+
+    servicer = PeerServicer(backend, peer_id, tls, monitor, workers=workers)
+    return await _serve(config, servicer, bind)
 
 
 async def start_worker_server(
@@ -67,12 +72,12 @@ async def start_worker_server(
 ) -> PeerServer:
     """A channel worker's server, on a unix socket only its peer reaches: who calls is what the
     peer names in the call's metadata (with TLS on; without it, no one is named)."""
-    callers = ForwardedCallers() if tls is not None else None
-    server, servicer = _server(
-        config, PeerServicer(backend, peer_id, None, monitor, callers=callers)
-    )
     address = f"unix:{socket_path}"
-    if server.add_insecure_port(address) == 0:
-        raise OSError(f"cannot listen on {address}")
-    await server.start()
-    return PeerServer(server, servicer)
+
+    def bind(server: grpc.aio.Server) -> None:
+        if server.add_insecure_port(address) == 0:
+            raise OSError(f"cannot listen on {address}")
+
+    callers = ForwardedCallers() if tls is not None else None
+    servicer = PeerServicer(backend, peer_id, None, monitor, callers=callers)
+    return await _serve(config, servicer, bind)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from loopchain.peer.children import RestProxy
-from tools.procs import pid_alive
+from tools.procs import pid_alive, wait_until_async
 
 # exits 1 on its first two runs (as a proxy whose port is still held), then runs until stopped
 FLAKY = """
@@ -29,10 +29,12 @@ async def test_a_child_that_exits_is_started_again_until_it_stays_up(tmp_path: P
     runs = tmp_path / "runs"
     proxy = RestProxy([sys.executable, "-c", FLAKY, str(runs)], 9000)
     task = asyncio.create_task(proxy.run())
+
+    async def third_run() -> bool:
+        return runs.exists() and runs.read_text() == "3"
+
     try:
-        async with asyncio.timeout(60):
-            while not (runs.exists() and runs.read_text() == "3"):
-                await asyncio.sleep(0.05)
+        await wait_until_async(third_run, 60, "the third run of the child")
         assert proxy.restarts == 2 and not task.done()
         assert proxy.process is not None and proxy.process.returncode is None
     finally:
@@ -48,3 +50,22 @@ async def test_a_refused_configuration_is_not_tried_again(
     await asyncio.wait_for(proxy.run(), 60)
     assert proxy.restarts == 0
     assert "refused its configuration (status 2" in caplog.text
+
+
+async def test_a_child_that_cannot_be_spawned_is_tried_again_until_stopped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = RestProxy([str(tmp_path / "no-such-program")], 9000)
+    task = asyncio.create_task(proxy.run())
+
+    async def tried_twice() -> bool:
+        return proxy.restarts >= 2
+
+    try:
+        await wait_until_async(tried_twice, 60, "two more tries")
+        assert "could not start the REST proxy on port 9000" in caplog.text
+        assert "exited (could not start); starting it again" in caplog.text
+        assert proxy.process is None and not task.done()
+    finally:
+        await proxy.stop()
+        await asyncio.wait_for(task, 60)
