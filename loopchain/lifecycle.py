@@ -47,8 +47,8 @@ def stop_on_signals(
     once, as does a second signal `repeat_window` seconds or more after the first (sooner, it is
     the same request come another way: Ctrl-C reaches a whole process group with SIGINT while
     ./localnet.sh forwards SIGTERM). Every write of the node is one synced batch, so ending there
-    tears nothing; it only skips the goodbyes. The handlers are Python signal handlers, not the event loop's, so
-    that they run even while the loop is stuck."""
+    tears nothing; it only skips the goodbyes. The handlers are Python signal handlers, not the
+    event loop's, so that they run even while the loop is stuck."""
     signalled: list[tuple[str, float]] = []
     armed = threading.Event()
 

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 REFUSALS = RefusalLog(log)
 T = TypeVar("T")
 R = TypeVar("R")
+Relayed = TypeVar("Relayed", pb.TxBatch, pb.ConsensusMessage)  # what peers stream to each other
 
 
 @dataclass(frozen=True)
@@ -319,13 +320,14 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def _stream(
         self,
-        requests: AsyncIterator[R],
+        requests: AsyncIterator[Relayed],
         context: grpc.aio.ServicerContext,
         method: str,
-        handle: Callable[[R, str | None], bool],
+        handle: Callable[[Relayed, str | None], None],
     ) -> pb.Ack:
-        """Each message of a stream handled as its one-call twin handles it; a refused message is
-        counted and skipped (one channel's refusals do not cut off the others' messages). Who
+        """Each message of a stream handled as its one-call twin handles it, or passed on to the
+        worker process of its channel (which judges it, told its caller's name); a refused message
+        is counted and skipped (one channel's refusals do not cut off the others' messages). Who
         calls is checked once, first (a certificate that expires meanwhile is met at the stream's
         replacement or its STREAM_MAX_AGE_S): a caller refused ends the stream with the refusal.
         `end_streams` ends the stream (the server's stop would wait for it)."""
@@ -342,9 +344,12 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 async with asyncio.timeout(STREAM_MAX_AGE_S):
                     async for request in requests:
                         try:
-                            if handle(request, caller):
+                            link = self._worker(request.channel)
+                            if link is not None:
+                                link.push(request, caller)
                                 passed += 1
                             else:
+                                handle(request, caller)
                                 handled += 1
                         except (RequestError, EncodingError) as exc:
                             self._refusal(context, method, exc)
@@ -607,30 +612,18 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     # ------------------------------------------------------------ peer to peer
 
-    def _add_txs(self, request: pb.TxBatch, caller: str | None) -> bool:
-        """Take a batch of relayed transactions; True when it went to the channel's worker."""
+    def _add_txs(self, request: pb.TxBatch, caller: str | None) -> None:
         if len(request.txs) > MAX_TXS_PER_BATCH:
             raise RequestError(
                 ErrorKind.INVALID,
                 f"{len(request.txs)} transactions in one batch, limit {MAX_TXS_PER_BATCH}",
             )
-        link = self._worker(request.channel)
-        if link is not None:
-            link.push(request, caller)
-            return True
         channel = self._party_channel(request.channel, caller)
         channel.receive_txs([Transaction.decode(raw) for raw in request.txs])
-        return False
 
-    def _deliver(self, request: pb.ConsensusMessage, caller: str | None) -> bool:
-        """Take a consensus message; True when it went to the channel's worker."""
-        link = self._worker(request.channel)
-        if link is not None:
-            link.push(request, caller)
-            return True
+    def _deliver(self, request: pb.ConsensusMessage, caller: str | None) -> None:
         channel = self._party_channel(request.channel, caller)
         channel.receive(decode_consensus(request, channel.pooled_transaction))
-        return False
 
     async def AddTxBatch(self, request: pb.TxBatch, context: Any) -> pb.Ack:
         def work() -> pb.Ack:
