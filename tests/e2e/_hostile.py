@@ -345,6 +345,18 @@ def wait_final(target: Target, hashes: list[str], deadline: float = 30.0) -> Non
     wait_until(all_final, deadline, f"{len(hashes)} transactions final on every peer")
 
 
+def wait_settled(target: Target, deadline: float = 30.0) -> None:
+    """Every pool empty and every peer at one height: no block is on its way."""
+
+    def settled() -> bool:
+        statuses = [target.status(port) for port in target.ports]
+        return len({s["block_height"] for s in statuses}) == 1 and all(
+            s["tx_pool_size"] == 0 for s in statuses
+        )
+
+    wait_until(settled, deadline, "every pool empty and every peer at one height")
+
+
 def tx_result(target: Target, port: int, tx_hash: str) -> dict[str, Any]:
     """The SCORE's result of a transaction on `port` ({"code": 2} while not executed)."""
     url = f"{target.rest(port)}/api/v1/transactions/result?hash={tx_hash}"

@@ -61,6 +61,7 @@ from tests.e2e._hostile import (
     validator_view,
     wait_final,
     wait_result,
+    wait_settled,
 )
 from tools.procs import Proc, assert_clean_log, free_port_pair, wait_until
 
@@ -846,8 +847,10 @@ def test_deliver_refuses_malformed_messages_as_invalid_argument(
 
 def _stranger_block(target: Target, *, claim_leader: bool) -> tuple[Block, Signer]:
     """A well-formed next block signed by a key outside the validator set (naming itself, or the
-    real leader of the next round, as its leader)."""
-    tip, qc = _tip(target, target.owner_port)
+    real leader of the next round, as its leader). Made once no block is on its way, so that the
+    peer it goes to is still at the tip it extends when it arrives."""
+    wait_settled(target)
+    tip, qc = _tip(target, _stranger_port(target))
     stranger = Signer.generate()
     block = Block.create(
         channel=CHANNEL,
@@ -1320,12 +1323,5 @@ def test_zz_the_network_is_unharmed(target: Target) -> None:
     assert validator_view(target) == target.baseline
     fresh = [submit(target, port, {"data": f"after the probes {port}"}) for port in target.ports]
     wait_final(target, fresh)
-
-    def settled() -> bool:
-        statuses = [target.status(port) for port in target.ports]
-        return len({s["block_height"] for s in statuses}) == 1 and all(
-            s["tx_pool_size"] == 0 for s in statuses
-        )
-
-    wait_until(settled, 30, "every pool empty and every peer at one height")
+    wait_settled(target)
     target.net.assert_clean_logs()
