@@ -81,3 +81,29 @@ def _end_now(reason: str) -> None:
         with contextlib.suppress(Exception):
             handler.flush()
     os._exit(0)
+
+
+async def until_exit_or(process: asyncio.subprocess.Process, event: asyncio.Event) -> None:
+    """Wait until `process` exits or `event` is set, whichever comes first."""
+    exited = asyncio.ensure_future(process.wait())
+    stopping = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (exited, stopping):
+            task.cancel()
+        await asyncio.gather(exited, stopping, return_exceptions=True)
+
+
+async def terminate(process: asyncio.subprocess.Process, deadline: float) -> None:
+    """SIGTERM the process and wait; SIGKILL it when it does not exit within `deadline` s."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            async with asyncio.timeout(deadline):
+                await process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()

@@ -20,8 +20,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from loopchain.lifecycle import CHILD_GROUP
-from loopchain.scoreservice.supervisor import terminate, until_exit_or
+from loopchain.lifecycle import CHILD_GROUP, terminate, until_exit_or
 
 log = logging.getLogger(__name__)
 

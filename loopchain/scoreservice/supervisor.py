@@ -36,7 +36,7 @@ from pathlib import Path
 
 import loopchain
 from loopchain.configure import Config
-from loopchain.lifecycle import CHILD_GROUP
+from loopchain.lifecycle import CHILD_GROUP, terminate, until_exit_or
 from loopchain.scoreservice.client import (
     ScoreClient,
     ScoreRejected,
@@ -244,7 +244,7 @@ class ScoreSupervisor:
             await self._until_exit_or_stop(process)
         finally:
             self._ready.clear()
-            await terminate(process)
+            await terminate(process, STOP_DEADLINE)
         ended = f"exit code {process.returncode}"
         return f"{ended}: {failure}" if failure else ended
 
@@ -336,35 +336,9 @@ class ScoreSupervisor:
         self._stopping.set()
         process = self._process
         if process is not None:
-            await terminate(process)
+            await terminate(process, STOP_DEADLINE)
         if self._running:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STOP_DEADLINE * 2):
                     await self._finished.wait()
         await self._client.close()
-
-
-async def until_exit_or(process: asyncio.subprocess.Process, event: asyncio.Event) -> None:
-    """Wait until `process` exits or `event` is set, whichever comes first."""
-    exited = asyncio.ensure_future(process.wait())
-    stopping = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (exited, stopping):
-            task.cancel()
-        await asyncio.gather(exited, stopping, return_exceptions=True)
-
-
-async def terminate(process: asyncio.subprocess.Process, deadline: float = STOP_DEADLINE) -> None:
-    """SIGTERM the process and wait; SIGKILL it when it does not exit within `deadline` s."""
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            async with asyncio.timeout(deadline):
-                await process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
