@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
@@ -438,19 +439,50 @@ def _malformed_http_in_one_line(record: logging.LogRecord) -> bool:
     return True
 
 
+_SERVICER_METHOD = re.compile(r"servicer method \[([^\]]*)\]")
+
+
 def _rpc_cancelled_before_it_ran(record: logging.LogRecord) -> bool:
     """grpc.aio logs an RPC whose caller went away (or whose server began stopping) before its
-    handler took its first step as an unhandled CancelledError with a traceback, at ERROR; once its
-    handler runs the same cancellation is a DEBUG line. Nothing was done for it and nothing is
-    lost, so it is one INFO line; every other exception grpc reports stays an ERROR."""
+    handler took its first step as an unhandled CancelledError with a traceback, at ERROR, and
+    then prints the same traceback to stderr itself; once its handler runs the same cancellation
+    is a DEBUG line. Nothing was done for it and nothing is lost, so it is one INFO line (with the
+    method, whether grpc passes it as an argument or in the message) and no traceback; every other
+    exception grpc reports stays an ERROR with its traceback."""
     exc = record.exc_info[1] if record.exc_info else None
     if isinstance(exc, asyncio.CancelledError) and "servicer method" in str(record.msg):
-        method = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        if isinstance(record.args, tuple) and record.args:
+            method = str(record.args[0])
+        else:
+            named = _SERVICER_METHOD.search(str(record.msg))
+            method = named.group(1) if named else "?"
         record.msg, record.args = "RPC %s was cancelled before its handler ran", (method,)
         record.exc_info, record.exc_text, record.stack_info = None, None, None
         record.levelno, record.levelname = logging.INFO, "INFO"
+        _quiet_cancellation_echo(sys.modules.get(record.name))
         return logging.getLogger(record.name).isEnabledFor(logging.INFO)  # (checked at ERROR)
     return True
+
+
+class _TracebackSparingCancellations:
+    """Stands in for the `traceback` module inside grpc's cygrpc, whose call scheduler follows the
+    record above with `traceback.print_exc()`: a CancelledError being handled is not printed (its
+    record said all there is to say); any other exception is, as before."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(traceback, name)
+
+    @staticmethod
+    def print_exc(*args: Any, **kwargs: Any) -> None:
+        if not isinstance(sys.exc_info()[1], asyncio.CancelledError):
+            traceback.print_exc(*args, **kwargs)
+
+
+def _quiet_cancellation_echo(cygrpc: ModuleType | None) -> None:
+    """Give `cygrpc` (grpc's module that logged the record, about to print its traceback) the
+    stand-in above as its `traceback`: set at the first such record, before it prints."""
+    if cygrpc is not None and isinstance(getattr(cygrpc, "traceback", None), ModuleType):
+        cygrpc.traceback = _TracebackSparingCancellations()  # type: ignore[attr-defined]
 
 
 class RefusalLog:

@@ -372,3 +372,46 @@ def test_an_rpc_cancelled_before_its_handler_ran_is_one_info_line_and_other_grpc
     assert lines[-1] == "ValueError: a servicer bug"
     quiet = _log_as_grpc_aio_does(tmp_path / "quiet.log", "WARNING")
     assert "ERROR" in quiet[0] and "cancelled before" not in "\n".join(quiet)  # an INFO line less
+
+
+def test_grpc_s_own_traceback_print_spares_cancellations_once_such_a_record_was_logged(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """grpc.aio (1.85) logs the cancelled call with the method inside the message and then calls
+    `traceback.print_exc()` itself: the line names the method, and that print is skipped for a
+    CancelledError but still made for any other exception."""
+    cygrpc = pytest.importorskip("grpc._cython.cygrpc")
+    root, grpc_logger = logging.getLogger(), logging.getLogger("grpc._cython.cygrpc")
+    saved = (root.handlers[:], root.level, grpc_logger.filters[:], grpc_logger.level)
+    path = tmp_path / "score.log"
+    overrides = {"LOG_FILE_PATH": str(path), "LOOPCHAIN_LOG_LEVEL": "INFO"}
+    setup_logging(load_config(environ={}, overrides=overrides), debug=False, process="score")
+    saved_traceback = cygrpc.traceback
+    try:
+        try:
+            raise asyncio.CancelledError()
+        except asyncio.CancelledError:
+            grpc_logger.exception(
+                "Exception not handled by _handle_exceptions in servicer method "
+                "[/loopchain.score.ScoreService/Query]"
+            )
+            cygrpc.traceback.print_exc()
+        assert "Traceback" not in capfd.readouterr().err
+        try:
+            raise ValueError("a servicer bug")
+        except ValueError:
+            cygrpc.traceback.print_exc()
+        assert "ValueError: a servicer bug" in capfd.readouterr().err
+        assert cygrpc.traceback.format_exc is saved_traceback.format_exc  # the rest is the module's
+    finally:
+        cygrpc.traceback = saved_traceback
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], grpc_logger.filters[:] = saved[0], saved[2]
+        root.setLevel(saved[1])
+        grpc_logger.setLevel(saved[3])
+    lines = path.read_text().splitlines()
+    assert lines[-1].endswith(
+        "INFO    [score] grpc._cython.cygrpc: "
+        "RPC /loopchain.score.ScoreService/Query was cancelled before its handler ran"
+    ), lines
