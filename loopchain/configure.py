@@ -17,6 +17,7 @@ import re
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
@@ -403,6 +404,8 @@ def setup_logging(config: Config, *, debug: bool, process: str) -> None:
         logging.getLogger(name).setLevel(max(level, floor))
     logging.getLogger("aiohttp.server").addFilter(_malformed_http_in_one_line)
     logging.getLogger("grpc._cython.cygrpc").addFilter(_rpc_cancelled_before_it_ran)
+    # the coroutine of such a call's handler, never started, is collected with a RuntimeWarning
+    warnings.filterwarnings("ignore", "coroutine '_handle_rpc' was never awaited", RuntimeWarning)
 
 
 def log_file_handler(config: Config) -> logging.FileHandler:

@@ -31,3 +31,4 @@ def test_calls_cancelled_before_their_handlers_ran_are_info_lines_without_traceb
     assert cancelled, done.stderr[-3000:]  # the case this test is about did happen
     assert all(" INFO " in line and f"RPC {METHOD} was" in line for line in cancelled), cancelled
     assert log_problems(done.stderr) == [], done.stderr[-3000:]
+    assert "never awaited" not in done.stderr, done.stderr[-3000:]  # the unstarted handler
