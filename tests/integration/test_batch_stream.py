@@ -255,10 +255,11 @@ async def test_a_stream_the_peer_ends_under_a_batch_fails_that_batch_and_the_nex
 async def test_a_peer_killed_under_its_streams_is_unavailable_never_an_internal_error(
     tmp_path: Path,
 ) -> None:
-    """kill -9 of the peer process: the next batch, written on the stream left idle, fails in
-    grpc's core (INTERNAL "Internal error from Core", no status from the dead peer); it is the
-    peer that cannot be reached, UNAVAILABLE (a 503 with Retry-After at the REST API, not a
-    502), and so is every batch after it until the peer is back."""
+    """kill -9 of the peer process: the next batch, written on the stream left idle, mostly fails
+    in grpc's core (INTERNAL "Internal error from Core", no status from the dead peer; on a slower
+    machine the kernel's reset may come first); it is the peer that cannot be reached,
+    UNAVAILABLE (a 503 with Retry-After at the REST API, not a 502), and so is every batch after
+    it until the peer is back."""
     port = free_port_pair()
     peer = Proc("batch_peer", ["-m", "tests.integration._batch_peer", str(port)], tmp_path)
     peer.start()
@@ -280,7 +281,10 @@ async def test_a_peer_killed_under_its_streams_is_unavailable_never_an_internal_
     finally:
         peer.stop()
     assert all(code is grpc.StatusCode.UNAVAILABLE for code, _ in failed), failed
-    assert failed[0][1] == "the submission stream to the peer broke", failed
+    # the first write meets either grpc core's INTERNAL (said as the stream broke) or, when the
+    # kernel's reset came first (a slower machine), grpc's own UNAVAILABLE "Stream removed"
+    first = failed[0][1]
+    assert first == "the submission stream to the peer broke" or "Stream removed" in first, failed
 
 
 def _said_ready(proc: Proc) -> Callable[[], Awaitable[bool]]:
