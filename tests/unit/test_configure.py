@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
 import logging.handlers
 import re
 import sys
+import traceback
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -334,14 +337,33 @@ def test_the_log_file_rotates_by_time_or_not_at_all_and_refuses_unknown_periods(
         load_config(overrides={"LOG_FILE_ROTATE_INTERVAL": 0}, environ={})
 
 
-def _log_as_grpc_aio_does(path: Path, level: str) -> list[str]:
-    """The lines `setup_logging` (LOOPCHAIN_LOG_LEVEL `level`) writes to `path` for grpc.aio's
-    records of a handler task cancelled before its first step, and of any other exception."""
+@contextlib.contextmanager
+def _grpc_logging(path: Path, level: str) -> Iterator[logging.Logger]:
+    """grpc.aio's logger with `setup_logging` (LOOPCHAIN_LOG_LEVEL `level`) writing to `path`;
+    afterwards the logging and grpc's own `traceback` (when grpc is loaded) are as before."""
     root, grpc_logger = logging.getLogger(), logging.getLogger("grpc._cython.cygrpc")
     saved = (root.handlers[:], root.level, grpc_logger.filters[:], grpc_logger.level)
+    cygrpc = sys.modules.get("grpc._cython.cygrpc")
+    if cygrpc is not None:
+        cygrpc.traceback = traceback  # as grpc imports it (an earlier test may have set it)
     overrides = {"LOG_FILE_PATH": str(path), "LOOPCHAIN_LOG_LEVEL": level}
     setup_logging(load_config(environ={}, overrides=overrides), debug=False, process="score")
     try:
+        yield grpc_logger
+    finally:
+        if cygrpc is not None:
+            cygrpc.traceback = traceback
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], grpc_logger.filters[:] = saved[0], saved[2]
+        root.setLevel(saved[1])
+        grpc_logger.setLevel(saved[3])
+
+
+def _log_as_grpc_aio_does(path: Path, level: str) -> list[str]:
+    """The lines `setup_logging` (LOOPCHAIN_LOG_LEVEL `level`) writes to `path` for grpc.aio's
+    records of a handler task cancelled before its first step, and of any other exception."""
+    with _grpc_logging(path, level) as grpc_logger:
         # as grpc.aio reports a handler task cancelled before its first step, and any other
         for exc in (asyncio.CancelledError(), ValueError("a servicer bug")):
             try:
@@ -351,12 +373,6 @@ def _log_as_grpc_aio_does(path: Path, level: str) -> list[str]:
                     "Exception not handled by _handle_exceptions in servicer method [%s]",
                     "/loopchain.score.ScoreService/CommitBlock",
                 )
-    finally:
-        for handler in root.handlers:
-            handler.close()
-        root.handlers[:], grpc_logger.filters[:] = saved[0], saved[2]
-        root.setLevel(saved[1])
-        grpc_logger.setLevel(saved[3])
     return path.read_text().splitlines()
 
 
@@ -381,16 +397,13 @@ def test_grpc_s_own_traceback_print_spares_cancellations_once_such_a_record_was_
     `traceback.print_exc()` itself: the line names the method, and that print is skipped for a
     CancelledError but still made for any other exception."""
     cygrpc = pytest.importorskip("grpc._cython.cygrpc")
-    root, grpc_logger = logging.getLogger(), logging.getLogger("grpc._cython.cygrpc")
-    saved = (root.handlers[:], root.level, grpc_logger.filters[:], grpc_logger.level)
     path = tmp_path / "score.log"
-    overrides = {"LOG_FILE_PATH": str(path), "LOOPCHAIN_LOG_LEVEL": "INFO"}
-    setup_logging(load_config(environ={}, overrides=overrides), debug=False, process="score")
-    saved_traceback = cygrpc.traceback
-    try:
+    with _grpc_logging(path, "INFO") as grpc_logger:
         try:
             raise asyncio.CancelledError()
         except asyncio.CancelledError:
+            cygrpc.traceback.print_exc()  # before any such record: printed
+            assert "CancelledError" in capfd.readouterr().err
             grpc_logger.exception(
                 "Exception not handled by _handle_exceptions in servicer method "
                 "[/loopchain.score.ScoreService/Query]"
@@ -402,14 +415,7 @@ def test_grpc_s_own_traceback_print_spares_cancellations_once_such_a_record_was_
         except ValueError:
             cygrpc.traceback.print_exc()
         assert "ValueError: a servicer bug" in capfd.readouterr().err
-        assert cygrpc.traceback.format_exc is saved_traceback.format_exc  # the rest is the module's
-    finally:
-        cygrpc.traceback = saved_traceback
-        for handler in root.handlers:
-            handler.close()
-        root.handlers[:], grpc_logger.filters[:] = saved[0], saved[2]
-        root.setLevel(saved[1])
-        grpc_logger.setLevel(saved[3])
+        assert cygrpc.traceback.format_exc is traceback.format_exc  # the rest is the module's
     lines = path.read_text().splitlines()
     assert lines[-1].endswith(
         "INFO    [score] grpc._cython.cygrpc: "
