@@ -482,6 +482,9 @@ class CpuMeter:
         self._kind: dict[tuple[int, int], str] = {}
         self._started = False
         self.peak_rss_mb = 0.0
+        # anonymous pages only: the peak of RSS under load also holds the block stores' table
+        # files that LevelDB maps while it compacts (page cache, let go as the files are deleted)
+        self.peak_anon_mb = 0.0
 
     def sample(self, with_rss: bool = False) -> None:
         stats = read_proc_stats()
@@ -502,6 +505,8 @@ class CpuMeter:
         if with_rss:
             rss = sum((read_rss_kb(pid) or 0) for pid in pids) / 1024
             self.peak_rss_mb = max(self.peak_rss_mb, round(rss, 1))
+            anon = sum((read_anon_kb(pid) or 0) for pid in pids) / 1024
+            self.peak_anon_mb = max(self.peak_anon_mb, round(anon, 1))
 
     def by_kind(self) -> dict[str, float]:
         split = dict.fromkeys(KINDS, 0.0)
@@ -1283,6 +1288,7 @@ def _load_figures(
         # count, the machine is saturated and more work (another channel) cannot add throughput
         "cores_busy": round((cpu_total + own_cpu[0]) / own_cpu[1], 2) if own_cpu[1] > 0 else None,
         "rss_peak_mb": meter.peak_rss_mb,
+        "anon_peak_mb": meter.peak_anon_mb,
         "calm_s": calm[0],
         "rounds_load": rounds_load,
         "blocks_load": blocks_load,
@@ -1371,6 +1377,7 @@ async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]
             details.update(load["details"])
             rss_after, rss_split = await asyncio.to_thread(tree_rss_mb, net.pid)
             figures["rss_after_mb"] = rss_after
+            figures["anon_after_mb"] = await asyncio.to_thread(tree_anon_mb, net.pid)
             details["rss_after_mb_by_kind"] = rss_split
         if options.v3 and not options.idle_only:
             say(f"{label}: funding {options.clients} v3 accounts")
@@ -1539,7 +1546,9 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("cpu_s_load_generator", "CPU s of the load generator (not in the sum)"),
     ("cores_busy", "cores busy: network + load generator"),
     ("rss_peak_mb", "peak summed RSS under load (MB)"),
+    ("anon_peak_mb", "  the same, anonymous only (MB, no files)"),
     ("rss_after_mb", "summed RSS after load (MB)"),
+    ("anon_after_mb", "  the same, anonymous only (MB, no files)"),
     ("calm_s", "seconds until calm after load"),
     ("rounds_load", "rounds during load"),
     ("blocks_load", "blocks during load"),
