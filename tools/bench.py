@@ -23,7 +23,8 @@ process group, and measures, in order:
 6. CPU seconds (utime + stime of every process of the tree) over the load and its drain, per
    committed transaction and per process kind, with the share of each kind spent outside its
    processes' main (event-loop) threads: gRPC's threads, LevelDB's compaction, executors;
-7. the summed RSS after the load (and its peak during the load);
+7. the summed RSS after the load (and its peak during the load), each with its anonymous part
+   (LevelDB maps the table files it compacts: RSS spikes under load that are page cache, not heap);
 8. seconds from the load's end until calm: every peer answers its status within 1 s with an empty
    pool and the same height, and every acknowledged transaction is final; rounds that made no block.
 
