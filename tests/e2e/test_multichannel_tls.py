@@ -185,6 +185,25 @@ def _final_everywhere(
         ) from None
 
 
+# a load with no transaction answered for this long is stuck: longer than one transaction may take
+# (post_until_taken asks again after a 503 for up to 60 s), and no bound on the whole load, which
+# takes ~5 s here and minutes on a machine several times slower (seen: 120 s was not enough)
+LOAD_STALL_S = 90.0
+
+
+def _join_while_answered(load: ChannelLoad) -> None:
+    """Wait for `load` to end as long as it keeps getting answers."""
+    answered, since = -1, time.monotonic()
+    while load.is_alive() and time.monotonic() - since < LOAD_STALL_S:
+        load.join(1.0)
+        if len(load.acked) + len(load.errors) != answered:
+            answered, since = len(load.acked) + len(load.errors), time.monotonic()
+    assert not load.is_alive(), (
+        f"the load of {load.channel} got no answer for {LOAD_STALL_S:g} s "
+        f"({answered} of {load.count} answered)"
+    )
+
+
 @pytest.fixture(scope="module")
 def loaded(mnet: MultiNet) -> MultiNet:
     """Both channels loaded at once from two threads, every transaction final on its parties."""
@@ -193,8 +212,7 @@ def loaded(mnet: MultiNet) -> MultiNet:
     for load in loads:
         load.start()
     for load in loads:
-        load.join(120)
-        assert not load.is_alive(), f"the load of {load.channel} did not finish"
+        _join_while_answered(load)
         assert not load.errors, (
             f"{load.channel} refused transactions: {load.errors[:5]} "
             f"(and {load.busy} 503s asked again)"
