@@ -191,15 +191,17 @@ def _final_everywhere(
 LOAD_STALL_S = 90.0
 
 
-def _join_while_answered(load: ChannelLoad) -> None:
-    """Wait for `load` to end as long as it keeps getting answers."""
+def _join_while_answered(load: ChannelLoad, stall: float = LOAD_STALL_S) -> None:
+    """Wait for `load` to end as long as it keeps getting answers (`stall`: how long without one
+    means it is stuck)."""
     answered, since = -1, time.monotonic()
-    while load.is_alive() and time.monotonic() - since < LOAD_STALL_S:
+    while load.is_alive() and time.monotonic() - since < stall:
         load.join(1.0)
-        if len(load.acked) + len(load.errors) != answered:
-            answered, since = len(load.acked) + len(load.errors), time.monotonic()
+        count = len(load.acked) + len(load.errors)
+        if count != answered:
+            answered, since = count, time.monotonic()
     assert not load.is_alive(), (
-        f"the load of {load.channel} got no answer for {LOAD_STALL_S:g} s "
+        f"the load of {load.channel} got no answer for {stall:g} s "
         f"({answered} of {load.count} answered)"
     )
 
@@ -227,6 +229,20 @@ def loaded(mnet: MultiNet) -> MultiNet:
 
 
 # ------------------------------------------------------------------ the checks
+
+
+def test_a_load_that_gets_no_answer_is_reported_stuck() -> None:
+    """The fixture's wait has an end: a load blocked before its first answer fails it."""
+    release = threading.Event()
+    load = ChannelLoad(MultiNet(None, {}, {}, {}), ALPHA, 3, threading.Barrier(1))  # type: ignore[arg-type]
+    load.run = lambda: release.wait(60)  # type: ignore[method-assign]
+    load.start()
+    try:
+        with pytest.raises(AssertionError, match=r"got no answer for 0\.2 s \(0 of 3 answered\)"):
+            _join_while_answered(load, stall=0.2)
+    finally:
+        release.set()
+        load.join(60)
 
 
 def test_each_channel_serves_only_its_own_transactions(loaded: MultiNet) -> None:
