@@ -77,7 +77,10 @@ class BodyTimeout(Exception):
 
 async def read_within(request: web.Request, seconds: float) -> bytes:
     """The request's body (kept for later reads of it), BodyTimeout when it has not arrived in
-    full within `seconds`: a client that sends a head and withholds the body holds no handler."""
+    full within `seconds`: a client that sends a head and withholds the body holds no handler.
+    A body that has arrived in full (most do, with their head) is read without a timer."""
+    if request.content.is_eof():
+        return await request.read()
     try:
         async with asyncio.timeout(seconds):
             return await request.read()

@@ -52,3 +52,50 @@ async def test_refused_connections_hold_descriptors_only_for_a_few() -> None:
         for w in writers:
             w.close()
         await site.close()
+
+
+async def test_read_within_reads_bodies_whole_or_in_parts_and_times_out_a_withheld_rest() -> None:
+    """A body that came with its head is read at once; one whose rest comes after the handler
+    began waiting for it is read whole; one whose rest never comes is BodyTimeout."""
+    waiting = asyncio.Event()
+    outcomes: list[bytes | str] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        waiting.set()  # the handler is about to wait for the body
+        try:
+            outcomes.append(await http_site.read_within(request, 1.0))
+        except http_site.BodyTimeout as exc:
+            outcomes.append(str(exc))
+        return web.Response(text="done")
+
+    app = web.Application()
+    app.router.add_post("/", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port_pair()
+    site = http_site.LimitedSite(runner, "127.0.0.1", port, max_connections=8, refusal_body=b"{}")
+    await site.start()
+
+    def head(length: int) -> bytes:
+        return f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
+
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head(10) + b"0123456789")
+        await asyncio.wait_for(reader.readuntil(b"done"), 30)
+        assert outcomes == [b"0123456789"]
+
+        waiting.clear()
+        writer.write(head(10) + b"01234")
+        await asyncio.wait_for(waiting.wait(), 30)
+        writer.write(b"56789")
+        await asyncio.wait_for(reader.readuntil(b"done"), 30)
+        assert outcomes[1] == b"0123456789"
+
+        writer.write(head(10) + b"01234")
+        await asyncio.wait_for(reader.readuntil(b"done"), 30)
+        assert "did not arrive in full within 1 s" in str(outcomes[2])
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await site.close()
