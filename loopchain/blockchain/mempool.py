@@ -60,16 +60,17 @@ class TxPool:
                 f"transaction timestamp is {abs(off):.0f} s {when} (window {self.window:g} s)"
             )
 
-    def add(self, tx: Transaction, now: float = 0.0) -> bool:
+    def add(self, tx: Transaction, now: float = 0.0, *, beyond_limits: bool = False) -> bool:
         """Add `tx` (arrived at `now`); False when already present; TxRefused when it may never
-        enter; PoolFullError when full."""
+        enter; PoolFullError when full, unless `beyond_limits` (a transaction already promised
+        to a client: its admission bounded how far past the limits such ones take the pool)."""
         if tx.hash in self._txs:
             return False
         self.check(tx, now)
         size = len(tx.encode())
-        if len(self._txs) >= self.max_size:
+        if not beyond_limits and len(self._txs) >= self.max_size:
             raise PoolFullError(f"transaction pool is full ({self.max_size} transactions)")
-        if self._bytes + size > self.max_bytes:
+        if not beyond_limits and self._bytes + size > self.max_bytes:
             raise PoolFullError(f"transaction pool is full ({self.max_bytes} bytes)")
         self._txs[tx.hash] = tx
         self._arrived[tx.hash] = now

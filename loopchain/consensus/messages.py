@@ -14,7 +14,8 @@ from loopchain.types.vote import Complaint, QuorumCertificate, Vote
 
 @dataclass(frozen=True)
 class TxsReceived:
-    """Transactions that passed the shell's checks; `gossip` when they came from a client here."""
+    """Transactions that passed the shell's checks; `gossip` when they came from a client here
+    (acknowledged to it: pooled even past the pool's limits, and gossiped)."""
 
     txs: tuple[Transaction, ...]
     gossip: bool = False

@@ -250,13 +250,13 @@ class ChannelConsensus:
         self.pool.expire(now)
         added: list[Transaction] = []
         for tx in txs:
-            try:
-                if not self.is_committed(tx.hash) and self.pool.add(tx, now):
+            try:  # a client's here were acknowledged: taken even past the pool's limits
+                if not self.is_committed(tx.hash) and self.pool.add(tx, now, beyond_limits=gossip):
                     added.append(tx)
             except TxRefused:
                 continue  # too large for any block, or outside the timestamp window
             except PoolFullError:
-                break
+                break  # relayed: their own peers hold them
         if not added:
             return []
         actions: list[m.Action] = [m.GossipTxs(tuple(added))] if gossip else []

@@ -176,6 +176,7 @@ class ChannelService:
             else None
         )
         self._intake_writing = 0  # created transactions on their way to the intake log
+        self._intake_writing_bytes = 0  # and their bytes
         self._next_intake_sweep = 0.0
         self.relay = TxRelay(
             self.name, config, transport, self._other_peers, self.consensus.still_to_gossip
@@ -306,9 +307,10 @@ class ChannelService:
         room, refusal = self._admission(time.time())
         outcomes: list[Transaction | RequestError] = []
         seen: set[bytes] = set()
+        taken_bytes = 0  # of the transactions taken so far in this batch
         for text in texts:
             try:
-                tx = self._new_icon_tx(text, room, refusal)
+                tx = self._new_icon_tx(text, room, refusal, taken_bytes)
                 if tx.hash in seen:
                     raise RequestError(
                         ErrorKind.INVALID, f"transaction {tx.hash_hex} is already known"
@@ -316,6 +318,7 @@ class ChannelService:
                 seen.add(tx.hash)
                 outcomes.append(tx)
                 room -= 1
+                taken_bytes += len(tx.encode())
             except RequestError as exc:
                 outcomes.append(exc)
         checked = await asyncio.gather(
@@ -345,15 +348,19 @@ class ChannelService:
             )
         return tx
 
-    def _new_icon_tx(self, params_json: str, room: int, refusal: str) -> Transaction:
+    def _new_icon_tx(
+        self, params_json: str, room: int, refusal: str, taken_bytes: int
+    ) -> Transaction:
         limit = int(self.config.MAX_TX_BYTES)
         if len(params_json) > limit:
             raise RequestError(
                 ErrorKind.INVALID, f"transaction is {len(params_json)} characters, limit {limit}"
             )
-        return self._checked_icon(params_json, room, refusal)
+        return self._checked_icon(params_json, room, refusal, taken_bytes)
 
-    def _checked_icon(self, params_json: str, room: int, refusal: str) -> Transaction:
+    def _checked_icon(
+        self, params_json: str, room: int, refusal: str, taken_bytes: int
+    ) -> Transaction:
         try:
             params = canonical.parse(params_json)
             checked = icon_tx.verify_send_params(params)
@@ -371,7 +378,7 @@ class ChannelService:
             raise RequestError(ErrorKind.INVALID, f"transaction refused: {exc}") from None
         if room <= 0:
             raise RequestError(ErrorKind.POOL_FULL, refusal)
-        self._check_pool_bytes(tx)
+        self._check_pool_bytes(tx, taken_bytes)
         return tx
 
     async def balance(self, address: str) -> tuple[int, int, int]:
@@ -386,12 +393,20 @@ class ChannelService:
         self, outcomes: list[Transaction | RequestError]
     ) -> list[Transaction | RequestError]:
         """Record the new transactions among `outcomes` in the intake log, then pool and relay
-        them together (one synced write, one consensus event and one gossip batch)."""
+        them together (one synced write, one consensus event and one gossip batch). Once begun
+        this ends even when the caller goes away: what is on disk is pooled."""
         created = [tx for tx in outcomes if isinstance(tx, Transaction)]
         if not created:
             return outcomes
+        return await asyncio.shield(self._record_and_pool(created, outcomes))
+
+    async def _record_and_pool(
+        self, created: list[Transaction], outcomes: list[Transaction | RequestError]
+    ) -> list[Transaction | RequestError]:
         if self.intake is not None:
+            size = sum(len(tx.encode()) for tx in created)
             self._intake_writing += len(created)
+            self._intake_writing_bytes += size
             try:
                 await self.intake.write(created)
             except IntakeRefused as exc:
@@ -400,6 +415,7 @@ class ChannelService:
                 return [refused if isinstance(o, Transaction) else o for o in outcomes]
             finally:
                 self._intake_writing -= len(created)
+                self._intake_writing_bytes -= size
             failpoints.hit("intake-appended")
         self._dispatch(m.TxsReceived(tuple(created), gossip=True))
         self.metrics.accepted(len(created), (tx.hash for tx in created))
@@ -441,10 +457,13 @@ class ChannelService:
         now_us = time.time_ns() // 1000
         room, refusal = self._admission(now_us / 1_000_000)
         refusals: list[RequestError] = []
+        taken_bytes = 0  # of the transactions taken so far in this batch
         for index, data in enumerate(items):
             try:  # one microsecond apart: equal submissions in one batch stay distinct
-                outcomes.append(self._new_tx(data, now_us + index, room, refusal))
+                tx = self._new_tx(data, now_us + index, room, refusal, taken_bytes)
+                outcomes.append(tx)
                 room -= 1
+                taken_bytes += len(tx.encode())
             except RequestError as exc:
                 outcomes.append(exc)
                 refusals.append(exc)
@@ -471,7 +490,9 @@ class ChannelService:
         )
         return self._admit_max - held, refusal
 
-    def _new_tx(self, data: dict[str, Any], now_us: int, room: int, refusal: str) -> Transaction:
+    def _new_tx(
+        self, data: dict[str, Any], now_us: int, room: int, refusal: str, taken_bytes: int
+    ) -> Transaction:
         try:
             raw = canonical.encode(data, max_depth=MAX_DATA_DEPTH)
         except EncodingError as exc:  # floats, lone surrogates, nesting, huge integers
@@ -488,16 +509,19 @@ class ChannelService:
             raise RequestError(
                 ErrorKind.INVALID, f"transaction is {len(tx.encode())} bytes, limit {limit}"
             )
-        self._check_pool_bytes(tx)
+        self._check_pool_bytes(tx, taken_bytes)
         return tx
 
-    def _check_pool_bytes(self, tx: Transaction) -> None:
+    def _check_pool_bytes(self, tx: Transaction, taken_bytes: int) -> None:
+        """POOL_FULL unless `tx` fits the pool beside what it holds, what is on its way to it
+        and `taken_bytes` taken before it in the same batch."""
         pool = self.consensus.pool
-        if pool.size_bytes + len(tx.encode()) > pool.max_bytes:
+        held = pool.size_bytes + self._intake_writing_bytes + taken_bytes
+        if held + len(tx.encode()) > pool.max_bytes:
             raise RequestError(
                 ErrorKind.POOL_FULL,
-                f"the transaction pool holds {pool.size_bytes} bytes, limit {pool.max_bytes}; "
-                "try again shortly",
+                f"the transaction pool holds {held} bytes with those on their way to it, limit "
+                f"{pool.max_bytes}; try again shortly",
             )
 
     def pooled_transaction(self, signature: bytes) -> Transaction | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -615,3 +616,101 @@ async def test_a_lone_validator_goes_on_after_a_restart_with_its_certified_block
         await cluster.wait(lambda: cluster.final_everywhere(after, [again]), "final after restart")
     finally:
         await cluster.stop()
+
+
+def _pooled_or_refused(service: ChannelService, outcomes: list[Transaction | RequestError]) -> None:
+    """Every acknowledged transaction is in the pool; every other is a POOL_FULL refusal."""
+    for outcome in outcomes:
+        if isinstance(outcome, Transaction):
+            assert outcome.hash in service.consensus.pool, "acknowledged but not pooled"
+        else:
+            assert outcome.kind is ErrorKind.POOL_FULL, outcome
+
+
+async def test_a_batch_past_the_pools_bytes_is_refused_in_part_never_acknowledged_and_dropped(
+    tmp_path: Path,
+) -> None:
+    """Admission counts the bytes of the batch's earlier transactions: one batch over
+    TX_POOL_MAX_BYTES has its tail refused (503), and all it acknowledged are pooled and final."""
+    cluster = Cluster(tmp_path, overrides={"TX_POOL_MAX_BYTES": 8 * 1024})
+    try:
+        service = cluster.services[0]
+        cluster.network.down.add(service.signer.address)  # no block empties the pool meanwhile
+        outcomes = await service.create_txs([{"pad": "x" * 1500, "n": n} for n in range(8)])
+        acknowledged = [o.hash for o in outcomes if isinstance(o, Transaction)]
+        assert 0 < len(acknowledged) < 8, outcomes
+        _pooled_or_refused(service, outcomes)
+        cluster.network.down.clear()
+        await cluster.wait(
+            lambda: cluster.final_everywhere(acknowledged, cluster.services), "final"
+        )
+    finally:
+        await cluster.stop()
+
+
+async def test_transactions_acknowledged_while_relays_filled_the_pool_are_pooled_past_its_limit(
+    tmp_path: Path,
+) -> None:
+    """Relayed transactions that fill the pool while a client's batch is being written to disk
+    take no room from it: the acknowledged batch is pooled even past TX_POOL_MAX_BYTES (its
+    admission bounded that) and becomes final; relays past the limit are dropped (their own
+    peers hold them)."""
+    cluster = Cluster(tmp_path, overrides={"TX_POOL_MAX_BYTES": 8 * 1024})
+    try:
+        service, relayer = cluster.services[0], cluster.services[1]
+        for s in cluster.services:
+            cluster.network.down.add(s.signer.address)  # no blocks, no gossip: pools only fill
+        relayed = [
+            Transaction.create_v1(
+                CHANNEL, {"relay": n, "pad": "y" * 1500}, time.time_ns() // 1000 + n, relayer.signer
+            )
+            for n in range(8)
+        ]
+        assert service.intake is not None
+        write = service.intake.write
+
+        async def write_then_relays_arrive(txs: list[Transaction]) -> None:
+            await write(txs)
+            service.receive_txs(relayed)  # during the sync, as gossip would
+
+        service.intake.write = write_then_relays_arrive  # type: ignore[method-assign]
+        outcomes = await service.create_txs([{"pad": "x" * 1500, "n": n} for n in range(3)])
+        assert all(isinstance(o, Transaction) for o in outcomes), outcomes
+        _pooled_or_refused(service, outcomes)
+        pool = service.consensus.pool
+        assert pool.size_bytes > pool.max_bytes  # past the limit by the acknowledged batch only
+        assert sum(tx.hash in pool for tx in relayed) < len(relayed)
+        cluster.network.down.clear()
+        hashes = [o.hash for o in outcomes if isinstance(o, Transaction)]
+        await cluster.wait(lambda: cluster.final_everywhere(hashes, cluster.services), "final")
+    finally:
+        await cluster.stop()
+
+
+async def test_a_submission_whose_client_went_away_during_the_write_is_still_pooled(
+    cluster: Cluster,
+) -> None:
+    """A caller cancelled while its batch is being written (a client gone, a deadline) leaves
+    the transaction on disk and pooled, not on disk alone until a restart."""
+    service = cluster.services[0]
+    append = service.journal.append
+    writing = threading.Event()
+    release = threading.Event()
+    written: list[bytes] = []
+
+    def slow_append(txs):  # type: ignore[no-untyped-def]
+        txs = list(txs)
+        writing.set()
+        release.wait(DEADLINE)
+        append(txs)
+        written.extend(tx.hash for tx in txs)
+
+    service.journal.append = slow_append  # type: ignore[method-assign]
+    call = asyncio.create_task(service.create_txs([{"gone": 1}]))
+    await cluster.wait(writing.is_set, "the write to begin")
+    call.cancel()
+    await asyncio.gather(call, return_exceptions=True)
+    assert call.cancelled()
+    release.set()
+    await cluster.wait(lambda: len(written) == 1, "the write")
+    await cluster.wait(lambda: cluster.final_everywhere(written, cluster.services), "final")
