@@ -297,8 +297,12 @@ class Block:
         transaction this peer already holds by its signature: one whose canonical bytes are
         those in the block is taken as it is, its hash and signature checked when it came."""
         try:
-            # the limits are checked for each transaction; the rest has a fixed shape
+            # the limits are checked for each transaction (as it is made), and here for the rest
             value = canonical.decode(raw, limits=False)
+            if isinstance(value, dict):
+                for key, part in value.items():
+                    if key != "transactions":
+                        canonical.check_value(part)
             block = cls.from_json(value, checked=True, pooled=pooled)
         except (TypeError, KeyError) as exc:
             raise EncodingError(f"malformed block: {exc}") from None

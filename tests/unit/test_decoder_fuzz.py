@@ -95,6 +95,20 @@ def _proxy_block(raw: bytes) -> Any:
     )
 
 
+def _peer_block(raw: bytes, pooled: Any = None) -> Any:
+    """As a peer takes a block from another: decoded, then hashed and encoded again (a block
+    that decodes must be usable: reading its hash once raised on a header integer past the
+    limits, killing the peer's task that read it)."""
+    block = Block.decode(raw, pooled)
+    header = block.header
+    return (
+        block.hash,
+        block.encode(),
+        header.prev_qc.encode() if header.prev_qc else None,
+        header.prev_tc.encode() if header.prev_tc else None,
+    )
+
+
 def _client(raw: bytes) -> Any:
     try:
         return _client_object(raw.decode("utf-8", "surrogateescape"))
@@ -105,9 +119,9 @@ def _client(raw: bytes) -> Any:
 # name -> (decoder, a valid encoding)
 DECODERS: dict[str, tuple[Callable[[bytes], Any], bytes]] = {
     "transaction": (Transaction.decode, TX.encode()),
-    "block": (Block.decode, BLOCK.encode()),
+    "block": (_peer_block, BLOCK.encode()),
     "block_pooled": (  # as a peer decodes a proposal whose transaction it holds
-        lambda raw: Block.decode(raw, {TX.signature: TX}.get),
+        lambda raw: _peer_block(raw, {TX.signature: TX}.get),
         BLOCK.encode(),
     ),
     "block_trusted": (
@@ -252,3 +266,23 @@ def test_a_stored_proof_of_any_bytes_splits_without_error() -> None:
     for raw in (b"", b"\x00", b"\xff\xff\xff\xff", b"\x00\x00\x00\x02ab{}"):
         block, cert = decode_proof(raw)
         assert isinstance(block, bytes) and isinstance(cert, bytes)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [("header", "timestamp"), ("header", "round"), ("header", "leader"), ("header", "prev_qc")],
+)
+@pytest.mark.parametrize("name", ["block", "block_pooled"])
+def test_a_block_header_past_the_limits_is_refused_when_decoded(
+    name: str, path: tuple[str, ...]
+) -> None:
+    """A header field outside the canonical limits (an integer of 100 digits, a lone surrogate)
+    is refused by the decoder, not left to raise when the block is hashed later."""
+    value = json.loads(BLOCK.encode())
+    hostile: Any = "\ud800" if path[-1] == "leader" else 10**100
+    if path[-1] == "prev_qc":
+        hostile = {**value["header"]["prev_qc"], "round": 10**100}
+    with pytest.raises(EncodingError):
+        Block.decode(_encode_any(_replace(value, path, hostile)))
+    with pytest.raises(EncodingError):
+        DECODERS[name][0](_encode_any(_replace(value, path, hostile)))
