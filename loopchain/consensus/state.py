@@ -383,13 +383,14 @@ class ChannelConsensus:
     # ------------------------------------------------------------ receiving blocks
 
     def _on_proposal(self, block: Block, now: float) -> list[m.Action]:
+        round_before = self.round
         actions = self._accept_certificates(block, now)
-        if block.height <= self.tip.height:
-            return actions
-        node, more = self._insert(block, m.ProposalReceived(block), now, check_leader=True)
-        actions += more
-        if node is None:
-            return actions
+        node = None
+        if block.height > self.tip.height:
+            node, more = self._insert(block, m.ProposalReceived(block), now, proposal=True)
+            actions += more
+        if node is None:  # an old or refused block whose certificates may still move this node
+            return actions + (self._on_progress(now) if self.round != round_before else [])
         return actions + self._maybe_vote(node, now) + self._on_progress(now)
 
     def _accept_certificates(self, block: Block, now: float) -> list[m.Action]:
@@ -404,45 +405,57 @@ class ChannelConsensus:
         return actions
 
     def _insert(
-        self, block: Block, retry: m.Event, now: float, *, check_leader: bool
+        self, block: Block, retry: m.Event, now: float, *, proposal: bool
     ) -> tuple[TreeNode | None, list[m.Action]]:
-        """Validate `block` against its parent and add it to the tree."""
+        """Validate `block` against its parent and add it to the tree (`proposal`: to be voted
+        on, so within the bounds a voter checks too; a fetched one was certified, or is held
+        until a proposal of it comes)."""
         existing = self.tree.get(block.hash)
-        if existing is not None:
-            return existing, []
         parent = self.tree.point(block.header.prev_hash)
+        if existing is not None:
+            if proposal and not existing.proposal_checked and parent is not None:
+                problem = self._check_bounds(block, parent, now)
+                if problem:
+                    return None, [self._refused(block, problem)]
+                existing.proposal_checked = True
+            return existing, []
         if parent is None:
             return None, self._park(block.header.prev_hash, retry, block.height)
-        problem = self._check_block(block, parent, now, check_leader)
+        problem = self._check_block(block, parent, now, proposal)
         if problem:
-            return None, [m.Rejected(f"block {block.height} round {block.header.round}: {problem}")]
+            return None, [self._refused(block, problem)]
         if self.tree.full:
             return None, [m.Rejected("too many blocks awaiting finality; block dropped")]
         node = self.tree.add(block, parent)
+        node.proposal_checked = proposal
         if block.header.prev_qc is not None:
             parent_node = self.tree.get(block.header.prev_hash)
             if parent_node is not None:
                 self.tree.certify(block.header.prev_qc)
         return node, self._release(block.hash, now)
 
+    @staticmethod
+    def _refused(block: Block, problem: str) -> m.Rejected:
+        return m.Rejected(f"block {block.height} round {block.header.round}: {problem}")
+
+    def _check_bounds(self, block: Block, parent: ChainTip, now: float) -> str | None:
+        return check_proposal_bounds(parent, block, self.config.limits, int(now * 1_000_000))
+
     def _check_block(
-        self, block: Block, parent: ChainTip, now: float, check_leader: bool
+        self, block: Block, parent: ChainTip, now: float, proposal: bool
     ) -> str | None:
-        limits = self.config.limits
-        problem = check_extends(parent, block, self.issuer, limits.ratio)
-        if problem:
-            return problem
+        # the cheap checks first: no signature is recovered for a block of the wrong proposer
         voting = parent.voting_set_for(block)
-        assert voting is not None
-        if check_leader:
+        if voting is not None:  # else check_extends names what is missing
             expected = (voting.founder() if block.height == 0 else None) or leader_of(
                 voting, block.header.round, self.config.blocks_per_leader
             )
             if block.header.leader != expected:
                 return f"proposed by {block.header.leader}, but the leader is {expected}"
-            problem = check_proposal_bounds(parent, block, limits, int(now * 1_000_000))
-            if problem:
-                return problem
+        problem = self._check_bounds(block, parent, now) if proposal else None
+        problem = problem or check_extends(parent, block, self.issuer, self.config.limits.ratio)
+        if problem:
+            return problem
         in_flight = self.tree.tx_hashes_on_path(parent.block_hash)
         for tx in block.transactions:
             if tx.hash in in_flight or self.is_committed(tx.hash):
@@ -473,7 +486,7 @@ class ChannelConsensus:
         if block.height <= self.tip.height:
             return []
         actions = self._accept_certificates(block, now)
-        _node, more = self._insert(block, m.BlockFetched(block), now, check_leader=False)
+        _node, more = self._insert(block, m.BlockFetched(block), now, proposal=False)
         return actions + more + self._on_progress(now)
 
     # ------------------------------------------------------------ voting

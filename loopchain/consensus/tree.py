@@ -20,6 +20,7 @@ class TreeNode:
     block: Block
     point: ChainTip
     certificate: QuorumCertificate | None = None
+    proposal_checked: bool = False  # within the bounds a voter checks (a fetched block is not)
 
 
 class BlockTree:

@@ -205,6 +205,11 @@ class Block:
         header = self.header
         if header.version != BLOCK_VERSION:
             return f"unsupported block version {header.version}"
+        try:  # one recovery before the transactions' many: a block of another signer costs one
+            if recover_address(header.hash, self.signature) != header.leader:
+                return "block is not signed by its leader"
+        except ValueError:
+            return "block signature is malformed"
         if transactions_root(self.transactions) != header.tx_root:
             return "transactions do not match tx_root"
         if len({tx.hash for tx in self.transactions}) != len(self.transactions):
@@ -221,11 +226,6 @@ class Block:
                 return "validator update is for another channel"
         elif header.height > 0 and header.next_validators_hash != header.validators_hash:
             return "validator set changes without an update"
-        try:
-            if recover_address(header.hash, self.signature) != header.leader:
-                return "block is not signed by its leader"
-        except ValueError:
-            return "block signature is malformed"
         return None
 
     def to_json(self) -> dict[str, Any]:

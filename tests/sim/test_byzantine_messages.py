@@ -8,10 +8,17 @@ among its faults.
 
 from __future__ import annotations
 
+import pytest
+
 from loopchain.consensus import messages as m
+from loopchain.consensus.rules import leader_of, round_after_timeout
 from loopchain.consensus.state import MAX_WAITING, ChannelConsensus
 from loopchain.consensus.tree import TreeNode
-from loopchain.types.vote import Complaint, QuorumCertificate, Vote
+from loopchain.types.block import Block
+from loopchain.types.crypto import Signer
+from loopchain.types.hashing import EMPTY_ROOT
+from loopchain.types.transaction import Transaction
+from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
 from tests.sim.conftest import DEFAULT_SEEDS
 from tests.sim.harness import (
     BLOCKS_PER_LEADER,
@@ -383,3 +390,150 @@ def test_an_old_certificate_replayed_changes_nothing() -> None:
     assert state.handle(m.CertificateReceived(old_qc), net.now) == []
     assert (state.tip.height, state.round, state.safety.high_qc, len(node.chain)) == before
     assert old_block.hash == node.chain[1][0].hash
+
+
+# ---------------------------------------------------------------- blocks from the wrong signer
+
+
+def _settled() -> tuple[Network, Node]:
+    """A network that made a few blocks and stopped, and an honest peer of it."""
+    net = Network(4, seed=45)
+    _run(net, steps=4, settle=3.0)
+    return net, net.honest()[0]
+
+
+def _block_on_high_qc(node: Node, signer: Signer, round_: int, timestamp_us: int) -> Block:
+    """A well-formed block on `node`'s highest certified block, for `round_`, signed by `signer`."""
+    state = node.state
+    qc = state.safety.high_qc
+    assert qc is not None
+    parent = state.tree.point(qc.block_hash)
+    assert parent is not None and parent.next_validators is not None
+    voting = parent.next_validators
+    roots = state.roots_at(state.executed_height) if state.executed_height >= 0 else None
+    state_root, results_hash = roots or (EMPTY_ROOT, EMPTY_ROOT)
+    return Block.create(
+        channel=CHANNEL,
+        height=parent.height + 1,
+        round_=round_,
+        prev_hash=parent.block_hash,
+        prev_qc=qc,
+        transactions=[],
+        timestamp=timestamp_us,
+        leader=signer,
+        next_leader=leader_of(voting, round_ + 1, BLOCKS_PER_LEADER),
+        validators_hash=voting.hash,
+        state_height=state.executed_height if roots else -1,
+        state_root=state_root,
+        results_hash=results_hash,
+    )
+
+
+def test_a_block_fetched_first_is_checked_like_a_proposal_before_a_vote() -> None:
+    """A block of a validator that does not lead its round is refused fetched as proposed; one of
+    the round's leader dated days ahead, fetched first (a certificate named it), is refused when
+    then proposed: no vote is sent for either."""
+    net, node = _settled()
+    state = node.state
+    voting = state.voting_set
+    assert voting is not None
+    leader = leader_of(voting, state.round, BLOCKS_PER_LEADER)
+    other = next(n for n in net.nodes.values() if n.address not in (leader, node.address))
+    days_ahead = int(net.now * 1_000_000) + 10**12
+    for signer in (other.signer, net.nodes[leader].signer):
+        block = _block_on_high_qc(node, signer, state.round, days_ahead)
+        fetched = state.handle(m.BlockFetched(block), net.now)
+        proposed = state.handle(m.ProposalReceived(block), net.now)
+        assert not any(isinstance(a, m.SendVote) for a in fetched + proposed)
+        reasons = [a.reason for a in fetched + proposed if isinstance(a, m.Rejected)]
+        if signer is other.signer:
+            assert any("but the leader is" in r for r in reasons), reasons
+            assert state.tree.get(block.hash) is None
+        else:
+            assert any("too far from this peer's clock" in r for r in reasons), reasons
+
+
+def test_a_block_of_the_wrong_proposer_costs_no_transaction_signature_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The proposer is checked before anything expensive: a validator that does not lead the
+    round gets its block of many transactions refused without one transaction's signature
+    recovered."""
+    net, node = _settled()
+    state = node.state
+    voting = state.voting_set
+    assert voting is not None
+    leader = leader_of(voting, state.round, BLOCKS_PER_LEADER)
+    other = next(n for n in net.nodes.values() if n.address not in (leader, node.address))
+    txs = [
+        Transaction.create_v1(CHANNEL, {"n": n}, int(net.now * 1_000_000) + n, other.signer)
+        for n in range(50)
+    ]
+    block = _block_on_high_qc(node, other.signer, state.round, int(net.now * 1_000_000) + 1)
+    block = Block.decode(
+        Block.create(
+            channel=CHANNEL,
+            height=block.height,
+            round_=block.header.round,
+            prev_hash=block.header.prev_hash,
+            prev_qc=block.header.prev_qc,
+            transactions=txs,
+            timestamp=block.header.timestamp,
+            leader=other.signer,
+            next_leader=block.header.next_leader,
+            validators_hash=block.header.validators_hash,
+            state_height=block.header.state_height,
+            state_root=block.header.state_root,
+            results_hash=block.header.results_hash,
+        ).encode()
+    )  # decoded as from the wire: no signature known good yet
+    checked: list[bytes] = []
+    verify = Transaction.verify_signature
+    monkeypatch.setattr(
+        Transaction, "verify_signature", lambda tx: checked.append(tx.hash) or verify(tx)
+    )
+    for event in (m.ProposalReceived(block), m.BlockFetched(block)):
+        actions = state.handle(event, net.now)
+        assert any(isinstance(a, m.Rejected) and "but the leader is" in a.reason for a in actions)
+    assert checked == []
+
+
+def test_a_refused_proposal_carrying_a_timeout_certificate_leaves_the_next_leader_proposing() -> (
+    None
+):
+    """A junk block (here of height 0, below the tip) carrying a real timeout certificate moves
+    its receiver to the next leader's round; that leader, holding work, proposes at once (or at
+    least arms its round's timer), rather than waiting in the round for good."""
+    net, _ = _settled()
+    voting = net.honest()[0].state.voting_set
+    assert voting is not None
+    round_ = net.honest()[0].state.round
+    next_round = round_after_timeout(round_, BLOCKS_PER_LEADER)
+    leader = net.nodes[leader_of(voting, next_round, BLOCKS_PER_LEADER)]
+    sender = next(n for n in net.nodes.values() if n is not leader)
+    complainers = [n for n in net.nodes.values() if n is not leader][:3]
+    tc = TimeoutCertificate.from_complaints(
+        [Complaint.create(CHANNEL, round_, n.state.safety.high_qc, n.signer) for n in complainers]
+    )
+    junk = Block.create(
+        channel=CHANNEL,
+        height=0,
+        round_=0,
+        prev_hash=b"",
+        prev_qc=None,
+        transactions=[],
+        timestamp=1,
+        leader=sender.signer,
+        next_leader="",
+        validators_hash=b"\0" * 32,
+        prev_tc=tc,
+    )
+    net.submit(leader.address, 1)
+    state = leader.state
+    state.handle(m.TxsReceived(tuple(net.submitted[-1:]), gossip=False), net.now)
+    assert state.has_work()
+    actions = state.handle(m.ProposalReceived(junk), net.now)
+    assert state.round == next_round
+    assert any(isinstance(a, m.BroadcastProposal) for a in actions) or any(
+        isinstance(a, m.ScheduleTimeout) and a.round == next_round for a in actions
+    ), actions
