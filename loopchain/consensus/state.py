@@ -424,7 +424,7 @@ class ChannelConsensus:
         problem = self._check_block(block, parent, now, proposal)
         if problem:
             return None, [self._refused(block, problem)]
-        if self.tree.full:
+        if self.tree.full and not self.tree.evict_stale_leaf(below_round=self.round):
             return None, [m.Rejected("too many blocks awaiting finality; block dropped")]
         node = self.tree.add(block, parent)
         node.proposal_checked = proposal

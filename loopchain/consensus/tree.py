@@ -55,6 +55,25 @@ class BlockTree:
                 self._txs.update((tx.hash, tx) for tx in block.transactions)
         return node
 
+    def evict_stale_leaf(self, below_round: int) -> bool:
+        """Drop the uncertified block of the lowest round below `below_round` that no other block
+        extends (no longer voted on here; fetched again should a certificate name it); False when
+        there is none."""
+        parents = {node.block.header.prev_hash for node in self.nodes.values()}
+        stale = [
+            node
+            for block_hash, node in self.nodes.items()
+            if node.certificate is None
+            and node.block.header.round < below_round
+            and block_hash not in parents
+        ]
+        if not stale:
+            return False
+        lowest = min(stale, key=lambda node: node.block.header.round)
+        del self.nodes[lowest.block.hash]
+        self._txs = None  # made again when asked for
+        return True
+
     def certify(self, qc: QuorumCertificate) -> None:
         node = self.nodes.get(qc.block_hash)
         if node is not None and node.certificate is None:

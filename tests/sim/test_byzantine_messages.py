@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from loopchain.consensus import messages as m
+from loopchain.consensus import tree as tree_module
 from loopchain.consensus.rules import leader_of, round_after_timeout
 from loopchain.consensus.state import MAX_WAITING, ChannelConsensus
 from loopchain.consensus.tree import TreeNode
@@ -402,7 +403,13 @@ def _settled() -> tuple[Network, Node]:
     return net, net.honest()[0]
 
 
-def _block_on_high_qc(node: Node, signer: Signer, round_: int, timestamp_us: int) -> Block:
+def _block_on_high_qc(
+    node: Node,
+    signer: Signer,
+    round_: int,
+    timestamp_us: int,
+    prev_tc: TimeoutCertificate | None = None,
+) -> Block:
     """A well-formed block on `node`'s highest certified block, for `round_`, signed by `signer`."""
     state = node.state
     qc = state.safety.high_qc
@@ -426,6 +433,7 @@ def _block_on_high_qc(node: Node, signer: Signer, round_: int, timestamp_us: int
         state_height=state.executed_height if roots else -1,
         state_root=state_root,
         results_hash=results_hash,
+        prev_tc=prev_tc,
     )
 
 
@@ -537,3 +545,33 @@ def test_a_refused_proposal_carrying_a_timeout_certificate_leaves_the_next_leade
     assert any(isinstance(a, m.BroadcastProposal) for a in actions) or any(
         isinstance(a, m.ScheduleTimeout) and a.round == next_round for a in actions
     ), actions
+
+
+def test_blocks_of_a_past_round_filling_the_tree_make_room_for_the_next_leaders_proposal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A leader may sign any number of blocks for its round (fetched through certificates that
+    name them); once the round has timed out, those no block extends and no quorum certified
+    give way to the next leader's proposal instead of keeping it out of a full tree for good."""
+    monkeypatch.setattr(tree_module, "MAX_TREE_BLOCKS", 8)
+    net, node = _settled()
+    state = node.state
+    voting = state.voting_set
+    assert voting is not None
+    round_ = state.round
+    leader = net.nodes[leader_of(voting, round_, BLOCKS_PER_LEADER)]
+    now_us = int(net.now * 1_000_000)
+    for n in range(tree_module.MAX_TREE_BLOCKS):
+        state.handle(m.BlockFetched(_block_on_high_qc(node, leader.signer, round_, now_us + n)), 0)
+    assert state.tree.full
+    complainers = list(net.nodes.values())[:3]
+    tc = TimeoutCertificate.from_complaints(
+        [Complaint.create(CHANNEL, round_, n.state.safety.high_qc, n.signer) for n in complainers]
+    )
+    next_round = round_after_timeout(round_, BLOCKS_PER_LEADER)
+    proposer = net.nodes[leader_of(voting, next_round, BLOCKS_PER_LEADER)]
+    proposal = _block_on_high_qc(node, proposer.signer, next_round, now_us + 100, prev_tc=tc)
+    actions = state.handle(m.ProposalReceived(proposal), net.now)
+    reasons = [a.reason for a in actions if isinstance(a, m.Rejected)]
+    assert state.tree.get(proposal.hash) is not None, reasons
+    assert len(state.tree.nodes) <= tree_module.MAX_TREE_BLOCKS
