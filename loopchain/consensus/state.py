@@ -831,7 +831,8 @@ class ChannelConsensus:
 
     def _on_tc(self, tc: TimeoutCertificate, now: float) -> list[m.Action]:
         next_round = round_after_timeout(tc.round, self.config.blocks_per_leader)
-        if next_round <= self.round and self.last_tc is not None and self.last_tc.round >= tc.round:
+        held = self.last_tc
+        if next_round <= self.round and held is not None and not _better_tc(tc, held):
             return []
         voting = self.voting_set
         if voting is None:
@@ -839,7 +840,7 @@ class ChannelConsensus:
         problem = tc.verify(voting, self.config.limits.ratio)
         if problem:
             return [m.Rejected(f"timeout certificate {tc.round}: {problem}")]
-        if self.last_tc is None or tc.round > self.last_tc.round:
+        if held is None or _better_tc(tc, held):
             self.last_tc = tc
         if next_round > self.round:
             self._enter_round(next_round, progressed=False)
@@ -879,6 +880,16 @@ class ChannelConsensus:
             return []
         self.latest_validators = validators
         return self._on_progress(now)
+
+
+def _better_tc(tc: TimeoutCertificate, held: TimeoutCertificate) -> bool:
+    """`tc` justifies a proposal better than `held`: a later round, or the same round with a
+    lower highest claim (a certificate that a member signed a claim into it cannot back makes
+    every proposal extending the real highest certificate refused; one formed of complaints
+    whose certificates checked here replaces it)."""
+    return tc.round > held.round or (
+        tc.round == held.round and tc.max_high_qc_round < held.max_high_qc_round
+    )
 
 
 def _proven_final_count(

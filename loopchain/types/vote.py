@@ -278,6 +278,8 @@ class TimeoutCertificate:
         for voter, qc_round, signature in self.entries:
             if voter not in validators:
                 return f"timeout certificate counts {voter}, who is not a validator"
+            if not -1 <= qc_round < self.round:  # a certificate of a round before the complaint
+                return f"complaint of {voter} claims a certificate of round {qc_round}"
             digest = complaint_digest(self.channel, self.round, qc_round)
             try:
                 if not SIGNATURES.recovers_to(digest, signature, voter):

@@ -523,19 +523,7 @@ def test_a_refused_proposal_carrying_a_timeout_certificate_leaves_the_next_leade
     tc = TimeoutCertificate.from_complaints(
         [Complaint.create(CHANNEL, round_, n.state.safety.high_qc, n.signer) for n in complainers]
     )
-    junk = Block.create(
-        channel=CHANNEL,
-        height=0,
-        round_=0,
-        prev_hash=b"",
-        prev_qc=None,
-        transactions=[],
-        timestamp=1,
-        leader=sender.signer,
-        next_leader="",
-        validators_hash=b"\0" * 32,
-        prev_tc=tc,
-    )
+    junk = _junk_carrying(tc, sender.signer)
     net.submit(leader.address, 1)
     state = leader.state
     state.handle(m.TxsReceived(tuple(net.submitted[-1:]), gossip=False), net.now)
@@ -575,3 +563,56 @@ def test_blocks_of_a_past_round_filling_the_tree_make_room_for_the_next_leaders_
     reasons = [a.reason for a in actions if isinstance(a, m.Rejected)]
     assert state.tree.get(proposal.hash) is not None, reasons
     assert len(state.tree.nodes) <= tree_module.MAX_TREE_BLOCKS
+
+
+def _junk_carrying(tc: TimeoutCertificate, signer: Signer) -> Block:
+    """A block below any tip, there only to carry `tc` (as a byzantine member may send one)."""
+    return Block.create(
+        channel=CHANNEL,
+        height=0,
+        round_=0,
+        prev_hash=b"",
+        prev_qc=None,
+        transactions=[],
+        timestamp=1,
+        leader=signer,
+        next_leader="",
+        validators_hash=b"\0" * 32,
+        prev_tc=tc,
+    )
+
+
+def test_a_timeout_certificate_with_a_claim_nobody_backs_gives_way_to_an_honest_one() -> None:
+    """A member builds a timeout certificate of the others' complaints and its own claim of a
+    certificate that does not exist: one claiming a round not before the complaint's is refused
+    outright; one claiming the round just before is taken (it may be real) until a certificate
+    of the same round with a lower highest claim comes, which replaces it, so the next leader
+    can justify a block the others vote for."""
+    net, node = _settled()
+    state = node.state
+    byzantine, *honest = list(net.nodes.values())
+    round_ = state.round + 5
+    real = [Complaint.create(CHANNEL, round_, n.state.safety.high_qc, n.signer) for n in honest]
+    backed = max(c.high_qc_round for c in real)
+    assert backed < round_ - 1
+
+    def claiming(qc_round: int) -> TimeoutCertificate:
+        fake = QuorumCertificate(CHANNEL, qc_round, qc_round, b"\x11" * 32, ())
+        return TimeoutCertificate.from_complaints(
+            [*real[:2], Complaint.create(CHANNEL, round_, fake, byzantine.signer)]
+        )
+
+    actions = state.handle(m.ProposalReceived(_junk_carrying(claiming(10**6), byzantine.signer)), 0)
+    assert any(
+        "claims a certificate of round 1000000" in a.reason
+        for a in actions
+        if isinstance(a, m.Rejected)
+    )
+    assert state.last_tc is None or state.last_tc.round < round_
+
+    inflated = claiming(round_ - 1)
+    state.handle(m.ProposalReceived(_junk_carrying(inflated, byzantine.signer)), net.now)
+    assert state.last_tc == inflated
+    honest_tc = TimeoutCertificate.from_complaints(real)
+    state.handle(m.ProposalReceived(_junk_carrying(honest_tc, honest[0].signer)), net.now)
+    assert state.last_tc == honest_tc and state.last_tc.max_high_qc_round == backed
