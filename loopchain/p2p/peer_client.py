@@ -228,6 +228,8 @@ class PeerLink:
             pb.BlockRangeRequest(channel=channel, from_height=from_height, max_blocks=max_blocks),
             timeout=self.timeout * 2,
         )
+        if len(reply.blocks) > max_blocks:
+            raise EncodingError(f"{len(reply.blocks)} blocks for at most {max_blocks} asked")
         blocks = tuple(
             (Block.decode(b.block, pooled), QuorumCertificate.decode(b.certificate))
             for b in reply.blocks

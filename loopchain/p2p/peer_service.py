@@ -180,6 +180,15 @@ MAX_INBOUND_STREAMS = 512  # open link streams (each peer's link holds two; send
 # sender) lives this long, and its slot comes free.
 STREAM_MAX_AGE_S = 300.0
 MAX_RANGE_BLOCKS = 500  # blocks in one GetBlockRange reply (and at most max_bytes of them)
+PROPOSAL_HEADROOM_BYTES = 1 << 20  # a block's header, certificates and validator set
+
+
+def max_proposal_bytes(max_block_kbytes: int) -> int:
+    """The largest proposal taken from a member, before it is decoded: twice the transactions a
+    block of MAX_BLOCK_KBYTES holds (a leader may be configured otherwise; its block is judged
+    once decoded) and room for the rest. A larger one would cost seconds of decoding and many
+    times its size in memory before any check."""
+    return 2 * max_block_kbytes * 1024 + PROPOSAL_HEADROOM_BYTES
 
 
 def _client_object(text: str) -> dict[str, Any]:
@@ -216,11 +225,13 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         *,
         workers: Callable[[str], WorkerLink | None] | None = None,
         callers: Callers | None = None,
+        max_proposal: int = max_proposal_bytes(1024),
     ) -> None:
         """`workers`: the link to the worker process serving a channel (None for a channel this
         process serves); `callers`: who calls, when not found from a TLS certificate (a channel
-        worker's caller, named by its peer)."""
+        worker's caller, named by its peer); `max_proposal`: see max_proposal_bytes."""
         self.backend = backend
+        self.max_proposal = max_proposal
         self.peer_id = peer_id
         self.monitor = monitor
         self._workers = workers
@@ -623,6 +634,12 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     def _deliver(self, request: pb.ConsensusMessage, caller: str | None) -> None:
         channel = self._party_channel(request.channel, caller)
+        if len(request.proposal) > self.max_proposal:
+            raise RequestError(
+                ErrorKind.INVALID,
+                f"a proposal of {len(request.proposal)} bytes, limit {self.max_proposal} "
+                "(twice MAX_BLOCK_KBYTES and 1 MiB)",
+            )
         channel.receive(decode_consensus(request, channel.pooled_transaction))
 
     async def AddTxBatch(self, request: pb.TxBatch, context: Any) -> pb.Ack:

@@ -9,7 +9,12 @@ import grpc
 
 from loopchain.configure import Config
 from loopchain.p2p import grpc_util
-from loopchain.p2p.peer_service import PeerBackend, PeerServicer, ServiceMonitor
+from loopchain.p2p.peer_service import (
+    PeerBackend,
+    PeerServicer,
+    ServiceMonitor,
+    max_proposal_bytes,
+)
 from loopchain.p2p.worker_link import ForwardedCallers, WorkerLink
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 
@@ -40,6 +45,10 @@ async def _serve(
     return PeerServer(server, servicer)
 
 
+def _max_proposal(config: Config) -> int:
+    return max_proposal_bytes(int(config.MAX_BLOCK_KBYTES))
+
+
 async def start_peer_server(
     backend: PeerBackend,
     peer_id: str,
@@ -58,7 +67,9 @@ async def start_peer_server(
         if tls is not None:
             grpc_util.bind(server, "127.0.0.1", port + int(config.PORT_DIFF_INNER_SERVICE))
 
-    servicer = PeerServicer(backend, peer_id, tls, monitor, workers=workers)
+    servicer = PeerServicer(
+        backend, peer_id, tls, monitor, workers=workers, max_proposal=_max_proposal(config)
+    )
     return await _serve(config, servicer, bind)
 
 
@@ -79,5 +90,7 @@ async def start_worker_server(
             raise OSError(f"cannot listen on {address}")
 
     callers = ForwardedCallers() if tls is not None else None
-    servicer = PeerServicer(backend, peer_id, None, monitor, callers=callers)
+    servicer = PeerServicer(
+        backend, peer_id, None, monitor, callers=callers, max_proposal=_max_proposal(config)
+    )
     return await _serve(config, servicer, bind)

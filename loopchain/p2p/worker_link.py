@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from loopchain.configure import Config
-from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.grpc_util import open_channel
 from loopchain.p2p.peer_client import Outbound, PeerLink
 from loopchain.p2p.peer_health import PeerHealth
@@ -26,7 +26,7 @@ from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 
 CALLER_KEY = "x-loopchain-caller"  # metadata: the peer id of the peer's own mutual-TLS caller
-MAX_CALLER_LINKS = 256  # callers with streams into one worker (more are refused, never mixed)
+MAX_CALLER_LINKS = 256  # callers with streams into one worker (beyond: the least recent closes)
 # the most a forwarded call waits (a stream's batch would get its stream's long deadline)
 MAX_DEADLINE_S = 30.0
 FORWARD_MARGIN_S = 0.2  # of a caller's deadline, left for the peer to pass on the worker's answer
@@ -66,7 +66,8 @@ class WorkerLink:
         self._config = config
         self._grpc = open_channel(self.target, config)
         self.stub = pb_grpc.PeerServiceStub(self._grpc)
-        self._links: dict[str | None, PeerLink] = {}
+        self._links: OrderedDict[str | None, PeerLink] = OrderedDict()  # least recent first
+        self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
         # a worker that stops answering (stopped, its loop stuck) is probed after the first call
         # that runs out of time, and while it does not answer its calls are refused at once
@@ -127,21 +128,23 @@ class WorkerLink:
 
     def push(self, message: Outbound, caller: str | None) -> None:
         """Hand a gossip or consensus message of `caller` to the worker, in order after the
-        caller's earlier ones (dropped, oldest first, when the worker falls behind by a lane);
-        RequestError when MAX_CALLER_LINKS other callers already have streams to it."""
+        caller's earlier ones (dropped, oldest first, when the worker falls behind by a lane). A
+        stream carries one caller's name only: with MAX_CALLER_LINKS callers' streams open, the
+        least recently used one is closed for a new caller (members come and go over a life)."""
         if self._closed:
             return
         link = self._links.get(caller)
         if link is None:
-            if len(self._links) >= MAX_CALLER_LINKS:  # a stream carries one caller's name only
-                raise RequestError(
-                    ErrorKind.POOL_FULL,
-                    f"{len(self._links)} callers already pass messages to the worker of "
-                    f"channel {self.channel}, limit {MAX_CALLER_LINKS}",
-                )
+            if len(self._links) >= MAX_CALLER_LINKS:
+                _, oldest = self._links.popitem(last=False)
+                retiring = asyncio.create_task(oldest.close())
+                self._retiring.add(retiring)
+                retiring.add_done_callback(self._retiring.discard)
             link = PeerLink(self.target, self._config, metadata=_metadata(caller))
             link.start()
             self._links[caller] = link
+        else:
+            self._links.move_to_end(caller)
         link.send(message)
 
     async def close(self) -> None:
@@ -151,4 +154,5 @@ class WorkerLink:
             with contextlib.suppress(Exception):
                 await link.close()
         self._links.clear()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await self._grpc.close()

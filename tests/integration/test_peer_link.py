@@ -17,11 +17,14 @@ import pytest
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.p2p import grpc_util, peer_client, peer_service
-from loopchain.p2p.peer_client import GrpcTransport
-from loopchain.p2p.peer_service import PeerServicer
+from loopchain.p2p.errors import RequestError
+from loopchain.p2p.peer_client import GrpcTransport, PeerLink
+from loopchain.p2p.peer_service import PeerServicer, max_proposal_bytes
 from loopchain.p2p.server import PeerServer
+from loopchain.p2p.transport import MalformedReply
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import Transaction
@@ -323,3 +326,63 @@ async def test_bytes_that_are_not_the_message_are_invalid_argument_without_a_tra
     alpha = receiver.backend.alpha
     assert len(alpha.txs) + len(alpha.events) == (1 if method in good else 0)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_a_proposal_past_its_bound_is_refused_before_it_is_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A member's proposal larger than twice MAX_BLOCK_KBYTES and 1 MiB is refused by its size:
+    not parsed (seconds of work and many times its size in memory, for a block no check passes)."""
+    servicer = PeerServicer(
+        OneChannelBackend(Channel()), "receiver", max_proposal=max_proposal_bytes(1)
+    )  # type: ignore[arg-type]
+    decoded: list[bytes] = []
+    monkeypatch.setattr(Block, "decode", lambda raw, pooled=None: decoded.append(raw))
+    bound = max_proposal_bytes(1)
+    assert bound == 2 * 1024 + (1 << 20)
+    request = pb.ConsensusMessage(channel=CHANNEL, sender="s", proposal=b"{" * (bound + 1))
+    with pytest.raises(RequestError, match=f"a proposal of {bound + 1} bytes, limit {bound}"):
+        servicer._deliver(request, None)
+    assert decoded == []
+    servicer._deliver(pb.ConsensusMessage(channel=CHANNEL, sender="s", proposal=b"{}"), None)
+    assert decoded == [b"{}"]
+
+
+class _Oversupplying(pb_grpc.PeerServiceServicer):
+    """Answers any block range with one block more than asked for."""
+
+    def __init__(self, block: Block) -> None:
+        self.block = block
+
+    async def GetBlockRange(self, request: pb.BlockRangeRequest, context: Any) -> Any:
+        one = pb.FinalBlock(block=self.block.encode(), certificate=b"{}")
+        return pb.BlockRange(blocks=[one] * (request.max_blocks + 1), tip_height=9)
+
+
+async def test_a_range_reply_with_more_blocks_than_asked_is_malformed() -> None:
+    """A peer that answers a range with more blocks than asked for is taken as serving
+    malformed data (nothing of it is decoded), not trusted for its extra blocks."""
+    block = Block.create(
+        channel=CHANNEL,
+        height=1,
+        round_=1,
+        prev_hash=b"\0" * 32,
+        prev_qc=None,
+        transactions=[],
+        timestamp=1,
+        leader=SIGNER,
+        next_leader=SIGNER.address,
+        validators_hash=b"\0" * 32,
+    )
+    port = free_port_pair()
+    server = grpc_util.create_server(CONFIG)
+    pb_grpc.add_PeerServiceServicer_to_server(_Oversupplying(block), server)
+    grpc_util.bind(server, "127.0.0.1", port)
+    await server.start()
+    link = PeerLink(f"127.0.0.1:{port}", CONFIG)
+    try:
+        with pytest.raises(MalformedReply, match="2 blocks for at most 1 asked"):
+            await link.fetch_blocks(CHANNEL, 1, 1)
+    finally:
+        await link.close()
+        await server.stop(grace=0)

@@ -16,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loopchain.configure import load_config
 from loopchain.p2p import worker_link
-from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.peer.metrics import PeerMetrics, merged_exposition
 from loopchain.peer.node import PeerNode, PeerOptions, cgroup_cpu_quota, usable_cores
@@ -190,22 +189,27 @@ def test_the_peer_counts_its_rest_proxy_restarts() -> None:
     assert _series(metrics.exposition())[("loopchain_rest_proxy_restarts_total", frozenset())] == 3
 
 
-async def test_a_caller_beyond_the_limit_is_refused_never_sent_under_another_name(
+async def test_a_caller_beyond_the_limit_replaces_the_least_recent_never_sent_under_another_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker_link, "MAX_CALLER_LINKS", 1)
+    """Each caller's messages go on a stream of its own name; with MAX_CALLER_LINKS callers'
+    streams open, a new caller's replaces the least recently used one's (closed), so callers
+    that come over the peer's life are never refused for good."""
+    monkeypatch.setattr(worker_link, "MAX_CALLER_LINKS", 2)
     link = WorkerLink("alpha", tmp_path / "nobody.sock", load_config())
     try:
         link.push(pb.TxBatch(channel="alpha"), "hxa")
-        link.push(pb.TxBatch(channel="alpha"), "hxa")  # its own stream again
-        with pytest.raises(RequestError) as refused:
-            link.push(pb.TxBatch(channel="alpha"), "hxb")
-        assert refused.value.kind is ErrorKind.POOL_FULL
-        assert "limit 1" in refused.value.message
-        assert list(link._links) == ["hxa"]
-        assert link._links["hxa"].metadata == ((worker_link.CALLER_KEY, "hxa"),)
+        link.push(pb.TxBatch(channel="alpha"), "hxb")
+        first = link._links["hxa"]
+        link.push(pb.TxBatch(channel="alpha"), "hxa")  # its own stream again: now the most recent
+        assert link._links["hxa"] is first
+        link.push(pb.TxBatch(channel="alpha"), "hxc")
+        assert list(link._links) == ["hxa", "hxc"]
+        for name in ("hxa", "hxc"):
+            assert link._links[name].metadata == ((worker_link.CALLER_KEY, name),)
     finally:
         await link.close()
+    assert not link._retiring
 
 
 async def test_a_worker_that_cannot_start_stops_its_peer(tmp_path: Path) -> None:
