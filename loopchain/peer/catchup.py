@@ -50,9 +50,14 @@ class CatchUp:
         self._avoid: dict[str, float] = {}  # target -> monotonic time until which it is avoided
 
     def want_block(self, block_hash: bytes) -> None:
-        """Fetch this block soon (at most FETCH_QUEUE_MAX wait; more are dropped)."""
-        if block_hash in self._fetching or self._fetch.full():
+        """Fetch this block soon. At most FETCH_QUEUE_MAX wait: the oldest want gives way (names
+        of blocks that do not exist, which a member may send any number of, must not keep out
+        the block this node needs now; a block still needed is asked for again by what waits
+        for it)."""
+        if block_hash in self._fetching:
             return
+        if self._fetch.full():
+            self._fetching.discard(self._fetch.get_nowait())
         self._fetching.add(block_hash)
         self._fetch.put_nowait(block_hash)
 

@@ -1,0 +1,73 @@
+"""CatchUp's fetching of single blocks, with an in-process stand-in for the other peers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from loopchain.consensus import messages as m
+from loopchain.peer import catchup
+from loopchain.peer.catchup import CatchUp
+from loopchain.types.block import Block
+from loopchain.types.crypto import Signer
+from loopchain.types.hashing import sha3_256
+from loopchain.types.peer import PeerInfo
+
+pytestmark = pytest.mark.asyncio
+
+SIGNER = Signer.generate()
+BLOCK = Block.create(
+    channel="alpha",
+    height=1,
+    round_=1,
+    prev_hash=b"\0" * 32,
+    prev_qc=None,
+    transactions=[],
+    timestamp=1,
+    leader=SIGNER,
+    next_leader=SIGNER.address,
+    validators_hash=b"\0" * 32,
+)
+
+
+class OnePeerHolding:
+    """The other peers: they hold `block` only, and count what they are asked for."""
+
+    def __init__(self, block: Block) -> None:
+        self.block = block
+        self.asked: list[bytes] = []
+
+    async def fetch_block(
+        self, peer: PeerInfo, channel: str, block_hash: bytes, pooled: Any = None
+    ) -> Block | None:
+        self.asked.append(block_hash)
+        return self.block if block_hash == self.block.hash else None
+
+
+async def test_a_flood_of_wants_for_missing_blocks_does_not_keep_out_the_one_needed_now() -> None:
+    """Names of blocks nobody has (a member may send any number of them) fill the fetch queue;
+    the block wanted after them is still fetched: the oldest want gives way, not the newest."""
+    fetched: list[m.Event] = []
+    peers = OnePeerHolding(BLOCK)
+    up = CatchUp(
+        "alpha",
+        peers,  # type: ignore[arg-type]
+        lambda: [PeerInfo("hxother", "127.0.0.1:1", 0)],
+        lambda: 0,
+        lambda event: fetched.append(event) or [],
+        sync_batch=10,
+    )
+    for n in range(catchup.FETCH_QUEUE_MAX + 5):
+        up.want_block(sha3_256(b"junk %d" % n))
+    up.want_block(BLOCK.hash)
+    loop = asyncio.create_task(up._fetch_loop())
+    try:
+        async with asyncio.timeout(30):
+            while not fetched:
+                await asyncio.sleep(0.01)
+    finally:
+        loop.cancel()
+    assert fetched == [m.BlockFetched(BLOCK)]
+    assert len(peers.asked) <= catchup.FETCH_QUEUE_MAX
