@@ -639,6 +639,10 @@ class ChannelService:
         try:
             return await call
         except ScoreUnavailable as exc:
+            if exc.deadline_exceeded:  # REST -900 (504): the SCORE took too long, it is not down
+                raise RequestError(
+                    ErrorKind.TIMEOUT, f"SCORE of {self.name} did not answer in time: {exc}"
+                ) from None
             raise RequestError(
                 ErrorKind.SCORE_DOWN, f"SCORE of {self.name} unavailable: {exc}"
             ) from None

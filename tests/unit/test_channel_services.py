@@ -21,6 +21,7 @@ from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.peer import channel_service
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
+from loopchain.scoreservice.client import ScoreUnavailable
 from loopchain.storage.memory import MemoryStore
 from loopchain.types import transaction as transaction_module
 from loopchain.types.crypto import Signer
@@ -714,3 +715,22 @@ async def test_a_submission_whose_client_went_away_during_the_write_is_still_poo
     release.set()
     await cluster.wait(lambda: len(written) == 1, "the write")
     await cluster.wait(lambda: cluster.final_everywhere(written, cluster.services), "final")
+
+
+async def test_a_score_that_misses_its_deadline_is_a_timeout_not_a_score_down(
+    cluster: Cluster,
+) -> None:
+    """A query the SCORE did not answer within SCORE_QUERY_TIMEOUT is a timeout (REST -900, 504),
+    as loopchain answered it; a SCORE process that is down stays a SCORE_DOWN (503)."""
+    service = cluster.services[0]
+
+    async def fails(exc: Exception) -> str:
+        raise exc
+
+    with pytest.raises(RequestError) as late:
+        await service._ask_score(fails(ScoreUnavailable("3 s passed", deadline_exceeded=True)))
+    assert late.value.kind is ErrorKind.TIMEOUT
+    assert "did not answer in time: 3 s passed" in late.value.message
+    with pytest.raises(RequestError) as down:
+        await service._ask_score(fails(ScoreUnavailable("no process")))
+    assert down.value.kind is ErrorKind.SCORE_DOWN
