@@ -200,17 +200,32 @@ class IntakeJournal:
     def _open_segment(self) -> None:
         self._close_current()
         number = self._next_number
+        self._next_number = number + 1  # taken even if this open fails: never tried again (EEXIST)
         path = self._path(number)
+        fd: int | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
             _sync_directory(self.directory)  # the new file's name survives a power cut
         except OSError as exc:
+            if fd is not None:
+                self._discard(fd, path)
             raise StorageError(f"cannot write the intake journal {self.directory}: {exc}") from None
-        self._next_number = number + 1
         self._fd, self._size, self._opened_at = fd, 0, time.monotonic()
         with self._lock:
             self._current = self._segments[number] = _Segment(number)
+
+    def _discard(self, fd: int, path: Path) -> None:
+        """Close and remove a segment just created and not yet written (its name not yet
+        synced); one left behind holds no record, and the next start removes it."""
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("intake journal: cannot remove %s: %s", path, exc)
 
     def _close_current(self) -> None:
         fd, self._fd = self._fd, None

@@ -178,6 +178,41 @@ def test_a_failing_write_loses_nothing_acknowledged_and_the_next_goes_to_a_new_s
     assert hashes(IntakeJournal(directory).replay()) == hashes(kept + later)
 
 
+def test_a_new_segment_whose_name_cannot_be_synced_does_not_wedge_later_appends(
+    tmp_path: Path, chain: ChainBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The segment is created (O_EXCL) and its folder's sync fails: that append is refused, its
+    file is closed and removed, and the next append opens a segment under a fresh name."""
+    directory = tmp_path / "intake"
+    journal = IntakeJournal(directory, segment_max_bytes=1)  # a segment per append
+    kept = [chain.transaction() for _ in range(2)]
+    journal.append(kept)
+    real_open, real_sync = os.open, intake_journal._sync_directory
+    created: list[int] = []
+
+    def remembering_open(path: object, flags: int, mode: int = 0o777) -> int:
+        fd = real_open(path, flags, mode)  # type: ignore[arg-type]
+        created.append(fd)
+        return fd
+
+    def failing_sync(folder: Path) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(intake_journal.os, "open", remembering_open)
+    monkeypatch.setattr(intake_journal, "_sync_directory", failing_sync)
+    with pytest.raises(StorageError, match="Input/output error"):
+        journal.append([chain.transaction()])
+    monkeypatch.setattr(intake_journal, "_sync_directory", real_sync)
+    monkeypatch.setattr(intake_journal.os, "open", real_open)
+    with pytest.raises(OSError):
+        os.fstat(created[-1])  # the refused segment's descriptor was closed
+    assert len(segments(directory)) == 1  # and its empty file removed
+    later = [chain.transaction() for _ in range(2)]
+    journal.append(later)
+    assert len(journal) == 4
+    assert hashes(IntakeJournal(directory).replay()) == hashes(kept + later)
+
+
 def test_segments_older_than_the_window_are_dropped_but_not_the_open_one(
     tmp_path: Path, chain: ChainBuilder
 ) -> None:
