@@ -31,6 +31,7 @@ from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
 from loopchain.peer.children import RestProxy
 from loopchain.peer.metrics import PeerMetrics, merged_exposition
+from loopchain.peer.stores import RELEASE_WAIT, open_released
 from loopchain.peer.workers import ChannelWorker
 from loopchain.scoreservice.supervisor import keep_memory_private
 from loopchain.storage.abc import KeyValueStore
@@ -210,9 +211,13 @@ class PeerNode:
         self._stop = stop
         worker = self.options.worker
         # 1. claim this peer's store (fails at once if another process holds it) and identity
-        #    (a channel worker keeps its channel's member list in a store of its own)
-        node_dir = self.root / worker.grant.channel / "node" if worker else self.root / "node"
-        self.node_store = LevelDBStore(node_dir)
+        #    (a channel worker keeps its channel's member list in a store of its own, and waits
+        #    for it while the worker of a peer that ended still holds it: peer.stores)
+        if worker is not None:
+            node_dir = self.root / worker.grant.channel / "node"
+            self.node_store = await open_released(node_dir)
+        else:
+            self.node_store = LevelDBStore(self.root / "node")
         self.stores.append(self.node_store)
         key_path = peer_key_path(self.config, self.port, self.options.private_key_path)
         key = open_key_file(key_path, self.options.key_password)
@@ -245,7 +250,7 @@ class PeerNode:
                     if in_workers:
                         self._start_worker(grant, registration.radiostation_address, group)
                     else:
-                        self._open_channel(grant, registration.radiostation_address, group)
+                        await self._open_channel(grant, registration.radiostation_address, group)
                 group.create_task(self._heartbeat_loop(rs, stop), name="heartbeat")
                 await stop.wait()
                 raise _Stop()
@@ -314,10 +319,13 @@ class PeerNode:
             delay = min(delay * 2, 5.0)
         return None
 
-    def _open_channel(self, grant: ChannelGrant, issuer: str, group: asyncio.TaskGroup) -> None:
+    async def _open_channel(
+        self, grant: ChannelGrant, issuer: str, group: asyncio.TaskGroup
+    ) -> None:
         assert self.signer is not None and self.transport is not None
-        kv = LevelDBStore(
+        kv = await open_released(
             self.root / grant.channel / "blocks",
+            RELEASE_WAIT if self.options.worker is not None else 0.0,
             compression=bool(self.config.LEVELDB_COMPRESSION),
             write_buffer_mb=int(self.config.LEVELDB_WRITE_BUFFER_MB),
             max_file_mb=int(self.config.LEVELDB_MAX_FILE_MB),

@@ -11,6 +11,10 @@ class StorageError(RuntimeError):
     """A store that cannot be opened or used (held by another process, corrupt, closed)."""
 
 
+class StoreLocked(StorageError):
+    """A store that another process holds open (it may be about to end and release it)."""
+
+
 class StorageCorrupt(StorageError):
     """A store whose files do not hold a readable database (the backend says it is corrupt)."""
 

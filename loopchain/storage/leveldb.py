@@ -1,7 +1,8 @@
 """The LevelDB KeyValueStore (plyvel); the only module of loopchain that imports plyvel.
 
 LevelDB holds an exclusive lock on its directory, so exactly one process (and one handle) may open
-a store; a second opener gets a StorageError saying so at once instead of waiting.
+a store; a second opener gets a StorageError saying so at once instead of waiting (StoreLocked
+when another process holds it: a caller that knows that process is ending may try again).
 
 A store whose write failed (disk full, read-only, I/O error) takes no more writes until it is
 opened again: LevelDB's log writer moves its block offset on even when the append fails, so the
@@ -18,14 +19,21 @@ from typing import Any
 
 import plyvel
 
-from loopchain.storage.abc import KeyValueStore, StorageCorrupt, StorageError, WriteBatch
+from loopchain.storage.abc import (
+    KeyValueStore,
+    StorageCorrupt,
+    StorageError,
+    StoreLocked,
+    WriteBatch,
+)
 from loopchain.storage.memory import check_bytes
 
 BLOOM_FILTER_BITS = 10  # per key: ~1% false positives
 
 # What LevelDB says when its LOCK file is held, and who holds it.
+_OTHER_PROCESS = "another process holds it"
 _LOCK_HOLDERS = {
-    "temporarily unavailable": "another process holds it",  # flock() failed with EAGAIN
+    "temporarily unavailable": _OTHER_PROCESS,  # flock() failed with EAGAIN
     "already held by process": "another handle in this process holds it",
 }
 
@@ -66,7 +74,8 @@ def _open(path: Path, create: bool, compression: bool, sizes: dict[str, int]) ->
     except plyvel.Error as exc:
         holder = _lock_holder(exc)
         if holder:
-            raise StorageError(
+            refusal = StoreLocked if holder == _OTHER_PROCESS else StorageError
+            raise refusal(
                 f"LevelDB store at {path} is locked: {holder} (only one owner may open a store)"
             ) from None
         if isinstance(exc, plyvel.CorruptionError):

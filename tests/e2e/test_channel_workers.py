@@ -2,11 +2,13 @@
 worker process of its own (CHANNEL_WORKERS "always": "auto" would not on a machine of fewer than
 three cores), with its own SCORE process. A worker killed with kill -9 is started again by its
 peer and its channel catches up, while the peer's other channel goes on meanwhile; a peer killed with kill -9 takes its workers (and their SCOREs) with it
-and, started again, serves both channels on its port. A worker that stops answering (SIGSTOP)
+and, started again, serves both channels on its port, even when started again at once, while
+the old workers still hold their stores. A worker that stops answering (SIGSTOP)
 gets its channel's calls refused at once (503) rather than waited for, the other channel served."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -194,6 +196,54 @@ def test_a_killed_peer_takes_its_workers_along_and_starts_again(net: LocalNetwor
     body = json.dumps({"channel": "nobody", "data": 1}).encode()
     status, reply = http("POST", f"{net.rest(port)}/api/v1/transactions", body)
     assert status == 404 and "'nobody' is not served" in reply["message"], reply
+
+
+def test_a_peer_started_again_at_once_after_a_kill_waits_for_its_old_workers_stores(
+    net: LocalNetwork,
+) -> None:
+    """Started again right after a kill -9, before the old workers have ended (they shut down
+    gracefully on their PDEATHSIG and hold their stores meanwhile), the peer's new workers wait
+    for the stores instead of failing (which stopped the new peer). To hold the old workers there
+    on any machine: their SCOREs are stopped (SIGSTOP) before the kill, so each old worker's
+    shutdown waits on its SCORE with its stores open, and the old workers are stopped right after
+    the kill, there (stopped before it, the kernel would hang them up when their parent died: an
+    orphaned process group with a stopped member). Continued, they end and let the stores go."""
+    port = sorted(net.peers)[0]
+    peer = net.peers[port]
+    old = list(workers(peer.pid).values())
+    old_scores = [score for pid in old for score in score_children(pid)]
+    assert len(old) == 2 and len(old_scores) == 2
+    try:
+        for pid in old_scores:
+            os.kill(pid, signal.SIGSTOP)
+        peer.send_signal(signal.SIGKILL)
+        peer.wait(30)
+        for pid in old:
+            os.kill(pid, signal.SIGSTOP)
+        since = len(peer.log_text())
+        net.start_peer(port, wait=False)
+        new = net.peers[port]
+
+        def new_workers_wait() -> bool:
+            text = new.log_text()[since:]
+            assert new.alive, f"the new peer ended ({new.returncode}):\n{text[-3000:]}"
+            return all(
+                any(
+                    "waiting up to" in line and f"{os.sep}{channel}{os.sep}node" in line
+                    for line in text.splitlines()
+                )
+                for channel in CHANNELS
+            )
+
+        wait_until(new_workers_wait, 60, "the new workers waiting for the old ones' stores")
+    finally:
+        for pid in old + old_scores:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: not any(_alive(pid) for pid in old + old_scores), 30, "the old ones end")
+    for channel in CHANNELS:
+        committed(net, port, channel, f"after an at-once restart in {channel}", f"{channel} tx")
+    assert new.alive and sorted(workers(new.pid)) == [ALPHA, BETA]
 
 
 def _status_answer(net: LocalNetwork, port: int, channel: str) -> tuple[int, str, str | None]:

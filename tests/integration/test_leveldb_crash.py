@@ -1,7 +1,10 @@
-"""A LevelDB block store survives kill -9 mid-write, and refuses a second process at once."""
+"""A LevelDB block store survives kill -9 mid-write, and refuses a second process at once; a
+channel worker's opener waits (bounded) for a process that still holds it to let it go."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -11,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from loopchain.blockchain.block_store import BlockStore, TxPlace
-from loopchain.storage.abc import StorageError
+from loopchain.peer.stores import open_released
+from loopchain.storage.abc import StorageError, StoreLocked
 from loopchain.storage.leveldb import LevelDBStore
 from tests.integration._storage_helpers import CHANNEL, LineReader, stop
 
@@ -104,3 +108,51 @@ def test_a_store_held_by_a_live_process_is_refused_at_once(tmp_path: Path) -> No
         stop(proc)
     with LevelDBStore(db) as kv:  # free again once the holder is gone
         assert kv.get(b"anything") is None
+
+
+async def test_a_store_held_by_a_process_that_then_ends_is_opened_once_released(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a channel worker of a peer started again right after a kill -9 meets: the old
+    worker still holds the store while it shuts down; the new one waits and then opens it."""
+    db = tmp_path / "db"
+    proc = spawn(tmp_path, "holder", HOLDER, str(db))
+    try:
+        LineReader(proc.stdout).wait_for(1, timeout=30)  # type: ignore[arg-type]
+        caplog.set_level(logging.WARNING, logger="loopchain.peer.stores")
+        opening = asyncio.create_task(open_released(db, wait=120.0))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while "waiting up to" not in caplog.text:  # refused once: the holder has it
+            assert loop.time() < deadline and not opening.done(), "the opener never waited"
+            await asyncio.sleep(0.01)
+        assert not opening.done()
+        proc.stdin.close()  # type: ignore[union-attr]  # the holder closes the store and ends
+        async with asyncio.timeout(60):
+            store = await opening
+        with store:
+            store.put(b"key", b"value", sync=True)
+            assert store.get(b"key") == b"value"
+        assert proc.wait(timeout=10) == 0
+    finally:
+        stop(proc)
+
+
+async def test_a_store_held_past_the_wait_is_refused_and_none_is_waited_for_without_one(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "db"
+    proc = spawn(tmp_path, "holder", HOLDER, str(db))
+    try:
+        LineReader(proc.stdout).wait_for(1, timeout=30)  # type: ignore[arg-type]
+        with pytest.raises(
+            StoreLocked, match=r"another process holds it .*; still after waiting 0\.2 s$"
+        ):
+            await open_released(db, wait=0.2)
+        with pytest.raises(
+            StoreLocked, match=r"another process holds it \(only one owner may open a store\)$"
+        ):
+            await open_released(db, wait=0.0)  # the peer's own channels: refused at once
+        assert proc.poll() is None
+    finally:
+        stop(proc)
