@@ -2,9 +2,11 @@
 
 Each change is made on the whole channel data as channel_manage_data.json holds it, checked by the
 same parser that reads the file at start (parse_channels), and by the listed-mode rule (every entry
-names a peer_id), then written to CHANNEL_MANAGE_DATA_PATH at once (a synced temporary file renamed
-over it) and only then applied to the registry: the file and the running RadioStation never
-disagree, and the next start reads what the operator set.
+names a peer_id); the registry saves it with the channel's new version, then it is written to
+CHANNEL_MANAGE_DATA_PATH (a synced temporary file renamed over it), and only then served. When
+either write fails, nothing changed in the running RadioStation and the operator is told so: the
+file and the running RadioStation never disagree, the next start reads what the operator set, and
+a version once served is never served again for other content (registry.py).
 
 Peers learn a change of a channel they are in at their next heartbeat (its version grows); a new
 channel reaches a peer when it registers (at its next start).
@@ -66,16 +68,19 @@ def _check_all(station: Station, data: dict[str, Any], name: str) -> dict[str, C
 
 
 def _commit(station: Station, data: dict[str, Any], name: str) -> tuple[ChannelSpec, int]:
-    """Check `data`, write it in the form GET /api/v1/channel/data serves, then apply channel
-    `name`; its spec and version."""
+    """Check `data`, save channel `name`'s new version, write `data` in the form GET
+    /api/v1/channel/data serves, then apply it; its spec and version."""
     specs = _check_all(station, data, name)
     written = {channel: channel_to_json(spec) for channel, spec in specs.items()}
     text = json.dumps(written, indent=1, ensure_ascii=False) + "\n"
-    try:
-        write_atomic(_data_path(station), text.encode("utf-8"))
-    except OSError as exc:
-        raise OSError(f"cannot write {_data_path(station)}: {exc.strerror or exc}") from None
-    return specs[name], station.registry.set_channel(specs[name])
+
+    def publish() -> None:
+        try:
+            write_atomic(_data_path(station), text.encode("utf-8"))
+        except OSError as exc:
+            raise OSError(f"cannot write {_data_path(station)}: {exc.strerror or exc}") from None
+
+    return specs[name], station.registry.set_channel(specs[name], publish)
 
 
 def add_channel(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, int]:

@@ -120,6 +120,9 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         except NotAdmitted as exc:
             log.warning("refused registration of %s: %s", request.peer_id, exc)
             return pb.ConnectPeerReply(code=int(ResponseCode.PEER_UNKNOWN), message=str(exc))
+        except OSError as exc:  # not saved, so not made: the peer tries again later
+            log.error("registration of %s not made: %s", request.peer_id, exc)
+            return pb.ConnectPeerReply(code=int(ResponseCode.TIMEOUT), message=str(exc))
         # 4. answer with its order, our key and every channel it belongs to
         channels = [self._channel_info(name) for name in registry.channels_of(record.peer_id)]
         log.info(

@@ -3,14 +3,23 @@
 Registrations and per-channel membership versions are persisted as JSON with an atomic write
 (tmp file, fsync, os.replace), so orders and versions survive a restart. Heartbeats live in memory.
 Time is passed in by the caller; nothing here reads a clock.
+
+A version once served is never served again for other content (a peer ignores a version it
+holds already, so it would keep the old content for good). Every change is saved before it is
+served: when its save fails, the change is undone in memory and the error raised, so what peers
+are served is always saved, and a restart never goes back below it. A channel change saves the
+registry (with the new version) before its channel file is written, so the file never holds a
+change newer than the saved version: a restart that reads a change whose version was lost serves
+it under a version never served before (membership changes bump it again at open).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,11 +153,35 @@ class Registry:
         }
 
     def save(self) -> None:
-        """Write the registry atomically (no-op without a path)."""
+        """Write the registry atomically (no-op without a path); OSError naming it when it fails."""
         if self.path is None:
             return
-        write_atomic(self.path, json.dumps(self.to_json(), indent=1, sort_keys=True).encode())
+        data = json.dumps(self.to_json(), indent=1, sort_keys=True).encode()
+        try:
+            write_atomic(self.path, data)
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"cannot save the registry {self.path}: {exc.strerror or exc}"
+            ) from None
         self._dirty = False
+
+    @contextlib.contextmanager
+    def _saved_or_undone(self) -> Iterator[None]:
+        """Make a change (and save it) inside; when it raises, the registry in memory is as it
+        was before: peers are only ever served what is saved."""
+        channels, peers, beats = dict(self.channels), dict(self._peers), dict(self._beats)
+        membership = {
+            n: _Membership(m.version, list(m.members)) for n, m in self._membership.items()
+        }
+        auth, dirty = self.channel_auth, self._dirty
+        try:
+            yield
+        except BaseException:
+            self.channels.clear()
+            self.channels.update(channels)  # in place: others may hold this mapping
+            self._peers, self._beats, self._membership = peers, beats, membership
+            self.channel_auth, self._dirty = auth, dirty
+            raise
 
     def flush(self) -> None:
         """Save when anything changed since the last save."""
@@ -180,9 +213,10 @@ class Registry:
 
     def set_channel_auth(self, channel_auth: bool) -> set[str]:
         """Switch channel auth and recompute membership; returns the changed channels."""
-        self.channel_auth = channel_auth
-        changed = self._refresh()
-        self.flush()
+        with self._saved_or_undone():
+            self.channel_auth = channel_auth
+            changed = self._refresh()
+            self.flush()
         return changed
 
     def register(self, peer_id: str, target: str, group_id: str, public_key: bytes) -> PeerRecord:
@@ -196,31 +230,28 @@ class Registry:
             known.order if known else max((r.order for r in self._peers.values()), default=0) + 1
         )
         record = PeerRecord(peer_id, target, group_id, order, public_key)
-        if record != known:
-            self._peers[peer_id] = record
-            self._dirty = True
-            self._refresh()
-            self.save()
+        if record != known:  # a failed save undoes it: a retry saves it again
+            with self._saved_or_undone():
+                self._peers[peer_id] = record
+                self._dirty = True
+                self._refresh()
+                self.save()
         return record
 
-    def set_channel(self, spec: ChannelSpec) -> int:
-        """Add channel `spec` or replace the one of its name, recompute membership and persist;
-        the channel's version, which grows when a known channel changes (its weights, roles or
-        SCORE may differ even when its members do not)."""
-        known = spec.name in self.channels
-        self.channels[spec.name] = spec
-        changed = self._refresh()
-        if known and spec.name not in changed:
-            self._membership[spec.name].version += 1
-        try:
+    def set_channel(self, spec: ChannelSpec, publish: Callable[[], None] | None = None) -> int:
+        """Add channel `spec` or replace the one of its name, recompute membership, save, then
+        `publish` it (write the channel file); the channel's version, which grows when a known
+        channel changes (its weights, roles or SCORE may differ even when its members do not).
+        When the save or `publish` fails, nothing changed in memory and the error is raised."""
+        with self._saved_or_undone():
+            known = spec.name in self.channels
+            self.channels[spec.name] = spec
+            changed = self._refresh()
+            if known and spec.name not in changed:
+                self._membership[spec.name].version += 1
             self.save()
-        except OSError as exc:  # the change is made (its file was written): save again later
-            self._dirty = True
-            log.warning(
-                "registry %s not saved now (%s); saved at the next change or at exit",
-                self.path,
-                exc,
-            )
+            if publish is not None:
+                publish()
         return self.version(spec.name)
 
     def peer(self, peer_id: str) -> PeerRecord:
@@ -246,12 +277,13 @@ class Registry:
         """Forget a registered peer (record, heartbeats, memberships) and persist; returns the
         channels it left, whose versions grew. UnknownPeer when it is not registered."""
         self.peer(peer_id)
-        del self._peers[peer_id]
-        for key in [k for k in self._beats if k[1] == peer_id]:
-            del self._beats[key]
-        self._dirty = True
-        changed = self._refresh()
-        self.save()
+        with self._saved_or_undone():
+            del self._peers[peer_id]
+            for key in [k for k in self._beats if k[1] == peer_id]:
+                del self._beats[key]
+            self._dirty = True
+            changed = self._refresh()
+            self.save()
         return changed
 
     # -- heartbeats

@@ -368,6 +368,8 @@ async def peer_remove(request: web.Request) -> web.Response:
         changed = registry.remove(peer_id)
     except UnknownPeer as exc:
         raise ApiError(ResponseCode.PEER_UNKNOWN, str(exc)) from None
+    except OSError as exc:  # not saved, so not made
+        raise ApiError(ResponseCode.FAIL, str(exc)) from None
     versions = {name: registry.version(name) for name in registry.channels if name in changed}
     log.info(
         "peer %s removed by the operator (from %s); channel versions now %s",

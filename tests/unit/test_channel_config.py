@@ -3,14 +3,16 @@ genesis_data goes into every validator set the RadioStation issues."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
 
 from loopchain.configure import load_config
+from loopchain.radiostation import channel_admin
 from loopchain.radiostation.channels import ChannelDataError, channel_to_json, parse_channels
-from loopchain.radiostation.registry import Registry
+from loopchain.radiostation.registry import Registry, UnknownPeer
 from loopchain.radiostation.station import Station
 from loopchain.types.crypto import Signer
 from loopchain.types.genesis import GenesisData
@@ -84,6 +86,7 @@ def test_auditors_are_members_but_not_validators() -> None:
 
 A = "hx" + "a" * 40
 B = "hx" + "b" * 40
+C = "hx" + "c" * 40
 
 
 def test_listed_mode_admits_by_peer_id_only() -> None:
@@ -282,15 +285,98 @@ def test_only_a_leader_replaced_by_another_counts_as_a_leader_change() -> None:
     assert last == {"a": "Z", "b": "X"}
 
 
-def test_a_channel_change_holds_when_the_registry_cannot_be_saved_now(tmp_path: Path) -> None:
-    """The channel file is the record of a change; the registry is derived and saved later."""
-    specs = parse_channels(tmp_path / "cmd.json", {"a": {}}, "loopchain/default")
-    blocked = tmp_path / "registry.json"
-    blocked.mkdir()  # a directory where the registry's file should be: every save fails
-    registry = Registry(specs, channel_auth=False, path=blocked)
-    added = parse_channels(tmp_path / "cmd.json", {"b": {}}, "loopchain/default")["b"]
-    version = registry.set_channel(added)  # no OSError reaches the operator's call
-    assert "b" in registry.channels and version == registry.version("b")
-    blocked.rmdir()
-    registry.flush()  # at exit (or the next change) the registry is saved
-    assert blocked.is_file()  # saved only because the failed save left it marked dirty
+class _Blocked:
+    """A directory in the place of `path` (its file kept aside): every save of it fails until
+    `free`, which puts the file back as a restart finds it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.aside = path, path.with_name(path.name + ".aside")
+        path.rename(self.aside)
+        path.mkdir()
+
+    def free(self) -> None:
+        self.path.rmdir()
+        self.aside.rename(self.path)
+
+
+def _station(tmp_path: Path, data: dict) -> Station:
+    cmd = tmp_path / "channel_manage_data.json"
+    cmd.write_text(json.dumps(data))
+    config = load_config(environ={}, overrides={"CHANNEL_MANAGE_DATA_PATH": str(cmd)})
+    specs = parse_channels(cmd, data, "loopchain/default")
+    registry = Registry.open(tmp_path / "registry.json", specs, channel_auth=True)
+    return Station(config, registry, Signer.generate(), time.time)
+
+
+def _restarted(tmp_path: Path) -> Registry:
+    cmd = tmp_path / "channel_manage_data.json"
+    specs = parse_channels(cmd, json.loads(cmd.read_text()), "loopchain/default")
+    return Registry.open(tmp_path / "registry.json", specs, channel_auth=True)
+
+
+def test_a_channel_change_the_registry_cannot_save_is_refused_and_no_version_comes_back(
+    tmp_path: Path,
+) -> None:
+    """A version once served is never served again for other content: a change whose registry
+    save fails is refused whole (not applied, its channel file not written), and a restart
+    starts from a version no lower than any served."""
+    station = _station(tmp_path, {"c": {"peers": [{"peer_id": A}]}})
+    station.registry.register(A, "127.0.0.1:7100", "", b"")
+    served = {station.registry.version("c"): station.registry.channels["c"]}
+    spec, version = channel_admin.add_member(station, {"channel": "c", "peer_id": B})
+    served[version] = spec
+    blocked = _Blocked(tmp_path / "registry.json")
+    with pytest.raises(OSError, match="cannot save the registry"):
+        channel_admin.add_member(station, {"channel": "c", "peer_id": C})
+    assert station.registry.version("c") == version  # nothing served for the refused change
+    assert station.registry.channels["c"] == spec
+    assert channel_admin.channel_data(station) == json.loads(
+        (tmp_path / "channel_manage_data.json").read_text()
+    )  # the file and the running RadioStation agree
+    blocked.free()
+    again = _restarted(tmp_path)
+    assert again.version("c") >= max(served)
+    assert served.get(again.version("c"), again.channels["c"]) == again.channels["c"]
+    station = Station(station.config, again, station.signer, time.time)
+    spec, version = channel_admin.add_member(station, {"channel": "c", "peer_id": C})
+    assert version not in served and spec.admits(C, "", True)  # the retry takes a new version
+
+
+def test_a_channel_file_that_cannot_be_written_leaves_the_version_served_unchanged(
+    tmp_path: Path,
+) -> None:
+    """The registry is saved with the new version first; when the channel file then cannot be
+    written the change is refused and undone in memory, and a restart serves what the file
+    holds under a version never served (as after a kill -9 between the two writes)."""
+    station = _station(tmp_path, {"c": {"peers": [{"peer_id": A}]}})
+    station.registry.register(A, "127.0.0.1:7100", "", b"")
+    served = {station.registry.version("c"): station.registry.channels["c"]}
+    blocked = _Blocked(tmp_path / "channel_manage_data.json")
+    with pytest.raises(OSError, match=r"cannot write .*channel_manage_data\.json"):
+        channel_admin.add_member(station, {"channel": "c", "peer_id": B})
+    assert station.registry.version("c") in served
+    assert station.registry.channels["c"] == served[station.registry.version("c")]
+    blocked.free()
+    again = _restarted(tmp_path)
+    assert again.version("c") >= max(served)
+    assert served.get(again.version("c"), again.channels["c"]) == again.channels["c"]
+
+
+def test_a_registration_the_registry_cannot_save_is_refused_and_saved_when_retried(
+    tmp_path: Path,
+) -> None:
+    station = _station(tmp_path, {"c": {"peers": [{"peer_id": A}, {"peer_id": B}]}})
+    registry = station.registry
+    registry.register(A, "127.0.0.1:7100", "", b"")
+    served = registry.version("c")
+    blocked = _Blocked(tmp_path / "registry.json")
+    with pytest.raises(OSError, match=r"registry\.json"):
+        registry.register(B, "127.0.0.1:7200", "", b"")
+    assert registry.version("c") == served and [r.peer_id for r in registry.members("c")] == [A]
+    with pytest.raises(UnknownPeer):
+        registry.peer(B)  # not acknowledged, not served
+    blocked.free()
+    record = registry.register(B, "127.0.0.1:7200", "", b"")  # the peer's retry
+    assert registry.version("c") == served + 1
+    again = _restarted(tmp_path)
+    assert again.peer(B) == record and again.version("c") == served + 1
