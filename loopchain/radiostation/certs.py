@@ -13,12 +13,13 @@ tools/certificate_util.py:
     peers/<peer id>/tls_key.pem              the peer's TLS key, only when certificate_util made it
     peers/<peer id>/issued/<serial hex>.pem  every certificate ever issued to the peer
 
-Every file is written under a temporary name, synced and renamed: a crash leaves the old or the new.
+Every file is written under a temporary name of its own (the RadioStation and certificate_util
+writing at once never share one), synced and renamed, and its folder synced, as is a new folder
+into its parent (registry.write_atomic): a crash or power cut leaves the old or the new.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from loopchain.configure import Config
 from loopchain.lazy import lazy_module
+from loopchain.radiostation.registry import write_atomic
 from loopchain.types.crypto import verify
 
 if TYPE_CHECKING:
@@ -70,14 +72,7 @@ class IssuedCertificate:
 
 def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, data, mode)
     except OSError as exc:
         raise CertStoreError(f"cannot write {path}: {exc.strerror or exc}") from None
 

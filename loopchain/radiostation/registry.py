@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -327,18 +328,42 @@ def _read_json(path: Path) -> Any:
         raise RegistryError(f"registry file {path} cannot be read: {exc}") from None
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` at once (a synced temporary file renamed over it, mode 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace `path` with `data` at once and durably: a temporary file of this call alone (two
+    writers at once never share one), synced, renamed over `path`, then its directory synced; a
+    directory made for it is synced into its parent (make_directories)."""
+    make_directories(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
-        os.fsync(dir_fd)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    sync_directory(path.parent)
+
+
+def make_directories(directory: Path) -> None:
+    """Make `directory` and its missing parents, each synced into its parent, so that a power
+    cut keeps the path of a file written there."""
+    missing: list[Path] = []
+    while not directory.is_dir() and directory.parent != directory:
+        missing.append(directory)
+        directory = directory.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)  # another writer may make it at the same time
+        sync_directory(made.parent)
+
+
+def sync_directory(directory: Path) -> None:
+    """fsync `directory`: the names created, renamed or removed in it survive a power cut."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)

@@ -4,6 +4,7 @@ the CA directory the RadioStation and tools/certificate_util.py share."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -435,6 +436,60 @@ def test_directory_bounds_the_certificates_it_issues(
         directory.issue_peer(SIGNER.public_key, TLS_KEY.public_key(), 10)
     with pytest.raises(CertStoreError, match="has issued 2 certificates"):
         directory.issue_peer(SIGNER.public_key, TLS_KEY.public_key(), 10)
+
+
+def test_directory_writes_are_durable_and_never_share_a_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each file is synced under a temporary name of its own, renamed, and its folder synced
+    after the rename; each new folder is synced into its parent. A temporary file another
+    writer (certificate_util, at the same time) has under the old shared name is not touched."""
+    events: list[tuple[str, str, str]] = []
+    real_fsync, real_replace, real_mkdir = os.fsync, os.replace, os.mkdir
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"), ""))
+        real_fsync(fd)
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        events.append(("replace", str(src), str(dst)))
+        real_replace(src, dst)
+
+    def mkdir(path: str | os.PathLike[str], mode: int = 0o777) -> None:
+        real_mkdir(path, mode)
+        events.append(("mkdir", str(path), ""))
+
+    root = tmp_path / "ca"
+    root.mkdir()
+    theirs = root / "ca.pem.tmp"
+    theirs.write_bytes(b"another writer's certificate, half written")
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    directory = CertificateDirectory(root)
+    directory.create_ca("dir CA", 30)
+    directory.issue_peer(SIGNER.public_key, TLS_KEY.public_key(), 10, tls_key_pem=b"key")
+    monkeypatch.undo()
+    assert theirs.read_bytes() == b"another writer's certificate, half written"
+
+    def after(index: int, kind: str, path: Path) -> bool:
+        return (kind, str(path), "") in events[index + 1 :]
+
+    renames = [
+        (i, Path(src), Path(dst)) for i, (kind, src, dst) in enumerate(events) if kind == "replace"
+    ]
+    folder = root / "peers" / SIGNER.address
+    written = {dst for _, _, dst in renames}
+    assert {root / "ca.pem", root / "ca_key.pem", folder / "cert.pem", folder / "ca.pem"} <= written
+    assert folder / "tls_key.pem" in written and any(p.parent == folder / "issued" for p in written)
+    for i, src, dst in renames:
+        assert ("fsync", str(src), "") in events[:i], f"{src} renamed unsynced"
+        assert after(i, "fsync", dst.parent), f"{dst.parent} not synced after {dst.name}"
+        assert src.parent == dst.parent and not src.exists()
+    made = [(i, Path(path)) for i, (kind, path, _) in enumerate(events) if kind == "mkdir"]
+    assert {path for _, path in made} == {root / "peers", folder, folder / "issued"}
+    for i, path in made:
+        assert after(i, "fsync", path.parent), f"new folder {path} not synced into its parent"
 
 
 def request(signer: Signer = SIGNER, /, **changes: object) -> dict[str, object]:
