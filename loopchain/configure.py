@@ -350,6 +350,25 @@ def load_config(
     return Config(values)
 
 
+# Keys of the original that LFT has no use for: accepted (users' files keep working) and, when set
+# to another value than the default, named at a peer's start, never silently ignored.
+WITHOUT_EFFECT = {
+    "LEADER_COMPLAIN_RATIO": "LFT joins a complaint once more than a third of the voting weight "
+    "complains, and a timeout certificate takes VOTING_RATIO of it",
+    "BLOCK_VOTE_TIMEOUT": "LFT waits for a round's votes within the round's timeout "
+    "(TIMEOUT_FOR_LEADER_COMPLAIN, doubling up to MAX_TIMEOUT_FOR_LEADER_COMPLAIN)",
+}
+
+
+def settings_without_effect(config: Config) -> list[str]:
+    """A line for each key of WITHOUT_EFFECT set to another value than its default."""
+    return [
+        f"{key} = {config[key]!r} has no effect: {why}"
+        for key, why in WITHOUT_EFFECT.items()
+        if config[key] != DEFAULTS[key]
+    ]
+
+
 def describe(config: Config, name: str | None = None) -> list[dict[str, Any]]:
     """Configuration as the RadioStation REST shape: [{"name", "value", "type"}]."""
     type_codes = {str: 0, int: 1, float: 2, bool: 3, dict: 4, list: 4}

@@ -27,7 +27,7 @@ from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_service import BlockRangeResult, TxLookup, TxOutcome
 from loopchain.p2p.transport import ConsensusPayload, PeerTransport
 from loopchain.peer.catchup import CatchUp
-from loopchain.peer.intake import MB, IntakeLog, IntakeRefused
+from loopchain.peer.intake import MB, IntakeLog, IntakeRefused, RateLimit
 from loopchain.peer.metrics import ChannelGauges, ChannelMetrics, PeerMetrics
 from loopchain.peer.relay import TxRelay
 from loopchain.peer.score_runtime import ScoreInfo, ScoreRuntime
@@ -175,6 +175,8 @@ class ChannelService:
             if config.INTAKE_LOG
             else None
         )
+        limit = float(config.TPS_LIMIT_PER_SEC)
+        self._rate = RateLimit(limit, time.time()) if limit > 0 else None
         self._intake_writing = 0  # created transactions on their way to the intake log
         self._intake_writing_bytes = 0  # and their bytes
         self._next_intake_sweep = 0.0
@@ -398,6 +400,8 @@ class ChannelService:
         created = [tx for tx in outcomes if isinstance(tx, Transaction)]
         if not created:
             return outcomes
+        if self._rate is not None:
+            self._rate.take(len(created))
         return await asyncio.shield(self._record_and_pool(created, outcomes))
 
     async def _record_and_pool(
@@ -488,7 +492,16 @@ class ChannelService:
             f"the transaction pool holds {held} transactions, the intake limit is "
             f"{self._admit_max}; try again shortly"
         )
-        return self._admit_max - held, refusal
+        room = self._admit_max - held
+        if self._rate is not None and (allowed := self._rate.available(now)) < room:
+            room, refusal = (
+                allowed,
+                (
+                    f"this peer takes {self._rate.rate:g} transactions a second "
+                    "(TPS_LIMIT_PER_SEC); try again shortly"
+                ),
+            )
+        return room, refusal
 
     def _new_tx(
         self, data: dict[str, Any], now_us: int, room: int, refusal: str, taken_bytes: int

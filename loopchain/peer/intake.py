@@ -96,3 +96,23 @@ def _free_bytes(directory: Path) -> int:
         directory = directory.parent
     stat = os.statvfs(directory)
     return stat.f_bavail * stat.f_frsize
+
+
+class RateLimit:
+    """TPS_LIMIT_PER_SEC: at most `rate` client transactions a second, in bursts of at most a
+    second's worth (a token bucket on the caller's clock)."""
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = max(rate, 1.0)
+        self._tokens = self.capacity
+        self._at = now
+
+    def available(self, now: float) -> int:
+        """How many transactions may be taken at `now`."""
+        self._tokens = min(self.capacity, self._tokens + max(0.0, now - self._at) * self.rate)
+        self._at = max(self._at, now)
+        return int(self._tokens)
+
+    def take(self, count: int) -> None:
+        self._tokens -= count

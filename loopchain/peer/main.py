@@ -12,7 +12,7 @@ from pathlib import Path
 
 from loopchain import failpoints
 from loopchain.blockchain.block_store import BlockStoreError
-from loopchain.configure import ConfigError, load_config, setup_logging
+from loopchain.configure import ConfigError, load_config, settings_without_effect, setup_logging
 from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.monitor_log import start_shipping
 from loopchain.peer.node import PeerNode, PeerOptions, peer_key_path, worker_options
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if armed:
         log.warning("fail points armed (this peer kills itself there): %s", armed)
+    for line in settings_without_effect(config):
+        log.warning("%s", line)
     try:
         password = key_password(args, peer_key_path(config, port, args.private))
     except PasswordError as exc:

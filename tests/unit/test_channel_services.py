@@ -21,6 +21,7 @@ from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.peer import channel_service
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
+from loopchain.peer.intake import RateLimit
 from loopchain.scoreservice.client import ScoreUnavailable
 from loopchain.storage.memory import MemoryStore
 from loopchain.types import transaction as transaction_module
@@ -734,3 +735,33 @@ async def test_a_score_that_misses_its_deadline_is_a_timeout_not_a_score_down(
     with pytest.raises(RequestError) as down:
         await service._ask_score(fails(ScoreUnavailable("no process")))
     assert down.value.kind is ErrorKind.SCORE_DOWN
+
+
+async def test_the_rate_limit_takes_a_seconds_worth_at_once_and_refills_with_time() -> None:
+    limit = RateLimit(5.0, now=100.0)
+    assert limit.available(100.0) == 5
+    limit.take(5)
+    assert limit.available(100.0) == 0
+    assert limit.available(100.5) == 2  # 2.5 tokens back
+    assert limit.available(99.0) == 2  # a clock that steps back gives nothing, takes nothing
+    assert limit.available(200.0) == 5  # never more than a second's worth
+
+
+async def test_tps_limit_per_sec_refuses_client_transactions_past_the_rate(
+    tmp_path: Path,
+) -> None:
+    """TPS_LIMIT_PER_SEC (0 by default: no limit) caps the client transactions a peer takes a
+    second: past it, submissions are refused as a full pool is (REST 503, Retry-After), naming
+    the key; those taken become final."""
+    cluster = Cluster(tmp_path, overrides={"TPS_LIMIT_PER_SEC": 5})
+    try:
+        service = cluster.services[0]
+        outcomes = await service.create_txs([{"n": n} for n in range(20)])
+        taken = [o.hash for o in outcomes if isinstance(o, Transaction)]
+        refused = [o for o in outcomes if isinstance(o, RequestError)]
+        assert 1 <= len(taken) <= 6, outcomes  # a second's worth (and what a slow run refilled)
+        assert refused and all(o.kind is ErrorKind.POOL_FULL for o in refused)
+        assert "TPS_LIMIT_PER_SEC" in refused[0].message
+        await cluster.wait(lambda: cluster.final_everywhere(taken, cluster.services), "final")
+    finally:
+        await cluster.stop()

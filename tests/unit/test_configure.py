@@ -27,6 +27,7 @@ from loopchain.configure import (
     load_config,
     log_file_handler,
     parse_env_value,
+    settings_without_effect,
     setup_logging,
 )
 
@@ -421,3 +422,14 @@ def test_grpc_s_own_traceback_print_spares_cancellations_once_such_a_record_was_
         "INFO    [score] grpc._cython.cygrpc: "
         "RPC /loopchain.score.ScoreService/Query was cancelled before its handler ran"
     ), lines
+
+
+def test_keys_lft_has_no_use_for_are_named_when_set_never_silently_ignored() -> None:
+    """LEADER_COMPLAIN_RATIO and BLOCK_VOTE_TIMEOUT are accepted (the original's files keep
+    working) and, set to another value than the default, named with why they change nothing."""
+    assert settings_without_effect(load_config(environ={})) == []
+    config = load_config(environ={"LEADER_COMPLAIN_RATIO": "0.6", "BLOCK_VOTE_TIMEOUT": "5"})
+    lines = settings_without_effect(config)
+    assert len(lines) == 2
+    assert lines[0].startswith("LEADER_COMPLAIN_RATIO = 0.6 has no effect: ")
+    assert lines[1].startswith("BLOCK_VOTE_TIMEOUT = 5.0 has no effect: ")
