@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -23,6 +24,9 @@ from loopchain.types.peer import PeerInfo, connect_digest, heartbeat_digest
 from loopchain.types.validators import ValidatorSet
 
 Reply = TypeVar("Reply")
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class RadioStationRefused(RuntimeError):
@@ -131,3 +135,50 @@ class RadioStationClient:
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+class RadioStations:
+    """The RadioStation and its standbys (`-r ip:port,ip:port`), used like one client: each call
+    goes to the one that answered last and, when it is unreachable, to the others in turn; the
+    first that answers is used from then on. A refusal is an answer: it is not tried elsewhere."""
+
+    def __init__(self, targets: Sequence[str], config: Config, tls: Tls | None = None) -> None:
+        if not targets:
+            raise ValueError("no RadioStation target")
+        self._clients = [RadioStationClient(target, config, tls) for target in targets]
+        self._current = 0
+
+    @property
+    def target(self) -> str:
+        return self._clients[self._current].target
+
+    async def _first_answer(self, call: Callable[[RadioStationClient], Awaitable[T]]) -> T:
+        failure: RadioStationUnreachable | None = None
+        count = len(self._clients)
+        for step in range(count):
+            index = (self._current + step) % count
+            client = self._clients[index]
+            try:
+                answer = await call(client)
+            except RadioStationUnreachable as exc:
+                failure = RadioStationUnreachable(f"{client.target}: {exc}")
+                continue
+            if index != self._current:
+                log.warning("RadioStation %s answers in place of %s", client.target, self.target)
+                self._current = index
+            return answer
+        assert failure is not None
+        raise failure
+
+    async def connect(self, signer: Signer, my_target: str, group_id: str = "") -> Registration:
+        return await self._first_answer(lambda c: c.connect(signer, my_target, group_id))
+
+    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], ValidatorSet | None]:
+        return await self._first_answer(lambda c: c.peer_list(channel))
+
+    async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:
+        return await self._first_answer(lambda c: c.heartbeat(signer, channel, peer_type, height))
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await client.close()

@@ -12,7 +12,13 @@ from pathlib import Path
 
 from loopchain import failpoints
 from loopchain.blockchain.block_store import BlockStoreError
-from loopchain.configure import ConfigError, load_config, settings_without_effect, setup_logging
+from loopchain.configure import (
+    Config,
+    ConfigError,
+    load_config,
+    settings_without_effect,
+    setup_logging,
+)
 from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.monitor_log import start_shipping
 from loopchain.peer.node import PeerNode, PeerOptions, peer_key_path, worker_options
@@ -58,6 +64,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def configured_radiostations(value: str | None, config: Config) -> tuple[str, ...]:
+    """The RadioStation targets from -r, else IP_RADIOSTATION:PORT_RADIOSTATION, with
+    RADIOSTATION_STANDBY_TARGET after a single one (-r names the standby too when it names two)."""
+    ip, port = str(config.IP_RADIOSTATION), int(config.PORT_RADIOSTATION)
+    targets = radiostation_targets(value, ip, port)
+    standby = str(config.RADIOSTATION_STANDBY_TARGET).strip()
+    if len(targets) == 1 and standby:
+        targets += radiostation_targets(standby, ip, port)
+    return targets
+
+
 def radiostation_targets(value: str | None, ip: str, port: int) -> tuple[str, ...]:
     """Targets from -r: "ip", "ip:port" or "ip:port,ip:port" (the second is a standby)."""
     if not value:
@@ -81,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.configure_file_path, overrides=overrides)
         port = args.port or int(config.PORT_PEER)
-        targets = radiostation_targets(
-            args.radio_station_target, config.IP_RADIOSTATION, int(config.PORT_RADIOSTATION)
-        )
+        targets = configured_radiostations(args.radio_station_target, config)
         setup_logging(config, debug=args.debug, process=f"peer:{port}")
         if config.MONITOR_LOG:
             start_shipping(config.MONITOR_LOG_HOST, config.MONITOR_LOG_PORT, "peer", f"peer:{port}")

@@ -21,8 +21,8 @@ from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_client import GrpcTransport
 from loopchain.p2p.radiostation_client import (
     ChannelGrant,
-    RadioStationClient,
     RadioStationRefused,
+    RadioStations,
     RadioStationUnreachable,
     Registration,
 )
@@ -237,7 +237,7 @@ class PeerNode:
                 self.rest_proxy = self._rest_proxy()
                 rest_task = asyncio.create_task(self.rest_proxy.run(), name="rest-proxy")
             async with asyncio.TaskGroup() as group:
-                rs = RadioStationClient(self.options.radiostation_targets[0], self.config, self.tls)
+                rs = RadioStations(self.options.radiostation_targets, self.config, self.tls)
                 registration: Registration | None
                 if worker is not None:
                     registration = Registration(0, worker.issuer, (worker.grant,))
@@ -287,7 +287,7 @@ class PeerNode:
         self.workers[grant.channel] = worker
         group.create_task(worker.run(), name=f"worker:{grant.channel}")
 
-    async def _register(self, rs: RadioStationClient, stop: asyncio.Event) -> Registration | None:
+    async def _register(self, rs: RadioStations, stop: asyncio.Event) -> Registration | None:
         """Register with the RadioStation, falling back to the last registration it gave us."""
         assert self.signer is not None and self.node_store is not None
         cached = self.node_store.get(REGISTRATION_CACHE.encode())
@@ -371,7 +371,7 @@ class PeerNode:
         if self._stop is not None:
             self._stop.set()
 
-    async def _heartbeat_loop(self, rs: RadioStationClient, stop: asyncio.Event) -> None:
+    async def _heartbeat_loop(self, rs: RadioStations, stop: asyncio.Event) -> None:
         """Report liveness per channel; refresh the peer list when the RadioStation's changes."""
         assert self.signer is not None
         versions: dict[str, int] = {}
@@ -420,7 +420,7 @@ class PeerNode:
             wanted.cancel()
             stopped.cancel()
 
-    async def _refresh_peers(self, rs: RadioStationClient, service: ChannelService) -> None:
+    async def _refresh_peers(self, rs: RadioStations, service: ChannelService) -> None:
         peers, validators = await rs.peer_list(service.name)
         service.set_members(peers)
         self._cache_members(service.name, peers)
