@@ -57,7 +57,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--key_password",
         help="the private key's password (deprecated: other users see it in the process list)",
     )
-    parser.add_argument("--public", help="public key file")
+    parser.add_argument(
+        "--public", help="public key file: the peer refuses to start unless it is its key's"
+    )
     parser.add_argument("--private", help="private key file (PEM or hex secp256k1 key, mode 0600)")
     parser.add_argument("--no-rest", action="store_true", help="do not start the REST proxy child")
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
@@ -124,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         args.debug,
         args.score,
         password,
+        public_key_path=args.public,
     )
     return _run_node(PeerNode(config, options))
 

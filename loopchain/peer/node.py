@@ -36,7 +36,7 @@ from loopchain.peer.workers import ChannelWorker
 from loopchain.scoreservice.supervisor import keep_memory_private
 from loopchain.storage.abc import KeyValueStore
 from loopchain.storage.leveldb import LevelDBStore
-from loopchain.types.crypto import KeyFile, KeyProtection, Signer, open_key_file
+from loopchain.types.crypto import KeyFile, KeyProtection, Signer, address_of, open_key_file
 from loopchain.types.passwords import KEY_PASSWORD_ENV
 from loopchain.types.peer import PeerInfo, identify_digest
 from loopchain.types.validators import ValidatorSet
@@ -60,6 +60,7 @@ class PeerOptions:
     score_package: str | None = None  # -c: run this package instead of the channel's
     key_password: str | None = None  # encrypts a new key file, opens an encrypted one
     worker: WorkerSpec | None = None  # set in a channel worker: the one channel it runs
+    public_key_path: str | None = None  # --public: must hold the private key's public key
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,30 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
         return max(int(quota), 1) / max(int(period), 1)
     except (OSError, ValueError):
         return None
+
+
+def _check_public_key(path: Path, signer: Signer, key_path: Path) -> None:
+    """SystemExit unless `path` holds the public key of `signer` (PEM SubjectPublicKeyInfo, as
+    tools/create_sign_pki.py writes it, or hex)."""
+    from loopchain.types.certificates import CertificateError, signing_public_key_from_pem
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"--public {path}: {exc.strerror or exc}") from None
+    try:
+        if b"-----BEGIN" in raw:
+            public = signing_public_key_from_pem(raw)
+        else:
+            public = bytes.fromhex(raw.decode("ascii").strip().removeprefix("0x"))
+        address = address_of(public)
+    except (CertificateError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise SystemExit(f"--public {path} holds no secp256k1 public key: {exc}") from None
+    if address != signer.address:
+        raise SystemExit(
+            f"--public {path} is not the public key of the private key {key_path} "
+            f"(whose peer id is {signer.address})"
+        )
 
 
 def peer_key_path(config: Config, port: int, private_key_path: str | None) -> Path:
@@ -223,6 +248,8 @@ class PeerNode:
         key = open_key_file(key_path, self.options.key_password)
         if worker is None:
             _warn_about_key(key, self.options.key_password is not None)
+            if self.options.public_key_path:
+                _check_public_key(Path(self.options.public_key_path), key.signer, key_path)
         self.signer = key.signer
         log.info("peer id %s, target %s", self.signer.address, self.target)
         # 2. serve gRPC (fails at once if the port is taken)

@@ -10,7 +10,7 @@ import pytest
 
 from loopchain.blockchain import block_store as schema
 from loopchain.storage.leveldb import LevelDBStore
-from tools.procs import LocalNetwork, Proc, assert_clean_log, http, wait_until
+from tools.procs import LocalNetwork, Proc, assert_clean_log, free_port_pair, http, wait_until
 
 
 def _run_to_exit(name: str, args: list[str], workdir: Path) -> tuple[int, str]:
@@ -66,3 +66,40 @@ def test_a_damaged_block_store_is_refused_and_kept(tmp_path: Path) -> None:
             assert kv.get(schema.TIP) == b"not a tip pointer"  # nothing repaired behind our back
     finally:
         net.stop_all()
+
+
+def test_a_public_key_file_that_is_not_the_peers_own_is_refused(tmp_path: Path) -> None:
+    """--public names the public key the peer must have: the real key tool's pair is taken (the
+    peer goes on to wait for its RadioStation), another pair's public key stops it at once with
+    one line naming both files."""
+    pairs = {}
+    for name in ("mine", "other"):
+        out = tmp_path / name
+        code, text = _run_to_exit(
+            f"pki-{name}",
+            ["tools/create_sign_pki.py", "--out", str(out)],
+            tmp_path,
+        )
+        assert code == 0, text
+        pairs[name] = (out / "private.pem", out / "public.pem")
+    private, _ = pairs["mine"]
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({"DEFAULT_STORAGE_PATH": str(tmp_path / "storage")}))
+    dead_rs = "127.0.0.1:9"  # nothing answers: a peer that passed the check waits for it
+    port = str(free_port_pair())
+    args = ["peer.py", "-p", port, "-r", dead_rs, "-o", str(conf), "--no-rest", "--private"]
+    args += [str(private), "--public"]
+    code, text = _run_to_exit("wrong-public", [*args, str(pairs["other"][1])], tmp_path)
+    assert code == 1, text
+    assert (
+        f"--public {pairs['other'][1]} is not the public key of the private key {private}" in text
+    )
+    assert_clean_log(text, "wrong-public")
+
+    proc = Proc("own-public", [*args, str(pairs["mine"][1])], tmp_path)
+    proc.start()
+    try:
+        wait_until(lambda: "waiting for RadioStation" in proc.log_text(), 60, "the wait")
+        assert "is not the public key" not in proc.log_text()
+    finally:
+        proc.stop()
