@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loopchain.storage.abc import StorageError
+from loopchain.storage.durable import sync_directory as _sync_directory
 from loopchain.types.canonical import EncodingError
 from loopchain.types.transaction import Transaction
 
@@ -318,11 +319,3 @@ class IntakeJournal:
                 path.unlink(missing_ok=True)
             except OSError as exc:
                 log.warning("intake journal: cannot remove %s: %s", path, exc)
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

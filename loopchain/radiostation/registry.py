@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from loopchain.radiostation.channels import ChannelSpec
+from loopchain.storage.durable import sync_directory
 
 FORMAT = 1
 STATUS_UNKNOWN = 0
@@ -358,12 +359,3 @@ def make_directories(directory: Path) -> None:
     for made in reversed(missing):
         made.mkdir(exist_ok=True)  # another writer may make it at the same time
         sync_directory(made.parent)
-
-
-def sync_directory(directory: Path) -> None:
-    """fsync `directory`: the names created, renamed or removed in it survive a power cut."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

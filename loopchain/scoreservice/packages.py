@@ -37,6 +37,8 @@ from types import ModuleType
 from typing import Any
 
 from loopchain.blockchain.score_base import ScoreBase
+from loopchain.storage.abc import StorageError
+from loopchain.storage.durable import sync_directory, sync_tree
 
 GIT_TIMEOUT_SECONDS = 30.0
 MAX_PACKAGE_BYTES = 64 * 1024 * 1024  # unpacked size of a zip or git package
@@ -252,20 +254,25 @@ def _package_root(folder: Path, source: str) -> Path:
 
 
 def _unpack_once(target: Path, unpack: Callable[[Path], None]) -> Path:
-    """Unpack into a fresh temporary folder and rename it to `target`, unless `target` exists."""
+    """Unpack into a fresh temporary folder, synced, and rename it to `target`, unless `target`
+    exists (a folder of that name is whole: it was synced before it was named). A failure of
+    this machine's disk is a StorageError, not the package's fault: the SCORE process ends and
+    loads again later, rather than record "not loaded" results no other peer records."""
     if target.is_dir():
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
     except OSError as exc:
-        raise PackageError(f"cannot create the SCORE work folder {target.parent}: {exc}") from None
+        raise StorageError(f"cannot create the SCORE work folder {target.parent}: {exc}") from None
     try:
         unpack(temporary)
+        sync_tree(temporary)
         os.rename(temporary, target)
+        sync_directory(target.parent)
     except OSError as exc:
         if not target.is_dir():  # else another loader renamed the same content first
-            raise PackageError(f"cannot unpack the SCORE package into {target}: {exc}") from None
+            raise StorageError(f"cannot unpack the SCORE package into {target}: {exc}") from None
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return target

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ from loopchain.scoreservice.packages import (
     merge_settings,
     resolve_package,
 )
+from loopchain.storage.abc import StorageError
 from score.testkit import MemoryBlocks, MemoryState
 
 SCORE_SOURCE = """
@@ -443,3 +445,45 @@ def test_channel_settings_merge_over_package_json() -> None:
     assert info["token"] == {"owner": "", "symbol": "S"}  # the package's own info is untouched
     with pytest.raises(PackageError, match="may not set"):
         merge_settings(info, {"main": "other"})
+
+
+def test_an_unpacked_package_is_synced_before_it_is_named(
+    repository: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each unpacked file is synced before the folder is renamed to the name later loads reuse
+    (after a power cut that name must not hold empty files)."""
+    make_zip(repository / "acme_app.zip", package_files())
+    events: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def rename(source: Any, target: Any) -> None:
+        events.append(f"rename {target}")
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    package = resolve(repository)
+    renamed = events.index(f"rename {package.path}")
+    synced = [e for e in events[:renamed] if e.startswith("fsync ")]
+    assert any(e.endswith("/app.py") for e in synced), events
+    assert any(e.endswith("/package.json") for e in synced), events
+    assert f"fsync {package.path.parent}" in events[renamed:]
+
+
+def test_a_disk_failure_while_unpacking_is_a_storage_error_not_the_packages(
+    repository: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full or failing disk is this machine's fault: StorageError (the SCORE process ends and
+    loads again later), not PackageError (whose "not loaded" results no other peer records)."""
+    make_zip(repository / "acme_app.zip", package_files())
+
+    def full(source: Any, target: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "rename", full)
+    with pytest.raises(StorageError, match=r"cannot unpack the SCORE package into .*No space left"):
+        resolve(repository)
