@@ -13,7 +13,6 @@ from aiohttp.web_request import BaseRequest
 
 from loopchain.types.codes import HTTP_STATUS, ResponseCode, error_body
 
-_CALL_RAN_OUT = "Deadline Exceeded"  # grpc's details of a call that ran out of time here
 RETRY_AFTER_SECONDS = "1"  # what a 503 (overload, peer or SCORE unavailable) tells clients
 _UNIMPLEMENTED_HINT = "it becomes available when the SCORE service lands"
 
@@ -94,8 +93,6 @@ def status_error(code: grpc.StatusCode, details: str, target: str, timeout: floa
         message = f"the peer at {target} failed: {code.name} ({details})"
         return RestError(ResponseCode.FAIL, message, 502)
     response_code, status, template = mapped
-    if code is grpc.StatusCode.DEADLINE_EXCEEDED and details != _CALL_RAN_OUT:
-        template = "{details}"  # the peer answered so: something behind it (its SCORE) ran out
     return RestError(
         response_code, template.format(details=details, target=target, timeout=timeout), status
     )
