@@ -424,7 +424,7 @@ class ChannelConsensus:
         problem = self._check_block(block, parent, now, proposal)
         if problem:
             return None, [self._refused(block, problem)]
-        if self.tree.full and not self.tree.evict_stale_leaf(below_round=self.round):
+        if self.tree.full and not self.tree.evict_stale_leaf(self.round):
             return None, [m.Rejected("too many blocks awaiting finality; block dropped")]
         node = self.tree.add(block, parent)
         node.proposal_checked = proposal
@@ -446,7 +446,7 @@ class ChannelConsensus:
     ) -> str | None:
         # the cheap checks first: no signature is recovered for a block of the wrong proposer
         voting = parent.voting_set_for(block)
-        if voting is not None:  # else check_extends names what is missing
+        if voting is not None and voting.validators:  # else check_extends names what is wrong
             expected = (voting.founder() if block.height == 0 else None) or leader_of(
                 voting, block.header.round, self.config.blocks_per_leader
             )

@@ -55,22 +55,26 @@ class BlockTree:
                 self._txs.update((tx.hash, tx) for tx in block.transactions)
         return node
 
-    def evict_stale_leaf(self, below_round: int) -> bool:
-        """Drop the uncertified block of the lowest round below `below_round` that no other block
-        extends (no longer voted on here; fetched again should a certificate name it); False when
-        there is none."""
+    def evict_stale_leaf(self, current_round: int) -> bool:
+        """Drop an uncertified block of another round than `current_round` that no other block
+        extends (not voted on here now; fetched again should a certificate name it): the one of
+        the farthest round ahead, else of the lowest round past. False when there is none."""
         parents = {node.block.header.prev_hash for node in self.nodes.values()}
         stale = [
             node
             for block_hash, node in self.nodes.items()
             if node.certificate is None
-            and node.block.header.round < below_round
+            and node.block.header.round != current_round
             and block_hash not in parents
         ]
         if not stale:
             return False
-        lowest = min(stale, key=lambda node: node.block.header.round)
-        del self.nodes[lowest.block.hash]
+        ahead = [node for node in stale if node.block.header.round > current_round]
+        if ahead:
+            gone = max(ahead, key=lambda node: node.block.header.round)
+        else:
+            gone = min(stale, key=lambda node: node.block.header.round)
+        del self.nodes[gone.block.hash]
         self._txs = None  # made again when asked for
         return True
 

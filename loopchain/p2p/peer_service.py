@@ -180,7 +180,7 @@ MAX_INBOUND_STREAMS = 512  # open link streams (each peer's link holds two; send
 # sender) lives this long, and its slot comes free.
 STREAM_MAX_AGE_S = 300.0
 MAX_RANGE_BLOCKS = 500  # blocks in one GetBlockRange reply (and at most max_bytes of them)
-PROPOSAL_HEADROOM_BYTES = 1 << 20  # a block's header, certificates and validator set
+PROPOSAL_HEADROOM_BYTES = 1 << 20  # a block's header, certificates, validator set; a vote etc.
 
 
 def max_proposal_bytes(max_block_kbytes: int) -> int:
@@ -634,12 +634,16 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     def _deliver(self, request: pb.ConsensusMessage, caller: str | None) -> None:
         channel = self._party_channel(request.channel, caller)
-        if len(request.proposal) > self.max_proposal:
-            raise RequestError(
-                ErrorKind.INVALID,
-                f"a proposal of {len(request.proposal)} bytes, limit {self.max_proposal} "
-                "(twice MAX_BLOCK_KBYTES and 1 MiB)",
-            )
+        kind = request.WhichOneof("body")
+        if kind is not None:
+            size = len(getattr(request, kind))
+            limit = self.max_proposal if kind == "proposal" else PROPOSAL_HEADROOM_BYTES
+            if size > limit:
+                raise RequestError(
+                    ErrorKind.INVALID,
+                    f"a {kind} of {size} bytes, limit {limit}"
+                    + (" (twice MAX_BLOCK_KBYTES and 1 MiB)" if kind == "proposal" else ""),
+                )
         channel.receive(decode_consensus(request, channel.pooled_transaction))
 
     async def AddTxBatch(self, request: pb.TxBatch, context: Any) -> pb.Ack:

@@ -179,6 +179,7 @@ class ChannelService:
         self._rate = RateLimit(limit, time.time()) if limit > 0 else None
         self._intake_writing = 0  # created transactions on their way to the intake log
         self._intake_writing_bytes = 0  # and their bytes
+        self._taking: set[asyncio.Future[list[Transaction | RequestError]]] = set()
         self._next_intake_sweep = 0.0
         self.relay = TxRelay(
             self.name, config, transport, self._other_peers, self.consensus.still_to_gossip
@@ -220,6 +221,8 @@ class ChannelService:
             for handle in self._timers:
                 handle.cancel()
             self._timers.clear()
+            if self._taking:  # acknowledged or not, what is being written is pooled or refused
+                await asyncio.gather(*self._taking, return_exceptions=True)
             if self.intake is not None:
                 await self.intake.drain()
             self.journal.close()
@@ -402,7 +405,10 @@ class ChannelService:
             return outcomes
         if self._rate is not None:
             self._rate.take(len(created))
-        return await asyncio.shield(self._record_and_pool(created, outcomes))
+        taking = asyncio.ensure_future(self._record_and_pool(created, outcomes))
+        self._taking.add(taking)  # awaited by run() before the journal closes
+        taking.add_done_callback(self._taking.discard)
+        return await asyncio.shield(taking)
 
     async def _record_and_pool(
         self, created: list[Transaction], outcomes: list[Transaction | RequestError]

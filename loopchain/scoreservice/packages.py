@@ -224,8 +224,8 @@ def _extract_zip(archive: Path, destination: Path) -> None:
             for member in members:
                 _check_member_name(member.filename, archive)
             zipped.extractall(destination)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
-        raise PackageError(f"cannot extract {archive}: {exc}") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as exc:  # not OSError: see
+        raise PackageError(f"cannot extract {archive}: {exc}") from None  # _unpack_once
 
 
 def _check_sizes(count: int, total: int, source: Path) -> None:
@@ -316,7 +316,7 @@ def _extract_commit(repo: Path, commit: str, destination: Path) -> None:
             members = tar.getmembers()
             _check_sizes(len(members), sum(m.size for m in members), repo)
             tar.extractall(destination, filter="data")
-    except (tarfile.TarError, OSError) as exc:
+    except tarfile.TarError as exc:  # an OSError is this disk's (see _unpack_once)
         raise PackageError(f"cannot check out {commit} of {repo}: {exc}") from None
 
 

@@ -346,6 +346,14 @@ def test_a_proposal_past_its_bound_is_refused_before_it_is_decoded(
     assert decoded == []
     servicer._deliver(pb.ConsensusMessage(channel=CHANNEL, sender="s", proposal=b"{}"), None)
     assert decoded == [b"{}"]
+    for kind in ("vote", "certificate", "complaint"):  # each far smaller: 1 MiB
+        oversized = pb.ConsensusMessage(
+            channel=CHANNEL, sender="s", **{kind: b"{" * (1 << 20) + b"{"}
+        )
+        with pytest.raises(
+            RequestError, match=f"a {kind} of {(1 << 20) + 1} bytes, limit {1 << 20}"
+        ):
+            servicer._deliver(oversized, None)
 
 
 class _Oversupplying(pb_grpc.PeerServiceServicer):

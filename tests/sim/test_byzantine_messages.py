@@ -19,6 +19,7 @@ from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.hashing import EMPTY_ROOT
 from loopchain.types.transaction import Transaction
+from loopchain.types.validators import ValidatorSet
 from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
 from tests.sim.conftest import DEFAULT_SEEDS
 from tests.sim.harness import (
@@ -29,6 +30,7 @@ from tests.sim.harness import (
     FAR_ROUNDS,
     Network,
     Node,
+    genesis_block,
 )
 from tests.sim.test_lft_sim import draw
 
@@ -535,12 +537,14 @@ def test_a_refused_proposal_carrying_a_timeout_certificate_leaves_the_next_leade
     ), actions
 
 
-def test_blocks_of_a_past_round_filling_the_tree_make_room_for_the_next_leaders_proposal(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("turns_ahead", [0, 1000])
+def test_blocks_of_another_round_filling_the_tree_make_room_for_the_next_leaders_proposal(
+    monkeypatch: pytest.MonkeyPatch, turns_ahead: int
 ) -> None:
-    """A leader may sign any number of blocks for its round (fetched through certificates that
-    name them); once the round has timed out, those no block extends and no quorum certified
-    give way to the next leader's proposal instead of keeping it out of a full tree for good."""
+    """A leader may sign any number of blocks for its round, or for a round of its turn far
+    ahead (fetched through certificates that name them); once the round has timed out, those
+    that no block extends and no quorum certified give way to the next leader's proposal (the
+    farthest ahead first) instead of keeping it out of a full tree for good."""
     monkeypatch.setattr(tree_module, "MAX_TREE_BLOCKS", 8)
     net, node = _settled()
     state = node.state
@@ -548,9 +552,12 @@ def test_blocks_of_a_past_round_filling_the_tree_make_room_for_the_next_leaders_
     assert voting is not None
     round_ = state.round
     leader = net.nodes[leader_of(voting, round_, BLOCKS_PER_LEADER)]
+    junk_round = round_ + turns_ahead * len(voting.validators) * BLOCKS_PER_LEADER
+    assert leader_of(voting, junk_round, BLOCKS_PER_LEADER) == leader.address
     now_us = int(net.now * 1_000_000)
     for n in range(tree_module.MAX_TREE_BLOCKS):
-        state.handle(m.BlockFetched(_block_on_high_qc(node, leader.signer, round_, now_us + n)), 0)
+        junk = _block_on_high_qc(node, leader.signer, junk_round, now_us + n)
+        state.handle(m.BlockFetched(junk), 0)
     assert state.tree.full
     complainers = list(net.nodes.values())[:3]
     tc = TimeoutCertificate.from_complaints(
@@ -616,3 +623,19 @@ def test_a_timeout_certificate_with_a_claim_nobody_backs_gives_way_to_an_honest_
     honest_tc = TimeoutCertificate.from_complaints(real)
     state.handle(m.ProposalReceived(_junk_carrying(honest_tc, honest[0].signer)), net.now)
     assert state.last_tc == honest_tc and state.last_tc.max_high_qc_round == backed
+
+
+def test_a_genesis_block_naming_an_empty_validator_set_is_refused_not_raised() -> None:
+    """Before its first block a peer checks a genesis block's proposer against the set the block
+    carries; one carrying an empty set (no RadioStation signed it) is refused with a reason,
+    fetched or proposed, rather than raising out of the consensus (which ended the channel)."""
+    net = Network(4, seed=45)
+    node = net.honest()[0]
+    assert node.state.tip.height == -1
+    byzantine = list(net.nodes.values())[1]
+    empty = ValidatorSet(CHANNEL, 1, ()).signed_by(byzantine.signer)
+    block = genesis_block(byzantine, empty, 1)
+    for event in (m.BlockFetched(block), m.ProposalReceived(block)):
+        actions = node.state.handle(event, 0.0)
+        assert node.state.tree.get(block.hash) is None
+        assert any(isinstance(a, m.Rejected) for a in actions) or not actions

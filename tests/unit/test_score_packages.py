@@ -474,16 +474,20 @@ def test_an_unpacked_package_is_synced_before_it_is_named(
     assert f"fsync {package.path.parent}" in events[renamed:]
 
 
+@pytest.mark.parametrize("failing", ["extract", "rename"])
 def test_a_disk_failure_while_unpacking_is_a_storage_error_not_the_packages(
-    repository: Path, monkeypatch: pytest.MonkeyPatch
+    repository: Path, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
     """A full or failing disk is this machine's fault: StorageError (the SCORE process ends and
     loads again later), not PackageError (whose "not loaded" results no other peer records)."""
     make_zip(repository / "acme_app.zip", package_files())
 
-    def full(source: Any, target: Any) -> None:
+    def full(*args: Any, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "rename", full)
+    if failing == "extract":
+        monkeypatch.setattr(zipfile.ZipFile, "extractall", full)
+    else:
+        monkeypatch.setattr(os, "rename", full)
     with pytest.raises(StorageError, match=r"cannot unpack the SCORE package into .*No space left"):
         resolve(repository)
