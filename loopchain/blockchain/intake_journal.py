@@ -29,8 +29,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from loopchain.durable import sync_directory as _sync_directory
 from loopchain.storage.abc import StorageError
-from loopchain.storage.durable import sync_directory as _sync_directory
 from loopchain.types.canonical import EncodingError
 from loopchain.types.transaction import Transaction
 

@@ -15,7 +15,7 @@ tools/certificate_util.py:
 
 Every file is written under a temporary name of its own (the RadioStation and certificate_util
 writing at once never share one), synced and renamed, and its folder synced, as is a new folder
-into its parent (registry.write_atomic): a crash or power cut leaves the old or the new.
+into its parent (durable.write_atomic): a crash or power cut leaves the old or the new.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loopchain.configure import Config
+from loopchain.durable import write_atomic
 from loopchain.lazy import lazy_module
-from loopchain.radiostation.registry import write_atomic
 from loopchain.types.crypto import verify
 
 if TYPE_CHECKING:

@@ -18,13 +18,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from loopchain.durable import write_atomic
 from loopchain.radiostation.channels import (
     ChannelDataError,
     ChannelSpec,
     channel_to_json,
     parse_channels,
 )
-from loopchain.radiostation.registry import write_atomic
 from loopchain.radiostation.station import Station, UnknownChannel
 from loopchain.types import channel_name
 from loopchain.types.channel_name import is_channel_name

@@ -18,15 +18,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loopchain.durable import write_atomic
 from loopchain.radiostation.channels import ChannelSpec
-from loopchain.storage.durable import sync_directory
 
 FORMAT = 1
 STATUS_UNKNOWN = 0
@@ -327,35 +325,3 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RegistryError(f"registry file {path} cannot be read: {exc}") from None
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data` at once and durably: a temporary file of this call alone (two
-    writers at once never share one), synced, renamed over `path`, then its directory synced; a
-    directory made for it is synced into its parent (make_directories)."""
-    make_directories(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    sync_directory(path.parent)
-
-
-def make_directories(directory: Path) -> None:
-    """Make `directory` and its missing parents, each synced into its parent, so that a power
-    cut keeps the path of a file written there."""
-    missing: list[Path] = []
-    while not directory.is_dir() and directory.parent != directory:
-        missing.append(directory)
-        directory = directory.parent
-    for made in reversed(missing):
-        made.mkdir(exist_ok=True)  # another writer may make it at the same time
-        sync_directory(made.parent)

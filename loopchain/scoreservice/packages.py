@@ -37,8 +37,8 @@ from types import ModuleType
 from typing import Any
 
 from loopchain.blockchain.score_base import ScoreBase
+from loopchain.durable import sync_directory, sync_tree
 from loopchain.storage.abc import StorageError
-from loopchain.storage.durable import sync_directory, sync_tree
 
 GIT_TIMEOUT_SECONDS = 30.0
 MAX_PACKAGE_BYTES = 64 * 1024 * 1024  # unpacked size of a zip or git package

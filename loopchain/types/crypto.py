@@ -11,7 +11,6 @@ older hex form keeps loading).
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import os
 from collections import OrderedDict
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from coincurve import PublicKey
 
+from loopchain.durable import write_atomic
 from loopchain.types.hashing import sha3_256
 from loopchain.types.passwords import KEY_PASSWORD_ENV, OWNER_ONLY, access_problem
 
@@ -264,26 +264,8 @@ def _create_key_file(path: Path, password: str | None) -> KeyFile:
 
 
 def write_private_file(path: Path, data: bytes) -> None:
-    """Write `data` to `path` with mode 0600, atomically (a fresh temporary file, sync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()  # a leftover of a crash; O_EXCL below never reuses its mode
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, OWNER_ONLY)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    """Write `data` to `path` with mode 0600, atomically and durably (durable.write_atomic)."""
+    write_atomic(path, data, OWNER_ONLY)
 
 
 def load_or_create_key(path: Path, password: str | None = None) -> Signer:

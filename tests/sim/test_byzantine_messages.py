@@ -439,16 +439,21 @@ def _block_on_high_qc(
     )
 
 
+def _leader_and_another(net: Network, node: Node) -> tuple[str, Node]:
+    """The leader of `node`'s round, and a validator that is neither it nor `node`."""
+    voting = node.state.voting_set
+    assert voting is not None
+    leader = leader_of(voting, node.state.round, BLOCKS_PER_LEADER)
+    return leader, next(n for n in net.nodes.values() if n.address not in (leader, node.address))
+
+
 def test_a_block_fetched_first_is_checked_like_a_proposal_before_a_vote() -> None:
     """A block of a validator that does not lead its round is refused fetched as proposed; one of
     the round's leader dated days ahead, fetched first (a certificate named it), is refused when
     then proposed: no vote is sent for either."""
     net, node = _settled()
     state = node.state
-    voting = state.voting_set
-    assert voting is not None
-    leader = leader_of(voting, state.round, BLOCKS_PER_LEADER)
-    other = next(n for n in net.nodes.values() if n.address not in (leader, node.address))
+    leader, other = _leader_and_another(net, node)
     days_ahead = int(net.now * 1_000_000) + 10**12
     for signer in (other.signer, net.nodes[leader].signer):
         block = _block_on_high_qc(node, signer, state.round, days_ahead)
@@ -471,10 +476,7 @@ def test_a_block_of_the_wrong_proposer_costs_no_transaction_signature_check(
     recovered."""
     net, node = _settled()
     state = node.state
-    voting = state.voting_set
-    assert voting is not None
-    leader = leader_of(voting, state.round, BLOCKS_PER_LEADER)
-    other = next(n for n in net.nodes.values() if n.address not in (leader, node.address))
+    _, other = _leader_and_another(net, node)
     txs = [
         Transaction.create_v1(CHANNEL, {"n": n}, int(net.now * 1_000_000) + n, other.signer)
         for n in range(50)
