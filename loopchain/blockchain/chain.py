@@ -46,14 +46,23 @@ class ChainTip:
         return self.next_validators
 
 
+# a block's bytes besides its transactions' (header, certificates, validator set), as bounds allow
+BLOCK_HEADROOM_BYTES = 1 << 20
+
+
 @dataclass(frozen=True)
 class Limits:
     """Block limits and acceptance bounds from configuration."""
 
     max_block_txs: int
-    max_block_bytes: int
+    max_block_bytes: int  # of the transactions' encodings together
     max_skew_us: int
     ratio: Fraction
+
+    @property
+    def block_bytes_bound(self) -> int:
+        """What a block of the most transactions' bytes may take, encoded, with its headroom."""
+        return self.max_block_bytes + BLOCK_HEADROOM_BYTES
 
 
 def check_extends(tip: ChainTip, block: Block, issuer: str, ratio: Fraction) -> str | None:

@@ -74,7 +74,7 @@ from loopchain.blockchain.chain import (
 from loopchain.blockchain.mempool import PoolFullError, TxPool, TxRefused
 from loopchain.consensus import messages as m
 from loopchain.consensus.rules import SafetyRules, leader_of, round_after_timeout
-from loopchain.consensus.tree import BlockTree, TreeNode
+from loopchain.consensus.tree import TREE_BUDGET_BLOCKS, BlockTree, TreeNode
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.hashing import EMPTY_ROOT
@@ -83,6 +83,7 @@ from loopchain.types.validators import ValidatorSet
 from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
 
 MAX_WAITING = 16  # proposals and certificates parked while their block is fetched
+WAITING_BUDGET_BLOCKS = 16  # and the parked blocks' bytes, in blocks of the largest size
 MAX_VOTES_REMEMBERED = 4096  # (round, voter) pairs kept to spot a validator voting twice
 MAX_FETCH_DEPTH = 32  # farther behind than this, sync final blocks instead of fetching
 
@@ -118,7 +119,7 @@ class ChannelConsensus:
         self.config = config
         self.signer = signer
         self.issuer = issuer  # address of the RadioStation that signs validator sets
-        self.tree = BlockTree(tip)
+        self.tree = BlockTree(tip, TREE_BUDGET_BLOCKS * config.limits.block_bytes_bound)
         self.tip_certificate = tip_certificate
         self.pool = pool
         self.is_committed = is_committed
@@ -133,6 +134,8 @@ class ChannelConsensus:
         self.voted_for: dict[tuple[int, str], bytes] = {}  # (round, voter) -> block it voted for
         self.complaints: dict[int, dict[str, Complaint]] = {}
         self.waiting: dict[bytes, list[m.Event]] = {}
+        self.waiting_bytes = 0  # of the blocks parked in `waiting`
+        self.max_waiting_bytes = WAITING_BUDGET_BLOCKS * config.limits.block_bytes_bound
         self.proposed_round = -1
         self.last_proposal_time = float("-inf")
         self.timer_round = -1
@@ -424,8 +427,9 @@ class ChannelConsensus:
         problem = self._check_block(block, parent, now, proposal)
         if problem:
             return None, [self._refused(block, problem)]
-        if self.tree.full and not self.tree.evict_stale_leaf(self.round):
-            return None, [m.Rejected("too many blocks awaiting finality; block dropped")]
+        while not self.tree.has_room(block):
+            if not self.tree.evict_stale_leaf(self.round, keep=block.header.prev_hash):
+                return None, [m.Rejected("too many blocks awaiting finality; block dropped")]
         node = self.tree.add(block, parent)
         node.proposal_checked = proposal
         if block.header.prev_qc is not None:
@@ -466,19 +470,27 @@ class ChannelConsensus:
         """Keep `event` until block `missing` arrives; ask for it (or sync when far behind)."""
         if height > self.tip.height + MAX_FETCH_DEPTH:
             return [m.RequestSync(height)]
-        if missing not in self.waiting and len(self.waiting) >= MAX_WAITING:
-            # forget the oldest wait rather than this one: its block may never come (a byzantine
-            # validator can name blocks that do not exist; a block may turn final through sync),
-            # and a full map must not keep this node from fetching the blocks it needs now
-            del self.waiting[next(iter(self.waiting))]
+        size = _parked_bytes([event])
+        # forget the oldest waits rather than this one: their blocks may never come (a byzantine
+        # validator can name blocks that do not exist; a block may turn final through sync), and
+        # a full map must not keep this node from fetching the blocks it needs now
+        while self.waiting and (
+            (missing not in self.waiting and len(self.waiting) >= MAX_WAITING)
+            or self.waiting_bytes + size > self.max_waiting_bytes
+        ):
+            oldest = next(iter(self.waiting))
+            self.waiting_bytes -= _parked_bytes(self.waiting.pop(oldest))
         parked = self.waiting.setdefault(missing, [])
         if len(parked) < MAX_WAITING:
             parked.append(event)
+            self.waiting_bytes += size
         return [m.FetchBlock(missing)]
 
     def _release(self, block_hash: bytes, now: float) -> list[m.Action]:
         actions: list[m.Action] = []
-        for event in self.waiting.pop(block_hash, []):
+        released = self.waiting.pop(block_hash, [])
+        self.waiting_bytes -= _parked_bytes(released)
+        for event in released:
             actions += self.handle(event, now)
         return actions
 
@@ -923,3 +935,12 @@ def _carries(action: m.Action, qc: QuorumCertificate) -> bool:
         return False
     carried = action.block.header.prev_qc
     return carried is not None and (carried.block_hash, carried.round) == (qc.block_hash, qc.round)
+
+
+def _parked_bytes(events: list[m.Event]) -> int:
+    """The bytes of the blocks that parked `events` carry (proposals and fetched blocks)."""
+    return sum(
+        len(event.block.encode())
+        for event in events
+        if isinstance(event, m.ProposalReceived | m.BlockFetched)
+    )

@@ -11,6 +11,10 @@ from loopchain.types.transaction import Transaction
 from loopchain.types.vote import QuorumCertificate
 
 MAX_TREE_BLOCKS = 256
+# the tree holds at most this many blocks' worth of bytes, counted in the largest blocks' size (a
+# leader may sign any number of blocks of up to the proposal bound for its round: 256 of those
+# held GBs decoded); honest progress keeps a few blocks in the tree
+TREE_BUDGET_BLOCKS = 16
 
 
 @dataclass
@@ -26,8 +30,10 @@ class TreeNode:
 class BlockTree:
     """Blocks extending the final tip; every node's parent is the tip or another node."""
 
-    def __init__(self, root: ChainTip) -> None:
+    def __init__(self, root: ChainTip, max_bytes: int) -> None:
         self.root = root
+        self.max_bytes = max_bytes  # of the blocks' encodings together
+        self.size_bytes = 0
         self.nodes: dict[bytes, TreeNode] = {}
         self._txs: dict[bytes, Transaction] | None = None  # every node's by hash; None: not made
 
@@ -41,9 +47,12 @@ class BlockTree:
     def get(self, block_hash: bytes) -> TreeNode | None:
         return self.nodes.get(block_hash)
 
-    @property
-    def full(self) -> bool:
-        return len(self.nodes) >= MAX_TREE_BLOCKS
+    def has_room(self, block: Block) -> bool:
+        """Whether `block` fits beside the tree's blocks (by count and by bytes)."""
+        return (
+            len(self.nodes) < MAX_TREE_BLOCKS
+            and self.size_bytes + len(block.encode()) <= self.max_bytes
+        )
 
     def add(self, block: Block, parent: ChainTip) -> TreeNode:
         """Insert `block`, whose parent point is `parent` (already checked to extend it)."""
@@ -51,15 +60,18 @@ class BlockTree:
         if node is None:
             node = TreeNode(block, parent.advance(block))
             self.nodes[block.hash] = node
+            self.size_bytes += len(block.encode())
             if self._txs is not None:
                 self._txs.update((tx.hash, tx) for tx in block.transactions)
         return node
 
-    def evict_stale_leaf(self, current_round: int) -> bool:
+    def evict_stale_leaf(self, current_round: int, keep: bytes) -> bool:
         """Drop an uncertified block of another round than `current_round` that no other block
-        extends (not voted on here now; fetched again should a certificate name it): the one of
-        the farthest round ahead, else of the lowest round past. False when there is none."""
+        extends (not voted on here now; fetched again should a certificate name it), other than
+        `keep` (the parent of the block to make room for): the one of the farthest round ahead,
+        else of the lowest round past. False when there is none."""
         parents = {node.block.header.prev_hash for node in self.nodes.values()}
+        parents.add(keep)
         stale = [
             node
             for block_hash, node in self.nodes.items()
@@ -75,6 +87,7 @@ class BlockTree:
         else:
             gone = min(stale, key=lambda node: node.block.header.round)
         del self.nodes[gone.block.hash]
+        self.size_bytes -= len(gone.block.encode())
         self._txs = None  # made again when asked for
         return True
 
@@ -132,4 +145,5 @@ class BlockTree:
             if node.block.height > root.height and (parent == root.block_hash or parent in keep):
                 keep[block_hash] = node
         self.nodes = keep
+        self.size_bytes = sum(len(node.block.encode()) for node in keep.values())
         self._txs = None

@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from loopchain.blockchain.chain import BLOCK_HEADROOM_BYTES
 from loopchain.configure import RefusalLog
 from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
@@ -180,7 +181,7 @@ MAX_INBOUND_STREAMS = 512  # open link streams (each peer's link holds two; send
 # sender) lives this long, and its slot comes free.
 STREAM_MAX_AGE_S = 300.0
 MAX_RANGE_BLOCKS = 500  # blocks in one GetBlockRange reply (and at most max_bytes of them)
-PROPOSAL_HEADROOM_BYTES = 1 << 20  # a block's header, certificates, validator set; a vote etc.
+MAX_CERTIFICATE_BYTES = 1 << 20  # any consensus message but a proposal: vote, certificate, complaint
 
 
 def max_proposal_bytes(max_block_kbytes: int) -> int:
@@ -188,7 +189,7 @@ def max_proposal_bytes(max_block_kbytes: int) -> int:
     block of MAX_BLOCK_KBYTES holds (a leader may be configured otherwise; its block is judged
     once decoded) and room for the rest. A larger one would cost seconds of decoding and many
     times its size in memory before any check."""
-    return 2 * max_block_kbytes * 1024 + PROPOSAL_HEADROOM_BYTES
+    return 2 * max_block_kbytes * 1024 + BLOCK_HEADROOM_BYTES
 
 
 def _client_object(text: str) -> dict[str, Any]:
@@ -637,7 +638,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         kind = request.WhichOneof("body")
         if kind is not None:
             size = len(getattr(request, kind))
-            limit = self.max_proposal if kind == "proposal" else PROPOSAL_HEADROOM_BYTES
+            limit = self.max_proposal if kind == "proposal" else MAX_CERTIFICATE_BYTES
             if size > limit:
                 raise RequestError(
                     ErrorKind.INVALID,

@@ -8,13 +8,15 @@ among its faults.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from loopchain.consensus import messages as m
 from loopchain.consensus import tree as tree_module
 from loopchain.consensus.rules import leader_of, round_after_timeout
 from loopchain.consensus.state import MAX_WAITING, ChannelConsensus
-from loopchain.consensus.tree import TreeNode
+from loopchain.consensus.tree import BlockTree, TreeNode
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.hashing import EMPTY_ROOT
@@ -411,6 +413,7 @@ def _block_on_high_qc(
     round_: int,
     timestamp_us: int,
     prev_tc: TimeoutCertificate | None = None,
+    transactions: list[Transaction] | None = None,
 ) -> Block:
     """A well-formed block on `node`'s highest certified block, for `round_`, signed by `signer`."""
     state = node.state
@@ -427,7 +430,7 @@ def _block_on_high_qc(
         round_=round_,
         prev_hash=parent.block_hash,
         prev_qc=qc,
-        transactions=[],
+        transactions=transactions or [],
         timestamp=timestamp_us,
         leader=signer,
         next_leader=leader_of(voting, round_ + 1, BLOCKS_PER_LEADER),
@@ -437,6 +440,26 @@ def _block_on_high_qc(
         results_hash=results_hash,
         prev_tc=prev_tc,
     )
+
+
+def _remade(block: Block, leader: Signer, **changes: Any) -> Block:
+    """`block` made again, signed by `leader`, with the fields named in `changes` replaced."""
+    header = block.header
+    fields: dict[str, Any] = {
+        "channel": CHANNEL,
+        "height": block.height,
+        "round_": header.round,
+        "prev_hash": header.prev_hash,
+        "prev_qc": header.prev_qc,
+        "transactions": list(block.transactions),
+        "timestamp": header.timestamp,
+        "next_leader": header.next_leader,
+        "validators_hash": header.validators_hash,
+        "state_height": header.state_height,
+        "state_root": header.state_root,
+        "results_hash": header.results_hash,
+    }
+    return Block.create(leader=leader, **{**fields, **changes})
 
 
 def _leader_and_another(net: Network, node: Node) -> tuple[str, Node]:
@@ -483,21 +506,7 @@ def test_a_block_of_the_wrong_proposer_costs_no_transaction_signature_check(
     ]
     block = _block_on_high_qc(node, other.signer, state.round, int(net.now * 1_000_000) + 1)
     block = Block.decode(
-        Block.create(
-            channel=CHANNEL,
-            height=block.height,
-            round_=block.header.round,
-            prev_hash=block.header.prev_hash,
-            prev_qc=block.header.prev_qc,
-            transactions=txs,
-            timestamp=block.header.timestamp,
-            leader=other.signer,
-            next_leader=block.header.next_leader,
-            validators_hash=block.header.validators_hash,
-            state_height=block.header.state_height,
-            state_root=block.header.state_root,
-            results_hash=block.header.results_hash,
-        ).encode()
+        _remade(block, other.signer, transactions=txs).encode()
     )  # decoded as from the wire: no signature known good yet
     checked: list[bytes] = []
     verify = Transaction.verify_signature
@@ -523,10 +532,7 @@ def test_a_refused_proposal_carrying_a_timeout_certificate_leaves_the_next_leade
     next_round = round_after_timeout(round_, BLOCKS_PER_LEADER)
     leader = net.nodes[leader_of(voting, next_round, BLOCKS_PER_LEADER)]
     sender = next(n for n in net.nodes.values() if n is not leader)
-    complainers = [n for n in net.nodes.values() if n is not leader][:3]
-    tc = TimeoutCertificate.from_complaints(
-        [Complaint.create(CHANNEL, round_, n.state.safety.high_qc, n.signer) for n in complainers]
-    )
+    tc = _timeout_certificate([n for n in net.nodes.values() if n is not leader][:3], round_)
     junk = _junk_carrying(tc, sender.signer)
     net.submit(leader.address, 1)
     state = leader.state
@@ -560,11 +566,8 @@ def test_blocks_of_another_round_filling_the_tree_make_room_for_the_next_leaders
     for n in range(tree_module.MAX_TREE_BLOCKS):
         junk = _block_on_high_qc(node, leader.signer, junk_round, now_us + n)
         state.handle(m.BlockFetched(junk), 0)
-    assert state.tree.full
-    complainers = list(net.nodes.values())[:3]
-    tc = TimeoutCertificate.from_complaints(
-        [Complaint.create(CHANNEL, round_, n.state.safety.high_qc, n.signer) for n in complainers]
-    )
+    assert len(state.tree.nodes) == tree_module.MAX_TREE_BLOCKS
+    tc = _timeout_certificate(list(net.nodes.values())[:3], round_)
     next_round = round_after_timeout(round_, BLOCKS_PER_LEADER)
     proposer = net.nodes[leader_of(voting, next_round, BLOCKS_PER_LEADER)]
     proposal = _block_on_high_qc(node, proposer.signer, next_round, now_us + 100, prev_tc=tc)
@@ -572,6 +575,134 @@ def test_blocks_of_another_round_filling_the_tree_make_room_for_the_next_leaders
     reasons = [a.reason for a in actions if isinstance(a, m.Rejected)]
     assert state.tree.get(proposal.hash) is not None, reasons
     assert len(state.tree.nodes) <= tree_module.MAX_TREE_BLOCKS
+
+
+def _filler(signer: Signer, count: int, first: int) -> list[Transaction]:
+    """`count` distinct transactions signed by `signer` (bytes to fill a block with)."""
+    return [
+        Transaction.create_v1(CHANNEL, {"filler": "x" * 200, "n": n}, first + n, signer)
+        for n in range(count)
+    ]
+
+
+def test_large_blocks_of_a_leader_are_held_within_the_trees_byte_budget() -> None:
+    """A leader may sign any number of blocks for its round, each up to the proposal bound; the
+    tree holds them up to its byte budget (it held 256 of them: GBs decoded), refusing the rest
+    while the round lasts, and once the round has timed out they give way to the next leader's
+    proposal."""
+    net, node = _settled()
+    state = node.state
+    voting = state.voting_set
+    assert voting is not None
+    round_ = state.round
+    leader = net.nodes[leader_of(voting, round_, BLOCKS_PER_LEADER)]
+    now_us = int(net.now * 1_000_000)
+    sample = _block_on_high_qc(
+        node, leader.signer, round_, now_us, transactions=_filler(leader.signer, 20, now_us)
+    )
+    state.tree.max_bytes = state.tree.size_bytes + 4 * len(sample.encode()) + 1000
+    refused = []
+    for n in range(12):
+        txs = _filler(leader.signer, 20, now_us + 1000 * (n + 1))
+        junk = _block_on_high_qc(node, leader.signer, round_, now_us + n, transactions=txs)
+        actions = state.handle(m.BlockFetched(junk), 0)
+        refused += [a.reason for a in actions if isinstance(a, m.Rejected)]
+        assert state.tree.size_bytes <= state.tree.max_bytes
+        assert state.tree.size_bytes == sum(
+            len(tree_node.block.encode()) for tree_node in state.tree.nodes.values()
+        )
+    assert len(refused) >= 8 and all("too many blocks awaiting finality" in r for r in refused)
+    tc = _timeout_certificate(list(net.nodes.values())[:3], round_)
+    next_round = round_after_timeout(round_, BLOCKS_PER_LEADER)
+    proposer = net.nodes[leader_of(voting, next_round, BLOCKS_PER_LEADER)]
+    txs = _filler(proposer.signer, 20, now_us + 100_000)
+    proposal = _block_on_high_qc(
+        node, proposer.signer, next_round, now_us + 100, prev_tc=tc, transactions=txs
+    )
+    actions = state.handle(m.ProposalReceived(proposal), net.now)
+    reasons = [a.reason for a in actions if isinstance(a, m.Rejected)]
+    assert state.tree.get(proposal.hash) is not None, reasons
+    assert state.tree.size_bytes <= state.tree.max_bytes
+
+
+def test_making_room_never_evicts_the_parent_of_the_block_it_is_made_for() -> None:
+    """The parent of a block being inserted may itself be a stale leaf (uncertified, of a past
+    round, extended by nothing yet): room is made from the other leaves, or not at all."""
+    net, node = _settled()
+    state = node.state
+    qc = state.safety.high_qc
+    assert qc is not None
+    root = state.tree.point(qc.block_hash)
+    assert root is not None
+    now_us = int(net.now * 1_000_000)
+    parent = _block_on_high_qc(node, node.signer, state.round, now_us)
+    other = _block_on_high_qc(node, node.signer, state.round, now_us + 1)
+    tree = BlockTree(root, max_bytes=10**9)
+    tree.add(parent, root)
+    assert not tree.evict_stale_leaf(state.round + 1, keep=parent.hash)
+    tree.add(other, root)
+    assert tree.evict_stale_leaf(state.round + 1, keep=parent.hash)
+    assert tree.get(parent.hash) is not None and tree.get(other.hash) is None
+    assert tree.size_bytes == len(parent.encode())
+
+
+def test_blocks_parked_for_a_missing_parent_are_held_within_a_byte_budget() -> None:
+    """A validator's proposals naming parents that do not exist are parked while those are
+    fetched; the parked blocks' bytes stay within a budget (the oldest waits give way), and a
+    proposal whose parent does come is still released and voted on."""
+    net, node = _settled()
+    state = node.state
+    byzantine = next(n for n in net.nodes.values() if n is not node)
+    now_us = int(net.now * 1_000_000)
+
+    def orphan(n: int) -> Block:
+        txs = _filler(byzantine.signer, 20, now_us + 1000 * n)
+        block = _block_on_high_qc(node, byzantine.signer, state.round, now_us + n, transactions=txs)
+        nobody_has = bytes([n]) * 32
+        return _remade(block, byzantine.signer, height=block.height + 1, prev_hash=nobody_has)
+
+    state.max_waiting_bytes = 3 * len(orphan(0).encode()) + 1000
+    for n in range(1, 11):
+        actions = state.handle(m.ProposalReceived(orphan(n)), net.now)
+        assert any(isinstance(a, m.FetchBlock) for a in actions)
+        parked = [e for events in state.waiting.values() for e in events]
+        held = sum(len(e.block.encode()) for e in parked if isinstance(e, m.ProposalReceived))
+        assert held == state.waiting_bytes <= state.max_waiting_bytes
+    assert len(state.waiting) == 3  # the newest three
+    assert bytes([10]) * 32 in state.waiting and bytes([7]) * 32 not in state.waiting
+    # an honest block fetched after its child was parked releases the child
+    voting = state.voting_set
+    assert voting is not None
+    leader = net.nodes[leader_of(voting, state.round, BLOCKS_PER_LEADER)]
+    parent = _block_on_high_qc(node, leader.signer, state.round, now_us + 50)
+    child = _remade(
+        parent,
+        leader.signer,
+        height=parent.height + 1,
+        round_=state.round + 1,
+        prev_hash=parent.hash,
+        prev_qc=None,
+        timestamp=now_us + 60,
+    )
+    state.handle(m.BlockFetched(child), net.now)
+    assert parent.hash in state.waiting
+    state.handle(m.BlockFetched(parent), net.now)
+    assert parent.hash not in state.waiting
+    assert state.tree.get(parent.hash) is not None
+    held = sum(
+        len(e.block.encode())
+        for events in state.waiting.values()
+        for e in events
+        if isinstance(e, m.ProposalReceived | m.BlockFetched)
+    )
+    assert held == state.waiting_bytes
+
+
+def _timeout_certificate(complainers: list[Node], round_: int) -> TimeoutCertificate:
+    """The timeout certificate of `round_` made of `complainers`' complaints."""
+    return TimeoutCertificate.from_complaints(
+        [Complaint.create(CHANNEL, round_, n.state.safety.high_qc, n.signer) for n in complainers]
+    )
 
 
 def _junk_carrying(tc: TimeoutCertificate, signer: Signer) -> Block:
