@@ -177,8 +177,10 @@ class ChannelService:
         )
         limit = float(config.TPS_LIMIT_PER_SEC)
         self._rate = RateLimit(limit, time.time()) if limit > 0 else None
-        self._intake_writing = 0  # created transactions on their way to the intake log
-        self._intake_writing_bytes = 0  # and their bytes
+        # client transactions admitted and not pooled yet (their balances being asked, their
+        # intake write under way) and their bytes: room held for them (see _reserve)
+        self._reserved = 0
+        self._reserved_bytes = 0
         self._taking: set[asyncio.Future[list[Transaction | RequestError]]] = set()
         self._next_intake_sweep = 0.0
         self.relay = TxRelay(
@@ -309,6 +311,24 @@ class ChannelService:
         if refused is not None:
             self._count_refusals([refused] * len(texts))
             return [refused] * len(texts)
+        outcomes = self._new_icon_txs(texts)
+        made = [o for o in outcomes if isinstance(o, Transaction)]
+        try:
+            checked = await asyncio.gather(*(self._check_payable(tx) for tx in made))
+        except BaseException:  # the client went away (or the check failed): none is pooled
+            self._release(made, pooled=False)
+            raise
+        unpaid = [tx for tx, c in zip(made, checked, strict=True) if c is not tx]
+        self._release(unpaid, pooled=False)  # their room is free again at once
+        paying = iter(checked)
+        outcomes = [next(paying) if isinstance(o, Transaction) else o for o in outcomes]
+        refusals = [o for o in outcomes if isinstance(o, RequestError)]
+        if refusals:
+            self._count_refusals(refusals)
+        return await self._take_in(outcomes)
+
+    def _new_icon_txs(self, texts: list[str]) -> list[Transaction | RequestError]:
+        """Each text's checked transaction (its room reserved) or its refusal."""
         room, refusal = self._admission(time.time())
         outcomes: list[Transaction | RequestError] = []
         seen: set[bytes] = set()
@@ -326,15 +346,8 @@ class ChannelService:
                 taken_bytes += len(tx.encode())
             except RequestError as exc:
                 outcomes.append(exc)
-        checked = await asyncio.gather(
-            *(self._check_payable(o) for o in outcomes if isinstance(o, Transaction))
-        )
-        paying = iter(checked)
-        outcomes = [next(paying) if isinstance(o, Transaction) else o for o in outcomes]
-        refusals = [o for o in outcomes if isinstance(o, RequestError)]
-        if refusals:
-            self._count_refusals(refusals)
-        return await self._take_in(outcomes)
+        self._reserve([o for o in outcomes if isinstance(o, Transaction)])
+        return outcomes
 
     async def _check_payable(self, tx: Transaction) -> Transaction | RequestError:
         """The transaction, or why its sender cannot pay for it."""
@@ -397,14 +410,12 @@ class ChannelService:
     async def _take_in(
         self, outcomes: list[Transaction | RequestError]
     ) -> list[Transaction | RequestError]:
-        """Record the new transactions among `outcomes` in the intake log, then pool and relay
-        them together (one synced write, one consensus event and one gossip batch). Once begun
-        this ends even when the caller goes away: what is on disk is pooled."""
+        """Record the new transactions among `outcomes` (their room reserved) in the intake log,
+        then pool and relay them together (one synced write, one consensus event and one gossip
+        batch). Once begun this ends even when the caller goes away: what is on disk is pooled."""
         created = [tx for tx in outcomes if isinstance(tx, Transaction)]
         if not created:
             return outcomes
-        if self._rate is not None:
-            self._rate.take(len(created))
         taking = asyncio.ensure_future(self._record_and_pool(created, outcomes))
         self._taking.add(taking)  # awaited by run() before the journal closes
         taking.add_done_callback(self._taking.discard)
@@ -413,21 +424,19 @@ class ChannelService:
     async def _record_and_pool(
         self, created: list[Transaction], outcomes: list[Transaction | RequestError]
     ) -> list[Transaction | RequestError]:
-        if self.intake is not None:
-            size = sum(len(tx.encode()) for tx in created)
-            self._intake_writing += len(created)
-            self._intake_writing_bytes += size
-            try:
+        pooled = False
+        try:
+            if self.intake is not None:
                 await self.intake.write(created)
-            except IntakeRefused as exc:
-                refused = RequestError(ErrorKind.POOL_FULL, str(exc))
-                self.metrics.refused("pool_full", len(created))
-                return [refused if isinstance(o, Transaction) else o for o in outcomes]
-            finally:
-                self._intake_writing -= len(created)
-                self._intake_writing_bytes -= size
-            failpoints.hit("intake-appended")
-        self._dispatch(m.TxsReceived(tuple(created), gossip=True))
+                failpoints.hit("intake-appended")
+            self._dispatch(m.TxsReceived(tuple(created), gossip=True))
+            pooled = True
+        except IntakeRefused as exc:
+            refused = RequestError(ErrorKind.POOL_FULL, str(exc))
+            self.metrics.refused("pool_full", len(created))
+            return [refused if isinstance(o, Transaction) else o for o in outcomes]
+        finally:
+            self._release(created, pooled=pooled)
         self.metrics.accepted(len(created), (tx.hash for tx in created))
         if monitor_log.enabled():
             monitor_log.event(
@@ -479,14 +488,33 @@ class ChannelService:
                 refusals.append(exc)
         if refusals:
             self._count_refusals(refusals)
+        self._reserve([o for o in outcomes if isinstance(o, Transaction)])
         return outcomes
+
+    def _reserve(self, txs: list[Transaction]) -> None:
+        """Hold the room admission gave `txs` (the pool's count and bytes, the rate's tokens)
+        until they are pooled or refused, so that the batches admitted meanwhile (while their
+        balances are asked, while the intake log is written) do not take the same room."""
+        self._reserved += len(txs)
+        self._reserved_bytes += sum(len(tx.encode()) for tx in txs)
+        if self._rate is not None:
+            self._rate.take(len(txs))
+
+    def _release(self, txs: list[Transaction], *, pooled: bool) -> None:
+        """End the reservation of `txs`: pooled, the pool counts them now; refused (balance,
+        disk) or given up by their client, they give their rate tokens back as well (the rate
+        counts the transactions a peer takes)."""
+        self._reserved -= len(txs)
+        self._reserved_bytes -= sum(len(tx.encode()) for tx in txs)
+        if self._rate is not None and not pooled:
+            self._rate.give_back(len(txs))
 
     def _admission(self, now: float) -> tuple[int, str]:
         """How many client transactions the pool takes now, and why it takes no more: none while
         a backlog builds up (at least TX_POOL_ADMIT_BACKLOG transactions wait for a block, the
         oldest of them for TX_POOL_ADMIT_WAIT seconds or more), else up to the intake limit."""
         pool = self.consensus.pool
-        held = len(pool) + self._intake_writing
+        held = len(pool) + self._reserved
         if held >= self._admit_backlog:
             count, waited = self.consensus.backlog(now)
             if count >= self._admit_backlog and waited >= self._admit_wait:
@@ -532,10 +560,10 @@ class ChannelService:
         return tx
 
     def _check_pool_bytes(self, tx: Transaction, taken_bytes: int) -> None:
-        """POOL_FULL unless `tx` fits the pool beside what it holds, what is on its way to it
-        and `taken_bytes` taken before it in the same batch."""
+        """POOL_FULL unless `tx` fits the pool beside what it holds, what is reserved on its way
+        to it and `taken_bytes` taken before it in the same batch."""
         pool = self.consensus.pool
-        held = pool.size_bytes + self._intake_writing_bytes + taken_bytes
+        held = pool.size_bytes + self._reserved_bytes + taken_bytes
         if held + len(tx.encode()) > pool.max_bytes:
             raise RequestError(
                 ErrorKind.POOL_FULL,

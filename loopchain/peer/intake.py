@@ -116,3 +116,7 @@ class RateLimit:
 
     def take(self, count: int) -> None:
         self._tokens -= count
+
+    def give_back(self, count: int) -> None:
+        """Return tokens taken for transactions that were not pooled after all."""
+        self._tokens = min(self.capacity, self._tokens + count)

@@ -747,6 +747,15 @@ async def test_the_rate_limit_takes_a_seconds_worth_at_once_and_refills_with_tim
     assert limit.available(200.0) == 5  # never more than a second's worth
 
 
+async def test_the_rate_limit_takes_back_tokens_of_transactions_not_pooled() -> None:
+    limit = RateLimit(5.0, now=100.0)
+    limit.take(4)
+    limit.give_back(3)  # refused after all (their balance, a full disk)
+    assert limit.available(100.0) == 4
+    limit.give_back(3)
+    assert limit.available(100.0) == 5  # never more than a second's worth
+
+
 async def test_tps_limit_per_sec_refuses_client_transactions_past_the_rate(
     tmp_path: Path,
 ) -> None:

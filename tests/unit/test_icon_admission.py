@@ -1,0 +1,201 @@
+"""Client-signed ICON transactions hold their room in the pool while their senders' balances are
+asked: batches that wait on the SCORE together take no more than the pool's count
+(TX_POOL_ADMIT_MAX), its bytes (TX_POOL_MAX_BYTES) and the rate (TPS_LIMIT_PER_SEC) allow, the rest
+refused as by a full pool (POOL_FULL: REST 503); those the balance check refuses, and those whose
+client went away, give their room back at once. The channel services are the unit cluster's (in
+memory); the SCORE's balance call is an in-memory stand-in that answers when the test lets it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from loopchain.p2p.errors import ErrorKind, RequestError
+from loopchain.peer.channel_service import ChannelService
+from loopchain.types import canonical, icon_tx
+from loopchain.types.crypto import Signer
+from loopchain.types.icon_tx import make_params, sign_params
+from loopchain.types.transaction import Transaction
+from tests.unit.test_channel_services import Cluster
+
+pytestmark = pytest.mark.asyncio
+
+NID = 3  # ICON_NID's default, 0x3
+BOB = "hx" + "b0" * 20
+RICH = 10**30  # loop: pays for any transfer here
+ROOM = 5  # transactions each limit below leaves room for
+BATCH = 3  # transactions a batch sends: two batches want more than the room
+
+
+class HeldBalances:
+    """ScoreRuntime.balance's stand-in: each call waits until `answer()`; a `poor` address holds
+    nothing, any other plenty."""
+
+    def __init__(self, poor: frozenset[str] = frozenset()) -> None:
+        self.poor = poor
+        self.asked: set[str] = set()
+        self._answer = asyncio.Event()
+
+    async def balance(self, address: str) -> tuple[int, int, int]:
+        self.asked.add(address)
+        await self._answer.wait()
+        return (0 if address in self.poor else RICH), RICH, 0
+
+    def answer(self) -> None:
+        self._answer.set()
+
+
+_nonces = iter(range(1, 1 << 30))
+
+
+def icon_batch(signer: Signer, count: int = BATCH) -> list[str]:
+    """`count` distinct signed transfers from `signer`, as a client sends their params."""
+    now_us = time.time_ns() // 1000
+    texts = []
+    for n in range(count):
+        nonce = next(_nonces)
+        params = make_params(
+            sender=signer.address,
+            to=BOB,
+            value=1,
+            step_limit=100_000,
+            timestamp_us=now_us + n,
+            nid=NID,
+            nonce=nonce,
+        )
+        texts.append(json.dumps(sign_params(params, signer)))
+    return texts
+
+
+def tx_bytes(text: str) -> int:
+    """The pooled size of the transaction a client sent as `text`."""
+    checked = icon_tx.verify_send_params(canonical.parse(text))
+    return len(Transaction.from_icon(checked, signature_verified=True).encode())
+
+
+@dataclass(frozen=True)
+class Limit:
+    overrides: dict[str, object]
+    refusal: str  # in the refusal's message
+    refill: float = 0.0  # transactions a second the limit gives back with time
+
+
+LIMITS = {
+    "count": Limit({"TX_POOL_ADMIT_MAX": ROOM}, "intake limit is 5"),
+    # room for ROOM transfers and half of another (their sizes differ by a few bytes)
+    "bytes": Limit(
+        {"TX_POOL_MAX_BYTES": int((ROOM + 0.5) * tx_bytes(icon_batch(Signer.generate(), 1)[0]))},
+        "bytes with those on their way to it",
+    ),
+    "rate": Limit({"TPS_LIMIT_PER_SEC": ROOM}, "TPS_LIMIT_PER_SEC", refill=ROOM),
+}
+
+
+@pytest.fixture(params=list(LIMITS))
+def limit(request: pytest.FixtureRequest) -> Limit:
+    return LIMITS[request.param]
+
+
+def lone_peer(cluster: Cluster, balances: HeldBalances) -> ChannelService:
+    """Peer 0 cut off from the others (it makes no block, so its pool only fills), its SCORE's
+    balances answered by `balances`."""
+    service = cluster.services[0]
+    cluster.network.down.add(service.signer.address)
+    service.score.balance = balances.balance  # type: ignore[method-assign]
+    return service
+
+
+async def admitted(
+    cluster: Cluster, service: ChannelService, balances: HeldBalances, signer: Signer
+) -> asyncio.Task[list[Transaction | RequestError]]:
+    """A batch from `signer` submitted, returned once admission decided on it (its balances are
+    being asked, or it is answered already)."""
+    task = asyncio.create_task(service.create_icon_txs(icon_batch(signer)))
+
+    def decided() -> bool:
+        return task.done() or signer.address in balances.asked
+
+    await cluster.wait(decided, f"the admission of {signer.address}'s batch")
+    return task
+
+
+def taken(outcomes: list[Transaction | RequestError]) -> list[Transaction]:
+    return [o for o in outcomes if isinstance(o, Transaction)]
+
+
+def allowance(limit: Limit, since: float) -> int:
+    """What the limit may have given back since `since` (a rate refills with time)."""
+    return math.ceil((time.monotonic() - since) * limit.refill)
+
+
+async def test_batches_waiting_on_their_balances_together_take_no_more_than_the_room(
+    tmp_path: Path, limit: Limit
+) -> None:
+    cluster = Cluster(tmp_path, overrides=limit.overrides)
+    try:
+        balances = HeldBalances()
+        service = lone_peer(cluster, balances)
+        began = time.monotonic()
+        tasks = [await admitted(cluster, service, balances, Signer.generate()) for _ in range(3)]
+        balances.answer()
+        outcomes = [o for task in tasks for o in await task]
+        accepted = taken(outcomes)
+        assert 0 < len(accepted) <= ROOM + allowance(limit, began), outcomes
+        assert all(tx.hash in service.consensus.pool for tx in accepted)
+        assert len(service.consensus.pool) == len(accepted)
+        refused = [o for o in outcomes if isinstance(o, RequestError)]
+        assert len(refused) == len(outcomes) - len(accepted)
+        for refusal in refused:  # RESOURCE_EXHAUSTED: REST 503 with Retry-After
+            assert refusal.kind is ErrorKind.POOL_FULL, refusal
+            assert limit.refusal in refusal.message, refusal
+    finally:
+        await cluster.stop()
+
+
+async def test_transactions_refused_for_their_balance_give_their_room_back_at_once(
+    tmp_path: Path, limit: Limit
+) -> None:
+    cluster = Cluster(tmp_path, overrides=limit.overrides)
+    try:
+        poor, rich = Signer.generate(), Signer.generate()
+        balances = HeldBalances(poor=frozenset({poor.address}))
+        service = lone_peer(cluster, balances)
+        began = time.monotonic()
+        unpaid = await admitted(cluster, service, balances, poor)
+        paid = await admitted(cluster, service, balances, rich)  # the room left beside `unpaid`
+        balances.answer()
+        for refusal in await unpaid:
+            assert isinstance(refusal, RequestError), refusal
+            assert refusal.kind is ErrorKind.INVALID and "out of balance" in refusal.message
+        assert len(taken(await paid)) <= ROOM - BATCH + allowance(limit, began)
+        later = await service.create_icon_txs(icon_batch(rich))  # the unpaid batch's room
+        assert len(taken(later)) == BATCH, later
+        assert len(service.consensus.pool) == len(taken(await paid)) + BATCH
+    finally:
+        await cluster.stop()
+
+
+async def test_a_batch_whose_client_went_away_during_its_balance_check_gives_its_room_back(
+    tmp_path: Path, limit: Limit
+) -> None:
+    cluster = Cluster(tmp_path, overrides=limit.overrides)
+    try:
+        balances = HeldBalances()
+        service = lone_peer(cluster, balances)
+        gone = await admitted(cluster, service, balances, Signer.generate())
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        assert gone.cancelled()
+        balances.answer()
+        signer = Signer.generate()
+        outcomes = await service.create_icon_txs(icon_batch(signer) + icon_batch(signer, 2))
+        assert len(taken(outcomes)) == ROOM, outcomes
+        assert len(service.consensus.pool) == ROOM
+    finally:
+        await cluster.stop()
