@@ -30,7 +30,16 @@ log = logging.getLogger(__name__)
 
 
 class RadioStationRefused(RuntimeError):
-    """The RadioStation answered with an error code."""
+    """The RadioStation answered with an error code (`code`, a ResponseCode value)."""
+
+    def __init__(self, message: str, code: int = ResponseCode.FAIL) -> None:
+        super().__init__(message)
+        self.code = int(code)
+
+    @property
+    def unknown_peer(self) -> bool:
+        """Whether the RadioStation does not know this peer (in the asked channel)."""
+        return self.code == ResponseCode.PEER_UNKNOWN
 
 
 class RadioStationUnreachable(TransportError):
@@ -89,7 +98,7 @@ class RadioStationClient:
             raise RadioStationUnreachable(reply.message)
         if reply.code != 0:
             raise RadioStationRefused(
-                f"RadioStation {self.target} refused this peer: {reply.message}"
+                f"RadioStation {self.target} refused this peer: {reply.message}", reply.code
             )
 
         try:
@@ -124,7 +133,9 @@ class RadioStationClient:
         )
         reply = await self._call(self._stub.Heartbeat, request)
         if reply.code != 0:
-            raise RadioStationRefused(reply.message)
+            raise RadioStationRefused(
+                f"RadioStation {self.target} refused the heartbeat: {reply.message}", reply.code
+            )
         return int(reply.peer_list_version)
 
     async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
@@ -140,7 +151,8 @@ class RadioStationClient:
 class RadioStations:
     """The RadioStation and its standbys (`-r ip:port,ip:port`), used like one client: each call
     goes to the one that answered last and, when it is unreachable, to the others in turn; the
-    first that answers is used from then on. A refusal is an answer: it is not tried elsewhere."""
+    first that answers is used from then on. A refusal is an answer: it is not tried elsewhere,
+    and the one that refused is used from then on too."""
 
     def __init__(self, targets: Sequence[str], config: Config, tls: Tls | None = None) -> None:
         if not targets:
@@ -163,12 +175,20 @@ class RadioStations:
             except RadioStationUnreachable as exc:
                 failure = RadioStationUnreachable(f"{client.target}: {exc}")
                 continue
-            if index != self._current:
-                log.warning("RadioStation %s answers in place of %s", client.target, self.target)
-                self._current = index
+            except RadioStationRefused:
+                self._answered(index)
+                raise
+            self._answered(index)
             return answer
         assert failure is not None
         raise failure
+
+    def _answered(self, index: int) -> None:
+        if index != self._current:
+            log.warning(
+                "RadioStation %s answers in place of %s", self._clients[index].target, self.target
+            )
+            self._current = index
 
     async def connect(self, signer: Signer, my_target: str, group_id: str = "") -> Registration:
         return await self._first_answer(lambda c: c.connect(signer, my_target, group_id))

@@ -187,6 +187,13 @@ class PeerNode:
         # the RadioStation for the member list at once (at most every MEMBERS_RETRY_S)
         self._members_wanted = asyncio.Event()
         self._members_retry = MEMBERS_RETRY_S  # doubles while the wanted member stays missing
+        self.registration: Registration | None = None  # the one its channels were opened with
+        # registering again with a RadioStation that does not know this peer (_register_again):
+        # when it was last tried (loop time), the RadioStation it was tried with while it has not
+        # worked yet, and the served channels the RadioStation's last answer did not grant
+        self._registered_again_at = -math.inf
+        self._unknown_to: str | None = None
+        self._ungranted: set[str] = set()
         self.metrics = PeerMetrics(
             lambda: {name: service.gauges for name, service in self.channels.items()},
             process=True,
@@ -272,6 +279,7 @@ class PeerNode:
                     registration = await self._register(rs, stop)
                 if registration is None:
                     return
+                self.registration = registration
                 in_workers = worker is None and self._in_workers(len(registration.channels))
                 for grant in registration.channels:
                     if in_workers:
@@ -400,7 +408,6 @@ class PeerNode:
 
     async def _heartbeat_loop(self, rs: RadioStations, stop: asyncio.Event) -> None:
         """Report liveness per channel; refresh the peer list when the RadioStation's changes."""
-        assert self.signer is not None
         versions: dict[str, int] = {}
         while not stop.is_set():
             wanted = self._members_wanted.is_set()
@@ -409,20 +416,89 @@ class PeerNode:
             self._members_retry = (
                 min(2 * self._members_retry, interval) if wanted else MEMBERS_RETRY_S
             )
-            for name, service in self.channels.items():
-                try:
-                    status = service.status()
-                    version = await rs.heartbeat(
-                        self.signer, name, status["peer_type"], status["block_height"]
-                    )
-                    if versions.get(name) != version or not service.members or wanted:
-                        await self._refresh_peers(rs, service)
-                        versions[name] = version
-                except (RadioStationUnreachable, RadioStationRefused) as exc:
-                    log.debug("heartbeat to RadioStation failed: %s", exc)
-                    if not service.members:
-                        service.set_members(self._cached_members(name))
+            await self._heartbeats(rs, versions, wanted)
             await self._until_next_heartbeat(stop)
+
+    async def _heartbeats(self, rs: RadioStations, versions: dict[str, int], wanted: bool) -> None:
+        """One heartbeat per channel, and its member list when it changed (by `versions`), is
+        missing or `wanted`; a RadioStation that does not know this peer is registered with again."""
+        assert self.signer is not None
+        for name, service in self.channels.items():
+            try:
+                status = service.status()
+                version = await rs.heartbeat(
+                    self.signer, name, status["peer_type"], status["block_height"]
+                )
+                self._ungranted.discard(name)
+                if versions.get(name) != version or not service.members or wanted:
+                    await self._refresh_peers(rs, service)
+                    versions[name] = version
+            except (RadioStationUnreachable, RadioStationRefused) as exc:
+                log.debug("heartbeat to RadioStation failed: %s", exc)
+                if not service.members:
+                    service.set_members(self._cached_members(name))
+                unknown = isinstance(exc, RadioStationRefused) and exc.unknown_peer
+                if unknown and name not in self._ungranted:
+                    await self._register_again(rs)
+
+    async def _register_again(self, rs: RadioStations) -> None:
+        """Register again (as at the start) with a RadioStation that does not know this peer: one
+        restarted on an empty or older registry, or a standby holding a copy from before this peer
+        registered. At most once per HEARTBEAT_INTERVAL; the channels keep running as opened."""
+        assert self.signer is not None
+        now = asyncio.get_running_loop().time()
+        if now - self._registered_again_at < float(self.config.HEARTBEAT_INTERVAL):
+            return
+        self._registered_again_at = now
+        first = self._unknown_to != rs.target
+        if first:
+            log.warning("RadioStation %s does not know this peer: registering again", rs.target)
+            self._unknown_to = rs.target
+        try:
+            registration = await rs.connect(self.signer, self.target)
+        except (RadioStationRefused, RadioStationUnreachable) as exc:
+            log.log(logging.WARNING if first else logging.DEBUG, "registering again: %s", exc)
+            return
+        self._unknown_to = None
+        log.info("registered again with RadioStation %s as order %d", rs.target, registration.order)
+        self._compare_registration(rs.target, registration)
+        if self.options.worker is None:
+            assert self.node_store is not None
+            cache = _encode_registration(registration)
+            self.node_store.put(REGISTRATION_CACHE.encode(), cache, sync=True)
+
+    def _compare_registration(self, target: str, registration: Registration) -> None:
+        """Warn where a registration made again differs from the one the channels run with (they
+        are not rebuilt: a restart takes the new one); the served channels it does not grant make
+        no more registrations."""
+        granted = {grant.channel for grant in registration.channels}
+        served = set(self.channels) | set(self.workers)
+        opened = self.registration
+        if opened is not None and registration.radiostation_address != opened.radiostation_address:
+            log.warning(
+                "RadioStation %s now signs as %s, not as %s: the channels trust %s until this "
+                "peer restarts",
+                target,
+                registration.radiostation_address,
+                opened.radiostation_address,
+                opened.radiostation_address,
+            )
+        self._ungranted = served - granted
+        if self._ungranted:
+            log.warning(
+                "RadioStation %s does not grant this peer channel(s) %s any more: served until "
+                "this peer restarts",
+                target,
+                sorted(self._ungranted),
+            )
+        new = granted - served if self.options.worker is None else set()
+        if new:
+            log.warning(
+                "RadioStation %s grants this peer channel(s) %s it does not serve: they open at "
+                "its next start",
+                target,
+                sorted(new),
+            )
 
     async def _until_next_heartbeat(self, stop: asyncio.Event) -> None:
         """HEARTBEAT_INTERVAL, cut short when a channel wants members: after MEMBERS_RETRY_S, and

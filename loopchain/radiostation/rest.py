@@ -360,7 +360,8 @@ async def peer_remove(request: web.Request) -> web.Response:
     membership versions grow, so the other peers take the new validator set at their next heartbeat.
     Answers {"response_code": 0, "message", "data": {"peer_id", "channels": {name: new version}}};
     an unknown peer is 404 (-800). Removal is not a ban: a peer its channels still admit may
-    register again (list targets with ENABLE_CHANNEL_AUTH and revoke its certificate to keep it out).
+    register again, and one still running does so at its next heartbeat (list targets with
+    ENABLE_CHANNEL_AUTH and revoke its certificate to keep it out).
     """
     peer_id = _peer_id_arg(request)
     registry = _station(request).registry

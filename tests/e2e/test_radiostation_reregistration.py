@@ -1,0 +1,85 @@
+"""A running peer registers again with a RadioStation that does not know it (its heartbeat is
+answered PEER_UNKNOWN): one restarted on an empty data folder, or the standby of `-r a,b` whose
+data is a copy taken before the peer registered. Real radiostation.py and peer.py processes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tools.procs import REST_DIFF, LocalNetwork, Proc, free_port_pair, get, wait_serving, wait_until
+
+DEADLINE = 30.0  # many heartbeat intervals (0.5 s) and gRPC deadlines; a registration takes ~0.1 s
+REGISTERING_AGAIN = "does not know this peer: registering again"
+
+
+def _listed(rs_rest: str, peer_id: str) -> bool:
+    """Whether the RadioStation serving REST at `rs_rest` lists `peer_id` in the default channel."""
+    peers = get(f"{rs_rest}/api/v1/peer/list")["data"]["registered_peer_list"]
+    return any(p["peer_id"] == peer_id for p in peers)
+
+
+def _start_peer(net: LocalNetwork) -> tuple[int, str]:
+    port = net.new_peer_port()
+    peer_id = net.make_peer_key(port)
+    net.start_peer(port)
+    wait_until(lambda: _listed(net.rs_rest, peer_id), DEADLINE, "the peer's registration")
+    return port, peer_id
+
+
+def test_a_radiostation_restarted_on_an_empty_folder_lists_the_running_peer_again(
+    tmp_path: Path,
+) -> None:
+    """The RadioStation forgets the peer (and makes itself a new key); the peer's next heartbeat
+    is refused as unknown, so it registers again, says so once, and warns that the RadioStation
+    now signs with another key than the one its channel trusts."""
+    net = LocalNetwork(tmp_path)
+    try:
+        rs = net.start_radiostation()
+        port, peer_id = _start_peer(net)
+        assert rs.stop() == 0
+        shutil.rmtree(tmp_path / "storage" / f"radiostation_{net.rs_port}")
+        net.start_radiostation()
+
+        wait_until(lambda: _listed(net.rs_rest, peer_id), DEADLINE, "the peer listed again")
+        log = net.peers[port].log_text()
+        assert log.count(REGISTERING_AGAIN) == 1, log[-3000:]
+        assert f"RadioStation 127.0.0.1:{net.rs_port} {REGISTERING_AGAIN}" in log
+        assert "now signs as" in log
+    finally:
+        net.stop_and_check()
+
+
+def test_a_standby_with_an_older_copy_lists_the_peer_once_the_primary_is_gone(
+    tmp_path: Path,
+) -> None:
+    """The standby's data (key and registry) is a copy of the primary's from before the peer
+    registered; with the primary stopped the standby answers the peer's heartbeats, refusing them
+    as unknown, and the peer registers with it (same key: nothing else to warn about)."""
+    net = LocalNetwork(tmp_path)
+    standby_port = free_port_pair(net.taken)
+    net.config_values["RADIOSTATION_STANDBY_TARGET"] = f"127.0.0.1:{standby_port}"
+    net.config_path.write_text(json.dumps(net.config_values))
+    standby_rest = f"http://127.0.0.1:{standby_port + REST_DIFF}"
+    try:
+        primary = net.start_radiostation()
+        storage = tmp_path / "storage"
+        shutil.copytree(
+            storage / f"radiostation_{net.rs_port}", storage / f"radiostation_{standby_port}"
+        )
+        args = ["radiostation.py", "-p", str(standby_port), "-o", str(net.config_path)]
+        standby = Proc(f"radiostation_{standby_port}", args, tmp_path).start()
+        net.procs.append(standby)
+        wait_serving(standby, f"{standby_rest}/api/v1/peer/list", DEADLINE, "the standby")
+        port, peer_id = _start_peer(net)
+        assert not _listed(standby_rest, peer_id)
+        assert primary.stop() == 0
+
+        wait_until(lambda: _listed(standby_rest, peer_id), DEADLINE, "the peer on the standby")
+        log = net.peers[port].log_text()
+        assert log.count(REGISTERING_AGAIN) == 1, log[-3000:]
+        assert f"RadioStation 127.0.0.1:{standby_port} {REGISTERING_AGAIN}" in log
+        assert "now signs as" not in log
+    finally:
+        net.stop_and_check()

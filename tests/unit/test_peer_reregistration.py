@@ -1,0 +1,164 @@
+"""The peer's heartbeat loop registers again when the RadioStation refuses a heartbeat because it
+does not know the peer (PEER_UNKNOWN), and only then: at most once per HEARTBEAT_INTERVAL, with one
+warning however many tries it takes, and not for a channel the RadioStation's new answer leaves
+out (registering again cannot bring that one back).
+
+The RadioStation is an in-memory stand-in with the client's calls the loop makes; the real
+RadioStation's side is in tests/e2e/test_radiostation_reregistration.py."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import pytest
+
+from loopchain.configure import load_config
+from loopchain.p2p.radiostation_client import (
+    ChannelGrant,
+    RadioStationRefused,
+    RadioStationUnreachable,
+    Registration,
+)
+from loopchain.peer.node import PeerNode, PeerOptions
+from loopchain.storage.memory import MemoryStore
+from loopchain.types.codes import ResponseCode
+from loopchain.types.crypto import Signer
+from loopchain.types.peer import PeerInfo
+from loopchain.types.validators import ValidatorSet
+
+pytestmark = pytest.mark.asyncio
+
+CHANNEL = "alpha"
+ISSUER = "hx" + "2" * 40
+TARGET = "127.0.0.1:7102"
+
+
+class RadioStation:
+    """Refuses heartbeats with `refusal` while set; `connect` answers `registration` (or raises
+    `unreachable`), counting calls."""
+
+    target = TARGET
+
+    def __init__(self, refusal: int | None, registration: Registration | None) -> None:
+        self.refusal = refusal
+        self.registration = registration
+        self.heartbeats = 0
+        self.connects = 0
+
+    async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:
+        self.heartbeats += 1
+        if self.refusal is not None:
+            raise RadioStationRefused(f"refused ({self.refusal})", self.refusal)
+        return 1
+
+    async def connect(self, signer: Signer, my_target: str, group_id: str = "") -> Registration:
+        self.connects += 1
+        if self.registration is None:
+            raise RadioStationUnreachable("not now")
+        return self.registration
+
+    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], None]:
+        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], None
+
+
+class Channel:
+    name = CHANNEL
+
+    def __init__(self) -> None:
+        self.members: list[PeerInfo] = []
+
+    def status(self) -> dict[str, int]:
+        return {"peer_type": 0, "block_height": 0}
+
+    def set_members(self, peers: list[PeerInfo]) -> None:
+        self.members = peers
+
+
+def _node(tmp_path: Path) -> PeerNode:
+    config = load_config(
+        environ={},
+        overrides={
+            "HEARTBEAT_INTERVAL": 600.0,
+            "HEARTBEAT_TIMEOUT": 1200.0,
+            "DEFAULT_STORAGE_PATH": str(tmp_path),
+        },
+    )
+    node = PeerNode(config, PeerOptions(7100, (TARGET,), None, None, False))
+    node.signer = Signer.generate()
+    node.node_store = MemoryStore()
+    node.channels[CHANNEL] = Channel()  # type: ignore[assignment]
+    node.registration = Registration(1, ISSUER, (_grant(CHANNEL),))
+    return node
+
+
+def _grant(channel: str) -> ChannelGrant:
+    return ChannelGrant(channel, "score/package", ValidatorSet(channel, 0, ()))
+
+
+async def _beat(node: PeerNode, rs: RadioStation, rounds: int) -> None:
+    """`rounds` rounds of heartbeats, all within one heartbeat interval (600 s)."""
+    for _ in range(rounds):
+        await node._heartbeats(rs, {}, False)  # type: ignore[arg-type]
+
+
+def _warnings(caplog: pytest.LogCaptureFixture, words: str) -> int:
+    return sum(
+        1 for r in caplog.records if r.levelno == logging.WARNING and words in r.getMessage()
+    )
+
+
+async def test_an_unknown_peer_registers_again_once_per_interval_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    node, rs = _node(tmp_path), RadioStation(ResponseCode.PEER_UNKNOWN, None)
+    caplog.set_level(logging.DEBUG, "loopchain.peer.node")
+    await _beat(node, rs, 3)
+    assert rs.connects == 1  # three refusals within one interval: one try
+    node._registered_again_at = -math.inf  # as if the interval had passed
+    await _beat(node, rs, 1)
+    assert rs.connects == 2
+    assert _warnings(caplog, f"RadioStation {TARGET} does not know this peer") == 1
+
+    rs.registration = Registration(7, ISSUER, (_grant(CHANNEL),))
+    node._registered_again_at = -math.inf
+    await _beat(node, rs, 1)
+    assert rs.connects == 3
+    assert node.node_store is not None
+    assert b'"order": 7' in (node.node_store.get(b"radiostation_registration") or b"")
+    assert _warnings(caplog, "now signs as") == 0
+    assert _warnings(caplog, "grant") == 0
+
+
+async def test_other_refusals_make_no_registration(tmp_path: Path) -> None:
+    registration = Registration(1, ISSUER, (_grant(CHANNEL),))
+    for code in (ResponseCode.FAIL, ResponseCode.NOT_FOUND):
+        node, rs = _node(tmp_path), RadioStation(code, registration)
+        await _beat(node, rs, 3)
+        assert rs.connects == 0
+
+
+async def test_a_changed_answer_is_warned_about_and_an_ungranted_channel_stops_registering(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new RadioStation key and channels granted or not: warnings, nothing rebuilt; the refused
+    channel is not granted any more, so its refusals make no more registrations."""
+    other = Registration(1, "hx" + "3" * 40, (_grant("beta"),))
+    node, rs = _node(tmp_path), RadioStation(ResponseCode.PEER_UNKNOWN, other)
+    caplog.set_level(logging.INFO, "loopchain.peer.node")
+    await _beat(node, rs, 1)
+    assert rs.connects == 1
+    assert _warnings(caplog, f"now signs as {other.radiostation_address}") == 1
+    assert _warnings(caplog, f"channel(s) ['{CHANNEL}'] any more") == 1
+    assert _warnings(caplog, "channel(s) ['beta'] it does not serve") == 1
+    assert list(node.channels) == [CHANNEL]
+    node._registered_again_at = -math.inf
+    await _beat(node, rs, 2)
+    assert rs.connects == 1
+    rs.refusal = None  # the channel's member again: its refusals count again
+    await _beat(node, rs, 1)
+    rs.refusal = ResponseCode.PEER_UNKNOWN
+    node._registered_again_at = -math.inf
+    await _beat(node, rs, 1)
+    assert rs.connects == 2
