@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from loopchain.blockchain.chain import BLOCK_HEADROOM_BYTES
 from loopchain.configure import Config, RefusalLog
 
 REFUSALS = RefusalLog(logging.getLogger(__name__))
@@ -119,15 +120,76 @@ def open_channel(
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
+def max_proposal_bytes(max_block_kbytes: int) -> int:
+    """The largest proposal taken from a member, before it is decoded: twice the transactions a
+    block of MAX_BLOCK_KBYTES holds (a leader may be configured otherwise; its block is judged
+    once decoded) and room for the rest. A larger one would cost seconds of decoding and many
+    times its size in memory before any check."""
+    return 2 * max_block_kbytes * 1024 + BLOCK_HEADROOM_BYTES
+
+
+REQUEST_ENVELOPE_BYTES = 64 << 10  # a request's fields besides its block or transactions
+
+
+def max_submissions_bytes(config: Config) -> int:
+    """The bytes of client submissions a REST proxy sends its peer in one call (at least one
+    submission of REST_MAX_BODY_BYTES fits)."""
+    return max(max_proposal_bytes(int(config.MAX_BLOCK_KBYTES)), int(config.REST_MAX_BODY_BYTES))
+
+
+def max_request_bytes(config: Config) -> int:
+    """The largest request a peer's gRPC server takes (refused by its length prefix, unread):
+    a proposal, or a proxy's batch of client submissions, and their envelope."""
+    return max_submissions_bytes(config) + REQUEST_ENVELOPE_BYTES
+
+
+# Transport bounds of every server: what connections and streams may hold before any handler
+# runs (without them, a client that is no member held GBs through 64 MiB messages, unfinished
+# messages or read-ahead, and the peer's file descriptors through thousands of idle connections)
+SERVER_MAX_CONNECTIONS = 512  # per listening port; more are closed at accept
+SERVER_HANDSHAKE_TIMEOUT_MS = 10_000  # TCP accepted, TLS / HTTP/2 preface not done (default 120 s)
+SERVER_MAX_CONNECTION_IDLE_MS = 300_000  # a connection with no call for this long gets GOAWAY
+SERVER_STREAM_WINDOW_BYTES = 1 << 20  # read-ahead per stream (BDP probing would grow it to 128 MiB)
+
+
+def server_options(config: Config, max_receive: int, max_rpcs: int | None) -> list[tuple[str, int]]:
+    """Options of a server taking requests of at most `max_receive` bytes (checked by gRPC on a
+    message's length prefix; its replies may be up to GRPC_MAX_MESSAGE_BYTES), and at most
+    `max_rpcs` streams on one connection."""
+    size = int(config.GRPC_MAX_MESSAGE_BYTES)
+    options = [
+        ("grpc.max_send_message_length", size),
+        ("grpc.max_receive_message_length", min(size, max_receive)),
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_allowed_incoming_connections", SERVER_MAX_CONNECTIONS),
+        ("grpc.server_handshake_timeout_ms", SERVER_HANDSHAKE_TIMEOUT_MS),
+        ("grpc.max_connection_idle_ms", SERVER_MAX_CONNECTION_IDLE_MS),
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", SERVER_STREAM_WINDOW_BYTES),
+    ]
+    if max_rpcs is not None:  # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (default: unbounded)
+        options.append(("grpc.max_concurrent_streams", max_rpcs))
+    return options
+
+
 def create_server(
-    config: Config, count_refusal: Callable[[str, str], None] | None = None
+    config: Config,
+    count_refusal: Callable[[str, str], None] | None = None,
+    *,
+    max_receive: int | None = None,
+    max_rpcs: int | None = None,
 ) -> grpc.aio.Server:
-    """An aio server with the configured message size limits (and no port sharing) that answers
-    a request whose bytes are not its method's message with INVALID_ARGUMENT (counted by
+    """An aio server taking requests of at most `max_receive` bytes (default
+    GRPC_MAX_MESSAGE_BYTES) and `max_rpcs` calls at once (more are answered RESOURCE_EXHAUSTED
+    before their request is read; None: no bound), with no port sharing, that answers a request
+    whose bytes are not its method's message with INVALID_ARGUMENT (counted by
     `count_refusal(method name, status name)` when given)."""
+    receive = max_receive if max_receive is not None else int(config.GRPC_MAX_MESSAGE_BYTES)
     return grpc.aio.server(
-        options=[*channel_options(config), ("grpc.so_reuseport", 0)],
+        options=server_options(config, receive, max_rpcs),
         interceptors=[MalformedRequests(count_refusal)],
+        maximum_concurrent_rpcs=max_rpcs,
     )
 
 

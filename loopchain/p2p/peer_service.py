@@ -12,11 +12,10 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from loopchain.blockchain.chain import BLOCK_HEADROOM_BYTES
 from loopchain.configure import RefusalLog
 from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
-from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls
+from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls, max_proposal_bytes
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
@@ -181,15 +180,9 @@ MAX_INBOUND_STREAMS = 512  # open link streams (each peer's link holds two; send
 # sender) lives this long, and its slot comes free.
 STREAM_MAX_AGE_S = 300.0
 MAX_RANGE_BLOCKS = 500  # blocks in one GetBlockRange reply (and at most max_bytes of them)
-MAX_CERTIFICATE_BYTES = 1 << 20  # any consensus message but a proposal: vote, certificate, complaint
-
-
-def max_proposal_bytes(max_block_kbytes: int) -> int:
-    """The largest proposal taken from a member, before it is decoded: twice the transactions a
-    block of MAX_BLOCK_KBYTES holds (a leader may be configured otherwise; its block is judged
-    once decoded) and room for the rest. A larger one would cost seconds of decoding and many
-    times its size in memory before any check."""
-    return 2 * max_block_kbytes * 1024 + BLOCK_HEADROOM_BYTES
+MAX_CERTIFICATE_BYTES = (
+    1 << 20
+)  # any consensus message but a proposal: vote, certificate, complaint
 
 
 def _client_object(text: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import grpc
 from loopchain.configure import Config
 from loopchain.p2p import grpc_util
 from loopchain.p2p.peer_service import (
+    MAX_INBOUND_STREAMS,
     PeerBackend,
     PeerServicer,
     ServiceMonitor,
@@ -17,6 +18,8 @@ from loopchain.p2p.peer_service import (
 )
 from loopchain.p2p.worker_link import ForwardedCallers, WorkerLink
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+
+MAX_UNARY_CALLS = 256  # calls at once besides the inbound link streams (more: RESOURCE_EXHAUSTED)
 
 
 class PeerServer:
@@ -33,12 +36,20 @@ class PeerServer:
 
 
 async def _serve(
-    config: Config, servicer: PeerServicer, bind: Callable[[grpc.aio.Server], None]
+    config: Config,
+    servicer: PeerServicer,
+    bind: Callable[[grpc.aio.Server], None],
+    max_rpcs: int | None = MAX_INBOUND_STREAMS + MAX_UNARY_CALLS,
 ) -> PeerServer:
-    """Start a server of `servicer` bound by `bind`; the refusals of malformed requests are
-    counted by the servicer's monitor."""
+    """Start a server of `servicer` bound by `bind`, taking `max_rpcs` calls at once; the
+    refusals of malformed requests are counted by the servicer's monitor."""
     monitor = servicer.monitor
-    server = grpc_util.create_server(config, monitor.rpc_error if monitor is not None else None)
+    server = grpc_util.create_server(
+        config,
+        monitor.rpc_error if monitor is not None else None,
+        max_receive=grpc_util.max_request_bytes(config),
+        max_rpcs=max_rpcs,
+    )
     pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
     bind(server)
     await server.start()
@@ -93,4 +104,6 @@ async def start_worker_server(
     servicer = PeerServicer(
         backend, peer_id, None, monitor, callers=callers, max_proposal=_max_proposal(config)
     )
-    return await _serve(config, servicer, bind)
+    # its one caller, the peer, forwards the calls it took within its own bounds (and its link
+    # holds a stream per caller link: a bound per connection would make them wait for good)
+    return await _serve(config, servicer, bind, max_rpcs=None)

@@ -48,6 +48,9 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
 GRACE_SECONDS = 1.0
+# gRPC requests are registrations, heartbeats and peer-list asks: small, and quickly answered
+MAX_REQUEST_BYTES = 256 << 10
+MAX_CALLS = 128  # at once; more are answered RESOURCE_EXHAUSTED
 
 
 class StartupError(Exception):
@@ -192,7 +195,7 @@ def create_grpc_server(station: Station) -> grpc.aio.Server:
     """The gRPC server with the RadioStation service, bound to IP_LOCAL:PORT_RADIOSTATION."""
     config = station.config
     station.tls = load_tls(config, storage_dir(config) / "tls")
-    server = create_server(config)
+    server = create_server(config, max_receive=MAX_REQUEST_BYTES, max_rpcs=MAX_CALLS)
     pb_grpc.add_RadioStationServicer_to_server(RadioStationService(station), server)
     bind(server, config.IP_LOCAL, config.PORT_RADIOSTATION, station.tls)
     return server

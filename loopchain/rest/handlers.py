@@ -13,7 +13,7 @@ from aiohttp import web
 
 from loopchain.configure import Config
 from loopchain.p2p.codec import peer_status_to_json
-from loopchain.p2p.grpc_util import open_channel
+from loopchain.p2p.grpc_util import max_submissions_bytes, open_channel
 from loopchain.p2p.peer_health import PeerHealth
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
@@ -48,8 +48,12 @@ class PeerApi:
         self._inflight = {False: 0, True: 0}  # calls to the peer in flight, by `submissions`
         # told how many submissions each call to the peer carries (the proxy's metrics)
         self.on_submission_call: Callable[[int], None] | None = None
+        self._max_batch_bytes = max_submissions_bytes(config)
         self.submitter = TxSubmitter(
-            self._submit_batch, self._describe_peer, on_call=self._submission_call
+            self._submit_batch,
+            self._describe_peer,
+            on_call=self._submission_call,
+            max_batch_bytes=self._max_batch_bytes,
         )
         self._submitters = [self.submitter]
         self._channel: grpc.aio.Channel | None = None
@@ -183,7 +187,9 @@ class PeerApi:
 
     def batch_submitter(self, call: BatchCall, make_error: MakeError) -> TxSubmitter:
         """Another submitter over this peer's channel (closed with it)."""
-        submitter = TxSubmitter(call, self._describe_peer, make_error, self._submission_call)
+        submitter = TxSubmitter(
+            call, self._describe_peer, make_error, self._submission_call, self._max_batch_bytes
+        )
         self._submitters.append(submitter)
         return submitter
 

@@ -20,7 +20,7 @@ from loopchain.p2p import grpc_util, peer_client, peer_service
 from loopchain.p2p.errors import RequestError
 from loopchain.p2p.peer_client import GrpcTransport, PeerLink
 from loopchain.p2p.peer_service import PeerServicer, max_proposal_bytes
-from loopchain.p2p.server import PeerServer
+from loopchain.p2p.server import PeerServer, start_peer_server
 from loopchain.p2p.transport import MalformedReply
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
@@ -394,3 +394,35 @@ async def test_a_range_reply_with_more_blocks_than_asked_is_malformed() -> None:
     finally:
         await link.close()
         await server.stop(grace=0)
+
+
+async def test_the_peer_server_refuses_a_request_past_its_bound_unread() -> None:
+    """The peer's server takes requests up to a proposal's or a proxy batch's bound and its
+    envelope; a larger one (any client could send 64 MiB ones: sixteen held 1.7 GB) is refused
+    by its length prefix, RESOURCE_EXHAUSTED, and nothing reaches the channel. One within the
+    bound reaches the handler, which judges it."""
+    port = free_port_pair()
+    backend = OneChannelBackend(Channel())
+    server = await start_peer_server(backend, "receiver", CONFIG, port, None)
+    limit = grpc_util.max_request_bytes(CONFIG)
+    assert limit < int(CONFIG.GRPC_MAX_MESSAGE_BYTES)
+    try:
+        options = [("grpc.max_send_message_length", 64 << 20)]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            stub = pb_grpc.PeerServiceStub(channel)
+
+            def proposal(size: int) -> pb.ConsensusMessage:
+                return pb.ConsensusMessage(channel=CHANNEL, sender="s", proposal=b"{" * size)
+
+            with pytest.raises(grpc.aio.AioRpcError) as judged:
+                await stub.Deliver(proposal(limit - 1024), timeout=30)
+            assert judged.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "a proposal of" in (judged.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Deliver(proposal(limit + 1), timeout=30)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            vote = pb.ConsensusMessage(channel=CHANNEL, sender="s", vote=_vote(7).encode())
+            await stub.Deliver(vote, timeout=30)  # and the server goes on
+    finally:
+        await server.stop(grace=0)
+    assert _heights(backend.alpha) == [7] and len(backend.alpha.events) == 1

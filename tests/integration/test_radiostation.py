@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ import grpc
 import pytest
 
 from loopchain.p2p.codec import peer_status_to_json
+from loopchain.p2p.grpc_util import SERVER_MAX_CONNECTIONS
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.crypto import Signer, address_of
@@ -631,3 +633,75 @@ async def test_only_a_peer_itself_beats_for_it(start_rs: StartRS) -> None:
     status = {p.peer_id: (p.status, p.peer_type) for p in listed.peers}
     assert status == {a.address: (0, 0), b.address: (1, 1)}  # a's forged leader claim took no hold
     assert rs.current_log().count("refused a heartbeat") == 4
+
+
+# -- transport bounds (any client that reaches the port, member or not)
+
+
+# what an HTTP/2 client sends first: the connection preface and an empty SETTINGS frame
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+async def _answers(stub: pb_grpc.RadioStationStub) -> bool:
+    """Whether the station answers a call (here: that it has no channel 'nope')."""
+    try:
+        await stub.GetPeerList(pb.ChannelRequest(channel="nope"), timeout=DEADLINE)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code() == grpc.StatusCode.NOT_FOUND
+    return False
+
+
+async def test_a_request_over_the_bound_is_refused_unread_and_the_station_goes_on(
+    start_rs: StartRS,
+) -> None:
+    """A registration of 300 KiB (they take a few hundred bytes) is refused by its length
+    prefix, RESOURCE_EXHAUSTED, before it is read (sixteen of 60 MiB each held 1.7 GB); the
+    station answers the next registration as usual."""
+    rs = await start_rs()
+    signer = Signer.generate()
+    async with rs_stub(rs) as stub:
+        bulky = connect_request(signer, "127.0.0.1:7100", "g" * (300 << 10))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ConnectPeer(bulky, timeout=DEADLINE)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert await _answers(stub)
+
+
+async def test_connections_past_the_bound_are_closed_and_calls_go_on(start_rs: StartRS) -> None:
+    """Idle connections held by anyone stop at the server's bound (5,000 were held open, and
+    20,000 took every file descriptor: no peer could connect); past it they are closed at
+    accept, while those within it are held, and once they go a call is answered again."""
+    rs = await start_rs()
+    host, port = rs.target.rsplit(":", 1)
+    held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        for _ in range(SERVER_MAX_CONNECTIONS + 64):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(HTTP2_PREFACE)  # a client's HTTP/2 start, then nothing: an idle client
+            held.append((reader, writer))
+
+        async def closed(reader: asyncio.StreamReader) -> bool:
+            """Whether the server closed this connection (what it sent first is skipped)."""
+            try:
+                async with asyncio.timeout(0.05):
+                    while await reader.read(65536):
+                        pass
+                    return True
+            except TimeoutError:
+                return False
+            except OSError:
+                return True
+
+        async def some_closed() -> bool:
+            results = [await closed(reader) for reader, _ in held[SERVER_MAX_CONNECTIONS - 8 :]]
+            return sum(results) >= 32
+
+        await wait_until_async(some_closed, 60, "connections past the bound closed")
+        # those within the bound are held (an idle connection goes after a while whatever
+        # the bound: the first made are the first to go then)
+        assert not any([await closed(reader) for reader, _ in held[:64]])
+    finally:
+        for _, writer in held:
+            writer.close()
+    async with rs_stub(rs) as stub:
+        await wait_until_async(lambda: _answers(stub), 60, "a call answered after the flood")
