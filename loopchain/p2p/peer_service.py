@@ -180,9 +180,8 @@ MAX_INBOUND_STREAMS = 512  # open link streams (each peer's link holds two; send
 # sender) lives this long, and its slot comes free.
 STREAM_MAX_AGE_S = 300.0
 MAX_RANGE_BLOCKS = 500  # blocks in one GetBlockRange reply (and at most max_bytes of them)
-MAX_CERTIFICATE_BYTES = (
-    1 << 20
-)  # any consensus message but a proposal: vote, certificate, complaint
+# any consensus message but a proposal: a vote, a certificate, a complaint
+MAX_OTHER_CONSENSUS_BYTES = 1 << 20
 
 
 def _client_object(text: str) -> dict[str, Any]:
@@ -631,7 +630,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         kind = request.WhichOneof("body")
         if kind is not None:
             size = len(getattr(request, kind))
-            limit = self.max_proposal if kind == "proposal" else MAX_CERTIFICATE_BYTES
+            limit = self.max_proposal if kind == "proposal" else MAX_OTHER_CONSENSUS_BYTES
             if size > limit:
                 raise RequestError(
                     ErrorKind.INVALID,

@@ -19,7 +19,14 @@ from loopchain.p2p.peer_service import (
 from loopchain.p2p.worker_link import ForwardedCallers, WorkerLink
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 
-MAX_UNARY_CALLS = 256  # calls at once besides the inbound link streams (more: RESOURCE_EXHAUSTED)
+# calls a peer takes at once besides its inbound link streams and its REST proxy's
+# REST_MAX_INFLIGHT (other peers' one-off calls, the RadioStation's probes, tools); more are
+# answered RESOURCE_EXHAUSTED before their request is read
+MAX_OTHER_CALLS = 256
+
+
+def _max_calls(config: Config) -> int:
+    return MAX_INBOUND_STREAMS + int(config.REST_MAX_INFLIGHT) + MAX_OTHER_CALLS
 
 
 class PeerServer:
@@ -39,7 +46,7 @@ async def _serve(
     config: Config,
     servicer: PeerServicer,
     bind: Callable[[grpc.aio.Server], None],
-    max_rpcs: int | None = MAX_INBOUND_STREAMS + MAX_UNARY_CALLS,
+    max_rpcs: int | None,
 ) -> PeerServer:
     """Start a server of `servicer` bound by `bind`, taking `max_rpcs` calls at once; the
     refusals of malformed requests are counted by the servicer's monitor."""
@@ -81,7 +88,7 @@ async def start_peer_server(
     servicer = PeerServicer(
         backend, peer_id, tls, monitor, workers=workers, max_proposal=_max_proposal(config)
     )
-    return await _serve(config, servicer, bind)
+    return await _serve(config, servicer, bind, _max_calls(config))
 
 
 async def start_worker_server(

@@ -44,6 +44,7 @@ from loopchain.types.validators import ValidatorSet
 log = logging.getLogger(__name__)
 
 MEMBERS_RETRY_S = 0.2  # the least time between two member-list requests a channel asks for
+MAX_REGISTER_AGAIN_WAIT_S = 300.0  # registering again, refused, waits twice as long, up to this
 
 REGISTRATION_CACHE = "radiostation_registration"
 
@@ -189,9 +190,11 @@ class PeerNode:
         self._members_retry = MEMBERS_RETRY_S  # doubles while the wanted member stays missing
         self.registration: Registration | None = None  # the one its channels were opened with
         # registering again with a RadioStation that does not know this peer (_register_again):
-        # when it was last tried (loop time), the RadioStation it was tried with while it has not
+        # when it was last tried (loop time) and how long until the next try (HEARTBEAT_INTERVAL,
+        # twice as long after each failure), the RadioStation it was tried with while it has not
         # worked yet, and the served channels the RadioStation's last answer did not grant
         self._registered_again_at = -math.inf
+        self._register_again_wait = float(self.config.HEARTBEAT_INTERVAL)
         self._unknown_to: str | None = None
         self._ungranted: set[str] = set()
         self.metrics = PeerMetrics(
@@ -444,10 +447,12 @@ class PeerNode:
     async def _register_again(self, rs: RadioStations) -> None:
         """Register again (as at the start) with a RadioStation that does not know this peer: one
         restarted on an empty or older registry, or a standby holding a copy from before this peer
-        registered. At most once per HEARTBEAT_INTERVAL; the channels keep running as opened."""
+        registered. At most once per HEARTBEAT_INTERVAL, and after a failure twice as long each
+        time (a peer the RadioStation refuses, one un-listed, costs it a probe rarely); the
+        channels keep running as opened."""
         assert self.signer is not None
         now = asyncio.get_running_loop().time()
-        if now - self._registered_again_at < float(self.config.HEARTBEAT_INTERVAL):
+        if now - self._registered_again_at < self._register_again_wait:
             return
         self._registered_again_at = now
         first = self._unknown_to != rs.target
@@ -458,8 +463,11 @@ class PeerNode:
             registration = await rs.connect(self.signer, self.target)
         except (RadioStationRefused, RadioStationUnreachable) as exc:
             log.log(logging.WARNING if first else logging.DEBUG, "registering again: %s", exc)
+            longest = max(MAX_REGISTER_AGAIN_WAIT_S, float(self.config.HEARTBEAT_INTERVAL))
+            self._register_again_wait = min(2 * self._register_again_wait, longest)
             return
         self._unknown_to = None
+        self._register_again_wait = float(self.config.HEARTBEAT_INTERVAL)
         log.info("registered again with RadioStation %s as order %d", rs.target, registration.order)
         self._compare_registration(rs.target, registration)
         if self.options.worker is None:

@@ -48,7 +48,8 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
 GRACE_SECONDS = 1.0
-# gRPC requests are registrations, heartbeats and peer-list asks: small, and quickly answered
+# gRPC requests are registrations, heartbeats and peer-list asks: a few hundred bytes each (a
+# registration holds its call while the station probes the peer, up to GRPC_TIMEOUT)
 MAX_REQUEST_BYTES = 256 << 10
 MAX_CALLS = 128  # at once; more are answered RESOURCE_EXHAUSTED
 

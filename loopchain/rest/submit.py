@@ -42,9 +42,6 @@ BatchCall = Callable[[str, list[str]], Awaitable[pb.CreateTxBatchReply]]
 # (the gRPC status of a refusal, the peer's words) -> the error its submitter hears
 MakeError = Callable[[grpc.StatusCode, str], BaseException]
 MAX_BATCH = 500  # submissions in one call (the peer takes up to 1000)
-# and their bytes at most (the peer refuses a larger request unread): the default configuration's
-# grpc_util.max_submissions_bytes
-MAX_BATCH_BYTES = 3 << 20
 MAX_BUSY_CHANNELS = 256  # channels remembered as busy (a client may name any number of channels)
 # how long a submission waits for others after a call of several (module doc). Measured with
 # tools/bench.py -c 64 -d 30 --no-idle (alternating rounds): 10 ms against 5 ms gave 1.04x the
@@ -59,12 +56,14 @@ LINGER_S = 0.02
 GATHER_BELOW = 32
 
 
-def _batch_end(waiting: list[tuple[str, asyncio.Future[str]]], max_bytes: int) -> int:
+def _batch_end(waiting: list[tuple[str, asyncio.Future[str]]], max_bytes: int | None) -> int:
     """How many of `waiting` go in one call: at most MAX_BATCH, whose texts take at most
     `max_bytes` encoded (and at least one, which a REST body's bound keeps below it)."""
+    if max_bytes is None:
+        return min(len(waiting), MAX_BATCH)
     total = 0
     for index, (text, _) in enumerate(waiting[:MAX_BATCH]):
-        total += len(text) if text.isascii() else len(text.encode())
+        total += len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
         if total > max_bytes and index > 0:
             return index
     return min(len(waiting), MAX_BATCH)
@@ -82,10 +81,12 @@ class TxSubmitter:
         describe_peer: Callable[[], tuple[str, float]],
         make_error: MakeError | None = None,
         on_call: Callable[[int], None] | None = None,
-        max_batch_bytes: int = MAX_BATCH_BYTES,
+        max_batch_bytes: int | None = None,
     ) -> None:
         self._call = call
-        self._max_batch_bytes = max_batch_bytes  # of the submissions' texts in one call
+        # of the submissions' texts in one call (the peer refuses a larger request unread:
+        # grpc_util.max_submissions_bytes); None: no bound but MAX_BATCH
+        self._max_batch_bytes = max_batch_bytes
         self._describe_peer = describe_peer  # (target, timeout) for error messages
         self._make_error = make_error
         self._on_call = on_call  # told how many submissions each call carries (metrics)

@@ -8,6 +8,7 @@ RadioStation's side is in tests/e2e/test_radiostation_reregistration.py."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from pathlib import Path
@@ -21,6 +22,7 @@ from loopchain.p2p.radiostation_client import (
     RadioStationUnreachable,
     Registration,
 )
+from loopchain.peer import node as node_module
 from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.storage.memory import MemoryStore
 from loopchain.types.codes import ResponseCode
@@ -76,12 +78,12 @@ class Channel:
         self.members = peers
 
 
-def _node(tmp_path: Path) -> PeerNode:
+def _node(tmp_path: Path, interval: float = 600.0) -> PeerNode:
     config = load_config(
         environ={},
         overrides={
-            "HEARTBEAT_INTERVAL": 600.0,
-            "HEARTBEAT_TIMEOUT": 1200.0,
+            "HEARTBEAT_INTERVAL": interval,
+            "HEARTBEAT_TIMEOUT": 2 * interval,
             "DEFAULT_STORAGE_PATH": str(tmp_path),
         },
     )
@@ -129,6 +131,33 @@ async def test_an_unknown_peer_registers_again_once_per_interval_with_one_warnin
     assert b'"order": 7' in (node.node_store.get(b"radiostation_registration") or b"")
     assert _warnings(caplog, "now signs as") == 0
     assert _warnings(caplog, "grant") == 0
+
+
+async def test_failed_registrations_are_tried_again_ever_later_until_one_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RadioStation that refuses or cannot be reached when the peer registers again (one that
+    un-listed it probes it each time) is tried twice as long after each failure, up to
+    MAX_REGISTER_AGAIN_WAIT_S; once one works, after HEARTBEAT_INTERVAL again."""
+    monkeypatch.setattr(node_module, "MAX_REGISTER_AGAIN_WAIT_S", 300.0)
+    node, rs = _node(tmp_path, interval=100.0), RadioStation(ResponseCode.PEER_UNKNOWN, None)
+    loop = asyncio.get_running_loop()
+
+    async def tries_after(seconds: float) -> int:
+        """Registrations made by a heartbeat `seconds` after the last try."""
+        before = rs.connects
+        node._registered_again_at = loop.time() - seconds
+        await _beat(node, rs, 1)
+        return rs.connects - before
+
+    await _beat(node, rs, 1)
+    assert rs.connects == 1  # failed: the next in 200 s
+    assert (await tries_after(150), await tries_after(250)) == (0, 1)  # failed: 300 s
+    assert (await tries_after(250), await tries_after(350)) == (0, 1)  # failed: 300 s, the most
+    assert (await tries_after(250), await tries_after(350)) == (0, 1)
+    rs.registration = Registration(1, ISSUER, (_grant(CHANNEL),))
+    assert await tries_after(350) == 1  # worked: back to the interval
+    assert await tries_after(150) == 1
 
 
 async def test_other_refusals_make_no_registration(tmp_path: Path) -> None:
