@@ -470,6 +470,8 @@ class ChannelConsensus:
         """Keep `event` until block `missing` arrives; ask for it (or sync when far behind)."""
         if height > self.tip.height + MAX_FETCH_DEPTH:
             return [m.RequestSync(height)]
+        if len(self.waiting.get(missing, ())) >= MAX_WAITING:
+            return [m.FetchBlock(missing)]  # enough wait for that block: none gives way for this
         size = _parked_bytes([event])
         # forget the oldest waits rather than this one: their blocks may never come (a byzantine
         # validator can name blocks that do not exist; a block may turn final through sync), and
@@ -480,10 +482,8 @@ class ChannelConsensus:
         ):
             oldest = next(iter(self.waiting))
             self.waiting_bytes -= _parked_bytes(self.waiting.pop(oldest))
-        parked = self.waiting.setdefault(missing, [])
-        if len(parked) < MAX_WAITING:
-            parked.append(event)
-            self.waiting_bytes += size
+        self.waiting.setdefault(missing, []).append(event)
+        self.waiting_bytes += size
         return [m.FetchBlock(missing)]
 
     def _release(self, block_hash: bytes, now: float) -> list[m.Action]:

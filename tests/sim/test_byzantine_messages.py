@@ -567,14 +567,34 @@ def test_blocks_of_another_round_filling_the_tree_make_room_for_the_next_leaders
         junk = _block_on_high_qc(node, leader.signer, junk_round, now_us + n)
         state.handle(m.BlockFetched(junk), 0)
     assert len(state.tree.nodes) == tree_module.MAX_TREE_BLOCKS
+    _the_next_leaders_proposal_gets_in(net, node, round_, now_us, with_transactions=False)
+    assert len(state.tree.nodes) <= tree_module.MAX_TREE_BLOCKS
+
+
+def _round_and_its_leader(net: Network, node: Node) -> tuple[int, Node]:
+    """`node`'s round and that round's leader."""
+    voting = node.state.voting_set
+    assert voting is not None
+    return node.state.round, net.nodes[leader_of(voting, node.state.round, BLOCKS_PER_LEADER)]
+
+
+def _the_next_leaders_proposal_gets_in(
+    net: Network, node: Node, round_: int, now_us: int, *, with_transactions: bool
+) -> None:
+    """Once `round_` has timed out (a quorum's timeout certificate), `node` takes the next
+    leader's proposal into its tree, whatever the blocks of `round_` took."""
+    voting = node.state.voting_set
+    assert voting is not None
     tc = _timeout_certificate(list(net.nodes.values())[:3], round_)
     next_round = round_after_timeout(round_, BLOCKS_PER_LEADER)
     proposer = net.nodes[leader_of(voting, next_round, BLOCKS_PER_LEADER)]
-    proposal = _block_on_high_qc(node, proposer.signer, next_round, now_us + 100, prev_tc=tc)
-    actions = state.handle(m.ProposalReceived(proposal), net.now)
+    txs = _filler(proposer.signer, 20, now_us + 100_000) if with_transactions else None
+    proposal = _block_on_high_qc(
+        node, proposer.signer, next_round, now_us + 100, prev_tc=tc, transactions=txs
+    )
+    actions = node.state.handle(m.ProposalReceived(proposal), net.now)
     reasons = [a.reason for a in actions if isinstance(a, m.Rejected)]
-    assert state.tree.get(proposal.hash) is not None, reasons
-    assert len(state.tree.nodes) <= tree_module.MAX_TREE_BLOCKS
+    assert node.state.tree.get(proposal.hash) is not None, reasons
 
 
 def _filler(signer: Signer, count: int, first: int) -> list[Transaction]:
@@ -592,10 +612,7 @@ def test_large_blocks_of_a_leader_are_held_within_the_trees_byte_budget() -> Non
     proposal."""
     net, node = _settled()
     state = node.state
-    voting = state.voting_set
-    assert voting is not None
-    round_ = state.round
-    leader = net.nodes[leader_of(voting, round_, BLOCKS_PER_LEADER)]
+    round_, leader = _round_and_its_leader(net, node)
     now_us = int(net.now * 1_000_000)
     sample = _block_on_high_qc(
         node, leader.signer, round_, now_us, transactions=_filler(leader.signer, 20, now_us)
@@ -612,16 +629,7 @@ def test_large_blocks_of_a_leader_are_held_within_the_trees_byte_budget() -> Non
             len(tree_node.block.encode()) for tree_node in state.tree.nodes.values()
         )
     assert len(refused) >= 8 and all("too many blocks awaiting finality" in r for r in refused)
-    tc = _timeout_certificate(list(net.nodes.values())[:3], round_)
-    next_round = round_after_timeout(round_, BLOCKS_PER_LEADER)
-    proposer = net.nodes[leader_of(voting, next_round, BLOCKS_PER_LEADER)]
-    txs = _filler(proposer.signer, 20, now_us + 100_000)
-    proposal = _block_on_high_qc(
-        node, proposer.signer, next_round, now_us + 100, prev_tc=tc, transactions=txs
-    )
-    actions = state.handle(m.ProposalReceived(proposal), net.now)
-    reasons = [a.reason for a in actions if isinstance(a, m.Rejected)]
-    assert state.tree.get(proposal.hash) is not None, reasons
+    _the_next_leaders_proposal_gets_in(net, node, round_, now_us, with_transactions=True)
     assert state.tree.size_bytes <= state.tree.max_bytes
 
 
@@ -670,6 +678,13 @@ def test_blocks_parked_for_a_missing_parent_are_held_within_a_byte_budget() -> N
         assert held == state.waiting_bytes <= state.max_waiting_bytes
     assert len(state.waiting) == 3  # the newest three
     assert bytes([10]) * 32 in state.waiting and bytes([7]) * 32 not in state.waiting
+    # more waits for one block than it keeps make no other wait give way
+    state.max_waiting_bytes = (MAX_WAITING + 2) * len(orphan(0).encode()) + 100
+    kept = set(state.waiting)
+    for n in range(MAX_WAITING + 2):
+        twin = _remade(orphan(10), byzantine.signer, timestamp=now_us + 500 + n)
+        state.handle(m.ProposalReceived(twin), net.now)
+    assert set(state.waiting) == kept and len(state.waiting[bytes([10]) * 32]) == MAX_WAITING
     # an honest block fetched after its child was parked releases the child
     voting = state.voting_set
     assert voting is not None

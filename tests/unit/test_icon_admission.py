@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,14 @@ def limit(request: pytest.FixtureRequest) -> Limit:
     return LIMITS[request.param]
 
 
+@pytest.fixture
+async def cluster(tmp_path: Path, limit: Limit) -> AsyncIterator[Cluster]:
+    """Four channel services under `limit`, stopped after the test."""
+    made = Cluster(tmp_path, overrides=limit.overrides)
+    yield made
+    await made.stop()
+
+
 def lone_peer(cluster: Cluster, balances: HeldBalances) -> ChannelService:
     """Peer 0 cut off from the others (it makes no block, so its pool only fills), its SCORE's
     balances answered by `balances`."""
@@ -135,67 +144,55 @@ def allowance(limit: Limit, since: float) -> int:
 
 
 async def test_batches_waiting_on_their_balances_together_take_no_more_than_the_room(
-    tmp_path: Path, limit: Limit
+    cluster: Cluster, limit: Limit
 ) -> None:
-    cluster = Cluster(tmp_path, overrides=limit.overrides)
-    try:
-        balances = HeldBalances()
-        service = lone_peer(cluster, balances)
-        began = time.monotonic()
-        tasks = [await admitted(cluster, service, balances, Signer.generate()) for _ in range(3)]
-        balances.answer()
-        outcomes = [o for task in tasks for o in await task]
-        accepted = taken(outcomes)
-        assert 0 < len(accepted) <= ROOM + allowance(limit, began), outcomes
-        assert all(tx.hash in service.consensus.pool for tx in accepted)
-        assert len(service.consensus.pool) == len(accepted)
-        refused = [o for o in outcomes if isinstance(o, RequestError)]
-        assert len(refused) == len(outcomes) - len(accepted)
-        for refusal in refused:  # RESOURCE_EXHAUSTED: REST 503 with Retry-After
-            assert refusal.kind is ErrorKind.POOL_FULL, refusal
-            assert limit.refusal in refusal.message, refusal
-    finally:
-        await cluster.stop()
+    balances = HeldBalances()
+    service = lone_peer(cluster, balances)
+    began = time.monotonic()
+    tasks = [await admitted(cluster, service, balances, Signer.generate()) for _ in range(3)]
+    balances.answer()
+    outcomes = [o for task in tasks for o in await task]
+    accepted = taken(outcomes)
+    assert 0 < len(accepted) <= ROOM + allowance(limit, began), outcomes
+    assert all(tx.hash in service.consensus.pool for tx in accepted)
+    assert len(service.consensus.pool) == len(accepted)
+    refused = [o for o in outcomes if isinstance(o, RequestError)]
+    assert len(refused) == len(outcomes) - len(accepted)
+    for refusal in refused:  # RESOURCE_EXHAUSTED: REST 503 with Retry-After
+        assert refusal.kind is ErrorKind.POOL_FULL, refusal
+        assert limit.refusal in refusal.message, refusal
 
 
 async def test_transactions_refused_for_their_balance_give_their_room_back_at_once(
-    tmp_path: Path, limit: Limit
+    cluster: Cluster, limit: Limit
 ) -> None:
-    cluster = Cluster(tmp_path, overrides=limit.overrides)
-    try:
-        poor, rich = Signer.generate(), Signer.generate()
-        balances = HeldBalances(poor=frozenset({poor.address}))
-        service = lone_peer(cluster, balances)
-        began = time.monotonic()
-        unpaid = await admitted(cluster, service, balances, poor)
-        paid = await admitted(cluster, service, balances, rich)  # the room left beside `unpaid`
-        balances.answer()
-        for refusal in await unpaid:
-            assert isinstance(refusal, RequestError), refusal
-            assert refusal.kind is ErrorKind.INVALID and "out of balance" in refusal.message
-        assert len(taken(await paid)) <= ROOM - BATCH + allowance(limit, began)
-        later = await service.create_icon_txs(icon_batch(rich))  # the unpaid batch's room
-        assert len(taken(later)) == BATCH, later
-        assert len(service.consensus.pool) == len(taken(await paid)) + BATCH
-    finally:
-        await cluster.stop()
+    poor, rich = Signer.generate(), Signer.generate()
+    balances = HeldBalances(poor=frozenset({poor.address}))
+    service = lone_peer(cluster, balances)
+    began = time.monotonic()
+    unpaid = await admitted(cluster, service, balances, poor)
+    paid = await admitted(cluster, service, balances, rich)  # the room left beside `unpaid`
+    balances.answer()
+    for refusal in await unpaid:
+        assert isinstance(refusal, RequestError), refusal
+        assert refusal.kind is ErrorKind.INVALID and "out of balance" in refusal.message
+    assert len(taken(await paid)) <= ROOM - BATCH + allowance(limit, began)
+    later = await service.create_icon_txs(icon_batch(rich))  # the unpaid batch's room
+    assert len(taken(later)) == BATCH, later
+    assert len(service.consensus.pool) == len(taken(await paid)) + BATCH
 
 
 async def test_a_batch_whose_client_went_away_during_its_balance_check_gives_its_room_back(
-    tmp_path: Path, limit: Limit
+    cluster: Cluster,
 ) -> None:
-    cluster = Cluster(tmp_path, overrides=limit.overrides)
-    try:
-        balances = HeldBalances()
-        service = lone_peer(cluster, balances)
-        gone = await admitted(cluster, service, balances, Signer.generate())
-        gone.cancel()
-        await asyncio.gather(gone, return_exceptions=True)
-        assert gone.cancelled()
-        balances.answer()
-        signer = Signer.generate()
-        outcomes = await service.create_icon_txs(icon_batch(signer) + icon_batch(signer, 2))
-        assert len(taken(outcomes)) == ROOM, outcomes
-        assert len(service.consensus.pool) == ROOM
-    finally:
-        await cluster.stop()
+    balances = HeldBalances()
+    service = lone_peer(cluster, balances)
+    gone = await admitted(cluster, service, balances, Signer.generate())
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    assert gone.cancelled()
+    balances.answer()
+    signer = Signer.generate()
+    outcomes = await service.create_icon_txs(icon_batch(signer) + icon_batch(signer, 2))
+    assert len(taken(outcomes)) == ROOM, outcomes
+    assert len(service.consensus.pool) == ROOM

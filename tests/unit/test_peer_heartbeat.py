@@ -19,11 +19,11 @@ from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.storage.memory import MemoryStore
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
+from tests.unit._heartbeat import CHANNEL, HeartbeatChannel
 from tools.procs import wait_until_async
 
 pytestmark = pytest.mark.asyncio
 
-CHANNEL = "alpha"
 DEADLINE = 30.0  # far below the heartbeat interval of these tests, far above the work
 
 
@@ -47,19 +47,6 @@ class RadioStation:
         return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], None
 
 
-class Channel:
-    name = CHANNEL
-
-    def __init__(self) -> None:
-        self.members: list[PeerInfo] = []
-
-    def status(self) -> dict[str, int]:
-        return {"peer_type": 0, "block_height": 0}
-
-    def set_members(self, peers: list[PeerInfo]) -> None:
-        self.members = peers
-
-
 def _node(tmp_path: Path) -> PeerNode:
     config = load_config(
         environ={},
@@ -72,7 +59,7 @@ def _node(tmp_path: Path) -> PeerNode:
     node = PeerNode(config, PeerOptions(7100, ("127.0.0.1:7102",), None, None, False))
     node.signer = Signer.generate()
     node.node_store = MemoryStore()
-    node.channels[CHANNEL] = Channel()  # type: ignore[assignment]
+    node.channels[CHANNEL] = HeartbeatChannel()  # type: ignore[assignment]
     return node
 
 

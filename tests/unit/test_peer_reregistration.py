@@ -29,10 +29,10 @@ from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
 from loopchain.types.validators import ValidatorSet
+from tests.unit._heartbeat import CHANNEL, HeartbeatChannel
 
 pytestmark = pytest.mark.asyncio
 
-CHANNEL = "alpha"
 ISSUER = "hx" + "2" * 40
 TARGET = "127.0.0.1:7102"
 
@@ -65,19 +65,6 @@ class RadioStation:
         return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], None
 
 
-class Channel:
-    name = CHANNEL
-
-    def __init__(self) -> None:
-        self.members: list[PeerInfo] = []
-
-    def status(self) -> dict[str, int]:
-        return {"peer_type": 0, "block_height": 0}
-
-    def set_members(self, peers: list[PeerInfo]) -> None:
-        self.members = peers
-
-
 def _node(tmp_path: Path, interval: float = 600.0) -> PeerNode:
     config = load_config(
         environ={},
@@ -90,7 +77,7 @@ def _node(tmp_path: Path, interval: float = 600.0) -> PeerNode:
     node = PeerNode(config, PeerOptions(7100, (TARGET,), None, None, False))
     node.signer = Signer.generate()
     node.node_store = MemoryStore()
-    node.channels[CHANNEL] = Channel()  # type: ignore[assignment]
+    node.channels[CHANNEL] = HeartbeatChannel()  # type: ignore[assignment]
     node.registration = Registration(1, ISSUER, (_grant(CHANNEL),))
     return node
 
