@@ -15,7 +15,7 @@ import grpc
 from loopchain.configure import RefusalLog
 from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
-from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls, max_proposal_bytes
+from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls, max_proposal_bytes, refuse
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
@@ -297,16 +297,15 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             if request is not None and self._workers is not None:
                 forwarded = await self._forwarded(context, method, request, p2p=p2p)
                 if forwarded is not None:
-                    return forwarded  # type: ignore[no-any-return]
+                    return forwarded
             result = work()
             if inspect.isawaitable(result):
                 return await result
             return result
         except (RequestError, EncodingError) as exc:
-            await context.abort(*self._refusal(context, method, exc))
+            return refuse(context, *self._refusal(context, method, exc))
         except WorkerRefusal as exc:  # counted and logged by the worker
-            await context.abort(exc.code, exc.message)
-        raise AssertionError("unreachable")
+            return refuse(context, exc.code, exc.message)
 
     def _refusal(
         self, context: Any, method: str, exc: RequestError | EncodingError
@@ -335,12 +334,13 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         calls is checked once, first (a certificate that expires meanwhile is met at the stream's
         replacement or its STREAM_MAX_AGE_S): a caller refused ends the stream with the refusal.
         `end_streams` ends the stream (the server's stop would wait for it)."""
-        if self._closing:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "this peer is stopping")
         try:
             caller = self._peer_caller(context)
         except RequestError as exc:
-            await context.abort(*self._refusal(context, method, exc))
+            return refuse(context, *self._refusal(context, method, exc))
+        refusal = self._stream_refusal(method)
+        if refusal is not None:
+            return refuse(context, *refusal)
         handled = refused = passed = 0
         ended = ""
         async with self._inbound_stream(context, method):
@@ -364,20 +364,25 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             ended = f", {passed} passed to the channel's worker{ended}"
         return pb.Ack(code=0, message=f"{handled} handled, {refused} refused{ended}")
 
+    def _stream_refusal(self, method: str) -> tuple[grpc.StatusCode, str] | None:
+        """Why a new inbound stream is refused (this peer stops, or holds MAX_INBOUND_STREAMS of
+        them), or None when it is taken."""
+        if self._closing:
+            return grpc.StatusCode.UNAVAILABLE, "this peer is stopping"
+        if len(self._streams) >= MAX_INBOUND_STREAMS:
+            self._count_error(method, grpc.StatusCode.RESOURCE_EXHAUSTED)
+            return (
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{len(self._streams)} streams are open to this peer, limit {MAX_INBOUND_STREAMS}",
+            )
+        return None
+
     @contextlib.asynccontextmanager
     async def _inbound_stream(
         self, context: grpc.aio.ServicerContext, method: str
     ) -> AsyncIterator[None]:
-        """An inbound stream, refused while this peer stops or holds MAX_INBOUND_STREAMS of
-        them, else accepted (STREAM_ACCEPTED) and held until it ends or `end_streams` ends it."""
-        if self._closing:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "this peer is stopping")
-        if len(self._streams) >= MAX_INBOUND_STREAMS:
-            self._count_error(method, grpc.StatusCode.RESOURCE_EXHAUSTED)
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{len(self._streams)} streams are open to this peer, limit {MAX_INBOUND_STREAMS}",
-            )
+        """An inbound stream `_stream_refusal` took: accepted (STREAM_ACCEPTED) and held until
+        it ends or `end_streams` ends it."""
         task = asyncio.current_task()
         if task is not None:
             self._streams.add(task)
@@ -463,6 +468,10 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         """Each batch of a client's stream answered in order as its one-call twin answers it;
         one refused as a whole gets the refusal in the reply's code and message, and the stream
         goes on. Ended by this peer after STREAM_MAX_AGE_S (the proxy replaces it before)."""
+        refusal = self._stream_refusal(method)
+        if refusal is not None:
+            refuse(context, *refusal)
+            return
         async with self._inbound_stream(context, method):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STREAM_MAX_AGE_S):
@@ -585,7 +594,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         try:
             forwarded = await self._forwarded(context, "Query", request)
             if forwarded is not None:
-                return forwarded  # type: ignore[no-any-return]
+                return forwarded
             try:
                 canonical.parse(request.params_json, floats=True)
             except EncodingError as exc:
@@ -594,10 +603,9 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             return pb.QueryReply(response_json=await channel.query(request.params_json))
         except RequestError as exc:
             self._count_error("Query", exc.kind.value)
-            await context.abort(exc.kind.value, exc.message)
+            return refuse(context, exc.kind.value, exc.message)
         except WorkerRefusal as exc:
-            await context.abort(exc.code, exc.message)
-        raise AssertionError("unreachable")
+            return refuse(context, exc.code, exc.message)
 
     async def GetScoreStatus(self, request: pb.ChannelRequest, context: Any) -> pb.ScoreStatusReply:
         def work() -> pb.ScoreStatusReply:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import grpc
 
-from loopchain.p2p.grpc_util import caller_certificate
+from loopchain.p2p.grpc_util import caller_certificate, refuse
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.admission import AdmissionError, verify_connect
@@ -157,7 +157,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             channel = self.station.resolve_channel(request.channel)
         except UnknownChannel as exc:
             self.station.metrics.refused_call("GetPeerList", grpc.StatusCode.NOT_FOUND.name)
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            return refuse(context, grpc.StatusCode.NOT_FOUND, str(exc))
         return pb.PeerListReply(
             channel=channel,
             peers=[peer_entry(v) for v in self.station.view(channel)],
