@@ -178,9 +178,10 @@ class ChannelService:
         limit = float(config.TPS_LIMIT_PER_SEC)
         self._rate = RateLimit(limit, time.time()) if limit > 0 else None
         # client transactions admitted and not pooled yet (their balances being asked, their
-        # intake write under way) and their bytes: room held for them (see _reserve)
+        # intake write under way), their bytes and hashes: room held for them (see _reserve)
         self._reserved = 0
         self._reserved_bytes = 0
+        self._reserved_hashes: set[bytes] = set()
         self._taking: set[asyncio.Future[list[Transaction | RequestError]]] = set()
         self._next_intake_sweep = 0.0
         self.relay = TxRelay(
@@ -388,7 +389,11 @@ class ChannelService:
         except icon_tx.InvalidTransaction as exc:
             raise RequestError(ErrorKind.INVALID, exc.message) from None
         tx = Transaction.from_icon(checked, signature_verified=True)  # checked once on this peer
-        if tx.hash in self.consensus.pool or self.store.has_transaction(tx.hash):
+        if (
+            tx.hash in self.consensus.pool
+            or tx.hash in self._reserved_hashes  # sent in another batch being taken in
+            or self.store.has_transaction(tx.hash)
+        ):
             raise RequestError(ErrorKind.INVALID, f"transaction {checked.tx_hash} is already known")
         try:
             self.consensus.pool.check(tx, time.time())
@@ -497,6 +502,7 @@ class ChannelService:
         balances are asked, while the intake log is written) do not take the same room."""
         self._reserved += len(txs)
         self._reserved_bytes += sum(len(tx.encode()) for tx in txs)
+        self._reserved_hashes.update(tx.hash for tx in txs)
         if self._rate is not None:
             self._rate.take(len(txs))
 
@@ -506,6 +512,7 @@ class ChannelService:
         counts the transactions a peer takes)."""
         self._reserved -= len(txs)
         self._reserved_bytes -= sum(len(tx.encode()) for tx in txs)
+        self._reserved_hashes.difference_update(tx.hash for tx in txs)
         if self._rate is not None and not pooled:
             self._rate.give_back(len(txs))
 

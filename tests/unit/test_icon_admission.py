@@ -41,10 +41,12 @@ class HeldBalances:
     def __init__(self, poor: frozenset[str] = frozenset()) -> None:
         self.poor = poor
         self.asked: set[str] = set()
+        self.calls = 0
         self._answer = asyncio.Event()
 
     async def balance(self, address: str) -> tuple[int, int, int]:
         self.asked.add(address)
+        self.calls += 1
         await self._answer.wait()
         return (0 if address in self.poor else RICH), RICH, 0
 
@@ -196,3 +198,26 @@ async def test_a_batch_whose_client_went_away_during_its_balance_check_gives_its
     outcomes = await service.create_icon_txs(icon_batch(signer) + icon_batch(signer, 2))
     assert len(taken(outcomes)) == ROOM, outcomes
     assert len(service.consensus.pool) == ROOM
+
+
+async def test_a_transaction_sent_again_while_its_first_copy_is_being_taken_in_is_known(
+    cluster: Cluster,
+) -> None:
+    """The same signed transactions sent in a second batch while the first waits on its balance
+    check: the second copy is refused as known (before, both passed and held room twice)."""
+    balances = HeldBalances()
+    service = lone_peer(cluster, balances)
+    signer = Signer.generate()
+    texts = icon_batch(signer)
+    first = asyncio.create_task(service.create_icon_txs(texts))
+    await cluster.wait(lambda: balances.calls == BATCH, "the first batch's admission")
+    second = asyncio.create_task(service.create_icon_txs(texts))
+    await cluster.wait(lambda: second.done() or balances.calls > BATCH, "the second's admission")
+    balances.answer()
+    for refusal in await second:
+        assert isinstance(refusal, RequestError), refusal
+        assert refusal.kind is ErrorKind.INVALID and "is already known" in refusal.message
+    assert len(taken(await first)) == BATCH
+    assert len(service.consensus.pool) == BATCH
+    again = await service.create_icon_txs(texts)  # pooled now: known there
+    assert all(isinstance(o, RequestError) and "already known" in o.message for o in again)
