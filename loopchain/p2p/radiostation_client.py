@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,15 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
+# A RadioStation answers RESOURCE_EXHAUSTED when it holds its bound of calls at once (MAX_CALLS of
+# loopchain/radiostation/main.py): it is up and its registry is the newest, so the call is made there again, BUSY_TRIES times at
+# most, after BUSY_BACKOFF_S (jittered, twice as long before each next try), all within the
+# call's deadline (GRPC_TIMEOUT), before the next RadioStation is tried. Every other code
+# (UNAVAILABLE, DEADLINE_EXCEEDED, ...) makes it unreachable at once.
+BUSY_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED})
+BUSY_TRIES = 3
+BUSY_BACKOFF_S = 0.05
+
 
 class RadioStationRefused(RuntimeError):
     """The RadioStation answered with an error code (`code`, a ResponseCode value)."""
@@ -44,6 +55,11 @@ class RadioStationRefused(RuntimeError):
 
 class RadioStationUnreachable(TransportError):
     """The RadioStation did not answer (down, late, or refusing the connection)."""
+
+
+class RadioStationBusy(RadioStationUnreachable):
+    """The RadioStation is up but answered busy (RESOURCE_EXHAUSTED) each time it was tried; a
+    RadioStationUnreachable, as no answer came, to be logged as busy rather than as down."""
 
 
 @dataclass(frozen=True)
@@ -139,10 +155,25 @@ class RadioStationClient:
         return int(reply.peer_list_version)
 
     async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
-        try:
-            return await method(request, timeout=self.timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise RadioStationUnreachable(exc.code().name) from None
+        """`method(request)`, made again while this RadioStation answers busy (BUSY_CODES): at
+        most BUSY_TRIES times, after a jittered backoff, all within one GRPC_TIMEOUT."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        pause = BUSY_BACKOFF_S
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return await method(request, timeout=deadline - loop.time())
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in BUSY_CODES:
+                    raise RadioStationUnreachable(exc.code().name) from None
+                busy = f"busy ({exc.code().name}, {tries} tries): {exc.details()}"
+            wait = pause * random.uniform(0.5, 1.0)
+            if tries >= BUSY_TRIES or loop.time() + wait >= deadline:
+                raise RadioStationBusy(busy)
+            await asyncio.sleep(wait)
+            pause *= 2
 
     async def close(self) -> None:
         await self._channel.close()
@@ -152,7 +183,9 @@ class RadioStations:
     """The RadioStation and its standbys (`-r ip:port,ip:port`), used like one client: each call
     goes to the one that answered last and, when it is unreachable, to the others in turn; the
     first that answers is used from then on. A refusal is an answer: it is not tried elsewhere,
-    and the one that refused is used from then on too."""
+    and the one that refused is used from then on too. One that is busy is tried again first
+    (RadioStationClient._call) and only then left for the next; when none answers, the error is
+    RadioStationBusy if one of them was busy, naming each one and why."""
 
     def __init__(self, targets: Sequence[str], config: Config, tls: Tls | None = None) -> None:
         if not targets:
@@ -165,7 +198,8 @@ class RadioStations:
         return self._clients[self._current].target
 
     async def _first_answer(self, call: Callable[[RadioStationClient], Awaitable[T]]) -> T:
-        failure: RadioStationUnreachable | None = None
+        failures: list[str] = []
+        busy = False
         count = len(self._clients)
         for step in range(count):
             index = (self._current + step) % count
@@ -173,20 +207,20 @@ class RadioStations:
             try:
                 answer = await call(client)
             except RadioStationUnreachable as exc:
-                failure = RadioStationUnreachable(f"{client.target}: {exc}")
+                failures.append(f"{client.target}: {exc}")
+                busy = busy or isinstance(exc, RadioStationBusy)
                 continue
             except RadioStationRefused:
-                self._answered(index)
+                self._answered(index, failures)
                 raise
-            self._answered(index)
+            self._answered(index, failures)
             return answer
-        assert failure is not None
-        raise failure
+        raise (RadioStationBusy if busy else RadioStationUnreachable)("; ".join(failures))
 
-    def _answered(self, index: int) -> None:
+    def _answered(self, index: int, failures: list[str]) -> None:
         if index != self._current:
             log.warning(
-                "RadioStation %s answers in place of %s", self._clients[index].target, self.target
+                "RadioStation %s answers in place of %s", self._clients[index].target, failures[0]
             )
             self._current = index
 

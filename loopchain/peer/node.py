@@ -21,6 +21,7 @@ from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_client import GrpcTransport
 from loopchain.p2p.radiostation_client import (
     ChannelGrant,
+    RadioStationBusy,
     RadioStationRefused,
     RadioStations,
     RadioStationUnreachable,
@@ -197,6 +198,7 @@ class PeerNode:
         self._register_again_wait = float(self.config.HEARTBEAT_INTERVAL)
         self._unknown_to: str | None = None
         self._ungranted: set[str] = set()
+        self._busy_logged_at = -math.inf  # a busy RadioStation is warned about once an interval
         self.metrics = PeerMetrics(
             lambda: {name: service.gauges for name, service in self.channels.items()},
             process=True,
@@ -345,8 +347,9 @@ class PeerNode:
             except RadioStationUnreachable as exc:
                 if cached is not None:
                     log.warning(
-                        "RadioStation %s unreachable (%s); using the last registration",
+                        "RadioStation %s %s (%s); using the last registration",
                         rs.target,
+                        "busy" if isinstance(exc, RadioStationBusy) else "unreachable",
                         exc,
                     )
                     return _decode_registration(cached)
@@ -437,12 +440,25 @@ class PeerNode:
                     await self._refresh_peers(rs, service)
                     versions[name] = version
             except (RadioStationUnreachable, RadioStationRefused) as exc:
-                log.debug("heartbeat to RadioStation failed: %s", exc)
+                if isinstance(exc, RadioStationBusy):
+                    self._warn_busy(exc)
+                else:
+                    log.debug("heartbeat to RadioStation failed: %s", exc)
                 if not service.members:
                     service.set_members(self._cached_members(name))
                 unknown = isinstance(exc, RadioStationRefused) and exc.unknown_peer
                 if unknown and name not in self._ungranted:
                     await self._register_again(rs)
+
+    def _warn_busy(self, exc: RadioStationBusy) -> None:
+        """A heartbeat (or member list) the RadioStation was too busy to answer: warned about once
+        a HEARTBEAT_INTERVAL however many channels ask; the next heartbeat tries again."""
+        now = asyncio.get_running_loop().time()
+        if now - self._busy_logged_at < float(self.config.HEARTBEAT_INTERVAL):
+            log.debug("heartbeat to RadioStation failed: %s", exc)
+            return
+        self._busy_logged_at = now
+        log.warning("RadioStation busy (%s): tried again at the next heartbeat", exc)
 
     async def _register_again(self, rs: RadioStations) -> None:
         """Register again (as at the start) with a RadioStation that does not know this peer: one
