@@ -1,12 +1,27 @@
 """Making files and folders survive a power cut: what is written is synced before it is named
-(a module of the bottom layer: keys, stores, the RadioStation and SCORE packages all write so)."""
+(a module of the bottom layer: keys, stores, the RadioStation and SCORE packages all write so).
+
+write_atomic writes `.{name}.{pid}.{8 hex digits}.tmp` next to `name`, holding an flock on it,
+then renames it over `name`. A writer killed midway (kill -9, a power cut) leaves that file behind;
+whoever opens the folder next removes it with sweep_leftovers, only when its writer is provably
+gone: no process of that pid lives here AND nobody holds its lock (a reused pid keeps it; a writer
+in another pid namespace holds the lock, so a pid unknown here is not enough on its own).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import os
+import re
 import secrets
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MAX_SWEPT = 64  # leftovers one sweep removes at most (more go at the next opening)
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.tmp")
 
 
 def sync_directory(directory: Path) -> None:
@@ -45,6 +60,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held until closed: sweep_leftovers keeps the file
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -67,3 +83,73 @@ def make_directories(directory: Path) -> None:
     for made in reversed(missing):
         made.mkdir(exist_ok=True)  # another writer may make it at the same time
         sync_directory(made.parent)
+
+
+def process_alive(pid: int) -> bool:
+    """True when a process of id `pid` exists here (of any user; a zombie too)."""
+    if pid <= 0:
+        return True  # not a process id: never taken for a dead one
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's; or no pid we know how to ask about
+        return True
+    return True
+
+
+def take_free_lock(path: Path) -> int | None:
+    """An open descriptor of `path` holding its flock when nobody else held it (close it to
+    release), or None: the lock is held, or the file cannot be opened (a link is not followed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def sweep_leftovers(directory: Path, limit: int = MAX_SWEPT) -> int:
+    """Remove from `directory` the temporary files of write_atomic calls whose writer died
+    midway: regular files of this user named `.{name}.{pid}.{8 hex}.tmp` whose pid is no live
+    process here and whose lock nobody holds. At most `limit`; how many were removed (0 when
+    the folder cannot be read: a sweep never stops an opening)."""
+    removed = 0
+    uid = os.getuid()
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if removed >= limit:
+                break
+            match = _LEFTOVER.fullmatch(entry.name)
+            if match is None or process_alive(int(match["pid"])):
+                continue
+            if _remove_unlocked_file(entry, uid):
+                removed += 1
+    if removed:
+        log.info("removed %d temporary files of writes killed midway from %s", removed, directory)
+    return removed
+
+
+def _remove_unlocked_file(entry: os.DirEntry[str], uid: int) -> bool:
+    """Unlink `entry` when it is a regular file of `uid` whose flock is free (taken meanwhile)."""
+    try:
+        if not entry.is_file(follow_symlinks=False):
+            return False
+        if entry.stat(follow_symlinks=False).st_uid != uid:
+            return False
+    except OSError:
+        return False
+    fd = take_free_lock(Path(entry.path))
+    if fd is None:
+        return False
+    try:
+        os.unlink(entry.path)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True

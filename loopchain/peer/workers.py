@@ -4,9 +4,10 @@ it again whenever it exits.
 A worker is a peer of one channel (`python -m loopchain.peer.worker`): its own event loop, block
 store, SCORE process, links to the other peers and heartbeats to the RadioStation, so that channels
 use separate cores and one channel's load or crash does not hold up another. It serves on a unix
-socket in a directory of mode 0700 with an unguessable name; what it needs (the channel's grant,
-the key's password) comes on its stdin, never in its arguments or environment. It ends when the
-peer ends, however the peer ends.
+socket in a directory of mode 0700 with an unguessable name (socket_dir.py: left by a peer killed
+with kill -9, it is removed by the next one); what it needs (the channel's grant, the key's
+password) comes on its stdin, never in its arguments or environment. It ends when the peer ends,
+however the peer ends.
 
 A worker killed or crashed is started again after a backoff (what it acknowledged is in its store
 and intake log); one that exits with status 1 or 2 (its storage failed, or it could not start)
@@ -20,22 +21,16 @@ import contextlib
 import json
 import logging
 import os
-import secrets
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from loopchain.configure import Config
 from loopchain.lifecycle import CHILD_GROUP
 from loopchain.p2p.worker_link import WorkerLink
 from loopchain.peer.children import Supervised
-from loopchain.scoreservice.supervisor import (
-    MAX_SOCKET_PATH_BYTES,
-    private_dir,
-)
+from loopchain.scoreservice.socket_dir import SocketDir
+from loopchain.scoreservice.supervisor import MAX_SOCKET_PATH_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +50,8 @@ class ChannelWorker(Supervised):
     ) -> None:
         super().__init__(f"worker of channel {channel}")
         self.channel = channel
-        self.socket_dir = Path(tempfile.gettempdir()).absolute() / (
-            SOCKET_DIR_PREFIX + secrets.token_hex(8)
-        )
+        self._socket_dir = SocketDir(SOCKET_DIR_PREFIX)  # swept by the next peer when left
+        self.socket_dir = self._socket_dir.path
         self.socket_path = self.socket_dir / "peer.sock"
         size = len(os.fsencode(str(self.socket_path)))
         if size > MAX_SOCKET_PATH_BYTES:
@@ -76,13 +70,13 @@ class ChannelWorker(Supervised):
             if code is not None:
                 self._on_fatal(f"the worker of channel {self.channel} exited with status {code}")
         finally:
-            shutil.rmtree(self.socket_dir, ignore_errors=True)
+            self._socket_dir.close()
 
     def _fatal(self, code: int | None) -> bool:
         return code in FATAL_EXIT_CODES
 
     async def _spawn(self) -> asyncio.subprocess.Process:
-        private_dir(self.socket_dir)
+        self._socket_dir.open()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()  # a dead worker's socket
         return await asyncio.create_subprocess_exec(

@@ -15,7 +15,9 @@ tools/certificate_util.py:
 
 Every file is written under a temporary name of its own (the RadioStation and certificate_util
 writing at once never share one), synced and renamed, and its folder synced, as is a new folder
-into its parent (durable.write_atomic): a crash or power cut leaves the old or the new.
+into its parent (durable.write_atomic): a crash or power cut leaves the old or the new. The
+temporary files of a writer killed midway are swept (durable.sweep_leftovers) from the top folder
+when the directory is opened, and from a peer's folders when it is issued a certificate.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loopchain.configure import Config
-from loopchain.durable import write_atomic
+from loopchain.durable import sweep_leftovers, write_atomic
 from loopchain.lazy import lazy_module
 from loopchain.types.crypto import verify
 
@@ -97,6 +99,7 @@ class CertificateDirectory:
     def __init__(self, root: Path, password: pki.Password = None) -> None:
         self.root = root
         self._password = password
+        sweep_leftovers(root)
         self._ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None
 
     @property
@@ -183,6 +186,8 @@ class CertificateDirectory:
             raise BadCertRequest(str(exc)) from None
         peer_id, _ = pki.peer_identity(cert)
         folder = self.peer_dir(peer_id)
+        sweep_leftovers(folder)
+        sweep_leftovers(folder / "issued")
         pem = pki.certificate_to_pem(cert)
         _write_atomic(folder / "issued" / f"{pki.serial_hex(cert.serial_number)}.pem", pem)
         if tls_key_pem is not None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loopchain.durable import sweep_leftovers
 from loopchain.types import canonical, channel_name
 from loopchain.types.canonical import EncodingError
 from loopchain.types.channel_name import is_channel_name
@@ -267,7 +268,9 @@ def parse_channels(path: Path, data: Any, default_package: str) -> dict[str, Cha
 
 
 def load_channels(path: Path, default_channel: str, default_package: str) -> dict[str, ChannelSpec]:
-    """Read the channel file, or one open default channel when the file does not exist."""
+    """Read the channel file, or one open default channel when the file does not exist
+    (temporary files of writes of it killed midway are swept from its folder first)."""
+    sweep_leftovers(path.absolute().parent)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

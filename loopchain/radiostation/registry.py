@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loopchain.durable import write_atomic
+from loopchain.durable import sweep_leftovers, write_atomic
 from loopchain.radiostation.channels import ChannelSpec
 
 FORMAT = 1
@@ -105,7 +105,9 @@ class Registry:
 
     @classmethod
     def open(cls, path: Path, channels: Mapping[str, ChannelSpec], channel_auth: bool) -> Registry:
-        """Load the registry at `path` (empty when absent) and bring membership up to date."""
+        """Load the registry at `path` (empty when absent) and bring membership up to date;
+        temporary files of saves killed midway are swept from its folder first."""
+        sweep_leftovers(path.parent)
         registry = cls(channels, channel_auth, path)
         if path.exists():
             registry._restore(_read_json(path))

@@ -10,7 +10,8 @@ A SCORE is other people's code, so the process gets nothing of the peer it does 
 * its own empty working directory (mode 0700, emptied at every start), as $HOME too;
 * no inherited file descriptors but stdin (/dev/null), stdout and stderr;
 * its unix socket inside a directory of mode 0700 with an unguessable name, so no other user can
-  reach it or put a socket in its place;
+  reach it or put a socket in its place (socket_dir.py: a peer killed with kill -9 leaves it, and
+  the next SCORE supervisor started with the same temp directory removes it);
 * its package and state DB as absolute paths in the Load call.
 Before the first start the supervising process makes itself non-dumpable, so processes of the same
 user (its SCORE among them) can no longer read its memory or environment through /proc or ptrace;
@@ -26,11 +27,7 @@ import ctypes
 import dataclasses
 import logging
 import os
-import secrets
-import shutil
-import stat
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -44,6 +41,7 @@ from loopchain.scoreservice.client import (
     ScoreUnavailable,
 )
 from loopchain.scoreservice.packages import ScorePackage
+from loopchain.scoreservice.socket_dir import SocketDir, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -92,21 +90,6 @@ def score_environment(environ: Mapping[str, str], work_dir: Path) -> dict[str, s
     return env
 
 
-def private_dir(path: Path, *, empty: bool = False) -> Path:
-    """Make `path` a directory only this user may enter (mode 0700), emptied first when `empty`;
-    OSError when it is a link or belongs to someone else."""
-    if empty:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(path)  # refuses a symbolic link (OSError)
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700)
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise OSError(f"{path} is not a directory of this user; refusing to use it")
-    os.chmod(path, 0o700)
-    return path
-
-
 def keep_memory_private() -> bool:
     """Make this process non-dumpable (prctl PR_SET_DUMPABLE 0): processes of the same user without
     CAP_SYS_PTRACE can no longer read its memory, environment or open files through /proc or ptrace.
@@ -137,8 +120,8 @@ class ScoreSupervisor:
         if package is not None:
             package = dataclasses.replace(package, path=Path(package.path).absolute())
         self.package = package
-        socket_dir = f"{SOCKET_DIR_PREFIX}{secrets.token_hex(8)}"
-        self.socket_dir = Path(tempfile.gettempdir()).absolute() / socket_dir  # made at start
+        self._socket_dir = SocketDir(SOCKET_DIR_PREFIX)  # made at start
+        self.socket_dir = self._socket_dir.path
         self.socket_path = self.socket_dir / SOCKET_NAME
         self._client = ScoreClient(self.socket_path, config, on_invoke_timeout=self.kill)
         self._process: asyncio.subprocess.Process | None = None
@@ -208,7 +191,7 @@ class ScoreSupervisor:
                 )
             await self._supervise()
         finally:
-            shutil.rmtree(self.socket_dir, ignore_errors=True)
+            self._socket_dir.close()
             self._finished.set()
 
     async def _supervise(self) -> None:
@@ -249,7 +232,7 @@ class ScoreSupervisor:
         return f"{ended}: {failure}" if failure else ended
 
     async def _spawn(self) -> asyncio.subprocess.Process:
-        private_dir(self.socket_dir)
+        self._socket_dir.open()
         self.work_dir.parent.mkdir(parents=True, exist_ok=True)
         private_dir(self.work_dir, empty=True)
         self.state_path.parent.mkdir(parents=True, exist_ok=True)

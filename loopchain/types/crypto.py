@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from coincurve import PublicKey
 
-from loopchain.durable import write_atomic
+from loopchain.durable import sweep_leftovers, write_atomic
 from loopchain.types.hashing import sha3_256
 from loopchain.types.passwords import KEY_PASSWORD_ENV, OWNER_ONLY, access_problem
 
@@ -217,8 +217,10 @@ def open_key_file(path: Path, password: str | None = None) -> KeyFile:
 
     A new key is written as PKCS#8 PEM encrypted with `password`, or as hex when there is no
     password (a development network). An existing file may hold hex, PEM or encrypted PEM (which
-    needs `password`); a file group or others may access is refused.
+    needs `password`); a file group or others may access is refused. Temporary files of writes
+    killed midway are swept from its folder first (durable.sweep_leftovers).
     """
+    sweep_leftovers(path.parent)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
