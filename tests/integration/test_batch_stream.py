@@ -18,10 +18,12 @@ from loopchain.configure import load_config
 from loopchain.p2p import grpc_util, peer_service
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_service import PeerServicer
-from loopchain.p2p.server import PeerServer
+from loopchain.p2p.server import PeerServer, start_peer_server
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.rest import submit
 from loopchain.rest.batch_stream import BatchStreams
+from loopchain.rest.handlers import PeerApi
 from loopchain.types import canonical
 from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
@@ -292,3 +294,55 @@ def _said_ready(proc: Proc) -> Callable[[], Awaitable[bool]]:
         return "ready" in proc.log_text()
 
     return ready
+
+
+def _texts_of(sizes: list[int], first: int) -> list[str]:
+    """Client bodies `{"n":N,"pad":"xx…"}` of exactly `sizes` bytes each, numbered from `first`."""
+    texts = []
+    for n, size in enumerate(sizes, first):
+        head = canonical.encode({"n": n, "pad": ""}).decode()
+        texts.append(head[:-2] + "x" * (size - len(head)) + head[-2:])
+    assert [len(t) for t in texts] == sizes
+    return texts
+
+
+async def test_the_largest_batch_a_proxy_sends_passes_the_bounds_of_the_peers_server() -> None:
+    """The proxy's submitter gathers at most MAX_BATCH submissions of at most
+    max_submissions_bytes into one call; the peer's server, started as a peer starts it (its
+    request and call bounds), takes the largest such batch whole: every submission is answered
+    with its hash (a bound without room for the call's envelope refused it RESOURCE_EXHAUSTED)."""
+    config = load_config(environ={}, overrides={"GRPC_TIMEOUT": 60.0})  # a slow machine's signing
+    port = free_port_pair()
+    channel = Channel()
+    server = await start_peer_server(OneChannelBackend(channel), "receiver", config, port, None)
+    api = PeerApi(config, f"127.0.0.1:{port}")
+    await api.start()
+    carried: list[int] = []
+    api.on_submission_call = carried.append
+    limit = grpc_util.max_submissions_bytes(config)
+    each, extra = divmod(limit, submit.MAX_BATCH)  # MAX_BATCH texts of `limit` bytes in all
+    sizes = [each + 1] * extra + [each] * (submit.MAX_BATCH - extra)
+    try:
+        channel.released.clear()  # the first call is held while the others gather behind it
+        first = asyncio.create_task(api.submitter.submit(CHANNEL, _texts_of([100], 0)[0]))
+        await wait_until_async(_async(lambda: channel.waiting == 1), TIMEOUT, "the first call")
+        texts = _texts_of(sizes, 1)
+        rest = [asyncio.create_task(api.submitter.submit(CHANNEL, text)) for text in texts]
+        gathered = _async(lambda: len(api.submitter._waiting.get(CHANNEL, [])) == len(texts))
+        await wait_until_async(gathered, TIMEOUT, "the submissions gathered")
+        channel.released.set()
+        hashes = await asyncio.gather(first, *rest)
+    finally:
+        await api.close()
+        await server.stop(grace=0)
+    assert carried == [1, submit.MAX_BATCH]
+    assert len(set(hashes)) == 1 + len(texts)
+    assert [channel.numbers[h] for h in hashes] == list(range(1 + len(texts)))
+    assert sum(len(canonical.encode(body)) for body in channel.taken[1:]) == limit
+
+
+def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def checked() -> bool:
+        return check()
+
+    return checked

@@ -18,7 +18,7 @@ import pytest
 
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
-from loopchain.p2p import grpc_util, peer_client, peer_service
+from loopchain.p2p import grpc_util, peer_client, peer_service, server
 from loopchain.p2p.errors import RequestError
 from loopchain.p2p.peer_client import GrpcTransport, PeerLink
 from loopchain.p2p.peer_service import PeerServicer, max_proposal_bytes
@@ -44,6 +44,8 @@ class Channel:
 
     events: list[m.Event] = field(default_factory=list)
     txs: list[Transaction] = field(default_factory=list)
+    held: int = 0  # balance calls waiting for `answer`
+    answer: asyncio.Event = field(default_factory=asyncio.Event)
 
     def receive(self, event: m.Event) -> None:
         self.events.append(event)
@@ -56,6 +58,12 @@ class Channel:
 
     def member_ids(self) -> set[str]:
         return set()
+
+    async def balance(self, address: str) -> tuple[int, int, int]:
+        """Answered once `answer` is set: a slow call (its SCORE busy)."""
+        self.held += 1
+        await self.answer.wait()
+        return 0, 0, 0
 
 
 class Monitor:
@@ -482,3 +490,35 @@ async def test_the_peer_server_refuses_a_request_past_its_bound_unread() -> None
     finally:
         await server.stop(grace=0)
     assert _heights(backend.alpha) == [7] and len(backend.alpha.events) == 1
+
+
+async def test_link_streams_go_on_while_every_call_besides_them_is_held(
+    transport: GrpcTransport,
+) -> None:
+    """A peer's server takes MAX_INBOUND_STREAMS link streams besides its proxy's
+    REST_MAX_INFLIGHT calls and MAX_OTHER_CALLS more: with that many slow calls held (a busy
+    SCORE's balance reads), a link's open stream still delivers, and a lane opening its stream
+    now gets one (without the streams' share, it and its fallback call were refused)."""
+    port = free_port_pair()
+    backend, monitor = OneChannelBackend(Channel()), Monitor()
+    served = await start_peer_server(backend, "receiver", CONFIG, port, None, monitor)
+    peer, alpha = PeerInfo("receiver", f"127.0.0.1:{port}", 0), backend.alpha
+    others = int(CONFIG.REST_MAX_INFLIGHT) + server.MAX_OTHER_CALLS
+    try:
+        transport.send_consensus(peer, CHANNEL, "sender", _vote(0))  # the consensus lane opens
+        await _arrived("the first vote", lambda: alpha.events)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.PeerServiceStub(channel)
+            request = pb.BalanceRequest(channel=CHANNEL, address="hx" + "0" * 40)
+            held = [asyncio.ensure_future(stub.GetBalance(request)) for _ in range(others)]
+            await _arrived(f"{others} calls held", lambda: alpha.held == others)
+            transport.send_consensus(peer, CHANNEL, "sender", _vote(1))  # on the open stream
+            transport.send_txs(peer, CHANNEL, [_tx(1)])  # the gossip lane opens its stream
+            await _arrived("the vote and the batch", lambda: len(alpha.events) == 2 and alpha.txs)
+            assert len(served._servicer._streams) == 2  # the batch came on a stream
+            alpha.answer.set()
+            assert len(await asyncio.gather(*held)) == others
+    finally:
+        await served.stop(grace=0)
+    assert _heights(alpha) == [0, 1] and [tx.hash for tx in alpha.txs] == [_tx(1).hash]
+    assert monitor.errors == []

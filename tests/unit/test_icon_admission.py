@@ -221,3 +221,25 @@ async def test_a_transaction_sent_again_while_its_first_copy_is_being_taken_in_i
     assert len(service.consensus.pool) == BATCH
     again = await service.create_icon_txs(texts)  # pooled now: known there
     assert all(isinstance(o, RequestError) and "already known" in o.message for o in again)
+
+
+async def test_a_batch_a_full_disk_refused_gives_its_room_back_at_once(
+    cluster: Cluster, limit: Limit
+) -> None:
+    """A batch admitted and then refused by a disk below its reserve (STORAGE_MIN_FREE_MB) gives
+    back the room it held, its rate tokens too: the same number is admitted at once after (a
+    second's refill could hide a rate's lost tokens only on a run over a second long)."""
+    balances = HeldBalances()
+    balances.answer()
+    service = lone_peer(cluster, balances)
+    assert service.intake is not None
+    signer = Signer.generate()
+    service.intake.min_free_bytes = 1 << 62  # more than any disk has
+    refused = await service.create_icon_txs(icon_batch(signer, ROOM))
+    for refusal in refused:
+        assert isinstance(refusal, RequestError), refusal
+        assert refusal.kind is ErrorKind.POOL_FULL and "MB free" in refusal.message, refusal
+    service.intake.min_free_bytes = 0  # space is back
+    outcomes = await service.create_icon_txs(icon_batch(signer, ROOM))
+    assert len(taken(outcomes)) == ROOM, outcomes
+    assert len(service.consensus.pool) == ROOM
