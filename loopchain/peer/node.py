@@ -16,6 +16,7 @@ from typing import Any
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import Config
 from loopchain.consensus import messages as m
+from loopchain.durable import write_atomic
 from loopchain.p2p import grpc_util
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_client import GrpcTransport
@@ -48,6 +49,9 @@ MEMBERS_RETRY_S = 0.2  # the least time between two member-list requests a chann
 MAX_REGISTER_AGAIN_WAIT_S = 300.0  # registering again, refused, waits twice as long, up to this
 
 REGISTRATION_CACHE = "radiostation_registration"
+# what a channel worker registered again with, in its channel's folder: its peer, which holds the
+# registration cache, takes it in (_take_worker_registrations)
+WORKER_REGISTRATION = "registration_again.json"
 
 
 @dataclass(frozen=True)
@@ -330,6 +334,7 @@ class PeerNode:
     async def _register(self, rs: RadioStations, stop: asyncio.Event) -> Registration | None:
         """Register with the RadioStation, falling back to the last registration it gave us."""
         assert self.signer is not None and self.node_store is not None
+        self._take_worker_registrations()  # left by workers that ended with a peer killed
         cached = self.node_store.get(REGISTRATION_CACHE.encode())
         delay = 0.5
         while not stop.is_set():
@@ -429,6 +434,8 @@ class PeerNode:
         """One heartbeat per channel, and its member list when it changed (by `versions`), is
         missing or `wanted`; a RadioStation that does not know this peer is registered with again."""
         assert self.signer is not None
+        if self.workers:
+            self._take_worker_registrations()
         for name, service in self.channels.items():
             try:
                 status = service.status()
@@ -486,9 +493,32 @@ class PeerNode:
         self._register_again_wait = float(self.config.HEARTBEAT_INTERVAL)
         log.info("registered again with RadioStation %s as order %d", rs.target, registration.order)
         self._compare_registration(rs.target, registration)
+        cache = _encode_registration(registration)
         if self.options.worker is None:
             assert self.node_store is not None
-            cache = _encode_registration(registration)
+            self.node_store.put(REGISTRATION_CACHE.encode(), cache, sync=True)
+        else:  # its peer holds the cache
+            write_atomic(self.root / self.options.worker.grant.channel / WORKER_REGISTRATION, cache)
+
+    def _take_worker_registrations(self) -> None:
+        """Take into the registration cache what channel workers registered again with (the
+        newest, when several did), as a peer without workers caches its own."""
+        assert self.node_store is not None
+        found: list[tuple[int, bytes]] = []
+        for path in self.root.glob(f"*/{WORKER_REGISTRATION}"):
+            taken = path.with_name(f".{WORKER_REGISTRATION}.taken")
+            try:
+                os.replace(path, taken)  # a worker writing again meanwhile makes a new one
+                found.append((taken.stat().st_mtime_ns, taken.read_bytes()))
+                taken.unlink()
+            except OSError as exc:
+                log.warning("cannot take the registration a channel worker made: %s", exc)
+        for _, cache in sorted(found)[-1:]:
+            try:
+                _decode_registration(cache)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("a channel worker's registration is unreadable: %s", exc)
+                continue
             self.node_store.put(REGISTRATION_CACHE.encode(), cache, sync=True)
 
     def _compare_registration(self, target: str, registration: Registration) -> None:
@@ -576,6 +606,8 @@ class PeerNode:
     async def _shutdown(self, server: PeerServer, rest_task: asyncio.Task[None] | None) -> None:
         log.info("shutting down")
         await asyncio.gather(*(worker.stop() for worker in self.workers.values()))
+        if self.workers and self.node_store is not None:
+            self._take_worker_registrations()  # what they registered again with, to the last
         if self.rest_proxy is not None and rest_task is not None:
             await self.rest_proxy.stop()
             await rest_task

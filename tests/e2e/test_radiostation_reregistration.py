@@ -5,11 +5,18 @@ data is a copy taken before the peer registered. Real radiostation.py and peer.p
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
+from loopchain.peer.node import REGISTRATION_CACHE
+from loopchain.storage.leveldb import LevelDBStore
 from tools.procs import REST_DIFF, LocalNetwork, Proc, free_port_pair, get, wait_serving, wait_until
 
+WORKER_CHANNELS = {
+    "alpha": {"score_package": "loopchain/default"},
+    "beta": {"score_package": "loopchain/default"},
+}
 DEADLINE = 30.0  # many heartbeat intervals (0.5 s) and gRPC deadlines; a registration takes ~0.1 s
 REGISTERING_AGAIN = "does not know this peer: registering again"
 
@@ -83,3 +90,40 @@ def test_a_standby_with_an_older_copy_lists_the_peer_once_the_primary_is_gone(
         assert "now signs as" not in log
     finally:
         net.stop_and_check()
+
+
+def test_a_peer_running_its_channels_in_workers_registers_again_and_caches_the_answer(
+    tmp_path: Path,
+) -> None:
+    """With its channels in worker processes (CHANNEL_WORKERS "always"), each worker heartbeats
+    for its channel, and the first refused as unknown by the RadioStation restarted on an empty
+    folder registers the peer again (the others' heartbeats pass from then on); the peer's
+    registration cache (what it starts with while no RadioStation answers) takes the new answer,
+    as a peer without workers does."""
+    (tmp_path / "channel_manage_data.json").write_text(json.dumps(WORKER_CHANNELS))
+    net = LocalNetwork(
+        tmp_path, {"LOOPCHAIN_DEFAULT_CHANNEL": "alpha", "CHANNEL_WORKERS": "always"}
+    )
+    try:
+        rs = net.start_radiostation()
+        port, peer_id = _start_peer(net)
+        assert rs.stop() == 0
+        shutil.rmtree(tmp_path / "storage" / f"radiostation_{net.rs_port}")
+        net.start_radiostation()
+
+        wait_until(lambda: _listed(net.rs_rest, peer_id), DEADLINE, "the peer listed again")
+        text = net.peers[port].log_text()
+        # the first worker refused registers again; another refused before that is done too
+        assert 1 <= text.count(REGISTERING_AGAIN) <= len(WORKER_CHANNELS), text[-3000:]
+        signs = re.findall(r"now signs as (hx[0-9a-f]{40}), not as (hx[0-9a-f]{40})", text)
+        assert len(set(signs)) == 1, text[-3000:]
+    finally:
+        net.stop_and_check()
+    new, old = signs[0]
+    store = LevelDBStore(tmp_path / "storage" / f"peer_{port}" / "node")
+    try:
+        cached = json.loads(store.get(REGISTRATION_CACHE.encode()) or b"{}")
+    finally:
+        store.close()
+    assert cached["radiostation_address"] == new != old
+    assert sorted(c["channel"] for c in cached["channels"]) == sorted(WORKER_CHANNELS)
