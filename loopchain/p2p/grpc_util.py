@@ -179,16 +179,19 @@ def create_server(
     *,
     max_receive: int | None = None,
     max_rpcs: int | None = None,
+    max_unary: int | None = None,
 ) -> grpc.aio.Server:
     """An aio server taking requests of at most `max_receive` bytes (default
     GRPC_MAX_MESSAGE_BYTES) and `max_rpcs` calls at once (more are answered RESOURCE_EXHAUSTED
-    before their request is read; None: no bound), with no port sharing, that answers a request
-    whose bytes are not its method's message with INVALID_ARGUMENT (counted by
-    `count_refusal(method name, status name)` when given)."""
+    before their request is read; None: no bound), of which at most `max_unary` one-request,
+    one-reply calls (more are answered RESOURCE_EXHAUSTED: the rest of `max_rpcs` stays for
+    streams), with no port sharing, that answers a request whose bytes are not its method's
+    message with INVALID_ARGUMENT (refusals counted by `count_refusal(method name, status name)`
+    when given)."""
     receive = max_receive if max_receive is not None else int(config.GRPC_MAX_MESSAGE_BYTES)
     return grpc.aio.server(
         options=server_options(config, receive, max_rpcs),
-        interceptors=[MalformedRequests(count_refusal)],
+        interceptors=[CheckedRequests(count_refusal, max_unary)],
         maximum_concurrent_rpcs=max_rpcs,
     )
 
@@ -213,16 +216,30 @@ class _Undecodable:
         self.error = error
 
 
-class MalformedRequests(grpc.aio.ServerInterceptor):
+class _UnaryCalls:
+    """One-request, one-reply calls in a handler now, at most `limit` (None: any number)."""
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.held = 0
+
+
+class CheckedRequests(grpc.aio.ServerInterceptor):
     """A request (or a stream's message) whose bytes are not its method's message is answered
-    INVALID_ARGUMENT "malformed request: ..." and logged as a refusal (rate-limited). Left to
-    gRPC, each such call logged an ERROR with a traceback and was answered UNKNOWN."""
+    INVALID_ARGUMENT "malformed request: ..." and logged as a refusal (rate-limited): left to
+    gRPC, each such call logged an ERROR with a traceback and was answered UNKNOWN. A
+    one-request call past `max_unary` in handlers at once is answered RESOURCE_EXHAUSTED."""
 
     MAX_METHODS = 256  # checked handlers kept, one per method served
 
-    def __init__(self, count_refusal: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self, count_refusal: Callable[[str, str], None] | None = None, max_unary: int | None = None
+    ) -> None:
         self._checked: dict[str, grpc.RpcMethodHandler] = {}
         self._count = count_refusal
+        self._unary = _UnaryCalls(max_unary)
 
     async def intercept_service(
         self,
@@ -235,13 +252,15 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
             handler = await continuation(handler_call_details)
             if handler is None:  # no such method: gRPC answers UNIMPLEMENTED
                 return handler
-            checked = _checked_handler(handler, method, self._count)
+            checked = _checked_handler(handler, method, self._count, self._unary)
             if len(self._checked) < self.MAX_METHODS:
                 self._checked[method] = checked
         return checked
 
 
-def _checked_handler(handler: Any, method: str, count: Callable[[str, str], None] | None) -> Any:
+def _checked_handler(
+    handler: Any, method: str, count: Callable[[str, str], None] | None, unary: _UnaryCalls
+) -> Any:
     decode = handler.request_deserializer
     if decode is None:
         return handler
@@ -252,20 +271,30 @@ def _checked_handler(handler: Any, method: str, count: Callable[[str, str], None
         except Exception as exc:  # protobuf's DecodeError, or whatever a parser raises
             return _Undecodable(f"{type(exc).__name__}: {exc}"[:200])
 
+    def refused(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> Any:
+        if count is not None:
+            count(method.rpartition("/")[2], code.name)
+        return refuse(context, code, message)
+
     def refuse_malformed(bad: _Undecodable, context: grpc.aio.ServicerContext) -> Any:
         REFUSALS.refused("refused a call from %s: %s malformed request", context.peer(), method)
-        if count is not None:
-            count(method.rpartition("/")[2], grpc.StatusCode.INVALID_ARGUMENT.name)
-        return refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {bad.error}")
+        return refused(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {bad.error}")
 
     if handler.unary_unary is not None:
-        unary = handler.unary_unary
+        unary_handler = handler.unary_unary
 
         async def checked_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if isinstance(request, _Undecodable):
                 return refuse_malformed(request, context)
-            answer = unary(request, context)
-            return await answer if inspect.isawaitable(answer) else answer
+            if unary.limit is not None and unary.held >= unary.limit:
+                message = f"{unary.held} calls are in this server's handlers, limit {unary.limit}"
+                return refused(context, grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+            unary.held += 1
+            try:
+                answer = unary_handler(request, context)
+                return await answer if inspect.isawaitable(answer) else answer
+            finally:
+                unary.held -= 1
 
         return grpc.unary_unary_rpc_method_handler(
             checked_unary,

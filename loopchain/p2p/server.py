@@ -25,8 +25,14 @@ from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 MAX_OTHER_CALLS = 256
 
 
+def _max_unary(config: Config) -> int:
+    """One-off calls a peer takes at once: its proxy's and the others'; the rest of its call
+    bound stays for streams, which such calls cannot crowd out."""
+    return int(config.REST_MAX_INFLIGHT) + MAX_OTHER_CALLS
+
+
 def _max_calls(config: Config) -> int:
-    return MAX_INBOUND_STREAMS + int(config.REST_MAX_INFLIGHT) + MAX_OTHER_CALLS
+    return MAX_INBOUND_STREAMS + _max_unary(config)
 
 
 class PeerServer:
@@ -47,15 +53,18 @@ async def _serve(
     servicer: PeerServicer,
     bind: Callable[[grpc.aio.Server], None],
     max_rpcs: int | None,
+    max_unary: int | None = None,
 ) -> PeerServer:
-    """Start a server of `servicer` bound by `bind`, taking `max_rpcs` calls at once; the
-    refusals of malformed requests are counted by the servicer's monitor."""
+    """Start a server of `servicer` bound by `bind`, taking `max_rpcs` calls at once, of them
+    `max_unary` one-off calls; the refusals of malformed requests are counted by the servicer's
+    monitor."""
     monitor = servicer.monitor
     server = grpc_util.create_server(
         config,
         monitor.rpc_error if monitor is not None else None,
         max_receive=grpc_util.max_request_bytes(config),
         max_rpcs=max_rpcs,
+        max_unary=max_unary,
     )
     pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
     bind(server)
@@ -88,7 +97,7 @@ async def start_peer_server(
     servicer = PeerServicer(
         backend, peer_id, tls, monitor, workers=workers, max_proposal=_max_proposal(config)
     )
-    return await _serve(config, servicer, bind, _max_calls(config))
+    return await _serve(config, servicer, bind, _max_calls(config), _max_unary(config))
 
 
 async def start_worker_server(

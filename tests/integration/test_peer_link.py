@@ -492,33 +492,48 @@ async def test_the_peer_server_refuses_a_request_past_its_bound_unread() -> None
     assert _heights(backend.alpha) == [7] and len(backend.alpha.events) == 1
 
 
-async def test_link_streams_go_on_while_every_call_besides_them_is_held(
+async def test_link_streams_go_on_while_one_off_calls_crowd_the_server(
     transport: GrpcTransport,
 ) -> None:
     """A peer's server takes MAX_INBOUND_STREAMS link streams besides its proxy's
-    REST_MAX_INFLIGHT calls and MAX_OTHER_CALLS more: with that many slow calls held (a busy
-    SCORE's balance reads), a link's open stream still delivers, and a lane opening its stream
-    now gets one (without the streams' share, it and its fallback call were refused)."""
+    REST_MAX_INFLIGHT calls and MAX_OTHER_CALLS more. With as many slow one-off calls sent as
+    the whole bound takes but the open stream (a busy SCORE's balance reads), the one-off share
+    is held, the rest refused RESOURCE_EXHAUSTED, and a link's open stream still delivers while
+    a lane opening its stream now gets one (before, the calls took the streams' share too and
+    the stream and its fallback call were refused)."""
     port = free_port_pair()
     backend, monitor = OneChannelBackend(Channel()), Monitor()
     served = await start_peer_server(backend, "receiver", CONFIG, port, None, monitor)
     peer, alpha = PeerInfo("receiver", f"127.0.0.1:{port}", 0), backend.alpha
     others = int(CONFIG.REST_MAX_INFLIGHT) + server.MAX_OTHER_CALLS
+    crowd = others + peer_service.MAX_INBOUND_STREAMS - 1
     try:
         transport.send_consensus(peer, CHANNEL, "sender", _vote(0))  # the consensus lane opens
         await _arrived("the first vote", lambda: alpha.events)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.PeerServiceStub(channel)
             request = pb.BalanceRequest(channel=CHANNEL, address="hx" + "0" * 40)
-            held = [asyncio.ensure_future(stub.GetBalance(request)) for _ in range(others)]
-            await _arrived(f"{others} calls held", lambda: alpha.held == others)
+            calls = [asyncio.ensure_future(stub.GetBalance(request)) for _ in range(crowd)]
+
+            def settled() -> bool:
+                return alpha.held == others and sum(c.done() for c in calls) == crowd - others
+
+            await _arrived(f"{others} calls held, the rest answered", settled)
             transport.send_consensus(peer, CHANNEL, "sender", _vote(1))  # on the open stream
             transport.send_txs(peer, CHANNEL, [_tx(1)])  # the gossip lane opens its stream
             await _arrived("the vote and the batch", lambda: len(alpha.events) == 2 and alpha.txs)
             assert len(served._servicer._streams) == 2  # the batch came on a stream
             alpha.answer.set()
-            assert len(await asyncio.gather(*held)) == others
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
     finally:
         await served.stop(grace=0)
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(outcomes) - len(refused) == others
+    assert {(o.code(), o.details()) for o in refused} == {
+        (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"{others} calls are in this server's handlers, limit {others}",
+        )
+    }
     assert _heights(alpha) == [0, 1] and [tx.hash for tx in alpha.txs] == [_tx(1).hash]
-    assert monitor.errors == []
+    assert monitor.errors == [("GetBalance", "RESOURCE_EXHAUSTED")] * len(refused)
