@@ -146,7 +146,9 @@ class ChannelConsensus:
         self.view_changes = 0  # rounds entered without a certified block (complaints, timeouts)
         self.roots_at = roots_at  # (state root, results hash) after an executed height
         self.executed_height = executed_height
-        self.awaiting_execution: list[m.ProposalReceived] = []
+        # blocks to vote for once this node has executed their state height: (that height, the
+        # block's hash); the block stays in the tree only (its byte budget bounds it)
+        self.awaiting_execution: list[tuple[int, bytes]] = []
         self.genesis_requested = False  # open channel: a validator complained waiting for genesis
 
     # ------------------------------------------------------------ queries
@@ -521,7 +523,7 @@ class ChannelConsensus:
             return []
         if block.header.state_height > self.executed_height:
             if len(self.awaiting_execution) < MAX_WAITING:
-                self.awaiting_execution.append(m.ProposalReceived(block))
+                self.awaiting_execution.append((block.header.state_height, block.hash))
             return []  # vote once this node has executed that height too
         problem = self._check_roots(block)
         if problem:
@@ -554,12 +556,12 @@ class ChannelConsensus:
 
     def _on_executed(self, height: int, now: float) -> list[m.Action]:
         self.executed_height = max(self.executed_height, height)
-        ready = [p for p in self.awaiting_execution if p.block.header.state_height <= height]
-        self.awaiting_execution = [p for p in self.awaiting_execution if p not in ready]
+        ready = [h for state_height, h in self.awaiting_execution if state_height <= height]
+        self.awaiting_execution = [w for w in self.awaiting_execution if w[0] > height]
         actions: list[m.Action] = []
-        for proposal in ready:
-            node = self.tree.get(proposal.block.hash)
-            if node is not None:
+        for block_hash in ready:
+            node = self.tree.get(block_hash)
+            if node is not None:  # not evicted meanwhile
                 actions += self._maybe_vote(node, now)
         return actions + self._on_progress(now)
 

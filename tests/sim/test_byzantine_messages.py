@@ -8,6 +8,8 @@ among its faults.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -787,3 +789,32 @@ def test_a_genesis_block_naming_an_empty_validator_set_is_refused_not_raised() -
         actions = node.state.handle(event, 0.0)
         assert node.state.tree.get(block.hash) is None
         assert any(isinstance(a, m.Rejected) for a in actions) or not actions
+
+
+def test_a_block_waiting_for_execution_is_held_by_the_tree_alone() -> None:
+    """A proposal a lagging node cannot vote for until it has executed the block's state height
+    waits by its hash: once the tree evicts the block (its byte budget), nothing else holds it
+    (the wait list held up to 16 whole blocks outside the budget), and executing that height
+    later votes for nothing gone."""
+    net, node = _settled()
+    state = node.state
+    round_, leader = _round_and_its_leader(net, node)
+    now_us = int(net.now * 1_000_000)
+    proposal = _block_on_high_qc(
+        node, leader.signer, round_, now_us, transactions=_filler(leader.signer, 20, now_us)
+    )
+    executed = state.executed_height
+    assert proposal.header.state_height == executed >= 0
+    state.executed_height = executed - 1  # this node's execution lags one block behind
+    actions = state.handle(m.ProposalReceived(proposal), net.now)
+    assert not [a for a in actions if isinstance(a, (m.SendVote, m.Rejected))], actions
+    assert len(state.awaiting_execution) == 1
+    held = weakref.ref(proposal)
+    del proposal
+    assert state.tree.evict_stale_leaf(round_ + 1, keep=b"")
+    gc.collect()
+    assert held() is None
+    roots = state.roots_at(executed)
+    assert roots is not None
+    actions = state.handle(m.BlockExecuted(executed, *roots), net.now)
+    assert not [a for a in actions if isinstance(a, m.SendVote)] and not state.awaiting_execution
