@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import resource
 import ssl
 
 from aiohttp import web
+
+from loopchain import fds
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +32,13 @@ TOO_MANY_CONNECTIONS = (
 )
 
 
-def connection_cap(configured: int) -> int:
+def connection_cap(configured: int, beside: int = 0) -> int:
     """`configured`, or fewer when the process may not open that many descriptors besides
-    RESERVED_FDS and the refusals lingering (its soft limit is first raised as far as that needs,
-    up to the hard one, as servers do)."""
-    others = RESERVED_FDS + LINGERING_REFUSALS_MAX
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        wanted = configured + others
-        target = wanted if hard == resource.RLIM_INFINITY else min(hard, max(soft, wanted))
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    if soft == resource.RLIM_INFINITY:
+    RESERVED_FDS, the refusals lingering and `beside` (another server's connections; its soft
+    limit is first raised as far as that needs, up to the hard one, as servers do)."""
+    others = RESERVED_FDS + LINGERING_REFUSALS_MAX + beside
+    soft = fds.raise_soft_limit(configured + others)
+    if soft is None:
         return configured
     cap = max(1, min(configured, soft - others))
     if cap < configured:

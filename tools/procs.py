@@ -476,7 +476,11 @@ class LocalNetwork:
         )
         return load_or_create_key(key_path).address
 
-    def start_peer(self, port: int | None = None, wait: bool = True) -> int:
+    def start_peer(
+        self, port: int | None = None, wait: bool = True, prefix: Sequence[str] = ()
+    ) -> int:
+        """Start a peer (under `prefix`, a command that execs it, as Proc's) on `port` or a new
+        one; with `wait`, return once its REST API answers."""
         port = port or self.new_peer_port()
         args = [
             "peer.py",
@@ -487,7 +491,7 @@ class LocalNetwork:
             "-o",
             str(self.config_path),
         ]
-        proc = Proc(f"peer_{port}", args, self.workdir).start()
+        proc = Proc(f"peer_{port}", args, self.workdir, prefix).start()
         self.peers[port] = proc
         self.procs.append(proc)
         if wait:

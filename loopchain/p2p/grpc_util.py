@@ -12,10 +12,12 @@ from typing import Any
 
 import grpc
 
+from loopchain import fds
 from loopchain.blockchain.chain import BLOCK_HEADROOM_BYTES
 from loopchain.configure import Config, RefusalLog
 
-REFUSALS = RefusalLog(logging.getLogger(__name__))
+log = logging.getLogger(__name__)
+REFUSALS = RefusalLog(log)
 SSL_NONE = 0
 SSL_MUTUAL = 2
 TLS_PASSWORD_ENV = "LOOPCHAIN_TLS_KEY_PASSWORD"
@@ -146,23 +148,52 @@ def max_request_bytes(config: Config) -> int:
 # Transport bounds of every server: what connections and streams may hold before any handler
 # runs (without them, a client that is no member held GBs through 64 MiB messages, unfinished
 # messages or read-ahead, and the peer's file descriptors through thousands of idle connections)
-SERVER_MAX_CONNECTIONS = 512  # per listening port; more are closed at accept
+SERVER_MAX_CONNECTIONS = (
+    512  # per listening port; more are closed at accept (see connections_a_port)
+)
 SERVER_HANDSHAKE_TIMEOUT_MS = 10_000  # TCP accepted, TLS / HTTP/2 preface not done (default 120 s)
 SERVER_MAX_CONNECTION_IDLE_MS = 300_000  # a connection with no call for this long gets GOAWAY
 SERVER_STREAM_WINDOW_BYTES = 1 << 20  # read-ahead per stream (BDP probing would grow it to 128 MiB)
 
 
-def server_options(config: Config, max_receive: int, max_rpcs: int | None) -> list[tuple[str, int]]:
+def connections_a_port(ports: int) -> int:
+    """The connections each of a server's `ports` listening ports holds: SERVER_MAX_CONNECTIONS,
+    or fewer, so that they take at most half of the descriptors this process may open (its soft
+    limit raised first as far as they need, up to the hard one): the other half is for its
+    stores (LevelDB keeps at most MAX_OPEN_FILES each), links, SCORE sockets and logs. Without
+    this, a flood of connections took every descriptor (the stores' and the SCORE's too)."""
+    wanted = ports * SERVER_MAX_CONNECTIONS
+    soft = fds.raise_soft_limit(2 * wanted)
+    if soft is None:
+        return SERVER_MAX_CONNECTIONS
+    cap = max(1, min(SERVER_MAX_CONNECTIONS, soft // 2 // ports))
+    if cap < SERVER_MAX_CONNECTIONS:
+        log.warning(
+            "at most %d gRPC connections a port (%d wanted): this process may open only %d file "
+            "descriptors (raise its limit: ulimit -n)",
+            cap,
+            SERVER_MAX_CONNECTIONS,
+            soft,
+        )
+    return cap
+
+
+def server_options(
+    config: Config,
+    max_receive: int,
+    max_rpcs: int | None,
+    max_connections: int = SERVER_MAX_CONNECTIONS,
+) -> list[tuple[str, int]]:
     """Options of a server taking requests of at most `max_receive` bytes (checked by gRPC on a
-    message's length prefix; its replies may be up to GRPC_MAX_MESSAGE_BYTES), and at most
-    `max_rpcs` streams on one connection."""
+    message's length prefix; its replies may be up to GRPC_MAX_MESSAGE_BYTES), at most
+    `max_rpcs` streams on one connection and `max_connections` connections a port."""
     size = int(config.GRPC_MAX_MESSAGE_BYTES)
     options = [
         ("grpc.max_send_message_length", size),
         ("grpc.max_receive_message_length", min(size, max_receive)),
         ("grpc.keepalive_time_ms", 10_000),
         ("grpc.so_reuseport", 0),
-        ("grpc.max_allowed_incoming_connections", SERVER_MAX_CONNECTIONS),
+        ("grpc.max_allowed_incoming_connections", max_connections),
         ("grpc.server_handshake_timeout_ms", SERVER_HANDSHAKE_TIMEOUT_MS),
         ("grpc.max_connection_idle_ms", SERVER_MAX_CONNECTION_IDLE_MS),
         ("grpc.http2.bdp_probe", 0),
@@ -180,17 +211,18 @@ def create_server(
     max_receive: int | None = None,
     max_rpcs: int | None = None,
     max_unary: int | None = None,
+    max_connections: int = SERVER_MAX_CONNECTIONS,
 ) -> grpc.aio.Server:
     """An aio server taking requests of at most `max_receive` bytes (default
     GRPC_MAX_MESSAGE_BYTES) and `max_rpcs` calls at once (more are answered RESOURCE_EXHAUSTED
     before their request is read; None: no bound), of which at most `max_unary` one-request,
     one-reply calls (more are answered RESOURCE_EXHAUSTED: the rest of `max_rpcs` stays for
-    streams), with no port sharing, that answers a request whose bytes are not its method's
+    streams) and `max_connections` connections a port, with no port sharing, that answers a request whose bytes are not its method's
     message with INVALID_ARGUMENT (refusals counted by `count_refusal(method name, status name)`
     when given)."""
     receive = max_receive if max_receive is not None else int(config.GRPC_MAX_MESSAGE_BYTES)
     return grpc.aio.server(
-        options=server_options(config, receive, max_rpcs),
+        options=server_options(config, receive, max_rpcs, max_connections),
         interceptors=[CheckedRequests(count_refusal, max_unary)],
         maximum_concurrent_rpcs=max_rpcs,
     )

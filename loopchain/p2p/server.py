@@ -54,9 +54,10 @@ async def _serve(
     bind: Callable[[grpc.aio.Server], None],
     max_rpcs: int | None,
     max_unary: int | None = None,
+    max_connections: int = grpc_util.SERVER_MAX_CONNECTIONS,
 ) -> PeerServer:
     """Start a server of `servicer` bound by `bind`, taking `max_rpcs` calls at once, of them
-    `max_unary` one-off calls; the refusals of malformed requests are counted by the servicer's
+    `max_unary` one-off calls, and `max_connections` connections a port; the refusals of malformed requests are counted by the servicer's
     monitor."""
     monitor = servicer.monitor
     server = grpc_util.create_server(
@@ -65,6 +66,7 @@ async def _serve(
         max_receive=grpc_util.max_request_bytes(config),
         max_rpcs=max_rpcs,
         max_unary=max_unary,
+        max_connections=max_connections,
     )
     pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
     bind(server)
@@ -97,7 +99,15 @@ async def start_peer_server(
     servicer = PeerServicer(
         backend, peer_id, tls, monitor, workers=workers, max_proposal=_max_proposal(config)
     )
-    return await _serve(config, servicer, bind, _max_calls(config), _max_unary(config))
+    ports = 1 if tls is None else 2
+    return await _serve(
+        config,
+        servicer,
+        bind,
+        _max_calls(config),
+        _max_unary(config),
+        grpc_util.connections_a_port(ports),
+    )
 
 
 async def start_worker_server(

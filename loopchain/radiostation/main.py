@@ -20,7 +20,13 @@ from loopchain.configure import Config, ConfigError, load_config, setup_logging
 from loopchain.http_site import TOO_MANY_CONNECTIONS, LimitedSite, connection_cap
 from loopchain.lifecycle import stop_on_signals
 from loopchain.monitor_log import start_shipping
-from loopchain.p2p.grpc_util import bind, create_server, load_tls
+from loopchain.p2p.grpc_util import (
+    SERVER_MAX_CONNECTIONS,
+    bind,
+    connections_a_port,
+    create_server,
+    load_tls,
+)
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.certs import (
     CA_PASSWORD_ENV,
@@ -196,7 +202,12 @@ def create_grpc_server(station: Station) -> grpc.aio.Server:
     """The gRPC server with the RadioStation service, bound to IP_LOCAL:PORT_RADIOSTATION."""
     config = station.config
     station.tls = load_tls(config, storage_dir(config) / "tls")
-    server = create_server(config, max_receive=MAX_REQUEST_BYTES, max_rpcs=MAX_CALLS)
+    server = create_server(
+        config,
+        max_receive=MAX_REQUEST_BYTES,
+        max_rpcs=MAX_CALLS,
+        max_connections=connections_a_port(1),
+    )
     pb_grpc.add_RadioStationServicer_to_server(RadioStationService(station), server)
     bind(server, config.IP_LOCAL, config.PORT_RADIOSTATION, station.tls)
     return server
@@ -221,7 +232,8 @@ async def start_rest(
         runner,
         host,
         port,
-        max_connections=connection_cap(int(config.REST_MAX_CONNECTIONS)),
+        # beside the gRPC port's connections, in the same process
+        max_connections=connection_cap(int(config.REST_MAX_CONNECTIONS), SERVER_MAX_CONNECTIONS),
         refusal_body=json.dumps(error_body(ResponseCode.FAIL, TOO_MANY_CONNECTIONS)).encode(),
     )
     try:

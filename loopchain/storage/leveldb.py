@@ -29,6 +29,10 @@ from loopchain.storage.abc import (
 from loopchain.storage.memory import check_bytes
 
 BLOOM_FILTER_BITS = 10  # per key: ~1% false positives
+# tables a store keeps open (LevelDB's default is 1,000): a process's descriptors are shared with
+# its servers' connections (grpc_util.connections_a_port leaves them half), and a lookup in a table
+# not open reopens it
+MAX_OPEN_FILES = 128
 
 # What LevelDB says when its LOCK file is held, and who holds it.
 _OTHER_PROCESS = "another process holds it"
@@ -69,6 +73,7 @@ def _open(path: Path, create: bool, compression: bool, sizes: dict[str, int]) ->
             # most lookups are for keys that are absent (is this relayed transaction known?): a
             # filter answers them without reading tables (1.25 bytes per key, of open tables only)
             bloom_filter_bits=BLOOM_FILTER_BITS,
+            max_open_files=MAX_OPEN_FILES,
             **sizes,
         )
     except plyvel.Error as exc:

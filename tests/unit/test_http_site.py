@@ -1,4 +1,4 @@
-"""The connection bound of the REST ports: what a process may open lowers it."""
+"""The connection bounds of the REST and gRPC ports: what a process may open lowers them."""
 
 from __future__ import annotations
 
@@ -11,24 +11,30 @@ from typing import Any
 import pytest
 
 from loopchain import http_site
+from loopchain.p2p import grpc_util
 
 CAP_UNDER_LIMITS = """
 import json, resource, sys
 from loopchain import http_site
+from loopchain.p2p import grpc_util
 soft, hard = (int(n) for n in sys.argv[1:3])
 resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-caps = [http_site.connection_cap(int(n)) for n in sys.argv[3:]]
+cap = grpc_util.connections_a_port if sys.argv[3] == "grpc" else http_site.connection_cap
+caps = [cap(int(n)) for n in sys.argv[4:]]
 print(json.dumps({"caps": caps, "limits": resource.getrlimit(resource.RLIMIT_NOFILE)}))
 """
 
 
-def cap_under_limits(soft: int, hard: int, *configured: int) -> tuple[dict[str, Any], str]:
-    """connection_cap of each `configured` in a child process whose descriptor limits are
-    (`soft`, `hard`) (a hard limit, once lowered, cannot be raised again): its answer, stderr."""
+def cap_under_limits(
+    soft: int, hard: int, *configured: int, grpc: bool = False
+) -> tuple[dict[str, Any], str]:
+    """http_site.connection_cap (with `grpc`: grpc_util.connections_a_port) of each `configured`
+    in a child process whose descriptor limits are (`soft`, `hard`) (a hard limit, once lowered,
+    cannot be raised again): its answer, stderr."""
     _, ours = resource.getrlimit(resource.RLIMIT_NOFILE)
     if ours != resource.RLIM_INFINITY and ours < hard:
         pytest.skip(f"this process may open only {ours} descriptors")
-    args = [str(n) for n in (soft, hard, *configured)]
+    args = [str(n) for n in (soft, hard, "grpc" if grpc else "rest", *configured)]
     done = subprocess.run(
         [sys.executable, "-c", CAP_UNDER_LIMITS, *args], capture_output=True, text=True, timeout=60
     )
@@ -60,3 +66,16 @@ def test_the_refusal_is_a_complete_http_answer() -> None:
     assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1" in head
     assert b"\r\nContent-Length: 15" in head and b"\r\nConnection: close" in head
     assert body == b'{"message":"x"}'
+
+
+def test_grpc_connections_take_at_most_half_of_the_descriptors() -> None:
+    """A port holds SERVER_MAX_CONNECTIONS connections when the process may open twice as many
+    descriptors (its soft limit raised that far), else half of its limit: the other half stays
+    for its stores, links and sockets (a flood of connections took them all)."""
+    full = grpc_util.SERVER_MAX_CONNECTIONS
+    result, stderr = cap_under_limits(300, 5000, 1, 2, grpc=True)
+    assert result == {"caps": [full, full], "limits": [4 * full, 5000]}
+    assert "at most" not in stderr
+    result, stderr = cap_under_limits(300, 600, 1, 2, grpc=True)
+    assert result == {"caps": [300, 150], "limits": [600, 600]}
+    assert "at most 300 gRPC connections a port (512 wanted)" in stderr
