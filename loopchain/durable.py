@@ -2,10 +2,11 @@
 (a module of the bottom layer: keys, stores, the RadioStation and SCORE packages all write so).
 
 write_atomic writes `.{name}.{pid}.{8 hex digits}.tmp` next to `name`, holding an flock on it,
-then renames it over `name`. A writer killed midway (kill -9, a power cut) leaves that file behind;
-whoever opens the folder next removes it with sweep_leftovers, only when its writer is provably
-gone: no process of that pid lives here AND nobody holds its lock (a reused pid keeps it; a writer
-in another pid namespace holds the lock, so a pid unknown here is not enough on its own).
+then renames it over `name` (or links it to `name` when it must not replace one). A writer killed
+midway (kill -9, a power cut) leaves that file behind; whoever opens the folder next removes it
+with sweep_leftovers, only when its writer is provably gone: no process of that pid lives here AND
+nobody holds its lock (a reused pid keeps it; a writer in another pid namespace holds the lock, so
+a pid unknown here is not enough on its own).
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ def sync_tree(root: Path) -> None:
         sync_directory(synced)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, overwrite: bool = True) -> None:
     """Replace `path` with `data` at once and durably: a temporary file of this call alone (two
     writers at once never share one), synced, renamed over `path`, then its directory synced; a
-    directory made for it is synced into its parent (make_directories)."""
+    directory made for it is synced into its parent (make_directories). Unless `overwrite`, the
+    file is linked to `path` instead, never replacing one there (FileExistsError)."""
     make_directories(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
@@ -65,7 +67,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+            tmp.unlink()
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

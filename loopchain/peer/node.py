@@ -16,7 +16,7 @@ from typing import Any
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import Config
 from loopchain.consensus import messages as m
-from loopchain.durable import write_atomic
+from loopchain.durable import sweep_leftovers, write_atomic
 from loopchain.p2p import grpc_util
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_client import GrpcTransport
@@ -334,6 +334,7 @@ class PeerNode:
     async def _register(self, rs: RadioStations, stop: asyncio.Event) -> Registration | None:
         """Register with the RadioStation, falling back to the last registration it gave us."""
         assert self.signer is not None and self.node_store is not None
+        self._sweep_worker_writes()  # half-written by workers killed with their peer
         self._take_worker_registrations()  # left by workers that ended with a peer killed
         cached = self.node_store.get(REGISTRATION_CACHE.encode())
         delay = 0.5
@@ -499,6 +500,14 @@ class PeerNode:
             self.node_store.put(REGISTRATION_CACHE.encode(), cache, sync=True)
         else:  # its peer holds the cache
             write_atomic(self.root / self.options.worker.grant.channel / WORKER_REGISTRATION, cache)
+
+    def _sweep_worker_writes(self) -> None:
+        """Remove from the channels' folders the temporary files of workers killed midway
+        through writing a registration (durable.sweep_leftovers)."""
+        with contextlib.suppress(OSError):
+            for folder in self.root.iterdir():
+                if folder.is_dir() and not folder.is_symlink():
+                    sweep_leftovers(folder)
 
     def _take_worker_registrations(self) -> None:
         """Take into the registration cache what channel workers registered again with (the

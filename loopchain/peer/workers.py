@@ -4,7 +4,7 @@ it again whenever it exits.
 A worker is a peer of one channel (`python -m loopchain.peer.worker`): its own event loop, block
 store, SCORE process, links to the other peers and heartbeats to the RadioStation, so that channels
 use separate cores and one channel's load or crash does not hold up another. It serves on a unix
-socket in a directory of mode 0700 with an unguessable name (socket_dir.py: left by a peer killed
+socket in a directory of mode 0700 with an unguessable name (owned_dir.py: left by a peer killed
 with kill -9, it is removed by the next one); what it needs (the channel's grant, the key's
 password) comes on its stdin, never in its arguments or environment. It ends when the peer ends,
 however the peer ends.
@@ -29,7 +29,7 @@ from loopchain.configure import Config
 from loopchain.lifecycle import CHILD_GROUP
 from loopchain.p2p.worker_link import WorkerLink
 from loopchain.peer.children import Supervised
-from loopchain.scoreservice.socket_dir import SocketDir
+from loopchain.scoreservice.owned_dir import OwnedDir
 from loopchain.scoreservice.supervisor import MAX_SOCKET_PATH_BYTES
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class ChannelWorker(Supervised):
     ) -> None:
         super().__init__(f"worker of channel {channel}")
         self.channel = channel
-        self._socket_dir = SocketDir(SOCKET_DIR_PREFIX)  # swept by the next peer when left
+        self._socket_dir = OwnedDir(SOCKET_DIR_PREFIX)  # swept by the next peer when left
         self.socket_dir = self._socket_dir.path
         self.socket_path = self.socket_dir / "peer.sock"
         size = len(os.fsencode(str(self.socket_path)))

@@ -2,9 +2,11 @@
 
 At its first start the RadioStation writes the token (32 random bytes, URL-safe base64) to
 RADIOSTATION_ADMIN_TOKEN_PATH, by default {DEFAULT_STORAGE_PATH}/radiostation_{port}/admin_token:
-under a temporary name with mode 0600, synced, then linked into place (never over an existing file).
-Later starts read it and refuse to start while group or others have any access to it. An operator may
-put a token of their own in the file (32 to 256 characters of A-Z a-z 0-9 - . _ ~ + / =).
+under a temporary name with mode 0600, synced, then linked into place, never over an existing file
+(durable.write_atomic; the temporary files of writers killed midway are swept from its folder
+whenever the token is opened). Later starts read it and refuse to start while group or others have
+any access to it. An operator may put a token of their own in the file (32 to 256 characters of
+A-Z a-z 0-9 - . _ ~ + / =).
 
 Every state-changing REST call carries `Authorization: Bearer <token>`; the token is compared in
 constant time and never logged or served.
@@ -19,6 +21,8 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from loopchain.durable import sweep_leftovers, write_atomic
 
 TOKEN_FILE = "admin_token"
 TOKEN_BYTES = 32
@@ -64,6 +68,7 @@ def token_path(configured: str, storage: Path) -> Path:
 
 def load_or_create_token(path: Path) -> tuple[OperatorToken, bool]:
     """The token at `path` (created when missing) and whether it was created now."""
+    sweep_leftovers(path.parent)
     try:
         return _load(path), False
     except FileNotFoundError:
@@ -113,20 +118,6 @@ def _parse(path: Path, raw: bytes) -> bytes:
 def _create(path: Path) -> OperatorToken:
     """Write a new token under a temporary name (0600, synced) and link it into place."""
     token = secrets.token_urlsafe(TOKEN_BYTES).encode("ascii")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _SECRET_MODE)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(token + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(tmp, path)  # FileExistsError when another process was first; never replaces
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # FileExistsError when another process was first: a token is never replaced
+    write_atomic(path, token + b"\n", _SECRET_MODE, overwrite=False)
     return OperatorToken(path, token)

@@ -10,7 +10,9 @@ A package named "<org>/<package>" is looked for under the SCORE repository, in t
 
 "develop/<package>" folders are loaded as they are, and only when allowed. The user's repository
 is only ever read: nothing is deleted, rewritten or added there (`__pycache__` included). Unpacked
-copies are content-addressed (zip digest, commit hash) and reused; they appear atomically.
+copies are content-addressed (zip digest, commit hash) and reused; they appear atomically. What an
+unpack killed midway leaves (`.unpack-<pid>-<random>` beside the copies) is removed the next time
+that package is resolved, once its maker is provably gone (owned_dir.py).
 """
 
 from __future__ import annotations
@@ -23,11 +25,9 @@ import itertools
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +38,7 @@ from typing import Any
 
 from loopchain.blockchain.score_base import ScoreBase
 from loopchain.durable import sync_directory, sync_tree
+from loopchain.scoreservice.owned_dir import OwnedDir, sweep_owned_dirs
 from loopchain.storage.abc import StorageError
 
 GIT_TIMEOUT_SECONDS = 30.0
@@ -45,6 +46,7 @@ MAX_PACKAGE_BYTES = 64 * 1024 * 1024  # unpacked size of a zip or git package
 MAX_PACKAGE_FILES = 10_000
 MAX_PACKAGE_JSON_BYTES = 1024 * 1024
 DEVELOP_ORG = "develop"
+UNPACK_PREFIX = ".unpack-"  # folders unpacking is done in, beside the unpacked copies
 
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -254,18 +256,22 @@ def _package_root(folder: Path, source: str) -> Path:
 
 
 def _unpack_once(target: Path, unpack: Callable[[Path], None]) -> Path:
-    """Unpack into a fresh temporary folder, synced, and rename it to `target`, unless `target`
-    exists (a folder of that name is whole: it was synced before it was named). A failure of
-    this machine's disk is a StorageError, not the package's fault: the SCORE process ends and
-    loads again later, rather than record "not loaded" results no other peer records."""
+    """Unpack into a fresh folder inside a folder this process keeps (UNPACK_PREFIX), synced, and
+    rename it to `target`, unless `target` exists (a folder of that name is whole: it was synced
+    before it was named). What unpacks killed midway left beside it is swept first (owned_dir.py).
+    A failure of this machine's disk is a StorageError, not the package's fault: the SCORE process
+    ends and loads again later, rather than record "not loaded" results no other peer records."""
     if target.is_dir():
+        sweep_owned_dirs(target.parent, UNPACK_PREFIX)  # (OwnedDir.open sweeps when unpacking)
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
     except OSError as exc:
         raise StorageError(f"cannot create the SCORE work folder {target.parent}: {exc}") from None
+    staging = OwnedDir(UNPACK_PREFIX, target.parent)
     try:
+        temporary = staging.open() / "package"
+        temporary.mkdir(mode=0o700)
         unpack(temporary)
         sync_tree(temporary)
         os.rename(temporary, target)
@@ -274,7 +280,7 @@ def _unpack_once(target: Path, unpack: Callable[[Path], None]) -> Path:
         if not target.is_dir():  # else another loader renamed the same content first
             raise StorageError(f"cannot unpack the SCORE package into {target}: {exc}") from None
     finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+        staging.close()
     return target
 
 

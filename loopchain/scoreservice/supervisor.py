@@ -10,7 +10,7 @@ A SCORE is other people's code, so the process gets nothing of the peer it does 
 * its own empty working directory (mode 0700, emptied at every start), as $HOME too;
 * no inherited file descriptors but stdin (/dev/null), stdout and stderr;
 * its unix socket inside a directory of mode 0700 with an unguessable name, so no other user can
-  reach it or put a socket in its place (socket_dir.py: a peer killed with kill -9 leaves it, and
+  reach it or put a socket in its place (owned_dir.py: a peer killed with kill -9 leaves it, and
   the next SCORE supervisor started with the same temp directory removes it);
 * its package and state DB as absolute paths in the Load call.
 Before the first start the supervising process makes itself non-dumpable, so processes of the same
@@ -40,8 +40,8 @@ from loopchain.scoreservice.client import (
     ScoreStatusInfo,
     ScoreUnavailable,
 )
+from loopchain.scoreservice.owned_dir import OwnedDir, private_dir
 from loopchain.scoreservice.packages import ScorePackage
-from loopchain.scoreservice.socket_dir import SocketDir, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class ScoreSupervisor:
         if package is not None:
             package = dataclasses.replace(package, path=Path(package.path).absolute())
         self.package = package
-        self._socket_dir = SocketDir(SOCKET_DIR_PREFIX)  # made at start
+        self._socket_dir = OwnedDir(SOCKET_DIR_PREFIX)  # made at start
         self.socket_dir = self._socket_dir.path
         self.socket_path = self.socket_dir / SOCKET_NAME
         self._client = ScoreClient(self.socket_path, config, on_invoke_timeout=self.kill)

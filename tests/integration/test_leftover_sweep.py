@@ -1,6 +1,7 @@
 """What processes killed with kill -9 leave behind is swept by the next process, and only that:
-socket folders (loopchain/scoreservice/socket_dir.py) and temporary files of atomic writes
-(loopchain/durable.py), made by real child processes that are killed for real."""
+socket folders and SCORE unpacking folders (loopchain/scoreservice/owned_dir.py) and temporary
+files of atomic writes (loopchain/durable.py), made by real child processes that are killed for
+real."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -20,18 +22,24 @@ import pytest
 
 from loopchain import durable
 from loopchain.configure import load_config
+from loopchain.p2p.radiostation_client import Registration
+from loopchain.peer.node import WORKER_REGISTRATION
 from loopchain.peer.workers import ChannelWorker
 from loopchain.radiostation.certs import CertificateDirectory
 from loopchain.radiostation.channels import load_channels
+from loopchain.radiostation.operator import load_or_create_token
 from loopchain.radiostation.registry import Registry
 from loopchain.types.crypto import open_key_file
 from tests.integration._score_helpers import make_package, make_supervisor, running, score_config
 from tests.unit.test_channel_workers import _MISMATCHED_SPEC
+from tests.unit.test_peer_reregistration import ISSUER, RadioStation, _grant, _node
+from tests.unit.test_score_packages import make_zip, package_files, query, resolve
 from tools.procs import pid_alive, wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCORE_PREFIX = "loopchain-score-"
 WORKER_PREFIX = "loopchain-worker-"
+UNPACK_PREFIX = ".unpack-"  # packages.UNPACK_PREFIX
 DEADLINE = 60.0
 
 # A peer-like process: a real ScoreSupervisor with its SCORE loaded; prints its socket folder and
@@ -55,25 +63,35 @@ asyncio.run(main())
 SOCKET_DIRS_CHILD = """
 import sys
 from pathlib import Path
-from loopchain.scoreservice.socket_dir import SocketDir
+from loopchain.scoreservice.owned_dir import OwnedDir
 
-folders = [SocketDir(sys.argv[2], Path(sys.argv[1])) for _ in range(int(sys.argv[3]))]
+folders = [OwnedDir(sys.argv[2], Path(sys.argv[1])) for _ in range(int(sys.argv[3]))]
 print(" ".join(str(folder.open()) for folder in folders), flush=True)
 sys.stdin.read()
 """
 
-# Writes `path` with durable.write_atomic and stops in its fsync: prints "writing", waits.
+# Stops in its first fsync (prints "writing", waits) while it writes `path` with write_atomic
+# ("write"), creates the operator token `path` ("token") or unpacks the zip package acme/app of
+# the SCORE repository `path` ("unpack").
 WRITER_CHILD = """
 import os, sys
 from pathlib import Path
 from loopchain import durable
+from loopchain.radiostation.operator import load_or_create_token
+from loopchain.scoreservice.packages import resolve_package
 
 def stall(fd):
     print("writing", flush=True)
     sys.stdin.read()
 
 os.fsync = stall
-durable.write_atomic(Path(sys.argv[1]), b"half-written")
+path, what = Path(sys.argv[1]), sys.argv[2]
+if what == "token":
+    load_or_create_token(path)
+elif what == "unpack":
+    resolve_package(path, "acme/app", branch="master", allow_develop=False, work_dir=path.parent / "work")
+else:
+    durable.write_atomic(path, b"half-written")
 """
 
 
@@ -203,7 +221,7 @@ async def test_a_channel_worker_removes_worker_socket_folders_of_killed_processe
 def test_only_folders_whose_owner_lock_is_free_are_swept(
     short_tmp: Path, children: Callable[..., Child]
 ) -> None:
-    from loopchain.scoreservice.socket_dir import sweep_socket_dirs
+    from loopchain.scoreservice.owned_dir import sweep_owned_dirs
 
     killed = _socket_dirs(children, short_tmp, SCORE_PREFIX, 3)
     live = _socket_dirs(children, short_tmp, SCORE_PREFIX, 2)
@@ -215,16 +233,16 @@ def test_only_folders_whose_owner_lock_is_free_are_swept(
     unknown = _renamed(live_dirs[0], killed.pid)
     assert not durable.process_alive(killed.pid)
 
-    assert sweep_socket_dirs(short_tmp, SCORE_PREFIX) == 3
+    assert sweep_owned_dirs(short_tmp, SCORE_PREFIX) == 3
     assert not reused.exists() and not any(folder.exists() for folder in dead_dirs[1:])
     assert unknown.is_dir() and live_dirs[1].is_dir()
-    assert sweep_socket_dirs(short_tmp, SCORE_PREFIX) == 0
+    assert sweep_owned_dirs(short_tmp, SCORE_PREFIX) == 0
 
 
 def test_folders_not_provably_abandoned_are_kept(
     short_tmp: Path, children: Callable[..., Child]
 ) -> None:
-    from loopchain.scoreservice.socket_dir import OWNER_LOCK, sweep_socket_dirs
+    from loopchain.scoreservice.owned_dir import OWNER_LOCK, sweep_owned_dirs
 
     killed = _socket_dirs(children, short_tmp, SCORE_PREFIX, 2)
     killed.kill()
@@ -244,7 +262,7 @@ def test_folders_not_provably_abandoned_are_kept(
     if root:  # a folder of another user is never ours to remove
         os.chown(others, 65534, 65534)
 
-    assert sweep_socket_dirs(short_tmp, SCORE_PREFIX) == (0 if root else 1)
+    assert sweep_owned_dirs(short_tmp, SCORE_PREFIX) == (0 if root else 1)
     for kept in (legacy, being_made, other_prefix, no_lock, elsewhere):
         assert kept.is_dir()
     assert (elsewhere / OWNER_LOCK).exists()
@@ -253,21 +271,21 @@ def test_folders_not_provably_abandoned_are_kept(
 
 
 def test_a_sweep_removes_at_most_its_bound(short_tmp: Path, children: Callable[..., Child]) -> None:
-    from loopchain.scoreservice.socket_dir import sweep_socket_dirs
+    from loopchain.scoreservice.owned_dir import sweep_owned_dirs
 
     killed = _socket_dirs(children, short_tmp, SCORE_PREFIX, 5)
     killed.kill()
-    assert sweep_socket_dirs(short_tmp, SCORE_PREFIX, limit=3) == 3
+    assert sweep_owned_dirs(short_tmp, SCORE_PREFIX, limit=3) == 3
     assert sum(folder.exists() for folder in killed.folders) == 2
-    assert sweep_socket_dirs(short_tmp, SCORE_PREFIX, limit=3) == 2
+    assert sweep_owned_dirs(short_tmp, SCORE_PREFIX, limit=3) == 2
 
 
 def test_a_socket_folder_removed_under_its_owner_is_made_and_locked_again(
     short_tmp: Path,
 ) -> None:
-    from loopchain.scoreservice.socket_dir import OWNER_LOCK, SocketDir
+    from loopchain.scoreservice.owned_dir import OWNER_LOCK, OwnedDir
 
-    folder = SocketDir(SCORE_PREFIX, short_tmp)
+    folder = OwnedDir(SCORE_PREFIX, short_tmp)
     try:
         path = folder.open()
         assert durable.take_free_lock(path / OWNER_LOCK) is None  # held (by another description)
@@ -282,11 +300,17 @@ def test_a_socket_folder_removed_under_its_owner_is_made_and_locked_again(
 # -- temporary files of atomic writes
 
 
-def _killed_writer(start: Callable[..., Child], path: Path) -> Path:
-    """The temporary file a real write_atomic(path) killed midway left behind."""
+def _stalled_writer(start: Callable[..., Child], path: Path, what: str = "write") -> Child:
+    """A real child stopped in its first fsync while it does `what` to `path` (WRITER_CHILD)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = start(WRITER_CHILD, str(path))
+    writer = start(WRITER_CHILD, str(path), what)
     assert writer.read_line() == "writing"
+    return writer
+
+
+def _killed_writer(start: Callable[..., Child], path: Path, what: str = "write") -> Path:
+    """The temporary file a real write_atomic(path) killed midway left behind."""
+    writer = _stalled_writer(start, path, what)
     writer.kill()
     (left,) = path.parent.glob(f".{path.name}.{writer.pid}.*.tmp")
     return left
@@ -332,8 +356,7 @@ def test_a_live_writer_keeps_its_file_and_a_pid_alone_decides_nothing(
 ) -> None:
     folder = tmp_path / "store"
     folder.mkdir()
-    live = children(WRITER_CHILD, str(folder / "live.json"))
-    assert live.read_line() == "writing"
+    live = _stalled_writer(children, folder / "live.json")
     (live_tmp,) = folder.glob(".live.json.*.tmp")
     dead_tmp = _killed_writer(children, folder / "dead.json")
     dead_pid = int(dead_tmp.name.split(".")[3])
@@ -364,3 +387,58 @@ def test_a_tmp_sweep_removes_at_most_its_bound(
     (tmp_path / "file0").write_bytes(b"kept")  # other files are never touched
     assert durable.sweep_leftovers(tmp_path) == 0
     assert (tmp_path / "file0").read_bytes() == b"kept"
+
+
+def test_an_operator_token_write_killed_midway_is_swept_and_a_token_never_replaced(
+    tmp_path: Path, children: Callable[..., Child]
+) -> None:
+    path = tmp_path / "radiostation_7102" / "admin_token"
+    left = _killed_writer(children, path, "token")
+    assert stat.S_IMODE(left.stat().st_mode) == 0o600  # a secret from its first byte
+    assert not path.exists()
+    token, created = load_or_create_token(path)
+    assert created and not left.exists()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError):  # as when another RadioStation made it first
+        durable.write_atomic(path, b"t" * 43, overwrite=False)
+    assert load_or_create_token(path) == (token, False)
+    assert list(path.parent.iterdir()) == [path]
+
+
+async def test_a_registration_a_worker_was_killed_writing_is_swept_when_its_peer_starts(
+    tmp_path: Path, children: Callable[..., Child]
+) -> None:
+    node = _node(tmp_path)
+    left = _killed_writer(children, node.root / "alpha" / WORKER_REGISTRATION)
+    rs = RadioStation(None, Registration(1, ISSUER, (_grant("alpha"),)))
+    assert await node._register(rs, asyncio.Event()) == rs.registration  # type: ignore[arg-type]
+    assert not left.exists()
+
+
+# -- SCORE packages unpacked by a process killed midway
+
+
+def test_an_unpack_killed_midway_is_swept_when_its_package_is_resolved(
+    tmp_path: Path, children: Callable[..., Child]
+) -> None:
+    repository = tmp_path / "score"
+    repository.mkdir()
+    make_zip(repository / "acme_app.zip", package_files())
+    packages = tmp_path / "work" / "acme_app"
+    _stalled_writer(children, repository, "unpack").kill()
+    (killed,) = packages.iterdir()
+    _stalled_writer(children, repository, "unpack")
+    (live,) = set(packages.iterdir()) - {killed}
+    assert killed.name.startswith(".unpack-") and live.name.startswith(".unpack-")
+
+    package = resolve(repository)
+    assert query(package) == "zipped"
+    assert not killed.exists()
+    assert live.is_dir()  # its maker still unpacks
+    assert set(packages.iterdir()) == {live, package.path}
+
+    # a package unpacked already: what a killed unpack left goes when it is resolved again
+    stale = _socket_dirs(children, packages, UNPACK_PREFIX, 2)
+    stale.kill()
+    assert resolve(repository) == package
+    assert set(packages.iterdir()) == {live, package.path}

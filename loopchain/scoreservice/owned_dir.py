@@ -1,19 +1,19 @@
-"""Private folders for unix sockets in the temp directory, and the sweep of those left behind by
-processes killed with kill -9 (a SCORE's socket, a channel worker's).
+"""Private folders kept by a live process, and the sweep of those left behind by processes
+killed with kill -9: the unix socket folders in the temp directory (a SCORE's, a channel
+worker's) and the folders SCORE packages are unpacked in (packages.py).
 
 A folder is named `<prefix><pid>-<16 hex digits>`: the pid of the process that made it (for
-people reading the temp directory), and a random part that makes the name unguessable. Inside,
+people reading the folder), and a random part that makes the name unguessable. Inside,
 `owner.lock` is flocked by its maker for as long as it keeps the folder; it is made and locked
 under another name and then renamed into place, so an `owner.lock` is locked from the moment it
 can be seen. The kernel drops an flock when its holder dies, however it dies, so a lock that can
 be taken proves the maker gone, whatever became of its pid (reused by another process, or a pid
-of another pid namespace sharing the temp directory): a pid alone proves nothing and is never
-trusted.
+of another pid namespace sharing the folder): a pid alone proves nothing and is never trusted.
 
-The first time a process opens a socket folder of a prefix it sweeps that prefix: it removes
-folders of this user (not links) named so whose `owner.lock` it can lock, at most MAX_SWEPT of
-them (the rest go at later starts). A folder without `owner.lock`, being made or named before
-this scheme (`<prefix><16 hex digits>`), is never removed.
+The first time a process opens a folder of a prefix it sweeps that prefix: it removes folders of
+this user (not links) named so whose `owner.lock` it can lock, at most MAX_SWEPT of them (the rest
+go at later starts). A folder without `owner.lock`, being made or named before this scheme
+(`<prefix><16 hex digits>`), is never removed.
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ def private_dir(path: Path, *, empty: bool = False) -> Path:
     return path
 
 
-class SocketDir:
-    """A private socket folder `<prefix><pid>-<token>` in the temp directory, kept (and locked)
-    from open() to close()."""
+class OwnedDir:
+    """A private folder `<prefix><pid>-<token>` in `parent` (by default the temp directory), kept
+    (and locked) from open() to close()."""
 
     def __init__(self, prefix: str, parent: Path | None = None) -> None:
         self.prefix = prefix
@@ -71,7 +71,7 @@ class SocketDir:
             self._lock()
         if not self._swept:
             self._swept = True
-            sweep_socket_dirs(self.parent, self.prefix)
+            sweep_owned_dirs(self.parent, self.prefix)
         return self.path
 
     def close(self) -> None:
@@ -109,8 +109,8 @@ class SocketDir:
         self._lock_fd = fd
 
 
-def sweep_socket_dirs(parent: Path, prefix: str, limit: int = MAX_SWEPT) -> int:
-    """Remove from `parent` the socket folders of `prefix` whose makers died (module docstring),
+def sweep_owned_dirs(parent: Path, prefix: str, limit: int = MAX_SWEPT) -> int:
+    """Remove from `parent` the folders of `prefix` whose makers died (module docstring),
     at most `limit`; how many. Never raises: a sweep does not stop a start."""
     named = re.compile(re.escape(prefix) + r"[0-9]+-[0-9a-f]{16}")
     removed = 0
@@ -122,7 +122,7 @@ def sweep_socket_dirs(parent: Path, prefix: str, limit: int = MAX_SWEPT) -> int:
             if named.fullmatch(entry.name) and _remove_if_abandoned(Path(entry.path), uid):
                 removed += 1
     if removed:
-        log.info("removed %d socket folders %s* of dead processes from %s", removed, prefix, parent)
+        log.info("removed %d folders %s* of dead processes from %s", removed, prefix, parent)
     return removed
 
 
