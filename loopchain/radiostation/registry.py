@@ -44,7 +44,13 @@ class UnknownPeer(LookupError):
 
 
 class NotAdmitted(LookupError):
-    """With channel auth on, the peer's id is listed in no channel."""
+    """With channel auth on, the peer's id is listed in no channel; or the registry is full."""
+
+
+# peers a RadioStation registers (in open mode anyone who proves a key at a target it serves
+# joins: without a bound, one host could register keys until the registry, its saves and every
+# channel's validator set grew without end); the operator removes peers to make room
+MAX_PEERS = 1_000
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,14 @@ class Registry:
     """Peers, channel membership (versioned) and heartbeats of one RadioStation."""
 
     def __init__(
-        self, channels: Mapping[str, ChannelSpec], channel_auth: bool, path: Path | None = None
+        self,
+        channels: Mapping[str, ChannelSpec],
+        channel_auth: bool,
+        path: Path | None = None,
+        max_peers: int = MAX_PEERS,
     ) -> None:
         self.channels = dict(channels)
+        self.max_peers = max_peers
         self.channel_auth = channel_auth
         self.path = path
         self._peers: dict[str, PeerRecord] = {}
@@ -222,12 +233,18 @@ class Registry:
         return changed
 
     def register(self, peer_id: str, target: str, group_id: str, public_key: bytes) -> PeerRecord:
-        """Add a peer (next order) or update a known one's target and group; persists changes."""
+        """Add a peer (next order; NotAdmitted past `max_peers`) or update a known one's target
+        and group; persists changes."""
         if self.channel_auth and not any(
             spec.admits(peer_id, target, True) for spec in self.channels.values()
         ):
             raise NotAdmitted(f"peer {peer_id} is not listed in any channel")
         known = self._peers.get(peer_id)
+        if known is None and len(self._peers) >= self.max_peers:
+            raise NotAdmitted(
+                f"this RadioStation registers at most {self.max_peers} peers and holds that many; "
+                "the operator removes one with DELETE /api/v1/peer"
+            )
         order = (
             known.order if known else max((r.order for r in self._peers.values()), default=0) + 1
         )

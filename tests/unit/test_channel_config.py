@@ -12,7 +12,7 @@ import pytest
 from loopchain.configure import load_config
 from loopchain.radiostation import channel_admin
 from loopchain.radiostation.channels import ChannelDataError, channel_to_json, parse_channels
-from loopchain.radiostation.registry import Registry, UnknownPeer
+from loopchain.radiostation.registry import NotAdmitted, Registry, UnknownPeer
 from loopchain.radiostation.station import Station
 from loopchain.types.crypto import Signer
 from loopchain.types.genesis import GenesisData
@@ -380,3 +380,22 @@ def test_a_registration_the_registry_cannot_save_is_refused_and_saved_when_retri
     assert registry.version("c") == served + 1
     again = _restarted(tmp_path)
     assert again.peer(B) == record and again.version("c") == served + 1
+
+
+def test_the_registry_takes_no_peer_past_its_bound_and_known_ones_still_update() -> None:
+    """Open mode admits anyone who proves a key: the registry (and with it every channel's
+    validator set) is bounded; a known peer may still move, and a removal makes room."""
+    specs = parse_channels(PATH, {"c": {}}, "x")
+    registry = Registry(specs, channel_auth=False, max_peers=3)
+    signers = [Signer.generate() for _ in range(4)]
+    for n, signer in enumerate(signers[:3]):
+        registry.register(signer.address, f"127.0.0.1:{7100 + n}", "", signer.public_key)
+    with pytest.raises(NotAdmitted, match="at most 3 peers"):
+        registry.register(signers[3].address, "127.0.0.1:7400", "", signers[3].public_key)
+    moved = registry.register(signers[0].address, "127.0.0.1:7500", "", signers[0].public_key)
+    assert moved.target == "127.0.0.1:7500" and len(registry) == 3
+    registry.remove(signers[1].address)
+    registry.register(signers[3].address, "127.0.0.1:7400", "", signers[3].public_key)
+    assert [r.peer_id for r in registry.members("c")] == [
+        s.address for s in (signers[0], signers[2], signers[3])
+    ]
