@@ -112,10 +112,14 @@ def test_a_peer_running_its_channels_in_workers_registers_again_and_caches_the_a
         net.start_radiostation()
 
         wait_until(lambda: _listed(net.rs_rest, peer_id), DEADLINE, "the peer listed again")
-        text = net.peers[port].log_text()
+        # the worker warns once it has the RadioStation's answer, which lists the peer before
+        changed = r"now signs as (hx[0-9a-f]{40}), not as (hx[0-9a-f]{40})"
+        peer = net.peers[port]
+        wait_until(lambda: re.search(changed, peer.log_text()), DEADLINE, "the new key warned")
+        text = peer.log_text()
         # the first worker refused registers again; another refused before that is done too
         assert 1 <= text.count(REGISTERING_AGAIN) <= len(WORKER_CHANNELS), text[-3000:]
-        signs = re.findall(r"now signs as (hx[0-9a-f]{40}), not as (hx[0-9a-f]{40})", text)
+        signs = re.findall(changed, text)
         assert len(set(signs)) == 1, text[-3000:]
     finally:
         net.stop_and_check()
