@@ -3,6 +3,7 @@ port for its own REST proxy and tools)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import grpc
@@ -35,15 +36,29 @@ def _max_calls(config: Config) -> int:
     return MAX_INBOUND_STREAMS + _max_unary(config)
 
 
-class PeerServer:
-    """A started PeerService; `stop` ends the inbound streams of other peers' links and lets
-    calls in flight finish for `grace` seconds."""
+# connections and streams of the server a peer serves its own REST proxy on (one process, a
+# channel each for its calls and its batch streams)
+OWN_PROXY_CONNECTIONS = 8
+OWN_PROXY_STREAMS = 64
 
-    def __init__(self, server: grpc.aio.Server, servicer: PeerServicer) -> None:
+
+class PeerServer:
+    """A started PeerService (and the server of its own proxy, `own`); `stop` ends the inbound
+    streams of other peers' links and lets calls in flight finish for `grace` seconds."""
+
+    def __init__(
+        self, server: grpc.aio.Server, servicer: PeerServicer, own: PeerServer | None = None
+    ) -> None:
         self._server = server
         self._servicer = servicer
+        self._own = own
 
     async def stop(self, grace: float) -> None:
+        await asyncio.gather(
+            self._stop(grace), *([self._own.stop(grace)] if self._own is not None else [])
+        )
+
+    async def _stop(self, grace: float) -> None:
         await self._servicer.end_streams(grace)
         await self._server.stop(grace=grace)
 
@@ -55,6 +70,7 @@ async def _serve(
     max_rpcs: int | None,
     max_unary: int | None = None,
     max_connections: int = grpc_util.SERVER_MAX_CONNECTIONS,
+    own: PeerServer | None = None,
 ) -> PeerServer:
     """Start a server of `servicer` bound by `bind`, taking `max_rpcs` calls at once, of them
     `max_unary` one-off calls, and `max_connections` connections a port; the refusals of malformed requests are counted by the servicer's
@@ -71,7 +87,7 @@ async def _serve(
     pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
     bind(server)
     await server.start()
-    return PeerServer(server, servicer)
+    return PeerServer(server, servicer, own)
 
 
 def _max_proposal(config: Config) -> int:
@@ -86,10 +102,14 @@ async def start_peer_server(
     tls: grpc_util.Tls | None,
     monitor: ServiceMonitor | None = None,
     workers: Callable[[str], WorkerLink | None] | None = None,
+    own_socket: str | None = None,
 ) -> PeerServer:
     """Bind and start the server (OSError with a clear message when a port is taken); errors it
     answers are counted by `monitor`, whose metrics GetMetrics serves. Calls naming a channel
-    `workers` has a link for go to that channel's worker process."""
+    `workers` has a link for go to that channel's worker process. With `own_socket`, the same
+    service is served on that unix socket too, with bounds of its own, for the REST proxy this
+    peer starts: whatever other callers hold of the port's connections and calls, its proxy
+    still reaches it."""
 
     def bind(server: grpc.aio.Server) -> None:
         grpc_util.bind(server, config.IP_LOCAL, port, tls)
@@ -99,15 +119,41 @@ async def start_peer_server(
     servicer = PeerServicer(
         backend, peer_id, tls, monitor, workers=workers, max_proposal=_max_proposal(config)
     )
+    own = None
+    if own_socket is not None:
+        own = await _serve(
+            config,
+            PeerServicer(
+                backend, peer_id, tls, monitor, workers=workers, max_proposal=_max_proposal(config)
+            ),
+            _unix_socket(own_socket),
+            int(config.REST_MAX_INFLIGHT) + OWN_PROXY_STREAMS,
+            int(config.REST_MAX_INFLIGHT),
+            OWN_PROXY_CONNECTIONS,
+        )
     ports = 1 if tls is None else 2
-    return await _serve(
-        config,
-        servicer,
-        bind,
-        _max_calls(config),
-        _max_unary(config),
-        grpc_util.connections_a_port(ports),
-    )
+    try:
+        return await _serve(
+            config,
+            servicer,
+            bind,
+            _max_calls(config),
+            _max_unary(config),
+            grpc_util.connections_a_port(ports),
+            own,
+        )
+    except BaseException:
+        if own is not None:
+            await own.stop(0)
+        raise
+
+
+def _unix_socket(path: str) -> Callable[[grpc.aio.Server], None]:
+    def bind(server: grpc.aio.Server) -> None:
+        if server.add_insecure_port(f"unix:{path}") == 0:
+            raise OSError(f"cannot listen on unix:{path}")
+
+    return bind
 
 
 async def start_worker_server(
@@ -120,16 +166,10 @@ async def start_worker_server(
 ) -> PeerServer:
     """A channel worker's server, on a unix socket only its peer reaches: who calls is what the
     peer names in the call's metadata (with TLS on; without it, no one is named)."""
-    address = f"unix:{socket_path}"
-
-    def bind(server: grpc.aio.Server) -> None:
-        if server.add_insecure_port(address) == 0:
-            raise OSError(f"cannot listen on {address}")
-
     callers = ForwardedCallers() if tls is not None else None
     servicer = PeerServicer(
         backend, peer_id, None, monitor, callers=callers, max_proposal=_max_proposal(config)
     )
     # its one caller, the peer, forwards the calls it took within its own bounds (and its link
     # holds a stream per caller link: a bound per connection would make them wait for good)
-    return await _serve(config, servicer, bind, max_rpcs=None)
+    return await _serve(config, servicer, _unix_socket(socket_path), max_rpcs=None)

@@ -35,7 +35,8 @@ from loopchain.peer.children import RestProxy
 from loopchain.peer.metrics import PeerMetrics, merged_exposition
 from loopchain.peer.stores import RELEASE_WAIT, open_released
 from loopchain.peer.workers import ChannelWorker
-from loopchain.scoreservice.supervisor import keep_memory_private
+from loopchain.scoreservice.owned_dir import OwnedDir
+from loopchain.scoreservice.supervisor import MAX_SOCKET_PATH_BYTES, keep_memory_private
 from loopchain.storage.abc import KeyValueStore
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types.crypto import KeyFile, KeyProtection, Signer, address_of, open_key_file
@@ -45,6 +46,7 @@ from loopchain.types.validators import ValidatorSet
 
 log = logging.getLogger(__name__)
 
+OWN_SOCKET_DIR_PREFIX = "loopchain-peer-"  # the folder of the socket of the peer's own proxy
 MEMBERS_RETRY_S = 0.2  # the least time between two member-list requests a channel asks for
 MAX_REGISTER_AGAIN_WAIT_S = 300.0  # registering again, refused, waits twice as long, up to this
 
@@ -188,6 +190,8 @@ class PeerNode:
         self.tls: grpc_util.Tls | None = None
         self.failure: str | None = None  # why the peer stopped on its own (its storage failed)
         self.rest_proxy: RestProxy | None = None
+        # the folder of the socket this peer serves its own REST proxy on (see _own_socket)
+        self._own_dir: OwnedDir | None = None
         self._stop: asyncio.Event | None = None
         # set by a channel that has no address for one of its validators: the heartbeat loop asks
         # the RadioStation for the member list at once (at most every MEMBERS_RETRY_S)
@@ -309,9 +313,39 @@ class PeerNode:
             return await start_worker_server(
                 self, self.signer.address, self.config, worker.socket_path, self.tls, self.metrics
             )
-        return await start_peer_server(
-            self, self.signer.address, self.config, self.port, self.tls, self, self.worker_link
-        )
+        try:
+            return await start_peer_server(
+                self,
+                self.signer.address,
+                self.config,
+                self.port,
+                self.tls,
+                self,
+                self.worker_link,
+                self._own_socket(),
+            )
+        except BaseException:
+            if self._own_dir is not None:
+                self._own_dir.close()
+            raise
+
+    def _own_socket(self) -> str | None:
+        """The unix socket this peer serves the REST proxy it starts on (in a private folder;
+        one left by a peer killed -9 is swept by the next), so that what other callers hold of
+        its port's connections and calls never keeps its proxy out; None without a proxy, or
+        when the temp directory's path is too long for a socket (the proxy uses the port)."""
+        if not self.config.RUN_REST_PROXY:
+            return None
+        self._own_dir = OwnedDir(OWN_SOCKET_DIR_PREFIX)
+        path = self._own_dir.open() / "peer.sock"
+        if len(os.fsencode(str(path))) > MAX_SOCKET_PATH_BYTES:
+            log.warning(
+                "socket path %s is too long: the REST proxy reaches this peer by its port", path
+            )
+            self._own_dir.close()
+            self._own_dir = None
+            return None
+        return str(path)
 
     def _in_workers(self, channels: int, cores: int | None = None) -> bool:
         """Whether the channels run in worker processes (CHANNEL_WORKERS): "auto" runs them so
@@ -606,6 +640,8 @@ class PeerNode:
     def _rest_proxy(self) -> RestProxy:
         script = Path(__file__).resolve().parents[2] / "rest_proxy.py"
         args = [sys.executable, str(script), "-p", str(self.port), "--parent-pid", str(os.getpid())]
+        if self._own_dir is not None:
+            args += ["--peer-socket", str(self._own_dir.path / "peer.sock")]
         if self.options.config_path:
             args += ["-o", self.options.config_path]
         if self.options.debug:
@@ -621,6 +657,8 @@ class PeerNode:
             await self.rest_proxy.stop()
             await rest_task
         await server.stop(grace=1.0)
+        if self._own_dir is not None:
+            self._own_dir.close()
         if self.transport is not None:
             await self.transport.close()
         for store in self.stores:

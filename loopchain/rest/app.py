@@ -123,8 +123,9 @@ def _log_refusal(request: web.Request, status: int, message: str) -> None:
     )
 
 
-def create_app(config: Config, peer_target: str) -> web.Application:
-    """The REST proxy application forwarding to the PeerService at `peer_target` (host:port)."""
+def create_app(config: Config, peer_target: str, dial: str | None = None) -> web.Application:
+    """The REST proxy application forwarding to the PeerService at `peer_target` (host:port),
+    reached at `dial` when given (the peer's socket for its own proxy)."""
     max_body = int(config.REST_MAX_BODY_BYTES)
     metrics = RestMetrics(process=True)
     middlewares = [
@@ -132,7 +133,7 @@ def create_app(config: Config, peer_target: str) -> web.Application:
         _error_middleware(max_body, float(config.REST_BODY_TIMEOUT)),
     ]
     app = web.Application(client_max_size=max_body, middlewares=middlewares)
-    api = PeerApi(config, peer_target)
+    api = PeerApi(config, peer_target, dial)
     api.on_rpc_error = metrics.rpc_error
     api.on_submission_call = metrics.submission_call
     app[PEER_API] = api

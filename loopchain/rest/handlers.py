@@ -39,8 +39,9 @@ def _submission_result(outcome: dict[str, Any] | BaseException) -> dict[str, Any
 class PeerApi:
     """The REST routes of one peer, backed by a gRPC channel to it (opened by `start`)."""
 
-    def __init__(self, config: Config, peer_target: str) -> None:
-        self.peer_target = peer_target
+    def __init__(self, config: Config, peer_target: str, dial: str | None = None) -> None:
+        self.peer_target = peer_target  # as messages name the peer
+        self._dial = dial or peer_target  # where the channel connects (its own socket, if any)
         self._config = config
         self._timeout = float(config.GRPC_TIMEOUT)
         self._max_body = int(config.REST_MAX_BODY_BYTES)
@@ -65,7 +66,7 @@ class PeerApi:
 
     async def start(self) -> None:
         """Open the gRPC channel to the peer (connections are made lazily, per call)."""
-        self._channel = open_channel(self.peer_target, self._config)
+        self._channel = open_channel(self._dial, self._config)
         self._stub = PeerServiceStub(self._channel)
         self._batch_streams = (
             BatchStreams(self._stub.CreateTxStream, self._stub.CreateTxBatch),

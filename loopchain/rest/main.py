@@ -43,6 +43,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--parent-pid", type=int, default=0, help="end with this process (the peer that starts it)"
     )
+    parser.add_argument(
+        "--peer-socket",
+        metavar="PATH",
+        help="reach the peer at this unix socket (the one a peer serves the proxy it starts on)",
+    )
     return parser.parse_args(argv)
 
 
@@ -106,8 +111,9 @@ def peer_target_of(config: Config) -> str:
     return f"{host}:{config.PORT_PEER}"
 
 
-async def serve(config: Config) -> int:
-    """Run the proxy until SIGTERM or SIGINT; the exit status."""
+async def serve(config: Config, peer_socket: str | None = None) -> int:
+    """Run the proxy until SIGTERM or SIGINT, reaching its peer at `peer_socket` when given
+    (else at peer_target_of); the exit status."""
     host = config.IP_LOCAL
     port = config.PORT_PEER + config.PORT_DIFF_REST_SERVICE_CONTAINER
     peer_target = peer_target_of(config)
@@ -121,7 +127,7 @@ async def serve(config: Config) -> int:
         return EXIT_CONFIG
     answer_malformed_http_in_json()
     runner = web.AppRunner(
-        create_app(config, peer_target),
+        create_app(config, peer_target, f"unix:{peer_socket}" if peer_socket else None),
         access_log=access_log,
         keepalive_timeout=float(config.REST_KEEPALIVE_TIMEOUT),
     )
@@ -144,7 +150,12 @@ async def serve(config: Config) -> int:
     stop_on_signals(asyncio.get_running_loop(), stop)
     scheme = "https" if ssl_context else "http"
     log.info(
-        "REST proxy serving %s://%s:%d, forwarding to peer %s", scheme, host, port, peer_target
+        "REST proxy serving %s://%s:%d, forwarding to peer %s%s",
+        scheme,
+        host,
+        port,
+        peer_target,
+        f" at {peer_socket}" if peer_socket else "",
     )
     await stop.wait()
     log.info("REST proxy stopping")
@@ -168,6 +179,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rest_proxy: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(config, args.peer_socket))
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         return EXIT_OK

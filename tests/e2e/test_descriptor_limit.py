@@ -5,38 +5,18 @@ all: the peer's own sockets failed ('Too many open files') and its REST answered
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_radiostation import HTTP2_PREFACE
+from tests._flood import flood
 from tools.procs import LocalNetwork, wait_until
 
 LIMIT = 512  # descriptors the peer may open: half, 256, for connections to its port
 FLOOD = 700  # connections opened to it, each sending an HTTP/2 start and then nothing
 
 pytestmark = pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit")
-
-
-@contextlib.contextmanager
-def flood(port: int, count: int) -> Iterator[None]:
-    """`count` idle HTTP/2 clients of 127.0.0.1:`port`, closed at the end (those the server
-    closes at accept are closed here too)."""
-    clients: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            client = socket.create_connection(("127.0.0.1", port), timeout=10)
-            clients.append(client)
-            with contextlib.suppress(OSError):  # closed at accept already
-                client.sendall(HTTP2_PREFACE)
-        yield
-    finally:
-        for client in clients:
-            client.close()
 
 
 def open_descriptors(pid: int) -> int:

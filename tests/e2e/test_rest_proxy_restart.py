@@ -1,7 +1,7 @@
 """A peer keeps its REST proxy running (real processes): a proxy killed with -9 is started again
 on the same port, and one that cannot listen yet (its port still held, as by the proxy of a peer
 process killed a moment before) is started again until it can. A peer never runs on without its
-REST API."""
+REST API, nor is its proxy kept out by other callers holding its gRPC port's connections."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ import socket
 import urllib.request
 from pathlib import Path
 
+from loopchain.p2p.grpc_util import SERVER_MAX_CONNECTIONS
+from tests._flood import flood
 from tools.procs import (
     REST_DIFF,
     LocalNetwork,
     child_pids,
+    cmdline_of,
     http,
     running_network,
     wait_until,
@@ -72,3 +75,28 @@ def test_a_proxy_that_cannot_listen_yet_is_started_again_until_it_can(tmp_path: 
         wait_until(lambda: _serving(net, port), 60, "the REST API once the port is free")
     finally:
         net.stop_and_check()
+
+
+def test_a_proxy_started_again_reaches_its_peer_while_others_hold_the_peers_port(
+    tmp_path: Path,
+) -> None:
+    """The peer serves the proxy it starts on a socket of its own (named on the proxy's command
+    line): with every connection its gRPC port takes held by idle clients (anyone may open them
+    without TLS), a proxy killed and started again still reaches its peer, which takes and
+    finalises a transaction. (That the port's bound no longer applies to the proxy is shown over
+    real servers in tests/integration/test_peer_link.py.)"""
+    with running_network(tmp_path, 1) as net:
+        port, peer = next(iter(net.peers.items()))
+        first = _proxy_of(peer.pid)
+        assert first is not None
+        assert "--peer-socket" in cmdline_of(first)
+        with flood(port, SERVER_MAX_CONNECTIONS + 50):
+            os.kill(first, signal.SIGKILL)
+
+            def served_by_another() -> bool:
+                now = _proxy_of(peer.pid)
+                return now is not None and now != first and _serving(net, port)
+
+            wait_until(served_by_another, 60, "a new REST proxy reaching its peer")
+            tx_hash = net.submit(port, {"during": "flood"})
+            wait_until(lambda: net.final_on(port, tx_hash), 60, "the transaction final")

@@ -11,6 +11,7 @@ import types
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -31,6 +32,7 @@ from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import Vote
+from tests._flood import flood
 from tests.integration._one_channel import CHANNEL, OneChannelBackend
 from tools.procs import free_port_pair, wait_until_async
 
@@ -537,3 +539,33 @@ async def test_link_streams_go_on_while_one_off_calls_crowd_the_server(
     }
     assert _heights(alpha) == [0, 1] and [tx.hash for tx in alpha.txs] == [_tx(1).hash]
     assert monitor.errors == [("GetBalance", "RESOURCE_EXHAUSTED")] * len(refused)
+
+
+async def test_the_socket_of_the_peers_own_proxy_is_not_held_by_callers_of_its_port(
+    tmp_path: Path,
+) -> None:
+    """A peer serves the REST proxy it starts on a unix socket with bounds of its own: with
+    every connection its port takes held by idle clients, a new client of the port is kept out
+    while the proxy's socket still answers."""
+    port, own = free_port_pair(), tmp_path / "peer.sock"
+    backend, monitor = OneChannelBackend(Channel()), Monitor()
+    backend.alpha.answer.set()
+    served = await start_peer_server(
+        backend, "receiver", CONFIG, port, None, monitor, own_socket=str(own)
+    )
+    request = pb.BalanceRequest(channel=CHANNEL, address="hx" + "0" * 40)
+    try:
+        with flood(port, grpc_util.SERVER_MAX_CONNECTIONS + 10):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as public:
+                with pytest.raises(grpc.aio.AioRpcError) as kept_out:
+                    await pb_grpc.PeerServiceStub(public).GetBalance(request, timeout=5)
+            assert kept_out.value.code() in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            )
+            async with grpc.aio.insecure_channel(f"unix:{own}") as channel:
+                await pb_grpc.PeerServiceStub(channel).GetBalance(request, timeout=30)
+    finally:
+        await served.stop(grace=0)
+    assert backend.alpha.held == 1  # the one call that got in, by the proxy's socket
+    assert monitor.errors == []

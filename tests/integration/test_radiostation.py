@@ -20,6 +20,7 @@ from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.crypto import Signer, address_of
 from loopchain.types.peer import identify_digest
 from loopchain.types.validators import ValidatorSet
+from tests._flood import HTTP2_PREFACE
 from tests.integration._rs_helpers import (
     RadioStationProcess,
     StartRS,
@@ -639,7 +640,6 @@ async def test_only_a_peer_itself_beats_for_it(start_rs: StartRS) -> None:
 
 
 # what an HTTP/2 client sends first: the connection preface and an empty SETTINGS frame
-HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
 
 async def _answers(stub: pb_grpc.RadioStationStub) -> bool:
