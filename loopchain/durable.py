@@ -5,8 +5,9 @@ write_atomic writes `.{name}.{pid}.{8 hex digits}.tmp` next to `name`, holding a
 then renames it over `name` (or links it to `name` when it must not replace one). A writer killed
 midway (kill -9, a power cut) leaves that file behind; whoever opens the folder next removes it
 with sweep_leftovers, only when its writer is provably gone: no process of that pid lives here AND
-nobody holds its lock (a reused pid keeps it; a writer in another pid namespace holds the lock, so
-a pid unknown here is not enough on its own).
+nobody holds its lock (a reused pid keeps it; a writer in another pid namespace holds the lock
+from a moment after it made the file until the file has its name, so a pid unknown here is not
+enough on its own).
 """
 
 from __future__ import annotations
@@ -62,11 +63,12 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, overwrite: bool 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held until closed: sweep_leftovers keeps the file
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        # held until the file has its name (closed below): sweep_leftovers keeps it meanwhile
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -76,6 +78,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, overwrite: bool 
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    finally:
+        os.close(fd)
     sync_directory(path.parent)
 
 

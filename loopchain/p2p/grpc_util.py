@@ -160,7 +160,7 @@ def connections_a_port(ports: int) -> int:
     """The connections each of a server's `ports` listening ports holds: SERVER_MAX_CONNECTIONS,
     or fewer, so that they take at most half of the descriptors this process may open (its soft
     limit raised first as far as they need, up to the hard one): the other half is for its
-    stores (LevelDB keeps at most MAX_OPEN_FILES each), links, SCORE sockets and logs. Without
+    stores (LevelDB keeps an eighth of the limit open each), links, SCORE sockets and logs. Without
     this, a flood of connections took every descriptor (the stores' and the SCORE's too)."""
     wanted = ports * SERVER_MAX_CONNECTIONS
     soft = fds.raise_soft_limit(2 * wanted)

@@ -175,6 +175,9 @@ def _refused(context: Any, status: grpc.StatusCode, message: str) -> None:
 MAX_SUBMISSIONS_PER_CALL = 1000  # client transactions in one CreateTxBatch
 MAX_TXS_PER_BATCH = 1000  # relayed transactions in one AddTxBatch (each is size-checked)
 MAX_INBOUND_STREAMS = 512  # open link streams (each peer's link holds two; senders fall back)
+# open batch streams of REST proxies (one a channel each; a proxy falls back to calls): bounded
+# apart, so that clients, whom no certificate names without TLS, never take the links' share
+MAX_CLIENT_STREAMS = 64
 # A link stream is ended by its peer this long after it opened, idle or not: a sender replaces
 # its streams after STREAM_ROTATE_S (60 s), so only a stream left open (a stalled or hostile
 # sender) lives this long, and its slot comes free.
@@ -228,7 +231,8 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         self.peer_id = peer_id
         self.monitor = monitor
         self._workers = workers
-        self._streams: set[asyncio.Task[Any]] = set()  # inbound streams being read
+        self._streams: set[asyncio.Task[Any]] = set()  # inbound link streams being read
+        self._client_streams: set[asyncio.Task[Any]] = set()  # proxies' batch streams
         self._closing = False
         self.callers: Callers | None = callers
         if tls is not None and callers is None:  # the certificate library loads only with TLS
@@ -338,12 +342,12 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             caller = self._peer_caller(context)
         except RequestError as exc:
             return refuse(context, *self._refusal(context, method, exc))
-        refusal = self._stream_refusal(method)
+        refusal = self._stream_refusal(method, self._streams, MAX_INBOUND_STREAMS)
         if refusal is not None:
             return refuse(context, *refusal)
         handled = refused = passed = 0
         ended = ""
-        async with self._inbound_stream(context, method):
+        async with self._inbound_stream(context, self._streams):
             try:
                 async with asyncio.timeout(STREAM_MAX_AGE_S):
                     async for request in requests:
@@ -364,28 +368,30 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             ended = f", {passed} passed to the channel's worker{ended}"
         return pb.Ack(code=0, message=f"{handled} handled, {refused} refused{ended}")
 
-    def _stream_refusal(self, method: str) -> tuple[grpc.StatusCode, str] | None:
-        """Why a new inbound stream is refused (this peer stops, or holds MAX_INBOUND_STREAMS of
-        them), or None when it is taken."""
+    def _stream_refusal(
+        self, method: str, open_ones: set[asyncio.Task[Any]], limit: int
+    ) -> tuple[grpc.StatusCode, str] | None:
+        """Why a new inbound stream is refused (this peer stops, or holds `limit` of its kind,
+        `open_ones`), or None when it is taken."""
         if self._closing:
             return grpc.StatusCode.UNAVAILABLE, "this peer is stopping"
-        if len(self._streams) >= MAX_INBOUND_STREAMS:
+        if len(open_ones) >= limit:
             self._count_error(method, grpc.StatusCode.RESOURCE_EXHAUSTED)
             return (
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{len(self._streams)} streams are open to this peer, limit {MAX_INBOUND_STREAMS}",
+                f"{len(open_ones)} streams of this kind are open to this peer, limit {limit}",
             )
         return None
 
     @contextlib.asynccontextmanager
     async def _inbound_stream(
-        self, context: grpc.aio.ServicerContext, method: str
+        self, context: grpc.aio.ServicerContext, open_ones: set[asyncio.Task[Any]]
     ) -> AsyncIterator[None]:
-        """An inbound stream `_stream_refusal` took: accepted (STREAM_ACCEPTED) and held until
-        it ends or `end_streams` ends it."""
+        """An inbound stream `_stream_refusal` took: accepted (STREAM_ACCEPTED), held in
+        `open_ones` until it ends or `end_streams` ends it."""
         task = asyncio.current_task()
         if task is not None:
-            self._streams.add(task)
+            open_ones.add(task)
         try:
             await context.send_initial_metadata((STREAM_ACCEPTED,))
             yield
@@ -394,14 +400,14 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "this peer is stopping")
             raise
         finally:
-            self._streams.discard(task)  # type: ignore[arg-type]
+            open_ones.discard(task)  # type: ignore[arg-type]
 
     async def end_streams(self, deadline: float) -> None:
         """End every inbound stream, waiting up to `deadline` seconds for them to end (before
         stopping the server: they never end by themselves); streams opened from now on are
         refused as UNAVAILABLE."""
         self._closing = True
-        tasks = list(self._streams)
+        tasks = [*self._streams, *self._client_streams]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -468,11 +474,11 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         """Each batch of a client's stream answered in order as its one-call twin answers it;
         one refused as a whole gets the refusal in the reply's code and message, and the stream
         goes on. Ended by this peer after STREAM_MAX_AGE_S (the proxy replaces it before)."""
-        refusal = self._stream_refusal(method)
+        refusal = self._stream_refusal(method, self._client_streams, MAX_CLIENT_STREAMS)
         if refusal is not None:
             refuse(context, *refusal)
             return
-        async with self._inbound_stream(context, method):
+        async with self._inbound_stream(context, self._client_streams):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STREAM_MAX_AGE_S):
                     async for request in requests:

@@ -30,12 +30,15 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-# A RadioStation answers RESOURCE_EXHAUSTED when it holds its bound of calls at once (MAX_CALLS of
-# loopchain/radiostation/main.py): it is up and its registry is the newest, so the call is made there again, BUSY_TRIES times at
-# most, after BUSY_BACKOFF_S (jittered, twice as long before each next try), all within the
-# call's deadline (GRPC_TIMEOUT), before the next RadioStation is tried. Every other code
-# (UNAVAILABLE, DEADLINE_EXCEEDED, ...) makes it unreachable at once.
+# A RadioStation answers RESOURCE_EXHAUSTED when it holds its bound of calls at once (MAX_CALLS
+# of loopchain/radiostation/main.py): it is up and its registry is the newest, so the call is
+# made there again, BUSY_TRIES times at most, after BUSY_BACKOFF_S (jittered, twice as long
+# before each next try), all within the call's deadline (GRPC_TIMEOUT), before the next
+# RadioStation is tried. Every other code (UNAVAILABLE, DEADLINE_EXCEEDED, ...) makes it
+# unreachable at once.
 BUSY_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED})
+# ... unless gRPC says a message was over a size bound (either side's): no retry changes that
+_TOO_LARGE = "larger than max"
 BUSY_TRIES = 3
 BUSY_BACKOFF_S = 0.05
 
@@ -166,7 +169,7 @@ class RadioStationClient:
             try:
                 return await method(request, timeout=deadline - loop.time())
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in BUSY_CODES:
+                if exc.code() not in BUSY_CODES or _TOO_LARGE in (exc.details() or ""):
                     raise RadioStationUnreachable(exc.code().name) from None
                 busy = f"busy ({exc.code().name}, {tries} tries): {exc.details()}"
             wait = pause * random.uniform(0.5, 1.0)

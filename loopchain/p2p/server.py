@@ -11,6 +11,7 @@ import grpc
 from loopchain.configure import Config
 from loopchain.p2p import grpc_util
 from loopchain.p2p.peer_service import (
+    MAX_CLIENT_STREAMS,
     MAX_INBOUND_STREAMS,
     PeerBackend,
     PeerServicer,
@@ -33,13 +34,14 @@ def _max_unary(config: Config) -> int:
 
 
 def _max_calls(config: Config) -> int:
-    return MAX_INBOUND_STREAMS + _max_unary(config)
+    return MAX_INBOUND_STREAMS + MAX_CLIENT_STREAMS + _max_unary(config)
 
 
-# connections and streams of the server a peer serves its own REST proxy on (one process, a
-# channel each for its calls and its batch streams)
+# the server a peer serves its own REST proxy on: its connections (one process, a channel each
+# for its calls and its batch streams), and the one-off calls it may make besides its
+# REST_MAX_INFLIGHT reads (batches falling back from their streams, health probes)
 OWN_PROXY_CONNECTIONS = 8
-OWN_PROXY_STREAMS = 64
+OWN_PROXY_OTHER_CALLS = 64
 
 
 class PeerServer:
@@ -127,8 +129,8 @@ async def start_peer_server(
                 backend, peer_id, tls, monitor, workers=workers, max_proposal=_max_proposal(config)
             ),
             _unix_socket(own_socket),
-            int(config.REST_MAX_INFLIGHT) + OWN_PROXY_STREAMS,
-            int(config.REST_MAX_INFLIGHT),
+            int(config.REST_MAX_INFLIGHT) + OWN_PROXY_OTHER_CALLS + MAX_CLIENT_STREAMS,
+            int(config.REST_MAX_INFLIGHT) + OWN_PROXY_OTHER_CALLS,
             OWN_PROXY_CONNECTIONS,
         )
     ports = 1 if tls is None else 2

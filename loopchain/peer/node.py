@@ -532,8 +532,12 @@ class PeerNode:
         if self.options.worker is None:
             assert self.node_store is not None
             self.node_store.put(REGISTRATION_CACHE.encode(), cache, sync=True)
-        else:  # its peer holds the cache
-            write_atomic(self.root / self.options.worker.grant.channel / WORKER_REGISTRATION, cache)
+        else:  # its peer holds the cache: a cache, so a failed write only costs a warning
+            path = self.root / self.options.worker.grant.channel / WORKER_REGISTRATION
+            try:
+                write_atomic(path, cache)
+            except OSError as exc:
+                log.warning("registration not left for the peer's cache in %s: %s", path, exc)
 
     def _sweep_worker_writes(self) -> None:
         """Remove from the channels' folders the temporary files of workers killed midway

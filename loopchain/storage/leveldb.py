@@ -13,6 +13,7 @@ LevelDB itself refuses further writes only after a failed sync.
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,19 @@ from loopchain.storage.abc import (
 from loopchain.storage.memory import check_bytes
 
 BLOOM_FILTER_BITS = 10  # per key: ~1% false positives
-# tables a store keeps open (LevelDB's default is 1,000): a process's descriptors are shared with
-# its servers' connections (grpc_util.connections_a_port leaves them half), and a lookup in a table
-# not open reopens it
-MAX_OPEN_FILES = 128
+# tables a store keeps open: an eighth of the descriptors its process may open, so that a few
+# stores stay within the half its servers' connections leave (grpc_util.connections_a_port),
+# between LevelDB's least and its default (a lookup in a table not open reopens it)
+MIN_OPEN_FILES, MAX_OPEN_FILES = 74, 1000
+
+
+def open_files_bound() -> int:
+    """The tables a store opened now keeps open (see MAX_OPEN_FILES)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_OPEN_FILES
+    return max(MIN_OPEN_FILES, min(MAX_OPEN_FILES, soft // 8))
+
 
 # What LevelDB says when its LOCK file is held, and who holds it.
 _OTHER_PROCESS = "another process holds it"
@@ -73,7 +83,7 @@ def _open(path: Path, create: bool, compression: bool, sizes: dict[str, int]) ->
             # most lookups are for keys that are absent (is this relayed transaction known?): a
             # filter answers them without reading tables (1.25 bytes per key, of open tables only)
             bloom_filter_bits=BLOOM_FILTER_BITS,
-            max_open_files=MAX_OPEN_FILES,
+            max_open_files=open_files_bound(),
             **sizes,
         )
     except plyvel.Error as exc:

@@ -194,7 +194,7 @@ async def test_a_peer_that_refuses_streams_is_sent_calls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     servicer = peer[0]
-    monkeypatch.setattr(peer_service, "MAX_INBOUND_STREAMS", 0)  # holding its limit
+    monkeypatch.setattr(peer_service, "MAX_CLIENT_STREAMS", 0)  # holding its limit
     streams = _streams(stub)
     reply = await streams(_batch(0, 3), timeout=TIMEOUT)
     assert [r.code for r in reply.results] == [0, 0, 0] and _numbers(servicer) == [0, 1, 2]

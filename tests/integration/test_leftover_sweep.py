@@ -442,3 +442,26 @@ def test_an_unpack_killed_midway_is_swept_when_its_package_is_resolved(
     stale.kill()
     assert resolve(repository) == package
     assert set(packages.iterdir()) == {live, package.path}
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_a_file_being_named_is_kept_by_a_sweep_that_cannot_see_its_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overwrite: bool
+) -> None:
+    """A sweeper in another pid namespace sees no process of the writer's pid: the writer's lock
+    alone keeps its file, until the file has its name (before, the lock went with the write's
+    handle, before the rename: the sweep took the file and the write failed)."""
+    target = tmp_path / "registry.json"
+    rename = os.replace if overwrite else os.link
+    swept: list[int] = []
+
+    def sweeping_first(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+        with monkeypatch.context() as unseen:
+            unseen.setattr(durable, "process_alive", lambda pid: False)
+            swept.append(durable.sweep_leftovers(tmp_path))
+        rename(source, dest)
+
+    monkeypatch.setattr(durable.os, "replace" if overwrite else "link", sweeping_first)
+    durable.write_atomic(target, b"{}", overwrite=overwrite)
+    assert swept == [0] and target.read_bytes() == b"{}"
+    assert [p.name for p in tmp_path.iterdir()] == ["registry.json"]

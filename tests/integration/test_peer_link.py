@@ -38,6 +38,7 @@ from tools.procs import free_port_pair, wait_until_async
 
 SIGNER = Signer.generate()
 CONFIG = load_config(environ={})
+CANCELLED = (grpc.StatusCode.CANCELLED, "CANCELLED")
 
 
 @dataclass
@@ -494,6 +495,31 @@ async def test_the_peer_server_refuses_a_request_past_its_bound_unread() -> None
     assert _heights(backend.alpha) == [7] and len(backend.alpha.events) == 1
 
 
+async def test_client_streams_at_their_bound_leave_link_streams_their_share(
+    receiver: Receiver, transport: GrpcTransport
+) -> None:
+    """Batch streams of clients (anyone's without TLS) are bounded apart from link streams: with
+    as many of them opened as a peer takes link streams, MAX_CLIENT_STREAMS are accepted, the
+    rest refused, and a link opening its stream still gets one (before, they shared one bound
+    and the link was refused)."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{receiver.port}") as channel:
+        stub = pb_grpc.PeerServiceStub(channel)
+        calls = [stub.CreateTxStream(timeout=60) for _ in range(peer_service.MAX_INBOUND_STREAMS)]
+        try:
+            accepted = [
+                grpc_util.STREAM_ACCEPTED in tuple(await call.initial_metadata()) for call in calls
+            ]
+            assert sum(accepted) == peer_service.MAX_CLIENT_STREAMS
+            transport.send_consensus(_peer(receiver), CHANNEL, "sender", _vote(3))
+            await _arrived("the vote", lambda: receiver.backend.alpha.events)
+            assert len(receiver.servicer._streams) == 1  # it came on the link's stream
+        finally:
+            for call in calls:
+                call.cancel()
+    refusals = len(calls) - peer_service.MAX_CLIENT_STREAMS
+    assert receiver.monitor.errors == [("CreateTxStream", "RESOURCE_EXHAUSTED")] * refusals
+
+
 async def test_link_streams_go_on_while_one_off_calls_crowd_the_server(
     transport: GrpcTransport,
 ) -> None:
@@ -508,7 +534,7 @@ async def test_link_streams_go_on_while_one_off_calls_crowd_the_server(
     served = await start_peer_server(backend, "receiver", CONFIG, port, None, monitor)
     peer, alpha = PeerInfo("receiver", f"127.0.0.1:{port}", 0), backend.alpha
     others = int(CONFIG.REST_MAX_INFLIGHT) + server.MAX_OTHER_CALLS
-    crowd = others + peer_service.MAX_INBOUND_STREAMS - 1
+    crowd = server._max_calls(CONFIG) - 1  # every call the server takes but the open stream's
     try:
         transport.send_consensus(peer, CHANNEL, "sender", _vote(0))  # the consensus lane opens
         await _arrived("the first vote", lambda: alpha.events)
@@ -531,14 +557,16 @@ async def test_link_streams_go_on_while_one_off_calls_crowd_the_server(
         await served.stop(grace=0)
     refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
     assert len(outcomes) - len(refused) == others
-    assert {(o.code(), o.details()) for o in refused} == {
-        (
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"{others} calls are in this server's handlers, limit {others}",
-        )
-    }
+    # gRPC hands a few calls of such a burst to their client as CANCELLED (refused by the
+    # server, or cancelled before their handler ran; so it did with context.abort too)
+    answers = [(o.code(), o.details()) for o in refused]
+    limit = f"{others} calls are in this server's handlers, limit {others}"
+    assert set(answers) <= {(grpc.StatusCode.RESOURCE_EXHAUSTED, limit), CANCELLED}
+    exhausted = len(answers) - answers.count(CANCELLED)
+    assert exhausted > answers.count(CANCELLED)
     assert _heights(alpha) == [0, 1] and [tx.hash for tx in alpha.txs] == [_tx(1).hash]
-    assert monitor.errors == [("GetBalance", "RESOURCE_EXHAUSTED")] * len(refused)
+    assert set(monitor.errors) == {("GetBalance", "RESOURCE_EXHAUSTED")}
+    assert exhausted <= len(monitor.errors) <= len(refused)
 
 
 async def test_the_socket_of_the_peers_own_proxy_is_not_held_by_callers_of_its_port(

@@ -69,9 +69,11 @@ class Station(pb_grpc.RadioStationServicer):
             await context.abort(self.code, "Concurrent RPC limit exceeded!")
 
 
-async def _serve(station: Station, max_rpcs: int | None = None) -> tuple[grpc.aio.Server, str]:
+async def _serve(
+    station: Station, max_rpcs: int | None = None, max_receive: int | None = None
+) -> tuple[grpc.aio.Server, str]:
     port = free_port_pair()
-    server = grpc_util.create_server(CONFIG, max_rpcs=max_rpcs)
+    server = grpc_util.create_server(CONFIG, max_rpcs=max_rpcs, max_receive=max_receive)
     pb_grpc.add_RadioStationServicer_to_server(station, server)
     grpc_util.bind(server, "127.0.0.1", port)
     await server.start()
@@ -275,3 +277,20 @@ async def test_a_busy_radiostation_is_warned_about_as_busy_once_an_interval(
     finally:
         await stations.close()
         await server.stop(grace=0)
+
+
+async def test_a_request_over_a_size_bound_is_not_busy() -> None:
+    """gRPC answers RESOURCE_EXHAUSTED to a message over a size bound too; no try again changes
+    that: the RadioStation is left at once, and the error does not say busy."""
+    primary = Station(1)
+    primary_server, primary_target = await _serve(primary, max_receive=64)
+    stations = RadioStations([primary_target], CONFIG)
+    try:
+        with pytest.raises(RadioStationUnreachable) as raised:
+            await stations.heartbeat(SIGNER, "alpha", 0, 1)
+        assert not isinstance(raised.value, RadioStationBusy)
+        assert "RESOURCE_EXHAUSTED" in str(raised.value) and "busy" not in str(raised.value)
+        assert primary.calls == 0
+    finally:
+        await stations.close()
+        await primary_server.stop(grace=0)

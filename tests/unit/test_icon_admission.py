@@ -224,11 +224,13 @@ async def test_a_transaction_sent_again_while_its_first_copy_is_being_taken_in_i
 
 
 async def test_a_batch_a_full_disk_refused_gives_its_room_back_at_once(
-    cluster: Cluster, limit: Limit
+    cluster: Cluster, limit: Limit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch admitted and then refused by a disk below its reserve (STORAGE_MIN_FREE_MB) gives
-    back the room it held, its rate tokens too: the same number is admitted at once after (a
-    second's refill could hide a rate's lost tokens only on a run over a second long)."""
+    back the room it held, its rate tokens too: the same number is admitted at once after (the
+    peer's clock stands still meanwhile, so that no refill can hide lost tokens)."""
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now)
     balances = HeldBalances()
     balances.answer()
     service = lone_peer(cluster, balances)

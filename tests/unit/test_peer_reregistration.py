@@ -9,6 +9,7 @@ RadioStation's side is in tests/e2e/test_radiostation_reregistration.py."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -23,7 +24,7 @@ from loopchain.p2p.radiostation_client import (
     Registration,
 )
 from loopchain.peer import node as node_module
-from loopchain.peer.node import PeerNode, PeerOptions
+from loopchain.peer.node import PeerNode, PeerOptions, WorkerSpec
 from loopchain.storage.memory import MemoryStore
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import Signer
@@ -178,3 +179,23 @@ async def test_a_changed_answer_is_warned_about_and_an_ungranted_channel_stops_r
     node._registered_again_at = -math.inf
     await _beat(node, rs, 1)
     assert rs.connects == 2
+
+
+async def test_a_worker_that_cannot_leave_its_registration_for_the_cache_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A channel worker leaves what it registered again with in its channel folder for its
+    peer's cache; when that write fails (here: a folder in the file's place; a full disk alike)
+    it warns and its heartbeats go on (before, the error ended the worker)."""
+    node = _node(tmp_path)
+    node.options = dataclasses.replace(
+        node.options, worker=WorkerSpec(_grant(CHANNEL), ISSUER, str(tmp_path / "w.sock"))
+    )
+    (node.root / CHANNEL / node_module.WORKER_REGISTRATION).mkdir(parents=True)
+    rs = RadioStation(ResponseCode.PEER_UNKNOWN, Registration(2, ISSUER, (_grant(CHANNEL),)))
+    await _beat(node, rs, 1)
+    assert rs.connects == 1
+    assert _warnings(caplog, "registration not left for the peer's cache") == 1
+    rs.refusal = None
+    await _beat(node, rs, 1)
+    assert rs.heartbeats == 2
