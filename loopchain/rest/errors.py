@@ -36,6 +36,13 @@ _RPC_ERRORS: dict[grpc.StatusCode, tuple[ResponseCode, int, str]] = {
         503,
         "the peer takes no more now, try again later ({details})",
     ),
+    # the peer ended the call before answering it (gRPC does so to a few calls of a burst it
+    # takes no more of, and to calls in flight while it stops): try again
+    grpc.StatusCode.CANCELLED: (
+        ResponseCode.FAIL,
+        503,
+        "the peer at {target} ended the call unanswered, try again later ({details})",
+    ),
     grpc.StatusCode.FAILED_PRECONDITION: (ResponseCode.NO_LEADER, 503, "{details}"),
     grpc.StatusCode.ABORTED: (ResponseCode.FAIL, 503, "{details}"),
     grpc.StatusCode.PERMISSION_DENIED: (ResponseCode.FAIL, 403, "{details}"),

@@ -43,3 +43,14 @@ def test_a_deadline_the_peer_answered_is_minus_900_with_its_words() -> None:
     assert answered.message == (
         "the peer at p:7100 did not answer within 5 s (SCORE of alpha did not answer in time: 3 s)"
     )
+
+
+def test_a_call_the_peer_ended_unanswered_is_a_503_to_try_again() -> None:
+    """CANCELLED from the peer (a call of a burst it takes no more of, or one in flight while it
+    stops) is overload, answered 503 with Retry-After, not a 502 failure."""
+    ended = status_error(grpc.StatusCode.CANCELLED, "", "p:7100", 5.0)
+    assert (ended.code, ended.status) == (ResponseCode.FAIL, 503)
+    assert (
+        ended.message == "the peer at p:7100 ended the call unanswered, try again later (cancelled)"
+    )
+    assert ended.response().headers["Retry-After"] == "1"
