@@ -18,6 +18,7 @@ WORKER_CHANNELS = {
     "beta": {"score_package": "loopchain/default"},
 }
 DEADLINE = 30.0  # many heartbeat intervals (0.5 s) and gRPC deadlines; a registration takes ~0.1 s
+REGISTERED_AGAIN = "registered again with RadioStation"
 REGISTERING_AGAIN = "does not know this peer: registering again"
 
 
@@ -50,10 +51,12 @@ def test_a_radiostation_restarted_on_an_empty_folder_lists_the_running_peer_agai
         net.start_radiostation()
 
         wait_until(lambda: _listed(net.rs_rest, peer_id), DEADLINE, "the peer listed again")
-        log = net.peers[port].log_text()
+        # the peer warns once it has the answer, which lists it before
+        peer = net.peers[port]
+        wait_until(lambda: "now signs as" in peer.log_text(), DEADLINE, "the new key warned")
+        log = peer.log_text()
         assert log.count(REGISTERING_AGAIN) == 1, log[-3000:]
         assert f"RadioStation 127.0.0.1:{net.rs_port} {REGISTERING_AGAIN}" in log
-        assert "now signs as" in log
     finally:
         net.stop_and_check()
 
@@ -84,7 +87,9 @@ def test_a_standby_with_an_older_copy_lists_the_peer_once_the_primary_is_gone(
         assert primary.stop() == 0
 
         wait_until(lambda: _listed(standby_rest, peer_id), DEADLINE, "the peer on the standby")
-        log = net.peers[port].log_text()
+        peer = net.peers[port]  # it logs its answer compared after the answer lists it
+        wait_until(lambda: REGISTERED_AGAIN in peer.log_text(), DEADLINE, "the answer taken")
+        log = peer.log_text()
         assert log.count(REGISTERING_AGAIN) == 1, log[-3000:]
         assert f"RadioStation 127.0.0.1:{standby_port} {REGISTERING_AGAIN}" in log
         assert "now signs as" not in log
