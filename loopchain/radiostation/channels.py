@@ -108,10 +108,20 @@ class ChannelSpec:
         return [i for i, m in enumerate(self.members or ()) if not m.peer_id]
 
 
+# host:port as a node is dialed by: a host name or IPv4 address (letters, digits, '.', '-', '_'),
+# or an IPv6 address in brackets, and a port of ASCII digits. Nothing else: gRPC reads a target
+# with a scheme ("unix:/path:1", "dns:///x:1", "xds:///x:1", "ipv4:...") as a URI, so such a
+# target had the RadioStation dial local sockets and resolvers a registering stranger chose (and
+# gRPC's core log an ERROR for each it could not parse); a port of other digits ("²") made int()
+# raise, answered UNKNOWN with a traceback.
+_TARGET = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\]):([0-9]{1,5})")
+
+
 def is_target(text: str) -> bool:
-    """True when `text` looks like host:port with a port in 1..65535."""
-    host, sep, port = text.rpartition(":")
-    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+    """True when `text` is host:port (a host name, an IPv4 address or an IPv6 address in
+    brackets; a port in 1..65535 in ASCII digits)."""
+    match = _TARGET.fullmatch(text)
+    return match is not None and 0 < int(match.group(2)) < 65536
 
 
 def _positive_int(value: Any) -> bool:

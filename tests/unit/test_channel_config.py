@@ -11,11 +11,13 @@ import pytest
 
 from loopchain.configure import load_config
 from loopchain.radiostation import channel_admin
+from loopchain.radiostation.admission import AdmissionError, verify_connect
 from loopchain.radiostation.channels import ChannelDataError, channel_to_json, parse_channels
 from loopchain.radiostation.registry import NotAdmitted, Registry, UnknownPeer
 from loopchain.radiostation.station import Station
 from loopchain.types.crypto import Signer
 from loopchain.types.genesis import GenesisData
+from loopchain.types.peer import connect_digest
 from loopchain.types.validators import ValidatorSet
 
 PATH = Path("channel_manage_data.json")
@@ -125,6 +127,41 @@ def test_listed_mode_admits_by_peer_id_only() -> None:
 def test_bad_peer_entries_are_named(peers: list, message: str) -> None:
     with pytest.raises(ChannelDataError, match=message):
         parse_channels(PATH, {"c": {"peers": peers}}, "x")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "unix:/tmp/x.sock:1",  # gRPC reads a scheme: the RadioStation would dial a local socket
+        "unix-abstract:x:1",
+        "dns:///x.invalid:1",
+        "xds:///a:1",
+        "ipv4:1.2.3.4,5.6.7.8:1",
+        "ipv6:[::1:1",
+        "a:\u00b2",  # a digit to str.isdigit, no number to int(): ValueError, answered UNKNOWN
+        "a:\u0661\u0662",  # 12 to int() in Arabic-Indic digits
+        "\u00e9:1",
+        "a b:1",
+        "a:0",
+        "a:65536",
+    ],
+)
+def test_a_registration_whose_target_is_not_host_port_is_refused(target: str) -> None:
+    """A signed registration names a plain host:port, or it is refused as malformed (before any
+    probe of the target), in the channel file as well."""
+    signer = Signer(b"\x07" * 32)
+    signature = signer.sign(connect_digest(signer.address, target, ""))
+    with pytest.raises(AdmissionError, match="target must be"):
+        verify_connect(signer.address, target, "", signer.public_key, signature)
+    with pytest.raises(ChannelDataError, match="peer_target must be"):
+        parse_channels(PATH, {"c": {"peers": [{"peer_id": A, "peer_target": target}]}}, "x")
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1:7100", "[::1]:7100", "peer_0.example-x:65535"])
+def test_a_registration_at_a_host_name_or_address_is_taken(target: str) -> None:
+    signer = Signer(b"\x07" * 32)
+    signature = signer.sign(connect_digest(signer.address, target, ""))
+    assert verify_connect(signer.address, target, "", signer.public_key, signature)
 
 
 def test_score_settings_are_read_and_bounded() -> None:
