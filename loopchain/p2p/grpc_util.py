@@ -94,13 +94,16 @@ def _revoked(path: Path, ca_pem: bytes) -> frozenset[int]:
         raise OSError(f"cannot use the revocation list {path}: {exc}") from None
 
 
+CLIENT_PING_INTERVAL_MS = 10_000  # a client's keepalive ping while it has calls open
+
+
 def channel_options(config: Config) -> list[tuple[str, int]]:
     size = int(config.GRPC_MAX_MESSAGE_BYTES)
     return [
         ("grpc.max_send_message_length", size),
         ("grpc.max_receive_message_length", size),
         ("grpc.enable_retries", 0),
-        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_time_ms", CLIENT_PING_INTERVAL_MS),
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
@@ -192,6 +195,9 @@ def server_options(
         ("grpc.max_send_message_length", size),
         ("grpc.max_receive_message_length", min(size, max_receive)),
         ("grpc.keepalive_time_ms", 10_000),
+        # the pings its clients send on idle streams (channel_options: every 10 s) are welcome:
+        # gRPC's default (one in 5 minutes) answered them with GOAWAY "too_many_pings"
+        ("grpc.http2.min_ping_interval_without_data_ms", CLIENT_PING_INTERVAL_MS // 2),
         ("grpc.so_reuseport", 0),
         ("grpc.max_allowed_incoming_connections", max_connections),
         ("grpc.server_handshake_timeout_ms", SERVER_HANDSHAKE_TIMEOUT_MS),
