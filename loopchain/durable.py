@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -128,19 +129,33 @@ def sweep_leftovers(directory: Path, limit: int = MAX_SWEPT) -> int:
     midway: regular files of this user named `.{name}.{pid}.{8 hex}.tmp` whose pid is no live
     process here and whose lock nobody holds. At most `limit`; how many were removed (0 when
     the folder cannot be read: a sweep never stops an opening)."""
-    removed = 0
     uid = os.getuid()
+
+    def abandoned(entry: os.DirEntry[str]) -> bool:
+        match = _LEFTOVER.fullmatch(entry.name)
+        if match is None or process_alive(int(match["pid"])):
+            return False
+        return _remove_unlocked_file(entry, uid)
+
+    removed = remove_abandoned(directory, abandoned, limit)
+    if removed:
+        log.info("removed %d temporary files of writes killed midway from %s", removed, directory)
+    return removed
+
+
+def remove_abandoned(
+    directory: Path, remove_if_abandoned: Callable[[os.DirEntry[str]], bool], limit: int
+) -> int:
+    """Offer the entries of `directory` to `remove_if_abandoned` (which removes one it finds
+    abandoned, and says so) until `limit` are removed; how many (0 when the folder cannot be
+    read: a sweep never stops an opening)."""
+    removed = 0
     with contextlib.suppress(OSError), os.scandir(directory) as entries:
         for entry in entries:
             if removed >= limit:
                 break
-            match = _LEFTOVER.fullmatch(entry.name)
-            if match is None or process_alive(int(match["pid"])):
-                continue
-            if _remove_unlocked_file(entry, uid):
+            if remove_if_abandoned(entry):
                 removed += 1
-    if removed:
-        log.info("removed %d temporary files of writes killed midway from %s", removed, directory)
     return removed
 
 

@@ -29,7 +29,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from loopchain.durable import take_free_lock
+from loopchain.durable import remove_abandoned, take_free_lock
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,12 @@ def sweep_owned_dirs(parent: Path, prefix: str, limit: int = MAX_SWEPT) -> int:
     """Remove from `parent` the folders of `prefix` whose makers died (module docstring),
     at most `limit`; how many. Never raises: a sweep does not stop a start."""
     named = re.compile(re.escape(prefix) + r"[0-9]+-[0-9a-f]{16}")
-    removed = 0
     uid = os.getuid()
-    with contextlib.suppress(OSError), os.scandir(parent) as entries:
-        for entry in entries:
-            if removed >= limit:
-                break
-            if named.fullmatch(entry.name) and _remove_if_abandoned(Path(entry.path), uid):
-                removed += 1
+
+    def abandoned(entry: os.DirEntry[str]) -> bool:
+        return bool(named.fullmatch(entry.name)) and _remove_if_abandoned(Path(entry.path), uid)
+
+    removed = remove_abandoned(parent, abandoned, limit)
     if removed:
         log.info("removed %d folders %s* of dead processes from %s", removed, prefix, parent)
     return removed

@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.types.crypto import Signer
 from loopchain.types.icon_tx import make_params, sign_params
-from loopchain.types.peer import connect_digest, heartbeat_digest, identify_digest
+from loopchain.types.peer import identify_digest
 from loopchain.types.transaction import Transaction
 from tests.e2e._rest_fuzz import _BODIES
+from tests.integration._rs_helpers import connect_request, heartbeat_request
 from tests.unit.test_decoder_fuzz import (
     BLOCK,
     COMPLAINT,
@@ -446,14 +447,7 @@ def signed_connect(draw: st.DrawFn, known: Known) -> pb.ConnectPeerRequest:
     group_id = draw(st.one_of(st.just(""), _texts))
     if len(target) > 256 or len(group_id) > 256:
         target, group_id = target[:256], group_id[:256]
-    digest = connect_digest(signer.address, target, group_id)
-    return pb.ConnectPeerRequest(
-        peer_id=signer.address,
-        target=target,
-        group_id=group_id,
-        public_key=signer.public_key,
-        signature=signer.sign(digest),
-    )
+    return connect_request(signer, target, group_id)
 
 
 @st.composite
@@ -465,16 +459,7 @@ def signed_heartbeat(draw: st.DrawFn, known: Known) -> pb.HeartbeatRequest:
     peer_type = draw(_ints(*INT_BOUNDS[d.FieldDescriptor.TYPE_INT32]))
     height = draw(_ints(*INT_BOUNDS[d.FieldDescriptor.TYPE_INT64]))
     stamp = draw(st.one_of(st.none(), _ints(*INT_BOUNDS[d.FieldDescriptor.TYPE_INT64])))
-    stamp = int(time.time() * 1e6) if stamp is None else stamp
-    digest = heartbeat_digest(signer.address, channel, peer_type, height, stamp)
-    return pb.HeartbeatRequest(
-        peer_id=signer.address,
-        channel=channel,
-        peer_type=peer_type,
-        block_height=height,
-        timestamp_us=stamp,
-        signature=signer.sign(digest),
-    )
+    return heartbeat_request(signer, channel, peer_type, height, stamp)
 
 
 SIGNED: dict[str, Callable[[Known], st.SearchStrategy[Message]]] = {

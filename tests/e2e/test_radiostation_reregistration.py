@@ -36,6 +36,18 @@ def _start_peer(net: LocalNetwork) -> tuple[int, str]:
     return port, peer_id
 
 
+def _a_peer_the_new_radiostation_lists_again(net: LocalNetwork, tmp_path: Path) -> int:
+    """A peer started, its RadioStation restarted on an empty folder, and the peer listed by it
+    again; the peer's port."""
+    rs = net.start_radiostation()
+    port, peer_id = _start_peer(net)
+    assert rs.stop() == 0
+    shutil.rmtree(tmp_path / "storage" / f"radiostation_{net.rs_port}")
+    net.start_radiostation()
+    wait_until(lambda: _listed(net.rs_rest, peer_id), DEADLINE, "the peer listed again")
+    return port
+
+
 def test_a_radiostation_restarted_on_an_empty_folder_lists_the_running_peer_again(
     tmp_path: Path,
 ) -> None:
@@ -44,13 +56,7 @@ def test_a_radiostation_restarted_on_an_empty_folder_lists_the_running_peer_agai
     now signs with another key than the one its channel trusts."""
     net = LocalNetwork(tmp_path)
     try:
-        rs = net.start_radiostation()
-        port, peer_id = _start_peer(net)
-        assert rs.stop() == 0
-        shutil.rmtree(tmp_path / "storage" / f"radiostation_{net.rs_port}")
-        net.start_radiostation()
-
-        wait_until(lambda: _listed(net.rs_rest, peer_id), DEADLINE, "the peer listed again")
+        port = _a_peer_the_new_radiostation_lists_again(net, tmp_path)
         # the peer warns once it has the answer, which lists it before
         peer = net.peers[port]
         wait_until(lambda: "now signs as" in peer.log_text(), DEADLINE, "the new key warned")
@@ -110,13 +116,7 @@ def test_a_peer_running_its_channels_in_workers_registers_again_and_caches_the_a
         tmp_path, {"LOOPCHAIN_DEFAULT_CHANNEL": "alpha", "CHANNEL_WORKERS": "always"}
     )
     try:
-        rs = net.start_radiostation()
-        port, peer_id = _start_peer(net)
-        assert rs.stop() == 0
-        shutil.rmtree(tmp_path / "storage" / f"radiostation_{net.rs_port}")
-        net.start_radiostation()
-
-        wait_until(lambda: _listed(net.rs_rest, peer_id), DEADLINE, "the peer listed again")
+        port = _a_peer_the_new_radiostation_lists_again(net, tmp_path)
         # the worker warns once it has the RadioStation's answer, which lists the peer before
         changed = r"now signs as (hx[0-9a-f]{40}), not as (hx[0-9a-f]{40})"
         peer = net.peers[port]
