@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from loopchain import configure_default
+from loopchain.safe_text import MAX_LOG_MESSAGE, bounded, one_line
 
 
 class ConfigError(ValueError):
@@ -391,7 +392,16 @@ _COLOUR_RESET = "\033[0m"
 _QUIET_LOGGERS = {"asyncio": logging.WARNING, "grpc": logging.INFO, "aiohttp.server": logging.INFO}
 
 
-class _ColourFormatter(logging.Formatter):
+class _OneLineFormatter(logging.Formatter):
+    """A record's message on one line and bounded (safe_text), whatever it quotes from a
+    request; a traceback below it stays as it is."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = one_line(bounded(record.message, MAX_LOG_MESSAGE))
+        return super().formatMessage(record)
+
+
+class _ColourFormatter(_OneLineFormatter):
     """A formatter that colours the whole line by its level."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -412,11 +422,11 @@ def setup_logging(config: Config, *, debug: bool, process: str) -> None:
     fmt = f"%(asctime)s %(levelname)-7s [{process}] %(name)s: %(message)s"
     stream = logging.StreamHandler(sys.stderr)
     colour = debug and sys.stderr.isatty()
-    stream.setFormatter(_ColourFormatter(fmt) if colour else logging.Formatter(fmt))
+    stream.setFormatter(_ColourFormatter(fmt) if colour else _OneLineFormatter(fmt))
     handlers: list[logging.Handler] = [stream]
     if config.LOG_FILE_PATH:
         file_handler = log_file_handler(config)
-        file_handler.setFormatter(logging.Formatter(fmt))
+        file_handler.setFormatter(_OneLineFormatter(fmt))
         handlers.append(file_handler)
     logging.basicConfig(level=level, handlers=handlers, force=True)
     for name, floor in _QUIET_LOGGERS.items():

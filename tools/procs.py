@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -32,19 +33,36 @@ T = TypeVar("T")
 
 # what no log of a healthy process holds: an uncaught exception, a pending task dropped by its
 # loop, a failed task or future nobody awaited
-LOG_PROBLEMS = ("Traceback", "Task was destroyed", "exception was never retrieved")
+LOG_PROBLEMS = (
+    "Traceback (most recent call last)",
+    "Task was destroyed",
+    "exception was never retrieved",
+)
+# Such a line: a traceback's first line, or asyncio's words at the start of a line or as a record
+# of the asyncio logger (the project's format). The same words quoted from a request by a refusal
+# stay inside their line (a node writes a message on one line: loopchain.safe_text).
+_PROBLEM_LINE = re.compile(
+    r"^(?:\s*\+ Exception Group |\s*)Traceback \(most recent call last\)"
+    r"|^(?:\S+ \S+ \w+ +\[[^\]]*\] asyncio: )?"
+    r"(?:Task was destroyed|(?:Task|Future) exception was never retrieved)"
+)
+
+
+def is_problem_line(line: str) -> bool:
+    """Whether `line` of a log shows a problem (LOG_PROBLEMS, where they mean one)."""
+    return _PROBLEM_LINE.match(line) is not None
 
 
 def log_problems(text: str) -> list[str]:
-    """The lines of `text` that show a problem (one of LOG_PROBLEMS), in order."""
-    return [line for line in text.splitlines() if any(p in line for p in LOG_PROBLEMS)]
+    """The lines of `text` that show a problem (is_problem_line), in order."""
+    return [line for line in text.splitlines() if is_problem_line(line)]
 
 
 def problem_excerpts(text: str, before: int = 2, after: int = 12, limit: int = 6000) -> str:
     """Each problem line of `text` with `before` lines above and `after` below (where a
     traceback's exception is); overlapping excerpts merged, at most `limit` characters."""
     lines = text.splitlines()
-    hits = [i for i, line in enumerate(lines) if any(p in line for p in LOG_PROBLEMS)]
+    hits = [i for i, line in enumerate(lines) if is_problem_line(line)]
     spans: list[list[int]] = []
     for i in hits:
         start, end = max(0, i - before), min(len(lines), i + after + 1)

@@ -15,6 +15,7 @@ import grpc
 from loopchain import fds
 from loopchain.blockchain.chain import BLOCK_HEADROOM_BYTES
 from loopchain.configure import Config, RefusalLog
+from loopchain.safe_text import status_details
 
 log = logging.getLogger(__name__)
 REFUSALS = RefusalLog(log)
@@ -239,9 +240,11 @@ def refuse(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: st
     no answer message with a status other than OK). Unlike `context.abort`, which raises, this
     leaves no exception whose traceback keeps the handler's frames, and so the request, in a
     reference cycle until a full garbage collection (a flood of refused 3 MiB calls held ~660 MiB
-    that way)."""
+    that way). The message is made one line and bounded (safe_text.status_details): it may quote
+    what the caller sent, and a trailer past gRPC's size limits reaches the caller as "Stream
+    removed" instead of the refusal."""
     context.set_code(code)
-    context.set_details(message)
+    context.set_details(status_details(message))
     return None
 
 

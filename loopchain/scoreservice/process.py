@@ -51,6 +51,7 @@ from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.monitor_log import start_shipping
 from loopchain.protos import score_pb2 as pb
 from loopchain.protos import score_pb2_grpc as pb_grpc
+from loopchain.safe_text import status_details
 from loopchain.scoreservice import MAX_BALANCE_ADDRESSES
 from loopchain.scoreservice.packages import (
     PackageError,
@@ -488,7 +489,7 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         try:
             return await self.runner.call(work)
         except Refused as exc:
-            await context.abort(exc.code, exc.message)
+            await context.abort(exc.code, status_details(exc.message))
             raise  # abort raises; this line is never reached
         except StorageError as exc:
             # a store whose write failed takes no more until it is opened again: this process
@@ -496,7 +497,9 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
             # is replayed the blocks it misses
             log.error("SCORE state store failed: %s; this SCORE process ends", exc)
             self.store_failed.set()
-            await context.abort(grpc.StatusCode.INTERNAL, f"SCORE state store failed: {exc}")
+            await context.abort(
+                grpc.StatusCode.INTERNAL, status_details(f"SCORE state store failed: {exc}")
+            )
             raise
 
     def _require_loaded(self) -> LoadedScore:
@@ -546,7 +549,9 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
             # its own peer checked these bytes and hashed their transactions
             block = Block.decode_trusted(request.block, request.tx_hashes)
         except EncodingError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed block: {exc}")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, status_details(f"malformed block: {exc}")
+            )
         results, state_root, result_root = await self._run(context, lambda: self._invoke(block))
         return pb.InvokeReply(
             height=block.height,

@@ -55,6 +55,9 @@ REFUSALS = frozenset(
         grpc.StatusCode.OUT_OF_RANGE,
     }
 )
+# gRPC's words when the caller could not read how its call ended (a trailer past the client's
+# metadata limit: a refusal that quoted a long value in full); the refusal is lost to it
+LOST_ANSWER = "Stream removed"
 MAX_MESSAGE = 64 << 20  # the fuzzing client sends and takes messages up to this size
 SHOW = 300  # characters of a request shown in a reproducer
 # A line of a node's log at level ERROR or CRITICAL (the project's format), or one gRPC's core
@@ -560,6 +563,8 @@ def problems(method: d.MethodDescriptor, outcome: Outcome) -> list[str]:
     found = []
     if outcome.code != grpc.StatusCode.OK and outcome.code not in REFUSALS:
         found.append(f"{outcome.code.name}: {outcome.details[:200]}")
+    elif outcome.details.startswith(LOST_ANSWER):
+        found.append(f"the answer did not reach the caller: {outcome.details[:200]}")
     reply_class = message_class(method.output_type)
     for raw in outcome.replies:
         try:

@@ -703,6 +703,29 @@ def test_create_tx_stream_refuses_bad_batches_alone_and_ends_on_a_malformed_mess
             ["challenge must be 32 bytes"],
             id="identify-1MB",
         ),
+        # refusals quoting a long value: the caller gets the refusal, not gRPC's "Stream removed"
+        # for a trailer past its metadata limit (16 KiB), once the quote is bounded
+        pytest.param(
+            "GetStatus",
+            pb.ChannelRequest(channel="\U0001f600" * 50_000),
+            NOT_FOUND,
+            ["not served", "characters)..."],
+            id="get-status-200KB-channel",
+        ),
+        pytest.param(
+            "GetTx",
+            pb.GetTxRequest(channel=CHANNEL, tx_hash="0x" + "%" * 100_000),
+            INVALID,
+            ["64 hex"],
+            id="get-tx-100KB-hash",
+        ),
+        pytest.param(
+            "Query",
+            pb.QueryRequest(channel=CHANNEL, params_json=json.dumps({"method": "m" * 100_000})),
+            INVALID,
+            ["unknown query method 'mmm"],
+            id="query-100KB-method-name",
+        ),
     ],
 )
 def test_peer_grpc_refuses_bad_requests(
@@ -712,6 +735,7 @@ def test_peer_grpc_refuses_bad_requests(
     assert error.code() == code, (error.code(), error.details())
     for word in words:
         assert word in error.details(), (word, error.details())
+    assert len(error.details().encode()) <= 4096, error.details()
 
 
 @pytest.mark.parametrize(
@@ -1159,9 +1183,11 @@ def test_a_heartbeat_in_a_real_peers_name_is_refused(target: Target) -> None:
     mark.wait_warning(None, "refused a heartbeat", victim)
 
 
-def test_radiostation_grpc_refuses_unknown_channels(target: Target) -> None:
-    error = rpc_refusal(rs_call, target, "GetPeerList", pb.ChannelRequest(channel="nosuch"))
+@pytest.mark.parametrize("channel", ["nosuch", "\n" * 10_000 + "\U0001f600" * 50_000])
+def test_radiostation_grpc_refuses_unknown_channels(target: Target, channel: str) -> None:
+    error = rpc_refusal(rs_call, target, "GetPeerList", pb.ChannelRequest(channel=channel))
     assert error.code() == NOT_FOUND and "unknown channel" in error.details(), error
+    assert "\n" not in error.details() and len(error.details().encode()) <= 4096, error
 
 
 # ------------------------------------------------------------------ 9. who sent it

@@ -1,0 +1,56 @@
+"""Text that may carry what an outsider sent (a channel name, a JSON key, a method), made safe to
+show: on one line (a log line cannot be forged by a newline in a request), encodable as UTF-8 (a
+lone surrogate does not break a log handler), and bounded (a 200 KB value is not echoed in full).
+"""
+
+from __future__ import annotations
+
+# Characters that end or rewrite a line on a terminal or in a log reader: C0 controls but tab,
+# DEL, C1 controls (NEL among them) and Unicode's line and paragraph separators.
+_ESCAPES = {
+    code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if code != 0x09
+}
+_ESCAPES.update({0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+MAX_LOG_MESSAGE = 8_000  # characters of one log record's message
+# A gRPC status message travels percent-encoded in a trailer (3 bytes for each byte of UTF-8
+# outside printable ASCII); clients refuse trailers past 8 KiB (gRPC's soft limit: some calls)
+# and 16 KiB (all), and the caller then sees "Stream removed", not the refusal.
+MAX_DETAILS_BYTES = 4_096
+
+
+def one_line(text: str) -> str:
+    """`text` with its line-breaking and control characters written as escapes and any lone
+    surrogate as a backslash escape."""
+    if text.isprintable():
+        return text
+    text = text.translate(_ESCAPES)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _cut(text: str, keep: int) -> str:
+    """`text` shown by its first two thirds and last third of `keep` characters, saying how long
+    it was: a value quoted in a message is cut, the message's reason after it stays."""
+    tail = keep // 3
+    return f"{text[: keep - tail]} ...({len(text)} characters)... {text[len(text) - tail :]}"
+
+
+def bounded(text: str, limit: int) -> str:
+    """`text` cut to about `limit` characters (see _cut) when longer."""
+    return text if len(text) <= limit else _cut(text, limit)
+
+
+def status_details(message: str, max_bytes: int = MAX_DETAILS_BYTES) -> str:
+    """`message` as a gRPC status message: one line, at most `max_bytes` once encoded."""
+    text = one_line(message)
+    if text.isascii():
+        if len(text) + 2 * text.count("%") <= max_bytes:
+            return text
+        return _cut(text, max_bytes // 3 - 60)  # '%' may take three bytes each
+    if 3 * len(text.encode("utf-8")) <= max_bytes:
+        return text
+    return _cut(text, max_bytes // 12 - 60)  # up to 4 bytes of UTF-8, each sent as 3
