@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import importlib
 import json
@@ -437,12 +438,75 @@ def setup_logging(config: Config, *, debug: bool, process: str) -> None:
     warnings.filterwarnings("ignore", "coroutine '_handle_rpc' was never awaited", RuntimeWarning)
 
 
+class _DiskTroubleTold(logging.FileHandler):
+    """A log file's handler that takes a failed write of the disk's (full, read-only, gone) as a
+    condition, not a fault: one line on stderr at most every TOLD_EVERY_S seconds, counting the
+    records not written, and a line in the file once it takes records again (logging's own
+    handling printed a traceback for each record). Any other error is handled as logging does."""
+
+    TOLD_EVERY_S = 60.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lost = 0
+        self._trouble = ""
+        self._told_at = -math.inf
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lost = self.lost
+        super().emit(record)
+        if lost and self.lost == lost:  # written again after records were lost
+            self.lost, trouble = 0, self._trouble
+            note = logging.makeLogRecord(
+                {
+                    "name": __name__,
+                    "levelno": logging.WARNING,
+                    "levelname": "WARNING",
+                    "msg": "%d log records before the one above were not written to %s (%s)",
+                    "args": (lost, self.baseFilename, trouble),
+                }
+            )
+            super().emit(note)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # the last flush failed: the file is closed anyway
+            super().close()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handleError(record)
+            return
+        self.lost += 1
+        self._trouble = f"{type(error).__name__}: {error.strerror or error}"
+        now = time.monotonic()
+        if now - self._told_at >= self.TOLD_EVERY_S:
+            self._told_at = now
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(
+                    f"loopchain: the log file {self.baseFilename} takes no records "
+                    f"({self._trouble}); {self.lost} not written there so far (stderr has them)\n"
+                )
+
+
+class _LogFile(_DiskTroubleTold):
+    pass
+
+
+class _SizeRotatedLogFile(_DiskTroubleTold, logging.handlers.RotatingFileHandler):
+    pass
+
+
+class _TimeRotatedLogFile(_DiskTroubleTold, logging.handlers.TimedRotatingFileHandler):
+    pass
+
+
 def log_file_handler(config: Config) -> logging.FileHandler:
     """The handler of LOG_FILE_PATH: rotated by time (LOG_FILE_ROTATE_WHEN), else by size
     (LOG_FILE_ROTATE_MAX_BYTES, unless 0), keeping LOG_FILE_ROTATE_BACKUP_COUNT old files."""
     path, backups = config.LOG_FILE_PATH, int(config.LOG_FILE_ROTATE_BACKUP_COUNT)
     if config.LOG_FILE_ROTATE_WHEN:
-        return logging.handlers.TimedRotatingFileHandler(
+        return _TimeRotatedLogFile(
             path,
             when=config.LOG_FILE_ROTATE_WHEN,
             interval=int(config.LOG_FILE_ROTATE_INTERVAL),
@@ -451,13 +515,13 @@ def log_file_handler(config: Config) -> logging.FileHandler:
             utc=bool(config.LOG_FILE_ROTATE_UTC),
         )
     if config.LOG_FILE_ROTATE_MAX_BYTES:
-        return logging.handlers.RotatingFileHandler(
+        return _SizeRotatedLogFile(
             path,
             maxBytes=int(config.LOG_FILE_ROTATE_MAX_BYTES),
             backupCount=backups,
             encoding="utf-8",
         )
-    return logging.FileHandler(path, encoding="utf-8")
+    return _LogFile(path, encoding="utf-8")
 
 
 def _malformed_http_in_one_line(record: logging.LogRecord) -> bool:

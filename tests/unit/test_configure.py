@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import json
 import logging
 import logging.handlers
 import re
+import subprocess
 import sys
 import traceback
 import types
@@ -326,7 +328,8 @@ def test_the_log_file_rotates_by_time_or_not_at_all_and_refuses_unknown_periods(
     handlers = [log_file_handler(timed), log_file_handler(unbounded)]
     try:
         assert isinstance(handlers[0], logging.handlers.TimedRotatingFileHandler)
-        assert type(handlers[1]) is logging.FileHandler
+        assert not isinstance(handlers[1], logging.handlers.BaseRotatingHandler)
+        assert isinstance(handlers[1], logging.FileHandler)
     finally:
         for handler in handlers:
             handler.close()
@@ -433,3 +436,72 @@ def test_keys_lft_has_no_use_for_are_named_when_set_never_silently_ignored() -> 
     assert len(lines) == 2
     assert lines[0].startswith("LEADER_COMPLAIN_RATIO = 0.6 has no effect: ")
     assert lines[1].startswith("BLOCK_VOTE_TIMEOUT = 5.0 has no effect: ")
+
+
+def test_a_log_file_on_a_full_disk_is_told_once_not_a_traceback_a_record(tmp_path: Path) -> None:
+    """A real process logging as every node does, its log file on /dev/full (every write fails
+    with ENOSPC): its records still reach stderr, with one line about the file, no traceback."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    script = """
+import logging
+from loopchain.configure import load_config, setup_logging
+for rotate in ({"LOG_FILE_ROTATE_MAX_BYTES": 0}, {"LOG_FILE_ROTATE_MAX_BYTES": 10_000}):
+    config = load_config(environ={}, overrides={"LOG_FILE_PATH": "/dev/full", **rotate})
+    setup_logging(config, debug=False, process="node")
+    for n in range(300):
+        logging.getLogger("loopchain.test").warning("record %d", n)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    err = done.stderr
+    assert "Traceback" not in err and "Logging error" not in err, err[:3000]
+    told = [line for line in err.splitlines() if "takes no records" in line]
+    assert len(told) == 2 and all("No space left on device" in line for line in told), told
+    assert err.count("record 299") == 2 and err.count("] loopchain.test: record ") == 600
+
+
+class _FailingWrites:
+    """A log file's stream whose first `failures` writes fail as on a full disk."""
+
+    def __init__(self, stream: Any, failures: int) -> None:
+        self.stream, self.failures = stream, failures
+
+    def write(self, text: str) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@pytest.mark.parametrize("rotate", [{}, {"LOG_FILE_ROTATE_MAX_BYTES": 0}], ids=["size", "plain"])
+def test_a_log_file_that_takes_records_again_says_how_many_it_missed(
+    tmp_path: Path, rotate: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "peer.log"
+    config = load_config(environ={}, overrides={"LOG_FILE_PATH": str(path), **rotate})
+    handler = log_file_handler(config)
+    handler.stream = _FailingWrites(handler.stream, 5)
+    logger = logging.getLogger("test.full_disk")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for n in range(8):
+            logger.warning("record %d", n)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    lines = path.read_text().splitlines()
+    assert lines == [
+        "record 5",
+        f"5 log records before the one above were not written to {path} "
+        "(OSError: No space left on device)",
+        "record 6",
+        "record 7",
+    ]
+    told = capsys.readouterr().err
+    assert told.count("takes no records") == 1 and "Traceback" not in told, told
