@@ -15,12 +15,11 @@ positional argument still works, with a warning: every user of the machine sees 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from loopchain.durable import write_atomic
 from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer
 from loopchain.types.passwords import (
@@ -54,19 +53,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to `path` with `mode`, atomically (temporary name, sync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()  # a leftover keeps its own mode when opened again: make a fresh file
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def check_free(out: Path, force: bool) -> None:
     """FileExistsError when a key file is already under `out` (and not `force`)."""
     existing = [str(p) for p in (out / PRIVATE_NAME, out / PUBLIC_NAME) if p.exists()]
@@ -97,8 +83,11 @@ def create_key_pair(out: Path, password: str, force: bool) -> str:
     check_free(out, force)
     out.mkdir(parents=True, exist_ok=True)
     signer = Signer.generate()
-    write_file(private_path, pki.signing_key_to_pem(signer.secret_bytes(), password or None), 0o600)
-    write_file(public_path, pki.signing_public_key_to_pem(signer.public_key), 0o644)
+    private_pem = pki.signing_key_to_pem(signer.secret_bytes(), password or None)
+    write_atomic(private_path, private_pem, 0o600, overwrite=force)
+    write_atomic(
+        public_path, pki.signing_public_key_to_pem(signer.public_key), 0o644, overwrite=force
+    )
     return signer.address
 
 
