@@ -185,6 +185,7 @@ _POSITIVE_SECONDS = (  # deadlines and intervals: zero would spin or fail every 
     "GRPC_TIMEOUT",
     "REST_KEEPALIVE_TIMEOUT",
     "REST_BODY_TIMEOUT",
+    "REST_SEND_TIMEOUT",
     "SCORE_QUERY_TIMEOUT",
     "SCORE_INVOKE_TIMEOUT",
     "SCORE_RESTART_BACKOFF_MAX",
@@ -266,6 +267,7 @@ def validate(values: Mapping[str, Any]) -> None:
         "TX_POOL_ADMIT_BACKLOG",
         "REST_MAX_INFLIGHT",
         "REST_MAX_CONNECTIONS",
+        "REST_MAX_SENDING_MB",
     ):
         if values[key] < 1:
             raise ConfigError(f"{key} must be at least 1, got {values[key]}")

@@ -82,6 +82,12 @@ REST_MAX_INFLIGHT = 256
 REST_KEEPALIVE_TIMEOUT = 75.0
 # a request body not received in full within this is answered 408 and its connection closed
 REST_BODY_TIMEOUT = 30.0
+# a REST connection whose client takes none of its answer for this long is dropped (checked this
+# often: within twice that), so a client that does not read holds no answer in the server for good
+REST_SEND_TIMEOUT = 20.0
+# bytes of answers a REST server (proxy or RadioStation) holds written but not yet taken by their
+# clients; beyond them an answer over 16 KiB is answered 503 with Retry-After instead
+REST_MAX_SENDING_MB = 64
 # connections a REST port (proxy or RadioStation) keeps open at once; a new one beyond them is
 # answered 503 and closed. Lowered at start when the process may not open that many files.
 REST_MAX_CONNECTIONS = 4096

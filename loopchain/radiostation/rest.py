@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from loopchain.configure import ConfigError, describe
-from loopchain.http_site import BodyTimeout, read_within
+from loopchain.http_site import BodyTimeout, answer_sender, read_within
 from loopchain.radiostation import channel_admin
 from loopchain.radiostation.bodies import BadBody, parse_object
 from loopchain.radiostation.certs import (
@@ -53,6 +53,13 @@ class ApiError(Exception):
 def error_response(code: ResponseCode, message: str, status: int | None = None) -> web.Response:
     """A JSON error response."""
     return web.json_response(error_body(code, message), status=status or HTTP_STATUS[code])
+
+
+def _busy(message: str) -> web.Response:
+    """A 503 saying when to try again."""
+    response = error_response(ResponseCode.FAIL, message, 503)
+    response.headers[hdrs.RETRY_AFTER] = "1"
+    return response
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -475,8 +482,10 @@ def create_app(
 ) -> web.Application:
     """The REST application over `station` and its certificate service (its own CA by default);
     every call that changes state needs the operator `token`."""
+    sender = answer_sender(station.config, _busy)
     app = web.Application(
-        client_max_size=int(station.config.REST_MAX_BODY_BYTES), middlewares=[error_middleware]
+        client_max_size=int(station.config.REST_MAX_BODY_BYTES),
+        middlewares=[sender.middleware(), error_middleware],
     )
     app[STATION] = station
     app[TOKEN] = token

@@ -11,7 +11,7 @@ from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
 from loopchain.configure import Config, RefusalLog
-from loopchain.http_site import BodyTimeout, read_within
+from loopchain.http_site import BodyTimeout, answer_sender, read_within
 from loopchain.rest.errors import RestError, invalid_params, json_response
 from loopchain.rest.explorer_site import explorer_routes
 from loopchain.rest.handlers import PeerApi
@@ -128,7 +128,11 @@ def create_app(config: Config, peer_target: str, dial: str | None = None) -> web
     reached at `dial` when given (the peer's socket for its own proxy)."""
     max_body = int(config.REST_MAX_BODY_BYTES)
     metrics = RestMetrics(process=True)
+    sender = answer_sender(
+        config, lambda message: RestError(ResponseCode.FAIL, message, 503).response()
+    )
     middlewares = [
+        sender.middleware(),
         metrics.middleware(),
         _error_middleware(max_body, float(config.REST_BODY_TIMEOUT)),
     ]

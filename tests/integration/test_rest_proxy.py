@@ -750,3 +750,112 @@ async def test_reexecs_into_the_venv_from_another_python(tmp_path):
     status, out, err = await run_proxy(tmp_path, "-I", str(PROXY), "-h", env=env, python="python3")
     assert status == 0, err
     assert "PEER_PORT+1900" in out
+
+
+# ---------------------------------------------------------------- clients that do not read
+
+
+def _reader_that_never_reads(port: int, path: str, requests: int) -> socket.socket:
+    """A connection that sends `requests` pipelined GETs of `path` and reads none of the
+    answers (a receive buffer of 4 KiB: the answers stay with the server)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() * requests)
+    return sock
+
+
+async def _big_block(session: aiohttp.ClientSession, base: str, fake: FakePeer) -> str:
+    """The path of a block of 16 transactions of ~60 KB each (its answer ~1 MB)."""
+    for n in range(16):
+        body = json.dumps({"blob": "x" * 60_000, "n": n}).encode()
+        status, _ = await call(session, "POST", base + "/api/v1/transactions", data=body)
+        assert status == 200
+    block = fake.make_block()
+    return f"/api/v1/blocks?height={block.height}"
+
+
+async def test_clients_that_read_nothing_are_dropped_and_hold_the_answers_budget_only(
+    session, tmp_path
+):
+    """Eight connections pipelining GETs of a 1 MB block and reading nothing: while their answers
+    fill REST_MAX_SENDING_MB, a big answer is a 503 with Retry-After (a small one is served);
+    a connection that took none of its answer for REST_SEND_TIMEOUT is dropped, and then the
+    block is served again. Before, such connections held their answers for good (300 of them
+    held 1.25 GB of a proxy)."""
+    port = free_port_pair()
+    server, fake = await start_fake_peer(port)
+    proxy = ProxyProcess(port, tmp_path, {"REST_SEND_TIMEOUT": 5.0, "REST_MAX_SENDING_MB": 2})
+    proxy.start()
+    slow: list[socket.socket] = []
+    try:
+        await proxy.wait_ready(session)
+        path = await _big_block(session, proxy.base, fake)
+        async with session.get(proxy.base + path) as resp:
+            assert resp.status == 200 and len(await resp.read()) > 900_000
+        slow = [_reader_that_never_reads(port + REST_DIFF, path, 20) for _ in range(8)]
+
+        async def refused_for_the_budget() -> dict[str, Any] | None:
+            async with session.get(proxy.base + path) as resp:
+                if resp.status != 503:
+                    return None
+                assert resp.headers["Retry-After"] == "1"
+                body = await resp.json()
+            status, small = await call(session, "GET", proxy.base + "/api/v1/status/peer")
+            assert status == 200, small
+            return body
+
+        body = await wait_until_async(refused_for_the_budget, 60, "a 503 for the budget")
+        assert_error(503, body, 503, ResponseCode.FAIL, "answers waiting for their clients")
+
+        async def served_again() -> bool:
+            async with session.get(proxy.base + path) as resp:
+                return resp.status == 200 and len(await resp.read()) > 900_000
+
+        await wait_until_async(served_again, 120, "the block served again")
+        # the connections that held the budget were dropped (the others got their 503s)
+        assert proxy.log_text().count("it took none of its answer for 5 s") >= 2
+    finally:
+        for sock in slow:
+            sock.close()
+        exit_status = proxy.stop()
+        await server.stop(None)
+    assert exit_status == 0
+    proxy.assert_clean_log()
+
+
+def _async(condition: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+    async def check() -> Any:
+        return condition()
+
+    return check
+
+
+async def test_block_reads_to_the_peer_are_bounded_and_the_rest_wait_for_a_turn(session, network):
+    """24 block reads at once while the peer holds every call: 16 (MAX_BLOCK_READS) reach it, the
+    others wait for a turn (each block is ~1 MB while it is received and rendered: 256 at once
+    took a proxy to 1.1 GB); once the peer answers, all 24 are served."""
+    fake, proxy = network
+    fake.make_block()
+    path = proxy.base + "/api/v1/blocks?height=0"
+    before = sum(1 for name, _ in fake.calls if name == "GetBlock")
+    fake.stall()
+    try:
+        reads = [asyncio.ensure_future(call(session, "GET", path)) for _ in range(24)]
+
+        def block_calls() -> int:
+            return sum(1 for name, _ in fake.calls if name == "GetBlock") - before
+
+        await wait_until_async(_async(lambda: block_calls() >= 16), 30, "16 block reads")
+        status_read = asyncio.ensure_future(
+            call(session, "GET", proxy.base + "/api/v1/status/peer")
+        )
+        await wait_until_async(
+            _async(lambda: fake.calls[-1][0] == "GetStatus"), 30, "a later call at the peer"
+        )
+        assert block_calls() == 16
+    finally:
+        fake.go_on()
+    answers = await asyncio.gather(*reads, status_read)
+    assert [status for status, _ in answers] == [200] * 25
+    assert block_calls() == 24
