@@ -1,6 +1,7 @@
 """What the REST proxy and the RadioStation's REST share in serving aiohttp: a bound on the
-connections open at once (LimitedSite), a deadline on request bodies (read_within), and a bound
-on answers waiting for clients that do not read them (AnswerSender).
+connections open at once (LimitedSite), a deadline on request bodies (read_within), a bound on
+answers waiting for clients that do not read them (AnswerSender), and the JSON error body for
+requests HTTP itself cannot parse (answer_malformed_http_in_json).
 
 Every open connection holds a file descriptor. Without a bound, clients that open connections
 faster than the keep-alive deadline closes them (or simply thousands of them) use every descriptor
@@ -13,12 +14,15 @@ served as before.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_protocol
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_request import BaseRequest
 
 from loopchain import fds
 from loopchain.configure import Config, RefusalLog
@@ -67,6 +71,38 @@ def refusal_response(body: bytes) -> bytes:
         "Connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
+
+
+def answer_malformed_http_in_json(response_code: int) -> None:
+    """Make aiohttp answer a request it cannot even parse (a request line over 8 KiB, a raw
+    control byte in the target, a broken header, an absurd Content-Length, a broken chunk) with
+    the APIs' JSON error body, {"response_code": `response_code`, "message": "malformed HTTP
+    request: ..."}, instead of its plain text: clients parse one error shape. Installed once per
+    process (the REST proxy's and the RadioStation's main)."""
+    original = web_protocol.RequestHandler.handle_error
+    if getattr(original, "json_errors", False):
+        return
+
+    def handle_error(
+        self: web_protocol.RequestHandler,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        response = original(self, request, status, exc, message)
+        if not isinstance(exc, HttpProcessingError) or not 400 <= status < 500:
+            return response
+        text = f"malformed HTTP request: {exc.message if exc.message else exc}"[:300]
+        body = json.dumps({"response_code": response_code, "message": text}).encode()
+        answer = web.Response(
+            body=body, status=status, content_type="application/json", charset="utf-8"
+        )
+        answer.force_close()
+        return answer
+
+    handle_error.json_errors = True  # type: ignore[attr-defined]
+    web_protocol.RequestHandler.handle_error = handle_error  # type: ignore[method-assign]
 
 
 class BodyTimeout(Exception):

@@ -17,7 +17,12 @@ import grpc
 from aiohttp import web
 
 from loopchain.configure import Config, ConfigError, load_config, setup_logging
-from loopchain.http_site import TOO_MANY_CONNECTIONS, LimitedSite, connection_cap
+from loopchain.http_site import (
+    TOO_MANY_CONNECTIONS,
+    LimitedSite,
+    answer_malformed_http_in_json,
+    connection_cap,
+)
 from loopchain.lifecycle import stop_on_signals
 from loopchain.monitor_log import start_shipping
 from loopchain.p2p.grpc_util import (
@@ -220,6 +225,7 @@ async def start_rest(
     config = station.config
     host, port = config.IP_LOCAL, config.PORT_RADIOSTATION + config.PORT_DIFF_REST_SERVICE_CONTAINER
     access_log = logging.getLogger("aiohttp.access") if debug else None
+    answer_malformed_http_in_json(ResponseCode.INVALID_PARAMS)
     app = create_app(station, token, certs)
     runner = web.AppRunner(
         app,

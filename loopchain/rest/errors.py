@@ -7,9 +7,7 @@ from typing import Any
 
 import grpc
 import orjson
-from aiohttp import web, web_protocol
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_request import BaseRequest
+from aiohttp import web
 
 from loopchain.types.codes import HTTP_STATUS, ResponseCode, error_body
 
@@ -103,30 +101,3 @@ def status_error(code: grpc.StatusCode, details: str, target: str, timeout: floa
     return RestError(
         response_code, template.format(details=details, target=target, timeout=timeout), status
     )
-
-
-def answer_malformed_http_in_json() -> None:
-    """Make aiohttp answer a request it cannot even parse (a request line over 8 KiB, a raw
-    control byte in the target, a broken header) with the API's JSON error body instead of its
-    plain-text one: clients parse one error shape. Installed once per process."""
-    original = web_protocol.RequestHandler.handle_error
-    if getattr(original, "json_errors", False):
-        return
-
-    def handle_error(
-        self: web_protocol.RequestHandler,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        response = original(self, request, status, exc, message)
-        if not isinstance(exc, HttpProcessingError) or not 400 <= status < 500:
-            return response
-        text = f"malformed HTTP request: {exc.message if exc.message else exc}"[:300]
-        answer = json_response(error_body(ResponseCode.INVALID_PARAMS, text), status)
-        answer.force_close()
-        return answer
-
-    handle_error.json_errors = True  # type: ignore[attr-defined]
-    web_protocol.RequestHandler.handle_error = handle_error  # type: ignore[method-assign]

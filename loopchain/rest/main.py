@@ -15,11 +15,15 @@ import orjson
 from aiohttp import web
 
 from loopchain.configure import Config, ConfigError, load_config, setup_logging
-from loopchain.http_site import TOO_MANY_CONNECTIONS, LimitedSite, connection_cap
+from loopchain.http_site import (
+    TOO_MANY_CONNECTIONS,
+    LimitedSite,
+    answer_malformed_http_in_json,
+    connection_cap,
+)
 from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.monitor_log import start_shipping
 from loopchain.rest.app import create_app
-from loopchain.rest.errors import answer_malformed_http_in_json
 from loopchain.types.codes import ResponseCode, error_body
 
 log = logging.getLogger("loopchain.rest")
@@ -125,7 +129,7 @@ async def serve(config: Config, peer_socket: str | None = None) -> int:
     except ConfigError as exc:
         print(f"rest_proxy: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    answer_malformed_http_in_json()
+    answer_malformed_http_in_json(ResponseCode.INVALID_PARAMS)
     runner = web.AppRunner(
         create_app(config, peer_target, f"unix:{peer_socket}" if peer_socket else None),
         access_log=access_log,

@@ -1,0 +1,89 @@
+"""The real radiostation.py's REST port against requests HTTP itself refuses: every answer is the
+JSON error body, and no log holds a traceback or an ERROR line (faults the RadioStation REST fuzz
+found, tests/e2e/test_rs_rest_fuzz.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.integration._rs_helpers import RadioStationProcess, StartRS
+from tests.integration._slow_clients import status_and_body, until_closed
+
+DEADLINE = 20.0
+ERROR_LINE = re.compile(r"^\d{4}-\d\d-\d\d \S+ (ERROR|CRITICAL)\b", re.MULTILINE)
+
+
+def raw_request(
+    method: str, target: bytes, *head: bytes, body: bytes = b"", length: bool = True
+) -> bytes:
+    lines = [b"%s %s HTTP/1.1" % (method.encode(), target), b"Host: 127.0.0.1", *head]
+    if length:
+        lines.append(b"Content-Length: %d" % len(body))
+    lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def json_error(answer: bytes) -> tuple[int, dict[str, object]]:
+    """The status and JSON body of an error answer (fails unless it is one)."""
+    status, body = status_and_body(answer)
+    head = answer.partition(b"\r\n\r\n")[0].lower()
+    assert b"content-type: application/json" in head, answer[:400]
+    value = json.loads(body)
+    assert isinstance(value["response_code"], int) and value["response_code"] < 0, value
+    assert isinstance(value["message"], str), value
+    return status, value
+
+
+def assert_quiet_log(rs: RadioStationProcess) -> None:
+    log = rs.current_log()
+    assert "Traceback" not in log and not ERROR_LINE.search(log), log[-3000:]
+
+
+MALFORMED = [
+    pytest.param(raw_request("GET", b"/api/v1/peer/list?" + b"a" * 9000), id="request-line-9000"),
+    pytest.param(raw_request("GET", b"/api/v1/peer/list?\xff"), id="not-ascii-in-the-target"),
+    pytest.param(
+        raw_request("POST", b"/api/v1/conf", b"Content-Length: 1e3", length=False),
+        id="content-length-1e3",
+    ),
+    pytest.param(
+        raw_request("POST", b"/api/v1/conf", b"Content-Length: " + b"9" * 30, length=False),
+        id="content-length-30-digits",
+    ),
+    pytest.param(
+        raw_request(
+            "POST",
+            b"/api/v1/conf",
+            b"Content-Length: 5",
+            b"Transfer-Encoding: chunked",
+            body=b"0\r\n\r\n",
+            length=False,
+        ),
+        id="length-and-chunked",
+    ),
+    pytest.param(
+        raw_request(
+            "POST", b"/api/v1/conf", b"Transfer-Encoding: chunked", body=b"zz\r\n", length=False
+        ),
+        id="broken-chunk",
+    ),
+    pytest.param(
+        raw_request("GET", b"/api/v1/peer/list", b"Authorization: Bearer " + b"x" * 9000),
+        id="header-9000",
+    ),
+]
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED)
+async def test_requests_http_cannot_parse_are_answered_with_the_json_error_body(
+    start_rs: StartRS, request_bytes: bytes
+) -> None:
+    """aiohttp answered these 400 in text/plain before its handlers ran."""
+    rs = await start_rs()
+    status, body = json_error(await until_closed(rs.rest_port, request_bytes, DEADLINE))
+    assert (status, body["response_code"]) == (400, -6)
+    assert str(body["message"]).startswith("malformed HTTP request: "), body
+    assert_quiet_log(rs)
