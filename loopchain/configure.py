@@ -526,11 +526,18 @@ def log_file_handler(config: Config) -> logging.FileHandler:
     return _LogFile(path, encoding="utf-8")
 
 
+def _is_http_error(exc: BaseException | None) -> bool:
+    return exc is not None and any(c.__name__ == "HttpProcessingError" for c in type(exc).__mro__)
+
+
 def _malformed_http_in_one_line(record: logging.LogRecord) -> bool:
     """An HTTP request the server could not even parse (a 100 KB request line, a broken header) is
-    a client's error: one warning line, not a traceback, so nobody can flood a log with them."""
+    a client's error: one warning line, not a traceback, so nobody can flood a log with them. So is
+    a body it cannot decode (a Content-Encoding its bytes are not in, a broken chunk), which aiohttp
+    finds reading the rest of a body no handler read after the answer was sent (its cause is the
+    parser's error)."""
     exc = record.exc_info[1] if record.exc_info else None
-    if exc is not None and any(c.__name__ == "HttpProcessingError" for c in type(exc).__mro__):
+    if _is_http_error(exc) or (exc is not None and _is_http_error(exc.__cause__)):
         record.msg, record.args = "refused a malformed HTTP request: %s", (str(exc)[:200],)
         record.exc_info, record.exc_text = None, None
         record.levelno, record.levelname = logging.WARNING, "WARNING"

@@ -109,19 +109,46 @@ class BodyTimeout(Exception):
     """A request body that did not arrive in full within REST_BODY_TIMEOUT (its message says)."""
 
 
+class MalformedBody(Exception):
+    """A request body HTTP cannot decode: a Content-Encoding (gzip, deflate) its bytes are not in,
+    a broken chunk (its message says)."""
+
+
 async def read_within(request: web.Request, seconds: float) -> bytes:
     """The request's body (kept for later reads of it), BodyTimeout when it has not arrived in
     full within `seconds`: a client that sends a head and withholds the body holds no handler.
-    A body that has arrived in full (most do, with their head) is read without a timer."""
-    if request.content.is_eof():
-        return await request.read()
+    A body that has arrived in full (most do, with their head) is read without a timer.
+    MalformedBody when its bytes cannot be decoded (aiohttp raises its own error, a 500 if let
+    through)."""
     try:
+        if request.content.is_eof():
+            return await request.read()
         async with asyncio.timeout(seconds):
             return await request.read()
     except TimeoutError:
         raise BodyTimeout(
             f"the request body did not arrive in full within {seconds:g} s (REST_BODY_TIMEOUT)"
         ) from None
+    except web_protocol.RequestPayloadError as exc:
+        raise MalformedBody(f"the request body cannot be read: {_reason(exc)}") from None
+
+
+def close_if_body_unread(
+    request: web.BaseRequest, response: web.StreamResponse
+) -> web.StreamResponse:
+    """`response`, made to close the connection when the request's body was not read to its end
+    (one refused unread, one still arriving, one HTTP could not decode): the client must not send
+    its next request on a connection whose rest of a body the server discards or fails on."""
+    if not request.content.is_eof() and not response.prepared:
+        response.force_close()
+    return response
+
+
+def _reason(exc: BaseException) -> str:
+    """What HTTP found wrong, in one line (aiohttp's message, without its status)."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, HttpProcessingError) else exc
+    text = cause.message if isinstance(cause, HttpProcessingError) else str(cause)
+    return " ".join(str(text).split())[:200]
 
 
 class _Refusal(asyncio.Protocol):

@@ -11,7 +11,13 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from loopchain.configure import ConfigError, describe
-from loopchain.http_site import BodyTimeout, answer_sender, read_within
+from loopchain.http_site import (
+    BodyTimeout,
+    MalformedBody,
+    answer_sender,
+    close_if_body_unread,
+    read_within,
+)
 from loopchain.radiostation import channel_admin
 from loopchain.radiostation.bodies import BadBody, parse_object
 from loopchain.radiostation.certs import (
@@ -79,7 +85,12 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Turn every failure into a JSON body with a negative response_code."""
+    """Turn every failure into a JSON body with a negative response_code; an answer to a request
+    whose body was not read to its end closes the connection."""
+    return close_if_body_unread(request, await _answer(request, handler))
+
+
+async def _answer(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
@@ -161,6 +172,8 @@ async def _read_object(request: web.Request) -> dict[str, Any]:
         raw = await read_within(request, float(_station(request).config.REST_BODY_TIMEOUT))
     except BodyTimeout as exc:
         raise ApiError(ResponseCode.TIMEOUT, str(exc), 408) from None
+    except MalformedBody as exc:
+        raise ApiError(ResponseCode.INVALID_PARAMS, str(exc)) from None
     try:
         return parse_object(raw)
     except BadBody as exc:

@@ -11,7 +11,13 @@ from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
 from loopchain.configure import Config, RefusalLog
-from loopchain.http_site import BodyTimeout, answer_sender, read_within
+from loopchain.http_site import (
+    BodyTimeout,
+    MalformedBody,
+    answer_sender,
+    close_if_body_unread,
+    read_within,
+)
 from loopchain.rest.errors import RestError, invalid_params, json_response
 from loopchain.rest.explorer_site import explorer_routes
 from loopchain.rest.handlers import PeerApi
@@ -68,43 +74,53 @@ async def _read_body_within(request: web.Request, seconds: float, max_body: int)
         await read_within(request, seconds)
     except BodyTimeout as exc:
         raise RestError(ResponseCode.TIMEOUT, str(exc), 408) from None
+    except MalformedBody as exc:
+        raise invalid_params(str(exc)) from None
 
 
 def _error_middleware(max_body: int, body_timeout: float) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            origin = _cross_site(request)
-            if origin is not None:
-                raise RestError(
-                    ResponseCode.FAIL,
-                    f"cross-site request from {origin[:80]!r} refused: this API takes writes "
-                    "from its own origin and from non-browser clients only",
-                    403,
-                )
-            if not is_jsonrpc_path(request.path):  # JSON-RPC reads within it, its errors its own
-                await _read_body_within(request, body_timeout, max_body)
-            return await handler(request)
-        except RestError as exc:
-            _log_refusal(request, exc.status, exc.message)
-            response = exc.response()
-            if exc.status == 408:  # the rest of that body is not waited for
-                response.force_close()
-            return response
-        except web.HTTPException as exc:
-            response = _http_error(exc, request, max_body)
-            _log_refusal(request, response.status, exc.reason)
-            return response
-        except UnicodeDecodeError as exc:
-            error = invalid_params(f"the request is not valid UTF-8: {exc}")
-            _log_refusal(request, error.status, error.message)
-            return error.response()
-        except Exception as exc:  # a defect of the proxy: log it, still answer JSON
-            log.exception("unexpected error in %s %s", request.method, request.path)
-            message = f"internal error in the REST proxy: {type(exc).__name__}"
-            return json_response(error_body(ResponseCode.FAIL, message), 500)
+        response = await _answer(request, handler, max_body, body_timeout)
+        return close_if_body_unread(request, response)
 
     return middleware
+
+
+async def _answer(
+    request: web.Request, handler: Handler, max_body: int, body_timeout: float
+) -> web.StreamResponse:
+    """The handler's response, or the JSON error for whatever it raised."""
+    try:
+        origin = _cross_site(request)
+        if origin is not None:
+            raise RestError(
+                ResponseCode.FAIL,
+                f"cross-site request from {origin[:80]!r} refused: this API takes writes "
+                "from its own origin and from non-browser clients only",
+                403,
+            )
+        if not is_jsonrpc_path(request.path):  # JSON-RPC reads within it, its errors its own
+            await _read_body_within(request, body_timeout, max_body)
+        return await handler(request)
+    except RestError as exc:
+        _log_refusal(request, exc.status, exc.message)
+        response = exc.response()
+        if exc.status == 408:  # the rest of that body is not waited for
+            response.force_close()
+        return response
+    except web.HTTPException as exc:
+        response = _http_error(exc, request, max_body)
+        _log_refusal(request, response.status, exc.reason)
+        return response
+    except UnicodeDecodeError as exc:
+        error = invalid_params(f"the request is not valid UTF-8: {exc}")
+        _log_refusal(request, error.status, error.message)
+        return error.response()
+    except Exception as exc:  # a defect of the proxy: log it, still answer JSON
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        message = f"internal error in the REST proxy: {type(exc).__name__}"
+        return json_response(error_body(ResponseCode.FAIL, message), 500)
 
 
 def _log_refusal(request: web.Request, status: int, message: str) -> None:

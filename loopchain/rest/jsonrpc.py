@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from loopchain.configure import RefusalLog
-from loopchain.http_site import BodyTimeout, read_within
+from loopchain.http_site import BodyTimeout, MalformedBody, read_within
 from loopchain.rest.errors import RestError, json_response
 from loopchain.rest.icon_methods import MAX_WAIT_MS, NOT_SERVED, Call, Method
 from loopchain.rest.params import MAX_CHANNEL_CHARS, check_channel
@@ -125,6 +125,8 @@ class JsonRpcEndpoint:
             raise too_large from None
         except BodyTimeout as exc:
             raise _BodyTimedOut(JsonRpcCode.INVALID_REQUEST, str(exc)) from None
+        except MalformedBody as exc:
+            raise JsonRpcError(JsonRpcCode.PARSE_ERROR, str(exc)) from None
         if not raw.strip():
             raise JsonRpcError(JsonRpcCode.PARSE_ERROR, "the request body is empty")
         try:

@@ -1,15 +1,16 @@
-"""The real radiostation.py's REST port against requests HTTP itself refuses: every answer is the
-JSON error body, and no log holds a traceback or an ERROR line (faults the RadioStation REST fuzz
-found, tests/e2e/test_rs_rest_fuzz.py)."""
+"""The real radiostation.py's REST port against requests HTTP itself refuses and bodies it cannot
+decode: every answer is the JSON error body, and no log holds a traceback or an ERROR line (faults
+the RadioStation REST fuzz found, tests/e2e/test_rs_rest_fuzz.py)."""
 
 from __future__ import annotations
 
 import json
 import re
+import zlib
 
 import pytest
 
-from tests.integration._rs_helpers import RadioStationProcess, StartRS
+from tests.integration._rs_helpers import RadioStationProcess, StartRS, call
 from tests.integration._slow_clients import status_and_body, until_closed
 
 DEADLINE = 20.0
@@ -17,12 +18,18 @@ ERROR_LINE = re.compile(r"^\d{4}-\d\d-\d\d \S+ (ERROR|CRITICAL)\b", re.MULTILINE
 
 
 def raw_request(
-    method: str, target: bytes, *head: bytes, body: bytes = b"", length: bool = True
+    method: str,
+    target: bytes,
+    *head: bytes,
+    body: bytes = b"",
+    length: bool = True,
+    close: bool = True,
 ) -> bytes:
     lines = [b"%s %s HTTP/1.1" % (method.encode(), target), b"Host: 127.0.0.1", *head]
     if length:
         lines.append(b"Content-Length: %d" % len(body))
-    lines.append(b"Connection: close")
+    if close:
+        lines.append(b"Connection: close")
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
@@ -87,3 +94,35 @@ async def test_requests_http_cannot_parse_are_answered_with_the_json_error_body(
     assert (status, body["response_code"]) == (400, -6)
     assert str(body["message"]).startswith("malformed HTTP request: "), body
     assert_quiet_log(rs)
+
+
+async def test_bodies_http_cannot_decode_are_400_and_one_warning(start_rs: StartRS) -> None:
+    """A body not in its Content-Encoding was a 500 and a traceback (RequestPayloadError) where a
+    handler read it, and an ERROR with a traceback where none did (aiohttp reads the rest of a
+    body after the answer): now a 400 naming it, and one warning line."""
+    rs = await start_rs()
+    token = rs.operator()["Authorization"].encode()
+    deflated = zlib.compress(b'{"name": "GRPC_TIMEOUT", "value": 2.0}')[:-4] + b"junk"
+    bad = [b"Content-Encoding: deflate", b"Content-Type: application/json"]
+    read = raw_request("POST", b"/api/v1/conf", b"Authorization: " + token, *bad, body=deflated)
+    status, body = json_error(await until_closed(rs.rest_port, read, DEADLINE))
+    assert (status, body["response_code"]) == (400, -6), body
+    assert "the request body cannot be read" in str(body["message"]), body
+    assert "deflate" in str(body["message"]), body
+    gzipped = [b"Content-Encoding: gzip"]
+    unread = [
+        (raw_request("GET", b"/api/v1/peer/list", *gzipped, body=b"not gzip at all"), 200),
+        (raw_request("POST", b"/api/v1/conf", *gzipped, body=b"not gzip at all"), 401),
+        (raw_request("PUT", b"/api/v1/conf", *gzipped, body=b"not gzip at all"), 405),
+    ]
+    for request_bytes, expected in unread:
+        answer = await until_closed(rs.rest_port, request_bytes, DEADLINE)
+        assert status_and_body(answer)[0] == expected, answer[:400]
+    # nor is the connection kept for another request: the rest of such a body is not read
+    kept = raw_request("GET", b"/api/v1/peer/list", *gzipped, body=b"not gzip", close=False)
+    answer = await until_closed(rs.rest_port, kept, DEADLINE)
+    assert b"connection: close" in answer.partition(b"\r\n\r\n")[0].lower(), answer[:400]
+    status, _, _ = await call("GET", f"{rs.rest}/api/v1/conf?name=GRPC_TIMEOUT")
+    assert status == 200
+    assert_quiet_log(rs)
+    assert "refused a malformed HTTP request" in rs.current_log()

@@ -200,6 +200,20 @@ async def test_create_tx_rejects_bad_bodies(session, base, peer, raw, text):
     assert_error(status, body, 400, ResponseCode.INVALID_PARAMS, text)
 
 
+@pytest.mark.parametrize("path", ["/api/v1/transactions", "/api/v1/query", "/api/v3"])
+async def test_bodies_http_cannot_decode_are_400_not_500(session, base, peer, path):
+    """A body not in its Content-Encoding: aiohttp's RequestPayloadError was a 500 (and -32603 on
+    JSON-RPC) with a traceback; now a 400 naming it (the module's end checks the log)."""
+    headers = {"Content-Encoding": "deflate", "Content-Type": "application/json"}
+    async with session.post(base + path, data=b"not deflate", headers=headers) as resp:
+        status, body = resp.status, await resp.json()
+    if path == "/api/v3":
+        assert body["error"]["code"] == -32700, body
+        assert "the request body cannot be read" in body["error"]["message"], body
+    else:
+        assert_error(status, body, 400, ResponseCode.INVALID_PARAMS, "cannot be read")
+
+
 async def test_cross_site_writes_are_refused_and_same_origin_ones_taken(session, base, peer):
     url = base + "/api/v1/transactions"
     before = len(peer.calls)
