@@ -41,6 +41,7 @@ STATION = web.AppKey("station", Station)
 CERTS = web.AppKey("certs", CertificateService)
 TOKEN = web.AppKey("operator_token", OperatorToken)
 MAX_CONCURRENT_STATUS_QUERIES = 16
+RETRY_AFTER_SECONDS = "1"
 BEARER_CHALLENGE = 'Bearer realm="loopchain RadioStation"'
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -57,8 +58,12 @@ class ApiError(Exception):
 
 
 def error_response(code: ResponseCode, message: str, status: int | None = None) -> web.Response:
-    """A JSON error response."""
-    return web.json_response(error_body(code, message), status=status or HTTP_STATUS[code])
+    """A JSON error response; a 503 (no leader now, a store that cannot be written) says when to
+    ask again (Retry-After), as every 503 of the project's APIs does."""
+    response = web.json_response(error_body(code, message), status=status or HTTP_STATUS[code])
+    if response.status == 503:
+        response.headers[hdrs.RETRY_AFTER] = RETRY_AFTER_SECONDS
+    return response
 
 
 def _busy(message: str) -> web.Response:

@@ -1,6 +1,6 @@
 """The real radiostation.py's REST port against requests HTTP itself refuses and bodies it cannot
-decode: every answer is the JSON error body, and no log holds a traceback or an ERROR line (faults
-the RadioStation REST fuzz found, tests/e2e/test_rs_rest_fuzz.py)."""
+decode: every answer is the JSON error body, no log holds a traceback or an ERROR line, and every
+503 says when to ask again (faults the RadioStation REST fuzz found, tests/e2e/test_rs_rest_fuzz.py)."""
 
 from __future__ import annotations
 
@@ -126,3 +126,11 @@ async def test_bodies_http_cannot_decode_are_400_and_one_warning(start_rs: Start
     assert status == 200
     assert_quiet_log(rs)
     assert "refused a malformed HTTP request" in rs.current_log()
+
+
+async def test_a_503_says_when_to_ask_again(start_rs: StartRS) -> None:
+    """No leader yet: 503 (-5), with Retry-After as every 503 of the project's APIs."""
+    rs = await start_rs()
+    status, body, headers = await call("GET", f"{rs.rest}/api/v1/peer/leader")
+    assert (status, body["response_code"]) == (503, -5), body
+    assert headers.get("Retry-After") == "1", headers
