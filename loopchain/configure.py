@@ -46,8 +46,9 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def _shown(value: Any, limit: int = 60) -> str:
-    """repr(value), shortened: a message never carries a 400-digit number or a long string."""
+def shown(value: Any, limit: int = 60) -> str:
+    """repr(value), shortened: a message never carries a 400-digit number or a long string (what
+    a caller sent is echoed through this)."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
         try:
             return f"an integer of {len(str(abs(value)))} digits"
@@ -72,7 +73,7 @@ def coerce(key: str, value: Any, default: Any) -> Any:
             try:
                 return float(value)
             except OverflowError:
-                message = f"configuration key {key} is out of range: {_shown(value)}"
+                message = f"configuration key {key} is out of range: {shown(value)}"
                 raise ConfigError(message) from None
     elif isinstance(default, str):
         if isinstance(value, str):
@@ -152,7 +153,7 @@ class Config(Mapping[str, Any]):
 def _apply(values: dict[str, Any], layer: Mapping[str, Any], origin: str) -> dict[str, Any]:
     for key, value in layer.items():
         if key not in DEFAULTS:
-            raise ConfigError(f"unknown configuration key {key!r} in {origin}")
+            raise ConfigError(f"unknown configuration key {shown(key)} in {origin}")
         values[key] = coerce(key, value, DEFAULTS[key])
     return values
 
@@ -207,7 +208,7 @@ _NID = re.compile(r"0x[1-9a-f][0-9a-f]{0,7}")  # ICON_NID: hex as ICON writes it
 def _in_range(key: str, value: Any, low: float, high: float, low_open: bool = False) -> None:
     if value < low or (low_open and value == low) or value > high:
         bound = f"above {_bound(low)}" if low_open else f"at least {_bound(low)}"
-        message = f"{key} must be {bound} and at most {_bound(high)}, got {_shown(value)}"
+        message = f"{key} must be {bound} and at most {_bound(high)}, got {shown(value)}"
         raise ConfigError(message)
 
 
@@ -294,13 +295,13 @@ def validate(values: Mapping[str, Any]) -> None:
         )
     if not _NID.fullmatch(values["ICON_NID"]):
         raise ConfigError(
-            f"ICON_NID {_shown(values['ICON_NID'])} must be a network id written as ICON writes "
+            f"ICON_NID {shown(values['ICON_NID'])} must be a network id written as ICON writes "
             'it: "0x" and lowercase hex digits without leading zeros, at most 8 (such as "0x3")'
         )
     when = values["LOG_FILE_ROTATE_WHEN"]
     if when and not _ROTATE_WHEN.fullmatch(when):
         raise ConfigError(
-            f"LOG_FILE_ROTATE_WHEN {_shown(when)} must be empty (rotate by size), S, M, H, D, "
+            f"LOG_FILE_ROTATE_WHEN {shown(when)} must be empty (rotate by size), S, M, H, D, "
             "midnight or W0..W6"
         )
     if values["MAX_TIMEOUT_FOR_LEADER_COMPLAIN"] < values["TIMEOUT_FOR_LEADER_COMPLAIN"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from loopchain.configure import shown
 from loopchain.radiostation.channels import is_target
 from loopchain.types.crypto import SignatureError, address_of, recover_public_key
 from loopchain.types.peer import connect_digest
@@ -17,7 +18,7 @@ def _check_fields(peer_id: str, target: str, group_id: str) -> None:
     if not peer_id:
         raise AdmissionError("peer_id is empty")
     if not is_target(target):
-        raise AdmissionError(f"target must be 'host:port', got {target!r}")
+        raise AdmissionError(f"target must be 'host:port', got {shown(target)}")
     for name, value in (("peer_id", peer_id), ("target", target), ("group_id", group_id)):
         if len(value) > MAX_FIELD_CHARS:
             raise AdmissionError(f"{name} is longer than {MAX_FIELD_CHARS} characters")

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loopchain.configure import Config
+from loopchain.configure import Config, shown
 from loopchain.durable import sweep_leftovers, write_atomic
 from loopchain.lazy import lazy_module
 from loopchain.types.crypto import verify
@@ -89,7 +89,7 @@ def _read(path: Path) -> bytes:
 def check_peer_id(peer_id: str) -> str:
     """`peer_id` when it looks like "hx" + 40 hex digits; CertStoreError otherwise."""
     if not _PEER_ID.fullmatch(peer_id):
-        raise CertStoreError(f"{peer_id!r} is not a peer id (hx + 40 lowercase hex digits)")
+        raise CertStoreError(f"{shown(peer_id)} is not a peer id (hx + 40 lowercase hex digits)")
     return peer_id
 
 

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from loopchain.configure import shown
 from loopchain.durable import write_atomic
 from loopchain.radiostation.channels import (
     ChannelDataError,
@@ -99,7 +100,7 @@ def add_channel(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, in
 
 def _entries(station: Station, channel: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if channel not in station.registry.channels:
-        raise UnknownChannel(f"unknown channel {channel!r}")
+        raise UnknownChannel(f"unknown channel {shown(channel)}")
     data = channel_data(station)
     return data, data[channel].setdefault("peers", [])
 
@@ -129,6 +130,6 @@ def remove_member(
         )
     ]
     if len(kept) == len(peers):
-        raise NoSuchEntry(f"channel {channel!r} lists no peer {peer_id or target!r}")
+        raise NoSuchEntry(f"channel {shown(channel)} lists no peer {shown(peer_id or target)}")
     data[channel]["peers"] = kept
     return _commit(station, data, channel)

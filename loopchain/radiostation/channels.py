@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loopchain.configure import shown
 from loopchain.durable import sweep_leftovers
 from loopchain.types import canonical, channel_name
 from loopchain.types.canonical import EncodingError
@@ -133,13 +134,13 @@ def _parse_member(where: str, entry: Any) -> MemberSpec:
         raise ChannelDataError(f"{where} must be an object")
     unknown = sorted(set(entry) - _PEER_KEYS)
     if unknown:
-        raise ChannelDataError(f"{where} has unknown keys {unknown}")
+        raise ChannelDataError(f"{where} has unknown keys {shown(unknown, 120)}")
     peer_id = entry.get("peer_id", "")
     if not isinstance(peer_id, str) or (peer_id and not _PEER_ID.fullmatch(peer_id)):
         raise ChannelDataError(f"{where}.peer_id must be 'hx' and 40 lowercase hex digits")
     target = entry.get("peer_target", "")
     if not isinstance(target, str) or (target and not is_target(target)):
-        raise ChannelDataError(f"{where}.peer_target must be 'host:port', got {target!r}")
+        raise ChannelDataError(f"{where}.peer_target must be 'host:port', got {shown(target)}")
     if not peer_id and not target:
         raise ChannelDataError(f"{where} needs a peer_id (or, in open mode, a peer_target)")
     weight = entry.get("weight", 1)
@@ -175,27 +176,29 @@ def _parse_groups(path: Path, name: str, raw: Any, peers: tuple[MemberSpec, ...]
     groups: dict[str, int] = {}
     for group_id, spec in raw.items():
         if not isinstance(spec, dict) or set(spec) - {"weight"}:
-            raise ChannelDataError(f"{where}: groups[{group_id!r}] must be {{'weight': int}}")
+            raise ChannelDataError(f"{where}: groups[{shown(group_id)}] must be {{'weight': int}}")
         weight = spec.get("weight", 1)
         if not _positive_int(weight):
             raise ChannelDataError(
-                f"{where}: groups[{group_id!r}].weight must be a positive integer"
+                f"{where}: groups[{shown(group_id)}].weight must be a positive integer"
             )
         groups[group_id] = weight
     unknown = sorted({m.group_id for m in peers if m.group_id} - set(groups))
     if unknown:
-        raise ChannelDataError(f"{where}: peers name groups {unknown} missing from 'groups'")
+        raise ChannelDataError(
+            f"{where}: peers name groups {shown(unknown, 120)} missing from 'groups'"
+        )
     return groups
 
 
 def _parse_channel(path: Path, name: Any, raw: Any, default_package: str) -> ChannelSpec:
     if not is_channel_name(name):
-        raise ChannelDataError(f"{path}: channel name {name!r} must be {channel_name.RULE}")
+        raise ChannelDataError(f"{path}: channel name {shown(name)} must be {channel_name.RULE}")
     if not isinstance(raw, dict):
         raise ChannelDataError(f"{path}: channel {name!r} must map to an object")
     unknown = sorted(set(raw) - _CHANNEL_KEYS)
     if unknown:
-        raise ChannelDataError(f"{path}: channel {name!r} has unknown keys {unknown}")
+        raise ChannelDataError(f"{path}: channel {name!r} has unknown keys {shown(unknown, 120)}")
     package = raw.get("score_package", default_package)
     if not isinstance(package, str) or not package:
         raise ChannelDataError(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loopchain.configure import shown
 from loopchain.durable import sweep_leftovers, write_atomic
 from loopchain.radiostation.channels import ChannelSpec
 
@@ -278,7 +279,7 @@ class Registry:
         try:
             return self._peers[peer_id]
         except KeyError:
-            raise UnknownPeer(f"peer {peer_id} is not registered") from None
+            raise UnknownPeer(f"peer {shown(peer_id)} is not registered") from None
 
     def channels_of(self, peer_id: str) -> list[str]:
         """Names of the channels `peer_id` is a member of, in configuration order."""
@@ -313,7 +314,7 @@ class Registry:
         """Record a heartbeat of a member; returns the channel's version."""
         self.peer(peer_id)
         if peer_id not in self._membership[channel].members:
-            raise UnknownPeer(f"peer {peer_id} is not a member of channel {channel}")
+            raise UnknownPeer(f"peer {shown(peer_id)} is not a member of channel {shown(channel)}")
         self._beats[(channel, peer_id)] = Heartbeat(now, peer_type, block_height)
         return self.version(channel)
 

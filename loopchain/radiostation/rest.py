@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from loopchain.configure import ConfigError, describe
+from loopchain.configure import ConfigError, describe, shown
 from loopchain.http_site import (
     BodyTimeout,
     MalformedBody,
@@ -79,10 +79,10 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
         message = f"request body is larger than {limit} bytes"
         return error_response(ResponseCode.INVALID_PARAMS, message, 413)
     if exc.status == 404:
-        message = f"no such API: {request.method} {request.path}"
+        message = f"no such API: {request.method} {shown(request.path)}"
         return error_response(ResponseCode.UNKNOWN_MESSAGE, message, 404)
     if exc.status == 405:
-        message = f"method {request.method} is not allowed on {request.path}"
+        message = f"method {request.method} is not allowed on {shown(request.path)}"
         return error_response(ResponseCode.UNKNOWN_MESSAGE, message, 405)
     code = ResponseCode.INVALID_PARAMS if exc.status < 500 else ResponseCode.FAIL
     return error_response(code, exc.reason, exc.status)
@@ -231,7 +231,7 @@ def _member(request: web.Request, channel: str) -> PeerRecord:
     group_id = request.query.get("group_id", "")
     if group_id and group_id != record.group_id:
         message = (
-            f"peer {peer_id} is registered with group_id {record.group_id!r}, not {group_id!r}"
+            f"peer {peer_id} is registered with group_id {record.group_id!r}, not {shown(group_id)}"
         )
         raise ApiError(ResponseCode.PEER_UNKNOWN, message)
     if channel not in registry.channels_of(peer_id):
@@ -281,7 +281,7 @@ async def conf_get(request: web.Request) -> web.Response:
     config = _station(request).config
     name = request.query.get("name")
     if name is not None and name not in config:
-        raise ApiError(ResponseCode.INVALID_PARAMS, f"unknown configuration key {name!r}")
+        raise ApiError(ResponseCode.INVALID_PARAMS, f"unknown configuration key {shown(name)}")
     return _ok(describe(config, name))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from loopchain.configure import DEFAULTS, Config, ConfigError
+from loopchain.configure import DEFAULTS, Config, ConfigError, shown
 from loopchain.p2p.grpc_util import Tls
 from loopchain.radiostation.metrics import StationMetrics
 from loopchain.radiostation.registry import PeerView, Registry
@@ -78,7 +78,7 @@ class Station:
             raise ConfigError(f"{name} must be true or false, got {type(value).__name__}")
         config = self._config.replace(**{name: value})
         if name == "LOOPCHAIN_DEFAULT_CHANNEL" and config[name] not in self.registry.channels:
-            raise ConfigError(f"LOOPCHAIN_DEFAULT_CHANNEL must name a channel, got {value!r}")
+            raise ConfigError(f"LOOPCHAIN_DEFAULT_CHANNEL must name a channel, got {shown(value)}")
         self._config = config
         return config
 
@@ -86,7 +86,7 @@ class Station:
         """The channel `name` (the default channel when empty); UnknownChannel otherwise."""
         channel = name or self._config.LOOPCHAIN_DEFAULT_CHANNEL
         if channel not in self.registry.channels:
-            raise UnknownChannel(f"unknown channel {channel!r}")
+            raise UnknownChannel(f"unknown channel {shown(channel)}")
         return channel
 
     def validator_set(self, channel: str) -> ValidatorSet:

@@ -1,6 +1,7 @@
-"""The real radiostation.py's REST port against requests HTTP itself refuses and bodies it cannot
-decode: every answer is the JSON error body, no log holds a traceback or an ERROR line, and every
-503 says when to ask again (faults the RadioStation REST fuzz found, tests/e2e/test_rs_rest_fuzz.py)."""
+"""The real radiostation.py's REST port against requests HTTP itself refuses, bodies it cannot
+decode, and inputs long enough to fill a message: every answer is the JSON error body, no log
+holds a traceback or an ERROR line, no message echoes pages of what was sent, and every 503 says
+when to ask again (faults the RadioStation REST fuzz found, tests/e2e/test_rs_rest_fuzz.py)."""
 
 from __future__ import annotations
 
@@ -134,3 +135,40 @@ async def test_a_503_says_when_to_ask_again(start_rs: StartRS) -> None:
     status, body, headers = await call("GET", f"{rs.rest}/api/v1/peer/leader")
     assert (status, body["response_code"]) == (503, -5), body
     assert headers.get("Retry-After") == "1", headers
+
+
+LONG = "9" * 6000
+
+
+async def test_messages_do_not_echo_pages_of_what_was_sent(start_rs: StartRS) -> None:
+    """Refusals name what was sent, shortened: they echoed query values of 8 KB and body fields
+    of 500 KB whole."""
+    rs = await start_rs()
+    operator = rs.operator()
+    probes = [
+        ("GET", f"/api/v1/peer/list?channel={LONG}", None, 404),
+        ("GET", f"/api/v1/peer/status?peer_id={LONG}", None, 404),
+        ("GET", f"/api/v1/conf?name={LONG}", None, 400),
+        ("GET", f"/api/v1/{LONG}", None, 404),
+        ("PUT", f"/api/v1/peer/list/{LONG}", None, 404),
+        ("DELETE", f"/api/v1/peer?peer_id={LONG}", None, 404),
+        ("DELETE", f"/api/v1/channel/peer?channel={LONG}&peer_id=x", None, 404),
+        ("DELETE", f"/api/v1/channel/peer?channel=loopchain_default&peer_id={LONG}", None, 404),
+        ("POST", "/api/v1/conf", {"name": "x" * 300_000, "value": 1}, 400),
+        ("POST", "/api/v1/conf", {"name": "LOOPCHAIN_DEFAULT_CHANNEL", "value": LONG}, 400),
+        ("POST", "/api/v1/channel/peer", {"channel": "x" * 300_000, "peer_id": "hx"}, 404),
+        (
+            "POST",
+            "/api/v1/channel/peer",
+            {"channel": "loopchain_default", "peer_target": "x" * 300_000},
+            400,
+        ),
+        ("POST", "/api/v1/channel", {"channel": "c", "x" * 300_000: 1}, 400),
+        ("POST", "/api/v1/channel", {"channel": "c", "groups": {"g" * 250: {"weight": 0}}}, 400),
+    ]
+    for method, path, value, expected in probes:
+        data = None if value is None else json.dumps(value).encode()
+        status, body, _ = await call(method, f"{rs.rest}{path}", data, operator)
+        assert status == expected, (method, path[:80], status, str(body)[:300])
+        assert len(body["message"]) < 400, (method, path[:80], len(body["message"]))
+        assert "..." in body["message"], body  # it does show what was sent, shortened
