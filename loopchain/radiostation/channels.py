@@ -2,8 +2,10 @@
 
 The file maps a channel name to `{"score_package": str, "peers": [{"peer_id": "hx...",
 "peer_target": "host:port", "weight": int, "group_id": str, "role": "validator" | "auditor"}],
-"groups": {"<group_id>": {"weight": int}}}`; `weight` (default 1) and `group_id` (default none)
-shape the channel's validator set: peers of one group vote as one unit of the group's weight.
+"groups": {"<group_id>": {"weight": int}}}`; `weight` (default 1, at most MAX_WEIGHT) and
+`group_id` (default none, at most MAX_GROUP_ID_CHARS characters) shape the channel's validator
+set: peers of one group vote as one unit of the group's weight. `score_package` is
+'<org>/<package>' (loopchain.types.package_name), DEFAULT_SCORE_PACKAGE when left out.
 Auditors receive and verify every block of the channel but never vote, propose or take
 transactions.
 
@@ -33,14 +35,21 @@ from typing import Any
 
 from loopchain.configure import shown
 from loopchain.durable import sweep_leftovers
-from loopchain.types import canonical, channel_name
+from loopchain.types import canonical, channel_name, package_name
 from loopchain.types.canonical import EncodingError
 from loopchain.types.channel_name import is_channel_name
 from loopchain.types.genesis import GenesisData
+from loopchain.types.package_name import is_package_name
 
 log = logging.getLogger(__name__)
 
 _CHANNEL_KEYS = {"score_package", "score_settings", "genesis_data", "peers", "groups"}
+# A weight goes into every validator set the RadioStation signs and peers decode (canonical JSON
+# holds integers of at most 80 digits; a weight of 10**90 made every GetPeerList of its channel
+# fail with a traceback): weights are 1 .. 2**31 - 1, like every integer of the configuration.
+MAX_WEIGHT = 2**31 - 1
+# A group id goes into the validator set too, and a registering peer's is at most 256 characters.
+MAX_GROUP_ID_CHARS = 256
 MAX_SCORE_SETTINGS_BYTES = 16 * 1024
 _FIXED_PACKAGE_FIELDS = ("id", "version", "main")
 _PEER_KEYS = {"peer_id", "peer_target", "weight", "group_id", "role"}
@@ -125,8 +134,12 @@ def is_target(text: str) -> bool:
     return match is not None and 0 < int(match.group(2)) < 65536
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+def _weight(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_WEIGHT
+
+
+def _group_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_GROUP_ID_CHARS
 
 
 def _parse_member(where: str, entry: Any) -> MemberSpec:
@@ -144,11 +157,13 @@ def _parse_member(where: str, entry: Any) -> MemberSpec:
     if not peer_id and not target:
         raise ChannelDataError(f"{where} needs a peer_id (or, in open mode, a peer_target)")
     weight = entry.get("weight", 1)
-    if not _positive_int(weight):
-        raise ChannelDataError(f"{where}.weight must be a positive integer")
+    if not _weight(weight):
+        raise ChannelDataError(f"{where}.weight must be an integer from 1 to {MAX_WEIGHT}")
     group = entry.get("group_id", "")
-    if not isinstance(group, str):
-        raise ChannelDataError(f"{where}.group_id must be a string")
+    if not _group_id(group):
+        raise ChannelDataError(
+            f"{where}.group_id must be a string of at most {MAX_GROUP_ID_CHARS} characters"
+        )
     role = entry.get("role", "validator")
     if role not in ROLES:
         raise ChannelDataError(f"{where}.role must be one of {list(ROLES)}")
@@ -175,12 +190,17 @@ def _parse_groups(path: Path, name: str, raw: Any, peers: tuple[MemberSpec, ...]
         raise ChannelDataError(f"{where}: 'groups' must map group ids to {{'weight': int}}")
     groups: dict[str, int] = {}
     for group_id, spec in raw.items():
+        if not _group_id(group_id):
+            raise ChannelDataError(
+                f"{where}: 'groups' names a group id longer than {MAX_GROUP_ID_CHARS} characters"
+            )
         if not isinstance(spec, dict) or set(spec) - {"weight"}:
             raise ChannelDataError(f"{where}: groups[{shown(group_id)}] must be {{'weight': int}}")
         weight = spec.get("weight", 1)
-        if not _positive_int(weight):
+        if not _weight(weight):
             raise ChannelDataError(
-                f"{where}: groups[{shown(group_id)}].weight must be a positive integer"
+                f"{where}: groups[{shown(group_id)}].weight must be an integer from 1 to "
+                f"{MAX_WEIGHT}"
             )
         groups[group_id] = weight
     unknown = sorted({m.group_id for m in peers if m.group_id} - set(groups))
@@ -200,9 +220,9 @@ def _parse_channel(path: Path, name: Any, raw: Any, default_package: str) -> Cha
     if unknown:
         raise ChannelDataError(f"{path}: channel {name!r} has unknown keys {shown(unknown, 120)}")
     package = raw.get("score_package", default_package)
-    if not isinstance(package, str) or not package:
+    if not is_package_name(package):
         raise ChannelDataError(
-            f"{path}: channel {name!r}: score_package must be a non-empty string"
+            f"{path}: channel {name!r}: score_package {shown(package)} must be {package_name.RULE}"
         )
     peers = _parse_peers(path, name, raw.get("peers", []))
     groups = _parse_groups(path, name, raw.get("groups", {}), peers)

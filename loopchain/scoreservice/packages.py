@@ -40,6 +40,8 @@ from loopchain.blockchain.score_base import ScoreBase
 from loopchain.durable import sync_directory, sync_tree
 from loopchain.scoreservice.owned_dir import OwnedDir, sweep_owned_dirs
 from loopchain.storage.abc import StorageError
+from loopchain.types import package_name
+from loopchain.types.package_name import is_package_name
 
 GIT_TIMEOUT_SECONDS = 30.0
 MAX_PACKAGE_BYTES = 64 * 1024 * 1024  # unpacked size of a zip or git package
@@ -48,7 +50,6 @@ MAX_PACKAGE_JSON_BYTES = 1024 * 1024
 DEVELOP_ORG = "develop"
 UNPACK_PREFIX = ".unpack-"  # folders unpacking is done in, beside the unpacked copies
 
-_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REQUIRED_FIELDS = ("id", "version", "main")
 _OPTIONAL_FIELDS: dict[str, type] = {"auth": dict, "description": str, "function": dict}
@@ -127,13 +128,10 @@ def _user_score(module: ModuleType, package: ScorePackage) -> type[ScoreBase]:
 
 
 def _split_name(name: str) -> tuple[str, str]:
-    parts = name.split("/")
-    if len(parts) != 2 or not all(_SEGMENT.fullmatch(part) for part in parts):
-        raise PackageError(
-            f"SCORE package name {name!r} must be '<org>/<package>' "
-            "(letters, digits, '_', '.', '-'; e.g. 'loopchain/default')"
-        )
-    return parts[0], parts[1]
+    if not is_package_name(name):
+        raise PackageError(f"SCORE package name {name[:80]!r} must be {package_name.RULE}")
+    org, _, package = name.partition("/")
+    return org, package
 
 
 def _check_work_dir(repository: Path, work_dir: Path) -> None:

@@ -175,13 +175,16 @@ async def test_a_listed_channel_has_its_listed_committee_from_the_first_registra
 async def test_without_channel_auth_every_peer_joins_every_channel(start_rs: StartRS) -> None:
     genesis = {"accounts": [{"name": "a", "address": "hx" + "a" * 40, "balance": "0x0a"}]}
     channels = {
-        "c1": {"score_package": "p1", "peers": [], "genesis_data": genesis},
-        "c2": {"score_package": "p2"},
+        "c1": {"score_package": "org/p1", "peers": [], "genesis_data": genesis},
+        "c2": {"score_package": "org/p2"},
     }
     rs = await start_rs({"LOOPCHAIN_DEFAULT_CHANNEL": "c1"}, channels)
     async with rs_stub(rs) as stub:
         reply = await connect(stub, Signer.generate(), "9.9.9.9:7100")
-    assert [(i.channel, i.score_package) for i in reply.channels] == [("c1", "p1"), ("c2", "p2")]
+    assert [(i.channel, i.score_package) for i in reply.channels] == [
+        ("c1", "org/p1"),
+        ("c2", "org/p2"),
+    ]
     # the channel's genesis accounts travel in its signed validator set, canonical
     stated = validator_set_of(reply, "c1").genesis_data()
     assert stated is not None and stated.total_supply == 10
@@ -400,7 +403,7 @@ async def test_conf_get_and_post(start_rs: StartRS) -> None:
 
 async def test_conf_post_cannot_switch_channel_auth(start_rs: StartRS) -> None:
     """Admission is set in the files: a runtime switch would silently revert at a restart."""
-    channels = {"only": {"score_package": "p", "peers": [{"peer_target": "1.1.1.1:1"}]}}
+    channels = {"only": {"score_package": "org/p", "peers": [{"peer_target": "1.1.1.1:1"}]}}
     rs = await start_rs({"LOOPCHAIN_DEFAULT_CHANNEL": "only"}, channels)
     async with rs_stub(rs) as stub:
         before = await connect(stub, Signer.generate(), "2.2.2.2:2")

@@ -346,7 +346,7 @@ async def test_malformed_bodies_are_400_never_500(start_rs: StartRS) -> None:
 
 
 async def test_removal_leaves_every_channel_and_persists(start_rs: StartRS) -> None:
-    channels = {"c1": {"score_package": "p1"}, "c2": {"score_package": "p2"}}
+    channels = {"c1": {"score_package": "org/p1"}, "c2": {"score_package": "org/p2"}}
     rs = await start_rs({"LOOPCHAIN_DEFAULT_CHANNEL": "c1"}, channels)
     a, b = Signer.generate(), Signer.generate()
     await register(rs, a, b)
@@ -407,7 +407,7 @@ async def _change(
 
 async def test_channel_changes_are_checked_applied_and_persist(start_rs: StartRS) -> None:
     a, b = Signer.generate(), Signer.generate()
-    channels = {"c1": {"score_package": "p1", "peers": [{"peer_id": a.address}]}}
+    channels = {"c1": {"score_package": "org/p1", "peers": [{"peer_id": a.address}]}}
     rs = await start_rs({"ENABLE_CHANNEL_AUTH": True, "LOOPCHAIN_DEFAULT_CHANNEL": "c1"}, channels)
     await register(rs, a)
     async with grpc.aio.insecure_channel(rs.target) as channel_:
@@ -430,19 +430,19 @@ async def test_channel_changes_are_checked_applied_and_persist(start_rs: StartRS
     assert vset.peer_ids == [a.address, b.address] and vset.version > before
 
     # a new channel, whose members are the registered peers it lists
-    new = {"channel": "c2", "score_package": "p2", "peers": [{"peer_id": b.address}]}
+    new = {"channel": "c2", "score_package": "org/p2", "peers": [{"peer_id": b.address}]}
     status, body = await _change(rs, "POST", "/api/v1/channel", new)
     assert (status, body["response_code"]) == (200, 0), body
     assert body["data"]["version"] == 1
     assert (await _vset(rs, "c2")).peer_ids == [b.address]
-    assert (await _vset(rs, "c2")).score_package == "p2"
+    assert (await _vset(rs, "c2")).score_package == "org/p2"
 
     # refusals change nothing
     refusals = [
         ("POST", "/api/v1/channel", new, 400, "exists already"),
         ("POST", "/api/v1/channel", {"channel": "../x"}, 400, "letters, digits"),
         ("POST", "/api/v1/channel", {"channel": "c3", "bogus": 1}, 400, "bogus"),
-        ("POST", "/api/v1/channel", {"score_package": "p"}, 400, "'channel'"),
+        ("POST", "/api/v1/channel", {"score_package": "org/p"}, 400, "'channel'"),
         ("POST", "/api/v1/channel/peer", {"channel": "c9", "peer_id": a.address}, 404, "c9"),
         ("POST", "/api/v1/channel/peer", {"channel": "c2", "peer_id": b.address}, 400, "twice"),
         ("POST", "/api/v1/channel/peer", {"channel": "c2", "peer_id": "hx1"}, 400, "peer_id"),
@@ -474,7 +474,7 @@ async def test_channel_changes_are_checked_applied_and_persist(start_rs: StartRS
     # the file holds what the RadioStation serves, and a restart reads it back
     status, served = await get_json(f"{rs.rest}/api/v1/channel/data")
     assert status == 200 and json.loads(data_file.read_text()) == served["data"]
-    assert served["data"]["c1"] == {"score_package": "p1", "peers": [{"peer_id": a.address}]}
+    assert served["data"]["c1"] == {"score_package": "org/p1", "peers": [{"peer_id": a.address}]}
     versions = {c: (await _vset(rs, c)).version for c in ("c1", "c2")}
     assert await rs.terminate() == 0
     rs.start()

@@ -63,6 +63,43 @@ def test_bad_weights_and_groups_are_named(channel: dict, message: str) -> None:
         parse_channels(PATH, {"c": channel}, "loopchain/default")
 
 
+@pytest.mark.parametrize(
+    ("channel", "message"),
+    [
+        # a weight that canonical JSON cannot hold made every GetPeerList of the channel fail
+        ({"peers": [{"peer_id": "hx" + "a" * 40, "weight": 10**90}]}, "weight must be an integer"),
+        ({"peers": [{"peer_id": "hx" + "a" * 40, "weight": 2**31}]}, "from 1 to 2147483647"),
+        ({"peers": [], "groups": {"g": {"weight": 10**90}}}, "weight must be an integer"),
+        ({"peers": [{"peer_id": "hx" + "a" * 40, "group_id": "g" * 257}]}, "at most 256"),
+        ({"peers": [], "groups": {"g" * 257: {"weight": 1}}}, "longer than 256"),
+        ({"score_package": "../../etc"}, "score_package '../../etc' must be '<org>/<package>'"),
+        ({"score_package": "a/b/c"}, "must be '<org>/<package>'"),
+        ({"score_package": "x" * 300 + "/y"}, r"score_package 'xxx.*\.\.\. must be"),
+        ({"score_package": "a\x00/b"}, "must be '<org>/<package>'"),
+        ({"score_package": ""}, "must be '<org>/<package>'"),
+    ],
+)
+def test_channels_no_peer_could_be_served_are_refused(channel: dict, message: str) -> None:
+    """Weights beyond MAX_WEIGHT, group ids beyond MAX_GROUP_ID_CHARS and package names that are
+    not '<org>/<package>' are refused where the channel data is read (file or REST)."""
+    with pytest.raises(ChannelDataError, match=message):
+        parse_channels(PATH, {"c": channel}, "loopchain/default")
+
+
+def test_the_largest_weight_and_group_id_make_a_validator_set() -> None:
+    peer = Signer.generate()
+    group = "g" * 256
+    channel = {"peers": [{"peer_id": peer.address, "group_id": group, "weight": 2**31 - 1}]}
+    channel["groups"] = {group: {"weight": 2**31 - 1}}
+    spec = parse_channels(PATH, {"c": channel}, "org/x")["c"]
+    registry = Registry({"c": spec}, channel_auth=True)
+    registry.register(peer.address, "127.0.0.1:7100", "", peer.public_key)
+    config = load_config(environ={})
+    station = Station(config, registry, Signer.generate(), time.time)
+    signed = station.validator_set("c")
+    assert ValidatorSet.decode(signed.encode()).total_weight == 2**31 - 1
+
+
 def test_auditors_are_members_but_not_validators() -> None:
     specs = parse_channels(
         PATH,
@@ -82,7 +119,7 @@ def test_auditors_are_members_but_not_validators() -> None:
     assert not spec.is_validator("hx?", "127.0.0.1:7200")
     with pytest.raises(ChannelDataError, match="role"):
         parse_channels(
-            PATH, {"c": {"peers": [{"peer_target": "127.0.0.1:7100", "role": "boss"}]}}, "x"
+            PATH, {"c": {"peers": [{"peer_target": "127.0.0.1:7100", "role": "boss"}]}}, "org/x"
         )
 
 
@@ -103,7 +140,7 @@ def test_listed_mode_admits_by_peer_id_only() -> None:
                 ]
             }
         },
-        "x",
+        "org/x",
     )["c"]
     assert spec.admits(A, "10.0.0.1:1", channel_auth=True)  # known by its id, from anywhere
     assert spec.weight(A, "10.0.0.1:1") == 4
@@ -126,7 +163,7 @@ def test_listed_mode_admits_by_peer_id_only() -> None:
 )
 def test_bad_peer_entries_are_named(peers: list, message: str) -> None:
     with pytest.raises(ChannelDataError, match=message):
-        parse_channels(PATH, {"c": {"peers": peers}}, "x")
+        parse_channels(PATH, {"c": {"peers": peers}}, "org/x")
 
 
 @pytest.mark.parametrize(
@@ -154,7 +191,7 @@ def test_a_registration_whose_target_is_not_host_port_is_refused(target: str) ->
     with pytest.raises(AdmissionError, match="target must be"):
         verify_connect(signer.address, target, "", signer.public_key, signature)
     with pytest.raises(ChannelDataError, match="peer_target must be"):
-        parse_channels(PATH, {"c": {"peers": [{"peer_id": A, "peer_target": target}]}}, "x")
+        parse_channels(PATH, {"c": {"peers": [{"peer_id": A, "peer_target": target}]}}, "org/x")
 
 
 @pytest.mark.parametrize("target", ["127.0.0.1:7100", "[::1]:7100", "peer_0.example-x:65535"])
@@ -166,9 +203,9 @@ def test_a_registration_at_a_host_name_or_address_is_taken(target: str) -> None:
 
 def test_score_settings_are_read_and_bounded() -> None:
     settings = {"token": {"owner": A, "initial_supply": 5}}
-    spec = parse_channels(PATH, {"c": {"score_settings": settings}}, "x")["c"]
+    spec = parse_channels(PATH, {"c": {"score_settings": settings}}, "org/x")["c"]
     assert spec.score_settings == settings
-    assert parse_channels(PATH, {"c": {}}, "x")["c"].score_settings == {}
+    assert parse_channels(PATH, {"c": {}}, "org/x")["c"].score_settings == {}
 
 
 @pytest.mark.parametrize(
@@ -182,7 +219,7 @@ def test_score_settings_are_read_and_bounded() -> None:
 )
 def test_bad_score_settings_are_named(settings: object, message: str) -> None:
     with pytest.raises(ChannelDataError, match=message):
-        parse_channels(PATH, {"c": {"score_settings": settings}}, "x")
+        parse_channels(PATH, {"c": {"score_settings": settings}}, "org/x")
 
 
 GENESIS = {
@@ -196,7 +233,7 @@ GENESIS = {
 
 def test_genesis_data_is_read_and_goes_into_every_issued_validator_set(tmp_path: Path) -> None:
     specs = parse_channels(
-        PATH, {"c": {"genesis_data": GENESIS}, "d": {"peers": [{"peer_id": A}]}}, "x"
+        PATH, {"c": {"genesis_data": GENESIS}, "d": {"peers": [{"peer_id": A}]}}, "org/x"
     )
     assert specs["c"].genesis == GenesisData.from_json(GENESIS)
     assert specs["c"].genesis.total_supply == 10**24  # type: ignore[union-attr]
@@ -234,7 +271,7 @@ def test_genesis_data_is_read_and_goes_into_every_issued_validator_set(tmp_path:
 )
 def test_bad_genesis_data_is_named(genesis: object, message: str) -> None:
     with pytest.raises(ChannelDataError, match=message) as refused:
-        parse_channels(PATH, {"c": {"genesis_data": genesis}}, "x")
+        parse_channels(PATH, {"c": {"genesis_data": genesis}}, "org/x")
     assert str(refused.value).startswith(f"{PATH}: channel 'c': genesis_data: ")
 
 
@@ -261,7 +298,7 @@ def test_channel_to_json_reads_back_to_the_same_channel() -> None:
         **data,
         "d": {"score_package": "loopchain/default", "peers": []},
     }
-    again = parse_channels(PATH, {n: channel_to_json(s) for n, s in specs.items()}, "x")
+    again = parse_channels(PATH, {n: channel_to_json(s) for n, s in specs.items()}, "org/x")
     assert again == specs
 
 
@@ -270,14 +307,14 @@ def test_a_changed_channel_gets_a_new_version_even_with_the_same_members() -> No
     registry = Registry(specs, channel_auth=True)
     registry.register(A, "127.0.0.1:7100", "", b"")
     assert registry.version("c") == 1
-    heavier = parse_channels(PATH, {"c": {"peers": [{"peer_id": A, "weight": 5}]}}, "x")["c"]
+    heavier = parse_channels(PATH, {"c": {"peers": [{"peer_id": A, "weight": 5}]}}, "org/x")["c"]
     assert registry.set_channel(heavier) == 2  # same member, another weight
     assert registry.channels["c"] is heavier
-    more = parse_channels(PATH, {"c": {"peers": [{"peer_id": A}, {"peer_id": B}]}}, "x")["c"]
+    more = parse_channels(PATH, {"c": {"peers": [{"peer_id": A}, {"peer_id": B}]}}, "org/x")["c"]
     assert registry.set_channel(more) == 3
     registry.register(B, "127.0.0.1:7200", "", b"")
     assert registry.members("c")[1].peer_id == B and registry.version("c") == 4
-    fresh = parse_channels(PATH, {"e": {"peers": [{"peer_id": B}]}}, "x")["e"]
+    fresh = parse_channels(PATH, {"e": {"peers": [{"peer_id": B}]}}, "org/x")["e"]
     assert registry.set_channel(fresh) == 1  # a new channel starts at 1 with its members
     assert [r.peer_id for r in registry.members("e")] == [B]
 
@@ -422,7 +459,7 @@ def test_a_registration_the_registry_cannot_save_is_refused_and_saved_when_retri
 def test_the_registry_takes_no_peer_past_its_bound_and_known_ones_still_update() -> None:
     """Open mode admits anyone who proves a key: the registry (and with it every channel's
     validator set) is bounded; a known peer may still move, and a removal makes room."""
-    specs = parse_channels(PATH, {"c": {}}, "x")
+    specs = parse_channels(PATH, {"c": {}}, "org/x")
     registry = Registry(specs, channel_auth=False, max_peers=3)
     signers = [Signer.generate() for _ in range(4)]
     for n, signer in enumerate(signers[:3]):

@@ -34,7 +34,7 @@ def test_channels_list_the_peers_ids_and_settings_name_them(
         "127.0.0.1:7200",
         ids[7200],
     ]
-    specs = load_channels(out, "a", "x")
+    specs = load_channels(out, "a", "org/x")
     for spec in specs.values():
         assert [(m.peer_id, m.target) for m in spec.members or ()] == [
             (ids[7100], "127.0.0.1:7100"),
@@ -72,11 +72,11 @@ def test_genesis_is_written_into_every_channel_only_when_given(tmp_path: Path) -
     assert main([*args, "--genesis", json.dumps(GENESIS)]) == 0
     written = json.loads(out.read_text())
     assert [written[name]["genesis_data"] for name in ("a", "b")] == [GENESIS, GENESIS]
-    specs = load_channels(out, "a", "x")
+    specs = load_channels(out, "a", "org/x")
     assert specs["b"].genesis == GenesisData.from_json(GENESIS)
     assert main(args) == 0  # without --genesis the channels state none
     assert all("genesis_data" not in channel for channel in json.loads(out.read_text()).values())
-    assert load_channels(out, "a", "x")["a"].genesis is None
+    assert load_channels(out, "a", "org/x")["a"].genesis is None
 
 
 @pytest.mark.parametrize(
