@@ -7,7 +7,6 @@ must pass."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -60,14 +59,6 @@ REFUSALS = frozenset(
 LOST_ANSWER = "Stream removed"
 MAX_MESSAGE = 64 << 20  # the fuzzing client sends and takes messages up to this size
 SHOW = 300  # characters of a request shown in a reproducer
-# A line of a node's log at level ERROR or CRITICAL (the project's format), or one gRPC's core
-# wrote at level E (e.g. "E1203 14:04:57.379020 3437 file.cc:868] ...")
-ERROR_LINE = re.compile(r"^\d{4}-\d\d-\d\d \S+ (ERROR|CRITICAL)\b|^E\d{4} \d\d:\d\d:\d\d")
-
-
-def error_lines(text: str) -> list[str]:
-    """The lines of a log written at level ERROR or above (by the node or by gRPC's core)."""
-    return [line for line in text.splitlines() if ERROR_LINE.search(line)]
 
 
 def methods(service: str) -> list[d.MethodDescriptor]:

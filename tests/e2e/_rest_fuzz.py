@@ -1,5 +1,6 @@
-"""Requests for fuzzing the peer REST API: raw HTTP requests made by hostile strategies, a raw
-HTTP/1.1 client that sends bytes exactly as drawn, and the checks every answer must pass."""
+"""Requests for fuzzing a REST API (the peer's; the RadioStation's reuses them): raw HTTP requests
+made by hostile strategies, a raw HTTP/1.1 client that sends bytes exactly as drawn, and the checks
+every answer must pass."""
 
 from __future__ import annotations
 
@@ -38,21 +39,30 @@ class RawRequest:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytes = b""
     what: str = ""  # which hostile strategy made it
+    # the header lines that frame the body instead of its true Content-Length (e.g. chunked, a
+    # wrong length, none at all); the body is then sent exactly as it is
+    framing: list[bytes] | None = None
 
     def wire(self, port: int) -> bytes:
         head = [b"%s %s HTTP/1.1" % (self.method.encode(), self.target)]
         head.append(b"Host: 127.0.0.1:%d" % port)
         head += [name + b": " + value for name, value in self.headers]
-        head.append(b"Content-Length: %d" % len(self.body))
+        if self.framing is None:
+            head.append(b"Content-Length: %d" % len(self.body))
+        else:
+            head += self.framing
         head.append(b"Connection: close")
         return b"\r\n".join(head) + b"\r\n\r\n" + self.body
 
     def describe(self) -> str:
         body = self.body[:SHOW] + (b"..." if len(self.body) > SHOW else b"")
         target = self.target[:SHOW] + (b"..." if len(self.target) > SHOW else b"")
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in self.headers}
+        headers = {
+            name.decode("latin-1"): value[:SHOW].decode("latin-1") for name, value in self.headers
+        }
+        framing = "" if self.framing is None else f" framing={self.framing!r}"
         return (
-            f"[{self.what}] {self.method} {target!r} headers={headers} "
+            f"[{self.what}] {self.method} {target!r} headers={headers}{framing} "
             f"body({len(self.body)} bytes)={body!r}"
         )
 
@@ -170,18 +180,18 @@ _query_values = st.one_of(
 
 
 @st.composite
-def _target(draw: st.DrawFn, malformed: bool) -> bytes:
+def _target(draw: st.DrawFn, malformed: bool, routes: list[str], query_names: list[str]) -> bytes:
     path = draw(
         st.one_of(
-            *[st.sampled_from(ROUTES).map(str.encode)] * 4,
-            st.sampled_from(ROUTES).map(lambda p: p.encode() + b"/"),
+            *[st.sampled_from(routes).map(str.encode)] * 4,
+            st.sampled_from(routes).map(lambda p: p.encode() + b"/"),
             st.sampled_from(
                 [b"/", b"//api/v1/blocks", b"/api/v1/../v1/blocks", b"/api/v1/%2e%2e", b"/api/v2"]
             ),
             st.binary(min_size=1, max_size=20).map(lambda b: b"/api/v1/" + _percent(b)),
         )
     )
-    pairs = draw(st.lists(st.tuples(st.sampled_from(QUERY_NAMES), _query_values), max_size=4))
+    pairs = draw(st.lists(st.tuples(st.sampled_from(query_names), _query_values), max_size=4))
     raw = malformed and draw(st.integers(0, 3)) == 0  # else percent-encoded
     parts = [name.encode() + b"=" + (value if raw else _percent(value)) for name, value in pairs]
     lengths = [2000, 8050] + ([8190, 8200, 20000, 100000] if malformed else [])
@@ -254,11 +264,17 @@ _BODIES = {surrogates: _bodies(surrogates) for surrogates in (False, True)}
 
 
 @st.composite
-def hostile_requests(draw: st.DrawFn, exclude: frozenset[str] = frozenset()) -> RawRequest:
+def hostile_requests(
+    draw: st.DrawFn,
+    exclude: frozenset[str] = frozenset(),
+    routes: list[str] = ROUTES,
+    query_names: list[str] = QUERY_NAMES,
+) -> RawRequest:
     """A request outside what the OpenAPI document promises to take (less the families in
-    `exclude`)."""
+    `exclude`) to one of `routes` (the peer's by default), with query arguments of
+    `query_names`."""
     method = draw(st.sampled_from(["GET"] * 4 + ["POST"] * 4 + ["PUT", "DELETE", "PATCH", "HEAD"]))
-    target = draw(_target("http" not in exclude))
+    target = draw(_target("http" not in exclude, routes, query_names))
     headers: list[tuple[bytes, bytes]] = []
     content_type = draw(st.sampled_from(CONTENT_TYPES))
     if content_type is not None:

@@ -38,13 +38,13 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.types.crypto import load_or_create_key
+from tests.e2e._fuzz_runs import failure_lines, network_problems
 from tests.e2e._grpc_fuzz import (
     Known,
     call,
     channel_to,
     describe,
     encoded,
-    error_lines,
     iter_methods,
     problems,
     requests_for,
@@ -54,7 +54,6 @@ from tools.procs import LocalNetwork, running_network, wait_until
 CHANNEL = "loopchain_default"
 DEADLINE = float(os.environ.get("GRPC_FUZZ_DEADLINE", "20"))
 SMOKE_SEED = 20261203
-SHOWN_KINDS = 30
 
 
 class Fuzzer:
@@ -129,14 +128,8 @@ class Fuzzer:
             + "; ".join(
                 f"{name} {dict(sorted(codes.items()))}" for name, codes in self.by_method.items()
             ),
-            f"failures: {len(self.failures)}, of {len({s for s, _ in self.failures})} kinds:",
         ]
-        first: dict[str, str] = {}
-        for signature, example in self.failures:
-            first.setdefault(signature, example)
-        for signature, n in Counter(s for s, _ in self.failures).most_common(SHOWN_KINDS):
-            lines.append(f"  {n} × {signature}\n    e.g. {first[signature]}")
-        return "\n".join(lines)
+        return "\n".join(lines + failure_lines(self.failures))
 
 
 def serving_problem(peer: grpc.Channel, rs: grpc.Channel, known: Known) -> str:
@@ -186,25 +179,12 @@ def _known(net: LocalNetwork) -> Known:
 def _aftermath(net: LocalNetwork, fuzzer: Fuzzer) -> list[str]:
     """What is wrong after the run: dead processes, a node that does not serve, a fresh
     transaction that does not become final, a log with a problem or an ERROR line."""
-    dead = [proc.name for proc in net.procs if not proc.alive]
-    if dead:
-        return [f"processes died during the run: {dead}"]
-    found = []
+    found = network_problems(net)
+    if found and found[0].startswith("processes died"):
+        return found
     reason = serving_problem(fuzzer.peer, fuzzer.rs, fuzzer.known)
     if reason:
-        found.append(f"a node does not serve after the run: {reason}")
-    (port,) = net.peers
-    try:
-        tx_hash = net.submit(port, {"data": "after the fuzz"})
-        wait_until(lambda: net.final_on(port, tx_hash), 60, "a fresh transaction final")
-    except (OSError, ValueError, AssertionError) as exc:
-        found.append(f"the peer does not finalise a fresh transaction: {exc!r}")
-    for name in net.problem_logs():
-        found.append(f"a problem (tools.procs.LOG_PROBLEMS) in the log of {name}")
-    for proc in net.procs:
-        lines = error_lines(proc.log_text())
-        if lines:
-            found.append(f"{len(lines)} ERROR line(s) in the log of {proc.name}: {lines[:3]}")
+        found.insert(0, f"a node does not serve after the run: {reason}")
     return found
 
 

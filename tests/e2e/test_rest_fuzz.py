@@ -29,7 +29,6 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
@@ -43,6 +42,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from loopchain.rest.app import OPENAPI_PATH
+from tests.e2e._fuzz_runs import Stop, draw_rounds, failure_lines
 from tests.e2e._rest_fuzz import (
     FAMILIES,
     Answer,
@@ -62,16 +62,11 @@ CHECKS = [
     negative_data_rejection,
 ]
 KINDS = ["positive"] * 5 + ["negative"] * 2 + ["hostile"] * 3  # weights of the three sources
-SHOWN_KINDS = 30  # kinds of failure shown in the report, each with its first reproducer
 # Families with known failures (reported with reproducers): malformed HTTP (a request line over
 # 8190 bytes, bytes that are not ASCII in it) is answered 400 in text/plain by aiohttp's parser,
 # and the proxy logs a traceback for each.
 KNOWN_FAILING = frozenset({"http"})
 SMOKE_SEED = 20261130
-
-
-class _Stop(Exception):
-    """A proxy stopped working: the rest of the run would only time out."""
 
 
 class Fuzzer:
@@ -94,39 +89,20 @@ class Fuzzer:
 
     def run(self, count: int, seed_value: int) -> None:
         """Make `count` requests (hypothesis may stop a run early: then another one goes on)."""
-        round_ = 0
-        while self.total < count and not self.stopped:
+        draw_rounds(count, seed_value, lambda: self.total, self.send_drawn)
 
-            @settings(
-                max_examples=count - self.total,
-                deadline=None,
-                database=None,
-                phases=[Phase.generate],
-                suppress_health_check=list(HealthCheck),
-                verbosity=Verbosity.quiet,
-            )
-            @seed(seed_value + round_)
-            @given(data=st.data())
-            def one(data: st.DataObject) -> None:
-                if self.stopped:
-                    raise _Stop
-                kind = data.draw(st.sampled_from(KINDS), label="kind")
-                if kind == "hostile":
-                    self.send_hostile(data.draw(hostile_requests(self.exclude), label="request"))
-                else:
-                    mode = GenerationMode(kind)
-                    case = data.draw(st.sampled_from(self.strategies[mode]).flatmap(lambda s: s))
-                    if kind == "positive" and data.draw(st.booleans(), label="default channel"):
-                        _drop_channel(case)
-                    self.send_case(kind, case)
-
-            made = self.total
-            try:
-                one()
-            except _Stop:
-                return
-            assert self.total > made, "hypothesis drew no request in a whole run"
-            round_ += 1
+    def send_drawn(self, data: st.DataObject) -> None:
+        if self.stopped:
+            raise Stop
+        kind = data.draw(st.sampled_from(KINDS), label="kind")
+        if kind == "hostile":
+            self.send_hostile(data.draw(hostile_requests(self.exclude), label="request"))
+        else:
+            mode = GenerationMode(kind)
+            case = data.draw(st.sampled_from(self.strategies[mode]).flatmap(lambda s: s))
+            if kind == "positive" and data.draw(st.booleans(), label="default channel"):
+                _drop_channel(case)
+            self.send_case(kind, case)
 
     @property
     def total(self) -> int:
@@ -152,7 +128,7 @@ class Fuzzer:
         if status not in (200, 503):
             self._fail(f"the proxy takes no transaction after this (probe → {status})", request)
             self.stopped = True
-            raise _Stop
+            raise Stop
 
     def send_case(self, kind: str, case: Any) -> None:
         port = self._port()
@@ -196,15 +172,8 @@ class Fuzzer:
             f"REST fuzz: {self.total} requests in {seconds:.0f} s (seed {seed_value}, families "
             f"left out: {excluded}), by source {dict(sorted(self.sent.items()))}",
             f"answers by status: {dict(sorted(self.statuses.items()))}",
-            f"failures: {len(self.failures)}, of {len({s for s, _ in self.failures})} kinds:",
         ]
-        first: dict[str, str] = {}
-        for signature, example in self.failures:
-            first.setdefault(signature, example)
-        counts = Counter(signature for signature, _ in self.failures)
-        for signature, n in counts.most_common(SHOWN_KINDS):
-            lines.append(f"  {n} × {signature}\n    e.g. {first[signature]}")
-        return "\n".join(lines)
+        return "\n".join(lines + failure_lines(self.failures))
 
 
 def _gist(answer: Answer) -> str:

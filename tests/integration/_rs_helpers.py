@@ -11,9 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
-from loopchain.configure import DEFAULTS
+from loopchain.configure import DEFAULTS, load_config
 from loopchain.protos import loopchain_pb2 as pb
+from loopchain.radiostation.certs import CertificateDirectory, CertificateService
+from loopchain.radiostation.operator import OperatorToken
+from loopchain.radiostation.registry import Registry
+from loopchain.radiostation.rest import create_app
+from loopchain.radiostation.station import Station
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import connect_digest, heartbeat_digest
 from tools.procs import REST_DIFF, Proc, assert_clean_log, free_port_pair, wait_until_async
@@ -21,6 +27,15 @@ from tools.procs import REST_DIFF, Proc, assert_clean_log, free_port_pair, wait_
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "radiostation.py"
 READY_DEADLINE = 30.0
+
+
+def bare_app(tmp_path: Path) -> web.Application:
+    """The RadioStation's REST app over an empty station in this process (no server): to read
+    its routes."""
+    config = load_config(environ={}, overrides={"DEFAULT_STORAGE_PATH": str(tmp_path)})
+    station = Station(config, Registry({}, False), Signer.generate(), time.time)
+    certs = CertificateService(CertificateDirectory(tmp_path / "ca"), True, "x")
+    return create_app(station, OperatorToken(tmp_path / "t", b"t" * 43), certs)
 
 
 def connect_request(signer: Signer, target: str, group_id: str = "") -> pb.ConnectPeerRequest:

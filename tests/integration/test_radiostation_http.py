@@ -6,16 +6,15 @@ when to ask again (faults the RadioStation REST fuzz found, tests/e2e/test_rs_re
 from __future__ import annotations
 
 import json
-import re
 import zlib
 
 import pytest
 
 from tests.integration._rs_helpers import RadioStationProcess, StartRS, call
 from tests.integration._slow_clients import status_and_body, until_closed
+from tools.procs import error_lines
 
 DEADLINE = 20.0
-ERROR_LINE = re.compile(r"^\d{4}-\d\d-\d\d \S+ (ERROR|CRITICAL)\b", re.MULTILINE)
 
 
 def raw_request(
@@ -47,7 +46,7 @@ def json_error(answer: bytes) -> tuple[int, dict[str, object]]:
 
 def assert_quiet_log(rs: RadioStationProcess) -> None:
     log = rs.current_log()
-    assert "Traceback" not in log and not ERROR_LINE.search(log), log[-3000:]
+    assert "Traceback" not in log and not error_lines(log), log[-3000:]
 
 
 MALFORMED = [

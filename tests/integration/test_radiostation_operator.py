@@ -6,27 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from loopchain.configure import load_config
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
-from loopchain.radiostation.certs import CertificateDirectory, CertificateService
-from loopchain.radiostation.operator import OperatorToken
-from loopchain.radiostation.registry import Registry
-from loopchain.radiostation.rest import create_app
-from loopchain.radiostation.station import Station
 from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer
 from loopchain.types.validators import ValidatorSet
 from tests.integration._rs_helpers import (
     RadioStationProcess,
     StartRS,
+    bare_app,
     call,
     connect_request,
     get_json,
@@ -141,10 +135,7 @@ async def test_an_unsafe_token_file_refuses_start(
 
 async def test_every_write_route_is_operator_only(tmp_path: Path) -> None:
     """The routes that change state are exactly those the next test checks over HTTP."""
-    config = load_config(environ={}, overrides={"DEFAULT_STORAGE_PATH": str(tmp_path)})
-    station = Station(config, Registry({}, False), Signer.generate(), time.time)
-    certs = CertificateService(CertificateDirectory(tmp_path / "ca"), True, "x")
-    app = create_app(station, OperatorToken(tmp_path / "t", b"t" * 43), certs)
+    app = bare_app(tmp_path)
     writes = {
         (route.method, route.resource.canonical)
         for route in app.router.routes()
