@@ -181,6 +181,10 @@ def test_bad_peer_entries_are_named(peers: list, message: str) -> None:
         "a b:1",
         "a:0",
         "a:65536",
+        "a" * 64 + ":1",  # a label no resolver takes (Python's raised UnicodeError, not OSError)
+        "a..b:1",
+        ".a:1",
+        ("a" * 63 + ".") * 4 + "a:1",  # 257 characters
     ],
 )
 def test_a_registration_whose_target_is_not_host_port_is_refused(target: str) -> None:
@@ -194,7 +198,17 @@ def test_a_registration_whose_target_is_not_host_port_is_refused(target: str) ->
         parse_channels(PATH, {"c": {"peers": [{"peer_id": A, "peer_target": target}]}}, "org/x")
 
 
-@pytest.mark.parametrize("target", ["127.0.0.1:7100", "[::1]:7100", "peer_0.example-x:65535"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "127.0.0.1:7100",
+        "[::1]:7100",
+        "peer_0.example-x:65535",
+        "peer.example.:1",
+        "a" * 63 + ".b:1",
+        ("a" * 63 + ".") * 3 + "a" * 61 + ":1",  # 253 characters
+    ],
+)
 def test_a_registration_at_a_host_name_or_address_is_taken(target: str) -> None:
     signer = Signer(b"\x07" * 32)
     signature = signer.sign(connect_digest(signer.address, target, ""))
