@@ -1,9 +1,17 @@
 """Asks a registering peer to prove that its key answers at its target (PeerService.Identify):
-a registration naming a dead target, or a target served by another key, never joins a channel."""
+a registration naming a dead target, or a target served by another key, never joins a channel.
+
+Over mutual TLS the probe first reads whose certificate the target serves, in a handshake that
+names no server: a gRPC client names the peer id it expects (TLS SNI), and a gRPC server whose
+certificate binds another id writes an ERROR line to its log for that name, so a member that
+registered another node's address (the RadioStation's own among them) would have the probe write
+ERROR lines into that node's log, and into the RadioStation's, at will."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import ssl
 
 import grpc
 
@@ -24,10 +32,66 @@ class TargetUnverified(Exception):
         self.retry = retry  # the target may answer later (down, slow); else it is someone else
 
 
+def _client_context(tls: Tls) -> ssl.SSLContext:
+    """A TLS client context trusting the network's CA and presenting this node's certificate
+    (loaded from memory: the key is never written to a disk), matching no host name."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False  # who serves is read from the certificate it serves
+    context.load_verify_locations(cadata=tls.ca_pem.decode("ascii"))
+    context.set_alpn_protocols(["h2"])
+    fd = os.memfd_create("loopchain-tls-client")
+    try:
+        with open(fd, "wb", closefd=False) as chain:
+            chain.write(tls.cert_pem + b"\n" + tls.key_pem)
+        context.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    return context
+
+
+async def served_identity(target: str, tls: Tls, timeout: float) -> str:
+    """The peer id bound by the certificate of the network's CA that `target` serves, read in a
+    TLS handshake that sends no server name (TargetUnverified when none is read)."""
+    from loopchain.types import certificates  # cryptography: only a RadioStation with TLS
+
+    context = _client_context(tls)
+    host, _, port = target.rpartition(":")
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(
+                host.strip("[]"), int(port), ssl=context, server_hostname=""
+            )
+    except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+        raise TargetUnverified(
+            f"target {target} did not answer over TLS with a certificate of this network's CA: "
+            f"{exc.__class__.__name__}",
+            True,
+        ) from None
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    finally:
+        writer.close()
+    try:
+        cert = certificates.certificate_from_pem(ssl.DER_cert_to_PEM_cert(der).encode())
+        return certificates.peer_identity(cert)[0]
+    except certificates.CertificateError as exc:
+        raise TargetUnverified(
+            f"target {target} serves no peer's certificate: {exc}", False
+        ) from None
+
+
 async def verify_target(peer_id: str, target: str, config: Config, tls: Tls | None) -> None:
-    """Return when the peer at `target` signs a fresh challenge with the key of `peer_id`."""
+    """Return when the peer at `target` signs a fresh challenge with the key of `peer_id` (over
+    TLS: to a client that names `peer_id`, once the target's certificate binds it)."""
     challenge = os.urandom(IDENTIFY_CHALLENGE_BYTES)
     timeout = float(config.GRPC_TIMEOUT)
+    if tls is not None:
+        served = await served_identity(target, tls, timeout)
+        if served != peer_id:
+            raise TargetUnverified(
+                f"target {target} serves the certificate of {served[:50]!r}, not of {peer_id}",
+                False,
+            )
     async with open_channel(target, config, tls, peer_id) as channel:
         stub = pb_grpc.PeerServiceStub(channel)
         try:

@@ -49,7 +49,7 @@ from tests.e2e._grpc_fuzz import (
     problems,
     requests_for,
 )
-from tools.procs import LocalNetwork, running_network, wait_until
+from tools.procs import LocalNetwork, error_lines, running_network, wait_until
 
 CHANNEL = "loopchain_default"
 DEADLINE = float(os.environ.get("GRPC_FUZZ_DEADLINE", "20"))

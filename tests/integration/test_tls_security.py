@@ -23,11 +23,12 @@ from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub, RadioStationStub
 from loopchain.types import certificates as pki
 from loopchain.types.block import Block
+from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import Signer, load_or_create_key
 from loopchain.types.peer import connect_digest
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import QuorumCertificate, Vote
-from tools.procs import INNER_DIFF, TlsNetwork, get, wait_until
+from tools.procs import INNER_DIFF, TlsNetwork, error_lines, get, wait_until
 
 ALPHA, BETA = "alpha", "beta"
 RS_NAME = "loopchain-radiostation"
@@ -404,6 +405,31 @@ def test_registration_with_another_peers_certificate_is_refused(sec: SecNet) -> 
     assert _registered(sec) == before, "the RadioStation registered something"
     rs_log = sec.net.radiostation.log_text() if sec.net.radiostation else ""
     assert f"refused registration of '{newcomer.address}'" in rs_log, rs_log[-2000:]
+
+
+def test_registration_at_another_nodes_address_is_refused_without_an_error_line(
+    sec: SecNet,
+) -> None:
+    """A member registering (with its own certificate and key) the address of another node, a
+    peer's or the RadioStation's own, is refused as someone else's address; the probe of that
+    address leaves no ERROR line in either's log (a gRPC server writes one for a client naming
+    another id than its certificate binds, as a probe pinning the member's id would)."""
+    before = _registered(sec)
+    rs = sec.net.radiostation
+    assert rs is not None
+    logs = {"A": (sec.net.peers[sec.port("A")], len(sec.log("A"))), "rs": (rs, len(rs.log_text()))}
+    c = sec.signer("C")
+    served = {
+        f"127.0.0.1:{sec.port('A')}": sec.peer_id("A"),
+        f"127.0.0.1:{sec.net.rs_port}": sec.net.rs_id,
+    }
+    replies = {node: _connect(sec, sec.identity("C"), c, node) for node in served}
+    for name, (proc, since) in logs.items():
+        assert not error_lines(proc.log_text()[since:]), (name, proc.log_path)
+    for node, reply in replies.items():
+        assert reply.code == ResponseCode.FAIL, reply
+        assert f"target {node} serves the certificate of '{served[node]}'" in reply.message, reply
+    assert _registered(sec) == before, "the RadioStation registered something"
 
 
 # ------------------------------------------------------------------ a vote replayed across channels
