@@ -19,7 +19,7 @@ from loopchain.blockchain.chain import Limits
 from loopchain.blockchain.intake_journal import IntakeJournal
 from loopchain.blockchain.mempool import TxPool, TxRefused
 from loopchain.blockchain.restore import restore_tip
-from loopchain.configure import Config
+from loopchain.configure import Config, RefusalLog
 from loopchain.consensus import messages as m
 from loopchain.consensus.rules import SafetyRules
 from loopchain.consensus.state import ChannelConsensus, ConsensusConfig
@@ -43,6 +43,10 @@ from loopchain.types.validators import ratio_from_config
 from loopchain.types.vote import QuorumCertificate
 
 log = logging.getLogger(__name__)
+# what other peers send that is refused or rejected (a relayed transaction dropped, a message of
+# another channel, a vote or complaint the consensus rejects): one call may carry a thousand of
+# them, a stream any number, so their warnings are rate-limited rather than one an item
+REFUSALS = RefusalLog(log)
 
 # A round timer this peer's own event loop runs late (the peer was busy or stalled: a full CPU, a
 # slow disk) waits that long again before it counts, up to TIMER_DEFERRALS times: the messages that
@@ -584,10 +588,12 @@ class ChannelService:
         return self.consensus.pool.by_signature(signature)
 
     def receive_txs(self, txs: list[Transaction]) -> None:
-        """Transactions relayed by another peer (each checked; a bad one is dropped, logged).
-        One this peer already holds, pooled or in a proposed block, is taken as held: its
-        signature is not recovered a second time (a proposal often comes before the gossip)."""
+        """Transactions relayed by another peer (each checked; a bad one is dropped, counted, and
+        the batch's drops logged in one line). One this peer already holds, pooled or in a
+        proposed block, is taken as held: its signature is not recovered a second time (a
+        proposal often comes before the gossip)."""
         good = []
+        dropped: list[tuple[Transaction, str]] = []
         now = time.time()
         for relayed in txs:
             known = self.consensus.known_transaction(relayed.hash)
@@ -604,15 +610,20 @@ class ChannelService:
                     if not tx.verify_signature():
                         problem = "its signature is not its sender's"
             if problem is not None:
-                log.warning(
-                    "channel %s: dropped relayed transaction %s: %s",
-                    self.name,
-                    tx.hash_hex,
-                    problem,
-                )
-                self.metrics.refused("relayed_invalid")
+                dropped.append((tx, problem))
                 continue
             good.append(tx)
+        if dropped:
+            self.metrics.refused("relayed_invalid", len(dropped))
+            first, problem = dropped[0]
+            more = f" ({len(dropped) - 1} more of its batch dropped)" if len(dropped) > 1 else ""
+            REFUSALS.refused(
+                "channel %s: dropped relayed transaction %s: %s%s",
+                self.name,
+                first.hash_hex,
+                problem,
+                more,
+            )
         if good:
             self._dispatch(m.TxsReceived(tuple(good)))
 
@@ -621,7 +632,7 @@ class ChannelService:
         named = _channel_of(event)
         if named is not None and named != self.name:
             kind = type(event).__name__.removesuffix("Received").removesuffix("Fetched").lower()
-            log.warning("channel %s: refused a %s of channel %s", self.name, kind, named)
+            REFUSALS.refused("channel %s: refused a %s of channel %s", self.name, kind, named)
             self.metrics.refused("wrong_channel")
             raise RequestError(
                 ErrorKind.INVALID, f"message belongs to channel {named!r}, not {self.name!r}"
@@ -825,7 +836,7 @@ class ChannelService:
                 case m.FetchBlock(block_hash):
                     self.catchup.want_block(block_hash)
                 case m.Rejected(reason):
-                    log.warning("channel %s: rejected %s", self.name, reason)
+                    REFUSALS.refused("channel %s: rejected %s", self.name, reason)
 
     def _commit(
         self, block: Block, qc: QuorumCertificate, proof: tuple[Block, QuorumCertificate] | None

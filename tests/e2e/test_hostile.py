@@ -72,6 +72,10 @@ SECRET_ENV = "LOOPCHAIN_TLS_KEY_PASSWORD"  # a key password in the peers' enviro
 SECRET = "hostile-suite-sentinel-password"
 MAX_TX_BYTES = 64 * 1024
 MAX_BODY = 512 * 1024  # REST_MAX_BODY_BYTES
+MAX_BATCH = 1000  # relayed transactions in one AddTxBatch
+# the warnings a peer may write for one call of many refused items: refusals are logged
+# rate-limited (a burst of 20 lines at most for each kind), never a line an item
+FEW_LINES = 50
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 FAIL, NOT_FOUND_CODE, INVALID_PARAMS, PEER_UNKNOWN, TIMEOUT = (
     -1,
@@ -144,6 +148,12 @@ def _transfer(to: str, value: int) -> dict[str, Any]:
 def _stranger_port(target: Target) -> int:
     """A peer that is not the token's owner (the one most probes go to)."""
     return target.ports[1]
+
+
+def _flooded_port(target: Target) -> int:
+    """The peer the probes that flood it with refused input go to: its refusals are logged
+    rate-limited, so the warnings other probes wait for would be held back for a while."""
+    return target.ports[3]
 
 
 def _deep(depth: int) -> bytes:
@@ -973,6 +983,26 @@ def test_deliver_of_another_channels_vote_is_invalid_argument_and_logged(target:
     mark.wait_warning(port, "refused a vote of channel other")
 
 
+def test_a_stream_of_refused_consensus_messages_leaves_a_few_log_lines(target: Target) -> None:
+    """Each message of a stream is judged alone (another channel's vote refused, a non-validator's
+    complaint rejected), but the log gets a few lines of them, not one a message."""
+    port = _flooded_port(target)
+    tip, qc = _tip(target, port)
+    other = Vote.create("other", tip.height, tip.header.round, tip.hash, Signer.generate())
+    messages = []
+    for _ in range(100):  # one of each in turn (the first lines show both, the rest are counted)
+        complaint = Complaint.create(CHANNEL, 1_000_000, qc, Signer.generate())
+        messages.append(pb.ConsensusMessage(channel=CHANNEL, vote=other.encode()))
+        messages.append(pb.ConsensusMessage(channel=CHANNEL, complaint=complaint.encode()))
+    mark = LogMark.now(target)
+    ack = peer_call(port, "DeliverStream", iter(messages))
+    assert ack.message.startswith("100 handled, 100 refused"), ack
+    mark.wait_warning(port, "refused a vote of channel other")
+    mark.wait_warning(port, "who is not a validator")
+    warnings = [line for line in mark.new_lines(port) if "WARNING" in line]
+    assert len(warnings) <= FEW_LINES, warnings[:5]
+
+
 # ------------------------------------------------------------------ 7. gRPC to a peer: AddTxBatch
 
 
@@ -1016,6 +1046,19 @@ def test_add_tx_batch_drops_what_no_block_may_hold_and_the_chain_goes_on(
     # the poison that once halted the chain: a fresh transaction still becomes final everywhere
     wait_final(target, [submit(target, target.ports[2], {"after": words[0]})])
     assert target.status(port)["tx_pool_size"] == 0
+
+
+def test_a_batch_of_a_thousand_dropped_transactions_leaves_a_few_log_lines(
+    target: Target,
+) -> None:
+    port = _flooded_port(target)
+    txs = [_relayed({"n": n}, channel="other").encode() for n in range(MAX_BATCH)]
+    mark = LogMark.now(target)
+    ack = peer_call(port, "AddTxBatch", pb.TxBatch(channel=CHANNEL, txs=txs))
+    assert ack.code == 0, ack
+    mark.wait_warning(port, "dropped relayed transaction", "belongs to channel 'other'")
+    warnings = [line for line in mark.new_lines(port) if "WARNING" in line]
+    assert len(warnings) <= FEW_LINES, warnings[:5]
 
 
 @pytest.mark.parametrize(
