@@ -52,14 +52,16 @@ def draw_rounds(
         round_ += 1
 
 
-def network_problems(net: LocalNetwork) -> list[str]:
-    """What is wrong with a network of one peer after a run: a dead process, a fresh transaction
-    that does not become final, a log with a problem (tools.procs.LOG_PROBLEMS) or an ERROR line."""
+def network_problems(net: LocalNetwork, port: int | None = None) -> list[str]:
+    """What is wrong with a network after a run: a dead process, a fresh transaction that does
+    not become final at `port` (its one peer by default), a log with a problem
+    (tools.procs.LOG_PROBLEMS) or an ERROR line."""
     dead = [proc.name for proc in net.procs if not proc.alive]
     if dead:
         return [f"processes died during the run: {dead}"]
     found = []
-    (port,) = net.peers
+    if port is None:
+        (port,) = net.peers
     try:
         tx_hash = net.submit(port, {"data": "after the fuzz"})
         wait_until(lambda: net.final_on(port, tx_hash), 60, "a fresh transaction final")

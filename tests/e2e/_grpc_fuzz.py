@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,9 @@ from tests.unit.test_decoder_fuzz import (
     hostile_values,
 )
 
-SERVICES = ("PeerService", "RadioStation")
+# the PeerService methods only other peers call: with TLS on, served only to a caller with a
+# member's certificate, never on the peer's plain loopback port (kept for its REST proxy)
+PEER_TO_PEER = frozenset({"AddTxBatch", "Deliver", "AddTxStream", "DeliverStream", "GetBlockRange"})
 # What a call may end with besides OK: a precise refusal. UNIMPLEMENTED is expected of no method
 # (every one of the descriptors is served); DEADLINE_EXCEEDED is a hang; UNKNOWN, INTERNAL and
 # the rest are faults.
@@ -81,7 +83,9 @@ def message_class(descriptor: d.Descriptor) -> type[Message]:
 class Known:
     """Real names and values of the network under fuzz, drawn among hostile ones so that
     requests also reach past the first checks: its channels, a peer's id, target and (a thief's
-    copy of) its key, a transaction and blocks it holds."""
+    copy of) its key, a transaction and blocks it holds, and with TLS the key of the member whose
+    certificate the fuzz calls with (an insider: registrations and heartbeats it signs are its
+    own)."""
 
     channels: list[str]
     peer_id: str
@@ -90,6 +94,12 @@ class Known:
     rs_target: str
     tx_hashes: list[str] = field(default_factory=list)
     block_hashes: list[str] = field(default_factory=list)
+    member_signer: Signer | None = None
+
+    @property
+    def signers(self) -> list[Signer]:
+        """The real keys the fuzz holds: the peer's (a thief's copy), and the insider's own."""
+        return [self.peer_signer, *([self.member_signer] if self.member_signer else [])]
 
 
 # ------------------------------------------------------------------ hostile values by field
@@ -351,7 +361,7 @@ def bytes_values(name: str, known: Known) -> st.SearchStrategy[bytes]:
     if name == "challenge":
         specific = [st.binary(min_size=32, max_size=32), st.binary(min_size=31, max_size=33)]
     elif name == "public_key":
-        keys = [known.peer_signer.public_key, Signer(b"\x33" * 32).public_key]
+        keys = [signer.public_key for signer in known.signers] + [Signer(b"\x33" * 32).public_key]
         specific = [st.sampled_from(keys), st.binary(min_size=33, max_size=33)]
         specific.append(st.binary(min_size=65, max_size=65).map(lambda b: b"\x04" + b[1:]))
     elif name == "signature":
@@ -433,10 +443,10 @@ _FRESH = [Signer(bytes([i + 40]) * 32) for i in range(3)]
 
 @st.composite
 def signed_connect(draw: st.DrawFn, known: Known) -> pb.ConnectPeerRequest:
-    """A registration signed by the key of its peer id (a fresh one, or the real peer's: a
-    thief's copy) over hostile targets and group ids: it reaches the RadioStation's probe of
-    the target, and its registry."""
-    signer = draw(st.sampled_from([known.peer_signer, *_FRESH]))
+    """A registration signed by the key of its peer id (a fresh one, the real peer's: a thief's
+    copy, or with TLS the insider's own) over hostile targets and group ids: it reaches the
+    RadioStation's probe of the target, and its registry."""
+    signer = draw(st.sampled_from([*known.signers, *_FRESH]))
     target = draw(targets(known))
     group_id = draw(st.one_of(st.just(""), _texts))
     if len(target) > 256 or len(group_id) > 256:
@@ -446,9 +456,10 @@ def signed_connect(draw: st.DrawFn, known: Known) -> pb.ConnectPeerRequest:
 
 @st.composite
 def signed_heartbeat(draw: st.DrawFn, known: Known) -> pb.HeartbeatRequest:
-    """A heartbeat signed by the key of its peer id (the real peer's, a thief's copy, or a fresh
-    one) with hostile peer types, heights and timestamps (now and then its clock's now)."""
-    signer = draw(st.sampled_from([known.peer_signer, known.peer_signer, *_FRESH]))
+    """A heartbeat signed by the key of its peer id (the real peer's, a thief's copy, the
+    insider's own, or a fresh one) with hostile peer types, heights and timestamps (now and then
+    its clock's now)."""
+    signer = draw(st.sampled_from([*known.signers, *known.signers, *_FRESH]))
     channel = draw(st.sampled_from(["", *known.channels]))
     peer_type = draw(_ints(*INT_BOUNDS[d.FieldDescriptor.TYPE_INT32]))
     height = draw(_ints(*INT_BOUNDS[d.FieldDescriptor.TYPE_INT64]))
@@ -546,12 +557,15 @@ def call(
     return Outcome(grpc.StatusCode.OK, "", replies, time.monotonic() - started)
 
 
-def problems(method: d.MethodDescriptor, outcome: Outcome) -> list[str]:
+def problems(method: d.MethodDescriptor, outcome: Outcome, refused: bool = False) -> list[str]:
     """What is wrong with how a call ended: a status that is no precise refusal (UNKNOWN,
-    INTERNAL, ...), a deadline passed (a hang), a reply that is not the method's message."""
+    INTERNAL, ...), a deadline passed (a hang), a reply that is not the method's message; with
+    `refused` (a method the port must not serve), an answer at all."""
     if outcome.code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return [f"no answer within its deadline ({outcome.seconds:.1f} s): {outcome.details}"]
     found = []
+    if refused and outcome.code == grpc.StatusCode.OK:
+        found.append("served, where it must be refused")
     if outcome.code != grpc.StatusCode.OK and outcome.code not in REFUSALS:
         found.append(f"{outcome.code.name}: {outcome.details[:200]}")
     elif outcome.details.startswith(LOST_ANSWER):
@@ -600,15 +614,25 @@ def requests_for(draw: st.DrawFn, method: d.MethodDescriptor, known: Known) -> l
     return [draw(one) for _ in range(count)]
 
 
-def channel_to(target: str) -> grpc.Channel:
-    options = [
+@dataclass(frozen=True)
+class ClientTls:
+    """A mutual-TLS client's material (PEM): the CA it trusts, its key and certificate."""
+
+    ca_pem: bytes
+    key_pem: bytes
+    cert_pem: bytes
+
+
+def channel_to(target: str, tls: ClientTls | None = None, server_name: str = "") -> grpc.Channel:
+    """A channel to `target`, plain or (with `tls`) over mutual TLS to the server whose
+    certificate names `server_name`."""
+    options: list[tuple[str, str | int]] = [
         ("grpc.max_send_message_length", MAX_MESSAGE),
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.enable_retries", 0),
     ]
-    return grpc.insecure_channel(target, options)
-
-
-def iter_methods() -> Iterator[d.MethodDescriptor]:
-    for service in SERVICES:
-        yield from methods(service)
+    if tls is None:
+        return grpc.insecure_channel(target, options)
+    credentials = grpc.ssl_channel_credentials(tls.ca_pem, tls.key_pem, tls.cert_pem)
+    options.append(("grpc.ssl_target_name_override", server_name))
+    return grpc.secure_channel(target, credentials, options)
