@@ -68,16 +68,6 @@ def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if ERROR_LINE.search(line)]
 
 
-# A line of a node's log at level ERROR or CRITICAL (the project's format), or one gRPC's core
-# wrote at level E (e.g. "E1203 14:04:57.379020 3437 file.cc:868] ...")
-ERROR_LINE = re.compile(r"^\d{4}-\d\d-\d\d \S+ (ERROR|CRITICAL)\b|^E\d{4} \d\d:\d\d:\d\d")
-
-
-def error_lines(text: str) -> list[str]:
-    """The lines of a log written at level ERROR or above (by the node or by gRPC's core)."""
-    return [line for line in text.splitlines() if ERROR_LINE.search(line)]
-
-
 def problem_excerpts(text: str, before: int = 2, after: int = 12, limit: int = 6000) -> str:
     """Each problem line of `text` with `before` lines above and `after` below (where a
     traceback's exception is); overlapping excerpts merged, at most `limit` characters."""
