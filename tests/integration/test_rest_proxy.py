@@ -845,31 +845,56 @@ def _async(condition: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
     return check
 
 
-async def test_block_reads_to_the_peer_are_bounded_and_the_rest_wait_for_a_turn(session, network):
+async def test_block_reads_to_the_peer_are_bounded_and_the_rest_wait_for_a_turn(session, tmp_path):
     """24 block reads at once while the peer holds every call: 16 (MAX_BLOCK_READS) reach it, the
     others wait for a turn (each block is ~1 MB while it is received and rendered: 256 at once
-    took a proxy to 1.1 GB); once the peer answers, all 24 are served."""
-    fake, proxy = network
+    took a proxy to 1.1 GB); once the peer answers, all 24 are served. A proxy of its own with a
+    long GRPC_TIMEOUT: no held call ends by its deadline however slow the machine."""
+    fake = FakePeer()
     fake.make_block()
-    path = proxy.base + "/api/v1/blocks?height=0"
-    before = sum(1 for name, _ in fake.calls if name == "GetBlock")
-    fake.stall()
-    try:
-        reads = [asyncio.ensure_future(call(session, "GET", path)) for _ in range(24)]
+    async with proxy_in_front_of(fake, tmp_path, {"GRPC_TIMEOUT": 120.0}, session) as proxy:
+        path = proxy.base + "/api/v1/blocks?height=0"
+        fake.stall()
+        try:
+            reads = [asyncio.ensure_future(call(session, "GET", path)) for _ in range(24)]
 
-        def block_calls() -> int:
-            return sum(1 for name, _ in fake.calls if name == "GetBlock") - before
+            def block_calls() -> int:
+                return sum(1 for name, _ in fake.calls if name == "GetBlock")
 
-        await wait_until_async(_async(lambda: block_calls() >= 16), 30, "16 block reads")
-        status_read = asyncio.ensure_future(
-            call(session, "GET", proxy.base + "/api/v1/status/peer")
-        )
-        await wait_until_async(
-            _async(lambda: fake.calls[-1][0] == "GetStatus"), 30, "a later call at the peer"
-        )
-        assert block_calls() == 16
-    finally:
-        fake.go_on()
-    answers = await asyncio.gather(*reads, status_read)
-    assert [status for status, _ in answers] == [200] * 25
-    assert block_calls() == 24
+            await wait_until_async(_async(lambda: block_calls() >= 16), 60, "16 block reads")
+            status_read = asyncio.ensure_future(
+                call(session, "GET", proxy.base + "/api/v1/status/peer")
+            )
+            await wait_until_async(
+                _async(lambda: fake.calls[-1][0] == "GetStatus"), 60, "a later call at the peer"
+            )
+            assert block_calls() == 16
+        finally:
+            fake.go_on()
+        answers = await asyncio.gather(*reads, status_read)
+        assert [status for status, _ in answers] == [200] * 25
+        assert block_calls() == 24
+
+
+async def test_a_block_read_that_gets_no_turn_within_grpc_timeout_is_a_503(session, tmp_path):
+    """48 block reads while the peer holds every call (GRPC_TIMEOUT 1 s): 16 reach the peer and
+    end 504 at their deadline, the next 16 take their turns, and those still waiting when their
+    GRPC_TIMEOUT has passed are answered 503, not held longer."""
+    fake = FakePeer()
+    fake.make_block()
+    async with proxy_in_front_of(fake, tmp_path, {"GRPC_TIMEOUT": 1.0}, session) as proxy:
+        path = proxy.base + "/api/v1/blocks?height=0"
+        fake.stall()
+        try:
+            answers = await asyncio.gather(*(call(session, "GET", path) for _ in range(48)))
+        finally:
+            fake.go_on()
+        assert {status for status, _ in answers} <= {503, 504}, answers
+        turns = [body for status, body in answers if "block reads are in flight" in body["message"]]
+        assert turns and all(body["response_code"] < 0 for body in turns), answers
+
+        async def served() -> bool:
+            status, _ = await call(session, "GET", path)
+            return status == 200
+
+        await wait_until_async(served, 60, "the block served once the peer answers")
