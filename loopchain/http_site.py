@@ -320,6 +320,12 @@ class AnswerSender:
             finally:
                 watch.cancel()
                 self.sending -= size
+                # aiohttp keeps a keep-alive connection's last request and answer (locals of its
+                # connection loop) until the next request comes or the connection ends: without
+                # their bodies they hold a few hundred bytes, not up to a block or a body limit
+                # (256 idle clients that had read a ~1 MB block held ~600 MB of a proxy)
+                response.body = None
+                request._read_bytes = None  # the body aiohttp read and keeps (no public way)
             return response
 
         return send
