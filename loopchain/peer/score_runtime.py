@@ -121,6 +121,10 @@ class ScoreRuntime:
         self.package_name = package_name
         self.on_executed = on_executed
         self._wake = asyncio.Event()
+        # set while the SCORE's committed state holds every block whose results the peer recorded
+        # (cleared from a block's recording to its commit, and while a start replays)
+        self._state_current = asyncio.Event()
+        self._state_current.set()
         self.package, self.package_error = resolve_channel_package(
             config, package_name, storage_dir / "score_work"
         )
@@ -181,16 +185,31 @@ class ScoreRuntime:
         )
 
     async def query(self, params_json: str) -> str:
-        """The SCORE's answer to a query (ScoreUnavailable / ScoreRejected on failure)."""
+        """The SCORE's answer to a query (ScoreUnavailable / ScoreRejected on failure), from a
+        state that holds every block whose results were recorded."""
         if self.supervisor is None:
             raise ScoreUnavailable(self.package_error or "no SCORE")
+        await self._state_caught_up(self.supervisor.client.query_timeout)
         return await self.supervisor.client.query(params_json)
 
     async def balance(self, address: str) -> tuple[int, int, int]:
-        """(ICX balance, total supply, executed height) (ScoreUnavailable / ScoreRejected)."""
+        """(ICX balance, total supply, executed height) (ScoreUnavailable / ScoreRejected), as
+        `query`."""
         if self.supervisor is None:
             raise ScoreUnavailable(self.package_error or "no SCORE")
+        await self._state_caught_up(self.supervisor.client.query_timeout)
         return await self.supervisor.client.balance(address)
+
+    async def _state_caught_up(self, seconds: float) -> None:
+        """Wait until the SCORE has committed the blocks whose results the peer recorded, so a
+        client that read a transaction's result reads the state it made (the results are
+        recorded, then the SCORE commits: a query in between read the state before the block).
+        After `seconds` (a SCORE stuck committing) the query goes on with the state there is."""
+        if self._state_current.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._state_current.wait()
 
     def block_final(self) -> None:
         """A block became final: execute it soon."""
@@ -211,7 +230,11 @@ class ScoreRuntime:
 
     async def _execute_loop(self) -> None:
         if self.supervisor is not None:
-            await self._replay_uncommitted()
+            self._state_current.clear()
+            try:
+                await self._replay_uncommitted()
+            finally:
+                self._state_current.set()
         while True:
             executed = self.store.executed()
             height = (executed[0] if executed else -1) + 1
@@ -224,17 +247,25 @@ class ScoreRuntime:
             block = self.store.block_by_height(height)
             assert block is not None
             result = await self._execute(block, executed)  # 1. stage in the SCORE
+            self._state_current.clear()
             try:
-                self._record(block, result)  # 2. record on the peer
-            except StorageError as exc:
-                if self.on_storage_error is None:
-                    raise
-                self.on_storage_error(exc)
-                return  # executes no further: the peer is stopping
-            failpoints.hit("score-recorded")
-            if self.supervisor is not None and not self.disabled and not self.supervisor.load_error:
-                await self._commit(block)  # 3. commit in the SCORE
-                failpoints.hit("score-committed")
+                try:
+                    self._record(block, result)  # 2. record on the peer
+                except StorageError as exc:
+                    if self.on_storage_error is None:
+                        raise
+                    self.on_storage_error(exc)
+                    return  # executes no further: the peer is stopping
+                failpoints.hit("score-recorded")
+                if (
+                    self.supervisor is not None
+                    and not self.disabled
+                    and not self.supervisor.load_error
+                ):
+                    await self._commit(block)  # 3. commit in the SCORE
+                    failpoints.hit("score-committed")
+            finally:
+                self._state_current.set()
 
     async def _execute(
         self, block: Block, executed: tuple[int, bytes, bytes] | None

@@ -10,6 +10,7 @@ import json
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,6 +195,43 @@ async def test_a_state_store_that_cannot_be_opened_holds_execution_until_it_can(
         assert block is not None
         codes = {store.tx_result(tx.hash)[0] for tx in block.transactions}  # type: ignore[index]
         assert codes == {0}, (height, codes)
+
+
+@pytest.mark.timeout(120)
+async def test_a_query_reads_the_state_of_every_block_whose_results_are_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer records a block's results, then the SCORE commits the block's state: a query in
+    between (a client that has read its transaction's result reads what it set) waits for that
+    commit. Before, it was answered from the state before the block: here the last block's
+    commit is held (the real SCORE process behind it) while the query is asked."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, ChainBuilder())
+    runtime = _runtime(tmp_path, store, [], SCORE_QUERY_TIMEOUT=60.0)
+    assert runtime.supervisor is not None
+    client = runtime.supervisor.client
+    commit = client.commit_block
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def commit_the_last_when_released(height: int, block_hash: str) -> Any:
+        if height == BLOCKS - 1:
+            held.set()
+            await release.wait()
+        return await commit(height, block_hash)
+
+    monkeypatch.setattr(client, "commit_block", commit_the_last_when_released)
+    last = BLOCKS - 1
+    async with running(runtime):
+        async with asyncio.timeout(60):
+            await held.wait()  # the last block's results are recorded, its commit not yet made
+        executed = store.executed()
+        assert executed is not None and executed[0] == last
+        params = json.dumps({"method": "get", "params": {"key": f"k{last}-2"}})
+        query = asyncio.create_task(runtime.query(params))
+        await asyncio.wait({query}, timeout=2)  # before, answered by then: {"value": null}
+        release.set()
+        answer = await query
+    assert json.loads(answer) == {"value": f"v{last}"}
 
 
 def _executed_to(store: BlockStore, height: int):  # type: ignore[no-untyped-def]
