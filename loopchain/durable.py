@@ -27,6 +27,12 @@ MAX_SWEPT = 64  # leftovers one sweep removes at most (more go at the next openi
 _LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.tmp")
 
 
+def is_write_in_progress(name: str) -> bool:
+    """Whether a file name is that of write_atomic's temporary file (a write under way, or one
+    killed midway): never a file's state, which is the file it replaces."""
+    return _LEFTOVER.fullmatch(name) is not None
+
+
 def sync_directory(directory: Path) -> None:
     """fsync `directory`: the names created, renamed or removed in it survive a power cut."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)

@@ -18,6 +18,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from loopchain.configure import DEFAULTS
+from loopchain.durable import is_write_in_progress
 from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer
 from tests.e2e._rest_fuzz import (
@@ -482,11 +483,12 @@ def _get(url: str) -> Any:
 def snapshot(rest: str, known: Known) -> dict[str, Any]:
     """What the RadioStation holds and serves that a request could change: its files (registry,
     token, key, CA and certificates), the channel file, the configuration, the channels and the
-    registered peers."""
+    registered peers. A write under way (its temporary file) is not state: the RadioStation's
+    own writes (a peer registering again) may be caught midway."""
     files = {
         str(p.relative_to(known.rs_dir)): _digest(p)
         for p in sorted(known.rs_dir.rglob("*"))
-        if p.is_file()
+        if p.is_file() and not is_write_in_progress(p.name)
     }
     files["channel_manage_data.json"] = (
         _digest(known.channel_file) if known.channel_file.exists() else "absent"
