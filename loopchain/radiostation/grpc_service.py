@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import grpc
 
+from loopchain.configure import RefusalLog
 from loopchain.p2p.grpc_util import caller_certificate, refuse
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
@@ -20,6 +21,7 @@ from loopchain.types.crypto import recover_address
 from loopchain.types.peer import heartbeat_digest
 
 log = logging.getLogger(__name__)
+REFUSALS = RefusalLog(log)  # what callers send that is refused: logged rate-limited
 
 
 def peer_entry(view: PeerView) -> pb.PeerEntry:
@@ -97,11 +99,11 @@ class RadioStationService(pb_grpc.RadioStationServicer):
                 request.signature,
             )
         except AdmissionError as exc:
-            log.warning("refused registration of %r: %s", request.peer_id, exc)
+            REFUSALS.refused("refused registration of %r: %s", request.peer_id, exc)
             return pb.ConnectPeerReply(code=int(ResponseCode.FAIL), message=str(exc))
         problem = self._tls_identity_problem(request.peer_id, context)
         if problem:
-            log.warning("refused registration of %r: %s", request.peer_id, problem)
+            REFUSALS.refused("refused registration of %r: %s", request.peer_id, problem)
             return pb.ConnectPeerReply(code=int(ResponseCode.FAIL), message=problem)
         # 2. its key answers at its target (a fresh challenge, so a replayed request proves nothing)
         if self.station.config.RADIOSTATION_CHECK_TARGETS:
@@ -110,7 +112,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
                     request.peer_id, request.target, self.station.config, self.station.tls
                 )
             except TargetUnverified as exc:
-                log.warning("refused registration of %s: %s", request.peer_id, exc.message)
+                REFUSALS.refused("refused registration of %s: %s", request.peer_id, exc.message)
                 code = ResponseCode.TIMEOUT if exc.retry else ResponseCode.FAIL
                 return pb.ConnectPeerReply(code=int(code), message=exc.message)
         # 3. add or update the peer (listed mode refuses an id no channel lists)
@@ -118,7 +120,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         try:
             record = registry.register(request.peer_id, request.target, request.group_id, key)
         except NotAdmitted as exc:
-            log.warning("refused registration of %s: %s", request.peer_id, exc)
+            REFUSALS.refused("refused registration of %s: %s", request.peer_id, exc)
             return pb.ConnectPeerReply(code=int(ResponseCode.PEER_UNKNOWN), message=str(exc))
         except OSError as exc:  # not saved, so not made: the peer tries again later
             log.error("registration of %s not made: %s", request.peer_id, exc)
@@ -211,7 +213,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         problem = self._heartbeat_problem(request, channel)
         if problem is not None:
             code, message = problem
-            log.warning("refused a heartbeat for %r: %s", request.peer_id[:50], message)
+            REFUSALS.refused("refused a heartbeat for %r: %s", request.peer_id[:50], message)
             return pb.HeartbeatReply(code=int(code), message=message)
         try:
             version = self.station.registry.heartbeat(

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from loopchain.configure import ConfigError, describe, shown
+from loopchain.configure import ConfigError, RefusalLog, describe, shown
 from loopchain.http_site import (
     BodyTimeout,
     MalformedBody,
@@ -36,6 +36,7 @@ from loopchain.radiostation.station import Station, UnknownChannel
 from loopchain.types.codes import HTTP_STATUS, ResponseCode, error_body
 
 log = logging.getLogger(__name__)
+REFUSALS = RefusalLog(log)  # operator-only writes refused to callers without the token
 
 STATION = web.AppKey("station", Station)
 CERTS = web.AppKey("certs", CertificateService)
@@ -134,7 +135,7 @@ def operator_only(handler: Handler) -> Handler:
 
 
 def _log_refusal(request: web.Request, what: str) -> None:
-    log.warning(
+    REFUSALS.refused(
         "REST %s %s refused: %s (from %s)", request.method, request.path, what, request.remote
     )
 

@@ -23,7 +23,8 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,11 @@ MAX_BATCH = 1000  # relayed transactions in one AddTxBatch
 # the warnings a peer may write for one call of many refused items: refusals are logged
 # rate-limited (a burst of 20 lines at most for each kind), never a line an item
 FEW_LINES = 50
+# a flood: refused calls of one kind, a few at a time, each answered; a node logs a burst of
+# their warnings and REFUSAL_LINES_A_SECOND more a second (RefusalLog), never a line a call
+FLOOD = 300
+FLOOD_AT_ONCE = 10
+REFUSAL_LINES_A_SECOND = 20
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 FAIL, NOT_FOUND_CODE, INVALID_PARAMS, PEER_UNKNOWN, TIMEOUT = (
     -1,
@@ -158,6 +164,34 @@ def _flooded_port(target: Target) -> int:
 
 def _deep(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
+
+
+def _assert_few_warnings(mark: LogMark, port: int | None, seconds: float) -> None:
+    """The log of `port` (None: the RadioStation) got a burst of warnings since `mark`, and a few
+    more a second of the `seconds` a flood took: not a line a refused call."""
+    warnings = [line for line in mark.new_lines(port) if "WARNING" in line]
+    allowed = FEW_LINES + REFUSAL_LINES_A_SECOND * seconds
+    assert len(warnings) <= allowed, (
+        f"{len(warnings)} warnings, {allowed:.0f} allowed",
+        warnings[:3],
+    )
+
+
+def _wait_reported_refusal(
+    mark: LogMark, port: int | None, refuse_one: Callable[[], object], *words: str
+) -> str:
+    """After a flood: one more refused call at a time until a warning holding `words` reports the
+    refusals that were not logged (the node still serves, and counts what it left out)."""
+
+    def reported() -> str | None:
+        refuse_one()
+        for line in mark.new_lines(port):
+            if "WARNING" in line and "more refusals not logged" in line:
+                if all(word in line for word in words):
+                    return line
+        return None
+
+    return wait_until(reported, 10, f"a warning with {words} counting the refusals not logged")
 
 
 def _tip(target: Target, port: int) -> tuple[Block, QuorumCertificate]:
@@ -550,6 +584,28 @@ def test_removing_an_unknown_peer_with_the_token_changes_nothing(target: Target)
     reply = send(target.net.rs_rest, "DELETE", path, b"", _bearer(target.token()))
     assert_refused(reply, 404, PEER_UNKNOWN, "not registered")
     assert validator_view(target) == target.baseline
+
+
+def test_a_flood_of_refused_radiostation_writes_leaves_a_few_log_lines(target: Target) -> None:
+    """Writes without the operator token or with a wrong one, many at once: each is refused, but
+    the RadioStation's log gets a burst of their warnings, not a line each."""
+    body = b'{"name":"HEARTBEAT_TIMEOUT","value":0.001}'
+
+    def refused_write(token: str | None) -> int:
+        headers = {"Content-Type": "application/json", **(_bearer(token) if token else {})}
+        return send(target.net.rs_rest, "POST", "/api/v1/conf", body, headers).status
+
+    mark = LogMark.now(target)
+    began = time.monotonic()
+    with ThreadPoolExecutor(FLOOD_AT_ONCE) as pool:
+        statuses = list(pool.map(refused_write, [None, "x" * 43] * (FLOOD // 2)))
+    seconds = time.monotonic() - began
+    assert statuses == [401, 403] * (FLOOD // 2), sorted(set(statuses))
+    _assert_few_warnings(mark, None, seconds)
+    _wait_reported_refusal(
+        mark, None, lambda: refused_write(None), "POST /api/v1/conf refused", "no operator token"
+    )
+    assert _conf_value(target, "HEARTBEAT_TIMEOUT") == 10.0
 
 
 @pytest.mark.parametrize(
@@ -1231,6 +1287,52 @@ def test_radiostation_grpc_refuses_unknown_channels(target: Target, channel: str
     error = rpc_refusal(rs_call, target, "GetPeerList", pb.ChannelRequest(channel=channel))
     assert error.code() == NOT_FOUND and "unknown channel" in error.details(), error
     assert "\n" not in error.details() and len(error.details().encode()) <= 4096, error
+
+
+def _rs_flood(target: Target, method: str, request: Any) -> tuple[list[Any], float]:
+    """FLOOD calls of RadioStation.`method` with `request`, FLOOD_AT_ONCE at a time on one
+    channel: their replies and the seconds they took."""
+    replies = []
+    began = time.monotonic()
+    with grpc.insecure_channel(target.rs_target) as channel:
+        call = getattr(pb_grpc.RadioStationStub(channel), method)
+        for _ in range(FLOOD // FLOOD_AT_ONCE):
+            pending = [call.future(request, timeout=DEADLINE) for _ in range(FLOOD_AT_ONCE)]
+            replies += [future.result() for future in pending]
+    return replies, time.monotonic() - began
+
+
+def test_a_flood_of_refused_registrations_leaves_a_few_log_lines(target: Target) -> None:
+    """Registrations signed by another key than their id's: each is refused, but the
+    RadioStation's log gets a burst of their warnings, not a line each."""
+    newcomer = Signer.generate()
+    request = _connect(newcomer, _dead_target(target), by=Signer.generate())
+    mark = LogMark.now(target)
+    replies, seconds = _rs_flood(target, "ConnectPeer", request)
+    assert {(r.code, "was not made by the key" in r.message) for r in replies} == {(FAIL, True)}
+    _assert_few_warnings(mark, None, seconds)
+    _wait_reported_refusal(
+        mark,
+        None,
+        lambda: rs_call(target, "ConnectPeer", request),
+        f"refused registration of '{newcomer.address}'",
+    )
+    assert validator_view(target) == target.baseline
+
+
+def test_a_flood_of_refused_heartbeats_leaves_a_few_log_lines(target: Target) -> None:
+    """Unsigned heartbeats in a real peer's name: each is refused, but the RadioStation's log
+    gets a burst of their warnings, not a line each."""
+    victim = target.ids[target.ports[3]]
+    request = pb.HeartbeatRequest(peer_id=victim, channel=CHANNEL, peer_type=1, block_height=10**12)
+    mark = LogMark.now(target)
+    replies, seconds = _rs_flood(target, "Heartbeat", request)
+    assert {(r.code, "not signed" in r.message) for r in replies} == {(FAIL, True)}
+    _assert_few_warnings(mark, None, seconds)
+    _wait_reported_refusal(
+        mark, None, lambda: rs_call(target, "Heartbeat", request), "refused a heartbeat", victim
+    )
+    assert validator_view(target) == target.baseline
 
 
 # ------------------------------------------------------------------ 9. who sent it
