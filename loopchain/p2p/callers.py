@@ -6,11 +6,13 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from loopchain.configure import RefusalLog
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.grpc_util import Tls, caller_certificate
 from loopchain.types import certificates
 
 log = logging.getLogger(__name__)
+REFUSALS = RefusalLog(log)  # callers whose certificates are refused: logged rate-limited
 
 
 class CallerCheck:
@@ -42,7 +44,7 @@ class CallerCheck:
         except certificates.CertificateError as exc:
             problem = str(exc)
         if problem:
-            log.warning("refused a caller's certificate: %s", problem)
+            REFUSALS.refused("refused a caller's certificate: %s", problem)
             raise RequestError(ErrorKind.DENIED, f"certificate refused: {problem}")
         if len(self._known) >= self.CACHE:
             self._known.clear()

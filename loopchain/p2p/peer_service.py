@@ -267,7 +267,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         it is not one of its parties."""
         channel = self.backend.channel(name)
         if caller is not None and caller not in channel.member_ids():
-            log.warning("refused peer %s: not a party of channel %s", caller, name)
+            REFUSALS.refused("refused peer %s: not a party of channel %s", caller, name)
             raise RequestError(ErrorKind.DENIED, f"peer {caller} is not a party of this channel")
         return channel
 
@@ -279,7 +279,9 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             return None
         caller = self.callers.peer_id(context)
         if caller is None:
-            log.warning("refused a peer-to-peer call on the local port from %s", context.peer())
+            REFUSALS.refused(
+                "refused a peer-to-peer call on the local port from %s", context.peer()
+            )
             raise RequestError(
                 ErrorKind.DENIED,
                 "peer-to-peer methods are served only over mutual TLS, not on the local port",

@@ -33,6 +33,12 @@ from tools.procs import INNER_DIFF, TlsNetwork, error_lines, get, wait_until
 ALPHA, BETA = "alpha", "beta"
 RS_NAME = "loopchain-radiostation"
 DEADLINE = 5.0  # seconds, every gRPC call of this test
+# a flood: refused calls of one kind, a few at a time, each answered; a node logs a burst of
+# their warnings and REFUSAL_LINES_A_SECOND more a second (RefusalLog), never a line a call
+FLOOD = 300
+FLOOD_AT_ONCE = 10
+FEW_LINES = 50
+REFUSAL_LINES_A_SECOND = 20
 # A serves two channels, each in a worker process: the callers A's port finds are judged there
 CONFIG = {
     "ENABLE_CHANNEL_AUTH": True,
@@ -363,6 +369,73 @@ def test_peer_outside_a_channel_answers_not_served(sec: SecNet) -> None:
             assert "channel 'alpha' is not served by this peer" in error.details(), error
     status = local_call(c, "GetStatus", pb.ChannelRequest(channel=BETA))
     assert status.channel == BETA and status.validator_count == 2
+
+
+FLOODS = [
+    # (who calls A: "local" on its plain loopback port, else a certificate; method, request,
+    # words of A's warning)
+    pytest.param(
+        "local",
+        "GetBlockRange",
+        pb.BlockRangeRequest(channel=ALPHA, from_height=0, max_blocks=1),
+        ["refused a peer-to-peer call on the local port"],
+        id="peer-to-peer-on-the-local-port",
+    ),
+    pytest.param(
+        "C",
+        "GetStatus",
+        pb.ChannelRequest(channel=ALPHA),
+        ["refused peer", "not a party of channel alpha"],
+        id="non-party",
+    ),
+    pytest.param(
+        "revoked",
+        "GetBlock",
+        pb.GetBlockRequest(channel=BETA, height=0),
+        ["refused a caller's certificate: revoked"],
+        id="revoked-certificate",
+    ),
+]
+
+
+def _channel_to_a(sec: SecNet, who: str) -> grpc.Channel:
+    a = sec.port("A")
+    if who == "local":
+        return grpc.insecure_channel(f"127.0.0.1:{a + INNER_DIFF}")
+    identity = sec.revoked_c if who == "revoked" else sec.identity(who)
+    options = [("grpc.ssl_target_name_override", sec.peer_id("A"))]
+    return grpc.secure_channel(f"127.0.0.1:{a}", identity.credentials(), options)
+
+
+@pytest.mark.parametrize(("who", "method", "request_", "words"), FLOODS)
+def test_a_flood_of_refused_calls_leaves_a_few_log_lines(
+    sec: SecNet, who: str, method: str, request_: Any, words: list[str]
+) -> None:
+    """Many calls A refuses for who makes them: each is denied, but A's log gets a burst of
+    their warnings, not a line each, and a refusal after them reports how many it left out."""
+    logged = len(sec.log("A"))
+    with _channel_to_a(sec, who) as channel:
+        call = getattr(PeerServiceStub(channel), method)
+        began = time.monotonic()
+        codes = set()
+        for _ in range(FLOOD // FLOOD_AT_ONCE):
+            pending = [call.future(request_, timeout=DEADLINE) for _ in range(FLOOD_AT_ONCE)]
+            codes |= {future.code() for future in pending}
+        seconds = time.monotonic() - began
+        assert codes == {grpc.StatusCode.PERMISSION_DENIED}, codes
+        warnings = [n for n in sec.log("A")[logged:].splitlines() if "WARNING" in n]
+        allowed = FEW_LINES + REFUSAL_LINES_A_SECOND * seconds
+        assert len(warnings) <= allowed, (f"{len(warnings)} warnings", warnings[:3])
+
+        def reported() -> bool:
+            refusal(lambda: call(request_, timeout=DEADLINE))
+            new = sec.log("A")[logged:].splitlines()
+            return any(
+                "WARNING" in n and "more refusals not logged" in n and all(w in n for w in words)
+                for n in new
+            )
+
+        wait_until(reported, 10, f"a warning with {words} counting the refusals not logged")
 
 
 # ------------------------------------------------------------------ the RadioStation
