@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import grpc
 
-from loopchain.configure import RefusalLog
+from loopchain.configure import RefusalLog, shown
 from loopchain.p2p.grpc_util import caller_certificate, refuse
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
@@ -99,7 +99,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
                 request.signature,
             )
         except AdmissionError as exc:
-            REFUSALS.refused("refused registration of %r: %s", request.peer_id, exc)
+            REFUSALS.refused("refused registration of %s: %s", shown(request.peer_id), exc)
             return pb.ConnectPeerReply(code=int(ResponseCode.FAIL), message=str(exc))
         problem = self._tls_identity_problem(request.peer_id, context)
         if problem:

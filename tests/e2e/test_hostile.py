@@ -77,6 +77,7 @@ MAX_BATCH = 1000  # relayed transactions in one AddTxBatch
 # the warnings a peer may write for one call of many refused items: refusals are logged
 # rate-limited (a burst of 20 lines at most for each kind), never a line an item
 FEW_LINES = 50
+MAX_WARNING_CHARS = 1000  # a warning that echoes what a caller sent shows it shortened
 # a flood: refused calls of one kind, a few at a time, each answered; a node logs a burst of
 # their warnings and REFUSAL_LINES_A_SECOND more a second (RefusalLog), never a line a call
 FLOOD = 300
@@ -1231,6 +1232,12 @@ def test_a_replayed_registration_changes_nothing(target: Target) -> None:
     assert validator_view(target) == target.baseline
 
 
+def _a_long_peer_id(signer: Signer, address: str) -> pb.ConnectPeerRequest:
+    request = _connect(signer, address)
+    request.peer_id = "hx" + "0" * 200_000
+    return request
+
+
 @pytest.mark.parametrize(
     ("make", "words"),
     [
@@ -1260,6 +1267,7 @@ def test_a_replayed_registration_changes_nothing(target: Target) -> None:
         pytest.param(lambda s, a: _connect(s, "no-port"), ["host:port"], id="target-without-port"),
         pytest.param(lambda s, a: _connect(s, "h:99999"), ["host:port"], id="target-port-99999"),
         pytest.param(lambda s, a: _connect(s, a, group="g" * 1000), ["longer than"], id="group"),
+        pytest.param(_a_long_peer_id, ["peer_id is longer than"], id="peer-id-of-200000-chars"),
     ],
 )
 def test_malformed_registrations_are_refused(target: Target, make: Any, words: list[str]) -> None:
@@ -1269,7 +1277,8 @@ def test_malformed_registrations_are_refused(target: Target, make: Any, words: l
     assert reply.code == FAIL, reply
     for word in words:
         assert word in reply.message, (word, reply)
-    mark.wait_warning(None, "refused registration of", words[0])
+    line = mark.wait_warning(None, "refused registration of", words[0])
+    assert len(line) <= MAX_WARNING_CHARS, line[:300]  # what a caller sent is echoed shortened
     assert validator_view(target) == target.baseline
 
 
