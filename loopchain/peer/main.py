@@ -20,6 +20,7 @@ from loopchain.configure import (
     setup_logging,
 )
 from loopchain.lifecycle import die_with_parent, stop_on_signals
+from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
 from loopchain.peer.node import PeerNode, PeerOptions, peer_key_path, worker_options
 from loopchain.storage.abc import StorageError
@@ -213,4 +214,5 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 async def _run(node: PeerNode) -> None:
     stop = asyncio.Event()
     stop_on_signals(asyncio.get_running_loop(), stop)
+    start_giving_back(int(node.config.MEMORY_GIVE_BACK_MB))
     await node.run(stop)

@@ -24,6 +24,7 @@ from loopchain.http_site import (
     connection_cap,
 )
 from loopchain.lifecycle import stop_on_signals
+from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
 from loopchain.p2p.grpc_util import (
     SERVER_MAX_CONNECTIONS,
@@ -303,6 +304,7 @@ async def serve(
     config = station.config
     stop = asyncio.Event()
     _install_signal_handlers(stop)
+    start_giving_back(int(config.MEMORY_GIVE_BACK_MB))
     server = create_grpc_server(station)
     await server.start()
     try:

@@ -22,6 +22,7 @@ from loopchain.http_site import (
     connection_cap,
 )
 from loopchain.lifecycle import die_with_parent, stop_on_signals
+from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
 from loopchain.rest.app import create_app
 from loopchain.types.codes import ResponseCode, error_body
@@ -152,6 +153,7 @@ async def serve(config: Config, peer_socket: str | None = None) -> int:
         return EXIT_RUNTIME
     stop = asyncio.Event()
     stop_on_signals(asyncio.get_running_loop(), stop)
+    start_giving_back(int(config.MEMORY_GIVE_BACK_MB))
     scheme = "https" if ssl_context else "http"
     log.info(
         "REST proxy serving %s://%s:%d, forwarding to peer %s%s",

@@ -48,6 +48,7 @@ from loopchain.blockchain.score_base import (
 )
 from loopchain.configure import DEFAULTS, Config, setup_logging
 from loopchain.lifecycle import die_with_parent, stop_on_signals
+from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
 from loopchain.protos import score_pb2 as pb
 from loopchain.protos import score_pb2_grpc as pb_grpc
@@ -700,6 +701,7 @@ async def serve(args: argparse.Namespace) -> int:
     _bind(server, socket_path)
     stop = asyncio.Event()
     stop_on_signals(asyncio.get_running_loop(), stop)
+    start_giving_back(args.give_back_mb)
     await server.start()
     log.info("SCORE process %d serving on unix:%s", os.getpid(), socket_path)
     ends = [asyncio.create_task(stop.wait()), asyncio.create_task(servicer.store_failed.wait())]
@@ -720,6 +722,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--step-limit", type=int, default=DEFAULTS["SCORE_STEP_LIMIT"])
     parser.add_argument("--memory-mb", type=int, default=DEFAULTS["SCORE_MEMORY_LIMIT_MB"])
     parser.add_argument("--max-message-bytes", type=int, default=DEFAULTS["GRPC_MAX_MESSAGE_BYTES"])
+    parser.add_argument("--give-back-mb", type=int, default=DEFAULTS["MEMORY_GIVE_BACK_MB"])
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this parent is gone")
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
     parser.add_argument(

@@ -242,6 +242,7 @@ class ScoreSupervisor:
             *("--step-limit", str(config.SCORE_STEP_LIMIT)),
             *("--memory-mb", str(config.SCORE_MEMORY_LIMIT_MB)),
             *("--max-message-bytes", str(config.GRPC_MAX_MESSAGE_BYTES)),
+            *("--give-back-mb", str(config.MEMORY_GIVE_BACK_MB)),
             *("--parent-pid", str(os.getpid())),
         ]
         if str(config.LOOPCHAIN_LOG_LEVEL).upper() == "DEBUG":
