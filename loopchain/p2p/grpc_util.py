@@ -15,10 +15,27 @@ import grpc
 from loopchain import fds
 from loopchain.blockchain.chain import BLOCK_HEADROOM_BYTES
 from loopchain.configure import Config, RefusalLog
-from loopchain.safe_text import status_details
+from loopchain.safe_text import one_line, status_details
 
 log = logging.getLogger(__name__)
 REFUSALS = RefusalLog(log)
+
+# metadata of a call a peer forwards to its channel worker: the address the peer took it from
+FORWARDED_FROM_KEY = "x-loopchain-forwarded-from"
+
+
+def caller_address(context: Any) -> str:
+    """Who made a call, for a log line: the transport's address, or, for a call a peer forwarded
+    to its channel worker, the address the peer took it from (believed on a unix socket only,
+    which no one but this node's user can reach; the worker's own would say "unix:")."""
+    address = str(context.peer())
+    if address.startswith("unix:"):
+        for key, value in context.invocation_metadata() or ():
+            if key == FORWARDED_FROM_KEY:
+                return f"{one_line(str(value))[:120]} (through its peer)"
+    return address
+
+
 SSL_NONE = 0
 SSL_MUTUAL = 2
 TLS_PASSWORD_ENV = "LOOPCHAIN_TLS_KEY_PASSWORD"
@@ -318,7 +335,9 @@ def _checked_handler(
         return refuse(context, code, message)
 
     def refuse_malformed(bad: _Undecodable, context: grpc.aio.ServicerContext) -> Any:
-        REFUSALS.refused("refused a call from %s: %s malformed request", context.peer(), method)
+        REFUSALS.refused(
+            "refused a call from %s: %s malformed request", caller_address(context), method
+        )
         return refused(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {bad.error}")
 
     if handler.unary_unary is not None:

@@ -15,7 +15,13 @@ import grpc
 from loopchain.configure import RefusalLog
 from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
-from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls, max_proposal_bytes, refuse
+from loopchain.p2p.grpc_util import (
+    STREAM_ACCEPTED,
+    Tls,
+    caller_address,
+    max_proposal_bytes,
+    refuse,
+)
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
@@ -169,7 +175,9 @@ def decode_consensus(message: pb.ConsensusMessage, pooled: Pooled | None = None)
 
 def _refused(context: Any, status: grpc.StatusCode, message: str) -> None:
     """A warning (rate-limited) for a call refused for what it carries or who made it."""
-    REFUSALS.refused("refused a call from %s: %s %s", context.peer(), status.name, message[:200])
+    REFUSALS.refused(
+        "refused a call from %s: %s %s", caller_address(context), status.name, message[:200]
+    )
 
 
 MAX_SUBMISSIONS_PER_CALL = 1000  # client transactions in one CreateTxBatch
@@ -255,7 +263,9 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             caller = self._peer_caller(context)
         else:
             caller = self.callers.peer_id(context) if self.callers is not None else None
-        return await link.call(method, request, caller, context.time_remaining())
+        return await link.call(
+            method, request, caller, context.time_remaining(), forwarded_from=context.peer()
+        )
 
     def _channel(self, context: Any, name: str) -> ChannelBackend:
         """The channel `name`, refused to a calling node that is not one of its parties."""
@@ -280,7 +290,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         caller = self.callers.peer_id(context)
         if caller is None:
             REFUSALS.refused(
-                "refused a peer-to-peer call on the local port from %s", context.peer()
+                "refused a peer-to-peer call on the local port from %s", caller_address(context)
             )
             raise RequestError(
                 ErrorKind.DENIED,

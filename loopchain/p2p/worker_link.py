@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 
 from loopchain.configure import Config
-from loopchain.p2p.grpc_util import open_channel
+from loopchain.p2p.grpc_util import FORWARDED_FROM_KEY, open_channel
 from loopchain.p2p.peer_client import Outbound, PeerLink
 from loopchain.p2p.peer_health import PeerHealth
 from loopchain.protos import loopchain_pb2 as pb
@@ -53,8 +53,13 @@ class ForwardedCallers:
         return None
 
 
-def _metadata(caller: str | None) -> tuple[tuple[str, str], ...]:
-    return ((CALLER_KEY, caller),) if caller else ()
+def _metadata(caller: str | None, forwarded_from: str = "") -> tuple[tuple[str, str], ...]:
+    pairs = []
+    if caller:
+        pairs.append((CALLER_KEY, caller))
+    if forwarded_from:
+        pairs.append((FORWARDED_FROM_KEY, forwarded_from))
+    return tuple(pairs)
 
 
 class WorkerLink:
@@ -82,10 +87,16 @@ class WorkerLink:
         await self.stub.GetStatus(pb.ChannelRequest(channel=self.channel), timeout=timeout)
 
     async def call(
-        self, method: str, request: Any, caller: str | None, deadline: float | None
+        self,
+        method: str,
+        request: Any,
+        caller: str | None,
+        deadline: float | None,
+        forwarded_from: str = "",
     ) -> Any:
         """The worker's answer to `request` by `method`; WorkerRefusal with its status when it
-        refuses, or when it cannot be reached (UNAVAILABLE: it is starting or restarting)."""
+        refuses, or when it cannot be reached (UNAVAILABLE: it is starting or restarting).
+        `forwarded_from`: the address the call came from, for the worker's log lines."""
         # a little less than the caller's deadline: the call ends here first, so a worker that
         # does not answer is seen to run out of time (and probed), not just cancelled by the caller
         given = MAX_DEADLINE_S if deadline is None else deadline - FORWARD_MARGIN_S
@@ -101,7 +112,7 @@ class WorkerLink:
         began = loop.time()
         try:
             reply = await getattr(self.stub, method)(
-                request, timeout=timeout, metadata=_metadata(caller)
+                request, timeout=timeout, metadata=_metadata(caller, forwarded_from)
             )
             self.health.observe(None, loop.time() - began, timeout)
             return reply

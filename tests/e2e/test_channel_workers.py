@@ -18,9 +18,12 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
+import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from tools.procs import LocalNetwork, http, wait_until
 
 ALPHA, BETA = "alpha", "beta"
@@ -276,3 +279,29 @@ def test_a_stopped_worker_is_refused_at_once_and_serves_again_when_continued(
         os.kill(stopped, signal.SIGCONT)
     wait_until(lambda: _status_answer(net, port, BETA)[0] == 200, 30, "beta served again")
     committed(net, port, BETA, "after SIGCONT", "a beta tx through the continued worker")
+
+
+def test_a_refusal_in_a_worker_names_the_caller_not_the_peers_socket(net: LocalNetwork) -> None:
+    """A call the peer hands to a channel's worker and the worker refuses is logged with the
+    address the peer took it from. Before, every such line read "from unix:" (the worker's
+    socket): an operator could not tell who sent it."""
+    port = sorted(net.peers)[2]
+    peer = net.peers[port]
+    since = len(peer.log_text())
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.PeerServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.GetBlock(pb.GetBlockRequest(channel=ALPHA, block_hash="not-a-hash"), timeout=30)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT, refused.value
+
+    def logged() -> str | None:
+        lines = [
+            line
+            for line in peer.log_text()[since:].splitlines()
+            if "refused a call from" in line and "INVALID_ARGUMENT" in line
+        ]
+        return lines[-1] if lines else None
+
+    line = wait_until(logged, 30, "the worker's refusal in the peer's log")
+    assert "from ipv4:127.0.0.1:" in line and "(through its peer)" in line, line
+    assert "from unix:" not in line, line
