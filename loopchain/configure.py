@@ -269,6 +269,7 @@ def validate(values: Mapping[str, Any]) -> None:
         "REST_MAX_INFLIGHT",
         "REST_MAX_CONNECTIONS",
         "REST_MAX_SENDING_MB",
+        "REST_MAX_RECEIVING_MB",
     ):
         if values[key] < 1:
             raise ConfigError(f"{key} must be at least 1, got {values[key]}")

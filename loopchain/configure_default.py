@@ -88,6 +88,10 @@ REST_SEND_TIMEOUT = 20.0
 # bytes of answers a REST server (proxy or RadioStation) holds written but not yet taken by their
 # clients; beyond them an answer over 16 KiB is answered 503 with Retry-After instead
 REST_MAX_SENDING_MB = 64
+# bytes of request bodies over 16 KiB a REST server (proxy or RadioStation) receives and handles
+# at once (a body in chunks counts as REST_MAX_BODY_BYTES); beyond them such a request is answered
+# 503 with Retry-After, its body unread, and its connection closed
+REST_MAX_RECEIVING_MB = 64
 # a process (peer, channel worker, REST proxy, RadioStation, SCORE) whose allocator holds this many
 # MB freed gives them back to the system (looked at every 10 s; glibc keeps what a burst freed
 # otherwise: a proxy kept 600 MB, 11 in use, after 256 clients posted at once); 0: never

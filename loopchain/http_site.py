@@ -18,7 +18,7 @@ import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import HttpProcessingError
@@ -114,12 +114,33 @@ class MalformedBody(Exception):
     a broken chunk (its message says)."""
 
 
+_Answer = TypeVar("_Answer", bound=web.StreamResponse)
+
+
+class ClientLeft(Exception):
+    """The client closed its connection before its request's body arrived in full: no one is
+    left to answer (see `client_left`; before, each was an ERROR with a traceback)."""
+
+
+def client_left(request: web.BaseRequest, response: _Answer) -> _Answer:
+    """`response`, an error no one will read, to a request whose client left before its body
+    arrived in full: logged at debug (a client going away is no fault), the connection closed."""
+    log.debug(
+        "%s %s from %s: the client left before its request body arrived in full",
+        request.method,
+        request.path[:100],
+        request.remote,
+    )
+    response.force_close()
+    return response
+
+
 async def read_within(request: web.Request, seconds: float) -> bytes:
     """The request's body (kept for later reads of it), BodyTimeout when it has not arrived in
     full within `seconds`: a client that sends a head and withholds the body holds no handler.
     A body that has arrived in full (most do, with their head) is read without a timer.
     MalformedBody when its bytes cannot be decoded (aiohttp raises its own error, a 500 if let
-    through)."""
+    through); ClientLeft when the client went away before sending it all."""
     try:
         if request.content.is_eof():
             return await request.read()
@@ -131,6 +152,8 @@ async def read_within(request: web.Request, seconds: float) -> bytes:
         ) from None
     except web_protocol.RequestPayloadError as exc:
         raise MalformedBody(f"the request body cannot be read: {_reason(exc)}") from None
+    except ConnectionError:
+        raise ClientLeft("the client left before its request body arrived in full") from None
 
 
 def close_if_body_unread(
@@ -244,6 +267,9 @@ class LimitedSite:
 # Answers up to this size are sent whatever AnswerSender's budget holds: a status check or an
 # error gets through while slow clients hold the budget (4,096 connections hold 64 MiB at most).
 SMALL_ANSWER_BYTES = 16 * 1024
+# Request bodies up to this size are taken whatever AnswerSender's receiving budget holds (a
+# transaction, a query): only large ones (batches, channel data) need room in it.
+SMALL_BODY_BYTES = 16 * 1024
 
 
 class _SendWatch:
@@ -278,64 +304,111 @@ class _SendWatch:
 
 
 class AnswerSender:
-    """A middleware (the outermost) that writes each answer itself, so that a client that does
-    not read cannot hold it in this process for good: a connection whose client takes none of
-    its answer for `send_timeout` seconds is dropped (checked every `send_timeout` seconds: within
-    twice that), and answers written but not yet taken hold at most `max_sending_bytes` (beyond
-    that, an answer larger than SMALL_ANSWER_BYTES is replaced by `busy(message)`, a 503 with
-    Retry-After). Without them, 300 clients pipelining GETs of a 1 MB block and reading nothing
-    held 1.25 GB of a REST proxy, and kept it."""
+    """A middleware (the outermost) that bounds what requests and answers hold of the server.
+    Request bodies being received and handled hold at most `max_receiving_bytes` (a body of up
+    to SMALL_BODY_BYTES always passes, a transaction; so does one alone; beyond, a request is
+    answered `busy(message)`, a 503 with Retry-After, its body unread and its connection
+    closed). It writes each answer itself, so that a client that does not read cannot hold it in this
+    process for good: a connection whose client takes none of its answer for `send_timeout`
+    seconds is dropped (checked every `send_timeout` seconds: within twice that), and answers
+    written but not yet taken hold at most `max_sending_bytes` (beyond that, an answer larger
+    than SMALL_ANSWER_BYTES is replaced by `busy(message)`). Without them, 300 clients pipelining
+    GETs of a 1 MB block and reading nothing held 1.25 GB of a REST proxy, and kept it; 2,000
+    connections sending 500 KB bodies took it to 930 MB."""
 
     def __init__(
         self,
         send_timeout: float,
         max_sending_bytes: int,
         busy: Callable[[str], web.StreamResponse],
+        max_receiving_bytes: int = 1 << 62,
+        max_body_bytes: int = 1 << 62,
     ) -> None:
         self.send_timeout = send_timeout
         self.max_sending_bytes = max_sending_bytes
+        self.max_receiving_bytes = max_receiving_bytes
+        self.max_body_bytes = max_body_bytes
         self.busy = busy
         self.sending = 0  # bytes of answers being written now
+        self.receiving = 0  # bytes of request bodies being received or handled now
         self.dropped = 0  # connections dropped since the start
-        self.refused = 0  # answers replaced by 503 since the start
+        self.refused = 0  # requests and answers refused with 503 since the start
 
     def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
         @web.middleware
         async def send(request: web.Request, handler: Any) -> web.StreamResponse:
-            response = await handler(request)
-            transport = request.transport
-            if response.prepared or transport is None or not isinstance(response, web.Response):
-                return response  # an answer its handler streams (a file, a monitor) writes itself
-            body = response.body
-            size = len(body) if isinstance(body, (bytes, bytearray)) else 0
-            if size > SMALL_ANSWER_BYTES and self.sending + size > self.max_sending_bytes:
-                response, size = self._refuse(request, size), 0
-            self.sending += size
-            watch = _SendWatch(transport, self.send_timeout, lambda n: self._drop(request, n))
+            incoming = self._body_bytes(request)
+            self.receiving += incoming
             try:
-                await response.prepare(request)
-                await response.write_eof()
-            except ConnectionError:
-                pass  # the client left or was dropped: aiohttp meets the same and goes on
+                # one body always passes, so that the budget never refuses a body for good
+                if incoming and self.max_receiving_bytes < self.receiving != incoming:
+                    response = self._refuse_body(request, incoming)
+                else:
+                    response = await handler(request)
+                return await self._write(request, response)
             finally:
-                watch.cancel()
-                self.sending -= size
-                # aiohttp keeps a keep-alive connection's last request and answer (locals of its
-                # connection loop) until the next request comes or the connection ends: without
-                # their bodies they hold a few hundred bytes, not up to a block or a body limit
-                # (256 idle clients that had read a ~1 MB block held ~600 MB of a proxy)
-                response.body = None
-                request._read_bytes = None  # the body aiohttp read and keeps (no public way)
-            return response
+                self.receiving -= incoming
 
         return send
 
-    def _refuse(self, request: web.Request, size: int) -> web.StreamResponse:
-        self.refused += 1
-        message = (
-            f"answers waiting for their clients fill this server's {self.max_sending_bytes} "
-            f"bytes; this one ({size} bytes) is not sent; try again shortly"
+    def _body_bytes(self, request: web.Request) -> int:
+        """What the request's body holds of the receiving budget: its length, or the body limit
+        when it comes in chunks; 0 for none, a small one, or one over the limit (refused
+        unread)."""
+        if not request.body_exists:
+            return 0
+        length = request.content_length
+        if length is None:
+            return self.max_body_bytes
+        return length if SMALL_BODY_BYTES < length <= self.max_body_bytes else 0
+
+    async def _write(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> web.StreamResponse:
+        transport = request.transport
+        if response.prepared or transport is None or not isinstance(response, web.Response):
+            return response  # an answer its handler streams (a file, a monitor) writes itself
+        body = response.body
+        size = len(body) if isinstance(body, (bytes, bytearray)) else 0
+        if size > SMALL_ANSWER_BYTES and self.sending + size > self.max_sending_bytes:
+            response, size = self._refuse_answer(request, size), 0
+        self.sending += size
+        watch = _SendWatch(transport, self.send_timeout, lambda n: self._drop(request, n))
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client left or was dropped: aiohttp meets the same and goes on
+        finally:
+            watch.cancel()
+            self.sending -= size
+            # aiohttp keeps a keep-alive connection's last request and answer (locals of its
+            # connection loop) until the next request comes or the connection ends: without
+            # their bodies they hold a few hundred bytes, not up to a block or a body limit
+            # (256 idle clients that had read a ~1 MB block held ~600 MB of a proxy)
+            if isinstance(response, web.Response):
+                response.body = None
+            request._read_bytes = None  # the body aiohttp read and keeps (no public way)
+        return response
+
+    def _refuse_body(self, request: web.Request, size: int) -> web.StreamResponse:
+        response = self._busy(
+            request,
+            f"request bodies being received fill this server's {self.max_receiving_bytes} "
+            f"bytes; this one ({size} bytes) is not read; try again shortly",
         )
+        response.force_close()  # its body is not read: the connection cannot go on
+        return response
+
+    def _refuse_answer(self, request: web.Request, size: int) -> web.StreamResponse:
+        return self._busy(
+            request,
+            f"answers waiting for their clients fill this server's {self.max_sending_bytes} "
+            f"bytes; this one ({size} bytes) is not sent; try again shortly",
+        )
+
+    def _busy(self, request: web.Request, message: str) -> web.StreamResponse:
+        self.refused += 1
         # overload is normal traffic: at debug, as the REST proxy logs its other 503s
         log.debug(
             "%s %s from %s: 503 %s", request.method, request.path[:100], request.remote, message
@@ -356,7 +429,12 @@ class AnswerSender:
 
 
 def answer_sender(config: Config, busy: Callable[[str], web.StreamResponse]) -> AnswerSender:
-    """The AnswerSender of a REST server configured by REST_SEND_TIMEOUT and REST_MAX_SENDING_MB."""
+    """The AnswerSender of a REST server configured by REST_SEND_TIMEOUT, REST_MAX_SENDING_MB,
+    REST_MAX_RECEIVING_MB and REST_MAX_BODY_BYTES."""
     return AnswerSender(
-        float(config.REST_SEND_TIMEOUT), int(config.REST_MAX_SENDING_MB) << 20, busy
+        float(config.REST_SEND_TIMEOUT),
+        int(config.REST_MAX_SENDING_MB) << 20,
+        busy,
+        int(config.REST_MAX_RECEIVING_MB) << 20,
+        int(config.REST_MAX_BODY_BYTES),
     )

@@ -13,8 +13,10 @@ from aiohttp import hdrs, web
 from loopchain.configure import ConfigError, RefusalLog, describe, shown
 from loopchain.http_site import (
     BodyTimeout,
+    ClientLeft,
     MalformedBody,
     answer_sender,
+    client_left,
     close_if_body_unread,
     read_within,
 )
@@ -106,6 +108,8 @@ async def _answer(request: web.Request, handler: Any) -> web.StreamResponse:
         return response
     except web.HTTPException as exc:
         return _http_error(request, exc)
+    except ClientLeft as exc:
+        return client_left(request, error_response(ResponseCode.FAIL, str(exc), 400))
     except Exception:
         log.exception("REST %s %s failed", request.method, request.path)
         return error_response(ResponseCode.FAIL, "internal error; see the RadioStation log", 500)

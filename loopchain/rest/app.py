@@ -13,8 +13,10 @@ from yarl import URL
 from loopchain.configure import Config, RefusalLog
 from loopchain.http_site import (
     BodyTimeout,
+    ClientLeft,
     MalformedBody,
     answer_sender,
+    client_left,
     close_if_body_unread,
     read_within,
 )
@@ -117,6 +119,8 @@ async def _answer(
         error = invalid_params(f"the request is not valid UTF-8: {exc}")
         _log_refusal(request, error.status, error.message)
         return error.response()
+    except ClientLeft as exc:
+        return client_left(request, invalid_params(str(exc)).response())
     except Exception as exc:  # a defect of the proxy: log it, still answer JSON
         log.exception("unexpected error in %s %s", request.method, request.path)
         message = f"internal error in the REST proxy: {type(exc).__name__}"

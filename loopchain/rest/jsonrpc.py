@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from loopchain.configure import RefusalLog
-from loopchain.http_site import BodyTimeout, MalformedBody, read_within
+from loopchain.http_site import BodyTimeout, ClientLeft, MalformedBody, client_left, read_within
 from loopchain.rest.errors import RestError, json_response
 from loopchain.rest.icon_methods import MAX_WAIT_MS, NOT_SERVED, Call, Method
 from loopchain.rest.params import MAX_CHANNEL_CHARS, check_channel
@@ -105,6 +105,9 @@ class JsonRpcEndpoint:
         except JsonRpcError as exc:
             self._log(request, exc)
             return failure(request_id, exc)
+        except ClientLeft as exc:
+            error = JsonRpcError(JsonRpcCode.INVALID_REQUEST, str(exc))
+            return client_left(request, failure(request_id, error))
         except Exception:  # a defect of the proxy: logged, still answered in JSON-RPC's shape
             log.exception("unexpected error in JSON-RPC %s %s", request.method, request.path)
             error = JsonRpcError(JsonRpcCode.INTERNAL_ERROR, "internal error in the REST proxy")

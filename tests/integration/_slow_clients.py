@@ -81,3 +81,23 @@ async def held_connection(
             writer.close()
             await asyncio.sleep(0.05)  # polling interval, not a synchronisation
     raise AssertionError(f"no connection to port {port} was answered 200: {answers[-5:]}")
+
+
+async def leave_midway(port: int, sent: bytes, deadline: float) -> None:
+    """Connect to 127.0.0.1:`port`, send `sent` (a head and part of its body), close, and wait
+    until the server has closed its side of that connection too (it is gone from the kernel's
+    table, /proc/net/tcp): the server has met the client's leaving (AssertionError after
+    `deadline` s)."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    ours = writer.get_extra_info("sockname")[1]
+    writer.write(sent)
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    server_side = f":{port:04X} 0100007F:{ours:04X} "
+    async with asyncio.timeout(deadline):
+        while True:
+            with open("/proc/net/tcp") as table:
+                if not any(server_side in line for line in table):
+                    return
+            await asyncio.sleep(0.05)  # polling interval, not a synchronisation

@@ -32,6 +32,7 @@ from tests.integration._slow_clients import (
     SILENT,
     get_request,
     held_connection,
+    leave_midway,
     read_response,
     status_and_body,
     until_closed,
@@ -498,6 +499,16 @@ async def test_rest_connections_beyond_rest_max_connections_are_answered_503(
     finally:
         first[1].close()
         second[1].close()
+
+
+async def test_an_operator_write_whose_client_leaves_midway_is_no_error(start_rs: StartRS) -> None:
+    """The operator's write whose client closes its connection before its body arrived in full:
+    the RadioStation logs no error (the fixture checks its log) and goes on. Before, each was an
+    ERROR with a traceback ("REST POST /api/v1/conf failed ... ConnectionResetError")."""
+    rs = await start_rs({"REST_BODY_TIMEOUT": 300.0})
+    await leave_midway(rs.rest_port, withheld_body("/api/v1/conf", rs.operator()), 60)
+    status, _ = await get_json(f"{rs.rest}/api/v1/conf?name=PORT_RADIOSTATION")
+    assert status == 200
 
 
 async def test_rest_connections_that_send_too_little_are_closed(start_rs: StartRS) -> None:

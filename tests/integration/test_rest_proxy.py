@@ -878,6 +878,119 @@ async def test_what_a_burst_of_posts_freed_goes_back_to_the_system(tmp_path: Pat
     proxy.assert_clean_log()
 
 
+def _large_post_head(length: int) -> bytes:
+    """The head of a POST of a transaction announcing a `length`-byte body, and its first byte."""
+    return (
+        "POST /api/v1/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{"
+    ).encode()
+
+
+async def test_large_bodies_being_received_hold_the_receiving_budget_only(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Two 500 KB bodies still arriving fill REST_MAX_RECEIVING_MB (1): a third large body is
+    answered 503 with Retry-After at once, unread, and its connection closed; a transaction (a
+    small body) is served meanwhile; once the two are gone a large body is taken again. Before,
+    every body was read whatever the others held: 2,000 connections sending 500 KB bodies took a
+    proxy to 930 MB (each handled body is held two or three times: bytes, text, parsed)."""
+    port = free_port_pair()
+    server, _ = await start_fake_peer(port)
+    conf = {"REST_MAX_RECEIVING_MB": 1, "REST_BODY_TIMEOUT": 300.0}
+    proxy = ProxyProcess(port, tmp_path, conf)
+    proxy.start()
+    rest = port + REST_DIFF
+    head = _large_post_head(500_000)
+    holders: list[asyncio.StreamWriter] = []
+    try:
+        await proxy.wait_ready(session)
+
+        async def refused_large() -> tuple[bytes, bytes] | None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", rest)
+            writer.write(head)
+            await writer.drain()
+            try:
+                async with asyncio.timeout(2):  # how long to look, not a synchronisation
+                    answer_head = await reader.readuntil(b"\r\n\r\n")
+            except TimeoutError:
+                holders.append(writer)  # taken, its body awaited: it holds room too
+                return None
+            length = int(answer_head.lower().partition(b"content-length:")[2].split()[0])
+            answer_body = await reader.readexactly(length)
+            writer.close()
+            return answer_head.lower(), answer_body
+
+        answer_head, body = await wait_until_async(refused_large, 120, "a large body refused")
+        assert answer_head.startswith(b"http/1.1 503"), answer_head
+        assert b"retry-after: 1" in answer_head and b"connection: close" in answer_head
+        assert_error(503, json.loads(body), 503, ResponseCode.FAIL, "bodies being received")
+        assert len(holders) >= 2
+        small = json.dumps({"n": 1}).encode()
+        status, reply = await call(session, "POST", proxy.base + "/api/v1/transactions", data=small)
+        assert status == 200, reply
+        large = json.dumps({"blob": "x" * 100_000}).encode()
+        status, reply = await call(session, "POST", proxy.base + "/api/v1/transactions", data=large)
+        assert_error(status, reply, 503, ResponseCode.FAIL, "bodies being received")
+        for writer in holders:
+            writer.close()
+
+        async def large_taken() -> bool:
+            url = proxy.base + "/api/v1/transactions"
+            async with session.post(url, data=large) as resp:
+                return resp.status == 200
+
+        await wait_until_async(large_taken, 60, "a large body taken once the holders left")
+    finally:
+        for writer in holders:
+            writer.close()
+        exit_status = proxy.stop()
+        await server.stop(None)
+    assert exit_status == 0
+    proxy.assert_clean_log()
+
+
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [("/api/v1/transactions", "/api/v1/transactions"), ("/api/v3", "/api/v3")],
+)
+async def test_a_client_that_leaves_midway_through_its_body_is_no_error(
+    session: aiohttp.ClientSession, tmp_path: Path, path: str, route: str
+) -> None:
+    """A client that sends a head and part of its body, then closes its connection: the proxy
+    counts the request (400, no one to read it) and logs no error. Before, it logged an ERROR
+    with a traceback ("unexpected error ... ConnectionResetError") and counted a 500."""
+    port = free_port_pair()
+    server, _ = await start_fake_peer(port)
+    proxy = ProxyProcess(port, tmp_path)
+    proxy.start()
+    try:
+        await proxy.wait_ready(session)
+        _, writer = await asyncio.open_connection("127.0.0.1", port + REST_DIFF)
+        writer.write(withheld_body(path))
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+        async def counted() -> dict[str, float] | None:
+            async with session.get(proxy.base + "/metrics") as resp:
+                text = await resp.text()
+            found = {
+                sample.labels["status"]: sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "loopchain_rest_requests_total"
+                and sample.labels.get("route") == route
+            }
+            return found or None
+
+        assert await wait_until_async(counted, 60, "the request counted") == {"400": 1.0}
+    finally:
+        exit_status = proxy.stop()
+        await server.stop(None)
+    assert exit_status == 0
+    proxy.assert_clean_log()
+
+
 async def test_clients_that_read_nothing_are_dropped_and_hold_the_answers_budget_only(
     session, tmp_path
 ):
