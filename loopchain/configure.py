@@ -82,7 +82,8 @@ def coerce(key: str, value: Any, default: Any) -> Any:
         if isinstance(value, type(default)):
             return value
     raise ConfigError(
-        f"configuration key {key} must be {_type_name(default)}, got {_type_name(value)} {value!r}"
+        f"configuration key {key} must be {_type_name(default)}, got {_type_name(value)} "
+        f"{shown(value)}"
     )
 
 
@@ -203,6 +204,13 @@ _NON_NEGATIVE_SECONDS = ("MAX_TIMESTAMP_SKEW", "SEND_TX_LIST_DURATION")
 _LEVELDB_MB = ("LEVELDB_WRITE_BUFFER_MB", "LEVELDB_MAX_FILE_MB")
 _ROTATE_WHEN = re.compile(r"[SMHD]|midnight|W[0-6]", re.IGNORECASE)  # logging.handlers' names
 _NID = re.compile(r"0x[1-9a-f][0-9a-f]{0,7}")  # ICON_NID: hex as ICON writes it, 1 to 2**32 - 1
+# DEFAULT_SCORE_BRANCH: a branch name git takes (git check-ref-format --branch), of bounded length
+MAX_BRANCH_CHARS = 200
+_BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+BRANCH_RULE = (
+    f"a branch name git takes (git check-ref-format --branch), of at most {MAX_BRANCH_CHARS} "
+    "characters"
+)
 
 
 def _in_range(key: str, value: Any, low: float, high: float, low_open: bool = False) -> None:
@@ -214,6 +222,19 @@ def _in_range(key: str, value: Any, low: float, high: float, low_open: bool = Fa
 
 def _bound(limit: float) -> str:
     return str(int(limit)) if float(limit).is_integer() else str(limit)
+
+
+def is_branch_name(name: str) -> bool:
+    """Whether git takes `name` as a branch name (BRANCH_RULE): no spaces, control characters,
+    '~^:?*[\\', '..', '@{' or '//'; no part starting with '.' or ending with '.lock'; not
+    starting with '-' or '/', not ending with '/' or '.'; not '@' or 'HEAD'."""
+    if not 0 < len(name) <= MAX_BRANCH_CHARS or name in ("@", "HEAD") or name.startswith("-"):
+        return False
+    if _BRANCH_FORBIDDEN.search(name) or name.endswith("."):
+        return False
+    return all(
+        part and not part.startswith(".") and not part.endswith(".lock") for part in name.split("/")
+    )
 
 
 def validate_ranges(values: Mapping[str, Any]) -> None:
@@ -298,6 +319,10 @@ def validate(values: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"ICON_NID {shown(values['ICON_NID'])} must be a network id written as ICON writes "
             'it: "0x" and lowercase hex digits without leading zeros, at most 8 (such as "0x3")'
+        )
+    if not is_branch_name(values["DEFAULT_SCORE_BRANCH"]):
+        raise ConfigError(
+            f"DEFAULT_SCORE_BRANCH {shown(values['DEFAULT_SCORE_BRANCH'])} must be {BRANCH_RULE}"
         )
     when = values["LOG_FILE_ROTATE_WHEN"]
     if when and not _ROTATE_WHEN.fullmatch(when):

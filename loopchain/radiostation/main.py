@@ -50,7 +50,7 @@ from loopchain.radiostation.operator import (
 )
 from loopchain.radiostation.registry import Registry, RegistryError
 from loopchain.radiostation.rest import create_app
-from loopchain.radiostation.station import Station
+from loopchain.radiostation.station import Station, check_station_settings
 from loopchain.types.codes import ResponseCode, error_body
 from loopchain.types.crypto import SignatureError, load_or_create_key
 
@@ -106,6 +106,7 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] | None = N
     ):
         if not 0 < port < 65536:
             raise ConfigError(f"port {port} is out of range 1..65535")
+    check_station_settings(config)
     return config
 
 

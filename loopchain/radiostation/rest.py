@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from loopchain.configure import ConfigError, RefusalLog, describe, shown
+from loopchain.configure import RefusalLog, describe, shown
 from loopchain.http_site import (
     BodyTimeout,
     ClientLeft,
@@ -34,7 +34,7 @@ from loopchain.radiostation.channels import channel_to_json
 from loopchain.radiostation.operator import MissingCredential, OperatorToken, WrongCredential
 from loopchain.radiostation.peer_status import PeerStatusError, fetch_status
 from loopchain.radiostation.registry import PeerRecord, PeerView, UnknownPeer
-from loopchain.radiostation.station import Station, UnknownChannel
+from loopchain.radiostation.station import SettingRefused, Station, UnknownChannel
 from loopchain.types.codes import HTTP_STATUS, ResponseCode, error_body
 
 log = logging.getLogger(__name__)
@@ -297,13 +297,13 @@ async def conf_post(request: web.Request) -> web.Response:
     body = await _read_object(request)
     name = body.get("name")
     if not isinstance(name, str) or not name:
-        raise ApiError(ResponseCode.INVALID_PARAMS, "field 'name' must be a configuration key")
+        raise ApiError(ResponseCode.INVALID_PARAMS, "name: must be a configuration key (a string)")
     if "value" not in body:
-        raise ApiError(ResponseCode.INVALID_PARAMS, "missing field 'value'")
+        raise ApiError(ResponseCode.INVALID_PARAMS, f"value: missing (what to set {name} to)")
     try:
         config = _station(request).set_config(name, body["value"])
-    except ConfigError as exc:
-        raise ApiError(ResponseCode.INVALID_PARAMS, str(exc)) from None
+    except SettingRefused as exc:
+        raise ApiError(ResponseCode.INVALID_PARAMS, f"{exc.field}: {exc}") from None
     log.info(
         "configuration %s set to %.80r by the operator (from %s)",
         name,

@@ -9,13 +9,15 @@ from loopchain.configure import DEFAULTS, Config, ConfigError, shown
 from loopchain.p2p.grpc_util import Tls
 from loopchain.radiostation.metrics import StationMetrics
 from loopchain.radiostation.registry import PeerView, Registry
-from loopchain.types import canonical
+from loopchain.types import canonical, package_name
 from loopchain.types.crypto import Signer
+from loopchain.types.package_name import is_package_name
 from loopchain.types.validators import Group, Validator, ValidatorSet
 
-# Keys the RadioStation reads once at start (listeners, storage and file paths, TLS, logging, size
-# limits of its servers) and ENABLE_CHANNEL_AUTH, which decides who may join: a runtime change would
-# not take effect, or would silently revert at the next restart. They are set in the files and env.
+# Keys the RadioStation reads once at start (listeners, storage and file paths, TLS, logging, the
+# limits and deadlines its servers are made with) and ENABLE_CHANNEL_AUTH, which decides who may
+# join: a runtime change would not take effect, or would silently revert at the next restart. They
+# are set in the files and env.
 _STARTUP_ONLY_PREFIXES = (
     "PORT_",
     "IP_",
@@ -30,13 +32,36 @@ _STARTUP_ONLY_NAMES = {
     "GRPC_MAX_MESSAGE_BYTES",
     "LOOPCHAIN_HOST",
     "LOOPCHAIN_LOG_LEVEL",
+    "REST_KEEPALIVE_TIMEOUT",
     "REST_MAX_BODY_BYTES",
+    "REST_MAX_CONNECTIONS",
+    "REST_MAX_SENDING_MB",
+    "REST_SEND_TIMEOUT",
 }
 STARTUP_ONLY = frozenset(
     key
     for key in DEFAULTS
     if key in _STARTUP_ONLY_NAMES or key.startswith(_STARTUP_ONLY_PREFIXES) or key.endswith("_PATH")
 )
+
+
+class SettingRefused(ConfigError):
+    """A runtime setting refused; `field` is the part of the request that is wrong ("name": the
+    key, "value": its value)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def check_station_settings(config: Config) -> None:
+    """Refuse values the RadioStation cannot serve, beyond every layer's type and range rules:
+    DEFAULT_SCORE_PACKAGE is the package of a channel that names none (the one channel when there
+    is no channel file, a channel an operator adds without one), so it must be a name a peer
+    loads a package by."""
+    package = config.DEFAULT_SCORE_PACKAGE
+    if not is_package_name(package):
+        raise ConfigError(f"DEFAULT_SCORE_PACKAGE {shown(package)} must be {package_name.RULE}")
 
 
 class UnknownChannel(LookupError):
@@ -66,19 +91,31 @@ class Station:
         return self._config
 
     def set_config(self, name: str, value: Any) -> Config:
-        """Set one configuration key at runtime; ConfigError when the key is fixed at startup
-        (STARTUP_ONLY) or the value is not acceptable (the type and range rules of every layer,
-        and only true or false for a flag)."""
+        """Set one configuration key at runtime; SettingRefused when the key is unknown or fixed
+        at startup (STARTUP_ONLY), or the value is not acceptable (the type and range rules of
+        every layer, only true or false for a flag, and check_station_settings); the
+        configuration is then unchanged."""
+        if name not in DEFAULTS:
+            raise SettingRefused("name", f"unknown configuration key {shown(name)}")
         if name in STARTUP_ONLY:
-            raise ConfigError(
+            raise SettingRefused(
+                "name",
                 f"{name} is read once at start and cannot be changed at runtime; "
-                "set it in the configuration file (-o) or the environment and restart"
+                "set it in the configuration file (-o) or the environment and restart",
             )
-        if isinstance(DEFAULTS.get(name), bool) and not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {type(value).__name__}")
-        config = self._config.replace(**{name: value})
+        if isinstance(DEFAULTS[name], bool) and not isinstance(value, bool):
+            raise SettingRefused(
+                "value", f"{name} must be true or false, got {type(value).__name__}"
+            )
+        try:
+            config = self._config.replace(**{name: value})
+            check_station_settings(config)
+        except ConfigError as exc:
+            raise SettingRefused("value", str(exc)) from None
         if name == "LOOPCHAIN_DEFAULT_CHANNEL" and config[name] not in self.registry.channels:
-            raise ConfigError(f"LOOPCHAIN_DEFAULT_CHANNEL must name a channel, got {shown(value)}")
+            raise SettingRefused(
+                "value", f"LOOPCHAIN_DEFAULT_CHANNEL must name a channel, got {shown(value)}"
+            )
         self._config = config
         return config
 

@@ -17,6 +17,7 @@ from loopchain.p2p.codec import peer_status_to_json
 from loopchain.p2p.grpc_util import SERVER_MAX_CONNECTIONS
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.types import package_name
 from loopchain.types.crypto import Signer, address_of
 from loopchain.types.peer import identify_digest
 from loopchain.types.validators import ValidatorSet
@@ -507,6 +508,17 @@ async def test_config_errors_exit_2_with_one_line(tmp_path: Path) -> None:
     assert code == 2
     assert logs.strip().splitlines() == [
         f"radiostation: error: unknown configuration key 'NO_SUCH_KEY' in {rs.config_path}"
+    ]
+
+
+async def test_a_default_score_package_no_peer_could_load_stops_the_start(tmp_path: Path) -> None:
+    """Without a channel file the one channel runs DEFAULT_SCORE_PACKAGE: a name that is not
+    '<org>/<package>' was served to every peer, which refused it."""
+    rs = RadioStationProcess(tmp_path, free_port_pair(), {"DEFAULT_SCORE_PACKAGE": "../x"})
+    code, logs = await rs.run_to_exit()
+    assert code == 2
+    assert logs.strip().splitlines() == [
+        f"radiostation: error: DEFAULT_SCORE_PACKAGE '../x' must be {package_name.RULE}"
     ]
 
 

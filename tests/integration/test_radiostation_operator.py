@@ -254,6 +254,21 @@ CONF_REFUSALS: list[tuple[bytes, list[str]]] = [
     (b'{"name": "ALLOW_LOAD_SCORE_IN_DEVELOP", "value": "true"}', ["must be true or false"]),
     (b'{"name": "LEADER_COMPLAIN_RATIO", "value": 1.5}', ["LEADER_COMPLAIN_RATIO"]),
     (b'{"name": "VOTING_RATIO", "value": 0.5}', ["VOTING_RATIO"]),
+    # the package of a channel added without one: a name a peer loads a package by
+    (b'{"name": "DEFAULT_SCORE_PACKAGE", "value": "../../etc"}', ["value: ", "<org>/<package>"]),
+    (b'{"name": "DEFAULT_SCORE_PACKAGE", "value": "a/b/c"}', ["DEFAULT_SCORE_PACKAGE", "'a/b/c'"]),
+    (b'{"name": "DEFAULT_SCORE_PACKAGE", "value": "/etc"}', ["DEFAULT_SCORE_PACKAGE"]),
+    (b'{"name": "DEFAULT_SCORE_PACKAGE", "value": ""}', ["DEFAULT_SCORE_PACKAGE"]),
+    (b'{"name": "DEFAULT_SCORE_PACKAGE", "value": "' + b"x" * 300 + b'/y"}', ["'xxx", "..."]),
+    (b'{"name": "DEFAULT_SCORE_PACKAGE", "value": 5}', ["DEFAULT_SCORE_PACKAGE must be str"]),
+    (b'{"name": "DEFAULT_SCORE_BRANCH", "value": "--upload-pack=x"}', ["git check-ref-format"]),
+    (b'{"name": "DEFAULT_SCORE_BRANCH", "value": "a..b"}', ["DEFAULT_SCORE_BRANCH"]),
+    (b'{"name": "DEFAULT_SCORE_BRANCH", "value": "' + b"x" * 300_000 + b'"}', ["at most 200"]),
+    # a wrong type is named, never echoed in full
+    (b'{"name": "GRPC_TIMEOUT", "value": "' + b"x" * 300_000 + b'"}', ["GRPC_TIMEOUT", "..."]),
+    (b'{"name": "MAX_BLOCK_TX_NUM", "value": [' + b"1," * 50_000 + b"1]}", ["must be int"]),
+    (b'{"name": 5, "value": 1}', ["name: "]),
+    (b'{"name": "NO_SUCH_KEY", "value": 1}', ["name: unknown configuration key 'NO_SUCH_KEY'"]),
 ]
 RUNTIME_FIXED = [
     ("ENABLE_CHANNEL_AUTH", True),
@@ -267,6 +282,11 @@ RUNTIME_FIXED = [
     ("REST_MAX_BODY_BYTES", 10),
     ("LOG_FILE_PATH", "x.log"),
     ("LOG_FILE_ROTATE_MAX_BYTES", 1000),
+    # the REST server's limits and deadlines, set when it starts
+    ("REST_KEEPALIVE_TIMEOUT", 1.0),
+    ("REST_MAX_CONNECTIONS", 1),
+    ("REST_SEND_TIMEOUT", 1.0),
+    ("REST_MAX_SENDING_MB", 1),
 ]
 
 
@@ -289,6 +309,8 @@ async def test_conf_values_are_typed_and_range_checked(start_rs: StartRS) -> Non
         (b'{"name": "ALLOW_LOAD_SCORE_IN_DEVELOP", "value": true}', True),
         (b'{"name": "HEARTBEAT_TIMEOUT", "value": 5}', 5.0),
         (b'{"name": "MAX_BLOCK_TX_NUM", "value": 2147483647}', 2147483647),
+        (b'{"name": "DEFAULT_SCORE_PACKAGE", "value": "sample/token"}', "sample/token"),
+        (b'{"name": "DEFAULT_SCORE_BRANCH", "value": "release/1.0"}', "release/1.0"),
     ]
     for raw, value in accepted:
         status, body = await post_raw(url, raw, rs.operator())

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from loopchain.configure import MAX_CONFIG_INT, ConfigError, load_config
+from loopchain.configure import MAX_CONFIG_INT, ConfigError, is_branch_name, load_config
 
 
 @pytest.mark.parametrize(
@@ -32,6 +34,9 @@ from loopchain.configure import MAX_CONFIG_INT, ConfigError, load_config
         ("LEVELDB_WRITE_BUFFER_MB", "0", ["LEVELDB_WRITE_BUFFER_MB", "at least 1"]),
         ("LEVELDB_MAX_FILE_MB", "4096", ["LEVELDB_MAX_FILE_MB", "at most 1024"]),
         ("CHANNEL_WORKERS", "sometimes", ["CHANNEL_WORKERS", "auto, always, never", "sometimes"]),
+        ("DEFAULT_SCORE_BRANCH", "--upload-pack=x", ["DEFAULT_SCORE_BRANCH", "git check-ref"]),
+        ("DEFAULT_SCORE_BRANCH", "a..b", ["DEFAULT_SCORE_BRANCH", "branch name git takes"]),
+        ("DEFAULT_SCORE_BRANCH", "x" * 201, ["DEFAULT_SCORE_BRANCH", "at most 200", "..."]),
     ],
 )
 def test_environment_values_out_of_range_name_the_key(
@@ -98,3 +103,47 @@ def test_values_at_the_bounds_are_accepted(tmp_path: Path) -> None:
     }
     config = load_config(write(tmp_path, json.dumps(values)), {})
     assert {key: config[key] for key in values} == values
+
+
+BRANCHES = [
+    "master",
+    "release/1.0",
+    "v1.0-rc_2",
+    "é",
+    "a@b",
+    "-x",
+    "a..b",
+    "a b",
+    "a\tb",
+    "a~1",
+    "a^",
+    "a:b",
+    "a?",
+    "a*",
+    "a[",
+    "a\\b",
+    "a@{b",
+    "a//b",
+    "/a",
+    "a/",
+    "a.",
+    ".a",
+    "a/.b",
+    "a.lock",
+    "a/b.lock/c",
+    "a\x7f",
+]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+@pytest.mark.parametrize("name", BRANCHES)
+def test_a_score_branch_is_a_name_git_takes(name: str) -> None:
+    """DEFAULT_SCORE_BRANCH is what `git check-ref-format --branch` takes (peers check a SCORE
+    out at it; the RadioStation's POST /api/v1/conf took any string of any length)."""
+    git = subprocess.run(["git", "check-ref-format", "--branch", name], capture_output=True)
+    assert is_branch_name(name) == (git.returncode == 0)
+    if is_branch_name(name):
+        assert load_config(environ={"DEFAULT_SCORE_BRANCH": name}).DEFAULT_SCORE_BRANCH == name
+    else:
+        with pytest.raises(ConfigError, match="DEFAULT_SCORE_BRANCH"):
+            load_config(environ={"DEFAULT_SCORE_BRANCH": name})
