@@ -21,6 +21,7 @@ from typing import Any
 from loopchain.configure import shown
 from loopchain.durable import write_atomic
 from loopchain.radiostation.channels import (
+    MAX_CHANNEL_PEERS,
     ChannelDataError,
     ChannelSpec,
     channel_to_json,
@@ -112,6 +113,11 @@ def add_member(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, int
     if not isinstance(channel, str) or not channel:
         raise ChannelChangeError("field 'channel' must name a channel")
     data, peers = _entries(station, channel)
+    if len(peers) >= MAX_CHANNEL_PEERS:
+        raise ChannelChangeError(
+            f"channel {channel!r} lists {len(peers)} peers, as many as a channel may list "
+            f"(MAX_CHANNEL_PEERS); unlist one first"
+        )
     peers.append({k: v for k, v in body.items() if k != "channel"})
     return _commit(station, data, channel)
 

@@ -2,12 +2,12 @@
 
 The file maps a channel name to `{"score_package": str, "peers": [{"peer_id": "hx...",
 "peer_target": "host:port", "weight": int, "group_id": str, "role": "validator" | "auditor"}],
-"groups": {"<group_id>": {"weight": int}}}`; `weight` (default 1, at most MAX_WEIGHT) and
-`group_id` (default none, at most MAX_GROUP_ID_CHARS characters) shape the channel's validator
-set: peers of one group vote as one unit of the group's weight. `score_package` is
-'<org>/<package>' (loopchain.types.package_name), DEFAULT_SCORE_PACKAGE when left out.
-Auditors receive and verify every block of the channel but never vote, propose or take
-transactions.
+"groups": {"<group_id>": {"weight": int}}}`, at most MAX_CHANNEL_PEERS (256) entries in `peers`;
+`weight` (default 1, at most MAX_WEIGHT) and `group_id` (default none, at most MAX_GROUP_ID_CHARS
+characters) shape the channel's validator set: peers of one group vote as one unit of the group's
+weight. `score_package` is '<org>/<package>' (loopchain.types.package_name),
+DEFAULT_SCORE_PACKAGE when left out. Auditors receive and verify every block of the channel but
+never vote, propose or take transactions.
 
 `score_settings` (an object) is laid over the SCORE package's package.json for this channel, for
 example `{"token": {"owner": "hx..."}}` names the peer that owns sample/token's supply.
@@ -50,6 +50,13 @@ _CHANNEL_KEYS = {"score_package", "score_settings", "genesis_data", "peers", "gr
 MAX_WEIGHT = 2**31 - 1
 # A group id goes into the validator set too, and a registering peer's is at most 256 characters.
 MAX_GROUP_ID_CHARS = 256
+# Entries of a channel's `peers` list. Each validator of a channel holds a link to every other,
+# two streams on a connection to its port, and a peer takes 512 link streams
+# (p2p/peer_service.py MAX_INBOUND_STREAMS) and 512 connections a port (p2p/grpc_util.py
+# SERVER_MAX_CONNECTIONS, shared with REST proxies, the RadioStation's probes and clients): 256
+# peers link each one to 255 others with 510 streams and half its connections; more could never
+# all be linked. The RadioStation registers at most 1,000 peers (registry.py MAX_PEERS).
+MAX_CHANNEL_PEERS = 256
 MAX_SCORE_SETTINGS_BYTES = 16 * 1024
 _FIXED_PACKAGE_FIELDS = ("id", "version", "main")
 _PEER_KEYS = {"peer_id", "peer_target", "weight", "group_id", "role"}
@@ -183,6 +190,11 @@ def _parse_peers(path: Path, name: str, raw: Any) -> tuple[MemberSpec, ...]:
     where = f"{path}: channel {name!r}"
     if not isinstance(raw, list):
         raise ChannelDataError(f"{where}: 'peers' must be a list of {{'peer_id': 'hx...'}}")
+    if len(raw) > MAX_CHANNEL_PEERS:
+        raise ChannelDataError(
+            f"{where}: 'peers' lists {len(raw)} entries; a channel lists at most "
+            f"{MAX_CHANNEL_PEERS} (MAX_CHANNEL_PEERS)"
+        )
     members = tuple(_parse_member(f"{where}: peers[{i}]", e) for i, e in enumerate(raw))
     ids = [m.peer_id for m in members if m.peer_id]
     targets = [m.target for m in members if not m.peer_id]

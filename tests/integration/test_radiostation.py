@@ -486,6 +486,11 @@ async def test_rest_port_in_use_fails_fast(start_rs: StartRS, tmp_path: Path) ->
             ["'c'", "genesis_data", "accounts[0]", "missing field 'balance'"],
         ),
         ("[]", ["JSON object"]),
+        pytest.param(
+            json.dumps({"c": {"peers": [{"peer_id": f"hx{n:040x}"} for n in range(257)]}}),
+            ["'c'", "lists 257 entries; a channel lists at most 256 (MAX_CHANNEL_PEERS)"],
+            id="257-peers",
+        ),
     ],
 )
 async def test_malformed_channel_file_is_a_clear_startup_error(

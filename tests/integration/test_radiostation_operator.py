@@ -14,6 +14,7 @@ import pytest
 
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.radiostation.channels import MAX_CHANNEL_PEERS
 from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer
 from loopchain.types.validators import ValidatorSet
@@ -496,6 +497,28 @@ async def test_channel_changes_are_checked_applied_and_persist(start_rs: StartRS
     assert (await get_json(f"{rs.rest}/api/v1/channel/data"))[1] == served
     assert {c: (await _vset(rs, c)).version for c in ("c1", "c2")} == versions
     assert (await _vset(rs, "c2")).peer_ids == [b.address]
+
+
+async def test_a_channel_takes_no_more_than_max_channel_peers(start_rs: StartRS) -> None:
+    """A channel's list of peers is bounded: an entry beyond MAX_CHANNEL_PEERS, or a new channel
+    listing more, is refused with 400 saying so; the file, the channels and their versions stay."""
+    ids = [f"hx{n:040x}" for n in range(MAX_CHANNEL_PEERS + 1)]
+    channels = {"c1": {"score_package": "org/p1", "peers": [{"peer_id": p} for p in ids[:-1]]}}
+    rs = await start_rs({"LOOPCHAIN_DEFAULT_CHANNEL": "c1"}, channels)
+    data_file = rs.workdir / "channel_manage_data.json"
+    saved, served = data_file.read_text(), (await get_json(f"{rs.rest}/api/v1/channel/data"))[1]
+    version = (await _vset(rs, "c1")).version
+    one_more = {"channel": "c1", "peer_id": ids[-1]}
+    status, body = await _change(rs, "POST", "/api/v1/channel/peer", one_more)
+    assert (status, body["response_code"]) == (400, -6), body
+    assert "lists 256 peers, as many as a channel may list (MAX_CHANNEL_PEERS)" in body["message"]
+    too_many = {"channel": "c2", "peers": [{"peer_id": p} for p in ids]}
+    status, body = await _change(rs, "POST", "/api/v1/channel", too_many)
+    assert (status, body["response_code"]) == (400, -6), body
+    assert "lists 257 entries; a channel lists at most 256 (MAX_CHANNEL_PEERS)" in body["message"]
+    assert data_file.read_text() == saved
+    assert (await get_json(f"{rs.rest}/api/v1/channel/data"))[1] == served
+    assert (await _vset(rs, "c1")).version == version
 
 
 async def test_rest_connections_beyond_rest_max_connections_are_answered_503(

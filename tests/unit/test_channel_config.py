@@ -10,10 +10,17 @@ from pathlib import Path
 import pytest
 
 from loopchain.configure import load_config
+from loopchain.p2p.grpc_util import SERVER_MAX_CONNECTIONS
+from loopchain.p2p.peer_service import MAX_INBOUND_STREAMS
 from loopchain.radiostation import channel_admin
 from loopchain.radiostation.admission import AdmissionError, verify_connect
-from loopchain.radiostation.channels import ChannelDataError, channel_to_json, parse_channels
-from loopchain.radiostation.registry import NotAdmitted, Registry, UnknownPeer
+from loopchain.radiostation.channels import (
+    MAX_CHANNEL_PEERS,
+    ChannelDataError,
+    channel_to_json,
+    parse_channels,
+)
+from loopchain.radiostation.registry import MAX_PEERS, NotAdmitted, Registry, UnknownPeer
 from loopchain.radiostation.station import Station
 from loopchain.types.crypto import Signer
 from loopchain.types.genesis import GenesisData
@@ -487,3 +494,36 @@ def test_the_registry_takes_no_peer_past_its_bound_and_known_ones_still_update()
     assert [r.peer_id for r in registry.members("c")] == [
         s.address for s in (signers[0], signers[2], signers[3])
     ]
+
+
+def _ids(count: int, start: int = 0) -> list[str]:
+    return [f"hx{n:040x}" for n in range(start, start + count)]
+
+
+def test_a_channel_lists_at_most_max_channel_peers(tmp_path: Path) -> None:
+    """A channel's `peers` had no bound (a file, or the operator's API, could list 100,000
+    entries, each a validator every peer would link to); a file or a change listing more than
+    MAX_CHANNEL_PEERS is refused whole."""
+    full = {"c": {"peers": [{"peer_id": p} for p in _ids(MAX_CHANNEL_PEERS)]}}
+    assert len(parse_channels(PATH, full, "org/x")["c"].members or ()) == MAX_CHANNEL_PEERS
+    over = {"c": {"peers": [{"peer_id": p} for p in _ids(MAX_CHANNEL_PEERS + 1)]}}
+    with pytest.raises(ChannelDataError, match="lists 257 entries; a channel lists at most 256"):
+        parse_channels(PATH, over, "org/x")
+    station = _station(tmp_path, full)
+    saved = (tmp_path / "channel_manage_data.json").read_text()
+    version = station.registry.version("c")
+    with pytest.raises(channel_admin.ChannelChangeError, match="lists 256 peers, as many as"):
+        channel_admin.add_member(station, {"channel": "c", "peer_id": _ids(1, 10**6)[0]})
+    new = {"channel": "d", "peers": over["c"]["peers"]}
+    with pytest.raises(channel_admin.ChannelChangeError, match="at most 256"):
+        channel_admin.add_channel(station, new)
+    assert (tmp_path / "channel_manage_data.json").read_text() == saved
+    assert station.registry.version("c") == version and list(station.registry.channels) == ["c"]
+
+
+def test_the_channel_peer_bound_fits_the_links_and_the_registry() -> None:
+    """Every peer of a full channel can link to every other (two streams each) within a peer's
+    link streams and half its port's connections, and the RadioStation can register them all."""
+    assert 2 * (MAX_CHANNEL_PEERS - 1) <= MAX_INBOUND_STREAMS
+    assert MAX_CHANNEL_PEERS - 1 <= SERVER_MAX_CONNECTIONS // 2
+    assert MAX_CHANNEL_PEERS <= MAX_PEERS
