@@ -5,6 +5,10 @@ lone surrogate does not break a log handler), and bounded (a 200 KB value is not
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterable
+
 # Characters that end or rewrite a line on a terminal or in a log reader: C0 controls but tab,
 # DEL, C1 controls (NEL among them) and Unicode's line and paragraph separators.
 _ESCAPES = {
@@ -54,3 +58,25 @@ def status_details(message: str, max_bytes: int = MAX_DETAILS_BYTES) -> str:
     if 3 * len(text.encode("utf-8")) <= max_bytes:
         return text
     return _cut(text, max_bytes // 12 - 60)  # up to 4 bytes of UTF-8, each sent as 3
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_PLACE_KEY = 40  # characters of one key shown in a place (a longer one is cut)
+
+
+def json_place(parts: Iterable[str | int]) -> str:
+    """Where a value is in a JSON document, as `peers[3].weight` or `groups["g 1"].weight`: keys
+    that are names after a dot, other keys quoted in brackets (on one line, cut to MAX_PLACE_KEY
+    characters: keys may be what a caller sent), indexes in brackets."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif len(part) <= MAX_PLACE_KEY and _NAME.fullmatch(part):
+            text += f".{part}" if text else part
+        else:
+            inner = one_line(json.dumps(part[:MAX_PLACE_KEY], ensure_ascii=False)[1:-1])
+            if len(part) > MAX_PLACE_KEY or len(inner) > MAX_PLACE_KEY:
+                inner = f"{inner[: MAX_PLACE_KEY - 3]}..."
+            text += f'["{inner}"]'
+    return text

@@ -15,6 +15,7 @@ channel reaches a peer when it registers (at its next start).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,13 @@ from loopchain.radiostation.channels import (
     MAX_CHANNEL_PEERS,
     ChannelDataError,
     ChannelSpec,
+    Place,
     channel_to_json,
+    describe_place,
     parse_channels,
 )
 from loopchain.radiostation.station import Station, UnknownChannel
+from loopchain.safe_text import json_place
 from loopchain.types import channel_name
 from loopchain.types.channel_name import is_channel_name
 
@@ -35,7 +39,13 @@ MAX_CHANNELS = 256
 
 
 class ChannelChangeError(ValueError):
-    """A change the channel data cannot take; the message says why."""
+    """A change the channel data cannot take: `place` is where in the request's body (keys and
+    indexes; empty: the body as a whole), `reason` what is wrong there."""
+
+    def __init__(self, place: Place, reason: str) -> None:
+        self.place = place
+        self.reason = reason
+        super().__init__(f"{json_place(place)}: {reason}" if place else reason)
 
 
 class ChannelExists(ChannelChangeError):
@@ -44,6 +54,10 @@ class ChannelExists(ChannelChangeError):
 
 class NoSuchEntry(LookupError):
     """The channel lists no peer of that id (or target)."""
+
+
+# Where a place in the channel data is in the request's body (None: not in it).
+InBody = Callable[[Place], Place | None]
 
 
 def channel_data(station: Station) -> dict[str, dict[str, Any]]:
@@ -55,24 +69,42 @@ def _data_path(station: Station) -> Path:
     return Path(station.config.CHANNEL_MANAGE_DATA_PATH)
 
 
-def _check_all(station: Station, data: dict[str, Any], name: str) -> dict[str, ChannelSpec]:
+def _refused(place: Place, reason: str, in_body: InBody) -> ChannelChangeError:
+    """The refusal of the data's `place`, named where the request's body has it (else where the
+    channel data has it: a value the change did not send)."""
+    inside = in_body(place)
+    if inside is not None:
+        return ChannelChangeError(inside, reason)
+    return ChannelChangeError(
+        (), f"the channel data would be refused: {describe_place(place)}{reason}"
+    )
+
+
+def _check_all(
+    station: Station, data: dict[str, Any], name: str, in_body: InBody
+) -> dict[str, ChannelSpec]:
     """Every channel of `data` checked as at start, and channel `name` by the listed-mode rule."""
     try:
         specs = parse_channels(_data_path(station), data, str(station.config.DEFAULT_SCORE_PACKAGE))
     except ChannelDataError as exc:
-        raise ChannelChangeError(str(exc)) from None
-    if station.registry.channel_auth and specs[name].unlisted():
-        raise ChannelChangeError(
-            f"channel {name!r}: with ENABLE_CHANNEL_AUTH every peer entry needs a peer_id "
-            "(a target alone is not an identity)"
+        raise _refused(exc.place, exc.reason, in_body) from None
+    unlisted = specs[name].unlisted() if station.registry.channel_auth else []
+    if unlisted:
+        raise _refused(
+            (name, "peers", unlisted[0], "peer_id"),
+            "with ENABLE_CHANNEL_AUTH every peer entry needs a peer_id (a target alone is not an "
+            "identity)",
+            in_body,
         )
     return specs
 
 
-def _commit(station: Station, data: dict[str, Any], name: str) -> tuple[ChannelSpec, int]:
+def _commit(
+    station: Station, data: dict[str, Any], name: str, in_body: InBody
+) -> tuple[ChannelSpec, int]:
     """Check `data`, save channel `name`'s new version, write `data` in the form GET
     /api/v1/channel/data serves, then apply it; its spec and version."""
-    specs = _check_all(station, data, name)
+    specs = _check_all(station, data, name, in_body)
     written = {channel: channel_to_json(spec) for channel, spec in specs.items()}
     text = json.dumps(written, indent=1, ensure_ascii=False) + "\n"
 
@@ -89,14 +121,14 @@ def add_channel(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, in
     """Add the channel `body["channel"]` with the other fields of `body` as its entry."""
     name = body.get("channel")
     if not is_channel_name(name):
-        raise ChannelChangeError(f"field 'channel' must be {channel_name.RULE}")
+        raise ChannelChangeError(("channel",), f"must be {channel_name.RULE}")
     if name in station.registry.channels:
-        raise ChannelExists(f"channel {name!r} exists already")
+        raise ChannelExists((), f"channel {name!r} exists already")
     if len(station.registry.channels) >= MAX_CHANNELS:
-        raise ChannelChangeError(f"at most {MAX_CHANNELS} channels")
+        raise ChannelChangeError((), f"at most {MAX_CHANNELS} channels")
     data = channel_data(station)
     data[name] = {k: v for k, v in body.items() if k != "channel"}
-    return _commit(station, data, name)
+    return _commit(station, data, name, lambda place: place[1:] if place[:1] == (name,) else None)
 
 
 def _entries(station: Station, channel: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -111,15 +143,20 @@ def add_member(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, int
     `body["channel"]`."""
     channel = body.get("channel")
     if not isinstance(channel, str) or not channel:
-        raise ChannelChangeError("field 'channel' must name a channel")
-    data, peers = _entries(station, channel)
+        raise ChannelChangeError(("channel",), "must name a channel")
+    try:
+        data, peers = _entries(station, channel)
+    except UnknownChannel as exc:
+        raise UnknownChannel(f"channel: {exc}") from None
     if len(peers) >= MAX_CHANNEL_PEERS:
         raise ChannelChangeError(
+            ("channel",),
             f"channel {channel!r} lists {len(peers)} peers, as many as a channel may list "
-            f"(MAX_CHANNEL_PEERS); unlist one first"
+            "(MAX_CHANNEL_PEERS); unlist one first",
         )
+    entry = (channel, "peers", len(peers))
     peers.append({k: v for k, v in body.items() if k != "channel"})
-    return _commit(station, data, channel)
+    return _commit(station, data, channel, lambda place: place[3:] if place[:3] == entry else None)
 
 
 def remove_member(
@@ -138,4 +175,4 @@ def remove_member(
     if len(kept) == len(peers):
         raise NoSuchEntry(f"channel {shown(channel)} lists no peer {shown(peer_id or target)}")
     data[channel]["peers"] = kept
-    return _commit(station, data, channel)
+    return _commit(station, data, channel, lambda place: None)  # a query, no body

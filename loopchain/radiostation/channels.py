@@ -35,6 +35,7 @@ from typing import Any
 
 from loopchain.configure import shown
 from loopchain.durable import sweep_leftovers
+from loopchain.safe_text import json_place
 from loopchain.types import canonical, channel_name, package_name
 from loopchain.types.canonical import EncodingError
 from loopchain.types.channel_name import is_channel_name
@@ -60,12 +61,47 @@ MAX_CHANNEL_PEERS = 256
 MAX_SCORE_SETTINGS_BYTES = 16 * 1024
 _FIXED_PACKAGE_FIELDS = ("id", "version", "main")
 _PEER_KEYS = {"peer_id", "peer_target", "weight", "group_id", "role"}
+_PEER_FIELDS = ", ".join(sorted(_PEER_KEYS))
+_CHANNEL_FIELDS = ", ".join(sorted(_CHANNEL_KEYS))
 _PEER_ID = re.compile(r"hx[0-9a-f]{40}")
 ROLES = ("validator", "auditor")
 
 
+Place = tuple[str | int, ...]  # keys and indexes from the top of the channel data
+
+
 class ChannelDataError(ValueError):
-    """channel_manage_data.json is malformed; the message names the file and the problem."""
+    """Channel data (channel_manage_data.json, or the data an operator's change makes) that is
+    malformed: `place` says where (a channel's name, then the keys and indexes inside its entry;
+    empty: the data as a whole) and `reason` what is wrong there; the message names the file."""
+
+    def __init__(self, path: Path, place: Place, reason: str) -> None:
+        self.path = path
+        self.place = place
+        self.reason = reason
+        super().__init__(f"{path}: {describe_place(place)}{reason}")
+
+
+def describe_place(place: Place) -> str:
+    """`place` as a message about the channel file opens: "channel 'c': peers[3].weight: "."""
+    if not place:
+        return ""
+    inside = f"{json_place(place[1:])}: " if place[1:] else ""
+    return f"channel {shown(place[0])}: {inside}"
+
+
+@dataclass(frozen=True)
+class _At:
+    """A place in the channel data of `path` that checks refuse values at."""
+
+    path: Path
+    place: Place
+
+    def __truediv__(self, part: str | int) -> _At:
+        return _At(self.path, (*self.place, part))
+
+    def refused(self, reason: str) -> ChannelDataError:
+        return ChannelDataError(self.path, self.place, reason)
 
 
 @dataclass(frozen=True)
@@ -158,127 +194,122 @@ def _group_id(value: Any) -> bool:
     return isinstance(value, str) and len(value) <= MAX_GROUP_ID_CHARS
 
 
-def _parse_member(where: str, entry: Any) -> MemberSpec:
+def _parse_member(at: _At, entry: Any) -> MemberSpec:
     if not isinstance(entry, dict):
-        raise ChannelDataError(f"{where} must be an object")
+        raise at.refused("must be an object")
     unknown = sorted(set(entry) - _PEER_KEYS)
     if unknown:
-        raise ChannelDataError(f"{where} has unknown keys {shown(unknown, 120)}")
+        raise at.refused(f"has unknown keys {shown(unknown, 120)}; an entry takes {_PEER_FIELDS}")
     peer_id = entry.get("peer_id", "")
     if not isinstance(peer_id, str) or (peer_id and not _PEER_ID.fullmatch(peer_id)):
-        raise ChannelDataError(f"{where}.peer_id must be 'hx' and 40 lowercase hex digits")
+        raise (at / "peer_id").refused("must be 'hx' and 40 lowercase hex digits")
     target = entry.get("peer_target", "")
     if not isinstance(target, str) or (target and not is_target(target)):
-        raise ChannelDataError(f"{where}.peer_target must be 'host:port', got {shown(target)}")
+        raise (at / "peer_target").refused(f"must be 'host:port', got {shown(target)}")
     if not peer_id and not target:
-        raise ChannelDataError(f"{where} needs a peer_id (or, in open mode, a peer_target)")
+        raise at.refused("needs a peer_id (or, in open mode, a peer_target)")
     weight = entry.get("weight", 1)
     if not _weight(weight):
-        raise ChannelDataError(f"{where}.weight must be an integer from 1 to {MAX_WEIGHT}")
+        raise (at / "weight").refused(f"must be an integer from 1 to {MAX_WEIGHT}")
     group = entry.get("group_id", "")
     if not _group_id(group):
-        raise ChannelDataError(
-            f"{where}.group_id must be a string of at most {MAX_GROUP_ID_CHARS} characters"
+        raise (at / "group_id").refused(
+            f"must be a string of at most {MAX_GROUP_ID_CHARS} characters"
         )
     role = entry.get("role", "validator")
     if role not in ROLES:
-        raise ChannelDataError(f"{where}.role must be one of {list(ROLES)}")
+        raise (at / "role").refused(f"must be one of {list(ROLES)}")
     return MemberSpec(peer_id, target, weight, group, role)
 
 
-def _parse_peers(path: Path, name: str, raw: Any) -> tuple[MemberSpec, ...]:
-    where = f"{path}: channel {name!r}"
+def _parse_peers(at: _At, raw: Any) -> tuple[MemberSpec, ...]:
     if not isinstance(raw, list):
-        raise ChannelDataError(f"{where}: 'peers' must be a list of {{'peer_id': 'hx...'}}")
+        raise at.refused("must be a list of {'peer_id': 'hx...'}")
     if len(raw) > MAX_CHANNEL_PEERS:
-        raise ChannelDataError(
-            f"{where}: 'peers' lists {len(raw)} entries; a channel lists at most "
-            f"{MAX_CHANNEL_PEERS} (MAX_CHANNEL_PEERS)"
+        raise at.refused(
+            f"lists {len(raw)} entries; a channel lists at most {MAX_CHANNEL_PEERS} "
+            "(MAX_CHANNEL_PEERS)"
         )
-    members = tuple(_parse_member(f"{where}: peers[{i}]", e) for i, e in enumerate(raw))
-    ids = [m.peer_id for m in members if m.peer_id]
-    targets = [m.target for m in members if not m.peer_id]
-    for kind, values in (("peer_id", ids), ("peer_target", targets)):
-        twice = sorted({v for v in values if values.count(v) > 1})
-        if twice:
-            raise ChannelDataError(f"{where}: {kind} listed twice: {twice}")
+    members = tuple(_parse_member(at / i, entry) for i, entry in enumerate(raw))
+    first: dict[tuple[str, str], int] = {}
+    for index, member in enumerate(members):
+        kind, value = (
+            ("peer_id", member.peer_id) if member.peer_id else ("peer_target", member.target)
+        )
+        if (kind, value) in first:
+            raise (at / index / kind).refused(
+                f"{shown(value)} is listed twice (peers[{first[kind, value]}] and peers[{index}])"
+            )
+        first[kind, value] = index
     return members
 
 
-def _parse_groups(path: Path, name: str, raw: Any, peers: tuple[MemberSpec, ...]) -> dict[str, int]:
-    where = f"{path}: channel {name!r}"
+def _parse_groups(at: _At, raw: Any, peers: tuple[MemberSpec, ...]) -> dict[str, int]:
     if not isinstance(raw, dict):
-        raise ChannelDataError(f"{where}: 'groups' must map group ids to {{'weight': int}}")
+        raise at.refused("must map group ids to {'weight': int}")
     groups: dict[str, int] = {}
     for group_id, spec in raw.items():
         if not _group_id(group_id):
-            raise ChannelDataError(
-                f"{where}: 'groups' names a group id longer than {MAX_GROUP_ID_CHARS} characters"
+            raise (at / group_id).refused(
+                f"a group id is longer than {MAX_GROUP_ID_CHARS} characters"
             )
         if not isinstance(spec, dict) or set(spec) - {"weight"}:
-            raise ChannelDataError(f"{where}: groups[{shown(group_id)}] must be {{'weight': int}}")
+            raise (at / group_id).refused("must be {'weight': int}")
         weight = spec.get("weight", 1)
         if not _weight(weight):
-            raise ChannelDataError(
-                f"{where}: groups[{shown(group_id)}].weight must be an integer from 1 to "
-                f"{MAX_WEIGHT}"
-            )
+            raise (at / group_id / "weight").refused(f"must be an integer from 1 to {MAX_WEIGHT}")
         groups[group_id] = weight
-    unknown = sorted({m.group_id for m in peers if m.group_id} - set(groups))
-    if unknown:
-        raise ChannelDataError(
-            f"{where}: peers name groups {shown(unknown, 120)} missing from 'groups'"
-        )
+    for index, member in enumerate(peers):
+        if member.group_id and member.group_id not in groups:
+            where = _At(at.path, (*at.place[:-1], "peers", index, "group_id"))
+            raise where.refused(f"names group {shown(member.group_id)}, missing from 'groups'")
     return groups
 
 
 def _parse_channel(path: Path, name: Any, raw: Any, default_package: str) -> ChannelSpec:
     if not is_channel_name(name):
-        raise ChannelDataError(f"{path}: channel name {shown(name)} must be {channel_name.RULE}")
+        raise ChannelDataError(path, (), f"channel name {shown(name)} must be {channel_name.RULE}")
+    at = _At(path, (name,))
     if not isinstance(raw, dict):
-        raise ChannelDataError(f"{path}: channel {name!r} must map to an object")
+        raise at.refused("must map to an object")
     unknown = sorted(set(raw) - _CHANNEL_KEYS)
     if unknown:
-        raise ChannelDataError(f"{path}: channel {name!r} has unknown keys {shown(unknown, 120)}")
+        raise at.refused(
+            f"has unknown keys {shown(unknown, 120)}; a channel takes {_CHANNEL_FIELDS}"
+        )
     package = raw.get("score_package", default_package)
     if not is_package_name(package):
-        raise ChannelDataError(
-            f"{path}: channel {name!r}: score_package {shown(package)} must be {package_name.RULE}"
-        )
-    peers = _parse_peers(path, name, raw.get("peers", []))
-    groups = _parse_groups(path, name, raw.get("groups", {}), peers)
-    settings = _parse_settings(f"{path}: channel {name!r}", raw.get("score_settings", {}))
+        raise (at / "score_package").refused(f"{shown(package)} must be {package_name.RULE}")
+    peers = _parse_peers(at / "peers", raw.get("peers", []))
+    groups = _parse_groups(at / "groups", raw.get("groups", {}), peers)
+    settings = _parse_settings(at / "score_settings", raw.get("score_settings", {}))
     genesis = (
-        _parse_genesis(f"{path}: channel {name!r}", raw["genesis_data"])
-        if "genesis_data" in raw
-        else None
+        _parse_genesis(at / "genesis_data", raw["genesis_data"]) if "genesis_data" in raw else None
     )
     return ChannelSpec(name, package, peers, groups, settings, genesis)
 
 
-def _parse_genesis(where: str, raw: Any) -> GenesisData:
+def _parse_genesis(at: _At, raw: Any) -> GenesisData:
     """`genesis_data`: the accounts funded at genesis."""
     try:
         return GenesisData.from_json(raw)
     except EncodingError as exc:
-        raise ChannelDataError(f"{where}: genesis_data: {exc}") from None
+        raise at.refused(str(exc)) from None
 
 
-def _parse_settings(where: str, raw: Any) -> dict[str, Any]:
+def _parse_settings(at: _At, raw: Any) -> dict[str, Any]:
     """`score_settings`: a JSON object laid over the SCORE's package.json (e.g. its owner)."""
     if not isinstance(raw, dict):
-        raise ChannelDataError(f"{where}: score_settings must be a JSON object")
+        raise at.refused("must be a JSON object")
     fixed = sorted(set(raw) & set(_FIXED_PACKAGE_FIELDS))
     if fixed:
-        raise ChannelDataError(f"{where}: score_settings may not set {fixed}")
+        raise (at / fixed[0]).refused(f"is the package's own: score_settings may not set {fixed}")
     try:
         size = len(canonical.encode(raw))
     except EncodingError as exc:
-        raise ChannelDataError(f"{where}: score_settings: {exc}") from None
+        raise at.refused(str(exc)) from None
     if size > MAX_SCORE_SETTINGS_BYTES:
-        raise ChannelDataError(
-            f"{where}: score_settings is larger than {MAX_SCORE_SETTINGS_BYTES} bytes"
-        )
+        raise at.refused(f"is larger than {MAX_SCORE_SETTINGS_BYTES} bytes")
     return raw
 
 
@@ -314,9 +345,9 @@ def channel_to_json(spec: ChannelSpec) -> dict[str, Any]:
 def parse_channels(path: Path, data: Any, default_package: str) -> dict[str, ChannelSpec]:
     """Channel specs from the decoded JSON of `path`; ChannelDataError names what is wrong."""
     if not isinstance(data, dict):
-        raise ChannelDataError(f"{path}: must hold a JSON object mapping channel names to objects")
+        raise ChannelDataError(path, (), "must hold a JSON object mapping channel names to objects")
     if not data:
-        raise ChannelDataError(f"{path}: defines no channel")
+        raise ChannelDataError(path, (), "defines no channel")
     specs = [_parse_channel(path, name, raw, default_package) for name, raw in data.items()]
     return {spec.name: spec for spec in specs}
 
@@ -336,9 +367,9 @@ def load_channels(path: Path, default_channel: str, default_package: str) -> dic
         )
         return {default_channel: ChannelSpec(default_channel, default_package, None)}
     except (OSError, UnicodeDecodeError) as exc:
-        raise ChannelDataError(f"{path}: cannot be read: {exc}") from None
+        raise ChannelDataError(path, (), f"cannot be read: {exc}") from None
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise ChannelDataError(f"{path}: is not valid JSON: {exc}") from None
+        raise ChannelDataError(path, (), f"is not valid JSON: {exc}") from None
     return parse_channels(path, data, default_package)

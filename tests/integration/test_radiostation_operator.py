@@ -452,21 +452,77 @@ async def test_channel_changes_are_checked_applied_and_persist(start_rs: StartRS
     assert (await _vset(rs, "c2")).peer_ids == [b.address]
     assert (await _vset(rs, "c2")).score_package == "org/p2"
 
-    # refusals change nothing
+    # refusals change nothing, and name where in the body the problem is
+    two = [{"peer_id": a.address}, {"peer_id": b.address, "weight": 0}]
+    accounts = [{"name": "god", "address": a.address}]
     refusals = [
-        ("POST", "/api/v1/channel", new, 400, "exists already"),
-        ("POST", "/api/v1/channel", {"channel": "../x"}, 400, "letters, digits"),
-        ("POST", "/api/v1/channel", {"channel": "c3", "bogus": 1}, 400, "bogus"),
-        ("POST", "/api/v1/channel", {"score_package": "org/p"}, 400, "'channel'"),
-        ("POST", "/api/v1/channel/peer", {"channel": "c9", "peer_id": a.address}, 404, "c9"),
-        ("POST", "/api/v1/channel/peer", {"channel": "c2", "peer_id": b.address}, 400, "twice"),
-        ("POST", "/api/v1/channel/peer", {"channel": "c2", "peer_id": "hx1"}, 400, "peer_id"),
+        ("POST", "/api/v1/channel", new, 400, "channel 'c2' exists already"),
+        ("POST", "/api/v1/channel", {"channel": "../x"}, 400, "channel: must be 1 to 64 letters"),
+        ("POST", "/api/v1/channel", {"channel": "c3", "bogus": 1}, 400, "unknown keys ['bogus']"),
+        ("POST", "/api/v1/channel", {"score_package": "org/p"}, 400, "channel: must be"),
+        (
+            "POST",
+            "/api/v1/channel",
+            {"channel": "c3", "score_package": "a"},
+            400,
+            "score_package: 'a'",
+        ),
+        ("POST", "/api/v1/channel", {"channel": "c3", "peers": two}, 400, "peers[1].weight: must"),
+        (
+            "POST",
+            "/api/v1/channel",
+            {"channel": "c3", "peers": [{"peer_id": a.address}, {"peer_target": "h:1"}]},
+            400,
+            "peers[1].peer_id: with ENABLE_CHANNEL_AUTH every peer entry needs a peer_id",
+        ),
+        (
+            "POST",
+            "/api/v1/channel",
+            {"channel": "c3", "groups": {"g 1": {"weight": -1}}},
+            400,
+            'groups["g 1"].weight: must be an integer from 1 to 2147483647',
+        ),
+        (
+            "POST",
+            "/api/v1/channel",
+            {"channel": "c3", "genesis_data": {"accounts": accounts}},
+            400,
+            "genesis_data: 'accounts[0]': missing field 'balance'",
+        ),
+        (
+            "POST",
+            "/api/v1/channel/peer",
+            {"channel": "c9", "peer_id": a.address},
+            404,
+            "channel: unknown channel 'c9'",
+        ),
+        (
+            "POST",
+            "/api/v1/channel/peer",
+            {"channel": "c2", "peer_id": b.address},
+            400,
+            f"peer_id: '{b.address}' is listed twice (peers[0] and peers[1])",
+        ),
+        (
+            "POST",
+            "/api/v1/channel/peer",
+            {"channel": "c2", "peer_id": "hx1"},
+            400,
+            "peer_id: must be 'hx' and 40 lowercase hex digits",
+        ),
         (
             "POST",
             "/api/v1/channel/peer",
             {"channel": "c2", **{"peer_id": a.address, "weight": 0}},
             400,
-            "weight",
+            "weight: must be an integer from 1 to 2147483647",
+        ),
+        (
+            "POST",
+            "/api/v1/channel/peer",
+            {"channel": "c2", **{"peer_id": a.address, "group_id": "g"}},
+            400,
+            "group_id: names group 'g', missing from 'groups'",
         ),
         ("DELETE", "/api/v1/channel/peer?channel=c2", None, 400, "peer_id"),
         ("DELETE", f"/api/v1/channel/peer?channel=c2&peer_id={a.address}", None, 404, "lists no"),

@@ -59,7 +59,10 @@ def test_weights_and_groups_are_read() -> None:
     [
         ({"peers": [{"peer_target": "127.0.0.1:7100", "weight": 0}]}, "weight"),
         ({"peers": [{"peer_target": "127.0.0.1:7100", "weight": True}]}, "weight"),
-        ({"peers": [{"peer_target": "127.0.0.1:7100", "group_id": "g"}]}, "missing from 'groups'"),
+        (
+            {"peers": [{"peer_target": "127.0.0.1:7100", "group_id": "g"}]},
+            r"peers\[0\]\.group_id: names group 'g', missing from 'groups'",
+        ),
         ({"peers": [], "groups": {"g": {"weight": -1}}}, "weight"),
         ({"peers": [], "groups": {"g": {"size": 1}}}, "groups"),
         ({"peers": [], "groups": []}, "groups"),
@@ -74,14 +77,14 @@ def test_bad_weights_and_groups_are_named(channel: dict, message: str) -> None:
     ("channel", "message"),
     [
         # a weight that canonical JSON cannot hold made every GetPeerList of the channel fail
-        ({"peers": [{"peer_id": "hx" + "a" * 40, "weight": 10**90}]}, "weight must be an integer"),
+        ({"peers": [{"peer_id": "hx" + "a" * 40, "weight": 10**90}]}, r"peers\[0\]\.weight: must"),
         ({"peers": [{"peer_id": "hx" + "a" * 40, "weight": 2**31}]}, "from 1 to 2147483647"),
-        ({"peers": [], "groups": {"g": {"weight": 10**90}}}, "weight must be an integer"),
+        ({"peers": [], "groups": {"g": {"weight": 10**90}}}, r"groups\.g\.weight: must be an"),
         ({"peers": [{"peer_id": "hx" + "a" * 40, "group_id": "g" * 257}]}, "at most 256"),
         ({"peers": [], "groups": {"g" * 257: {"weight": 1}}}, "longer than 256"),
-        ({"score_package": "../../etc"}, "score_package '../../etc' must be '<org>/<package>'"),
+        ({"score_package": "../../etc"}, "score_package: '../../etc' must be '<org>/<package>'"),
         ({"score_package": "a/b/c"}, "must be '<org>/<package>'"),
-        ({"score_package": "x" * 300 + "/y"}, r"score_package 'xxx.*\.\.\. must be"),
+        ({"score_package": "x" * 300 + "/y"}, r"score_package: 'xxx.*\.\.\. must be"),
         ({"score_package": "a\x00/b"}, "must be '<org>/<package>'"),
         ({"score_package": ""}, "must be '<org>/<package>'"),
     ],
@@ -162,10 +165,13 @@ def test_listed_mode_admits_by_peer_id_only() -> None:
 @pytest.mark.parametrize(
     ("peers", "message"),
     [
-        ([{"peer_id": "hxNOTHEX"}], "peer_id must be"),
-        ([{"peer_id": A}, {"peer_id": A}], "listed twice"),
-        ([{"weight": 2}], "needs a peer_id"),
-        ([{"peer_id": 5}], "peer_id must be"),
+        ([{"peer_id": "hxNOTHEX"}], r"'c': peers\[0\]\.peer_id: must be"),
+        (
+            [{"peer_id": A}, {"peer_id": A}],
+            r"peers\[1\]\.peer_id: 'hx.*' is listed twice \(peers\[0\]",
+        ),
+        ([{"weight": 2}], r"'c': peers\[0\]: needs a peer_id"),
+        ([{"peer_id": 5}], r"peers\[0\]\.peer_id: must be"),
     ],
 )
 def test_bad_peer_entries_are_named(peers: list, message: str) -> None:
@@ -201,7 +207,7 @@ def test_a_registration_whose_target_is_not_host_port_is_refused(target: str) ->
     signature = signer.sign(connect_digest(signer.address, target, ""))
     with pytest.raises(AdmissionError, match="target must be"):
         verify_connect(signer.address, target, "", signer.public_key, signature)
-    with pytest.raises(ChannelDataError, match="peer_target must be"):
+    with pytest.raises(ChannelDataError, match=r"peers\[0\]\.peer_target: must be"):
         parse_channels(PATH, {"c": {"peers": [{"peer_id": A, "peer_target": target}]}}, "org/x")
 
 

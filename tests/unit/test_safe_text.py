@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loopchain.safe_text import MAX_DETAILS_BYTES, bounded, one_line, status_details
+from loopchain.safe_text import (
+    MAX_DETAILS_BYTES,
+    MAX_PLACE_KEY,
+    bounded,
+    json_place,
+    one_line,
+    status_details,
+)
 
 BREAKS = ["\n", "\r", "\x0b", "\x0c", "\x1b", "\x85", "\u2028", "\u2029", "\x00", "\x7f"]
 
@@ -107,3 +114,28 @@ except ValueError:
         start = lines.index(next(line for line in lines if line.endswith("failed")))
         assert lines[start + 1] == "Traceback (most recent call last):"  # still whole
         assert lines[-2:] == ["ValueError: one", "two"]
+
+
+@pytest.mark.parametrize(
+    ("parts", "place"),
+    [
+        (("peers", 3, "weight"), "peers[3].weight"),
+        (("loopchain_default", "peers", 0), "loopchain_default.peers[0]"),
+        (("groups", "g 1", "weight"), 'groups["g 1"].weight'),
+        (("ch.1-b", "peers"), '["ch.1-b"].peers'),
+        ((0, "a"), "[0].a"),
+        (("",), '[""]'),
+        (("x" * 300,), '["' + "x" * 37 + '..."]'),
+        (("a\nb", "c"), '["a\\nb"].c'),
+        ((), ""),
+    ],
+)
+def test_a_json_place_names_keys_and_indexes_on_one_bounded_line(parts: tuple, place: str) -> None:
+    assert json_place(parts) == place
+
+
+@given(st.lists(st.one_of(st.text(), st.integers(0, 10**6)), max_size=8))
+def test_any_json_place_is_one_bounded_line(parts: list) -> None:
+    place = json_place(parts)
+    assert place.splitlines() in ([place], []) and len(place) <= len(parts) * (MAX_PLACE_KEY + 5)
+    place.encode("utf-8")
