@@ -1,7 +1,8 @@
 """What the REST proxy and the RadioStation's REST share in serving aiohttp: a bound on the
-connections open at once (LimitedSite), a deadline on request bodies (read_within), a bound on
-answers waiting for clients that do not read them (AnswerSender), and the JSON error body for
-requests HTTP itself cannot parse (answer_malformed_http_in_json).
+connections open at once (LimitedSite), a deadline on request bodies (read_within) and an error
+at once for one HTTP cannot parse (_BodyErrorsToTheBody), a bound on answers waiting for clients
+that do not read them (AnswerSender), and the JSON error body for requests HTTP itself cannot
+parse (answer_malformed_http_in_json).
 
 Every open connection holds a file descriptor. Without a bound, clients that open connections
 faster than the keep-alive deadline closes them (or simply thousands of them) use every descriptor
@@ -139,8 +140,9 @@ async def read_within(request: web.Request, seconds: float) -> bytes:
     """The request's body (kept for later reads of it), BodyTimeout when it has not arrived in
     full within `seconds`: a client that sends a head and withholds the body holds no handler.
     A body that has arrived in full (most do, with their head) is read without a timer.
-    MalformedBody when its bytes cannot be decoded (aiohttp raises its own error, a 500 if let
-    through); ClientLeft when the client went away before sending it all."""
+    MalformedBody when its bytes cannot be decoded or its chunks parsed (aiohttp raises its own
+    error, a 500 if let through; see _BodyErrorsToTheBody); ClientLeft when the client went away
+    before sending it all."""
     try:
         if request.content.is_eof():
             return await request.read()
@@ -150,7 +152,8 @@ async def read_within(request: web.Request, seconds: float) -> bytes:
         raise BodyTimeout(
             f"the request body did not arrive in full within {seconds:g} s (REST_BODY_TIMEOUT)"
         ) from None
-    except web_protocol.RequestPayloadError as exc:
+    except (web_protocol.RequestPayloadError, HttpProcessingError) as exc:
+        # (aiohttp's Python parser hands a broken chunk's own TransferEncodingError to the body)
         raise MalformedBody(f"the request body cannot be read: {_reason(exc)}") from None
     except ConnectionError:
         raise ClientLeft("the client left before its request body arrived in full") from None
@@ -208,6 +211,49 @@ class _Refusal(asyncio.Protocol):
             self.timer.cancel()
 
 
+class _BodyErrorsToTheBody:
+    """Stands for a connection's HTTP parser and hands an error that parser finds inside a
+    request's body (a chunk size that is not hex) to that body, as a RequestPayloadError its
+    reader gets at once (read_within: MalformedBody, a 400), then raises it as the parser did.
+    aiohttp's C parser drops the body it was filling without ending it and its connection queues
+    the error as the next request, answered only after the handler: the handler reading the body
+    waited until REST_BODY_TIMEOUT (a 408). Its Python parser hands such an error to the body
+    itself; then there is nothing to do here. Everything else is the parser's own."""
+
+    __slots__ = ("_body", "_parser")
+
+    def __init__(self, parser: Any) -> None:
+        self._parser = parser
+        self._body: Any = None  # the body of the last request parsed, until it ends
+
+    def feed_data(self, data: bytes, *args: Any, **kwargs: Any) -> Any:
+        try:
+            messages, upgraded, tail = self._parser.feed_data(data, *args, **kwargs)
+        except HttpProcessingError as exc:
+            body, self._body = self._body, None
+            if body is not None and not body.is_eof() and body.exception() is None:
+                failure = web_protocol.RequestPayloadError(exc.message or str(exc))
+                failure.__cause__ = exc
+                body.set_exception(failure)
+            raise
+        for _, payload in messages:
+            self._body = payload
+        if self._body is not None and self._body.is_eof():
+            self._body = None
+        return messages, upgraded, tail
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
+def _http_connection(server: Any) -> asyncio.BaseProtocol:
+    """A new connection of `server` (aiohttp's RequestHandler), its parser in
+    _BodyErrorsToTheBody."""
+    connection = server()
+    connection._parser = _BodyErrorsToTheBody(connection._parser)
+    return connection
+
+
 class LimitedSite:
     """Serves a set-up `web.AppRunner` on host:port, at most `max_connections` connections at
     once (see the module doc). `close` stops listening, then cleans the runner up (which closes
@@ -250,7 +296,7 @@ class LimitedSite:
                         self.refused,
                     )
                 return _Refusal(self.response, self._lingering)
-            return server()
+            return _http_connection(server)
 
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(

@@ -17,23 +17,40 @@ def withheld_body(path: str, headers: dict[str, str] | None = None) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + b'{"a":'
 
 
-async def until_closed(port: int, sent: bytes, deadline: float) -> bytes:
-    """Connect to 127.0.0.1:`port`, send `sent`, and read until the server closes the
-    connection (AssertionError after `deadline` s): everything it answered."""
+async def until_closed(port: int, sent: bytes, deadline: float, *, go_on: bytes = b"") -> bytes:
+    """Connect to 127.0.0.1:`port`, send `sent` (and, with `go_on`, once the server has answered
+    100 Continue, `go_on`), and read until the server closes the connection (AssertionError after
+    `deadline` s): everything it answered (after its 100)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        if sent:
+        async with asyncio.timeout(deadline):
             writer.write(sent)
             await writer.drain()
-        try:
-            async with asyncio.timeout(deadline):
-                return await reader.read()  # to the end of the stream
-        except TimeoutError:
-            raise AssertionError(
-                f"the server at port {port} kept a connection open {deadline} s after {sent[:40]!r}"
-            ) from None
+            if go_on:
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 100 "), head
+                writer.write(go_on)
+                await writer.drain()
+            return await reader.read()  # to the end of the stream
+    except TimeoutError:
+        raise AssertionError(
+            f"the server at port {port} kept a connection open {deadline} s after {sent[:40]!r}"
+        ) from None
     finally:
         writer.close()
+
+
+async def broken_chunk_after_head(
+    port: int, path: str, headers: dict[str, str], deadline: float
+) -> bytes:
+    """POST `path` announcing a chunked body (Expect: 100-continue) and, once the server has said
+    to go on (it has parsed the head: a handler reads the body), a chunk whose size is not hex;
+    everything the server answers after its 100 until it closes the connection."""
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines += ["Transfer-Encoding: chunked", "Expect: 100-continue"]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return await until_closed(port, head, deadline, go_on=b"zz\r\n")
 
 
 def status_and_body(answer: bytes) -> tuple[int, bytes]:

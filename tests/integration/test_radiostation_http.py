@@ -11,7 +11,7 @@ import zlib
 import pytest
 
 from tests.integration._rs_helpers import RadioStationProcess, StartRS, call
-from tests.integration._slow_clients import status_and_body, until_closed
+from tests.integration._slow_clients import broken_chunk_after_head, status_and_body, until_closed
 from tools.procs import error_lines
 
 DEADLINE = 20.0
@@ -126,6 +126,23 @@ async def test_bodies_http_cannot_decode_are_400_and_one_warning(start_rs: Start
     assert status == 200
     assert_quiet_log(rs)
     assert "refused a malformed HTTP request" in rs.current_log()
+
+
+async def test_a_broken_chunk_after_the_head_is_400_at_once(start_rs: StartRS) -> None:
+    """A chunk of the operator's write that HTTP cannot parse, arriving after the request's head,
+    was answered 408 after REST_BODY_TIMEOUT (aiohttp's parser dropped the body being read and
+    queued its error as the next request): now 400 naming it, at once, and the connection is
+    closed without a second answer."""
+    rs = await start_rs({"REST_BODY_TIMEOUT": 10.0})
+    answer = await broken_chunk_after_head(rs.rest_port, "/api/v1/conf", rs.operator(), 30)
+    status, body = json_error(answer)
+    assert (status, body["response_code"]) == (400, -6), answer
+    assert str(body["message"]).startswith("the request body cannot be read: "), body
+    assert "chunk size" in str(body["message"]), body
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    status, _, _ = await call("GET", f"{rs.rest}/api/v1/conf?name=GRPC_TIMEOUT")
+    assert status == 200
+    assert_quiet_log(rs)
 
 
 async def test_a_503_says_when_to_ask_again(start_rs: StartRS) -> None:

@@ -25,6 +25,7 @@ from tests.integration._proxy import ProxyProcess, proxy_in_front_of
 from tests.integration._slow_clients import (
     HALF_HEAD,
     SILENT,
+    broken_chunk_after_head,
     get_request,
     held_connection,
     read_response,
@@ -680,6 +681,31 @@ async def test_connections_that_send_too_little_are_closed_within_their_deadline
         await server.stop(None)
     assert exit_status == 0
     proxy.assert_clean_log()
+
+
+async def test_a_broken_chunk_after_the_head_is_400_at_once(session, tmp_path):
+    """A chunk HTTP cannot parse, arriving after the request's head, was answered 408 after
+    REST_BODY_TIMEOUT (aiohttp's parser dropped the body being read and queued its error as the
+    next request): now 400 naming it at once (v1: -6; JSON-RPC: its parse error), the connection
+    closed without a second answer; nothing reaches the peer."""
+    fake = FakePeer()
+    conf = {"REST_BODY_TIMEOUT": 10.0}
+    async with proxy_in_front_of(fake, tmp_path, conf, session) as proxy:
+        rest_port = int(proxy.base.rpartition(":")[2])
+        v1, v3 = await asyncio.gather(
+            broken_chunk_after_head(rest_port, "/api/v1/transactions", {}, 30),
+            broken_chunk_after_head(rest_port, "/api/v3", {}, 30),
+        )
+        status, body = status_and_body(v1)
+        assert_error(status, json.loads(body), 400, ResponseCode.INVALID_PARAMS, "chunk size")
+        assert "the request body cannot be read" in json.loads(body)["message"]
+        status, body = status_and_body(v3)
+        error = json.loads(body)["error"]
+        assert status == 400 and error["code"] == -32700 and "chunk size" in error["message"], v3
+        assert v1.count(b"HTTP/1.1 ") == v3.count(b"HTTP/1.1 ") == 1, (v1, v3)
+        assert not any(name == "CreateTx" for name, _ in fake.calls)
+        status, _ = await call(session, "POST", proxy.base + "/api/v1/transactions", json={"a": 1})
+        assert status == 200
 
 
 async def test_connections_beyond_rest_max_connections_are_answered_503(tmp_path):
