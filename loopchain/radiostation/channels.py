@@ -238,7 +238,8 @@ def _parse_peers(at: _At, raw: Any) -> tuple[MemberSpec, ...]:
         )
         if (kind, value) in first:
             raise (at / index / kind).refused(
-                f"{shown(value)} is listed twice (peers[{first[kind, value]}] and peers[{index}])"
+                f"{shown(value)} is listed twice (peers[{first[kind, value]}] and peers[{index}]; "
+                "an entry is known by its peer_id, or without one by its peer_target)"
             )
         first[kind, value] = index
     return members

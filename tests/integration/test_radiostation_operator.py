@@ -501,7 +501,7 @@ async def test_channel_changes_are_checked_applied_and_persist(start_rs: StartRS
             "/api/v1/channel/peer",
             {"channel": "c2", "peer_id": b.address},
             400,
-            f"peer_id: '{b.address}' is listed twice (peers[0] and peers[1])",
+            f"peer_id: '{b.address}' is listed twice (peers[0] and peers[1]; an entry is known by",
         ),
         (
             "POST",

@@ -171,6 +171,11 @@ def test_listed_mode_admits_by_peer_id_only() -> None:
             r"peers\[1\]\.peer_id: 'hx.*' is listed twice \(peers\[0\]",
         ),
         ([{"weight": 2}], r"'c': peers\[0\]: needs a peer_id"),
+        (
+            [{"peer_target": "h:1"}, {"peer_target": "h:1", "weight": 2}],
+            r"peers\[1\]\.peer_target: 'h:1' is listed twice \(peers\[0\] and peers\[1\]; an "
+            r"entry is known by its peer_id, or without one by its peer_target\)",
+        ),
         ([{"peer_id": 5}], r"peers\[0\]\.peer_id: must be"),
     ],
 )
