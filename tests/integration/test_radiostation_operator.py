@@ -288,6 +288,9 @@ RUNTIME_FIXED = [
     ("REST_MAX_CONNECTIONS", 1),
     ("REST_SEND_TIMEOUT", 1.0),
     ("REST_MAX_SENDING_MB", 1),
+    ("REST_MAX_RECEIVING_MB", 1),
+    # as every process's give-back of freed memory
+    ("MEMORY_GIVE_BACK_MB", 0),
 ]
 
 
