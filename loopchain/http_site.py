@@ -351,16 +351,17 @@ class _SendWatch:
 
 class AnswerSender:
     """A middleware (the outermost) that bounds what requests and answers hold of the server.
-    Request bodies being received and handled hold at most `max_receiving_bytes` (a body of up
-    to SMALL_BODY_BYTES always passes, a transaction; so does one alone; beyond, a request is
-    answered `busy(message)`, a 503 with Retry-After, its body unread and its connection
-    closed). It writes each answer itself, so that a client that does not read cannot hold it in this
-    process for good: a connection whose client takes none of its answer for `send_timeout`
-    seconds is dropped (checked every `send_timeout` seconds: within twice that), and answers
-    written but not yet taken hold at most `max_sending_bytes` (beyond that, an answer larger
-    than SMALL_ANSWER_BYTES is replaced by `busy(message)`). Without them, 300 clients pipelining
-    GETs of a 1 MB block and reading nothing held 1.25 GB of a REST proxy, and kept it; 2,000
-    connections sending 500 KB bodies took it to 930 MB."""
+
+    Request bodies being received and handled hold at most `max_receiving_bytes`: a body of up
+    to SMALL_BODY_BYTES (a transaction) always passes, and so does one alone; beyond, a request
+    is answered `busy(message)`, a 503 with Retry-After, its body unread and its connection
+    closed. It writes each answer itself, so that a client that does not read cannot hold it in
+    this process for good: a connection whose client takes none of its answer for
+    `send_timeout` seconds is dropped (checked every `send_timeout` seconds: within twice that),
+    and answers written but not yet taken hold at most `max_sending_bytes` (beyond that, an
+    answer larger than SMALL_ANSWER_BYTES is replaced by `busy(message)`). Without them, 300
+    clients pipelining GETs of a 1 MB block and reading nothing held 1.25 GB of a REST proxy,
+    and kept it; 2,000 connections sending 500 KB bodies took it to 931 MB."""
 
     def __init__(
         self,
@@ -384,10 +385,10 @@ class AnswerSender:
         @web.middleware
         async def send(request: web.Request, handler: Any) -> web.StreamResponse:
             incoming = self._body_bytes(request)
+            others = self.receiving  # bodies of other requests (one alone always passes)
             self.receiving += incoming
             try:
-                # one body always passes, so that the budget never refuses a body for good
-                if incoming and self.max_receiving_bytes < self.receiving != incoming:
+                if incoming and others and self.receiving > self.max_receiving_bytes:
                     response = self._refuse_body(request, incoming)
                 else:
                     response = await handler(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import resource
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from typing import Any
 
 import pytest
+from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
 
 from loopchain import http_site
 from loopchain.p2p import grpc_util
@@ -79,3 +82,42 @@ def test_grpc_connections_take_at_most_half_of_the_descriptors() -> None:
     result, stderr = cap_under_limits(300, 600, 1, 2, grpc=True)
     assert result == {"caps": [300, 150], "limits": [600, 600]}
     assert "at most 300 gRPC connections a port (512 wanted)" in stderr
+
+
+async def test_a_large_body_alone_passes_the_receiving_budget_and_a_second_is_refused() -> None:
+    """AnswerSender's receiving budget (here 20 KB): one large body is taken even past it (so no
+    body is refused for good); while it is handled, a second large body is a 503 answered at
+    once with its connection closed, and a small one passes."""
+    release = asyncio.Event()
+
+    async def echo_length(request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.query.get("hold"):
+            await release.wait()
+        return web.Response(text=str(len(body)))
+
+    def busy(message: str) -> web.Response:
+        return web.Response(status=503, text=message, headers={"Retry-After": "1"})
+
+    sender = http_site.AnswerSender(20.0, 1 << 20, busy, 20_000, 512 * 1024)
+    app = web.Application(middlewares=[sender.middleware()], client_max_size=512 * 1024)
+    app.router.add_post("/", echo_length)
+    large, small = b"x" * 100_000, b"y" * 1_000
+    async with TestServer(app, host="127.0.0.1") as server, ClientSession() as session:
+        url = str(server.make_url("/"))
+        async with session.post(url, data=large) as alone:
+            assert (alone.status, await alone.text()) == (200, "100000")
+        held = asyncio.create_task(session.post(url + "?hold=1", data=large))
+        async with asyncio.timeout(30):
+            while sender.receiving < len(large):  # the held one counted
+                await asyncio.sleep(0.01)
+        async with session.post(url, data=large) as refused:
+            assert refused.status == 503 and refused.headers["Retry-After"] == "1"
+            assert "bodies being received" in await refused.text()
+            assert refused.headers["Connection"].lower() == "close"
+        async with session.post(url, data=small) as passed:
+            assert (passed.status, await passed.text()) == (200, "1000")
+        release.set()
+        async with await held as first:
+            assert (first.status, await first.text()) == (200, "100000")
+    assert sender.receiving == 0
