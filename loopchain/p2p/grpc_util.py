@@ -177,23 +177,22 @@ SERVER_MAX_CONNECTION_IDLE_MS = 300_000  # a connection with no call for this lo
 SERVER_STREAM_WINDOW_BYTES = 1 << 20  # read-ahead per stream (BDP probing would grow it to 128 MiB)
 
 
-def connections_a_port(ports: int) -> int:
-    """The connections each of a server's `ports` listening ports holds: SERVER_MAX_CONNECTIONS,
-    or fewer, so that they take at most half of the descriptors this process may open (its soft
-    limit raised first as far as they need, up to the hard one): the other half is for its
-    stores (LevelDB keeps an eighth of the limit open each), links, SCORE sockets and logs. Without
-    this, a flood of connections took every descriptor (the stores' and the SCORE's too)."""
-    wanted = ports * SERVER_MAX_CONNECTIONS
-    soft = fds.raise_soft_limit(2 * wanted)
+def connections_a_port(ports: int, wanted: int = SERVER_MAX_CONNECTIONS) -> int:
+    """The connections each of a server's `ports` listening ports holds: `wanted`, or fewer, so
+    that they take at most half of the descriptors this process may open (its soft limit raised
+    first as far as they need, up to the hard one): the other half is for its stores (LevelDB
+    keeps an eighth of the limit open each), links, SCORE sockets and logs. Without this, a flood
+    of connections took every descriptor (the stores' and the SCORE's too)."""
+    soft = fds.raise_soft_limit(2 * ports * wanted)
     if soft is None:
-        return SERVER_MAX_CONNECTIONS
-    cap = max(1, min(SERVER_MAX_CONNECTIONS, soft // 2 // ports))
-    if cap < SERVER_MAX_CONNECTIONS:
+        return wanted
+    cap = max(1, min(wanted, soft // 2 // ports))
+    if cap < wanted:
         log.warning(
             "at most %d gRPC connections a port (%d wanted): this process may open only %d file "
             "descriptors (raise its limit: ulimit -n)",
             cap,
-            SERVER_MAX_CONNECTIONS,
+            wanted,
             soft,
         )
     return cap

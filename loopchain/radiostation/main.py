@@ -27,7 +27,6 @@ from loopchain.lifecycle import stop_on_signals
 from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
 from loopchain.p2p.grpc_util import (
-    SERVER_MAX_CONNECTIONS,
     bind,
     connections_a_port,
     create_server,
@@ -48,7 +47,7 @@ from loopchain.radiostation.operator import (
     load_or_create_token,
     token_path,
 )
-from loopchain.radiostation.registry import Registry, RegistryError
+from loopchain.radiostation.registry import MAX_PEERS, Registry, RegistryError
 from loopchain.radiostation.rest import create_app
 from loopchain.radiostation.station import Station, check_station_settings
 from loopchain.types.codes import ResponseCode, error_body
@@ -64,6 +63,11 @@ GRACE_SECONDS = 1.0
 # registration holds its call while the station probes the peer, up to GRPC_TIMEOUT)
 MAX_REQUEST_BYTES = 256 << 10
 MAX_CALLS = 128  # at once; more are answered RESOURCE_EXHAUSTED
+# connections its gRPC port holds: a peer and each of its channel workers hold one, so every peer
+# it may register (MAX_PEERS) with up to three channel workers, and the tools (an idle connection
+# costs ~17 KB; the 512 of a peer's port left peers past the 512th, or fewer with workers, unable
+# to register or beat)
+GRPC_CONNECTIONS = 4 * MAX_PEERS + 96
 
 
 class StartupError(Exception):
@@ -213,7 +217,7 @@ def create_grpc_server(station: Station) -> grpc.aio.Server:
         config,
         max_receive=MAX_REQUEST_BYTES,
         max_rpcs=MAX_CALLS,
-        max_connections=connections_a_port(1),
+        max_connections=connections_a_port(1, GRPC_CONNECTIONS),
     )
     pb_grpc.add_RadioStationServicer_to_server(RadioStationService(station), server)
     bind(server, config.IP_LOCAL, config.PORT_RADIOSTATION, station.tls)
@@ -241,7 +245,7 @@ async def start_rest(
         host,
         port,
         # beside the gRPC port's connections, in the same process
-        max_connections=connection_cap(int(config.REST_MAX_CONNECTIONS), SERVER_MAX_CONNECTIONS),
+        max_connections=connection_cap(int(config.REST_MAX_CONNECTIONS), GRPC_CONNECTIONS),
         refusal_body=json.dumps(error_body(ResponseCode.FAIL, TOO_MANY_CONNECTIONS)).encode(),
     )
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from loopchain.p2p.codec import peer_status_to_json
 from loopchain.p2p.grpc_util import SERVER_MAX_CONNECTIONS
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.radiostation.main import GRPC_CONNECTIONS
 from loopchain.types import package_name
 from loopchain.types.crypto import Signer, address_of
 from loopchain.types.peer import identify_digest
@@ -688,14 +690,21 @@ async def test_a_request_over_the_bound_is_refused_unread_and_the_station_goes_o
 
 
 async def test_connections_past_the_bound_are_closed_and_calls_go_on(start_rs: StartRS) -> None:
-    """Idle connections held by anyone stop at the server's bound (5,000 were held open, and
-    20,000 took every file descriptor: no peer could connect); past it they are closed at
-    accept, while those within it are held, and once they go a call is answered again."""
+    """Idle connections held by anyone stop at the server's bound, GRPC_CONNECTIONS (5,000 were
+    held open, and 20,000 took every file descriptor: no peer could connect); past it they are
+    closed at accept, while those within it are held, the 513th and on too (the bound was a
+    peer port's 512, fewer than the peers and channel workers a RadioStation registers), and
+    once they go a call is answered again."""
+    wanted = GRPC_CONNECTIONS + 64 + 64  # and the test's own files
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"this process may open only {hard} files ({wanted} wanted)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
     rs = await start_rs()
     host, port = rs.target.rsplit(":", 1)
     held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
-        for _ in range(SERVER_MAX_CONNECTIONS + 64):
+        for _ in range(GRPC_CONNECTIONS + 64):
             reader, writer = await asyncio.open_connection(host, int(port))
             writer.write(HTTP2_PREFACE)  # a client's HTTP/2 start, then nothing: an idle client
             held.append((reader, writer))
@@ -713,13 +722,15 @@ async def test_connections_past_the_bound_are_closed_and_calls_go_on(start_rs: S
                 return True
 
         async def some_closed() -> bool:
-            results = [await closed(reader) for reader, _ in held[SERVER_MAX_CONNECTIONS - 8 :]]
+            results = [await closed(reader) for reader, _ in held[GRPC_CONNECTIONS - 8 :]]
             return sum(results) >= 32
 
         await wait_until_async(some_closed, 60, "connections past the bound closed")
         # those within the bound are held (an idle connection goes after a while whatever
-        # the bound: the first made are the first to go then)
+        # the bound: the first made are the first to go then), past a peer port's 512 too
         assert not any([await closed(reader) for reader, _ in held[:64]])
+        past_512 = held[SERVER_MAX_CONNECTIONS : SERVER_MAX_CONNECTIONS + 64]
+        assert not any([await closed(reader) for reader, _ in past_512])
     finally:
         for _, writer in held:
             writer.close()
