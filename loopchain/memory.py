@@ -78,7 +78,10 @@ async def give_back_freed_memory(threshold_bytes: int) -> None:
     while True:
         await asyncio.sleep(GIVE_BACK_INTERVAL)
         if free_bytes() >= threshold_bytes:
-            await asyncio.to_thread(give_back)
+            try:
+                await asyncio.to_thread(give_back)
+            except RuntimeError:  # no thread to be had (a process at its memory limit): here
+                give_back()
 
 
 _TASKS: set[asyncio.Task[None]] = set()  # the loop holds its tasks weakly
