@@ -30,6 +30,8 @@ from loopchain.configure import MAX_CONFIG_INT, ConfigError, is_branch_name, loa
         ("MONITOR_LOG_PORT", "70000", ["MONITOR_LOG_PORT", "65535"]),
         ("PORT_DIFF_INNER_SERVICE", "-70000", ["PORT_DIFF_INNER_SERVICE"]),
         ("TPS_LIMIT_PER_SEC", "-1", ["TPS_LIMIT_PER_SEC", "at least 0"]),
+        ("MEMORY_GIVE_BACK_MB", "-1", ["MEMORY_GIVE_BACK_MB", "at least 0"]),
+        ("REST_MAX_RECEIVING_MB", str(MAX_CONFIG_INT + 1), ["REST_MAX_RECEIVING_MB", "at most"]),
         ("LEADER_COMPLAIN_RATIO", "0", ["LEADER_COMPLAIN_RATIO", "above 0"]),
         ("LEVELDB_WRITE_BUFFER_MB", "0", ["LEVELDB_WRITE_BUFFER_MB", "at least 1"]),
         ("LEVELDB_MAX_FILE_MB", "4096", ["LEVELDB_MAX_FILE_MB", "at most 1024"]),
