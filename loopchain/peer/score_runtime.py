@@ -16,10 +16,10 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from loopchain import failpoints, monitor_log
 from loopchain.blockchain import execution
@@ -28,7 +28,7 @@ from loopchain.blockchain.execution import InvokeResult, TxResult
 from loopchain.configure import Config
 from loopchain.consensus import messages as m
 from loopchain.peer.metrics import ChannelMetrics
-from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
+from loopchain.scoreservice.client import ScoreClient, ScoreRejected, ScoreUnavailable
 from loopchain.scoreservice.packages import PackageError, ScorePackage, resolve_package
 from loopchain.scoreservice.supervisor import ScoreSupervisor
 from loopchain.storage.abc import StorageError
@@ -39,6 +39,7 @@ from loopchain.types.hashing import EMPTY_ROOT
 from loopchain.types.icon_address import channel_score_address
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RETRY_DELAY = 0.5
 GIVEN_UP_META = "score_given_up"  # the block store's record of a SCORE given up (JSON)
@@ -187,18 +188,34 @@ class ScoreRuntime:
     async def query(self, params_json: str) -> str:
         """The SCORE's answer to a query (ScoreUnavailable / ScoreRejected on failure), from a
         state that holds every block whose results were recorded."""
-        if self.supervisor is None:
-            raise ScoreUnavailable(self.package_error or "no SCORE")
-        await self._state_caught_up(self.supervisor.client.query_timeout)
-        return await self.supervisor.client.query(params_json)
+        client = self._client()
+        return await self._in_query_time("query", lambda: client.query(params_json))
 
     async def balance(self, address: str) -> tuple[int, int, int]:
         """(ICX balance, total supply, executed height) (ScoreUnavailable / ScoreRejected), as
         `query`."""
+        client = self._client()
+        return await self._in_query_time("balance", lambda: client.balance(address))
+
+    def _client(self) -> ScoreClient:
         if self.supervisor is None:
             raise ScoreUnavailable(self.package_error or "no SCORE")
-        await self._state_caught_up(self.supervisor.client.query_timeout)
-        return await self.supervisor.client.balance(address)
+        return self.supervisor.client
+
+    async def _in_query_time(self, what: str, ask: Callable[[], Awaitable[T]]) -> T:
+        """`ask` the SCORE once its state holds every recorded block, all within one
+        SCORE_QUERY_TIMEOUT: the wait for the state takes at most half of it, and past it the
+        answer is a deadline error (a query once waited the whole timeout for the state, then
+        as long again for its call: longer than the proxy waits for the peer, so a 504)."""
+        seconds = self._client().query_timeout
+        try:
+            async with asyncio.timeout(seconds):
+                await self._state_caught_up(seconds / 2)
+                return await ask()
+        except TimeoutError:
+            raise ScoreUnavailable(
+                f"SCORE {what}: no answer within {seconds:g} s", deadline_exceeded=True
+            ) from None
 
     async def _state_caught_up(self, seconds: float) -> None:
         """Wait until the SCORE has committed the blocks whose results the peer recorded, so a
