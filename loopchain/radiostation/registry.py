@@ -25,7 +25,7 @@ from typing import Any
 
 from loopchain.configure import shown
 from loopchain.durable import sweep_leftovers, write_atomic
-from loopchain.radiostation.channels import ChannelSpec
+from loopchain.radiostation.channels import MAX_CHANNEL_PEERS, ChannelSpec
 
 FORMAT = 1
 STATUS_UNKNOWN = 0
@@ -45,7 +45,8 @@ class UnknownPeer(LookupError):
 
 
 class NotAdmitted(LookupError):
-    """With channel auth on, the peer's id is listed in no channel; or the registry is full."""
+    """With channel auth on, the peer's id is listed in no channel; or the registry, or every
+    channel the peer would join, is full."""
 
 
 # peers a RadioStation registers (in open mode anyone who proves a key at a target it serves
@@ -100,9 +101,11 @@ class Registry:
         channel_auth: bool,
         path: Path | None = None,
         max_peers: int = MAX_PEERS,
+        max_channel_peers: int = MAX_CHANNEL_PEERS,
     ) -> None:
         self.channels = dict(channels)
         self.max_peers = max_peers
+        self.max_channel_peers = max_channel_peers
         self.channel_auth = channel_auth
         self.path = path
         self._peers: dict[str, PeerRecord] = {}
@@ -205,8 +208,11 @@ class Registry:
     # -- membership
 
     def _member_ids(self, spec: ChannelSpec) -> list[str]:
+        """The peers `spec` admits, the first `max_channel_peers` of them in registration order
+        (an open channel admits every registered peer, more than can all be linked)."""
         peers = sorted(self._peers.values(), key=lambda r: r.order)
-        return [r.peer_id for r in peers if spec.admits(r.peer_id, r.target, self.channel_auth)]
+        admitted = [r.peer_id for r in peers if spec.admits(r.peer_id, r.target, self.channel_auth)]
+        return admitted[: self.max_channel_peers]
 
     def _refresh(self) -> set[str]:
         """Recompute every channel's members; bump the version of each that changed."""
@@ -241,11 +247,8 @@ class Registry:
         ):
             raise NotAdmitted(f"peer {peer_id} is not listed in any channel")
         known = self._peers.get(peer_id)
-        if known is None and len(self._peers) >= self.max_peers:
-            raise NotAdmitted(
-                f"this RadioStation registers at most {self.max_peers} peers and holds that many; "
-                "the operator removes one with DELETE /api/v1/peer"
-            )
+        if known is None:
+            self._check_room(peer_id, target)
         order = (
             known.order if known else max((r.order for r in self._peers.values()), default=0) + 1
         )
@@ -257,6 +260,33 @@ class Registry:
                 self._refresh()
                 self.save()
         return record
+
+    def _check_room(self, peer_id: str, target: str) -> None:
+        """NotAdmitted when the registry is full, or when every channel that would admit the new
+        peer has as many members as a channel takes: registered, it could join none of them."""
+        if len(self._peers) >= self.max_peers:
+            raise NotAdmitted(
+                f"this RadioStation registers at most {self.max_peers} peers and holds that many; "
+                "the operator removes one with DELETE /api/v1/peer"
+            )
+        joins = [
+            name
+            for name, spec in self.channels.items()
+            if spec.admits(peer_id, target, self.channel_auth)
+        ]
+
+        def full(name: str) -> bool:
+            membership = self._membership.get(name)  # none before the first refresh
+            return membership is not None and len(membership.members) >= self.max_channel_peers
+
+        if joins and all(full(n) for n in joins):
+            names = ", ".join(map(repr, joins))
+            which = f"channel {names} has" if len(joins) == 1 else f"channels {names} each have"
+            raise NotAdmitted(
+                f"{which} {self.max_channel_peers} members, as many as a channel takes "
+                "(MAX_CHANNEL_PEERS: each member links to every other); the operator removes "
+                "one with DELETE /api/v1/peer"
+            )
 
     def set_channel(self, spec: ChannelSpec, publish: Callable[[], None] | None = None) -> int:
         """Add channel `spec` or replace the one of its name, recompute membership, save, then

@@ -507,6 +507,49 @@ def test_the_registry_takes_no_peer_past_its_bound_and_known_ones_still_update()
     ]
 
 
+def test_an_open_channel_takes_at_most_max_channel_peers_members() -> None:
+    """An open channel admits every registered peer: up to MAX_PEERS (1,000) validators, each
+    linking to every other, where a peer carries the links of MAX_CHANNEL_PEERS (256). A peer
+    that could join no channel with room is refused (before: registered, and made a member
+    of channels too large to link); a member still updates; a removal makes room."""
+    specs = parse_channels(PATH, {"c": {}, "d": {}}, "org/x")
+    registry = Registry(specs, channel_auth=False)
+    signers = [Signer.generate() for _ in range(MAX_CHANNEL_PEERS + 1)]
+    for n, signer in enumerate(signers[:MAX_CHANNEL_PEERS]):
+        registry.register(signer.address, f"127.0.0.1:{10000 + n}", "", signer.public_key)
+    late = signers[-1]
+    with pytest.raises(NotAdmitted, match=r"channels 'c', 'd' each have 256 members, as many as"):
+        registry.register(late.address, "127.0.0.1:7300", "", late.public_key)
+    with pytest.raises(UnknownPeer):
+        registry.peer(late.address)
+    assert len(registry.members("c")) == MAX_CHANNEL_PEERS
+    moved = registry.register(signers[0].address, "127.0.0.1:7500", "", signers[0].public_key)
+    assert moved.target == "127.0.0.1:7500"  # a member still updates
+    registry.remove(signers[1].address)
+    registry.register(late.address, "127.0.0.1:7300", "", late.public_key)
+    assert registry.members("d")[-1].peer_id == late.address
+    assert len(registry.members("d")) == MAX_CHANNEL_PEERS
+
+
+def test_a_peer_with_room_in_one_channel_joins_that_one_only() -> None:
+    """Listed channels with auth on: `c` lists three peers but takes two; the third registers,
+    as `d` (listing it) has room, and is a member of `d` only, until `c` has room."""
+    signers = [Signer.generate() for _ in range(3)]
+    data = {
+        "c": {"peers": [{"peer_id": s.address} for s in signers]},
+        "d": {"peers": [{"peer_id": signers[2].address}]},
+    }
+    registry = Registry(parse_channels(PATH, data, "org/x"), channel_auth=True, max_channel_peers=2)
+    for n, signer in enumerate(signers):
+        registry.register(signer.address, f"127.0.0.1:{7100 + n}", "", signer.public_key)
+    assert [r.peer_id for r in registry.members("c")] == [s.address for s in signers[:2]]
+    assert registry.channels_of(signers[2].address) == ["d"]
+    version = registry.version("c")
+    registry.remove(signers[0].address)
+    assert [r.peer_id for r in registry.members("c")] == [s.address for s in signers[1:]]
+    assert registry.version("c") == version + 1
+
+
 def _ids(count: int, start: int = 0) -> list[str]:
     return [f"hx{n:040x}" for n in range(start, start + count)]
 
