@@ -79,13 +79,21 @@ class CatchUp:
         return peers
 
     def avoid(self, peer: PeerInfo, why: str) -> None:
-        """Ask `peer` last for AVOID_SECONDS: it served a malformed or invalid block."""
-        log.warning(
-            "channel %s: avoiding %s for %.0f s: %s", self.channel, peer.target, AVOID_SECONDS, why
+        """Ask `peer` last for AVOID_SECONDS: it served a malformed or invalid block. Logged
+        when it starts to be avoided (a peer serving bad blocks is a line a period, not a line
+        a block)."""
+        now = time.monotonic()
+        level = logging.DEBUG if self._avoid.get(peer.target, 0.0) > now else logging.WARNING
+        log.log(
+            level,
+            "channel %s: avoiding %s for %.0f s: %s",
+            self.channel,
+            peer.target,
+            AVOID_SECONDS,
+            why,
         )
-        self._avoid[peer.target] = time.monotonic() + AVOID_SECONDS
+        self._avoid[peer.target] = now + AVOID_SECONDS
         if len(self._avoid) > 1024:  # bounded: forget the expired
-            now = time.monotonic()
             self._avoid = {t: until for t, until in self._avoid.items() if until > now}
 
     # ------------------------------------------------------------ fetching missing blocks

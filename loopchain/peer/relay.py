@@ -47,27 +47,43 @@ class TxRelay:
         self.skipped = 0  # transactions not gossiped because the queue was full
         self.batches = 0  # batches sent (each to every other peer)
         self.spared = 0  # transactions not gossiped because the others held them by then
+        self._skipped_at_full: int | None = None  # `skipped` when the queue last became full
 
     def queue(self, txs: tuple[Transaction, ...]) -> None:
         """Gossip these soon; when the queue is full they stay pooled here (and are gossiped
         again when a round fails)."""
         for index, tx in enumerate(txs):
             if self._queue.full():
+                if self._skipped_at_full is None:  # one line when it fills, one when it drains
+                    self._skipped_at_full = self.skipped
+                    log.warning(
+                        "channel %s: gossip queue full (%d); transactions stay pooled here, "
+                        "gossiped again when a round fails",
+                        self.channel,
+                        RELAY_QUEUE_MAX,
+                    )
                 self.skipped += len(txs) - index
-                log.warning(
-                    "channel %s: gossip queue full; %d transactions stay pooled here",
-                    self.channel,
-                    len(txs) - index,
-                )
                 break
             self._queue.put_nowait(tx)
         if self._queue.qsize() >= self.batch_max - 1:  # with the one taken, a full batch
             self._full.set()
 
+    def _note_room(self) -> None:
+        """After the queue was full: say once it has room again, and what was left pooled."""
+        if self._skipped_at_full is not None and self._queue.qsize() <= RELAY_QUEUE_MAX // 2:
+            left = self.skipped - self._skipped_at_full
+            self._skipped_at_full = None
+            log.info(
+                "channel %s: gossip queue has room again; %d transactions stayed pooled here",
+                self.channel,
+                left,
+            )
+
     async def run(self) -> None:
         last_sent = -math.inf
         while True:
             batch = [await self._queue.get()]
+            self._note_room()
             in_sight = not self._queue.empty() or self._last_batch > 1
             if (
                 in_sight

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from loopchain.consensus import messages as m
+from loopchain.p2p.transport import MalformedReply
 from loopchain.peer import catchup
 from loopchain.peer.catchup import CatchUp
 from loopchain.types.block import Block
@@ -71,3 +72,45 @@ async def test_a_flood_of_wants_for_missing_blocks_does_not_keep_out_the_one_nee
         loop.cancel()
     assert fetched == [m.BlockFetched(BLOCK)]
     assert len(peers.asked) <= catchup.FETCH_QUEUE_MAX
+
+
+class Garbling:
+    """Other peers whose every block reply is malformed."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def fetch_block(self, *_: Any) -> Block | None:
+        self.asked += 1
+        raise MalformedReply("malformed block: garbled")
+
+
+async def test_a_peer_serving_bad_blocks_is_one_warning_a_period_not_one_a_block(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each bad block a peer serves makes it avoided for AVOID_SECONDS; the WARNING comes when it
+    starts to be avoided (before: one for every bad block fetched, as many as it was asked for)."""
+    liars = [PeerInfo("hxliar", "127.0.0.1:1", 0), PeerInfo("hxother", "127.0.0.1:2", 1)]
+    peers = Garbling()
+    up = CatchUp(
+        "alpha",
+        peers,  # type: ignore[arg-type]
+        lambda: list(liars),
+        lambda: 0,
+        lambda event: [],
+        sync_batch=10,
+    )
+    for n in range(10):
+        up.want_block(sha3_256(b"wanted %d" % n))
+    loop = asyncio.create_task(up._fetch_loop())
+    try:
+        async with asyncio.timeout(30):
+            while peers.asked < 20:  # each of the ten asked of both peers
+                await asyncio.sleep(0.01)
+    finally:
+        loop.cancel()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sorted(w.split(" for ")[0] for w in warnings) == [
+        "channel alpha: avoiding 127.0.0.1:1",
+        "channel alpha: avoiding 127.0.0.1:2",
+    ], warnings

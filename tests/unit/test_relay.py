@@ -4,11 +4,13 @@ batch (or its linger) so that one gossip call carries many transactions."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
 from loopchain.configure import Config
+from loopchain.peer import relay as relay_module
 from loopchain.peer.relay import TxRelay
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
@@ -71,17 +73,20 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
-@pytest.fixture
-async def relay() -> AsyncIterator[tuple[TxRelay, RecordingTransport]]:
-    config = Config(
+def _config() -> Config:
+    return Config(
         {
             "MAX_TX_COUNT_IN_ADDTX_LIST": BATCH_MAX,
             "MAX_BLOCK_KBYTES": 1024,
             "SEND_TX_LIST_DURATION": HOUR,
         }
     )
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[tuple[TxRelay, RecordingTransport]]:
     transport = RecordingTransport()
-    relay = TxRelay(CHANNEL, config, transport, lambda: OTHERS)
+    relay = TxRelay(CHANNEL, _config(), transport, lambda: OTHERS)
     task = asyncio.create_task(relay.run())
     yield relay, transport
     task.cancel()
@@ -150,6 +155,39 @@ async def test_a_batch_leaves_without_what_the_others_hold_by_then() -> None:
         await _settle()
         assert len(transport.batches()) == 1 and gossip.spared == 1 + BATCH_MAX
         assert gossip.batches == 1  # taken and dropped whole: no batch went to any peer
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_a_full_queue_is_one_warning_and_its_draining_one_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the gossip queue is full every intake batch finds it so: that was a WARNING line a
+    batch (tens a second under load). Now one when it fills, and one when it has room again
+    saying how many transactions stayed pooled meanwhile; the next time it fills, one more."""
+    monkeypatch.setattr(relay_module, "RELAY_QUEUE_MAX", 2 * BATCH_MAX)
+    caplog.set_level(logging.INFO, logger=relay_module.__name__)
+    transport = RecordingTransport()
+    gossip = TxRelay(CHANNEL, _config(), transport, lambda: OTHERS)
+
+    def lines(text: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+    gossip.queue(_txs(2 * BATCH_MAX))  # full, the relay not yet running
+    for n in range(5):
+        gossip.queue(_txs(3, start=100 + 10 * n))
+    assert gossip.skipped == 15
+    assert len(lines("gossip queue full")) == 1, lines("gossip queue full")
+    task = asyncio.create_task(gossip.run())
+    try:
+        await transport.wait_batches(2)
+        assert lines("has room again") == [
+            f"channel {CHANNEL}: gossip queue has room again; 15 transactions stayed pooled here"
+        ]
+        gossip.queue(_txs(2 * BATCH_MAX + 1, start=500))  # full again
+        assert len(lines("gossip queue full")) == 2
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
