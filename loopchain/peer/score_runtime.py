@@ -126,6 +126,7 @@ class ScoreRuntime:
         # (cleared from a block's recording to its commit, and while a start replays)
         self._state_current = asyncio.Event()
         self._state_current.set()
+        self._recording: asyncio.Future[None] | None = None  # a block's results being written
         self.package, self.package_error = resolve_channel_package(
             config, package_name, storage_dir / "score_work"
         )
@@ -242,6 +243,8 @@ class ScoreRuntime:
             group.create_task(self._execute_loop(), name=f"execute:{self.channel}")
 
     async def stop(self) -> None:
+        if self._recording is not None:  # its thread writes on: the store closes after it
+            await asyncio.wait([self._recording])
         if self.supervisor is not None:
             await self.supervisor.stop()
 
@@ -267,7 +270,7 @@ class ScoreRuntime:
             self._state_current.clear()
             try:
                 try:
-                    self._record(block, result)  # 2. record on the peer
+                    await self._record(block, result)  # 2. record on the peer
                 except StorageError as exc:
                     if self.on_storage_error is None:
                         raise
@@ -354,15 +357,25 @@ class ScoreRuntime:
         state_root = executed[1] if executed else EMPTY_ROOT
         return InvokeResult(block.height, results, state_root, execution.results_hash(results))
 
-    def _record(self, block: Block, result: InvokeResult) -> None:
-        if self._given_up_at == block.height:
-            # kept before the block's results: after a restart that block is not tried again
-            # (every peer gave it up alike; trying again would hold execution for good)
-            record = {"height": block.height, "reason": self.disabled}
-            self.store.put_meta(GIVEN_UP_META, canonical.encode(record))
-        self.store.save_results(
-            block.height, result.results, result.state_root, result.results_hash
-        )
+    async def _record(self, block: Block, result: InvokeResult) -> None:
+        """Write the block's results (a synced write) in a thread: its disk sync would hold the
+        event loop, which serves every channel of this process, for 1-10 ms a block and up to
+        ~100 ms on a busy disk. The write goes on to its end when this task is cancelled; `stop`
+        waits for it, so the store closes after it."""
+        given_up = self._given_up_at == block.height
+        record = {"height": block.height, "reason": self.disabled}
+
+        def write() -> None:
+            if given_up:
+                # kept before the block's results: after a restart that block is not tried again
+                # (every peer gave it up alike; trying again would hold execution for good)
+                self.store.put_meta(GIVEN_UP_META, canonical.encode(record))
+            self.store.save_results(
+                block.height, result.results, result.state_root, result.results_hash
+            )
+
+        self._recording = asyncio.ensure_future(asyncio.to_thread(write))
+        await asyncio.shield(self._recording)
         self.on_executed(m.BlockExecuted(block.height, result.state_root, result.results_hash))
 
     async def _commit(self, block: Block) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -400,3 +401,71 @@ async def test_a_block_past_its_deadline_is_tried_with_doubled_deadlines_before_
     assert tried_again == []
     code, message, *_ = store.tx_result(later.hash)  # type: ignore[misc]
     assert code == 9100 and "within 0.25, 0.5 and 1 s" in message, message
+
+
+class HeldResults(BlockStore):
+    """A block store whose first results write waits (in whatever thread makes it) until the
+    test lets it go, or RELEASE_CAP seconds: `writing` is set while it waits, `written` after."""
+
+    RELEASE_CAP = 10.0
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.writing, self.release, self.written = (threading.Event() for _ in range(3))
+
+    def save_results(self, *args: Any) -> None:
+        if not self.written.is_set():
+            self.writing.set()
+            self.release.wait(self.RELEASE_CAP)
+        super().save_results(*args)
+        self.written.set()
+
+
+async def _while_writing(store: HeldResults) -> None:
+    """Wait, on the event loop, until the held results write has started."""
+    async with asyncio.timeout(60):
+        while not store.writing.is_set():
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.timeout(120)
+async def test_a_blocks_results_are_written_off_the_event_loop(tmp_path: Path) -> None:
+    """Recording a block's results is a synced write: its disk sync held the event loop (every
+    channel of the process) for its length, 1-10 ms a block and ~100 ms at worst on a busy disk.
+    It runs in a thread now: while it is held, the event loop goes on (here, this test's own
+    coroutine sees the write under way and lets it go; before, the loop stood still until the
+    write gave up waiting, so the test saw it only once written)."""
+    store = HeldResults(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, ChainBuilder())
+    seen: list[m.BlockExecuted] = []
+    runtime = _runtime(tmp_path, store, seen)
+    async with running(runtime):
+        await _while_writing(store)
+        assert not store.written.is_set(), "the event loop stood still during the write"
+        store.release.set()
+        await wait_until_async(_executed_to(store, BLOCKS - 1), 60, "execution of every block")
+    assert [event.height for event in seen] == list(range(BLOCKS))
+
+
+@pytest.mark.timeout(120)
+async def test_a_runtime_stopped_during_a_results_write_waits_for_it(tmp_path: Path) -> None:
+    """The results write goes on in its thread when the runtime is cancelled: `stop` returns
+    only after it, so the store never closes under a write."""
+    store = HeldResults(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, ChainBuilder())
+    runtime = _runtime(tmp_path, store, [])
+    task = asyncio.create_task(runtime.run())
+    try:
+        await _while_writing(store)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    stopping = asyncio.create_task(runtime.stop())
+    await asyncio.wait({stopping}, timeout=1)  # decides only how a stop that does not wait fails
+    assert not stopping.done() and not store.written.is_set()
+    store.release.set()
+    await stopping
+    assert store.written.is_set()
+    executed = store.executed()
+    assert executed is not None and executed[0] == 0
