@@ -868,11 +868,13 @@ async def test_idle_keep_alive_connections_do_not_hold_their_last_request_or_ans
 
 async def test_what_a_burst_of_posts_freed_goes_back_to_the_system(tmp_path: Path) -> None:
     """64 clients at once posting ~480 KB transactions: once they are done, the proxy gives back
-    to the system what it freed (MEMORY_GIVE_BACK_MB, looked at every 10 s). Before, glibc kept
-    it below the chunks still in use: 256 such clients left a proxy at 604 MB for good."""
+    to the system what it freed (past MEMORY_GIVE_BACK_MB, looked at every 10 s). Before, glibc
+    kept it below the chunks still in use: 256 such clients left a proxy at 604 MB for good.
+    The threshold is 4 MB here, not the default 32: how much a burst frees depends on how many
+    bodies the machine holds at once, which a slower one makes fewer."""
     port = free_port_pair()
     server, _ = await start_fake_peer(port)
-    proxy = ProxyProcess(port, tmp_path)
+    proxy = ProxyProcess(port, tmp_path, {"MEMORY_GIVE_BACK_MB": 4})
     proxy.start()
     body = json.dumps({"blob": "y" * 480_000}).encode()
     try:
@@ -892,7 +894,7 @@ async def test_what_a_burst_of_posts_freed_goes_back_to_the_system(tmp_path: Pat
 
             async def given_back() -> bool:
                 anon = read_anon_kb(proxy.pid)
-                return anon is not None and anon - start < 24_000
+                return anon is not None and anon - start < 16_000
 
             await wait_until_async(
                 given_back, 60, f"the burst's memory given back (peak {peak} kB)"
