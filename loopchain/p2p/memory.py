@@ -86,7 +86,7 @@ class InMemoryTransport:
         await asyncio.sleep(0)
         target = self._reachable(peer)
         found = target.get_block(-1, block_hash)
-        return self._decode(peer, found[0].encode(), Block, pooled) if found is not None else None
+        return self._decode(peer, found.block, Block, pooled) if found is not None else None
 
     async def fetch_blocks(
         self,

@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from loopchain.blockchain.block_store import StoredBlock
 from loopchain.configure import RefusalLog
 from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
@@ -102,9 +103,7 @@ class ChannelBackend(Protocol):
     async def create_icon_txs(self, texts: list[str]) -> list[Transaction | RequestError]: ...
     async def balance(self, address: str) -> tuple[int, int, int]: ...
     def find_tx(self, tx_hash: bytes) -> TxLookup | None: ...
-    def get_block(
-        self, height: int, block_hash: bytes
-    ) -> tuple[Block, QuorumCertificate | None] | None: ...
+    def get_block(self, height: int, block_hash: bytes) -> StoredBlock | None: ...
     def status(self) -> dict[str, Any]: ...
     def member_ids(self) -> set[str]: ...
     def tx_result(self, tx_hash: bytes) -> TxOutcome | None: ...
@@ -588,12 +587,11 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                     what = block_hash.hex() if block_hash else f"at height {request.height}"
                     raise RequestError(ErrorKind.NOT_FOUND, f"block {what} not found")
                 return pb.BlockReply(channel=request.channel)
-            block, qc = found
             return pb.BlockReply(
-                channel=block.header.channel,
-                block=block.encode(),
-                certificate=qc.encode() if qc is not None else b"",
-                tx_hashes=b"".join(tx.hash for tx in block.transactions),
+                channel=found.channel,
+                block=found.block,
+                certificate=found.certificate,
+                tx_hashes=found.tx_hashes,
             )
 
         return await self._serve(context, "GetBlock", work, request)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from loopchain import failpoints, monitor_log
 from loopchain.blockchain import coin, execution
-from loopchain.blockchain.block_store import BlockStore
+from loopchain.blockchain.block_store import BlockStore, StoredBlock
 from loopchain.blockchain.chain import Limits
 from loopchain.blockchain.intake_journal import IntakeJournal
 from loopchain.blockchain.mempool import TxPool, TxRefused
@@ -647,24 +647,19 @@ class ChannelService:
         pooled = self.consensus.pool.get(tx_hash)
         return TxLookup(pooled, -1, b"") if pooled is not None else None
 
-    def get_block(
-        self, height: int, block_hash: bytes
-    ) -> tuple[Block, QuorumCertificate | None] | None:
-        if block_hash:
-            block = self.store.block_by_hash(block_hash)
-            node = self.consensus.tree.get(block_hash) if block is None else None
-            if node is not None:
-                return node.block, node.certificate
-            if block is None and node is None:
-                pending = self.store.pending_block(block_hash)  # voted for before a restart
-                return (pending, None) if pending is not None else None
-        else:
-            block = self.store.block_by_height(height if height >= 0 else self.store.tip_height())
-        if block is None:
-            return None
-        qc = self.store.certificate_at(block.height)
-        assert qc is not None
-        return block, qc
+    def get_block(self, height: int, block_hash: bytes) -> StoredBlock | None:
+        """A block by hash (final, in the tree, or voted for before a restart), or the final one
+        at `height` (-1: the last), as served: final blocks as stored, not decoded."""
+        if not block_hash:
+            return self.store.stored_block(height)
+        stored = self.store.stored_block_by_hash(block_hash)
+        if stored is not None:
+            return stored
+        node = self.consensus.tree.get(block_hash)
+        if node is not None:
+            return StoredBlock.of(node.block, node.certificate)
+        pending = self.store.pending_block(block_hash)  # voted for before a restart
+        return StoredBlock.of(pending, None) if pending is not None else None
 
     def tx_result(self, tx_hash: bytes) -> TxOutcome | None:
         """A transaction's SCORE result (code 2, not executed, while it waits) and its place."""

@@ -109,16 +109,28 @@ def test_committed_check_is_an_index_read_that_decodes_no_block(
             assert reopened.has_transaction(tx.hash)
     assert not reopened.has_transaction(b"\x01" * 32)
     assert decoded == []  # re-gossiped committed transactions cost no block decode
-    # a lookup decodes a block once, then serves its other transactions from the decoded copy
+    # a lookup decodes no block: it parses the block's bytes once and makes its transaction
+    # alone, then serves the block's other transactions from that parse
+    parsed: list[bytes] = []
+    real_parse = canonical.decode_trusted
+    monkeypatch.setattr(
+        canonical, "decode_trusted", lambda raw: parsed.append(raw) or real_parse(raw)
+    )
     oldest = saved[0]
     for index, tx in enumerate(oldest.transactions):
         place = TxPlace(oldest.height, index, oldest.hash)
         assert reopened.find_transaction(tx.hash) == (tx, place)
-    assert len(decoded) == 1
+    assert (len(decoded), len(parsed)) == (0, 1)
+    # a block read is served as stored: no decode either
+    for block in saved:
+        stored = reopened.stored_block(block.height)
+        assert stored is not None and stored.block == block.encode()
+        assert stored.tx_hashes == b"".join(tx.hash for tx in block.transactions)
+    assert decoded == []
     # only the most recently used few stay decoded: a scan over more of them misses every time
     for block in saved[1:] + saved:
         reopened.block_by_hash(block.hash)
-    assert len(decoded) == 1 + (len(saved) - 1) + len(saved)
+    assert len(decoded) == (len(saved) - 1) + len(saved)
 
 
 def test_commit_proof_is_written_with_its_block_and_never_outlives_it(
@@ -722,3 +734,27 @@ def test_a_block_by_height_or_the_tip_is_read_without_the_index_by_hash(
     kv.reads.clear()
     assert store.block_by_height(1) is not None and store.tip() is not None
     assert schema.BY_HASH not in kv.reads and kv.reads.count(schema.BODY) == 2, kv.reads
+
+
+def test_blocks_saved_without_their_hashes_are_still_served_by_decoding(
+    store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    """An earlier version kept no b"x/" hashes: its blocks and transactions are served from a
+    decoded block, as before."""
+    saved = [save_next(store, chain, 2) for _ in range(3)]
+    for height in range(3):
+        kv.delete(schema._height_key(schema.TX_HASHES, height))
+    reopened = BlockStore(kv, CHANNEL)
+    for block in saved:
+        assert reopened.stored_block(block.height) == schema.StoredBlock.of(
+            block, reopened.certificate_at(block.height)
+        )
+        assert reopened.stored_block_by_hash(block.hash) == reopened.stored_block(block.height)
+        for index, tx in enumerate(block.transactions):
+            assert reopened.find_transaction(tx.hash) == (
+                tx,
+                TxPlace(block.height, index, block.hash),
+            )
+    assert reopened.stored_block(-1) == reopened.stored_block(saved[-1].height)
+    assert reopened.stored_block(len(saved)) is None
+    assert reopened.stored_block_by_hash(b"\x02" * 32) is None
