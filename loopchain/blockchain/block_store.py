@@ -210,18 +210,15 @@ class BlockStore:
         block: Block,
         certificate: QuorumCertificate,
         proof: tuple[Block, QuorumCertificate] | None = None,
-        *,
-        sync: bool = True,
     ) -> None:
         """Append the next final block with its certificate (and the certified child that proves
-        it final, when known) in one write batch, or refuse. Without `sync` the block is durable
-        once the next synced write to this store is (a vote record made right after it)."""
+        it final, when known) in one write batch, or refuse."""
         block_hash = block.hash  # computed, not stored, by Block: compute it once
         self._check_appendable(block, block_hash, certificate)
         tx_positions = self._check_new_transactions(block, block_hash)
         height = block.height
         body_key = _body_key(height, block_hash)
-        with self._kv.write_batch(sync=sync) as batch:
+        with self._kv.write_batch() as batch:
             if self._pending.get(block_hash) != body_key:  # not already kept as voted for
                 batch.put(body_key, block.encode())
             batch.put(BY_HASH + block_hash, _u64(height))

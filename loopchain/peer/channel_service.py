@@ -799,22 +799,15 @@ class ChannelService:
 
     def _execute(self, actions: list[m.Action]) -> None:
         saved = 0
-        unsettled: list[Block] = []  # saved, and durable with the vote record that follows
-        for index, action in enumerate(actions):
+        for action in actions:
             match action:
                 case m.PersistSafety(highest_vote_round, high_qc, voted):
                     self.store.save_safety_record(highest_vote_round, high_qc, voted)
-                    for block in unsettled:
-                        self.journal.settle(tx.hash for tx in block.transactions)
-                    unsettled = []
                     failpoints.hit("vote-persisted")
                 case m.CommitBlock(block, qc, proof):
                     if saved:  # several final blocks at once: catching up
                         failpoints.hit("sync-write")
-                    synced = not _vote_record_follows(actions, index)
-                    self._commit(block, qc, proof, synced=synced)
-                    if not synced:
-                        unsettled.append(block)
+                    self._commit(block, qc, proof)
                     saved += 1
                 case (
                     m.BroadcastProposal(payload)
@@ -841,20 +834,10 @@ class ChannelService:
                     REFUSALS.refused("channel %s: rejected %s", self.name, reason)
 
     def _commit(
-        self,
-        block: Block,
-        qc: QuorumCertificate,
-        proof: tuple[Block, QuorumCertificate] | None,
-        *,
-        synced: bool = True,
+        self, block: Block, qc: QuorumCertificate, proof: tuple[Block, QuorumCertificate] | None
     ) -> None:
-        """Save a final block; `synced=False` when a synced write to the same store follows
-        before this turn of the event loop ends (the vote record of the proposal that made the
-        block final): one disk sync makes both durable, and the caller settles the block's
-        transactions in the intake journal after it."""
-        self.store.save_block(block, qc, proof, sync=synced)
-        if synced:
-            self.journal.settle(tx.hash for tx in block.transactions)
+        self.store.save_block(block, qc, proof)
+        self.journal.settle(tx.hash for tx in block.transactions)
         failpoints.hit("block-saved")
         self.score.block_final()
         self.metrics.committed(block)
@@ -990,16 +973,3 @@ def _channel_of(event: m.Event) -> str | None:
         case m.ComplaintReceived(complaint):
             return complaint.channel
     return None
-
-
-def _vote_record_follows(actions: list[m.Action], index: int) -> bool:
-    """Whether the first action after `index` that neither saves a block nor arms a timer is a
-    vote record (PersistSafety): a synced write to the block store made in the same turn of the
-    event loop, before anything leaves this peer. A follower handling a proposal commits the
-    blocks its certificate makes final, then records its vote on it: two disk syncs became one,
-    and each sync holds the event loop (every channel of the process) for 1-10 ms, up to
-    ~100 ms on a busy disk."""
-    for later in actions[index + 1 :]:
-        if not isinstance(later, m.CommitBlock | m.ScheduleTimeout):
-            return isinstance(later, m.PersistSafety)
-    return False

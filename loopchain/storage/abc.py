@@ -65,10 +65,8 @@ class KeyValueStore(ABC):
         """(key, value) pairs whose key starts with `prefix`, in key order."""
 
     @abstractmethod
-    def write_batch(self, *, sync: bool = True) -> WriteBatch:
-        """A batch whose writes become visible together on commit; with `sync`, the commit
-        returns once they are durable. Without, they become durable with the next synced write
-        to this store (in its order: a later synced write makes every earlier one durable)."""
+    def write_batch(self) -> WriteBatch:
+        """A batch whose writes become visible together on commit."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -123,8 +123,7 @@ def _position(raw: Any, prefix: bytes, reverse: bool) -> None:
 
 
 class LevelDBWriteBatch(WriteBatch):
-    """A plyvel write batch (synced unless asked otherwise); nothing is written unless it is
-    committed."""
+    """A plyvel write batch committed with sync=True; nothing is written unless it is committed."""
 
     def __init__(self, store: LevelDBStore, batch: Any) -> None:
         self._store = store
@@ -145,7 +144,7 @@ class LevelDBWriteBatch(WriteBatch):
         self._batch.delete(check_bytes("key", key))
 
     def commit(self) -> None:
-        """Write every buffered change atomically (and, when synced, wait until it is on disk)."""
+        """Write every buffered change atomically and wait until it is on disk."""
         self._check_open()
         self._store._check_writable()
         try:
@@ -245,11 +244,10 @@ class LevelDBStore(KeyValueStore):
         finally:
             raw.close()
 
-    def write_batch(self, *, sync: bool = True) -> WriteBatch:
-        """A batch whose writes become visible together on commit (with `sync`, on disk by then:
-        LevelDB syncs its log, which holds every write made before too)."""
+    def write_batch(self) -> WriteBatch:
+        """A batch whose writes become visible together on commit (synced to disk)."""
         self._check_open()
-        return LevelDBWriteBatch(self, self._db.write_batch(sync=sync))
+        return LevelDBWriteBatch(self, self._db.write_batch(sync=True))
 
     def close(self) -> None:
         """Release the directory lock; later use raises StorageError (closing twice is fine)."""

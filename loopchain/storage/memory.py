@@ -77,7 +77,7 @@ class MemoryStore(KeyValueStore):
         items.sort(reverse=reverse)
         return iter(items)
 
-    def write_batch(self, *, sync: bool = True) -> WriteBatch:
+    def write_batch(self) -> WriteBatch:
         """A batch whose writes become visible together on commit."""
         self._check_open()
         return MemoryWriteBatch(self)

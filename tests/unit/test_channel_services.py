@@ -23,8 +23,7 @@ from loopchain.peer import channel_service
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
 from loopchain.peer.intake import RateLimit
 from loopchain.scoreservice.client import ScoreUnavailable
-from loopchain.storage.abc import WriteBatch
-from loopchain.storage.memory import MemoryStore, MemoryWriteBatch
+from loopchain.storage.memory import MemoryStore
 from loopchain.types import transaction as transaction_module
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
@@ -40,11 +39,7 @@ pytestmark = pytest.mark.asyncio
 
 class Cluster:
     def __init__(
-        self,
-        tmp_path: Path,
-        peers: int = PEERS,
-        overrides: dict[str, object] | None = None,
-        disk: type[MemoryStore] = MemoryStore,
+        self, tmp_path: Path, peers: int = PEERS, overrides: dict[str, object] | None = None
     ) -> None:
         self.config = load_config(
             environ={},
@@ -63,7 +58,7 @@ class Cluster:
         self.peers = [PeerInfo(s.address, f"memory:{i}", i) for i, s in enumerate(self.signers)]
         self.network = InMemoryNetwork()
         self.tmp_path = tmp_path
-        self.kvs = [disk() for _ in self.signers]  # each peer's disk: kept over restarts
+        self.kvs = [MemoryStore() for _ in self.signers]  # each peer's disk: kept over restarts
         self.services: list[ChannelService] = []
         self.tasks: list[asyncio.Task[None]] = []
         for index in range(peers):
@@ -779,73 +774,3 @@ async def test_tps_limit_per_sec_refuses_client_transactions_past_the_rate(
         await cluster.wait(lambda: cluster.final_everywhere(taken, cluster.services), "final")
     finally:
         await cluster.stop()
-
-
-class SyncWatchingDisk(MemoryStore):
-    """A MemoryStore that counts its write batches, synced and not, and tells whether an
-    unsynced one still waits for a synced write to make it durable (LevelDB syncs its log: a
-    synced write makes every write before it durable too)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.synced = 0
-        self.unsynced = 0
-        self.waiting = False  # an unsynced batch no synced write has followed yet
-
-    def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
-        super().put(key, value, sync=sync)
-        if sync:
-            self._synced()
-
-    def write_batch(self, *, sync: bool = True) -> WriteBatch:
-        disk = self
-
-        class Watched(MemoryWriteBatch):
-            def commit(self) -> None:
-                super().commit()
-                if sync:
-                    disk._synced()
-                else:
-                    disk.unsynced += 1
-                    disk.waiting = True
-
-        self._check_open()
-        return Watched(self)
-
-    def _synced(self) -> None:
-        self.synced += 1
-        self.waiting = False
-
-
-async def test_a_final_block_is_synced_with_the_vote_record_that_follows_it(
-    tmp_path: Path,
-) -> None:
-    """A follower handling a proposal commits the block its certificate makes final, then records
-    its vote: each was a disk sync (1-10 ms on a busy disk, ~100 ms at worst, holding the event
-    loop of every channel of the process). The block is now written unsynced and made durable by
-    the vote record's sync, in the same turn of the event loop: no turn ends with a block
-    written and not synced (checked between turns), and most final blocks cost no sync of
-    their own (before: every one did)."""
-    cluster = Cluster(tmp_path, disk=SyncWatchingDisk)
-    disks: list[SyncWatchingDisk] = cluster.kvs  # type: ignore[assignment]
-    left_waiting: list[int] = []
-
-    async def between_turns() -> None:
-        while True:
-            left_waiting.extend(i for i, disk in enumerate(disks) if disk.waiting)
-            await asyncio.sleep(0)
-
-    watcher = asyncio.create_task(between_turns())
-    try:
-        services = cluster.services
-        for wave in range(5):
-            sent = [h for i, s in enumerate(services) for h in await submit(s, 5, f"{wave} {i}")]
-            await cluster.wait(lambda: cluster.final_everywhere(sent, services), "final")  # noqa: B023
-    finally:
-        watcher.cancel()
-        await cluster.stop()
-    assert not left_waiting, f"a block left unsynced at the end of a turn on {set(left_waiting)}"
-    saved = sum(s.store.tip_height() + 1 for s in services)
-    unsynced = sum(disk.unsynced for disk in disks)
-    assert unsynced >= saved // 5, (unsynced, saved)  # before: 0 (here about a third)
-    assert_agree(services)
