@@ -44,8 +44,8 @@ becomes final is written once, when voted for. Only the lookups by hash (b"t/", 
 Execution (SCORE) runs after finality: the results of one executed block and the s/executed pointer
 are written in ONE batch, heights 0..executed with no gap, executed <= tip.
 
-Invariants: everything of one block (B/, H/, h/, t/, c/, s/tip, s/total_tx, s/channel, s/proof) is
-written in ONE write batch, so after a crash the store holds either all of it or none of it; only
+Invariants: everything of one block (B/, H/, h/, t/, x/, c/, s/tip, s/total_tx, s/channel, s/proof)
+is written in ONE write batch, so after a crash the store holds either all of it or none of it; only
 its body may be there before (written, synced, when this node voted for it). The block at height h
 has header.prev_hash equal to the hash of the block at h-1 (b"" at height 0), belongs to the
 store's channel, and its certificate names its hash and height. `check()` verifies the tip end of
@@ -96,7 +96,7 @@ LEGACY_PENDING = b"p/"
 HASH_BYTES = 32
 CHECK_DEPTH = 8  # how many blocks below the tip check() walks back through
 DECODED_BLOCKS = 8  # newest blocks kept decoded: lookups of recent transactions decode nothing
-PARSED_BLOCKS = 2  # blocks parsed for lookups of their transactions (not decoded): kept
+PARSED_BLOCKS = 2  # blocks kept parsed (not decoded) for lookups of their transactions
 
 
 def encode_proof(block: Block, certificate: QuorumCertificate) -> bytes:
@@ -504,7 +504,7 @@ class BlockStore:
         return self._decoded_at(height, block_hash) if block_hash is not None else None
 
     def stored_block(self, height: int) -> StoredBlock | None:
-        """The final block at `height` (-1: the tip) as it is served, None when there is none.
+        """The final block at `height` (negative: the tip) as served, None when there is none.
         Its stored bytes are served as they are: a reader of old blocks decoded a whole block
         each (~6 ms for 1,000 transactions, on the event loop that runs consensus)."""
         height = self._tip_height if height < 0 else height

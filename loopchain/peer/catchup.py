@@ -48,6 +48,7 @@ class CatchUp:
         self._fetching: set[bytes] = set()
         self._sync_wanted = asyncio.Event()
         self._avoid: dict[str, float] = {}  # target -> monotonic time until which it is avoided
+        self._warned: dict[str, float] = {}  # target -> when its avoidance was last a WARNING
 
     def want_block(self, block_hash: bytes) -> None:
         """Fetch this block soon. At most FETCH_QUEUE_MAX wait: the oldest want gives way (names
@@ -79,11 +80,18 @@ class CatchUp:
         return peers
 
     def avoid(self, peer: PeerInfo, why: str) -> None:
-        """Ask `peer` last for AVOID_SECONDS: it served a malformed or invalid block. Logged
-        when it starts to be avoided (a peer serving bad blocks is a line a period, not a line
-        a block)."""
+        """Ask `peer` last for AVOID_SECONDS: it served a malformed or invalid block. A WARNING
+        at most once an AVOID_SECONDS for a peer (a peer serving bad blocks is a line a period,
+        not a line a block), the rest at debug."""
         now = time.monotonic()
-        level = logging.DEBUG if self._avoid.get(peer.target, 0.0) > now else logging.WARNING
+        warned = self._warned.get(peer.target)
+        level = (
+            logging.DEBUG
+            if warned is not None and now - warned < AVOID_SECONDS
+            else logging.WARNING
+        )
+        if level == logging.WARNING:
+            self._warned[peer.target] = now
         log.log(
             level,
             "channel %s: avoiding %s for %.0f s: %s",
@@ -95,6 +103,7 @@ class CatchUp:
         self._avoid[peer.target] = now + AVOID_SECONDS
         if len(self._avoid) > 1024:  # bounded: forget the expired
             self._avoid = {t: until for t, until in self._avoid.items() if until > now}
+            self._warned = {t: at for t, at in self._warned.items() if t in self._avoid}
 
     # ------------------------------------------------------------ fetching missing blocks
 

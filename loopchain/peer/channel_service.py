@@ -228,12 +228,14 @@ class ChannelService:
             for handle in self._timers:
                 handle.cancel()
             self._timers.clear()
-            if self._taking:  # acknowledged or not, what is being written is pooled or refused
-                await asyncio.gather(*self._taking, return_exceptions=True)
-            if self.intake is not None:
-                await self.intake.drain()
-            self.journal.close()
-            await self.score.stop()
+            try:
+                if self._taking:  # acknowledged or not, what is being written is pooled or refused
+                    await asyncio.gather(*self._taking, return_exceptions=True)
+                if self.intake is not None:
+                    await self.intake.drain()
+                self.journal.close()
+            finally:  # its results write, if one is under way, ends before the store closes
+                await self.score.stop()
 
     def _replay_intake(self) -> None:
         """Pool (and gossip) what this peer acknowledged before it stopped and no block holds:

@@ -243,8 +243,17 @@ class ScoreRuntime:
             group.create_task(self._execute_loop(), name=f"execute:{self.channel}")
 
     async def stop(self) -> None:
-        if self._recording is not None:  # its thread writes on: the store closes after it
-            await asyncio.wait([self._recording])
+        recording, self._recording = self._recording, None
+        if recording is not None:  # cancelled during a write, which goes on in its thread
+            await asyncio.wait([recording])  # the store closes after it
+            failure = None if recording.cancelled() else recording.exception()
+            if failure is not None:
+                log.warning(
+                    "channel %s: a block's results were not recorded (%s); the block is "
+                    "executed again at the next start",
+                    self.channel,
+                    failure,
+                )
         if self.supervisor is not None:
             await self.supervisor.stop()
 
@@ -374,8 +383,16 @@ class ScoreRuntime:
                 block.height, result.results, result.state_root, result.results_hash
             )
 
-        self._recording = asyncio.ensure_future(asyncio.to_thread(write))
-        await asyncio.shield(self._recording)
+        recording = asyncio.ensure_future(asyncio.to_thread(write))
+        self._recording = recording
+        try:
+            await asyncio.shield(recording)
+        except asyncio.CancelledError:
+            raise  # the write goes on in its thread: stop() waits for it and tells its failure
+        except BaseException:
+            self._recording = None
+            raise
+        self._recording = None
         self.on_executed(m.BlockExecuted(block.height, result.state_root, result.results_hash))
 
     async def _commit(self, block: Block) -> None:

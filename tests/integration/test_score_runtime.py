@@ -469,3 +469,33 @@ async def test_a_runtime_stopped_during_a_results_write_waits_for_it(tmp_path: P
     assert store.written.is_set()
     executed = store.executed()
     assert executed is not None and executed[0] == 0
+
+
+@pytest.mark.timeout(120)
+async def test_a_results_write_failing_after_its_runtime_stopped_is_told(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The write of a cancelled runtime goes on in its thread; when it fails, `stop` says so (the
+    block is executed again at the next start) instead of the failure going unheard."""
+
+    class FailingHeld(HeldResults):
+        def save_results(self, *args: Any) -> None:
+            self.writing.set()
+            self.release.wait(self.RELEASE_CAP)
+            raise OSError("disk gone")
+
+    store = FailingHeld(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, ChainBuilder())
+    runtime = _runtime(tmp_path, store, [])
+    task = asyncio.create_task(runtime.run())
+    try:
+        await _while_writing(store)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    store.release.set()
+    await runtime.stop()
+    told = [r.getMessage() for r in caplog.records if "results were not recorded" in r.getMessage()]
+    assert told and "disk gone" in told[0], told
+    assert store.executed() is None

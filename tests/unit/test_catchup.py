@@ -114,3 +114,20 @@ async def test_a_peer_serving_bad_blocks_is_one_warning_a_period_not_one_a_block
         "channel alpha: avoiding 127.0.0.1:1",
         "channel alpha: avoiding 127.0.0.1:2",
     ], warnings
+
+
+async def test_a_peer_still_serving_bad_blocks_is_warned_of_once_a_period(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each bad block pushes the avoidance on: the WARNING comes again once AVOID_SECONDS have
+    passed since the last one (before, a peer caught at least once every AVOID_SECONDS was warned
+    of once, ever)."""
+    clock = [1000.0]
+    monkeypatch.setattr(catchup, "time", type("Clock", (), {"monotonic": lambda: clock[0]}))
+    up = CatchUp("alpha", None, list, lambda: 0, lambda event: [], sync_batch=10)  # type: ignore[arg-type]
+    liar = PeerInfo("hxliar", "127.0.0.1:1", 0)
+    for at in (0.0, 20.0, 45.0):
+        clock[0] = 1000.0 + at
+        up.avoid(liar, "garbled")
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, [r.getMessage() for r in warnings]
