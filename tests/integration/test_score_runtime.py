@@ -447,11 +447,8 @@ async def test_a_blocks_results_are_written_off_the_event_loop(tmp_path: Path) -
     assert [event.height for event in seen] == list(range(BLOCKS))
 
 
-@pytest.mark.timeout(120)
-async def test_a_runtime_stopped_during_a_results_write_waits_for_it(tmp_path: Path) -> None:
-    """The results write goes on in its thread when the runtime is cancelled: `stop` returns
-    only after it, so the store never closes under a write."""
-    store = HeldResults(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+async def _cancelled_during_the_write(tmp_path: Path, store: HeldResults) -> ScoreRuntime:
+    """A runtime over `store`, cancelled while its first results write is held."""
     _fill(store, ChainBuilder())
     runtime = _runtime(tmp_path, store, [])
     task = asyncio.create_task(runtime.run())
@@ -461,6 +458,15 @@ async def test_a_runtime_stopped_during_a_results_write_waits_for_it(tmp_path: P
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    return runtime
+
+
+@pytest.mark.timeout(120)
+async def test_a_runtime_stopped_during_a_results_write_waits_for_it(tmp_path: Path) -> None:
+    """The results write goes on in its thread when the runtime is cancelled: `stop` returns
+    only after it, so the store never closes under a write."""
+    store = HeldResults(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    runtime = await _cancelled_during_the_write(tmp_path, store)
     stopping = asyncio.create_task(runtime.stop())
     await asyncio.wait({stopping}, timeout=1)  # decides only how a stop that does not wait fails
     assert not stopping.done() and not store.written.is_set()
@@ -485,15 +491,7 @@ async def test_a_results_write_failing_after_its_runtime_stopped_is_told(
             raise OSError("disk gone")
 
     store = FailingHeld(LevelDBStore(tmp_path / "blocks"), CHANNEL)
-    _fill(store, ChainBuilder())
-    runtime = _runtime(tmp_path, store, [])
-    task = asyncio.create_task(runtime.run())
-    try:
-        await _while_writing(store)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    runtime = await _cancelled_during_the_write(tmp_path, store)
     store.release.set()
     await runtime.stop()
     told = [r.getMessage() for r in caplog.records if "results were not recorded" in r.getMessage()]
