@@ -516,28 +516,25 @@ class BlockStore:
     def stored_block_by_hash(self, block_hash: bytes) -> StoredBlock | None:
         """The final block with `block_hash` as it is served (see `stored_block`), or None."""
         height = self._kv.get(BY_HASH + block_hash)
-        if height is None:  # or kept by an earlier version under its hash only
-            block = self.block_by_hash(block_hash)
-            return self._stored_decoded(block) if block is not None else None
-        return self._stored(_int(height), block_hash)
+        if height is not None:
+            return self._stored(_int(height), block_hash)
+        block = self.block_by_hash(block_hash)  # kept by an earlier version under its hash only
+        return self._stored(block.height, block_hash) if block is not None else None
 
-    def _stored(self, height: int, block_hash: bytes) -> StoredBlock | None:
-        cached = self._decoded.get(block_hash)
-        hashes = self._kv.get(_height_key(TX_HASHES, height)) if cached is None else None
-        if hashes is None:  # decoded already, or saved by an earlier version
-            block = cached if cached is not None else self._decode(height, block_hash)
-            return self._stored_decoded(block) if block is not None else None
-        raw = self._body(height, block_hash)
+    def _stored(self, height: int, block_hash: bytes) -> StoredBlock:
+        block = self._decoded.get(block_hash)
+        hashes = self._kv.get(_height_key(TX_HASHES, height)) if block is None else None
+        if block is None and hashes is None:  # saved by an earlier version: decoded, as before
+            block = self._decode(height, block_hash)
+        if block is not None:
+            raw: bytes | None = block.encode()
+            hashes = b"".join(tx.hash for tx in block.transactions)
+        else:
+            raw = self._body(height, block_hash)
         certificate = self._kv.get(_height_key(CERTIFICATE, height))
-        if raw is None or certificate is None:
+        if raw is None or hashes is None or certificate is None:
             raise self._broken(f"the block at height {height} or its certificate is missing")
         return StoredBlock(self.channel, raw, certificate, hashes)
-
-    def _stored_decoded(self, block: Block) -> StoredBlock:
-        certificate = self.certificate_at(block.height)
-        if certificate is None:
-            raise self._broken(f"the certificate at height {block.height} is missing")
-        return StoredBlock.of(block, certificate)
 
     def encoded_at(self, height: int) -> tuple[bytes, bytes] | None:
         """The stored (canonical) bytes of the block at `height` and of its certificate."""

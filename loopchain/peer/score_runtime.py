@@ -189,30 +189,26 @@ class ScoreRuntime:
     async def query(self, params_json: str) -> str:
         """The SCORE's answer to a query (ScoreUnavailable / ScoreRejected on failure), from a
         state that holds every block whose results were recorded."""
-        client = self._client()
-        return await self._in_query_time("query", lambda: client.query(params_json))
+        return await self._in_query_time("query", lambda client: client.query(params_json))
 
     async def balance(self, address: str) -> tuple[int, int, int]:
         """(ICX balance, total supply, executed height) (ScoreUnavailable / ScoreRejected), as
         `query`."""
-        client = self._client()
-        return await self._in_query_time("balance", lambda: client.balance(address))
+        return await self._in_query_time("balance", lambda client: client.balance(address))
 
-    def _client(self) -> ScoreClient:
-        if self.supervisor is None:
-            raise ScoreUnavailable(self.package_error or "no SCORE")
-        return self.supervisor.client
-
-    async def _in_query_time(self, what: str, ask: Callable[[], Awaitable[T]]) -> T:
+    async def _in_query_time(self, what: str, ask: Callable[[ScoreClient], Awaitable[T]]) -> T:
         """`ask` the SCORE once its state holds every recorded block, all within one
         SCORE_QUERY_TIMEOUT: the wait for the state takes at most half of it, and past it the
         answer is a deadline error (a query once waited the whole timeout for the state, then
         as long again for its call: longer than the proxy waits for the peer, so a 504)."""
-        seconds = self._client().query_timeout
+        if self.supervisor is None:
+            raise ScoreUnavailable(self.package_error or "no SCORE")
+        client = self.supervisor.client
+        seconds = client.query_timeout
         try:
             async with asyncio.timeout(seconds):
                 await self._state_caught_up(seconds / 2)
-                return await ask()
+                return await ask(client)
         except TimeoutError:
             raise ScoreUnavailable(
                 f"SCORE {what}: no answer within {seconds:g} s", deadline_exceeded=True
@@ -383,16 +379,12 @@ class ScoreRuntime:
                 block.height, result.results, result.state_root, result.results_hash
             )
 
-        recording = asyncio.ensure_future(asyncio.to_thread(write))
-        self._recording = recording
+        recording = self._recording = asyncio.ensure_future(asyncio.to_thread(write))
         try:
             await asyncio.shield(recording)
-        except asyncio.CancelledError:
-            raise  # the write goes on in its thread: stop() waits for it and tells its failure
-        except BaseException:
-            self._recording = None
-            raise
-        self._recording = None
+        finally:
+            if recording.done():  # else cancelled mid-write: stop() waits for it, tells a failure
+                self._recording = None
         self.on_executed(m.BlockExecuted(block.height, result.state_root, result.results_hash))
 
     async def _commit(self, block: Block) -> None:

@@ -244,6 +244,18 @@ async def test_a_query_reads_the_state_of_every_block_whose_results_are_recorded
     assert json.loads(answer) == {"value": f"v{last}"}
 
 
+def _behind_a_stuck_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: float
+) -> tuple[ScoreRuntime, asyncio.Event]:
+    """A runtime with SCORE_QUERY_TIMEOUT `budget` whose last block's commit never ends, and the
+    event set once that commit waits."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, ChainBuilder())
+    runtime = _runtime(tmp_path, store, [], SCORE_QUERY_TIMEOUT=budget)
+    held, _ = _hold_the_last_commit(runtime, monkeypatch)
+    return runtime, held
+
+
 @pytest.mark.timeout(120)
 async def test_a_query_behind_a_stuck_commit_is_answered_within_one_query_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -252,11 +264,8 @@ async def test_a_query_behind_a_stuck_commit_is_answered_within_one_query_timeou
     is answered from the state there is, the whole within one SCORE_QUERY_TIMEOUT. Before, it
     waited the whole timeout for the state and then its own call had as long again (6 s by
     default, past the 5 s the REST proxy gives the peer: a 504 from the proxy, not the peer)."""
-    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
-    _fill(store, ChainBuilder())
     budget = 2.0
-    runtime = _runtime(tmp_path, store, [], SCORE_QUERY_TIMEOUT=budget)
-    held, _ = _hold_the_last_commit(runtime, monkeypatch)
+    runtime, held = _behind_a_stuck_commit(tmp_path, monkeypatch, budget)
     assert runtime.supervisor is not None
     client = runtime.supervisor.client
     loop = asyncio.get_running_loop()
@@ -288,11 +297,8 @@ async def test_a_score_that_answers_nothing_is_a_deadline_error_within_one_query
     """A stuck commit and a SCORE that answers nothing: the query (or balance) ends as a deadline
     error naming SCORE_QUERY_TIMEOUT once that has passed, state wait and call together (before:
     a balance waited as long as its call's own deadline after the state's, a hung one for good)."""
-    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
-    _fill(store, ChainBuilder())
     budget = 1.0
-    runtime = _runtime(tmp_path, store, [], SCORE_QUERY_TIMEOUT=budget)
-    held, _ = _hold_the_last_commit(runtime, monkeypatch)
+    runtime, held = _behind_a_stuck_commit(tmp_path, monkeypatch, budget)
     assert runtime.supervisor is not None
     never = asyncio.Event()
 

@@ -754,3 +754,19 @@ def test_blocks_saved_without_their_hashes_are_still_served_by_decoding(
     assert reopened.stored_block(-1) == reopened.stored_block(saved[-1].height)
     assert reopened.stored_block(len(saved)) is None
     assert reopened.stored_block_by_hash(b"\x02" * 32) is None
+
+
+def test_a_read_of_a_block_whose_parts_are_gone_or_garbled_says_the_store_is_broken(
+    store: BlockStore, kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    """Reads that serve stored bytes still refuse a store that lost a block's certificate, or
+    whose body no longer parses for a transaction looked up in it."""
+    block = save_next(store, chain, 2)
+    save_next(store, chain, 0)
+    reopened = BlockStore(kv, CHANNEL)
+    kv.put(schema._body_key(block.height, block.hash), b"{garbled")
+    with pytest.raises(BlockStoreError, match="is corrupt"):
+        reopened.find_transaction(block.transactions[1].hash)
+    kv.delete(schema._height_key(schema.CERTIFICATE, block.height))
+    with pytest.raises(BlockStoreError, match="or its certificate is missing"):
+        reopened.stored_block(block.height)
