@@ -23,7 +23,8 @@ POINTS = {
     "score-recorded": "after a block's results are recorded, before the SCORE commits its state",
     "score-committed": "after the SCORE commits a block's state, before the next block",
     "proposal-broadcast": "after a proposal is handed to every other peer's link",
-    "sync-write": "between two final blocks saved in one go, as when catching up",
+    "sync-write": "between two final blocks saved in one batch (catching up), the second not yet "
+    "executed",
     "intake-appended": "after client transactions are synced to the intake log, before the answer",
 }
 

@@ -46,11 +46,13 @@ are written in ONE batch, heights 0..executed with no gap, executed <= tip.
 
 Invariants: everything of one block (B/, H/, h/, t/, x/, c/, s/tip, s/total_tx, s/channel, s/proof)
 is written in ONE write batch, so after a crash the store holds either all of it or none of it; only
-its body may be there before (written, synced, when this node voted for it). The block at height h
-has header.prev_hash equal to the hash of the block at h-1 (b"" at height 0), belongs to the
-store's channel, and its certificate names its hash and height. `check()` verifies the tip end of
-these invariants at start-up; a store that fails it must not be run on. The vote record only moves
-forward: the highest round voted or complained in, and the round of the highest certificate.
+its body may be there before (written, synced, when this node voted for it). The blocks one event
+makes final and the vote record it leads to share that batch (`save`): the record is never on disk
+without the blocks that came before it. The block at height h has header.prev_hash equal to the
+hash of the block at h-1 (b"" at height 0), belongs to the store's channel, and its certificate
+names its hash and height. `check()` verifies the tip end of these invariants at start-up; a store
+that fails it must not be run on. The vote record only moves forward: the highest round voted or
+complained in, and the round of the highest certificate.
 
 What the peer acknowledged to its clients is kept in the intake journal beside the store
 (loopchain/blockchain/intake_journal.py). Earlier versions kept it here, under b"i/": at start the
@@ -151,6 +153,14 @@ class StoredBlock(NamedTuple):
         )
 
 
+# a final block to save: the block, its certificate, and the certified child that proves it final
+# (known for the newest of those saved together; None for the others)
+FinalBlock = tuple[Block, QuorumCertificate, tuple[Block, QuorumCertificate] | None]
+# a vote record to save: the highest round voted or complained in, the highest certificate, and
+# the block voted for (None for a complaint, or a record without a vote)
+VoteRecord = tuple[int, QuorumCertificate | None, Block | None]
+
+
 class BlockStoreError(RuntimeError):
     """A block that may not be saved, or a store whose contents are inconsistent."""
 
@@ -213,44 +223,86 @@ class BlockStore:
     ) -> None:
         """Append the next final block with its certificate (and the certified child that proves
         it final, when known) in one write batch, or refuse."""
-        block_hash = block.hash  # computed, not stored, by Block: compute it once
-        self._check_appendable(block, block_hash, certificate)
-        tx_positions = self._check_new_transactions(block, block_hash)
-        height = block.height
-        body_key = _body_key(height, block_hash)
+        self.save([(block, certificate, proof)])
+
+    def save(self, commits: Sequence[FinalBlock] = (), votes: Sequence[VoteRecord] = ()) -> None:
+        """Append the next final blocks, each with its certificate and, for the newest, the
+        certified child that proves it final when known; then record what this node signed
+        (`votes`, oldest first: see save_safety_record). All in ONE synced write batch, one
+        fdatasync however many there are, or none of it when any is refused (BlockStoreError).
+
+        One batch, not a synced write each: a follower makes a block final and votes for the
+        next one on the same proposal, and each sync holds the event loop. Nor a final block
+        written unsynced ahead of a synced vote record: LevelDB syncs only the newest log when
+        it switches logs, so the record could survive a power cut that loses the block."""
+        tip_height, tip_hash, total = self._tip_height, self._tip_hash, self.total_tx()
+        staged: list[tuple[Block, bytes, QuorumCertificate, list[tuple[bytes, int]]]] = []
+        seen: set[bytes] = set()  # transactions of the blocks before, not in the store yet
+        for block, certificate, _proof in commits:
+            block_hash = block.hash  # computed, not stored, by Block: compute it once
+            self._check_appendable(block, block_hash, certificate, tip_height, tip_hash)
+            positions = self._check_new_transactions(block, block_hash, seen)
+            seen.update(tx_hash for tx_hash, _ in positions)
+            staged.append((block, block_hash, certificate, positions))
+            tip_height, tip_hash = block.height, block_hash
+        safety = self._check_votes(votes)
+        kept = {  # voted-for blocks above the new tip: kept until a final block covers them
+            voted.hash: (_body_key(voted.height, voted.hash), voted)
+            for _round, _qc, voted in votes
+            if voted is not None and voted.height > tip_height
+        }
+        covered = [h for h, key in self._pending.items() if _key_height(key) <= tip_height]
+        final_keys = {_body_key(block.height, block_hash) for block, block_hash, *_ in staged}
         with self._kv.write_batch() as batch:
-            if self._pending.get(block_hash) != body_key:  # not already kept as voted for
-                batch.put(body_key, block.encode())
-            batch.put(BY_HASH + block_hash, _u64(height))
-            batch.put(_height_key(HEIGHT, height), block_hash)
-            batch.put(
-                _height_key(TX_HASHES, height), b"".join(tx.hash for tx in block.transactions)
-            )
-            for tx_hash, index in tx_positions:
-                batch.put(TX + tx_hash, _u64(height) + index.to_bytes(4, "big"))
-            batch.put(_height_key(CERTIFICATE, height), certificate.encode())
-            batch.put(TOTAL_TX, _u64(self.total_tx() + len(block.transactions)))
-            batch.put(CHANNEL, self.channel.encode())
-            batch.put(TIP, _u64(height) + block_hash)
-            if proof is not None:
-                batch.put(PROOF, encode_proof(*proof))
-            else:
-                batch.delete(PROOF)
-            if self._legacy_proof:  # a store of an earlier version: its old proof goes too
-                batch.delete(LEGACY_PROOF)
-            if block.validator_update is not None:
-                batch.put(_height_key(UPDATES, height), b"")
-            covered = [h for h, key in self._pending.items() if _key_height(key) <= height]
-            for pending_hash in covered:  # voted blocks this height makes moot (or final)
-                if self._pending[pending_hash] != body_key:
-                    batch.delete(self._pending[pending_hash])
-            failpoints.hit("block-store-batch")
+            for block, block_hash, certificate, positions in staged:
+                height = block.height
+                body_key = _body_key(height, block_hash)
+                if self._pending.get(block_hash) != body_key:  # not already kept as voted for
+                    batch.put(body_key, block.encode())
+                batch.put(BY_HASH + block_hash, _u64(height))
+                batch.put(_height_key(HEIGHT, height), block_hash)
+                batch.put(
+                    _height_key(TX_HASHES, height), b"".join(tx.hash for tx in block.transactions)
+                )
+                for tx_hash, index in positions:
+                    batch.put(TX + tx_hash, _u64(height) + index.to_bytes(4, "big"))
+                batch.put(_height_key(CERTIFICATE, height), certificate.encode())
+                if block.validator_update is not None:
+                    batch.put(_height_key(UPDATES, height), b"")
+                total += len(block.transactions)
+            if staged:
+                proof = commits[-1][2]
+                batch.put(TOTAL_TX, _u64(total))
+                batch.put(CHANNEL, self.channel.encode())
+                batch.put(TIP, _u64(tip_height) + tip_hash)
+                if proof is not None:
+                    batch.put(PROOF, encode_proof(*proof))
+                else:
+                    batch.delete(PROOF)
+                if self._legacy_proof:  # a store of an earlier version: its old proof goes too
+                    batch.delete(LEGACY_PROOF)
+                for pending_hash in covered:  # voted blocks these heights make moot (or final)
+                    if self._pending[pending_hash] not in final_keys:
+                        batch.delete(self._pending[pending_hash])
+            for voted_hash, (key, voted) in kept.items():
+                if self._pending.get(voted_hash) != key:
+                    batch.put(key, voted.encode())
+            if safety is not None:
+                batch.put(SAFETY, canonical.encode(safety[1]))
+            if staged:
+                failpoints.hit("block-store-batch")
         for pending_hash in covered:
             del self._pending[pending_hash]
-        self._tip_height, self._tip_hash = height, block_hash
-        self._tip = (block, certificate)
-        self._legacy_proof = False
-        self._keep_decoded(block_hash, block)
+        self._pending.update((voted_hash, key) for voted_hash, (key, _voted) in kept.items())
+        if safety is not None:
+            self._safety = safety[0]
+        if staged:
+            block, _hash, certificate, _positions = staged[-1]
+            self._tip_height, self._tip_hash = tip_height, tip_hash
+            self._tip = (block, certificate)
+            self._legacy_proof = False
+            for block, block_hash, *_ in staged[-DECODED_BLOCKS:]:
+                self._keep_decoded(block_hash, block)
 
     def _keep_decoded(self, block_hash: bytes, block: Block) -> None:
         self._decoded[block_hash] = block
@@ -259,19 +311,25 @@ class BlockStore:
             self._decoded.popitem(last=False)
 
     def _check_appendable(
-        self, block: Block, block_hash: bytes, certificate: QuorumCertificate
+        self,
+        block: Block,
+        block_hash: bytes,
+        certificate: QuorumCertificate,
+        tip_height: int,
+        tip_hash: bytes,
     ) -> None:
+        """Refuse `block` unless it extends the block at `tip_height` (hash `tip_hash`)."""
         header = block.header
-        expected = self._tip_height + 1
+        expected = tip_height + 1
         problem = None
         if header.channel != self.channel:
             problem = f"it belongs to channel {header.channel!r}"
         elif block.height != expected:
             problem = f"its height is {block.height}, the next height is {expected}"
-        elif header.prev_hash != self._tip_hash:
+        elif header.prev_hash != tip_hash:
             problem = (
                 f"its prev_hash {header.prev_hash.hex() or '(empty)'} is not the tip hash "
-                f"{self._tip_hash.hex() or '(empty)'}"
+                f"{tip_hash.hex() or '(empty)'}"
             )
         elif certificate.block_hash != block_hash:
             problem = f"its certificate is for block {certificate.block_hash.hex()}"
@@ -286,13 +344,21 @@ class BlockStore:
                 f"in channel {self.channel!r}: {problem}"
             )
 
-    def _check_new_transactions(self, block: Block, block_hash: bytes) -> list[tuple[bytes, int]]:
-        """(hash, index) of each transaction; refuses one that is already in the chain."""
+    def _check_new_transactions(
+        self, block: Block, block_hash: bytes, staged: set[bytes]
+    ) -> list[tuple[bytes, int]]:
+        """(hash, index) of each transaction; refuses one that is already in the chain or among
+        `staged` (those of the blocks saved in the same batch before it)."""
         positions: dict[bytes, int] = {}
         for index, tx in enumerate(block.transactions):
             found = self._kv.get(TX + tx.hash)
-            where = f"at height {_int(found[:8])}" if found is not None else "twice in this block"
-            if found is not None or tx.hash in positions:
+            if found is not None:
+                where = f"at height {_int(found[:8])}"
+            elif tx.hash in staged:
+                where = "in a block saved with it"
+            else:
+                where = "twice in this block"
+            if found is not None or tx.hash in staged or tx.hash in positions:
                 raise BlockStoreError(
                     f"refusing to save block {block_hash.hex()} at height {block.height}: "
                     f"transaction {tx.hash_hex} is already {where}"
@@ -312,29 +378,32 @@ class BlockStore:
         height. Its certificate may be the highest one a quorum holds (their vote records name it)
         while no final block holds it yet: if every node restarted, only these copies would let
         the next leader extend it."""
+        self.save(votes=[(highest_vote_round, high_qc, voted)])
+
+    def _check_votes(
+        self, votes: Sequence[VoteRecord]
+    ) -> tuple[tuple[int, QuorumCertificate | None], dict[str, Any]] | None:
+        """The newest of `votes` as remembered and as stored, None for none; BlockStoreError when
+        one would move the record back (see save_safety_record)."""
         last = self.safety_record()
-        if last is not None:
-            if highest_vote_round < last[0]:
-                raise BlockStoreError(
-                    f"safety record would move back from round {last[0]} to {highest_vote_round}"
-                )
-            last_qc_round = last[1].round if last[1] is not None else -1
-            if (high_qc.round if high_qc is not None else -1) < last_qc_round:
-                raise BlockStoreError("safety record would lower the highest certificate")
-        value = {
-            "highest_vote_round": highest_vote_round,
-            "high_qc": high_qc.to_json() if high_qc is not None else None,
+        for highest_vote_round, high_qc, _voted in votes:
+            if last is not None:
+                if highest_vote_round < last[0]:
+                    raise BlockStoreError(
+                        f"safety record would move back from round {last[0]} "
+                        f"to {highest_vote_round}"
+                    )
+                last_qc_round = last[1].round if last[1] is not None else -1
+                if (high_qc.round if high_qc is not None else -1) < last_qc_round:
+                    raise BlockStoreError("safety record would lower the highest certificate")
+            last = (highest_vote_round, high_qc)
+        if not votes:
+            return None
+        assert last is not None
+        return last, {
+            "highest_vote_round": last[0],
+            "high_qc": last[1].to_json() if last[1] is not None else None,
         }
-        if voted is None or voted.height <= self._tip_height:  # none, or final or moot already
-            self._kv.put(SAFETY, canonical.encode(value), sync=True)
-        else:  # one sync, not two, between a proposal and its vote
-            key = _body_key(voted.height, voted.hash)
-            with self._kv.write_batch() as batch:
-                if self._pending.get(voted.hash) != key:
-                    batch.put(key, voted.encode())
-                batch.put(SAFETY, canonical.encode(value))
-            self._pending[voted.hash] = key
-        self._safety = (highest_vote_round, high_qc)
 
     def safety_record(self) -> tuple[int, QuorumCertificate | None] | None:
         """(highest voted round, highest certificate) as last recorded, or None."""

@@ -40,7 +40,6 @@ from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import MAX_DATA_DEPTH, Transaction
 from loopchain.types.validators import ratio_from_config
-from loopchain.types.vote import QuorumCertificate
 
 log = logging.getLogger(__name__)
 # what other peers send that is refused or rejected (a relayed transaction dropped, a message of
@@ -800,16 +799,27 @@ class ChannelService:
             self.on_fatal(self.halted)
 
     def _execute(self, actions: list[m.Action]) -> None:
+        # what these actions write goes to disk first, in one synced batch: the blocks made final
+        # and the vote record of the same event cost one sync of the loop, not one each
+        commits = [
+            (a.block, a.certificate, a.proof) for a in actions if isinstance(a, m.CommitBlock)
+        ]
+        votes = [
+            (a.highest_vote_round, a.high_qc, a.voted)
+            for a in actions
+            if isinstance(a, m.PersistSafety)
+        ]
+        if commits or votes:
+            self.store.save(commits, votes)
         saved = 0
         for action in actions:
             match action:
-                case m.PersistSafety(highest_vote_round, high_qc, voted):
-                    self.store.save_safety_record(highest_vote_round, high_qc, voted)
+                case m.PersistSafety():
                     failpoints.hit("vote-persisted")
-                case m.CommitBlock(block, qc, proof):
+                case m.CommitBlock(block):
                     if saved:  # several final blocks at once: catching up
                         failpoints.hit("sync-write")
-                    self._commit(block, qc, proof)
+                    self._committed(block)
                     saved += 1
                 case (
                     m.BroadcastProposal(payload)
@@ -835,10 +845,9 @@ class ChannelService:
                 case m.Rejected(reason):
                     REFUSALS.refused("channel %s: rejected %s", self.name, reason)
 
-    def _commit(
-        self, block: Block, qc: QuorumCertificate, proof: tuple[Block, QuorumCertificate] | None
-    ) -> None:
-        self.store.save_block(block, qc, proof)
+    def _committed(self, block: Block) -> None:
+        """What follows a final block saved: its transactions leave the intake journal, the SCORE
+        is told, and it is counted and logged."""
         self.journal.settle(tx.hash for tx in block.transactions)
         failpoints.hit("block-saved")
         self.score.block_final()

@@ -395,21 +395,23 @@ def test_safety_records_move_forward_only(store: BlockStore, chain: ChainBuilder
     assert store.safety_record() == (3, qc)
 
 
+class Counting(MemoryStore):
+    """A MemoryStore that counts the writes that would sync (every batch is synced)."""
+
+    syncs = 0
+
+    def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
+        self.syncs += sync
+        super().put(key, value, sync=sync)
+
+    def write_batch(self) -> WriteBatch:
+        self.syncs += 1
+        return super().write_batch()
+
+
 def test_a_vote_record_and_its_block_are_one_synced_write(chain: ChainBuilder) -> None:
     """Between a proposal and its vote a node syncs once: the record of what it signed and the
     block it voted for go in one batch, both there after a restart or neither."""
-
-    class Counting(MemoryStore):
-        syncs = 0
-
-        def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
-            self.syncs += sync
-            super().put(key, value, sync=sync)
-
-        def write_batch(self) -> WriteBatch:
-            self.syncs += 1
-            return super().write_batch()
-
     kv = Counting()
     store = BlockStore(kv, CHANNEL)
     save_next(store, chain)
@@ -423,6 +425,81 @@ def test_a_vote_record_and_its_block_are_one_synced_write(chain: ChainBuilder) -
     with pytest.raises(BlockStoreError, match="move back"):
         again.save_safety_record(4, None, chain.block([chain.transaction()]))
     assert [b.hash for b in BlockStore(kv, CHANNEL).pending_blocks()] == [voted.hash]
+
+
+def test_final_blocks_and_the_vote_that_follows_them_are_one_synced_write(
+    chain: ChainBuilder,
+) -> None:
+    """A follower makes a block final and votes for the next on one proposal: one sync for both,
+    and after a restart the record is there with the block it came after (never alone: a power
+    cut could keep a later synced record and lose an earlier unsynced block)."""
+    kv = Counting()
+    store = BlockStore(kv, CHANNEL)
+    save_next(store, chain)
+    first, first_qc = chain.next(2)
+    second, second_qc = chain.next(1)
+    voted = chain.block([chain.transaction()])  # height 3, voted for, not final
+    kv.syncs = 0
+    store.save(
+        [(first, first_qc, None), (second, second_qc, (voted, chain.certify(voted)))],
+        [(7, second_qc, voted)],
+    )
+    assert kv.syncs == 1
+    for opened in (store, BlockStore(kv, CHANNEL)):
+        opened.check()
+        assert opened.tip_height() == 2 and opened.tip_hash() == second.hash
+        assert opened.total_tx() == 3
+        assert opened.safety_record() == (7, second_qc)
+        assert [b.hash for b in opened.pending_blocks()] == [voted.hash]
+        assert opened.commit_proof() is not None
+        assert all(opened.has_transaction(tx.hash) for tx in first.transactions)
+
+
+def test_blocks_and_a_vote_saved_together_are_refused_together(
+    kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    """One bad part refuses the whole save: nothing of it is written or remembered."""
+    store = BlockStore(kv, CHANNEL)
+    save_next(store, chain)
+    store.save_safety_record(5, None)
+    good, good_qc = chain.next(1)
+    repeat = chain.block(list(good.transactions[:1]))  # the same transaction in the next block
+    repeat_qc = chain.certify(repeat)
+    voted = chain.block([chain.transaction()], height=3, prev_hash=repeat.hash)
+    before = snapshot(kv)
+    cases = [
+        ([(good, good_qc, None), (repeat, repeat_qc, None)], [], "in a block saved with it"),
+        ([(good, good_qc, None)], [(4, None, voted)], "move back"),
+        ([(repeat, repeat_qc, None)], [(6, None, voted)], "the next height is 1"),
+    ]
+    for commits, votes, problem in cases:
+        with pytest.raises(BlockStoreError, match=problem):
+            store.save(commits, votes)
+        assert snapshot(kv) == before
+        assert store.tip_height() == 0 and store.safety_record() == (5, None)
+        assert store.pending_blocks() == [] and store.total_tx() == 0
+
+
+def test_final_blocks_saved_together_read_as_if_saved_one_by_one(chain: ChainBuilder) -> None:
+    """Several blocks in one save (catching up) leave the very keys and values that saving them
+    one at a time leaves: moot voted-for blocks deleted, the proof (its block kept as voted-for)
+    with the newest only."""
+    blocks = [chain.next(2) for _ in range(4)]
+    child = chain.block([chain.transaction()])
+    proof = (child, chain.certify(child))
+    moot = chain.block([chain.transaction()], height=2, prev_hash=blocks[1][0].hash)
+    one_by_one, together = MemoryStore(), MemoryStore()
+    for kv in (one_by_one, together):
+        BlockStore(kv, CHANNEL).save_safety_record(1, None, moot)
+    single = BlockStore(one_by_one, CHANNEL)
+    for index, (block, qc) in enumerate(blocks):
+        single.save_block(block, qc, proof if index == len(blocks) - 1 else None)
+    BlockStore(together, CHANNEL).save(
+        [(block, qc, None) for block, qc in blocks[:-1]] + [(*blocks[-1], proof)]
+    )
+    assert snapshot(together) == snapshot(one_by_one)
+    kept = BlockStore(together, CHANNEL).pending_blocks()
+    assert [block.hash for block in kept] == [child.hash]  # the proof's block, not the moot one
 
 
 def test_meta_values(store: BlockStore) -> None:

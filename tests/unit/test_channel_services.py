@@ -39,7 +39,11 @@ pytestmark = pytest.mark.asyncio
 
 class Cluster:
     def __init__(
-        self, tmp_path: Path, peers: int = PEERS, overrides: dict[str, object] | None = None
+        self,
+        tmp_path: Path,
+        peers: int = PEERS,
+        overrides: dict[str, object] | None = None,
+        disk: type[MemoryStore] = MemoryStore,
     ) -> None:
         self.config = load_config(
             environ={},
@@ -58,7 +62,7 @@ class Cluster:
         self.peers = [PeerInfo(s.address, f"memory:{i}", i) for i, s in enumerate(self.signers)]
         self.network = InMemoryNetwork()
         self.tmp_path = tmp_path
-        self.kvs = [MemoryStore() for _ in self.signers]  # each peer's disk: kept over restarts
+        self.kvs = [disk() for _ in self.signers]  # each peer's disk: kept over restarts
         self.services: list[ChannelService] = []
         self.tasks: list[asyncio.Task[None]] = []
         for index in range(peers):
@@ -772,5 +776,42 @@ async def test_tps_limit_per_sec_refuses_client_transactions_past_the_rate(
         assert refused and all(o.kind is ErrorKind.POOL_FULL for o in refused)
         assert "TPS_LIMIT_PER_SEC" in refused[0].message
         await cluster.wait(lambda: cluster.final_everywhere(taken, cluster.services), "final")
+    finally:
+        await cluster.stop()
+
+
+class SyncedWrites(MemoryStore):
+    """A peer's disk that records the keys of each write that would sync (every batch does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.synced: list[set[bytes]] = []
+
+    def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
+        if sync:
+            self.synced.append({key})
+        super().put(key, value, sync=sync)
+
+    def _apply(self, ops: list[tuple[bytes, bytes | None]]) -> None:
+        self.synced.append({key for key, _value in ops})
+        super()._apply(ops)
+
+
+async def test_a_block_made_final_and_the_vote_after_it_are_one_synced_write(
+    tmp_path: Path,
+) -> None:
+    """A follower makes a block final and votes for the next on the same proposal: the block and
+    the vote record go to its disk in one synced batch, one sync of the event loop, not two."""
+    cluster = Cluster(tmp_path, disk=SyncedWrites)
+    try:
+        services = cluster.services
+        for batch in range(6):  # a block or more each
+            txs = await submit(services[batch % len(services)], 3, f"batch {batch}")
+            await cluster.wait(lambda t=txs: cluster.final_everywhere(t, services), "final")
+        for kv in cluster.kvs:  # a block made final by a proposal, the vote on it with it
+            finals = [w for w in kv.synced if block_store.TIP in w]  # type: ignore[attr-defined]
+            together = [w for w in finals if block_store.SAFETY in w]
+            # (blocks made final by a certificate alone, when the load ends, come with no vote)
+            assert finals and len(together) >= len(finals) / 3, (len(together), len(finals))
     finally:
         await cluster.stop()
