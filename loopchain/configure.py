@@ -619,16 +619,19 @@ def _quiet_cancellation_echo(cygrpc: ModuleType | None) -> None:
 
 
 class RefusalLog:
-    """Logs refused inputs at WARNING, at most `per_second` lines a second (the rest are counted
-    and reported with the next line), so hostile input leaves a trace but cannot flood the log."""
+    """Logs refused inputs at WARNING (or `level`), at most `per_second` lines a second (the rest
+    are counted and reported with the next line), so hostile input leaves a trace but cannot flood
+    the log."""
 
     def __init__(
         self,
         logger: logging.Logger,
         per_second: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
+        level: int = logging.WARNING,
     ) -> None:
         self.logger = logger
+        self.level = level
         self.per_second = per_second
         self.clock = clock
         self._allowance = per_second
@@ -648,4 +651,4 @@ class RefusalLog:
         if self.suppressed:
             message += f" ({self.suppressed} more refusals not logged)"
             self.suppressed = 0
-        self.logger.warning(message, *args)
+        self.logger.log(self.level, message, *args)

@@ -17,6 +17,7 @@ class ErrorKind(Enum):
     DENIED = grpc.StatusCode.PERMISSION_DENIED
     TIMEOUT = grpc.StatusCode.DEADLINE_EXCEEDED
     SCORE_DOWN = grpc.StatusCode.ABORTED  # the peer is up, its SCORE process is not
+    DAMAGED = grpc.StatusCode.DATA_LOSS  # what was asked for is damaged in the peer's store
 
 
 class RequestError(Exception):

@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from loopchain.blockchain.block_store import StoredBlock
+from loopchain.blockchain.block_store import BlockStoreError, StoredBlock
 from loopchain.configure import RefusalLog
 from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
@@ -26,6 +26,7 @@ from loopchain.p2p.grpc_util import (
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.storage.abc import StorageCorrupt
 from loopchain.types import canonical
 from loopchain.types.block import Block, Pooled
 from loopchain.types.canonical import EncodingError
@@ -35,6 +36,8 @@ from loopchain.types.vote import Complaint, QuorumCertificate, Vote
 
 log = logging.getLogger(__name__)
 REFUSALS = RefusalLog(log)
+# reads that found the store damaged: the operator must restore it, each told (at most one a second)
+DAMAGE = RefusalLog(log, per_second=1.0, level=logging.ERROR)
 T = TypeVar("T")
 R = TypeVar("R")
 Relayed = TypeVar("Relayed", pb.TxBatch, pb.ConsensusMessage)  # what peers stream to each other
@@ -321,6 +324,11 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             return refuse(context, *self._refusal(context, method, exc))
         except WorkerRefusal as exc:  # counted and logged by the worker
             return refuse(context, exc.code, exc.message)
+        except (StorageCorrupt, BlockStoreError) as exc:  # a read of a damaged store
+            DAMAGE.refused("%s: the store cannot serve it: %s", method, exc)
+            return refuse(
+                context, *self._refusal(context, method, RequestError(ErrorKind.DAMAGED, str(exc)))
+            )
 
     def _refusal(
         self, context: Any, method: str, exc: RequestError | EncodingError

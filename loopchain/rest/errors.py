@@ -44,6 +44,12 @@ _RPC_ERRORS: dict[grpc.StatusCode, tuple[ResponseCode, int, str]] = {
     grpc.StatusCode.FAILED_PRECONDITION: (ResponseCode.NO_LEADER, 503, "{details}"),
     grpc.StatusCode.ABORTED: (ResponseCode.FAIL, 503, "{details}"),
     grpc.StatusCode.PERMISSION_DENIED: (ResponseCode.FAIL, 403, "{details}"),
+    # what was asked for is damaged in the peer's store (its operator must restore it): no retry
+    grpc.StatusCode.DATA_LOSS: (
+        ResponseCode.FAIL,
+        500,
+        "the peer at {target} cannot read it from its store ({details})",
+    ),
     grpc.StatusCode.UNIMPLEMENTED: (
         ResponseCode.FAIL,
         501,

@@ -199,9 +199,17 @@ class LevelDBStore(KeyValueStore):
             self._write_failure = _message(exc)
 
     def get(self, key: bytes) -> bytes | None:
+        """The value of `key`, its table's checksum verified: StorageCorrupt when the disk
+        changed it (values are served as stored, a block's bytes to clients and peers)."""
         self._check_open()
-        value: bytes | None = self._db.get(check_bytes("key", key))
+        try:
+            value: bytes | None = self._db.get(check_bytes("key", key), verify_checksums=True)
+        except plyvel.CorruptionError as exc:
+            raise self._corrupt(exc) from None
         return value
+
+    def _corrupt(self, exc: BaseException) -> StorageCorrupt:
+        return StorageCorrupt(f"LevelDB store at {self.path} is corrupt: {_message(exc)}")
 
     def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
         self._check_writable()
@@ -227,7 +235,7 @@ class LevelDBStore(KeyValueStore):
         check_bytes("prefix", prefix)
         # plyvel's own prefix/start iterators drop the key equal to `prefix` when reversed, so
         # walk LevelDB's raw iterator (created now, so it reads a snapshot of this moment).
-        return self._walk(self._db.raw_iterator(), prefix, reverse)
+        return self._walk(self._db.raw_iterator(verify_checksums=True), prefix, reverse)
 
     def _walk(self, raw: Any, prefix: bytes, reverse: bool) -> Iterator[tuple[bytes, bytes]]:
         try:
@@ -239,6 +247,8 @@ class LevelDBStore(KeyValueStore):
                     return
                 yield key, raw.value()
                 step()
+        except plyvel.CorruptionError as exc:
+            raise self._corrupt(exc) from None
         except RuntimeError as exc:
             raise StorageError(f"LevelDB store at {self.path} was closed: {exc}") from None
         finally:

@@ -1,4 +1,5 @@
-"""Test helpers for the storage layer: a builder of valid signed chains and a line reader for children."""
+"""Test helpers for the storage layer: a builder of valid signed chains, a line reader for
+children, and the damage a failing disk does to a LevelDB table."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import queue
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import IO
 
 from loopchain.types.block import Block
@@ -16,6 +18,19 @@ from loopchain.types.vote import QuorumCertificate, Vote
 
 CHANNEL = "test_channel"
 BASE_TIME_US = 1_700_000_000_000_000
+
+
+def flip_in_tables(store: Path, marker: bytes) -> None:
+    """Change one byte of `marker` where a table file of the LevelDB store at `store` holds it (as
+    written: uncompressed), as a failing disk or a stray write would."""
+    for table in store.glob("*.ldb"):
+        raw = bytearray(table.read_bytes())
+        at = raw.find(marker)
+        if at >= 0:
+            raw[at + len(marker) // 2] ^= 0x01
+            table.write_bytes(bytes(raw))
+            return
+    raise AssertionError(f"no table of {store} holds the marker")
 
 
 class ChainBuilder:

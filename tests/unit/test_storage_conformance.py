@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from loopchain.storage import open_store
-from loopchain.storage.abc import KeyValueStore, StorageError
+from loopchain.storage.abc import KeyValueStore, StorageCorrupt, StorageError
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.storage.memory import MemoryStore
+from tests.integration._storage_helpers import flip_in_tables
 
 Factory = Callable[[], KeyValueStore]
 BACKENDS = ["memory", "leveldb"]
@@ -232,6 +233,25 @@ def test_leveldb_compresses_only_when_asked_and_reads_what_either_way_wrote(
         with LevelDBStore(path, compression=not compression) as kv:
             assert [v for _, v in kv.iterate()] == [value] * 512
     assert sizes[False] > 512 * 4096 > 10 * sizes[True], sizes
+
+
+def test_leveldb_a_value_damaged_on_disk_is_refused_not_returned(tmp_path: Path) -> None:
+    """A byte changed in a table (a failing disk, a stray write) is caught by the table's
+    checksum when read, by get and by iterate: StorageCorrupt naming the store, never the damaged
+    bytes served as if they were the value (a block served as stored would carry them on)."""
+    path = tmp_path / "db"
+    marker = b'{"amount": "1000000", "to": "hx' + b"ab" * 20 + b'"}'
+    with LevelDBStore(path) as kv:
+        kv.put(b"B/block", marker * 8)
+        kv.put(b"other", b"untouched")
+    with LevelDBStore(path):  # reopened: the log becomes a table
+        pass
+    flip_in_tables(path, marker)
+    with LevelDBStore(path) as kv:
+        with pytest.raises(StorageCorrupt, match=str(path)):
+            kv.get(b"B/block")
+        with pytest.raises(StorageCorrupt, match=str(path)):
+            list(kv.iterate(b"B/"))
 
 
 def test_leveldb_write_buffer_and_table_sizes_are_the_ones_asked_for(tmp_path: Path) -> None:
