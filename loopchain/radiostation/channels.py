@@ -57,7 +57,7 @@ MAX_GROUP_ID_CHARS = 256
 # SERVER_MAX_CONNECTIONS, shared with REST proxies, the RadioStation's probes and clients): 256
 # peers link each one to 255 others with 510 streams and half its connections; more could never
 # all be linked. The RadioStation registers at most 1,000 peers (registry.py MAX_PEERS) and makes
-# at most this many members of a channel, an open one too (registry.py Registry._member_ids).
+# at most this many members of a channel, an open one too (registry.py Registry._refresh).
 MAX_CHANNEL_PEERS = 256
 MAX_SCORE_SETTINGS_BYTES = 16 * 1024
 _FIXED_PACKAGE_FIELDS = ("id", "version", "main")

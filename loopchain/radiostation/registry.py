@@ -110,6 +110,7 @@ class Registry:
         self.path = path
         self._peers: dict[str, PeerRecord] = {}
         self._membership: dict[str, _Membership] = {}
+        self._left_out: dict[str, int] = {}  # per channel: admitted peers that are not members
         self._beats: dict[tuple[str, str], Heartbeat] = {}
         self._dirty = False
 
@@ -207,18 +208,20 @@ class Registry:
 
     # -- membership
 
-    def _member_ids(self, spec: ChannelSpec) -> list[str]:
-        """The peers `spec` admits, the first `max_channel_peers` of them in registration order
-        (an open channel admits every registered peer, more than can all be linked)."""
+    def _admitted(self, spec: ChannelSpec) -> list[str]:
+        """Every registered peer `spec` admits, in registration order."""
         peers = sorted(self._peers.values(), key=lambda r: r.order)
-        admitted = [r.peer_id for r in peers if spec.admits(r.peer_id, r.target, self.channel_auth)]
-        return admitted[: self.max_channel_peers]
+        return [r.peer_id for r in peers if spec.admits(r.peer_id, r.target, self.channel_auth)]
 
     def _refresh(self) -> set[str]:
-        """Recompute every channel's members; bump the version of each that changed."""
+        """Recompute every channel's members (the first `max_channel_peers` peers it admits, in
+        registration order: an open channel admits every registered peer, more than can all be
+        linked); bump the version of each that changed."""
         changed: set[str] = set()
         for name, spec in self.channels.items():
-            members = self._member_ids(spec)
+            admitted = self._admitted(spec)
+            members = admitted[: self.max_channel_peers]
+            self._warn_left_out(name, len(admitted) - len(members))
             current = self._membership.get(name)
             if current is None:
                 self._membership[name] = _Membership(1 if members else 0, members)
@@ -230,6 +233,24 @@ class Registry:
         if changed:
             self._dirty = True
         return changed
+
+    def _warn_left_out(self, name: str, count: int) -> None:
+        """Say when a channel admits more peers than it takes (a registry of an earlier version,
+        channel auth turned off): once for each new count, not at every refresh."""
+        if count == self._left_out.get(name, 0):
+            return
+        self._left_out[name] = count
+        if count > 0:
+            log.warning(
+                "channel %r admits %d registered peers, more than a channel takes "
+                "(MAX_CHANNEL_PEERS %d: each member links to every other): the %d registered "
+                "last stay registered but are not members; the operator removes peers with "
+                "DELETE /api/v1/peer",
+                name,
+                self.max_channel_peers + count,
+                self.max_channel_peers,
+                count,
+            )
 
     def set_channel_auth(self, channel_auth: bool) -> set[str]:
         """Switch channel auth and recompute membership; returns the changed channels."""

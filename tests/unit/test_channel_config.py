@@ -4,6 +4,7 @@ genesis_data goes into every validator set the RadioStation issues."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -548,6 +549,30 @@ def test_a_peer_with_room_in_one_channel_joins_that_one_only() -> None:
     registry.remove(signers[0].address)
     assert [r.peer_id for r in registry.members("c")] == [s.address for s in signers[1:]]
     assert registry.version("c") == version + 1
+
+
+def test_peers_left_out_of_a_full_channel_are_warned_of_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Channel auth turned off makes every registered peer one an open channel admits, more
+    than it takes: the ones registered last stay out, and the log says so once, not at each
+    refresh (before: left out without a word)."""
+    signers = [Signer.generate() for _ in range(3)]
+    data = {"c": {"peers": [{"peer_id": s.address} for s in signers[:2]]}}
+    data["d"] = {"peers": [{"peer_id": signers[2].address}]}
+    registry = Registry(parse_channels(PATH, data, "org/x"), channel_auth=True, max_channel_peers=2)
+    for n, signer in enumerate(signers):
+        registry.register(signer.address, f"127.0.0.1:{7100 + n}", "", signer.public_key)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    caplog.set_level(logging.WARNING, logger="loopchain.radiostation.registry")
+    registry.set_channel_auth(False)
+    registry.register(signers[0].address, "127.0.0.1:7100", "", signers[0].public_key)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings  # one a channel
+    for name, warning in zip("cd", warnings, strict=True):
+        assert f"channel {name!r} admits 3 registered peers" in warning
+        assert "the 1 registered last stay registered but are not members" in warning
+    assert [r.peer_id for r in registry.members("c")] == [s.address for s in signers[:2]]
 
 
 def _ids(count: int, start: int = 0) -> list[str]:
