@@ -165,6 +165,11 @@ class BlockStoreError(RuntimeError):
     """A block that may not be saved, or a store whose contents are inconsistent."""
 
 
+class StoreDamaged(BlockStoreError):
+    """What the store holds is missing or does not parse where its indexes say it is: damaged
+    (on disk, or by hand), not a block refused by the store's rules."""
+
+
 def _u64(value: int) -> bytes:
     return value.to_bytes(8, "big")
 
@@ -520,7 +525,7 @@ class BlockStore:
     def _pending_at(self, key: bytes) -> Block:
         raw = self._kv.get(key)
         if raw is None:
-            raise BlockStoreError(f"kept voted-for block {key[10:].hex()} is gone from the store")
+            raise StoreDamaged(f"kept voted-for block {key[10:].hex()} is gone from the store")
         return Block.decode(raw)
 
     def _proof_block(self) -> Block | None:
@@ -792,9 +797,9 @@ class BlockStore:
             raise self._broken("the tip pointer is malformed")
         return _int(raw[:8]), raw[8:]
 
-    def _broken(self, problem: str) -> BlockStoreError:
+    def _broken(self, problem: str) -> StoreDamaged:
         """The error for an inconsistent store, saying what is wrong and that it must not run."""
-        return BlockStoreError(
+        return StoreDamaged(
             f"block store of channel {self.channel!r} is inconsistent: {problem}; "
             "refusing to run on it (restore or resync the store)"
         )

@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from loopchain.blockchain.block_store import BlockStoreError, StoredBlock
+from loopchain.blockchain.block_store import StoreDamaged, StoredBlock
 from loopchain.configure import RefusalLog
 from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
@@ -219,6 +219,17 @@ def _hash_arg(text: str) -> bytes:
     return raw
 
 
+def damaged(method: str, exc: StorageCorrupt | StoreDamaged) -> RequestError:
+    """The answer to a read that met a damaged store: logged with the store's words (at most
+    one line a second), told to the caller without this machine's paths."""
+    DAMAGE.refused("%s: the store cannot serve it: %s", method, exc)
+    return RequestError(
+        ErrorKind.DAMAGED,
+        "the peer's store is corrupt where this read goes (its log names the store); "
+        "its operator restores it",
+    )
+
+
 class PeerServicer(pb_grpc.PeerServiceServicer):
     """Adapter between gRPC and the peer backend."""
 
@@ -324,11 +335,8 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             return refuse(context, *self._refusal(context, method, exc))
         except WorkerRefusal as exc:  # counted and logged by the worker
             return refuse(context, exc.code, exc.message)
-        except (StorageCorrupt, BlockStoreError) as exc:  # a read of a damaged store
-            DAMAGE.refused("%s: the store cannot serve it: %s", method, exc)
-            return refuse(
-                context, *self._refusal(context, method, RequestError(ErrorKind.DAMAGED, str(exc)))
-            )
+        except (StorageCorrupt, StoreDamaged) as exc:  # a read of a damaged store
+            return refuse(context, *self._refusal(context, method, damaged(method, exc)))
 
     def _refusal(
         self, context: Any, method: str, exc: RequestError | EncodingError
@@ -380,6 +388,9 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                                 handled += 1
                         except (RequestError, EncodingError) as exc:
                             self._refusal(context, method, exc)
+                            refused += 1
+                        except (StorageCorrupt, StoreDamaged) as exc:
+                            self._refusal(context, method, damaged(method, exc))
                             refused += 1
             except TimeoutError:  # a sender replaces its streams well before: this one is left
                 ended = f"; ended after {STREAM_MAX_AGE_S:g} s"
@@ -507,6 +518,9 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                                 reply = await answer(request, context)
                         except (RequestError, EncodingError) as exc:
                             code, message = self._refusal(context, method, exc)
+                            reply = pb.CreateTxBatchReply(code=code.value[0], message=message)
+                        except (StorageCorrupt, StoreDamaged) as exc:
+                            code, message = self._refusal(context, method, damaged(method, exc))
                             reply = pb.CreateTxBatchReply(code=code.value[0], message=message)
                         except WorkerRefusal as exc:  # counted by the worker
                             reply = pb.CreateTxBatchReply(

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from loopchain import failpoints, monitor_log
 from loopchain.blockchain import coin, execution
-from loopchain.blockchain.block_store import BlockStore, StoredBlock
+from loopchain.blockchain.block_store import BlockStore, StoreDamaged, StoredBlock
 from loopchain.blockchain.chain import Limits
 from loopchain.blockchain.intake_journal import IntakeJournal
 from loopchain.blockchain.mempool import TxPool, TxRefused
@@ -165,7 +165,7 @@ class ChannelService:
             port=settings.port,
             on_executed=self.receive,
             score_settings=settings.score_settings,
-            on_storage_error=self._storage_failed,
+            on_storage_error=self.storage_failed,
             metrics=self.metrics,
         )
         self._admit_max = min(int(config.TX_POOL_ADMIT_MAX), int(config.TX_POOL_MAX))
@@ -782,14 +782,15 @@ class ChannelService:
             actions = self.consensus.handle(event, time.time())
             self._execute(actions)
         except StorageError as exc:
-            self._storage_failed(exc)
+            self.storage_failed(exc)
             return []
         return actions
 
-    def _storage_failed(self, exc: StorageError) -> None:
-        """A write to the store failed (disk full, read-only, failing): this channel stops here,
-        before it acts on what it could not record, and the peer shuts down. What is on disk is
-        whole (every write is one batch), so a restart once the storage is fixed goes on."""
+    def storage_failed(self, exc: StorageError | StoreDamaged) -> None:
+        """A write to the store failed (disk full, read-only, failing), or a read the channel
+        cannot go on without found it damaged: this channel stops here, before it acts on what it
+        could not record, and the peer shuts down. What is on disk is whole (every write is one
+        batch), so a restart once the storage is fixed goes on."""
         if self.halted:
             return
         self.halted = f"channel {self.name}: storage failed: {exc}"

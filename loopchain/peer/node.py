@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loopchain.blockchain.block_store import BlockStore
+from loopchain.blockchain.block_store import BlockStore, StoreDamaged
 from loopchain.configure import Config
 from loopchain.consensus import messages as m
 from loopchain.durable import sweep_leftovers, write_atomic
@@ -37,7 +37,7 @@ from loopchain.peer.stores import RELEASE_WAIT, open_released
 from loopchain.peer.workers import ChannelWorker
 from loopchain.scoreservice.owned_dir import OwnedDir
 from loopchain.scoreservice.supervisor import MAX_SOCKET_PATH_BYTES, keep_memory_private
-from loopchain.storage.abc import KeyValueStore
+from loopchain.storage.abc import KeyValueStore, StorageError
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types.crypto import KeyFile, KeyProtection, Signer, address_of, open_key_file
 from loopchain.types.passwords import KEY_PASSWORD_ENV
@@ -474,6 +474,10 @@ class PeerNode:
         for name, service in self.channels.items():
             try:
                 status = service.status()
+            except (StorageError, StoreDamaged) as exc:  # its store is damaged where status reads
+                service.storage_failed(exc)
+                continue
+            try:
                 version = await rs.heartbeat(
                     self.signer, name, status["peer_type"], status["block_height"]
                 )

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from loopchain import failpoints, monitor_log
 from loopchain.blockchain import execution
-from loopchain.blockchain.block_store import BlockStore
+from loopchain.blockchain.block_store import BlockStore, StoreDamaged
 from loopchain.blockchain.execution import InvokeResult, TxResult
 from loopchain.configure import Config
 from loopchain.consensus import messages as m
@@ -111,7 +111,7 @@ class ScoreRuntime:
         port: int,
         on_executed: Callable[[m.BlockExecuted], None],
         score_settings: Mapping[str, Any] | None = None,
-        on_storage_error: Callable[[StorageError], None] | None = None,
+        on_storage_error: Callable[[StorageError | StoreDamaged], None] | None = None,
         metrics: ChannelMetrics | None = None,
     ) -> None:
         self.config = config
@@ -261,25 +261,30 @@ class ScoreRuntime:
             finally:
                 self._state_current.set()
         while True:
-            executed = self.store.executed()
-            height = (executed[0] if executed else -1) + 1
-            if height > self.store.tip_height():
+            try:
+                executed = self.store.executed()
+                height = (executed[0] if executed else -1) + 1
+                block = None
+                if height <= self.store.tip_height():  # final: the store holds it
+                    block = self.store.block_by_height(height)
+                    if block is None:
+                        raise StoreDamaged(f"final block {height} is missing from the store")
+            except (StorageError, StoreDamaged) as exc:  # a store damaged where it reads
+                self._storage_failed(exc)
+                return  # executes no further: the peer is stopping
+            if block is None:  # not final yet
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(IDLE_CHECK):
                         await self._wake.wait()
                 continue
-            block = self.store.block_by_height(height)
-            assert block is not None
             result = await self._execute(block, executed)  # 1. stage in the SCORE
             self._state_current.clear()
             try:
                 try:
                     await self._record(block, result)  # 2. record on the peer
                 except StorageError as exc:
-                    if self.on_storage_error is None:
-                        raise
-                    self.on_storage_error(exc)
+                    self._storage_failed(exc)
                     return  # executes no further: the peer is stopping
                 failpoints.hit("score-recorded")
                 if (
@@ -291,6 +296,13 @@ class ScoreRuntime:
                     failpoints.hit("score-committed")
             finally:
                 self._state_current.set()
+
+    def _storage_failed(self, exc: StorageError | StoreDamaged) -> None:
+        """The store failed a read or write of the execution loop: the peer is told (it stops the
+        channel), or, without a handler, the error goes on."""
+        if self.on_storage_error is None:
+            raise exc
+        self.on_storage_error(exc)
 
     async def _execute(
         self, block: Block, executed: tuple[int, bytes, bytes] | None

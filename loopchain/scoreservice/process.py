@@ -47,6 +47,7 @@ from loopchain.blockchain.score_base import (
     TransactionView,
 )
 from loopchain.configure import DEFAULTS, Config, setup_logging
+from loopchain.durable import write_atomic
 from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
@@ -195,13 +196,22 @@ def _returned_result(returned: object) -> tuple[int, str]:
     )
 
 
+def damage_marker(path: Path) -> Path:
+    """The file saying the state store at `path` was found corrupt while in use (see
+    open_state_store)."""
+    return path.with_name(f"{path.name}.damaged")
+
+
 def open_state_store(path: Path) -> KeyValueStore:
     """The SCORE's state store at `path`. A corrupt one (a filesystem error or a repair cut its
-    files) is moved aside, kept for inspection, and a new empty one is opened: the state is made
-    only from the chain, and the peer replays its recorded blocks into the new store up to the
-    roots it recorded (a SCORE that failed to load instead would give this peer results no other
-    peer gives)."""
+    files; or one a read found corrupt while in use, which left `damage_marker`) is moved aside,
+    kept for inspection, and a new empty one is opened: the state is made only from the chain,
+    and the peer replays its recorded blocks into the new store up to the roots it recorded (a
+    SCORE that failed to load instead would give this peer results no other peer gives)."""
+    marker = damage_marker(path)
     try:
+        if marker.exists():
+            raise StorageCorrupt(marker.read_text(errors="replace")[:1000])
         return open_store(path)
     except StorageCorrupt as exc:
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
@@ -210,6 +220,7 @@ def open_state_store(path: Path) -> KeyValueStore:
         except OSError as move:
             raise StorageError(f"{exc}; cannot move it aside: {move}") from None
         log.error("%s; moved aside to %s, a new state is replayed from the chain", exc, aside)
+        marker.unlink(missing_ok=True)
         return open_store(path)
 
 
@@ -366,6 +377,8 @@ class LoadedScore:
         failure: Refused | None = None
         try:
             answer = self.meter.run(lambda: self.score.query(params))
+        except StorageError:
+            raise  # this machine's store failed, not the query: the process ends (see _run)
         except BaseException as exc:
             limited = isinstance(exc, (StepLimitExceeded, MemoryError))
             code = (
@@ -477,6 +490,7 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         self.step_limit = step_limit
         self.loaded: LoadedScore | None = None
         self.request: pb.LoadRequest | None = None
+        self.state_path: Path | None = None  # of the state store, once a Load named it
         self.reason = "waiting for Load"
         self.runner = SerialRunner()
         self.store_failed = asyncio.Event()  # its store takes no more writes: the process ends
@@ -495,8 +509,13 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         except StorageError as exc:
             # a store whose write failed takes no more until it is opened again: this process
             # ends (status 1) and its supervisor starts another, which opens the store again and
-            # is replayed the blocks it misses
+            # is replayed the blocks it misses; one a read found corrupt is marked, so that the
+            # next process moves it aside and is replayed the whole chain (the same read would
+            # fail again, process after process)
             log.error("SCORE state store failed: %s; this SCORE process ends", exc)
+            if isinstance(exc, StorageCorrupt) and self.state_path is not None:
+                with contextlib.suppress(OSError):
+                    write_atomic(damage_marker(self.state_path), str(exc).encode())
             self.store_failed.set()
             await context.abort(
                 grpc.StatusCode.INTERNAL, status_details(f"SCORE state store failed: {exc}")
@@ -512,6 +531,7 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         return await self._run(context, lambda: self._load(request))
 
     def _load(self, request: pb.LoadRequest) -> pb.ScoreStatus:
+        self.state_path = self.state_path or Path(request.state_path)
         if self.loaded is not None:
             if request != self.request:
                 raise Refused(

@@ -1,19 +1,20 @@
 """A block damaged on disk under a real peer (the real radiostation.py and peer.py, with its REST
 proxy and SCORE process): a byte of an old block's stored bytes changed in its LevelDB table, as a
 failing disk or a stray write does. Blocks are served as stored (no decode), so only the table's
-checksum can tell: a read of that block or of a transaction in it is answered 500 with words
-saying the peer's store cannot serve it, never the damaged bytes as if they were the block; the
-peer logs it at ERROR, goes on serving the rest and making blocks, and stops cleanly."""
+checksum can tell: a read of that block or of a transaction in it is answered 500 (JSON-RPC
+-32603) with words saying the peer's store cannot serve it, never the damaged bytes as if they
+were the block; the peer logs it at ERROR, goes on serving the rest and making blocks, and stops
+cleanly."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import plyvel
 import pytest
 
-from tests.integration._storage_helpers import flip_in_tables
+from tests.integration._storage_helpers import damage_a_table
 from tools.procs import LocalNetwork, http, wait_until
 
 CHANNEL = "loopchain_default"
@@ -40,17 +41,6 @@ def _final(net: LocalNetwork, port: int, data: object) -> str:
     return tx_hash
 
 
-def _damage(blocks: Path, marker: bytes) -> None:
-    """Move the store's blocks into tables, then change one byte of `marker` in the table that
-    holds it (its block's bytes)."""
-    db = plyvel.DB(str(blocks), compression=None)  # as the peer writes them: bytes as they are
-    try:
-        db.compact_range()
-    finally:
-        db.close()
-    flip_in_tables(blocks, marker)
-
-
 def test_a_block_damaged_on_disk_is_answered_500_and_the_peer_goes_on(
     net: LocalNetwork,
 ) -> None:
@@ -66,7 +56,7 @@ def test_a_block_damaged_on_disk_is_answered_500_and_the_peer_goes_on(
     assert tip >= damaged_height + LATER_BLOCKS
     assert net.peers[port].stop() == 0
 
-    _damage(
+    damage_a_table(
         Path(net.config_values["DEFAULT_STORAGE_PATH"]) / f"peer_{port}" / CHANNEL / "blocks",
         MARKER.encode(),
     )
@@ -79,8 +69,14 @@ def test_a_block_damaged_on_disk_is_answered_500_and_the_peer_goes_on(
         status, body = http("GET", url)
         assert status == 500, (url, status, body)
         assert body["response_code"] == -1 and "cannot read it from its store" in body["message"]
-        assert "corrupt" in body["message"], body
-        assert MARKER[:16] not in str(body)
+        assert "corrupt" in body["message"] and "its log names the store" in body["message"]
+        assert MARKER[:16] not in str(body) and str(net.workdir) not in str(body)  # nor paths
+
+    request = {"jsonrpc": "2.0", "id": 7, "method": "icx_getBlockByHeight"}
+    request["params"] = {"height": hex(damaged_height)}
+    status, body = http("POST", f"{rest}/api/v3", json.dumps(request).encode())
+    assert status >= 400 and body["error"]["code"] == -32603, body  # ICON's internal error
+    assert "corrupt" in body["error"]["message"] and MARKER[:16] not in str(body), body
 
     status, body = http("GET", f"{rest}/api/v1/blocks?height={tip}")  # the rest is served
     assert status == 200, body

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+import plyvel
+
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
@@ -20,16 +22,27 @@ CHANNEL = "test_channel"
 BASE_TIME_US = 1_700_000_000_000_000
 
 
-def flip_in_tables(store: Path, marker: bytes) -> None:
+def damage_a_table(store: Path, marker: bytes) -> Path:
+    """Move what the closed LevelDB store at `store` holds into tables (uncompressed, as the
+    peer writes them), then change one byte of `marker` in the table that holds it (returned)."""
+    db = plyvel.DB(str(store), compression=None)
+    try:
+        db.compact_range()
+    finally:
+        db.close()
+    return flip_in_tables(store, marker)
+
+
+def flip_in_tables(store: Path, marker: bytes) -> Path:
     """Change one byte of `marker` where a table file of the LevelDB store at `store` holds it (as
-    written: uncompressed), as a failing disk or a stray write would."""
+    written: uncompressed), as a failing disk or a stray write would; returns that file."""
     for table in store.glob("*.ldb"):
         raw = bytearray(table.read_bytes())
         at = raw.find(marker)
         if at >= 0:
             raw[at + len(marker) // 2] ^= 0x01
             table.write_bytes(bytes(raw))
-            return
+            return table
     raise AssertionError(f"no table of {store} holds the marker")
 
 

@@ -9,7 +9,7 @@ import contextlib
 import json
 import shutil
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,12 @@ from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.peer.score_runtime import ScoreRuntime
 from loopchain.scoreservice.client import ScoreUnavailable
+from loopchain.scoreservice.process import damage_marker
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.transaction import Transaction
-from tests.integration._storage_helpers import CHANNEL, ChainBuilder
+from tests.integration._storage_helpers import CHANNEL, ChainBuilder, damage_a_table
 from tools.procs import ROOT, wait_until_async
 
 BLOCKS = 6
@@ -68,6 +69,7 @@ def _runtime(
     store: BlockStore,
     seen: list[m.BlockExecuted],
     package: str = "sample/kvstore",
+    on_storage_error: Callable[[Exception], None] | None = None,
     **settings: object,
 ) -> ScoreRuntime:
     config = load_config(
@@ -82,6 +84,7 @@ def _runtime(
         storage_dir=tmp_path / "channel",
         port=40000 + (hash(str(tmp_path)) % 20000),
         on_executed=seen.append,
+        on_storage_error=on_storage_error,
     )
 
 
@@ -133,14 +136,29 @@ async def _replay_to_recorded(
     return answer
 
 
+def _empty_manifest(state: Path) -> Path:
+    """What a filesystem repair left: its manifest cut to nothing (the store will not open)."""
+    manifest = state / (state / "CURRENT").read_text().strip()
+    manifest.write_bytes(b"")
+    return manifest
+
+
+def _changed_byte(state: Path) -> Path:
+    """A byte changed on disk (a failing disk): the store opens, a read of that table fails."""
+    return damage_a_table(state, b'{"block_hash":"')  # in the one table block it has
+
+
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("damage", [_empty_manifest, _changed_byte])
 async def test_a_corrupt_score_state_is_moved_aside_and_replayed_to_the_recorded_roots(
-    tmp_path: Path,
+    tmp_path: Path, damage: Callable[[Path], Path]
 ) -> None:
     """A filesystem error and its repair can leave the SCORE's LevelDB unreadable (its manifest
-    cut to nothing: seen after an ext4 that turned read-only was checked and mounted again). The
-    SCORE must not stay unloaded, which would make this peer record results no other peer has:
-    the corrupt store is moved aside and the recorded blocks replayed into a new one."""
+    cut to nothing: seen after an ext4 that turned read-only was checked and mounted again), or
+    a failing disk change a byte that only LevelDB's checksum catches, on a read. The SCORE must
+    not stay unloaded, which would make this peer record results no other peer has, nor end at
+    the same read process after process: the corrupt store is moved aside (a read that finds it
+    corrupt marks it for the next process) and the recorded blocks replayed into a new one."""
     store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
     _fill(store, ChainBuilder())
     runtime = _runtime(tmp_path, store, [])
@@ -149,14 +167,15 @@ async def test_a_corrupt_score_state_is_moved_aside_and_replayed_to_the_recorded
     recorded = store.executed()
     assert recorded is not None
     state = tmp_path / "channel" / "score_state"
-    manifest = state / (state / "CURRENT").read_text().strip()
-    manifest.write_bytes(b"")  # what the repair left
+    damaged = damage(state)
+    as_damaged = damaged.read_bytes()
 
     answer = await _replay_to_recorded(tmp_path, store, recorded)
     assert json.loads(answer) == {"value": "v5"}
     aside = [p.name for p in state.parent.iterdir() if p.name.startswith("score_state.corrupt-")]
     assert len(aside) == 1, aside
-    assert (state.parent / aside[0] / manifest.name).read_bytes() == b""  # kept as it was
+    assert (state.parent / aside[0] / damaged.name).read_bytes() == as_damaged  # kept as it was
+    assert not damage_marker(state).exists()
 
 
 @pytest.mark.timeout(120)
@@ -326,6 +345,28 @@ def _executed_to(store: BlockStore, height: int):  # type: ignore[no-untyped-def
         return executed is not None and executed[0] >= height
 
     return check
+
+
+@pytest.mark.timeout(60)
+async def test_a_final_block_gone_from_the_store_stops_execution_through_the_peer(
+    tmp_path: Path,
+) -> None:
+    """The execution loop reads the next final block; one the store lost (damaged on disk) is
+    told to the peer, which stops the channel as for a failed write, and the loop ends (before:
+    the store's error ended the runtime's task group with a traceback)."""
+    kv = LevelDBStore(tmp_path / "blocks")
+    store = BlockStore(kv, CHANNEL)
+    _fill(store, ChainBuilder())
+    lost = next(key for key, _ in kv.iterate(b"B/") if key[2:10] == (3).to_bytes(8, "big"))
+    kv.delete(lost, sync=True)
+    store = BlockStore(kv, CHANNEL)  # nothing of block 3 kept decoded
+    failures: list[Exception] = []
+    runtime = _runtime(tmp_path, store, [], "no/such", on_storage_error=failures.append)
+    task = asyncio.create_task(runtime.run())
+    await asyncio.wait_for(task, 30)  # ends by itself
+    await runtime.stop()
+    assert len(failures) == 1 and "block 3 is missing" in str(failures[0]), failures
+    assert store.executed() is not None and store.executed()[0] == 2  # type: ignore[index]
 
 
 @pytest.mark.timeout(60)

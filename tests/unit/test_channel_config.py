@@ -566,7 +566,8 @@ def test_peers_left_out_of_a_full_channel_are_warned_of_once(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     caplog.set_level(logging.WARNING, logger="loopchain.radiostation.registry")
     registry.set_channel_auth(False)
-    registry.register(signers[0].address, "127.0.0.1:7100", "", signers[0].public_key)
+    for port in (7500, 7501):  # moved: membership refreshed, the same peers left out
+        registry.register(signers[0].address, f"127.0.0.1:{port}", "", signers[0].public_key)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2, warnings  # one a channel
     for name, warning in zip("cd", warnings, strict=True):
