@@ -470,12 +470,15 @@ class BlockStore:
         raw = self._kv.get(EXECUTED)
         if raw is None:
             return None
-        value = canonical.decode(raw)
-        return (
-            int(value["height"]),
-            bytes.fromhex(value["state_root"]),
-            bytes.fromhex(value["results_hash"]),
-        )
+        try:
+            value = canonical.decode(raw)
+            return (
+                int(value["height"]),
+                bytes.fromhex(value["state_root"]),
+                bytes.fromhex(value["results_hash"]),
+            )
+        except (ValueError, TypeError, KeyError) as exc:  # EncodingError: ValueError
+            raise self._broken(f"the execution record is corrupt: {exc}") from None
 
     def tx_result(self, tx_hash: bytes, height: int | None = None) -> StoredResult | None:
         """The recorded result of an executed transaction (`height`: its block's, when known)."""
@@ -487,15 +490,18 @@ class BlockStore:
             raw = self._kv.get(LEGACY_RESULT + tx_hash)  # executed by an earlier version
         if raw is None:
             return None
-        value = canonical.decode(raw)
-        return StoredResult(
-            int(value["code"]),
-            str(value["message"]),
-            int(value["height"]),
-            int(value.get("steps", 0)),
-            int(value.get("cumulative_steps", 0)),
-            str(value.get("events", "")),
-        )
+        try:
+            value = canonical.decode(raw)
+            return StoredResult(
+                int(value["code"]),
+                str(value["message"]),
+                int(value["height"]),
+                int(value.get("steps", 0)),
+                int(value.get("cumulative_steps", 0)),
+                str(value.get("events", "")),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # EncodingError too
+            raise self._broken(f"the result of {tx_hash.hex()} is corrupt: {exc}") from None
 
     # -- blocks voted for, not final yet
 
@@ -526,7 +532,10 @@ class BlockStore:
         raw = self._kv.get(key)
         if raw is None:
             raise StoreDamaged(f"kept voted-for block {key[10:].hex()} is gone from the store")
-        return Block.decode(raw)
+        try:
+            return Block.decode(raw)
+        except ValueError as exc:  # EncodingError, or a bad hex field deep inside
+            raise self._broken(f"kept voted-for block {key[10:].hex()} is corrupt: {exc}") from None
 
     def _proof_block(self) -> Block | None:
         proof = self.commit_proof()

@@ -210,9 +210,9 @@ def open_state_store(path: Path) -> KeyValueStore:
     SCORE that failed to load instead would give this peer results no other peer gives)."""
     marker = damage_marker(path)
     try:
-        if marker.exists():
+        if marker.exists() and path.exists():
             raise StorageCorrupt(marker.read_text(errors="replace")[:1000])
-        return open_store(path)
+        store = open_store(path)
     except StorageCorrupt as exc:
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
         try:
@@ -220,8 +220,13 @@ def open_state_store(path: Path) -> KeyValueStore:
         except OSError as move:
             raise StorageError(f"{exc}; cannot move it aside: {move}") from None
         log.error("%s; moved aside to %s, a new state is replayed from the chain", exc, aside)
+        store = open_store(path)
+    try:  # the marked store is gone (moved aside above, or before a crash, or by hand)
         marker.unlink(missing_ok=True)
-        return open_store(path)
+    except OSError as exc:
+        store.close()
+        raise StorageError(f"cannot remove {marker}: {exc}") from None
+    return store
 
 
 class LoadedScore:
@@ -501,26 +506,39 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         return self.loaded.status()
 
     async def _run(self, context: Any, work: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+
+        def guarded() -> T:
+            try:
+                return work()
+            except StorageError as exc:  # told here, on the call's thread: its caller may be gone
+                self._store_failed(exc)
+                loop.call_soon_threadsafe(self.store_failed.set)
+                raise
+
         try:
-            return await self.runner.call(work)
+            return await self.runner.call(guarded)
         except Refused as exc:
             await context.abort(exc.code, status_details(exc.message))
             raise  # abort raises; this line is never reached
         except StorageError as exc:
-            # a store whose write failed takes no more until it is opened again: this process
-            # ends (status 1) and its supervisor starts another, which opens the store again and
-            # is replayed the blocks it misses; one a read found corrupt is marked, so that the
-            # next process moves it aside and is replayed the whole chain (the same read would
-            # fail again, process after process)
-            log.error("SCORE state store failed: %s; this SCORE process ends", exc)
-            if isinstance(exc, StorageCorrupt) and self.state_path is not None:
-                with contextlib.suppress(OSError):
-                    write_atomic(damage_marker(self.state_path), str(exc).encode())
-            self.store_failed.set()
             await context.abort(
                 grpc.StatusCode.INTERNAL, status_details(f"SCORE state store failed: {exc}")
             )
             raise
+
+    def _store_failed(self, exc: StorageError) -> None:
+        """A store whose write failed takes no more until it is opened again: this process ends
+        (status 1) and its supervisor starts another, which opens the store again and is replayed
+        the blocks it misses. One a read found corrupt is marked, so that the next process moves
+        it aside and is replayed the whole chain (the same read would fail again, process after
+        process)."""
+        log.error("SCORE state store failed: %s; this SCORE process ends", exc)
+        if isinstance(exc, StorageCorrupt) and self.state_path is not None:
+            try:
+                write_atomic(damage_marker(self.state_path), str(exc).encode())
+            except OSError as failed:
+                log.error("cannot mark the state store for replay: %s", failed)
 
     def _require_loaded(self) -> LoadedScore:
         if self.loaded is None:
@@ -531,7 +549,6 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         return await self._run(context, lambda: self._load(request))
 
     def _load(self, request: pb.LoadRequest) -> pb.ScoreStatus:
-        self.state_path = self.state_path or Path(request.state_path)
         if self.loaded is not None:
             if request != self.request:
                 raise Refused(
@@ -541,6 +558,7 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
                 )
             return self.loaded.status()
         try:
+            self.state_path = Path(request.state_path)
             self.loaded = LoadedScore(request, self.step_limit)
             self.request = request
         except StorageError:
