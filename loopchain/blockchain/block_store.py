@@ -293,14 +293,19 @@ class BlockStore:
                 if self._pending.get(voted_hash) != key:
                     batch.put(key, voted.encode())
             if safety is not None:
-                batch.put(SAFETY, canonical.encode(safety[1]))
+                round_, high_qc = safety
+                record = {
+                    "highest_vote_round": round_,
+                    "high_qc": high_qc.to_json() if high_qc is not None else None,
+                }
+                batch.put(SAFETY, canonical.encode(record))
             if staged:
                 failpoints.hit("block-store-batch")
         for pending_hash in covered:
             del self._pending[pending_hash]
         self._pending.update((voted_hash, key) for voted_hash, (key, _voted) in kept.items())
         if safety is not None:
-            self._safety = safety[0]
+            self._safety = safety
         if staged:
             block, _hash, certificate, _positions = staged[-1]
             self._tip_height, self._tip_hash = tip_height, tip_hash
@@ -357,13 +362,13 @@ class BlockStore:
         positions: dict[bytes, int] = {}
         for index, tx in enumerate(block.transactions):
             found = self._kv.get(TX + tx.hash)
-            if found is not None:
-                where = f"at height {_int(found[:8])}"
-            elif tx.hash in staged:
-                where = "in a block saved with it"
-            else:
-                where = "twice in this block"
             if found is not None or tx.hash in staged or tx.hash in positions:
+                if found is not None:
+                    where = f"at height {_int(found[:8])}"
+                elif tx.hash in staged:
+                    where = "in a block saved with it"
+                else:
+                    where = "twice in this block"
                 raise BlockStoreError(
                     f"refusing to save block {block_hash.hex()} at height {block.height}: "
                     f"transaction {tx.hash_hex} is already {where}"
@@ -387,9 +392,9 @@ class BlockStore:
 
     def _check_votes(
         self, votes: Sequence[VoteRecord]
-    ) -> tuple[tuple[int, QuorumCertificate | None], dict[str, Any]] | None:
-        """The newest of `votes` as remembered and as stored, None for none; BlockStoreError when
-        one would move the record back (see save_safety_record)."""
+    ) -> tuple[int, QuorumCertificate | None] | None:
+        """The newest of `votes` (highest round, highest certificate), None for none;
+        BlockStoreError when one would move the record back (see save_safety_record)."""
         last = self.safety_record()
         for highest_vote_round, high_qc, _voted in votes:
             if last is not None:
@@ -402,13 +407,7 @@ class BlockStore:
                 if (high_qc.round if high_qc is not None else -1) < last_qc_round:
                     raise BlockStoreError("safety record would lower the highest certificate")
             last = (highest_vote_round, high_qc)
-        if not votes:
-            return None
-        assert last is not None
-        return last, {
-            "highest_vote_round": last[0],
-            "high_qc": last[1].to_json() if last[1] is not None else None,
-        }
+        return last if votes else None
 
     def safety_record(self) -> tuple[int, QuorumCertificate | None] | None:
         """(highest voted round, highest certificate) as last recorded, or None."""
