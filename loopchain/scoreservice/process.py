@@ -20,6 +20,7 @@ import logging
 import os
 import queue
 import resource
+import shutil
 import sys
 import threading
 import time
@@ -202,6 +203,42 @@ def damage_marker(path: Path) -> Path:
     return path.with_name(f"{path.name}.damaged")
 
 
+# corrupt state stores moved aside and kept for inspection, newest first: a failing disk that
+# corrupts the state at every start would otherwise fill itself with copies of the whole state
+KEPT_CORRUPT_COPIES = 2
+
+
+def _aside_name(path: Path) -> Path:
+    """A free name for the store at `path` moved aside: `<name>.corrupt-<time>`, the time to the
+    microsecond so that the names sort in the order the copies were made (numbered should two
+    moves meet in one microsecond: a rename onto a kept copy would fail)."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(now)) + f".{int(now % 1 * 1e6):06d}"
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    number = 1
+    while aside.exists():
+        number += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{number}")
+    return aside
+
+
+def _drop_old_copies(path: Path) -> None:
+    """Removes all but the KEPT_CORRUPT_COPIES newest corrupt copies of the store at `path` (best
+    effort: one that cannot be removed is logged and left)."""
+    copies = sorted(path.parent.glob(f"{path.name}.corrupt-*"), reverse=True)  # by time
+    for old in copies[KEPT_CORRUPT_COPIES:]:
+        try:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        except OSError as exc:
+            log.warning("cannot remove the old corrupt state copy %s: %s", old, exc)
+        else:
+            log.warning(
+                "removed the old corrupt state copy %s (the newest %d are kept)",
+                old,
+                KEPT_CORRUPT_COPIES,
+            )
+
+
 def open_state_store(path: Path) -> KeyValueStore:
     """The SCORE's state store at `path`. A corrupt one (a filesystem error or a repair cut its
     files; or one a read found corrupt while in use, which left `damage_marker`) is moved aside,
@@ -214,12 +251,13 @@ def open_state_store(path: Path) -> KeyValueStore:
             raise StorageCorrupt(marker.read_text(errors="replace")[:1000])
         store = open_store(path)
     except StorageCorrupt as exc:
-        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        aside = _aside_name(path)
         try:
             path.rename(aside)
         except OSError as move:
             raise StorageError(f"{exc}; cannot move it aside: {move}") from None
         log.error("%s; moved aside to %s, a new state is replayed from the chain", exc, aside)
+        _drop_old_copies(path)
         store = open_store(path)
     try:  # the marked store is gone (moved aside above, or before a crash, or by hand)
         marker.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loopchain.scoreservice.process import damage_marker, open_state_store
+from loopchain.scoreservice.process import KEPT_CORRUPT_COPIES, damage_marker, open_state_store
 from loopchain.storage.leveldb import LevelDBStore
 
 
@@ -53,3 +53,24 @@ def test_an_unmarked_store_opens_as_it_is(tmp_path: Path) -> None:
     finally:
         store.close()
     assert _aside(path) == []
+
+
+def test_only_the_newest_corrupt_copies_are_kept(tmp_path: Path) -> None:
+    """A disk that corrupts the state at every start: each start moves a whole copy aside. Before,
+    every copy was kept (the disk filled with them); now the newest KEPT_CORRUPT_COPIES are, and
+    moves within one second get names of their own (before: the second rename failed)."""
+    path = tmp_path / "score_state"
+    for round_ in range(KEPT_CORRUPT_COPIES + 3):
+        _store_with(path, f"damaged {round_}".encode())
+        damage_marker(path).write_text("corrupt")
+        open_state_store(path).close()
+    kept = _aside(path)
+    assert len(kept) == KEPT_CORRUPT_COPIES
+    values = set()
+    for name in kept:
+        with LevelDBStore(path.parent / name) as copy:
+            values.add(copy.get(b"k"))
+    last = KEPT_CORRUPT_COPIES + 2
+    assert values == {
+        f"damaged {r}".encode() for r in range(last - KEPT_CORRUPT_COPIES + 1, last + 1)
+    }
