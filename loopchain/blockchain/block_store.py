@@ -8,7 +8,10 @@ Key schema (integers are unsigned big-endian, heights and rounds 8 bytes, so key
                                                            height; the one that becomes final stays)
   b"H/" + block hash (32)  -> height                       every final block's height, by its hash
   b"h/" + height           -> block hash                   heights 0..tip, no gaps, none above tip
-  b"t/" + tx hash (32)     -> height + index (4 bytes)     each transaction of a saved block, once
+  b"t/" + tx hash (32)     -> height + index (4 bytes) + offset (4) + length (4)   each transaction
+                                                           of a saved block, once; offset and length
+                                                           place its bytes in the block's (absent
+                                                           when saved by earlier versions)
   b"c/" + height           -> QuorumCertificate.encode()   the certificate of the block at height
   b"s/tip"                 -> height + block hash          the last saved block (absent if empty)
   b"s/proof"               -> length (4) + block + certificate   the certified child that proves
@@ -269,8 +272,13 @@ class BlockStore:
                 batch.put(
                     _height_key(TX_HASHES, height), b"".join(tx.hash for tx in block.transactions)
                 )
+                spans = block.transaction_spans()
                 for tx_hash, index in positions:
-                    batch.put(TX + tx_hash, _u64(height) + index.to_bytes(4, "big"))
+                    place = _u64(height) + index.to_bytes(4, "big")
+                    if spans is not None:
+                        offset, length = spans[index]
+                        place += offset.to_bytes(4, "big") + length.to_bytes(4, "big")
+                    batch.put(TX + tx_hash, place)
                 batch.put(_height_key(CERTIFICATE, height), certificate.encode())
                 if block.validator_update is not None:
                     batch.put(_height_key(UPDATES, height), b"")
@@ -696,6 +704,12 @@ class BlockStore:
 
     def transaction_place(self, tx_hash: bytes) -> TxPlace | None:
         """Where a final block holds the transaction (two index reads, no block decoded)."""
+        located = self._located(tx_hash)
+        return located[0] if located is not None else None
+
+    def _located(self, tx_hash: bytes) -> tuple[TxPlace, bytes] | None:
+        """The transaction's place, and where its bytes are in its block's (offset and length,
+        4 bytes each; b"" when saved by an earlier version)."""
         position = self._kv.get(TX + tx_hash)
         if position is None:
             return None
@@ -703,17 +717,22 @@ class BlockStore:
         block_hash = self._kv.get(_height_key(HEIGHT, height))
         if block_hash is None:
             raise self._broken(f"transaction index of {tx_hash.hex()} names a missing height")
-        return TxPlace(height, index, block_hash)
+        return TxPlace(height, index, block_hash), position[12:20]
 
-    def _transaction_alone(self, place: TxPlace, tx_hash: bytes) -> Transaction | None:
+    def _transaction_alone(self, place: TxPlace, tx_hash: bytes, span: bytes) -> Transaction | None:
         """The transaction at `place`, made alone from its block's stored bytes (its hash is the
-        one stored for that place), not the whole block decoded (5x the work: the bytes are
-        parsed, kept for the next lookups in the block); None when the block's hashes are not
-        stored (saved by an earlier version) or do not match."""
+        one stored for that place), not the whole block decoded: from its own bytes when their
+        `span` is known (~1/20 of the work), else from the block's bytes parsed (1/5 of the work,
+        kept for the next lookups in the block); None when the block's hashes are not stored
+        (saved by an earlier version) or do not match."""
         hashes = self._kv.get(_height_key(TX_HASHES, place.height))
         start = place.tx_index * 32
         if hashes is None or hashes[start : start + 32] != tx_hash:
             return None
+        if len(span) == 8 and place.block_hash not in self._parsed:
+            alone = self._transaction_at(place, tx_hash, _int(span[:4]), _int(span[4:]))
+            if alone is not None:
+                return alone
         try:
             items = self._parsed.get(place.block_hash)
             if items is None:
@@ -728,13 +747,36 @@ class BlockStore:
         except (ValueError, TypeError, KeyError, IndexError) as exc:  # EncodingError: ValueError
             raise self._broken(f"block {place.block_hash.hex()} is corrupt: {exc}") from None
 
+    def _transaction_at(
+        self, place: TxPlace, tx_hash: bytes, offset: int, length: int
+    ) -> Transaction | None:
+        """The transaction whose bytes are at `offset` in its block's, or None when they are not
+        a transaction's bytes there (the caller then parses the whole block, which tells a
+        damaged block from a wrong place)."""
+        raw = self._body(place.height, place.block_hash)
+        if raw is None:
+            return None
+        piece = raw[offset : offset + length]
+        after = raw[offset + length : offset + length + 1]
+        if len(piece) != length or piece[:1] != b"{" or after not in (b",", b"]"):
+            return None
+        try:  # hashed again (a few us): what is served under a hash is the one with that hash
+            tx = Transaction.from_json(canonical.decode_trusted(piece), trusted=True)
+        except (ValueError, TypeError, KeyError):  # EncodingError: ValueError
+            return None
+        if tx.hash != tx_hash:
+            return None
+        tx.__dict__["_encoded"] = piece  # its canonical bytes: served without re-encoding
+        return tx
+
     def find_transaction(self, tx_hash: bytes) -> tuple[Transaction, TxPlace] | None:
         """A transaction in a final block and its place, or None."""
-        place = self.transaction_place(tx_hash)
-        if place is None:
+        located = self._located(tx_hash)
+        if located is None:
             return None
+        place, span = located
         if place.block_hash not in self._decoded:
-            alone = self._transaction_alone(place, tx_hash)
+            alone = self._transaction_alone(place, tx_hash, span)
             if alone is not None:
                 return alone, place
         block = self._decoded_at(place.height, place.block_hash)

@@ -246,17 +246,42 @@ class Block:
         update = self.validator_update
         return b"".join(
             (
-                b'{"header":',
-                canonical.encode(self.header.to_json()),
-                b',"signature":"',
-                self.signature.hex().encode(),
-                b'","transactions":[',
+                self._head,
                 b",".join(tx.encode() for tx in self.transactions),
                 b'],"validator_update":',
                 canonical.encode(update.to_json()) if update is not None else b"null",
                 b"}",
             )
         )
+
+    @functools.cached_property
+    def _head(self) -> bytes:
+        """The bytes of `encode()` before its first transaction's."""
+        return b"".join(
+            (
+                b'{"header":',
+                canonical.encode(self.header.to_json()),
+                b',"signature":"',
+                self.signature.hex().encode(),
+                b'","transactions":[',
+            )
+        )
+
+    def transaction_spans(self) -> list[tuple[int, int]] | None:
+        """Where each transaction's bytes are in `encode()`, as (offset, length) in order, so that
+        a store can serve one transaction from the block's bytes without parsing the rest; None
+        when the bytes are not laid out as `encode()` lays them out (never for a canonical
+        block)."""
+        raw, head = self.encode(), self._head
+        if not raw.startswith(head):
+            return None
+        spans, offset = [], len(head)
+        for tx in self.transactions:
+            length = len(tx.encode())
+            spans.append((offset, length))
+            offset += length + 1
+        end = offset - 1 if self.transactions else offset
+        return spans if raw[end : end + 2] == b"]," else None
 
     @classmethod
     def from_json(

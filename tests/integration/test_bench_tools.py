@@ -167,3 +167,29 @@ def test_bench_v3_verify_prints_each_step() -> None:
     figures = bench_v3_verify.measure(20)
     assert set(figures) == {"parse_us", "recover_us", "admit_us", "decode_us", "sign_us"}
     assert all(value > 0 for value in figures.values()), figures
+
+
+def test_bench_lookup_finds_every_drawn_transaction_both_ways() -> None:
+    code, out, err = run_tool(
+        "tools/bench_lookup.py",
+        "--blocks",
+        "4",
+        "--txs-per-block",
+        "20",
+        "-n",
+        "30",
+        "--json",
+        deadline=120,
+    )
+    assert code == 0, err
+    figures = json.loads(out)
+    assert (figures["blocks"], figures["txs_per_block"], figures["lookups"]) == (4, 20, 30)
+    assert figures["placed_us"] > 0 and figures["parsed_whole_us"] > 0
+    assert figures["ratio"] == pytest.approx(
+        figures["placed_us"] / figures["parsed_whole_us"], abs=0.01
+    )
+
+
+def test_bench_lookup_refuses_bad_arguments() -> None:
+    code, _out, err = run_tool("tools/bench_lookup.py", "--blocks", "1", deadline=60)
+    assert code == 2 and "--blocks must be >= 2" in err

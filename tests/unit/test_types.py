@@ -766,3 +766,19 @@ def test_a_group_counts_toward_a_third_once_a_third_of_its_members_are_there() -
     # a quarter of the group and nobody else is not (0 of 5)
     assert not vs.exceeds_third([ids[3]])
     assert vs.exceeds_third([ids[0], ids[1]])  # 2 of 5 alone
+
+
+@SETTINGS
+@given(st.lists(json_data, max_size=5))
+def test_transaction_spans_place_each_transactions_bytes_in_the_blocks(datas: list[Any]) -> None:
+    """A store serves one transaction from its block's bytes at the place the spans give: they
+    must be its canonical bytes, in a block made here and in one decoded from those bytes."""
+    block = make_block([make_tx(data, timestamp=i + 1) for i, data in enumerate(datas)])
+    for made in (block, Block.decode(block.encode())):
+        raw, spans = made.encode(), made.transaction_spans()
+        assert spans is not None and len(spans) == len(made.transactions)
+        for (offset, length), tx in zip(spans, made.transactions, strict=True):
+            assert raw[offset : offset + length] == tx.encode()
+    forged = dataclasses.replace(block)
+    forged.__dict__["_encoded"] = block.encode().replace(b'"transactions":[', b'"transactions": [')
+    assert forged.transaction_spans() is None  # laid out otherwise: not placed
