@@ -1,0 +1,124 @@
+"""The heartbeat reads each channel's status from its block store; a read that meets a damaged
+store (a table whose checksum fails: StorageCorrupt; a record that does not parse: StoreDamaged)
+stops that channel as a failed write does (ChannelService.storage_failed: the channel halts and
+the peer stops, exit status 1), and the heartbeat loop ends cleanly instead of ending the peer's
+task group with a traceback. The channel is the peer's real ChannelService over an in-memory
+store damaged where the test chooses; the RadioStation an in-memory stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from loopchain.blockchain import block_store
+from loopchain.blockchain.block_store import BlockStore
+from loopchain.configure import load_config
+from loopchain.p2p.memory import InMemoryNetwork
+from loopchain.peer.channel_service import ChannelService, ChannelSettings
+from loopchain.peer.node import PeerNode, PeerOptions
+from loopchain.storage.memory import MemoryStore
+from loopchain.types.crypto import Signer
+from loopchain.types.peer import PeerInfo
+from tests._damaged_store import DAMAGED_PATH, DamagedStore
+from tools.procs import wait_until_async
+
+pytestmark = pytest.mark.asyncio
+
+CHANNEL = "alpha"
+DEADLINE = 30.0  # far below the heartbeat interval (600 s), far above the work
+
+
+class RadioStation:
+    """The two calls of RadioStationClient the heartbeat loop makes: the heartbeats it got."""
+
+    def __init__(self) -> None:
+        self.beats: list[tuple[str, int, int]] = []
+
+    async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:
+        self.beats.append((channel, peer_type, height))
+        return 1
+
+    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], None]:
+        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], None
+
+
+def _peer(tmp_path: Path, kv: DamagedStore) -> tuple[PeerNode, ChannelService]:
+    """A peer node holding one real channel service over `kv`, wired to the node as it wires
+    the channels it opens (a fatal channel stops the node)."""
+    config = load_config(
+        environ={},
+        overrides={
+            "HEARTBEAT_INTERVAL": 600.0,
+            "HEARTBEAT_TIMEOUT": 1200.0,
+            "DEFAULT_STORAGE_PATH": str(tmp_path),
+        },
+    )
+    node = PeerNode(config, PeerOptions(7100, ("127.0.0.1:7102",), None, None, False))
+    node.signer = Signer.generate()
+    node.node_store = MemoryStore()
+    settings = ChannelSettings(
+        CHANNEL, "no/score", Signer.generate().address, "127.0.0.1:7100", tmp_path / CHANNEL, 0
+    )
+    service = ChannelService(
+        settings=settings,
+        config=config,
+        signer=node.signer,
+        store=BlockStore(kv, CHANNEL),
+        transport=InMemoryNetwork().transport(node.signer.address),
+        on_fatal=node._fail,
+    )
+    node.channels[CHANNEL] = service
+    return node, service
+
+
+def _corrupt_counter(kv: DamagedStore) -> str:
+    """The transaction counter's table fails its checksum (what status reads first)."""
+    kv.damaged.add(block_store.TOTAL_TX)
+    return DAMAGED_PATH
+
+
+def _unparsable_execution_record(kv: DamagedStore) -> str:
+    """The execution record no longer parses (StoreDamaged from the block store)."""
+    kv.put(block_store.EXECUTED, b"\x00 not a record")
+    return "the execution record is corrupt"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("damage", [_corrupt_counter, _unparsable_execution_record])
+async def test_a_status_read_meeting_a_damaged_store_stops_the_channel_not_the_heartbeat_loop(
+    tmp_path: Path, damage: Callable[[DamagedStore], str]
+) -> None:
+    kv = DamagedStore()
+    node, service = _peer(tmp_path, kv)
+    rs, stop = RadioStation(), asyncio.Event()
+    node._stop = stop  # as run() sets it: a channel's fatal failure stops the peer
+    loop = asyncio.create_task(node._heartbeat_loop(rs, stop))  # type: ignore[arg-type]
+    try:
+
+        async def beaten() -> bool:
+            return bool(rs.beats) or loop.done()
+
+        await wait_until_async(beaten, DEADLINE, "the first heartbeat")
+        assert rs.beats == [(CHANNEL, 0, -1)] and not loop.done()  # read while the store is whole
+        assert service.halted is None and node.failure is None
+
+        words = damage(kv)
+        node._members_wanted.set()  # the next heartbeat now, not in 600 s
+
+        async def ended() -> bool:
+            return loop.done()
+
+        await wait_until_async(ended, DEADLINE, "the heartbeat loop to end with the peer's stop")
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(loop, return_exceptions=True), DEADLINE)
+    assert loop.exception() is None  # no traceback ends the peer's task group
+    assert stop.is_set()
+    assert service.halted is not None
+    assert service.halted.startswith(f"channel {CHANNEL}: storage failed: "), service.halted
+    assert words in service.halted
+    assert node.failure == service.halted  # the peer exits 1 with the channel's reason
+    assert rs.beats == [(CHANNEL, 0, -1)]  # nothing reported from a status not read
