@@ -126,6 +126,7 @@ class ScoreRuntime:
         # (cleared from a block's recording to its commit, and while a start replays)
         self._state_current = asyncio.Event()
         self._state_current.set()
+        self._replayed_after = 0  # the SCORE process restarts its state was last replayed after
         self._recording: asyncio.Future[None] | None = None  # a block's results being written
         self.package, self.package_error = resolve_channel_package(
             config, package_name, storage_dir / "score_work"
@@ -219,6 +220,9 @@ class ScoreRuntime:
         client that read a transaction's result reads the state it made (the results are
         recorded, then the SCORE commits: a query in between read the state before the block).
         After `seconds` (a SCORE stuck committing) the query goes on with the state there is."""
+        if self._restarted_score_ready():  # replayed first by the execution loop, woken now
+            self._state_current.clear()
+            self._wake.set()
         if self._state_current.is_set():
             return
         with contextlib.suppress(TimeoutError):
@@ -261,6 +265,8 @@ class ScoreRuntime:
             finally:
                 self._state_current.set()
         while True:
+            if self._restarted_score_ready():
+                await self._replay_restarted()
             try:
                 executed = self.store.executed()
                 height = (executed[0] if executed else -1) + 1
@@ -296,6 +302,28 @@ class ScoreRuntime:
                     failpoints.hit("score-committed")
             finally:
                 self._state_current.set()
+
+    def _restarted_score_ready(self) -> bool:
+        """Whether a SCORE process started again since the state was last replayed, and is loaded:
+        its state may lack blocks whose results the peer recorded (one that moved a damaged store
+        aside holds none), and no block may come soon to make the SCORE refuse one and be
+        replayed (an idle channel): queries would read a state that lacks them."""
+        supervisor = self.supervisor
+        return (
+            supervisor is not None
+            and supervisor.restarts != self._replayed_after
+            and supervisor.status().loaded
+        )
+
+    async def _replay_restarted(self) -> None:
+        """Bring a SCORE process started again up to the recorded blocks, queries waiting."""
+        assert self.supervisor is not None
+        self._replayed_after = self.supervisor.restarts
+        self._state_current.clear()
+        try:
+            await self._replay_uncommitted()
+        finally:
+            self._state_current.set()
 
     def _storage_failed(self, exc: StorageError | StoreDamaged) -> None:
         """The store failed a read or write of the execution loop: the peer is told (it stops the

@@ -188,3 +188,32 @@ async def test_a_query_meeting_a_damaged_score_state_is_a_score_down_not_the_cli
 
     await wait_until_async(moved, DEADLINE, "the damaged SCORE state moved aside")
     assert service.halted is None  # the channel goes on: only the SCORE process started again
+
+
+@pytest.mark.timeout(300)
+async def test_a_score_started_anew_on_a_moved_aside_state_answers_no_query_before_its_replay(
+    peer: LonePeer,
+) -> None:
+    """The SCORE process that moved the damaged state aside starts from nothing while the peer
+    runs (an idle channel: no block comes to make the runtime notice): a query is answered from
+    the state of every recorded block, as at a start, never from the empty state ({"value":
+    null}: a wrong answer given as right, and a balance of 0 would refuse clients' transfers)."""
+    service = await _damaged_under_a_running_peer(peer)
+    assert service.score.supervisor is not None
+    assert await service.score.supervisor.wait_ready(DEADLINE)
+    async with serving(service) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.Query(_get("damaged"), timeout=DEADLINE)
+        assert "SCORE state store failed" in (failed.value.details() or ""), failed.value
+
+        async def answered() -> str | None:
+            try:
+                reply = await stub.Query(_get("damaged"), timeout=DEADLINE)
+            except grpc.aio.AioRpcError as exc:  # while the SCORE process starts again
+                assert exc.code() == grpc.StatusCode.ABORTED, exc
+                return None
+            return reply.response_json
+
+        answer = await wait_until_async(answered, DEADLINE, "a query answered again")
+    assert json.loads(answer) == {"value": DAMAGED_VALUE}  # the first answer is already right
+    assert len(_moved_aside(peer)) == 1
