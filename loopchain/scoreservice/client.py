@@ -49,6 +49,14 @@ _UNAVAILABLE_CODES = {
     grpc.StatusCode.FAILED_PRECONDITION,  # the process runs but has no SCORE loaded
 }
 
+# Codes whose details the SCORE process did not choose: said in fixed words to the peer's clients,
+# which must not read this machine's paths (the SCORE's socket) or a crash's text (logged: debug)
+_TRANSPORT_CODES = {
+    grpc.StatusCode.UNAVAILABLE: "the SCORE process is not reachable (starting again?)",
+    grpc.StatusCode.CANCELLED: "the call was cancelled (the SCORE process ended?)",
+    grpc.StatusCode.UNKNOWN: "the SCORE process failed the call",
+}
+
 
 class ScoreCallError(Exception):
     """A SCORE call that failed; `message` says why."""
@@ -175,6 +183,9 @@ class ScoreClient:
             return await call
         except grpc.aio.AioRpcError as exc:
             code, details = exc.code(), exc.details() or ""
+            if code in _TRANSPORT_CODES:  # gRPC's words (the socket's path), or a crash's
+                log.debug("SCORE %s: %s: %s", what, code.name, details)
+                details = _TRANSPORT_CODES[code]
             message = f"SCORE {what}: {details or code.name}"
             if code in _UNAVAILABLE_CODES:
                 deadline = code == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -543,7 +543,11 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
             return pb.ScoreStatus(status=-1, message=self.reason, executed_height=-1)
         return self.loaded.status()
 
-    async def _run(self, context: Any, work: Callable[[], T]) -> T:
+    async def _run(self, context: Any, work: Callable[[], T], *, for_clients: bool = False) -> T:
+        """`work` on the runner's thread, its refusals and store failures as the call's status.
+        `for_clients`: the peer hands the status to its clients (a query), so a store failure is
+        said without the store's path (logged here with it); the peer's own calls keep it (the
+        reason its SCORE status shows the operator)."""
         loop = asyncio.get_running_loop()
 
         def guarded() -> T:
@@ -560,9 +564,13 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
             await context.abort(exc.code, status_details(exc.message))
             raise  # abort raises; this line is never reached
         except StorageError as exc:
-            await context.abort(
-                grpc.StatusCode.INTERNAL, status_details(f"SCORE state store failed: {exc}")
-            )
+            said = f"SCORE state store failed: {exc}"
+            if for_clients:  # logged with its path by _store_failed
+                what = (
+                    "it is corrupt" if isinstance(exc, StorageCorrupt) else "a read or write failed"
+                )
+                said = f"SCORE state store failed: {what}; the SCORE process starts again"
+            await context.abort(grpc.StatusCode.INTERNAL, status_details(said))
             raise
 
     def _store_failed(self, exc: StorageError) -> None:
@@ -692,11 +700,15 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         return loaded.status()
 
     async def Query(self, request: pb.ScoreQueryRequest, context: Any) -> pb.ScoreQueryReply:
-        answer = await self._run(context, lambda: self._require_loaded().query(request.params_json))
+        answer = await self._run(
+            context, lambda: self._require_loaded().query(request.params_json), for_clients=True
+        )
         return pb.ScoreQueryReply(response_json=answer)
 
     async def Balance(self, request: pb.BalanceRequest, context: Any) -> pb.BalanceReply:
-        return await self._run(context, lambda: self._require_loaded().balance(request))
+        return await self._run(
+            context, lambda: self._require_loaded().balance(request), for_clients=True
+        )
 
     def close(self) -> None:
         """Close the state store unless a SCORE call still runs (the OS releases it on exit)."""

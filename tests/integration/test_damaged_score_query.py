@@ -179,6 +179,7 @@ async def test_a_query_meeting_a_damaged_score_state_is_a_score_down_not_the_cli
     assert code == grpc.StatusCode.ABORTED, (code, details)  # the SCORE is down for now
     assert "unavailable" in details and "SCORE state store failed" in details, details
     assert "corrupt" in details and MARKER[:16] not in details, details  # nor the damaged bytes
+    assert "/" not in details, details  # nor a path of this machine (the store's, logged)
     rest = rpc_error(failed.value, "127.0.0.1:9000", 60.0)  # what the REST proxy answers
     assert rest.status == 503 and rest.response().headers["Retry-After"], rest.message
 
@@ -211,9 +212,12 @@ async def test_a_score_started_anew_on_a_moved_aside_state_answers_no_query_befo
                 reply = await stub.Query(_get("damaged"), timeout=DEADLINE)
             except grpc.aio.AioRpcError as exc:  # while the SCORE process starts again
                 assert exc.code() == grpc.StatusCode.ABORTED, exc
+                seen.append(exc.details() or "")
                 return None
             return reply.response_json
 
+        seen: list[str] = []  # the answers while it starts again: no path (its socket's)
         answer = await wait_until_async(answered, DEADLINE, "a query answered again")
+    assert not [details for details in seen if "/" in details], seen
     assert json.loads(answer) == {"value": DAMAGED_VALUE}  # the first answer is already right
     assert len(_moved_aside(peer)) == 1
