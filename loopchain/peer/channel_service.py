@@ -31,6 +31,7 @@ from loopchain.peer.intake import MB, IntakeLog, IntakeRefused, RateLimit
 from loopchain.peer.metrics import ChannelGauges, ChannelMetrics, PeerMetrics
 from loopchain.peer.relay import TxRelay
 from loopchain.peer.score_runtime import ScoreInfo, ScoreRuntime
+from loopchain.safe_text import without_paths
 from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
 from loopchain.storage.abc import StorageError
 from loopchain.types import canonical, icon_tx
@@ -696,19 +697,24 @@ class ChannelService:
             monitor_log.event("Query", channel=self.name, elapsed=elapsed, ok=ok)
 
     async def _ask_score(self, call: Awaitable[T]) -> T:
-        """A read of the SCORE process, its failures as the client's errors."""
+        """A read of the SCORE process, its failures as the client's errors, told without this
+        machine's paths (a SCORE's failure names its store, its socket, its package's folder:
+        the SCORE status and the logs keep them for the operator)."""
         try:
             return await call
         except ScoreUnavailable as exc:
+            reason = without_paths(str(exc))
             if exc.deadline_exceeded:  # REST -900 (504): the SCORE took too long, it is not down
                 raise RequestError(
-                    ErrorKind.TIMEOUT, f"SCORE of {self.name} did not answer in time: {exc}"
+                    ErrorKind.TIMEOUT, f"SCORE of {self.name} did not answer in time: {reason}"
                 ) from None
             raise RequestError(
-                ErrorKind.SCORE_DOWN, f"SCORE of {self.name} unavailable: {exc}"
+                ErrorKind.SCORE_DOWN, f"SCORE of {self.name} unavailable: {reason}"
             ) from None
         except ScoreRejected as exc:
-            raise RequestError(ErrorKind.INVALID, f"SCORE refused the query: {exc}") from None
+            raise RequestError(
+                ErrorKind.INVALID, f"SCORE refused the query: {without_paths(str(exc))}"
+            ) from None
 
     def score_status(self) -> ScoreInfo:
         return self.score.info()

@@ -44,6 +44,7 @@ T = TypeVar("T")
 RETRY_DELAY = 0.5
 GIVEN_UP_META = "score_given_up"  # the block store's record of a SCORE given up (JSON)
 IDLE_CHECK = 1.0
+STALE_RETRY = 0.1  # seconds before a query answered from a state not yet replayed asks again
 MAX_TIMEOUTS_PER_BLOCK = 3  # deadline kills of the SCORE on one block before it is given up
 
 
@@ -190,30 +191,64 @@ class ScoreRuntime:
     async def query(self, params_json: str) -> str:
         """The SCORE's answer to a query (ScoreUnavailable / ScoreRejected on failure), from a
         state that holds every block whose results were recorded."""
-        return await self._in_query_time("query", lambda client: client.query(params_json))
+        answer, _height = await self._in_query_time(
+            "query", lambda client: client.query_at(params_json), lambda answer: answer[1]
+        )
+        return answer
 
     async def balance(self, address: str) -> tuple[int, int, int]:
         """(ICX balance, total supply, executed height) (ScoreUnavailable / ScoreRejected), as
         `query`."""
-        return await self._in_query_time("balance", lambda client: client.balance(address))
+        return await self._in_query_time(
+            "balance", lambda client: client.balance(address), lambda answer: answer[2]
+        )
 
-    async def _in_query_time(self, what: str, ask: Callable[[ScoreClient], Awaitable[T]]) -> T:
+    async def _in_query_time(
+        self, what: str, ask: Callable[[ScoreClient], Awaitable[T]], height_of: Callable[[T], int]
+    ) -> T:
         """`ask` the SCORE once its state holds every recorded block, all within one
         SCORE_QUERY_TIMEOUT: the wait for the state takes at most half of it, and past it the
         answer is a deadline error (a query once waited the whole timeout for the state, then
-        as long again for its call: longer than the proxy waits for the peer, so a 504)."""
+        as long again for its call: longer than the proxy waits for the peer, so a 504).
+
+        An answer is taken only from a state at most one block behind the recorded ones (`_behind`:
+        the block being committed as it read). One further behind comes from a SCORE process
+        started again and not yet replayed (it may have met the query while it loaded: the
+        peer's wait for the replay cannot hold back a query already on its way), and is asked
+        again; still behind at the deadline, the SCORE is down for now (catching up), not late."""
         if self.supervisor is None:
             raise ScoreUnavailable(self.package_error or "no SCORE")
         client = self.supervisor.client
         seconds = client.query_timeout
+        behind: tuple[int, int] | None = None
         try:
             async with asyncio.timeout(seconds):
                 await self._state_caught_up(seconds / 2)
-                return await ask(client)
+                while True:
+                    answer = await ask(client)
+                    behind = self._behind(height_of(answer))
+                    if behind is None:
+                        return answer
+                    self._wake.set()  # the execution loop replays a SCORE started again
+                    await asyncio.sleep(STALE_RETRY)
         except TimeoutError:
+            if behind is not None:
+                raise ScoreUnavailable(
+                    f"SCORE {what}: the SCORE is catching up (its state holds block "
+                    f"{behind[0]} of {behind[1]})"
+                ) from None
             raise ScoreUnavailable(
                 f"SCORE {what}: no answer within {seconds:g} s", deadline_exceeded=True
             ) from None
+
+    def _behind(self, height: int) -> tuple[int, int] | None:
+        """(`height`, the recorded height) when a state at `height` lacks more than the newest
+        recorded block, else None (blocks from the one the SCORE was given up at are not its)."""
+        executed = self.store.executed()
+        recorded = executed[0] if executed else -1
+        if self._given_up_at is not None:
+            recorded = min(recorded, self._given_up_at - 1)
+        return (height, recorded) if height < recorded - 1 else None
 
     async def _state_caught_up(self, seconds: float) -> None:
         """Wait until the SCORE has committed the blocks whose results the peer recorded, so a
@@ -258,16 +293,12 @@ class ScoreRuntime:
             await self.supervisor.stop()
 
     async def _execute_loop(self) -> None:
-        if self.supervisor is not None:
-            self._state_current.clear()
-            try:
-                await self._replay_uncommitted()
-            finally:
-                self._state_current.set()
+        replay = self.supervisor is not None  # at the start, and after the SCORE started again
         while True:
-            if self._restarted_score_ready():
-                await self._replay_restarted()
             try:
+                if replay or self._restarted_score_ready():
+                    replay = False
+                    await self._replay_restarted()
                 executed = self.store.executed()
                 height = (executed[0] if executed else -1) + 1
                 block = None
@@ -316,7 +347,7 @@ class ScoreRuntime:
         )
 
     async def _replay_restarted(self) -> None:
-        """Bring a SCORE process started again up to the recorded blocks, queries waiting."""
+        """Bring a SCORE process (started again) up to the recorded blocks, queries waiting."""
         assert self.supervisor is not None
         self._replayed_after = self.supervisor.restarts
         self._state_current.clear()
@@ -461,7 +492,8 @@ class ScoreRuntime:
     async def _replay(self, height: int) -> None:
         assert self.supervisor is not None
         block = self.store.block_by_height(height)
-        assert block is not None
+        if block is None:
+            raise StoreDamaged(f"executed block {height} is missing from the store")
         longest = invoke_deadlines(float(self.config.SCORE_INVOKE_TIMEOUT))[-1]
         result = await self.supervisor.client.invoke_block(block, longest)  # it finished before
         recorded = self.store.roots_at(height)

@@ -49,14 +49,6 @@ _UNAVAILABLE_CODES = {
     grpc.StatusCode.FAILED_PRECONDITION,  # the process runs but has no SCORE loaded
 }
 
-# Codes whose details the SCORE process did not choose: said in fixed words to the peer's clients,
-# which must not read this machine's paths (the SCORE's socket) or a crash's text (logged: debug)
-_TRANSPORT_CODES = {
-    grpc.StatusCode.UNAVAILABLE: "the SCORE process is not reachable (starting again?)",
-    grpc.StatusCode.CANCELLED: "the call was cancelled (the SCORE process ended?)",
-    grpc.StatusCode.UNKNOWN: "the SCORE process failed the call",
-}
-
 
 class ScoreCallError(Exception):
     """A SCORE call that failed; `message` says why."""
@@ -183,9 +175,6 @@ class ScoreClient:
             return await call
         except grpc.aio.AioRpcError as exc:
             code, details = exc.code(), exc.details() or ""
-            if code in _TRANSPORT_CODES:  # gRPC's words (the socket's path), or a crash's
-                log.debug("SCORE %s: %s: %s", what, code.name, details)
-                details = _TRANSPORT_CODES[code]
             message = f"SCORE {what}: {details or code.name}"
             if code in _UNAVAILABLE_CODES:
                 deadline = code == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -253,13 +242,18 @@ class ScoreClient:
 
     async def query(self, params_json: str) -> str:
         """The SCORE's JSON answer to a read-only query."""
+        return (await self.query_at(params_json))[0]
+
+    async def query_at(self, params_json: str) -> tuple[str, int]:
+        """The SCORE's JSON answer to a read-only query, and the executed height of the state it
+        read (-1: none)."""
         reply = await self._call(
             "query",
             self._stub.Query(
                 pb.ScoreQueryRequest(params_json=params_json), timeout=self.query_timeout
             ),
         )
-        return str(reply.response_json)
+        return str(reply.response_json), int(reply.height)
 
     async def balance(self, address: str) -> tuple[int, int, int]:
         """(balance of `address`, total supply, executed height) in loop, as last committed.

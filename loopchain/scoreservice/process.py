@@ -209,11 +209,12 @@ KEPT_CORRUPT_COPIES = 2
 
 
 def _aside_name(path: Path) -> Path:
-    """A free name for the store at `path` moved aside: `<name>.corrupt-<time>`, the time to the
-    microsecond so that the names sort in the order the copies were made (numbered should two
-    moves meet in one microsecond: a rename onto a kept copy would fail)."""
+    """A free name for the store at `path` moved aside: `<name>.corrupt-<time>`, the time in UTC
+    to the microsecond, so that the names sort in the order the copies were made while the
+    clock goes forward (numbered should two moves meet in one microsecond: a rename onto a kept
+    copy would fail)."""
     now = time.time()
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(now)) + f".{int(now % 1 * 1e6):06d}"
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
     aside = path.with_name(f"{path.name}.corrupt-{stamp}")
     number = 1
     while aside.exists():
@@ -222,11 +223,12 @@ def _aside_name(path: Path) -> Path:
     return aside
 
 
-def _drop_old_copies(path: Path) -> None:
-    """Removes all but the KEPT_CORRUPT_COPIES newest corrupt copies of the store at `path` (best
-    effort: one that cannot be removed is logged and left)."""
-    copies = sorted(path.parent.glob(f"{path.name}.corrupt-*"), reverse=True)  # by time
-    for old in copies[KEPT_CORRUPT_COPIES:]:
+def _drop_old_copies(path: Path, made: Path) -> None:
+    """Removes all but the KEPT_CORRUPT_COPIES newest corrupt copies of the store at `path`, the
+    one just `made` always kept (a clock set back would name it older than the others); best
+    effort: one that cannot be removed is logged and left."""
+    others = [c for c in path.parent.glob(f"{path.name}.corrupt-*") if c.name != made.name]
+    for old in sorted(others, reverse=True)[KEPT_CORRUPT_COPIES - 1 :]:  # newest first by name
         try:
             shutil.rmtree(old) if old.is_dir() else old.unlink()
         except OSError as exc:
@@ -257,7 +259,7 @@ def open_state_store(path: Path) -> KeyValueStore:
         except OSError as move:
             raise StorageError(f"{exc}; cannot move it aside: {move}") from None
         log.error("%s; moved aside to %s, a new state is replayed from the chain", exc, aside)
-        _drop_old_copies(path)
+        _drop_old_copies(path, aside)
         store = open_store(path)
     try:  # the marked store is gone (moved aside above, or before a crash, or by hand)
         marker.unlink(missing_ok=True)
@@ -543,11 +545,8 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
             return pb.ScoreStatus(status=-1, message=self.reason, executed_height=-1)
         return self.loaded.status()
 
-    async def _run(self, context: Any, work: Callable[[], T], *, for_clients: bool = False) -> T:
-        """`work` on the runner's thread, its refusals and store failures as the call's status.
-        `for_clients`: the peer hands the status to its clients (a query), so a store failure is
-        said without the store's path (logged here with it); the peer's own calls keep it (the
-        reason its SCORE status shows the operator)."""
+    async def _run(self, context: Any, work: Callable[[], T]) -> T:
+        """`work` on the runner's thread, its refusals and store failures as the call's status."""
         loop = asyncio.get_running_loop()
 
         def guarded() -> T:
@@ -564,13 +563,9 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
             await context.abort(exc.code, status_details(exc.message))
             raise  # abort raises; this line is never reached
         except StorageError as exc:
-            said = f"SCORE state store failed: {exc}"
-            if for_clients:  # logged with its path by _store_failed
-                what = (
-                    "it is corrupt" if isinstance(exc, StorageCorrupt) else "a read or write failed"
-                )
-                said = f"SCORE state store failed: {what}; the SCORE process starts again"
-            await context.abort(grpc.StatusCode.INTERNAL, status_details(said))
+            await context.abort(
+                grpc.StatusCode.INTERNAL, status_details(f"SCORE state store failed: {exc}")
+            )
             raise
 
     def _store_failed(self, exc: StorageError) -> None:
@@ -700,15 +695,15 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         return loaded.status()
 
     async def Query(self, request: pb.ScoreQueryRequest, context: Any) -> pb.ScoreQueryReply:
-        answer = await self._run(
-            context, lambda: self._require_loaded().query(request.params_json), for_clients=True
-        )
-        return pb.ScoreQueryReply(response_json=answer)
+        def answer() -> pb.ScoreQueryReply:  # the state's height with its answer, in one turn
+            loaded = self._require_loaded()
+            response = loaded.query(request.params_json)
+            return pb.ScoreQueryReply(response_json=response, height=loaded.state.executed_height)
+
+        return await self._run(context, answer)
 
     async def Balance(self, request: pb.BalanceRequest, context: Any) -> pb.BalanceReply:
-        return await self._run(
-            context, lambda: self._require_loaded().balance(request), for_clients=True
-        )
+        return await self._run(context, lambda: self._require_loaded().balance(request))
 
     def close(self) -> None:
         """Close the state store unless a SCORE call still runs (the OS releases it on exit)."""

@@ -23,6 +23,7 @@ from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.p2p import grpc_util
+from loopchain.p2p.errors import RequestError
 from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.p2p.server import PeerServer, start_peer_server
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
@@ -221,3 +222,31 @@ async def test_a_score_started_anew_on_a_moved_aside_state_answers_no_query_befo
     assert not [details for details in seen if "/" in details], seen
     assert json.loads(answer) == {"value": DAMAGED_VALUE}  # the first answer is already right
     assert len(_moved_aside(peer)) == 1
+
+
+@pytest.mark.timeout(300)
+async def test_queries_in_flight_while_the_score_starts_anew_get_no_answer_from_its_empty_state(
+    peer: LonePeer,
+) -> None:
+    """Many clients asking while the SCORE process that moved the damaged state aside starts:
+    a query can reach it while it loads (the peer's wait for the replay cannot hold back a query
+    already sent), and it answered from the empty state once loaded, before its replay (seen 8
+    of 16 answers {"value": null}: a wrong answer given as right). Now the answer carries the
+    height of the state it read, and one behind the recorded blocks is asked again."""
+    service = await _damaged_under_a_running_peer(peer)
+    params = _get("damaged").params_json
+    answers: list[object] = []
+
+    async def client() -> None:
+        end = asyncio.get_running_loop().time() + DEADLINE
+        while asyncio.get_running_loop().time() < end:
+            try:
+                answers.append(json.loads(await service.query(params)))
+                return
+            except RequestError:  # down for now (the damage, a restart): asked again
+                await asyncio.sleep(0.02)
+        raise AssertionError(f"no answer within {DEADLINE} s")
+
+    await asyncio.gather(*(client() for _ in range(16)))
+    assert answers == [{"value": DAMAGED_VALUE}] * 16
+    assert len(_moved_aside(peer)) == 1  # the SCORE did start anew on an empty state

@@ -342,14 +342,12 @@ async def test_the_score_hashes_a_block_sent_without_hashes_and_refuses_a_wrong_
 async def test_the_client_reports_a_missing_process_as_unavailable(tmp_path: Path) -> None:
     client = ScoreClient(tmp_path / "nobody.sock", score_config(GRPC_TIMEOUT=1.0))
     try:
-        with pytest.raises(ScoreUnavailable) as missing:
+        with pytest.raises(ScoreUnavailable):
             await client.status()
         with pytest.raises(ScoreUnavailable):
             await client.invoke_block(Blocks().next())
     finally:
         await client.close()
-    # the words reach the peer's clients (a query's 503): not the socket's path, gRPC's words
-    assert "not reachable" in str(missing.value) and "/" not in str(missing.value), missing.value
 
 
 async def test_sigterm_exits_zero(tmp_path: Path) -> None:

@@ -289,13 +289,13 @@ async def test_a_query_behind_a_stuck_commit_is_answered_within_one_query_timeou
     client = runtime.supervisor.client
     loop = asyncio.get_running_loop()
     asked: list[float] = []
-    query = client.query
+    query = client.query_at
 
-    async def timed_query(params_json: str) -> str:
+    async def timed_query(params_json: str) -> tuple[str, int]:
         asked.append(loop.time())
         return await query(params_json)
 
-    monkeypatch.setattr(client, "query", timed_query)
+    monkeypatch.setattr(client, "query_at", timed_query)
     last = BLOCKS - 1
     async with running(runtime):
         async with asyncio.timeout(60):
@@ -324,7 +324,9 @@ async def test_a_score_that_answers_nothing_is_a_deadline_error_within_one_query
     async def no_answer(*args: Any) -> Any:
         await never.wait()
 
-    monkeypatch.setattr(runtime.supervisor.client, what, no_answer)
+    monkeypatch.setattr(
+        runtime.supervisor.client, "query_at" if what == "query" else what, no_answer
+    )
     async with running(runtime):
         async with asyncio.timeout(60):
             await held.wait()

@@ -18,6 +18,7 @@ from loopchain.safe_text import (
     json_place,
     one_line,
     status_details,
+    without_paths,
 )
 
 BREAKS = ["\n", "\r", "\x0b", "\x0c", "\x1b", "\x85", "\u2028", "\u2029", "\x00", "\x7f"]
@@ -139,3 +140,29 @@ def test_any_json_place_is_one_bounded_line(parts: list) -> None:
     place = json_place(parts)
     assert place.splitlines() in ([place], []) and len(place) <= len(parts) * (MAX_PLACE_KEY + 5)
     place.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "SCORE state store failed: LevelDB store at /var/lib/lc/score_state is corrupt: x",
+            "SCORE state store failed: LevelDB store at <path> is corrupt: x",
+        ),
+        (
+            "last error: UNKNOWN: unix:/tmp/loopchain-score-1-ab/score.sock: No such file",
+            "last error: UNKNOWN: unix:<path>: No such file",
+        ),
+        ("package.json not found in '/data/score/pkg'", "package.json not found in '<path>'"),
+        ("(/x/y) [/a] path=/etc/passwd", "(<path>) [<path>] path=<path>"),
+        ("/root/abs at the start", "<path> at the start"),
+        ("1/2 and 16/32, http://host/a/b and a // b", "1/2 and 16/32, http://host/a/b and a // b"),
+    ],
+)
+def test_absolute_paths_are_left_out_of_text_told_to_clients(text: str, shown: str) -> None:
+    assert without_paths(text) == shown
+
+
+@given(st.text(max_size=200))
+def test_no_absolute_path_after_a_space_survives(text: str) -> None:
+    assert " /a" not in without_paths(text + " /a/b")

@@ -5,8 +5,13 @@ marked store is gone. Real LevelDB in a temporary folder."""
 
 from __future__ import annotations
 
+import time
+import types
 from pathlib import Path
 
+import pytest
+
+from loopchain.scoreservice import process
 from loopchain.scoreservice.process import KEPT_CORRUPT_COPIES, damage_marker, open_state_store
 from loopchain.storage.leveldb import LevelDBStore
 
@@ -74,3 +79,26 @@ def test_only_the_newest_corrupt_copies_are_kept(tmp_path: Path) -> None:
     assert values == {
         f"damaged {r}".encode() for r in range(last - KEPT_CORRUPT_COPIES + 1, last + 1)
     }
+
+
+def test_the_copy_just_moved_aside_is_kept_when_the_clock_went_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copies are named by the time they were made; a clock set back (NTP, an operator) names
+    the newest as the oldest. Before, it was the one removed at once: the evidence of the damage
+    just met was lost, and older copies kept."""
+    path = tmp_path / "score_state"
+    clock = iter([2_000_000_000.0, 2_000_000_100.0, 1_900_000_000.0])  # the third: set back
+    stopped = types.SimpleNamespace(
+        time=lambda: next(clock), strftime=time.strftime, gmtime=time.gmtime
+    )
+    monkeypatch.setattr(process, "time", stopped)  # the module's clock only (logging keeps its own)
+    for round_ in range(3):
+        _store_with(path, f"damaged {round_}".encode())
+        damage_marker(path).write_text("corrupt")
+        open_state_store(path).close()
+    kept = set()
+    for name in _aside(path):
+        with LevelDBStore(path.parent / name) as copy:
+            kept.add(copy.get(b"k"))
+    assert b"damaged 2" in kept and len(kept) == KEPT_CORRUPT_COPIES
