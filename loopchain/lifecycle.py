@@ -9,7 +9,9 @@ import contextlib
 import ctypes
 import logging
 import os
+import select
 import signal
+import socket
 import threading
 import time
 
@@ -47,32 +49,52 @@ def stop_on_signals(
     once, as does a second signal `repeat_window` seconds or more after the first (sooner, it is
     the same request come another way: Ctrl-C reaches a whole process group with SIGINT while
     ./localnet.sh forwards SIGTERM). Every write of the node is one synced batch, so ending there
-    tears nothing; it only skips the goodbyes. The handlers are Python signal handlers, not the
-    event loop's, so that they run even while the loop is stuck."""
-    signalled: list[tuple[str, float]] = []
-    armed = threading.Event()
+    tears nothing; it only skips the goodbyes.
 
-    def watchdog() -> None:
-        armed.wait()
-        time.sleep(deadline)
-        _end_now(f"shutdown still running {deadline:g} s after {signalled[0][0]}")
+    The watchdog hears the signals itself, on the signal wake-up descriptor that Python's C-level
+    handler writes each signal's number to, whichever thread the kernel delivers it to. Python
+    runs its signal handlers in the main thread only, and a signal delivered to another thread
+    (gRPC's, the watchdog) does not interrupt a main thread blocked in a system call: a second
+    SIGTERM during a stuck shutdown went unheard until the deadline."""
+    heard, told = socket.socketpair()
+    told.setblocking(False)
+    for signum in SIGNALS:  # Python's own handlers do nothing: the watchdog decides
+        signal.signal(signum, _heard_by_watchdog)
+    signal.set_wakeup_fd(told.fileno(), warn_on_full_buffer=False)
+
+    def watchdog(heard: socket.socket, _told: socket.socket) -> None:  # both held open here
+        first: tuple[str, float] | None = None
+        while True:
+            left = None
+            if first is not None:
+                left = first[1] + deadline - time.monotonic()
+                if left <= 0:
+                    _end_now(f"shutdown still running {deadline:g} s after {first[0]}")
+            if not select.select([heard], [], [], left)[0]:
+                continue
+            for signum in heard.recv(64):
+                if signum not in SIGNALS:
+                    continue
+                name, now = signal.Signals(signum).name, time.monotonic()
+                if first is None:
+                    first = (name, now)
+                    loop.call_soon_threadsafe(stop.set)
+                elif now - first[1] >= repeat_window:
+                    _end_now(f"a second {name} during shutdown")
+                # sooner: the same request again, by another way
 
     # started now, not at the signal: a process out of memory may not start a thread then
-    threading.Thread(target=watchdog, name="shutdown-watchdog", daemon=True).start()
+    threading.Thread(
+        target=watchdog, args=(heard, told), name="shutdown-watchdog", daemon=True
+    ).start()
 
-    def on_signal(signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
-        now = time.monotonic()
-        if signalled:
-            if now - signalled[0][1] < repeat_window:
-                return  # the same request again, by another way
-            _end_now(f"a second {name} during shutdown")
-        signalled.append((name, now))
-        loop.call_soon_threadsafe(stop.set)
-        armed.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _heard_by_watchdog(_signum: int, _frame: object) -> None:
+    """The Python-level handler: nothing (the default would end the process, or raise
+    KeyboardInterrupt); the watchdog reads the signal from the wake-up descriptor."""
 
 
 def _end_now(reason: str) -> None:

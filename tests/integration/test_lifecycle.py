@@ -4,6 +4,9 @@ subprocess."""
 
 from __future__ import annotations
 
+import ctypes
+import os
+import platform
 import signal
 import subprocess
 import sys
@@ -79,3 +82,39 @@ def test_a_second_signal_during_shutdown(
     assert ending in err
     if "still running" in ending:
         assert "second" not in err
+
+
+def _to_thread(pid: int, tid: int, signum: int) -> None:
+    """Send `signum` to one thread of `pid` (tgkill), not to the process (the kernel picks)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(SYS_TGKILL, pid, tid, signum) != 0:
+        raise OSError(ctypes.get_errno(), f"tgkill({pid}, {tid}, {signum})")
+
+
+SYS_TGKILL = 234  # x86-64
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="tgkill's number is x86-64's")
+@pytest.mark.parametrize("first_to_a_thread", [False, True], ids=["first-to-process", "both"])
+def test_a_signal_that_lands_on_another_thread_is_heard_while_the_main_thread_is_blocked(
+    first_to_a_thread: bool,
+) -> None:
+    """The kernel hands a process's signal to any of its threads. Python runs its handlers in the
+    main thread only, and one delivered to another thread (gRPC's, the watchdog) does not wake a
+    main thread blocked in a system call: a second SIGTERM during a stuck shutdown was unheard
+    until the deadline (an hour here; the suite saw it, once, as a test timing out)."""
+    proc = _start(3600.0)
+    others = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid]
+    assert others, "the process has no thread but its main one"
+    if first_to_a_thread:
+        _to_thread(proc.pid, others[0], signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    assert proc.stdout is not None and proc.stdout.readline() == "stopping\n"
+    _to_thread(proc.pid, others[0], signal.SIGTERM)  # the main thread sleeps in a system call
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "a second SIGTERM during shutdown: ending the process now" in err
