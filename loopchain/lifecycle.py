@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import select
@@ -16,6 +17,7 @@ import threading
 import time
 
 _PR_SET_PDEATHSIG = 1
+log = logging.getLogger(__name__)
 
 
 def die_with_parent(parent_pid: int) -> bool:
@@ -58,9 +60,11 @@ def stop_on_signals(
     SIGTERM during a stuck shutdown went unheard until the deadline."""
     heard, told = socket.socketpair()
     told.setblocking(False)
-    for signum in SIGNALS:  # Python's own handlers do nothing: the watchdog decides
-        signal.signal(signum, _heard_by_watchdog)
-    signal.set_wakeup_fd(told.fileno(), warn_on_full_buffer=False)
+    # the descriptor first: a signal between the two finds the old handler, not a silent one
+    if signal.set_wakeup_fd(told.fileno(), warn_on_full_buffer=False) != -1:
+        log.warning("the signal wake-up descriptor was taken before the shutdown watchdog's")
+    for signum in SIGNALS:
+        signal.signal(signum, functools.partial(_heard_by_watchdog, told.fileno()))
 
     def watchdog(heard: socket.socket, _told: socket.socket) -> None:  # both held open here
         first: tuple[str, float] | None = None
@@ -78,7 +82,9 @@ def stop_on_signals(
                 name, now = signal.Signals(signum).name, time.monotonic()
                 if first is None:
                     first = (name, now)
-                    loop.call_soon_threadsafe(stop.set)
+                    # a loop already closed (the interpreter is ending): the deadline still runs
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(stop.set)
                 elif now - first[1] >= repeat_window:
                     _end_now(f"a second {name} during shutdown")
                 # sooner: the same request again, by another way
@@ -90,19 +96,35 @@ def stop_on_signals(
 
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+END_LOG_WAIT = 1.0  # seconds the reason may take to reach the log before the process ends anyway
 
 
-def _heard_by_watchdog(_signum: int, _frame: object) -> None:
-    """The Python-level handler: nothing (the default would end the process, or raise
-    KeyboardInterrupt); the watchdog reads the signal from the wake-up descriptor."""
+def _heard_by_watchdog(told: int, signum: int, _frame: object) -> None:
+    """The Python-level handler, in the main thread, when it gets to run: Python's C handler has
+    already told the watchdog through the wake-up descriptor; if something has since taken that
+    descriptor (asyncio's add_signal_handler would), the handler tells the watchdog itself and
+    takes the descriptor back."""
+    if signal.set_wakeup_fd(told, warn_on_full_buffer=False) != told:
+        with contextlib.suppress(OSError):
+            os.write(told, bytes([signum]))
 
 
 def _end_now(reason: str) -> None:
-    logging.getLogger(__name__).warning("%s: ending the process now", reason)
-    for handler in logging.getLogger().handlers:
-        with contextlib.suppress(Exception):
-            handler.flush()
-    os._exit(0)
+    """End the process now, having logged why, unless logging itself is what is stuck (a handler
+    lock held by a write to a full pipe): the log gets END_LOG_WAIT seconds, in a thread."""
+
+    def tell() -> None:
+        log.warning("%s: ending the process now", reason)
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+
+    try:
+        teller = threading.Thread(target=tell, name="shutdown-reason", daemon=True)
+        teller.start()
+        teller.join(END_LOG_WAIT)
+    finally:
+        os._exit(0)
 
 
 async def until_exit_or(process: asyncio.subprocess.Process, event: asyncio.Event) -> None:

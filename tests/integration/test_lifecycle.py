@@ -118,3 +118,84 @@ def test_a_signal_that_lands_on_another_thread_is_heard_while_the_main_thread_is
         proc.kill()
     assert proc.returncode == 0
     assert "a second SIGTERM during shutdown: ending the process now" in err
+
+
+LOOP_CLOSED = """
+import asyncio, time
+from loopchain.lifecycle import stop_on_signals
+
+async def main() -> None:
+    stop_on_signals(asyncio.get_running_loop(), asyncio.Event(), deadline=0.5)
+
+asyncio.run(main())
+print("ready", flush=True)
+time.sleep(3600)  # the loop is closed; the interpreter's ending is what is stuck (a thread's join)
+"""
+
+LOGGING_STUCK = """
+import asyncio, logging, time
+from loopchain.lifecycle import stop_on_signals
+
+logging.basicConfig(level=logging.INFO)
+
+async def main() -> None:
+    stop = asyncio.Event()
+    stop_on_signals(asyncio.get_running_loop(), stop, deadline=0.5)
+    print("ready", flush=True)
+    await stop.wait()
+    print("stopping", flush=True)
+    logging.getLogger().handlers[0].acquire()  # a log write blocked on a full pipe holds this
+    time.sleep(3600)
+
+asyncio.run(main())
+"""
+
+WAKEUP_TAKEN = """
+import asyncio, signal, time
+from loopchain.lifecycle import stop_on_signals
+
+async def main() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    stop_on_signals(loop, stop, deadline=0.5)
+    loop.add_signal_handler(signal.SIGUSR1, print)  # takes the signal wake-up descriptor
+    print("ready", flush=True)
+    await stop.wait()
+    print("stopping", flush=True)
+    time.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(
+    ("script", "said"),
+    [
+        # the watchdog's call into a closed loop killed it: every later signal was a no-op
+        (LOOP_CLOSED, ""),
+        # the reason is logged under the handlers' locks: a stuck write held up the ending too
+        (LOGGING_STUCK, "stopping\n"),
+        # asyncio's add_signal_handler took the wake-up descriptor: SIGTERM was lost
+        (WAKEUP_TAKEN, "stopping\n"),
+    ],
+    ids=["loop-closed", "logging-stuck", "wakeup-descriptor-taken"],
+)
+def test_the_deadline_ends_the_process_however_its_shutdown_is_stuck(
+    script: str, said: str
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)  # ends by itself, long before this
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out == said
+    assert "Traceback" not in err
