@@ -60,14 +60,16 @@ def status_details(message: str, max_bytes: int = MAX_DETAILS_BYTES) -> str:
     return _cut(text, max_bytes // 12 - 60)  # up to 4 bytes of UTF-8, each sent as 3
 
 
-# An absolute path in a message (a store's, a socket's as gRPC names it: "unix:/tmp/..."): one
-# that starts the message or follows a space, a quote, a bracket, "=" or ":"
-_PATH = re.compile(r"""(?:(?<=^)|(?<=[\s'"(\[=:]))/[\w.~@+-][^\s'",;:)\]]*""")
+# An absolute path in a message (a store's, a socket's as gRPC names it: "unix:/tmp/..." or
+# "unix:///tmp/..."): one that starts the message or follows a space, a quote, a bracket, "=",
+# ":" or ","
+_PATH = re.compile(r"""(?:(?<=^)|(?<=[\s'"(\[=:,]))(?:///|/)[\w.~@+-][^\s'",;:)\]]*""")
 
 
 def without_paths(text: str) -> str:
     """`text` with each absolute path written "<path>": words of this machine handed to a
-    client (a SCORE's failure, which names its store or socket) do not tell its layout."""
+    client (a SCORE's failure, which names its store or socket) do not tell its layout. Best
+    effort: a path is taken to end at a space, so one with spaces in it shows its tail."""
     return _PATH.sub("<path>", text)
 
 

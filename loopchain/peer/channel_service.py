@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -717,7 +718,10 @@ class ChannelService:
             ) from None
 
     def score_status(self) -> ScoreInfo:
-        return self.score.info()
+        """The SCORE's status as /api/v1/status/score shows it, its reason without this machine's
+        paths (gRPC names the SCORE's socket, a failed store its folder: the logs keep them)."""
+        info = self.score.info()
+        return dataclasses.replace(info, message=without_paths(info.message))
 
     def block_range(self, from_height: int, max_blocks: int) -> BlockRangeResult:
         tip = self.store.tip_height()

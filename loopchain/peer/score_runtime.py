@@ -128,6 +128,7 @@ class ScoreRuntime:
         self._state_current = asyncio.Event()
         self._state_current.set()
         self._replayed_after = 0  # the SCORE process restarts its state was last replayed after
+        self._committing: int | None = None  # the block recorded or being, not yet committed
         self._recording: asyncio.Future[None] | None = None  # a block's results being written
         self.package, self.package_error = resolve_channel_package(
             config, package_name, storage_dir / "score_work"
@@ -211,11 +212,12 @@ class ScoreRuntime:
         answer is a deadline error (a query once waited the whole timeout for the state, then
         as long again for its call: longer than the proxy waits for the peer, so a 504).
 
-        An answer is taken only from a state at most one block behind the recorded ones (`_behind`:
-        the block being committed as it read). One further behind comes from a SCORE process
-        started again and not yet replayed (it may have met the query while it loaded: the
-        peer's wait for the replay cannot hold back a query already on its way), and is asked
-        again; still behind at the deadline, the SCORE is down for now (catching up), not late."""
+        An answer is taken only from a state that holds the recorded blocks, or lacks only the one
+        being committed as it read (`_behind`). Any other comes from a SCORE process started again
+        and not yet replayed (it may have met the query while it loaded: the peer's wait for the
+        replay cannot hold back a query already on its way), and is asked again once the replay
+        the execution loop is woken for has run; still behind at the deadline, the SCORE is down
+        for now (catching up), not late."""
         if self.supervisor is None:
             raise ScoreUnavailable(self.package_error or "no SCORE")
         client = self.supervisor.client
@@ -230,7 +232,10 @@ class ScoreRuntime:
                     if behind is None:
                         return answer
                     self._wake.set()  # the execution loop replays a SCORE started again
-                    await asyncio.sleep(STALE_RETRY)
+                    if self._state_current.is_set() and not self._restarted_score_ready():
+                        await asyncio.sleep(STALE_RETRY)  # no replay is known yet: look again
+                    else:
+                        await self._state_caught_up(seconds)
         except TimeoutError:
             if behind is not None:
                 raise ScoreUnavailable(
@@ -242,13 +247,16 @@ class ScoreRuntime:
             ) from None
 
     def _behind(self, height: int) -> tuple[int, int] | None:
-        """(`height`, the recorded height) when a state at `height` lacks more than the newest
-        recorded block, else None (blocks from the one the SCORE was given up at are not its)."""
+        """(`height`, the recorded height) when a state at `height` lacks a recorded block other
+        than the one being committed, else None (blocks from the one the SCORE was given up at
+        are not its)."""
         executed = self.store.executed()
         recorded = executed[0] if executed else -1
         if self._given_up_at is not None:
             recorded = min(recorded, self._given_up_at - 1)
-        return (height, recorded) if height < recorded - 1 else None
+        if height >= recorded or (height == recorded - 1 and self._committing == recorded):
+            return None
+        return (height, recorded)
 
     async def _state_caught_up(self, seconds: float) -> None:
         """Wait until the SCORE has committed the blocks whose results the peer recorded, so a
@@ -295,44 +303,39 @@ class ScoreRuntime:
     async def _execute_loop(self) -> None:
         replay = self.supervisor is not None  # at the start, and after the SCORE started again
         while True:
-            try:
+            try:  # every read and write of the store here, replays' included
                 if replay or self._restarted_score_ready():
                     replay = False
                     await self._replay_restarted()
                 executed = self.store.executed()
                 height = (executed[0] if executed else -1) + 1
-                block = None
-                if height <= self.store.tip_height():  # final: the store holds it
-                    block = self.store.block_by_height(height)
-                    if block is None:
-                        raise StoreDamaged(f"final block {height} is missing from the store")
+                if height > self.store.tip_height():  # not final yet
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(IDLE_CHECK):
+                            await self._wake.wait()
+                    continue
+                block = self.store.block_by_height(height)  # final: the store holds it
+                if block is None:
+                    raise StoreDamaged(f"final block {height} is missing from the store")
+                await self._execute_final(block, executed)
             except (StorageError, StoreDamaged) as exc:  # a store damaged where it reads
                 self._storage_failed(exc)
                 return  # executes no further: the peer is stopping
-            if block is None:  # not final yet
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(IDLE_CHECK):
-                        await self._wake.wait()
-                continue
-            result = await self._execute(block, executed)  # 1. stage in the SCORE
-            self._state_current.clear()
-            try:
-                try:
-                    await self._record(block, result)  # 2. record on the peer
-                except StorageError as exc:
-                    self._storage_failed(exc)
-                    return  # executes no further: the peer is stopping
-                failpoints.hit("score-recorded")
-                if (
-                    self.supervisor is not None
-                    and not self.disabled
-                    and not self.supervisor.load_error
-                ):
-                    await self._commit(block)  # 3. commit in the SCORE
-                    failpoints.hit("score-committed")
-            finally:
-                self._state_current.set()
+
+    async def _execute_final(self, block: Block, executed: tuple[int, bytes, bytes] | None) -> None:
+        result = await self._execute(block, executed)  # 1. stage in the SCORE
+        self._state_current.clear()
+        self._committing = block.height
+        try:
+            await self._record(block, result)  # 2. record on the peer
+            failpoints.hit("score-recorded")
+            if self.supervisor is not None and not self.disabled and not self.supervisor.load_error:
+                await self._commit(block)  # 3. commit in the SCORE
+                failpoints.hit("score-committed")
+        finally:
+            self._committing = None
+            self._state_current.set()
 
     def _restarted_score_ready(self) -> bool:
         """Whether a SCORE process started again since the state was last replayed, and is loaded:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from loopchain.blockchain import execution
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.blockchain.execution import InvokeResult
 from loopchain.configure import load_config
@@ -546,3 +549,66 @@ async def test_a_results_write_failing_after_its_runtime_stopped_is_told(
     told = [r.getMessage() for r in caplog.records if "results were not recorded" in r.getMessage()]
     assert told and "disk gone" in told[0], told
     assert store.executed() is None
+
+
+@pytest.mark.timeout(60)
+async def test_an_answer_is_taken_only_from_a_state_lacking_at_most_the_block_being_committed(
+    tmp_path: Path,
+) -> None:
+    """A query's answer carries the height of the state it read. One block behind the recorded
+    ones is the block being committed as it read, and only then; else the answer came from a
+    SCORE started again and not replayed (before: any state one block behind was taken, so on a
+    chain that had executed only its genesis block a SCORE that had lost its state answered
+    from the empty state: `{"value": null}`, balance 0)."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, ChainBuilder())
+    runtime = _runtime(tmp_path, store, [])
+    assert runtime._behind(-1) is None  # nothing recorded yet
+    for height in range(3):
+        store.save_results(height, [], b"\x01" * 32, execution.results_hash([]))
+        assert runtime._behind(height) is None
+        assert runtime._behind(height - 1) == (height - 1, height)  # a state lacking it
+        runtime._committing = height
+        assert runtime._behind(height - 1) is None  # it is being committed
+        assert runtime._behind(height - 2) == (height - 2, height)
+        runtime._committing = None
+
+
+@pytest.mark.timeout(120)
+async def test_a_replay_after_a_failed_commit_that_meets_a_lost_block_stops_through_the_peer(
+    tmp_path: Path,
+) -> None:
+    """A commit that fails (the SCORE process died after it executed the block) replays the
+    recorded blocks into the SCORE started again; one the store lost is told to the peer, which
+    stops the channel, as for the execution loop's other reads (before: the replays of a failed
+    commit or a refused block ran outside that handling, and the store's error ended the
+    runtime's task group, which the peer took for a failure to start)."""
+    kv = LevelDBStore(tmp_path / "blocks")
+    store = HeldResults(kv, CHANNEL)
+    _fill(store, ChainBuilder())
+    failures: list[Exception] = []
+    runtime = _runtime(tmp_path, store, [], on_storage_error=failures.append)
+    assert runtime.supervisor is not None
+    task = asyncio.create_task(runtime.run())
+    try:
+        await _while_writing(store)  # block 0 executed, its results being recorded
+        pid = runtime.supervisor.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # the SCORE dies with block 0 staged, not committed
+        lost = next(key for key, _ in kv.iterate(b"B/") if key[2:10] == (0).to_bytes(8, "big"))
+        kv.delete(lost, sync=True)
+        store._decoded.clear()  # nothing of block 0 kept decoded
+        store.release.set()
+
+        async def told() -> bool:
+            if task.done():  # the runtime ended by the store's error, not through the peer
+                task.result()
+            return bool(failures)
+
+        await wait_until_async(told, 60, "the lost block told to the peer")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await runtime.stop()
+    assert len(failures) == 1 and "block 0 is missing" in str(failures[0]), failures

@@ -156,6 +156,8 @@ def test_any_json_place_is_one_bounded_line(parts: list) -> None:
         ("package.json not found in '/data/score/pkg'", "package.json not found in '<path>'"),
         ("(/x/y) [/a] path=/etc/passwd", "(<path>) [<path>] path=<path>"),
         ("/root/abs at the start", "<path> at the start"),
+        ("unix:///tmp/loopchain-score-1/score.sock: gone", "unix:<path>: gone"),
+        ("stores a,/var/lib/x", "stores a,<path>"),
         ("1/2 and 16/32, http://host/a/b and a // b", "1/2 and 16/32, http://host/a/b and a // b"),
     ],
 )
