@@ -60,11 +60,6 @@ def stop_on_signals(
     SIGTERM during a stuck shutdown went unheard until the deadline."""
     heard, told = socket.socketpair()
     told.setblocking(False)
-    # the descriptor first: a signal between the two finds the old handler, not a silent one
-    if signal.set_wakeup_fd(told.fileno(), warn_on_full_buffer=False) != -1:
-        log.warning("the signal wake-up descriptor was taken before the shutdown watchdog's")
-    for signum in SIGNALS:
-        signal.signal(signum, functools.partial(_heard_by_watchdog, told.fileno()))
 
     def watchdog(heard: socket.socket, _told: socket.socket) -> None:  # both held open here
         first: tuple[str, float] | None = None
@@ -89,10 +84,16 @@ def stop_on_signals(
                     _end_now(f"a second {name} during shutdown")
                 # sooner: the same request again, by another way
 
-    # started now, not at the signal: a process out of memory may not start a thread then
+    # started now, not at the signal: a process out of memory may not start a thread then; and
+    # before the signals are routed to it (a thread that cannot start leaves them as they were)
     threading.Thread(
         target=watchdog, args=(heard, told), name="shutdown-watchdog", daemon=True
     ).start()
+    # the descriptor first: a signal between the two finds the old handler, not a silent one
+    if signal.set_wakeup_fd(told.fileno(), warn_on_full_buffer=False) != -1:
+        log.warning("the signal wake-up descriptor was taken before the shutdown watchdog's")
+    for signum in SIGNALS:
+        signal.signal(signum, functools.partial(_heard_by_watchdog, told.fileno()))
 
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -103,9 +104,11 @@ def _heard_by_watchdog(told: int, signum: int, _frame: object) -> None:
     """The Python-level handler, in the main thread, when it gets to run: Python's C handler has
     already told the watchdog through the wake-up descriptor; if something has since taken that
     descriptor (asyncio's add_signal_handler would), the handler tells the watchdog itself and
-    takes the descriptor back."""
-    if signal.set_wakeup_fd(told, warn_on_full_buffer=False) != told:
-        with contextlib.suppress(OSError):
+    takes the descriptor back: the watchdog and asyncio's signal handlers do not share a
+    process (its handlers are not run once the descriptor is taken back)."""
+    with contextlib.suppress(OSError, ValueError):
+        if signal.set_wakeup_fd(told, warn_on_full_buffer=False) != told:
+            log.warning("the signal wake-up descriptor was taken from the shutdown watchdog")
             os.write(told, bytes([signum]))
 
 

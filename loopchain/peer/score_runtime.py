@@ -212,8 +212,8 @@ class ScoreRuntime:
         answer is a deadline error (a query once waited the whole timeout for the state, then
         as long again for its call: longer than the proxy waits for the peer, so a 504).
 
-        An answer is taken only from a state that holds the recorded blocks, or lacks only the one
-        being committed as it read (`_behind`). Any other comes from a SCORE process started again
+        An answer is taken only from a state that holds the blocks recorded when it was asked, or
+        lacks only the one then being committed (`_least_height`). Any other comes from a SCORE process started again
         and not yet replayed (it may have met the query while it loaded: the peer's wait for the
         replay cannot hold back a query already on its way), and is asked again once the replay
         the execution loop is woken for has run; still behind at the deadline, the SCORE is down
@@ -227,10 +227,12 @@ class ScoreRuntime:
             async with asyncio.timeout(seconds):
                 await self._state_caught_up(seconds / 2)
                 while True:
+                    least, recorded = self._least_height()  # before: blocks may come meanwhile
                     answer = await ask(client)
-                    behind = self._behind(height_of(answer))
-                    if behind is None:
+                    height = height_of(answer)
+                    if height >= least:
                         return answer
+                    behind = (height, recorded)
                     self._wake.set()  # the execution loop replays a SCORE started again
                     if self._state_current.is_set() and not self._restarted_score_ready():
                         await asyncio.sleep(STALE_RETRY)  # no replay is known yet: look again
@@ -246,17 +248,15 @@ class ScoreRuntime:
                 f"SCORE {what}: no answer within {seconds:g} s", deadline_exceeded=True
             ) from None
 
-    def _behind(self, height: int) -> tuple[int, int] | None:
-        """(`height`, the recorded height) when a state at `height` lacks a recorded block other
-        than the one being committed, else None (blocks from the one the SCORE was given up at
-        are not its)."""
+    def _least_height(self) -> tuple[int, int]:
+        """(the least height of a state an answer may be read from now, the recorded height): the
+        recorded one, or the one before while the newest recorded block is being committed
+        (blocks from the one the SCORE was given up at are not its)."""
         executed = self.store.executed()
         recorded = executed[0] if executed else -1
         if self._given_up_at is not None:
             recorded = min(recorded, self._given_up_at - 1)
-        if height >= recorded or (height == recorded - 1 and self._committing == recorded):
-            return None
-        return (height, recorded)
+        return (recorded - 1 if self._committing == recorded else recorded), recorded
 
     async def _state_caught_up(self, seconds: float) -> None:
         """Wait until the SCORE has committed the blocks whose results the peer recorded, so a

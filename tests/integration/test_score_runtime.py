@@ -563,14 +563,12 @@ async def test_an_answer_is_taken_only_from_a_state_lacking_at_most_the_block_be
     store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
     _fill(store, ChainBuilder())
     runtime = _runtime(tmp_path, store, [])
-    assert runtime._behind(-1) is None  # nothing recorded yet
+    assert runtime._least_height() == (-1, -1)  # nothing recorded yet
     for height in range(3):
         store.save_results(height, [], b"\x01" * 32, execution.results_hash([]))
-        assert runtime._behind(height) is None
-        assert runtime._behind(height - 1) == (height - 1, height)  # a state lacking it
+        assert runtime._least_height() == (height, height)  # a state lacking it is behind
         runtime._committing = height
-        assert runtime._behind(height - 1) is None  # it is being committed
-        assert runtime._behind(height - 2) == (height - 2, height)
+        assert runtime._least_height() == (height - 1, height)  # unless it is being committed
         runtime._committing = None
 
 
