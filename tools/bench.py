@@ -1344,6 +1344,31 @@ class Options:
     baseline_channels: tuple[str, ...] | None = None  # None: the same as `channels`
     v3: bool = False
     rounds: int = 1
+    loads: int = 1  # loads in a row on the one network (the figures are the first's)
+
+
+# What each of several loads in a row on one network reports (`--loads`): how the network holds
+# as its stores grow; the last load's are figures too ("last_load_..."), compared between runs.
+LOAD_TREND = (
+    "committed_per_s",
+    "cpu_s_per_tx",
+    "cpu_s_peer",
+    "final_p99_ms",
+    "answers_503",
+    "unfinal",
+    "compacted_kb_per_tx",
+    "rss_after_mb",
+)
+
+
+def load_trend(figures: Mapping[str, Any], rss_after_mb: float) -> dict[str, Any]:
+    """The LOAD_TREND figures of one load, its peers' CPU per committed transaction beside them
+    (what grows first as the block stores grow: LevelDB compacting them)."""
+    trend = {key: figures.get(key) for key in LOAD_TREND}
+    trend["rss_after_mb"] = rss_after_mb
+    committed, peer_cpu = figures.get("committed"), figures.get("cpu_s_peer")
+    trend["cpu_s_peer_per_tx"] = round(peer_cpu / committed, 6) if committed and peer_cpu else None
+    return trend
 
 
 async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]:
@@ -1372,14 +1397,22 @@ async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]
             )
             details["idle_errors"] = idle["errors"]
         if not options.idle_only:
-            say(f"{label}: load: {options.clients} clients for {options.duration:g} s")
-            load = await run_load(session, net, options.clients, options.duration, label)
-            figures.update(load["figures"])
-            details.update(load["details"])
-            rss_after, rss_split = await asyncio.to_thread(tree_rss_mb, net.pid)
-            figures["rss_after_mb"] = rss_after
-            figures["anon_after_mb"] = await asyncio.to_thread(tree_anon_mb, net.pid)
-            details["rss_after_mb_by_kind"] = rss_split
+            loads = []
+            for index in range(options.loads):
+                tag = label if options.loads == 1 else f"{label} load {index + 1}/{options.loads}"
+                say(f"{tag}: load: {options.clients} clients for {options.duration:g} s")
+                load = await run_load(session, net, options.clients, options.duration, tag)
+                rss_after, rss_split = await asyncio.to_thread(tree_rss_mb, net.pid)
+                loads.append(load_trend(load["figures"], rss_after))
+                if index == 0:
+                    figures.update(load["figures"])
+                    details.update(load["details"])
+                    figures["rss_after_mb"] = rss_after
+                    figures["anon_after_mb"] = await asyncio.to_thread(tree_anon_mb, net.pid)
+                    details["rss_after_mb_by_kind"] = rss_split
+            if options.loads > 1:
+                details["loads"] = loads
+                figures.update({f"last_load_{key}": value for key, value in loads[-1].items()})
         if options.v3 and not options.idle_only:
             say(f"{label}: funding {options.clients} v3 accounts")
             senders = await fund_v3_senders(options.clients, net.channels or [""])
@@ -1558,6 +1591,14 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("complaints_load", "leader complaints logged during load"),
     ("complaints_after", "leader complaints logged after load"),
     ("compacted_kb_per_tx", "KB LevelDB rewrote compacting, per tx"),
+    ("last_load_committed_per_s", "last of the loads in a row: committed tx/s"),
+    ("last_load_cpu_s_per_tx", "  CPU seconds per committed tx"),
+    ("last_load_cpu_s_peer_per_tx", "  of which the peers'"),
+    ("last_load_final_p99_ms", "  finalisation p99 (ms)"),
+    ("last_load_answers_503", "  overload answers (503)"),
+    ("last_load_unfinal", "  acknowledged, never seen final"),
+    ("last_load_compacted_kb_per_tx", "  KB LevelDB rewrote compacting, per tx"),
+    ("last_load_rss_after_mb", "  summed RSS after it (MB)"),
     ("v3_acked", "v3: acknowledged transfers"),
     ("v3_committed_per_s", "v3: committed tx/s"),
     ("v3_final_p50_ms", "v3: finalisation p50 under load (ms)"),
@@ -1628,6 +1669,16 @@ def _detail_lines(label: str, details: Mapping[str, Any]) -> list[str]:
             lines.append(
                 f"{label}{' ' + prefix[:-1] if prefix else ''}: answers by status: {shown}"
             )
+    for number, load in enumerate(details.get("loads", ()), 1):
+        lines.append(
+            f"{label} load {number}: {format_value(load['committed_per_s'])} tx/s, "
+            f"CPU {format_value(_ms(load['cpu_s_per_tx']))} ms/tx "
+            f"(peers {format_value(_ms(load['cpu_s_peer_per_tx']))}), "
+            f"p99 {format_value(load['final_p99_ms'])} ms, 503: {format_value(load['answers_503'])}, "
+            f"never final: {format_value(load['unfinal'])}, "
+            f"compacting {format_value(load['compacted_kb_per_tx'])} KB/tx, "
+            f"RSS after {format_value(load['rss_after_mb'])} MB"
+        )
     if details.get("calm_last_reason"):
         lines.append(f"{label}: not calm: {details['calm_last_reason']}")
     if details.get("watch_errors"):
@@ -1637,6 +1688,10 @@ def _detail_lines(label: str, details: Mapping[str, Any]) -> list[str]:
     if details.get("log_problems"):
         lines.append(f"{label}: log lines: {details['log_problems']}")
     return lines
+
+
+def _ms(seconds: Any) -> float | None:
+    return round(seconds * 1000, 3) if _is_number(seconds) else None
 
 
 def _is_number(value: Any) -> bool:
@@ -1703,6 +1758,7 @@ def report(
                 None if options.baseline_channels is None else list(options.baseline_channels)
             ),
             "rounds": options.rounds,
+            "loads": options.loads,
         },
         **runs,
     }
@@ -1789,6 +1845,14 @@ def parse_args(argv: Sequence[str]) -> Options:
         help="run the baseline and the current tree this many times each, alternating, and "
         "report each figure's median (the machine's speed drifts between runs; default 1)",
     )
+    add(
+        "--loads",
+        type=_positive_int,
+        default=1,
+        help="load each network this many times in a row (a soak: how it holds as its stores "
+        "grow); the table's figures are the first load's, with the last's and a line per load "
+        "(default 1)",
+    )
     args = parser.parse_args(argv)
     tree = args.tree.resolve()
     if not (tree / "localnet.sh").exists():
@@ -1807,6 +1871,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         keep_data=args.keep_data,
         v3=args.v3,
         rounds=args.rounds,
+        loads=args.loads,
     )
 
 

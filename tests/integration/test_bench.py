@@ -225,6 +225,35 @@ def test_rounds_merge_into_medians_and_keep_each_round() -> None:
         bench.parse_args(["--rounds", "0"])
 
 
+def test_loads_in_a_row_report_a_line_each_and_the_last_as_figures() -> None:
+    """`--loads N`: a soak on one network; each load's trend (the peers' CPU per transaction
+    beside the rest: what grows first as the stores grow) and the last load as figures, so two
+    runs compare how they hold, not only how they start."""
+    first = {"committed": 1000, "committed_per_s": 100.0, "cpu_s_per_tx": 0.0006,
+             "cpu_s_peer": 0.4, "final_p99_ms": 900.0, "answers_503": 0, "unfinal": 0,
+             "compacted_kb_per_tx": 2.5, "load_s": 10.0}  # fmt: skip
+    last = dict(first, committed=800, committed_per_s=80.0, cpu_s_peer=0.4, answers_503=7)
+    loads = [bench.load_trend(first, 700.0), bench.load_trend(last, 760.5)]
+    assert loads[0]["cpu_s_peer_per_tx"] == 0.0004 and loads[1]["cpu_s_peer_per_tx"] == 0.0005
+    assert loads[1]["rss_after_mb"] == 760.5 and "load_s" not in loads[1]
+    run = _run(committed_per_s=100.0, **{f"last_load_{k}": v for k, v in loads[-1].items()})
+    run["details"] = {"loads": loads}
+    text = bench.format_table({"current": run}, {})
+    rows = {line.split("  ")[0]: line.split() for line in text.splitlines()}
+    assert rows["last of the loads in a row: committed tx/s"][-1] == "80.0"
+    assert [line.split()[-1] for line in text.splitlines() if "answers (503)" in line] == ["7"]
+    assert "current load 1: 100 tx/s, CPU 0.6 ms/tx (peers 0.4), p99 900 ms, 503: 0" in text
+    assert "current load 2: 80.0 tx/s, CPU 0.6 ms/tx (peers 0.5), p99 900 ms, 503: 7" in text
+    assert "compacting 2.50 KB/tx, RSS after 760 MB" in text
+    options = bench.parse_args(["--loads", "3"])
+    assert (
+        options.loads == 3 and bench.report({"current": run}, options)[0]["settings"]["loads"] == 3
+    )
+    assert bench.parse_args([]).loads == 1
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--loads", "0"])
+
+
 # ------------------------------------------------------------------ reply shapes
 
 
@@ -601,7 +630,9 @@ LOAD_FIGURES = (
 
 @pytest.mark.slow
 def test_bench_short_load_prints_every_figure() -> None:
-    code, out, err = run_tool(BENCH, "-c", "4", "-d", "5", "--v3", "--json", deadline=600)
+    code, out, err = run_tool(
+        BENCH, "-c", "4", "-d", "5", "--v3", "--loads", "2", "--json", deadline=600
+    )
     assert code == 0, f"{out}\n{err}"
     assert_clean_log(err, BENCH)
     summary = last_json(out)
@@ -664,6 +695,11 @@ def test_bench_short_load_prints_every_figure() -> None:
     assert 0 < figures["v3_committed"] == figures["v3_acked"] and figures["v3_unfinal"] == 0
     assert figures["v3_answers_other_errors"] == 0 and figures["v3_cpu_s_per_tx"] > 0
     assert details["v3_answers"]["200"] == figures["v3_acked"]
+    # two loads in a row on the one network: a trend line each, the second's as figures
+    assert [load["unfinal"] for load in details["loads"]] == [0, 0]
+    assert details["loads"][0]["committed_per_s"] == figures["committed_per_s"]
+    assert figures["last_load_committed_per_s"] == details["loads"][1]["committed_per_s"] > 0
+    assert 0 < figures["last_load_cpu_s_peer_per_tx"] < figures["last_load_cpu_s_per_tx"]
     assert not bench.busy_ports(), "the network was not stopped"
 
 
