@@ -213,11 +213,11 @@ class ScoreRuntime:
         as long again for its call: longer than the proxy waits for the peer, so a 504).
 
         An answer is taken only from a state that holds the blocks recorded when it was asked, or
-        lacks only the one then being committed (`_least_height`). Any other comes from a SCORE process started again
-        and not yet replayed (it may have met the query while it loaded: the peer's wait for the
-        replay cannot hold back a query already on its way), and is asked again once the replay
-        the execution loop is woken for has run; still behind at the deadline, the SCORE is down
-        for now (catching up), not late."""
+        lacks only the one then being committed (`_least_height`). Any other comes from a SCORE
+        process started again and not yet replayed (it may have met the query while it loaded:
+        the peer's wait for the replay cannot hold back a query already on its way), and is asked
+        again once the replay the execution loop is woken for has run; still behind at the
+        deadline, the SCORE is down for now (catching up), not late."""
         if self.supervisor is None:
             raise ScoreUnavailable(self.package_error or "no SCORE")
         client = self.supervisor.client
@@ -234,10 +234,8 @@ class ScoreRuntime:
                         return answer
                     behind = (height, recorded)
                     self._wake.set()  # the execution loop replays a SCORE started again
-                    if self._state_current.is_set() and not self._restarted_score_ready():
+                    if not await self._state_caught_up(seconds):
                         await asyncio.sleep(STALE_RETRY)  # no replay is known yet: look again
-                    else:
-                        await self._state_caught_up(seconds)
         except TimeoutError:
             if behind is not None:
                 raise ScoreUnavailable(
@@ -258,19 +256,21 @@ class ScoreRuntime:
             recorded = min(recorded, self._given_up_at - 1)
         return (recorded - 1 if self._committing == recorded else recorded), recorded
 
-    async def _state_caught_up(self, seconds: float) -> None:
+    async def _state_caught_up(self, seconds: float) -> bool:
         """Wait until the SCORE has committed the blocks whose results the peer recorded, so a
         client that read a transaction's result reads the state it made (the results are
         recorded, then the SCORE commits: a query in between read the state before the block).
-        After `seconds` (a SCORE stuck committing) the query goes on with the state there is."""
+        After `seconds` (a SCORE stuck committing) the query goes on with the state there is.
+        False when the state was current already (nothing to wait for)."""
         if self._restarted_score_ready():  # replayed first by the execution loop, woken now
             self._state_current.clear()
             self._wake.set()
         if self._state_current.is_set():
-            return
+            return False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._state_current.wait()
+        return True
 
     def block_final(self) -> None:
         """A block became final: execute it soon."""

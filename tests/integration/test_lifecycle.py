@@ -167,21 +167,49 @@ async def main() -> None:
 asyncio.run(main())
 """
 
+WAKEUP_TAKEN_BEFORE = """
+import asyncio, signal, socket, time
+from loopchain.lifecycle import stop_on_signals
+
+async def main() -> None:
+    stop = asyncio.Event()
+    other, _ = socket.socketpair()
+    other.setblocking(False)
+    signal.set_wakeup_fd(other.fileno())  # something of the process's own, before the watchdog
+    stop_on_signals(asyncio.get_running_loop(), stop, deadline=0.5)
+    print("ready", flush=True)
+    await stop.wait()
+    print("stopping", flush=True)
+    time.sleep(3600)
+
+asyncio.run(main())
+"""
+
 
 @pytest.mark.parametrize(
-    ("script", "said"),
+    ("script", "said", "warned"),
     [
         # the watchdog's call into a closed loop killed it: every later signal was a no-op
-        (LOOP_CLOSED, ""),
+        (LOOP_CLOSED, "", ("shutdown still running 0.5 s after SIGTERM",)),
         # the reason is logged under the handlers' locks: a stuck write held up the ending too
-        (LOGGING_STUCK, "stopping\n"),
+        (LOGGING_STUCK, "stopping\n", ()),  # nothing logged: logging is what is stuck
         # asyncio's add_signal_handler took the wake-up descriptor: SIGTERM was lost
-        (WAKEUP_TAKEN, "stopping\n"),
+        (
+            WAKEUP_TAKEN,
+            "stopping\n",
+            ("taken from the shutdown watchdog", "shutdown still running 0.5 s after SIGTERM"),
+        ),
+        # taken before it: the watchdog takes it over, and says so
+        (
+            WAKEUP_TAKEN_BEFORE,
+            "stopping\n",
+            ("taken before the shutdown watchdog", "shutdown still running 0.5 s after SIGTERM"),
+        ),
     ],
-    ids=["loop-closed", "logging-stuck", "wakeup-descriptor-taken"],
+    ids=["loop-closed", "logging-stuck", "wakeup-descriptor-taken", "taken-before"],
 )
 def test_the_deadline_ends_the_process_however_its_shutdown_is_stuck(
-    script: str, said: str
+    script: str, said: str, warned: tuple[str, ...]
 ) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", script],
@@ -199,3 +227,4 @@ def test_the_deadline_ends_the_process_however_its_shutdown_is_stuck(
     assert proc.returncode == 0, err
     assert out == said
     assert "Traceback" not in err
+    assert all(words in err for words in warned), err
