@@ -44,6 +44,11 @@ came before: LevelDB then moves their tables down its levels instead of rewritin
 compaction, as it did with keys by hash, spread over the whole key space. A voted-for block that
 becomes final is written once, when voted for. Only the lookups by hash (b"t/", b"H/") are spread.
 
+A lookup by hash of a transaction not in the chain (every new transaction is asked about at
+intake, in gossip, in a proposal and when its block is saved) reads nothing once `tx_filter`, a
+Bloom filter of the stored hashes, is loaded (`load_tx_filter`, which the channel runs at start):
+each such miss in LevelDB was charged to a table file, and files charged often are compacted.
+
 Execution (SCORE) runs after finality: the results of one executed block and the s/executed pointer
 are written in ONE batch, heights 0..executed with no gap, executed <= tip.
 
@@ -65,11 +70,12 @@ peer reads what is left there (`legacy_intake`), moves it to the journal and dro
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from loopchain import failpoints
 from loopchain.blockchain.execution import TxResult, events_json
+from loopchain.blockchain.tx_filter import TxFilter
 from loopchain.storage.abc import KeyValueStore
 from loopchain.types import canonical
 from loopchain.types.block import Block
@@ -102,6 +108,7 @@ HASH_BYTES = 32
 CHECK_DEPTH = 8  # how many blocks below the tip check() walks back through
 DECODED_BLOCKS = 8  # newest blocks kept decoded: lookups of recent transactions decode nothing
 PARSED_BLOCKS = 2  # blocks kept parsed (not decoded) for lookups of their transactions
+FILTER_LOAD_STEP = 4096  # stored transaction hashes load_tx_filter adds between two yields
 
 
 def encode_proof(block: Block, certificate: QuorumCertificate) -> bytes:
@@ -205,6 +212,9 @@ class BlockStore:
         self._decoded: OrderedDict[bytes, Block] = OrderedDict()
         self._parsed: OrderedDict[bytes, list[Any]] = OrderedDict()  # see _transaction_alone
         self._legacy_proof = kv.get(LEGACY_PROOF) is not None
+        # the hashes of the stored transactions, so that a lookup of one not stored reads nothing
+        # (see tx_filter); "maybe" to every hash until load_tx_filter has run
+        self.tx_filter = TxFilter(self.total_tx())
         # the last safety record written or read (this store is its only writer): a vote checks
         # against it without reading and decoding the record with its certificate again
         self._safety: tuple[int, QuorumCertificate | None] | None = None
@@ -315,6 +325,9 @@ class BlockStore:
         if safety is not None:
             self._safety = safety
         if staged:
+            for _block, _hash, _certificate, positions in staged:
+                for tx_hash, _index in positions:
+                    self.tx_filter.add(tx_hash)
             block, _hash, certificate, _positions = staged[-1]
             self._tip_height, self._tip_hash = tip_height, tip_hash
             self._tip = (block, certificate)
@@ -369,7 +382,7 @@ class BlockStore:
         `staged` (those of the blocks saved in the same batch before it)."""
         positions: dict[bytes, int] = {}
         for index, tx in enumerate(block.transactions):
-            found = self._kv.get(TX + tx.hash)
+            found = self._tx_entry(tx.hash)
             if found is not None or tx.hash in staged or tx.hash in positions:
                 if found is not None:
                     where = f"at height {_int(found[:8])}"
@@ -490,7 +503,7 @@ class BlockStore:
     def tx_result(self, tx_hash: bytes, height: int | None = None) -> StoredResult | None:
         """The recorded result of an executed transaction (`height`: its block's, when known)."""
         if height is None:
-            position = self._kv.get(TX + tx_hash)
+            position = self._tx_entry(tx_hash)
             height = _int(position[:8]) if position is not None else None
         raw = self._kv.get(_height_key(RESULT, height) + tx_hash) if height is not None else None
         if raw is None and self._legacy_results:
@@ -699,8 +712,27 @@ class BlockStore:
         return canonical.encode(value["block"]), canonical.encode(value["certificate"])
 
     def has_transaction(self, tx_hash: bytes) -> bool:
-        """True when a final block holds the transaction (one index read, no block decoded)."""
-        return self._kv.get(TX + tx_hash) is not None
+        """True when a final block holds the transaction (one index read, no block decoded; none
+        when the filter knows the hash is not stored)."""
+        return self._tx_entry(tx_hash) is not None
+
+    def _tx_entry(self, tx_hash: bytes) -> bytes | None:
+        """The index entry of a stored transaction, read only when the filter may hold it."""
+        return self._kv.get(TX + tx_hash) if self.tx_filter.may_hold(tx_hash) else None
+
+    def load_tx_filter(self) -> Iterator[int]:
+        """Add the hashes of the stored transactions to the filter, from a snapshot of the index,
+        yielding how many so far after every FILTER_LOAD_STEP of them (the caller's pause, so that
+        a long chain does not hold its event loop). When it ends the filter is loaded. The blocks
+        saved meanwhile add their own hashes, as every save does."""
+        count = 0
+        for key, _place in self._kv.iterate(TX):
+            self.tx_filter.add(key[len(TX) :])
+            count += 1
+            if count % FILTER_LOAD_STEP == 0:
+                yield count
+        self.tx_filter.loaded = True
+        yield count
 
     def transaction_place(self, tx_hash: bytes) -> TxPlace | None:
         """Where a final block holds the transaction (two index reads, no block decoded)."""
@@ -710,7 +742,7 @@ class BlockStore:
     def _located(self, tx_hash: bytes) -> tuple[TxPlace, bytes] | None:
         """The transaction's place, and where its bytes are in its block's (offset and length,
         4 bytes each; b"" when saved by an earlier version)."""
-        position = self._kv.get(TX + tx_hash)
+        position = self._tx_entry(tx_hash)
         if position is None:
             return None
         height, index = _int(position[:8]), _int(position[8:12])

@@ -222,6 +222,7 @@ class ChannelService:
                 group.create_task(self.relay.run(), name=f"relay:{self.name}")
                 group.create_task(self.catchup.run(), name=f"catchup:{self.name}")
                 group.create_task(self.score.run(), name=f"score-runtime:{self.name}")
+                group.create_task(self._load_tx_filter(), name=f"tx-filter:{self.name}")
         finally:
             # the peer's server may still deliver messages until it stops: they are ignored now,
             # so no timer outlives this channel and nothing touches its store once it closes
@@ -237,6 +238,26 @@ class ChannelService:
                 self.journal.close()
             finally:  # its results write, if one is under way, ends before the store closes
                 await self.score.stop()
+
+    async def _load_tx_filter(self) -> None:
+        """Load the store's filter of transaction hashes a slice per loop turn; from then on a
+        lookup of a transaction not in the chain reads nothing. A store it cannot read leaves the
+        filter unloaded (every lookup reads the store, as before) and the reads that need the
+        damaged part report it."""
+        started = time.monotonic()
+        try:
+            for _count in self.store.load_tx_filter():
+                await asyncio.sleep(0)
+        except StorageError as exc:
+            log.error("channel %s: transaction filter not loaded: %s", self.name, exc)
+            return
+        log.info(
+            "channel %s: transaction filter loaded: %d hashes, %d KiB, %.1f s",
+            self.name,
+            self.store.tx_filter.added,
+            self.store.tx_filter.size_bytes // 1024,
+            time.monotonic() - started,
+        )
 
     def _replay_intake(self) -> None:
         """Pool (and gossip) what this peer acknowledged before it stopped and no block holds:

@@ -23,6 +23,7 @@ from loopchain.peer import channel_service
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
 from loopchain.peer.intake import RateLimit
 from loopchain.scoreservice.client import ScoreUnavailable
+from loopchain.storage.abc import StorageCorrupt
 from loopchain.storage.memory import MemoryStore
 from loopchain.types import transaction as transaction_module
 from loopchain.types.crypto import Signer
@@ -492,6 +493,84 @@ async def test_acknowledged_transactions_survive_a_crash_before_any_gossip(
     await cluster.wait(lambda: len(again.journal) == 0, "the intake journal emptied")
     assert not list(again.journal.directory.glob("*.log"))[1:]  # only the open segment is left
     assert_agree(services)
+
+
+class IndexMisses(MemoryStore):
+    """A peer's disk that records the lookups of transactions it does not hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.misses: list[bytes] = []
+
+    def get(self, key: bytes) -> bytes | None:
+        value = super().get(key)
+        if value is None and key.startswith(block_store.TX):
+            self.misses.append(key)
+        return value
+
+
+async def test_a_restarted_peer_looks_up_no_new_transaction_on_disk_once_its_filter_loads(
+    tmp_path: Path,
+) -> None:
+    """New transactions are asked about at intake, in gossip, in proposals and when their block is
+    saved: each ask used to be a store read that missed, and LevelDB compacts the files its misses
+    are charged to. Once a peer has loaded its filter of the chain's hashes, they cost no read
+    (but a rare false positive of the filter), and what is in the chain is still known."""
+    cluster = Cluster(tmp_path, disk=IndexMisses)
+    try:
+        services = cluster.services
+        before = await submit(services[0], 10, "before")
+        await cluster.wait(lambda: cluster.final_everywhere(before, services), "first final")
+        await cluster.crash(1)
+        again = cluster.restart(1)
+        await cluster.wait(lambda: again.store.tx_filter.loaded, "the filter loaded")
+        disk = cluster.kvs[1]
+        assert isinstance(disk, IndexMisses)
+        disk.misses.clear()
+        # the chain's transactions relayed again: known, not pooled
+        old = [found.tx for h in before if (found := services[0].find_tx(h)) is not None]
+        again.receive_txs([Transaction.decode(tx.encode()) for tx in old])
+        assert not again.consensus.pool
+        after = await submit(again, 20, "after") + await submit(services[2], 20, "elsewhere")
+        await cluster.wait(lambda: cluster.final_everywhere(after, services), "all final")
+        assert len(disk.misses) <= 2, disk.misses  # expected: 0.04 false positives
+        assert all(again.store.has_transaction(h) for h in before + after)
+        assert_agree(services)
+    finally:
+        await cluster.stop()
+
+
+class UnreadableIndex(MemoryStore):
+    """A peer's disk whose transaction index cannot be walked (a damaged table file)."""
+
+    def iterate(self, prefix: bytes = b"", *, reverse: bool = False):  # type: ignore[no-untyped-def]
+        if prefix == block_store.TX:
+            raise StorageCorrupt("Corruption: block checksum mismatch in 000042.ldb")
+        return super().iterate(prefix, reverse=reverse)
+
+
+async def test_a_filter_that_cannot_be_loaded_leaves_every_lookup_to_the_store(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=channel_service.__name__)
+    cluster = Cluster(tmp_path, disk=UnreadableIndex)
+    try:
+        services = cluster.services
+        await cluster.wait(
+            lambda: (
+                sum("transaction filter not loaded" in r.getMessage() for r in caplog.records)
+                == len(services)
+            ),
+            "every peer's error",
+        )
+        sent = await submit(services[0], 10, "sent")
+        await cluster.wait(lambda: cluster.final_everywhere(sent, services), "all final")
+        assert not any(s.store.tx_filter.loaded or s.halted for s in services)
+        old = [found.tx for h in sent if (found := services[1].find_tx(h)) is not None]
+        services[1].receive_txs([Transaction.decode(tx.encode()) for tx in old])
+        assert len(old) == len(sent) and not services[1].consensus.pool  # still known
+    finally:
+        await cluster.stop()
 
 
 async def test_an_earlier_versions_intake_log_is_moved_to_the_journal_and_pooled(

@@ -1,0 +1,160 @@
+"""The block store's filter of transaction hashes: a lookup of a transaction not in the chain
+reads nothing once the filter is loaded, and no stored transaction is ever reported absent —
+whether it was stored before the filter was made, while it was loading, or after."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loopchain.blockchain import block_store as schema
+from loopchain.blockchain import tx_filter
+from loopchain.blockchain.block_store import BlockStore, BlockStoreError
+from loopchain.blockchain.tx_filter import TxFilter
+from loopchain.storage.leveldb import LevelDBStore
+from loopchain.storage.memory import MemoryStore
+from tests.integration._storage_helpers import CHANNEL, ChainBuilder
+
+
+def _hashes(count: int, salt: bytes = b"") -> list[bytes]:
+    return [hashlib.sha3_256(salt + i.to_bytes(8, "big")).digest() for i in range(count)]
+
+
+def test_an_unloaded_filter_says_maybe_to_every_hash() -> None:
+    hashes = TxFilter()
+    assert hashes.may_hold(b"\x01" * 32)
+    hashes.add(b"\x02" * 32)
+    assert hashes.may_hold(b"\x01" * 32)
+    hashes.loaded = True
+    assert not hashes.may_hold(b"\x01" * 32) and hashes.may_hold(b"\x02" * 32)
+
+
+def test_a_loaded_empty_filter_holds_nothing() -> None:
+    hashes = TxFilter()
+    hashes.loaded = True
+    assert not any(hashes.may_hold(h) for h in _hashes(100))
+    assert hashes.size_bytes == 0
+
+
+def test_the_filter_grows_past_its_first_capacity_without_losing_a_hash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tx_filter, "FIRST_CAPACITY", 64)
+    hashes = TxFilter()
+    hashes.loaded = True
+    added = _hashes(64 * 15)  # the filters of 64, 128, 256 and 512 hashes: four
+    for tx_hash in added:
+        hashes.add(tx_hash)
+    assert all(hashes.may_hold(tx_hash) for tx_hash in added)
+    others = _hashes(20_000, salt=b"other")
+    false_positives = sum(hashes.may_hold(h) for h in others)
+    assert false_positives < 0.01 * len(others)  # each filter at its rate (0.1 %, 0.05 %, ...)
+    first = TxFilter()
+    first.add(added[0])
+    assert hashes.size_bytes >= 15 * first.size_bytes  # 64 + 128 + 256 + 512 hashes' room
+
+
+def test_a_filter_is_sized_for_the_chain_it_starts_with() -> None:
+    small, large = TxFilter(0), TxFilter(10 * tx_filter.FIRST_CAPACITY)
+    small.add(b"\x01" * 32)
+    large.add(b"\x01" * 32)
+    assert large.size_bytes >= 19 * small.size_bytes
+
+
+@settings(max_examples=30, deadline=None)
+@given(stored=st.lists(st.binary(min_size=1, max_size=40), max_size=300))
+def test_no_added_hash_is_ever_said_absent(stored: list[bytes]) -> None:
+    hashes = TxFilter()
+    for tx_hash in stored:
+        hashes.add(tx_hash)
+    hashes.loaded = True
+    assert all(hashes.may_hold(tx_hash) for tx_hash in stored)
+
+
+class CountingReads(MemoryStore):
+    """A MemoryStore that records the transaction-index keys it is asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.index_reads: list[bytes] = []
+
+    def get(self, key: bytes) -> bytes | None:
+        if key.startswith(schema.TX):
+            self.index_reads.append(key)
+        return super().get(key)
+
+
+def _save_blocks(store: BlockStore, chain: ChainBuilder, blocks: int, txs: int) -> list[bytes]:
+    """Save `blocks` final blocks of `txs` transactions each; their transactions' hashes."""
+    saved = []
+    for _ in range(blocks):
+        block, certificate = chain.next(txs)
+        store.save_block(block, certificate)
+        saved += [tx.hash for tx in block.transactions]
+    return saved
+
+
+def _loaded(store: BlockStore) -> int:
+    counts = list(store.load_tx_filter())
+    assert store.tx_filter.loaded
+    return counts[-1]
+
+
+def test_once_loaded_a_transaction_not_in_the_chain_costs_no_read() -> None:
+    kv, chain = CountingReads(), ChainBuilder()
+    stored = _save_blocks(BlockStore(kv, CHANNEL), chain, 3, 4)
+    reopened = BlockStore(kv, CHANNEL)
+    unknown = _hashes(50, salt=b"new")
+    kv.index_reads.clear()
+    assert not any(reopened.has_transaction(h) for h in unknown[:5])
+    assert len(kv.index_reads) == 5  # not loaded yet: each lookup reads the index, as before
+    assert _loaded(reopened) == len(stored)
+    kv.index_reads.clear()
+    for tx_hash in unknown:  # every lookup of a transaction not in the chain
+        assert not reopened.has_transaction(tx_hash)
+        assert reopened.find_transaction(tx_hash) is None
+        assert reopened.transaction_place(tx_hash) is None
+        assert reopened.tx_result(tx_hash) is None
+    # none read, but those the filter takes for stored (a false positive: expected 0.05 of 50)
+    maybe = {schema.TX + h for h in unknown if reopened.tx_filter.may_hold(h)}
+    assert len(maybe) <= 2 and set(kv.index_reads) <= maybe
+    for tx_hash in stored:  # the stored ones are still read, and found
+        assert reopened.has_transaction(tx_hash)
+    assert len(kv.index_reads) == len(stored)
+    kv.index_reads.clear()
+    block, certificate = chain.next(6)  # saving a block of new transactions reads no index
+    reopened.save_block(block, certificate)
+    assert len(kv.index_reads) <= 2  # (a false positive reads)
+    assert all(reopened.has_transaction(tx.hash) for tx in block.transactions)
+
+
+def test_blocks_saved_while_the_filter_loads_are_found_after_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(schema, "FILTER_LOAD_STEP", 2)
+    chain = ChainBuilder()
+    kv = LevelDBStore(tmp_path / "blocks")
+    try:
+        before = _save_blocks(BlockStore(kv, CHANNEL), chain, 3, 3)
+        reopened = BlockStore(kv, CHANNEL)
+        steps = reopened.load_tx_filter()
+        assert next(steps) == 2 and not reopened.tx_filter.loaded
+        during = _save_blocks(reopened, chain, 2, 3)  # between two steps: after its snapshot
+        counts = list(steps)
+        assert reopened.tx_filter.loaded and counts[-1] == len(before)  # its snapshot's only
+        block, certificate = chain.next(3)
+        reopened.save_block(block, certificate)
+        after = [tx.hash for tx in block.transactions]
+        for tx_hash in before + during + after:
+            assert reopened.has_transaction(tx_hash)
+            assert reopened.find_transaction(tx_hash) is not None
+        # and a transaction already in the chain is still refused in a new block
+        replay = chain.block([chain.transaction(), block.transactions[0]])
+        with pytest.raises(BlockStoreError, match="already at height"):
+            reopened.save_block(replay, chain.certify(replay))
+    finally:
+        kv.close()
