@@ -11,7 +11,7 @@ about 0.2 %) costs one read and never a wrong answer. Until it has been loaded w
 already stored (`BlockStore.load_tx_filter`), it says "maybe" to everything. It grows with the
 chain: when one Bloom filter is full, another twice its size with half its error rate is added.
 It lives in memory only (Python's hash of bytes, which rbloom uses, differs between processes), at
-about 1.8 bytes a transaction."""
+about 1.8 bytes a transaction of the filter's room, 2.2 a stored one at start."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ class TxFilter:
         self.added = 0
         self._filters: list[Bloom] = []
         self._room = 0
-        self._next = (max(FIRST_CAPACITY, 2 * expected), FIRST_ERROR)
+        # room for the stored hashes and a quarter more: the next filter, when it comes, is larger
+        self._next = (max(FIRST_CAPACITY, expected + expected // 4), FIRST_ERROR)
 
     def add(self, tx_hash: bytes) -> None:
         """Take `tx_hash` (one call each: rbloom's `add` runs no Python code, so a thread's call
