@@ -271,6 +271,12 @@ class BlockStore:
         }
         covered = [h for h, key in self._pending.items() if _key_height(key) <= tip_height]
         final_keys = {_body_key(block.height, block_hash) for block, block_hash, *_ in staged}
+        # into the filter before they are written: a hash added for a batch that then fails costs
+        # a read, while one written and not added (the filter failed to grow) would be "surely
+        # not stored" for a stored transaction
+        for _block, _hash, _certificate, positions in staged:
+            for tx_hash, _index in positions:
+                self.tx_filter.add(tx_hash)
         with self._kv.write_batch() as batch:
             for block, block_hash, certificate, positions in staged:
                 height = block.height
@@ -325,9 +331,6 @@ class BlockStore:
         if safety is not None:
             self._safety = safety
         if staged:
-            for _block, _hash, _certificate, positions in staged:
-                for tx_hash, _index in positions:
-                    self.tx_filter.add(tx_hash)
             block, _hash, certificate, _positions = staged[-1]
             self._tip_height, self._tip_hash = tip_height, tip_hash
             self._tip = (block, certificate)
@@ -726,7 +729,7 @@ class BlockStore:
         a long chain does not hold its event loop). When it ends the filter is loaded. The blocks
         saved meanwhile add their own hashes, as every save does."""
         count = 0
-        for key, _place in self._kv.iterate(TX):
+        for key, _place in self._kv.iterate(TX, cached=False):
             self.tx_filter.add(key[len(TX) :])
             count += 1
             if count % FILTER_LOAD_STEP == 0:

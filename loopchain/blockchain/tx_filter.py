@@ -11,7 +11,8 @@ about 0.2 %) costs one read and never a wrong answer. Until it has been loaded w
 already stored (`BlockStore.load_tx_filter`), it says "maybe" to everything. It grows with the
 chain: when one Bloom filter is full, another twice its size with half its error rate is added.
 It lives in memory only (Python's hash of bytes, which rbloom uses, differs between processes), at
-about 1.8 bytes a transaction of the filter's room, 2.2 a stored one at start."""
+about 1.8 bytes a transaction of the filter's room: 2.2 a stored one at start, and at most about
+twice that right after it grows."""
 
 from __future__ import annotations
 
@@ -33,13 +34,14 @@ class TxFilter:
         self._next = (max(FIRST_CAPACITY, expected + expected // 4), FIRST_ERROR)
 
     def add(self, tx_hash: bytes) -> None:
-        """Take `tx_hash` (one call each: rbloom's `add` runs no Python code, so a thread's call
-        never interleaves with another's)."""
+        """Take `tx_hash`. Not thread-safe: the block store's owner (its event loop) calls it."""
         if self._room <= 0:
             capacity, error = self._next
             self._filters.append(Bloom(capacity, error))
             self._room = capacity
-            self._next = (2 * capacity, error / 2)
+            # each next filter has room for as many as all before it: the room doubles, and the
+            # first growth of a long chain's filter adds ~1.8 bytes a stored transaction, not 3.6
+            self._next = (max(FIRST_CAPACITY, self.added + capacity), error / 2)
         self._filters[-1].add(tx_hash)
         self._room -= 1
         self.added += 1

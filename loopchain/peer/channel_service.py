@@ -248,8 +248,8 @@ class ChannelService:
         try:
             for _count in self.store.load_tx_filter():
                 await asyncio.sleep(0)
-        except StorageError as exc:
-            log.error("channel %s: transaction filter not loaded: %s", self.name, exc)
+        except (StorageError, MemoryError) as exc:
+            log.error("channel %s: transaction filter not loaded: %r", self.name, exc)
             return
         log.info(
             "channel %s: transaction filter loaded: %d hashes, %d KiB, %.1f s",

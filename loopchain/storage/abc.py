@@ -60,9 +60,10 @@ class KeyValueStore(ABC):
 
     @abstractmethod
     def iterate(
-        self, prefix: bytes = b"", *, reverse: bool = False
+        self, prefix: bytes = b"", *, reverse: bool = False, cached: bool = True
     ) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) pairs whose key starts with `prefix`, in key order."""
+        """(key, value) pairs whose key starts with `prefix`, in key order (`cached=False`: a
+        one-off scan, which a backend with a cache keeps out of it)."""
 
     @abstractmethod
     def write_batch(self) -> WriteBatch:

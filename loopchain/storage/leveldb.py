@@ -206,6 +206,10 @@ class LevelDBStore(KeyValueStore):
             value: bytes | None = self._db.get(check_bytes("key", key), verify_checksums=True)
         except plyvel.CorruptionError as exc:
             raise self._corrupt(exc) from None
+        except plyvel.Error as exc:  # a table file gone, an I/O error
+            raise StorageError(
+                f"read of LevelDB store at {self.path} failed: {_message(exc)}"
+            ) from None
         return value
 
     def _corrupt(self, exc: BaseException) -> StorageCorrupt:
@@ -228,14 +232,16 @@ class LevelDBStore(KeyValueStore):
             raise StorageError(f"write to {self.path} failed: {_message(exc)}") from None
 
     def iterate(
-        self, prefix: bytes = b"", *, reverse: bool = False
+        self, prefix: bytes = b"", *, reverse: bool = False, cached: bool = True
     ) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) pairs whose key starts with `prefix`, in key order, from a snapshot."""
+        """(key, value) pairs whose key starts with `prefix`, in key order, from a snapshot
+        (`cached=False`: a one-off scan, whose table blocks stay out of LevelDB's block cache)."""
         self._check_open()
         check_bytes("prefix", prefix)
         # plyvel's own prefix/start iterators drop the key equal to `prefix` when reversed, so
         # walk LevelDB's raw iterator (created now, so it reads a snapshot of this moment).
-        return self._walk(self._db.raw_iterator(verify_checksums=True), prefix, reverse)
+        raw = self._db.raw_iterator(verify_checksums=True, fill_cache=cached)
+        return self._walk(raw, prefix, reverse)
 
     def _walk(self, raw: Any, prefix: bytes, reverse: bool) -> Iterator[tuple[bytes, bytes]]:
         try:
@@ -249,6 +255,10 @@ class LevelDBStore(KeyValueStore):
                 step()
         except plyvel.CorruptionError as exc:
             raise self._corrupt(exc) from None
+        except plyvel.Error as exc:  # a table file gone, an I/O error
+            raise StorageError(
+                f"read of LevelDB store at {self.path} failed: {_message(exc)}"
+            ) from None
         except RuntimeError as exc:
             raise StorageError(f"LevelDB store at {self.path} was closed: {exc}") from None
         finally:

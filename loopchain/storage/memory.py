@@ -67,7 +67,7 @@ class MemoryStore(KeyValueStore):
         self._apply([(check_bytes("key", key), None)])
 
     def iterate(
-        self, prefix: bytes = b"", *, reverse: bool = False
+        self, prefix: bytes = b"", *, reverse: bool = False, cached: bool = True
     ) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs whose key starts with `prefix`, in key order."""
         self._check_open()

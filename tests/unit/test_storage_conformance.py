@@ -254,6 +254,24 @@ def test_leveldb_a_value_damaged_on_disk_is_refused_not_returned(tmp_path: Path)
             list(kv.iterate(b"B/"))
 
 
+@pytest.mark.parametrize("cached", [True, False])
+def test_leveldb_a_table_file_gone_is_a_storage_error(tmp_path: Path, cached: bool) -> None:
+    """A table file deleted under the store (an operator's mistake, a failing disk) is reported
+    by iterate (a scan that keeps its blocks out of the cache as well) as a StorageError naming
+    the store, never plyvel's own error. (LevelDB's get reads the keys of a table it cannot find
+    as absent.)"""
+    path = tmp_path / "db"
+    with LevelDBStore(path) as kv:
+        kv.put(b"t/first", b"x" * 100)
+    with LevelDBStore(path):  # reopened: the log becomes a table
+        pass
+    with LevelDBStore(path) as kv:
+        for table in path.glob("*.ldb"):
+            table.unlink()
+        with pytest.raises(StorageError, match=str(path)):
+            list(kv.iterate(b"t/", cached=cached))
+
+
 def test_leveldb_write_buffer_and_table_sizes_are_the_ones_asked_for(tmp_path: Path) -> None:
     """3 MB written: a 1 MB write buffer has written tables by then, an 8 MB one holds it all in
     memory (and its log). Compacted, 1 MB tables hold it in three or more files, 8 MB ones in one."""
