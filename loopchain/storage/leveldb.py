@@ -9,10 +9,15 @@ opened again: LevelDB's log writer moves its block offset on even when the appen
 records appended after a failed one sit misaligned in the log and are dropped when the store is
 reopened (with LevelDB 1.22, every synced write after one ENOSPC was gone after a reopen).
 LevelDB itself refuses further writes only after a failed sync.
+
+A store with a table file cut short is refused when opened (StorageCorrupt), as LevelDB itself
+refuses one with a table file missing: opened, its first read of that table, at any later time,
+would fail with an I/O error. (A SCORE state store refused so is moved aside and replayed.)
 """
 
 from __future__ import annotations
 
+import re
 import resource
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +39,8 @@ BLOOM_FILTER_BITS = 10  # per key: ~1% false positives
 # stores stay within the half its servers' connections leave (grpc_util.connections_a_port),
 # between LevelDB's least and its default (a lookup in a table not open reopens it)
 MIN_OPEN_FILES, MAX_OPEN_FILES = 74, 1000
+# a table of the current version in LevelDB's "leveldb.sstables" property: " number:size[...]"
+_TABLE_LINE = re.compile(r"^\s*(\d+):(\d+)\[", re.MULTILINE)
 
 
 def open_files_bound() -> int:
@@ -181,6 +188,48 @@ class LevelDBStore(KeyValueStore):
         }
         self._db = _open(self.path, create, compression, sizes)
         self._write_failure: str | None = None  # the first write that failed: no more writes
+        try:
+            self._check_tables()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _tables(self) -> dict[int, int]:
+        """Size by file number of each table of the store's current version."""
+        listed = self._db.get_property(b"leveldb.sstables") or b""
+        text = listed.decode("ascii", errors="replace")
+        return {int(number): int(size) for number, size in _TABLE_LINE.findall(text)}
+
+    def _on_disk(self, number: int) -> int | None:
+        for suffix in (".ldb", ".sst"):  # LevelDB writes .ldb, and reads the .sst of old versions
+            try:
+                return (self.path / f"{number:06d}{suffix}").stat().st_size
+            except FileNotFoundError:
+                continue
+        return None
+
+    def _check_tables(self) -> None:
+        """StorageCorrupt unless every table file of the current version is there at its size.
+        A compaction may start with the opening and replace tables meanwhile: a table is wanting
+        only when it is still listed after it was found wanting (a file number is never used
+        again, so a table listed before and after was live in between)."""
+        listed = self._tables()
+        found = {number: self._on_disk(number) for number in listed}
+        wanting = [n for n, size in found.items() if size != listed[n]]
+        if not wanting:
+            return
+        still = self._tables()
+        problems = [
+            f"{n:06d}.ldb "
+            + ("missing" if found[n] is None else f"{found[n]} bytes of {listed[n]}")
+            for n in sorted(wanting)
+            if n in still
+        ]
+        if problems:
+            more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
+            raise StorageCorrupt(
+                f"LevelDB store at {self.path} is corrupt: table {', '.join(problems[:5])}{more}"
+            )
 
     def _check_open(self) -> None:
         if self._db.closed:

@@ -60,6 +60,26 @@ def test_an_unmarked_store_opens_as_it_is(tmp_path: Path) -> None:
     assert _aside(path) == []
 
 
+def test_a_store_with_a_table_cut_short_is_moved_aside_and_a_new_one_opened(
+    tmp_path: Path,
+) -> None:
+    """A table file cut short (a crash on a filesystem that lost its end, a full disk) is found
+    when the store is opened, not at the first read of that table some time later."""
+    path = tmp_path / "score_state"
+    _store_with(path, b"cut")
+    with LevelDBStore(path):  # reopened: the log becomes a table
+        pass
+    (table,) = path.glob("*.ldb")
+    with table.open("r+b") as cut:
+        cut.truncate(table.stat().st_size - 5)
+    store = open_state_store(path)
+    try:
+        assert store.get(b"k") is None  # new and empty: the peer replays the chain into it
+    finally:
+        store.close()
+    assert len(_aside(path)) == 1
+
+
 def test_only_the_newest_corrupt_copies_are_kept(tmp_path: Path) -> None:
     """A disk that corrupts the state at every start: each start moves a whole copy aside. Before,
     every copy was kept (the disk filled with them); now the newest KEPT_CORRUPT_COPIES are, and

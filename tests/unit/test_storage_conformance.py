@@ -272,6 +272,48 @@ def test_leveldb_a_table_file_gone_is_a_storage_error(tmp_path: Path, cached: bo
             list(kv.iterate(b"t/", cached=cached))
 
 
+def _store_of_tables(path: Path, tables: int = 3) -> list[Path]:
+    """A LevelDB store at `path` whose keys lie in `tables` table files (and none in its log)."""
+    for n in range(tables):
+        with LevelDBStore(path) as kv:
+            for i in range(100):
+                kv.put(b"t/%03d/%03d" % (n, i), b"v" * 50)
+        with LevelDBStore(path):  # reopened: the log becomes a table
+            pass
+    found = sorted(path.glob("*.ldb"))
+    assert len(found) >= tables
+    return found
+
+
+def test_leveldb_a_store_missing_a_table_file_is_refused_when_opened(tmp_path: Path) -> None:
+    """LevelDB's get reads the keys of a table file it cannot find as absent: a store opened
+    without one would answer that its blocks and transactions were never stored. (LevelDB
+    refuses it itself; the refusal names the file and closes the store.)"""
+    path = tmp_path / "db"
+    tables = _store_of_tables(path)
+    with LevelDBStore(path) as kv:  # whole: opens, and every key is read
+        assert len(list(kv.iterate(b"t/"))) == 300
+    tables[1].unlink()
+    with pytest.raises(StorageCorrupt, match=tables[1].name) as refused:
+        LevelDBStore(path)
+    assert str(path) in str(refused.value)
+    with pytest.raises(StorageCorrupt, match=tables[1].name):  # not "locked": it was closed
+        LevelDBStore(path)
+
+
+def test_leveldb_a_store_with_a_truncated_table_file_is_refused_when_opened(tmp_path: Path) -> None:
+    """Opened, LevelDB would fail the first read of a table cut short (an I/O error), at any time
+    later; it is refused at once instead, the table named with its sizes, and the store closed."""
+    path = tmp_path / "db"
+    tables = _store_of_tables(path)
+    size = tables[0].stat().st_size
+    with tables[0].open("r+b") as table:
+        table.truncate(size - 10)
+    for _attempt in range(2):  # not "locked" the second time: the refusal closed it
+        with pytest.raises(StorageCorrupt, match=f"{tables[0].name} {size - 10} bytes of {size}"):
+            LevelDBStore(path)
+
+
 def test_leveldb_write_buffer_and_table_sizes_are_the_ones_asked_for(tmp_path: Path) -> None:
     """3 MB written: a 1 MB write buffer has written tables by then, an 8 MB one holds it all in
     memory (and its log). Compacted, 1 MB tables hold it in three or more files, 8 MB ones in one."""
