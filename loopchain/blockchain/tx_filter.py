@@ -9,7 +9,8 @@ transactions several times over, and the compaction they caused grew with the st
 The filter says "surely not" or "maybe": a "maybe" reads the store, so a false positive (at most
 about 0.2 %) costs one read and never a wrong answer. Until it has been loaded with the hashes
 already stored (`BlockStore.load_tx_filter`), it says "maybe" to everything. It grows with the
-chain: when one Bloom filter is full, another twice its size with half its error rate is added.
+chain: when one Bloom filter is full, another with room for as many as all before it and half its
+error rate is added.
 It lives in memory only (Python's hash of bytes, which rbloom uses, differs between processes), at
 about 1.8 bytes a transaction of the filter's room: 2.2 a stored one at start, and at most about
 twice that right after it grows."""

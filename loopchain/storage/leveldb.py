@@ -206,6 +206,8 @@ class LevelDBStore(KeyValueStore):
                 return (self.path / f"{number:06d}{suffix}").stat().st_size
             except FileNotFoundError:
                 continue
+            except OSError as exc:  # unreadable folder, an I/O error
+                raise StorageError(f"cannot check LevelDB store at {self.path}: {exc}") from None
         return None
 
     def _check_tables(self) -> None:
@@ -220,7 +222,7 @@ class LevelDBStore(KeyValueStore):
             return
         still = self._tables()
         problems = [
-            f"{n:06d}.ldb "
+            f"table {n:06d} "
             + ("missing" if found[n] is None else f"{found[n]} bytes of {listed[n]}")
             for n in sorted(wanting)
             if n in still
@@ -228,7 +230,7 @@ class LevelDBStore(KeyValueStore):
         if problems:
             more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
             raise StorageCorrupt(
-                f"LevelDB store at {self.path} is corrupt: table {', '.join(problems[:5])}{more}"
+                f"LevelDB store at {self.path} is corrupt: {', '.join(problems[:5])}{more}"
             )
 
     def _check_open(self) -> None:
@@ -255,7 +257,8 @@ class LevelDBStore(KeyValueStore):
             value: bytes | None = self._db.get(check_bytes("key", key), verify_checksums=True)
         except plyvel.CorruptionError as exc:
             raise self._corrupt(exc) from None
-        except plyvel.Error as exc:  # a table file gone, an I/O error
+        except plyvel.Error as exc:  # an I/O error, a table cut short (LevelDB reads a table
+            # file gone as absent keys: only opening the store again refuses it)
             raise StorageError(
                 f"read of LevelDB store at {self.path} failed: {_message(exc)}"
             ) from None

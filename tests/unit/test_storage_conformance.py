@@ -287,8 +287,9 @@ def _store_of_tables(path: Path, tables: int = 3) -> list[Path]:
 
 def test_leveldb_a_store_missing_a_table_file_is_refused_when_opened(tmp_path: Path) -> None:
     """LevelDB's get reads the keys of a table file it cannot find as absent: a store opened
-    without one would answer that its blocks and transactions were never stored. (LevelDB
-    refuses it itself; the refusal names the file and closes the store.)"""
+    without one would answer that its blocks and transactions were never stored. LevelDB refuses
+    it itself, naming the file, before this store's own check of the tables' sizes: this pins
+    that refusal, which the block store relies on."""
     path = tmp_path / "db"
     tables = _store_of_tables(path)
     with LevelDBStore(path) as kv:  # whole: opens, and every key is read
@@ -310,8 +311,20 @@ def test_leveldb_a_store_with_a_truncated_table_file_is_refused_when_opened(tmp_
     with tables[0].open("r+b") as table:
         table.truncate(size - 10)
     for _attempt in range(2):  # not "locked" the second time: the refusal closed it
-        with pytest.raises(StorageCorrupt, match=f"{tables[0].name} {size - 10} bytes of {size}"):
-            LevelDBStore(path)
+        number = tables[0].stem
+    with pytest.raises(StorageCorrupt, match=f"table {number} {size - 10} bytes of {size}"):
+        LevelDBStore(path)
+
+
+def test_leveldb_a_table_file_that_cannot_be_looked_at_is_a_storage_error(tmp_path: Path) -> None:
+    """A table whose file cannot even be looked at (here a link to itself) is a StorageError
+    naming the store, not an OSError out of the opening."""
+    path = tmp_path / "db"
+    tables = _store_of_tables(path)
+    tables[0].unlink()
+    tables[0].symlink_to(tables[0].name)
+    with pytest.raises(StorageError, match=f"cannot check LevelDB store at {path}"):
+        LevelDBStore(path)
 
 
 def test_leveldb_write_buffer_and_table_sizes_are_the_ones_asked_for(tmp_path: Path) -> None:
