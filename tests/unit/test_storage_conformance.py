@@ -327,6 +327,18 @@ def test_leveldb_a_table_file_that_cannot_be_looked_at_is_a_storage_error(tmp_pa
         LevelDBStore(path)
 
 
+def test_leveldb_a_table_cut_short_while_open_is_a_storage_error_when_read(tmp_path: Path) -> None:
+    """Cut short after the store was opened (and before any read opened it), a table fails its
+    reads with LevelDB's I/O error: a StorageError naming the store, never plyvel's own."""
+    path = tmp_path / "db"
+    tables = _store_of_tables(path, tables=1)
+    with LevelDBStore(path) as kv:
+        with tables[0].open("r+b") as table:
+            table.truncate(tables[0].stat().st_size - 10)
+        with pytest.raises(StorageError, match=f"read of LevelDB store at {path} failed"):
+            kv.get(b"t/000/000")
+
+
 def test_leveldb_write_buffer_and_table_sizes_are_the_ones_asked_for(tmp_path: Path) -> None:
     """3 MB written: a 1 MB write buffer has written tables by then, an 8 MB one holds it all in
     memory (and its log). Compacted, 1 MB tables hold it in three or more files, 8 MB ones in one."""
