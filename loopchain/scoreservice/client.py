@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import grpc
 
@@ -22,7 +23,7 @@ from loopchain.blockchain.execution import InvokeResult, TxResult, parse_events
 from loopchain.configure import Config
 from loopchain.protos import score_pb2 as pb
 from loopchain.protos import score_pb2_grpc as pb_grpc
-from loopchain.scoreservice import MAX_BALANCE_ADDRESSES
+from loopchain.scoreservice import MAX_BALANCE_ADDRESSES, MAX_QUERIES
 from loopchain.scoreservice.packages import ScorePackage
 from loopchain.types.block import Block
 
@@ -38,6 +39,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+A = TypeVar("A")
 
 # Codes meaning "the SCORE cannot serve now" rather than "this request is refused".
 _UNAVAILABLE_CODES = {
@@ -128,6 +130,116 @@ def _options(config: Config) -> list[tuple[str, int]]:
     ]
 
 
+def _failure(what: str, code: grpc.StatusCode, details: str) -> ScoreCallError:
+    """The error of a SCORE call (or of one query of a call) that ended with `code`."""
+    message = f"SCORE {what}: {details or code.name}"
+    if code in _UNAVAILABLE_CODES:
+        deadline = code == grpc.StatusCode.DEADLINE_EXCEEDED
+        if deadline:
+            message = f"SCORE {what}: no answer within the deadline"
+        return ScoreUnavailable(message, deadline_exceeded=deadline)
+    return ScoreRejected(message)
+
+
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _query_answers(reply: pb.ScoreQueryReply) -> list[tuple[str, int] | ScoreCallError]:
+    """(answer, executed height) or the refusal, per query a SCORE's Query reply answers."""
+    return [
+        (answer.response_json, reply.height)
+        if answer.code == 0
+        else _failure(
+            "query", _STATUS_CODES.get(answer.code, grpc.StatusCode.UNKNOWN), answer.message
+        )
+        for answer in reply.answers
+    ]
+
+
+class _Batched(Generic[A, T]):
+    """Asks of one kind that share calls: one call is in flight at a time, and the asks made
+    meanwhile go together in the next, up to `limit` of them and, past the first, `max_size` of
+    their `size`. A lone ask goes at once; an ask whose asker has stopped waiting is not sent.
+
+    `send` answers a batch with one outcome per ask of a prefix of it: a result, or the error of
+    that ask alone. The asks past that prefix go first in the next call. A call that fails
+    fails every ask it carried."""
+
+    def __init__(
+        self,
+        what: str,
+        send: Callable[[list[A]], Awaitable[Sequence[T | ScoreCallError]]],
+        limit: int,
+        size: Callable[[A], int] | None = None,
+        max_size: int = 0,
+    ) -> None:
+        self.what = what
+        self._send = send
+        self._limit = limit
+        self._size = size
+        self._max_size = max_size
+        self._waiting: deque[tuple[A, asyncio.Future[T]]] = deque()
+        self._busy = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.calls = 0  # calls made (each answers every ask it carries)
+
+    async def ask(self, item: A) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if not self._busy:
+            self._next()
+        return await future
+
+    def _next(self) -> None:
+        waiting = self._waiting
+        batch: list[tuple[A, asyncio.Future[T]]] = []
+        size = 0
+        while waiting and len(batch) < self._limit:
+            item, future = waiting[0]
+            if not future.done() and self._size is not None:
+                size += self._size(item)
+                if batch and size > self._max_size:
+                    break
+            waiting.popleft()
+            if not future.done():
+                batch.append((item, future))
+        self._busy = bool(batch)
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._call(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _call(self, batch: list[tuple[A, asyncio.Future[T]]]) -> None:
+        try:
+            self.calls += 1
+            outcomes = await self._send([item for item, _ in batch])
+            if not 0 < len(outcomes) <= len(batch):
+                raise ScoreRejected(f"SCORE {self.what}: {len(outcomes)} answers to {len(batch)}")
+        except BaseException as exc:  # the askers hear it; cancellation ends this task too
+            failure = (
+                exc
+                if isinstance(exc, Exception)
+                else ScoreUnavailable(f"SCORE {self.what}: cancelled")
+            )
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            answered = len(outcomes)
+            for (_, future), outcome in zip(batch[:answered], outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, ScoreCallError):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+            self._waiting.extendleft(reversed(batch[answered:]))  # first in the next call
+        finally:
+            self._next()
+
+
 def _balance_answers(reply: pb.BalanceReply, asked: int) -> list[tuple[int, int, int]]:
     """(balance, total supply, height) per address asked, from a SCORE's Balance reply."""
     if len(reply.balances) != asked:
@@ -157,10 +269,11 @@ class ScoreClient:
         self._channel: grpc.aio.Channel | None = None  # opened in the event loop of the first call
         self._stub_instance: pb_grpc.ScoreServiceStub | None = None
         self.last_status: ScoreStatusInfo | None = None
-        self._balance_waiting: list[tuple[str, asyncio.Future[tuple[int, int, int]]]] = []
-        self._balance_busy = False
-        self.balance_calls = 0  # Balance calls made (each answers every address it carries)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._balances = _Batched("balance", self._ask_balances, MAX_BALANCE_ADDRESSES)
+        # the queries of one call: at most a quarter of a message (a character is up to 4 bytes)
+        self._queries = _Batched(
+            "query", self._ask_queries, MAX_QUERIES, len, int(config.GRPC_MAX_MESSAGE_BYTES) // 16
+        )
 
     @property
     def _stub(self) -> pb_grpc.ScoreServiceStub:
@@ -174,14 +287,7 @@ class ScoreClient:
         try:
             return await call
         except grpc.aio.AioRpcError as exc:
-            code, details = exc.code(), exc.details() or ""
-            message = f"SCORE {what}: {details or code.name}"
-            if code in _UNAVAILABLE_CODES:
-                deadline = code == grpc.StatusCode.DEADLINE_EXCEEDED
-                if deadline:
-                    message = f"SCORE {what}: no answer within the deadline"
-                raise ScoreUnavailable(message, deadline_exceeded=deadline) from None
-            raise ScoreRejected(message) from None
+            raise _failure(what, exc.code(), exc.details() or "") from None
 
     async def _status_call(self, what: str, call: Awaitable[pb.ScoreStatus]) -> ScoreStatusInfo:
         status = decode_status(await self._call(what, call))
@@ -246,14 +352,15 @@ class ScoreClient:
 
     async def query_at(self, params_json: str) -> tuple[str, int]:
         """The SCORE's JSON answer to a read-only query, and the executed height of the state it
-        read (-1: none)."""
-        reply = await self._call(
-            "query",
-            self._stub.Query(
-                pb.ScoreQueryRequest(params_json=params_json), timeout=self.query_timeout
-            ),
-        )
-        return str(reply.response_json), int(reply.height)
+        read (-1: none).
+
+        Concurrent queries share calls, as balances do (`balance`), up to MAX_QUERIES."""
+        return await self._queries.ask(params_json)
+
+    async def _ask_queries(self, queries: list[str]) -> list[tuple[str, int] | ScoreCallError]:
+        request = pb.ScoreQueryRequest(queries=queries)
+        reply = await self._call("query", self._stub.Query(request, timeout=self.query_timeout))
+        return _query_answers(reply)
 
     async def balance(self, address: str) -> tuple[int, int, int]:
         """(balance of `address`, total supply, executed height) in loop, as last committed.
@@ -261,48 +368,22 @@ class ScoreClient:
         Concurrent asks share calls (each v3 submission checks its sender's balance): one Balance
         call is in flight at a time, and the addresses asked meanwhile go together in the next,
         up to MAX_BALANCE_ADDRESSES. A lone ask goes at once."""
-        future: asyncio.Future[tuple[int, int, int]] = asyncio.get_running_loop().create_future()
-        self._balance_waiting.append((address, future))
-        if not self._balance_busy:
-            self._ask_balances()
-        return await future
+        return await self._balances.ask(address)
 
-    def _ask_balances(self) -> None:
-        waiting = self._balance_waiting
-        self._balance_busy = bool(waiting)
-        if not waiting:
-            return
-        batch = waiting[:MAX_BALANCE_ADDRESSES]
-        self._balance_waiting = waiting[MAX_BALANCE_ADDRESSES:]
-        task = asyncio.get_running_loop().create_task(self._balances(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _ask_balances(self, addresses: list[str]) -> list[tuple[int, int, int]]:
+        request = pb.BalanceRequest(addresses=addresses)
+        reply = await self._call("balance", self._stub.Balance(request, timeout=self.query_timeout))
+        return _balance_answers(reply, len(addresses))
 
-    async def _balances(
-        self, batch: list[tuple[str, asyncio.Future[tuple[int, int, int]]]]
-    ) -> None:
-        try:
-            request = pb.BalanceRequest(addresses=[address for address, _ in batch])
-            self.balance_calls += 1
-            reply = await self._call(
-                "balance", self._stub.Balance(request, timeout=self.query_timeout)
-            )
-            answers = _balance_answers(reply, len(batch))
-        except BaseException as exc:  # the askers hear it; cancellation ends this task too
-            failure = (
-                exc if isinstance(exc, Exception) else ScoreUnavailable("SCORE balance: cancelled")
-            )
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            for (_, future), answer in zip(batch, answers, strict=True):
-                if not future.done():
-                    future.set_result(answer)
-        finally:
-            self._ask_balances()
+    @property
+    def balance_calls(self) -> int:
+        """Balance calls made (each answers every address it carries)."""
+        return self._balances.calls
+
+    @property
+    def query_calls(self) -> int:
+        """Query calls made (each answers the queries it carries)."""
+        return self._queries.calls
 
     async def close(self) -> None:
         """Close the channel (calls in flight fail with ScoreUnavailable; a later call reopens it)."""

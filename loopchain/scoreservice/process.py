@@ -24,7 +24,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -55,7 +55,7 @@ from loopchain.monitor_log import start_shipping
 from loopchain.protos import score_pb2 as pb
 from loopchain.protos import score_pb2_grpc as pb_grpc
 from loopchain.safe_text import status_details
-from loopchain.scoreservice import MAX_BALANCE_ADDRESSES
+from loopchain.scoreservice import MAX_BALANCE_ADDRESSES, MAX_QUERIES
 from loopchain.scoreservice.packages import (
     PackageError,
     ScorePackage,
@@ -80,6 +80,11 @@ T = TypeVar("T")
 STEP_LIMIT_MESSAGE = "step limit exceeded"
 MEMORY_LIMIT_MESSAGE = "memory limit exceeded"
 NOT_LOADED = "SCORE not loaded"
+MAX_MESSAGE_BYTES = int(DEFAULTS["GRPC_MAX_MESSAGE_BYTES"])
+# A Query reply's bytes beside its answers (the height), and each answer's beside its own (its
+# field's tag and length), counted generously
+_REPLY_OVERHEAD = 64
+_ANSWER_OVERHEAD = 8
 _PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAP_AMBIENT = 47
@@ -169,6 +174,11 @@ class Refused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def _refusal(exc: Refused) -> pb.ScoreQueryAnswer:
+    """One query's refusal, as its answer in a Query reply."""
+    return pb.ScoreQueryAnswer(code=exc.code.value[0], message=status_details(exc.message))
 
 
 def describe_error(exc: BaseException, meter: StepMeter) -> str:
@@ -443,6 +453,36 @@ class LoadedScore:
             )
         return answer
 
+    def answer(self, queries: Sequence[str], max_bytes: int) -> pb.ScoreQueryReply:
+        """The answers to `queries`, in order, all from the state at one height; a query that
+        fails is refused alone. The reply stops before an answer that would take it past
+        `max_bytes` (its caller asks the rest again); an answer larger on its own is refused."""
+        if len(queries) > MAX_QUERIES:
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{len(queries)} queries in one call, limit {MAX_QUERIES}",
+            )
+        answers: list[pb.ScoreQueryAnswer] = []
+        size = _REPLY_OVERHEAD
+        for params in queries:
+            try:
+                answer = pb.ScoreQueryAnswer(response_json=self.query(params))
+            except Refused as exc:
+                answer = _refusal(exc)
+            size += answer.ByteSize() + _ANSWER_OVERHEAD
+            if size > max_bytes:
+                if answers:
+                    break  # asked again in the next call
+                answer = _refusal(
+                    Refused(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"query answer of {answer.ByteSize()} bytes is larger than a reply "
+                        f"may be ({max_bytes} bytes)",
+                    )
+                )
+            answers.append(answer)
+        return pb.ScoreQueryReply(height=self.state.executed_height, answers=answers)
+
     def balance(self, request: pb.BalanceRequest) -> pb.BalanceReply:
         """Accounts' ICX and the total supply, as the last committed block left them."""
         if len(request.addresses) > MAX_BALANCE_ADDRESSES:
@@ -531,8 +571,9 @@ class SerialRunner:
 class ScoreServicer(pb_grpc.ScoreServiceServicer):
     """ScoreService over one LoadedScore (or the reason there is none)."""
 
-    def __init__(self, step_limit: int) -> None:
+    def __init__(self, step_limit: int, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self.step_limit = step_limit
+        self.max_answer_bytes = max_message_bytes
         self.loaded: LoadedScore | None = None
         self.request: pb.LoadRequest | None = None
         self.state_path: Path | None = None  # of the state store, once a Load named it
@@ -695,12 +736,11 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         return loaded.status()
 
     async def Query(self, request: pb.ScoreQueryRequest, context: Any) -> pb.ScoreQueryReply:
-        def answer() -> pb.ScoreQueryReply:  # the state's height with its answer, in one turn
-            loaded = self._require_loaded()
-            response = loaded.query(request.params_json)
-            return pb.ScoreQueryReply(response_json=response, height=loaded.state.executed_height)
-
-        return await self._run(context, answer)
+        # the state's height with its answers, in one turn
+        return await self._run(
+            context,
+            lambda: self._require_loaded().answer(request.queries, self.max_answer_bytes),
+        )
 
     async def Balance(self, request: pb.BalanceRequest, context: Any) -> pb.BalanceReply:
         return await self._run(context, lambda: self._require_loaded().balance(request))
@@ -778,7 +818,7 @@ async def serve(args: argparse.Namespace) -> int:
     size = int(args.max_message_bytes)
     options = [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
     server = grpc.aio.server(options=options)
-    servicer = ScoreServicer(args.step_limit)
+    servicer = ScoreServicer(args.step_limit, size)
     pb_grpc.add_ScoreServiceServicer_to_server(servicer, server)
     socket_path = Path(args.socket)
     _bind(server, socket_path)

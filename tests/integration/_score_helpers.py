@@ -84,6 +84,8 @@ class UserScore(ScoreBase):
             raise ScoreError("no such question")
         if request.get("op") == "json":
             return json.dumps(self.get_json(request["key"]))
+        if request.get("op") == "repeat":
+            return json.dumps("x" * request["size"])
         value = self.db.get(request["key"].encode())
         return json.dumps(None if value is None else value.decode())
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from loopchain.blockchain.execution import SCORE_ERROR, SUCCESS, next_state_root, results_hash
 from loopchain.protos import score_pb2 as pb
+from loopchain.scoreservice import MAX_QUERIES
 from loopchain.scoreservice.client import ScoreClient, ScoreRejected, ScoreUnavailable
 from loopchain.types import canonical
 from loopchain.types.hashing import EMPTY_ROOT
@@ -229,6 +231,70 @@ async def test_queries_are_answered_read_only_within_their_deadline(tmp_path: Pa
             await client.query("not json")
         assert time.monotonic() - started < config.SCORE_QUERY_TIMEOUT * 3
         assert await client.query('{"key": "k"}') == '"v1"'
+
+
+async def test_concurrent_queries_share_calls_and_each_hears_its_own_answer(
+    tmp_path: Path,
+) -> None:
+    """Queries asked while one is in flight go together in the next call, at most MAX_QUERIES
+    a call; a query that fails fails alone."""
+    package, chain = make_package(tmp_path), Blocks()
+    config = score_config(SCORE_STEP_LIMIT=50_000, SCORE_QUERY_TIMEOUT=60.0)
+    expected: dict[str, str | tuple[type[Exception], str]] = {
+        '{"key": "k"}': '"v1"',
+        '{"key": "unknown"}': "null",
+        '{"op": "raise"}': (ScoreRejected, "ScoreError: no such question"),
+        '{"op": "write", "key": "k"}': (ScoreRejected, "read-only"),
+        '{"op": "loop"}': (ScoreRejected, "step limit exceeded"),
+        "not json": (ScoreRejected, "JSONDecodeError"),
+    }
+    asked = list(expected) * 30
+    async with running(make_supervisor(tmp_path, config, package)) as supervisor:
+        client = supervisor.client
+        block = chain.next(set_op("k", "v1"))
+        await client.invoke_block(block)
+        await client.commit_block(0, block.hash.hex())
+        calls = client.query_calls
+        answers = await asyncio.gather(*(client.query(q) for q in asked), return_exceptions=True)
+        assert client.query_calls - calls == 1 + math.ceil((len(asked) - 1) / MAX_QUERIES)
+        for query, answer in zip(asked, answers, strict=True):
+            wanted = expected[query]
+            if isinstance(wanted, str):
+                assert answer == wanted, (query, answer)
+            else:
+                assert isinstance(answer, wanted[0]) and wanted[1] in str(answer), (query, answer)
+        assert await client.query('{"key": "k"}') == '"v1"'  # the state was not written
+
+
+async def test_answers_that_would_pass_the_message_limit_go_in_later_calls(
+    tmp_path: Path,
+) -> None:
+    """A reply holds the answers that fit in a message; the queries past them are asked again,
+    and an answer larger than a message is refused alone."""
+    limit = 256 * 1024
+    package = make_package(tmp_path)
+    config = score_config(GRPC_MAX_MESSAGE_BYTES=limit, SCORE_QUERY_TIMEOUT=60.0)
+    sizes = [100_000] * 3 + [2 * limit] + [100_000] * 3 + [10]
+    async with running(make_supervisor(tmp_path, config, package)) as supervisor:
+        client = supervisor.client
+        calls = client.query_calls
+        answers = await asyncio.gather(
+            *(client.query(json.dumps({"op": "repeat", "size": n})) for n in sizes),
+            return_exceptions=True,
+        )
+        for size, answer in zip(sizes, answers, strict=True):
+            if size > limit:
+                assert isinstance(answer, ScoreRejected), answer
+                assert "larger than a reply may be" in str(answer), answer
+            else:
+                assert answer == json.dumps("x" * size), (size, str(answer)[:200])
+        # the first alone, then at most two answers of 100 KB a reply
+        assert client.query_calls - calls >= 4
+        too_many = pb.ScoreQueryRequest(queries=['{"key": "k"}'] * (MAX_QUERIES + 1))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await client._stub.Query(too_many, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"limit {MAX_QUERIES}" in (refused.value.details() or "")
 
 
 async def test_a_package_that_did_not_resolve_starts_no_process(tmp_path: Path) -> None:
