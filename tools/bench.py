@@ -2,7 +2,7 @@
 """Benchmark of the local network in one run: start-up, memory, latency, throughput, CPU, calm.
 
     .venv/bin/python tools/bench.py [-c 64] [-d 60] [--channels A,B] [--baseline REV] [--rounds N]
-                                    [--json]
+                                    [--queries S] [--no-load] [--json]
 
 Starts `./localnet.sh --data <tmpdir>` of a source tree (the repo root by default) in its own
 process group, and measures, in order:
@@ -32,6 +32,16 @@ process group, and measures, in order:
 `/api/v3[/<channel>]`), each client signing 1-loop transfers from its own account, funded first by the
 development genesis account of ./localnet.sh; its figures are reported beside v1's with a `v3_`
 prefix (committed tx/s, finalisation percentiles, CPU per transaction, answers).
+
+`--queries S` adds, after the transaction load(s), S seconds of read-only SCORE queries: the same N
+keep-alive clients round-robin over the 4 peers (and the channels), each POSTing what
+`tools/loadtool.py -t 1` sends (loadtool's default query body) to `/api/v1/query` back to back
+(a 503 with Retry-After makes it wait as in the load). Its figures, prefixed `query_`: answered
+(200) queries/s, the answers by HTTP status, the latency p50/p99 of the answered queries, and the
+network's CPU (every process of the tree, from /proc, sampled over the query phase only) per
+answered query, in all and by process kind. The phase lasts until the last client's query in
+flight at S seconds has its answer. `--no-load` skips the transaction loads (v1 and `--v3`):
+`--no-load --queries S` measures the queries alone; `--idle-only` runs no load at all.
 
 `--baseline REV` runs the same benchmark first on a git worktree of REV (its `.venv` a symlink to
 this repo's), then on the tree, and prints both side by side with the ratio current / baseline.
@@ -76,6 +86,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loopchain.types.crypto import Signer
 from tools.loadtool import (
+    DEFAULT_QUERY,
     DEV_KEY,
     LoadError,
     RestTransport,
@@ -1014,17 +1025,22 @@ async def _tip_height(session: aiohttp.ClientSession, channel: str) -> int:
     return int((body.get("block_data_json") or {}).get("height", -1))
 
 
-async def _progress(state: LoadState, started: float, stop: asyncio.Event, label: str) -> None:
+async def _progress(line: Callable[[], str], stop: asyncio.Event, label: str) -> None:
+    """`line()` as a progress line every PROGRESS_INTERVAL until `stop`."""
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), PROGRESS_INTERVAL)
         if stop.is_set():
             return
-        unavailable, other = state.errors()
-        say(
-            f"{label}: {time.monotonic() - started:5.1f} s  acked {len(state.acked)}  "
-            f"503 {unavailable}  other errors {other}  final {len(state.acked) - len(state.pending)}"
-        )
+        say(f"{label}: {line()}")
+
+
+def _load_progress(state: LoadState, started: float) -> str:
+    unavailable, other = state.errors()
+    return (
+        f"{time.monotonic() - started:5.1f} s  acked {len(state.acked)}  "
+        f"503 {unavailable}  other errors {other}  final {len(state.acked) - len(state.pending)}"
+    )
 
 
 async def _sample_cpu(meter: CpuMeter, stop: asyncio.Event) -> None:
@@ -1142,7 +1158,9 @@ async def run_load(
     sampler = asyncio.create_task(_sample_cpu(meter, stop_sampling))
     started = time.monotonic()
     end = started + duration
-    progress = asyncio.create_task(_progress(state, started, stop_progress, label))
+    progress = asyncio.create_task(
+        _progress(lambda: _load_progress(state, started), stop_progress, label)
+    )
     try:
         tasks = [
             asyncio.create_task(
@@ -1326,6 +1344,158 @@ def _difference(rounds: int | None, blocks: int | None) -> int | None:
     return None if rounds is None or blocks is None else rounds - blocks
 
 
+# ------------------------------------------------------------------ query load
+
+QUERY_PATH = "/api/v1/query"  # a peer's REST proxy: the JSON body goes verbatim to the SCORE
+
+
+@dataclass
+class QueryState:
+    """What the query clients count (monotonic seconds)."""
+
+    answers: Counter[str] = field(default_factory=Counter)  # HTTP status, or how a call failed
+    latencies: list[float] = field(default_factory=list)  # of the answered (200) queries
+    in_flight: int = 0
+
+
+async def _post_query(
+    session: aiohttp.ClientSession, url: str, body: bytes
+) -> tuple[str, float | None]:
+    """(the HTTP status answered, or "timeout"/"connection error"/"bad reply"; Retry-After)."""
+    try:
+        async with session.post(
+            url, data=body, headers={"Content-Type": "application/json"}
+        ) as resp:
+            await resp.read()
+            return str(resp.status), retry_after_seconds(resp.headers.get("Retry-After"))
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return failure_kind(exc), None
+
+
+async def query_client(state: QueryState, url: str, body: bytes, end: float) -> None:
+    """POST the query one at a time over a keep-alive session until `end` (the query in flight
+    then is answered first); a 503 with Retry-After waits min(Retry-After, 1 s) as in the load."""
+    connector = aiohttp.TCPConnector(limit=1)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        while time.monotonic() < end:
+            sent = time.monotonic()
+            state.in_flight += 1
+            try:
+                answer, retry = await _post_query(session, url, body)
+            finally:
+                state.in_flight -= 1
+            state.answers[answer] += 1
+            if answer == "200":
+                state.latencies.append(time.monotonic() - sent)
+                continue
+            wait = ERROR_BACKOFF if retry is None else min(retry, RETRY_AFTER_CAP)
+            await asyncio.sleep(min(wait, max(0.0, end - time.monotonic())))
+
+
+def _query_progress(state: QueryState, started: float) -> str:
+    answered = state.answers.get("200", 0)
+    other = sum(state.answers.values()) - answered
+    return (
+        f"{time.monotonic() - started:5.1f} s  answered {answered}  "
+        f"503 {state.answers.get('503', 0)}  not answered (all but 200) {other}"
+    )
+
+
+async def run_queries(net: LocalNet, clients: int, duration: float, label: str) -> dict[str, Any]:
+    """The query phase: `clients` keep-alive clients spread over the peers (and channels) as in
+    the load, each sending loadtool's query back to back for `duration` seconds, with the
+    network's CPU sampled from the first query to the last answer."""
+    channels = net.channels or [""]
+    state = QueryState()
+    body = json.dumps(DEFAULT_QUERY).encode()  # what tools/loadtool.py -t 1 sends
+    urls = [
+        rest_url(index % PEERS, QUERY_PATH, _channel_of(index, channels))
+        for index in range(clients)
+    ]
+    meter = CpuMeter(net.pid)
+    stop_sampling, stop_progress = asyncio.Event(), asyncio.Event()
+    await asyncio.to_thread(meter.sample, True)
+    own_cpu_start, started = _own_cpu_seconds(), time.monotonic()
+    sampler = asyncio.create_task(_sample_cpu(meter, stop_sampling))
+    progress = asyncio.create_task(
+        _progress(lambda: _query_progress(state, started), stop_progress, label)
+    )
+    tasks = [
+        asyncio.create_task(query_client(state, url, body, started + duration)) for url in urls
+    ]
+    try:
+        await asyncio.gather(*tasks)  # each ends by the end + REQUEST_TIMEOUT at the latest
+        seconds = time.monotonic() - started
+        stop_sampling.set()
+        await sampler
+        await asyncio.to_thread(meter.sample, True)
+        own_cpu = (_own_cpu_seconds() - own_cpu_start, time.monotonic() - started)
+    finally:
+        for task in tasks:
+            task.cancel()
+        stop_sampling.set()
+        stop_progress.set()
+        await asyncio.gather(*tasks, sampler, progress, return_exceptions=True)
+    say(f"{label}: queries over: {state.answers.get('200', 0)} answered")
+    return query_figures(state.answers, state.latencies, meter.by_kind(), seconds, own_cpu)
+
+
+def answer_figures(answers: Mapping[str, int]) -> dict[str, int]:
+    """The query answers as figures: `query_answers_<status>` for 200, 503 (always, 0 if none)
+    and every other HTTP status answered; `query_answers_none` for calls with no HTTP answer
+    (timeouts, connection errors, bad replies)."""
+    statuses = {"200": 0, "503": 0}
+    none = 0
+    for key, count in answers.items():
+        if key.isdigit():
+            statuses[key] = statuses.get(key, 0) + count
+        else:
+            none += count
+    figures = {f"query_answers_{key}": statuses[key] for key in sorted(statuses)}
+    figures["query_answers_none"] = none
+    return figures
+
+
+def query_figures(
+    answers: Mapping[str, int],
+    latencies: Sequence[float],
+    cpu: Mapping[str, float],
+    seconds: float,
+    own_cpu: tuple[float, float] = (0.0, 0.0),
+) -> dict[str, Any]:
+    """The figures of the query phase. `answers`: count by HTTP status (or failure kind);
+    `latencies`: seconds of the answered (200) queries; `cpu`: the network's CPU seconds by
+    process kind over the phase; `seconds`: from the first query to the last answer; `own_cpu`:
+    the load generator's CPU seconds over the CPU window, and that window's length."""
+    answered = answers.get("200", 0)
+    lat = percentiles(latencies, (50, 99))
+    cpu_total = round(sum(cpu.values()), 2)
+
+    def per_query_ms(cpu_seconds: float) -> float | None:
+        return round(cpu_seconds * 1000 / answered, 4) if answered else None
+
+    figures: dict[str, Any] = {
+        "query_s": round(seconds, 2),
+        "query_answered_per_s": round(answered / seconds, 1) if seconds > 0 else None,
+        "query_p50_ms": milliseconds(lat["p50"]),
+        "query_p99_ms": milliseconds(lat["p99"]),
+        **answer_figures(answers),
+        "query_cpu_s": cpu_total,
+        "query_cpu_ms_per_query": per_query_ms(cpu_total),
+        **{f"query_cpu_ms_{kind}_per_query": per_query_ms(cpu.get(kind, 0.0)) for kind in KINDS},
+        "query_cpu_s_load_generator": round(own_cpu[0], 2),
+        "query_cores_busy": (
+            round((cpu_total + own_cpu[0]) / own_cpu[1], 2) if own_cpu[1] > 0 else None
+        ),
+    }
+    details = {
+        "query_answers": dict(Counter(answers).most_common()),
+        "query_cpu_s_by_kind": dict(cpu),
+    }
+    return {"figures": figures, "details": details}
+
+
 # ------------------------------------------------------------------ one run
 
 
@@ -1345,6 +1515,12 @@ class Options:
     v3: bool = False
     rounds: int = 1
     loads: int = 1  # loads in a row on the one network (the figures are the first's)
+    queries: float = 0.0  # seconds of the query load after the transaction loads (0: none)
+    no_load: bool = False  # no transaction load (v1 or v3)
+
+    @property
+    def tx_load(self) -> bool:
+        return not (self.idle_only or self.no_load)
 
 
 # What each of several loads in a row on one network reports (`--loads`): how the network holds
@@ -1396,7 +1572,7 @@ async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]
                 idle_p50_ms=idle["p50_ms"], idle_p90_ms=idle["p90_ms"], idle_unfinal=idle["unfinal"]
             )
             details["idle_errors"] = idle["errors"]
-        if not options.idle_only:
+        if options.tx_load:
             loads = []
             for index in range(options.loads):
                 tag = label if options.loads == 1 else f"{label} load {index + 1}/{options.loads}"
@@ -1413,7 +1589,7 @@ async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]
             if options.loads > 1:
                 details["loads"] = loads
                 figures.update({f"last_load_{key}": value for key, value in loads[-1].items()})
-        if options.v3 and not options.idle_only:
+        if options.v3 and options.tx_load:
             say(f"{label}: funding {options.clients} v3 accounts")
             senders = await fund_v3_senders(options.clients, net.channels or [""])
             say(f"{label}: v3 load: {options.clients} clients for {options.duration:g} s")
@@ -1422,6 +1598,11 @@ async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]
             )
             figures.update({f"v3_{key}": value for key, value in v3["figures"].items()})
             details.update({f"v3_{key}": value for key, value in v3["details"].items()})
+        if options.queries > 0 and not options.idle_only:
+            say(f"{label}: query load: {options.clients} clients for {options.queries:g} s")
+            queries = await run_queries(net, options.clients, options.queries, f"{label} queries")
+            figures.update(queries["figures"])
+            details.update(queries["details"])
         if not net.alive():
             raise BenchError("localnet.sh exited during the benchmark")
     return {"figures": figures, "details": details}
@@ -1610,7 +1791,41 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("v3_cpu_s_rest_proxy", "v3:   CPU s REST proxies"),
     ("v3_cpu_s_peer", "v3:   CPU s peers"),
     ("v3_calm_s", "v3: seconds until calm after load"),
+    ("query_s", "queries: load duration (s)"),
+    ("query_answered_per_s", "queries: answered (200) per s"),
+    ("query_p50_ms", "queries: latency p50 of the answered (ms)"),
+    ("query_p99_ms", "queries: latency p99 of the answered (ms)"),
+    ("query_answers_200", "queries: answers 200"),
+    ("query_answers_503", "queries: answers 503 (overload)"),
+    # here a row for each other HTTP status answered (table_rows)
+    ("query_answers_none", "queries: no HTTP answer (timeout, connection)"),
+    ("query_cpu_s", "queries: CPU seconds"),
+    ("query_cpu_ms_per_query", "queries: CPU ms per answered query"),
+    ("query_cpu_ms_radiostation_per_query", "queries:   CPU ms radiostation"),
+    ("query_cpu_ms_peer_per_query", "queries:   CPU ms peers"),
+    ("query_cpu_ms_rest_proxy_per_query", "queries:   CPU ms REST proxies"),
+    ("query_cpu_ms_score_per_query", "queries:   CPU ms SCORE"),
+    ("query_cpu_ms_other_per_query", "queries:   CPU ms other"),
+    ("query_cpu_s_load_generator", "queries: CPU s of the load generator (not in the sum)"),
+    ("query_cores_busy", "queries: cores busy: network + load generator"),
 )
+QUERY_STATUS_FIGURE = re.compile(r"query_answers_(\d+)")
+
+
+def table_rows(keys: Iterable[str]) -> list[tuple[str, str]]:
+    """TABLE_ROWS with, after the 503 answers to queries, a row for each other HTTP status that
+    one of `keys` (the runs' figures) counts queries answered with."""
+    known = {key for key, _ in TABLE_ROWS}
+    others = sorted(
+        {key for key in keys if QUERY_STATUS_FIGURE.fullmatch(key) and key not in known},
+        key=lambda key: int(key.rpartition("_")[2]),
+    )
+    rows = []
+    for key, title in TABLE_ROWS:
+        rows.append((key, title))
+        if key == "query_answers_503":
+            rows.extend((other, f"queries: answers {other.rpartition('_')[2]}") for other in others)
+    return rows
 
 
 def format_table(runs: Mapping[str, Mapping[str, Any]], run_ratios: Mapping[str, Any]) -> str:
@@ -1620,7 +1835,7 @@ def format_table(runs: Mapping[str, Mapping[str, Any]], run_ratios: Mapping[str,
     if run_ratios:
         header.append("ratio")
     rows = [header]
-    for key, title in TABLE_ROWS:
+    for key, title in table_rows(key for label in labels for key in runs[label]["figures"]):
         values = [runs[label]["figures"].get(key) for label in labels]
         if all(key not in runs[label]["figures"] for label in labels):
             continue
@@ -1660,7 +1875,7 @@ def _detail_lines(label: str, details: Mapping[str, Any]) -> list[str]:
     lines = []
     if "final_within_drain" in details:
         lines.append(f"{label}: {details['final_within_drain']}")
-    for prefix in ("", "v3_"):
+    for prefix in ("", "v3_", "query_"):
         if f"{prefix}final_within_drain" in details and prefix:
             lines.append(f"{label} {prefix[:-1]}: {details[f'{prefix}final_within_drain']}")
         if f"{prefix}answers" in details:
@@ -1715,24 +1930,37 @@ def merge_rounds(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 # figures whose ratio in each round the table shows, to tell a change from the machine's drift
-SPREAD_FIGURES = ("committed_per_s", "cpu_s_per_tx", "final_p99_ms")
+SPREAD_FIGURES = (
+    "committed_per_s",
+    "cpu_s_per_tx",
+    "final_p99_ms",
+    "query_answered_per_s",
+    "query_cpu_ms_per_query",
+    "query_p99_ms",
+)
 
 
 def round_ratios(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, float | None]]:
-    """current / baseline of each round (rounds run in pairs), for the SPREAD_FIGURES."""
+    """current / baseline of each round (rounds run in pairs), for the SPREAD_FIGURES that the
+    runs have (no transaction load, or no query load, has no such figures)."""
     if "baseline" not in runs or "current" not in runs:
         return []
-    pairs = zip(runs["baseline"].get("rounds", ()), runs["current"].get("rounds", ()), strict=True)
+    pairs = list(
+        zip(runs["baseline"].get("rounds", ()), runs["current"].get("rounds", ()), strict=True)
+    )
+    keys = [key for key in SPREAD_FIGURES if any(key in b or key in c for b, c in pairs)]
     return [
-        {key: ratio(current.get(key), baseline.get(key)) for key in SPREAD_FIGURES}
+        {key: ratio(current.get(key), baseline.get(key)) for key in keys}
         for baseline, current in pairs
     ]
 
 
 def spread_lines(per_round: Sequence[Mapping[str, float | None]]) -> list[str]:
-    """A line per SPREAD_FIGURE: its ratio in each round."""
+    """A line per SPREAD_FIGURE in the rounds: its ratio in each round."""
     lines = []
     for key in SPREAD_FIGURES:
+        if not any(key in r for r in per_round):
+            continue
         found = [format_value(r.get(key)) for r in per_round]
         lines.append(f"ratio of {key} in each round: {', '.join(found)}")
     return lines
@@ -1759,6 +1987,8 @@ def report(
             ),
             "rounds": options.rounds,
             "loads": options.loads,
+            "no_load": options.no_load,
+            "queries_s": options.queries,
         },
         **runs,
     }
@@ -1804,6 +2034,16 @@ def _baseline_channels(text: str) -> tuple[str, ...]:
     return () if text.strip() == "default" else _channels(text)
 
 
+def _duration_or_off(text: str) -> float:
+    """A duration as -d takes it, or 0 (off)."""
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass
+    return _duration(text)
+
+
 def parse_args(argv: Sequence[str]) -> Options:
     parser = argparse.ArgumentParser(
         prog="bench.py",
@@ -1834,7 +2074,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     )
     add("--tree", type=Path, default=_REPO, help="source tree to run (default: this repo)")
     add("--json", action="store_true", help="print one JSON object instead of the table")
-    add("--idle-only", action="store_true", help="skip the load")
+    add("--idle-only", action="store_true", help="skip the loads (transactions and queries)")
+    add("--no-load", action="store_true", help="skip the transaction loads (v1 and --v3)")
     add("--no-idle", action="store_true", help="skip the idle latency")
     add("--keep-data", action="store_true", help="keep each run's network directory and logs")
     add("--v3", action="store_true", help="also load ICON v3 client-signed transfers after v1")
@@ -1853,7 +2094,17 @@ def parse_args(argv: Sequence[str]) -> Options:
         "grow); the table's figures are the first load's, with the last's and a line per load "
         "(default 1)",
     )
+    add(
+        "--queries",
+        metavar="SECONDS",
+        type=_duration_or_off,
+        default=0.0,
+        help="after the transaction loads, the same clients send loadtool's query (-t 1) to "
+        "/api/v1/query back to back for this long (default 0: no query load)",
+    )
     args = parser.parse_args(argv)
+    if args.idle_only and args.queries > 0:
+        parser.error("--idle-only runs no load; for the queries alone: --no-load --queries S")
     tree = args.tree.resolve()
     if not (tree / "localnet.sh").exists():
         parser.error(f"--tree {tree} has no localnet.sh")
@@ -1872,6 +2123,8 @@ def parse_args(argv: Sequence[str]) -> Options:
         v3=args.v3,
         rounds=args.rounds,
         loads=args.loads,
+        queries=args.queries,
+        no_load=args.no_load,
     )
 
 

@@ -44,6 +44,7 @@ from loopchain.types.crypto import Signer
 from loopchain.types.icon_tx import make_params, sign_params
 
 DEFAULT_TARGET = "http://127.0.0.1:9000"
+DEFAULT_QUERY = {"jsonrpc": "2.0", "method": "ping", "params": {}}  # -t 1 without --query-body
 POLL_INTERVAL = 0.2
 ERROR_BACKOFF = 0.05
 GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -514,7 +515,7 @@ class Run:
 
     def payload(self, client: int, seq: int) -> dict[str, Any]:
         if self.args.type == 1:
-            return dict(self.args.query_body or {"jsonrpc": "2.0", "method": "ping", "params": {}})
+            return dict(self.args.query_body or DEFAULT_QUERY)
         params = {"run": self.run_id, "client": client, "seq": seq}
         if self.args.tx_body is not None:
             return {**self.args.tx_body, "loadtool": params}

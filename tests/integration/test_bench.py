@@ -631,8 +631,9 @@ LOAD_FIGURES = (
 @pytest.mark.slow
 def test_bench_short_load_prints_every_figure() -> None:
     code, out, err = run_tool(
-        BENCH, "-c", "4", "-d", "5", "--v3", "--loads", "2", "--json", deadline=600
-    )
+        BENCH, "-c", "4", "-d", "5", "--v3", "--loads", "2", "--queries", "3", "--json",
+        deadline=600,
+    )  # fmt: skip
     assert code == 0, f"{out}\n{err}"
     assert_clean_log(err, BENCH)
     summary = last_json(out)
@@ -700,6 +701,21 @@ def test_bench_short_load_prints_every_figure() -> None:
     assert details["loads"][0]["committed_per_s"] == figures["committed_per_s"]
     assert figures["last_load_committed_per_s"] == details["loads"][1]["committed_per_s"] > 0
     assert 0 < figures["last_load_cpu_s_peer_per_tx"] < figures["last_load_cpu_s_per_tx"]
+    # the query load after them: loadtool's query, answered, its CPU sampled over it alone
+    assert summary["settings"]["queries_s"] == 3.0
+    assert figures["query_s"] == pytest.approx(3, abs=1) and figures["query_answers_200"] > 0
+    assert figures["query_answered_per_s"] == pytest.approx(
+        figures["query_answers_200"] / figures["query_s"], rel=0.05
+    )
+    assert figures["query_answers_none"] == 0
+    assert details["query_answers"]["200"] == figures["query_answers_200"]
+    assert 0 < figures["query_p50_ms"] <= figures["query_p99_ms"]
+    assert figures["query_cpu_s"] > 0
+    for kind in ("peer", "rest_proxy", "score"):  # a query crosses all three
+        assert figures[f"query_cpu_ms_{kind}_per_query"] > 0, kind
+    assert figures["query_cpu_ms_per_query"] == pytest.approx(
+        sum(figures[f"query_cpu_ms_{kind}_per_query"] for kind in bench.KINDS), rel=0.01
+    )
     assert not bench.busy_ports(), "the network was not stopped"
 
 
@@ -746,3 +762,157 @@ def test_v3_senders_sign_transfers_the_node_accepts() -> None:
     assert bench.v3_url(1, "kofia") == f"http://127.0.0.1:{bench.REST_PORTS[1]}/api/v3/kofia"
     assert bench.is_v3(bench.v3_url(0)) and not bench.is_v3(bench.rest_url(0, "/api/v1/blocks"))
     assert bench.parse_args(["--v3"]).v3 and not bench.parse_args([]).v3
+
+
+# ------------------------------------------------------------------ query load (--queries)
+
+
+def test_query_answers_as_figures_by_status() -> None:
+    assert bench.answer_figures({}) == {
+        "query_answers_200": 0,
+        "query_answers_503": 0,
+        "query_answers_none": 0,
+    }
+    answers = {"200": 90, "503": 5, "500": 2, "404": 1, "timeout": 3, "connection error": 1}
+    assert bench.answer_figures(answers) == {
+        "query_answers_200": 90,
+        "query_answers_404": 1,
+        "query_answers_500": 2,
+        "query_answers_503": 5,
+        "query_answers_none": 4,
+    }
+
+
+def test_query_figures_rate_latency_and_cpu_per_answered_query() -> None:
+    cpu = {"radiostation": 0.02, "peer": 6.0, "rest_proxy": 3.0, "score": 1.0, "other": 0.0}
+    answers = {"200": 4000, "503": 10, "timeout": 1}
+    latencies = [0.001 * (n % 100 + 1) for n in range(4000)]  # 1 ... 100 ms, 40 of each
+    found = bench.query_figures(answers, latencies, cpu, seconds=10.0, own_cpu=(4.0, 10.5))
+    figures = found["figures"]
+    assert figures["query_s"] == 10.0 and figures["query_answered_per_s"] == 400.0
+    assert figures["query_p50_ms"] == 50.0 and figures["query_p99_ms"] == 99.0
+    assert figures["query_answers_200"] == 4000 and figures["query_answers_503"] == 10
+    assert figures["query_answers_none"] == 1
+    assert figures["query_cpu_s"] == 10.02
+    assert figures["query_cpu_ms_per_query"] == 2.505  # 10.02 s / 4000 answered
+    assert figures["query_cpu_ms_peer_per_query"] == 1.5
+    assert figures["query_cpu_ms_rest_proxy_per_query"] == 0.75
+    assert figures["query_cpu_ms_score_per_query"] == 0.25
+    assert figures["query_cpu_ms_radiostation_per_query"] == 0.005
+    assert figures["query_cpu_ms_other_per_query"] == 0.0
+    assert figures["query_cpu_s_load_generator"] == 4.0
+    assert figures["query_cores_busy"] == 1.34  # (10.02 + 4) / 10.5
+    assert found["details"]["query_answers"] == {"200": 4000, "503": 10, "timeout": 1}
+    assert found["details"]["query_cpu_s_by_kind"] == cpu
+    none = bench.query_figures({"503": 3}, [], cpu, seconds=0.0)["figures"]
+    assert none["query_answered_per_s"] is None and none["query_p50_ms"] is None
+    assert none["query_cpu_ms_per_query"] is None and none["query_cores_busy"] is None
+
+
+def test_query_rows_with_every_status_answered_and_ratios() -> None:
+    cpu = dict.fromkeys(bench.KINDS, 1.0)
+    base = bench.query_figures({"200": 100, "500": 2}, [0.01] * 100, cpu, 10.0)
+    current = bench.query_figures({"200": 200, "429": 1}, [0.005] * 200, cpu, 10.0)
+    runs = {"baseline": _run(**base["figures"]), "current": _run(**current["figures"])}
+    runs["current"]["details"] = current["details"]
+    text = bench.format_table(runs, bench.ratios(runs["current"]["figures"], base["figures"]))
+
+    def row(title: str) -> list[str]:
+        (line,) = [line for line in text.splitlines() if line.startswith(title + "  ")]
+        return line.split()[-3:]
+
+    assert row("queries: answered (200) per s") == ["10.0", "20.0", "2.00"]
+    assert row("queries: latency p50 of the answered (ms)") == ["10.0", "5.00", "0.5"]
+    assert row("queries: CPU ms per answered query") == ["50.0", "25.0", "0.5"]
+    assert row("queries:   CPU ms peers") == ["10.0", "5.00", "0.5"]
+    assert row("queries: answers 429") == ["-", "1", "-"]  # a status only one run saw
+    assert row("queries: answers 500") == ["2", "-", "-"]
+    titles = [re.split(r"\s{2,}\S", line)[0] for line in text.splitlines()]
+    order = ["queries: answers 503 (overload)", "queries: answers 429", "queries: answers 500"]
+    assert [titles.index(title) for title in order] == sorted(titles.index(t) for t in order)
+    assert titles.index("queries: no HTTP answer (timeout, connection)") > titles.index(order[-1])
+    assert "current query: answers by status: 200: 200, 429: 1" in text
+
+
+def test_queries_and_no_load_options() -> None:
+    options = bench.parse_args([])
+    assert options.queries == 0 and not options.no_load and options.tx_load
+    options = bench.parse_args(["--no-load", "--queries", "30"])
+    assert options.queries == 30.0 and options.no_load and not options.tx_load
+    assert bench.parse_args(["--queries", "1m"]).queries == 60.0
+    assert bench.parse_args(["--queries", "0"]).queries == 0.0
+    assert not bench.parse_args(["--idle-only"]).tx_load
+    summary, _ = bench.report({"current": _run()}, options)
+    assert summary["settings"]["queries_s"] == 30.0 and summary["settings"]["no_load"]
+    for bad in (["--queries", "-1"], ["--queries", "x"], ["--idle-only", "--queries", "5"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
+
+
+def test_round_ratios_only_of_the_figures_the_runs_have() -> None:
+    base = [_run(query_answered_per_s=100.0, query_cpu_ms_per_query=2.0, query_p99_ms=8.0)] * 2
+    current = [_run(query_answered_per_s=110.0, query_cpu_ms_per_query=1.0, query_p99_ms=8.0)] * 2
+    runs = {"baseline": bench.merge_rounds(base), "current": bench.merge_rounds(current)}
+    per_round = bench.round_ratios(runs)
+    assert (
+        per_round
+        == [{"query_answered_per_s": 1.1, "query_cpu_ms_per_query": 0.5, "query_p99_ms": 1.0}] * 2
+    )
+    lines = bench.spread_lines(per_round)
+    assert lines[0] == "ratio of query_answered_per_s in each round: 1.10, 1.10"
+    assert len(lines) == 3  # none of a transaction load that did not run
+
+
+async def test_query_client_counts_answers_over_one_connection_and_waits_as_told() -> None:
+    from aiohttp import web
+
+    bodies: list[Any] = []
+    peers: set[Any] = set()
+    answered = 0
+
+    async def mixed(request: web.Request) -> web.Response:
+        nonlocal answered
+        bodies.append(await request.json())
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        answered += 1
+        if answered % 4 == 3:
+            return web.json_response({}, status=503, headers={"Retry-After": "0"})
+        if answered % 4 == 0:
+            return web.json_response({}, status=500)
+        return web.json_response({"response_code": 0, "response": {}})
+
+    async def busy(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({}, status=503, headers={"Retry-After": "5"})
+
+    app = web.Application()
+    app.router.add_post("/mixed", mixed)
+    app.router.add_post("/busy", busy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    body = bench.json.dumps(bench.DEFAULT_QUERY).encode()
+    try:
+        state = bench.QueryState()
+        await bench.query_client(
+            state, f"http://127.0.0.1:{port}/mixed", body, time.monotonic() + 0.3
+        )
+        assert state.answers["200"] > 2 and state.answers["503"] >= 1
+        assert set(state.answers) == {"200", "503", "500"} and state.in_flight == 0
+        assert len(state.latencies) == state.answers["200"] and min(state.latencies) > 0
+        assert bodies == [bench.DEFAULT_QUERY] * len(bodies) and len(peers) == 1  # keep-alive
+        state = bench.QueryState()
+        started = time.monotonic()
+        await bench.query_client(state, f"http://127.0.0.1:{port}/busy", body, started + 0.3)
+        assert state.answers == {"503": 1}  # Retry-After: 5 kept it waiting until the end
+        assert time.monotonic() - started < 1.0
+    finally:
+        await runner.cleanup()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        free = closed.getsockname()[1]
+    state = bench.QueryState()
+    await bench.query_client(state, f"http://127.0.0.1:{free}/", body, time.monotonic() + 0.2)
+    assert set(state.answers) == {"connection error"} and not state.latencies
