@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from loopchain.blockchain.block_store import StoreDamaged, StoredBlock
-from loopchain.configure import RefusalLog
+from loopchain.configure import DEFAULTS, RefusalLog
 from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.grpc_util import (
@@ -26,6 +26,7 @@ from loopchain.p2p.grpc_util import (
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.safe_text import status_details
 from loopchain.storage.abc import StorageCorrupt
 from loopchain.types import canonical
 from loopchain.types.block import Block, Pooled
@@ -160,6 +161,27 @@ def _batch_reply(outcomes: Sequence[Transaction | RequestError]) -> pb.CreateTxB
     return pb.CreateTxBatchReply(results=results)
 
 
+def _fitting(results: Sequence[pb.QueryResult], max_bytes: int) -> list[pb.QueryResult]:
+    """The first of `results` that fit in a reply of `max_bytes` (at least one: the first, or
+    its refusal when it is larger on its own)."""
+    fitting: list[pb.QueryResult] = []
+    size = _REPLY_OVERHEAD
+    for result in results:
+        size += result.ByteSize() + _RESULT_OVERHEAD
+        if size > max_bytes:
+            if not fitting:
+                fitting.append(
+                    pb.QueryResult(
+                        code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+                        message=f"query answer of {result.ByteSize()} bytes is larger than a "
+                        f"reply may be ({max_bytes} bytes)",
+                    )
+                )
+            break
+        fitting.append(result)
+    return fitting
+
+
 def decode_consensus(message: pb.ConsensusMessage, pooled: Pooled | None = None) -> m.Event:
     """The consensus event carried by a Deliver message (`pooled`: the channel's transactions by
     signature, which a proposal's need not be decoded again)."""
@@ -183,6 +205,11 @@ def _refused(context: Any, status: grpc.StatusCode, message: str) -> None:
 
 
 MAX_SUBMISSIONS_PER_CALL = 1000  # client transactions in one CreateTxBatch
+MAX_QUERIES_PER_CALL = 1000  # client queries in one QueryBatch
+# A QueryBatch reply's bytes beside its results, and each result's beside its own, counted
+# generously
+_REPLY_OVERHEAD = 64
+_RESULT_OVERHEAD = 8
 MAX_TXS_PER_BATCH = 1000  # relayed transactions in one AddTxBatch (each is size-checked)
 MAX_INBOUND_STREAMS = 512  # open link streams (each peer's link holds two; senders fall back)
 # open batch streams of REST proxies (one a channel each; a proxy falls back to calls): bounded
@@ -243,12 +270,15 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         workers: Callable[[str], WorkerLink | None] | None = None,
         callers: Callers | None = None,
         max_proposal: int = max_proposal_bytes(1024),
+        max_reply: int = int(DEFAULTS["GRPC_MAX_MESSAGE_BYTES"]),
     ) -> None:
         """`workers`: the link to the worker process serving a channel (None for a channel this
         process serves); `callers`: who calls, when not found from a TLS certificate (a channel
-        worker's caller, named by its peer); `max_proposal`: see max_proposal_bytes."""
+        worker's caller, named by its peer); `max_proposal`: see max_proposal_bytes;
+        `max_reply`: the bytes a reply may take (GRPC_MAX_MESSAGE_BYTES)."""
         self.backend = backend
         self.max_proposal = max_proposal
+        self.max_reply = max_reply
         self.peer_id = peer_id
         self.monitor = monitor
         self._workers = workers
@@ -644,6 +674,39 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             return refuse(context, exc.kind.value, exc.message)
         except WorkerRefusal as exc:
             return refuse(context, exc.code, exc.message)
+
+    async def QueryBatch(self, request: pb.QueryBatchRequest, context: Any) -> pb.QueryBatchReply:
+        return await self._serve(
+            context, "QueryBatch", lambda: self._query_batch(request, context), request
+        )
+
+    async def _query_batch(self, request: pb.QueryBatchRequest, context: Any) -> pb.QueryBatchReply:
+        """Each query answered as Query answers it, a refusal in its own result; the reply holds
+        the answers that fit in a message (its caller asks the rest again)."""
+        if len(request.params_json) > MAX_QUERIES_PER_CALL:
+            raise RequestError(
+                ErrorKind.INVALID,
+                f"{len(request.params_json)} queries in one call, limit {MAX_QUERIES_PER_CALL}",
+            )
+        channel = self._channel(context, request.channel)
+
+        async def answer(text: str) -> pb.QueryResult:
+            try:
+                canonical.parse(text, floats=True)
+            except EncodingError as exc:
+                refusal = RequestError(ErrorKind.INVALID, f"query is not valid JSON: {exc}")
+            else:
+                try:
+                    return pb.QueryResult(response_json=await channel.query(text))
+                except RequestError as exc:
+                    refusal = exc
+            self._count_error("QueryBatch", refusal.kind.value)
+            # bounded as a call's refusal is (it may quote the query)
+            message = status_details(refusal.message)
+            return pb.QueryResult(code=refusal.kind.value.value[0], message=message)
+
+        results = await asyncio.gather(*(answer(text) for text in request.params_json))
+        return pb.QueryBatchReply(results=_fitting(results, self.max_reply))
 
     async def GetScoreStatus(self, request: pb.ChannelRequest, context: Any) -> pb.ScoreStatusReply:
         def work() -> pb.ScoreStatusReply:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TypedDict
 
 import grpc
 
@@ -92,8 +93,17 @@ async def _serve(
     return PeerServer(server, servicer, own)
 
 
-def _max_proposal(config: Config) -> int:
-    return max_proposal_bytes(int(config.MAX_BLOCK_KBYTES))
+class _Sizes(TypedDict):
+    max_proposal: int
+    max_reply: int
+
+
+def _sizes(config: Config) -> _Sizes:
+    """A PeerServicer's bounds: of a proposal it takes, of a reply it makes."""
+    return {
+        "max_proposal": max_proposal_bytes(int(config.MAX_BLOCK_KBYTES)),
+        "max_reply": int(config.GRPC_MAX_MESSAGE_BYTES),
+    }
 
 
 async def start_peer_server(
@@ -118,16 +128,15 @@ async def start_peer_server(
         if tls is not None:
             grpc_util.bind(server, "127.0.0.1", port + int(config.PORT_DIFF_INNER_SERVICE))
 
-    servicer = PeerServicer(
-        backend, peer_id, tls, monitor, workers=workers, max_proposal=_max_proposal(config)
-    )
+    def make_servicer() -> PeerServicer:
+        return PeerServicer(backend, peer_id, tls, monitor, workers=workers, **_sizes(config))
+
+    servicer = make_servicer()
     own = None
     if own_socket is not None:
         own = await _serve(
             config,
-            PeerServicer(
-                backend, peer_id, tls, monitor, workers=workers, max_proposal=_max_proposal(config)
-            ),
+            make_servicer(),
             _unix_socket(own_socket),
             int(config.REST_MAX_INFLIGHT) + OWN_PROXY_OTHER_CALLS + MAX_CLIENT_STREAMS,
             int(config.REST_MAX_INFLIGHT) + OWN_PROXY_OTHER_CALLS,
@@ -169,9 +178,7 @@ async def start_worker_server(
     """A channel worker's server, on a unix socket only its peer reaches: who calls is what the
     peer names in the call's metadata (with TLS on; without it, no one is named)."""
     callers = ForwardedCallers() if tls is not None else None
-    servicer = PeerServicer(
-        backend, peer_id, None, monitor, callers=callers, max_proposal=_max_proposal(config)
-    )
+    servicer = PeerServicer(backend, peer_id, None, monitor, callers=callers, **_sizes(config))
     # its one caller, the peer, forwards the calls it took within its own bounds (and its link
     # holds a stream per caller link: a bound per connection would make them wait for good)
     return await _serve(config, servicer, _unix_socket(socket_path), max_rpcs=None)

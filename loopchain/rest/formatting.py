@@ -155,14 +155,12 @@ def tx_result_response(reply: pb.TxResultReply) -> dict[str, Any]:
     return {"response_code": 0, "response": response}
 
 
-def query_response(reply: pb.QueryReply) -> dict[str, Any]:
-    """A Query reply as REST JSON; a SCORE answer that is not JSON is passed as a string."""
+def query_response(response_json: str) -> dict[str, Any]:
+    """A SCORE's answer to a query as REST JSON; one that is not JSON is passed as a string."""
     try:
-        response: Any = (
-            canonical.parse(reply.response_json, floats=True) if reply.response_json else None
-        )
+        response: Any = canonical.parse(response_json, floats=True) if response_json else None
     except EncodingError:  # not JSON, or beyond the limits (a lone surrogate): passed as text
-        response = reply.response_json
+        response = response_json
     return {"response_code": 0, "response": response}
 
 

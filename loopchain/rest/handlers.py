@@ -20,7 +20,7 @@ from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
 from loopchain.rest import formatting, params
 from loopchain.rest.batch_stream import BatchStreams
 from loopchain.rest.errors import RestError, invalid_params, json_response, rpc_error
-from loopchain.rest.submit import BatchCall, MakeError, TxSubmitter
+from loopchain.rest.submit import BatchCall, BatchSubmitter, MakeError
 from loopchain.types.codes import ResponseCode, error_body
 
 Reply = TypeVar("Reply")
@@ -59,13 +59,14 @@ class PeerApi:
         # told how many submissions each call to the peer carries (the proxy's metrics)
         self.on_submission_call: Callable[[int], None] | None = None
         self._max_batch_bytes = max_submissions_bytes(config)
-        self.submitter = TxSubmitter(
+        self.submitter = BatchSubmitter(
             self._submit_batch,
             self._describe_peer,
             on_call=self._submission_call,
             max_batch_bytes=self._max_batch_bytes,
         )
         self._submitters = [self.submitter]
+        self.querier = self.query_submitter()
         self._channel: grpc.aio.Channel | None = None
         self._stub: PeerServiceStub | None = None
         self.on_rpc_error: Callable[[str, str], None] | None = None  # (method, status code name)
@@ -217,13 +218,21 @@ class PeerApi:
         if self.on_submission_call is not None:
             self.on_submission_call(carried)
 
-    def batch_submitter(self, call: BatchCall, make_error: MakeError) -> TxSubmitter:
+    def batch_submitter(self, call: BatchCall, make_error: MakeError) -> BatchSubmitter:
         """Another submitter over this peer's channel (closed with it)."""
-        submitter = TxSubmitter(
+        submitter = BatchSubmitter(
             call, self._describe_peer, make_error, self._submission_call, self._max_batch_bytes
         )
         self._submitters.append(submitter)
         return submitter
+
+    def query_submitter(self, make_error: MakeError | None = None) -> BatchSubmitter:
+        """A submitter of queries to this peer, in QueryBatch calls (closed with it)."""
+        querier = BatchSubmitter(
+            self.query_batch, self._describe_peer, make_error, None, self._max_batch_bytes
+        )
+        self._submitters.append(querier)
+        return querier
 
     async def submit_batch(
         self, name: str, request: Any, stub_method: Callable[..., Awaitable[Any]]
@@ -235,6 +244,12 @@ class PeerApi:
     async def _submit_batch(self, channel: str, texts: list[str]) -> pb.CreateTxBatchReply:
         request = pb.CreateTxBatchRequest(channel=channel, data_json=texts)
         return await self.submit_batch("CreateTxBatch", request, self.batch_streams(icon=False))
+
+    async def query_batch(self, channel: str, texts: list[str]) -> pb.QueryBatchReply:
+        """The peer's answers to queries of `channel` (a call within GRPC_TIMEOUT)."""
+        request = pb.QueryBatchRequest(channel=channel, params_json=texts)
+        reply: pb.QueryBatchReply = await self._invoke("QueryBatch", self.stub.QueryBatch, request)
+        return reply
 
     async def _submit(self, channel: str, body: dict[str, Any]) -> dict[str, Any]:
         tx_hash = await self.submitter.submit(channel, params.compact_json(body))
@@ -285,9 +300,9 @@ class PeerApi:
         """POST /api/v1/query: pass the JSON body verbatim to the SCORE's query."""
         text = await params.read_body(request, self._max_body)
         channel = params.body_channel(params.parse_json(text), request)
-        message = pb.QueryRequest(channel=channel, params_json=text)
-        reply = await self._call(self.stub.Query, message)
-        return json_response(formatting.query_response(reply))
+        with self.slots():
+            answer = await self.querier.submit(channel, text)
+        return json_response(formatting.query_response(answer))
 
     async def get_block(self, request: web.Request) -> web.Response:
         """GET /api/v1/blocks[?hash=H|height=N]: the last block, or one block with its txs.

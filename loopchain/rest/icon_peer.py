@@ -101,6 +101,8 @@ class PeerReader:
         self._api = api
         # concurrent icx_sendTransaction calls share CreateIconTxBatch calls to the peer
         self._sender = api.batch_submitter(self._send_batch, self._send_error)
+        # and icx_call queries QueryBatch calls
+        self._querier = api.query_submitter(self._query_error)
 
     async def _call(
         self, name: str, request: Any, channel: str | None, codes: Mapping[Any, int] = _CODES
@@ -114,11 +116,8 @@ class PeerReader:
             code, details = exc.code(), exc.details() or ""
         except RestError as exc:  # the proxy is busy or stopping
             raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
-        if code != grpc.StatusCode.NOT_FOUND:
-            message = status_error(code, details, self._api.peer_target, self._api.timeout).message
-            raise JsonRpcError(codes.get(code, JsonRpcCode.INTERNAL_ERROR), message)
-        if channel is None:
-            raise JsonRpcError(JsonRpcCode.INVALID_PARAMS, details)
+        if code != grpc.StatusCode.NOT_FOUND or channel is None:
+            raise self._refusal(code, details, codes)
         await self.chain_facts(channel)
         return None
 
@@ -185,10 +184,20 @@ class PeerReader:
         """A transaction the peer refused (or a failed call) as its JSON-RPC error: an unknown
         channel and the peer's refusal of an argument in its words (-32602), a full pool -31001,
         anything else -32603."""
+        return self._refusal(code, details, _SEND_CODES)
+
+    def _query_error(self, code: grpc.StatusCode, details: str) -> JsonRpcError:
+        """A query the peer refused (or a failed call) as its JSON-RPC error: an unknown channel
+        -32602, a query the SCORE refused or failed -30032, anything else -32603."""
+        return self._refusal(code, details, _QUERY_CODES)
+
+    def _refusal(
+        self, code: grpc.StatusCode, details: str, codes: Mapping[Any, int]
+    ) -> JsonRpcError:
         if code == grpc.StatusCode.NOT_FOUND:
             return JsonRpcError(JsonRpcCode.INVALID_PARAMS, details)
         message = status_error(code, details, self._api.peer_target, self._api.timeout).message
-        return JsonRpcError(_SEND_CODES.get(code, JsonRpcCode.INTERNAL_ERROR), message)
+        return JsonRpcError(codes.get(code, JsonRpcCode.INTERNAL_ERROR), message)
 
     async def score(self, channel: str) -> ScoreFacts:
         """The channel SCORE's v3 address and API description."""
@@ -203,9 +212,11 @@ class PeerReader:
 
     async def query(self, channel: str, params_json: str) -> str:
         """The channel SCORE's JSON answer to a read-only query."""
-        request = pb.QueryRequest(channel=channel, params_json=params_json)
-        reply = await self._call("Query", request, None, _QUERY_CODES)
-        return str(reply.response_json)
+        try:
+            with self._api.slots():
+                return await self._querier.submit(channel, params_json)
+        except RestError as exc:  # busy, stopping, or the peer gave no answer
+            raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
 
     async def balance(self, channel: str, address: str) -> Coin:
         """An account's ICX and the total supply at the last executed block."""

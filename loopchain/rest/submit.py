@@ -1,4 +1,4 @@
-"""Transaction submissions of one REST proxy, coalesced into batched calls to its peer.
+"""Transaction submissions and queries of one REST proxy, coalesced into batched calls to its peer.
 
 Concurrent `POST /api/v1/transactions` requests wait in a per-channel list; one `CreateTxBatch`
 call per channel is in flight at a time, and when it returns, everything that arrived meanwhile
@@ -21,6 +21,10 @@ travelling in groups that take turns (under 64 clients, 16 per proxy, calls carr
 transactions each; with it, 1.15x the committed tx/s at 0.86 of the CPU per transaction in
 `tools/bench.py -c 64 -d 30 --no-idle --rounds 2`: every call costs the proxy, its peer and the
 gossip and journal writes behind it about the same whatever it carries).
+
+Queries (`POST /api/v1/query`, v3 `icx_call`) are coalesced the same way, into `QueryBatch` calls
+answered with the SCORE's JSON for each; a reply may answer only the first of its queries (the
+others did not fit in a message), and the rest go first in the next call.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from loopchain.types.codes import ResponseCode
 
 log = logging.getLogger(__name__)
 # (channel, the submissions' texts) -> the peer's answer, one result per submission
-BatchCall = Callable[[str, list[str]], Awaitable[pb.CreateTxBatchReply]]
+BatchCall = Callable[[str, list[str]], Awaitable[pb.CreateTxBatchReply | pb.QueryBatchReply]]
 # (the gRPC status of a refusal, the peer's words) -> the error its submitter hears
 MakeError = Callable[[grpc.StatusCode, str], BaseException]
 MAX_BATCH = 500  # submissions in one call (the peer takes up to 1000)
@@ -69,11 +73,13 @@ def _batch_end(waiting: list[tuple[str, asyncio.Future[str]]], max_bytes: int | 
     return min(len(waiting), MAX_BATCH)
 
 
-class TxSubmitter:
+class BatchSubmitter:
     """Coalesces concurrent submissions into batch calls (`CreateTxBatch`, or
-    `CreateIconTxBatch` for v3), one in flight per channel. A refusal, of one submission or of
-    the whole call, reaches its submitter as `make_error` makes it (by default the REST v1 error
-    for the status)."""
+    `CreateIconTxBatch` for v3; or queries, `QueryBatch`), one in flight per channel. A
+    refusal, of one submission or of the whole call, reaches its submitter as `make_error` makes
+    it (by default the REST v1 error for the status). A query is answered the SCORE's JSON, and
+    one a reply leaves out is sent again; a transaction is answered its hash, and one a reply
+    leaves out is told the peer gave no answer (it may be pooled)."""
 
     def __init__(
         self,
@@ -160,6 +166,9 @@ class TxSubmitter:
             for _, future in batch:
                 _settle(future, error=_stopping())
             raise
+        except RestError as exc:  # the proxy is stopping: the call was not made
+            for _, future in batch:
+                _settle(future, error=exc)
         except Exception as exc:  # a defect, or input the parser let through: answer, never hang
             log.exception("a batch of %d submissions to %s failed", len(batch), target)
             error = RestError(
@@ -170,14 +179,23 @@ class TxSubmitter:
             for _, future in batch:
                 _settle(future, error=error)
         else:
-            for (_, future), result in zip(batch, reply.results, strict=False):
-                if result.code == 0:
-                    _settle(future, value=result.tx_hash)
-                else:
+            answered = min(len(reply.results), len(batch))
+            for (_, future), result in zip(batch[:answered], reply.results, strict=False):
+                if result.code != 0:
                     code = _STATUS_BY_VALUE.get(result.code, grpc.StatusCode.UNKNOWN)
                     _settle(future, error=refusal(code, result.message))
-            for _, future in batch[len(reply.results) :]:
-                _settle(future, error=RestError(ResponseCode.FAIL, "the peer gave no answer", 502))
+                elif isinstance(result, pb.QueryResult):
+                    _settle(future, value=result.response_json)
+                else:
+                    _settle(future, value=result.tx_hash)
+            rest = batch[answered:]
+            if isinstance(reply, pb.QueryBatchReply) and answered and rest:  # go first next
+                self._waiting[channel] = rest + self._waiting.get(channel, [])
+            else:
+                for _, future in rest:
+                    _settle(
+                        future, error=RestError(ResponseCode.FAIL, "the peer gave no answer", 502)
+                    )
         finally:
             self._after_call(channel, len(batch))
 

@@ -33,6 +33,7 @@ import pytest
 
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.safe_text import MAX_DETAILS_BYTES
 from loopchain.types import certificates as pki
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer, load_or_create_key
@@ -677,6 +678,40 @@ def test_create_tx_batch_refuses_each_bad_item_alone(target: Target) -> None:
         assert bad.code == INVALID.value[0] and not bad.tx_hash, reply
     assert "lone surrogate" in surrogate.message and "nest" in deep.message, reply
     wait_final(target, [good.tx_hash])
+
+
+def test_query_batch_of_1001_is_invalid_argument(target: Target) -> None:
+    request = pb.QueryBatchRequest(channel=CHANNEL, params_json=['{"method":"ping"}'] * 1001)
+    error = rpc_refusal(peer_call, _stranger_port(target), "QueryBatch", request)
+    assert error.code() == INVALID and "1001 queries in one call, limit 1000" in error.details()
+    request = pb.QueryBatchRequest(channel="nosuch", params_json=['{"method":"ping"}'])
+    error = rpc_refusal(peer_call, _stranger_port(target), "QueryBatch", request)
+    assert error.code() == NOT_FOUND and "not served" in error.details(), error.details()
+
+
+def test_query_batch_refuses_each_bad_query_alone(target: Target) -> None:
+    """Each query of a batch is answered as Query answers it alone: the good ones by the SCORE,
+    the hostile ones refused in their own results."""
+    supply = json.dumps({"method": "total_supply"})
+    items = [
+        supply,
+        '{"v":' + "[" * 3000 + "]" * 3000 + "}",
+        '{"v":' + "1" * 5000 + "}",
+        json.dumps({"method": "m" * 100_000}),
+        supply,
+    ]
+    port = _stranger_port(target)
+    reply = peer_call(port, "QueryBatch", pb.QueryBatchRequest(channel=CHANNEL, params_json=items))
+    alone = peer_call(port, "Query", pb.QueryRequest(channel=CHANNEL, params_json=supply))
+    first, nested, digits, method, last = reply.results
+    assert first.code == last.code == 0, reply
+    assert first.response_json == last.response_json == alone.response_json != "", reply
+    for bad in (nested, digits, method):
+        assert bad.code == INVALID.value[0] and not bad.response_json, reply
+    assert "query is not valid JSON" in nested.message and "nested too deeply" in nested.message
+    assert "4300 digits" in digits.message, digits.message
+    assert "unknown query method 'mmm" in method.message, method.message
+    assert len(method.message.encode()) <= MAX_DETAILS_BYTES  # bounded as a call's refusal is
 
 
 def _tx_stream(port: int, requests: list[bytes]) -> list[pb.CreateTxBatchReply]:

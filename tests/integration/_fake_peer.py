@@ -262,6 +262,26 @@ class FakePeer(pb_grpc.PeerServiceServicer):
             await self.release_queries.wait()
         return pb.QueryReply(response_json=json.dumps({"echo": params}))
 
+    async def QueryBatch(self, request: pb.QueryBatchRequest, context: Any) -> pb.QueryBatchReply:
+        """As the real peer: one result per query; each is also recorded as a Query."""
+        for text in request.params_json:
+            self.calls.append(("Query", pb.QueryRequest(channel=request.channel, params_json=text)))
+        await self._enter("QueryBatch", request, context)
+        await self._require_score(context)
+        await self._chain(request.channel, context)
+        if any(_asks_to_hang(text) for text in request.params_json):
+            await self.release_queries.wait()
+        results = []
+        for text in request.params_json:
+            try:
+                answer = json.dumps({"echo": json.loads(text)})
+            except ValueError as exc:
+                code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+                results.append(pb.QueryResult(code=code, message=f"query is not valid JSON: {exc}"))
+                continue
+            results.append(pb.QueryResult(response_json=answer))
+        return pb.QueryBatchReply(results=results)
+
     async def GetScoreStatus(self, request: pb.ChannelRequest, context: Any) -> pb.ScoreStatusReply:
         await self._enter("GetScoreStatus", request, context)
         await self._require_score(context)

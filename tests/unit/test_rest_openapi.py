@@ -129,7 +129,7 @@ def test_bodies_of_the_proxy_match_the_document(document: dict[str, Any]) -> Non
             pb.ScoreStatusReply(id="x", all_version=["1"], message="down", status=-1)
         ),
         "TransactionResult": formatting.tx_result_response(pb.TxResultReply(code=2, message="m")),
-        "QueryResult": formatting.query_response(pb.QueryReply(response_json='{"a": [1]}')),
+        "QueryResult": formatting.query_response('{"a": [1]}'),
         "Accepted": {"response_code": 0, "tx_hash": "ab" * 32, "more_info": ""},
     }
     for name, body in bodies.items():

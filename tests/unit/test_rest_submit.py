@@ -9,7 +9,8 @@ import pytest
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.rest import submit
 from loopchain.rest.errors import RestError
-from loopchain.rest.submit import TxSubmitter
+from loopchain.rest.submit import BatchSubmitter
+from loopchain.types.codes import ResponseCode
 
 
 async def test_a_failing_batch_answers_its_submitters_and_the_next_one_goes_out() -> None:
@@ -23,7 +24,7 @@ async def test_a_failing_batch_answers_its_submitters_and_the_next_one_goes_out(
         results = [pb.CreateTxResult(tx_hash=f"{i:064x}") for i in range(len(texts))]
         return pb.CreateTxBatchReply(results=results)
 
-    submitter = TxSubmitter(call, lambda: ("127.0.0.1:1", 1.0))
+    submitter = BatchSubmitter(call, lambda: ("127.0.0.1:1", 1.0))
     with pytest.raises(RestError) as failed:
         await asyncio.wait_for(submitter.submit("c", '{"a": 1}'), 5)
     assert failed.value.status == 500 and "ValueError" in failed.value.message
@@ -56,7 +57,7 @@ async def test_a_lone_submission_goes_at_once_and_after_a_busy_call_others_join_
     the batch is full."""
     monkeypatch.setattr(submit, "LINGER_S", 3600.0)
     peer = Peer()
-    submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
     await asyncio.wait_for(submitter.submit("c", "a"), 5)
     await asyncio.wait_for(submitter.submit("c", "b"), 5)
     assert peer.calls == [["a"], ["b"]]  # idle: no waiting at all
@@ -100,7 +101,9 @@ class HeldPeer(Peer):
                 await asyncio.sleep(0)
 
 
-async def call_of_two_in_flight(peer: HeldPeer, submitter: TxSubmitter) -> list[asyncio.Task[str]]:
+async def call_of_two_in_flight(
+    peer: HeldPeer, submitter: BatchSubmitter
+) -> list[asyncio.Task[str]]:
     """ "a" alone, then "b" and "c" (waiting behind it) together: the call of two is left in
     flight, held. The three submissions' tasks."""
     first = asyncio.create_task(submitter.submit("c", "a"))
@@ -120,7 +123,7 @@ async def test_after_a_call_of_several_its_clients_join_those_waiting(
     never for more than MAX_BATCH. After a call of one what waits goes at once."""
     monkeypatch.setattr(submit, "LINGER_S", 3600.0)
     peer = HeldPeer()
-    submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
     a, *bc = await call_of_two_in_flight(peer, submitter)
     await asyncio.wait_for(a, 5)
     d = asyncio.create_task(submitter.submit("c", "d"))
@@ -165,7 +168,7 @@ async def test_a_call_returning_while_many_wait_sends_them_without_waiting(
     monkeypatch.setattr(submit, "LINGER_S", 3600.0)
     monkeypatch.setattr(submit, "GATHER_BELOW", 2)
     peer = HeldPeer()
-    submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
     earlier = await call_of_two_in_flight(peer, submitter)
     more = [asyncio.create_task(submitter.submit("c", t)) for t in "de"]
     await asyncio.sleep(0)
@@ -181,7 +184,7 @@ async def test_submissions_waiting_behind_a_call_when_the_proxy_stops_are_answer
     """Closing cancels the call in flight; what waits behind it is answered 503 at once and no
     further call goes to the peer, nor does a submission made after the close."""
     peer = HeldPeer()
-    submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
     in_flight = asyncio.create_task(submitter.submit("c", "a"))
     await peer.called(1)
     behind = [asyncio.create_task(submitter.submit("c", t)) for t in "bc"]
@@ -203,7 +206,7 @@ async def test_submissions_lingering_when_the_proxy_stops_are_answered_503(
 ) -> None:
     monkeypatch.setattr(submit, "LINGER_S", 3600.0)
     peer = Peer()
-    submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
     await asyncio.wait_for(asyncio.gather(*(submitter.submit("c", t) for t in "abc")), 5)
     lingering = asyncio.create_task(submitter.submit("c", "d"))
     await asyncio.sleep(0)
@@ -216,7 +219,7 @@ async def test_submissions_lingering_when_the_proxy_stops_are_answered_503(
 
 async def test_a_lingering_batch_goes_out_when_the_linger_ends() -> None:
     peer = Peer()
-    submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
     await asyncio.wait_for(asyncio.gather(*(submitter.submit("c", t) for t in "abc")), 5)
     assert await asyncio.wait_for(submitter.submit("c", "d"), 5)  # the real linger, then sent
     assert peer.calls[-1] == ["d"]
@@ -228,7 +231,7 @@ async def test_what_it_keeps_per_channel_is_bounded_whatever_channels_clients_na
     submissions are answered nothing is left per channel, and no more than MAX_BUSY_CHANNELS
     are remembered as busy."""
     peer = Peer()
-    submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
     names = [f"c{i}" for i in range(submit.MAX_BUSY_CHANNELS + 50)]
     for name in names:  # three at once: one goes alone, the two that waited go together
         async with asyncio.timeout(5):
@@ -245,7 +248,7 @@ async def test_batches_are_bounded_by_bytes_as_well_as_by_count() -> None:
     least one a call, so the peer never refuses a call by its size; every submission is answered
     once."""
     peer = Peer()
-    submitter = TxSubmitter(peer, lambda: ("127.0.0.1:1", 1.0), max_batch_bytes=1000)
+    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 1.0), max_batch_bytes=1000)
     texts = ["a" * 300] * 7 + ["é" * 300] + ["b" * 1500] + ["c" * 10] * 3 + ["\ud800" * 400]
     answers = await asyncio.wait_for(
         asyncio.gather(*(submitter.submit("c", text) for text in texts)), 5
@@ -256,4 +259,50 @@ async def test_batches_are_bounded_by_bytes_as_well_as_by_count() -> None:
         size = sum(len(text.encode("utf-8", "surrogatepass")) for text in call)
         assert size <= 1000 or len(call) == 1, [len(t) for t in call]
     assert len(peer.calls) >= 5
+    await submitter.close()
+
+
+async def test_queries_a_reply_leaves_out_are_sent_again_first() -> None:
+    """A QueryBatch reply may answer only its first queries (the rest did not fit in a
+    message): those go first in the next call, and each query hears its own answer or refusal;
+    a reply that answers none fails its queries (502) rather than sending them forever."""
+    calls: list[list[str]] = []
+
+    async def peer(channel: str, texts: list[str]) -> pb.QueryBatchReply:
+        calls.append(texts)
+        results = [
+            pb.QueryResult(code=3, message=f"bad {text}")
+            if text.startswith("bad")
+            else pb.QueryResult(response_json=text.upper())
+            for text in texts[:2]  # at most two answers fit
+        ]
+        return pb.QueryBatchReply(results=[] if "none" in texts else results)
+
+    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    texts = ["a", "b", "bad c", "d", "e", "f"]
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(submitter.submit("c", t) for t in texts), return_exceptions=True), 5
+    )
+    assert calls == [["a"], ["b", "bad c", "d", "e", "f"], ["d", "e", "f"], ["f"]]
+    assert answers[:2] == ["A", "B"] and answers[3:] == ["D", "E", "F"]
+    refused = answers[2]
+    assert isinstance(refused, RestError) and refused.status == 400, refused
+    assert "bad c" in refused.message
+    with pytest.raises(RestError) as failed:
+        await asyncio.wait_for(submitter.submit("c", "none"), 5)
+    assert failed.value.status == 502 and "no answer" in failed.value.message
+    await submitter.close()
+
+
+async def test_a_call_the_stopping_proxy_cannot_make_is_answered_as_it_said() -> None:
+    """The proxy refuses the call itself while it shuts down (its stub is gone): the submitters
+    hear that 503, not a defect's 500."""
+
+    async def stopping(channel: str, texts: list[str]) -> pb.QueryBatchReply:
+        raise RestError(ResponseCode.FAIL, "the REST proxy is shutting down", 503)
+
+    submitter = BatchSubmitter(stopping, lambda: ("127.0.0.1:1", 1.0))
+    with pytest.raises(RestError) as refused:
+        await asyncio.wait_for(submitter.submit("c", "q"), 5)
+    assert refused.value.status == 503 and "shutting down" in refused.value.message
     await submitter.close()
