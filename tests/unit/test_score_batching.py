@@ -8,6 +8,8 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loopchain.scoreservice.client import (
     ScoreCallError,
@@ -116,3 +118,66 @@ async def test_a_reply_with_no_answers_fails_its_asks_instead_of_asking_again_fo
     with pytest.raises(ScoreRejected, match="0 answers to 1"):
         await batched.ask("a")
     assert send.sent == [["a"]]
+
+
+# what a call does with a batch: answer a prefix of this many (0: none, a defect), or fail
+_REPLIES = st.one_of(st.integers(0, 5), st.just("fail"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    items=st.lists(st.text(alphabet="abc", min_size=1, max_size=4), min_size=1, max_size=30),
+    replies=st.lists(_REPLIES, max_size=40),
+    cancelled=st.sets(st.integers(0, 29), max_size=5),
+    limit=st.integers(1, 6),
+    max_size=st.integers(1, 12),
+)
+def test_every_ask_is_answered_once_with_its_own_outcome(
+    items: list[str], replies: list[int | str], cancelled: set[int], limit: int, max_size: int
+) -> None:
+    """Whatever each call does (answers a prefix, none, or fails) and whichever askers stop
+    waiting: every ask still waiting ends, with its own answer or the error of a call that
+    carried it; none is sent after its asker left or after it was answered; no call carries more
+    than `limit` asks or, past the first, `max_size` of their size."""
+
+    async def run() -> None:
+        sent: list[list[str]] = []
+        plan = iter(replies)
+
+        async def send(batch: list[str]) -> list[str | ScoreCallError]:
+            sent.append(batch)
+            await asyncio.sleep(0)
+            reply = next(plan, len(batch))  # past the plan, every call answers in full
+            if reply == "fail":
+                raise ScoreUnavailable("SCORE query: down")
+            return [
+                ScoreRejected(f"refused {item}") if item.startswith("c") else item.upper()
+                for item in batch[: int(reply)]
+            ]
+
+        batched = _Batched("query", send, limit, len, max_size)
+        tasks = [asyncio.create_task(batched.ask(f"{item}{i}")) for i, item in enumerate(items)]
+        await asyncio.sleep(0)
+        for index in cancelled:
+            if index < len(tasks):
+                tasks[index].cancel()
+        outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+        for i, (item, outcome) in enumerate(zip(items, outcomes, strict=True)):
+            asked = f"{item}{i}"
+            if isinstance(outcome, asyncio.CancelledError):
+                assert i in cancelled
+            elif isinstance(outcome, ScoreRejected):
+                # refused alone, or in a reply that answered none
+                assert f"refused {asked}" in str(outcome) or "0 answers" in str(outcome), outcome
+            elif isinstance(outcome, ScoreUnavailable):
+                assert "down" in str(outcome)
+            else:
+                assert outcome == asked.upper()
+        for batch in sent:
+            assert len(batch) <= limit
+            assert len(batch) == 1 or sum(len(item) for item in batch) <= max_size
+        answered = [o for o in outcomes if isinstance(o, str)]
+        assert len(answered) == len(set(answered))  # each asked once is answered once
+        assert not batched._waiting and not batched._busy and not batched._tasks
+
+    asyncio.run(run())
