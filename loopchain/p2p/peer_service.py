@@ -161,25 +161,31 @@ def _batch_reply(outcomes: Sequence[Transaction | RequestError]) -> pb.CreateTxB
     return pb.CreateTxBatchReply(results=results)
 
 
-def _fitting(results: Sequence[pb.QueryResult], max_bytes: int) -> list[pb.QueryResult]:
-    """The first of `results` that fit in a reply of `max_bytes` (at least one: the first, or
-    its refusal when it is larger on its own)."""
-    fitting: list[pb.QueryResult] = []
-    size = _REPLY_OVERHEAD
-    for result in results:
-        size += result.ByteSize() + _RESULT_OVERHEAD
-        if size > max_bytes:
-            if not fitting:
-                fitting.append(
-                    pb.QueryResult(
-                        code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
-                        message=f"query answer of {result.ByteSize()} bytes is larger than a "
-                        f"reply may be ({max_bytes} bytes)",
-                    )
-                )
-            break
-        fitting.append(result)
-    return fitting
+class _QueryReply:
+    """The results of a QueryBatch reply, in order, up to `max_bytes`."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.results: list[pb.QueryResult] = []
+        self._size = _REPLY_OVERHEAD
+        self._max_bytes = max_bytes
+
+    def add(self, result: pb.QueryResult) -> bool:
+        """Add `result` if it fits; False (nothing added) when the reply is full. The first
+        always goes, refused when it is larger than a reply on its own."""
+        self._size += result.ByteSize() + _RESULT_OVERHEAD
+        if self._size <= self._max_bytes:
+            self.results.append(result)
+            return True
+        if self.results:
+            return False
+        self.results.append(
+            pb.QueryResult(
+                code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+                message=f"query answer of {result.ByteSize()} bytes is larger than a reply may "
+                f"be ({self._max_bytes} bytes)",
+            )
+        )
+        return False
 
 
 def decode_consensus(message: pb.ConsensusMessage, pooled: Pooled | None = None) -> m.Event:
@@ -682,7 +688,8 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def _query_batch(self, request: pb.QueryBatchRequest, context: Any) -> pb.QueryBatchReply:
         """Each query answered as Query answers it, a refusal in its own result; the reply holds
-        the answers that fit in a message (its caller asks the rest again)."""
+        the answers that fit in a message (its caller asks the rest again). Refusals are
+        counted as Query's, one a query, as when each query was its own call."""
         if len(request.params_json) > MAX_QUERIES_PER_CALL:
             raise RequestError(
                 ErrorKind.INVALID,
@@ -700,13 +707,24 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                     return pb.QueryResult(response_json=await channel.query(text))
                 except RequestError as exc:
                     refusal = exc
-            self._count_error("QueryBatch", refusal.kind.value)
+            self._count_error("Query", refusal.kind.value)
             # bounded as a call's refusal is (it may quote the query)
             message = status_details(refusal.message)
             return pb.QueryResult(code=refusal.kind.value.value[0], message=message)
 
-        results = await asyncio.gather(*(answer(text) for text in request.params_json))
-        return pb.QueryBatchReply(results=_fitting(results, self.max_reply))
+        # all asked at once (so that they share the SCORE's calls), taken in order until the
+        # reply is full: the rest are cancelled, never sent to the SCORE or held here
+        tasks = [asyncio.ensure_future(answer(text)) for text in request.params_json]
+        reply = _QueryReply(self.max_reply)
+        try:
+            for task in tasks:
+                if not reply.add(await task):
+                    break
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return pb.QueryBatchReply(results=reply.results)
 
     async def GetScoreStatus(self, request: pb.ChannelRequest, context: Any) -> pb.ScoreStatusReply:
         def work() -> pb.ScoreStatusReply:

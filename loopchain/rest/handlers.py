@@ -227,9 +227,20 @@ class PeerApi:
         return submitter
 
     def query_submitter(self, make_error: MakeError | None = None) -> BatchSubmitter:
-        """A submitter of queries to this peer, in QueryBatch calls (closed with it)."""
+        """A submitter of queries to this peer, in QueryBatch calls (closed with it). A query
+        the peer refuses alone is counted as a failed Query, as when each was its own call."""
+
+        def refused(code: grpc.StatusCode) -> None:
+            if self.on_rpc_error is not None:
+                self.on_rpc_error("Query", code.name)
+
         querier = BatchSubmitter(
-            self.query_batch, self._describe_peer, make_error, None, self._max_batch_bytes
+            self.query_batch,
+            self._describe_peer,
+            make_error,
+            None,
+            self._max_batch_bytes,
+            on_refused=refused,
         )
         self._submitters.append(querier)
         return querier
@@ -301,7 +312,7 @@ class PeerApi:
         text = await params.read_body(request, self._max_body)
         channel = params.body_channel(params.parse_json(text), request)
         with self.slots():
-            answer = await self.querier.submit(channel, text)
+            answer = await self.querier.submit(channel, text, self._timeout)
         return json_response(formatting.query_response(answer))
 
     async def get_block(self, request: web.Request) -> web.Response:

@@ -214,7 +214,7 @@ class PeerReader:
         """The channel SCORE's JSON answer to a read-only query."""
         try:
             with self._api.slots():
-                return await self._querier.submit(channel, params_json)
+                return await self._querier.submit(channel, params_json, self._api.timeout)
         except RestError as exc:  # busy, stopping, or the peer gave no answer
             raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
 

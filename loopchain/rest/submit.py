@@ -88,8 +88,10 @@ class BatchSubmitter:
         make_error: MakeError | None = None,
         on_call: Callable[[int], None] | None = None,
         max_batch_bytes: int | None = None,
+        on_refused: Callable[[grpc.StatusCode], None] | None = None,
     ) -> None:
         self._call = call
+        self._on_refused = on_refused  # told each submission the peer refused alone (metrics)
         # of the submissions' texts in one call (the peer refuses a larger request unread:
         # grpc_util.max_submissions_bytes); None: no bound but MAX_BATCH
         self._max_batch_bytes = max_batch_bytes
@@ -104,8 +106,11 @@ class BatchSubmitter:
         self._lingering: dict[str, asyncio.TimerHandle] = {}
         self._closed = False
 
-    async def submit(self, channel: str, data_json: str) -> str:
-        """The transaction hash the peer gave the submission (RestError when it refused)."""
+    async def submit(self, channel: str, data_json: str, timeout: float | None = None) -> str:
+        """The transaction hash the peer gave the submission, or the query's answer (RestError,
+        or what `make_error` makes, when it refused); with `timeout`, a deadline error once it
+        has waited that long, in the queue and its call together (the submission, not yet sent,
+        is then not sent)."""
         if self._closed:
             raise _stopping()
         loop = asyncio.get_running_loop()
@@ -123,7 +128,13 @@ class BatchSubmitter:
                 self._lingering[channel] = loop.call_later(LINGER_S, self._linger_over, channel)
             else:
                 self._send_next(channel)
-        return await future
+        if timeout is None:
+            return await future
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            raise self._refusal(grpc.StatusCode.DEADLINE_EXCEEDED, "") from None
 
     def _linger_over(self, channel: str) -> None:
         self._lingering.pop(channel, None)
@@ -131,6 +142,8 @@ class BatchSubmitter:
 
     def _send_next(self, channel: str) -> None:
         waiting = self._waiting.get(channel)
+        if waiting and any(future.done() for _, future in waiting):  # their submitters left
+            waiting = self._waiting[channel] = [w for w in waiting if not w[1].done()]
         if not waiting:
             self._busy.discard(channel)
             self._waiting.pop(channel, None)  # what a channel holds goes with its last submission
@@ -148,18 +161,19 @@ class BatchSubmitter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, channel: str, batch: list[tuple[str, asyncio.Future[str]]]) -> None:
+    def _refusal(self, code: grpc.StatusCode, words: str) -> BaseException:
+        """The error a submitter hears for a refusal with `code` and the peer's `words`."""
+        if self._make_error is not None:
+            return self._make_error(code, words)
         target, timeout = self._describe_peer()
+        return status_error(code, words, target, timeout)
 
-        def refusal(code: grpc.StatusCode, words: str) -> BaseException:
-            if self._make_error is not None:
-                return self._make_error(code, words)
-            return status_error(code, words, target, timeout)
-
+    async def _send(self, channel: str, batch: list[tuple[str, asyncio.Future[str]]]) -> None:
+        target, _ = self._describe_peer()
         try:
             reply = await self._call(channel, [text for text, _ in batch])
         except grpc.aio.AioRpcError as exc:
-            error = refusal(exc.code(), exc.details() or "")
+            error = self._refusal(exc.code(), exc.details() or "")
             for _, future in batch:
                 _settle(future, error=error)
         except asyncio.CancelledError:
@@ -183,7 +197,9 @@ class BatchSubmitter:
             for (_, future), result in zip(batch[:answered], reply.results, strict=False):
                 if result.code != 0:
                     code = _STATUS_BY_VALUE.get(result.code, grpc.StatusCode.UNKNOWN)
-                    _settle(future, error=refusal(code, result.message))
+                    if self._on_refused is not None:
+                        self._on_refused(code)
+                    _settle(future, error=self._refusal(code, result.message))
                 elif isinstance(result, pb.QueryResult):
                     _settle(future, value=result.response_json)
                 else:

@@ -85,6 +85,10 @@ MAX_MESSAGE_BYTES = int(DEFAULTS["GRPC_MAX_MESSAGE_BYTES"])
 # field's tag and length), counted generously
 _REPLY_OVERHEAD = 64
 _ANSWER_OVERHEAD = 8
+# How long one Query call answers queries before it replies with those answered (the peer asks
+# the rest again): about one step-limited query's time, so that blocks to execute and other
+# calls get their turn between batches as they would between single queries
+QUERY_TURN_S = 0.05
 _PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAP_AMBIENT = 47
@@ -453,10 +457,15 @@ class LoadedScore:
             )
         return answer
 
-    def answer(self, queries: Sequence[str], max_bytes: int) -> pb.ScoreQueryReply:
-        """The answers to `queries`, in order, all from the state at one height; a query that
-        fails is refused alone. The reply stops before an answer that would take it past
-        `max_bytes` (its caller asks the rest again); an answer larger on its own is refused."""
+    def answer(
+        self, queries: Sequence[str], max_bytes: int, max_seconds: float = QUERY_TURN_S
+    ) -> pb.ScoreQueryReply:
+        """The answers to the first of `queries`, in order, all from the state at one height; a
+        query that fails is refused alone. The reply stops (its caller asks the rest again)
+        once answering has taken `max_seconds`, so that a batch of slow queries holds the
+        runner, and the blocks waiting for it, no longer than one slow query does; and before an
+        answer that would take it past `max_bytes`. The first query is always answered, or
+        refused when its answer is larger than `max_bytes` on its own."""
         if len(queries) > MAX_QUERIES:
             raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -464,11 +473,11 @@ class LoadedScore:
             )
         answers: list[pb.ScoreQueryAnswer] = []
         size = _REPLY_OVERHEAD
+        ends = time.monotonic() + max_seconds
         for params in queries:
-            try:
-                answer = pb.ScoreQueryAnswer(response_json=self.query(params))
-            except Refused as exc:
-                answer = _refusal(exc)
+            if answers and time.monotonic() > ends:
+                break
+            answer = self._answer(params)
             size += answer.ByteSize() + _ANSWER_OVERHEAD
             if size > max_bytes:
                 if answers:
@@ -482,6 +491,18 @@ class LoadedScore:
                 )
             answers.append(answer)
         return pb.ScoreQueryReply(height=self.state.executed_height, answers=answers)
+
+    def _answer(self, params: str) -> pb.ScoreQueryAnswer:
+        try:
+            text = self.query(params)
+        except Refused as exc:
+            return _refusal(exc)
+        try:
+            return pb.ScoreQueryAnswer(response_json=text)
+        except ValueError:  # protobuf takes only valid UTF-8 (not a lone surrogate)
+            return _refusal(
+                Refused(grpc.StatusCode.INVALID_ARGUMENT, "query answer is not valid UTF-8 text")
+            )
 
     def balance(self, request: pb.BalanceRequest) -> pb.BalanceReply:
         """Accounts' ICX and the total supply, as the last committed block left them."""

@@ -86,6 +86,13 @@ class UserScore(ScoreBase):
             return json.dumps(self.get_json(request["key"]))
         if request.get("op") == "repeat":
             return json.dumps("x" * request["size"])
+        if request.get("op") == "echo":  # the text as it is, even a lone surrogate
+            return request["text"]
+        if request.get("op") == "nap":  # wall time without steps
+            import time
+
+            time.sleep(request["seconds"])
+            return "null"
         value = self.db.get(request["key"].encode())
         return json.dumps(None if value is None else value.decode())
 """

@@ -703,7 +703,9 @@ def test_bench_short_load_prints_every_figure() -> None:
     assert 0 < figures["last_load_cpu_s_peer_per_tx"] < figures["last_load_cpu_s_per_tx"]
     # the query load after them: loadtool's query, answered, its CPU sampled over it alone
     assert summary["settings"]["queries_s"] == 3.0
-    assert figures["query_s"] == pytest.approx(3, abs=1) and figures["query_answers_200"] > 0
+    # the phase ends with the answer of the last query in flight at 3 s (each bounded)
+    assert 3 <= figures["query_s"] <= 3 + bench.REQUEST_TIMEOUT + 1
+    assert figures["query_answers_200"] > 0
     assert figures["query_answered_per_s"] == pytest.approx(
         figures["query_answers_200"] / figures["query_s"], rel=0.05
     )

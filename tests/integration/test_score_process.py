@@ -17,6 +17,7 @@ from loopchain.blockchain.execution import SCORE_ERROR, SUCCESS, next_state_root
 from loopchain.protos import score_pb2 as pb
 from loopchain.scoreservice import MAX_QUERIES
 from loopchain.scoreservice.client import ScoreClient, ScoreRejected, ScoreUnavailable
+from loopchain.scoreservice.process import QUERY_TURN_S
 from loopchain.types import canonical
 from loopchain.types.hashing import EMPTY_ROOT
 from tests.integration._score_helpers import (
@@ -236,8 +237,8 @@ async def test_queries_are_answered_read_only_within_their_deadline(tmp_path: Pa
 async def test_concurrent_queries_share_calls_and_each_hears_its_own_answer(
     tmp_path: Path,
 ) -> None:
-    """Queries asked while one is in flight go together in the next call, at most MAX_QUERIES
-    a call; a query that fails fails alone."""
+    """Queries asked while one is in flight go together in the next calls; a query that fails
+    fails alone."""
     package, chain = make_package(tmp_path), Blocks()
     config = score_config(SCORE_STEP_LIMIT=50_000, SCORE_QUERY_TIMEOUT=60.0)
     expected: dict[str, str | tuple[type[Exception], str]] = {
@@ -256,7 +257,9 @@ async def test_concurrent_queries_share_calls_and_each_hears_its_own_answer(
         await client.commit_block(0, block.hash.hex())
         calls = client.query_calls
         answers = await asyncio.gather(*(client.query(q) for q in asked), return_exceptions=True)
-        assert client.query_calls - calls == 1 + math.ceil((len(asked) - 1) / MAX_QUERIES)
+        # at most MAX_QUERIES a call, and as many as a call's turn answers (QUERY_TURN_S)
+        made = client.query_calls - calls
+        assert 1 + math.ceil((len(asked) - 1) / MAX_QUERIES) <= made < len(asked) // 4
         for query, answer in zip(asked, answers, strict=True):
             wanted = expected[query]
             if isinstance(wanted, str):
@@ -295,6 +298,42 @@ async def test_answers_that_would_pass_the_message_limit_go_in_later_calls(
             await client._stub.Query(too_many, timeout=10)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert f"limit {MAX_QUERIES}" in (refused.value.details() or "")
+
+
+async def test_a_call_of_slow_queries_answers_one_turn_of_them_and_the_rest_are_asked_again(
+    tmp_path: Path,
+) -> None:
+    """Queries that take longer than a call's turn (QUERY_TURN_S) are answered one a call, so
+    that the SCORE's one runner, which executes blocks too, is never held by a batch for longer
+    than by one query; the quick ones asked with them still share calls."""
+    package = make_package(tmp_path)
+    nap = json.dumps({"op": "nap", "seconds": max(4 * QUERY_TURN_S, 0.2)})
+    async with running(make_supervisor(tmp_path, score_config(), package)) as supervisor:
+        client = supervisor.client
+        calls = client.query_calls
+        answers = await asyncio.gather(*(client.query(nap) for _ in range(4)))
+        assert answers == ["null"] * 4
+        assert client.query_calls - calls == 4  # before: 2 (the first alone, three together)
+        calls = client.query_calls
+        quick = await asyncio.gather(*(client.query('{"key": "k"}') for _ in range(20)))
+        assert quick == ["null"] * 20 and client.query_calls - calls < 10
+
+
+async def test_an_answer_that_is_not_valid_text_is_refused_alone(tmp_path: Path) -> None:
+    """A SCORE answer protobuf cannot carry (a lone surrogate) is refused as that query's own
+    failure; the queries sharing its call are answered."""
+    package = make_package(tmp_path)
+    texts = ["A", "B", "\ud800", "C", "D"]
+    async with running(make_supervisor(tmp_path, score_config(), package)) as supervisor:
+        client = supervisor.client
+        answers = await asyncio.gather(
+            *(client.query(json.dumps({"op": "echo", "text": t})) for t in texts),
+            return_exceptions=True,
+        )
+        assert answers[:2] == ["A", "B"] and answers[3:] == ["C", "D"], answers
+        refused = answers[2]
+        assert isinstance(refused, ScoreRejected), refused
+        assert "not valid UTF-8" in str(refused), refused
 
 
 async def test_a_package_that_did_not_resolve_starts_no_process(tmp_path: Path) -> None:

@@ -1,11 +1,14 @@
-"""How much of a QueryBatch's answers its reply carries (`peer_service._fitting`); the calls
-themselves, against a real network, are in tests/e2e/test_hostile.py."""
+"""The peer's QueryBatch (`PeerServicer._query_batch`) over a channel that stands in for the
+SCORE: what a reply carries and what is computed for it. The calls against a real network are in
+tests/e2e/test_hostile.py."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
-from loopchain.p2p.peer_service import _fitting
+from loopchain.p2p.peer_service import PeerServicer, _QueryReply
 from loopchain.protos import loopchain_pb2 as pb
 
 
@@ -13,13 +16,20 @@ def _answers(*sizes: int) -> list[pb.QueryResult]:
     return [pb.QueryResult(response_json="x" * size) for size in sizes]
 
 
+def _fitting(results: list[pb.QueryResult], max_bytes: int) -> list[pb.QueryResult]:
+    reply = _QueryReply(max_bytes)
+    for result in results:
+        if not reply.add(result):
+            break
+    return reply.results
+
+
 def test_a_reply_carries_the_answers_that_fit_in_a_message_in_order() -> None:
     results = _answers(300, 300, 300, 10)
     assert _fitting(results, 10_000) == results
     fitted = _fitting(results, 800)
     assert fitted == results[:2]  # the third would pass the limit: asked again
-    reply = pb.QueryBatchReply(results=fitted)
-    assert reply.ByteSize() <= 800
+    assert pb.QueryBatchReply(results=fitted).ByteSize() <= 800
     assert _fitting(results[2:], 800) == results[2:]
 
 
@@ -28,4 +38,45 @@ def test_an_answer_larger_than_a_message_alone_is_refused_with_its_size() -> Non
     assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
     assert not refused.response_json
     assert "5003 bytes is larger than a reply may be (1000 bytes)" in refused.message
-    assert _fitting([], 1_000) == []
+
+
+class OneAtATime:
+    """A channel whose queries are answered one after another (as a SCORE process answers
+    them), each `size` characters long."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.finished = 0
+        self._turn = asyncio.Lock()
+
+    def member_ids(self) -> set[str]:
+        return set()
+
+    async def query(self, text: str) -> str:
+        async with self._turn:
+            await asyncio.sleep(0)
+            self.finished += 1
+            return text + "x" * self.size
+
+
+class Backend:
+    def __init__(self, channel: OneAtATime) -> None:
+        self._channel = channel
+
+    def channel(self, name: str) -> OneAtATime:
+        return self._channel
+
+
+async def test_queries_past_a_full_reply_are_cancelled_not_answered_and_dropped() -> None:
+    """300 queries whose answers fill a reply three at a time: the reply carries three, and the
+    queries behind them are cancelled rather than answered and thrown away (before: all 300
+    were answered, and held, for every reply)."""
+    channel = OneAtATime(300_000)
+    servicer = PeerServicer(Backend(channel), "peer", max_reply=1_000_000)  # type: ignore[arg-type]
+    texts = [f'{{"n":{i}}}' for i in range(300)]
+    request = pb.QueryBatchRequest(channel="c", params_json=texts)
+    reply = await servicer._query_batch(request, None)
+    assert [r.response_json for r in reply.results] == [t + "x" * 300_000 for t in texts[:3]]
+    assert channel.finished <= 5, channel.finished
+    await asyncio.sleep(0)
+    assert channel.finished <= 5 and not channel._turn.locked()  # nothing runs on

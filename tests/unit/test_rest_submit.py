@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 
 from loopchain.protos import loopchain_pb2 as pb
@@ -278,16 +279,18 @@ async def test_queries_a_reply_leaves_out_are_sent_again_first() -> None:
         ]
         return pb.QueryBatchReply(results=[] if "none" in texts else results)
 
-    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    refused: list[grpc.StatusCode] = []
+    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 1.0), on_refused=refused.append)
     texts = ["a", "b", "bad c", "d", "e", "f"]
     answers = await asyncio.wait_for(
         asyncio.gather(*(submitter.submit("c", t) for t in texts), return_exceptions=True), 5
     )
     assert calls == [["a"], ["b", "bad c", "d", "e", "f"], ["d", "e", "f"], ["f"]]
     assert answers[:2] == ["A", "B"] and answers[3:] == ["D", "E", "F"]
-    refused = answers[2]
-    assert isinstance(refused, RestError) and refused.status == 400, refused
-    assert "bad c" in refused.message
+    error = answers[2]
+    assert isinstance(error, RestError) and error.status == 400, error
+    assert "bad c" in error.message
+    assert refused == [grpc.StatusCode.INVALID_ARGUMENT]  # counted, one a query refused alone
     with pytest.raises(RestError) as failed:
         await asyncio.wait_for(submitter.submit("c", "none"), 5)
     assert failed.value.status == 502 and "no answer" in failed.value.message
@@ -305,4 +308,34 @@ async def test_a_call_the_stopping_proxy_cannot_make_is_answered_as_it_said() ->
     with pytest.raises(RestError) as refused:
         await asyncio.wait_for(submitter.submit("c", "q"), 5)
     assert refused.value.status == 503 and "shutting down" in refused.value.message
+    await submitter.close()
+
+
+async def test_a_query_that_waits_past_its_deadline_is_answered_so_and_never_sent() -> None:
+    """The deadline of a query counts its wait behind the call in flight: past it the client
+    hears the deadline error (504, as from a call of its own that ran out of time), and the
+    query is left out of the next call."""
+    release = asyncio.Event()
+    calls: list[list[str]] = []
+
+    async def peer(channel: str, texts: list[str]) -> pb.QueryBatchReply:
+        calls.append(texts)
+        await release.wait()
+        return pb.QueryBatchReply(results=[pb.QueryResult(response_json=t) for t in texts])
+
+    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 0.2))
+    first = asyncio.create_task(submitter.submit("c", "first"))
+
+    async def in_flight() -> None:
+        while not calls:
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(in_flight(), 5)
+    with pytest.raises(RestError) as late:
+        await submitter.submit("c", "late", 0.2)
+    assert late.value.status == 504, late.value
+    release.set()
+    assert await asyncio.wait_for(first, 5) == "first"
+    assert await asyncio.wait_for(submitter.submit("c", "next", 5), 5) == "next"
+    assert calls == [["first"], ["next"]]  # "late" was never sent
     await submitter.close()
