@@ -697,20 +697,20 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             )
         channel = self._channel(context, request.channel)
 
-        async def answer(text: str) -> pb.QueryResult:
+        async def answer(text: str) -> tuple[pb.QueryResult, grpc.StatusCode | None]:
             try:
                 canonical.parse(text, floats=True)
             except EncodingError as exc:
                 refusal = RequestError(ErrorKind.INVALID, f"query is not valid JSON: {exc}")
             else:
                 try:
-                    return pb.QueryResult(response_json=await channel.query(text))
+                    return pb.QueryResult(response_json=await channel.query(text)), None
                 except RequestError as exc:
                     refusal = exc
-            self._count_error("Query", refusal.kind.value)
             # bounded as a call's refusal is (it may quote the query)
             message = status_details(refusal.message)
-            return pb.QueryResult(code=refusal.kind.value.value[0], message=message)
+            code = refusal.kind.value
+            return pb.QueryResult(code=code.value[0], message=message), code
 
         # all asked at once (so that they share the SCORE's calls), taken in order until the
         # reply is full: the rest are cancelled, never sent to the SCORE or held here
@@ -718,8 +718,11 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         reply = _QueryReply(self.max_reply)
         try:
             for task in tasks:
-                if not reply.add(await task):
+                result, refused = await task
+                if not reply.add(result):
                     break
+                if refused is not None:  # counted once it is told (a query asked again is not)
+                    self._count_error("Query", refused)
         finally:
             for task in tasks:
                 task.cancel()

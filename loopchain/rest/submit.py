@@ -130,10 +130,16 @@ class BatchSubmitter:
                 self._send_next(channel)
         if timeout is None:
             return await future
+        entry = (data_json, future)
         try:
             async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError:
+            queued = self._waiting.get(channel, [])
+            if entry in queued:  # never sent: out of the queue, so no wait counts it
+                queued.remove(entry)
+                if self._on_refused is not None:
+                    self._on_refused(grpc.StatusCode.DEADLINE_EXCEEDED)
             raise self._refusal(grpc.StatusCode.DEADLINE_EXCEEDED, "") from None
 
     def _linger_over(self, channel: str) -> None:

@@ -80,3 +80,33 @@ async def test_queries_past_a_full_reply_are_cancelled_not_answered_and_dropped(
     assert channel.finished <= 5, channel.finished
     await asyncio.sleep(0)
     assert channel.finished <= 5 and not channel._turn.locked()  # nothing runs on
+
+
+class Monitor:
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, str]] = []
+
+    def rpc_error(self, method: str, code: str) -> None:
+        self.errors.append((method, code))
+
+
+async def test_a_refused_query_is_counted_once_however_often_it_is_asked_again() -> None:
+    """Queries past a full reply are asked again by the proxy: a refusal is counted when the
+    reply that tells it goes, not each time it is worked out."""
+    monitor = Monitor()
+    servicer = PeerServicer(
+        Backend(OneAtATime(300_000)),  # type: ignore[arg-type]
+        "peer",
+        monitor=monitor,  # type: ignore[arg-type]
+        max_reply=1_000_000,
+    )
+    texts = [f'{{"n":{i}}}' for i in range(4)] + ["not json"]
+    calls = 0
+    while texts:  # as the proxy does: what a reply leaves out, asked again
+        calls += 1
+        request = pb.QueryBatchRequest(channel="c", params_json=texts)
+        reply = await servicer._query_batch(request, None)
+        assert reply.results
+        texts = texts[len(reply.results) :]
+    assert calls == 2
+    assert monitor.errors == [("Query", "INVALID_ARGUMENT")]

@@ -323,7 +323,8 @@ async def test_a_query_that_waits_past_its_deadline_is_answered_so_and_never_sen
         await release.wait()
         return pb.QueryBatchReply(results=[pb.QueryResult(response_json=t) for t in texts])
 
-    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 0.2))
+    refused: list[grpc.StatusCode] = []
+    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 0.2), on_refused=refused.append)
     first = asyncio.create_task(submitter.submit("c", "first"))
 
     async def in_flight() -> None:
@@ -334,6 +335,8 @@ async def test_a_query_that_waits_past_its_deadline_is_answered_so_and_never_sen
     with pytest.raises(RestError) as late:
         await submitter.submit("c", "late", 0.2)
     assert late.value.status == 504, late.value
+    assert refused == [grpc.StatusCode.DEADLINE_EXCEEDED]  # counted, as its own call's was
+    assert not submitter._waiting.get("c")  # and out of the queue: no wait counts it
     release.set()
     assert await asyncio.wait_for(first, 5) == "first"
     assert await asyncio.wait_for(submitter.submit("c", "next", 5), 5) == "next"
