@@ -352,46 +352,40 @@ async def test_concurrent_queries_are_coalesced_into_batched_calls(session, tmp_
     """Queries that arrive while one is in flight go together in the next call, each answered
     its own answer, and are not counted as submissions. (Known to have arrived: with
     REST_MAX_INFLIGHT = 31 held by them, a read is refused.)"""
-    port = free_port_pair()
-    server, fake = await start_fake_peer(port)
-    proxy = ProxyProcess(port, tmp_path, {"GRPC_TIMEOUT": 60.0, "REST_MAX_INFLIGHT": 31})
-    proxy.start()
-    url = proxy.base + "/api/v1/query"
-    try:
-        await proxy.wait_ready(session)
-        submissions = await submission_counters(session, proxy.base)
-        hanging = asyncio.ensure_future(call(session, "POST", url, json={"hang": True}))
+    fake = FakePeer()
+    conf = {"GRPC_TIMEOUT": 60.0, "REST_MAX_INFLIGHT": 31}
+    async with proxy_in_front_of(fake, tmp_path, conf, session) as proxy:
+        url = proxy.base + "/api/v1/query"
+        try:
+            submissions = await submission_counters(session, proxy.base)
+            hanging = asyncio.ensure_future(call(session, "POST", url, json={"hang": True}))
 
-        async def in_flight() -> bool:
-            return sum(name == "QueryBatch" for name, _ in fake.calls) == 1
+            async def in_flight() -> bool:
+                return sum(name == "QueryBatch" for name, _ in fake.calls) == 1
 
-        await wait_until_async(in_flight, 30, "the first query to reach the peer")
+            await wait_until_async(in_flight, 30, "the first query to reach the peer")
 
-        async def query(n: int) -> tuple[int, Any]:
-            while True:  # a 503 (a probe below held a slot) is sent again, as a client would
-                status, body = await call(session, "POST", url, json={"n": n})
-                if status != 503:
-                    return status, body
+            async def query(n: int) -> tuple[int, Any]:
+                while True:  # a 503 (a probe below held a slot) is sent again, as a client would
+                    status, body = await call(session, "POST", url, json={"n": n})
+                    if status != 503:
+                        return status, body
 
-        queued = [asyncio.ensure_future(query(n)) for n in range(30)]
+            queued = [asyncio.ensure_future(query(n)) for n in range(30)]
 
-        async def all_queued() -> bool:
-            status, _ = await call(session, "GET", proxy.base + "/api/v1/blocks")
-            return status == 503
+            async def all_queued() -> bool:
+                status, _ = await call(session, "GET", proxy.base + "/api/v1/blocks")
+                return status == 503
 
-        await wait_until_async(all_queued, 30, "30 queries to wait in the proxy")
-        fake.release_queries.set()
-        assert (await hanging)[0] == 200
-        for n, (status, body) in enumerate(await asyncio.wait_for(asyncio.gather(*queued), 30)):
-            assert (status, body) == (200, {"response_code": 0, "response": {"echo": {"n": n}}})
-        assert sum(name == "QueryBatch" for name, _ in fake.calls) == 2
-        assert await submission_counters(session, proxy.base) == submissions
-    finally:
-        fake.release_queries.set()
-        exit_status = proxy.stop()
-        await server.stop(None)
-    assert exit_status == 0
-    proxy.assert_clean_log()
+            await wait_until_async(all_queued, 30, "30 queries to wait in the proxy")
+            fake.release_queries.set()
+            assert (await hanging)[0] == 200
+            for n, (status, body) in enumerate(await asyncio.wait_for(asyncio.gather(*queued), 30)):
+                assert (status, body) == (200, {"response_code": 0, "response": {"echo": {"n": n}}})
+            assert sum(name == "QueryBatch" for name, _ in fake.calls) == 2
+            assert await submission_counters(session, proxy.base) == submissions
+        finally:
+            fake.release_queries.set()
 
 
 async def test_query_channel_field_and_errors(session, base, peer):

@@ -246,9 +246,8 @@ async def test_concurrent_queries_share_calls_and_each_hears_its_own_answer(
         '{"key": "unknown"}': "null",
         '{"op": "raise"}': (ScoreRejected, "ScoreError: no such question"),
         '{"op": "write", "key": "k"}': (ScoreRejected, "read-only"),
-        '{"op": "loop"}': (ScoreRejected, "step limit exceeded"),
         "not json": (ScoreRejected, "JSONDecodeError"),
-    }
+    }  # all quick: a call's turn (QUERY_TURN_S) answers many of them on a slow machine too
     asked = list(expected) * 30
     async with running(make_supervisor(tmp_path, config, package)) as supervisor:
         client = supervisor.client
