@@ -2,7 +2,7 @@
 """Benchmark of the local network in one run: start-up, memory, latency, throughput, CPU, calm.
 
     .venv/bin/python tools/bench.py [-c 64] [-d 60] [--channels A,B] [--baseline REV] [--rounds N]
-                                    [--queries S] [--no-load] [--json]
+                                    [--queries S] [--polls S] [--no-load] [--json]
 
 Starts `./localnet.sh --data <tmpdir>` of a source tree (the repo root by default) in its own
 process group, and measures, in order:
@@ -43,6 +43,16 @@ answered query, in all and by process kind. The phase lasts until the last clien
 flight at S seconds has its answer. `--no-load` skips the transaction loads (v1 and `--v3`):
 `--no-load --queries S` measures the queries alone; `--idle-only` runs no load at all.
 
+`--polls S` adds, after the transaction load(s) and the queries if any, S seconds of transaction
+result polls: the same N keep-alive clients, spread over the peers and channels as the query
+clients are, each GETting `/api/v1/transactions/result?hash=H[&channel=C]` back to back, H cycling
+through up to POLL_HASHES transactions known to be committed on its channel: the v1 load's
+acknowledged transactions its chain watcher saw in a block, or, without a load (or when it left
+none in a channel), POLL_SEED transactions per channel that the phase submits first and waits
+for, until calm, outside the measured window. The same client, phase and figures as the queries
+(shared code), prefixed `poll_`, and `poll_results_executed`: the 200 answers whose
+`response.code` is 0 (executed), so that polls of unknown or unexecuted transactions show.
+
 `--baseline REV` runs the same benchmark first on a git worktree of REV (its `.venv` a symlink to
 this repo's), then on the tree, and prints both side by side with the ratio current / baseline.
 `--baseline-env KEY=VALUE` (repeatable) configures the baseline run by environment; without
@@ -76,7 +86,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -936,6 +946,7 @@ class LoadState:
     run_id: str
     acked: dict[str, float] = field(default_factory=dict)  # tx_hash -> ack time
     final: dict[str, float] = field(default_factory=dict)  # tx_hash -> first seen final
+    final_channel: dict[str, str] = field(default_factory=dict)  # tx_hash -> channel of its block
     pending: set[str] = field(default_factory=set)  # acked, not yet seen final
     answers: Counter[str] = field(default_factory=Counter)
     watch_errors: Counter[str] = field(default_factory=Counter)
@@ -947,9 +958,10 @@ class LoadState:
         if tx_hash not in self.final:
             self.pending.add(tx_hash)
 
-    def record_final(self, tx_hash: str, when: float) -> None:
+    def record_final(self, tx_hash: str, when: float, channel: str = "") -> None:
         if tx_hash not in self.final:
             self.final[tx_hash] = when
+            self.final_channel[tx_hash] = channel
             self.pending.discard(tx_hash)
 
     def errors(self) -> tuple[int, int]:
@@ -1008,7 +1020,7 @@ async def watch_chain(
                         now = time.monotonic()
                         state.blocks_seen += 1
                         for tx_hash in block.tx_hashes or ():
-                            state.record_final(tx_hash, now)
+                            state.record_final(tx_hash, now, channel)
                         seen = max(seen, block.height)
             except LoadError as exc:
                 state.watch_errors[exc.kind] += 1
@@ -1139,7 +1151,8 @@ async def run_load(
     label: str,
     v3: V3Senders | None = None,
 ) -> dict[str, Any]:
-    """The load phase and everything measured from it."""
+    """The load phase and everything measured from it (and, neither figures nor details,
+    "committed_hashes": a sample of the acknowledged transactions seen final, by channel)."""
     channels = net.channels or [""]
     state = LoadState(run_id=uuid.uuid4().hex[:12])
     heights = {channel: await _tip_height(session, channel) for channel in channels}
@@ -1208,7 +1221,7 @@ async def run_load(
         stop_sampling.set()
         stop_progress.set()
         await asyncio.gather(*watchers, sampler, progress, return_exceptions=True)
-    return _load_figures(
+    found = _load_figures(
         state,
         meter,
         load_seconds=load_end - started,
@@ -1223,6 +1236,9 @@ async def run_load(
         peer_finalisation=_histogram_delta(metrics_start.finalisation, metrics_end.finalisation),
         submissions_per_call=per_call(metrics_start.submissions, metrics_end.submissions),
     )
+    # neither figures nor details: what a poll phase after the load may poll (`--polls`)
+    found["committed_hashes"] = committed_hashes(state, channels)
+    return found
 
 
 def _histogram_delta(
@@ -1344,56 +1360,136 @@ def _difference(rounds: int | None, blocks: int | None) -> int | None:
     return None if rounds is None or blocks is None else rounds - blocks
 
 
-# ------------------------------------------------------------------ query load
+# ------------------------------------------------------------------ read phases (queries, polls)
 
 QUERY_PATH = "/api/v1/query"  # a peer's REST proxy: the JSON body goes verbatim to the SCORE
+POLL_PATH = "/api/v1/transactions/result"  # a peer's REST proxy: ?hash=H[&channel=C]
+POLL_HASHES = 1024  # per channel: the committed transactions the polls cycle through, at most
+POLL_SEED = 64  # per channel: what the poll phase submits itself when it knows none committed
+SEED_SUBMIT_DEADLINE = 30.0  # for every one of those to be acknowledged
+# the read phases by figure prefix, with what the table calls their requests
+READ_PHASES = {"query": "queries", "poll": "polls"}
 
 
 @dataclass
-class QueryState:
-    """What the query clients count (monotonic seconds)."""
+class ReadState:
+    """What the clients of a read phase (queries, polls) count (monotonic seconds)."""
 
     answers: Counter[str] = field(default_factory=Counter)  # HTTP status, or how a call failed
-    latencies: list[float] = field(default_factory=list)  # of the answered (200) queries
+    latencies: list[float] = field(default_factory=list)  # of the answered (200) requests
+    results: Counter[str] = field(default_factory=Counter)  # result codes the 200 answers carried
     in_flight: int = 0
 
 
-async def _post_query(
-    session: aiohttp.ClientSession, url: str, body: bytes
-) -> tuple[str, float | None]:
-    """(the HTTP status answered, or "timeout"/"connection error"/"bad reply"; Retry-After)."""
-    try:
-        async with session.post(
-            url, data=body, headers={"Content-Type": "application/json"}
-        ) as resp:
-            await resp.read()
-            return str(resp.status), retry_after_seconds(resp.headers.get("Retry-After"))
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        return failure_kind(exc), None
+# what a read request got: the HTTP status answered, or "timeout"/"connection error"/"bad
+# reply"; the Retry-After seconds; the result code a 200 answer carried (None: it has none)
+ReadAnswer = tuple[str, float | None, str | None]
+# one request of a read client, given its keep-alive session and how many it sent before
+ReadRequest = Callable[[aiohttp.ClientSession, int], Awaitable[ReadAnswer]]
 
 
-async def query_client(state: QueryState, url: str, body: bytes, end: float) -> None:
-    """POST the query one at a time over a keep-alive session until `end` (the query in flight
-    then is answered first); a 503 with Retry-After waits min(Retry-After, 1 s) as in the load."""
+async def read_client(state: ReadState, request: ReadRequest, end: float) -> None:
+    """Send `request` one at a time over a keep-alive session until `end` (the request in flight
+    then is answered first); a 503 with Retry-After waits min(Retry-After, 1 s) as in the load,
+    another failure ERROR_BACKOFF."""
     connector = aiohttp.TCPConnector(limit=1)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        sent_before = 0
         while time.monotonic() < end:
             sent = time.monotonic()
             state.in_flight += 1
             try:
-                answer, retry = await _post_query(session, url, body)
+                answer, retry, result = await request(session, sent_before)
             finally:
                 state.in_flight -= 1
+            sent_before += 1
             state.answers[answer] += 1
             if answer == "200":
                 state.latencies.append(time.monotonic() - sent)
+                if result is not None:
+                    state.results[result] += 1
                 continue
             wait = ERROR_BACKOFF if retry is None else min(retry, RETRY_AFTER_CAP)
             await asyncio.sleep(min(wait, max(0.0, end - time.monotonic())))
 
 
-def _query_progress(state: QueryState, started: float) -> str:
+async def _post_query(session: aiohttp.ClientSession, url: str, body: bytes) -> ReadAnswer:
+    try:
+        async with session.post(
+            url, data=body, headers={"Content-Type": "application/json"}
+        ) as resp:
+            await resp.read()
+            return str(resp.status), retry_after_seconds(resp.headers.get("Retry-After")), None
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return failure_kind(exc), None, None
+
+
+def query_request(url: str, body: bytes) -> ReadRequest:
+    """POST `body` (a query) to `url`, a peer's QUERY_PATH, every time."""
+
+    async def send(session: aiohttp.ClientSession, _sent_before: int) -> ReadAnswer:
+        return await _post_query(session, url, body)
+
+    return send
+
+
+def result_code(reply: Any) -> str:
+    """The `response.code` of a transaction result reply as text ("0": executed, "2": not
+    invoked yet), "?" when it has none."""
+    response = reply.get("response") if isinstance(reply, dict) else None
+    code = response.get("code") if isinstance(response, dict) else None
+    return str(code) if isinstance(code, int) and not isinstance(code, bool) else "?"
+
+
+async def _get_result(session: aiohttp.ClientSession, url: str) -> ReadAnswer:
+    try:
+        async with session.get(url) as resp:
+            retry = retry_after_seconds(resp.headers.get("Retry-After"))
+            if resp.status != 200:
+                await resp.read()
+                return str(resp.status), retry, None
+            reply = await resp.json(content_type=None)
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        return failure_kind(exc), None, None
+    return "200", retry, result_code(reply)
+
+
+def poll_request(url: str, channel: str, hashes: Sequence[str], first: int = 0) -> ReadRequest:
+    """GET from `url`, a peer's POLL_PATH, the result of hashes[first], then of the next one
+    each time, cycling (in `channel`; "" for the default one)."""
+    if not hashes:
+        raise ValueError("no transaction to poll")
+    channel_arg = f"&channel={channel}" if channel else ""
+
+    async def send(session: aiohttp.ClientSession, sent_before: int) -> ReadAnswer:
+        tx_hash = hashes[(first + sent_before) % len(hashes)]
+        return await _get_result(session, f"{url}?hash={tx_hash}{channel_arg}")
+
+    return send
+
+
+def spread(items: Sequence[str], limit: int) -> list[str]:
+    """At most `limit` of `items`, evenly spaced over them, in their order."""
+    if len(items) <= limit:
+        return list(items)
+    return [items[index * len(items) // limit] for index in range(limit)]
+
+
+def committed_hashes(
+    state: LoadState, channels: Sequence[str], limit: int = POLL_HASHES
+) -> dict[str, list[str]]:
+    """By channel, at most `limit` of the acknowledged transactions that the chain watcher saw
+    in a block of that channel, spread evenly over them in the order they were acknowledged."""
+    found: dict[str, list[str]] = {channel: [] for channel in channels}
+    for tx_hash in state.acked:
+        channel = state.final_channel.get(tx_hash)
+        if channel is not None and channel in found:
+            found[channel].append(tx_hash)
+    return {channel: spread(hashes, limit) for channel, hashes in found.items()}
+
+
+def _read_progress(state: ReadState, started: float) -> str:
     answered = state.answers.get("200", 0)
     other = sum(state.answers.values()) - answered
     return (
@@ -1402,27 +1498,28 @@ def _query_progress(state: QueryState, started: float) -> str:
     )
 
 
-async def run_queries(net: LocalNet, clients: int, duration: float, label: str) -> dict[str, Any]:
-    """The query phase: `clients` keep-alive clients spread over the peers (and channels) as in
-    the load, each sending loadtool's query back to back for `duration` seconds, with the
-    network's CPU sampled from the first query to the last answer."""
-    channels = net.channels or [""]
-    state = QueryState()
-    body = json.dumps(DEFAULT_QUERY).encode()  # what tools/loadtool.py -t 1 sends
-    urls = [
-        rest_url(index % PEERS, QUERY_PATH, _channel_of(index, channels))
-        for index in range(clients)
-    ]
+async def run_reads(
+    net: LocalNet,
+    requests: Sequence[ReadRequest],
+    duration: float,
+    label: str,
+    prefix: str,
+    with_results: bool = False,
+) -> dict[str, Any]:
+    """A read phase: a keep-alive client per request, each sending its request back to back for
+    `duration` seconds, with the network's CPU sampled from the first request to the last
+    answer; its figures prefixed `prefix` (with the result codes answered if `with_results`)."""
+    state = ReadState()
     meter = CpuMeter(net.pid)
     stop_sampling, stop_progress = asyncio.Event(), asyncio.Event()
     await asyncio.to_thread(meter.sample, True)
     own_cpu_start, started = _own_cpu_seconds(), time.monotonic()
     sampler = asyncio.create_task(_sample_cpu(meter, stop_sampling))
     progress = asyncio.create_task(
-        _progress(lambda: _query_progress(state, started), stop_progress, label)
+        _progress(lambda: _read_progress(state, started), stop_progress, label)
     )
     tasks = [
-        asyncio.create_task(query_client(state, url, body, started + duration)) for url in urls
+        asyncio.create_task(read_client(state, request, started + duration)) for request in requests
     ]
     try:
         await asyncio.gather(*tasks)  # each ends by the end + REQUEST_TIMEOUT at the latest
@@ -1437,14 +1534,123 @@ async def run_queries(net: LocalNet, clients: int, duration: float, label: str) 
         stop_sampling.set()
         stop_progress.set()
         await asyncio.gather(*tasks, sampler, progress, return_exceptions=True)
-    say(f"{label}: queries over: {state.answers.get('200', 0)} answered")
-    return query_figures(state.answers, state.latencies, meter.by_kind(), seconds, own_cpu)
+    say(f"{label}: {READ_PHASES[prefix]} over: {state.answers.get('200', 0)} answered")
+    return read_figures(
+        prefix,
+        state.answers,
+        state.latencies,
+        meter.by_kind(),
+        seconds,
+        own_cpu,
+        state.results if with_results else None,
+    )
 
 
-def answer_figures(answers: Mapping[str, int]) -> dict[str, int]:
-    """The query answers as figures: `query_answers_<status>` for 200, 503 (always, 0 if none)
-    and every other HTTP status answered; `query_answers_none` for calls with no HTTP answer
-    (timeouts, connection errors, bad replies)."""
+def client_places(clients: int, channels: Sequence[str]) -> list[tuple[int, str]]:
+    """The peer and channel of each client of a read phase, as in the load: round-robin over
+    the peers, the channels taking turns by PEERS clients."""
+    return [(index % PEERS, _channel_of(index, channels)) for index in range(clients)]
+
+
+async def run_queries(net: LocalNet, clients: int, duration: float, label: str) -> dict[str, Any]:
+    """The query phase: `clients` keep-alive clients spread over the peers (and channels) as in
+    the load, each sending loadtool's query back to back for `duration` seconds."""
+    channels = net.channels or [""]
+    body = json.dumps(DEFAULT_QUERY).encode()  # what tools/loadtool.py -t 1 sends
+    requests = [
+        query_request(rest_url(peer, QUERY_PATH, channel), body)
+        for peer, channel in client_places(clients, channels)
+    ]
+    return await run_reads(net, requests, duration, label, "query")
+
+
+async def run_polls(
+    session: aiohttp.ClientSession,
+    net: LocalNet,
+    clients: int,
+    duration: float,
+    label: str,
+    known: Mapping[str, Sequence[str]],
+) -> dict[str, Any]:
+    """The poll phase: `clients` keep-alive clients spread over the peers (and channels) as the
+    query clients are, each polling transaction results back to back for `duration` seconds,
+    cycling through the transactions `known` committed in its channel (or, where none are,
+    through POLL_SEED submitted first)."""
+    channels = net.channels or [""]
+    hashes = {channel: spread(known.get(channel, ()), POLL_HASHES) for channel in channels}
+    unknown = [channel for channel in channels if not hashes[channel]]
+    if unknown:
+        names = ", ".join(channel or "the default channel" for channel in unknown)
+        say(f"{label}: submitting {POLL_SEED} transactions to poll in {names}; waiting for calm")
+        hashes.update(await seed_transactions(session, unknown))
+        say(f"{label}: {sum(len(hashes[channel]) for channel in unknown)} of them final")
+    requests = [
+        poll_request(rest_url(peer, POLL_PATH), channel, hashes[channel], first=index)
+        for index, (peer, channel) in enumerate(client_places(clients, channels))
+    ]
+    return await run_reads(net, requests, duration, label, "poll", with_results=True)
+
+
+async def seed_transactions(
+    session: aiohttp.ClientSession, channels: Sequence[str]
+) -> dict[str, list[str]]:
+    """POLL_SEED v1 transactions per channel, submitted at once round-robin over the peers as in
+    the load, then waited for until calm (CALM_DEADLINE): those seen final, by channel."""
+    state = LoadState(run_id=uuid.uuid4().hex[:12])
+    heights = {channel: await _tip_height(session, channel) for channel in channels}
+    stop_watch = asyncio.Event()
+    watchers = [
+        asyncio.create_task(watch_chain(state, channel, heights[channel], stop_watch))
+        for channel in channels
+    ]
+    try:
+        deadline = time.monotonic() + SEED_SUBMIT_DEADLINE
+        await asyncio.gather(
+            *(
+                _submit_seed(session, state, channel, number, deadline)
+                for channel in channels
+                for number in range(POLL_SEED)
+            )
+        )
+        calm_s, reason = await wait_calm(session, state, channels, time.monotonic())
+    finally:
+        stop_watch.set()
+        await asyncio.gather(*watchers, return_exceptions=True)
+    found = committed_hashes(state, channels)
+    if calm_s is None:
+        say(f"seeding the polls: not calm within {CALM_DEADLINE:g} s: {reason}")
+    empty = [channel or "the default channel" for channel in channels if not found[channel]]
+    if empty:
+        raise BenchError(
+            f"none of the transactions submitted to poll became final in {', '.join(empty)} "
+            f"(answers: {dict(state.answers)}; {reason or 'calm'})"
+        )
+    return found
+
+
+async def _submit_seed(
+    session: aiohttp.ClientSession, state: LoadState, channel: str, number: int, deadline: float
+) -> None:
+    """Submit one v1 transaction as the load builds them until acknowledged or `deadline`."""
+    url = rest_url(number % PEERS, "/api/v1/transactions", channel)
+    attempt = 0
+    while time.monotonic() < deadline:
+        body = {"data": {"bench": state.run_id, "poll_seed": number, "attempt": attempt}}
+        attempt += 1
+        answer = await _post_tx(session, url, body)
+        if isinstance(answer, str):
+            state.answers["200"] += 1
+            state.record_ack(answer, time.monotonic())
+            return
+        kind, retry = answer
+        state.answers[str(kind)] += 1
+        await asyncio.sleep(ERROR_BACKOFF if retry is None else min(retry, RETRY_AFTER_CAP))
+
+
+def answer_figures(answers: Mapping[str, int], prefix: str) -> dict[str, int]:
+    """A read phase's answers as figures: `<prefix>_answers_<status>` for 200, 503 (always, 0
+    if none) and every other HTTP status answered; `<prefix>_answers_none` for calls with no
+    HTTP answer (timeouts, connection errors, bad replies)."""
     statuses = {"200": 0, "503": 0}
     none = 0
     for key, count in answers.items():
@@ -1452,47 +1658,57 @@ def answer_figures(answers: Mapping[str, int]) -> dict[str, int]:
             statuses[key] = statuses.get(key, 0) + count
         else:
             none += count
-    figures = {f"query_answers_{key}": statuses[key] for key in sorted(statuses)}
-    figures["query_answers_none"] = none
+    figures = {f"{prefix}_answers_{key}": statuses[key] for key in sorted(statuses)}
+    figures[f"{prefix}_answers_none"] = none
     return figures
 
 
-def query_figures(
+def read_figures(
+    prefix: str,
     answers: Mapping[str, int],
     latencies: Sequence[float],
     cpu: Mapping[str, float],
     seconds: float,
     own_cpu: tuple[float, float] = (0.0, 0.0),
+    results: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The figures of the query phase. `answers`: count by HTTP status (or failure kind);
-    `latencies`: seconds of the answered (200) queries; `cpu`: the network's CPU seconds by
-    process kind over the phase; `seconds`: from the first query to the last answer; `own_cpu`:
-    the load generator's CPU seconds over the CPU window, and that window's length."""
+    """The figures of a read phase, each prefixed `prefix` ("query", "poll"): `answers`: count
+    by HTTP status (or failure kind); `latencies`: seconds of the answered (200) requests;
+    `cpu`: the network's CPU seconds by process kind over the phase; `seconds`: from the first
+    request to the last answer; `own_cpu`: the load generator's CPU seconds over the CPU window,
+    and that window's length; `results`: the 200 answers by the result code they carried, when
+    the requests have one (`<prefix>_results_executed`: code 0)."""
     answered = answers.get("200", 0)
     lat = percentiles(latencies, (50, 99))
     cpu_total = round(sum(cpu.values()), 2)
 
-    def per_query_ms(cpu_seconds: float) -> float | None:
+    def per_request_ms(cpu_seconds: float) -> float | None:
         return round(cpu_seconds * 1000 / answered, 4) if answered else None
 
     figures: dict[str, Any] = {
-        "query_s": round(seconds, 2),
-        "query_answered_per_s": round(answered / seconds, 1) if seconds > 0 else None,
-        "query_p50_ms": milliseconds(lat["p50"]),
-        "query_p99_ms": milliseconds(lat["p99"]),
-        **answer_figures(answers),
-        "query_cpu_s": cpu_total,
-        "query_cpu_ms_per_query": per_query_ms(cpu_total),
-        **{f"query_cpu_ms_{kind}_per_query": per_query_ms(cpu.get(kind, 0.0)) for kind in KINDS},
-        "query_cpu_s_load_generator": round(own_cpu[0], 2),
-        "query_cores_busy": (
+        f"{prefix}_s": round(seconds, 2),
+        f"{prefix}_answered_per_s": round(answered / seconds, 1) if seconds > 0 else None,
+        f"{prefix}_p50_ms": milliseconds(lat["p50"]),
+        f"{prefix}_p99_ms": milliseconds(lat["p99"]),
+        **answer_figures(answers, prefix),
+        **({} if results is None else {f"{prefix}_results_executed": results.get("0", 0)}),
+        f"{prefix}_cpu_s": cpu_total,
+        f"{prefix}_cpu_ms_per_{prefix}": per_request_ms(cpu_total),
+        **{
+            f"{prefix}_cpu_ms_{kind}_per_{prefix}": per_request_ms(cpu.get(kind, 0.0))
+            for kind in KINDS
+        },
+        f"{prefix}_cpu_s_load_generator": round(own_cpu[0], 2),
+        f"{prefix}_cores_busy": (
             round((cpu_total + own_cpu[0]) / own_cpu[1], 2) if own_cpu[1] > 0 else None
         ),
     }
-    details = {
-        "query_answers": dict(Counter(answers).most_common()),
-        "query_cpu_s_by_kind": dict(cpu),
+    details: dict[str, Any] = {
+        f"{prefix}_answers": dict(Counter(answers).most_common()),
+        f"{prefix}_cpu_s_by_kind": dict(cpu),
     }
+    if results is not None:
+        details[f"{prefix}_results"] = dict(Counter(results).most_common())
     return {"figures": figures, "details": details}
 
 
@@ -1516,6 +1732,7 @@ class Options:
     rounds: int = 1
     loads: int = 1  # loads in a row on the one network (the figures are the first's)
     queries: float = 0.0  # seconds of the query load after the transaction loads (0: none)
+    polls: float = 0.0  # seconds of transaction result polls after those (0: none)
     no_load: bool = False  # no transaction load (v1 or v3)
 
     @property
@@ -1572,12 +1789,15 @@ async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]
                 idle_p50_ms=idle["p50_ms"], idle_p90_ms=idle["p90_ms"], idle_unfinal=idle["unfinal"]
             )
             details["idle_errors"] = idle["errors"]
+        known: dict[str, list[str]] = {}  # channel -> transactions the v1 loads saw committed
         if options.tx_load:
             loads = []
             for index in range(options.loads):
                 tag = label if options.loads == 1 else f"{label} load {index + 1}/{options.loads}"
                 say(f"{tag}: load: {options.clients} clients for {options.duration:g} s")
                 load = await run_load(session, net, options.clients, options.duration, tag)
+                for channel, hashes in load["committed_hashes"].items():
+                    known.setdefault(channel, []).extend(hashes)
                 rss_after, rss_split = await asyncio.to_thread(tree_rss_mb, net.pid)
                 loads.append(load_trend(load["figures"], rss_after))
                 if index == 0:
@@ -1603,6 +1823,13 @@ async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]
             queries = await run_queries(net, options.clients, options.queries, f"{label} queries")
             figures.update(queries["figures"])
             details.update(queries["details"])
+        if options.polls > 0 and not options.idle_only:
+            say(f"{label}: poll load: {options.clients} clients for {options.polls:g} s")
+            polls = await run_polls(
+                session, net, options.clients, options.polls, f"{label} polls", known
+            )
+            figures.update(polls["figures"])
+            details.update(polls["details"])
         if not net.alive():
             raise BenchError("localnet.sh exited during the benchmark")
     return {"figures": figures, "details": details}
@@ -1725,6 +1952,40 @@ def baseline_tree(repo: Path, rev: str) -> Any:
 
 # ------------------------------------------------------------------ the report
 
+KIND_TITLES = {
+    "radiostation": "radiostation",
+    "peer": "peers",
+    "rest_proxy": "REST proxies",
+    "score": "SCORE",
+    "other": "other",
+}
+
+
+def read_rows(prefix: str, with_results: bool = False) -> tuple[tuple[str, str], ...]:
+    """The table rows of a read phase's figures (`read_figures`), titled by READ_PHASES."""
+    name = READ_PHASES[prefix]
+    executed = (f"{prefix}_results_executed", f"{name}:   of which executed (response code 0)")
+    return (
+        (f"{prefix}_s", f"{name}: load duration (s)"),
+        (f"{prefix}_answered_per_s", f"{name}: answered (200) per s"),
+        (f"{prefix}_p50_ms", f"{name}: latency p50 of the answered (ms)"),
+        (f"{prefix}_p99_ms", f"{name}: latency p99 of the answered (ms)"),
+        (f"{prefix}_answers_200", f"{name}: answers 200"),
+        *((executed,) if with_results else ()),
+        (f"{prefix}_answers_503", f"{name}: answers 503 (overload)"),
+        # here a row for each other HTTP status answered (table_rows)
+        (f"{prefix}_answers_none", f"{name}: no HTTP answer (timeout, connection)"),
+        (f"{prefix}_cpu_s", f"{name}: CPU seconds"),
+        (f"{prefix}_cpu_ms_per_{prefix}", f"{name}: CPU ms per answered {prefix}"),
+        *(
+            (f"{prefix}_cpu_ms_{kind}_per_{prefix}", f"{name}:   CPU ms {KIND_TITLES[kind]}")
+            for kind in KINDS
+        ),
+        (f"{prefix}_cpu_s_load_generator", f"{name}: CPU s of the load generator (not in the sum)"),
+        (f"{prefix}_cores_busy", f"{name}: cores busy: network + load generator"),
+    )
+
+
 # (key, label) in table order; the unit is in the label
 TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("ready_s", "seconds until all peers ready"),
@@ -1791,40 +2052,32 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("v3_cpu_s_rest_proxy", "v3:   CPU s REST proxies"),
     ("v3_cpu_s_peer", "v3:   CPU s peers"),
     ("v3_calm_s", "v3: seconds until calm after load"),
-    ("query_s", "queries: load duration (s)"),
-    ("query_answered_per_s", "queries: answered (200) per s"),
-    ("query_p50_ms", "queries: latency p50 of the answered (ms)"),
-    ("query_p99_ms", "queries: latency p99 of the answered (ms)"),
-    ("query_answers_200", "queries: answers 200"),
-    ("query_answers_503", "queries: answers 503 (overload)"),
-    # here a row for each other HTTP status answered (table_rows)
-    ("query_answers_none", "queries: no HTTP answer (timeout, connection)"),
-    ("query_cpu_s", "queries: CPU seconds"),
-    ("query_cpu_ms_per_query", "queries: CPU ms per answered query"),
-    ("query_cpu_ms_radiostation_per_query", "queries:   CPU ms radiostation"),
-    ("query_cpu_ms_peer_per_query", "queries:   CPU ms peers"),
-    ("query_cpu_ms_rest_proxy_per_query", "queries:   CPU ms REST proxies"),
-    ("query_cpu_ms_score_per_query", "queries:   CPU ms SCORE"),
-    ("query_cpu_ms_other_per_query", "queries:   CPU ms other"),
-    ("query_cpu_s_load_generator", "queries: CPU s of the load generator (not in the sum)"),
-    ("query_cores_busy", "queries: cores busy: network + load generator"),
+    *read_rows("query"),
+    *read_rows("poll", with_results=True),
 )
-QUERY_STATUS_FIGURE = re.compile(r"query_answers_(\d+)")
+# a figure that counts a read phase's answers of one HTTP status: (prefix, status)
+STATUS_FIGURE = re.compile(rf"({'|'.join(READ_PHASES)})_answers_(\d+)")
 
 
 def table_rows(keys: Iterable[str]) -> list[tuple[str, str]]:
-    """TABLE_ROWS with, after the 503 answers to queries, a row for each other HTTP status that
-    one of `keys` (the runs' figures) counts queries answered with."""
+    """TABLE_ROWS with, after the 503 answers of each read phase (queries, polls), a row for
+    each other HTTP status that one of `keys` (the runs' figures) counts it answered with."""
     known = {key for key, _ in TABLE_ROWS}
-    others = sorted(
-        {key for key in keys if QUERY_STATUS_FIGURE.fullmatch(key) and key not in known},
-        key=lambda key: int(key.rpartition("_")[2]),
-    )
+    others: dict[str, list[tuple[int, str]]] = {}
+    for key in set(keys) - known:
+        found = STATUS_FIGURE.fullmatch(key)
+        if found:
+            others.setdefault(found[1], []).append((int(found[2]), key))
     rows = []
     for key, title in TABLE_ROWS:
         rows.append((key, title))
-        if key == "query_answers_503":
-            rows.extend((other, f"queries: answers {other.rpartition('_')[2]}") for other in others)
+        found = STATUS_FIGURE.fullmatch(key)
+        if found and found[2] == "503":
+            name = READ_PHASES[found[1]]
+            rows.extend(
+                (other, f"{name}: answers {status}")
+                for status, other in sorted(others.get(found[1], ()))
+            )
     return rows
 
 
@@ -1875,7 +2128,7 @@ def _detail_lines(label: str, details: Mapping[str, Any]) -> list[str]:
     lines = []
     if "final_within_drain" in details:
         lines.append(f"{label}: {details['final_within_drain']}")
-    for prefix in ("", "v3_", "query_"):
+    for prefix in ("", "v3_", *(f"{read}_" for read in READ_PHASES)):
         if f"{prefix}final_within_drain" in details and prefix:
             lines.append(f"{label} {prefix[:-1]}: {details[f'{prefix}final_within_drain']}")
         if f"{prefix}answers" in details:
@@ -1884,6 +2137,11 @@ def _detail_lines(label: str, details: Mapping[str, Any]) -> list[str]:
             lines.append(
                 f"{label}{' ' + prefix[:-1] if prefix else ''}: answers by status: {shown}"
             )
+    for prefix in READ_PHASES:
+        if f"{prefix}_results" in details:
+            codes = details[f"{prefix}_results"]
+            shown = ", ".join(f"{key}: {n}" for key, n in codes.items()) or "none"
+            lines.append(f"{label} {prefix}: result codes of the 200 answers: {shown}")
     for number, load in enumerate(details.get("loads", ()), 1):
         lines.append(
             f"{label} load {number}: {format_value(load['committed_per_s'])} tx/s, "
@@ -1937,12 +2195,15 @@ SPREAD_FIGURES = (
     "query_answered_per_s",
     "query_cpu_ms_per_query",
     "query_p99_ms",
+    "poll_answered_per_s",
+    "poll_cpu_ms_per_poll",
+    "poll_p99_ms",
 )
 
 
 def round_ratios(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, float | None]]:
     """current / baseline of each round (rounds run in pairs), for the SPREAD_FIGURES that the
-    runs have (no transaction load, or no query load, has no such figures)."""
+    runs have (no transaction load, or no query or poll load, has no such figures)."""
     if "baseline" not in runs or "current" not in runs:
         return []
     pairs = list(
@@ -1989,6 +2250,7 @@ def report(
             "loads": options.loads,
             "no_load": options.no_load,
             "queries_s": options.queries,
+            "polls_s": options.polls,
         },
         **runs,
     }
@@ -2074,7 +2336,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     )
     add("--tree", type=Path, default=_REPO, help="source tree to run (default: this repo)")
     add("--json", action="store_true", help="print one JSON object instead of the table")
-    add("--idle-only", action="store_true", help="skip the loads (transactions and queries)")
+    add("--idle-only", action="store_true", help="skip the loads (transactions, queries, polls)")
     add("--no-load", action="store_true", help="skip the transaction loads (v1 and --v3)")
     add("--no-idle", action="store_true", help="skip the idle latency")
     add("--keep-data", action="store_true", help="keep each run's network directory and logs")
@@ -2102,9 +2364,20 @@ def parse_args(argv: Sequence[str]) -> Options:
         help="after the transaction loads, the same clients send loadtool's query (-t 1) to "
         "/api/v1/query back to back for this long (default 0: no query load)",
     )
+    add(
+        "--polls",
+        metavar="SECONDS",
+        type=_duration_or_off,
+        default=0.0,
+        help="after the transaction loads and queries, the same clients poll transaction results "
+        "(/api/v1/transactions/result) of committed transactions back to back for this long "
+        "(the load's, or a few it submits first; default 0: no polls)",
+    )
     args = parser.parse_args(argv)
     if args.idle_only and args.queries > 0:
         parser.error("--idle-only runs no load; for the queries alone: --no-load --queries S")
+    if args.idle_only and args.polls > 0:
+        parser.error("--idle-only runs no load; for the polls alone: --no-load --polls S")
     tree = args.tree.resolve()
     if not (tree / "localnet.sh").exists():
         parser.error(f"--tree {tree} has no localnet.sh")
@@ -2124,6 +2397,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         rounds=args.rounds,
         loads=args.loads,
         queries=args.queries,
+        polls=args.polls,
         no_load=args.no_load,
     )
 

@@ -631,8 +631,8 @@ LOAD_FIGURES = (
 @pytest.mark.slow
 def test_bench_short_load_prints_every_figure() -> None:
     code, out, err = run_tool(
-        BENCH, "-c", "4", "-d", "5", "--v3", "--loads", "2", "--queries", "3", "--json",
-        deadline=600,
+        BENCH, "-c", "4", "-d", "5", "--v3", "--loads", "2", "--queries", "3", "--polls", "3",
+        "--json", deadline=600,
     )  # fmt: skip
     assert code == 0, f"{out}\n{err}"
     assert_clean_log(err, BENCH)
@@ -718,6 +718,50 @@ def test_bench_short_load_prints_every_figure() -> None:
     assert figures["query_cpu_ms_per_query"] == pytest.approx(
         sum(figures[f"query_cpu_ms_{kind}_per_query"] for kind in bench.KINDS), rel=0.01
     )
+    # then the polls: the results of transactions the v1 loads saw committed, every one executed
+    assert summary["settings"]["polls_s"] == 3.0
+    assert "submitting" not in err  # the loads left transactions to poll
+    check_poll_figures(figures, details, 3.0)
+    assert not bench.busy_ports(), "the network was not stopped"
+
+
+def check_poll_figures(figures: dict[str, Any], details: dict[str, Any], seconds: float) -> None:
+    """A poll phase of `seconds` asked only for committed transactions, and had them answered."""
+    assert seconds <= figures["poll_s"] <= seconds + bench.REQUEST_TIMEOUT + 1
+    assert figures["poll_answers_200"] > 0
+    assert figures["poll_results_executed"] == figures["poll_answers_200"]
+    assert details["poll_results"] == {"0": figures["poll_answers_200"]}
+    statuses = [key for key in figures if re.fullmatch(r"poll_answers_\d+", key)]
+    assert sorted(statuses) == ["poll_answers_200", "poll_answers_503"]  # no 404: all known
+    assert figures["poll_answers_none"] == 0
+    assert details["poll_answers"]["200"] == figures["poll_answers_200"]
+    assert figures["poll_answered_per_s"] == pytest.approx(
+        figures["poll_answers_200"] / figures["poll_s"], rel=0.05
+    )
+    assert 0 < figures["poll_p50_ms"] <= figures["poll_p99_ms"]
+    for kind in ("peer", "rest_proxy"):  # a poll crosses both
+        assert figures[f"poll_cpu_ms_{kind}_per_poll"] > 0, kind
+    assert figures["poll_cpu_ms_per_poll"] == pytest.approx(
+        sum(figures[f"poll_cpu_ms_{kind}_per_poll"] for kind in bench.KINDS), rel=0.01
+    )
+    assert figures["poll_cpu_s_load_generator"] > 0 and figures["poll_cores_busy"] > 0
+
+
+@pytest.mark.slow
+def test_bench_polls_alone_poll_the_transactions_they_submit_first() -> None:
+    code, out, err = run_tool(
+        BENCH, "-c", "8", "--channels", "alpha,beta", "--no-idle", "--no-load", "--polls", "2",
+        "--json", deadline=600,
+    )  # fmt: skip
+    assert code == 0, f"{out}\n{err}"
+    assert_clean_log(err, BENCH)
+    summary = last_json(out)
+    assert summary["settings"]["no_load"] and summary["settings"]["polls_s"] == 2.0
+    figures, details = summary["current"]["figures"], summary["current"]["details"]
+    assert "acked" not in figures and "query_s" not in figures  # the polls alone
+    assert f"submitting {bench.POLL_SEED} transactions to poll in alpha, beta" in err
+    # 8 clients: 4 on each channel, each asking for transactions of its own channel only
+    check_poll_figures(figures, details, 2.0)
     assert not bench.busy_ports(), "the network was not stopped"
 
 
@@ -770,13 +814,13 @@ def test_v3_senders_sign_transfers_the_node_accepts() -> None:
 
 
 def test_query_answers_as_figures_by_status() -> None:
-    assert bench.answer_figures({}) == {
+    assert bench.answer_figures({}, "query") == {
         "query_answers_200": 0,
         "query_answers_503": 0,
         "query_answers_none": 0,
     }
     answers = {"200": 90, "503": 5, "500": 2, "404": 1, "timeout": 3, "connection error": 1}
-    assert bench.answer_figures(answers) == {
+    assert bench.answer_figures(answers, "query") == {
         "query_answers_200": 90,
         "query_answers_404": 1,
         "query_answers_500": 2,
@@ -789,7 +833,7 @@ def test_query_figures_rate_latency_and_cpu_per_answered_query() -> None:
     cpu = {"radiostation": 0.02, "peer": 6.0, "rest_proxy": 3.0, "score": 1.0, "other": 0.0}
     answers = {"200": 4000, "503": 10, "timeout": 1}
     latencies = [0.001 * (n % 100 + 1) for n in range(4000)]  # 1 ... 100 ms, 40 of each
-    found = bench.query_figures(answers, latencies, cpu, seconds=10.0, own_cpu=(4.0, 10.5))
+    found = bench.read_figures("query", answers, latencies, cpu, seconds=10.0, own_cpu=(4.0, 10.5))
     figures = found["figures"]
     assert figures["query_s"] == 10.0 and figures["query_answered_per_s"] == 400.0
     assert figures["query_p50_ms"] == 50.0 and figures["query_p99_ms"] == 99.0
@@ -806,15 +850,15 @@ def test_query_figures_rate_latency_and_cpu_per_answered_query() -> None:
     assert figures["query_cores_busy"] == 1.34  # (10.02 + 4) / 10.5
     assert found["details"]["query_answers"] == {"200": 4000, "503": 10, "timeout": 1}
     assert found["details"]["query_cpu_s_by_kind"] == cpu
-    none = bench.query_figures({"503": 3}, [], cpu, seconds=0.0)["figures"]
+    none = bench.read_figures("query", {"503": 3}, [], cpu, seconds=0.0)["figures"]
     assert none["query_answered_per_s"] is None and none["query_p50_ms"] is None
     assert none["query_cpu_ms_per_query"] is None and none["query_cores_busy"] is None
 
 
 def test_query_rows_with_every_status_answered_and_ratios() -> None:
     cpu = dict.fromkeys(bench.KINDS, 1.0)
-    base = bench.query_figures({"200": 100, "500": 2}, [0.01] * 100, cpu, 10.0)
-    current = bench.query_figures({"200": 200, "429": 1}, [0.005] * 200, cpu, 10.0)
+    base = bench.read_figures("query", {"200": 100, "500": 2}, [0.01] * 100, cpu, 10.0)
+    current = bench.read_figures("query", {"200": 200, "429": 1}, [0.005] * 200, cpu, 10.0)
     runs = {"baseline": _run(**base["figures"]), "current": _run(**current["figures"])}
     runs["current"]["details"] = current["details"]
     text = bench.format_table(runs, bench.ratios(runs["current"]["figures"], base["figures"]))
@@ -897,17 +941,17 @@ async def test_query_client_counts_answers_over_one_connection_and_waits_as_told
     port = runner.addresses[0][1]
     body = bench.json.dumps(bench.DEFAULT_QUERY).encode()
     try:
-        state = bench.QueryState()
-        await bench.query_client(
-            state, f"http://127.0.0.1:{port}/mixed", body, time.monotonic() + 0.3
-        )
+        state = bench.ReadState()
+        mixed_query = bench.query_request(f"http://127.0.0.1:{port}/mixed", body)
+        await bench.read_client(state, mixed_query, time.monotonic() + 0.3)
         assert state.answers["200"] > 2 and state.answers["503"] >= 1
         assert set(state.answers) == {"200", "503", "500"} and state.in_flight == 0
         assert len(state.latencies) == state.answers["200"] and min(state.latencies) > 0
         assert bodies == [bench.DEFAULT_QUERY] * len(bodies) and len(peers) == 1  # keep-alive
-        state = bench.QueryState()
+        state = bench.ReadState()
         started = time.monotonic()
-        await bench.query_client(state, f"http://127.0.0.1:{port}/busy", body, started + 0.3)
+        busy_query = bench.query_request(f"http://127.0.0.1:{port}/busy", body)
+        await bench.read_client(state, busy_query, started + 0.3)
         assert state.answers == {"503": 1}  # Retry-After: 5 kept it waiting until the end
         assert time.monotonic() - started < 1.0
     finally:
@@ -915,6 +959,248 @@ async def test_query_client_counts_answers_over_one_connection_and_waits_as_told
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         free = closed.getsockname()[1]
-    state = bench.QueryState()
-    await bench.query_client(state, f"http://127.0.0.1:{free}/", body, time.monotonic() + 0.2)
+    state = bench.ReadState()
+    refused = bench.query_request(f"http://127.0.0.1:{free}/", body)
+    await bench.read_client(state, refused, time.monotonic() + 0.2)
     assert set(state.answers) == {"connection error"} and not state.latencies
+
+
+# ------------------------------------------------------------------ result polls (--polls)
+
+
+def test_poll_figures_are_the_query_figures_named_for_polls_with_the_executed_results() -> None:
+    cpu = {"radiostation": 0.0, "peer": 2.0, "rest_proxy": 1.0, "score": 0.0, "other": 0.0}
+    answers = {"200": 1000, "404": 2, "503": 1, "timeout": 1}
+    latencies = [0.001 * (n % 4 + 1) for n in range(1000)]  # 1 ... 4 ms
+    found = bench.read_figures(
+        "poll", answers, latencies, cpu, 5.0, (1.0, 5.0), {"0": 990, "2": 10}
+    )
+    figures = found["figures"]
+    assert figures["poll_s"] == 5.0 and figures["poll_answered_per_s"] == 200.0
+    assert figures["poll_p50_ms"] == 2.0 and figures["poll_p99_ms"] == 4.0
+    assert figures["poll_results_executed"] == 990
+    assert {key: n for key, n in figures.items() if key.startswith("poll_answers_")} == {
+        "poll_answers_200": 1000,
+        "poll_answers_404": 2,
+        "poll_answers_503": 1,
+        "poll_answers_none": 1,
+    }
+    assert figures["poll_cpu_s"] == 3.0 and figures["poll_cpu_ms_per_poll"] == 3.0
+    assert figures["poll_cpu_ms_peer_per_poll"] == 2.0
+    assert figures["poll_cpu_ms_rest_proxy_per_poll"] == 1.0
+    assert figures["poll_cpu_s_load_generator"] == 1.0 and figures["poll_cores_busy"] == 0.8
+    # the query phase's figures, each named for polls, and the executed results beside them
+    query = bench.read_figures("query", answers, latencies, cpu, 5.0, (1.0, 5.0))
+    renamed = {key.replace("query", "poll"): value for key, value in query["figures"].items()}
+    assert figures == {**renamed, "poll_results_executed": 990}
+    assert found["details"] == {
+        "poll_answers": {"200": 1000, "404": 2, "503": 1, "timeout": 1},
+        "poll_cpu_s_by_kind": cpu,
+        "poll_results": {"0": 990, "2": 10},
+    }
+    # answered, none executed (unknown to the SCORE, or not yet): it shows
+    waiting = bench.read_figures("poll", {"200": 3}, [0.001] * 3, cpu, 1.0, results={"2": 3})
+    assert waiting["figures"]["poll_results_executed"] == 0
+    nothing = bench.read_figures("poll", {"503": 3}, [], cpu, 1.0, results={})["figures"]
+    assert nothing["poll_results_executed"] == 0 and nothing["poll_cpu_ms_per_poll"] is None
+
+
+def test_result_code_of_a_transaction_result_reply() -> None:
+    assert bench.result_code({"response_code": 0, "response": {"code": 0}}) == "0"
+    waiting = {"response_code": 0, "response": {"code": 2, "message": "not invoked yet"}}
+    assert bench.result_code(waiting) == "2"
+    for odd in (None, [], {}, {"response": None}, {"response": {"code": "0"}}, {"response": {}}):
+        assert bench.result_code(odd) == "?", odd
+    assert bench.result_code({"response": {"code": True}}) == "?"
+
+
+def test_the_polls_take_acknowledged_transactions_seen_final_in_their_channel() -> None:
+    state = bench.LoadState(run_id="r")
+    for number in range(6):
+        state.record_ack(f"a{number}", float(number))
+    state.record_final("a3", 1.0, "alpha")  # final in another order than acknowledged
+    state.record_final("a1", 2.0, "alpha")
+    state.record_final("a0", 2.0, "beta")
+    state.record_final("a0", 3.0, "alpha")  # seen again: the first block's channel counts
+    state.record_final("idle", 2.0, "alpha")  # final, but not acknowledged by this load
+    state.record_final("a2", 2.0, "gamma")  # in a channel not asked for; a4, a5 never final
+    assert bench.committed_hashes(state, ["alpha", "beta"]) == {
+        "alpha": ["a1", "a3"],
+        "beta": ["a0"],
+    }
+    assert bench.committed_hashes(state, ["delta"]) == {"delta": []}
+    many = bench.LoadState(run_id="r")
+    for number in range(10):
+        many.record_ack(f"h{number}", 0.0)
+        many.record_final(f"h{number}", 1.0)
+    assert bench.committed_hashes(many, [""], limit=4) == {"": ["h0", "h2", "h5", "h7"]}
+    assert bench.committed_hashes(many, [""])[""] == [f"h{number}" for number in range(10)]
+    assert bench.spread(["x", "y"], 2) == ["x", "y"] and bench.spread([], 3) == []
+
+
+class _RefusingSession:
+    """Stands in for a client session: notes each URL asked for, and sends nothing."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def get(self, url: str) -> Any:
+        import aiohttp
+
+        self.urls.append(url)
+        raise aiohttp.ClientConnectionError("not sent")
+
+
+async def test_a_poll_asks_for_each_hash_in_turn_in_its_channel() -> None:
+    url = f"http://127.0.0.1:{bench.REST_PORTS[2]}{bench.POLL_PATH}"
+    session = _RefusingSession()
+    request = bench.poll_request(url, "alpha", ["h0", "h1", "h2"], first=4)
+    answers = [await request(session, sent_before) for sent_before in range(4)]  # type: ignore[arg-type]
+    assert answers == [("connection error", None, None)] * 4
+    assert session.urls == [
+        f"{url}?hash={tx_hash}&channel=alpha" for tx_hash in ("h1", "h2", "h0", "h1")
+    ]
+    session = _RefusingSession()
+    await bench.poll_request(url, "", ["h0", "h1"])(session, 3)  # type: ignore[arg-type]
+    assert session.urls == [f"{url}?hash=h1"]  # the default channel: no channel argument
+    with pytest.raises(ValueError):
+        bench.poll_request(url, "", [])
+
+
+async def test_poll_client_counts_answers_and_result_codes_over_one_connection() -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    executed, waiting, unknown = "ee" * 32, "aa" * 32, "cc" * 32
+    answered = 8  # the client is stopped while it waits for the next answer
+    asked: list[str] = []
+    peers: set[Any] = set()
+    enough, release = asyncio.Event(), asyncio.Event()
+
+    async def result(request: web.Request) -> web.Response:
+        asked.append(request.query_string)
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        if len(asked) > answered:
+            enough.set()
+            await release.wait()
+        if len(asked) == 4:
+            return web.json_response({}, status=503, headers={"Retry-After": "0"})
+        if request.query["hash"] == unknown:
+            return web.json_response({"response_code": -4, "message": "not found"}, status=404)
+        code = 0 if request.query["hash"] == executed else 2
+        return web.json_response({"response_code": 0, "response": {"code": code}})
+
+    app = web.Application()
+    app.router.add_get(bench.POLL_PATH, result)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"http://127.0.0.1:{port}{bench.POLL_PATH}"
+    state = bench.ReadState()
+    try:
+        request = bench.poll_request(url, "beta", [executed, waiting, unknown], first=1)
+        client = asyncio.create_task(bench.read_client(state, request, time.monotonic() + 600))
+        await asyncio.wait_for(enough.wait(), 60)  # a bound on a broken client, not a clock
+        client.cancel()
+        await asyncio.gather(client, return_exceptions=True)
+    finally:
+        release.set()
+        await runner.cleanup()
+    cycle = [waiting, unknown, executed]
+    assert asked == [f"hash={cycle[n % 3]}&channel=beta" for n in range(answered + 1)]
+    assert len(peers) == 1  # one keep-alive connection
+    # waiting (code 2), unknown (404), executed, 503, unknown, executed, waiting, unknown
+    assert state.answers == {"200": 4, "404": 3, "503": 1}
+    assert state.results == {"0": 2, "2": 2}
+    assert len(state.latencies) == 4 and min(state.latencies) > 0 and state.in_flight == 0
+    state = bench.ReadState()
+    await bench.read_client(state, request, time.monotonic() - 1)  # over before it began
+    assert not state.answers and not state.results
+
+
+def test_poll_rows_after_the_query_rows_with_every_status_and_ratios() -> None:
+    cpu = dict.fromkeys(bench.KINDS, 1.0)
+    base = bench.read_figures("poll", {"200": 100, "404": 3}, [0.01] * 100, cpu, 10.0, (0, 0), {})
+    current = bench.read_figures(
+        "poll", {"200": 200}, [0.005] * 200, cpu, 10.0, results={"0": 150, "2": 50}
+    )
+    base["figures"]["poll_results_executed"] = 100
+    query = bench.read_figures("query", {"200": 100, "404": 1}, [0.01] * 100, cpu, 10.0)
+    runs = {
+        "baseline": _run(**query["figures"], **base["figures"]),
+        "current": _run(**current["figures"]),
+    }
+    runs["current"]["details"] = current["details"]
+    text = bench.format_table(runs, bench.ratios(current["figures"], runs["baseline"]["figures"]))
+
+    def row(title: str) -> list[str]:
+        (line,) = [line for line in text.splitlines() if line.startswith(title + "  ")]
+        return line.split()[-3:]
+
+    assert row("polls: answered (200) per s") == ["10.0", "20.0", "2.00"]
+    assert row("polls:   of which executed (response code 0)") == ["100", "150", "1.50"]
+    assert row("polls: latency p99 of the answered (ms)") == ["10.0", "5.00", "0.5"]
+    assert row("polls: CPU ms per answered poll") == ["50.0", "25.0", "0.5"]
+    assert row("polls:   CPU ms SCORE") == ["10.0", "5.00", "0.5"]
+    assert row("polls: answers 404") == ["3", "-", "-"]
+    assert row("queries: answers 404") == ["1", "-", "-"]  # each phase its own statuses
+    assert row("queries:   CPU ms SCORE") == ["10.0", "-", "-"]
+    lines = text.splitlines()
+
+    def position(title: str) -> int:
+        (found,) = [n for n, line in enumerate(lines) if line.startswith(title + "  ")]
+        return found
+
+    order = [
+        "queries: no HTTP answer (timeout, connection)",
+        "polls: answered (200) per s",
+        "polls: answers 200",
+        "polls:   of which executed (response code 0)",
+        "polls: answers 503 (overload)",
+        "polls: answers 404",
+        "polls: no HTTP answer (timeout, connection)",
+        "polls: cores busy: network + load generator",
+    ]
+    assert [position(title) for title in order] == sorted(position(title) for title in order)
+    assert "current poll: answers by status: 200: 200" in text
+    assert "current poll: result codes of the 200 answers: 0: 150, 2: 50" in text
+
+
+def test_read_clients_take_turns_over_the_peers_then_the_channels_as_the_load() -> None:
+    places = bench.client_places(9, ["a", "b"])
+    assert places == [(peer, "a") for peer in range(4)] + [(peer, "b") for peer in range(4)] + [
+        (0, "a")
+    ]
+    assert bench.client_places(2, [""]) == [(0, ""), (1, "")]
+
+
+def test_polls_option() -> None:
+    assert bench.parse_args([]).polls == 0
+    options = bench.parse_args(["--no-load", "--no-idle", "--polls", "15"])
+    assert options.polls == 15.0 and options.queries == 0 and not options.tx_load
+    assert bench.parse_args(["--queries", "5", "--polls", "1m"]).polls == 60.0
+    assert bench.parse_args(["--polls", "0"]).polls == 0.0
+    summary, _ = bench.report({"current": _run()}, options)
+    assert summary["settings"]["polls_s"] == 15.0 and summary["settings"]["queries_s"] == 0
+    for bad in (["--polls", "-1"], ["--polls", "x"], ["--idle-only", "--polls", "5"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
+
+
+def test_round_ratios_of_the_polls() -> None:
+    base = [_run(poll_answered_per_s=200.0, poll_cpu_ms_per_poll=1.0, poll_p99_ms=4.0)] * 2
+    current = [_run(poll_answered_per_s=300.0, poll_cpu_ms_per_poll=0.8, poll_p99_ms=2.0)] * 2
+    runs = {"baseline": bench.merge_rounds(base), "current": bench.merge_rounds(current)}
+    per_round = bench.round_ratios(runs)
+    assert (
+        per_round
+        == [{"poll_answered_per_s": 1.5, "poll_cpu_ms_per_poll": 0.8, "poll_p99_ms": 0.5}] * 2
+    )
+    assert bench.spread_lines(per_round) == [
+        "ratio of poll_answered_per_s in each round: 1.50, 1.50",
+        "ratio of poll_cpu_ms_per_poll in each round: 0.8, 0.8",
+        "ratio of poll_p99_ms in each round: 0.5, 0.5",
+    ]
