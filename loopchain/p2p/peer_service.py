@@ -8,7 +8,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 
@@ -161,15 +161,30 @@ def _batch_reply(outcomes: Sequence[Transaction | RequestError]) -> pb.CreateTxB
     return pb.CreateTxBatchReply(results=results)
 
 
-class _QueryReply:
-    """The results of a QueryBatch reply, in order, up to `max_bytes`."""
+class _Sized(Protocol):
+    """A result of a batch reply (a protobuf message: an answer, or a refusal of its own)."""
 
-    def __init__(self, max_bytes: int) -> None:
-        self.results: list[pb.QueryResult] = []
+    def ByteSize(self) -> int: ...
+
+
+Result = TypeVar("Result", bound=_Sized)
+
+
+class _BatchReply(Generic[Result]):
+    """The results of a batch reply (QueryBatch, GetTxResultBatch), in order, up to `max_bytes`;
+    `refusal` makes the result refusing, with these words, one too large for a reply alone (a
+    `what`)."""
+
+    def __init__(
+        self, max_bytes: int, refusal: Callable[[grpc.StatusCode, str], Result], what: str
+    ) -> None:
+        self.results: list[Result] = []
+        self._what = what
         self._size = _REPLY_OVERHEAD
         self._max_bytes = max_bytes
+        self._refusal = refusal
 
-    def add(self, result: pb.QueryResult) -> bool:
+    def add(self, result: Result) -> bool:
         """Add `result` if it fits; False (nothing added) when the reply is full. The first
         always goes, refused when it is larger than a reply on its own."""
         self._size += result.ByteSize() + _RESULT_OVERHEAD
@@ -179,13 +194,21 @@ class _QueryReply:
         if self.results:
             return False
         self.results.append(
-            pb.QueryResult(
-                code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
-                message=f"query answer of {result.ByteSize()} bytes is larger than a reply may "
-                f"be ({self._max_bytes} bytes)",
+            self._refusal(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self._what} of {result.ByteSize()} bytes is larger than a reply may be "
+                f"({self._max_bytes} bytes)",
             )
         )
         return False
+
+
+def _query_refusal(code: grpc.StatusCode, message: str) -> pb.QueryResult:
+    return pb.QueryResult(code=code.value[0], message=message)
+
+
+def _lookup_refusal(code: grpc.StatusCode, message: str) -> pb.TxResultEntry:
+    return pb.TxResultEntry(code=code.value[0], message=message)
 
 
 def decode_consensus(message: pb.ConsensusMessage, pooled: Pooled | None = None) -> m.Event:
@@ -212,6 +235,7 @@ def _refused(context: Any, status: grpc.StatusCode, message: str) -> None:
 
 MAX_SUBMISSIONS_PER_CALL = 1000  # client transactions in one CreateTxBatch
 MAX_QUERIES_PER_CALL = 1000  # client queries in one QueryBatch
+MAX_LOOKUPS_PER_CALL = 1000  # transaction hashes in one GetTxResultBatch
 # A QueryBatch reply's bytes beside its results, and each result's beside its own, counted
 # generously
 _REPLY_OVERHEAD = 64
@@ -260,6 +284,24 @@ def damaged(method: str, exc: StorageCorrupt | StoreDamaged) -> RequestError:
         ErrorKind.DAMAGED,
         "the peer's store is corrupt where this read goes (its log names the store); "
         "its operator restores it",
+    )
+
+
+def _tx_result(channel: ChannelBackend, tx_hash: bytes) -> pb.TxResultReply:
+    """GetTxResult's answer about one transaction of `channel` (NOT_FOUND when unknown)."""
+    found = channel.tx_result(tx_hash)
+    if found is None:
+        raise RequestError(ErrorKind.NOT_FOUND, f"transaction {tx_hash.hex()} not found")
+    return pb.TxResultReply(
+        code=found.code,
+        message=found.message,
+        executed=found.executed,
+        block_height=found.block_height,
+        block_hash=found.block_hash.hex(),
+        tx_index=found.tx_index,
+        steps=found.steps,
+        cumulative_steps=found.cumulative_steps,
+        events_json=found.events_json,
     )
 
 
@@ -618,22 +660,49 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
     async def GetTxResult(self, request: pb.GetTxRequest, context: Any) -> pb.TxResultReply:
         def work() -> pb.TxResultReply:
             tx_hash = _hash_arg(request.tx_hash)
-            found = self._channel(context, request.channel).tx_result(tx_hash)
-            if found is None:
-                raise RequestError(ErrorKind.NOT_FOUND, f"transaction {tx_hash.hex()} not found")
-            return pb.TxResultReply(
-                code=found.code,
-                message=found.message,
-                executed=found.executed,
-                block_height=found.block_height,
-                block_hash=found.block_hash.hex(),
-                tx_index=found.tx_index,
-                steps=found.steps,
-                cumulative_steps=found.cumulative_steps,
-                events_json=found.events_json,
-            )
+            return _tx_result(self._channel(context, request.channel), tx_hash)
 
         return await self._serve(context, "GetTxResult", work, request)
+
+    async def GetTxResultBatch(
+        self, request: pb.TxResultBatchRequest, context: Any
+    ) -> pb.TxResultBatchReply:
+        return await self._serve(
+            context,
+            "GetTxResultBatch",
+            lambda: self._tx_result_batch(request, context),
+            request,
+        )
+
+    def _tx_result_batch(
+        self, request: pb.TxResultBatchRequest, context: Any
+    ) -> pb.TxResultBatchReply:
+        """Each hash's result as GetTxResult answers it, a refusal (an unknown transaction
+        too) in its own entry; the reply holds the entries that fit in a message (its caller
+        asks the rest again). Refusals are counted as GetTxResult's, one a lookup."""
+        if len(request.tx_hashes) > MAX_LOOKUPS_PER_CALL:
+            raise RequestError(
+                ErrorKind.INVALID,
+                f"{len(request.tx_hashes)} transaction hashes in one call, "
+                f"limit {MAX_LOOKUPS_PER_CALL}",
+            )
+        channel = self._channel(context, request.channel)
+        reply = _BatchReply(self.max_reply, _lookup_refusal, "transaction result")
+        for text in request.tx_hashes:
+            refused: grpc.StatusCode | None = None
+            try:
+                entry = pb.TxResultEntry(result=_tx_result(channel, _hash_arg(text)))
+            except (StorageCorrupt, StoreDamaged) as exc:
+                refused = ErrorKind.DAMAGED.value
+                entry = _lookup_refusal(refused, damaged("GetTxResult", exc).message)
+            except RequestError as exc:  # bounded as a call's refusal is (it may quote the hash)
+                refused = exc.kind.value
+                entry = _lookup_refusal(refused, status_details(exc.message))
+            if not reply.add(entry):
+                break
+            if refused is not None:  # counted once it is told (a lookup asked again is not)
+                self._count_error("GetTxResult", refused)
+        return pb.TxResultBatchReply(results=reply.results)
 
     async def GetBlock(self, request: pb.GetBlockRequest, context: Any) -> pb.BlockReply:
         def work() -> pb.BlockReply:
@@ -715,7 +784,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         # all asked at once (so that they share the SCORE's calls), taken in order until the
         # reply is full: the rest are cancelled, never sent to the SCORE or held here
         tasks = [asyncio.ensure_future(answer(text)) for text in request.params_json]
-        reply = _QueryReply(self.max_reply)
+        reply = _BatchReply(self.max_reply, _query_refusal, "query answer")
         try:
             for task in tasks:
                 result, refused = await task

@@ -44,6 +44,10 @@ BLOCK_READS = frozenset({"GetBlock"})
 MAX_BLOCK_READS = 16
 
 
+def _entry_result(entry: pb.TxResultEntry) -> pb.TxResultReply:
+    return entry.result
+
+
 class PeerApi:
     """The REST routes of one peer, backed by a gRPC channel to it (opened by `start`)."""
 
@@ -59,14 +63,15 @@ class PeerApi:
         # told how many submissions each call to the peer carries (the proxy's metrics)
         self.on_submission_call: Callable[[int], None] | None = None
         self._max_batch_bytes = max_submissions_bytes(config)
-        self.submitter = BatchSubmitter(
+        self.submitter: BatchSubmitter[str] = BatchSubmitter(
             self._submit_batch,
             self._describe_peer,
             on_call=self._submission_call,
             max_batch_bytes=self._max_batch_bytes,
         )
-        self._submitters = [self.submitter]
+        self._submitters: list[BatchSubmitter[Any]] = [self.submitter]
         self.querier = self.query_submitter()
+        self.results = self.result_submitter()
         self._channel: grpc.aio.Channel | None = None
         self._stub: PeerServiceStub | None = None
         self.on_rpc_error: Callable[[str, str], None] | None = None  # (method, status code name)
@@ -218,32 +223,57 @@ class PeerApi:
         if self.on_submission_call is not None:
             self.on_submission_call(carried)
 
-    def batch_submitter(self, call: BatchCall, make_error: MakeError) -> BatchSubmitter:
+    def batch_submitter(self, call: BatchCall, make_error: MakeError) -> BatchSubmitter[str]:
         """Another submitter over this peer's channel (closed with it)."""
-        submitter = BatchSubmitter(
+        submitter: BatchSubmitter[str] = BatchSubmitter(
             call, self._describe_peer, make_error, self._submission_call, self._max_batch_bytes
         )
         self._submitters.append(submitter)
         return submitter
 
-    def query_submitter(self, make_error: MakeError | None = None) -> BatchSubmitter:
-        """A submitter of queries to this peer, in QueryBatch calls (closed with it). A query
-        the peer refuses alone is counted as a failed Query, as when each was its own call."""
+    def query_submitter(self, make_error: MakeError | None = None) -> BatchSubmitter[str]:
+        """A submitter of queries to this peer, in QueryBatch calls (closed with it), answered
+        the SCORE's JSON. A query the peer refuses alone is counted as a failed Query, as when
+        each was its own call."""
+        querier: BatchSubmitter[str] = self._reader(self.query_batch, "Query", make_error)
+        return querier
+
+    def result_submitter(
+        self, make_error: MakeError | None = None
+    ) -> BatchSubmitter[pb.TxResultReply]:
+        """A submitter of transaction result lookups (their hashes) to this peer, in
+        GetTxResultBatch calls (closed with it). A lookup the peer refuses alone (NOT_FOUND: an
+        unknown transaction) is counted as a failed GetTxResult, as when each was its own call."""
+        results: BatchSubmitter[pb.TxResultReply] = self._reader(
+            self.tx_result_batch, "GetTxResult", make_error, _entry_result
+        )
+        return results
+
+    def _reader(
+        self,
+        call: BatchCall,
+        method: str,
+        make_error: MakeError | None,
+        answer_of: Callable[[Any], Any] | None = None,
+    ) -> BatchSubmitter[Any]:
+        """A submitter of reads in batch calls; a read refused alone counted as `method`'s."""
 
         def refused(code: grpc.StatusCode) -> None:
             if self.on_rpc_error is not None:
-                self.on_rpc_error("Query", code.name)
+                self.on_rpc_error(method, code.name)
 
-        querier = BatchSubmitter(
-            self.query_batch,
+        reader: BatchSubmitter[Any] = BatchSubmitter(
+            call,
             self._describe_peer,
             make_error,
             None,
             self._max_batch_bytes,
-            on_refused=refused,
+            refused,
+            answer_of,
+            reads=True,
         )
-        self._submitters.append(querier)
-        return querier
+        self._submitters.append(reader)
+        return reader
 
     async def submit_batch(
         self, name: str, request: Any, stub_method: Callable[..., Awaitable[Any]]
@@ -260,6 +290,14 @@ class PeerApi:
         """The peer's answers to queries of `channel` (a call within GRPC_TIMEOUT)."""
         request = pb.QueryBatchRequest(channel=channel, params_json=texts)
         reply: pb.QueryBatchReply = await self._invoke("QueryBatch", self.stub.QueryBatch, request)
+        return reply
+
+    async def tx_result_batch(self, channel: str, hashes: list[str]) -> pb.TxResultBatchReply:
+        """The peer's results of transactions of `channel` (a call within GRPC_TIMEOUT)."""
+        request = pb.TxResultBatchRequest(channel=channel, tx_hashes=hashes)
+        reply: pb.TxResultBatchReply = await self._invoke(
+            "GetTxResultBatch", self.stub.GetTxResultBatch, request
+        )
         return reply
 
     async def _submit(self, channel: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -301,10 +339,9 @@ class PeerApi:
 
     async def get_tx_result(self, request: web.Request) -> web.Response:
         """GET /api/v1/transactions/result?hash=H: the SCORE's result code for the transaction."""
-        message = pb.GetTxRequest(
-            channel=params.query_channel(request), tx_hash=params.hash_arg(request)
-        )
-        reply = await self._call(self.stub.GetTxResult, message)
+        channel, tx_hash = params.query_channel(request), params.hash_arg(request)
+        with self.slots():
+            reply = await self.results.submit(channel, tx_hash, self._timeout)
         return json_response(formatting.tx_result_response(reply))
 
     async def query(self, request: web.Request) -> web.Response:

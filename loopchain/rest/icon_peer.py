@@ -39,6 +39,10 @@ SCORE_REVERTED = JsonRpcCode.SCORE_ERROR - 32
 _QUERY_CODES = {grpc.StatusCode.INVALID_ARGUMENT: SCORE_REVERTED}
 
 
+class _Unknown(Exception):
+    """The peer answered NOT_FOUND to a lookup of a batch."""
+
+
 @dataclass(frozen=True)
 class FoundTx:
     """A transaction and its place (None while it is only pooled)."""
@@ -101,8 +105,9 @@ class PeerReader:
         self._api = api
         # concurrent icx_sendTransaction calls share CreateIconTxBatch calls to the peer
         self._sender = api.batch_submitter(self._send_batch, self._send_error)
-        # and icx_call queries QueryBatch calls
+        # and icx_call queries QueryBatch calls, result lookups GetTxResultBatch calls
         self._querier = api.query_submitter(self._query_error)
+        self._results = api.result_submitter(self._lookup_error)
 
     async def _call(
         self, name: str, request: Any, channel: str | None, codes: Mapping[Any, int] = _CODES
@@ -149,10 +154,14 @@ class PeerReader:
 
     async def result(self, channel: str, tx_hash: str) -> FoundResult | None:
         """A transaction's result and place, or None for a transaction the peer does not know."""
-        request = pb.GetTxRequest(channel=channel, tx_hash=tx_hash)
-        reply = await self._call("GetTxResult", request, channel)
-        if reply is None:
+        try:
+            with self._api.slots():
+                reply = await self._results.submit(channel, tx_hash, self._api.timeout)
+        except _Unknown:  # the transaction, or the channel: -32602 when it is the channel
+            await self.chain_facts(channel)
             return None
+        except RestError as exc:  # busy, stopping, or the peer gave no answer
+            raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
         outcome = None
         if reply.executed:
             try:
@@ -185,6 +194,13 @@ class PeerReader:
         channel and the peer's refusal of an argument in its words (-32602), a full pool -31001,
         anything else -32603."""
         return self._refusal(code, details, _SEND_CODES)
+
+    def _lookup_error(self, code: grpc.StatusCode, details: str) -> Exception:
+        """A result lookup the peer refused (or a failed call): NOT_FOUND, an unknown
+        transaction or channel, is told apart by the caller; anything else as `_call`'s."""
+        if code == grpc.StatusCode.NOT_FOUND:
+            return _Unknown()
+        return self._refusal(code, details, _CODES)
 
     def _query_error(self, code: grpc.StatusCode, details: str) -> JsonRpcError:
         """A query the peer refused (or a failed call) as its JSON-RPC error: an unknown channel

@@ -22,9 +22,11 @@ transactions each; with it, 1.15x the committed tx/s at 0.86 of the CPU per tran
 `tools/bench.py -c 64 -d 30 --no-idle --rounds 2`: every call costs the proxy, its peer and the
 gossip and journal writes behind it about the same whatever it carries).
 
-Queries (`POST /api/v1/query`, v3 `icx_call`) are coalesced the same way, into `QueryBatch` calls
-answered with the SCORE's JSON for each; a reply may answer only the first of its queries (the
-others did not fit in a message), and the rest go first in the next call.
+Reads are coalesced the same way: queries (`POST /api/v1/query`, v3 `icx_call`) into `QueryBatch`
+calls answered with the SCORE's JSON for each, and transaction results (`GET
+/api/v1/transactions/result`, v3 `icx_getTransactionResult` and the polls of its waiting methods)
+into `GetTxResultBatch` calls. A reply may answer only the first of its reads (the others did not
+fit in a message), and the rest go first in the next call.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar, cast
 
 import grpc
 
@@ -41,8 +44,12 @@ from loopchain.rest.errors import RestError, status_error
 from loopchain.types.codes import ResponseCode
 
 log = logging.getLogger(__name__)
+Answer = TypeVar("Answer")
 # (channel, the submissions' texts) -> the peer's answer, one result per submission
-BatchCall = Callable[[str, list[str]], Awaitable[pb.CreateTxBatchReply | pb.QueryBatchReply]]
+BatchCall = Callable[
+    [str, list[str]],
+    Awaitable[pb.CreateTxBatchReply | pb.QueryBatchReply | pb.TxResultBatchReply],
+]
 # (the gRPC status of a refusal, the peer's words) -> the error its submitter hears
 MakeError = Callable[[grpc.StatusCode, str], BaseException]
 MAX_BATCH = 500  # submissions in one call (the peer takes up to 1000)
@@ -60,7 +67,15 @@ LINGER_S = 0.02
 GATHER_BELOW = 32
 
 
-def _batch_end(waiting: list[tuple[str, asyncio.Future[str]]], max_bytes: int | None) -> int:
+def _text_answer(result: Any) -> str:
+    """A submission's answer, its hash; a query's, the SCORE's JSON."""
+    if isinstance(result, pb.QueryResult):
+        return result.response_json
+    tx_hash: str = result.tx_hash
+    return tx_hash
+
+
+def _batch_end(waiting: list[tuple[str, asyncio.Future[Any]]], max_bytes: int | None) -> int:
     """How many of `waiting` go in one call: at most MAX_BATCH, whose texts take at most
     `max_bytes` encoded (and at least one, which a REST body's bound keeps below it)."""
     if max_bytes is None:
@@ -73,13 +88,14 @@ def _batch_end(waiting: list[tuple[str, asyncio.Future[str]]], max_bytes: int | 
     return min(len(waiting), MAX_BATCH)
 
 
-class BatchSubmitter:
+class BatchSubmitter(Generic[Answer]):
     """Coalesces concurrent submissions into batch calls (`CreateTxBatch`, or
-    `CreateIconTxBatch` for v3; or queries, `QueryBatch`), one in flight per channel. A
-    refusal, of one submission or of the whole call, reaches its submitter as `make_error` makes
-    it (by default the REST v1 error for the status). A query is answered the SCORE's JSON, and
-    one a reply leaves out is sent again; a transaction is answered its hash, and one a reply
-    leaves out is told the peer gave no answer (it may be pooled)."""
+    `CreateIconTxBatch` for v3; or reads, `QueryBatch` and `GetTxResultBatch`), one in flight
+    per channel. A refusal, of one submission or of the whole call, reaches its submitter as
+    `make_error` makes it (by default the REST v1 error for the status). Each is answered what
+    `answer_of` takes from its result (by default a transaction's hash, a query's JSON). A read
+    a reply leaves out is sent again (`reads`); a transaction a reply leaves out is told the
+    peer gave no answer (it may be pooled)."""
 
     def __init__(
         self,
@@ -89,8 +105,14 @@ class BatchSubmitter:
         on_call: Callable[[int], None] | None = None,
         max_batch_bytes: int | None = None,
         on_refused: Callable[[grpc.StatusCode], None] | None = None,
+        answer_of: Callable[[Any], Answer] | None = None,
+        *,
+        reads: bool = False,
     ) -> None:
         self._call = call
+        # None: a transaction's hash, a query's JSON (the submitter is then a BatchSubmitter[str])
+        self._answer_of = cast(Callable[[Any], Answer], answer_of or _text_answer)
+        self._reads = reads
         self._on_refused = on_refused  # told each submission the peer refused alone (metrics)
         # of the submissions' texts in one call (the peer refuses a larger request unread:
         # grpc_util.max_submissions_bytes); None: no bound but MAX_BATCH
@@ -98,7 +120,7 @@ class BatchSubmitter:
         self._describe_peer = describe_peer  # (target, timeout) for error messages
         self._make_error = make_error
         self._on_call = on_call  # told how many submissions each call carries (metrics)
-        self._waiting: dict[str, list[tuple[str, asyncio.Future[str]]]] = {}
+        self._waiting: dict[str, list[tuple[str, asyncio.Future[Answer]]]] = {}
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # channels whose last call carried several: how many it carried
@@ -106,15 +128,14 @@ class BatchSubmitter:
         self._lingering: dict[str, asyncio.TimerHandle] = {}
         self._closed = False
 
-    async def submit(self, channel: str, data_json: str, timeout: float | None = None) -> str:
-        """The transaction hash the peer gave the submission, or the query's answer (RestError,
-        or what `make_error` makes, when it refused); with `timeout`, a deadline error once it
-        has waited that long, in the queue and its call together (the submission, not yet sent,
-        is then not sent)."""
+    async def submit(self, channel: str, data_json: str, timeout: float | None = None) -> Answer:
+        """The answer to the submission (RestError, or what `make_error` makes, when it was
+        refused); with `timeout`, a deadline error once it has waited that long, in the queue
+        and its call together (the submission, not yet sent, is then not sent)."""
         if self._closed:
             raise _stopping()
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[str] = loop.create_future()
+        future: asyncio.Future[Answer] = loop.create_future()
         waiting = self._waiting.setdefault(channel, [])
         waiting.append((data_json, future))
         if channel in self._lingering and len(waiting) >= min(
@@ -174,7 +195,7 @@ class BatchSubmitter:
         target, timeout = self._describe_peer()
         return status_error(code, words, target, timeout)
 
-    async def _send(self, channel: str, batch: list[tuple[str, asyncio.Future[str]]]) -> None:
+    async def _send(self, channel: str, batch: list[tuple[str, asyncio.Future[Answer]]]) -> None:
         target, _ = self._describe_peer()
         try:
             reply = await self._call(channel, [text for text, _ in batch])
@@ -206,12 +227,10 @@ class BatchSubmitter:
                     if self._on_refused is not None:
                         self._on_refused(code)
                     _settle(future, error=self._refusal(code, result.message))
-                elif isinstance(result, pb.QueryResult):
-                    _settle(future, value=result.response_json)
                 else:
-                    _settle(future, value=result.tx_hash)
+                    _settle(future, value=self._answer_of(result))
             rest = batch[answered:]
-            if isinstance(reply, pb.QueryBatchReply) and answered and rest:  # go first next
+            if self._reads and answered and rest:  # go first next
                 self._waiting[channel] = rest + self._waiting.get(channel, [])
             else:
                 for _, future in rest:
@@ -264,7 +283,7 @@ _STATUS_BY_VALUE = {status.value[0]: status for status in grpc.StatusCode}
 
 
 def _settle(
-    future: asyncio.Future[str], *, value: str = "", error: BaseException | None = None
+    future: asyncio.Future[Any], *, value: Any = None, error: BaseException | None = None
 ) -> None:
     if future.done():
         return

@@ -714,6 +714,40 @@ def test_query_batch_refuses_each_bad_query_alone(target: Target) -> None:
     assert len(method.message.encode()) <= MAX_DETAILS_BYTES  # bounded as a call's refusal is
 
 
+def test_tx_result_batch_of_1001_or_an_unknown_channel_is_refused_whole(target: Target) -> None:
+    request = pb.TxResultBatchRequest(channel=CHANNEL, tx_hashes=["ab" * 32] * 1001)
+    error = rpc_refusal(peer_call, _stranger_port(target), "GetTxResultBatch", request)
+    assert error.code() == INVALID, (error.code(), error.details())
+    assert "1001 transaction hashes in one call, limit 1000" in error.details()
+    request = pb.TxResultBatchRequest(channel="nosuch", tx_hashes=["ab" * 32])
+    error = rpc_refusal(peer_call, _stranger_port(target), "GetTxResultBatch", request)
+    assert error.code() == NOT_FOUND and "not served" in error.details(), error.details()
+
+
+def test_tx_result_batch_answers_each_lookup_as_get_tx_result(target: Target) -> None:
+    """Each hash of a batch is answered as GetTxResult answers it alone: a known transaction
+    its result, an unknown one and a malformed hash refused in their own entries (bounded)."""
+    port = _stranger_port(target)
+    created = peer_call(
+        port, "CreateTx", pb.CreateTxRequest(channel=CHANNEL, data_json='{"data":"looked up"}')
+    )
+    lookup = pb.GetTxRequest(channel=CHANNEL, tx_hash=created.tx_hash)
+    wait_until(
+        lambda: peer_call(port, "GetTxResult", lookup).executed, 30, "the transaction executed"
+    )
+    hashes = [created.tx_hash, "cd" * 32, "x" * 100_000, "0x" + created.tx_hash]
+    request = pb.TxResultBatchRequest(channel=CHANNEL, tx_hashes=hashes)
+    reply = peer_call(port, "GetTxResultBatch", request)
+    known, unknown, malformed, prefixed = reply.results
+    alone = peer_call(port, "GetTxResult", lookup)
+    assert known.code == prefixed.code == 0, reply
+    assert known.result == prefixed.result == alone, reply
+    assert unknown.code == NOT_FOUND.value[0] and "cd" * 32 in unknown.message, reply
+    assert malformed.code == INVALID.value[0] and "64 hex characters" in malformed.message
+    assert len(malformed.message.encode()) <= MAX_DETAILS_BYTES  # bounded as a call's refusal is
+    assert not unknown.HasField("result") and not malformed.HasField("result"), reply
+
+
 def _tx_stream(port: int, requests: list[bytes]) -> list[pb.CreateTxBatchReply]:
     """The replies of the peer's CreateTxStream to `requests` (raw messages, as any stranger may
     write them)."""

@@ -211,6 +211,25 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         code, message = chain.results.get(request.tx_hash, (0, ""))
         return pb.TxResultReply(code=code, message=message, executed=True, **place)
 
+    async def GetTxResultBatch(
+        self, request: pb.TxResultBatchRequest, context: Any
+    ) -> pb.TxResultBatchReply:
+        """As the real peer: each hash answered as GetTxResult answers it (and recorded as a
+        GetTxResult call, so that forced GetTxResult failures and overrides apply), a refusal in
+        its own entry."""
+        await self._enter("GetTxResultBatch", request, context)
+        await self._require_score(context)
+        await self._chain(request.channel, context)
+        entries = []
+        for tx_hash in request.tx_hashes:
+            lookup = pb.GetTxRequest(channel=request.channel, tx_hash=tx_hash)
+            try:
+                entries.append(pb.TxResultEntry(result=await self.GetTxResult(lookup, _Entry())))
+            except _Refused as refused:
+                code, details = refused.args
+                entries.append(pb.TxResultEntry(code=code.value[0], message=details))
+        return pb.TxResultBatchReply(results=entries)
+
     async def GetBlock(self, request: pb.GetBlockRequest, context: Any) -> pb.BlockReply:
         await self._enter("GetBlock", request, context)
         chain = await self._chain(request.channel, context)
@@ -289,6 +308,17 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         return pb.ScoreStatusReply(
             id="loopchain/default", version="0.1.0", all_version=["0.1.0", "0.0.9"], status=0
         )
+
+
+class _Refused(Exception):
+    """A lookup of a batch refused (its status code and details)."""
+
+
+class _Entry:
+    """The context one lookup of a batch is answered in: its refusal is the entry's own."""
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise _Refused(code, details)
 
 
 def _asks_to_hang(text: str) -> bool:

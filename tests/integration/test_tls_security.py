@@ -287,6 +287,8 @@ def test_party_of_beta_only_gets_nothing_of_alpha(sec: SecNet) -> None:
         "GetBlock": pb.GetBlockRequest(channel=ALPHA, height=0),
         "GetTx": pb.GetTxRequest(channel=ALPHA, tx_hash=tx_hash),
         "GetTxResult": pb.GetTxRequest(channel=ALPHA, tx_hash=tx_hash),
+        "GetTxResultBatch": pb.TxResultBatchRequest(channel=ALPHA, tx_hashes=[tx_hash]),
+        "QueryBatch": pb.QueryBatchRequest(channel=ALPHA, params_json=['{"method": "m"}']),
         "GetStatus": pb.ChannelRequest(channel=ALPHA),
         "Deliver": pb.ConsensusMessage(channel=ALPHA, sender=c_id, vote=vote.encode()),
         "CreateTx": pb.CreateTxRequest(channel=ALPHA, data_json='{"data": "from C"}'),

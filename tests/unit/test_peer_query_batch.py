@@ -1,5 +1,6 @@
 """The peer's QueryBatch (`PeerServicer._query_batch`) over a channel that stands in for the
-SCORE: what a reply carries and what is computed for it. The calls against a real network are in
+SCORE, and its GetTxResultBatch over one that stands in for the store: what a reply carries and
+what is computed for it. The calls against a real network are in
 tests/e2e/test_hostile.py."""
 
 from __future__ import annotations
@@ -7,8 +8,11 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 
-from loopchain.p2p.peer_service import PeerServicer, _QueryReply
+from loopchain.blockchain.block_store import StoreDamaged
+from loopchain.p2p.errors import ErrorKind, RequestError
+from loopchain.p2p.peer_service import PeerServicer, TxOutcome, _BatchReply, _query_refusal
 from loopchain.protos import loopchain_pb2 as pb
 
 
@@ -17,7 +21,7 @@ def _answers(*sizes: int) -> list[pb.QueryResult]:
 
 
 def _fitting(results: list[pb.QueryResult], max_bytes: int) -> list[pb.QueryResult]:
-    reply = _QueryReply(max_bytes)
+    reply = _BatchReply(max_bytes, _query_refusal, "query answer")
     for result in results:
         if not reply.add(result):
             break
@@ -110,3 +114,91 @@ async def test_a_refused_query_is_counted_once_however_often_it_is_asked_again()
         texts = texts[len(reply.results) :]
     assert calls == 2
     assert monitor.errors == [("Query", "INVALID_ARGUMENT")]
+
+
+# ---------------------------------------------------------------- GetTxResultBatch
+
+
+class Results:
+    """A channel whose transactions are `known` (hash -> events JSON); `damaged` reads fail
+    as a damaged store's do."""
+
+    def __init__(self, known: dict[bytes, str], damaged: frozenset[bytes] = frozenset()) -> None:
+        self.known = known
+        self.damaged = damaged
+
+    def member_ids(self) -> set[str]:
+        return set()
+
+    def tx_result(self, tx_hash: bytes) -> TxOutcome | None:
+        if tx_hash in self.damaged:
+            raise StoreDamaged("block 3 does not parse")
+        if tx_hash not in self.known:
+            return None
+        return TxOutcome(0, "", True, 3, b"\x01" * 32, 0, events_json=self.known[tx_hash])
+
+
+def _result_batch(
+    servicer: PeerServicer, hashes: list[str]
+) -> list[tuple[int, str, pb.TxResultReply]]:
+    request = pb.TxResultBatchRequest(channel="c", tx_hashes=hashes)
+    reply = servicer._tx_result_batch(request, None)
+    return [(entry.code, entry.message, entry.result) for entry in reply.results]
+
+
+def test_each_lookup_of_a_batch_is_answered_or_refused_alone_and_counted_once() -> None:
+    good, lost, gone = (bytes([n]) * 32 for n in (1, 2, 3))
+    monitor = Monitor()
+    servicer = PeerServicer(
+        Backend(Results({good: ""}, frozenset({lost}))),  # type: ignore[arg-type]
+        "peer",
+        monitor=monitor,  # type: ignore[arg-type]
+    )
+    entries = _result_batch(servicer, [good.hex(), gone.hex(), "0x" + good.hex(), "zz", lost.hex()])
+    (ok, _, result), unknown, prefixed, malformed, damaged = entries
+    assert ok == prefixed[0] == 0 and result == prefixed[2] and result.executed
+    assert (result.block_height, result.block_hash) == (3, "01" * 32)
+    assert unknown[:2] == (
+        grpc.StatusCode.NOT_FOUND.value[0],
+        f"transaction {gone.hex()} not found",
+    )
+    assert malformed[0] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "64 hex characters" in malformed[1]
+    assert damaged[0] == grpc.StatusCode.DATA_LOSS.value[0] and "corrupt" in damaged[1]
+    for refused in (unknown, malformed, damaged):
+        assert refused[2] == pb.TxResultReply()  # no result beside a refusal
+    assert monitor.errors == [
+        ("GetTxResult", "NOT_FOUND"),
+        ("GetTxResult", "INVALID_ARGUMENT"),
+        ("GetTxResult", "DATA_LOSS"),
+    ]
+
+
+def test_a_result_batch_reply_holds_what_fits_and_the_rest_is_asked_again() -> None:
+    """Results with large event logs: a reply carries those that fit in a message, and the
+    caller asks the rest again; a refusal is counted once, when its reply goes."""
+    known = {bytes([n]) * 32: "e" * 300_000 for n in range(5)}
+    monitor = Monitor()
+    servicer = PeerServicer(
+        Backend(Results(known)),  # type: ignore[arg-type]
+        "peer",
+        monitor=monitor,  # type: ignore[arg-type]
+        max_reply=1_000_000,
+    )
+    hashes = [h.hex() for h in known] + ["ff" * 32]
+    replies = []
+    while hashes:  # as the proxy does: what a reply leaves out, asked again
+        entries = _result_batch(servicer, hashes)
+        assert entries
+        replies.append(len(entries))
+        hashes = hashes[len(entries) :]
+    assert replies == [3, 3]
+    assert monitor.errors == [("GetTxResult", "NOT_FOUND")]
+
+
+def test_a_result_batch_of_more_than_1000_lookups_is_refused_whole() -> None:
+    servicer = PeerServicer(Backend(Results({})), "peer")  # type: ignore[arg-type]
+    request = pb.TxResultBatchRequest(channel="c", tx_hashes=["ab" * 32] * 1001)
+    with pytest.raises(RequestError) as refused:
+        servicer._tx_result_batch(request, None)
+    assert refused.value.kind is ErrorKind.INVALID and "limit 1000" in refused.value.message

@@ -280,7 +280,9 @@ async def test_queries_a_reply_leaves_out_are_sent_again_first() -> None:
         return pb.QueryBatchReply(results=[] if "none" in texts else results)
 
     refused: list[grpc.StatusCode] = []
-    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 1.0), on_refused=refused.append)
+    submitter = BatchSubmitter(
+        peer, lambda: ("127.0.0.1:1", 1.0), on_refused=refused.append, reads=True
+    )
     texts = ["a", "b", "bad c", "d", "e", "f"]
     answers = await asyncio.wait_for(
         asyncio.gather(*(submitter.submit("c", t) for t in texts), return_exceptions=True), 5
