@@ -48,6 +48,10 @@ def _entry_result(entry: pb.TxResultEntry) -> pb.TxResultReply:
     return entry.result
 
 
+def _entry_tx(entry: pb.TxEntry) -> pb.GetTxReply:
+    return entry.tx
+
+
 class PeerApi:
     """The REST routes of one peer, backed by a gRPC channel to it (opened by `start`)."""
 
@@ -72,6 +76,7 @@ class PeerApi:
         self._submitters: list[BatchSubmitter[Any]] = [self.submitter]
         self.querier = self.query_submitter()
         self.results = self.result_submitter()
+        self.txs = self.tx_submitter()
         self._channel: grpc.aio.Channel | None = None
         self._stub: PeerServiceStub | None = None
         self.on_rpc_error: Callable[[str, str], None] | None = None  # (method, status code name)
@@ -249,6 +254,14 @@ class PeerApi:
         )
         return results
 
+    def tx_submitter(self, make_error: MakeError | None = None) -> BatchSubmitter[pb.GetTxReply]:
+        """A submitter of transaction lookups (their hashes) to this peer, in GetTxBatch calls
+        (closed with it); refusals counted as GetTx's, as result_submitter's are."""
+        txs: BatchSubmitter[pb.GetTxReply] = self._reader(
+            self.tx_batch, "GetTx", make_error, _entry_tx
+        )
+        return txs
+
     def _reader(
         self,
         call: BatchCall,
@@ -294,10 +307,16 @@ class PeerApi:
 
     async def tx_result_batch(self, channel: str, hashes: list[str]) -> pb.TxResultBatchReply:
         """The peer's results of transactions of `channel` (a call within GRPC_TIMEOUT)."""
-        request = pb.TxResultBatchRequest(channel=channel, tx_hashes=hashes)
+        request = pb.TxLookupBatchRequest(channel=channel, tx_hashes=hashes)
         reply: pb.TxResultBatchReply = await self._invoke(
             "GetTxResultBatch", self.stub.GetTxResultBatch, request
         )
+        return reply
+
+    async def tx_batch(self, channel: str, hashes: list[str]) -> pb.GetTxBatchReply:
+        """The peer's transactions of `channel` (a call within GRPC_TIMEOUT)."""
+        request = pb.TxLookupBatchRequest(channel=channel, tx_hashes=hashes)
+        reply: pb.GetTxBatchReply = await self._invoke("GetTxBatch", self.stub.GetTxBatch, request)
         return reply
 
     async def _submit(self, channel: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -331,10 +350,9 @@ class PeerApi:
 
     async def get_tx(self, request: web.Request) -> web.Response:
         """GET /api/v1/transactions?hash=H: the transaction with its meta data."""
-        message = pb.GetTxRequest(
-            channel=params.query_channel(request), tx_hash=params.hash_arg(request)
-        )
-        reply = await self._call(self.stub.GetTx, message)
+        channel, tx_hash = params.query_channel(request), params.hash_arg(request)
+        with self.slots():
+            reply = await self.txs.submit(channel, tx_hash, self._timeout)
         return json_response(formatting.tx_response(reply))
 
     async def get_tx_result(self, request: web.Request) -> web.Response:

@@ -22,6 +22,7 @@ from loopchain.rest.errors import RestError, status_error
 from loopchain.rest.formatting import decode_block, decode_tx
 from loopchain.rest.handlers import PeerApi
 from loopchain.rest.icon_shapes import Outcome, Place
+from loopchain.rest.submit import BatchSubmitter
 from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
@@ -29,6 +30,7 @@ from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
 from loopchain.types.transaction import Transaction
 
 Reply = TypeVar("Reply")
+Found = TypeVar("Found")
 
 # The peer's refusals by their JSON-RPC codes (anything else is -32603): of any call, and of a
 # transaction (a full pool or a channel at capacity)
@@ -105,9 +107,10 @@ class PeerReader:
         self._api = api
         # concurrent icx_sendTransaction calls share CreateIconTxBatch calls to the peer
         self._sender = api.batch_submitter(self._send_batch, self._send_error)
-        # and icx_call queries QueryBatch calls, result lookups GetTxResultBatch calls
+        # and icx_call queries QueryBatch calls, lookups GetTxBatch and GetTxResultBatch calls
         self._querier = api.query_submitter(self._query_error)
         self._results = api.result_submitter(self._lookup_error)
+        self._txs = api.tx_submitter(self._lookup_error)
 
     async def _call(
         self, name: str, request: Any, channel: str | None, codes: Mapping[Any, int] = _CODES
@@ -145,8 +148,7 @@ class PeerReader:
 
     async def transaction(self, channel: str, tx_hash: str) -> FoundTx | None:
         """A transaction the peer holds, pooled or in a final block."""
-        request = pb.GetTxRequest(channel=channel, tx_hash=tx_hash)
-        reply = await self._call("GetTx", request, channel)
+        reply = await self._lookup(self._txs, channel, tx_hash)
         if reply is None:
             return None
         tx = _decoded(decode_tx, reply.tx)
@@ -154,14 +156,9 @@ class PeerReader:
 
     async def result(self, channel: str, tx_hash: str) -> FoundResult | None:
         """A transaction's result and place, or None for a transaction the peer does not know."""
-        try:
-            with self._api.slots():
-                reply = await self._results.submit(channel, tx_hash, self._api.timeout)
-        except _Unknown:  # the transaction, or the channel: -32602 when it is the channel
-            await self.chain_facts(channel)
+        reply = await self._lookup(self._results, channel, tx_hash)
+        if reply is None:
             return None
-        except RestError as exc:  # busy, stopping, or the peer gave no answer
-            raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
         outcome = None
         if reply.executed:
             try:
@@ -174,6 +171,20 @@ class PeerReader:
                 reply.code, reply.message, reply.steps, reply.cumulative_steps, events
             )
         return FoundResult(outcome, _place(reply.block_height, reply.block_hash, reply.tx_index))
+
+    async def _lookup(
+        self, lookups: BatchSubmitter[Found], channel: str, tx_hash: str
+    ) -> Found | None:
+        """The peer's answer to a lookup of `tx_hash` in `channel` (in a batch call), or None for
+        a transaction the peer does not know."""
+        try:
+            with self._api.slots():
+                return await lookups.submit(channel, tx_hash, self._api.timeout)
+        except _Unknown:  # the transaction, or the channel: -32602 when it is the channel
+            await self.chain_facts(channel)
+            return None
+        except RestError as exc:  # busy, stopping, or the peer gave no answer
+            raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
 
     async def send(self, channel: str, params_json: str) -> str:
         """Pool a client-signed transaction (its params as JSON text); its hash, 64 hex digits."""
@@ -196,8 +207,9 @@ class PeerReader:
         return self._refusal(code, details, _SEND_CODES)
 
     def _lookup_error(self, code: grpc.StatusCode, details: str) -> Exception:
-        """A result lookup the peer refused (or a failed call): NOT_FOUND, an unknown
-        transaction or channel, is told apart by the caller; anything else as `_call`'s."""
+        """A lookup of a transaction or its result the peer refused (or a failed call):
+        NOT_FOUND, an unknown transaction or channel, is told apart by `_lookup`; anything else
+        as `_call`'s."""
         if code == grpc.StatusCode.NOT_FOUND:
             return _Unknown()
         return self._refusal(code, details, _CODES)

@@ -1,4 +1,4 @@
-"""Transaction submissions and queries of one REST proxy, coalesced into batched calls to its peer.
+"""Transaction submissions and reads of one REST proxy, coalesced into batched calls to its peer.
 
 Concurrent `POST /api/v1/transactions` requests wait in a per-channel list; one `CreateTxBatch`
 call per channel is in flight at a time, and when it returns, everything that arrived meanwhile
@@ -23,10 +23,13 @@ transactions each; with it, 1.15x the committed tx/s at 0.86 of the CPU per tran
 gossip and journal writes behind it about the same whatever it carries).
 
 Reads are coalesced the same way: queries (`POST /api/v1/query`, v3 `icx_call`) into `QueryBatch`
-calls answered with the SCORE's JSON for each, and transaction results (`GET
+calls answered with the SCORE's JSON for each, transaction results (`GET
 /api/v1/transactions/result`, v3 `icx_getTransactionResult` and the polls of its waiting methods)
-into `GetTxResultBatch` calls. A reply may answer only the first of its reads (the others did not
-fit in a message), and the rest go first in the next call.
+into `GetTxResultBatch` calls, and transactions (`GET /api/v1/transactions`, v3
+`icx_getTransactionByHash`) into `GetTxBatch` calls. A reply may answer only the first of its
+reads (the others did not fit in a message), and the rest go first in the next call. A read the
+peer refuses alone is counted under its one-call twin's name (`Query`, `GetTxResult`, `GetTx`),
+a failed call under the batch method's.
 """
 
 from __future__ import annotations
@@ -48,7 +51,9 @@ Answer = TypeVar("Answer")
 # (channel, the submissions' texts) -> the peer's answer, one result per submission
 BatchCall = Callable[
     [str, list[str]],
-    Awaitable[pb.CreateTxBatchReply | pb.QueryBatchReply | pb.TxResultBatchReply],
+    Awaitable[
+        pb.CreateTxBatchReply | pb.QueryBatchReply | pb.TxResultBatchReply | pb.GetTxBatchReply
+    ],
 ]
 # (the gRPC status of a refusal, the peer's words) -> the error its submitter hears
 MakeError = Callable[[grpc.StatusCode, str], BaseException]
@@ -90,12 +95,12 @@ def _batch_end(waiting: list[tuple[str, asyncio.Future[Any]]], max_bytes: int | 
 
 class BatchSubmitter(Generic[Answer]):
     """Coalesces concurrent submissions into batch calls (`CreateTxBatch`, or
-    `CreateIconTxBatch` for v3; or reads, `QueryBatch` and `GetTxResultBatch`), one in flight
-    per channel. A refusal, of one submission or of the whole call, reaches its submitter as
-    `make_error` makes it (by default the REST v1 error for the status). Each is answered what
-    `answer_of` takes from its result (by default a transaction's hash, a query's JSON). A read
-    a reply leaves out is sent again (`reads`); a transaction a reply leaves out is told the
-    peer gave no answer (it may be pooled)."""
+    `CreateIconTxBatch` for v3; or reads: `QueryBatch`, `GetTxResultBatch`, `GetTxBatch`), one
+    in flight per channel. A refusal, of one submission or of the whole call, reaches its
+    submitter as `make_error` makes it (by default the REST v1 error for the status). Each is
+    answered what `answer_of` takes from its result (by default a transaction's hash, a query's
+    JSON). A read a reply leaves out is sent again (`reads`); a transaction a reply leaves out is
+    told the peer gave no answer (it may be pooled)."""
 
     def __init__(
         self,

@@ -714,19 +714,26 @@ def test_query_batch_refuses_each_bad_query_alone(target: Target) -> None:
     assert len(method.message.encode()) <= MAX_DETAILS_BYTES  # bounded as a call's refusal is
 
 
-def test_tx_result_batch_of_1001_or_an_unknown_channel_is_refused_whole(target: Target) -> None:
-    request = pb.TxResultBatchRequest(channel=CHANNEL, tx_hashes=["ab" * 32] * 1001)
-    error = rpc_refusal(peer_call, _stranger_port(target), "GetTxResultBatch", request)
+LOOKUP_BATCHES = {"GetTxBatch": "GetTx", "GetTxResultBatch": "GetTxResult"}  # and their twins
+
+
+@pytest.mark.parametrize("method", list(LOOKUP_BATCHES))
+def test_a_lookup_batch_of_1001_or_of_an_unknown_channel_is_refused_whole(
+    target: Target, method: str
+) -> None:
+    request = pb.TxLookupBatchRequest(channel=CHANNEL, tx_hashes=["ab" * 32] * 1001)
+    error = rpc_refusal(peer_call, _stranger_port(target), method, request)
     assert error.code() == INVALID, (error.code(), error.details())
     assert "1001 transaction hashes in one call, limit 1000" in error.details()
-    request = pb.TxResultBatchRequest(channel="nosuch", tx_hashes=["ab" * 32])
-    error = rpc_refusal(peer_call, _stranger_port(target), "GetTxResultBatch", request)
+    request = pb.TxLookupBatchRequest(channel="nosuch", tx_hashes=["ab" * 32])
+    error = rpc_refusal(peer_call, _stranger_port(target), method, request)
     assert error.code() == NOT_FOUND and "not served" in error.details(), error.details()
 
 
-def test_tx_result_batch_answers_each_lookup_as_get_tx_result(target: Target) -> None:
-    """Each hash of a batch is answered as GetTxResult answers it alone: a known transaction
-    its result, an unknown one and a malformed hash refused in their own entries (bounded)."""
+@pytest.mark.parametrize("method", list(LOOKUP_BATCHES))
+def test_a_lookup_batch_answers_each_hash_as_its_one_call_twin(target: Target, method: str) -> None:
+    """Each hash of a batch is answered as GetTx (GetTxResult) answers it alone: a known
+    transaction, an unknown one and a malformed hash refused in their own entries (bounded)."""
     port = _stranger_port(target)
     created = peer_call(
         port, "CreateTx", pb.CreateTxRequest(channel=CHANNEL, data_json='{"data":"looked up"}')
@@ -736,16 +743,17 @@ def test_tx_result_batch_answers_each_lookup_as_get_tx_result(target: Target) ->
         lambda: peer_call(port, "GetTxResult", lookup).executed, 30, "the transaction executed"
     )
     hashes = [created.tx_hash, "cd" * 32, "x" * 100_000, "0x" + created.tx_hash]
-    request = pb.TxResultBatchRequest(channel=CHANNEL, tx_hashes=hashes)
-    reply = peer_call(port, "GetTxResultBatch", request)
+    request = pb.TxLookupBatchRequest(channel=CHANNEL, tx_hashes=hashes)
+    reply = peer_call(port, method, request)
     known, unknown, malformed, prefixed = reply.results
-    alone = peer_call(port, "GetTxResult", lookup)
+    alone = peer_call(port, LOOKUP_BATCHES[method], lookup)
+    answer = "tx" if method == "GetTxBatch" else "result"
     assert known.code == prefixed.code == 0, reply
-    assert known.result == prefixed.result == alone, reply
+    assert getattr(known, answer) == getattr(prefixed, answer) == alone, reply
     assert unknown.code == NOT_FOUND.value[0] and "cd" * 32 in unknown.message, reply
     assert malformed.code == INVALID.value[0] and "64 hex characters" in malformed.message
     assert len(malformed.message.encode()) <= MAX_DETAILS_BYTES  # bounded as a call's refusal is
-    assert not unknown.HasField("result") and not malformed.HasField("result"), reply
+    assert not unknown.HasField(answer) and not malformed.HasField(answer), reply
 
 
 def _tx_stream(port: int, requests: list[bytes]) -> list[pb.CreateTxBatchReply]:

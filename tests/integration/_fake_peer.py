@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,24 +212,45 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         code, message = chain.results.get(request.tx_hash, (0, ""))
         return pb.TxResultReply(code=code, message=message, executed=True, **place)
 
+    async def GetTxBatch(
+        self, request: pb.TxLookupBatchRequest, context: Any
+    ) -> pb.GetTxBatchReply:
+        """As the real peer: each hash answered as GetTx answers it (and recorded as a GetTx
+        call, so that forced GetTx failures and overrides apply), a refusal in its own entry."""
+        await self._enter("GetTxBatch", request, context)
+        await self._chain(request.channel, context)
+        entries = [
+            pb.TxEntry(code=code, message=message, tx=answer)
+            for code, message, answer in await self._lookups(request, self.GetTx)
+        ]
+        return pb.GetTxBatchReply(results=entries)
+
     async def GetTxResultBatch(
-        self, request: pb.TxResultBatchRequest, context: Any
+        self, request: pb.TxLookupBatchRequest, context: Any
     ) -> pb.TxResultBatchReply:
-        """As the real peer: each hash answered as GetTxResult answers it (and recorded as a
-        GetTxResult call, so that forced GetTxResult failures and overrides apply), a refusal in
-        its own entry."""
+        """As GetTxBatch, for GetTxResult."""
         await self._enter("GetTxResultBatch", request, context)
         await self._require_score(context)
         await self._chain(request.channel, context)
-        entries = []
+        entries = [
+            pb.TxResultEntry(code=code, message=message, result=answer)
+            for code, message, answer in await self._lookups(request, self.GetTxResult)
+        ]
+        return pb.TxResultBatchReply(results=entries)
+
+    async def _lookups(
+        self, request: pb.TxLookupBatchRequest, method: Callable[[Any, Any], Awaitable[Any]]
+    ) -> list[tuple[int, str, Any]]:
+        """(0, "", the answer) or (code, details, None) for each hash, as `method` answers it."""
+        entries: list[tuple[int, str, Any]] = []
         for tx_hash in request.tx_hashes:
             lookup = pb.GetTxRequest(channel=request.channel, tx_hash=tx_hash)
             try:
-                entries.append(pb.TxResultEntry(result=await self.GetTxResult(lookup, _Entry())))
+                entries.append((0, "", await method(lookup, _Entry())))
             except _Refused as refused:
                 code, details = refused.args
-                entries.append(pb.TxResultEntry(code=code.value[0], message=details))
-        return pb.TxResultBatchReply(results=entries)
+                entries.append((code.value[0], details, None))
+        return entries
 
     async def GetBlock(self, request: pb.GetBlockRequest, context: Any) -> pb.BlockReply:
         await self._enter("GetBlock", request, context)

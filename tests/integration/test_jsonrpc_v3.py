@@ -491,11 +491,14 @@ async def test_peer_failures_are_json_rpc_errors(session, v3, peer, code, rpc_co
         ("GetBlock", "icx_getLastBlock", None),
         ("GetTx", "icx_getTransactionByHash", {"txHash": tx_hash}),
         ("GetTxResult", "icx_getTransactionResult", {"txHash": tx_hash}),
+        # the whole call of a batch of lookups (above: the lookup alone, in its entry)
+        ("GetTxBatch", "icx_getTransactionByHash", {"txHash": tx_hash}),
+        ("GetTxResultBatch", "icx_getTransactionResult", {"txHash": tx_hash}),
         ("GetStatus", "icx_getNetworkInfo", None),
     ):
         peer.fail(method, code, f"peer says {code.name.lower()}")
         assert_error(await rpc(session, v3, rpc_method, params), rpc_code, text)
-    peer.clear_failures()
+        peer.clear_failures()
     peer.make_block()
     # a failure while telling an unknown channel from an unknown transaction is reported too
     peer.fail("GetStatus", grpc.StatusCode.UNAVAILABLE, "down")

@@ -336,60 +336,74 @@ async def test_tx_result_errors(session, base, peer):
     assert_error(status, body, 501, ResponseCode.FAIL, "SCORE service lands")
 
 
-class HeldResults(FakePeer):
-    """A fake peer holding its GetTxResultBatch calls until `release` is set; `batches` has the
-    hashes each call carried."""
+class HeldLookups(FakePeer):
+    """A fake peer holding its GetTxResultBatch and GetTxBatch calls until `release` is set;
+    `batches` has the hashes each call carried, by method."""
 
     def __init__(self) -> None:
         super().__init__()
         self.release = asyncio.Event()
-        self.batches: list[list[str]] = []
+        self.batches: dict[str, list[list[str]]] = {"GetTxResultBatch": [], "GetTxBatch": []}
 
     async def GetTxResultBatch(self, request: Any, context: Any) -> Any:
-        self.batches.append(list(request.tx_hashes))
+        self.batches["GetTxResultBatch"].append(list(request.tx_hashes))
         await self.release.wait()
         return await super().GetTxResultBatch(request, context)
 
+    async def GetTxBatch(self, request: Any, context: Any) -> Any:
+        self.batches["GetTxBatch"].append(list(request.tx_hashes))
+        await self.release.wait()
+        return await super().GetTxBatch(request, context)
 
-async def _result(session: aiohttp.ClientSession, base: str, tx_hash: str, v3: bool) -> Any:
-    """A transaction's result through the v1 route, or the v3 method (its JSON-RPC answer); a
-    refusal for a busy proxy (a probe below held a slot) is asked again, as a client would."""
+
+# (route, the peer method its lookups go in): the v1 route's path, or the v3 method
+LOOKUPS = {
+    "v1-result": ("/api/v1/transactions/result", "GetTxResultBatch"),
+    "v3-result": ("icx_getTransactionResult", "GetTxResultBatch"),
+    "v1-tx": ("/api/v1/transactions", "GetTxBatch"),
+    "v3-tx": ("icx_getTransactionByHash", "GetTxBatch"),
+}
+
+
+async def _lookup(session: aiohttp.ClientSession, base: str, route: str, tx_hash: str) -> Any:
+    """A transaction (or its result) through a v1 route, or a v3 method (its JSON-RPC answer);
+    a refusal for a busy proxy (a probe below held a slot) is asked again, as a client would."""
     while True:
-        if v3:
-            request = {"jsonrpc": "2.0", "id": 1, "method": "icx_getTransactionResult"}
+        if route.startswith("icx_"):
+            request = {"jsonrpc": "2.0", "id": 1, "method": route}
             request["params"] = {"txHash": "0x" + tx_hash}
             async with session.post(base + "/api/v3", json=request) as resp:
                 body = await resp.json()
             if "busy" not in body.get("error", {}).get("message", ""):
                 return resp.status, body
         else:
-            url = base + f"/api/v1/transactions/result?hash={tx_hash}"
-            status, body = await call(session, "GET", url)
+            status, body = await call(session, "GET", f"{base}{route}?hash={tx_hash}")
             if status != 503:
                 return status, body
 
 
-@pytest.mark.parametrize("v3", [False, True], ids=["v1", "v3"])
-async def test_concurrent_result_polls_are_coalesced_into_batched_calls(session, tmp_path, v3):
-    """Result lookups that arrive while one is in flight go together in the next
-    GetTxResultBatch call, each answered its own result, an unknown transaction its own not
-    found. (Known to have arrived: with REST_MAX_INFLIGHT = 31 held by them, a read is
-    refused.)"""
-    fake = HeldResults()
+@pytest.mark.parametrize("kind", list(LOOKUPS))
+async def test_concurrent_lookups_are_coalesced_into_batched_calls(session, tmp_path, kind):
+    """Lookups of transactions or their results that arrive while one is in flight go together
+    in the next GetTxBatch or GetTxResultBatch call, each answered its own, an unknown
+    transaction its own not found. (Known to have arrived: with REST_MAX_INFLIGHT = 31 held by
+    them, a read is refused.)"""
+    route, method = LOOKUPS[kind]
+    fake = HeldLookups()
     conf = {"GRPC_TIMEOUT": 60.0, "REST_MAX_INFLIGHT": 31}
     async with proxy_in_front_of(fake, tmp_path, conf, session) as proxy:
         try:
             hashes = [await _create_tx(session, proxy.base, {"n": n}) for n in range(30)]
             fake.make_block()
             unknown = "cd" * 32
-            first = asyncio.ensure_future(_result(session, proxy.base, hashes[0], v3))
+            first = asyncio.ensure_future(_lookup(session, proxy.base, route, hashes[0]))
 
             async def in_flight() -> bool:
-                return len(fake.batches) == 1
+                return len(fake.batches[method]) == 1
 
             await wait_until_async(in_flight, 30, "the first lookup to reach the peer")
             asked = [*hashes[1:], unknown]
-            queued = [asyncio.ensure_future(_result(session, proxy.base, h, v3)) for h in asked]
+            queued = [asyncio.ensure_future(_lookup(session, proxy.base, route, h)) for h in asked]
 
             async def all_queued() -> bool:
                 status, _ = await call(session, "GET", proxy.base + "/api/v1/blocks")
@@ -399,17 +413,21 @@ async def test_concurrent_result_polls_are_coalesced_into_batched_calls(session,
             fake.release.set()
             answers = await asyncio.wait_for(asyncio.gather(first, *queued), 30)
             *found, missing = answers
-            if v3:
-                for tx_hash, (status, body) in zip(hashes, found, strict=True):
-                    assert status == 200 and body["result"]["txHash"] == "0x" + tx_hash, body
-                    assert body["result"]["status"] == "0x1", body
+            for tx_hash, (status, body) in zip(hashes, found, strict=True):
+                assert status == 200, body
+                if kind == "v1-result":
+                    assert body == {"response_code": 0, "response": {"code": 0}}
+                elif kind == "v1-tx":
+                    assert body["block_height"] == 0, body
+                else:
+                    assert body["result"]["txHash"] == "0x" + tx_hash, body
+            if route.startswith("icx_"):
                 assert missing[1]["error"]["code"] == -31004, missing  # not found
                 assert unknown in missing[1]["error"]["message"], missing
             else:
-                assert found == [(200, {"response_code": 0, "response": {"code": 0}})] * 30
                 assert_error(*missing, 404, ResponseCode.NOT_FOUND, unknown)
-            assert [len(batch) for batch in fake.batches] == [1, 30]
-            assert fake.batches[1] == asked
+            assert [len(batch) for batch in fake.batches[method]] == [1, 30]
+            assert sorted(fake.batches[method][1]) == sorted(asked)
         finally:
             fake.release.set()
 
@@ -658,6 +676,17 @@ async def test_grpc_status_mapping(session, base, peer, code, http, response_cod
     peer.fail("GetStatus", code, details)
     status, body = await call(session, "GET", base + "/api/v1/status/peer")
     assert_error(status, body, http, response_code, details)
+    # lookups: the whole batch call, and the lookup alone in its entry
+    for method, path in (
+        ("GetTxBatch", "/api/v1/transactions"),
+        ("GetTx", "/api/v1/transactions"),
+        ("GetTxResultBatch", "/api/v1/transactions/result"),
+        ("GetTxResult", "/api/v1/transactions/result"),
+    ):
+        peer.clear_failures()
+        peer.fail(method, code, details)
+        status, body = await call(session, "GET", f"{base}{path}?hash={'ab' * 32}")
+        assert_error(status, body, http, response_code, details)
 
 
 async def test_unknown_route_and_method(session, base, peer):

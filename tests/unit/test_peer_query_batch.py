@@ -6,14 +6,26 @@ tests/e2e/test_hostile.py."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import pytest
 
 from loopchain.blockchain.block_store import StoreDamaged
 from loopchain.p2p.errors import ErrorKind, RequestError
-from loopchain.p2p.peer_service import PeerServicer, TxOutcome, _BatchReply, _query_refusal
+from loopchain.p2p.peer_service import (
+    _REPLY_OVERHEAD,
+    _RESULT_OVERHEAD,
+    MAX_LOOKUP_REPLY_BYTES,
+    PeerServicer,
+    TxLookup,
+    TxOutcome,
+    _BatchReply,
+    _query_refusal,
+)
 from loopchain.protos import loopchain_pb2 as pb
+from loopchain.types.crypto import Signer
+from loopchain.types.transaction import Transaction
 
 
 def _answers(*sizes: int) -> list[pb.QueryResult]:
@@ -116,16 +128,27 @@ async def test_a_refused_query_is_counted_once_however_often_it_is_asked_again()
     assert monitor.errors == [("Query", "INVALID_ARGUMENT")]
 
 
-# ---------------------------------------------------------------- GetTxResultBatch
+# ---------------------------------------------------------------- GetTxResultBatch, GetTxBatch
 
 
 class Results:
     """A channel whose transactions are `known` (hash -> events JSON); `damaged` reads fail
-    as a damaged store's do."""
+    as a damaged store's do. Its transactions are pooled; it counts the status asked of it."""
 
     def __init__(self, known: dict[bytes, str], damaged: frozenset[bytes] = frozenset()) -> None:
         self.known = known
         self.damaged = damaged
+        self.statuses = 0
+        self.tx = Transaction.create_v1("c", {"data": "pooled"}, 1, Signer.generate())
+
+    def status(self) -> dict[str, Any]:
+        self.statuses += 1
+        return {"score_id": "score/x", "score_version": "1.0"}
+
+    def find_tx(self, tx_hash: bytes) -> TxLookup | None:
+        if tx_hash in self.damaged:
+            raise StoreDamaged("block 3 does not parse")
+        return TxLookup(self.tx, -1, b"") if tx_hash in self.known else None
 
     def member_ids(self) -> set[str]:
         return set()
@@ -138,15 +161,18 @@ class Results:
         return TxOutcome(0, "", True, 3, b"\x01" * 32, 0, events_json=self.known[tx_hash])
 
 
-def _result_batch(
+def _lookup_of(hashes: list[str]) -> pb.TxLookupBatchRequest:
+    return pb.TxLookupBatchRequest(channel="c", tx_hashes=hashes)
+
+
+async def _result_batch(
     servicer: PeerServicer, hashes: list[str]
 ) -> list[tuple[int, str, pb.TxResultReply]]:
-    request = pb.TxResultBatchRequest(channel="c", tx_hashes=hashes)
-    reply = servicer._tx_result_batch(request, None)
+    reply = await servicer._tx_result_batch(_lookup_of(hashes), None)
     return [(entry.code, entry.message, entry.result) for entry in reply.results]
 
 
-def test_each_lookup_of_a_batch_is_answered_or_refused_alone_and_counted_once() -> None:
+async def test_each_lookup_of_a_batch_is_answered_or_refused_alone_and_counted_once() -> None:
     good, lost, gone = (bytes([n]) * 32 for n in (1, 2, 3))
     monitor = Monitor()
     servicer = PeerServicer(
@@ -154,7 +180,8 @@ def test_each_lookup_of_a_batch_is_answered_or_refused_alone_and_counted_once() 
         "peer",
         monitor=monitor,  # type: ignore[arg-type]
     )
-    entries = _result_batch(servicer, [good.hex(), gone.hex(), "0x" + good.hex(), "zz", lost.hex()])
+    hashes = [good.hex(), gone.hex(), "0x" + good.hex(), "zz", lost.hex()]
+    entries = await _result_batch(servicer, hashes)
     (ok, _, result), unknown, prefixed, malformed, damaged = entries
     assert ok == prefixed[0] == 0 and result == prefixed[2] and result.executed
     assert (result.block_height, result.block_hash) == (3, "01" * 32)
@@ -174,9 +201,9 @@ def test_each_lookup_of_a_batch_is_answered_or_refused_alone_and_counted_once() 
     ]
 
 
-def test_a_result_batch_reply_holds_what_fits_and_the_rest_is_asked_again() -> None:
+async def test_a_result_batch_reply_holds_what_fits_and_the_rest_is_asked_again() -> None:
     """Results with large event logs: a reply carries those that fit in a message, and the
-    caller asks the rest again; a refusal is counted once, when its reply goes."""
+    caller asks the rest again."""
     known = {bytes([n]) * 32: "e" * 300_000 for n in range(5)}
     monitor = Monitor()
     servicer = PeerServicer(
@@ -188,7 +215,7 @@ def test_a_result_batch_reply_holds_what_fits_and_the_rest_is_asked_again() -> N
     hashes = [h.hex() for h in known] + ["ff" * 32]
     replies = []
     while hashes:  # as the proxy does: what a reply leaves out, asked again
-        entries = _result_batch(servicer, hashes)
+        entries = await _result_batch(servicer, hashes)
         assert entries
         replies.append(len(entries))
         hashes = hashes[len(entries) :]
@@ -196,9 +223,85 @@ def test_a_result_batch_reply_holds_what_fits_and_the_rest_is_asked_again() -> N
     assert monitor.errors == [("GetTxResult", "NOT_FOUND")]
 
 
-def test_a_result_batch_of_more_than_1000_lookups_is_refused_whole() -> None:
+async def test_a_refusal_worked_out_past_a_full_reply_is_counted_when_it_is_told() -> None:
+    """An unknown transaction's refusal that does not fit in the reply is asked again: it is
+    counted once, with the reply that tells it, not each time it is worked out."""
+    good = bytes([1]) * 32
+    servicer = PeerServicer(Backend(Results({good: "e" * 1000})), "p")  # type: ignore[arg-type]
+    (fitted,) = (await servicer._tx_result_batch(_lookup_of([good.hex()]), None)).results
+    monitor = Monitor()
+    servicer = PeerServicer(
+        Backend(Results({good: "e" * 1000})),  # type: ignore[arg-type]
+        "peer",
+        monitor=monitor,  # type: ignore[arg-type]
+        max_reply=_REPLY_OVERHEAD + fitted.ByteSize() + _RESULT_OVERHEAD + 10,  # no room beside
+    )
+    first = await servicer._tx_result_batch(_lookup_of([good.hex(), "ff" * 32]), None)
+    assert len(first.results) == 1 and monitor.errors == []
+    second = await servicer._tx_result_batch(_lookup_of(["ff" * 32]), None)
+    assert second.results[0].code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert monitor.errors == [("GetTxResult", "NOT_FOUND")]
+
+
+async def test_a_lookup_reply_is_bounded_below_a_message_and_lets_the_loop_run_meanwhile() -> None:
+    """Lookups whose entries pass MAX_LOOKUP_REPLY_BYTES fill a reply up to it (the rest are
+    asked again); and other tasks run while a batch is looked up, not after all of it."""
+    known = {n.to_bytes(32, "big"): "e" * 100_000 for n in range(100)}
+    order: list[str] = []
+
+    class Watched(Results):
+        def tx_result(self, tx_hash: bytes) -> TxOutcome | None:
+            order.append("lookup")
+            return super().tx_result(tx_hash)
+
+    servicer = PeerServicer(Backend(Watched(known)), "peer")  # type: ignore[arg-type]
+    hashes = [h.hex() for h in known]
+    batch = asyncio.ensure_future(servicer._tx_result_batch(_lookup_of(hashes), None))
+
+    async def another_task() -> None:
+        order.append("other")
+
+    other = asyncio.ensure_future(another_task())
+    reply = await batch
+    await other
+    assert 0 < order.index("other") < len(order) - 1, order  # ran between two lookups
+    assert 30 < len(reply.results) < 100
+    assert reply.ByteSize() <= MAX_LOOKUP_REPLY_BYTES < reply.ByteSize() + 100_100
+
+
+async def test_a_result_batch_of_more_than_1000_lookups_is_refused_whole() -> None:
     servicer = PeerServicer(Backend(Results({})), "peer")  # type: ignore[arg-type]
-    request = pb.TxResultBatchRequest(channel="c", tx_hashes=["ab" * 32] * 1001)
+    request = pb.TxLookupBatchRequest(channel="c", tx_hashes=["ab" * 32] * 1001)
     with pytest.raises(RequestError) as refused:
-        servicer._tx_result_batch(request, None)
+        await servicer._tx_result_batch(request, None)
     assert refused.value.kind is ErrorKind.INVALID and "limit 1000" in refused.value.message
+
+
+async def test_each_transaction_of_a_batch_is_answered_as_get_tx_with_one_status_a_call() -> None:
+    good, lost, gone = (bytes([n]) * 32 for n in (1, 2, 3))
+    channel = Results({good: ""}, frozenset({lost}))
+    monitor = Monitor()
+    servicer = PeerServicer(
+        Backend(channel),  # type: ignore[arg-type]
+        "peer",
+        monitor=monitor,  # type: ignore[arg-type]
+    )
+    hashes = [good.hex(), gone.hex(), lost.hex(), good.hex(), "zz"]
+    reply = await servicer._tx_lookup_batch(_lookup_of(hashes), None)
+    first, unknown, damaged, again, malformed = reply.results
+    assert first.code == again.code == 0 and first.tx == again.tx
+    assert first.tx.tx == channel.tx.encode() and first.tx.block_height == -1
+    assert (first.tx.peer_id, first.tx.score_id, first.tx.score_version) == (
+        "peer",
+        "score/x",
+        "1.0",
+    )
+    assert channel.statuses == 1  # asked once for the call, not once a transaction
+    assert unknown.code == grpc.StatusCode.NOT_FOUND.value[0] and gone.hex() in unknown.message
+    assert damaged.code == grpc.StatusCode.DATA_LOSS.value[0]
+    assert malformed.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert monitor.errors == [
+        ("GetTx", "NOT_FOUND"),
+        ("GetTx", "DATA_LOSS"),
+        ("GetTx", "INVALID_ARGUMENT"),
+    ]
