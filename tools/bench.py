@@ -2,7 +2,8 @@
 """Benchmark of the local network in one run: start-up, memory, latency, throughput, CPU, calm.
 
     .venv/bin/python tools/bench.py [-c 64] [-d 60] [--channels A,B] [--baseline REV] [--rounds N]
-                                    [--queries S] [--polls S] [--no-load] [--json]
+                                    [--queries S] [--polls S] [--poll-api v1|v3] [--no-load]
+                                    [--json]
 
 Starts `./localnet.sh --data <tmpdir>` of a source tree (the repo root by default) in its own
 process group, and measures, in order:
@@ -52,6 +53,9 @@ none in a channel), POLL_SEED transactions per channel that the phase submits fi
 for, until calm, outside the measured window. The same client, phase and figures as the queries
 (shared code), prefixed `poll_`, and `poll_results_executed`: the 200 answers whose
 `response.code` is 0 (executed), so that polls of unknown or unexecuted transactions show.
+`--poll-api v3` polls as ICON's clients do instead: JSON-RPC `icx_getTransactionResult` to
+`/api/v3[/<channel>]` (a result lookup and a transaction lookup in the proxy), a result whose
+`status` is 0x1 counted as executed.
 
 `--baseline REV` runs the same benchmark first on a git worktree of REV (its `.venv` a symlink to
 this repo's), then on the tree, and prints both side by side with the ratio current / baseline.
@@ -1455,6 +1459,57 @@ async def _get_result(session: aiohttp.ClientSession, url: str) -> ReadAnswer:
     return "200", retry, result_code(reply)
 
 
+def v3_result_code(reply: Any) -> str:
+    """The result code of an icx_getTransactionResult reply as text: "0" for status 0x1
+    (executed, success), the failure's code (decimal) for status 0x0, "?" otherwise."""
+    result = reply.get("result") if isinstance(reply, dict) else None
+    status = result.get("status") if isinstance(result, dict) else None
+    if status == "0x1":
+        return "0"
+    failure = result.get("failure") if isinstance(result, dict) else None
+    code = failure.get("code") if isinstance(failure, dict) else None
+    if status == "0x0" and isinstance(code, str) and code.startswith("0x"):
+        try:
+            return str(int(code, 16))
+        except ValueError:
+            pass
+    return "?"
+
+
+async def _post_v3_result(
+    session: aiohttp.ClientSession, url: str, tx_hash: str, request_id: int
+) -> ReadAnswer:
+    body = {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "icx_getTransactionResult",
+        "params": {"txHash": "0x" + tx_hash},
+    }
+    try:
+        async with session.post(url, json=body) as resp:
+            retry = retry_after_seconds(resp.headers.get("Retry-After"))
+            if resp.status != 200:
+                await resp.read()
+                return str(resp.status), retry, None
+            reply = await resp.json(content_type=None)
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        return failure_kind(exc), None, None
+    return "200", retry, v3_result_code(reply)
+
+
+def v3_poll_request(url: str, hashes: Sequence[str], first: int = 0) -> ReadRequest:
+    """POST to `url`, a peer's v3 endpoint for the channel, icx_getTransactionResult of
+    hashes[first], then of the next one each time, cycling."""
+    if not hashes:
+        raise ValueError("no transaction to poll")
+
+    async def send(session: aiohttp.ClientSession, sent_before: int) -> ReadAnswer:
+        tx_hash = hashes[(first + sent_before) % len(hashes)]
+        return await _post_v3_result(session, url, tx_hash, sent_before)
+
+    return send
+
+
 def poll_request(url: str, channel: str, hashes: Sequence[str], first: int = 0) -> ReadRequest:
     """GET from `url`, a peer's POLL_PATH, the result of hashes[first], then of the next one
     each time, cycling (in `channel`; "" for the default one)."""
@@ -1571,11 +1626,12 @@ async def run_polls(
     duration: float,
     label: str,
     known: Mapping[str, Sequence[str]],
+    api: str = "v1",
 ) -> dict[str, Any]:
     """The poll phase: `clients` keep-alive clients spread over the peers (and channels) as the
-    query clients are, each polling transaction results back to back for `duration` seconds,
-    cycling through the transactions `known` committed in its channel (or, where none are,
-    through POLL_SEED submitted first)."""
+    query clients are, each polling transaction results (through `api`, v1 or v3) back to back
+    for `duration` seconds, cycling through the transactions `known` committed in its channel
+    (or, where none are, through POLL_SEED submitted first)."""
     channels = net.channels or [""]
     hashes = {channel: spread(known.get(channel, ()), POLL_HASHES) for channel in channels}
     unknown = [channel for channel in channels if not hashes[channel]]
@@ -1585,7 +1641,9 @@ async def run_polls(
         hashes.update(await seed_transactions(session, unknown))
         say(f"{label}: {sum(len(hashes[channel]) for channel in unknown)} of them final")
     requests = [
-        poll_request(rest_url(peer, POLL_PATH), channel, hashes[channel], first=index)
+        v3_poll_request(v3_url(peer, channel), hashes[channel], first=index)
+        if api == "v3"
+        else poll_request(rest_url(peer, POLL_PATH), channel, hashes[channel], first=index)
         for index, (peer, channel) in enumerate(client_places(clients, channels))
     ]
     return await run_reads(net, requests, duration, label, "poll", with_results=True)
@@ -1733,6 +1791,7 @@ class Options:
     loads: int = 1  # loads in a row on the one network (the figures are the first's)
     queries: float = 0.0  # seconds of the query load after the transaction loads (0: none)
     polls: float = 0.0  # seconds of transaction result polls after those (0: none)
+    poll_api: str = "v1"  # how the polls ask: v1 GET .../transactions/result, v3 JSON-RPC
     no_load: bool = False  # no transaction load (v1 or v3)
 
     @property
@@ -1826,7 +1885,13 @@ async def measure(net: LocalNet, options: Options, label: str) -> dict[str, Any]
         if options.polls > 0 and not options.idle_only:
             say(f"{label}: poll load: {options.clients} clients for {options.polls:g} s")
             polls = await run_polls(
-                session, net, options.clients, options.polls, f"{label} polls", known
+                session,
+                net,
+                options.clients,
+                options.polls,
+                f"{label} polls",
+                known,
+                options.poll_api,
             )
             figures.update(polls["figures"])
             details.update(polls["details"])
@@ -2251,6 +2316,7 @@ def report(
             "no_load": options.no_load,
             "queries_s": options.queries,
             "polls_s": options.polls,
+            "poll_api": options.poll_api,
         },
         **runs,
     }
@@ -2373,6 +2439,13 @@ def parse_args(argv: Sequence[str]) -> Options:
         "(/api/v1/transactions/result) of committed transactions back to back for this long "
         "(the load's, or a few it submits first; default 0: no polls)",
     )
+    add(
+        "--poll-api",
+        choices=("v1", "v3"),
+        default="v1",
+        help="how the polls ask: v1 GET /api/v1/transactions/result (default), or v3 "
+        "icx_getTransactionResult as ICON's clients do",
+    )
     args = parser.parse_args(argv)
     if args.idle_only and args.queries > 0:
         parser.error("--idle-only runs no load; for the queries alone: --no-load --queries S")
@@ -2398,6 +2471,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         loads=args.loads,
         queries=args.queries,
         polls=args.polls,
+        poll_api=args.poll_api,
         no_load=args.no_load,
     )
 

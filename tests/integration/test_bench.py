@@ -1121,6 +1121,61 @@ async def test_poll_client_counts_answers_and_result_codes_over_one_connection()
     assert not state.answers and not state.results
 
 
+def test_result_code_of_a_v3_transaction_result_reply() -> None:
+    assert bench.v3_result_code({"result": {"status": "0x1", "txHash": "0x" + "ab" * 32}}) == "0"
+    failed = {"result": {"status": "0x0", "failure": {"code": "0x7d64", "message": "no"}}}
+    assert bench.v3_result_code(failed) == "32100"
+    for odd in (
+        None,
+        {},
+        {"error": {"code": -31002, "message": "pending"}},
+        {"result": {"status": "0x2"}},
+        {"result": {"status": "0x0", "failure": {"code": "0xg"}}},
+        {"result": {"status": "0x0"}},
+        {"result": []},
+    ):
+        assert bench.v3_result_code(odd) == "?", odd
+
+
+async def test_a_v3_poll_asks_icx_get_transaction_result_of_each_hash_in_turn() -> None:
+    import aiohttp
+    from aiohttp import web
+
+    executed, failed = "ee" * 32, "ff" * 32
+    asked: list[dict[str, Any]] = []
+
+    async def v3(request: web.Request) -> web.Response:
+        body = await request.json()
+        asked.append(body)
+        tx_hash = body["params"]["txHash"][2:]
+        if tx_hash == failed:
+            result = {"status": "0x0", "failure": {"code": "0x7d64", "message": "no"}}
+        else:
+            result = {"status": "0x1"}
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": result})
+
+    app = web.Application()
+    app.router.add_post("/api/v3/alpha", v3)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v3/alpha"
+    try:
+        request = bench.v3_poll_request(url, [executed, failed], first=1)
+        async with aiohttp.ClientSession() as session:
+            answers = [await request(session, sent_before) for sent_before in range(3)]
+    finally:
+        await runner.cleanup()
+    assert answers == [("200", None, "32100"), ("200", None, "0"), ("200", None, "32100")]
+    assert [body["method"] for body in asked] == ["icx_getTransactionResult"] * 3
+    assert [body["params"] for body in asked] == [
+        {"txHash": "0x" + tx_hash} for tx_hash in (failed, executed, failed)
+    ]
+    with pytest.raises(ValueError):
+        bench.v3_poll_request(url, [])
+
+
 def test_poll_rows_after_the_query_rows_with_every_status_and_ratios() -> None:
     cpu = dict.fromkeys(bench.KINDS, 1.0)
     base = bench.read_figures("poll", {"200": 100, "404": 3}, [0.01] * 100, cpu, 10.0, (0, 0), {})
@@ -1183,9 +1238,17 @@ def test_polls_option() -> None:
     assert options.polls == 15.0 and options.queries == 0 and not options.tx_load
     assert bench.parse_args(["--queries", "5", "--polls", "1m"]).polls == 60.0
     assert bench.parse_args(["--polls", "0"]).polls == 0.0
+    assert options.poll_api == "v1"
+    assert bench.parse_args(["--polls", "5", "--poll-api", "v3"]).poll_api == "v3"
     summary, _ = bench.report({"current": _run()}, options)
     assert summary["settings"]["polls_s"] == 15.0 and summary["settings"]["queries_s"] == 0
-    for bad in (["--polls", "-1"], ["--polls", "x"], ["--idle-only", "--polls", "5"]):
+    assert summary["settings"]["poll_api"] == "v1"
+    for bad in (
+        ["--polls", "-1"],
+        ["--polls", "x"],
+        ["--idle-only", "--polls", "5"],
+        ["--polls", "5", "--poll-api", "v2"],
+    ):
         with pytest.raises(SystemExit):
             bench.parse_args(bad)
 
