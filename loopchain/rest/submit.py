@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, cast
@@ -191,7 +192,18 @@ class BatchSubmitter(Generic[Answer]):
             self._on_call(len(batch))
         task = asyncio.get_running_loop().create_task(self._send(channel, batch))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(functools.partial(self._sent, batch))
+
+    def _sent(
+        self, batch: list[tuple[str, asyncio.Future[Answer]]], task: asyncio.Task[None]
+    ) -> None:
+        """A call's task is over: its submitters were answered (or, for reads a reply left out,
+        wait again), unless it was cancelled before it ever ran (a close right after it was
+        made): they hear that the proxy stops."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            for _, future in batch:
+                _settle(future, error=_stopping())
 
     def _refusal(self, code: grpc.StatusCode, words: str) -> BaseException:
         """The error a submitter hears for a refusal with `code` and the peer's `words`."""

@@ -202,6 +202,20 @@ async def test_submissions_waiting_behind_a_call_when_the_proxy_stops_are_answer
     assert len(peer.gates) == 1
 
 
+async def test_a_call_closed_before_it_ever_ran_answers_its_submitters_503() -> None:
+    """A close in the same turn as the call's task was made cancels it before it runs: its
+    submitters hear that the proxy stops rather than waiting for good."""
+    peer = HeldPeer()
+    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 1.0))
+    submitted = asyncio.ensure_future(submitter.submit("c", "a"))
+    await asyncio.sleep(0)  # the submission is made: its call's task exists, not yet run
+    await submitter.close()  # at once: in this turn
+    with pytest.raises(RestError) as stopped:
+        await asyncio.wait_for(submitted, 5)
+    assert stopped.value.status == 503 and "stopping" in stopped.value.message
+    assert not peer.gates  # never sent
+
+
 async def test_submissions_lingering_when_the_proxy_stops_are_answered_503(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
