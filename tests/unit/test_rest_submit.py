@@ -6,6 +6,8 @@ import asyncio
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.rest import submit
@@ -358,3 +360,94 @@ async def test_a_query_that_waits_past_its_deadline_is_answered_so_and_never_sen
     assert await asyncio.wait_for(submitter.submit("c", "next", 5), 5) == "next"
     assert calls == [["first"], ["next"]]  # "late" was never sent
     await submitter.close()
+
+
+# what a read call does with a batch: answer a prefix of this many (0: none), or fail whole
+_REPLIES = st.one_of(st.integers(0, 3), st.just("fail"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    items=st.lists(
+        st.tuples(st.sampled_from(["x", "y"]), st.text(alphabet="abc", min_size=1, max_size=4)),
+        min_size=1,
+        max_size=30,
+    ),
+    replies=st.lists(_REPLIES, max_size=40),
+    cancelled=st.sets(st.integers(0, 29), max_size=5),
+    max_bytes=st.integers(1, 32),
+)
+def test_every_read_is_answered_once_with_its_own_answer_in_its_own_channel(
+    items: list[tuple[str, str]], replies: list[int | str], cancelled: set[int], max_bytes: int
+) -> None:
+    """Reads in two channels, whatever each call does (answers a prefix, none, or fails) and
+    whichever readers stop waiting: every read still waiting ends once, with its own channel's
+    answer, its own refusal, the error of the call that carried it, or "no answer" from a reply
+    that answered none; a read whose reader left is not sent in a later call; a call carries one
+    channel's reads within the byte bound (past the first); nothing is left behind."""
+
+    async def run() -> None:
+        sent: list[tuple[str, list[str]]] = []
+        answered_none: set[str] = set()  # reads carried by a call whose reply answered none
+        plan = iter(replies)
+
+        async def peer(channel: str, texts: list[str]) -> pb.QueryBatchReply:
+            sent.append((channel, texts))
+            await asyncio.sleep(0)
+            reply = next(plan, len(texts))  # past the plan, every call answers in full
+            if reply == "fail":
+                raise grpc.aio.AioRpcError(
+                    grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down"
+                )
+            if reply == 0:
+                answered_none.update(texts)
+            return pb.QueryBatchReply(
+                results=[
+                    pb.QueryResult(code=3, message=f"refused {text}")
+                    if text.startswith("c")
+                    else pb.QueryResult(response_json=f"{channel}:{text.upper()}")
+                    for text in texts[: int(reply)]
+                ]
+            )
+
+        submitter = BatchSubmitter(
+            peer, lambda: ("127.0.0.1:1", 30.0), max_batch_bytes=max_bytes, reads=True
+        )
+        texts = [f"{text}{i}" for i, (_, text) in enumerate(items)]
+        tasks = [
+            asyncio.create_task(submitter.submit(channel, text))
+            for (channel, _), text in zip(items, texts, strict=True)
+        ]
+        await asyncio.sleep(0)
+        left = {texts[i] for i in cancelled if i < len(tasks) and tasks[i].cancel()}
+        sent_before = len(sent)
+        outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+        # a read carried by a call already made (one a channel) may be sent; none later is
+        made = len({channel for channel, _ in items})
+        later = {text for _, batch in sent[sent_before + made :] for text in batch}
+        assert not left & later
+        for i, ((channel, _), outcome) in enumerate(zip(items, outcomes, strict=True)):
+            asked = texts[i]
+            if isinstance(outcome, asyncio.CancelledError):
+                assert i in cancelled
+            elif isinstance(outcome, RestError):
+                refused = (outcome.status, outcome.message)
+                assert refused in (
+                    (400, f"refused {asked}"),
+                    (503, "the peer at 127.0.0.1:1 is unreachable (down)"),
+                    (502, "the peer gave no answer"),
+                ), refused
+                assert refused[0] != 502 or asked in answered_none, refused
+            else:
+                assert outcome == f"{channel}:{asked.upper()}", (asked, outcome)
+        for channel, batch in sent:
+            assert all(items[int(text.lstrip("abc"))][0] == channel for text in batch)
+            assert len(batch) == 1 or sum(len(text) for text in batch) <= max_bytes
+        await asyncio.sleep(0)  # the last call's task is discarded once it is done
+        assert not submitter._waiting and not submitter._busy and not submitter._tasks
+        assert not submitter._lingering
+        await submitter.close()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(submit, "LINGER_S", 0.0)  # the linger's timers run at once
+        asyncio.run(run())
