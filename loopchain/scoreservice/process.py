@@ -570,12 +570,16 @@ class SerialRunner:
                 future.set_exception(error) if error is not None else future.set_result(value)
 
         def work() -> None:
+            value: Any = None
+            error: BaseException | None = None
             try:
                 value = fn()
             except BaseException as exc:
-                loop.call_soon_threadsafe(settle, None, exc)
-            else:
-                loop.call_soon_threadsafe(settle, value, None)
+                error = exc
+            try:
+                loop.call_soon_threadsafe(settle, value, error)
+            except RuntimeError:  # the loop closed meanwhile (the process stops): no one waits
+                pass
 
         try:
             if self._thread is None:

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from loopchain.scoreservice.process import SerialRunner
+from tools.procs import wait_until
 
 
 async def test_calls_run_one_at_a_time_on_one_thread_that_is_not_the_loops() -> None:
@@ -64,3 +65,42 @@ async def test_an_error_reaches_its_caller_and_the_next_call_runs() -> None:
     with pytest.raises(ValueError, match="the SCORE raised"):
         await runner.call(fails)
     assert await runner.call(lambda: 42) == 42
+
+
+def test_a_call_that_ends_after_its_loop_closed_ends_quietly() -> None:
+    """The process stops (its loop closes) while a call runs: when the call ends, its answer
+    has no one to go to, and the thread goes on without an error (before, it died with 'Event
+    loop is closed' written to the log)."""
+    runner = SerialRunner()
+    started, release, after = threading.Event(), threading.Event(), threading.Event()
+    errors: list[BaseException | None] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    try:
+
+        def slow() -> int:
+            started.set()
+            release.wait(60)
+            return 1
+
+        async def begin() -> asyncio.Task[int]:
+            task = asyncio.ensure_future(runner.call(slow))
+            await asyncio.to_thread(started.wait, 60)
+            return task
+
+        loop = asyncio.new_event_loop()
+        task = loop.run_until_complete(begin())
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        loop.close()
+        release.set()
+        runner._calls.put(after.set)  # runs once the call has tried to answer
+        thread = runner._thread
+        assert thread is not None
+        wait_until(
+            lambda: after.is_set() or not thread.is_alive(), 60, "the call to end one way or other"
+        )
+        assert after.is_set() and errors == [], errors
+    finally:
+        threading.excepthook = hook
+        release.set()
