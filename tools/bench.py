@@ -2,7 +2,7 @@
 """Benchmark of the local network in one run: start-up, memory, latency, throughput, CPU, calm.
 
     .venv/bin/python tools/bench.py [-c 64] [-d 60] [--channels A,B] [--baseline REV] [--rounds N]
-                                    [--queries S] [--polls S] [--poll-api v1|v3] [--no-load]
+                                    [--queries S] [--polls S] [--poll-api v1|v3|v3-balance] [--no-load]
                                     [--json]
 
 Starts `./localnet.sh --data <tmpdir>` of a source tree (the repo root by default) in its own
@@ -55,7 +55,8 @@ for, until calm, outside the measured window. The same client, phase and figures
 `response.code` is 0 (executed), so that polls of unknown or unexecuted transactions show.
 `--poll-api v3` polls as ICON's clients do instead: JSON-RPC `icx_getTransactionResult` to
 `/api/v3[/<channel>]` (a result lookup and a transaction lookup in the proxy), a result whose
-`status` is 0x1 counted as executed.
+`status` is 0x1 counted as executed; `--poll-api v3-balance` asks `icx_getBalance` of as many
+accounts ("hx" and the first 40 hex digits of each hash), a hex answer counted as code 0.
 
 `--baseline REV` runs the same benchmark first on a git worktree of REV (its `.venv` a symlink to
 this repo's), then on the tree, and prints both side by side with the ratio current / baseline.
@@ -1476,15 +1477,21 @@ def v3_result_code(reply: Any) -> str:
     return "?"
 
 
-async def _post_v3_result(
-    session: aiohttp.ClientSession, url: str, tx_hash: str, request_id: int
+def v3_balance_code(reply: Any) -> str:
+    """ "0" for an icx_getBalance reply whose result is a hex number, "?" otherwise."""
+    value = reply.get("result") if isinstance(reply, dict) else None
+    return "0" if isinstance(value, str) and re.fullmatch(r"0x[0-9a-f]+", value) else "?"
+
+
+async def _post_v3(
+    session: aiohttp.ClientSession,
+    url: str,
+    method: str,
+    params: dict[str, str],
+    request_id: int,
+    code_of: Callable[[Any], str],
 ) -> ReadAnswer:
-    body = {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "method": "icx_getTransactionResult",
-        "params": {"txHash": "0x" + tx_hash},
-    }
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
     try:
         async with session.post(url, json=body) as resp:
             retry = retry_after_seconds(resp.headers.get("Retry-After"))
@@ -1494,18 +1501,29 @@ async def _post_v3_result(
             reply = await resp.json(content_type=None)
     except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
         return failure_kind(exc), None, None
-    return "200", retry, v3_result_code(reply)
+    return "200", retry, code_of(reply)
 
 
-def v3_poll_request(url: str, hashes: Sequence[str], first: int = 0) -> ReadRequest:
+def v3_poll_request(
+    url: str, hashes: Sequence[str], first: int = 0, balances: bool = False
+) -> ReadRequest:
     """POST to `url`, a peer's v3 endpoint for the channel, icx_getTransactionResult of
-    hashes[first], then of the next one each time, cycling."""
+    hashes[first], then of the next one each time, cycling; with `balances`, icx_getBalance of
+    the account "hx" + the hash's first 40 digits instead."""
     if not hashes:
         raise ValueError("no transaction to poll")
 
     async def send(session: aiohttp.ClientSession, sent_before: int) -> ReadAnswer:
         tx_hash = hashes[(first + sent_before) % len(hashes)]
-        return await _post_v3_result(session, url, tx_hash, sent_before)
+        if balances:
+            params = {"address": "hx" + tx_hash[:40]}
+            return await _post_v3(
+                session, url, "icx_getBalance", params, sent_before, v3_balance_code
+            )
+        params = {"txHash": "0x" + tx_hash}
+        return await _post_v3(
+            session, url, "icx_getTransactionResult", params, sent_before, v3_result_code
+        )
 
     return send
 
@@ -1641,8 +1659,10 @@ async def run_polls(
         hashes.update(await seed_transactions(session, unknown))
         say(f"{label}: {sum(len(hashes[channel]) for channel in unknown)} of them final")
     requests = [
-        v3_poll_request(v3_url(peer, channel), hashes[channel], first=index)
-        if api == "v3"
+        v3_poll_request(
+            v3_url(peer, channel), hashes[channel], first=index, balances=api == "v3-balance"
+        )
+        if api != "v1"
         else poll_request(rest_url(peer, POLL_PATH), channel, hashes[channel], first=index)
         for index, (peer, channel) in enumerate(client_places(clients, channels))
     ]
@@ -2441,10 +2461,10 @@ def parse_args(argv: Sequence[str]) -> Options:
     )
     add(
         "--poll-api",
-        choices=("v1", "v3"),
+        choices=("v1", "v3", "v3-balance"),
         default="v1",
-        help="how the polls ask: v1 GET /api/v1/transactions/result (default), or v3 "
-        "icx_getTransactionResult as ICON's clients do",
+        help="how the polls ask: v1 GET /api/v1/transactions/result (default), v3 "
+        "icx_getTransactionResult as ICON's clients do, or v3 icx_getBalance of as many accounts",
     )
     args = parser.parse_args(argv)
     if args.idle_only and args.queries > 0:

@@ -173,8 +173,8 @@ Entry = TypeVar("Entry", pb.TxEntry, pb.TxResultEntry)
 
 
 class _BatchReply(Generic[Result]):
-    """The results of a batch reply (QueryBatch, GetTxBatch, GetTxResultBatch), in order, up to
-    `max_bytes`;
+    """The results of a batch reply (QueryBatch, GetTxBatch, GetTxResultBatch, GetBalanceBatch),
+    in order, up to `max_bytes`;
     `refusal` makes the result refusing, with these words, one too large for a reply alone (a
     `what`)."""
 
@@ -218,6 +218,10 @@ def _tx_refusal(code: grpc.StatusCode, message: str) -> pb.TxEntry:
     return pb.TxEntry(code=code.value[0], message=message)
 
 
+def _balance_refusal(code: grpc.StatusCode, message: str) -> pb.BalanceEntry:
+    return pb.BalanceEntry(code=code.value[0], message=message)
+
+
 def decode_consensus(message: pb.ConsensusMessage, pooled: Pooled | None = None) -> m.Event:
     """The consensus event carried by a Deliver message (`pooled`: the channel's transactions by
     signature, which a proposal's need not be decoded again)."""
@@ -242,7 +246,8 @@ def _refused(context: Any, status: grpc.StatusCode, message: str) -> None:
 
 MAX_SUBMISSIONS_PER_CALL = 1000  # client transactions in one CreateTxBatch
 MAX_QUERIES_PER_CALL = 1000  # client queries in one QueryBatch
-MAX_LOOKUPS_PER_CALL = 1000  # transaction hashes in one GetTxBatch or GetTxResultBatch
+MAX_LOOKUPS_PER_CALL = 1000  # hashes in one GetTxBatch or GetTxResultBatch, addresses in one
+# GetBalanceBatch
 # A lookup batch's reply holds at most this many bytes of entries (its caller asks the rest
 # again): a GetTx entry carries its transaction, up to MAX_TX_BYTES
 MAX_LOOKUP_REPLY_BYTES = 4 << 20
@@ -836,22 +841,73 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             code = refusal.kind.value
             return pb.QueryResult(code=code.value[0], message=message), code
 
-        # all asked at once (so that they share the SCORE's calls), taken in order until the
-        # reply is full: the rest are cancelled, never sent to the SCORE or held here
-        tasks = [asyncio.ensure_future(answer(text)) for text in request.params_json]
-        reply = _BatchReply(self.max_reply, _query_refusal, "query answer")
+        results = await self._asked_together(
+            request.params_json,
+            answer,
+            _BatchReply(self.max_reply, _query_refusal, "query answer"),
+            "Query",
+        )
+        return pb.QueryBatchReply(results=results)
+
+    async def GetBalanceBatch(
+        self, request: pb.BalanceBatchRequest, context: Any
+    ) -> pb.BalanceBatchReply:
+        return await self._serve(
+            context, "GetBalanceBatch", lambda: self._balance_batch(request, context), request
+        )
+
+    async def _balance_batch(
+        self, request: pb.BalanceBatchRequest, context: Any
+    ) -> pb.BalanceBatchReply:
+        """Each address's balance as GetBalance answers it, a refusal in its own entry; the
+        reply holds the entries that fit in a message (its caller asks the rest again);
+        refusals counted as GetBalance's, one an address."""
+        if len(request.addresses) > MAX_LOOKUPS_PER_CALL:
+            raise RequestError(
+                ErrorKind.INVALID,
+                f"{len(request.addresses)} addresses in one call, limit {MAX_LOOKUPS_PER_CALL}",
+            )
+        channel = self._channel(context, request.channel)
+
+        async def answer(address: str) -> tuple[pb.BalanceEntry, grpc.StatusCode | None]:
+            try:
+                balance, supply, height = await channel.balance(address)
+            except RequestError as exc:  # bounded as a call's refusal is (it may quote it)
+                code = exc.kind.value
+                return _balance_refusal(code, status_details(exc.message)), code
+            found = pb.BalanceReply(balance=str(balance), total_supply=str(supply), height=height)
+            return pb.BalanceEntry(balance=found), None
+
+        reply = _BatchReply(
+            min(self.max_reply, MAX_LOOKUP_REPLY_BYTES), _balance_refusal, "a GetBalance answer"
+        )
+        results = await self._asked_together(request.addresses, answer, reply, "GetBalance")
+        return pb.BalanceBatchReply(results=results)
+
+    async def _asked_together(
+        self,
+        items: Sequence[str],
+        answer: Callable[[str], Awaitable[tuple[Result, grpc.StatusCode | None]]],
+        reply: _BatchReply[Result],
+        method: str,
+    ) -> list[Result]:
+        """`answer` of every item, all asked at once (so that they share the SCORE's calls),
+        taken in order into `reply` until it is full: the rest are cancelled, never sent to the
+        SCORE or held here. A refusal (its code beside the result) is counted as `method`'s
+        once its reply goes (an item asked again is not counted again)."""
+        tasks = [asyncio.ensure_future(answer(item)) for item in items]
         try:
             for task in tasks:
                 result, refused = await task
                 if not reply.add(result):
                     break
-                if refused is not None:  # counted once it is told (a query asked again is not)
-                    self._count_error("Query", refused)
+                if refused is not None:
+                    self._count_error(method, refused)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        return pb.QueryBatchReply(results=reply.results)
+        return reply.results
 
     async def GetScoreStatus(self, request: pb.ChannelRequest, context: Any) -> pb.ScoreStatusReply:
         def work() -> pb.ScoreStatusReply:

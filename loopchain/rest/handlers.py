@@ -52,6 +52,10 @@ def _entry_tx(entry: pb.TxEntry) -> pb.GetTxReply:
     return entry.tx
 
 
+def _entry_balance(entry: pb.BalanceEntry) -> pb.BalanceReply:
+    return entry.balance
+
+
 class PeerApi:
     """The REST routes of one peer, backed by a gRPC channel to it (opened by `start`)."""
 
@@ -262,6 +266,16 @@ class PeerApi:
         )
         return txs
 
+    def balance_submitter(
+        self, make_error: MakeError | None = None
+    ) -> BatchSubmitter[pb.BalanceReply]:
+        """A submitter of balance asks (their addresses) to this peer, in GetBalanceBatch calls
+        (closed with it); refusals counted as GetBalance's, as result_submitter's are."""
+        balances: BatchSubmitter[pb.BalanceReply] = self._reader(
+            self.balance_batch, "GetBalance", make_error, _entry_balance
+        )
+        return balances
+
     def _reader(
         self,
         call: BatchCall,
@@ -310,6 +324,14 @@ class PeerApi:
         request = pb.TxLookupBatchRequest(channel=channel, tx_hashes=hashes)
         reply: pb.TxResultBatchReply = await self._invoke(
             "GetTxResultBatch", self.stub.GetTxResultBatch, request
+        )
+        return reply
+
+    async def balance_batch(self, channel: str, addresses: list[str]) -> pb.BalanceBatchReply:
+        """The peer's balances of addresses in `channel` (a call within GRPC_TIMEOUT)."""
+        request = pb.BalanceBatchRequest(channel=channel, addresses=addresses)
+        reply: pb.BalanceBatchReply = await self._invoke(
+            "GetBalanceBatch", self.stub.GetBalanceBatch, request
         )
         return reply
 

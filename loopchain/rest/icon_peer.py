@@ -107,10 +107,12 @@ class PeerReader:
         self._api = api
         # concurrent icx_sendTransaction calls share CreateIconTxBatch calls to the peer
         self._sender = api.batch_submitter(self._send_batch, self._send_error)
-        # and icx_call queries QueryBatch calls, lookups GetTxBatch and GetTxResultBatch calls
+        # and icx_call queries QueryBatch calls, lookups GetTxBatch and GetTxResultBatch calls,
+        # balances GetBalanceBatch calls
         self._querier = api.query_submitter(self._query_error)
         self._results = api.result_submitter(self._lookup_error)
         self._txs = api.tx_submitter(self._lookup_error)
+        self._balances = api.balance_submitter(self._balance_error)
 
     async def _call(
         self, name: str, request: Any, channel: str | None, codes: Mapping[Any, int] = _CODES
@@ -214,6 +216,11 @@ class PeerReader:
             return _Unknown()
         return self._refusal(code, details, _CODES)
 
+    def _balance_error(self, code: grpc.StatusCode, details: str) -> JsonRpcError:
+        """A balance ask the peer refused (or a failed call), as `_call`'s refusal of a call
+        about the channel itself: NOT_FOUND, an unknown channel, is -32602."""
+        return self._refusal(code, details, _CODES)
+
     def _query_error(self, code: grpc.StatusCode, details: str) -> JsonRpcError:
         """A query the peer refused (or a failed call) as its JSON-RPC error: an unknown channel
         -32602, a query the SCORE refused or failed -30032, anything else -32603."""
@@ -248,8 +255,11 @@ class PeerReader:
 
     async def balance(self, channel: str, address: str) -> Coin:
         """An account's ICX and the total supply at the last executed block."""
-        request = pb.BalanceRequest(channel=channel, address=address)
-        reply = await self._call("GetBalance", request, None)
+        try:
+            with self._api.slots():
+                reply = await self._balances.submit(channel, address, self._api.timeout)
+        except RestError as exc:  # busy, stopping, or the peer gave no answer
+            raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
         try:
             return Coin(int(reply.balance), int(reply.total_supply), reply.height)
         except ValueError:

@@ -25,11 +25,12 @@ gossip and journal writes behind it about the same whatever it carries).
 Reads are coalesced the same way: queries (`POST /api/v1/query`, v3 `icx_call`) into `QueryBatch`
 calls answered with the SCORE's JSON for each, transaction results (`GET
 /api/v1/transactions/result`, v3 `icx_getTransactionResult` and the polls of its waiting methods)
-into `GetTxResultBatch` calls, and transactions (`GET /api/v1/transactions`, v3
-`icx_getTransactionByHash`) into `GetTxBatch` calls. A reply may answer only the first of its
+into `GetTxResultBatch` calls, transactions (`GET /api/v1/transactions`, v3
+`icx_getTransactionByHash`) into `GetTxBatch` calls, and v3 balances (`icx_getBalance`,
+`icx_getTotalSupply`) into `GetBalanceBatch` calls. A reply may answer only the first of its
 reads (the others did not fit in a message), and the rest go first in the next call. A read the
-peer refuses alone is counted under its one-call twin's name (`Query`, `GetTxResult`, `GetTx`),
-a failed call under the batch method's.
+peer refuses alone is counted under its one-call twin's name (`Query`, `GetTxResult`, `GetTx`,
+`GetBalance`), a failed call under the batch method's.
 """
 
 from __future__ import annotations
@@ -53,7 +54,11 @@ Answer = TypeVar("Answer")
 BatchCall = Callable[
     [str, list[str]],
     Awaitable[
-        pb.CreateTxBatchReply | pb.QueryBatchReply | pb.TxResultBatchReply | pb.GetTxBatchReply
+        pb.CreateTxBatchReply
+        | pb.QueryBatchReply
+        | pb.TxResultBatchReply
+        | pb.GetTxBatchReply
+        | pb.BalanceBatchReply
     ],
 ]
 # (the gRPC status of a refusal, the peer's words) -> the error its submitter hears
@@ -96,8 +101,8 @@ def _batch_end(waiting: list[tuple[str, asyncio.Future[Any]]], max_bytes: int | 
 
 class BatchSubmitter(Generic[Answer]):
     """Coalesces concurrent submissions into batch calls (`CreateTxBatch`, or
-    `CreateIconTxBatch` for v3; or reads: `QueryBatch`, `GetTxResultBatch`, `GetTxBatch`), one
-    in flight per channel. A refusal, of one submission or of the whole call, reaches its
+    `CreateIconTxBatch` for v3; or reads: `QueryBatch`, `GetTxResultBatch`, `GetTxBatch`,
+    `GetBalanceBatch`), one in flight per channel. A refusal, of one submission or of the whole call, reaches its
     submitter as `make_error` makes it (by default the REST v1 error for the status). Each is
     answered what `answer_of` takes from its result (by default a transaction's hash, a query's
     JSON). A read a reply leaves out is sent again (`reads`); a transaction a reply leaves out is

@@ -756,6 +756,30 @@ def test_a_lookup_batch_answers_each_hash_as_its_one_call_twin(target: Target, m
     assert not unknown.HasField(answer) and not malformed.HasField(answer), reply
 
 
+def test_a_balance_batch_answers_each_address_as_get_balance_and_is_bounded(
+    target: Target,
+) -> None:
+    port = _stranger_port(target)
+    over = pb.BalanceBatchRequest(channel=CHANNEL, addresses=["hx" + "0" * 40] * 1001)
+    error = rpc_refusal(peer_call, port, "GetBalanceBatch", over)
+    assert error.code() == INVALID and "1001 addresses in one call, limit 1000" in error.details()
+    unknown = pb.BalanceBatchRequest(channel="nosuch", addresses=["hx" + "0" * 40])
+    error = rpc_refusal(peer_call, port, "GetBalanceBatch", unknown)
+    assert error.code() == NOT_FOUND and "not served" in error.details(), error.details()
+    good = "hx" + "ab" * 20
+    asked = [good, "hx123", "x" * 100_000, good]
+    reply = peer_call(
+        port, "GetBalanceBatch", pb.BalanceBatchRequest(channel=CHANNEL, addresses=asked)
+    )
+    first, short, huge, again = reply.results
+    alone = peer_call(port, "GetBalance", pb.BalanceRequest(channel=CHANNEL, address=good))
+    assert first.code == again.code == 0 and first.balance == again.balance == alone, reply
+    for bad in (short, huge):
+        assert bad.code == INVALID.value[0] and not bad.HasField("balance"), reply
+        assert "'address' must be" in bad.message, bad.message
+    assert len(huge.message.encode()) <= MAX_DETAILS_BYTES  # bounded as a call's refusal is
+
+
 def _tx_stream(port: int, requests: list[bytes]) -> list[pb.CreateTxBatchReply]:
     """The replies of the peer's CreateTxStream to `requests` (raw messages, as any stranger may
     write them)."""

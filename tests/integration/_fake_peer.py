@@ -221,7 +221,7 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         await self._chain(request.channel, context)
         entries = [
             pb.TxEntry(code=code, message=message, tx=answer)
-            for code, message, answer in await self._lookups(request, self.GetTx)
+            for code, message, answer in await self._each(_tx_requests(request), self.GetTx)
         ]
         return pb.GetTxBatchReply(results=entries)
 
@@ -234,19 +234,38 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         await self._chain(request.channel, context)
         entries = [
             pb.TxResultEntry(code=code, message=message, result=answer)
-            for code, message, answer in await self._lookups(request, self.GetTxResult)
+            for code, message, answer in await self._each(_tx_requests(request), self.GetTxResult)
         ]
         return pb.TxResultBatchReply(results=entries)
 
-    async def _lookups(
-        self, request: pb.TxLookupBatchRequest, method: Callable[[Any, Any], Awaitable[Any]]
+    async def GetBalance(self, request: pb.BalanceRequest, context: Any) -> pb.BalanceReply:
+        await self._enter("GetBalance", request, context)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this fake peer keeps no balances")
+        raise AssertionError("abort returned")
+
+    async def GetBalanceBatch(
+        self, request: pb.BalanceBatchRequest, context: Any
+    ) -> pb.BalanceBatchReply:
+        """As GetTxBatch, for GetBalance."""
+        await self._enter("GetBalanceBatch", request, context)
+        await self._require_score(context)
+        await self._chain(request.channel, context)
+        asks = [pb.BalanceRequest(channel=request.channel, address=a) for a in request.addresses]
+        entries = [
+            pb.BalanceEntry(code=code, message=message, balance=answer)
+            for code, message, answer in await self._each(asks, self.GetBalance)
+        ]
+        return pb.BalanceBatchReply(results=entries)
+
+    async def _each(
+        self, requests: list[Any], method: Callable[[Any, Any], Awaitable[Any]]
     ) -> list[tuple[int, str, Any]]:
-        """(0, "", the answer) or (code, details, None) for each hash, as `method` answers it."""
+        """(0, "", the answer) or (code, details, None) for each request, as `method` answers
+        it alone."""
         entries: list[tuple[int, str, Any]] = []
-        for tx_hash in request.tx_hashes:
-            lookup = pb.GetTxRequest(channel=request.channel, tx_hash=tx_hash)
+        for request in requests:
             try:
-                entries.append((0, "", await method(lookup, _Entry())))
+                entries.append((0, "", await method(request, _Entry())))
             except _Refused as refused:
                 code, details = refused.args
                 entries.append((code.value[0], details, None))
@@ -330,6 +349,10 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         return pb.ScoreStatusReply(
             id="loopchain/default", version="0.1.0", all_version=["0.1.0", "0.0.9"], status=0
         )
+
+
+def _tx_requests(request: pb.TxLookupBatchRequest) -> list[pb.GetTxRequest]:
+    return [pb.GetTxRequest(channel=request.channel, tx_hash=h) for h in request.tx_hashes]
 
 
 class _Refused(Exception):

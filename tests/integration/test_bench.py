@@ -1176,6 +1176,41 @@ async def test_a_v3_poll_asks_icx_get_transaction_result_of_each_hash_in_turn() 
         bench.v3_poll_request(url, [])
 
 
+async def test_a_v3_balance_poll_asks_the_balance_of_an_account_of_each_hash() -> None:
+    import aiohttp
+    from aiohttp import web
+
+    asked: list[dict[str, Any]] = []
+
+    async def v3(request: web.Request) -> web.Response:
+        body = await request.json()
+        asked.append(body)
+        value = "many" if body["params"]["address"].endswith("ff" * 20) else "0x2a"
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": value})
+
+    app = web.Application()
+    app.router.add_post("/api/v3", v3)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v3"
+    try:
+        request = bench.v3_poll_request(url, ["ab" * 32, "ff" * 32], balances=True)
+        async with aiohttp.ClientSession() as session:
+            answers = [await request(session, sent_before) for sent_before in range(2)]
+    finally:
+        await runner.cleanup()
+    assert answers == [("200", None, "0"), ("200", None, "?")]  # a hex number, or not
+    assert [(body["method"], body["params"]) for body in asked] == [
+        ("icx_getBalance", {"address": "hx" + "ab" * 20}),
+        ("icx_getBalance", {"address": "hx" + "ff" * 20}),
+    ]
+    assert bench.v3_balance_code({"result": "0x0"}) == "0"
+    for odd in (None, {}, {"result": 5}, {"result": "0X1"}, {"error": {"code": -32602}}):
+        assert bench.v3_balance_code(odd) == "?", odd
+
+
 def test_poll_rows_after_the_query_rows_with_every_status_and_ratios() -> None:
     cpu = dict.fromkeys(bench.KINDS, 1.0)
     base = bench.read_figures("poll", {"200": 100, "404": 3}, [0.01] * 100, cpu, 10.0, (0, 0), {})
@@ -1240,6 +1275,7 @@ def test_polls_option() -> None:
     assert bench.parse_args(["--polls", "0"]).polls == 0.0
     assert options.poll_api == "v1"
     assert bench.parse_args(["--polls", "5", "--poll-api", "v3"]).poll_api == "v3"
+    assert bench.parse_args(["--polls", "5", "--poll-api", "v3-balance"]).poll_api == "v3-balance"
     summary, _ = bench.report({"current": _run()}, options)
     assert summary["settings"]["polls_s"] == 15.0 and summary["settings"]["queries_s"] == 0
     assert summary["settings"]["poll_api"] == "v1"

@@ -395,6 +395,63 @@ async def test_a_malformed_balance_from_the_peer_is_an_internal_error(session, v
     assert_error(answer, -32603, "malformed balance")
 
 
+class HeldBalances(CoinPeer):
+    """The coin peer holding its GetBalanceBatch calls until `release` is set; `batches` has
+    the addresses each call carried."""
+
+    def __init__(self) -> None:
+        super().__init__(channels=(DEFAULT_CHANNEL,))
+        self.release = asyncio.Event()
+        self.batches: list[list[str]] = []
+
+    async def GetBalanceBatch(self, request: Any, context: Any) -> Any:
+        self.batches.append(list(request.addresses))
+        await self.release.wait()
+        return await super().GetBalanceBatch(request, context)
+
+
+async def test_concurrent_balance_asks_are_coalesced_into_batched_calls(session, tmp_path):
+    """Balance asks that arrive while one is in flight go together in the next GetBalanceBatch
+    call, each answered its own balance, a bad address its own refusal. (Known to have arrived:
+    with REST_MAX_INFLIGHT = 31 held by them, a read is refused.)"""
+    fake = HeldBalances()
+    accounts = ["hx" + f"{n:040x}" for n in range(30)]
+    fake.coin = Coin({address: n + 1 for n, address in enumerate(accounts)}, supply=10**9)
+    conf = {"GRPC_TIMEOUT": 60.0, "REST_MAX_INFLIGHT": 31, "ICON_NID": hex(NID)}
+    async with proxy_in_front_of(fake, tmp_path, conf, session) as proxy:
+        v3 = proxy.base + "/api/v3"
+        try:
+
+            async def balance(address: str) -> Any:
+                while True:  # a refusal for a busy proxy (the probe below) is asked again
+                    answer = await rpc(session, v3, "icx_getBalance", {"address": address})
+                    if "busy" not in answer[1].get("error", {}).get("message", ""):
+                        return answer
+
+            first = asyncio.ensure_future(balance(accounts[0]))
+
+            async def in_flight() -> bool:
+                return len(fake.batches) == 1
+
+            await wait_until_async(in_flight, 30, "the first ask to reach the peer")
+            asked = [*accounts[1:], "hx123"]
+            queued = [asyncio.ensure_future(balance(address)) for address in asked]
+
+            async def all_queued() -> bool:
+                async with session.get(proxy.base + "/api/v1/blocks") as resp:
+                    return resp.status == 503
+
+            await wait_until_async(all_queued, 30, "30 asks to wait in the proxy")
+            fake.release.set()
+            *found, bad = await asyncio.wait_for(asyncio.gather(first, *queued), 30)
+            assert [result(answer) for answer in found] == [hex(n + 1) for n in range(30)]
+            assert_error(bad, -32602, "'address' must be 'hx' or 'cx'")
+            assert [len(batch) for batch in fake.batches] == [1, 30]
+            assert sorted(fake.batches[1]) == sorted(asked)
+        finally:
+            fake.release.set()
+
+
 async def test_a_peer_without_its_score_answers_balances_with_an_internal_error(session, v3, peer):
     peer.score = False
     for method, params in (("icx_getBalance", {"address": BOB}), ("icx_getTotalSupply", None)):

@@ -289,6 +289,7 @@ def test_party_of_beta_only_gets_nothing_of_alpha(sec: SecNet) -> None:
         "GetTxResult": pb.GetTxRequest(channel=ALPHA, tx_hash=tx_hash),
         "GetTxResultBatch": pb.TxLookupBatchRequest(channel=ALPHA, tx_hashes=[tx_hash]),
         "GetTxBatch": pb.TxLookupBatchRequest(channel=ALPHA, tx_hashes=[tx_hash]),
+        "GetBalanceBatch": pb.BalanceBatchRequest(channel=ALPHA, addresses=["hx" + "0" * 40]),
         "QueryBatch": pb.QueryBatchRequest(channel=ALPHA, params_json=['{"method": "m"}']),
         "GetStatus": pb.ChannelRequest(channel=ALPHA),
         "Deliver": pb.ConsensusMessage(channel=ALPHA, sender=c_id, vote=vote.encode()),

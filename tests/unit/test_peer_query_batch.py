@@ -305,3 +305,45 @@ async def test_each_transaction_of_a_batch_is_answered_as_get_tx_with_one_status
         ("GetTx", "DATA_LOSS"),
         ("GetTx", "INVALID_ARGUMENT"),
     ]
+
+
+class Coins:
+    """A channel whose balances are their address's length, asked one at a time (as the SCORE
+    process answers them); an address not starting "hx" is refused as the peer refuses it."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def member_ids(self) -> set[str]:
+        return set()
+
+    async def balance(self, address: str) -> tuple[int, int, int]:
+        self.asked.append(address)
+        await asyncio.sleep(0)
+        if not address.startswith("hx"):
+            raise RequestError(ErrorKind.INVALID, f"'address' must be 'hx': {address}")
+        return len(address), 1000, 7
+
+
+async def test_each_address_of_a_balance_batch_is_answered_or_refused_alone() -> None:
+    monitor = Monitor()
+    channel = Coins()
+    servicer = PeerServicer(
+        Backend(channel),  # type: ignore[arg-type]
+        "peer",
+        monitor=monitor,  # type: ignore[arg-type]
+    )
+    request = pb.BalanceBatchRequest(channel="c", addresses=["hx1", "nope", "hx12"])
+    first, refused, second = (await servicer._balance_batch(request, None)).results
+    assert (first.code, first.balance) == (
+        0,
+        pb.BalanceReply(balance="3", total_supply="1000", height=7),
+    )
+    assert second.balance.balance == "4"
+    assert refused.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "nope" in refused.message
+    assert not refused.HasField("balance")
+    assert sorted(channel.asked) == ["hx1", "hx12", "nope"]  # all asked at once
+    assert monitor.errors == [("GetBalance", "INVALID_ARGUMENT")]
+    over = pb.BalanceBatchRequest(channel="c", addresses=["hx1"] * 1001)
+    with pytest.raises(RequestError, match="1001 addresses in one call, limit 1000"):
+        await servicer._balance_batch(over, None)
