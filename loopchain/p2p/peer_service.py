@@ -174,9 +174,8 @@ Entry = TypeVar("Entry", pb.TxEntry, pb.TxResultEntry)
 
 class _BatchReply(Generic[Result]):
     """The results of a batch reply (QueryBatch, GetTxBatch, GetTxResultBatch, GetBalanceBatch),
-    in order, up to `max_bytes`;
-    `refusal` makes the result refusing, with these words, one too large for a reply alone (a
-    `what`)."""
+    in order, up to `max_bytes`; `refusal` makes the result refusing, with these words, one too
+    large for a reply alone (a `what`)."""
 
     def __init__(
         self, max_bytes: int, refusal: Callable[[grpc.StatusCode, str], Result], what: str
