@@ -13,7 +13,7 @@ import asyncio
 import json
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +68,7 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         self.score = score
         self.forced: dict[str, tuple[grpc.StatusCode, str]] = {}
         self.calls: deque[tuple[str, Any]] = deque(maxlen=1000)
+        self.counted: Counter[str] = Counter()  # every call entered, by method, for good
         self.release_queries = asyncio.Event()
         self.answering = asyncio.Event()  # cleared: every call waits, as on a stopped process
         self.sends_tx_hashes = True  # GetBlock carries its transactions' hashes, as a peer's does
@@ -115,6 +116,7 @@ class FakePeer(pb_grpc.PeerServiceServicer):
 
     async def _enter(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
         self.calls.append((method, request))
+        self.counted[method] += 1
         await self.answering.wait()
         if method in self.forced:
             code, details = self.forced[method]

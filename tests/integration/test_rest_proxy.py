@@ -497,10 +497,18 @@ async def test_query_channel_field_and_errors(session, base, peer):
 
 
 async def test_query_past_the_deadline_is_504(session, base, peer):
+    probes = peer.counted["GetStatus"]
     started = time.monotonic()
     status, body = await call(session, "POST", base + "/api/v1/query", json={"hang": True})
     assert_error(status, body, 504, ResponseCode.TIMEOUT, f"within {GRPC_TIMEOUT:g} s")
     assert time.monotonic() - started < GRPC_TIMEOUT + 5
+
+    async def probed() -> bool:  # the query's call ran out of time too: the proxy probes
+        return peer.counted["GetStatus"] > probes
+
+    # (the client hears the 504 when its own wait ends, a moment before the call's deadline:
+    # waiting for the probe keeps it from meeting the next test's stalled peer)
+    await wait_until_async(probed, 30, "the proxy's probe after the call's deadline")
     # a peer slow on one call answers the proxy's probe: the next call is not refused
     status, body = await call(session, "GET", base + "/api/v1/status/peer")
     assert (status, body["response_code"]) == (200, 0), body
