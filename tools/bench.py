@@ -1419,22 +1419,34 @@ async def read_client(state: ReadState, request: ReadRequest, end: float) -> Non
             await asyncio.sleep(min(wait, max(0.0, end - time.monotonic())))
 
 
-async def _post_query(session: aiohttp.ClientSession, url: str, body: bytes) -> ReadAnswer:
+async def _ask(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    code_of: Callable[[Any], str] | None = None,
+    **request: Any,
+) -> ReadAnswer:
+    """One read request (`request`: aiohttp's arguments); with `code_of`, the result code it
+    reads from a 200 answer's JSON (a reply that is not JSON: "bad reply")."""
     try:
-        async with session.post(
-            url, data=body, headers={"Content-Type": "application/json"}
-        ) as resp:
-            await resp.read()
-            return str(resp.status), retry_after_seconds(resp.headers.get("Retry-After")), None
-    except (TimeoutError, aiohttp.ClientError) as exc:
+        async with session.request(method, url, **request) as resp:
+            retry = retry_after_seconds(resp.headers.get("Retry-After"))
+            if resp.status != 200 or code_of is None:
+                await resp.read()
+                return str(resp.status), retry, None
+            reply = await resp.json(content_type=None)
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
         return failure_kind(exc), None, None
+    return "200", retry, code_of(reply)
 
 
 def query_request(url: str, body: bytes) -> ReadRequest:
     """POST `body` (a query) to `url`, a peer's QUERY_PATH, every time."""
 
     async def send(session: aiohttp.ClientSession, _sent_before: int) -> ReadAnswer:
-        return await _post_query(session, url, body)
+        return await _ask(
+            session, "POST", url, data=body, headers={"Content-Type": "application/json"}
+        )
 
     return send
 
@@ -1445,19 +1457,6 @@ def result_code(reply: Any) -> str:
     response = reply.get("response") if isinstance(reply, dict) else None
     code = response.get("code") if isinstance(response, dict) else None
     return str(code) if isinstance(code, int) and not isinstance(code, bool) else "?"
-
-
-async def _get_result(session: aiohttp.ClientSession, url: str) -> ReadAnswer:
-    try:
-        async with session.get(url) as resp:
-            retry = retry_after_seconds(resp.headers.get("Retry-After"))
-            if resp.status != 200:
-                await resp.read()
-                return str(resp.status), retry, None
-            reply = await resp.json(content_type=None)
-    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-        return failure_kind(exc), None, None
-    return "200", retry, result_code(reply)
 
 
 def v3_result_code(reply: Any) -> str:
@@ -1483,27 +1482,6 @@ def v3_balance_code(reply: Any) -> str:
     return "0" if isinstance(value, str) and re.fullmatch(r"0x[0-9a-f]+", value) else "?"
 
 
-async def _post_v3(
-    session: aiohttp.ClientSession,
-    url: str,
-    method: str,
-    params: dict[str, str],
-    request_id: int,
-    code_of: Callable[[Any], str],
-) -> ReadAnswer:
-    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-    try:
-        async with session.post(url, json=body) as resp:
-            retry = retry_after_seconds(resp.headers.get("Retry-After"))
-            if resp.status != 200:
-                await resp.read()
-                return str(resp.status), retry, None
-            reply = await resp.json(content_type=None)
-    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-        return failure_kind(exc), None, None
-    return "200", retry, code_of(reply)
-
-
 def v3_poll_request(
     url: str, hashes: Sequence[str], first: int = 0, balances: bool = False
 ) -> ReadRequest:
@@ -1516,14 +1494,12 @@ def v3_poll_request(
     async def send(session: aiohttp.ClientSession, sent_before: int) -> ReadAnswer:
         tx_hash = hashes[(first + sent_before) % len(hashes)]
         if balances:
-            params = {"address": "hx" + tx_hash[:40]}
-            return await _post_v3(
-                session, url, "icx_getBalance", params, sent_before, v3_balance_code
-            )
-        params = {"txHash": "0x" + tx_hash}
-        return await _post_v3(
-            session, url, "icx_getTransactionResult", params, sent_before, v3_result_code
-        )
+            method, params = "icx_getBalance", {"address": "hx" + tx_hash[:40]}
+        else:
+            method, params = "icx_getTransactionResult", {"txHash": "0x" + tx_hash}
+        body = {"jsonrpc": "2.0", "id": sent_before, "method": method, "params": params}
+        code_of = v3_balance_code if balances else v3_result_code
+        return await _ask(session, "POST", url, code_of, json=body)
 
     return send
 
@@ -1537,7 +1513,7 @@ def poll_request(url: str, channel: str, hashes: Sequence[str], first: int = 0) 
 
     async def send(session: aiohttp.ClientSession, sent_before: int) -> ReadAnswer:
         tx_hash = hashes[(first + sent_before) % len(hashes)]
-        return await _get_result(session, f"{url}?hash={tx_hash}{channel_arg}")
+        return await _ask(session, "GET", f"{url}?hash={tx_hash}{channel_arg}", result_code)
 
     return send
 

@@ -1044,9 +1044,10 @@ class _RefusingSession:
     def __init__(self) -> None:
         self.urls: list[str] = []
 
-    def get(self, url: str) -> Any:
+    def request(self, method: str, url: str, **_: Any) -> Any:
         import aiohttp
 
+        assert method == "GET"
         self.urls.append(url)
         raise aiohttp.ClientConnectionError("not sent")
 
