@@ -251,6 +251,15 @@ def create_server(
     )
 
 
+_STATUS_BY_VALUE = {status.value[0]: status for status in grpc.StatusCode}
+
+
+def status_of(value: int) -> grpc.StatusCode:
+    """The gRPC status a reply names by its number (a batch's per-item refusal); UNKNOWN for a
+    number no status has."""
+    return _STATUS_BY_VALUE.get(value, grpc.StatusCode.UNKNOWN)
+
+
 def refuse(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> Any:
     """Answer a call with `code` and `message`: its handler returns what this returns (gRPC sends
     no answer message with a status other than OK). Unlike `context.abort`, which raises, this

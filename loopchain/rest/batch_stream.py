@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from loopchain.p2p.grpc_util import STREAM_ACCEPTED
+from loopchain.p2p.grpc_util import STREAM_ACCEPTED, status_of
 from loopchain.protos import loopchain_pb2 as pb
 
 MAX_STREAMS = 4  # streams open at once (the submitter has one batch in flight per channel)
@@ -35,7 +35,6 @@ REFUSED_BACKOFF_S = 10.0
 BY_CALL_WHEN_REFUSED = frozenset(
     {grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 )
-_STATUS_BY_VALUE = {status.value[0]: status for status in grpc.StatusCode}
 # what grpc.aio reports when an operation of a stream fails in its core and no status came from
 # the other side (the connection dropped, or the server ended the call during a write)
 CORE_LOST_STATUS = "Internal error from Core"
@@ -106,7 +105,7 @@ class BatchStreams(Generic[Request]):
         self._idle.append(stream)
         self.streamed += 1
         if reply.code:  # refused as a whole, as the call would have been; the stream goes on
-            status = _STATUS_BY_VALUE.get(reply.code, grpc.StatusCode.UNKNOWN)
+            status = status_of(reply.code)
             raise call_error(status, reply.message)
         result: pb.CreateTxBatchReply = reply
         return result

@@ -44,6 +44,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import grpc
 
+from loopchain.p2p.grpc_util import status_of
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.rest.errors import RestError, status_error
 from loopchain.types.codes import ResponseCode
@@ -245,7 +246,7 @@ class BatchSubmitter(Generic[Answer]):
             answered = min(len(reply.results), len(batch))
             for (_, future), result in zip(batch[:answered], reply.results, strict=False):
                 if result.code != 0:
-                    code = _STATUS_BY_VALUE.get(result.code, grpc.StatusCode.UNKNOWN)
+                    code = status_of(result.code)
                     if self._on_refused is not None:
                         self._on_refused(code)
                     _settle(future, error=self._refusal(code, result.message))
@@ -299,9 +300,6 @@ class BatchSubmitter(Generic[Answer]):
 
 def _stopping() -> RestError:
     return RestError(ResponseCode.FAIL, "the REST proxy is stopping", 503)
-
-
-_STATUS_BY_VALUE = {status.value[0]: status for status in grpc.StatusCode}
 
 
 def _settle(
