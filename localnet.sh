@@ -40,6 +40,8 @@ case "$PEERS" in ''|*[!0-9]*) echo "localnet.sh: --peers needs a number" >&2; ex
 [ "$PEERS" -ge 1 ] && [ "$PEERS" -le 9 ] || { echo "localnet.sh: --peers must be 1..9" >&2; exit 2; }
 
 [ -x .venv/bin/python ] && [ -f loopchain/protos/loopchain_pb2.py ] || ./setup.sh
+# current bytecode for every process (setup.sh makes it; sources edited since are compiled again)
+.venv/bin/python -m compileall -q -j 0 loopchain score >/dev/null 2>&1 || true
 # the venv's interpreter directly: `./peer.py` would start python3 (through pyenv's shims, when
 # there are any: ~20 shell processes) only to re-execute itself in .venv, once per process
 PY=.venv/bin/python

@@ -5,6 +5,7 @@ It uses the fixed local-network ports, so it is skipped while something else hol
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -33,6 +34,29 @@ def _restart(data: Path, port: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
+def _stale_bytecode(*packages: str) -> list[str]:
+    """The modules of `packages` whose cached bytecode Python would not use as it is: missing, or
+    made from another version of the source (a timestamp .pyc records its source's mtime and size)."""
+    stale = []
+    for package in packages:
+        for source in sorted((ROOT / package).rglob("*.py")):
+            stat = source.stat()
+            want = (
+                importlib.util.MAGIC_NUMBER
+                + bytes(4)  # flags: checked by timestamp
+                + (int(stat.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+                + (stat.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+            )
+            try:
+                with open(importlib.util.cache_from_source(str(source)), "rb") as cached:
+                    header = cached.read(16)
+            except OSError:
+                header = b""
+            if header != want:
+                stale.append(str(source.relative_to(ROOT)))
+    return stale
+
+
 def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path) -> None:
     busy = [port for port in PORTS if not _bindable(port)]
     if busy:
@@ -45,6 +69,8 @@ def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path
     restarted, others = 0, []
     try:
         wait_until(lambda: "Press Ctrl-C" in out.read_text(), 90, "the local network to be up")
+        # its processes found current bytecode (a process compiles, at every start, what has none)
+        assert _stale_bytecode("loopchain", "score") == []
         victim = int((pids / "peer_7100.pid").read_text())
         others = [int((pids / f"{n}.pid").read_text()) for n in ("peer_7200", "radiostation")]
         os.kill(victim, signal.SIGKILL)
