@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import importlib
 import json
 import logging
-import logging.handlers
 import math
 import os
 import re
@@ -523,12 +523,19 @@ class _LogFile(_DiskTroubleTold):
     pass
 
 
-class _SizeRotatedLogFile(_DiskTroubleTold, logging.handlers.RotatingFileHandler):
-    pass
+@functools.cache
+def _rotated_log_file(by_time: bool) -> Any:
+    """The class of a log file rotated by time or by size. logging.handlers is imported here,
+    not at the top: only a rotated file needs it, and it costs each process ~0.5 MB (pickle)."""
+    import logging.handlers
 
-
-class _TimeRotatedLogFile(_DiskTroubleTold, logging.handlers.TimedRotatingFileHandler):
-    pass
+    base = (
+        logging.handlers.TimedRotatingFileHandler
+        if by_time
+        else logging.handlers.RotatingFileHandler
+    )
+    name = "_TimeRotatedLogFile" if by_time else "_SizeRotatedLogFile"
+    return type(name, (_DiskTroubleTold, base), {})
 
 
 def log_file_handler(config: Config) -> logging.FileHandler:
@@ -536,7 +543,7 @@ def log_file_handler(config: Config) -> logging.FileHandler:
     (LOG_FILE_ROTATE_MAX_BYTES, unless 0), keeping LOG_FILE_ROTATE_BACKUP_COUNT old files."""
     path, backups = config.LOG_FILE_PATH, int(config.LOG_FILE_ROTATE_BACKUP_COUNT)
     if config.LOG_FILE_ROTATE_WHEN:
-        return _TimeRotatedLogFile(
+        return _rotated_log_file(by_time=True)(
             path,
             when=config.LOG_FILE_ROTATE_WHEN,
             interval=int(config.LOG_FILE_ROTATE_INTERVAL),
@@ -545,7 +552,7 @@ def log_file_handler(config: Config) -> logging.FileHandler:
             utc=bool(config.LOG_FILE_ROTATE_UTC),
         )
     if config.LOG_FILE_ROTATE_MAX_BYTES:
-        return _SizeRotatedLogFile(
+        return _rotated_log_file(by_time=False)(
             path,
             maxBytes=int(config.LOG_FILE_ROTATE_MAX_BYTES),
             backupCount=backups,

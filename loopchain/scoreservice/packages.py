@@ -27,8 +27,6 @@ import os
 import re
 import subprocess
 import sys
-import tarfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.machinery import ModuleSpec
@@ -217,6 +215,8 @@ def _resolve_zip(archive: Path, target_root: Path) -> ScorePackage:
 
 
 def _extract_zip(archive: Path, destination: Path) -> None:
+    import zipfile  # here: only archives need it, and every peer and SCORE process imports this
+
     try:
         with zipfile.ZipFile(archive) as zipped:
             members = zipped.infolist()
@@ -314,6 +314,8 @@ def _branch_head(repo: Path, branch: str) -> str:
 
 
 def _extract_commit(repo: Path, commit: str, destination: Path) -> None:
+    import tarfile  # here: only a git checkout needs it (see _extract_zip)
+
     raw = _git_bytes(repo, "archive", "--format=tar", commit)
     try:
         with tarfile.open(fileobj=io.BytesIO(raw)) as tar:

@@ -1,5 +1,7 @@
-"""Modules loaded on first use: when they run, and that a RadioStation without a CA never loads
-cryptography (about 10 MB of its memory) until a certificate job needs it."""
+"""Modules loaded on first use: when they run, that a RadioStation without a CA never loads
+cryptography (about 10 MB of its memory) until a certificate job needs it, and that no process
+loads at start the modules only a rare job needs (unpacking a SCORE archive, rotating a log
+file)."""
 
 from __future__ import annotations
 
@@ -65,3 +67,24 @@ def test_a_radiostation_without_a_ca_loads_cryptography_only_for_a_certificate_j
         "issued CA",
         "loaded after True",
     ], done.stdout
+
+
+# What each of the network's processes imports when it starts
+PROCESS_MODULES = (
+    "loopchain.peer.main",
+    "loopchain.rest.main",
+    "loopchain.radiostation.main",
+    "loopchain.scoreservice.process",
+)
+# Modules only a rare job needs, ~0.2-0.7 MB each in every process that would import them
+RARE_JOB_MODULES = ("tarfile", "zipfile", "logging.handlers")
+
+
+@pytest.mark.parametrize("process", PROCESS_MODULES)
+def test_a_process_does_not_load_at_start_what_only_a_rare_job_needs(process: str) -> None:
+    script = f"import sys, {process}; print([m for m in {RARE_JOB_MODULES!r} if m in sys.modules])"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
