@@ -303,12 +303,15 @@ def damaged(method: str, exc: StorageCorrupt | StoreDamaged) -> RequestError:
     )
 
 
-def _tx_result(channel: ChannelBackend, tx_hash: bytes) -> pb.TxResultReply:
-    """GetTxResult's answer about one transaction of `channel` (NOT_FOUND when unknown)."""
+def _tx_result(channel: ChannelBackend, tx_hash: bytes, with_tx: bool = False) -> pb.TxResultReply:
+    """GetTxResult's answer about one transaction of `channel` (NOT_FOUND when unknown);
+    `with_tx`: an executed one's bytes too (a receipt that names them in one lookup)."""
     found = channel.tx_result(tx_hash)
     if found is None:
         raise RequestError(ErrorKind.NOT_FOUND, f"transaction {tx_hash.hex()} not found")
+    located = channel.find_tx(tx_hash) if with_tx and found.executed else None
     return pb.TxResultReply(
+        tx=located.tx.encode() if located is not None else b"",
         code=found.code,
         message=found.message,
         executed=found.executed,
@@ -721,7 +724,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         entries = await self._lookups(
             request,
             "GetTxResult",
-            lambda tx_hash: pb.TxResultEntry(result=_tx_result(channel, tx_hash)),
+            lambda tx_hash: pb.TxResultEntry(result=_tx_result(channel, tx_hash, request.with_tx)),
             _result_refusal,
         )
         return pb.TxResultBatchReply(results=entries)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -248,13 +249,15 @@ class PeerApi:
         return querier
 
     def result_submitter(
-        self, make_error: MakeError | None = None
+        self, make_error: MakeError | None = None, *, with_tx: bool = False
     ) -> BatchSubmitter[pb.TxResultReply]:
         """A submitter of transaction result lookups (their hashes) to this peer, in
-        GetTxResultBatch calls (closed with it). A lookup the peer refuses alone (NOT_FOUND: an
-        unknown transaction) is counted as a failed GetTxResult, as when each was its own call."""
+        GetTxResultBatch calls (closed with it); `with_tx`: each executed transaction's bytes come
+        with its result. A lookup the peer refuses alone (NOT_FOUND: an unknown transaction) is
+        counted as a failed GetTxResult, as when each was its own call."""
+        call = functools.partial(self.tx_result_batch, with_tx=with_tx)
         results: BatchSubmitter[pb.TxResultReply] = self._reader(
-            self.tx_result_batch, "GetTxResult", make_error, _entry_result
+            call, "GetTxResult", make_error, _entry_result
         )
         return results
 
@@ -319,9 +322,12 @@ class PeerApi:
         reply: pb.QueryBatchReply = await self._invoke("QueryBatch", self.stub.QueryBatch, request)
         return reply
 
-    async def tx_result_batch(self, channel: str, hashes: list[str]) -> pb.TxResultBatchReply:
-        """The peer's results of transactions of `channel` (a call within GRPC_TIMEOUT)."""
-        request = pb.TxLookupBatchRequest(channel=channel, tx_hashes=hashes)
+    async def tx_result_batch(
+        self, channel: str, hashes: list[str], *, with_tx: bool = False
+    ) -> pb.TxResultBatchReply:
+        """The peer's results of transactions of `channel` (`with_tx`: and each executed one's
+        bytes), in a call within GRPC_TIMEOUT."""
+        request = pb.TxLookupBatchRequest(channel=channel, tx_hashes=hashes, with_tx=with_tx)
         reply: pb.TxResultBatchReply = await self._invoke(
             "GetTxResultBatch", self.stub.GetTxResultBatch, request
         )

@@ -167,7 +167,8 @@ class IconMethods:
         return await self._result(call, hash_param(text, "txHash"))
 
     async def _result(self, call: Call, tx_hash: str) -> dict[str, Any]:
-        found = await self._reader.result(call.channel, tx_hash)
+        # the result and, once executed, the transaction (its receipt names its `to`): one lookup
+        found = await self._reader.result(call.channel, tx_hash, with_tx=True)
         if found is None:
             raise not_found(f"transaction 0x{tx_hash} is not known")
         if found.place is None:
@@ -178,13 +179,12 @@ class IconMethods:
                 f"transaction 0x{tx_hash} is in block {found.place.height}, "
                 "which the SCORE has not executed yet",
             )
-        located = await self._reader.transaction(call.channel, tx_hash)
-        if located is None:  # it was just there: a peer whose store went away
+        if found.tx is None:  # executed, yet not found in its block: a store that went away
             raise not_found(f"transaction 0x{tx_hash} is not known")
         score = ""
         if found.outcome.events:  # emitted by the channel's SCORE
             score = channel_score_address((await self._reader.chain_facts(call.channel)).channel)
-        return result_json(located.tx, found.place, found.outcome, score)
+        return result_json(found.tx, found.place, found.outcome, score)
 
     async def wait_transaction_result(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         (text,) = fields(params, ("txHash",))

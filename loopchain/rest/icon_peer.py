@@ -55,10 +55,12 @@ class FoundTx:
 
 @dataclass(frozen=True)
 class FoundResult:
-    """A transaction's result (None until the SCORE ran it) and its place (None while pooled)."""
+    """A transaction's result (None until the SCORE ran it), its place (None while pooled) and,
+    when asked for, the executed transaction itself (else None)."""
 
     outcome: Outcome | None
     place: Place | None
+    tx: Transaction | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class PeerReader:
         # balances GetBalanceBatch calls
         self._querier = api.query_submitter(self._query_error)
         self._results = api.result_submitter(self._lookup_error)
+        self._receipts = api.result_submitter(self._lookup_error, with_tx=True)
         self._txs = api.tx_submitter(self._lookup_error)
         self._balances = api.balance_submitter(self._balance_error)
 
@@ -156,11 +159,15 @@ class PeerReader:
         tx = _decoded(decode_tx, reply.tx)
         return FoundTx(tx, _place(reply.block_height, reply.block_hash, reply.tx_index))
 
-    async def result(self, channel: str, tx_hash: str) -> FoundResult | None:
-        """A transaction's result and place, or None for a transaction the peer does not know."""
-        reply = await self._lookup(self._results, channel, tx_hash)
+    async def result(
+        self, channel: str, tx_hash: str, *, with_tx: bool = False
+    ) -> FoundResult | None:
+        """A transaction's result and place (`with_tx`: and the transaction, once executed, in
+        the same lookup), or None for a transaction the peer does not know."""
+        reply = await self._lookup(self._receipts if with_tx else self._results, channel, tx_hash)
         if reply is None:
             return None
+        tx = _decoded(decode_tx, reply.tx) if reply.tx else None
         outcome = None
         if reply.executed:
             try:
@@ -172,7 +179,9 @@ class PeerReader:
             outcome = Outcome(
                 reply.code, reply.message, reply.steps, reply.cumulative_steps, events
             )
-        return FoundResult(outcome, _place(reply.block_height, reply.block_hash, reply.tx_index))
+        return FoundResult(
+            outcome, _place(reply.block_height, reply.block_hash, reply.tx_index), tx
+        )
 
     async def _lookup(
         self, lookups: BatchSubmitter[Found], channel: str, tx_hash: str

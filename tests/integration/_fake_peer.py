@@ -230,13 +230,18 @@ class FakePeer(pb_grpc.PeerServiceServicer):
     async def GetTxResultBatch(
         self, request: pb.TxLookupBatchRequest, context: Any
     ) -> pb.TxResultBatchReply:
-        """As GetTxBatch, for GetTxResult."""
+        """As GetTxBatch, for GetTxResult; with_tx: an executed transaction's bytes too."""
         await self._enter("GetTxResultBatch", request, context)
         await self._require_score(context)
-        await self._chain(request.channel, context)
+        chain = await self._chain(request.channel, context)
+        answers = await self._each(_tx_requests(request), self.GetTxResult)
+        for tx_hash, (_, _, answer) in zip(request.tx_hashes, answers, strict=True):
+            if request.with_tx and answer is not None and answer.executed:
+                found = chain.find_tx(tx_hash)
+                answer.tx = found[0].encode() if found is not None else b""
         entries = [
             pb.TxResultEntry(code=code, message=message, result=answer)
-            for code, message, answer in await self._each(_tx_requests(request), self.GetTxResult)
+            for code, message, answer in answers
         ]
         return pb.TxResultBatchReply(results=entries)
 

@@ -338,15 +338,18 @@ async def test_tx_result_errors(session, base, peer):
 
 class HeldLookups(FakePeer):
     """A fake peer holding its GetTxResultBatch and GetTxBatch calls until `release` is set;
-    `batches` has the hashes each call carried, by method."""
+    `batches` has the hashes each call carried, by method, and `with_tx` whether each
+    GetTxResultBatch call asked for the transactions too."""
 
     def __init__(self) -> None:
         super().__init__()
         self.release = asyncio.Event()
         self.batches: dict[str, list[list[str]]] = {"GetTxResultBatch": [], "GetTxBatch": []}
+        self.with_tx: list[bool] = []
 
     async def GetTxResultBatch(self, request: Any, context: Any) -> Any:
         self.batches["GetTxResultBatch"].append(list(request.tx_hashes))
+        self.with_tx.append(request.with_tx)
         await self.release.wait()
         return await super().GetTxResultBatch(request, context)
 
@@ -428,6 +431,10 @@ async def test_concurrent_lookups_are_coalesced_into_batched_calls(session, tmp_
                 assert_error(*missing, 404, ResponseCode.NOT_FOUND, unknown)
             assert [len(batch) for batch in fake.batches[method]] == [1, 30]
             assert sorted(fake.batches[method][1]) == sorted(asked)
+            if kind == "v3-result":  # a receipt's transaction comes with its result: one lookup
+                assert fake.batches["GetTxBatch"] == [] and fake.with_tx == [True, True]
+            elif kind == "v1-result":  # a v1 result names no transaction: none is read for it
+                assert fake.with_tx == [False, False]
         finally:
             fake.release.set()
 

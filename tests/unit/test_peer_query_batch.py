@@ -201,6 +201,35 @@ async def test_each_lookup_of_a_batch_is_answered_or_refused_alone_and_counted_o
     ]
 
 
+async def test_a_result_batch_with_tx_carries_each_executed_transaction_and_no_other() -> None:
+    """with_tx (a v3 receipt): an executed transaction's bytes come with its result, read once
+    each; one not executed yet carries none and is not read; without with_tx nothing is read."""
+    done, waiting = bytes([1]) * 32, bytes([2]) * 32
+    read: list[bytes] = []
+
+    class Receipts(Results):
+        def tx_result(self, tx_hash: bytes) -> TxOutcome | None:
+            if tx_hash == waiting:
+                return TxOutcome(2, "not invoked yet", False, 3, b"\x01" * 32, 1)
+            return super().tx_result(tx_hash)
+
+        def find_tx(self, tx_hash: bytes) -> TxLookup | None:
+            read.append(tx_hash)
+            return super().find_tx(tx_hash)
+
+    channel = Receipts({done: "", waiting: ""})
+    servicer = PeerServicer(Backend(channel), "peer")  # type: ignore[arg-type]
+    request = pb.TxLookupBatchRequest(channel="c", tx_hashes=[done.hex(), waiting.hex()])
+    plain = await servicer._tx_result_batch(request, None)
+    assert [entry.result.tx for entry in plain.results] == [b"", b""] and read == []
+    request.with_tx = True
+    executed, pending = (await servicer._tx_result_batch(request, None)).results
+    assert executed.code == 0 and executed.result.executed
+    assert executed.result.tx == channel.tx.encode()
+    assert pending.code == 0 and not pending.result.executed and pending.result.tx == b""
+    assert read == [done]
+
+
 async def test_a_result_batch_reply_holds_what_fits_and_the_rest_is_asked_again() -> None:
     """Results with large event logs: a reply carries those that fit in a message, and the
     caller asks the rest again."""
