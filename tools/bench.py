@@ -2,8 +2,8 @@
 """Benchmark of the local network in one run: start-up, memory, latency, throughput, CPU, calm.
 
     .venv/bin/python tools/bench.py [-c 64] [-d 60] [--channels A,B] [--baseline REV] [--rounds N]
-                                    [--queries S] [--polls S] [--poll-api v1|v3|v3-balance] [--no-load]
-                                    [--json]
+                                    [--queries S] [--polls S] [--no-load] [--json]
+                                    [--poll-api v1|v3|v3-balance|v3-call]
 
 Starts `./localnet.sh --data <tmpdir>` of a source tree (the repo root by default) in its own
 process group, and measures, in order:
@@ -54,9 +54,11 @@ for, until calm, outside the measured window. The same client, phase and figures
 (shared code), prefixed `poll_`, and `poll_results_executed`: the 200 answers whose
 `response.code` is 0 (executed), so that polls of unknown or unexecuted transactions show.
 `--poll-api v3` polls as ICON's clients do instead: JSON-RPC `icx_getTransactionResult` to
-`/api/v3[/<channel>]` (a result lookup and a transaction lookup in the proxy), a result whose
-`status` is 0x1 counted as executed; `--poll-api v3-balance` asks `icx_getBalance` of as many
-accounts ("hx" and the first 40 hex digits of each hash), a hex answer counted as code 0.
+`/api/v3[/<channel>]` (one lookup of the result with its transaction in the proxy), a result
+whose `status` is 0x1 counted as executed; `--poll-api v3-balance` asks `icx_getBalance` of as many
+accounts ("hx" and the first 40 hex digits of each hash), a hex answer counted as code 0;
+`--poll-api v3-call` sends `icx_call` of the channel SCORE's `ping` query (its address from
+`icx_getNetworkInfo`), an answer with a result counted as code 0.
 
 `--baseline REV` runs the same benchmark first on a git worktree of REV (its `.venv` a symlink to
 this repo's), then on the tree, and prints both side by side with the ratio current / baseline.
@@ -1482,26 +1484,49 @@ def v3_balance_code(reply: Any) -> str:
     return "0" if isinstance(value, str) and re.fullmatch(r"0x[0-9a-f]+", value) else "?"
 
 
+def v3_call_code(reply: Any) -> str:
+    """ "0" for an icx_call reply with a result (what the SCORE answered), "?" otherwise."""
+    return "0" if isinstance(reply, dict) and "result" in reply else "?"
+
+
 def v3_poll_request(
-    url: str, hashes: Sequence[str], first: int = 0, balances: bool = False
+    url: str, hashes: Sequence[str], first: int = 0, balances: bool = False, call_to: str = ""
 ) -> ReadRequest:
     """POST to `url`, a peer's v3 endpoint for the channel, icx_getTransactionResult of
     hashes[first], then of the next one each time, cycling; with `balances`, icx_getBalance of
-    the account "hx" + the hash's first 40 digits instead."""
+    the account "hx" + the hash's first 40 digits instead; with `call_to` (the channel SCORE's
+    address), icx_call of its "ping" query, the hash's first 8 digits as its param."""
     if not hashes:
         raise ValueError("no transaction to poll")
 
     async def send(session: aiohttp.ClientSession, sent_before: int) -> ReadAnswer:
         tx_hash = hashes[(first + sent_before) % len(hashes)]
-        if balances:
-            method, params = "icx_getBalance", {"address": "hx" + tx_hash[:40]}
+        code_of = v3_result_code
+        if call_to:
+            method, code_of = "icx_call", v3_call_code
+            data = {"method": "ping", "params": {"n": tx_hash[:8]}}
+            params: dict[str, Any] = {"to": call_to, "dataType": "call", "data": data}
+        elif balances:
+            method, code_of = "icx_getBalance", v3_balance_code
+            params = {"address": "hx" + tx_hash[:40]}
         else:
             method, params = "icx_getTransactionResult", {"txHash": "0x" + tx_hash}
         body = {"jsonrpc": "2.0", "id": sent_before, "method": method, "params": params}
-        code_of = v3_balance_code if balances else v3_result_code
         return await _ask(session, "POST", url, code_of, json=body)
 
     return send
+
+
+async def score_addresses(
+    session: aiohttp.ClientSession, channels: Sequence[str]
+) -> dict[str, str]:
+    """The address of each channel's SCORE, from the first peer's icx_getNetworkInfo."""
+    found = {}
+    for channel in channels:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "icx_getNetworkInfo"}
+        async with session.post(v3_url(0, channel), json=body) as resp:
+            found[channel] = str((await resp.json())["result"]["scoreAddress"])
+    return found
 
 
 def poll_request(url: str, channel: str, hashes: Sequence[str], first: int = 0) -> ReadRequest:
@@ -1634,9 +1659,14 @@ async def run_polls(
         say(f"{label}: submitting {POLL_SEED} transactions to poll in {names}; waiting for calm")
         hashes.update(await seed_transactions(session, unknown))
         say(f"{label}: {sum(len(hashes[channel]) for channel in unknown)} of them final")
+    scores = await score_addresses(session, channels) if api == "v3-call" else {}
     requests = [
         v3_poll_request(
-            v3_url(peer, channel), hashes[channel], first=index, balances=api == "v3-balance"
+            v3_url(peer, channel),
+            hashes[channel],
+            first=index,
+            balances=api == "v3-balance",
+            call_to=scores.get(channel, ""),
         )
         if api != "v1"
         else poll_request(rest_url(peer, POLL_PATH), channel, hashes[channel], first=index)
@@ -2437,10 +2467,11 @@ def parse_args(argv: Sequence[str]) -> Options:
     )
     add(
         "--poll-api",
-        choices=("v1", "v3", "v3-balance"),
+        choices=("v1", "v3", "v3-balance", "v3-call"),
         default="v1",
         help="how the polls ask: v1 GET /api/v1/transactions/result (default), v3 "
-        "icx_getTransactionResult as ICON's clients do, or v3 icx_getBalance of as many accounts",
+        "icx_getTransactionResult as ICON's clients do, v3 icx_getBalance of as many accounts, "
+        "or v3 icx_call of the channel SCORE's ping query",
     )
     args = parser.parse_args(argv)
     if args.idle_only and args.queries > 0:

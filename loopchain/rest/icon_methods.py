@@ -183,7 +183,7 @@ class IconMethods:
             raise not_found(f"transaction 0x{tx_hash} is not known")
         score = ""
         if found.outcome.events:  # emitted by the channel's SCORE
-            score = channel_score_address((await self._reader.chain_facts(call.channel)).channel)
+            score = channel_score_address(await self._reader.channel_name(call.channel))
         return result_json(found.tx, found.place, found.outcome, score)
 
     async def wait_transaction_result(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
@@ -254,12 +254,11 @@ class IconMethods:
         to = params.get("to")
         if not isinstance(to, str):
             raise invalid("param 'to' is missing")
-        facts = await self._reader.chain_facts(call.channel)
-        if to != channel_score_address(facts.channel):
+        name = await self._reader.channel_name(call.channel)
+        if to != channel_score_address(name):
             raise JsonRpcError(
                 JsonRpcCode.SCORE_ERROR - CONTRACT_NOT_FOUND,
-                f"no SCORE at {to[:64]!r}: channel {facts.channel}'s SCORE is "
-                f"{channel_score_address(facts.channel)}",
+                f"no SCORE at {to[:64]!r}: channel {name}'s SCORE is {channel_score_address(name)}",
             )
         answer = await self._reader.query(call.channel, json.dumps(data, ensure_ascii=False))
         try:

@@ -39,6 +39,8 @@ _SEND_CODES = {**_CODES, grpc.StatusCode.RESOURCE_EXHAUSTED: JsonRpcCode.POOL_OV
 # a query the SCORE refused or failed: ICON's -30000 - 32 (reverted by the SCORE)
 SCORE_REVERTED = JsonRpcCode.SCORE_ERROR - 32
 _QUERY_CODES = {grpc.StatusCode.INVALID_ARGUMENT: SCORE_REVERTED}
+# channel names kept (channel_name): a peer serves a few channels, asked for by name or as ""
+MAX_NAMED_CHANNELS = 256
 
 
 class _Unknown(Exception):
@@ -116,6 +118,7 @@ class PeerReader:
         self._receipts = api.result_submitter(self._lookup_error, with_tx=True)
         self._txs = api.tx_submitter(self._lookup_error)
         self._balances = api.balance_submitter(self._balance_error)
+        self._names: dict[str, str] = {}  # a served channel's name by how it was asked for
 
     async def _call(
         self, name: str, request: Any, channel: str | None, codes: Mapping[Any, int] = _CODES
@@ -137,7 +140,16 @@ class PeerReader:
     async def chain_facts(self, channel: str) -> ChainFacts:
         """The channel's name and last height; -32602 for a channel the peer does not serve."""
         reply = await self._call("GetStatus", pb.ChannelRequest(channel=channel), None)
+        if channel not in self._names and len(self._names) < MAX_NAMED_CHANNELS:
+            self._names[channel] = reply.channel
         return ChainFacts(reply.channel, reply.block_height)
+
+    async def channel_name(self, channel: str) -> str:
+        """The name of the channel `channel` asks for ("": the peer's default one): a channel's
+        name does not change, so the peer is asked once (for its SCORE's address, which icx_call
+        checks and receipts name); -32602 for a channel the peer does not serve."""
+        name = self._names.get(channel)
+        return name if name is not None else (await self.chain_facts(channel)).channel
 
     async def block(self, channel: str, height: int = -1, block_hash: str = "") -> Block | None:
         """The final block with `block_hash`, else at `height`, else the last (None: none)."""

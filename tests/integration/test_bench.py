@@ -1212,6 +1212,44 @@ async def test_a_v3_balance_poll_asks_the_balance_of_an_account_of_each_hash() -
         assert bench.v3_balance_code(odd) == "?", odd
 
 
+async def test_a_v3_call_poll_calls_the_score_it_is_given() -> None:
+    import aiohttp
+    from aiohttp import web
+
+    asked: list[dict[str, Any]] = []
+
+    async def v3(request: web.Request) -> web.Response:
+        body = await request.json()
+        asked.append(body)
+        if body["params"]["data"]["params"]["n"] == "ffffffff":
+            return web.json_response({"jsonrpc": "2.0", "id": body["id"], "error": {"code": -1}})
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": {"pong": 1}})
+
+    app = web.Application()
+    app.router.add_post("/api/v3", v3)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v3"
+    score = "cx" + "12" * 20
+    try:
+        request = bench.v3_poll_request(url, ["ab" * 32, "ff" * 32], call_to=score)
+        async with aiohttp.ClientSession() as session:
+            answers = [await request(session, sent_before) for sent_before in range(2)]
+    finally:
+        await runner.cleanup()
+    assert [answer[2] for answer in answers] == ["0", "?"]  # a result, or not
+    assert [(body["method"], body["params"]) for body in asked] == [
+        (
+            "icx_call",
+            {"to": score, "dataType": "call", "data": {"method": "ping", "params": {"n": n}}},
+        )
+        for n in ("abababab", "ffffffff")
+    ]
+    assert bench.parse_args(["--polls", "5", "--poll-api", "v3-call"]).poll_api == "v3-call"
+
+
 def test_poll_rows_after_the_query_rows_with_every_status_and_ratios() -> None:
     cpu = dict.fromkeys(bench.KINDS, 1.0)
     base = bench.read_figures("poll", {"200": 100, "404": 3}, [0.01] * 100, cpu, 10.0, (0, 0), {})

@@ -455,6 +455,33 @@ async def test_unknown_transactions_are_not_found_in_their_channel_only(session,
     assert channel_score_address(OTHER_CHANNEL) != channel_score_address(DEFAULT_CHANNEL)
 
 
+async def test_icx_call_checks_its_score_address_without_asking_the_peer_each_time(
+    session, v3, peer
+):
+    """The channel's name, whose SCORE address icx_call checks `to` against, is asked of the
+    peer once: a channel's name does not change. A channel the peer does not serve is refused
+    every time."""
+
+    def call_of(to: str) -> dict[str, Any]:
+        return {"to": to, "dataType": "call", "data": {"method": "total"}}
+
+    for channel in (DEFAULT_CHANNEL, OTHER_CHANNEL):
+        url = f"{v3}/{channel}"
+        first = result(await rpc(session, url, "icx_call", call_of(channel_score_address(channel))))
+        asked = peer.counted["GetStatus"]
+        for _ in range(3):
+            again = await rpc(session, url, "icx_call", call_of(channel_score_address(channel)))
+            assert result(again) == first == {"echo": {"method": "total"}}
+        wrong = await rpc(session, url, "icx_call", call_of("cx" + "0" * 40))
+        assert_error(
+            wrong, -30002, f"channel {channel}'s SCORE is {channel_score_address(channel)}"
+        )
+        assert peer.counted["GetStatus"] == asked
+    for _ in range(2):
+        unknown = await rpc(session, f"{v3}/nochannel", "icx_call", call_of("cx" + "0" * 40))
+        assert_error(unknown, -32602, "nochannel")
+
+
 async def test_network_info(session, v3, peer):
     chain = peer.chains[OTHER_CHANNEL]
     if not chain.blocks:
