@@ -23,8 +23,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 PYTHON=.venv/bin/python ./generate_code.sh >/dev/null
-# Bytecode of this checkout, made now: where .pyc files are not written (PYTHONDONTWRITEBYTECODE,
-# a read-only tree) every process would compile each module it imports at every start, which
-# costs seconds of CPU across a local network's 13 processes and ~1 MB of heap in each.
-.venv/bin/python -m compileall -q -j 0 loopchain tools score >/dev/null
+# Bytecode of this checkout, made now: where Python does not write .pyc files itself
+# (PYTHONDONTWRITEBYTECODE) every process would compile each module it imports at every start,
+# which costs seconds of CPU across a local network's 13 processes and ~1 MB of heap in each. A
+# module that does not compile (being edited) is told, and fails where it is imported.
+.venv/bin/python -m compileall -q -j 0 loopchain tools score >/dev/null \
+  || echo "setup.sh: some modules did not compile: .venv/bin/python -m compileall -q loopchain tools score" >&2
 echo "setup done: .venv ready ($lock), stubs generated"

@@ -524,7 +524,7 @@ class _LogFile(_DiskTroubleTold):
 
 
 @functools.cache
-def _rotated_log_file(by_time: bool) -> Any:
+def _rotated_log_file(*, by_time: bool) -> Any:
     """The class of a log file rotated by time or by size. logging.handlers is imported here,
     not at the top: only a rotated file needs it, and it costs each process ~0.5 MB (pickle)."""
     import logging.handlers

@@ -58,7 +58,8 @@ for, until calm, outside the measured window. The same client, phase and figures
 whose `status` is 0x1 counted as executed; `--poll-api v3-balance` asks `icx_getBalance` of as many
 accounts ("hx" and the first 40 hex digits of each hash), a hex answer counted as code 0;
 `--poll-api v3-call` sends `icx_call` of the channel SCORE's `ping` query (its address from
-`icx_getNetworkInfo`), an answer with a result counted as code 0.
+`icx_getNetworkInfo`; the default SCORE answers any query with the query itself), an answer with
+a result counted as code 0.
 
 `--baseline REV` runs the same benchmark first on a git worktree of REV (its `.venv` a symlink to
 this repo's), then on the tree, and prints both side by side with the ratio current / baseline.
@@ -1525,7 +1526,12 @@ async def score_addresses(
     for channel in channels:
         body = {"jsonrpc": "2.0", "id": 1, "method": "icx_getNetworkInfo"}
         async with session.post(v3_url(0, channel), json=body) as resp:
-            found[channel] = str((await resp.json())["result"]["scoreAddress"])
+            reply = await resp.json()
+        address = reply.get("result", {}).get("scoreAddress") if isinstance(reply, dict) else None
+        if not isinstance(address, str):
+            name = channel or "the default channel"
+            raise RuntimeError(f"icx_getNetworkInfo of {name} named no SCORE address: {reply}")
+        found[channel] = address
     return found
 
 

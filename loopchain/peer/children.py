@@ -6,7 +6,8 @@ FIRST_BACKOFF, doubling up to MAX_BACKOFF, back to FIRST_BACKOFF once a child ra
 seconds. A child that exits with a status saying that trying again cannot help (its `_fatal`) is
 not started again.
 
-The REST proxy is stateless (it asks the peer per request), so starting it again loses nothing.
+The REST proxy keeps no state of its own (it asks the peer, and keeps a channel's name for a few
+seconds), so starting it again loses nothing.
 It exits when it cannot listen on its port, which is what a peer started again at once after a
 kill -9 meets: the dead peer's proxy holds the port until it has stopped too (it ends with its
 peer, gracefully, within its shutdown deadline). Started again, the new proxy gets the port then;

@@ -179,12 +179,16 @@ class IconMethods:
                 f"transaction 0x{tx_hash} is in block {found.place.height}, "
                 "which the SCORE has not executed yet",
             )
-        if found.tx is None:  # executed, yet not found in its block: a store that went away
-            raise not_found(f"transaction 0x{tx_hash} is not known")
+        tx = found.tx
+        if tx is None:  # a peer older than with_tx: the transaction in a lookup of its own
+            located = await self._reader.transaction(call.channel, tx_hash)
+            if located is None:  # it was just there: a peer whose store went away
+                raise not_found(f"transaction 0x{tx_hash} is not known")
+            tx = located.tx
         score = ""
         if found.outcome.events:  # emitted by the channel's SCORE
             score = channel_score_address(await self._reader.channel_name(call.channel))
-        return result_json(found.tx, found.place, found.outcome, score)
+        return result_json(tx, found.place, found.outcome, score)
 
     async def wait_transaction_result(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         (text,) = fields(params, ("txHash",))

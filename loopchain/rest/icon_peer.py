@@ -10,6 +10,7 @@ replies decoded to domain values, failures turned into JSON-RPC errors.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -39,8 +40,10 @@ _SEND_CODES = {**_CODES, grpc.StatusCode.RESOURCE_EXHAUSTED: JsonRpcCode.POOL_OV
 # a query the SCORE refused or failed: ICON's -30000 - 32 (reverted by the SCORE)
 SCORE_REVERTED = JsonRpcCode.SCORE_ERROR - 32
 _QUERY_CODES = {grpc.StatusCode.INVALID_ARGUMENT: SCORE_REVERTED}
-# channel names kept (channel_name): a peer serves a few channels, asked for by name or as ""
+# channel names kept (channel_name): a peer serves a few channels, asked for by name or as "";
+# each is asked again after CHANNEL_NAME_TTL_S (the peer's default channel may change)
 MAX_NAMED_CHANNELS = 256
+CHANNEL_NAME_TTL_S = 5.0
 
 
 class _Unknown(Exception):
@@ -118,7 +121,8 @@ class PeerReader:
         self._receipts = api.result_submitter(self._lookup_error, with_tx=True)
         self._txs = api.tx_submitter(self._lookup_error)
         self._balances = api.balance_submitter(self._balance_error)
-        self._names: dict[str, str] = {}  # a served channel's name by how it was asked for
+        # a served channel's name, and when the peer said it, by how it was asked for
+        self._names: dict[str, tuple[str, float]] = {}
 
     async def _call(
         self, name: str, request: Any, channel: str | None, codes: Mapping[Any, int] = _CODES
@@ -140,16 +144,20 @@ class PeerReader:
     async def chain_facts(self, channel: str) -> ChainFacts:
         """The channel's name and last height; -32602 for a channel the peer does not serve."""
         reply = await self._call("GetStatus", pb.ChannelRequest(channel=channel), None)
-        if channel not in self._names and len(self._names) < MAX_NAMED_CHANNELS:
-            self._names[channel] = reply.channel
+        if channel in self._names or len(self._names) < MAX_NAMED_CHANNELS:
+            self._names[channel] = (reply.channel, time.monotonic())
         return ChainFacts(reply.channel, reply.block_height)
 
     async def channel_name(self, channel: str) -> str:
-        """The name of the channel `channel` asks for ("": the peer's default one): a channel's
-        name does not change, so the peer is asked once (for its SCORE's address, which icx_call
-        checks and receipts name); -32602 for a channel the peer does not serve."""
-        name = self._names.get(channel)
-        return name if name is not None else (await self.chain_facts(channel)).channel
+        """The name of the channel `channel` asks for ("": the peer's default one), for its
+        SCORE's address (which icx_call checks and receipts name): asked of the peer at most
+        once in CHANNEL_NAME_TTL_S, not once a request (a proxy started by hand may outlive its
+        peer's configuration, so a name is not kept for good); -32602 for a channel the peer does
+        not serve."""
+        known = self._names.get(channel)
+        if known is not None and time.monotonic() - known[1] < CHANNEL_NAME_TTL_S:
+            return known[0]
+        return (await self.chain_facts(channel)).channel
 
     async def block(self, channel: str, height: int = -1, block_hash: str = "") -> Block | None:
         """The final block with `block_hash`, else at `height`, else the last (None: none)."""
@@ -180,6 +188,10 @@ class PeerReader:
         if reply is None:
             return None
         tx = _decoded(decode_tx, reply.tx) if reply.tx else None
+        if tx is not None and tx.hash.hex() != tx_hash:
+            raise JsonRpcError(
+                JsonRpcCode.INTERNAL_ERROR, "the peer sent another transaction than the one asked"
+            )
         outcome = None
         if reply.executed:
             try:

@@ -34,25 +34,31 @@ def _restart(data: Path, port: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
+def _current(source: Path, header: bytes) -> bool:
+    """Whether a .pyc whose first 16 bytes are `header` is of `source` as it is now: by its
+    source's mtime and size, or by its source's hash (compileall with SOURCE_DATE_EPOCH set)."""
+    if len(header) != 16 or header[:4] != importlib.util.MAGIC_NUMBER:
+        return False
+    if int.from_bytes(header[4:8], "little") & 1:  # hash-based
+        return header[8:] == importlib.util.source_hash(source.read_bytes())
+    stat = source.stat()
+    return header[8:] == (int(stat.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + (
+        stat.st_size & 0xFFFFFFFF
+    ).to_bytes(4, "little")
+
+
 def _stale_bytecode(*packages: str) -> list[str]:
     """The modules of `packages` whose cached bytecode Python would not use as it is: missing, or
-    made from another version of the source (a timestamp .pyc records its source's mtime and size)."""
+    made from another version of the source."""
     stale = []
     for package in packages:
         for source in sorted((ROOT / package).rglob("*.py")):
-            stat = source.stat()
-            want = (
-                importlib.util.MAGIC_NUMBER
-                + bytes(4)  # flags: checked by timestamp
-                + (int(stat.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
-                + (stat.st_size & 0xFFFFFFFF).to_bytes(4, "little")
-            )
             try:
                 with open(importlib.util.cache_from_source(str(source)), "rb") as cached:
                     header = cached.read(16)
             except OSError:
                 header = b""
-            if header != want:
+            if not _current(source, header):
                 stale.append(str(source.relative_to(ROOT)))
     return stale
 

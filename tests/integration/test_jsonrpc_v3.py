@@ -442,6 +442,55 @@ async def test_results_success_failure_and_not_executed(session, v3, peer):
         assert answers[tx_hash]["status"] == "0x0" and answers[tx_hash]["failure"] == failure
 
 
+class PeerBeforeWithTx(FakePeer):
+    """A peer older than TxLookupBatchRequest.with_tx: it never sends a result's transaction."""
+
+    async def GetTxResultBatch(self, request: Any, context: Any) -> Any:
+        request.with_tx = False
+        return await super().GetTxResultBatch(request, context)
+
+
+async def test_a_receipt_from_a_peer_before_with_tx_looks_its_transaction_up(session, tmp_path):
+    """A proxy newer than its peer (started again from an updated checkout) still answers an
+    executed transaction's receipt, the wait for it too: the transaction in a lookup of its own."""
+    fake = PeerBeforeWithTx()
+    async with proxy_in_front_of(fake, tmp_path, {}, session) as proxy:
+        tx_hash = await submit(session, proxy.base, "old peer")
+        fake.make_block()
+        url, params = proxy.base + "/api/v3", {"txHash": "0x" + tx_hash}
+        for method in ("icx_getTransactionResult", "icx_waitTransactionResult"):
+            found = result(await rpc(session, url, method, params))
+            assert found["txHash"] == "0x" + tx_hash and found["status"] == "0x1", found
+            assert found["to"] == channel_score_address(DEFAULT_CHANNEL), found
+        assert fake.counted["GetTxBatch"] == 2  # one lookup of its own each
+
+
+class PeerSwappingTxs(FakePeer):
+    """A faulty peer that sends, with each result, the bytes of the first transaction of its
+    chain, whichever was asked."""
+
+    async def GetTxResultBatch(self, request: Any, context: Any) -> Any:
+        reply = await super().GetTxResultBatch(request, context)
+        first = self.chains[DEFAULT_CHANNEL].blocks[0].transactions[0].encode()
+        for entry in reply.results:
+            if entry.result.tx:
+                entry.result.tx = first
+        return reply
+
+
+async def test_a_receipt_with_another_transaction_is_an_internal_error(session, tmp_path):
+    fake = PeerSwappingTxs()
+    async with proxy_in_front_of(fake, tmp_path, {}, session) as proxy:
+        first = await submit(session, proxy.base, "first")
+        second = await submit(session, proxy.base, "second")
+        fake.make_block()
+        url = proxy.base + "/api/v3"
+        found = result(await rpc(session, url, "icx_getTransactionResult", {"txHash": first}))
+        assert found["txHash"] == "0x" + first
+        swapped = await rpc(session, url, "icx_getTransactionResult", {"txHash": second})
+        assert_error(swapped, -32603, "another transaction than the one asked")
+
+
 async def test_unknown_transactions_are_not_found_in_their_channel_only(session, v3, peer):
     unknown = "0x" + "ef" * 32
     for method in ("icx_getTransactionByHash", "icx_getTransactionResult"):
