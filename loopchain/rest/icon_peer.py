@@ -47,7 +47,13 @@ CHANNEL_NAME_TTL_S = 5.0
 
 
 class _Unknown(Exception):
-    """The peer answered NOT_FOUND to a lookup of a batch."""
+    """The peer answered NOT_FOUND to a lookup of a batch: in the lookup's own entry (`served`:
+    the call was served, so the channel is and the transaction is unknown), or to the whole
+    call."""
+
+    def __init__(self, served: bool) -> None:
+        super().__init__()
+        self.served = served
 
 
 @dataclass(frozen=True)
@@ -215,8 +221,9 @@ class PeerReader:
         try:
             with self._api.slots():
                 return await lookups.submit(channel, tx_hash, self._api.timeout)
-        except _Unknown:  # the transaction, or the channel: -32602 when it is the channel
-            await self.chain_facts(channel)
+        except _Unknown as unknown:  # the transaction, or the channel: -32602 for the channel
+            if not unknown.served:
+                await self.chain_facts(channel)
             return None
         except RestError as exc:  # busy, stopping, or the peer gave no answer
             raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
@@ -235,26 +242,30 @@ class PeerReader:
             "CreateIconTxBatch", request, self._api.batch_streams(icon=True)
         )
 
-    def _send_error(self, code: grpc.StatusCode, details: str) -> JsonRpcError:
+    def _send_error(self, code: grpc.StatusCode, details: str, alone: bool = False) -> JsonRpcError:
         """A transaction the peer refused (or a failed call) as its JSON-RPC error: an unknown
         channel and the peer's refusal of an argument in its words (-32602), a full pool -31001,
         anything else -32603."""
         return self._refusal(code, details, _SEND_CODES)
 
-    def _lookup_error(self, code: grpc.StatusCode, details: str) -> Exception:
-        """A lookup of a transaction or its result the peer refused (or a failed call):
-        NOT_FOUND, an unknown transaction or channel, is told apart by `_lookup`; anything else
-        as `_call`'s."""
+    def _lookup_error(self, code: grpc.StatusCode, details: str, alone: bool = False) -> Exception:
+        """A lookup of a transaction or its result the peer refused (`alone`: in its own entry),
+        or a failed call: NOT_FOUND, an unknown transaction or channel, is told apart by
+        `_lookup`; anything else as `_call`'s."""
         if code == grpc.StatusCode.NOT_FOUND:
-            return _Unknown()
+            return _Unknown(served=alone)
         return self._refusal(code, details, _CODES)
 
-    def _balance_error(self, code: grpc.StatusCode, details: str) -> JsonRpcError:
+    def _balance_error(
+        self, code: grpc.StatusCode, details: str, alone: bool = False
+    ) -> JsonRpcError:
         """A balance ask the peer refused (or a failed call), as `_call`'s refusal of a call
         about the channel itself: NOT_FOUND, an unknown channel, is -32602."""
         return self._refusal(code, details, _CODES)
 
-    def _query_error(self, code: grpc.StatusCode, details: str) -> JsonRpcError:
+    def _query_error(
+        self, code: grpc.StatusCode, details: str, alone: bool = False
+    ) -> JsonRpcError:
         """A query the peer refused (or a failed call) as its JSON-RPC error: an unknown channel
         -32602, a query the SCORE refused or failed -30032, anything else -32603."""
         return self._refusal(code, details, _QUERY_CODES)

@@ -62,8 +62,9 @@ BatchCall = Callable[
         | pb.BalanceBatchReply
     ],
 ]
-# (the gRPC status of a refusal, the peer's words) -> the error its submitter hears
-MakeError = Callable[[grpc.StatusCode, str], BaseException]
+# (the gRPC status of a refusal, the peer's words, whether it refused this one alone in a reply:
+# the call itself was served, so its channel is) -> the error its submitter hears
+MakeError = Callable[[grpc.StatusCode, str, bool], BaseException]
 MAX_BATCH = 500  # submissions in one call (the peer takes up to 1000)
 MAX_BUSY_CHANNELS = 256  # channels remembered as busy (a client may name any number of channels)
 # how long a submission waits for others after a call of several (module doc). Measured with
@@ -211,10 +212,11 @@ class BatchSubmitter(Generic[Answer]):
             for _, future in batch:
                 _settle(future, error=_stopping())
 
-    def _refusal(self, code: grpc.StatusCode, words: str) -> BaseException:
-        """The error a submitter hears for a refusal with `code` and the peer's `words`."""
+    def _refusal(self, code: grpc.StatusCode, words: str, alone: bool = False) -> BaseException:
+        """The error a submitter hears for a refusal with `code` and the peer's `words` (`alone`:
+        of its own entry in a reply, not of the whole call)."""
         if self._make_error is not None:
-            return self._make_error(code, words)
+            return self._make_error(code, words, alone)
         target, timeout = self._describe_peer()
         return status_error(code, words, target, timeout)
 
@@ -249,7 +251,7 @@ class BatchSubmitter(Generic[Answer]):
                     code = status_of(result.code)
                     if self._on_refused is not None:
                         self._on_refused(code)
-                    _settle(future, error=self._refusal(code, result.message))
+                    _settle(future, error=self._refusal(code, result.message, alone=True))
                 else:
                     _settle(future, value=self._answer_of(result))
             rest = batch[answered:]

@@ -493,8 +493,11 @@ async def test_a_receipt_with_another_transaction_is_an_internal_error(session, 
 
 async def test_unknown_transactions_are_not_found_in_their_channel_only(session, v3, peer):
     unknown = "0x" + "ef" * 32
+    asked = peer.counted["GetStatus"]
     for method in ("icx_getTransactionByHash", "icx_getTransactionResult"):
         assert_error(await rpc(session, v3, method, {"txHash": unknown}), -31004, unknown)
+    # refused in its own entry of a served call: no status call to tell it from a channel
+    assert peer.counted["GetStatus"] == asked
     tx_hash = await submit(session, base_of(v3), "other", channel=OTHER_CHANNEL)
     peer.make_block(OTHER_CHANNEL)
     params = {"txHash": "0x" + tx_hash}
@@ -576,10 +579,14 @@ async def test_peer_failures_are_json_rpc_errors(session, v3, peer, code, rpc_co
         assert_error(await rpc(session, v3, rpc_method, params), rpc_code, text)
         peer.clear_failures()
     peer.make_block()
-    # a failure while telling an unknown channel from an unknown transaction is reported too
+    # a failure while telling an unknown channel from an unknown transaction is reported too;
+    # a transaction refused in its own entry needs no telling (its call was served)
     peer.fail("GetStatus", grpc.StatusCode.UNAVAILABLE, "down")
-    answer = await rpc(session, v3, "icx_getTransactionByHash", {"txHash": "0x" + "12" * 32})
+    unknown = {"txHash": "0x" + "12" * 32}
+    answer = await rpc(session, f"{v3}/nochannel", "icx_getTransactionByHash", unknown)
     assert_error(answer, -32603, "unreachable")
+    answer = await rpc(session, v3, "icx_getTransactionByHash", unknown)
+    assert_error(answer, -31004, "12" * 32)
 
 
 async def test_a_peer_without_its_score_service_answers_internal_error(session, v3, peer):
