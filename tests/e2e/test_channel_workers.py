@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.types.transaction import Transaction
 from tools.procs import LocalNetwork, http, wait_until
 
 ALPHA, BETA = "alpha", "beta"
@@ -305,3 +306,25 @@ def test_a_refusal_in_a_worker_names_the_caller_not_the_peers_socket(net: LocalN
     line = wait_until(logged, 30, "the worker's refusal in the peer's log")
     assert "from ipv4:127.0.0.1:" in line and "(through its peer)" in line, line
     assert "from unix:" not in line, line
+
+
+def test_a_receipt_lookup_in_a_worker_carries_its_transaction(net: LocalNetwork) -> None:
+    """GetTxResultBatch with with_tx (a v3 receipt in one lookup) goes to the channel's worker
+    as it is: an executed transaction comes with its bytes, in either channel."""
+    port = min(net.peers)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as link:
+        stub = pb_grpc.PeerServiceStub(link)
+        for channel in CHANNELS:
+            tx_hash = committed(net, port, channel, f"receipt in {channel}", f"a tx of {channel}")
+
+            def executed(channel: str = channel, tx_hash: str = tx_hash) -> pb.TxResultReply | None:
+                request = pb.TxLookupBatchRequest(
+                    channel=channel, tx_hashes=[tx_hash], with_tx=True
+                )
+                (entry,) = stub.GetTxResultBatch(request, timeout=30).results
+                assert entry.code == 0, entry
+                return entry.result if entry.result.executed else None
+
+            found = wait_until(executed, 60, f"the transaction executed in {channel}")
+            tx = Transaction.decode(found.tx)
+            assert tx.hash.hex() == tx_hash and tx.body["data"]["data"] == f"receipt in {channel}"
