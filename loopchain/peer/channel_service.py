@@ -671,6 +671,10 @@ class ChannelService:
         pooled = self.consensus.pool.get(tx_hash)
         return TxLookup(pooled, -1, b"") if pooled is not None else None
 
+    def last_block_hash(self) -> bytes:
+        """The hash of the last final block (what get_block(-1, b"") serves), b"" for none."""
+        return self.store.tip_hash()
+
     def get_block(self, height: int, block_hash: bytes) -> StoredBlock | None:
         """A block by hash (final, in the tree, or voted for before a restart), or the final one
         at `height` (-1: the last), as served: final blocks as stored, not decoded."""

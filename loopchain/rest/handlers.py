@@ -7,7 +7,7 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 from aiohttp import web
@@ -57,6 +57,35 @@ def _entry_balance(entry: pb.BalanceEntry) -> pb.BalanceReply:
     return entry.balance
 
 
+Rendered = TypeVar("Rendered")
+MAX_LAST_BLOCKS = 256  # channels whose last block is kept (a peer serves a few, asked as "" too)
+
+
+class LastBlocks(Generic[Rendered]):
+    """The last block of each channel as last answered (its hash, and its answer as rendered):
+    a poll of the last block asks the peer only whether it is still that block
+    (GetBlockRequest.unless_hash), and is answered the kept rendering, not the block sent,
+    decoded and rendered again. A rendering is shared by the answers: not to be modified."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[str, Rendered]] = {}
+
+    def hash_of(self, channel: str) -> str:
+        """The hash (hex) of the last block kept for `channel` as asked for, "" for none."""
+        kept = self._kept.get(channel)
+        return kept[0] if kept is not None else ""
+
+    def unchanged(self, channel: str, unchanged: bool) -> Rendered | None:
+        """The kept rendering when the peer said (`unchanged`) the last block is still the kept
+        one, else None."""
+        kept = self._kept.get(channel)
+        return kept[1] if unchanged and kept is not None else None
+
+    def keep(self, channel: str, block_hash: str, rendered: Rendered) -> None:
+        if channel in self._kept or len(self._kept) < MAX_LAST_BLOCKS:
+            self._kept[channel] = (block_hash, rendered)
+
+
 class PeerApi:
     """The REST routes of one peer, backed by a gRPC channel to it (opened by `start`)."""
 
@@ -69,6 +98,7 @@ class PeerApi:
         self._max_inflight = int(config.REST_MAX_INFLIGHT)
         self._inflight = {False: 0, True: 0}  # calls to the peer in flight, by `submissions`
         self._block_reads = asyncio.Semaphore(MAX_BLOCK_READS)
+        self.last_blocks: LastBlocks[dict[str, Any]] = LastBlocks()  # GET /api/v1/blocks
         # told how many submissions each call to the peer carries (the proxy's metrics)
         self.on_submission_call: Callable[[int], None] | None = None
         self._max_batch_bytes = max_submissions_bytes(config)
@@ -408,17 +438,27 @@ class PeerApi:
         height = params.height_arg(request)
         if block_hash is not None and height is not None:
             raise invalid_params("give either hash or height, not both")
-        message = pb.GetBlockRequest(channel=params.query_channel(request), height=-1)
+        channel = params.query_channel(request)
+        message = pb.GetBlockRequest(channel=channel, height=-1)
+        selected = block_hash is not None or height is not None
         if block_hash is not None:
             message.block_hash = params.hash_arg(request)
         elif height is not None:
             message.height = height
+        else:  # the last block: sent again only when it is another than the one kept
+            message.unless_hash = self.last_blocks.hash_of(channel)
         reply = await self._call(self.stub.GetBlock, message)
-        if not reply.block and (block_hash is not None or height is not None):
+        if not selected:
+            kept = self.last_blocks.unchanged(channel, reply.unchanged)
+            if kept is not None:
+                return json_response(kept)
+        if not reply.block and selected:
             wanted = f"hash {block_hash}" if block_hash is not None else f"height {height}"
             raise RestError(ResponseCode.NOT_FOUND, f"there is no block with {wanted}")
-        selected = block_hash is not None or height is not None
-        return json_response(formatting.block_response(reply, with_txs=selected))
+        body = formatting.block_response(reply, with_txs=selected)
+        if not selected and body.get("block_hash"):
+            self.last_blocks.keep(channel, body["block_hash"], body)
+        return json_response(body)
 
     async def status_peer(self, request: web.Request) -> web.Response:
         """GET /api/v1/status/peer: the peer's status in the channel."""

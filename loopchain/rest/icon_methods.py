@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loopchain.blockchain.coin import CONTRACT_NOT_FOUND, TREASURY, steps_for
+from loopchain.rest.handlers import LastBlocks
 from loopchain.rest.icon_peer import PeerReader
 from loopchain.rest.icon_shapes import (
     block_json,
@@ -113,6 +114,7 @@ class IconMethods:
     def __init__(self, reader: PeerReader, nid: str) -> None:
         self._reader = reader
         self._nid = nid
+        self._last_blocks: LastBlocks[dict[str, Any]] = LastBlocks()  # icx_getLastBlock
 
     def table(self) -> dict[str, Method]:
         """The methods by their JSON-RPC names."""
@@ -138,7 +140,16 @@ class IconMethods:
 
     async def get_last_block(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         fields(params, ())
-        return self._block(await self._reader.block(call.channel), "the chain has no block yet")
+        unchanged, block = await self._reader.last_block(
+            call.channel, self._last_blocks.hash_of(call.channel)
+        )
+        kept = self._last_blocks.unchanged(call.channel, unchanged)
+        if kept is not None:  # still the block answered before: its answer again
+            return kept
+        answer = self._block(block, "the chain has no block yet")
+        if block is not None:
+            self._last_blocks.keep(call.channel, block.hash.hex(), answer)
+        return answer
 
     async def get_block_by_height(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         (text,) = fields(params, ("height",))

@@ -165,6 +165,17 @@ class PeerReader:
             return known[0]
         return (await self.chain_facts(channel)).channel
 
+    async def last_block(self, channel: str, kept_hash: str) -> tuple[bool, Block | None]:
+        """(True, None) when the last final block is still the one with `kept_hash` (hex; the
+        peer sends it only when it is another), else (False, the last block or None: none)."""
+        request = pb.GetBlockRequest(channel=channel, height=-1, unless_hash=kept_hash)
+        reply = await self._call("GetBlock", request, channel)
+        if reply is not None and reply.unchanged and kept_hash:
+            return True, None
+        if reply is None or not reply.block:
+            return False, None
+        return False, _decoded(lambda raw: decode_block(raw, reply.tx_hashes), reply.block)
+
     async def block(self, channel: str, height: int = -1, block_hash: str = "") -> Block | None:
         """The final block with `block_hash`, else at `height`, else the last (None: none)."""
         request = pb.GetBlockRequest(channel=channel, height=height, block_hash=block_hash)

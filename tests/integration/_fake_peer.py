@@ -69,6 +69,7 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         self.forced: dict[str, tuple[grpc.StatusCode, str]] = {}
         self.calls: deque[tuple[str, Any]] = deque(maxlen=1000)
         self.counted: Counter[str] = Counter()  # every call entered, by method, for good
+        self.unchanged_blocks = 0  # last-block polls answered "unchanged" (no block sent)
         self.release_queries = asyncio.Event()
         self.answering = asyncio.Event()  # cleared: every call waits, as on a stopped process
         self.sends_tx_hashes = True  # GetBlock carries its transactions' hashes, as a peer's does
@@ -295,6 +296,9 @@ class FakePeer(pb_grpc.PeerServiceServicer):
             block = chain.blocks[request.height]
         elif chain.blocks:
             block = chain.blocks[-1]
+            if request.unless_hash == block.hash.hex():  # as the real peer: a poll of it
+                self.unchanged_blocks += 1
+                return pb.BlockReply(channel=request.channel, unchanged=True)
         else:
             return pb.BlockReply(channel=chain.name)
         hashes = b"".join(tx.hash for tx in block.transactions) if self.sends_tx_hashes else b""

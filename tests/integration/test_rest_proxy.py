@@ -606,6 +606,45 @@ async def test_last_block_and_block_by_hash_and_height(session, base, peer):
     assert (status, hashed_here) == (200, by_hash)
 
 
+@pytest.mark.parametrize("api", ["v1", "v3"])
+async def test_a_poll_of_an_unchanged_last_block_is_answered_without_the_block(
+    session, tmp_path, api
+):
+    """The last block, asked again while it is still the last, is not sent by the peer again
+    (GetBlockRequest.unless_hash): the proxy answers what it answered; once another block is
+    the last, that one is answered. Each channel keeps its own."""
+    fake = FakePeer(channels=(DEFAULT_CHANNEL, OTHER_CHANNEL))
+    async with proxy_in_front_of(fake, tmp_path, {}, session) as proxy:
+
+        async def last(channel: str = "") -> Any:
+            if api == "v1":
+                suffix = f"?channel={channel}" if channel else ""
+                status, body = await call(session, "GET", f"{proxy.base}/api/v1/blocks{suffix}")
+                assert status == 200, body
+                return body
+            url = f"{proxy.base}/api/v3" + (f"/{channel}" if channel else "")
+            request = {"jsonrpc": "2.0", "id": 1, "method": "icx_getLastBlock"}
+            async with session.post(url, json=request) as resp:
+                body = await resp.json()
+            assert resp.status == 200, body
+            return body["result"]
+
+        def hash_of(answer: Any) -> str:
+            return answer["block_hash"].removeprefix("0x")
+
+        first = fake.make_block()
+        answers = [await last() for _ in range(3)]
+        assert hash_of(answers[0]) == first.hash.hex() and answers == [answers[0]] * 3
+        assert fake.unchanged_blocks == 2  # the second and third: no block sent
+        other = fake.make_block(OTHER_CHANNEL)
+        assert hash_of(await last(OTHER_CHANNEL)) == other.hash.hex()
+        second = fake.make_block()
+        assert hash_of(await last()) == second.hash.hex()  # another block: sent, answered
+        assert hash_of(await last()) == second.hash.hex()
+        assert hash_of(await last(OTHER_CHANNEL)) == other.hash.hex()
+        assert fake.unchanged_blocks == 4
+
+
 async def test_genesis_block_has_empty_prev_hash(session, base, peer):
     if not peer.chains[DEFAULT_CHANNEL].blocks:
         peer.make_block()
