@@ -293,6 +293,13 @@ def _hash_arg(text: str) -> bytes:
     return raw
 
 
+def _names(text: str, block_hash: bytes) -> bool:
+    """Whether `text` is `block_hash` in hex, with or without 0x (GetBlockRequest.unless_hash:
+    a hint, not an argument to refuse, so a malformed one names no block)."""
+    value = text[2:] if text.startswith("0x") else text
+    return bool(block_hash) and value.lower() == block_hash.hex()
+
+
 def damaged(method: str, exc: StorageCorrupt | StoreDamaged) -> RequestError:
     """The answer to a read that met a damaged store: logged with the store's words (at most
     one line a second), told to the caller without this machine's paths."""
@@ -772,11 +779,8 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             channel = self._channel(context, request.channel)
             block_hash = _hash_arg(request.block_hash) if request.block_hash else b""
             last = not block_hash and request.height < 0
-            if (
-                last
-                and request.unless_hash
-                and _hash_arg(request.unless_hash) == (channel.last_block_hash())
-            ):  # a poll of the last block, which the caller has: no block sent
+            if last and _names(request.unless_hash, channel.last_block_hash()):
+                # a poll of the last block, which the caller has: no block sent
                 return pb.BlockReply(channel=request.channel, unchanged=True)
             found = channel.get_block(request.height, block_hash)
             if found is None:

@@ -65,7 +65,12 @@ class LastBlocks(Generic[Rendered]):
     """The last block of each channel as last answered (its hash, and its answer as rendered):
     a poll of the last block asks the peer only whether it is still that block
     (GetBlockRequest.unless_hash), and is answered the kept rendering, not the block sent,
-    decoded and rendered again. A rendering is shared by the answers: not to be modified."""
+    decoded and rendered again. A rendering is shared by the answers: not to be modified.
+
+    Concurrent polls' replies may come back in another order than they were asked: a block
+    replaces the kept one only when its poll named the kept one (`keep`), so what is kept only
+    moves on to blocks the peer served after it, never back. An "unchanged" reply is answered
+    what is kept when it comes: the block it named, or one the peer served after it."""
 
     def __init__(self) -> None:
         self._kept: dict[str, tuple[str, Rendered]] = {}
@@ -81,7 +86,11 @@ class LastBlocks(Generic[Rendered]):
         kept = self._kept.get(channel)
         return kept[1] if unchanged and kept is not None else None
 
-    def keep(self, channel: str, block_hash: str, rendered: Rendered) -> None:
+    def keep(self, channel: str, named: str, block_hash: str, rendered: Rendered) -> None:
+        """Keep the block with `block_hash` as rendered, answered to a poll that named the block
+        with hash `named` ("": none), unless another was kept meanwhile."""
+        if self.hash_of(channel) != named:
+            return  # a reply overtaken by another poll's: what is kept is as new or newer
         if channel in self._kept or len(self._kept) < MAX_LAST_BLOCKS:
             self._kept[channel] = (block_hash, rendered)
 
@@ -446,7 +455,7 @@ class PeerApi:
         elif height is not None:
             message.height = height
         else:  # the last block: sent again only when it is another than the one kept
-            message.unless_hash = self.last_blocks.hash_of(channel)
+            named = message.unless_hash = self.last_blocks.hash_of(channel)
         reply = await self._call(self.stub.GetBlock, message)
         if not selected:
             kept = self.last_blocks.unchanged(channel, reply.unchanged)
@@ -457,7 +466,7 @@ class PeerApi:
             raise RestError(ResponseCode.NOT_FOUND, f"there is no block with {wanted}")
         body = formatting.block_response(reply, with_txs=selected)
         if not selected and body.get("block_hash"):
-            self.last_blocks.keep(channel, body["block_hash"], body)
+            self.last_blocks.keep(channel, named, body["block_hash"], body)
         return json_response(body)
 
     async def status_peer(self, request: web.Request) -> web.Response:

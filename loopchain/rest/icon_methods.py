@@ -140,15 +140,14 @@ class IconMethods:
 
     async def get_last_block(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         fields(params, ())
-        unchanged, block = await self._reader.last_block(
-            call.channel, self._last_blocks.hash_of(call.channel)
-        )
+        named = self._last_blocks.hash_of(call.channel)
+        unchanged, block = await self._reader.last_block(call.channel, named)
         kept = self._last_blocks.unchanged(call.channel, unchanged)
         if kept is not None:  # still the block answered before: its answer again
             return kept
         answer = self._block(block, "the chain has no block yet")
         if block is not None:
-            self._last_blocks.keep(call.channel, block.hash.hex(), answer)
+            self._last_blocks.keep(call.channel, named, block.hash.hex(), answer)
         return answer
 
     async def get_block_by_height(self, call: Call, params: dict[str, Any]) -> dict[str, Any]:

@@ -49,10 +49,12 @@ async def test_the_last_block_is_sent_only_when_it_is_another_than_the_one_named
 
     unchanged = await ask(height=-1, unless_hash=LAST.hex())
     assert unchanged.unchanged and not unchanged.block and channel.sent == []
-    for stale in (OLD.hex(), ""):  # another block named, or none: the last block is sent
+    assert (await ask(height=-1, unless_hash="0x" + LAST.hex().upper())).unchanged
+    assert channel.sent == []
+    for stale in (OLD.hex(), "", "zz"):  # another block, none, or a malformed hint: sent
         reply = await ask(height=-1, unless_hash=stale)
         assert not reply.unchanged and reply.block == b"last"
     # a block asked by height or hash is sent whatever unless_hash names
     assert (await ask(height=0, unless_hash=LAST.hex())).block == b"old"
     assert (await ask(block_hash=OLD.hex(), unless_hash=LAST.hex())).block == b"old"
-    assert channel.sent == [(-1, b""), (-1, b""), (0, b""), (0, OLD)]
+    assert channel.sent == [(-1, b""), (-1, b""), (-1, b""), (0, b""), (0, OLD)]
