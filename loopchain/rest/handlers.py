@@ -450,11 +450,12 @@ class PeerApi:
         channel = params.query_channel(request)
         message = pb.GetBlockRequest(channel=channel, height=-1)
         selected = block_hash is not None or height is not None
+        named = ""  # the last block: sent again only when it is another than the one kept
         if block_hash is not None:
             message.block_hash = params.hash_arg(request)
         elif height is not None:
             message.height = height
-        else:  # the last block: sent again only when it is another than the one kept
+        else:
             named = message.unless_hash = self.last_blocks.hash_of(channel)
         reply = await self._call(self.stub.GetBlock, message)
         if not selected:
