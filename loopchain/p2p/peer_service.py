@@ -532,7 +532,15 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             yield
         except asyncio.CancelledError:
             if self._closing:  # ended by end_streams: answered, so that the call is over at once
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "this peer is stopping")
+                try:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "this peer is stopping")
+                except grpc.aio.AbortError:
+                    raise
+                except Exception:
+                    # cancelled while its acceptance was being sent, the call's operations broke
+                    # off and grpc's core refuses the status too (ExecuteBatchError, which grpc
+                    # logs at ERROR with a traceback when a handler raises it): it ends cancelled
+                    pass
             raise
         finally:
             open_ones.discard(task)  # type: ignore[arg-type]

@@ -304,6 +304,31 @@ async def test_stopping_a_peer_ends_the_streams_it_serves_without_waiting_out_th
     assert _heights(receiver.backend.alpha) == [1]
 
 
+async def test_a_stream_ended_while_its_acceptance_is_sent_ends_cancelled_not_in_error(
+    receiver: Receiver,
+) -> None:
+    """A peer stopping while an inbound stream's acceptance is being sent: grpc's core then
+    refuses the status too (its ExecuteBatchError, which grpc logs at ERROR with a traceback
+    when a handler raises it; seen once in a clean-clone CI run, SIGTERM under load). The stream
+    ends cancelled, the refusal not raised."""
+    sending = asyncio.Event()
+
+    class Accepting(_Context):
+        async def send_initial_metadata(self, metadata: Any) -> None:
+            sending.set()
+            await asyncio.Event().wait()  # cancelled by end_streams
+
+        async def abort(self, code: grpc.StatusCode, details: str) -> None:
+            raise RuntimeError("ExecuteBatchError: the call's operations broke off")
+
+    request = pb.ConsensusMessage(channel=CHANNEL, sender="late", vote=_vote(2).encode())
+    stream = asyncio.ensure_future(receiver.servicer.DeliverStream(_once(request), Accepting()))
+    await asyncio.wait_for(sending.wait(), 30)
+    await receiver.servicer.end_streams(30)
+    assert stream.cancelled(), stream
+    assert not receiver.servicer._streams
+
+
 async def _once(request: Any) -> AsyncIterator[Any]:
     yield request
 
