@@ -1527,7 +1527,8 @@ async def score_addresses(
         body = {"jsonrpc": "2.0", "id": 1, "method": "icx_getNetworkInfo"}
         async with session.post(v3_url(0, channel), json=body) as resp:
             reply = await resp.json()
-        address = reply.get("result", {}).get("scoreAddress") if isinstance(reply, dict) else None
+        result = reply.get("result") if isinstance(reply, dict) else None
+        address = result.get("scoreAddress") if isinstance(result, dict) else None
         if not isinstance(address, str):
             name = channel or "the default channel"
             raise RuntimeError(f"icx_getNetworkInfo of {name} named no SCORE address: {reply}")
