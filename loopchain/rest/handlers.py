@@ -58,7 +58,9 @@ def _entry_balance(entry: pb.BalanceEntry) -> pb.BalanceReply:
 
 
 Rendered = TypeVar("Rendered")
-MAX_LAST_BLOCKS = 256  # channels whose last block is kept (a peer serves a few, asked as "" too)
+# channels whose last block is kept, as asked for ("" too): a peer serves a few, and each kept
+# block is a whole rendered block (up to a few MB for a full one), so past these no more are kept
+MAX_LAST_BLOCKS = 16
 
 
 class LastBlocks(Generic[Rendered]):
