@@ -972,6 +972,18 @@ class LoadState:
             self.final_channel[tx_hash] = channel
             self.pending.discard(tx_hash)
 
+    def record_answer(self, answer: str | tuple[int | str, float | None]) -> float | None:
+        """Count the answer to a submission (its hash, or (kind, Retry-After)): None when it was
+        acknowledged, else how long its client waits before it sends again."""
+        if isinstance(answer, str):
+            self.answers["200"] += 1
+            self.record_ack(answer, time.monotonic())
+            return None
+        kind, retry = answer
+        self.answers[str(kind)] += 1
+        # a 503, or a v3 pool overflow, says when to come back
+        return ERROR_BACKOFF if retry is None else min(retry, RETRY_AFTER_CAP)
+
     def errors(self) -> tuple[int, int]:
         """(overload answers: 503, or JSON-RPC -31001 on v3; other non-200 answers and failures)."""
         unavailable = sum(self.answers.get(key, 0) for key in OVERLOAD_ANSWERS)
@@ -1001,16 +1013,9 @@ async def load_client(
                 answer = await _post_tx(session, url, body)
             finally:
                 state.in_flight -= 1
-            if isinstance(answer, str):
-                state.answers["200"] += 1
-                state.record_ack(answer, time.monotonic())
-                continue
-            kind, retry = answer
-            state.answers[str(kind)] += 1
-            wait = ERROR_BACKOFF
-            if retry is not None:  # a 503, or a v3 pool overflow, says when to come back
-                wait = min(retry, RETRY_AFTER_CAP)
-            await asyncio.sleep(min(wait, max(0.0, end - time.monotonic())))
+            wait = state.record_answer(answer)
+            if wait is not None:
+                await asyncio.sleep(min(wait, max(0.0, end - time.monotonic())))
 
 
 async def watch_chain(
@@ -1728,14 +1733,10 @@ async def _submit_seed(
     while time.monotonic() < deadline:
         body = {"data": {"bench": state.run_id, "poll_seed": number, "attempt": attempt}}
         attempt += 1
-        answer = await _post_tx(session, url, body)
-        if isinstance(answer, str):
-            state.answers["200"] += 1
-            state.record_ack(answer, time.monotonic())
+        wait = state.record_answer(await _post_tx(session, url, body))
+        if wait is None:
             return
-        kind, retry = answer
-        state.answers[str(kind)] += 1
-        await asyncio.sleep(ERROR_BACKOFF if retry is None else min(retry, RETRY_AFTER_CAP))
+        await asyncio.sleep(wait)
 
 
 def answer_figures(answers: Mapping[str, int], prefix: str) -> dict[str, int]:

@@ -294,10 +294,12 @@ def _hash_arg(text: str) -> bytes:
 
 
 def _names(text: str, block_hash: bytes) -> bool:
-    """Whether `text` is `block_hash` in hex, with or without 0x (GetBlockRequest.unless_hash:
-    a hint, not an argument to refuse, so a malformed one names no block)."""
-    value = text[2:] if text.startswith("0x") else text
-    return bool(block_hash) and value.lower() == block_hash.hex()
+    """Whether `text` is `block_hash` as a hash argument (GetBlockRequest.unless_hash: a hint,
+    not an argument to refuse, so a malformed one names no block)."""
+    try:
+        return _hash_arg(text) == block_hash
+    except RequestError:
+        return False
 
 
 def damaged(method: str, exc: StorageCorrupt | StoreDamaged) -> RequestError:

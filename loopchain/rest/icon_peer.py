@@ -113,6 +113,13 @@ def _place(height: int, block_hash: str, tx_index: int) -> Place | None:
     return Place(height, raw, tx_index)
 
 
+def _block_of(reply: pb.BlockReply | None) -> Block | None:
+    """The block a GetBlock reply carries (None for NOT_FOUND or an empty chain)."""
+    if reply is None or not reply.block:
+        return None
+    return _decoded(lambda raw: decode_block(raw, reply.tx_hashes), reply.block)
+
+
 class PeerReader:
     """Reads one peer's chains over the proxy's gRPC channel to it."""
 
@@ -172,17 +179,14 @@ class PeerReader:
         reply = await self._call("GetBlock", request, channel)
         if reply is not None and reply.unchanged and kept_hash:
             return True, None
-        if reply is None or not reply.block:
-            return False, None
-        return False, _decoded(lambda raw: decode_block(raw, reply.tx_hashes), reply.block)
+        return False, _block_of(reply)
 
     async def block(self, channel: str, height: int = -1, block_hash: str = "") -> Block | None:
         """The final block with `block_hash`, else at `height`, else the last (None: none)."""
         request = pb.GetBlockRequest(channel=channel, height=height, block_hash=block_hash)
-        reply = await self._call("GetBlock", request, channel)
-        if reply is None or not reply.block:
+        block = _block_of(await self._call("GetBlock", request, channel))
+        if block is None:
             return None
-        block = _decoded(lambda raw: decode_block(raw, reply.tx_hashes), reply.block)
         if block_hash:  # the peer also knows blocks not final yet: only the final one counts
             final = await self.block(channel, height=block.height)
             return block if final is not None and final.hash == block.hash else None

@@ -5,6 +5,7 @@ The end-to-end runs check the shape and sanity of the figures, never a time budg
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -14,10 +15,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types.crypto import Signer
@@ -788,9 +792,16 @@ def test_bench_against_a_baseline_worktree_prints_ratios() -> None:
     assert _bench_worktrees() == before  # its worktree was removed
 
 
-def test_failed_calls_are_counted_by_kind() -> None:
-    import aiohttp
+def test_a_submission_answer_is_counted_and_says_how_long_to_wait() -> None:
+    state = bench.LoadState(run_id="r")
+    assert state.record_answer("ab" * 32) is None and "ab" * 32 in state.acked
+    assert state.record_answer((503, 0.5)) == 0.5
+    assert state.record_answer((503, 3600.0)) == bench.RETRY_AFTER_CAP
+    assert state.record_answer(("timeout", None)) == bench.ERROR_BACKOFF
+    assert state.answers == {"200": 1, "503": 2, "timeout": 1}
 
+
+def test_failed_calls_are_counted_by_kind() -> None:
     assert bench.failure_kind(TimeoutError()) == "timeout"
     refused = aiohttp.ClientConnectionError("refused")
     assert bench.failure_kind(refused) == "connection error"
@@ -910,8 +921,6 @@ def test_round_ratios_only_of_the_figures_the_runs_have() -> None:
 
 
 async def test_query_client_counts_answers_over_one_connection_and_waits_as_told() -> None:
-    from aiohttp import web
-
     bodies: list[Any] = []
     peers: set[Any] = set()
     answered = 0
@@ -931,18 +940,10 @@ async def test_query_client_counts_answers_over_one_connection_and_waits_as_told
         await request.read()
         return web.json_response({}, status=503, headers={"Retry-After": "5"})
 
-    app = web.Application()
-    app.router.add_post("/mixed", mixed)
-    app.router.add_post("/busy", busy)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
     body = bench.json.dumps(bench.DEFAULT_QUERY).encode()
-    try:
+    async with _serving(web.post("/mixed", mixed), web.post("/busy", busy)) as base:
         state = bench.ReadState()
-        mixed_query = bench.query_request(f"http://127.0.0.1:{port}/mixed", body)
+        mixed_query = bench.query_request(f"{base}/mixed", body)
         await bench.read_client(state, mixed_query, time.monotonic() + 0.3)
         assert state.answers["200"] > 2 and state.answers["503"] >= 1
         assert set(state.answers) == {"200", "503", "500"} and state.in_flight == 0
@@ -950,12 +951,10 @@ async def test_query_client_counts_answers_over_one_connection_and_waits_as_told
         assert bodies == [bench.DEFAULT_QUERY] * len(bodies) and len(peers) == 1  # keep-alive
         state = bench.ReadState()
         started = time.monotonic()
-        busy_query = bench.query_request(f"http://127.0.0.1:{port}/busy", body)
+        busy_query = bench.query_request(f"{base}/busy", body)
         await bench.read_client(state, busy_query, started + 0.3)
         assert state.answers == {"503": 1}  # Retry-After: 5 kept it waiting until the end
-        assert time.monotonic() - started < 1.0
-    finally:
-        await runner.cleanup()
+        assert time.monotonic() - started < 4.0  # the end, not the 5 s it was told to wait
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         free = closed.getsockname()[1]
@@ -963,6 +962,28 @@ async def test_query_client_counts_answers_over_one_connection_and_waits_as_told
     refused = bench.query_request(f"http://127.0.0.1:{free}/", body)
     await bench.read_client(state, refused, time.monotonic() + 0.2)
     assert set(state.answers) == {"connection error"} and not state.latencies
+
+
+@contextlib.asynccontextmanager
+async def _serving(*routes: web.RouteDef) -> AsyncIterator[str]:
+    """An HTTP server with `routes` on a free loopback port, for as long as the block runs: its
+    base URL."""
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def _asked(request: Any, times: int) -> list[Any]:
+    """The answers of `times` reads by `request`, one after another on one session."""
+    async with aiohttp.ClientSession() as session:
+        return [await request(session, sent_before) for sent_before in range(times)]
 
 
 # ------------------------------------------------------------------ result polls (--polls)
@@ -1045,8 +1066,6 @@ class _RefusingSession:
         self.urls: list[str] = []
 
     def request(self, method: str, url: str, **_: Any) -> Any:
-        import aiohttp
-
         assert method == "GET"
         self.urls.append(url)
         raise aiohttp.ClientConnectionError("not sent")
@@ -1071,8 +1090,6 @@ async def test_a_poll_asks_for_each_hash_in_turn_in_its_channel() -> None:
 async def test_poll_client_counts_answers_and_result_codes_over_one_connection() -> None:
     import asyncio
 
-    from aiohttp import web
-
     executed, waiting, unknown = "ee" * 32, "aa" * 32, "cc" * 32
     answered = 8  # the client is stopped while it waits for the next answer
     asked: list[str] = []
@@ -1092,24 +1109,17 @@ async def test_poll_client_counts_answers_and_result_codes_over_one_connection()
         code = 0 if request.query["hash"] == executed else 2
         return web.json_response({"response_code": 0, "response": {"code": code}})
 
-    app = web.Application()
-    app.router.add_get(bench.POLL_PATH, result)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    url = f"http://127.0.0.1:{port}{bench.POLL_PATH}"
     state = bench.ReadState()
-    try:
-        request = bench.poll_request(url, "beta", [executed, waiting, unknown], first=1)
-        client = asyncio.create_task(bench.read_client(state, request, time.monotonic() + 600))
-        await asyncio.wait_for(enough.wait(), 60)  # a bound on a broken client, not a clock
-        client.cancel()
-        await asyncio.gather(client, return_exceptions=True)
-    finally:
-        release.set()
-        await runner.cleanup()
+    async with _serving(web.get(bench.POLL_PATH, result)) as base:
+        try:
+            url = base + bench.POLL_PATH
+            request = bench.poll_request(url, "beta", [executed, waiting, unknown], first=1)
+            client = asyncio.create_task(bench.read_client(state, request, time.monotonic() + 600))
+            await asyncio.wait_for(enough.wait(), 60)  # a bound on a broken client, not a clock
+            client.cancel()
+            await asyncio.gather(client, return_exceptions=True)
+        finally:
+            release.set()
     cycle = [waiting, unknown, executed]
     assert asked == [f"hash={cycle[n % 3]}&channel=beta" for n in range(answered + 1)]
     assert len(peers) == 1  # one keep-alive connection
@@ -1139,9 +1149,6 @@ def test_result_code_of_a_v3_transaction_result_reply() -> None:
 
 
 async def test_a_v3_poll_asks_icx_get_transaction_result_of_each_hash_in_turn() -> None:
-    import aiohttp
-    from aiohttp import web
-
     executed, failed = "ee" * 32, "ff" * 32
     asked: list[dict[str, Any]] = []
 
@@ -1155,19 +1162,9 @@ async def test_a_v3_poll_asks_icx_get_transaction_result_of_each_hash_in_turn() 
             result = {"status": "0x1"}
         return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": result})
 
-    app = web.Application()
-    app.router.add_post("/api/v3/alpha", v3)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v3/alpha"
-    try:
-        request = bench.v3_poll_request(url, [executed, failed], first=1)
-        async with aiohttp.ClientSession() as session:
-            answers = [await request(session, sent_before) for sent_before in range(3)]
-    finally:
-        await runner.cleanup()
+    async with _serving(web.post("/api/v3/alpha", v3)) as base:
+        url = base + "/api/v3/alpha"
+        answers = await _asked(bench.v3_poll_request(url, [executed, failed], first=1), 3)
     assert answers == [("200", None, "32100"), ("200", None, "0"), ("200", None, "32100")]
     assert [body["method"] for body in asked] == ["icx_getTransactionResult"] * 3
     assert [body["params"] for body in asked] == [
@@ -1178,9 +1175,6 @@ async def test_a_v3_poll_asks_icx_get_transaction_result_of_each_hash_in_turn() 
 
 
 async def test_a_v3_balance_poll_asks_the_balance_of_an_account_of_each_hash() -> None:
-    import aiohttp
-    from aiohttp import web
-
     asked: list[dict[str, Any]] = []
 
     async def v3(request: web.Request) -> web.Response:
@@ -1189,19 +1183,9 @@ async def test_a_v3_balance_poll_asks_the_balance_of_an_account_of_each_hash() -
         value = "many" if body["params"]["address"].endswith("ff" * 20) else "0x2a"
         return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": value})
 
-    app = web.Application()
-    app.router.add_post("/api/v3", v3)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v3"
-    try:
-        request = bench.v3_poll_request(url, ["ab" * 32, "ff" * 32], balances=True)
-        async with aiohttp.ClientSession() as session:
-            answers = [await request(session, sent_before) for sent_before in range(2)]
-    finally:
-        await runner.cleanup()
+    async with _serving(web.post("/api/v3", v3)) as base:
+        url = base + "/api/v3"
+        answers = await _asked(bench.v3_poll_request(url, ["ab" * 32, "ff" * 32], balances=True), 2)
     assert answers == [("200", None, "0"), ("200", None, "?")]  # a hex number, or not
     assert [(body["method"], body["params"]) for body in asked] == [
         ("icx_getBalance", {"address": "hx" + "ab" * 20}),
@@ -1213,9 +1197,6 @@ async def test_a_v3_balance_poll_asks_the_balance_of_an_account_of_each_hash() -
 
 
 async def test_a_v3_call_poll_calls_the_score_it_is_given() -> None:
-    import aiohttp
-    from aiohttp import web
-
     asked: list[dict[str, Any]] = []
 
     async def v3(request: web.Request) -> web.Response:
@@ -1225,20 +1206,10 @@ async def test_a_v3_call_poll_calls_the_score_it_is_given() -> None:
             return web.json_response({"jsonrpc": "2.0", "id": body["id"], "error": {"code": -1}})
         return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": {"pong": 1}})
 
-    app = web.Application()
-    app.router.add_post("/api/v3", v3)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v3"
     score = "cx" + "12" * 20
-    try:
-        request = bench.v3_poll_request(url, ["ab" * 32, "ff" * 32], call_to=score)
-        async with aiohttp.ClientSession() as session:
-            answers = [await request(session, sent_before) for sent_before in range(2)]
-    finally:
-        await runner.cleanup()
+    async with _serving(web.post("/api/v3", v3)) as base:
+        request = bench.v3_poll_request(base + "/api/v3", ["ab" * 32, "ff" * 32], call_to=score)
+        answers = await _asked(request, 2)
     assert [answer[2] for answer in answers] == ["0", "?"]  # a result, or not
     assert [(body["method"], body["params"]) for body in asked] == [
         (
