@@ -80,6 +80,8 @@ class InvalidTransaction(JsonRpcError):
 
 
 def _escape(text: str) -> str:
+    if text.isalnum():  # hex numbers and addresses, most values: no special character in them
+        return text
     # The backslash first, so the ones added after are not doubled; six replaces of short text
     # are faster than one str.translate.
     return (
@@ -164,11 +166,25 @@ def decode_signature(text: str) -> bytes:
             f"padded), got {_quote(text)}",
             "signature",
         )
+    return _recoverable(raw)
+
+
+def _recoverable(raw: bytes) -> bytes:
+    """`raw` if it is 65 bytes ending in a recovery id 0 or 1 (InvalidTransaction otherwise)."""
+    if len(raw) != SIGNATURE_BYTES:
+        raise InvalidTransaction(
+            f"'signature' must be {SIGNATURE_BYTES} bytes, got {len(raw)}", "signature"
+        )
     if raw[64] > 1:
         raise InvalidTransaction(
             f"'signature' recovery id must be 0 or 1, got {raw[64]}", "signature"
         )
     return raw
+
+
+def _signature_bytes(signature: str | bytes) -> bytes:
+    """The 65 bytes of a signature as sent (decode_signature) or as stored, checked alike."""
+    return decode_signature(signature) if isinstance(signature, str) else _recoverable(signature)
 
 
 def _data_problem(problem: str, path: str) -> InvalidTransaction:
@@ -331,17 +347,50 @@ def parse_send_params(params: Any) -> IconTransaction:
     """Check the params of icx_sendTransaction and hash them as received (signature unchecked)."""
     # 1. an object of known fields, the required ones present, every value but data a string
     params = check_shape(params)
-    # 2. each field's format
+    # 2. each field's format, 3. the hash of exactly what was received
+    return _parsed(params, params["signature"], params, None)
+
+
+def parse_stored(
+    body: dict[str, Any], signature: bytes, known_hash: bytes | None = None
+) -> IconTransaction:
+    """A stored v3 transaction: its params less "signature" (`body`) and the signature's 65
+    bytes, checked as parse_send_params checks params. Hashed, unless `known_hash` is given: the
+    hash its own peer took of these very params (a transaction decoded from bytes that peer
+    checked)."""
+    params = _stored_params(body, base64.b64encode(signature).decode("ascii"))
+    return _parsed(params, signature, body, known_hash)
+
+
+def check_stored_shape(body: dict[str, Any]) -> None:
+    """Raise InvalidTransaction unless `body` has the shape of a stored v3 transaction's: that
+    of its params (check_shape) less "signature"."""
+    _stored_params(body, "")
+
+
+def _stored_params(body: dict[str, Any], signature: str) -> dict[str, Any]:
+    if not NOT_HASHED.isdisjoint(body):  # would be left out of the hash
+        raise InvalidTransaction("a v3 transaction body holds 'signature' or 'txHash'")
+    return check_shape({**body, "signature": signature})
+
+
+def _parsed(
+    params: dict[str, Any],
+    signature: str | bytes,
+    hashed: dict[str, Any],
+    known_hash: bytes | None,
+) -> IconTransaction:
+    """The checked transaction of params whose shape is checked: each field's format, then the
+    signature (as sent, or its bytes), and the hash of `hashed` (the params less "signature")
+    unless it is known."""
     sender = check_address(params["from"], "from", eoa=True)
     to = check_address(params["to"], "to")
     ints = {name: hex_int(params[name], name) for name in INT_FIELDS if name in params}
     data_type = _check_data(params)
-    signature = decode_signature(params["signature"])
-    # 3. the hash of exactly what was received
     return IconTransaction(
         params=params,
-        hash=tx_hash(params),
-        signature=signature,
+        signature=_signature_bytes(signature),
+        hash=tx_hash(hashed) if known_hash is None else known_hash,
         sender=sender,
         to=to,
         value=ints.get("value", 0),

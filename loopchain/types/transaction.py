@@ -10,7 +10,6 @@ stored and sent as the canonical JSON {"body": ..., "signature": hex}.
 
 from __future__ import annotations
 
-import base64
 import functools
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,7 +133,8 @@ class Transaction:
             raise EncodingError(f"transaction {self.hash_hex} is not a v3 transaction")
         checked = self.__dict__.get("_icon")
         if checked is None:  # made by the constructor alone: check (and keep) it now
-            checked = self.__dict__["_icon"] = _checked_icon(self.body, self.signature)
+            known = self.hash if self.__dict__.get("_hash_known") else None
+            checked = self.__dict__["_icon"] = _checked_icon(self.body, self.signature, known)
         return checked
 
     @property
@@ -188,7 +188,7 @@ class Transaction:
         without a walk, and kept. `trusted`: parsed from bytes its own peer already checked (see
         `Block.decode_trusted`), so its bytes are not re-made, and its hash may be the
         `known_hash` the peer computed (a v3 transaction's params are then checked only when
-        `icon()` asks for them)."""
+        `icon()` asks for them, and not hashed again)."""
         obj = canonical.check_fields(value, _TX_FIELDS, _TX_KNOWN)
         body = obj["body"]
         signature = canonical.hex_to_bytes(obj["signature"], "signature", 65)
@@ -196,9 +196,11 @@ class Transaction:
         if version == V1:
             canonical.check_fields(body, _V1_FIELDS, _V1_KNOWN)
         if trusted and known_hash is not None and version in (V1, V3):
-            if version == V3:  # its shape only: the fields are parsed when icon() asks
+            tx = cls(body=body, signature=signature, hash=known_hash)
+            if version == V3:  # its shape only: the fields are parsed when icon() asks, not hashed
                 _check_icon_shape(body)
-            return cls(body=body, signature=signature, hash=known_hash)
+                tx.__dict__["_hash_known"] = True
+            return tx
         if version == V3:
             icon = _checked_icon(body, signature)
             tx = cls(body=body, signature=signature, hash=icon.hash)
@@ -222,21 +224,19 @@ class Transaction:
 def _check_icon_shape(body: dict[str, Any]) -> None:
     """A stored v3 body's fields, without parsing or hashing them (EncodingError when wrong); its
     timestamp is read, as `timestamp` reads it, so that it cannot fail later."""
-    if not icon_tx.NOT_HASHED.isdisjoint(body):
-        raise EncodingError("a v3 transaction body holds 'signature' or 'txHash'")
     try:
-        icon_tx.check_shape({**body, "signature": ""})
+        icon_tx.check_stored_shape(body)
         icon_tx.hex_int(body["timestamp"], "timestamp")
     except icon_tx.InvalidTransaction as exc:
         raise EncodingError(f"v3 transaction refused: {exc.message}") from None
 
 
-def _checked_icon(body: dict[str, Any], signature: bytes) -> icon_tx.IconTransaction:
-    """A stored v3 body with its signature, checked as icx_sendTransaction checks params."""
-    if not icon_tx.NOT_HASHED.isdisjoint(body):  # would be left out of the hash
-        raise EncodingError("a v3 transaction body holds 'signature' or 'txHash'")
-    params = {**body, "signature": base64.b64encode(signature).decode("ascii")}
+def _checked_icon(
+    body: dict[str, Any], signature: bytes, known_hash: bytes | None = None
+) -> icon_tx.IconTransaction:
+    """A stored v3 body with its signature, checked as icx_sendTransaction checks params (and
+    hashed, unless its hash is known: see icon_tx.parse_stored)."""
     try:
-        return icon_tx.parse_send_params(params)
+        return icon_tx.parse_stored(body, signature, known_hash)
     except icon_tx.InvalidTransaction as exc:
         raise EncodingError(f"v3 transaction refused: {exc.message}") from None

@@ -23,6 +23,7 @@ from loopchain.types.icon_tx import (
     check_timestamp,
     make_params,
     parse_send_params,
+    parse_stored,
     serialize,
     sign_params,
     tx_hash,
@@ -458,6 +459,48 @@ def test_a_fresh_key_signs_a_call_that_verifies() -> None:
 def test_sign_params_ignores_a_signature_already_there() -> None:
     resigned = sign_params({**vector_params(), "signature": "old"}, SDK_SIGNER)
     assert resigned["signature"] == VECTOR_SIGNATURE
+
+
+def stored_form(params: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """The body and signature bytes a stored transaction keeps of `params`."""
+    body = {key: value for key, value in params.items() if key != "signature"}
+    return body, base64.b64decode(params["signature"])
+
+
+@pytest.mark.parametrize("params", [vector_params(), call_params()])
+def test_a_stored_transaction_parses_as_its_params_do(params: dict[str, Any]) -> None:
+    sent = parse_send_params(copy.deepcopy(params))
+    stored = parse_stored(*stored_form(params))
+    assert stored == sent and stored.params == sent.params == params
+    assert (stored.sender, stored.to, stored.value, stored.step_limit, stored.nonce) == (
+        sent.sender,
+        sent.to,
+        sent.value,
+        sent.step_limit,
+        sent.nonce,
+    )
+    assert (stored.data_type, stored.data, stored.timestamp) == (
+        sent.data_type,
+        sent.data,
+        sent.timestamp,
+    )
+    # its own peer's hash is taken as given: it is not taken again
+    assert parse_stored(*stored_form(params), known_hash=b"h" * 32).hash == b"h" * 32
+
+
+def test_a_stored_transaction_is_refused_as_its_params_would_be() -> None:
+    body, signature = stored_form(vector_params())
+    for bad_body, bad_signature, text in (
+        ({**body, "signature": VECTOR_SIGNATURE}, signature, "'signature' or 'txHash'"),
+        ({**body, "txHash": VECTOR_HASH}, signature, "'signature' or 'txHash'"),
+        ({**body, "memo": "x"}, signature, "unknown fields"),
+        ({**body, "to": "hx12"}, signature, "'to' must be"),
+        ({**body, "nid": "0x03x"}, signature, "'nid' must be"),
+        (body, signature[:64], "must be 65 bytes, got 64"),
+        (body, signature[:64] + b"\x02", "recovery id must be 0 or 1, got 2"),
+    ):
+        with pytest.raises(InvalidTransaction, match=text):
+            parse_stored(bad_body, bad_signature)
 
 
 # -- admission checks that take the node's settings and clock

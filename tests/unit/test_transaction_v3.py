@@ -199,23 +199,31 @@ def test_a_trusted_v3_transaction_with_its_hash_is_parsed_only_when_asked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The REST proxy formats a block its peer sent with the hashes: a v3 transaction's params are
-    not parsed nor hashed then (the SCORE, which executes it, parses them once via icon()); its
-    shape is still checked, so garbage from the peer is still an EncodingError."""
+    not parsed nor hashed then. The SCORE, which executes it, parses them once via icon(), and
+    does not hash them again: the hash is its peer's. Its shape is still checked, so garbage from
+    the peer is still an EncodingError."""
     tx = call_tx()
     parses: list[object] = []
-    real = icon_tx.parse_send_params
+    hashed: list[object] = []
+    real_parse, real_hash = icon_tx.parse_stored, icon_tx.tx_hash
 
-    def counted(params: Any) -> icon_tx.IconTransaction:
-        parses.append(params)
-        return real(params)
+    def counted(body: Any, signature: bytes, known_hash: bytes | None = None) -> Any:
+        parses.append(body)
+        return real_parse(body, signature, known_hash)
 
-    monkeypatch.setattr(icon_tx, "parse_send_params", counted)
+    def counted_hash(params: Any) -> bytes:
+        hashed.append(params)
+        return real_hash(params)
+
+    monkeypatch.setattr(icon_tx, "parse_stored", counted)
+    monkeypatch.setattr(icon_tx, "tx_hash", counted_hash)
     trusted = Transaction.from_json(tx.to_json(), trusted=True, known_hash=tx.hash)
     assert parses == [] and trusted.hash == tx.hash and trusted.sender == tx.sender
     assert trusted.timestamp == tx.timestamp and trusted.data == tx.data
-    assert trusted.icon() == tx.icon() and len(parses) == 1
+    assert trusted.icon() == tx.icon() and len(parses) == 1 and hashed == []
+    assert trusted.icon().params == tx.icon().params  # the params as the client sent them
     Transaction.from_json(tx.to_json(), trusted=True)  # no hash given: parsed and hashed
-    assert len(parses) == 2
+    assert len(parses) == 2 and len(hashed) == 1
     signature = base64.b64decode(VECTOR_SIGNATURE)
     for body, text in (
         (_body_with({"signature": VECTOR_SIGNATURE}), "'signature' or 'txHash'"),
