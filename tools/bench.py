@@ -3,7 +3,7 @@
 
     .venv/bin/python tools/bench.py [-c 64] [-d 60] [--channels A,B] [--baseline REV] [--rounds N]
                                     [--queries S] [--polls S] [--no-load] [--json]
-                                    [--poll-api v1|v3|v3-balance|v3-call]
+                                    [--poll-api v1|v3|v3-balance|v3-call|v1-block|v3-block]
 
 Starts `./localnet.sh --data <tmpdir>` of a source tree (the repo root by default) in its own
 process group, and measures, in order:
@@ -59,7 +59,9 @@ whose `status` is 0x1 counted as executed; `--poll-api v3-balance` asks `icx_get
 accounts ("hx" and the first 40 hex digits of each hash), a hex answer counted as code 0;
 `--poll-api v3-call` sends `icx_call` of the channel SCORE's `ping` query (its address from
 `icx_getNetworkInfo`; the default SCORE answers any query with the query itself), an answer with
-a result counted as code 0.
+a result counted as code 0. `--poll-api v1-block` and `v3-block` poll the channel's last block, as
+explorers and wallets do: `GET /api/v1/blocks` and `icx_getLastBlock`, an answer that holds a block
+with its height counted as code 0 (no transactions are needed: nothing is seeded).
 
 `--baseline REV` runs the same benchmark first on a git worktree of REV (its `.venv` a symlink to
 this repo's), then on the tree, and prints both side by side with the ratio current / baseline.
@@ -1044,7 +1046,7 @@ async def watch_chain(
 
 
 async def _tip_height(session: aiohttp.ClientSession, channel: str) -> int:
-    status, body = await get_json(session, rest_url(0, "/api/v1/blocks", channel))
+    status, body = await get_json(session, rest_url(0, BLOCKS_PATH, channel))
     if status != 200 or not isinstance(body, dict):
         raise BenchError(f"cannot read the last block of peer 0 ({status})")
     return int((body.get("block_data_json") or {}).get("height", -1))
@@ -1377,6 +1379,8 @@ def _difference(rounds: int | None, blocks: int | None) -> int | None:
 
 QUERY_PATH = "/api/v1/query"  # a peer's REST proxy: the JSON body goes verbatim to the SCORE
 POLL_PATH = "/api/v1/transactions/result"  # a peer's REST proxy: ?hash=H[&channel=C]
+BLOCKS_PATH = "/api/v1/blocks"  # a peer's REST proxy: the last block [?channel=C]
+BLOCK_POLLS = ("v1-block", "v3-block")  # --poll-api values that poll the last block
 POLL_HASHES = 1024  # per channel: the committed transactions the polls cycle through, at most
 POLL_SEED = 64  # per channel: what the poll phase submits itself when it knows none committed
 SEED_SUBMIT_DEADLINE = 30.0  # for every one of those to be acknowledged
@@ -1493,6 +1497,37 @@ def v3_balance_code(reply: Any) -> str:
 def v3_call_code(reply: Any) -> str:
     """ "0" for an icx_call reply with a result (what the SCORE answered), "?" otherwise."""
     return "0" if isinstance(reply, dict) and "result" in reply else "?"
+
+
+def block_code(reply: Any) -> str:
+    """ "0" for a GET /api/v1/blocks reply with response_code 0 and a block with its height,
+    "?" otherwise."""
+    if not isinstance(reply, dict) or reply.get("response_code") != 0:
+        return "?"
+    block = reply.get("block_data_json")
+    height = block.get("height") if isinstance(block, dict) else None
+    return "0" if type(height) is int else "?"
+
+
+def v3_block_code(reply: Any) -> str:
+    """ "0" for an icx_getLastBlock reply whose result is a block with its height, "?"
+    otherwise."""
+    result = reply.get("result") if isinstance(reply, dict) else None
+    height = result.get("height") if isinstance(result, dict) else None
+    return "0" if type(height) is int else "?"
+
+
+def block_poll_request(url: str, v3: bool = False) -> ReadRequest:
+    """The last block, asked the same way every time: GET `url`, a peer's /api/v1/blocks for
+    the channel; with `v3`, POST to `url`, its v3 endpoint for the channel, icx_getLastBlock."""
+
+    async def send(session: aiohttp.ClientSession, sent_before: int) -> ReadAnswer:
+        if not v3:
+            return await _ask(session, "GET", url, block_code)
+        body = {"jsonrpc": "2.0", "id": sent_before, "method": "icx_getLastBlock"}
+        return await _ask(session, "POST", url, v3_block_code, json=body)
+
+    return send
 
 
 def v3_poll_request(
@@ -1664,6 +1699,15 @@ async def run_polls(
     for `duration` seconds, cycling through the transactions `known` committed in its channel
     (or, where none are, through POLL_SEED submitted first)."""
     channels = net.channels or [""]
+    places = client_places(clients, channels)
+    if api in BLOCK_POLLS:  # the last block: no transactions to know of
+        requests = [
+            block_poll_request(v3_url(peer, channel), v3=True)
+            if api == "v3-block"
+            else block_poll_request(rest_url(peer, BLOCKS_PATH, channel))
+            for peer, channel in places
+        ]
+        return await run_reads(net, requests, duration, label, "poll", with_results=True)
     hashes = {channel: spread(known.get(channel, ()), POLL_HASHES) for channel in channels}
     unknown = [channel for channel in channels if not hashes[channel]]
     if unknown:
@@ -1682,7 +1726,7 @@ async def run_polls(
         )
         if api != "v1"
         else poll_request(rest_url(peer, POLL_PATH), channel, hashes[channel], first=index)
-        for index, (peer, channel) in enumerate(client_places(clients, channels))
+        for index, (peer, channel) in enumerate(places)
     ]
     return await run_reads(net, requests, duration, label, "poll", with_results=True)
 
@@ -2475,11 +2519,12 @@ def parse_args(argv: Sequence[str]) -> Options:
     )
     add(
         "--poll-api",
-        choices=("v1", "v3", "v3-balance", "v3-call"),
+        choices=("v1", "v3", "v3-balance", "v3-call", *BLOCK_POLLS),
         default="v1",
         help="how the polls ask: v1 GET /api/v1/transactions/result (default), v3 "
         "icx_getTransactionResult as ICON's clients do, v3 icx_getBalance of as many accounts, "
-        "or v3 icx_call of the channel SCORE's ping query",
+        "v3 icx_call of the channel SCORE's ping query, or the last block: v1-block GET "
+        "/api/v1/blocks, v3-block icx_getLastBlock",
     )
     args = parser.parse_args(argv)
     if args.idle_only and args.queries > 0:

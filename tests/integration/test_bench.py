@@ -769,6 +769,22 @@ def test_bench_polls_alone_poll_the_transactions_they_submit_first() -> None:
     assert not bench.busy_ports(), "the network was not stopped"
 
 
+@pytest.mark.slow
+def test_bench_block_polls_need_no_transactions() -> None:
+    code, out, err = run_tool(
+        BENCH, "-c", "8", "--no-idle", "--no-load", "--polls", "2", "--poll-api", "v3-block",
+        "--json", deadline=600,
+    )  # fmt: skip
+    assert code == 0, f"{out}\n{err}"
+    assert_clean_log(err, BENCH)
+    summary = last_json(out)
+    assert summary["settings"]["poll_api"] == "v3-block"
+    figures, details = summary["current"]["figures"], summary["current"]["details"]
+    assert "submitting" not in err  # nothing seeded: the last block is there from the start
+    check_poll_figures(figures, details, 2.0)
+    assert not bench.busy_ports(), "the network was not stopped"
+
+
 def _bench_worktrees() -> list[str]:
     listing = subprocess.run(
         ["git", "worktree", "list"], cwd=bench._REPO, capture_output=True, text=True, check=True
@@ -1219,6 +1235,42 @@ async def test_a_v3_call_poll_calls_the_score_it_is_given() -> None:
         for n in ("abababab", "ffffffff")
     ]
     assert bench.parse_args(["--polls", "5", "--poll-api", "v3-call"]).poll_api == "v3-call"
+
+
+async def test_a_block_poll_asks_for_the_last_block_the_same_way_each_time() -> None:
+    asked: list[tuple[str, str, Any]] = []
+    block = {"height": 7, "block_hash": "ab" * 32}
+
+    async def v1(request: web.Request) -> web.Response:
+        asked.append((request.method, request.path_qs, None))
+        code = 0 if len(asked) == 1 else 9000
+        return web.json_response({"response_code": code, "block_data_json": block})
+
+    async def v3(request: web.Request) -> web.Response:
+        body = await request.json()
+        asked.append((request.method, request.path_qs, body))
+        result = block if len(asked) == 3 else {"height": "7"}
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": result})
+
+    async with _serving(web.get("/api/v1/blocks", v1), web.post("/api/v3/beta", v3)) as base:
+        v1_answers = await _asked(bench.block_poll_request(base + "/api/v1/blocks?channel=b"), 2)
+        v3_answers = await _asked(bench.block_poll_request(base + "/api/v3/beta", v3=True), 2)
+    assert [answer[2] for answer in v1_answers] == ["0", "?"]  # a block, or an error code
+    assert [answer[2] for answer in v3_answers] == ["0", "?"]  # a block, or a height as text
+    assert asked == [
+        ("GET", "/api/v1/blocks?channel=b", None),
+        ("GET", "/api/v1/blocks?channel=b", None),
+        *(
+            ("POST", "/api/v3/beta", {"jsonrpc": "2.0", "id": n, "method": "icx_getLastBlock"})
+            for n in (0, 1)
+        ),
+    ]
+    for odd in (None, [], {}, {"response_code": 0}, {"response_code": 0, "block_data_json": []}):
+        assert bench.block_code(odd) == "?", odd
+    for odd in (None, {"result": None}, {"result": {"height": True}}, {"error": {"code": -1}}):
+        assert bench.v3_block_code(odd) == "?", odd
+    for api in bench.BLOCK_POLLS:
+        assert bench.parse_args(["--polls", "5", "--poll-api", api]).poll_api == api
 
 
 def test_poll_rows_after_the_query_rows_with_every_status_and_ratios() -> None:
