@@ -343,7 +343,7 @@ class ChannelService:
         outcomes = self._new_icon_txs(texts)
         made = [o for o in outcomes if isinstance(o, Transaction)]
         try:
-            checked = await asyncio.gather(*(self._check_payable(tx) for tx in made))
+            checked = await self._check_payable(made)
         except BaseException:  # the client went away (or the check failed): none is pooled
             self._release(made, pooled=False)
             raise
@@ -378,22 +378,16 @@ class ChannelService:
         self._reserve([o for o in outcomes if isinstance(o, Transaction)])
         return outcomes
 
-    async def _check_payable(self, tx: Transaction) -> Transaction | RequestError:
-        """The transaction, or why its sender cannot pay for it."""
-        icon = tx.icon()
+    async def _check_payable(self, txs: list[Transaction]) -> list[Transaction | RequestError]:
+        """Each transaction, or why its sender cannot pay for it: their senders' balances asked
+        together (a failed ask refuses them all)."""
+        if not txs:
+            return []
         try:
-            held = await self.balance(icon.sender)
+            held = await self._ask_score(self.score.balances([tx.icon().sender for tx in txs]))
         except RequestError as exc:
-            return exc
-        needed = icon.value + icon.step_limit * coin.STEP_PRICE
-        if held[0] < needed:
-            return RequestError(
-                ErrorKind.INVALID,
-                f"out of balance: {icon.sender} holds {held[0]} loop, the transaction may need "
-                f"{needed} (value {icon.value} + stepLimit {icon.step_limit} x step price "
-                f"{coin.STEP_PRICE})",
-            )
-        return tx
+            return [exc] * len(txs)
+        return [_payable(tx, balance) for tx, (balance, _, _) in zip(txs, held, strict=True)]
 
     def _new_icon_tx(
         self, params_json: str, room: int, refusal: str, taken_bytes: int
@@ -1020,3 +1014,17 @@ def _channel_of(event: m.Event) -> str | None:
         case m.ComplaintReceived(complaint):
             return complaint.channel
     return None
+
+
+def _payable(tx: Transaction, held: int) -> Transaction | RequestError:
+    """The v3 transaction, or why a sender holding `held` loop cannot pay for it."""
+    icon = tx.icon()
+    needed = icon.value + icon.step_limit * coin.STEP_PRICE
+    if held < needed:
+        return RequestError(
+            ErrorKind.INVALID,
+            f"out of balance: {icon.sender} holds {held} loop, the transaction may need "
+            f"{needed} (value {icon.value} + stepLimit {icon.step_limit} x step price "
+            f"{coin.STEP_PRICE})",
+        )
+    return tx

@@ -204,6 +204,16 @@ class ScoreRuntime:
             "balance", lambda client: client.balance(address), lambda answer: answer[2]
         )
 
+    async def balances(self, addresses: list[str]) -> list[tuple[int, int, int]]:
+        """`balance` of each address, asked together: in one call when they fit in one."""
+        if not addresses:
+            return []
+        return await self._in_query_time(
+            "balance",
+            lambda client: client.balances(addresses),
+            lambda answers: min(answer[2] for answer in answers),
+        )
+
     async def _in_query_time(
         self, what: str, ask: Callable[[ScoreClient], Awaitable[T]], height_of: Callable[[T], int]
     ) -> T:

@@ -190,6 +190,16 @@ class _Batched(Generic[A, T]):
             self._next()
         return await future
 
+    async def ask_all(self, items: Sequence[A]) -> list[T]:
+        """The answer to each item, asked together (in one call when they fit in one); a failure
+        of any of them is raised."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[T]] = [loop.create_future() for _ in items]
+        self._waiting.extend(zip(items, futures, strict=True))
+        if futures and not self._busy:
+            self._next()
+        return list(await asyncio.gather(*futures))
+
     def _next(self) -> None:
         waiting = self._waiting
         batch: list[tuple[A, asyncio.Future[T]]] = []
@@ -369,6 +379,11 @@ class ScoreClient:
         call is in flight at a time, and the addresses asked meanwhile go together in the next,
         up to MAX_BALANCE_ADDRESSES. A lone ask goes at once."""
         return await self._balances.ask(address)
+
+    async def balances(self, addresses: Sequence[str]) -> list[tuple[int, int, int]]:
+        """`balance` of each address, asked together: they go in the next call, as many as fit
+        in one (MAX_BALANCE_ADDRESSES), with any asked meanwhile."""
+        return await self._balances.ask_all(addresses)
 
     async def _ask_balances(self, addresses: list[str]) -> list[tuple[int, int, int]]:
         request = pb.BalanceRequest(addresses=addresses)

@@ -240,10 +240,10 @@ async def test_a_client_batch_meeting_a_damaged_store_is_answered_data_loss_and_
         transport=InMemoryNetwork().transport(signer.address),
     )
 
-    async def balance(address: str) -> tuple[int, int, int]:  # the SCORE's balance stand-in
-        return RICH, RICH, 0
+    async def balances(addresses: list[str]) -> list[tuple[int, int, int]]:  # the SCORE's
+        return [(RICH, RICH, 0)] * len(addresses)
 
-    service.score.balance = balance  # type: ignore[method-assign]
+    service.score.balances = balances  # type: ignore[method-assign]
     servicer, monitor, stub = await serve(service)
     streams = BatchStreams(stub.CreateIconTxStream, stub.CreateIconTxBatch)
     first, second = _icon_texts(2)

@@ -569,6 +569,10 @@ async def test_the_real_score_process_reaches_the_roots_of_loaded_score(
         assert client.balance_calls - calls == 1 + math.ceil(
             (len(asked) - 1) / MAX_BALANCE_ADDRESSES
         )
+        # asked together: in full calls from the first (a v3 batch's senders at admission)
+        calls = client.balance_calls
+        assert await client.balances(asked) == answers
+        assert client.balance_calls - calls == math.ceil(len(asked) / MAX_BALANCE_ADDRESSES)
 
 
 def test_a_balance_call_is_bounded(open_scores: Any) -> None:

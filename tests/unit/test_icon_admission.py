@@ -35,20 +35,25 @@ BATCH = 3  # transactions a batch sends: two batches want more than the room
 
 
 class HeldBalances:
-    """ScoreRuntime.balance's stand-in: each call waits until `answer()`; a `poor` address holds
+    """ScoreRuntime.balances's stand-in: each call waits until `answer()`; a `poor` address holds
     nothing, any other plenty."""
 
     def __init__(self, poor: frozenset[str] = frozenset()) -> None:
         self.poor = poor
         self.asked: set[str] = set()
-        self.calls = 0
+        self.calls: list[list[str]] = []  # the addresses of each call
         self._answer = asyncio.Event()
 
-    async def balance(self, address: str) -> tuple[int, int, int]:
-        self.asked.add(address)
-        self.calls += 1
+    @property
+    def asks(self) -> int:
+        """Addresses asked, in all calls."""
+        return sum(len(addresses) for addresses in self.calls)
+
+    async def balances(self, addresses: list[str]) -> list[tuple[int, int, int]]:
+        self.asked.update(addresses)
+        self.calls.append(list(addresses))
         await self._answer.wait()
-        return (0 if address in self.poor else RICH), RICH, 0
+        return [((0 if address in self.poor else RICH), RICH, 0) for address in addresses]
 
     def answer(self) -> None:
         self._answer.set()
@@ -118,7 +123,7 @@ def lone_peer(cluster: Cluster, balances: HeldBalances) -> ChannelService:
     balances answered by `balances`."""
     service = cluster.services[0]
     cluster.network.down.add(service.signer.address)
-    service.score.balance = balances.balance  # type: ignore[method-assign]
+    service.score.balances = balances.balances  # type: ignore[method-assign]
     return service
 
 
@@ -210,9 +215,10 @@ async def test_a_transaction_sent_again_while_its_first_copy_is_being_taken_in_i
     signer = Signer.generate()
     texts = icon_batch(signer)
     first = asyncio.create_task(service.create_icon_txs(texts))
-    await cluster.wait(lambda: balances.calls == BATCH, "the first batch's admission")
+    await cluster.wait(lambda: balances.asks == BATCH, "the first batch's admission")
+    assert balances.calls == [[signer.address] * BATCH]  # the batch's balances in one call
     second = asyncio.create_task(service.create_icon_txs(texts))
-    await cluster.wait(lambda: second.done() or balances.calls > BATCH, "the second's admission")
+    await cluster.wait(lambda: second.done() or balances.asks > BATCH, "the second's admission")
     balances.answer()
     for refusal in await second:
         assert isinstance(refusal, RequestError), refusal

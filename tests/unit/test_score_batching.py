@@ -111,6 +111,23 @@ async def test_a_failed_call_fails_every_ask_it_carried_and_the_next_asks_go_out
     assert send.sent == [["a"], ["b", "c"], ["d"]]
 
 
+async def test_asks_made_together_go_in_one_call_and_a_failure_of_any_is_raised() -> None:
+    send = Recorder()
+    batched = _Batched("balance", send, limit=3)
+    send.release.set()
+    assert await batched.ask_all(["a", "b", "c", "d"]) == ["A", "B", "C", "D"]
+    assert await batched.ask_all([]) == []
+    assert send.sent == [["a", "b", "c"], ["d"]]  # together, not the first alone: at most 3 a call
+    send.release.clear()
+    first = asyncio.create_task(batched.ask("e"))
+    together = asyncio.create_task(batched.ask_all(["f", "badg", "h"]))
+    send.release.set()
+    assert await first == "E"
+    with pytest.raises(ScoreRejected, match="refused badg"):
+        await together
+    assert send.sent[2:] == [["e"], ["f", "badg", "h"]]  # asked during a call: the next one
+
+
 async def test_a_reply_with_no_answers_fails_its_asks_instead_of_asking_again_forever() -> None:
     send = Recorder(answer_at_most=0)
     batched = _Batched("query", send, limit=10)
