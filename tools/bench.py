@@ -44,8 +44,8 @@ answered query, in all and by process kind. The phase lasts until the last clien
 flight at S seconds has its answer. `--no-load` skips the transaction loads (v1 and `--v3`):
 `--no-load --queries S` measures the queries alone; `--idle-only` runs no load at all.
 
-`--polls S` adds, after the transaction load(s) and the queries if any, S seconds of transaction
-result polls: the same N keep-alive clients, spread over the peers and channels as the query
+`--polls S` adds, after the transaction load(s) and the queries if any, S seconds of polls (by
+default of transaction results; `--poll-api` below): the same N keep-alive clients, spread over the peers and channels as the query
 clients are, each GETting `/api/v1/transactions/result?hash=H[&channel=C]` back to back, H cycling
 through up to POLL_HASHES transactions known to be committed on its channel: the v1 load's
 acknowledged transactions its chain watcher saw in a block, or, without a load (or when it left
@@ -1502,11 +1502,11 @@ def v3_call_code(reply: Any) -> str:
 def block_code(reply: Any) -> str:
     """ "0" for a GET /api/v1/blocks reply with response_code 0 and a block with its height,
     "?" otherwise."""
-    if not isinstance(reply, dict) or reply.get("response_code") != 0:
+    if not isinstance(reply, dict) or type(reply.get("response_code")) is not int:
         return "?"
-    block = reply.get("block_data_json")
+    block = reply.get("block_data_json") if reply["response_code"] == 0 else None
     height = block.get("height") if isinstance(block, dict) else None
-    return "0" if type(height) is int else "?"
+    return "0" if type(height) is int and height >= 0 else "?"  # -1: an empty chain
 
 
 def v3_block_code(reply: Any) -> str:
@@ -1514,7 +1514,7 @@ def v3_block_code(reply: Any) -> str:
     otherwise."""
     result = reply.get("result") if isinstance(reply, dict) else None
     height = result.get("height") if isinstance(result, dict) else None
-    return "0" if type(height) is int else "?"
+    return "0" if type(height) is int and height >= 0 else "?"
 
 
 def block_poll_request(url: str, v3: bool = False) -> ReadRequest:
@@ -1695,9 +1695,10 @@ async def run_polls(
     api: str = "v1",
 ) -> dict[str, Any]:
     """The poll phase: `clients` keep-alive clients spread over the peers (and channels) as the
-    query clients are, each polling transaction results (through `api`, v1 or v3) back to back
-    for `duration` seconds, cycling through the transactions `known` committed in its channel
-    (or, where none are, through POLL_SEED submitted first)."""
+    query clients are, each polling back to back for `duration` seconds: the last block of its
+    channel (`api` in BLOCK_POLLS), or transaction results (or balances, or SCORE calls: `api`),
+    cycling through the transactions `known` committed in its channel (or, where none are,
+    through POLL_SEED submitted first)."""
     channels = net.channels or [""]
     places = client_places(clients, channels)
     if api in BLOCK_POLLS:  # the last block: no transactions to know of
@@ -1869,7 +1870,7 @@ class Options:
     loads: int = 1  # loads in a row on the one network (the figures are the first's)
     queries: float = 0.0  # seconds of the query load after the transaction loads (0: none)
     polls: float = 0.0  # seconds of transaction result polls after those (0: none)
-    poll_api: str = "v1"  # how the polls ask: v1 GET .../transactions/result, v3 JSON-RPC
+    poll_api: str = "v1"  # how the polls ask (--poll-api): v1 GET .../transactions/result, ...
     no_load: bool = False  # no transaction load (v1 or v3)
 
     @property
@@ -2513,9 +2514,9 @@ def parse_args(argv: Sequence[str]) -> Options:
         metavar="SECONDS",
         type=_duration_or_off,
         default=0.0,
-        help="after the transaction loads and queries, the same clients poll transaction results "
-        "(/api/v1/transactions/result) of committed transactions back to back for this long "
-        "(the load's, or a few it submits first; default 0: no polls)",
+        help="after the transaction loads and queries, the same clients poll back to back for "
+        "this long (default 0: no polls): transaction results (/api/v1/transactions/result) of "
+        "committed transactions, the load's or a few it submits first, or as --poll-api says",
     )
     add(
         "--poll-api",

@@ -381,8 +381,8 @@ def _parsed(
     known_hash: bytes | None,
 ) -> IconTransaction:
     """The checked transaction of params whose shape is checked: each field's format, then the
-    signature (as sent, or its bytes), and the hash of `hashed` (the params less "signature")
-    unless it is known."""
+    signature (as sent, or its bytes), and the hash of `hashed` unless it is known: the params
+    themselves, or a stored body (the same less "signature", which the hash leaves out)."""
     sender = check_address(params["from"], "from", eoa=True)
     to = check_address(params["to"], "to")
     ints = {name: hex_int(params[name], name) for name in INT_FIELDS if name in params}

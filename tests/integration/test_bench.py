@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from loopchain.rest.formatting import EMPTY_CHAIN
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types.crypto import Signer
 from loopchain.types.icon_tx import verify_send_params
@@ -1265,10 +1266,19 @@ async def test_a_block_poll_asks_for_the_last_block_the_same_way_each_time() -> 
             for n in (0, 1)
         ),
     ]
-    for odd in (None, [], {}, {"response_code": 0}, {"response_code": 0, "block_data_json": []}):
+    for odd in (
+        None,
+        [],
+        {},
+        {"response_code": 0},
+        {"response_code": 0, "block_data_json": []},
+        {"response_code": False, "block_data_json": block},
+        dict(EMPTY_CHAIN),  # what the proxy answers before the genesis block
+    ):
         assert bench.block_code(odd) == "?", odd
     for odd in (None, {"result": None}, {"result": {"height": True}}, {"error": {"code": -1}}):
         assert bench.v3_block_code(odd) == "?", odd
+    assert bench.v3_block_code({"result": {"height": -1}}) == "?"
     for api in bench.BLOCK_POLLS:
         assert bench.parse_args(["--polls", "5", "--poll-api", api]).poll_api == api
 
