@@ -36,7 +36,13 @@ class SafetyRules:
     def safe_to_vote(
         self, block_round: int, qc_round: int, tc: TimeoutCertificate | None, per_leader: int
     ) -> bool:
-        """Vote once per round, only for a block that extends the newest certificate it may."""
+        """Vote once per round, only for a block that extends the newest certificate it may.
+
+        After a timeout certificate the block must also extend a certificate at least as high as
+        this validator's own lock. The certificate's round can be older than rounds certified
+        since (a timeout moves on to the next leader's turn, past the rounds between): complaints
+        of round k, made before their signers voted in round k + 1 for a block that made round k's
+        block final, must not let a later leader extend round k - 1's certificate."""
         if block_round <= max(self.highest_vote_round, qc_round):
             return False
         if block_round == qc_round + 1:
@@ -44,7 +50,7 @@ class SafetyRules:
         return (
             tc is not None
             and block_round == round_after_timeout(tc.round, per_leader)
-            and qc_round >= tc.max_high_qc_round
+            and qc_round >= max(tc.max_high_qc_round, self.high_qc_round)
         )
 
     def safe_to_complain(self, round_: int) -> bool:

@@ -22,7 +22,7 @@ Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2)
 * Vote. A validator votes for a valid block of its current round only if the round is above every
   round it voted or complained in, and the block either extends a certificate of the previous round
   or follows a timeout certificate and extends a certificate at least as high as any its signers
-  reported. The vote (and the highest certificate) is persisted before it is sent to the next
+  reported and as its own lock (the highest certificate it knows). The vote (and the highest certificate) is persisted before it is sent to the next
   round's leader, which forms the certificate and broadcasts it.
 * Execute. Final blocks are executed by the channel's SCORE in order, outside this machine; a block
   carries the state root and results hash of the newest block its leader has executed
@@ -47,11 +47,13 @@ validators that voted for B', and each recorded the certificate of B (round k) a
 before voting. (1) A certified block in round k + 1 is B' itself: honest validators vote once per
 round. (2) For any later round r > k + 1, a block certified in r either extends a certificate of
 round r - 1 or follows a timeout certificate of an earlier round. By induction every certificate
-of a round in (k, r) is for a descendant of B. A timeout certificate of a round > k holds a quorum
-of complaints, so it includes an honest validator that voted for B' — it complained only in rounds
-at or above its last vote, and it reported a high_qc round of at least k. The block after the
-timeout must extend a certificate of a round at least that high, hence B or a descendant. So every
-block certified after round k extends B, and no two honest peers finalise different blocks at one
+of a round in (k, r) is for a descendant of B. A block certified in r after a timeout holds the
+vote of an honest validator that voted for B' (quorums intersect); it voted in r after k + 1, its
+lock was then at least B's certificate, and it votes after a timeout only for a block that extends
+a certificate at least as high as its lock, hence B or a descendant. (The timeout certificate's
+reported rounds alone do not protect B: a timeout moves on to the next leader's turn, past the
+rounds certified meanwhile, so its complaints can be of round k, made before the votes for B'.)
+So every block certified after round k extends B, and no two honest peers finalise different blocks at one
 height. Validator sets come from RadioStation-signed updates carried in the chain itself, so every
 peer verifies a certificate against the same set. Liveness: once the network is stable and more
 than two thirds of the weight is up, timeouts grow until an honest leader's round lasts long enough

@@ -9,7 +9,7 @@ from loopchain.consensus import messages as m
 from loopchain.consensus.rules import SafetyRules, round_after_timeout
 from loopchain.types.block import Block
 from loopchain.types.transaction import Transaction
-from loopchain.types.vote import Vote
+from loopchain.types.vote import QuorumCertificate, TimeoutCertificate, Vote
 from tests.sim.harness import BLOCKS_PER_LEADER, CHANNEL, Network, Node, genesis_block
 
 
@@ -169,6 +169,25 @@ def test_proposal_from_a_non_leader_is_rejected() -> None:
 def test_safe_to_vote_rules(block_round: int, qc_round: int, voted: int, expected: bool) -> None:
     rules = SafetyRules(highest_vote_round=voted)
     assert rules.safe_to_vote(block_round, qc_round, None, 3) is expected
+
+
+def test_after_a_timeout_a_validator_votes_only_above_its_own_lock() -> None:
+    """Seen in a 4-peer run: complaints of round 24 (each reporting a certificate of round 23)
+    formed a timeout certificate while block 9 of round 24 was certified and block 10 of round 25
+    on top of it too (block 9 final). The timeout moved on to round 40, whose leader extended round
+    23's certificate; two validators that had voted for block 10 voted for that block 9 too, and
+    it became final elsewhere: two final blocks at height 9. A validator that voted on top of
+    round 24's certificate must refuse it."""
+    qc_24 = QuorumCertificate("c", 9, 24, b"b" * 32, ())
+    tc_24 = TimeoutCertificate("c", 24, (("hx" + "1" * 40, 23, b""), ("hx" + "2" * 40, 23, b"")))
+    assert round_after_timeout(24, 20) == 40
+    voted_on_24 = SafetyRules()
+    voted_on_24.record_vote(25, qc_24)
+    assert not voted_on_24.safe_to_vote(40, 23, tc_24, 20)  # below its lock: a fork
+    assert voted_on_24.safe_to_vote(40, 24, tc_24, 20)  # on its lock: fine
+    complained_only = SafetyRules(highest_vote_round=24)  # its lock still of round 23
+    complained_only.observe_qc(QuorumCertificate("c", 8, 23, b"a" * 32, ()))
+    assert complained_only.safe_to_vote(40, 23, tc_24, 20)  # liveness: the others go on
 
 
 def test_round_after_timeout_moves_to_the_next_leaders_turn() -> None:
