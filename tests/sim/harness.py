@@ -85,12 +85,12 @@ class Node:
         return self.disk.chain
 
 
-def _config() -> ConsensusConfig:
+def _config(blocks_per_leader: int) -> ConsensusConfig:
     return ConsensusConfig(
         interval=0.05,
         round_timeout=1.0,
         max_round_timeout=8.0,
-        blocks_per_leader=BLOCKS_PER_LEADER,
+        blocks_per_leader=blocks_per_leader,
         limits=Limits(
             max_block_txs=50, max_block_bytes=1 << 20, max_skew_us=60_000_000, ratio=Fraction(2, 3)
         ),
@@ -112,8 +112,10 @@ class Network:
         duplicate: float = 0.0,
         max_delay: float = 0.05,
         byzantine: dict[int, str] | None = None,
+        blocks_per_leader: int = BLOCKS_PER_LEADER,
     ) -> None:
         self.rng = random.Random(seed)
+        self.blocks_per_leader = blocks_per_leader
         self.now = 0.0
         self.loss = loss
         self.duplicate = duplicate
@@ -153,7 +155,7 @@ class Network:
             tip, qc = tip.advance(block), certificate
         committed = {tx.hash for block, _ in disk.chain for tx in block.transactions}
         state = ChannelConsensus(
-            config=_config(),
+            config=_config(self.blocks_per_leader),
             signer=signer,
             issuer=self.issuer.address,
             tip=tip,
@@ -428,7 +430,7 @@ class Network:
             complaint = Complaint.create(CHANNEL, target, qc, node.signer)
             self._broadcast(node.address, m.ComplaintReceived(complaint))
         signed = Complaint.create(CHANNEL, round_, qc, node.signer)
-        for other in (round_ - 1, round_ + 1, round_ + BLOCKS_PER_LEADER):
+        for other in (round_ - 1, round_ + 1, round_ + self.blocks_per_leader):
             relabelled = Complaint(CHANNEL, other, qc, node.address, signed.signature)
             self._broadcast(node.address, m.ComplaintReceived(relabelled))
 
@@ -458,7 +460,7 @@ class Network:
         else:
             height = real.height + 1 if real is not None else 0
             forged = self.forged_certificate(node, height, claimed, sha3_256(b"ghost %d" % round_))
-        for target in range(round_, round_ + 2 * BLOCKS_PER_LEADER):  # and the next turns'
+        for target in range(round_, round_ + 2 * self.blocks_per_leader):  # and the next turns'
             complaint = Complaint.create(CHANNEL, target, forged, node.signer)
             self._broadcast(node.address, m.ComplaintReceived(complaint))
 
