@@ -22,8 +22,9 @@ Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2)
 * Vote. A validator votes for a valid block of its current round only if the round is above every
   round it voted or complained in, and the block either extends a certificate of the previous round
   or follows a timeout certificate and extends a certificate at least as high as any its signers
-  reported and as its own lock (the highest certificate it knows). The vote (and the highest certificate) is persisted before it is sent to the next
-  round's leader, which forms the certificate and broadcasts it.
+  reported and as its own lock (the highest certificate it knows). The vote (and the highest
+  certificate) is persisted before it is sent to the next round's leader, which forms the
+  certificate and broadcasts it.
 * Execute. Final blocks are executed by the channel's SCORE in order, outside this machine; a block
   carries the state root and results hash of the newest block its leader has executed
   (`state_height`), and a validator votes only when those roots equal its own for that height —
@@ -53,11 +54,14 @@ lock was then at least B's certificate, and it votes after a timeout only for a 
 a certificate at least as high as its lock, hence B or a descendant. (The timeout certificate's
 reported rounds alone do not protect B: a timeout moves on to the next leader's turn, past the
 rounds certified meanwhile, so its complaints can be of round k, made before the votes for B'.)
-So every block certified after round k extends B, and no two honest peers finalise different blocks at one
-height. Validator sets come from RadioStation-signed updates carried in the chain itself, so every
-peer verifies a certificate against the same set. Liveness: once the network is stable and more
-than two thirds of the weight is up, timeouts grow until an honest leader's round lasts long enough
-to certify two consecutive blocks.
+So every block certified after round k extends B, and no two honest peers finalise different
+blocks at one height. Validator sets come from RadioStation-signed updates carried in the chain
+itself, so every peer verifies a certificate against the same set. Liveness: once the network is
+stable and more than two thirds of the weight is up, timeouts grow until an honest leader's round
+lasts long enough to certify two consecutive blocks. A validator whose lock is above the highest
+certificate a leader knows refuses that leader's block after a timeout; the lock reaches the others
+through its complaints and the certificates it sends laggards, or, at the latest, when its own turn
+comes (it then extends it).
 """
 
 from __future__ import annotations
