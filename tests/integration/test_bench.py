@@ -752,11 +752,12 @@ def check_poll_figures(figures: dict[str, Any], details: dict[str, Any], seconds
     assert figures["poll_cpu_s_load_generator"] > 0 and figures["poll_cores_busy"] > 0
 
 
-@pytest.mark.slow
-def test_bench_polls_alone_poll_the_transactions_they_submit_first() -> None:
+def _polls_alone(*options: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The summary, figures and stderr of 2 s of polls by 8 clients with no load nor idle phase,
+    checked as a poll phase that had everything it asked for answered."""
     code, out, err = run_tool(
-        BENCH, "-c", "8", "--channels", "alpha,beta", "--no-idle", "--no-load", "--polls", "2",
-        "--json", deadline=600,
+        BENCH, "-c", "8", "--no-idle", "--no-load", "--polls", "2", *options, "--json",
+        deadline=600,
     )  # fmt: skip
     assert code == 0, f"{out}\n{err}"
     assert_clean_log(err, BENCH)
@@ -764,26 +765,23 @@ def test_bench_polls_alone_poll_the_transactions_they_submit_first() -> None:
     assert summary["settings"]["no_load"] and summary["settings"]["polls_s"] == 2.0
     figures, details = summary["current"]["figures"], summary["current"]["details"]
     assert "acked" not in figures and "query_s" not in figures  # the polls alone
-    assert f"submitting {bench.POLL_SEED} transactions to poll in alpha, beta" in err
-    # 8 clients: 4 on each channel, each asking for transactions of its own channel only
     check_poll_figures(figures, details, 2.0)
     assert not bench.busy_ports(), "the network was not stopped"
+    return summary, figures, err
+
+
+@pytest.mark.slow
+def test_bench_polls_alone_poll_the_transactions_they_submit_first() -> None:
+    # 8 clients: 4 on each channel, each asking for transactions of its own channel only
+    _, _, err = _polls_alone("--channels", "alpha,beta")
+    assert f"submitting {bench.POLL_SEED} transactions to poll in alpha, beta" in err
 
 
 @pytest.mark.slow
 def test_bench_block_polls_need_no_transactions() -> None:
-    code, out, err = run_tool(
-        BENCH, "-c", "8", "--no-idle", "--no-load", "--polls", "2", "--poll-api", "v3-block",
-        "--json", deadline=600,
-    )  # fmt: skip
-    assert code == 0, f"{out}\n{err}"
-    assert_clean_log(err, BENCH)
-    summary = last_json(out)
+    summary, _, err = _polls_alone("--poll-api", "v3-block")
     assert summary["settings"]["poll_api"] == "v3-block"
-    figures, details = summary["current"]["figures"], summary["current"]["details"]
     assert "submitting" not in err  # nothing seeded: the last block is there from the start
-    check_poll_figures(figures, details, 2.0)
-    assert not bench.busy_ports(), "the network was not stopped"
 
 
 def _bench_worktrees() -> list[str]:
