@@ -37,10 +37,13 @@ Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2)
   third of the weight make a validator join; a quorum forms a timeout certificate. A complaint
   counts only once the certificate it carries checks (its block fetched first when unseen): the
   leader after a timeout must extend a certificate as high as any its complaints report, so a
-  claimed round that no quorum certified would stall every later round. A validator that left a
-  round by a timeout certificate it formed sends that certificate's complaints again on each
-  timeout until a newer certificate exists, so peers that missed some of them reach it too. The
-  timeout doubles after each failed round, up to the configured maximum, and resets on progress.
+  claimed round that no quorum certified would stall every later round. A round can be both
+  certified and timed out: complaints about a round a validator left still count while their
+  timeout certificate would move it further on. A validator that left a round by a timeout
+  certificate it formed sends that certificate's complaints again on each timeout until it knows
+  a certificate that takes peers as far, so peers that missed some of them, or went on by the
+  round's certificate, reach it too. The timeout doubles after each failed round, up to the
+  configured maximum, and resets on progress.
 
 Safety argument. Suppose B (round k) is final because B' (round k + 1, parent B) is certified.
 Quorums intersect in more than a third of the weight, so more than a third of the weight is honest
@@ -724,12 +727,16 @@ class ChannelConsensus:
 
     def _remind_laggards(self) -> list[m.Action]:
         """Send again the complaints behind the timeout certificate that moved this node on, as
-        long as no newer certificate has (which `_help_laggard` would send): peers that missed
-        some of them are still in that round, and those ahead, if no more than a third, cannot
-        draw them into the next one."""
+        long as no certificate it knows moves a peer as far (which `_help_laggard` would send):
+        peers that missed some of them are still in that round, or in the one after it when it
+        was certified too, and those ahead, if no more than a third, cannot draw them on."""
         tc = self.last_tc
-        if tc is None or tc.round >= self.round or self.safety.high_qc_round >= tc.round:
+        if tc is None or tc.round >= self.round:
             return []
+        if self.safety.high_qc_round + 1 >= round_after_timeout(
+            tc.round, self.config.blocks_per_leader
+        ):
+            return []  # the certificate takes a laggard as far as the timeout did
         return [m.BroadcastComplaint(complaint) for complaint in self.tc_complaints]
 
     def _regossip(self) -> list[m.Action]:
@@ -783,18 +790,19 @@ class ChannelConsensus:
         )
 
     def _on_complaint_in_channel(self, complaint: Complaint, now: float) -> list[m.Action]:
-        if complaint.round < self.round:
-            return self._help_laggard(complaint)
+        actions = self._help_laggard(complaint) if complaint.round < self.round else []
+        if not self._moves_on(complaint.round):
+            return actions
         voting = self.voting_set
         if voting is None or complaint.voter not in voting:
             return [m.Rejected(f"complaint from {complaint.voter}, who is not a validator")]
         if not complaint.verify_signature():
             return [m.Rejected(f"complaint from {complaint.voter} has a bad signature")]
-        actions: list[m.Action] = []
         qc = complaint.high_qc
         if qc is not None and qc.round > self.safety.high_qc_round:
             if self.tree.get(qc.block_hash) is None:  # count it once the block and its QC check
-                return self._park(qc.block_hash, m.ComplaintReceived(complaint), qc.height)
+                parked = self._park(qc.block_hash, m.ComplaintReceived(complaint), qc.height)
+                return actions + parked
             actions += self._on_qc(qc, now, progress=False)
         if complaint.high_qc_round > self.safety.high_qc_round:
             # its certificate did not check: a timeout certificate counting the claim would make
@@ -820,7 +828,7 @@ class ChannelConsensus:
 
     def _count_complaint(self, complaint: Complaint, now: float) -> list[m.Action]:
         round_ = complaint.round
-        if round_ < self.round:
+        if not self._moves_on(round_):
             return []
         if round_ not in self.complaints and len(self.complaints) >= MAX_WAITING:
             # keep the nearest rounds: complaints about far-ahead rounds (a byzantine validator
@@ -834,8 +842,10 @@ class ChannelConsensus:
         voting = self.voting_set
         assert voting is not None
         actions: list[m.Action] = []
-        if self.signer.address not in tally and voting.exceeds_third(
-            tally, self.config.limits.ratio
+        if (
+            round_ >= self.round
+            and self.signer.address not in tally
+            and voting.exceeds_third(tally, self.config.limits.ratio)
         ):
             # more than a third complains: some honest validator timed out, so join it
             self._enter_round(round_, progressed=False)
@@ -875,8 +885,15 @@ class ChannelConsensus:
         else:
             self.view_changes += 1
         self.timer_round = -1
-        for old in [r for r in self.complaints if r < round_]:
+        for old in [r for r in self.complaints if not self._moves_on(r)]:
             del self.complaints[old]
+
+    def _moves_on(self, round_: int) -> bool:
+        """A timeout certificate of `round_` would move this node to a later round. A round can be
+        both certified and timed out: peers that saw the certificate first are in the round after
+        it, the others in the next leader's turn; complaints about it still count for the former,
+        or neither side could ever reach a quorum again."""
+        return round_after_timeout(round_, self.config.blocks_per_leader) > self.round
 
     def _arm_timer(self) -> list[m.Action]:
         if self.timer_round == self.round or not self.has_work():

@@ -818,3 +818,30 @@ def test_a_block_waiting_for_execution_is_held_by_the_tree_alone() -> None:
     assert roots is not None
     actions = state.handle(m.BlockExecuted(executed, *roots), net.now)
     assert not [a for a in actions if isinstance(a, m.SendVote)] and not state.awaiting_execution
+
+
+def test_a_round_both_certified_and_timed_out_draws_every_peer_into_the_next_turn() -> None:
+    """A round can be certified and timed out at once: peers that saw the certificate first go to
+    the round after it, those that formed the timeout certificate first to the next leader's turn,
+    and neither side alone may hold a quorum. Complaints about the certified round must still
+    count on the certificate's side, and the timeout's side must send them again while its own
+    certificate takes nobody as far (the seeded simulation halted on seed 2483 with five of seven
+    validators in round 13 and two in round 15)."""
+    net, source, qc, state = _a_certificate_and_a_peer_before_any_block()
+    known = [b for b, _ in source.chain] + [n.block for n in source.state.tree.nodes.values()]
+    for block in sorted(known, key=lambda b: b.height):
+        if block.height <= qc.height:  # the certified block, not its child with the certificate
+            state.handle(m.BlockFetched(block), 0.0)
+    state.handle(m.CertificateReceived(qc), 0.0)
+    state.handle(m.TxsReceived((net.submitted[0],), gossip=False), 0.0)  # work to do
+    next_turn = round_after_timeout(qc.round, BLOCKS_PER_LEADER)
+    assert state.safety.high_qc == qc and state.round == qc.round + 1 < next_turn
+    complainers = [n for n in net.nodes.values() if n.address != state.signer.address]
+    complaints = [Complaint.create(CHANNEL, qc.round, None, n.signer) for n in complainers]
+    for complaint in complaints:
+        state.handle(m.ComplaintReceived(complaint), 0.0)
+    tc = state.last_tc
+    assert tc is not None and tc.round == qc.round and state.round == next_turn
+    actions = state.handle(m.TimeoutFired("round", next_turn), 1.0)
+    resent = [a.complaint for a in actions if isinstance(a, m.BroadcastComplaint)]
+    assert set(complaints) <= set(resent)

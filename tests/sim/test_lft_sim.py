@@ -131,3 +131,12 @@ def test_a_timeout_certificate_older_than_rounds_certified_since_makes_no_fork()
     meanwhile; its complaints, older than those rounds, reported a lower certificate than the
     lock of validators that voted in them, and those voted for the next leader's block on it."""
     run(645, blocks_per_leader=20)  # check_safety after every step
+
+
+def test_a_round_certified_and_timed_out_at_once_does_not_halt_the_channel() -> None:
+    """Seed 2483 (7 validators, 4 in a group, one inflating its complaints, 15% loss): round 12
+    was certified and timed out. Five validators entered round 13 on the certificate, two entered
+    round 15 on the timeout certificate, and neither side held a quorum; complaints about round 12
+    no longer counted on the first side, and the second side did not send them again. The channel
+    halted for good until the complaints counted while their certificate would move a peer on."""
+    run(2483)
