@@ -831,10 +831,11 @@ class ChannelConsensus:
         if not self._moves_on(round_):
             return []
         if round_ not in self.complaints and len(self.complaints) >= MAX_WAITING:
-            # keep the nearest rounds: complaints about far-ahead rounds (a byzantine validator
-            # may sign any number) must not push out the tally of the round this node is in
-            farthest = max(self.complaints)
-            if round_ > farthest:
+            # keep the rounds nearest this node's: complaints about far-ahead rounds (a byzantine
+            # validator may sign any number) or about the rounds of the turn it left behind must
+            # not push out the tally of the round it is in
+            farthest = max(self.complaints, key=self._distance)
+            if self._distance(round_) >= self._distance(farthest):
                 return []
             del self.complaints[farthest]
         tally = self.complaints.setdefault(round_, {})
@@ -887,6 +888,10 @@ class ChannelConsensus:
         self.timer_round = -1
         for old in [r for r in self.complaints if not self._moves_on(r)]:
             del self.complaints[old]
+
+    def _distance(self, round_: int) -> tuple[int, bool]:
+        """How far `round_` is from this node's round; of two as far, a past one is farther."""
+        return abs(round_ - self.round), round_ < self.round
 
     def _moves_on(self, round_: int) -> bool:
         """A timeout certificate of `round_` would move this node to a later round. A round can be

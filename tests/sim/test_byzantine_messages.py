@@ -162,6 +162,33 @@ def test_complaints_about_far_rounds_do_not_push_out_the_tally_of_the_current_ro
     assert len(state.complaints) <= MAX_WAITING
 
 
+def test_complaints_about_the_rounds_left_behind_do_not_push_out_the_tally_of_the_current_round() -> (
+    None
+):
+    """Complaints about the earlier rounds of the turn still count (a round can be certified and
+    timed out at once), so with loopchain's 20 rounds per leader a flooding validator's
+    complaints about 16 of them filled the tallies, and the complaints about the round the node
+    was in were dropped: the channel halted (the seeded simulation at 20 rounds per leader)."""
+    net = Network(4, seed=42, blocks_per_leader=20)
+    node, *others = list(net.nodes.values())
+    node.disk.safety = (MAX_WAITING + 1, None)  # it complained in that round before a restart
+    state = net._fresh_state(node.signer, node.disk)
+    state.handle(m.ValidatorsChanged(net.validators), 0.0)
+    current = state.round
+    assert current == MAX_WAITING + 1 and round_after_timeout(current, 20) == 20
+    for old in range(1, current):
+        state.handle(
+            m.ComplaintReceived(Complaint.create(CHANNEL, old, None, others[0].signer)), 0.0
+        )
+    for other in others:
+        state.handle(
+            m.ComplaintReceived(Complaint.create(CHANNEL, current, None, other.signer)), 0.0
+        )
+    tc = state.last_tc
+    assert tc is not None and tc.round == current and state.round == 20
+    assert len(state.complaints) <= MAX_WAITING
+
+
 def test_a_flood_of_far_complaints_does_not_stop_a_crashed_leader_from_being_replaced() -> None:
     """7 validators: the flooder and a crashed honest one (2 of 7 faulty). The round of the crashed
     leader and the flooder's silent ones must time out while the flooder keeps complaining about

@@ -8,10 +8,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from loopchain import configure_default
 from loopchain.types.transaction import Transaction
 from tests.sim.harness import BLOCKS_PER_LEADER, BYZANTINE, Network
 
 LIVENESS_BOUND = 90.0  # simulated seconds after the faults heal
+# rounds per leader a seed draws: short turns change leaders often; loopchain's default is 20
+TURNS = (BLOCKS_PER_LEADER, int(configure_default.LEADER_BLOCK_CREATION_LIMIT))
 
 
 @dataclass(frozen=True)
@@ -28,12 +31,13 @@ class Scenario:
     max_delay: float
     crash: bool
     partition: bool
+    blocks_per_leader: int
 
     def describe(self) -> str:
         return (
             f"n={self.n} weights={self.weights} groups={self.groups} byzantine={self.byzantine} loss={self.loss:.2f} "
             f"dup={self.duplicate:.2f} delay<={self.max_delay:.2f} crash={self.crash} "
-            f"partition={self.partition}"
+            f"partition={self.partition} blocks_per_leader={self.blocks_per_leader}"
         )
 
 
@@ -65,10 +69,12 @@ def draw(seed: int) -> Scenario:
         max_delay=rng.choice([0.02, 0.1, 0.3]),
         crash=crash,
         partition=rng.random() < 0.4,
+        blocks_per_leader=rng.choice(TURNS),  # drawn last: the other draws stay as they were
     )
 
 
-def run(seed: int, blocks_per_leader: int = BLOCKS_PER_LEADER) -> Network:
+def run(seed: int, blocks_per_leader: int | None = None) -> Network:
+    """Run seed `seed`'s scenario (with `blocks_per_leader` instead of the drawn one, if given)."""
     s = draw(seed)
     net = Network(
         s.n,
@@ -80,7 +86,7 @@ def run(seed: int, blocks_per_leader: int = BLOCKS_PER_LEADER) -> Network:
         duplicate=s.duplicate,
         max_delay=s.max_delay,
         byzantine=s.byzantine,
-        blocks_per_leader=blocks_per_leader,
+        blocks_per_leader=blocks_per_leader or s.blocks_per_leader,
     )
     rng = random.Random(seed)
     net.start()
@@ -139,4 +145,4 @@ def test_a_round_certified_and_timed_out_at_once_does_not_halt_the_channel() -> 
     round 15 on the timeout certificate, and neither side held a quorum; complaints about round 12
     no longer counted on the first side, and the second side did not send them again. The channel
     halted for good until the complaints counted while their certificate would move a peer on."""
-    run(2483)
+    run(2483, blocks_per_leader=BLOCKS_PER_LEADER)
