@@ -853,10 +853,15 @@ class ChannelConsensus:
             actions += self._complain(now)
             tally = self.complaints.get(round_, tally)
         if voting.has_quorum(tally, self.config.limits.ratio):
-            tc = TimeoutCertificate.from_complaints(list(tally.values()))
+            # only the complaints of the set's members: a tally begun under an older set (the
+            # RadioStation's before the genesis block, or before a block that changed the set
+            # was certified) may hold a complaint of a validator since removed, and a timeout
+            # certificate that counts it does not verify, again at every complaint after it
+            counted = tuple(c for voter, c in tally.items() if voter in voting)
+            tc = TimeoutCertificate.from_complaints(list(counted))
             actions += self._on_tc(tc, now)
             if self.last_tc is tc:
-                self.tc_complaints = tuple(tally.values())
+                self.tc_complaints = counted
             actions += self._on_progress(now)
         return actions
 

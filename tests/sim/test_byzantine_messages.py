@@ -872,3 +872,29 @@ def test_a_round_both_certified_and_timed_out_draws_every_peer_into_the_next_tur
     actions = state.handle(m.TimeoutFired("round", next_turn), 1.0)
     resent = [a.complaint for a in actions if isinstance(a, m.BroadcastComplaint)]
     assert set(complaints) <= set(resent)
+
+
+def test_a_complaint_counted_before_its_validator_left_the_set_stays_out_of_the_timeout_certificate() -> (
+    None
+):
+    """Before the genesis block a peer counts complaints against the RadioStation's newest set.
+    A complaint of a validator that a newer set removed stayed in the round's tally, every
+    timeout certificate formed from it counted that validator and did not verify, and the round
+    never changed (found by a simulation with validator set changes)."""
+    net = Network(5, seed=61)
+    node, *others = list(net.nodes.values())
+    leaving = others[-1]
+    state = node.state
+    state.handle(m.ValidatorsChanged(net.validators), 0.0)
+    state.handle(m.ComplaintReceived(Complaint.create(CHANNEL, 0, None, leaving.signer)), 0.0)
+    members = tuple(v for v in net.validators.validators if v.peer_id != leaving.address)
+    smaller = ValidatorSet(CHANNEL, 2, members).signed_by(net.issuer)
+    state.handle(m.ValidatorsChanged(smaller), 0.0)
+    for other in others[:-1]:
+        actions = state.handle(
+            m.ComplaintReceived(Complaint.create(CHANNEL, 0, None, other.signer)), 0.0
+        )
+        assert not [a for a in actions if isinstance(a, m.Rejected)]
+    tc = state.last_tc
+    assert tc is not None and tc.verify(smaller) is None
+    assert leaving.address not in tc.voters and state.round == BLOCKS_PER_LEADER
