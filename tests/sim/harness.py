@@ -181,6 +181,21 @@ class Network:
         self.schedule(0.0, address, m.ValidatorsChanged(self.validators))
         self.schedule(0.0, address, "start")
 
+    def issue(self, validators: ValidatorSet, max_delay: float) -> None:
+        """The RadioStation issues a new validator set: each peer hears of it within `max_delay`."""
+        self.validators = validators
+        for address in self.nodes:
+            self.schedule(
+                self.rng.uniform(0.0, max_delay), address, m.ValidatorsChanged(validators)
+            )
+
+    def sync_auditors(self) -> None:
+        """Peers outside the validator set catch up as their shell does when their chain stands
+        still: they sync final blocks (they never complain, so no validator helps them)."""
+        for node in self.nodes.values():
+            if node.up and node.state.is_auditor:
+                self._sync(node)
+
     def honest(self) -> list[Node]:
         return [n for n in self.nodes.values() if not n.byzantine]
 

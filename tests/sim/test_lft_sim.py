@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from loopchain import configure_default
 from loopchain.types.transaction import Transaction
-from tests.sim.harness import BLOCKS_PER_LEADER, BYZANTINE, Network
+from loopchain.types.validators import ValidatorSet
+from tests.sim.harness import BLOCKS_PER_LEADER, BYZANTINE, CHANNEL, Network
 
 LIVENESS_BOUND = 90.0  # simulated seconds after the faults heal
 # rounds per leader a seed draws: short turns change leaders often; loopchain's default is 20
@@ -32,12 +33,14 @@ class Scenario:
     crash: bool
     partition: bool
     blocks_per_leader: int
+    reconfigure: bool  # an extra validator joins the set (at step 6) and leaves it (at step 26)
 
     def describe(self) -> str:
         return (
             f"n={self.n} weights={self.weights} groups={self.groups} byzantine={self.byzantine} loss={self.loss:.2f} "
             f"dup={self.duplicate:.2f} delay<={self.max_delay:.2f} crash={self.crash} "
-            f"partition={self.partition} blocks_per_leader={self.blocks_per_leader}"
+            f"partition={self.partition} blocks_per_leader={self.blocks_per_leader} "
+            f"reconfigure={self.reconfigure}"
         )
 
 
@@ -69,17 +72,20 @@ def draw(seed: int) -> Scenario:
         max_delay=rng.choice([0.02, 0.1, 0.3]),
         crash=crash,
         partition=rng.random() < 0.4,
-        blocks_per_leader=rng.choice(TURNS),  # drawn last: the other draws stay as they were
+        # drawn last: the draws before them stay as they were when they came
+        blocks_per_leader=rng.choice(TURNS),
+        reconfigure=rng.random() < 0.3,
     )
 
 
 def run(seed: int, blocks_per_leader: int | None = None) -> Network:
     """Run seed `seed`'s scenario (with `blocks_per_leader` instead of the drawn one, if given)."""
     s = draw(seed)
+    extra = 1 if s.reconfigure else 0  # a peer outside the set until it joins
     net = Network(
-        s.n,
+        s.n + extra,
         seed,
-        weights=s.weights,
+        weights=s.weights + [1] * extra if s.weights else None,
         groups=s.groups,
         group_weights=s.group_weights,
         loss=s.loss,
@@ -88,9 +94,13 @@ def run(seed: int, blocks_per_leader: int | None = None) -> Network:
         byzantine=s.byzantine,
         blocks_per_leader=blocks_per_leader or s.blocks_per_leader,
     )
+    everyone = net.validators
+    newcomer = everyone.validators[-1].peer_id if extra else None
+    if newcomer:
+        net.validators = _issued(net, 1, everyone, without=newcomer)
     rng = random.Random(seed)
     net.start()
-    honest = [n.address for n in net.honest()]
+    honest = [n.address for n in net.honest() if n.address != newcomer]
     crashed = rng.choice(honest[1:]) if s.crash else None  # keep the heavy validator up
     steady = [a for a in honest if a != crashed]
     accepted: list[Transaction] = []
@@ -101,6 +111,9 @@ def run(seed: int, blocks_per_leader: int | None = None) -> Network:
             net.crash(crashed)
         if crashed and step == 25:
             net.restart(crashed)
+        if newcomer and step in (6, 26):  # it joins, then leaves
+            issued = _issued(net, 2 if step == 6 else 3, everyone, newcomer if step == 26 else None)
+            net.issue(issued, max_delay=0.3)
         if s.partition and step == 12:
             side = set(rng.sample(list(net.nodes), len(net.nodes) // 2))
             net.partition = [side, set(net.nodes) - side]
@@ -113,9 +126,21 @@ def run(seed: int, blocks_per_leader: int | None = None) -> Network:
     deadline = net.now + LIVENESS_BOUND
     while net.now < deadline and not net.committed_everywhere(accepted):
         net.run_until(net.now + 1.0)
+        net.sync_auditors()
         net.check_safety()
     assert net.committed_everywhere(accepted), "liveness: transactions not final after healing"
+    if newcomer:
+        final_sets = {n.state.tip.next_validators for n in net.honest() if n.up}
+        assert final_sets == {net.validators}, "the set changes are final everywhere"
     return net
+
+
+def _issued(
+    net: Network, version: int, everyone: ValidatorSet, without: str | None
+) -> ValidatorSet:
+    """The RadioStation's set `version`: every validator of `everyone` but `without`."""
+    members = tuple(v for v in everyone.validators if v.peer_id != without)
+    return ValidatorSet(CHANNEL, version, members, groups=everyone.groups).signed_by(net.issuer)
 
 
 def test_lft_simulation(seed: int) -> None:
