@@ -92,6 +92,7 @@ from loopchain.types.validators import ValidatorSet
 from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
 
 MAX_WAITING = 16  # proposals and certificates parked while their block is fetched
+MAX_COMPLAINT_ROUNDS = 4  # rounds in which one validator's complaints count at once
 WAITING_BUDGET_BLOCKS = 16  # and the parked blocks' bytes, in blocks of the largest size
 MAX_VOTES_REMEMBERED = 4096  # (round, voter) pairs kept to spot a validator voting twice
 MAX_FETCH_DEPTH = 32  # farther behind than this, sync final blocks instead of fetching
@@ -141,6 +142,7 @@ class ChannelConsensus:
         self.tc_complaints: tuple[Complaint, ...] = ()  # behind last_tc, when formed here
         self.votes: dict[tuple[int, bytes], dict[str, Vote]] = {}
         self.voted_for: dict[tuple[int, str], bytes] = {}  # (round, voter) -> block it voted for
+        # round -> voter -> complaint; a voter's count in at most MAX_COMPLAINT_ROUNDS rounds
         self.complaints: dict[int, dict[str, Complaint]] = {}
         self.waiting: dict[bytes, list[m.Event]] = {}
         self.waiting_bytes = 0  # of the blocks parked in `waiting`
@@ -727,7 +729,7 @@ class ChannelConsensus:
 
     def _remind_laggards(self) -> list[m.Action]:
         """Send again the complaints behind the timeout certificate that moved this node on, as
-        long as no certificate it knows moves a peer as far (which `_help_laggard` would send):
+        long as no certificate it knows moves a peer as far (which a laggard's complaint gets it):
         peers that missed some of them are still in that round, or in the one after it when it
         was certified too, and those ahead, if no more than a third, cannot draw them on."""
         tc = self.last_tc
@@ -790,14 +792,24 @@ class ChannelConsensus:
         )
 
     def _on_complaint_in_channel(self, complaint: Complaint, now: float) -> list[m.Action]:
-        actions = self._help_laggard(complaint) if complaint.round < self.round else []
-        if not self._moves_on(complaint.round):
-            return actions
+        counts = self._moves_on(complaint.round)
+        high = self.safety.high_qc
+        helps = high is not None and self._lags(complaint, high)
+        if not counts and not helps:
+            return []
         voting = self.voting_set
         if voting is None or complaint.voter not in voting:
-            return [m.Rejected(f"complaint from {complaint.voter}, who is not a validator")]
+            reason = f"complaint from {complaint.voter}, who is not a validator"
+            return [m.Rejected(reason)] if counts else []
         if not complaint.verify_signature():
-            return [m.Rejected(f"complaint from {complaint.voter} has a bad signature")]
+            reason = f"complaint from {complaint.voter} has a bad signature"
+            return [m.Rejected(reason)] if counts else []
+        # a complainer behind this node's certificate gets it
+        actions: list[m.Action] = (
+            [m.SendCertificate(complaint.voter, high)] if high and helps else []
+        )
+        if not counts:
+            return actions
         qc = complaint.high_qc
         if qc is not None and qc.round > self.safety.high_qc_round:
             if self.tree.get(qc.block_hash) is None:  # count it once the block and its QC check
@@ -816,30 +828,33 @@ class ChannelConsensus:
             ]
         return actions + self._count_complaint(complaint, now)
 
-    def _help_laggard(self, complaint: Complaint) -> list[m.Action]:
-        """A complaint about a round this node has left: send the complainer the newer certificate."""
-        qc = self.safety.high_qc
-        if qc is None or qc.round < complaint.round or complaint.high_qc_round >= qc.round:
-            return []
-        voting = self.voting_set
-        if voting is None or complaint.voter not in voting or not complaint.verify_signature():
-            return []
-        return [m.SendCertificate(complaint.voter, qc)]
+    def _lags(self, complaint: Complaint, qc: QuorumCertificate) -> bool:
+        """The complaint is about a round this node has left by `qc`, which its signer lacks."""
+        return (
+            complaint.round < self.round
+            and complaint.round <= qc.round
+            and complaint.high_qc_round < qc.round
+        )
 
     def _count_complaint(self, complaint: Complaint, now: float) -> list[m.Action]:
         round_ = complaint.round
         if not self._moves_on(round_):
             return []
-        if round_ not in self.complaints and len(self.complaints) >= MAX_WAITING:
-            # keep the rounds nearest this node's: complaints about far-ahead rounds (a byzantine
-            # validator may sign any number) or about the rounds of the turn it left behind must
-            # not push out the tally of the round it is in
-            farthest = max(self.complaints, key=self._distance)
-            if self._distance(round_) >= self._distance(farthest):
-                return []
-            del self.complaints[farthest]
+        voter = complaint.voter
+        if voter not in self.complaints.get(round_, ()):
+            held = [r for r, tally in self.complaints.items() if voter in tally]
+            if len(held) >= MAX_COMPLAINT_ROUNDS:
+                # a validator's complaints count in the few rounds nearest this node's: a
+                # byzantine one may sign complaints about any number of rounds, near or far, and
+                # only its own give way to them, never the tallies others need
+                farthest = max(held, key=self._distance)
+                if self._distance(round_) >= self._distance(farthest):
+                    return []
+                del self.complaints[farthest][voter]
+                if not self.complaints[farthest]:
+                    del self.complaints[farthest]
         tally = self.complaints.setdefault(round_, {})
-        tally[complaint.voter] = complaint
+        tally[voter] = complaint
         voting = self.voting_set
         assert voting is not None
         actions: list[m.Action] = []
@@ -878,6 +893,7 @@ class ChannelConsensus:
             return [m.Rejected(f"timeout certificate {tc.round}: {problem}")]
         if held is None or _better_tc(tc, held):
             self.last_tc = tc
+            self.tc_complaints = ()  # the caller sets them when it formed `tc` here
         if next_round > self.round:
             self._enter_round(next_round, progressed=False)
         return []

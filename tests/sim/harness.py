@@ -535,6 +535,15 @@ class Network:
             for height, (block, _) in enumerate(chain):
                 assert block.hash == longest[height][0].hash, f"fork at height {height}"
 
+    def check_reminders(self) -> None:
+        """The complaints an honest node would send again are those of the timeout certificate it
+        holds (before, one taken from a proposal left those of an older one in place)."""
+        for node in self.honest():
+            state = node.state
+            tc = state.last_tc
+            rounds = {complaint.round for complaint in state.tc_complaints}
+            assert not rounds or (tc is not None and rounds == {tc.round}), "stale reminders"
+
     def committed_everywhere(self, txs: list[Transaction]) -> bool:
         wanted = {tx.hash for tx in txs}
         return all(wanted <= n.committed for n in self.honest() if n.up)

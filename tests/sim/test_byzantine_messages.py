@@ -17,7 +17,7 @@ import pytest
 from loopchain.consensus import messages as m
 from loopchain.consensus import tree as tree_module
 from loopchain.consensus.rules import leader_of, round_after_timeout
-from loopchain.consensus.state import MAX_WAITING, ChannelConsensus
+from loopchain.consensus.state import MAX_COMPLAINT_ROUNDS, MAX_WAITING, ChannelConsensus
 from loopchain.consensus.tree import BlockTree, TreeNode
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
@@ -187,6 +187,31 @@ def test_complaints_about_the_rounds_left_behind_do_not_push_out_the_tally_of_th
     tc = state.last_tc
     assert tc is not None and tc.round == current and state.round == 20
     assert len(state.complaints) <= MAX_WAITING
+
+
+def test_complaints_about_near_rounds_from_one_validator_push_out_only_its_own() -> None:
+    """A validator's complaints count in the few rounds nearest this node's, so a byzantine one
+    complaining about many rounds near the current one displaces only its own. 0a64af0 evicted
+    whole tallies by their distance: with 20 rounds per leader, a node in round 17 that needed
+    the complaints about round 1 (certified and timed out at once; the peer that formed its
+    timeout certificate sends them again) refused them once a flood about rounds 18-33 filled
+    the map, and stayed behind (found by a helper's review)."""
+    net = Network(4, seed=42, blocks_per_leader=20)
+    node, *others = list(net.nodes.values())
+    flooder = others[-1]
+    node.disk.safety = (MAX_WAITING + 1, None)
+    state = net._fresh_state(node.signer, node.disk)
+    state.handle(m.ValidatorsChanged(net.validators), 0.0)
+    current = state.round
+    for near in range(current + 1, current + 1 + 2 * MAX_WAITING):
+        complaint = Complaint.create(CHANNEL, near, None, flooder.signer)
+        state.handle(m.ComplaintReceived(complaint), 0.0)
+    held = [r for r, tally in state.complaints.items() if flooder.address in tally]
+    assert len(held) == MAX_COMPLAINT_ROUNDS and max(held) < current + MAX_WAITING
+    for signer in [node.signer, *[o.signer for o in others[:-1]]]:  # the reminders of TC(1)
+        state.handle(m.ComplaintReceived(Complaint.create(CHANNEL, 1, None, signer)), 1.0)
+    tc = state.last_tc
+    assert tc is not None and tc.round == 1 and state.round == 20
 
 
 def test_a_flood_of_far_complaints_does_not_stop_a_crashed_leader_from_being_replaced() -> None:

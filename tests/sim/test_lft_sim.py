@@ -121,6 +121,7 @@ def run(seed: int, blocks_per_leader: int | None = None) -> Network:
             net.heal()
         net.run_until(net.now + 0.5)
         net.check_safety()
+        net.check_reminders()
     net.loss = 0.0
     net.heal()
     deadline = net.now + LIVENESS_BOUND
@@ -171,3 +172,11 @@ def test_a_round_certified_and_timed_out_at_once_does_not_halt_the_channel() -> 
     no longer counted on the first side, and the second side did not send them again. The channel
     halted for good until the complaints counted while their certificate would move a peer on."""
     run(2483, blocks_per_leader=BLOCKS_PER_LEADER)
+
+
+def test_complaints_about_the_rounds_a_validator_left_do_not_crowd_out_its_own_round() -> None:
+    """Seed 291 (7 validators, 4 in a group, one flooding complaints, 20 rounds per leader): at
+    2ad622d, which kept the tallies of the rounds of the turn a validator had left, the flooder's
+    complaints about them filled the bounded map and the complaints about the round it was in
+    were dropped: the channel halted."""
+    run(291)
