@@ -9,7 +9,7 @@ at least one kind for each consensus message:
 * votes: "double-vote" (a second vote in the round), "forge" (votes and complaints in honest names,
   replays of old ones);
 * complaints: "complain-flood" (its own valid complaints about rounds that are fine, the current
-  one and many far ahead, and re-labelled copies), "complain-inflate" (complaints whose highest
+  one, many just ahead and many far ahead, and re-labelled copies), "complain-inflate" (complaints whose highest
   certificate is forged, claiming a far higher round than any certified); both propose nothing
   in their own turns, so that the rounds after those need a timeout certificate;
 * certificates: "cert-forge" (too few voters, one voter counted many times, a voter outside the set,
@@ -435,12 +435,14 @@ class Network:
 
     def _complain_flood(self, node: Node, round_: int) -> None:
         """Complaints about rounds that are fine, validly signed by the byzantine node itself: the
-        round it is in, the next one, and each time more new far-ahead rounds than a peer keeps
-        tallies for; and copies of its complaint re-labelled to other rounds."""
+        round it is in, the next one, as many rounds just ahead of those as a peer keeps tallies
+        for, and each time as many new far-ahead rounds; and copies of its complaint re-labelled
+        to other rounds."""
         qc = node.state.safety.high_qc
         start = round_ + FAR_ROUNDS + self.flooded_rounds
         self.flooded_rounds += FLOOD_ROUNDS
-        rounds = [round_, round_ + 1, *range(start, start + FLOOD_ROUNDS)]
+        near = range(round_ + 2, round_ + 2 + FLOOD_ROUNDS)
+        rounds = [round_, round_ + 1, *near, *range(start, start + FLOOD_ROUNDS)]
         for target in rounds:
             complaint = Complaint.create(CHANNEL, target, qc, node.signer)
             self._broadcast(node.address, m.ComplaintReceived(complaint))
