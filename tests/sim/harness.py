@@ -9,9 +9,10 @@ at least one kind for each consensus message:
 * votes: "double-vote" (a second vote in the round), "forge" (votes and complaints in honest names,
   replays of old ones);
 * complaints: "complain-flood" (its own valid complaints about rounds that are fine, the current
-  one, many just ahead and many far ahead, and re-labelled copies), "complain-inflate" (complaints whose highest
-  certificate is forged, claiming a far higher round than any certified); both propose nothing
-  in their own turns, so that the rounds after those need a timeout certificate;
+  one, many just ahead and many far ahead, and re-labelled copies), "complain-inflate"
+  (complaints whose highest certificate is forged, claiming a far higher round than any
+  certified); both propose nothing in their own turns, so that the rounds after those need a
+  timeout certificate;
 * certificates: "cert-forge" (too few voters, one voter counted many times, a voter outside the set,
   signatures that are not the voters', a block that does not exist), "cert-replay" (real
   certificates sent again: old ones, and their signatures claiming a later round or another block).
