@@ -142,7 +142,7 @@ class ChannelConsensus:
         self.tc_complaints: tuple[Complaint, ...] = ()  # behind last_tc, when formed here
         self.votes: dict[tuple[int, bytes], dict[str, Vote]] = {}
         self.voted_for: dict[tuple[int, str], bytes] = {}  # (round, voter) -> block it voted for
-        # round -> voter -> complaint; a voter's count in at most MAX_COMPLAINT_ROUNDS rounds
+        # round -> voter -> complaint; a voter's complaints count in MAX_COMPLAINT_ROUNDS at most
         self.complaints: dict[int, dict[str, Complaint]] = {}
         self.waiting: dict[bytes, list[m.Event]] = {}
         self.waiting_bytes = 0  # of the blocks parked in `waiting`
@@ -728,10 +728,10 @@ class ChannelConsensus:
         return self._regossip() + self._complain(now) + self._remind_laggards() + self._arm_timer()
 
     def _remind_laggards(self) -> list[m.Action]:
-        """Send again the complaints behind the timeout certificate that moved this node on, as
-        long as no certificate it knows moves a peer as far (which a laggard's complaint gets it):
-        peers that missed some of them are still in that round, or in the one after it when it
-        was certified too, and those ahead, if no more than a third, cannot draw them on."""
+        """Send again the complaints behind the timeout certificate that moved this node on,
+        as long as no certificate it knows takes a peer as far (a laggard that complains gets
+        that one): peers that missed some of them are still in that round, or in the one after it
+        when it was certified too, and those ahead, if no more than a third, cannot draw them on."""
         tc = self.last_tc
         if tc is None or tc.round >= self.round:
             return []
