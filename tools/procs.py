@@ -108,6 +108,21 @@ def _bindable(port: int) -> bool:
     return True
 
 
+def hold_port(port: int) -> socket.socket:
+    """A socket listening on `port`, as another server holding it would (with SO_REUSEADDR, as
+    `_bindable` checks: without it, the TIME_WAIT connections an earlier test left on a port
+    `free_port_pair` handed out refuse the bind)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 # Test ports come from outside the kernel's ephemeral range, where no outgoing connection's local
 # port can take one between choosing it and a node binding it (that race once failed a peer's
 # start in CI); each pytest-xdist worker draws from its own residues modulo 100, and since the

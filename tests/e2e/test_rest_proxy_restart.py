@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from tools.procs import (
     LocalNetwork,
     child_pids,
     cmdline_of,
+    hold_port,
     http,
     running_network,
     wait_until,
@@ -60,10 +60,8 @@ def test_a_proxy_that_cannot_listen_yet_is_started_again_until_it_can(tmp_path: 
     try:
         net.start_radiostation()
         port = net.new_peer_port()
-        holder = socket.socket()
+        holder = hold_port(port + REST_DIFF)
         try:
-            holder.bind(("127.0.0.1", port + REST_DIFF))
-            holder.listen()
             net.start_peer(port, wait=False)
             peer = net.peers[port]
             retried = f"REST proxy on port {port + REST_DIFF} exited (status 1); starting it again"

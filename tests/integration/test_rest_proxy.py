@@ -34,7 +34,14 @@ from tests.integration._slow_clients import (
     withheld_body,
 )
 from tools.bench import read_anon_kb
-from tools.procs import REST_DIFF, Proc, assert_clean_log, free_port_pair, wait_until_async
+from tools.procs import (
+    REST_DIFF,
+    Proc,
+    assert_clean_log,
+    free_port_pair,
+    hold_port,
+    wait_until_async,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PROXY = REPO / "rest_proxy.py"
@@ -976,9 +983,7 @@ async def test_bad_environment_value_exits_2(tmp_path):
 
 async def test_port_in_use_exits_1(tmp_path):
     port = free_port_pair()
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-        taken.bind(("127.0.0.1", port + REST_DIFF))
-        taken.listen()
+    with hold_port(port + REST_DIFF):
         status, _, err = await run_proxy(tmp_path, str(PROXY), "-p", str(port))
     assert status == 1
     assert f"cannot listen on 127.0.0.1:{port + REST_DIFF}" in err

@@ -80,6 +80,27 @@ def test_a_listening_port_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
         assert free_port_pair() == free
 
 
+def test_a_port_an_earlier_connection_left_in_time_wait_can_still_be_held() -> None:
+    """`free_port_pair` hands out ports whose earlier connections are in TIME_WAIT (servers bind
+    with SO_REUSEADDR); a test holding such a port to see a node fail to listen on it must bind
+    the same way. A plain bind refused it: CI failed test_port_in_use_exits_1 so."""
+    port = free_port_pair()
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        with socket.create_connection(("127.0.0.1", port)):
+            accepted, _ = server.accept()
+            accepted.close()  # the server side closes first: its port keeps a TIME_WAIT
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))
+    with procs.hold_port(port):
+        with socket.socket() as other, pytest.raises(OSError):  # held: nobody else listens
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            other.bind(("127.0.0.1", port))
+            other.listen()
+
+
 @pytest.mark.parametrize("count", [1, 2, 3, 8])
 def test_each_worker_keeps_every_port_of_a_node_in_its_own_share(
     monkeypatch: pytest.MonkeyPatch, count: int
