@@ -186,7 +186,6 @@ def test_complaints_about_the_rounds_left_behind_do_not_push_out_the_tally_of_th
         )
     tc = state.last_tc
     assert tc is not None and tc.round == current and state.round == 20
-    assert len(state.complaints) <= MAX_WAITING
 
 
 def test_complaints_about_near_rounds_from_one_validator_push_out_only_its_own() -> None:
@@ -206,8 +205,8 @@ def test_complaints_about_near_rounds_from_one_validator_push_out_only_its_own()
     for near in range(current + 1, current + 1 + 2 * MAX_WAITING):
         complaint = Complaint.create(CHANNEL, near, None, flooder.signer)
         state.handle(m.ComplaintReceived(complaint), 0.0)
-    held = [r for r, tally in state.complaints.items() if flooder.address in tally]
-    assert len(held) == MAX_COMPLAINT_ROUNDS and max(held) < current + MAX_WAITING
+    held = sorted(r for r, tally in state.complaints.items() if flooder.address in tally)
+    assert held == list(range(current + 1, current + 1 + MAX_COMPLAINT_ROUNDS))  # the nearest
     for signer in [node.signer, *[o.signer for o in others[:-1]]]:  # the reminders of TC(1)
         state.handle(m.ComplaintReceived(Complaint.create(CHANNEL, 1, None, signer)), 1.0)
     tc = state.last_tc
