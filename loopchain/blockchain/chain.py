@@ -7,7 +7,7 @@ from fractions import Fraction
 
 from loopchain.types.block import Block
 from loopchain.types.hashing import EMPTY_ROOT
-from loopchain.types.validators import ValidatorSet
+from loopchain.types.validators import ValidatorSet, unsafe_change
 from loopchain.types.vote import QuorumCertificate
 
 
@@ -148,7 +148,18 @@ def check_proposal_bounds(tip: ChainTip, block: Block, limits: Limits, now_us: i
         return "block timestamp does not advance"
     if abs(block.header.timestamp - now_us) > limits.max_skew_us:
         return "block timestamp is too far from this peer's clock"
-    return None
+    return check_update_safety(tip, block, limits.ratio)
+
+
+def check_update_safety(tip: ChainTip, block: Block, ratio: Fraction) -> str | None:
+    """A validator set change a voter may vote for: its quorums meet the current set's in an
+    honest validator (`unsafe_change`). Only proposals are held to it: a chain that made such a
+    change before this check existed still syncs, its blocks final by their proofs."""
+    update, current = block.validator_update, tip.next_validators
+    if update is None or current is None or block.height == 0:
+        return None
+    problem = unsafe_change(current, update, ratio)
+    return f"validator set change refused: {problem}" if problem else None
 
 
 def check_certificate(

@@ -59,7 +59,17 @@ reported rounds alone do not protect B: a timeout moves on to the next leader's 
 rounds certified meanwhile, so its complaints can be of round k, made before the votes for B'.)
 So every block certified after round k extends B, and no two honest peers finalise different
 blocks at one height. Validator sets come from RadioStation-signed updates carried in the chain
-itself, so every peer verifies a certificate against the same set. Liveness: once the network is
+itself, so every peer verifies a certificate against the same set. A block carrying a new set is
+certified by the old set and its child by the new one, so B's certificate may be by one set and
+B''s by another; the argument above then needs the honest voters of B' (of the new set) among the
+voters of any later block certified by the old set, which holds only when every quorum of the old
+set and every quorum of the new one share a validator that cannot be byzantine. Voters refuse a
+block carrying a set that is not such a step from its parent's (`unsafe_change`), and leaders carry
+the newest issued set that is. Without it, replacing 3 of 4 validators at once forked the seeded
+simulation with one crash as the only fault (tests/sim/test_set_changes.py). Not covered: two
+different new sets carried on rival branches are each checked against their parent's set, not
+against each other; weighted or grouped sets with many validators in common are not checked (see
+`unsafe_change`). Liveness: once the network is
 stable and more than two thirds of the weight is up, timeouts grow until an honest leader's round
 lasts long enough to certify two consecutive blocks. A validator whose lock is above the highest
 certificate a leader knows refuses that leader's block after a timeout; the lock reaches the others
@@ -88,7 +98,7 @@ from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.hashing import EMPTY_ROOT
 from loopchain.types.transaction import Transaction
-from loopchain.types.validators import ValidatorSet
+from loopchain.types.validators import ValidatorSet, unsafe_change
 from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
 
 MAX_WAITING = 16  # proposals and certificates parked while their block is fetched
@@ -96,6 +106,7 @@ MAX_COMPLAINT_ROUNDS = 4  # rounds in which one validator's complaints count at 
 WAITING_BUDGET_BLOCKS = 16  # and the parked blocks' bytes, in blocks of the largest size
 MAX_VOTES_REMEMBERED = 4096  # (round, voter) pairs kept to spot a validator voting twice
 MAX_FETCH_DEPTH = 32  # farther behind than this, sync final blocks instead of fetching
+MAX_ISSUED_SETS = 8  # the RadioStation's newest sets kept, to step through them one by one
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,10 @@ class ChannelConsensus:
         if tip_certificate is not None:
             self.safety.observe_qc(tip_certificate)
         self.latest_validators: ValidatorSet | None = tip.next_validators
+        # the RadioStation's sets newer than the chain's, by version: a leader carries the newest
+        # that the chain's set may hand over to (`unsafe_change`), so that sets issued in quick
+        # succession, each a safe step from the one before, are taken one block at a time
+        self.issued_sets: dict[int, ValidatorSet] = {}
         self.round = max(self.safety.high_qc_round + 1, self.safety.highest_vote_round, 0)
         self.last_tc: TimeoutCertificate | None = None
         self.tc_complaints: tuple[Complaint, ...] = ()  # behind last_tc, when formed here
@@ -161,6 +176,7 @@ class ChannelConsensus:
         # block's hash); the block stays in the tree only (its byte budget bounds it)
         self.awaiting_execution: list[tuple[int, bytes]] = []
         self.genesis_requested = False  # open channel: a validator complained waiting for genesis
+        self.refused_update_version = -1  # the newest set version not carried, as unsafe, and said
 
     # ------------------------------------------------------------ queries
 
@@ -216,8 +232,9 @@ class ChannelConsensus:
     def has_work(self) -> bool:
         """Transactions wait, or a not-yet-final block holds some, or the genesis block of a
         channel that funds accounts is not final yet, or the RadioStation issued a validator set
-        newer than the chain's (a peer that joined an open channel after its first peer founded
-        it votes only once a block carries the set naming it): rounds must make progress."""
+        newer than the chain's, one a block may carry (`unsafe_change`; a peer that joined an open
+        channel after its first peer founded it votes only once a block carries the set naming
+        it): rounds must make progress."""
         if self.pool or self.tree.has_pending_transactions():
             return True
         latest, chain_set = self.latest_validators, self.tip.next_validators
@@ -225,7 +242,30 @@ class ChannelConsensus:
             return False
         if self.tip.height < 0:
             return bool(latest.genesis) or self.genesis_requested
-        return chain_set is not None and latest.version > chain_set.version
+        return (
+            chain_set is not None
+            and latest.version > chain_set.version
+            and self._next_set(chain_set)[0] is not None
+        )
+
+    @property
+    def latest_version(self) -> int:
+        return self.latest_validators.version if self.latest_validators else -1
+
+    def _next_set(self, current: ValidatorSet) -> tuple[ValidatorSet | None, str | None]:
+        """The newest issued set that a block on `current` may carry (None when none may), and
+        why the RadioStation's newest may not, when it may not (the chain keeps its set: voters
+        refuse a block carrying it)."""
+        problem = None
+        for version in sorted(self.issued_sets, reverse=True):
+            if version <= current.version:
+                break
+            candidate = self.issued_sets[version]
+            hazard = unsafe_change(current, candidate, self.config.limits.ratio)
+            if hazard is None:
+                return candidate, None
+            problem = problem or hazard
+        return None, problem
 
     # ------------------------------------------------------------ entry points
 
@@ -357,6 +397,12 @@ class ChannelConsensus:
         update = (
             latest if latest and (current is None or latest.version > current.version) else None
         )
+        refusal: list[m.Action] = []
+        if update is not None and current is not None and parent.height >= 0:
+            update, problem = self._next_set(current)
+            if problem and self.refused_update_version != self.latest_version:
+                self.refused_update_version = self.latest_version
+                refusal.append(m.Rejected(f"validator set not carried: {problem}"))
         voting = update if parent.height < 0 else current
         if voting is None:
             return []
@@ -394,7 +440,7 @@ class ChannelConsensus:
         self.proposed_round = self.round
         self.last_proposal_time = now
         # 3. announce it, and handle it like any validator would (it votes for its own block)
-        return [m.BroadcastProposal(block), *self._on_proposal(block, now)]
+        return [*refusal, m.BroadcastProposal(block), *self._on_proposal(block, now)]
 
     # ------------------------------------------------------------ receiving blocks
 
@@ -938,10 +984,17 @@ class ChannelConsensus:
     def _on_validators(self, validators: ValidatorSet, now: float) -> list[m.Action]:
         if validators.channel != self.tip.channel or not validators.verify_issuer(self.issuer):
             return [m.Rejected("validator set is not signed by the RadioStation")]
-        latest = self.latest_validators
-        if latest is not None and validators.version <= latest.version:
+        chain_set = self.tip.next_validators
+        if validators.version in self.issued_sets or (
+            chain_set is not None and validators.version <= chain_set.version
+        ):
             return []
-        self.latest_validators = validators
+        self.issued_sets[validators.version] = validators
+        for old in sorted(self.issued_sets)[:-MAX_ISSUED_SETS]:
+            del self.issued_sets[old]
+        latest = self.latest_validators
+        if latest is None or validators.version > latest.version:
+            self.latest_validators = validators
         return self._on_progress(now)
 
 

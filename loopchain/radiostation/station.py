@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,15 @@ from loopchain.radiostation.registry import PeerView, Registry
 from loopchain.types import canonical, package_name
 from loopchain.types.crypto import Signer
 from loopchain.types.package_name import is_package_name
-from loopchain.types.validators import Group, Validator, ValidatorSet
+from loopchain.types.validators import (
+    Group,
+    Validator,
+    ValidatorSet,
+    ratio_from_config,
+    unsafe_change,
+)
+
+log = logging.getLogger(__name__)
 
 # Keys the RadioStation reads once at start (listeners, storage and file paths, TLS, logging, the
 # limits and deadlines its servers are made with) and ENABLE_CHANNEL_AUTH, which decides who may
@@ -182,6 +191,15 @@ class Station:
             genesis_by_first=not listed,
         )
         signed = unsigned.signed_by(self.signer)
+        if cached is not None and cached.version < version:
+            problem = unsafe_change(cached, signed, ratio_from_config(self._config.VOTING_RATIO))
+            if problem:  # the peers' leaders will not carry it: say so where the change was made
+                log.warning(
+                    "channel %s: the peers will not carry the new validator set, not a safe "
+                    "step from the last one (they keep theirs): %s",
+                    channel,
+                    problem,
+                )
         self._sets[channel] = signed
         return signed
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -282,6 +283,134 @@ def _validator(value: Any) -> Validator:
         raise EncodingError("field 'public_key' must be hex")
     public_key = canonical.hex_to_bytes(key, "public_key", 33) if key else b""
     return Validator(v["peer_id"], v["weight"], v["group_id"], public_key)
+
+
+# validators in common beyond which a weighted or grouped set change is not searched (3^n
+# splits; 10 take ~0.2 s, once per pair of sets)
+MAX_SEARCHED_COMMON = 10
+_CHANGE_VERDICTS: dict[tuple[bytes, bytes, Fraction], str | None] = {}
+_MAX_VERDICTS = 64
+
+
+def unsafe_change(old: ValidatorSet, new: ValidatorSet, ratio: Fraction = MIN_RATIO) -> str | None:
+    """Why a chain may not hand voting from `old` to `new` in one block, or None when it may.
+
+    The block that carries `new` is certified by `old`; its child by `new`. Finality of that block
+    rests on the child's voters, locked on its certificate, being found among the complainers of
+    any later timeout certificate of `old`. That needs every quorum of `old` and every quorum of
+    `new` to share a member that is honest (neither set's byzantine members holding more than a
+    third). Without it, old members that never saw the certificate can time its round out and
+    certify a rival block that the new set then finalises too: replacing 3 of 4 validators at
+    once forked the seeded simulation with one crash and no byzantine validator. Such a change
+    must be made in smaller steps (add, then remove; one at a time is safe for equal weights).
+
+    Sets of equal weights without groups are decided by counting, at any size. Weighted or
+    grouped sets are searched split by split, up to MAX_SEARCHED_COMMON validators in common;
+    a change of larger ones is not checked (the rule before this check)."""
+    key = (old.hash, new.hash, ratio)
+    if key not in _CHANGE_VERDICTS:
+        if len(_CHANGE_VERDICTS) >= _MAX_VERDICTS:
+            _CHANGE_VERDICTS.pop(next(iter(_CHANGE_VERDICTS)))
+        _CHANGE_VERDICTS[key] = _change_hazard(old, new, ratio)
+    return _CHANGE_VERDICTS[key]
+
+
+@dataclass(frozen=True)
+class _Change:
+    """A set change, its validators sorted: in both sets, only in the old, only in the new."""
+
+    old: ValidatorSet
+    new: ValidatorSet
+    ratio: Fraction
+    common: list[str]
+    removed: list[str]
+    added: list[str]
+
+    @classmethod
+    def of(cls, old: ValidatorSet, new: ValidatorSet, ratio: Fraction) -> _Change:
+        new_ids, old_ids = set(new.peer_ids), set(old.peer_ids)
+        common = [p for p in old.peer_ids if p in new_ids]
+        removed = [p for p in old.peer_ids if p not in new_ids]
+        added = [p for p in new.peer_ids if p not in old_ids]
+        return cls(old, new, ratio, common, removed, added)
+
+    def quorums(self, faulty: Iterable[str], first: Iterable[str], second: Iterable[str]) -> bool:
+        """The removed with `faulty` and `first` are a quorum of the old set, and the added with
+        `faulty` and `second` one of the new set."""
+        faulty = list(faulty)
+        return self.old.has_quorum([*self.removed, *faulty, *first], self.ratio) and (
+            self.new.has_quorum([*self.added, *faulty, *second], self.ratio)
+        )
+
+    def tolerable(self, faulty: Iterable[str]) -> bool:
+        """`faulty` may all be byzantine: a third of neither set's weight."""
+        faulty = list(faulty)
+        return not (
+            self.old.exceeds_third(faulty, self.ratio) or self.new.exceeds_third(faulty, self.ratio)
+        )
+
+
+Split = tuple[list[str], list[str], list[str]]
+
+
+def _change_hazard(old: ValidatorSet, new: ValidatorSet, ratio: Fraction) -> str | None:
+    change = _Change.of(old, new, ratio)
+    if _equal_units(old) and _equal_units(new):
+        witness = _split_equal(change)
+    elif len(change.common) > MAX_SEARCHED_COMMON:
+        return None  # not searched (3^n splits): such a change is carried as before this check
+    else:
+        witness = _split_searched(change)
+    if witness is None:
+        return None
+    faulty, first, second = witness
+    shared = (
+        f"have only {len(faulty)} validator(s) in common, few enough to be byzantine"
+        if faulty
+        else "have no validator in common"
+    )
+    removed, added = len(change.removed), len(change.added)
+    return (
+        f"version {old.version} -> {new.version} ({removed} removed, {added} added): a quorum "
+        f"of the old set ({removed} removed and {len(first)} kept) and a quorum of the new one "
+        f"({added} added and {len(second)} kept) can {shared}; change fewer validators at a time"
+    )
+
+
+def _equal_units(validators: ValidatorSet) -> bool:
+    return not validators.groups and len({v.weight for v in validators.validators}) <= 1
+
+
+def _split_equal(change: _Change) -> Split | None:
+    """Equal weights, no groups: only counts matter. The most validators in common that may be
+    byzantine in both sets help both quorums; the rest are split as the quorums need (the
+    fewest to the old set's)."""
+    common = change.common
+    faulty = 0
+    while faulty < len(common) and change.tolerable(common[: faulty + 1]):
+        faulty += 1
+    rest = common[faulty:]
+    for need in range(len(rest) + 1):
+        if change.quorums(common[:faulty], rest[:need], rest[need:]):
+            return common[:faulty], rest[:need], rest[need:]
+    return None
+
+
+def _split_searched(change: _Change) -> Split | None:
+    """Weights or groups: try every split of the validators in common into possibly byzantine
+    ones (in both quorums), complainers of the old set and voters of the new one."""
+    common = change.common
+    for size in range(len(common) + 1):
+        for faulty in itertools.combinations(common, size):
+            if not change.tolerable(faulty):
+                continue
+            rest = [p for p in common if p not in faulty]
+            for count in range(len(rest) + 1):
+                for first in itertools.combinations(rest, count):
+                    second = [p for p in rest if p not in first]
+                    if change.quorums(faulty, first, second):
+                        return list(faulty), list(first), second
+    return None
 
 
 def _at_least_min(ratio: Fraction) -> Fraction:
