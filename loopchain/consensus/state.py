@@ -98,7 +98,7 @@ from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.hashing import EMPTY_ROOT
 from loopchain.types.transaction import Transaction
-from loopchain.types.validators import ValidatorSet, unsafe_change
+from loopchain.types.validators import MAX_RECENT_SETS, ValidatorSet, unsafe_change
 from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
 
 MAX_WAITING = 16  # proposals and certificates parked while their block is fetched
@@ -106,7 +106,7 @@ MAX_COMPLAINT_ROUNDS = 4  # rounds in which one validator's complaints count at 
 WAITING_BUDGET_BLOCKS = 16  # and the parked blocks' bytes, in blocks of the largest size
 MAX_VOTES_REMEMBERED = 4096  # (round, voter) pairs kept to spot a validator voting twice
 MAX_FETCH_DEPTH = 32  # farther behind than this, sync final blocks instead of fetching
-MAX_ISSUED_SETS = 8  # the RadioStation's newest sets kept, to step through them one by one
+MAX_ISSUED_SETS = MAX_RECENT_SETS + 1  # the RadioStation's newest sets kept, to step through
 
 
 @dataclass(frozen=True)
@@ -982,13 +982,13 @@ class ChannelConsensus:
         return self._maybe_propose(now) + self._arm_timer()
 
     def _on_validators(self, validators: ValidatorSet, now: float) -> list[m.Action]:
-        if validators.channel != self.tip.channel or not validators.verify_issuer(self.issuer):
-            return [m.Rejected("validator set is not signed by the RadioStation")]
         chain_set = self.tip.next_validators
         if validators.version in self.issued_sets or (
             chain_set is not None and validators.version <= chain_set.version
         ):
-            return []
+            return []  # known, or older than the chain's (each refresh sends the recent ones)
+        if validators.channel != self.tip.channel or not validators.verify_issuer(self.issuer):
+            return [m.Rejected("validator set is not signed by the RadioStation")]
         self.issued_sets[validators.version] = validators
         for old in sorted(self.issued_sets)[:-MAX_ISSUED_SETS]:
             del self.issued_sets[old]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -23,7 +24,7 @@ from loopchain.types.channel_name import is_channel_name
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import Signer, address_of
 from loopchain.types.peer import PeerInfo, connect_digest, heartbeat_digest
-from loopchain.types.validators import ValidatorSet
+from loopchain.types.validators import MAX_RECENT_SETS, ValidatorSet
 
 Reply = TypeVar("Reply")
 T = TypeVar("T")
@@ -128,15 +129,18 @@ class RadioStationClient:
             ) from None
         return Registration(reply.order, address_of(reply.radiostation_public_key), grants)
 
-    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], ValidatorSet | None]:
-        """The channel's registered peers and its current signed validator set."""
+    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], list[ValidatorSet]]:
+        """The channel's registered peers and its signed validator sets: the few issued before
+        the current one, then the current one (oldest first; none when it sent none that
+        decodes)."""
         reply = await self._call(self._stub.GetPeerList, pb.ChannelRequest(channel=channel))
         peers = [PeerInfo(p.peer_id, p.target, p.order, p.group_id) for p in reply.peers]
-        try:
-            validators = ValidatorSet.decode(reply.validator_set) if reply.validator_set else None
-        except EncodingError:
-            validators = None
-        return peers, validators
+        raws = [*reply.recent_validator_sets[-MAX_RECENT_SETS:], reply.validator_set]
+        sets = []
+        for raw in raws:
+            with contextlib.suppress(EncodingError):
+                sets.append(ValidatorSet.decode(raw))
+        return peers, sets
 
     async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:
         """Report liveness (signed, timestamped); returns the channel's peer-list version."""
@@ -230,7 +234,7 @@ class RadioStations:
     async def connect(self, signer: Signer, my_target: str, group_id: str = "") -> Registration:
         return await self._first_answer(lambda c: c.connect(signer, my_target, group_id))
 
-    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], ValidatorSet | None]:
+    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], list[ValidatorSet]]:
         return await self._first_answer(lambda c: c.peer_list(channel))
 
     async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:

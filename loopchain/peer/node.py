@@ -629,10 +629,10 @@ class PeerNode:
             stopped.cancel()
 
     async def _refresh_peers(self, rs: RadioStations, service: ChannelService) -> None:
-        peers, validators = await rs.peer_list(service.name)
+        peers, sets = await rs.peer_list(service.name)
         service.set_members(peers)
         self._cache_members(service.name, peers)
-        if validators is not None:
+        for validators in sets:  # oldest first: the chain steps through them
             service.receive(m.ValidatorsChanged(validators))
 
     def _cache_members(self, channel: str, peers: list[PeerInfo]) -> None:

@@ -164,6 +164,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             channel=channel,
             peers=[peer_entry(v) for v in self.station.view(channel)],
             validator_set=self.station.validator_set(channel).encode(),
+            recent_validator_sets=[s.encode() for s in self.station.recent_sets(channel)],
         )
 
     def _heartbeat_problem(

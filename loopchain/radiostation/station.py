@@ -14,6 +14,7 @@ from loopchain.types import canonical, package_name
 from loopchain.types.crypto import Signer
 from loopchain.types.package_name import is_package_name
 from loopchain.types.validators import (
+    MAX_RECENT_SETS,
     Group,
     Validator,
     ValidatorSet,
@@ -90,6 +91,7 @@ class Station:
         self.signer = signer
         self.clock = clock
         self._sets: dict[str, ValidatorSet] = {}
+        self._recent: dict[str, list[ValidatorSet]] = {}  # sets issued before each one of _sets
         self.tls: Tls | None = None  # mutual TLS material when GRPC_SSL_TYPE is 2
         self.metrics = StationMetrics(
             lambda: {channel: self.view(channel) for channel in self.registry.channels},
@@ -136,6 +138,13 @@ class Station:
         if channel not in self.registry.channels:
             raise UnknownChannel(f"unknown channel {shown(channel)}")
         return channel
+
+    def recent_sets(self, channel: str) -> list[ValidatorSet]:
+        """The channel's sets issued before its current one (oldest first, a few): made only
+        when asked, or when the operator changed the channel, so only those two kinds of change
+        are kept apart; a restart forgets them."""
+        self.validator_set(channel)
+        return list(self._recent.get(channel, ()))
 
     def validator_set(self, channel: str) -> ValidatorSet:
         """The channel's current validator set, signed by this RadioStation."""
@@ -192,6 +201,9 @@ class Station:
         )
         signed = unsigned.signed_by(self.signer)
         if cached is not None and cached.version < version:
+            recent = self._recent.setdefault(channel, [])
+            recent.append(cached)
+            del recent[:-MAX_RECENT_SETS]
             problem = unsafe_change(cached, signed, ratio_from_config(self._config.VOTING_RATIO))
             if problem:  # the peers' leaders will not carry it: say so where the change was made
                 log.warning(

@@ -29,6 +29,9 @@ from loopchain.types.genesis import GenesisData
 from loopchain.types.hashing import sha3_256
 
 MIN_RATIO = Fraction(2, 3)
+# the RadioStation's sets issued before a channel's current one that it sends peers along with it:
+# a chain takes a change only in safe steps (`unsafe_change`), through the versions between
+MAX_RECENT_SETS = 7
 
 
 @dataclass(frozen=True)

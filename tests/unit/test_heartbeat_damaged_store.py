@@ -22,6 +22,7 @@ from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.storage.memory import MemoryStore
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
+from loopchain.types.validators import ValidatorSet
 from tests._damaged_store import DAMAGED_PATH, DamagedStore
 from tools.procs import wait_until_async
 
@@ -41,8 +42,8 @@ class RadioStation:
         self.beats.append((channel, peer_type, height))
         return 1
 
-    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], None]:
-        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], None
+    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], list[ValidatorSet]]:
+        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], []
 
 
 def _peer(tmp_path: Path, kv: DamagedStore) -> tuple[PeerNode, ChannelService]:

@@ -19,6 +19,7 @@ from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.storage.memory import MemoryStore
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
+from loopchain.types.validators import ValidatorSet
 from tests.unit._heartbeat import CHANNEL, HeartbeatChannel
 from tools.procs import wait_until_async
 
@@ -42,9 +43,9 @@ class RadioStation:
 
         return check
 
-    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], None]:
+    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], list[ValidatorSet]]:
         self.listed.append(time.monotonic())
-        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], None
+        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], []
 
 
 def _node(tmp_path: Path) -> PeerNode:

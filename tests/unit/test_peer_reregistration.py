@@ -62,8 +62,8 @@ class RadioStation:
             raise RadioStationUnreachable("not now")
         return self.registration
 
-    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], None]:
-        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], None
+    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], list[ValidatorSet]]:
+        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], []
 
 
 def _node(tmp_path: Path, interval: float = 600.0) -> PeerNode:
