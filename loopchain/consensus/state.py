@@ -60,8 +60,8 @@ rounds certified meanwhile, so its complaints can be of round k, made before the
 So every block certified after round k extends B, and no two honest peers finalise different
 blocks at one height. Validator sets come from RadioStation-signed updates carried in the chain
 itself, so every peer verifies a certificate against the same set. A block carrying a new set is
-certified by the old set and its child by the new one, so B's certificate may be by one set and
-B''s by another; the argument above then needs the honest voters of B' (of the new set) among the
+certified by the old set and its child by the new one, so the certificates of B and of B' may be
+by different sets; the argument above then needs the honest voters of B' (of the new set) among the
 voters of any later block certified by the old set, which holds only when every quorum of the old
 set and every quorum of the new one share a validator that cannot be byzantine. Voters refuse a
 block carrying a set that is not such a step from its parent's (`unsafe_change`), and leaders carry
