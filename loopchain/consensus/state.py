@@ -68,8 +68,10 @@ block carrying a set that is not such a step from its parent's (`unsafe_change`)
 the newest issued set that is. Without it, replacing 3 of 4 validators at once forked the seeded
 simulation with one crash as the only fault (tests/sim/test_set_changes.py). Not covered: two
 different new sets carried on rival branches are each checked against their parent's set, not
-against each other; weighted or grouped sets with many validators in common are not checked (see
-`unsafe_change`). Liveness: once the network is
+against each other, and a review's simulation forked that way with message delays alone (two
+sets issued before the first was final, each a safe step); weighted or grouped sets with many
+validators in common are not checked (see `unsafe_change`). Both need the new set to take over
+only from a block final under the old one (an epoch change). Liveness: once the network is
 stable and more than two thirds of the weight is up, timeouts grow until an honest leader's round
 lasts long enough to certify two consecutive blocks. A validator whose lock is above the highest
 certificate a leader knows refuses that leader's block after a timeout; the lock reaches the others
@@ -106,7 +108,7 @@ MAX_COMPLAINT_ROUNDS = 4  # rounds in which one validator's complaints count at 
 WAITING_BUDGET_BLOCKS = 16  # and the parked blocks' bytes, in blocks of the largest size
 MAX_VOTES_REMEMBERED = 4096  # (round, voter) pairs kept to spot a validator voting twice
 MAX_FETCH_DEPTH = 32  # farther behind than this, sync final blocks instead of fetching
-MAX_ISSUED_SETS = MAX_RECENT_SETS + 1  # the RadioStation's newest sets kept, to step through
+MAX_ISSUED_SETS = MAX_RECENT_SETS + 1  # the RadioStation's sets newer than the chain's kept
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,16 @@ class ChannelConsensus:
             and latest.version > chain_set.version
             and self._next_set(chain_set)[0] is not None
         )
+
+    def _prune_issued_sets(self) -> None:
+        """Forget the sets not newer than the chain's; past the bound, those just below the
+        newest: the oldest are the chain's next steps, and the newest its goal."""
+        chain_set = self.tip.next_validators
+        versions = sorted(self.issued_sets)
+        stale = [v for v in versions if chain_set is not None and v <= chain_set.version]
+        fresh = versions[len(stale) :]
+        for version in stale + fresh[MAX_ISSUED_SETS - 1 : -1]:
+            del self.issued_sets[version]
 
     @property
     def latest_version(self) -> int:
@@ -990,8 +1002,7 @@ class ChannelConsensus:
         if validators.channel != self.tip.channel or not validators.verify_issuer(self.issuer):
             return [m.Rejected("validator set is not signed by the RadioStation")]
         self.issued_sets[validators.version] = validators
-        for old in sorted(self.issued_sets)[:-MAX_ISSUED_SETS]:
-            del self.issued_sets[old]
+        self._prune_issued_sets()
         latest = self.latest_validators
         if latest is None or validators.version > latest.version:
             self.latest_validators = validators

@@ -14,6 +14,7 @@ from loopchain.types import canonical, package_name
 from loopchain.types.crypto import Signer
 from loopchain.types.package_name import is_package_name
 from loopchain.types.validators import (
+    MAX_RECENT_BYTES,
     MAX_RECENT_SETS,
     Group,
     Validator,
@@ -140,11 +141,18 @@ class Station:
         return channel
 
     def recent_sets(self, channel: str) -> list[ValidatorSet]:
-        """The channel's sets issued before its current one (oldest first, a few): made only
-        when asked, or when the operator changed the channel, so only those two kinds of change
-        are kept apart; a restart forgets them."""
+        """The channel's sets issued before its current one, oldest first: the newest of those
+        kept (MAX_RECENT_SETS) that fit MAX_RECENT_BYTES. A set is made when the operator changes
+        the channel, when a peer registers, and when asked; a restart forgets them."""
         self.validator_set(channel)
-        return list(self._recent.get(channel, ()))
+        chosen: list[ValidatorSet] = []
+        size = 0
+        for kept in reversed(self._recent.get(channel, ())):
+            size += len(kept.encode())
+            if size > MAX_RECENT_BYTES:
+                break
+            chosen.append(kept)
+        return chosen[::-1]
 
     def validator_set(self, channel: str) -> ValidatorSet:
         """The channel's current validator set, signed by this RadioStation."""

@@ -29,9 +29,11 @@ from loopchain.types.genesis import GenesisData
 from loopchain.types.hashing import sha3_256
 
 MIN_RATIO = Fraction(2, 3)
-# the RadioStation's sets issued before a channel's current one that it sends peers along with it:
-# a chain takes a change only in safe steps (`unsafe_change`), through the versions between
-MAX_RECENT_SETS = 7
+# the RadioStation's sets issued before a channel's current one that it keeps and sends peers
+# along with it (at most MAX_RECENT_BYTES of them, the newest): a chain takes a change only in
+# safe steps (`unsafe_change`), through the versions between
+MAX_RECENT_SETS = 64
+MAX_RECENT_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -289,7 +291,7 @@ def _validator(value: Any) -> Validator:
 
 
 # validators in common beyond which a weighted or grouped set change is not searched (3^n
-# splits; 10 take ~0.2 s, once per pair of sets)
+# splits; 10 take 0.2-0.4 s, once per pair of sets)
 MAX_SEARCHED_COMMON = 10
 _CHANGE_VERDICTS: dict[tuple[bytes, bytes, Fraction], str | None] = {}
 _MAX_VERDICTS = 64

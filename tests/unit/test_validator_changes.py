@@ -10,6 +10,7 @@ import logging
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -24,6 +25,8 @@ from loopchain.radiostation.station import Station
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.validators import (
+    MAX_RECENT_BYTES,
+    MAX_RECENT_SETS,
     MAX_SEARCHED_COMMON,
     MIN_RATIO,
     Group,
@@ -222,18 +225,23 @@ def test_a_weighted_change_beyond_the_search_is_not_checked() -> None:
     assert unsafe_change(members(1, beyond, weights), members(2, beyond[1:], weights)) is None
 
 
+def _listed_station(tmp_path: Path, peers: list[dict[str, Any]]) -> Station:
+    """A RadioStation whose channel "c" lists `peers` (ENABLE_CHANNEL_AUTH)."""
+    cmd = tmp_path / "channel_manage_data.json"
+    cmd.write_text(json.dumps({"c": {"peers": peers}}))
+    config = load_config(environ={}, overrides={"CHANNEL_MANAGE_DATA_PATH": str(cmd)})
+    specs = parse_channels(cmd, json.loads(cmd.read_text()), "loopchain/default")
+    registry = Registry.open(tmp_path / "registry.json", specs, channel_auth=True)
+    return Station(config, registry, Signer.generate(), time.time)
+
+
 def test_the_radiostation_warns_of_a_set_the_peers_will_not_carry(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Removing the weight-3 validator of five is one operator request, and an unsafe step: the
     RadioStation names it in its log where the operator made it. A safe removal is not named."""
     peers = [{"peer_id": IDS[0], "weight": 3}, *({"peer_id": IDS[i]} for i in range(1, 6))]
-    cmd = tmp_path / "channel_manage_data.json"
-    cmd.write_text(json.dumps({"c": {"peers": peers}}))
-    config = load_config(environ={}, overrides={"CHANNEL_MANAGE_DATA_PATH": str(cmd)})
-    specs = parse_channels(cmd, json.loads(cmd.read_text()), "loopchain/default")
-    registry = Registry.open(tmp_path / "registry.json", specs, channel_auth=True)
-    station = Station(config, registry, Signer.generate(), time.time)
+    station = _listed_station(tmp_path, peers)
     first = station.validator_set("c")
     caplog.set_level(logging.WARNING, logger="loopchain.radiostation.station")
     channel_admin.remove_member(station, "c", IDS[5], "")
@@ -243,3 +251,62 @@ def test_the_radiostation_warns_of_a_set_the_peers_will_not_carry(
     station.validator_set("c")
     assert len(caplog.records) == 1
     assert "the peers will not carry the new validator set" in caplog.records[0].getMessage()
+
+
+def test_a_burst_of_registrations_is_taken_one_safe_step_at_a_time() -> None:
+    """An open channel founded by one peer, then eleven peers registering in a burst: one set per
+    registration, as a refresh of the peer list brings them. From one validator only one more is a
+    safe step, so the chain steps through the versions, each carried set a safe step from the one
+    before (a jump from 1 to 12 would be refused; the RadioStation keeping only 7 sets before its
+    current one made peers stall at version 1 this way)."""
+    net = Network(12, seed=3)
+    everyone = net.validators
+
+    def grown(version: int) -> ValidatorSet:
+        first = everyone.validators[:version]
+        return ValidatorSet(CHANNEL, version, first, genesis_by_first=True).signed_by(net.issuer)
+
+    founder = everyone.validators[0].peer_id
+    net.validators = grown(1)
+    net.start()
+    net.submit(founder, 1)
+    net.run_until(5)
+    assert net.nodes[founder].state.tip.next_validators == grown(1)
+    for version in range(2, 13):
+        net.issue(grown(version), max_delay=0.0)
+    for _ in range(20):
+        net.submit(founder, 1)
+        net.run_until(net.now + 3)
+    net.check_safety()
+    assert net.nodes[founder].state.tip.next_validators == grown(12)
+    carried = [
+        b.validator_update.version
+        for b, _ in net.nodes[founder].chain
+        if b.validator_update is not None
+    ]
+    assert carried == sorted(carried) and carried[-1] == 12
+    for version_before, version_after in itertools.pairwise(carried[1:]):
+        assert unsafe_change(grown(version_before), grown(version_after)) is None
+
+
+def test_the_radiostation_keeps_the_newest_sets_within_its_bounds(tmp_path: Path) -> None:
+    """Every operator change issues a set; the peer list carries the newest ones kept before the
+    current one, oldest first, at most MAX_RECENT_SETS and MAX_RECENT_BYTES of them."""
+    peers = [{"peer_id": IDS[0]}]
+    station = _listed_station(tmp_path, peers)
+    first = station.validator_set("c").version
+    for round_ in range(MAX_RECENT_SETS + 6):
+        entry = {"peer_id": IDS[1], "weight": 1 + round_ % 2}
+        if round_ % 2:
+            channel_admin.remove_member(station, "c", IDS[1], "")
+        else:
+            channel_admin.add_member(station, {"channel": "c", **entry})
+        station.validator_set("c")
+    recent = station.recent_sets("c")
+    current = station.validator_set("c")
+    assert len(recent) == MAX_RECENT_SETS
+    assert [s.version for s in recent] == list(
+        range(current.version - MAX_RECENT_SETS, current.version)
+    )
+    assert recent[0].version > first
+    assert sum(len(s.encode()) for s in recent) <= MAX_RECENT_BYTES
