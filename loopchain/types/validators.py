@@ -322,7 +322,7 @@ def unsafe_change(old: ValidatorSet, new: ValidatorSet, ratio: Fraction = MIN_RA
 
 @dataclass(frozen=True)
 class _Change:
-    """A set change, its validators sorted: in both sets, only in the old, only in the new."""
+    """A set change and its validators by kind: in both sets, only in the old, only in the new."""
 
     old: ValidatorSet
     new: ValidatorSet
