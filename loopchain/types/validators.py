@@ -219,6 +219,12 @@ class ValidatorSet:
         return {**self.body(), "issuer": self.issuer, "signature": self.signature.hex()}
 
     def encode(self) -> bytes:
+        return self._encoded
+
+    @functools.cached_property
+    def _encoded(self) -> bytes:
+        # made once per object (every field is immutable): the RadioStation sends a channel's
+        # recent sets with every peer list, and sizes them first
         return canonical.encode(self.to_json())
 
     @classmethod
