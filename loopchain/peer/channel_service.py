@@ -296,9 +296,16 @@ class ChannelService:
         return {*self.members, self.settings.issuer}
 
     def set_members(self, peers: list[PeerInfo]) -> None:
-        """The channel's peers as the RadioStation lists them."""
+        """The channel's peers as the RadioStation lists them, and those it no longer lists that
+        the chain still counts as validators: unlisted or removed together, they vote (and lead
+        in their turns) until the chain carries the set that drops them, so they must hear the
+        others. Dropped from this list, they no longer did, and a channel whose removed peers
+        held a third of the weight halted."""
         known = {*self.members, self.signer.address}
-        self.members = {p.peer_id: p for p in peers}
+        listed = {p.peer_id: p for p in peers}
+        voters = self._chain_voters()
+        kept = {i: p for i, p in self.members.items() if i not in listed and i in voters}
+        self.members = {**listed, **kept}
         for peer_id in [p for p in self._missing_since if p in self.members]:
             del self._missing_since[peer_id]
             self._missing_warned.discard(peer_id)
@@ -944,6 +951,12 @@ class ChannelService:
         me = self.signer.address
         if any(v.peer_id not in self.members and v.peer_id != me for v in voting.validators):
             self.on_members_wanted()
+
+    def _chain_voters(self) -> set[str]:
+        """The validators of the chain's final set and of the set its next block would have."""
+        state = self.consensus
+        sets = (state.tip.next_validators, state.voting_set)
+        return {peer_id for voting in sets if voting is not None for peer_id in voting.peer_ids}
 
     def _other_peers(self) -> list[PeerInfo]:
         return [p for p in self.members.values() if p.peer_id != self.signer.address]

@@ -495,6 +495,24 @@ class PeerNode:
                 unknown = isinstance(exc, RadioStationRefused) and exc.unknown_peer
                 if unknown and name not in self._ungranted:
                     await self._register_again(rs)
+                if unknown:
+                    await self._follow_sets(rs, service)
+
+    async def _follow_sets(self, rs: RadioStations, service: ChannelService) -> None:
+        """A peer the RadioStation no longer knows (unlisted or removed) still takes the
+        channel's sets while the chain's set names it: the chain must carry the change that
+        removes it, and until then this peer votes and leads in its turns. Without them a
+        channel halted when the peers removed together held a third of the weight: their turns
+        went unled and their complaints were missing."""
+        try:
+            if service.status().get("role") == "auditor":
+                return
+            _peers, sets = await rs.peer_list(service.name)
+        except (RadioStationUnreachable, RadioStationRefused, StorageError, StoreDamaged) as exc:
+            log.debug("validator sets not fetched: %s", exc)
+            return
+        for validators in sets:
+            service.receive(m.ValidatorsChanged(validators))
 
     def _warn_busy(self, exc: RadioStationBusy) -> None:
         """A heartbeat (or member list) the RadioStation was too busy to answer: warned about once

@@ -12,11 +12,16 @@ class HeartbeatChannel:
 
     name = CHANNEL
 
-    def __init__(self) -> None:
+    def __init__(self, role: str = "validator") -> None:
         self.members: list[PeerInfo] = []
+        self.role = role
+        self.received: list[object] = []  # the consensus events it was given
 
-    def status(self) -> dict[str, int]:
-        return {"peer_type": 0, "block_height": 0}
+    def status(self) -> dict[str, int | str]:
+        return {"peer_type": 0, "block_height": 0, "role": self.role}
 
     def set_members(self, peers: list[PeerInfo]) -> None:
         self.members = peers
+
+    def receive(self, event: object) -> None:
+        self.received.append(event)

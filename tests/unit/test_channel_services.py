@@ -45,7 +45,9 @@ class Cluster:
         peers: int = PEERS,
         overrides: dict[str, object] | None = None,
         disk: type[MemoryStore] = MemoryStore,
+        listed: int | None = None,
     ) -> None:
+        self.listed = listed  # how many of the peers the member lists name at start (all: None)
         self.config = load_config(
             environ={},
             overrides={
@@ -56,6 +58,7 @@ class Cluster:
         )
         issuer = Signer.generate()
         self.issuer = issuer.address
+        self.issuer_signer = issuer
         self.signers = [Signer.generate() for _ in range(peers)]
         self.validators = ValidatorSet(
             CHANNEL, 1, tuple(Validator(s.address) for s in self.signers)
@@ -89,7 +92,7 @@ class Cluster:
             store=BlockStore(self.kvs[index], CHANNEL),
             transport=self.network.transport(signer.address),
         )
-        service.set_members(self.peers)
+        service.set_members(self.peers[: self.listed])
         self.network.backends[signer.address] = service
         return service
 
@@ -225,6 +228,7 @@ async def test_a_proposal_made_before_the_member_list_was_known_reaches_members_
     cluster = Cluster(
         tmp_path,
         overrides={"TIMEOUT_FOR_LEADER_COMPLAIN": 10.0, "MAX_TIMEOUT_FOR_LEADER_COMPLAIN": 10.0},
+        listed=0,
     )
     try:
         services = cluster.services
@@ -258,12 +262,11 @@ async def test_a_member_missing_from_the_list_past_the_grace_is_warned_about_onc
     if past_grace:
         monkeypatch.setattr(channel_service, "MISSING_MEMBER_GRACE_S", 0.0)
     caplog.set_level(logging.INFO, logger=channel_service.__name__)
-    cluster = Cluster(tmp_path, overrides={"LEADER_BLOCK_CREATION_LIMIT": 1})  # each leads in turn
+    # each leads in turn; the RadioStation never listed the fourth
+    cluster = Cluster(tmp_path, overrides={"LEADER_BLOCK_CREATION_LIMIT": 1}, listed=3)
     try:
         services = cluster.services
         missing = cluster.peers[3].peer_id
-        for service in services[:3]:  # the RadioStation does not list the fourth
-            service.set_members(cluster.peers[:3])
 
         def notes(level: int) -> list[str]:
             return [
@@ -902,5 +905,41 @@ async def test_a_block_made_final_and_the_vote_after_it_are_one_synced_write(
             # (blocks made final by a certificate alone, when the load ends or a round times
             # out, come with no vote)
             assert finals and together, (len(together), len(finals))
+    finally:
+        await cluster.stop()
+
+
+async def test_validators_the_radiostation_unlisted_together_still_hear_the_others(
+    tmp_path: Path,
+) -> None:
+    """The operator unlists three of four validators back to back. The RadioStation's member
+    list then names only the first peer, but the chain still counts the three as validators
+    until a block carries each set that drops one: they must keep hearing it. Before, the first
+    peer dropped them from its member list at once and sent its complaints and proposals to
+    nobody: a local network of four (./localnet.sh, three unlisted with gtool) halted with the
+    change half carried. Once the chain drops them, the next refresh drops them too."""
+    cluster = Cluster(tmp_path, overrides={"LEADER_BLOCK_CREATION_LIMIT": 1})
+    try:
+        services = cluster.services
+        txs = await submit(services[0], 1, "before the changes")  # the genesis block, and one
+        await cluster.wait(lambda: cluster.final_everywhere(txs, services), "final everywhere")
+        issuer = cluster.issuer_signer
+        everyone = cluster.validators.validators
+        for version, count in ((2, 3), (3, 2), (4, 1)):
+            issued = ValidatorSet(CHANNEL, version, everyone[:count]).signed_by(issuer)
+            for service in services:
+                service.receive(m.ValidatorsChanged(issued))
+        services[0].set_members(cluster.peers[:1])  # the RadioStation lists only the first
+        assert set(services[0].members) == {p.peer_id for p in cluster.peers}  # still voters
+
+        def last_set_final() -> bool:
+            tip = services[0].consensus.tip.next_validators
+            return tip is not None and tip.version == 4
+
+        await cluster.wait(last_set_final, "the last set final on the first peer")
+        voting = services[0].consensus.voting_set
+        assert voting is not None and voting.peer_ids == [cluster.peers[0].peer_id]
+        services[0].set_members(cluster.peers[:1])  # the next refresh: no longer validators
+        assert set(services[0].members) == {cluster.peers[0].peer_id}
     finally:
         await cluster.stop()

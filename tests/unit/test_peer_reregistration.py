@@ -49,6 +49,8 @@ class RadioStation:
         self.registration = registration
         self.heartbeats = 0
         self.connects = 0
+        self.sets: list[ValidatorSet] = []  # what peer_list answers besides the one peer
+        self.lists = 0
 
     async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:
         self.heartbeats += 1
@@ -63,7 +65,8 @@ class RadioStation:
         return self.registration
 
     async def peer_list(self, channel: str) -> tuple[list[PeerInfo], list[ValidatorSet]]:
-        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], []
+        self.lists += 1
+        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], list(self.sets)
 
 
 def _node(tmp_path: Path, interval: float = 600.0) -> PeerNode:
@@ -199,3 +202,24 @@ async def test_a_worker_that_cannot_leave_its_registration_for_the_cache_goes_on
     rs.refusal = None
     await _beat(node, rs, 1)
     assert rs.heartbeats == 2
+
+
+@pytest.mark.parametrize("role", ["validator", "auditor"])
+async def test_an_unlisted_validator_still_takes_the_channels_sets(
+    tmp_path: Path, role: str
+) -> None:
+    """A peer the operator unlisted is refused as unknown, but while the chain still counts it as
+    a validator it must carry the change that removes it: it takes the channel's sets at each
+    refused heartbeat, oldest first (not its member list: the chain decides when it leaves). An
+    auditor has no such need and asks for nothing."""
+    node, rs = _node(tmp_path), RadioStation(ResponseCode.PEER_UNKNOWN, None)
+    channel = HeartbeatChannel(role)
+    node.channels[CHANNEL] = channel  # type: ignore[assignment]
+    rs.sets = [ValidatorSet(CHANNEL, version, ()) for version in (5, 6, 7)]
+    await _beat(node, rs, 2)
+    versions = [event.validators.version for event in channel.received]  # type: ignore[attr-defined]
+    if role == "validator":
+        assert versions == [5, 6, 7, 5, 6, 7]  # known versions cost the consensus nothing
+    else:
+        assert versions == [] and rs.lists == 0
+    assert channel.members == []  # the member list waits for a heartbeat the RadioStation takes
