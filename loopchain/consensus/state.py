@@ -406,11 +406,12 @@ class ChannelConsensus:
         # 1. the validator sets: the parent's next set votes; a newer RadioStation set rides along
         latest = self.latest_validators
         current = parent.next_validators
-        update = (
-            latest if latest and (current is None or latest.version > current.version) else None
-        )
         refusal: list[m.Action] = []
-        if update is not None and current is not None and parent.height >= 0:
+        if current is None or parent.height < 0:  # the genesis block: the newest set, as issued
+            update = (
+                latest if latest and (current is None or latest.version > current.version) else None
+            )
+        else:  # the newest issued set that is a safe step (`unsafe_change`)
             update, problem = self._next_set(current)
             if problem and self.refused_update_version != self.latest_version:
                 self.refused_update_version = self.latest_version

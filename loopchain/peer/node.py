@@ -495,7 +495,7 @@ class PeerNode:
                 unknown = isinstance(exc, RadioStationRefused) and exc.unknown_peer
                 if unknown and name not in self._ungranted:
                     await self._register_again(rs)
-                if unknown:
+                if unknown and status.get("role") != "auditor":
                     await self._follow_sets(rs, service)
 
     async def _follow_sets(self, rs: RadioStations, service: ChannelService) -> None:
@@ -505,10 +505,8 @@ class PeerNode:
         channel halted when the peers removed together held a third of the weight: their turns
         went unled and their complaints were missing."""
         try:
-            if service.status().get("role") == "auditor":
-                return
             _peers, sets = await rs.peer_list(service.name)
-        except (RadioStationUnreachable, RadioStationRefused, StorageError, StoreDamaged) as exc:
+        except (RadioStationUnreachable, RadioStationRefused) as exc:
             log.debug("validator sets not fetched: %s", exc)
             return
         for validators in sets:

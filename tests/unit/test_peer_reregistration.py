@@ -51,6 +51,7 @@ class RadioStation:
         self.connects = 0
         self.sets: list[ValidatorSet] = []  # what peer_list answers besides the one peer
         self.lists = 0
+        self.list_down = False  # peer_list raises RadioStationUnreachable
 
     async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:
         self.heartbeats += 1
@@ -66,6 +67,8 @@ class RadioStation:
 
     async def peer_list(self, channel: str) -> tuple[list[PeerInfo], list[ValidatorSet]]:
         self.lists += 1
+        if self.list_down:
+            raise RadioStationUnreachable("no peer list now")
         return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], list(self.sets)
 
 
@@ -223,3 +226,20 @@ async def test_an_unlisted_validator_still_takes_the_channels_sets(
     else:
         assert versions == [] and rs.lists == 0
     assert channel.members == []  # the member list waits for a heartbeat the RadioStation takes
+
+
+async def test_a_peer_list_that_fails_leaves_the_sets_for_the_next_heartbeat(
+    tmp_path: Path,
+) -> None:
+    """The unlisted validator's fetch of the sets fails: nothing is taken, the heartbeat loop goes
+    on, and the next refused heartbeat fetches them."""
+    node, rs = _node(tmp_path), RadioStation(ResponseCode.PEER_UNKNOWN, None)
+    channel = HeartbeatChannel()
+    node.channels[CHANNEL] = channel  # type: ignore[assignment]
+    rs.sets = [ValidatorSet(CHANNEL, 5, ())]
+    rs.list_down = True
+    await _beat(node, rs, 1)
+    assert rs.lists == 1 and channel.received == []
+    rs.list_down = False
+    await _beat(node, rs, 1)
+    assert [event.validators.version for event in channel.received] == [5]  # type: ignore[attr-defined]

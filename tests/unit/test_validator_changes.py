@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from loopchain.blockchain.chain import ChainTip, check_update_safety
 from loopchain.configure import load_config
 from loopchain.radiostation import channel_admin
+from loopchain.radiostation import station as station_module
 from loopchain.radiostation.channels import parse_channels
 from loopchain.radiostation.registry import Registry
 from loopchain.radiostation.station import Station
@@ -310,3 +311,20 @@ def test_the_radiostation_keeps_the_newest_sets_within_its_bounds(tmp_path: Path
     )
     assert recent[0].version > first
     assert sum(len(s.encode()) for s in recent) <= MAX_RECENT_BYTES
+
+
+def test_the_recent_sets_sent_stop_at_the_byte_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_RECENT_BYTES the peer list carries the newest sets that fit, oldest first."""
+    station = _listed_station(tmp_path, [{"peer_id": IDS[0]}])
+    station.validator_set("c")
+    for round_ in range(6):
+        if round_ % 2:
+            channel_admin.remove_member(station, "c", IDS[1], "")
+        else:
+            channel_admin.add_member(station, {"channel": "c", "peer_id": IDS[1]})
+    kept = station.recent_sets("c")
+    room = sum(len(s.encode()) for s in kept[-3:])
+    monkeypatch.setattr(station_module, "MAX_RECENT_BYTES", room)
+    assert [s.version for s in station.recent_sets("c")] == [s.version for s in kept[-3:]]
