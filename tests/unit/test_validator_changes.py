@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from loopchain.blockchain.chain import ChainTip, check_update_safety
 from loopchain.configure import load_config
+from loopchain.consensus import messages as m
 from loopchain.radiostation import channel_admin
 from loopchain.radiostation import station as station_module
 from loopchain.radiostation.channels import parse_channels
@@ -328,3 +329,20 @@ def test_the_recent_sets_sent_stop_at_the_byte_bound(
     room = sum(len(s.encode()) for s in kept[-3:])
     monkeypatch.setattr(station_module, "MAX_RECENT_BYTES", room)
     assert [s.version for s in station.recent_sets("c")] == [s.version for s in kept[-3:]]
+
+
+def test_a_set_not_signed_by_the_radiostation_is_refused_and_not_kept() -> None:
+    """A set signed by another key (a forged one among the recent sets) is named and dropped: it
+    is neither a step the leader may carry nor the newest set."""
+    net = Network(4, seed=6)
+    net.start()
+    net.submit(net.validators.validators[0].peer_id, 1)
+    net.run_until(2.0)
+    state = next(iter(net.nodes.values())).state
+    forged = ValidatorSet(CHANNEL, 9, net.validators.validators[:3]).signed_by(Signer.generate())
+    actions = state.handle(m.ValidatorsChanged(forged), net.now)
+    assert [a.reason for a in actions if isinstance(a, m.Rejected)] == [
+        "validator set is not signed by the RadioStation"
+    ]
+    assert 9 not in state.issued_sets and state.latest_version == 1
+    assert not state.has_work()
