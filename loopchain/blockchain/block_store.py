@@ -69,6 +69,7 @@ peer reads what is left there (`legacy_intake`), moves it to the journal and dro
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
@@ -653,12 +654,12 @@ class BlockStore:
 
     def update_heights(self, limit: int = 2) -> list[int]:
         """Heights of the newest blocks that carry a validator update, newest first."""
-        heights = []
+        return list(itertools.islice(self.iter_update_heights(), limit))
+
+    def iter_update_heights(self) -> Iterator[int]:
+        """Heights of the blocks that carry a validator update, newest first, as they are read."""
         for key, _ in self._kv.iterate(UPDATES, reverse=True):
-            heights.append(_int(key[len(UPDATES) :]))
-            if len(heights) >= limit:
-                break
-        return heights
+            yield _int(key[len(UPDATES) :])
 
     def block_by_hash(self, block_hash: bytes) -> Block | None:
         """The final block with `block_hash`, None when there is none."""

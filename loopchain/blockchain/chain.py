@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from loopchain.types.block import Block
 from loopchain.types.hashing import EMPTY_ROOT
-from loopchain.types.validators import ValidatorSet, unsafe_change
+from loopchain.types.validators import JointSet, ValidatorSet, Voters
 from loopchain.types.vote import QuorumCertificate
 
 
 @dataclass(frozen=True)
 class ChainTip:
-    """The last final block of a channel and the validator sets around it."""
+    """A block of a channel (the last final one, or one above it) and the validator sets around it.
+
+    A block may carry a new validator set when none is pending. From it on the set is pending:
+    every block is voted by the chain's set and the pending one together (`JointSet`, a quorum
+    of each), none carries another set, and the first block of the round right after its parent's
+    (the handover) hands the chain over to the pending set. The handover's certificate holds a
+    quorum of the old set locked on its parent's certificate, so that parent is final under the
+    old set (two-chain rule); every certificate from the carrier's children on holds a quorum of
+    the new set. (The consensus module's docstring gives the safety argument.)
+    """
 
     channel: str
     height: int = -1  # -1: no block yet
@@ -21,13 +31,19 @@ class ChainTip:
     round: int = -1
     timestamp: int = 0
     state_height: int = -1  # the executed height whose roots the tip block carries
-    validators: ValidatorSet | None = None  # the set that certified the tip block
-    next_validators: ValidatorSet | None = None  # the set that votes at height + 1
+    validators: Voters | None = None  # who certified the block (both sets while one is pending)
+    next_validators: ValidatorSet | None = None  # the chain's set after the block
+    pending: ValidatorSet | None = None  # a set carried at or below the block, not handed over
 
     def advance(self, block: Block) -> ChainTip:
-        """The tip after `block` (already checked to extend this tip) becomes final."""
-        voting = self.voting_set_for(block)
-        following = block.validator_update if block.validator_update is not None else voting
+        """The point after `block`, a child of this one (already checked to extend it)."""
+        handover = self.is_handover(block)
+        if block.height == 0:
+            pending = None
+        elif self.pending is not None and not handover:
+            pending = self.pending
+        else:
+            pending = block.validator_update
         return replace(
             self,
             height=block.height,
@@ -35,15 +51,43 @@ class ChainTip:
             round=block.header.round,
             timestamp=block.header.timestamp,
             state_height=block.header.state_height,
-            validators=voting,
-            next_validators=following,
+            validators=self.voting_set_for(block),
+            next_validators=(
+                block.validator_update
+                if block.height == 0
+                else self.pending
+                if handover
+                else self.next_validators
+            ),
+            pending=pending,
         )
 
-    def voting_set_for(self, block: Block) -> ValidatorSet | None:
-        """The validator set that votes on `block` at height tip + 1."""
+    @functools.cached_property
+    def child_voters(self) -> Voters | None:
+        """Who votes on a block extending this one: the chain's set, and the pending set with it."""
+        current = self.next_validators
+        if current is None or self.pending is None:
+            return current
+        return JointSet(current, self.pending)
+
+    def voting_set_for(self, block: Block) -> Voters | None:
+        """Who votes on `block`, a child of this one."""
         if block.height == 0:
             return block.validator_update
-        return self.next_validators
+        if self.is_legacy_handover(block):
+            return self.pending
+        return self.child_voters
+
+    def is_handover(self, block: Block) -> bool:
+        """`block`, a child of this one, hands the chain over to the pending set."""
+        return self.pending is not None and (
+            block.header.round == self.round + 1 or self.is_legacy_handover(block)
+        )
+
+    def is_legacy_handover(self, block: Block) -> bool:
+        """`block` names the set its parent carries as its only voters: how chains of earlier
+        versions handed over (synced as final; no voter accepts it as a proposal)."""
+        return self.pending is not None and block.header.validators_hash == self.pending.hash
 
 
 # a block's bytes besides its transactions' (header, certificates, validator set), as bounds allow
@@ -107,6 +151,8 @@ def _check_validators(tip: ChainTip, block: Block, issuer: str) -> str | None:
     if update is not None:
         if not update.verify_issuer(issuer):
             return "validator update is not signed by the RadioStation"
+        if tip.pending is not None:
+            return "validator update while another set is being handed over"
         if tip.next_validators is not None and update.version <= tip.next_validators.version:
             return "validator update is not newer than the current set"
     voting = tip.voting_set_for(block)
@@ -131,10 +177,11 @@ def _check_prev_qc(tip: ChainTip, block: Block, ratio: Fraction) -> str | None:
     problem = qc.verify(tip.validators, ratio)
     tc = block.header.prev_tc
     if problem is None and tc is not None:
-        assert tip.next_validators is not None
+        voting = tip.voting_set_for(block)
+        assert voting is not None
         if tc.round >= block.header.round:
             return "block's timeout certificate is not for an earlier round"
-        problem = tc.verify(tip.next_validators, ratio)
+        problem = tc.verify(voting, ratio)
     return problem
 
 
@@ -148,18 +195,9 @@ def check_proposal_bounds(tip: ChainTip, block: Block, limits: Limits, now_us: i
         return "block timestamp does not advance"
     if abs(block.header.timestamp - now_us) > limits.max_skew_us:
         return "block timestamp is too far from this peer's clock"
-    return check_update_safety(tip, block, limits.ratio)
-
-
-def check_update_safety(tip: ChainTip, block: Block, ratio: Fraction) -> str | None:
-    """A validator set change a voter may vote for: its quorums meet the current set's in an
-    honest validator (`unsafe_change`). Only proposals are held to it: a chain that made such a
-    change before this check existed still syncs, its blocks final by their proofs."""
-    update, current = block.validator_update, tip.next_validators
-    if update is None or current is None or block.height == 0:
-        return None
-    problem = unsafe_change(current, update, ratio)
-    return f"validator set change refused: {problem}" if problem else None
+    if tip.is_legacy_handover(block):
+        return "a validator set change is voted by the old set and the new one together"
+    return None
 
 
 def check_certificate(

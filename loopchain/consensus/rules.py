@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loopchain.types.validators import ValidatorSet
+from loopchain.types.validators import Voters
 from loopchain.types.vote import QuorumCertificate, TimeoutCertificate
 
 
-def leader_of(validators: ValidatorSet, round_: int, blocks_per_leader: int) -> str:
+def leader_of(validators: Voters, round_: int, blocks_per_leader: int) -> str:
     """The proposer of `round_`: validators take turns, each for `blocks_per_leader` rounds."""
     return validators.leader_at(round_ // blocks_per_leader)
 

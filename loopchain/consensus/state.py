@@ -59,19 +59,21 @@ reported rounds alone do not protect B: a timeout moves on to the next leader's 
 rounds certified meanwhile, so its complaints can be of round k, made before the votes for B'.)
 So every block certified after round k extends B, and no two honest peers finalise different
 blocks at one height. Validator sets come from RadioStation-signed updates carried in the chain
-itself, so every peer verifies a certificate against the same set. A block carrying a new set is
-certified by the old set and its child by the new one, so the certificates of B and of B' may be
-by different sets; the argument above then needs the honest voters of B' (of the new set) among the
-voters of any later block certified by the old set, which holds only when every quorum of the old
-set and every quorum of the new one share a validator that cannot be byzantine. Voters refuse a
-block carrying a set that is not such a step from its parent's (`unsafe_change`), and leaders carry
-the newest issued set that is. Without it, replacing 3 of 4 validators at once forked the seeded
-simulation with one crash as the only fault (tests/sim/test_set_changes.py). Not covered: two
-different new sets carried on rival branches are each checked against their parent's set, not
-against each other, and a review's simulation forked that way with message delays alone (two
-sets issued before the first was final, each a safe step); weighted or grouped sets with many
-validators in common are not checked (see `unsafe_change`). Both need the new set to take over
-only from a block final under the old one (an epoch change). Liveness: once the network is
+itself, so every peer verifies a certificate against the same set. Changes (`ChainTip`): a block
+may carry a new set N only when none is pending; from it on N is pending, and every block is voted
+jointly (a quorum of the chain's set T and a quorum of N) and carries no set, until the first
+block of the round right after its parent's (the handover), after which N alone votes. So every
+certificate holds a quorum of the set its parent runs on and of the set after it. Let final blocks
+B1 and B2 conflict, A their last common ancestor, and U the set pending at A, or A's own set when
+none is. Up to its first handover (its second when U was pending), every certificate on either
+branch above A holds a quorum of U. Such a handover's parent P lies above A and is final under U
+(P and the handover both hold quorums of U, in consecutive rounds), so by the argument above, for
+U, the other branch's final blocks would extend P: neither branch has one below its final block.
+The argument above, for U, then gives B1 = B2. (The seeded simulation forked when the new set
+alone voted on the carrier's child: replacing 3 of 4 validators at once with one crash as the only
+fault, and two sets on rival branches with message delays alone; and when a later child of the
+carrier put the chain back on the old set while the handover's certificate reached only the new
+members. tests/sim/test_set_changes.py.) Liveness: once the network is
 stable and more than two thirds of the weight is up, timeouts grow until an honest leader's round
 lasts long enough to certify two consecutive blocks. A validator whose lock is above the highest
 certificate a leader knows refuses that leader's block after a timeout; the lock reaches the others
@@ -100,7 +102,7 @@ from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.hashing import EMPTY_ROOT
 from loopchain.types.transaction import Transaction
-from loopchain.types.validators import MAX_RECENT_SETS, ValidatorSet, unsafe_change
+from loopchain.types.validators import ValidatorSet, Voters
 from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
 
 MAX_WAITING = 16  # proposals and certificates parked while their block is fetched
@@ -108,7 +110,6 @@ MAX_COMPLAINT_ROUNDS = 4  # rounds in which one validator's complaints count at 
 WAITING_BUDGET_BLOCKS = 16  # and the parked blocks' bytes, in blocks of the largest size
 MAX_VOTES_REMEMBERED = 4096  # (round, voter) pairs kept to spot a validator voting twice
 MAX_FETCH_DEPTH = 32  # farther behind than this, sync final blocks instead of fetching
-MAX_ISSUED_SETS = MAX_RECENT_SETS + 1  # the RadioStation's sets newer than the chain's kept
 
 
 @dataclass(frozen=True)
@@ -150,10 +151,6 @@ class ChannelConsensus:
         if tip_certificate is not None:
             self.safety.observe_qc(tip_certificate)
         self.latest_validators: ValidatorSet | None = tip.next_validators
-        # the RadioStation's sets newer than the chain's, by version: a leader carries the newest
-        # that the chain's set may hand over to (`unsafe_change`), so that sets issued in quick
-        # succession, each a safe step from the one before, are taken one block at a time
-        self.issued_sets: dict[int, ValidatorSet] = {}
         self.round = max(self.safety.high_qc_round + 1, self.safety.highest_vote_round, 0)
         self.last_tc: TimeoutCertificate | None = None
         self.tc_complaints: tuple[Complaint, ...] = ()  # behind last_tc, when formed here
@@ -178,7 +175,6 @@ class ChannelConsensus:
         # block's hash); the block stays in the tree only (its byte budget bounds it)
         self.awaiting_execution: list[tuple[int, bytes]] = []
         self.genesis_requested = False  # open channel: a validator complained waiting for genesis
-        self.refused_update_version = -1  # the newest set version not carried, as unsafe, and said
 
     # ------------------------------------------------------------ queries
 
@@ -199,10 +195,10 @@ class ChannelConsensus:
         return self.tree.point(qc.block_hash)
 
     @property
-    def voting_set(self) -> ValidatorSet | None:
-        """The validator set of the next block on top of the highest certificate."""
+    def voting_set(self) -> Voters | None:
+        """Who votes on the next block on top of the highest certificate."""
         point = self._high_point() or self.tip
-        return point.next_validators or self.latest_validators
+        return point.child_voters or self.latest_validators
 
     def leader_of_round(self, round_: int) -> str | None:
         voting = self.voting_set
@@ -234,9 +230,8 @@ class ChannelConsensus:
     def has_work(self) -> bool:
         """Transactions wait, or a not-yet-final block holds some, or the genesis block of a
         channel that funds accounts is not final yet, or the RadioStation issued a validator set
-        newer than the chain's, one a block may carry (`unsafe_change`; a peer that joined an open
-        channel after its first peer founded it votes only once a block carries the set naming
-        it): rounds must make progress."""
+        newer than the chain's (a peer that joined an open channel after its first peer founded it
+        votes only once the chain takes the set naming it): rounds must make progress."""
         if self.pool or self.tree.has_pending_transactions():
             return True
         latest, chain_set = self.latest_validators, self.tip.next_validators
@@ -244,40 +239,7 @@ class ChannelConsensus:
             return False
         if self.tip.height < 0:
             return bool(latest.genesis) or self.genesis_requested
-        return (
-            chain_set is not None
-            and latest.version > chain_set.version
-            and self._next_set(chain_set)[0] is not None
-        )
-
-    def _prune_issued_sets(self) -> None:
-        """Forget the sets not newer than the chain's; past the bound, those just below the
-        newest: the oldest are the chain's next steps, and the newest its goal."""
-        chain_set = self.tip.next_validators
-        versions = sorted(self.issued_sets)
-        stale = [v for v in versions if chain_set is not None and v <= chain_set.version]
-        fresh = versions[len(stale) :]
-        for version in stale + fresh[MAX_ISSUED_SETS - 1 : -1]:
-            del self.issued_sets[version]
-
-    @property
-    def latest_version(self) -> int:
-        return self.latest_validators.version if self.latest_validators else -1
-
-    def _next_set(self, current: ValidatorSet) -> tuple[ValidatorSet | None, str | None]:
-        """The newest issued set that a block on `current` may carry (None when none may), and
-        why the RadioStation's newest may not, when it may not (the chain keeps its set: voters
-        refuse a block carrying it)."""
-        problem = None
-        for version in sorted(self.issued_sets, reverse=True):
-            if version <= current.version:
-                break
-            candidate = self.issued_sets[version]
-            hazard = unsafe_change(current, candidate, self.config.limits.ratio)
-            if hazard is None:
-                return candidate, None
-            problem = problem or hazard
-        return None, problem
+        return chain_set is not None and latest.version > chain_set.version
 
     # ------------------------------------------------------------ entry points
 
@@ -403,20 +365,21 @@ class ChannelConsensus:
     def _propose(
         self, parent: ChainTip, tc: TimeoutCertificate | None, now: float
     ) -> list[m.Action]:
-        # 1. the validator sets: the parent's next set votes; a newer RadioStation set rides along
+        # 1. the validator sets: the parent's voters vote (both sets while one is pending); the
+        #    RadioStation's newest set rides along when newer than the chain's and none is pending
         latest = self.latest_validators
-        current = parent.next_validators
-        refusal: list[m.Action] = []
-        if current is None or parent.height < 0:  # the genesis block: the newest set, as issued
+        voting: Voters | None
+        if parent.next_validators is None or parent.height < 0:  # genesis: the newest, as issued
+            current = parent.next_validators
             update = (
                 latest if latest and (current is None or latest.version > current.version) else None
             )
-        else:  # the newest issued set that is a safe step (`unsafe_change`)
-            update, problem = self._next_set(current)
-            if problem and self.refused_update_version != self.latest_version:
-                self.refused_update_version = self.latest_version
-                refusal.append(m.Rejected(f"validator set not carried: {problem}"))
-        voting = update if parent.height < 0 else current
+            voting = update
+        else:
+            current = parent.next_validators
+            fresh = latest is not None and latest.version > current.version
+            update = latest if fresh and parent.pending is None else None
+            voting = parent.child_voters
         if voting is None:
             return []
         founder = voting.founder() if parent.height < 0 else None
@@ -453,7 +416,7 @@ class ChannelConsensus:
         self.proposed_round = self.round
         self.last_proposal_time = now
         # 3. announce it, and handle it like any validator would (it votes for its own block)
-        return [*refusal, m.BroadcastProposal(block), *self._on_proposal(block, now)]
+        return [m.BroadcastProposal(block), *self._on_proposal(block, now)]
 
     # ------------------------------------------------------------ receiving blocks
 
@@ -995,18 +958,12 @@ class ChannelConsensus:
         return self._maybe_propose(now) + self._arm_timer()
 
     def _on_validators(self, validators: ValidatorSet, now: float) -> list[m.Action]:
-        chain_set = self.tip.next_validators
-        if validators.version in self.issued_sets or (
-            chain_set is not None and validators.version <= chain_set.version
-        ):
-            return []  # known, or older than the chain's (each refresh sends the recent ones)
+        latest = self.latest_validators
+        if latest is not None and validators.version <= latest.version:
+            return []  # known, or older (each refresh sends the recent ones)
         if validators.channel != self.tip.channel or not validators.verify_issuer(self.issuer):
             return [m.Rejected("validator set is not signed by the RadioStation")]
-        self.issued_sets[validators.version] = validators
-        self._prune_issued_sets()
-        latest = self.latest_validators
-        if latest is None or validators.version > latest.version:
-            self.latest_validators = validators
+        self.latest_validators = validators
         return self._on_progress(now)
 
 

@@ -2,9 +2,10 @@
 
 The header covers version, channel, height, round, the previous block's hash and quorum certificate
 (the piggybacked commit), the transactions' merkle root, the state root and results hash of the last
-executed block, the timestamp, the leader and the next leader, and the hashes of the validator sets
-that vote on this block and on the next. A block may carry a RadioStation-signed validator set that
-takes effect at the next height (its hash is then `next_validators_hash`).
+executed block, the timestamp, the leader and the next leader, the hash of the validators that vote
+on this block (`validators_hash`) and `next_validators_hash`: the same again, or the hash of the
+RadioStation-signed validator set the block carries. The chain takes a carried set through a child
+of the next round, voted by both sets (`loopchain.blockchain.chain.ChainTip`).
 """
 
 from __future__ import annotations

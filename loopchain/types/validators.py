@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -30,8 +29,7 @@ from loopchain.types.hashing import sha3_256
 
 MIN_RATIO = Fraction(2, 3)
 # the RadioStation's sets issued before a channel's current one that it keeps and sends peers
-# along with it (at most MAX_RECENT_BYTES of them, the newest): a chain takes a change only in
-# safe steps (`unsafe_change`), through the versions between
+# along with it (at most MAX_RECENT_BYTES of them, the newest)
 MAX_RECENT_SETS = 64
 MAX_RECENT_BYTES = 1 << 20
 
@@ -280,6 +278,60 @@ class ValidatorSet:
         return cls.from_json(canonical.decode(raw))
 
 
+@dataclass(frozen=True)
+class JointSet:
+    """The voters of the block that hands a channel from one validator set to the next: a quorum
+    needs a quorum of each (`old` the chain's set, `new` the one its parent carries), so the
+    block's certificate binds the old set's honest members and the new set's at once."""
+
+    old: ValidatorSet
+    new: ValidatorSet
+
+    @property
+    def channel(self) -> str:
+        return self.old.channel
+
+    @functools.cached_property
+    def hash(self) -> bytes:
+        """What a jointly voted block names as its validators (`validators_hash`)."""
+        return sha3_256(b"loopchain.joint-validators." + self.old.hash + self.new.hash)
+
+    @functools.cached_property
+    def validators(self) -> tuple[Validator, ...]:
+        """The members of both sets, the old set's first."""
+        old_ids = set(self.old.peer_ids)
+        return self.old.validators + tuple(
+            v for v in self.new.validators if v.peer_id not in old_ids
+        )
+
+    @property
+    def peer_ids(self) -> list[str]:
+        return [v.peer_id for v in self.validators]
+
+    def __contains__(self, peer_id: object) -> bool:
+        return peer_id in self.old or peer_id in self.new
+
+    def has_quorum(self, peer_ids: Iterable[str], ratio: Fraction = MIN_RATIO) -> bool:
+        voters = set(peer_ids)
+        return self.old.has_quorum(voters, ratio) and self.new.has_quorum(voters, ratio)
+
+    def exceeds_third(self, peer_ids: Iterable[str], ratio: Fraction = MIN_RATIO) -> bool:
+        """More than a third of either set: some honest validator is among them."""
+        voters = set(peer_ids)
+        return self.old.exceeds_third(voters, ratio) or self.new.exceeds_third(voters, ratio)
+
+    def founder(self) -> str | None:
+        return None  # a genesis block is never voted jointly
+
+    def leader_at(self, index: int) -> str:
+        """The old set leads the handover: its members are the ones the chain has been running on."""
+        return self.old.leader_at(index)
+
+
+# who votes on a block: one set, or two at a handover
+Voters = ValidatorSet | JointSet
+
+
 def _address_or_none(public_key: bytes) -> str | None:
     try:
         return address_of(public_key)
@@ -294,134 +346,6 @@ def _validator(value: Any) -> Validator:
         raise EncodingError("field 'public_key' must be hex")
     public_key = canonical.hex_to_bytes(key, "public_key", 33) if key else b""
     return Validator(v["peer_id"], v["weight"], v["group_id"], public_key)
-
-
-# validators in common beyond which a weighted or grouped set change is not searched (3^n
-# splits; 10 take 0.2-0.4 s, once per pair of sets)
-MAX_SEARCHED_COMMON = 10
-_CHANGE_VERDICTS: dict[tuple[bytes, bytes, Fraction], str | None] = {}
-_MAX_VERDICTS = 64
-
-
-def unsafe_change(old: ValidatorSet, new: ValidatorSet, ratio: Fraction = MIN_RATIO) -> str | None:
-    """Why a chain may not hand voting from `old` to `new` in one block, or None when it may.
-
-    The block that carries `new` is certified by `old`; its child by `new`. Finality of that block
-    rests on the child's voters, locked on its certificate, being found among the complainers of
-    any later timeout certificate of `old`. That needs every quorum of `old` and every quorum of
-    `new` to share a member that is honest (neither set's byzantine members holding more than a
-    third). Without it, old members that never saw the certificate can time its round out and
-    certify a rival block that the new set then finalises too: replacing 3 of 4 validators at
-    once forked the seeded simulation with one crash and no byzantine validator. Such a change
-    must be made in smaller steps (add, then remove; one at a time is safe for equal weights).
-
-    Sets of equal weights without groups are decided by counting, at any size. Weighted or
-    grouped sets are searched split by split, up to MAX_SEARCHED_COMMON validators in common;
-    a change of larger ones is not checked (the rule before this check)."""
-    key = (old.hash, new.hash, ratio)
-    if key not in _CHANGE_VERDICTS:
-        if len(_CHANGE_VERDICTS) >= _MAX_VERDICTS:
-            _CHANGE_VERDICTS.pop(next(iter(_CHANGE_VERDICTS)))
-        _CHANGE_VERDICTS[key] = _change_hazard(old, new, ratio)
-    return _CHANGE_VERDICTS[key]
-
-
-@dataclass(frozen=True)
-class _Change:
-    """A set change and its validators by kind: in both sets, only in the old, only in the new."""
-
-    old: ValidatorSet
-    new: ValidatorSet
-    ratio: Fraction
-    common: list[str]
-    removed: list[str]
-    added: list[str]
-
-    @classmethod
-    def of(cls, old: ValidatorSet, new: ValidatorSet, ratio: Fraction) -> _Change:
-        new_ids, old_ids = set(new.peer_ids), set(old.peer_ids)
-        common = [p for p in old.peer_ids if p in new_ids]
-        removed = [p for p in old.peer_ids if p not in new_ids]
-        added = [p for p in new.peer_ids if p not in old_ids]
-        return cls(old, new, ratio, common, removed, added)
-
-    def quorums(self, faulty: Iterable[str], first: Iterable[str], second: Iterable[str]) -> bool:
-        """The removed with `faulty` and `first` are a quorum of the old set, and the added with
-        `faulty` and `second` one of the new set."""
-        faulty = list(faulty)
-        return self.old.has_quorum([*self.removed, *faulty, *first], self.ratio) and (
-            self.new.has_quorum([*self.added, *faulty, *second], self.ratio)
-        )
-
-    def tolerable(self, faulty: Iterable[str]) -> bool:
-        """`faulty` may all be byzantine: a third of neither set's weight."""
-        faulty = list(faulty)
-        return not (
-            self.old.exceeds_third(faulty, self.ratio) or self.new.exceeds_third(faulty, self.ratio)
-        )
-
-
-Split = tuple[list[str], list[str], list[str]]
-
-
-def _change_hazard(old: ValidatorSet, new: ValidatorSet, ratio: Fraction) -> str | None:
-    change = _Change.of(old, new, ratio)
-    if _equal_units(old) and _equal_units(new):
-        witness = _split_equal(change)
-    elif len(change.common) > MAX_SEARCHED_COMMON:
-        return None  # not searched (3^n splits): such a change is carried as before this check
-    else:
-        witness = _split_searched(change)
-    if witness is None:
-        return None
-    faulty, first, second = witness
-    shared = (
-        f"have only {len(faulty)} validator(s) in common, few enough to be byzantine"
-        if faulty
-        else "have no validator in common"
-    )
-    removed, added = len(change.removed), len(change.added)
-    return (
-        f"version {old.version} -> {new.version} ({removed} removed, {added} added): a quorum "
-        f"of the old set ({removed} removed and {len(first)} kept) and a quorum of the new one "
-        f"({added} added and {len(second)} kept) can {shared}; change fewer validators at a time"
-    )
-
-
-def _equal_units(validators: ValidatorSet) -> bool:
-    return not validators.groups and len({v.weight for v in validators.validators}) <= 1
-
-
-def _split_equal(change: _Change) -> Split | None:
-    """Equal weights, no groups: only counts matter. The most validators in common that may be
-    byzantine in both sets help both quorums; the rest are split as the quorums need (the
-    fewest to the old set's)."""
-    common = change.common
-    faulty = 0
-    while faulty < len(common) and change.tolerable(common[: faulty + 1]):
-        faulty += 1
-    rest = common[faulty:]
-    for need in range(len(rest) + 1):
-        if change.quorums(common[:faulty], rest[:need], rest[need:]):
-            return common[:faulty], rest[:need], rest[need:]
-    return None
-
-
-def _split_searched(change: _Change) -> Split | None:
-    """Weights or groups: try every split of the validators in common into possibly byzantine
-    ones (in both quorums), complainers of the old set and voters of the new one."""
-    common = change.common
-    for size in range(len(common) + 1):
-        for faulty in itertools.combinations(common, size):
-            if not change.tolerable(faulty):
-                continue
-            rest = [p for p in common if p not in faulty]
-            for count in range(len(rest) + 1):
-                for first in itertools.combinations(rest, count):
-                    second = [p for p in rest if p not in first]
-                    if change.quorums(faulty, first, second):
-                        return list(faulty), list(first), second
-    return None
 
 
 def _at_least_min(ratio: Fraction) -> Fraction:

@@ -16,7 +16,7 @@ from loopchain.types import canonical
 from loopchain.types.canonical import EncodingError
 from loopchain.types.crypto import SIGNATURES, Signer
 from loopchain.types.hashing import sha3_256
-from loopchain.types.validators import MIN_RATIO, ValidatorSet
+from loopchain.types.validators import MIN_RATIO, Voters
 
 
 def vote_digest(channel: str, height: int, round_: int, block_hash: bytes) -> bytes:
@@ -118,7 +118,7 @@ class QuorumCertificate:
     def voters(self) -> list[str]:
         return [voter for voter, _ in self.signatures]
 
-    def verify(self, validators: ValidatorSet, ratio: Fraction = MIN_RATIO) -> str | None:
+    def verify(self, validators: Voters, ratio: Fraction = MIN_RATIO) -> str | None:
         """None when valid for `validators`; otherwise the reason it is not."""
         if self.channel != validators.channel:
             return f"certificate is for channel {self.channel}, not {validators.channel}"
@@ -271,7 +271,7 @@ class TimeoutCertificate:
     def max_high_qc_round(self) -> int:
         return max(entry[1] for entry in self.entries)
 
-    def verify(self, validators: ValidatorSet, ratio: Fraction = MIN_RATIO) -> str | None:
+    def verify(self, validators: Voters, ratio: Fraction = MIN_RATIO) -> str | None:
         """None when valid for `validators`; otherwise the reason it is not."""
         if self.channel != validators.channel:
             return f"timeout certificate is for channel {self.channel}"

@@ -124,15 +124,23 @@ def run(seed: int, blocks_per_leader: int | None = None) -> Network:
         net.check_reminders()
     net.loss = 0.0
     net.heal()
+
+    def final_sets() -> set[ValidatorSet | None]:
+        return {n.state.tip.next_validators for n in net.honest() if n.up}
+
+    def settled() -> bool:  # a set change may take rounds after the transactions' last block
+        return net.committed_everywhere(accepted) and (
+            not newcomer or final_sets() == {net.validators}
+        )
+
     deadline = net.now + LIVENESS_BOUND
-    while net.now < deadline and not net.committed_everywhere(accepted):
+    while net.now < deadline and not settled():
         net.run_until(net.now + 1.0)
         net.sync_auditors()
         net.check_safety()
     assert net.committed_everywhere(accepted), "liveness: transactions not final after healing"
     if newcomer:
-        final_sets = {n.state.tip.next_validators for n in net.honest() if n.up}
-        assert final_sets == {net.validators}, "the set changes are final everywhere"
+        assert final_sets() == {net.validators}, "the set changes are final everywhere"
     return net
 
 

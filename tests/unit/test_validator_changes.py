@@ -1,12 +1,11 @@
-"""Which validator set changes a block may carry (`unsafe_change`), and how the consensus keeps
-to it: voters refuse a proposal carrying an unsafe change, and a leader steps through the
-RadioStation's sets instead of jumping to one it may not carry."""
+"""Validator set changes: the children of a block carrying a new set are voted by both sets
+(`JointSet`), and the chain takes the new set through such a child of the very next round
+(`ChainTip`); the tip rebuilt from a store has the sets the chain had; leaders carry the newest
+set the RadioStation issued."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import logging
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -16,7 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loopchain.blockchain.chain import ChainTip, check_update_safety
+from loopchain.blockchain.block_store import BlockStore
+from loopchain.blockchain.chain import (
+    ChainTip,
+    Limits,
+    check_certificate,
+    check_extends,
+    check_proposal_bounds,
+)
+from loopchain.blockchain.restore import restore_tip
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.radiostation import channel_admin
@@ -24,22 +31,26 @@ from loopchain.radiostation import station as station_module
 from loopchain.radiostation.channels import parse_channels
 from loopchain.radiostation.registry import Registry
 from loopchain.radiostation.station import Station
+from loopchain.storage.memory import MemoryStore
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.validators import (
     MAX_RECENT_BYTES,
     MAX_RECENT_SETS,
-    MAX_SEARCHED_COMMON,
     MIN_RATIO,
     Group,
+    JointSet,
     Validator,
     ValidatorSet,
-    unsafe_change,
 )
+from loopchain.types.vote import QuorumCertificate, Vote
 from tests.sim.harness import CHANNEL, Network
 
 SIGNERS = [Signer((i + 1).to_bytes(32, "big")) for i in range(12)]
 IDS = [s.address for s in SIGNERS]
+BY_ID = dict(zip(IDS, SIGNERS, strict=True))
+ISSUER = Signer((99).to_bytes(32, "big"))
+LIMITS = Limits(max_block_txs=10, max_block_bytes=1 << 20, max_skew_us=1 << 60, ratio=MIN_RATIO)
 
 
 def members(
@@ -53,65 +64,7 @@ def members(
     chosen = tuple(Validator(IDS[i], weights.get(i, 1), groups.get(i, "")) for i in indexes)
     named = sorted({groups[i] for i in indexes if i in groups})
     units = tuple(Group(g, (group_weights or {}).get(g, 1)) for g in named)
-    return ValidatorSet(CHANNEL, version, chosen, groups=units)
-
-
-GROUP = {3: "g", 4: "g", 5: "g", 6: "g"}
-
-
-@pytest.mark.parametrize(
-    ("old", "new", "safe"),
-    [
-        (members(1, [0, 1, 2, 3]), members(2, [0, 1, 2, 3, 4]), True),  # add one
-        (members(1, [0, 1, 2, 3, 4]), members(2, [0, 1, 2, 3]), True),  # remove one of 5
-        (members(1, [0, 1, 2, 3]), members(2, [0, 1, 2]), True),  # remove one of 4
-        (members(1, [0, 1, 2, 3]), members(2, [0, 1, 2, 3, 4, 5]), True),  # add two to 4
-        (members(1, [0]), members(2, [0, 1]), True),  # an open channel grows by one
-        (members(1, [0, 1]), members(2, [0, 1, 2]), True),
-        (members(1, [0, 1, 2]), members(2, [0, 1, 2, 3]), True),
-        (members(1, [0, 1, 2, 3]), members(2, [0, 1, 2, 4]), False),  # replace one of 4
-        (members(1, [0, 1, 2, 3]), members(2, [0, 4, 5, 6]), False),  # replace three of 4
-        (members(1, [0, 1, 2, 3]), members(2, [4, 5, 6, 7]), False),  # replace all
-        (members(1, [0, 1, 2, 3]), members(2, [0, 1, 2, 3, 4, 5, 6]), False),  # add three to 4
-        # weighted: the weight-3 validator leaving takes 3/7 of the old set's weight with it
-        (members(1, [0, 1, 2, 3, 4], {0: 3}), members(2, [1, 2, 3, 4]), False),
-        (members(1, [0, 1, 2, 3, 4], {0: 3}), members(2, [0, 1, 2, 3, 4, 5], {0: 3}), True),
-        (members(1, [0, 1, 2, 3, 4, 5], {0: 3}), members(2, [0, 1, 2, 3, 4], {0: 3}), True),
-        # a group of four of weight 2 and three validators alone; one more validator alone
-        (
-            members(1, list(range(7)), groups=GROUP, group_weights={"g": 2}),
-            members(2, list(range(8)), groups=GROUP, group_weights={"g": 2}),
-            True,
-        ),
-    ],
-)
-def test_which_changes_a_block_may_carry(old: ValidatorSet, new: ValidatorSet, safe: bool) -> None:
-    problem = unsafe_change(old, new)
-    assert (problem is None) == safe, problem
-    if problem:
-        assert f"version {old.version} -> {new.version}" in problem
-        assert "change fewer validators at a time" in problem
-
-
-def _split_exists(old: ValidatorSet, new: ValidatorSet, ratio: Fraction) -> bool:
-    """The oracle, written from the definition: some validators in common may be byzantine in
-    both sets (a third of neither's weight), and the rest split into old-set complainers and
-    new-set voters so that each side, with the removed or added ones, holds a quorum."""
-    new_ids, old_ids = set(new.peer_ids), set(old.peer_ids)
-    common = [p for p in old.peer_ids if p in new_ids]
-    removed = [p for p in old.peer_ids if p not in new_ids]
-    added = [p for p in new.peer_ids if p not in old_ids]
-    for roles in itertools.product("F12", repeat=len(common)):
-        faulty = [p for p, r in zip(common, roles, strict=True) if r == "F"]
-        if old.exceeds_third(faulty) or new.exceeds_third(faulty):
-            continue
-        first = [p for p, r in zip(common, roles, strict=True) if r == "1"]
-        second = [p for p, r in zip(common, roles, strict=True) if r == "2"]
-        if old.has_quorum([*removed, *faulty, *first], ratio) and new.has_quorum(
-            [*added, *faulty, *second], ratio
-        ):
-            return True
-    return False
+    return ValidatorSet(CHANNEL, version, chosen, groups=units).signed_by(ISSUER)
 
 
 @st.composite
@@ -119,8 +72,7 @@ def set_pairs(draw: st.DrawFn) -> tuple[ValidatorSet, ValidatorSet]:
     pool = list(range(9))
     old = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=7, unique=True))
     new = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=7, unique=True))
-    weighted = draw(st.booleans())
-    weights = {i: draw(st.integers(1, 4)) for i in pool} if weighted else {}
+    weights = {i: draw(st.integers(1, 4)) for i in pool} if draw(st.booleans()) else {}
     grouped = draw(st.booleans())
     groups = {i: "g" for i in draw(st.sets(st.sampled_from(pool), max_size=4))} if grouped else {}
     group_weights = {"g": draw(st.integers(1, 3))}
@@ -134,55 +86,204 @@ def set_pairs(draw: st.DrawFn) -> tuple[ValidatorSet, ValidatorSet]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(set_pairs(), st.sampled_from([MIN_RATIO, Fraction(3, 4)]))
-def test_the_verdict_matches_the_definition(
-    pair: tuple[ValidatorSet, ValidatorSet], ratio: Fraction
+@given(
+    set_pairs(),
+    st.sets(st.sampled_from(range(9))),
+    st.sampled_from([MIN_RATIO, Fraction(3, 4)]),
+)
+def test_a_joint_quorum_is_a_quorum_of_each_set(
+    pair: tuple[ValidatorSet, ValidatorSet], voters: set[int], ratio: Fraction
 ) -> None:
-    """Equal weights take a shortcut (counts only); weights and groups a search. Both must agree
-    with every split tried one by one."""
     old, new = pair
-    assert (unsafe_change(old, new, ratio) is not None) == _split_exists(old, new, ratio)
-
-
-def _tip_and_block(old: ValidatorSet, new: ValidatorSet) -> tuple[ChainTip, Block]:
-    tip = ChainTip(
-        CHANNEL,
-        height=3,
-        block_hash=b"\x01" * 32,
-        round=3,
-        timestamp=10,
-        validators=old,
-        next_validators=old,
+    joint = JointSet(old, new)
+    ids = [IDS[i] for i in voters]
+    assert joint.has_quorum(ids, ratio) == (
+        old.has_quorum(ids, ratio) and new.has_quorum(ids, ratio)
     )
-    block = Block.create(
-        channel=CHANNEL,
-        height=4,
-        round_=4,
-        prev_hash=tip.block_hash,
-        prev_qc=None,
-        transactions=[],
-        timestamp=11,
-        leader=SIGNERS[0],
-        next_leader=IDS[0],
-        validators_hash=old.hash,
-        validator_update=new,
+    assert joint.exceeds_third(ids, ratio) == (
+        old.exceeds_third(ids, ratio) or new.exceeds_third(ids, ratio)
     )
-    return tip, block
+    assert set(joint.peer_ids) == set(old.peer_ids) | set(new.peer_ids)
+    assert len(joint.peer_ids) == len(set(joint.peer_ids))
+    assert all((peer in joint) == (peer in old or peer in new) for peer in IDS[:9])
+    assert joint.leader_at(5) == old.leader_at(5)
+    assert joint.hash not in (old.hash, new.hash, JointSet(new, old).hash)
 
 
-def test_a_voter_refuses_a_proposal_carrying_an_unsafe_change() -> None:
-    old = members(1, [0, 1, 2, 3])
-    tip, unsafe = _tip_and_block(old, members(2, [0, 4, 5, 6]))
-    problem = check_update_safety(tip, unsafe, MIN_RATIO)
-    assert problem is not None and problem.startswith("validator set change refused")
-    tip, safe = _tip_and_block(old, members(2, [0, 1, 2, 3, 4]))
-    assert check_update_safety(tip, safe, MIN_RATIO) is None
+# ------------------------------------------------------------------ a chain of real blocks
 
 
-def test_a_leader_steps_through_issued_sets_and_never_carries_an_unsafe_one() -> None:
-    """Sets issued in quick succession: version 2 adds a validator, version 3 removes another
-    (a safe step from 2, an unsafe one from 1), version 4 replaces three at once (unsafe from
-    any). The chain takes 2, then 3, names the refusal of 4 once, and then has no work left."""
+def _certificate(block: Block, voters: list[str]) -> QuorumCertificate:
+    votes = [
+        Vote.create(CHANNEL, block.height, block.header.round, block.hash, BY_ID[voter])
+        for voter in voters
+    ]
+    return QuorumCertificate.from_votes(votes)
+
+
+class Chain:
+    """Blocks made and certified as a channel would, each checked against its parent point."""
+
+    def __init__(self, first: ValidatorSet) -> None:
+        self.points = [ChainTip(CHANNEL)]
+        self.blocks: list[tuple[Block, QuorumCertificate]] = []
+        self.extend(0, update=first)
+
+    @property
+    def tip(self) -> ChainTip:
+        return self.points[-1]
+
+    def make(
+        self,
+        round_: int,
+        update: ValidatorSet | None = None,
+        *,
+        voters_named: bytes | None = None,
+    ) -> Block:
+        """The next block: voted by the tip's child voters unless `voters_named` says another."""
+        tip = self.tip
+        if tip.height < 0:
+            assert update is not None
+            named = update.hash
+        else:
+            assert tip.child_voters is not None
+            named = voters_named or tip.child_voters.hash
+        return Block.create(
+            channel=CHANNEL,
+            height=tip.height + 1,
+            round_=round_,
+            prev_hash=tip.block_hash,
+            prev_qc=self.blocks[-1][1] if self.blocks else None,
+            transactions=[],
+            timestamp=1_000 + round_,
+            leader=SIGNERS[0],
+            next_leader=IDS[0],
+            validators_hash=named,
+            validator_update=update,
+        )
+
+    def add(self, block: Block, voters: list[str] | None = None) -> QuorumCertificate:
+        tip = self.tip
+        assert check_extends(tip, block, ISSUER.address, MIN_RATIO) is None
+        voting = tip.voting_set_for(block)
+        assert voting is not None
+        qc = _certificate(block, voters if voters is not None else voting.peer_ids)
+        assert check_certificate(tip, block, qc, MIN_RATIO) is None
+        self.blocks.append((block, qc))
+        self.points.append(tip.advance(block))
+        return qc
+
+    def extend(self, round_: int, update: ValidatorSet | None = None) -> ChainTip:
+        self.add(self.make(round_, update))
+        return self.tip
+
+
+V1 = members(1, [0, 1, 2, 3])
+V2 = members(2, [0, 4, 5, 6])  # three of four replaced at once
+V3 = members(3, [7, 8, 9, 10])  # all of them
+V4 = members(4, [7, 8, 9])
+
+
+def test_a_carriers_child_of_the_next_round_is_voted_by_both_sets_and_hands_over() -> None:
+    chain = Chain(V1)
+    chain.extend(1)
+    carrier = chain.extend(2, update=V2)
+    assert carrier.next_validators == V1 and carrier.pending == V2
+    assert carrier.child_voters == JointSet(V1, V2)
+    handover = chain.extend(3)
+    assert handover.validators == JointSet(V1, V2)
+    assert handover.next_validators == V2 and handover.pending is None
+    assert chain.extend(4).validators == V2
+
+
+def test_the_set_stays_pending_and_voted_jointly_until_a_block_of_the_very_next_round() -> None:
+    chain = Chain(V1)
+    chain.extend(1)
+    chain.extend(2, update=V2)
+    failed = chain.extend(5)  # after a timeout: not the very next round
+    assert failed.validators == JointSet(V1, V2)
+    assert failed.next_validators == V1 and failed.pending == V2
+    again = chain.extend(7)
+    assert again.validators == JointSet(V1, V2) and again.pending == V2
+    handover = chain.extend(8)
+    assert handover.validators == JointSet(V1, V2)
+    assert handover.next_validators == V2 and handover.pending is None
+
+
+def test_no_block_carries_a_set_while_another_is_pending() -> None:
+    chain = Chain(V1)
+    chain.extend(2, update=V2)
+    for round_ in (3, 5):  # the handover, and a block after a timeout
+        carrying = chain.make(round_, update=V3)
+        problem = check_extends(chain.tip, carrying, ISSUER.address, MIN_RATIO)
+        assert problem == "validator update while another set is being handed over"
+    chain.extend(3)
+    assert chain.extend(4, update=V3).pending == V3  # after the handover it may
+    assert chain.extend(5).next_validators == V3
+
+
+def test_a_handover_needs_a_quorum_of_the_new_set_and_of_the_old() -> None:
+    chain = Chain(V1)
+    chain.extend(2, update=V2)
+    handover = chain.make(3)
+    old_only = _certificate(handover, V1.peer_ids)
+    assert check_certificate(chain.tip, handover, old_only, MIN_RATIO) is not None
+    new_only = _certificate(handover, V2.peer_ids)
+    assert check_certificate(chain.tip, handover, new_only, MIN_RATIO) is not None
+    quorum_of_each = _certificate(handover, [IDS[i] for i in (0, 1, 2, 4, 5)])
+    assert check_certificate(chain.tip, handover, quorum_of_each, MIN_RATIO) is None
+
+
+def test_a_carried_set_not_newer_than_the_chains_is_refused() -> None:
+    chain = Chain(V2)
+    older = chain.make(1, update=V1)
+    problem = check_extends(chain.tip, older, ISSUER.address, MIN_RATIO)
+    assert problem == "validator update is not newer than the current set"
+
+
+def test_a_handover_as_earlier_versions_made_it_syncs_but_is_never_voted_for() -> None:
+    """Earlier versions let the new set alone vote on the carrier's child: such a final block
+    still syncs (its certificate checked against the new set), but no voter takes it as a
+    proposal."""
+    chain = Chain(V1)
+    chain.extend(2, update=V2)
+    legacy = chain.make(3, voters_named=V2.hash)
+    problem = check_proposal_bounds(chain.tip, legacy, LIMITS, now_us=1_003)
+    assert problem == "a validator set change is voted by the old set and the new one together"
+    chain.add(legacy)
+    assert chain.tip.validators == V2 and chain.tip.next_validators == V2
+
+
+def test_the_tip_restored_from_a_store_has_the_sets_the_chain_had() -> None:
+    """At every height of a chain with a handover at once, one after two timeouts, and one made
+    as earlier versions made it (the new set alone voting)."""
+    chain = Chain(V1)
+    chain.extend(1)
+    chain.extend(2, update=V2)
+    chain.extend(3)  # handover to V2
+    chain.extend(4, update=V3)
+    chain.extend(6)  # pending, after a timeout
+    chain.extend(8)  # pending
+    chain.extend(9)  # handover to V3
+    chain.extend(10, update=V4)
+    chain.add(chain.make(12, voters_named=V4.hash))  # V4 alone votes, as earlier versions did
+    chain.extend(13)
+    assert [point.next_validators for point in chain.points[-3:]] == [V3, V4, V4]
+    store = BlockStore(MemoryStore(), CHANNEL)
+    for height, (block, qc) in enumerate(chain.blocks):
+        store.save_block(block, qc)
+        restored, restored_qc = restore_tip(store, CHANNEL)
+        assert restored == chain.points[height + 1], height
+        assert restored_qc == qc
+
+
+# ------------------------------------------------------------------ the consensus
+
+
+def test_sets_issued_in_quick_succession_end_on_the_newest() -> None:
+    """Version 2 adds a validator, 3 removes another, 4 replaces three of the first four, all
+    within 10 ms: a leader carries the newest it holds (no safety rests on taking changes in
+    steps), the chain ends on 4 everywhere, and then has no work left."""
     net = Network(8, seed=5)
     everyone = net.validators
 
@@ -196,71 +297,25 @@ def test_a_leader_steps_through_issued_sets_and_never_carries_an_unsafe_one() ->
     net.run_until(1.0)
     for version, indexes in [(2, [0, 1, 2, 3, 4]), (3, [0, 1, 2, 4]), (4, [0, 5, 6, 7])]:
         net.issue(issued(version, indexes), max_delay=0.01)
-    net.run_until(net.now + 0.05)  # every peer holds all three before any block carries one
+    net.run_until(net.now + 0.05)
     net.submit(everyone.validators[0].peer_id, 3)
     net.run_until(net.now + 10)
     net.check_safety()
     chain = net.nodes[everyone.validators[0].peer_id].chain
     carried = [b.validator_update.version for b, _ in chain if b.validator_update is not None]
-    assert carried == [1, 2, 3]
-    refusals = [
-        reason
-        for node in net.nodes.values()
-        for reason in node.rejected
-        if reason.startswith("validator set not carried: version 3 -> 4")
-    ]
-    assert 1 <= len(refusals) <= len(net.nodes)  # once per leader that held version 4
-    # no rounds are spent on a set no block may carry: the channel is idle
+    assert carried[0] == 1 and carried[-1] == 4 and carried == sorted(set(carried))
+    assert {node.state.tip.next_validators for node in net.nodes.values()} == {
+        issued(4, [0, 5, 6, 7])
+    }
     assert not any(node.state.has_work() for node in net.nodes.values())
     rounds = {node.address: node.state.round for node in net.nodes.values()}
     net.run_until(net.now + 30)
     assert rounds == {node.address: node.state.round for node in net.nodes.values()}
 
 
-def test_a_weighted_change_beyond_the_search_is_not_checked() -> None:
-    """The documented limit: past MAX_SEARCHED_COMMON validators in common, a weighted change is
-    carried as before the check; within it, the same kind of change is decided."""
-    within = list(range(MAX_SEARCHED_COMMON))
-    weights = {0: 5}
-    assert unsafe_change(members(1, within, weights), members(2, within[1:], weights))
-    beyond = list(range(MAX_SEARCHED_COMMON + 2))
-    assert unsafe_change(members(1, beyond, weights), members(2, beyond[1:], weights)) is None
-
-
-def _listed_station(tmp_path: Path, peers: list[dict[str, Any]]) -> Station:
-    """A RadioStation whose channel "c" lists `peers` (ENABLE_CHANNEL_AUTH)."""
-    cmd = tmp_path / "channel_manage_data.json"
-    cmd.write_text(json.dumps({"c": {"peers": peers}}))
-    config = load_config(environ={}, overrides={"CHANNEL_MANAGE_DATA_PATH": str(cmd)})
-    specs = parse_channels(cmd, json.loads(cmd.read_text()), "loopchain/default")
-    registry = Registry.open(tmp_path / "registry.json", specs, channel_auth=True)
-    return Station(config, registry, Signer.generate(), time.time)
-
-
-def test_the_radiostation_warns_of_a_set_the_peers_will_not_carry(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Removing the weight-3 validator of five is one operator request, and an unsafe step: the
-    RadioStation names it in its log where the operator made it. A safe removal is not named."""
-    peers = [{"peer_id": IDS[0], "weight": 3}, *({"peer_id": IDS[i]} for i in range(1, 6))]
-    station = _listed_station(tmp_path, peers)
-    first = station.validator_set("c")
-    caplog.set_level(logging.WARNING, logger="loopchain.radiostation.station")
-    channel_admin.remove_member(station, "c", IDS[5], "")
-    assert station.validator_set("c").version > first.version
-    assert not caplog.records
-    channel_admin.remove_member(station, "c", IDS[0], "")
-    station.validator_set("c")
-    assert len(caplog.records) == 1
-    assert "the peers will not carry the new validator set" in caplog.records[0].getMessage()
-
-
-def test_a_burst_of_registrations_is_taken_one_safe_step_at_a_time() -> None:
-    """An open channel founded by one peer, then eleven peers registering in a burst: one set per
-    registration, as a refresh of the peer list brings them. From one validator only one more is a
-    safe step, so the chain steps through the versions, each carried set a safe step from the one
-    before (a jump from 1 to 12 would be refused; the RadioStation keeping only 7 sets before its
-    current one made peers stall at version 1 this way)."""
+def test_a_burst_of_registrations_reaches_the_newest_set() -> None:
+    """An open channel founded by one peer, then eleven peers registering in a burst (one set per
+    registration): the chain reaches the newest set, each carried set newer than the last."""
     net = Network(12, seed=3)
     everyone = net.validators
 
@@ -286,9 +341,37 @@ def test_a_burst_of_registrations_is_taken_one_safe_step_at_a_time() -> None:
         for b, _ in net.nodes[founder].chain
         if b.validator_update is not None
     ]
-    assert carried == sorted(carried) and carried[-1] == 12
-    for version_before, version_after in itertools.pairwise(carried[1:]):
-        assert unsafe_change(grown(version_before), grown(version_after)) is None
+    assert carried == sorted(set(carried)) and carried[-1] == 12
+
+
+def test_a_set_not_signed_by_the_radiostation_is_refused_and_not_kept() -> None:
+    """A set signed by another key (a forged one among the recent sets) is named and dropped: it
+    is not the newest set, and gives the chain no work."""
+    net = Network(4, seed=6)
+    net.start()
+    net.submit(net.validators.validators[0].peer_id, 1)
+    net.run_until(2.0)
+    state = next(iter(net.nodes.values())).state
+    forged = ValidatorSet(CHANNEL, 9, net.validators.validators[:3]).signed_by(Signer.generate())
+    actions = state.handle(m.ValidatorsChanged(forged), net.now)
+    assert [a.reason for a in actions if isinstance(a, m.Rejected)] == [
+        "validator set is not signed by the RadioStation"
+    ]
+    assert state.latest_validators is not None and state.latest_validators.version == 1
+    assert not state.has_work()
+
+
+# ------------------------------------------------------------------ the RadioStation
+
+
+def _listed_station(tmp_path: Path, peers: list[dict[str, Any]]) -> Station:
+    """A RadioStation whose channel "c" lists `peers` (ENABLE_CHANNEL_AUTH)."""
+    cmd = tmp_path / "channel_manage_data.json"
+    cmd.write_text(json.dumps({"c": {"peers": peers}}))
+    config = load_config(environ={}, overrides={"CHANNEL_MANAGE_DATA_PATH": str(cmd)})
+    specs = parse_channels(cmd, json.loads(cmd.read_text()), "loopchain/default")
+    registry = Registry.open(tmp_path / "registry.json", specs, channel_auth=True)
+    return Station(config, registry, Signer.generate(), time.time)
 
 
 def test_the_radiostation_keeps_the_newest_sets_within_its_bounds(tmp_path: Path) -> None:
@@ -329,20 +412,3 @@ def test_the_recent_sets_sent_stop_at_the_byte_bound(
     room = sum(len(s.encode()) for s in kept[-3:])
     monkeypatch.setattr(station_module, "MAX_RECENT_BYTES", room)
     assert [s.version for s in station.recent_sets("c")] == [s.version for s in kept[-3:]]
-
-
-def test_a_set_not_signed_by_the_radiostation_is_refused_and_not_kept() -> None:
-    """A set signed by another key (a forged one among the recent sets) is named and dropped: it
-    is neither a step the leader may carry nor the newest set."""
-    net = Network(4, seed=6)
-    net.start()
-    net.submit(net.validators.validators[0].peer_id, 1)
-    net.run_until(2.0)
-    state = next(iter(net.nodes.values())).state
-    forged = ValidatorSet(CHANNEL, 9, net.validators.validators[:3]).signed_by(Signer.generate())
-    actions = state.handle(m.ValidatorsChanged(forged), net.now)
-    assert [a.reason for a in actions if isinstance(a, m.Rejected)] == [
-        "validator set is not signed by the RadioStation"
-    ]
-    assert 9 not in state.issued_sets and state.latest_version == 1
-    assert not state.has_work()
