@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -24,7 +23,7 @@ from loopchain.types.channel_name import is_channel_name
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import Signer, address_of
 from loopchain.types.peer import PeerInfo, connect_digest, heartbeat_digest
-from loopchain.types.validators import MAX_RECENT_SETS, ValidatorSet
+from loopchain.types.validators import ValidatorSet
 
 Reply = TypeVar("Reply")
 T = TypeVar("T")
@@ -129,18 +128,15 @@ class RadioStationClient:
             ) from None
         return Registration(reply.order, address_of(reply.radiostation_public_key), grants)
 
-    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], list[ValidatorSet]]:
-        """The channel's registered peers and its signed validator sets: the few issued before
-        the current one, then the current one (oldest first; none when it sent none that
-        decodes)."""
+    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], ValidatorSet | None]:
+        """The channel's registered peers and its signed validator set (None when it sent none
+        that decodes)."""
         reply = await self._call(self._stub.GetPeerList, pb.ChannelRequest(channel=channel))
         peers = [PeerInfo(p.peer_id, p.target, p.order, p.group_id) for p in reply.peers]
-        raws = [*reply.recent_validator_sets[-MAX_RECENT_SETS:], reply.validator_set]
-        sets = []
-        for raw in raws:
-            with contextlib.suppress(EncodingError):
-                sets.append(ValidatorSet.decode(raw))
-        return peers, sets
+        try:
+            return peers, ValidatorSet.decode(reply.validator_set)
+        except EncodingError:
+            return peers, None
 
     async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:
         """Report liveness (signed, timestamped); returns the channel's peer-list version."""
@@ -234,7 +230,7 @@ class RadioStations:
     async def connect(self, signer: Signer, my_target: str, group_id: str = "") -> Registration:
         return await self._first_answer(lambda c: c.connect(signer, my_target, group_id))
 
-    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], list[ValidatorSet]]:
+    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], ValidatorSet | None]:
         return await self._first_answer(lambda c: c.peer_list(channel))
 
     async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:

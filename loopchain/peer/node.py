@@ -505,11 +505,11 @@ class PeerNode:
         channel halted when the peers removed together held a third of the weight: their turns
         went unled and their complaints were missing."""
         try:
-            _peers, sets = await rs.peer_list(service.name)
+            _peers, validators = await rs.peer_list(service.name)
         except (RadioStationUnreachable, RadioStationRefused) as exc:
-            log.debug("validator sets not fetched: %s", exc)
+            log.debug("validator set not fetched: %s", exc)
             return
-        for validators in sets:
+        if validators is not None:
             service.receive(m.ValidatorsChanged(validators))
 
     def _warn_busy(self, exc: RadioStationBusy) -> None:
@@ -645,10 +645,10 @@ class PeerNode:
             stopped.cancel()
 
     async def _refresh_peers(self, rs: RadioStations, service: ChannelService) -> None:
-        peers, sets = await rs.peer_list(service.name)
+        peers, validators = await rs.peer_list(service.name)
         service.set_members(peers)
         self._cache_members(service.name, peers)
-        for validators in sets:  # oldest first: the chain steps through them
+        if validators is not None:
             service.receive(m.ValidatorsChanged(validators))
 
     def _cache_members(self, channel: str, peers: list[PeerInfo]) -> None:

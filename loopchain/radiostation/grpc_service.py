@@ -164,7 +164,6 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             channel=channel,
             peers=[peer_entry(v) for v in self.station.view(channel)],
             validator_set=self.station.validator_set(channel).encode(),
-            recent_validator_sets=[s.encode() for s in self.station.recent_sets(channel)],
         )
 
     def _heartbeat_problem(

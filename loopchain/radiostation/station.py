@@ -14,8 +14,6 @@ from loopchain.types import canonical, package_name
 from loopchain.types.crypto import Signer
 from loopchain.types.package_name import is_package_name
 from loopchain.types.validators import (
-    MAX_RECENT_BYTES,
-    MAX_RECENT_SETS,
     Group,
     Validator,
     ValidatorSet,
@@ -90,7 +88,6 @@ class Station:
         self.signer = signer
         self.clock = clock
         self._sets: dict[str, ValidatorSet] = {}
-        self._recent: dict[str, list[ValidatorSet]] = {}  # sets issued before each one of _sets
         self.tls: Tls | None = None  # mutual TLS material when GRPC_SSL_TYPE is 2
         self.metrics = StationMetrics(
             lambda: {channel: self.view(channel) for channel in self.registry.channels},
@@ -137,20 +134,6 @@ class Station:
         if channel not in self.registry.channels:
             raise UnknownChannel(f"unknown channel {shown(channel)}")
         return channel
-
-    def recent_sets(self, channel: str) -> list[ValidatorSet]:
-        """The channel's sets issued before its current one, oldest first: the newest of those
-        kept (MAX_RECENT_SETS) that fit MAX_RECENT_BYTES. A set is made when the operator changes
-        the channel, when a peer registers, and when asked; a restart forgets them."""
-        self.validator_set(channel)
-        chosen: list[ValidatorSet] = []
-        size = 0
-        for kept in reversed(self._recent.get(channel, ())):
-            size += len(kept.encode())
-            if size > MAX_RECENT_BYTES:
-                break
-            chosen.append(kept)
-        return chosen[::-1]
 
     def validator_set(self, channel: str) -> ValidatorSet:
         """The channel's current validator set, signed by this RadioStation."""
@@ -206,10 +189,6 @@ class Station:
             genesis_by_first=not listed,
         )
         signed = unsigned.signed_by(self.signer)
-        if cached is not None and cached.version < version:
-            recent = self._recent.setdefault(channel, [])
-            recent.append(cached)
-            del recent[:-MAX_RECENT_SETS]
         self._sets[channel] = signed
         return signed
 

@@ -28,10 +28,6 @@ from loopchain.types.genesis import GenesisData
 from loopchain.types.hashing import sha3_256
 
 MIN_RATIO = Fraction(2, 3)
-# the RadioStation's sets issued before a channel's current one that it keeps and sends peers
-# along with it (at most MAX_RECENT_BYTES of them, the newest)
-MAX_RECENT_SETS = 64
-MAX_RECENT_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -222,7 +218,7 @@ class ValidatorSet:
     @functools.cached_property
     def _encoded(self) -> bytes:
         # made once per object (every field is immutable): the RadioStation sends a channel's
-        # recent sets with every peer list, and sizes them first
+        # set with every peer list, and blocks carry it
         return canonical.encode(self.to_json())
 
     @classmethod

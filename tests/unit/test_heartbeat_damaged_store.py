@@ -42,8 +42,8 @@ class RadioStation:
         self.beats.append((channel, peer_type, height))
         return 1
 
-    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], list[ValidatorSet]]:
-        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], []
+    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], ValidatorSet | None]:
+        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], None
 
 
 def _peer(tmp_path: Path, kv: DamagedStore) -> tuple[PeerNode, ChannelService]:

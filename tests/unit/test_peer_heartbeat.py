@@ -43,9 +43,9 @@ class RadioStation:
 
         return check
 
-    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], list[ValidatorSet]]:
+    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], ValidatorSet | None]:
         self.listed.append(time.monotonic())
-        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], []
+        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], None
 
 
 def _node(tmp_path: Path) -> PeerNode:

@@ -49,7 +49,7 @@ class RadioStation:
         self.registration = registration
         self.heartbeats = 0
         self.connects = 0
-        self.sets: list[ValidatorSet] = []  # what peer_list answers besides the one peer
+        self.validators: ValidatorSet | None = None  # what peer_list answers besides the peer
         self.lists = 0
         self.list_down = False  # peer_list raises RadioStationUnreachable
 
@@ -65,11 +65,11 @@ class RadioStation:
             raise RadioStationUnreachable("not now")
         return self.registration
 
-    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], list[ValidatorSet]]:
+    async def peer_list(self, channel: str) -> tuple[list[PeerInfo], ValidatorSet | None]:
         self.lists += 1
         if self.list_down:
             raise RadioStationUnreachable("no peer list now")
-        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], list(self.sets)
+        return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], self.validators
 
 
 def _node(tmp_path: Path, interval: float = 600.0) -> PeerNode:
@@ -208,35 +208,35 @@ async def test_a_worker_that_cannot_leave_its_registration_for_the_cache_goes_on
 
 
 @pytest.mark.parametrize("role", ["validator", "auditor"])
-async def test_an_unlisted_validator_still_takes_the_channels_sets(
+async def test_an_unlisted_validator_still_takes_the_channels_set(
     tmp_path: Path, role: str
 ) -> None:
     """A peer the operator unlisted is refused as unknown, but while the chain still counts it as
-    a validator it must carry the change that removes it: it takes the channel's sets at each
-    refused heartbeat, oldest first (not its member list: the chain decides when it leaves). An
-    auditor has no such need and asks for nothing."""
+    a validator it must vote for the change that removes it: it takes the channel's set at each
+    refused heartbeat (not its member list: the chain decides when it leaves). An auditor has no
+    such need and asks for nothing."""
     node, rs = _node(tmp_path), RadioStation(ResponseCode.PEER_UNKNOWN, None)
     channel = HeartbeatChannel(role)
     node.channels[CHANNEL] = channel  # type: ignore[assignment]
-    rs.sets = [ValidatorSet(CHANNEL, version, ()) for version in (5, 6, 7)]
+    rs.validators = ValidatorSet(CHANNEL, 7, ())
     await _beat(node, rs, 2)
     versions = [event.validators.version for event in channel.received]  # type: ignore[attr-defined]
     if role == "validator":
-        assert versions == [5, 6, 7, 5, 6, 7]  # known versions cost the consensus nothing
+        assert versions == [7, 7]  # a known version costs the consensus nothing
     else:
         assert versions == [] and rs.lists == 0
     assert channel.members == []  # the member list waits for a heartbeat the RadioStation takes
 
 
-async def test_a_peer_list_that_fails_leaves_the_sets_for_the_next_heartbeat(
+async def test_a_peer_list_that_fails_leaves_the_set_for_the_next_heartbeat(
     tmp_path: Path,
 ) -> None:
-    """The unlisted validator's fetch of the sets fails: nothing is taken, the heartbeat loop goes
-    on, and the next refused heartbeat fetches them."""
+    """The unlisted validator's fetch of the set fails: nothing is taken, the heartbeat loop goes
+    on, and the next refused heartbeat fetches it."""
     node, rs = _node(tmp_path), RadioStation(ResponseCode.PEER_UNKNOWN, None)
     channel = HeartbeatChannel()
     node.channels[CHANNEL] = channel  # type: ignore[assignment]
-    rs.sets = [ValidatorSet(CHANNEL, 5, ())]
+    rs.validators = ValidatorSet(CHANNEL, 5, ())
     rs.list_down = True
     await _beat(node, rs, 1)
     assert rs.lists == 1 and channel.received == []
