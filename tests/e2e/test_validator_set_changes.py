@@ -1,0 +1,116 @@
+"""Validator set changes on real processes: the operator changes a listed channel's validators with
+tools/gtool.py, several requests back to back, and the chain takes each new set through a handover
+voted by the old set and the new one together, without a halt. The first of five validators weighs 3,
+the others 1: it is unlisted (before the joint vote such a change was refused: a quorum of the
+four left need not meet a quorum of the five in an honest validator), then listed again and the
+four others unlisted, leaving it alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tools.procs import ROOT, LocalNetwork, wait_until
+
+PEERS = 5
+CHANNEL = "loopchain_default"
+DEADLINE = 60.0
+HEAVY = 3  # the first validator's weight
+
+
+class Listed:
+    """A RadioStation and PEERS peers in a listed channel, with their ids."""
+
+    def __init__(self, net: LocalNetwork, ports: list[int], ids: dict[int, str]) -> None:
+        self.net, self.ports, self.ids = net, ports, ids
+
+    def gtool(self, *args: str) -> None:
+        tool = [sys.executable, str(ROOT / "tools" / "gtool.py")]
+        where = ["-r", self.net.rs_rest, "-o", str(self.net.config_path)]
+        done = subprocess.run(
+            [*tool, *where, *args],
+            cwd=self.net.workdir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def unlist(self, port: int) -> None:
+        self.gtool("remove-peer", CHANNEL, self.ids[port])
+
+    def list_again(self, port: int, weight: int) -> None:
+        target = f"127.0.0.1:{port}"
+        self.gtool(
+            "add-peer", "--peer-id", self.ids[port], "--weight", str(weight), CHANNEL, target
+        )
+
+    def wait_validators(self, validators: Sequence[int]) -> None:
+        """Every peer's chain is on a set of exactly `validators`: they say they are validators,
+        the others auditors, and all count that many."""
+
+        def taken() -> bool:
+            for port in self.ports:
+                status = self.net.status(port)
+                role = "validator" if port in validators else "auditor"
+                if (status["validator_count"], status["role"]) != (len(validators), role):
+                    return False
+            return True
+
+        wait_until(taken, DEADLINE, f"every chain on the set of {sorted(validators)}")
+
+    def wait_final_everywhere(self, port: int, note: str) -> None:
+        """A transaction sent to `port` is final on every peer, and the peers agree block by
+        block up to the lowest of their heights."""
+        tx_hash = self.net.submit(port, {"set change": note})
+
+        def everywhere() -> bool:
+            return all(self.net.final_on(other, tx_hash) for other in self.ports)
+
+        wait_until(everywhere, DEADLINE, f"the transaction sent after {note} final everywhere")
+        top = min(self.net.height(p) for p in self.ports)
+        for height in range(top + 1):
+            hashes = {self.net.block_hash_at(p, height) for p in self.ports}
+            assert len(hashes) == 1, f"peers differ at height {height}"
+
+
+@pytest.fixture
+def listed(tmp_path: Path) -> Iterator[Listed]:
+    net = LocalNetwork(tmp_path, {"ENABLE_CHANNEL_AUTH": True})
+    ports = sorted(net.new_peer_port() for _ in range(PEERS))
+    ids = {port: net.make_peer_key(port) for port in ports}
+    peers: list[dict[str, object]] = [
+        {"peer_id": ids[p], "peer_target": f"127.0.0.1:{p}"} for p in ports
+    ]
+    peers[0]["weight"] = HEAVY
+    (tmp_path / "channel_manage_data.json").write_text(json.dumps({CHANNEL: {"peers": peers}}))
+    try:
+        net.start_radiostation()
+        for port in ports:
+            net.start_peer(port)
+        wait_until(net.sees_every_validator, DEADLINE, "peers that know every validator")
+        yield Listed(net, ports, ids)
+    finally:
+        net.stop_and_check()
+
+
+def test_a_heavy_validator_unlisted_and_the_others_replaced_keep_the_chain_going(
+    listed: Listed,
+) -> None:
+    heavy, *others = listed.ports
+    listed.wait_final_everywhere(others[0], "before")
+    listed.unlist(heavy)
+    listed.wait_validators(others)
+    listed.wait_final_everywhere(others[1], "the heavy validator unlisted")
+    listed.list_again(heavy, HEAVY)
+    for port in others:
+        listed.unlist(port)
+    listed.wait_validators([heavy])
+    listed.wait_final_everywhere(heavy, "it alone is left")
