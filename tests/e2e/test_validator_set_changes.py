@@ -1,9 +1,9 @@
-"""Validator set changes on real processes: the operator changes a listed channel's validators with
-tools/gtool.py, several requests back to back, and the chain takes each new set through a handover
-voted by the old set and the new one together, without a halt. The first of five validators weighs 3,
-the others 1: it is unlisted (before the joint vote such a change was refused: a quorum of the
-four left need not meet a quorum of the five in an honest validator), then listed again and the
-four others unlisted, leaving it alone."""
+"""Validator set changes on real processes: the operator changes a listed channel's validators
+with tools/gtool.py, several requests back to back, and the chain takes each new set through a
+handover voted by the old set and the new one together, without a halt. The first of five
+validators weighs 3, the others 1: it is unlisted (before the joint vote such a change was
+refused: a quorum of the four left need not meet a quorum of the five in an honest validator),
+then listed again and the four others unlisted, leaving it alone."""
 
 from __future__ import annotations
 
