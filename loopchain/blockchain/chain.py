@@ -22,7 +22,10 @@ class ChainTip:
     (the handover) hands the chain over to the pending set. The handover's certificate holds a
     quorum of the old set locked on its parent's certificate, so that parent is final under the
     old set (two-chain rule); every certificate from the carrier's children on holds a quorum of
-    the new set. (The consensus module's docstring gives the safety argument.)
+    the new set. (The consensus module's docstring gives the safety argument.) Peers of earlier
+    versions let the new set alone vote on the carrier's child; such blocks still sync, and no
+    peer of this version votes for one, but a change made while some peers run an earlier
+    version can fork as those did: upgrade every peer first.
     """
 
     channel: str
@@ -151,7 +154,8 @@ def _check_validators(tip: ChainTip, block: Block, issuer: str) -> str | None:
     if update is not None:
         if not update.verify_issuer(issuer):
             return "validator update is not signed by the RadioStation"
-        if tip.pending is not None:
+        if tip.pending is not None and not tip.is_legacy_handover(block):
+            # (earlier versions' handover carried their next step at once: it syncs)
             return "validator update while another set is being handed over"
         if tip.next_validators is not None and update.version <= tip.next_validators.version:
             return "validator update is not newer than the current set"

@@ -150,7 +150,7 @@ class ChannelConsensus:
         self.safety = safety or SafetyRules()
         if tip_certificate is not None:
             self.safety.observe_qc(tip_certificate)
-        self.latest_validators: ValidatorSet | None = tip.next_validators
+        self.latest_validators: ValidatorSet | None = tip.pending or tip.next_validators
         self.round = max(self.safety.high_qc_round + 1, self.safety.highest_vote_round, 0)
         self.last_tc: TimeoutCertificate | None = None
         self.tc_complaints: tuple[Complaint, ...] = ()  # behind last_tc, when formed here
@@ -245,7 +245,17 @@ class ChannelConsensus:
 
     def start(self, now: float) -> list[m.Action]:
         """Resume after (re)start."""
-        return self._on_progress(now)
+        return self._fetch_lock() + self._on_progress(now)
+
+    def _fetch_lock(self) -> list[m.Action]:
+        """Ask for the block of this node's highest certificate when it is not in the tree (after a
+        restart the tree holds only the blocks this node voted for): until it comes, the voters,
+        leaders and complaints this node reckons with are those after the final tip, which while a
+        set is pending are not the chain's."""
+        qc = self.safety.high_qc
+        if qc is None or self._high_point() is not None:
+            return []
+        return [m.FetchBlock(qc.block_hash)]
 
     def handle(self, event: m.Event, now: float) -> list[m.Action]:
         """Apply one event and return the actions the shell must carry out, in order."""
@@ -396,6 +406,7 @@ class ChannelConsensus:
         )
         roots = self.roots_at(self.executed_height) if self.executed_height >= 0 else None
         state_root, results_hash = roots or (EMPTY_ROOT, EMPTY_ROOT)
+        per_leader = self.config.blocks_per_leader
         block = Block.create(
             channel=parent.channel,
             height=parent.height + 1,
@@ -405,7 +416,7 @@ class ChannelConsensus:
             transactions=txs,
             timestamp=max(int(now * 1_000_000), parent.timestamp + 1),
             leader=self.signer,
-            next_leader=leader_of(voting, self.round + 1, self.config.blocks_per_leader),
+            next_leader=leader_of(self._next_leading(parent, voting), self.round + 1, per_leader),
             validators_hash=voting.hash,
             validator_update=update,
             prev_tc=tc,
@@ -417,6 +428,16 @@ class ChannelConsensus:
         self.last_proposal_time = now
         # 3. announce it, and handle it like any validator would (it votes for its own block)
         return [m.BroadcastProposal(block), *self._on_proposal(block, now)]
+
+    def _next_leading(self, parent: ChainTip, voting: Voters) -> Voters:
+        """The set whose turns lead the block after the one this node proposes on `parent` in its
+        round (`voting`): the pending set after a handover, the chain's set otherwise (it leads
+        while a set is pending too)."""
+        if parent.height < 0 or parent.next_validators is None:
+            return voting  # the genesis block's set
+        if parent.pending is not None and self.round == parent.round + 1:
+            return parent.pending  # the handover
+        return parent.next_validators
 
     # ------------------------------------------------------------ receiving blocks
 
@@ -696,7 +717,9 @@ class ChannelConsensus:
         return actions
 
     def _adopt_validators(self, point: ChainTip) -> None:
-        latest, final = self.latest_validators, point.next_validators
+        """The newest set the final chain names (its own, or the one pending on it) is at least
+        the newest known: the RadioStation's may lag after a restart."""
+        latest, final = self.latest_validators, point.pending or point.next_validators
         if final is not None and (latest is None or final.version > latest.version):
             self.latest_validators = final
 
@@ -747,7 +770,13 @@ class ChannelConsensus:
         if not self.has_work():
             return []
         self.failed_rounds += 1
-        return self._regossip() + self._complain(now) + self._remind_laggards() + self._arm_timer()
+        return (
+            self._fetch_lock()
+            + self._regossip()
+            + self._complain(now)
+            + self._remind_laggards()
+            + self._arm_timer()
+        )
 
     def _remind_laggards(self) -> list[m.Action]:
         """Send again the complaints behind the timeout certificate that moved this node on,

@@ -298,8 +298,8 @@ class ChannelService:
     def set_members(self, peers: list[PeerInfo]) -> None:
         """The channel's peers as the RadioStation lists them, and those it no longer lists that
         the chain still counts as validators: unlisted or removed together, they vote (and lead
-        in their turns) until the chain carries the set that drops them, so they must hear the
-        others. Dropped from this list, they no longer did, and a channel whose removed peers
+        in their turns) until the chain hands over to the set that drops them, so they must hear
+        the others. Dropped from this list, they no longer did, and a channel whose removed peers
         held a third of the weight halted."""
         known = {*self.members, self.signer.address}
         listed = {p.peer_id: p for p in peers}

@@ -4,8 +4,9 @@ The header covers version, channel, height, round, the previous block's hash and
 (the piggybacked commit), the transactions' merkle root, the state root and results hash of the last
 executed block, the timestamp, the leader and the next leader, the hash of the validators that vote
 on this block (`validators_hash`) and `next_validators_hash`: the same again, or the hash of the
-RadioStation-signed validator set the block carries. The chain takes a carried set through a child
-of the next round, voted by both sets (`loopchain.blockchain.chain.ChainTip`).
+RadioStation-signed validator set the block carries. Both sets vote from then on, and the first
+block of the round right after its parent's hands the chain over to the carried set
+(`loopchain.blockchain.chain.ChainTip`).
 """
 
 from __future__ import annotations

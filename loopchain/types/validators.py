@@ -276,9 +276,10 @@ class ValidatorSet:
 
 @dataclass(frozen=True)
 class JointSet:
-    """The voters of the block that hands a channel from one validator set to the next: a quorum
-    needs a quorum of each (`old` the chain's set, `new` the one its parent carries), so the
-    block's certificate binds the old set's honest members and the new set's at once."""
+    """The voters of a block while a new validator set is pending (`ChainTip`): from the block
+    carrying it until the one that hands the chain over. A quorum needs a quorum of each (`old`
+    the chain's set, `new` the pending one), so every certificate binds the old set's honest
+    members and the new set's at once."""
 
     old: ValidatorSet
     new: ValidatorSet
@@ -320,11 +321,11 @@ class JointSet:
         return None  # a genesis block is never voted jointly
 
     def leader_at(self, index: int) -> str:
-        """The old set leads the handover: its members are the ones the chain has been running on."""
+        """The old set leads while a set is pending: the chain has been running on its members."""
         return self.old.leader_at(index)
 
 
-# who votes on a block: one set, or two at a handover
+# who votes on a block: one set, or two while a new one is pending
 Voters = ValidatorSet | JointSet
 
 

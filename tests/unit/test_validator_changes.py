@@ -5,6 +5,7 @@ set the RadioStation issued."""
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 
 from hypothesis import given, settings
@@ -18,11 +19,15 @@ from loopchain.blockchain.chain import (
     check_extends,
     check_proposal_bounds,
 )
+from loopchain.blockchain.mempool import TxPool
 from loopchain.blockchain.restore import restore_tip
 from loopchain.consensus import messages as m
+from loopchain.consensus.rules import SafetyRules
+from loopchain.consensus.state import ChannelConsensus, ConsensusConfig
 from loopchain.storage.memory import MemoryStore
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
+from loopchain.types.transaction import Transaction
 from loopchain.types.validators import (
     MIN_RATIO,
     Group,
@@ -169,6 +174,7 @@ V1 = members(1, [0, 1, 2, 3])
 V2 = members(2, [0, 4, 5, 6])  # three of four replaced at once
 V3 = members(3, [7, 8, 9, 10])  # all of them
 V4 = members(4, [7, 8, 9])
+V5 = members(5, [7, 8])
 
 
 def test_a_carriers_child_of_the_next_round_is_voted_by_both_sets_and_hands_over() -> None:
@@ -241,9 +247,76 @@ def test_a_handover_as_earlier_versions_made_it_syncs_but_is_never_voted_for() -
     assert chain.tip.validators == V2 and chain.tip.next_validators == V2
 
 
+def test_a_handover_of_an_earlier_version_may_carry_the_next_set() -> None:
+    """Earlier versions stepped through sets one block at a time: the carrier's child, voted by
+    the new set alone, carried the next step. Such a chain still syncs."""
+    chain = Chain(V1)
+    chain.extend(2, update=V2)
+    chain.add(chain.make(3, update=V3, voters_named=V2.hash))
+    assert chain.tip.validators == V2
+    assert chain.tip.next_validators == V2 and chain.tip.pending == V3
+    assert chain.extend(4).next_validators == V3
+
+
+def _transaction() -> Transaction:
+    return Transaction.create_v1(CHANNEL, {"n": 1}, 10_000_000, SIGNERS[1])
+
+
+def _consensus(tip: ChainTip, safety: SafetyRules, signer: Signer) -> ChannelConsensus:
+    config = ConsensusConfig(
+        interval=0.05, round_timeout=1.0, max_round_timeout=8.0, blocks_per_leader=1, limits=LIMITS
+    )
+    return ChannelConsensus(
+        config=config,
+        signer=signer,
+        issuer=ISSUER.address,
+        tip=tip,
+        tip_certificate=None,
+        pool=TxPool(100),
+        is_committed=lambda tx_hash: False,
+        safety=safety,
+    )
+
+
+def test_a_set_pending_on_the_final_chain_is_work_with_no_transactions() -> None:
+    """After a restart the RadioStation may not be reached at once: the set pending on the final
+    chain is the newest known, and rounds go on until the handover."""
+    chain = Chain(V1)
+    carrier = chain.extend(2, update=V2)
+    state = _consensus(carrier, SafetyRules(), SIGNERS[0])
+    assert state.latest_validators == V2
+    assert state.has_work()
+    assert not _consensus(chain.points[-2], SafetyRules(), SIGNERS[0]).has_work()
+
+
+def test_a_restarted_validator_fetches_the_block_of_its_lock() -> None:
+    """A restart keeps the final chain and the lock, not the block the lock certifies: until that
+    block is back this node would reckon with the final tip's voters, which while a set is
+    pending are not the chain's. It asks for it on start and on each round timeout."""
+    chain = Chain(V1)
+    carrier = chain.extend(2, update=V2)
+    pending = chain.make(5)
+    lock = chain.add(pending)
+    state = _consensus(carrier, SafetyRules(highest_vote_round=6, high_qc=lock), SIGNERS[0])
+    assert state.leader != SIGNERS[0].address  # a leader would fetch it to propose anyway
+    assert m.FetchBlock(pending.hash) in state.start(now=10.0)
+    state.pool.add(_transaction(), 10.0)  # work: the round timer fires
+    assert m.FetchBlock(pending.hash) in state.handle(m.TimeoutFired("round", state.round), 12.0)
+
+
+def test_a_handover_names_the_new_sets_leader_of_the_round_after_it() -> None:
+    chain = Chain(V1)
+    carrier = chain.extend(3, update=V2)
+    leader = BY_ID[V1.leader_at(4)]  # the old set leads the handover
+    state = _consensus(carrier, SafetyRules(3, chain.blocks[-1][1]), leader)
+    proposals = [a.block for a in state.start(now=10.0) if isinstance(a, m.BroadcastProposal)]
+    assert [block.header.round for block in proposals] == [4]
+    assert proposals[0].header.next_leader == V2.leader_at(5) != V1.leader_at(5)
+
+
 def test_the_tip_restored_from_a_store_has_the_sets_the_chain_had() -> None:
     """At every height of a chain with a handover at once, one after two timeouts, and one made
-    as earlier versions made it (the new set alone voting)."""
+    as earlier versions made it (the new set alone voting, carrying the next set)."""
     chain = Chain(V1)
     chain.extend(1)
     chain.extend(2, update=V2)
@@ -253,9 +326,9 @@ def test_the_tip_restored_from_a_store_has_the_sets_the_chain_had() -> None:
     chain.extend(8)  # pending
     chain.extend(9)  # handover to V3
     chain.extend(10, update=V4)
-    chain.add(chain.make(12, voters_named=V4.hash))  # V4 alone votes, as earlier versions did
-    chain.extend(13)
-    assert [point.next_validators for point in chain.points[-3:]] == [V3, V4, V4]
+    chain.add(chain.make(12, update=V5, voters_named=V4.hash))  # V4 alone votes, as earlier
+    chain.extend(13)  # versions did, and carries the next set: then the handover to V5
+    assert [point.next_validators for point in chain.points[-3:]] == [V3, V4, V5]
     store = BlockStore(MemoryStore(), CHANNEL)
     for height, (block, qc) in enumerate(chain.blocks):
         store.save_block(block, qc)
@@ -291,6 +364,10 @@ def test_sets_issued_in_quick_succession_end_on_the_newest() -> None:
     chain = net.nodes[everyone.validators[0].peer_id].chain
     carried = [b.validator_update.version for b, _ in chain if b.validator_update is not None]
     assert carried[0] == 1 and carried[-1] == 4 and carried == sorted(set(carried))
+    # each block names the leader of the round after it, the handovers' the new set's
+    for (block, _), (child, _) in itertools.pairwise(chain):
+        if child.header.round == block.header.round + 1:
+            assert block.header.next_leader == child.header.leader, block.height
     assert {node.state.tip.next_validators for node in net.nodes.values()} == {
         issued(4, [0, 5, 6, 7])
     }
