@@ -110,6 +110,7 @@ MAX_COMPLAINT_ROUNDS = 4  # rounds in which one validator's complaints count at 
 WAITING_BUDGET_BLOCKS = 16  # and the parked blocks' bytes, in blocks of the largest size
 MAX_VOTES_REMEMBERED = 4096  # (round, voter) pairs kept to spot a validator voting twice
 MAX_FETCH_DEPTH = 32  # farther behind than this, sync final blocks instead of fetching
+MAX_EARLY_VOTES = 1024  # votes held, unchecked, for blocks whose proposal has not come yet
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,10 @@ class ChannelConsensus:
         self.last_tc: TimeoutCertificate | None = None
         self.tc_complaints: tuple[Complaint, ...] = ()  # behind last_tc, when formed here
         self.votes: dict[tuple[int, bytes], dict[str, Vote]] = {}
+        # block hash -> votes that came before its proposal (a vote can outrun the proposal it
+        # names; a quorum of both sets while one is pending is nearly every validator)
+        self.early_votes: dict[bytes, list[Vote]] = {}
+        self.early_vote_count = 0
         self.voted_for: dict[tuple[int, str], bytes] = {}  # (round, voter) -> block it voted for
         # round -> voter -> complaint; a voter's complaints count in MAX_COMPLAINT_ROUNDS at most
         self.complaints: dict[int, dict[str, Complaint]] = {}
@@ -492,7 +497,7 @@ class ChannelConsensus:
             parent_node = self.tree.get(block.header.prev_hash)
             if parent_node is not None:
                 self.tree.certify(block.header.prev_qc)
-        return node, self._release(block.hash, now)
+        return node, self._release(block.hash, now) + self._release_votes(block.hash, now)
 
     @staticmethod
     def _refused(block: Block, problem: str) -> m.Rejected:
@@ -624,7 +629,8 @@ class ChannelConsensus:
             return []
         node = self.tree.get(vote.block_hash)
         if node is None:
-            return []  # a vote for a block this node has not seen: the proposal will come
+            self._hold_early(vote)  # the proposal may still come
+            return []
         if node.certificate is not None and node.certificate.round == vote.round:
             return []
         if (vote.height, vote.round) != (node.block.height, node.block.header.round):
@@ -650,6 +656,25 @@ class ChannelConsensus:
         if any(_carries(action, qc) for action in actions):
             return actions  # the proposal made at once brings the certificate to every member
         return [m.BroadcastCertificate(qc), *actions]
+
+    def _hold_early(self, vote: Vote) -> None:
+        """Keep a vote for a block not seen here until the block comes (checked then), when it is
+        of a round this node may still certify; past MAX_EARLY_VOTES, the oldest held go first."""
+        if vote.round + 1 < self.round:
+            return
+        self.early_votes.setdefault(vote.block_hash, []).append(vote)
+        self.early_vote_count += 1
+        while self.early_vote_count > MAX_EARLY_VOTES:
+            oldest = next(iter(self.early_votes))
+            self.early_vote_count -= len(self.early_votes.pop(oldest))
+
+    def _release_votes(self, block_hash: bytes, now: float) -> list[m.Action]:
+        held = self.early_votes.pop(block_hash, [])
+        self.early_vote_count -= len(held)
+        actions: list[m.Action] = []
+        for vote in held:
+            actions += self._on_vote(vote, now)
+        return actions
 
     def _note_vote(self, vote: Vote) -> m.Rejected | None:
         """Remember which block a validator voted for in a round; a second, different vote in
@@ -960,6 +985,8 @@ class ChannelConsensus:
         self.timer_round = -1
         for old in [r for r in self.complaints if not self._moves_on(r)]:
             del self.complaints[old]
+        for block_hash in [h for h, held in self.early_votes.items() if held[0].round + 1 < round_]:
+            self.early_vote_count -= len(self.early_votes.pop(block_hash))
 
     def _distance(self, round_: int) -> tuple[int, bool]:
         """How far `round_` is from this node's round; of two as far, a past one is farther."""

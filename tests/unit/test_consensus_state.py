@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from loopchain.consensus import messages as m
+from loopchain.consensus import state as state_module
 from loopchain.consensus.rules import SafetyRules, round_after_timeout
 from loopchain.types.block import Block
+from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import QuorumCertificate, TimeoutCertificate, Vote
 from tests.sim.harness import BLOCKS_PER_LEADER, CHANNEL, Network, Node, genesis_block
@@ -420,6 +422,46 @@ def test_a_validator_signing_two_different_votes_in_a_round_is_named_and_counted
     reasons = [a.reason for a in actions if isinstance(a, m.Rejected)]
     assert reasons and "signed two different votes" in reasons[0] and voter.address in reasons[0]
     assert voter.address not in collector.state.votes.get((0, twin.hash), {})
+
+
+def test_votes_that_outrun_their_proposal_are_counted_when_it_comes() -> None:
+    """The next leader may hear votes before the proposal they name (they take another path):
+    they are held, checked once the block comes, and certify it. Dropped, a round failed each
+    time one vote of a quorum that needs nearly every validator came early."""
+    net = Network(4, seed=7)
+    net.start()  # nothing delivered yet: round 0, no genesis block
+    leader = net.nodes[_leader(net)]
+    collector = net.nodes[net.validators.leader_at(1)]  # votes of round 0 go to round 1's leader
+    block = _genesis(net, leader, int(net.now * 1e6) + 1)
+    forged = Vote.create(CHANNEL, 0, 0, block.hash, Signer.generate())  # not a validator's
+    assert collector.state.handle(m.VoteReceived(forged), net.now) == []
+    for voter in [n for n in net.nodes.values() if n is not collector]:
+        vote = Vote.create(CHANNEL, 0, 0, block.hash, voter.signer)
+        assert collector.state.handle(m.VoteReceived(vote), net.now) == []
+    actions = collector.state.handle(m.ProposalReceived(block), net.now)
+    node = collector.state.tree.get(block.hash)
+    assert node is not None and node.certificate is not None
+    assert net.validators.has_quorum(node.certificate.voters)
+    assert any(isinstance(a, m.Rejected) and "not a validator" in a.reason for a in actions)
+    assert collector.state.early_votes == {} and collector.state.early_vote_count == 0
+
+
+def test_votes_held_for_unseen_blocks_stay_within_their_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Votes for blocks that never come (a byzantine validator may name any): past the bound the
+    oldest go, and a round left behind drops those of the rounds before it."""
+    monkeypatch.setattr(state_module, "MAX_EARLY_VOTES", 4)
+    net = Network(4, seed=7)
+    net.start()
+    node = next(iter(net.nodes.values()))
+    voter = next(n for n in net.nodes.values() if n is not node)
+    hashes = [bytes([i]) * 32 for i in range(10)]
+    for block_hash in hashes:
+        node.state.handle(m.VoteReceived(Vote.create(CHANNEL, 0, 0, block_hash, voter.signer)), 0)
+    assert list(node.state.early_votes) == hashes[-4:] and node.state.early_vote_count == 4
+    node.state._enter_round(2, progressed=False)
+    assert node.state.early_votes == {} and node.state.early_vote_count == 0
 
 
 class RecordsActions(Network):
