@@ -1016,7 +1016,7 @@ class ChannelConsensus:
     def _on_validators(self, validators: ValidatorSet, now: float) -> list[m.Action]:
         latest = self.latest_validators
         if latest is not None and validators.version <= latest.version:
-            return []  # known, or older (each refresh sends the recent ones)
+            return []  # known, or older (each refresh of the peer list sends it again)
         if validators.channel != self.tip.channel or not validators.verify_issuer(self.issuer):
             return [m.Rejected("validator set is not signed by the RadioStation")]
         self.latest_validators = validators
