@@ -69,7 +69,6 @@ peer reads what is left there (`legacy_intake`), moves it to the journal and dro
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
@@ -651,10 +650,6 @@ class BlockStore:
         raw = self._body(height, block_hash) if block_hash is not None else None
         certificate = self._kv.get(_height_key(CERTIFICATE, height))
         return (raw, certificate) if raw is not None and certificate is not None else None
-
-    def update_heights(self, limit: int = 2) -> list[int]:
-        """Heights of the newest blocks that carry a validator update, newest first."""
-        return list(itertools.islice(self.iter_update_heights(), limit))
 
     def iter_update_heights(self) -> Iterator[int]:
         """Heights of the blocks that carry a validator update, newest first, as they are read."""

@@ -83,14 +83,18 @@ class ChainTip:
 
     def is_handover(self, block: Block) -> bool:
         """`block`, a child of this one, hands the chain over to the pending set."""
-        return self.pending is not None and (
-            block.header.round == self.round + 1 or self.is_legacy_handover(block)
-        )
+        return self.pending is not None and hands_over(self.round, self.pending, block)
 
     def is_legacy_handover(self, block: Block) -> bool:
         """`block` names the set its parent carries as its only voters: how chains of earlier
         versions handed over (synced as final; no voter accepts it as a proposal)."""
         return self.pending is not None and block.header.validators_hash == self.pending.hash
+
+
+def hands_over(parent_round: int, pending: ValidatorSet, block: Block) -> bool:
+    """`block`, the child of a block of `parent_round` while `pending` is pending, hands the
+    chain over to it: of the very next round, or voted by `pending` alone (earlier versions)."""
+    return block.header.round == parent_round + 1 or block.header.validators_hash == pending.hash
 
 
 # a block's bytes besides its transactions' (header, certificates, validator set), as bounds allow

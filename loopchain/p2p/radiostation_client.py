@@ -129,14 +129,14 @@ class RadioStationClient:
         return Registration(reply.order, address_of(reply.radiostation_public_key), grants)
 
     async def peer_list(self, channel: str) -> tuple[list[PeerInfo], ValidatorSet | None]:
-        """The channel's registered peers and its signed validator set (None when it sent none
-        that decodes)."""
+        """The channel's registered peers and its current signed validator set."""
         reply = await self._call(self._stub.GetPeerList, pb.ChannelRequest(channel=channel))
         peers = [PeerInfo(p.peer_id, p.target, p.order, p.group_id) for p in reply.peers]
         try:
-            return peers, ValidatorSet.decode(reply.validator_set)
+            validators = ValidatorSet.decode(reply.validator_set) if reply.validator_set else None
         except EncodingError:
-            return peers, None
+            validators = None
+        return peers, validators
 
     async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:
         """Report liveness (signed, timestamped); returns the channel's peer-list version."""

@@ -402,8 +402,6 @@ async def peer_remove(request: web.Request) -> web.Response:
     except OSError as exc:  # not saved, so not made
         raise ApiError(ResponseCode.FAIL, str(exc)) from None
     versions = {name: registry.version(name) for name in registry.channels if name in changed}
-    for name in versions:
-        _station(request).validator_set(name)  # issued now: peers that miss it can step through
     log.info(
         "peer %s removed by the operator (from %s); channel versions now %s",
         peer_id,
@@ -429,7 +427,6 @@ async def channel_data_get(request: web.Request) -> web.Response:
 
 def _channel_changed(name: str, version: int, what: str, request: web.Request) -> web.Response:
     spec = _station(request).registry.channels[name]
-    _station(request).validator_set(name)  # issued now: peers that miss it can step through it
     log.info(
         "channel %s: %s by the operator (from %s); version %d", name, what, request.remote, version
     )

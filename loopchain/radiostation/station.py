@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -13,13 +12,7 @@ from loopchain.radiostation.registry import PeerView, Registry
 from loopchain.types import canonical, package_name
 from loopchain.types.crypto import Signer
 from loopchain.types.package_name import is_package_name
-from loopchain.types.validators import (
-    Group,
-    Validator,
-    ValidatorSet,
-)
-
-log = logging.getLogger(__name__)
+from loopchain.types.validators import Group, Validator, ValidatorSet
 
 # Keys the RadioStation reads once at start (listeners, storage and file paths, TLS, logging, the
 # limits and deadlines its servers are made with) and ENABLE_CHANNEL_AUTH, which decides who may

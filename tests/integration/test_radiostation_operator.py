@@ -632,24 +632,3 @@ async def test_rest_connections_that_send_too_little_are_closed(start_rs: StartR
     assert "REST_BODY_TIMEOUT" in json.loads(body)["message"]
     status, _ = await get_json(f"{rs.rest}/api/v1/conf?name=PORT_RADIOSTATION")
     assert status == 200
-
-
-async def test_each_operator_change_issues_its_set_at_once(start_rs: StartRS) -> None:
-    """The operator lists a fifth validator and unlists one of the four back to back: each
-    request issues a set, so the peer list then carries the set two versions on, naming the
-    four left, signed by the RadioStation."""
-    signers = [Signer.generate() for _ in range(5)]
-    listed = [{"peer_id": s.address} for s in signers[:4]]
-    channels = {"c1": {"score_package": "org/p1", "peers": listed}}
-    rs = await start_rs({"ENABLE_CHANNEL_AUTH": True, "LOOPCHAIN_DEFAULT_CHANNEL": "c1"}, channels)
-    first = await _vset(rs, "c1")
-    add = {"channel": "c1", "peer_id": signers[4].address}
-    status, body = await _change(rs, "POST", "/api/v1/channel/peer", add)
-    assert (status, body["response_code"]) == (200, 0), body
-    gone = signers[0].address
-    status, body = await _change(rs, "DELETE", f"/api/v1/channel/peer?channel=c1&peer_id={gone}")
-    assert (status, body["response_code"]) == (200, 0), body
-    current = ValidatorSet.decode((await peer_list(rs, "c1")).validator_set)
-    assert current.version == first.version + 2
-    assert current.peer_ids == [s.address for s in signers[1:]]
-    assert current.verify_issuer(first.issuer)
