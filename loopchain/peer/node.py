@@ -500,15 +500,20 @@ class PeerNode:
 
     async def _follow_sets(self, rs: RadioStations, service: ChannelService) -> None:
         """A peer the RadioStation no longer knows (unlisted or removed) still takes the
-        channel's sets while the chain's set names it: the chain must carry the change that
-        removes it, and until then this peer votes and leads in its turns. Without them a
-        channel halted when the peers removed together held a third of the weight: their turns
-        went unled and their complaints were missing."""
+        channel's set and member list while the chain's voters name it: the chain must hand over
+        to the set that removes it, and until then this peer votes and leads in its turns
+        (`set_members` keeps the members the chain still counts). Without the sets a channel
+        halted when the peers removed together held a third of the weight: their turns went
+        unled and their complaints were missing. Without the member list it never learnt the
+        address of a validator listed after it was unlisted, whose vote the handover needs: its
+        proposals and certificates never reached that one (an end-to-end test stalled so under
+        load)."""
         try:
-            _peers, validators = await rs.peer_list(service.name)
+            peers, validators = await rs.peer_list(service.name)
         except (RadioStationUnreachable, RadioStationRefused) as exc:
             log.debug("validator set not fetched: %s", exc)
             return
+        service.set_members(peers)
         if validators is not None:
             service.receive(m.ValidatorsChanged(validators))
 

@@ -64,7 +64,14 @@ class Listed:
                     return False
             return True
 
-        wait_until(taken, DEADLINE, f"every chain on the set of {sorted(validators)}")
+        try:
+            wait_until(taken, DEADLINE, f"every chain on the set of {sorted(validators)}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {self.statuses()}") from None
+
+    def statuses(self) -> dict[int, tuple[object, ...]]:
+        keys = ("block_height", "round", "role", "validator_count", "leader_id")
+        return {port: tuple(self.net.status(port).get(k) for k in keys) for port in self.ports}
 
     def wait_final_everywhere(self, port: int, note: str) -> None:
         """A transaction sent to `port` is final on every peer, and the peers agree block by

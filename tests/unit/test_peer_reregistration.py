@@ -212,9 +212,10 @@ async def test_an_unlisted_validator_still_takes_the_channels_set(
     tmp_path: Path, role: str
 ) -> None:
     """A peer the operator unlisted is refused as unknown, but while the chain still counts it as
-    a validator it must vote for the change that removes it: it takes the channel's set at each
-    refused heartbeat (not its member list: the chain decides when it leaves). An auditor has no
-    such need and asks for nothing."""
+    a validator it must vote for the change that removes it: it takes the channel's set and
+    member list at each refused heartbeat (the member list keeps the peers the chain still
+    counts: the chain decides when they leave), so it also learns the address of a validator
+    listed after it left. An auditor has no such need and asks for nothing."""
     node, rs = _node(tmp_path), RadioStation(ResponseCode.PEER_UNKNOWN, None)
     channel = HeartbeatChannel(role)
     node.channels[CHANNEL] = channel  # type: ignore[assignment]
@@ -225,7 +226,10 @@ async def test_an_unlisted_validator_still_takes_the_channels_set(
         assert versions == [7, 7]  # a known version costs the consensus nothing
     else:
         assert versions == [] and rs.lists == 0
-    assert channel.members == []  # the member list waits for a heartbeat the RadioStation takes
+    if role == "validator":  # with the members listed now (set_members keeps the chain's)
+        assert [p.peer_id for p in channel.members] == ["hx" + "1" * 40]
+    else:
+        assert channel.members == []
 
 
 async def test_a_peer_list_that_fails_leaves_the_set_for_the_next_heartbeat(
