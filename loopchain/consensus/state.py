@@ -110,7 +110,8 @@ MAX_COMPLAINT_ROUNDS = 4  # rounds in which one validator's complaints count at 
 WAITING_BUDGET_BLOCKS = 16  # and the parked blocks' bytes, in blocks of the largest size
 MAX_VOTES_REMEMBERED = 4096  # (round, voter) pairs kept to spot a validator voting twice
 MAX_FETCH_DEPTH = 32  # farther behind than this, sync final blocks instead of fetching
-MAX_EARLY_VOTES = 1024  # votes held, unchecked, for blocks whose proposal has not come yet
+MAX_EARLY_VOTES = 1024  # votes held for blocks whose proposal has not come yet
+EARLY_ROUNDS_AHEAD = 2  # and the rounds past this node's whose votes are held
 
 
 @dataclass(frozen=True)
@@ -629,8 +630,7 @@ class ChannelConsensus:
             return []
         node = self.tree.get(vote.block_hash)
         if node is None:
-            self._hold_early(vote)  # the proposal may still come
-            return []
+            return self._hold_early(vote)  # the proposal may still come
         if node.certificate is not None and node.certificate.round == vote.round:
             return []
         if (vote.height, vote.round) != (node.block.height, node.block.header.round):
@@ -657,16 +657,33 @@ class ChannelConsensus:
             return actions  # the proposal made at once brings the certificate to every member
         return [m.BroadcastCertificate(qc), *actions]
 
-    def _hold_early(self, vote: Vote) -> None:
-        """Keep a vote for a block not seen here until the block comes (checked then), when it is
-        of a round this node may still certify; past MAX_EARLY_VOTES, the oldest held go first."""
-        if vote.round + 1 < self.round:
-            return
-        self.early_votes.setdefault(vote.block_hash, []).append(vote)
+    def _hold_early(self, vote: Vote) -> list[m.Action]:
+        """Keep a vote for a block not seen here until the block comes, when it is of a round this
+        node may still certify, by a validator of the sets it knows, and signed by it; each
+        validator's votes are refused past one a round (a second is an equivocation), so what is
+        held stays within EARLY_ROUNDS_AHEAD + 2 votes a validator, and neither an outsider nor a
+        byzantine validator can push out the others'. Past MAX_EARLY_VOTES, the oldest go first.
+        A vote of a validator this node does not know yet (a set carried by blocks it has not
+        seen) is not held: the node catches up by certificates."""
+        if not self.round - 1 <= vote.round <= self.round + EARLY_ROUNDS_AHEAD:
+            return []
+        known = [s for s in (self.voting_set, self.latest_validators) if s is not None]
+        if not any(vote.voter in voters for voters in known):
+            return []
+        # a good signature is remembered: checking it again when the block comes costs nothing
+        if not vote.verify_signature():
+            return [m.Rejected(f"vote from {vote.voter} has a bad signature")]
+        if equivocation := self._note_vote(vote):
+            return [equivocation]
+        held = self.early_votes.setdefault(vote.block_hash, [])
+        if vote in held:
+            return []
+        held.append(vote)
         self.early_vote_count += 1
         while self.early_vote_count > MAX_EARLY_VOTES:
             oldest = next(iter(self.early_votes))
             self.early_vote_count -= len(self.early_votes.pop(oldest))
+        return []
 
     def _release_votes(self, block_hash: bytes, now: float) -> list[m.Action]:
         held = self.early_votes.pop(block_hash, [])

@@ -3,6 +3,8 @@ tests/sim runs the seeded fault simulation)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from loopchain.consensus import messages as m
@@ -432,9 +434,10 @@ def test_votes_that_outrun_their_proposal_are_counted_when_it_comes() -> None:
     net.start()  # nothing delivered yet: round 0, no genesis block
     leader = net.nodes[_leader(net)]
     collector = net.nodes[net.validators.leader_at(1)]  # votes of round 0 go to round 1's leader
+    collector.state.handle(m.ValidatorsChanged(net.validators), net.now)
     block = _genesis(net, leader, int(net.now * 1e6) + 1)
-    forged = Vote.create(CHANNEL, 0, 0, block.hash, Signer.generate())  # not a validator's
-    assert collector.state.handle(m.VoteReceived(forged), net.now) == []
+    outsider = Vote.create(CHANNEL, 0, 0, block.hash, Signer.generate())  # not a validator's
+    assert collector.state.handle(m.VoteReceived(outsider), net.now) == []  # and not held
     for voter in [n for n in net.nodes.values() if n is not collector]:
         vote = Vote.create(CHANNEL, 0, 0, block.hash, voter.signer)
         assert collector.state.handle(m.VoteReceived(vote), net.now) == []
@@ -442,26 +445,86 @@ def test_votes_that_outrun_their_proposal_are_counted_when_it_comes() -> None:
     node = collector.state.tree.get(block.hash)
     assert node is not None and node.certificate is not None
     assert net.validators.has_quorum(node.certificate.voters)
-    assert any(isinstance(a, m.Rejected) and "not a validator" in a.reason for a in actions)
+    assert outsider.voter not in node.certificate.voters
+    assert not any(isinstance(a, m.Rejected) for a in actions)
     assert collector.state.early_votes == {} and collector.state.early_vote_count == 0
 
 
 def test_votes_held_for_unseen_blocks_stay_within_their_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Votes for blocks that never come (a byzantine validator may name any): past the bound the
-    oldest go, and a round left behind drops those of the rounds before it."""
+    """Votes for blocks that never come (a byzantine validator may name any): one a round from
+    each validator, of the rounds this node may still certify; past the bound the oldest go, and
+    a round left behind drops those of the rounds before it."""
     monkeypatch.setattr(state_module, "MAX_EARLY_VOTES", 4)
     net = Network(4, seed=7)
     net.start()
     node = next(iter(net.nodes.values()))
-    voter = next(n for n in net.nodes.values() if n is not node)
+    node.state.handle(m.ValidatorsChanged(net.validators), net.now)
+    voters = [n for n in net.nodes.values() if n is not node]
     hashes = [bytes([i]) * 32 for i in range(10)]
-    for block_hash in hashes:
-        node.state.handle(m.VoteReceived(Vote.create(CHANNEL, 0, 0, block_hash, voter.signer)), 0)
-    assert list(node.state.early_votes) == hashes[-4:] and node.state.early_vote_count == 4
-    node.state._enter_round(2, progressed=False)
+
+    def vote(round_: int, block_hash: bytes, voter: Node) -> list[m.Action]:
+        cast = Vote.create(CHANNEL, 0, round_, block_hash, voter.signer)
+        return node.state.handle(m.VoteReceived(cast), 0)
+
+    assert vote(0, hashes[0], voters[0]) == []
+    reasons = [a.reason for a in vote(0, hashes[1], voters[0]) if isinstance(a, m.Rejected)]
+    assert reasons and "signed two different votes" in reasons[0]
+    assert vote(0, hashes[0], voters[0]) == []  # the same vote again: held once
+    assert vote(state_module.EARLY_ROUNDS_AHEAD + 1, hashes[2], voters[0]) == []  # too far ahead
+    assert list(node.state.early_votes) == hashes[:1] and node.state.early_vote_count == 1
+    named = [(round_, voter) for round_ in (1, 2) for voter in voters]
+    for (round_, voter), block_hash in zip(named, hashes[3:], strict=False):
+        assert vote(round_, block_hash, voter) == []
+    assert node.state.early_vote_count == 4  # the bound: the oldest went
+    assert list(node.state.early_votes) == hashes[3 + len(named) - 4 : 3 + len(named)]
+    node.state._enter_round(4, progressed=False)
     assert node.state.early_votes == {} and node.state.early_vote_count == 0
+
+
+def test_outsiders_and_a_byzantine_validator_cannot_push_out_votes_held_for_a_proposal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The held votes are bounded by count; when anything could be held, a flood of votes
+    signed by outsiders, of forged signatures in validators' names, and of one validator's votes
+    for blocks that never come pushed out the honest votes held for the proposal on its way (each
+    then had to wait for the next round, which while a set is pending may need nearly every
+    validator)."""
+    monkeypatch.setattr(state_module, "MAX_EARLY_VOTES", 16)
+    net = Network(4, seed=7)
+    net.start()
+    leader = net.nodes[_leader(net)]
+    collector = net.nodes[net.validators.leader_at(1)]
+    collector.state.handle(m.ValidatorsChanged(net.validators), net.now)
+    block = _genesis(net, leader, int(net.now * 1e6) + 1)
+    honest = [n for n in net.nodes.values() if n is not collector]
+    byzantine, forger = honest.pop(), Signer.generate()
+    for voter in honest:
+        vote = Vote.create(CHANNEL, 0, 0, block.hash, voter.signer)
+        assert collector.state.handle(m.VoteReceived(vote), net.now) == []
+    refused = []
+    for i in range(64):
+        other = i.to_bytes(32, "big")
+        flood = [
+            Vote.create(CHANNEL, 0, i % 3, other, Signer.generate()),
+            Vote.create(CHANNEL, 0, i % 3, other, byzantine.signer),
+            dataclasses.replace(
+                Vote.create(CHANNEL, 0, 0, other, forger), voter=honest[i % len(honest)].address
+            ),
+        ]
+        for vote in flood:
+            actions = collector.state.handle(m.VoteReceived(vote), net.now)
+            refused += [a.reason for a in actions if isinstance(a, m.Rejected)]
+    assert collector.state.early_vote_count <= 3 + state_module.EARLY_ROUNDS_AHEAD
+    assert sum("bad signature" in reason for reason in refused) == 64
+    assert sum(byzantine.address in reason for reason in refused) >= 64 - 3
+    collector.state.handle(m.ProposalReceived(block), net.now)
+    vote = Vote.create(CHANNEL, 0, 0, block.hash, collector.signer)
+    collector.state.handle(m.VoteReceived(vote), net.now)  # the collector's own, when it votes
+    node = collector.state.tree.get(block.hash)
+    assert node is not None and node.certificate is not None
+    assert set(node.certificate.voters) >= {n.address for n in honest}
 
 
 class RecordsActions(Network):
