@@ -158,6 +158,7 @@ class ChannelService:
             roots_at=store.roots_at,
             executed_height=executed[0] if (executed := store.executed()) else -1,
         )
+        self._final_sets = self._chain_sets()  # (set, pending set) versions, for fail points
         self.score = ScoreRuntime(
             config=config,
             channel=settings.name,
@@ -848,6 +849,9 @@ class ChannelService:
         ]
         if commits or votes:
             self.store.save(commits, votes)
+        sets_before = self._final_sets
+        if commits:
+            self._final_sets = self._chain_sets()
         saved = 0
         for action in actions:
             match action:
@@ -881,6 +885,25 @@ class ChannelService:
                     self.catchup.want_block(block_hash)
                 case m.Rejected(reason):
                     REFUSALS.refused("channel %s: rejected %s", self.name, reason)
+        if commits:
+            self._sets_failpoints(sets_before)
+
+    def _chain_sets(self) -> tuple[int | None, int | None]:
+        """The versions of the final chain's validator set and of the one pending."""
+        tip = self.consensus.tip
+        chain_set, pending = tip.next_validators, tip.pending
+        return (
+            None if chain_set is None else chain_set.version,
+            None if pending is None else pending.version,
+        )
+
+    def _sets_failpoints(self, before: tuple[int | None, int | None]) -> None:
+        """The fail points of a set change on the final chain (after the blocks are saved)."""
+        (chain_before, pending_before), (chain_now, pending_now) = before, self._final_sets
+        if pending_now is not None and pending_now != pending_before:
+            failpoints.hit("set-carried")
+        if chain_before is not None and chain_now != chain_before:
+            failpoints.hit("set-handed-over")
 
     def _committed(self, block: Block) -> None:
         """What follows a final block saved: its transactions leave the intake journal, the SCORE

@@ -69,7 +69,11 @@ def _die_at(crashes: Crashes, port: int, point: str, drive: list[int]) -> None:
     assert f"fail point {point} reached" in proc.log_text()
 
 
-@pytest.mark.parametrize("point", sorted(set(failpoints.POINTS) - {"sync-write"}))
+# (sync-write has a test of its own below; the set-change points, in test_validator_set_changes)
+OWN_TESTS = {"sync-write", "set-carried", "set-handed-over"}
+
+
+@pytest.mark.parametrize("point", sorted(set(failpoints.POINTS) - OWN_TESTS))
 def test_a_peer_killed_at_a_fail_point_comes_back_in_agreement(
     crashes: Crashes, point: str
 ) -> None:

@@ -8,6 +8,7 @@ then listed again and the four others unlisted, leaving it alone."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e._crashes import Crashes
 from tools.procs import ROOT, LocalNetwork, wait_until
 
 PEERS = 5
@@ -121,3 +123,35 @@ def test_a_heavy_validator_unlisted_and_the_others_replaced_keep_the_chain_going
         listed.unlist(port)
     listed.wait_validators([heavy])
     listed.wait_final_everywhere(heavy, "it alone is left")
+
+
+@pytest.mark.parametrize("point", ["set-carried", "set-handed-over"])
+def test_a_validator_killed_in_a_set_change_comes_back_on_the_chains_set(
+    listed: Listed, point: str
+) -> None:
+    """kill -9 of a validator of both sets at its fail point: right after the block carrying the
+    new set is final there (the set pending, blocks voted by both sets), or right after the
+    handover. The others go on without it; restarted, it takes the chain's set, votes in it, and
+    nothing acknowledged is lost."""
+    heavy, victim, *rest = listed.ports
+    crashes = Crashes(listed.net)
+    crashes.submit(rest[0], "before")
+    listed.net.peers[victim].stop()
+    crashes.start(victim, point)
+    proc = listed.net.peers[victim]
+    listed.unlist(heavy)
+    sent = iter(range(1_000_000))
+
+    def dead() -> bool:
+        if proc.alive:
+            crashes.submit(rest[next(sent) % len(rest)], f"waiting for {point}")
+        return not proc.alive
+
+    wait_until(dead, DEADLINE, f"peer {victim} killed at {point}")
+    assert proc.popen is not None and proc.popen.returncode == -signal.SIGKILL
+    assert f"fail point {point} reached" in proc.log_text()
+    crashes.submit(rest[1], "while it is down")
+    crashes.start(victim)
+    listed.wait_validators([victim, *rest])
+    crashes.submit(victim, "after its restart")
+    crashes.check()
