@@ -291,8 +291,12 @@ class ChannelConsensus:
     # ------------------------------------------------------------ transactions
 
     def _on_txs(self, txs: tuple[Transaction, ...], gossip: bool, now: float) -> list[m.Action]:
-        if self.is_auditor:
-            return []  # auditors keep no pool: they never propose
+        if self.is_auditor and not gossip:
+            # auditors keep no pool of the others' transactions: they never propose. A client's
+            # here were acknowledged while this peer was a validator (the chain left it while the
+            # intake log was written, or they come back from that log at start): they are pooled,
+            # gossiped and sent again at each failed round, until a block holds them
+            return []
         self.pool.expire(now)
         added: list[Transaction] = []
         for tx in txs:

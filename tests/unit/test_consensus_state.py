@@ -13,6 +13,7 @@ from loopchain.consensus.rules import SafetyRules, round_after_timeout
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
+from loopchain.types.validators import ValidatorSet
 from loopchain.types.vote import QuorumCertificate, TimeoutCertificate, Vote
 from tests.sim.harness import BLOCKS_PER_LEADER, CHANNEL, Network, Node, genesis_block
 
@@ -281,6 +282,34 @@ def test_an_auditor_follows_the_chain_but_keeps_no_pool_and_never_votes() -> Non
     ]
     assert len(outsider.state.pool) == 0
     assert outsider.disk.safety == (-1, None)  # it never voted nor complained
+
+
+def test_transactions_a_peer_acknowledged_are_kept_when_it_has_become_an_auditor() -> None:
+    """A peer writes a client's transactions to its intake log, answers, then pools them; the
+    chain may hand over to a set without it meanwhile. Dropped as the others' gossip is (an
+    auditor keeps no pool), they were lost: acknowledged, and in no pool (16 of 16 in flight,
+    twice, on localnet under load with a peer unlisted). The auditor pools and gossips them; the
+    validators finalise them."""
+    net = Network(4, seed=12)
+    net.start()
+    net.run_until(0.5)
+    leaving = list(net.nodes.values())[3]
+    remaining = tuple(v for v in net.validators.validators if v.peer_id != leaving.address)
+    smaller = ValidatorSet(CHANNEL, net.validators.version + 1, remaining).signed_by(net.issuer)
+    net.issue(smaller, 0.05)
+    for _ in range(1000):
+        if leaving.state.is_auditor:
+            break
+        net.run_until(net.now + 0.05)
+    assert leaving.state.is_auditor
+    relayed = Transaction.create_v1(CHANNEL, {"relayed": 1}, int(net.now * 1e6), leaving.signer)
+    assert leaving.state.handle(m.TxsReceived((relayed,)), net.now) == []  # others': not kept
+    acknowledged = net.submit(leaving.address, 5)
+    net.run_until(net.now + 10)
+    net.sync_auditors()
+    net.check_safety()
+    assert net.committed_everywhere(acknowledged)
+    assert len(leaving.state.pool) == 0
 
 
 def test_backlog_counts_only_transactions_no_block_holds_and_their_oldest_wait() -> None:
