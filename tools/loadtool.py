@@ -47,6 +47,7 @@ DEFAULT_TARGET = "http://127.0.0.1:9000"
 DEFAULT_QUERY = {"jsonrpc": "2.0", "method": "ping", "params": {}}  # -t 1 without --query-body
 POLL_INTERVAL = 0.2
 ERROR_BACKOFF = 0.05
+UNCOMMITTED_SAMPLE = 10  # acknowledged hashes not seen committed, in the summary
 GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -739,6 +740,8 @@ def summarize(run: Run) -> dict[str, Any]:
         "commit_tps": _rate(stats.committed, span) if creating else None,
         "commit_span_seconds": None if span is None else round(span, 3),
         "uncommitted": len(stats.submit_times) if creating else None,
+        # the first few acknowledged but not seen committed, to look up (oldest first)
+        "uncommitted_sample": list(stats.submit_times)[:UNCOMMITTED_SAMPLE] if creating else None,
         "drain_seconds": round(run.drain_seconds, 3),
         "blocks_observed": stats.blocks_seen,
         "latency_kind": "commit" if creating else "reply",
@@ -770,6 +773,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     )
     errors = ", ".join(f"{kind}: {n}" for kind, n in summary["errors"].items()) or "none"
     lines.append(f"errors      {errors}")
+    if summary.get("uncommitted_sample"):
+        lines.append(f"uncommitted {' '.join(summary['uncommitted_sample'])}")
     return "\n".join(lines)
 
 

@@ -146,11 +146,13 @@ def test_summary_rates_and_format():
     summary = loadtool.summarize(run)
     assert summary["submitted"] == 3 and summary["submit_tps"] == 1.5
     assert summary["committed"] == 2 and summary["uncommitted"] == 1
+    assert summary["uncommitted_sample"] == ["c"]  # to look up
     assert summary["commit_tps"] == 1.0  # 2 commits over 12.0 - 10.0 s
     assert summary["latency_ms"] == {"p50": 1500.0, "p90": 2000.0, "p99": 2000.0}
     assert summary["errors"] == {"timeout": 2}
     text = loadtool.format_summary(summary)
     assert "submitted   3 tx" in text and "timeout: 2" in text
+    assert "uncommitted c" in text
 
 
 class _NoTransport:
