@@ -9,11 +9,12 @@ import logging
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from loopchain.blockchain.block_store import BlockStore, StoreDamaged
+from loopchain.blockchain.block_store import BlockStore, BlockStoreError, StoreDamaged
+from loopchain.blockchain.restore import restore_tip
 from loopchain.configure import Config
 from loopchain.consensus import messages as m
 from loopchain.durable import sweep_leftovers, write_atomic
@@ -383,7 +384,18 @@ class PeerNode:
                 )
                 return registration
             except RadioStationRefused as exc:
-                raise SystemExit(f"peer {self.target}: {exc}") from None
+                counted = self._counted_in(_decode_registration(cached)) if cached else None
+                if counted is None:
+                    raise SystemExit(f"peer {self.target}: {exc}") from None
+                log.warning(
+                    "RadioStation %s refused this peer (%s), but the chain of %s still counts it "
+                    "as a validator: opened from the last registration, it votes until the chain "
+                    "hands over to a set without it, then follows it as an auditor",
+                    rs.target,
+                    exc,
+                    ", ".join(grant.channel for grant in counted.channels),
+                )
+                return counted
             except RadioStationUnreachable as exc:
                 if cached is not None:
                     log.warning(
@@ -399,6 +411,33 @@ class PeerNode:
                     await stop.wait()
             delay = min(delay * 2, 5.0)
         return None
+
+    def _counted_in(self, registration: Registration) -> Registration | None:
+        """The channels of `registration` whose final chain here counts this peer as a validator
+        (its set, or the set pending on it), or None. A peer unlisted or removed is refused by the
+        RadioStation, yet the chain needs its vote until it hands over to the set without it:
+        refused at a restart in between, it stayed down, and a channel it held a third of the
+        weight of halted."""
+        assert self.signer is not None
+        counted = []
+        for grant in registration.channels:
+            path = self.root / grant.channel / "blocks"
+            if not path.is_dir():
+                continue
+            try:
+                kv = LevelDBStore(path, create=False)
+            except (OSError, StorageError):
+                continue  # its opening says why, if it is opened
+            try:
+                tip, _qc = restore_tip(BlockStore(kv, grant.channel), grant.channel)
+            except (StorageError, BlockStoreError):
+                continue
+            finally:
+                kv.close()
+            sets = (s for s in (tip.next_validators, tip.pending) if s is not None)
+            if any(self.signer.address in validators for validators in sets):
+                counted.append(grant)
+        return replace(registration, channels=tuple(counted)) if counted else None
 
     async def _open_channel(
         self, grant: ChannelGrant, issuer: str, group: asyncio.TaskGroup
