@@ -376,25 +376,24 @@ class PeerNode:
         while not stop.is_set():
             try:
                 registration = await rs.connect(self.signer, self.target)
-                self.node_store.put(
-                    REGISTRATION_CACHE.encode(), _encode_registration(registration), sync=True
-                )
                 log.info(
                     "registered with RadioStation %s as order %d", rs.target, registration.order
                 )
+                registration = self._with_counted(
+                    registration, cached, f"RadioStation {rs.target} no longer grants every channel"
+                )
+                self.node_store.put(
+                    REGISTRATION_CACHE.encode(), _encode_registration(registration), sync=True
+                )
                 return registration
             except RadioStationRefused as exc:
-                counted = self._counted_in(_decode_registration(cached)) if cached else None
-                if counted is None:
+                if cached is None:
                     raise SystemExit(f"peer {self.target}: {exc}") from None
-                log.warning(
-                    "RadioStation %s refused this peer (%s), but the chain of %s still counts it "
-                    "as a validator: opened from the last registration, it votes until the chain "
-                    "hands over to a set without it, then follows it as an auditor",
-                    rs.target,
-                    exc,
-                    ", ".join(grant.channel for grant in counted.channels),
-                )
+                none = replace(_decode_registration(cached), channels=())
+                refused = f"RadioStation {rs.target} refused this peer ({exc})"
+                counted = self._with_counted(none, cached, refused)
+                if not counted.channels:
+                    raise SystemExit(f"peer {self.target}: {exc}") from None
                 return counted
             except RadioStationUnreachable as exc:
                 if cached is not None:
@@ -412,15 +411,36 @@ class PeerNode:
             delay = min(delay * 2, 5.0)
         return None
 
-    def _counted_in(self, registration: Registration) -> Registration | None:
-        """The channels of `registration` whose final chain here counts this peer as a validator
-        (its set, or the set pending on it), or None. A peer unlisted or removed is refused by the
-        RadioStation, yet the chain needs its vote until it hands over to the set without it:
-        refused at a restart in between, it stayed down, and a channel it held a third of the
-        weight of halted."""
+    def _with_counted(
+        self, registration: Registration, cached: bytes | None, why: str
+    ) -> Registration:
+        """`registration` with the channels of the last one (`cached`) it lacks whose final chain
+        here still counts this peer as a validator (its set, or the set pending on it). A peer
+        unlisted from a channel is refused by the RadioStation, or not granted that channel, yet
+        the chain needs its vote until it hands over to the set without it: left closed at a
+        restart in between, a channel it held a third of the weight of halted for good."""
+        if cached is None:
+            return registration
+        granted = {grant.channel for grant in registration.channels}
+        last = _decode_registration(cached)
+        missing = [grant for grant in last.channels if grant.channel not in granted]
+        counted = self._counted_in(missing)
+        if not counted:
+            return registration
+        log.warning(
+            "%s; the chain of %s still counts this peer as a validator: opened from the last "
+            "registration, it votes there until the chain hands over to a set without it, then "
+            "follows it as an auditor",
+            why,
+            ", ".join(grant.channel for grant in counted),
+        )
+        return replace(registration, channels=registration.channels + tuple(counted))
+
+    def _counted_in(self, grants: list[ChannelGrant]) -> list[ChannelGrant]:
+        """Of `grants`, those whose final chain here counts this peer as a validator."""
         assert self.signer is not None
         counted = []
-        for grant in registration.channels:
+        for grant in grants:
             path = self.root / grant.channel / "blocks"
             if not path.is_dir():
                 continue
@@ -437,7 +457,7 @@ class PeerNode:
             sets = (s for s in (tip.next_validators, tip.pending) if s is not None)
             if any(self.signer.address in validators for validators in sets):
                 counted.append(grant)
-        return replace(registration, channels=tuple(counted)) if counted else None
+        return counted
 
     async def _open_channel(
         self, grant: ChannelGrant, issuer: str, group: asyncio.TaskGroup

@@ -207,13 +207,52 @@ def test_a_validator_unlisted_while_down_restarts_and_votes_until_the_handover(
     listed.net.peers[heavy].stop()
     listed.unlist(heavy)
     listed.net.start_peer(heavy)
-    assert "still counts it as a validator" in listed.net.peers[heavy].log_text()
+    assert "still counts this peer as a validator" in listed.net.peers[heavy].log_text()
     listed.wait_validators(others)
     listed.wait_final_everywhere(others[1], "the heavy validator unlisted while down")
     listed.net.peers[heavy].stop()  # handed over: no chain counts it now, and it is refused
     with pytest.raises(AssertionError, match="ended with 1"):
         listed.net.start_peer(heavy)
     assert "is not listed in any channel" in listed.net.peers[heavy].log_text()
+
+
+@pytest.mark.parametrize("workers", ["never", "always"])
+def test_a_validator_unlisted_from_one_of_its_channels_while_down_restarts_in_both(
+    tmp_path: Path, workers: str
+) -> None:
+    """As above, with the heavy validator still listed in a second channel: the RadioStation
+    admits it, and grants that channel only. It used to open only that one, and the first
+    channel halted for good; it now opens the first as well, from its last registration, since
+    its chain there still counts it (each channel in the peer's process, or in a worker)."""
+    net = LocalNetwork(tmp_path, {"ENABLE_CHANNEL_AUTH": True, "CHANNEL_WORKERS": workers})
+    ports = sorted(net.new_peer_port() for _ in range(4))
+    ids = {port: net.make_peer_key(port) for port in ports}
+    entries = [{"peer_id": ids[p], "peer_target": f"127.0.0.1:{p}"} for p in ports]
+    channels = {
+        CHANNEL: {"peers": [{**entries[0], "weight": HEAVY}, *entries[1:]]},
+        "second": {"peers": entries},
+    }
+    (tmp_path / "channel_manage_data.json").write_text(json.dumps(channels))
+    try:
+        net.start_radiostation()
+        for port in ports:
+            net.start_peer(port)
+        wait_until(
+            lambda: all(net.sees_every_validator(channel=name) for name in channels),
+            DEADLINE,
+            "peers that know every validator of both channels",
+        )
+        listed = Listed(net, ports, ids)
+        heavy, *others = ports
+        listed.wait_final_everywhere(others[0], "before")
+        net.peers[heavy].stop()
+        listed.unlist(heavy)  # from the first channel only
+        net.start_peer(heavy)
+        listed.wait_validators(others)
+        listed.wait_final_everywhere(others[1], "the heavy validator unlisted from one channel")
+        assert net.status(heavy, "second")["role"] == "validator"
+    finally:
+        net.stop_and_check()
 
 
 SOAK_CYCLES = 15
