@@ -569,9 +569,12 @@ def test_a_block_of_the_wrong_proposer_costs_no_transaction_signature_check(
     )  # decoded as from the wire: no signature known good yet
     checked: list[bytes] = []
     verify = Transaction.verify_signature
-    monkeypatch.setattr(
-        Transaction, "verify_signature", lambda tx: checked.append(tx.hash) or verify(tx)
-    )
+
+    def counted(tx: Transaction) -> bool:
+        checked.append(tx.hash)
+        return verify(tx)
+
+    monkeypatch.setattr(Transaction, "verify_signature", counted)
     for event in (m.ProposalReceived(block), m.BlockFetched(block)):
         actions = state.handle(event, net.now)
         assert any(isinstance(a, m.Rejected) and "but the leader is" in a.reason for a in actions)

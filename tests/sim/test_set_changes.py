@@ -97,7 +97,9 @@ class HandoverAttack(Network):
                 self.isolated = False  # a rival is certified: let the new set finalise it
         if node.address == self.victim and node.up:
             # it crashes having saved the block, before anything it would send leaves
-            kept = [a for a in actions if isinstance(a, m.CommitBlock | m.PersistSafety)]
+            kept: list[m.Action] = [
+                a for a in actions if isinstance(a, m.CommitBlock | m.PersistSafety)
+            ]
             super()._execute(node, kept)
             self.crash(node.address)
             self.isolated = True
@@ -361,8 +363,8 @@ def _mentions(event: Any, hashes: set[bytes]) -> bool:
         case m.CertificateReceived(qc):
             return qc.block_hash in hashes
         case m.ProposalReceived(block) | m.BlockFetched(block):
-            qc = block.header.prev_qc
-            return qc is not None and qc.block_hash in hashes
+            prev = block.header.prev_qc
+            return prev is not None and prev.block_hash in hashes
         case m.ComplaintReceived(complaint):
             high = complaint.high_qc
             return high is not None and high.block_hash in hashes
