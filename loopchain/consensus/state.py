@@ -111,7 +111,7 @@ WAITING_BUDGET_BLOCKS = 16  # and the parked blocks' bytes, in blocks of the lar
 MAX_VOTES_REMEMBERED = 4096  # (round, voter) pairs kept to spot a validator voting twice
 MAX_FETCH_DEPTH = 32  # farther behind than this, sync final blocks instead of fetching
 MAX_EARLY_VOTES = 1024  # votes held for blocks whose proposal has not come yet
-EARLY_ROUNDS_AHEAD = 2  # and the rounds past this node's whose votes are held
+EARLY_VOTES_PER_VOTER = 4  # and of one validator
 
 
 @dataclass(frozen=True)
@@ -663,16 +663,12 @@ class ChannelConsensus:
 
     def _hold_early(self, vote: Vote) -> list[m.Action]:
         """Keep a vote for a block not seen here until the block comes, when it is of a round this
-        node may still certify, by a validator of the sets it knows, and signed by it; each
-        validator's votes are refused past one a round (a second is an equivocation), so what is
-        held stays within EARLY_ROUNDS_AHEAD + 2 votes a validator, and neither an outsider nor a
-        byzantine validator can push out the others'. Past MAX_EARLY_VOTES, the oldest go first.
-        A vote of a validator this node does not know yet (a set carried by blocks it has not
-        seen) is not held: the node catches up by certificates."""
-        if not self.round - 1 <= vote.round <= self.round + EARLY_ROUNDS_AHEAD:
-            return []
-        known = [s for s in (self.voting_set, self.latest_validators) if s is not None]
-        if not any(vote.voter in voters for voters in known):
+        node may still certify, by a validator of a set it knows (`_may_vote`), and signed by it:
+        neither outsiders nor forged signatures take room. One a round per validator (a second is
+        an equivocation), and at most EARLY_VOTES_PER_VOTER per validator, its oldest going
+        first: a byzantine validator naming blocks that never come pushes out only its own.
+        Past MAX_EARLY_VOTES in all, the oldest go first."""
+        if vote.round + 1 < self.round or not self._may_vote(vote.voter):
             return []
         # a good signature is remembered: checking it again when the block comes costs nothing
         if not vote.verify_signature():
@@ -682,12 +678,31 @@ class ChannelConsensus:
         held = self.early_votes.setdefault(vote.block_hash, [])
         if vote in held:
             return []
-        held.append(vote)
+        mine = [h for h, votes in self.early_votes.items() for v in votes if v.voter == vote.voter]
+        if len(mine) >= EARLY_VOTES_PER_VOTER:
+            self._drop_early(mine[0], vote.voter)
+        self.early_votes.setdefault(vote.block_hash, []).append(vote)
         self.early_vote_count += 1
         while self.early_vote_count > MAX_EARLY_VOTES:
             oldest = next(iter(self.early_votes))
             self.early_vote_count -= len(self.early_votes.pop(oldest))
         return []
+
+    def _may_vote(self, voter: str) -> bool:
+        """`voter` is a validator of a set this node knows: the newest issued, or one the blocks
+        above the final tip run on or carry (a validator of a set pending on a block here votes
+        on its children before this node hears of the set otherwise)."""
+        known = [self.voting_set, self.latest_validators, self.tip.child_voters]
+        known += [node.point.child_voters for node in self.tree.nodes.values()]
+        return any(voters is not None and voter in voters for voters in known)
+
+    def _drop_early(self, block_hash: bytes, voter: str) -> None:
+        held = [v for v in self.early_votes[block_hash] if v.voter != voter]
+        self.early_vote_count -= len(self.early_votes[block_hash]) - len(held)
+        if held:
+            self.early_votes[block_hash] = held
+        else:
+            del self.early_votes[block_hash]
 
     def _release_votes(self, block_hash: bytes, now: float) -> list[m.Action]:
         held = self.early_votes.pop(block_hash, [])

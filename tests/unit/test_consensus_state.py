@@ -10,6 +10,7 @@ import pytest
 from loopchain.consensus import messages as m
 from loopchain.consensus import state as state_module
 from loopchain.consensus.rules import SafetyRules, round_after_timeout
+from loopchain.consensus.tree import TreeNode
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
@@ -483,33 +484,58 @@ def test_votes_held_for_unseen_blocks_stay_within_their_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Votes for blocks that never come (a byzantine validator may name any): one a round from
-    each validator, of the rounds this node may still certify; past the bound the oldest go, and
-    a round left behind drops those of the rounds before it."""
-    monkeypatch.setattr(state_module, "MAX_EARLY_VOTES", 4)
+    each validator and EARLY_VOTES_PER_VOTER at most, of the rounds this node may still certify;
+    past the bound in all the oldest go, and a round left behind drops those of the rounds
+    before it."""
+    monkeypatch.setattr(state_module, "MAX_EARLY_VOTES", 5)
     net = Network(4, seed=7)
     net.start()
     node = next(iter(net.nodes.values()))
     node.state.handle(m.ValidatorsChanged(net.validators), net.now)
+    node.state._enter_round(2, progressed=False)
     voters = [n for n in net.nodes.values() if n is not node]
-    hashes = [bytes([i]) * 32 for i in range(10)]
+    hashes = [bytes([i]) * 32 for i in range(16)]
 
     def vote(round_: int, block_hash: bytes, voter: Node) -> list[m.Action]:
         cast = Vote.create(CHANNEL, 0, round_, block_hash, voter.signer)
         return node.state.handle(m.VoteReceived(cast), 0)
 
-    assert vote(0, hashes[0], voters[0]) == []
-    reasons = [a.reason for a in vote(0, hashes[1], voters[0]) if isinstance(a, m.Rejected)]
+    assert vote(0, hashes[15], voters[0]) == []  # of a round left behind: not held
+    assert vote(2, hashes[0], voters[0]) == []
+    reasons = [a.reason for a in vote(2, hashes[1], voters[0]) if isinstance(a, m.Rejected)]
     assert reasons and "signed two different votes" in reasons[0]
-    assert vote(0, hashes[0], voters[0]) == []  # the same vote again: held once
-    assert vote(state_module.EARLY_ROUNDS_AHEAD + 1, hashes[2], voters[0]) == []  # too far ahead
+    assert vote(2, hashes[0], voters[0]) == []  # the same vote again: held once
     assert list(node.state.early_votes) == hashes[:1] and node.state.early_vote_count == 1
-    named = [(round_, voter) for round_ in (1, 2) for voter in voters]
-    for (round_, voter), block_hash in zip(named, hashes[3:], strict=False):
-        assert vote(round_, block_hash, voter) == []
-    assert node.state.early_vote_count == 4  # the bound: the oldest went
-    assert list(node.state.early_votes) == hashes[3 + len(named) - 4 : 3 + len(named)]
-    node.state._enter_round(4, progressed=False)
+    per_voter = state_module.EARLY_VOTES_PER_VOTER
+    for round_ in range(3, 3 + per_voter):  # one validator's votes for rounds ahead
+        assert vote(round_, hashes[round_], voters[0]) == []
+    assert node.state.early_vote_count == per_voter  # its oldest went
+    assert list(node.state.early_votes) == hashes[3 : 3 + per_voter]
+    assert vote(3, hashes[12], voters[1]) == [] and vote(3, hashes[13], voters[2]) == []
+    assert node.state.early_vote_count == 5  # the bound in all: the oldest went
+    assert list(node.state.early_votes) == [*hashes[4 : 3 + per_voter], *hashes[12:14]]
+    node.state._enter_round(20, progressed=False)
     assert node.state.early_votes == {} and node.state.early_vote_count == 0
+
+
+def test_a_vote_of_a_validator_of_a_set_pending_on_a_block_here_is_held() -> None:
+    """A newcomer of a set carried by a block this node holds votes on that block's children
+    before this node hears of the set from the RadioStation or sees the block's certificate (the
+    next leader, it then timed out the handover's round: 5 of 10 seeds of a review's schedule)."""
+    net = Network(5, seed=7)
+    node, *others = net.nodes.values()
+    newcomer = others[-1]
+    old = ValidatorSet(CHANNEL, 1, net.validators.validators[:4]).signed_by(net.issuer)
+    new = ValidatorSet(CHANNEL, 2, net.validators.validators).signed_by(net.issuer)
+    node.state.handle(m.ValidatorsChanged(old), net.now)
+    cast = Vote.create(CHANNEL, 1, 1, bytes(32), newcomer.signer)
+    assert node.state.handle(m.VoteReceived(cast), net.now) == []
+    assert node.state.early_vote_count == 0  # of no set this node knows
+    carrier = genesis_block(others[0], old, int(net.now * 1e6))
+    point = node.state.tip.advance(carrier)
+    node.state.tree.nodes[carrier.hash] = TreeNode(carrier, dataclasses.replace(point, pending=new))
+    assert node.state.handle(m.VoteReceived(cast), net.now) == []
+    assert node.state.early_vote_count == 1
 
 
 def test_outsiders_and_a_byzantine_validator_cannot_push_out_votes_held_for_a_proposal(
@@ -545,7 +571,7 @@ def test_outsiders_and_a_byzantine_validator_cannot_push_out_votes_held_for_a_pr
         for vote in flood:
             actions = collector.state.handle(m.VoteReceived(vote), net.now)
             refused += [a.reason for a in actions if isinstance(a, m.Rejected)]
-    assert collector.state.early_vote_count <= 3 + state_module.EARLY_ROUNDS_AHEAD
+    assert collector.state.early_vote_count <= len(honest) + state_module.EARLY_VOTES_PER_VOTER
     assert sum("bad signature" in reason for reason in refused) == 64
     assert sum(byzantine.address in reason for reason in refused) >= 64 - 3
     collector.state.handle(m.ProposalReceived(block), net.now)
