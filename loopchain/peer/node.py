@@ -379,10 +379,14 @@ class PeerNode:
                 log.info(
                     "registered with RadioStation %s as order %d", rs.target, registration.order
                 )
-                registration = self._with_counted(
+                granted = {grant.channel for grant in registration.channels}
+                registration = await self._with_counted(
                     registration, cached, f"RadioStation {rs.target} no longer grants every channel"
                 )
-                self.node_store.put(
+                # (their heartbeats are refused: no registering again for them, as for channels
+                # a registration made again no longer grants)
+                self._ungranted = {grant.channel for grant in registration.channels} - granted
+                self.node_store.put(  # without the channels their chain no longer needs
                     REGISTRATION_CACHE.encode(), _encode_registration(registration), sync=True
                 )
                 return registration
@@ -391,7 +395,7 @@ class PeerNode:
                     raise SystemExit(f"peer {self.target}: {exc}") from None
                 none = replace(_decode_registration(cached), channels=())
                 refused = f"RadioStation {rs.target} refused this peer ({exc})"
-                counted = self._with_counted(none, cached, refused)
+                counted = await self._with_counted(none, cached, refused)
                 if not counted.channels:
                     raise SystemExit(f"peer {self.target}: {exc}") from None
                 return counted
@@ -411,7 +415,7 @@ class PeerNode:
             delay = min(delay * 2, 5.0)
         return None
 
-    def _with_counted(
+    async def _with_counted(
         self, registration: Registration, cached: bytes | None, why: str
     ) -> Registration:
         """`registration` with the channels of the last one (`cached`) it lacks whose final chain
@@ -424,7 +428,7 @@ class PeerNode:
         granted = {grant.channel for grant in registration.channels}
         last = _decode_registration(cached)
         missing = [grant for grant in last.channels if grant.channel not in granted]
-        counted = self._counted_in(missing)
+        counted = await self._counted_in(missing)
         if not counted:
             return registration
         log.warning(
@@ -436,8 +440,9 @@ class PeerNode:
         )
         return replace(registration, channels=registration.channels + tuple(counted))
 
-    def _counted_in(self, grants: list[ChannelGrant]) -> list[ChannelGrant]:
-        """Of `grants`, those whose final chain here counts this peer as a validator."""
+    async def _counted_in(self, grants: list[ChannelGrant]) -> list[ChannelGrant]:
+        """Of `grants`, those whose final chain here counts this peer as a validator (waiting
+        for a store that a worker of a peer killed before may still hold)."""
         assert self.signer is not None
         counted = []
         for grant in grants:
@@ -445,12 +450,14 @@ class PeerNode:
             if not path.is_dir():
                 continue
             try:
-                kv = LevelDBStore(path, create=False)
-            except (OSError, StorageError):
-                continue  # its opening says why, if it is opened
+                kv = await open_released(path, create=False)
+            except (OSError, StorageError) as exc:
+                log.warning("channel %s: its chain cannot be read: %s", grant.channel, exc)
+                continue
             try:
                 tip, _qc = restore_tip(BlockStore(kv, grant.channel), grant.channel)
-            except (StorageError, BlockStoreError):
+            except (StorageError, BlockStoreError, StoreDamaged) as exc:
+                log.warning("channel %s: its chain cannot be read: %s", grant.channel, exc)
                 continue
             finally:
                 kv.close()
@@ -612,14 +619,12 @@ class PeerNode:
         self._register_again_wait = float(self.config.HEARTBEAT_INTERVAL)
         log.info("registered again with RadioStation %s as order %d", rs.target, registration.order)
         self._compare_registration(rs.target, registration)
-        cache = _encode_registration(registration)
         if self.options.worker is None:
-            assert self.node_store is not None
-            self.node_store.put(REGISTRATION_CACHE.encode(), cache, sync=True)
+            self._cache_registration(registration)
         else:  # its peer holds the cache: a cache, so a failed write only costs a warning
             path = self.root / self.options.worker.grant.channel / WORKER_REGISTRATION
             try:
-                write_atomic(path, cache)
+                write_atomic(path, _encode_registration(registration))
             except OSError as exc:
                 log.warning("registration not left for the peer's cache in %s: %s", path, exc)
 
@@ -646,11 +651,28 @@ class PeerNode:
                 log.warning("cannot take the registration a channel worker made: %s", exc)
         for _, cache in sorted(found)[-1:]:
             try:
-                _decode_registration(cache)
+                registration = _decode_registration(cache)
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("a channel worker's registration is unreadable: %s", exc)
                 continue
-            self.node_store.put(REGISTRATION_CACHE.encode(), cache, sync=True)
+            self._cache_registration(registration)
+
+    def _cache_registration(self, registration: Registration) -> None:
+        """Cache a registration made again, with the channels of the one cached before that it
+        lacks: a channel no longer granted may still need this peer's vote, and a start opens it
+        while its chain there counts this peer (`_with_counted`); the first start that finds the
+        chain no longer does leaves it out of the cache."""
+        assert self.node_store is not None
+        before = self.node_store.get(REGISTRATION_CACHE.encode())
+        if before is not None:
+            granted = {grant.channel for grant in registration.channels}
+            formerly = [
+                g for g in _decode_registration(before).channels if g.channel not in granted
+            ]
+            registration = replace(registration, channels=registration.channels + tuple(formerly))
+        self.node_store.put(
+            REGISTRATION_CACHE.encode(), _encode_registration(registration), sync=True
+        )
 
     def _compare_registration(self, target: str, registration: Registration) -> None:
         """Warn where a registration made again differs from the one the channels run with (they

@@ -247,3 +247,36 @@ async def test_a_peer_list_that_fails_leaves_the_set_for_the_next_heartbeat(
     rs.list_down = False
     await _beat(node, rs, 1)
     assert [event.validators.version for event in channel.received] == [5]  # type: ignore[attr-defined]
+
+
+async def test_a_channel_no_longer_granted_stays_in_the_cached_registration(
+    tmp_path: Path,
+) -> None:
+    """A registration made again, by the peer or by a channel worker, that no longer grants a
+    channel leaves it in the cache: its chain may still count this peer, whose vote it needs
+    until it hands over, and a start opens it then (and leaves it out of the cache once its
+    chain no longer counts this peer). Overwritten, a second restart before the handover left
+    that channel closed."""
+    node = _node(tmp_path)
+    assert node.node_store is not None
+    first = Registration(1, ISSUER, (_grant(CHANNEL), _grant("other")))
+    node.node_store.put(
+        node_module.REGISTRATION_CACHE.encode(), node_module._encode_registration(first)
+    )
+    rs = RadioStation(ResponseCode.PEER_UNKNOWN, Registration(2, ISSUER, (_grant("other"),)))
+    await _beat(node, rs, 1)
+    assert rs.connects == 1
+
+    def cached() -> list[str]:
+        raw = node.node_store.get(node_module.REGISTRATION_CACHE.encode())  # type: ignore[union-attr]
+        assert raw is not None
+        return [grant.channel for grant in node_module._decode_registration(raw).channels]
+
+    assert cached() == ["other", CHANNEL]
+    worker_made = Registration(3, ISSUER, (_grant("third"),))
+    (node.root / "third").mkdir(parents=True)
+    (node.root / "third" / node_module.WORKER_REGISTRATION).write_bytes(
+        node_module._encode_registration(worker_made)
+    )
+    node._take_worker_registrations()
+    assert cached() == ["third", "other", CHANNEL]
