@@ -26,10 +26,11 @@ POINTS = {
     "sync-write": "between two final blocks saved in one batch (catching up), the second not yet "
     "executed",
     "intake-appended": "after client transactions are synced to the intake log, before the answer",
-    "set-carried": "after the final block that carries a new validator set is saved (the set is "
-    "pending: blocks are voted by the old set and the new one together)",
-    "set-handed-over": "after the final block that hands the chain over to the pending validator "
-    "set is saved",
+    "set-carried": "once the final block that carries a new validator set is saved and what made "
+    "it final is handled (the set is pending: blocks are voted by the old set and the new one "
+    "together)",
+    "set-handed-over": "once the final block that hands the chain over to the pending validator "
+    "set is saved and what made it final is handled",
 }
 
 log = logging.getLogger(__name__)
