@@ -164,6 +164,7 @@ class ChannelConsensus:
         self.voted_for: dict[tuple[int, str], bytes] = {}  # (round, voter) -> block it voted for
         # round -> voter -> complaint; a voter's complaints count in MAX_COMPLAINT_ROUNDS at most
         self.complaints: dict[int, dict[str, Complaint]] = {}
+        self.rejoined: set[int] = set()  # past rounds this node complained about again
         self.waiting: dict[bytes, list[m.Event]] = {}
         self.waiting_bytes = 0  # of the blocks parked in `waiting`
         self.max_waiting_bytes = WAITING_BUDGET_BLOCKS * config.limits.block_bytes_bound
@@ -908,7 +909,7 @@ class ChannelConsensus:
         high = self.safety.high_qc
         helps = high is not None and self._lags(complaint, high)
         if not counts and not helps:
-            return []
+            return self._rejoin(complaint)
         voting = self.voting_set
         if voting is None or complaint.voter not in voting:
             reason = f"complaint from {complaint.voter}, who is not a validator"
@@ -939,6 +940,24 @@ class ChannelConsensus:
                 ),
             ]
         return actions + self._count_complaint(complaint, now)
+
+    def _rejoin(self, complaint: Complaint) -> list[m.Action]:
+        """A validator still complains about a round this node has left, and no certificate here
+        moves it on: this node complains about that round too, once, with its highest
+        certificate. It never votes in that round again, so the complaint says only what is
+        true. The complaints behind the timeout that moved this node on are resent when it formed
+        them (`_remind_laggards`), but not kept across a restart: when a laggard's quorum needed
+        this node's own (a group counts only when nearly all its members complain) and that one
+        was lost, the laggards waited for good (a seed of a set-change fuzz stalled so)."""
+        round_, oldest = complaint.round, max(self.tip.round + 1, self.round - MAX_COMPLAINT_ROUNDS)
+        if not oldest <= round_ < self.round or round_ in self.rejoined:
+            return []
+        voting = self.voting_set
+        if voting is None or complaint.voter not in voting or self.signer.address not in voting:
+            return []
+        self.rejoined = {r for r in self.rejoined if r >= oldest} | {round_}
+        mine = Complaint.create(self.tip.channel, round_, self.safety.high_qc, self.signer)
+        return [m.BroadcastComplaint(mine)]
 
     def _lags(self, complaint: Complaint, qc: QuorumCertificate) -> bool:
         """The complaint is about a round this node has left by `qc`, which its signer lacks."""
