@@ -676,8 +676,7 @@ class ChannelConsensus:
             return [m.Rejected(f"vote from {vote.voter} has a bad signature")]
         if equivocation := self._note_vote(vote):
             return [equivocation]
-        held = self.early_votes.setdefault(vote.block_hash, [])
-        if vote in held:
+        if vote in self.early_votes.get(vote.block_hash, ()):
             return []
         mine = [h for h, votes in self.early_votes.items() for v in votes if v.voter == vote.voter]
         if len(mine) >= EARLY_VOTES_PER_VOTER:

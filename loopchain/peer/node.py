@@ -371,7 +371,7 @@ class PeerNode:
         assert self.signer is not None and self.node_store is not None
         self._sweep_worker_writes()  # half-written by workers killed with their peer
         self._take_worker_registrations()  # left by workers that ended with a peer killed
-        cached = self.node_store.get(REGISTRATION_CACHE.encode())
+        cached = _readable_registration(self.node_store.get(REGISTRATION_CACHE.encode()))
         delay = 0.5
         while not stop.is_set():
             try:
@@ -393,7 +393,7 @@ class PeerNode:
             except RadioStationRefused as exc:
                 if cached is None:
                     raise SystemExit(f"peer {self.target}: {exc}") from None
-                none = replace(_decode_registration(cached), channels=())
+                none = replace(cached, channels=())
                 refused = f"RadioStation {rs.target} refused this peer ({exc})"
                 counted = await self._with_counted(none, cached, refused)
                 if not counted.channels:
@@ -407,7 +407,7 @@ class PeerNode:
                         "busy" if isinstance(exc, RadioStationBusy) else "unreachable",
                         exc,
                     )
-                    return _decode_registration(cached)
+                    return cached
                 log.warning("waiting for RadioStation at %s (%s)", rs.target, exc)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
@@ -416,7 +416,7 @@ class PeerNode:
         return None
 
     async def _with_counted(
-        self, registration: Registration, cached: bytes | None, why: str
+        self, registration: Registration, cached: Registration | None, why: str
     ) -> Registration:
         """`registration` with the channels of the last one (`cached`) it lacks whose final chain
         here still counts this peer as a validator (its set, or the set pending on it). A peer
@@ -426,8 +426,7 @@ class PeerNode:
         if cached is None:
             return registration
         granted = {grant.channel for grant in registration.channels}
-        last = _decode_registration(cached)
-        missing = [grant for grant in last.channels if grant.channel not in granted]
+        missing = [grant for grant in cached.channels if grant.channel not in granted]
         counted = await self._counted_in(missing)
         if not counted:
             return registration
@@ -663,12 +662,10 @@ class PeerNode:
         while its chain there counts this peer (`_with_counted`); the first start that finds the
         chain no longer does leaves it out of the cache."""
         assert self.node_store is not None
-        before = self.node_store.get(REGISTRATION_CACHE.encode())
+        before = _readable_registration(self.node_store.get(REGISTRATION_CACHE.encode()))
         if before is not None:
             granted = {grant.channel for grant in registration.channels}
-            formerly = [
-                g for g in _decode_registration(before).channels if g.channel not in granted
-            ]
+            formerly = [g for g in before.channels if g.channel not in granted]
             registration = replace(registration, channels=registration.channels + tuple(formerly))
         self.node_store.put(
             REGISTRATION_CACHE.encode(), _encode_registration(registration), sync=True
@@ -829,6 +826,18 @@ def _grant_from_json(c: dict[str, Any]) -> ChannelGrant:
         ValidatorSet.decode(c["validators"].encode()),
         c.get("score_settings", {}),
     )
+
+
+def _readable_registration(raw: bytes | None) -> Registration | None:
+    """The cached registration `raw`, or None when there is none or it cannot be read (warned
+    about: the peer goes on as without one)."""
+    if raw is None:
+        return None
+    try:
+        return _decode_registration(raw)
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("the cached registration cannot be read (%s): going on without it", exc)
+        return None
 
 
 def _decode_registration(raw: bytes) -> Registration:

@@ -280,3 +280,18 @@ async def test_a_channel_no_longer_granted_stays_in_the_cached_registration(
     )
     node._take_worker_registrations()
     assert cached() == ["third", "other", CHANNEL]
+
+
+async def test_an_unreadable_cached_registration_is_replaced_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = _node(tmp_path)
+    assert node.node_store is not None
+    key = node_module.REGISTRATION_CACHE.encode()
+    node.node_store.put(key, b'{"order": 1, "channels": [{"channel": 7}]}')
+    rs = RadioStation(ResponseCode.PEER_UNKNOWN, Registration(2, ISSUER, (_grant("other"),)))
+    await _beat(node, rs, 1)
+    raw = node.node_store.get(key)
+    assert raw is not None
+    assert [g.channel for g in node_module._decode_registration(raw).channels] == ["other"]
+    assert _warnings(caplog, "the cached registration cannot be read") == 1
