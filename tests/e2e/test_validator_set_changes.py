@@ -164,8 +164,8 @@ def test_a_validator_killed_in_a_set_change_comes_back_on_the_chains_set(
 def test_nothing_acknowledged_is_lost_while_validators_are_unlisted_and_listed_under_load(
     listed: Listed,
 ) -> None:
-    """Clients keep sending to every peer while the operator unlists two validators, one after
-    the other, and lists them again. A peer used to drop the transactions it had acknowledged
+    """Clients keep sending to two validators while the operator unlists them, one after the
+    other, and lists them again. A peer used to drop the transactions it had acknowledged
     while the chain handed over to a set without it (as an auditor drops the others' gossip):
     all 16 in flight to such a peer, twice in two runs on localnet under load (this test lost
     some in 2 of 3 runs then)."""
