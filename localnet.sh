@@ -79,7 +79,24 @@ if [ -n "$RESTART" ]; then  # restart one dead peer of a running local network, 
     >>"$DATA/logs/peer_$RESTART.log" 2>&1 < /dev/null &
   pid=$!
   echo "$pid" > "$DATA/pids/peer_$RESTART.pid"
-  wait_http "http://127.0.0.1:$((RESTART + 1900))/api/v1/status/peer" "peer_$RESTART" "$pid"
+  # ready when it serves one of the network's channels (one it was unlisted from it no longer
+  # opens, the default one included)
+  channels=$("$PY" -c 'import json, sys; print(" ".join(json.load(open(sys.argv[1]))))' \
+    "$DATA/channel_manage_data.json")
+  serving() {
+    for channel in $channels; do
+      curl -sf -o /dev/null "http://127.0.0.1:$((RESTART + 1900))/api/v1/status/peer?channel=$channel" \
+        && return 0
+    done
+    return 1
+  }
+  for _ in $(seq 1 600); do
+    serving && break
+    kill -0 "$pid" 2>/dev/null \
+      || { echo "peer_$RESTART exited; see its log:" >&2; tail -n 20 "$DATA/logs/peer_$RESTART.log" >&2; exit 1; }
+    sleep 0.05
+  done
+  serving || { echo "peer_$RESTART serves none of $channels; see $DATA/logs/peer_$RESTART.log" >&2; exit 1; }
   echo "peer $RESTART restarted (pid $pid); REST http://127.0.0.1:$((RESTART + 1900))"
   exit 0
 fi

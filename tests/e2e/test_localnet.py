@@ -9,6 +9,7 @@ import importlib.util
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,42 @@ def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path
     wait_until(lambda: not any(pid_alive(p) for p in gone), 20, "every process gone")
     for log in sorted((data / "logs").glob("*.log")):
         assert_clean_log(log.read_text(errors="replace"), log.stem, log)
+
+
+def test_a_peer_unlisted_from_the_default_channel_is_restarted_in_the_others(
+    tmp_path: Path,
+) -> None:
+    """--restart waited for the default channel's status, which a peer unlisted from that
+    channel no longer serves: it reported failure after 30 s while the peer ran and served the
+    other channel. It now waits for any channel of the network."""
+    busy = [port for port in PORTS if not _bindable(port)]
+    if busy:
+        pytest.skip(f"the local network's ports {busy} are in use (a local network runs?)")
+    data = tmp_path / "net"
+    command = ["./localnet.sh", "--peers", "2", "--channels", "alpha,beta", "--data", str(data)]
+    proc = Proc("localnet", command, tmp_path, python=None).start()
+    out = proc.log_path
+    try:
+        wait_until(lambda: "Press Ctrl-C" in out.read_text(), 90, "the local network to be up")
+        status = "http://127.0.0.1:{}/api/v1/status/peer?channel={}"
+        peer_id = get(status.format(9100, "alpha"))["peer_id"]
+        gtool = [sys.executable, "tools/gtool.py", "-r", "http://127.0.0.1:9002"]
+        gtool += ["-o", str(data / "localnet.json"), "remove-peer", "alpha", peer_id]
+        done = subprocess.run(gtool, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done
+        wait_until(
+            lambda: get(status.format(9000, "alpha"))["validator_count"] == 1,
+            60,
+            "the handover to the set without the second peer",
+        )
+        os.kill(int((data / "pids" / "peer_7200.pid").read_text()), signal.SIGKILL)
+        wait_until(lambda: "peer_7200 (pid" in out.read_text(), 15, "the death to be reported")
+        again = _restart(data, 7200)
+        assert again.returncode == 0 and "restarted" in again.stdout, again
+        assert get(status.format(9100, "beta"))["response_code"] == 0
+    finally:
+        code = proc.stop(60)
+    assert code == 0, out.read_text()[-2000:]
 
 
 def test_the_icon_sdk_transfers_on_the_development_genesis(tmp_path: Path) -> None:
