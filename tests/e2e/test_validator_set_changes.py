@@ -260,6 +260,15 @@ SOAK_SEED = int(os.environ.get("SET_SOAK_SEED") or random.SystemRandom().randran
 SOAK_DEADLINE = 300.0  # for any one step of a cycle
 
 
+def _wait_fresh_acks(load: Load, ports: Sequence[int]) -> None:
+    before = load.acks()
+    wait_until(
+        lambda: all(load.acks()[p] > before[p] for p in ports),
+        SOAK_DEADLINE,
+        "every validator acknowledging again",
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_set_changes_and_kill_9_under_load_lose_nothing_and_fork_nothing(listed: Listed) -> None:
@@ -282,12 +291,7 @@ def test_set_changes_and_kill_9_under_load_lose_nothing_and_fork_nothing(listed:
     load.start()
     try:
         for cycle in range(SOAK_CYCLES):
-            before = load.acks()
-            wait_until(
-                lambda: all(load.acks()[p] > before[p] for p in validators),  # noqa: B023
-                SOAK_DEADLINE,
-                "every validator acknowledging again",
-            )
+            _wait_fresh_acks(load, validators)
             unlisted = [p for p in ports if p not in validators]
             if len(validators) > 2 and (not unlisted or rng.random() < 0.5):
                 port = rng.choice(validators)

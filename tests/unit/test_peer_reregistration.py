@@ -295,3 +295,18 @@ async def test_an_unreadable_cached_registration_is_replaced_not_fatal(
     assert raw is not None
     assert [g.channel for g in node_module._decode_registration(raw).channels] == ["other"]
     assert _warnings(caplog, "the cached registration cannot be read") == 1
+
+
+async def test_a_channel_whose_chain_cannot_be_read_is_not_opened_from_the_cache(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A channel the RadioStation no longer grants is opened from the cached registration only
+    when its chain, read from its real LevelDB store, counts this peer: one whose store is not a
+    store is left closed, with a warning, and the start goes on."""
+    node = _node(tmp_path)
+    (node.root / "gone" / "blocks").mkdir(parents=True)  # a folder, but no LevelDB store in it
+    cached = Registration(1, ISSUER, (_grant("gone"), _grant("nowhere")))
+    got = await node._with_counted(Registration(2, ISSUER, ()), cached, "not granted")
+    assert got.channels == ()
+    assert _warnings(caplog, "channel gone: its chain cannot be read") == 1
+    assert _warnings(caplog, "nowhere") == 0  # never opened here: nothing to read
