@@ -512,10 +512,17 @@ class ChannelConsensus:
     def _check_bounds(self, block: Block, parent: ChainTip, now: float) -> str | None:
         return check_proposal_bounds(parent, block, self.config.limits, int(now * 1_000_000))
 
-    def _check_block(
-        self, block: Block, parent: ChainTip, now: float, proposal: bool
-    ) -> str | None:
-        # the cheap checks first: no signature is recovered for a block of the wrong proposer
+    def would_check(self, block: Block) -> bool:
+        """Whether handling `block` now would check its transactions' signatures: it is above
+        the final tip, new to the tree, its parent is in it and its proposer is the leader of its
+        round (the cheap checks come first). Only such a block's signatures are worth recovering
+        beforehand (a peer does, a slice of its event loop at a time)."""
+        if block.height <= self.tip.height or self.tree.get(block.hash) is not None:
+            return False
+        parent = self.tree.point(block.header.prev_hash)
+        return parent is not None and self._wrong_leader(block, parent) is None
+
+    def _wrong_leader(self, block: Block, parent: ChainTip) -> str | None:
         voting = parent.voting_set_for(block)
         if voting is not None and voting.validators:  # else check_extends names what is wrong
             expected = (voting.founder() if block.height == 0 else None) or leader_of(
@@ -523,7 +530,15 @@ class ChannelConsensus:
             )
             if block.header.leader != expected:
                 return f"proposed by {block.header.leader}, but the leader is {expected}"
-        problem = self._check_bounds(block, parent, now) if proposal else None
+        return None
+
+    def _check_block(
+        self, block: Block, parent: ChainTip, now: float, proposal: bool
+    ) -> str | None:
+        # the cheap checks first: no signature is recovered for a block of the wrong proposer
+        problem = self._wrong_leader(block, parent)
+        if problem is None and proposal:
+            problem = self._check_bounds(block, parent, now)
         problem = problem or check_extends(parent, block, self.issuer, self.config.limits.ratio)
         if problem:
             return problem

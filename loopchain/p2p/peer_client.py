@@ -230,17 +230,17 @@ class PeerLink:
         )
         if len(reply.blocks) > max_blocks:
             raise EncodingError(f"{len(reply.blocks)} blocks for at most {max_blocks} asked")
-        blocks = tuple(
-            (Block.decode(b.block, pooled), QuorumCertificate.decode(b.certificate))
-            for b in reply.blocks
-        )
+        blocks = []
+        for b in reply.blocks:  # a turn of the event loop a block: a range is ~100 big blocks
+            blocks.append((Block.decode(b.block, pooled), QuorumCertificate.decode(b.certificate)))
+            await asyncio.sleep(0)
         proof = None
         if reply.HasField("commit_proof") and reply.commit_proof.block:
             proof = (
                 Block.decode(reply.commit_proof.block, pooled),
                 QuorumCertificate.decode(reply.commit_proof.certificate),
             )
-        return FetchedRange(blocks, reply.tip_height, proof)
+        return FetchedRange(tuple(blocks), reply.tip_height, proof)
 
     async def fetch_block(
         self, channel: str, block_hash: bytes, pooled: Pooled | None = None

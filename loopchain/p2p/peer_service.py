@@ -117,6 +117,14 @@ class ChannelBackend(Protocol):
     def score_status(self) -> ScoreStatusView: ...
     def receive_txs(self, txs: list[Transaction]) -> None: ...
     def receive(self, event: m.Event) -> None: ...
+    async def receive_txs_in_turns(self, txs: list[Transaction]) -> None:
+        """`receive_txs`, its signature checks spread over turns of the event loop."""
+        ...
+
+    async def receive_in_turns(self, event: m.Event) -> None:
+        """`receive`, the signature checks of a block it carries spread over turns."""
+        ...
+
     def pooled_transaction(self, signature: bytes) -> Transaction | None: ...
     def block_range(self, from_height: int, max_blocks: int) -> BlockRangeResult: ...
 
@@ -464,7 +472,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         requests: AsyncIterator[Relayed],
         context: grpc.aio.ServicerContext,
         method: str,
-        handle: Callable[[Relayed, str | None], None],
+        handle: Callable[[Relayed, str | None], Awaitable[None]],
     ) -> pb.Ack:
         """Each message of a stream handled as its one-call twin handles it, or passed on to the
         worker process of its channel (which judges it, told its caller's name); a refused message
@@ -490,8 +498,8 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                             if link is not None:
                                 link.push(request, caller)
                                 passed += 1
-                            else:
-                                handle(request, caller)
+                            else:  # in order: the stream's next message waits for it
+                                await handle(request, caller)
                                 handled += 1
                         except (RequestError, EncodingError) as exc:
                             self._refusal(context, method, exc)
@@ -950,16 +958,16 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     # ------------------------------------------------------------ peer to peer
 
-    def _add_txs(self, request: pb.TxBatch, caller: str | None) -> None:
+    async def _add_txs(self, request: pb.TxBatch, caller: str | None) -> None:
         if len(request.txs) > MAX_TXS_PER_BATCH:
             raise RequestError(
                 ErrorKind.INVALID,
                 f"{len(request.txs)} transactions in one batch, limit {MAX_TXS_PER_BATCH}",
             )
         channel = self._party_channel(request.channel, caller)
-        channel.receive_txs([Transaction.decode(raw) for raw in request.txs])
+        await channel.receive_txs_in_turns([Transaction.decode(raw) for raw in request.txs])
 
-    def _deliver(self, request: pb.ConsensusMessage, caller: str | None) -> None:
+    async def _deliver(self, request: pb.ConsensusMessage, caller: str | None) -> None:
         channel = self._party_channel(request.channel, caller)
         kind = request.WhichOneof("body")
         if kind is not None:
@@ -971,18 +979,18 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                     f"a {kind} of {size} bytes, limit {limit}"
                     + (" (twice MAX_BLOCK_KBYTES and 1 MiB)" if kind == "proposal" else ""),
                 )
-        channel.receive(decode_consensus(request, channel.pooled_transaction))
+        await channel.receive_in_turns(decode_consensus(request, channel.pooled_transaction))
 
     async def AddTxBatch(self, request: pb.TxBatch, context: Any) -> pb.Ack:
-        def work() -> pb.Ack:
-            self._add_txs(request, self._peer_caller(context))
+        async def work() -> pb.Ack:
+            await self._add_txs(request, self._peer_caller(context))
             return pb.Ack(code=0)
 
         return await self._serve(context, "AddTxBatch", work, request, p2p=True)
 
     async def Deliver(self, request: pb.ConsensusMessage, context: Any) -> pb.Ack:
-        def work() -> pb.Ack:
-            self._deliver(request, self._peer_caller(context))
+        async def work() -> pb.Ack:
+            await self._deliver(request, self._peer_caller(context))
             return pb.Ack(code=0)
 
         return await self._serve(context, "Deliver", work, request, p2p=True)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from loopchain.consensus import messages as m
 from loopchain.p2p.transport import MalformedReply, PeerTransport, TransportError
+from loopchain.peer.turns import check_signatures
 from loopchain.types.block import Pooled
 from loopchain.types.peer import PeerInfo
 
@@ -164,6 +165,13 @@ class CatchUp:
                     break
                 if not fetched.blocks:
                     break
+                # first, not in the turn that takes them: a range holds up to ~100,000
+                await check_signatures(
+                    tx
+                    for block, _ in fetched.blocks
+                    if block.height > before
+                    for tx in block.transactions
+                )
                 actions = self.dispatch(m.BlocksSynced(fetched.blocks, fetched.proof))
                 if any(isinstance(a, m.Rejected) for a in actions):
                     self.avoid(peer, "it served an invalid block")

@@ -32,6 +32,7 @@ from loopchain.peer.intake import MB, IntakeLog, IntakeRefused, RateLimit
 from loopchain.peer.metrics import ChannelGauges, ChannelMetrics, PeerMetrics
 from loopchain.peer.relay import TxRelay
 from loopchain.peer.score_runtime import ScoreInfo, ScoreRuntime
+from loopchain.peer.turns import check_signatures
 from loopchain.safe_text import without_paths
 from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
 from loopchain.storage.abc import StorageError
@@ -613,6 +614,26 @@ class ChannelService:
         their bytes are the same, instead of being decoded and hashed again)."""
         return self.consensus.pool.by_signature(signature)
 
+    async def receive_txs_in_turns(self, txs: list[Transaction]) -> None:
+        """`receive_txs`, the signatures it would recover checked first a slice of the event loop
+        at a time (loopchain.peer.turns): a relayed batch holds up to a thousand."""
+        now = time.time()
+        await check_signatures((tx for tx in txs if self._worth_checking(tx, now)), until_bad=False)
+        self.receive_txs(txs)
+
+    def _worth_checking(self, relayed: Transaction, now: float) -> bool:
+        """Whether `receive_txs` would recover the signature of `relayed`: one this peer does not
+        hold, of this channel, that the pool would ever take."""
+        if self.consensus.known_transaction(relayed.hash) is not None:
+            return False
+        if not relayed.belongs_to(self.name):
+            return False
+        try:
+            self.consensus.pool.check(relayed, now)
+        except TxRefused:
+            return False
+        return True
+
     def receive_txs(self, txs: list[Transaction]) -> None:
         """Transactions relayed by another peer (each checked; a bad one is dropped, counted, and
         the batch's drops logged in one line). One this peer already holds, pooled or in a
@@ -653,8 +674,20 @@ class ChannelService:
         if good:
             self._dispatch(m.TxsReceived(tuple(good)))
 
+    async def receive_in_turns(self, event: m.Event) -> None:
+        """`receive`, the signatures of a proposal that this peer would check (not pooled) checked
+        first a slice of the event loop at a time (loopchain.peer.turns)."""
+        self._check_channel(event)
+        if isinstance(event, m.ProposalReceived) and self.consensus.would_check(event.block):
+            await check_signatures(event.block.transactions)
+        self.receive(event)
+
     def receive(self, event: m.Event) -> None:
         """A consensus message from another peer (refused when it names another channel)."""
+        self._check_channel(event)
+        self._dispatch(event)
+
+    def _check_channel(self, event: m.Event) -> None:
         named = _channel_of(event)
         if named is not None and named != self.name:
             kind = type(event).__name__.removesuffix("Received").removesuffix("Fetched").lower()
@@ -663,7 +696,6 @@ class ChannelService:
             raise RequestError(
                 ErrorKind.INVALID, f"message belongs to channel {named!r}, not {self.name!r}"
             )
-        self._dispatch(event)
 
     def find_tx(self, tx_hash: bytes) -> TxLookup | None:
         found = self.store.find_transaction(tx_hash)

@@ -147,6 +147,11 @@ class Transaction:
         """The signer's compressed public key, recovered from the signature."""
         return recover_public_key(self.hash, self.signature)
 
+    @property
+    def signature_checked(self) -> bool:
+        """Whether a good signature is known on this object: `verify_signature` recovers nothing."""
+        return bool(self.__dict__.get("_signature_good"))
+
     def verify_signature(self) -> bool:
         """True when the signature was made by the body's "from" address. A good answer is kept
         on the object, not in a process-wide memo: a pooled transaction is checked when it comes

@@ -84,6 +84,12 @@ class RelayChannel:
             self._not_final(event.block.transactions)
         self.events.append(event)
 
+    async def receive_txs_in_turns(self, txs: list[Transaction]) -> None:
+        self.receive_txs(txs)
+
+    async def receive_in_turns(self, event: m.Event) -> None:
+        self.receive(event)
+
     def pooled_transaction(self, signature: bytes) -> Transaction | None:
         return None
 

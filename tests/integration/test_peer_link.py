@@ -56,6 +56,12 @@ class Channel:
     def receive_txs(self, txs: list[Transaction]) -> None:
         self.txs.extend(txs)
 
+    async def receive_txs_in_turns(self, txs: list[Transaction]) -> None:
+        self.receive_txs(txs)
+
+    async def receive_in_turns(self, event: m.Event) -> None:
+        self.receive(event)
+
     def pooled_transaction(self, signature: bytes) -> Transaction | None:
         return next((tx for tx in self.txs if tx.signature == signature), None)
 
@@ -420,7 +426,7 @@ async def test_a_refused_call_leaves_nothing_for_the_garbage_collector(receiver:
     assert not kept, kept
 
 
-def test_a_proposal_past_its_bound_is_refused_before_it_is_decoded(
+async def test_a_proposal_past_its_bound_is_refused_before_it_is_decoded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A member's proposal larger than twice MAX_BLOCK_KBYTES and 1 MiB is refused by its size:
@@ -434,9 +440,9 @@ def test_a_proposal_past_its_bound_is_refused_before_it_is_decoded(
     assert bound == 2 * 1024 + (1 << 20)
     request = pb.ConsensusMessage(channel=CHANNEL, sender="s", proposal=b"{" * (bound + 1))
     with pytest.raises(RequestError, match=f"a proposal of {bound + 1} bytes, limit {bound}"):
-        servicer._deliver(request, None)
+        await servicer._deliver(request, None)
     assert decoded == []
-    servicer._deliver(pb.ConsensusMessage(channel=CHANNEL, sender="s", proposal=b"{}"), None)
+    await servicer._deliver(pb.ConsensusMessage(channel=CHANNEL, sender="s", proposal=b"{}"), None)
     assert decoded == [b"{}"]
     for kind in ("vote", "certificate", "complaint"):  # each far smaller: 1 MiB
         oversized = pb.ConsensusMessage(
@@ -445,7 +451,7 @@ def test_a_proposal_past_its_bound_is_refused_before_it_is_decoded(
         with pytest.raises(
             RequestError, match=f"a {kind} of {(1 << 20) + 1} bytes, limit {1 << 20}"
         ):
-            servicer._deliver(oversized, None)
+            await servicer._deliver(oversized, None)
 
 
 class _Oversupplying(pb_grpc.PeerServiceServicer):

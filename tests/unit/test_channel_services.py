@@ -5,10 +5,13 @@ one cut off catches up when it is back. No sockets, no processes, no SCORE."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +20,18 @@ from loopchain.blockchain import block_store
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
+from loopchain.consensus.state import MAX_FETCH_DEPTH
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.peer import channel_service
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
 from loopchain.peer.intake import RateLimit
+from loopchain.peer.turns import SIGNATURES_PER_TURN
 from loopchain.scoreservice.client import ScoreUnavailable
 from loopchain.storage.abc import StorageCorrupt
 from loopchain.storage.memory import MemoryStore
 from loopchain.types import transaction as transaction_module
+from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import MAX_DATA_DEPTH, Transaction
@@ -327,6 +333,130 @@ async def test_a_peer_catching_up_takes_the_transactions_it_pooled_without_check
     assert_agree(services)
     assert not set(recoveries) & set(during), "a pooled transaction was checked again"
     assert set(recoveries) == set(after)  # the others' relays, checked as they came
+
+
+class Turns:
+    """The signatures each task recovers in one of its steps (a turn of the event loop), counted
+    while `counting`: a callback that schedules itself again numbers the loop's iterations, and
+    a task runs at most one step an iteration."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.turn = 0
+        self.per_step: Counter[tuple[int, int]] = Counter()
+        self.by_task: Counter[str] = Counter()
+        self.names: dict[int, str] = {}
+        real = transaction_module.recover_address
+
+        def counted(digest: bytes, signature: bytes) -> str:
+            task = asyncio.current_task()
+            self.per_step[(self.turn, id(task))] += 1
+            self.names[id(task)] = task.get_name() if task is not None else ""
+            self.by_task[self.names[id(task)]] += 1
+            return real(digest, signature)
+
+        monkeypatch.setattr(transaction_module, "recover_address", counted)
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.Handle | None = None
+
+        def tick() -> None:
+            nonlocal handle
+            self.turn += 1
+            handle = loop.call_soon(tick)
+
+        handle = loop.call_soon(tick)
+        try:
+            yield
+        finally:
+            handle.cancel()
+
+    def most_in_one_step(self, task_name: str) -> int:
+        return max(
+            (n for (_, task), n in self.per_step.items() if self.names[task] == task_name),
+            default=0,
+        )
+
+
+async def test_a_peer_syncing_a_range_recovers_its_signatures_a_slice_of_turns_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer far behind syncs ranges of final blocks whose transactions it never saw: it
+    recovers their signatures SIGNATURES_PER_TURN a step of its sync task, not a range's
+    (hundreds, thousands under load) in one turn of the event loop, which held a real peer
+    restarted under load for seconds: its REST proxy's calls waited past their deadline (504)."""
+    cluster = Cluster(tmp_path, overrides={"MAX_BLOCK_TX_NUM": 4})
+    try:
+        services = cluster.services
+        late = services[3]
+        cluster.network.down.add(late.signer.address)
+        missed = await submit(services[0], 6 * SIGNATURES_PER_TURN, "missed")
+        await cluster.wait(lambda: cluster.final_everywhere(missed, cluster.up()), "final on 3")
+        assert services[0].consensus.tip.height - late.consensus.tip.height > MAX_FETCH_DEPTH
+        turns = Turns(monkeypatch)
+        with turns.counting():
+            cluster.network.down.clear()
+            after = await submit(services[1], 3, "after")
+            await cluster.wait(
+                lambda: cluster.final_everywhere(missed + after, services), "the fourth synced"
+            )
+        assert_agree(services)
+        syncing = f"sync:{CHANNEL}"
+        assert turns.by_task[syncing] >= 2 * SIGNATURES_PER_TURN, turns.by_task  # it synced
+        assert turns.most_in_one_step(syncing) <= SIGNATURES_PER_TURN
+    finally:
+        await cluster.stop()
+
+
+async def test_relayed_transactions_are_checked_a_slice_of_turns_at_a_time_and_once(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relayed batch (up to a thousand) is checked SIGNATURES_PER_TURN signatures a turn, each
+    once, and pooled; those the peer already holds, or that belong to another channel, are not
+    recovered at all."""
+    service = cluster.services[0]
+    cluster.network.down.add(service.signer.address)  # nothing else moves its pool
+    sender = Signer.generate()
+    now = time.time_ns() // 1000
+    fresh = [
+        Transaction.create_v1(CHANNEL, {"relayed": n}, now + n, sender)
+        for n in range(3 * SIGNATURES_PER_TURN)
+    ]
+    held = await submit(service, 5, "held")
+    other = Transaction.create_v1("another_channel", {"n": 1}, now, sender)
+    relayed = [Transaction.decode(tx.encode()) for tx in [*fresh, other]]
+    relayed += [Transaction.decode(service.consensus.pool.get(h).encode()) for h in held]
+    turns = Turns(monkeypatch)
+
+    async def relay() -> None:
+        await service.receive_txs_in_turns(relayed)
+
+    with turns.counting():
+        await asyncio.create_task(relay(), name="relay")
+    assert all(tx.hash in service.consensus.pool for tx in fresh)
+    assert other.hash not in service.consensus.pool
+    assert turns.by_task["relay"] == len(fresh)  # each once; the held and the other's: none
+    assert turns.most_in_one_step("relay") <= SIGNATURES_PER_TURN
+
+
+async def test_a_proposal_the_peer_would_not_check_has_no_signature_recovered_beforehand(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signatures are recovered ahead of the consensus only for a proposal it would check: one
+    already final (a member may send old proposals again, at no cost to it) or proposed by
+    another than its round's leader costs no recovery; a new one's are checked in turns."""
+    services = cluster.services
+    hashes = await submit(services[0], 8, "old")
+    await cluster.wait(lambda: cluster.final_everywhere(hashes, services), "final")
+    height = services[0].store.transaction_place(hashes[0]).height  # type: ignore[union-attr]
+    final = services[0].store.block_by_height(height)
+    assert final is not None and final.transactions
+    turns = Turns(monkeypatch)
+    with turns.counting():
+        await services[1].receive_in_turns(m.ProposalReceived(Block.decode(final.encode())))
+    assert sum(turns.by_task.values()) == 0
+    assert not services[1].consensus.would_check(final)
 
 
 async def test_clients_are_refused_while_a_backlog_waits_for_a_block_and_taken_after(
