@@ -510,6 +510,10 @@ class PeerNode:
         self.channels[grant.channel] = service
         group.create_task(service.run(), name=f"channel:{grant.channel}")
         service.receive(m.ValidatorsChanged(grant.validators))
+        # the member list last known, until the RadioStation's comes with the first heartbeat:
+        # without it a restarted peer refused the others' calls over TLS ("not a party") and
+        # sent its own to nobody for a while
+        service.set_members(self._cached_members(grant.channel))
 
     def _fail(self, reason: str) -> None:
         """A channel cannot go on (its storage failed): stop the whole peer, exit status 1."""

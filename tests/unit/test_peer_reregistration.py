@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from loopchain.configure import load_config
+from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.p2p.radiostation_client import (
     ChannelGrant,
     RadioStationRefused,
@@ -310,3 +311,32 @@ async def test_a_channel_whose_chain_cannot_be_read_is_not_opened_from_the_cache
     assert got.channels == ()
     assert _warnings(caplog, "channel gone: its chain cannot be read") == 1
     assert _warnings(caplog, "nowhere") == 0  # never opened here: nothing to read
+
+
+class _NotRun:
+    """A task group stand-in that runs nothing: the channel is only opened."""
+
+    def create_task(self, coro, name: str | None = None) -> None:  # type: ignore[no-untyped-def]
+        coro.close()
+
+
+async def test_a_channel_opens_with_the_member_list_last_known(tmp_path: Path) -> None:
+    """Until the first heartbeat brings the RadioStation's member list, an opened channel has the
+    one cached at the last: a restarted peer took no call from the others over TLS for a while
+    ("not a party of channel"), and sent its own votes to nobody. A first start has none."""
+    node = _node(tmp_path)
+    node.channels.clear()
+    assert node.signer is not None
+    node.transport = InMemoryNetwork().transport(node.signer.address)  # type: ignore[assignment]
+    other = PeerInfo("hx" + "3" * 40, "127.0.0.1:7300", 2)
+    node._cache_members("known", [PeerInfo(node.signer.address, "127.0.0.1:7100", 1), other])
+    try:
+        for name in ("known", "first"):
+            grant = ChannelGrant(name, "score/package", ValidatorSet(name, 0, ()))
+            await node._open_channel(grant, ISSUER, _NotRun())  # type: ignore[arg-type]
+        assert other.peer_id in node.channels["known"].member_ids()
+        assert [p.peer_id for p in node.channels["known"]._other_peers()] == [other.peer_id]
+        assert other.peer_id not in node.channels["first"].member_ids()
+    finally:
+        for store in node.stores:
+            store.close()
