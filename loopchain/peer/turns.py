@@ -6,24 +6,30 @@ a relayed batch (up to 1,000) or a proposal. Recovering a key takes ~50 us here,
 turn of the event loop a synced range held it for seconds: a peer restarted under load answered
 neither its REST proxy (which answered 504 after its 5 s deadline) nor its probes. Checked here
 first, each good signature is kept on its transaction, and the checks that follow recover nothing.
+
+The slice is a time, not a count: a few hundred signatures (a proposal's that were not relayed
+first, a relayed batch) go in one turn as before, for the turn a vote waits for costs every
+round; only more is spread. A count of 64 cost 8 % of the committed tx/s under 64 clients.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 
 from loopchain.types.transaction import Transaction
 
-SIGNATURES_PER_TURN = 64  # keys recovered between two turns of the event loop (~3 ms here)
+TURN_BUDGET_S = 0.01  # recovering for this long gives the event loop a turn (~200 keys here)
 
 
 async def check_signatures(txs: Iterable[Transaction], *, until_bad: bool = True) -> bool:
-    """Recover the signatures of `txs` not known good yet, SIGNATURES_PER_TURN a turn of the
-    event loop; False when one is bad (the check that follows refuses it and names it). With
+    """Recover the signatures of `txs` not known good yet, giving the event loop a turn every
+    TURN_BUDGET_S; False when one is bad (the check that follows refuses it and names it). With
     `until_bad` it stops there: a block with one is refused as a whole, so the rest are not worth
     recovering (relayed transactions are judged one by one: it goes on)."""
-    recovered, good = 0, True
+    good = True
+    deadline = time.monotonic() + TURN_BUDGET_S
     for tx in txs:
         if tx.signature_checked:
             continue
@@ -31,7 +37,7 @@ async def check_signatures(txs: Iterable[Transaction], *, until_bad: bool = True
             good = False
             if until_bad:
                 return False
-        recovered += 1
-        if recovered % SIGNATURES_PER_TURN == 0:
+        if time.monotonic() >= deadline:
             await asyncio.sleep(0)
+            deadline = time.monotonic() + TURN_BUDGET_S
     return good

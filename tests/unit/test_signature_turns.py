@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from loopchain.peer.turns import SIGNATURES_PER_TURN, check_signatures
+from loopchain.peer import turns
+from loopchain.peer.turns import check_signatures
 from loopchain.types import transaction as transaction_module
 from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
@@ -31,22 +32,25 @@ def _forged() -> Transaction:
     return Transaction.from_json(body)
 
 
-async def test_it_yields_to_the_event_loop_every_slice_of_recoveries() -> None:
-    txs = _fresh(3 * SIGNATURES_PER_TURN + 1)
-    turns = 0
+async def test_it_gives_the_event_loop_turns_past_its_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(turns, "TURN_BUDGET_S", 0.0)  # a turn after every signature
+    txs = _fresh(20)
+    ticks = 0
 
     async def ticker() -> None:
-        nonlocal turns
+        nonlocal ticks
         while True:
             await asyncio.sleep(0)
-            turns += 1
+            ticks += 1
 
     ticking = asyncio.create_task(ticker())
     await asyncio.sleep(0)
-    started = turns
+    started = ticks
     assert await check_signatures(txs)
     ticking.cancel()
-    assert turns - started >= 3  # the ticker ran between the slices
+    assert ticks - started >= len(txs) - 1  # the ticker ran between the signatures
     assert all(tx.signature_checked for tx in txs)
 
 
