@@ -150,22 +150,23 @@ class Transaction:
     @property
     def signature_checked(self) -> bool:
         """Whether a good signature is known on this object: `verify_signature` recovers nothing."""
-        return bool(self.__dict__.get("_signature_good"))
+        return self.__dict__.get("_signature_good") is True
 
     def verify_signature(self) -> bool:
-        """True when the signature was made by the body's "from" address. A good answer is kept
-        on the object, not in a process-wide memo: a pooled transaction is checked when it comes
+        """True when the signature was made by the body's "from" address. The answer is kept on
+        the object, not in a process-wide memo: a pooled transaction is checked when it comes
         and again in every block that carries it (blocks take the pooled object itself), so only
         the first check recovers the key, and nothing outlives the transaction (a memo entry per
-        transaction held ~55 MB per peer at its bound)."""
-        if self.__dict__.get("_signature_good"):
-            return True
+        transaction held ~55 MB per peer at its bound). A bad answer is kept too (the object is
+        immutable): a forged relayed one checked ahead in turns is not recovered a second time."""
+        known = self.__dict__.get("_signature_good")
+        if known is not None:
+            return bool(known)
         try:
             good = recover_address(self.hash, self.signature) == self.sender
         except ValueError:  # SignatureError: malformed
-            return False
-        if good:
-            self.__dict__["_signature_good"] = True
+            good = False
+        self.__dict__["_signature_good"] = good
         return good
 
     def to_json(self) -> dict[str, Any]:

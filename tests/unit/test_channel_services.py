@@ -415,8 +415,8 @@ async def test_relayed_transactions_are_checked_a_slice_of_turns_at_a_time_and_o
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A relayed batch (up to a thousand) is checked giving the event loop turns in between, each
-    signature once, and pooled; those the peer already holds, or that belong to another channel, are not
-    recovered at all."""
+    signature once (a forged one too), and pooled but for the forged one; those the peer already
+    holds, or that belong to another channel, are not recovered at all."""
     service = cluster.services[0]
     cluster.network.down.add(service.signer.address)  # nothing else moves its pool
     sender = Signer.generate()
@@ -424,7 +424,10 @@ async def test_relayed_transactions_are_checked_a_slice_of_turns_at_a_time_and_o
     fresh = [Transaction.create_v1(CHANNEL, {"relayed": n}, now + n, sender) for n in range(200)]
     held = await submit(service, 5, "held")
     other = Transaction.create_v1("another_channel", {"n": 1}, now, sender)
-    relayed = [Transaction.decode(tx.encode()) for tx in [*fresh, other]]
+    forged = fresh[0].to_json()
+    forged["signature"] = fresh[1].signature.hex()
+    relayed = [Transaction.from_json(forged)]
+    relayed += [Transaction.decode(tx.encode()) for tx in [*fresh, other]]
     relayed += [Transaction.decode(service.consensus.pool.get(h).encode()) for h in held]
     turns = Turns(monkeypatch)
 
@@ -435,7 +438,8 @@ async def test_relayed_transactions_are_checked_a_slice_of_turns_at_a_time_and_o
         await asyncio.create_task(relay(), name="relay")
     assert all(tx.hash in service.consensus.pool for tx in fresh)
     assert other.hash not in service.consensus.pool
-    assert turns.by_task["relay"] == len(fresh)  # each once; the held and the other's: none
+    assert not relayed[0].signature_checked
+    assert turns.by_task["relay"] == len(fresh) + 1  # each once; the held and the other's: none
     assert turns.most_in_one_step("relay") == 1
 
 

@@ -24,6 +24,19 @@ def _fresh(count: int, start: int = 0) -> list[Transaction]:
     return [Transaction.decode(tx.encode()) for tx in made]
 
 
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The digests whose signer's key is recovered from now on, in order."""
+    recovered: list[bytes] = []
+    real = transaction_module.recover_address
+
+    def counted(digest: bytes, signature: bytes) -> str:
+        recovered.append(digest)
+        return real(digest, signature)
+
+    monkeypatch.setattr(transaction_module, "recover_address", counted)
+    return recovered
+
+
 def _forged() -> Transaction:
     """A transaction whose signature is another's: well formed, not its sender's."""
     one, two = _fresh(2)
@@ -57,14 +70,7 @@ async def test_it_gives_the_event_loop_turns_past_its_budget(
 async def test_those_known_good_are_not_recovered_again(monkeypatch: pytest.MonkeyPatch) -> None:
     txs = _fresh(10)
     assert await check_signatures(txs[:6])
-    recovered: list[bytes] = []
-    real = transaction_module.recover_address
-
-    def counted(digest: bytes, signature: bytes) -> str:
-        recovered.append(digest)
-        return real(digest, signature)
-
-    monkeypatch.setattr(transaction_module, "recover_address", counted)
+    recovered = _counting(monkeypatch)
     assert await check_signatures(txs)
     assert recovered == [tx.hash for tx in txs[6:]]
 
@@ -79,3 +85,13 @@ async def test_a_bad_signature_stops_it_or_not() -> None:
     assert not any(tx.signature_checked for tx in rest)  # a block with a bad one is refused
     assert not await check_signatures([bad, *rest], until_bad=False)
     assert all(tx.signature_checked for tx in rest)  # relayed ones are judged one by one
+
+
+async def test_a_bad_signature_is_recovered_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer is kept on the object, bad ones too: the check ahead and the consensus's own
+    check after it recover a forged relayed transaction's key once."""
+    bad = _forged()
+    recovered = _counting(monkeypatch)
+    assert not await check_signatures([bad], until_bad=False)
+    assert not bad.verify_signature()
+    assert recovered == [bad.hash]
