@@ -14,6 +14,7 @@ from loopchain import failpoints
 from loopchain.configure import Config
 from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls, open_channel
 from loopchain.p2p.transport import ConsensusPayload, FetchedRange, MalformedReply, TransportError
+from loopchain.p2p.turns import TurnBudget
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.block import Block, Pooled
@@ -230,10 +231,10 @@ class PeerLink:
         )
         if len(reply.blocks) > max_blocks:
             raise EncodingError(f"{len(reply.blocks)} blocks for at most {max_blocks} asked")
-        blocks = []
-        for b in reply.blocks:  # a turn of the event loop a block: a range is ~100 big blocks
+        blocks, budget = [], TurnBudget()  # a range is up to ~100 big blocks: not in one turn
+        for b in reply.blocks:
             blocks.append((Block.decode(b.block, pooled), QuorumCertificate.decode(b.certificate)))
-            await asyncio.sleep(0)
+            await budget.spent()
         proof = None
         if reply.HasField("commit_proof") and reply.commit_proof.block:
             proof = (

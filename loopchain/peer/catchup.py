@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from loopchain.consensus import messages as m
 from loopchain.p2p.transport import MalformedReply, PeerTransport, TransportError
-from loopchain.peer.turns import check_signatures
+from loopchain.p2p.turns import check_signatures
 from loopchain.types.block import Pooled
 from loopchain.types.peer import PeerInfo
 

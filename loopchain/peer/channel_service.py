@@ -27,12 +27,12 @@ from loopchain.consensus.state import ChannelConsensus, ConsensusConfig
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_service import BlockRangeResult, TxLookup, TxOutcome
 from loopchain.p2p.transport import ConsensusPayload, PeerTransport
+from loopchain.p2p.turns import check_signatures
 from loopchain.peer.catchup import CatchUp
 from loopchain.peer.intake import MB, IntakeLog, IntakeRefused, RateLimit
 from loopchain.peer.metrics import ChannelGauges, ChannelMetrics, PeerMetrics
 from loopchain.peer.relay import TxRelay
 from loopchain.peer.score_runtime import ScoreInfo, ScoreRuntime
-from loopchain.peer.turns import check_signatures
 from loopchain.safe_text import without_paths
 from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
 from loopchain.storage.abc import StorageError
@@ -616,7 +616,7 @@ class ChannelService:
 
     async def receive_txs_in_turns(self, txs: list[Transaction]) -> None:
         """`receive_txs`, the signatures it would recover checked first a slice of the event loop
-        at a time (loopchain.peer.turns): a relayed batch holds up to a thousand."""
+        at a time (loopchain.p2p.turns): a relayed batch holds up to a thousand."""
         now = time.time()
         await check_signatures((tx for tx in txs if self._worth_checking(tx, now)), until_bad=False)
         self.receive_txs(txs)
@@ -676,7 +676,7 @@ class ChannelService:
 
     async def receive_in_turns(self, event: m.Event) -> None:
         """`receive`, the signatures of a proposal that this peer would check (not pooled) checked
-        first a slice of the event loop at a time (loopchain.peer.turns)."""
+        first a slice of the event loop at a time (loopchain.p2p.turns)."""
         self._check_channel(event)
         if isinstance(event, m.ProposalReceived) and self.consensus.would_check(event.block):
             await check_signatures(event.block.transactions)

@@ -19,7 +19,7 @@ import pytest
 
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
-from loopchain.p2p import grpc_util, peer_client, peer_service, server
+from loopchain.p2p import grpc_util, peer_client, peer_service, server, turns
 from loopchain.p2p.errors import RequestError
 from loopchain.p2p.peer_client import GrpcTransport, PeerLink
 from loopchain.p2p.peer_service import PeerServicer, max_proposal_bytes
@@ -31,7 +31,7 @@ from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import Transaction
-from loopchain.types.vote import Vote
+from loopchain.types.vote import QuorumCertificate, Vote
 from tests._flood import flood
 from tests.integration._one_channel import CHANNEL, OneChannelBackend
 from tools.procs import free_port_pair, wait_until_async
@@ -492,6 +492,72 @@ async def test_a_range_reply_with_more_blocks_than_asked_is_malformed() -> None:
     finally:
         await link.close()
         await server.stop(grace=0)
+
+
+class _Serving(pb_grpc.PeerServiceServicer):
+    """Answers any block range with as many copies of one block as asked for."""
+
+    def __init__(self, block: Block, certificate: QuorumCertificate) -> None:
+        self.block = block
+        self.certificate = certificate
+
+    async def GetBlockRange(self, request: pb.BlockRangeRequest, context: Any) -> Any:
+        one = pb.FinalBlock(block=self.block.encode(), certificate=self.certificate.encode())
+        return pb.BlockRange(blocks=[one] * request.max_blocks, tip_height=9)
+
+
+async def test_a_range_is_decoded_giving_the_event_loop_turns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A range (up to ~100 blocks of up to a thousand transactions each) is not decoded in one turn
+    of the event loop: with a budget of 0 s, a turn after every block."""
+    monkeypatch.setattr(turns, "TURN_BUDGET_S", 0.0)
+    now = 1_700_000_000_000_000
+    txs = [Transaction.create_v1(CHANNEL, {"n": n}, now + n, SIGNER) for n in range(20)]
+    block = Block.create(
+        channel=CHANNEL,
+        height=1,
+        round_=1,
+        prev_hash=b"\0" * 32,
+        prev_qc=None,
+        transactions=txs,
+        timestamp=now,
+        leader=SIGNER,
+        next_leader=SIGNER.address,
+        validators_hash=b"\0" * 32,
+    )
+    certificate = QuorumCertificate.from_votes([Vote.create(CHANNEL, 1, 1, block.hash, SIGNER)])
+    port = free_port_pair()
+    grpc_server = grpc_util.create_server(CONFIG)
+    pb_grpc.add_PeerServiceServicer_to_server(_Serving(block, certificate), grpc_server)
+    grpc_util.bind(grpc_server, "127.0.0.1", port)
+    await grpc_server.start()
+    link = PeerLink(f"127.0.0.1:{port}", CONFIG)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    decoded: list[int] = []
+    real = Block.decode
+
+    def counted(raw: bytes, pooled: Any = None) -> Block:
+        decoded.append(ticks)
+        return real(raw, pooled)
+
+    monkeypatch.setattr(Block, "decode", counted)
+    ticking = asyncio.create_task(ticker())
+    try:
+        fetched = await link.fetch_blocks(CHANNEL, 1, 10)
+        assert [b.hash for b, _ in fetched.blocks] == [block.hash] * 10
+        assert len(set(decoded)) == 10  # each block in a turn of its own
+    finally:
+        ticking.cancel()
+        await link.close()
+        await grpc_server.stop(grace=0)
 
 
 async def test_the_peer_server_refuses_a_request_past_its_bound_unread() -> None:

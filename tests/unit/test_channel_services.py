@@ -21,10 +21,10 @@ from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.consensus.state import MAX_FETCH_DEPTH
+from loopchain.p2p import turns as turns_module
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.peer import channel_service
-from loopchain.peer import turns as turns_module
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
 from loopchain.peer.intake import RateLimit
 from loopchain.scoreservice.client import ScoreUnavailable

@@ -1,4 +1,4 @@
-"""loopchain.peer.turns: signatures recovered a slice of the event loop at a time."""
+"""loopchain.p2p.turns: signatures recovered a slice of the event loop at a time."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from loopchain.peer import turns
-from loopchain.peer.turns import check_signatures
+from loopchain.p2p import turns
+from loopchain.p2p.turns import check_signatures
 from loopchain.types import transaction as transaction_module
 from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
