@@ -33,6 +33,7 @@ from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import QuorumCertificate, Vote
 from tests._flood import flood
+from tests._ticks import Ticks
 from tests.integration._one_channel import CHANNEL, OneChannelBackend
 from tools.procs import free_port_pair, wait_until_async
 
@@ -454,6 +455,22 @@ async def test_a_proposal_past_its_bound_is_refused_before_it_is_decoded(
             await servicer._deliver(oversized, None)
 
 
+def _block(txs: list[Transaction], timestamp: int) -> Block:
+    """Block 1 of CHANNEL, proposed by SIGNER, holding `txs`."""
+    return Block.create(
+        channel=CHANNEL,
+        height=1,
+        round_=1,
+        prev_hash=b"\0" * 32,
+        prev_qc=None,
+        transactions=txs,
+        timestamp=timestamp,
+        leader=SIGNER,
+        next_leader=SIGNER.address,
+        validators_hash=b"\0" * 32,
+    )
+
+
 class _Oversupplying(pb_grpc.PeerServiceServicer):
     """Answers any block range with one block more than asked for."""
 
@@ -468,18 +485,7 @@ class _Oversupplying(pb_grpc.PeerServiceServicer):
 async def test_a_range_reply_with_more_blocks_than_asked_is_malformed() -> None:
     """A peer that answers a range with more blocks than asked for is taken as serving
     malformed data (nothing of it is decoded), not trusted for its extra blocks."""
-    block = Block.create(
-        channel=CHANNEL,
-        height=1,
-        round_=1,
-        prev_hash=b"\0" * 32,
-        prev_qc=None,
-        transactions=[],
-        timestamp=1,
-        leader=SIGNER,
-        next_leader=SIGNER.address,
-        validators_hash=b"\0" * 32,
-    )
+    block = _block([], 1)
     port = free_port_pair()
     server = grpc_util.create_server(CONFIG)
     pb_grpc.add_PeerServiceServicer_to_server(_Oversupplying(block), server)
@@ -514,18 +520,7 @@ async def test_a_range_is_decoded_giving_the_event_loop_turns(
     monkeypatch.setattr(turns, "TURN_BUDGET_S", 0.0)
     now = 1_700_000_000_000_000
     txs = [Transaction.create_v1(CHANNEL, {"n": n}, now + n, SIGNER) for n in range(20)]
-    block = Block.create(
-        channel=CHANNEL,
-        height=1,
-        round_=1,
-        prev_hash=b"\0" * 32,
-        prev_qc=None,
-        transactions=txs,
-        timestamp=now,
-        leader=SIGNER,
-        next_leader=SIGNER.address,
-        validators_hash=b"\0" * 32,
-    )
+    block = _block(txs, now)
     certificate = QuorumCertificate.from_votes([Vote.create(CHANNEL, 1, 1, block.hash, SIGNER)])
     port = free_port_pair()
     grpc_server = grpc_util.create_server(CONFIG)
@@ -533,29 +528,21 @@ async def test_a_range_is_decoded_giving_the_event_loop_turns(
     grpc_util.bind(grpc_server, "127.0.0.1", port)
     await grpc_server.start()
     link = PeerLink(f"127.0.0.1:{port}", CONFIG)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0)
-            ticks += 1
-
+    ticks = Ticks()
     decoded: list[int] = []
     real = Block.decode
 
     def counted(raw: bytes, pooled: Any = None) -> Block:
-        decoded.append(ticks)
+        decoded.append(ticks.count)
         return real(raw, pooled)
 
     monkeypatch.setattr(Block, "decode", counted)
-    ticking = asyncio.create_task(ticker())
     try:
-        fetched = await link.fetch_blocks(CHANNEL, 1, 10)
+        async with ticks.running():
+            fetched = await link.fetch_blocks(CHANNEL, 1, 10)
         assert [b.hash for b, _ in fetched.blocks] == [block.hash] * 10
         assert len(set(decoded)) == 10  # each block in a turn of its own
     finally:
-        ticking.cancel()
         await link.close()
         await grpc_server.stop(grace=0)
 

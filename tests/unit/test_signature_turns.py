@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
@@ -12,6 +11,7 @@ from loopchain.p2p.turns import check_signatures
 from loopchain.types import transaction as transaction_module
 from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
+from tests._ticks import Ticks
 
 pytestmark = pytest.mark.asyncio
 
@@ -50,20 +50,10 @@ async def test_it_gives_the_event_loop_turns_past_its_budget(
 ) -> None:
     monkeypatch.setattr(turns, "TURN_BUDGET_S", 0.0)  # a turn after every signature
     txs = _fresh(20)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0)
-            ticks += 1
-
-    ticking = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    started = ticks
-    assert await check_signatures(txs)
-    ticking.cancel()
-    assert ticks - started >= len(txs) - 1  # the ticker ran between the signatures
+    async with Ticks().running() as ticks:
+        started = ticks.count
+        assert await check_signatures(txs)
+        assert ticks.count - started >= len(txs) - 1  # the ticker ran between the signatures
     assert all(tx.signature_checked for tx in txs)
 
 
