@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import types
 from typing import Any
 
 import pytest
 
 from loopchain.consensus import messages as m
-from loopchain.p2p.transport import MalformedReply
+from loopchain.p2p.transport import FetchedRange, MalformedReply
 from loopchain.peer import catchup
 from loopchain.peer.catchup import CatchUp
 from loopchain.types.block import Block
@@ -131,3 +132,57 @@ async def test_a_peer_still_serving_bad_blocks_is_warned_of_once_a_period(
         up.avoid(liar, "garbled")
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 2, [r.getMessage() for r in warnings]
+
+
+class _Chain:
+    """A consensus stand-in for synced ranges: a block is final when the next one it is handed
+    (in the chunk, or the chunk's proof) is one round later, as the two-chain rule has it."""
+
+    def __init__(self) -> None:
+        self.tip = 0
+        self.chunks: list[list[int]] = []  # heights of each BlocksSynced, as handed over
+
+    def dispatch(self, event: m.Event) -> list[m.Action]:
+        assert isinstance(event, m.BlocksSynced)
+        blocks = [block for block, _ in event.blocks]
+        self.chunks.append([block.height for block in blocks])
+        assert blocks[0].height == self.tip + 1
+        following = blocks[1:] + ([event.proof[0]] if event.proof is not None else [])
+        final = 0  # a block proven final makes its ancestors final
+        for index, (block, child) in enumerate(zip(blocks, following, strict=False)):
+            if child.header.round == block.header.round + 1:
+                final = index + 1
+        if final:
+            self.tip = blocks[final - 1].height
+        return []
+
+
+def _stand_in(height: int, round_: int) -> Any:
+    return types.SimpleNamespace(
+        height=height, header=types.SimpleNamespace(round=round_), transactions=[]
+    )
+
+
+async def test_a_synced_range_is_taken_a_chunk_a_turn_and_a_chunk_not_proven_with_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each chunk of SYNC_CHUNK blocks is proven final by the range's next block; where that one
+    is not a round later (a failed round), the chunk's tail is taken again with more blocks, and
+    a chunk none of whose blocks can be proven is taken whole with the next."""
+    monkeypatch.setattr(catchup, "SYNC_CHUNK", 3)
+    rounds = [1, 2, 3, 5, 6, 7, 8, 10, 12, 14, 15, 16]  # failed rounds after 3, 8, 10 and 12
+    blocks = [(_stand_in(h, r), None) for h, r in enumerate(rounds, start=1)]
+    chain = _Chain()
+    up = CatchUp("alpha", None, list, lambda: chain.tip, chain.dispatch, 100)  # type: ignore[arg-type]
+    range_ = FetchedRange(tuple(blocks), 12, None)  # type: ignore[arg-type]
+    taken = await asyncio.wait_for(up._take(range_), 60)  # one that never ends fails
+    assert taken
+    assert chain.tip == 11  # the last one has no proof: not final
+    assert chain.chunks == [
+        [1, 2, 3],  # the proof (4, round 5) is not round 4: 1 and 2 final
+        [3, 4, 5],  # 6 (round 7) proves 5, and 3 with it
+        [6, 7, 8],  # 9 is round 12: 6 only
+        [7, 8, 9],  # none proven: 8 is round 10, 9 round 12, 10 round 14
+        [7, 8, 9, 10, 11, 12],  # taken with the next: 11 proves 10, 12 proves 11
+        [12],  # no proof: not final here, as before chunks
+    ]

@@ -25,6 +25,7 @@ from loopchain.p2p import turns as turns_module
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.peer import channel_service
+from loopchain.peer.catchup import SYNC_CHUNK
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
 from loopchain.peer.intake import RateLimit
 from loopchain.scoreservice.client import ScoreUnavailable
@@ -386,8 +387,9 @@ async def test_a_peer_syncing_a_range_recovers_its_signatures_a_slice_of_turns_a
 ) -> None:
     """A peer far behind syncs ranges of final blocks whose transactions it never saw: it
     recovers their signatures giving the event loop turns in between, not a range's (hundreds,
-    thousands under load) in one turn, which held a real peer
-    restarted under load for seconds: its REST proxy's calls waited past their deadline (504)."""
+    thousands under load) in one turn, which held a real peer restarted under load for seconds
+    (its REST proxy's calls waited past their deadline: 504), and it takes SYNC_CHUNK blocks of
+    a range a turn."""
     cluster = Cluster(tmp_path, overrides={"MAX_BLOCK_TX_NUM": 4})
     try:
         services = cluster.services
@@ -397,6 +399,16 @@ async def test_a_peer_syncing_a_range_recovers_its_signatures_a_slice_of_turns_a
         await cluster.wait(lambda: cluster.final_everywhere(missed, cluster.up()), "final on 3")
         assert services[0].consensus.tip.height - late.consensus.tip.height > MAX_FETCH_DEPTH
         turns = Turns(monkeypatch)
+        saved: Counter[tuple[int, int]] = Counter()  # blocks the late one saved, by task step
+        save = late.store.save
+
+        def counted_save(commits=(), votes=()):  # type: ignore[no-untyped-def]
+            task = asyncio.current_task()
+            if task is not None and task.get_name() == f"sync:{CHANNEL}":
+                saved[(turns.turn, id(task))] += len(commits)
+            save(commits, votes)
+
+        monkeypatch.setattr(late.store, "save", counted_save)
         with turns.counting():
             cluster.network.down.clear()
             after = await submit(services[1], 3, "after")
@@ -407,6 +419,8 @@ async def test_a_peer_syncing_a_range_recovers_its_signatures_a_slice_of_turns_a
         syncing = f"sync:{CHANNEL}"
         assert turns.by_task[syncing] >= 100, turns.by_task  # it synced what it missed
         assert turns.most_in_one_step(syncing) == 1
+        assert sum(saved.values()) > 2 * SYNC_CHUNK
+        assert max(saved.values()) <= SYNC_CHUNK
     finally:
         await cluster.stop()
 
