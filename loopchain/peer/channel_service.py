@@ -680,7 +680,7 @@ class ChannelService:
         self._check_channel(event)
         if isinstance(event, m.ProposalReceived) and self.consensus.would_check(event.block):
             await check_signatures(event.block.transactions)
-        self.receive(event)
+        self._dispatch(event)
 
     def receive(self, event: m.Event) -> None:
         """A consensus message from another peer (refused when it names another channel)."""

@@ -744,9 +744,17 @@ class PeerNode:
         self.node_store.put(f"members/{channel}".encode(), json.dumps(rows).encode())
 
     def _cached_members(self, channel: str) -> list[PeerInfo]:
+        """The member list cached for `channel`; none when it cannot be read (warned about: it
+        is read at every channel's opening, and the RadioStation's list replaces it)."""
         assert self.node_store is not None
         raw = self.node_store.get(f"members/{channel}".encode())
-        return [PeerInfo(*row) for row in json.loads(raw)] if raw else []
+        if not raw:
+            return []
+        try:
+            return [PeerInfo(*row) for row in json.loads(raw)]
+        except (ValueError, TypeError) as exc:
+            log.warning("channel %s: the cached member list cannot be read (%s)", channel, exc)
+            return []
 
     def _rest_proxy(self) -> RestProxy:
         script = Path(__file__).resolve().parents[2] / "rest_proxy.py"

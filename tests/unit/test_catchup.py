@@ -138,8 +138,9 @@ class _Chain:
     """A consensus stand-in for synced ranges: a block is final when the next one it is handed
     (in the chunk, or the chunk's proof) is one round later, as the two-chain rule has it."""
 
-    def __init__(self) -> None:
+    def __init__(self, refused: int = 0) -> None:
         self.tip = 0
+        self.refused = refused  # a chunk holding this height is refused (an invalid block)
         self.chunks: list[list[int]] = []  # heights of each BlocksSynced, as handed over
 
     def dispatch(self, event: m.Event) -> list[m.Action]:
@@ -147,6 +148,8 @@ class _Chain:
         blocks = [block for block, _ in event.blocks]
         self.chunks.append([block.height for block in blocks])
         assert blocks[0].height == self.tip + 1
+        if self.refused in self.chunks[-1]:
+            return [m.Rejected(f"synced block {self.refused}: invalid")]
         following = blocks[1:] + ([event.proof[0]] if event.proof is not None else [])
         final = 0  # a block proven final makes its ancestors final
         for index, (block, child) in enumerate(zip(blocks, following, strict=False)):
@@ -186,3 +189,18 @@ async def test_a_synced_range_is_taken_a_chunk_a_turn_and_a_chunk_not_proven_wit
         [7, 8, 9, 10, 11, 12],  # taken with the next: 11 proves 10, 12 proves 11
         [12],  # no proof: not final here, as before chunks
     ]
+
+
+async def test_a_synced_range_with_an_invalid_block_is_taken_no_further(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chunks before the invalid block are taken; the one that holds it is refused, and no
+    chunk after it is handed over (the peer that served it is then avoided)."""
+    monkeypatch.setattr(catchup, "SYNC_CHUNK", 3)
+    blocks = [(_stand_in(h, h), None) for h in range(1, 11)]
+    chain = _Chain(refused=5)
+    up = CatchUp("alpha", None, list, lambda: chain.tip, chain.dispatch, 100)  # type: ignore[arg-type]
+    range_ = FetchedRange(tuple(blocks), 10, None)  # type: ignore[arg-type]
+    assert not await asyncio.wait_for(up._take(range_), 60)
+    assert chain.tip == 3
+    assert chain.chunks == [[1, 2, 3], [4, 5, 6]]

@@ -37,6 +37,7 @@ from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import MAX_DATA_DEPTH, Transaction
 from loopchain.types.validators import Validator, ValidatorSet
+from tests._recoveries import count_recoveries
 
 CHANNEL = "memory_channel"
 PEERS = 4
@@ -313,14 +314,7 @@ async def test_a_peer_catching_up_takes_the_transactions_it_pooled_without_check
     cluster.network.down.add(late.signer.address)
     during = await submit(services[0], 20, "during")
     await cluster.wait(lambda: cluster.final_everywhere(during, cluster.up()), "final on three")
-    recoveries: list[bytes] = []
-    real = transaction_module.recover_address
-
-    def counted(digest: bytes, signature: bytes) -> str:
-        recoveries.append(digest)
-        return real(digest, signature)
-
-    monkeypatch.setattr(transaction_module, "recover_address", counted)
+    recoveries = count_recoveries(monkeypatch)
     found = [services[0].find_tx(h) for h in during]
     late.receive_txs([Transaction.decode(f.tx.encode()) for f in found if f is not None])
     await cluster.wait(lambda: len(late.consensus.pool) == len(during), "gossip pooled")
@@ -513,15 +507,8 @@ async def test_a_relayed_transaction_the_peer_already_holds_is_not_checked_again
     services = cluster.services
     late = services[3]
     cluster.network.down.add(late.signer.address)  # no block reaches it: what it pools stays
-    recoveries: list[bytes] = []
-    real = transaction_module.recover_address
-
-    def counted(digest: bytes, signature: bytes) -> str:
-        recoveries.append(digest)
-        return real(digest, signature)
-
     sent = await submit(services[0], 3, "relayed")
-    monkeypatch.setattr(transaction_module, "recover_address", counted)
+    recoveries = count_recoveries(monkeypatch)
     found = [services[0].find_tx(h) for h in sent]
     raw = [f.tx.encode() for f in found if f is not None]
     for _ in range(3):  # the same transactions relayed three times, as fresh copies

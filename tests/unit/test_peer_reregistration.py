@@ -320,10 +320,13 @@ class _NotRun:
         coro.close()
 
 
-async def test_a_channel_opens_with_the_member_list_last_known(tmp_path: Path) -> None:
+async def test_a_channel_opens_with_the_member_list_last_known(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Until the first heartbeat brings the RadioStation's member list, an opened channel has the
     one cached at the last: a restarted peer took no call from the others over TLS for a while
-    ("not a party of channel"), and sent its own votes to nobody. A first start has none."""
+    ("not a party of channel"), and sent its own votes to nobody. A first start has none, nor
+    has a channel whose cached list cannot be read (warned about; the opening goes on)."""
     node = _node(tmp_path)
     node.channels.clear()
     assert node.signer is not None
@@ -337,6 +340,12 @@ async def test_a_channel_opens_with_the_member_list_last_known(tmp_path: Path) -
         assert other.peer_id in node.channels["known"].member_ids()
         assert [p.peer_id for p in node.channels["known"]._other_peers()] == [other.peer_id]
         assert other.peer_id not in node.channels["first"].member_ids()
+        assert node.node_store is not None
+        node.node_store.put(b"members/torn", b'[["hx' + b"4" * 40 + b'", 7')  # cut short
+        grant = ChannelGrant("torn", "score/package", ValidatorSet("torn", 0, ()))
+        await node._open_channel(grant, ISSUER, _NotRun())  # type: ignore[arg-type]
+        assert node.channels["torn"].members == {}
+        assert _warnings(caplog, "channel torn: the cached member list cannot be read") == 1
     finally:
         for store in node.stores:
             store.close()

@@ -8,9 +8,9 @@ import pytest
 
 from loopchain.p2p import turns
 from loopchain.p2p.turns import check_signatures
-from loopchain.types import transaction as transaction_module
 from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
+from tests._recoveries import count_recoveries
 from tests._ticks import Ticks
 
 pytestmark = pytest.mark.asyncio
@@ -22,19 +22,6 @@ def _fresh(count: int, start: int = 0) -> list[Transaction]:
     now = time.time_ns() // 1000
     made = [Transaction.create_v1("c", {"n": n}, now + n, signer) for n in range(start, count)]
     return [Transaction.decode(tx.encode()) for tx in made]
-
-
-def _counting(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The digests whose signer's key is recovered from now on, in order."""
-    recovered: list[bytes] = []
-    real = transaction_module.recover_address
-
-    def counted(digest: bytes, signature: bytes) -> str:
-        recovered.append(digest)
-        return real(digest, signature)
-
-    monkeypatch.setattr(transaction_module, "recover_address", counted)
-    return recovered
 
 
 def _forged() -> Transaction:
@@ -60,7 +47,7 @@ async def test_it_gives_the_event_loop_turns_past_its_budget(
 async def test_those_known_good_are_not_recovered_again(monkeypatch: pytest.MonkeyPatch) -> None:
     txs = _fresh(10)
     assert await check_signatures(txs[:6])
-    recovered = _counting(monkeypatch)
+    recovered = count_recoveries(monkeypatch)
     assert await check_signatures(txs)
     assert recovered == [tx.hash for tx in txs[6:]]
 
@@ -81,7 +68,7 @@ async def test_a_bad_signature_is_recovered_once(monkeypatch: pytest.MonkeyPatch
     """The answer is kept on the object, bad ones too: the check ahead and the consensus's own
     check after it recover a forged relayed transaction's key once."""
     bad = _forged()
-    recovered = _counting(monkeypatch)
+    recovered = count_recoveries(monkeypatch)
     assert not await check_signatures([bad], until_bad=False)
     assert not bad.verify_signature()
     assert recovered == [bad.hash]
