@@ -721,9 +721,9 @@ class BlockStore:
 
     def load_tx_filter(self) -> Iterator[int]:
         """Add the hashes of the stored transactions to the filter, from a snapshot of the index,
-        yielding how many so far after every FILTER_LOAD_STEP of them (the caller's pause, so that
-        a long chain does not hold its event loop). When it ends the filter is loaded. The blocks
-        saved meanwhile add their own hashes, as every save does."""
+        yielding how many so far after every FILTER_LOAD_STEP of them (a piece of the caller's
+        work: a channel runs each in its worker thread, beside its event loop). When it ends the
+        filter is loaded. The blocks saved meanwhile add their own hashes, as every save does."""
         count = 0
         for key, _place in self._kv.iterate(TX, cached=False):
             self.tx_filter.add(key[len(TX) :])

@@ -17,6 +17,8 @@ twice that right after it grows."""
 
 from __future__ import annotations
 
+import threading
+
 from rbloom import Bloom
 
 FIRST_CAPACITY = 1 << 16  # hashes the first filter takes (~115 KiB) when the chain holds fewer
@@ -33,19 +35,23 @@ class TxFilter:
         self._room = 0
         # room for the stored hashes and a quarter more: the next filter, when it comes, is larger
         self._next = (max(FIRST_CAPACITY, expected + expected // 4), FIRST_ERROR)
+        self._lock = threading.Lock()
 
     def add(self, tx_hash: bytes) -> None:
-        """Take `tx_hash`. Not thread-safe: the block store's owner (its event loop) calls it."""
-        if self._room <= 0:
-            capacity, error = self._next
-            self._filters.append(Bloom(capacity, error))
-            self._room = capacity
-            # each next filter has room for as many as all before it: the room doubles, and the
-            # first growth of a long chain's filter adds ~1.8 bytes a stored transaction, not 3.6
-            self._next = (max(FIRST_CAPACITY, self.added + capacity), error / 2)
-        self._filters[-1].add(tx_hash)
-        self._room -= 1
-        self.added += 1
+        """Take `tx_hash`. Under a lock: the filter is loaded in a worker thread while the event
+        loop adds the hashes of the blocks it saves meanwhile."""
+        with self._lock:
+            if self._room <= 0:
+                capacity, error = self._next
+                self._filters.append(Bloom(capacity, error))
+                self._room = capacity
+                # each next filter has room for as many as all before it: the room doubles, and
+                # the first growth of a long chain's filter adds ~1.8 bytes a stored transaction,
+                # not 3.6
+                self._next = (max(FIRST_CAPACITY, self.added + capacity), error / 2)
+            self._filters[-1].add(tx_hash)
+            self._room -= 1
+            self.added += 1
 
     def may_hold(self, tx_hash: bytes) -> bool:
         """False when `tx_hash` was surely never added (and the filter is loaded)."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from loopchain.consensus import messages as m
 from loopchain.p2p.transport import FetchedRange, MalformedReply, PeerTransport, TransportError
-from loopchain.p2p.turns import TurnBudget, check_signatures
+from loopchain.p2p.turns import TurnBudget, check_signatures_aside
 from loopchain.types.block import Pooled
 from loopchain.types.peer import PeerInfo
 
@@ -175,8 +175,9 @@ class CatchUp:
 
     async def _take(self, fetched: FetchedRange) -> bool:
         """Hand a synced range to the consensus SYNC_CHUNK blocks at a time, each chunk's last
-        proven final by the range's next block (or its proof), their signatures checked first,
-        the event loop given turns in between (loopchain.p2p.turns): a range of 100 big blocks
+        proven final by the range's next block (or its proof), their signatures checked first
+        in the worker thread, the event loop given turns in between (loopchain.p2p.turns): a
+        range of 100 big blocks
         taken in one turn held the loop of a peer catching up under load for a third of a second
         (~100,000 signatures: seconds, before they were checked ahead). False when the consensus
         refused a block. A chunk none of whose blocks is proven final yet is taken again with
@@ -188,7 +189,9 @@ class CatchUp:
             if not blocks:
                 return True
             chunk, rest = blocks[:size], blocks[size:]
-            await check_signatures(tx for block, _ in chunk + rest[:1] for tx in block.transactions)
+            await check_signatures_aside(
+                tx for block, _ in chunk + rest[:1] for tx in block.transactions
+            )
             proof = rest[0] if rest else fetched.proof
             actions = self.dispatch(m.BlocksSynced(tuple(chunk), proof))
             if any(isinstance(a, m.Rejected) for a in actions):

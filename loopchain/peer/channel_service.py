@@ -27,7 +27,7 @@ from loopchain.consensus.state import ChannelConsensus, ConsensusConfig
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_service import BlockRangeResult, TxLookup, TxOutcome
 from loopchain.p2p.transport import ConsensusPayload, PeerTransport
-from loopchain.p2p.turns import check_signatures
+from loopchain.p2p.turns import aside, check_signatures
 from loopchain.peer.catchup import CatchUp
 from loopchain.peer.intake import MB, IntakeLog, IntakeRefused, RateLimit
 from loopchain.peer.metrics import ChannelGauges, ChannelMetrics, PeerMetrics
@@ -242,14 +242,15 @@ class ChannelService:
                 await self.score.stop()
 
     async def _load_tx_filter(self) -> None:
-        """Load the store's filter of transaction hashes a slice per loop turn; from then on a
-        lookup of a transaction not in the chain reads nothing. A store it cannot read leaves the
-        filter unloaded (every lookup reads the store, as before) and the reads that need the
-        damaged part report it."""
-        started = time.monotonic()
+        """Load the store's filter of transaction hashes in the worker thread beside the event
+        loop, a slice a piece (on a long chain it takes seconds, and in the loop's slices it
+        slowed the turns of everything else); from then on a lookup of a transaction not in the
+        chain reads nothing. A store it cannot read leaves the filter unloaded (every lookup
+        reads the store, as before) and the reads that need the damaged part report it."""
+        started, loading = time.monotonic(), self.store.load_tx_filter()
         try:
-            for _count in self.store.load_tx_filter():
-                await asyncio.sleep(0)
+            while await aside(lambda: next(loading, None)) is not None:
+                pass
         except (StorageError, MemoryError) as exc:
             log.error("channel %s: transaction filter not loaded: %r", self.name, exc)
             return

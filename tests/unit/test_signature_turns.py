@@ -1,13 +1,18 @@
-"""loopchain.p2p.turns: signatures recovered a slice of the event loop at a time."""
+"""loopchain.p2p.turns: signatures recovered a slice of the event loop at a time, or beside it in
+the worker thread."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from loopchain.p2p import turns
-from loopchain.p2p.turns import check_signatures
+from loopchain.p2p.turns import aside, check_signatures, check_signatures_aside
+from loopchain.types import transaction as transaction_module
 from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
 from tests._recoveries import count_recoveries
@@ -52,16 +57,64 @@ async def test_those_known_good_are_not_recovered_again(monkeypatch: pytest.Monk
     assert recovered == [tx.hash for tx in txs[6:]]
 
 
-async def test_a_bad_signature_stops_it_or_not() -> None:
+@pytest.mark.parametrize("check", [check_signatures, check_signatures_aside])
+async def test_a_bad_signature_stops_it_or_not(
+    check: Callable[..., Awaitable[bool]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(turns, "ASIDE_PIECE", 2)  # beside the loop: several pieces
     bad = _forged()
-    txs = _fresh(2)
-    rest = _fresh(5, 2)
-    assert not await check_signatures([*txs, bad, *rest])
+    txs = _fresh(3)
+    rest = _fresh(8, 3)
+    assert await check(txs)
     assert all(tx.signature_checked for tx in txs)
+    assert not await check([*txs, bad, *rest])
     assert not bad.signature_checked
     assert not any(tx.signature_checked for tx in rest)  # a block with a bad one is refused
-    assert not await check_signatures([bad, *rest], until_bad=False)
+    assert not await check([bad, *rest], until_bad=False)
     assert all(tx.signature_checked for tx in rest)  # relayed ones are judged one by one
+
+
+async def test_beside_the_loop_every_key_is_recovered_in_the_worker_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(turns, "ASIDE_PIECE", 4)
+    threads: list[threading.Thread] = []
+    real = transaction_module.recover_address
+
+    def counted(digest: bytes, signature: bytes) -> str:
+        threads.append(threading.current_thread())
+        return real(digest, signature)
+
+    monkeypatch.setattr(transaction_module, "recover_address", counted)
+    txs = _fresh(10)
+    assert await check_signatures_aside(txs)
+    assert len(threads) == len(txs)
+    assert threading.main_thread() not in threads  # the event loop's thread recovered none
+    assert len(set(threads)) == 1  # one worker a process, not one per piece
+
+
+async def test_a_caller_cancelled_waits_for_its_piece_beside_the_loop() -> None:
+    """A piece may be reading a store that its owner closes once the caller's task has ended:
+    cancelled, the caller ends only after its piece has."""
+    started, release, ended = threading.Event(), threading.Event(), threading.Event()
+
+    def piece() -> str:
+        started.set()
+        release.wait(60)
+        ended.set()
+        return "done"
+
+    assert await aside(lambda: "answer") == "answer"
+    caller = asyncio.create_task(aside(piece))
+    assert await asyncio.to_thread(started.wait, 60)
+    caller.cancel()
+    for _ in range(20):  # turns of the loop in which the caller could end
+        await asyncio.sleep(0)
+    assert not caller.done()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert ended.is_set()
 
 
 async def test_a_bad_signature_is_recovered_once(monkeypatch: pytest.MonkeyPatch) -> None:

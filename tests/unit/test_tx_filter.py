@@ -5,11 +5,14 @@ whether it was stored before the filter was made, while it was loading, or after
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rbloom import Bloom
 
 from loopchain.blockchain import block_store as schema
 from loopchain.blockchain import tx_filter
@@ -56,6 +59,33 @@ def test_the_filter_grows_past_its_first_capacity_without_losing_a_hash(
     first = TxFilter()
     first.add(added[0])
     assert hashes.size_bytes >= 15 * first.size_bytes  # 64 + 128 + 256 + 512 hashes' room
+
+
+def test_hashes_added_from_two_threads_at_once_are_all_kept_in_one_growing_filter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The filter loads in a worker thread while the event loop adds the hashes of the blocks it
+    saves meanwhile: no hash and no count is lost, and it grows once when full, not once per
+    thread that found it full (the making of a filter is widened here so the threads meet)."""
+    monkeypatch.setattr(tx_filter, "FIRST_CAPACITY", 64)
+    real = tx_filter.Bloom
+
+    def slow_to_make(capacity: int, error: float) -> Bloom:
+        time.sleep(0.001)  # lets the other thread run: it finds the filter full as well
+        return real(capacity, error)
+
+    monkeypatch.setattr(tx_filter, "Bloom", slow_to_make)
+    hashes = TxFilter()
+    hashes.loaded = True
+    halves = _hashes(64 * 15 // 2, salt=b"loaded"), _hashes(64 * 15 // 2, salt=b"saved")
+    threads = [threading.Thread(target=lambda h=h: [hashes.add(x) for x in h]) for h in halves]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert hashes.added == 64 * 15
+    assert all(hashes.may_hold(h) for half in halves for h in half)
+    assert len(hashes._filters) == 5  # of 64, 64, 128, 256 and 512 hashes, as added by one
 
 
 def test_a_filter_is_sized_for_the_chain_it_starts_with() -> None:
