@@ -21,7 +21,7 @@ from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
 from loopchain.rest import formatting, params
 from loopchain.rest.batch_stream import BatchStreams
 from loopchain.rest.errors import RestError, invalid_params, json_response, rpc_error
-from loopchain.rest.submit import BatchCall, BatchSubmitter, MakeError
+from loopchain.rest.submit import SEND_WAIT_SHARE, BatchCall, BatchSubmitter, MakeError
 from loopchain.types.codes import ResponseCode, error_body
 
 Reply = TypeVar("Reply")
@@ -389,7 +389,9 @@ class PeerApi:
         return reply
 
     async def _submit(self, channel: str, body: dict[str, Any]) -> dict[str, Any]:
-        tx_hash = await self.submitter.submit(channel, params.compact_json(body))
+        tx_hash = await self.submitter.submit(
+            channel, params.compact_json(body), send_within=self._timeout * SEND_WAIT_SHARE
+        )
         return {"response_code": 0, "tx_hash": tx_hash, "more_info": ""}
 
     async def create_tx(self, request: web.Request) -> web.Response:

@@ -51,6 +51,10 @@ from loopchain.types.codes import ResponseCode
 
 log = logging.getLogger(__name__)
 Answer = TypeVar("Answer")
+# Of its gRPC deadline, how long a transaction may wait to be sent behind the call in flight
+# before it is refused 503 (not sent): answered within 1.5x the deadline, not 2x (a client giving
+# up at twice the deadline, 10 s, saw timeouts from a peer restarted under load)
+SEND_WAIT_SHARE = 0.5
 # (channel, the submissions' texts) -> the peer's answer, one result per submission
 BatchCall = Callable[
     [str, list[str]],
@@ -141,10 +145,20 @@ class BatchSubmitter(Generic[Answer]):
         self._lingering: dict[str, asyncio.TimerHandle] = {}
         self._closed = False
 
-    async def submit(self, channel: str, data_json: str, timeout: float | None = None) -> Answer:
+    async def submit(
+        self,
+        channel: str,
+        data_json: str,
+        timeout: float | None = None,
+        *,
+        send_within: float | None = None,
+    ) -> Answer:
         """The answer to the submission (RestError, or what `make_error` makes, when it was
         refused); with `timeout`, a deadline error once it has waited that long, in the queue
-        and its call together (the submission, not yet sent, is then not sent)."""
+        and its call together (the submission, not yet sent, is then not sent). With
+        `send_within` (a transaction: its outcome must be known), one still waiting to be sent
+        after that long is taken out and refused as the busy peer's (RESOURCE_EXHAUSTED: 503 with
+        Retry-After, safe to send again); one sent waits for its call, which its deadline bounds."""
         if self._closed:
             raise _stopping()
         loop = asyncio.get_running_loop()
@@ -162,19 +176,38 @@ class BatchSubmitter(Generic[Answer]):
                 self._lingering[channel] = loop.call_later(LINGER_S, self._linger_over, channel)
             else:
                 self._send_next(channel)
+        entry = (data_json, future)
+        if send_within is not None:
+            await asyncio.wait([future], timeout=send_within)
+            if not future.done() and self._unqueue(
+                channel, entry, grpc.StatusCode.RESOURCE_EXHAUSTED
+            ):
+                raise self._refusal(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"the peer is busy: the transaction waited {send_within:g} s to be sent to it "
+                    "and was not sent",
+                )
         if timeout is None:
             return await future
-        entry = (data_json, future)
         try:
             async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError:
-            queued = self._waiting.get(channel, [])
-            if entry in queued:  # never sent: out of the queue, so no wait counts it
-                queued.remove(entry)
-                if self._on_refused is not None:
-                    self._on_refused(grpc.StatusCode.DEADLINE_EXCEEDED)
+            self._unqueue(channel, entry, grpc.StatusCode.DEADLINE_EXCEEDED)
             raise self._refusal(grpc.StatusCode.DEADLINE_EXCEEDED, "") from None
+
+    def _unqueue(
+        self, channel: str, entry: tuple[str, asyncio.Future[Answer]], code: grpc.StatusCode
+    ) -> bool:
+        """Take a submission still waiting to be sent out of the queue, so that no wait counts it,
+        its refusal counted as `code`'s; False when it was sent."""
+        queued = self._waiting.get(channel, [])
+        if entry not in queued:
+            return False
+        queued.remove(entry)
+        if self._on_refused is not None:
+            self._on_refused(code)
+        return True
 
     def _linger_over(self, channel: str) -> None:
         self._lingering.pop(channel, None)

@@ -57,11 +57,14 @@ class CoinPeer(FakePeer):
         super().__init__(channels=channels)
         self.coin = Coin()
         self.steps: dict[str, tuple[int, int]] = {}  # tx hash -> (steps, cumulative steps)
+        self.held_sends: asyncio.Event | None = None  # while set here, sends wait for it
 
     async def CreateIconTxBatch(
         self, request: pb.IconTxBatchRequest, context: Any
     ) -> pb.CreateTxBatchReply:
         await self._enter("CreateIconTxBatch", request, context)
+        if self.held_sends is not None:
+            await self.held_sends.wait()
         chain = await self._chain(request.channel, context)
         return pb.CreateTxBatchReply(results=[_pool(chain, p) for p in request.params_json])
 
@@ -305,6 +308,37 @@ async def test_a_full_pool_says_when_to_come_back(session, v3, peer):
     peer.fail("CreateIconTxBatch", grpc.StatusCode.INVALID_ARGUMENT, "refused")
     async with session.post(v3, json=request) as resp:
         assert resp.status == 400 and "Retry-After" not in resp.headers
+
+
+async def test_a_send_waiting_behind_a_slow_call_is_minus_31001_and_never_sent(session, v3, peer):
+    """As v1's transactions: one that waits to be sent behind a call the peer is slow to answer
+    is refused after half the deadline (-31001, Retry-After), and never sent."""
+
+    def sends_made() -> list[Any]:
+        return [request for name, request in peer.calls if name == "CreateIconTxBatch"]
+
+    peer.held_sends = release = asyncio.Event()
+    try:
+        first = {"jsonrpc": "2.0", "id": 1, "method": "icx_sendTransaction", "params": signed()}
+        held = asyncio.ensure_future(session.post(v3, json=first))
+        sends = len(sends_made())
+
+        async def in_flight() -> bool:
+            return len(sends_made()) == sends + 1
+
+        await wait_until_async(in_flight, 30, "the first transaction to reach the peer")
+        behind = {"jsonrpc": "2.0", "id": 2, "method": "icx_sendTransaction", "params": signed()}
+        async with session.post(v3, json=behind) as resp:
+            body = await resp.json()
+            assert resp.status == 400 and body["error"]["code"] == -31001, body
+            assert "was not sent" in body["error"]["message"], body
+            assert resp.headers.get("Retry-After") == "1"
+    finally:
+        release.set()
+        peer.held_sends = None
+    (await held).release()
+    sent = [p for r in sends_made()[sends:] for p in r.params_json]
+    assert [json.loads(p)["signature"] for p in sent] == [first["params"]["signature"]]
 
 
 async def test_a_full_pool_is_minus_31001_for_sending_only(session, v3, peer):

@@ -788,6 +788,38 @@ async def test_peer_down_answers_503_and_recovers(session, tmp_path):
     proxy.assert_clean_log()
 
 
+async def test_a_transaction_waiting_to_be_sent_behind_a_slow_call_is_503_not_a_timeout(
+    session, tmp_path
+):
+    """A peer slow to answer a batch of transactions: one that arrives meanwhile waits behind
+    it at most half the deadline (SEND_WAIT_SHARE), then is refused 503 with Retry-After, never
+    sent (so sending it again makes no second transaction), instead of waiting for the slow
+    call and then its own (twice the deadline: clients gave up first). The slow one, sent,
+    waits for its answer."""
+    fake = FakePeer()
+    conf = {"GRPC_TIMEOUT": 8.0}  # the refusal comes after 4 s: the held call has 4 s left
+    async with proxy_in_front_of(fake, tmp_path, conf, session) as proxy:
+        url = proxy.base + "/api/v1/transactions"
+        try:
+            held = asyncio.ensure_future(call(session, "POST", url, json={"hang": True}))
+
+            async def in_flight() -> bool:
+                return sum(name == "CreateTx" for name, _ in fake.calls) == 1
+
+            await wait_until_async(in_flight, 30, "the first transaction to reach the peer")
+            async with session.post(url, json={"d": 1}) as resp:
+                assert resp.status == 503
+                assert resp.headers["Retry-After"] == "1"
+                body = await resp.json()
+            assert_error(503, body, 503, ResponseCode.FAIL, "was not sent")
+            fake.release_queries.set()
+            status, body = await held
+            assert (status, body["response_code"]) == (200, 0), body
+            assert sum(name == "CreateTx" for name, _ in fake.calls) == 1  # {"d": 1}: never
+        finally:
+            fake.release_queries.set()
+
+
 async def test_calls_beyond_the_in_flight_limit_are_503_at_once_each_kind_apart(session, tmp_path):
     """Submissions and the other calls (reads, queries, status) each hold at most
     REST_MAX_INFLIGHT calls: one more of a kind is 503 at once, before the peer, while the other

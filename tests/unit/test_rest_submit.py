@@ -362,6 +362,33 @@ async def test_a_query_that_waits_past_its_deadline_is_answered_so_and_never_sen
     await submitter.close()
 
 
+async def test_a_transaction_not_sent_within_its_wait_is_refused_503_and_never_sent() -> None:
+    """A submission waits at most `send_within` to be sent behind the call in flight: past it
+    the client hears 503 (the peer is busy; it was not sent, so sending it again makes no
+    second transaction) instead of waiting for that call and then its own, past its client's
+    patience. One that was sent waits for its call's answer however long the wait was."""
+    peer = HeldPeer()
+    refused: list[grpc.StatusCode] = []
+    submitter = BatchSubmitter(peer, lambda: ("127.0.0.1:1", 5.0), on_refused=refused.append)
+    sent = asyncio.create_task(submitter.submit("c", "sent", send_within=0.01))
+    await peer.called(1)
+    with pytest.raises(RestError) as busy:
+        await asyncio.wait_for(submitter.submit("c", "behind", send_within=0.01), 5)
+    assert busy.value.status == 503 and busy.value.code == ResponseCode.FAIL, busy.value
+    assert "not sent" in busy.value.message, busy.value.message
+    assert refused == [grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert not submitter._waiting.get("c")
+    assert not sent.done()  # its wait is over too, but it was sent: it waits for the answer
+    peer.gates[0].set()
+    assert await asyncio.wait_for(sent, 5) == f"{1:032x}{0:032x}"
+    after = asyncio.create_task(submitter.submit("c", "after", send_within=0.01))
+    await peer.called(2)
+    peer.gates[1].set()
+    await asyncio.wait_for(after, 5)
+    assert peer.calls == [["sent"], ["after"]]  # "behind" never went
+    await submitter.close()
+
+
 # what a read call does with a batch: answer a prefix of this many (0: none), or fail whole
 _REPLIES = st.one_of(st.integers(0, 3), st.just("fail"))
 
