@@ -177,11 +177,10 @@ class CatchUp:
         """Hand a synced range to the consensus SYNC_CHUNK blocks at a time, each chunk's last
         proven final by the range's next block (or its proof), their signatures checked first
         in the worker thread, the event loop given turns in between (loopchain.p2p.turns): a
-        range of 100 big blocks
-        taken in one turn held the loop of a peer catching up under load for a third of a second
-        (~100,000 signatures: seconds, before they were checked ahead). False when the consensus
-        refused a block. A chunk none of whose blocks is proven final yet is taken again with
-        the next."""
+        range of 100 big blocks taken in one turn held the loop of a peer catching up under load
+        for a third of a second (~100,000 signatures: seconds, before they were checked ahead).
+        False when the consensus refused a block. A chunk none of whose blocks is proven final
+        yet is taken again with the next."""
         blocks, size, budget = list(fetched.blocks), SYNC_CHUNK, TurnBudget()
         while True:
             tip = self.tip_height()
