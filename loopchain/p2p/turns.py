@@ -29,7 +29,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -86,7 +86,9 @@ def _worker() -> ThreadPoolExecutor:
 async def aside(work: Callable[[], T]) -> T:
     """`work()` in the process's worker thread beside the event loop. Keep each piece short (tens
     of milliseconds): a caller cancelled meanwhile waits for its piece to end before it goes on
-    (the piece may be reading a store its owner closes once its tasks have ended)."""
+    (the piece may be reading a store its owner closes once its tasks have ended). One thread of
+    its own, not asyncio's default executor: background pieces go one at a time, and the intake
+    journal's writes there, which acknowledgements wait for, never queue behind them."""
     future = asyncio.get_running_loop().run_in_executor(_worker(), work)
     try:
         return await asyncio.shield(future)
@@ -97,26 +99,18 @@ async def aside(work: Callable[[], T]) -> T:
         raise
 
 
-def _check_piece(txs: Sequence[Transaction], until_bad: bool) -> bool:
-    good = True
-    for tx in txs:
-        if not tx.verify_signature():
-            good = False
-            if until_bad:
-                return False
-    return good
-
-
-async def check_signatures_aside(txs: Iterable[Transaction], *, until_bad: bool = True) -> bool:
-    """`check_signatures` in the worker thread, ASIDE_PIECE signatures a piece, for work nobody
-    waits on turn by turn (a synced range). The recovery is C code that lets go of the GIL, so
-    the event loop keeps its turns for calls and votes, and a second core, when idle, helps."""
+async def check_signatures_aside(txs: Iterable[Transaction]) -> bool:
+    """The signatures of `txs` not known good yet recovered in the worker thread, ASIDE_PIECE a
+    piece, for work nobody waits on turn by turn (a synced range); False at the first bad one
+    (its block is refused whole: the rest are not worth recovering). The recovery is C code that
+    lets go of the GIL, so the event loop keeps its turns for calls and votes, and a second core,
+    when idle, helps."""
     pending = [tx for tx in txs if not tx.signature_checked]
-    good = True
     for start in range(0, len(pending), ASIDE_PIECE):
-        piece = pending[start : start + ASIDE_PIECE]
-        if not await aside(functools.partial(_check_piece, piece, until_bad)):
-            good = False
-            if until_bad:
-                return False
-    return good
+        if not await aside(functools.partial(_all_good, pending[start : start + ASIDE_PIECE])):
+            return False
+    return True
+
+
+def _all_good(txs: list[Transaction]) -> bool:
+    return all(tx.verify_signature() for tx in txs)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -57,21 +56,30 @@ async def test_those_known_good_are_not_recovered_again(monkeypatch: pytest.Monk
     assert recovered == [tx.hash for tx in txs[6:]]
 
 
-@pytest.mark.parametrize("check", [check_signatures, check_signatures_aside])
-async def test_a_bad_signature_stops_it_or_not(
-    check: Callable[..., Awaitable[bool]], monkeypatch: pytest.MonkeyPatch
+async def test_a_bad_signature_stops_it_or_not() -> None:
+    bad = _forged()
+    txs = _fresh(2)
+    rest = _fresh(5, 2)
+    assert not await check_signatures([*txs, bad, *rest])
+    assert all(tx.signature_checked for tx in txs)
+    assert not bad.signature_checked
+    assert not any(tx.signature_checked for tx in rest)  # a block with a bad one is refused
+    assert not await check_signatures([bad, *rest], until_bad=False)
+    assert all(tx.signature_checked for tx in rest)  # relayed ones are judged one by one
+
+
+async def test_beside_the_loop_a_bad_signature_stops_it_in_its_piece(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(turns, "ASIDE_PIECE", 2)  # beside the loop: several pieces
+    monkeypatch.setattr(turns, "ASIDE_PIECE", 2)  # several pieces
     bad = _forged()
     txs = _fresh(3)
     rest = _fresh(8, 3)
-    assert await check(txs)
+    assert await check_signatures_aside(txs)
     assert all(tx.signature_checked for tx in txs)
-    assert not await check([*txs, bad, *rest])
+    assert not await check_signatures_aside([*txs, bad, *rest])
     assert not bad.signature_checked
-    assert not any(tx.signature_checked for tx in rest)  # a block with a bad one is refused
-    assert not await check([bad, *rest], until_bad=False)
-    assert all(tx.signature_checked for tx in rest)  # relayed ones are judged one by one
+    assert not any(tx.signature_checked for tx in rest)  # its block is refused whole
 
 
 async def test_beside_the_loop_every_key_is_recovered_in_the_worker_thread(
