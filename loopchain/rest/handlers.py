@@ -21,7 +21,7 @@ from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
 from loopchain.rest import formatting, params
 from loopchain.rest.batch_stream import BatchStreams
 from loopchain.rest.errors import RestError, invalid_params, json_response, rpc_error
-from loopchain.rest.submit import SEND_WAIT_SHARE, BatchCall, BatchSubmitter, MakeError
+from loopchain.rest.submit import BatchCall, BatchSubmitter, MakeError
 from loopchain.types.codes import ResponseCode, error_body
 
 Reply = TypeVar("Reply")
@@ -37,10 +37,15 @@ def _submission_result(outcome: dict[str, Any] | BaseException) -> dict[str, Any
     return outcome
 
 
+# Of GRPC_TIMEOUT, how long a request may wait for its turn to be sent to the peer (a block read
+# for one of MAX_BLOCK_READS, a transaction behind the batch in flight) before it is refused 503,
+# not sent: answered within 1.5x the deadline, not 2x (a client giving up at twice the deadline,
+# 10 s, saw timeouts from a peer restarted under load)
+TURN_WAIT_SHARE = 0.5
 # Calls to the peer whose answer may be a whole block (up to MAX_BLOCK_KBYTES, held two or
 # three times over while it is received, decoded and rendered) in flight at once; more wait for a
-# turn (503 when none comes within GRPC_TIMEOUT). Without it, 256 clients reading a 1 MB block
-# took a proxy to 1.1 GB.
+# turn (503 when none comes within TURN_WAIT_SHARE of GRPC_TIMEOUT). Without it, 256 clients
+# reading a 1 MB block took a proxy to 1.1 GB.
 BLOCK_READS = frozenset({"GetBlock"})
 MAX_BLOCK_READS = 16
 
@@ -204,6 +209,12 @@ class PeerApi:
         """Seconds each call to the peer may take (GRPC_TIMEOUT)."""
         return self._timeout
 
+    @property
+    def turn_wait(self) -> float:
+        """Seconds a request may wait for its turn to be sent to the peer (TURN_WAIT_SHARE of
+        GRPC_TIMEOUT), then a 503: with its call's own deadline, answered within 1.5x it."""
+        return self._timeout * TURN_WAIT_SHARE
+
     async def call_peer(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
         """One call to the peer within GRPC_TIMEOUT in one of the in-flight slots (a 503
         RestError at once when none is free); a failed call raises its gRPC error."""
@@ -218,9 +229,9 @@ class PeerApi:
 
     @contextlib.asynccontextmanager
     async def _block_read_turn(self) -> AsyncIterator[None]:
-        """One of the MAX_BLOCK_READS turns, waited for within GRPC_TIMEOUT (then a 503)."""
+        """One of the MAX_BLOCK_READS turns, waited for within `turn_wait` (then a 503)."""
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self.turn_wait):
                 await self._block_reads.acquire()
         except TimeoutError:
             raise RestError(
@@ -390,7 +401,7 @@ class PeerApi:
 
     async def _submit(self, channel: str, body: dict[str, Any]) -> dict[str, Any]:
         tx_hash = await self.submitter.submit(
-            channel, params.compact_json(body), send_within=self._timeout * SEND_WAIT_SHARE
+            channel, params.compact_json(body), send_within=self.turn_wait
         )
         return {"response_code": 0, "tx_hash": tx_hash, "more_info": ""}
 

@@ -23,7 +23,7 @@ from loopchain.rest.errors import RestError, status_error
 from loopchain.rest.formatting import decode_block, decode_tx
 from loopchain.rest.handlers import PeerApi
 from loopchain.rest.icon_shapes import Outcome, Place
-from loopchain.rest.submit import SEND_WAIT_SHARE, BatchSubmitter
+from loopchain.rest.submit import BatchSubmitter
 from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
@@ -248,7 +248,7 @@ class PeerReader:
         try:
             with self._api.slots(submissions=True):  # bounded as every call is: busy at once
                 return await self._sender.submit(
-                    channel, params_json, send_within=self._api.timeout * SEND_WAIT_SHARE
+                    channel, params_json, send_within=self._api.turn_wait
                 )
         except RestError as exc:  # busy, stopping, or the peer gave no answer
             raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None

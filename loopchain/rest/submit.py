@@ -51,10 +51,6 @@ from loopchain.types.codes import ResponseCode
 
 log = logging.getLogger(__name__)
 Answer = TypeVar("Answer")
-# Of its gRPC deadline, how long a transaction may wait to be sent behind the call in flight
-# before it is refused 503 (not sent): answered within 1.5x the deadline, not 2x (a client giving
-# up at twice the deadline, 10 s, saw timeouts from a peer restarted under load)
-SEND_WAIT_SHARE = 0.5
 # (channel, the submissions' texts) -> the peer's answer, one result per submission
 BatchCall = Callable[
     [str, list[str]],

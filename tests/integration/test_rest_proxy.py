@@ -1351,25 +1351,34 @@ async def test_block_reads_to_the_peer_are_bounded_and_the_rest_wait_for_a_turn(
         assert block_calls() == 24
 
 
-async def test_a_block_read_that_gets_no_turn_within_grpc_timeout_is_a_503(session, tmp_path):
-    """48 block reads while the peer holds every call (GRPC_TIMEOUT 1 s): 16 reach the peer and
-    end 504 at their deadline, the next 16 take their turns, and those still waiting when their
-    GRPC_TIMEOUT has passed are answered 503, not held longer."""
+async def test_a_block_read_that_gets_no_turn_within_half_the_deadline_is_a_503(session, tmp_path):
+    """48 block reads while the peer holds every call (GRPC_TIMEOUT 8 s): 16 (MAX_BLOCK_READS)
+    reach the peer; the other 32 wait for a turn half the deadline (TURN_WAIT_SHARE), then are
+    answered 503 with Retry-After, while the 16 are still held: not left to wait for a turn and
+    then their own call (twice the deadline: clients give up first). Released, the 16 are served."""
     fake = FakePeer()
     fake.make_block()
-    async with proxy_in_front_of(fake, tmp_path, {"GRPC_TIMEOUT": 1.0}, session) as proxy:
+    conf = {"GRPC_TIMEOUT": 8.0}  # the refusals come after 4 s: the held calls have 4 s left
+    async with proxy_in_front_of(fake, tmp_path, conf, session) as proxy:
         path = proxy.base + "/api/v1/blocks?height=0"
+
+        async def read() -> tuple[int, str, dict[str, Any]]:
+            async with session.get(path) as resp:
+                return resp.status, resp.headers.get("Retry-After", ""), await resp.json()
+
         fake.stall()
         try:
-            answers = await asyncio.gather(*(call(session, "GET", path) for _ in range(48)))
+            reads = [asyncio.ensure_future(read()) for _ in range(48)]
+            await wait_until_async(
+                _async(lambda: sum(read.done() for read in reads) >= 32), 60, "32 refusals"
+            )
+            refused = [read.result() for read in reads if read.done()]
+            assert sum(1 for name, _ in fake.calls if name == "GetBlock") == 16
         finally:
             fake.go_on()
-        assert {status for status, _ in answers} <= {503, 504}, answers
-        turns = [body for status, body in answers if "block reads are in flight" in body["message"]]
-        assert turns and all(body["response_code"] < 0 for body in turns), answers
-
-        async def served() -> bool:
-            status, _ = await call(session, "GET", path)
-            return status == 200
-
-        await wait_until_async(served, 60, "the block served once the peer answers")
+        for status, retry_after, body in refused:
+            assert_error(status, body, 503, ResponseCode.FAIL, "block reads are in flight")
+            assert retry_after == "1", body
+        answers = await asyncio.gather(*reads)
+        assert len(refused) == 32
+        assert sorted(status for status, _, _ in answers) == [200] * 16 + [503] * 32
