@@ -80,6 +80,9 @@ class InMemoryTransport:
 
         asyncio.get_running_loop().call_soon(deliver)
 
+    def unreachable(self, peer: PeerInfo) -> bool:
+        return self._target(peer) is None
+
     async def fetch_block(
         self, peer: PeerInfo, channel: str, block_hash: bytes, pooled: Pooled | None = None
     ) -> Block | None:

@@ -65,6 +65,7 @@ class _Lane:
     message goes by its one-call twin `call`."""
 
     def __init__(self, link: PeerLink, open_stream: Any, call: Any) -> None:
+        self.link = link
         self.target = link.target
         self.timeout = link.timeout
         self.metadata = link.metadata
@@ -83,6 +84,7 @@ class _Lane:
         if self._stream is None:
             refusal = await self._open()
             if refusal is not None:
+                self.link.failed(refusal)
                 return refusal in BY_CALL_WHEN_REFUSED and await self._send_by_call(message)
         try:
             async with asyncio.timeout(self.timeout):
@@ -91,6 +93,7 @@ class _Lane:
             log.debug("stream to %s failed: %s", self.target, _failure(exc))
             self.close()
             return False
+        self.link.unreachable = False
         return True
 
     async def _open(self) -> grpc.StatusCode | None:
@@ -117,7 +120,9 @@ class _Lane:
             await self._call(message, timeout=self.timeout, metadata=self.metadata)
         except grpc.aio.AioRpcError as exc:
             log.debug("send to %s failed: %s", self.target, _failure(exc))
+            self.link.failed(exc.code())
             return False
+        self.link.unreachable = False
         return True
 
     async def _end(self) -> None:
@@ -166,6 +171,18 @@ class PeerLink:
         self._gossip: asyncio.Queue[pb.TxBatch] = asyncio.Queue(gossip_queue_size)
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0  # messages dropped because their lane was full (oldest first)
+        # the last message either lane tried to send found no connection to the other peer
+        # (UNAVAILABLE: refused, reset, no route, failed handshake, or it is stopping), and it
+        # has taken none since
+        self.unreachable = False
+
+    def failed(self, code: grpc.StatusCode) -> None:
+        """A lane's message did not go through: UNAVAILABLE says no connection could be had; a
+        missed deadline says nothing (a slow peer); any other code is the other peer's answer."""
+        if code == grpc.StatusCode.UNAVAILABLE:
+            self.unreachable = True
+        elif code != grpc.StatusCode.DEADLINE_EXCEEDED:
+            self.unreachable = False
 
     def start(self) -> None:
         if not self._tasks:
@@ -279,8 +296,12 @@ class GrpcTransport:
         self.tls = tls
         self.links: dict[str, PeerLink] = {}
 
+    @staticmethod
+    def _key(peer: PeerInfo) -> str:
+        return f"{peer.peer_id}@{peer.target}"
+
     def link(self, peer: PeerInfo) -> PeerLink:
-        key = f"{peer.peer_id}@{peer.target}"
+        key = self._key(peer)
         link = self.links.get(key)
         if link is None:
             link = PeerLink(peer.target, self.config, self.tls, server_name=peer.peer_id)
@@ -295,6 +316,10 @@ class GrpcTransport:
 
     def send_txs(self, peer: PeerInfo, channel: str, txs: Sequence[Transaction]) -> None:
         self.link(peer).send(pb.TxBatch(channel=channel, txs=[tx.encode() for tx in txs]))
+
+    def unreachable(self, peer: PeerInfo) -> bool:
+        link = self.links.get(self._key(peer))
+        return link is not None and link.unreachable
 
     async def fetch_block(
         self, peer: PeerInfo, channel: str, block_hash: bytes, pooled: Pooled | None = None

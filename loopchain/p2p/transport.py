@@ -45,6 +45,12 @@ class PeerTransport(Protocol):
 
     def send_txs(self, peer: PeerInfo, channel: str, txs: Sequence[Transaction]) -> None: ...
 
+    def unreachable(self, peer: PeerInfo) -> bool:
+        """The last message sent to `peer` failed to reach its process (connection refused or
+        lost: it is down, or cut off from this peer), and none has reached it since. False when
+        nothing is known: no message sent yet, or a peer that is merely slow."""
+        ...
+
     async def fetch_block(
         self, peer: PeerInfo, channel: str, block_hash: bytes, pooled: Pooled | None = None
     ) -> Block | None:

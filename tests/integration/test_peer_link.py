@@ -296,6 +296,59 @@ async def test_a_restarted_peer_gets_the_messages_sent_after_it_is_back(
         await again.server.stop(grace=0)
 
 
+async def test_a_peer_that_cannot_be_reached_is_told_until_it_takes_a_message_again(
+    receiver: Receiver, transport: GrpcTransport
+) -> None:
+    """The transport tells a peer unreachable once a message to it found no connection (it
+    stopped), and no longer once one reaches it again (restarted on its port); before any
+    message nothing is known."""
+    peer = _peer(receiver)
+    assert not transport.unreachable(peer)
+    transport.send_consensus(peer, CHANNEL, "sender", _vote(1))
+    await _arrived("the first vote", lambda: receiver.backend.alpha.events)
+    assert not transport.unreachable(peer)
+    await receiver.server.stop(grace=0)
+    sent = iter(range(2, 10_000))
+
+    def told_unreachable() -> bool:
+        transport.send_consensus(peer, CHANNEL, "sender", _vote(next(sent)))
+        return transport.unreachable(peer)
+
+    await _arrived("the stopped peer told unreachable", told_unreachable)
+    again = await _serve(receiver.port)
+    try:
+
+        def arrived_after_restart() -> bool:
+            transport.send_consensus(peer, CHANNEL, "sender", _vote(next(sent)))
+            return bool(again.backend.alpha.events)
+
+        await _arrived("a vote at the restarted peer", arrived_after_restart)
+        assert not transport.unreachable(peer)
+    finally:
+        await again.server.stop(grace=0)
+
+
+async def test_a_peer_too_slow_to_accept_a_stream_is_not_told_unreachable(
+    receiver: Receiver,
+) -> None:
+    """A stream the other peer does not accept within the deadline says nothing of whether it
+    can be reached (a busy peer): only a failed connection does."""
+    receiver.servicer.answering.clear()
+    sender = GrpcTransport(load_config(environ={}, overrides={"GRPC_TIMEOUT": 0.5}))
+    peer = _peer(receiver)
+    try:
+        for height in range(3):
+            sender.send_consensus(peer, CHANNEL, "sender", _vote(height))
+        await _arrived(
+            "the first stream given up, the next asked for",
+            lambda: receiver.servicer.opened["DeliverStream"] >= 2,
+        )
+        assert not sender.unreachable(peer)
+    finally:
+        receiver.servicer.answering.set()
+        await sender.close()
+
+
 async def test_stopping_a_peer_ends_the_streams_it_serves_without_waiting_out_the_grace(
     receiver: Receiver, transport: GrpcTransport
 ) -> None:

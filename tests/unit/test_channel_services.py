@@ -209,6 +209,70 @@ async def test_a_round_without_progress_is_logged_with_its_leader_before_the_com
     ), lines
 
 
+async def test_the_turns_of_a_validator_that_cannot_be_reached_cost_a_fraction_of_the_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One validator of four is down (the transport cannot reach it) and the round timeout is
+    two minutes. Each round it leads, and each round whose votes go to it, is complained about
+    after UNREACHABLE_WAIT_S: the three others finalise batch after batch through its turns
+    within the test's deadline (with the whole timeout, its first turn would hold them for two
+    minutes, past the deadline)."""
+    timeout = {"TIMEOUT_FOR_LEADER_COMPLAIN": 120.0, "MAX_TIMEOUT_FOR_LEADER_COMPLAIN": 120.0}
+    cluster = Cluster(tmp_path, overrides={"LEADER_BLOCK_CREATION_LIMIT": 1, **timeout})
+    caplog.set_level(logging.INFO, logger=channel_service.__name__)
+    try:
+        services = cluster.services
+        first = await submit(services[0], 3, "before")
+        await cluster.wait(lambda: cluster.final_everywhere(first, services), "first final")
+        down = services[3].signer.address
+        cluster.network.down.add(down)
+        others = cluster.up()
+        for batch in range(8):  # a round each at least: its turn comes twice (one in four)
+            txs = await submit(others[batch % 3], 2, f"batch {batch}")
+            await cluster.wait(lambda t=txs: cluster.final_everywhere(t, others), "final on three")
+        lines = [r.getMessage() for r in caplog.records if "complaining" in r.getMessage()]
+        assert any(f"leader {down}," in line and "unreachable" in line for line in lines), lines
+        assert all("unreachable" in line for line in lines), lines
+        assert_agree(others)
+    finally:
+        await cluster.stop()
+
+
+async def test_a_peer_cut_off_from_every_other_goes_back_to_the_growing_timeout(
+    tmp_path: Path,
+) -> None:
+    """A validator that can reach nobody (and does not lead), with transactions pooled: its
+    first HASTENED_FAILURES rounds are complained about after UNREACHABLE_WAIT_S, the next after
+    the whole timeout (it does not complain and re-gossip four times a second for as long as it
+    is cut off)."""
+    timeout = {"TIMEOUT_FOR_LEADER_COMPLAIN": 60.0, "MAX_TIMEOUT_FOR_LEADER_COMPLAIN": 120.0}
+    cluster = Cluster(tmp_path, overrides=timeout)
+    try:
+        services = cluster.services
+        first = await submit(services[1], 3, "before")
+        await cluster.wait(lambda: cluster.final_everywhere(first, services), "first final")
+        state = services[0].consensus
+        leaders = {state.leader_of_round(state.round + n) for n in range(2)}
+        lone = next(s for s in services if s.signer.address not in leaders)
+        cluster.network.down.add(lone.signer.address)
+        delays: list[float] = []
+        schedule = lone._schedule
+
+        def recorded(delay: float, kind: str, round_: int, **kwargs: object) -> None:
+            if kind == "round" and not kwargs:  # not a late timer's deferral
+                delays.append(delay)
+            schedule(delay, kind, round_, **kwargs)  # type: ignore[arg-type]
+
+        lone._schedule = recorded  # type: ignore[method-assign]
+        await submit(lone, 2, "cut off")
+        hastened = channel_service.HASTENED_FAILURES
+        await cluster.wait(lambda: len(delays) > hastened, f"its rounds timed out: {delays}")
+        assert delays[:hastened] == [channel_service.UNREACHABLE_WAIT_S] * hastened
+        assert delays[hastened] == 120.0
+    finally:
+        await cluster.stop()
+
+
 async def test_a_stalled_event_loop_makes_no_peer_complain_about_a_leader_that_kept_time(
     cluster: Cluster,
 ) -> None:
