@@ -238,6 +238,45 @@ async def test_the_turns_of_a_validator_that_cannot_be_reached_cost_a_fraction_o
         await cluster.stop()
 
 
+async def test_a_leader_that_crashes_after_the_round_timers_were_armed_costs_no_whole_timeout(
+    tmp_path: Path,
+) -> None:
+    """The first transactions wait for the leader's proposal of block 1 (INTERVAL_BLOCKGENERATION,
+    30 s after its genesis block) and every round timer is armed (two minutes) when the leader is
+    cut off: the others see it unreachable within UNREACHABLE_WAIT_S, their timers fire then,
+    and the next leader finalises the transactions within the test's deadline (the timers alone
+    would take two minutes, past it)."""
+    settings = {
+        "INTERVAL_BLOCKGENERATION": 30.0,
+        "TIMEOUT_FOR_LEADER_COMPLAIN": 120.0,
+        "MAX_TIMEOUT_FOR_LEADER_COMPLAIN": 120.0,
+    }
+    cluster = Cluster(tmp_path, overrides=settings)
+    try:
+        services = cluster.services
+        leader = services[0].consensus.leader_of_round(0)
+        followers = [s for s in services if s.signer.address != leader]
+        txs = await submit(followers[0], 3, "held by the leader's interval")
+
+        def waiting_for_block_1() -> bool:  # the genesis block certified, its timers armed
+            return all(
+                s.consensus.round >= 1
+                and s.consensus.pool
+                and s.consensus.timer_round == s.consensus.round
+                for s in followers
+            )
+
+        await cluster.wait(waiting_for_block_1, "the round of block 1")
+        assert {s.consensus.leader for s in services} == {leader}
+        assert not any(s.consensus.view_changes for s in services)
+        assert leader is not None
+        cluster.network.down.add(leader)
+        await cluster.wait(lambda: cluster.final_everywhere(txs, followers), "final on three")
+        assert all(s.consensus.view_changes for s in followers)
+    finally:
+        await cluster.stop()
+
+
 async def test_a_peer_cut_off_from_every_other_goes_back_to_the_growing_timeout(
     tmp_path: Path,
 ) -> None:
