@@ -180,6 +180,13 @@ def test_killed_leader_under_load_loses_nothing_and_rejoins_after_restart(
     )
     _wait_final(net, others, load.acked, 60, "every acknowledged transaction on every survivor")
     assert any(net.status(p)["leader_complaint"] > 0 for p in others), "no complaint was made"
+    complaints = [
+        line
+        for p in others
+        for line in net.peers[p].log_text().splitlines()
+        if "complaining" in line
+    ]  # the survivors' links found the killed leader unreachable: they did not wait it out
+    assert any("unreachable" in line for line in complaints), complaints
     _wait_same_height(net, others, 20)
     _assert_agree(net, others)
 
