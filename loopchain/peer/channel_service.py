@@ -306,8 +306,15 @@ class ChannelService:
 
     def member_ids(self) -> set[str]:
         """Who may call this channel over TLS: its parties (validators and auditors, as the
-        RadioStation lists them) and the RadioStation itself (it asks for peer status)."""
-        return {*self.members, self.settings.issuer}
+        RadioStation lists them, or as the newest validator set it signed names them, and the
+        chain's voters) and the RadioStation itself (it asks for peer status). The signed set
+        counts while the list lacks a party: at start-up the first peers registered are listed
+        before the others, which already send them their proposals and votes."""
+        named: set[str] = set()
+        latest = self.consensus.latest_validators
+        if latest is not None:
+            named.update(latest.peer_ids, latest.auditors)
+        return {*self.members, *named, *self._chain_voters(), self.settings.issuer}
 
     def set_members(self, peers: list[PeerInfo]) -> None:
         """The channel's peers as the RadioStation lists them, and those it no longer lists that

@@ -406,6 +406,29 @@ async def test_a_member_missing_from_the_list_past_the_grace_is_warned_about_onc
         await cluster.stop()
 
 
+async def test_a_validator_the_member_list_does_not_name_yet_may_call_the_channel(
+    tmp_path: Path,
+) -> None:
+    """At start-up the RadioStation lists the peers registered so far, while the others, named by
+    the validator set it signed, already send their proposals and votes: over TLS they are
+    parties of the channel (member_ids), as are the set's auditors; a peer of no set is not (a
+    TLS start logged 'refused peer ...: not a party' and the first peer lagged a round)."""
+    cluster = Cluster(tmp_path, listed=3)  # the fourth registers later
+    try:
+        service, fourth = cluster.services[0], cluster.peers[3].peer_id
+        assert fourth not in service.members
+        assert fourth in service.member_ids()
+        auditor, stranger = Signer.generate().address, Signer.generate().address
+        with_auditor = ValidatorSet(
+            CHANNEL, 2, cluster.validators.validators, auditors=(auditor,)
+        ).signed_by(cluster.issuer_signer)
+        service.receive(m.ValidatorsChanged(with_auditor))
+        assert auditor in service.member_ids()
+        assert stranger not in service.member_ids()
+    finally:
+        await cluster.stop()
+
+
 async def test_a_peer_catching_up_takes_the_transactions_it_pooled_without_checking_again(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
