@@ -60,11 +60,11 @@ TIMER_DEFERRALS = 3
 # certified), cannot be reached from here (the transport's last message to it found no
 # connection: a crashed peer): this peer complains after this much rather than after the whole
 # round timeout, which has doubled by the second of those rounds, and a round timer armed
-# earlier fires within this much of a leader's crash. With one of four validators down, its
-# turns cost ~0.6 s, not 3 s. A peer that is merely slow gets the whole timeout, and
-# so does the round after HASTENED_FAILURES failed in a row: a peer cut off from every other
-# (or a channel without a quorum) goes back to the growing timeout, not a complaint and a
-# re-gossip four times a second.
+# earlier fires within this much of the transport finding its leader gone. With one of four
+# validators down, its turns cost ~0.6 s, not 3 s. A peer that is merely slow gets the whole
+# timeout, and so does the round after HASTENED_FAILURES failed in a row: a peer cut off from
+# every other (or a channel without a quorum) goes back to the growing timeout, not a
+# complaint and a re-gossip four times a second.
 UNREACHABLE_WAIT_S = 0.25
 HASTENED_FAILURES = 3
 # The consensus messages this peer broadcast last (and those it could not send: no address known
