@@ -93,7 +93,7 @@ class _Lane:
             log.debug("stream to %s failed: %s", self.target, _failure(exc))
             self.close()
             return False
-        self.link.unreachable = False
+        self.link.reached()
         return True
 
     async def _open(self) -> grpc.StatusCode | None:
@@ -122,7 +122,7 @@ class _Lane:
             log.debug("send to %s failed: %s", self.target, _failure(exc))
             self.link.failed(exc.code())
             return False
-        self.link.unreachable = False
+        self.link.reached()
         return True
 
     async def _end(self) -> None:
@@ -174,6 +174,10 @@ class PeerLink:
         # the last message either lane tried to send found no connection to the other peer
         # (UNAVAILABLE: refused, reset, no route, failed handshake, or it is stopping), and it
         # has taken none since
+        self.unreachable = False
+
+    def reached(self) -> None:
+        """A lane's message went through."""
         self.unreachable = False
 
     def failed(self, code: grpc.StatusCode) -> None:
