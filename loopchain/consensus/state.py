@@ -43,7 +43,9 @@ Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2)
   certificate it formed sends that certificate's complaints again on each timeout until it knows
   a certificate that takes peers as far, so peers that missed some of them, or went on by the
   round's certificate, reach it too. The timeout doubles after each failed round, up to the
-  configured maximum, and resets on progress.
+  configured maximum, and resets on progress. A validator syncing far behind complains at once
+  about the rounds it hears of that it leads or whose votes go to it (`_give_up`): it could
+  neither vote nor lead in them, and its complaint tells the others not to wait for it.
 
 Safety argument. Suppose B (round k) is final because B' (round k + 1, parent B) is certified.
 Quorums intersect in more than a third of the weight, so more than a third of the weight is honest
@@ -548,10 +550,35 @@ class ChannelConsensus:
                 return f"transaction {tx.hash_hex} is already in the chain"
         return None
 
+    def _give_up(self, round_: int | None) -> list[m.Action]:
+        """Far behind (syncing), this validator can neither vote nor lead in the rounds the others
+        are in. Of `round_` (the round a message of theirs names) and the next, it complains at
+        once about those it leads or whose votes go to it, so that they need not wait a round
+        timeout for it: they complain as soon about a round whose leader, or next leader, gave it
+        up. A complaint only promises not to vote in its round, which it could not anyway; the
+        highest certificate it carries is older than theirs, so it binds no leader."""
+        voting, me = self.voting_set, self.signer.address
+        if round_ is None or voting is None or me not in voting:
+            return []
+        per_leader = self.config.blocks_per_leader
+        actions: list[m.Action] = []
+        for r in (round_, round_ + 1):
+            if r <= self.safety.highest_vote_round:
+                continue  # voted, complained or gave up there already
+            if me not in (leader_of(voting, r, per_leader), leader_of(voting, r + 1, per_leader)):
+                continue
+            self.safety.highest_vote_round = r
+            complaint = Complaint.create(self.tip.channel, r, self.safety.high_qc, self.signer)
+            actions += [
+                m.PersistSafety(self.safety.highest_vote_round, self.safety.high_qc),
+                m.BroadcastComplaint(complaint),
+            ]
+        return actions
+
     def _park(self, missing: bytes, event: m.Event, height: int) -> list[m.Action]:
         """Keep `event` until block `missing` arrives; ask for it (or sync when far behind)."""
         if height > self.tip.height + MAX_FETCH_DEPTH:
-            return [m.RequestSync(height)]
+            return [m.RequestSync(height), *self._give_up(_round_named(event))]
         if len(self.waiting.get(missing, ())) >= MAX_WAITING:
             return [m.FetchBlock(missing)]  # enough wait for that block: none gives way for this
         size = _parked_bytes([event])
@@ -1133,6 +1160,18 @@ def _carries(action: m.Action, qc: QuorumCertificate) -> bool:
         return False
     carried = action.block.header.prev_qc
     return carried is not None and (carried.block_hash, carried.round) == (qc.block_hash, qc.round)
+
+
+def _round_named(event: m.Event) -> int | None:
+    """The round the others are in, as a message of theirs tells it."""
+    match event:
+        case m.ProposalReceived(block):
+            return block.header.round
+        case m.CertificateReceived(qc):
+            return qc.round + 1
+        case m.ComplaintReceived(complaint):
+            return complaint.round
+    return None
 
 
 def _parked_bytes(events: list[m.Event]) -> int:

@@ -1041,10 +1041,15 @@ class ChannelService:
 
     def _doomed(self, round_: int) -> bool:
         """The leader of `round_` or of the round after it (which certifies its block) is
-        another peer that the transport found unreachable."""
+        another peer that the transport found unreachable, or that gave up `round_` or the next
+        by a complaint (it is syncing far behind: ChannelConsensus._give_up)."""
         me, state = self.signer.address, self.consensus
         for leader in (state.leader_of_round(round_), state.leader_of_round(round_ + 1)):
-            peer = self.members.get(leader) if leader is not None and leader != me else None
+            if leader is None or leader == me:
+                continue
+            if any(leader in state.complaints.get(r, ()) for r in (round_, round_ + 1)):
+                return True
+            peer = self.members.get(leader)
             if peer is not None and self.transport.unreachable(peer):
                 return True
         return False
@@ -1124,7 +1129,9 @@ class ChannelService:
             state.leader_of_round(round_),
             state.tip.height,
             len(state.pool),
-            "; it or the next leader is unreachable" if self._doomed(round_) else "",
+            "; it or the next leader is unreachable or gave the round up"
+            if self._doomed(round_)
+            else "",
         )
 
 

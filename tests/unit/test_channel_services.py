@@ -238,6 +238,42 @@ async def test_the_turns_of_a_validator_that_cannot_be_reached_cost_a_fraction_o
         await cluster.stop()
 
 
+async def test_the_turns_of_a_validator_syncing_far_behind_cost_a_fraction_of_the_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A validator back after missing more than MAX_FETCH_DEPTH blocks, whose sync keeps failing
+    (every block range it is served arrives cut short): it can neither vote nor lead, and it is
+    reachable. It gives up the rounds it leads or certifies as it hears of them (a complaint),
+    and the others complain about those rounds as soon: they finalise through its turns within
+    the test deadline, with a round timeout of two minutes."""
+    settings = {
+        "LEADER_BLOCK_CREATION_LIMIT": 1,
+        "MAX_BLOCK_TX_NUM": 1,
+        "TIMEOUT_FOR_LEADER_COMPLAIN": 120.0,
+        "MAX_TIMEOUT_FOR_LEADER_COMPLAIN": 120.0,
+    }
+    cluster = Cluster(tmp_path, overrides=settings)
+    caplog.set_level(logging.INFO, logger=channel_service.__name__)
+    try:
+        services = cluster.services
+        late = services[3]
+        cluster.network.down.add(late.signer.address)
+        others = cluster.up()
+        missed = await submit(others[0], MAX_FETCH_DEPTH + 8, "missed")  # a block each
+        await cluster.wait(lambda: cluster.final_everywhere(missed, others), "final on three")
+        cluster.network.garbled = {s.signer.address for s in others}  # its sync fails
+        cluster.network.down.clear()
+        for batch in range(8):  # a round each at least: its turn comes twice (one in four)
+            txs = await submit(others[batch % 3], 1, f"batch {batch}")
+            await cluster.wait(lambda t=txs: cluster.final_everywhere(t, others), "final on three")
+        assert late.consensus.tip.height < others[0].consensus.tip.height - MAX_FETCH_DEPTH
+        lines = [r.getMessage() for r in caplog.records if "complaining" in r.getMessage()]
+        assert any("gave the round up" in line for line in lines), lines
+        assert_agree(others)
+    finally:
+        await cluster.stop()
+
+
 async def test_a_leader_that_crashes_after_the_round_timers_were_armed_costs_no_whole_timeout(
     tmp_path: Path,
 ) -> None:

@@ -232,6 +232,39 @@ def test_sync_accepts_final_blocks_with_a_proof_and_only_provable_ones_without()
     assert fresh.tip.block_hash == chain[-1][0].hash
 
 
+def test_a_validator_far_behind_gives_up_the_rounds_it_leads_or_certifies_as_it_hears_them() -> (
+    None
+):
+    """A fresh validator hears a proposal more than MAX_FETCH_DEPTH blocks ahead, in round R: it
+    asks for a sync, and when it leads round R + 1 (R's votes go to it) it complains about R and
+    R + 1 at once, persisting first, rather than leaving the others to wait out their timeouts
+    for it; once only. A validator leading neither says nothing."""
+    source_net = Network(4, seed=11)
+    chain = _chain_of(source_net, state_module.MAX_FETCH_DEPTH + 4)
+    block = chain[-1][0]
+    assert block.height > state_module.MAX_FETCH_DEPTH
+    r = block.header.round
+    fresh_net = Network(4, seed=11)  # same keys and RadioStation: fresh peers of the channel
+    per_leader = BLOCKS_PER_LEADER
+    leaders = {fresh_net.validators.leader_at(n // per_leader) for n in (r, r + 1, r + 2)}
+    for node in fresh_net.nodes.values():
+        node.state.handle(m.ValidatorsChanged(fresh_net.validators), 10.0)
+        actions = node.state.handle(m.ProposalReceived(block), 10.0)
+        assert any(isinstance(a, m.RequestSync) for a in actions)
+        sent = [a.complaint for a in actions if isinstance(a, m.BroadcastComplaint)]
+        if node.address != fresh_net.validators.leader_at((r + 1) // per_leader):
+            if node.address not in leaders:
+                assert sent == [] and node.state.safety.highest_vote_round < r
+            continue
+        assert [c.round for c in sent] == [r, r + 1]
+        assert all(c.voter == node.address and c.verify_signature() for c in sent)
+        kinds = [type(a) for a in actions if isinstance(a, m.PersistSafety | m.BroadcastComplaint)]
+        assert kinds == [m.PersistSafety, m.BroadcastComplaint] * 2  # persisted before sent
+        assert node.state.safety.highest_vote_round == r + 1
+        again = node.state.handle(m.ProposalReceived(block), 10.0)
+        assert not any(isinstance(a, m.BroadcastComplaint) for a in again)
+
+
 def test_sync_rejects_a_block_with_a_forged_certificate() -> None:
     source_net = Network(4, seed=8)
     chain = _chain_of(source_net, 3)
