@@ -219,6 +219,17 @@ class ChannelConsensus:
             return founder  # the genesis of an open channel
         return leader_of(voting, round_, self.config.blocks_per_leader)
 
+    def round_leaders(self, round_: int) -> set[str]:
+        """The other validators `round_` needs: its leader, and the next round's, which its votes
+        go to (it certifies the block)."""
+        leaders = {self.leader_of_round(round_), self.leader_of_round(round_ + 1)}
+        return {leader for leader in leaders if leader is not None} - {self.signer.address}
+
+    def gave_up(self, validator: str, round_: int) -> bool:
+        """`validator` complained about `round_` or the next: it votes, leads and certifies in
+        neither (a validator syncing far behind gives them up so, `_give_up`)."""
+        return any(validator in self.complaints.get(r, ()) for r in (round_, round_ + 1))
+
     @property
     def is_auditor(self) -> bool:
         """This peer follows the channel without voting: neither the chain's current validator set
@@ -560,12 +571,11 @@ class ChannelConsensus:
         voting, me = self.voting_set, self.signer.address
         if round_ is None or voting is None or me not in voting:
             return []
-        per_leader = self.config.blocks_per_leader
         actions: list[m.Action] = []
         for r in (round_, round_ + 1):
             if r <= self.safety.highest_vote_round:
                 continue  # voted, complained or gave up there already
-            if me not in (leader_of(voting, r, per_leader), leader_of(voting, r + 1, per_leader)):
+            if me not in (self.leader_of_round(r), self.leader_of_round(r + 1)):
                 continue
             self.safety.highest_vote_round = r
             complaint = Complaint.create(self.tip.channel, r, self.safety.high_qc, self.signer)

@@ -1043,11 +1043,9 @@ class ChannelService:
         """The leader of `round_` or of the round after it (which certifies its block) is
         another peer that the transport found unreachable, or that gave up `round_` or the next
         by a complaint (it is syncing far behind: ChannelConsensus._give_up)."""
-        me, state = self.signer.address, self.consensus
-        for leader in (state.leader_of_round(round_), state.leader_of_round(round_ + 1)):
-            if leader is None or leader == me:
-                continue
-            if any(leader in state.complaints.get(r, ()) for r in (round_, round_ + 1)):
+        state = self.consensus
+        for leader in state.round_leaders(round_):
+            if state.gave_up(leader, round_):
                 return True
             peer = self.members.get(leader)
             if peer is not None and self.transport.unreachable(peer):
