@@ -328,6 +328,26 @@ async def test_a_peer_that_cannot_be_reached_is_told_until_it_takes_a_message_ag
         await again.server.stop(grace=0)
 
 
+async def test_what_a_failed_message_tells_of_the_other_peer() -> None:
+    """No connection (UNAVAILABLE) makes the peer unreachable; a missed deadline changes nothing;
+    any other code is its answer (it is there), as is a message that went through."""
+    link = PeerLink(f"127.0.0.1:{free_port_pair()}", CONFIG)
+    try:
+        link.failed(grpc.StatusCode.UNAVAILABLE)
+        assert link.unreachable
+        link.failed(grpc.StatusCode.DEADLINE_EXCEEDED)
+        assert link.unreachable
+        link.failed(grpc.StatusCode.RESOURCE_EXHAUSTED)  # refused a stream: it answered
+        assert not link.unreachable
+        link.failed(grpc.StatusCode.DEADLINE_EXCEEDED)
+        assert not link.unreachable
+        link.failed(grpc.StatusCode.UNAVAILABLE)
+        link.reached()
+        assert not link.unreachable
+    finally:
+        await link.close()
+
+
 async def test_a_peer_too_slow_to_accept_a_stream_is_not_told_unreachable(
     receiver: Receiver,
 ) -> None:
