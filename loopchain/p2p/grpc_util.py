@@ -113,11 +113,23 @@ def _revoked(path: Path, ca_pem: bytes) -> frozenset[int]:
 
 
 CLIENT_PING_INTERVAL_MS = 10_000  # a client's keepalive ping while it has calls open
+# A peer's link to another peer pings it this often, calls open or not, and drops the
+# connection when a ping is not answered within LINK_PING_TIMEOUT_MS: gRPC answers pings on
+# its own threads, without the event loop, so only a process that does not run at all (stopped,
+# frozen, or its host gone) misses them, not a busy one. Its calls then fail UNAVAILABLE and the
+# link tells the peer unreachable (peer_client.PeerLink) within ~3 s, where without the pings
+# a stopped peer's connection stayed open, each message to it waiting out its deadline.
+LINK_PING_INTERVAL_MS = 1_000
+LINK_PING_TIMEOUT_MS = 2_000
+# the shortest interval between two pings a server takes (at most half its clients' interval)
+SERVER_MIN_PING_INTERVAL_MS = LINK_PING_INTERVAL_MS // 2
 
 
-def channel_options(config: Config) -> list[tuple[str, int]]:
+def channel_options(config: Config, *, watched: bool = False) -> list[tuple[str, int]]:
+    """The options of a client channel; `watched`: pinged as a peer link's (see
+    LINK_PING_INTERVAL_MS)."""
     size = int(config.GRPC_MAX_MESSAGE_BYTES)
-    return [
+    options = [
         ("grpc.max_send_message_length", size),
         ("grpc.max_receive_message_length", size),
         ("grpc.enable_retries", 0),
@@ -125,14 +137,29 @@ def channel_options(config: Config) -> list[tuple[str, int]]:
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
+    if watched:
+        options += [
+            ("grpc.keepalive_time_ms", LINK_PING_INTERVAL_MS),
+            ("grpc.keepalive_timeout_ms", LINK_PING_TIMEOUT_MS),
+            ("grpc.http2.ping_timeout_ms", LINK_PING_TIMEOUT_MS),  # any ping (default 60 s)
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),  # 0: no limit (gRPC's default: 2)
+        ]
+    return list(dict(options).items())
 
 
 def open_channel(
-    target: str, config: Config, tls: Tls | None = None, server_name: str = ""
+    target: str,
+    config: Config,
+    tls: Tls | None = None,
+    server_name: str = "",
+    *,
+    watched: bool = False,
 ) -> grpc.aio.Channel:
     """An aio channel to `target` (host:port): plain, or mutual TLS expecting the server's
-    certificate to name `server_name` (a peer id, or the RadioStation's name)."""
-    options: list[tuple[str, Any]] = list(channel_options(config))
+    certificate to name `server_name` (a peer id, or the RadioStation's name); `watched`: see
+    channel_options."""
+    options: list[tuple[str, Any]] = list(channel_options(config, watched=watched))
     if tls is None:
         return grpc.aio.insecure_channel(target, options=options)
     credentials = grpc.ssl_channel_credentials(
@@ -212,9 +239,11 @@ def server_options(
         ("grpc.max_send_message_length", size),
         ("grpc.max_receive_message_length", min(size, max_receive)),
         ("grpc.keepalive_time_ms", 10_000),
-        # the pings its clients send on idle streams (channel_options: every 10 s) are welcome:
-        # gRPC's default (one in 5 minutes) answered them with GOAWAY "too_many_pings"
-        ("grpc.http2.min_ping_interval_without_data_ms", CLIENT_PING_INTERVAL_MS // 2),
+        # the pings its clients send on idle streams (channel_options: every 10 s) and peer
+        # links (every second, calls open or not) are welcome: gRPC's default (one in 5
+        # minutes, none without a call) answered them with GOAWAY "too_many_pings"
+        ("grpc.http2.min_ping_interval_without_data_ms", SERVER_MIN_PING_INTERVAL_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.so_reuseport", 0),
         ("grpc.max_allowed_incoming_connections", max_connections),
         ("grpc.server_handshake_timeout_ms", SERVER_HANDSHAKE_TIMEOUT_MS),

@@ -91,6 +91,8 @@ class _Lane:
                 await self._stream.write(message)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError) as exc:
             log.debug("stream to %s failed: %s", self.target, _failure(exc))
+            if isinstance(exc, grpc.aio.AioRpcError):
+                self.link.failed(exc.code())
             self.close()
             return False
         self.link.reached()
@@ -130,7 +132,10 @@ class _Lane:
         answer, which comes after it has handled all that was written: the lane's next stream
         starts after the last, so its messages stay in order."""
         stream, self._stream = self._stream, None
-        if stream.done():
+        if stream.done():  # ended by the other peer, or by its connection's failure
+            code = await stream.code()
+            if code != grpc.StatusCode.OK:
+                self.link.failed(code)
             return
         try:
             async with asyncio.timeout(self.timeout):
@@ -165,15 +170,15 @@ class PeerLink:
         self.target = target
         self.metadata = metadata  # sent with every stream and call (a channel worker's caller)
         self.timeout = float(config.GRPC_TIMEOUT)
-        self._channel = open_channel(target, config, tls, server_name)
+        self._channel = open_channel(target, config, tls, server_name, watched=True)
         self.stub = pb_grpc.PeerServiceStub(self._channel)
         self._consensus: asyncio.Queue[pb.ConsensusMessage] = asyncio.Queue(queue_size)
         self._gossip: asyncio.Queue[pb.TxBatch] = asyncio.Queue(gossip_queue_size)
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0  # messages dropped because their lane was full (oldest first)
         # the last message either lane tried to send found no connection to the other peer
-        # (UNAVAILABLE: refused, reset, no route, failed handshake, or it is stopping), and it
-        # has taken none since
+        # (UNAVAILABLE: refused, reset, no route, failed handshake, pings unanswered, or it is
+        # stopping), and it has taken none since
         self.unreachable = False
 
     def reached(self) -> None:

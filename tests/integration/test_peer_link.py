@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
+import subprocess
+import sys
 import types
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -754,3 +757,64 @@ async def test_the_socket_of_the_peers_own_proxy_is_not_held_by_callers_of_its_p
         await served.stop(grace=0)
     assert backend.alpha.held == 1  # the one call that got in, by the proxy's socket
     assert monitor.errors == []
+
+
+async def test_a_stopped_peer_is_told_unreachable_by_its_unanswered_pings(
+    transport: GrpcTransport,
+) -> None:
+    """A peer whose process stops running (SIGSTOP here; a frozen machine alike) keeps its
+    connections open: each message to it waits out its deadline, which tells nothing. Its
+    missed pings tell: the link drops the connection and the transport tells the peer
+    unreachable, and reachable again once it runs. (Without the pings, only gRPC's connect
+    timeout told it, after about a minute.)"""
+    port = free_port_pair()
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.test_peer_link", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert receiver.stdout is not None
+        assert receiver.stdout.readline().strip() == "serving"  # a deadline: pytest's timeout
+        peer = PeerInfo("receiver", f"127.0.0.1:{port}", 0)
+        sent = iter(range(10_000))
+        transport.send_consensus(peer, CHANNEL, "sender", _vote(next(sent)))
+        # arrived: the lane's stream is open, and stays open when the peer stops
+        assert await asyncio.to_thread(receiver.stdout.readline) == "vote 0\n"
+        receiver.send_signal(signal.SIGSTOP)
+
+        def told(unreachable: bool) -> Callable[[], bool]:
+            def check() -> bool:
+                transport.send_consensus(peer, CHANNEL, "sender", _vote(next(sent)))
+                return transport.unreachable(peer) == unreachable
+
+            return check
+
+        await _arrived("the stopped peer told unreachable", told(True))
+        receiver.send_signal(signal.SIGCONT)
+        await _arrived("the peer running again told reachable", told(False))
+    finally:
+        receiver.kill()
+        receiver.wait()
+
+
+async def _serve_until_killed(port: int) -> None:
+    served = await _serve(port)
+    channel = served.backend.alpha
+    receive = channel.receive
+
+    def receive_and_tell(event: m.Event) -> None:
+        receive(event)
+        if len(channel.events) == 1:
+            print(f"vote {_heights(channel)[0]}", flush=True)
+
+    channel.receive = receive_and_tell  # type: ignore[method-assign]
+    print("serving", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await served.server.stop(grace=0)
+
+
+if __name__ == "__main__":  # a receiver in a process of its own, which a test can stop
+    asyncio.run(_serve_until_killed(int(sys.argv[1])))
