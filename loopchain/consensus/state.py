@@ -45,7 +45,9 @@ Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2)
   round's certificate, reach it too. The timeout doubles after each failed round, up to the
   configured maximum, and resets on progress. A validator syncing far behind complains at once
   about the rounds it hears of that it leads or whose votes go to it (`_give_up`): it could
-  neither vote nor lead in them, and its complaint tells the others not to wait for it.
+  neither vote nor lead in them, and its complaint tells the others not to wait for it. A
+  validator that refuses the proposal of its round, signed by the round's leader, complains at
+  once too (`_refuse_proposal`): a leader proposes once a round, so it could vote for no other.
 
 Safety argument. Suppose B (round k) is final because B' (round k + 1, parent B) is certified.
 Quorums intersect in more than a third of the weight, so more than a third of the weight is honest
@@ -499,13 +501,15 @@ class ChannelConsensus:
             if proposal and not existing.proposal_checked and parent is not None:
                 problem = self._check_bounds(block, parent, now)
                 if problem:
-                    return None, [self._refused(block, problem)]
+                    return None, self._refuse_proposal(block, problem, now)
                 existing.proposal_checked = True
             return existing, []
         if parent is None:
             return None, self._park(block.header.prev_hash, retry, block.height)
         problem = self._check_block(block, parent, now, proposal)
         if problem:
+            if proposal and self._by_its_leader(block, parent):
+                return None, self._refuse_proposal(block, problem, now)
             return None, [self._refused(block, problem)]
         while not self.tree.has_room(block):
             if not self.tree.evict_stale_leaf(self.round, keep=block.header.prev_hash):
@@ -521,6 +525,31 @@ class ChannelConsensus:
     @staticmethod
     def _refused(block: Block, problem: str) -> m.Rejected:
         return m.Rejected(f"block {block.height} round {block.header.round}: {problem}")
+
+    def _by_its_leader(self, block: Block, parent: ChainTip) -> bool:
+        """Whether `block` is signed by the leader of its round (anyone can make a block naming
+        the leader: such a block is nobody's proposal)."""
+        return self._wrong_leader(block, parent) is None and block.signature_problem() is None
+
+    def _refuse_proposal(self, block: Block, problem: str, now: float) -> list[m.Action]:
+        """Refuse a proposal signed by its round's leader. One of this round is the only block
+        this validator could vote for in the round (a leader proposes once a round): refusing
+        it, the validator complains at once, as it would once the round timed out. When the
+        others refuse it too (a leader whose clock is far off, whose state differs, or whose
+        blocks break the bounds) their complaints move the round at once; when only this
+        validator does (its own clock far off), it gave the round up, and the others hasten the
+        round when it is the next leader (the votes go to it). A complaint only promises not to
+        vote in its round, which this validator would not."""
+        refused = self._refused(block, problem)
+        if (
+            block.header.round != self.round
+            or self.complaints.get(self.round, {}).get(self.signer.address) is not None
+        ):
+            return [refused]
+        complaint = self._complain(now)
+        if complaint:
+            refused = m.Rejected(f"{refused.reason}; complaining about the round at once")
+        return [refused, *complaint]
 
     def _check_bounds(self, block: Block, parent: ChainTip, now: float) -> str | None:
         return check_proposal_bounds(parent, block, self.config.limits, int(now * 1_000_000))
@@ -633,7 +662,7 @@ class ChannelConsensus:
         qc_round = qc.round if qc is not None else -1
         tc = block.header.prev_tc
         if tc is not None and tc.verify(voting, self.config.limits.ratio) is not None:
-            return [m.Rejected(f"block {block.height} carries an invalid timeout certificate")]
+            return self._refuse_proposal(block, "carries an invalid timeout certificate", now)
         if not self.safety.safe_to_vote(
             block.header.round, qc_round, tc, self.config.blocks_per_leader
         ):
@@ -644,7 +673,7 @@ class ChannelConsensus:
             return []  # vote once this node has executed that height too
         problem = self._check_roots(block)
         if problem:
-            return [m.Rejected(f"block {block.height}: {problem}")]
+            return self._refuse_proposal(block, problem, now)
         # 1. record and persist the vote, 2. send it to the next round's leader
         self.safety.record_vote(block.header.round, qc)
         vote = Vote.create(

@@ -207,11 +207,10 @@ class Block:
         header = self.header
         if header.version != BLOCK_VERSION:
             return f"unsupported block version {header.version}"
-        try:  # one recovery before the transactions' many: a block of another signer costs one
-            if recover_address(header.hash, self.signature) != header.leader:
-                return "block is not signed by its leader"
-        except ValueError:
-            return "block signature is malformed"
+        # one recovery before the transactions' many: a block of another signer costs one
+        problem = self.signature_problem()
+        if problem:
+            return problem
         if transactions_root(self.transactions) != header.tx_root:
             return "transactions do not match tx_root"
         if len({tx.hash for tx in self.transactions}) != len(self.transactions):
@@ -228,6 +227,15 @@ class Block:
                 return "validator update is for another channel"
         elif header.height > 0 and header.next_validators_hash != header.validators_hash:
             return "validator set changes without an update"
+        return None
+
+    def signature_problem(self) -> str | None:
+        """None when the block is signed by its leader (its header hash), else why not."""
+        try:
+            if recover_address(self.header.hash, self.signature) != self.header.leader:
+                return "block is not signed by its leader"
+        except ValueError:
+            return "block signature is malformed"
         return None
 
     def to_json(self) -> dict[str, Any]:

@@ -76,6 +76,7 @@ class Node:
     up: bool = True
     committed: set[bytes] = field(default_factory=set)
     rejected: list[str] = field(default_factory=list)
+    waited_out: int = 0  # rounds it complained about when their timer fired
 
     @property
     def address(self) -> str:
@@ -244,6 +245,10 @@ class Network:
                 actions = node.state.start(self.now)
             else:
                 actions = node.state.handle(event, self.now)
+                if isinstance(event, m.TimeoutFired) and any(
+                    isinstance(a, m.BroadcastComplaint) for a in actions
+                ):
+                    node.waited_out += 1
             self._execute(node, actions)
         self.now = max(self.now, deadline)
 

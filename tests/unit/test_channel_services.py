@@ -55,16 +55,19 @@ class Cluster:
         overrides: dict[str, object] | None = None,
         disk: type[MemoryStore] = MemoryStore,
         listed: int | None = None,
+        own: dict[int, dict[str, object]] | None = None,
     ) -> None:
         self.listed = listed  # how many of the peers the member lists name at start (all: None)
-        self.config = load_config(
-            environ={},
-            overrides={
-                "INTERVAL_BLOCKGENERATION": 0.05,
-                "TIMEOUT_FOR_LEADER_COMPLAIN": 0.5,
-                **(overrides or {}),
-            },
-        )
+        overrides = {
+            "INTERVAL_BLOCKGENERATION": 0.05,
+            "TIMEOUT_FOR_LEADER_COMPLAIN": 0.5,
+            **(overrides or {}),
+        }
+        self.config = load_config(environ={}, overrides=overrides)
+        # the peers configured otherwise than the rest, by index
+        self.own = {
+            i: load_config(environ={}, overrides={**overrides, **o}) for i, o in (own or {}).items()
+        }
         issuer = Signer.generate()
         self.issuer = issuer.address
         self.issuer_signer = issuer
@@ -96,7 +99,7 @@ class Cluster:
         )
         service = ChannelService(
             settings=settings,
-            config=self.config,
+            config=self.own.get(index, self.config),
             signer=signer,
             store=BlockStore(self.kvs[index], CHANNEL),
             transport=self.network.transport(signer.address),
@@ -270,6 +273,35 @@ async def test_the_turns_of_a_validator_syncing_far_behind_cost_a_fraction_of_th
         lines = [r.getMessage() for r in caplog.records if "complaining" in r.getMessage()]
         assert any("gave the round up" in line for line in lines), lines
         assert_agree(others)
+    finally:
+        await cluster.stop()
+
+
+async def test_the_turns_of_a_leader_whose_blocks_the_others_refuse_cost_no_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One validator of four is configured otherwise: its blocks may hold 50 transactions, the
+    others' only one, so they refuse each block it proposes with more, and the round timeout is
+    two minutes. Refusing a proposal of their round by its leader, they complain at once: the
+    round moves without anyone waiting out its timer, and all four finalise batch after batch
+    through its turns within the test's deadline (its first turn with a full pool would hold
+    them for two minutes, past it)."""
+    settings = {
+        "LEADER_BLOCK_CREATION_LIMIT": 1,
+        "MAX_BLOCK_TX_NUM": 1,
+        "TIMEOUT_FOR_LEADER_COMPLAIN": 120.0,
+        "MAX_TIMEOUT_FOR_LEADER_COMPLAIN": 120.0,
+    }
+    cluster = Cluster(tmp_path, overrides=settings, own={3: {"MAX_BLOCK_TX_NUM": 50}})
+    caplog.set_level(logging.WARNING, logger=channel_service.__name__)
+    try:
+        services = cluster.services
+        for batch in range(3):  # its turn comes every fourth round: twice a batch at least
+            txs = await submit(services[batch], 8, f"batch {batch}")
+            await cluster.wait(lambda t=txs: cluster.final_everywhere(t, services), "final")
+        refused = [r.getMessage() for r in caplog.records if "limit 1" in r.getMessage()]
+        assert any(line.endswith("complaining about the round at once") for line in refused)
+        assert_agree(services)
     finally:
         await cluster.stop()
 

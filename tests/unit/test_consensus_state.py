@@ -303,6 +303,67 @@ def test_a_block_with_a_state_root_others_did_not_compute_gets_no_votes() -> Non
     assert net.committed_everywhere(net.submitted)
 
 
+def test_a_leader_whose_proposals_everyone_refuses_costs_no_round_timeout() -> None:
+    """The honest validators refuse each proposal of a byzantine leader (a state root nobody
+    computed), and each complains about the round at once: their complaints move the round
+    without any of them waiting out a round timer (which cost a round timeout at each of its
+    turns)."""
+    net = Network(4, seed=9, byzantine={1: "bad-roots"})
+    net.start()
+    net.run_until(0.1)
+    for _ in range(15):
+        net.submit(net.honest()[0].address, 2)
+        net.run_until(net.now + 0.5)
+    net.run_until(net.now + 20)
+    net.check_safety()
+    assert net.committed_everywhere(net.submitted)
+    at_once = [r for n in net.honest() for r in n.rejected if r.endswith("the round at once")]
+    assert len(at_once) >= 3 * 2, at_once  # two of its turns or more, by all three
+    assert all("state root or results hash" in r for r in at_once), at_once
+    assert [n.waited_out for n in net.honest()] == [0, 0, 0]
+
+
+def test_a_proposal_refused_complains_only_when_its_round_leader_signed_it() -> None:
+    """A validator complains at once about a proposal it refuses (here: its timestamp two
+    minutes ahead) only when the proposal is of its round and signed by the round's leader,
+    persisting first, and once: anyone can make a block naming the leader, and such a block
+    must not move an honest validator to give up its vote."""
+    net = Network(4, seed=13)
+    _chain_of(net, 2)
+    node = next(n for n in net.honest() if n.state.leader_of_round(n.state.round) != n.address)
+    state, r = node.state, node.state.round
+    qc = state.safety.high_qc
+    assert qc is not None
+
+    def proposal(round_: int, signer: Signer) -> Block:
+        leader = state.leader_of_round(round_)
+        block = Block.create(
+            channel=CHANNEL,
+            height=qc.height + 1,
+            round_=round_,
+            prev_hash=qc.block_hash,
+            prev_qc=qc,
+            transactions=[],
+            timestamp=int(net.now * 1_000_000) + 120_000_000,
+            leader=net.nodes[leader].signer,
+            next_leader=state.leader_of_round(round_ + 1),
+            validators_hash=net.validators.hash,
+        )
+        return dataclasses.replace(block, signature=signer.sign(block.hash))
+
+    def complaints(block: Block) -> list[type]:
+        actions = state.handle(m.ProposalReceived(block), net.now)
+        assert any(isinstance(a, m.Rejected) and "too far" in a.reason for a in actions)
+        return [type(a) for a in actions if isinstance(a, m.PersistSafety | m.BroadcastComplaint)]
+
+    leader = net.nodes[state.leader_of_round(r)].signer
+    assert complaints(proposal(r, node.signer)) == []  # not the leader's signature
+    assert complaints(proposal(r + 1, net.nodes[state.leader_of_round(r + 1)].signer)) == []
+    assert complaints(proposal(r, leader)) == [m.PersistSafety, m.BroadcastComplaint]
+    assert state.safety.highest_vote_round == r
+    assert complaints(proposal(r, leader)) == []  # once
+
+
 def test_an_auditor_follows_the_chain_but_keeps_no_pool_and_never_votes() -> None:
     net = Network(4, seed=10)
     auditor = Network(5, seed=10)  # one more key, the same channel and RadioStation
