@@ -199,12 +199,21 @@ def check_proposal_bounds(tip: ChainTip, block: Block, limits: Limits, now_us: i
         return f"block holds {len(block.transactions)} transactions, limit {limits.max_block_txs}"
     if sum(len(tx.encode()) for tx in block.transactions) > limits.max_block_bytes:
         return "block is larger than MAX_BLOCK_KBYTES"
+    problem = check_proposal_time(tip, block, limits, now_us)
+    if problem:
+        return problem
+    if tip.is_legacy_handover(block):
+        return "a validator set change is voted by the old set and the new one together"
+    return None
+
+
+def check_proposal_time(tip: ChainTip, block: Block, limits: Limits, now_us: int) -> str | None:
+    """The timestamp bounds of `check_proposal_bounds`: what the header alone decides (a block
+    whose body was altered on its way keeps its header, and its leader's signature of it)."""
     if block.header.timestamp <= tip.timestamp:
         return "block timestamp does not advance"
     if abs(block.header.timestamp - now_us) > limits.max_skew_us:
         return "block timestamp is too far from this peer's clock"
-    if tip.is_legacy_handover(block):
-        return "a validator set change is voted by the old set and the new one together"
     return None
 
 

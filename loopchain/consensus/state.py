@@ -97,6 +97,7 @@ from loopchain.blockchain.chain import (
     check_certificate,
     check_extends,
     check_proposal_bounds,
+    check_proposal_time,
 )
 from loopchain.blockchain.mempool import PoolFullError, TxPool, TxRefused
 from loopchain.consensus import messages as m
@@ -499,17 +500,21 @@ class ChannelConsensus:
         parent = self.tree.point(block.header.prev_hash)
         if existing is not None:
             if proposal and not existing.proposal_checked and parent is not None:
-                problem = self._check_bounds(block, parent, now)
+                # the block as this node holds it, checked whole when it came (this copy's body
+                # may have been altered on its way: its header hash is the same)
+                problem = self._check_bounds(existing.block, parent, now)
                 if problem:
-                    return None, self._refuse_proposal(block, problem, now)
+                    return None, self._refuse_proposal(existing.block, problem, now)
                 existing.proposal_checked = True
             return existing, []
         if parent is None:
             return None, self._park(block.header.prev_hash, retry, block.height)
         problem = self._check_block(block, parent, now, proposal)
         if problem:
-            if proposal and self._by_its_leader(block, parent):
-                return None, self._refuse_proposal(block, problem, now)
+            # of a block not checked whole, only what its signed header decides is its leader's
+            late = check_proposal_time(parent, block, self.config.limits, int(now * 1_000_000))
+            if proposal and late and self._by_its_leader(block, parent):
+                return None, self._refuse_proposal(block, late, now)
             return None, [self._refused(block, problem)]
         while not self.tree.has_room(block):
             if not self.tree.evict_stale_leaf(self.round, keep=block.header.prev_hash):
@@ -527,23 +532,32 @@ class ChannelConsensus:
         return m.Rejected(f"block {block.height} round {block.header.round}: {problem}")
 
     def _by_its_leader(self, block: Block, parent: ChainTip) -> bool:
-        """Whether `block` is signed by the leader of its round (anyone can make a block naming
-        the leader: such a block is nobody's proposal)."""
-        return self._wrong_leader(block, parent) is None and block.signature_problem() is None
+        """Whether `block` is signed by the leader of its round, as this node reckons it (anyone
+        can make a block naming the leader: such a block is nobody's proposal)."""
+        return (
+            block.header.leader == self.leader_of_round(block.header.round)
+            and self._wrong_leader(block, parent) is None
+            and block.signature_problem() is None
+        )
 
-    def _refuse_proposal(self, block: Block, problem: str, now: float) -> list[m.Action]:
-        """Refuse a proposal signed by its round's leader. One of this round is the only block
+    def _refuse_proposal(
+        self, block: Block, problem: str, now: float, *, held: bool = False
+    ) -> list[m.Action]:
+        """Refuse a proposal that its round's leader signed, for what its leader decided (its
+        header, or the whole block as checked when it came). One of this round is the only block
         this validator could vote for in the round (a leader proposes once a round): refusing
         it, the validator complains at once, as it would once the round timed out. When the
         others refuse it too (a leader whose clock is far off, whose state differs, or whose
         blocks break the bounds) their complaints move the round at once; when only this
-        validator does (its own clock far off), it gave the round up, and the others hasten the
-        round when it is the next leader (the votes go to it). A complaint only promises not to
-        vote in its round, which this validator would not."""
+        validator does (its own clock far off) and the votes of the round go to it, it gave the
+        round up, and the others hasten the round. A block this node `held` (in its tree) it
+        may still certify from the others' votes when it leads the next round: then it waits.
+        A complaint only promises not to vote in its round, which this validator would not."""
         refused = self._refused(block, problem)
         if (
             block.header.round != self.round
             or self.complaints.get(self.round, {}).get(self.signer.address) is not None
+            or (held and self.leader_of_round(self.round + 1) == self.signer.address)
         ):
             return [refused]
         complaint = self._complain(now)
@@ -662,7 +676,8 @@ class ChannelConsensus:
         qc_round = qc.round if qc is not None else -1
         tc = block.header.prev_tc
         if tc is not None and tc.verify(voting, self.config.limits.ratio) is not None:
-            return self._refuse_proposal(block, "carries an invalid timeout certificate", now)
+            invalid = "carries an invalid timeout certificate"
+            return self._refuse_proposal(block, invalid, now, held=True)
         if not self.safety.safe_to_vote(
             block.header.round, qc_round, tc, self.config.blocks_per_leader
         ):
@@ -673,7 +688,9 @@ class ChannelConsensus:
             return []  # vote once this node has executed that height too
         problem = self._check_roots(block)
         if problem:
-            return self._refuse_proposal(block, problem, now)
+            if self.roots_at(block.header.state_height) is None:
+                return [self._refused(block, problem)]  # this node's own gap, not the leader's
+            return self._refuse_proposal(block, problem, now, held=True)
         # 1. record and persist the vote, 2. send it to the next round's leader
         self.safety.record_vote(block.header.round, qc)
         vote = Vote.create(

@@ -117,10 +117,15 @@ CLIENT_PING_INTERVAL_MS = 10_000  # a client's keepalive ping while it has calls
 # connection when a ping is not answered within LINK_PING_TIMEOUT_MS: gRPC answers pings on
 # its own threads, without the event loop, so only a process that does not run at all (stopped,
 # frozen, or its host gone) misses them, not a busy one. Its calls then fail UNAVAILABLE and the
-# link tells the peer unreachable (peer_client.PeerLink) within ~3 s, where without the pings
-# a stopped peer's connection stayed open, each message to it waiting out its deadline.
+# link tells the peer unreachable (peer_client.PeerLink) within ~6 s, where without the pings
+# a stopped peer's connection stayed open, each message to it waiting out its deadline. A ping
+# waits behind the data the link has written before it (a ping's timer starts as it is written):
+# the timeout leaves a slow link room for a few MB of proposals ahead of it. (gRPC 1.85 waits
+# for the answer to any ping in flight, a flow-control probe's too, before it sends the next
+# keepalive, so that ping's timeout, not only the keepalive's, bounds how long a stop goes
+# unseen: both are LINK_PING_TIMEOUT_MS.)
 LINK_PING_INTERVAL_MS = 1_000
-LINK_PING_TIMEOUT_MS = 2_000
+LINK_PING_TIMEOUT_MS = 5_000
 # the shortest interval between two pings a server takes (at most half its clients' interval)
 SERVER_MIN_PING_INTERVAL_MS = LINK_PING_INTERVAL_MS // 2
 

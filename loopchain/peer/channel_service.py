@@ -128,8 +128,10 @@ class ChannelService:
         on_fatal: Callable[[str], None] | None = None,
         metrics: ChannelMetrics | None = None,
         on_members_wanted: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # wall-clock seconds: block timestamps, transaction windows, timers
         # on its own (tests), a channel keeps its figures in a registry of its own
         self.metrics = metrics or PeerMetrics(lambda: {self.name: self.gauges}).channel(
             settings.name
@@ -194,7 +196,7 @@ class ChannelService:
             else None
         )
         limit = float(config.TPS_LIMIT_PER_SEC)
-        self._rate = RateLimit(limit, time.time()) if limit > 0 else None
+        self._rate = RateLimit(limit, self.clock()) if limit > 0 else None
         # client transactions admitted and not pooled yet (their balances being asked, their
         # intake write under way), their bytes and hashes: room held for them (see _reserve)
         self._reserved = 0
@@ -226,7 +228,7 @@ class ChannelService:
             self.consensus.tip.height,
             self.signer.address,
         )
-        self._execute(self.consensus.start(time.time()))
+        self._execute(self.consensus.start(self.clock()))
         for block in self.store.pending_blocks():  # what this node voted for before it stopped
             self._dispatch(m.BlockFetched(block))
         self._replay_intake()
@@ -386,7 +388,7 @@ class ChannelService:
 
     def _new_icon_txs(self, texts: list[str]) -> list[Transaction | RequestError]:
         """Each text's checked transaction (its room reserved) or its refusal."""
-        room, refusal = self._admission(time.time())
+        room, refusal = self._admission(self.clock())
         outcomes: list[Transaction | RequestError] = []
         seen: set[bytes] = set()
         taken_bytes = 0  # of the transactions taken so far in this batch
@@ -446,7 +448,7 @@ class ChannelService:
         ):
             raise RequestError(ErrorKind.INVALID, f"transaction {checked.tx_hash} is already known")
         try:
-            self.consensus.pool.check(tx, time.time())
+            self.consensus.pool.check(tx, self.clock())
         except TxRefused as exc:
             raise RequestError(ErrorKind.INVALID, f"transaction refused: {exc}") from None
         if room <= 0:
@@ -636,7 +638,7 @@ class ChannelService:
     async def receive_txs_in_turns(self, txs: list[Transaction]) -> None:
         """`receive_txs`, the signatures it would recover checked first a slice of the event loop
         at a time (loopchain.p2p.turns): a relayed batch holds up to a thousand."""
-        now = time.time()
+        now = self.clock()
         await check_signatures((tx for tx in txs if self._worth_checking(tx, now)), until_bad=False)
         self.receive_txs(txs)
 
@@ -660,7 +662,7 @@ class ChannelService:
         proposal often comes before the gossip)."""
         good = []
         dropped: list[tuple[Transaction, str]] = []
-        now = time.time()
+        now = self.clock()
         for relayed in txs:
             known = self.consensus.known_transaction(relayed.hash)
             tx = relayed if known is None else known
@@ -867,7 +869,7 @@ class ChannelService:
         if self.halted:
             return []
         try:
-            actions = self.consensus.handle(event, time.time())
+            actions = self.consensus.handle(event, self.clock())
             self._execute(actions)
         except StorageError as exc:
             self.storage_failed(exc)
@@ -973,7 +975,7 @@ class ChannelService:
             tx_count=len(block.transactions),
             round=block.header.round,
         )
-        now = time.time()
+        now = self.clock()
         if now >= self._next_intake_sweep:  # entries no pool would take any more
             self._next_intake_sweep = now + 60.0
             window = float(self.config.TX_TIMESTAMP_WINDOW)

@@ -335,7 +335,7 @@ def test_a_proposal_refused_complains_only_when_its_round_leader_signed_it() -> 
     qc = state.safety.high_qc
     assert qc is not None
 
-    def proposal(round_: int, signer: Signer) -> Block:
+    def proposal(round_: int, signer: Signer, ahead_us: int = 120_000_000) -> Block:
         leader = state.leader_of_round(round_)
         block = Block.create(
             channel=CHANNEL,
@@ -344,20 +344,26 @@ def test_a_proposal_refused_complains_only_when_its_round_leader_signed_it() -> 
             prev_hash=qc.block_hash,
             prev_qc=qc,
             transactions=[],
-            timestamp=int(net.now * 1_000_000) + 120_000_000,
+            timestamp=int(net.now * 1_000_000) + ahead_us,
             leader=net.nodes[leader].signer,
             next_leader=state.leader_of_round(round_ + 1),
             validators_hash=net.validators.hash,
         )
         return dataclasses.replace(block, signature=signer.sign(block.hash))
 
-    def complaints(block: Block) -> list[type]:
+    def complaints(block: Block, refusal: str = "too far") -> list[type]:
         actions = state.handle(m.ProposalReceived(block), net.now)
-        assert any(isinstance(a, m.Rejected) and "too far" in a.reason for a in actions)
+        assert any(isinstance(a, m.Rejected) and refusal in a.reason for a in actions), actions
         return [type(a) for a in actions if isinstance(a, m.PersistSafety | m.BroadcastComplaint)]
 
     leader = net.nodes[state.leader_of_round(r)].signer
     assert complaints(proposal(r, node.signer)) == []  # not the leader's signature
+    # the leader's block, its body altered on the way (a transaction added): its header and
+    # signature are the leader's, and what is wrong is not
+    timely = proposal(r, leader, ahead_us=1)
+    extra = Transaction.create_v1(CHANNEL, {"n": 1}, 1, node.signer)
+    altered = dataclasses.replace(timely, transactions=(extra,))
+    assert complaints(altered, "tx_root") == []
     assert complaints(proposal(r + 1, net.nodes[state.leader_of_round(r + 1)].signer)) == []
     assert complaints(proposal(r, leader)) == [m.PersistSafety, m.BroadcastComplaint]
     assert state.safety.highest_vote_round == r
