@@ -502,9 +502,12 @@ class ChannelConsensus:
             if proposal and not existing.proposal_checked and parent is not None:
                 # the block as this node holds it, checked whole when it came (this copy's body
                 # may have been altered on its way: its header hash is the same)
-                problem = self._check_bounds(existing.block, parent, now)
+                held = existing.block
+                problem = self._check_bounds(held, parent, now)
+                if problem and self._by_its_leader(held, parent):
+                    return None, self._refuse_proposal(held, problem, now)
                 if problem:
-                    return None, self._refuse_proposal(existing.block, problem, now)
+                    return None, [self._refused(held, problem)]
                 existing.proposal_checked = True
             return existing, []
         if parent is None:
