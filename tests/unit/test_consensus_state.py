@@ -282,8 +282,9 @@ def test_sync_rejects_a_block_with_a_forged_certificate() -> None:
     assert fresh.tip.height == -1
 
 
-def test_a_block_with_a_state_root_others_did_not_compute_gets_no_votes() -> None:
-    net = Network(4, seed=9, byzantine={1: "bad-roots"})
+def _run_with_a_bad_roots_leader(blocks_per_leader: int = BLOCKS_PER_LEADER) -> Network:
+    """Four validators, the second claiming state roots nobody computed, through 15 batches."""
+    net = Network(4, seed=9, byzantine={1: "bad-roots"}, blocks_per_leader=blocks_per_leader)
     net.start()
     net.run_until(0.1)
     for _ in range(15):
@@ -291,6 +292,11 @@ def test_a_block_with_a_state_root_others_did_not_compute_gets_no_votes() -> Non
         net.run_until(net.now + 0.5)
     net.run_until(net.now + 20)
     net.check_safety()
+    return net
+
+
+def test_a_block_with_a_state_root_others_did_not_compute_gets_no_votes() -> None:
+    net = _run_with_a_bad_roots_leader()
     reasons = [r for n in net.honest() for r in n.rejected]
     assert any("state root or results hash" in r for r in reasons), reasons[:5]
     for node in net.honest():
@@ -309,14 +315,7 @@ def test_a_leader_whose_proposals_everyone_refuses_costs_no_round_timeout() -> N
     than a third, so the next leader joins them (it holds the block, and waits, since it might
     still certify it from the others' votes). The round moves without any of them waiting out a
     round timer (which cost a round timeout at each of its turns)."""
-    net = Network(4, seed=9, byzantine={1: "bad-roots"}, blocks_per_leader=1)
-    net.start()
-    net.run_until(0.1)
-    for _ in range(15):
-        net.submit(net.honest()[0].address, 2)
-        net.run_until(net.now + 0.5)
-    net.run_until(net.now + 20)
-    net.check_safety()
+    net = _run_with_a_bad_roots_leader(blocks_per_leader=1)
     assert net.committed_everywhere(net.submitted)
     at_once = {}
     for node in net.honest():
