@@ -504,9 +504,9 @@ class ChannelConsensus:
                 # may have been altered on its way: its header hash is the same)
                 held = existing.block
                 problem = self._check_bounds(held, parent, now)
-                if problem and self._by_its_leader(held, parent):
-                    return None, self._refuse_proposal(held, problem, now)
                 if problem:
+                    if self._by_its_leader(held, parent):
+                        return None, self._refuse_proposal(held, problem, now)
                     return None, [self._refused(held, problem)]
                 existing.proposal_checked = True
             return existing, []

@@ -152,6 +152,27 @@ async def submit(service: ChannelService, count: int, tag: str) -> list[bytes]:
     return hashes
 
 
+# round timers of two minutes, past DEADLINE: a test that finalises within it waited none out
+TWO_MINUTE_TIMERS = {"TIMEOUT_FOR_LEADER_COMPLAIN": 120.0, "MAX_TIMEOUT_FOR_LEADER_COMPLAIN": 120.0}
+# every round its own leader, and one transaction a block: a batch takes a round a transaction
+ONE_ROUND_TURNS = {"LEADER_BLOCK_CREATION_LIMIT": 1, "MAX_BLOCK_TX_NUM": 1, **TWO_MINUTE_TIMERS}
+
+
+async def finalise_batches(
+    cluster: Cluster, services: list[ChannelService], batches: int, size: int
+) -> None:
+    """Submit `batches` batches of `size` transactions, to each of `services` in turn, each
+    final on all of them before the next is sent."""
+    for batch in range(batches):
+        txs = await submit(services[batch % len(services)], size, f"batch {batch}")
+        await cluster.wait(lambda t=txs: cluster.final_everywhere(t, services), "final")
+
+
+def logged(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    """The captured log lines holding `text`."""
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
 def assert_agree(services: list[ChannelService]) -> None:
     top = min(s.store.tip_height() for s in services)
     assert top >= 0
@@ -201,7 +222,7 @@ async def test_a_round_without_progress_is_logged_with_its_leader_before_the_com
     caplog.set_level(logging.INFO, logger="loopchain.peer.channel_service")
     during = await submit(others[0], 3, "the leader is down")
     await cluster.wait(lambda: cluster.final_everywhere(during, others), "final on three")
-    lines = [r.getMessage() for r in caplog.records if "complaining" in r.getMessage()]
+    lines = logged(caplog, "complaining")
     assert lines, "no complaint logged"
     assert any(f"leader {leader}," in line for line in lines), lines
     assert all(
@@ -218,8 +239,7 @@ async def test_the_turns_of_a_validator_that_cannot_be_reached_cost_a_fraction_o
     after UNREACHABLE_WAIT_S: the three others finalise batch after batch through its turns
     within the test's deadline (with the whole timeout, its first turn would hold them for two
     minutes, past the deadline)."""
-    timeout = {"TIMEOUT_FOR_LEADER_COMPLAIN": 120.0, "MAX_TIMEOUT_FOR_LEADER_COMPLAIN": 120.0}
-    cluster = Cluster(tmp_path, overrides={"LEADER_BLOCK_CREATION_LIMIT": 1, **timeout})
+    cluster = Cluster(tmp_path, overrides={"LEADER_BLOCK_CREATION_LIMIT": 1, **TWO_MINUTE_TIMERS})
     caplog.set_level(logging.INFO, logger=channel_service.__name__)
     try:
         services = cluster.services
@@ -228,10 +248,8 @@ async def test_the_turns_of_a_validator_that_cannot_be_reached_cost_a_fraction_o
         down = services[3].signer.address
         cluster.network.down.add(down)
         others = cluster.up()
-        for batch in range(8):  # a round each at least: its turn comes twice (one in four)
-            txs = await submit(others[batch % 3], 2, f"batch {batch}")
-            await cluster.wait(lambda t=txs: cluster.final_everywhere(t, others), "final on three")
-        lines = [r.getMessage() for r in caplog.records if "complaining" in r.getMessage()]
+        await finalise_batches(cluster, others, 8, 2)  # its turn comes twice (one in four)
+        lines = logged(caplog, "complaining")
         assert any(f"leader {down}," in line and "unreachable" in line for line in lines), lines
         assert all("unreachable" in line for line in lines), lines
         assert_agree(others)
@@ -247,13 +265,7 @@ async def test_the_turns_of_a_validator_syncing_far_behind_cost_a_fraction_of_th
     reachable. It gives up the rounds it leads or certifies as it hears of them (a complaint),
     and the others complain about those rounds as soon: they finalise through its turns within
     the test deadline, with a round timeout of two minutes."""
-    settings = {
-        "LEADER_BLOCK_CREATION_LIMIT": 1,
-        "MAX_BLOCK_TX_NUM": 1,
-        "TIMEOUT_FOR_LEADER_COMPLAIN": 120.0,
-        "MAX_TIMEOUT_FOR_LEADER_COMPLAIN": 120.0,
-    }
-    cluster = Cluster(tmp_path, overrides=settings)
+    cluster = Cluster(tmp_path, overrides=ONE_ROUND_TURNS)
     caplog.set_level(logging.INFO, logger=channel_service.__name__)
     try:
         services = cluster.services
@@ -264,11 +276,9 @@ async def test_the_turns_of_a_validator_syncing_far_behind_cost_a_fraction_of_th
         await cluster.wait(lambda: cluster.final_everywhere(missed, others), "final on three")
         cluster.network.garbled = {s.signer.address for s in others}  # its sync fails
         cluster.network.down.clear()
-        for batch in range(8):  # a round each at least: its turn comes twice (one in four)
-            txs = await submit(others[batch % 3], 1, f"batch {batch}")
-            await cluster.wait(lambda t=txs: cluster.final_everywhere(t, others), "final on three")
+        await finalise_batches(cluster, others, 8, 1)  # its turn comes twice (one in four)
         assert late.consensus.tip.height < others[0].consensus.tip.height - MAX_FETCH_DEPTH
-        lines = [r.getMessage() for r in caplog.records if "complaining" in r.getMessage()]
+        lines = logged(caplog, "complaining")
         assert any("gave the round up" in line for line in lines), lines
         assert_agree(others)
     finally:
@@ -284,20 +294,13 @@ async def test_the_turns_of_a_validator_whose_clock_is_far_off_cost_no_timeout(
     the others' complaints, and the round whose votes go to it is hastened (it gave that round
     up). The three finalise batch after batch through its turns within the test's deadline (its
     first turn would hold them for two minutes, past it)."""
-    settings = {
-        "LEADER_BLOCK_CREATION_LIMIT": 1,
-        "MAX_BLOCK_TX_NUM": 1,
-        "TIMEOUT_FOR_LEADER_COMPLAIN": 120.0,
-        "MAX_TIMEOUT_FOR_LEADER_COMPLAIN": 120.0,
-    }
-    cluster = Cluster(tmp_path, overrides=settings, clocks={3: lambda: time.time() + 120})
+    ahead = {3: lambda: time.time() + 120}
+    cluster = Cluster(tmp_path, overrides=ONE_ROUND_TURNS, clocks=ahead)
     caplog.set_level(logging.WARNING, logger=channel_service.__name__)
     try:
         others = cluster.services[:3]
-        for batch in range(6):  # a round each at least: its turn comes every fourth round
-            txs = await submit(others[batch % 3], 2, f"batch {batch}")
-            await cluster.wait(lambda t=txs: cluster.final_everywhere(t, others), "final on three")
-        refused = [r.getMessage() for r in caplog.records if "too far" in r.getMessage()]
+        await finalise_batches(cluster, others, 6, 2)  # its turn comes every fourth round
+        refused = logged(caplog, "too far")
         assert any(line.endswith("complaining about the round at once") for line in refused)
         assert_agree(others)
     finally:
@@ -312,12 +315,7 @@ async def test_a_leader_that_crashes_after_the_round_timers_were_armed_costs_no_
     cut off: the others see it unreachable within UNREACHABLE_WAIT_S, their timers fire then,
     and the next leader finalises the transactions within the test's deadline (the timers alone
     would take two minutes, past it)."""
-    settings = {
-        "INTERVAL_BLOCKGENERATION": 30.0,
-        "TIMEOUT_FOR_LEADER_COMPLAIN": 120.0,
-        "MAX_TIMEOUT_FOR_LEADER_COMPLAIN": 120.0,
-    }
-    cluster = Cluster(tmp_path, overrides=settings)
+    cluster = Cluster(tmp_path, overrides={"INTERVAL_BLOCKGENERATION": 30.0, **TWO_MINUTE_TIMERS})
     try:
         services = cluster.services
         leader = services[0].consensus.leader_of_round(0)
@@ -762,7 +760,7 @@ async def test_a_member_serving_garbled_blocks_is_avoided_and_the_channel_goes_o
     cluster.network.down = {services[0].signer.address, services[2].signer.address}
 
     def avoided() -> list[str]:
-        return [r.getMessage() for r in caplog.records if "avoiding" in r.getMessage()]
+        return logged(caplog, "avoiding")
 
     await cluster.wait(lambda: bool(avoided()), "the liar avoided")
     assert all(liar.settings.my_target in line for line in avoided())
