@@ -103,7 +103,7 @@ from loopchain.blockchain.mempool import PoolFullError, TxPool, TxRefused
 from loopchain.consensus import messages as m
 from loopchain.consensus.rules import SafetyRules, leader_of, round_after_timeout
 from loopchain.consensus.tree import TREE_BUDGET_BLOCKS, BlockTree, TreeNode
-from loopchain.types.block import Block
+from loopchain.types.block import Block, transactions_root
 from loopchain.types.crypto import Signer
 from loopchain.types.hashing import EMPTY_ROOT
 from loopchain.types.transaction import Transaction
@@ -514,10 +514,9 @@ class ChannelConsensus:
             return None, self._park(block.header.prev_hash, retry, block.height)
         problem = self._check_block(block, parent, now, proposal)
         if problem:
-            # of a block not checked whole, only what its signed header decides is its leader's
-            late = check_proposal_time(parent, block, self.config.limits, int(now * 1_000_000))
-            if proposal and late and self._by_its_leader(block, parent):
-                return None, self._refuse_proposal(block, late, now)
+            blame = self._leaders_problem(block, parent, now) if proposal else None
+            if blame and self._by_its_leader(block, parent):
+                return None, self._refuse_proposal(block, blame, now)
             return None, [self._refused(block, problem)]
         while not self.tree.has_room(block):
             if not self.tree.evict_stale_leaf(self.round, keep=block.header.prev_hash):
@@ -543,19 +542,43 @@ class ChannelConsensus:
             and block.signature_problem() is None
         )
 
+    def _leaders_problem(self, block: Block, parent: ChainTip, now: float) -> str | None:
+        """Of what a voter refuses in a block not checked whole, what its leader's signature
+        decides (a body can be altered on its way; its signed header cannot): the header's
+        timestamp, and, when the transactions match the header's tx_root (which fixes their
+        hashes, so their number), their count and any repeat. Not their size or signatures:
+        a transaction's hash leaves its signature out."""
+        late = check_proposal_time(parent, block, self.config.limits, int(now * 1_000_000))
+        if late or transactions_root(block.transactions) != block.header.tx_root:
+            return late
+        count, limit = len(block.transactions), self.config.limits.max_block_txs
+        if count > limit:
+            return f"block holds {count} transactions, limit {limit}"
+        if len({tx.hash for tx in block.transactions}) != count:
+            return "block lists a transaction twice"
+        return self._replayed(block, parent)
+
+    def _replayed(self, block: Block, parent: ChainTip) -> str | None:
+        in_flight = self.tree.tx_hashes_on_path(parent.block_hash)
+        for tx in block.transactions:
+            if tx.hash in in_flight or self.is_committed(tx.hash):
+                return f"transaction {tx.hash_hex} is already in the chain"
+        return None
+
     def _refuse_proposal(
         self, block: Block, problem: str, now: float, *, held: bool = False
     ) -> list[m.Action]:
         """Refuse a proposal that its round's leader signed, for what its leader decided (its
-        header, or the whole block as checked when it came). One of this round is the only block
-        this validator could vote for in the round (a leader proposes once a round): refusing
-        it, the validator complains at once, as it would once the round timed out. When the
-        others refuse it too (a leader whose clock is far off, whose state differs, or whose
-        blocks break the bounds) their complaints move the round at once; when only this
-        validator does (its own clock far off) and the votes of the round go to it, it gave the
-        round up, and the others hasten the round. A block this node `held` (in its tree) it
-        may still certify from the others' votes when it leads the next round: then it waits.
-        A complaint only promises not to vote in its round, which this validator would not."""
+        header and the transactions the header fixes, `_leaders_problem`, or the whole block as
+        checked when it came). One of this round is the only block this validator could vote
+        for in the round (a leader proposes once a round): refusing it, the validator complains
+        at once, as it would once the round timed out. When the others refuse it too (a leader
+        whose clock is far off, whose state differs, or whose blocks break the bounds) their
+        complaints move the round at once; when only this validator does (its own clock far
+        off) and the votes of the round go to it, it gave the round up, and the others hasten
+        the round. A block this node `held` (in its tree) it may still certify from the others'
+        votes when it leads the next round: then it waits. A complaint only promises not to
+        vote in its round, which this validator would not."""
         refused = self._refused(block, problem)
         if (
             block.header.round != self.round
@@ -599,13 +622,7 @@ class ChannelConsensus:
         if problem is None and proposal:
             problem = self._check_bounds(block, parent, now)
         problem = problem or check_extends(parent, block, self.issuer, self.config.limits.ratio)
-        if problem:
-            return problem
-        in_flight = self.tree.tx_hashes_on_path(parent.block_hash)
-        for tx in block.transactions:
-            if tx.hash in in_flight or self.is_committed(tx.hash):
-                return f"transaction {tx.hash_hex} is already in the chain"
-        return None
+        return problem or self._replayed(block, parent)
 
     def _give_up(self, round_: int | None) -> list[m.Action]:
         """Far behind (syncing), this validator can neither vote nor lead in the rounds the others

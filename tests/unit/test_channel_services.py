@@ -56,6 +56,7 @@ class Cluster:
         disk: type[MemoryStore] = MemoryStore,
         listed: int | None = None,
         clocks: dict[int, Callable[[], float]] | None = None,
+        own: dict[int, dict[str, object]] | None = None,
     ) -> None:
         self.listed = listed  # how many of the peers the member lists name at start (all: None)
         overrides = {
@@ -64,6 +65,11 @@ class Cluster:
             **(overrides or {}),
         }
         self.config = load_config(environ={}, overrides=overrides)
+        # the peers configured apart (`own` settings over the others'), by index
+        self.configs = {
+            index: load_config(environ={}, overrides={**overrides, **settings})
+            for index, settings in (own or {}).items()
+        }
         self.clocks = clocks or {}  # the peers whose clock is not time.time, by index
         issuer = Signer.generate()
         self.issuer = issuer.address
@@ -96,7 +102,7 @@ class Cluster:
         )
         service = ChannelService(
             settings=settings,
-            config=self.config,
+            config=self.configs.get(index, self.config),
             clock=self.clocks.get(index, time.time),
             signer=signer,
             store=BlockStore(self.kvs[index], CHANNEL),
@@ -301,6 +307,27 @@ async def test_the_turns_of_a_validator_whose_clock_is_far_off_cost_no_timeout(
         others = cluster.services[:3]
         await finalise_batches(cluster, others, 6, 2)  # its turn comes every fourth round
         refused = logged(caplog, "too far")
+        assert any(line.endswith("complaining about the round at once") for line in refused)
+        assert_agree(others)
+    finally:
+        await cluster.stop()
+
+
+async def test_the_turns_of_a_leader_whose_blocks_hold_too_many_transactions_cost_no_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One validator of four is configured apart: blocks of up to three transactions where the
+    others take one (MAX_BLOCK_TX_NUM), and the round timeout is two minutes. The others refuse
+    each of its blocks that holds more than one, at once complaining about the round: its
+    header's tx_root fixes how many transactions it holds, so its leader put them there. The
+    three finalise batch after batch through its turns within the test's deadline (its first
+    such turn would hold them for two minutes, past it)."""
+    cluster = Cluster(tmp_path, overrides=ONE_ROUND_TURNS, own={3: {"MAX_BLOCK_TX_NUM": 3}})
+    caplog.set_level(logging.WARNING, logger=channel_service.__name__)
+    try:
+        others = cluster.services[:3]
+        await finalise_batches(cluster, others, 4, 8)  # its turn comes every fourth round
+        refused = logged(caplog, "transactions, limit 1")
         assert any(line.endswith("complaining about the round at once") for line in refused)
         assert_agree(others)
     finally:

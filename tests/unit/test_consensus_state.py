@@ -330,51 +330,98 @@ def test_a_leader_whose_proposals_everyone_refuses_costs_no_round_timeout() -> N
     assert [n.waited_out for n in net.honest()] == [0, 0, 0]
 
 
+def _proposal(
+    net: Network,
+    state: state_module.ChannelConsensus,
+    round_: int,
+    signer: Signer,
+    ahead_us: int = 120_000_000,
+    transactions: tuple[Transaction, ...] = (),
+) -> Block:
+    """A block extending `state`'s highest certificate in `round_`, naming the round's leader and
+    signed by `signer`, its timestamp `ahead_us` past the network's clock."""
+    qc = state.safety.high_qc
+    assert qc is not None
+    block = Block.create(
+        channel=CHANNEL,
+        height=qc.height + 1,
+        round_=round_,
+        prev_hash=qc.block_hash,
+        prev_qc=qc,
+        transactions=list(transactions),
+        timestamp=int(net.now * 1_000_000) + ahead_us,
+        leader=net.nodes[state.leader_of_round(round_)].signer,
+        next_leader=state.leader_of_round(round_ + 1),
+        validators_hash=net.validators.hash,
+    )
+    return dataclasses.replace(block, signature=signer.sign(block.hash))
+
+
+def _complaints(
+    net: Network, state: state_module.ChannelConsensus, block: Block, refusal: str
+) -> list[type]:
+    """What `state` persists and broadcasts of a complaint as it refuses the proposal `block`
+    for `refusal`."""
+    actions = state.handle(m.ProposalReceived(block), net.now)
+    assert any(isinstance(a, m.Rejected) and refusal in a.reason for a in actions), actions
+    return [type(a) for a in actions if isinstance(a, m.PersistSafety | m.BroadcastComplaint)]
+
+
+def _not_leading(net: Network) -> Node:
+    _chain_of(net, 2)
+    return next(n for n in net.honest() if n.state.leader_of_round(n.state.round) != n.address)
+
+
 def test_a_proposal_refused_complains_only_when_its_round_leader_signed_it() -> None:
     """A validator complains at once about a proposal it refuses (here: its timestamp two
     minutes ahead) only when the proposal is of its round and signed by the round's leader,
     persisting first, and once: anyone can make a block naming the leader, and such a block
     must not move an honest validator to give up its vote."""
     net = Network(4, seed=13)
-    _chain_of(net, 2)
-    node = next(n for n in net.honest() if n.state.leader_of_round(n.state.round) != n.address)
+    node = _not_leading(net)
     state, r = node.state, node.state.round
-    qc = state.safety.high_qc
-    assert qc is not None
-
-    def proposal(round_: int, signer: Signer, ahead_us: int = 120_000_000) -> Block:
-        leader = state.leader_of_round(round_)
-        block = Block.create(
-            channel=CHANNEL,
-            height=qc.height + 1,
-            round_=round_,
-            prev_hash=qc.block_hash,
-            prev_qc=qc,
-            transactions=[],
-            timestamp=int(net.now * 1_000_000) + ahead_us,
-            leader=net.nodes[leader].signer,
-            next_leader=state.leader_of_round(round_ + 1),
-            validators_hash=net.validators.hash,
-        )
-        return dataclasses.replace(block, signature=signer.sign(block.hash))
-
-    def complaints(block: Block, refusal: str = "too far") -> list[type]:
-        actions = state.handle(m.ProposalReceived(block), net.now)
-        assert any(isinstance(a, m.Rejected) and refusal in a.reason for a in actions), actions
-        return [type(a) for a in actions if isinstance(a, m.PersistSafety | m.BroadcastComplaint)]
-
     leader = net.nodes[state.leader_of_round(r)].signer
-    assert complaints(proposal(r, node.signer)) == []  # not the leader's signature
+    assert _complaints(net, state, _proposal(net, state, r, node.signer), "too far") == []
     # the leader's block, its body altered on the way (a transaction added): its header and
     # signature are the leader's, and what is wrong is not
-    timely = proposal(r, leader, ahead_us=1)
+    timely = _proposal(net, state, r, leader, ahead_us=1)
     extra = Transaction.create_v1(CHANNEL, {"n": 1}, 1, node.signer)
     altered = dataclasses.replace(timely, transactions=(extra,))
-    assert complaints(altered, "tx_root") == []
-    assert complaints(proposal(r + 1, net.nodes[state.leader_of_round(r + 1)].signer)) == []
-    assert complaints(proposal(r, leader)) == [m.PersistSafety, m.BroadcastComplaint]
+    assert _complaints(net, state, altered, "tx_root") == []
+    next_leader = net.nodes[state.leader_of_round(r + 1)].signer
+    assert _complaints(net, state, _proposal(net, state, r + 1, next_leader), "too far") == []
+    ahead = _proposal(net, state, r, leader)
+    assert _complaints(net, state, ahead, "too far") == [m.PersistSafety, m.BroadcastComplaint]
     assert state.safety.highest_vote_round == r
-    assert complaints(proposal(r, leader)) == []  # once
+    assert _complaints(net, state, ahead, "too far") == []  # once
+
+
+@pytest.mark.parametrize("fault", ["over the limit", "listed twice", "already committed"])
+def test_a_leader_whose_transactions_break_the_rules_is_complained_about_at_once(
+    fault: str,
+) -> None:
+    """A proposal whose transactions match its header's tx_root, which fixes their hashes (so
+    their number), holds what its leader put there: when there are more than a block may hold,
+    or one twice, or one already committed, the validator complains at once. The same
+    transactions put into the leader's block on its way (its body altered: the header and its
+    signature are the leader's) make no complaint."""
+    net = Network(4, seed=13)
+    node = _not_leading(net)
+    state, r = node.state, node.state.round
+    leader = net.nodes[state.leader_of_round(r)].signer
+    fresh = [Transaction.create_v1(CHANNEL, {"n": n}, n, node.signer) for n in range(60)]
+    if fault == "over the limit":
+        txs, refusal = tuple(fresh[: state.config.limits.max_block_txs + 1]), "limit"
+    elif fault == "listed twice":
+        txs, refusal = (fresh[0], fresh[0]), "twice"
+    else:
+        final = [b for b, _ in node.chain if b.height <= state.tip.height and b.transactions]
+        txs, refusal = (fresh[0], final[-1].transactions[0]), "already in the chain"
+    timely = _proposal(net, state, r, leader, ahead_us=1)
+    altered = dataclasses.replace(timely, transactions=txs)
+    assert _complaints(net, state, altered, "") == []
+    made = _proposal(net, state, r, leader, ahead_us=1, transactions=txs)
+    assert _complaints(net, state, made, refusal) == [m.PersistSafety, m.BroadcastComplaint]
 
 
 def test_an_auditor_follows_the_chain_but_keeps_no_pool_and_never_votes() -> None:
