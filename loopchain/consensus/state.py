@@ -154,6 +154,10 @@ class ChannelConsensus:
         self.tip_certificate = tip_certificate
         self.pool = pool
         self.is_committed = is_committed
+        # the transactions of the blocks made final by the event being handled: the shell saves
+        # those blocks once `handle` returns, so `is_committed` does not know them yet (a
+        # proposal whose certificate makes its grandparent final is checked in the same event)
+        self.finalising: set[bytes] = set()
         self.safety = safety or SafetyRules()
         if tip_certificate is not None:
             self.safety.observe_qc(tip_certificate)
@@ -282,6 +286,7 @@ class ChannelConsensus:
 
     def handle(self, event: m.Event, now: float) -> list[m.Action]:
         """Apply one event and return the actions the shell must carry out, in order."""
+        self.finalising.clear()  # the last event's final blocks are saved: is_committed knows
         match event:
             case m.TxsReceived(txs, gossip):
                 return self._on_txs(txs, gossip, now)
@@ -318,7 +323,7 @@ class ChannelConsensus:
         added: list[Transaction] = []
         for tx in txs:
             try:  # a client's here were acknowledged: taken even past the pool's limits
-                if not self.is_committed(tx.hash) and self.pool.add(tx, now, beyond_limits=gossip):
+                if not self._final(tx.hash) and self.pool.add(tx, now, beyond_limits=gossip):
                     added.append(tx)
             except TxRefused:
                 continue  # too large for any block, or outside the timestamp window
@@ -561,9 +566,12 @@ class ChannelConsensus:
     def _replayed(self, block: Block, parent: ChainTip) -> str | None:
         in_flight = self.tree.tx_hashes_on_path(parent.block_hash)
         for tx in block.transactions:
-            if tx.hash in in_flight or self.is_committed(tx.hash):
+            if tx.hash in in_flight or self._final(tx.hash):
                 return f"transaction {tx.hash_hex} is already in the chain"
         return None
+
+    def _final(self, tx_hash: bytes) -> bool:
+        return tx_hash in self.finalising or self.is_committed(tx_hash)
 
     def _refuse_proposal(
         self, block: Block, problem: str, now: float, *, held: bool = False
@@ -885,7 +893,7 @@ class ChannelConsensus:
             assert qc is not None, "an ancestor of a certified block is certified"
             last = index == len(path) - 1
             actions.append(m.CommitBlock(node.block, qc, proof if last else None))
-            self.pool.remove(tx.hash for tx in node.block.transactions)
+            self._finalise(node.block)
             if node.block.header.leader == self.signer.address:
                 self.made_block_count += 1
             self.tip_certificate = qc
@@ -894,6 +902,11 @@ class ChannelConsensus:
             self.tree.advance_root(path[-1].point)
             self.failed_rounds = 0
         return actions
+
+    def _finalise(self, block: Block) -> None:
+        hashes = [tx.hash for tx in block.transactions]
+        self.finalising.update(hashes)
+        self.pool.remove(hashes)
 
     def _adopt_validators(self, point: ChainTip) -> None:
         """The newest set the final chain names (its own, or the one pending on it) is at least
@@ -927,7 +940,7 @@ class ChannelConsensus:
             if index == final - 1:  # the newest final block keeps the child that proves it
                 last_proof = proof if final == len(checked) else checked[final][:2]
             actions.append(m.CommitBlock(block, qc, last_proof))
-            self.pool.remove(tx.hash for tx in block.transactions)
+            self._finalise(block)
             self.tip_certificate = qc
             self.safety.observe_qc(qc)
             new_root = parent.advance(block)

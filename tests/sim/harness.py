@@ -5,7 +5,8 @@ is rebuilt from what the node persisted: its final chain and its voting record);
 at least one kind for each consensus message:
 
 * proposals: "equivocate" (two blocks for one round), "invalid" (a forged transaction), "bad-roots"
-  (a state root nobody computed);
+  (a state root nobody computed), "replay" (a transaction of the block its certificate makes
+  final, again);
 * votes: "double-vote" (a second vote in the round), "forge" (votes and complaints in honest names,
   replays of old ones);
 * complaints: "complain-flood" (its own valid complaints about rounds that are fine, the current
@@ -46,7 +47,7 @@ FLOOD_ROUNDS = MAX_WAITING + 1  # new far-ahead rounds a complaint flooder names
 
 # byzantine kinds, by the message they abuse (see the module docstring)
 BYZANTINE_BY_MESSAGE = {
-    "proposal": ("equivocate", "invalid", "bad-roots"),
+    "proposal": ("equivocate", "invalid", "bad-roots", "replay"),
     "vote": ("double-vote", "forge"),
     "complaint": ("complain-flood", "complain-inflate"),
     "certificate": ("cert-forge", "cert-replay"),
@@ -267,6 +268,9 @@ class Network:
                     if node.byzantine == "bad-roots" and block.header.state_height >= 0:
                         self._broadcast(me, m.ProposalReceived(self._bad_roots_twin(node, block)))
                         continue
+                    if node.byzantine == "replay" and node.chain and node.chain[-1][0].transactions:
+                        self._broadcast(me, m.ProposalReceived(self._replay_twin(node, block)))
+                        continue
                     self._broadcast(me, m.ProposalReceived(block))
                     if node.byzantine == "equivocate":
                         self._equivocate(node, block)
@@ -293,8 +297,12 @@ class Network:
                     node.disk.safety = (round_, qc)
                 case m.CommitBlock(block, qc, proof):
                     assert block.height == len(node.chain), "commit out of order"
+                    hashes = {tx.hash for tx in block.transactions}
+                    assert not hashes & node.committed, (
+                        f"a transaction final twice ({block.height})"
+                    )
                     node.chain.append((block, qc))
-                    node.committed.update(tx.hash for tx in block.transactions)
+                    node.committed.update(hashes)
                     node.state.committed_view.update(tx.hash for tx in block.transactions)  # type: ignore[attr-defined]
                     if proof is not None:
                         node.disk.proof = proof
@@ -402,6 +410,12 @@ class Network:
     def _bad_roots_twin(self, node: Node, block: Block) -> Block:
         """The block claiming a state root nobody else computed."""
         return self._twin(node, block, list(block.transactions), sha3_256(b"forged state"))
+
+    def _replay_twin(self, node: Node, block: Block) -> Block:
+        """The block with a transaction of the newest final block again: the block this
+        proposal's certificate made final, when it did (committed in the same event)."""
+        again = node.chain[-1][0].transactions[0]
+        return self._twin(node, block, [*block.transactions, again])
 
     def _misbehave_on_vote(self, node: Node, vote: Vote) -> None:
         """What a byzantine node sends besides its vote (once a round: it votes once)."""

@@ -309,6 +309,25 @@ def test_a_block_with_a_state_root_others_did_not_compute_gets_no_votes() -> Non
     assert net.committed_everywhere(net.submitted)
 
 
+def test_a_leader_cannot_repeat_a_transaction_its_own_certificate_makes_final() -> None:
+    """A byzantine leader's proposals carry its parent's certificate, which makes the block
+    before the parent final, and a transaction of that block again. Each validator makes that
+    block final and checks the proposal in one event, before the block is saved: the repeat is
+    refused all the same, and no transaction is final twice (the harness checks each commit; a
+    peer's block store would refuse the second and stop the channel)."""
+    net = Network(4, seed=9, byzantine={1: "replay"}, blocks_per_leader=1)
+    net.start()
+    net.run_until(0.1)
+    for _ in range(60):  # a batch every tenth of a second: most blocks hold transactions
+        net.submit(net.honest()[0].address, 2)
+        net.run_until(net.now + 0.1)
+    net.run_until(net.now + 20)
+    net.check_safety()
+    assert net.committed_everywhere(net.submitted)
+    reasons = [r for n in net.honest() for r in n.rejected]
+    assert any("is already in the chain" in r for r in reasons), reasons[:5]
+
+
 def test_a_leader_whose_proposals_everyone_refuses_costs_no_round_timeout() -> None:
     """The honest validators refuse each proposal of a byzantine leader (a state root nobody
     computed), and those that do not lead the next round complain about the round at once: more
