@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from loopchain import failpoints, monitor_log
 from loopchain.blockchain import coin, execution
-from loopchain.blockchain.block_store import BlockStore, StoreDamaged, StoredBlock
+from loopchain.blockchain.block_store import BlockStore, BlockStoreError, StoredBlock
 from loopchain.blockchain.chain import Limits
 from loopchain.blockchain.intake_journal import IntakeJournal
 from loopchain.blockchain.mempool import TxPool, TxRefused
@@ -871,19 +871,22 @@ class ChannelService:
         try:
             actions = self.consensus.handle(event, self.clock())
             self._execute(actions)
-        except StorageError as exc:
+        except (StorageError, BlockStoreError) as exc:
             self.storage_failed(exc)
             return []
         return actions
 
-    def storage_failed(self, exc: StorageError | StoreDamaged) -> None:
-        """A write to the store failed (disk full, read-only, failing), or a read the channel
-        cannot go on without found it damaged: this channel stops here, before it acts on what it
-        could not record, and the peer shuts down. What is on disk is whole (every write is one
-        batch), so a restart once the storage is fixed goes on."""
+    def storage_failed(self, exc: StorageError | BlockStoreError) -> None:
+        """A write to the store failed (disk full, read-only, failing) or was refused (the
+        consensus made final what the store will not hold: a transaction final twice, a height
+        out of order), or a read the channel cannot go on without found it damaged: this channel
+        stops here, before it acts on what it could not record, and the peer shuts down. What is
+        on disk is whole (every write is one batch), so a restart once the storage is fixed goes
+        on."""
         if self.halted:
             return
-        self.halted = f"channel {self.name}: storage failed: {exc}"
+        failed = "refused" if type(exc) is BlockStoreError else "failed"
+        self.halted = f"channel {self.name}: storage {failed}: {exc}"
         log.critical("%s; stopping so that nothing is torn", self.halted)
         monitor_log.event("Error", channel=self.name, kind="storage", message=self.halted[:500])
         if self.on_fatal is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from loopchain.blockchain import block_store
-from loopchain.blockchain.block_store import BlockStore
+from loopchain.blockchain.block_store import BlockStore, BlockStoreError
 from loopchain.blockchain.tx_filter import TxFilter
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
@@ -330,6 +330,36 @@ async def test_the_turns_of_a_leader_whose_blocks_hold_too_many_transactions_cos
         refused = logged(caplog, "transactions, limit 1")
         assert any(line.endswith("complaining about the round at once") for line in refused)
         assert_agree(others)
+    finally:
+        await cluster.stop()
+
+
+async def test_a_final_block_the_store_refuses_stops_the_channel_with_its_store_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer's store refuses what its consensus made final (as it would a transaction final
+    twice, or a height out of order): the channel stops there, saying so, its store as it was,
+    rather than go on with its consensus ahead of its store (every later write would be refused).
+    The three others go on."""
+    cluster = Cluster(tmp_path)
+    caplog.set_level(logging.CRITICAL, logger=channel_service.__name__)
+    try:
+        services = cluster.services
+        first = await submit(services[0], 3, "before")
+        await cluster.wait(lambda: cluster.final_everywhere(first, services), "first final")
+        victim, others = services[3], services[:3]
+        height = victim.store.tip_height()
+
+        def refuse(commits: object, votes: object = ()) -> None:
+            raise BlockStoreError("block 9 holds transaction 0x01, already at height 4")
+
+        monkeypatch.setattr(victim.store, "save", refuse)
+        after = await submit(services[0], 3, "after")
+        await cluster.wait(lambda: cluster.final_everywhere(after, others), "final on three")
+        await cluster.wait(lambda: bool(victim.halted), "the victim halted")
+        assert "storage refused: block 9 holds transaction" in victim.halted
+        assert logged(caplog, "stopping so that nothing is torn")
+        assert victim.store.tip_height() == height
     finally:
         await cluster.stop()
 
