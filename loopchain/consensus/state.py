@@ -519,9 +519,12 @@ class ChannelConsensus:
             return None, self._park(block.header.prev_hash, retry, block.height)
         problem = self._check_block(block, parent, now, proposal)
         if problem:
-            blame = self._leaders_problem(block, parent, now) if proposal else None
-            if blame and self._by_its_leader(block, parent):
-                return None, self._refuse_proposal(block, blame, now)
+            # the cheap checks first: its round, its leader's signature (one recovery), then
+            # what that leader decided
+            if proposal and block.header.round == self.round and self._by_its_leader(block, parent):
+                blame = self._leaders_problem(block, parent, now)
+                if blame:
+                    return None, self._refuse_proposal(block, blame, now)
             return None, [self._refused(block, problem)]
         while not self.tree.has_room(block):
             if not self.tree.evict_stale_leaf(self.round, keep=block.header.prev_hash):
@@ -551,8 +554,8 @@ class ChannelConsensus:
         """Of what a voter refuses in a block not checked whole, what its leader's signature
         decides (a body can be altered on its way; its signed header cannot): the header's
         timestamp, and, when the transactions match the header's tx_root (which fixes their
-        hashes, so their number), their count and any repeat. Not their size or signatures:
-        a transaction's hash leaves its signature out."""
+        hashes, so their number), their count, one listed twice and one already in the chain.
+        Not their signatures, nor so their size: a transaction's hash leaves its signature out."""
         late = check_proposal_time(parent, block, self.config.limits, int(now * 1_000_000))
         if late or transactions_root(block.transactions) != block.header.tx_root:
             return late

@@ -13,6 +13,7 @@ from loopchain.consensus.rules import SafetyRules, round_after_timeout
 from loopchain.consensus.tree import TreeNode
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
+from loopchain.types.hashing import EMPTY_ROOT
 from loopchain.types.transaction import Transaction
 from loopchain.types.validators import ValidatorSet
 from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
@@ -361,6 +362,8 @@ def _proposal(
     signed by `signer`, its timestamp `ahead_us` past the network's clock."""
     qc = state.safety.high_qc
     assert qc is not None
+    executed = state.executed_height
+    roots = state.roots_at(executed) if executed >= 0 else None  # as a leader carries them
     block = Block.create(
         channel=CHANNEL,
         height=qc.height + 1,
@@ -372,6 +375,9 @@ def _proposal(
         leader=net.nodes[state.leader_of_round(round_)].signer,
         next_leader=state.leader_of_round(round_ + 1),
         validators_hash=net.validators.hash,
+        state_height=executed if roots else -1,
+        state_root=roots[0] if roots else EMPTY_ROOT,
+        results_hash=roots[1] if roots else EMPTY_ROOT,
     )
     return dataclasses.replace(block, signature=signer.sign(block.hash))
 
@@ -407,6 +413,12 @@ def test_a_proposal_refused_complains_only_when_its_round_leader_signed_it() -> 
     extra = Transaction.create_v1(CHANNEL, {"n": 1}, 1, node.signer)
     altered = dataclasses.replace(timely, transactions=(extra,))
     assert _complaints(net, state, altered, "tx_root") == []
+    # the same with a transaction's signature replaced: its hash, and the tx_root, stay
+    one = Transaction.create_v1(CHANNEL, {"n": 2}, 2, node.signer)
+    signed = _proposal(net, state, r, leader, ahead_us=1, transactions=(one,))
+    forged = dataclasses.replace(one, signature=node.signer.sign(b"\x01" * 32))
+    swapped = dataclasses.replace(signed, transactions=(forged,))
+    assert _complaints(net, state, swapped, "bad signature") == []
     next_leader = net.nodes[state.leader_of_round(r + 1)].signer
     assert _complaints(net, state, _proposal(net, state, r + 1, next_leader), "too far") == []
     ahead = _proposal(net, state, r, leader)
@@ -415,7 +427,7 @@ def test_a_proposal_refused_complains_only_when_its_round_leader_signed_it() -> 
     assert _complaints(net, state, ahead, "too far") == []  # once
 
 
-@pytest.mark.parametrize("fault", ["over the limit", "listed twice", "already committed"])
+@pytest.mark.parametrize("fault", ["none", "over the limit", "listed twice", "already committed"])
 def test_a_leader_whose_transactions_break_the_rules_is_complained_about_at_once(
     fault: str,
 ) -> None:
@@ -423,12 +435,18 @@ def test_a_leader_whose_transactions_break_the_rules_is_complained_about_at_once
     their number), holds what its leader put there: when there are more than a block may hold,
     or one twice, or one already committed, the validator complains at once. The same
     transactions put into the leader's block on its way (its body altered: the header and its
-    signature are the leader's) make no complaint."""
+    signature are the leader's) make no complaint. With none of these faults, the block gets
+    the validator's vote (nothing else is wrong with the blocks made here)."""
     net = Network(4, seed=13)
     node = _not_leading(net)
     state, r = node.state, node.state.round
     leader = net.nodes[state.leader_of_round(r)].signer
     fresh = [Transaction.create_v1(CHANNEL, {"n": n}, n, node.signer) for n in range(60)]
+    if fault == "none":
+        good = _proposal(net, state, r, leader, ahead_us=1, transactions=(fresh[0],))
+        actions = state.handle(m.ProposalReceived(good), net.now)
+        assert [type(a) for a in actions if isinstance(a, m.SendVote | m.Rejected)] == [m.SendVote]
+        return
     if fault == "over the limit":
         txs, refusal = tuple(fresh[: state.config.limits.max_block_txs + 1]), "limit"
     elif fault == "listed twice":
