@@ -287,6 +287,11 @@ class ChannelConsensus:
     def handle(self, event: m.Event, now: float) -> list[m.Action]:
         """Apply one event and return the actions the shell must carry out, in order."""
         self.finalising.clear()  # the last event's final blocks are saved: is_committed knows
+        return self._handle(event, now)
+
+    def _handle(self, event: m.Event, now: float) -> list[m.Action]:
+        """`handle`, within an event (a parked one it releases: what the event made final so
+        far is not saved yet)."""
         match event:
             case m.TxsReceived(txs, gossip):
                 return self._on_txs(txs, gossip, now)
@@ -684,7 +689,7 @@ class ChannelConsensus:
         released = self.waiting.pop(block_hash, [])
         self.waiting_bytes -= _parked_bytes(released)
         for event in released:
-            actions += self.handle(event, now)
+            actions += self._handle(event, now)
         return actions
 
     def _on_fetched(self, block: Block, now: float) -> list[m.Action]:

@@ -235,6 +235,13 @@ class Network:
         self.schedule(0.0, address, m.TxsReceived(tuple(txs), gossip=True))
         return txs
 
+    def apply(self, node: Node, event: Any) -> list[m.Action]:
+        """Hand `event` to `node` now and carry out its actions, as a peer's shell does (what
+        they make final is saved before the next event)."""
+        actions = node.state.handle(event, self.now)
+        self._execute(node, actions)
+        return actions
+
     def run_until(self, deadline: float) -> None:
         while self._queue and self._queue[0][0] <= deadline:
             at, _, target, event = heapq.heappop(self._queue)

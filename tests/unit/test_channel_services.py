@@ -11,13 +11,14 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from loopchain.blockchain import block_store
-from loopchain.blockchain.block_store import BlockStore, BlockStoreError
+from loopchain.blockchain.block_store import BlockStore
 from loopchain.blockchain.tx_filter import TxFilter
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
@@ -337,10 +338,11 @@ async def test_the_turns_of_a_leader_whose_blocks_hold_too_many_transactions_cos
 async def test_a_final_block_the_store_refuses_stops_the_channel_with_its_store_whole(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A peer's store refuses what its consensus made final (as it would a transaction final
-    twice, or a height out of order): the channel stops there, saying so, its store as it was,
-    rather than go on with its consensus ahead of its store (every later write would be refused).
-    The three others go on."""
+    """A peer's store refuses what its consensus made final (here the real store, handed each
+    final block twice in its batch: a height out of order, as a transaction final twice would
+    be): the channel stops there, saying so, its store as it was (the vote record of the same
+    batch unwritten too), rather than go on with its consensus ahead of its store (every later
+    write would be refused). The three others go on."""
     cluster = Cluster(tmp_path)
     caplog.set_level(logging.CRITICAL, logger=channel_service.__name__)
     try:
@@ -348,18 +350,22 @@ async def test_a_final_block_the_store_refuses_stops_the_channel_with_its_store_
         first = await submit(services[0], 3, "before")
         await cluster.wait(lambda: cluster.final_everywhere(first, services), "first final")
         victim, others = services[3], services[:3]
-        height = victim.store.tip_height()
+        real_save = victim.store.save
+        kept: list[object] = []
 
-        def refuse(commits: object, votes: object = ()) -> None:
-            raise BlockStoreError("block 9 holds transaction 0x01, already at height 4")
+        def twice(commits: list[Any], votes: Sequence[Any] = ()) -> None:
+            if commits:
+                kept.append((victim.store.tip_height(), victim.store.safety_record()))
+                commits = [*commits, *commits]
+            real_save(commits, votes)
 
-        monkeypatch.setattr(victim.store, "save", refuse)
+        monkeypatch.setattr(victim.store, "save", twice)
         after = await submit(services[0], 3, "after")
         await cluster.wait(lambda: cluster.final_everywhere(after, others), "final on three")
         await cluster.wait(lambda: bool(victim.halted), "the victim halted")
-        assert "storage refused: block 9 holds transaction" in victim.halted
+        assert "storage refused: " in victim.halted, victim.halted
         assert logged(caplog, "stopping so that nothing is torn")
-        assert victim.store.tip_height() == height
+        assert kept[-1:] == [(victim.store.tip_height(), victim.store.safety_record())]
     finally:
         await cluster.stop()
 

@@ -329,6 +329,62 @@ def test_a_leader_cannot_repeat_a_transaction_its_own_certificate_makes_final() 
     assert any("is already in the chain" in r for r in reasons), reasons[:5]
 
 
+@pytest.mark.parametrize("order", [("X1", "X2", "X3"), ("X1", "X3", "X2")])
+def test_a_repeat_released_in_the_event_that_makes_its_first_final_is_refused(
+    order: tuple[str, ...],
+) -> None:
+    """Blocks X1 <- X2 <- X3, X3 carrying X2's certificate (which makes X1 final) and a
+    transaction of X1 again. In either order of arrival the validator refuses X3 and never votes
+    for it. Given X3 before X2, it parks X3 (and X3's certificate of X2) until X2 comes; X2's
+    arrival then releases both within one event: the certificate makes X1 final, and X3 is
+    checked before X1 is saved."""
+    net = Network(4, seed=13, blocks_per_leader=1)
+    _chain_of(net, 2)
+    node = net.honest()[0]
+    state = node.state
+    signers = [n.signer for n in net.nodes.values()]
+    executed = state.executed_height
+    roots = state.roots_at(executed) if executed >= 0 else None
+    qc = state.safety.high_qc
+    assert qc is not None and roots is not None
+
+    def block(qc: QuorumCertificate, round_: int, txs: list[Transaction]) -> Block:
+        return Block.create(
+            channel=CHANNEL,
+            height=qc.height + 1,
+            round_=round_,
+            prev_hash=qc.block_hash,
+            prev_qc=qc,
+            transactions=txs,
+            timestamp=int(net.now * 1_000_000) + round_,
+            leader=net.nodes[state.leader_of_round(round_)].signer,
+            next_leader=state.leader_of_round(round_ + 1),
+            validators_hash=net.validators.hash,
+            state_height=executed,
+            state_root=roots[0],
+            results_hash=roots[1],
+        )
+
+    def certificate(of: Block) -> QuorumCertificate:
+        return QuorumCertificate.from_votes(
+            [Vote.create(CHANNEL, of.height, of.header.round, of.hash, s) for s in signers]
+        )
+
+    again = Transaction.create_v1(CHANNEL, {"again": 1}, 1, signers[1])
+    first = max(state.round, qc.round + 1)
+    x1 = block(qc, first, [again])
+    x2 = block(certificate(x1), first + 1, [])
+    x3 = block(certificate(x2), first + 2, [again])
+    blocks = {"X1": x1, "X2": x2, "X3": x3}
+    actions = [a for name in order for a in net.apply(node, m.ProposalReceived(blocks[name]))]
+    assert any(isinstance(a, m.CommitBlock) and a.block == x1 for a in actions)
+    refused = [a.reason for a in actions if isinstance(a, m.Rejected)]
+    assert any("is already in the chain" in r for r in refused), refused
+    assert state.tree.get(x3.hash) is None
+    assert not [a for a in actions if isinstance(a, m.SendVote) and a.vote.block_hash == x3.hash]
+    assert not [a for a in actions if isinstance(a, m.PersistSafety) and a.voted == x3]
+
+
 def test_a_leader_whose_proposals_everyone_refuses_costs_no_round_timeout() -> None:
     """The honest validators refuse each proposal of a byzantine leader (a state root nobody
     computed), and those that do not lead the next round complain about the round at once: more
