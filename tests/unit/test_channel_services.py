@@ -303,11 +303,20 @@ async def test_the_turns_of_a_validator_whose_clock_is_far_off_cost_no_timeout(
     first turn would hold them for two minutes, past it)."""
     ahead = {3: lambda: time.time() + 120}
     cluster = Cluster(tmp_path, overrides=ONE_ROUND_TURNS, clocks=ahead)
+    await finalise_through_refusals(cluster, caplog, 6, 2, "too far")
+
+
+async def finalise_through_refusals(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture, batches: int, size: int, refusal: str
+) -> None:
+    """The first three services of `cluster` finalise `batches` batches of `size` through the
+    fourth's turns (one round in four), some refusal for `refusal` complaining at once; then the
+    cluster stops."""
     caplog.set_level(logging.WARNING, logger=channel_service.__name__)
     try:
         others = cluster.services[:3]
-        await finalise_batches(cluster, others, 6, 2)  # its turn comes every fourth round
-        refused = logged(caplog, "too far")
+        await finalise_batches(cluster, others, batches, size)
+        refused = logged(caplog, refusal)
         assert any(line.endswith("complaining about the round at once") for line in refused)
         assert_agree(others)
     finally:
@@ -324,15 +333,7 @@ async def test_the_turns_of_a_leader_whose_blocks_hold_too_many_transactions_cos
     three finalise batch after batch through its turns within the test's deadline (its first
     such turn would hold them for two minutes, past it)."""
     cluster = Cluster(tmp_path, overrides=ONE_ROUND_TURNS, own={3: {"MAX_BLOCK_TX_NUM": 3}})
-    caplog.set_level(logging.WARNING, logger=channel_service.__name__)
-    try:
-        others = cluster.services[:3]
-        await finalise_batches(cluster, others, 4, 8)  # its turn comes every fourth round
-        refused = logged(caplog, "transactions, limit 1")
-        assert any(line.endswith("complaining about the round at once") for line in refused)
-        assert_agree(others)
-    finally:
-        await cluster.stop()
+    await finalise_through_refusals(cluster, caplog, 4, 8, "transactions, limit 1")
 
 
 async def test_a_final_block_the_store_refuses_stops_the_channel_with_its_store_whole(

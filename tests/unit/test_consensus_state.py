@@ -343,27 +343,12 @@ def test_a_repeat_released_in_the_event_that_makes_its_first_final_is_refused(
     node = net.honest()[0]
     state = node.state
     signers = [n.signer for n in net.nodes.values()]
-    executed = state.executed_height
-    roots = state.roots_at(executed) if executed >= 0 else None
     qc = state.safety.high_qc
-    assert qc is not None and roots is not None
+    assert qc is not None
 
-    def block(qc: QuorumCertificate, round_: int, txs: list[Transaction]) -> Block:
-        return Block.create(
-            channel=CHANNEL,
-            height=qc.height + 1,
-            round_=round_,
-            prev_hash=qc.block_hash,
-            prev_qc=qc,
-            transactions=txs,
-            timestamp=int(net.now * 1_000_000) + round_,
-            leader=net.nodes[state.leader_of_round(round_)].signer,
-            next_leader=state.leader_of_round(round_ + 1),
-            validators_hash=net.validators.hash,
-            state_height=executed,
-            state_root=roots[0],
-            results_hash=roots[1],
-        )
+    def block(qc: QuorumCertificate, round_: int, txs: tuple[Transaction, ...]) -> Block:
+        leader = net.nodes[state.leader_of_round(round_)].signer
+        return _proposal(net, state, round_, leader, round_, txs, qc)
 
     def certificate(of: Block) -> QuorumCertificate:
         return QuorumCertificate.from_votes(
@@ -372,9 +357,9 @@ def test_a_repeat_released_in_the_event_that_makes_its_first_final_is_refused(
 
     again = Transaction.create_v1(CHANNEL, {"again": 1}, 1, signers[1])
     first = max(state.round, qc.round + 1)
-    x1 = block(qc, first, [again])
-    x2 = block(certificate(x1), first + 1, [])
-    x3 = block(certificate(x2), first + 2, [again])
+    x1 = block(qc, first, (again,))
+    x2 = block(certificate(x1), first + 1, ())
+    x3 = block(certificate(x2), first + 2, (again,))
     blocks = {"X1": x1, "X2": x2, "X3": x3}
     actions = [a for name in order for a in net.apply(node, m.ProposalReceived(blocks[name]))]
     assert any(isinstance(a, m.CommitBlock) and a.block == x1 for a in actions)
@@ -413,10 +398,12 @@ def _proposal(
     signer: Signer,
     ahead_us: int = 120_000_000,
     transactions: tuple[Transaction, ...] = (),
+    qc: QuorumCertificate | None = None,
 ) -> Block:
-    """A block extending `state`'s highest certificate in `round_`, naming the round's leader and
-    signed by `signer`, its timestamp `ahead_us` past the network's clock."""
-    qc = state.safety.high_qc
+    """A block extending the block `qc` certifies (`state`'s highest certificate by default) in
+    `round_`, naming the round's leader and signed by `signer`, its timestamp `ahead_us` past the
+    network's clock."""
+    qc = qc or state.safety.high_qc
     assert qc is not None
     executed = state.executed_height
     roots = state.roots_at(executed) if executed >= 0 else None  # as a leader carries them
