@@ -524,9 +524,8 @@ class ChannelConsensus:
             return None, self._park(block.header.prev_hash, retry, block.height)
         problem = self._check_block(block, parent, now, proposal)
         if problem:
-            # the cheap checks first: its round, its leader's signature (one recovery), then
-            # what that leader decided
-            if proposal and block.header.round == self.round and self._by_its_leader(block, parent):
+            # what its leader decided, once it is known to be its leader's (the cheaper check)
+            if proposal and self._by_its_leader(block, parent):
                 blame = self._leaders_problem(block, parent, now)
                 if blame:
                     return None, self._refuse_proposal(block, blame, now)
@@ -547,10 +546,12 @@ class ChannelConsensus:
         return m.Rejected(f"block {block.height} round {block.header.round}: {problem}")
 
     def _by_its_leader(self, block: Block, parent: ChainTip) -> bool:
-        """Whether `block` is signed by the leader of its round, as this node reckons it (anyone
-        can make a block naming the leader: such a block is nobody's proposal)."""
+        """Whether `block` is of this node's round and signed by that round's leader, as this
+        node reckons it (anyone can make a block naming the leader: such a block is nobody's
+        proposal). The cheap checks first: the signature costs a recovery."""
         return (
-            block.header.leader == self.leader_of_round(block.header.round)
+            block.header.round == self.round
+            and block.header.leader == self.leader_of_round(block.header.round)
             and self._wrong_leader(block, parent) is None
             and block.signature_problem() is None
         )

@@ -230,7 +230,12 @@ class Block:
         return None
 
     def signature_problem(self) -> str | None:
-        """None when the block is signed by its leader (its header hash), else why not."""
+        """None when the block is signed by its leader (its header hash), else why not
+        (recovered once: an integrity check and a consensus check of one block share it)."""
+        return self._signature_problem
+
+    @functools.cached_property
+    def _signature_problem(self) -> str | None:
         try:
             if recover_address(self.header.hash, self.signature) != self.header.leader:
                 return "block is not signed by its leader"

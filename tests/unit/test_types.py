@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loopchain.types import block as block_module
 from loopchain.types import canonical, crypto
 from loopchain.types import transaction as tx_module
 from loopchain.types import vote as vote_module
@@ -314,6 +315,26 @@ def test_tampered_block_is_rejected(index: int) -> None:
         dataclasses.replace(block, header=other_leader).check_integrity()
         == "block is not signed by its leader"
     )
+
+
+def test_a_blocks_signature_is_recovered_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The integrity check and a later consensus check of one block share one recovery of its
+    leader's signature; a copy with another signature gets its own answer."""
+    block = Block.decode(make_block([make_tx({"n": 1})]).encode())
+    recovered: list[bytes] = []
+    real = block_module.recover_address
+
+    def counted(digest: bytes, signature: bytes) -> str:
+        recovered.append(digest)
+        return real(digest, signature)
+
+    monkeypatch.setattr(block_module, "recover_address", counted)
+    assert block.check_integrity() is None
+    assert block.signature_problem() is None
+    assert recovered == [block.hash]
+    forged = dataclasses.replace(block, signature=flip(block.signature, 3))
+    assert forged.signature_problem() is not None
+    assert block.signature_problem() is None and len(recovered) == 2
 
 
 def test_block_decode_rejects_malformed() -> None:
