@@ -29,6 +29,26 @@ from loopchain.types.hashing import sha3_256
 
 MIN_RATIO = Fraction(2, 3)
 
+# The fields a set may carry (see `body`): blocks keep a set as received, so a field nothing reads
+# would be bytes stored and served under a hash that does not cover them.
+_SET_KNOWN = frozenset(
+    {
+        "channel",
+        "version",
+        "validators",
+        "groups",
+        "auditors",
+        "score_package",
+        "score_settings",
+        "genesis",
+        "genesis_by_first",
+        "issuer",
+        "signature",
+    }
+)
+_VALIDATOR_KNOWN = frozenset({"peer_id", "weight", "group_id", "public_key"})
+_GROUP_KNOWN = frozenset({"group_id", "weight"})
+
 
 @dataclass(frozen=True)
 class Validator:
@@ -226,6 +246,7 @@ class ValidatorSet:
         obj = canonical.check_fields(
             value,
             {"channel": str, "version": int, "validators": list, "issuer": str, "signature": str},
+            _SET_KNOWN,
         )
         validators = tuple(_validator(v) for v in obj["validators"])
         raw_groups = obj.get("groups", [])
@@ -234,7 +255,8 @@ class ValidatorSet:
         groups = tuple(
             Group(g["group_id"], g["weight"])
             for g in (
-                canonical.check_fields(g, {"group_id": str, "weight": int}) for g in raw_groups
+                canonical.check_fields(g, {"group_id": str, "weight": int}, _GROUP_KNOWN)
+                for g in raw_groups
             )
         )
         signature = (
@@ -337,7 +359,9 @@ def _address_or_none(public_key: bytes) -> str | None:
 
 
 def _validator(value: Any) -> Validator:
-    v = canonical.check_fields(value, {"peer_id": str, "weight": int, "group_id": str})
+    v = canonical.check_fields(
+        value, {"peer_id": str, "weight": int, "group_id": str}, _VALIDATOR_KNOWN
+    )
     key = v.get("public_key", "")
     if not isinstance(key, str):
         raise EncodingError("field 'public_key' must be hex")

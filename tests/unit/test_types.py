@@ -34,7 +34,7 @@ from loopchain.types.validators import (
     ValidatorSet,
     ratio_from_config,
 )
-from loopchain.types.vote import QuorumCertificate, Vote
+from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
 
 SETTINGS = settings(max_examples=60, deadline=None)
 CHANNEL = "types_channel"
@@ -350,6 +350,51 @@ def test_block_decode_rejects_malformed() -> None:
             Block.decode(canonical.encode(bad))
     with pytest.raises(EncodingError):
         Block.decode(canonical.encode(good).replace(b",", b", ", 1))
+
+
+# Each object inside a block, by its path in the block's JSON (a list index picks an item).
+_NESTED = {
+    "header.prev_qc": ("header", "prev_qc"),
+    "header.prev_tc": ("header", "prev_tc"),
+    "validator_update": ("validator_update",),
+    "a validator": ("validator_update", "validators", 0),
+    "a group": ("validator_update", "groups", 0),
+}
+
+
+@pytest.mark.parametrize("path", _NESTED.values(), ids=list(_NESTED))
+def test_a_block_refuses_a_field_its_objects_do_not_have(path: tuple[Any, ...]) -> None:
+    # A block is stored and served as received, under a hash and signatures that cover only the
+    # fields its objects read: a field added on the way (a sync server padding the blocks it
+    # serves) would be stored and served again, megabytes a block, with every check passing.
+    parent = Vote.create(CHANNEL, 0, 0, sha3_256(b"parent"), SIGNERS[1])
+    complaint = Complaint.create(CHANNEL, 1, None, SIGNERS[2])
+    update = dataclasses.replace(
+        VALIDATORS, validators=(Validator(SIGNERS[0].address, 1, "g"),), groups=(Group("g"),)
+    ).signed_by(SIGNERS[4])
+    block = Block.create(
+        channel=CHANNEL,
+        height=1,
+        round_=2,
+        prev_hash=sha3_256(b"parent"),
+        prev_qc=QuorumCertificate.from_votes([parent]),
+        prev_tc=TimeoutCertificate.from_complaints([complaint]),
+        transactions=[make_tx({"n": 1})],
+        timestamp=10,
+        leader=SIGNERS[0],
+        next_leader=SIGNERS[1].address,
+        validators_hash=VALIDATORS.hash,
+        validator_update=update,
+    )
+    assert Block.decode(block.encode()) == block
+    padded = block.to_json()
+    part = padded
+    for key in path:
+        part = part[key]
+    part["padding"] = "A" * 1000
+    raw = canonical.encode(padded)
+    with pytest.raises(EncodingError, match="unknown fields"):
+        Block.decode(raw)
 
 
 def test_a_block_takes_the_pooled_transactions_whose_bytes_it_carries() -> None:
