@@ -87,7 +87,7 @@ comes (it then extends it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -96,6 +96,7 @@ from loopchain.blockchain.chain import (
     Limits,
     check_certificate,
     check_extends,
+    check_header,
     check_proposal_bounds,
     check_proposal_time,
 )
@@ -620,6 +621,34 @@ class ChannelConsensus:
             return False
         parent = self.tree.point(block.header.prev_hash)
         return parent is not None and self._wrong_leader(block, parent) is None
+
+    def header_problem(
+        self, blocks: Sequence[tuple[Block, QuorumCertificate | None]]
+    ) -> str | None:
+        """What the headers of `blocks` decide, before their transactions' signatures are worth
+        recovering: each block's leader and signature, parent and certificates (and, for a synced
+        final block, the certificate that comes with it). `blocks` extend one another; None too
+        when the first one's parent is not held here yet (it waits, and is checked whole when
+        its parent comes). A block fetched by its hash or synced from a member is that member's
+        choice: one of many transactions it signed itself, under a forged certificate, cost
+        their recoveries on the event loop before the certificate was looked at."""
+        if not blocks:
+            return None
+        first, synced = blocks[0][0], blocks[0][1] is not None
+        # a synced range extends the final tip; a fetched block, any block this node holds
+        point = self.tip if synced else self.tree.point(first.header.prev_hash)
+        for block, qc in blocks:
+            if point is None or block.height <= self.tip.height:
+                return None
+            ratio = self.config.limits.ratio
+            problem = self._wrong_leader(block, point) if qc is None else None
+            problem = problem or check_header(point, block, self.issuer, ratio)
+            if qc is not None:
+                problem = problem or check_certificate(point, block, qc, ratio)
+            if problem:
+                return f"block {block.height} round {block.header.round}: {problem}"
+            point = point.advance(block)
+        return None
 
     def _wrong_leader(self, block: Block, parent: ChainTip) -> str | None:
         voting = parent.voting_set_for(block)

@@ -7,13 +7,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from loopchain.consensus import messages as m
 from loopchain.p2p.transport import FetchedRange, MalformedReply, PeerTransport, TransportError
 from loopchain.p2p.turns import TurnBudget, check_signatures_aside
-from loopchain.types.block import Pooled
+from loopchain.types.block import Block, Pooled
 from loopchain.types.peer import PeerInfo
+from loopchain.types.vote import QuorumCertificate
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ SYNC_CHUNK = 10  # synced blocks the consensus takes in one turn of the event lo
 AVOID_SECONDS = 30.0  # a peer that served a malformed or invalid block is not asked for this long
 
 Dispatch = Callable[[m.Event], list[m.Action]]
+Screen = Callable[[Sequence[tuple[Block, QuorumCertificate | None]]], str | None]
 
 
 class CatchUp:
@@ -38,6 +40,8 @@ class CatchUp:
         dispatch: Dispatch,
         sync_batch: int,
         pooled: Pooled | None = None,
+        screen: Screen = lambda blocks: None,
+        would_check: Callable[[Block], bool] = lambda block: False,
     ) -> None:
         self.channel = channel
         self.pooled = pooled  # fetched blocks take the pooled transactions as they are
@@ -46,6 +50,10 @@ class CatchUp:
         self.tip_height = tip_height
         self.dispatch = dispatch
         self.sync_batch = sync_batch
+        # what the headers of blocks decide, before their transactions' signatures are worth
+        # recovering; and whether the consensus would check a fetched block's now
+        self.screen = screen
+        self.would_check = would_check
         self._fetch: asyncio.Queue[bytes] = asyncio.Queue(FETCH_QUEUE_MAX)
         self._fetching: set[bytes] = set()
         self._sync_wanted = asyncio.Event()
@@ -130,6 +138,14 @@ class CatchUp:
                 log.debug("channel %s: fetch from %s failed: %s", self.channel, peer.target, exc)
                 continue
             if block is not None and block.hash == block_hash:
+                # its header is the one its hash names, whoever serves it: refused, it is
+                # nobody's to serve
+                problem = self.screen([(block, None)])
+                if problem:
+                    log.debug("channel %s: fetched %s", self.channel, problem)
+                    return
+                if self.would_check(block):  # off the event loop, a slice at a time
+                    await check_signatures_aside(block.transactions)
                 self.dispatch(m.BlockFetched(block))
                 return
         log.debug("channel %s: no peer had block %s", self.channel, block_hash.hex()[:16])
@@ -188,6 +204,10 @@ class CatchUp:
             if not blocks:
                 return True
             chunk, rest = blocks[:size], blocks[size:]
+            problem = self.screen(chunk + rest[:1])
+            if problem:
+                log.info("channel %s: synced %s", self.channel, problem)
+                return False
             await check_signatures_aside(
                 tx for block, _ in chunk + rest[:1] for tx in block.transactions
             )

@@ -215,6 +215,8 @@ class ChannelService:
             self._dispatch,
             int(config.SYNC_BATCH_BLOCKS),
             self.pooled_transaction,
+            screen=self.consensus.header_problem,
+            would_check=self.consensus.would_check,
         )
         self._timers: set[asyncio.TimerHandle] = set()
 
