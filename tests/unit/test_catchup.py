@@ -318,3 +318,40 @@ async def test_a_block_under_a_forged_certificate_costs_none_of_its_transactions
     peers.block = honest
     await asyncio.wait_for(up._fetch_one(honest.hash), 60)
     assert len(recovered) == 40 and dispatched == [m.BlockFetched(honest)]
+
+
+class OneAtATime:
+    """Other peers holding final blocks up to `height`: the first serves one block a call (its
+    answers each just inside the deadline, in a real network) naming a far tip; the others serve
+    whole ranges."""
+
+    def __init__(self, height: int, slow: PeerInfo) -> None:
+        self.height, self.slow = height, slow
+        self.asked: list[str] = []
+
+    async def fetch_blocks(
+        self, peer: PeerInfo, channel: str, from_height: int, max_blocks: int, pooled: Any = None
+    ) -> FetchedRange:
+        self.asked.append(peer.peer_id)
+        last = min(self.height, from_height + (0 if peer == self.slow else max_blocks - 1))
+        blocks = tuple((_stand_in(h, h), None) for h in range(from_height, last + 1))
+        proof = (_stand_in(last + 1, last + 1), None) if blocks else None
+        claimed = 10**9 if peer == self.slow else self.height
+        return FetchedRange(blocks, claimed, proof)  # type: ignore[arg-type]
+
+
+async def test_a_member_serving_a_block_a_call_holds_the_sync_one_call_a_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A member that serves genuine final blocks one a call, naming a far tip, is asked once a
+    pass while the others serve whole ranges: before, a peer was asked until it had no more, so
+    a sync that began with it went on a block a call (with a real network, one a deadline)."""
+    slow, fast = PeerInfo("hxslow", "127.0.0.1:1", 0), PeerInfo("hxfast", "127.0.0.1:2", 1)
+    monkeypatch.setattr(
+        catchup.random, "shuffle", lambda peers: peers.sort(key=lambda p: p != slow)
+    )
+    chain, peers = _Chain(), OneAtATime(1000, slow)
+    up = CatchUp("alpha", peers, lambda: [slow, fast], lambda: chain.tip, chain.dispatch, 100)  # type: ignore[arg-type]
+    assert await asyncio.wait_for(up.sync_once(), 60) == 1000
+    assert peers.asked[:2] == ["hxslow", "hxfast"]
+    assert peers.asked.count("hxslow") <= 1000 // 100 + 1, peers.asked.count("hxslow")
