@@ -168,9 +168,12 @@ class RequestSync:
 
 @dataclass(frozen=True)
 class FetchBlock:
-    """A not-yet-final block is missing: ask peers for it by hash."""
+    """A not-yet-final block is missing: ask peers for it by hash. `vouched`: a certificate of
+    it checked (a name under a forged one, which any member can send without end, is asked for
+    only when no vouched one waits)."""
 
     block_hash: bytes
+    vouched: bool = True
 
 
 @dataclass(frozen=True)

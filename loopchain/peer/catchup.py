@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -54,23 +55,33 @@ class CatchUp:
         # recovering; and whether the consensus would check a fetched block's now
         self.screen = screen
         self.would_check = would_check
-        self._fetch: asyncio.Queue[bytes] = asyncio.Queue(FETCH_QUEUE_MAX)
-        self._fetching: set[bytes] = set()
+        # names of blocks to fetch, by whether a certificate of theirs checked (those first)
+        self._wants: dict[bool, collections.deque[bytes]] = {
+            True: collections.deque(),
+            False: collections.deque(),
+        }
+        self._wanted = asyncio.Event()
+        self._fetching: set[bytes] = set()  # waiting or being fetched
         self._sync_wanted = asyncio.Event()
         self._avoid: dict[str, float] = {}  # target -> monotonic time until which it is avoided
         self._warned: dict[str, float] = {}  # target -> when its avoidance was last a WARNING
 
-    def want_block(self, block_hash: bytes) -> None:
-        """Fetch this block soon. At most FETCH_QUEUE_MAX wait: the oldest want gives way (names
+    def want_block(self, block_hash: bytes, vouched: bool = True) -> None:
+        """Fetch this block soon: before any name not `vouched` for (by a certificate that
+        checked). At most FETCH_QUEUE_MAX of each kind wait: the oldest want gives way (names
         of blocks that do not exist, which a member may send any number of, must not keep out
         the block this node needs now; a block still needed is asked for again by what waits
         for it)."""
         if block_hash in self._fetching:
-            return
-        if self._fetch.full():
-            self._fetching.discard(self._fetch.get_nowait())
+            if not vouched or block_hash not in self._wants[False]:
+                return  # waiting as it should, or being fetched
+            self._wants[False].remove(block_hash)  # now vouched for: it goes ahead
+        wants = self._wants[vouched]
+        if len(wants) >= FETCH_QUEUE_MAX:
+            self._fetching.discard(wants.popleft())
         self._fetching.add(block_hash)
-        self._fetch.put_nowait(block_hash)
+        wants.append(block_hash)
+        self._wanted.set()
 
     def want_sync(self) -> None:
         self._sync_wanted.set()
@@ -119,11 +130,19 @@ class CatchUp:
 
     async def _fetch_loop(self) -> None:
         while True:
-            block_hash = await self._fetch.get()
+            block_hash = await self._next_want()
             try:
                 await self._fetch_one(block_hash)
             finally:
                 self._fetching.discard(block_hash)
+
+    async def _next_want(self) -> bytes:
+        while True:
+            for vouched in (True, False):
+                if self._wants[vouched]:
+                    return self._wants[vouched].popleft()
+            self._wanted.clear()
+            await self._wanted.wait()
 
     async def _fetch_one(self, block_hash: bytes) -> None:
         for peer in self._shuffled_others():

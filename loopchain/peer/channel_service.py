@@ -941,8 +941,8 @@ class ChannelService:
                     self._schedule(delay, kind, round_)
                 case m.RequestSync():
                     self.catchup.want_sync()
-                case m.FetchBlock(block_hash):
-                    self.catchup.want_block(block_hash)
+                case m.FetchBlock(block_hash, vouched):
+                    self.catchup.want_block(block_hash, vouched)
                 case m.Rejected(reason):
                     REFUSALS.refused("channel %s: rejected %s", self.name, reason)
         if commits:

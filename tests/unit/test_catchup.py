@@ -80,6 +80,38 @@ async def test_a_flood_of_wants_for_missing_blocks_does_not_keep_out_the_one_nee
     assert len(peers.asked) <= catchup.FETCH_QUEUE_MAX
 
 
+async def test_a_vouched_want_is_fetched_before_any_waiting_name_not_vouched_for() -> None:
+    """Names under forged certificates (a member may send them without end, and stall its own
+    answers to each for a deadline) wait behind a name a certificate vouched for: the block this
+    node needs is the next one asked for, not the one after them all; a name first heard of
+    unvouched goes ahead once a certificate vouches for it."""
+    fetched: list[m.Event] = []
+    peers = OnePeerHolding(BLOCK)
+    up = CatchUp(
+        "alpha",
+        peers,  # type: ignore[arg-type]
+        lambda: [PeerInfo("hxother", "127.0.0.1:1", 0)],
+        lambda: 0,
+        lambda event: fetched.append(event) or [],
+        sync_batch=10,
+    )
+    junk = [sha3_256(b"junk %d" % n) for n in range(catchup.FETCH_QUEUE_MAX)]
+    for name in junk:
+        up.want_block(name, vouched=False)
+    up.want_block(BLOCK.hash, vouched=False)
+    up.want_block(junk[0], vouched=True)  # vouched for after all: it goes first
+    up.want_block(BLOCK.hash, vouched=True)
+    loop = asyncio.create_task(up._fetch_loop())
+    try:
+        async with asyncio.timeout(30):
+            while not fetched:
+                await asyncio.sleep(0.01)
+    finally:
+        loop.cancel()
+    assert fetched == [m.BlockFetched(BLOCK)]
+    assert peers.asked[:2] == [junk[0], BLOCK.hash]
+
+
 class Garbling:
     """Other peers whose every block reply is malformed."""
 

@@ -13,7 +13,7 @@ from loopchain.consensus.rules import SafetyRules, round_after_timeout
 from loopchain.consensus.tree import TreeNode
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
-from loopchain.types.hashing import EMPTY_ROOT
+from loopchain.types.hashing import EMPTY_ROOT, sha3_256
 from loopchain.types.transaction import Transaction
 from loopchain.types.validators import ValidatorSet
 from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
@@ -211,6 +211,49 @@ def _chain_of(net: Network, count: int) -> list:
         net.run_until(net.now + 0.3)
     net.run_until(net.now + 3)
     return net.honest()[0].chain
+
+
+@pytest.mark.parametrize("ahead", [1, state_module.MAX_FETCH_DEPTH + 5], ids=["near", "far"])
+def test_only_a_certificate_that_checks_vouches_for_the_block_it_names(ahead: int) -> None:
+    """A member may name blocks that do not exist without end, under forged certificates. Near,
+    each name held the peer's single fetch loop for a deadline when the member stalled its own
+    answer: such a name is now asked for as not vouched for (behind those that are). Far ahead,
+    one made this validator give up the rounds it leads at once: now only a certificate that
+    checks does. A genuine certificate still gets both."""
+    net = Network(4, seed=7)
+    _chain_of(net, 2)
+    victim = net.honest()[0]
+    state, tip = victim.state, victim.state.tip
+    height = tip.height + ahead
+    # a round after which this validator leads, as a certificate of it tells the others are in
+    round_ = next(
+        r
+        for r in range(tip.round + ahead, 10_000)
+        if state.leader_of_round(r + 1) == victim.address
+    )
+    missing = sha3_256(b"a block nobody has")
+    voters = [n.signer for n in net.honest()[1:4]]
+    genuine = QuorumCertificate.from_votes(
+        [Vote.create(CHANNEL, height, round_, missing, signer) for signer in voters]
+    )
+    forged = dataclasses.replace(
+        genuine, signatures=tuple((voter, b"\2" * 65) for voter, _ in genuine.signatures)
+    )
+
+    def asked(qc: QuorumCertificate) -> list[m.Action]:
+        actions = state.handle(m.CertificateReceived(qc), net.now)
+        return [
+            a for a in actions if isinstance(a, m.FetchBlock | m.RequestSync | m.BroadcastComplaint)
+        ]
+
+    if ahead == 1:
+        assert asked(forged) == [m.FetchBlock(missing, vouched=False)]
+        assert asked(genuine) == [m.FetchBlock(missing, vouched=True)]
+    else:
+        assert asked(forged) == [m.RequestSync(height)]
+        gave_up = asked(genuine)
+        assert gave_up[0] == m.RequestSync(height)
+        assert gave_up[1:] and {a.complaint.round for a in gave_up[1:]} <= {round_ + 1, round_ + 2}
 
 
 def test_sync_accepts_final_blocks_with_a_proof_and_only_provable_ones_without() -> None:
