@@ -12,7 +12,7 @@ from loopchain.p2p.grpc_util import caller_certificate, refuse
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.admission import AdmissionError, verify_connect
-from loopchain.radiostation.probe import TargetUnverified, verify_target
+from loopchain.radiostation.probe import MAX_PROBES, TargetUnverified, verify_target
 from loopchain.radiostation.registry import NotAdmitted, PeerView, UnknownPeer
 from loopchain.radiostation.station import Station, UnknownChannel
 from loopchain.types import canonical
@@ -22,6 +22,9 @@ from loopchain.types.peer import heartbeat_digest
 
 log = logging.getLogger(__name__)
 REFUSALS = RefusalLog(log)  # what callers send that is refused: logged rate-limited
+# a registration refused because MAX_PROBES target checks are in flight: what gRPC answers a call
+# past a server's bound, so a peer's client tries again shortly (and then a standby)
+PROBES_BUSY = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def peer_entry(view: PeerView) -> pb.PeerEntry:
@@ -46,6 +49,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         self.station = station
         # (peer, channel) -> timestamp of the last heartbeat taken: one entry per member
         self._last_beat: dict[tuple[str, str], int] = {}
+        self._probes = 0  # target checks in flight (at most MAX_PROBES)
 
     def _tls_identity_problem(self, peer_id: str, context: grpc.aio.ServicerContext) -> str | None:
         """Over mutual TLS the caller's certificate must be valid and bind the registering peer id."""
@@ -79,16 +83,20 @@ class RadioStationService(pb_grpc.RadioStationServicer):
 
     async def ConnectPeer(
         self, request: pb.ConnectPeerRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ConnectPeerReply:
-        """Register a peer that proves it holds its id's key, and give it its channels."""
+    ) -> pb.ConnectPeerReply | None:
+        """Register a peer that proves it holds its id's key, and give it its channels (None:
+        answered RESOURCE_EXHAUSTED through `context`, as MAX_PROBES target checks are made)."""
         reply = await self._connect_peer(request, context)
+        if reply is None:  # answered busy through the context: no probe slot was free
+            self.station.metrics.refused_call("ConnectPeer", PROBES_BUSY.name)
+            return reply
         if reply.code:
             self._count_refusal("ConnectPeer", reply.code)
         return reply
 
     async def _connect_peer(
         self, request: pb.ConnectPeerRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ConnectPeerReply:
+    ) -> pb.ConnectPeerReply | None:
         # 1. the peer id is the key's address and the request is signed by that key
         try:
             key = verify_connect(
@@ -105,18 +113,28 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         if problem:
             REFUSALS.refused("refused registration of %r: %s", request.peer_id, problem)
             return pb.ConnectPeerReply(code=int(ResponseCode.FAIL), message=problem)
-        # 2. its key answers at its target (a fresh challenge, so a replayed request proves nothing)
-        if self.station.config.RADIOSTATION_CHECK_TARGETS:
-            try:
-                await verify_target(
-                    request.peer_id, request.target, self.station.config, self.station.tls
-                )
-            except TargetUnverified as exc:
-                REFUSALS.refused("refused registration of %s: %s", request.peer_id, exc.message)
-                code = ResponseCode.TIMEOUT if exc.retry else ResponseCode.FAIL
-                return pb.ConnectPeerReply(code=int(code), message=exc.message)
-        # 3. add or update the peer (listed mode refuses an id no channel lists)
+        # 2. the registry would take it (listed mode: an id a channel lists; room for a new
+        #    peer), asked before the probe: an id refused anyway never has this station dial the
+        #    target it names, nor hold a call while it does
         registry = self.station.registry
+        try:
+            registry.check_admitted(request.peer_id, request.target)
+        except NotAdmitted as exc:
+            REFUSALS.refused("refused registration of %s: %s", request.peer_id, exc)
+            return pb.ConnectPeerReply(code=int(ResponseCode.PEER_UNKNOWN), message=str(exc))
+        # 3. its key answers at its target (a fresh challenge, so a replayed request proves nothing)
+        if self.station.config.RADIOSTATION_CHECK_TARGETS:
+            if self._probes >= MAX_PROBES:
+                message = (
+                    f"this RadioStation is checking {self._probes} registering peers' targets, "
+                    f"as many as it checks at once (MAX_PROBES); try again shortly"
+                )
+                REFUSALS.refused("refused registration of %s: %s", request.peer_id, message)
+                return refuse(context, PROBES_BUSY, message)
+            refusal = await self._probe(request)
+            if refusal is not None:
+                return refusal
+        # 4. add or update the peer (checked again: the registry may have changed meanwhile)
         try:
             record = registry.register(request.peer_id, request.target, request.group_id, key)
         except NotAdmitted as exc:
@@ -125,7 +143,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         except OSError as exc:  # not saved, so not made: the peer tries again later
             log.error("registration of %s not made: %s", request.peer_id, exc)
             return pb.ConnectPeerReply(code=int(ResponseCode.TIMEOUT), message=str(exc))
-        # 4. answer with its order, our key and every channel it belongs to
+        # 5. answer with its order, our key and every channel it belongs to
         channels = [self._channel_info(name) for name in registry.channels_of(record.peer_id)]
         log.info(
             "peer %s registered: order %d, target %s, channels %s",
@@ -140,6 +158,22 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             channels=channels,
             radiostation_public_key=self.station.signer.public_key,
         )
+
+    async def _probe(self, request: pb.ConnectPeerRequest) -> pb.ConnectPeerReply | None:
+        """Verify the request's target, holding one of MAX_PROBES slots; the refusal, or None
+        when the target proved the key."""
+        self._probes += 1
+        try:
+            await verify_target(
+                request.peer_id, request.target, self.station.config, self.station.tls
+            )
+        except TargetUnverified as exc:
+            REFUSALS.refused("refused registration of %s: %s", request.peer_id, exc.message)
+            code = ResponseCode.TIMEOUT if exc.retry else ResponseCode.FAIL
+            return pb.ConnectPeerReply(code=int(code), message=exc.message)
+        finally:
+            self._probes -= 1
+        return None
 
     def _channel_info(self, channel: str) -> pb.ChannelInfo:
         spec = self.station.registry.channels[channel]

@@ -22,6 +22,12 @@ from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.crypto import recover_address
 from loopchain.types.peer import IDENTIFY_CHALLENGE_BYTES, identify_digest
 
+# target checks a RadioStation makes at once. Each holds its registration's call for up to
+# GRPC_TIMEOUT, at a target the caller names, so without a bound of their own (below the server's
+# MAX_CALLS) registrations whose targets never answer took every call slot, and members'
+# heartbeats were refused; past it a registration is refused at once, busy, without a probe.
+MAX_PROBES = 32
+
 
 class TargetUnverified(Exception):
     """The target did not answer, or answered with another identity; the message says which."""

@@ -263,13 +263,8 @@ class Registry:
     def register(self, peer_id: str, target: str, group_id: str, public_key: bytes) -> PeerRecord:
         """Add a peer (next order; NotAdmitted past `max_peers`) or update a known one's target
         and group; persists changes."""
-        if self.channel_auth and not any(
-            spec.admits(peer_id, target, True) for spec in self.channels.values()
-        ):
-            raise NotAdmitted(f"peer {peer_id} is not listed in any channel")
+        self.check_admitted(peer_id, target)
         known = self._peers.get(peer_id)
-        if known is None:
-            self._check_room(peer_id, target)
         order = (
             known.order if known else max((r.order for r in self._peers.values()), default=0) + 1
         )
@@ -281,6 +276,16 @@ class Registry:
                 self._refresh()
                 self.save()
         return record
+
+    def check_admitted(self, peer_id: str, target: str) -> None:
+        """NotAdmitted when `register` would refuse `peer_id` at `target` now: with channel auth,
+        an id no channel lists; a new peer, when there is no room for it (`_check_room`)."""
+        if self.channel_auth and not any(
+            spec.admits(peer_id, target, True) for spec in self.channels.values()
+        ):
+            raise NotAdmitted(f"peer {peer_id} is not listed in any channel")
+        if peer_id not in self._peers:
+            self._check_room(peer_id, target)
 
     def _check_room(self, peer_id: str, target: str) -> None:
         """NotAdmitted when the registry is full, or when every channel that would admit the new

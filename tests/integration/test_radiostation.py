@@ -18,7 +18,8 @@ from loopchain.p2p.codec import peer_status_to_json
 from loopchain.p2p.grpc_util import SERVER_MAX_CONNECTIONS
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
-from loopchain.radiostation.main import GRPC_CONNECTIONS
+from loopchain.radiostation.main import GRPC_CONNECTIONS, MAX_CALLS
+from loopchain.radiostation.probe import MAX_PROBES
 from loopchain.types import package_name
 from loopchain.types.crypto import Signer, address_of
 from loopchain.types.peer import identify_digest
@@ -604,6 +605,117 @@ async def test_a_replayed_registration_cannot_move_a_peer_to_a_dead_target(
             listed = await stub.GetPeerList(pb.ChannelRequest(channel=""), timeout=DEADLINE)
     assert replayed.code != 0
     assert [(p.peer_id, p.target) for p in listed.peers] == [(peer.address, live_target)]
+
+
+class HangingPeer(pb_grpc.PeerServiceServicer):
+    """A target whose Identify never answers until `release` is set: a probe of it holds its
+    registration's call (`entered` counts the probes that reached it)."""
+
+    def __init__(self) -> None:
+        self.entered = 0
+        self.release = asyncio.Event()
+
+    async def Identify(
+        self, request: pb.IdentifyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.IdentifyReply:
+        self.entered += 1
+        await self.release.wait()
+        return pb.IdentifyReply()  # proves no key: the registration is refused
+
+
+@asynccontextmanager
+async def hanging_peer() -> AsyncIterator[tuple[str, HangingPeer]]:
+    """A HangingPeer served at a free target; released and stopped at the end."""
+    target = f"127.0.0.1:{free_port_pair()}"
+    server = grpc.aio.server()
+    peer = HangingPeer()
+    pb_grpc.add_PeerServiceServicer_to_server(peer, server)
+    server.add_insecure_port(target)
+    await server.start()
+    try:
+        yield target, peer
+    finally:
+        peer.release.set()
+        await server.stop(None)
+
+
+async def test_an_id_no_channel_lists_is_refused_before_its_target_is_dialled(
+    start_rs: StartRS,
+) -> None:
+    """In listed mode a stranger's registration is refused PEER_UNKNOWN without the station
+    connecting to the target it names (it dialled first: a port-scan oracle for any throwaway
+    key, holding a call for up to GRPC_TIMEOUT); a listed peer is still probed and joins."""
+    member, stranger = Signer.generate(), Signer.generate()
+    channels = {"c": {"peers": [{"peer_id": member.address}]}}
+    config = {
+        "RADIOSTATION_CHECK_TARGETS": True,
+        "ENABLE_CHANNEL_AUTH": True,
+        "LOOPCHAIN_DEFAULT_CHANNEL": "c",
+    }
+    rs = await start_rs(config, channels)
+    dialled: list[int] = []
+
+    async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dialled.append(1)
+        writer.close()
+
+    watched = await asyncio.start_server(count, "127.0.0.1", 0)
+    watched_target = f"127.0.0.1:{watched.sockets[0].getsockname()[1]}"
+    try:
+        async with tiny_peer(member) as member_target, rs_stub(rs) as stub:
+            refused = await connect(stub, stranger, watched_target)
+            joined = await connect(stub, member, member_target)
+    finally:
+        watched.close()
+        await watched.wait_closed()
+    assert refused.code == -800 and "not listed in any channel" in refused.message, refused
+    assert dialled == []
+    assert joined.code == 0 and [i.channel for i in joined.channels] == ["c"]
+
+
+async def test_probes_past_their_bound_are_refused_at_once_and_members_still_beat(
+    start_rs: StartRS,
+) -> None:
+    """With MAX_PROBES registrations probing targets that never answer, further registrations
+    are refused busy at once, without a probe, so a member's heartbeat finds a call slot (before,
+    MAX_CALLS such registrations held every slot for GRPC_TIMEOUT and heartbeats were refused)."""
+    assert MAX_PROBES < MAX_CALLS
+    rs = await start_rs({"RADIOSTATION_CHECK_TARGETS": True, "GRPC_TIMEOUT": 600.0})
+    member = Signer.generate()
+    async with tiny_peer(member) as member_target, rs_stub(rs) as stub:
+        assert (await connect(stub, member, member_target)).code == 0
+    refusals: list[grpc.StatusCode] = []
+
+    async def register(stub: pb_grpc.RadioStationStub, target: str) -> None:
+        try:
+            await stub.ConnectPeer(connect_request(Signer.generate(), target), timeout=600)
+        except grpc.aio.AioRpcError as exc:
+            refusals.append(exc.code())
+            assert "MAX_PROBES" in (exc.details() or ""), exc
+
+    async with hanging_peer() as (hanging_target, hanging), rs_stub(rs) as stub:
+        strangers = [
+            asyncio.ensure_future(register(stub, hanging_target)) for _ in range(MAX_CALLS)
+        ]
+        try:
+
+            async def bound_reached() -> bool:
+                return hanging.entered == MAX_PROBES and len(refusals) == MAX_CALLS - MAX_PROBES
+
+            await wait_until_async(bound_reached, 60, "the probes' bound reached")
+            assert set(refusals) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+            # a member's own connection (a call of its own past the strangers' streams)
+            options = [("grpc.use_local_subchannel_pool", 1)]
+            async with grpc.aio.insecure_channel(rs.target, options=options) as channel:
+                beat = await pb_grpc.RadioStationStub(channel).Heartbeat(
+                    heartbeat_request(member), timeout=DEADLINE
+                )
+            assert beat.code == 0, beat
+            assert hanging.entered == MAX_PROBES
+        finally:
+            hanging.release.set()
+            await asyncio.gather(*strangers)
+    assert len(refusals) == MAX_CALLS - MAX_PROBES
 
 
 async def test_open_mode_is_announced_and_listed_mode_needs_peer_ids(
