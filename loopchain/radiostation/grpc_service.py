@@ -15,6 +15,7 @@ from loopchain.radiostation.admission import AdmissionError, verify_connect
 from loopchain.radiostation.probe import MAX_PROBES, TargetUnverified, verify_target
 from loopchain.radiostation.registry import NotAdmitted, PeerView, UnknownPeer
 from loopchain.radiostation.station import Station, UnknownChannel
+from loopchain.radiostation.throttle import CHANGE_BURST, CHANGE_INTERVAL_S, ChangeThrottle
 from loopchain.types import canonical
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import recover_address
@@ -50,6 +51,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         # (peer, channel) -> timestamp of the last heartbeat taken: one entry per member
         self._last_beat: dict[tuple[str, str], int] = {}
         self._probes = 0  # target checks in flight (at most MAX_PROBES)
+        self._changes = ChangeThrottle()  # how often a registered peer changes its record
 
     def _tls_identity_problem(self, peer_id: str, context: grpc.aio.ServicerContext) -> str | None:
         """Over mutual TLS the caller's certificate must be valid and bind the registering peer id."""
@@ -122,6 +124,10 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         except NotAdmitted as exc:
             REFUSALS.refused("refused registration of %s: %s", request.peer_id, exc)
             return pb.ConnectPeerReply(code=int(ResponseCode.PEER_UNKNOWN), message=str(exc))
+        new = request.peer_id not in registry
+        changes = registry.changes(request.peer_id, request.target, request.group_id)
+        if changes and (refusal := self._change_refused(request.peer_id)):
+            return refusal
         # 3. its key answers at its target (a fresh challenge, so a replayed request proves nothing)
         if self.station.config.RADIOSTATION_CHECK_TARGETS:
             if self._probes >= MAX_PROBES:
@@ -145,7 +151,8 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             return pb.ConnectPeerReply(code=int(ResponseCode.TIMEOUT), message=str(exc))
         # 5. answer with its order, our key and every channel it belongs to
         channels = [self._channel_info(name) for name in registry.channels_of(record.peer_id)]
-        log.info(
+        log.log(
+            logging.INFO if new or changes else logging.DEBUG,  # a repeat: its peer's retries
             "peer %s registered: order %d, target %s, channels %s",
             record.peer_id,
             record.order,
@@ -158,6 +165,20 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             channels=channels,
             radiostation_public_key=self.station.signer.public_key,
         )
+
+    def _change_refused(self, peer_id: str) -> pb.ConnectPeerReply | None:
+        """Take a change of a registered peer's record (ChangeThrottle); the refusal when it
+        changes more often than that (each change is a synced write of the registry)."""
+        wait = self._changes.take(peer_id, self.station.clock())
+        if not wait:
+            return None
+        message = (
+            f"peer {peer_id} changes its registration (target or group) more often than taken "
+            f"({CHANGE_BURST} changes at once, then one every {CHANGE_INTERVAL_S:g} s): its "
+            f"next change is taken in {wait:.1f} s"
+        )
+        REFUSALS.refused("refused registration of %s: %s", peer_id, message)
+        return pb.ConnectPeerReply(code=int(ResponseCode.TIMEOUT), message=message)
 
     async def _probe(self, request: pb.ConnectPeerRequest) -> pb.ConnectPeerReply | None:
         """Verify the request's target, holding one of MAX_PROBES slots; the refusal, or None

@@ -117,6 +117,9 @@ class Registry:
     def __len__(self) -> int:
         return len(self._peers)
 
+    def __contains__(self, peer_id: object) -> bool:
+        return peer_id in self._peers
+
     # -- persistence
 
     @classmethod
@@ -286,6 +289,12 @@ class Registry:
             raise NotAdmitted(f"peer {peer_id} is not listed in any channel")
         if peer_id not in self._peers:
             self._check_room(peer_id, target)
+
+    def changes(self, peer_id: str, target: str, group_id: str) -> bool:
+        """Whether registering the known peer `peer_id` at `target` in `group_id` changes its
+        record (False for a peer not registered)."""
+        known = self._peers.get(peer_id)
+        return known is not None and (known.target, known.group_id) != (target, group_id)
 
     def _check_room(self, peer_id: str, target: str) -> None:
         """NotAdmitted when the registry is full, or when every channel that would admit the new
