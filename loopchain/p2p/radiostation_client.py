@@ -126,7 +126,14 @@ class RadioStationClient:
             raise RadioStationRefused(
                 f"RadioStation {self.target} sent a malformed channel grant: {exc}"
             ) from None
-        return Registration(reply.order, address_of(reply.radiostation_public_key), grants)
+        try:
+            issuer = address_of(reply.radiostation_public_key)
+        except Exception as exc:  # coincurve refuses a malformed key with several error types
+            raise RadioStationRefused(
+                f"RadioStation {self.target} sent a malformed registration: its public key "
+                f"({len(reply.radiostation_public_key)} bytes) is not a secp256k1 key: {exc}"
+            ) from None
+        return Registration(reply.order, issuer, grants)
 
     async def peer_list(self, channel: str) -> tuple[list[PeerInfo], ValidatorSet | None]:
         """The channel's registered peers and its current signed validator set."""

@@ -1,0 +1,97 @@
+"""What a peer makes of a RadioStation's registration answer that says success (code 0) but
+cannot be used, over a stand-in RadioStation's real gRPC server on 127.0.0.1: a refusal naming
+what is wrong (RadioStationRefused, which the peer's callers handle), never another error: a
+ValueError from an empty key escaped the heartbeat loop's task group and stopped the peer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loopchain.configure import load_config
+from loopchain.p2p import grpc_util
+from loopchain.p2p.radiostation_client import RadioStationRefused, RadioStations
+from loopchain.peer.node import PeerNode, PeerOptions
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.types.crypto import Signer
+from tools.procs import free_port_pair
+
+pytestmark = pytest.mark.asyncio
+
+CONFIG = load_config(environ={}, overrides={"GRPC_TIMEOUT": 5.0})
+SIGNER = Signer.generate()
+BAD_KEYS = [b"", b"\x02" + bytes(32), b"not a key"]
+
+
+class Answering(pb_grpc.RadioStationServicer):
+    """Answers every registration with `reply`, counting them."""
+
+    def __init__(self, reply: pb.ConnectPeerReply) -> None:
+        self.reply = reply
+        self.calls = 0
+
+    async def ConnectPeer(self, request: pb.ConnectPeerRequest, context: Any) -> Any:
+        self.calls += 1
+        return self.reply
+
+
+@asynccontextmanager
+async def serving(station: Answering) -> AsyncIterator[str]:
+    """`station` served on a free port of 127.0.0.1; its target."""
+    port = free_port_pair()
+    server = grpc_util.create_server(CONFIG)
+    pb_grpc.add_RadioStationServicer_to_server(station, server)
+    grpc_util.bind(server, "127.0.0.1", port)
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(grace=0)
+
+
+def answer_with_key(key: bytes) -> Answering:
+    return Answering(pb.ConnectPeerReply(code=0, order=1, radiostation_public_key=key))
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+async def test_a_registration_answered_without_a_valid_key_is_refused(key: bytes) -> None:
+    station = answer_with_key(key)
+    async with serving(station) as target:
+        stations = RadioStations([target], CONFIG)
+        try:
+            with pytest.raises(RadioStationRefused) as raised:
+                await stations.connect(SIGNER, "127.0.0.1:7100")
+        finally:
+            await stations.close()
+    message = str(raised.value)
+    assert f"RadioStation {target} sent a malformed registration" in message
+    assert f"its public key ({len(key)} bytes) is not a secp256k1 key" in message
+    assert station.calls == 1
+
+
+async def test_registering_again_with_such_an_answer_leaves_the_peer_running(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The heartbeat loop's registering again (for a RadioStation that does not know the peer)
+    takes the malformed answer as a refusal: logged, tried again later, the peer goes on."""
+    config = CONFIG.replace(DEFAULT_STORAGE_PATH=str(tmp_path))
+    node = PeerNode(config, PeerOptions(7100, ("127.0.0.1:1",), None, None, False))
+    node.signer = SIGNER
+    caplog.set_level(logging.DEBUG, "loopchain")
+    station = answer_with_key(b"")
+    async with serving(station) as target:
+        stations = RadioStations([target], config)
+        try:
+            await node._register_again(stations)
+        finally:
+            await stations.close()
+    assert station.calls == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("registering again: " in w and "malformed registration" in w for w in warnings)
+    assert node._register_again_wait > float(config.HEARTBEAT_INTERVAL)  # later, less often
