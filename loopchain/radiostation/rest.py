@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -43,11 +44,42 @@ REFUSALS = RefusalLog(log)  # operator-only writes refused to callers without th
 STATION = web.AppKey("station", Station)
 CERTS = web.AppKey("certs", CertificateService)
 TOKEN = web.AppKey("operator_token", OperatorToken)
-MAX_CONCURRENT_STATUS_QUERIES = 16
+MAX_CONCURRENT_STATUS_QUERIES = 16  # calls to members' status the station makes at once
+MAX_STATUS_REQUESTS = 8  # status requests being answered at once; more are answered 503
 RETRY_AFTER_SECONDS = "1"
 BEARER_CHALLENGE = 'Bearer realm="loopchain RadioStation"'
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class StatusQueries:
+    """The live status asks of members, station-wide. Each request had a bound of its own on the
+    calls it made, so requests in parallel (anyone may send them, up to the connections the REST
+    port holds) had the station open a connection to every member for each, up to GRPC_TIMEOUT
+    each: tens of thousands to members that hang. Now at most MAX_CONCURRENT_STATUS_QUERIES
+    calls are out at once, for at most MAX_STATUS_REQUESTS requests; past those, 503."""
+
+    def __init__(self) -> None:
+        self.calls = asyncio.Semaphore(MAX_CONCURRENT_STATUS_QUERIES)
+        self.requests = 0
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        if self.requests >= MAX_STATUS_REQUESTS:
+            raise ApiError(
+                ResponseCode.FAIL,
+                f"{self.requests} status requests are being answered, as many as this "
+                "RadioStation answers at once; ask again shortly",
+                503,
+            )
+        self.requests += 1
+        try:
+            yield
+        finally:
+            self.requests -= 1
+
+
+STATUS = web.AppKey("status_queries", StatusQueries)
 
 
 class ApiError(Exception):
@@ -248,19 +280,20 @@ async def peer_status(request: web.Request) -> web.Response:
     """GET /api/v1/peer/status: one peer's live status, asked over gRPC."""
     channel = _channel(request)
     record = _member(request, channel)
-    try:
-        status = await fetch_status(
-            record, channel, _station(request).config, _station(request).tls
-        )
-    except PeerStatusError as exc:
-        raise ApiError(exc.code, exc.message) from None
+    station, queries = _station(request), request.app[STATUS]
+    with queries.request():
+        async with queries.calls:
+            try:
+                status = await fetch_status(record, channel, station.config, station.tls)
+            except PeerStatusError as exc:
+                raise ApiError(exc.code, exc.message) from None
     return web.json_response(status)
 
 
 async def _status_or_error(
-    record: PeerRecord, channel: str, request: web.Request, limit: asyncio.Semaphore
+    record: PeerRecord, channel: str, request: web.Request
 ) -> dict[str, Any]:
-    async with limit:
+    async with request.app[STATUS].calls:
         try:
             return await fetch_status(
                 record, channel, _station(request).config, _station(request).tls
@@ -273,8 +306,8 @@ async def peer_status_list(request: web.Request) -> web.Response:
     """GET /api/v1/peer/status-list: the live status (or the error) of every member."""
     station, channel = _station(request), _channel(request)
     records = station.registry.members(channel)
-    limit = asyncio.Semaphore(MAX_CONCURRENT_STATUS_QUERIES)
-    results = await asyncio.gather(*(_status_or_error(r, channel, request, limit) for r in records))
+    with request.app[STATUS].request():
+        results = await asyncio.gather(*(_status_or_error(r, channel, request) for r in records))
     return _ok({r.peer_id: result for r, result in zip(records, results, strict=True)})
 
 
@@ -512,6 +545,7 @@ def create_app(
     )
     app[STATION] = station
     app[TOKEN] = token
+    app[STATUS] = StatusQueries()
     app[CERTS] = certs or create_certificate_service(station.config, None, None)
     app.router.add_get("/api/v1/peer/list", peer_list)
     app.router.add_get("/api/v1/peer/leader", peer_leader)

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 
@@ -20,6 +21,7 @@ from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.main import GRPC_CONNECTIONS, MAX_CALLS
 from loopchain.radiostation.probe import MAX_PROBES
+from loopchain.radiostation.rest import MAX_CONCURRENT_STATUS_QUERIES, MAX_STATUS_REQUESTS
 from loopchain.types import package_name
 from loopchain.types.crypto import Signer, address_of
 from loopchain.types.peer import identify_digest
@@ -318,6 +320,83 @@ async def tiny_peer(signer: Signer, key: Signer | None = None) -> AsyncIterator[
         yield target
     finally:
         await server.stop(None)
+
+
+class HangingStatus(TinyPeer):
+    """A peer whose GetStatus answers only once `release` is set; `calls` counts those in
+    flight at all hanging peers together (shared), and `most` the most at once."""
+
+    def __init__(self, peer_id: str, target: str, calls: dict[str, int], release: asyncio.Event):
+        super().__init__(peer_id, target)
+        self.calls, self.release = calls, release
+
+    async def GetStatus(
+        self, request: pb.ChannelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PeerStatusReply:
+        self.calls["now"] += 1
+        self.calls["most"] = max(self.calls["most"], self.calls["now"])
+        try:
+            await self.release.wait()
+            return await super().GetStatus(request, context)
+        finally:
+            self.calls["now"] -= 1
+
+
+async def test_status_requests_in_parallel_share_the_stations_calls_and_past_a_bound_are_503(
+    start_rs: StartRS,
+) -> None:
+    """Each status-list request had a bound of its own on the calls it made to members, so
+    requests in parallel had the RadioStation open a connection to every member for each (a
+    review: tens of thousands, to members that hang). The calls out are now bounded station-
+    wide, and requests past MAX_STATUS_REQUESTS are answered 503 with Retry-After at once."""
+    rs = await start_rs({"GRPC_TIMEOUT": 600.0})
+    calls, release = {"now": 0, "most": 0}, asyncio.Event()
+    servers = []
+    async with rs_stub(rs) as stub:
+        for _ in range(3):
+            signer, port = Signer.generate(), free_port_pair()
+            target = f"127.0.0.1:{port}"
+            server = grpc.aio.server()
+            pb_grpc.add_PeerServiceServicer_to_server(
+                HangingStatus(signer.address, target, calls, release), server
+            )
+            server.add_insecure_port(target)
+            await server.start()
+            servers.append(server)
+            assert (await connect(stub, signer, target)).code == 0
+    url = f"{rs.rest}/api/v1/peer/status-list"
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def ask() -> tuple[int, str | None, dict[str, Any]]:
+                async with session.get(url) as response:
+                    body = await response.json()
+                    return response.status, response.headers.get("Retry-After"), body
+
+            asks = [asyncio.create_task(ask()) for _ in range(MAX_STATUS_REQUESTS + 3)]
+            wanted = min(3 * MAX_STATUS_REQUESTS, MAX_CONCURRENT_STATUS_QUERIES)
+
+            async def settled() -> bool:
+                return calls["now"] == wanted and sum(a.done() for a in asks) == 3
+
+            await wait_until_async(
+                settled,
+                6 * DEADLINE,  # 27 requests and 16 calls on a slow machine
+                f"{wanted} status calls out and 3 requests answered",
+            )
+            busy = [a.result() for a in asks if a.done()]
+            assert all(status == 503 and retry == "1" for status, retry, _ in busy), busy
+            assert "status requests" in busy[0][2]["message"]
+            release.set()
+            answered = await asyncio.wait_for(asyncio.gather(*asks), 6 * DEADLINE)
+    finally:
+        release.set()
+        for server in servers:
+            await server.stop(None)
+    ok = [body for status, _, body in answered if status == 200]
+    assert len(ok) == MAX_STATUS_REQUESTS
+    assert all(len(body["data"]) == 3 for body in ok)
+    assert calls["most"] == wanted
 
 
 async def test_peer_status_live_unreachable_and_bad_arguments(start_rs: StartRS) -> None:
