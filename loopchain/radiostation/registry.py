@@ -90,6 +90,9 @@ class PeerView:
 class _Membership:
     version: int
     members: list[str]
+    # the content (Station.validator_set: the set's hash with version 0) served under `version`,
+    # "" before any: a set of other content (weights, roles, SCORE, a peer moved) takes the next
+    served: str = ""
 
 
 class Registry:
@@ -148,7 +151,9 @@ class Registry:
                 )
                 self._peers[record.peer_id] = record
             for name, raw in data["channels"].items():
-                self._membership[name] = _Membership(int(raw["version"]), list(raw["members"]))
+                self._membership[name] = _Membership(
+                    int(raw["version"]), list(raw["members"]), str(raw.get("served", ""))
+                )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RegistryError(f"registry file {self.path} is corrupt: {exc!r}") from None
 
@@ -168,7 +173,7 @@ class Registry:
                 for r in peers
             ],
             "channels": {
-                name: {"version": m.version, "members": m.members}
+                name: {"version": m.version, "members": m.members, "served": m.served}
                 for name, m in sorted(self._membership.items())
             },
         }
@@ -192,7 +197,8 @@ class Registry:
         was before: peers are only ever served what is saved."""
         channels, peers, beats = dict(self.channels), dict(self._peers), dict(self._beats)
         membership = {
-            n: _Membership(m.version, list(m.members)) for n, m in self._membership.items()
+            n: _Membership(m.version, list(m.members), m.served)
+            for n, m in self._membership.items()
         }
         auth, dirty = self.channel_auth, self._dirty
         try:
@@ -357,6 +363,23 @@ class Registry:
     def version(self, channel: str) -> int:
         """The membership version of `channel` (grows whenever its members change)."""
         return self._membership[channel].version
+
+    def serve(self, channel: str, content: str) -> int:
+        """The version under which the set of `content` (a digest) is served: the current one,
+        or, when another content was served under it, the next, saved before it is served. A
+        version once served is never served again for other content: the set's weights, roles
+        and SCORE come from the channel file, and in open mode by a peer's target, none of which
+        changed the version (a peer holding a version drops the same version again, and peers
+        restarted after an edit certified other content under it than those that were not)."""
+        membership = self._membership[channel]
+        if membership.served == content:
+            return membership.version
+        with self._saved_or_undone():
+            if membership.served:
+                membership.version += 1
+            membership.served = content
+            self.save()
+        return membership.version
 
     def remove(self, peer_id: str) -> set[str]:
         """Forget a registered peer (record, heartbeats, memberships) and persist; returns the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -131,9 +132,18 @@ class Station:
     def validator_set(self, channel: str) -> ValidatorSet:
         """The channel's current validator set, signed by this RadioStation."""
         version = self.registry.version(channel)
+        unsigned = self._unsigned_set(channel, version)
         cached = self._sets.get(channel)
-        if cached is not None and cached.version == version:
+        if cached is not None and cached.version == version and cached.hash == unsigned.hash:
             return cached
+        content = dataclasses.replace(unsigned, version=0).hash.hex()
+        version = self.registry.serve(channel, content)
+        signed = dataclasses.replace(unsigned, version=version).signed_by(self.signer)
+        self._sets[channel] = signed
+        return signed
+
+    def _unsigned_set(self, channel: str, version: int) -> ValidatorSet:
+        """The channel's set as the registry and channel file make it now, under `version`."""
         spec = self.registry.channels[channel]
         registered = {r.peer_id: r for r in self.registry.members(channel)}
         listed = self.registry.channel_auth and spec.members is not None
@@ -170,7 +180,7 @@ class Station:
             if not spec.is_validator(r.peer_id, r.target)
         )
         settings = canonical.encode(dict(spec.score_settings)) if spec.score_settings else b""
-        unsigned = ValidatorSet(
+        return ValidatorSet(
             channel,
             version,
             members,
@@ -181,9 +191,6 @@ class Station:
             genesis=spec.genesis.encoded() if spec.genesis is not None else "",
             genesis_by_first=not listed,
         )
-        signed = unsigned.signed_by(self.signer)
-        self._sets[channel] = signed
-        return signed
 
     def view(self, channel: str) -> list[PeerView]:
         """Members of `channel` with their current status."""

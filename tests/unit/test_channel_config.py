@@ -607,3 +607,48 @@ def test_the_channel_peer_bound_fits_the_links_and_the_registry() -> None:
     assert 2 * (MAX_CHANNEL_PEERS - 1) <= MAX_INBOUND_STREAMS
     assert MAX_CHANNEL_PEERS - 1 <= SERVER_MAX_CONNECTIONS // 2
     assert MAX_CHANNEL_PEERS <= MAX_PEERS
+
+
+def _station_over(tmp_path: Path, data: dict, auth: bool, signer: Signer) -> Station:
+    """A RadioStation (as it starts) over the channel file `data` and the registry in tmp_path."""
+    path = tmp_path / "channel_manage_data.json"
+    path.write_text(json.dumps(data))
+    specs = parse_channels(path, data, "loopchain/default")
+    registry = Registry.open(tmp_path / "registry.json", specs, channel_auth=auth)
+    config = load_config(
+        environ={},
+        overrides={"CHANNEL_MANAGE_DATA_PATH": str(path), "ENABLE_CHANNEL_AUTH": auth},
+    )
+    return Station(config, registry, signer, time.time)
+
+
+@pytest.mark.parametrize("change", ["a peer moves", "the file is edited"])
+def test_a_version_once_served_is_never_served_for_other_content(
+    tmp_path: Path, change: str
+) -> None:
+    """A set's weights and roles come from the channel file, and in open mode by a peer's
+    target, none of which changed its version: a peer that moved kept its old weight in the set
+    served until a restart, which then served other weights under the same version, as did a
+    restart after an edit (a review found both). Peers drop a version they hold, so a change
+    never reached the running ones, and restarted ones certified other content under it."""
+    key, a, b = Signer.generate(), Signer.generate(), Signer.generate()
+    if change == "a peer moves":  # open mode: the weight is the target's
+        data: dict = {"c": {"peers": [{"peer_target": "10.0.0.1:7100", "weight": 5}]}}
+    else:
+        data = {"c": {"peers": [{"peer_id": a.address}, {"peer_id": b.address}]}}
+    auth = change != "a peer moves"
+    station = _station_over(tmp_path, data, auth, key)
+    station.registry.register(a.address, "10.0.0.1:7100", "", a.public_key)
+    station.registry.register(b.address, "10.0.0.2:7100", "", b.public_key)
+    first = station.validator_set("c")
+    assert station.validator_set("c") is first  # the same content: the same set, not bumped
+    if change == "a peer moves":
+        station.registry.register(a.address, "10.0.0.3:7100", "", a.public_key)
+    else:
+        data["c"]["peers"][0]["weight"] = 3
+        station = _station_over(tmp_path, data, auth, key)  # the operator restarts it
+    second = station.validator_set("c")
+    assert second.hash != first.hash and second.version == first.version + 1
+    assert sorted(v.weight for v in second.validators) != sorted(v.weight for v in first.validators)
+    restarted = _station_over(tmp_path, data, auth, key).validator_set("c")
+    assert (restarted.version, restarted.hash) == (second.version, second.hash)
