@@ -238,6 +238,7 @@ class Registry:
             elif current.members != members:
                 current.members = members
                 current.version += 1
+                current.served = ""  # a new version: nothing served under it yet
                 changed.add(name)
         if changed:
             self._dirty = True
@@ -340,6 +341,7 @@ class Registry:
             changed = self._refresh()
             if known and spec.name not in changed:
                 self._membership[spec.name].version += 1
+                self._membership[spec.name].served = ""
             self.save()
             if publish is not None:
                 publish()

@@ -652,3 +652,10 @@ def test_a_version_once_served_is_never_served_for_other_content(
     assert sorted(v.weight for v in second.validators) != sorted(v.weight for v in first.validators)
     restarted = _station_over(tmp_path, data, auth, key).validator_set("c")
     assert (restarted.version, restarted.hash) == (second.version, second.hash)
+    # a change of membership takes the next version, once (not once for it, once for content)
+    joiner = Signer.generate()
+    if auth:
+        data["c"]["peers"].append({"peer_id": joiner.address})
+        station = _station_over(tmp_path, data, auth, key)
+    station.registry.register(joiner.address, "10.0.0.4:7100", "", joiner.public_key)
+    assert station.validator_set("c").version == second.version + 1
