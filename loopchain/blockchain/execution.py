@@ -8,10 +8,11 @@ Both are carried in a later block header and checked by voters.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from loopchain.blockchain.score_base import EventLog
+from loopchain.blockchain.score_base import EventLog, is_valid_text
 from loopchain.types import canonical
 from loopchain.types.canonical import EncodingError
 from loopchain.types.hashing import EMPTY_ROOT, merkle_root, sha3_256
@@ -22,6 +23,20 @@ SCORE_ERROR = 9000
 SCORE_UNREACHABLE = 9100
 
 MAX_RESULT_MESSAGE_CHARS = 1000  # longer messages are cut (deterministically) before hashing
+# The codes a SCORE may return from invoke: they travel in the InvokeReply's int32 field and are
+# shown in hex (ICON's codes are not negative); any other fails its transaction.
+MAX_RESULT_CODE = 2**31 - 1
+
+# What the results of one block may take, summed over each result's canonical JSON (what
+# results_hash covers; the InvokeReply carries the same fields, in fewer bytes). One result is
+# bounded already (a message of MAX_RESULT_MESSAGE_CHARS, at most MAX_EVENTS_PER_TX events of
+# MAX_EVENT_CHARS: about 1.6 MB in the worst escaping), a block's transactions are not: a result
+# that would take its block past this bound is not kept (its transaction fails, its writes and
+# events discarded), and one failing once the bound is reached keeps only its code and
+# BLOCK_RESULTS_FULL (fewer bytes than its transaction takes in the block). So a block's reply
+# from the SCORE is at most this plus the size of the block itself (see score_link_bytes).
+MAX_BLOCK_RESULTS_BYTES = 16 * 1024 * 1024
+BLOCK_RESULTS_FULL = "block results limit reached"
 
 _STATE_DOMAIN = b"loopchain.state."
 _RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {"tx_hash": str, "code": int, "message": str}
@@ -98,16 +113,39 @@ def clip_message(message: str) -> str:
     return message[: MAX_RESULT_MESSAGE_CHARS - 3] + "..."
 
 
+def valid_text(text: str) -> str:
+    """`text` as it may be recorded: each lone surrogate (not valid Unicode, so not hashable or
+    sendable) written as a backslash escape, the same on every peer."""
+    if is_valid_text(text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def result_bytes(result: TxResult) -> int:
+    """The bytes of `result`'s canonical JSON, what it counts towards MAX_BLOCK_RESULTS_BYTES."""
+    return len(canonical.encode_checked(result.to_json()))
+
+
 def results_hash(results: list[TxResult]) -> bytes:
     """Merkle root over the SHA3-256 of each result's canonical JSON (EMPTY_ROOT for none)."""
     return merkle_root([sha3_256(canonical.encode(result.to_json())) for result in results])
 
 
 def _writes_digest(writes: dict[bytes, bytes | None]) -> bytes:
-    items = [
-        [key.hex(), None if value is None else value.hex()] for key, value in sorted(writes.items())
-    ]
-    return sha3_256(canonical.encode(items))
+    """SHA3-256 of the canonical JSON of [[key hex, value hex or null], ...] in key order, hashed
+    a write at a time: the hex of a block's writes together would take twice their size (up to
+    MAX_BLOCK_WRITE_BYTES) again in memory, and their JSON as much once more."""
+    digest = hashlib.sha3_256(b"[")
+    for index, key in enumerate(sorted(writes)):
+        value = writes[key]
+        digest.update(b'["' if index == 0 else b',["')
+        digest.update(key.hex().encode("ascii"))
+        digest.update(b'",null]' if value is None else b'","')
+        if value is not None:
+            digest.update(value.hex().encode("ascii"))
+            digest.update(b'"]')
+    digest.update(b"]")
+    return digest.digest()
 
 
 def next_state_root(prev_root: bytes, writes: dict[bytes, bytes | None]) -> bytes:

@@ -132,7 +132,20 @@ def _event(indexed: Any, data: Any, error: type[Exception]) -> EventLog:
         raise error('event values must be strings (ICON writes integers as hex, "0x1f")')
     if sum(len(v) for v in values) > MAX_EVENT_CHARS:
         raise error(f"an event is limited to {MAX_EVENT_CHARS} characters")
+    if not all(is_valid_text(v) for v in values):
+        raise error("event values must be valid Unicode text (a lone surrogate is not)")
     return EventLog(tuple(indexed), tuple(data))
+
+
+def is_valid_text(value: str) -> bool:
+    """Whether `value` is valid Unicode (no lone surrogate): what can be hashed, sent and stored."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class EventLogs:

@@ -23,7 +23,7 @@ from loopchain.blockchain.execution import InvokeResult, TxResult, parse_events
 from loopchain.configure import Config
 from loopchain.protos import score_pb2 as pb
 from loopchain.protos import score_pb2_grpc as pb_grpc
-from loopchain.scoreservice import MAX_BALANCE_ADDRESSES, MAX_QUERIES
+from loopchain.scoreservice import MAX_BALANCE_ADDRESSES, MAX_QUERIES, score_link_bytes
 from loopchain.scoreservice.packages import ScorePackage
 from loopchain.types.block import Block
 
@@ -119,7 +119,7 @@ def decode_invoke_reply(reply: pb.InvokeReply) -> InvokeResult:
 
 
 def _options(config: Config) -> list[tuple[str, int]]:
-    size = int(config.GRPC_MAX_MESSAGE_BYTES)
+    size = score_link_bytes(int(config.GRPC_MAX_MESSAGE_BYTES))
     return [
         ("grpc.max_send_message_length", size),
         ("grpc.max_receive_message_length", size),

@@ -34,14 +34,21 @@ import grpc
 from loopchain.blockchain import coin
 from loopchain.blockchain.coin import Ledger
 from loopchain.blockchain.execution import (
+    BLOCK_RESULTS_FULL,
+    MAX_BLOCK_RESULTS_BYTES,
+    MAX_RESULT_CODE,
     SCORE_ERROR,
     SUCCESS,
     TxResult,
     clip_message,
     events_json,
+    is_valid_text,
+    result_bytes,
+    valid_text,
 )
 from loopchain.blockchain.score_base import (
     BlockView,
+    EventLog,
     EventLogs,
     ScoreBase,
     ScoreContext,
@@ -55,7 +62,7 @@ from loopchain.monitor_log import start_shipping
 from loopchain.protos import score_pb2 as pb
 from loopchain.protos import score_pb2_grpc as pb_grpc
 from loopchain.safe_text import status_details
-from loopchain.scoreservice import MAX_BALANCE_ADDRESSES, MAX_QUERIES
+from loopchain.scoreservice import MAX_BALANCE_ADDRESSES, MAX_QUERIES, score_link_bytes
 from loopchain.scoreservice.packages import (
     PackageError,
     ScorePackage,
@@ -63,7 +70,14 @@ from loopchain.scoreservice.packages import (
     merge_settings,
     read_package_json,
 )
-from loopchain.scoreservice.state import ReadOnlyState, ScoreState, StateConflict, StateProxy
+from loopchain.scoreservice.state import (
+    MAX_BLOCK_WRITE_BYTES,
+    ReadOnlyState,
+    ScoreState,
+    StateConflict,
+    StateProxy,
+    TxOverlay,
+)
 from loopchain.storage import open_store
 from loopchain.storage.abc import KeyValueStore, StorageCorrupt, StorageError
 from loopchain.types import canonical
@@ -195,16 +209,28 @@ def describe_error(exc: BaseException, meter: StepMeter) -> str:
         text = meter.run(lambda: str(exc))
     except BaseException:
         text = "(message unavailable)"
-    return clip_message(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    if type(text) is not str:  # a str subclass's own methods would run unmetered
+        text = "(message unavailable)"
+    name = type(exc).__name__
+    return clip_message(valid_text(f"{name}: {text}" if text else name))
 
 
 def _returned_result(returned: object) -> tuple[int, str]:
+    """(code, message) of what invoke returned; raises (failing the transaction) when it is not
+    None or {"code": 0..MAX_RESULT_CODE, "message": valid Unicode text}."""
     if returned is None:
         return SUCCESS, ""
     if type(returned) is dict:
         code, message = returned.get("code"), returned.get("message", "")
         if type(code) is int and type(message) is str:
-            return code, clip_message(message)
+            if not 0 <= code <= MAX_RESULT_CODE:
+                raise ValueError(
+                    f"invoke returned code {code}; a result code is 0 to {MAX_RESULT_CODE}"
+                )
+            message = clip_message(message)
+            if not is_valid_text(message):
+                raise ValueError("invoke returned a message that is not valid Unicode text")
+            return code, message
     raise TypeError(
         "invoke must return None or {'code': int, 'message': str}, "
         f"not a {type(returned).__name__} of that shape"
@@ -290,6 +316,7 @@ class LoadedScore:
         self.channel = request.channel
         self.score_address = channel_score_address(request.channel)
         self.events = EventLogs()
+        self._results_bytes = 0  # of the block being executed (see MAX_BLOCK_RESULTS_BYTES)
         folder = Path(request.package_path).resolve()
         info = read_package_json(folder)
         if request.settings_json:
@@ -335,16 +362,49 @@ class LoadedScore:
         header = block.header
         view = BlockView(block.height, block.hash.hex(), header.timestamp, header.leader)
         self.state.begin_block()
+        self._results_bytes = 0
         if block.height == 0 and block.validator_update is not None:
             self._mint_genesis(block.validator_update)
         results = [
-            self._invoke_icon_tx(tx, view)
-            if tx.version == V3
-            else self._invoke_tx(tx.hash_hex, tx.data, tx.sender, tx.timestamp, view, tx.signed_by)
+            self._counted(
+                self._invoke_icon_tx(tx, view)
+                if tx.version == V3
+                else self._invoke_tx(
+                    tx.hash_hex, tx.data, tx.sender, tx.timestamp, view, tx.signed_by
+                )
+            )
             for tx in block.transactions
         ]
         staged = self.state.stage_block(view, results)
         return results, staged.state_root, staged.results_hash
+
+    def _unkept(self, result: TxResult, overlay: TxOverlay) -> str | None:
+        """Why a successful transaction's `result` and writes cannot be kept in the block being
+        executed (MAX_BLOCK_WRITE_BYTES, MAX_BLOCK_RESULTS_BYTES), or None when they can."""
+        writes = self.state.block_write_bytes_with(overlay)
+        if writes > MAX_BLOCK_WRITE_BYTES:
+            return (
+                f"block write limit: this transaction's writes would take its block's writes to "
+                f"{writes} bytes, limit {MAX_BLOCK_WRITE_BYTES}; they are discarded"
+            )
+        size = result_bytes(result)
+        if self._results_bytes + size > MAX_BLOCK_RESULTS_BYTES:
+            return (
+                f"{BLOCK_RESULTS_FULL}: this result of {size} bytes would take its block's "
+                f"results past {MAX_BLOCK_RESULTS_BYTES} bytes; its writes and events are discarded"
+            )
+        return None
+
+    def _counted(self, result: TxResult) -> TxResult:
+        """`result` counted towards MAX_BLOCK_RESULTS_BYTES; a failure that does not fit any
+        more keeps only its code, steps and BLOCK_RESULTS_FULL (a success was fitted before its
+        writes were merged: see _unkept)."""
+        size = result_bytes(result)
+        if self._results_bytes + size > MAX_BLOCK_RESULTS_BYTES:
+            result = TxResult(result.tx_hash, result.code, BLOCK_RESULTS_FULL, result.steps)
+            size = result_bytes(result)
+        self._results_bytes += size
+        return result
 
     def _mint_genesis(self, validators: ValidatorSet) -> None:
         genesis = validators.genesis_data()
@@ -360,8 +420,7 @@ class LoadedScore:
         icon = tx.icon()
         steps = coin.steps_for(icon.data_type, icon.data)
         self.events.take()  # nothing left over from a call before
-        code, message = self._icon_effects(tx, icon, steps, view)
-        events = self.events.take() if code == SUCCESS else ()
+        code, message, events = self._icon_effects(tx, icon, steps, view)
         if code == coin.OUT_OF_STEP:
             steps = icon.step_limit
         fees = self.state.overlay()
@@ -374,21 +433,24 @@ class LoadedScore:
 
     def _icon_effects(
         self, tx: Transaction, icon: IconTransaction, steps: int, view: BlockView
-    ) -> tuple[int, str]:
-        """(failure code or SUCCESS, message); the transaction's writes are merged on success."""
+    ) -> tuple[int, str, tuple[EventLog, ...]]:
+        """(failure code or SUCCESS, message, events); the transaction's writes are merged on
+        success."""
         if steps > icon.step_limit:
-            return coin.OUT_OF_STEP, f"out of step: uses {steps} steps, limit {icon.step_limit}"
+            return coin.OUT_OF_STEP, f"out of step: uses {steps} steps, limit {icon.step_limit}", ()
         overlay = self.state.overlay()
         ledger = Ledger(overlay)
         held, fee = ledger.balance(icon.sender), steps * coin.STEP_PRICE
         if held < icon.value + fee:
-            return coin.OUT_OF_BALANCE, (
-                f"out of balance: {icon.sender} holds {held} loop, needs {icon.value} + fee {fee}"
+            return (
+                coin.OUT_OF_BALANCE,
+                f"out of balance: {icon.sender} holds {held} loop, needs {icon.value} + fee {fee}",
+                (),
             )
         if icon.data_type in ("deploy", "deposit"):
-            return coin.UNKNOWN_FAILURE, f"dataType {icon.data_type!r} is not supported"
+            return coin.UNKNOWN_FAILURE, f"dataType {icon.data_type!r} is not supported", ()
         if icon.to.startswith("cx") and icon.to != self.score_address:
-            return coin.CONTRACT_NOT_FOUND, f"no SCORE at {icon.to}"  # nothing could spend it
+            return coin.CONTRACT_NOT_FOUND, f"no SCORE at {icon.to}", ()  # nothing could spend it
         ledger.transfer(icon.sender, icon.to, icon.value)
         if icon.data_type == "call":
             self.proxy.target = overlay
@@ -400,13 +462,17 @@ class LoadedScore:
             except StorageError:
                 raise
             except BaseException as exc:  # whatever a SCORE raises fails only its transaction
-                return coin.REVERTED, describe_error(exc, self.meter)
+                return coin.REVERTED, describe_error(exc, self.meter), ()
             finally:
                 self.proxy.reset()
             if code != SUCCESS:
-                return coin.REVERTED, message or f"the SCORE returned code {code}"
+                return coin.REVERTED, message or f"the SCORE returned code {code}", ()
+        events = self.events.take()
+        unkept = self._unkept(TxResult(tx.hash_hex, SUCCESS, "", steps, events), overlay)
+        if unkept is not None:
+            return coin.REVERTED, unkept, ()
         self.state.merge(overlay)
-        return SUCCESS, ""
+        return SUCCESS, "", events
 
     def _invoke_tx(
         self, tx_hash: str, data: Any, sender: str, time_us: int, view: BlockView, signed_by: str
@@ -427,8 +493,13 @@ class LoadedScore:
             return TxResult(tx_hash, SCORE_ERROR, message)
         finally:
             self.proxy.reset()
+        result = TxResult(tx_hash, code, message, events=self.events.take())
+        unkept = self._unkept(result, overlay)
+        if unkept is not None:
+            log.info("transaction %s failed: %s", tx_hash, unkept)
+            return TxResult(tx_hash, SCORE_ERROR, unkept)
         self.state.merge(overlay)
-        return TxResult(tx_hash, code, message, events=self.events.take())
+        return result
 
     def query(self, params: str) -> str:
         """The SCORE's answer to a read-only query; Refused when it fails."""
@@ -840,8 +911,9 @@ def _bind(server: grpc.aio.Server, socket_path: Path) -> None:
 
 async def serve(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT; returns the exit code."""
-    size = int(args.max_message_bytes)
-    options = [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
+    size = int(args.max_message_bytes)  # what a query's answers may take
+    link = score_link_bytes(size)  # what an InvokeReply may take (its results are bounded)
+    options = [("grpc.max_send_message_length", link), ("grpc.max_receive_message_length", link)]
     server = grpc.aio.server(options=options)
     servicer = ScoreServicer(args.step_limit, size)
     pb_grpc.add_ScoreServiceServicer_to_server(servicer, server)

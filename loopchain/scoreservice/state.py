@@ -40,6 +40,14 @@ _BLOCK_HASH = META_PREFIX + b"block_hash"
 
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 1024 * 1024
+# What the writes of one transaction, and of one block, may take: each key's bytes and its last
+# value's (a delete counts its key). A put past the first raises in the SCORE (its transaction
+# fails unless the SCORE catches it); a successful transaction whose writes would take its block
+# past the second fails (its writes discarded). Values are counted as often as they are written:
+# many keys holding one shared value are as many copies in the block's write batch, and the
+# state root hashes each. A block's writes are held in memory until they are committed.
+MAX_TX_WRITE_BYTES = 8 * 1024 * 1024
+MAX_BLOCK_WRITE_BYTES = 64 * 1024 * 1024
 BLOCK_CACHE_SIZE = 1000
 
 Writes = dict[bytes, bytes | None]  # user key -> value, None for a delete
@@ -63,6 +71,20 @@ def _check_value(value: object) -> bytes:
     if len(value) > MAX_VALUE_BYTES:
         raise ValueError(f"state values must be at most {MAX_VALUE_BYTES} bytes, got {len(value)}")
     return value
+
+
+def _write_bytes(key: bytes, value: bytes | None) -> int:
+    """What one write counts towards MAX_TX_WRITE_BYTES and MAX_BLOCK_WRITE_BYTES."""
+    return len(key) + (0 if value is None else len(value))
+
+
+def _bytes_after(total: int, writes: Writes, more: Writes) -> int:
+    """`total` (the bytes of `writes`) once `more` is laid over `writes`."""
+    for key, value in more.items():
+        if key in writes:
+            total -= _write_bytes(key, writes[key])
+        total += _write_bytes(key, value)
+    return total
 
 
 def _height_key(height: int) -> bytes:
@@ -109,6 +131,7 @@ class TxOverlay:
     def __init__(self, state: ScoreState) -> None:
         self._state = state
         self.writes: Writes = {}
+        self.write_bytes = 0  # of `writes`, at most MAX_TX_WRITE_BYTES
 
     def get(self, key: bytes) -> bytes | None:
         """The value as this transaction sees it."""
@@ -119,11 +142,21 @@ class TxOverlay:
 
     def put(self, key: bytes, value: bytes) -> None:
         """Record a write (applied only if the transaction succeeds)."""
-        self.writes[_check_key(key)] = _check_value(value)
+        self._record(_check_key(key), _check_value(value))
 
     def delete(self, key: bytes) -> None:
         """Record a delete (applied only if the transaction succeeds)."""
-        self.writes[_check_key(key)] = None
+        self._record(_check_key(key), None)
+
+    def _record(self, key: bytes, value: bytes | None) -> None:
+        total = _bytes_after(self.write_bytes, self.writes, {key: value})
+        if total > MAX_TX_WRITE_BYTES:
+            raise ScoreError(
+                f"a transaction may write at most {MAX_TX_WRITE_BYTES} bytes of keys and values; "
+                f"this write would take its writes to {total}"
+            )
+        self.writes[key] = value
+        self.write_bytes = total
 
 
 class ReadOnlyState:
@@ -179,6 +212,7 @@ class ScoreState:
     def __init__(self, store: KeyValueStore) -> None:
         self.store = store
         self._block_writes: Writes = {}
+        self._block_write_bytes = 0  # of _block_writes
         self.staged: StagedBlock | None = None
         self.executed_height, self.state_root, self.results_hash, self.block_hash = self._meta()
         self.blocks = BlockHistory(store, lambda: self.executed_height)
@@ -207,14 +241,20 @@ class ScoreState:
     def begin_block(self) -> None:
         """Start executing a block, dropping any block staged before."""
         self._block_writes = {}
+        self._block_write_bytes = 0
         self.staged = None
 
     def overlay(self) -> TxOverlay:
         """A fresh overlay for one transaction of the current block."""
         return TxOverlay(self)
 
+    def block_write_bytes_with(self, overlay: TxOverlay) -> int:
+        """What the block's writes would take with `overlay`'s merged (see MAX_BLOCK_WRITE_BYTES)."""
+        return _bytes_after(self._block_write_bytes, self._block_writes, overlay.writes)
+
     def merge(self, overlay: TxOverlay) -> None:
         """Apply a successful transaction's writes to the block's staged writes."""
+        self._block_write_bytes = self.block_write_bytes_with(overlay)
         self._block_writes.update(overlay.writes)
 
     def stage_block(self, view: BlockView, results: list[TxResult]) -> StagedBlock:

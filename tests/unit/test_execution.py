@@ -27,6 +27,8 @@ from loopchain.blockchain.score_base import BlockView, ScoreError
 from loopchain.scoreservice.process import StepLimitExceeded, StepMeter
 from loopchain.scoreservice.state import (
     BLOCK_CACHE_SIZE,
+    MAX_TX_WRITE_BYTES,
+    MAX_VALUE_BYTES,
     ReadOnlyState,
     ScoreState,
     StateConflict,
@@ -101,6 +103,22 @@ def test_state_root_formula() -> None:
     listed = canonical.encode([["6b31", "01"], ["6b32", None]])
     expected = sha3_256(b"loopchain.state." + EMPTY_ROOT + sha3_256(listed))
     assert next_state_root(EMPTY_ROOT, writes) == expected
+
+
+@given(writes_st, roots)
+def test_the_root_is_the_formula_over_the_hex_listing_of_any_writes(
+    writes: dict[bytes, bytes | None], prev: bytes
+) -> None:
+    """The writes are hashed one at a time (their listing made whole would take several times
+    their size in memory): the same digest as the canonical JSON of the whole listing."""
+    listed = canonical.encode(
+        [
+            [key.hex(), None if value is None else value.hex()]
+            for key, value in sorted(writes.items())
+        ]
+    )
+    expected = sha3_256(b"loopchain.state." + prev + sha3_256(listed))
+    assert next_state_root(prev, writes) == expected
 
 
 def test_a_block_without_writes_still_advances_the_root() -> None:
@@ -326,3 +344,28 @@ def test_the_step_meter_counts_only_user_lines(tmp_path: Path, user_module: Modu
     assert meter.count == 0
     with pytest.raises(StepLimitExceeded):
         meter.run(lambda: user_module.short(1_000))
+
+
+def test_writes_count_each_key_once_with_its_last_value() -> None:
+    """A transaction's writes are bounded by what they leave (a key written again counts its
+    last value, a delete its key), and a write past the bound fails, leaving the writes before
+    it; a block counts what its merged transactions leave the same way."""
+    state = ScoreState(MemoryStore())
+    overlay = state.overlay()
+    value = b"v" * MAX_VALUE_BYTES
+    for _ in range(3 * MAX_TX_WRITE_BYTES // MAX_VALUE_BYTES):  # one key, many times its bound
+        overlay.put(b"k", value)
+    assert overlay.write_bytes == 1 + MAX_VALUE_BYTES
+    overlay.delete(b"k")
+    assert overlay.write_bytes == 1
+    fits = MAX_TX_WRITE_BYTES // (MAX_VALUE_BYTES + 2)
+    for index in range(fits):
+        overlay.put(b"%02d" % index, value)
+    before = dict(overlay.writes)
+    with pytest.raises(ScoreError, match=f"at most {MAX_TX_WRITE_BYTES} bytes"):
+        overlay.put(b"over", value)
+    assert overlay.writes == before
+    state.merge(overlay)
+    again = state.overlay()
+    again.put(b"00", b"")  # replaces a value of the block's
+    assert state.block_write_bytes_with(again) == overlay.write_bytes - MAX_VALUE_BYTES
