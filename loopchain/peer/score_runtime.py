@@ -29,7 +29,12 @@ from loopchain.configure import Config
 from loopchain.consensus import messages as m
 from loopchain.peer.metrics import ChannelMetrics
 from loopchain.scoreservice.client import ScoreClient, ScoreRejected, ScoreUnavailable
-from loopchain.scoreservice.packages import PackageError, ScorePackage, resolve_package
+from loopchain.scoreservice.packages import (
+    PackageError,
+    ScorePackage,
+    peer_independent,
+    resolve_package,
+)
 from loopchain.scoreservice.supervisor import ScoreSupervisor
 from loopchain.storage.abc import StorageError
 from loopchain.types import canonical
@@ -133,6 +138,11 @@ class ScoreRuntime:
         self.package, self.package_error = resolve_channel_package(
             config, package_name, storage_dir / "score_work"
         )
+        self._own_folders = {  # named in reasons the package cannot be used: see _result_message
+            Path(config.DEFAULT_SCORE_REPOSITORY_PATH): "<repository>",
+            storage_dir / "score_work": "<score work>",
+            storage_dir: "<channel storage>",
+        }
         if self.package is not None and score_settings:
             self.package = dataclasses.replace(self.package, settings=dict(score_settings))
         self.supervisor: ScoreSupervisor | None = None
@@ -439,12 +449,19 @@ class ScoreRuntime:
     def _unavailable(
         self, block: Block, executed: tuple[int, bytes, bytes] | None, reason: str | None
     ) -> InvokeResult:
-        message = reason or "SCORE is not available"
+        message = self._result_message(reason or "SCORE is not available")
         results = [
             TxResult(tx.hash_hex, execution.SCORE_UNREACHABLE, message) for tx in block.transactions
         ]
         state_root = executed[1] if executed else EMPTY_ROOT
         return InvokeResult(block.height, results, state_root, execution.results_hash(results))
+
+    def _result_message(self, reason: str) -> str:
+        """`reason` as 9100 results record it: worded alike on every peer (results_hash covers
+        it), without this peer's folders (logged in full where the reason arose)."""
+        package = self.package.path if self.package is not None else None
+        text = peer_independent(reason, package, self._own_folders)
+        return execution.clip_message(execution.valid_text(text))
 
     async def _record(self, block: Block, result: InvokeResult) -> None:
         """Write the block's results (a synced write) in a thread: its disk sync would hold the

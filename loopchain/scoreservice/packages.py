@@ -390,6 +390,44 @@ def _forget_modules(parent_name: str) -> None:
         del sys.modules[name]
 
 
+# Where a path in a message begins: at the start, or after a space, quote, bracket, '=', ',' or
+# ':'; and where it ends (a path with a space in it is cut there: its rest stays)
+_PATH_START = r"(?<![^\s'\"(\[=,:])"
+_PATH_END = r"(?=$|[\s'\"()\[\],;:])"
+_ABSOLUTE_PATH = re.compile(_PATH_START + r"/[^\s'\"()\[\],;:]*")
+_OBJECT_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]+\b")
+PACKAGE_LABEL = "<package>"
+
+
+def peer_independent(text: str, package: Path | None, folders: dict[Path, str]) -> str:
+    """`text`, a reason a package cannot be used, worded alike on every peer (it is recorded in
+    results every peer hashes): a path inside `package`'s folder as the path within it, each of
+    `folders` (this peer's own, as given or resolved) as its label, any other absolute path as
+    ".../" and its last part, and an object's address as "at 0x...". The peer's log keeps the
+    full detail."""
+    labels = dict(folders)
+    if package is not None:
+        labels[package] = PACKAGE_LABEL
+    forms = {form: label for folder, label in labels.items() for form in _forms(folder)}
+    for form in sorted(forms, key=len, reverse=True):  # a folder inside another one first
+        label = forms[form]
+        inside = "" if label == PACKAGE_LABEL else f"{label}/"
+        text = re.sub(_PATH_START + re.escape(form) + "/", inside, text)
+        text = re.sub(_PATH_START + re.escape(form) + _PATH_END, label, text)
+    text = _ABSOLUTE_PATH.sub(lambda found: ".../" + found.group().rpartition("/")[2], text)
+    return _OBJECT_ADDRESS.sub("at 0x...", text)
+
+
+def _forms(folder: Path) -> set[str]:
+    """The ways `folder` may be written in a message: as given and resolved."""
+    forms = {str(folder)}
+    try:
+        forms.add(str(folder.resolve()))
+    except (OSError, RuntimeError):
+        pass
+    return {form for form in forms if form not in ("", ".", "/")}
+
+
 FIXED_FIELDS = ("id", "version", "main")  # a channel's settings never change what the package is
 
 

@@ -29,6 +29,7 @@ from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.transaction import Transaction
+from tests.integration._score_helpers import write_package
 from tests.integration._storage_helpers import CHANNEL, ChainBuilder, damage_a_table
 from tools.procs import ROOT, wait_until_async
 
@@ -388,6 +389,83 @@ async def test_an_unloadable_package_gives_9100_and_keeps_the_state_root(tmp_pat
     assert (code, height) == (9100, 3) and "no/such" in message
     executed = store.executed()
     assert executed is not None and executed[1] == store.roots_at(0)[0]  # type: ignore[index]
+
+
+# A package no peer can load, and what its 9100 results must say on every peer
+UNLOADABLE = {
+    "raises_on_import": (
+        "raise RuntimeError('this package does not import')\n",
+        "importing score_main.py of SCORE package 'test.broken' failed: RuntimeError: this "
+        "package does not import",
+    ),
+    "names_its_own_file": (
+        "open(__file__ + '.gone')\n",
+        "No such file or directory: 'score_main.py.gone'",
+    ),
+    "not_found": (
+        None,
+        "not found in <repository>: looked for the folder <repository>/test/broken",
+    ),
+}
+
+
+async def _unloadable_results(
+    root: Path, blocks: list[tuple[Block, Any]], source: str | None
+) -> tuple[tuple[int, bytes, bytes] | None, list[Any]]:
+    """(executed pointer, each transaction's result) of a peer under `root` whose package is
+    `source` (none: the package is missing)."""
+    if source is not None:
+        write_package(root / "repo", "broken", source)
+    (root / "repo").mkdir(parents=True, exist_ok=True)
+    store = BlockStore(LevelDBStore(root / "blocks"), CHANNEL)
+    for block, certificate in blocks:
+        store.save_block(block, certificate)
+    config = load_config(
+        environ={}, overrides={"DEFAULT_SCORE_REPOSITORY_PATH": str(root / "repo")}
+    )
+    runtime = ScoreRuntime(
+        config=config,
+        channel=CHANNEL,
+        store=store,
+        package_name="test/broken",
+        storage_dir=root / "channel",
+        port=0,
+        on_executed=lambda executed: None,
+    )
+    async with running(runtime):
+        await wait_until_async(_executed_to(store, len(blocks) - 1), 60, f"9100 under {root}")
+    results = [store.tx_result(tx.hash) for block, _ in blocks for tx in block.transactions]
+    return store.executed(), results
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("case", sorted(UNLOADABLE))
+async def test_a_package_no_peer_can_load_gives_every_peer_the_same_results(
+    tmp_path: Path, case: str
+) -> None:
+    """The 9100 results of a package that cannot be loaded name it without the peer's own
+    folders (its path inside the package, the repository as "<repository>"), so peers whose
+    folders differ record the same results hash (before: each recorded the absolute path of its
+    own copy, and consensus stopped at the first block's results)."""
+    source, wanted = UNLOADABLE[case]
+    chain = ChainBuilder()
+    blocks = []
+    for height in range(2):
+        block = chain.block(_kv_transactions(chain, height))
+        certificate = chain.certify(block)
+        chain.advance(block, certificate)
+        blocks.append((block, certificate))
+    first, second = await asyncio.gather(
+        _unloadable_results(tmp_path / "peer_7100", blocks, source),
+        _unloadable_results(tmp_path / "peer_7200", blocks, source),
+    )
+    assert first == second
+    _, results = first
+    for result in results:
+        assert result is not None
+        code, message, *_ = result
+        assert code == execution.SCORE_UNREACHABLE and wanted in message, message
+        assert str(tmp_path) not in message, message
 
 
 def _runaway_runtime(tmp_path: Path, store: BlockStore) -> tuple[ScoreRuntime, list[float | None]]:

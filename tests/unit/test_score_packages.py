@@ -23,6 +23,7 @@ from loopchain.scoreservice.packages import (
     ScorePackage,
     load_score_class,
     merge_settings,
+    peer_independent,
     resolve_package,
 )
 from loopchain.storage.abc import StorageError
@@ -491,3 +492,26 @@ def test_a_disk_failure_while_unpacking_is_a_storage_error_not_the_packages(
         monkeypatch.setattr(os, "rename", full)
     with pytest.raises(StorageError, match=r"cannot unpack the SCORE package into .*No space left"):
         resolve(repository)
+
+
+def test_a_reason_is_worded_alike_whatever_the_peers_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two peers, one naming its repository relatively, word a reason alike once their own
+    folders, other absolute paths and object addresses are taken out of it."""
+    monkeypatch.chdir(tmp_path)
+    worded = set()
+    for peer, repository in (("peer_7100", Path("peer_7100/repo")), ("peer_7200", None)):
+        repository = repository or tmp_path / peer / "repo"
+        package = (tmp_path / peer / "repo" / "org" / "pkg").resolve()
+        reason = (
+            f"importing {package}/main.py failed: No such file: '{package}/data.json' in "
+            f"{package} ({tmp_path}/{peer}/lib/x.py) <f at 0x7f12ab>; the zip "
+            f"{repository}/org_pkg.zip, the folder {repository}"
+        )
+        folders = {repository: "<repository>", tmp_path / peer / "work": "<score work>"}
+        worded.add(peer_independent(reason, package, folders))
+    assert worded == {
+        "importing main.py failed: No such file: 'data.json' in <package> (.../x.py) "
+        "<f at 0x...>; the zip <repository>/org_pkg.zip, the folder <repository>"
+    }
