@@ -512,12 +512,30 @@ class ScoreRuntime:
                 target_height = target[0] if target else -1
                 if self._given_up_at is not None:  # the blocks from there on are not its
                     target_height = min(target_height, self._given_up_at - 1)
+                if status.executed_height > target_height:
+                    raise StoreDamaged(
+                        self._state_ahead(int(status.executed_height), target_height)
+                    )
                 for height in range(int(status.executed_height) + 1, target_height + 1):
                     await self._replay(height)
                 return
             except (ScoreUnavailable, ScoreRejected) as exc:
                 log.warning("channel %s: SCORE replay waits: %s", self.channel, exc)
                 await asyncio.sleep(RETRY_DELAY)
+
+    def _state_ahead(self, committed: int, recorded: int) -> str:
+        """Why execution cannot go on when the SCORE committed blocks this peer has no results
+        of: a SCORE commits a block only once the peer recorded its results, so the peer's store
+        is older than the state (restored from an older copy, or another channel's): the SCORE
+        would refuse every block this peer executes next, for good."""
+        assert self.supervisor is not None
+        return (
+            f"the SCORE state {self.supervisor.state_path} holds blocks through height "
+            f"{committed}, but this peer's block store holds results only through height "
+            f"{recorded}: the block store is older than the SCORE state (restored from an older "
+            "backup?). Restore both from the same backup, or move the SCORE state aside to have "
+            "it replayed from the chain"
+        )
 
     async def _replay(self, height: int) -> None:
         assert self.supervisor is not None

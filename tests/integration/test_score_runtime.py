@@ -468,6 +468,40 @@ async def test_a_package_no_peer_can_load_gives_every_peer_the_same_results(
         assert str(tmp_path) not in message, message
 
 
+@pytest.mark.timeout(120)
+async def test_a_block_store_older_than_the_score_state_stops_execution_through_the_peer(
+    tmp_path: Path,
+) -> None:
+    """The SCORE committed blocks 0-5; the block store is then restored from a copy holding the
+    blocks but none of their results. The SCORE would refuse every block the peer executes next:
+    the runtime tells the peer once (which stops the channel), naming both heights and the SCORE
+    state, and executes nothing (before: it asked the SCORE for block 0 again every 0.5 s for
+    good, with a warning each time)."""
+    chain = ChainBuilder()
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, chain)
+    async with running(_runtime(tmp_path, store, [])):
+        await wait_until_async(_executed_to(store, BLOCKS - 1), 60, "execution of every block")
+    restored = BlockStore(LevelDBStore(tmp_path / "restored"), CHANNEL)
+    for height in range(BLOCKS):
+        block, certificate = store.block_by_height(height), store.certificate_at(height)
+        assert block is not None and certificate is not None
+        restored.save_block(block, certificate)
+    failures: list[Exception] = []
+    runtime = _runtime(tmp_path, restored, [], on_storage_error=failures.append)
+    async with running(runtime):
+
+        async def told_once() -> bool:
+            return bool(failures)
+
+        await wait_until_async(told_once, 60, "the store older than the SCORE state told")
+    assert len(failures) == 1, failures
+    told = str(failures[0])
+    assert f"holds blocks through height {BLOCKS - 1}" in told, told
+    assert "results only through height -1" in told and "score_state" in told, told
+    assert restored.executed() is None
+
+
 def _runaway_runtime(tmp_path: Path, store: BlockStore) -> tuple[ScoreRuntime, list[float | None]]:
     """A runtime of the test/loop SCORE whose invoke never returns, and the deadlines of the tries
     it makes that miss theirs."""
