@@ -113,6 +113,8 @@ class Registry:
         self.path = path
         self._peers: dict[str, PeerRecord] = {}
         self._membership: dict[str, _Membership] = {}
+        # the digest of the set a channel makes now (the station's, see `adopt_contents`)
+        self._content_of: Callable[[str], str] | None = None
         self._left_out: dict[str, int] = {}  # per channel: admitted peers that are not members
         self._beats: dict[tuple[str, str], Heartbeat] = {}
         self._dirty = False
@@ -179,7 +181,10 @@ class Registry:
         }
 
     def save(self) -> None:
-        """Write the registry atomically (no-op without a path); OSError naming it when it fails."""
+        """Write the registry atomically (no-op without a path); OSError naming it when it fails.
+        Each channel whose set now has other content than its version's takes the next version
+        first (`adopt_contents`): what a save changes is served under a version of its own."""
+        self._stamp()
         if self.path is None:
             return
         data = json.dumps(self.to_json(), indent=1, sort_keys=True).encode()
@@ -365,6 +370,30 @@ class Registry:
     def version(self, channel: str) -> int:
         """The membership version of `channel` (grows whenever its members change)."""
         return self._membership[channel].version
+
+    def adopt_contents(self, content_of: Callable[[str], str]) -> None:
+        """From now on, `content_of(channel)` (the digest of the set the channel makes now) is
+        checked at every save, and now: a channel whose content is not the one served under its
+        version takes the next version, saved (a file edited while the station was down)."""
+        self._content_of = content_of
+        if any(
+            m.served != content_of(n) for n, m in self._membership.items() if n in self.channels
+        ):
+            with self._saved_or_undone():
+                self.save()
+
+    def _stamp(self) -> None:
+        if self._content_of is None:
+            return
+        for name, membership in self._membership.items():
+            if name not in self.channels:
+                continue
+            content = self._content_of(name)
+            if membership.served == content:
+                continue
+            if membership.served:
+                membership.version += 1
+            membership.served = content
 
     def serve(self, channel: str, content: str) -> int:
         """The version under which the set of `content` (a digest) is served: the current one,

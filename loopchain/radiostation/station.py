@@ -87,6 +87,12 @@ class Station:
             lambda: {channel: self.view(channel) for channel in self.registry.channels},
             process=True,
         )
+        # every save of the registry gives a set of other content its own version, now too
+        registry.adopt_contents(self._content)
+
+    def _content(self, channel: str) -> str:
+        """The digest of the set `channel` makes now, whatever its version."""
+        return self._unsigned_set(channel, 0).hash.hex()
 
     @property
     def config(self) -> Config:
@@ -136,8 +142,9 @@ class Station:
         cached = self._sets.get(channel)
         if cached is not None and cached.version == version and cached.hash == unsigned.hash:
             return cached
-        content = dataclasses.replace(unsigned, version=0).hash.hex()
-        version = self.registry.serve(channel, content)
+        # (the registry gave it its version when it saved what changed it: this writes only
+        # when something else did, such as a setting it reads)
+        version = self.registry.serve(channel, self._content(channel))
         signed = dataclasses.replace(unsigned, version=version).signed_by(self.signer)
         self._sets[channel] = signed
         return signed

@@ -647,15 +647,21 @@ def test_a_version_once_served_is_never_served_for_other_content(
     else:
         data["c"]["peers"][0]["weight"] = 3
         station = _station_over(tmp_path, data, auth, key)  # the operator restarts it
+    # the version heartbeats answer has grown already, and serving the set writes nothing
+    assert station.registry.version("c") == first.version + 1
+    saved = (tmp_path / "registry.json").read_bytes()
     second = station.validator_set("c")
+    assert (tmp_path / "registry.json").read_bytes() == saved
     assert second.hash != first.hash and second.version == first.version + 1
     assert sorted(v.weight for v in second.validators) != sorted(v.weight for v in first.validators)
     restarted = _station_over(tmp_path, data, auth, key).validator_set("c")
     assert (restarted.version, restarted.hash) == (second.version, second.hash)
     # a change of membership takes the next version, once (not once for it, once for content)
-    joiner = Signer.generate()
-    if auth:
+    joiner, due = Signer.generate(), second.version + 1
+    if auth:  # listing it is a change of its own (a validator without its key yet)
         data["c"]["peers"].append({"peer_id": joiner.address})
         station = _station_over(tmp_path, data, auth, key)
+        assert station.registry.version("c") == due
+        due += 1
     station.registry.register(joiner.address, "10.0.0.4:7100", "", joiner.public_key)
-    assert station.validator_set("c").version == second.version + 1
+    assert station.validator_set("c").version == due
