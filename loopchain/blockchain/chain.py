@@ -205,15 +205,20 @@ def _check_prev_qc(tip: ChainTip, block: Block, ratio: Fraction) -> str | None:
 
 def check_proposal_bounds(tip: ChainTip, block: Block, limits: Limits, now_us: int) -> str | None:
     """Size and timestamp bounds a voter checks before voting."""
-    if len(block.transactions) > limits.max_block_txs:
-        return f"block holds {len(block.transactions)} transactions, limit {limits.max_block_txs}"
-    if sum(len(tx.encode()) for tx in block.transactions) > limits.max_block_bytes:
-        return "block is larger than MAX_BLOCK_KBYTES"
-    problem = check_proposal_time(tip, block, limits, now_us)
+    problem = check_size(block, limits) or check_proposal_time(tip, block, limits, now_us)
     if problem:
         return problem
     if tip.is_legacy_handover(block):
         return "a validator set change is voted by the old set and the new one together"
+    return None
+
+
+def check_size(block: Block, limits: Limits) -> str | None:
+    """The size bounds of `check_proposal_bounds` (its transactions' number and bytes)."""
+    if len(block.transactions) > limits.max_block_txs:
+        return f"block holds {len(block.transactions)} transactions, limit {limits.max_block_txs}"
+    if sum(len(tx.encode()) for tx in block.transactions) > limits.max_block_bytes:
+        return "block is larger than MAX_BLOCK_KBYTES"
     return None
 
 

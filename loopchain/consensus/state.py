@@ -99,6 +99,7 @@ from loopchain.blockchain.chain import (
     check_header,
     check_proposal_bounds,
     check_proposal_time,
+    check_size,
 )
 from loopchain.blockchain.mempool import PoolFullError, TxPool, TxRefused
 from loopchain.consensus import messages as m
@@ -637,16 +638,21 @@ class ChannelConsensus:
         first, synced = blocks[0][0], blocks[0][1] is not None
         # a synced range extends the final tip; a fetched block, any block this node holds
         point = self.tip if synced else self.tree.point(first.header.prev_hash)
+        limits = self.config.limits
         for block, qc in blocks:
-            if point is None or block.height <= self.tip.height:
-                return None
-            ratio = self.config.limits.ratio
-            problem = self._wrong_leader(block, point) if qc is None else None
-            problem = problem or check_header(point, block, self.issuer, ratio)
-            if qc is not None:
-                problem = problem or check_certificate(point, block, qc, ratio)
+            # a fetched block (not final yet) past this peer's limits is one it would not have
+            # voted for: its many signatures are not worth recovering (it syncs, once final)
+            problem = check_size(block, limits) if qc is None else None
+            if problem is None:
+                if point is None or block.height <= self.tip.height:
+                    return None  # its parent is not held here yet, or it is final already
+                leader = self._wrong_leader(block, point) if qc is None else None
+                problem = leader or check_header(point, block, self.issuer, limits.ratio)
+                if qc is not None:
+                    problem = problem or check_certificate(point, block, qc, limits.ratio)
             if problem:
                 return f"block {block.height} round {block.header.round}: {problem}"
+            assert point is not None
             point = point.advance(block)
         return None
 
@@ -670,15 +676,15 @@ class ChannelConsensus:
         problem = problem or check_extends(parent, block, self.issuer, self.config.limits.ratio)
         return problem or self._replayed(block, parent)
 
-    def _give_up(self, round_: int | None) -> list[m.Action]:
+    def _give_up(self, round_: int) -> list[m.Action]:
         """Far behind (syncing), this validator can neither vote nor lead in the rounds the others
-        are in. Of `round_` (the round a message of theirs names) and the next, it complains at
+        are in. Of `round_` (the round after a certificate of theirs that checks) and the next, it complains at
         once about those it leads or whose votes go to it, so that they need not wait a round
         timeout for it: they complain as soon about a round whose leader, or next leader, gave it
         up. A complaint only promises not to vote in its round, which it could not anyway; the
         highest certificate it carries is older than theirs, so it binds no leader."""
         voting, me = self.voting_set, self.signer.address
-        if round_ is None or voting is None or me not in voting:
+        if voting is None or me not in voting:
             return []
         actions: list[m.Action] = []
         for r in (round_, round_ + 1):
@@ -697,13 +703,17 @@ class ChannelConsensus:
     def _park(self, missing: bytes, event: m.Event, height: int) -> list[m.Action]:
         """Keep `event` until block `missing` arrives; ask for it (or sync when far behind) when
         a certificate in `event` vouches for it."""
-        vouched = self._vouched(missing, event)
+        vouching = self._vouching(missing, event)
         if height > self.tip.height + MAX_FETCH_DEPTH:
-            # giving up rounds on the word of a forged certificate would let any member take
-            # this validator's turns as leader from it
-            give_up = self._give_up(_round_named(event)) if vouched else []
+            # Rounds are given up only on a certificate that checks, of a block that far above
+            # the tip, and only those after its round: the event's own height and round are its
+            # sender's word, and a forged certificate, or a real old one under a made-up round,
+            # let any member take this validator's turns (up to a round of its choosing, for
+            # good: the vote record keeps it) from it.
+            far = vouching is not None and vouching.height > self.tip.height + MAX_FETCH_DEPTH
+            give_up = self._give_up(vouching.round + 1) if vouching is not None and far else []
             return [m.RequestSync(height), *give_up]
-        fetch: list[m.Action] = [m.FetchBlock(missing, vouched)]
+        fetch: list[m.Action] = [m.FetchBlock(missing, vouching is not None)]
         if len(self.waiting.get(missing, ())) >= MAX_WAITING:
             return fetch  # enough wait for that block: none gives way for this
         size = _parked_bytes([event])
@@ -720,22 +730,25 @@ class ChannelConsensus:
         self.waiting_bytes += size
         return fetch
 
-    def _vouched(self, missing: bytes, event: m.Event) -> bool:
-        """Whether a certificate that `event` carries for block `missing` checks, under the sets
-        that vote above the final tip as far as this node can tell (the chain's, with or after
-        a pending one). Names of blocks that do not exist, which any member may send without
-        end under forged certificates, each held this node's single fetch loop for a deadline
-        when the member stalled its own answer, and kept the block this node needed from being
-        fetched (a review found it): those are asked for only when no vouched name waits. (A
-        genuine certificate of a block past a set change this node has not seen does not check
-        here: its block is asked for as before, behind the vouched ones.)"""
+    def _vouching(self, missing: bytes, event: m.Event) -> QuorumCertificate | None:
+        """The certificate `event` carries for block `missing` when it is of a block above the
+        final tip and checks, under the sets that vote there as far as this node can tell (the
+        chain's, with or after a pending one). Names of blocks that do not exist, which any
+        member may send without end under forged certificates (or under real ones of final
+        blocks), each held this node's single fetch loop for a deadline when the member stalled
+        its own answer, and kept the block this node needed from being fetched (a review found
+        it): those are asked for only when no vouched name waits. (A genuine certificate of a
+        block past a set change this node has not seen does not check here: its block is asked
+        for as before, behind the vouched ones.)"""
         qc = _certificate_for(event, missing)
         tip = self.tip
-        if qc is None or tip.child_voters is None:
-            return qc is not None  # before the first block: no set to check against yet
+        if qc is None or qc.height <= tip.height or qc.round <= tip.round:
+            return None
+        if tip.child_voters is None:
+            return qc  # before the first block: no set to check against yet
         ratio = self.config.limits.ratio
         sets = [tip.child_voters] + ([tip.pending] if tip.pending is not None else [])
-        return any(qc.verify(voters, ratio) is None for voters in sets)
+        return qc if any(qc.verify(voters, ratio) is None for voters in sets) else None
 
     def _release(self, block_hash: bytes, now: float) -> list[m.Action]:
         actions: list[m.Action] = []
@@ -1324,18 +1337,6 @@ def _certificate_for(event: m.Event, block_hash: bytes) -> QuorumCertificate | N
         case _:
             qc = None
     return qc if qc is not None and qc.block_hash == block_hash else None
-
-
-def _round_named(event: m.Event) -> int | None:
-    """The round the others are in, as a message of theirs tells it."""
-    match event:
-        case m.ProposalReceived(block):
-            return block.header.round
-        case m.CertificateReceived(qc):
-            return qc.round + 1
-        case m.ComplaintReceived(complaint):
-            return complaint.round
-    return None
 
 
 def _parked_bytes(events: list[m.Event]) -> int:

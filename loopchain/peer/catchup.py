@@ -184,37 +184,34 @@ class CatchUp:
             seen_height = self.tip_height()
 
     async def sync_once(self) -> int:
-        """Fetch final blocks from peers until none is ahead; returns how many were added. One
-        range from each peer a pass, passes while some peer has more: a member serving a block
-        a call (each answer just inside its deadline) while it names a far tip held the sync on
-        itself for good when a peer was asked until it had nothing more; now it has one call a
-        pass, and the others serve whole ranges in theirs."""
+        """Fetch final blocks from peers until none has more; returns how many were added. Each
+        pass asks every other peer for one range, while a pass moves the tip. A member serving a
+        block a call (each answer just inside its deadline) while it names a far tip held the
+        sync on itself for good when a peer was asked until it had no more; and, once the others
+        were each asked until they had no more, while the chain grew. Now it has one call a
+        pass, and every other peer serves what it has in each."""
         start_height = self.tip_height()
-        peers = self._shuffled_others()
-        while peers:
-            peers = [peer for peer in peers if await self._sync_from(peer)]
-        return self.tip_height() - start_height
+        while True:
+            before = self.tip_height()
+            for peer in self._shuffled_others():
+                await self._sync_from(peer)
+            if self.tip_height() == before:
+                return self.tip_height() - start_height
 
-    async def _sync_from(self, peer: PeerInfo) -> bool:
-        """Take one range from `peer`; whether it may have more (it served blocks that moved
-        the tip here, and names a tip still ahead)."""
-        before = self.tip_height()
+    async def _sync_from(self, peer: PeerInfo) -> None:
+        """Take one range from `peer`."""
         try:
             fetched = await self.transport.fetch_blocks(
-                peer, self.channel, before + 1, self.sync_batch, self.pooled
+                peer, self.channel, self.tip_height() + 1, self.sync_batch, self.pooled
             )
         except MalformedReply as exc:
             self.avoid(peer, str(exc))
-            return False
+            return
         except TransportError as exc:
             log.debug("channel %s: sync from %s failed: %s", self.channel, peer.target, exc)
-            return False
-        if not fetched.blocks:
-            return False
-        if not await self._take(fetched):
+            return
+        if fetched.blocks and not await self._take(fetched):
             self.avoid(peer, "it served an invalid block")
-            return False
-        return self.tip_height() not in (before, fetched.tip_height)
 
     async def _take(self, fetched: FetchedRange) -> bool:
         """Hand a synced range to the consensus SYNC_CHUNK blocks at a time, each chunk's last

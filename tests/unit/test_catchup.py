@@ -350,6 +350,14 @@ async def test_a_block_under_a_forged_certificate_costs_none_of_its_transactions
     peers.block = honest
     await asyncio.wait_for(up._fetch_one(honest.hash), 60)
     assert len(recovered) == 40 and dispatched == [m.BlockFetched(honest)]
+    # past this peer's block limits, even under the real certificate: one it would not have
+    # voted for, whose signatures are not worth recovering (a final one comes by sync)
+    limit = victim.state.config.limits.max_block_txs
+    big = _forged_block(victim, liar, limit + 1, real)
+    assert "transactions, limit" in (victim.state.header_problem([(big, None)]) or "")
+    peers.block, dispatched[:], recovered[:] = big, [], []
+    await asyncio.wait_for(up._fetch_one(big.hash), 60)
+    assert recovered == [] and dispatched == []
 
 
 class OneAtATime:
@@ -387,3 +395,36 @@ async def test_a_member_serving_a_block_a_call_holds_the_sync_one_call_a_pass(
     assert await asyncio.wait_for(up.sync_once(), 60) == 1000
     assert peers.asked[:2] == ["hxslow", "hxfast"]
     assert peers.asked.count("hxslow") <= 1000 // 100 + 1, peers.asked.count("hxslow")
+
+
+class GrowingChain(OneAtATime):
+    """As OneAtATime, while the chain grows by `growth` blocks during each of the slow member's
+    answers (its deadline, in a real network), up to `last`."""
+
+    def __init__(self, height: int, slow: PeerInfo, growth: int, last: int) -> None:
+        super().__init__(height, slow)
+        self.growth, self.last = growth, last
+
+    async def fetch_blocks(
+        self, peer: PeerInfo, channel: str, from_height: int, max_blocks: int, pooled: Any = None
+    ) -> FetchedRange:
+        if peer == self.slow:
+            self.height = min(self.last, self.height + self.growth)
+        return await super().fetch_blocks(peer, channel, from_height, max_blocks, pooled)
+
+
+async def test_a_peer_that_had_no_more_is_asked_again_while_the_chain_grows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chain grows while a slow member answers: a peer that served all it had is asked
+    again in the next pass. Before, once it had no more it was not asked again, and the sync
+    went on with the slow member alone, a block a call, falling further behind (a review)."""
+    slow, fast = PeerInfo("hxslow", "127.0.0.1:1", 0), PeerInfo("hxfast", "127.0.0.1:2", 1)
+    monkeypatch.setattr(
+        catchup.random, "shuffle", lambda peers: peers.sort(key=lambda p: p != slow)
+    )
+    chain, peers = _Chain(), GrowingChain(0, slow, growth=20, last=500)
+    up = CatchUp("alpha", peers, lambda: [slow, fast], lambda: chain.tip, chain.dispatch, 100)  # type: ignore[arg-type]
+    assert await asyncio.wait_for(up.sync_once(), 60) == 500
+    assert peers.asked.count("hxslow") <= 500 // 20 + 2, peers.asked.count("hxslow")
+    assert peers.asked.count("hxfast") == peers.asked.count("hxslow")  # each pass asks both

@@ -256,6 +256,35 @@ def test_only_a_certificate_that_checks_vouches_for_the_block_it_names(ahead: in
         assert gave_up[1:] and {a.complaint.round for a in gave_up[1:]} <= {round_ + 1, round_ + 2}
 
 
+def test_a_real_old_certificate_under_a_made_up_round_vouches_for_nothing() -> None:
+    """Any member could take a proposal far ahead, in a round of its choosing, extending a final
+    block under that block's real certificate: the certificate checked, so the validator gave up
+    every round up to the made-up one (and kept that in its vote record). Now only a certificate
+    of a block above the tip vouches, and rounds are given up only after its own round; a name
+    of a final block is asked for unvouched."""
+    net = Network(4, seed=7)
+    chain = _chain_of(net, 4)
+    victim, liar = net.honest()[0], net.honest()[1]
+    state, tip = victim.state, victim.state.tip
+    old, old_qc = chain[1]
+    assert old.height < tip.height
+    made_up = next(
+        r for r in range(10**9, 10**9 + 1000) if state.leader_of_round(r) == victim.address
+    )
+    extending = _proposal(net, state, made_up, liar.signer, 0, (), old_qc)
+    far_height = tip.height + state_module.MAX_FETCH_DEPTH + 5
+    far = dataclasses.replace(
+        extending, header=dataclasses.replace(extending.header, height=far_height)
+    )
+    before = state.safety.highest_vote_round
+    actions = state.handle(m.ProposalReceived(far), net.now)
+    assert not [a for a in actions if isinstance(a, m.BroadcastComplaint)], actions
+    assert state.safety.highest_vote_round == before
+    near = m.ComplaintReceived(Complaint.create(CHANNEL, state.round, old_qc, liar.signer))
+    fetched = [a for a in state.handle(near, net.now) if isinstance(a, m.FetchBlock)]
+    assert all(not a.vouched for a in fetched), fetched
+
+
 def test_sync_accepts_final_blocks_with_a_proof_and_only_provable_ones_without() -> None:
     source_net = Network(4, seed=7)
     chain = _chain_of(source_net, 6)
