@@ -124,10 +124,12 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         except NotAdmitted as exc:
             REFUSALS.refused("refused registration of %s: %s", request.peer_id, exc)
             return pb.ConnectPeerReply(code=int(ResponseCode.PEER_UNKNOWN), message=str(exc))
-        new = request.peer_id not in registry
-        changes = registry.changes(request.peer_id, request.target, request.group_id)
-        if changes and (refusal := self._change_refused(request.peer_id)):
-            return refusal
+        # a change of a registered peer's record past its allowance (ChangeThrottle) is refused
+        # here, before a probe; the change is taken only once the probe passed (step 4)
+        if registry.changes(request.peer_id, request.target, request.group_id):
+            wait = self._changes.wait(request.peer_id, self.station.clock())
+            if wait:
+                return self._change_refused(request.peer_id, wait)
         # 3. its key answers at its target (a fresh challenge, so a replayed request proves nothing)
         if self.station.config.RADIOSTATION_CHECK_TARGETS:
             if self._probes >= MAX_PROBES:
@@ -140,7 +142,13 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             refusal = await self._probe(request)
             if refusal is not None:
                 return refusal
-        # 4. add or update the peer (checked again: the registry may have changed meanwhile)
+        # 4. add or update the peer (checked again: the registry may have changed meanwhile); a
+        #    change takes one of the peer's changes now, so that a try refused busy, or whose
+        #    target did not answer (a replayed request's), costs the peer none
+        new = request.peer_id not in registry
+        changes = registry.changes(request.peer_id, request.target, request.group_id)
+        if changes and (wait := self._changes.take(request.peer_id, self.station.clock())):
+            return self._change_refused(request.peer_id, wait)
         try:
             record = registry.register(request.peer_id, request.target, request.group_id, key)
         except NotAdmitted as exc:
@@ -166,12 +174,10 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             radiostation_public_key=self.station.signer.public_key,
         )
 
-    def _change_refused(self, peer_id: str) -> pb.ConnectPeerReply | None:
-        """Take a change of a registered peer's record (ChangeThrottle); the refusal when it
-        changes more often than that (each change is a synced write of the registry)."""
-        wait = self._changes.take(peer_id, self.station.clock())
-        if not wait:
-            return None
+    def _change_refused(self, peer_id: str, wait: float) -> pb.ConnectPeerReply:
+        """The refusal of a change of a registered peer's record past its allowance (each change
+        is a synced write of the registry): TIMEOUT, which a peer takes as "try again later",
+        saying in how many seconds (`wait`) its next change is taken."""
         message = (
             f"peer {peer_id} changes its registration (target or group) more often than taken "
             f"({CHANGE_BURST} changes at once, then one every {CHANGE_INTERVAL_S:g} s): its "

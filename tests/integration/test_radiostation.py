@@ -24,7 +24,6 @@ from loopchain.radiostation.probe import MAX_PROBES
 from loopchain.radiostation.rest import MAX_CONCURRENT_STATUS_QUERIES, MAX_STATUS_REQUESTS
 from loopchain.types import package_name
 from loopchain.types.crypto import Signer, address_of
-from loopchain.types.peer import identify_digest
 from loopchain.types.validators import ValidatorSet
 from tests._flood import HTTP2_PREFACE
 from tests.integration._rs_helpers import (
@@ -35,6 +34,7 @@ from tests.integration._rs_helpers import (
     heartbeat_request,
     post_raw,
 )
+from tests.integration._targets import TinyPeer, hanging_peer, tiny_peer
 from tools.procs import assert_clean_log, free_port_pair, wait_until_async
 
 DEADLINE = 5.0
@@ -274,52 +274,6 @@ async def test_unknown_channel_is_404(start_rs: StartRS) -> None:
 
 
 # -- live peer status over gRPC
-
-
-class TinyPeer(pb_grpc.PeerServiceServicer):
-    """Answers GetStatus and Identify like a peer would (Identify with the key of `signer`)."""
-
-    def __init__(self, peer_id: str, target: str, signer: Signer | None = None) -> None:
-        self.peer_id, self.target, self.signer = peer_id, target, signer
-        self.challenges: list[bytes] = []
-
-    async def Identify(
-        self, request: pb.IdentifyRequest, context: grpc.aio.ServicerContext
-    ) -> pb.IdentifyReply:
-        assert self.signer is not None
-        self.challenges.append(request.challenge)
-        signature = self.signer.sign(identify_digest(request.challenge))
-        return pb.IdentifyReply(peer_id=self.peer_id, signature=signature)
-
-    async def GetStatus(
-        self, request: pb.ChannelRequest, context: grpc.aio.ServicerContext
-    ) -> pb.PeerStatusReply:
-        return pb.PeerStatusReply(
-            channel=request.channel,
-            peer_id=self.peer_id,
-            peer_target=self.target,
-            peer_type=1,
-            block_height=7,
-            total_tx=11,
-            consensus="LFT",
-        )
-
-
-@asynccontextmanager
-async def tiny_peer(signer: Signer, key: Signer | None = None) -> AsyncIterator[str]:
-    """A peer serving as `signer` at a free target; it signs challenges with `key` (default:
-    its own key; another key plays a peer that does not hold the id it claims)."""
-    port = free_port_pair()
-    target = f"127.0.0.1:{port}"
-    server = grpc.aio.server()
-    peer = TinyPeer(signer.address, target, key or signer)
-    pb_grpc.add_PeerServiceServicer_to_server(peer, server)
-    server.add_insecure_port(target)
-    await server.start()
-    try:
-        yield target
-    finally:
-        await server.stop(None)
 
 
 class HangingStatus(TinyPeer):
@@ -684,38 +638,6 @@ async def test_a_replayed_registration_cannot_move_a_peer_to_a_dead_target(
             listed = await stub.GetPeerList(pb.ChannelRequest(channel=""), timeout=DEADLINE)
     assert replayed.code != 0
     assert [(p.peer_id, p.target) for p in listed.peers] == [(peer.address, live_target)]
-
-
-class HangingPeer(pb_grpc.PeerServiceServicer):
-    """A target whose Identify never answers until `release` is set: a probe of it holds its
-    registration's call (`entered` counts the probes that reached it)."""
-
-    def __init__(self) -> None:
-        self.entered = 0
-        self.release = asyncio.Event()
-
-    async def Identify(
-        self, request: pb.IdentifyRequest, context: grpc.aio.ServicerContext
-    ) -> pb.IdentifyReply:
-        self.entered += 1
-        await self.release.wait()
-        return pb.IdentifyReply()  # proves no key: the registration is refused
-
-
-@asynccontextmanager
-async def hanging_peer() -> AsyncIterator[tuple[str, HangingPeer]]:
-    """A HangingPeer served at a free target; released and stopped at the end."""
-    target = f"127.0.0.1:{free_port_pair()}"
-    server = grpc.aio.server()
-    peer = HangingPeer()
-    pb_grpc.add_PeerServiceServicer_to_server(peer, server)
-    server.add_insecure_port(target)
-    await server.start()
-    try:
-        yield target, peer
-    finally:
-        peer.release.set()
-        await server.stop(None)
 
 
 async def test_an_id_no_channel_lists_is_refused_before_its_target_is_dialled(

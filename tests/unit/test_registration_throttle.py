@@ -33,3 +33,15 @@ def test_buckets_of_at_most_max_peers_are_kept() -> None:
     assert len(throttle._buckets) == 2
     assert throttle.take("a", 0.0) == 0.0  # the one that changed the longest ago was forgotten
     assert throttle.take("c", 0.0) == 10.0
+
+
+def test_wait_says_when_a_change_is_taken_and_takes_none() -> None:
+    throttle = ChangeThrottle(burst=2, interval=10.0)
+    assert [throttle.wait("a", 100.0) for _ in range(5)] == [0.0] * 5  # asking takes nothing
+    assert throttle.take("a", 100.0) == 0.0
+    assert throttle.take("a", 100.0) == 0.0
+    assert throttle.wait("a", 104.0) == 6.0
+    assert throttle.wait("a", 104.0) == 6.0
+    assert throttle.wait("a", 110.0) == 0.0
+    assert throttle.take("a", 110.0) == 0.0
+    assert throttle.wait("a", 110.0) == 10.0
