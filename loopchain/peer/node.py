@@ -207,6 +207,10 @@ class PeerNode:
         self._register_again_wait = float(self.config.HEARTBEAT_INTERVAL)
         self._unknown_to: str | None = None
         self._ungranted: set[str] = set()
+        # started on the cached registration as the RadioStation did not take one (down, busy,
+        # our target not reached yet, a change refused for now): it may list this peer at an
+        # old target or group, so the heartbeat loop registers again until one is made
+        self._registration_pending = False
         self._busy_logged_at = -math.inf  # a busy RadioStation is warned about once an interval
         self.metrics = PeerMetrics(
             lambda: {name: service.gauges for name, service in self.channels.items()},
@@ -402,11 +406,14 @@ class PeerNode:
             except RadioStationUnreachable as exc:
                 if cached is not None:
                     log.warning(
-                        "RadioStation %s %s (%s); using the last registration",
+                        "RadioStation %s %s (%s); using the last registration, registering "
+                        "again at the heartbeats",
                         rs.target,
                         "busy" if isinstance(exc, RadioStationBusy) else "unreachable",
                         exc,
                     )
+                    self._registration_pending = True  # tried again a HEARTBEAT_INTERVAL on
+                    self._registered_again_at = asyncio.get_running_loop().time()
                     return cached
                 log.warning("waiting for RadioStation at %s (%s)", rs.target, exc)
             with contextlib.suppress(TimeoutError):
@@ -540,6 +547,8 @@ class PeerNode:
         assert self.signer is not None
         if self.workers:
             self._take_worker_registrations()
+        if self._registration_pending:  # (made by this process, with or without workers)
+            await self._register_again(rs, unknown=False)
         for name, service in self.channels.items():
             try:
                 status = service.status()
@@ -596,18 +605,19 @@ class PeerNode:
         self._busy_logged_at = now
         log.warning("RadioStation busy (%s): tried again at the next heartbeat", exc)
 
-    async def _register_again(self, rs: RadioStations) -> None:
-        """Register again (as at the start) with a RadioStation that does not know this peer: one
-        restarted on an empty or older registry, or a standby holding a copy from before this peer
-        registered. At most once per HEARTBEAT_INTERVAL, and after a failure twice as long each
-        time (a peer the RadioStation refuses, one un-listed, costs it a probe rarely); the
-        channels keep running as opened."""
+    async def _register_again(self, rs: RadioStations, unknown: bool = True) -> None:
+        """Register again (as at the start) with a RadioStation that does not know this peer
+        (`unknown`: one restarted on an empty or older registry, or a standby holding a copy
+        from before this peer registered), or that did not take its registration at the start
+        (_registration_pending). At most once per HEARTBEAT_INTERVAL, and after a failure twice
+        as long each time (a peer the RadioStation refuses, one un-listed, costs it a probe
+        rarely); the channels keep running as opened."""
         assert self.signer is not None
         now = asyncio.get_running_loop().time()
         if now - self._registered_again_at < self._register_again_wait:
             return
         self._registered_again_at = now
-        first = self._unknown_to != rs.target
+        first = unknown and self._unknown_to != rs.target
         if first:
             log.warning("RadioStation %s does not know this peer: registering again", rs.target)
             self._unknown_to = rs.target
@@ -619,6 +629,7 @@ class PeerNode:
             self._register_again_wait = min(2 * self._register_again_wait, longest)
             return
         self._unknown_to = None
+        self._registration_pending = False
         self._register_again_wait = float(self.config.HEARTBEAT_INTERVAL)
         log.info("registered again with RadioStation %s as order %d", rs.target, registration.order)
         self._compare_registration(rs.target, registration)

@@ -16,6 +16,8 @@ import grpc
 import pytest
 
 from loopchain.configure import load_config
+from loopchain.p2p.radiostation_client import RadioStations
+from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.channels import ChannelSpec
@@ -24,6 +26,7 @@ from loopchain.radiostation.probe import MAX_PROBES
 from loopchain.radiostation.registry import Registry
 from loopchain.radiostation.station import Station
 from loopchain.radiostation.throttle import CHANGE_BURST, CHANGE_INTERVAL_S
+from loopchain.storage.memory import MemoryStore
 from loopchain.types.crypto import Signer
 from tests.integration._rs_helpers import connect_request
 from tests.integration._targets import hanging_peer, tiny_peer
@@ -48,10 +51,10 @@ class Clock:
 @asynccontextmanager
 async def station_stub(
     tmp_path: Path, clock: Clock, check_targets: bool = False
-) -> AsyncIterator[tuple[pb_grpc.RadioStationStub, Path]]:
+) -> AsyncIterator[tuple[pb_grpc.RadioStationStub, Path, str]]:
     """A RadioStation's gRPC server on a free port over a registry file in `tmp_path` (open mode,
-    one channel, targets probed only if `check_targets`), a stub to it and the registry file's
-    path."""
+    one channel, targets probed only if `check_targets`), a stub to it, the registry file's path
+    and the station's target."""
     port = free_port_pair()
     config = load_config(
         environ={},
@@ -70,7 +73,7 @@ async def station_stub(
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield pb_grpc.RadioStationStub(channel), path
+            yield pb_grpc.RadioStationStub(channel), path, f"127.0.0.1:{port}"
     finally:
         await server.stop(None)
 
@@ -100,7 +103,7 @@ async def test_a_peer_flipping_its_group_is_taken_a_few_times_then_once_an_inter
     caplog.set_level(logging.DEBUG, logger="loopchain.radiostation.grpc_service")
     clock = Clock()
     member, other = Signer.generate(), Signer.generate()
-    async with station_stub(tmp_path, clock) as (stub, path):
+    async with station_stub(tmp_path, clock) as (stub, path, _):
 
         async def connect(signer: Signer, group_id: str) -> pb.ConnectPeerReply:
             request = connect_request(signer, TARGET, group_id)
@@ -145,7 +148,7 @@ async def test_moves_refused_busy_take_none_of_a_peers_changes(tmp_path: Path) -
     clock = Clock()
     member = Signer.generate()
     async with (
-        station_stub(tmp_path, clock, check_targets=True) as (stub, path),
+        station_stub(tmp_path, clock, check_targets=True) as (stub, path, _),
         tiny_peer(member) as old_target,
         tiny_peer(member) as new_target,
         hanging_peer() as (hanging_target, hanging),
@@ -191,7 +194,7 @@ async def test_moves_to_a_target_that_does_not_answer_take_none_of_a_peers_chang
     dead_target = f"127.0.0.1:{free_port_pair()}"
     captured = connect_request(member, dead_target)  # signed once, e.g. seen on the wire
     async with (
-        station_stub(tmp_path, clock, check_targets=True) as (stub, path),
+        station_stub(tmp_path, clock, check_targets=True) as (stub, path, _),
         tiny_peer(member) as old_target,
         tiny_peer(member) as new_target,
     ):
@@ -208,3 +211,73 @@ async def test_moves_to_a_target_that_does_not_answer_take_none_of_a_peers_chang
             f"the move after {2 * CHANGE_BURST} failed probes was refused: {moved}"
         )
         assert saved_target(path, member) == new_target
+
+
+def peer_node(tmp_path: Path, radiostation: str, signer: Signer) -> PeerNode:
+    """A PeerNode of `signer` at 127.0.0.1:7100 as its start and heartbeat loop see it (no
+    channels in this process, as when they run in workers), beating every 50 ms."""
+    config = load_config(
+        environ={},
+        overrides={
+            "DEFAULT_STORAGE_PATH": str(tmp_path),
+            "LOOPCHAIN_HOST": "127.0.0.1",
+            "GRPC_TIMEOUT": DEADLINE,
+            "HEARTBEAT_INTERVAL": 0.05,
+            "HEARTBEAT_TIMEOUT": 60.0,
+        },
+    )
+    node = PeerNode(config, PeerOptions(7100, (radiostation,), None, None, False))
+    node.signer = signer
+    node.node_store = MemoryStore()
+    return node
+
+
+async def test_a_peer_refused_for_changing_too_often_registers_its_target_once_it_may(
+    tmp_path: Path,
+) -> None:
+    """A peer that moved CHANGE_BURST times in a row restarts at its former target: the station
+    refuses the change -900 (try again later) and the peer starts on its cached registration;
+    its heartbeat loop registers again, refused while the allowance is spent, and once it
+    refilled (the station's clock moved CHANGE_INTERVAL_S) the station lists the peer's target.
+    Before, the peer went on with its cache and registered again only when told PEER_UNKNOWN,
+    which a registered peer never is: the station listed its last target elsewhere for good."""
+    clock = Clock()
+    signer = Signer.generate()
+    async with station_stub(tmp_path / "rs", clock) as (stub, path, rs_target):
+        node = peer_node(tmp_path / "peer", rs_target, signer)
+        stations = RadioStations([rs_target], node.config)
+        stop = asyncio.Event()
+        try:
+            # 1. registered (and cached) at its target, then moved CHANGE_BURST times elsewhere
+            assert await node._register(stations, stop) is not None
+            assert saved_target(path, signer) == node.target == "127.0.0.1:7100"
+            for n in range(CHANGE_BURST):
+                elsewhere = connect_request(signer, f"127.0.0.1:{7200 + n}")
+                assert (await stub.ConnectPeer(elsewhere, timeout=DEADLINE)).code == 0
+            moved_away = f"127.0.0.1:{7200 + CHANGE_BURST - 1}"
+            # 2. started again at its target: refused for now, it runs on its cached registration
+            started = await node._register(stations, stop)
+            assert started is not None and started.order == 1
+            assert saved_target(path, signer) == moved_away
+            # 3. its heartbeat loop registers again: refused until the allowance refills
+            beating = asyncio.ensure_future(node._heartbeat_loop(stations, stop))
+            try:
+
+                async def tried_again() -> bool:
+                    return node._register_again_wait > float(node.config.HEARTBEAT_INTERVAL)
+
+                await wait_until_async(tried_again, DEADLINE, "a registration tried again")
+                assert saved_target(path, signer) == moved_away
+                clock.now += CHANGE_INTERVAL_S
+
+                async def listed_at_its_target() -> bool:
+                    return saved_target(path, signer) == node.target
+
+                await wait_until_async(
+                    listed_at_its_target, 30.0, f"the station to list the peer at {node.target}"
+                )
+            finally:
+                stop.set()
+                await beating
+        finally:
+            await stations.close()
