@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import types
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -56,8 +57,23 @@ class OnePeerHolding:
 async def test_a_flood_of_wants_for_missing_blocks_does_not_keep_out_the_one_needed_now() -> None:
     """Names of blocks nobody has (a member may send any number of them) fill the fetch queue;
     the block wanted after them is still fetched: the oldest want gives way, not the newest."""
-    fetched: list[m.Event] = []
-    peers = OnePeerHolding(BLOCK)
+    peers, fetched = OnePeerHolding(BLOCK), list[m.Event]()
+
+    def wants(up: CatchUp) -> None:
+        for n in range(catchup.FETCH_QUEUE_MAX + 5):
+            up.want_block(sha3_256(b"junk %d" % n))
+        up.want_block(BLOCK.hash)
+
+    await _fetch_until_fetched(peers, wants, fetched)
+    assert fetched == [m.BlockFetched(BLOCK)]
+    assert len(peers.asked) <= catchup.FETCH_QUEUE_MAX
+
+
+async def _fetch_until_fetched(
+    peers: OnePeerHolding, wants: Callable[[CatchUp], None], fetched: list[m.Event]
+) -> None:
+    """A CatchUp over `peers`, given `wants`, fetching until something is fetched (into
+    `fetched`)."""
     up = CatchUp(
         "alpha",
         peers,  # type: ignore[arg-type]
@@ -66,9 +82,7 @@ async def test_a_flood_of_wants_for_missing_blocks_does_not_keep_out_the_one_nee
         lambda event: fetched.append(event) or [],
         sync_batch=10,
     )
-    for n in range(catchup.FETCH_QUEUE_MAX + 5):
-        up.want_block(sha3_256(b"junk %d" % n))
-    up.want_block(BLOCK.hash)
+    wants(up)
     loop = asyncio.create_task(up._fetch_loop())
     try:
         async with asyncio.timeout(30):
@@ -76,8 +90,6 @@ async def test_a_flood_of_wants_for_missing_blocks_does_not_keep_out_the_one_nee
                 await asyncio.sleep(0.01)
     finally:
         loop.cancel()
-    assert fetched == [m.BlockFetched(BLOCK)]
-    assert len(peers.asked) <= catchup.FETCH_QUEUE_MAX
 
 
 async def test_a_vouched_want_is_fetched_before_any_waiting_name_not_vouched_for() -> None:
@@ -85,29 +97,17 @@ async def test_a_vouched_want_is_fetched_before_any_waiting_name_not_vouched_for
     answers to each for a deadline) wait behind a name a certificate vouched for: the block this
     node needs is the next one asked for, not the one after them all; a name first heard of
     unvouched goes ahead once a certificate vouches for it."""
-    fetched: list[m.Event] = []
-    peers = OnePeerHolding(BLOCK)
-    up = CatchUp(
-        "alpha",
-        peers,  # type: ignore[arg-type]
-        lambda: [PeerInfo("hxother", "127.0.0.1:1", 0)],
-        lambda: 0,
-        lambda event: fetched.append(event) or [],
-        sync_batch=10,
-    )
+    peers, fetched = OnePeerHolding(BLOCK), list[m.Event]()
     junk = [sha3_256(b"junk %d" % n) for n in range(catchup.FETCH_QUEUE_MAX)]
-    for name in junk:
-        up.want_block(name, vouched=False)
-    up.want_block(BLOCK.hash, vouched=False)
-    up.want_block(junk[0], vouched=True)  # vouched for after all: it goes first
-    up.want_block(BLOCK.hash, vouched=True)
-    loop = asyncio.create_task(up._fetch_loop())
-    try:
-        async with asyncio.timeout(30):
-            while not fetched:
-                await asyncio.sleep(0.01)
-    finally:
-        loop.cancel()
+
+    def wants(up: CatchUp) -> None:
+        for name in junk:
+            up.want_block(name, vouched=False)
+        up.want_block(BLOCK.hash, vouched=False)
+        up.want_block(junk[0], vouched=True)  # vouched for after all: it goes first
+        up.want_block(BLOCK.hash, vouched=True)
+
+    await _fetch_until_fetched(peers, wants, fetched)
     assert fetched == [m.BlockFetched(BLOCK)]
     assert peers.asked[:2] == [junk[0], BLOCK.hash]
 
