@@ -89,14 +89,15 @@ def score_api_json(info: Mapping[str, Any]) -> str:
 def resolve_channel_package(
     config: Config, name: str, work_dir: Path
 ) -> tuple[ScorePackage | None, str | None]:
-    """The channel's package, or the reason it cannot be used."""
+    """The channel's package (its path absolute), or the reason it cannot be used (naming the
+    repository and `work_dir` absolutely, as peer_independent needs)."""
     try:
         package = resolve_package(
-            Path(config.DEFAULT_SCORE_REPOSITORY_PATH),
+            Path(config.DEFAULT_SCORE_REPOSITORY_PATH).absolute(),
             name,
             branch=str(config.DEFAULT_SCORE_BRANCH),
             allow_develop=bool(config.ALLOW_LOAD_SCORE_IN_DEVELOP),
-            work_dir=work_dir,
+            work_dir=work_dir.absolute(),
         )
     except PackageError as exc:
         return None, f"SCORE package {name!r} cannot be loaded: {exc}"
@@ -138,10 +139,11 @@ class ScoreRuntime:
         self.package, self.package_error = resolve_channel_package(
             config, package_name, storage_dir / "score_work"
         )
+        storage = storage_dir.absolute()
         self._own_folders = {  # named in reasons the package cannot be used: see _result_message
-            Path(config.DEFAULT_SCORE_REPOSITORY_PATH): "<repository>",
-            storage_dir / "score_work": "<score work>",
-            storage_dir: "<channel storage>",
+            Path(config.DEFAULT_SCORE_REPOSITORY_PATH).absolute(): "<repository>",
+            storage / "score_work": "<score work>",
+            storage: "<channel storage>",
         }
         if self.package is not None and score_settings:
             self.package = dataclasses.replace(self.package, settings=dict(score_settings))

@@ -402,9 +402,11 @@ PACKAGE_LABEL = "<package>"
 def peer_independent(text: str, package: Path | None, folders: dict[Path, str]) -> str:
     """`text`, a reason a package cannot be used, worded alike on every peer (it is recorded in
     results every peer hashes): a path inside `package`'s folder as the path within it, each of
-    `folders` (this peer's own, as given or resolved) as its label, any other absolute path as
+    `folders` (this peer's own, absolute or resolved) as its label, any other absolute path as
     ".../" and its last part, and an object's address as "at 0x...". The peer's log keeps the
-    full detail."""
+    full detail. Only absolute paths are replaced: a folder named relatively ("score") is
+    matched by its absolute forms, never by its relative name, which may be any word of the
+    text on one peer and not on another; so `text` must name the peer's folders absolutely."""
     labels = dict(folders)
     if package is not None:
         labels[package] = PACKAGE_LABEL
@@ -419,13 +421,14 @@ def peer_independent(text: str, package: Path | None, folders: dict[Path, str]) 
 
 
 def _forms(folder: Path) -> set[str]:
-    """The ways `folder` may be written in a message: as given and resolved."""
-    forms = {str(folder)}
+    """The absolute ways `folder` may be written in a message: as given (made absolute from the
+    working folder if relative) and resolved."""
+    forms = {str(folder.absolute())}
     try:
         forms.add(str(folder.resolve()))
     except (OSError, RuntimeError):
         pass
-    return {form for form in forms if form not in ("", ".", "/")}
+    return {form for form in forms if form != "/"}
 
 
 FIXED_FIELDS = ("id", "version", "main")  # a channel's settings never change what the package is

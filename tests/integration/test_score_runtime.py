@@ -29,7 +29,6 @@ from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.transaction import Transaction
-from tests.integration._score_helpers import write_package
 from tests.integration._storage_helpers import CHANNEL, ChainBuilder, damage_a_table
 from tools.procs import ROOT, wait_until_async
 
@@ -410,24 +409,29 @@ UNLOADABLE = {
 
 
 async def _unloadable_results(
-    root: Path, blocks: list[tuple[Block, Any]], source: str | None
+    root: Path,
+    blocks: list[tuple[Block, Any]],
+    source: str | None,
+    repository: Path | None = None,
+    package_name: str = "test/broken",
+    package_id: str = "test.broken",
 ) -> tuple[tuple[int, bytes, bytes] | None, list[Any]]:
-    """(executed pointer, each transaction's result) of a peer under `root` whose package is
-    `source` (none: the package is missing)."""
-    if source is not None:
-        write_package(root / "repo", "broken", source)
-    (root / "repo").mkdir(parents=True, exist_ok=True)
+    """(executed pointer, each transaction's result) of a peer under `root` whose package
+    `package_name` (id `package_id`) in `repository` (by default `root`/repo, a relative one
+    from the working folder) is `source` (none: it is missing)."""
+    repository = repository or root / "repo"
+    if source is not None:  # (root / an absolute path is that path)
+        _write_named_package(root / repository, package_name, package_id, source)
+    (root / repository).mkdir(parents=True, exist_ok=True)
     store = BlockStore(LevelDBStore(root / "blocks"), CHANNEL)
     for block, certificate in blocks:
         store.save_block(block, certificate)
-    config = load_config(
-        environ={}, overrides={"DEFAULT_SCORE_REPOSITORY_PATH": str(root / "repo")}
-    )
+    config = load_config(environ={}, overrides={"DEFAULT_SCORE_REPOSITORY_PATH": str(repository)})
     runtime = ScoreRuntime(
         config=config,
         channel=CHANNEL,
         store=store,
-        package_name="test/broken",
+        package_name=package_name,
         storage_dir=root / "channel",
         port=0,
         on_executed=lambda executed: None,
@@ -436,6 +440,26 @@ async def _unloadable_results(
         await wait_until_async(_executed_to(store, len(blocks) - 1), 60, f"9100 under {root}")
     results = [store.tx_result(tx.hash) for block, _ in blocks for tx in block.transactions]
     return store.executed(), results
+
+
+def _write_named_package(repository: Path, name: str, package_id: str, source: str) -> None:
+    """Write package `name` ("<org>/<package>") with id `package_id` into `repository`."""
+    folder = repository / name
+    folder.mkdir(parents=True, exist_ok=True)
+    info = {"id": package_id, "version": "1.0", "main": "score_main"}
+    (folder / "package.json").write_text(json.dumps(info))
+    (folder / "score_main.py").write_text(source)
+
+
+def _unloadable_blocks() -> list[tuple[Block, Any]]:
+    chain = ChainBuilder()
+    blocks = []
+    for height in range(2):
+        block = chain.block(_kv_transactions(chain, height))
+        certificate = chain.certify(block)
+        chain.advance(block, certificate)
+        blocks.append((block, certificate))
+    return blocks
 
 
 @pytest.mark.timeout(180)
@@ -448,13 +472,7 @@ async def test_a_package_no_peer_can_load_gives_every_peer_the_same_results(
     folders differ record the same results hash (before: each recorded the absolute path of its
     own copy, and consensus stopped at the first block's results)."""
     source, wanted = UNLOADABLE[case]
-    chain = ChainBuilder()
-    blocks = []
-    for height in range(2):
-        block = chain.block(_kv_transactions(chain, height))
-        certificate = chain.certify(block)
-        chain.advance(block, certificate)
-        blocks.append((block, certificate))
+    blocks = _unloadable_blocks()
     first, second = await asyncio.gather(
         _unloadable_results(tmp_path / "peer_7100", blocks, source),
         _unloadable_results(tmp_path / "peer_7200", blocks, source),
@@ -462,6 +480,43 @@ async def test_a_package_no_peer_can_load_gives_every_peer_the_same_results(
     assert first == second
     _, results = first
     for result in results:
+        assert result is not None
+        code, message, *_ = result
+        assert code == execution.SCORE_UNREACHABLE and wanted in message, message
+        assert str(tmp_path) not in message, message
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("imports", [True, False], ids=["raises_on_import", "not_found"])
+async def test_a_relative_repository_words_9100_results_like_an_absolute_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imports: bool
+) -> None:
+    """A peer naming its repository "score" (the default, relative to its working folder) and
+    one naming its own absolutely record the same 9100 results for a package "score/code2" that
+    raises "score is not configured" on import (or is missing): only absolute forms of a peer's
+    folders become "<repository>", never the word "score" (before: the relative peer recorded
+    'score/code2' as '<repository>/code2' and "<repository> is not configured", so the two
+    peers' results hashes differed and consensus stopped)."""
+    source = "raise RuntimeError('score is not configured')\n" if imports else None
+    name = "score/code2"  # the package's name and id
+    blocks = _unloadable_blocks()
+    relative_root, absolute_root = tmp_path / "peer_7100", tmp_path / "peer_7200"
+    relative_root.mkdir()
+    monkeypatch.chdir(relative_root)  # where "score" is the relative peer's repository
+    first, second = await asyncio.gather(
+        _unloadable_results(relative_root, blocks, source, Path("score"), *[name] * 2),
+        _unloadable_results(absolute_root, blocks, source, absolute_root / "score", *[name] * 2),
+    )
+    assert first[0] is not None and second[0] is not None
+    assert first[0][2] == second[0][2], (first[1][0], second[1][0])  # the results hashes
+    assert first == second
+    wanted = (
+        "of SCORE package 'score/code2' failed: RuntimeError: score is not configured"
+        if imports
+        else "SCORE package 'score/code2' not found in <repository>: looked for the folder "
+        "<repository>/score/code2"
+    )
+    for result in first[1]:
         assert result is not None
         code, message, *_ = result
         assert code == execution.SCORE_UNREACHABLE and wanted in message, message

@@ -497,21 +497,27 @@ def test_a_disk_failure_while_unpacking_is_a_storage_error_not_the_packages(
 def test_a_reason_is_worded_alike_whatever_the_peers_folders(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two peers, one naming its repository relatively, word a reason alike once their own
-    folders, other absolute paths and object addresses are taken out of it."""
-    monkeypatch.chdir(tmp_path)
+    """Two peers, one naming its repository relatively ("score", the default), word a reason
+    alike once their own folders (named absolutely in the reason, as the runtime names them),
+    other absolute paths and object addresses are taken out of it; the word "score" elsewhere in
+    the reason stays on both (before, the relative peer replaced it as its repository)."""
     worded = set()
-    for peer, repository in (("peer_7100", Path("peer_7100/repo")), ("peer_7200", None)):
-        repository = repository or tmp_path / peer / "repo"
-        package = (tmp_path / peer / "repo" / "org" / "pkg").resolve()
+    for peer, relative in (("peer_7100", True), ("peer_7200", False)):
+        (tmp_path / peer).mkdir()
+        monkeypatch.chdir(tmp_path / peer)
+        absolute = tmp_path / peer / "score"
+        repository = Path("score") if relative else absolute
+        package = absolute / "score" / "pkg"
         reason = (
-            f"importing {package}/main.py failed: No such file: '{package}/data.json' in "
-            f"{package} ({tmp_path}/{peer}/lib/x.py) <f at 0x7f12ab>; the zip "
-            f"{repository}/org_pkg.zip, the folder {repository}"
+            f"importing {package}/main.py of SCORE package 'score/pkg' failed: RuntimeError: "
+            f"score is not configured: '{package}/data.json' in {package} "
+            f"({tmp_path}/{peer}/lib/x.py) <f at 0x7f12ab>; the zip {absolute}/score_pkg.zip, "
+            f"the folder {absolute}, score"
         )
         folders = {repository: "<repository>", tmp_path / peer / "work": "<score work>"}
         worded.add(peer_independent(reason, package, folders))
     assert worded == {
-        "importing main.py failed: No such file: 'data.json' in <package> (.../x.py) "
-        "<f at 0x...>; the zip <repository>/org_pkg.zip, the folder <repository>"
+        "importing main.py of SCORE package 'score/pkg' failed: RuntimeError: score is not "
+        "configured: 'data.json' in <package> (.../x.py) <f at 0x...>; the zip "
+        "<repository>/score_pkg.zip, the folder <repository>, score"
     }
