@@ -23,8 +23,10 @@ SCORE_ERROR = 9000
 SCORE_UNREACHABLE = 9100
 
 MAX_RESULT_MESSAGE_CHARS = 1000  # longer messages are cut (deterministically) before hashing
-# The codes a SCORE may return from invoke: they travel in the InvokeReply's int32 field and are
-# shown in hex (ICON's codes are not negative); any other fails its transaction.
+# The codes a SCORE may return from invoke: those of the InvokeReply's int32 field, negative ones
+# included (recorded as returned, a v1 transaction's writes kept, as every version did); a code
+# outside them cannot be sent, so it fails its transaction instead.
+MIN_RESULT_CODE = -(2**31)
 MAX_RESULT_CODE = 2**31 - 1
 
 # What the results of one block may take, summed over each result's canonical JSON (what

@@ -188,7 +188,8 @@ class ScoreBase:
         self.log: logging.Logger = context.logger
 
     def invoke(self, transaction: TransactionView, block: BlockView) -> dict[str, Any] | None:
-        """Execute one transaction; return None (success) or {"code": int, "message": str}."""
+        """Execute one transaction; return None (success) or {"code": int, "message": str} (a
+        code within int32; a v1 transaction keeps its writes whatever its code)."""
         return None
 
     def query(self, params: str) -> str:

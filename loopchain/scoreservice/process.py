@@ -37,6 +37,7 @@ from loopchain.blockchain.execution import (
     BLOCK_RESULTS_FULL,
     MAX_BLOCK_RESULTS_BYTES,
     MAX_RESULT_CODE,
+    MIN_RESULT_CODE,
     SCORE_ERROR,
     SUCCESS,
     TxResult,
@@ -217,15 +218,16 @@ def describe_error(exc: BaseException, meter: StepMeter) -> str:
 
 def _returned_result(returned: object) -> tuple[int, str]:
     """(code, message) of what invoke returned; raises (failing the transaction) when it is not
-    None or {"code": 0..MAX_RESULT_CODE, "message": valid Unicode text}."""
+    None or {"code": MIN_RESULT_CODE..MAX_RESULT_CODE (int32), "message": valid Unicode text}."""
     if returned is None:
         return SUCCESS, ""
     if type(returned) is dict:
         code, message = returned.get("code"), returned.get("message", "")
         if type(code) is int and type(message) is str:
-            if not 0 <= code <= MAX_RESULT_CODE:
+            if not MIN_RESULT_CODE <= code <= MAX_RESULT_CODE:
                 raise ValueError(
-                    f"invoke returned code {code}; a result code is 0 to {MAX_RESULT_CODE}"
+                    f"invoke returned code {code}; a result code is {MIN_RESULT_CODE} to "
+                    f"{MAX_RESULT_CODE}"
                 )
             message = clip_message(message)
             if not is_valid_text(message):

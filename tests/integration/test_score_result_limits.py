@@ -20,6 +20,7 @@ from loopchain.blockchain.execution import (
     BLOCK_RESULTS_FULL,
     MAX_BLOCK_RESULTS_BYTES,
     MAX_RESULT_CODE,
+    MIN_RESULT_CODE,
     SCORE_ERROR,
     SUCCESS,
 )
@@ -52,8 +53,12 @@ class UserScore(ScoreBase):
             return None
         if op == "code_past_int32":
             return {"code": 2**31, "message": ""}
+        if op == "code_below_int32":
+            return {"code": -2**31 - 1, "message": ""}
         if op == "negative_code":
             return {"code": -1, "message": ""}
+        if op == "lowest_code":
+            return {"code": -2**31, "message": "the lowest"}
         if op == "surrogate_message":
             return {"code": 1, "message": "bad \ud800"}
         if op == "surrogate_raise":
@@ -86,31 +91,26 @@ class UserScore(ScoreBase):
 
 @dataclass(frozen=True)
 class Expected:
-    """What a bad transaction's result holds: its code and a part of its message."""
+    """What a transaction's result holds: its code, a part of its message, and whether its
+    writes are kept."""
 
     code: int
     message: str = ""
-
-    @property
-    def kept(self) -> bool:
-        return self.code == SUCCESS
+    kept: bool = False
 
 
-OK = Expected(SUCCESS)
+OK = Expected(SUCCESS, kept=True)
+CODE_RANGE = f"a result code is {MIN_RESULT_CODE} to {MAX_RESULT_CODE}"
 # op -> how many of them block 1 holds (between two good ones) and what each must record
 CASES: dict[str, tuple[int, list[Expected]]] = {
-    "code_past_int32": (
+    "code_past_int32": (1, [Expected(SCORE_ERROR, f"invoke returned code {2**31}; {CODE_RANGE}")]),
+    "code_below_int32": (
         1,
-        [Expected(SCORE_ERROR, f"invoke returned code {2**31}; a result code is 0 to")],
+        [Expected(SCORE_ERROR, f"invoke returned code {-(2**31) - 1}; {CODE_RANGE}")],
     ),
-    "negative_code": (
-        1,
-        [
-            Expected(
-                SCORE_ERROR, f"invoke returned code -1; a result code is 0 to {MAX_RESULT_CODE}"
-            )
-        ],
-    ),
+    # a v1 code within int32 is recorded as returned, its writes kept, as every version did
+    "negative_code": (1, [Expected(-1, "", kept=True)]),
+    "lowest_code": (1, [Expected(-(2**31), "the lowest", kept=True)]),
     "surrogate_message": (
         1,
         [Expected(SCORE_ERROR, "ValueError: invoke returned a message that is not valid Unicode")],
@@ -232,10 +232,13 @@ async def test_a_misbehaving_transaction_fails_alone_and_alike_on_every_peer(
     tmp_path: Path, op: str
 ) -> None:
     """Block 1 holds good transactions around the bad ones: each bad one records its precise
-    failure (its writes discarded), the good ones succeed, block 2 executes, and two peers with
-    other folders and message limits record the same results and roots (before: the SCORE
-    raised building the reply or the results hash, or the reply passed the message limit, or
-    the state root ran out of memory, and the block was tried again every 0.5 s for good)."""
+    failure (its writes discarded; a v1 code within int32, negative too, is recorded as returned
+    with its writes kept, as every version did), the good ones succeed, block 2 executes, and
+    two peers with other folders and message limits record the same results and roots (before:
+    the SCORE raised building the reply or the results hash, or the reply passed the message
+    limit, or the state root ran out of memory, and the block was tried again every 0.5 s for
+    good; and a negative code failed its transaction with 9000, its writes dropped, where peers
+    of the version before recorded the code and kept the writes)."""
     count, expected = CASES[op]
     blocks = _blocks(op, count)
     small, large = await asyncio.gather(
