@@ -350,7 +350,27 @@ class LoadedScore:
             self.proxy, self.state.blocks, logger, self.package.info, self.events
         )
         cls = self.meter.run(lambda: load_score_class(self.package))
-        return self.meter.run(lambda: cls(context))
+        return self._run_score(lambda: cls(context))
+
+    def _run_score(self, call: Callable[[], T]) -> T:
+        """SCORE code `call` under the step meter. A StorageError one of its reads met is raised
+        once it returns or raises, whatever it did with that error (caught it and went on, or
+        raised another): this machine's failing disk is never a transaction's result or a
+        query's answer, but a store failure (see ScoreServicer._run)."""
+        self.state.forget_read_failure()
+        try:
+            returned = self.meter.run(call)
+        except BaseException:
+            self.state.raise_read_failure()
+            raise
+        self.state.raise_read_failure()
+        return returned
+
+    def _describe(self, exc: BaseException) -> str:
+        """describe_error of what SCORE code raised (its str() is SCORE code too: see _run_score)."""
+        message = describe_error(exc, self.meter)
+        self.state.raise_read_failure()
+        return message
 
     def invoke_block(self, block: Block) -> tuple[list[TxResult], bytes, bytes]:
         """Execute every transaction of the next block and stage it: (results, roots)."""
@@ -459,12 +479,12 @@ class LoadedScore:
             view_tx = TransactionView(tx.hash_hex, icon.data, icon.sender, icon.timestamp, "client")
             try:
                 code, message = _returned_result(
-                    self.meter.run(lambda: self.score.invoke(view_tx, view))
+                    self._run_score(lambda: self.score.invoke(view_tx, view))
                 )
             except StorageError:
                 raise
             except BaseException as exc:  # whatever a SCORE raises fails only its transaction
-                return coin.REVERTED, describe_error(exc, self.meter), ()
+                return coin.REVERTED, self._describe(exc), ()
             finally:
                 self.proxy.reset()
             if code != SUCCESS:
@@ -485,12 +505,12 @@ class LoadedScore:
         self.events.take()  # nothing left over from a call before
         try:
             code, message = _returned_result(
-                self.meter.run(lambda: self.score.invoke(transaction, view))
+                self._run_score(lambda: self.score.invoke(transaction, view))
             )
         except StorageError:
             raise  # a local store failure is not the transaction's result: the whole call fails
         except BaseException as exc:  # whatever a SCORE raises fails only its transaction
-            message = describe_error(exc, self.meter)
+            message = self._describe(exc)
             log.info("transaction %s failed in the SCORE: %s", tx_hash, message)
             return TxResult(tx_hash, SCORE_ERROR, message)
         finally:
@@ -508,7 +528,7 @@ class LoadedScore:
         self.proxy.target = self._query_view
         failure: Refused | None = None
         try:
-            answer = self.meter.run(lambda: self.score.query(params))
+            answer = self._run_score(lambda: self.score.query(params))
         except StorageError:
             raise  # this machine's store failed, not the query: the process ends (see _run)
         except BaseException as exc:
@@ -516,7 +536,7 @@ class LoadedScore:
             code = (
                 grpc.StatusCode.RESOURCE_EXHAUSTED if limited else grpc.StatusCode.INVALID_ARGUMENT
             )
-            failure = Refused(code, f"query failed: {describe_error(exc, self.meter)}")
+            failure = Refused(code, f"query failed: {self._describe(exc)}")
         finally:
             self.proxy.reset()
         if failure is not None:

@@ -13,6 +13,10 @@ batch, so the store always holds the state of exactly one committed height and i
 
 A transaction writes into a `TxOverlay`; when it succeeds the overlay is merged into the block's
 staged writes, when it raises the overlay is dropped. Reads see tx, then staged, then committed data.
+
+A read the store fails (StorageError: a checksum mismatch, an I/O error) is remembered until the
+engine asks (`raise_read_failure`), so SCORE code that catches the error and goes on cannot turn
+this machine's failing disk into a result: the engine raises it once that code returns.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from loopchain.blockchain.coin import RESERVED_PREFIX
 from loopchain.blockchain.execution import TxResult, next_state_root, results_hash
 from loopchain.blockchain.score_base import BlockView, ScoreError
-from loopchain.storage.abc import KeyValueStore
+from loopchain.storage.abc import KeyValueStore, StorageError
 from loopchain.types import canonical
 from loopchain.types.canonical import EncodingError
 from loopchain.types.hashing import EMPTY_ROOT
@@ -214,8 +218,9 @@ class ScoreState:
         self._block_writes: Writes = {}
         self._block_write_bytes = 0  # of _block_writes
         self.staged: StagedBlock | None = None
+        self._read_failure: StorageError | None = None  # the first a read met since forgotten
         self.executed_height, self.state_root, self.results_hash, self.block_hash = self._meta()
-        self.blocks = BlockHistory(store, lambda: self.executed_height)
+        self.blocks = BlockHistory(self.read, lambda: self.executed_height)
 
     def _meta(self) -> tuple[int, bytes, bytes, str]:
         raw_height = self.store.get(_HEIGHT)
@@ -228,9 +233,29 @@ class ScoreState:
         block_hash = (self.store.get(_BLOCK_HASH) or b"").decode("ascii", "replace")
         return int(raw_height.decode("ascii")), state_root, result_root, block_hash
 
+    def read(self, key: bytes) -> bytes | None:
+        """The store's value at `key`; a StorageError the store raises is remembered (the first
+        since forget_read_failure) before it is raised, so code that catches it cannot hide it."""
+        try:
+            return self.store.get(key)
+        except StorageError as exc:
+            if self._read_failure is None:
+                self._read_failure = exc
+            raise
+
+    def forget_read_failure(self) -> None:
+        """Start remembering read failures afresh (before a SCORE call)."""
+        self._read_failure = None
+
+    def raise_read_failure(self) -> None:
+        """Raise the StorageError a read met since forget_read_failure, if any, forgetting it."""
+        failure, self._read_failure = self._read_failure, None
+        if failure is not None:
+            raise failure
+
     def read_committed(self, key: bytes) -> bytes | None:
         """The value committed at user key `key`."""
-        return self.store.get(USER_PREFIX + key)
+        return self.read(USER_PREFIX + key)
 
     def read_staged(self, key: bytes) -> bytes | None:
         """The value at `key` after the block's successful transactions so far."""
@@ -296,8 +321,10 @@ class ScoreState:
 class BlockHistory:
     """The BlockReader of a SCORE: committed blocks, the newest ones cached in memory."""
 
-    def __init__(self, store: KeyValueStore, executed_height: Callable[[], int]) -> None:
-        self._store = store
+    def __init__(
+        self, read: Callable[[bytes], bytes | None], executed_height: Callable[[], int]
+    ) -> None:
+        self._read = read  # the store's get (ScoreState.read)
         self._executed_height = executed_height
         self._cache: OrderedDict[int, BlockView] = OrderedDict()
         self._heights: dict[str, int] = {}
@@ -331,7 +358,7 @@ class BlockHistory:
         cached = self._cache.get(height)
         if cached is not None:
             return cached
-        raw = self._store.get(_height_key(height))
+        raw = self._read(_height_key(height))
         return decode_block_view(raw) if raw is not None else None
 
     def block_by_hash(self, block_hash: str) -> BlockView | None:
@@ -340,6 +367,6 @@ class BlockHistory:
             return None
         height = self._heights.get(block_hash)
         if height is None:
-            raw = self._store.get(HASH_PREFIX + block_hash.encode("ascii"))
+            raw = self._read(HASH_PREFIX + block_hash.encode("ascii"))
             height = int.from_bytes(raw, "big") if raw is not None else None
         return self.block_by_height(height) if height is not None else None
