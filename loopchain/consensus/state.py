@@ -744,10 +744,12 @@ class ChannelConsensus:
         tip = self.tip
         if qc is None or qc.height <= tip.height or qc.round <= tip.round:
             return None
-        if tip.child_voters is None:
-            return qc  # before the first block: no set to check against yet
+        # before the first block, the set the RadioStation gave (none: nothing vouches; a forged
+        # certificate muted a validator of a channel before its genesis)
+        sets: list[Voters] = [v for v in (tip.child_voters, tip.pending) if v is not None]
+        if not sets and self.latest_validators is not None:
+            sets = [self.latest_validators]
         ratio = self.config.limits.ratio
-        sets = [tip.child_voters] + ([tip.pending] if tip.pending is not None else [])
         return qc if any(qc.verify(voters, ratio) is None for voters in sets) else None
 
     def _release(self, block_hash: bytes, now: float) -> list[m.Action]:

@@ -185,33 +185,38 @@ class CatchUp:
 
     async def sync_once(self) -> int:
         """Fetch final blocks from peers until none has more; returns how many were added. Each
-        pass asks every other peer for one range, while a pass moves the tip. A member serving a
-        block a call (each answer just inside its deadline) while it names a far tip held the
-        sync on itself for good when a peer was asked until it had no more; and, once the others
-        were each asked until they had no more, while the chain grew. Now it has one call a
-        pass, and every other peer serves what it has in each."""
+        pass asks every other peer for one range, while a pass takes blocks this node did not
+        have (the tip also moves by the consensus: a pass slower than a block would never end).
+        A member serving a block a call (each answer just inside its deadline) while it names a
+        far tip held the sync on itself for good when a peer was asked until it had no more;
+        and, once the others were each asked until they had no more, while the chain grew. Now
+        it has one call a pass, and every other peer serves what it has in each."""
         start_height = self.tip_height()
         while True:
-            before = self.tip_height()
+            taken = 0
             for peer in self._shuffled_others():
-                await self._sync_from(peer)
-            if self.tip_height() == before:
+                taken += await self._sync_from(peer)
+            if not taken:
                 return self.tip_height() - start_height
 
-    async def _sync_from(self, peer: PeerInfo) -> None:
-        """Take one range from `peer`."""
+    async def _sync_from(self, peer: PeerInfo) -> int:
+        """Take one range from `peer`; how many of its blocks this node did not have."""
         try:
             fetched = await self.transport.fetch_blocks(
                 peer, self.channel, self.tip_height() + 1, self.sync_batch, self.pooled
             )
         except MalformedReply as exc:
             self.avoid(peer, str(exc))
-            return
+            return 0
         except TransportError as exc:
             log.debug("channel %s: sync from %s failed: %s", self.channel, peer.target, exc)
-            return
+            return 0
+        tip = self.tip_height()
+        new = sum(1 for block, _ in fetched.blocks if block.height > tip)
         if fetched.blocks and not await self._take(fetched):
             self.avoid(peer, "it served an invalid block")
+            return 0
+        return new
 
     async def _take(self, fetched: FetchedRange) -> bool:
         """Hand a synced range to the consensus SYNC_CHUNK blocks at a time, each chunk's last

@@ -428,3 +428,26 @@ async def test_a_peer_that_had_no_more_is_asked_again_while_the_chain_grows(
     assert await asyncio.wait_for(up.sync_once(), 60) == 500
     assert peers.asked.count("hxslow") <= 500 // 20 + 2, peers.asked.count("hxslow")
     assert peers.asked.count("hxfast") == peers.asked.count("hxslow")  # each pass asks both
+
+
+async def test_a_sync_ends_when_no_peer_has_a_block_this_node_lacks_while_its_tip_moves() -> None:
+    """The consensus moves the tip while a sync pass waits on its peers: a pass that took no
+    block still ends the sync. Ending it only when a pass left the tip where it was kept a node
+    following a live chain polling every peer back to back, for good (a review)."""
+    chain = _Chain()
+    calls = 0
+
+    class Behind:
+        async def fetch_blocks(
+            self, peer: PeerInfo, channel: str, from_height: int, n: int, pooled: Any = None
+        ) -> FetchedRange:
+            nonlocal calls
+            calls += 1
+            assert calls < 1000, "the sync never ended"
+            chain.tip += 1  # the consensus made a block final meanwhile
+            return FetchedRange((), chain.tip, None)
+
+    peers = [PeerInfo(f"hx{n}", f"127.0.0.1:{n + 1}", n) for n in range(3)]
+    up = CatchUp("alpha", Behind(), lambda: list(peers), lambda: chain.tip, chain.dispatch, 100)  # type: ignore[arg-type]
+    assert await asyncio.wait_for(up.sync_once(), 60) == 3
+    assert calls == 3

@@ -285,6 +285,40 @@ def test_a_real_old_certificate_under_a_made_up_round_vouches_for_nothing() -> N
     assert all(not a.vouched for a in fetched), fetched
 
 
+@pytest.mark.parametrize("signed", ["forged", "genuine"])
+def test_before_its_genesis_only_a_certificate_the_given_set_signed_gives_up_rounds(
+    signed: str,
+) -> None:
+    """Before the first block there is no chain set to check a certificate with: one was taken
+    as it came, so a forged one far ahead, in a made-up round, muted a validator of a new
+    channel for good (it then refused to vote for the genesis). It is checked under the set the
+    RadioStation gave; a genuine one still gives up the rounds after it."""
+    net = Network(4, seed=5)
+    net.start()  # nothing delivered yet
+    leader = net.nodes[net.validators.leader_at(0)]
+    victim = next(n for n in net.nodes.values() if n is not leader)
+    state = victim.state
+    state.handle(m.ValidatorsChanged(net.validators), net.now)
+    assert state.tip.height == -1
+    made_up = next(
+        r for r in range(10**9, 10**9 + 1000) if state.leader_of_round(r + 1) == victim.address
+    )
+    height = state_module.MAX_FETCH_DEPTH + 5
+    qc = QuorumCertificate.from_votes(
+        [Vote.create(CHANNEL, height, made_up, sha3_256(b"x"), n.signer) for n in net.honest()[:3]]
+    )
+    if signed == "forged":
+        qc = dataclasses.replace(qc, signatures=tuple((v, b"\2" * 65) for v, _ in qc.signatures))
+    state.handle(m.CertificateReceived(qc), net.now)
+    if signed == "genuine":
+        assert state.safety.highest_vote_round > made_up
+        return
+    assert state.safety.highest_vote_round == -1
+    genesis = genesis_block(leader, net.validators, int(net.now * 1e6) + 1)
+    actions = state.handle(m.ProposalReceived(genesis), net.now)
+    assert any(isinstance(a, m.SendVote) for a in actions), actions
+
+
 def test_sync_accepts_final_blocks_with_a_proof_and_only_provable_ones_without() -> None:
     source_net = Network(4, seed=7)
     chain = _chain_of(source_net, 6)
