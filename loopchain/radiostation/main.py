@@ -179,7 +179,10 @@ def create_station(config: Config) -> Station:
         len(registry),
         directory,
     )
-    return Station(config, registry, signer, time.time)
+    try:  # it saves the registry when the channel file changed a set's content meanwhile
+        return Station(config, registry, signer, time.time)
+    except OSError as exc:
+        raise StartupError(f"cannot use storage {directory}: {exc}", EXIT_RUNTIME) from None
 
 
 def create_operator_token(config: Config) -> OperatorToken:

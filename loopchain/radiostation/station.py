@@ -92,7 +92,7 @@ class Station:
 
     def _content(self, channel: str) -> str:
         """The digest of the set `channel` makes now, whatever its version."""
-        return self._unsigned_set(channel, 0).hash.hex()
+        return _content(self._unsigned_set(channel, 0))
 
     @property
     def config(self) -> Config:
@@ -144,7 +144,7 @@ class Station:
             return cached
         # (the registry gave it its version when it saved what changed it: this writes only
         # when something else did, such as a setting it reads)
-        version = self.registry.serve(channel, self._content(channel))
+        version = self.registry.serve(channel, _content(unsigned))
         signed = dataclasses.replace(unsigned, version=version).signed_by(self.signer)
         self._sets[channel] = signed
         return signed
@@ -206,3 +206,8 @@ class Station:
     def leader(self, channel: str) -> PeerView | None:
         """The current leader of `channel`, if any."""
         return self.registry.leader(channel, self.clock(), self._config.HEARTBEAT_TIMEOUT)
+
+
+def _content(unsigned: ValidatorSet) -> str:
+    """The digest of a set's content, whatever its version."""
+    return dataclasses.replace(unsigned, version=0).hash.hex()
