@@ -5,7 +5,6 @@ On a real 4 MB tmpfs; skipped when one cannot be mounted (not root)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,22 +12,8 @@ import pytest
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.storage.abc import StorageError
 from loopchain.storage.leveldb import LevelDBStore
-from tests._mounts import Filler, mount_tmpfs, tmpfs_unavailable, unmount
+from tests._mounts import Filler
 from tests.integration._storage_helpers import CHANNEL, ChainBuilder
-
-_REASON = tmpfs_unavailable()
-if _REASON is not None:
-    pytest.skip(f"cannot mount a tmpfs (needs root): {_REASON}", allow_module_level=True)
-
-
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "disk"
-    assert mount_tmpfs(directory, 4) is None
-    try:
-        yield directory
-    finally:
-        unmount(directory)
 
 
 def test_after_a_failed_write_the_store_takes_no_more_until_reopened(disk: Path) -> None:

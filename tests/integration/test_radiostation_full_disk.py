@@ -6,7 +6,6 @@ mounted (not root)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,21 +13,7 @@ import pytest
 from loopchain.configure import load_config
 from loopchain.radiostation.main import EXIT_RUNTIME, StartupError, create_station, storage_dir
 from loopchain.types.crypto import Signer
-from tests._mounts import Filler, mount_tmpfs, tmpfs_unavailable, unmount
-
-_REASON = tmpfs_unavailable()
-if _REASON is not None:
-    pytest.skip(f"cannot mount a tmpfs (needs root): {_REASON}", allow_module_level=True)
-
-
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "disk"
-    assert mount_tmpfs(directory, 4) is None
-    try:
-        yield directory
-    finally:
-        unmount(directory)
+from tests._mounts import Filler
 
 
 def test_an_edit_the_full_disk_cannot_version_stops_the_start_and_is_taken_with_room(
