@@ -12,8 +12,11 @@ Determinism rules (every peer must compute the same state from the same blocks):
   the only inputs besides the transaction;
 * no floats in state (rounding differs): use integers; `put_json` refuses floats;
 * no iteration over sets or other unordered containers when the order affects state or results;
-* keep nothing between calls in instance attributes that the state does not also hold: a SCORE
-  process may restart at any time and is rebuilt from the state DB alone.
+* keep nothing between calls in instance attributes, not even a cache of the state: a SCORE
+  process may restart at any time, each peer's at its own height, and the steps a call counts
+  must not depend on what the instance remembers;
+* the constructor reads settings only: state and blocks refuse it (ScoreError), since it runs
+  when this peer's SCORE process starts, at a height other peers are not at.
 
 Raise `ScoreError` (or any exception) to reject a transaction: its result is code 9000 with the
 message, its state changes are discarded, and the chain goes on.
@@ -181,7 +184,8 @@ class ScoreBase:
     """Base class of every `UserScore`; override `invoke`, `query` and, if wanted, `info`."""
 
     def __init__(self, context: ScoreContext) -> None:
-        """Keep the context; `self.db`, `self.blocks` and `self.log` are shortcuts into it."""
+        """Keep the context; `self.db`, `self.blocks` and `self.log` are shortcuts into it (the
+        state and the blocks answer from `invoke` and `query` on, not in a constructor)."""
         self.context = context
         self.db: StateAccess = context.db
         self.blocks: BlockReader = context.blocks

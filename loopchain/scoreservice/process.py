@@ -73,6 +73,8 @@ from loopchain.scoreservice.packages import (
 )
 from loopchain.scoreservice.state import (
     MAX_BLOCK_WRITE_BYTES,
+    BlockGate,
+    NoState,
     ReadOnlyState,
     ScoreState,
     StateConflict,
@@ -95,6 +97,10 @@ T = TypeVar("T")
 STEP_LIMIT_MESSAGE = "step limit exceeded"
 MEMORY_LIMIT_MESSAGE = "memory limit exceeded"
 NOT_LOADED = "SCORE not loaded"
+CONSTRUCTOR_READS = (
+    "a SCORE's constructor cannot read state or blocks (each peer starts its SCORE at another "
+    "height): read them in invoke or query"
+)
 MAX_MESSAGE_BYTES = int(DEFAULTS["GRPC_MAX_MESSAGE_BYTES"])
 # A Query reply's bytes beside its answers (the height), and each answer's beside its own (its
 # field's tag and length), counted generously
@@ -345,12 +351,21 @@ class LoadedScore:
             raise
 
     def _construct(self) -> ScoreBase:
+        """The SCORE instance. Its constructor sees neither state nor blocks: it runs when this
+        peer's SCORE process starts, at a height of this peer's own, so what it could read (and
+        the steps it would count reading it) would differ between peers; its success must be
+        the same on every peer at every height, as a failure records 9100 results."""
         logger = logging.getLogger(f"loopchain.score.{self.package.id}")
-        context = ScoreContext(
-            self.proxy, self.state.blocks, logger, self.package.info, self.events
-        )
+        blocks = BlockGate(self.state.blocks)
+        context = ScoreContext(self.proxy, blocks, logger, self.package.info, self.events)
         cls = self.meter.run(lambda: load_score_class(self.package))
-        return self._run_score(lambda: cls(context))
+        self.proxy.target = NoState(CONSTRUCTOR_READS)
+        blocks.closed = CONSTRUCTOR_READS
+        try:
+            return self._run_score(lambda: cls(context))
+        finally:
+            self.proxy.reset()
+            blocks.closed = None
 
     def _run_score(self, call: Callable[[], T]) -> T:
         """SCORE code `call` under the step meter. A StorageError one of its reads met is raised

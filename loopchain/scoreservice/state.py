@@ -181,12 +181,28 @@ class ReadOnlyState:
         raise ScoreError(self._reason)
 
 
+class NoState:
+    """The state as a SCORE's constructor sees it: every read and write refused with `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    def get(self, key: bytes) -> bytes | None:
+        raise ScoreError(self._reason)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        raise ScoreError(self._reason)
+
+    def delete(self, key: bytes) -> None:
+        raise ScoreError(self._reason)
+
+
 class StateProxy:
     """The StateAccess a SCORE holds: routes to the current transaction overlay or a read-only view."""
 
     def __init__(self, idle: ReadOnlyState) -> None:
         self._idle = idle
-        self.target: TxOverlay | ReadOnlyState = idle
+        self.target: TxOverlay | ReadOnlyState | NoState = idle
 
     def reset(self) -> None:
         """Route to the read-only view again (after a transaction or query)."""
@@ -316,6 +332,28 @@ class ScoreState:
     def rollback(self) -> None:
         """Discard the staged block (and any half-executed one)."""
         self.begin_block()
+
+
+class BlockGate:
+    """The BlockReader a SCORE holds: its channel's blocks, unless `closed` gives why not."""
+
+    def __init__(self, blocks: BlockHistory) -> None:
+        self._blocks = blocks
+        self.closed: str | None = None
+
+    def _open(self) -> BlockHistory:
+        if self.closed is not None:
+            raise ScoreError(self.closed)
+        return self._blocks
+
+    def last_block(self) -> BlockView | None:
+        return self._open().last_block()
+
+    def block_by_height(self, height: int) -> BlockView | None:
+        return self._open().block_by_height(height)
+
+    def block_by_hash(self, block_hash: str) -> BlockView | None:
+        return self._open().block_by_hash(block_hash)
 
 
 class BlockHistory:

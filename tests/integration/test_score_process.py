@@ -365,7 +365,25 @@ async def test_a_package_that_did_not_resolve_starts_no_process(tmp_path: Path) 
             "    def __init__(self, context):\n"
             "        super().__init__(context)\n"
             "        self.db.put(b'k', b'v')\n",
-            "state writes only inside invoke",
+            "constructor cannot read state or blocks",
+        ),
+        # what a constructor could read depends on the height this peer's SCORE process starts
+        # at: refused at every height, so that loading succeeds or fails alike on every peer
+        (
+            "from loopchain.blockchain.score_base import ScoreBase\n"
+            "class UserScore(ScoreBase):\n"
+            "    def __init__(self, context):\n"
+            "        super().__init__(context)\n"
+            "        self.total = self.get_json('total', 0)\n",
+            "constructor cannot read state or blocks",
+        ),
+        (
+            "from loopchain.blockchain.score_base import ScoreBase\n"
+            "class UserScore(ScoreBase):\n"
+            "    def __init__(self, context):\n"
+            "        super().__init__(context)\n"
+            "        self.start = context.blocks.last_block()\n",
+            "constructor cannot read state or blocks",
         ),
     ],
 )
