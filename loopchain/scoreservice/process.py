@@ -5,6 +5,12 @@ Every SCORE call (import, constructor, invoke, query) runs in a worker thread un
 step limit; the address space is limited by --memory-mb. The process keeps serving when the
 package cannot be loaded (Status says why) and exits 0 on SIGTERM.
 
+A query call that runs past --query-limit seconds ends the process (SIGALRM, after a dump of its
+threads' stacks on stderr): a SCORE's query can spend time without steps (one line of C work, such
+as a huge `sum(range(n))` or a regular expression that backtracks), holding the GIL, and with it
+every call after it. The blocks waiting behind it would run into their deadline, which counts
+towards giving the SCORE up on this peer alone; a process that ended is started again instead.
+
 Before it serves, the process gives up what SCORE code must not have: every capability (a SCORE
 run by root cannot read its non-dumpable peer's memory or environment either), the means to gain
 privileges through exec (no_new_privs), and files others could read (umask 077).
@@ -16,11 +22,13 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import faulthandler
 import logging
 import os
 import queue
 import resource
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -704,9 +712,15 @@ class SerialRunner:
 class ScoreServicer(pb_grpc.ScoreServiceServicer):
     """ScoreService over one LoadedScore (or the reason there is none)."""
 
-    def __init__(self, step_limit: int, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self,
+        step_limit: int,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        query_limit: float | None = None,
+    ) -> None:
         self.step_limit = step_limit
         self.max_answer_bytes = max_message_bytes
+        self.query_limit = query_limit  # seconds a Query call may run (see arm_query_watchdog)
         self.loaded: LoadedScore | None = None
         self.request: pb.LoadRequest | None = None
         self.state_path: Path | None = None  # of the state store, once a Load named it
@@ -870,10 +884,10 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
 
     async def Query(self, request: pb.ScoreQueryRequest, context: Any) -> pb.ScoreQueryReply:
         # the state's height with its answers, in one turn
-        return await self._run(
-            context,
-            lambda: self._require_loaded().answer(request.queries, self.max_answer_bytes),
-        )
+        def answer() -> pb.ScoreQueryReply:
+            return self._require_loaded().answer(request.queries, self.max_answer_bytes)
+
+        return await self._run(context, lambda: within(self.query_limit, answer))
 
     async def Balance(self, request: pb.BalanceRequest, context: Any) -> pb.BalanceReply:
         return await self._run(context, lambda: self._require_loaded().balance(request))
@@ -882,6 +896,25 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         """Close the state store unless a SCORE call still runs (the OS releases it on exit)."""
         if self.loaded is not None and not self.runner.lock.locked():
             self.loaded.state.store.close()
+
+
+def arm_query_watchdog() -> None:
+    """Have SIGALRM dump every thread's stack on stderr and then end the process as it would
+    without a handler: what `within` arms. Both act without the GIL, which a query's C work may
+    hold for good (a Python-level handler would never run)."""
+    faulthandler.register(signal.SIGALRM, all_threads=True, chain=True)
+
+
+def within(seconds: float | None, work: Callable[[], T]) -> T:
+    """work() with a SIGALRM timer of `seconds` running meanwhile (none when None): past it the
+    process ends (see arm_query_watchdog). One timer a process: calls are serial (SerialRunner)."""
+    if seconds is None:
+        return work()
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return work()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def _limit_memory(memory_mb: int) -> None:
@@ -952,7 +985,10 @@ async def serve(args: argparse.Namespace) -> int:
     link = score_link_bytes(size)  # what an InvokeReply may take (its results are bounded)
     options = [("grpc.max_send_message_length", link), ("grpc.max_receive_message_length", link)]
     server = grpc.aio.server(options=options)
-    servicer = ScoreServicer(args.step_limit, size)
+    query_limit = args.query_limit if args.query_limit > 0 else None
+    if query_limit is not None:
+        arm_query_watchdog()
+    servicer = ScoreServicer(args.step_limit, size, query_limit)
     pb_grpc.add_ScoreServiceServicer_to_server(servicer, server)
     socket_path = Path(args.socket)
     _bind(server, socket_path)
@@ -981,6 +1017,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-message-bytes", type=int, default=DEFAULTS["GRPC_MAX_MESSAGE_BYTES"])
     parser.add_argument("--give-back-mb", type=int, default=DEFAULTS["MEMORY_GIVE_BACK_MB"])
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this parent is gone")
+    parser.add_argument(
+        "--query-limit",
+        type=float,
+        default=0.0,
+        help="end the process when a query call runs longer than this many seconds (0: never)",
+    )
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
     parser.add_argument(
         "--monitor-log", metavar="HOST:PORT", help="ship logs to this fluentd collector"

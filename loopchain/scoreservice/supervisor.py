@@ -27,6 +27,7 @@ import ctypes
 import dataclasses
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,6 +73,14 @@ ENV_ALLOWED = frozenset(
     }
 )
 ENV_ALLOWED_PREFIXES = ("LC_",)
+
+
+def query_limit(config: Config) -> float:
+    """Seconds a SCORE process lets one query call run before it ends itself (its --query-limit):
+    the query's deadline (its caller has gone by then), and at most half a block's, so that a
+    block waiting behind a query stuck in C work meets an ended process, tried again once it is
+    started again, rather than its deadline, which counts towards giving the SCORE up."""
+    return min(float(config.SCORE_QUERY_TIMEOUT), float(config.SCORE_INVOKE_TIMEOUT) / 2)
 
 
 def score_environment(environ: Mapping[str, str], work_dir: Path) -> dict[str, str]:
@@ -229,6 +238,8 @@ class ScoreSupervisor:
             self._ready.clear()
             await terminate(process, STOP_DEADLINE)
         ended = f"exit code {process.returncode}"
+        if process.returncode == -signal.SIGALRM:
+            ended = f"a query call ran past {query_limit(self.config):g} s (stacks on its stderr)"
         return f"{ended}: {failure}" if failure else ended
 
     async def _spawn(self) -> asyncio.subprocess.Process:
@@ -244,6 +255,7 @@ class ScoreSupervisor:
             *("--max-message-bytes", str(config.GRPC_MAX_MESSAGE_BYTES)),
             *("--give-back-mb", str(config.MEMORY_GIVE_BACK_MB)),
             *("--parent-pid", str(os.getpid())),
+            *("--query-limit", f"{query_limit(config):g}"),
         ]
         if str(config.LOOPCHAIN_LOG_LEVEL).upper() == "DEBUG":
             args.append("-d")

@@ -88,6 +88,9 @@ class UserScore(ScoreBase):
             return json.dumps("x" * request["size"])
         if request.get("op") == "echo":  # the text as it is, even a lone surrogate
             return request["text"]
+        if request.get("op") == "grind":  # C work without steps, holding the GIL
+            open("grinding", "w").close()
+            return json.dumps(sum(range(request["n"])))
         if request.get("op") == "nap":  # wall time without steps
             import time
 

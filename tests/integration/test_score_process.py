@@ -211,6 +211,37 @@ async def test_an_invoke_past_its_deadline_kills_and_restarts_the_process(tmp_pa
         assert supervisor.status().executed_height == -1
 
 
+async def test_a_query_stuck_in_c_work_ends_its_process_before_a_block_meets_its_deadline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One line of C work runs no steps and holds the GIL: the block behind such a query met its
+    deadline, which counts towards giving the SCORE up on this peer alone (any client could
+    have one peer record 9100 where the others execute). The process ends at the query limit
+    instead, and the block is executed once it is started again."""
+    package, chain = make_package(tmp_path), Blocks()
+    config = score_config(SCORE_QUERY_TIMEOUT=1.0, SCORE_INVOKE_TIMEOUT=8.0)
+    block = chain.next(set_op("k", "v"))
+    async with running(make_supervisor(tmp_path, config, package)) as supervisor:
+        pid = supervisor.pid
+        assert pid is not None
+        stuck = asyncio.create_task(supervisor.client.query('{"op": "grind", "n": 1000000000000000}'))
+        marker = tmp_path / "state_cwd" / "grinding"
+
+        async def grinding() -> bool:
+            return marker.exists()
+
+        await wait_until_async(grinding, READY_DEADLINE, "the query to start its C work")
+        with pytest.raises(ScoreUnavailable) as raised:
+            await supervisor.client.invoke_block(block)
+        assert not raised.value.deadline_exceeded, raised.value
+        with pytest.raises(ScoreUnavailable):
+            await stuck
+        await wait_until_async(lambda: _reloaded(supervisor, pid), READY_DEADLINE, "a restart")
+        staged = await supervisor.client.invoke_block(block)
+        assert [r.code for r in staged.results] == [SUCCESS]
+    assert "a query call ran past 1 s" in caplog.text
+
+
 async def test_queries_are_answered_read_only_within_their_deadline(tmp_path: Path) -> None:
     package, chain = make_package(tmp_path), Blocks()
     config = score_config(SCORE_STEP_LIMIT=50_000, SCORE_QUERY_TIMEOUT=2.0)
