@@ -25,6 +25,11 @@ class CallerCheck:
         self.tls = tls
         self.ca = certificates.certificate_from_pem(tls.ca_pem)
         self._known: dict[bytes, tuple[str, datetime]] = {}
+        self._revoked = tls.revoked  # the serials the known certificates were checked against
+
+    def generation(self) -> object:
+        """The revoked serials: another set once the revocation lists changed."""
+        return self.tls.revoked
 
     def peer_id(self, context: Any) -> str | None:
         """The caller's peer id; None on a plain local connection; RequestError when refused."""
@@ -32,14 +37,16 @@ class CallerCheck:
         if pem is None:
             return None
         now = datetime.now(UTC)
+        revoked = self.tls.revoked
+        if revoked is not self._revoked:  # the lists changed: check every caller again
+            self._known.clear()
+            self._revoked = revoked
         known = self._known.get(pem)
         if known is not None and known[1] > now:
             return known[0]
         try:
             cert = certificates.certificate_from_pem(pem)
-            problem = certificates.verify_peer_certificate(
-                cert, self.ca, now, set(self.tls.revoked)
-            )
+            problem = certificates.verify_peer_certificate(cert, self.ca, now, set(revoked))
             peer_id = certificates.peer_identity(cert)[0] if problem is None else ""
         except certificates.CertificateError as exc:
             problem = str(exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,18 +43,79 @@ TLS_PASSWORD_ENV = "LOOPCHAIN_TLS_KEY_PASSWORD"
 # Revocation lists looked for in a node's TLS folder when GRPC_SSL_REVOKED_PATH is empty (both are
 # used when both are there): serials in JSON, and the CA's CRL as certificate_util.py writes it.
 REVOCATION_FILES = ("revoked.json", "ca.crl.pem")
+REVOCATION_RECHECK_S = 2.0  # how often a node looks whether its revocation lists changed
 # The initial metadata a peer sends on a link stream it takes (a refused one ends without it).
 STREAM_ACCEPTED = ("loopchain-stream", "accepted")
 
 
+class Revocations:
+    """The serials a node's revocation lists name, read again when one of the files changes
+    (looked at no more often than every REVOCATION_RECHECK_S), so that a revocation takes effect
+    without a restart; callers are checked on every call. A list that cannot be read or used
+    any more leaves the serials read before (and an error in the log): refusing every caller
+    would stop the node, taking every caller would undo revocations."""
+
+    def __init__(self, paths: tuple[Path, ...], ca_pem: bytes, required: bool) -> None:
+        self._paths = paths  # those looked at; all must exist when `required` (a configured one)
+        self._ca_pem = ca_pem
+        self._required = required
+        self._next_look = time.monotonic() + REVOCATION_RECHECK_S
+        self._seen = self._stamp()
+        self.serials = self._read()  # OSError at start: the node does not start
+
+    def _stamp(self) -> tuple[tuple[int, int, int] | None, ...]:
+        stamps: list[tuple[int, int, int] | None] = []
+        for path in self._paths:
+            try:
+                st = path.stat()
+            except OSError:
+                stamps.append(None)
+            else:
+                stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(stamps)
+
+    def _read(self) -> frozenset[int]:
+        lists = self._paths if self._required else [p for p in self._paths if p.exists()]
+        return frozenset().union(*(_revoked(p, self._ca_pem) for p in lists))
+
+    def current(self) -> frozenset[int]:
+        """The revoked serials, as the lists say now."""
+        now = time.monotonic()
+        if now < self._next_look:
+            return self.serials
+        self._next_look = now + REVOCATION_RECHECK_S
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return self.serials
+        self._seen = stamp
+        try:
+            serials = self._read()
+        except OSError as exc:
+            log.error("%s; the revocations read before stay in force", exc)
+            return self.serials
+        if serials != self.serials:
+            log.warning(
+                "revocation lists changed: %d serials revoked (%d before)",
+                len(serials),
+                len(self.serials),
+            )
+        self.serials = serials
+        return serials
+
+
 @dataclass(frozen=True)
 class Tls:
-    """A node's TLS material: the CA it trusts, its certificate and key, and revoked serials."""
+    """A node's TLS material: the CA it trusts, its certificate and key, and its revocations."""
 
     ca_pem: bytes
     cert_pem: bytes
     key_pem: bytes  # unencrypted PKCS#8 PEM, as gRPC needs it
-    revoked: frozenset[int] = frozenset()
+    revocations: Revocations | None = None
+
+    @property
+    def revoked(self) -> frozenset[int]:
+        """The serials revoked now (the lists are read again when they change)."""
+        return self.revocations.current() if self.revocations is not None else frozenset()
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -88,14 +150,15 @@ def load_tls(config: Config, default_dir: Path) -> Tls | None:
     ca_pem = _read(path("GRPC_SSL_CA_CERT_PATH", "ca.pem"), "CA certificate")
     configured = str(config.GRPC_SSL_REVOKED_PATH)
     if configured:
-        lists = [Path(configured)]  # named: it must be there
+        revocations = Revocations((Path(configured),), ca_pem, required=True)  # it must be there
     else:
-        lists = [p for p in (default_dir / n for n in REVOCATION_FILES) if p.exists()]
+        lists = tuple(default_dir / name for name in REVOCATION_FILES)
+        revocations = Revocations(lists, ca_pem, required=False)
     return Tls(
         ca_pem=ca_pem,
         cert_pem=_read(path("GRPC_SSL_CERT_PATH", "cert.pem"), "TLS certificate"),
         key_pem=plain,
-        revoked=frozenset().union(*(_revoked(p, ca_pem) for p in lists)),
+        revocations=revocations,
     )
 
 

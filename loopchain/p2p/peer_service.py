@@ -134,6 +134,11 @@ class Callers(Protocol):
 
     def peer_id(self, context: Any) -> str | None: ...
 
+    def generation(self) -> object:
+        """What the answers depend on besides the call: another object once they may differ
+        (the revocation lists changed)."""
+        ...
+
 
 class ServiceMonitor(Protocol):
     """Where the servicer counts the errors it answers and finds the peer's metrics."""
@@ -477,9 +482,11 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         """Each message of a stream handled as its one-call twin handles it, or passed on to the
         worker process of its channel (which judges it, told its caller's name); a refused message
         is counted and skipped (one channel's refusals do not cut off the others' messages). Who
-        calls is checked once, first (a certificate that expires meanwhile is met at the stream's
-        replacement or its STREAM_MAX_AGE_S): a caller refused ends the stream with the refusal.
-        `end_streams` ends the stream (the server's stop would wait for it)."""
+        calls is checked first, and again at the next message when the revocation lists changed
+        (a certificate that expires meanwhile is met at the stream's replacement or its
+        STREAM_MAX_AGE_S): a caller refused ends the stream with the refusal. `end_streams` ends
+        the stream (the server's stop would wait for it)."""
+        checked = self._callers_generation()
         try:
             caller = self._peer_caller(context)
         except RequestError as exc:
@@ -493,6 +500,12 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             try:
                 async with asyncio.timeout(STREAM_MAX_AGE_S):
                     async for request in requests:
+                        if self._callers_generation() is not checked:  # a revocation may name it now
+                            checked = self._callers_generation()
+                            try:
+                                caller = self._peer_caller(context)
+                            except RequestError as exc:
+                                return refuse(context, *self._refusal(context, method, exc))
                         try:
                             link = self._worker(request.channel)
                             if link is not None:
@@ -512,6 +525,11 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         if passed:  # the worker judges them: its refusals are in its metrics and log
             ended = f", {passed} passed to the channel's worker{ended}"
         return pb.Ack(code=0, message=f"{handled} handled, {refused} refused{ended}")
+
+    def _callers_generation(self) -> object:
+        """What the caller checks depend on now (another object once the revocation lists
+        changed); None without TLS."""
+        return self.callers.generation() if self.callers is not None else None
 
     def _stream_refusal(
         self, method: str, open_ones: set[asyncio.Task[Any]], limit: int

@@ -46,6 +46,10 @@ class ForwardedCallers:
     """The caller check of a worker behind a peer over mutual TLS: the peer id the peer found
     for the call, from its metadata (None: a plain local caller, as on the peer)."""
 
+    def generation(self) -> object:
+        """Constant: the peer checks the certificates."""
+        return None
+
     def peer_id(self, context: Any) -> str | None:
         for key, value in context.invocation_metadata() or ():
             if key == CALLER_KEY:

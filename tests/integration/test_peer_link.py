@@ -23,7 +23,7 @@ import pytest
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.p2p import grpc_util, peer_client, peer_service, server, turns
-from loopchain.p2p.errors import RequestError
+from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_client import GrpcTransport, PeerLink
 from loopchain.p2p.peer_service import PeerServicer, max_proposal_bytes
 from loopchain.p2p.server import PeerServer, start_peer_server
@@ -454,6 +454,57 @@ async def test_bytes_that_are_not_the_message_are_invalid_argument_without_a_tra
     alpha = receiver.backend.alpha
     assert len(alpha.txs) + len(alpha.events) == (1 if method in good else 0)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+class RevocableCallers:
+    """Who calls: "sender", until `revoke` (as CallerCheck once a revocation list names it)."""
+
+    def __init__(self) -> None:
+        self.revoked = False
+        self._generation = object()
+
+    def generation(self) -> object:
+        return self._generation
+
+    def peer_id(self, context: Any) -> str | None:
+        if self.revoked:
+            raise RequestError(ErrorKind.DENIED, "certificate refused: revoked (serial 1)")
+        return "sender"
+
+    def revoke(self) -> None:
+        self.revoked, self._generation = True, object()
+
+
+class SenderChannel(Channel):
+    def member_ids(self) -> set[str]:
+        return {"sender"}
+
+
+async def test_a_link_stream_ends_at_its_next_message_once_its_caller_is_revoked() -> None:
+    """A stream's caller was checked once, when it opened: a revoked peer's link streams went on
+    for up to STREAM_MAX_AGE_S (300 s). Once the revocation lists change, the next message has
+    its caller checked again."""
+    backend, monitor, callers = OneChannelBackend(SenderChannel()), Monitor(), RevocableCallers()
+    servicer = PeerServicer(backend, "receiver", None, monitor, callers=callers)
+    grpc_server = grpc_util.create_server(CONFIG, monitor.rpc_error)
+    pb_grpc.add_PeerServiceServicer_to_server(servicer, grpc_server)
+    port = free_port_pair()
+    grpc_util.bind(grpc_server, "127.0.0.1", port)
+    await grpc_server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stream = pb_grpc.PeerServiceStub(channel).AddTxStream(timeout=30)
+            await stream.write(pb.TxBatch(channel=CHANNEL, txs=[_tx(1).encode()]))
+            await _arrived("the first transaction", lambda: backend.alpha.txs)
+            callers.revoke()
+            await stream.write(pb.TxBatch(channel=CHANNEL, txs=[_tx(2).encode()]))
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stream
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value
+        assert "revoked (serial 1)" in (refused.value.details() or "")
+        assert backend.alpha.txs == [_tx(1)]
+    finally:
+        await grpc_server.stop(grace=0)
 
 
 async def test_a_refused_call_leaves_nothing_for_the_garbage_collector(receiver: Receiver) -> None:

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from loopchain.configure import Config, load_config
+from loopchain.p2p import grpc_util
 from loopchain.p2p.grpc_util import load_tls
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
@@ -114,6 +115,49 @@ def test_a_crl_the_ca_did_not_sign_is_refused(tmp_path: Path) -> None:
         _revoked(folder)
 
 
+def test_revocation_lists_are_read_again_when_they_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A revocation took effect only once the node restarted; now when a list changes. A list
+    that cannot be used leaves the revocations read before in force."""
+    monkeypatch.setattr(grpc_util, "REVOCATION_RECHECK_S", 0.0)
+    ca = Ca.create()
+    folder = _tls_dir(tmp_path, ca)
+    tls = load_tls(_config(), folder)
+    assert tls is not None and tls.revoked == frozenset()
+    crl = folder / "ca.crl.pem"
+    crl.write_bytes(ca.crl_pem(41))
+    assert tls.revoked == {41}
+    (folder / "revoked.json").write_text("[7]")
+    assert tls.revoked == {41, 7}
+    first = tls.revoked
+    assert tls.revoked is first  # the same set while nothing changes
+    crl.write_bytes(Ca.create("another CA").crl_pem(99))
+    assert tls.revoked == {41, 7}
+    assert "the CRL was issued by CN=another CA, not this CA" in caplog.text
+    assert "the revocations read before stay in force" in caplog.text
+    crl.write_bytes(ca.crl_pem(41, 42))
+    assert tls.revoked == {41, 42, 7}
+    crl.unlink()
+    assert tls.revoked == {7}
+
+
+def test_a_configured_revocation_list_that_goes_away_leaves_its_revocations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(grpc_util, "REVOCATION_RECHECK_S", 0.0)
+    ca = Ca.create()
+    folder = _tls_dir(tmp_path, ca)
+    listed = tmp_path / "list.json"
+    listed.write_text("[3]")
+    tls = load_tls(_config(GRPC_SSL_REVOKED_PATH=str(listed)), folder)
+    assert tls is not None and tls.revoked == {3}
+    listed.unlink()
+    assert tls.revoked == {3}
+    listed.write_text("[3, 4]")
+    assert tls.revoked == {3, 4}
+
+
 # -- a real peer over mutual TLS
 
 
@@ -179,6 +223,12 @@ def test_a_peer_refuses_a_caller_its_crl_revokes(network: TlsNetwork) -> None:
         10,
         "the peer's warning",
     )
+    # revoked while the peer runs (its certificate checked and remembered by then): refused
+    # once the peer reads its list again, without a restart
+    valid_serial = identities[1][0]
+    (tls_dir / "ca.crl.pem").write_bytes(ca.crl_pem(revoked_serial, valid_serial))
+    wait_until(lambda: _refused(valid, port, peer_id, request), 30, "the revocation to take effect")
+    assert "revocation lists changed: 2 serials revoked (1 before)" in log.log_text()
 
 
 def _answer(identity: Identity, port: int, peer_id: str, request: Any) -> Any:
@@ -186,3 +236,11 @@ def _answer(identity: Identity, port: int, peer_id: str, request: Any) -> Any:
         return identity.call(port, peer_id, "GetStatus", request)
     except grpc.RpcError:
         return None
+
+
+def _refused(identity: Identity, port: int, peer_id: str, request: Any) -> bool:
+    try:
+        identity.call(port, peer_id, "GetStatus", request)
+    except grpc.RpcError as exc:
+        return exc.code() == grpc.StatusCode.PERMISSION_DENIED
+    return False
