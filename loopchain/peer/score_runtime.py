@@ -391,8 +391,8 @@ class ScoreRuntime:
     async def _execute(
         self, block: Block, executed: tuple[int, bytes, bytes] | None
     ) -> InvokeResult:
-        if self.supervisor is None or self.disabled:
-            return self._unavailable(block, executed, self.package_error or self.disabled)
+        if self.supervisor is None or self._given_up_at is not None:
+            return self._unavailable(block, executed, self.package_error or self._given_up())
         deadlines = invoke_deadlines(float(self.config.SCORE_INVOKE_TIMEOUT))
         timeouts = 0
         while True:
@@ -413,7 +413,7 @@ class ScoreRuntime:
                 monitor_log.event(
                     "Error", channel=self.channel, kind="score_disabled", message=self.disabled
                 )
-                return self._unavailable(block, executed, self.disabled)
+                return self._unavailable(block, executed, self._given_up())
             try:
                 await self.supervisor.wait_ready(float(self.config.SCORE_INVOKE_TIMEOUT))
                 started = time.monotonic()
@@ -431,6 +431,14 @@ class ScoreRuntime:
                 )
                 await self._replay_uncommitted()
             await asyncio.sleep(RETRY_DELAY)
+
+    def _given_up(self) -> str:
+        """Why the SCORE was given up, as results record it: worded alike on every peer that gave
+        it up at that block (`disabled` names this peer's deadlines, which its configuration sets)."""
+        return (
+            f"SCORE did not finish block {self._given_up_at} in {MAX_TIMEOUTS_PER_BLOCK} tries, "
+            "each with twice the deadline of the one before"
+        )
 
     def _invoked(self, block: Block, result: InvokeResult, elapsed: float) -> None:
         """A block the SCORE executed: time it, tell the monitor."""
