@@ -1162,8 +1162,14 @@ class ChannelConsensus:
         if voting is None or complaint.voter not in voting or self.signer.address not in voting:
             return []
         self.rejoined = {r for r in self.rejoined if r >= oldest} | {round_}
+        # saved before it leaves, as every complaint is: a node restarted after a kill -9 picks
+        # its round from the saved record, and without it could vote in the round complained of
+        self.safety.highest_vote_round = max(self.safety.highest_vote_round, round_)
         mine = Complaint.create(self.tip.channel, round_, self.safety.high_qc, self.signer)
-        return [m.BroadcastComplaint(mine)]
+        return [
+            m.PersistSafety(self.safety.highest_vote_round, self.safety.high_qc),
+            m.BroadcastComplaint(mine),
+        ]
 
     def _lags(self, complaint: Complaint, qc: QuorumCertificate) -> bool:
         """The complaint is about a round this node has left by `qc`, which its signer lacks."""

@@ -803,6 +803,28 @@ def test_a_node_past_a_round_complains_about_it_once_for_a_laggard_it_cannot_mov
     assert node.state.safety.highest_vote_round == 3
 
 
+def test_a_complaint_for_a_laggard_is_saved_before_it_leaves() -> None:
+    """A node a timeout certificate moved past rounds it did not complain in complains about
+    one of them for a laggard. That complaint left unsaved: killed after it, the node restarted
+    at the round its record gave, below the one complained of, and voted in it (a complaint and a
+    vote of one round from one validator let a timeout certificate and a quorum certificate of
+    that round form together)."""
+    net = Network(4, seed=8)
+    net.start()
+    node, laggard, *_ = net.nodes.values()
+    node.state.handle(m.ValidatorsChanged(net.validators), net.now)
+    node.state._enter_round(4, progressed=False)  # moved on by a timeout, never complained
+    assert node.state.safety.highest_vote_round < 2
+    behind = Complaint.create(CHANNEL, 2, None, laggard.signer)
+    actions = node.state.handle(m.ComplaintReceived(behind), net.now)
+    kinds = [type(a) for a in actions]
+    assert m.BroadcastComplaint in kinds and m.PersistSafety in kinds
+    saved = next(a for a in actions if isinstance(a, m.PersistSafety))
+    assert kinds.index(m.PersistSafety) < kinds.index(m.BroadcastComplaint)
+    assert saved.highest_vote_round == 2 == node.state.safety.highest_vote_round
+    assert node.state.round == 4
+
+
 def test_a_validator_signing_two_different_votes_in_a_round_is_named_and_counted_once() -> None:
     net = Network(4, seed=6)
     net.start()  # nothing delivered yet: round 0, no genesis block
