@@ -683,8 +683,10 @@ async def test_relayed_transactions_are_checked_a_slice_of_turns_at_a_time_and_o
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A relayed batch (up to a thousand) is checked giving the event loop turns in between, each
-    signature once (a forged one too), and pooled but for the forged one; those the peer already
-    holds, or that belong to another channel, are not recovered at all."""
+    signature once, and pooled; those the peer already holds, or that belong to another channel,
+    are not recovered at all. A batch with a forged signature is dropped whole at the first one
+    (a peer relays only what it checked): judged one by one, a batch of forgeries built once and
+    sent again and again cost a recovery each, every time."""
     service = cluster.services[0]
     cluster.network.down.add(service.signer.address)  # nothing else moves its pool
     sender = Signer.generate()
@@ -694,21 +696,25 @@ async def test_relayed_transactions_are_checked_a_slice_of_turns_at_a_time_and_o
     other = Transaction.create_v1("another_channel", {"n": 1}, now, sender)
     forged = fresh[0].to_json()
     forged["signature"] = fresh[1].signature.hex()
-    relayed = [Transaction.from_json(forged)]
-    relayed += [Transaction.decode(tx.encode()) for tx in [*fresh, other]]
+    relayed = [Transaction.decode(tx.encode()) for tx in [*fresh, other]]
     relayed += [Transaction.decode(service.consensus.pool.get(h).encode()) for h in held]
+    with_forgery = [Transaction.decode(tx.encode()) for tx in fresh[2:]]
+    with_forgery.insert(3, Transaction.from_json(forged))
     turns = Turns(monkeypatch)
 
-    async def relay() -> None:
-        await service.receive_txs_in_turns(relayed)
+    async def relay(batch: list[Transaction]) -> None:
+        await service.receive_txs_in_turns(batch)
 
     with turns.counting():
-        await asyncio.create_task(relay(), name="relay")
+        await asyncio.create_task(relay(with_forgery), name="forged")
+        assert not any(tx.hash in service.consensus.pool for tx in with_forgery)
+        await asyncio.create_task(relay(relayed), name="relay")
+    assert turns.by_task["forged"] == 4  # three good ones, then the forged one: the batch ends
+    assert not with_forgery[3].signature_checked
+    assert turns.by_task["relay"] == len(fresh)  # each once; the held and the other's: none
+    assert turns.most_in_one_step("relay") == 1
     assert all(tx.hash in service.consensus.pool for tx in fresh)
     assert other.hash not in service.consensus.pool
-    assert not relayed[0].signature_checked
-    assert turns.by_task["relay"] == len(fresh) + 1  # each once; the held and the other's: none
-    assert turns.most_in_one_step("relay") == 1
 
 
 async def test_a_proposal_the_peer_would_not_check_has_no_signature_recovered_beforehand(
