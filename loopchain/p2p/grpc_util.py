@@ -136,9 +136,14 @@ def load_tls(config: Config, default_dir: Path) -> Tls | None:
     def path(key: str, name: str) -> Path:
         return Path(config[key]) if config[key] else default_dir / name
 
-    from cryptography.hazmat.primitives import serialization  # only nodes with TLS load it
+    from cryptography import x509  # only nodes with TLS load it
+    from cryptography.hazmat.primitives import serialization
 
-    key_pem = _read(path("GRPC_SSL_KEY_PATH", "key.pem"), "TLS private key")
+    key_path, cert_path = (
+        path("GRPC_SSL_KEY_PATH", "key.pem"),
+        path("GRPC_SSL_CERT_PATH", "cert.pem"),
+    )
+    key_pem = _read(key_path, "TLS private key")
     password = os.environ.get(TLS_PASSWORD_ENV, "").encode() or None
     try:
         key = serialization.load_pem_private_key(key_pem, password=password)
@@ -147,6 +152,18 @@ def load_tls(config: Config, default_dir: Path) -> Tls | None:
     plain = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    cert_pem = _read(cert_path, "TLS certificate")
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise OSError(f"cannot read the TLS certificate {cert_path}: {exc}") from None
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        # the handshakes would fail, each with an error that does not say why
+        raise OSError(
+            f"the TLS private key {key_path} does not belong to the certificate {cert_path} "
+            "(an issue cut short? issue the certificate again)"
+        )
     ca_pem = _read(path("GRPC_SSL_CA_CERT_PATH", "ca.pem"), "CA certificate")
     configured = str(config.GRPC_SSL_REVOKED_PATH)
     if configured:
@@ -156,7 +173,7 @@ def load_tls(config: Config, default_dir: Path) -> Tls | None:
         revocations = Revocations(lists, ca_pem, required=False)
     return Tls(
         ca_pem=ca_pem,
-        cert_pem=_read(path("GRPC_SSL_CERT_PATH", "cert.pem"), "TLS certificate"),
+        cert_pem=cert_pem,
         key_pem=plain,
         revocations=revocations,
     )

@@ -115,6 +115,19 @@ def test_a_crl_the_ca_did_not_sign_is_refused(tmp_path: Path) -> None:
         _revoked(folder)
 
 
+def test_a_tls_key_that_is_not_the_certificates_is_refused_at_start(tmp_path: Path) -> None:
+    """A re-issue cut short (the new key written, not yet its certificate) left a pair every
+    handshake failed with, and an error that did not say why."""
+    ca = Ca.create()
+    folder = _tls_dir(tmp_path, ca)
+    (folder / "key.pem").write_bytes(pki.private_key_to_pem(pki.generate_tls_key()))
+    with pytest.raises(OSError, match=r"the TLS private key .*key\.pem does not belong to"):
+        load_tls(_config(), folder)
+    (folder / "cert.pem").write_text("not a certificate")
+    with pytest.raises(OSError, match=r"cannot read the TLS certificate .*cert\.pem"):
+        load_tls(_config(), folder)
+
+
 def test_revocation_lists_are_read_again_when_they_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
