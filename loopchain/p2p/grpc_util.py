@@ -349,24 +349,17 @@ def create_server(
     max_rpcs: int | None = None,
     max_unary: int | None = None,
     max_connections: int = SERVER_MAX_CONNECTIONS,
-    max_streams: int | None = None,
 ) -> grpc.aio.Server:
     """An aio server taking requests of at most `max_receive` bytes (default
     GRPC_MAX_MESSAGE_BYTES) and `max_rpcs` calls at once (more are answered RESOURCE_EXHAUSTED
     before their request is read; None: no bound), of which at most `max_unary` one-request,
     one-reply calls (more are answered RESOURCE_EXHAUSTED: the rest of `max_rpcs` stays for
-    streams), and `max_connections` connections a port, each with at most `max_streams` calls
-    (by default `max_rpcs`), with no port sharing; it answers a request whose bytes are not its
-    method's message with INVALID_ARGUMENT (refusals counted by `count_refusal(method name,
-    status name)` when given).
-
-    `max_rpcs` counts a call from its headers on, before its request is read, and nothing ends
-    a call whose request never comes: a server strangers reach takes None, and bounds each
-    connection instead (see server.STREAMS_PER_CONNECTION)."""
+    streams) and `max_connections` connections a port, with no port sharing, that answers a request whose bytes are not its method's
+    message with INVALID_ARGUMENT (refusals counted by `count_refusal(method name, status name)`
+    when given)."""
     receive = max_receive if max_receive is not None else int(config.GRPC_MAX_MESSAGE_BYTES)
-    streams = max_streams if max_streams is not None else max_rpcs
     return grpc.aio.server(
-        options=server_options(config, receive, streams, max_connections),
+        options=server_options(config, receive, max_rpcs, max_connections),
         interceptors=[CheckedRequests(count_refusal, max_unary)],
         maximum_concurrent_rpcs=max_rpcs,
     )

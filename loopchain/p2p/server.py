@@ -35,20 +35,7 @@ def _max_unary(config: Config) -> int:
 
 
 def _max_calls(config: Config) -> int:
-    """The calls in a peer's handlers at once: its inbound link streams, its proxies' batch
-    streams and one-off calls (each kind bounded where it is handled)."""
     return MAX_INBOUND_STREAMS + MAX_CLIENT_STREAMS + _max_unary(config)
-
-
-# Calls one connection to a peer's port may have open (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS;
-# a client's further calls wait for one to end). A peer's link to another holds two streams a
-# channel, and a few one-off calls besides. The port has no bound on calls in all: gRPC counts
-# one from its headers on, and nothing ends a call whose request never comes, so a stranger
-# sending only headers held every slot of the _max_calls it had (1,088 over one connection) and
-# every other peer's stream and call was refused: the chain stopped. What those calls hold now
-# is bounded by connections_a_port x STREAMS_PER_CONNECTION, and calls in handlers stay bounded
-# by kind (MAX_INBOUND_STREAMS, MAX_CLIENT_STREAMS, _max_unary).
-STREAMS_PER_CONNECTION = 16
 
 
 # the server a peer serves its own REST proxy on: its connections (one process, a channel each
@@ -87,12 +74,10 @@ async def _serve(
     max_unary: int | None = None,
     max_connections: int = grpc_util.SERVER_MAX_CONNECTIONS,
     own: PeerServer | None = None,
-    max_streams: int | None = None,
 ) -> PeerServer:
     """Start a server of `servicer` bound by `bind`, taking `max_rpcs` calls at once, of them
-    `max_unary` one-off calls, and `max_connections` connections a port of `max_streams` calls
-    each (see grpc_util.create_server); the refusals of malformed requests are counted by the
-    servicer's monitor."""
+    `max_unary` one-off calls, and `max_connections` connections a port; the refusals of malformed requests are counted by the servicer's
+    monitor."""
     monitor = servicer.monitor
     server = grpc_util.create_server(
         config,
@@ -101,7 +86,6 @@ async def _serve(
         max_rpcs=max_rpcs,
         max_unary=max_unary,
         max_connections=max_connections,
-        max_streams=max_streams,
     )
     pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
     bind(server)
@@ -164,11 +148,10 @@ async def start_peer_server(
             config,
             servicer,
             bind,
-            None,  # see STREAMS_PER_CONNECTION
+            _max_calls(config),
             _max_unary(config),
             grpc_util.connections_a_port(ports),
             own,
-            STREAMS_PER_CONNECTION,
         )
     except BaseException:
         if own is not None:

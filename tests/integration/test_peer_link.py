@@ -5,7 +5,6 @@ peer gets later messages, and a stopping peer ends the streams it serves at once
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
@@ -750,17 +749,10 @@ async def test_link_streams_go_on_while_one_off_calls_crowd_the_server(
     try:
         transport.send_consensus(peer, CHANNEL, "sender", _vote(0))  # the consensus lane opens
         await _arrived("the first vote", lambda: alpha.events)
-        connections = -(-crowd // server.STREAMS_PER_CONNECTION)  # each takes that many calls
-        async with contextlib.AsyncExitStack() as stack:
-            stubs = [
-                pb_grpc.PeerServiceStub(await stack.enter_async_context(_connection(port, i)))
-                for i in range(connections)
-            ]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.PeerServiceStub(channel)
             request = pb.BalanceRequest(channel=CHANNEL, address="hx" + "0" * 40)
-            calls = [
-                asyncio.ensure_future(stubs[i % connections].GetBalance(request))
-                for i in range(crowd)
-            ]
+            calls = [asyncio.ensure_future(stub.GetBalance(request)) for _ in range(crowd)]
 
             def settled() -> bool:
                 return alpha.held == others and sum(c.done() for c in calls) == crowd - others
@@ -786,50 +778,6 @@ async def test_link_streams_go_on_while_one_off_calls_crowd_the_server(
     assert _heights(alpha) == [0, 1] and [tx.hash for tx in alpha.txs] == [_tx(1).hash]
     assert set(monitor.errors) == {("GetBalance", "RESOURCE_EXHAUSTED")}
     assert exhausted <= len(monitor.errors) <= len(refused)
-
-
-def _connection(port: int, index: int) -> grpc.aio.Channel:
-    """A channel of its own connection (channels to one target share one unless told not to)."""
-    options = [("grpc.use_local_subchannel_pool", 1), ("loopchain.test.connection", index)]
-    return grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
-
-
-async def test_calls_that_never_send_their_request_do_not_stop_the_links(
-    transport: GrpcTransport,
-) -> None:
-    """gRPC counted a call against the server's bound from its headers on, and nothing ends a
-    call whose request never comes: one connection of a stranger opening more such calls than
-    the bound took every slot, and the links' streams and calls were refused RESOURCE_EXHAUSTED
-    (the chain stopped). Each connection takes STREAMS_PER_CONNECTION calls now, the port no
-    bound in all: the stranger's connections hold their own share only."""
-    port = free_port_pair()
-    backend, monitor = OneChannelBackend(Channel()), Monitor()
-    served = await start_peer_server(backend, "receiver", CONFIG, port, None, monitor)
-    peer, alpha = PeerInfo("receiver", f"127.0.0.1:{port}", 0), backend.alpha
-    held: list[Any] = []
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            for index in range(3):
-                channel = await stack.enter_async_context(_connection(port, index))
-                opened = channel.stream_stream("/loopchain.PeerService/GetStatus")
-                held += [opened() for _ in range(server._max_calls(CONFIG) + 16)]  # headers only
-            transport.send_consensus(peer, CHANNEL, "sender", _vote(0))
-            transport.send_txs(peer, CHANNEL, [_tx(1)])
-            await _arrived("the vote and the batch", lambda: alpha.events and alpha.txs)
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as other:
-                with pytest.raises(grpc.aio.AioRpcError) as answered:
-                    await pb_grpc.PeerServiceStub(other).GetStatus(
-                        pb.ChannelRequest(channel="nowhere"), timeout=10
-                    )
-            # answered by its handler (no such channel), not refused for want of a slot
-            assert answered.value.code() == grpc.StatusCode.NOT_FOUND, answered.value
-            assert not any(call.done() for call in held)  # still held: their share only
-            for call in held:
-                call.cancel()
-    finally:
-        await served.stop(grace=0)
-    assert _heights(alpha) == [0] and [tx.hash for tx in alpha.txs] == [_tx(1).hash]
-    assert ("GetStatus", "NOT_FOUND") in monitor.errors
 
 
 async def test_the_socket_of_the_peers_own_proxy_is_not_held_by_callers_of_its_port(
