@@ -500,7 +500,8 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             try:
                 async with asyncio.timeout(STREAM_MAX_AGE_S):
                     async for request in requests:
-                        if self._callers_generation() is not checked:  # a revocation may name it now
+                        # a revocation may name the caller now
+                        if self._callers_generation() is not checked:
                             checked = self._callers_generation()
                             try:
                                 caller = self._peer_caller(context)
