@@ -1053,6 +1053,13 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def GetMetrics(self, request: pb.MetricsRequest, context: Any) -> pb.MetricsReply:
         async def work() -> pb.MetricsReply:
+            if self.callers is not None and self.callers.peer_id(context) is not None:
+                # they cover every channel of this peer, whatever the caller is a party of
+                raise RequestError(
+                    ErrorKind.DENIED,
+                    "metrics are served on the local port (to this peer's REST proxy and tools), "
+                    "not to other nodes",
+                )
             if self.monitor is None:
                 raise RequestError(ErrorKind.UNIMPLEMENTED, "this peer keeps no metrics")
             try:

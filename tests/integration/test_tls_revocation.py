@@ -244,6 +244,32 @@ def test_a_peer_refuses_a_caller_its_crl_revokes(network: TlsNetwork) -> None:
     assert "revocation lists changed: 2 serials revoked (1 before)" in log.log_text()
 
 
+def test_a_peer_serves_its_metrics_to_no_other_node(network: TlsNetwork) -> None:
+    """Metrics cover every channel of a peer: a node with a certificate of the CA, a party of
+    none of them, read them all. They are served on the local port only (its REST proxy's)."""
+    port = network.new_peer_port()
+    peer_id = network.issue_tls([port])[port]
+    ca_pem = (network.ca_dir / "ca.pem").read_bytes()
+    ca = Ca(
+        pki.certificate_from_pem(ca_pem),
+        pki.private_key_from_pem((network.ca_dir / "ca_key.pem").read_bytes()),
+    )
+    cert, key = ca.issue(Signer.generate())  # a stranger to every channel
+    stranger = Identity(ca_pem, pki.private_key_to_pem(key), pki.certificate_to_pem(cert))
+    network.start_radiostation()
+    network.start_peer(port, wait=False)
+    request = pb.ChannelRequest(channel="loopchain_default")
+    wait_until(lambda: _refused(stranger, port, peer_id, request), 40, "the peer over TLS")
+    with pytest.raises(grpc.RpcError) as refused:
+        stranger.call(port, peer_id, "GetMetrics", pb.MetricsRequest())
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value
+    assert "metrics are served on the local port" in (refused.value.details() or "")
+    local = port + int(_config().PORT_DIFF_INNER_SERVICE)
+    with grpc.insecure_channel(f"127.0.0.1:{local}") as channel:
+        reply = PeerServiceStub(channel).GetMetrics(pb.MetricsRequest(), timeout=DEADLINE)
+    assert b"loopchain" in reply.text
+
+
 def _answer(identity: Identity, port: int, peer_id: str, request: Any) -> Any:
     try:
         return identity.call(port, peer_id, "GetStatus", request)
