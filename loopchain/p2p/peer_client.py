@@ -13,6 +13,7 @@ import grpc
 from loopchain import failpoints
 from loopchain.configure import Config
 from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls, open_channel
+from loopchain.p2p.lanes import ByteBudget, MessageQueue
 from loopchain.p2p.transport import ConsensusPayload, FetchedRange, MalformedReply, TransportError
 from loopchain.p2p.turns import TurnBudget
 from loopchain.protos import loopchain_pb2 as pb
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 Outbound = pb.ConsensusMessage | pb.TxBatch
 STREAM_ROTATE_S = 60.0  # a lane's stream older than this is replaced before its next message
 STREAM_DEADLINE_S = 600.0  # the deadline of a lane's stream (one left idle ends by it)
+LANE_BYTES = 64 << 20  # the bytes a lane holds (beside its bound by count)
 # a stream refused for these: the peer takes the same messages one call each
 BY_CALL_WHEN_REFUSED = frozenset(
     {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED}
@@ -152,9 +154,10 @@ class _Lane:
 
 
 class PeerLink:
-    """One remote peer: a gRPC channel and two bounded lanes, each drained by its own task onto
-    its own stream, so consensus messages never wait behind transaction gossip (HTTP/2 carries
-    both at once)."""
+    """One remote peer: a gRPC channel and two lanes bounded by count and bytes, each drained by
+    its own task onto its own stream, so consensus messages never wait behind transaction gossip
+    (HTTP/2 carries both at once). `budget`: bytes the lanes share with other links' (see
+    loopchain.p2p.lanes)."""
 
     def __init__(
         self,
@@ -165,6 +168,8 @@ class PeerLink:
         server_name: str = "",
         queue_size: int = 1024,
         gossip_queue_size: int = 64,
+        lane_bytes: int = LANE_BYTES,
+        budget: ByteBudget | None = None,
         metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.target = target
@@ -172,10 +177,13 @@ class PeerLink:
         self.timeout = float(config.GRPC_TIMEOUT)
         self._channel = open_channel(target, config, tls, server_name, watched=True)
         self.stub = pb_grpc.PeerServiceStub(self._channel)
-        self._consensus: asyncio.Queue[pb.ConsensusMessage] = asyncio.Queue(queue_size)
-        self._gossip: asyncio.Queue[pb.TxBatch] = asyncio.Queue(gossip_queue_size)
+        self._consensus: MessageQueue[pb.ConsensusMessage] = MessageQueue(
+            queue_size, lane_bytes, budget
+        )
+        self._gossip: MessageQueue[pb.TxBatch] = MessageQueue(gossip_queue_size, lane_bytes, budget)
         self._tasks: list[asyncio.Task[None]] = []
-        self.dropped = 0  # messages dropped because their lane was full (oldest first)
+        # messages dropped because their lane was full (oldest first) or the link closed
+        self.dropped = 0
         # the last message either lane tried to send found no connection to the other peer
         # (UNAVAILABLE: refused, reset, no route, failed handshake, pings unanswered, or it is
         # stopping), and it has taken none since
@@ -211,18 +219,22 @@ class PeerLink:
                 ),
             ]
 
-    def send(self, message: Outbound) -> None:
-        """Queue a message on its lane; when the lane is full its oldest message is dropped
-        (gossiped transactions stay pooled at the sender and are gossiped again)."""
-        queue: asyncio.Queue[Any] = (
-            self._gossip if isinstance(message, pb.TxBatch) else self._consensus
-        )
-        if queue.full():
-            queue.get_nowait()
-            self.dropped += 1
-        queue.put_nowait(message)
+    def _lane_of(self, message: Outbound) -> MessageQueue[Any]:
+        return self._gossip if isinstance(message, pb.TxBatch) else self._consensus
 
-    async def _drain(self, queue: asyncio.Queue[Any], lane: _Lane) -> None:
+    def send(self, message: Outbound) -> None:
+        """Queue a message on its lane; when the lane is full its oldest messages are dropped
+        (gossiped transactions stay pooled at the sender and are gossiped again)."""
+        self.dropped += self._lane_of(message).put_dropping(message, message.ByteSize())
+
+    async def put(self, message: Outbound) -> None:
+        """Queue a message on its lane once it has room (it and the budget it shares), so that
+        whoever hands it messages goes at the pace they are sent; dropped when the link closes
+        meanwhile."""
+        if not await self._lane_of(message).put(message, message.ByteSize()):
+            self.dropped += 1
+
+    async def _drain(self, queue: MessageQueue[Any], lane: _Lane) -> None:
         try:
             while True:
                 message = await queue.get()
@@ -288,6 +300,8 @@ class PeerLink:
             raise MalformedReply(f"{self.target} served a malformed block: {exc}") from None
 
     async def close(self) -> None:
+        self._consensus.close()
+        self._gossip.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -478,9 +478,12 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         context: grpc.aio.ServicerContext,
         method: str,
         handle: Callable[[Relayed, str | None], Awaitable[None]],
+        check: Callable[[Relayed], None],
     ) -> pb.Ack:
         """Each message of a stream handled as its one-call twin handles it, or passed on to the
-        worker process of its channel (which judges it, told its caller's name); a refused message
+        worker process of its channel (which judges it, told its caller's name) once `check`, the
+        twin's check of its size, took it, and once the worker's link has room for it (the stream
+        is not read meanwhile: the network slows its sender down); a refused message
         is counted and skipped (one channel's refusals do not cut off the others' messages). Who
         calls is checked first, and again at the next message when the revocation lists changed
         (a certificate that expires meanwhile is met at the stream's replacement or its
@@ -510,7 +513,8 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                         try:
                             link = self._worker(request.channel)
                             if link is not None:
-                                link.push(request, caller)
+                                check(request)
+                                await link.push(request, caller, context.peer())
                                 passed += 1
                             else:  # in order: the stream's next message waits for it
                                 await handle(request, caller)
@@ -977,17 +981,17 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     # ------------------------------------------------------------ peer to peer
 
-    async def _add_txs(self, request: pb.TxBatch, caller: str | None) -> None:
+    @staticmethod
+    def _check_tx_batch(request: pb.TxBatch) -> None:
+        """RequestError for a relayed batch of more transactions than one may hold."""
         if len(request.txs) > MAX_TXS_PER_BATCH:
             raise RequestError(
                 ErrorKind.INVALID,
                 f"{len(request.txs)} transactions in one batch, limit {MAX_TXS_PER_BATCH}",
             )
-        channel = self._party_channel(request.channel, caller)
-        await channel.receive_txs_in_turns([Transaction.decode(raw) for raw in request.txs])
 
-    async def _deliver(self, request: pb.ConsensusMessage, caller: str | None) -> None:
-        channel = self._party_channel(request.channel, caller)
+    def _check_consensus(self, request: pb.ConsensusMessage) -> None:
+        """RequestError for a consensus message larger than its kind may be."""
         kind = request.WhichOneof("body")
         if kind is not None:
             size = len(getattr(request, kind))
@@ -998,6 +1002,15 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                     f"a {kind} of {size} bytes, limit {limit}"
                     + (" (twice MAX_BLOCK_KBYTES and 1 MiB)" if kind == "proposal" else ""),
                 )
+
+    async def _add_txs(self, request: pb.TxBatch, caller: str | None) -> None:
+        self._check_tx_batch(request)
+        channel = self._party_channel(request.channel, caller)
+        await channel.receive_txs_in_turns([Transaction.decode(raw) for raw in request.txs])
+
+    async def _deliver(self, request: pb.ConsensusMessage, caller: str | None) -> None:
+        channel = self._party_channel(request.channel, caller)
+        self._check_consensus(request)
         await channel.receive_in_turns(decode_consensus(request, channel.pooled_transaction))
 
     async def AddTxBatch(self, request: pb.TxBatch, context: Any) -> pb.Ack:
@@ -1015,12 +1028,16 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         return await self._serve(context, "Deliver", work, request, p2p=True)
 
     async def AddTxStream(self, requests: AsyncIterator[pb.TxBatch], context: Any) -> pb.Ack:
-        return await self._stream(requests, context, "AddTxStream", self._add_txs)
+        return await self._stream(
+            requests, context, "AddTxStream", self._add_txs, self._check_tx_batch
+        )
 
     async def DeliverStream(
         self, requests: AsyncIterator[pb.ConsensusMessage], context: Any
     ) -> pb.Ack:
-        return await self._stream(requests, context, "DeliverStream", self._deliver)
+        return await self._stream(
+            requests, context, "DeliverStream", self._deliver, self._check_consensus
+        )
 
     async def Identify(self, request: pb.IdentifyRequest, context: Any) -> pb.IdentifyReply:
         def work() -> pb.IdentifyReply:

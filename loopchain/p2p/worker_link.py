@@ -3,9 +3,12 @@
 A channel worker serves the PeerService of its one channel on a unix socket that only the peer's
 user can reach. The peer's public server hands it every call naming that channel: a unary call
 as it came (within what is left of the caller's deadline), a message of another peer's gossip or
-consensus stream onto a stream of its own per calling peer, so that each caller's messages stay in
-order. Who called (the peer id of a mutual-TLS caller) travels in the call's metadata, which the
-worker trusts because only this process can reach its socket.
+consensus stream onto a stream of its own per caller (a mutual-TLS caller's peer id; without TLS,
+no one is named: the address its connection comes from), so that each caller's messages stay in
+order and one caller's never wait behind another's. What waits to go to a worker is bounded by
+bytes: a caller whose lane is full waits (its stream is not read meanwhile, so the network slows
+it down) rather than having its messages held here. Who called travels in the call's metadata,
+which the worker trusts because only this process can reach its socket.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import grpc
 
 from loopchain.configure import Config
 from loopchain.p2p.grpc_util import FORWARDED_FROM_KEY, open_channel
+from loopchain.p2p.lanes import ByteBudget
 from loopchain.p2p.peer_client import Outbound, PeerLink
 from loopchain.p2p.peer_health import PeerHealth
 from loopchain.protos import loopchain_pb2 as pb
@@ -27,6 +31,9 @@ from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 
 CALLER_KEY = "x-loopchain-caller"  # metadata: the peer id of the peer's own mutual-TLS caller
 MAX_CALLER_LINKS = 256  # callers with streams into one worker (beyond: the least recent closes)
+CALLER_LANE_BYTES = 8 << 20  # what one caller's lane (consensus, or gossip) holds for the worker
+# what all callers' lanes hold for one worker (and one message each beyond: see p2p.lanes)
+WORKER_QUEUE_BYTES = 64 << 20
 # the most a forwarded call waits (a stream's batch would get its stream's long deadline)
 MAX_DEADLINE_S = 30.0
 FORWARD_MARGIN_S = 0.2  # of a caller's deadline, left for the peer to pass on the worker's answer
@@ -75,7 +82,8 @@ class WorkerLink:
         self._config = config
         self._grpc = open_channel(self.target, config)
         self.stub = pb_grpc.PeerServiceStub(self._grpc)
-        self._links: OrderedDict[str | None, PeerLink] = OrderedDict()  # least recent first
+        self._links: OrderedDict[str, PeerLink] = OrderedDict()  # least recent first
+        self.budget = ByteBudget(WORKER_QUEUE_BYTES)  # what the links hold together
         self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
         # a worker that stops answering (stopped, its loop stuck) is probed after the first call
@@ -141,26 +149,34 @@ class WorkerLink:
         )
         return bytes(reply.text)
 
-    def push(self, message: Outbound, caller: str | None) -> None:
-        """Hand a gossip or consensus message of `caller` to the worker, in order after the
-        caller's earlier ones (dropped, oldest first, when the worker falls behind by a lane). A
+    async def push(self, message: Outbound, caller: str | None, source: str) -> None:
+        """Hand a gossip or consensus message of `caller` (a peer id; None without TLS: the
+        address `source` it came from names it) to the worker, in order after the caller's earlier
+        ones, once the caller's lane has room (dropped when the link is closed meanwhile). A
         stream carries one caller's name only: with MAX_CALLER_LINKS callers' streams open, the
         least recently used one is closed for a new caller (members come and go over a life)."""
         if self._closed:
             return
-        link = self._links.get(caller)
+        key = caller if caller is not None else f"from {source}"
+        link = self._links.get(key)
         if link is None:
             if len(self._links) >= MAX_CALLER_LINKS:
                 _, oldest = self._links.popitem(last=False)
                 retiring = asyncio.create_task(oldest.close())
                 self._retiring.add(retiring)
                 retiring.add_done_callback(self._retiring.discard)
-            link = PeerLink(self.target, self._config, metadata=_metadata(caller))
+            link = PeerLink(
+                self.target,
+                self._config,
+                lane_bytes=CALLER_LANE_BYTES,
+                budget=self.budget,
+                metadata=_metadata(caller, source if caller is None else ""),
+            )
             link.start()
-            self._links[caller] = link
+            self._links[key] = link
         else:
-            self._links.move_to_end(caller)
-        link.send(message)
+            self._links.move_to_end(key)
+        await link.put(message)
 
     async def close(self) -> None:
         self._closed = True

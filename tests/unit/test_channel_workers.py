@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loopchain.configure import load_config
 from loopchain.p2p import worker_link
+from loopchain.p2p.grpc_util import FORWARDED_FROM_KEY
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.peer.metrics import PeerMetrics, merged_exposition
 from loopchain.peer.node import PeerNode, PeerOptions, cgroup_cpu_quota, usable_cores
@@ -143,8 +144,11 @@ async def test_a_worker_not_listening_is_answered_unavailable_naming_the_channel
     with pytest.raises(WorkerRefusal) as refused:
         await link.call("GetStatus", request, None, 2.0)
     assert refused.value.message == "channel alpha: this peer is stopping"
-    link.push(pb.TxBatch(channel="alpha"), None)  # dropped: no stream is opened after the close
+    await link.push(pb.TxBatch(channel="alpha"), None, SOURCE)  # dropped: no stream after the close
     assert link._links == {}
+
+
+SOURCE = "ipv4:127.0.0.1:1"  # where a pushed message came from
 
 
 def test_a_cgroup_quota_counts_as_fewer_cores(tmp_path: Path) -> None:
@@ -189,6 +193,24 @@ def test_the_peer_counts_its_rest_proxy_restarts() -> None:
     assert _series(metrics.exposition())[("loopchain_rest_proxy_restarts_total", frozenset())] == 3
 
 
+async def test_callers_not_named_have_a_stream_each_by_the_address_they_came_from(
+    tmp_path: Path,
+) -> None:
+    """Without TLS no caller is named: each connection's messages go on streams of their own,
+    so that one sender's messages never wait behind another's (they shared one queue)."""
+    link = WorkerLink("alpha", tmp_path / "nobody.sock", load_config())
+    try:
+        await link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.1:5000")
+        await link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.2:5000")
+        await link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.1:5000")
+        assert [lane.metadata for lane in link._links.values()] == [
+            ((FORWARDED_FROM_KEY, "ipv4:10.0.0.2:5000"),),
+            ((FORWARDED_FROM_KEY, "ipv4:10.0.0.1:5000"),),
+        ]
+    finally:
+        await link.close()
+
+
 async def test_a_caller_beyond_the_limit_replaces_the_least_recent_never_sent_under_another_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -198,12 +220,13 @@ async def test_a_caller_beyond_the_limit_replaces_the_least_recent_never_sent_un
     monkeypatch.setattr(worker_link, "MAX_CALLER_LINKS", 2)
     link = WorkerLink("alpha", tmp_path / "nobody.sock", load_config())
     try:
-        link.push(pb.TxBatch(channel="alpha"), "hxa")
-        link.push(pb.TxBatch(channel="alpha"), "hxb")
+        await link.push(pb.TxBatch(channel="alpha"), "hxa", SOURCE)
+        await link.push(pb.TxBatch(channel="alpha"), "hxb", SOURCE)
         first = link._links["hxa"]
-        link.push(pb.TxBatch(channel="alpha"), "hxa")  # its own stream again: now the most recent
+        # its own stream again: now the most recent
+        await link.push(pb.TxBatch(channel="alpha"), "hxa", SOURCE)
         assert link._links["hxa"] is first
-        link.push(pb.TxBatch(channel="alpha"), "hxc")
+        await link.push(pb.TxBatch(channel="alpha"), "hxc", SOURCE)
         assert list(link._links) == ["hxa", "hxc"]
         for name in ("hxa", "hxc"):
             assert link._links[name].metadata == ((worker_link.CALLER_KEY, name),)
