@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from loopchain.blockchain.block_store import StoreDamaged, StoredBlock
 from loopchain.configure import DEFAULTS, RefusalLog
@@ -24,6 +25,7 @@ from loopchain.p2p.grpc_util import (
     max_proposal_bytes,
     refuse,
 )
+from loopchain.p2p.unsent import UnsentReplies
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
@@ -280,8 +282,23 @@ MAX_CLIENT_STREAMS = 64
 # sender) lives this long, and its slot comes free.
 STREAM_MAX_AGE_S = 300.0
 MAX_RANGE_BLOCKS = 500  # blocks in one GetBlockRange reply (and at most max_bytes of them)
+MAX_RANGE_REPLY_BYTES = 16 << 20  # see range_reply_bytes
+# Replies made and not yet read by their callers (see p2p.unsent) are bounded by what ranges of
+# blocks take: UNSENT_RANGES_A_CALLER to one caller, UNSENT_RANGES in all; past that, a reply of
+# SMALL_REPLY_BYTES or more is refused RESOURCE_EXHAUSTED (smaller ones are not counted: their
+# number is bounded by the calls a server takes at once)
+UNSENT_RANGES_A_CALLER = 2
+UNSENT_RANGES = 4
+SMALL_REPLY_BYTES = 64 << 10
 # any consensus message but a proposal: a vote, a certificate, a complaint
 MAX_OTHER_CONSENSUS_BYTES = 1 << 20
+
+
+def range_reply_bytes(max_proposal: int) -> int:
+    """The bytes of blocks a GetBlockRange reply holds at most (the caller asks again for the
+    rest): MAX_RANGE_REPLY_BYTES, or two of the largest blocks a member takes (`max_proposal`)
+    when more, so that a range's first block is proven final by the next."""
+    return max(MAX_RANGE_REPLY_BYTES, 2 * max_proposal)
 
 
 def _client_object(text: str) -> dict[str, Any]:
@@ -369,6 +386,10 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         self.backend = backend
         self.max_proposal = max_proposal
         self.max_reply = max_reply
+        range_bytes = range_reply_bytes(max_proposal)
+        self.unsent = UnsentReplies(
+            UNSENT_RANGES * range_bytes, UNSENT_RANGES_A_CALLER * range_bytes
+        )
         self.peer_id = peer_id
         self.monitor = monitor
         self._workers = workers
@@ -441,22 +462,37 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         p2p: bool = False,
     ) -> T:
         """`work`'s answer, or the answer of the worker process serving `request.channel` (a
-        peer-to-peer method's caller is checked first when `p2p`)."""
+        peer-to-peer method's caller is checked first when `p2p`), counted as unsent until its
+        call is done."""
         try:
             if request is not None and self._workers is not None:
                 forwarded = await self._forwarded(context, method, request, p2p=p2p)
                 if forwarded is not None:
-                    return forwarded
+                    return self._unsent(context, forwarded)
             result = work()
             if inspect.isawaitable(result):
-                return await result
-            return result
+                result = await result
+            return self._unsent(context, result)
         except (RequestError, EncodingError) as exc:
             return refuse(context, *self._refusal(context, method, exc))
         except WorkerRefusal as exc:  # counted and logged by the worker
             return refuse(context, exc.code, exc.message)
         except (StorageCorrupt, StoreDamaged) as exc:  # a read of a damaged store
             return refuse(context, *self._refusal(context, method, damaged(method, exc)))
+
+    def _unsent(self, context: grpc.aio.ServicerContext, reply: T) -> T:
+        """`reply`, its bytes counted as unsent until its call is done (sent, cancelled, or its
+        connection gone); RequestError RESOURCE_EXHAUSTED when too many bytes of replies to its
+        caller, or to all, are not read yet."""
+        size = reply.ByteSize() if isinstance(reply, Message) else 0
+        if size < SMALL_REPLY_BYTES:
+            return reply
+        caller = caller_address(context)
+        refusal = self.unsent.take(caller, size)
+        if refusal is not None:
+            raise RequestError(ErrorKind.POOL_FULL, refusal)
+        context.add_done_callback(lambda _: self.unsent.give_back(caller, size))
+        return reply
 
     def _refusal(
         self, context: Any, method: str, exc: RequestError | EncodingError
@@ -852,13 +888,14 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         try:
             forwarded = await self._forwarded(context, "Query", request)
             if forwarded is not None:
-                return forwarded
+                return self._unsent(context, forwarded)
             try:
                 canonical.parse(request.params_json, floats=True)
             except EncodingError as exc:
                 raise RequestError(ErrorKind.INVALID, f"query is not valid JSON: {exc}") from None
             channel = self._channel(context, request.channel)
-            return pb.QueryReply(response_json=await channel.query(request.params_json))
+            reply = pb.QueryReply(response_json=await channel.query(request.params_json))
+            return self._unsent(context, reply)
         except RequestError as exc:
             self._count_error("Query", exc.kind.value)
             return refuse(context, exc.kind.value, exc.message)

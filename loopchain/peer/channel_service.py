@@ -25,7 +25,8 @@ from loopchain.consensus import messages as m
 from loopchain.consensus.rules import SafetyRules
 from loopchain.consensus.state import ChannelConsensus, ConsensusConfig
 from loopchain.p2p.errors import ErrorKind, RequestError
-from loopchain.p2p.peer_service import BlockRangeResult, TxLookup, TxOutcome
+from loopchain.p2p.grpc_util import max_proposal_bytes
+from loopchain.p2p.peer_service import BlockRangeResult, TxLookup, TxOutcome, range_reply_bytes
 from loopchain.p2p.transport import ConsensusPayload, PeerTransport
 from loopchain.p2p.turns import aside, check_signatures
 from loopchain.peer.catchup import CatchUp
@@ -824,7 +825,9 @@ class ChannelService:
         tip = self.store.tip_height()
         last = min(tip, from_height + max_blocks - 1)
         blocks: list[tuple[bytes, bytes]] = []
-        size, max_bytes = 0, int(self.config.GRPC_MAX_MESSAGE_BYTES) // 2
+        largest = max_proposal_bytes(int(self.config.MAX_BLOCK_KBYTES))
+        size = 0
+        max_bytes = min(int(self.config.GRPC_MAX_MESSAGE_BYTES) // 2, range_reply_bytes(largest))
         for height in range(max(0, from_height), last + 1):
             encoded = self.store.encoded_at(height)
             if encoded is None:

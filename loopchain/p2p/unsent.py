@@ -1,0 +1,47 @@
+"""The bytes of a server's replies made and not yet sent.
+
+gRPC keeps a reply until its caller has read it, after the handler is done with it: a caller that
+reads nothing (its flow-control window 0) kept every reply it asked for, ~32 MiB a block range,
+for as long as its connection lasted. A reply is counted from when it is made until its call is
+done (sent, cancelled, or its connection gone); past the bounds, large replies are refused.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+
+class UnsentReplies:
+    """Bytes of replies not yet sent, at most `limit` in all and `per_caller` to one caller (by
+    address); a reply always goes when nothing at all is held."""
+
+    def __init__(self, limit: int, per_caller: int) -> None:
+        self.limit = limit
+        self.per_caller = per_caller
+        self.held = 0
+        self._by_caller: Counter[str] = Counter()
+
+    def take(self, caller: str, size: int) -> str | None:
+        """Count a reply of `size` bytes to `caller` as held; or, when it would exceed a bound,
+        why it is refused (nothing counted)."""
+        if self.held:
+            if self._by_caller[caller] + size > self.per_caller:
+                return (
+                    f"replies of {self._by_caller[caller]} bytes to this caller are not read yet; "
+                    f"one of {size} bytes more would pass the limit of {self.per_caller}"
+                )
+            if self.held + size > self.limit:
+                return (
+                    f"replies of {self.held} bytes are not read yet by their callers; one of "
+                    f"{size} bytes more would pass the limit of {self.limit}"
+                )
+        self.held += size
+        self._by_caller[caller] += size
+        return None
+
+    def give_back(self, caller: str, size: int) -> None:
+        """A reply `take` counted is sent (or never will be)."""
+        self.held -= size
+        self._by_caller[caller] -= size
+        if self._by_caller[caller] <= 0:
+            del self._by_caller[caller]

@@ -1,0 +1,153 @@
+"""Replies a caller does not read, over real gRPC: a peer counts the bytes of the replies it has
+made and not yet sent, refuses large ones past its bounds (RESOURCE_EXHAUSTED), and gives the
+bytes back once the call is done, so that one caller cannot make it hold GBs and others still
+sync from it."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections import Counter
+
+import grpc
+
+from loopchain.configure import load_config
+from loopchain.p2p import peer_service
+from loopchain.p2p.grpc_util import max_proposal_bytes
+from loopchain.p2p.peer_service import BlockRangeResult
+from loopchain.p2p.server import start_peer_server
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from tests.integration._one_channel import CHANNEL, OneChannelBackend
+from tools.procs import free_port_pair, wait_until_async
+
+CONFIG = load_config(environ={})
+BLOCK = b"{" * (1 << 20)
+RANGE_BLOCKS = 8  # an 8 MiB reply, as a range of full blocks is
+CALLS = 10
+
+
+class _Channel:
+    """Serves an 8 MiB range of blocks, whatever is asked."""
+
+    def __init__(self) -> None:
+        self.ranges = 0
+
+    def member_ids(self) -> set[str]:
+        return set()
+
+    def block_range(self, from_height: int, max_blocks: int) -> BlockRangeResult:
+        self.ranges += 1
+        return BlockRangeResult([(BLOCK, b"{}")] * RANGE_BLOCKS, 1000, None)
+
+
+class _Monitor:
+    def __init__(self) -> None:
+        self.errors: Counter[tuple[str, str]] = Counter()
+
+    def rpc_error(self, method: str, code: str) -> None:
+        self.errors[method, code] += 1
+
+    def exposition(self) -> bytes:
+        return b""
+
+
+def _reply_bytes() -> int:
+    one = pb.FinalBlock(block=BLOCK, certificate=b"{}")
+    return pb.BlockRange(channel=CHANNEL, blocks=[one] * RANGE_BLOCKS, tip_height=1000).ByteSize()
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return (
+        struct.pack(">I", len(payload))[1:]
+        + bytes([kind, flags])
+        + struct.pack(">I", stream)
+        + payload
+    )
+
+
+def _literal(name: str, value: str) -> bytes:
+    """An HPACK header field: literal, not indexed, no Huffman coding."""
+    return b"\x00" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
+
+
+Asking = tuple[asyncio.StreamWriter, "asyncio.Task[None]"]
+
+
+async def _ask_without_reading(port: int, calls: int) -> Asking:
+    """An HTTP/2 connection whose streams take no reply bytes (SETTINGS_INITIAL_WINDOW_SIZE 0),
+    asking `calls` GetBlockRange calls; the server's settings and pings are answered by a task
+    of the event loop, so it stays up."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0, struct.pack(">HI", 4, 0)))
+    request = pb.BlockRangeRequest(channel=CHANNEL, max_blocks=100).SerializeToString()
+    body = b"\x00" + struct.pack(">I", len(request)) + request
+    head = (
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/loopchain.PeerService/GetBlockRange"),
+        (":authority", f"127.0.0.1:{port}"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    )
+    block = b"".join(_literal(name, value) for name, value in head)
+    for n in range(calls):
+        stream = 2 * n + 1
+        writer.write(_frame(1, 0x4, stream, block) + _frame(0, 0x1, stream, body))
+    await writer.drain()
+
+    async def answer() -> None:
+        try:
+            while True:
+                header = await reader.readexactly(9)
+                payload = await reader.readexactly(int.from_bytes(header[:3], "big"))
+                if header[3] == 4 and not header[4] & 1:
+                    writer.write(_frame(4, 1, 0))
+                elif header[3] == 6 and not header[4] & 1:
+                    writer.write(_frame(6, 1, 0, payload))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+    return writer, asyncio.create_task(answer())
+
+
+async def _close(asking: Asking) -> None:
+    writer, answering = asking
+    writer.close()
+    await asyncio.gather(answering, return_exceptions=True)
+
+
+async def test_replies_a_caller_does_not_read_are_bounded_and_others_still_get_theirs() -> None:
+    """A caller that reads nothing asked ten 8 MiB ranges: the peer kept all ten (40 such calls
+    on one connection held 3.9 GB). Now the ones past its share (UNSENT_RANGES_A_CALLER ranges
+    of at most range_reply_bytes) are refused RESOURCE_EXHAUSTED; another caller still gets its
+    range meanwhile; and once the first connection goes, its bytes are given back."""
+    channel = _Channel()
+    monitor = _Monitor()
+    port = free_port_pair()
+    server = await start_peer_server(OneChannelBackend(channel), "p", CONFIG, port, None, monitor)
+    non_reader = await _ask_without_reading(port, CALLS)
+    try:
+
+        async def all_answered() -> bool:
+            return channel.ranges == CALLS
+
+        await wait_until_async(all_answered, 30, "every range to be made")
+        refused = monitor.errors["GetBlockRange", "RESOURCE_EXHAUSTED"]
+        assert refused > 0
+        largest = max_proposal_bytes(int(CONFIG.MAX_BLOCK_KBYTES))
+        share = peer_service.UNSENT_RANGES_A_CALLER * peer_service.range_reply_bytes(largest)
+        assert refused == CALLS - share // _reply_bytes()
+        options = [("grpc.max_receive_message_length", 64 << 20)]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as other:
+            request = pb.BlockRangeRequest(channel=CHANNEL, max_blocks=100)
+            reply = await pb_grpc.PeerServiceStub(other).GetBlockRange(request, timeout=30)
+        assert len(reply.blocks) == RANGE_BLOCKS
+    finally:
+        await _close(non_reader)
+
+    async def given_back() -> bool:
+        return server._servicer.unsent.held == 0
+
+    await wait_until_async(given_back, 30, "the unread replies' bytes to be given back")
+    await server.stop(0)
