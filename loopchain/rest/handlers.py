@@ -25,7 +25,9 @@ from loopchain.rest.submit import BatchCall, BatchSubmitter, MakeError
 from loopchain.types.codes import ResponseCode, error_body
 
 Reply = TypeVar("Reply")
-MAX_ARRAY_SUBMISSIONS = 500  # transactions one POST /api/v1/transactions array may hold
+# transactions one POST /api/v1/transactions array may hold; fewer when REST_MAX_INFLIGHT is
+# smaller (an array holds one in-flight submission slot per transaction, all at once)
+MAX_ARRAY_SUBMISSIONS = 500
 
 
 def _submission_result(outcome: dict[str, Any] | BaseException) -> dict[str, Any]:
@@ -112,6 +114,7 @@ class PeerApi:
         self._timeout = float(config.GRPC_TIMEOUT)
         self._max_body = int(config.REST_MAX_BODY_BYTES)
         self._max_inflight = int(config.REST_MAX_INFLIGHT)
+        self._max_array = min(MAX_ARRAY_SUBMISSIONS, self._max_inflight)
         self._inflight = {False: 0, True: 0}  # calls to the peer in flight, by `submissions`
         self._block_reads = asyncio.Semaphore(MAX_BLOCK_READS)
         self.last_blocks: LastBlocks[dict[str, Any]] = LastBlocks()  # GET /api/v1/blocks
@@ -414,9 +417,11 @@ class PeerApi:
             body = params.require_object(value)
             with self.slots(submissions=True):
                 return json_response(await self._submit(params.body_channel(body, request), body))
-        if not 0 < len(value) <= MAX_ARRAY_SUBMISSIONS:
+        if not 0 < len(value) <= self._max_array:  # a larger one could never be taken: 400
             raise invalid_params(
-                f"an array of transactions holds 1 to {MAX_ARRAY_SUBMISSIONS}, got {len(value)}"
+                f"an array of transactions holds 1 to {self._max_array} (the smaller of "
+                f"{MAX_ARRAY_SUBMISSIONS} and REST_MAX_INFLIGHT {self._max_inflight}), "
+                f"got {len(value)}"
             )
         bodies = [
             params.require_object(item, f"transaction {index} of the array")

@@ -187,8 +187,10 @@ async def test_create_tx_unknown_channel_is_not_found(session, base, peer):
     [
         (b'{"data": ', "malformed JSON"),
         (b"[1, 2]", "transaction 0 of the array must be a JSON object, got a number"),
-        (b"[]", "an array of transactions holds 1 to 500, got 0"),
-        (b"[" + b"{}," * 500 + b"{}]", "an array of transactions holds 1 to 500, got 501"),
+        (b"[]", "an array of transactions holds 1 to 256 (the smaller of 500 and REST_MAX_"),
+        # more than REST_MAX_INFLIGHT (256) could never be taken at once: not a 503 to retry
+        (b"[" + b"{}," * 256 + b"{}]", "holds 1 to 256 (the smaller of 500 and REST_MAX_INFLIGHT"),
+        (b"[" + b"{}," * 500 + b"{}]", "REST_MAX_INFLIGHT 256), got 501"),
         (b'"hello"', "must be a JSON object, got a string"),
         (b"42", "must be a JSON object, got a number"),
         (b"null", "must be a JSON object, got null"),
