@@ -205,10 +205,13 @@ class Monitors:
         start = spec.height if spec.height is not None else facts.height + 1
         notifier = asyncio.create_task(self._notify(ws, channel, kind, spec, score, start))
         receiver = asyncio.create_task(_drain(ws))
-        done, _ = await asyncio.wait({notifier, receiver}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (notifier, receiver):
-            task.cancel()
-        await asyncio.gather(notifier, receiver, return_exceptions=True)
+        done: set[asyncio.Task[None]] = set()
+        try:
+            done, _ = await asyncio.wait({notifier, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # (also when the monitor itself is cancelled: its client left)
+            for task in (notifier, receiver):
+                task.cancel()
+            await asyncio.gather(notifier, receiver, return_exceptions=True)
         if notifier in done and not notifier.cancelled():
             error = notifier.exception()
             if isinstance(error, JsonRpcError) and not ws.closed:

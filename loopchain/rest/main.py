@@ -135,6 +135,9 @@ async def serve(config: Config, peer_socket: str | None = None) -> int:
         create_app(config, peer_target, f"unix:{peer_socket}" if peer_socket else None),
         access_log=access_log,
         keepalive_timeout=float(config.REST_KEEPALIVE_TIMEOUT),
+        # a request whose client hung up is cancelled, not run on: a wait for a transaction's
+        # result (Icon-Options: timeout) polled the peer for a minute after its client left
+        handler_cancellation=True,
     )
     await runner.setup()
     site = LimitedSite(

@@ -10,6 +10,7 @@ and status codes), never from what a client sent, so no request can grow the num
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -34,6 +35,9 @@ PeerMetricsCall = Callable[[], Awaitable[pb.MetricsReply]]
 METRICS_PATH = "/metrics"
 MAX_PEER_METRICS_BYTES = 1 << 20  # what the proxy passes on of its peer's exposition
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+# the status a request whose client hung up before its answer is counted under (nginx's "client
+# closed request"): its handler is cancelled, it is answered nothing
+CLIENT_CLOSED = 499
 # refusals by HTTP status (404 is a lookup of what is not there, not a refusal)
 REFUSAL_REASONS: Mapping[int, str] = {
     400: "invalid",
@@ -112,6 +116,9 @@ class RestMetrics:
             except web.HTTPException as exc:
                 status = exc.status
                 raise
+            except asyncio.CancelledError:
+                status = CLIENT_CLOSED
+                raise
             finally:
                 self._count(request, status)
 
@@ -125,7 +132,9 @@ class RestMetrics:
         counters = self._by_request.get(key)
         if counters is None:  # first time: bind the children once (keys come from fixed sets)
             refused = None
-            if (400 <= status < 500 and status != 404) or status == 503:  # an input refused
+            if (
+                400 <= status < 500 and status not in (404, CLIENT_CLOSED)
+            ) or status == 503:  # an input refused
                 refused = self.refused.labels(REFUSAL_REASONS.get(status, "other"))
             counters = self._by_request[key] = (
                 self.requests.labels(route, method, str(status)),

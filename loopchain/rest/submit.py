@@ -174,7 +174,11 @@ class BatchSubmitter(Generic[Answer]):
                 self._send_next(channel)
         entry = (data_json, future)
         if send_within is not None:
-            await asyncio.wait([future], timeout=send_within)
+            try:
+                await asyncio.wait([future], timeout=send_within)
+            except asyncio.CancelledError:  # its client left: not sent if not sent yet
+                future.cancel()  # (_send_next leaves it out; a call already made settles it)
+                raise
             if not future.done() and self._unqueue(
                 channel, entry, grpc.StatusCode.RESOURCE_EXHAUSTED
             ):

@@ -1226,8 +1226,9 @@ async def test_a_client_that_leaves_midway_through_its_body_is_no_error(
     session: aiohttp.ClientSession, tmp_path: Path, path: str, route: str
 ) -> None:
     """A client that sends a head and part of its body, then closes its connection: the proxy
-    counts the request (400, no one to read it) and logs no error. Before, it logged an ERROR
-    with a traceback ("unexpected error ... ConnectionResetError") and counted a 500."""
+    ends the request, counts it (499, client closed: no one to read an answer) and logs no
+    error. Before, it logged an ERROR with a traceback ("unexpected error ...
+    ConnectionResetError") and counted a 500."""
     port = free_port_pair()
     server, _ = await start_fake_peer(port)
     proxy = ProxyProcess(port, tmp_path)
@@ -1252,7 +1253,7 @@ async def test_a_client_that_leaves_midway_through_its_body_is_no_error(
             }
             return found or None
 
-        assert await wait_until_async(counted, 60, "the request counted") == {"400": 1.0}
+        assert await wait_until_async(counted, 60, "the request counted") == {"499": 1.0}
     finally:
         exit_status = proxy.stop()
         await server.stop(None)
@@ -1384,3 +1385,75 @@ async def test_a_block_read_that_gets_no_turn_within_half_the_deadline_is_a_503(
         answers = await asyncio.gather(*reads)
         assert len(refused) == 32
         assert sorted(status for status, _, _ in answers) == [200] * 16 + [503] * 32
+
+
+async def test_a_wait_whose_client_hung_up_ends_and_asks_the_peer_no_more(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A client asks icx_waitTransactionResult for a pooled transaction with a minute's wait
+    (Icon-Options: timeout=60000) and hangs up: the proxy ends the wait (counted 499, client
+    closed) and asks the peer no more about that transaction. Before, aiohttp ran the handler on
+    and the proxy polled the peer for the whole minute after its client had gone, with no
+    connection left to bound such waits."""
+    fake = FakePeer()
+    async with proxy_in_front_of(fake, tmp_path, {}, session) as proxy:
+        hashes = []
+        for n in range(2):
+            _, submitted = await call(
+                session, "POST", proxy.base + "/api/v1/transactions", json={"data": n}
+            )
+            hashes.append("0x" + submitted["tx_hash"])
+        left, other = hashes  # both pooled, never in a block: their waits poll the peer
+
+        def lookups() -> int:
+            return sum(
+                1
+                for name, request in list(fake.calls)
+                if name == "GetTxResultBatch" and left[2:] in request.tx_hashes
+            )
+
+        body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "icx_waitTransactionResult",
+                "params": {"txHash": left},
+            }
+        ).encode()
+        port = int(proxy.base.rsplit(":", 1)[1])
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /api/v3 HTTP/1.1\r\nHost: x\r\nIcon-Options: timeout=60000\r\n"
+            b"Content-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await wait_until_async(_async(lambda: lookups() >= 2), 30, "the wait to poll the peer")
+        writer.close()
+        await writer.wait_closed()
+
+        async def client_closed() -> bool:
+            async with session.get(proxy.base + "/metrics") as resp:
+                text = await resp.text()
+            return any(
+                sample.name == "loopchain_rest_requests_total"
+                and sample.labels.get("route") == "/api/v3"
+                and sample.labels.get("status") == "499"
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+            )
+
+        await wait_until_async(client_closed, 30, "the proxy to end the wait of the client gone")
+        before = lookups()
+        # another client's wait of 1 s: the one that left would have polled the peer meanwhile
+        options = {"Icon-Options": "timeout=1000"}
+        payload = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "icx_waitTransactionResult",
+            "params": {"txHash": other},
+        }
+        async with session.post(proxy.base + "/api/v3", json=payload, headers=options) as resp:
+            answer = await resp.json()
+        assert answer["error"]["code"] == -31006, answer
+        assert lookups() <= before + 1  # (a call already made when the wait ended may arrive)
