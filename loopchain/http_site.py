@@ -1,6 +1,7 @@
 """What the REST proxy and the RadioStation's REST share in serving aiohttp: a bound on the
-connections open at once (LimitedSite), a deadline on request bodies (read_within) and an error
-at once for one HTTP cannot parse (_BodyErrorsToTheBody), a bound on answers waiting for clients
+connections open at once (LimitedSite), a bound on request heads (MAX_HEAD_BYTES), a deadline on
+request bodies (read_within) and an error at once for one HTTP cannot parse (_BodyErrorsToTheBody),
+a bound on answers waiting for clients
 that do not read them (AnswerSender), and the JSON error body for requests HTTP itself cannot
 parse (answer_malformed_http_in_json).
 
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_request import BaseRequest
 
 from loopchain import fds
@@ -76,7 +78,8 @@ def refusal_response(body: bytes) -> bytes:
 
 def answer_malformed_http_in_json(response_code: int) -> None:
     """Make aiohttp answer a request it cannot even parse (a request line over 8 KiB, a raw
-    control byte in the target, a broken header, an absurd Content-Length, a broken chunk) with
+    control byte in the target, a broken header, an absurd Content-Length, a broken chunk; a
+    head over MAX_HEAD_BYTES, 431) with
     the APIs' JSON error body, {"response_code": `response_code`, "message": "malformed HTTP
     request: ..."}, instead of its plain text: clients parse one error shape. Installed once per
     process (the REST proxy's and the RadioStation's main)."""
@@ -91,6 +94,8 @@ def answer_malformed_http_in_json(response_code: int) -> None:
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
+        if isinstance(exc, HeadTooLarge):
+            status = exc.code  # (aiohttp answers every error of its parser 400)
         response = original(self, request, status, exc, message)
         if not isinstance(exc, HttpProcessingError) or not 400 <= status < 500:
             return response
@@ -211,24 +216,74 @@ class _Refusal(asyncio.Protocol):
             self.timer.cancel()
 
 
+# What a request head (its request line and headers) may hold, about nginx's default (4 buffers
+# of 8 KiB): once more than this has come without the head's end, it is answered 431 and its
+# connection closed. aiohttp bounds only a line (8190 bytes) and the headers' count (128): a head
+# of ~1 MB was taken, and 1,000 connections each withholding the end of one held 1.9 GB of a proxy.
+MAX_HEAD_BYTES = 32 * 1024
+# A connection's bytes go to its parser this many at once, and a head's are counted by these
+# steps (one read may hold a request, its body and much of the next head): a head of up to
+# MAX_HEAD_BYTES + HEAD_STEP may pass, and a connection holds no more of one.
+HEAD_STEP = 8 * 1024
+
+
+class HeadTooLarge(HttpProcessingError):
+    """A request head larger than MAX_HEAD_BYTES (answered 431: answer_malformed_http_in_json)."""
+
+    code = 431
+
+    def __init__(self) -> None:
+        super().__init__(
+            message=f"the request head (request line and headers) is larger than "
+            f"{MAX_HEAD_BYTES} bytes"
+        )
+
+
 class _BodyErrorsToTheBody:
-    """Stands for a connection's HTTP parser and hands an error that parser finds inside a
-    request's body (a chunk size that is not hex) to that body, as a RequestPayloadError its
-    reader gets at once (read_within: MalformedBody, a 400), then raises it as the parser did.
+    """Stands for a connection's HTTP parser: refuses a request head larger than MAX_HEAD_BYTES
+    (HeadTooLarge, raised as the parser's own errors are), and hands an error that parser finds
+    inside a request's body (a chunk size that is not hex) to that body, as a RequestPayloadError
+    its reader gets at once (read_within: MalformedBody, a 400), then raises it as the parser did.
     aiohttp's C parser drops the body it was filling without ending it and its connection queues
     the error as the next request, answered only after the handler: the handler reading the body
     waited until REST_BODY_TIMEOUT (a 408). Its Python parser hands such an error to the body
     itself; then there is nothing to do here. Everything else is the parser's own."""
 
-    __slots__ = ("_body", "_parser")
+    __slots__ = ("_body", "_head_bytes", "_parser")
 
     def __init__(self, parser: Any) -> None:
         self._parser = parser
         self._body: Any = None  # the body of the last request parsed, until it ends
+        self._head_bytes = 0  # bytes fed outside a body since the last request was parsed
 
-    def feed_data(self, data: bytes, *args: Any, **kwargs: Any) -> Any:
+    def feed_data(self, data: bytes) -> tuple[list[Any], bool, bytes]:
+        """The requests `data` completes, in HEAD_STEP steps (at least one: b"" resumes a
+        paused parser), as aiohttp's parsers answer: (messages, upgraded, the bytes after an
+        upgrade)."""
+        messages: list[Any] = []
+        offset = 0
+        while True:
+            step = data[offset : offset + HEAD_STEP]
+            offset += len(step)
+            try:
+                found, upgraded, tail = self._feed(step)
+            except HeadTooLarge as exc:
+                if not messages:
+                    raise
+                # answered after the requests before it, as aiohttp queues its parser's errors
+                error = web_protocol._ErrInfo(status=exc.code, exc=exc, message=exc.message)
+                return [*messages, (error, EMPTY_PAYLOAD)], False, b""
+            messages.extend(found)
+            if upgraded:
+                return messages, True, tail + data[offset:]
+            if offset >= len(data):
+                return messages, False, b""
+
+    def _feed(self, data: bytes) -> Any:
+        if self._body is None:  # a head (or the bytes before one)
+            self._head_bytes += len(data)
         try:
-            messages, upgraded, tail = self._parser.feed_data(data, *args, **kwargs)
+            messages, upgraded, tail = self._parser.feed_data(data)
         except HttpProcessingError as exc:
             body, self._body = self._body, None
             if body is not None and not body.is_eof() and body.exception() is None:
@@ -240,6 +295,10 @@ class _BodyErrorsToTheBody:
             self._body = payload
         if self._body is not None and self._body.is_eof():
             self._body = None
+        if messages:
+            self._head_bytes = 0
+        elif self._head_bytes > MAX_HEAD_BYTES:
+            raise HeadTooLarge()
         return messages, upgraded, tail
 
     def __getattr__(self, name: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from aiohttp import web
 
@@ -97,5 +98,57 @@ async def test_read_within_reads_bodies_whole_or_in_parts_and_times_out_a_withhe
         assert "did not arrive in full within 1 s" in str(outcomes[2])
         writer.close()
         await writer.wait_closed()
+    finally:
+        await site.close()
+
+
+def _head(headers: int, size: int, *, end: bool = True) -> bytes:
+    """A GET of / with `headers` headers of `size` bytes each (its last CRLF withheld unless
+    `end`)."""
+    lines = b"".join(b"X-%d: %s\r\n" % (n, b"a" * size) for n in range(headers))
+    return b"GET / HTTP/1.1\r\nHost: x\r\n" + lines + (b"\r\n" if end else b"")
+
+
+async def test_a_request_head_over_the_bound_is_431_at_once_and_ordinary_ones_are_served() -> None:
+    """A request head larger than MAX_HEAD_BYTES is answered a JSON 431 and its connection closed
+    as soon as that many bytes have come, whether its end came (whole), is withheld, or follows
+    a request in the same write; an ordinary head (30 headers of 500 bytes) is served. Before,
+    aiohttp took heads of up to 128 headers of 8 KB each (~1 MB), and 1,000 connections each
+    withholding the end of one held 1.9 GB of a REST proxy."""
+    http_site.answer_malformed_http_in_json(-6)
+    app = web.Application()
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port_pair()
+    site = http_site.LimitedSite(runner, "127.0.0.1", port, max_connections=8, refusal_body=b"{}")
+    await site.start()
+    # headers of 1,000 bytes, more than MAX_HEAD_BYTES + HEAD_STEP in all (steps: HEAD_STEP)
+    over = (http_site.MAX_HEAD_BYTES + http_site.HEAD_STEP) // 1000 + 1
+
+    def refused(answer: bytes) -> None:
+        status, body = status_and_body(answer)
+        assert status == 431, answer[:300]
+        assert json.loads(body) == {
+            "response_code": -6,
+            "message": "malformed HTTP request: the request head (request line and headers) "
+            f"is larger than {http_site.MAX_HEAD_BYTES} bytes",
+        }
+
+    try:
+        served = await until_closed(port, _head(30, 500) + get_request("/", close=True), 30)
+        assert served.count(b"HTTP/1.1 200 OK") == 2, served[:300]
+        refused(await until_closed(port, _head(over, 1000), 30))
+        refused(await until_closed(port, _head(over, 1000, end=False), 30))
+        pipelined = await until_closed(
+            port, get_request("/", close=False) + _head(over, 1000, end=False), 30
+        )
+        first, _, second = pipelined.partition(b'{"ok": true}')
+        assert status_and_body(first)[0] == 200
+        refused(second)
     finally:
         await site.close()
