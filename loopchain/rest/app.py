@@ -176,7 +176,11 @@ def _jsonrpc_routes(config: Config, api: PeerApi, max_body: int) -> list[web.Rou
     body_timeout = float(config.REST_BODY_TIMEOUT)
     v3 = JsonRpcEndpoint("/api/v3", methods.table(), max_body, body_timeout)
     debug = JsonRpcEndpoint("/api/v3d", methods.debug_table(), max_body, body_timeout)
-    return [*v3.routes(V3_PATHS), *debug.routes(DEBUG_PATHS), *Monitors(reader).routes()]
+    return [
+        *v3.routes(V3_PATHS),
+        *debug.routes(DEBUG_PATHS),
+        *Monitors(reader, float(config.REST_SEND_TIMEOUT)).routes(),
+    ]
 
 
 def _openapi_route() -> web.RouteDef:

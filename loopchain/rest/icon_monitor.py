@@ -12,8 +12,14 @@ after that many blocks without a notification. The server answers `{"code": 0}`,
 * event monitor: `{"hash", "height", "index", "events"[, "logs"]}` for every transaction whose
   result holds a matching event (results are read once the block is executed).
 `{"keepalive": "0x1"}` from the client is ignored; the request may come in a text or a binary
-frame. A proxy serves at most MAX_MONITORS at once (503 with Retry-After beyond); every read of the peer has the proxy's gRPC deadline, and a monitor that
-cannot read the peer says so (`{"code": -32603, "message"}`) and closes.
+frame. A path whose channel cannot be a channel name is answered as v3 answers it (400,
+-32602). A proxy serves at most MAX_MONITORS at once (503 with Retry-After beyond), at most
+MAX_MONITORS_PER_CLIENT to one client address (429 with Retry-After beyond); every read of the
+peer has the proxy's gRPC deadline, and a monitor that cannot read the peer says so
+(`{"code": -32603, "message"}`) and closes. A client must take each message within
+REST_SEND_TIMEOUT, else its connection is dropped, and answer the server's pings (every
+HEARTBEAT_S) within half of it, else it is closed: one that reads nothing, or is gone without a
+word, would hold its monitor for good.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import asyncio
 import json
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +37,7 @@ from aiohttp import WSMsgType, web
 from loopchain.rest.errors import json_response
 from loopchain.rest.icon_methods import height_param
 from loopchain.rest.icon_peer import PeerReader
+from loopchain.rest.jsonrpc import failure, path_channel
 from loopchain.types.codes import ResponseCode, error_body
 from loopchain.types.icon_address import channel_score_address
 from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
@@ -38,10 +46,12 @@ log = logging.getLogger(__name__)
 
 MONITOR_PATHS = ("/api/v3/{channel}/block", "/api/v3/{channel}/event")
 MAX_MONITORS = 64
+MAX_MONITORS_PER_CLIENT = 8  # of MAX_MONITORS, to one client address
 MAX_FILTERS = 32
 MAX_REQUEST_BYTES = 64 * 1024
 RETRY_AFTER_S = 5
 REQUEST_WAIT = 30.0  # seconds for the client's request after the upgrade
+HEARTBEAT_S = 30.0  # a ping every this many seconds; a client answering none in half is closed
 POLL_FIRST, POLL_MAX = 0.05, 0.5  # seconds between looks for the next block or its results
 _HEX = re.compile(r"0x[0-9a-fA-F]{1,8}")
 
@@ -150,12 +160,26 @@ async def _drain(ws: web.WebSocketResponse) -> None:
             return
 
 
-class Monitors:
-    """The websocket monitors of one REST proxy, reading its peer through `reader`."""
+class _Stalled(Exception):
+    """The client took none of a message within the send deadline."""
 
-    def __init__(self, reader: PeerReader) -> None:
+
+def _refusal(message: str, status: int) -> web.Response:
+    refused = json_response(error_body(ResponseCode.FAIL, message), status)
+    refused.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return refused
+
+
+class Monitors:
+    """The websocket monitors of one REST proxy, reading its peer through `reader`; each message
+    is taken by its client within `send_timeout` seconds (REST_SEND_TIMEOUT), else its
+    connection is dropped."""
+
+    def __init__(self, reader: PeerReader, send_timeout: float) -> None:
         self._reader = reader
+        self._send_timeout = send_timeout
         self._open = 0
+        self._by_client: Counter[str] = Counter()  # monitors open, by client address
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get(MONITOR_PATHS[0], self.block), web.get(MONITOR_PATHS[1], self.event)]
@@ -167,27 +191,52 @@ class Monitors:
         return await self._serve(request, "event")
 
     async def _serve(self, request: web.Request, kind: str) -> web.StreamResponse:
+        try:
+            channel = path_channel(request)
+        except JsonRpcError as exc:
+            return failure(None, exc)
+        client = request.remote or ""
         if self._open >= MAX_MONITORS:
             message = f"this proxy serves {MAX_MONITORS} monitors at once; try again shortly"
-            busy = json_response(error_body(ResponseCode.FAIL, message), 503)
-            busy.headers["Retry-After"] = str(RETRY_AFTER_S)
-            return busy
-        ws = web.WebSocketResponse(max_msg_size=MAX_REQUEST_BYTES)
+            return _refusal(message, 503)
+        if self._by_client[client] >= MAX_MONITORS_PER_CLIENT:
+            message = f"this proxy serves {MAX_MONITORS_PER_CLIENT} monitors to one client at once"
+            return _refusal(message, 429)
+        ws = web.WebSocketResponse(max_msg_size=MAX_REQUEST_BYTES, heartbeat=HEARTBEAT_S)
         await ws.prepare(request)
         self._open += 1
+        self._by_client[client] += 1
         try:
-            await self._run(ws, request.match_info["channel"], kind)
+            await self._run(ws, channel, kind)
+            async with asyncio.timeout(self._send_timeout):
+                await ws.close()
+        except (_Stalled, TimeoutError):
+            log.debug(
+                "dropped the monitor of %s: it took no message for %g s", client, self._send_timeout
+            )
+            if request.transport is not None:
+                request.transport.abort()  # (a close would wait for the client to read)
         finally:
             self._open -= 1
-            await ws.close()
+            self._by_client[client] -= 1
+            if not self._by_client[client]:
+                del self._by_client[client]
         return ws
+
+    async def _send(self, ws: web.WebSocketResponse, item: dict[str, Any]) -> None:
+        """Send `item`; _Stalled when the client has not taken it within the send deadline."""
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await ws.send_json(item)
+        except TimeoutError:
+            raise _Stalled() from None
 
     async def _run(self, ws: web.WebSocketResponse, channel: str, kind: str) -> None:
         try:
             async with asyncio.timeout(REQUEST_WAIT):
                 message = await ws.receive()
         except TimeoutError:
-            await ws.send_json({"code": JsonRpcCode.INVALID_REQUEST, "message": "no request"})
+            await self._send(ws, {"code": JsonRpcCode.INVALID_REQUEST, "message": "no request"})
             return
         if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
             return  # closed or failed before asking anything
@@ -198,9 +247,9 @@ class Monitors:
             spec = parse_request(raw, kind)
             facts = await self._reader.chain_facts(channel)
         except JsonRpcError as exc:
-            await ws.send_json({"code": exc.code, "message": exc.message})
+            await self._send(ws, {"code": exc.code, "message": exc.message})
             return
-        await ws.send_json({"code": 0})
+        await self._send(ws, {"code": 0})
         score = channel_score_address(facts.channel)
         start = spec.height if spec.height is not None else facts.height + 1
         notifier = asyncio.create_task(self._notify(ws, channel, kind, spec, score, start))
@@ -214,8 +263,10 @@ class Monitors:
             await asyncio.gather(notifier, receiver, return_exceptions=True)
         if notifier in done and not notifier.cancelled():
             error = notifier.exception()
+            if isinstance(error, _Stalled):
+                raise error
             if isinstance(error, JsonRpcError) and not ws.closed:
-                await ws.send_json({"code": error.code, "message": error.message})
+                await self._send(ws, {"code": error.code, "message": error.message})
             elif error is not None:
                 log.error("monitor of %s failed", channel, exc_info=error)
 
@@ -233,10 +284,10 @@ class Monitors:
             block = await self._wait_block(channel, height)
             note = await self._notes(channel, kind, spec, score, block)
             for item in note:
-                await ws.send_json(item)
+                await self._send(ws, item)
             quiet = 0 if note else quiet + 1
             if spec.progress_interval and quiet >= spec.progress_interval:
-                await ws.send_json({"progress": hex(height + 1)})
+                await self._send(ws, {"progress": hex(height + 1)})
                 quiet = 0
             height += 1
 

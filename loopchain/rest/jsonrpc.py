@@ -149,7 +149,7 @@ class JsonRpcEndpoint:
         if handler is None:
             message = NOT_SERVED.get(method) or f"method {method[:100]!r} is not served"
             raise JsonRpcError(JsonRpcCode.METHOD_NOT_FOUND, f"{message} on {self.name}")
-        return await handler(Call(_channel(request), _wait_ms(request)), params)
+        return await handler(Call(path_channel(request), _wait_ms(request)), params)
 
     def _log(self, request: web.Request, error: JsonRpcError) -> None:
         if error.code in _REFUSALS:
@@ -187,7 +187,7 @@ def _envelope(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return method, params
 
 
-def _channel(request: web.Request) -> str:
+def path_channel(request: web.Request) -> str:
     """The channel the path names ("" for the peer's default); -32602 when it cannot be one."""
     name = request.match_info.get("channel", "")
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -346,10 +347,10 @@ def monitors_of(app: web.Application) -> Monitors:
     raise AssertionError("no monitor route in the app")
 
 
-async def start_proxy(peer: EventPeer) -> Proxy:
+async def start_proxy(peer: EventPeer, **settings: Any) -> Proxy:
     port = free_port_pair()
     server, _ = await start_fake_peer(port, peer)
-    config = load_config(environ={}, overrides={"GRPC_TIMEOUT": GRPC_TIMEOUT})
+    config = load_config(environ={}, overrides={"GRPC_TIMEOUT": GRPC_TIMEOUT, **settings})
     app = create_app(config, f"127.0.0.1:{port}")
     runner = web.AppRunner(app, shutdown_timeout=5.0)
     await runner.setup()
@@ -847,9 +848,15 @@ class RawClient:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, base: str, path: str) -> RawClient:
+    async def connect(cls, base: str, path: str, receive_buffer: int = 0) -> RawClient:
+        """Connected and upgraded (with `receive_buffer`: the socket's SO_RCVBUF)."""
         host, port = base.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
+        sock = socket.socket()
+        if receive_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        reader, writer = await asyncio.open_connection(sock=sock)
         writer.write(
             (
                 f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
@@ -930,3 +937,98 @@ async def test_a_deeply_nested_request_to_rest_proxy_is_answered_minus_32602(ses
         await server.stop(None)
     assert status == 0, process.log_text()
     process.assert_clean_log()
+
+
+@aio
+@pytest.mark.parametrize("channel", ["a%00b", "a%09b", "x" * 300])
+async def test_a_path_whose_channel_is_no_channel_name_is_answered_as_v3_answers_it(
+    session, proxy, channel
+):
+    """The channel of a monitor's path is checked first, as /api/v3/<channel> checks it: 400 and
+    its -32602 error, the websocket refused. Before, the monitor was opened and the name sent on
+    to the peer."""
+    call = {"jsonrpc": "2.0", "id": None, "method": "icx_getLastBlock"}
+    async with session.post(f"{proxy.base}/api/v3/{channel}", json=call) as resp:
+        v3 = resp.status, await resp.json()
+    assert v3[0] == 400 and v3[1]["error"]["code"] == -32602, v3
+    for kind in ("block", "event"):
+        async with session.get(proxy.url(kind, channel)) as resp:
+            assert (resp.status, await resp.json()) == v3
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(proxy.url(kind, channel))
+        assert refused.value.status == 400
+
+
+@aio
+async def test_one_client_address_is_served_at_most_its_share_of_monitors(session, proxy):
+    """Of MAX_MONITORS, one client address has at most MAX_MONITORS_PER_CLIENT: beyond, 429 with
+    Retry-After; once one of its monitors ends, it may open another. Before, one client could
+    take all 64 (and, reading nothing, hold them for good)."""
+    share = icon_monitor.MAX_MONITORS_PER_CLIENT
+    kept = [await open_monitor(session, proxy.url("block"), {}) for _ in range(share)]
+    try:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(proxy.url("event"))
+        assert refused.value.status == 429
+        assert (refused.value.headers or {}).get("Retry-After") == "5"
+        await kept.pop().close()
+        await wait_open(proxy.monitors, share - 1, "one monitor to end")
+        kept.append(await open_monitor(session, proxy.url("event"), {"event": TRANSFER}))
+    finally:
+        for ws in kept:
+            await ws.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def quick() -> AsyncIterator[Proxy]:
+    """A proxy of its own whose clients must take each message within 1 s."""
+    proxy = await start_proxy(EventPeer((DEFAULT_CHANNEL,)), REST_SEND_TIMEOUT=1.0)
+    proxy.peer.add_block([])
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+@aio
+async def test_a_client_that_reads_nothing_is_dropped_after_the_send_deadline(quick, caplog):
+    """An event monitor with logs from height 0 of a chain of large events whose client reads
+    nothing (a small receive buffer): once a message waits REST_SEND_TIMEOUT for the client to
+    take it, the connection is dropped and the monitor ends. Before, its send waited for good,
+    holding the monitor."""
+    caplog.set_level(logging.DEBUG, icon_monitor.__name__)
+    large = {"indexed": [TRANSFER, ALICE, BOB], "data": ["0x" + "ab" * 16_000]}
+    for _ in range(300):  # ~10 MB of notes in all: more than the sockets' buffers hold
+        quick.peer.add_block([large])
+    client = await RawClient.connect(quick.base, f"/api/v3/{DEFAULT_CHANNEL}/event", 4096)
+    client.send_text(json.dumps({"height": "0x0", "event": TRANSFER, "logs": True}))
+    assert json.loads(await client.read_text()) == {"code": 0}  # and never read again
+    try:
+        await wait_open(quick.monitors, 1, "the monitor to open")
+
+        async def ended() -> bool:
+            return quick.monitors._open == 0 and not monitor_tasks()
+
+        await wait_until_async(ended, 60, "the monitor of a client reading nothing to end")
+        assert "it took no message for 1 s" in caplog.text  # (not its pings unanswered)
+    finally:
+        client.abort()
+
+
+@aio
+async def test_a_client_that_answers_no_ping_is_closed(session, quick, monkeypatch):
+    """The proxy pings a monitor's client every HEARTBEAT_S; one that answers no ping within half
+    of it is closed and its monitor ends. Before, a client gone without a word (or never
+    answering) held its monitor while no block came."""
+    monkeypatch.setattr(icon_monitor, "HEARTBEAT_S", 1.0)
+    ws = await session.ws_connect(quick.url("block"), autoping=False)
+    await ws.send_str("{}")
+    assert await receive(ws) == {"code": 0}
+    seen = []
+    while not ws.closed:
+        message = await ws.receive(timeout=RECEIVE_S)
+        seen.append(message.type)
+        if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+            break
+    assert seen[0] == WSMsgType.PING, seen
+    await wait_open(quick.monitors, 0, "the monitor to end")
