@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import ipaddress
 import logging
 import os
 import time
@@ -351,17 +353,23 @@ def create_server(
     max_connections: int = SERVER_MAX_CONNECTIONS,
 ) -> grpc.aio.Server:
     """An aio server taking requests of at most `max_receive` bytes (default
-    GRPC_MAX_MESSAGE_BYTES) and `max_rpcs` calls at once (more are answered RESOURCE_EXHAUSTED
-    before their request is read; None: no bound), of which at most `max_unary` one-request,
-    one-reply calls (more are answered RESOURCE_EXHAUSTED: the rest of `max_rpcs` stays for
-    streams) and `max_connections` connections a port, with no port sharing, that answers a request whose bytes are not its method's
-    message with INVALID_ARGUMENT (refusals counted by `count_refusal(method name, status name)`
-    when given)."""
+    GRPC_MAX_MESSAGE_BYTES), `max_rpcs` calls at once from one source (an address: see
+    `call_source`; more are answered RESOURCE_EXHAUSTED before their request is read; None: no
+    bound), of which at most `max_unary` one-request, one-reply calls in handlers in all (more
+    are answered RESOURCE_EXHAUSTED: the rest stays for streams), and `max_connections`
+    connections a port of `max_rpcs` calls each, with no port sharing; it answers a request
+    whose bytes are not its method's message with INVALID_ARGUMENT, and a call whose request
+    has not come within REQUEST_WAIT_S with DEADLINE_EXCEEDED (refusals counted by
+    `count_refusal(method name, status name)` when given).
+
+    Calls are bounded by source, not in all: gRPC's own bound (maximum_concurrent_rpcs) counts a
+    call from its headers on, and nothing ended a call whose request never came, so one
+    stranger's connection opening such calls took every slot of a peer, and every other peer's
+    stream and call was refused (the chain stopped)."""
     receive = max_receive if max_receive is not None else int(config.GRPC_MAX_MESSAGE_BYTES)
     return grpc.aio.server(
         options=server_options(config, receive, max_rpcs, max_connections),
-        interceptors=[CheckedRequests(count_refusal, max_unary)],
-        maximum_concurrent_rpcs=max_rpcs,
+        interceptors=[CheckedRequests(count_refusal, max_unary, max_rpcs)],
     )
 
 
@@ -396,6 +404,53 @@ class _Undecodable:
         self.error = error
 
 
+REQUEST_WAIT_S = 30.0  # a one-request call's request must have come by then (from its headers)
+
+
+def call_source(context: grpc.aio.ServicerContext) -> str:
+    """Where a call comes from, as calls are bounded by: its IPv4 address, its IPv6 address's /64
+    network (what one host is given), or "local" for a unix socket."""
+    address = str(context.peer())
+    kind, _, rest = address.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        host = rest.rpartition(":")[0].strip("[]")
+        try:
+            ip = ipaddress.IPv6Address(host)
+        except ValueError:
+            return host
+        if ip.ipv4_mapped is not None:  # an IPv4 caller of a dual-stack port
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return "local" if kind == "unix" else address
+
+
+class _Sources:
+    """Calls open now by source, at most `limit` each (None: any number)."""
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.held: dict[str, int] = {}
+
+    def take(self, source: str) -> str | None:
+        """Count a call of `source`; or why it is refused (nothing counted)."""
+        held = self.held.get(source, 0)
+        if self.limit is not None and held >= self.limit:
+            return f"{held} calls from {source} are open on this server, limit {self.limit}"
+        self.held[source] = held + 1
+        return None
+
+    def give(self, source: str) -> None:
+        held = self.held[source] - 1
+        if held:
+            self.held[source] = held
+        else:
+            del self.held[source]
+
+
 class _UnaryCalls:
     """One-request, one-reply calls in a handler now, at most `limit` (None: any number)."""
 
@@ -415,11 +470,15 @@ class CheckedRequests(grpc.aio.ServerInterceptor):
     MAX_METHODS = 256  # checked handlers kept, one per method served
 
     def __init__(
-        self, count_refusal: Callable[[str, str], None] | None = None, max_unary: int | None = None
+        self,
+        count_refusal: Callable[[str, str], None] | None = None,
+        max_unary: int | None = None,
+        max_a_source: int | None = None,
     ) -> None:
         self._checked: dict[str, grpc.RpcMethodHandler] = {}
         self._count = count_refusal
         self._unary = _UnaryCalls(max_unary)
+        self._sources = _Sources(max_a_source)
 
     async def intercept_service(
         self,
@@ -432,14 +491,18 @@ class CheckedRequests(grpc.aio.ServerInterceptor):
             handler = await continuation(handler_call_details)
             if handler is None:  # no such method: gRPC answers UNIMPLEMENTED
                 return handler
-            checked = _checked_handler(handler, method, self._count, self._unary)
+            checked = _checked_handler(handler, method, self._count, self._unary, self._sources)
             if len(self._checked) < self.MAX_METHODS:
                 self._checked[method] = checked
         return checked
 
 
 def _checked_handler(
-    handler: Any, method: str, count: Callable[[str, str], None] | None, unary: _UnaryCalls
+    handler: Any,
+    method: str,
+    count: Callable[[str, str], None] | None,
+    unary: _UnaryCalls,
+    sources: _Sources,
 ) -> Any:
     decode = handler.request_deserializer
     if decode is None:
@@ -462,23 +525,60 @@ def _checked_handler(
         )
         return refused(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {bad.error}")
 
+    async def taken(context: grpc.aio.ServicerContext) -> str:
+        """The call's source, the call counted against it; or the call is refused (abort: its
+        request is not read yet, and a status set is sent only once it is)."""
+        source = call_source(context)
+        refusal = sources.take(source)
+        if refusal is not None:
+            if count is not None:
+                count(method.rpartition("/")[2], grpc.StatusCode.RESOURCE_EXHAUSTED.name)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, status_details(refusal))
+        return source
+
     if handler.unary_unary is not None:
         unary_handler = handler.unary_unary
 
-        async def checked_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, _Undecodable):
-                return refuse_malformed(request, context)
-            if unary.limit is not None and unary.held >= unary.limit:
-                message = f"{unary.held} calls are in this server's handlers, limit {unary.limit}"
-                return refused(context, grpc.StatusCode.RESOURCE_EXHAUSTED, message)
-            unary.held += 1
+        async def checked_unary(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        ) -> Any:
+            # served as a stream of one request, read here: a call counts against its source
+            # from its headers on, and ends when its request does not come
+            source = await taken(context)
             try:
-                answer = unary_handler(request, context)
-                return await answer if inspect.isawaitable(answer) else answer
+                try:
+                    async with asyncio.timeout(REQUEST_WAIT_S):
+                        request = await context.read()
+                except TimeoutError:
+                    if count is not None:
+                        count(method.rpartition("/")[2], grpc.StatusCode.DEADLINE_EXCEEDED.name)
+                    await context.abort(  # see taken
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"the request did not come within {REQUEST_WAIT_S:g} s",
+                    )
+                if request is grpc.aio.EOF:
+                    return refused(
+                        context,
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        "the call ended without a request",
+                    )
+                if isinstance(request, _Undecodable):
+                    return refuse_malformed(request, context)
+                if unary.limit is not None and unary.held >= unary.limit:
+                    message = (
+                        f"{unary.held} calls are in this server's handlers, limit {unary.limit}"
+                    )
+                    return refused(context, grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+                unary.held += 1
+                try:
+                    answer = unary_handler(request, context)
+                    return await answer if inspect.isawaitable(answer) else answer
+                finally:
+                    unary.held -= 1
             finally:
-                unary.held -= 1
+                sources.give(source)
 
-        return grpc.unary_unary_rpc_method_handler(
+        return grpc.stream_unary_rpc_method_handler(
             checked_unary,
             request_deserializer=safe_decode,
             response_serializer=handler.response_serializer,
@@ -499,8 +599,12 @@ def _checked_handler(
         async def checked_stream(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
         ) -> Any:
-            answer = streamed(decoded(requests, context), context)
-            return await answer if inspect.isawaitable(answer) else answer
+            source = await taken(context)
+            try:
+                answer = streamed(decoded(requests, context), context)
+                return await answer if inspect.isawaitable(answer) else answer
+            finally:
+                sources.give(source)
 
         return grpc.stream_unary_rpc_method_handler(
             checked_stream,
@@ -513,7 +617,11 @@ def _checked_handler(
         async def checked_both(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
         ) -> None:
-            await both(decoded(requests, context), context)
+            source = await taken(context)
+            try:
+                await both(decoded(requests, context), context)
+            finally:
+                sources.give(source)
 
         return grpc.stream_stream_rpc_method_handler(
             checked_both,

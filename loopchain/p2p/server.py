@@ -24,7 +24,7 @@ from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 
 # calls a peer takes at once besides its inbound link streams and its REST proxy's
 # REST_MAX_INFLIGHT (other peers' one-off calls, the RadioStation's probes, tools); more are
-# answered RESOURCE_EXHAUSTED before their request is read
+# answered RESOURCE_EXHAUSTED
 MAX_OTHER_CALLS = 256
 
 
@@ -35,6 +35,8 @@ def _max_unary(config: Config) -> int:
 
 
 def _max_calls(config: Config) -> int:
+    """Calls one source (an address: grpc_util.call_source) may have open on a peer's port at
+    once, before their requests are read; each kind is bounded in all where it is handled."""
     return MAX_INBOUND_STREAMS + MAX_CLIENT_STREAMS + _max_unary(config)
 
 

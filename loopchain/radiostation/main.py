@@ -62,8 +62,9 @@ GRACE_SECONDS = 1.0
 # gRPC requests are registrations, heartbeats and peer-list asks: a few hundred bytes each (a
 # registration holds its call while the station probes the peer, up to GRPC_TIMEOUT)
 MAX_REQUEST_BYTES = 256 << 10
-# calls at once; more are answered RESOURCE_EXHAUSTED. Registrations probing their targets hold at
-# most MAX_PROBES of them, so heartbeats and peer lists always find room.
+# calls at once from one address (grpc_util.call_source); more are answered RESOURCE_EXHAUSTED.
+# Registrations probing their targets hold at most MAX_PROBES in all, so heartbeats and peer lists
+# always find room.
 MAX_CALLS = 128
 # connections its gRPC port holds: a peer and each of its channel workers hold one, so every peer
 # it may register (MAX_PEERS) with up to three channel workers, and the tools (an idle connection

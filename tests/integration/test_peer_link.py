@@ -5,6 +5,7 @@ peer gets later messages, and a stopping peer ends the streams it serves at once
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -778,6 +779,97 @@ async def test_link_streams_go_on_while_one_off_calls_crowd_the_server(
     assert _heights(alpha) == [0, 1] and [tx.hash for tx in alpha.txs] == [_tx(1).hash]
     assert set(monitor.errors) == {("GetBalance", "RESOURCE_EXHAUSTED")}
     assert exhausted <= len(monitor.errors) <= len(refused)
+
+
+async def test_calls_that_never_send_their_request_hold_only_their_sources_share(
+    transport: GrpcTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gRPC counted a call against the server's bound (maximum_concurrent_rpcs) from its headers
+    on, and nothing ended a call whose request never came: one connection of a stranger opening
+    more such calls than the bound took every slot, and every other peer's streams and calls
+    were refused RESOURCE_EXHAUSTED (the chain stopped). Calls are bounded by source now. (On
+    one host every caller has the same address: here the stranger's calls name their source.)"""
+
+    def source(context: Any) -> str:
+        named = dict(context.invocation_metadata() or ()).get("test-source")
+        return str(named or context.peer())
+
+    monkeypatch.setattr(grpc_util, "call_source", source)
+    port = free_port_pair()
+    backend, monitor = OneChannelBackend(Channel()), Monitor()
+    served = await start_peer_server(backend, "receiver", CONFIG, port, None, monitor)
+    peer, alpha = PeerInfo("receiver", f"127.0.0.1:{port}", 0), backend.alpha
+    bound, more = server._max_calls(CONFIG), 16
+    stranger = (("test-source", "stranger"),)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            held = []
+            for index in range(2):  # a connection takes `bound` calls: two of them
+                channel = await stack.enter_async_context(_connection(port, index))
+                opened = channel.stream_stream("/loopchain.PeerService/GetStatus")
+                held += [opened(metadata=stranger) for _ in range((bound + more) // 2)]
+
+            async def share_taken() -> bool:
+                return sum(call.done() for call in held) == more
+
+            await wait_until_async(share_taken, 30, "the stranger's share taken")
+            ended = [await call.code() for call in held if call.done()]
+            # (gRPC hands a few refusals of such a burst to their client as CANCELLED)
+            exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert set(ended) <= {exhausted, grpc.StatusCode.CANCELLED} and exhausted in ended
+            transport.send_consensus(peer, CHANNEL, "sender", _vote(0))
+            transport.send_txs(peer, CHANNEL, [_tx(1)])
+            await _arrived("the vote and the batch", lambda: alpha.events and alpha.txs)
+            other = await stack.enter_async_context(_connection(port, 2))
+            with pytest.raises(grpc.aio.AioRpcError) as answered:
+                await pb_grpc.PeerServiceStub(other).GetStatus(
+                    pb.ChannelRequest(channel="nowhere"), timeout=10
+                )
+            # answered by its handler (no such channel), not refused for want of a slot
+            assert answered.value.code() == grpc.StatusCode.NOT_FOUND, answered.value
+            assert sum(not call.done() for call in held) == bound  # still held: its share
+            for call in held:
+                call.cancel()
+    finally:
+        await served.stop(grace=0)
+    assert _heights(alpha) == [0] and [tx.hash for tx in alpha.txs] == [_tx(1).hash]
+
+
+def _connection(port: int, index: int) -> grpc.aio.Channel:
+    """A channel of its own connection (channels to one target share one unless told not to)."""
+    options = [("grpc.use_local_subchannel_pool", 1), ("loopchain.test.connection", index)]
+    return grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
+
+
+def test_calls_are_bounded_by_the_address_they_come_from() -> None:
+    class Context:
+        def __init__(self, peer: str) -> None:
+            self._peer = peer
+
+        def peer(self) -> str:
+            return self._peer
+
+    def source(peer: str) -> str:
+        return grpc_util.call_source(Context(peer))  # type: ignore[arg-type]
+
+    assert source("ipv4:10.1.2.3:5555") == source("ipv4:10.1.2.3:6666") == "10.1.2.3"
+    assert source("ipv6:[2001:db8::1]:5555") == source("ipv6:[2001:db8::ff]:1") == "2001:db8::/64"
+    assert source("ipv6:[::ffff:10.1.2.3]:5555") == "10.1.2.3"  # IPv4 on a dual-stack port
+    assert source("unix:/tmp/peer.sock") == source("unix:") == "local"
+
+
+async def test_a_call_whose_request_never_comes_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(grpc_util, "REQUEST_WAIT_S", 0.5)
+    port = free_port_pair()
+    backend, monitor = OneChannelBackend(Channel()), Monitor()
+    served = await start_peer_server(backend, "receiver", CONFIG, port, None, monitor)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.stream_stream("/loopchain.PeerService/GetStatus")()
+            assert await call.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "the request did not come within 0.5 s" in (await call.details() or "")
+    finally:
+        await served.stop(grace=0)
 
 
 async def test_the_socket_of_the_peers_own_proxy_is_not_held_by_callers_of_its_port(
