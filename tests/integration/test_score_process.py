@@ -224,7 +224,9 @@ async def test_a_query_stuck_in_c_work_ends_its_process_before_a_block_meets_its
     async with running(make_supervisor(tmp_path, config, package)) as supervisor:
         pid = supervisor.pid
         assert pid is not None
-        stuck = asyncio.create_task(supervisor.client.query('{"op": "grind", "n": 1000000000000000}'))
+        stuck = asyncio.create_task(
+            supervisor.client.query('{"op": "grind", "n": 1000000000000000}')
+        )
         marker = tmp_path / "state_cwd" / "grinding"
 
         async def grinding() -> bool:
