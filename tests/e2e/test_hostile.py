@@ -260,7 +260,7 @@ BODY_PROBES = [
         None,
         400,
         -6,
-        ["1 to 500, got 501"],
+        ["REST_MAX_INFLIGHT", "got 501"],
     ),
     ("empty-array-tx", TX, b"[]", None, 400, -6, ["got 0"]),
     (
