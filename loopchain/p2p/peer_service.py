@@ -21,6 +21,7 @@ from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.grpc_util import (
     STREAM_ACCEPTED,
     Tls,
+    call_source,
     caller_address,
     max_proposal_bytes,
     refuse,
@@ -487,7 +488,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         size = reply.ByteSize() if isinstance(reply, Message) else 0
         if size < SMALL_REPLY_BYTES:
             return reply
-        caller = caller_address(context)
+        caller = call_source(context)  # a host's connections share its bound
         refusal = self.unsent.take(caller, size)
         if refusal is not None:
             raise RequestError(ErrorKind.POOL_FULL, refusal)

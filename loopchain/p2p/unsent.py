@@ -12,8 +12,10 @@ from collections import Counter
 
 
 class UnsentReplies:
-    """Bytes of replies not yet sent, at most `limit` in all and `per_caller` to one caller (by
-    address); a reply always goes when nothing at all is held."""
+    """Bytes of replies not yet sent, at most `limit` in all and `per_caller` to one caller (a
+    source: grpc_util.call_source); a reply to a caller that holds none always goes, so that
+    callers holding the whole budget (their replies unread for as long as their connections
+    last) never keep others from theirs."""
 
     def __init__(self, limit: int, per_caller: int) -> None:
         self.limit = limit
@@ -24,7 +26,7 @@ class UnsentReplies:
     def take(self, caller: str, size: int) -> str | None:
         """Count a reply of `size` bytes to `caller` as held; or, when it would exceed a bound,
         why it is refused (nothing counted)."""
-        if self.held:
+        if self._by_caller[caller]:
             if self._by_caller[caller] + size > self.per_caller:
                 return (
                     f"replies of {self._by_caller[caller]} bytes to this caller are not read yet; "
