@@ -519,8 +519,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
     ) -> pb.Ack:
         """Each message of a stream handled as its one-call twin handles it, or passed on to the
         worker process of its channel (which judges it, told its caller's name) once `check`, the
-        twin's check of its size, took it, and once the worker's link has room for it (the stream
-        is not read meanwhile: the network slows its sender down); a refused message
+        twin's check of its size, took it (see WorkerLink.push); a refused message
         is counted and skipped (one channel's refusals do not cut off the others' messages). Who
         calls is checked first, and again at the next message when the revocation lists changed
         (a certificate that expires meanwhile is met at the stream's replacement or its

@@ -6,8 +6,9 @@ as it came (within what is left of the caller's deadline), a message of another 
 consensus stream onto a stream of its own per caller (a mutual-TLS caller's peer id; without TLS,
 no one is named: the address its connection comes from), so that each caller's messages stay in
 order and one caller's never wait behind another's. What waits to go to a worker is bounded by
-bytes: a caller whose lane is full waits (its stream is not read meanwhile, so the network slows
-it down) rather than having its messages held here. Who called travels in the call's metadata,
+bytes: a caller whose lane is full loses its oldest messages (a flood costs its sender's own),
+and nothing waits for a worker, so that one channel's slow worker never holds the messages of
+another channel on the same stream. Who called travels in the call's metadata,
 which the worker trusts because only this process can reach its socket.
 """
 
@@ -152,9 +153,12 @@ class WorkerLink:
     async def push(self, message: Outbound, caller: str | None, source: str) -> None:
         """Hand a gossip or consensus message of `caller` (a peer id; None without TLS: the
         address `source` it came from names it) to the worker, in order after the caller's earlier
-        ones, once the caller's lane has room (dropped when the link is closed meanwhile). A
-        stream carries one caller's name only: with MAX_CALLER_LINKS callers' streams open, the
-        least recently used one is closed for a new caller (members come and go over a life)."""
+        ones; when the caller's lane is full (CALLER_LANE_BYTES, or WORKER_QUEUE_BYTES with the
+        other callers'), its oldest messages are dropped. It never waits: one stream carries a
+        caller's messages of every channel, and waiting for one channel's slow worker held the
+        others' votes (a message lost is fetched or sent again). A stream carries one caller's
+        name only: with MAX_CALLER_LINKS callers' streams open, the least recently used one is
+        closed for a new caller (members come and go over a life)."""
         if self._closed:
             return
         key = caller if caller is not None else f"from {source}"
@@ -176,7 +180,7 @@ class WorkerLink:
             self._links[key] = link
         else:
             self._links.move_to_end(key)
-        await link.put(message)
+        link.send(message)
 
     async def close(self) -> None:
         self._closed = True
