@@ -557,7 +557,9 @@ def _checked_handler(
                         f"the request did not come within {REQUEST_WAIT_S:g} s",
                     )
                 if request is grpc.aio.EOF:
-                    return refused(
+                    # not counted: gRPC ends the read so for a caller that cancelled or went
+                    # away, and for a request past its size bound (which it answers itself)
+                    return refuse(
                         context,
                         grpc.StatusCode.INVALID_ARGUMENT,
                         "the call ended without a request",
