@@ -17,10 +17,10 @@ from tests.integration._slow_clients import (
 from tools.procs import free_port_pair
 
 
-async def test_refused_connections_hold_descriptors_only_for_a_few() -> None:
-    """Beyond the bound every connection is answered 503 and closed by the server; however many
-    come at once, at most LINGERING_REFUSALS_MAX of them stay open for their clients to read
-    the answer (each holds a descriptor), and the held connection is still served."""
+async def _hello_site(
+    port: int, max_connections: int, refusal_body: bytes
+) -> http_site.LimitedSite:
+    """A started LimitedSite on 127.0.0.1:`port` answering GET / with {"ok": true}."""
     app = web.Application()
 
     async def hello(request: web.Request) -> web.Response:
@@ -29,11 +29,19 @@ async def test_refused_connections_hold_descriptors_only_for_a_few() -> None:
     app.router.add_get("/", hello)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port_pair()
     site = http_site.LimitedSite(
-        runner, "127.0.0.1", port, max_connections=1, refusal_body=b'{"message":"full"}'
+        runner, "127.0.0.1", port, max_connections=max_connections, refusal_body=refusal_body
     )
     await site.start()
+    return site
+
+
+async def test_refused_connections_hold_descriptors_only_for_a_few() -> None:
+    """Beyond the bound every connection is answered 503 and closed by the server; however many
+    come at once, at most LINGERING_REFUSALS_MAX of them stay open for their clients to read
+    the answer (each holds a descriptor), and the held connection is still served."""
+    port = free_port_pair()
+    site = await _hello_site(port, 1, b'{"message":"full"}')
     writers: list[asyncio.StreamWriter] = []
     try:
         reader, writer = await held_connection(port, "/", 30)
@@ -116,17 +124,8 @@ async def test_a_request_head_over_the_bound_is_431_at_once_and_ordinary_ones_ar
     aiohttp took heads of up to 128 headers of 8 KB each (~1 MB), and 1,000 connections each
     withholding the end of one held 1.9 GB of a REST proxy."""
     http_site.answer_malformed_http_in_json(-6)
-    app = web.Application()
-
-    async def hello(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
-
-    app.router.add_get("/", hello)
-    runner = web.AppRunner(app)
-    await runner.setup()
     port = free_port_pair()
-    site = http_site.LimitedSite(runner, "127.0.0.1", port, max_connections=8, refusal_body=b"{}")
-    await site.start()
+    site = await _hello_site(port, 8, b"{}")
     # headers of 1,000 bytes, more than MAX_HEAD_BYTES + HEAD_STEP in all (steps: HEAD_STEP)
     over = (http_site.MAX_HEAD_BYTES + http_site.HEAD_STEP) // 1000 + 1
 
