@@ -1,37 +1,27 @@
 """Queues of messages bounded by count and by bytes, several of them sharing one byte budget.
 
 A link's lane holds what waits to be sent. A lane that holds nothing takes any one message, budget
-or not, so that each lane moves at its own pace: a sender that fills the budget makes the others
-wait for room behind their one message, never behind its own. What they hold together is at most
-the budget and one message a lane.
+or not, so that each lane moves at its own pace: a sender that fills the budget loses its own
+oldest messages, never another lane's. What they hold together is at most the budget and one
+message a lane.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
+@dataclass
 class ByteBudget:
     """The bytes that several queues hold together, and their bound `limit`."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-        self._freed = asyncio.Event()
-
-    def give_back(self, size: int) -> None:
-        """`size` bytes left a queue: whoever waits for room looks again."""
-        self.held -= size
-        self._freed.set()
-        self._freed = asyncio.Event()
-
-    async def freed(self) -> None:
-        """Wait until some bytes are given back (or a queue closes)."""
-        await self._freed.wait()
+    limit: int
+    held: int = 0
 
 
 class MessageQueue(Generic[T]):
@@ -59,16 +49,6 @@ class MessageQueue(Generic[T]):
             and self.budget.held + size <= self.budget.limit
         )
 
-    async def put(self, item: T, size: int) -> bool:
-        """Queue `item` of `size` bytes once there is room for it; False (not queued) when the
-        queue is closed before."""
-        while not self.closed and not self._fits(size):
-            await self.budget.freed()
-        if self.closed:
-            return False
-        self._append(item, size)
-        return True
-
     def put_dropping(self, item: T, size: int) -> int:
         """Queue `item` of `size` bytes at once, dropping the oldest messages to make room; how
         many were dropped (it too when the queue is closed)."""
@@ -78,7 +58,10 @@ class MessageQueue(Generic[T]):
         while not self._fits(size):
             self._pop()
             dropped += 1
-        self._append(item, size)
+        self._items.append((item, size))
+        self.bytes += size
+        self.budget.held += size
+        self._readable.set()
         return dropped
 
     async def get(self) -> T:
@@ -89,20 +72,13 @@ class MessageQueue(Generic[T]):
         return self._pop()
 
     def close(self) -> None:
-        """Drop what is queued (its bytes given back); a `put` waiting or to come queues nothing."""
+        """Drop what is queued (its bytes given back); a `put_dropping` to come queues nothing."""
         self.closed = True
         while self._items:
             self._pop()
-        self.budget.give_back(0)  # wakes those waiting to put
-
-    def _append(self, item: T, size: int) -> None:
-        self._items.append((item, size))
-        self.bytes += size
-        self.budget.held += size
-        self._readable.set()
 
     def _pop(self) -> T:
         item, size = self._items.popleft()
         self.bytes -= size
-        self.budget.give_back(size)
+        self.budget.held -= size
         return item

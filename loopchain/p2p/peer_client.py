@@ -227,13 +227,6 @@ class PeerLink:
         (gossiped transactions stay pooled at the sender and are gossiped again)."""
         self.dropped += self._lane_of(message).put_dropping(message, message.ByteSize())
 
-    async def put(self, message: Outbound) -> None:
-        """Queue a message on its lane once it has room (it and the budget it shares), so that
-        whoever hands it messages goes at the pace they are sent; dropped when the link closes
-        meanwhile."""
-        if not await self._lane_of(message).put(message, message.ByteSize()):
-            self.dropped += 1
-
     async def _drain(self, queue: MessageQueue[Any], lane: _Lane) -> None:
         try:
             while True:

@@ -550,7 +550,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                             link = self._worker(request.channel)
                             if link is not None:
                                 check(request)
-                                await link.push(request, caller, context.peer())
+                                link.push(request, caller, context.peer())
                                 passed += 1
                             else:  # in order: the stream's next message waits for it
                                 await handle(request, caller)

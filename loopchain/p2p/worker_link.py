@@ -150,7 +150,7 @@ class WorkerLink:
         )
         return bytes(reply.text)
 
-    async def push(self, message: Outbound, caller: str | None, source: str) -> None:
+    def push(self, message: Outbound, caller: str | None, source: str) -> None:
         """Hand a gossip or consensus message of `caller` (a peer id; None without TLS: the
         address `source` it came from names it) to the worker, in order after the caller's earlier
         ones; when the caller's lane is full (CALLER_LANE_BYTES, or WORKER_QUEUE_BYTES with the

@@ -144,7 +144,7 @@ async def test_a_worker_not_listening_is_answered_unavailable_naming_the_channel
     with pytest.raises(WorkerRefusal) as refused:
         await link.call("GetStatus", request, None, 2.0)
     assert refused.value.message == "channel alpha: this peer is stopping"
-    await link.push(pb.TxBatch(channel="alpha"), None, SOURCE)  # dropped: no stream after the close
+    link.push(pb.TxBatch(channel="alpha"), None, SOURCE)  # dropped: no stream after the close
     assert link._links == {}
 
 
@@ -200,9 +200,9 @@ async def test_callers_not_named_have_a_stream_each_by_the_address_they_came_fro
     so that one sender's messages never wait behind another's (they shared one queue)."""
     link = WorkerLink("alpha", tmp_path / "nobody.sock", load_config())
     try:
-        await link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.1:5000")
-        await link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.2:5000")
-        await link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.1:5000")
+        link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.1:5000")
+        link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.2:5000")
+        link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.1:5000")
         assert [lane.metadata for lane in link._links.values()] == [
             ((FORWARDED_FROM_KEY, "ipv4:10.0.0.2:5000"),),
             ((FORWARDED_FROM_KEY, "ipv4:10.0.0.1:5000"),),
@@ -220,13 +220,13 @@ async def test_a_caller_beyond_the_limit_replaces_the_least_recent_never_sent_un
     monkeypatch.setattr(worker_link, "MAX_CALLER_LINKS", 2)
     link = WorkerLink("alpha", tmp_path / "nobody.sock", load_config())
     try:
-        await link.push(pb.TxBatch(channel="alpha"), "hxa", SOURCE)
-        await link.push(pb.TxBatch(channel="alpha"), "hxb", SOURCE)
+        link.push(pb.TxBatch(channel="alpha"), "hxa", SOURCE)
+        link.push(pb.TxBatch(channel="alpha"), "hxb", SOURCE)
         first = link._links["hxa"]
         # its own stream again: now the most recent
-        await link.push(pb.TxBatch(channel="alpha"), "hxa", SOURCE)
+        link.push(pb.TxBatch(channel="alpha"), "hxa", SOURCE)
         assert link._links["hxa"] is first
-        await link.push(pb.TxBatch(channel="alpha"), "hxc", SOURCE)
+        link.push(pb.TxBatch(channel="alpha"), "hxc", SOURCE)
         assert list(link._links) == ["hxa", "hxc"]
         for name in ("hxa", "hxc"):
             assert link._links[name].metadata == ((worker_link.CALLER_KEY, name),)
