@@ -872,6 +872,34 @@ async def test_a_call_whose_request_never_comes_ends(monkeypatch: pytest.MonkeyP
         await served.stop(grace=0)
 
 
+async def test_a_call_ended_without_its_request_is_answered_and_not_counted() -> None:
+    """A one-request call its caller ends before sending the request (a client that cancelled or
+    went away) is answered INVALID_ARGUMENT, and is not counted as a refusal in the metrics: it
+    is nothing the peer refused."""
+    port = free_port_pair()
+    backend, monitor = OneChannelBackend(Channel()), Monitor()
+    served = await start_peer_server(backend, "receiver", CONFIG, port, None, monitor)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+
+            async def nothing() -> AsyncIterator[bytes]:
+                return
+                yield
+
+            with pytest.raises(grpc.aio.AioRpcError) as ended:  # its requests end at once
+                await channel.stream_unary("/loopchain.PeerService/GetStatus")(nothing())
+            assert ended.value.code() == grpc.StatusCode.INVALID_ARGUMENT, ended.value
+            assert ended.value.details() == "the call ended without a request"
+            with pytest.raises(grpc.aio.AioRpcError) as answered:  # counted: it was refused
+                await pb_grpc.PeerServiceStub(channel).GetStatus(
+                    pb.ChannelRequest(channel="nowhere"), timeout=10
+                )
+            assert answered.value.code() == grpc.StatusCode.NOT_FOUND, answered.value
+    finally:
+        await served.stop(grace=0)
+    assert [code for _, code in monitor.errors] == ["NOT_FOUND"]
+
+
 async def test_the_socket_of_the_peers_own_proxy_is_not_held_by_callers_of_its_port(
     tmp_path: Path,
 ) -> None:
