@@ -56,14 +56,15 @@ def encode_record(payload: bytes) -> bytes:
 
 def read_records(data: bytes) -> tuple[list[bytes], int]:
     """The whole records at the start of `data`, and the offset where they end (len(data) when
-    the segment ends cleanly)."""
+    the segment ends cleanly). No record is empty: a length of 0 is where the data ends (a tail
+    of zeros, as a power cut can leave; their checksum would match)."""
     records: list[bytes] = []
     offset = 0
     while offset + HEADER_BYTES <= len(data):
         length = int.from_bytes(data[offset : offset + 4], "big")
         crc = int.from_bytes(data[offset + 4 : offset + 8], "big")
         end = offset + HEADER_BYTES + length
-        if length > MAX_RECORD_BYTES or end > len(data):
+        if length == 0 or length > MAX_RECORD_BYTES or end > len(data):
             break
         payload = data[offset + HEADER_BYTES : end]
         if zlib.crc32(payload) != crc:
@@ -71,6 +72,31 @@ def read_records(data: bytes) -> tuple[list[bytes], int]:
         records.append(payload)
         offset = end
     return records, offset
+
+
+def _report_tail(path: Path, data: bytes, end: int) -> None:
+    """Say what follows a segment's last whole record: a write cut short (a record running past
+    the end, or zeros) was never acknowledged; anything else is damage, and what it hides may
+    have been."""
+    tail = data[end:]
+    length = int.from_bytes(tail[:4], "big") if len(tail) >= HEADER_BYTES else 0
+    if len(tail) < HEADER_BYTES or end + HEADER_BYTES + length > len(data) or not tail.strip(b"\0"):
+        log.warning(
+            "intake journal %s: %d bytes after its last whole record at %d ignored "
+            "(a write cut short; never acknowledged)",
+            path,
+            len(tail),
+            end,
+        )
+        return
+    log.error(
+        "intake journal %s: the record at %d is damaged; the %d bytes from there on are "
+        "ignored, and acknowledged transactions among them are lost here (other peers may "
+        "hold them)",
+        path,
+        end,
+        len(tail),
+    )
 
 
 class IntakeJournal:
@@ -133,13 +159,7 @@ class IntakeJournal:
                 raise StorageError(f"cannot read the intake journal {path}: {exc}") from None
             records, end = read_records(data)
             if end != len(data):
-                log.warning(
-                    "intake journal %s: %d bytes after its last whole record at %d ignored "
-                    "(a write cut short; never acknowledged)",
-                    path,
-                    len(data) - end,
-                    end,
-                )
+                _report_tail(path, data, end)
             segment = _Segment(number)
             emptied: list[_Segment] = []
             for raw in records:
@@ -205,7 +225,9 @@ class IntakeJournal:
         path = self._path(number)
         fd: int | None = None
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            if not self.directory.is_dir():
+                self.directory.mkdir(parents=True, exist_ok=True)
+                _sync_directory(self.directory.parent)  # its name survives a power cut
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
             _sync_directory(self.directory)  # the new file's name survives a power cut
         except OSError as exc:
@@ -231,7 +253,10 @@ class IntakeJournal:
     def _close_current(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError as exc:  # each append was synced before it was acknowledged
+                log.warning("intake journal %s: closing a segment: %s", self.directory, exc)
         with self._lock:
             old, self._current = self._current, None
             emptied = [old] if old is not None and old.pending <= 0 else []

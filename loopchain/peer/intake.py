@@ -53,11 +53,16 @@ class IntakeLog:
             txs = [tx for part, _ in batch for tx in part]
             try:
                 await asyncio.to_thread(self._write, txs)
-            except IntakeRefused as exc:
-                self._note_refusal(str(exc))
+            except Exception as exc:  # any: the batch's writers hear it, the flusher goes on
+                if isinstance(exc, IntakeRefused):
+                    reason = str(exc)
+                else:
+                    log.exception("intake: recording %d transactions failed", len(txs))
+                    reason = f"the peer cannot record transactions: {exc!r}"
+                self._note_refusal(reason)
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(IntakeRefused(str(exc)))
+                        future.set_exception(IntakeRefused(reason))
                 continue
             self._note_refusal(None)
             for _, future in batch:

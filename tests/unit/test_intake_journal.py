@@ -4,9 +4,11 @@ acknowledged, and the files stay few."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 from loopchain.blockchain import intake_journal
 from loopchain.blockchain.intake_journal import IntakeJournal, encode_record, read_records
+from loopchain.peer.intake import IntakeLog, IntakeRefused
 from loopchain.storage.abc import StorageError
 from loopchain.types.transaction import Transaction
 from tests.integration._storage_helpers import ChainBuilder
@@ -152,6 +155,67 @@ def test_a_record_whose_bytes_changed_ends_its_segment(chain: ChainBuilder) -> N
     assert end == len(good[0])
     huge = (intake_journal.MAX_RECORD_BYTES + 1).to_bytes(4, "big") + bytes(4)
     assert read_records(good[0] + huge) == (records, len(good[0]))
+
+
+def test_a_tail_of_zeros_ends_the_data_without_an_error(
+    tmp_path: Path, chain: ChainBuilder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A power cut can leave a segment's end as zeros; 8 zeros read as an empty record whose
+    checksum matches (crc32 of nothing is 0), and each was logged as an unreadable entry (512
+    errors for 4 KiB at every start). No record is empty: zeros are where the data ends."""
+    directory = tmp_path / "intake"
+    txs = [chain.transaction() for _ in range(2)]
+    IntakeJournal(directory).append(txs)
+    with segments(directory)[0].open("ab") as file:
+        file.write(bytes(4096))
+    with caplog.at_level(logging.WARNING):
+        assert hashes(IntakeJournal(directory).replay()) == hashes(txs)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in caplog.records if "write cut short" in r.getMessage()]
+
+
+def test_a_damaged_record_with_records_after_it_is_an_error_not_a_write_cut_short(
+    tmp_path: Path, chain: ChainBuilder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What follows a damaged record in the middle of a segment was acknowledged: that is
+    reported as an error (lost here), not as a write cut short and never acknowledged."""
+    directory = tmp_path / "intake"
+    txs = [chain.transaction() for _ in range(3)]
+    IntakeJournal(directory).append(txs)
+    path = segments(directory)[0]
+    data = bytearray(path.read_bytes())
+    data[len(encode_record(txs[0].encode())) + 20] ^= 0x01  # a byte of the second record
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        assert hashes(IntakeJournal(directory).replay()) == hashes(txs[:1])
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "damaged" in errors[0], errors
+    assert not [r for r in caplog.records if "write cut short" in r.getMessage()]
+
+
+def test_a_segment_whose_close_fails_keeps_its_synced_appends(
+    tmp_path: Path, chain: ChainBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() may report an earlier write's error (NFS, a failing disk) when the journal moves
+    to a new segment; every append was synced before it was acknowledged, so the append that
+    moved on goes through (before, the error ended the intake's writer)."""
+    directory = tmp_path / "intake"
+    journal = IntakeJournal(directory, segment_max_bytes=1)  # a segment per append
+    first = [chain.transaction()]
+    journal.append(first)
+    real_close = os.close
+
+    def failing_close(fd: int) -> None:  # a segment's (a folder's, when synced, closes)
+        segment = stat.S_ISREG(os.fstat(fd).st_mode)
+        real_close(fd)
+        if segment:
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(intake_journal.os, "close", failing_close)
+    second = [chain.transaction()]
+    journal.append(second)
+    monkeypatch.setattr(intake_journal.os, "close", real_close)
+    assert hashes(IntakeJournal(directory).replay()) == hashes(first + second)
 
 
 def test_a_failing_write_loses_nothing_acknowledged_and_the_next_goes_to_a_new_segment(
@@ -320,3 +384,26 @@ def test_what_is_acknowledged_and_not_final_always_comes_back(
     assert set(acknowledged) - final <= back <= set(acknowledged)
     files = segments(directory)
     assert len(files) <= len(acknowledged) - len(final) + 1
+
+
+async def test_an_unexpected_failure_of_a_write_refuses_its_batch_and_the_next_goes_through(
+    tmp_path: Path, chain: ChainBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only IntakeRefused was caught: any other error ended the intake's writer task with the
+    batch's writers waiting for good (their clients timed out, their admission room was never
+    given back, and shutdown waited on them)."""
+    journal = IntakeJournal(tmp_path / "intake")
+    intake = IntakeLog(journal, 0)
+    real_append = journal.append
+
+    def failing_append(txs: list[Transaction]) -> None:
+        raise RuntimeError("something nobody foresaw")
+
+    monkeypatch.setattr(journal, "append", failing_append)
+    with pytest.raises(IntakeRefused, match="something nobody foresaw"):
+        await asyncio.wait_for(intake.write([chain.transaction()]), 30)
+    monkeypatch.setattr(journal, "append", real_append)
+    kept = [chain.transaction()]
+    await asyncio.wait_for(intake.write(kept), 30)
+    await asyncio.wait_for(intake.drain(), 30)
+    assert hashes(IntakeJournal(tmp_path / "intake").replay()) == hashes(kept)
