@@ -13,6 +13,7 @@ from loopchain.types.transaction import Transaction
 
 UNBOUNDED = 1 << 62
 EXPIRY_PERIOD = 1.0  # seconds between two sweeps for expired transactions
+EXPIRED_MEMORY = 65_536  # hashes of the latest transactions expired here (to say so when asked)
 
 
 class PoolFullError(RuntimeError):
@@ -47,6 +48,7 @@ class TxPool:
         # of a transaction that left is skipped when met, and the heap is rebuilt from the pool
         # when such entries outnumber the pooled ones (each costs O(1) amortised)
         self._by_time: list[tuple[int, bytes]] = []
+        self._expired: OrderedDict[bytes, None] = OrderedDict()  # see `expired`
 
     def check(self, tx: Transaction, now: float) -> None:
         """Raise TxRefused unless the pool would ever take `tx` (size and timestamp window)."""
@@ -66,7 +68,12 @@ class TxPool:
         to a client: its admission bounded how far past the limits such ones take the pool)."""
         if tx.hash in self._txs:
             return False
-        self.check(tx, now)
+        try:
+            self.check(tx, now)
+        except TxRefused:
+            if beyond_limits and tx.timestamp / 1_000_000 < now - self.window:
+                self._note_expired(tx.hash)  # acknowledged, and too old now (a replayed one)
+            raise
         size = len(tx.encode())
         if not beyond_limits and len(self._txs) >= self.max_size:
             raise PoolFullError(f"transaction pool is full ({self.max_size} transactions)")
@@ -74,6 +81,7 @@ class TxPool:
             raise PoolFullError(f"transaction pool is full ({self.max_bytes} bytes)")
         self._txs[tx.hash] = tx
         self._arrived[tx.hash] = now
+        self._expired.pop(tx.hash, None)
         self._by_signature.setdefault(tx.signature, tx.hash)
         self._bytes += size
         if self.window != math.inf:
@@ -93,11 +101,24 @@ class TxPool:
             tx = self._txs.get(tx_hash)
             if tx is not None:
                 expired.append(tx)
+                self._note_expired(tx_hash)
         self.remove(tx.hash for tx in expired)
         if len(heap) > 2 * len(self._txs) + 1024:
             self._by_time = [(tx.timestamp, tx_hash) for tx_hash, tx in self._txs.items()]
             heapq.heapify(self._by_time)
         return expired
+
+    def expired(self, tx_hash: bytes) -> bool:
+        """Whether `tx_hash` left this pool because its timestamp fell out of the window before
+        a block took it, or was acknowledged and came back (from the intake journal) too old to
+        be pooled again; the latest EXPIRED_MEMORY such transactions are remembered."""
+        return tx_hash in self._expired
+
+    def _note_expired(self, tx_hash: bytes) -> None:
+        self._expired[tx_hash] = None
+        self._expired.move_to_end(tx_hash)
+        while len(self._expired) > EXPIRED_MEMORY:
+            self._expired.popitem(last=False)
 
     def arrival(self, tx_hash: bytes) -> float:
         """When a pooled transaction arrived (as given to `add`)."""

@@ -116,6 +116,7 @@ class ChannelBackend(Protocol):
     def status(self) -> dict[str, Any]: ...
     def member_ids(self) -> set[str]: ...
     def tx_result(self, tx_hash: bytes) -> TxOutcome | None: ...
+    def dropped(self, tx_hash: bytes) -> str | None: ...
     async def query(self, params_json: str) -> str: ...
     def score_status(self) -> ScoreStatusView: ...
     def receive_txs(self, txs: list[Transaction]) -> None: ...
@@ -344,12 +345,18 @@ def damaged(method: str, exc: StorageCorrupt | StoreDamaged) -> RequestError:
     )
 
 
+def _tx_not_found(channel: ChannelBackend, tx_hash: bytes) -> RequestError:
+    why = channel.dropped(tx_hash)
+    message = f"transaction {tx_hash.hex()} not found"
+    return RequestError(ErrorKind.NOT_FOUND, message if why is None else f"{message}: {why}")
+
+
 def _tx_result(channel: ChannelBackend, tx_hash: bytes, with_tx: bool = False) -> pb.TxResultReply:
     """GetTxResult's answer about one transaction of `channel` (NOT_FOUND when unknown);
     `with_tx`: an executed one's bytes too (a receipt that names them in one lookup)."""
     found = channel.tx_result(tx_hash)
     if found is None:
-        raise RequestError(ErrorKind.NOT_FOUND, f"transaction {tx_hash.hex()} not found")
+        raise _tx_not_found(channel, tx_hash)
     located = channel.find_tx(tx_hash) if with_tx and found.executed else None
     return pb.TxResultReply(
         tx=located.tx.encode() if located is not None else b"",
@@ -755,7 +762,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         `status`: the channel's, for its SCORE's id and version."""
         found = channel.find_tx(tx_hash)
         if found is None:
-            raise RequestError(ErrorKind.NOT_FOUND, f"transaction {tx_hash.hex()} not found")
+            raise _tx_not_found(channel, tx_hash)
         score = status()
         return pb.GetTxReply(
             tx=found.tx.encode(),

@@ -300,14 +300,18 @@ class ChannelService:
         self.store.drop_legacy_intake()
         if not logged and not legacy:
             return
-        log.info(
-            "channel %s: intake log: %d acknowledged transactions pooled again, %d already final",
-            self.name,
-            len(txs),
-            len(dead),
-        )
         if txs:
             self._dispatch(m.TxsReceived(tuple(txs), gossip=True))
+        expired = sum(1 for tx in txs if self.consensus.pool.expired(tx.hash))
+        log.log(
+            logging.WARNING if expired else logging.INFO,
+            "channel %s: intake log: %d acknowledged transactions pooled again, %d already "
+            "final, %d expired (older than TX_TIMESTAMP_WINDOW: dropped)",
+            self.name,
+            len(txs) - expired,
+            len(dead),
+            expired,
+        )
 
     def member_ids(self) -> set[str]:
         """Who may call this channel over TLS: its parties (validators and auditors, as the
@@ -761,6 +765,18 @@ class ChannelService:
             return StoredBlock.of(node.block, node.certificate)
         pending = self.store.pending_block(block_hash)  # voted for before a restart
         return StoredBlock.of(pending, None) if pending is not None else None
+
+    def dropped(self, tx_hash: bytes) -> str | None:
+        """Why a transaction this peer does not hold was dropped, when it knows (NOT_FOUND's
+        answer says so): an acknowledged transaction is final unless the chain makes no block
+        for longer than TX_TIMESTAMP_WINDOW, when it leaves the pools with its timestamp."""
+        if not self.consensus.pool.expired(tx_hash):
+            return None
+        window = float(self.config.TX_TIMESTAMP_WINDOW)
+        return (
+            f"it expired: no block took it within {window:g} s of its timestamp "
+            "(TX_TIMESTAMP_WINDOW), so it was dropped and will not be final; send it again"
+        )
 
     def tx_result(self, tx_hash: bytes) -> TxOutcome | None:
         """A transaction's SCORE result (code 2, not executed, while it waits) and its place."""

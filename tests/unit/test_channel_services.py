@@ -23,6 +23,7 @@ from loopchain.blockchain.tx_filter import TxFilter
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.consensus.state import MAX_FETCH_DEPTH
+from loopchain.p2p import peer_service
 from loopchain.p2p import turns as turns_module
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.memory import InMemoryNetwork
@@ -896,6 +897,36 @@ async def test_acknowledged_transactions_survive_a_crash_before_any_gossip(
     await cluster.wait(lambda: len(again.journal) == 0, "the intake journal emptied")
     assert not list(again.journal.directory.glob("*.log"))[1:]  # only the open segment is left
     assert_agree(services)
+
+
+async def test_an_acknowledged_transaction_that_expired_is_answered_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer cut off for longer than TX_TIMESTAMP_WINDOW comes back with an acknowledged
+    transaction too old for any pool. It was dropped silently: looked up, it was "not found"
+    like one never sent, and the start-up log counted it as pooled again."""
+    shift = [0.0]
+    cluster = Cluster(tmp_path, clocks={0: lambda: time.time() + shift[0]})
+    try:
+        services = cluster.services
+        cluster.network.down.add(services[0].signer.address)
+        (stalled,) = await submit(services[0], 1, "stalled")
+        with pytest.raises(RequestError, match=r"not found$"):
+            raise peer_service._tx_not_found(services[1], stalled)  # never here
+        await cluster.crash(0)
+        shift[0] = float(cluster.config.TX_TIMESTAMP_WINDOW) + 10
+        with caplog.at_level(logging.INFO):
+            again = cluster.restart(0)
+            await cluster.wait(lambda: again.dropped(stalled) is not None, "the expiry noted")
+        assert logged(
+            caplog, "0 acknowledged transactions pooled again, 0 already final, 1 expired"
+        )
+        with pytest.raises(RequestError, match="expired") as answered:
+            raise peer_service._tx_not_found(again, stalled)
+        assert answered.value.kind == ErrorKind.NOT_FOUND
+        assert again.tx_result(stalled) is None and again.find_tx(stalled) is None
+    finally:
+        await cluster.stop()
 
 
 class IndexMisses(MemoryStore):

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loopchain.blockchain import mempool
 from loopchain.blockchain.mempool import PoolFullError, TxPool, TxRefused
 from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
@@ -98,6 +99,30 @@ def test_timestamp_window_at_intake_and_expiry() -> None:
     assert pool.expire(now + 10.5) == []  # swept less than a second ago: no sweep yet
     assert pool.expire(now + 40) == [fresh]
     assert len(pool) == 0 and pool.size_bytes == 0
+
+
+def test_expired_transactions_are_remembered_to_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An acknowledged transaction that expires (the chain made no block for longer than the
+    window) was answered "not found" like one never sent: the pool remembers the latest expired
+    hashes, and an acknowledged one that comes back too old (from the intake journal at start),
+    so a lookup can say it expired. Relayed ones refused too old were never here."""
+    monkeypatch.setattr(mempool, "EXPIRED_MEMORY", 2)
+    pool = TxPool(10, window=60.0)
+    now = 1_000_000.0
+    pooled = [_stamped(n, now - 30 + n) for n in range(3)]
+    for one in pooled:
+        pool.add(one, now)
+    assert not any(pool.expired(one.hash) for one in pooled)
+    assert pool.expire(now + 40) == pooled
+    assert [pool.expired(one.hash) for one in pooled] == [False, True, True]  # the latest 2
+    replayed, relayed = _stamped(10, now - 61), _stamped(11, now - 61)
+    with pytest.raises(TxRefused, match="old"):
+        pool.add(replayed, now, beyond_limits=True)
+    with pytest.raises(TxRefused, match="old"):
+        pool.add(relayed, now)
+    assert pool.expired(replayed.hash) and not pool.expired(relayed.hash)
+    assert pool.add(pooled[2], now + 40 - 30)  # taken again (inside the window of that time)
+    assert not pool.expired(pooled[2].hash)
 
 
 def _stamped(n: int, seconds: float) -> Transaction:

@@ -153,6 +153,9 @@ class Results:
     def member_ids(self) -> set[str]:
         return set()
 
+    def dropped(self, tx_hash: bytes) -> str | None:
+        return None
+
     def tx_result(self, tx_hash: bytes) -> TxOutcome | None:
         if tx_hash in self.damaged:
             raise StoreDamaged("block 3 does not parse")
