@@ -441,19 +441,24 @@ class ChannelService:
     ) -> Transaction:
         try:
             params = canonical.parse(params_json)
-            checked = icon_tx.verify_send_params(params)
+            checked = icon_tx.parse_send_params(params)
             icon_tx.check_nid(checked, int(str(self.config.ICON_NID), 16))
         except EncodingError as exc:
             raise RequestError(ErrorKind.INVALID, f"transaction refused: {exc}") from None
         except icon_tx.InvalidTransaction as exc:
             raise RequestError(ErrorKind.INVALID, exc.message) from None
-        tx = Transaction.from_icon(checked, signature_verified=True)  # checked once on this peer
+        # the cheap refusals first: a transaction sent again, or replayed, costs no recovery
         if (
-            tx.hash in self.consensus.pool
-            or tx.hash in self._reserved_hashes  # sent in another batch being taken in
-            or self.store.has_transaction(tx.hash)
+            checked.hash in self.consensus.pool
+            or checked.hash in self._reserved_hashes  # sent in another batch being taken in
+            or self.store.has_transaction(checked.hash)
         ):
             raise RequestError(ErrorKind.INVALID, f"transaction {checked.tx_hash} is already known")
+        try:
+            checked.verify_signature()
+        except icon_tx.InvalidTransaction as exc:
+            raise RequestError(ErrorKind.INVALID, exc.message) from None
+        tx = Transaction.from_icon(checked, signature_verified=True)  # checked once on this peer
         try:
             self.consensus.pool.check(tx, self.clock())
         except TxRefused as exc:

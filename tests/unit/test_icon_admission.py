@@ -205,6 +205,31 @@ async def test_a_batch_whose_client_went_away_during_its_balance_check_gives_its
     assert len(service.consensus.pool) == ROOM
 
 
+async def test_a_transaction_sent_again_is_known_before_its_signature_is_recovered(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of a pooled or final transaction is refused as known by its hash: a client
+    resending (or replaying) a batch cost a recovery per transaction first (~100 µs each)."""
+    balances = HeldBalances()
+    balances.answer()
+    service = lone_peer(cluster, balances)
+    texts = icon_batch(Signer.generate())
+    assert len(taken(await service.create_icon_txs(texts))) == BATCH
+    recovered: list[bytes] = []
+    real = icon_tx.recover_address
+
+    def counted(digest: bytes, signature: bytes) -> str:
+        recovered.append(digest)
+        return real(digest, signature)
+
+    monkeypatch.setattr(icon_tx, "recover_address", counted)
+    again = await service.create_icon_txs(texts)
+    assert all(isinstance(o, RequestError) and "already known" in o.message for o in again)
+    assert recovered == []
+    assert len(taken(await service.create_icon_txs(icon_batch(Signer.generate(), 2)))) == 2
+    assert len(recovered) == 2  # a new one is still checked
+
+
 async def test_a_transaction_sent_again_while_its_first_copy_is_being_taken_in_is_known(
     cluster: Cluster,
 ) -> None:
