@@ -42,7 +42,7 @@ from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
-from loopchain.types.transaction import MAX_DATA_DEPTH, Transaction
+from loopchain.types.transaction import MAX_DATA_DEPTH, V1, Transaction
 from loopchain.types.validators import ratio_from_config
 
 log = logging.getLogger(__name__)
@@ -654,8 +654,8 @@ class ChannelService:
         checked, so its sender is faulty, and judging the rest one by one let it replay a batch
         of a thousand forgeries built once, each time costing this peer a thousand recoveries
         (~100x the CPU it cost the sender)."""
-        now = self.clock()
-        worth = [tx for tx in txs if self._worth_checking(tx, now)]
+        now, parties = self.clock(), self.member_ids()
+        worth = [tx for tx in txs if self._worth_checking(tx, now, parties)]
         if await check_signatures(worth):
             self.receive_txs(txs)
             return
@@ -669,12 +669,12 @@ class ChannelService:
             len(txs) - 1,
         )
 
-    def _worth_checking(self, relayed: Transaction, now: float) -> bool:
+    def _worth_checking(self, relayed: Transaction, now: float, parties: set[str]) -> bool:
         """Whether `receive_txs` would recover the signature of `relayed`: one this peer does not
-        hold, of this channel, that the pool would ever take."""
+        hold, of this channel, signed by whom it must be, that the pool would ever take."""
         if self.consensus.known_transaction(relayed.hash) is not None:
             return False
-        if not relayed.belongs_to(self.name):
+        if not relayed.belongs_to(self.name) or _signer_problem(relayed, parties):
             return False
         try:
             self.consensus.pool.check(relayed, now)
@@ -689,11 +689,11 @@ class ChannelService:
         proposal often comes before the gossip)."""
         good = []
         dropped: list[tuple[Transaction, str]] = []
-        now = self.clock()
+        now, parties = self.clock(), self.member_ids()
         for relayed in txs:
             known = self.consensus.known_transaction(relayed.hash)
             tx = relayed if known is None else known
-            problem = None
+            problem: str | None = None
             if not tx.belongs_to(self.name):
                 problem = f"it belongs to channel {tx.channel!r}"
             else:
@@ -702,7 +702,8 @@ class ChannelService:
                 except TxRefused as exc:
                     problem = str(exc)
                 else:
-                    if not tx.verify_signature():
+                    problem = _signer_problem(tx, parties)
+                    if problem is None and not tx.verify_signature():
                         problem = "its signature is not its sender's"
             if problem is not None:
                 dropped.append((tx, problem))
@@ -1205,3 +1206,13 @@ def _payable(tx: Transaction, held: int) -> Transaction | RequestError:
             f"{coin.STEP_PRICE})",
         )
     return tx
+
+
+def _signer_problem(relayed: Transaction, parties: set[str]) -> str | None:
+    """Why a relayed transaction cannot be taken for its signer: a v1 transaction is signed by
+    the peer that took it from its client, so by a party of the channel (a v3 one by its
+    client's account). Anyone else's, relayed, skipped that peer's admission, and showed the
+    SCORE a sender no peer of the channel is."""
+    if relayed.version != V1 or relayed.sender in parties:
+        return None
+    return f"a v1 transaction signed by {relayed.sender}, who is not a party of the channel"

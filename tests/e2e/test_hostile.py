@@ -1188,6 +1188,7 @@ DROPPED = [
     pytest.param(lambda t: _relayed({"x": 2}, age=-86_400), ["in the future"], id="a-day-ahead"),
     pytest.param(_forged, ["signature is not its sender's"], id="forged-signature"),
     pytest.param(lambda t: _relayed({"x": 3}, channel="other"), ["belongs to channel"], id="other"),
+    pytest.param(lambda t: _relayed({"x": 4}), ["not a party of the channel"], id="stranger-v1"),
 ]
 
 

@@ -690,7 +690,7 @@ async def test_relayed_transactions_are_checked_a_slice_of_turns_at_a_time_and_o
     sent again and again cost a recovery each, every time."""
     service = cluster.services[0]
     cluster.network.down.add(service.signer.address)  # nothing else moves its pool
-    sender = Signer.generate()
+    sender = cluster.signers[1]  # a v1 transaction is signed by the peer that took it
     now = time.time_ns() // 1000
     fresh = [Transaction.create_v1(CHANNEL, {"relayed": n}, now + n, sender) for n in range(200)]
     held = await submit(service, 5, "held")
@@ -716,6 +716,28 @@ async def test_relayed_transactions_are_checked_a_slice_of_turns_at_a_time_and_o
     assert turns.most_in_one_step("relay") == 1
     assert all(tx.hash in service.consensus.pool for tx in fresh)
     assert other.hash not in service.consensus.pool
+
+
+async def test_a_relayed_v1_transaction_signed_by_no_party_of_the_channel_is_dropped_unchecked(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A v1 transaction is signed by the peer that took it from its client. Any caller (any at
+    all without TLS) could relay v1 transactions signed by a key of its own: they skipped every
+    admission and showed the SCORE a sender no peer of the channel is. They are dropped now,
+    before their signature is recovered; a party's are taken."""
+    service = cluster.services[0]
+    cluster.network.down.add(service.signer.address)  # nothing else moves its pool
+    now = time.time_ns() // 1000
+    outsider, party = Signer.generate(), cluster.signers[2]
+    strangers = [Transaction.create_v1(CHANNEL, {"n": n}, now + n, outsider) for n in range(3)]
+    partys = [Transaction.create_v1(CHANNEL, {"n": n}, now + n, party) for n in range(3)]
+    recoveries = count_recoveries(monkeypatch)
+    await service.receive_txs_in_turns([Transaction.decode(tx.encode()) for tx in strangers])
+    service.receive_txs([Transaction.decode(tx.encode()) for tx in strangers])
+    assert recoveries == [] and not any(tx.hash in service.consensus.pool for tx in strangers)
+    await service.receive_txs_in_turns([Transaction.decode(tx.encode()) for tx in partys])
+    assert sorted(recoveries) == sorted(tx.hash for tx in partys)
+    assert all(tx.hash in service.consensus.pool for tx in partys)
 
 
 async def test_a_proposal_the_peer_would_not_check_has_no_signature_recovered_beforehand(
