@@ -167,18 +167,23 @@ def load_tls(config: Config, default_dir: Path) -> Tls | None:
             "(an issue cut short? issue the certificate again)"
         )
     ca_pem = _read(path("GRPC_SSL_CA_CERT_PATH", "ca.pem"), "CA certificate")
-    configured = str(config.GRPC_SSL_REVOKED_PATH)
-    if configured:
-        revocations = Revocations((Path(configured),), ca_pem, required=True)  # it must be there
-    else:
-        lists = tuple(default_dir / name for name in REVOCATION_FILES)
-        revocations = Revocations(lists, ca_pem, required=False)
     return Tls(
         ca_pem=ca_pem,
         cert_pem=cert_pem,
         key_pem=plain,
-        revocations=revocations,
+        revocations=load_revocations(config, default_dir, ca_pem),
     )
+
+
+def load_revocations(config: Config, default_dir: Path, ca_pem: bytes) -> Revocations:
+    """The revocation lists of a node: GRPC_SSL_REVOKED_PATH (which must be there) when set,
+    else those of REVOCATION_FILES found in `default_dir`, its TLS folder; OSError when one
+    cannot be read or used."""
+    configured = str(config.GRPC_SSL_REVOKED_PATH)
+    if configured:
+        return Revocations((Path(configured),), ca_pem, required=True)
+    lists = tuple(default_dir / name for name in REVOCATION_FILES)
+    return Revocations(lists, ca_pem, required=False)
 
 
 def _revoked(path: Path, ca_pem: bytes) -> frozenset[int]:

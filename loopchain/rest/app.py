@@ -143,9 +143,15 @@ def _log_refusal(request: web.Request, status: int, message: str) -> None:
     )
 
 
-def create_app(config: Config, peer_target: str, dial: str | None = None) -> web.Application:
+def create_app(
+    config: Config,
+    peer_target: str,
+    dial: str | None = None,
+    client_check: Middleware | None = None,
+) -> web.Application:
     """The REST proxy application forwarding to the PeerService at `peer_target` (host:port),
-    reached at `dial` when given (the peer's socket for its own proxy)."""
+    reached at `dial` when given (the peer's socket for its own proxy), every request first
+    passed through `client_check` when given (ENABLE_REST_SSL 2: client_certs.RevokedClients)."""
     max_body = int(config.REST_MAX_BODY_BYTES)
     metrics = RestMetrics(process=True)
     sender = answer_sender(
@@ -154,6 +160,7 @@ def create_app(config: Config, peer_target: str, dial: str | None = None) -> web
     middlewares = [
         sender.middleware(),
         metrics.middleware(),
+        *([client_check] if client_check is not None else []),
         _error_middleware(max_body, float(config.REST_BODY_TIMEOUT)),
     ]
     app = web.Application(client_max_size=max_body, middlewares=middlewares)

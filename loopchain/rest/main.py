@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from loopchain.configure import Config, ConfigError, load_config, setup_logging
 from loopchain.http_site import (
@@ -24,6 +25,7 @@ from loopchain.http_site import (
 from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
+from loopchain.p2p.grpc_util import load_revocations
 from loopchain.rest.app import create_app
 from loopchain.types.codes import ResponseCode, error_body
 
@@ -69,18 +71,24 @@ def build_config(args: argparse.Namespace) -> Config:
     return config
 
 
+def _tls_folder(config: Config) -> Path:
+    """The peer's TLS folder, where its certificate files are unless configured elsewhere."""
+    return Path(config.DEFAULT_STORAGE_PATH) / f"peer_{config.PORT_PEER}" / "tls"
+
+
 def rest_ssl_context(config: Config) -> ssl.SSLContext | None:
     """TLS for the REST API from ENABLE_REST_SSL: 0 none, 1 server certificate, 2 mutual.
 
     The certificate is the peer's own (GRPC_SSL_CERT_PATH / GRPC_SSL_KEY_PATH, by default
     {DEFAULT_STORAGE_PATH}/peer_<port>/tls/); with 2 clients must present a certificate of the
-    same CA (GRPC_SSL_CA_CERT_PATH)."""
+    same CA (GRPC_SSL_CA_CERT_PATH), checked on every request against the revocation lists
+    (rest_client_check)."""
     mode = int(config.ENABLE_REST_SSL)
     if mode == 0:
         return None
     if mode not in (1, 2):
         raise ConfigError(f"ENABLE_REST_SSL {mode} must be 0 (none), 1 (server) or 2 (mutual)")
-    folder = Path(config.DEFAULT_STORAGE_PATH) / f"peer_{config.PORT_PEER}" / "tls"
+    folder = _tls_folder(config)
 
     def path(key: str, name: str) -> str:
         return str(config[key] or folder / name)
@@ -100,6 +108,24 @@ def rest_ssl_context(config: Config) -> ssl.SSLContext | None:
             f"ENABLE_REST_SSL {mode}: cannot load the certificate files: {exc}"
         ) from None
     return context
+
+
+def rest_client_check(config: Config) -> Middleware | None:
+    """With ENABLE_REST_SSL 2, the middleware refusing clients whose certificates the node's
+    revocation lists name (those its gRPC side uses: GRPC_SSL_REVOKED_PATH, or revoked.json and
+    ca.crl.pem in the peer's TLS folder), read again when they change; ConfigError when a list
+    cannot be read or used."""
+    if int(config.ENABLE_REST_SSL) != 2:
+        return None
+    from loopchain.rest.client_certs import RevokedClients  # only mutual TLS loads cryptography
+
+    folder = _tls_folder(config)
+    ca_path = Path(config.GRPC_SSL_CA_CERT_PATH or folder / "ca.pem")
+    try:
+        revocations = load_revocations(config, folder, ca_path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"ENABLE_REST_SSL 2: {exc}") from None
+    return RevokedClients(revocations).middleware()
 
 
 def peer_target_of(config: Config) -> str:
@@ -127,12 +153,15 @@ async def serve(config: Config, peer_socket: str | None = None) -> int:
     )
     try:
         ssl_context = rest_ssl_context(config)
+        client_check = rest_client_check(config)
     except ConfigError as exc:
         print(f"rest_proxy: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     answer_malformed_http_in_json(ResponseCode.INVALID_PARAMS)
     runner = web.AppRunner(
-        create_app(config, peer_target, f"unix:{peer_socket}" if peer_socket else None),
+        create_app(
+            config, peer_target, f"unix:{peer_socket}" if peer_socket else None, client_check
+        ),
         access_log=access_log,
         keepalive_timeout=float(config.REST_KEEPALIVE_TIMEOUT),
         # a request whose client hung up is cancelled, not run on: a wait for a transaction's

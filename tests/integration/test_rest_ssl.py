@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from loopchain.types import certificates as pki
+from loopchain.types.crypto import Signer
 from tools.procs import REST_DIFF, ROOT, Proc, free_port_pair, wait_until
 
 
@@ -77,3 +80,52 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(proxy: tuple[int, Pat
     assert status == 503
     with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
         _get(f"https://127.0.0.1:{port}/api/v1/status/peer", _client(tls, False))
+
+
+def _client_of(storage: Path, folder: Path) -> tuple[ssl.SSLContext, int]:
+    """A client context with a certificate of its own, issued by the network's CA; its serial."""
+    ca_dir = storage / "ca"
+    ca = pki.certificate_from_pem((ca_dir / "ca.pem").read_bytes())
+    ca_key = pki.private_key_from_pem((ca_dir / "ca_key.pem").read_bytes())
+    key = pki.generate_tls_key()
+    cert = pki.issue_peer_certificate(ca, ca_key, Signer.generate().public_key, key.public_key(), 1)
+    folder.mkdir()
+    (folder / "cert.pem").write_bytes(pki.certificate_to_pem(cert))
+    (folder / "key.pem").write_bytes(pki.private_key_to_pem(key))
+    context = ssl.create_default_context(cafile=str(ca_dir / "ca.pem"))
+    context.check_hostname = False
+    context.load_cert_chain(str(folder / "cert.pem"), str(folder / "key.pem"))
+    return context, cert.serial_number
+
+
+def _status_on(connection: http.client.HTTPSConnection) -> tuple[int, dict]:
+    connection.request("GET", "/api/v1/status/peer")
+    reply = connection.getresponse()
+    return reply.status, json.loads(reply.read())
+
+
+@pytest.mark.parametrize("proxy", [2], indirect=True)
+def test_mutual_tls_refuses_a_client_once_its_certificate_is_revoked(
+    proxy: tuple[int, Path], tmp_path: Path
+) -> None:
+    """The handshake checked only the CA: a holder of a revoked certificate kept full REST
+    access (submissions the peer signs included). Each request is checked against the node's
+    revocation lists, read again when they change, on a connection opened before too."""
+    port, tls = proxy
+    storage = tls.parent.parent
+    revoked, revoked_serial = _client_of(storage, tmp_path / "revoked")
+    other, _ = _client_of(storage, tmp_path / "other")
+    url = f"https://127.0.0.1:{port}/api/v1/status/peer"
+    assert _get(url, revoked)[0] == 503  # served (no peer behind it here)
+    kept = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=revoked)
+    assert _status_on(kept)[0] == 503
+    (tls / "revoked.json").write_text(json.dumps([pki.serial_hex(revoked_serial)]))
+    wait_until(lambda: _get(url, revoked)[0] == 403, 30, "the revocation to take effect")
+    status, body = _get(url, revoked)
+    assert status == 403
+    assert body["message"] == (
+        f"client certificate refused: revoked (serial {pki.serial_hex(revoked_serial)})"
+    )
+    assert _status_on(kept)[0] == 403  # the connection opened before: refused, then closed
+    kept.close()
+    assert _get(url, other)[0] == 503  # another client is still served
