@@ -7,6 +7,7 @@ import inspect
 import ipaddress
 import logging
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -113,6 +114,9 @@ class Tls:
     cert_pem: bytes
     key_pem: bytes  # unencrypted PKCS#8 PEM, as gRPC needs it
     revocations: Revocations | None = None
+    # a TLS client of the same certificate and CA, to read the certificate another peer's server
+    # presents (gRPC does not tell its client): see server_certs.ServerCheck
+    handshake: ssl.SSLContext | None = None
 
     @property
     def revoked(self) -> frozenset[int]:
@@ -167,11 +171,19 @@ def load_tls(config: Config, default_dir: Path) -> Tls | None:
             "(an issue cut short? issue the certificate again)"
         )
     ca_pem = _read(path("GRPC_SSL_CA_CERT_PATH", "ca.pem"), "CA certificate")
+    try:
+        handshake = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=ca_pem.decode())
+        handshake.check_hostname = False  # the peer id the certificate binds is checked instead
+        handshake.set_alpn_protocols(["h2"])  # as gRPC's client offers
+        handshake.load_cert_chain(cert_path, key_path, password=password)
+    except (ssl.SSLError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise OSError(f"cannot use the TLS material in {cert_path.parent}: {exc}") from None
     return Tls(
         ca_pem=ca_pem,
         cert_pem=cert_pem,
         key_pem=plain,
         revocations=load_revocations(config, default_dir, ca_pem),
+        handshake=handshake,
     )
 
 

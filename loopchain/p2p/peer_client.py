@@ -14,6 +14,7 @@ from loopchain import failpoints
 from loopchain.configure import Config
 from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls, open_channel
 from loopchain.p2p.lanes import ByteBudget, MessageQueue
+from loopchain.p2p.server_certs import ServerCheck, ServerRefused
 from loopchain.p2p.transport import ConsensusPayload, FetchedRange, MalformedReply, TransportError
 from loopchain.p2p.turns import TurnBudget
 from loopchain.protos import loopchain_pb2 as pb
@@ -78,6 +79,9 @@ class _Lane:
 
     async def send(self, message: Outbound) -> bool:
         """True when the message was written to the stream or taken by the call."""
+        if not await self.link.admitted():  # its stream, opened before, ends
+            self.close()
+            return False
         now = asyncio.get_running_loop().time()
         if self._stream is not None and (
             self._stream.done() or now - self._opened > STREAM_ROTATE_S
@@ -157,7 +161,9 @@ class PeerLink:
     """One remote peer: a gRPC channel and two lanes bounded by count and bytes, each drained by
     its own task onto its own stream, so consensus messages never wait behind transaction gossip
     (HTTP/2 carries both at once). `budget`: bytes the lanes share with other links' (see
-    loopchain.p2p.lanes)."""
+    loopchain.p2p.lanes). Over mutual TLS to a peer (`server_name`: its peer id) nothing is sent
+    to, nor fetched from, a server whose certificate is refused (server_certs.ServerCheck:
+    revoked, checked again when the revocation lists change)."""
 
     def __init__(
         self,
@@ -176,13 +182,20 @@ class PeerLink:
         self.metadata = metadata  # sent with every stream and call (a channel worker's caller)
         self.timeout = float(config.GRPC_TIMEOUT)
         self._channel = open_channel(target, config, tls, server_name, watched=True)
+        self._check = (
+            ServerCheck(tls, target, server_name, self.timeout)
+            if tls is not None and tls.handshake is not None and server_name
+            else None
+        )
+        self.refusal = ""  # why the other peer's server is refused now ("": it is not)
         self.stub = pb_grpc.PeerServiceStub(self._channel)
         self._consensus: MessageQueue[pb.ConsensusMessage] = MessageQueue(
             queue_size, lane_bytes, budget
         )
         self._gossip: MessageQueue[pb.TxBatch] = MessageQueue(gossip_queue_size, lane_bytes, budget)
         self._tasks: list[asyncio.Task[None]] = []
-        # messages dropped because their lane was full (oldest first) or the link closed
+        # messages dropped because their lane was full (oldest first), the link closed, or the
+        # other peer's server is refused
         self.dropped = 0
         # the last message either lane tried to send found no connection to the other peer
         # (UNAVAILABLE: refused, reset, no route, failed handshake, pings unanswered, or it is
@@ -192,6 +205,24 @@ class PeerLink:
     def reached(self) -> None:
         """A lane's message went through."""
         self.unreachable = False
+
+    async def admitted(self) -> bool:
+        """Whether the other peer's server may be sent to now (see ServerCheck); a peer refused
+        counts as unreachable: this peer is cut off from it."""
+        if self._check is None:
+            return True
+        try:
+            await self._check.admit()
+        except ServerRefused as refused:
+            self.refusal = refused.message
+            self.unreachable = True
+            return False
+        self.refusal = ""
+        return True
+
+    async def _fetch_admitted(self) -> None:
+        if not await self.admitted():
+            raise TransportError(f"{self.target}: {self.refusal}")
 
     def failed(self, code: grpc.StatusCode) -> None:
         """A lane's message did not go through: UNAVAILABLE says no connection could be had; a
@@ -232,6 +263,8 @@ class PeerLink:
             while True:
                 message = await queue.get()
                 sent = await lane.send(message)
+                if not sent and self.refusal:
+                    self.dropped += 1
                 if (
                     sent
                     and isinstance(message, pb.ConsensusMessage)
@@ -246,6 +279,7 @@ class PeerLink:
     ) -> FetchedRange:
         """Final blocks from `from_height` on, decoded (TransportError if failed or malformed;
         `pooled`: see Block.decode)."""
+        await self._fetch_admitted()
         try:
             return await self._fetch_blocks(channel, from_height, max_blocks, pooled)
         except grpc.aio.AioRpcError as exc:
@@ -279,6 +313,7 @@ class PeerLink:
     ) -> Block | None:
         """A block (final or not) by hash, None when the peer does not have it (`pooled`: see
         Block.decode)."""
+        await self._fetch_admitted()
         try:
             reply = await self.stub.GetBlock(
                 pb.GetBlockRequest(channel=channel, block_hash=block_hash.hex(), height=-1),
