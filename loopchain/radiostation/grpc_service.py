@@ -53,12 +53,14 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         self._probes = 0  # target checks in flight (at most MAX_PROBES)
         self._changes = ChangeThrottle()  # how often a registered peer changes its record
 
-    def _tls_identity_problem(self, peer_id: str, context: grpc.aio.ServicerContext) -> str | None:
-        """Over mutual TLS the caller's certificate must be valid and bind the registering peer id."""
+    def _certificate_problem(self, context: grpc.aio.ServicerContext) -> tuple[str | None, str]:
+        """Over mutual TLS: why the caller's certificate is refused (against the CA, its validity
+        and the revocation lists, read again when they change), None when it is not; and the peer
+        id it binds ("" when refused, or without TLS)."""
         tls = self.station.tls
         pem = caller_certificate(context) if tls is not None else None
         if tls is None or pem is None:
-            return None
+            return None, ""
         from loopchain.types import certificates  # cryptography: only a RadioStation with TLS
 
         try:
@@ -68,10 +70,16 @@ class RadioStationService(pb_grpc.RadioStationServicer):
                 cert, ca, datetime.now(UTC), set(tls.revoked)
             )
             if problem:
-                return f"certificate refused: {problem}"
-            bound = certificates.peer_identity(cert)[0]
+                return f"certificate refused: {problem}", ""
+            return None, certificates.peer_identity(cert)[0]
         except certificates.CertificateError as exc:
-            return f"certificate refused: {exc}"
+            return f"certificate refused: {exc}", ""
+
+    def _tls_identity_problem(self, peer_id: str, context: grpc.aio.ServicerContext) -> str | None:
+        """Over mutual TLS the caller's certificate must be valid and bind the registering peer id."""
+        problem, bound = self._certificate_problem(context)
+        if problem is not None or not bound:
+            return problem
         if bound != peer_id:
             return f"the TLS certificate belongs to {bound}, not to {peer_id}"
         return None
@@ -215,7 +223,13 @@ class RadioStationService(pb_grpc.RadioStationServicer):
     async def GetPeerList(
         self, request: pb.ChannelRequest, context: grpc.aio.ServicerContext
     ) -> pb.PeerListReply:
-        """Every member of a channel with its status, and the channel's validator set."""
+        """Every member of a channel with its status, and the channel's validator set (refused
+        to a caller whose certificate is refused: a revoked member learns nothing more)."""
+        problem, _ = self._certificate_problem(context)
+        if problem is not None:
+            REFUSALS.refused("refused a peer list: %s", problem)
+            self.station.metrics.refused_call("GetPeerList", grpc.StatusCode.PERMISSION_DENIED.name)
+            return refuse(context, grpc.StatusCode.PERMISSION_DENIED, problem)
         try:
             channel = self.station.resolve_channel(request.channel)
         except UnknownChannel as exc:
@@ -261,12 +275,14 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> pb.HeartbeatReply:
         """Record that a peer is alive in a channel; reply with the channel's version."""
-        reply = self._heartbeat(request)
+        reply = self._heartbeat(request, context)
         if reply.code:
             self._count_refusal("Heartbeat", reply.code)
         return reply
 
-    def _heartbeat(self, request: pb.HeartbeatRequest) -> pb.HeartbeatReply:
+    def _heartbeat(
+        self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HeartbeatReply:
         try:
             channel = self.station.resolve_channel(request.channel)
         except UnknownChannel as exc:
@@ -276,6 +292,14 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             code, message = problem
             REFUSALS.refused("refused a heartbeat for %r: %s", request.peer_id[:50], message)
             return pb.HeartbeatReply(code=int(code), message=message)
+        # the peer's own heartbeat (its key signed it just now) over a certificate refused, or
+        # another peer's: the peer is listed as connected no more (a revoked member kept its
+        # status, and its place in every member's list, through its heartbeats)
+        refusal = self._tls_identity_problem(request.peer_id, context)
+        if refusal is not None:
+            REFUSALS.refused("refused a heartbeat of %s: %s", request.peer_id, refusal)
+            self.station.registry.forget_heartbeats(request.peer_id)
+            return pb.HeartbeatReply(code=int(ResponseCode.FAIL), message=refusal)
         try:
             version = self.station.registry.heartbeat(
                 request.peer_id,

@@ -437,6 +437,12 @@ class Registry:
         self._beats[(channel, peer_id)] = Heartbeat(now, peer_type, block_height)
         return self.version(channel)
 
+    def forget_heartbeats(self, peer_id: str) -> None:
+        """Forget every heartbeat of a peer: it is listed as connected in none of its channels
+        until it sends another that is taken."""
+        for key in [k for k in self._beats if k[1] == peer_id]:
+            del self._beats[key]
+
     def view(self, channel: str, now: float, timeout: float) -> list[PeerView]:
         """Every member of `channel` with its status at `now`."""
         return [self._view_of(channel, r, now, timeout) for r in self.members(channel)]
