@@ -20,10 +20,11 @@ from loopchain.configure import Config, load_config
 from loopchain.p2p import grpc_util
 from loopchain.p2p.grpc_util import load_tls
 from loopchain.protos import loopchain_pb2 as pb
-from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
+from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub, RadioStationStub
 from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer, load_or_create_key
-from tools.procs import TlsNetwork, wait_until
+from tools.procs import INNER_DIFF, TlsNetwork, get, wait_until
+from tools.tls_network import RADIOSTATION_NAME
 
 DEADLINE = 5.0
 
@@ -186,6 +187,12 @@ class Identity:
         with grpc.secure_channel(f"127.0.0.1:{port}", credentials, options) as channel:
             return getattr(PeerServiceStub(channel), method)(request, timeout=DEADLINE)
 
+    def call_radiostation(self, port: int, method: str, request: Any) -> Any:
+        credentials = grpc.ssl_channel_credentials(self.ca_pem, self.key_pem, self.cert_pem)
+        options = [("grpc.ssl_target_name_override", RADIOSTATION_NAME)]
+        with grpc.secure_channel(f"127.0.0.1:{port}", credentials, options) as channel:
+            return getattr(RadioStationStub(channel), method)(request, timeout=DEADLINE)
+
 
 @pytest.fixture
 def network(tmp_path: Path) -> Iterator[TlsNetwork]:
@@ -283,3 +290,98 @@ def _refused(identity: Identity, port: int, peer_id: str, request: Any) -> bool:
     except grpc.RpcError as exc:
         return exc.code() == grpc.StatusCode.PERMISSION_DENIED
     return False
+
+
+# -- a revoked member is sent nothing, and the RadioStation lists it connected no more
+
+ALPHA = "alpha"
+
+
+def _local(port: int, method: str, request: Any) -> Any:
+    with grpc.insecure_channel(f"127.0.0.1:{port + INNER_DIFF}") as channel:
+        return getattr(PeerServiceStub(channel), method)(request, timeout=DEADLINE)
+
+
+def _final_on(port: int, tx_hash: str) -> bool:
+    try:
+        return (
+            _local(port, "GetTx", pb.GetTxRequest(channel=ALPHA, tx_hash=tx_hash)).block_height >= 0
+        )
+    except grpc.RpcError:
+        return False
+
+
+def _tls_identity(tls_dir: Path) -> Identity:
+    return Identity(*((tls_dir / name).read_bytes() for name in ("ca.pem", "key.pem", "cert.pem")))
+
+
+def _status_at_radiostation(net: TlsNetwork, peer_id: str) -> int:
+    peers = get(f"{net.rs_rest}/api/v1/peer/list?channel={ALPHA}")["data"]["registered_peer_list"]
+    return next(int(p["status"]) for p in peers if p["peer_id"] == peer_id)
+
+
+def test_a_revoked_member_is_sent_nothing_and_listed_connected_no_more(tmp_path: Path) -> None:
+    """Peers refused a revoked member's own calls but kept pushing it every proposal,
+    certificate and transaction over their links to it, and the RadioStation kept it listed as
+    connected (its heartbeats taken): it went on receiving its channel's blocks."""
+    config = {
+        "ENABLE_CHANNEL_AUTH": True,
+        "LOOPCHAIN_DEFAULT_CHANNEL": ALPHA,
+        "RUN_REST_PROXY": False,
+        "CHANNEL_WORKERS": "never",
+    }
+    net = TlsNetwork(tmp_path, config)
+    try:
+        a, d = net.new_peer_port(), net.new_peer_port()
+        ids = net.issue_tls([a, d])
+        members = [{"peer_id": ids[a]}, {"peer_id": ids[d], "role": "auditor"}]
+        (tmp_path / "channel_manage_data.json").write_text(json.dumps({ALPHA: {"peers": members}}))
+        net.start_radiostation()
+        net.start_peer(a, wait=False)
+        net.start_peer(d, wait=False)
+        tx1 = wait_until(
+            lambda: _answer_of(a, "CreateTx", pb.CreateTxRequest(channel=ALPHA, data_json="{}")),
+            90,
+            "A to take a transaction",
+        ).tx_hash
+        wait_until(lambda: _final_on(d, tx1), 60, "the first transaction final on D")
+        wait_until(lambda: _status_at_radiostation(net, ids[d]) == 1, 30, "D listed connected")
+        # D's certificate is revoked on A and at the RadioStation
+        d_tls = net.peer_dir(d) / "tls"
+        serial = pki.certificate_from_pem((d_tls / "cert.pem").read_bytes()).serial_number
+        revoked = json.dumps([pki.serial_hex(serial)])
+        (net.peer_dir(a) / "tls" / "revoked.json").write_text(revoked)
+        (net.rs_dir / "tls" / "revoked.json").write_text(revoked)
+        request = pb.ChannelRequest(channel=ALPHA)
+        d_identity = _tls_identity(d_tls)
+        wait_until(lambda: _refused(d_identity, a, ids[a], request), 30, "A to refuse D's calls")
+        # A's list is read again by now: what A sends after it goes to D no more
+        tx2 = _local(a, "CreateTx", pb.CreateTxRequest(channel=ALPHA, data_json='{"n": 2}')).tx_hash
+        wait_until(lambda: _final_on(a, tx2), 60, "the second transaction final on A")
+        log = net.peers[a]
+        wait_until(
+            lambda: f"sending nothing to peer {ids[d]}" in log.log_text(), 30, "A to stop sending"
+        )
+        assert f"its certificate is refused: revoked (serial {pki.serial_hex(serial)})" in (
+            log.log_text()
+        )
+        tx3 = _local(a, "CreateTx", pb.CreateTxRequest(channel=ALPHA, data_json='{"n": 3}')).tx_hash
+        wait_until(lambda: _final_on(a, tx3), 60, "the third transaction final on A")
+        assert not _final_on(d, tx2) and not _final_on(d, tx3)
+        # the RadioStation: D's heartbeats are refused, it is listed connected no more, and
+        # its peer lists are refused
+        wait_until(lambda: _status_at_radiostation(net, ids[d]) != 1, 30, "D listed not connected")
+        with pytest.raises(grpc.RpcError) as refused:
+            d_identity.call_radiostation(net.rs_port, "GetPeerList", request)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value
+        assert "certificate refused: revoked" in (refused.value.details() or "")
+        assert _status_at_radiostation(net, ids[a]) == 1  # A is still listed connected
+    finally:
+        net.stop_and_check()
+
+
+def _answer_of(port: int, method: str, request: Any) -> Any:
+    try:
+        return _local(port, method, request)
+    except grpc.RpcError:
+        return None
