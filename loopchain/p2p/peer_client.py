@@ -262,7 +262,10 @@ class PeerLink:
         try:
             while True:
                 message = await queue.get()
-                sent = await lane.send(message)
+                try:
+                    sent = await lane.send(message)
+                finally:
+                    queue.done()  # held (in the budget) until it has gone
                 if not sent and self.refusal:
                     self.dropped += 1
                 if (

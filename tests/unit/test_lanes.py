@@ -13,14 +13,46 @@ async def test_put_dropping_drops_the_oldest_by_count_and_by_bytes() -> None:
 
 
 async def test_queues_sharing_a_budget_drop_their_own_oldest_never_the_others() -> None:
-    budget = ByteBudget(10)
+    budget = ByteBudget(10, reserve=2)  # beyond its first 2 bytes a queue needs the budget's room
     flood: MessageQueue[str] = MessageQueue(100, 100, budget)
     other: MessageQueue[str] = MessageQueue(100, 100, budget)
-    assert [flood.put_dropping(f"f{n}", 2) for n in range(5)] == [0] * 5
-    assert other.put_dropping("o0", 2) == 0  # an empty queue: taken though the budget is spent
+    assert [flood.put_dropping(f"f{n}", 2) for n in range(6)] == [0] * 6
+    assert budget.shared == 10 and budget.held == 12
+    assert other.put_dropping("o0", 2) == 0  # within its reserve: taken though the budget is spent
     assert other.put_dropping("o1", 2) == 1  # no room: its own oldest goes, not the flood's
-    assert len(flood) == 5 and await other.get() == "o1"
-    assert flood.put_dropping("f5", 2) == 1 and budget.held == 10  # the flood too: its own
+    assert len(flood) == 6 and await other.get() == "o1"
+    assert flood.put_dropping("f6", 2) == 1 and budget.shared == 10  # the flood too: its own
+
+
+async def test_a_message_beyond_the_reserve_is_dropped_when_the_budget_is_the_others() -> None:
+    """A queue holding nothing took any one message whatever the budget: many queues' big
+    messages held many times the budget (GBs in front of a channel worker)."""
+    budget = ByteBudget(10, reserve=2)
+    queues: list[MessageQueue[str]] = [MessageQueue(100, 100, budget) for _ in range(4)]
+    assert [queue.put_dropping("big", 6) for queue in queues] == [0, 0, 1, 1]
+    assert budget.held == 12 and budget.shared == 8  # 4 of each beyond its reserve
+    assert queues[3].put_dropping("vote", 2) == 0  # small: within its reserve, whatever is held
+    assert queues[3].put_dropping("big", 6) == 2  # makes no room: its own oldest goes, and it
+    assert len(queues[3]) == 0 and budget.held == 12
+
+
+async def test_a_message_taken_is_held_until_it_is_done() -> None:
+    """A message its sender had taken off the queue was no longer counted, though it was held
+    while it waited (seconds, for a stream to open): a queue's bound did not bound it."""
+    budget = ByteBudget(10)
+    queue: MessageQueue[str] = MessageQueue(100, 10, budget)
+    assert queue.put_dropping("a", 6) == 0
+    assert await queue.get() == "a"
+    assert queue.bytes == 6 and budget.held == 6  # being sent: still held
+    assert queue.put_dropping("b", 6) == 1  # no room beside it
+    queue.done()  # sent
+    assert queue.bytes == 0 and budget.held == 0
+    assert queue.put_dropping("b", 6) == 0
+    assert await queue.get() == "b"
+    queue.close()  # what is being sent is given back too
+    assert budget.held == budget.shared == 0
+    queue.done()
+    assert budget.held == 0
 
 
 async def test_closing_a_queue_gives_its_bytes_back_and_takes_no_more() -> None:
