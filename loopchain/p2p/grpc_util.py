@@ -425,9 +425,13 @@ REQUEST_WAIT_S = 30.0  # a one-request call's request must have come by then (fr
 
 
 def call_source(context: grpc.aio.ServicerContext) -> str:
-    """Where a call comes from, as calls are bounded by: its IPv4 address, its IPv6 address's /64
-    network (what one host is given), or "local" for a unix socket."""
-    address = str(context.peer())
+    """Where a call comes from, as calls are bounded by: see `address_source`."""
+    return address_source(str(context.peer()))
+
+
+def address_source(address: str) -> str:
+    """The source of a gRPC peer `address` ("ipv4:10.1.2.3:5555"): its IPv4 address, its IPv6
+    address's /64 network (what one host is given), or "local" for a unix socket."""
     kind, _, rest = address.partition(":")
     if kind == "ipv4":
         return rest.rpartition(":")[0]

@@ -4,12 +4,15 @@ A channel worker serves the PeerService of its one channel on a unix socket that
 user can reach. The peer's public server hands it every call naming that channel: a unary call
 as it came (within what is left of the caller's deadline), a message of another peer's gossip or
 consensus stream onto a stream of its own per caller (a mutual-TLS caller's peer id; without TLS,
-no one is named: the address its connection comes from), so that each caller's messages stay in
-order and one caller's never wait behind another's. What waits to go to a worker is bounded by
-bytes: a caller whose lane is full loses its oldest messages (a flood costs its sender's own),
-and nothing waits for a worker, so that one channel's slow worker never holds the messages of
-another channel on the same stream. Who called travels in the call's metadata,
-which the worker trusts because only this process can reach its socket.
+no one is named: the host its connections come from, as grpc_util.call_source names it, so that
+a host's connections share one caller's bound), so that each caller's messages stay in order
+and one caller's never wait behind another's. What waits to go to a worker, and what is being
+sent to it, is bounded by bytes (see loopchain.p2p.lanes): a caller whose lane is full loses its
+oldest messages (a flood costs its sender's own), each lane's small messages pass within its
+reserve while others fill the worker's budget, and nothing waits for a worker, so that one
+channel's slow worker never holds the messages of another channel on the same stream. Who called
+travels in the call's metadata, which the worker trusts because only this process can reach its
+socket.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import grpc
 
 from loopchain.configure import Config
-from loopchain.p2p.grpc_util import FORWARDED_FROM_KEY, open_channel
+from loopchain.p2p.grpc_util import FORWARDED_FROM_KEY, address_source, open_channel
 from loopchain.p2p.lanes import ByteBudget
 from loopchain.p2p.peer_client import Outbound, PeerLink
 from loopchain.p2p.peer_health import PeerHealth
@@ -31,10 +34,13 @@ from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 
 CALLER_KEY = "x-loopchain-caller"  # metadata: the peer id of the peer's own mutual-TLS caller
-MAX_CALLER_LINKS = 256  # callers with streams into one worker (beyond: the least recent closes)
+MAX_CALLER_LINKS = 128  # callers with streams into one worker (beyond: the least recent closes)
 CALLER_LANE_BYTES = 8 << 20  # what one caller's lane (consensus, or gossip) holds for the worker
-# what all callers' lanes hold for one worker (and one message each beyond: see p2p.lanes)
+# what all callers' lanes hold for one worker beyond their reserves (and one message: p2p.lanes)
 WORKER_QUEUE_BYTES = 64 << 20
+# what each lane holds whatever the others do (votes, certificates, small batches): all lanes'
+# reserves come to 2 * MAX_CALLER_LINKS * CALLER_RESERVE_BYTES (8 MiB) beyond WORKER_QUEUE_BYTES
+CALLER_RESERVE_BYTES = 32 << 10
 # the most a forwarded call waits (a stream's batch would get its stream's long deadline)
 MAX_DEADLINE_S = 30.0
 FORWARD_MARGIN_S = 0.2  # of a caller's deadline, left for the peer to pass on the worker's answer
@@ -84,7 +90,8 @@ class WorkerLink:
         self._grpc = open_channel(self.target, config)
         self.stub = pb_grpc.PeerServiceStub(self._grpc)
         self._links: OrderedDict[str, PeerLink] = OrderedDict()  # least recent first
-        self.budget = ByteBudget(WORKER_QUEUE_BYTES)  # what the links hold together
+        # what the links hold together
+        self.budget = ByteBudget(WORKER_QUEUE_BYTES, CALLER_RESERVE_BYTES)
         self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
         # a worker that stops answering (stopped, its loop stuck) is probed after the first call
@@ -152,16 +159,18 @@ class WorkerLink:
 
     def push(self, message: Outbound, caller: str | None, source: str) -> None:
         """Hand a gossip or consensus message of `caller` (a peer id; None without TLS: the
-        address `source` it came from names it) to the worker, in order after the caller's earlier
-        ones; when the caller's lane is full (CALLER_LANE_BYTES, or WORKER_QUEUE_BYTES with the
-        other callers'), its oldest messages are dropped. It never waits: one stream carries a
-        caller's messages of every channel, and waiting for one channel's slow worker held the
-        others' votes (a message lost is fetched or sent again). A stream carries one caller's
-        name only: with MAX_CALLER_LINKS callers' streams open, the least recently used one is
-        closed for a new caller (members come and go over a life)."""
+        host of the address `source` it came from names it) to the worker, in order after the
+        caller's earlier ones; when the caller's lane is full (CALLER_LANE_BYTES; or, beyond its
+        CALLER_RESERVE_BYTES, no room is left of the WORKER_QUEUE_BYTES all callers share), its
+        oldest messages are dropped, and the message itself when that makes no room. It never
+        waits: one stream carries a caller's messages of every channel, and waiting for one
+        channel's slow worker held the others' votes (a message lost is fetched or sent again).
+        A stream carries one caller's name only: with MAX_CALLER_LINKS callers' streams open, the
+        least recently used one is closed for a new caller (members come and go over a life)."""
         if self._closed:
             return
-        key = caller if caller is not None else f"from {source}"
+        host = address_source(source) if caller is None else ""
+        key = caller if caller is not None else f"from {host}"
         link = self._links.get(key)
         if link is None:
             if len(self._links) >= MAX_CALLER_LINKS:
@@ -174,7 +183,7 @@ class WorkerLink:
                 self._config,
                 lane_bytes=CALLER_LANE_BYTES,
                 budget=self.budget,
-                metadata=_metadata(caller, source if caller is None else ""),
+                metadata=_metadata(caller, host),
             )
             link.start()
             self._links[key] = link

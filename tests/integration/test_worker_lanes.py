@@ -49,10 +49,10 @@ class _StuckWorker(pb_grpc.PeerServiceServicer):
         return pb.Ack()
 
 
-async def _flood(port: int, written: list[int]) -> None:
+async def _flood(target: str, written: list[int]) -> None:
     """A sender that is no member streaming big proposals as fast as the peer reads them."""
     message = pb.ConsensusMessage(channel=CHANNEL, sender="x", proposal=b"{" * PROPOSAL_BYTES)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with grpc.aio.insecure_channel(target) as channel:
         call = pb_grpc.PeerServiceStub(channel).DeliverStream(timeout=120)
         while True:
             await call.write(message)
@@ -64,9 +64,9 @@ async def test_a_sender_flooding_a_worker_is_held_back_and_others_pass(
 ) -> None:
     """Without TLS (no caller named) a flood of proposals for a stuck worker filled one queue of
     1024 messages in the peer (GBs of proposals, the oldest dropped) and honest votes waited
-    behind them for good. Now each sender's connection has its lanes: the flood fills its own
-    lane up to CALLER_LANE_BYTES and loses its own oldest, while another peer's votes reach the
-    worker."""
+    behind them for good. Now each sender's host has its lanes: the flood (from ::1) fills its
+    own lane up to CALLER_LANE_BYTES and loses its own oldest, while another peer's votes (from
+    127.0.0.1) reach the worker."""
     monkeypatch.setattr(worker_link, "CALLER_LANE_BYTES", 4 << 20, raising=False)
     worker = _StuckWorker()
     socket = tmp_path / "worker.sock"
@@ -79,13 +79,13 @@ async def test_a_sender_flooding_a_worker_is_held_back_and_others_pass(
     front = await start_peer_server(
         OneChannelBackend(object()),
         "front",
-        CONFIG,
+        load_config(environ={}, overrides={"IP_LOCAL": "[::]"}),  # IPv4 and IPv6 callers
         port,
         None,
         workers=lambda name: link if name == CHANNEL else None,
     )
     written = [0]
-    flood = asyncio.create_task(_flood(port, written))
+    flood = asyncio.create_task(_flood(f"[::1]:{port}", written))
     honest = PeerLink(f"127.0.0.1:{port}", CONFIG)
     honest.start()
 
@@ -169,3 +169,133 @@ async def test_a_stuck_worker_holds_up_no_other_channels_messages_on_the_same_st
             await link.close()
         for served in servers:
             await served.stop(0)
+
+
+MEMBER = "hx" + "1" * 40
+FLOOD_CALLERS = 64
+FLOOD_BYTES = 256 << 10  # each message of the flood: a proposal, or a batch of transactions
+RESERVE = 16 << 10  # CALLER_RESERVE_BYTES in these tests
+BUDGET = 4 << 20  # WORKER_QUEUE_BYTES in these tests
+# the worker's streams are never accepted within a test: what the front sends waits to be
+PATIENT = load_config(environ={}, overrides={"GRPC_TIMEOUT": 3600.0})
+
+
+class _AcceptsOnly(pb_grpc.PeerServiceServicer):
+    """A channel worker that takes the streams of one caller (its votes) and leaves every other
+    stream unaccepted (as a stalled worker does): what the front sends on them waits."""
+
+    def __init__(self, member: str) -> None:
+        self.member = member
+        self.votes: list[bytes] = []
+        self.stop = asyncio.Event()
+
+    async def DeliverStream(
+        self, requests: AsyncIterator[pb.ConsensusMessage], context: Any
+    ) -> pb.Ack:
+        if worker_link.ForwardedCallers().peer_id(context) != self.member:
+            await self.stop.wait()
+            return pb.Ack()
+        await context.send_initial_metadata((grpc_util.STREAM_ACCEPTED,))
+        async for message in requests:
+            self.votes.append(message.vote)
+        return pb.Ack()
+
+    async def AddTxStream(self, requests: AsyncIterator[pb.TxBatch], context: Any) -> pb.Ack:
+        await self.stop.wait()
+        return pb.Ack()
+
+
+async def _flood_from_many_hosts(link: WorkerLink) -> int:
+    """FLOOD_CALLERS hosts each pushing a big proposal and a big batch, again once the front is
+    sending the first ones (waiting for the worker to accept): the most it held; how many."""
+    payload = b"{" * FLOOD_BYTES
+    pushed = 0
+    for round_ in range(2):
+        for n in range(FLOOD_CALLERS):
+            source = f"ipv4:10.0.0.{n + 1}:{40000 + round_}"
+            link.push(
+                pb.ConsensusMessage(channel=CHANNEL, sender="x", proposal=payload), None, source
+            )
+            link.push(pb.TxBatch(channel=CHANNEL, txs=[payload]), None, source)
+            pushed += 2
+
+        async def all_taken() -> bool:
+            lanes = [
+                lane for peer in link._links.values() for lane in (peer._consensus, peer._gossip)
+            ]
+            return all(len(lane) == 0 for lane in lanes)
+
+        if round_ == 0:
+            await wait_until_async(all_taken, 30, "the front to send the flood's first messages")
+    return pushed
+
+
+def _held_bound(link: WorkerLink) -> int:
+    """What the front may hold for the worker: its budget, each lane's reserve and one message."""
+    return BUDGET + 2 * len(link._links) * RESERVE + FLOOD_BYTES + 64
+
+
+def _held_at_most(link: WorkerLink, pushed: int) -> int:
+    """What the front holds at most of the `pushed` flood messages: those it did not drop, each
+    queued or being sent (none reached the worker)."""
+    dropped = sum(peer.dropped for peer in link._links.values())
+    return (pushed - dropped) * (FLOOD_BYTES + 64)
+
+
+async def _worker_link(tmp_path: Path, worker: _AcceptsOnly) -> tuple[grpc.aio.Server, WorkerLink]:
+    socket = tmp_path / "worker.sock"
+    server = grpc_util.create_server(CONFIG)
+    pb_grpc.add_PeerServiceServicer_to_server(worker, server)
+    server.add_insecure_port(f"unix:{socket}")
+    await server.start()
+    return server, WorkerLink(CHANNEL, socket, PATIENT)
+
+
+async def test_many_callers_flooding_a_worker_that_does_not_accept_are_held_to_its_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each lane took one message whatever the budget, and a message its lane had taken to send
+    (waiting for the worker to accept its stream) was not counted at all: 256 sources' 3 MB
+    proposals and batches held 2 GiB for a worker whose budget was 64 MiB. Now what a lane is
+    sending is held in the budget, and only a lane's small reserve goes beyond it."""
+    monkeypatch.setattr(worker_link, "WORKER_QUEUE_BYTES", BUDGET)
+    monkeypatch.setattr(worker_link, "CALLER_RESERVE_BYTES", RESERVE, raising=False)
+    worker = _AcceptsOnly(MEMBER)
+    server, link = await _worker_link(tmp_path, worker)
+    try:
+        pushed = await _flood_from_many_hosts(link)
+        assert _held_at_most(link, pushed) <= _held_bound(link)
+        assert link.budget.held <= _held_bound(link)
+        assert len(link._links) == FLOOD_CALLERS  # a host's connections share its lanes
+    finally:
+        worker.stop.set()
+        await link.close()
+        await server.stop(0)
+
+
+async def test_a_members_votes_pass_while_many_callers_flood_a_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While strangers' big messages hold the worker's budget, a member's votes are taken within
+    its lane's reserve and reach the worker, in order; the front holds no more than its bound."""
+    monkeypatch.setattr(worker_link, "WORKER_QUEUE_BYTES", BUDGET)
+    monkeypatch.setattr(worker_link, "CALLER_RESERVE_BYTES", RESERVE, raising=False)
+    worker = _AcceptsOnly(MEMBER)
+    server, link = await _worker_link(tmp_path, worker)
+    try:
+        pushed = await _flood_from_many_hosts(link)
+        assert link.budget.held >= BUDGET - FLOOD_BYTES  # the flood holds the budget
+        votes = [b"vote %d" % n for n in range(20)]
+        for vote in votes:
+            link.push(pb.ConsensusMessage(channel=CHANNEL, sender=MEMBER, vote=vote), MEMBER, "")
+
+        async def votes_arrived() -> bool:
+            return len(worker.votes) == len(votes)
+
+        await wait_until_async(votes_arrived, 30, "the member's votes to reach the worker")
+        assert worker.votes == votes
+        assert _held_at_most(link, pushed) <= _held_bound(link)
+    finally:
+        worker.stop.set()
+        await link.close()
+        await server.stop(0)
