@@ -4,9 +4,9 @@ A channel worker serves the PeerService of its one channel on a unix socket that
 user can reach. The peer's public server hands it every call naming that channel: a unary call
 as it came (within what is left of the caller's deadline), a message of another peer's gossip or
 consensus stream onto a stream of its own per caller (a mutual-TLS caller's peer id; without TLS,
-no one is named: the host its connections come from, as grpc_util.call_source names it, so that
-a host's connections share one caller's bound), so that each caller's messages stay in order
-and one caller's never wait behind another's. What waits to go to a worker, and what is being
+no one is named: the connection it comes from, at most LINKS_PER_HOST of a host, as
+grpc_util.call_source names hosts), so that each caller's messages stay in order and one
+caller's never wait behind another's. What waits to go to a worker, and what is being
 sent to it, is bounded by bytes (see loopchain.p2p.lanes): a caller whose lane is full loses its
 oldest messages (a flood costs its sender's own), each lane's small messages pass within its
 reserve while others fill the worker's budget, and nothing waits for a worker, so that one
@@ -35,6 +35,9 @@ from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 
 CALLER_KEY = "x-loopchain-caller"  # metadata: the peer id of the peer's own mutual-TLS caller
 MAX_CALLER_LINKS = 128  # callers with streams into one worker (beyond: the least recent closes)
+LINKS_PER_HOST = (
+    8  # of those, callers not named (connections) of one host (beyond: its least recent)
+)
 CALLER_LANE_BYTES = 8 << 20  # what one caller's lane (consensus, or gossip) holds for the worker
 # what all callers' lanes hold for one worker beyond their reserves (and one message: p2p.lanes)
 WORKER_QUEUE_BYTES = 64 << 20
@@ -90,6 +93,7 @@ class WorkerLink:
         self._grpc = open_channel(self.target, config)
         self.stub = pb_grpc.PeerServiceStub(self._grpc)
         self._links: OrderedDict[str, PeerLink] = OrderedDict()  # least recent first
+        self._hosts: dict[str, str] = {}  # the key of a caller not named -> its host
         # what the links hold together
         self.budget = ByteBudget(WORKER_QUEUE_BYTES, CALLER_RESERVE_BYTES)
         self._retiring: set[asyncio.Task[None]] = set()
@@ -159,37 +163,48 @@ class WorkerLink:
 
     def push(self, message: Outbound, caller: str | None, source: str) -> None:
         """Hand a gossip or consensus message of `caller` (a peer id; None without TLS: the
-        host of the address `source` it came from names it) to the worker, in order after the
+        connection `source` it came from names it) to the worker, in order after the
         caller's earlier ones; when the caller's lane is full (CALLER_LANE_BYTES; or, beyond its
         CALLER_RESERVE_BYTES, no room is left of the WORKER_QUEUE_BYTES all callers share), its
         oldest messages are dropped, and the message itself when that makes no room. It never
         waits: one stream carries a caller's messages of every channel, and waiting for one
         channel's slow worker held the others' votes (a message lost is fetched or sent again).
         A stream carries one caller's name only: with MAX_CALLER_LINKS callers' streams open, the
-        least recently used one is closed for a new caller (members come and go over a life)."""
+        least recently used one is closed for a new caller (members come and go over a life), and
+        so is a host's least recent beyond LINKS_PER_HOST connections of it: what one host's
+        connections hold for the worker is bounded by its own, and it cannot close the others'."""
         if self._closed:
             return
-        host = address_source(source) if caller is None else ""
-        key = caller if caller is not None else f"from {host}"
+        key = caller if caller is not None else f"from {source}"
         link = self._links.get(key)
         if link is None:
+            if caller is None:  # a host's connections beyond LINKS_PER_HOST: its least recent goes
+                host = address_source(source)
+                own = [k for k in self._links if self._hosts.get(k) == host]  # least recent first
+                if len(own) >= LINKS_PER_HOST:
+                    self._retire(own[0])
+                self._hosts[key] = host
             if len(self._links) >= MAX_CALLER_LINKS:
-                _, oldest = self._links.popitem(last=False)
-                retiring = asyncio.create_task(oldest.close())
-                self._retiring.add(retiring)
-                retiring.add_done_callback(self._retiring.discard)
+                self._retire(next(iter(self._links)))
             link = PeerLink(
                 self.target,
                 self._config,
                 lane_bytes=CALLER_LANE_BYTES,
                 budget=self.budget,
-                metadata=_metadata(caller, host),
+                metadata=_metadata(caller, source if caller is None else ""),
             )
             link.start()
             self._links[key] = link
         else:
             self._links.move_to_end(key)
         link.send(message)
+
+    def _retire(self, key: str) -> None:
+        """Close the stream of caller `key` (what it queued is dropped)."""
+        self._hosts.pop(key, None)
+        retiring = asyncio.create_task(self._links.pop(key).close())
+        self._retiring.add(retiring)
+        retiring.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
         self._closed = True

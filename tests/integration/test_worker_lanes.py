@@ -266,7 +266,7 @@ async def test_many_callers_flooding_a_worker_that_does_not_accept_are_held_to_i
         pushed = await _flood_from_many_hosts(link)
         assert _held_at_most(link, pushed) <= _held_bound(link)
         assert link.budget.held <= _held_bound(link)
-        assert len(link._links) == FLOOD_CALLERS  # a host's connections share its lanes
+        assert len(link._links) == 2 * FLOOD_CALLERS  # two connections of each host
     finally:
         worker.stop.set()
         await link.close()

@@ -193,24 +193,30 @@ def test_the_peer_counts_its_rest_proxy_restarts() -> None:
     assert _series(metrics.exposition())[("loopchain_rest_proxy_restarts_total", frozenset())] == 3
 
 
-async def test_callers_not_named_have_a_stream_each_by_the_host_they_came_from(
-    tmp_path: Path,
+async def test_callers_not_named_have_a_stream_each_by_the_connection_they_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without TLS no caller is named: each host's messages go on streams of their own, so that
-    one sender's messages never wait behind another's (they shared one queue). A host's
-    connections share them: each connection had its own, and so its own lanes' bytes (one
-    host's 256 connections held GBs for a worker)."""
+    """Without TLS no caller is named: each connection's messages go on streams of their own, so
+    that one sender's messages never wait behind another's (they shared one queue), at most
+    LINKS_PER_HOST connections of a host: beyond them its least recent is closed, so one host's
+    many connections can neither hold more lanes for the worker nor close other hosts'."""
+    monkeypatch.setattr(worker_link, "LINKS_PER_HOST", 2)
     link = WorkerLink("alpha", tmp_path / "nobody.sock", load_config())
     try:
         link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.1:5000")
         link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.2:5000")
         link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.1:5001")
+        link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.1:5000")  # the most recent
+        link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.1:5002")  # 5001 goes
         link.push(pb.TxBatch(channel="alpha"), None, "ipv6:[2001:db8::1]:5000")
         link.push(pb.TxBatch(channel="alpha"), None, "ipv6:[2001:db8::2]:5001")
+        link.push(pb.TxBatch(channel="alpha"), None, "ipv6:[2001:db8::3]:5001")  # ::1's goes
         assert [lane.metadata for lane in link._links.values()] == [
-            ((FORWARDED_FROM_KEY, "10.0.0.2"),),
-            ((FORWARDED_FROM_KEY, "10.0.0.1"),),
-            ((FORWARDED_FROM_KEY, "2001:db8::/64"),),
+            ((FORWARDED_FROM_KEY, "ipv4:10.0.0.2:5000"),),
+            ((FORWARDED_FROM_KEY, "ipv4:10.0.0.1:5000"),),
+            ((FORWARDED_FROM_KEY, "ipv4:10.0.0.1:5002"),),
+            ((FORWARDED_FROM_KEY, "ipv6:[2001:db8::2]:5001"),),
+            ((FORWARDED_FROM_KEY, "ipv6:[2001:db8::3]:5001"),),
         ]
     finally:
         await link.close()
