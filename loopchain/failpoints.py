@@ -2,9 +2,11 @@
 SIGKILL (as kill -9 would) when it reaches a named point, so a test can crash a peer at exactly
 the instruction whose recovery it wants to prove.
 
-`name` fires at the first hit, `name:N` at the N-th. Unset (the normal case), `hit` costs one
-set lookup. The points are listed in POINTS; an unknown name stops the process at start-up, so a
-misspelt test cannot pass by never crashing (`check`).
+`name` fires at the first hit, `name:N` at the N-th. `name:raise` (or `name:N:raise`) raises
+FailPointCrash there instead, as a programming error would. `name@channel` arms the point only in
+the worker process of that channel (set_channel), not in its peer or the other channels' workers.
+Unset (the normal case), `hit` costs one dict lookup. The points are listed in POINTS; an unknown
+name stops the process at start-up, so a misspelt test cannot pass by never crashing (`check`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import dataclass
 
 ENV = "LOOPCHAIN_FAILPOINTS"
 
@@ -40,20 +43,39 @@ class FailPointError(ValueError):
     """LOOPCHAIN_FAILPOINTS names a point that does not exist or a count that is not positive."""
 
 
-def parse(text: str) -> dict[str, int]:
-    """{point: hit that fires} from `name,name:N,...`."""
-    armed: dict[str, int] = {}
+class FailPointCrash(RuntimeError):
+    """Raised at a fail point armed with `raise`: an error nothing expects, as a bug would be."""
+
+
+@dataclass(frozen=True)
+class Armed:
+    """A fail point armed: at which hit it fires, what it does then, and in which channel's worker
+    only (None: in every process)."""
+
+    hit: int = 1
+    action: str = "kill"  # or "raise"
+    channel: str | None = None
+
+
+def parse(text: str) -> dict[str, Armed]:
+    """{point: how it is armed} from `name,name:N,name:N:raise@channel,...`."""
+    armed: dict[str, Armed] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        name, _, count = item.partition(":")
+        point, at, channel = item.partition("@")
+        name, *rest = point.split(":")
         if name not in POINTS:
             raise FailPointError(f"{ENV}: unknown fail point {name!r} (known: {', '.join(POINTS)})")
-        if count and (not count.isdigit() or int(count) < 1):
+        if at and not channel:
+            raise FailPointError(f"{ENV}: {item!r}: '@' must be followed by a channel")
+        action = "raise" if rest and rest[-1] == "raise" else "kill"
+        counts = rest[:-1] if action == "raise" else rest
+        if len(counts) > 1 or any(not c.isdigit() or int(c) < 1 for c in counts):
             raise FailPointError(f"{ENV}: {item!r}: the hit count must be a positive integer")
-        armed[name] = int(count or 1)
+        armed[name] = Armed(int(counts[0]) if counts else 1, action, channel or None)
     return armed
 
 
-def _load() -> tuple[dict[str, int], FailPointError | None]:
+def _load() -> tuple[dict[str, Armed], FailPointError | None]:
     try:
         return parse(os.environ.get(ENV, "")), None
     except FailPointError as exc:
@@ -62,9 +84,10 @@ def _load() -> tuple[dict[str, int], FailPointError | None]:
 
 _armed, _error = _load()
 _hits: dict[str, int] = {}
+_channel: str | None = None  # the channel this process is the worker of (set_channel)
 
 
-def check() -> dict[str, int]:
+def check() -> dict[str, Armed]:
     """The armed points; FailPointError when the environment names a wrong one (processes call
     this at start-up and refuse to run)."""
     if _error is not None:
@@ -72,14 +95,25 @@ def check() -> dict[str, int]:
     return dict(_armed)
 
 
+def set_channel(channel: str) -> None:
+    """This process is the worker of `channel`: the points armed `@channel` fire here."""
+    global _channel
+    _channel = channel
+
+
 def hit(name: str) -> None:
-    """Pass fail point `name`: kill this process with SIGKILL if it is armed for this hit."""
-    if name not in _armed:
+    """Pass fail point `name`: if it is armed for this hit (and this process), kill this process
+    with SIGKILL, or raise FailPointCrash when it is armed with `raise`."""
+    armed = _armed.get(name)
+    if armed is None or (armed.channel is not None and armed.channel != _channel):
         return
     _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] == _armed[name]:
-        log.critical("fail point %s reached (hit %d): killing this process", name, _hits[name])
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        sys.stderr.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _hits[name] != armed.hit:
+        return
+    if armed.action == "raise":
+        raise FailPointCrash(f"fail point {name} reached (hit {_hits[name]})")
+    log.critical("fail point %s reached (hit %d): killing this process", name, _hits[name])
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
