@@ -22,7 +22,17 @@ from loopchain.configure import (
 from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
-from loopchain.peer.node import PeerNode, PeerOptions, peer_key_path, worker_options
+from loopchain.peer.node import (
+    PeerNode,
+    PeerOptions,
+    peer_key_path,
+    worker_options,
+)
+from loopchain.peer.workers import (
+    MAX_WORKER_SPEC_BYTES,
+    WORKER_SPEC_REFUSED,
+    WORKER_STORAGE_FAILED,
+)
 from loopchain.storage.abc import StorageError
 from loopchain.types.crypto import SignatureError, key_file_is_encrypted
 from loopchain.types.passwords import (
@@ -110,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"peer.py: configuration error: {exc}", file=sys.stderr)
         return 2
     if armed:
-        log.warning("fail points armed (this peer kills itself there): %s", armed)
+        log.warning("fail points armed (this peer kills itself there): %s", ", ".join(armed))
     for line in settings_without_effect(config):
         log.warning("%s", line)
     try:
@@ -132,18 +142,19 @@ def main(argv: list[str] | None = None) -> int:
     return _run_node(PeerNode(config, options))
 
 
-MAX_WORKER_SPEC_BYTES = 1 << 20
-
-
 def worker_main(argv: list[str] | None = None) -> int:
     """A channel worker (`python -m loopchain.peer.worker --channel C --parent-pid P`): channel C
-    of the peer P, as P describes it in JSON on stdin; ends when P ends."""
+    of the peer P, as P describes it in JSON on stdin; ends when P ends. Its exit status tells P
+    why it ended (loopchain.peer.workers)."""
     parser = argparse.ArgumentParser(prog="loopchain.peer.worker")
     parser.add_argument("--channel", required=True, help="the channel (as in the process list)")
     parser.add_argument("--parent-pid", type=int, default=0, help="end with this process")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        spec = json.loads(sys.stdin.buffer.read(MAX_WORKER_SPEC_BYTES))
+        raw = sys.stdin.buffer.read(MAX_WORKER_SPEC_BYTES + 1)
+        if len(raw) > MAX_WORKER_SPEC_BYTES:
+            raise ValueError(f"its peer sent more than the {MAX_WORKER_SPEC_BYTES} bytes it reads")
+        spec = json.loads(raw)
         channel = spec["grant"]["channel"]
         if channel != args.channel:
             raise ValueError(f"--channel {args.channel} but its peer sent channel {channel}")
@@ -153,17 +164,20 @@ def worker_main(argv: list[str] | None = None) -> int:
         setup_logging(config, debug=options.debug, process=process)
         if config.MONITOR_LOG:
             start_shipping(config.MONITOR_LOG_HOST, config.MONITOR_LOG_PORT, "peer", process)
+        failpoints.set_channel(channel)
         failpoints.check()
     except (ConfigError, failpoints.FailPointError, ValueError, KeyError, TypeError) as exc:
         print(f"channel worker: cannot start: {exc}", file=sys.stderr)
-        return 2
+        return WORKER_SPEC_REFUSED
     if not die_with_parent(args.parent_pid):
         return 0
     return _run_node(PeerNode(config, options))
 
 
 def _run_node(node: PeerNode) -> int:
-    """Run `node` until a signal: 0, or 1 when it cannot start or its storage failed."""
+    """Run `node` until a signal: 0, or 1 when it cannot start or its storage failed (in a
+    channel worker: WORKER_STORAGE_FAILED when its storage failed or fails its checks)."""
+    storage_failed = WORKER_STORAGE_FAILED if node.options.worker is not None else 1
     try:
         asyncio.run(_run(node))
     except (*STARTUP_ERRORS, BaseExceptionGroup) as exc:
@@ -172,14 +186,12 @@ def _run_node(node: PeerNode) -> int:
             raise
         for leaf in leaves:
             log.error("cannot start: %s", leaf)
+        if any(isinstance(leaf, (StorageError, BlockStoreError)) for leaf in leaves):
+            return storage_failed
         return 1
     if node.failure:
-        log.error(
-            "stopped: %s. What is stored is whole; free space or repair the storage, then start "
-            "the peer again",
-            node.failure,
-        )
-        return 1
+        log.error("stopped: %s", node.failure)
+        return storage_failed
     return 0
 
 

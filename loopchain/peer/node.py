@@ -35,7 +35,7 @@ from loopchain.peer.channel_service import ChannelService, ChannelSettings
 from loopchain.peer.children import RestProxy
 from loopchain.peer.metrics import PeerMetrics, merged_exposition
 from loopchain.peer.stores import RELEASE_WAIT, open_released
-from loopchain.peer.workers import ChannelWorker
+from loopchain.peer.workers import STORAGE_ADVICE, ChannelWorker
 from loopchain.scoreservice.owned_dir import OwnedDir
 from loopchain.scoreservice.supervisor import MAX_SOCKET_PATH_BYTES, keep_memory_private
 from loopchain.storage.abc import KeyValueStore, StorageError
@@ -189,7 +189,9 @@ class PeerNode:
         self.signer: Signer | None = None
         self.node_store: KeyValueStore | None = None
         self.tls: grpc_util.Tls | None = None
-        self.failure: str | None = None  # why the peer stopped on its own (its storage failed)
+        # why the peer stopped on its own (its storage failed, a worker crashed too often), and
+        # what to do about it: what it says as it ends
+        self.failure: str | None = None
         self.rest_proxy: RestProxy | None = None
         # the folder of the socket this peer serves its own REST proxy on (see _own_socket)
         self._own_dir: OwnedDir | None = None
@@ -366,7 +368,7 @@ class PeerNode:
         if not self.workers and not keep_memory_private():  # its workers' SCOREs are its own too
             log.warning("could not make this process non-dumpable: SCOREs may read its memory")
         spec = worker_spec_json(self.options, grant, issuer)
-        worker = ChannelWorker(grant.channel, spec, self.config, self._fail)
+        worker = ChannelWorker(grant.channel, spec, self.config, self._stop_for)
         self.workers[grant.channel] = worker
         group.create_task(worker.run(), name=f"worker:{grant.channel}")
 
@@ -524,7 +526,11 @@ class PeerNode:
 
     def _fail(self, reason: str) -> None:
         """A channel cannot go on (its storage failed): stop the whole peer, exit status 1."""
-        self.failure = self.failure or reason
+        self._stop_for(f"{reason}. {STORAGE_ADVICE}")
+
+    def _stop_for(self, failure: str) -> None:
+        """Stop the whole peer for `failure` (what it says as it stops), exit status 1."""
+        self.failure = self.failure or failure
         if self._stop is not None:
             self._stop.set()
 

@@ -10,8 +10,18 @@ password) comes on its stdin, never in its arguments or environment. It ends whe
 however the peer ends.
 
 A worker killed or crashed is started again after a backoff (what it acknowledged is in its store
-and intake log); one that exits with status 1 or 2 (its storage failed, or it could not start)
-stops the peer, as a channel in the peer's own process would.
+and intake log), without the fail points of the peer's environment (they fire in its first run).
+Its exit status says why it ended:
+
+* WORKER_STORAGE_FAILED: its storage failed, or its store fails its checks. The peer stops, as with
+  a channel in its own process: starting it again would only fail again until the storage is
+  fixed.
+* WORKER_SPEC_REFUSED: it refused what its peer handed it. The peer stops, as the same spec would
+  be refused again.
+* any other status (1: an exception nothing caught, a bug, or a start refused by the system): it
+  crashed, and is started again. After MAX_CRASHES within CRASH_WINDOW the peer stops instead of
+  starting it forever.
+* killed by a signal, or ended by one (0): it is started again.
 """
 
 from __future__ import annotations
@@ -22,9 +32,12 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from loopchain import failpoints
 from loopchain.configure import Config
 from loopchain.lifecycle import CHILD_GROUP
 from loopchain.p2p.worker_link import WorkerLink
@@ -34,8 +47,15 @@ from loopchain.scoreservice.supervisor import MAX_SOCKET_PATH_BYTES
 
 log = logging.getLogger(__name__)
 
-FATAL_EXIT_CODES = (1, 2)  # its storage failed, or it could not start: the peer stops too
+WORKER_SPEC_REFUSED = 2  # it refused what its peer handed it: the peer stops too
+WORKER_STORAGE_FAILED = 3  # its storage failed or fails its checks: the peer stops too
+MAX_CRASHES = 5  # crashes of a worker within CRASH_WINDOW that stop the peer
+CRASH_WINDOW = 120.0
+MAX_WORKER_SPEC_BYTES = 4 << 20  # what a worker reads of its spec (the configuration is in it)
 SOCKET_DIR_PREFIX = "loopchain-worker-"
+STORAGE_ADVICE = (
+    "What is stored is whole; free space or repair the storage, then start the peer again"
+)
 
 
 class ChannelWorker(Supervised):
@@ -60,31 +80,66 @@ class ChannelWorker(Supervised):
                 f"sockets allow {MAX_SOCKET_PATH_BYTES}: set TMPDIR to a shorter directory"
             )
         self._spec = json.dumps({**spec, "socket": str(self.socket_path)}).encode()
+        if len(self._spec) > MAX_WORKER_SPEC_BYTES:
+            raise OSError(
+                f"what the peer hands the worker of channel {channel} is {len(self._spec)} bytes; "
+                f"a worker reads at most {MAX_WORKER_SPEC_BYTES} (its channel grant or the "
+                "configuration is that large?)"
+            )
         self.link = WorkerLink(channel, self.socket_path, config)
         self._on_fatal = on_fatal
+        self._crashes: deque[float] = deque()  # when it crashed (monotonic), in CRASH_WINDOW
+        self._spawned = False
 
     async def run(self) -> None:
-        """Start the worker, and start it again after each exit, until `stop`."""
+        """Start the worker, and start it again after each exit, until `stop`; a fatal exit
+        tells its peer why (`on_fatal`)."""
         try:
             code = await self.keep_running()
             if code is not None:
-                self._on_fatal(f"the worker of channel {self.channel} exited with status {code}")
+                self._on_fatal(self._why(code))
         finally:
             self._socket_dir.close()
 
+    def _why(self, code: int) -> str:
+        """Why the peer stops after the worker's fatal exit with `code`."""
+        ended = f"the worker of channel {self.channel} exited with status {code}"
+        if code == WORKER_STORAGE_FAILED:
+            return f"{ended}: its storage failed (its reason above). {STORAGE_ADVICE}"
+        if code == WORKER_SPEC_REFUSED:
+            return f"{ended}: it refused what its peer handed it (its reason above)"
+        return (
+            f"the worker of channel {self.channel} crashed {len(self._crashes)} times within "
+            f"{CRASH_WINDOW:.0f} s, the last time with status {code} (the tracebacks or reasons "
+            "are above), and is not started again. What is stored is whole; report the crash, "
+            "then start the peer again"
+        )
+
     def _fatal(self, code: int | None) -> bool:
-        return code in FATAL_EXIT_CODES
+        if code in (WORKER_STORAGE_FAILED, WORKER_SPEC_REFUSED):
+            return True
+        if code is None or code <= 0:  # could not be spawned, killed or stopped by a signal
+            return False
+        now = time.monotonic()
+        self._crashes.append(now)
+        while now - self._crashes[0] > CRASH_WINDOW:
+            self._crashes.popleft()
+        return len(self._crashes) >= MAX_CRASHES
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         self._socket_dir.open()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()  # a dead worker's socket
+        # fail points fire in the first run: one started again would hit them again and again
+        env = None if not self._spawned else _without(os.environ, failpoints.ENV)
+        self._spawned = True
         return await asyncio.create_subprocess_exec(
             sys.executable,
             *("-m", "loopchain.peer.worker", "--channel", self.channel),
             *("--parent-pid", str(os.getpid())),
             stdin=asyncio.subprocess.PIPE,
             process_group=CHILD_GROUP,
+            env=env,
         )
 
     async def _started(self, process: asyncio.subprocess.Process) -> None:
@@ -98,3 +153,8 @@ class ChannelWorker(Supervised):
         """SIGTERM the worker (SIGKILL after the deadline) and stop starting it again."""
         await super().stop()
         await self.link.close()
+
+
+def _without(environ: Mapping[str, str], name: str) -> dict[str, str]:
+    """A copy of `environ` without `name`."""
+    return {key: value for key, value in environ.items() if key != name}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import urllib.error
 import urllib.request
@@ -22,10 +23,12 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from loopchain import failpoints
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.transaction import Transaction
-from tools.procs import LocalNetwork, http, wait_until
+from tests.e2e._crashes import environment
+from tools.procs import LocalNetwork, http, is_problem_line, wait_until
 
 ALPHA, BETA = "alpha", "beta"
 CHANNELS = {
@@ -328,3 +331,70 @@ def test_a_receipt_lookup_in_a_worker_carries_its_transaction(net: LocalNetwork)
             found = wait_until(executed, 60, f"the transaction executed in {channel}")
             tx = Transaction.decode(found.tx)
             assert tx.hash.hex() == tx_hash and tx.body["data"]["data"] == f"receipt in {channel}"
+
+
+@pytest.fixture
+def lone(tmp_path: Path) -> Iterator[LocalNetwork]:
+    """A network of its own, not started: a test starts a RadioStation and one peer, its one
+    validator; at the end every process is stopped."""
+    network = LocalNetwork(
+        tmp_path, {"LOOPCHAIN_DEFAULT_CHANNEL": ALPHA, "CHANNEL_WORKERS": "always"}
+    )
+    try:
+        yield network
+    finally:
+        network.stop_all()
+
+
+def started_workers(text: str, channel: str) -> list[int]:
+    """The pids of the workers of `channel` a peer started, in order, from its log."""
+    return [
+        int(pid)
+        for pid in re.findall(rf"started the worker of channel {channel} \(pid (\d+)\)", text)
+    ]
+
+
+def crash_only_problems(text: str, crash: str) -> None:
+    """Fail unless the problem lines of the log `text` (LOG_PROBLEMS) are all in the one traceback
+    that ends in `crash`."""
+    lines = text.splitlines()
+    end = next(i for i, line in enumerate(lines) if crash in line)
+    start = max(i for i in range(end) if re.match(r"\d{4}-\d\d-\d\d ", lines[i])) + 1
+    problems = [i for i, line in enumerate(lines) if is_problem_line(line)]
+    assert problems and all(start <= i < end for i in problems), [lines[i] for i in problems]
+
+
+def test_a_worker_that_crashes_is_started_again_and_its_peer_goes_on(lone: LocalNetwork) -> None:
+    """An exception nothing catches in a worker (here raised by a fail point, as a bug would) ends
+    that worker with status 1: its peer starts it again, without the fail point, and serves the
+    other channel meanwhile. Before, status 1 counted as a storage failure: the whole peer
+    stopped, telling the operator to free space or repair the storage."""
+    crash = "FailPointCrash: fail point score-committed reached"
+    with environment(failpoints.ENV, f"score-committed:raise@{BETA}"):
+        lone.start_with_peers(1, channels=CHANNELS)
+    (port,) = lone.peers
+    peer = lone.peers[port]
+    committed(lone, port, ALPHA, "before beta's crash", "an alpha tx before")
+    # the first block of beta (made for this transaction): its worker raises once it is executed
+    committed(lone, port, BETA, "beta's first", "a beta tx through its worker's crash")
+
+    def restarted() -> bool:
+        assert peer.alive, f"the peer stopped:\n{peer.log_text()[-2000:]}"
+        return len(started_workers(peer.log_text(), BETA)) == 2
+
+    wait_until(restarted, 30, "beta's worker started again")
+    for channel in CHANNELS:
+        committed(lone, port, channel, f"after the crash in {channel}", f"a {channel} tx after")
+    text = peer.log_text()
+    assert crash in text and "free space" not in text, text[-3000:]
+    assert len(started_workers(text, ALPHA)) == 1, "alpha's worker was started again"
+    assert list(workers(peer.pid).values()) == [
+        started_workers(text, ALPHA)[0],
+        started_workers(text, BETA)[1],
+    ]
+    # beta's new worker executed blocks without raising: it runs without the fail point
+    assert _restarts(lone, port) == {ALPHA: 0.0, BETA: 1.0}
+    codes = lone.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
+    assert lone.problem_logs() == [peer.name], lone.problem_logs()
+    crash_only_problems(peer.log_text(), crash)

@@ -18,6 +18,7 @@ from loopchain.configure import load_config
 from loopchain.p2p import worker_link
 from loopchain.p2p.grpc_util import FORWARDED_FROM_KEY
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
+from loopchain.peer import workers
 from loopchain.peer.metrics import PeerMetrics, merged_exposition
 from loopchain.peer.node import PeerNode, PeerOptions, cgroup_cpu_quota, usable_cores
 from loopchain.peer.workers import ChannelWorker
@@ -256,6 +257,27 @@ async def test_a_worker_that_cannot_start_stops_its_peer(tmp_path: Path) -> None
             await worker.run()
     finally:
         await worker.stop()
-    assert fatal == ["the worker of channel alpha exited with status 2"]
+    assert fatal == [
+        "the worker of channel alpha exited with status 2: it refused what its peer handed it "
+        "(its reason above)"
+    ]
     assert worker.restarts == 0
     assert not worker.socket_dir.exists()
+
+
+async def test_a_crashed_worker_is_started_again_and_one_whose_storage_failed_is_not() -> None:
+    """Each exit status of a worker is told apart: its storage failed (the peer stops, telling
+    the operator to see to the storage), it refused its spec (the peer stops), it crashed (an
+    exception nothing caught: started again, until MAX_CRASHES within CRASH_WINDOW), it was
+    killed (started again however often). Before, a crash's status 1 counted as a storage
+    failure: one bug in one channel stopped the peer, and told the operator to repair storage."""
+    worker = ChannelWorker("alpha", dict(_MISMATCHED_SPEC), load_config(), print)
+    await worker.link.close()
+    assert worker._fatal(workers.WORKER_STORAGE_FAILED)
+    assert "free space or repair the storage" in worker._why(workers.WORKER_STORAGE_FAILED)
+    assert worker._fatal(workers.WORKER_SPEC_REFUSED)
+    assert all(not worker._fatal(-9) for _ in range(2 * workers.MAX_CRASHES))
+    crashes = [worker._fatal(1) for _ in range(workers.MAX_CRASHES)]
+    assert crashes == [False] * (workers.MAX_CRASHES - 1) + [True]
+    why = worker._why(1)
+    assert f"crashed {workers.MAX_CRASHES} times" in why and "storage" not in why, why
