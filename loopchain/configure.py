@@ -382,6 +382,15 @@ def load_config(
     return Config(values)
 
 
+def config_from_values(values: Mapping[str, Any], origin: str) -> Config:
+    """The configuration whose values another process built (as `dict(config)` gives them, sent
+    as JSON), checked as any layer: a channel worker runs with its peer's, never rereading files
+    that may have changed since its peer started."""
+    merged = _apply(copy.deepcopy(dict(DEFAULTS)), values, origin)
+    validate(merged)
+    return Config(merged)
+
+
 # Keys of the original that LFT has no use for: accepted (users' files keep working) and, when set
 # to another value than the default, named at a peer's start, never silently ignored.
 WITHOUT_EFFECT = {

@@ -26,6 +26,7 @@ from loopchain.peer.node import (
     PeerNode,
     PeerOptions,
     peer_key_path,
+    worker_config,
     worker_options,
 )
 from loopchain.peer.workers import (
@@ -144,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def worker_main(argv: list[str] | None = None) -> int:
     """A channel worker (`python -m loopchain.peer.worker --channel C --parent-pid P`): channel C
-    of the peer P, as P describes it in JSON on stdin; ends when P ends. Its exit status tells P
-    why it ended (loopchain.peer.workers)."""
+    of the peer P, as P describes it in JSON on stdin (with P's configuration and key: the worker
+    reads neither file); ends when P ends. Its exit status tells P why it ended
+    (loopchain.peer.workers)."""
     parser = argparse.ArgumentParser(prog="loopchain.peer.worker")
     parser.add_argument("--channel", required=True, help="the channel (as in the process list)")
     parser.add_argument("--parent-pid", type=int, default=0, help="end with this process")
@@ -159,7 +161,7 @@ def worker_main(argv: list[str] | None = None) -> int:
         if channel != args.channel:
             raise ValueError(f"--channel {args.channel} but its peer sent channel {channel}")
         options = worker_options(spec)
-        config = load_config(options.config_path, overrides={"RUN_REST_PROXY": False})
+        config = worker_config(spec)
         process = f"peer:{options.port}:{channel}"
         setup_logging(config, debug=options.debug, process=process)
         if config.MONITOR_LOG:

@@ -9,13 +9,13 @@ import logging
 import math
 import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from loopchain.blockchain.block_store import BlockStore, BlockStoreError, StoreDamaged
 from loopchain.blockchain.restore import restore_tip
-from loopchain.configure import Config
+from loopchain.configure import Config, config_from_values
 from loopchain.consensus import messages as m
 from loopchain.durable import sweep_leftovers, write_atomic
 from loopchain.p2p import grpc_util
@@ -74,24 +74,30 @@ class PeerOptions:
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What a channel worker runs: its peer's grant of the channel, and where it serves."""
+    """What a channel worker runs: its peer's grant of the channel, where it serves, and its
+    peer's key."""
 
     grant: ChannelGrant
     issuer: str  # the RadioStation's address that granted it
     socket_path: str
+    signer: Signer = field(repr=False, compare=False)
 
 
-def worker_spec_json(options: PeerOptions, grant: ChannelGrant, issuer: str) -> dict[str, Any]:
+def worker_spec_json(
+    options: PeerOptions, grant: ChannelGrant, issuer: str, config: Config, signer: Signer
+) -> dict[str, Any]:
     """What the peer hands a channel worker on its stdin (its socket is added by the worker's
-    supervisor)."""
+    supervisor): with the peer's configuration and key as the peer runs with them, so that a
+    worker started again runs as its peer does, whatever became of the configuration and key
+    files since the peer started (an edit for the next start, a typo in it, a key moved away).
+    The key goes nowhere else: not in the arguments, the environment or the log."""
     return {
         "port": options.port,
         "radiostation_targets": list(options.radiostation_targets),
-        "private_key_path": options.private_key_path,
-        "config_path": options.config_path,
         "debug": options.debug,
         "score_package": options.score_package,
-        "key_password": options.key_password,
+        "config": dict(config),
+        "signer_key": signer.secret_bytes().hex(),
         "grant": _grant_json(grant),
         "issuer": issuer,
     }
@@ -99,15 +105,31 @@ def worker_spec_json(options: PeerOptions, grant: ChannelGrant, issuer: str) -> 
 
 def worker_options(spec: dict[str, Any]) -> PeerOptions:
     """The options of a channel worker from what its peer handed it (worker_spec_json)."""
+    worker = WorkerSpec(
+        _grant_from_json(spec["grant"]),
+        str(spec["issuer"]),
+        str(spec["socket"]),
+        Signer(bytes.fromhex(spec["signer_key"])),
+    )
     return PeerOptions(
         int(spec["port"]),
         tuple(spec["radiostation_targets"]),
-        spec["private_key_path"],
-        spec["config_path"],
+        None,
+        None,
         bool(spec["debug"]),
         spec["score_package"],
-        spec["key_password"],
-        WorkerSpec(_grant_from_json(spec["grant"]), str(spec["issuer"]), str(spec["socket"])),
+        None,
+        worker,
+    )
+
+
+def worker_config(spec: dict[str, Any]) -> Config:
+    """The configuration of a channel worker: its peer's (worker_spec_json), without the REST
+    proxy its peer runs."""
+    if not isinstance(spec["config"], dict):
+        raise TypeError("the configuration its peer sent is not a JSON object")
+    return config_from_values(
+        {**spec["config"], "RUN_REST_PROXY": False}, "the configuration its peer sent"
     )
 
 
@@ -271,13 +293,15 @@ class PeerNode:
         else:
             self.node_store = LevelDBStore(self.root / "node")
         self.stores.append(self.node_store)
-        key_path = peer_key_path(self.config, self.port, self.options.private_key_path)
-        key = open_key_file(key_path, self.options.key_password)
-        if worker is None:
+        if worker is not None:
+            self.signer = worker.signer  # its peer's, not the key file's (worker_spec_json)
+        else:
+            key_path = peer_key_path(self.config, self.port, self.options.private_key_path)
+            key = open_key_file(key_path, self.options.key_password)
             _warn_about_key(key, self.options.key_password is not None)
             if self.options.public_key_path:
                 _check_public_key(Path(self.options.public_key_path), key.signer, key_path)
-        self.signer = key.signer
+            self.signer = key.signer
         log.info("peer id %s, target %s", self.signer.address, self.target)
         # 2. serve gRPC (fails at once if the port is taken)
         self.tls = grpc_util.load_tls(self.config, self.root / "tls")
@@ -367,7 +391,8 @@ class PeerNode:
     def _start_worker(self, grant: ChannelGrant, issuer: str, group: asyncio.TaskGroup) -> None:
         if not self.workers and not keep_memory_private():  # its workers' SCOREs are its own too
             log.warning("could not make this process non-dumpable: SCOREs may read its memory")
-        spec = worker_spec_json(self.options, grant, issuer)
+        assert self.signer is not None
+        spec = worker_spec_json(self.options, grant, issuer, self.config, self.signer)
         worker = ChannelWorker(grant.channel, spec, self.config, self._stop_for)
         self.workers[grant.channel] = worker
         group.create_task(worker.run(), name=f"worker:{grant.channel}")

@@ -398,3 +398,47 @@ def test_a_worker_that_crashes_is_started_again_and_its_peer_goes_on(lone: Local
     assert all(code == 0 for code in codes.values()), codes
     assert lone.problem_logs() == [peer.name], lone.problem_logs()
     crash_only_problems(peer.log_text(), crash)
+
+
+def test_a_worker_started_again_runs_with_its_peers_settings_not_the_edited_files(
+    lone: LocalNetwork,
+) -> None:
+    """A worker started again runs with the configuration and key its peer runs with, whatever
+    became of their files since the peer started. Before, it read both again: a configuration
+    file edited (for the next start) with a typo made it exit with status 2 and the whole peer
+    stop; a key file moved away made it create a new key, a peer id of its own."""
+    lone.start_with_peers(1, channels=CHANNELS)
+    (port,) = lone.peers
+    peer = lone.peers[port]
+    before = committed(lone, port, BETA, "before the kill", "a beta tx before the kill")
+    (peer_id,) = set(
+        re.findall(r"\] loopchain\.peer\.node: peer id (hx[0-9a-f]+)", peer.log_text())
+    )
+    key = Path(str(lone.config_values["DEFAULT_STORAGE_PATH"])) / f"peer_{port}" / "peer_key"
+    original = lone.config_path.read_text()
+    lone.config_path.write_text(original.rstrip().rstrip("}") + ', "GRPC_TIMEOUT": }')
+    key.rename(key.with_name("peer_key.moved"))
+    try:
+        os.kill(workers(peer.pid)[BETA], signal.SIGKILL)
+
+        def restarted() -> bool:
+            assert peer.alive, f"the peer stopped:\n{peer.log_text()[-2000:]}"
+            return len(started_workers(peer.log_text(), BETA)) == 2
+
+        wait_until(restarted, 30, "beta's worker started again")
+        # its peer's storage (DEFAULT_STORAGE_PATH of the file as it was) and key: the chain it
+        # had goes on, signed as before (the peer is the channel's one validator)
+        committed(lone, port, BETA, "after the kill", "a beta tx through the new worker")
+        assert final_everywhere(lone, BETA, before)
+        committed(lone, port, ALPHA, "meanwhile", "an alpha tx")
+        ids = re.findall(
+            r"\[peer:\d+:beta\] loopchain\.peer\.node: peer id (hx[0-9a-f]+)", peer.log_text()
+        )
+        assert ids == [peer_id, peer_id], ids
+        assert not key.exists(), "the worker made a key of its own"
+        assert peer.alive and _restarts(lone, port) == {ALPHA: 0.0, BETA: 1.0}
+    finally:
+        lone.config_path.write_text(original)
+        with contextlib.suppress(FileNotFoundError):
+            key.with_name("peer_key.moved").rename(key)
+    lone.stop_and_check()

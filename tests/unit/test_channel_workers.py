@@ -17,12 +17,23 @@ from prometheus_client.parser import text_string_to_metric_families
 from loopchain.configure import load_config
 from loopchain.p2p import worker_link
 from loopchain.p2p.grpc_util import FORWARDED_FROM_KEY
+from loopchain.p2p.radiostation_client import ChannelGrant
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.peer import workers
 from loopchain.peer.metrics import PeerMetrics, merged_exposition
-from loopchain.peer.node import PeerNode, PeerOptions, cgroup_cpu_quota, usable_cores
+from loopchain.peer.node import (
+    PeerNode,
+    PeerOptions,
+    cgroup_cpu_quota,
+    usable_cores,
+    worker_config,
+    worker_options,
+    worker_spec_json,
+)
 from loopchain.peer.workers import ChannelWorker
 from loopchain.protos import loopchain_pb2 as pb
+from loopchain.types.crypto import Signer
+from loopchain.types.validators import ValidatorSet
 
 
 def _series(text: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -116,11 +127,10 @@ def test_a_worker_refuses_a_spec_that_is_not_json_and_a_channel_it_was_not_named
 _MISMATCHED_SPEC = {
     "port": 7100,
     "radiostation_targets": ["127.0.0.1:7102"],
-    "private_key_path": None,
-    "config_path": None,
     "debug": False,
     "score_package": None,
-    "key_password": None,
+    "config": {},
+    "signer_key": "01" * 32,
     "grant": {
         "channel": "beta",
         "score_package": "loopchain/default",
@@ -129,6 +139,29 @@ _MISMATCHED_SPEC = {
     },
     "issuer": "hx" + "0" * 40,
 }
+
+
+def test_a_worker_runs_with_its_peers_configuration_and_key_not_their_files(tmp_path: Path) -> None:
+    """What a peer hands its worker carries the peer's configuration and key as the peer runs
+    with them: the worker rereads neither file (edited, mistyped or moved since the peer
+    started) and gets no password or key path; the spec fits what a worker reads."""
+    config_path = tmp_path / "conf.json"
+    config_path.write_text(json.dumps({"DEFAULT_STORAGE_PATH": str(tmp_path), "GRPC_TIMEOUT": 7.0}))
+    config = load_config(str(config_path))
+    signer = Signer.generate()
+    options = PeerOptions(
+        7100, ("127.0.0.1:7102",), str(tmp_path / "key"), str(config_path), False, None, "secret"
+    )
+    grant = ChannelGrant("beta", "loopchain/default", ValidatorSet("beta", 1, ()), {})
+    spec = worker_spec_json(options, grant, "hx" + "0" * 40, config, signer)
+    config_path.write_text("{not json")
+    text = json.dumps({**spec, "socket": "/nonexistent/peer.sock"})
+    assert "secret" not in text and str(config_path) not in text and "key" not in spec
+    assert len(text) < workers.MAX_WORKER_SPEC_BYTES // 100
+    received = json.loads(text)
+    assert dict(worker_config(received)) == {**config, "RUN_REST_PROXY": False}
+    worker = worker_options(received).worker
+    assert worker is not None and worker.signer.address == signer.address
 
 
 async def test_a_worker_not_listening_is_answered_unavailable_naming_the_channel(
