@@ -196,7 +196,8 @@ async def test_a_worker_that_cannot_leave_its_registration_for_the_cache_goes_on
     it warns and its heartbeats go on (before, the error ended the worker)."""
     node = _node(tmp_path)
     node.options = dataclasses.replace(
-        node.options, worker=WorkerSpec(_grant(CHANNEL), ISSUER, str(tmp_path / "w.sock"))
+        node.options,
+        worker=WorkerSpec(_grant(CHANNEL), ISSUER, str(tmp_path / "w.sock"), Signer.generate()),
     )
     (node.root / CHANNEL / node_module.WORKER_REGISTRATION).mkdir(parents=True)
     rs = RadioStation(ResponseCode.PEER_UNKNOWN, Registration(2, ISSUER, (_grant(CHANNEL),)))
