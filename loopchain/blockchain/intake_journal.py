@@ -80,7 +80,13 @@ def _report_tail(path: Path, data: bytes, end: int) -> None:
     have been."""
     tail = data[end:]
     length = int.from_bytes(tail[:4], "big") if len(tail) >= HEADER_BYTES else 0
-    if len(tail) < HEADER_BYTES or end + HEADER_BYTES + length > len(data) or not tail.strip(b"\0"):
+    # cut short: past the end, the last thing in the file (its payload may be zeros after a
+    # power cut), or zeros
+    if (
+        len(tail) < HEADER_BYTES
+        or end + HEADER_BYTES + length >= len(data)
+        or not tail.strip(b"\0")
+    ):
         log.warning(
             "intake journal %s: %d bytes after its last whole record at %d ignored "
             "(a write cut short; never acknowledged)",

@@ -702,7 +702,8 @@ class ChannelService:
                 except TxRefused as exc:
                     problem = str(exc)
                 else:
-                    problem = _signer_problem(tx, parties)
+                    if known is None:  # (one held was taken: its signer was a party then)
+                        problem = _signer_problem(tx, parties)
                     if problem is None and not tx.verify_signature():
                         problem = "its signature is not its sender's"
             if problem is not None:
@@ -780,8 +781,9 @@ class ChannelService:
             return None
         window = float(self.config.TX_TIMESTAMP_WINDOW)
         return (
-            f"it expired: no block took it within {window:g} s of its timestamp "
-            "(TX_TIMESTAMP_WINDOW), so it was dropped and will not be final; send it again"
+            f"it expired here: this peer saw no block take it within {window:g} s of its "
+            "timestamp (TX_TIMESTAMP_WINDOW) and dropped it; unless another peer of the channel "
+            "holds it final, it will not be final: send it again"
         )
 
     def tx_result(self, tx_hash: bytes) -> TxOutcome | None:

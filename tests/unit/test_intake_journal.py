@@ -193,6 +193,23 @@ def test_a_damaged_record_with_records_after_it_is_an_error_not_a_write_cut_shor
     assert not [r for r in caplog.records if "write cut short" in r.getMessage()]
 
 
+def test_a_last_record_whose_payload_is_zeros_is_a_write_cut_short(
+    tmp_path: Path, chain: ChainBuilder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A power cut can leave the last record's header written and its payload zeros (its
+    checksum fails): the last thing in the file was never acknowledged, not damage."""
+    directory = tmp_path / "intake"
+    txs = [chain.transaction() for _ in range(2)]
+    IntakeJournal(directory).append(txs)
+    record = encode_record(chain.transaction().encode())
+    with segments(directory)[0].open("ab") as file:
+        file.write(record[: intake_journal.HEADER_BYTES] + bytes(len(record) - 8))
+    with caplog.at_level(logging.WARNING):
+        assert hashes(IntakeJournal(directory).replay()) == hashes(txs)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r for r in caplog.records if "write cut short" in r.getMessage()]
+
+
 def test_a_segment_whose_close_fails_keeps_its_synced_appends(
     tmp_path: Path, chain: ChainBuilder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
