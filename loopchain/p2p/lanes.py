@@ -3,20 +3,21 @@
 A link's lane holds what waits to be sent and what its sending task has taken and not yet sent
 (until `done`): a message waiting for a stream to open is held as much as a queued one. Each lane
 holds up to the budget's `reserve` bytes of its own, whatever the others hold, so that a lane's
-small messages (votes) are taken while other lanes fill the budget; beyond its reserve a lane
-needs room in the shared budget and makes it by dropping its own oldest messages, never another
-lane's, so that each lane moves at its own pace and a sender that fills the budget loses its own
-messages. A message for which its lane can make no room (the budget is held by other lanes, or by
-its own message being sent) is dropped. What they hold together is at most the budget, a reserve
-a lane and one message (a budget holding nothing beyond the reserves takes any one message).
+small messages (votes) are taken while other lanes fill the budget. Beyond its reserve a lane
+needs room in the shared budget, and room is made fairly: from the lane that would hold the most
+beyond its reserve, its oldest waiting messages dropped (the lane itself when it would be that
+lane, or the new message when it has none waiting). So a sender that fills the budget loses its
+own messages, and a lane holding less than the others still gets its proposal in. What the lanes
+hold together is at most the budget, a reserve a lane and one message (a budget holding nothing
+beyond the reserves takes any one message).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -30,6 +31,7 @@ class ByteBudget:
     reserve: int = 0
     held: int = 0
     shared: int = 0
+    queues: set[MessageQueue[Any]] = field(default_factory=set, repr=False, compare=False)
 
 
 class MessageQueue(Generic[T]):
@@ -46,6 +48,8 @@ class MessageQueue(Generic[T]):
         self._items: deque[tuple[T, int]] = deque()
         self._taken = 0
         self._readable = asyncio.Event()
+        self.evicted = 0  # its messages dropped to make room for another queue's
+        self.budget.queues.add(self)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -61,27 +65,52 @@ class MessageQueue(Generic[T]):
         shared = self.budget.shared
         return extra == 0 or shared == 0 or shared + extra <= self.budget.limit
 
-    def _fits(self, size: int) -> bool:
-        return self._fits_budget(size) and (
-            not self._items
-            or (len(self._items) < self.max_count and self.bytes + size <= self.max_bytes)
+    def _fits_own(self, size: int) -> bool:
+        return not self._items or (
+            len(self._items) < self.max_count and self.bytes + size <= self.max_bytes
         )
 
+    def _beyond(self) -> int:
+        """The bytes it holds beyond its reserve."""
+        return max(0, self.bytes - self.budget.reserve)
+
     def put_dropping(self, item: T, size: int) -> int:
-        """Queue `item` of `size` bytes at once, dropping the oldest messages to make room; how
-        many were dropped (it too when the queue is closed or no room could be made)."""
+        """Queue `item` of `size` bytes at once, dropping the oldest messages to make room (see
+        the module); how many of its own were dropped (it too when the queue is closed or no
+        room could be made)."""
         if self.closed:
             return 1
         dropped = 0
-        while self._items and not self._fits(size):
-            self._hold(-self._items.popleft()[1])
+        while self._items and not self._fits_own(size):
+            self._drop_oldest()
             dropped += 1
-        if not self._fits_budget(size):  # the budget is the other queues' (or being sent)
-            return dropped + 1
+        while not self._fits_budget(size):  # from whoever would hold the most beyond its reserve
+            would_hold = self._beyond() + self._beyond_reserve(size)
+            others = [q for q in self.budget.queues if q is not self and q._items]
+            largest = max(others, key=MessageQueue._beyond, default=None)
+            if largest is not None and largest._beyond() > would_hold:
+                largest._drop_oldest()
+                largest.evicted += 1
+            elif self._items and self._fits_without_waiting(size):
+                self._drop_oldest()
+                dropped += 1
+            else:  # the others hold no more than it would, or what holds the budget is being sent
+                return dropped + 1
         self._items.append((item, size))
         self._hold(size)
         self._readable.set()
         return dropped
+
+    def _fits_without_waiting(self, size: int) -> bool:
+        """Whether `size` more bytes would fit the budget were this queue's waiting messages
+        dropped (dropping them is no use otherwise: the new message would go too)."""
+        reserve, taken = self.budget.reserve, self._taken
+        shared = self.budget.shared - (self._beyond() - max(0, taken - reserve))
+        extra = max(0, taken + size - reserve) - max(0, taken - reserve)
+        return extra == 0 or shared == 0 or shared + extra <= self.budget.limit
+
+    def _drop_oldest(self) -> None:
+        self._hold(-self._items.popleft()[1])
 
     async def get(self) -> T:
         """The oldest message, once there is one; its bytes stay held until `done`."""
@@ -102,8 +131,9 @@ class MessageQueue(Generic[T]):
         `put_dropping` to come queues nothing."""
         self.closed = True
         while self._items:
-            self._hold(-self._items.popleft()[1])
+            self._drop_oldest()
         self.done()
+        self.budget.queues.discard(self)
 
     def _hold(self, size: int) -> None:
         """Count `size` bytes more (or fewer, when negative) in this queue and its budget."""

@@ -194,13 +194,17 @@ class PeerLink:
         )
         self._gossip: MessageQueue[pb.TxBatch] = MessageQueue(gossip_queue_size, lane_bytes, budget)
         self._tasks: list[asyncio.Task[None]] = []
-        # messages dropped because their lane was full (oldest first), the link closed, or the
-        # other peer's server is refused
-        self.dropped = 0
+        self._dropped = 0  # see `dropped`
         # the last message either lane tried to send found no connection to the other peer
         # (UNAVAILABLE: refused, reset, no route, failed handshake, pings unanswered, or it is
         # stopping), and it has taken none since
         self.unreachable = False
+
+    @property
+    def dropped(self) -> int:
+        """Its messages dropped: their lane full (the oldest first, or to make room for another
+        link's lane sharing its budget), the link closed, or the other peer's server refused."""
+        return self._dropped + self._consensus.evicted + self._gossip.evicted
 
     def reached(self) -> None:
         """A lane's message went through."""
@@ -256,7 +260,7 @@ class PeerLink:
     def send(self, message: Outbound) -> None:
         """Queue a message on its lane; when the lane is full its oldest messages are dropped
         (gossiped transactions stay pooled at the sender and are gossiped again)."""
-        self.dropped += self._lane_of(message).put_dropping(message, message.ByteSize())
+        self._dropped += self._lane_of(message).put_dropping(message, message.ByteSize())
 
     async def _drain(self, queue: MessageQueue[Any], lane: _Lane) -> None:
         try:
@@ -267,7 +271,7 @@ class PeerLink:
                 finally:
                     queue.done()  # held (in the budget) until it has gone
                 if not sent and self.refusal:
-                    self.dropped += 1
+                    self._dropped += 1
                 if (
                     sent
                     and isinstance(message, pb.ConsensusMessage)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,10 @@ from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 
 CALLER_KEY = "x-loopchain-caller"  # metadata: the peer id of the peer's own mutual-TLS caller
 MAX_CALLER_LINKS = 128  # callers with streams into one worker (beyond: the least recent closes)
-LINKS_PER_HOST = (
-    8  # of those, callers not named (connections) of one host (beyond: its least recent)
-)
+# of those, callers not named (connections) of one host: beyond, its least recent one idle for
+# LINK_IDLE_S is closed, or (none idle) the others share one stream of the host
+LINKS_PER_HOST = 8
+LINK_IDLE_S = 10.0
 CALLER_LANE_BYTES = 8 << 20  # what one caller's lane (consensus, or gossip) holds for the worker
 # what all callers' lanes hold for one worker beyond their reserves (and one message: p2p.lanes)
 WORKER_QUEUE_BYTES = 64 << 20
@@ -94,6 +96,7 @@ class WorkerLink:
         self.stub = pb_grpc.PeerServiceStub(self._grpc)
         self._links: OrderedDict[str, PeerLink] = OrderedDict()  # least recent first
         self._hosts: dict[str, str] = {}  # the key of a caller not named -> its host
+        self._used: dict[str, float] = {}  # a caller's key -> when it last pushed (monotonic)
         # what the links hold together
         self.budget = ByteBudget(WORKER_QUEUE_BYTES, CALLER_RESERVE_BYTES)
         self._retiring: set[asyncio.Task[None]] = set()
@@ -170,20 +173,15 @@ class WorkerLink:
         waits: one stream carries a caller's messages of every channel, and waiting for one
         channel's slow worker held the others' votes (a message lost is fetched or sent again).
         A stream carries one caller's name only: with MAX_CALLER_LINKS callers' streams open, the
-        least recently used one is closed for a new caller (members come and go over a life), and
-        so is a host's least recent beyond LINKS_PER_HOST connections of it: what one host's
-        connections hold for the worker is bounded by its own, and it cannot close the others'."""
+        least recently used one is closed for a new caller (members come and go over a life).
+        A host's connections beyond LINKS_PER_HOST share one stream (see _connection_key), so
+        that one host can neither hold more lanes for the worker nor close other hosts'."""
         if self._closed:
             return
-        key = caller if caller is not None else f"from {source}"
+        now = time.monotonic()
+        key, named = (caller, "") if caller is not None else self._connection_key(source, now)
         link = self._links.get(key)
         if link is None:
-            if caller is None:  # a host's connections beyond LINKS_PER_HOST: its least recent goes
-                host = address_source(source)
-                own = [k for k in self._links if self._hosts.get(k) == host]  # least recent first
-                if len(own) >= LINKS_PER_HOST:
-                    self._retire(own[0])
-                self._hosts[key] = host
             if len(self._links) >= MAX_CALLER_LINKS:
                 self._retire(next(iter(self._links)))
             link = PeerLink(
@@ -191,17 +189,35 @@ class WorkerLink:
                 self._config,
                 lane_bytes=CALLER_LANE_BYTES,
                 budget=self.budget,
-                metadata=_metadata(caller, source if caller is None else ""),
+                metadata=_metadata(caller, named),
             )
             link.start()
             self._links[key] = link
         else:
             self._links.move_to_end(key)
+        self._used[key] = now
         link.send(message)
+
+    def _connection_key(self, source: str, now: float) -> tuple[str, str]:
+        """The key and the name of a caller not named, coming from the connection `source`: its
+        own, unless its host has LINKS_PER_HOST of them already, none idle for LINK_IDLE_S (the
+        least recent idle one is closed for it): then the host's one shared by the rest."""
+        key = f"from {source}"
+        if key in self._links:
+            return key, source
+        host = address_source(source)
+        own = [k for k in self._links if self._hosts.get(k) == host]  # least recent first
+        if len(own) >= LINKS_PER_HOST:
+            if now - self._used.get(own[0], now) < LINK_IDLE_S:
+                return f"from {host}", host  # all busy: no churn of the others' streams
+            self._retire(own[0])
+        self._hosts[key] = host
+        return key, source
 
     def _retire(self, key: str) -> None:
         """Close the stream of caller `key` (what it queued is dropped)."""
         self._hosts.pop(key, None)
+        self._used.pop(key, None)
         retiring = asyncio.create_task(self._links.pop(key).close())
         self._retiring.add(retiring)
         retiring.add_done_callback(self._retiring.discard)

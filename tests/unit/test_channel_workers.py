@@ -232,26 +232,41 @@ async def test_callers_not_named_have_a_stream_each_by_the_connection_they_came_
 ) -> None:
     """Without TLS no caller is named: each connection's messages go on streams of their own, so
     that one sender's messages never wait behind another's (they shared one queue), at most
-    LINKS_PER_HOST connections of a host: beyond them its least recent is closed, so one host's
-    many connections can neither hold more lanes for the worker nor close other hosts'."""
+    LINKS_PER_HOST connections of a host. Beyond them the host's other connections share one
+    stream, unless its least recent one has been idle LINK_IDLE_S (then that one is closed): one
+    host's many connections can neither hold more lanes for the worker nor close other hosts',
+    and a host running more peers than that does not close and open a stream a message."""
     monkeypatch.setattr(worker_link, "LINKS_PER_HOST", 2)
+    monkeypatch.setattr(worker_link, "LINK_IDLE_S", 3600.0)
     link = WorkerLink("alpha", tmp_path / "nobody.sock", load_config())
+
+    def push(source: str) -> None:
+        link.push(pb.TxBatch(channel="alpha"), None, source)
+
+    def named() -> list[str]:
+        return [dict(lane.metadata)[FORWARDED_FROM_KEY] for lane in link._links.values()]
+
     try:
-        link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.1:5000")
-        link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.2:5000")
-        link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.1:5001")
-        link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.1:5000")  # the most recent
-        link.push(pb.TxBatch(channel="alpha"), None, "ipv4:10.0.0.1:5002")  # 5001 goes
-        link.push(pb.TxBatch(channel="alpha"), None, "ipv6:[2001:db8::1]:5000")
-        link.push(pb.TxBatch(channel="alpha"), None, "ipv6:[2001:db8::2]:5001")
-        link.push(pb.TxBatch(channel="alpha"), None, "ipv6:[2001:db8::3]:5001")  # ::1's goes
-        assert [lane.metadata for lane in link._links.values()] == [
-            ((FORWARDED_FROM_KEY, "ipv4:10.0.0.2:5000"),),
-            ((FORWARDED_FROM_KEY, "ipv4:10.0.0.1:5000"),),
-            ((FORWARDED_FROM_KEY, "ipv4:10.0.0.1:5002"),),
-            ((FORWARDED_FROM_KEY, "ipv6:[2001:db8::2]:5001"),),
-            ((FORWARDED_FROM_KEY, "ipv6:[2001:db8::3]:5001"),),
+        for source in ("ipv4:10.0.0.1:5000", "ipv4:10.0.0.2:5000", "ipv4:10.0.0.1:5001"):
+            push(source)
+        for _ in range(3):  # two more connections of 10.0.0.1, again and again: one stream
+            push("ipv4:10.0.0.1:5002")
+            push("ipv4:10.0.0.1:5003")
+            push("ipv4:10.0.0.1:5000")
+        assert named() == ["ipv4:10.0.0.2:5000", "ipv4:10.0.0.1:5001", "10.0.0.1"] + [
+            "ipv4:10.0.0.1:5000"
         ]
+        monkeypatch.setattr(worker_link, "LINK_IDLE_S", 0.0)  # its least recent one is idle
+        push("ipv4:10.0.0.1:5004")
+        assert named() == [
+            "ipv4:10.0.0.2:5000",
+            "10.0.0.1",
+            "ipv4:10.0.0.1:5000",
+            "ipv4:10.0.0.1:5004",
+        ]
+        push("ipv6:[2001:db8::1]:5000")
+        push("ipv6:[2001:db8::2]:5001")  # another address of the same /64: the same host
+        assert named()[-2:] == ["ipv6:[2001:db8::1]:5000", "ipv6:[2001:db8::2]:5001"]
     finally:
         await link.close()
 
