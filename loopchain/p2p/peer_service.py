@@ -698,24 +698,29 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             refuse(context, *refusal)
             return
         async with self._inbound_stream(context, self._client_streams):
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STREAM_MAX_AGE_S):
-                    async for request in requests:
-                        try:
-                            reply = await self._forwarded(context, twin, request)
-                            if reply is None:
-                                reply = await answer(request, context)
-                        except (RequestError, EncodingError) as exc:
-                            code, message = self._refusal(context, method, exc)
-                            reply = pb.CreateTxBatchReply(code=code.value[0], message=message)
-                        except (StorageCorrupt, StoreDamaged) as exc:
-                            code, message = self._refusal(context, method, damaged(method, exc))
-                            reply = pb.CreateTxBatchReply(code=code.value[0], message=message)
-                        except WorkerRefusal as exc:  # counted by the worker
-                            reply = pb.CreateTxBatchReply(
-                                code=exc.code.value[0], message=exc.message
-                            )
-                        await context.write(reply)
+            # its age bounds the wait for a batch, never a batch being taken in: a stream ended
+            # under one left its client not knowing whether it was taken (and told to retry)
+            ends = asyncio.get_running_loop().time() + STREAM_MAX_AGE_S
+            batches = aiter(requests)
+            while True:
+                try:
+                    async with asyncio.timeout_at(ends):
+                        request = await anext(batches)
+                except (TimeoutError, StopAsyncIteration):
+                    return
+                try:
+                    reply = await self._forwarded(context, twin, request)
+                    if reply is None:
+                        reply = await answer(request, context)
+                except (RequestError, EncodingError) as exc:
+                    code, message = self._refusal(context, method, exc)
+                    reply = pb.CreateTxBatchReply(code=code.value[0], message=message)
+                except (StorageCorrupt, StoreDamaged) as exc:
+                    code, message = self._refusal(context, method, damaged(method, exc))
+                    reply = pb.CreateTxBatchReply(code=code.value[0], message=message)
+                except WorkerRefusal as exc:  # counted by the worker
+                    reply = pb.CreateTxBatchReply(code=exc.code.value[0], message=exc.message)
+                await context.write(reply)
 
     async def CreateIconTx(self, request: pb.IconTxRequest, context: Any) -> pb.CreateTxReply:
         async def work() -> pb.CreateTxReply:

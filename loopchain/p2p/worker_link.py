@@ -46,6 +46,10 @@ WORKER_QUEUE_BYTES = 64 << 20
 # what each lane holds whatever the others do (votes, certificates, small batches): all lanes'
 # reserves come to 2 * MAX_CALLER_LINKS * CALLER_RESERVE_BYTES (8 MiB) beyond WORKER_QUEUE_BYTES
 CALLER_RESERVE_BYTES = 32 << 10
+# calls that take transactions in: one whose worker went away while it had the request may have
+# taken them (answered UNKNOWN, not UNAVAILABLE: sending them again is not known to be safe)
+SUBMISSIONS = frozenset({"CreateTx", "CreateTxBatch", "CreateIconTx", "CreateIconTxBatch"})
+NEVER_SENT = "failed to connect"  # how gRPC's UNAVAILABLE begins when no connection was had
 # the most a forwarded call waits (a stream's batch would get its stream's long deadline)
 MAX_DEADLINE_S = 30.0
 FORWARD_MARGIN_S = 0.2  # of a caller's deadline, left for the peer to pass on the worker's answer
@@ -147,6 +151,17 @@ class WorkerLink:
             code = exc.code()
             self.health.observe(code, loop.time() - began, timeout)
             message = exc.details() or code.name
+            if (
+                code is grpc.StatusCode.UNAVAILABLE
+                and method in SUBMISSIONS
+                and not message.startswith((NEVER_SENT, "channel"))
+            ):
+                raise WorkerRefusal(
+                    grpc.StatusCode.UNKNOWN,
+                    f"channel {self.channel}: its worker process went away while it had the "
+                    f"transactions ({message}): whether it took them is unknown; look them up "
+                    "before sending them again",
+                ) from None
             if code is grpc.StatusCode.UNAVAILABLE and not message.startswith("channel"):
                 message = f"channel {self.channel}: its worker process is not answering ({message})"
             raise WorkerRefusal(code, message) from None

@@ -17,11 +17,11 @@ from loopchain.configure import load_config
 from loopchain.p2p import grpc_util, worker_link
 from loopchain.p2p.peer_client import PeerLink
 from loopchain.p2p.server import start_peer_server
-from loopchain.p2p.worker_link import WorkerLink
+from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from tests.integration._one_channel import CHANNEL, OneChannelBackend
-from tools.procs import free_port_pair, wait_until_async
+from tools.procs import Proc, free_port_pair, wait_until_async
 
 CONFIG = load_config(environ={})
 PROPOSAL_BYTES = 512 << 10
@@ -299,3 +299,41 @@ async def test_a_members_votes_pass_while_many_callers_flood_a_worker(
         worker.stop.set()
         await link.close()
         await server.stop(0)
+
+
+async def test_a_worker_gone_while_it_held_transactions_is_answered_outcome_unknown(
+    tmp_path: Path,
+) -> None:
+    """A worker killed after it took a batch in (synced to its intake log) and before it
+    answered was reported UNAVAILABLE: the client heard 503 "send it again", and a v1 batch sent
+    again became a second one. The call reached the worker, so whether it took them is unknown:
+    UNKNOWN (REST 502, no Retry-After). A worker that could not be reached at all is still
+    UNAVAILABLE: nothing was sent."""
+    socket = tmp_path / "worker.sock"
+    batch = pb.CreateTxBatchRequest(channel=CHANNEL)
+    nobody = WorkerLink(CHANNEL, tmp_path / "nobody.sock", CONFIG)
+    try:
+        with pytest.raises(WorkerRefusal) as unreached:
+            await nobody.call("CreateTxBatch", batch, None, 10.0)
+        assert unreached.value.code is grpc.StatusCode.UNAVAILABLE, unreached.value.message
+    finally:
+        await nobody.close()
+    link = WorkerLink(CHANNEL, socket, CONFIG)
+    worker = Proc("worker", ["-m", "tests.integration._dying_worker", str(socket)], tmp_path)
+    try:
+        worker.start()
+        await wait_until_async(lambda: _said(worker, "ready"), 60, "the worker to serve")
+        held = asyncio.ensure_future(link.call("CreateTxBatch", batch, None, 30.0))
+        await wait_until_async(lambda: _said(worker, "holding"), 60, "the worker to hold it")
+        worker.kill9()
+        with pytest.raises(WorkerRefusal) as gone:
+            await held
+        assert gone.value.code is grpc.StatusCode.UNKNOWN, gone.value.message
+        assert "whether it took them is unknown" in gone.value.message
+    finally:
+        worker.kill9()
+        await link.close()
+
+
+async def _said(proc: Proc, words: str) -> bool:
+    return words in proc.log_text()
