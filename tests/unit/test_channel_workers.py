@@ -253,8 +253,11 @@ async def test_callers_not_named_have_a_stream_each_by_the_connection_they_came_
             push("ipv4:10.0.0.1:5002")
             push("ipv4:10.0.0.1:5003")
             push("ipv4:10.0.0.1:5000")
-        assert named() == ["ipv4:10.0.0.2:5000", "ipv4:10.0.0.1:5001", "10.0.0.1"] + [
-            "ipv4:10.0.0.1:5000"
+        assert named() == [
+            "ipv4:10.0.0.2:5000",
+            "ipv4:10.0.0.1:5001",
+            "10.0.0.1",
+            "ipv4:10.0.0.1:5000",
         ]
         monkeypatch.setattr(worker_link, "LINK_IDLE_S", 0.0)  # its least recent one is idle
         push("ipv4:10.0.0.1:5004")
