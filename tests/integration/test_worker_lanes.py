@@ -6,6 +6,7 @@ holds up another channel's messages on the same stream."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -242,13 +243,27 @@ def _held_at_most(link: WorkerLink, pushed: int) -> int:
     return (pushed - dropped) * (FLOOD_BYTES + 64)
 
 
-async def _worker_link(tmp_path: Path, worker: _AcceptsOnly) -> tuple[grpc.aio.Server, WorkerLink]:
-    socket = tmp_path / "worker.sock"
+@contextlib.asynccontextmanager
+async def _flooded_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[_AcceptsOnly, WorkerLink, int]]:
+    """A front's link to a worker that accepts only MEMBER's streams, flooded from many hosts
+    (BUDGET and RESERVE for its bounds): the worker, the link, and how many messages the flood
+    pushed."""
+    monkeypatch.setattr(worker_link, "WORKER_QUEUE_BYTES", BUDGET)
+    monkeypatch.setattr(worker_link, "CALLER_RESERVE_BYTES", RESERVE, raising=False)
+    worker, socket = _AcceptsOnly(MEMBER), tmp_path / "worker.sock"
     server = grpc_util.create_server(CONFIG)
     pb_grpc.add_PeerServiceServicer_to_server(worker, server)
     server.add_insecure_port(f"unix:{socket}")
     await server.start()
-    return server, WorkerLink(CHANNEL, socket, PATIENT)
+    link = WorkerLink(CHANNEL, socket, PATIENT)
+    try:
+        yield worker, link, await _flood_from_many_hosts(link)
+    finally:
+        worker.stop.set()
+        await link.close()
+        await server.stop(0)
 
 
 async def test_many_callers_flooding_a_worker_that_does_not_accept_are_held_to_its_budget(
@@ -258,19 +273,10 @@ async def test_many_callers_flooding_a_worker_that_does_not_accept_are_held_to_i
     (waiting for the worker to accept its stream) was not counted at all: 256 sources' 3 MB
     proposals and batches held 2 GiB for a worker whose budget was 64 MiB. Now what a lane is
     sending is held in the budget, and only a lane's small reserve goes beyond it."""
-    monkeypatch.setattr(worker_link, "WORKER_QUEUE_BYTES", BUDGET)
-    monkeypatch.setattr(worker_link, "CALLER_RESERVE_BYTES", RESERVE, raising=False)
-    worker = _AcceptsOnly(MEMBER)
-    server, link = await _worker_link(tmp_path, worker)
-    try:
-        pushed = await _flood_from_many_hosts(link)
+    async with _flooded_link(tmp_path, monkeypatch) as (_, link, pushed):
         assert _held_at_most(link, pushed) <= _held_bound(link)
         assert link.budget.held <= _held_bound(link)
         assert len(link._links) == 2 * FLOOD_CALLERS  # two connections of each host
-    finally:
-        worker.stop.set()
-        await link.close()
-        await server.stop(0)
 
 
 async def test_a_members_votes_pass_while_many_callers_flood_a_worker(
@@ -278,12 +284,7 @@ async def test_a_members_votes_pass_while_many_callers_flood_a_worker(
 ) -> None:
     """While strangers' big messages hold the worker's budget, a member's votes are taken within
     its lane's reserve and reach the worker, in order; the front holds no more than its bound."""
-    monkeypatch.setattr(worker_link, "WORKER_QUEUE_BYTES", BUDGET)
-    monkeypatch.setattr(worker_link, "CALLER_RESERVE_BYTES", RESERVE, raising=False)
-    worker = _AcceptsOnly(MEMBER)
-    server, link = await _worker_link(tmp_path, worker)
-    try:
-        pushed = await _flood_from_many_hosts(link)
+    async with _flooded_link(tmp_path, monkeypatch) as (worker, link, pushed):
         assert link.budget.held >= BUDGET - FLOOD_BYTES  # the flood holds the budget
         votes = [b"vote %d" % n for n in range(20)]
         for vote in votes:
@@ -295,10 +296,6 @@ async def test_a_members_votes_pass_while_many_callers_flood_a_worker(
         await wait_until_async(votes_arrived, 30, "the member's votes to reach the worker")
         assert worker.votes == votes
         assert _held_at_most(link, pushed) <= _held_bound(link)
-    finally:
-        worker.stop.set()
-        await link.close()
-        await server.stop(0)
 
 
 async def test_a_worker_gone_while_it_held_transactions_is_answered_outcome_unknown(

@@ -23,6 +23,7 @@ from loopchain.types import canonical, icon_tx
 from loopchain.types.crypto import Signer
 from loopchain.types.icon_tx import make_params, sign_params
 from loopchain.types.transaction import Transaction
+from tests._recoveries import count_recoveries
 from tests.unit.test_channel_services import Cluster
 
 pytestmark = pytest.mark.asyncio
@@ -215,14 +216,7 @@ async def test_a_transaction_sent_again_is_known_before_its_signature_is_recover
     service = lone_peer(cluster, balances)
     texts = icon_batch(Signer.generate())
     assert len(taken(await service.create_icon_txs(texts))) == BATCH
-    recovered: list[bytes] = []
-    real = icon_tx.recover_address
-
-    def counted(digest: bytes, signature: bytes) -> str:
-        recovered.append(digest)
-        return real(digest, signature)
-
-    monkeypatch.setattr(icon_tx, "recover_address", counted)
+    recovered = count_recoveries(monkeypatch, icon_tx)
     again = await service.create_icon_txs(texts)
     assert all(isinstance(o, RequestError) and "already known" in o.message for o in again)
     assert recovered == []
