@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 from dataclasses import dataclass
@@ -65,8 +66,8 @@ def parse(text: str) -> dict[str, Armed]:
         name, *rest = point.split(":")
         if name not in POINTS:
             raise FailPointError(f"{ENV}: unknown fail point {name!r} (known: {', '.join(POINTS)})")
-        if at and not channel:
-            raise FailPointError(f"{ENV}: {item!r}: '@' must be followed by a channel")
+        if at and not re.fullmatch(r"[A-Za-z0-9_.\-]+", channel):  # (a bottom layer: no types)
+            raise FailPointError(f"{ENV}: {item!r}: '@' must be followed by a channel's name")
         action = "raise" if rest and rest[-1] == "raise" else "kill"
         counts = rest[:-1] if action == "raise" else rest
         if len(counts) > 1 or any(not c.isdigit() or int(c) < 1 for c in counts):

@@ -21,7 +21,15 @@ def test_a_point_is_armed_at_a_hit_with_an_action_in_a_channel() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["nowhere", "block-saved:0", "block-saved:x", "block-saved:1:2", "block-saved@"]
+    "text",
+    [
+        "nowhere",
+        "block-saved:0",
+        "block-saved:x",
+        "block-saved:1:2",
+        "block-saved@",
+        "block-saved@beta:2",  # the count goes before the channel
+    ],
 )
 def test_a_misspelt_point_is_refused(text: str) -> None:
     with pytest.raises(FailPointError):
