@@ -45,15 +45,11 @@ class CallerCheck:
         if known is not None and known[1] > now:
             return known[0]
         try:
-            cert = certificates.certificate_from_pem(pem)
-            problem = certificates.verify_peer_certificate(cert, self.ca, now, set(revoked))
-            peer_id = certificates.peer_identity(cert)[0] if problem is None else ""
+            peer_id, expires = certificates.checked_peer(pem, self.ca, now, revoked)
         except certificates.CertificateError as exc:
-            problem = str(exc)
-        if problem:
-            REFUSALS.refused("refused a caller's certificate: %s", problem)
-            raise RequestError(ErrorKind.DENIED, f"certificate refused: {problem}")
+            REFUSALS.refused("refused a caller's certificate: %s", exc)
+            raise RequestError(ErrorKind.DENIED, f"certificate refused: {exc}") from None
         if len(self._known) >= self.CACHE:
             self._known.clear()
-        self._known[pem] = (peer_id, cert.not_valid_after_utc)
+        self._known[pem] = (peer_id, expires)
         return peer_id

@@ -5,10 +5,11 @@ the revocation lists, and does not tell its client which certificate it was show
 certificate was revoked was refused its own calls but kept receiving every proposal, certificate
 and transaction its channel's peers pushed to it. A ServerCheck reads the certificate by a TLS
 handshake of its own to the peer's target (the same client certificate and CA as the gRPC link's)
-and checks it as CallerCheck checks callers'; again whenever the revocation lists change, and a
-refused one every RECHECK_REFUSED_S (a peer given a new certificate is taken again). A server
-whose certificate could not be read is sent nothing until it can be (tried again at most every
-RETRY_S): a revoked peer that refuses the handshake gains nothing by it.
+and checks it as CallerCheck checks callers' (certificates.checked_peer); again whenever the
+revocation lists change or the certificate taken expires, and a refused one every
+RECHECK_REFUSED_S (a peer given a new certificate is taken again). A server whose certificate
+could not be read is sent nothing until it can be (tried again at most every RETRY_S): a revoked
+peer that refuses the handshake gains nothing by it.
 """
 
 from __future__ import annotations
@@ -63,30 +64,30 @@ class ServerCheck:
             revoked = self.tls.revoked
             now = asyncio.get_running_loop().time()
             if revoked is not self._against or now >= self._until:
-                self._refusal, self._until = await self._verdict(revoked), float("inf")
+                self._refusal, valid_for = await self._verdict(revoked)
                 self._against = revoked
                 if self._refusal is not None:
-                    again = RETRY_S if self._refusal.unreachable else RECHECK_REFUSED_S
-                    self._until = asyncio.get_running_loop().time() + again
+                    valid_for = RETRY_S if self._refusal.unreachable else RECHECK_REFUSED_S
+                self._until = asyncio.get_running_loop().time() + valid_for
             if self._refusal is not None:
                 raise self._refusal
 
-    async def _verdict(self, revoked: frozenset[int]) -> ServerRefused | None:
+    async def _verdict(self, revoked: frozenset[int]) -> tuple[ServerRefused | None, float]:
+        """Why the server is refused (None: it is not), and for how many seconds a certificate
+        taken stays valid (read again when it expires)."""
         try:
             der = await self._server_certificate()
         except (OSError, TimeoutError, ValueError) as exc:
-            return ServerRefused(f"its certificate could not be read: {exc}", unreachable=True)
+            return ServerRefused(f"its certificate could not be read: {exc}", True), 0.0
+        now = datetime.now(UTC)
+        pem = ssl.DER_cert_to_PEM_cert(der).encode()
         try:
-            cert = certificates.certificate_from_pem(ssl.DER_cert_to_PEM_cert(der).encode())
-            problem = certificates.verify_peer_certificate(
-                cert, self._ca, datetime.now(UTC), set(revoked)
-            )
-            if problem is None and certificates.peer_identity(cert)[0] != self.peer_id:
-                problem = f"it belongs to {certificates.peer_identity(cert)[0]}"
+            bound, expires = certificates.checked_peer(pem, self._ca, now, revoked)
+            problem = None if bound == self.peer_id else f"it belongs to {bound}"
         except certificates.CertificateError as exc:
             problem = str(exc)
         if problem is None:
-            return None
+            return None, (expires - now).total_seconds()
         previous = self._refusal
         if previous is None or previous.unreachable:  # logged once a refusal
             log.warning(
@@ -95,7 +96,7 @@ class ServerCheck:
                 self.target,
                 problem,
             )
-        return ServerRefused(f"its certificate is refused: {problem}", unreachable=False)
+        return ServerRefused(f"its certificate is refused: {problem}", unreachable=False), 0.0
 
     async def _server_certificate(self) -> bytes:
         """The DER certificate the server at the target presents."""

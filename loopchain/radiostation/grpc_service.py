@@ -64,16 +64,11 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         from loopchain.types import certificates  # cryptography: only a RadioStation with TLS
 
         try:
-            cert = certificates.certificate_from_pem(pem)
             ca = certificates.certificate_from_pem(tls.ca_pem)
-            problem = certificates.verify_peer_certificate(
-                cert, ca, datetime.now(UTC), set(tls.revoked)
-            )
-            if problem:
-                return f"certificate refused: {problem}", ""
-            return None, certificates.peer_identity(cert)[0]
+            bound, _ = certificates.checked_peer(pem, ca, datetime.now(UTC), tls.revoked)
         except certificates.CertificateError as exc:
             return f"certificate refused: {exc}", ""
+        return None, bound
 
     def _tls_identity_problem(self, peer_id: str, context: grpc.aio.ServicerContext) -> str | None:
         """Over mutual TLS the caller's certificate must be valid and bind the registering peer id."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -295,6 +295,18 @@ def verify_peer_certificate(
         return f"revoked (serial {serial_hex(cert.serial_number)})"
     now = _utc(now)
     return _window_problem(cert, now, "") or _window_problem(ca_cert, now, "CA certificate ")
+
+
+def checked_peer(
+    cert_pem: bytes, ca_cert: x509.Certificate, now: datetime, revoked_serials: Collection[int]
+) -> tuple[str, datetime]:
+    """The peer id a peer certificate (PEM) binds and when it expires, once it is found valid as
+    verify_peer_certificate finds it; CertificateError with the reason when it is not."""
+    cert = certificate_from_pem(cert_pem)
+    problem = verify_peer_certificate(cert, ca_cert, now, set(revoked_serials))
+    if problem is not None:
+        raise CertificateError(problem)
+    return peer_identity(cert)[0], cert.not_valid_after_utc
 
 
 def serial_hex(serial: int) -> str:

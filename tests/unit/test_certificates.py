@@ -197,6 +197,23 @@ def test_revoked_certificate_is_refused_with_its_serial() -> None:
     assert check(cert, revoked={0xABC124}) is None
 
 
+def test_a_checked_peer_is_its_peer_id_and_expiry_or_the_reason_it_is_refused() -> None:
+    """What a caller's, a member server's and the RadioStation's caller check share."""
+    cert = issue(serial=0xABC123)
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    now = datetime.now(UTC)
+    assert pki.checked_peer(pem, CA_CERT, now, frozenset()) == (
+        SIGNER.address,
+        cert.not_valid_after_utc,
+    )
+    with pytest.raises(pki.CertificateError, match=r"^revoked \(serial abc123\)$"):
+        pki.checked_peer(pem, CA_CERT, now, frozenset({0xABC123}))
+    with pytest.raises(pki.CertificateError, match="expired on"):
+        pki.checked_peer(pem, CA_CERT, cert.not_valid_after_utc + timedelta(seconds=1), ())
+    with pytest.raises(pki.CertificateError, match="not a PEM certificate"):
+        pki.checked_peer(b"garbage", CA_CERT, now, ())
+
+
 def test_tampered_common_name_breaks_the_signature_and_the_binding() -> None:
     cert = issue()
     other = Signer(bytes([8]) * 32).address
