@@ -184,10 +184,14 @@ class FailoverBench:
         raise BenchError(f"peer {port} did not answer within {PEER_START_DEADLINE:.0f} s")
 
     def _all_validating(self, found: Statuses) -> bool:
-        """Every peer is up, counts every peer as a validator, and the chain has grown."""
+        """Every peer is up, counts every peer as a validator of the set in force with none
+        pending, and the chain has grown. While the set that adds the last peers is pending, a
+        quorum needs the old set's too: a leader killed then may halt the channel for good."""
         good = [s for s in found.values() if s is not None]
         return len(good) == len(found) and all(
-            int(s["validator_count"]) == self.options.peers and int(s["block_height"]) >= 1
+            int(s["validator_count"]) == self.options.peers
+            and not int(s.get("pending_validator_count", 0))
+            and int(s["block_height"]) >= 1
             for s in good
         )
 

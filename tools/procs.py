@@ -601,12 +601,13 @@ class LocalNetwork:
         return self
 
     def sees_every_validator(self, audience: bool = False, channel: str = "") -> bool:
-        """True when every peer counts all the network's peers as validators (and, with
-        `audience`, the others as its audience) in `channel` (by default the default one)."""
+        """True when every peer counts all the network's peers as the validators in force, none
+        pending (and, with `audience`, the others as its audience) in `channel` (by default the
+        default one)."""
         count = len(self.peers)
         for port in sorted(self.peers):
             status = self.status(port, channel)
-            if status["validator_count"] != count:
+            if status["validator_count"] != count or status.get("pending_validator_count"):
                 return False
             if audience and status["audience_count"] != count - 1:
                 return False

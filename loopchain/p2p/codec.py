@@ -27,6 +27,7 @@ def peer_status_to_json(reply: pb.PeerStatusReply) -> dict[str, Any]:
         "tx_pool_size": reply.tx_pool_size,
         "round": reply.round,
         "validator_count": reply.validator_count,
+        "pending_validator_count": reply.pending_validator_count,
         "executed_height": reply.executed_height,
         "state_root": reply.state_root,
         "role": reply.role,

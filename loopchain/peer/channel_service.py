@@ -43,7 +43,7 @@ from loopchain.types.canonical import EncodingError
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import MAX_DATA_DEPTH, V1, Transaction
-from loopchain.types.validators import ratio_from_config
+from loopchain.types.validators import JointSet, ratio_from_config
 
 log = logging.getLogger(__name__)
 # what other peers send that is refused or rejected (a relayed transaction dropped, a message of
@@ -882,8 +882,17 @@ class ChannelService:
         )
 
     def status(self) -> dict[str, Any]:
+        """`validator_count` counts the set in force; while a new set is pending (voted jointly
+        until the chain hands over to it) `pending_validator_count` counts that one. A quorum
+        needs each set's, so until the handover the network tolerates the faults the set in
+        force tolerates: one of three stopped halts a channel going from three validators to
+        four (a benchmark that took the union of both for the set in force killed a leader
+        then and waited for good)."""
         state = self.consensus
         voting = state.voting_set
+        in_force, pending = (
+            (voting.old, voting.new) if isinstance(voting, JointSet) else (voting, None)
+        )
         return {
             "channel": self.name,
             "peer_id": self.signer.address,
@@ -900,7 +909,8 @@ class ChannelService:
             "consensus": "LFT",
             "tx_pool_size": len(state.pool),
             "round": state.round,
-            "validator_count": len(voting.validators) if voting else 0,
+            "validator_count": len(in_force.validators) if in_force else 0,
+            "pending_validator_count": len(pending.validators) if pending else 0,
             "executed_height": executed[0] if (executed := self.store.executed()) else -1,
             "state_root": executed[1].hex() if executed else "",
             "score_id": self.score.info().id,

@@ -1406,3 +1406,41 @@ async def test_validators_the_radiostation_unlisted_together_still_hear_the_othe
         assert set(services[0].members) == {cluster.peers[0].peer_id}
     finally:
         await cluster.stop()
+
+
+
+async def test_the_status_counts_the_set_in_force_and_the_one_pending_apart(
+    tmp_path: Path,
+) -> None:
+    """A channel going from three validators to five, two of the five cut off: the three
+    certify the block carrying the five, but the blocks after it need a quorum of each set,
+    and four of the five are not there. The status says so: three in force, five pending.
+    Before, it counted both sets together (five) as the validators: a benchmark waiting for
+    all its peers to be validators killed a leader of a channel going from three to four then,
+    and the channel waited for good (seen in CI). Once the two are back, the chain hands over."""
+    cluster = Cluster(tmp_path, peers=5)
+    try:
+        services = cluster.services
+        issuer, everyone = cluster.issuer_signer, cluster.validators.validators
+
+        def counts(among: list[ChannelService]) -> set[tuple[int, int]]:
+            return {
+                (s.status()["validator_count"], s.status()["pending_validator_count"])
+                for s in among
+            }
+
+        three = ValidatorSet(CHANNEL, 2, everyone[:3]).signed_by(issuer)
+        for service in services:
+            service.receive(m.ValidatorsChanged(three))
+        txs = await submit(services[0], 1, "under three")
+        await cluster.wait(lambda: cluster.final_everywhere(txs, services), "final")
+        assert counts(services) == {(3, 0)}
+        cluster.network.down.update(s.signer.address for s in services[3:])
+        five = ValidatorSet(CHANNEL, 3, everyone).signed_by(issuer)
+        for service in services:
+            service.receive(m.ValidatorsChanged(five))
+        await cluster.wait(lambda: counts(services[:3]) == {(3, 5)}, "the five pending")
+        cluster.network.down.clear()
+        await cluster.wait(lambda: counts(services) == {(5, 0)}, "the five in force everywhere")
+    finally:
+        await cluster.stop()
