@@ -1408,7 +1408,6 @@ async def test_validators_the_radiostation_unlisted_together_still_hear_the_othe
         await cluster.stop()
 
 
-
 async def test_the_status_counts_the_set_in_force_and_the_one_pending_apart(
     tmp_path: Path,
 ) -> None:
