@@ -189,7 +189,8 @@ def cmd_status(client: RestClient, args: argparse.Namespace) -> int:
     score = client.get("/api/v1/status/score", channel=args.channel)
     keys = (
         *("status", "peer_id", "peer_target", "channel", "leader_id", "block_height"),
-        *("total_tx", "tx_pool_size", "validator_count", "audience_count", "consensus"),
+        *("total_tx", "tx_pool_size", "validator_count", "pending_validator_count"),
+        *("audience_count", "consensus"),
     )
     lines = [f"{key:<16} {peer[key]}" for key in keys if key in peer]
     lines.append(f"{'score':<16} {score.get('id')} {score.get('version')}")

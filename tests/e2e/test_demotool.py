@@ -91,12 +91,17 @@ def test_tx_find_and_wait(peer: str, tmp_path: Path) -> None:
 
 def test_status_blocks_monitor_and_query(net: LocalNetwork, peer: str, tmp_path: Path) -> None:
     port = next(iter(net.peers))
+    for n in range(2):  # blocks of its own, whichever tests ran before it
+        tx_hash = net.submit(port, {"data": f"status {n}"})
+        wait_until(lambda h=tx_hash: net.final_on(port, h), 60, f"block {n + 1}")
     wait_until(lambda: net.height(port) >= 2, 60, "three blocks")
     status = ok_json(demo(peer, "--json", "status", cwd=tmp_path))
     assert status["peer"]["peer_id"] == net.status(port)["peer_id"]
     assert status["score"]["id"] == "loopchain/default"
     text = demo(peer, "status", cwd=tmp_path).stdout
     assert f"peer_id          {status['peer']['peer_id']}" in text
+    pending = status["peer"]["pending_validator_count"]
+    assert f"pending_validator_count {pending}\n" in text, text
 
     back = ok_json(demo(peer, "--json", "blocks", "--count", "3", cwd=tmp_path))
     assert len(back) == 3

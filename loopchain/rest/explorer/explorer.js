@@ -228,6 +228,7 @@
         ["consensus", String(status.consensus || "")],
         ["round", String(status.round)],
         ["validators", String(status.validator_count)],
+        ["pending validators", String(status.pending_validator_count || 0)],
         ["audience", String(status.audience_count)],
       ]).childNodes));
     }
@@ -257,6 +258,8 @@
     let note = `version ${set.version}, recorded in block ${state.validatorsHeight}`;
     const count = state.status ? Number(state.status.validator_count) : set.validators.length;
     if (count !== set.validators.length) note += `; the peer now counts ${count} validators`;
+    const pending = state.status ? Number(state.status.pending_validator_count || 0) : 0;
+    if (pending) note += `; a set of ${pending} is being handed over to`;
     $("validators-note").textContent = note;
     const auditors = Array.isArray(set.auditors) ? set.auditors.map(String) : [];
     $("auditors").textContent = auditors.length ? `auditors: ${auditors.join(", ")}` : "";
