@@ -79,6 +79,16 @@ def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise CertStoreError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+def _stat_key(path: Path) -> tuple[int, int, int, int] | None:
+    """A file's identity and change time; a folder's links count its subfolders too (a new one
+    shows even within the clock tick of the last change)."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return (found.st_ino, found.st_mtime_ns, found.st_size, found.st_nlink)
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -334,6 +344,12 @@ class CertificateService:
     def issue_ca(self) -> dict[str, Any]:
         """The CA certificate, created when missing (an existing CA is never replaced)."""
         return pki.describe_certificate(self._ca(create=True), "CA")
+
+    def listing_state(self) -> tuple[tuple[int, int, int, int] | None, ...]:
+        """What says, at the cost of two stats, that `list_peers` may have changed: the
+        revocation list, and the folder of peers' folders (a new peer's)."""
+        directory = self.directory
+        return tuple(_stat_key(p) for p in (directory.crl_path, directory.root / "peers"))
 
     def list_peers(self) -> list[dict[str, Any]]:
         """Every peer certificate issued, with its peer id and whether it is revoked or current."""

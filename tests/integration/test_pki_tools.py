@@ -332,6 +332,8 @@ async def test_cert_dir_made_by_the_tool_is_used_with_its_password(
     status, answer = await post(f"{cert_api}/issue/peer", issue_body(signer), rs)
     assert status == 200, answer
     assert (ca_dir / "peers" / signer.address / "cert.pem").is_file()
+    listed = {p["peer_id"]: p for p in (await get_json(f"{cert_api}/list/peer"))[1]["data"]}
+    assert listed[peer_id]["revoked"] is False  # the listing the station keeps a copy of
 
     revoked = util(
         tmp_path, "peer", "revoke", "--dir", str(ca_dir), "--peer-id", peer_id, "--password", "pw"

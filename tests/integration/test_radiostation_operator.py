@@ -11,9 +11,11 @@ from typing import Any
 
 import grpc
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.radiostation import rest as rs_rest
 from loopchain.radiostation.channels import MAX_CHANNEL_PEERS
 from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer
@@ -632,3 +634,34 @@ async def test_rest_connections_that_send_too_little_are_closed(start_rs: StartR
     assert "REST_BODY_TIMEOUT" in json.loads(body)["message"]
     status, _ = await get_json(f"{rs.rest}/api/v1/conf?name=PORT_RADIOSTATION")
     assert status == 200
+
+
+async def test_peer_certificates_are_listed_once_for_callers_at_once_and_again_on_a_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /api/v1/cert/list/peer parses every certificate issued and anyone may ask: built on
+    the event loop for each request, a few clients in a loop held the RadioStation's heartbeats
+    up for seconds (a review measured GetPeerList at 2 s with four). Callers at once share one
+    build, made in a thread, and its copy serves until a certificate is issued or revoked."""
+    monkeypatch.setattr(rs_rest, "LISTING_MAX_AGE_S", 3600.0)  # only a change renews it
+    app = bare_app(tmp_path)
+    certs, listing = app[rs_rest.CERTS], app[rs_rest.PEER_CERTS]
+    certs.issue_ca()
+    first, second = Signer.generate(), Signer.generate()
+    certs.issue_peer(issue_body(first), 30)
+    async with TestClient(TestServer(app)) as client:
+
+        async def listed() -> dict[str, bool]:
+            response = await client.get("/api/v1/cert/list/peer")
+            assert response.status == 200, await response.text()
+            return {p["peer_id"]: p["revoked"] for p in (await response.json())["data"]}
+
+        answers = await asyncio.gather(*(listed() for _ in range(16)))
+        assert answers == [{first.address: False}] * 16 and listing.builds == 1
+        assert await listed() == {first.address: False} and listing.builds == 1  # its copy
+        certs.issue_peer(issue_body(second), 30)  # as another tool would, in another process
+        assert await listed() == {first.address: False, second.address: False}
+        assert listing.builds == 2
+        certs.directory.revoke_peer(first.address)  # the revocation list changes
+        assert await listed() == {first.address: True, second.address: False}
+        assert listing.builds == 3
