@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import grpc
 
 from loopchain.configure import RefusalLog, shown
-from loopchain.p2p.grpc_util import caller_certificate, refuse
+from loopchain.p2p.grpc_util import call_source, caller_certificate, refuse
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.admission import AdmissionError, verify_connect
-from loopchain.radiostation.probe import MAX_PROBES, TargetUnverified, verify_target
+from loopchain.radiostation.probe import ProbeSlots, TargetUnverified, verify_target
 from loopchain.radiostation.registry import NotAdmitted, PeerView, UnknownPeer
 from loopchain.radiostation.station import Station, UnknownChannel
 from loopchain.radiostation.throttle import CHANGE_BURST, CHANGE_INTERVAL_S, ChangeThrottle
@@ -50,7 +50,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         self.station = station
         # (peer, channel) -> timestamp of the last heartbeat taken: one entry per member
         self._last_beat: dict[tuple[str, str], int] = {}
-        self._probes = 0  # target checks in flight (at most MAX_PROBES)
+        self._probes = ProbeSlots()  # target checks in flight
         self._changes = ChangeThrottle()  # how often a registered peer changes its record
 
     def _certificate_problem(self, context: grpc.aio.ServicerContext) -> tuple[str | None, str]:
@@ -135,14 +135,12 @@ class RadioStationService(pb_grpc.RadioStationServicer):
                 return self._change_refused(request.peer_id, wait)
         # 3. its key answers at its target (a fresh challenge, so a replayed request proves nothing)
         if self.station.config.RADIOSTATION_CHECK_TARGETS:
-            if self._probes >= MAX_PROBES:
-                message = (
-                    f"this RadioStation is checking {self._probes} registering peers' targets, "
-                    f"as many as it checks at once (MAX_PROBES); try again shortly"
-                )
-                REFUSALS.refused("refused registration of %s: %s", request.peer_id, message)
-                return refuse(context, PROBES_BUSY, message)
-            refusal = await self._probe(request)
+            source = call_source(context)
+            busy = self._probes.refusal(request.peer_id, source)
+            if busy is not None:
+                REFUSALS.refused("refused registration of %s: %s", request.peer_id, busy)
+                return refuse(context, PROBES_BUSY, busy)
+            refusal = await self._probe(request, source)
             if refusal is not None:
                 return refusal
         # 4. add or update the peer (checked again: the registry may have changed meanwhile); a
@@ -189,10 +187,12 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         REFUSALS.refused("refused registration of %s: %s", peer_id, message)
         return pb.ConnectPeerReply(code=int(ResponseCode.TIMEOUT), message=message)
 
-    async def _probe(self, request: pb.ConnectPeerRequest) -> pb.ConnectPeerReply | None:
-        """Verify the request's target, holding one of MAX_PROBES slots; the refusal, or None
+    async def _probe(
+        self, request: pb.ConnectPeerRequest, source: str
+    ) -> pb.ConnectPeerReply | None:
+        """Verify the request's target, holding a probe slot (ProbeSlots); the refusal, or None
         when the target proved the key."""
-        self._probes += 1
+        self._probes.take(request.peer_id, source)
         try:
             await verify_target(
                 request.peer_id, request.target, self.station.config, self.station.tls
@@ -202,7 +202,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             code = ResponseCode.TIMEOUT if exc.retry else ResponseCode.FAIL
             return pb.ConnectPeerReply(code=int(code), message=exc.message)
         finally:
-            self._probes -= 1
+            self._probes.give_back(request.peer_id, source)
         return None
 
     def _channel_info(self, channel: str) -> pb.ChannelInfo:

@@ -27,6 +27,52 @@ from loopchain.types.peer import IDENTIFY_CHALLENGE_BYTES, identify_digest
 # MAX_CALLS) registrations whose targets never answer took every call slot, and members'
 # heartbeats were refused; past it a registration is refused at once, busy, without a probe.
 MAX_PROBES = 32
+# ... of them for callers from one source (an IPv4 address, an IPv6 /64, this host), and one at a
+# time for a peer id: a probe that fails costs its caller nothing, so one caller registering keys
+# of its own (open mode), or a listed member's key, at a target that takes connections and never
+# answers held every slot for good, and no peer could register or rejoin (review)
+MAX_PROBES_PER_SOURCE = 8
+
+
+class ProbeSlots:
+    """The target checks in flight, by source and by peer id (see MAX_PROBES)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._by_source: dict[str, int] = {}
+        self._peer_ids: set[str] = set()
+
+    def refusal(self, peer_id: str, source: str) -> str | None:
+        """Why a check of `peer_id`'s target, asked from `source`, is refused now (None: it may
+        take a slot)."""
+        if self.count >= MAX_PROBES:
+            return (
+                f"this RadioStation is checking {self.count} registering peers' targets, as "
+                "many as it checks at once (MAX_PROBES); try again shortly"
+            )
+        if peer_id in self._peer_ids:
+            return f"the target of {peer_id} is being checked already; try again shortly"
+        if self._by_source.get(source, 0) >= MAX_PROBES_PER_SOURCE:
+            return (
+                f"this RadioStation is checking {MAX_PROBES_PER_SOURCE} targets for callers from "
+                f"{source}, as many as it checks at once for one source "
+                "(MAX_PROBES_PER_SOURCE); try again shortly"
+            )
+        return None
+
+    def take(self, peer_id: str, source: str) -> None:
+        self.count += 1
+        self._by_source[source] = self._by_source.get(source, 0) + 1
+        self._peer_ids.add(peer_id)
+
+    def give_back(self, peer_id: str, source: str) -> None:
+        self.count -= 1
+        left = self._by_source[source] - 1
+        if left:
+            self._by_source[source] = left
+        else:
+            del self._by_source[source]
+        self._peer_ids.discard(peer_id)
 
 
 class TargetUnverified(Exception):

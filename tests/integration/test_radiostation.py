@@ -20,7 +20,7 @@ from loopchain.p2p.grpc_util import SERVER_MAX_CONNECTIONS
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.main import GRPC_CONNECTIONS, MAX_CALLS
-from loopchain.radiostation.probe import MAX_PROBES
+from loopchain.radiostation.probe import MAX_PROBES, MAX_PROBES_PER_SOURCE
 from loopchain.radiostation.rest import MAX_CONCURRENT_STATUS_QUERIES, MAX_STATUS_REQUESTS
 from loopchain.types import package_name
 from loopchain.types.crypto import Signer, address_of
@@ -677,10 +677,12 @@ async def test_an_id_no_channel_lists_is_refused_before_its_target_is_dialled(
 async def test_probes_past_their_bound_are_refused_at_once_and_members_still_beat(
     start_rs: StartRS,
 ) -> None:
-    """With MAX_PROBES registrations probing targets that never answer, further registrations
-    are refused busy at once, without a probe, so a member's heartbeat finds a call slot (before,
-    MAX_CALLS such registrations held every slot for GRPC_TIMEOUT and heartbeats were refused)."""
-    assert MAX_PROBES < MAX_CALLS
+    """With MAX_PROBES_PER_SOURCE registrations from one source probing targets that never
+    answer, its further registrations are refused busy at once, without a probe, so a member's
+    heartbeat finds a call slot (before, MAX_CALLS such registrations held every slot for
+    GRPC_TIMEOUT and heartbeats were refused; then MAX_PROBES, every probe slot of the station,
+    and no other peer could register)."""
+    assert MAX_PROBES_PER_SOURCE < MAX_PROBES < MAX_CALLS
     rs = await start_rs({"RADIOSTATION_CHECK_TARGETS": True, "GRPC_TIMEOUT": 600.0})
     member = Signer.generate()
     async with tiny_peer(member) as member_target, rs_stub(rs) as stub:
@@ -701,7 +703,8 @@ async def test_probes_past_their_bound_are_refused_at_once_and_members_still_bea
         try:
 
             async def bound_reached() -> bool:
-                return hanging.entered == MAX_PROBES and len(refusals) == MAX_CALLS - MAX_PROBES
+                held = MAX_PROBES_PER_SOURCE
+                return hanging.entered == held and len(refusals) == MAX_CALLS - held
 
             await wait_until_async(bound_reached, 60, "the probes' bound reached")
             assert set(refusals) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -712,11 +715,11 @@ async def test_probes_past_their_bound_are_refused_at_once_and_members_still_bea
                     heartbeat_request(member), timeout=DEADLINE
                 )
             assert beat.code == 0, beat
-            assert hanging.entered == MAX_PROBES
+            assert hanging.entered == MAX_PROBES_PER_SOURCE
         finally:
             hanging.release.set()
             await asyncio.gather(*strangers)
-    assert len(refusals) == MAX_CALLS - MAX_PROBES
+    assert len(refusals) == MAX_CALLS - MAX_PROBES_PER_SOURCE
 
 
 async def test_open_mode_is_announced_and_listed_mode_needs_peer_ids(

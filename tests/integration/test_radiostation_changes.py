@@ -22,7 +22,7 @@ from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.channels import ChannelSpec
 from loopchain.radiostation.main import create_grpc_server
-from loopchain.radiostation.probe import MAX_PROBES
+from loopchain.radiostation.probe import MAX_PROBES_PER_SOURCE
 from loopchain.radiostation.registry import Registry
 from loopchain.radiostation.station import Station
 from loopchain.radiostation.throttle import CHANGE_BURST, CHANGE_INTERVAL_S
@@ -140,7 +140,8 @@ async def test_a_peer_flipping_its_group_is_taken_a_few_times_then_once_an_inter
 
 
 async def test_moves_refused_busy_take_none_of_a_peers_changes(tmp_path: Path) -> None:
-    """While MAX_PROBES registrations hold every probe slot, a peer's move to its new target is
+    """While registrations hold every probe slot its source has (MAX_PROBES_PER_SOURCE: all
+    callers here are this host), a peer's move to its new target is
     refused busy (RESOURCE_EXHAUSTED) CHANGE_BURST times; once the slots are free its move is
     taken, on a clock that never moved. Before, each busy try took one of its changes (a peer's
     client tries a busy station BUSY_TRIES times a call): the move was refused -900 and the
@@ -159,12 +160,12 @@ async def test_moves_refused_busy_take_none_of_a_peers_changes(tmp_path: Path) -
             asyncio.ensure_future(
                 stub.ConnectPeer(connect_request(Signer.generate(), hanging_target), timeout=60)
             )
-            for _ in range(MAX_PROBES)
+            for _ in range(MAX_PROBES_PER_SOURCE)
         ]
         try:
 
             async def slots_held() -> bool:
-                return hanging.entered == MAX_PROBES
+                return hanging.entered == MAX_PROBES_PER_SOURCE
 
             await wait_until_async(slots_held, DEADLINE, "every probe slot held")
             for _ in range(CHANGE_BURST):
@@ -175,7 +176,7 @@ async def test_moves_refused_busy_take_none_of_a_peers_changes(tmp_path: Path) -
         finally:
             hanging.release.set()
             strangers = await asyncio.gather(*held)
-        assert [reply.code for reply in strangers] == [-1] * MAX_PROBES  # no key proved
+        assert [reply.code for reply in strangers] == [-1] * MAX_PROBES_PER_SOURCE  # no key
         assert saved_target(path, member) == old_target
         moved = await stub.ConnectPeer(connect_request(member, new_target), timeout=DEADLINE)
         assert moved.code == 0, f"the move after {CHANGE_BURST} busy tries was refused: {moved}"
