@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web, web_protocol
@@ -28,7 +30,7 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_request import BaseRequest
 
 from loopchain import fds
-from loopchain.configure import Config, RefusalLog
+from loopchain.configure import Config, ConfigError, RefusalLog
 
 log = logging.getLogger(__name__)
 REFUSALS = RefusalLog(log)
@@ -544,3 +546,34 @@ def answer_sender(config: Config, busy: Callable[[str], web.StreamResponse]) -> 
         int(config.REST_MAX_RECEIVING_MB) << 20,
         int(config.REST_MAX_BODY_BYTES),
     )
+
+
+def rest_tls_context(config: Config, folder: Path) -> ssl.SSLContext | None:
+    """TLS for a REST API from ENABLE_REST_SSL: 0 none, 1 server certificate, 2 mutual (clients
+    present a certificate of the node's CA). The files are the node's gRPC ones
+    (GRPC_SSL_CERT_PATH, GRPC_SSL_KEY_PATH, GRPC_SSL_CA_CERT_PATH), by default cert.pem, key.pem
+    and ca.pem in `folder`; ConfigError when they cannot be used."""
+    mode = int(config.ENABLE_REST_SSL)
+    if mode == 0:
+        return None
+    if mode not in (1, 2):
+        raise ConfigError(f"ENABLE_REST_SSL {mode} must be 0 (none), 1 (server) or 2 (mutual)")
+
+    def path(key: str, name: str) -> str:
+        return str(config[key] or folder / name)
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(
+            path("GRPC_SSL_CERT_PATH", "cert.pem"),
+            path("GRPC_SSL_KEY_PATH", "key.pem"),
+            password=os.environ.get("LOOPCHAIN_TLS_KEY_PASSWORD") or None,
+        )
+        if mode == 2:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(path("GRPC_SSL_CA_CERT_PATH", "ca.pem"))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"ENABLE_REST_SSL {mode}: cannot load the certificate files: {exc}"
+        ) from None
+    return context

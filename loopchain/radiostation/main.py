@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from loopchain.http_site import (
     LimitedSite,
     answer_malformed_http_in_json,
     connection_cap,
+    rest_tls_context,
 )
 from loopchain.lifecycle import stop_on_signals
 from loopchain.memory import start_giving_back
@@ -230,10 +232,26 @@ def create_grpc_server(station: Station) -> grpc.aio.Server:
     return server
 
 
+def create_rest_tls(config: Config) -> ssl.SSLContext | None:
+    """TLS for the REST API (ENABLE_REST_SSL 1 or 2) with the RadioStation's own TLS files, those
+    of its gRPC side (by default cert.pem, key.pem and ca.pem in its storage's tls folder): the
+    operator token crosses the network only encrypted. Before, the setting was taken and not
+    used, and the token went in the clear (review); StartupError when the files cannot be used."""
+    try:
+        return rest_tls_context(config, storage_dir(config) / "tls")
+    except ConfigError as exc:
+        raise StartupError(str(exc), EXIT_CONFIG) from None
+
+
 async def start_rest(
-    station: Station, certs: CertificateService, token: OperatorToken, debug: bool
+    station: Station,
+    certs: CertificateService,
+    token: OperatorToken,
+    debug: bool,
+    tls: ssl.SSLContext | None = None,
 ) -> LimitedSite:
-    """The REST site on IP_LOCAL:port + PORT_DIFF_REST_SERVICE_CONTAINER, started."""
+    """The REST site on IP_LOCAL:port + PORT_DIFF_REST_SERVICE_CONTAINER (over `tls` when
+    given), started."""
     config = station.config
     host, port = config.IP_LOCAL, config.PORT_RADIOSTATION + config.PORT_DIFF_REST_SERVICE_CONTAINER
     access_log = logging.getLogger("aiohttp.access") if debug else None
@@ -253,6 +271,7 @@ async def start_rest(
         # beside the gRPC port's connections, in the same process
         max_connections=connection_cap(int(config.REST_MAX_CONNECTIONS), GRPC_CONNECTIONS),
         refusal_body=json.dumps(error_body(ResponseCode.FAIL, TOO_MANY_CONNECTIONS)).encode(),
+        ssl_context=tls,
     )
     try:
         await site.start()
@@ -309,7 +328,11 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
 
 
 async def serve(
-    station: Station, certs: CertificateService, token: OperatorToken, debug: bool
+    station: Station,
+    certs: CertificateService,
+    token: OperatorToken,
+    debug: bool,
+    rest_tls: ssl.SSLContext | None = None,
 ) -> None:
     """Serve gRPC and REST until SIGTERM or Ctrl-C, then stop both and flush the registry."""
     config = station.config
@@ -319,7 +342,7 @@ async def serve(
     server = create_grpc_server(station)
     await server.start()
     try:
-        site = await start_rest(station, certs, token, debug)
+        site = await start_rest(station, certs, token, debug, rest_tls)
     except OSError:
         await server.stop(None)
         raise
@@ -369,7 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         station = create_station(config)
         token = create_operator_token(config)
         certs = create_certificates(config, args.cert)
-        asyncio.run(serve(station, certs, token, args.debug))
+        rest_tls = create_rest_tls(config)
+        asyncio.run(serve(station, certs, token, args.debug, rest_tls))
     except StartupError as exc:
         return _fail(str(exc), exc.exit_code)
     except OSError as exc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import ssl
 import sys
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from loopchain.http_site import (
     LimitedSite,
     answer_malformed_http_in_json,
     connection_cap,
+    rest_tls_context,
 )
 from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.memory import start_giving_back
@@ -77,37 +77,12 @@ def _tls_folder(config: Config) -> Path:
 
 
 def rest_ssl_context(config: Config) -> ssl.SSLContext | None:
-    """TLS for the REST API from ENABLE_REST_SSL: 0 none, 1 server certificate, 2 mutual.
-
-    The certificate is the peer's own (GRPC_SSL_CERT_PATH / GRPC_SSL_KEY_PATH, by default
+    """TLS for the REST API from ENABLE_REST_SSL (http_site.rest_tls_context): the certificate
+    is the peer's own (GRPC_SSL_CERT_PATH / GRPC_SSL_KEY_PATH, by default
     {DEFAULT_STORAGE_PATH}/peer_<port>/tls/); with 2 clients must present a certificate of the
     same CA (GRPC_SSL_CA_CERT_PATH), checked on every request against the revocation lists
     (rest_client_check)."""
-    mode = int(config.ENABLE_REST_SSL)
-    if mode == 0:
-        return None
-    if mode not in (1, 2):
-        raise ConfigError(f"ENABLE_REST_SSL {mode} must be 0 (none), 1 (server) or 2 (mutual)")
-    folder = _tls_folder(config)
-
-    def path(key: str, name: str) -> str:
-        return str(config[key] or folder / name)
-
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(
-            path("GRPC_SSL_CERT_PATH", "cert.pem"),
-            path("GRPC_SSL_KEY_PATH", "key.pem"),
-            password=os.environ.get("LOOPCHAIN_TLS_KEY_PASSWORD") or None,
-        )
-        if mode == 2:
-            context.verify_mode = ssl.CERT_REQUIRED
-            context.load_verify_locations(path("GRPC_SSL_CA_CERT_PATH", "ca.pem"))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"ENABLE_REST_SSL {mode}: cannot load the certificate files: {exc}"
-        ) from None
-    return context
+    return rest_tls_context(config, _tls_folder(config))
 
 
 def rest_client_check(config: Config) -> Middleware | None:

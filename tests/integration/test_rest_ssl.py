@@ -129,3 +129,47 @@ def test_mutual_tls_refuses_a_client_once_its_certificate_is_revoked(
     assert _status_on(kept)[0] == 403  # the connection opened before: refused, then closed
     kept.close()
     assert _get(url, other)[0] == 503  # another client is still served
+
+
+@pytest.mark.parametrize("mode", [1, 2])
+def test_the_radiostation_serves_its_rest_api_over_tls_too(tmp_path: Path, mode: int) -> None:
+    """ENABLE_REST_SSL was taken by the RadioStation and not used: its REST API, whose writes
+    carry the operator token, stayed plain HTTP (review). It serves HTTPS now with its own TLS
+    files (those of its gRPC side), and with 2 only to clients with a certificate of the CA."""
+    storage, port = tmp_path / "storage", free_port_pair()
+    tool = ["tools/tls_network.py", "--storage", str(storage), "--radiostation", str(port)]
+    subprocess.run(
+        [sys.executable, *tool, "--peers", ""],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    tls = storage / f"radiostation_{port}" / "tls"
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({"DEFAULT_STORAGE_PATH": str(storage), "ENABLE_REST_SSL": mode}))
+    proc = Proc(f"rs_{port}", ["radiostation.py", "-p", str(port), "-o", str(conf)], tmp_path)
+    proc.start()
+    try:
+        wait_until(lambda: "RadioStation listening" in proc.log_text(), 30, "the RadioStation")
+        url = f"127.0.0.1:{port + REST_DIFF}/api/v1/peer/list"
+        status, body = _get(f"https://{url}", _client(tls, True))
+        assert status == 200 and body["response_code"] == 0, body
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP is not served
+            _get(f"http://{url}", None)
+        if mode == 2:
+            with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+                _get(f"https://{url}", _client(tls, False))
+    finally:
+        assert proc.stop() == 0
+    proc.assert_clean_log()
+
+
+def test_a_radiostation_whose_rest_tls_files_are_missing_says_so_and_exits(
+    tmp_path: Path,
+) -> None:
+    port = free_port_pair()
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({"DEFAULT_STORAGE_PATH": str(tmp_path), "ENABLE_REST_SSL": 1}))
+    proc = Proc(f"rs_{port}", ["radiostation.py", "-p", str(port), "-o", str(conf)], tmp_path)
+    assert proc.run(30) == 2
+    assert "ENABLE_REST_SSL 1: cannot load the certificate files" in proc.log_text()
