@@ -25,6 +25,7 @@ there a weight, group or role. When the file does not exist the RadioStation run
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -128,14 +129,24 @@ class ChannelSpec:
     genesis: GenesisData | None = None  # the accounts funded at genesis, when stated
 
     def entry(self, peer_id: str, target: str) -> MemberSpec | None:
-        """The entry naming `peer_id`, else one naming only `target`, else None."""
+        """The entry naming `peer_id`, else one naming only `target`, else None. Looked up, not
+        searched: it is asked for every registered peer of every channel at each registration
+        (a review measured 0.7 s a registration with 64 channels listing 256 peers each)."""
+        named, by_target = self._entries
+        found = named.get(peer_id) if peer_id else None
+        return found if found is not None else by_target.get(target)
+
+    @functools.cached_property
+    def _entries(self) -> tuple[dict[str, MemberSpec], dict[str, MemberSpec]]:
+        """The first entry naming each peer id; the first naming only each target."""
+        named: dict[str, MemberSpec] = {}
+        by_target: dict[str, MemberSpec] = {}
         for member in self.members or ():
-            if member.peer_id and member.peer_id == peer_id:
-                return member
-        for member in self.members or ():
-            if not member.peer_id and member.target == target:
-                return member
-        return None
+            if member.peer_id:
+                named.setdefault(member.peer_id, member)
+            else:
+                by_target.setdefault(member.target, member)
+        return named, by_target
 
     def admits(self, peer_id: str, target: str, channel_auth: bool) -> bool:
         """True when the peer `peer_id` registered at `target` belongs to this channel."""

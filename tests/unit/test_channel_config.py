@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from loopchain.configure import load_config
 from loopchain.p2p.grpc_util import SERVER_MAX_CONNECTIONS
@@ -18,6 +20,8 @@ from loopchain.radiostation.admission import AdmissionError, verify_connect
 from loopchain.radiostation.channels import (
     MAX_CHANNEL_PEERS,
     ChannelDataError,
+    ChannelSpec,
+    MemberSpec,
     channel_to_json,
     parse_channels,
 )
@@ -665,3 +669,42 @@ def test_a_version_once_served_is_never_served_for_other_content(
         due += 1
     station.registry.register(joiner.address, "10.0.0.4:7100", "", joiner.public_key)
     assert station.validator_set("c").version == due
+
+
+def _entry_by_search(spec: ChannelSpec, peer_id: str, target: str) -> MemberSpec | None:
+    """What ChannelSpec.entry answered when it searched the list (before it was indexed)."""
+    for member in spec.members or ():
+        if member.peer_id and member.peer_id == peer_id:
+            return member
+    for member in spec.members or ():
+        if not member.peer_id and member.target == target:
+            return member
+    return None
+
+
+_IDS = st.sampled_from(["", "hxa", "hxb", "hxc"])
+_TARGETS = st.sampled_from(["", "h:1", "h:2", "h:3"])
+
+
+@given(
+    members=st.one_of(
+        st.none(),
+        st.lists(
+            st.builds(
+                MemberSpec,
+                peer_id=_IDS,
+                target=_TARGETS,
+                weight=st.integers(1, 3),
+                role=st.sampled_from(["validator", "auditor"]),
+            ),
+            max_size=8,
+        ).map(tuple),
+    ),
+    peer_id=_IDS,
+    target=_TARGETS,
+)
+def test_a_channels_entry_for_a_peer_is_the_one_its_list_names_first(
+    members: tuple[MemberSpec, ...] | None, peer_id: str, target: str
+) -> None:
+    spec = ChannelSpec("c", "loopchain/default", members)
+    assert spec.entry(peer_id, target) is _entry_by_search(spec, peer_id, target)
