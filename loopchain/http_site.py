@@ -307,6 +307,88 @@ class _BodyErrorsToTheBody:
         return getattr(self._parser, name)
 
 
+# how long a TLS connection has for its handshake: asyncio's default is 60 s, and until its end a
+# connection was neither counted against the site's bound nor refused (aiohttp counts it once
+# connected), so silent connections took every descriptor (a review held 1,000 with a bound of 40)
+TLS_HANDSHAKE_S = 10.0
+
+
+class _TlsConnection(asyncio.Protocol):
+    """A connection to a TLS site, counted (LimitedSite.handshaking) from its accept until its
+    handshake ends, which TLS_HANDSHAKE_S bounds; then every event goes to the handler
+    `connect()` makes (aiohttp's, for this connection). What came before the handler was made
+    (data sent with the handshake's last flight) is handed to it first, in order."""
+
+    def __init__(self, site: LimitedSite, connect: Callable[[], asyncio.Protocol]) -> None:
+        self._site = site
+        self._connect = connect
+        self._inner: asyncio.Protocol | None = None
+        self._early: list[Callable[[asyncio.Protocol], object]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._site.handshaking += 1
+        task = asyncio.get_running_loop().create_task(self._handshake(transport))
+        self._site.upgrades.add(task)
+        task.add_done_callback(self._site.upgrades.discard)
+
+    async def _handshake(self, raw: asyncio.BaseTransport) -> None:
+        assert self._site.ssl_context is not None
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(
+                raw,  # type: ignore[arg-type]
+                self,
+                self._site.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=TLS_HANDSHAKE_S,
+            )
+        except Exception as exc:  # refused, reset or silent: the client's doing
+            log.debug("TLS handshake failed: %s", exc)
+            raw.abort()  # type: ignore[attr-defined]
+            return
+        finally:
+            self._site.handshaking -= 1
+        if tls is None:  # the connection went away meanwhile
+            return
+        inner = self._inner = self._connect()
+        inner.connection_made(tls)
+        for event in self._early:
+            event(inner)
+        self._early.clear()
+
+    def _event(self, event: Callable[[asyncio.Protocol], object]) -> None:
+        if self._inner is not None:
+            event(self._inner)
+        else:
+            self._early.append(event)
+
+    def data_received(self, data: bytes) -> None:
+        self._event(lambda inner: inner.data_received(data))
+
+    def eof_received(self) -> bool | None:
+        if self._inner is not None:
+            return self._inner.eof_received()
+        self._early.append(lambda inner: inner.eof_received())
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._event(lambda inner: inner.connection_lost(exc))
+
+    def pause_writing(self) -> None:
+        self._event(lambda inner: inner.pause_writing())
+
+    def resume_writing(self) -> None:
+        self._event(lambda inner: inner.resume_writing())
+
+
+class _Dropped(asyncio.Protocol):
+    """A TLS connection past the site's bound: closed at once, before any handshake (a 503 would
+    take one)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()  # type: ignore[attr-defined]
+
+
 def _http_connection(server: Any) -> asyncio.BaseProtocol:
     """A new connection of `server` (aiohttp's RequestHandler), its parser in
     _BodyErrorsToTheBody."""
@@ -336,7 +418,9 @@ class LimitedSite:
         self.max_connections = max_connections
         self.response = refusal_response(refusal_body)
         self.ssl_context = ssl_context
-        self.refused = 0  # connections answered 503 since the start
+        self.refused = 0  # connections answered 503 (with TLS: closed) since the start
+        self.handshaking = 0  # TLS connections accepted whose handshake has not ended
+        self.upgrades: set[asyncio.Task[None]] = set()  # their handshakes
         self._lingering: set[_Refusal] = set()
         self._server: asyncio.Server | None = None
 
@@ -347,27 +431,34 @@ class LimitedSite:
             raise RuntimeError("set the runner up before starting its site")
 
         def protocol() -> asyncio.BaseProtocol:
-            if len(server.connections) >= self.max_connections:
+            if len(server.connections) + self.handshaking >= self.max_connections:
                 self.refused += 1
                 if self.refused == 1 or self.refused % 1000 == 0:
                     log.warning(
-                        "%d REST connections open (REST_MAX_CONNECTIONS): new ones are answered "
-                        "503 (%d so far)",
+                        "%d REST connections open (REST_MAX_CONNECTIONS): new ones are %s "
+                        "(%d so far)",
                         self.max_connections,
+                        "closed" if self.ssl_context else "answered 503",
                         self.refused,
                     )
+                if self.ssl_context is not None:
+                    return _Dropped()
                 return _Refusal(self.response, self._lingering)
+            if self.ssl_context is not None:  # counted from here, not from its handshake's end
+                return _TlsConnection(self, lambda: _http_connection(server))  # type: ignore[arg-type,return-value]
             return _http_connection(server)
 
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            protocol, self.host, self.port, ssl=self.ssl_context, reuse_address=True, backlog=128
+            protocol, self.host, self.port, reuse_address=True, backlog=128
         )
 
     async def close(self) -> None:
         """Stop accepting connections, then close the application and its connections."""
         if self._server is not None:
             self._server.close()
+        for task in list(self.upgrades):
+            task.cancel()
         await self.runner.cleanup()
 
 

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from loopchain import http_site
+from loopchain.types.crypto import Signer
 from tests.integration._slow_clients import (
     get_request,
     held_connection,
     status_and_body,
     until_closed,
 )
+from tools import tls_network
 from tools.procs import free_port_pair
 
 
 async def _hello_site(
-    port: int, max_connections: int, refusal_body: bytes
+    port: int, max_connections: int, refusal_body: bytes, tls: ssl.SSLContext | None = None
 ) -> http_site.LimitedSite:
     """A started LimitedSite on 127.0.0.1:`port` answering GET / with {"ok": true}."""
     app = web.Application()
@@ -30,7 +35,12 @@ async def _hello_site(
     runner = web.AppRunner(app)
     await runner.setup()
     site = http_site.LimitedSite(
-        runner, "127.0.0.1", port, max_connections=max_connections, refusal_body=refusal_body
+        runner,
+        "127.0.0.1",
+        port,
+        max_connections=max_connections,
+        refusal_body=refusal_body,
+        ssl_context=tls,
     )
     await site.start()
     return site
@@ -150,4 +160,39 @@ async def test_a_request_head_over_the_bound_is_431_at_once_and_ordinary_ones_ar
         assert status_and_body(first)[0] == 200
         refused(second)
     finally:
+        await site.close()
+
+
+async def test_tls_connections_count_from_their_accept_and_silent_ones_are_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With TLS a connection was counted against the bound only once its handshake was over
+    (aiohttp counts it connected then), and asyncio gave the handshake 60 s: connections that
+    never sent a ClientHello were neither counted nor refused, and took every descriptor (a
+    review held 1,000 with a bound of 40). Now they count from their accept; those past the
+    bound are closed at once, and a handshake has TLS_HANDSHAKE_S."""
+    monkeypatch.setattr(http_site, "TLS_HANDSHAKE_S", 0.5)
+    ca_pem, ca_key = tls_network.load_or_create_ca(tmp_path / "ca")
+    tls_network.issue(tmp_path / "node", Signer.generate(), ca_pem, ca_key)
+    folder = tmp_path / "node" / "tls"
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    port, bound = free_port_pair(), 4
+    site = await _hello_site(port, bound, b"{}", context)
+    silent: list[asyncio.StreamWriter] = []
+    try:
+        opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(10 * bound)]
+        silent = [writer for _, writer in opened]
+        closed = await asyncio.wait_for(asyncio.gather(*(r.read() for r, _ in opened)), 30)
+        assert closed == [b""] * len(opened)  # each ended by the server, none held
+        assert site.refused >= 9 * bound and site.handshaking == 0
+        client = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+        client.check_hostname = False  # the certificate names a peer id, not 127.0.0.1
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+        writer.write(get_request("/", close=True))
+        assert status_and_body(await asyncio.wait_for(reader.read(), 30)) == (200, b'{"ok": true}')
+        writer.close()
+    finally:
+        for writer in silent:
+            writer.close()
         await site.close()
