@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -53,17 +54,34 @@ def _http_error(exc: web.HTTPException, request: web.Request, max_body: int) -> 
 
 def _cross_site(request: web.Request) -> str | None:
     """The foreign origin of a browser's cross-site write (a page elsewhere making a visitor's
-    browser post transactions this peer would sign), or None. Tools such as curl send no Origin."""
+    browser post transactions this peer would sign), or None. Tools such as curl send no Origin.
+    A browser's own origin is taken by IP address or as localhost only: a page of a name its
+    owner rebinds to this node's address (DNS rebinding) sends that name as Origin and Host
+    alike, and had this peer sign what it posted (review)."""
     origin = request.headers.get("Origin")
     if request.method in ("GET", "HEAD", "OPTIONS") or origin is None:
         return None
     if is_jsonrpc_path(request.path):  # reads, and (later) transactions their clients signed:
         return None  # nothing a page elsewhere could make this peer sign
     try:
-        host = URL(origin).host_port_subcomponent if origin != "null" else None
+        url = URL(origin) if origin != "null" else None
+        host = url.host_port_subcomponent if url is not None else None
     except ValueError:
-        host = None
-    return None if host is not None and host == request.host else origin
+        url, host = None, None
+    if url is None or host is None or host != request.host or not _own_name(url.host or ""):
+        return origin
+    return None
+
+
+def _own_name(host: str) -> bool:
+    """An IP address, or localhost: names no one else can point at this node."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 async def _read_body_within(request: web.Request, seconds: float, max_body: int) -> None:
@@ -99,7 +117,8 @@ async def _answer(
             raise RestError(
                 ResponseCode.FAIL,
                 f"cross-site request from {origin[:80]!r} refused: this API takes writes "
-                "from its own origin and from non-browser clients only",
+                "from its own origin (by IP address or localhost) and from non-browser clients "
+                "only",
                 403,
             )
         if not is_jsonrpc_path(request.path):  # JSON-RPC reads within it, its errors its own

@@ -233,9 +233,17 @@ async def test_cross_site_writes_are_refused_and_same_origin_ones_taken(session,
             session, "POST", url, data=b'{"data": 1}', headers={"Origin": origin}
         )
         assert_error(status, body, 403, ResponseCode.FAIL, "cross-site request")
+    # a name rebound to this node's address (DNS rebinding): the browser sends it as Host too
+    rebound = {"Origin": "http://attacker.example:80", "Host": "attacker.example:80"}
+    status, body = await call(session, "POST", url, data=b'{"data": 1}', headers=rebound)
+    assert_error(status, body, 403, ResponseCode.FAIL, "by IP address or localhost")
     assert len(peer.calls) == before  # nothing reached the peer
     same = base.removesuffix("/")  # the page served by this proxy itself
     status, body = await call(session, "POST", url, json={"data": 2}, headers={"Origin": same})
+    assert status == 200 and body["response_code"] == 0, body
+    local = same.replace("127.0.0.1", "localhost")  # the same page, by the loopback's name
+    headers = {"Origin": local, "Host": local.removeprefix("http://")}
+    status, body = await call(session, "POST", url, json={"data": 3}, headers=headers)
     assert status == 200 and body["response_code"] == 0, body
     status, body = await call(
         session, "GET", base + "/api/v1/status/peer", headers={"Origin": "http://evil.example"}
