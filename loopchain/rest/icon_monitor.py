@@ -19,7 +19,8 @@ peer has the proxy's gRPC deadline, and a monitor that cannot read the peer says
 (`{"code": -32603, "message"}`) and closes. A client must take each message within
 REST_SEND_TIMEOUT, else its connection is dropped, and answer the server's pings (every
 HEARTBEAT_S) within half of it, else it is closed: one that reads nothing, or is gone without a
-word, would hold its monitor for good.
+word, would hold its monitor for good. Its own pings are answered within the same deadline, and
+past FRAME_BURST frames at once (FRAMES_PER_S a second) it is closed with 1008.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from loopchain.rest.errors import json_response
 from loopchain.rest.icon_methods import height_param
@@ -52,6 +53,8 @@ MAX_REQUEST_BYTES = 64 * 1024
 RETRY_AFTER_S = 5
 REQUEST_WAIT = 30.0  # seconds for the client's request after the upgrade
 HEARTBEAT_S = 30.0  # a ping every this many seconds; a client answering none in half is closed
+FRAME_BURST, FRAMES_PER_S = 20, 5  # what a client may send (keepalives, pings) at once, a second
+TOO_MANY_FRAMES = b"too many frames"
 POLL_FIRST, POLL_MAX = 0.05, 0.5  # seconds between looks for the next block or its results
 _HEX = re.compile(r"0x[0-9a-fA-F]{1,8}")
 
@@ -153,11 +156,34 @@ def parse_request(raw: str, kind: str) -> MonitorRequest:
     )
 
 
-async def _drain(ws: web.WebSocketResponse) -> None:
-    """Read (and ignore: keepalives) what the client sends, until it closes."""
+async def _drain(ws: web.WebSocketResponse, send_timeout: float) -> None:
+    """Read what the client sends until it closes: its pings answered, each pong taken within
+    `send_timeout` as every message is (else _Stalled), the rest ignored (keepalives). Past
+    FRAME_BURST frames at once and FRAMES_PER_S a second, it is closed (1008). aiohttp's own
+    answer to a ping waited on the client with no deadline: one sending pings and reading
+    nothing held its monitor, and the peer's polls, for as long as it stayed (review)."""
+    loop = asyncio.get_running_loop()
+    tokens, last = float(FRAME_BURST), loop.time()
     async for incoming in ws:
         if incoming.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
             return
+        now = loop.time()
+        tokens = min(float(FRAME_BURST), tokens + (now - last) * FRAMES_PER_S)
+        last = now
+        if tokens < 1:
+            try:
+                async with asyncio.timeout(send_timeout):
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=TOO_MANY_FRAMES)
+            except TimeoutError:
+                raise _Stalled() from None
+            return
+        tokens -= 1
+        if incoming.type is WSMsgType.PING:
+            try:
+                async with asyncio.timeout(send_timeout):
+                    await ws.pong(incoming.data)
+            except TimeoutError:
+                raise _Stalled() from None
 
 
 class _Stalled(Exception):
@@ -202,7 +228,9 @@ class Monitors:
         if self._by_client[client] >= MAX_MONITORS_PER_CLIENT:
             message = f"this proxy serves {MAX_MONITORS_PER_CLIENT} monitors to one client at once"
             return _refusal(message, 429)
-        ws = web.WebSocketResponse(max_msg_size=MAX_REQUEST_BYTES, heartbeat=HEARTBEAT_S)
+        ws = web.WebSocketResponse(
+            max_msg_size=MAX_REQUEST_BYTES, heartbeat=HEARTBEAT_S, autoping=False
+        )
         await ws.prepare(request)
         self._open += 1
         self._by_client[client] += 1
@@ -235,6 +263,10 @@ class Monitors:
         try:
             async with asyncio.timeout(REQUEST_WAIT):
                 message = await ws.receive()
+                while message.type in (WSMsgType.PING, WSMsgType.PONG):  # before its request
+                    if message.type is WSMsgType.PING:
+                        await ws.pong(message.data)
+                    message = await ws.receive()
         except TimeoutError:
             await self._send(ws, {"code": JsonRpcCode.INVALID_REQUEST, "message": "no request"})
             return
@@ -253,7 +285,7 @@ class Monitors:
         score = channel_score_address(facts.channel)
         start = spec.height if spec.height is not None else facts.height + 1
         notifier = asyncio.create_task(self._notify(ws, channel, kind, spec, score, start))
-        receiver = asyncio.create_task(_drain(ws))
+        receiver = asyncio.create_task(_drain(ws, self._send_timeout))
         done: set[asyncio.Task[None]] = set()
         try:
             done, _ = await asyncio.wait({notifier, receiver}, return_when=asyncio.FIRST_COMPLETED)
@@ -261,6 +293,9 @@ class Monitors:
             for task in (notifier, receiver):
                 task.cancel()
             await asyncio.gather(notifier, receiver, return_exceptions=True)
+        if receiver in done and not receiver.cancelled():
+            if isinstance(receiver.exception(), _Stalled):
+                raise _Stalled()
         if notifier in done and not notifier.cancelled():
             error = notifier.exception()
             if isinstance(error, _Stalled):
@@ -281,7 +316,9 @@ class Monitors:
     ) -> None:
         quiet = 0
         while not ws.closed:
-            block = await self._wait_block(channel, height)
+            block = await self._wait_block(ws, channel, height)
+            if block is None:
+                return  # the socket closed meanwhile
             note = await self._notes(channel, kind, spec, score, block)
             for item in note:
                 await self._send(ws, item)
@@ -291,14 +328,17 @@ class Monitors:
                 quiet = 0
             height += 1
 
-    async def _wait_block(self, channel: str, height: int) -> Any:
+    async def _wait_block(self, ws: web.WebSocketResponse, channel: str, height: int) -> Any:
+        """The block at `height` once the peer has it; None once the socket is closed (the peer
+        is not read for a monitor nobody can hear)."""
         pause = POLL_FIRST
-        while True:
+        while not ws.closed:
             block = await self._reader.block(channel, height=height)
             if block is not None:
                 return block
             await asyncio.sleep(pause)
             pause = min(pause * 2, POLL_MAX)
+        return None
 
     async def _notes(
         self, channel: str, kind: str, spec: MonitorRequest, score: str, block: Any

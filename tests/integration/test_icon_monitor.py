@@ -1032,3 +1032,34 @@ async def test_a_client_that_answers_no_ping_is_closed(session, quick, monkeypat
             break
     assert seen[0] == WSMsgType.PING, seen
     await wait_open(quick.monitors, 0, "the monitor to end")
+
+
+@aio
+async def test_pings_are_answered_and_a_client_sending_too_many_frames_is_closed(session, proxy):
+    """aiohttp answered a client's pings itself, waiting on the client with no deadline: one
+    sending pings and reading nothing held its monitor (and the proxy's polls of the peer) for
+    as long as it stayed. Pings are answered as messages are, within the send deadline, and a
+    client sending more than FRAME_BURST frames at once (FRAMES_PER_S a second) is closed 1008."""
+    ws = await session.ws_connect(proxy.url("block"), autoping=False)
+    try:
+        await ws.ping(b"before its request")
+        answer = await ws.receive(timeout=RECEIVE_S)
+        assert (answer.type, answer.data) == (WSMsgType.PONG, b"before its request")
+        await ws.send_str("{}")
+        assert await receive(ws) == {"code": 0}
+        await ws.ping(b"one")
+        answer = await ws.receive(timeout=RECEIVE_S)
+        assert (answer.type, answer.data) == (WSMsgType.PONG, b"one")
+        for n in range(3 * icon_monitor.FRAME_BURST):
+            await ws.ping(str(n).encode())
+        kinds = []
+        while True:
+            message = await ws.receive(timeout=RECEIVE_S)
+            kinds.append(message.type)
+            if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                break
+        assert ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION, kinds
+        assert kinds.count(WSMsgType.PONG) < 3 * icon_monitor.FRAME_BURST
+    finally:
+        await ws.close()
+    await wait_open(proxy.monitors, 0, "the monitor to end")
