@@ -19,7 +19,7 @@ import grpc
 
 from loopchain.blockchain.execution import parse_events
 from loopchain.protos import loopchain_pb2 as pb
-from loopchain.rest.errors import RestError, status_error
+from loopchain.rest.errors import RETRY_AFTER_SECONDS, RestError, status_error
 from loopchain.rest.formatting import decode_block, decode_tx
 from loopchain.rest.handlers import PeerApi
 from loopchain.rest.icon_shapes import Outcome, Place
@@ -148,7 +148,7 @@ class PeerReader:
         except grpc.aio.AioRpcError as exc:
             code, details = exc.code(), exc.details() or ""
         except RestError as exc:  # the proxy is busy or stopping
-            raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
+            raise _from_rest(exc) from None
         if code != grpc.StatusCode.NOT_FOUND or channel is None:
             raise self._refusal(code, details, codes)
         await self.chain_facts(channel)
@@ -241,7 +241,7 @@ class PeerReader:
                 await self.chain_facts(channel)
             return None
         except RestError as exc:  # busy, stopping, or the peer gave no answer
-            raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
+            raise _from_rest(exc) from None
 
     async def send(self, channel: str, params_json: str) -> str:
         """Pool a client-signed transaction (its params as JSON text); its hash, 64 hex digits."""
@@ -251,7 +251,7 @@ class PeerReader:
                     channel, params_json, send_within=self._api.turn_wait
                 )
         except RestError as exc:  # busy, stopping, or the peer gave no answer
-            raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
+            raise _from_rest(exc) from None
 
     async def _send_batch(self, channel: str, texts: list[str]) -> pb.CreateTxBatchReply:
         request = pb.IconTxBatchRequest(channel=channel, params_json=texts)
@@ -292,8 +292,10 @@ class PeerReader:
     ) -> JsonRpcError:
         if code == grpc.StatusCode.NOT_FOUND:
             return JsonRpcError(JsonRpcCode.INVALID_PARAMS, details)
-        message = status_error(code, details, self._api.peer_target, self._api.timeout).message
-        return JsonRpcError(codes.get(code, JsonRpcCode.INTERNAL_ERROR), message)
+        rest = status_error(code, details, self._api.peer_target, self._api.timeout)
+        return JsonRpcError(
+            codes.get(code, JsonRpcCode.INTERNAL_ERROR), rest.message, _retry_data(rest)
+        )
 
     async def score(self, channel: str) -> ScoreFacts:
         """The channel SCORE's v3 address and API description."""
@@ -312,7 +314,7 @@ class PeerReader:
             with self._api.slots():
                 return await self._querier.submit(channel, params_json, self._api.timeout)
         except RestError as exc:  # busy, stopping, or the peer gave no answer
-            raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
+            raise _from_rest(exc) from None
 
     async def balance(self, channel: str, address: str) -> Coin:
         """An account's ICX and the total supply at the last executed block."""
@@ -320,7 +322,7 @@ class PeerReader:
             with self._api.slots():
                 reply = await self._balances.submit(channel, address, self._api.timeout)
         except RestError as exc:  # busy, stopping, or the peer gave no answer
-            raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
+            raise _from_rest(exc) from None
         try:
             return Coin(int(reply.balance), int(reply.total_supply), reply.height)
         except ValueError:
@@ -334,4 +336,18 @@ def _decoded(decode: Callable[[bytes], Reply], raw: bytes) -> Reply:
     try:
         return decode(raw)
     except RestError as exc:
-        raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, exc.message) from None
+        raise _from_rest(exc) from None
+
+
+def _retry_data(error: RestError) -> dict[str, int] | None:
+    """What a v3 error says of an overload v1 answers 503 with Retry-After: when to try again
+    (its HTTP answer stays 400, the only one ICON's SDK reads errors from; jsonrpc.failure adds
+    the header)."""
+    return {"retryAfter": int(RETRY_AFTER_SECONDS)} if error.status == 503 else None
+
+
+def _from_rest(error: RestError) -> JsonRpcError:
+    """The proxy's own refusal (busy, stopping) or a call that got no answer, as -32603: an
+    overload says when to try again, as v1's 503 does (it was a bare -32603, as if the peer
+    had failed; review)."""
+    return JsonRpcError(JsonRpcCode.INTERNAL_ERROR, error.message, _retry_data(error))

@@ -67,6 +67,8 @@ def failure(request_id: Any, error: JsonRpcError) -> web.Response:
     response = json_response({"jsonrpc": "2.0", "id": request_id, "error": error.to_json()}, 400)
     if error.code == JsonRpcCode.POOL_OVERFLOW:
         response.headers["Retry-After"] = str(POOL_OVERFLOW_RETRY_AFTER_S)
+    elif isinstance(error.data, dict) and isinstance(error.data.get("retryAfter"), int):
+        response.headers["Retry-After"] = str(error.data["retryAfter"])  # an overload's
     return response
 
 

@@ -646,6 +646,10 @@ async def test_calls_beyond_the_in_flight_limit_are_internal_errors_at_once(sess
         await wait_until_async(one_in_flight, 30, "a query to reach the peer")
         answer = await rpc(session, proxy.base + "/api/v3", "icx_getLastBlock")
         assert_error(answer, -32603, "2 calls in flight")
+        assert answer[1]["error"]["data"] == {"retryAfter": 1}  # as v1's 503 says when
+        request = {"jsonrpc": "2.0", "id": 2, "method": "icx_getLastBlock"}
+        async with session.post(proxy.base + "/api/v3", json=request) as response:
+            assert (response.status, response.headers.get("Retry-After")) == (400, "1")
         assert not any(name == "GetBlock" for name, _ in fake.calls)  # refused before the peer
         # a send has in-flight slots of its own (REST_MAX_INFLIGHT submissions): not refused by
         # the reads in flight, it reaches the peer (this fake one has no v3 intake)
