@@ -26,6 +26,7 @@ REFUSALS = RefusalLog(log)  # what callers send that is refused: logged rate-lim
 # a registration refused because MAX_PROBES target checks are in flight: what gRPC answers a call
 # past a server's bound, so a peer's client tries again shortly (and then a standby)
 PROBES_BUSY = grpc.StatusCode.RESOURCE_EXHAUSTED
+BEAT_SWEEP_MIN = 1024  # heartbeats remembered before the first sweep of the old ones
 
 
 def peer_entry(view: PeerView) -> pb.PeerEntry:
@@ -50,6 +51,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         self.station = station
         # (peer, channel) -> timestamp of the last heartbeat taken: one entry per member
         self._last_beat: dict[tuple[str, str], int] = {}
+        self._sweep_beats_at = BEAT_SWEEP_MIN  # its size at which the old ones are forgotten
         self._probes = ProbeSlots()  # target checks in flight
         self._changes = ChangeThrottle()  # how often a registered peer changes its record
 
@@ -264,7 +266,18 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         if request.timestamp_us <= self._last_beat.get(key, -1):
             return ResponseCode.FAIL, "the heartbeat is replayed (its timestamp is not the latest)"
         self._last_beat[key] = request.timestamp_us
+        if len(self._last_beat) > self._sweep_beats_at:
+            self._forget_old_beats()
         return None
+
+    def _forget_old_beats(self) -> None:
+        """Forget the heartbeats older than MAX_TIMESTAMP_SKEW: one sent again is refused as
+        off this clock, so the replay check needs only the recent ones. The table kept an entry
+        for every peer and channel ever heard, removed peers' too (review)."""
+        window = float(self.station.config.MAX_TIMESTAMP_SKEW)
+        oldest_us = int((self.station.clock() - window) * 1e6)
+        self._last_beat = {k: ts for k, ts in self._last_beat.items() if ts >= oldest_us}
+        self._sweep_beats_at = max(BEAT_SWEEP_MIN, 2 * len(self._last_beat))
 
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext

@@ -20,6 +20,7 @@ from loopchain.p2p.radiostation_client import RadioStations
 from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.radiostation import grpc_service
 from loopchain.radiostation.channels import ChannelSpec
 from loopchain.radiostation.main import create_grpc_server
 from loopchain.radiostation.probe import MAX_PROBES_PER_SOURCE
@@ -28,7 +29,7 @@ from loopchain.radiostation.station import Station
 from loopchain.radiostation.throttle import CHANGE_BURST, CHANGE_INTERVAL_S
 from loopchain.storage.memory import MemoryStore
 from loopchain.types.crypto import Signer
-from tests.integration._rs_helpers import connect_request
+from tests.integration._rs_helpers import connect_request, heartbeat_request
 from tests.integration._targets import hanging_peer, tiny_peer
 from tools.procs import free_port_pair, wait_until_async
 
@@ -282,3 +283,30 @@ async def test_a_peer_refused_for_changing_too_often_registers_its_target_once_i
                 await beating
         finally:
             await stations.close()
+
+
+async def test_heartbeats_older_than_the_clock_skew_are_forgotten_and_replays_still_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay check kept the last heartbeat of every peer and channel ever heard, removed
+    peers' too (review). A heartbeat older than MAX_TIMESTAMP_SKEW is refused as off the clock
+    whatever the table holds, so those are forgotten once the table grows."""
+    monkeypatch.setattr(grpc_service, "BEAT_SWEEP_MIN", 4)
+    clock = Clock()
+    config = load_config(environ={}, overrides={"DEFAULT_STORAGE_PATH": str(tmp_path)})
+    registry = Registry.open(
+        tmp_path / "registry.json", {"c": ChannelSpec("c", "loopchain/default", None)}, False
+    )
+    service = grpc_service.RadioStationService(Station(config, registry, Signer.generate(), clock))
+    signers = [Signer.generate() for _ in range(6)]
+    for n, signer in enumerate(signers):
+        registry.register(signer.address, f"127.0.0.1:{7100 + n}", "", signer.public_key)
+    old = [heartbeat_request(s, "c", timestamp_us=int(clock.now * 1e6)) for s in signers[:4]]
+    assert [service._heartbeat_problem(beat, "c") for beat in old] == [None] * 4
+    clock.now += float(config.MAX_TIMESTAMP_SKEW) + 1
+    for signer in signers[4:]:  # the table passes its bound: the old ones go
+        beat = heartbeat_request(signer, "c", timestamp_us=int(clock.now * 1e6))
+        assert service._heartbeat_problem(beat, "c") is None
+    assert len(service._last_beat) == 2
+    problem = service._heartbeat_problem(old[0], "c")  # sent again
+    assert problem is not None and "off this clock" in problem[1]
