@@ -399,8 +399,9 @@ async def conf_post(request: web.Request) -> web.Response:
         config[name],
         request.remote,
     )
+    message = f"{name} set until this RadioStation stops (to keep it, set it in its files)"
     return web.json_response(
-        {"response_code": 0, "message": f"{name} set", "data": describe(config, name)}
+        {"response_code": 0, "message": message, "data": describe(config, name)}
     )
 
 

@@ -321,6 +321,7 @@ async def test_conf_values_are_typed_and_range_checked(start_rs: StartRS) -> Non
     for raw, value in accepted:
         status, body = await post_raw(url, raw, rs.operator())
         assert (status, body["data"][0]["value"]) == (200, value), body
+        assert "until this RadioStation stops" in body["message"], body  # not in its files
 
 
 # -- bounded request bodies
