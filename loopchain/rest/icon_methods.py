@@ -33,7 +33,7 @@ from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
 from loopchain.types.icon_address import channel_score_address
-from loopchain.types.icon_tx import DATA_TYPES, InvalidTransaction, check_address
+from loopchain.types.icon_tx import DATA_TYPES, KNOWN_FIELDS, InvalidTransaction, check_address
 from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
 
 DEFAULT_WAIT_MS = 5_000  # icx_waitTransactionResult without an Icon-Options timeout
@@ -55,6 +55,7 @@ Method = Callable[[Call, dict[str, Any]], Awaitable[Any]]  # (call, params) -> r
 _HASH = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
 _HEIGHT = re.compile(r"0x([0-9a-fA-F]{1,16})")
 MAX_HEIGHT = 2**63 - 1  # a height the peer's int64 fields can carry
+ESTIMATE_FIELDS = KNOWN_FIELDS - {"stepLimit", "signature"}  # what debug_estimateStep takes
 
 # Methods of the spec that this node does not serve (-32601 with the way round).
 NOT_SERVED = {
@@ -301,6 +302,12 @@ class IconMethods:
         for name in ("stepLimit", "signature"):
             if name in params:
                 raise invalid(f"param {name!r} is not taken: the estimate is made without it")
+        unknown = sorted(set(params) - ESTIMATE_FIELDS)
+        if unknown:  # a transaction's fields only: the node would refuse one with others
+            raise invalid(
+                f"unknown param {unknown[0]!r}: a transaction has only "
+                + ", ".join(sorted(ESTIMATE_FIELDS))
+            )
         data_type, data = params.get("dataType"), params.get("data")
         if data_type not in (None, *DATA_TYPES) or (data_type is None) != (data is None):
             raise invalid(

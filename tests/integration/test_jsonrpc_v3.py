@@ -247,8 +247,11 @@ async def test_unknown_methods_and_the_debug_namespace(session, v3, peer):
         ({"stepLimit": "0x1"}, "stepLimit"),
         ({"dataType": "message"}, "together"),
         ({"dataType": "nonsense", "data": "x"}, "together"),
+        ({"foo": 1}, "unknown param 'foo'"),  # no transaction has it: the node refuses one
     ):
         assert_error(await rpc(session, debug, "debug_estimateStep", bad), -32602, words)
+    sdk = {"version": "0x3", "from": "hx" + "a" * 40, "to": "hx" + "b" * 40, "nid": "0x3"}
+    assert result(await rpc(session, debug, "debug_estimateStep", sdk)) == hex(STEP_DEFAULT)
 
 
 async def test_a_cross_site_request_is_answered(session, v3, peer):
