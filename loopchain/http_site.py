@@ -229,6 +229,19 @@ MAX_HEAD_BYTES = 32 * 1024
 HEAD_STEP = 8 * 1024
 
 
+# how long a request head may take from its first byte (a head comes in one packet or a few)
+HEAD_DEADLINE_S = 15.0
+_HEAD_LATE_BODY = json.dumps(
+    {"response_code": -6, "message": "the request head did not arrive within the deadline"}
+).encode()
+_HEAD_LATE = (
+    "HTTP/1.1 408 Request Timeout\r\n"
+    "Content-Type: application/json; charset=utf-8\r\n"
+    f"Content-Length: {len(_HEAD_LATE_BODY)}\r\n"
+    "Connection: close\r\n\r\n"
+).encode("ascii") + _HEAD_LATE_BODY
+
+
 class HeadTooLarge(HttpProcessingError):
     """A request head larger than MAX_HEAD_BYTES (answered 431: answer_malformed_http_in_json)."""
 
@@ -251,12 +264,14 @@ class _BodyErrorsToTheBody:
     waited until REST_BODY_TIMEOUT (a 408). Its Python parser hands such an error to the body
     itself; then there is nothing to do here. Everything else is the parser's own."""
 
-    __slots__ = ("_body", "_head_bytes", "_parser")
+    __slots__ = ("_body", "_connection", "_head_bytes", "_late", "_parser")
 
-    def __init__(self, parser: Any) -> None:
+    def __init__(self, parser: Any, connection: Any = None) -> None:
         self._parser = parser
+        self._connection = connection  # aiohttp's handler of the connection (its transport)
         self._body: Any = None  # the body of the last request parsed, until it ends
         self._head_bytes = 0  # bytes fed outside a body since the last request was parsed
+        self._late: asyncio.TimerHandle | None = None  # HEAD_DEADLINE_S from a head's first byte
 
     def feed_data(self, data: bytes) -> tuple[list[Any], bool, bytes]:
         """The requests `data` completes, in HEAD_STEP steps (at least one: b"" resumes a
@@ -283,6 +298,9 @@ class _BodyErrorsToTheBody:
 
     def _feed(self, data: bytes) -> Any:
         if self._body is None:  # a head (or the bytes before one)
+            if not self._head_bytes and data and self._connection is not None:
+                loop = asyncio.get_running_loop()
+                self._late = loop.call_later(HEAD_DEADLINE_S, self._head_late)
             self._head_bytes += len(data)
         try:
             messages, upgraded, tail = self._parser.feed_data(data)
@@ -299,9 +317,23 @@ class _BodyErrorsToTheBody:
             self._body = None
         if messages:
             self._head_bytes = 0
+            if self._late is not None:
+                self._late.cancel()
+                self._late = None
         elif self._head_bytes > MAX_HEAD_BYTES:
             raise HeadTooLarge()
         return messages, upgraded, tail
+
+    def _head_late(self) -> None:
+        """A head begun HEAD_DEADLINE_S ago is not in: answered 408 and closed (aiohttp bounds
+        it only by its keep-alive time, REST_KEEPALIVE_TIMEOUT, 75 s: a client trickling a byte a
+        few seconds held a connection that long; a review held every one of a proxy's so)."""
+        self._late = None
+        transport = getattr(self._connection, "transport", None)
+        if transport is None or not self._head_bytes or transport.is_closing():
+            return
+        transport.write(_HEAD_LATE)
+        transport.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._parser, name)
@@ -393,7 +425,7 @@ def _http_connection(server: Any) -> asyncio.BaseProtocol:
     """A new connection of `server` (aiohttp's RequestHandler), its parser in
     _BodyErrorsToTheBody."""
     connection = server()
-    connection._parser = _BodyErrorsToTheBody(connection._parser)
+    connection._parser = _BodyErrorsToTheBody(connection._parser, connection)
     return connection
 
 

@@ -196,3 +196,36 @@ async def test_tls_connections_count_from_their_accept_and_silent_ones_are_dropp
         for writer in silent:
             writer.close()
         await site.close()
+
+
+async def test_a_head_trickled_in_past_its_deadline_is_answered_408_and_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A head was bounded only by the keep-alive time (REST_KEEPALIVE_TIMEOUT, 75 s) and a byte
+    every few seconds kept it open: one client held every connection of a proxy that way (a
+    review). A head has HEAD_DEADLINE_S from its first byte."""
+    monkeypatch.setattr(http_site, "HEAD_DEADLINE_S", 0.3)
+    port = free_port_pair()
+    site = await _hello_site(port, 8, b"{}")
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        answer = b""
+
+        async def trickle() -> None:
+            for _ in range(300):  # a header byte each 0.1 s, for 30 s at most
+                await asyncio.sleep(0.1)
+                writer.write(b"X")
+
+        trickling = asyncio.ensure_future(trickle())
+        try:
+            answer = await asyncio.wait_for(reader.read(), 30)
+        finally:
+            trickling.cancel()
+            writer.close()
+        status, body = status_and_body(answer)
+        assert status == 408 and b"did not arrive within the deadline" in body, answer
+        served = await until_closed(port, get_request("/", close=True), 30)
+        assert status_and_body(served) == (200, b'{"ok": true}')  # the others are served
+    finally:
+        await site.close()
