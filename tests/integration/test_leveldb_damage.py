@@ -1,0 +1,68 @@
+"""Damage in a LevelDB store's files is refused, never served as data or skipped: the stores are
+opened with LevelDB's paranoid checks (a review found both silent cases without them)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import plyvel
+import pytest
+
+from loopchain.storage.abc import StorageError
+from loopchain.storage.leveldb import LevelDBStore
+from tests.integration._storage_helpers import damage_a_table
+
+VALUE = b"value-100-" * 50
+
+
+def test_a_damaged_table_value_is_never_served_after_a_compaction(tmp_path: Path) -> None:
+    """Without the checks a compaction read a damaged value unchecked and wrote it again with a
+    good checksum: the first read refused it, every read after the compaction served it."""
+    path = tmp_path / "db"
+    store = LevelDBStore(path)
+    for n in range(200):
+        store.put(b"k%03d" % n, b"value-%03d-" % n * 50, sync=True)
+    store.close()
+    damage_a_table(path, VALUE)
+    store = LevelDBStore(path, write_buffer_mb=1)
+    try:
+        with pytest.raises(StorageError, match="corrupt"):
+            store.get(b"k100")
+        with contextlib.suppress(StorageError):  # refused once a compaction met the damage
+            for round_ in range(40):  # ordinary writes, which LevelDB compacts with the rest
+                with store.write_batch() as batch:
+                    for n in range(200):
+                        batch.put(b"k%03d_%02d" % (n, round_), b"y" * 300)
+        try:
+            store._db.compact_range()  # all of it, now (LevelDB does it in the background)
+        except plyvel.Error as exc:
+            assert "Corruption" in str(exc), exc  # refused: the damage stays visible
+        try:
+            value = store.get(b"k100")
+        except StorageError:
+            value = None  # refused, as it must be
+        assert value is None, f"served a damaged value as data: {value[:24]!r}"
+    finally:
+        store.close()
+
+
+def test_a_damaged_record_in_the_log_refuses_the_store_instead_of_dropping_writes(
+    tmp_path: Path,
+) -> None:
+    """Without the checks recovery dropped the damaged record's 32 KiB of synced batches, kept
+    the writes after them, and opened: batches 10 to 31 of 40 were gone, and only LevelDB's own
+    LOG said so. Now the store is refused, naming it."""
+    path = tmp_path / "db"
+    store = LevelDBStore(path)
+    for n in range(40):
+        with store.write_batch() as batch:  # synced
+            batch.put(b"b%02d" % n, b"x" * 1000)
+    store.close()
+    (log,) = path.glob("*.log")
+    raw = bytearray(log.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    log.write_bytes(bytes(raw))
+    with pytest.raises(StorageError) as refused:
+        LevelDBStore(path)
+    assert str(path) in str(refused.value)
