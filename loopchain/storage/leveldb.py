@@ -65,6 +65,19 @@ def _message(exc: BaseException) -> str:
     return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
 
 
+# how LevelDB's messages begin for damage it found (a compaction meeting a damaged table, with its
+# paranoid checks: every write after it fails so)
+CORRUPTION = "Corruption:"
+
+
+def _write_error(what: str, exc: BaseException) -> StorageError:
+    """A failed write as StorageCorrupt when LevelDB found damage (the store must be restored or,
+    a SCORE state, replayed: writing again would fail again), else StorageError."""
+    message = f"{what}: {_message(exc)}"
+    damaged = isinstance(exc, plyvel.CorruptionError) or _message(exc).startswith(CORRUPTION)
+    return StorageCorrupt(message) if damaged else StorageError(message)
+
+
 def _lock_holder(exc: BaseException) -> str | None:
     """Who holds the store's lock, when `exc` says it is held; None for any other error."""
     text = _message(exc).lower()
@@ -164,9 +177,7 @@ class LevelDBWriteBatch(WriteBatch):
             self._batch.write()
         except (plyvel.Error, RuntimeError) as exc:
             self._store._write_failed(exc)
-            raise StorageError(
-                f"write batch to {self._store.path} failed: {_message(exc)}"
-            ) from None
+            raise _write_error(f"write batch to {self._store.path} failed", exc) from None
         self._done = True
 
 
@@ -246,10 +257,12 @@ class LevelDBStore(KeyValueStore):
     def _check_writable(self) -> None:
         self._check_open()
         if self._write_failure is not None:
-            raise StorageError(
+            message = (
                 f"write to {self.path} refused: an earlier write failed ({self._write_failure}); "
                 "the store takes no more writes until it is opened again"
             )
+            damaged = self._write_failure.startswith(CORRUPTION)
+            raise StorageCorrupt(message) if damaged else StorageError(message)
 
     def _write_failed(self, exc: BaseException) -> None:
         if isinstance(exc, plyvel.Error) and self._write_failure is None:
@@ -279,7 +292,7 @@ class LevelDBStore(KeyValueStore):
             self._db.put(check_bytes("key", key), check_bytes("value", value), sync=sync)
         except plyvel.Error as exc:  # a full or read-only disk
             self._write_failed(exc)
-            raise StorageError(f"write to {self.path} failed: {_message(exc)}") from None
+            raise _write_error(f"write to {self.path} failed", exc) from None
 
     def delete(self, key: bytes, *, sync: bool = False) -> None:
         self._check_writable()
@@ -287,7 +300,7 @@ class LevelDBStore(KeyValueStore):
             self._db.delete(check_bytes("key", key), sync=sync)
         except plyvel.Error as exc:
             self._write_failed(exc)
-            raise StorageError(f"write to {self.path} failed: {_message(exc)}") from None
+            raise _write_error(f"write to {self.path} failed", exc) from None
 
     def iterate(
         self, prefix: bytes = b"", *, reverse: bool = False, cached: bool = True
