@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from loopchain.blockchain.coin import RESERVED_PREFIX
 from loopchain.blockchain.execution import TxResult, next_state_root, results_hash
 from loopchain.blockchain.score_base import BlockView, ScoreError
-from loopchain.storage.abc import KeyValueStore, StorageError
+from loopchain.storage.abc import KeyValueStore, StorageCorrupt, StorageError
 from loopchain.types import canonical
-from loopchain.types.canonical import EncodingError
 from loopchain.types.hashing import EMPTY_ROOT
 
 USER_PREFIX = b"s:"
@@ -239,15 +238,21 @@ class ScoreState:
         self.blocks = BlockHistory(self.read, lambda: self.executed_height)
 
     def _meta(self) -> tuple[int, bytes, bytes, str]:
+        """The executed height, roots and block hash the store records; StorageCorrupt when they
+        are damaged, so that the store is moved aside and replayed from the chain (as a
+        package's load failure, it gave this peer results 9100 no other peer gave; review)."""
         raw_height = self.store.get(_HEIGHT)
         if raw_height is None:
             return -1, EMPTY_ROOT, EMPTY_ROOT, ""
         state_root = self.store.get(_STATE_ROOT) or b""
         result_root = self.store.get(_RESULTS_HASH) or b""
         if len(state_root) != 32 or len(result_root) != 32:
-            raise EncodingError("SCORE state meta is damaged: roots missing or malformed")
+            raise StorageCorrupt("SCORE state meta is damaged: roots missing or malformed")
+        if not raw_height.isdigit() or len(raw_height) > 19:
+            shown = raw_height[:20].decode("ascii", "replace")
+            raise StorageCorrupt(f"SCORE state meta is damaged: executed height {shown!r}")
         block_hash = (self.store.get(_BLOCK_HASH) or b"").decode("ascii", "replace")
-        return int(raw_height.decode("ascii")), state_root, result_root, block_hash
+        return int(raw_height), state_root, result_root, block_hash
 
     def read(self, key: bytes) -> bytes | None:
         """The store's value at `key`; a StorageError the store raises is remembered (the first

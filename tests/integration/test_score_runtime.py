@@ -23,6 +23,7 @@ from loopchain.blockchain.execution import InvokeResult
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.peer.score_runtime import ScoreRuntime
+from loopchain.scoreservice import state as state_module
 from loopchain.scoreservice.client import ScoreUnavailable
 from loopchain.scoreservice.process import damage_marker
 from loopchain.storage.leveldb import LevelDBStore
@@ -178,6 +179,34 @@ async def test_a_corrupt_score_state_is_moved_aside_and_replayed_to_the_recorded
     aside = [p.name for p in state.parent.iterdir() if p.name.startswith("score_state.corrupt-")]
     assert len(aside) == 1, aside
     assert (state.parent / aside[0] / damaged.name).read_bytes() == as_damaged  # kept as it was
+    assert not damage_marker(state).exists()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("height", [b"x\xff", b"12a", b""])
+async def test_a_score_state_whose_meta_is_damaged_is_moved_aside_and_replayed(
+    tmp_path: Path, height: bytes
+) -> None:
+    """The executed height the state store records, damaged (not a number): it was taken for a
+    package that cannot load, and this peer recorded results 9100 and the old root for every
+    block after, which no other peer recorded (review). It is a damaged store: moved aside and
+    replayed from the chain."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, ChainBuilder())
+    runtime = _runtime(tmp_path, store, [])
+    async with running(runtime):
+        await wait_until_async(_executed_to(store, BLOCKS - 1), 60, "execution of every block")
+    recorded = store.executed()
+    assert recorded is not None
+    state = tmp_path / "channel" / "score_state"
+    kv = LevelDBStore(state)
+    kv.put(state_module.META_PREFIX + b"height", height, sync=True)
+    kv.close()
+
+    answer = await _replay_to_recorded(tmp_path, store, recorded)
+    assert json.loads(answer) == {"value": "v5"}
+    aside = [p.name for p in state.parent.iterdir() if p.name.startswith("score_state.corrupt-")]
+    assert len(aside) == 1, aside
     assert not damage_marker(state).exists()
 
 
