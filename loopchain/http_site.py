@@ -271,7 +271,7 @@ class _BodyErrorsToTheBody:
         self._connection = connection  # aiohttp's handler of the connection (its transport)
         self._body: Any = None  # the body of the last request parsed, until it ends
         self._head_bytes = 0  # bytes fed outside a body since the last request was parsed
-        self._late: asyncio.TimerHandle | None = None  # HEAD_DEADLINE_S from a head's first byte
+        self._late: asyncio.TimerHandle | None = None  # HEAD_DEADLINE_S from a head's first part
 
     def feed_data(self, data: bytes) -> tuple[list[Any], bool, bytes]:
         """The requests `data` completes, in HEAD_STEP steps (at least one: b"" resumes a
@@ -298,9 +298,6 @@ class _BodyErrorsToTheBody:
 
     def _feed(self, data: bytes) -> Any:
         if self._body is None:  # a head (or the bytes before one)
-            if not self._head_bytes and data and self._connection is not None:
-                loop = asyncio.get_running_loop()
-                self._late = loop.call_later(HEAD_DEADLINE_S, self._head_late)
             self._head_bytes += len(data)
         try:
             messages, upgraded, tail = self._parser.feed_data(data)
@@ -322,6 +319,10 @@ class _BodyErrorsToTheBody:
                 self._late = None
         elif self._head_bytes > MAX_HEAD_BYTES:
             raise HeadTooLarge()
+        elif self._head_bytes and self._late is None and self._connection is not None:
+            # a head left incomplete by what came (a whole one, as most are, arms nothing)
+            loop = asyncio.get_running_loop()
+            self._late = loop.call_later(HEAD_DEADLINE_S, self._head_late)
         return messages, upgraded, tail
 
     def _head_late(self) -> None:
