@@ -440,12 +440,16 @@ class BlockStore:
         raw = self._kv.get(SAFETY)
         if raw is None:
             return None
-        value = canonical.decode(raw)
-        qc = value.get("high_qc")
-        self._safety = (
-            int(value["highest_vote_round"]),
-            QuorumCertificate.from_json(qc) if qc else None,
-        )
+        try:  # both fields always written: a missing certificate would read as no lock at all
+            value = canonical.decode(raw)
+            qc = value["high_qc"]
+            record = (
+                int(value["highest_vote_round"]),
+                QuorumCertificate.from_json(qc) if qc is not None else None,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise self._broken(f"the safety record is damaged: {exc!r}"[:300]) from None
+        self._safety = record
         return self._safety
 
     def save_results(
@@ -562,7 +566,12 @@ class BlockStore:
 
     def _proof_block(self) -> Block | None:
         proof = self.commit_proof()
-        return Block.decode(proof[0]) if proof is not None else None
+        if proof is None:
+            return None
+        try:
+            return Block.decode(proof[0])
+        except ValueError as exc:  # EncodingError, or a bad hex field deep inside
+            raise self._broken(f"the commit proof's block is corrupt: {exc}") from None
 
     # -- the intake log of earlier versions (moved to the intake journal at start)
 

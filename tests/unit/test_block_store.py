@@ -880,3 +880,32 @@ def test_a_transaction_placed_wrongly_in_its_block_is_still_served_as_itself(
     assert reopened.find_transaction(third.hash) == (third, TxPlace(block.height, 2, block.hash))
     found = reopened.find_transaction(second.hash)
     assert found is not None and found[0].encode() == second.encode()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xff not json",
+        canonical.encode({"highest_vote_round": 4}),  # its certificate's field gone
+        canonical.encode({"highest_vote_round": "four", "high_qc": None}),
+        canonical.encode({"highest_vote_round": 4, "high_qc": {"round": 1}}),
+    ],
+)
+def test_a_damaged_safety_record_is_refused_never_read_as_no_lock(
+    kv: KeyValueStore, raw: bytes
+) -> None:
+    """A damaged record escaped as a bare EncodingError (a traceback at the peer's start), and
+    one without its certificate field read as "no certificate": a lock lowered (review)."""
+    kv.put(schema.SAFETY, raw, sync=True)
+    with pytest.raises(schema.StoreDamaged, match="safety record is damaged"):
+        BlockStore(kv, CHANNEL).safety_record()
+
+
+def test_a_damaged_commit_proof_is_refused_as_a_damaged_store(
+    store: BlockStore, chain: ChainBuilder, kv: KeyValueStore
+) -> None:
+    save_next(store, chain, 1)
+    kv.put(schema.PROOF, canonical.encode({"block": "zz", "certificate": "zz"}), sync=True)
+    fresh = BlockStore(kv, CHANNEL)
+    with pytest.raises(BlockStoreError):
+        fresh._proof_block()
