@@ -25,6 +25,7 @@ from typing import Any
 
 import plyvel
 
+from loopchain.durable import make_directories
 from loopchain.storage.abc import (
     KeyValueStore,
     StorageCorrupt,
@@ -89,8 +90,9 @@ def _lock_holder(exc: BaseException) -> str | None:
 def _open(path: Path, create: bool, compression: bool, sizes: dict[str, int]) -> Any:
     """Open the plyvel DB at `path`, translating every failure into a StorageError."""
     if create:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
+        try:  # each new folder synced into its parent: LevelDB syncs only its own folder, and a
+            # power cut could lose a new store's name with its first synced votes (review)
+            make_directories(path)
         except OSError as exc:
             raise StorageError(f"cannot create LevelDB store directory {path}: {exc}") from None
     elif not (path / "CURRENT").is_file():  # LevelDB would create the directory before refusing
