@@ -231,8 +231,8 @@ HEAD_STEP = 8 * 1024
 
 # how long a request head may take from its first byte (a head comes in one packet or a few)
 HEAD_DEADLINE_S = 15.0
-_HEAD_LATE_BODY = json.dumps(
-    {"response_code": -6, "message": "the request head did not arrive within the deadline"}
+_HEAD_LATE_BODY = json.dumps(  # -900: ResponseCode.TIMEOUT, as a body's 408 says (types sits above)
+    {"response_code": -900, "message": "the request head did not arrive within the deadline"}
 ).encode()
 _HEAD_LATE = (
     "HTTP/1.1 408 Request Timeout\r\n"

@@ -225,6 +225,7 @@ async def test_a_head_trickled_in_past_its_deadline_is_answered_408_and_closed(
             writer.close()
         status, body = status_and_body(answer)
         assert status == 408 and b"did not arrive within the deadline" in body, answer
+        assert json.loads(body)["response_code"] == -900, body  # TIMEOUT, as a late body's
         served = await until_closed(port, get_request("/", close=True), 30)
         assert status_and_body(served) == (200, b'{"ok": true}')  # the others are served
     finally:
