@@ -140,6 +140,32 @@ async def _replay_to_recorded(
     return answer
 
 
+async def _executed_chain(tmp_path: Path) -> tuple[BlockStore, tuple[int, bytes, bytes], Path]:
+    """A chain every block of which the SCORE executed: its store, what it recorded, and the
+    path of the SCORE's state store."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, ChainBuilder())
+    runtime = _runtime(tmp_path, store, [])
+    async with running(runtime):
+        await wait_until_async(_executed_to(store, BLOCKS - 1), 60, "execution of every block")
+    recorded = store.executed()
+    assert recorded is not None
+    return store, recorded, tmp_path / "channel" / "score_state"
+
+
+async def _replayed_aside(
+    tmp_path: Path, store: BlockStore, recorded: tuple[int, bytes, bytes], state: Path
+) -> str:
+    """Replay to the recorded roots (_replay_to_recorded); the damaged state store was moved
+    aside, once, and its mark for the next process removed: its name."""
+    answer = await _replay_to_recorded(tmp_path, store, recorded)
+    assert json.loads(answer) == {"value": "v5"}
+    aside = [p.name for p in state.parent.iterdir() if p.name.startswith("score_state.corrupt-")]
+    assert len(aside) == 1, aside
+    assert not damage_marker(state).exists()
+    return aside[0]
+
+
 def _empty_manifest(state: Path) -> Path:
     """What a filesystem repair left: its manifest cut to nothing (the store will not open)."""
     manifest = state / (state / "CURRENT").read_text().strip()
@@ -163,23 +189,12 @@ async def test_a_corrupt_score_state_is_moved_aside_and_replayed_to_the_recorded
     not stay unloaded, which would make this peer record results no other peer has, nor end at
     the same read process after process: the corrupt store is moved aside (a read that finds it
     corrupt marks it for the next process) and the recorded blocks replayed into a new one."""
-    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
-    _fill(store, ChainBuilder())
-    runtime = _runtime(tmp_path, store, [])
-    async with running(runtime):
-        await wait_until_async(_executed_to(store, BLOCKS - 1), 60, "execution of every block")
-    recorded = store.executed()
-    assert recorded is not None
-    state = tmp_path / "channel" / "score_state"
+    store, recorded, state = await _executed_chain(tmp_path)
     damaged = damage(state)
     as_damaged = damaged.read_bytes()
 
-    answer = await _replay_to_recorded(tmp_path, store, recorded)
-    assert json.loads(answer) == {"value": "v5"}
-    aside = [p.name for p in state.parent.iterdir() if p.name.startswith("score_state.corrupt-")]
-    assert len(aside) == 1, aside
-    assert (state.parent / aside[0] / damaged.name).read_bytes() == as_damaged  # kept as it was
-    assert not damage_marker(state).exists()
+    aside = await _replayed_aside(tmp_path, store, recorded, state)
+    assert (state.parent / aside / damaged.name).read_bytes() == as_damaged  # kept as it was
 
 
 @pytest.mark.timeout(120)
@@ -191,23 +206,12 @@ async def test_a_score_state_whose_meta_is_damaged_is_moved_aside_and_replayed(
     package that cannot load, and this peer recorded results 9100 and the old root for every
     block after, which no other peer recorded (review). It is a damaged store: moved aside and
     replayed from the chain."""
-    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
-    _fill(store, ChainBuilder())
-    runtime = _runtime(tmp_path, store, [])
-    async with running(runtime):
-        await wait_until_async(_executed_to(store, BLOCKS - 1), 60, "execution of every block")
-    recorded = store.executed()
-    assert recorded is not None
-    state = tmp_path / "channel" / "score_state"
+    store, recorded, state = await _executed_chain(tmp_path)
     kv = LevelDBStore(state)
     kv.put(state_module.META_PREFIX + b"height", height, sync=True)
     kv.close()
 
-    answer = await _replay_to_recorded(tmp_path, store, recorded)
-    assert json.loads(answer) == {"value": "v5"}
-    aside = [p.name for p in state.parent.iterdir() if p.name.startswith("score_state.corrupt-")]
-    assert len(aside) == 1, aside
-    assert not damage_marker(state).exists()
+    await _replayed_aside(tmp_path, store, recorded, state)
 
 
 @pytest.mark.timeout(120)
