@@ -178,8 +178,7 @@ class LevelDBWriteBatch(WriteBatch):
         try:
             self._batch.write()
         except (plyvel.Error, RuntimeError) as exc:
-            self._store._write_failed(exc)
-            raise _write_error(f"write batch to {self._store.path} failed", exc) from None
+            raise self._store._write_failed(exc, "write batch") from None
         self._done = True
 
 
@@ -266,9 +265,12 @@ class LevelDBStore(KeyValueStore):
             damaged = self._write_failure.startswith(CORRUPTION)
             raise StorageCorrupt(message) if damaged else StorageError(message)
 
-    def _write_failed(self, exc: BaseException) -> None:
+    def _write_failed(self, exc: BaseException, what: str) -> StorageError:
+        """The error for a failed write (`what`), the first one remembered: the store takes no
+        more writes until it is opened again."""
         if isinstance(exc, plyvel.Error) and self._write_failure is None:
             self._write_failure = _message(exc)
+        return _write_error(f"{what} to {self.path} failed", exc)
 
     def get(self, key: bytes) -> bytes | None:
         """The value of `key`, its table's checksum verified: StorageCorrupt when the disk
@@ -293,16 +295,14 @@ class LevelDBStore(KeyValueStore):
         try:
             self._db.put(check_bytes("key", key), check_bytes("value", value), sync=sync)
         except plyvel.Error as exc:  # a full or read-only disk
-            self._write_failed(exc)
-            raise _write_error(f"write to {self.path} failed", exc) from None
+            raise self._write_failed(exc, "write") from None
 
     def delete(self, key: bytes, *, sync: bool = False) -> None:
         self._check_writable()
         try:
             self._db.delete(check_bytes("key", key), sync=sync)
         except plyvel.Error as exc:
-            self._write_failed(exc)
-            raise _write_error(f"write to {self.path} failed", exc) from None
+            raise self._write_failed(exc, "write") from None
 
     def iterate(
         self, prefix: bytes = b"", *, reverse: bool = False, cached: bool = True
