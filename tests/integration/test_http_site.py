@@ -19,7 +19,7 @@ from tests.integration._slow_clients import (
     until_closed,
 )
 from tools import tls_network
-from tools.procs import free_port_pair
+from tools.procs import free_port_pair, wait_until_async
 
 
 async def _hello_site(
@@ -163,6 +163,22 @@ async def test_a_request_head_over_the_bound_is_431_at_once_and_ordinary_ones_ar
         await site.close()
 
 
+def _tls_files(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a certificate of a new CA, and the folder of its files."""
+    ca_pem, ca_key = tls_network.load_or_create_ca(tmp_path / "ca")
+    tls_network.issue(tmp_path / "node", Signer.generate(), ca_pem, ca_key)
+    folder = tmp_path / "node" / "tls"
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    return context, folder
+
+
+def _client(folder: Path) -> ssl.SSLContext:
+    client = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+    client.check_hostname = False  # the certificate names a peer id, not 127.0.0.1
+    return client
+
+
 async def test_tls_connections_count_from_their_accept_and_silent_ones_are_dropped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,11 +188,7 @@ async def test_tls_connections_count_from_their_accept_and_silent_ones_are_dropp
     review held 1,000 with a bound of 40). Now they count from their accept; those past the
     bound are closed at once, and a handshake has TLS_HANDSHAKE_S."""
     monkeypatch.setattr(http_site, "TLS_HANDSHAKE_S", 0.5)
-    ca_pem, ca_key = tls_network.load_or_create_ca(tmp_path / "ca")
-    tls_network.issue(tmp_path / "node", Signer.generate(), ca_pem, ca_key)
-    folder = tmp_path / "node" / "tls"
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    context, folder = _tls_files(tmp_path)
     port, bound = free_port_pair(), 4
     site = await _hello_site(port, bound, b"{}", context)
     silent: list[asyncio.StreamWriter] = []
@@ -186,9 +198,7 @@ async def test_tls_connections_count_from_their_accept_and_silent_ones_are_dropp
         closed = await asyncio.wait_for(asyncio.gather(*(r.read() for r, _ in opened)), 30)
         assert closed == [b""] * len(opened)  # each ended by the server, none held
         assert site.refused >= 9 * bound and site.handshaking == 0
-        client = ssl.create_default_context(cafile=str(folder / "ca.pem"))
-        client.check_hostname = False  # the certificate names a peer id, not 127.0.0.1
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=_client(folder))
         writer.write(get_request("/", close=True))
         assert status_and_body(await asyncio.wait_for(reader.read(), 30)) == (200, b'{"ok": true}')
         writer.close()
@@ -230,3 +240,52 @@ async def test_a_head_trickled_in_past_its_deadline_is_answered_408_and_closed(
         assert status_and_body(served) == (200, b'{"ok": true}')  # the others are served
     finally:
         await site.close()
+
+
+async def test_64_keep_alive_tls_clients_at_once_are_all_served_and_leave_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    """The TLS path hands each connection to aiohttp once its handshake is over: 64 clients
+    shaking hands at once, each then sending requests on its connection, are all served, and
+    when they leave the site counts no connection and no handshake."""
+    context, folder = _tls_files(tmp_path)
+    port = free_port_pair()
+    site = await _hello_site(port, 64, b"{}", context)
+    client = _client(folder)
+    try:
+
+        async def requests(count: int) -> list[tuple[int, bytes]]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+            answers = []
+            try:
+                for n in range(count):
+                    writer.write(get_request("/", close=n == count - 1))
+                    answers.append(await asyncio.wait_for(_one_answer(reader), 30))
+            finally:
+                writer.close()
+            return answers
+
+        served = await asyncio.gather(*(requests(5) for _ in range(64)))
+        assert [a for answers in served for a in answers] == [(200, b'{"ok": true}')] * 320
+        assert site.refused == 0 and site.handshaking == 0
+        server = site.runner.server
+        assert server is not None
+
+        async def all_gone() -> bool:
+            return not server.connections
+
+        await wait_until_async(all_gone, 30, "the connections to close")
+    finally:
+        await site.close()
+
+
+async def _one_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP answer read from a keep-alive connection (its status and body)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    body = await reader.readexactly(length)
+    return int(head.split(b" ", 2)[1]), body
