@@ -666,3 +666,12 @@ async def test_peer_certificates_are_listed_once_for_callers_at_once_and_again_o
         certs.directory.revoke_peer(first.address)  # the revocation list changes
         assert await listed() == {first.address: True, second.address: False}
         assert listing.builds == 3
+        # a certificate file damaged on disk: each caller is told so, and nothing is kept
+        issued = tmp_path / "ca" / "peers" / second.address / "issued"
+        (issued / "ff.pem").write_bytes(b"not a certificate")
+        listing.invalidate()
+        answers = await asyncio.gather(*(client.get("/api/v1/cert/list/peer") for _ in range(4)))
+        for response in answers:
+            assert response.status == 503 and "corrupt" in (await response.json())["message"]
+        (issued / "ff.pem").unlink()
+        assert await listed() == {first.address: True, second.address: False}
