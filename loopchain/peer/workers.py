@@ -21,7 +21,10 @@ Its exit status says why it ended:
 * any other status (1: an exception nothing caught, a bug, or a start refused by the system): it
   crashed, and is started again. After MAX_CRASHES within CRASH_WINDOW the peer stops instead of
   starting it forever.
-* killed by a signal, or ended by one (0): it is started again.
+* killed by a signal from outside (kill -9, the OOM killer, SIGTERM), or ended by one (0): it is
+  started again, however often.
+* ended by a signal of its own fault (SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL: a C extension
+  crashed, perhaps reading damaged data): a crash, counted as status 1 is.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections import deque
@@ -51,6 +55,10 @@ WORKER_SPEC_REFUSED = 2  # it refused what its peer handed it: the peer stops to
 WORKER_STORAGE_FAILED = 3  # its storage failed or fails its checks: the peer stops too
 MAX_CRASHES = 5  # crashes of a worker within CRASH_WINDOW that stop the peer
 CRASH_WINDOW = 120.0
+# signals a process raises on itself when it crashes: counted as crashes, not as kills from outside
+CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL}
+)
 MAX_WORKER_SPEC_BYTES = 4 << 20  # what a worker reads of its spec (the configuration is in it)
 SOCKET_DIR_PREFIX = "loopchain-worker-"
 STORAGE_ADVICE = (
@@ -108,9 +116,10 @@ class ChannelWorker(Supervised):
             return f"{ended}: its storage failed (its reason above). {STORAGE_ADVICE}"
         if code == WORKER_SPEC_REFUSED:
             return f"{ended}: it refused what its peer handed it (its reason above)"
+        last = f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
         return (
             f"the worker of channel {self.channel} crashed {len(self._crashes)} times within "
-            f"{CRASH_WINDOW:.0f} s, the last time with status {code} (the tracebacks or reasons "
+            f"{CRASH_WINDOW:.0f} s, the last time with {last} (the tracebacks or reasons "
             "are above), and is not started again. What is stored is whole; report the crash, "
             "then start the peer again"
         )
@@ -118,7 +127,9 @@ class ChannelWorker(Supervised):
     def _fatal(self, code: int | None) -> bool:
         if code in (WORKER_STORAGE_FAILED, WORKER_SPEC_REFUSED):
             return True
-        if code is None or code <= 0:  # could not be spawned, killed or stopped by a signal
+        if code is None or code == 0:  # could not be spawned, or stopped by a signal
+            return False
+        if code < 0 and -code not in CRASH_SIGNALS:  # killed from outside
             return False
         now = time.monotonic()
         self._crashes.append(now)

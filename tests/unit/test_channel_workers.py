@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -332,3 +333,19 @@ async def test_a_crashed_worker_is_started_again_and_one_whose_storage_failed_is
     assert crashes == [False] * (workers.MAX_CRASHES - 1) + [True]
     why = worker._why(1)
     assert f"crashed {workers.MAX_CRASHES} times" in why and "storage" not in why, why
+
+
+async def test_a_worker_ended_by_a_signal_of_its_own_fault_counts_as_a_crash() -> None:
+    """A worker a C extension crashes (SIGSEGV, SIGABRT, ...) at every start, for instance reading
+    damaged data, stops the peer after MAX_CRASHES within CRASH_WINDOW, telling the signal; one
+    killed from outside (kill -9, the OOM killer, SIGTERM) is started again however often. Before,
+    every signal was a kill from outside, and a worker crashing at each start was started
+    forever."""
+    worker = ChannelWorker("alpha", dict(_MISMATCHED_SPEC), load_config(), print)
+    await worker.link.close()
+    outside = [-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP]
+    assert not any(worker._fatal(code) for code in outside * workers.MAX_CRASHES)
+    crashes = [worker._fatal(-signal.SIGSEGV) for _ in range(workers.MAX_CRASHES)]
+    assert crashes == [False] * (workers.MAX_CRASHES - 1) + [True]
+    assert "the last time with signal SIGSEGV" in worker._why(-signal.SIGSEGV)
+    assert worker._fatal(-signal.SIGABRT) and worker._fatal(-signal.SIGBUS)
