@@ -16,7 +16,9 @@ frame. A path whose channel cannot be a channel name is answered as v3 answers i
 -32602). A proxy serves at most MAX_MONITORS at once (503 with Retry-After beyond), at most
 MAX_MONITORS_PER_CLIENT to one client address (429 with Retry-After beyond); every read of the
 peer has the proxy's gRPC deadline, and a monitor that cannot read the peer says so
-(`{"code": -32603, "message"}`) and closes. A client must take each message within
+(`{"code": -32603, "message"}`) and closes. What monitors read of the peer is read once for all
+of them (_SharedReads): a block at a height, and once it is executed the events of its
+transactions, looked up SHARED_LOOKUPS at a time (so in few batch calls). A client must take each message within
 REST_SEND_TIMEOUT, else its connection is dropped, and answer the server's pings (every
 HEARTBEAT_S) within half of it, else it is closed: one that reads nothing, or is gone without a
 word, would hold its monitor for good. Its own pings are answered within the same deadline, and
@@ -29,7 +31,8 @@ import asyncio
 import json
 import logging
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +59,8 @@ HEARTBEAT_S = 30.0  # a ping every this many seconds; a client answering none in
 FRAME_BURST, FRAMES_PER_S = 20, 5  # what a client may send (keepalives, pings) at once, a second
 TOO_MANY_FRAMES = b"too many frames"
 POLL_FIRST, POLL_MAX = 0.05, 0.5  # seconds between looks for the next block or its results
+SHARED_READS = 8  # blocks and blocks' events kept for every monitor (the newest read)
+SHARED_LOOKUPS = 64  # result lookups of one block's transactions in flight at once
 _HEX = re.compile(r"0x[0-9a-fA-F]{1,8}")
 
 
@@ -196,6 +201,96 @@ def _refusal(message: str, status: int) -> web.Response:
     return refused
 
 
+@dataclass
+class _Read:
+    """A read of the peer shared by the monitors asking for it."""
+
+    task: asyncio.Task[Any]
+    askers: int = 0
+
+
+class _SharedReads:
+    """What monitors read of the peer, read once for all of them: a final block at a height, and
+    the events of a block's transactions once it is executed. Before, each monitor read each block
+    itself and looked up the results of its transactions one after another: an event monitor took
+    a round trip to the peer per transaction, fell behind a loaded chain for good, and 64 of them
+    read each block's results 64 times.
+
+    The SHARED_READS newest reads are kept (the monitors following the chain ask for the same
+    block); a read that failed or found no block yet is not kept, and one whose askers all left
+    is cancelled (the events of a block the SCORE never executes are not waited for forever)."""
+
+    def __init__(self, reader: PeerReader) -> None:
+        self._reader = reader
+        self._kept: OrderedDict[Hashable, _Read] = OrderedDict()
+
+    async def block(self, channel: str, height: int) -> Any:
+        """The final block at `height`, or None while there is none."""
+        return await self._once(
+            ("block", channel, height), lambda: self._reader.block(channel, height=height)
+        )
+
+    async def events(self, channel: str, block: Any) -> tuple[tuple[Any, ...], ...]:
+        """The events of each transaction of `block`, once it is executed."""
+        events: tuple[tuple[Any, ...], ...] = await self._once(
+            ("events", channel, block.hash), lambda: self._read_events(channel, block)
+        )
+        return events
+
+    async def _once(self, key: Hashable, read: Callable[[], Awaitable[Any]]) -> Any:
+        shared = self._kept.get(key)
+        if shared is None:
+            shared = _Read(asyncio.ensure_future(read()))
+            self._kept[key] = shared
+            shared.task.add_done_callback(lambda task: self._settled(key, task))
+            while len(self._kept) > SHARED_READS:
+                self._kept.popitem(last=False)
+        else:
+            self._kept.move_to_end(key)
+        shared.askers += 1
+        try:
+            return await asyncio.shield(shared.task)  # (one asker leaving ends it for no other)
+        finally:
+            shared.askers -= 1
+            if not shared.askers and not shared.task.done():  # the last asker left: it ends
+                self._forget(key, shared.task)
+                shared.task.cancel()
+
+    def _settled(self, key: Hashable, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is not None or task.result() is None:
+            self._forget(key, task)  # read again by the next asker
+
+    def _forget(self, key: Hashable, task: asyncio.Task[Any]) -> None:
+        shared = self._kept.get(key)
+        if shared is not None and shared.task is task:
+            del self._kept[key]
+
+    async def _read_events(self, channel: str, block: Any) -> tuple[tuple[Any, ...], ...]:
+        hashes = [tx.hash_hex for tx in block.transactions]
+        found: list[tuple[Any, ...]] = []
+        for start in range(0, len(hashes), SHARED_LOOKUPS):
+            chunk = [
+                asyncio.ensure_future(self._events(channel, tx_hash))
+                for tx_hash in hashes[start : start + SHARED_LOOKUPS]
+            ]
+            try:
+                found.extend(await asyncio.gather(*chunk))
+            finally:  # the first failure (-32603) ends the rest
+                for task in chunk:
+                    task.cancel()
+        return tuple(found)
+
+    async def _events(self, channel: str, tx_hash: str) -> tuple[Any, ...]:
+        """A final transaction's events, once its block is executed."""
+        pause = POLL_FIRST
+        while True:
+            found = await self._reader.result(channel, tx_hash)
+            if found is not None and found.outcome is not None:
+                return found.outcome.events
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
+
+
 class Monitors:
     """The websocket monitors of one REST proxy, reading its peer through `reader`; each message
     is taken by its client within `send_timeout` seconds (REST_SEND_TIMEOUT), else its
@@ -203,6 +298,7 @@ class Monitors:
 
     def __init__(self, reader: PeerReader, send_timeout: float) -> None:
         self._reader = reader
+        self._shared = _SharedReads(reader)
         self._send_timeout = send_timeout
         self._open = 0
         self._by_client: Counter[str] = Counter()  # monitors open, by client address
@@ -333,7 +429,7 @@ class Monitors:
         is not read for a monitor nobody can hear)."""
         pause = POLL_FIRST
         while not ws.closed:
-            block = await self._reader.block(channel, height=height)
+            block = await self._shared.block(channel, height)
             if block is not None:
                 return block
             await asyncio.sleep(pause)
@@ -347,8 +443,7 @@ class Monitors:
         if kind == "block" and not spec.filters:
             return [head]
         matches = []  # (tx index, per filter: the matching event indexes, the events)
-        for index, tx in enumerate(block.transactions):
-            events = await self._events(channel, tx.hash_hex)
+        for index, events in enumerate(await self._shared.events(channel, block)):
             per_filter = [
                 [j for j, e in enumerate(events) if f.matches(score, e.indexed, e.data)]
                 for f in spec.filters
@@ -379,13 +474,3 @@ class Monitors:
                 ]
             notes.append(note)
         return notes
-
-    async def _events(self, channel: str, tx_hash: str) -> tuple[Any, ...]:
-        """A final transaction's events, once its block is executed."""
-        pause = POLL_FIRST
-        while True:
-            found = await self._reader.result(channel, tx_hash)
-            if found is not None and found.outcome is not None:
-                return found.outcome.events
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, POLL_MAX)

@@ -31,6 +31,7 @@ from loopchain.rest.app import create_app
 from loopchain.rest.icon_monitor import (
     MAX_FILTERS,
     MAX_REQUEST_BYTES,
+    SHARED_LOOKUPS,
     EventFilter,
     Monitors,
     parse_filter,
@@ -617,6 +618,61 @@ async def test_a_block_not_executed_yet_is_notified_once_it_is(session, proxy):
         assert await receive(ws) == {**head(block), "index": "0x0", "events": ["0x0"]}
     finally:
         await ws.close()
+
+
+@aio
+async def test_monitors_read_a_block_and_its_results_once_for_all_of_them(session, proxy):
+    """Eight event monitors of a block of 200 transactions: the peer is asked for the block once
+    and for each result once, in a few batch calls. Before, each monitor read the block and
+    looked up its transactions' results one after another: 8 block reads, 1,600 lookups and a
+    batch call per transaction, so an event monitor fell behind a loaded chain for good."""
+    peer = proxy.peer
+    count, monitors = 200, 8
+    height = tip(peer) + 1
+    wanted = {"height": hex(height), "event": TRANSFER}
+    sockets = [await open_monitor(session, proxy.url("event"), wanted) for _ in range(monitors)]
+    try:
+        peer.calls.clear()
+        lookups, batches = peer.counted["GetTxResult"], peer.counted["GetTxResultBatch"]
+        block = peer.add_block(*([transfer(ALICE, BOB, n)] for n in range(count)))
+        assert block.height == height
+        for ws in sockets:
+            notes = [await receive(ws) for _ in range(count)]
+            assert [n["index"] for n in notes] == [hex(i) for i in range(count)]
+        assert peer.polls("GetBlock", height=height) == 1
+        assert peer.counted["GetTxResult"] - lookups == count
+        assert peer.counted["GetTxResultBatch"] - batches <= 2 * count // SHARED_LOOKUPS + 2
+    finally:
+        for ws in sockets:
+            await ws.close()
+
+
+@aio
+async def test_a_shared_read_ends_when_its_last_monitor_leaves(session, proxy):
+    """Two monitors wait for the results of a block not executed yet, then leave: the shared
+    read waiting for them ends with them, and is not kept (nobody would hear its answer)."""
+    peer = proxy.peer
+    peer.chains[DEFAULT_CHANNEL].executed_height = tip(peer)
+    wanted = {"height": hex(tip(peer) + 1), "event": TRANSFER}
+    sockets = [await open_monitor(session, proxy.url("event"), wanted) for _ in range(2)]
+    block = peer.add_block([transfer(ALICE, BOB, 1)])
+    tx_hash = block.transactions[0].hash_hex
+
+    async def polled_twice() -> bool:
+        return peer.polls("GetTxResult", tx_hash=tx_hash) >= 2
+
+    await wait_until_async(polled_twice, RECEIVE_S, "the monitors to wait for the result")
+    shared = proxy.monitors._shared
+    read = ("events", DEFAULT_CHANNEL, block.hash)
+    assert read in shared._kept
+    for ws in sockets:
+        await ws.close()
+
+    async def ended() -> bool:
+        reading = [t for t in asyncio.all_tasks() if "_read_events" in t.get_coro().__qualname__]
+        return not monitor_tasks() and not reading and read not in shared._kept
+
+    await wait_until_async(ended, RECEIVE_S, "the shared read to end with its monitors")
 
 
 @aio
