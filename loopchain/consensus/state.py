@@ -119,6 +119,8 @@ MAX_VOTES_REMEMBERED = 4096  # (round, voter) pairs kept to spot a validator vot
 MAX_FETCH_DEPTH = 32  # farther behind than this, sync final blocks instead of fetching
 MAX_EARLY_VOTES = 1024  # votes held for blocks whose proposal has not come yet
 EARLY_VOTES_PER_VOTER = 4  # and of one validator
+MAX_TALLIES = 16  # vote tallies of blocks not certified yet, open at once
+TALLIES_PER_VOTER = 4  # of them holding one validator's vote
 
 
 @dataclass(frozen=True)
@@ -851,8 +853,8 @@ class ChannelConsensus:
         if equivocation := self._note_vote(vote):
             return [equivocation]
         key = (vote.round, vote.block_hash)
-        if key not in self.votes and len(self.votes) >= MAX_WAITING:
-            self.votes.pop(min(self.votes))
+        if key not in self.votes and not self._room_for_tally(vote):
+            return []
         tally = self.votes.setdefault(key, {})
         tally[vote.voter] = vote
         if not voting.has_quorum(tally, self.config.limits.ratio):
@@ -863,6 +865,31 @@ class ChannelConsensus:
         if any(_carries(action, qc) for action in actions):
             return actions  # the proposal made at once brings the certificate to every member
         return [m.BroadcastCertificate(qc), *actions]
+
+    def _room_for_tally(self, vote: Vote) -> bool:
+        """Make room for the tally `vote` opens, or say there is none. Tallies of rounds below the
+        final tip's are dropped (no vote for them counts any more). A validator's vote is in at
+        most TALLIES_PER_VOTER tallies, and past MAX_TALLIES in all, the tally farthest from this
+        node's round gives way; neither gives way to a farther one. Before, the tally of the
+        lowest round gave way: a byzantine validator voting for blocks of its own far rounds
+        pushed out the tally of the round being certified, each time a vote came, and its leader
+        never formed a certificate."""
+        for key in [key for key in self.votes if key[0] < self.tip.round]:
+            del self.votes[key]
+        mine = [key for key, tally in self.votes.items() if vote.voter in tally]
+        if len(mine) >= TALLIES_PER_VOTER:
+            farthest = max(mine, key=lambda key: self._distance(key[0]))
+            if self._distance(vote.round) >= self._distance(farthest[0]):
+                return False
+            del self.votes[farthest][vote.voter]
+            if not self.votes[farthest]:
+                del self.votes[farthest]
+        if len(self.votes) >= MAX_TALLIES:
+            farthest = max(self.votes, key=lambda key: self._distance(key[0]))
+            if self._distance(vote.round) >= self._distance(farthest[0]):
+                return False
+            del self.votes[farthest]
+        return True
 
     def _hold_early(self, vote: Vote) -> list[m.Action]:
         """Keep a vote for a block not seen here until the block comes, when it is of a round this
