@@ -525,6 +525,11 @@ class ChannelConsensus:
                 existing.proposal_checked = True
             return existing, []
         if parent is None:
+            # a proposal by nobody's or forged, parked, would push out what a lagging node waits for
+            if proposal and not self._may_vote(block.header.leader):
+                return None, []
+            if proposal and (problem := block.signature_problem()) is not None:
+                return None, [self._refused(block, problem)]
             return None, self._park(block.header.prev_hash, retry, block.height)
         problem = self._check_block(block, parent, now, proposal)
         if problem:
@@ -1188,6 +1193,8 @@ class ChannelConsensus:
         voting = self.voting_set
         if voting is None or complaint.voter not in voting or self.signer.address not in voting:
             return []
+        if not complaint.verify_signature():  # (a forged one would cost a synced write and a
+            return []  # complaint to every peer, from anyone who can reach this one)
         self.rejoined = {r for r in self.rejoined if r >= oldest} | {round_}
         # saved before it leaves, as every complaint is: a node restarted after a kill -9 picks
         # its round from the saved record, and without it could vote in the round complained of

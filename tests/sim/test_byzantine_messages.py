@@ -8,6 +8,7 @@ among its faults.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import itertools
 import weakref
@@ -234,6 +235,42 @@ def test_a_flood_of_far_complaints_does_not_stop_a_crashed_leader_from_being_rep
         if b.header.prev_tc is not None
     }
     assert crashed in leaders
+
+
+def test_a_forged_complaint_about_a_round_left_behind_costs_nothing() -> None:
+    """A complaint about a round this peer left, in a validator's name with a forged signature,
+    is dropped: no synced safety record, no complaint of this peer's. The same complaint signed
+    by the validator has this peer complain about that round too (it rejoins its laggards).
+    Before, the signature was checked only after rejoining, so anyone who could reach the peer
+    had it write to disk and send a complaint to every peer, round after round."""
+    found = None
+    for steps in range(3, 12):
+        net = Network(4, seed=45)
+        _run(net, steps=steps, settle=3.0)
+        for node in net.honest():
+            state = node.state
+            oldest = max(state.tip.round + 1, state.round - MAX_COMPLAINT_ROUNDS)
+            left = [
+                r
+                for r in range(oldest, state.round)
+                if round_after_timeout(r, BLOCKS_PER_LEADER) <= state.round
+                and r not in state.rejoined
+            ]
+            if left:
+                found = (net, node, left[0])
+                break
+        if found:
+            break
+    assert found is not None, "no peer with a round left behind to rejoin"
+    net, node, round_ = found
+    other = next(n for n in net.nodes.values() if n is not node)
+    high = node.state.safety.high_qc
+    forged = Complaint(CHANNEL, round_, high, other.address, b"\x01" * 65)
+    assert node.state.handle(m.ComplaintReceived(forged), net.now) == []
+    signed = Complaint.create(CHANNEL, round_, high, other.signer)
+    actions = node.state.handle(m.ComplaintReceived(signed), net.now)
+    sent = [a.complaint for a in actions if isinstance(a, m.BroadcastComplaint)]
+    assert [(c.voter, c.round) for c in sent] == [(node.address, round_)], actions
 
 
 def test_complaints_claiming_a_forged_certificate_are_refused() -> None:
@@ -822,6 +859,55 @@ def test_making_room_never_evicts_the_parent_of_the_block_it_is_made_for() -> No
     assert tree.evict_stale_leaf(state.round + 1, keep=parent.hash)
     assert tree.get(parent.hash) is not None and tree.get(other.hash) is None
     assert tree.size_bytes == len(parent.encode())
+
+
+def test_proposals_by_outsiders_or_with_forged_signatures_are_not_parked() -> None:
+    """A proposal whose parent is unknown here is parked only when a validator signed it: more
+    than MAX_WAITING made-up ones, by an outsider or with a forged signature, leave the honest
+    proposal a lagging node parked in place, and it is released when its parent comes. Before,
+    anyone who could reach the peer pushed it out with unsigned blocks, and the node missed its
+    vote in that round."""
+    net, node = _settled()
+    state = node.state
+    voting = state.voting_set
+    assert voting is not None
+    now_us = int(net.now * 1_000_000)
+    leader = net.nodes[leader_of(voting, state.round, BLOCKS_PER_LEADER)]
+    parent = _block_on_high_qc(node, leader.signer, state.round, now_us + 50)
+    votes = [
+        Vote.create(CHANNEL, parent.height, parent.header.round, parent.hash, n.signer)
+        for n in list(net.nodes.values())[:3]
+    ]
+    child_leader = net.nodes[leader_of(voting, state.round + 1, BLOCKS_PER_LEADER)]
+    child = _remade(
+        parent,
+        child_leader.signer,
+        height=parent.height + 1,
+        round_=state.round + 1,
+        prev_hash=parent.hash,
+        prev_qc=QuorumCertificate.from_votes(votes),
+        timestamp=now_us + 60,
+        next_leader=leader_of(voting, state.round + 2, BLOCKS_PER_LEADER),
+    )
+    state.handle(m.ProposalReceived(child), net.now)
+    assert parent.hash in state.waiting
+    outsider = Signer.generate()
+    refused = []
+    for n in range(MAX_WAITING + 2):
+        made_up = _remade(child, outsider, prev_hash=bytes([n]) * 32, prev_qc=None)
+        assert state.handle(m.ProposalReceived(made_up), net.now) == []
+        forged = dataclasses.replace(
+            _remade(child, child_leader.signer, prev_hash=bytes([n]) * 32, prev_qc=None),
+            signature=b"\x01" * 65,
+        )
+        refused += state.handle(m.ProposalReceived(forged), net.now)
+    assert list(state.waiting) == [parent.hash]
+    parked = state.waiting[parent.hash]
+    assert [e.block for e in parked if isinstance(e, m.ProposalReceived)] == [child]
+    assert len(refused) == MAX_WAITING + 2
+    assert all(isinstance(a, m.Rejected) and "not signed" in a.reason for a in refused), refused
+    state.handle(m.BlockFetched(parent), net.now)
+    assert not state.waiting and state.tree.get(child.hash) is not None
 
 
 def test_blocks_parked_for_a_missing_parent_are_held_within_a_byte_budget() -> None:
