@@ -1,22 +1,28 @@
 """A small blocking JSON client for the operator tools (demotool.py, gtool.py).
 
-Every call has a deadline, reads at most MAX_REPLY_BYTES and turns every failure (a bad URL, no
-answer, a reply that is not JSON, an error answered by the node) into one ToolError whose message is
-one line a person can act on; the tools print it and exit 1, never a traceback.
+Every call has one deadline for the whole exchange (connecting, sending, the answer's head and its
+body: a reply dripped a byte at a time cannot hold a tool longer), reads at most MAX_REPLY_BYTES,
+follows no redirect (the operator token must never go to another host, and a POST must never turn
+into a GET) and turns every failure (a bad URL, no answer, a broken HTTP answer, a reply that is not
+JSON, an error answered by the node) into one ToolError whose message is one line a person can act
+on; the tools print it and exit 1, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import io
 import json
-import urllib.error
+import socket
+import time
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
 MAX_REPLY_BYTES = 64 * 1024 * 1024  # a block of the largest size, with room to spare
 DEFAULT_TIMEOUT = 10.0
+READ_CHUNK = 64 * 1024
 
 
 class ToolError(Exception):
@@ -51,6 +57,57 @@ def _message(body: Any) -> str:
     return json.dumps(body)[:300] if not isinstance(body, str) else body[:300]
 
 
+class _Deadline(TimeoutError):
+    """The whole exchange's deadline passed."""
+
+
+class _DeadlineSocket:
+    """A connected socket whose every send and receive waits at most until `deadline` (a
+    time.monotonic() value), however the peer spaces its bytes: the socket's own timeout bounds
+    one operation only. http.client reads the answer through makefile()."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def _arm(self) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise _Deadline
+        self._sock.settimeout(left)
+
+    def sendall(self, data: bytes) -> None:
+        self._arm()
+        self._sock.sendall(data)
+
+    def recv_into(self, buffer: Any, size: int = 0) -> int:
+        self._arm()
+        return self._sock.recv_into(buffer, size)
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self))
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class _DeadlineReader(io.RawIOBase):
+    def __init__(self, sock: _DeadlineSocket) -> None:
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._sock.recv_into(buffer)
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """Text from the network shown on one line: control characters escaped, cut at `limit`."""
+    shown = text[:limit].encode("unicode_escape").decode("ascii")
+    return shown + ("..." if len(text) > limit else "")
+
+
 class RestClient:
     """JSON requests to one node's REST API (`base` is http(s)://host:port)."""
 
@@ -61,6 +118,41 @@ class RestClient:
         self.timeout = timeout
         self.headers = dict(headers or {})
 
+    def _connection(self, deadline: float) -> http.client.HTTPConnection:
+        parts = urllib.parse.urlsplit(self.base)
+        left = max(deadline - time.monotonic(), 0.001)
+        connection: http.client.HTTPConnection
+        if parts.scheme == "https":
+            connection = http.client.HTTPSConnection(parts.netloc, timeout=left)
+        else:
+            connection = http.client.HTTPConnection(parts.netloc, timeout=left)
+        connection.connect()
+        connection.sock = _DeadlineSocket(connection.sock, deadline)
+        return connection
+
+    def _exchange(
+        self, method: str, target: str, data: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, str | None, bytes]:
+        """(status, Location, at most MAX_REPLY_BYTES + 1 bytes of the body) of one request."""
+        deadline = time.monotonic() + self.timeout
+        connection = self._connection(deadline)
+        try:
+            connection.request(method, target, body=data, headers=headers)
+            response = connection.getresponse()
+            chunks: list[bytes] = []
+            size = 0
+            while size <= MAX_REPLY_BYTES:
+                chunk = response.read(min(READ_CHUNK, MAX_REPLY_BYTES + 1 - size))
+                if not chunk:
+                    if response.length:  # the connection ended before the promised length
+                        raise http.client.IncompleteRead(b"".join(chunks), response.length)
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return response.status, response.getheader("Location"), b"".join(chunks)
+        finally:
+            connection.close()
+
     def call(
         self,
         method: str,
@@ -70,25 +162,33 @@ class RestClient:
         headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Any]:
         """(HTTP status, decoded JSON) of one request; error statuses are returned, not raised.
-        ToolError when there is no answer or the answer is not JSON."""
+        ToolError when there is no complete answer within the timeout, the answer redirects
+        elsewhere or is not JSON."""
         query = {k: v for k, v in (params or {}).items() if v not in (None, "")}
-        url = self.base + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        target = path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, method=method)
-        for name, value in {**self.headers, **(headers or {})}.items():
-            request.add_header(name, value)
+        sent = {**self.headers, **(headers or {})}
         if data is not None:
-            request.add_header("Content-Type", "application/json")
+            sent["Content-Type"] = "application/json"
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                status, raw = response.status, response.read(MAX_REPLY_BYTES + 1)
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read(MAX_REPLY_BYTES + 1)
-        except TimeoutError:
-            raise ToolError(f"{self.base} did not answer within {self.timeout:g} s") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ToolError(f"cannot reach {self.base}: {reason}") from None
+            status, location, raw = self._exchange(method, target, data, sent)
+        except TimeoutError:  # the deadline, or the socket's timeout that counts down to it
+            raise ToolError(
+                f"{self.base} gave no complete answer within {self.timeout:g} s"
+            ) from None
+        except http.client.HTTPException as exc:  # before OSError: RemoteDisconnected is both
+            what = _printable(str(exc)) or type(exc).__name__
+            raise ToolError(
+                f"{method} {path}: {self.base} gave a broken HTTP answer: {what}"
+            ) from None
+        except OSError as exc:
+            raise ToolError(f"cannot reach {self.base}: {exc.strerror or exc}") from None
+        if 300 <= status < 400:
+            where = _printable(location or "(no Location)")
+            raise ToolError(
+                f"{method} {path}: HTTP {status}: redirected to {where}, which is not followed;"
+                " give the node's own URL"
+            )
         if len(raw) > MAX_REPLY_BYTES:
             raise ToolError(f"{method} {path}: the reply is larger than {MAX_REPLY_BYTES} bytes")
         try:
