@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from tools.rest_client import ToolError
 
 # What reading an answer of an unexpected shape raises (a missing key, a list for an object, text
-# for a number): the tools report it as one line like a ToolError instead of a traceback.
-UNEXPECTED_ANSWER = (AttributeError, IndexError, KeyError, TypeError, ValueError)
+# for a number, 1e999 for an integer): the tools report it as one line like a ToolError instead of
+# a traceback.
+UNEXPECTED_ANSWER = (AttributeError, IndexError, KeyError, OverflowError, TypeError, ValueError)
 
 
 @dataclass(frozen=True)

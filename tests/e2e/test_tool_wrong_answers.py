@@ -96,6 +96,7 @@ PEER_STATUS_SHAPES = [
 BLOCK_SHAPES = [
     pytest.param({"block_data_json": [1, 2]}, id="block-data-list"),
     pytest.param({"block_data_json": {"height": "ten"}}, id="height-not-a-number"),
+    pytest.param({"block_data_json": {"height": float("inf")}}, id="height-infinite"),
     pytest.param({"block_data_json": {"height": 1, "tx_count": None}}, id="tx-count-null"),
     pytest.param({"block_data_json": {"height": 1}, "tx_data_json": 5}, id="txs-a-number"),
 ]
@@ -139,6 +140,13 @@ def test_demotool_blocks(
 ) -> None:
     node.answers["/api/v1/blocks"] = block
     done = run_tool(DEMOTOOL, "-p", node.url, *args, cwd=tmp_path)
+    assert_one_line_and_exit_1(done, "demotool", "the peer")
+
+
+def test_demotool_find_with_an_infinite_height(node: WrongNode, tmp_path: Path) -> None:
+    node.answers["/api/v1/transactions"] = {"block_height": float("inf")}  # JSON 1e999
+    node.answers["/api/v1/transactions/result"] = {"response": {"code": 0}}
+    done = run_tool(DEMOTOOL, "-p", node.url, "find", "ab" * 32, cwd=tmp_path)
     assert_one_line_and_exit_1(done, "demotool", "the peer")
 
 
