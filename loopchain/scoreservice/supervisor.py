@@ -5,8 +5,9 @@ then killed, since a looping transaction must not hold the chain) only leads to 
 backoff, after which the package is loaded again and the state is the last committed one.
 
 A SCORE is other people's code, so the process gets nothing of the peer it does not need:
-* an environment built from an allow-list (PATH, locale, Python's own variables): never the
-  peer's LOOPCHAIN_* settings or key passwords;
+* an environment built from an allow-list (PATH, Python's own variables): never the peer's
+  LOOPCHAIN_* settings or key passwords; its time zone (UTC) and locale (C.UTF-8) are the same on
+  every peer, whatever the peer's are;
 * its own empty working directory (mode 0700, emptied at every start), as $HOME too;
 * no inherited file descriptors but stdin (/dev/null), stdout and stderr;
 * its unix socket inside a directory of mode 0700 with an unguessable name, so no other user can
@@ -60,19 +61,18 @@ _PR_SET_DUMPABLE = 4
 ENV_ALLOWED = frozenset(
     {
         "PATH",
-        "LANG",
-        "LANGUAGE",
-        "TZ",
         "TMPDIR",
         "LD_LIBRARY_PATH",
         "PYTHONHOME",
         "PYTHONIOENCODING",
-        "PYTHONUTF8",
         "PYTHONDONTWRITEBYTECODE",
         "PYTHONPYCACHEPREFIX",
     }
 )
-ENV_ALLOWED_PREFIXES = ("LC_",)
+# Set alike on every peer, never taken from the peer's: a SCORE that turns block.timestamp into a
+# date (time.localtime, datetime.fromtimestamp) or formats text by the locale must record the same
+# results on every peer, and a peer's TZ, LANG, LC_* (or its /etc/localtime without TZ) differ.
+ENV_FIXED = {"TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "PYTHONUTF8": "1"}
 
 
 def query_limit(config: Config) -> float:
@@ -85,13 +85,11 @@ def query_limit(config: Config) -> float:
 
 def score_environment(environ: Mapping[str, str], work_dir: Path) -> dict[str, str]:
     """The environment of a SCORE process: the allowed variables of `environ`, $HOME its work
-    directory, a PYTHONPATH that finds loopchain, and one hash seed on every peer (a SCORE that
-    iterates a set of strings must write the same state everywhere)."""
-    env = {
-        name: value
-        for name, value in environ.items()
-        if name in ENV_ALLOWED or name.startswith(ENV_ALLOWED_PREFIXES)
-    }
+    directory, a PYTHONPATH that finds loopchain, and what every peer's SCORE must see alike: one
+    hash seed (a SCORE that iterates a set of strings must write the same state everywhere), the
+    time zone and the locale (ENV_FIXED)."""
+    env = {name: value for name, value in environ.items() if name in ENV_ALLOWED}
+    env.update(ENV_FIXED)
     env.update(HOME=str(work_dir), MALLOC_ARENA_MAX="2", PYTHONUNBUFFERED="1", PYTHONHASHSEED="0")
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(_PROJECT_ROOT), environ.get("PYTHONPATH", "")) if p

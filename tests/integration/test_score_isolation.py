@@ -5,6 +5,7 @@ encrypted peer key on disk and an inheritable descriptor of it in the peer."""
 from __future__ import annotations
 
 import ctypes
+import datetime
 import json
 import os
 import stat
@@ -15,10 +16,16 @@ from typing import Any
 
 import pytest
 
-from loopchain.scoreservice.supervisor import ENV_ALLOWED, score_environment
+from loopchain.scoreservice.supervisor import ENV_ALLOWED, ENV_FIXED, score_environment
 from loopchain.types.crypto import KeyProtection, SignatureError, open_key_file
 from loopchain.types.passwords import KEY_PASSWORD_ENV
-from tests.integration._score_helpers import make_package, make_supervisor, running, score_config
+from tests.integration._score_helpers import (
+    Blocks,
+    make_package,
+    make_supervisor,
+    running,
+    score_config,
+)
 
 PASSWORD = "peer-key-password-4c1b"
 TLS_PASSWORD = "tls-key-password-9e2d"
@@ -75,7 +82,7 @@ def secrets_in_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv(KEY_PASSWORD_ENV, PASSWORD)
     monkeypatch.setenv("LOOPCHAIN_TLS_KEY_PASSWORD", TLS_PASSWORD)
     monkeypatch.setenv("SOME_SERVICE_TOKEN", TOKEN)
-    monkeypatch.setenv("LC_MESSAGES", "C")
+    monkeypatch.setenv("LC_MESSAGES", "POSIX")
     yield
 
 
@@ -109,8 +116,9 @@ async def test_a_score_sees_no_secret_of_its_peer(tmp_path: Path, secrets_in_env
     # 1. environment: only allowed variables, no secret among their values
     environ: dict[str, str] = report["environ"]
     fixed = {"HOME", "PYTHONPATH", "MALLOC_ARENA_MAX", "PYTHONUNBUFFERED", "PYTHONHASHSEED"}
-    assert set(environ) <= ENV_ALLOWED | fixed | {n for n in environ if n.startswith("LC_")}
-    assert environ["LC_MESSAGES"] == "C" and environ["HOME"] == str(supervisor.work_dir)
+    assert set(environ) <= ENV_ALLOWED | fixed | set(ENV_FIXED)
+    assert "LC_MESSAGES" not in environ and environ["LC_ALL"] == "C.UTF-8"
+    assert environ["HOME"] == str(supervisor.work_dir)
     assert not any(n.startswith("LOOPCHAIN_") or "PASSWORD" in n for n in environ)
     for secret in (PASSWORD, TLS_PASSWORD, TOKEN):
         assert secret not in json.dumps(report), f"{secret} reached the SCORE"
@@ -189,8 +197,11 @@ async def _status_when_started(supervisor: Any) -> str:
 def test_the_environment_is_built_from_an_allow_list(tmp_path: Path) -> None:
     environ = {
         "PATH": "/usr/bin",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
+        "LANG": "de_DE.UTF-8",  # replaced, as the time zone: every peer's SCORE sees the same
+        "LC_ALL": "de_DE.UTF-8",
+        "LC_TIME": "de_DE.UTF-8",
+        "LANGUAGE": "de",
+        "TZ": "Pacific/Kiritimati",
         "PYTHONHASHSEED": "random",  # replaced: every peer hashes alike
         "PYTHONPATH": "/extra",
         KEY_PASSWORD_ENV: "x",
@@ -203,7 +214,56 @@ def test_the_environment_is_built_from_an_allow_list(tmp_path: Path) -> None:
     }
     env = score_environment(environ, tmp_path)
     assert env["PATH"] == "/usr/bin" and env["LANG"] == env["LC_ALL"] == "C.UTF-8"
+    assert env["TZ"] == "UTC" and not {"LC_TIME", "LANGUAGE"} & set(env)
     assert env["PYTHONHASHSEED"] == "0" and env["HOME"] == str(tmp_path)
     assert env["PYTHONPATH"].endswith(os.pathsep + "/extra")
     assert not {KEY_PASSWORD_ENV, "DEFAULT_STORAGE_PATH", "SSH_AUTH_SOCK"} & set(env)
     assert "x" not in env.values()
+
+
+# Turns block.timestamp into a calendar date and a month name with the standard library's local
+# time and locale functions (allowed: the timestamp is the block's, not a clock)
+CALENDAR_SCORE = """
+import datetime
+import json
+import locale
+import time
+
+from loopchain.blockchain.score_base import ScoreBase
+
+
+class UserScore(ScoreBase):
+    def invoke(self, transaction, block):
+        seconds = block.timestamp // 1_000_000
+        local = time.localtime(seconds)
+        seen = {
+            "date": datetime.datetime.fromtimestamp(seconds).isoformat(),
+            "zone": time.strftime("%Z", local),
+            "locale": locale.setlocale(locale.LC_ALL, ""),
+            "month": time.strftime("%B", local),
+        }
+        self.put_json("seen", seen)
+        return {"code": 0, "message": json.dumps(seen, sort_keys=True)}
+"""
+
+
+async def test_every_peer_time_zone_and_locale_give_the_same_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block = Blocks().next({"op": "date"})
+    seconds = block.header.timestamp // 1_000_000
+    runs = []
+    # a peer in UTC, then one 14 hours ahead (a POSIX TZ: no zone database needed) with a locale
+    for index, (zone, language) in enumerate((("UTC", "C.UTF-8"), ("LINT-14", "POSIX"))):
+        monkeypatch.setenv("TZ", zone)
+        monkeypatch.setenv("LC_ALL", language)
+        monkeypatch.setenv("LANG", language)
+        package = make_package(tmp_path / str(index), "calendar", CALENDAR_SCORE)
+        async with running(make_supervisor(tmp_path / str(index), score_config(), package)) as sup:
+            staged = await sup.client.invoke_block(block)
+        runs.append((staged.results, staged.state_root, staged.results_hash))
+    assert runs[0] == runs[1]
+    utc = datetime.datetime.fromtimestamp(seconds, datetime.UTC).replace(tzinfo=None)
+    # BASE_TIME_US: 2023-11-14 22:13:20 UTC, 2023-11-15 12:13:20 in LINT-14
+    seen = {"date": utc.isoformat(), "zone": "UTC", "locale": "C.UTF-8", "month": "November"}
+    assert [(r.code, json.loads(r.message)) for r in runs[1][0]] == [(0, seen)]
