@@ -65,14 +65,21 @@ ENV_ALLOWED = frozenset(
         "LD_LIBRARY_PATH",
         "PYTHONHOME",
         "PYTHONIOENCODING",
-        "PYTHONDONTWRITEBYTECODE",
         "PYTHONPYCACHEPREFIX",
     }
 )
 # Set alike on every peer, never taken from the peer's: a SCORE that turns block.timestamp into a
 # date (time.localtime, datetime.fromtimestamp) or formats text by the locale must record the same
 # results on every peer, and a peer's TZ, LANG, LC_* (or its /etc/localtime without TZ) differ.
-ENV_FIXED = {"TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "PYTHONUTF8": "1"}
+# No bytecode is written: a module a SCORE imports late (in invoke) would add __pycache__ to its
+# package folder, which is the user's repository and only ever read (packages.py).
+ENV_FIXED = {
+    "TZ": "UTC",
+    "LC_ALL": "C.UTF-8",
+    "LANG": "C.UTF-8",
+    "PYTHONUTF8": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
 
 
 def query_limit(config: Config) -> float:
@@ -87,7 +94,7 @@ def score_environment(environ: Mapping[str, str], work_dir: Path) -> dict[str, s
     """The environment of a SCORE process: the allowed variables of `environ`, $HOME its work
     directory, a PYTHONPATH that finds loopchain, and what every peer's SCORE must see alike: one
     hash seed (a SCORE that iterates a set of strings must write the same state everywhere), the
-    time zone and the locale (ENV_FIXED)."""
+    time zone and the locale, and no bytecode written (ENV_FIXED)."""
     env = {name: value for name, value in environ.items() if name in ENV_ALLOWED}
     env.update(ENV_FIXED)
     env.update(HOME=str(work_dir), MALLOC_ARENA_MAX="2", PYTHONUNBUFFERED="1", PYTHONHASHSEED="0")

@@ -267,3 +267,32 @@ async def test_every_peer_time_zone_and_locale_give_the_same_results(
     # BASE_TIME_US: 2023-11-14 22:13:20 UTC, 2023-11-15 12:13:20 in LINT-14
     seen = {"date": utc.isoformat(), "zone": "UTC", "locale": "C.UTF-8", "month": "November"}
     assert [(r.code, json.loads(r.message)) for r in runs[1][0]] == [(0, seen)]
+
+
+# Imports a module of its package only when a transaction comes (a late import)
+LATE_IMPORT_SCORE = """
+from loopchain.blockchain.score_base import ScoreBase
+
+
+class UserScore(ScoreBase):
+    def invoke(self, transaction, block):
+        from . import helper
+
+        return {"code": 0, "message": str(helper.ANSWER)}
+"""
+
+
+async def test_a_late_import_writes_no_bytecode_into_the_package_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)  # the peer's does not matter
+    package = make_package(tmp_path, "late", LATE_IMPORT_SCORE)
+    (package.path / "helper.py").write_text("ANSWER = 42\n")
+    async with running(make_supervisor(tmp_path, score_config(), package)) as supervisor:
+        staged = await supervisor.client.invoke_block(Blocks().next({"op": "import"}))
+    assert [(r.code, r.message) for r in staged.results] == [(0, "42")]
+    assert sorted(p.name for p in package.path.iterdir()) == [
+        "helper.py",
+        "package.json",
+        "score_main.py",
+    ]
