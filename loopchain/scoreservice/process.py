@@ -77,6 +77,7 @@ from loopchain.scoreservice.packages import (
     ScorePackage,
     load_score_class,
     merge_settings,
+    peer_independent,
     read_package_json,
 )
 from loopchain.scoreservice.state import (
@@ -144,6 +145,12 @@ class StepMeter:
 
     Past the limit every further line of SCORE code raises StepLimitExceeded, and the call counts
     as failed even if the SCORE swallows the exception and returns.
+
+    A module of the package imported in a call (not at load) counts no steps for its top level,
+    nor for what that calls: a process imports a module once, so its steps would count in the
+    first such call of each process only, and a peer whose SCORE process had been started again
+    (kill -9, a missed deadline) recorded "step limit exceeded" where the others recorded
+    success. At load (`run(..., imports=True)`) they count.
     """
 
     def __init__(self, limit: int, roots: list[str]) -> None:
@@ -152,6 +159,8 @@ class StepMeter:
         self._is_user_file: dict[str, bool] = {}
         self.count = 0
         self.tripped = False
+        self._count_imports = True
+        self._importing = 0  # module bodies being run uncounted, nested
 
     def _user_code(self, filename: str) -> bool:
         known = self._is_user_file.get(filename)
@@ -170,7 +179,17 @@ class StepMeter:
         return self._on_line
 
     def _on_call(self, frame: Any, event: str, arg: Any) -> Any:
-        return self._on_line if self._user_code(frame.f_code.co_filename) else None
+        if self._importing or not self._user_code(frame.f_code.co_filename):
+            return None
+        if frame.f_code.co_name == "<module>" and not self._count_imports:
+            self._importing += 1
+            return self._on_module_line
+        return self._on_line
+
+    def _on_module_line(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "return":  # (also when the module raised)
+            self._importing -= 1
+        return self._on_module_line
 
     def resume(self) -> None:
         """Trace this thread again, including the SCORE frames already running."""
@@ -181,9 +200,11 @@ class StepMeter:
                 frame.f_trace = self._on_line
             frame = frame.f_back
 
-    def run(self, fn: Callable[[], T]) -> T:
-        """fn() with the step limit; raises StepLimitExceeded when it ran past the limit."""
+    def run(self, fn: Callable[[], T], *, imports: bool = False) -> T:
+        """fn() with the step limit; raises StepLimitExceeded when it ran past the limit.
+        `imports`: the top level of the package's modules imported counts too (at load)."""
         self.count, self.tripped = 0, False
+        self._count_imports, self._importing = imports, 0
         _metering.meter = self
         try:
             sys.settrace(self._on_call)
@@ -214,8 +235,12 @@ def _refusal(exc: Refused) -> pb.ScoreQueryAnswer:
     return pb.ScoreQueryAnswer(code=exc.code.value[0], message=status_details(exc.message))
 
 
-def describe_error(exc: BaseException, meter: StepMeter) -> str:
-    """The result message of a SCORE exception: "Type: message" (its str() is step-limited too)."""
+def describe_error(exc: BaseException, meter: StepMeter, package: Path | None = None) -> str:
+    """The result message of a SCORE exception: "Type: message" (its str() is step-limited too),
+    worded alike on every peer (results_hash covers it): an object's address, the package's
+    folder and other absolute paths as peer_independent words them. Before, a message naming an
+    object ("<Item object at 0x7f...> is not in list") differed between SCORE processes, so the
+    peers' results hashes differed and the chain halted."""
     if isinstance(exc, StepLimitExceeded):
         return STEP_LIMIT_MESSAGE
     if isinstance(exc, MemoryError):
@@ -227,7 +252,8 @@ def describe_error(exc: BaseException, meter: StepMeter) -> str:
     if type(text) is not str:  # a str subclass's own methods would run unmetered
         text = "(message unavailable)"
     name = type(exc).__name__
-    return clip_message(valid_text(f"{name}: {text}" if text else name))
+    text = peer_independent(f"{name}: {text}" if text else name, package, {})
+    return clip_message(valid_text(text))
 
 
 def _returned_result(returned: object) -> tuple[int, str]:
@@ -366,7 +392,7 @@ class LoadedScore:
         logger = logging.getLogger(f"loopchain.score.{self.package.id}")
         blocks = BlockGate(self.state.blocks)
         context = ScoreContext(self.proxy, blocks, logger, self.package.info, self.events)
-        cls = self.meter.run(lambda: load_score_class(self.package))
+        cls = self.meter.run(lambda: load_score_class(self.package), imports=True)
         self.proxy.target = NoState(CONSTRUCTOR_READS)
         blocks.closed = CONSTRUCTOR_READS
         try:
@@ -391,7 +417,7 @@ class LoadedScore:
 
     def _describe(self, exc: BaseException) -> str:
         """describe_error of what SCORE code raised (its str() is SCORE code too: see _run_score)."""
-        message = describe_error(exc, self.meter)
+        message = describe_error(exc, self.meter, self.package.path)
         self.state.raise_read_failure()
         return message
 

@@ -1,0 +1,125 @@
+"""What a SCORE records for a block is alike in every SCORE process, whatever that process did
+before: real SCORE processes run the same blocks, one of them started again in between, and their
+results hashes are compared (results_hash is in the block every peer votes on)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from loopchain.scoreservice.supervisor import ScoreSupervisor
+from loopchain.types.block import Block
+from tests.integration._score_helpers import (
+    READY_DEADLINE,
+    Blocks,
+    make_package,
+    make_supervisor,
+    running,
+    score_config,
+)
+from tools.procs import wait_until_async
+
+NAMED_OBJECTS = """
+from loopchain.blockchain.score_base import ScoreBase
+
+
+class Item:
+    pass
+
+
+class UserScore(ScoreBase):
+    def invoke(self, transaction, block):
+        op = transaction.data["op"]
+        if op == "index":
+            [Item()].index(Item())
+        if op == "key":
+            {}[Item()]
+        if op == "path":
+            raise ValueError(f"cannot use {__file__}")
+"""
+
+LAZY_IMPORT = """
+from loopchain.blockchain.score_base import ScoreBase
+
+
+class UserScore(ScoreBase):
+    def invoke(self, transaction, block):
+        from . import helper  # imported in a call, as SCORE code often does
+
+        i = 0
+        while i < transaction.data["n"]:
+            i += 1
+        return {"code": 0, "message": str(len(helper.TABLE))}
+"""
+HELPER = """
+def square(i):
+    return i * i
+
+
+TABLE = []
+for i in range(3000):
+    TABLE.append(square(i))
+"""
+
+
+async def _results(supervisor: ScoreSupervisor, block: Block) -> tuple[list[Any], bytes]:
+    staged = await supervisor.client.invoke_block(block)
+    await supervisor.client.commit_block(block.height, block.hash.hex())
+    return [(r.code, r.message) for r in staged.results], staged.results_hash
+
+
+async def _restart(supervisor: ScoreSupervisor) -> None:
+    """kill -9 the SCORE process, and wait for the one started again to be loaded."""
+    pid = supervisor.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+
+    async def back() -> bool:
+        return supervisor.pid not in (None, pid) and await supervisor.wait_ready(0.1)
+
+    await wait_until_async(back, READY_DEADLINE, "the SCORE process to be started again")
+
+
+async def test_an_error_naming_an_object_or_a_path_is_recorded_alike_in_every_process(
+    tmp_path: Path,
+) -> None:
+    """Two SCORE processes (two peers, their packages in different folders) record the same
+    results for errors whose text names objects by address or the package's file. Before, the
+    addresses differed between processes, so the results hashes differed and the chain halted."""
+    chain = Blocks()
+    block = chain.next({"op": "index"}, {"op": "key"}, {"op": "path"})
+    seen = []
+    for peer in ("one", "two"):
+        package = make_package(tmp_path / peer, "objects", NAMED_OBJECTS)
+        async with running(make_supervisor(tmp_path / peer, score_config(), package)) as score:
+            seen.append(await _results(score, block))
+    (first, first_hash), (second, second_hash) = seen
+    assert first == second and first_hash == second_hash, (first, second)
+    assert "at 0x..." in first[0][1] and "at 0x..." in first[1][1], first
+    assert first[2][1] == "ValueError: cannot use score_main.py", first[2]
+
+
+async def test_a_module_imported_in_a_call_counts_the_same_steps_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A call importing a module of its package counts the same steps in a process that
+    imported it before and in one started again since: the block after a kill -9 records what
+    the same block records in a process that ran on. Before, the module's top level counted in
+    the first call of each process only: the restarted one recorded "step limit exceeded"."""
+    chain = Blocks()
+    first, second = chain.next({"n": 0}), chain.next({"n": 7_000})
+    config = score_config(SCORE_STEP_LIMIT=20_000)
+    seen = []
+    for restarted in (False, True):
+        folder = tmp_path / ("restarted" if restarted else "ran_on")
+        package = make_package(folder, "lazy", LAZY_IMPORT)
+        (package.path / "helper.py").write_text(HELPER)
+        async with running(make_supervisor(folder, config, package)) as score:
+            await _results(score, first)
+            if restarted:
+                await _restart(score)
+            seen.append(await _results(score, second))
+    assert seen[0] == seen[1], seen
+    assert seen[0][0] == [(0, "3000")], seen
