@@ -1031,7 +1031,7 @@ async def watch_chain(
             try:
                 tip = await transport.last_block()
                 if tip is not None and tip.height > seen:
-                    for block in await transport.new_blocks(tip, seen):
+                    for block in await transport.new_blocks(tip, seen, stop):
                         now = time.monotonic()
                         state.blocks_seen += 1
                         for tx_hash in block.tx_hashes or ():

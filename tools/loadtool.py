@@ -49,6 +49,7 @@ POLL_INTERVAL = 0.2
 ERROR_BACKOFF = 0.05
 UNCOMMITTED_SAMPLE = 10  # acknowledged hashes not seen committed, in the summary
 GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_WALK = 1000  # new blocks read in one poll (a poll every POLL_INTERVAL sees a few)
 _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _HOST_PORT = re.compile(r"([^:/\s]+|\[[0-9a-fA-F:]+\]):(\d{1,5})")
@@ -249,7 +250,9 @@ class Transport(Protocol):
     async def balance(self, address: str) -> int: ...
     async def query(self, payload: dict[str, Any]) -> None: ...
     async def last_block(self) -> BlockInfo | None: ...
-    async def new_blocks(self, tip: BlockInfo, seen_height: int) -> list[BlockInfo]: ...
+    async def new_blocks(
+        self, tip: BlockInfo, seen_height: int, stop: asyncio.Event | None = None
+    ) -> list[BlockInfo]: ...
     async def close(self) -> None: ...
 
 
@@ -327,24 +330,41 @@ class RestTransport:
             self._tip = _rest_block(reply)
         return self._tip
 
-    async def new_blocks(self, tip: BlockInfo, seen_height: int) -> list[BlockInfo]:
+    async def new_blocks(
+        self, tip: BlockInfo, seen_height: int, stop: asyncio.Event | None = None
+    ) -> list[BlockInfo]:
         """Walk back by hash from the tip (already fetched) to the first block above
-        `seen_height`."""
+        `seen_height`, at most MAX_WALK blocks, until `stop` is set; LoadError("bad chain") when
+        a parent is not one height below its child."""
         if tip.height <= seen_height:
             return []
         found = [tip]
-        while found[-1].height > seen_height + 1 and found[-1].prev_hash:
+        while (
+            found[-1].height > seen_height + 1
+            and found[-1].prev_hash
+            and len(found) < MAX_WALK
+            and not (stop is not None and stop.is_set())
+        ):
             reply = await self._request(
                 "GET", "/api/v1/blocks", params=self._params(hash=found[-1].prev_hash)
             )
             block = _rest_block(reply)
-            if block is None or block.height <= seen_height:
+            if block is None:
                 break
+            _check_parent(found[-1], block)
             found.append(block)
         return found[::-1]
 
     async def close(self) -> None:
         await self._session.close()
+
+
+def _check_parent(child: BlockInfo, parent: BlockInfo) -> None:
+    """LoadError("bad chain") unless `parent` is one height below `child`."""
+    if parent.height != child.height - 1:
+        raise LoadError(
+            "bad chain", f"block at height {child.height} has a parent at {parent.height}"
+        )
 
 
 def _rest_block(reply: dict[str, Any]) -> BlockInfo | None:
@@ -417,11 +437,20 @@ class GrpcTransport:
     async def last_block(self) -> BlockInfo | None:
         return await self._block(-1)
 
-    async def new_blocks(self, tip: BlockInfo, seen_height: int) -> list[BlockInfo]:
+    async def new_blocks(
+        self, tip: BlockInfo, seen_height: int, stop: asyncio.Event | None = None
+    ) -> list[BlockInfo]:
+        """The blocks above `seen_height` up to the tip (already fetched), at most MAX_WALK of
+        them (the newest), until `stop` is set; LoadError("bad chain") for a block answered at
+        another height than asked."""
         found = []
-        for height in range(seen_height + 1, tip.height):
+        for height in range(max(seen_height + 1, tip.height - MAX_WALK + 1), tip.height):
+            if stop is not None and stop.is_set():
+                break
             block = await self._block(height)
             if block is not None:
+                if block.height != height:
+                    raise LoadError("bad chain", f"asked height {height}, got {block.height}")
                 found.append(block)
         return [*found, tip]
 
@@ -564,7 +593,10 @@ async def _poll_chain(run: Run) -> None:
     tip = await run.transport.last_block()
     if tip is None or tip.height <= run.stats.height:
         return
-    for block in await run.transport.new_blocks(tip, run.stats.height):
+    blocks = await run.transport.new_blocks(tip, run.stats.height, run.stop_all)
+    if blocks and blocks[0].height > run.stats.height + 1 and not run.stop_all.is_set():
+        run.stats.errors["chain poll: blocks not read"] += 1  # more than MAX_WALK at once
+    for block in blocks:
         run.stats.record_block(block, time.monotonic())
 
 

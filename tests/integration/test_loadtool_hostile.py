@@ -1,0 +1,251 @@
+"""tools/loadtool.py against hostile peers on 127.0.0.1 (an aiohttp REST API, a gRPC PeerService):
+a chain whose parents do not go down one height at a time, or whose tip is far away, is walked a
+bounded number of steps; the tool ends at its duration and drain and counts what went wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+from aiohttp import web
+
+from loopchain.protos import loopchain_pb2 as pb
+from loopchain.protos.loopchain_pb2_grpc import (
+    PeerServiceServicer,
+    add_PeerServiceServicer_to_server,
+)
+from loopchain.types.block import Block
+from loopchain.types.crypto import Signer
+from tools import loadtool
+from tools.loadtool import BlockInfo, GrpcTransport, LoadError, RestTransport
+from tools.procs import ROOT
+
+LOADTOOL = ROOT / "tools" / "loadtool.py"
+TOOL_DEADLINE = 60.0  # a loadtool that hangs is killed after this and the test fails
+HASH_A, HASH_B, HASH_C = "aa" * 32, "bb" * 32, "cc" * 32
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RestPeer:
+    """An aiohttp REST API answering what each test sets per path; counts the requests."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+        self.counted: Counter[str] = Counter()
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        self.counted[request.path] += 1
+        handler = self.handlers.get(request.path)
+        if handler is None:
+            return web.json_response({"response_code": 404, "message": "no"}, status=404)
+        return await handler(request)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._answer)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def rest_peer() -> AsyncIterator[RestPeer]:
+    peer = RestPeer()
+    await peer.start()
+    try:
+        yield peer
+    finally:
+        await peer.stop()
+
+
+def answer(body: Any, status: int = 200, **headers: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response(body, status=status, headers=headers)
+
+    return handler
+
+
+def block_reply(height: Any, block_hash: str, prev_hash: str) -> dict[str, Any]:
+    data = {"height": height, "prev_block_hash": prev_hash}
+    return {
+        "response_code": 0,
+        "block_hash": block_hash,
+        "block_data_json": data,
+        "tx_data_json": [],
+    }
+
+
+async def run_loadtool(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(LOADTOOL),
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), TOOL_DEADLINE)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"loadtool {args} still ran after {TOOL_DEADLINE} s") from None
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+# ------------------------------------------------------------------ walking the chain (REST)
+
+
+async def test_a_parent_at_the_same_height_is_a_bad_chain(rest_peer: RestPeer) -> None:
+    rest_peer.handlers["/api/v1/blocks"] = answer(block_reply(7, HASH_B, HASH_B))
+    transport = RestTransport(rest_peer.url, "", 5.0, 2)
+    try:
+        tip = BlockInfo(7, HASH_C, HASH_B, ())
+        with pytest.raises(LoadError) as refused:
+            await asyncio.wait_for(transport.new_blocks(tip, 5), TOOL_DEADLINE)
+    finally:
+        await transport.close()
+    assert refused.value.kind == "bad chain"
+    assert rest_peer.counted["/api/v1/blocks"] == 1
+
+
+async def test_a_far_tip_is_walked_at_most_max_walk_blocks(rest_peer: RestPeer) -> None:
+    async def parent(request: web.Request) -> web.StreamResponse:
+        height = int(request.query["hash"])  # each block's hash is its height, in decimal
+        return web.json_response(block_reply(height, str(height), str(height - 1)))
+
+    rest_peer.handlers["/api/v1/blocks"] = parent
+    tip_height = 10**12
+    transport = RestTransport(rest_peer.url, "", 5.0, 2)
+    try:
+        tip = BlockInfo(tip_height, str(tip_height), str(tip_height - 1), ())
+        found = await asyncio.wait_for(transport.new_blocks(tip, 5), TOOL_DEADLINE)
+    finally:
+        await transport.close()
+    assert len(found) == loadtool.MAX_WALK
+    assert [b.height for b in found] == list(
+        range(tip_height - loadtool.MAX_WALK + 1, tip_height + 1)
+    )
+    assert rest_peer.counted["/api/v1/blocks"] == loadtool.MAX_WALK - 1
+
+
+async def test_a_walk_ends_when_the_run_stops(rest_peer: RestPeer) -> None:
+    stop = asyncio.Event()
+
+    async def parent(request: web.Request) -> web.StreamResponse:
+        height = int(request.query["hash"])
+        if rest_peer.counted["/api/v1/blocks"] == 3:
+            stop.set()  # Ctrl-C twice while the walk goes on
+        return web.json_response(block_reply(height, str(height), str(height - 1)))
+
+    rest_peer.handlers["/api/v1/blocks"] = parent
+    transport = RestTransport(rest_peer.url, "", 5.0, 2)
+    try:
+        tip = BlockInfo(500, "500", "499", ())
+        found = await asyncio.wait_for(transport.new_blocks(tip, 5, stop), TOOL_DEADLINE)
+    finally:
+        await transport.close()
+    assert [b.height for b in found] == [497, 498, 499, 500]
+
+
+async def test_loadtool_ends_against_a_chain_that_never_goes_down(rest_peer: RestPeer) -> None:
+    """The reviewer's case: the tip moves from height 5 to 7 and every parent says height 7."""
+    statuses = iter([HASH_A])
+
+    async def status(request: web.Request) -> web.StreamResponse:
+        named = next(statuses, HASH_C)
+        return web.json_response({"response_code": 0, "block_hash": named})
+
+    async def blocks(request: web.Request) -> web.StreamResponse:
+        first = request.query["hash"] == HASH_A
+        return web.json_response(block_reply(5 if first else 7, request.query["hash"], HASH_B))
+
+    rest_peer.handlers["/api/v1/status/peer"] = status
+    rest_peer.handlers["/api/v1/blocks"] = blocks
+    rest_peer.handlers["/api/v1/transactions"] = answer({"response_code": 0, "tx_hash": "ab" * 32})
+    rc, out, err = await run_loadtool(
+        "-p", rest_peer.url, "-m", "1s", "--drain", "1", "--timeout", "2", "--rate", "5", "--json"
+    )
+    assert "Traceback" not in err, err
+    assert rc == 0, err
+    assert json.loads(out)["errors"].get("chain poll: bad chain", 0) >= 1, out
+
+
+# ------------------------------------------------------------------ walking the chain (gRPC)
+
+
+class HostileBlocks(PeerServiceServicer):
+    """GetBlock: the last block is at `tip_height`; any other height is answered by `at`."""
+
+    def __init__(self, tip: Block, at: Callable[[int], bytes]) -> None:
+        self.tip = tip
+        self.at = at
+        self.asked: list[int] = []
+
+    async def GetBlock(self, request: pb.GetBlockRequest, context: Any) -> pb.BlockReply:
+        if request.height < 0:
+            return pb.BlockReply(block=self.tip.encode())
+        self.asked.append(request.height)
+        return pb.BlockReply(block=self.at(request.height))
+
+
+def make_block(height: int) -> Block:
+    signer = Signer.generate()
+    return Block.create(
+        channel="loopchain_default",
+        height=height,
+        round_=0,
+        prev_hash=b"\x01" * 32,
+        prev_qc=None,
+        transactions=[],
+        timestamp=1,
+        leader=signer,
+        next_leader=signer.address,
+        validators_hash=b"\x02" * 32,
+    )
+
+
+async def grpc_walk(servicer: HostileBlocks, seen: int) -> list[BlockInfo]:
+    server = grpc.aio.server()
+    add_PeerServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    transport = GrpcTransport(f"127.0.0.1:{port}", "", 5.0)
+    try:
+        tip = await transport.last_block()
+        assert tip is not None
+        return await asyncio.wait_for(transport.new_blocks(tip, seen), TOOL_DEADLINE)
+    finally:
+        await transport.close()
+        await server.stop(None)
+
+
+async def test_grpc_a_far_tip_is_walked_at_most_max_walk_blocks() -> None:
+    tip_height = 10**12
+    servicer = HostileBlocks(make_block(tip_height), lambda height: b"")
+    found = await grpc_walk(servicer, 5)
+    assert [b.height for b in found] == [tip_height]
+    assert servicer.asked == list(range(tip_height - loadtool.MAX_WALK + 1, tip_height))
+
+
+async def test_grpc_a_block_at_another_height_is_a_bad_chain() -> None:
+    other = make_block(3).encode()
+    servicer = HostileBlocks(make_block(10), lambda height: other)
+    with pytest.raises(LoadError) as refused:
+        await grpc_walk(servicer, 5)
+    assert refused.value.kind == "bad chain"
+    assert servicer.asked == [6]
