@@ -142,15 +142,37 @@ async def until_exit_or(process: asyncio.subprocess.Process, event: asyncio.Even
         await asyncio.gather(exited, stopping, return_exceptions=True)
 
 
-async def terminate(process: asyncio.subprocess.Process, deadline: float) -> None:
-    """SIGTERM the process and wait; SIGKILL it when it does not exit within `deadline` s."""
+def signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
+    """Send `signum` to the process group `process` leads (it was started with
+    `process_group=CHILD_GROUP`): the process and whatever it forked that is still in the group,
+    also once the process itself has exited. Nothing when no one of the group is left (or none
+    may be signalled)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
+
+
+async def terminate(
+    process: asyncio.subprocess.Process, deadline: float, *, group: bool = False
+) -> None:
+    """SIGTERM the process and wait; SIGKILL it when it does not exit within `deadline` s.
+    With `group` (a process leading its own group, see signal_group) both signals go to its
+    group, and what is left of the group once the process has exited, however it exited, is
+    SIGKILLed: processes it forked hold its descriptors and must not outlive it."""
+
+    def send(signum: int) -> None:
+        if group:
+            signal_group(process, signum)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signum)
+
     if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
+        send(signal.SIGTERM)
         try:
             async with asyncio.timeout(deadline):
                 await process.wait()
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+            send(signal.SIGKILL)
             await process.wait()
+    if group:
+        signal_group(process, signal.SIGKILL)

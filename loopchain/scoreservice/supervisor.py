@@ -10,6 +10,9 @@ A SCORE is other people's code, so the process gets nothing of the peer it does 
   every peer, whatever the peer's are;
 * its own empty working directory (mode 0700, emptied at every start), as $HOME too;
 * no inherited file descriptors but stdin (/dev/null), stdout and stderr;
+* a process group of its own, signalled whole when the process is stopped or killed and SIGKILLed
+  once it has exited, however it exited: what a SCORE forks (and leaves in the group) does not
+  outlive it with its state store and socket descriptors;
 * its unix socket inside a directory of mode 0700 with an unguessable name, so no other user can
   reach it or put a socket in its place (owned_dir.py: a peer killed with kill -9 leaves it, and
   the next SCORE supervisor started with the same temp directory removes it);
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import loopchain
 from loopchain.configure import Config
-from loopchain.lifecycle import CHILD_GROUP, terminate, until_exit_or
+from loopchain.lifecycle import CHILD_GROUP, signal_group, terminate, until_exit_or
 from loopchain.scoreservice.client import (
     ScoreClient,
     ScoreRejected,
@@ -241,7 +244,7 @@ class ScoreSupervisor:
             await self._until_exit_or_stop(process)
         finally:
             self._ready.clear()
-            await terminate(process, STOP_DEADLINE)
+            await terminate(process, STOP_DEADLINE, group=True)
         ended = f"exit code {process.returncode}"
         if process.returncode == -signal.SIGALRM:
             ended = f"a query call ran past {query_limit(self.config):g} s (stacks on its stderr)"
@@ -286,7 +289,7 @@ class ScoreSupervisor:
         if not await self._await_answer(process):
             if process.returncode is None and not self._stopping.is_set():
                 log.error("SCORE process did not answer within %.0f s; killing it", START_DEADLINE)
-                process.kill()
+                signal_group(process, signal.SIGKILL)
             return None
         try:
             status = await self._client.load(self.channel, self.package, self.state_path)
@@ -294,7 +297,7 @@ class ScoreSupervisor:
             self._state = ScoreStatusInfo.unavailable(exc.message)
             if process.returncode is None and not self._stopping.is_set():
                 log.error("SCORE of channel %s: %s; killing it", self.channel, exc.message)
-                process.kill()
+                signal_group(process, signal.SIGKILL)
             return exc.message
         except ScoreRejected as exc:  # e.g. another package loaded: report, keep serving Status
             self._state = ScoreStatusInfo.unavailable(exc.message)
@@ -325,19 +328,19 @@ class ScoreSupervisor:
         await until_exit_or(process, self._stopping)
 
     def kill(self) -> None:
-        """SIGKILL the process (it is restarted and re-loaded); used when an invoke misses its deadline."""
+        """SIGKILL the process and its group (it is restarted and re-loaded); used when an invoke
+        misses its deadline."""
         process = self._process
         if process is not None and process.returncode is None:
             log.error("SCORE of channel %s missed its invoke deadline; killing it", self.channel)
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+            signal_group(process, signal.SIGKILL)
 
     async def stop(self) -> None:
         """Terminate the process (SIGTERM, then SIGKILL) and stop supervising."""
         self._stopping.set()
         process = self._process
         if process is not None:
-            await terminate(process, STOP_DEADLINE)
+            await terminate(process, STOP_DEADLINE, group=True)
         if self._running:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STOP_DEADLINE * 2):

@@ -18,6 +18,7 @@ from loopchain.protos import score_pb2 as pb
 from loopchain.scoreservice import MAX_QUERIES
 from loopchain.scoreservice.client import ScoreClient, ScoreRejected, ScoreUnavailable
 from loopchain.scoreservice.process import QUERY_TURN_S
+from loopchain.scoreservice.supervisor import ScoreSupervisor
 from loopchain.types import canonical
 from loopchain.types.hashing import EMPTY_ROOT
 from tests.integration._score_helpers import (
@@ -192,6 +193,81 @@ async def _reloaded(supervisor: object, old_pid: int) -> bool:
 
     assert isinstance(supervisor, ScoreSupervisor)
     return supervisor.pid not in (None, old_pid) and await supervisor.wait_ready(0.05)
+
+
+# Forks in invoke: the child stays in the SCORE process's group, deaf to SIGTERM, holding the
+# process's descriptors (its state store, its socket); the transaction's message is its pid
+FORK_SCORE = """
+import os
+import signal
+import time
+
+from loopchain.blockchain.score_base import ScoreBase
+
+
+class UserScore(ScoreBase):
+    def invoke(self, transaction, block):
+        child = os.fork()
+        if child == 0:
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                while True:
+                    time.sleep(60)
+            finally:
+                os._exit(0)
+        return {"code": 0, "message": str(child)}
+"""
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of the live (not zombie) process `pid`, or None when there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+async def test_what_a_score_forked_ends_with_its_kill_restart_and_stop(tmp_path: Path) -> None:
+    package, block = make_package(tmp_path, "fork", FORK_SCORE), Blocks().next({"op": "fork"})
+    forked: dict[int, str] = {}
+
+    async def fork(supervisor: ScoreSupervisor) -> int:
+        staged = await supervisor.client.invoke_block(block)  # staged only: invoked again later
+        assert [r.code for r in staged.results] == [SUCCESS], staged.results
+        child = int(staged.results[0].message)
+        start = _process_start(child)
+        assert start is not None and child != supervisor.pid
+        forked[child] = start
+        return child
+
+    async def ended(child: int) -> None:
+        async def gone() -> bool:
+            return _process_start(child) != forked[child]
+
+        await wait_until_async(gone, READY_DEADLINE, f"the forked process {child} to end")
+
+    try:
+        async with running(make_supervisor(tmp_path, score_config(), package)) as supervisor:
+            # 1. killed (as when an invoke misses its deadline)
+            pid, child = supervisor.pid, await fork(supervisor)
+            assert pid is not None
+            supervisor.kill()
+            await ended(child)
+            await wait_until_async(lambda: _reloaded(supervisor, pid), READY_DEADLINE, "a restart")
+            # 2. the SCORE process dies (killed from outside) and is started again
+            pid, child = supervisor.pid, await fork(supervisor)
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            await wait_until_async(lambda: _reloaded(supervisor, pid), READY_DEADLINE, "a restart")
+            await ended(child)
+            # 3. stopped with the peer
+            child = await fork(supervisor)
+        await ended(child)
+    finally:
+        for child, start in forked.items():
+            if _process_start(child) == start:
+                os.kill(child, signal.SIGKILL)
 
 
 async def test_an_invoke_past_its_deadline_kills_and_restarts_the_process(tmp_path: Path) -> None:
