@@ -73,6 +73,13 @@ def test_insufficient_balance_raises_and_changes_nothing(token: Harness) -> None
         ({"to": ALICE, "value": 1.5}, "integer"),
         ({"to": ALICE, "value": True}, "integer"),
         ({"to": ALICE, "value": "1"}, "integer"),
+        ({"to": ALICE, "value": "0x"}, "hex string"),
+        ({"to": ALICE, "value": "0xg"}, "hex string"),
+        ({"to": ALICE, "value": "-0x1"}, "hex string"),
+        ({"to": ALICE, "value": " 0x1"}, "hex string"),
+        ({"to": ALICE, "value": "0x1\n"}, "hex string"),
+        ({"to": ALICE, "value": "0x" + "0" * 65}, "hex string"),
+        ({"to": ALICE, "value": "0x0"}, "between"),
         ({"to": ALICE, "value": 0}, "between"),
         ({"to": ALICE, "value": -3}, "between"),
         ({"to": "hxABC", "value": 1}, "address"),
@@ -85,6 +92,21 @@ def test_bad_transfers_raise_and_change_nothing(
     before = dict(token.state.data)
     with pytest.raises(ScoreError, match=message):
         token.invoke({"method": "transfer", "params": params}, sender=OWNER)
+    assert token.state.data == before
+
+
+def test_amounts_as_v3_hex_strings(token: Harness) -> None:
+    # an ICON v3 "call" carries only strings: a client signs its own transfer in ICON's form
+    token.invoke({"method": "transfer", "params": {"to": BOB, "value": "0x1e"}}, ALICE, "client")
+    assert (balance(token, ALICE), balance(token, BOB)) == (70, 30)
+    token.invoke({"method": "mint", "params": {"value": "0xA", "to": BOB}}, sender=OWNER)
+    assert ask(token, "total_supply") == {"total_supply": SUPPLY + 10}
+    assert balance(token, BOB) == 40
+    before = dict(token.state.data)
+    with pytest.raises(ScoreError, match="2\\*\\*256"):
+        token.invoke({"method": "mint", "params": {"value": "0x" + "f" * 64}}, sender=OWNER)
+    with pytest.raises(ScoreError, match="insufficient balance"):
+        token.invoke({"method": "transfer", "params": {"to": BOB, "value": "0x47"}}, ALICE)
     assert token.state.data == before
 
 

@@ -2,7 +2,8 @@
 
 Configured in package.json "token" (a channel may override it in channel_manage_data.json's
 "score_settings"): `initial_supply` (int) and `owner` (an hx address, or "" for "the sender of the
-first transaction"). The supply is credited to the owner when the first transaction is executed;
+first transaction"). Amounts are JSON integers or ICON's "0x" hex strings ("0x1f"): an ICON v3
+"call" transaction, the one a client signs itself, carries only strings. The supply is credited to the owner when the first transaction is executed;
 afterwards the owner may "mint" more. Balances never go negative: a transfer larger than the
 sender's balance raises ScoreError before anything is written.
 
@@ -24,6 +25,7 @@ from loopchain.blockchain.score_base import BlockView, ScoreContext, ScoreError,
 
 MAX_AMOUNT = 2**256 - 1
 _ADDRESS = re.compile(r"hx[0-9a-f]{40}")
+_HEX_AMOUNT = re.compile(r"0x[0-9a-fA-F]{1,64}")  # 64 digits hold MAX_AMOUNT
 OWNER_KEY = "token:owner"
 SUPPLY_KEY = "token:total_supply"
 
@@ -45,8 +47,11 @@ def _address(value: Any, name: str) -> str:
 
 
 def _amount(value: Any, name: str, minimum: int = 1) -> int:
+    """`value` as an int: a JSON integer (v1 transactions) or a "0x" hex string (ICON v3)."""
+    if isinstance(value, str) and _HEX_AMOUNT.fullmatch(value):
+        value = int(value, 16)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ScoreError(f"{name} must be an integer")
+        raise ScoreError(f"{name} must be an integer or a '0x' hex string")
     if not minimum <= value <= MAX_AMOUNT:
         raise ScoreError(f"{name} must be between {minimum} and 2**256-1")
     return value
