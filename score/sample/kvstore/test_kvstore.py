@@ -52,7 +52,8 @@ def test_values_are_stored_canonically(kv: Harness) -> None:
         ({"method": "set", "params": {"key": "", "value": "v"}}, "empty"),
         ({"method": "set", "params": {"key": "k" * 257, "value": "v"}}, "longer than 256 bytes"),
         ({"method": "set", "params": {"key": "é" * 129, "value": "v"}}, "longer than 256 bytes"),
-        ({"method": "set", "params": {"key": "k", "value": "v" * 65_537}}, "longer than 65536"),
+        ({"method": "set", "params": {"key": "k", "value": "v" * 3824}}, "than 3823 characters"),
+        ({"method": "set", "params": {"key": "k", "value": "é" * 3824}}, "than 3823 characters"),
         ({"method": "drop", "params": {"key": "k"}}, "unknown method"),
     ],
 )
@@ -67,3 +68,14 @@ def test_bad_queries_raise(kv: Harness) -> None:
         kv.score.query("{")
     with pytest.raises(ScoreError, match="unknown query method"):
         kv.score.query('{"method": "list", "params": {"key": "k"}}')
+
+
+@pytest.mark.parametrize("key", ["k" * 256, "é" * 128])
+@pytest.mark.parametrize("letter", ["v", "é"])
+def test_the_longest_value_is_set_with_the_longest_key(kv: Harness, key: str, letter: str) -> None:
+    value = letter * 3823  # its ValueSet event holds what an event may (4,096 characters)
+    kv.invoke({"method": "set", "params": {"key": key, "value": value}})
+    assert get(kv, key) == value
+    assert [e.to_json() for e in kv.events] == [
+        {"indexed": ["ValueSet(str,str)", key], "data": [value]}
+    ]
