@@ -547,6 +547,12 @@ class ScoreRuntime:
             "it replayed from the chain"
         )
 
+    def _recorded_unexecuted(self, block: Block) -> bool:
+        """The block's results were recorded while the SCORE was unavailable (9100)."""
+        first = block.transactions[0].hash if block.transactions else None
+        found = self.store.tx_result(first, block.height) if first is not None else None
+        return found is not None and found.code == execution.SCORE_UNREACHABLE
+
     async def _replay(self, height: int) -> None:
         assert self.supervisor is not None
         block = self.store.block_by_height(height)
@@ -555,17 +561,27 @@ class ScoreRuntime:
         longest = invoke_deadlines(float(self.config.SCORE_INVOKE_TIMEOUT))[-1]
         result = await self.supervisor.client.invoke_block(block, longest)  # it finished before
         recorded = self.store.roots_at(height)
-        if recorded is not None and recorded != (result.state_root, result.results_hash):
-            log.error(
-                "channel %s: re-executing block %d gave other roots than recorded; the SCORE is "
-                "not deterministic",
+        differs = recorded is not None and recorded != (result.state_root, result.results_hash)
+        if differs and self._recorded_unexecuted(block):
+            log.warning(
+                "channel %s: block %d, recorded while the SCORE was unavailable (9100), is "
+                "executed now",
                 self.channel,
                 height,
             )
+        elif differs:
+            # committed, its state would differ from the network's from here on, every later
+            # block's roots with it, and queries would answer from it: the channel stops instead
+            # (before, it was logged and committed)
+            message = f"re-executing block {height} gave other roots than recorded"
             monitor_log.event(
-                "Error",
-                channel=self.channel,
-                kind="score_nondeterministic",
-                message=f"re-executing block {height} gave other roots than recorded",
+                "Error", channel=self.channel, kind="score_nondeterministic", message=message
+            )
+            raise StoreDamaged(
+                f"{message} when it was executed: the SCORE is not deterministic (its results "
+                "depend on something besides the chain: see score/README.md), and its state "
+                "would differ from the network's from there on. Nothing was committed; fix the "
+                f"SCORE, then start the peer again (the state {self.supervisor.state_path} is "
+                "replayed from there)"
             )
         await self.supervisor.client.commit_block(height, block.hash.hex())

@@ -590,6 +590,56 @@ async def test_a_block_store_older_than_the_score_state_stops_execution_through_
     assert restored.executed() is None
 
 
+# a SCORE whose state depends on its process: not deterministic
+PER_PROCESS = """
+import os
+
+from loopchain.blockchain.score_base import ScoreBase
+
+
+class UserScore(ScoreBase):
+    def invoke(self, transaction, block):
+        self.db.put(b"executed by", str(os.getpid()).encode())
+"""
+
+
+@pytest.mark.timeout(180)
+async def test_a_replay_giving_other_roots_than_recorded_stops_execution_through_the_peer(
+    tmp_path: Path,
+) -> None:
+    """A SCORE whose state depends on its process executes blocks 0-5; its state is then lost
+    and replayed, and block 0 gives other roots than recorded. The runtime tells the peer once
+    (which stops the channel), naming the block, and commits nothing. Before, it logged the
+    difference and committed: the peer's state, every later block's roots with it, and its
+    queries' answers differed from the network's from there on."""
+    repository = tmp_path / "repo"
+    _write_named_package(repository, "test/pid", "test.pid", PER_PROCESS)
+    settings = {"DEFAULT_SCORE_REPOSITORY_PATH": str(repository)}
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, ChainBuilder())
+    async with running(_runtime(tmp_path, store, [], "test/pid", **settings)):
+        await wait_until_async(_executed_to(store, BLOCKS - 1), 60, "execution of every block")
+    recorded = store.executed()
+    shutil.rmtree(tmp_path / "channel" / "score_state")
+    failures: list[Exception] = []
+    runtime = _runtime(
+        tmp_path, store, [], "test/pid", on_storage_error=failures.append, **settings
+    )
+    async with running(runtime):
+
+        async def told() -> bool:
+            return bool(failures)
+
+        await wait_until_async(told, 60, "the replay's other roots told")
+        assert runtime.supervisor is not None
+        assert (await runtime.supervisor.client.status()).executed_height == -1
+    assert len(failures) == 1, failures
+    message = str(failures[0])
+    assert "re-executing block 0 gave other roots than recorded" in message, message
+    assert "not deterministic" in message and "Nothing was committed" in message, message
+    assert store.executed() == recorded
+
+
 def _runaway_runtime(tmp_path: Path, store: BlockStore) -> tuple[ScoreRuntime, list[float | None]]:
     """A runtime of the test/loop SCORE whose invoke never returns, and the deadlines of the tries
     it makes that miss theirs."""
