@@ -113,6 +113,7 @@ from tools.loadtool import (
     fund,
     parse_duration,
     percentile,
+    retry_after_seconds,
     transfer_params,
 )
 
@@ -311,17 +312,6 @@ def tx_block_height(body: Any) -> int | None:
             except (TypeError, ValueError):
                 return None
     return None
-
-
-def retry_after_seconds(header: str | None) -> float | None:
-    """The delay of a Retry-After header given in seconds (None if absent or an HTTP date)."""
-    if header is None:
-        return None
-    try:
-        seconds = float(header.strip())
-    except ValueError:
-        return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def calm_verdict(statuses: Mapping[str, Sequence[Mapping[str, Any] | None]]) -> str:

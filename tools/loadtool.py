@@ -47,12 +47,16 @@ DEFAULT_TARGET = "http://127.0.0.1:9000"
 DEFAULT_QUERY = {"jsonrpc": "2.0", "method": "ping", "params": {}}  # -t 1 without --query-body
 POLL_INTERVAL = 0.2
 ERROR_BACKOFF = 0.05
+RETRY_AFTER_CAP = 5.0  # the longest a client waits when an answer says Retry-After
+MAX_REPLY_BYTES = 64 * 1024 * 1024  # as tools/rest_client.py: a block of the largest size
+READ_CHUNK = 64 * 1024
 UNCOMMITTED_SAMPLE = 10  # acknowledged hashes not seen committed, in the summary
 GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_WALK = 1000  # new blocks read in one poll (a poll every POLL_INTERVAL sees a few)
 _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _HOST_PORT = re.compile(r"([^:/\s]+|\[[0-9a-fA-F:]+\]):(\d{1,5})")
+_TX_HASH = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
 # The development genesis account of ./localnet.sh (the ICON SDK tests' key: public, never real)
 DEV_KEY = "592eb276d534e2c41a2d9356c0ab262dc233d87e4dd71ce705ec130a8d27ff0c"
 FUND_ICX = 100  # each v3 client's account: enough for 80,000 transfers at 100,000 steps
@@ -71,6 +75,17 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"duration {text!r} must be longer than zero")
     return seconds
+
+
+def retry_after_seconds(header: str | None) -> float | None:
+    """The delay of a Retry-After header given in seconds (None if absent or an HTTP date)."""
+    if header is None:
+        return None
+    try:
+        seconds = float(header.strip())
+    except ValueError:
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def percentile(values: Sequence[float], pct: float) -> float | None:
@@ -225,11 +240,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 class LoadError(Exception):
-    """A failed request, classified by `kind` for the error summary."""
+    """A failed request, classified by `kind` for the error summary; `retry_after` is the delay
+    its answer asked for (a Retry-After header in seconds), if any."""
 
-    def __init__(self, kind: str, detail: str = "") -> None:
+    def __init__(self, kind: str, detail: str = "", retry_after: float | None = None) -> None:
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
+        self.retry_after = retry_after
+
+
+def tx_hash_of(value: Any) -> str:
+    """The 64 hex digits of a transaction hash as answered (with or without 0x);
+    LoadError("bad reply") for anything else."""
+    match = _TX_HASH.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise LoadError("bad reply", f"not a transaction hash: {str(value)[:80]!r}")
+    return match.group(1).lower()
 
 
 @dataclass(frozen=True)
@@ -267,26 +293,51 @@ class RestTransport:
         self._session = aiohttp.ClientSession(connector=connector, timeout=client_timeout)
         self._tip: BlockInfo | None = None
 
-    async def _json(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, the JSON object answered); LoadError for no answer or not an object."""
+    async def _answer(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, bytes]:
+        """(HTTP status, Retry-After seconds, body) of one request, the body at most
+        MAX_REPLY_BYTES; LoadError for no answer or a larger one."""
         try:
             async with self._session.request(method, self._base + path, **kwargs) as resp:
-                body = await resp.json(content_type=None)
+                retry = retry_after_seconds(resp.headers.get("Retry-After"))
+                if (resp.content_length or 0) > MAX_REPLY_BYTES:
+                    raise LoadError("reply too large", retry_after=retry)
+                chunks: list[bytes] = []
+                size = 0
+                while chunk := await resp.content.read(READ_CHUNK):
+                    size += len(chunk)
+                    if size > MAX_REPLY_BYTES:
+                        raise LoadError("reply too large", retry_after=retry)
+                    chunks.append(chunk)
+                return resp.status, retry, b"".join(chunks)
         except TimeoutError:
             raise LoadError("timeout") from None
         except aiohttp.ClientConnectionError:
             raise LoadError("connection") from None
-        except (aiohttp.ClientError, ValueError):
+        except aiohttp.ClientError:
             raise LoadError("bad reply") from None
+
+    async def _json(
+        self, method: str, path: str, **kwargs: Any
+    ) -> tuple[int, dict[str, Any], float | None]:
+        """(HTTP status, the JSON object answered, Retry-After seconds); LoadError for no
+        answer, or for an answer that is not an object (by its status when it is an error)."""
+        status, retry, raw = await self._answer(method, path, **kwargs)
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            body = None
         if not isinstance(body, dict):
-            raise LoadError(f"http {resp.status} (not an object)")
-        return resp.status, body
+            if status != 200:  # an error page of a proxy in between, say: its status says it
+                raise LoadError(f"http {status}", retry_after=retry)
+            raise LoadError("bad reply" if body is None else f"http {status} (not an object)")
+        return status, body, retry
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        status, body = await self._json(method, path, **kwargs)
+        status, body, retry = await self._json(method, path, **kwargs)
         if status != 200 or body.get("response_code") not in (0, "0"):
             detail = str(body.get("message", ""))
-            raise LoadError(f"http {status} ({body.get('response_code')})", detail)
+            kind = f"http {status} ({body.get('response_code')})"
+            raise LoadError(kind, detail, retry_after=retry)
         return body
 
     def _params(self, **extra: str) -> dict[str, str]:
@@ -295,7 +346,7 @@ class RestTransport:
     async def create_tx(self, payload: dict[str, Any]) -> str:
         body = {**payload, "channel": self._channel} if self._channel else payload
         reply = await self._request("POST", "/api/v1/transactions", json=body)
-        return str(reply["tx_hash"])
+        return tx_hash_of(reply.get("tx_hash"))
 
     async def query(self, payload: dict[str, Any]) -> None:
         body = {**payload, "channel": self._channel} if self._channel else payload
@@ -304,17 +355,24 @@ class RestTransport:
     async def _v3(self, method: str, params: dict[str, Any]) -> Any:
         path = "/api/v3" + (f"/{self._channel}" if self._channel else "")
         request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-        status, body = await self._json("POST", path, json=request)
+        status, body, retry = await self._json("POST", path, json=request)
         if "error" in body:
             error = body["error"] if isinstance(body["error"], dict) else {}
-            raise LoadError(f"http {status} ({error.get('code')})", str(error.get("message")))
+            kind = f"http {status} ({error.get('code')})"
+            raise LoadError(kind, str(error.get("message")), retry_after=retry)
+        if status != 200:
+            raise LoadError(f"http {status}", retry_after=retry)
         return body.get("result")
 
     async def create_icon_tx(self, params: dict[str, Any]) -> str:
-        return str(await self._v3("icx_sendTransaction", params)).removeprefix("0x")
+        return tx_hash_of(await self._v3("icx_sendTransaction", params))
 
     async def balance(self, address: str) -> int:
-        return int(str(await self._v3("icx_getBalance", {"address": address})), 16)
+        result = await self._v3("icx_getBalance", {"address": address})
+        try:
+            return int(result, 16)
+        except (TypeError, ValueError):
+            raise LoadError("bad reply", f"not a balance: {str(result)[:80]!r}") from None
 
     async def last_block(self) -> BlockInfo | None:
         """The last block, with its transactions; while the peer's status names the same tip,
@@ -368,15 +426,28 @@ def _check_parent(child: BlockInfo, parent: BlockInfo) -> None:
 
 
 def _rest_block(reply: dict[str, Any]) -> BlockInfo | None:
+    """The block of a /api/v1/blocks reply, None for none; LoadError("bad reply") for a reply of
+    another shape (a height that is not an integer, a hash that is not text, ...)."""
     data = reply.get("block_data_json") or {}
-    if not reply.get("block_hash") or int(data.get("height", -1)) < 0:
+    block_hash, txs = reply.get("block_hash"), reply.get("tx_data_json")
+    if not isinstance(data, dict):
+        raise LoadError("bad reply", "block_data_json is not an object")
+    height, prev_hash = data.get("height", -1), data.get("prev_block_hash", "")
+    if not isinstance(height, int) or isinstance(height, bool):
+        raise LoadError("bad reply", f"a block height that is not an integer: {str(height)[:80]}")
+    if not block_hash or height < 0:
         return None
-    txs = reply.get("tx_data_json")
+    if not isinstance(block_hash, str) or not isinstance(prev_hash, str):
+        raise LoadError("bad reply", "a block hash that is not text")
+    if txs is not None and not isinstance(txs, list):
+        raise LoadError("bad reply", "tx_data_json is not a list")
     return BlockInfo(
-        height=int(data["height"]),
-        block_hash=str(reply["block_hash"]),
-        prev_hash=str(data.get("prev_block_hash", "")),
-        tx_hashes=tuple(str(tx["tx_hash"]) for tx in txs) if txs is not None else None,
+        height=height,
+        block_hash=block_hash,
+        prev_hash=prev_hash,
+        tx_hashes=None
+        if txs is None
+        else tuple(tx_hash_of(tx.get("tx_hash") if isinstance(tx, dict) else None) for tx in txs),
     )
 
 
@@ -402,7 +473,7 @@ class GrpcTransport:
     async def create_tx(self, payload: dict[str, Any]) -> str:
         request = pb.CreateTxRequest(channel=self._channel, data_json=json.dumps(payload))
         reply = await self._call(self._stub.CreateTx, request)
-        return str(reply.tx_hash)
+        return tx_hash_of(reply.tx_hash)
 
     async def query(self, payload: dict[str, Any]) -> None:
         request = pb.QueryRequest(channel=self._channel, params_json=json.dumps(payload))
@@ -411,7 +482,7 @@ class GrpcTransport:
     async def create_icon_tx(self, params: dict[str, Any]) -> str:
         request = pb.IconTxRequest(channel=self._channel, params_json=json.dumps(params))
         reply = await self._call(self._stub.CreateIconTx, request)
-        return str(reply.tx_hash)
+        return tx_hash_of(reply.tx_hash)
 
     async def balance(self, address: str) -> int:
         request = pb.BalanceRequest(channel=self._channel, address=address)
@@ -570,6 +641,8 @@ async def _client(run: Run, client: int, end: float) -> None:
                     run.transport.create_icon_tx if run.args.type == 2 else run.transport.create_tx
                 )
                 tx_hash = await create(payload)
+                if tx_hash in run.stats.submit_times:  # acknowledged before and not committed
+                    raise LoadError("repeated hash")
                 run.stats.record_submit(tx_hash, sent, time.monotonic())
             else:
                 await run.transport.query(payload)
@@ -580,7 +653,15 @@ async def _client(run: Run, client: int, end: float) -> None:
         except LoadError as exc:
             run.stats.errors[exc.kind] += 1
             run.stats.answers[exc.kind] += 1
-            await asyncio.sleep(ERROR_BACKOFF)
+            await asyncio.sleep(_backoff(exc, end))
+
+
+def _backoff(exc: LoadError, end: float) -> float:
+    """How long a client waits after a failed request: what the answer's Retry-After asked
+    (at most RETRY_AFTER_CAP, and not past the end of sending), else ERROR_BACKOFF."""
+    if exc.retry_after is None:
+        return ERROR_BACKOFF
+    return max(0.0, min(exc.retry_after, RETRY_AFTER_CAP, end - time.monotonic()))
 
 
 def _ok_answer(args: argparse.Namespace) -> str:

@@ -249,3 +249,138 @@ async def test_grpc_a_block_at_another_height_is_a_bad_chain() -> None:
         await grpc_walk(servicer, 5)
     assert refused.value.kind == "bad chain"
     assert servicer.asked == [6]
+
+
+# ------------------------------------------------------------------ Retry-After and error pages
+
+
+async def transport_error(
+    peer: RestPeer, call: Callable[[RestTransport], Awaitable[Any]]
+) -> LoadError:
+    transport = RestTransport(peer.url, "", 5.0, 2)
+    try:
+        with pytest.raises(LoadError) as refused:
+            await asyncio.wait_for(call(transport), TOOL_DEADLINE)
+    finally:
+        await transport.close()
+    return refused.value
+
+
+async def html_503(request: web.Request) -> web.StreamResponse:
+    """A proxy's error page: HTML, with a Retry-After."""
+    page = "<html>busy</html>"
+    return web.Response(
+        status=503, text=page, content_type="text/html", headers={"Retry-After": "1"}
+    )
+
+
+async def test_an_error_page_is_classified_by_its_status(rest_peer: RestPeer) -> None:
+    rest_peer.handlers["/api/v1/transactions"] = html_503
+    refused = await transport_error(rest_peer, lambda t: t.create_tx({"x": 1}))
+    assert (refused.kind, refused.retry_after) == ("http 503", 1.0)
+
+
+async def test_a_json_refusal_carries_its_retry_after(rest_peer: RestPeer) -> None:
+    busy = {"response_code": 503, "message": "busy"}
+    rest_peer.handlers["/api/v1/transactions"] = answer(busy, 503, **{"Retry-After": "2"})
+    refused = await transport_error(rest_peer, lambda t: t.create_tx({"x": 1}))
+    assert (refused.kind, refused.retry_after) == ("http 503 (503)", 2.0)
+
+
+def test_the_backoff_follows_retry_after_within_its_cap() -> None:
+    far = loadtool.time.monotonic() + 3600
+    assert loadtool._backoff(LoadError("timeout"), far) == loadtool.ERROR_BACKOFF
+    assert loadtool._backoff(LoadError("http 503", retry_after=1.5), far) == 1.5
+    assert loadtool._backoff(LoadError("x", retry_after=1e9), far) == loadtool.RETRY_AFTER_CAP
+    assert loadtool._backoff(LoadError("x", retry_after=3.0), 0.0) == 0.0  # sending has ended
+
+
+@pytest.mark.parametrize("json_body", [True, False], ids=["json", "html"])
+async def test_loadtool_waits_as_retry_after_asks(rest_peer: RestPeer, json_body: bool) -> None:
+    busy = {"response_code": 503, "message": "busy"}
+    rest_peer.handlers["/api/v1/transactions"] = (
+        answer(busy, 503, **{"Retry-After": "1"}) if json_body else html_503
+    )
+    rest_peer.handlers["/api/v1/status/peer"] = answer({"response_code": 0, "block_hash": None})
+    rc, out, err = await run_loadtool("-p", rest_peer.url, "-m", "2s", "--drain", "0", "--json")
+    assert "Traceback" not in err and rc == 1, err  # nothing acknowledged
+    errors = json.loads(out)["errors"]
+    kind = "http 503 (503)" if json_body else "http 503"
+    # 1 s apart over 2 s of sending (at 0.05 s apart it was dozens, whatever the machine's speed)
+    assert set(errors) == {kind} and 1 <= errors[kind] <= 4, errors
+    assert rest_peer.counted["/api/v1/transactions"] == errors[kind]
+
+
+# ------------------------------------------------------------------ replies of unexpected shapes
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"response_code": 0},
+        {"response_code": 0, "tx_hash": None},
+        {"response_code": 0, "tx_hash": 7},
+    ],
+    ids=["no-hash", "null-hash", "number-hash"],
+)
+async def test_a_reply_without_a_hash_is_a_bad_reply(rest_peer: RestPeer, reply: Any) -> None:
+    rest_peer.handlers["/api/v1/transactions"] = answer(reply)
+    refused = await transport_error(rest_peer, lambda t: t.create_tx({"x": 1}))
+    assert refused.kind == "bad reply"
+
+
+@pytest.mark.parametrize("height", ["five", 5.5, True, float("inf"), [5]])
+async def test_a_block_height_that_is_not_an_integer(rest_peer: RestPeer, height: Any) -> None:
+    rest_peer.handlers["/api/v1/status/peer"] = answer({"response_code": 0, "block_hash": HASH_A})
+    rest_peer.handlers["/api/v1/blocks"] = answer(block_reply(height, HASH_A, HASH_B))
+    refused = await transport_error(rest_peer, lambda t: t.last_block())
+    assert refused.kind == "bad reply"
+
+
+async def test_a_repeated_hash_is_an_error_not_an_acknowledgement(rest_peer: RestPeer) -> None:
+    rest_peer.handlers["/api/v1/transactions"] = answer({"response_code": 0, "tx_hash": "ab" * 32})
+    rest_peer.handlers["/api/v1/status/peer"] = answer({"response_code": 0, "block_hash": None})
+    rc, out, err = await run_loadtool(
+        "-p", rest_peer.url, "-m", "1s", "--drain", "0", "--rate", "10", "--json"
+    )
+    assert "Traceback" not in err and rc == 0, err
+    summary = json.loads(out)
+    assert summary["submitted"] == 1, summary
+    assert summary["errors"]["repeated hash"] == rest_peer.counted["/api/v1/transactions"] - 1
+
+
+async def test_loadtool_counts_replies_without_a_hash(rest_peer: RestPeer) -> None:
+    rest_peer.handlers["/api/v1/transactions"] = answer({"response_code": 0})
+    rest_peer.handlers["/api/v1/status/peer"] = answer({"response_code": 0, "block_hash": None})
+    rc, out, err = await run_loadtool(
+        "-p", rest_peer.url, "-m", "1s", "--drain", "0", "--rate", "10", "--json"
+    )
+    assert "Traceback" not in err, err
+    summary = json.loads(out)
+    assert rc == 1 and summary["submitted"] == 0 and set(summary["errors"]) == {"bad reply"}
+
+
+# ------------------------------------------------------------------ a bound on a reply's size
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_reply_larger_than_the_cap_is_refused(
+    rest_peer: RestPeer, monkeypatch: pytest.MonkeyPatch, chunked: bool
+) -> None:
+    monkeypatch.setattr(loadtool, "MAX_REPLY_BYTES", 1000)
+    big = json.dumps({"response_code": 0, "block_hash": None, "pad": "x" * 5000}).encode()
+
+    async def status(request: web.Request) -> web.StreamResponse:
+        if not chunked:
+            return web.Response(body=big, content_type="application/json")
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(big), 500):
+            await response.write(big[start : start + 500])
+        await response.write_eof()
+        return response
+
+    rest_peer.handlers["/api/v1/status/peer"] = status
+    refused = await transport_error(rest_peer, lambda t: t.last_block())
+    assert refused.kind == "reply too large"
