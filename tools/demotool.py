@@ -133,8 +133,23 @@ def _tx_height(client: RestClient, channel: str, tx_hash: str) -> int | None:
 
 
 def cmd_tx(client: RestClient, args: argparse.Namespace) -> int:
-    body = {**args.data, "channel": args.channel} if args.channel else dict(args.data)
+    """Send the transactions in batches (and with --wait, wait for their blocks); the hashes the
+    peer took are printed even when a later batch or the wait fails, before its error."""
     hashes: list[str] = []
+    heights: dict[str, int | None] = {}
+    try:
+        failed = _send_txs(client, args, hashes)
+        if args.wait:
+            _wait_for_blocks(client, args, hashes, heights)
+    finally:
+        _print_txs(args, hashes, heights)
+    return 1 if failed else 0
+
+
+def _send_txs(client: RestClient, args: argparse.Namespace, hashes: list[str]) -> int:
+    """Post args.count transactions, BATCH at a time, adding each taken one's hash to `hashes`;
+    the number refused."""
+    body = {**args.data, "channel": args.channel} if args.channel else dict(args.data)
     failed = 0
     for start in range(0, args.count, BATCH):
         for answer in _post_batch(client, [body] * min(BATCH, args.count - start)):
@@ -143,24 +158,35 @@ def cmd_tx(client: RestClient, args: argparse.Namespace) -> int:
             else:
                 failed += 1
                 print(f"refused: {answer.get('message', answer)}", file=sys.stderr)
-    heights: dict[str, int | None] = {}
-    if args.wait:
-        deadline = time.monotonic() + args.wait_timeout
-        for tx_hash in hashes:
-            while (height := _tx_height(client, args.channel, tx_hash)) is None:
-                if time.monotonic() > deadline:
-                    raise ToolError(f"{tx_hash} not in a block after {args.wait_timeout:g} s")
-                time.sleep(WAIT_POLL)
-            heights[tx_hash] = height
+    return failed
+
+
+def _wait_for_blocks(
+    client: RestClient, args: argparse.Namespace, hashes: list[str], heights: dict[str, int | None]
+) -> None:
+    deadline = time.monotonic() + args.wait_timeout
+    for tx_hash in hashes:
+        while (height := _tx_height(client, args.channel, tx_hash)) is None:
+            if time.monotonic() > deadline:
+                raise ToolError(f"{tx_hash} not in a block after {args.wait_timeout:g} s")
+            time.sleep(WAIT_POLL)
+        heights[tx_hash] = height
+
+
+def _print_txs(args: argparse.Namespace, hashes: list[str], heights: dict[str, int | None]) -> None:
+    """One line per hash (with --wait: and its block height, "none" when not known), or the
+    JSON list of them."""
     if args.json:
         rows = [
-            {"tx_hash": h, **({"block_height": heights[h]} if args.wait else {})} for h in hashes
+            {"tx_hash": h, **({"block_height": heights.get(h)} if args.wait else {})}
+            for h in hashes
         ]
         print(json.dumps(rows))
     else:
         for tx_hash in hashes:
-            print(f"{tx_hash} {heights[tx_hash]}" if args.wait else tx_hash)
-    return 1 if failed else 0
+            height = heights.get(tx_hash)
+            print(f"{tx_hash} {'none' if height is None else height}" if args.wait else tx_hash)
+    sys.stdout.flush()
 
 
 def cmd_find(client: RestClient, args: argparse.Namespace) -> int:
