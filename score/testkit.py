@@ -49,6 +49,53 @@ BOB = "hx" + "bb" * 20
 FIRST_BLOCK_TIME = 1_000_000  # µs; block h is at FIRST_BLOCK_TIME + h
 
 
+class MemoryState:
+    """A dict-backed StateAccess without the engine's rules: for testing ScoreBase's helpers
+    alone (a SCORE package is tested with Harness)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value at `key`, or None."""
+        return self.data.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Store `value` at `key`."""
+        assert isinstance(key, bytes) and isinstance(value, bytes)
+        self.data[key] = value
+
+    def delete(self, key: bytes) -> None:
+        """Remove `key` if present."""
+        self.data.pop(key, None)
+
+
+class MemoryBlocks:
+    """A list-backed BlockReader; `add` appends the next block (for testing ScoreBase alone)."""
+
+    def __init__(self) -> None:
+        self.chain: list[BlockView] = []
+
+    def add(self, timestamp: int = FIRST_BLOCK_TIME, leader: str = OWNER) -> BlockView:
+        """Append and return a block at the next height."""
+        height = len(self.chain)
+        block = BlockView(height, f"{height:064x}", timestamp + height, leader)
+        self.chain.append(block)
+        return block
+
+    def last_block(self) -> BlockView | None:
+        """The newest block, or None."""
+        return self.chain[-1] if self.chain else None
+
+    def block_by_height(self, height: int) -> BlockView | None:
+        """The block at `height`, or None."""
+        return self.chain[height] if 0 <= height < len(self.chain) else None
+
+    def block_by_hash(self, block_hash: str) -> BlockView | None:
+        """The block with `block_hash`, or None."""
+        return next((b for b in self.chain if b.block_hash == block_hash), None)
+
+
 class HarnessState(ScoreState):
     """The engine's ScoreState over a MemoryStore, with its committed user state as a dict."""
 
