@@ -21,7 +21,7 @@ that could not be read to the end (a half-written or corrupt .log.gz, a read err
 read before the problem are kept and the other files are read.
 
 Exit status: 0 when at least one file could be read (files with problems are listed), 1 when no
-file could be read at all, 2 when IN is missing or holds no collector files, or OUT cannot be
+file could be read at all or a file could not be opened, 2 when IN is missing or holds no collector files, or OUT cannot be
 written (or a usage error).
 """
 
@@ -32,6 +32,7 @@ import datetime
 import gzip
 import heapq
 import json
+import math
 import sys
 import zlib
 from collections import Counter
@@ -72,6 +73,7 @@ class Summary:
     malformed_count: int = 0
     unreadable: list[str] = field(default_factory=list)
     read_nothing: int = 0  # files that failed before their first line
+    unopened: int = 0  # files that could not even be opened (their problem is in `unreadable`)
     out_of_order: int = 0
     files: int = 0
 
@@ -87,7 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Merge the log collector's JSON-lines files into readable log lines and list "
         "the errors and exceptions with a count per process.",
         epilog="Exit status: 0 when at least one file could be read (files that could not be read "
-        "to the end are listed), 1 when no file could be read, 2 when IN is missing or holds no "
+        "to the end are listed), 1 when no file could be read or a file could not be opened, "
+        "2 when IN is missing or holds no "
         "collector files or OUT cannot be written.",
     )
     parser.add_argument("input", metavar="IN", type=Path, help="a collector file or directory")
@@ -113,7 +116,11 @@ def _open(path: Path) -> IO[str]:
 def parse_time(value: object) -> float | None:
     """Seconds since the epoch of fluentd's injected time (ISO 8601 text or a number)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            return None
+        return seconds if math.isfinite(seconds) else None  # NaN would break the merge order
     if not isinstance(value, str):
         return None
     for parse in (
@@ -126,7 +133,10 @@ def parse_time(value: object) -> float | None:
             continue
         if when.tzinfo is None:
             when = when.replace(tzinfo=datetime.UTC)
-        return when.timestamp()
+        try:
+            return when.timestamp()
+        except (OverflowError, ValueError):
+            return None
     return None
 
 
@@ -135,7 +145,14 @@ def read_entries(path: Path, summary: Summary) -> Iterator[Entry]:
     so does a file that cannot be read to the end (its entries before the problem are yielded)."""
     number = 0
     try:
-        with _open(path) as file:
+        file = _open(path)
+    except OSError as exc:  # no such file any more, no permission, too many open files
+        summary.unreadable.append(f"{path.name}: cannot open: {exc.strerror or exc}")
+        summary.read_nothing += 1
+        summary.unopened += 1
+        return
+    try:
+        with file:
             while line := file.readline(MAX_LINE + 1):
                 number += 1
                 where = f"{path.name}:{number}"
@@ -161,8 +178,8 @@ def read_entries(path: Path, summary: Summary) -> Iterator[Entry]:
 def _parse_line(line: str, where: str) -> tuple[Entry | None, str]:
     try:
         record = json.loads(line)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        return None, f"not JSON ({exc})"
+    except (ValueError, RecursionError) as exc:  # ValueError: also an integer of >4300 digits
+        return None, f"not JSON ({str(exc)[:200]})"
     if not isinstance(record, dict):
         return None, f"not a JSON object but {type(record).__name__}"
     when = parse_time(record.get("time"))
@@ -197,7 +214,13 @@ def format_line(record: dict[str, Any]) -> str:
         exc_text = str(record.get("exc_text") or "").strip()
         if exc_text:
             text += f" | {exc_text.splitlines()[-1]}"
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    return text.translate(_CONTROL_ESCAPES)
+
+
+# Control characters (a terminal's escape sequences among them) shown escaped: \n as \\n, ESC as \\x1b
+_CONTROL_ESCAPES = {
+    code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0)) if code != 0x09
+}
 
 
 def in_time_order(entries: Iterator[Entry], summary: Summary) -> Iterator[Entry]:
@@ -243,7 +266,7 @@ def run(files: list[Path], out: IO[str], shown: IO[str]) -> Summary:
             summary.errors[process] += 1
             shown.write(line + "\n")
             for trace in str(record.get("exc_text") or "").splitlines():
-                shown.write(f"    {trace}\n")
+                shown.write(f"    {trace.translate(_CONTROL_ESCAPES)}\n")
     return summary
 
 
@@ -289,6 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     report(summary, sys.stdout)
     if summary.read_nothing == summary.files:
         print("log_parser.py: error: no file could be read", file=sys.stderr)
+        return 1
+    if summary.unopened:
+        print(
+            f"log_parser.py: error: {summary.unopened} of {summary.files} file(s) could not be"
+            " opened (listed above); OUT lacks their records",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -285,3 +285,85 @@ def test_entries_out_of_place_by_more_than_the_window_are_counted(
     assert log_parser.main([str(source), str(out)]) == 0
     assert len(out.read_text().splitlines()) == 35
     assert "5 records written out of time order" in capsys.readouterr().out
+
+
+def test_numbers_python_cannot_hold_are_malformed_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "one.log"
+    source.write_text(
+        "\n".join(
+            [
+                PEER[0],
+                '{"time": 1, "n": ' + "9" * 5000 + "}",  # int() refuses more than 4300 digits
+                '{"time": 1' + "0" * 400 + "}",  # float() overflows
+                '{"time": NaN}',
+                '{"time": Infinity}',
+                '{"time": 1e999}',
+                PEER[2],
+            ]
+        )
+        + "\n"
+    )
+    out = tmp_path / "out.log"
+    assert log_parser.main([str(source), str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 2
+    printed = capsys.readouterr().out
+    assert "5 malformed lines skipped" in printed
+    assert "one.log:2: not JSON" in printed
+    for number in (3, 4, 5, 6):
+        assert f"one.log:{number}: no usable time" in printed
+
+
+def test_control_characters_in_messages_are_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "one.log"
+    record = {
+        "tag": "peer",
+        "time": 1,
+        "level": "ERROR",
+        "message": "a\x1b]0;owned\x07b\x9b2J\r\n",
+        "exc_text": "Traceback\nValueError: \x1b[2J",
+    }
+    source.write_text(json.dumps(record) + "\n")
+    out = tmp_path / "out.log"
+    assert log_parser.main([str(source), str(out)]) == 0
+    written = out.read_text()
+    printed = capsys.readouterr().out
+    for text in (written, printed):
+        assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text and "\r" not in text
+    assert "a\\x1b]0;owned\\x07b\\x9b2J\\r\\n" in written
+    assert "ValueError: \\x1b[2J" in printed
+
+
+FEW_DESCRIPTORS = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+from tools import log_parser
+sys.exit(log_parser.main(sys.argv[1:]))
+"""
+
+
+def test_a_file_that_cannot_be_opened_is_exit_1(tmp_path: Path) -> None:
+    """More files than the process may open at once: those it could not open are named and the
+    exit status says OUT is not whole (it was 0)."""
+    import subprocess
+    import sys
+
+    logs = tmp_path / "log"
+    logs.mkdir()
+    for index in range(60):
+        (logs / f"{index:03}.log").write_text(peer_lines(1, start=index)[0] + "\n")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", FEW_DESCRIPTORS, str(logs), str(tmp_path / "out.log")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+    )
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "cannot open: Too many open files" in done.stdout
+    assert done.stderr.startswith("log_parser.py: error: ") and "could not be opened" in done.stderr
