@@ -50,7 +50,8 @@ RETRY_DELAY = 0.5
 GIVEN_UP_META = "score_given_up"  # the block store's record of a SCORE given up (JSON)
 IDLE_CHECK = 1.0
 STALE_RETRY = 0.1  # seconds before a query answered from a state not yet replayed asks again
-MAX_TIMEOUTS_PER_BLOCK = 3  # deadline kills of the SCORE on one block before it is given up
+MAX_TIMEOUTS_PER_BLOCK = 3  # tries of one block that end its SCORE before it is given up
+PROCESS_END_WAIT = 5.0  # seconds a failed invoke's process is watched for its end
 
 
 def invoke_deadlines(timeout: float) -> list[float]:
@@ -402,7 +403,7 @@ class ScoreRuntime:
                 tried = ", ".join(f"{d:g}" for d in deadlines[:-1]) + f" and {deadlines[-1]:g}"
                 self.disabled = (
                     f"SCORE did not finish block {block.height} within {tried} s "
-                    "(SCORE_INVOKE_TIMEOUT, doubled on each try)"
+                    "(SCORE_INVOKE_TIMEOUT, doubled on each try), or its process ended in the try"
                 )
                 self._given_up_at = block.height  # kept with its results (see _record)
                 log.error(
@@ -414,14 +415,20 @@ class ScoreRuntime:
                     "Error", channel=self.channel, kind="score_disabled", message=self.disabled
                 )
                 return self._unavailable(block, executed, self._given_up())
+            pid = None
             try:
-                await self.supervisor.wait_ready(float(self.config.SCORE_INVOKE_TIMEOUT))
+                if await self.supervisor.wait_ready(float(self.config.SCORE_INVOKE_TIMEOUT)):
+                    pid = self.supervisor.pid
                 started = time.monotonic()
                 result = await self.supervisor.client.invoke_block(block, deadlines[timeouts])
                 self._invoked(block, result, time.monotonic() - started)
                 return result
             except ScoreUnavailable as exc:
-                timeouts += 1 if exc.deadline_exceeded else 0
+                # a try ends the block's chances when it missed its deadline, or when the
+                # process it ran in ended meanwhile (os._exit, a crash in C): a transaction that
+                # ends the process would otherwise be tried for good, and no block executed again
+                if exc.deadline_exceeded or (pid is not None and await self._ended(pid)):
+                    timeouts += 1
                 log.warning(
                     "channel %s: SCORE unavailable at block %d: %s", self.channel, block.height, exc
                 )
@@ -431,6 +438,16 @@ class ScoreRuntime:
                 )
                 await self._replay_uncommitted()
             await asyncio.sleep(RETRY_DELAY)
+
+    async def _ended(self, pid: int) -> bool:
+        """The SCORE process `pid` has ended (or does within PROCESS_END_WAIT seconds)."""
+        assert self.supervisor is not None
+        deadline = time.monotonic() + PROCESS_END_WAIT
+        while self.supervisor.pid == pid:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     def _given_up(self) -> str:
         """Why the SCORE was given up, as results record it: worded alike on every peer that gave

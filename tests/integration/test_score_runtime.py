@@ -22,7 +22,7 @@ from loopchain.blockchain.block_store import BlockStore
 from loopchain.blockchain.execution import InvokeResult
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
-from loopchain.peer.score_runtime import ScoreRuntime
+from loopchain.peer.score_runtime import MAX_TIMEOUTS_PER_BLOCK, ScoreRuntime
 from loopchain.scoreservice import state as state_module
 from loopchain.scoreservice.client import ScoreUnavailable
 from loopchain.scoreservice.process import damage_marker
@@ -707,6 +707,64 @@ async def test_a_block_past_its_deadline_is_tried_with_doubled_deadlines_before_
     assert tried_again == []
     code, message, *_ = store.tx_result(later.hash)  # type: ignore[misc]
     assert (code, message) == (9100, given_up)
+
+
+ENDS_ITS_PROCESS = """
+import os
+
+from loopchain.blockchain.score_base import ScoreBase
+
+
+class UserScore(ScoreBase):
+    def invoke(self, transaction, block):
+        if transaction.data.get("method") == "exit":
+            os._exit(3)
+        self.db.put(b"last", str(block.height).encode())
+"""
+
+
+@pytest.mark.timeout(180)
+async def test_a_transaction_that_ends_its_score_process_is_given_up_like_a_runaway_one(
+    tmp_path: Path,
+) -> None:
+    """A transaction whose call ends the SCORE process (os._exit here; a crash in C alike) ends
+    the block's tries as a missed deadline does: after MAX_TIMEOUTS_PER_BLOCK the SCORE is given
+    up, with the results every peer records for it, and execution goes on. Before, such a block
+    was tried again after every restart, for good, and no later block was executed."""
+    repository = tmp_path / "repo"
+    _write_named_package(repository, "test/exits", "test.exits", ENDS_ITS_PROCESS)
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    chain = ChainBuilder()
+    exits = Transaction.create_v1(CHANNEL, {"method": "exit"}, 1, chain.signers[0])
+    for height, data in enumerate(({"method": "set"}, None, {"method": "set"})):
+        tx = (
+            exits
+            if data is None
+            else Transaction.create_v1(CHANNEL, data, 10 + height, chain.signers[0])
+        )
+        block = chain.block([tx])
+        qc = chain.certify(block)
+        chain.advance(block, qc)
+        store.save_block(block, qc)
+    runtime = _runtime(
+        tmp_path,
+        store,
+        [],
+        "test/exits",
+        DEFAULT_SCORE_REPOSITORY_PATH=str(repository),
+        SCORE_RESTART_BACKOFF_MAX=0.5,
+    )
+    async with running(runtime):
+        await wait_until_async(_executed_to(store, 2), 120, "execution past the exiting block")
+        assert runtime.supervisor is not None
+        tries = runtime.supervisor.restarts
+    assert tries >= MAX_TIMEOUTS_PER_BLOCK, tries
+    code, message, *_ = store.tx_result(exits.hash)  # type: ignore[misc]
+    assert (code, message) == (
+        9100,
+        "SCORE did not finish block 1 in 3 tries, each with twice the deadline of the one before",
+    )
+    assert "or its process ended in the try" in runtime.info().message
 
 
 class HeldResults(BlockStore):
