@@ -59,6 +59,13 @@ class PackageError(Exception):
     """A SCORE package that cannot be found, unpacked, validated or imported; says what and where."""
 
 
+class PackageUnreadable(StorageError):
+    """This machine cannot read the package's own files now (a permission, an I/O error): not
+    the package's fault, so no "not loaded" (9100) results only this peer would record; the SCORE
+    process ends and is started again after a backoff, as on a state store failure. Before, it
+    stayed "not loaded" until its peer was started again."""
+
+
 @dataclass(frozen=True)
 class ScorePackage:
     """A resolved package: its folder (ready to import) and its parsed package.json."""
@@ -180,6 +187,8 @@ def read_package_json(folder: Path) -> dict[str, Any]:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PackageError(f"{path} is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise PackageUnreadable(f"cannot read {path}: {exc}") from None
     if not isinstance(info, dict):
         raise PackageError(f"{path} must hold a JSON object, not {type(info).__name__}")
     _check_fields(info, path)
@@ -367,6 +376,10 @@ def _import_main(package: ScorePackage) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"{parent_name}.{package.main}", main_path)
     if spec is None or spec.loader is None:
         raise PackageError(f"cannot import {main_path}")
+    try:
+        main_path.read_bytes()  # (the loader's own read failing would look like the package's)
+    except OSError as exc:
+        raise PackageUnreadable(f"cannot read {main_path}: {exc}") from None
     module = importlib.util.module_from_spec(spec)
     sys.modules[parent_name] = parent
     sys.modules[spec.name] = module

@@ -74,6 +74,7 @@ from loopchain.safe_text import status_details
 from loopchain.scoreservice import MAX_BALANCE_ADDRESSES, MAX_QUERIES, score_link_bytes
 from loopchain.scoreservice.packages import (
     PackageError,
+    PackageUnreadable,
     ScorePackage,
     load_score_class,
     merge_settings,
@@ -673,6 +674,15 @@ class LoadedScore:
         )
 
 
+def _failed_storage(exc: StorageError) -> str:
+    what = (
+        "SCORE package unreadable"
+        if isinstance(exc, PackageUnreadable)
+        else "SCORE state store failed"
+    )
+    return f"{what}: {exc}"
+
+
 def load_failure(exc: BaseException) -> str:
     """Why a Load failed, in one line."""
     if isinstance(exc, StepLimitExceeded):
@@ -777,9 +787,7 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
             await context.abort(exc.code, status_details(exc.message))
             raise  # abort raises; this line is never reached
         except StorageError as exc:
-            await context.abort(
-                grpc.StatusCode.INTERNAL, status_details(f"SCORE state store failed: {exc}")
-            )
+            await context.abort(grpc.StatusCode.INTERNAL, status_details(_failed_storage(exc)))
             raise
 
     def _store_failed(self, exc: StorageError) -> None:
@@ -788,7 +796,7 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
         the blocks it misses. One a read found corrupt is marked, so that the next process moves
         it aside and is replayed the whole chain (the same read would fail again, process after
         process)."""
-        log.error("SCORE state store failed: %s; this SCORE process ends", exc)
+        log.error("%s; this SCORE process ends", _failed_storage(exc))
         if isinstance(exc, StorageCorrupt) and self.state_path is not None:
             try:
                 write_atomic(damage_marker(self.state_path), str(exc).encode())

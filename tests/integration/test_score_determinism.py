@@ -123,3 +123,29 @@ async def test_a_module_imported_in_a_call_counts_the_same_steps_after_a_restart
             seen.append(await _results(score, second))
     assert seen[0] == seen[1], seen
     assert seen[0][0] == [(0, "3000")], seen
+
+
+async def test_a_package_this_machine_cannot_read_for_a_while_is_loaded_once_it_can(
+    tmp_path: Path,
+) -> None:
+    """A package whose main module this machine cannot read (a permission, an I/O error) is not
+    the package's fault: the SCORE process ends and is started again until it can read it, and
+    then loads and executes; no "not loaded" (9100) result is recorded meanwhile. Before, the
+    SCORE stayed "not loaded" until its peer was started again, recording 9100 where the other
+    peers recorded results."""
+    package = make_package(tmp_path, "later", NAMED_OBJECTS)
+    main = package.path / "score_main.py"
+    main.chmod(0)
+    supervisor = make_supervisor(tmp_path, score_config(SCORE_RESTART_BACKOFF_MAX=0.5), package)
+    async with running(supervisor, ready=False):
+
+        async def started_again() -> bool:
+            return supervisor.restarts >= 2
+
+        await wait_until_async(started_again, READY_DEADLINE, "the SCORE process started again")
+        assert supervisor.load_error is None
+        assert "SCORE package unreadable" in supervisor.status().message
+        main.chmod(0o644)
+        assert await supervisor.wait_ready(READY_DEADLINE), supervisor.status()
+        results, _ = await _results(supervisor, Blocks().next({"op": "none"}))
+    assert results == [(0, "")]
