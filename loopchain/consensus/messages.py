@@ -183,6 +183,13 @@ class Rejected:
     reason: str
 
 
+@dataclass(frozen=True)
+class SyncRefused(Rejected):
+    """A block of a synced range was refused: the peer that served the range is avoided (a
+    refusal of something else handled in the same event, such as a parked proposal the synced
+    blocks released, is a plain Rejected and says nothing of that peer)."""
+
+
 Action = (
     BroadcastProposal
     | BroadcastCertificate

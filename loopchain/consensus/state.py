@@ -1038,7 +1038,7 @@ class ChannelConsensus:
             problem = check_extends(point, block, self.issuer, self.config.limits.ratio)
             problem = problem or check_certificate(point, block, qc, self.config.limits.ratio)
             if problem:
-                return [m.Rejected(f"synced block {block.height}: {problem}")]
+                return [m.SyncRefused(f"synced block {block.height}: {problem}")]
             checked.append((block, qc, point))
             point = point.advance(block)
         final = _proven_final_count(checked, proof, point, self.config.limits.ratio)

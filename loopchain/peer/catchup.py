@@ -242,7 +242,7 @@ class CatchUp:
             )
             proof = rest[0] if rest else fetched.proof
             actions = self.dispatch(m.BlocksSynced(tuple(chunk), proof))
-            if any(isinstance(a, m.Rejected) for a in actions):
+            if any(isinstance(a, m.SyncRefused) for a in actions):
                 return False
             if self.tip_height() > tip:
                 size = SYNC_CHUNK

@@ -175,9 +175,10 @@ class _Chain:
     """A consensus stand-in for synced ranges: a block is final when the next one it is handed
     (in the chunk, or the chunk's proof) is one round later, as the two-chain rule has it."""
 
-    def __init__(self, refused: int = 0) -> None:
+    def __init__(self, refused: int = 0, other: int = 0) -> None:
         self.tip = 0
         self.refused = refused  # a chunk holding this height is refused (an invalid block)
+        self.other = other  # a chunk holding this height also refuses something else
         self.chunks: list[list[int]] = []  # heights of each BlocksSynced, as handed over
 
     def dispatch(self, event: m.Event) -> list[m.Action]:
@@ -186,7 +187,10 @@ class _Chain:
         self.chunks.append([block.height for block in blocks])
         assert blocks[0].height == self.tip + 1
         if self.refused in self.chunks[-1]:
-            return [m.Rejected(f"synced block {self.refused}: invalid")]
+            return [m.SyncRefused(f"synced block {self.refused}: invalid")]
+        elsewhere = (
+            [m.Rejected("a parked proposal: invalid")] if self.other in self.chunks[-1] else []
+        )
         following = blocks[1:] + ([event.proof[0]] if event.proof is not None else [])
         final = 0  # a block proven final makes its ancestors final
         for index, (block, child) in enumerate(zip(blocks, following, strict=False)):
@@ -194,7 +198,7 @@ class _Chain:
                 final = index + 1
         if final:
             self.tip = blocks[final - 1].height
-        return []
+        return list(elsewhere)
 
 
 def _stand_in(height: int, round_: int) -> Any:
@@ -241,6 +245,21 @@ async def test_a_synced_range_with_an_invalid_block_is_taken_no_further(
     assert not await asyncio.wait_for(up._take(range_), 60)
     assert chain.tip == 3
     assert chain.chunks == [[1, 2, 3], [4, 5, 6]]
+
+
+async def test_a_refusal_of_something_else_in_the_same_event_takes_the_range_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Handing over synced blocks may release a parked proposal that is then refused: that says
+    nothing of the peer that served the range, which is taken on to its end. Before, any refusal
+    among the event's actions counted as the range's, and an honest peer was avoided."""
+    monkeypatch.setattr(catchup, "SYNC_CHUNK", 3)
+    blocks = [(_stand_in(h, h), None) for h in range(1, 11)]
+    chain = _Chain(other=5)
+    up = CatchUp("alpha", None, list, lambda: chain.tip, chain.dispatch, 100)  # type: ignore[arg-type]
+    range_ = FetchedRange(tuple(blocks), 10, None)  # type: ignore[arg-type]
+    assert await asyncio.wait_for(up._take(range_), 60)
+    assert chain.tip == 9  # (the last one has no proof)
 
 
 class Serving:
