@@ -51,6 +51,7 @@ from loopchain.types.passwords import (
 DEFAULT_DIR = Path("resources/ca")
 DEFAULT_CN = "loopchain CA"
 DEFAULT_SIGNING_KEY = Path("resources/default_pki/public.pem")
+LAST_NOT_AFTER = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)  # X.509 time holds no later
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 ToolErrors = (CertStoreError, pki.CertificateError, PasswordError)
 
@@ -156,10 +157,21 @@ def peer_revoke(directory: CertificateDirectory, peer_id: str) -> list[str]:
 # -- subcommands
 
 
+def max_days() -> int:
+    """The most days of validity a certificate made now can have: its notAfter (which starts
+    CLOCK_SKEW before now) can hold no later moment than LAST_NOT_AFTER."""
+    return (LAST_NOT_AFTER - (datetime.now(UTC) - pki.CLOCK_SKEW)).days
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value > (most := max_days()):
+        raise argparse.ArgumentTypeError(
+            f"must be at most {most} (a certificate cannot end after "
+            f"{LAST_NOT_AFTER:%Y-%m-%d}), got {value}"
+        )
     return value
 
 
@@ -287,8 +299,10 @@ def ask_days(prompt: str, default: int) -> int:
     text = ask(prompt, str(default))
     try:
         return _positive(text)
-    except (ValueError, argparse.ArgumentTypeError):
+    except ValueError:
         raise ToolError(f"validity must be a positive number of days, got {text!r}") from None
+    except argparse.ArgumentTypeError as exc:
+        raise ToolError(f"validity in days {exc}") from None
 
 
 def _with_ca_password(root: Path) -> CertificateDirectory:

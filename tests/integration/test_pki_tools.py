@@ -208,6 +208,26 @@ def test_certificate_util_menu_ends_cleanly_at_end_of_input(tmp_path: Path) -> N
     assert not (tmp_path / "d" / "ca.pem").exists()
 
 
+def test_certificate_util_bounds_days_by_what_a_certificate_can_hold(tmp_path: Path) -> None:
+    """A validity past 9999-12-31 (what an X.509 time holds) is a usage error of one line, from
+    the subcommands and the menu alike; one ending before it is made."""
+    for args in (["ca", "create"], ["peer", "issue", "--signing-key", "x"]):
+        done = util(tmp_path, *args, "--dir", "big", "--days", "99999999")
+        assert done.returncode == 2, done.stderr
+        assert "must be at most" in done.stderr and "9999-12-31" in done.stderr
+        assert_clean_log(done.stderr, "certificate_util.py")
+    assert not (tmp_path / "big").exists()
+    menu = run_tool(CERTIFICATE_UTIL, "--dir", "m", cwd=tmp_path, stdin="1\nmenu CA\n99999999\n0\n")
+    assert menu.returncode == 0, menu.stderr
+    assert "error: validity in days must be at most" in menu.stdout
+    assert_clean_log(menu.stdout + menu.stderr, "certificate_util.py")
+    assert not (tmp_path / "m" / "ca.pem").exists()
+    long = util(tmp_path, "ca", "create", "--dir", "long", "--days", "2900000")
+    assert long.returncode == 0, long.stderr
+    ca_cert = pki.certificate_from_pem((tmp_path / "long" / "ca.pem").read_bytes())
+    assert 9900 < ca_cert.not_valid_after_utc.year <= 9999
+
+
 # -- the RadioStation's certificate endpoints
 
 
