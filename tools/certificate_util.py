@@ -223,6 +223,8 @@ def ca_password(args: argparse.Namespace, *, creating: bool) -> str | None:
         file_flag="--password-file",
     )
     if password is not None:
+        argv_value = getattr(args, "password", None)
+        pki.check_password_text(password, _source(argv_value, "--password", CA_PASSWORD_ENV))
         return password
     if creating:
         return prompt_password("password to encrypt the CA key (empty: none)", confirm=True)
@@ -243,9 +245,18 @@ def key_password(args: argparse.Namespace) -> str | None:
         argv_flag="--key-password",
         file_flag="--key-password-file",
     )
-    if password is None and can_prompt() and _is_encrypted_pem(args.signing_key):
+    if password is not None:
+        source = _source(args.key_password, "--key-password", KEY_PASSWORD_ENV)
+        pki.check_password_text(password, source)
+    elif can_prompt() and _is_encrypted_pem(args.signing_key):
         password = prompt_password(f"password of the signing key {args.signing_key}")
     return password
+
+
+def _source(argv_value: str | None, argv_flag: str, env: str) -> str:
+    """Where choose_password took a password that is not from a file (a password file is
+    refused unless it is UTF-8): the command-line option or the environment variable."""
+    return f"the password of {argv_flag}" if argv_value else f"${env}"
 
 
 def _is_encrypted_pem(path: Path) -> bool:

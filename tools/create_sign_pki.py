@@ -70,7 +70,10 @@ def choose_key_password(args: argparse.Namespace) -> str:
         argv_flag="the password argument",
         file_flag="--password-file",
     )
-    if password is None:
+    if password is not None:
+        source = "the password argument" if args.password else f"${KEY_PASSWORD_ENV}"
+        pki.check_password_text(password, source)
+    else:
         password = prompt_password(
             "password to encrypt the private key (empty: none)", confirm=True
         )
@@ -101,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileExistsError as exc:
         print(f"create_sign_pki: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    except PasswordError as exc:
+    except (PasswordError, pki.CertificateError) as exc:
         print(f"create_sign_pki: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except OSError as exc:

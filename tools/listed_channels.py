@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from loopchain.radiostation.channels import is_target
+from loopchain.types.certificates import CertificateError, check_password_text
 from loopchain.types.crypto import SignatureError, load_or_create_key, write_private_file
 from loopchain.types.genesis import GenesisData
 from loopchain.types.passwords import KEY_PASSWORD_ENV
@@ -71,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         print("listed_channels.py: --channels names no channel", file=sys.stderr)
         return 2
     password = os.environ.get(KEY_PASSWORD_ENV) or None
+    try:
+        check_password_text(password, f"${KEY_PASSWORD_ENV}")
+    except CertificateError as exc:
+        print(f"listed_channels.py: {exc}", file=sys.stderr)
+        return 1
     peers = []
     for target, key_file in args.peer:
         try:

@@ -394,9 +394,20 @@ def _serial_value(value: Any) -> int:
 # -- PEM
 
 
+def check_password_text(password: Password, source: str = "the password") -> None:
+    """CertificateError naming `source` when `password` is text that is not UTF-8 (undecodable
+    bytes of the environment or the command line, which Python holds as lone surrogates); the
+    message shows no part of the password."""
+    # lone surrogates are the only text UTF-8 cannot encode; looked for without encoding, so no
+    # UnicodeEncodeError (which holds the whole password) is ever made, even as a context
+    if isinstance(password, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in password):
+        raise CertificateError(f"{source} is not UTF-8 text")
+
+
 def _password_bytes(password: Password) -> bytes | None:
     if password is None or password in ("", b""):
         return None
+    check_password_text(password)
     return password.encode("utf-8") if isinstance(password, str) else password
 
 

@@ -228,6 +228,61 @@ def test_certificate_util_bounds_days_by_what_a_certificate_can_hold(tmp_path: P
     assert 9900 < ca_cert.not_valid_after_utc.year <= 9999
 
 
+# a password of bytes that are not UTF-8 (Python holds them as lone surrogates): no part of it
+# may be shown, neither its readable characters nor an escape of its others
+NOT_UTF8_PASSWORD = b"Qz7\xffWv\xfe"
+PASSWORD_TRACES = ("Qz7", "Wv", "\\xff", "\\xfe", "udcff", "udcfe", "\udcff", "\ufffd")
+
+
+def run_with_env(
+    script: Path, *args: str, cwd: Path, env: dict[str, bytes]
+) -> subprocess.CompletedProcess[str]:
+    """Run a tool with environment variables given as bytes (os.environb: no UTF-8 needed)."""
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=cwd,
+        env={**os.environb, **{name.encode(): value for name, value in env.items()}},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="backslashreplace",
+        timeout=TOOL_DEADLINE,
+        check=False,
+    )
+
+
+def assert_refused_without_the_password(done: subprocess.CompletedProcess[str], name: str) -> None:
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert_clean_log(done.stderr, name)
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "is not UTF-8 text" in done.stderr
+    for trace in PASSWORD_TRACES:
+        assert trace not in done.stdout + done.stderr, trace
+
+
+def test_passwords_that_are_not_utf8_are_refused_without_showing_them(tmp_path: Path) -> None:
+    keys, _ = make_signing_key(tmp_path, "kpw")
+    made = run_tool(
+        CERTIFICATE_UTIL, "ca", "create", "--dir", "ca", "--password", "cpw", cwd=tmp_path
+    )
+    assert made.returncode == 0, made.stderr
+    issue = ["peer", "issue", "--dir", "ca", "--signing-key", str(keys / "private.pem")]
+    bad_ca = {CA_PASSWORD_ENV: NOT_UTF8_PASSWORD, "LOOPCHAIN_KEY_PASSWORD": b"kpw"}
+    bad_key = {CA_PASSWORD_ENV: b"cpw", "LOOPCHAIN_KEY_PASSWORD": NOT_UTF8_PASSWORD}
+    for env, source in ((bad_ca, CA_PASSWORD_ENV), (bad_key, "LOOPCHAIN_KEY_PASSWORD")):
+        done = run_with_env(CERTIFICATE_UTIL, *issue, cwd=tmp_path, env=env)
+        assert_refused_without_the_password(done, "certificate_util.py")
+        assert f"${source} is not UTF-8 text" in done.stderr
+    assert not (tmp_path / "ca" / "peers").exists()
+    create = ["ca", "create", "--dir", "ca2"]
+    done = run_with_env(CERTIFICATE_UTIL, *create, cwd=tmp_path, env=bad_ca)
+    assert_refused_without_the_password(done, "certificate_util.py")
+    assert not (tmp_path / "ca2").exists()
+    done = run_with_env(CREATE_SIGN_PKI, "--out", "k", cwd=tmp_path, env=bad_key)
+    assert_refused_without_the_password(done, "create_sign_pki.py")
+    assert not (tmp_path / "k").exists()
+
+
 # -- the RadioStation's certificate endpoints
 
 

@@ -4,6 +4,7 @@ genesis data."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,16 @@ def test_bad_genesis_is_refused(
     assert main([*args, "--peer", f"127.0.0.1:7100={tmp_path / 'k'}"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "c.json").exists()
+
+
+def test_a_key_password_that_is_not_utf8_is_refused_without_showing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Undecodable bytes of the environment (held as lone surrogates) are refused in one line
+    that shows no part of the password, before any key or file is made."""
+    monkeypatch.setitem(os.environb, b"LOOPCHAIN_KEY_PASSWORD", b"Qz7\xffWv")
+    out, key = tmp_path / "c.json", tmp_path / "peer" / "k"
+    assert main(["--out", str(out), "--peer", f"127.0.0.1:7100={key}"]) == 1
+    err = capsys.readouterr().err
+    assert err == "listed_channels.py: $LOOPCHAIN_KEY_PASSWORD is not UTF-8 text\n"
+    assert not key.exists() and not out.exists()
