@@ -23,9 +23,10 @@ import os
 import sys
 from pathlib import Path
 
+from loopchain.durable import write_atomic
 from loopchain.radiostation.channels import is_target
 from loopchain.types.certificates import CertificateError, check_password_text
-from loopchain.types.crypto import SignatureError, load_or_create_key, write_private_file
+from loopchain.types.crypto import SignatureError, load_or_create_key
 from loopchain.types.genesis import GenesisData
 from loopchain.types.passwords import KEY_PASSWORD_ENV
 
@@ -65,53 +66,107 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    names = [name for name in args.channels.split(",") if name]
-    if not names:
-        print("listed_channels.py: --channels names no channel", file=sys.stderr)
-        return 2
-    password = os.environ.get(KEY_PASSWORD_ENV) or None
+class Refused(Exception):
+    """What is wrong with the arguments, one line, and the exit status to end with."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _settings(text: str, ids: dict[str, str]) -> dict[str, object]:
+    """--score-settings with every "@TARGET" replaced by its peer's id; Refused when it is not a
+    JSON object or names a target no --peer has."""
     try:
-        check_password_text(password, f"${KEY_PASSWORD_ENV}")
-    except CertificateError as exc:
-        print(f"listed_channels.py: {exc}", file=sys.stderr)
-        return 1
+        settings = _with_ids(json.loads(text), ids)
+    except KeyError as exc:
+        raise Refused(f"--score-settings: {exc.args[0]}") from None
+    except (ValueError, RecursionError) as exc:
+        raise Refused(f"--score-settings: not JSON: {exc}") from None
+    if not isinstance(settings, dict):
+        raise Refused("--score-settings must be a JSON object")
+    return settings
+
+
+def _genesis(text: str | None) -> object:
+    """--genesis as JSON once GenesisData accepts it (None without it); Refused otherwise."""
+    if text is None:
+        return None
+    try:
+        genesis = json.loads(text)
+        GenesisData.from_json(genesis)
+    except (ValueError, RecursionError) as exc:  # not JSON, or an EncodingError naming the field
+        raise Refused(f"--genesis: {exc}") from None
+    return genesis
+
+
+def _check_out(out: Path) -> None:
+    """Refused when `out` cannot be written as a file: it is a directory, or the nearest of its
+    folders that exists is not one (a file stands where a folder must be made)."""
+    if out.is_dir():
+        raise Refused(f"--out {out} is a directory; give the file to write")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise Refused(f"--out {out}: {folder} is not a directory")
+
+
+def _peers(args: argparse.Namespace, password: str | None) -> list[dict[str, str]]:
+    """Each --peer's id and target, its key made (or kept) at its KEYFILE; Refused (status 1)
+    for a key that cannot be read or written."""
     peers = []
     for target, key_file in args.peer:
         try:
             signer = load_or_create_key(key_file, password)
         except (SignatureError, OSError) as exc:
-            print(f"listed_channels.py: {key_file}: {exc}", file=sys.stderr)
-            return 1
+            raise Refused(f"{key_file}: {exc}", 1) from None
         peers.append({"peer_id": signer.address, "peer_target": target})
         print(target, signer.address)
-    ids = {peer["peer_target"]: peer["peer_id"] for peer in peers}
+    return peers
+
+
+def _write(out: Path, channels: dict[str, object]) -> None:
     try:
-        settings = _with_ids(json.loads(args.score_settings), ids)
-    except (ValueError, KeyError) as exc:
-        print(f"listed_channels.py: --score-settings: {exc}", file=sys.stderr)
-        return 2
-    if not isinstance(settings, dict):
-        print("listed_channels.py: --score-settings must be a JSON object", file=sys.stderr)
-        return 2
-    genesis = None
-    if args.genesis is not None:
-        try:
-            genesis = json.loads(args.genesis)
-            GenesisData.from_json(genesis)
-        except ValueError as exc:  # not JSON, or an EncodingError naming the field
-            print(f"listed_channels.py: --genesis: {exc}", file=sys.stderr)
-            return 2
-    channel = {"score_package": args.score, "peers": peers}
+        write_atomic(out, (json.dumps(channels, indent=2) + "\n").encode(), 0o644)
+        os.chmod(out, 0o644)  # the channel list is not a secret, whatever the umask
+    except OSError as exc:
+        raise Refused(f"cannot write {out}: {exc.strerror or exc}", 1) from None
+
+
+def run(args: argparse.Namespace) -> None:
+    """Check every argument, then make the keys and write the file; Refused for what is wrong
+    (nothing made when an argument is)."""
+    names = [name for name in args.channels.split(",") if name]
+    if not names:
+        raise Refused("--channels names no channel")
+    password = os.environ.get(KEY_PASSWORD_ENV) or None
+    try:
+        check_password_text(password, f"${KEY_PASSWORD_ENV}")
+    except CertificateError as exc:
+        raise Refused(str(exc), 1) from None
+    _settings(args.score_settings, {target: "" for target, _ in args.peer})
+    genesis = _genesis(args.genesis)
+    _check_out(args.out)
+    peers = _peers(args, password)
+    settings = _settings(args.score_settings, {p["peer_target"]: p["peer_id"] for p in peers})
+    channel: dict[str, object] = {"score_package": args.score, "peers": peers}
     if settings:
         channel["score_settings"] = settings
     if genesis is not None:
         channel["genesis_data"] = genesis
-    channels = {name: channel for name in names}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_private_file(args.out, (json.dumps(channels, indent=2) + "\n").encode())
-    os.chmod(args.out, 0o644)  # the channel list is not a secret
+    _write(args.out, {name: channel for name in names})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the tool; the exit status (2 for a wrong argument, 1 for a key or file that cannot
+    be made), the reason on one line of stderr."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        run(args)
+    except Refused as exc:
+        print(f"listed_channels.py: {exc}", file=sys.stderr)
+        return exc.status
     return 0
 
 

@@ -57,6 +57,7 @@ def test_bad_settings_are_refused(
     assert main([*args, "--peer", f"127.0.0.1:7100={tmp_path / 'k'}"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "c.json").exists()
+    assert not (tmp_path / "k").exists()  # refused before any key is made
 
 
 GENESIS = {
@@ -98,6 +99,41 @@ def test_bad_genesis_is_refused(
     assert main([*args, "--peer", f"127.0.0.1:7100={tmp_path / 'k'}"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "c.json").exists()
+    assert not (tmp_path / "k").exists()  # refused before any key is made
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("folder", "is a directory"),
+        ("file/c.json", "file is not a directory"),
+        ("file/deeper/c.json", "file is not a directory"),
+    ],
+)
+def test_an_out_that_cannot_be_a_file_is_refused_before_any_key_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], out: str, message: str
+) -> None:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("not a folder")
+    key = tmp_path / "peer" / "k"
+    assert main(["--out", str(tmp_path / out), "--peer", f"127.0.0.1:7100={key}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("listed_channels.py: --out ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not key.exists()
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
+def test_the_channel_file_is_readable_by_all_whatever_the_umask(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "c.json"
+    previous = os.umask(0o077)
+    try:
+        assert main(["--out", str(out), "--peer", f"127.0.0.1:7100={tmp_path / 'k'}"]) == 0
+    finally:
+        os.umask(previous)
+    assert out.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in out.parent.iterdir()] == ["c.json"]
 
 
 def test_a_key_password_that_is_not_utf8_is_refused_without_showing_it(
