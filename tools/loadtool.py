@@ -62,6 +62,7 @@ DEV_KEY = "592eb276d534e2c41a2d9356c0ab262dc233d87e4dd71ce705ec130a8d27ff0c"
 FUND_ICX = 100  # each v3 client's account: enough for 80,000 transfers at 100,000 steps
 FUND_DEADLINE = 120.0  # seconds for every client's account to be funded
 V3_STEP_LIMIT = coin.STEP_DEFAULT
+EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 
 # ------------------------------------------------------------------ pure functions
 
@@ -909,13 +910,16 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: 0 after a run, 1 when the peer could not be reached at all (or the report
-    could not be written)."""
+    could not be written), 130 for a Ctrl-C before sending began (funding, the first status)."""
     args = parse_args(argv)
     try:
         run = asyncio.run(perform(args))
     except LoadError as exc:
         print(f"loadtool: cannot read the chain at {args.target.address}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # once sending starts, Ctrl-C stops it and the summary follows
+        print("loadtool: interrupted before sending began", file=sys.stderr)
+        return EXIT_INTERRUPTED
     summary = summarize(run)
     print(json.dumps(summary) if args.json else format_summary(summary))
     if args.report:

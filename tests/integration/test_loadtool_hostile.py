@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -384,3 +385,48 @@ async def test_a_reply_larger_than_the_cap_is_refused(
     rest_peer.handlers["/api/v1/status/peer"] = status
     refused = await transport_error(rest_peer, lambda t: t.last_block())
     assert refused.kind == "reply too large"
+
+
+# ------------------------------------------------------------------ Ctrl-C before sending starts
+
+
+@pytest.mark.parametrize(("mode", "first_path"), [("0", b"/api/v1/status/peer"), ("2", b"/api/v3")])
+async def test_ctrl_c_before_sending_starts_ends_with_one_line_and_130(
+    mode: str, first_path: bytes
+) -> None:
+    """A Ctrl-C while the tool waits for its first answer (-t 0: the first status call; -t 2:
+    funding) ends it with status 130 and one line, not a KeyboardInterrupt traceback."""
+    asked = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        request_line = await reader.readline()
+        if first_path in request_line:
+            asked.set()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(LOADTOOL),
+        *("-p", f"http://127.0.0.1:{port}", "-t", mode, "-m", "1s", "--timeout", "300"),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await asyncio.wait_for(asked.wait(), TOOL_DEADLINE)
+        process.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(process.communicate(), TOOL_DEADLINE)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert process.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode() and out == b""
+    assert err.decode().splitlines() == ["loadtool: interrupted before sending began"]
