@@ -6,9 +6,13 @@
     .venv/bin/python tools/loadtool.py -c 16 -p http://127.0.0.1:9000 -m 60s -t 2
 
 `-t 0` creates v1 transactions (the peer signs), `-t 1` queries, `-t 2` sends ICON v3 transfers that
-the clients sign: first `--key` (by default the development genesis account of ./localnet.sh) funds
-one fresh account per client with FUND_ICX, then each client sends 1-loop transfers from its own
-account (stepLimit 100,000, nid `--nid`) through icx_sendTransaction (REST) or CreateIconTx (gRPC).
+the clients sign: first the funding account funds one fresh account per client with FUND_ICX, then
+each client sends 1-loop transfers from its own account (stepLimit 100,000, nid `--nid`) through
+icx_sendTransaction (REST) or CreateIconTx (gRPC). The funding account's private key comes from
+`--key-file FILE` (mode 0600: hex, or PEM as a peer's key file, an encrypted one opened with
+$LOOPCHAIN_KEY_PASSWORD), else $LOOPCHAIN_LOADTOOL_KEY (hex), else the development genesis account
+of ./localnet.sh; `--key HEX` still works, with a warning: every user of the machine sees command
+lines.
 
 `-p http://host:port` speaks the peer REST API v1; `-p host:port` speaks the peer's gRPC service.
 Committed transactions are counted from the chain itself: after every poll, the tool walks the new
@@ -22,13 +26,14 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import re
 import signal
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,8 +45,10 @@ from loopchain.blockchain import coin
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
 from loopchain.types.block import Block
-from loopchain.types.crypto import Signer
+from loopchain.types.certificates import CertificateError, check_password_text
+from loopchain.types.crypto import SignatureError, Signer, load_pem_key
 from loopchain.types.icon_tx import make_params, sign_params
+from loopchain.types.passwords import KEY_PASSWORD_ENV, access_problem
 
 DEFAULT_TARGET = "http://127.0.0.1:9000"
 DEFAULT_QUERY = {"jsonrpc": "2.0", "method": "ping", "params": {}}  # -t 1 without --query-body
@@ -63,6 +70,8 @@ FUND_ICX = 100  # each v3 client's account: enough for 80,000 transfers at 100,0
 FUND_DEADLINE = 120.0  # seconds for every client's account to be funded
 V3_STEP_LIMIT = coin.STEP_DEFAULT
 EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
+KEY_ENV = "LOOPCHAIN_LOADTOOL_KEY"  # -t 2: the funding account's private key (hex)
+MAX_KEY_FILE_BYTES = 64 * 1024
 
 # ------------------------------------------------------------------ pure functions
 
@@ -196,7 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="0 create tx (v1), 1 query, 2 v3 transfers signed by one account per client",
     )
-    add("--key", default=DEV_KEY, help="-t 2: private key (hex) of the funding account")
+    key = parser.add_mutually_exclusive_group()
+    key.add_argument(
+        "--key-file",
+        type=Path,
+        help="-t 2: the funding account's private key: a file (mode 0600) holding it in hex or"
+        f" PEM (encrypted: ${KEY_PASSWORD_ENV}); else ${KEY_ENV} (hex), else the development"
+        " genesis account of ./localnet.sh",
+    )
+    key.add_argument(
+        "--key",
+        metavar="HEX",
+        help=f"-t 2: deprecated (visible to every user in ps): --key-file or ${KEY_ENV}",
+    )
     add("--nid", type=_argparse_type(_positive_int), default=3, help="-t 2: network id")
     add("--channel", default="", help="channel (default: the peer's default channel)")
     add("--rate", type=_argparse_type(_positive_float), help="at most this many requests/s")
@@ -610,6 +631,7 @@ class Run:
     drain_seconds: float = 0.0
     accounts: list[Signer] = field(default_factory=list)  # -t 2: one per client
     sink: str = ""  # -t 2: where the transfers go (the funding account)
+    funder: Signer | None = None  # -t 2: the funding account (else funding_signer(args))
 
     def icon_payload(self, client: int, seq: int) -> dict[str, Any]:
         """A signed 1-loop transfer from the client's account back to the funding account."""
@@ -725,12 +747,73 @@ async def _progress(run: Run) -> None:
         sys.stderr.flush()
 
 
-async def fund_accounts(run: Run) -> None:
-    """-t 2: a fresh account per client, funded with FUND_ICX by --key."""
+class KeyProblem(ValueError):
+    """The funding account's key cannot be used; the message shows no part of it."""
+
+
+def _hex_key(text: str, source: str) -> Signer:
+    """The private key written in hex (64 digits, 0x allowed) in `text`; KeyProblem naming
+    `source` (never quoting `text`) otherwise."""
+    digits = text.strip().removeprefix("0x")
     try:
-        funder = Signer(bytes.fromhex(run.args.key))
-    except ValueError:
-        raise LoadError("funding", "--key is not a private key in hex") from None
+        if len(digits) != 64:
+            raise ValueError(len(digits))
+        return Signer(bytes.fromhex(digits))
+    except ValueError:  # not 64 hex digits, or a number out of the curve's range
+        raise KeyProblem(f"{source} is not a private key in hex (64 digits)") from None
+
+
+def read_key_file(path: Path, environ: Mapping[str, str]) -> Signer:
+    """The private key in `path` (hex, or PEM opened with $LOOPCHAIN_KEY_PASSWORD when it is
+    encrypted); KeyProblem when it cannot be read, is open to group or others (as a peer's key
+    file or a password file is refused), or holds no secp256k1 private key."""
+    try:
+        problem = access_problem(path, "key file")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise KeyProblem(f"cannot read key file {path}: {exc.strerror or exc}") from None
+    if problem is not None:
+        raise KeyProblem(problem)
+    if len(raw) > MAX_KEY_FILE_BYTES:
+        raise KeyProblem(f"key file {path} is larger than {MAX_KEY_FILE_BYTES} bytes")
+    if not raw.lstrip().startswith(b"-----BEGIN"):
+        return _hex_key(raw.decode("ascii", "replace"), f"key file {path}")
+    password = environ.get(KEY_PASSWORD_ENV) or None
+    try:
+        check_password_text(password, f"${KEY_PASSWORD_ENV}")
+        return load_pem_key(raw, password)
+    except (CertificateError, SignatureError) as exc:
+        raise KeyProblem(f"key file {path}: {exc}") from None
+
+
+def funding_signer(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Signer:
+    """-t 2: the funding account: --key-file, --key (with a warning on stderr), $LOOPCHAIN_LOADTOOL_KEY
+    or the development genesis account; KeyProblem when the one given cannot be used."""
+    environ = os.environ if environ is None else environ
+    if getattr(args, "key_file", None) is not None:
+        return read_key_file(args.key_file, environ)
+    if getattr(args, "key", None):
+        print(
+            "loadtool: warning: a private key on the command line (--key) is visible to every"
+            " user of this machine (ps, /proc/<pid>/cmdline); give it with --key-file FILE"
+            f" (mode 0600) or in ${KEY_ENV} instead",
+            file=sys.stderr,
+        )
+        return _hex_key(args.key, "--key")
+    if environ.get(KEY_ENV):
+        return _hex_key(environ[KEY_ENV], f"${KEY_ENV}")
+    return Signer(bytes.fromhex(DEV_KEY))
+
+
+async def fund_accounts(run: Run) -> None:
+    """-t 2: a fresh account per client, funded with FUND_ICX by the funding account."""
+    funder = run.funder
+    if funder is None:
+        try:
+            funder = funding_signer(run.args)
+        except KeyProblem as exc:
+            raise LoadError("funding", str(exc)) from None
     run.sink = funder.address
     run.accounts = [Signer.generate() for _ in range(run.args.clients)]
     await fund(run.transport, funder, run.accounts, run.args.nid)
@@ -892,10 +975,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def perform(args: argparse.Namespace) -> Run:
-    """Run the load described by `args`; the finished run with its measurements."""
+async def perform(args: argparse.Namespace, funder: Signer | None = None) -> Run:
+    """Run the load described by `args` (-t 2: funded by `funder`, else funding_signer(args));
+    the finished run with its measurements."""
     transport = open_transport(args)
     run = Run(args, transport, limiter=RateLimiter(args.rate) if args.rate else None)
+    run.funder = funder
     try:
         await execute(run)
     finally:
@@ -913,7 +998,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     could not be written), 130 for a Ctrl-C before sending began (funding, the first status)."""
     args = parse_args(argv)
     try:
-        run = asyncio.run(perform(args))
+        funder = funding_signer(args) if args.type == 2 else None
+    except KeyProblem as exc:
+        print(f"loadtool: {exc}", file=sys.stderr)
+        return 1
+    try:
+        run = asyncio.run(perform(args, funder))
     except LoadError as exc:
         print(f"loadtool: cannot read the chain at {args.target.address}: {exc}", file=sys.stderr)
         return 1

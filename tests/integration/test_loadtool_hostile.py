@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -90,11 +92,12 @@ def block_reply(height: Any, block_hash: str, prev_hash: str) -> dict[str, Any]:
     }
 
 
-async def run_loadtool(*args: str) -> tuple[int, str, str]:
+async def run_loadtool(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(LOADTOOL),
         *args,
+        env=None if env is None else {**os.environ, **env},
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -430,3 +433,35 @@ async def test_ctrl_c_before_sending_starts_ends_with_one_line_and_130(
     assert process.returncode == 130, err.decode()
     assert "Traceback" not in err.decode() and out == b""
     assert err.decode().splitlines() == ["loadtool: interrupted before sending began"]
+
+
+# ------------------------------------------------------------------ -t 2: the funding key
+
+
+@pytest.mark.parametrize("source", ["file", "environment"])
+async def test_the_funding_key_is_taken_from_a_file_or_the_environment(
+    rest_peer: RestPeer, tmp_path: Path, source: str
+) -> None:
+    """-t 2 funds its clients from the key of --key-file or $LOOPCHAIN_LOADTOOL_KEY, which never
+    appears on its command line; here the peer refuses the funding transfer it signed."""
+    funder = Signer(bytes(range(1, 33)))
+    senders: list[str] = []
+
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        senders.append((await request.json())["params"]["from"])
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "error": {"code": -32000}})
+
+    rest_peer.handlers["/api/v3"] = refuse
+    args = ["-p", rest_peer.url, "-t", "2", "-m", "1s", "--timeout", "10"]
+    env = {}
+    if source == "file":
+        key_file = tmp_path / "funding_key"
+        key_file.write_text(funder.secret_bytes().hex() + "\n")
+        key_file.chmod(0o600)
+        args += ["--key-file", str(key_file)]
+    else:
+        env[loadtool.KEY_ENV] = funder.secret_bytes().hex()
+    code, out, err = await run_loadtool(*args, env=env)
+    assert senders == [funder.address], err
+    assert code == 1 and out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("loadtool: cannot read the chain")

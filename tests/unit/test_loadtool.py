@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
+from loopchain.types.crypto import Signer, encrypted_pem
+from loopchain.types.passwords import KEY_PASSWORD_ENV
 from tools import loadtool
 from tools.loadtool import BlockInfo, Stats, Target, parse_args, parse_duration, percentile
 
@@ -279,3 +282,87 @@ def test_a_report_without_matplotlib_skips_only_the_png(tmp_path):
     ]
     assert json.loads((out / "report.json").read_text())["committed"] == 2
     assert "latency.png" not in (out / "report.md").read_text()
+
+
+# ------------------------------------------------------------------ -t 2: the funding key
+
+FUNDING_SECRET = bytes(range(1, 33))
+
+
+def _key_file(tmp_path, data: bytes, mode: int = 0o600):
+    path = tmp_path / "funding_key"
+    path.write_bytes(data)
+    path.chmod(mode)
+    return path
+
+
+def test_the_funding_key_comes_from_a_file_in_hex_or_pem(tmp_path):
+    expected = Signer(FUNDING_SECRET).address
+    hex_file = _key_file(tmp_path, FUNDING_SECRET.hex().encode() + b"\n")
+    args = parse_args(["-t", "2", "--key-file", str(hex_file)])
+    assert loadtool.funding_signer(args, environ={}).address == expected
+    _key_file(tmp_path, encrypted_pem(Signer(FUNDING_SECRET), "pw"))  # the same file, now PEM
+    signer = loadtool.funding_signer(args, environ={KEY_PASSWORD_ENV: "pw"})
+    assert signer.address == expected
+    with pytest.raises(loadtool.KeyProblem, match="funding_key"):
+        loadtool.funding_signer(args, environ={})  # encrypted, and no password
+
+
+@pytest.mark.parametrize(
+    ("data", "mode", "message"),
+    [
+        (FUNDING_SECRET.hex().encode(), 0o644, "has mode 0644: group or others can access it"),
+        (FUNDING_SECRET.hex().encode(), 0o640, "run `chmod 600"),
+        (FUNDING_SECRET.hex()[:-1].encode(), 0o600, "is not a private key in hex"),
+        (b"zz" + FUNDING_SECRET.hex()[2:].encode(), 0o600, "is not a private key in hex"),
+        (b"00" * 32, 0o600, "is not a private key in hex"),
+        (b"-----BEGIN PRIVATE KEY-----\n" + FUNDING_SECRET.hex().encode(), 0o600, "PEM"),
+    ],
+)
+def test_a_key_file_that_cannot_be_used_is_refused_without_showing_the_key(
+    tmp_path, data, mode, message
+):
+    args = parse_args(["-t", "2", "--key-file", str(_key_file(tmp_path, data, mode))])
+    with pytest.raises(loadtool.KeyProblem, match=re.escape(message)) as refused:
+        loadtool.funding_signer(args, environ={})
+    assert FUNDING_SECRET.hex()[2:10] not in str(refused.value)
+
+
+def test_the_funding_key_comes_from_the_environment_then_the_development_key(tmp_path):
+    args = parse_args(["-t", "2"])
+    env = {loadtool.KEY_ENV: "0x" + FUNDING_SECRET.hex()}
+    assert loadtool.funding_signer(args, environ=env).address == Signer(FUNDING_SECRET).address
+    development = Signer(bytes.fromhex(loadtool.DEV_KEY)).address
+    assert loadtool.funding_signer(args, environ={}).address == development
+    secret_looking = "5ecre7" * 10
+    with pytest.raises(loadtool.KeyProblem) as refused:
+        loadtool.funding_signer(args, environ={loadtool.KEY_ENV: secret_looking})
+    assert str(refused.value) == "$LOOPCHAIN_LOADTOOL_KEY is not a private key in hex (64 digits)"
+    missing = parse_args(["-t", "2", "--key-file", str(tmp_path / "none")])
+    with pytest.raises(loadtool.KeyProblem, match=r"cannot read key file .*none"):
+        loadtool.funding_signer(missing, environ=env)  # a file given is never passed over
+
+
+def test_key_on_the_command_line_still_works_with_a_warning(capsys):
+    args = parse_args(["-t", "2", "--key", FUNDING_SECRET.hex()])
+    env = {loadtool.KEY_ENV: loadtool.DEV_KEY}
+    assert loadtool.funding_signer(args, environ=env).address == Signer(FUNDING_SECRET).address
+    warning = capsys.readouterr().err
+    assert "visible to every user" in warning and "--key-file" in warning
+    assert FUNDING_SECRET.hex() not in warning
+
+
+def test_key_file_and_key_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--key-file", "f", "--key", FUNDING_SECRET.hex()])
+    assert exited.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_main_refuses_an_unusable_key_in_one_line_before_any_request(tmp_path, capsys):
+    key = _key_file(tmp_path, FUNDING_SECRET.hex().encode(), 0o644)
+    # a target where nothing listens is never reached: the key is refused first
+    argv = ["-t", "2", "-p", "http://127.0.0.1:1", "--key-file", str(key)]
+    assert loadtool.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"loadtool: key file {key} has mode 0644")
