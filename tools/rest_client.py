@@ -88,7 +88,9 @@ class _DeadlineSocket:
         return io.BufferedReader(_DeadlineReader(self))
 
     def close(self) -> None:
-        self._sock.close()
+        """Nothing: http.client closes its connection as soon as a head says Connection: close,
+        before the body is read (a real socket stays open while its makefile() reader does);
+        RestClient._exchange closes the socket once the answer is read."""
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -118,7 +120,9 @@ class RestClient:
         self.timeout = timeout
         self.headers = dict(headers or {})
 
-    def _connection(self, deadline: float) -> http.client.HTTPConnection:
+    def _connection(self, deadline: float) -> tuple[http.client.HTTPConnection, socket.socket]:
+        """A connected HTTP(S) connection whose socket keeps `deadline`, and that socket (the
+        caller closes it)."""
         parts = urllib.parse.urlsplit(self.base)
         left = max(deadline - time.monotonic(), 0.001)
         connection: http.client.HTTPConnection
@@ -127,15 +131,16 @@ class RestClient:
         else:
             connection = http.client.HTTPConnection(parts.netloc, timeout=left)
         connection.connect()
-        connection.sock = _DeadlineSocket(connection.sock, deadline)
-        return connection
+        sock = connection.sock
+        connection.sock = _DeadlineSocket(sock, deadline)
+        return connection, sock
 
     def _exchange(
         self, method: str, target: str, data: bytes | None, headers: dict[str, str]
     ) -> tuple[int, str | None, bytes]:
         """(status, Location, at most MAX_REPLY_BYTES + 1 bytes of the body) of one request."""
         deadline = time.monotonic() + self.timeout
-        connection = self._connection(deadline)
+        connection, sock = self._connection(deadline)
         try:
             connection.request(method, target, body=data, headers=headers)
             response = connection.getresponse()
@@ -152,6 +157,7 @@ class RestClient:
             return response.status, response.getheader("Location"), b"".join(chunks)
         finally:
             connection.close()
+            sock.close()
 
     def call(
         self,

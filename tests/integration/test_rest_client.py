@@ -200,3 +200,15 @@ def test_a_good_answer_still_reads(serve) -> None:
     head = server.requests[0]
     assert head.startswith(b"POST /p?a=b HTTP/1.1\r\n")
     assert b"Content-Type: application/json" in head
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.0", "HTTP/1.1"])
+def test_an_answer_that_closes_the_connection_reads_to_its_end(serve, version: str) -> None:
+    """An answer saying Connection: close (any HTTP/1.0 server or proxy) whose body is longer
+    than what the head's read takes in: http.client closes the connection at the head, and the
+    body must still be read from the socket (it was 'Bad file descriptor')."""
+    body = b'{"response_code": 0, "pad": "' + b"x" * 1_000_000 + b'"}'
+    head = f"{version} 200 OK\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    server = serve(fixed(head.encode() + body))
+    status, reply = RestClient(server.url, timeout=30).call("GET", "/api/v1/channel/data")
+    assert status == 200 and len(reply["pad"]) == 1_000_000
