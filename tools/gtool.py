@@ -24,19 +24,20 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from loopchain.configure import ConfigError, load_config
+from loopchain.durable import write_atomic
 from loopchain.radiostation.operator import MAX_TOKEN_CHARS, token_path
 from tools.menu import MenuItem, ask, run_menu, run_tool
 from tools.rest_client import DEFAULT_TIMEOUT, RestClient, ToolError, seconds_arg, url_arg
 
 DEFAULT_RADIOSTATION = "http://127.0.0.1:9002"
 STATUS_NAMES = {0: "unknown", 1: "connected", 2: "disconnected"}
+CHANNEL_FILE_MODE = 0o644  # as listed_channels.py writes it: the channel list is no secret
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,17 +208,12 @@ def cmd_dump(client: RestClient, args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return 0
     out = Path(args.out)
-    tmp: str | None = None
-    try:  # a whole file or none: written beside it, then renamed over it
-        with tempfile.NamedTemporaryFile(
-            "w", dir=out.parent, prefix=f".{out.name}.", delete=False, encoding="utf-8"
-        ) as handle:
-            tmp = handle.name
-            handle.write(text)
-        os.replace(tmp, out)
+    if not out.parent.is_dir():
+        raise ToolError(f"cannot write {out}: {out.parent} is not a directory")
+    try:  # a whole file or none, synced before it is renamed over the old one (durable)
+        write_atomic(out, text.encode("utf-8"), CHANNEL_FILE_MODE)
+        os.chmod(out, CHANNEL_FILE_MODE)  # whatever the umask, as listed_channels.py
     except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         raise ToolError(f"cannot write {out}: {exc.strerror or exc}") from None
     print(f"channel data written to {out}", file=sys.stderr)
     return 0
