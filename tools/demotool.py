@@ -27,7 +27,16 @@ from typing import Any
 
 from tools import loadtool
 from tools.menu import MenuItem, ask, run_menu, run_tool
-from tools.rest_client import DEFAULT_TIMEOUT, RestClient, ToolError, seconds_arg, url_arg
+from tools.rest_client import (
+    DEFAULT_TIMEOUT,
+    RestClient,
+    ToolError,
+    add_tls_arguments,
+    client_from_args,
+    seconds_arg,
+    tls_argv,
+    url_arg,
+)
 
 DEFAULT_PEER = "http://127.0.0.1:9000"
 MAX_TXS = 10_000
@@ -80,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", type=seconds_arg, default=DEFAULT_TIMEOUT, help="seconds per request"
     )
+    add_tls_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     tx = sub.add_parser("tx", help="create transactions and print their hashes")
     tx.add_argument("-n", "--count", type=_bounded_int(1, MAX_TXS), default=1)
@@ -312,6 +322,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     argv += ["--json"] if args.json else []
     argv += ["--progress"] if args.progress else []
     argv += ["--report", args.report] if args.report else []
+    argv += tls_argv(args, key_flag="--tls-key")
     return loadtool.main(argv)
 
 
@@ -329,7 +340,7 @@ def execute(args: argparse.Namespace) -> int:
     """Run the parsed subcommand; ToolError for a failure to report."""
     if args.command == "load":
         return cmd_load(args)
-    return COMMANDS[args.command](RestClient(args.peer, args.timeout), args)
+    return COMMANDS[args.command](client_from_args(args.peer, args), args)
 
 
 # ------------------------------------------------------------------ the menu
@@ -358,7 +369,7 @@ def menu_items() -> list[MenuItem]:
 
 
 def _menu(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    globals_ = ["-p", args.peer, "--timeout", str(args.timeout)]
+    globals_ = ["-p", args.peer, "--timeout", str(args.timeout), *tls_argv(args)]
     globals_ += ["--channel", args.channel] if args.channel else []
     title = f"loopchain demotool - peer {args.peer}, channel {args.channel or '(default)'}"
 

@@ -33,7 +33,16 @@ from loopchain.configure import ConfigError, load_config
 from loopchain.durable import write_atomic
 from loopchain.radiostation.operator import MAX_TOKEN_CHARS, token_path
 from tools.menu import MenuItem, ask, run_menu, run_tool
-from tools.rest_client import DEFAULT_TIMEOUT, RestClient, ToolError, seconds_arg, url_arg
+from tools.rest_client import (
+    DEFAULT_TIMEOUT,
+    RestClient,
+    ToolError,
+    add_tls_arguments,
+    client_from_args,
+    seconds_arg,
+    tls_argv,
+    url_arg,
+)
 
 DEFAULT_RADIOSTATION = "http://127.0.0.1:9002"
 STATUS_NAMES = {0: "unknown", 1: "connected", 2: "disconnected"}
@@ -53,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("-o", "--configure_file_path", help="the RadioStation's JSON configuration (token path)")
     add("--json", action="store_true", help="machine-readable output")
     add("--timeout", type=seconds_arg, default=DEFAULT_TIMEOUT, help="seconds per request")
+    add_tls_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("status", help="each channel's peers, their status and the leader")
     sub.add_parser("channels", help="the channels, their SCORE and listed peers")
@@ -232,7 +242,7 @@ COMMANDS: dict[str, Callable[[RestClient, argparse.Namespace], int]] = {
 
 def execute(args: argparse.Namespace) -> int:
     """Run the parsed subcommand; ToolError for a failure to report."""
-    return COMMANDS[args.command](RestClient(args.radiostation, args.timeout), args)
+    return COMMANDS[args.command](client_from_args(args.radiostation, args), args)
 
 
 # ------------------------------------------------------------------ the menu
@@ -273,7 +283,7 @@ def menu_items() -> list[MenuItem]:
 
 
 def _menu(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    globals_ = ["-r", args.radiostation, "--timeout", str(args.timeout)]
+    globals_ = ["-r", args.radiostation, "--timeout", str(args.timeout), *tls_argv(args)]
     globals_ += _optional("--token-file", args.token_file or "")
     globals_ += _optional("-o", args.configure_file_path or "")
 

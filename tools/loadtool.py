@@ -29,6 +29,7 @@ import math
 import os
 import re
 import signal
+import ssl
 import sys
 import time
 import uuid
@@ -49,6 +50,7 @@ from loopchain.types.certificates import CertificateError, check_password_text
 from loopchain.types.crypto import SignatureError, Signer, load_pem_key
 from loopchain.types.icon_tx import make_params, sign_params
 from loopchain.types.passwords import KEY_PASSWORD_ENV, access_problem
+from tools.rest_client import ToolError, add_tls_arguments, tls_context
 
 DEFAULT_TARGET = "http://127.0.0.1:9000"
 DEFAULT_QUERY = {"jsonrpc": "2.0", "method": "ping", "params": {}}  # -t 1 without --query-body
@@ -239,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_argparse_type(_json_object),
         help='JSON object sent for -t 0 (a "loadtool" field is added to keep each one unique)',
     )
+    add_tls_arguments(parser, key_flags=("--tls-key",))  # --key is the funding key's
     add("--json", action="store_true", help="print one JSON summary object")
     add(
         "--progress",
@@ -307,10 +310,20 @@ class Transport(Protocol):
 class RestTransport:
     """The peer REST API v1 over one aiohttp session with a bounded connection pool."""
 
-    def __init__(self, base: str, channel: str, timeout: float, connections: int) -> None:
+    def __init__(
+        self,
+        base: str,
+        channel: str,
+        timeout: float,
+        connections: int,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
+    ) -> None:
         self._base = base
         self._channel = channel
-        connector = aiohttp.TCPConnector(limit=connections)
+        self._server_name = server_name
+        # https: `tls` (default: the system's CAs), the certificate naming `server_name` (or the host)
+        connector = aiohttp.TCPConnector(limit=connections, ssl=tls if tls is not None else True)
         client_timeout = aiohttp.ClientTimeout(total=timeout)
         self._session = aiohttp.ClientSession(connector=connector, timeout=client_timeout)
         self._tip: BlockInfo | None = None
@@ -319,6 +332,8 @@ class RestTransport:
         """(HTTP status, Retry-After seconds, body) of one request, the body at most
         MAX_REPLY_BYTES; LoadError for no answer or a larger one."""
         try:
+            if self._server_name:
+                kwargs["server_hostname"] = self._server_name
             async with self._session.request(method, self._base + path, **kwargs) as resp:
                 retry = retry_after_seconds(resp.headers.get("Retry-After"))
                 if (resp.content_length or 0) > MAX_REPLY_BYTES:
@@ -333,6 +348,8 @@ class RestTransport:
                 return resp.status, retry, b"".join(chunks)
         except TimeoutError:
             raise LoadError("timeout") from None
+        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
+            raise LoadError("tls", str(getattr(exc, "verify_message", "") or exc)[:200]) from None
         except aiohttp.ClientConnectionError:
             raise LoadError("connection") from None
         except aiohttp.ClientError:
@@ -551,11 +568,29 @@ class GrpcTransport:
         await self._grpc_channel.close()
 
 
+def transport_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The TLS context of --cacert, --cert and --tls-key (None without them); ToolError for a
+    file that cannot be used, or for TLS options with a target that is not https://."""
+    tls = tls_context(
+        getattr(args, "cacert", None), getattr(args, "cert", None), getattr(args, "tls_key", None)
+    )
+    if tls is not None and not args.target.address.startswith("https://"):
+        raise ToolError(
+            f"--cacert, --cert and --tls-key are for an https:// target, not {args.target.address}"
+        )
+    return tls
+
+
 def open_transport(args: argparse.Namespace) -> Transport:
     """The transport for the parsed target."""
     target: Target = args.target
     if target.kind == "rest":
-        return RestTransport(target.address, args.channel, args.timeout, args.clients + 2)
+        server_name = getattr(args, "server_name", None)
+        tls = transport_tls(args)
+        connections = args.clients + 2
+        return RestTransport(
+            target.address, args.channel, args.timeout, connections, tls, server_name
+        )
     return GrpcTransport(target.address, args.channel, args.timeout)
 
 
@@ -998,8 +1033,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     could not be written), 130 for a Ctrl-C before sending began (funding, the first status)."""
     args = parse_args(argv)
     try:
+        transport_tls(args)  # its files refused here, before any request
         funder = funding_signer(args) if args.type == 2 else None
-    except KeyProblem as exc:
+    except (KeyProblem, ToolError) as exc:
         print(f"loadtool: {exc}", file=sys.stderr)
         return 1
     try:

@@ -6,6 +6,13 @@ follows no redirect (the operator token must never go to another host, and a POS
 into a GET) and turns every failure (a bad URL, no answer, a broken HTTP answer, a reply that is not
 JSON, an error answered by the node) into one ToolError whose message is one line a person can act
 on; the tools print it and exit 1, never a traceback.
+
+TLS (an https:// URL): the server's certificate is checked against the system's CAs, or --cacert
+FILE's (the network's own CA, tls/ca.pem of a node, for ENABLE_REST_SSL 1 and 2), and must carry
+the URL's host name or --server-name NAME (the network's certificates name nodes, not hosts: the
+RadioStation's carries "loopchain-radiostation", a peer's its peer id); --cert FILE and --key FILE
+present a client certificate (ENABLE_REST_SSL 2), the key opened with $LOOPCHAIN_TLS_KEY_PASSWORD
+when it is encrypted (as the nodes open theirs).
 """
 
 from __future__ import annotations
@@ -14,15 +21,20 @@ import argparse
 import http.client
 import io
 import json
+import os
 import socket
+import ssl
 import time
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
+from loopchain.types.certificates import CertificateError, check_password_text
+
 MAX_REPLY_BYTES = 64 * 1024 * 1024  # a block of the largest size, with room to spare
 DEFAULT_TIMEOUT = 10.0
 READ_CHUNK = 64 * 1024
+TLS_KEY_PASSWORD_ENV = "LOOPCHAIN_TLS_KEY_PASSWORD"  # as the nodes read it (p2p.grpc_util)
 
 
 class ToolError(Exception):
@@ -111,27 +123,39 @@ def _printable(text: str, limit: int = 200) -> str:
 
 
 class RestClient:
-    """JSON requests to one node's REST API (`base` is http(s)://host:port)."""
+    """JSON requests to one node's REST API (`base` is http(s)://host:port); over https with
+    `tls` (default: the system's CAs) and the server's certificate naming `server_name`
+    (default: the URL's host)."""
 
     def __init__(
-        self, base: str, timeout: float = DEFAULT_TIMEOUT, headers: Mapping[str, str] | None = None
+        self,
+        base: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        headers: Mapping[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
     ) -> None:
         self.base = base
         self.timeout = timeout
         self.headers = dict(headers or {})
+        self.tls = tls
+        self.server_name = server_name
 
     def _connection(self, deadline: float) -> tuple[http.client.HTTPConnection, socket.socket]:
         """A connected HTTP(S) connection whose socket keeps `deadline`, and that socket (the
         caller closes it)."""
         parts = urllib.parse.urlsplit(self.base)
         left = max(deadline - time.monotonic(), 0.001)
-        connection: http.client.HTTPConnection
-        if parts.scheme == "https":
-            connection = http.client.HTTPSConnection(parts.netloc, timeout=left)
-        else:
-            connection = http.client.HTTPConnection(parts.netloc, timeout=left)
+        connection = http.client.HTTPConnection(parts.netloc, timeout=left)
         connection.connect()
-        sock = connection.sock
+        sock: socket.socket = connection.sock
+        if parts.scheme == "https":  # the handshake, within the socket's timeout
+            context = self.tls or ssl.create_default_context()
+            try:
+                sock = context.wrap_socket(sock, server_hostname=self.server_name or parts.hostname)
+            except BaseException:
+                connection.sock.close()
+                raise
         connection.sock = _DeadlineSocket(sock, deadline)
         return connection, sock
 
@@ -184,9 +208,20 @@ class RestClient:
             ) from None
         except http.client.HTTPException as exc:  # before OSError: RemoteDisconnected is both
             what = _printable(str(exc)) or type(exc).__name__
+            if isinstance(exc, http.client.RemoteDisconnected) and self.base.startswith("https"):
+                what += " (a server of mutual TLS does so without a client certificate: --cert)"
             raise ToolError(
                 f"{method} {path}: {self.base} gave a broken HTTP answer: {what}"
             ) from None
+        except ssl.SSLCertVerificationError as exc:  # before SSLError, which it is
+            why = str(exc.verify_message or exc.reason).rstrip(".")
+            hint = "--server-name NAME" if "mismatch" in why else "--cacert FILE of its CA"
+            raise ToolError(f"TLS with {self.base} failed: {why} (see {hint})") from None
+        except ssl.SSLError as exc:  # an OSError too: the TLS handshake
+            why = str(exc.reason or exc)
+            if "ALERT" in why:  # the server's refusal: TLS 1.3 CERTIFICATE_REQUIRED, say
+                why += " (the server refused: does it want a client certificate, --cert?)"
+            raise ToolError(f"TLS with {self.base} failed: {why}") from None
         except OSError as exc:
             raise ToolError(f"cannot reach {self.base}: {exc.strerror or exc}") from None
         if 300 <= status < 400:
@@ -241,3 +276,89 @@ def seconds_arg(text: str) -> float:
     if not 0 < value <= 3600:
         raise argparse.ArgumentTypeError(f"{text} is not in (0, 3600] seconds")
     return value
+
+
+def add_tls_arguments(
+    parser: argparse.ArgumentParser, key_flags: tuple[str, ...] = ("--key", "--tls-key")
+) -> None:
+    """--cacert, --cert, the client key (`key_flags`, into `tls_key`) and --server-name: TLS with
+    an https:// node (tls_context)."""
+    add = parser.add_argument
+    add(
+        "--cacert",
+        metavar="FILE",
+        help="CA certificates (PEM) the server's must chain to (default: the system's);"
+        " a node's tls/ca.pem for the network's own (ENABLE_REST_SSL 1 and 2)",
+    )
+    add(
+        "--cert", metavar="FILE", help="client certificate (PEM) for mutual TLS (ENABLE_REST_SSL 2)"
+    )
+    add(
+        *key_flags,
+        dest="tls_key",
+        metavar="FILE",
+        help=f"the client certificate's private key (PEM; encrypted: ${TLS_KEY_PASSWORD_ENV})",
+    )
+    add(
+        "--server-name",
+        metavar="NAME",
+        help="the name the server's certificate must carry (default: the URL's host; the"
+        " network's certificates name nodes: loopchain-radiostation, or a peer's id)",
+    )
+
+
+def tls_context(
+    cacert: str | None, cert: str | None, key: str | None, environ: Mapping[str, str] | None = None
+) -> ssl.SSLContext | None:
+    """The client's TLS context for --cacert/--cert/--key (None when none is given); ToolError
+    naming the file that cannot be read or used."""
+    if cacert is None and cert is None and key is None:
+        return None
+    if key is not None and cert is None:
+        raise ToolError("a client key needs --cert (the client certificate it belongs to)")
+    context = ssl.create_default_context()
+    if cacert is not None:
+        try:
+            context.load_verify_locations(cafile=cacert)
+        except (OSError, ssl.SSLError) as exc:
+            raise ToolError(f"--cacert {cacert}: {_file_problem(exc)}") from None
+    if cert is not None:
+        password = (os.environ if environ is None else environ).get(TLS_KEY_PASSWORD_ENV) or None
+        try:
+            check_password_text(password, f"${TLS_KEY_PASSWORD_ENV}")
+            # "" rather than None: OpenSSL would ask on the terminal for an encrypted key's password
+            context.load_cert_chain(cert, key, password=password or "")
+        except CertificateError as exc:
+            raise ToolError(str(exc)) from None
+        except (OSError, ssl.SSLError) as exc:
+            files = f"--cert {cert}" + (f" --key {key}" if key else "")
+            raise ToolError(f"{files}: {_file_problem(exc)}") from None
+    return context
+
+
+def _file_problem(exc: OSError) -> str:
+    """What is wrong with a certificate or key file, on one line."""
+    if isinstance(exc, ssl.SSLError):
+        return f"not a usable certificate or key ({exc.reason or exc})"
+    return f"cannot read it: {exc.strerror or exc}"
+
+
+def client_from_args(
+    base: str, args: argparse.Namespace, headers: Mapping[str, str] | None = None
+) -> RestClient:
+    """A RestClient for `base` with the timeout and TLS options of `args` (add_tls_arguments)."""
+    tls = tls_context(args.cacert, args.cert, args.tls_key)
+    if tls is not None and not base.startswith("https://"):
+        raise ToolError(f"--cacert, --cert and --key are for an https:// URL, not {base}")
+    return RestClient(base, args.timeout, headers, tls, args.server_name)
+
+
+def tls_argv(args: argparse.Namespace, key_flag: str = "--key") -> list[str]:
+    """The TLS options of `args` as arguments again (for the menu's subcommands, loadtool)."""
+    given = [
+        ("--cacert", args.cacert),
+        ("--cert", args.cert),
+        (key_flag, args.tls_key),
+        ("--server-name", args.server_name),
+    ]
+    return [text for flag, value in given if value is not None for text in (flag, value)]
