@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from loopchain.types.crypto import address_of
+from loopchain.types.crypto import address_of, not_utf8
 from loopchain.types.hashing import sha3_256
 
 PEER_KEY_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.9999.1.1")
@@ -398,9 +398,7 @@ def check_password_text(password: Password, source: str = "the password") -> Non
     """CertificateError naming `source` when `password` is text that is not UTF-8 (undecodable
     bytes of the environment or the command line, which Python holds as lone surrogates); the
     message shows no part of the password."""
-    # lone surrogates are the only text UTF-8 cannot encode; looked for without encoding, so no
-    # UnicodeEncodeError (which holds the whole password) is ever made, even as a context
-    if isinstance(password, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in password):
+    if isinstance(password, str) and not_utf8(password):
         raise CertificateError(f"{source} is not UTF-8 text")
 
 

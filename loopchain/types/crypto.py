@@ -145,6 +145,19 @@ class Signer:
         return self._key.secret
 
 
+def not_utf8(text: str) -> bool:
+    """`text` holds lone surrogates, the only text UTF-8 cannot encode (undecodable bytes of the
+    environment or the command line); looked for without encoding, so that no UnicodeEncodeError,
+    which would hold the whole text (a password), is ever made."""
+    return any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
+def _password_bytes(password: str) -> bytes:
+    if not_utf8(password):
+        raise SignatureError("the key password is not UTF-8 text")
+    return password.encode()
+
+
 def load_pem_key(data: bytes, password: str | None) -> Signer:
     """A secp256k1 private key from PEM (PKCS#8 or SEC1, optionally password-protected)."""
     from cryptography.hazmat.primitives import serialization
@@ -152,7 +165,7 @@ def load_pem_key(data: bytes, password: str | None) -> Signer:
 
     try:
         key = serialization.load_pem_private_key(
-            data, password=password.encode() if password else None
+            data, password=_password_bytes(password) if password else None
         )
     except (ValueError, TypeError) as exc:
         raise SignatureError(f"cannot read the PEM private key: {exc}") from None
@@ -172,7 +185,7 @@ def encrypted_pem(signer: Signer, password: str) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(password.encode()),
+        serialization.BestAvailableEncryption(_password_bytes(password)),
     )
 
 

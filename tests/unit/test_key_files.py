@@ -165,3 +165,23 @@ def test_no_prompt_without_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     with open(os.devnull) as devnull:
         monkeypatch.setattr(sys, "stdin", devnull)
         assert prompt_password("password") is None
+
+
+def test_a_password_that_is_not_utf8_is_refused_without_showing_it(tmp_path: Path) -> None:
+    """A key password of undecodable bytes (Python holds them as lone surrogates) is refused in
+    one line that shows no part of it, for a new key and for an existing encrypted one. Before,
+    it was a UnicodeEncodeError traceback quoting the password's character."""
+    bad = "secret\udcff"
+    with pytest.raises(SignatureError, match="not UTF-8") as made:
+        open_key_file(tmp_path / "new_key", bad)
+    assert "secret" not in str(made.value) and "\\udcff" not in repr(made.value)
+    chain, error = [], made.value.__context__  # what a traceback would print with it
+    while error is not None:
+        chain.append(error)
+        error = error.__context__
+    assert not any(isinstance(e, UnicodeError) for e in chain), chain
+    path = tmp_path / "peer_key"
+    open_key_file(path, "pw")
+    with pytest.raises(SignatureError, match="not UTF-8") as opened:
+        open_key_file(path, bad)
+    assert "secret" not in str(opened.value), opened.value
