@@ -49,7 +49,7 @@ from loopchain.types.block import Block
 from loopchain.types.certificates import CertificateError, check_password_text
 from loopchain.types.crypto import SignatureError, Signer, load_pem_key
 from loopchain.types.icon_tx import make_params, sign_params
-from loopchain.types.passwords import KEY_PASSWORD_ENV, access_problem
+from loopchain.types.passwords import KEY_PASSWORD_ENV, PasswordError, read_private_file
 from tools.rest_client import ToolError, add_tls_arguments, tls_context
 
 DEFAULT_TARGET = "http://127.0.0.1:9000"
@@ -803,15 +803,9 @@ def read_key_file(path: Path, environ: Mapping[str, str]) -> Signer:
     encrypted); KeyProblem when it cannot be read, is open to group or others (as a peer's key
     file or a password file is refused), or holds no secp256k1 private key."""
     try:
-        problem = access_problem(path, "key file")
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_KEY_FILE_BYTES + 1)
-    except OSError as exc:
-        raise KeyProblem(f"cannot read key file {path}: {exc.strerror or exc}") from None
-    if problem is not None:
-        raise KeyProblem(problem)
-    if len(raw) > MAX_KEY_FILE_BYTES:
-        raise KeyProblem(f"key file {path} is larger than {MAX_KEY_FILE_BYTES} bytes")
+        raw = read_private_file(path, "key file", MAX_KEY_FILE_BYTES)
+    except PasswordError as exc:
+        raise KeyProblem(str(exc)) from None
     if not raw.lstrip().startswith(b"-----BEGIN"):
         return _hex_key(raw.decode("ascii", "replace"), f"key file {path}")
     password = environ.get(KEY_PASSWORD_ENV) or None

@@ -36,20 +36,27 @@ def access_problem(path: Path, what: str) -> str | None:
     return None
 
 
+def read_private_file(path: Path, what: str, limit: int) -> bytes:
+    """The bytes of `what` (a password file, a key file) at `path`; PasswordError when it is
+    missing or unreadable, open to group or others, or longer than `limit` bytes."""
+    try:
+        problem = access_problem(path, what)
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise PasswordError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if problem is not None:
+        raise PasswordError(problem)
+    if len(data) > limit:
+        raise PasswordError(f"{what} {path} is longer than {limit} bytes")
+    return data
+
+
 def read_password_file(path: str | Path) -> str:
     """The password in the file at `path` (its first line); PasswordError when the file is
     missing, empty, too big or open to group or others."""
     path = Path(path)
-    try:
-        problem = access_problem(path, "password file")
-        with path.open("rb") as handle:
-            data = handle.read(MAX_PASSWORD_FILE_BYTES + 1)
-    except OSError as exc:
-        raise PasswordError(f"cannot read password file {path}: {exc.strerror or exc}") from None
-    if problem is not None:
-        raise PasswordError(problem)
-    if len(data) > MAX_PASSWORD_FILE_BYTES:
-        raise PasswordError(f"password file {path} is longer than {MAX_PASSWORD_FILE_BYTES} bytes")
+    data = read_private_file(path, "password file", MAX_PASSWORD_FILE_BYTES)
     try:
         lines = data.decode("utf-8").splitlines()
     except UnicodeDecodeError:
