@@ -35,6 +35,11 @@ SHUTDOWN_DEADLINE = 5.0  # seconds a process has after SIGTERM before it ends at
 REPEAT_WINDOW = 1.0
 # A process's children (REST proxy, channel workers, SCORE processes) start in a process group
 # of their own (`process_group=CHILD_GROUP`): a terminal's Ctrl-C or a signal to the parent's
+# signals a process raises on itself when it crashes (a C extension's fault, an abort): a crash,
+# not a kill from outside (kill -9, the OOM killer, SIGTERM) nor a deadline's alarm
+CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL}
+)
 # group reaches the parent alone, which stops its children itself, in order; none is caught by
 # SIGINT while it is still importing. They end with their parent however it ends (PDEATHSIG).
 CHILD_GROUP = 0

@@ -27,7 +27,9 @@ from loopchain.blockchain.block_store import BlockStore, StoreDamaged
 from loopchain.blockchain.execution import InvokeResult, TxResult
 from loopchain.configure import Config
 from loopchain.consensus import messages as m
+from loopchain.lifecycle import CRASH_SIGNALS
 from loopchain.peer.metrics import ChannelMetrics
+from loopchain.scoreservice import STORE_FAILED_EXIT
 from loopchain.scoreservice.client import ScoreClient, ScoreRejected, ScoreUnavailable
 from loopchain.scoreservice.packages import (
     PackageError,
@@ -425,9 +427,11 @@ class ScoreRuntime:
                 return result
             except ScoreUnavailable as exc:
                 # a try ends the block's chances when it missed its deadline, or when the
-                # process it ran in ended meanwhile (os._exit, a crash in C): a transaction that
-                # ends the process would otherwise be tried for good, and no block executed again
-                if exc.deadline_exceeded or (pid is not None and await self._ended(pid)):
+                # process it ran in crashed meanwhile (os._exit, a crash in C): a transaction
+                # that ends the process would otherwise be tried for good, and no block executed
+                # again. A process that ended for this machine's reasons (its store failed, the
+                # OOM killer, an operator) or a query's (past the query limit) does not count.
+                if exc.deadline_exceeded or (pid is not None and await self._crashed(pid)):
                     timeouts += 1
                 log.warning(
                     "channel %s: SCORE unavailable at block %d: %s", self.channel, block.height, exc
@@ -439,15 +443,20 @@ class ScoreRuntime:
                 await self._replay_uncommitted()
             await asyncio.sleep(RETRY_DELAY)
 
-    async def _ended(self, pid: int) -> bool:
-        """The SCORE process `pid` has ended (or does within PROCESS_END_WAIT seconds)."""
+    async def _crashed(self, pid: int) -> bool:
+        """The SCORE process `pid` has ended (or does within PROCESS_END_WAIT seconds) by a
+        crash: a crash's signal (CRASH_SIGNALS), or an exit status of its own (os._exit, an
+        exception nothing caught) other than STORE_FAILED_EXIT."""
         assert self.supervisor is not None
         deadline = time.monotonic() + PROCESS_END_WAIT
-        while self.supervisor.pid == pid:
+        while (last := self.supervisor.last_exit) is None or last[0] != pid:
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.05)
-        return True
+        code = last[1]
+        if code is None or code == 0:
+            return False
+        return -code in CRASH_SIGNALS if code < 0 else code != STORE_FAILED_EXIT
 
     def _given_up(self) -> str:
         """Why the SCORE was given up, as results record it: worded alike on every peer that gave
@@ -564,11 +573,14 @@ class ScoreRuntime:
             "it replayed from the chain"
         )
 
-    def _recorded_unexecuted(self, block: Block) -> bool:
-        """The block's results were recorded while the SCORE was unavailable (9100)."""
-        first = block.transactions[0].hash if block.transactions else None
-        found = self.store.tx_result(first, block.height) if first is not None else None
-        return found is not None and found.code == execution.SCORE_UNREACHABLE
+    def _recorded_unexecuted(self, height: int) -> bool:
+        """The block at `height` was recorded while the SCORE was unavailable (9100 results): its
+        recorded state root is the one before it, which a block the SCORE executed, even an
+        empty one, never keeps (next_state_root hashes the root before it)."""
+        recorded = self.store.roots_at(height)
+        before = self.store.roots_at(height - 1) if height > 0 else None
+        root_before = before[0] if before is not None else execution.GENESIS_STATE_ROOT
+        return recorded is not None and recorded[0] == root_before
 
     async def _replay(self, height: int) -> None:
         assert self.supervisor is not None
@@ -579,7 +591,7 @@ class ScoreRuntime:
         result = await self.supervisor.client.invoke_block(block, longest)  # it finished before
         recorded = self.store.roots_at(height)
         differs = recorded is not None and recorded != (result.state_root, result.results_hash)
-        if differs and self._recorded_unexecuted(block):
+        if differs and self._recorded_unexecuted(height):
             log.warning(
                 "channel %s: block %d, recorded while the SCORE was unavailable (9100), is "
                 "executed now",
@@ -595,10 +607,12 @@ class ScoreRuntime:
                 "Error", channel=self.channel, kind="score_nondeterministic", message=message
             )
             raise StoreDamaged(
-                f"{message} when it was executed: the SCORE is not deterministic (its results "
-                "depend on something besides the chain: see score/README.md), and its state "
-                "would differ from the network's from there on. Nothing was committed; fix the "
-                f"SCORE, then start the peer again (the state {self.supervisor.state_path} is "
-                "replayed from there)"
+                f"{message} when it was executed: this peer cannot reproduce the state it "
+                "recorded, and its state would differ from the network's from there on, so "
+                "nothing was committed. Either the SCORE is not deterministic (its results depend "
+                "on something besides the chain: see score/README.md), or a transaction came near "
+                "SCORE_MEMORY_LIMIT_MB (how near it may come depends on the process's history): "
+                "raise SCORE_MEMORY_LIMIT_MB and start the peer again, or give this peer a copy "
+                "of another peer's storage"
             )
         await self.supervisor.client.commit_block(height, block.hash.hex())

@@ -43,7 +43,7 @@ from typing import Any
 
 from loopchain import failpoints
 from loopchain.configure import Config
-from loopchain.lifecycle import CHILD_GROUP
+from loopchain.lifecycle import CHILD_GROUP, CRASH_SIGNALS
 from loopchain.p2p.worker_link import WorkerLink
 from loopchain.peer.children import Supervised
 from loopchain.scoreservice.owned_dir import OwnedDir
@@ -55,10 +55,6 @@ WORKER_SPEC_REFUSED = 2  # it refused what its peer handed it: the peer stops to
 WORKER_STORAGE_FAILED = 3  # its storage failed or fails its checks: the peer stops too
 MAX_CRASHES = 5  # crashes of a worker within CRASH_WINDOW that stop the peer
 CRASH_WINDOW = 120.0
-# signals a process raises on itself when it crashes: counted as crashes, not as kills from outside
-CRASH_SIGNALS = frozenset(
-    {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL}
-)
 MAX_WORKER_SPEC_BYTES = 4 << 20  # what a worker reads of its spec (the configuration is in it)
 SOCKET_DIR_PREFIX = "loopchain-worker-"
 STORAGE_ADVICE = (

@@ -6,6 +6,9 @@ from loopchain.blockchain.execution import MAX_BLOCK_RESULTS_BYTES
 MAX_BALANCE_ADDRESSES = 500
 # Queries one Query call may carry (the peer coalesces concurrent queries).
 MAX_QUERIES = 100
+# The exit status of a SCORE process whose state store (or package files) failed: this machine's
+# failure, not the SCORE's (its supervisor starts another; a block's try does not count it).
+STORE_FAILED_EXIT = 75
 
 # Beside a block's results, what an InvokeReply takes: its roots and height, each result's field
 # tags and lengths (fewer bytes than the keys and quotes of the result's JSON, which is counted)

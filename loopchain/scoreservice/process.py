@@ -71,7 +71,12 @@ from loopchain.monitor_log import start_shipping
 from loopchain.protos import score_pb2 as pb
 from loopchain.protos import score_pb2_grpc as pb_grpc
 from loopchain.safe_text import status_details
-from loopchain.scoreservice import MAX_BALANCE_ADDRESSES, MAX_QUERIES, score_link_bytes
+from loopchain.scoreservice import (
+    MAX_BALANCE_ADDRESSES,
+    MAX_QUERIES,
+    STORE_FAILED_EXIT,
+    score_link_bytes,
+)
 from loopchain.scoreservice.packages import (
     PackageError,
     PackageUnreadable,
@@ -792,8 +797,8 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
 
     def _store_failed(self, exc: StorageError) -> None:
         """A store whose write failed takes no more until it is opened again: this process ends
-        (status 1) and its supervisor starts another, which opens the store again and is replayed
-        the blocks it misses. One a read found corrupt is marked, so that the next process moves
+        (STORE_FAILED_EXIT) and its supervisor starts another, which opens the store again and is
+        replayed the blocks it misses. One a read found corrupt is marked, so that the next process moves
         it aside and is replayed the whole chain (the same read would fail again, process after
         process)."""
         log.error("%s; this SCORE process ends", _failed_storage(exc))
@@ -1040,7 +1045,7 @@ async def serve(args: argparse.Namespace) -> int:
     servicer.close()
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()
-    return 1 if servicer.store_failed.is_set() else 0
+    return STORE_FAILED_EXIT if servicer.store_failed.is_set() else 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

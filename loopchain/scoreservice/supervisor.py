@@ -147,6 +147,7 @@ class ScoreSupervisor:
         self._finished = asyncio.Event()
         self._running = False
         self.restarts = 0
+        self.last_exit: tuple[int, int | None] | None = None  # (pid, status) of the last to end
         self.load_error: str | None = None  # why the running process could not load the package
         self._state = ScoreStatusInfo.unavailable("SCORE process not started yet")
         self._fatal = self._fatal_reason(package, package_error)
@@ -245,6 +246,7 @@ class ScoreSupervisor:
         finally:
             self._ready.clear()
             await terminate(process, STOP_DEADLINE, group=True)
+            self.last_exit = (process.pid, process.returncode)
         ended = f"exit code {process.returncode}"
         if process.returncode == -signal.SIGALRM:
             ended = f"a query call ran past {query_limit(self.config):g} s (stacks on its stderr)"

@@ -22,7 +22,9 @@ from loopchain.blockchain.block_store import BlockStore
 from loopchain.blockchain.execution import InvokeResult
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
+from loopchain.peer import score_runtime as score_runtime_module
 from loopchain.peer.score_runtime import MAX_TIMEOUTS_PER_BLOCK, ScoreRuntime
+from loopchain.scoreservice import STORE_FAILED_EXIT
 from loopchain.scoreservice import state as state_module
 from loopchain.scoreservice.client import ScoreUnavailable
 from loopchain.scoreservice.process import damage_marker
@@ -636,8 +638,45 @@ async def test_a_replay_giving_other_roots_than_recorded_stops_execution_through
     assert len(failures) == 1, failures
     message = str(failures[0])
     assert "re-executing block 0 gave other roots than recorded" in message, message
-    assert "not deterministic" in message and "Nothing was committed" in message, message
+    assert "cannot reproduce the state it recorded" in message, message
+    assert "not deterministic" in message and "nothing was committed" in message, message
     assert store.executed() == recorded
+
+
+@pytest.mark.timeout(180)
+async def test_blocks_recorded_while_the_score_was_unavailable_are_executed_once_it_is(
+    tmp_path: Path,
+) -> None:
+    """Blocks recorded 9100 while this peer's package could not be used (here: not installed
+    yet), an empty one among them, are executed once the package is there, and the peer goes on;
+    3a9a6df told an unavailable block by its first transaction's 9100, so the empty block, which
+    has none, stopped the channel as "not deterministic" at every start."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    chain = ChainBuilder()
+    for height in range(3):
+        block = chain.block(_kv_transactions(chain, height) if height != 1 else [])
+        qc = chain.certify(block)
+        chain.advance(block, qc)
+        store.save_block(block, qc)
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    async with running(_runtime(tmp_path, store, [], DEFAULT_SCORE_REPOSITORY_PATH=str(nothing))):
+        await wait_until_async(_executed_to(store, 2), 60, "9100 results for every block")
+    failures: list[Exception] = []
+    runtime = _runtime(tmp_path, store, [], on_storage_error=failures.append)
+    async with running(runtime):
+
+        async def replayed() -> bool:
+            assert not failures, failures
+            assert runtime.supervisor is not None
+            if not runtime.supervisor.status().loaded:
+                return False
+            return (await runtime.supervisor.client.status()).executed_height == 2
+
+        await wait_until_async(replayed, 60, "the blocks recorded 9100 executed")
+        answer = await runtime.query(json.dumps({"method": "get", "params": {"key": "k2-0"}}))
+    assert json.loads(answer) == {"value": "v2"}
+    assert not failures, failures
 
 
 def _runaway_runtime(tmp_path: Path, store: BlockStore) -> tuple[ScoreRuntime, list[float | None]]:
@@ -765,6 +804,37 @@ async def test_a_transaction_that_ends_its_score_process_is_given_up_like_a_runa
         "SCORE did not finish block 1 in 3 tries, each with twice the deadline of the one before",
     )
     assert "or its process ended in the try" in runtime.info().message
+
+
+@pytest.mark.parametrize(
+    ("status", "counts"),
+    [
+        (3, True),  # os._exit(3) in a transaction
+        (1, True),  # an exception nothing caught
+        (-signal.SIGSEGV, True),
+        (-signal.SIGABRT, True),
+        (-signal.SIGALRM, False),  # a query past the query limit: the query's doing
+        (-signal.SIGKILL, False),  # the OOM killer, an operator (a missed deadline counts apart)
+        (-signal.SIGTERM, False),
+        (STORE_FAILED_EXIT, False),  # this machine's store or package files failed
+        (0, False),
+    ],
+)
+async def test_only_a_crash_of_its_process_counts_against_a_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: int, counts: bool
+) -> None:
+    """A try of a block whose SCORE process ended counts towards giving the SCORE up only when
+    the process crashed: not when a query past the query limit ended it (any client could then
+    have one peer give its SCORE up for good, by queries queued before a block's tries), nor for
+    this machine's reasons. e9df88e counted every end."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    runtime = _runtime(tmp_path, store, [])
+    assert runtime.supervisor is not None
+    runtime.supervisor.last_exit = (4321, status)
+    assert await runtime._crashed(4321) is counts
+    runtime.supervisor.last_exit = (1234, 3)  # another process's end says nothing of this one
+    monkeypatch.setattr(score_runtime_module, "PROCESS_END_WAIT", 0.2)
+    assert await runtime._crashed(4321) is False
 
 
 class HeldResults(BlockStore):
