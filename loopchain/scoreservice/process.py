@@ -26,10 +26,12 @@ import faulthandler
 import logging
 import os
 import queue
+import re
 import resource
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +41,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+import loopchain
 from loopchain.blockchain import coin
 from loopchain.blockchain.coin import Ledger
 from loopchain.blockchain.execution import (
@@ -83,7 +86,6 @@ from loopchain.scoreservice.packages import (
     ScorePackage,
     load_score_class,
     merge_settings,
-    peer_independent,
     read_package_json,
 )
 from loopchain.scoreservice.state import (
@@ -241,12 +243,52 @@ def _refusal(exc: Refused) -> pb.ScoreQueryAnswer:
     return pb.ScoreQueryAnswer(code=exc.code.value[0], message=status_details(exc.message))
 
 
-def describe_error(exc: BaseException, meter: StepMeter, package: Path | None = None) -> str:
+# an object's address as a repr shows it ("<Item object at 0x7f3a9c2b5d10>"): at least 8 hex
+# digits, so a SCORE's own "at 0x10" stays as written
+_OBJECT_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]{8,}\b")
+
+
+class MachineWords:
+    """What differs between peers in the text of a SCORE's exception, and only that: an object's
+    address, and this machine's folders (the package's, the Python installation's, loopchain's,
+    the process's home and temporary folders) as labels; a path inside the package is its path
+    within it. The SCORE's own words are left as written (a first version, 7ab676d, shortened
+    every absolute path, and "ratio must be 1 / 2" became "1 .../ 2")."""
+
+    def __init__(self, package: Path) -> None:
+        folders = {
+            str(package): "<package>",
+            str(package.resolve()): "<package>",
+            sys.prefix: "<python>",
+            sys.base_prefix: "<python>",
+            sys.exec_prefix: "<python>",
+            str(Path(loopchain.__file__).resolve().parents[1]): "<loopchain>",
+            os.environ.get("HOME", ""): "<home>",
+            os.getcwd(): "<home>",
+            tempfile.gettempdir(): "<tmp>",
+        }
+        # a folder inside another one first; "/" or "" would rewrite any text
+        self._folders = sorted(
+            ((folder, label) for folder, label in folders.items() if len(folder) > 1),
+            key=lambda item: len(item[0]),
+            reverse=True,
+        )
+
+    def __call__(self, text: str) -> str:
+        for folder, label in self._folders:
+            if folder in text:
+                inside = "" if label == "<package>" else f"{label}/"
+                text = text.replace(folder + "/", inside).replace(folder, label)
+        return _OBJECT_ADDRESS.sub("at 0x...", text)
+
+
+def describe_error(
+    exc: BaseException, meter: StepMeter, words: Callable[[str], str] = lambda text: text
+) -> str:
     """The result message of a SCORE exception: "Type: message" (its str() is step-limited too),
-    worded alike on every peer (results_hash covers it): an object's address, the package's
-    folder and other absolute paths as peer_independent words them. Before, a message naming an
-    object ("<Item object at 0x7f...> is not in list") differed between SCORE processes, so the
-    peers' results hashes differed and the chain halted."""
+    worded alike on every peer by `words` (MachineWords: results_hash covers it). Before, a
+    message naming an object ("<Item object at 0x7f...> is not in list") differed between SCORE
+    processes, so the peers' results hashes differed and the chain halted."""
     if isinstance(exc, StepLimitExceeded):
         return STEP_LIMIT_MESSAGE
     if isinstance(exc, MemoryError):
@@ -258,8 +300,7 @@ def describe_error(exc: BaseException, meter: StepMeter, package: Path | None = 
     if type(text) is not str:  # a str subclass's own methods would run unmetered
         text = "(message unavailable)"
     name = type(exc).__name__
-    text = peer_independent(f"{name}: {text}" if text else name, package, {})
-    return clip_message(valid_text(text))
+    return clip_message(valid_text(words(f"{name}: {text}" if text else name)))
 
 
 def _returned_result(returned: object) -> tuple[int, str]:
@@ -381,6 +422,7 @@ class LoadedScore:
             info=info,
         )
         self.meter = StepMeter(step_limit, [str(folder)])
+        self.words = MachineWords(folder)
         self.state = ScoreState(open_state_store(Path(request.state_path)))
         try:
             self.proxy = StateProxy(ReadOnlyState(self.state, "state writes only inside invoke"))
@@ -423,7 +465,7 @@ class LoadedScore:
 
     def _describe(self, exc: BaseException) -> str:
         """describe_error of what SCORE code raised (its str() is SCORE code too: see _run_score)."""
-        message = describe_error(exc, self.meter, self.package.path)
+        message = describe_error(exc, self.meter, self.words)
         self.state.raise_read_failure()
         return message
 

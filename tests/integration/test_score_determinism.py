@@ -22,7 +22,7 @@ from tests.integration._score_helpers import (
 from tools.procs import wait_until_async
 
 NAMED_OBJECTS = """
-from loopchain.blockchain.score_base import ScoreBase
+from loopchain.blockchain.score_base import ScoreBase, ScoreError
 
 
 class Item:
@@ -38,6 +38,8 @@ class UserScore(ScoreBase):
             {}[Item()]
         if op == "path":
             raise ValueError(f"cannot use {__file__}")
+        if op == "words":
+            raise ScoreError("ratio must be 1 / 2: see https://example.com/docs, jump at 0x10")
 """
 
 LAZY_IMPORT = """
@@ -86,10 +88,11 @@ async def test_an_error_naming_an_object_or_a_path_is_recorded_alike_in_every_pr
     tmp_path: Path,
 ) -> None:
     """Two SCORE processes (two peers, their packages in different folders) record the same
-    results for errors whose text names objects by address or the package's file. Before, the
-    addresses differed between processes, so the results hashes differed and the chain halted."""
+    results for errors whose text names objects by address or the package's file, and the
+    SCORE's own words as written. Before, the addresses differed between processes, so the
+    results hashes differed and the chain halted."""
     chain = Blocks()
-    block = chain.next({"op": "index"}, {"op": "key"}, {"op": "path"})
+    block = chain.next({"op": "index"}, {"op": "key"}, {"op": "path"}, {"op": "words"})
     seen = []
     for peer in ("one", "two"):
         package = make_package(tmp_path / peer, "objects", NAMED_OBJECTS)
@@ -99,6 +102,9 @@ async def test_an_error_naming_an_object_or_a_path_is_recorded_alike_in_every_pr
     assert first == second and first_hash == second_hash, (first, second)
     assert "at 0x..." in first[0][1] and "at 0x..." in first[1][1], first
     assert first[2][1] == "ValueError: cannot use score_main.py", first[2]
+    # the SCORE's own words stay as written (7ab676d shortened every absolute path in them)
+    words = "ScoreError: ratio must be 1 / 2: see https://example.com/docs, jump at 0x10"
+    assert first[3][1] == words, first[3]
 
 
 async def test_a_module_imported_in_a_call_counts_the_same_steps_after_a_restart(
