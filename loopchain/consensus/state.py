@@ -525,9 +525,14 @@ class ChannelConsensus:
                 existing.proposal_checked = True
             return existing, []
         if parent is None:
-            # a proposal by nobody's or forged, parked, would push out what a lagging node waits for
+            # a proposal by nobody's or forged, parked, would push out what a lagging node waits
+            # for; one by a leader of a set this node has not seen yet still has its parent asked
+            # for (this node is behind)
             if proposal and not self._may_vote(block.header.leader):
-                return None, []
+                missing, height = block.header.prev_hash, block.height
+                if height > self.tip.height + MAX_FETCH_DEPTH:
+                    return None, [m.RequestSync(height)]
+                return None, [m.FetchBlock(missing, vouched=False)]
             if proposal and (problem := block.signature_problem()) is not None:
                 return None, [self._refused(block, problem)]
             return None, self._park(block.header.prev_hash, retry, block.height)

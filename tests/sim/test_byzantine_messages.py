@@ -862,7 +862,8 @@ def test_making_room_never_evicts_the_parent_of_the_block_it_is_made_for() -> No
 
 
 def test_proposals_by_outsiders_or_with_forged_signatures_are_not_parked() -> None:
-    """A proposal whose parent is unknown here is parked only when a validator signed it: more
+    """A proposal whose parent is unknown here is parked only when a validator signed it (one by
+    a leader this node does not know has its parent asked for, unvouched): more
     than MAX_WAITING made-up ones, by an outsider or with a forged signature, leave the honest
     proposal a lagging node parked in place, and it is released when its parent comes. Before,
     anyone who could reach the peer pushed it out with unsigned blocks, and the node missed its
@@ -895,7 +896,8 @@ def test_proposals_by_outsiders_or_with_forged_signatures_are_not_parked() -> No
     refused = []
     for n in range(MAX_WAITING + 2):
         made_up = _remade(child, outsider, prev_hash=bytes([n]) * 32, prev_qc=None)
-        assert state.handle(m.ProposalReceived(made_up), net.now) == []
+        asked = state.handle(m.ProposalReceived(made_up), net.now)
+        assert asked == [m.FetchBlock(bytes([n]) * 32, vouched=False)], asked  # (not vouched)
         forged = dataclasses.replace(
             _remade(child, child_leader.signer, prev_hash=bytes([n]) * 32, prev_qc=None),
             signature=b"\x01" * 65,
