@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from loopchain.blockchain.execution import SCORE_ERROR, SUCCESS, TxResult
@@ -103,9 +105,12 @@ class HarnessState(ScoreState):
         super().__init__(MemoryStore())
 
     @property
-    def data(self) -> dict[bytes, bytes]:
-        """The SCORE's keys and values as the last committed block left them."""
-        return {key[len(USER_PREFIX) :]: value for key, value in self.store.iterate(USER_PREFIX)}
+    def data(self) -> Mapping[bytes, bytes]:
+        """The SCORE's keys and values as the last committed block left them, read-only (a
+        write to it would change nothing: seed state with Harness.seed)."""
+        return MappingProxyType(
+            {key[len(USER_PREFIX) :]: value for key, value in self.store.iterate(USER_PREFIX)}
+        )
 
 
 class Harness:
@@ -170,6 +175,18 @@ class Harness:
         code = code if type(code) is int else SUCCESS
         self._commit(block, TxResult(tx_hash, code, "", events=self.events))
         return returned
+
+    @property
+    def blocks(self) -> Any:
+        """The blocks committed so far (a BlockReader: last_block, block_by_height, ...)."""
+        return self.state.blocks
+
+    def seed(self, key: bytes, value: bytes) -> None:
+        """Put `value` at the SCORE's `key` in the committed state, as if an earlier block had
+        written it (the testkit before the engine's state took `harness.state.data[key] = value`)."""
+        if not isinstance(key, bytes) or not isinstance(value, bytes) or not key:
+            raise TypeError("seed takes a non-empty bytes key and a bytes value")
+        self.state.store.put(USER_PREFIX + key, value)
 
     def query(self, params: str) -> str:
         """The SCORE's answer to `params`, from the committed state (writes refused)."""

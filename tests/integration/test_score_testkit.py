@@ -3,6 +3,7 @@ the harness, loads (or fails to), fails transactions and ends in the same state 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +103,19 @@ async def test_failed_transactions_keep_nothing_in_both(tmp_path: Path) -> None:
     assert [code for code, _, _ in engine] == [SUCCESS, SCORE_ERROR, SCORE_ERROR, SUCCESS]
     assert "reserved for the engine" in engine[2][1]
     assert harness.state.data == {b"a": b"4"}
+
+
+def test_a_harness_is_seeded_with_state_and_shows_its_blocks() -> None:
+    """Tests written for the testkit before it ran on the engine's state keep a way to seed
+    state (`seed`; a write to `state.data` now raises instead of changing nothing, as it
+    silently did after 392ab77) and to read the blocks committed (`blocks`)."""
+    kv = Harness("sample/kvstore")
+    kv.seed(b"kv:seeded", b'"before"')
+    answer = kv.query('{"method": "get", "params": {"key": "seeded"}}')
+    assert json.loads(answer) == {"value": "before"}
+    with pytest.raises(TypeError):
+        kv.state.data[b"kv:other"] = b'"x"'  # type: ignore[index]
+    assert kv.blocks.last_block() is None
+    kv.invoke({"method": "set", "params": {"key": "k", "value": "v"}})
+    last = kv.blocks.last_block()
+    assert last is not None and last.height == 0
