@@ -149,9 +149,10 @@ class RestClient:
         connection = http.client.HTTPConnection(parts.netloc, timeout=left)
         connection.connect()
         sock: socket.socket = connection.sock
-        if parts.scheme == "https":  # the handshake, within the socket's timeout
+        if parts.scheme == "https":  # the handshake, within what is left of the deadline
             context = self.tls or ssl.create_default_context()
             try:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 sock = context.wrap_socket(sock, server_hostname=self.server_name or parts.hostname)
             except BaseException:
                 connection.sock.close()
