@@ -596,6 +596,10 @@ class ChannelConsensus:
     def _final(self, tx_hash: bytes) -> bool:
         return tx_hash in self.finalising or self.is_committed(tx_hash)
 
+    def is_final(self, tx_hash: bytes) -> bool:
+        """The transaction is in a final block (an index read, as `_final`)."""
+        return self._final(tx_hash)
+
     def _refuse_proposal(
         self, block: Block, problem: str, now: float, *, held: bool = False
     ) -> list[m.Action]:

@@ -655,6 +655,15 @@ class ChannelService:
         of a thousand forgeries built once, each time costing this peer a thousand recoveries
         (~100x the CPU it cost the sender)."""
         now, parties = self.clock(), self.member_ids()
+        # those in final blocks are left out first (an index read each): a batch of final
+        # transactions replayed, which anyone who can read blocks may send, cost a thousand
+        # recoveries each time, only for the pool to refuse them after
+        consensus = self.consensus
+        txs = [
+            tx
+            for tx in txs
+            if consensus.known_transaction(tx.hash) is not None or not consensus.is_final(tx.hash)
+        ]
         worth = [tx for tx in txs if self._worth_checking(tx, now, parties)]
         if await check_signatures(worth):
             self.receive_txs(txs)

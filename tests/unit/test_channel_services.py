@@ -718,6 +718,26 @@ async def test_relayed_transactions_are_checked_a_slice_of_turns_at_a_time_and_o
     assert other.hash not in service.consensus.pool
 
 
+async def test_final_transactions_relayed_again_have_no_signature_recovered(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of transactions already in final blocks, relayed again (anyone who can read the
+    blocks may replay them), costs no recovery and pools nothing. Before, each replay of a
+    thousand cost a thousand recoveries, only for the pool to refuse them after (a review
+    measured 20 such batches a second holding a peer's event loop)."""
+    services = cluster.services
+    sent = await submit(services[0], 20, "final")
+    await cluster.wait(lambda: cluster.final_everywhere(sent, services), "final")
+    found = [services[0].find_tx(h) for h in sent]
+    raw = [f.tx.encode() for f in found if f is not None]
+    assert len(raw) == len(sent)
+    replayer = services[2]
+    recoveries = count_recoveries(monkeypatch)
+    await replayer.receive_txs_in_turns([Transaction.decode(data) for data in raw])
+    assert recoveries == []
+    assert not any(h in replayer.consensus.pool for h in sent)
+
+
 async def test_a_relayed_v1_transaction_signed_by_no_party_of_the_channel_is_dropped_unchecked(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
