@@ -650,10 +650,10 @@ class ChannelService:
     async def receive_txs_in_turns(self, txs: list[Transaction]) -> None:
         """`receive_txs`, the signatures it would recover checked first a slice of the event loop
         at a time (loopchain.p2p.turns): a relayed batch holds up to a thousand. A batch with a
-        forged signature is dropped whole at the first one: a peer relays only transactions it
+        forged signature is dropped from the first one on: a peer relays only transactions it
         checked, so its sender is faulty, and judging the rest one by one let it replay a batch
         of a thousand forgeries built once, each time costing this peer a thousand recoveries
-        (~100x the CPU it cost the sender)."""
+        (~100x the CPU it cost the sender). Those checked before the forgery are taken."""
         now, parties = self.clock(), self.member_ids()
         # those in final blocks are left out first (an index read each): a batch of final
         # transactions replayed, which anyone who can read blocks may send, cost a thousand
@@ -669,6 +669,9 @@ class ChannelService:
             self.receive_txs(txs)
             return
         forged = next(tx for tx in worth if not tx.signature_checked and not tx.verify_signature())
+        # those checked before it are good and pooled: the same batch replayed then costs one
+        # recovery, not as many as it holds (one forgery put last made each replay cost them all)
+        self.receive_txs([tx for tx in worth if tx.signature_checked])
         self.metrics.refused("relayed_invalid", len(txs))
         REFUSALS.refused(
             "channel %s: dropped relayed transaction %s: its signature is not its sender's (%d "

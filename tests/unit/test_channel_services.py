@@ -685,9 +685,11 @@ async def test_relayed_transactions_are_checked_a_slice_of_turns_at_a_time_and_o
 ) -> None:
     """A relayed batch (up to a thousand) is checked giving the event loop turns in between, each
     signature once, and pooled; those the peer already holds, or that belong to another channel,
-    are not recovered at all. A batch with a forged signature is dropped whole at the first one
+    are not recovered at all. A batch with a forged signature is dropped from the first one on
     (a peer relays only what it checked): judged one by one, a batch of forgeries built once and
-    sent again and again cost a recovery each, every time."""
+    sent again and again cost a recovery each, every time. Those checked before the forgery are
+    taken, so the same batch replayed costs one recovery (dropped too, one forgery put last made
+    each replay cost them all)."""
     service = cluster.services[0]
     cluster.network.down.add(service.signer.address)  # nothing else moves its pool
     sender = cluster.signers[1]  # a v1 transaction is signed by the peer that took it
@@ -708,11 +710,20 @@ async def test_relayed_transactions_are_checked_a_slice_of_turns_at_a_time_and_o
 
     with turns.counting():
         await asyncio.create_task(relay(with_forgery), name="forged")
-        assert not any(tx.hash in service.consensus.pool for tx in with_forgery)
+        # the three checked before the forgery are taken, none after it
+        assert [tx.hash in service.consensus.pool for tx in with_forgery[:4]] == [True] * 3 + [
+            False
+        ]
+        assert not any(tx.hash in service.consensus.pool for tx in with_forgery[4:])
+        replayed = [Transaction.decode(tx.encode()) for tx in with_forgery[:4]]
+        replayed[3] = Transaction.from_json(forged)
+        await asyncio.create_task(relay(replayed), name="replayed")
         await asyncio.create_task(relay(relayed), name="relay")
     assert turns.by_task["forged"] == 4  # three good ones, then the forged one: the batch ends
+    assert turns.by_task["replayed"] == 1  # the same batch again: only the forgery is checked
     assert not with_forgery[3].signature_checked
-    assert turns.by_task["relay"] == len(fresh)  # each once; the held and the other's: none
+    # each once (the three taken from the forged batch too); the held and the other's: none
+    assert turns.by_task["relay"] == len(fresh) - 3
     assert turns.most_in_one_step("relay") == 1
     assert all(tx.hash in service.consensus.pool for tx in fresh)
     assert other.hash not in service.consensus.pool
