@@ -610,20 +610,39 @@ def _rpc_cancelled_before_it_ran(record: logging.LogRecord) -> bool:
         record.levelno, record.levelname = logging.INFO, "INFO"
         _quiet_cancellation_echo(sys.modules.get(record.name))
         return logging.getLogger(record.name).isEnabledFor(logging.INFO)  # (checked at ERROR)
+    if _unsendable(exc) and "servicer method" in record.getMessage():
+        # the reply could not be sent: its caller stopped reading and left (a stranger could
+        # write a traceback at ERROR into the log per connection so); nothing is lost here
+        named = _SERVICER_METHOD.search(record.getMessage())
+        method = named.group(1) if named else "?"
+        record.msg = "RPC %s ended before its answer could be sent: its caller left"
+        record.args = (method,)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        _quiet_cancellation_echo(sys.modules.get(record.name))
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
     return True
+
+
+def _unsendable(exc: BaseException | None) -> bool:
+    """grpc's core refused to send a call's status or reply (ExecuteBatchError): the call's
+    connection broke off first."""
+    return exc is not None and type(exc).__name__ == "ExecuteBatchError"
 
 
 class _TracebackSparingCancellations:
     """Stands in for the `traceback` module inside grpc's cygrpc, whose call scheduler follows the
     record above with `traceback.print_exc()`: a CancelledError being handled is not printed (its
-    record said all there is to say); any other exception is, as before."""
+    record said all there is to say), nor a reply grpc could not send; any other exception is,
+    as before."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(traceback, name)
 
     @staticmethod
     def print_exc(*args: Any, **kwargs: Any) -> None:
-        if not isinstance(sys.exc_info()[1], asyncio.CancelledError):
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, asyncio.CancelledError) and not _unsendable(exc):
             traceback.print_exc(*args, **kwargs)
 
 

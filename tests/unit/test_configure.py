@@ -427,6 +427,33 @@ def test_grpc_s_own_traceback_print_spares_cancellations_once_such_a_record_was_
     ), lines
 
 
+def test_a_reply_grpc_could_not_send_is_one_info_line_without_a_traceback(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A caller that stops reading and leaves makes grpc's core refuse the reply
+    (ExecuteBatchError), which grpc logged at ERROR with a traceback and printed again: a stranger
+    could write a traceback into a peer's log per connection (review). It is one INFO line naming
+    the method now, and grpc's own print is skipped for it."""
+    cygrpc = pytest.importorskip("grpc._cython.cygrpc")
+    path = tmp_path / "peer.log"
+    with _grpc_logging(path, "INFO") as grpc_logger:
+        try:
+            raise cygrpc.ExecuteBatchError('Failed "execute_batch": (SendStatusFromServer,)')
+        except cygrpc.ExecuteBatchError:
+            grpc_logger.exception(
+                "ExecuteBatchError raised in core by servicer method [%s]",
+                "/loopchain.PeerService/GetBlockRange",
+            )
+            cygrpc.traceback.print_exc()
+        assert "Traceback" not in capfd.readouterr().err
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].endswith(
+        "INFO    [score] grpc._cython.cygrpc: RPC /loopchain.PeerService/GetBlockRange ended "
+        "before its answer could be sent: its caller left"
+    ), lines
+
+
 def test_keys_lft_has_no_use_for_are_named_when_set_never_silently_ignored() -> None:
     """LEADER_COMPLAIN_RATIO and BLOCK_VOTE_TIMEOUT are accepted (the original's files keep
     working) and, set to another value than the default, named with why they change nothing."""
