@@ -393,6 +393,10 @@ async def test_a_reply_larger_than_the_cap_is_refused(
 # ------------------------------------------------------------------ Ctrl-C before sending starts
 
 
+def _sigint_as_a_terminal_gives_it() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(("mode", "first_path"), [("0", b"/api/v1/status/peer"), ("2", b"/api/v3")])
 async def test_ctrl_c_before_sending_starts_ends_with_one_line_and_130(
     mode: str, first_path: bytes
@@ -417,6 +421,9 @@ async def test_ctrl_c_before_sending_starts_ends_with_one_line_and_130(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # as from a terminal: a process started with SIGINT ignored (as the suite's worker may
+        # be, and background jobs are) keeps ignoring it, and Python then takes no Ctrl-C
+        preexec_fn=_sigint_as_a_terminal_gives_it,
     )
     try:
         await asyncio.wait_for(asked.wait(), TOOL_DEADLINE)
