@@ -294,6 +294,33 @@ def post_until_taken(
             return status, reply, busy
 
 
+TOOL_DEADLINE = 60.0  # a tool run by a test that has not ended by then is killed, failing it
+
+
+def run_tool(
+    script: Path, *args: str, cwd: Path | None = None, deadline: float = TOOL_DEADLINE
+) -> subprocess.CompletedProcess[str]:
+    """One of the project's tools run as a process (stdin empty, its output captured)."""
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=deadline,
+        check=False,
+    )
+
+
+def one_error_line(done: subprocess.CompletedProcess[str], tool: str) -> str:
+    """The one line `tool` printed on stderr when it failed (exit status 1, no traceback)."""
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr
+    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{tool}: "), done.stderr
+    return lines[0]
+
+
 def pid_alive(pid: int) -> bool:
     """True while process `pid` runs (a zombie has ended)."""
     try:

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from tests._tty import run_on_tty
-from tools.procs import ROOT
+from tools.procs import ROOT, run_tool
 
 DEMOTOOL = ROOT / "tools" / "demotool.py"
 GTOOL = ROOT / "tools" / "gtool.py"
@@ -66,18 +66,6 @@ class WrongNode:
 def node() -> Iterator[WrongNode]:
     with WrongNode() as server:
         yield server
-
-
-def run_tool(script: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(script), *args],
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def assert_one_line_and_exit_1(done: subprocess.CompletedProcess[str], tool: str, who: str) -> str:

@@ -5,20 +5,17 @@ at a time ends at the tool's timeout, a broken HTTP answer is one line; never a 
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tools.procs import ROOT
+from tools.procs import ROOT, one_error_line, run_tool
 from tools.rest_client import RestClient, ToolError
 
 DEMOTOOL = ROOT / "tools" / "demotool.py"
 GTOOL = ROOT / "tools" / "gtool.py"
-TOOL_DEADLINE = 60  # a tool that hangs is killed after this and the test fails
 DRIP_PAUSE = 0.2  # the hostile server's pace, not a synchronisation
 
 
@@ -88,26 +85,6 @@ def fixed(reply: bytes) -> Callable[[socket.socket, threading.Event], None]:
 def json_reply(body: bytes) -> bytes:
     head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
     return head.encode() + b"\r\n" + body
-
-
-def run_tool(script: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(script), *args],
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=TOOL_DEADLINE,
-        check=False,
-    )
-
-
-def one_error_line(done: subprocess.CompletedProcess[str], tool: str) -> str:
-    assert "Traceback" not in done.stderr + done.stdout, done.stderr
-    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{tool}: "), done.stderr
-    return lines[0]
 
 
 # ------------------------------------------------------------------ redirects

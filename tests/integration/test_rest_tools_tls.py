@@ -19,12 +19,12 @@ from aiohttp import web
 
 from loopchain.configure import load_config
 from loopchain.http_site import rest_tls_context
-from tools.procs import ROOT
+from tools.procs import ROOT, TOOL_DEADLINE, one_error_line, run_tool
 
 DEMOTOOL = ROOT / "tools" / "demotool.py"
 GTOOL = ROOT / "tools" / "gtool.py"
 LOADTOOL = ROOT / "tools" / "loadtool.py"
-TOOL_DEADLINE = 60.0
+
 RS_NAME = "loopchain-radiostation"  # the name tls_network.py gives the RadioStation's certificate
 CHANNELS = {"kofia_1": {"score_package": "loopchain/default", "peers": []}}
 
@@ -107,60 +107,43 @@ def mutual_node(network: Network) -> Iterator[TlsNode]:
         yield node
 
 
-def run(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(script), *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=TOOL_DEADLINE,
-        check=False,
-    )
-
-
-def one_line(done: subprocess.CompletedProcess[str], tool: str) -> str:
-    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
-    assert "Traceback" not in done.stderr, done.stderr
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{tool}: "), done.stderr
-    return lines[0]
-
-
 def test_gtool_and_demotool_over_tls_with_the_networks_ca(
     network: Network, tls_node: TlsNode
 ) -> None:
     trust = ["--cacert", str(network.rs / "ca.pem"), "--server-name", RS_NAME]
-    done = run(GTOOL, "-r", tls_node.url, *trust, "--json", "channels")
+    done = run_tool(GTOOL, "-r", tls_node.url, *trust, "--json", "channels")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == CHANNELS
-    done = run(DEMOTOOL, "-p", tls_node.url, *trust, "query", '{"method": "x"}')
+    done = run_tool(DEMOTOOL, "-p", tls_node.url, *trust, "query", '{"method": "x"}')
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"answer": 42}
 
-    untrusted = one_line(run(GTOOL, "-r", tls_node.url, "channels"), "gtool")
+    untrusted = one_error_line(run_tool(GTOOL, "-r", tls_node.url, "channels"), "gtool")
     assert f"TLS with {tls_node.url} failed: " in untrusted, untrusted
     assert untrusted.endswith("(see --cacert FILE of its CA)"), untrusted
-    unnamed = run(GTOOL, "-r", tls_node.url, "--cacert", str(network.rs / "ca.pem"), "channels")
-    mismatch = one_line(unnamed, "gtool")  # 127.0.0.1 is not the name it carries
+    unnamed = run_tool(
+        GTOOL, "-r", tls_node.url, "--cacert", str(network.rs / "ca.pem"), "channels"
+    )
+    mismatch = one_error_line(unnamed, "gtool")  # 127.0.0.1 is not the name it carries
     assert "mismatch" in mismatch and mismatch.endswith("(see --server-name NAME)"), mismatch
 
 
 def test_mutual_tls_with_a_client_certificate(network: Network, mutual_node: TlsNode) -> None:
     trust = ["--cacert", str(network.peer / "ca.pem"), "--server-name", RS_NAME]
     client = ["--cert", str(network.peer / "cert.pem"), "--key", str(network.peer / "key.pem")]
-    done = run(GTOOL, "-r", mutual_node.url, *trust, *client, "--json", "channels")
+    done = run_tool(GTOOL, "-r", mutual_node.url, *trust, *client, "--json", "channels")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == CHANNELS
-    done = run(DEMOTOOL, "-p", mutual_node.url, *trust, *client, "query", "{}")
+    done = run_tool(DEMOTOOL, "-p", mutual_node.url, *trust, *client, "query", "{}")
     assert done.returncode == 0, done.stderr
 
-    refused = one_line(run(GTOOL, "-r", mutual_node.url, *trust, "channels"), "gtool")
+    refused = one_error_line(run_tool(GTOOL, "-r", mutual_node.url, *trust, "channels"), "gtool")
     # no client certificate: the server refuses it in the handshake or closes the connection
     assert mutual_node.url in refused, refused
 
     client = ["--cert", str(network.peer / "cert.pem"), "--tls-key", str(network.peer / "key.pem")]
     args = ["-p", mutual_node.url, *trust, *client, "-t", "1", "-m", "1s", "--rate", "5", "--json"]
-    done = run(LOADTOOL, *args)
+    done = run_tool(LOADTOOL, *args)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["submitted"] > 0 and summary["errors"] == {}, summary
@@ -184,9 +167,9 @@ def test_tls_files_that_cannot_be_used_are_one_line(
         ([key_flag, str(network.peer / "key.pem")], "needs --cert"),
     ]
     for options, message in cases:
-        line = one_line(run(tool, url_flag, tls_node.url, *options, *command), tool.stem)
+        line = one_error_line(run_tool(tool, url_flag, tls_node.url, *options, *command), tool.stem)
         assert message in line, (options, line)
     plain = tls_node.url.replace("https://", "http://")
     options = ["--cacert", str(network.rs / "ca.pem")]
-    line = one_line(run(tool, url_flag, plain, *options, *command), tool.stem)
+    line = one_error_line(run_tool(tool, url_flag, plain, *options, *command), tool.stem)
     assert "are for an https:// " in line, line
