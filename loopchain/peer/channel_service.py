@@ -658,13 +658,15 @@ class ChannelService:
         # those in final blocks are left out first (an index read each): a batch of final
         # transactions replayed, which anyone who can read blocks may send, cost a thousand
         # recoveries each time, only for the pool to refuse them after
-        consensus = self.consensus
-        txs = [
-            tx
-            for tx in txs
-            if consensus.known_transaction(tx.hash) is not None or not consensus.is_final(tx.hash)
-        ]
-        worth = [tx for tx in txs if self._worth_checking(tx, now, parties)]
+        consensus, kept, worth = self.consensus, [], []
+        for tx in txs:
+            held = consensus.known_transaction(tx.hash) is not None
+            if not held and consensus.is_final(tx.hash):
+                continue
+            kept.append(tx)
+            if not held and self._worth_checking(tx, now, parties):
+                worth.append(tx)
+        txs = kept
         if await check_signatures(worth):
             self.receive_txs(txs)
             return
@@ -682,10 +684,8 @@ class ChannelService:
         )
 
     def _worth_checking(self, relayed: Transaction, now: float, parties: set[str]) -> bool:
-        """Whether `receive_txs` would recover the signature of `relayed`: one this peer does not
-        hold, of this channel, signed by whom it must be, that the pool would ever take."""
-        if self.consensus.known_transaction(relayed.hash) is not None:
-            return False
+        """Whether `receive_txs` would recover the signature of `relayed`, one this peer does not
+        hold: of this channel, signed by whom it must be, that the pool would ever take."""
         if not relayed.belongs_to(self.name) or _signer_problem(relayed, parties):
             return False
         try:
