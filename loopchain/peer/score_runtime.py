@@ -448,12 +448,7 @@ class ScoreRuntime:
         crash: a crash's signal (CRASH_SIGNALS), or an exit status of its own (os._exit, an
         exception nothing caught) other than STORE_FAILED_EXIT."""
         assert self.supervisor is not None
-        deadline = time.monotonic() + PROCESS_END_WAIT
-        while (last := self.supervisor.last_exit) is None or last[0] != pid:
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.05)
-        code = last[1]
+        code = await self.supervisor.exit_status(pid, PROCESS_END_WAIT)
         if code is None or code == 0:
             return False
         return -code in CRASH_SIGNALS if code < 0 else code != STORE_FAILED_EXIT

@@ -148,6 +148,7 @@ class ScoreSupervisor:
         self._running = False
         self.restarts = 0
         self.last_exit: tuple[int, int | None] | None = None  # (pid, status) of the last to end
+        self._exited = asyncio.Condition()  # notified whenever last_exit changes
         self.load_error: str | None = None  # why the running process could not load the package
         self._state = ScoreStatusInfo.unavailable("SCORE process not started yet")
         self._fatal = self._fatal_reason(package, package_error)
@@ -167,6 +168,24 @@ class ScoreSupervisor:
     def client(self) -> ScoreClient:
         """The client of the process (it reconnects by itself after a restart)."""
         return self._client
+
+    async def _note_exit(self, pid: int, status: int | None) -> None:
+        async with self._exited:
+            self.last_exit = (pid, status)
+            self._exited.notify_all()
+
+    async def exit_status(self, pid: int, timeout: float) -> int | None:
+        """The exit status of the process `pid` once it has ended and been seen to (None after
+        `timeout` seconds, or when it ended without one)."""
+        try:
+            async with asyncio.timeout(timeout), self._exited:
+                await self._exited.wait_for(
+                    lambda: self.last_exit is not None and self.last_exit[0] == pid
+                )
+        except TimeoutError:
+            return None
+        assert self.last_exit is not None
+        return self.last_exit[1]
 
     @property
     def pid(self) -> int | None:
@@ -246,7 +265,7 @@ class ScoreSupervisor:
         finally:
             self._ready.clear()
             await terminate(process, STOP_DEADLINE, group=True)
-            self.last_exit = (process.pid, process.returncode)
+            await self._note_exit(process.pid, process.returncode)
         ended = f"exit code {process.returncode}"
         if process.returncode == -signal.SIGALRM:
             ended = f"a query call ran past {query_limit(self.config):g} s (stacks on its stderr)"

@@ -830,9 +830,9 @@ async def test_only_a_crash_of_its_process_counts_against_a_block(
     store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
     runtime = _runtime(tmp_path, store, [])
     assert runtime.supervisor is not None
-    runtime.supervisor.last_exit = (4321, status)
+    await runtime.supervisor._note_exit(4321, status)
     assert await runtime._crashed(4321) is counts
-    runtime.supervisor.last_exit = (1234, 3)  # another process's end says nothing of this one
+    await runtime.supervisor._note_exit(1234, 3)  # another process's end says nothing of it
     monkeypatch.setattr(score_runtime_module, "PROCESS_END_WAIT", 0.2)
     assert await runtime._crashed(4321) is False
 
