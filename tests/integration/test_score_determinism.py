@@ -9,6 +9,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from loopchain.scoreservice.supervisor import ScoreSupervisor
 from loopchain.types.block import Block
 from tests.integration._score_helpers import (
@@ -131,8 +133,9 @@ async def test_a_module_imported_in_a_call_counts_the_same_steps_after_a_restart
     assert seen[0][0] == [(0, "3000")], seen
 
 
+@pytest.mark.parametrize("unreadable", ["score_main.py", "package.json"])
 async def test_a_package_this_machine_cannot_read_for_a_while_is_loaded_once_it_can(
-    tmp_path: Path,
+    tmp_path: Path, unreadable: str
 ) -> None:
     """A package whose main module this machine cannot read (a permission, an I/O error) is not
     the package's fault: the SCORE process ends and is started again until it can read it, and
@@ -140,7 +143,7 @@ async def test_a_package_this_machine_cannot_read_for_a_while_is_loaded_once_it_
     SCORE stayed "not loaded" until its peer was started again, recording 9100 where the other
     peers recorded results."""
     package = make_package(tmp_path, "later", NAMED_OBJECTS)
-    main = package.path / "score_main.py"
+    main = package.path / unreadable
     main.chmod(0)
     supervisor = make_supervisor(tmp_path, score_config(SCORE_RESTART_BACKOFF_MAX=0.5), package)
     async with running(supervisor, ready=False):
