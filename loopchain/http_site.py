@@ -701,3 +701,73 @@ def rest_tls_context(config: Config, folder: Path) -> ssl.SSLContext | None:
             f"ENABLE_REST_SSL {mode}: cannot load the certificate files: {exc}"
         ) from None
     return context
+
+
+class RevokedClients:
+    """ENABLE_REST_SSL 2: refuses a request whose client certificate the node's revocation lists
+    name (`revoked()`: the serials they name now, read again when a list changes, as the gRPC
+    side checks its callers), answered by `refuse(why)` and the connection closed. The TLS
+    handshake checks only the CA: a holder of a revoked certificate kept full REST access. A
+    certificate's serial is read once (a bounded cache)."""
+
+    CACHE = 256
+
+    def __init__(
+        self,
+        revoked: Callable[[], frozenset[int]],
+        refuse: Callable[[str], web.StreamResponse],
+    ) -> None:
+        self._revoked = revoked
+        self._refuse = refuse
+        self._serials: dict[bytes, int | None] = {}
+
+    def problem(self, request: web.Request) -> str | None:
+        """Why the request's client certificate is refused; None when it is not."""
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if ssl_object is None:  # the connection is gone (or is not TLS): nothing to serve
+            return "the connection has no client certificate"
+        der = ssl_object.getpeercert(binary_form=True)
+        if not der:  # CERT_REQUIRED makes the handshake fail first
+            return "the connection has no client certificate"
+        serial = self._serial(der)
+        if serial is None:
+            return "the client certificate cannot be read"
+        if serial in self._revoked():
+            return f"revoked (serial {serial:x})"
+        return None
+
+    def _serial(self, der: bytes) -> int | None:
+        if der in self._serials:
+            return self._serials[der]
+        from cryptography import x509  # only mutual TLS loads it
+
+        try:
+            serial: int | None = x509.load_der_x509_certificate(der).serial_number
+        except ValueError:
+            serial = None
+        if len(self._serials) >= self.CACHE:
+            self._serials.clear()
+        self._serials[der] = serial
+        return serial
+
+    def middleware(self) -> Any:
+        """The middleware refusing requests of revoked clients before anything else runs."""
+
+        @web.middleware
+        async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+            problem = self.problem(request)
+            if problem is None:
+                return await handler(request)
+            REFUSALS.refused(
+                "refused %s %s from %s: client certificate refused: %s",
+                request.method,
+                request.path[:100],
+                request.remote,
+                problem,
+            )
+            response = self._refuse(f"client certificate refused: {problem}")
+            response.force_close()  # the client's other requests on it go the same way
+            return response
+
+        return middleware

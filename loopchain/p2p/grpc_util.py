@@ -198,6 +198,14 @@ def load_revocations(config: Config, default_dir: Path, ca_pem: bytes) -> Revoca
     return Revocations(lists, ca_pem, required=False)
 
 
+def client_revocations(config: Config, default_dir: Path) -> Revocations:
+    """The revocation lists (load_revocations) against which a REST server with mutual TLS
+    checks its clients, for the CA GRPC_SSL_CA_CERT_PATH names (by default ca.pem in
+    `default_dir`, the node's TLS folder); OSError when the CA or a list cannot be read or used."""
+    ca_path = Path(config.GRPC_SSL_CA_CERT_PATH or default_dir / "ca.pem")
+    return load_revocations(config, default_dir, ca_path.read_bytes())
+
+
 def _revoked(path: Path, ca_pem: bytes) -> frozenset[int]:
     """The serials a revocation list names: a JSON list of serials, or a CRL in PEM, which must
     be signed by the CA (as tools/certificate_util.py and the RadioStation write ca.crl.pem)."""

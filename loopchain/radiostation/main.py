@@ -21,6 +21,7 @@ from loopchain.configure import Config, ConfigError, load_config, setup_logging
 from loopchain.http_site import (
     TOO_MANY_CONNECTIONS,
     LimitedSite,
+    RevokedClients,
     answer_malformed_http_in_json,
     connection_cap,
     rest_tls_context,
@@ -30,6 +31,7 @@ from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
 from loopchain.p2p.grpc_util import (
     bind,
+    client_revocations,
     connections_a_port,
     create_server,
     load_tls,
@@ -50,7 +52,7 @@ from loopchain.radiostation.operator import (
     token_path,
 )
 from loopchain.radiostation.registry import MAX_PEERS, Registry, RegistryError
-from loopchain.radiostation.rest import create_app
+from loopchain.radiostation.rest import create_app, error_response
 from loopchain.radiostation.station import Station, check_station_settings
 from loopchain.types.codes import ResponseCode, error_body
 from loopchain.types.crypto import SignatureError, load_or_create_key
@@ -243,20 +245,40 @@ def create_rest_tls(config: Config) -> ssl.SSLContext | None:
         raise StartupError(str(exc), EXIT_CONFIG) from None
 
 
+def create_rest_client_check(config: Config) -> Any:
+    """With ENABLE_REST_SSL 2, the middleware refusing (403) clients whose certificates the
+    revocation lists name, those its gRPC side checks (GRPC_SSL_REVOKED_PATH, or revoked.json and
+    ca.crl.pem in its TLS folder), read again when they change: the handshake checks only the CA,
+    so a revoked holder kept the REST API, operator calls included; StartupError when a list
+    cannot be read or used."""
+    if int(config.ENABLE_REST_SSL) != 2:
+        return None
+    try:
+        revocations = client_revocations(config, storage_dir(config) / "tls")
+    except OSError as exc:
+        raise StartupError(f"ENABLE_REST_SSL 2: {exc}", EXIT_CONFIG) from None
+
+    def refuse(message: str) -> web.StreamResponse:
+        return error_response(ResponseCode.FAIL, message, 403)
+
+    return RevokedClients(revocations.current, refuse).middleware()
+
+
 async def start_rest(
     station: Station,
     certs: CertificateService,
     token: OperatorToken,
     debug: bool,
     tls: ssl.SSLContext | None = None,
+    client_check: Any = None,
 ) -> LimitedSite:
     """The REST site on IP_LOCAL:port + PORT_DIFF_REST_SERVICE_CONTAINER (over `tls` when
-    given), started."""
+    given, its clients checked by `client_check` when given), started."""
     config = station.config
     host, port = config.IP_LOCAL, config.PORT_RADIOSTATION + config.PORT_DIFF_REST_SERVICE_CONTAINER
     access_log = logging.getLogger("aiohttp.access") if debug else None
     answer_malformed_http_in_json(ResponseCode.INVALID_PARAMS)
-    app = create_app(station, token, certs)
+    app = create_app(station, token, certs, client_check)
     runner = web.AppRunner(
         app,
         access_log=access_log,
@@ -333,6 +355,7 @@ async def serve(
     token: OperatorToken,
     debug: bool,
     rest_tls: ssl.SSLContext | None = None,
+    client_check: Any = None,
 ) -> None:
     """Serve gRPC and REST until SIGTERM or Ctrl-C, then stop both and flush the registry."""
     config = station.config
@@ -342,7 +365,7 @@ async def serve(
     server = create_grpc_server(station)
     await server.start()
     try:
-        site = await start_rest(station, certs, token, debug, rest_tls)
+        site = await start_rest(station, certs, token, debug, rest_tls, client_check)
     except OSError:
         await server.stop(None)
         raise
@@ -393,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         token = create_operator_token(config)
         certs = create_certificates(config, args.cert)
         rest_tls = create_rest_tls(config)
-        asyncio.run(serve(station, certs, token, args.debug, rest_tls))
+        client_check = create_rest_client_check(config)
+        asyncio.run(serve(station, certs, token, args.debug, rest_tls, client_check))
     except StartupError as exc:
         return _fail(str(exc), exc.exit_code)
     except OSError as exc:

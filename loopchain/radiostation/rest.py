@@ -594,14 +594,19 @@ async def channel_peer_remove(request: web.Request) -> web.Response:
 
 
 def create_app(
-    station: Station, token: OperatorToken, certs: CertificateService | None = None
+    station: Station,
+    token: OperatorToken,
+    certs: CertificateService | None = None,
+    client_check: Any = None,
 ) -> web.Application:
     """The REST application over `station` and its certificate service (its own CA by default);
-    every call that changes state needs the operator `token`."""
+    every call that changes state needs the operator `token`; every request is first passed
+    through `client_check` when given (ENABLE_REST_SSL 2: http_site.RevokedClients)."""
     sender = answer_sender(station.config, _busy)
+    checks = [client_check] if client_check is not None else []
     app = web.Application(
         client_max_size=int(station.config.REST_MAX_BODY_BYTES),
-        middlewares=[sender.middleware(), error_middleware],
+        middlewares=[sender.middleware(), *checks, error_middleware],
     )
     app[STATION] = station
     app[TOKEN] = token

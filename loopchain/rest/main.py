@@ -18,6 +18,7 @@ from loopchain.configure import Config, ConfigError, load_config, setup_logging
 from loopchain.http_site import (
     TOO_MANY_CONNECTIONS,
     LimitedSite,
+    RevokedClients,
     answer_malformed_http_in_json,
     connection_cap,
     rest_tls_context,
@@ -25,8 +26,9 @@ from loopchain.http_site import (
 from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
-from loopchain.p2p.grpc_util import load_revocations
+from loopchain.p2p.grpc_util import client_revocations
 from loopchain.rest.app import create_app
+from loopchain.rest.errors import RestError
 from loopchain.types.codes import ResponseCode, error_body
 
 log = logging.getLogger("loopchain.rest")
@@ -92,15 +94,15 @@ def rest_client_check(config: Config) -> Middleware | None:
     cannot be read or used."""
     if int(config.ENABLE_REST_SSL) != 2:
         return None
-    from loopchain.rest.client_certs import RevokedClients  # only mutual TLS loads cryptography
-
-    folder = _tls_folder(config)
-    ca_path = Path(config.GRPC_SSL_CA_CERT_PATH or folder / "ca.pem")
     try:
-        revocations = load_revocations(config, folder, ca_path.read_bytes())
+        revocations = client_revocations(config, _tls_folder(config))
     except OSError as exc:
         raise ConfigError(f"ENABLE_REST_SSL 2: {exc}") from None
-    return RevokedClients(revocations).middleware()
+
+    def refuse(message: str) -> web.StreamResponse:
+        return RestError(ResponseCode.FAIL, message, 403).response()
+
+    return RevokedClients(revocations.current, refuse).middleware()
 
 
 def peer_target_of(config: Config) -> str:

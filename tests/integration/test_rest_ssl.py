@@ -173,3 +173,36 @@ def test_a_radiostation_whose_rest_tls_files_are_missing_says_so_and_exits(
     proc = Proc(f"rs_{port}", ["radiostation.py", "-p", str(port), "-o", str(conf)], tmp_path)
     assert proc.run(30) == 2
     assert "ENABLE_REST_SSL 1: cannot load the certificate files" in proc.log_text()
+
+
+def test_the_radiostation_refuses_a_revoked_client_over_mutual_tls(tmp_path: Path) -> None:
+    """The RadioStation's REST API with ENABLE_REST_SSL 2 checked only the CA at the handshake:
+    the holder of a revoked certificate kept reading it and, with the token, changing it
+    (review). Each request is now checked against its revocation lists, as the peer's are."""
+    storage, port = tmp_path / "storage", free_port_pair()
+    tool = ["tools/tls_network.py", "--storage", str(storage), "--radiostation", str(port)]
+    subprocess.run(
+        [sys.executable, *tool, "--peers", ""], cwd=ROOT, check=True, capture_output=True
+    )
+    tls = storage / f"radiostation_{port}" / "tls"
+    revoked, revoked_serial = _client_of(storage, tmp_path / "revoked")
+    other, _ = _client_of(storage, tmp_path / "other")
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({"DEFAULT_STORAGE_PATH": str(storage), "ENABLE_REST_SSL": 2}))
+    proc = Proc(f"rs_{port}", ["radiostation.py", "-p", str(port), "-o", str(conf)], tmp_path)
+    proc.start()
+    try:
+        wait_until(lambda: "RadioStation listening" in proc.log_text(), 30, "the RadioStation")
+        url = f"https://127.0.0.1:{port + REST_DIFF}/api/v1/peer/list"
+        assert _get(url, revoked)[0] == 200
+        (tls / "revoked.json").write_text(json.dumps([pki.serial_hex(revoked_serial)]))
+        wait_until(lambda: _get(url, revoked)[0] == 403, 30, "the revocation to take effect")
+        status, body = _get(url, revoked)
+        assert status == 403
+        assert body["message"] == (
+            f"client certificate refused: revoked (serial {pki.serial_hex(revoked_serial)})"
+        )
+        assert _get(url, other)[0] == 200  # another client is still served
+    finally:
+        assert proc.stop() == 0
+    proc.assert_clean_log()
