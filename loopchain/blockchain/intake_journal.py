@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from loopchain.durable import make_directories
 from loopchain.durable import sync_directory as _sync_directory
 from loopchain.storage.abc import StorageError
 from loopchain.types.canonical import EncodingError
@@ -231,9 +232,8 @@ class IntakeJournal:
         path = self._path(number)
         fd: int | None = None
         try:
-            if not self.directory.is_dir():
-                self.directory.mkdir(parents=True, exist_ok=True)
-                _sync_directory(self.directory.parent)  # its name survives a power cut
+            if not self.directory.is_dir():  # its path survives a power cut, every level
+                make_directories(self.directory)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
             _sync_directory(self.directory)  # the new file's name survives a power cut
         except OSError as exc:

@@ -424,3 +424,27 @@ async def test_an_unexpected_failure_of_a_write_refuses_its_batch_and_the_next_g
     await asyncio.wait_for(intake.write(kept), 30)
     await asyncio.wait_for(intake.drain(), 30)
     assert hashes(IntakeJournal(tmp_path / "intake").replay()) == hashes(kept)
+
+
+def test_a_journal_made_folders_deep_syncs_every_new_folder_into_its_parent(
+    tmp_path: Path, chain: ChainBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal whose folder and its parents are new synced only the folder's own parent: a
+    power cut could lose the upper folders' names, and with them every acknowledged
+    transaction written below."""
+    from loopchain import durable
+
+    synced: list[Path] = []
+    real_sync = durable.sync_directory
+
+    def remembering_sync(folder: Path) -> None:
+        synced.append(Path(folder))
+        real_sync(folder)
+
+    monkeypatch.setattr(durable, "sync_directory", remembering_sync)
+    monkeypatch.setattr(intake_journal, "_sync_directory", remembering_sync)
+    directory = tmp_path / "peer" / "channel" / "intake"
+    journal = IntakeJournal(directory)
+    journal.append([chain.transaction()])
+    assert {tmp_path, tmp_path / "peer", tmp_path / "peer" / "channel", directory} <= set(synced)
+    assert len(IntakeJournal(directory).replay()) == 1
