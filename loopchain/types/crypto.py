@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from coincurve import PublicKey
 
-from loopchain.durable import sweep_leftovers, write_atomic
+from loopchain.durable import make_directories, sweep_leftovers, write_atomic
 from loopchain.types.hashing import sha3_256
 from loopchain.types.passwords import KEY_PASSWORD_ENV, OWNER_ONLY, access_problem
 
@@ -273,7 +273,7 @@ def _create_key_file(path: Path, password: str | None) -> KeyFile:
         data, protection = encrypted_pem(signer, password), KeyProtection.ENCRYPTED
     else:
         data, protection = signer.secret_bytes().hex().encode(), KeyProtection.PLAIN_HEX
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_directories(path.parent)  # each new folder synced: a power cut keeps the key's path
     write_private_file(path, data)
     return KeyFile(path, signer, protection, True)
 

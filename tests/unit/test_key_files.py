@@ -185,3 +185,25 @@ def test_a_password_that_is_not_utf8_is_refused_without_showing_it(tmp_path: Pat
     with pytest.raises(SignatureError, match="not UTF-8") as opened:
         open_key_file(path, bad)
     assert "secret" not in str(opened.value), opened.value
+
+
+def test_a_key_made_in_new_folders_syncs_each_of_them_into_its_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer's key made where its folders did not exist yet synced the key's folder only: a
+    power cut could lose the upper folders' names, and the peer came back with a new id."""
+    from loopchain import durable
+
+    synced: list[Path] = []
+    real_sync = durable.sync_directory
+
+    def remembering_sync(folder: Path) -> None:
+        synced.append(Path(folder))
+        real_sync(folder)
+
+    monkeypatch.setattr(durable, "sync_directory", remembering_sync)
+    path = tmp_path / "storage" / "peer_7100" / "keys" / "key.pem"
+    made = load_or_create_key(path)
+    assert {tmp_path, tmp_path / "storage", tmp_path / "storage" / "peer_7100"} <= set(synced)
+    assert path.parent in synced
+    assert load_or_create_key(path).address == made.address
