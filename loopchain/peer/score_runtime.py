@@ -29,7 +29,7 @@ from loopchain.configure import Config
 from loopchain.consensus import messages as m
 from loopchain.lifecycle import CRASH_SIGNALS
 from loopchain.peer.metrics import ChannelMetrics
-from loopchain.scoreservice import STORE_FAILED_EXIT
+from loopchain.scoreservice import STOPPED_EXIT, STORE_FAILED_EXIT
 from loopchain.scoreservice.client import ScoreClient, ScoreRejected, ScoreUnavailable
 from loopchain.scoreservice.packages import (
     PackageError,
@@ -445,13 +445,13 @@ class ScoreRuntime:
 
     async def _crashed(self, pid: int) -> bool:
         """The SCORE process `pid` has ended (or does within PROCESS_END_WAIT seconds) by a
-        crash: a crash's signal (CRASH_SIGNALS), or an exit status of its own (os._exit, an
-        exception nothing caught) other than STORE_FAILED_EXIT."""
+        crash: a crash's signal (CRASH_SIGNALS), or an exit status of its own (os._exit, 0
+        included; an exception nothing caught) other than STORE_FAILED_EXIT and STOPPED_EXIT."""
         assert self.supervisor is not None
         code = await self.supervisor.exit_status(pid, PROCESS_END_WAIT)
-        if code is None or code == 0:
+        if code is None:
             return False
-        return -code in CRASH_SIGNALS if code < 0 else code != STORE_FAILED_EXIT
+        return -code in CRASH_SIGNALS if code < 0 else code not in (STORE_FAILED_EXIT, STOPPED_EXIT)
 
     def _given_up(self) -> str:
         """Why the SCORE was given up, as results record it: worded alike on every peer that gave

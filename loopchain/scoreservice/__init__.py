@@ -9,6 +9,10 @@ MAX_QUERIES = 100
 # The exit status of a SCORE process whose state store (or package files) failed: this machine's
 # failure, not the SCORE's (its supervisor starts another; a block's try does not count it).
 STORE_FAILED_EXIT = 75
+# The exit status of a SCORE process stopped as asked (SIGTERM, SIGINT). Not 0: a SCORE calling
+# os._exit(0) in a transaction ends its process with 0, and that end is the SCORE's doing (a
+# block's try counts it; were it taken for a stop, the block would be tried for good).
+STOPPED_EXIT = 76
 
 # Beside a block's results, what an InvokeReply takes: its roots and height, each result's field
 # tags and lengths (fewer bytes than the keys and quotes of the result's JSON, which is counted)

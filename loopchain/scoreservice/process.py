@@ -77,6 +77,7 @@ from loopchain.safe_text import status_details
 from loopchain.scoreservice import (
     MAX_BALANCE_ADDRESSES,
     MAX_QUERIES,
+    STOPPED_EXIT,
     STORE_FAILED_EXIT,
     score_link_bytes,
 )
@@ -1087,7 +1088,7 @@ async def serve(args: argparse.Namespace) -> int:
     servicer.close()
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()
-    return STORE_FAILED_EXIT if servicer.store_failed.is_set() else 0
+    return STORE_FAILED_EXIT if servicer.store_failed.is_set() else STOPPED_EXIT
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -24,7 +24,7 @@ from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.peer import score_runtime as score_runtime_module
 from loopchain.peer.score_runtime import MAX_TIMEOUTS_PER_BLOCK, ScoreRuntime
-from loopchain.scoreservice import STORE_FAILED_EXIT
+from loopchain.scoreservice import STOPPED_EXIT, STORE_FAILED_EXIT
 from loopchain.scoreservice import state as state_module
 from loopchain.scoreservice.client import ScoreUnavailable
 from loopchain.scoreservice.process import damage_marker
@@ -757,24 +757,28 @@ from loopchain.blockchain.score_base import ScoreBase
 class UserScore(ScoreBase):
     def invoke(self, transaction, block):
         if transaction.data.get("method") == "exit":
-            os._exit(3)
+            os._exit(int(transaction.data["status"]))
         self.db.put(b"last", str(block.height).encode())
 """
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("status", [3, 0])
 async def test_a_transaction_that_ends_its_score_process_is_given_up_like_a_runaway_one(
-    tmp_path: Path,
+    tmp_path: Path, status: int
 ) -> None:
     """A transaction whose call ends the SCORE process (os._exit here; a crash in C alike) ends
     the block's tries as a missed deadline does: after MAX_TIMEOUTS_PER_BLOCK the SCORE is given
     up, with the results every peer records for it, and execution goes on. Before, such a block
-    was tried again after every restart, for good, and no later block was executed."""
+    was tried again after every restart, for good, and no later block was executed; with
+    os._exit(0) it still was, as long as a stop as asked exited with 0 too."""
     repository = tmp_path / "repo"
     _write_named_package(repository, "test/exits", "test.exits", ENDS_ITS_PROCESS)
     store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
     chain = ChainBuilder()
-    exits = Transaction.create_v1(CHANNEL, {"method": "exit"}, 1, chain.signers[0])
+    exits = Transaction.create_v1(
+        CHANNEL, {"method": "exit", "status": status}, 1, chain.signers[0]
+    )
     for height, data in enumerate(({"method": "set"}, None, {"method": "set"})):
         tx = (
             exits
@@ -817,7 +821,8 @@ async def test_a_transaction_that_ends_its_score_process_is_given_up_like_a_runa
         (-signal.SIGKILL, False),  # the OOM killer, an operator (a missed deadline counts apart)
         (-signal.SIGTERM, False),
         (STORE_FAILED_EXIT, False),  # this machine's store or package files failed
-        (0, False),
+        (STOPPED_EXIT, False),  # stopped as asked (SIGTERM)
+        (0, True),  # os._exit(0) in a transaction: a normal stop exits with STOPPED_EXIT
     ],
 )
 async def test_only_a_crash_of_its_process_counts_against_a_block(
