@@ -116,6 +116,7 @@ class ChannelBackend(Protocol):
     def last_block_hash(self) -> bytes: ...
     def status(self) -> dict[str, Any]: ...
     def member_ids(self) -> set[str]: ...
+    def auditor_ids(self) -> set[str]: ...
     def tx_result(self, tx_hash: bytes) -> TxOutcome | None: ...
     def dropped(self, tx_hash: bytes) -> str | None: ...
     async def query(self, params_json: str) -> str: ...
@@ -439,6 +440,20 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         caller = self.callers.peer_id(context) if self.callers is not None else None
         return self._party_channel(name, caller)
 
+    def _writer_channel(self, context: Any, name: str) -> ChannelBackend:
+        """The channel `name` for a call that gives it transactions, refused to a calling node
+        that is not one of its parties, or audits it (an auditor takes no transactions, so none
+        through another peer either)."""
+        caller = self.callers.peer_id(context) if self.callers is not None else None
+        channel = self._party_channel(name, caller)
+        if caller is not None and caller in channel.auditor_ids():
+            REFUSALS.refused("refused peer %s: it audits channel %s", caller, name)
+            raise RequestError(
+                ErrorKind.DENIED,
+                f"peer {caller} audits this channel: an auditor takes no transactions",
+            )
+        return channel
+
     def _party_channel(self, name: str, caller: str | None) -> ChannelBackend:
         """The channel `name`, refused to `caller` (a peer id; None: not a node over TLS) when
         it is not one of its parties."""
@@ -646,7 +661,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
     async def CreateTx(self, request: pb.CreateTxRequest, context: Any) -> pb.CreateTxReply:
         async def work() -> pb.CreateTxReply:
             data = _client_object(request.data_json)
-            channel = self._channel(context, request.channel)
+            channel = self._writer_channel(context, request.channel)
             tx = await channel.create_tx(data)
             return pb.CreateTxReply(tx_hash=tx.hash_hex, channel=tx.channel)
 
@@ -663,7 +678,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         self, request: pb.CreateTxBatchRequest, context: Any
     ) -> pb.CreateTxBatchReply:
         _check_batch_size(len(request.data_json))
-        channel = self._channel(context, request.channel)
+        channel = self._writer_channel(context, request.channel)
         parsed: list[dict[str, Any] | RequestError] = []
         for text in request.data_json:
             try:
@@ -729,7 +744,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def CreateIconTx(self, request: pb.IconTxRequest, context: Any) -> pb.CreateTxReply:
         async def work() -> pb.CreateTxReply:
-            channel = self._channel(context, request.channel)
+            channel = self._writer_channel(context, request.channel)
             tx = await channel.create_icon_tx(request.params_json)
             return pb.CreateTxReply(tx_hash=tx.hash_hex, channel=request.channel)
 
@@ -746,7 +761,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         self, request: pb.IconTxBatchRequest, context: Any
     ) -> pb.CreateTxBatchReply:
         _check_batch_size(len(request.params_json))
-        channel = self._channel(context, request.channel)
+        channel = self._writer_channel(context, request.channel)
         return _batch_reply(await channel.create_icon_txs(list(request.params_json)))
 
     async def GetBalance(self, request: pb.BalanceRequest, context: Any) -> pb.BalanceReply:

@@ -325,6 +325,12 @@ class ChannelService:
             named.update(latest.peer_ids, latest.auditors)
         return {*self.members, *named, *self._chain_voters(), self.settings.issuer}
 
+    def auditor_ids(self) -> set[str]:
+        """The parties that audit this channel (the newest validator set it signed names them):
+        they read it and take no transactions, neither from clients nor as their signers."""
+        latest = self.consensus.latest_validators
+        return set(latest.auditors) if latest is not None else set()
+
     def set_members(self, peers: list[PeerInfo]) -> None:
         """The channel's peers as the RadioStation lists them, and those it no longer lists that
         the chain still counts as validators: unlisted or removed together, they vote (and lead
@@ -654,7 +660,7 @@ class ChannelService:
         checked, so its sender is faulty, and judging the rest one by one let it replay a batch
         of a thousand forgeries built once, each time costing this peer a thousand recoveries
         (~100x the CPU it cost the sender). Those checked before the forgery are taken."""
-        now, parties = self.clock(), self.member_ids()
+        now, parties = self.clock(), self._signers()
         # those in final blocks are left out first (an index read each): a batch of final
         # transactions replayed, which anyone who can read blocks may send, cost a thousand
         # recoveries each time, only for the pool to refuse them after
@@ -683,6 +689,12 @@ class ChannelService:
             len(txs) - 1,
         )
 
+    def _signers(self) -> set[str]:
+        """Who may sign a relayed v1 transaction: the parties that take transactions from
+        clients, so not the auditors (a review had an auditor's own transaction made final by
+        relaying it: its REST refuses to take one)."""
+        return self.member_ids() - self.auditor_ids()
+
     def _worth_checking(self, relayed: Transaction, now: float, parties: set[str]) -> bool:
         """Whether `receive_txs` would recover the signature of `relayed`, one this peer does not
         hold: of this channel, signed by whom it must be, that the pool would ever take."""
@@ -701,7 +713,7 @@ class ChannelService:
         proposal often comes before the gossip)."""
         good = []
         dropped: list[tuple[Transaction, str]] = []
-        now, parties = self.clock(), self.member_ids()
+        now, parties = self.clock(), self._signers()
         for relayed in txs:
             known = self.consensus.known_transaction(relayed.hash)
             tx = relayed if known is None else known
@@ -1234,9 +1246,12 @@ def _payable(tx: Transaction, held: int) -> Transaction | RequestError:
 
 def _signer_problem(relayed: Transaction, parties: set[str]) -> str | None:
     """Why a relayed transaction cannot be taken for its signer: a v1 transaction is signed by
-    the peer that took it from its client, so by a party of the channel (a v3 one by its
-    client's account). Anyone else's, relayed, skipped that peer's admission, and showed the
+    the peer that took it from its client, so by a party of the channel that is not an auditor
+    (`parties`; a v3 one by its client's account). Anyone else's, relayed, skipped that peer's admission, and showed the
     SCORE a sender no peer of the channel is."""
     if relayed.version != V1 or relayed.sender in parties:
         return None
-    return f"a v1 transaction signed by {relayed.sender}, who is not a party of the channel"
+    return (
+        f"a v1 transaction signed by {relayed.sender}, who is not a party of the channel that "
+        "takes transactions"
+    )

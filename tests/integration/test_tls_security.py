@@ -328,6 +328,39 @@ def test_party_of_beta_only_gets_nothing_of_alpha(sec: SecNet) -> None:
     assert not (sec.net.peer_dir(sec.port("C")) / ALPHA).exists(), "C stored something of alpha"
 
 
+def test_an_auditor_gives_its_channel_no_transaction_through_another_peer(sec: SecNet) -> None:
+    """C audits beta: its own REST takes no transaction. Through A it made its own v1
+    transaction final by relaying it, and had A sign one for it by CreateTx (review). Both are
+    refused now; the same relay by B, a validator, is taken."""
+    a, a_id, c_id = sec.port("A"), sec.peer_id("A"), sec.peer_id("C")
+    c = sec.identity("C")
+    now = time.time_ns() // 1000
+    submissions = {
+        "CreateTx": pb.CreateTxRequest(channel=BETA, data_json='{"data": "by an auditor"}'),
+        "CreateTxBatch": pb.CreateTxBatchRequest(channel=BETA, data_json=['{"data": "x"}']),
+        "CreateIconTx": pb.IconTxRequest(channel=BETA, params_json="{}"),
+        "CreateIconTxBatch": pb.IconTxBatchRequest(channel=BETA, params_json=["{}"]),
+    }
+    for method, request in submissions.items():
+        error = refusal(tls_call, a, a_id, c, method, request)
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED, (method, error)
+        assert f"peer {c_id} audits this channel" in error.details(), (method, error)
+    by_c = Transaction.create_v1(BETA, {"relayed by": "the auditor"}, now, sec.signer("C"))
+    by_b = Transaction.create_v1(BETA, {"relayed by": "a validator"}, now, sec.signer("B"))
+    tls_call(a, a_id, c, "AddTxBatch", pb.TxBatch(channel=BETA, txs=[by_c.encode()]))
+    tls_call(
+        a, a_id, sec.identity("B"), "AddTxBatch", pb.TxBatch(channel=BETA, txs=[by_b.encode()])
+    )
+
+    def final(tx: Transaction) -> bool:
+        found = local_call(a, "GetTx", pb.GetTxRequest(channel=BETA, tx_hash=tx.hash_hex))
+        return bool(found.block_height >= 0)
+
+    wait_until(_no_rpc_error(lambda: final(by_b)), 30, "the validator's relayed tx final")
+    error = refusal(local_call, a, "GetTx", pb.GetTxRequest(channel=BETA, tx_hash=by_c.hash_hex))
+    assert error.code() == grpc.StatusCode.NOT_FOUND, error  # neither pooled nor in a block
+
+
 def test_the_local_port_serves_the_proxy_but_no_peer_to_peer_method(sec: SecNet) -> None:
     a, b_id = sec.port("A"), sec.peer_id("B")
     vote = Vote.create(ALPHA, 0, 0, b"\x01" * 32, sec.signer("B"))
