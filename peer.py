@@ -1,17 +1,16 @@
 #!/usr/bin/env python3
 """Run a loopchain peer: ./peer.py [-p 7100] [-r RS_HOST[:PORT]] [-o conf.json] [-d]."""
 
-import os
 import sys
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_VENV_PY = os.path.join(_HERE, ".venv", "bin", "python")
-if os.path.exists(_VENV_PY) and os.path.realpath(sys.prefix) != os.path.realpath(
-    os.path.join(_HERE, ".venv")
-):
-    os.execv(_VENV_PY, [_VENV_PY, *sys.argv])
+if __name__ == "__main__":  # run as a file, by any python: go on in the repository's .venv
+    import runpy
+    from pathlib import Path
 
-from loopchain.peer.main import main  # noqa: E402 - after the re-exec into .venv
+    helper = Path(__file__).resolve().parent / "tools" / "_venv.py"
+    runpy.run_path(str(helper))["into_venv"](__file__)
+
+from loopchain.peer.main import main  # after the switch into .venv
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,6 +24,12 @@ configuration is the peers' (defaults, loopchain/configure_user.py, the environm
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # run as a file, by any python: go on in the repository's .venv
+    import runpy
+    from pathlib import Path
+
+    runpy.run_path(str(Path(__file__).resolve().parent / "_venv.py"))["into_venv"](__file__)
+
 import argparse
 import asyncio
 import cProfile

@@ -17,6 +17,12 @@ Figures vary ~3x between machines of one kind; compare them only within one run.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # run as a file, by any python: go on in the repository's .venv
+    import runpy
+    from pathlib import Path
+
+    runpy.run_path(str(Path(__file__).resolve().parent / "_venv.py"))["into_venv"](__file__)
+
 import argparse
 import json
 import sys

@@ -14,6 +14,12 @@ positional argument still works, with a warning: every user of the machine sees 
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # run as a file, by any python: go on in the repository's .venv
+    import runpy
+    from pathlib import Path
+
+    runpy.run_path(str(Path(__file__).resolve().parent / "_venv.py"))["into_venv"](__file__)
+
 import argparse
 import sys
 from collections.abc import Sequence

@@ -50,6 +50,12 @@ COLLECTOR = "logcollector"
 COLLECTOR_PORT = 24224
 REST_DIFF = 1900
 USER_MODULE = "loopchain.configure_user"
+IMAGE_VENV_BIN = "/opt/loopchain/.venv/bin"  # WORKDIR/.venv/bin: the dependencies are there
+IMAGE_VENV_PYTHONS = {f"{IMAGE_VENV_BIN}/python", f"{IMAGE_VENV_BIN}/python3"}
+RESTARTED = (RS, *PEERS, COLLECTOR)  # long-running: started again after a crash
+SYSTEM_PATH = (
+    "/usr/bin:/bin"  # a PATH without the venv: `#!/usr/bin/env python3` finds another python
+)
 
 Parser = Callable[[list[str]], argparse.Namespace]
 PARSERS: dict[str, Parser] = {
@@ -162,10 +168,15 @@ def service(compose: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def command(compose: dict[str, Any], name: str) -> list[str]:
-    """A service's command as an argv list."""
+    """A service's command as an argv list, without the image's venv python when it is named
+    (the script first)."""
     cmd = service(compose, name).get("command")
     assert cmd, f"service {name} has no command"
-    return shlex.split(cmd) if isinstance(cmd, str) else [str(part) for part in cmd]
+    argv = shlex.split(cmd) if isinstance(cmd, str) else [str(part) for part in cmd]
+    if argv[0].endswith("python") or argv[0].endswith("python3"):
+        assert argv[0] in IMAGE_VENV_PYTHONS, f"{name} runs {argv[0]}, not the image's venv python"
+        argv = argv[1:]
+    return argv
 
 
 def parsed_args(compose: dict[str, Any], name: str) -> argparse.Namespace:
@@ -652,3 +663,103 @@ def test_docker_compose_config_accepts_the_file() -> None:
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------------ scripts run by another python
+
+
+def _other_python() -> tuple[str, dict[str, str]] | None:
+    """A python3 found on SYSTEM_PATH that is not this repository's venv (and its clean
+    environment), or None when there is none."""
+    python = shutil.which("python3", path=SYSTEM_PATH)
+    env = {"PATH": SYSTEM_PATH, "HOME": str(ROOT)}
+    if python is None:
+        return None
+    probe = subprocess.run(
+        [python, "-c", "import sys; print(sys.prefix)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    if probe.returncode != 0:
+        return None
+    if Path(probe.stdout.strip()).resolve() == (ROOT / ".venv").resolve():
+        return None
+    return python, env
+
+
+def _shebang_tools() -> set[Path]:
+    """The scripts of tools/ (a shebang line: meant to be run as files)."""
+    return {
+        path
+        for path in (ROOT / "tools").glob("*.py")
+        if path.read_text(encoding="utf-8").startswith("#!")
+    }
+
+
+def _readme_scripts() -> set[Path]:
+    """The root scripts and the tools/<name>.py scripts the READMEs tell to run."""
+    named: set[Path] = set()
+    for readme in (ROOT / "README.md", DEPLOY / "README.md"):
+        text = readme.read_text(encoding="utf-8")
+        named.update(ROOT / "tools" / f"{m}.py" for m in re.findall(r"tools/(\w+)\.py", text))
+        named.update(
+            ROOT / f"{m}.py" for m in re.findall(r"\b(peer|radiostation|rest_proxy)\.py", text)
+        )
+    return {path for path in named if path.is_file() and path.read_text().startswith("#!")}
+
+
+def test_every_tool_script_is_executable() -> None:
+    tools = _shebang_tools()
+    assert ROOT / "tools" / "bench.py" in tools
+    for path in tools | _readme_scripts():
+        assert os.access(path, os.X_OK), f"{path.relative_to(ROOT)} has a shebang but no exec bit"
+
+
+def test_scripts_run_by_a_python_outside_the_venv(
+    compose: dict[str, Any], dockerfile: list[Instruction]
+) -> None:
+    """Each compose command's script and each script the READMEs name runs `--help` with a python
+    that is not the venv's (the image's own, a host's): as a file through its shebang on a PATH
+    without the venv, and by that python in isolated mode."""
+    found = _other_python()
+    if found is None:
+        pytest.skip(f"no python3 outside the repository's venv on {SYSTEM_PATH}")
+    python, env = found
+    stage = final_stage(dockerfile)
+    scripts = {repo_path(command(compose, name)[0], stage) for name in (*LOOPCHAIN_SERVICES, INIT)}
+    assert ROOT / INIT_SCRIPT in scripts
+    scripts |= _readme_scripts() | _shebang_tools()
+    failures = []
+    for script in sorted(scripts):
+        for argv in ([str(script), "--help"], [python, "-I", str(script), "--help"]):
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=120, env=env, cwd="/"
+            )
+            if done.returncode != 0 or "usage:" not in done.stdout.lower():
+                failures.append(f"{shlex.join(argv)}: exit {done.returncode}: {done.stderr[-400:]}")
+    assert not failures, "\n".join(failures)
+
+
+def test_the_image_puts_its_venv_first_on_path(dockerfile: list[Instruction]) -> None:
+    stage = final_stage(dockerfile)
+    assert f"{workdir(stage)}/.venv/bin" == IMAGE_VENV_BIN
+    paths = []
+    for ins in stage:
+        if ins.keyword == "ENV":
+            for pair in shlex.split(ins.args):
+                key, _, value = pair.partition("=")
+                if key == "PATH":
+                    paths.append(value)
+    assert paths, "the image sets no PATH: `python3` there is the image's, without dependencies"
+    assert paths[-1].split(":")[0] == IMAGE_VENV_BIN, paths[-1]
+    assert "$PATH" in paths[-1].split(":") or "${PATH}" in paths[-1].split(":"), paths[-1]
+
+
+def test_long_running_services_restart_unless_stopped(compose: dict[str, Any]) -> None:
+    for name in RESTARTED:
+        policy = service(compose, name).get("restart")
+        assert policy == "unless-stopped", f"{name}: restart {policy!r}"
+    # the one-shot step must exit for good: the others wait for its successful completion
+    assert service(compose, INIT).get("restart") in (None, "no"), service(compose, INIT)
