@@ -147,6 +147,7 @@ class ChannelService:
         self.store = store
         self.transport = transport
         self.members: dict[str, PeerInfo] = {}
+        self._genesis_nid: int | None = None  # the nid its genesis block states, once it has one
         # (to, message) last broadcast (to None) or not sent (no address known yet)
         self._recent: collections.deque[tuple[str | None, ConsensusPayload]] = collections.deque(
             maxlen=RESEND_RECENT
@@ -325,6 +326,23 @@ class ChannelService:
             named.update(latest.peer_ids, latest.auditors)
         return {*self.members, *named, *self._chain_voters(), self.settings.issuer}
 
+    @property
+    def nid(self) -> int:
+        """The channel's ICON network id: the one its genesis data states (genesis_data.nid in
+        channel_manage_data.json, recorded in its genesis block), else ICON_NID. A v3
+        transaction names its network and no channel: channels with one nid each take no v3
+        transaction signed for another (a review replayed one from a channel into another)."""
+        if self._genesis_nid is not None:
+            return self._genesis_nid
+        stored = self.store.block_by_height(0) if self.store.tip_height() >= 0 else None
+        update = stored.validator_update if stored is not None else self.consensus.latest_validators
+        genesis = update.genesis_data() if update is not None else None
+        nid = genesis.nid if genesis is not None else None
+        if stored is not None:  # fixed for good by the genesis block
+            self._genesis_nid = nid if nid is not None else int(str(self.config.ICON_NID), 16)
+            return self._genesis_nid
+        return nid if nid is not None else int(str(self.config.ICON_NID), 16)
+
     def auditor_ids(self) -> set[str]:
         """The parties that audit this channel (the newest validator set it signed names them):
         they read it and take no transactions, neither from clients nor as their signers."""
@@ -448,7 +466,7 @@ class ChannelService:
         try:
             params = canonical.parse(params_json)
             checked = icon_tx.parse_send_params(params)
-            icon_tx.check_nid(checked, int(str(self.config.ICON_NID), 16))
+            icon_tx.check_nid(checked, self.nid)
         except EncodingError as exc:
             raise RequestError(ErrorKind.INVALID, f"transaction refused: {exc}") from None
         except icon_tx.InvalidTransaction as exc:
@@ -700,6 +718,8 @@ class ChannelService:
         hold: of this channel, signed by whom it must be, that the pool would ever take."""
         if not relayed.belongs_to(self.name) or _signer_problem(relayed, parties):
             return False
+        if _network_problem(relayed, self.nid):
+            return False
         try:
             self.consensus.pool.check(relayed, now)
         except TxRefused:
@@ -720,6 +740,8 @@ class ChannelService:
             problem: str | None = None
             if not tx.belongs_to(self.name):
                 problem = f"it belongs to channel {tx.channel!r}"
+            elif (problem := _network_problem(tx, self.nid)) is not None:
+                pass
             else:
                 try:
                     self.consensus.pool.check(tx, now)
@@ -923,6 +945,7 @@ class ChannelService:
             "peer_target": self.settings.my_target,
             "peer_type": 1 if state.is_leader else 0,
             "role": "auditor" if state.is_auditor else "validator",
+            "nid": hex(self.nid),
             "leader_id": state.leader or "",
             "block_height": state.tip.height,
             "block_hash": state.tip.block_hash.hex(),
@@ -1242,6 +1265,19 @@ def _payable(tx: Transaction, held: int) -> Transaction | RequestError:
             f"{coin.STEP_PRICE})",
         )
     return tx
+
+
+def _network_problem(relayed: Transaction, nid: int) -> str | None:
+    """Why a relayed v3 transaction is not for this channel: it names another network id (one
+    signed for another channel, replayed; a peer checks the nid at intake, so its sender is
+    faulty)."""
+    if relayed.version == V1:
+        return None
+    try:
+        stated = icon_tx.hex_int(relayed.body["nid"], "nid")
+    except (icon_tx.InvalidTransaction, KeyError, TypeError):
+        return "its 'nid' is not a network id"
+    return None if stated == nid else f"it is for network {stated:#x}, this channel's is {nid:#x}"
 
 
 def _signer_problem(relayed: Transaction, parties: set[str]) -> str | None:

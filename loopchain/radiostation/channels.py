@@ -14,7 +14,9 @@ example `{"token": {"owner": "hx..."}}` names the peer that owns sample/token's 
 
 `genesis_data` (an object, `loopchain.types.genesis`) names the accounts funded with the native coin
 at genesis: `{"accounts": [{"name": str, "address": "hx...", "balance": "0x..."}], "message": str}`,
-balances in loop (10**-18 ICX). Its canonical JSON goes into every validator set of the channel.
+balances in loop (10**-18 ICX), and may state the channel's network id for ICON v3 transactions
+(`"nid": "0x5"`; without it, each peer's ICON_NID). Its canonical JSON goes into every validator set
+of the channel. Two channels stating one nid are refused: a v3 transaction names no channel.
 
 A peer is known by its id (the address of its key). With ENABLE_CHANNEL_AUTH (listed mode) a peer
 joins a channel only when an entry lists its `peer_id`; a target alone is not an identity, so every
@@ -362,7 +364,36 @@ def parse_channels(path: Path, data: Any, default_package: str) -> dict[str, Cha
     if not data:
         raise ChannelDataError(path, (), "defines no channel")
     specs = [_parse_channel(path, name, raw, default_package) for name, raw in data.items()]
+    _check_networks(path, specs)
     return {spec.name: spec for spec in specs}
+
+
+def _check_networks(path: Path, specs: list[ChannelSpec]) -> None:
+    """Refuse two channels stating one network id (genesis_data.nid): a v3 transaction names
+    its network and no channel, so one signed for either would be valid in the other, replayed
+    (review). Channels that state none take each peer's ICON_NID, and so share it: a warning
+    says so, and how to part them."""
+    named: dict[int, str] = {}
+    unnamed = []
+    for spec in specs:
+        nid = spec.genesis.nid if spec.genesis is not None else None
+        if nid is None:
+            unnamed.append(spec.name)
+        elif nid in named:
+            raise ChannelDataError(
+                path,
+                (spec.name, "genesis_data", "nid"),
+                f"{nid:#x} is channel {named[nid]!r}'s too: a v3 transaction signed for one "
+                "would be valid in the other; give each channel a network id of its own",
+            )
+        else:
+            named[nid] = spec.name
+    if len(unnamed) > 1:
+        log.warning(
+            "channels %s state no genesis_data nid and share the peers' ICON_NID: a v3 "
+            "transaction signed for one is valid in the others, replayed; give each its own",
+            ", ".join(unnamed),
+        )
 
 
 def load_channels(path: Path, default_channel: str, default_package: str) -> dict[str, ChannelSpec]:

@@ -327,7 +327,9 @@ class IconMethods:
     async def get_network_info(self, call: Call, params: dict[str, Any]) -> dict[str, str]:
         fields(params, ())
         facts = await self._reader.chain_facts(call.channel)
-        return network_info_json(self._nid, facts.channel, facts.height)
+        # the channel's own (its genesis data's), as its peer says; a peer of an earlier
+        # version says none: this proxy's ICON_NID
+        return network_info_json(facts.nid or self._nid, facts.channel, facts.height)
 
 
 def check_param_address(value: Any, name: str) -> str:

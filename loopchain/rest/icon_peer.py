@@ -97,6 +97,7 @@ class ChainFacts:
 
     channel: str
     height: int
+    nid: str = ""  # the channel's ICON network id ("0x3"); "" from a peer that does not say
 
 
 def _place(height: int, block_hash: str, tx_index: int) -> Place | None:
@@ -159,7 +160,7 @@ class PeerReader:
         reply = await self._call("GetStatus", pb.ChannelRequest(channel=channel), None)
         if channel in self._names or len(self._names) < MAX_NAMED_CHANNELS:
             self._names[channel] = (reply.channel, time.monotonic())
-        return ChainFacts(reply.channel, reply.block_height)
+        return ChainFacts(reply.channel, reply.block_height, reply.nid)
 
     async def channel_name(self, channel: str) -> str:
         """The name of the channel `channel` asks for ("": the peer's default one), for its

@@ -86,12 +86,14 @@ def transaction_json(tx: Transaction) -> dict[str, Any]:
 
 def genesis_list(block: Block, nid: str) -> list[dict[str, Any]]:
     """The genesis block's list as ICON shows it: one item with the accounts it funded, its
-    message and the network id ([] when the channel funds no account)."""
+    message and the network id: the one its genesis states, else `nid` ([] when the channel
+    funds no account)."""
     update = block.validator_update
     genesis = update.genesis_data() if block.height == 0 and update is not None else None
     if genesis is None:
         return []
-    return [{**genesis.to_json(), "message": genesis.message, "nid": nid}]
+    stated = hex(genesis.nid) if genesis.nid is not None else nid
+    return [{**genesis.to_json(), "message": genesis.message, "nid": stated}]
 
 
 def block_json(block: Block, nid: str = "") -> dict[str, Any]:

@@ -4,7 +4,12 @@ Amounts are in loop (10**-18 ICX). The JSON shape, in channel_manage_data.json (
 and, as canonical JSON text, in the channel's validator set (so the genesis block records it):
 
     {"accounts": [{"name": str, "address": "hx" + 40 lowercase hex,
-                   "balance": "0x" + 1..64 lowercase hex digits}], "message"?: str}
+                   "balance": "0x" + 1..64 lowercase hex digits}], "message"?: str, "nid"?: str}
+
+`nid` is the channel's network id for ICON v3 transactions ("0x1" to "0xffffffff", as ICON writes
+it), in place of the peers' ICON_NID. A v3 transaction names its network and no channel, so the
+nid is what keeps one signed for a channel from being valid in another: channels that share one
+(every channel without its own takes ICON_NID) take each other's v3 transactions, replayed.
 
 Refused (EncodingError naming the field): unknown keys, wrong types, an address that is not an
 account ("hx"), one address listed twice, more than MAX_GENESIS_ACCOUNTS accounts, an empty name or
@@ -15,6 +20,7 @@ more than MAX_BALANCE (a total supply must be a 256-bit T_INT too).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +32,10 @@ MAX_GENESIS_ACCOUNTS = 1000
 MAX_NAME_CHARS = 64
 MAX_MESSAGE_CHARS = 1000
 MAX_BALANCE = 2**256 - 1
+MAX_NID = 2**32 - 1
+_NID = re.compile(r"0x[1-9a-f][0-9a-f]{0,7}")  # as ICON writes it: no leading zeros, not 0
 
-_KEYS = frozenset({"accounts", "message"})
+_KEYS = frozenset({"accounts", "message", "nid"})
 _ACCOUNT_KEYS = frozenset({"name", "address", "balance"})
 _ACCOUNT_FIELDS: dict[str, type | tuple[type, ...]] = {"name": str, "address": str, "balance": str}
 
@@ -47,6 +55,7 @@ class GenesisData:
 
     accounts: tuple[GenesisAccount, ...]
     message: str = ""
+    nid: int | None = None  # the channel's network id; None: the peers' ICON_NID
 
     def __post_init__(self) -> None:
         if len(self.accounts) > MAX_GENESIS_ACCOUNTS:
@@ -60,6 +69,8 @@ class GenesisData:
             raise EncodingError(f"'message' must be a string of at most {MAX_MESSAGE_CHARS} chars")
         if self.total_supply > MAX_BALANCE:
             raise EncodingError("'accounts': the balances add up to more than 2**256 - 1")
+        if self.nid is not None and (type(self.nid) is not int or not 0 < self.nid <= MAX_NID):
+            raise EncodingError("'nid' must be a network id from 0x1 to 0xffffffff")
 
     @property
     def total_supply(self) -> int:
@@ -79,7 +90,14 @@ class GenesisData:
         if not isinstance(message, str):
             raise EncodingError("field 'message' must be a string")
         canonical.check_value(value)  # valid Unicode in the names and the message
-        return cls(tuple(_account(f"accounts[{i}]", a) for i, a in enumerate(raw)), message)
+        nid = obj.get("nid")
+        if "nid" in obj and not (isinstance(nid, str) and _NID.fullmatch(nid)):
+            raise EncodingError(
+                "field 'nid' must be a network id as ICON writes it, '0x1' to '0xffffffff' "
+                "(lowercase hex, no leading zeros)"
+            )
+        accounts = tuple(_account(f"accounts[{i}]", a) for i, a in enumerate(raw))
+        return cls(accounts, message, int(nid, 16) if nid is not None else None)
 
     @classmethod
     def decode(cls, text: str) -> GenesisData:
@@ -101,7 +119,11 @@ class GenesisData:
         accounts = [
             {"name": a.name, "address": a.address, "balance": hex(a.balance)} for a in self.accounts
         ]
-        return {"accounts": accounts, **({"message": self.message} if self.message else {})}
+        return {
+            "accounts": accounts,
+            **({"message": self.message} if self.message else {}),
+            **({"nid": hex(self.nid)} if self.nid is not None else {}),
+        }
 
     def encoded(self) -> str:
         """The canonical JSON text of `to_json()`."""

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -312,6 +313,28 @@ def test_bad_genesis_data_is_named(genesis: object, message: str) -> None:
     assert str(refused.value).startswith(f"{PATH}: channel 'c': genesis_data: ")
 
 
+def test_two_channels_of_one_network_id_are_refused_and_shared_defaults_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A v3 transaction names its network, not its channel: two channels stating one nid take
+    each other's v3 transactions, replayed (review), and are refused. Channels stating none share
+    the peers' ICON_NID: a warning names them."""
+
+    def channel(nid: str | None) -> dict[str, Any]:
+        return {"genesis_data": {**GENESIS, **({"nid": nid} if nid else {})}}
+
+    with pytest.raises(ChannelDataError, match="0x5 is channel 'a''s too") as refused:
+        parse_channels(PATH, {"a": channel("0x5"), "b": channel("0x6"), "c": channel("0x5")}, "o/x")
+    assert str(refused.value).startswith(f"{PATH}: channel 'c': genesis_data.nid: ")
+    with caplog.at_level(logging.WARNING):
+        specs = parse_channels(PATH, {"a": channel("0x5"), "b": channel("0x6")}, "o/x")
+    assert [s.genesis.nid for s in specs.values() if s.genesis] == [5, 6]
+    assert "share the peers' ICON_NID" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        parse_channels(PATH, {"a": channel("0x5"), "b": channel(None), "c": {}}, "o/x")
+    assert "channels b, c state no genesis_data nid and share the peers' ICON_NID" in caplog.text
+
+
 def test_channel_to_json_reads_back_to_the_same_channel() -> None:
     data = {
         "c": {
@@ -567,12 +590,19 @@ def test_peers_left_out_of_a_full_channel_are_warned_of_once(
     registry = Registry(parse_channels(PATH, data, "org/x"), channel_auth=True, max_channel_peers=2)
     for n, signer in enumerate(signers):
         registry.register(signer.address, f"127.0.0.1:{7100 + n}", "", signer.public_key)
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    caplog.set_level(logging.WARNING, logger="loopchain.radiostation.registry")
+    registry_log = "loopchain.radiostation.registry"
+    assert not [
+        r for r in caplog.records if r.levelno >= logging.WARNING and r.name == registry_log
+    ]
+    caplog.set_level(logging.WARNING, logger=registry_log)
     registry.set_channel_auth(False)
     for port in (7500, 7501):  # moved: membership refreshed, the same peers left out
         registry.register(signers[0].address, f"127.0.0.1:{port}", "", signers[0].public_key)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name == registry_log
+    ]
     assert len(warnings) == 2, warnings  # one a channel
     for name, warning in zip("cd", warnings, strict=True):
         assert f"channel {name!r} admits 3 registered peers" in warning

@@ -34,6 +34,7 @@ from loopchain.peer.intake import RateLimit
 from loopchain.scoreservice.client import ScoreUnavailable
 from loopchain.storage.abc import StorageCorrupt
 from loopchain.storage.memory import MemoryStore
+from loopchain.types import icon_tx
 from loopchain.types import transaction as transaction_module
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
@@ -769,6 +770,40 @@ async def test_a_relayed_v1_transaction_signed_by_no_party_of_the_channel_is_dro
     await service.receive_txs_in_turns([Transaction.decode(tx.encode()) for tx in partys])
     assert sorted(recoveries) == sorted(tx.hash for tx in partys)
     assert all(tx.hash in service.consensus.pool for tx in partys)
+
+
+async def test_a_relayed_v3_transaction_of_another_network_is_dropped_unchecked(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A v3 transaction names its network (nid), not its channel: one signed for a channel of
+    another network, relayed here, is dropped before its signature is recovered (a review
+    replayed one from a channel into another); one of this channel's network is taken."""
+    service = cluster.services[0]
+    cluster.network.down.add(service.signer.address)  # nothing else moves its pool
+    assert service.nid == 0x3  # ICON_NID: the cluster's genesis states none
+    client, now = Signer.generate(), time.time_ns() // 1000
+
+    def v3(nid: int, nonce: int) -> Transaction:
+        params = icon_tx.make_params(
+            sender=client.address,
+            to="hx" + "2" * 40,
+            step_limit=10**5,
+            timestamp_us=now,
+            nid=nid,
+            value=1,
+            nonce=nonce,
+        )
+        tx = Transaction.from_icon(icon_tx.verify_send_params(icon_tx.sign_params(params, client)))
+        return Transaction.decode(tx.encode())
+
+    elsewhere, here = [v3(0x7, n) for n in range(3)], [v3(0x3, n) for n in range(3)]
+    recoveries = count_recoveries(monkeypatch)
+    await service.receive_txs_in_turns(elsewhere)
+    service.receive_txs([Transaction.decode(tx.encode()) for tx in elsewhere])
+    assert recoveries == [] and not any(tx.hash in service.consensus.pool for tx in elsewhere)
+    await service.receive_txs_in_turns(here)
+    assert sorted(recoveries) == sorted(tx.hash for tx in here)
+    assert all(tx.hash in service.consensus.pool for tx in here)
 
 
 async def test_a_proposal_the_peer_would_not_check_has_no_signature_recovered_beforehand(

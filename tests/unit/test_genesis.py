@@ -69,6 +69,19 @@ def test_round_trip_and_canonical_text() -> None:
     assert GenesisData(()).total_supply == 0
 
 
+def test_a_channels_network_id_is_read_written_and_bounded() -> None:
+    """`nid` gives a channel its own network id for v3 transactions, written as ICON writes it."""
+    data = GenesisData.from_json({**LOCALNET, "nid": "0xffffffff"})
+    assert data.nid == 2**32 - 1 and data.to_json() == {**LOCALNET, "nid": "0xffffffff"}
+    assert GenesisData.decode(data.encoded()) == data
+    assert GenesisData.from_json(LOCALNET).nid is None and "nid" not in LOCALNET
+    for bad in ("0x0", "0x05", "0X5", "5", "0x100000000", 5, None, "0xg"):
+        with pytest.raises(EncodingError, match="field 'nid' must be a network id"):
+            GenesisData.from_json({**LOCALNET, "nid": bad})
+    with pytest.raises(EncodingError, match="'nid' must be a network id from 0x1"):
+        GenesisData((), nid=0)
+
+
 def test_the_limits_themselves_are_accepted() -> None:
     top = {"name": "n" * 64, "address": addr(1), "balance": "0x" + "f" * 64}
     data = GenesisData.from_json({"accounts": [top], "message": "m" * 1000})
