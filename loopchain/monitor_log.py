@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -55,8 +56,10 @@ def set_sink(sink: Sink | None) -> Sink | None:
 # process's stderr lines (e.g. "peer:7100"). Each entry carries its time with nanoseconds.
 #
 # fluent-logger's asynchronous sender does the sending on its own thread from a bounded queue
-# that drops its oldest entry when full (queue_circular), so emitting never waits for the
-# collector. A collector that is down or never reads costs entries, never the node's time: the
+# that drops its oldest entries when full (QUEUE_ENTRIES entries or QUEUE_BYTES packed bytes,
+# whichever comes first: an entry holds up to ~16K characters of message and 64K of exception
+# text), so emitting never waits for the collector and a collector that never reads costs at most
+# QUEUE_BYTES of memory (plus PENDING_BYTES and the entry being sent). A collector that is down or never reads costs entries, never the node's time: the
 # thread's connect and send time out after SEND_TIMEOUT; after a failed connect or send it makes
 # no new attempt for a pause growing from RETRY_MIN to RETRY_MAX (a collector that refuses
 # connections would otherwise be asked once per entry, at the cost of a core); entries it could not
@@ -66,6 +69,9 @@ def set_sink(sink: Sink | None) -> Sink | None:
 # counted: dropped_records().
 
 QUEUE_ENTRIES = 10_000  # entries waiting for the sender thread
+QUEUE_BYTES = (
+    4 << 20
+)  # ... and at most this many bytes of them (packed); the oldest dropped past it
 PENDING_BYTES = 64 << 10  # bytes kept for a collector that is unreachable, then dropped
 RETRY_MIN = 0.5  # seconds without an attempt after the first failure, doubled up to RETRY_MAX
 RETRY_MAX = 30.0
@@ -92,6 +98,7 @@ class ShippingHandler(logging.Handler):
         process: str,
         *,
         queue_entries: int = QUEUE_ENTRIES,
+        queue_bytes: int = QUEUE_BYTES,
         pending_bytes: int = PENDING_BYTES,
         send_timeout: float = SEND_TIMEOUT,
         close_deadline: float = CLOSE_DEADLINE,
@@ -123,12 +130,18 @@ class ShippingHandler(logging.Handler):
             queue_maxsize=queue_entries,
             queue_circular=True,
             queue_overflow_handler=self._oldest_dropped,
+            queue_bytes=queue_bytes,
         )
 
     @property
     def dropped(self) -> int:
         """Entries (records and events) lost on the way to the collector so far."""
         return self._drops
+
+    @property
+    def queued_bytes(self) -> int:
+        """Packed bytes of the entries waiting for the sender thread (at most QUEUE_BYTES)."""
+        return int(self.sender._queue.bytes)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -237,11 +250,41 @@ def _sender_class() -> type:
 
     class PausingSender(asyncsender.FluentSender):  # type: ignore[misc]
         """Sends nothing for a growing pause after a failed connect or send: the entries of
-        that pause are kept (up to its bufmax) or dropped, never each tried against the collector."""
+        that pause are kept (up to its bufmax) or dropped, never each tried against the collector.
+        Its queue is bounded by `queue_bytes` packed bytes as well as by entries: the oldest
+        entries make room for a new one (each counted by the overflow handler); an entry larger
+        than the bound on its own is refused (emit_with_time returns False)."""
 
         attempts = 0  # connects or sends tried (the sender thread's, read by tests)
         _retry_at = 0.0
         _pause = 0.0
+
+        def __init__(self, *args: Any, queue_bytes: int = QUEUE_BYTES, **kwargs: Any) -> None:
+            self.queue_bytes = queue_bytes
+            self._queue_ready = threading.Event()  # the sender thread starts in super().__init__
+            super().__init__(*args, **kwargs)
+            self._queue = _ByteQueue(self.queue_maxsize)  # fluent's own is still empty
+            self._queue_ready.set()
+
+        def _send_loop(self) -> None:
+            self._queue_ready.wait()  # take entries from the queue that counts bytes
+            super()._send_loop()
+
+        def _send(self, bytes_: bytes) -> bool:
+            size = len(bytes_)
+            with self.lock:
+                if self._closed or size > self.queue_bytes:
+                    return False
+                entries = self._queue
+                # only emits put (under self.lock): room made here stays until the put
+                while entries.full() or entries.bytes + size > self.queue_bytes:
+                    try:
+                        oldest = entries.get(block=False)
+                    except queue.Empty:  # the sender thread took the rest meanwhile
+                        break
+                    self._queue_overflow_handler(oldest)
+                entries.put(bytes_, block=False)
+                return True
 
         def _send_data(self, bytes_: bytes) -> None:
             if time.monotonic() < self._retry_at:
@@ -257,6 +300,23 @@ def _sender_class() -> type:
 
     _SENDER = PausingSender
     return _SENDER
+
+
+class _ByteQueue(queue.Queue[Any]):
+    """A queue that keeps the total size of the bytes in it (`bytes`, updated under its lock)."""
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self.bytes = 0
+
+    def _put(self, item: Any) -> None:
+        super()._put(item)
+        self.bytes += len(item) if isinstance(item, bytes | bytearray) else 0
+
+    def _get(self) -> Any:
+        item = super()._get()
+        self.bytes -= len(item) if isinstance(item, bytes | bytearray) else 0
+        return item
 
 
 def _not_own_records(record: logging.LogRecord) -> bool:
@@ -305,6 +365,13 @@ def dropped_records() -> int:
     """Records and events this process failed to deliver to the collector (0 when not shipping)."""
     handler = _handler
     return handler.dropped if handler is not None else 0
+
+
+def queued_bytes() -> int:
+    """Packed bytes of the entries waiting for the sender thread (at most QUEUE_BYTES); 0 when
+    not shipping."""
+    handler = _handler
+    return handler.queued_bytes if handler is not None else 0
 
 
 def pending_bytes() -> int:

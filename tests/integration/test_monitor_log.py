@@ -159,3 +159,73 @@ def test_start_shipping_installs_the_handler_and_the_event_sink(receiver: Forwar
 def test_unknown_process_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown process kind"):
         ShippingHandler("127.0.0.1", 1, "wallet", "w")
+
+
+def _queue_bytes_now(handler: ShippingHandler) -> int:
+    """The bytes in the sender's queue, summed from its entries (under the queue's lock)."""
+    entries = handler.sender._queue
+    with entries.mutex:
+        return sum(len(item) for item in entries.queue if isinstance(item, bytes))
+
+
+def test_large_records_for_a_collector_that_never_reads_stay_within_the_queue_bytes() -> None:
+    """Records of the largest size (message and exception text cut to their maximum) against a
+    collector that never reads: the queue keeps at most QUEUE_BYTES of them, dropping (and
+    counting) the oldest, however many entries it may hold."""
+    with ForwardReceiver(read=False) as stalled:
+        handler = ShippingHandler(
+            "127.0.0.1", stalled.port, "peer", PROCESS, send_timeout=60.0, close_deadline=0.2
+        )
+        try:
+            record = logging.LogRecord(
+                "x",
+                logging.ERROR,
+                __file__,
+                1,
+                "%s",
+                ("m" * 2 * monitor_log.MAX_MESSAGE_CHARS,),
+                None,
+            )
+            record.exc_text = "e" * 2 * monitor_log.MAX_EXC_CHARS
+            sent = 400  # ~32 MB packed: far more than QUEUE_BYTES, far fewer than QUEUE_ENTRIES
+            assert sent < monitor_log.QUEUE_ENTRIES
+            largest = 0
+            for _ in range(sent):
+                handler.handle(record)
+                queued = _queue_bytes_now(handler)
+                assert queued <= monitor_log.QUEUE_BYTES, queued
+                largest = max(largest, queued)
+            entry = len(handler.sender._make_packet(handler.record_label, 0.0, {"m": "m" * 81920}))
+            assert largest > monitor_log.QUEUE_BYTES - 2 * entry, largest  # the bound, not less
+            assert handler.queued_bytes == _queue_bytes_now(handler)
+            # what the socket, the pending bytes and the send in progress took is at most a few MB
+            assert handler.dropped >= sent - monitor_log.QUEUE_BYTES // entry - (8 << 20) // entry
+            assert handler.dropped <= sent
+        finally:
+            handler.close()
+
+
+def test_a_record_larger_than_the_queue_bytes_is_dropped_and_counted(
+    receiver: ForwardReceiver,
+) -> None:
+    handler = ShippingHandler("127.0.0.1", receiver.port, "peer", PROCESS, queue_bytes=10_000)
+    try:
+        big = logging.LogRecord("x", logging.INFO, __file__, 1, "%s", ("m" * 20_000,), None)
+        small = logging.LogRecord("x", logging.INFO, __file__, 1, "%s", ("small",), None)
+        handler.handle(big)
+        handler.handle(small)
+        wait_until(lambda: len(receiver.entries) == 1, 30, "the small record")
+    finally:
+        handler.close()
+    assert receiver.entries[0].record["message"] == "small"
+    assert handler.dropped == 1
+
+
+def test_module_reports_the_queued_bytes(receiver: ForwardReceiver) -> None:
+    assert monitor_log.queued_bytes() == 0  # not shipping
+    handler = monitor_log.start_shipping("127.0.0.1", receiver.port, "peer", PROCESS)
+    try:
+        assert monitor_log.queued_bytes() == handler.queued_bytes >= 0
+    finally:
+        monitor_log.stop_shipping()
+    assert monitor_log.queued_bytes() == 0
