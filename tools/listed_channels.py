@@ -12,7 +12,10 @@ as a development network needs; an existing key keeps its id. `--score-settings`
 "score_settings" object, where a string "@TARGET" stands for the id of the peer at TARGET (e.g.
 '{"token": {"owner": "@127.0.0.1:7100"}}'). `--genesis` is the channels' "genesis_data" object
 (the accounts funded with the native coin at genesis, loopchain.types.genesis), checked before it
-is written; without it the channels state none. Prints one "target peer_id" line per peer.
+is written; without it the channels state none. A genesis stating no "nid" gives each channel
+after the first its own network id for v3 transactions (the first 0x3, ICON_NID's default, the next
+0x4, ...), so that none takes another's v3 transactions replayed. Prints one "target peer_id" line
+per peer.
 """
 
 from __future__ import annotations
@@ -159,9 +162,25 @@ def run(args: argparse.Namespace) -> None:
     channel: dict[str, object] = {"score_package": args.score, "peers": peers}
     if settings:
         channel["score_settings"] = settings
-    if genesis is not None:
-        channel["genesis_data"] = genesis
-    _write(args.out, {name: channel for name in names})
+    channels: dict[str, object] = {}
+    for index, name in enumerate(names):
+        own = dict(channel)
+        if genesis is not None:
+            own["genesis_data"] = _own_network(genesis, index, len(names))
+        channels[name] = own
+    _write(args.out, channels)
+
+
+FIRST_NID = 0x3  # the default ICON_NID: the first channel's, as it would be without a nid
+
+
+def _own_network(genesis: object, index: int, count: int) -> object:
+    """`genesis` for the channel at `index` of `count`: with a nid of its own when there are
+    several channels and it states none (channels sharing one take each other's v3
+    transactions, replayed)."""
+    if count == 1 or not isinstance(genesis, dict) or "nid" in genesis:
+        return genesis
+    return {**genesis, "nid": hex(FIRST_NID + index)}
 
 
 def main(argv: list[str] | None = None) -> int:

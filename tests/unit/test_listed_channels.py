@@ -73,9 +73,16 @@ def test_genesis_is_written_into_every_channel_only_when_given(tmp_path: Path) -
     args = ["--out", str(out), "--channels", "a,b", "--peer", f"127.0.0.1:7100={tmp_path / 'k'}"]
     assert main([*args, "--genesis", json.dumps(GENESIS)]) == 0
     written = json.loads(out.read_text())
-    assert [written[name]["genesis_data"] for name in ("a", "b")] == [GENESIS, GENESIS]
+    # each channel its own network id (a v3 transaction names no channel): 0x3, then 0x4
+    own = [{**GENESIS, "nid": "0x3"}, {**GENESIS, "nid": "0x4"}]
+    assert [written[name]["genesis_data"] for name in ("a", "b")] == own
     specs = load_channels(out, "a", "org/x")
-    assert specs["b"].genesis == GenesisData.from_json(GENESIS)
+    assert specs["b"].genesis == GenesisData.from_json(own[1])
+    stated = {**GENESIS, "nid": "0x9"}  # a stated nid is the operator's: kept, and one channel
+    assert main([*args[:3], "a", *args[4:], "--genesis", json.dumps(stated)]) == 0
+    assert json.loads(out.read_text())["a"]["genesis_data"] == stated
+    assert main([*args[:3], "a", *args[4:], "--genesis", json.dumps(GENESIS)]) == 0
+    assert json.loads(out.read_text())["a"]["genesis_data"] == GENESIS  # alone: ICON_NID's
     assert main(args) == 0  # without --genesis the channels state none
     assert all("genesis_data" not in channel for channel in json.loads(out.read_text()).values())
     assert load_channels(out, "a", "org/x")["a"].genesis is None
