@@ -20,9 +20,16 @@ object, no usable time, too long), which are skipped (counted, the first 10 name
 that could not be read to the end (a half-written or corrupt .log.gz, a read error): the lines
 read before the problem are kept and the other files are read.
 
+Every file of IN is open at once while they are merged: the soft limit of open files
+(RLIMIT_NOFILE) is raised to the hard one first, and more files than that allows are refused
+(exit 2, naming how many it can read at once: raise `ulimit -n` or give IN in parts). OUT is
+written to a temporary file next to it, which takes OUT's name at the end (OUT is left as it was
+when the run fails); OUT may not be one of the input files (exit 2).
+
 Exit status: 0 when at least one file could be read (files with problems are listed), 1 when no
-file could be read at all or a file could not be opened, 2 when IN is missing or holds no collector files, or OUT cannot be
-written (or a usage error).
+file could be read at all or a file could not be opened, 2 when IN is missing or holds no
+collector files, OUT is one of them or cannot be written, there are more files than this process
+may open at once (or a usage error).
 """
 
 from __future__ import annotations
@@ -34,18 +41,25 @@ if __name__ == "__main__":  # run as a file, by any python: go on in the reposit
     runpy.run_path(str(Path(__file__).resolve().parent / "_venv.py"))["into_venv"](__file__)
 
 import argparse
+import contextlib
 import datetime
 import gzip
 import heapq
 import json
 import math
+import os
+import resource
 import sys
+import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from loopchain.durable import sync_directory
+from loopchain.fds import raise_soft_limit
 
 MAX_LINE = 1 << 20  # characters of one JSON line; a longer one is malformed
 MAX_SHOWN_MALFORMED = 10
@@ -54,6 +68,7 @@ WINDOW_CHARS = 64 << 20  # ... and at most this many characters of their lines
 ERROR_LEVELS = frozenset({"ERROR", "CRITICAL", "FATAL"})
 LOG_SUFFIXES = (".log", ".log.gz", ".jsonl")
 SHOWN_FIELDS_EXCLUDED = frozenset({"event", "process", "pid", "tag", "time"})
+SPARE_DESCRIPTORS = 16  # open files besides the inputs: stdio, OUT, the interpreter's own
 
 
 @dataclass(frozen=True, order=True)
@@ -96,8 +111,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the errors and exceptions with a count per process.",
         epilog="Exit status: 0 when at least one file could be read (files that could not be read "
         "to the end are listed), 1 when no file could be read or a file could not be opened, "
-        "2 when IN is missing or holds no "
-        "collector files or OUT cannot be written.",
+        "2 when IN is missing or holds no collector files, OUT is one of them or cannot be "
+        "written, or there are more files than the process may open at once.",
     )
     parser.add_argument("input", metavar="IN", type=Path, help="a collector file or directory")
     parser.add_argument("output", metavar="OUT", type=Path, help="where the log lines go")
@@ -111,6 +126,70 @@ def input_files(path: Path) -> list[Path]:
     if path.is_dir():
         return sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(LOG_SUFFIXES))
     raise FileNotFoundError(f"{path} is neither a file nor a directory")
+
+
+class UsageError(Exception):
+    """A run refused before anything is read or written (exit 2)."""
+
+
+def check_output(output: Path, files: list[Path]) -> None:
+    """Refuse an OUT that is one of the input files (writing it would lose what it holds)."""
+    for path in files:
+        same = output.resolve() == path.resolve()
+        with contextlib.suppress(OSError):  # OUT not there yet: a new file is no input
+            same = same or os.path.samefile(output, path)
+        if same:
+            raise UsageError(f"OUT {output} is the input file {path}: give OUT another name")
+
+
+def check_descriptors(count: int) -> None:
+    """Raise the soft limit of open files as far as `count` inputs need (up to the hard
+    limit); refuse when it stays too low for them all to be open at once."""
+    soft = raise_soft_limit(count + SPARE_DESCRIPTORS)
+    if soft is not None and soft < count + SPARE_DESCRIPTORS:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        limit = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+        raise UsageError(
+            f"{count} input files, but this process may open at most {soft} files (hard limit "
+            f"{limit}), so it can read at most {max(soft - SPARE_DESCRIPTORS, 0)} files at once: "
+            "raise the limit (ulimit -n) or give IN in parts"
+        )
+
+
+@contextlib.contextmanager
+def replacing(output: Path) -> Iterator[IO[str]]:
+    """A text file that takes `output`'s name when the block ends without an error (a
+    temporary file in its folder until then; removed on an error). A special OUT that exists
+    (/dev/stdout, a pipe) is written directly."""
+    if output.exists() and not output.is_file():
+        with output.open("w", encoding="utf-8") as direct:
+            yield direct
+        return
+    folder = output.parent
+    fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=folder)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+            os.chmod(file.fileno(), _mode_for(output))
+        os.replace(tmp, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    with contextlib.suppress(OSError):
+        sync_directory(folder)
+
+
+def _mode_for(output: Path) -> int:
+    """OUT's mode when it exists, else that of a new file under the umask."""
+    with contextlib.suppress(OSError):
+        return output.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _open(path: Path) -> IO[str]:
@@ -310,9 +389,11 @@ def main(argv: list[str] | None = None) -> int:
         files = input_files(args.input)
         if not files:
             raise FileNotFoundError(f"{args.input} holds no collector files (*.log, *.log.gz)")
-        with args.output.open("w", encoding="utf-8") as out:
+        check_output(args.output, files)
+        check_descriptors(len(files))
+        with replacing(args.output) as out:
             summary = run(files, out, sys.stdout)
-    except OSError as exc:
+    except (OSError, UsageError) as exc:
         print(f"log_parser.py: error: {exc}", file=sys.stderr)
         return 2
     report(summary, sys.stdout)

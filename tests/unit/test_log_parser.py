@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -337,33 +342,117 @@ def test_control_characters_in_messages_are_escaped(
     assert "ValueError: \\x1b[2J" in printed
 
 
-FEW_DESCRIPTORS = """
-import resource, sys
-resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
-from tools import log_parser
-sys.exit(log_parser.main(sys.argv[1:]))
-"""
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tools" / "log_parser.py"
 
 
-def test_a_file_that_cannot_be_opened_is_exit_1(tmp_path: Path) -> None:
-    """More files than the process may open at once: those it could not open are named and the
-    exit status says OUT is not whole (it was 0)."""
-    import subprocess
-    import sys
-
-    logs = tmp_path / "log"
-    logs.mkdir()
-    for index in range(60):
-        (logs / f"{index:03}.log").write_text(peer_lines(1, start=index)[0] + "\n")
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        [sys.executable, "-c", FEW_DESCRIPTORS, str(logs), str(tmp_path / "out.log")],
+def run_limited(
+    logs: Path, out: Path, soft: int, hard: int | None
+) -> subprocess.CompletedProcess[str]:
+    """tools/log_parser.py LOGS OUT run as a file in a process started with RLIMIT_NOFILE
+    (soft, hard); hard None: the hard limit this process has."""
+    current_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    limits = (soft, current_hard if hard is None else hard)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), str(logs), str(out)],
         capture_output=True,
         text=True,
-        timeout=60,
-        cwd=root,
+        timeout=120,
+        cwd=ROOT,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits),
     )
+
+
+def many_files(tmp_path: Path, count: int) -> Path:
+    logs = tmp_path / "log"
+    logs.mkdir()
+    for index in range(count):
+        (logs / f"{index:03}.log").write_text(peer_lines(1, start=index)[0] + "\n")
+    return logs
+
+
+def test_a_low_soft_limit_of_open_files_is_raised_for_the_inputs(tmp_path: Path) -> None:
+    """300 files under `ulimit -Sn 128`: the soft limit is raised (the hard one allows it) and
+    every file is read (they failed with "Too many open files")."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 300 + log_parser.SPARE_DESCRIPTORS:
+        pytest.skip(f"the hard limit of open files here is {hard}")
+    logs = many_files(tmp_path, 300)
+    out = tmp_path / "out.log"
+    done = run_limited(logs, out, 128, None)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr)
+    assert "Traceback" not in done.stderr and "cannot open" not in done.stdout
+    assert "300 records from 300 file(s)" in done.stdout
+    assert len(out.read_text().splitlines()) == 300
+
+
+def test_more_files_than_the_hard_limit_allows_are_refused_clearly(tmp_path: Path) -> None:
+    """More files than the process may ever open at once: exit 2 naming how many it can read,
+    before OUT is touched (it was exit 1 with OUT missing the files it could not open)."""
+    logs = many_files(tmp_path, 60)
+    out = tmp_path / "out.log"
+    out.write_text("kept\n")
+    done = run_limited(logs, out, 40, 40)
     assert "Traceback" not in done.stderr + done.stdout, done.stderr
-    assert done.returncode == 1, (done.stdout, done.stderr)
-    assert "cannot open: Too many open files" in done.stdout
-    assert done.stderr.startswith("log_parser.py: error: ") and "could not be opened" in done.stderr
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.startswith("log_parser.py: error: 60 input files")
+    expected = f"can read at most {40 - log_parser.SPARE_DESCRIPTORS} files at once"
+    assert expected in done.stderr and "ulimit -n" in done.stderr, done.stderr
+    assert out.read_text() == "kept\n"
+
+
+def test_out_may_not_be_an_input_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`log_parser.py c.log c.log` wiped the collected log and said "0 records", exit 0."""
+    collected = tmp_path / "c.log"
+    collected.write_text("\n".join(PEER) + "\n")
+    before = collected.read_bytes()
+    alias = tmp_path / "alias.log"
+    alias.symlink_to(collected)
+    linked = tmp_path / "hard.log"
+    os.link(collected, linked)
+    for out in (collected, alias, linked, tmp_path / "." / "c.log"):
+        assert log_parser.main([str(collected), str(out)]) == 2, out
+        err = capsys.readouterr().err
+        assert err.startswith("log_parser.py: error: OUT ") and "is the input file" in err, err
+        assert collected.read_bytes() == before
+    # a file of an input folder too
+    logs = write_dir(tmp_path)
+    inside = logs / "loopchain.peer.20250101.log"
+    held = inside.read_bytes()
+    assert log_parser.main([str(logs), str(inside)]) == 2
+    assert "is the input file" in capsys.readouterr().err
+    assert inside.read_bytes() == held
+
+
+def test_a_new_out_inside_the_input_folder_is_written_and_not_read(tmp_path: Path) -> None:
+    logs = write_dir(tmp_path)
+    out = logs / "all.log"
+    assert log_parser.main([str(logs), str(out)]) == 0
+    assert len(out.read_text().splitlines()) == len(PEER) + len(EVENTS) + len(RS)
+    assert sorted(p.name for p in logs.iterdir() if p.name.startswith(".")) == []  # no temporary
+
+
+def test_out_is_replaced_only_when_the_run_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OUT goes to a temporary file next to it, renamed at the end: a run that fails midway
+    leaves the old OUT whole and no temporary file."""
+    logs = write_dir(tmp_path)
+    out = tmp_path / "out.log"
+    out.write_text("the previous run\n")
+    out.chmod(0o640)
+
+    def failing(files: list[Path], written: Any, shown: Any) -> log_parser.Summary:
+        written.write("half of it\n")
+        assert out.read_text() == "the previous run\n"  # not truncated while reading
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(log_parser, "run", failing)
+    assert log_parser.main([str(logs), str(out)]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert out.read_text() == "the previous run\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    monkeypatch.undo()
+    assert log_parser.main([str(logs), str(out)]) == 0
+    assert len(out.read_text().splitlines()) == len(PEER) + len(EVENTS) + len(RS)
+    assert out.stat().st_mode & 0o777 == 0o640  # the mode of the OUT it replaced
