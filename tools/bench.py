@@ -591,23 +591,28 @@ class V3Senders:
 
     accounts: list[Signer]
     sink: str
-    nid: int = 3
+    channels: Sequence[str] = ("",)
+    nids: dict[str, int] = field(default_factory=dict)  # each channel's, as its peer says
 
     def body(self, index: int, seq: int) -> dict[str, Any]:
-        params = transfer_params(self.accounts[index], self.sink, 1, self.nid, nonce=seq)
+        nid = self.nids.get(_channel_of(index, self.channels), 3)
+        params = transfer_params(self.accounts[index], self.sink, 1, nid, nonce=seq)
         return {"jsonrpc": "2.0", "id": seq, "method": "icx_sendTransaction", "params": params}
 
 
 async def fund_v3_senders(clients: int, channels: Sequence[str]) -> V3Senders:
     """A fresh account per client, funded on its client's channel through peer 0."""
     funder = Signer(bytes.fromhex(DEV_KEY))
-    senders = V3Senders([Signer.generate() for _ in range(clients)], funder.address)
+    accounts = [Signer.generate() for _ in range(clients)]
+    senders = V3Senders(accounts, funder.address, list(channels))
     for number, channel in enumerate(channels):
         mine = [a for i, a in enumerate(senders.accounts) if _channel_of(i, channels) == channel]
         base = f"http://127.0.0.1:{REST_PORTS[0]}"
         transport = RestTransport(base, channel, REQUEST_TIMEOUT, 4)
         try:
-            await fund(transport, funder, mine, senders.nid)
+            # each channel its own network id (a v3 transaction names no channel)
+            senders.nids[channel] = await transport.network_id()
+            await fund(transport, funder, mine, senders.nids[channel])
         except LoadError as exc:
             raise BenchError(f"cannot fund the v3 accounts of channel {number}: {exc}") from None
         finally:

@@ -7,7 +7,8 @@
 
 `-t 0` creates v1 transactions (the peer signs), `-t 1` queries, `-t 2` sends ICON v3 transfers that
 the clients sign: first the funding account funds one fresh account per client with FUND_ICX, then
-each client sends 1-loop transfers from its own account (stepLimit 100,000, nid `--nid`) through
+each client sends 1-loop transfers from its own account (stepLimit 100,000, nid `--nid`, by default
+the channel's, as its peer says) through
 icx_sendTransaction (REST) or CreateIconTx (gRPC). The funding account's private key comes from
 `--key-file FILE` (mode 0600: hex, or PEM as a peer's key file, an encrypted one opened with
 $LOOPCHAIN_KEY_PASSWORD), else $LOOPCHAIN_LOADTOOL_KEY (hex), else the development genesis account
@@ -30,6 +31,7 @@ if __name__ == "__main__":  # run as a file, by any python: go on in the reposit
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -226,7 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HEX",
         help=f"-t 2: deprecated (visible to every user in ps): --key-file or ${KEY_ENV}",
     )
-    add("--nid", type=_argparse_type(_positive_int), default=3, help="-t 2: network id")
+    add(
+        "--nid",
+        type=_argparse_type(_positive_int),
+        help="-t 2: network id (default: the channel's, as its peer says)",
+    )
     add("--channel", default="", help="channel (default: the peer's default channel)")
     add("--rate", type=_argparse_type(_positive_float), help="at most this many requests/s")
     add(
@@ -306,6 +312,7 @@ class Transport(Protocol):
     async def create_icon_tx(self, params: dict[str, Any]) -> str: ...
     async def balance(self, address: str) -> int: ...
     async def query(self, payload: dict[str, Any]) -> None: ...
+    async def network_id(self) -> int: ...
     async def last_block(self) -> BlockInfo | None: ...
     async def new_blocks(
         self, tip: BlockInfo, seen_height: int, stop: asyncio.Event | None = None
@@ -411,6 +418,10 @@ class RestTransport:
 
     async def create_icon_tx(self, params: dict[str, Any]) -> str:
         return tx_hash_of(await self._v3("icx_sendTransaction", params))
+
+    async def network_id(self) -> int:
+        result = await self._v3("icx_getNetworkInfo", {})
+        return _network_id(result.get("nid") if isinstance(result, dict) else None)
 
     async def balance(self, address: str) -> int:
         result = await self._v3("icx_getBalance", {"address": address})
@@ -528,6 +539,10 @@ class GrpcTransport:
         request = pb.IconTxRequest(channel=self._channel, params_json=json.dumps(params))
         reply = await self._call(self._stub.CreateIconTx, request)
         return tx_hash_of(reply.tx_hash)
+
+    async def network_id(self) -> int:
+        reply = await self._call(self._stub.GetStatus, pb.ChannelRequest(channel=self._channel))
+        return _network_id(reply.nid or DEFAULT_NID)  # a peer of an earlier version says none
 
     async def balance(self, address: str) -> int:
         request = pb.BalanceRequest(channel=self._channel, address=address)
@@ -851,7 +866,20 @@ async def fund_accounts(run: Run) -> None:
             raise LoadError("funding", str(exc)) from None
     run.sink = funder.address
     run.accounts = [Signer.generate() for _ in range(run.args.clients)]
+    if run.args.nid is None:
+        run.args.nid = await run.transport.network_id()
     await fund(run.transport, funder, run.accounts, run.args.nid)
+
+
+DEFAULT_NID = "0x3"  # ICON_NID's default
+
+
+def _network_id(stated: object) -> int:
+    """The network id a peer stated ("0x3"); LoadError for anything else."""
+    if isinstance(stated, str) and stated.startswith("0x") and 2 < len(stated) <= 10:
+        with contextlib.suppress(ValueError):
+            return int(stated, 16)
+    raise LoadError("bad reply", f"not a network id: {str(stated)[:80]!r}")
 
 
 def transfer_params(

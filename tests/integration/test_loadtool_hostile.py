@@ -450,12 +450,18 @@ async def test_the_funding_key_is_taken_from_a_file_or_the_environment(
     rest_peer: RestPeer, tmp_path: Path, source: str
 ) -> None:
     """-t 2 funds its clients from the key of --key-file or $LOOPCHAIN_LOADTOOL_KEY, which never
-    appears on its command line; here the peer refuses the funding transfer it signed."""
+    appears on its command line; here the peer refuses the funding transfer it signed. The
+    transfer is for the channel's network, as the peer states it (no --nid)."""
     funder = Signer(bytes(range(1, 33)))
     senders: list[str] = []
+    nids: list[str] = []
 
     async def refuse(request: web.Request) -> web.StreamResponse:
-        senders.append((await request.json())["params"]["from"])
+        call = await request.json()
+        if call["method"] == "icx_getNetworkInfo":
+            return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {"nid": "0x7"}})
+        senders.append(call["params"]["from"])
+        nids.append(call["params"]["nid"])
         return web.json_response({"jsonrpc": "2.0", "id": 1, "error": {"code": -32000}})
 
     rest_peer.handlers["/api/v3"] = refuse
@@ -469,6 +475,6 @@ async def test_the_funding_key_is_taken_from_a_file_or_the_environment(
     else:
         env[loadtool.KEY_ENV] = funder.secret_bytes().hex()
     code, out, err = await run_loadtool(*args, env=env)
-    assert senders == [funder.address], err
+    assert senders == [funder.address] and nids == ["0x7"], err
     assert code == 1 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith("loadtool: cannot read the chain")
