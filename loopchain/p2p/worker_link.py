@@ -105,6 +105,7 @@ class WorkerLink:
         self.budget = ByteBudget(WORKER_QUEUE_BYTES, CALLER_RESERVE_BYTES)
         self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.stopped: str | None = None  # why its worker is not started again (stop_serving)
         # a worker that stops answering (stopped, its loop stuck) is probed after the first call
         # that runs out of time, and while it does not answer its calls are refused at once
         self.health = PeerHealth(
@@ -134,6 +135,11 @@ class WorkerLink:
         timeout = min(max(0.0, given), MAX_DEADLINE_S)
         if self._closed:
             raise WorkerRefusal(grpc.StatusCode.UNAVAILABLE, self._stopping)
+        if self.stopped is not None:
+            raise WorkerRefusal(
+                grpc.StatusCode.UNAVAILABLE,
+                f"channel {self.channel} stopped on this peer: {self.stopped}",
+            )
         try:
             await self.health.admit()
         except grpc.aio.AioRpcError as exc:  # taken as stalled: refused without waiting
@@ -168,6 +174,11 @@ class WorkerLink:
         except grpc.aio.UsageError:  # closed meanwhile: the peer is stopping
             raise WorkerRefusal(grpc.StatusCode.UNAVAILABLE, self._stopping) from None
 
+    def stop_serving(self, why: str) -> None:
+        """Its worker is not started again, for `why`: calls are refused at once, saying so, and
+        the gossip and consensus messages pushed to it dropped."""
+        self.stopped = why
+
     @property
     def _stopping(self) -> str:
         return f"channel {self.channel}: this peer is stopping"
@@ -191,7 +202,7 @@ class WorkerLink:
         least recently used one is closed for a new caller (members come and go over a life).
         A host's connections beyond LINKS_PER_HOST share one stream (see _connection_key), so
         that one host can neither hold more lanes for the worker nor close other hosts'."""
-        if self._closed:
+        if self._closed or self.stopped is not None:
             return
         now = time.monotonic()
         key, named = (caller, "") if caller is not None else self._connection_key(source, now)

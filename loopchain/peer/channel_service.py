@@ -981,9 +981,9 @@ class ChannelService:
         """A write to the store failed (disk full, read-only, failing) or was refused (the
         consensus made final what the store will not hold: a transaction final twice, a height
         out of order), or a read the channel cannot go on without found it damaged: this channel
-        stops here, before it acts on what it could not record, and the peer shuts down. What is
-        on disk is whole (every write is one batch), so a restart once the storage is fixed goes
-        on."""
+        stops here, before it acts on what it could not record (the peer's other channels go on;
+        the peer stops once none is left). What is on disk is whole (every write is one batch),
+        so a restart once the storage is fixed goes on."""
         if self.halted:
             return
         failed = "refused" if type(exc) is BlockStoreError else "failed"

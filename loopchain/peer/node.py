@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from loopchain import monitor_log
 from loopchain.blockchain.block_store import BlockStore, BlockStoreError, StoreDamaged
 from loopchain.blockchain.restore import restore_tip
 from loopchain.configure import Config, config_from_values
@@ -214,6 +216,9 @@ class PeerNode:
         # why the peer stopped on its own (its storage failed, a worker crashed too often), and
         # what to do about it: what it says as it ends
         self.failure: str | None = None
+        # channels stopped for good on this peer (storage failed, a worker crashed too often),
+        # and why: the others go on; the peer stops once none is left
+        self.stopped_channels: dict[str, str] = {}
         self.rest_proxy: RestProxy | None = None
         # the folder of the socket this peer serves its own REST proxy on (see _own_socket)
         self._own_dir: OwnedDir | None = None
@@ -255,6 +260,11 @@ class PeerNode:
         service = self.channels.get(name)
         if service is None:
             raise RequestError(ErrorKind.NOT_FOUND, f"channel {name!r} is not served by this peer")
+        stopped = self.stopped_channels.get(name)
+        if stopped is not None:
+            raise RequestError(
+                ErrorKind.UNAVAILABLE, f"channel {name} stopped on this peer: {stopped}"
+            )
         return service
 
     def worker_link(self, name: str) -> WorkerLink | None:
@@ -393,7 +403,12 @@ class PeerNode:
             log.warning("could not make this process non-dumpable: SCOREs may read its memory")
         assert self.signer is not None
         spec = worker_spec_json(self.options, grant, issuer, self.config, self.signer)
-        worker = ChannelWorker(grant.channel, spec, self.config, self._stop_for)
+        worker = ChannelWorker(
+            grant.channel,
+            spec,
+            self.config,
+            functools.partial(self._channel_stopped, grant.channel),
+        )
         self.workers[grant.channel] = worker
         group.create_task(worker.run(), name=f"worker:{grant.channel}")
 
@@ -537,7 +552,7 @@ class PeerNode:
             signer=self.signer,
             store=store,
             transport=self.transport,
-            on_fatal=self._fail,
+            on_fatal=functools.partial(self._fail, grant.channel),
             metrics=self.metrics.channel(grant.channel),
             on_members_wanted=self._members_wanted.set,
         )
@@ -549,9 +564,27 @@ class PeerNode:
         # sent its own to nobody for a while
         service.set_members(self._cached_members(grant.channel))
 
-    def _fail(self, reason: str) -> None:
-        """A channel cannot go on (its storage failed): stop the whole peer, exit status 1."""
-        self._stop_for(f"{reason}. {STORAGE_ADVICE}")
+    def _fail(self, channel: str, reason: str) -> None:
+        """Channel `channel` cannot go on (its storage failed): it stops (_channel_stopped)."""
+        self._channel_stopped(channel, f"{reason}. {STORAGE_ADVICE}")
+
+    def _channel_stopped(self, channel: str, why: str) -> None:
+        """Channel `channel` stopped for good on this peer, for `why`: the others go on (a
+        review had one channel's crashing worker stop every channel of the peer), and the
+        peer stops, exit status 1, once none is left. Its calls are answered UNAVAILABLE with
+        why; it sends no heartbeat, so the RadioStation lists this peer as gone from it."""
+        self.stopped_channels.setdefault(channel, why)
+        served = {*self.channels, *self.workers}
+        if served <= set(self.stopped_channels):
+            self._stop_for(why)
+            return
+        log.error(
+            "channel %s stopped on this peer: %s. The peer's other channels go on (%s)",
+            channel,
+            why,
+            ", ".join(sorted(served - set(self.stopped_channels))),
+        )
+        monitor_log.event("Error", channel=channel, kind="channel_stopped", message=why[:500])
 
     def _stop_for(self, failure: str) -> None:
         """Stop the whole peer for `failure` (what it says as it stops), exit status 1."""
@@ -581,6 +614,8 @@ class PeerNode:
         if self._registration_pending:  # (made by this process, with or without workers)
             await self._register_again(rs, unknown=False)
         for name, service in self.channels.items():
+            if name in self.stopped_channels:  # gone from it, as the RadioStation should see
+                continue
             try:
                 status = service.status()
             except (StorageError, StoreDamaged) as exc:  # its store is damaged where status reads

@@ -13,14 +13,17 @@ A worker killed or crashed is started again after a backoff (what it acknowledge
 and intake log), without the fail points of the peer's environment (they fire in its first run).
 Its exit status says why it ended:
 
-* WORKER_STORAGE_FAILED: its storage failed, or its store fails its checks. The peer stops, as with
-  a channel in its own process: starting it again would only fail again until the storage is
-  fixed.
-* WORKER_SPEC_REFUSED: it refused what its peer handed it. The peer stops, as the same spec would
-  be refused again.
+* WORKER_STORAGE_FAILED: its storage failed, or its store fails its checks. The channel stops on
+  this peer, as a channel in the peer's own process does: starting it again would only fail again
+  until the storage is fixed.
+* WORKER_SPEC_REFUSED: it refused what its peer handed it. The channel stops, as the same spec
+  would be refused again.
 * any other status (1: an exception nothing caught, a bug, or a start refused by the system): it
-  crashed, and is started again. After MAX_CRASHES within CRASH_WINDOW the peer stops instead of
-  starting it forever.
+  crashed, and is started again. After MAX_CRASHES within CRASH_WINDOW the channel stops instead
+  of starting it forever.
+
+A channel stopped so answers its calls UNAVAILABLE, saying why; the peer's other channels go on,
+and the peer stops once none is left (Node._channel_stopped).
 * killed by a signal from outside (kill -9, the OOM killer, SIGTERM), or ended by one (0): it is
   started again, however often.
 * ended by a signal of its own fault (SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL: a C extension
@@ -51,9 +54,9 @@ from loopchain.scoreservice.supervisor import MAX_SOCKET_PATH_BYTES
 
 log = logging.getLogger(__name__)
 
-WORKER_SPEC_REFUSED = 2  # it refused what its peer handed it: the peer stops too
-WORKER_STORAGE_FAILED = 3  # its storage failed or fails its checks: the peer stops too
-MAX_CRASHES = 5  # crashes of a worker within CRASH_WINDOW that stop the peer
+WORKER_SPEC_REFUSED = 2  # it refused what its peer handed it: the channel stops
+WORKER_STORAGE_FAILED = 3  # its storage failed or fails its checks: the channel stops
+MAX_CRASHES = 5  # crashes of a worker within CRASH_WINDOW that stop its channel
 CRASH_WINDOW = 120.0
 MAX_WORKER_SPEC_BYTES = 4 << 20  # what a worker reads of its spec (the configuration is in it)
 SOCKET_DIR_PREFIX = "loopchain-worker-"
@@ -101,7 +104,9 @@ class ChannelWorker(Supervised):
         try:
             code = await self.keep_running()
             if code is not None:
-                self._on_fatal(self._why(code))
+                why = self._why(code)
+                self.link.stop_serving(why)
+                self._on_fatal(why)
         finally:
             self._socket_dir.close()
 

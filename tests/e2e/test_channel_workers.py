@@ -24,6 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loopchain import failpoints
+from loopchain.peer.workers import MAX_CRASHES
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.transaction import Transaction
@@ -398,6 +399,34 @@ def test_a_worker_that_crashes_is_started_again_and_its_peer_goes_on(lone: Local
     assert all(code == 0 for code in codes.values()), codes
     assert lone.problem_logs() == [peer.name], lone.problem_logs()
     crash_only_problems(peer.log_text(), crash)
+
+
+def test_a_channel_whose_worker_crashes_for_good_stops_alone(lone: LocalNetwork) -> None:
+    """A worker that crashes MAX_CRASHES times within CRASH_WINDOW is not started again. That
+    stopped the whole peer, its other channels with it (review: one channel's failure took every
+    channel of the peer down). Now that channel alone stops, answering why, and the others go
+    on; a peer stops once none of its channels is left."""
+    lone.start_with_peers(1, channels=CHANNELS)
+    (port,) = lone.peers
+    peer = lone.peers[port]
+    for crash in range(1, MAX_CRASHES + 1):
+        pid = workers(peer.pid)[BETA]
+        os.kill(pid, signal.SIGSEGV)  # a crash's signal, as a C extension's fault would be
+
+        def gone_or_started(pid: int = pid, crash: int = crash) -> bool:
+            assert peer.alive, f"the peer stopped:\n{peer.log_text()[-2000:]}"
+            if crash == MAX_CRASHES:
+                return "channel beta stopped on this peer" in peer.log_text()
+            return workers(peer.pid).get(BETA, pid) != pid
+
+        wait_until(gone_or_started, 60, f"beta's worker after crash {crash}")
+    committed(lone, port, ALPHA, "after beta stopped", "an alpha tx after beta stopped")
+    status, body = http("GET", f"{lone.rest(port)}/api/v1/status/peer?channel={BETA}")
+    assert status == 503 and "channel beta stopped on this peer" in body["message"], body
+    assert f"crashed {MAX_CRASHES} times" in body["message"], body
+    assert BETA not in workers(peer.pid) and peer.alive
+    codes = lone.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
 
 
 def test_a_worker_started_again_runs_with_its_peers_settings_not_the_edited_files(

@@ -8,6 +8,7 @@ store damaged where the test chooses; the RadioStation an in-memory stand-in."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from loopchain.blockchain import block_store
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import load_config
+from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
 from loopchain.peer.node import PeerNode, PeerOptions
@@ -46,9 +48,12 @@ class RadioStation:
         return [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)], None
 
 
-def _peer(tmp_path: Path, kv: DamagedStore) -> tuple[PeerNode, ChannelService]:
-    """A peer node holding one real channel service over `kv`, wired to the node as it wires
-    the channels it opens (a fatal channel stops the node)."""
+def _peer(
+    tmp_path: Path, kv: DamagedStore, others: tuple[str, ...] = ()
+) -> tuple[PeerNode, ChannelService]:
+    """A peer node holding one real channel service over `kv` (and one over a whole store for
+    each of `others`), wired to the node as it wires the channels it opens (a fatal channel
+    stops; the node once none is left)."""
     config = load_config(
         environ={},
         overrides={
@@ -60,19 +65,19 @@ def _peer(tmp_path: Path, kv: DamagedStore) -> tuple[PeerNode, ChannelService]:
     node = PeerNode(config, PeerOptions(7100, ("127.0.0.1:7102",), None, None, False))
     node.signer = Signer.generate()
     node.node_store = MemoryStore()
-    settings = ChannelSettings(
-        CHANNEL, "no/score", Signer.generate().address, "127.0.0.1:7100", tmp_path / CHANNEL, 0
-    )
-    service = ChannelService(
-        settings=settings,
-        config=config,
-        signer=node.signer,
-        store=BlockStore(kv, CHANNEL),
-        transport=InMemoryNetwork().transport(node.signer.address),
-        on_fatal=node._fail,
-    )
-    node.channels[CHANNEL] = service
-    return node, service
+    for name, store in ((CHANNEL, kv), *((other, DamagedStore()) for other in others)):
+        settings = ChannelSettings(
+            name, "no/score", Signer.generate().address, "127.0.0.1:7100", tmp_path / name, 0
+        )
+        node.channels[name] = ChannelService(
+            settings=settings,
+            config=config,
+            signer=node.signer,
+            store=BlockStore(store, name),
+            transport=InMemoryNetwork().transport(node.signer.address),
+            on_fatal=functools.partial(node._fail, name),
+        )
+    return node, node.channels[CHANNEL]
 
 
 def _corrupt_counter(kv: DamagedStore) -> str:
@@ -124,3 +129,46 @@ async def test_a_status_read_meeting_a_damaged_store_stops_the_channel_not_the_h
     assert node.failure is not None  # the peer exits 1 with the channel's reason and advice
     assert node.failure.startswith(service.halted)
     assert rs.beats == [(CHANNEL, 0, -1)]  # nothing reported from a status not read
+
+
+@pytest.mark.timeout(120)
+async def test_a_channel_whose_store_is_damaged_stops_alone_and_the_others_go_on(
+    tmp_path: Path,
+) -> None:
+    """A peer of two channels, one of whose stores is damaged: that channel halts, is answered
+    UNAVAILABLE saying why and sends no heartbeat (the RadioStation sees this peer gone from
+    it), while the other goes on and the peer keeps running. Before, the peer stopped, its other
+    channel with it (review)."""
+    kv = DamagedStore()
+    node, service = _peer(tmp_path, kv, others=("beta",))
+    rs, stop = RadioStation(), asyncio.Event()
+    node._stop = stop
+    loop = asyncio.create_task(node._heartbeat_loop(rs, stop))  # type: ignore[arg-type]
+    try:
+
+        async def beaten(count: int) -> bool:
+            return len(rs.beats) >= count or loop.done()
+
+        await wait_until_async(lambda: beaten(2), DEADLINE, "the first heartbeats")
+        assert sorted(beat[0] for beat in rs.beats) == [CHANNEL, "beta"]
+        _corrupt_counter(kv)
+        node._members_wanted.set()  # the next heartbeats now
+        await wait_until_async(lambda: beaten(3), DEADLINE, "the next heartbeats")
+        assert service.halted is not None and CHANNEL in node.stopped_channels
+        rs.beats.clear()
+        node._members_wanted.set()
+        await wait_until_async(lambda: beaten(1), DEADLINE, "a heartbeat after the stop")
+        assert not loop.done() and not stop.is_set() and node.failure is None
+        assert [beat[0] for beat in rs.beats] == ["beta"]  # none for the stopped channel
+        with pytest.raises(RequestError) as refused:
+            node.channel(CHANNEL)
+        assert refused.value.kind is ErrorKind.UNAVAILABLE
+        assert f"channel {CHANNEL} stopped on this peer: {service.halted}" in refused.value.message
+        assert node.channel("beta").halted is None
+        node.channels["beta"].storage_failed(block_store.BlockStoreError("disk gone too"))
+        assert stop.is_set()  # none left: the peer stops, with the last one's reason
+        assert node.failure is not None and "disk gone too" in node.failure
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(loop, return_exceptions=True), DEADLINE)
+    assert loop.exception() is None
