@@ -15,7 +15,7 @@ import pytest
 
 from loopchain.blockchain.execution import SCORE_ERROR, SUCCESS, next_state_root, results_hash
 from loopchain.protos import score_pb2 as pb
-from loopchain.scoreservice import MAX_QUERIES
+from loopchain.scoreservice import MAX_QUERIES, STOPPED_EXIT
 from loopchain.scoreservice.client import ScoreClient, ScoreRejected, ScoreUnavailable
 from loopchain.scoreservice.process import QUERY_TURN_S
 from loopchain.scoreservice.supervisor import ScoreSupervisor
@@ -574,7 +574,9 @@ async def test_the_client_reports_a_missing_process_as_unavailable(tmp_path: Pat
         await client.close()
 
 
-async def test_sigterm_exits_zero(tmp_path: Path) -> None:
+async def test_sigterm_exits_with_the_status_of_a_stop_as_asked(tmp_path: Path) -> None:
+    """SIGTERM ends the process with STOPPED_EXIT, not 0: a SCORE calling os._exit(0) in a
+    transaction ends it with 0, and that end counts against the block's tries."""
     socket_path = tmp_path / "direct.sock"
     args = ["-m", "loopchain.scoreservice.process", "--socket", str(socket_path)]
     process = Proc("score_process", args, tmp_path).start()
@@ -585,7 +587,7 @@ async def test_sigterm_exits_zero(tmp_path: Path) -> None:
         with pytest.raises(ScoreUnavailable, match="SCORE not loaded: waiting for Load"):
             await client.query("{}")
         process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 15) == 0
+        assert await asyncio.to_thread(process.wait, 15) == STOPPED_EXIT
         process.assert_clean_log()
         assert not socket_path.exists()
     finally:

@@ -34,7 +34,7 @@ class Peer:
         name = request.channel or self.default
         if name not in self.served:
             raise JsonRpcError(JsonRpcCode.INVALID_PARAMS, f"channel {name!r} is not served")
-        return SimpleNamespace(channel=name, block_height=7)
+        return SimpleNamespace(channel=name, block_height=7, nid="0x3")
 
 
 async def test_a_channel_name_is_asked_once_in_its_time_and_again_after(
