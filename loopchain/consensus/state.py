@@ -147,6 +147,7 @@ class ChannelConsensus:
         tip_certificate: QuorumCertificate | None,
         pool: TxPool,
         is_committed: Callable[[bytes], bool],
+        network_id: Callable[[], int] | None = None,
         safety: SafetyRules | None = None,
         roots_at: Callable[[int], tuple[bytes, bytes] | None] = lambda height: None,
         executed_height: int = -1,
@@ -158,6 +159,9 @@ class ChannelConsensus:
         self.tip_certificate = tip_certificate
         self.pool = pool
         self.is_committed = is_committed
+        # the channel's ICON network id, which its blocks' v3 transactions must name (None: not
+        # checked here)
+        self.network_id = network_id
         # the transactions of the blocks made final by the event being handled: the shell saves
         # those blocks once `handle` returns, so `is_committed` does not know them yet (a
         # proposal whose certificate makes its grandparent final is checked in the same event)
@@ -584,7 +588,19 @@ class ChannelConsensus:
             return f"block holds {count} transactions, limit {limit}"
         if len({tx.hash for tx in block.transactions}) != count:
             return "block lists a transaction twice"
-        return self._replayed(block, parent)
+        return self._foreign(block) or self._replayed(block, parent)
+
+    def _foreign(self, block: Block) -> str | None:
+        """Why `block` holds a v3 transaction of another network (one signed for another
+        channel, replayed by its leader), None when it holds none."""
+        if self.network_id is None:
+            return None
+        nid = self.network_id()
+        for tx in block.transactions:
+            problem = tx.network_problem(nid)
+            if problem is not None:
+                return f"transaction {tx.hash_hex} {problem}"
+        return None
 
     def _replayed(self, block: Block, parent: ChainTip) -> str | None:
         in_flight = self.tree.tx_hashes_on_path(parent.block_hash)
@@ -687,8 +703,8 @@ class ChannelConsensus:
     ) -> str | None:
         # the cheap checks first: no signature is recovered for a block of the wrong proposer
         problem = self._wrong_leader(block, parent)
-        if problem is None and proposal:
-            problem = self._check_bounds(block, parent, now)
+        if problem is None and proposal:  # (a vote's choice: blocks others certified are followed)
+            problem = self._check_bounds(block, parent, now) or self._foreign(block)
         problem = problem or check_extends(parent, block, self.issuer, self.config.limits.ratio)
         return problem or self._replayed(block, parent)
 

@@ -170,6 +170,7 @@ class ChannelService:
                 window=float(config.TX_TIMESTAMP_WINDOW),
             ),
             is_committed=store.has_transaction,
+            network_id=lambda: self.nid,
             safety=SafetyRules(*record) if (record := store.safety_record()) else None,
             roots_at=store.roots_at,
             executed_height=executed[0] if (executed := store.executed()) else -1,
@@ -1271,13 +1272,8 @@ def _network_problem(relayed: Transaction, nid: int) -> str | None:
     """Why a relayed v3 transaction is not for this channel: it names another network id (one
     signed for another channel, replayed; a peer checks the nid at intake, so its sender is
     faulty)."""
-    if relayed.version == V1:
-        return None
-    try:
-        stated = icon_tx.hex_int(relayed.body["nid"], "nid")
-    except (icon_tx.InvalidTransaction, KeyError, TypeError):
-        return "its 'nid' is not a network id"
-    return None if stated == nid else f"it is for network {stated:#x}, this channel's is {nid:#x}"
+    problem = relayed.network_problem(nid)
+    return None if problem is None else f"it {problem}"
 
 
 def _signer_problem(relayed: Transaction, parties: set[str]) -> str | None:

@@ -112,6 +112,18 @@ class Transaction:
         so one may go to any channel of its network)."""
         return self.body.get("version") != V1 or self.body["channel"] == channel
 
+    def network_problem(self, nid: int) -> str | None:
+        """Why this transaction is not for ICON network `nid` ("is for network 0x7, ..."): a v3
+        one names its network and no channel, so one signed for a channel of another network
+        would be replayed here; None for it, and for a v1 one (which names its channel)."""
+        if self.body.get("version") == V1:
+            return None
+        try:
+            stated = icon_tx.hex_int(self.body["nid"], "nid")
+        except (icon_tx.InvalidTransaction, KeyError, TypeError):
+            return "names no network id"
+        return None if stated == nid else f"is for network {stated:#x}, this channel's is {nid:#x}"
+
     @property
     def timestamp(self) -> int:
         """Microseconds since the epoch, as the sender stated."""

@@ -41,6 +41,7 @@ from loopchain.types.validators import Group, Validator, ValidatorSet
 from loopchain.types.vote import Complaint, QuorumCertificate, Vote
 
 CHANNEL = "sim"
+NETWORK_ID = 0x3  # the ICON network id of the channel (its v3 transactions name it)
 BLOCKS_PER_LEADER = 3
 FAR_ROUNDS = 1000  # how far ahead of the real rounds the byzantine complaints reach
 FLOOD_ROUNDS = MAX_WAITING + 1  # new far-ahead rounds a complaint flooder names each time
@@ -165,6 +166,7 @@ class Network:
             tip_certificate=qc,
             pool=TxPool(10_000),
             is_committed=lambda h: h in committed,
+            network_id=lambda: NETWORK_ID,
             safety=SafetyRules(*disk.safety),
             roots_at=disk.roots.get,
             executed_height=max(disk.roots, default=-1),

@@ -11,6 +11,7 @@ from loopchain.consensus import messages as m
 from loopchain.consensus import state as state_module
 from loopchain.consensus.rules import SafetyRules, round_after_timeout
 from loopchain.consensus.tree import TreeNode
+from loopchain.types import icon_tx
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.hashing import EMPTY_ROOT, sha3_256
@@ -576,7 +577,17 @@ def test_a_proposal_refused_complains_only_when_its_round_leader_signed_it() -> 
     assert _complaints(net, state, ahead, "too far") == []  # once
 
 
-@pytest.mark.parametrize("fault", ["none", "over the limit", "listed twice", "already committed"])
+def _v3_of_network(nid: int) -> Transaction:
+    client = Signer.generate()
+    params = icon_tx.make_params(
+        sender=client.address, to="hx" + "2" * 40, step_limit=10**5, timestamp_us=1, nid=nid
+    )
+    return Transaction.from_icon(icon_tx.verify_send_params(icon_tx.sign_params(params, client)))
+
+
+@pytest.mark.parametrize(
+    "fault", ["none", "over the limit", "listed twice", "already committed", "another network"]
+)
 def test_a_leader_whose_transactions_break_the_rules_is_complained_about_at_once(
     fault: str,
 ) -> None:
@@ -585,7 +596,8 @@ def test_a_leader_whose_transactions_break_the_rules_is_complained_about_at_once
     or one twice, or one already committed, the validator complains at once. The same
     transactions put into the leader's block on its way (its body altered: the header and its
     signature are the leader's) make no complaint. With none of these faults, the block gets
-    the validator's vote (nothing else is wrong with the blocks made here)."""
+    the validator's vote (nothing else is wrong with the blocks made here). So does a v3
+    transaction of another network (one signed for another channel, replayed by the leader)."""
     net = Network(4, seed=13)
     node = _not_leading(net)
     state, r = node.state, node.state.round
@@ -600,6 +612,8 @@ def test_a_leader_whose_transactions_break_the_rules_is_complained_about_at_once
         txs, refusal = tuple(fresh[: state.config.limits.max_block_txs + 1]), "limit"
     elif fault == "listed twice":
         txs, refusal = (fresh[0], fresh[0]), "twice"
+    elif fault == "another network":
+        txs, refusal = (fresh[0], _v3_of_network(0x7)), "is for network 0x7, this channel's is 0x3"
     else:
         final = [b for b, _ in node.chain if b.height <= state.tip.height and b.transactions]
         txs, refusal = (fresh[0], final[-1].transactions[0]), "already in the chain"
