@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -244,6 +244,13 @@ class PeerMetrics:
             "loopchain_grpc_errors",
             "gRPC calls this peer answered with an error, by method and status code",
             ["method", "code"],
+            registry=registry,
+        )
+        self.channel_stopped = Gauge(
+            "loopchain_channel_stopped",
+            "1 once a channel stopped on this peer for good (its storage failed, or its worker "
+            "crashed too often: the log says why); the peer's other channels go on",
+            ["channel"],
             registry=registry,
         )
         registry.register(_ChannelCollector(channels))

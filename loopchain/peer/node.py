@@ -219,6 +219,7 @@ class PeerNode:
         # channels stopped for good on this peer (storage failed, a worker crashed too often),
         # and why: the others go on; the peer stops once none is left
         self.stopped_channels: dict[str, str] = {}
+        self._channel_tasks: dict[str, asyncio.Task[None]] = {}  # of the channels served here
         self.rest_proxy: RestProxy | None = None
         # the folder of the socket this peer serves its own REST proxy on (see _own_socket)
         self._own_dir: OwnedDir | None = None
@@ -557,7 +558,9 @@ class PeerNode:
             on_members_wanted=self._members_wanted.set,
         )
         self.channels[grant.channel] = service
-        group.create_task(service.run(), name=f"channel:{grant.channel}")
+        self._channel_tasks[grant.channel] = group.create_task(
+            service.run(), name=f"channel:{grant.channel}"
+        )
         service.receive(m.ValidatorsChanged(grant.validators))
         # the member list last known, until the RadioStation's comes with the first heartbeat:
         # without it a restarted peer refused the others' calls over TLS ("not a party") and
@@ -574,7 +577,14 @@ class PeerNode:
         peer stops, exit status 1, once none is left. Its calls are answered UNAVAILABLE with
         why; it sends no heartbeat, so the RadioStation lists this peer as gone from it."""
         self.stopped_channels.setdefault(channel, why)
+        self.metrics.channel_stopped.labels(channel).set(1)
+        task = self._channel_tasks.get(channel)
+        if task is not None:  # its tasks end (a halted channel's catch-up fetched for good)
+            task.cancel()
+        # the channels granted, not those opened so far: one failing while the next opens
         served = {*self.channels, *self.workers}
+        if self.registration is not None:
+            served |= {grant.channel for grant in self.registration.channels}
         if served <= set(self.stopped_channels):
             self._stop_for(why)
             return
