@@ -147,7 +147,7 @@ class ChannelConsensus:
         tip_certificate: QuorumCertificate | None,
         pool: TxPool,
         is_committed: Callable[[bytes], bool],
-        network_id: Callable[[], int] | None = None,
+        network_id: Callable[[], int | None] | None = None,
         safety: SafetyRules | None = None,
         roots_at: Callable[[int], tuple[bytes, bytes] | None] = lambda height: None,
         executed_height: int = -1,
@@ -159,8 +159,8 @@ class ChannelConsensus:
         self.tip_certificate = tip_certificate
         self.pool = pool
         self.is_committed = is_committed
-        # the channel's ICON network id, which its blocks' v3 transactions must name (None: not
-        # checked here)
+        # the ICON network id the channel's genesis states, which its blocks' v3 transactions
+        # must name (None, or None from it: not checked here)
         self.network_id = network_id
         # the transactions of the blocks made final by the event being handled: the shell saves
         # those blocks once `handle` returns, so `is_committed` does not know them yet (a
@@ -593,9 +593,9 @@ class ChannelConsensus:
     def _foreign(self, block: Block) -> str | None:
         """Why `block` holds a v3 transaction of another network (one signed for another
         channel, replayed by its leader), None when it holds none."""
-        if self.network_id is None:
+        nid = self.network_id() if self.network_id is not None else None
+        if nid is None:
             return None
-        nid = self.network_id()
         for tx in block.transactions:
             problem = tx.network_problem(nid)
             if problem is not None:

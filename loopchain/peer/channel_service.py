@@ -147,7 +147,12 @@ class ChannelService:
         self.store = store
         self.transport = transport
         self.members: dict[str, PeerInfo] = {}
-        self._genesis_nid: int | None = None  # the nid its genesis block states, once it has one
+        # the nid its genesis data states (stated_nid): fixed once the genesis block is stored,
+        # read before from the newest validator set (`_nid_read_of`)
+        self._genesis_nid: int | None = None
+        self._genesis_nid_known = False
+        self._nid_read_of: object = None
+        self._config_nid = int(str(config.ICON_NID), 16)
         # (to, message) last broadcast (to None) or not sent (no address known yet)
         self._recent: collections.deque[tuple[str | None, ConsensusPayload]] = collections.deque(
             maxlen=RESEND_RECENT
@@ -170,7 +175,7 @@ class ChannelService:
                 window=float(config.TX_TIMESTAMP_WINDOW),
             ),
             is_committed=store.has_transaction,
-            network_id=lambda: self.nid,
+            network_id=lambda: self.stated_nid,
             safety=SafetyRules(*record) if (record := store.safety_record()) else None,
             roots_at=store.roots_at,
             executed_height=executed[0] if (executed := store.executed()) else -1,
@@ -333,16 +338,26 @@ class ChannelService:
         channel_manage_data.json, recorded in its genesis block), else ICON_NID. A v3
         transaction names its network and no channel: channels with one nid each take no v3
         transaction signed for another (a review replayed one from a channel into another)."""
-        if self._genesis_nid is not None:
+        stated = self.stated_nid
+        return stated if stated is not None else self._config_nid
+
+    @property
+    def stated_nid(self) -> int | None:
+        """The nid the channel's genesis data states; None when it states none (each peer then
+        takes its own ICON_NID, which proposals are not judged by: peers whose ICON_NID differ
+        would refuse each other's blocks). Fixed by the genesis block once there is one;
+        before, the newest validator set's, read once per set (it is asked per transaction)."""
+        if self._genesis_nid_known:
             return self._genesis_nid
         stored = self.store.block_by_height(0) if self.store.tip_height() >= 0 else None
         update = stored.validator_update if stored is not None else self.consensus.latest_validators
-        genesis = update.genesis_data() if update is not None else None
-        nid = genesis.nid if genesis is not None else None
-        if stored is not None:  # fixed for good by the genesis block
-            self._genesis_nid = nid if nid is not None else int(str(self.config.ICON_NID), 16)
+        if stored is None and update is self._nid_read_of:
             return self._genesis_nid
-        return nid if nid is not None else int(str(self.config.ICON_NID), 16)
+        genesis = update.genesis_data() if update is not None else None
+        self._genesis_nid = genesis.nid if genesis is not None else None
+        self._nid_read_of = update
+        self._genesis_nid_known = stored is not None
+        return self._genesis_nid
 
     def auditor_ids(self) -> set[str]:
         """The parties that audit this channel (the newest validator set it signed names them):

@@ -781,6 +781,9 @@ async def test_a_relayed_v3_transaction_of_another_network_is_dropped_unchecked(
     service = cluster.services[0]
     cluster.network.down.add(service.signer.address)  # nothing else moves its pool
     assert service.nid == 0x3  # ICON_NID: the cluster's genesis states none
+    # and proposals are not judged by it (peers whose ICON_NID differ would split)
+    assert service.stated_nid is None and service.consensus.network_id is not None
+    assert service.consensus.network_id() is None
     client, now = Signer.generate(), time.time_ns() // 1000
 
     def v3(nid: int, nonce: int) -> Transaction:
