@@ -13,7 +13,11 @@ as it would (a `grpc.aio.AioRpcError` with the same status), so what calls it do
   calls for REFUSED_BACKOFF_S;
 * a stream whose batch fails or misses its deadline is dropped (nothing is sent again: the peer
   may have taken the batch, as with a call that timed out), and one older than STREAM_ROTATE_S is
-  ended before its next batch (the peer ends them at 300 s).
+  ended before its next batch (the peer ends them at 300 s);
+* a batch sent that misses its deadline (on a stream, or by call) fails DEADLINE_EXCEEDED saying
+  that whether the peer took its transactions is unknown (OUTCOME_UNKNOWN), and a reply that came
+  as the deadline passed (the proxy stopped or starved meanwhile: its timer and the reply are seen
+  together) is taken within LATE_REPLY_S rather than dropped.
 """
 
 from __future__ import annotations
@@ -38,6 +42,14 @@ BY_CALL_WHEN_REFUSED = frozenset(
 # what grpc.aio reports when an operation of a stream fails in its core and no status came from
 # the other side (the connection dropped, or the server ended the call during a write)
 CORE_LOST_STATUS = "Internal error from Core"
+GRPC_DEADLINE_DETAILS = "Deadline Exceeded"  # how grpc says a call's own deadline passed
+# what a batch sent and not answered within its deadline fails with (DEADLINE_EXCEEDED)
+OUTCOME_UNKNOWN = (
+    "the transactions were sent and no answer came in time: whether the peer took them is "
+    "unknown; look them up before sending them again"
+)
+# past a batch's deadline, how long a reply the gRPC runtime may already hold is waited for
+LATE_REPLY_S = 0.05
 
 Request = TypeVar("Request")
 
@@ -46,6 +58,33 @@ def call_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     """The error a call would have raised with `code` and `details`."""
     empty = grpc.aio.Metadata()
     return grpc.aio.AioRpcError(code, empty, empty, details)
+
+
+def _outcome_unknown(details: str) -> str:
+    """What a batch call that ended DEADLINE_EXCEEDED with `details` fails with: OUTCOME_UNKNOWN
+    when its own deadline passed (gRPC's words), the peer's words when they say it already."""
+    if GRPC_DEADLINE_DETAILS in details:
+        return OUTCOME_UNKNOWN
+    return details if "is unknown" in details else f"{details}; {OUTCOME_UNKNOWN}"
+
+
+async def _reply(call: Any, deadline: float) -> Any:
+    """The next reply of `call` by `deadline` (TimeoutError), or one the gRPC runtime has within
+    LATE_REPLY_S past it: when the process was stopped or starved past the deadline, the timer
+    fires as the reply that came meanwhile is still on its way to the read."""
+    loop = asyncio.get_running_loop()
+    read = asyncio.ensure_future(call.read())
+    try:
+        await asyncio.wait([read], timeout=max(deadline - loop.time(), 0.0))
+        if not read.done():
+            await asyncio.wait([read], timeout=LATE_REPLY_S)
+    except BaseException:  # cancelled
+        read.cancel()
+        raise
+    if not read.done():
+        read.cancel()
+        raise TimeoutError
+    return read.result()
 
 
 class _Stream:
@@ -76,14 +115,19 @@ class BatchStreams(Generic[Request]):
         deadline = loop.time() + timeout  # for the whole batch, a stream's opening included
         stream = await self._take(deadline)
         if stream is None:
-            return await self._call(request, timeout=max(deadline - loop.time(), 0.001))
+            try:
+                return await self._call(request, timeout=max(deadline - loop.time(), 0.001))
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # sent, and not answered
+                    raise call_error(exc.code(), _outcome_unknown(exc.details() or "")) from None
+                raise
         try:
             async with asyncio.timeout_at(deadline):
                 await stream.call.write(request)
-                reply = await stream.call.read()
+            reply = await _reply(stream.call, deadline)
         except TimeoutError:
             self._drop(stream)
-            raise call_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+            raise call_error(grpc.StatusCode.DEADLINE_EXCEEDED, OUTCOME_UNKNOWN) from None
         except asyncio.InvalidStateError:  # it ended between its last batch and this one
             self._drop(stream)
             raise call_error(grpc.StatusCode.UNAVAILABLE, "the submission stream ended") from None
@@ -129,8 +173,9 @@ class BatchStreams(Generic[Request]):
                 code, details = await call.code(), await call.details()
         except grpc.aio.AioRpcError as exc:
             code, details = exc.code(), exc.details() or ""
-        except TimeoutError:
-            code, details = grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
+        except TimeoutError:  # nothing was sent
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            details = "the peer accepted no submission stream in time; nothing was sent"
         except BaseException:
             self._count -= 1
             call.cancel()

@@ -6,6 +6,7 @@ older one, or one holding its limit) is sent calls."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -182,6 +183,9 @@ async def test_a_batch_past_its_deadline_drops_its_stream_and_the_next_opens_ano
     with pytest.raises(grpc.aio.AioRpcError) as late:
         await streams(_batch(1, 1), timeout=0.2)
     assert late.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    # it was sent: the peer may have taken it (and it does, released), which the error says
+    assert late.value.details() == batch_stream.OUTCOME_UNKNOWN
+    assert "is unknown" in late.value.details() and "look them up" in late.value.details()
     servicer.backend.alpha.released.set()  # type: ignore[attr-defined]
     reply = await streams(_batch(2, 1), timeout=TIMEOUT)
     assert reply.results[0].code == 0
@@ -356,3 +360,57 @@ def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
         return check()
 
     return checked
+
+
+class _HeldCall:
+    """A stream call the peer accepted whose reply the test hands over (`reply`)."""
+
+    def __init__(self) -> None:
+        self.written: list[Any] = []
+        self.reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.cancelled = False
+
+    async def initial_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (grpc_util.STREAM_ACCEPTED,)
+
+    async def write(self, request: Any) -> None:
+        self.written.append(request)
+
+    async def read(self) -> Any:
+        return await self.reply
+
+    def done(self) -> bool:
+        return self.cancelled
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+
+async def _no_call(request: Any, timeout: float) -> pb.CreateTxBatchReply:
+    raise AssertionError("the batch went by call")
+
+
+async def test_a_reply_that_reaches_the_proxy_as_its_deadline_passes_is_taken_not_dropped() -> None:
+    """The proxy stopped (SIGSTOP) or starved past a batch's deadline while its reply came: when
+    it runs again, the timer fires first and the reply reaches the read a moment later. It is
+    taken (the review saw every such batch answered 504 and then committed)."""
+    loop = asyncio.get_running_loop()
+    call = _HeldCall()
+    streams: BatchStreams[pb.CreateTxBatchRequest] = BatchStreams(lambda **_: call, _no_call)
+    answer = pb.CreateTxBatchReply(results=[pb.CreateTxResult(tx_hash="ab" * 32)])
+    timeout = 0.5
+    deadline = loop.time() + timeout
+    sending = asyncio.ensure_future(streams(_batch(0, 1), timeout=timeout))
+    await wait_until_async(_async(lambda: bool(call.written)), 30, "the batch written")
+
+    def stopped_past_the_deadline() -> None:
+        while loop.time() <= deadline:  # the process is stopped: nothing of it runs
+            time.sleep(0.01)
+        # the reply arrived meanwhile: the runtime hands it over after the timer, when it runs
+        loop.call_soon(loop.call_soon, call.reply.set_result, answer)
+
+    loop.call_soon(stopped_past_the_deadline)
+    reply = await sending
+    assert list(reply.results) == list(answer.results)
+    assert not call.cancelled and streams.streamed == 1
