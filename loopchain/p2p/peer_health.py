@@ -7,6 +7,10 @@ deadline, and calls made meanwhile wait for its outcome rather than join the sta
 probe gets no answer either, the peer is taken as stalled and every call is refused at once as the
 peer being unreachable (REST: 503 with Retry-After; JSON-RPC: -32603) until a probe is answered
 again. A peer that is only slow on one call answers the probe, and nothing is refused.
+
+A peer serves each channel in a process of its own when it has channel workers, and one worker
+can stop answering while the others answer: the REST proxy watches each channel apart
+(`ChannelsHealth`), probing the channel whose call ran out of time and refusing only its calls.
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ def ran_out(code: grpc.StatusCode | None, elapsed: float, deadline: float) -> bo
 
 
 Probe = Callable[[float], Awaitable[object]]  # one cheap call to the peer with this deadline
+# one cheap call about one channel of the peer with this deadline
+ChannelProbe = Callable[[str, float], Awaitable[object]]
+# channels watched at once by a ChannelsHealth (a client may name any channel; beyond these, a
+# channel whose call runs out of time is not watched: its calls wait out their deadlines)
+MAX_WATCHED_CHANNELS = 64
 
 
 class PeerHealth:
@@ -58,6 +67,10 @@ class PeerHealth:
     @property
     def stalled(self) -> bool:
         return self._stalled_since is not None
+
+    @property
+    def probing(self) -> bool:
+        return self._task is not None
 
     async def admit(self) -> None:
         """Let a call go to the peer: once the first probe after a call that ran out of time
@@ -148,3 +161,79 @@ class PeerHealth:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+class ChannelsHealth:
+    """A PeerHealth for each channel of the peer whose calls ran out of time (`admit(channel)`
+    before a call of that channel, `observe(channel, ...)` after it): the probe asks about that
+    channel, and while it gets no answer only that channel's calls are refused. A channel is
+    watched from its first call that runs out of time, and forgotten once it answers again."""
+
+    def __init__(
+        self,
+        probe: ChannelProbe,
+        target: str,
+        timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._probe = probe
+        self._target = target
+        self._timeout = timeout
+        self._clock = clock
+        self._watched: dict[str, PeerHealth] = {}
+
+    def stalled(self, channel: str) -> bool:
+        """Whether calls of `channel` are refused now."""
+        health = self._watched.get(channel)
+        return health is not None and health.stalled
+
+    async def admit(self, channel: str) -> None:
+        """PeerHealth.admit for `channel` (nothing to wait for when it is not watched)."""
+        health = self._watched.get(channel)
+        if health is None:
+            return
+        try:
+            await health.admit()
+        except grpc.aio.AioRpcError as exc:  # say which channel is refused
+            shown = f"channel {channel}" if channel else "its default channel"
+            raise grpc.aio.AioRpcError(
+                exc.code(), grpc.aio.Metadata(), grpc.aio.Metadata(), f"{shown}: {exc.details()}"
+            ) from None
+
+    def observe(
+        self,
+        channel: str,
+        code: grpc.StatusCode | None,
+        elapsed: float,
+        deadline: float | None = None,
+    ) -> None:
+        """PeerHealth.observe for a call of `channel`."""
+        health = self._watched.get(channel)
+        if health is None:
+            if not ran_out(code, elapsed, self._timeout if deadline is None else deadline):
+                return
+            self._forget_idle()
+            if len(self._watched) >= MAX_WATCHED_CHANNELS:
+                return
+            shown = f"channel {channel}" if channel else "its default channel"
+            health = PeerHealth(
+                lambda timeout: self._probe(channel, timeout),
+                self._target,
+                self._timeout,
+                self._clock,
+                name=f"the peer at {self._target} in {shown}",
+            )
+            self._watched[channel] = health
+        health.observe(code, elapsed, deadline)
+
+    def _forget_idle(self) -> None:
+        """Forget the channels that answer again (neither probed nor refused)."""
+        for channel, health in list(self._watched.items()):
+            if not health.stalled and not health.probing:
+                del self._watched[channel]
+
+    async def close(self) -> None:
+        """Stop probing."""
+        for health in self._watched.values():
+            await health.close()
+        self._watched.clear()

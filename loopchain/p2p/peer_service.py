@@ -420,10 +420,18 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         return self._workers(channel) if self._workers is not None else None
 
     async def _forwarded(
-        self, context: Any, method: str, request: Any, *, p2p: bool = False
+        self,
+        context: Any,
+        method: str,
+        request: Any,
+        *,
+        p2p: bool = False,
+        streamed: bool = False,
     ) -> Any | None:
         """The answer of the worker process serving `request.channel` (WorkerRefusal when it
-        refuses), or None when this process serves the channel (or no one does)."""
+        refuses), or None when this process serves the channel (or no one does). `streamed`:
+        one batch of a client's stream, given the worker link's `batch_deadline` (within what
+        is left of the stream's), not the whole stream's remaining time."""
         link = self._worker(request.channel)
         if link is None:
             return None
@@ -431,9 +439,12 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             caller = self._peer_caller(context)
         else:
             caller = self.callers.peer_id(context) if self.callers is not None else None
-        return await link.call(
-            method, request, caller, context.time_remaining(), forwarded_from=context.peer()
-        )
+        remaining = context.time_remaining()
+        if streamed:
+            remaining = (
+                link.batch_deadline if remaining is None else min(link.batch_deadline, remaining)
+            )
+        return await link.call(method, request, caller, remaining, forwarded_from=context.peer())
 
     def _channel(self, context: Any, name: str) -> ChannelBackend:
         """The channel `name`, refused to a calling node that is not one of its parties."""
@@ -729,7 +740,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
                 except (TimeoutError, StopAsyncIteration):
                     return
                 try:
-                    reply = await self._forwarded(context, twin, request)
+                    reply = await self._forwarded(context, twin, request, streamed=True)
                     if reply is None:
                         reply = await answer(request, context)
                 except (RequestError, EncodingError) as exc:

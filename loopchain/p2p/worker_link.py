@@ -50,7 +50,7 @@ CALLER_RESERVE_BYTES = 32 << 10
 # taken them (answered UNKNOWN, not UNAVAILABLE: sending them again is not known to be safe)
 SUBMISSIONS = frozenset({"CreateTx", "CreateTxBatch", "CreateIconTx", "CreateIconTxBatch"})
 NEVER_SENT = "failed to connect"  # how gRPC's UNAVAILABLE begins when no connection was had
-# the most a forwarded call waits (a stream's batch would get its stream's long deadline)
+# the most a forwarded call waits (a streamed batch waits GRPC_TIMEOUT: `batch_deadline`)
 MAX_DEADLINE_S = 30.0
 FORWARD_MARGIN_S = 0.2  # of a caller's deadline, left for the peer to pass on the worker's answer
 
@@ -118,6 +118,14 @@ class WorkerLink:
     async def _probe(self, timeout: float) -> None:
         await self.stub.GetStatus(pb.ChannelRequest(channel=self.channel), timeout=timeout)
 
+    @property
+    def batch_deadline(self) -> float:
+        """Seconds a batch of a client's submission stream may take (GRPC_TIMEOUT, as a call's;
+        not what is left of the stream's own long deadline): a worker that does not answer is
+        then seen to run out of time (and probed) before the client gives up on the batch and
+        drops the stream, which only cancels the forward."""
+        return float(self._config.GRPC_TIMEOUT)
+
     async def call(
         self,
         method: str,
@@ -157,6 +165,13 @@ class WorkerLink:
             code = exc.code()
             self.health.observe(code, loop.time() - began, timeout)
             message = exc.details() or code.name
+            if code is grpc.StatusCode.DEADLINE_EXCEEDED and method in SUBMISSIONS:
+                raise WorkerRefusal(
+                    code,
+                    f"channel {self.channel}: its worker process did not answer within "
+                    f"{timeout:.1f} s while it had the transactions: whether it took them is "
+                    "unknown; look them up before sending them again",
+                ) from None
             if (
                 code is grpc.StatusCode.UNAVAILABLE
                 and method in SUBMISSIONS

@@ -15,7 +15,7 @@ from aiohttp import web
 from loopchain.configure import Config
 from loopchain.p2p.codec import peer_status_to_json
 from loopchain.p2p.grpc_util import max_submissions_bytes, open_channel
-from loopchain.p2p.peer_health import PeerHealth
+from loopchain.p2p.peer_health import ChannelsHealth
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
 from loopchain.rest import formatting, params
@@ -136,7 +136,8 @@ class PeerApi:
         self.on_rpc_error: Callable[[str, str], None] | None = None  # (method, status code name)
         self._rpc_names: dict[object, str] = {}
         self._batch_streams: tuple[BatchStreams[Any], ...] = ()
-        self.health = PeerHealth(self._probe, peer_target, self._timeout)
+        # whether each channel of the peer answers (its worker process may stop alone)
+        self.health = ChannelsHealth(self._probe, peer_target, self._timeout)
 
     async def start(self) -> None:
         """Open the gRPC channel to the peer (connections are made lazily, per call)."""
@@ -248,17 +249,18 @@ class PeerApi:
             self._block_reads.release()
 
     async def _invoke(self, name: str, method: Callable[..., Awaitable[Any]], request: Any) -> Any:
-        """`method(request)` within GRPC_TIMEOUT, refused at once while the peer is stalled (see
-        peer_health); a failure is counted as `name`'s and raised."""
-        await self.health.admit()  # raises (uncounted) while the peer is taken as stalled
+        """`method(request)` within GRPC_TIMEOUT, refused at once while the peer is stalled in
+        the request's channel (see peer_health); a failure is counted as `name`'s and raised."""
+        channel = str(getattr(request, "channel", ""))  # "": the default (or no) channel
+        await self.health.admit(channel)  # raises (uncounted) while the channel is stalled
         began = time.monotonic()
         try:
             reply = await method(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            self.health.observe(exc.code(), time.monotonic() - began)
+            self.health.observe(channel, exc.code(), time.monotonic() - began)
             self._count_error(name, exc)
             raise
-        self.health.observe(None, time.monotonic() - began)
+        self.health.observe(channel, None, time.monotonic() - began)
         return reply
 
     def _count_error(self, method: str, exc: grpc.aio.AioRpcError) -> None:
@@ -276,10 +278,10 @@ class PeerApi:
         except grpc.aio.AioRpcError as exc:
             raise rpc_error(exc, self.peer_target, self._timeout) from None
 
-    async def _probe(self, timeout: float) -> None:
-        """The cheapest call the peer answers: its status in the default channel (NOT_FOUND,
+    async def _probe(self, channel: str, timeout: float) -> None:
+        """The cheapest call the peer answers about `channel`: its status there (NOT_FOUND,
         when it serves no such channel, is an answer too)."""
-        await self.stub.GetStatus(pb.ChannelRequest(), timeout=timeout)
+        await self.stub.GetStatus(pb.ChannelRequest(channel=channel), timeout=timeout)
 
     def _describe_peer(self) -> tuple[str, float]:
         return self.peer_target, self._timeout

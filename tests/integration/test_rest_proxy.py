@@ -1465,3 +1465,55 @@ async def test_a_wait_whose_client_hung_up_ends_and_asks_the_peer_no_more(
             answer = await resp.json()
         assert answer["error"]["code"] == -31006, answer
         assert lookups() <= before + 1  # (a call already made when the wait ended may arrive)
+
+
+class OneChannelHangs(FakePeer):
+    """A peer whose one channel's worker process stopped answering (SIGSTOP): calls of the
+    channels in `held` wait (the connection open), those of the others are answered."""
+
+    def __init__(self) -> None:
+        super().__init__(channels=(DEFAULT_CHANNEL, OTHER_CHANNEL))
+        self.held: set[str] = set()
+        self.released = asyncio.Event()
+
+    async def _enter(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+        if (getattr(request, "channel", "") or self.default_channel) in self.held:
+            await self.released.wait()
+        await super()._enter(method, request, context)
+
+
+async def test_a_channel_that_answers_nothing_is_refused_alone_the_others_served(session, tmp_path):
+    """The peer's default channel answers nothing (its worker stopped) while another channel
+    answers: the submission in flight runs out of time, answered 504 saying it may have been
+    taken, and from then on only the default channel's calls are refused (503); the other
+    channel's are served. Before, the proxy probed the peer as a whole in its default channel,
+    and refused every channel's calls."""
+    fake = OneChannelHangs()
+    async with proxy_in_front_of(fake, tmp_path, {"GRPC_TIMEOUT": GRPC_TIMEOUT}, session) as proxy:
+        base = proxy.base
+        fake.held.add(DEFAULT_CHANNEL)
+        try:
+            status, body = await call(session, "POST", base + "/api/v1/transactions", json={"d": 1})
+            assert_error(status, body, 504, ResponseCode.TIMEOUT, "is unknown")
+            assert "look them up before sending them again" in body["message"]
+
+            async def refused() -> dict[str, Any] | None:
+                status, body = await call(session, "GET", base + "/api/v1/status/peer")
+                return body if status == 503 else None
+
+            refusal = await wait_until_async(refused, 60, "the default channel refused")
+            other = f"?channel={OTHER_CHANNEL}"
+            status, body = await call(session, "GET", base + "/api/v1/status/peer" + other)
+            assert status == 200, body
+            tx = {"d": 2, "channel": OTHER_CHANNEL}
+            status, body = await call(session, "POST", base + "/api/v1/transactions", json=tx)
+            assert (status, body["response_code"]) == (200, 0), body
+            assert "its default channel: it has answered nothing" in refusal["message"]
+        finally:
+            fake.released.set()
+
+        async def answers() -> bool:
+            status, _ = await call(session, "GET", base + "/api/v1/status/peer")
+            return status == 200
+
+        await wait_until_async(answers, 60, "the default channel served again")
