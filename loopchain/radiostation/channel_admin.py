@@ -85,7 +85,13 @@ def _check_all(
 ) -> dict[str, ChannelSpec]:
     """Every channel of `data` checked as at start, and channel `name` by the listed-mode rule."""
     try:
-        specs = parse_channels(_data_path(station), data, str(station.config.DEFAULT_SCORE_PACKAGE))
+        config = station.config
+        specs = parse_channels(
+            _data_path(station),
+            data,
+            str(config.DEFAULT_SCORE_PACKAGE),
+            int(str(config.ICON_NID), 16),
+        )
     except ChannelDataError as exc:
         raise _refused(exc.place, exc.reason, in_body) from None
     unlisted = specs[name].unlisted() if station.registry.channel_auth else []

@@ -357,22 +357,28 @@ def channel_to_json(spec: ChannelSpec) -> dict[str, Any]:
     return entry
 
 
-def parse_channels(path: Path, data: Any, default_package: str) -> dict[str, ChannelSpec]:
-    """Channel specs from the decoded JSON of `path`; ChannelDataError names what is wrong."""
+def parse_channels(
+    path: Path, data: Any, default_package: str, default_nid: int | None = None
+) -> dict[str, ChannelSpec]:
+    """Channel specs from the decoded JSON of `path`; ChannelDataError names what is wrong.
+    `default_nid`: the ICON_NID the channels stating no nid take (this node's, as their peers'
+    should be)."""
     if not isinstance(data, dict):
         raise ChannelDataError(path, (), "must hold a JSON object mapping channel names to objects")
     if not data:
         raise ChannelDataError(path, (), "defines no channel")
     specs = [_parse_channel(path, name, raw, default_package) for name, raw in data.items()]
-    _check_networks(path, specs)
+    _check_networks(path, specs, default_nid)
     return {spec.name: spec for spec in specs}
 
 
-def _check_networks(path: Path, specs: list[ChannelSpec]) -> None:
+def _check_networks(path: Path, specs: list[ChannelSpec], default_nid: int | None) -> None:
     """Refuse two channels stating one network id (genesis_data.nid): a v3 transaction names
     its network and no channel, so one signed for either would be valid in the other, replayed
-    (review). Channels that state none take each peer's ICON_NID, and so share it: a warning
-    says so, and how to part them."""
+    (review). Channels that state none take each peer's ICON_NID (`default_nid`, as this node
+    has it), and so share it, with one another and with one stating it: a warning says so, and
+    how to part them. A channel's nid is fixed by its genesis block: a nid stated later is not
+    taken."""
     named: dict[int, str] = {}
     unnamed = []
     for spec in specs:
@@ -394,9 +400,19 @@ def _check_networks(path: Path, specs: list[ChannelSpec]) -> None:
             "transaction signed for one is valid in the others, replayed; give each its own",
             ", ".join(unnamed),
         )
+    if unnamed and default_nid in named:
+        log.warning(
+            "channel %s states nid %#x, the ICON_NID that channels %s (stating none) take: a v3 "
+            "transaction signed for one is valid in the others, replayed; give each its own",
+            named[default_nid],
+            default_nid,
+            ", ".join(unnamed),
+        )
 
 
-def load_channels(path: Path, default_channel: str, default_package: str) -> dict[str, ChannelSpec]:
+def load_channels(
+    path: Path, default_channel: str, default_package: str, default_nid: int | None = None
+) -> dict[str, ChannelSpec]:
     """Read the channel file, or one open default channel when the file does not exist
     (temporary files of writes of it killed midway are swept from its folder first)."""
     sweep_leftovers(path.absolute().parent)
@@ -416,4 +432,4 @@ def load_channels(path: Path, default_channel: str, default_package: str) -> dic
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise ChannelDataError(path, (), f"is not valid JSON: {exc}") from None
-    return parse_channels(path, data, default_package)
+    return parse_channels(path, data, default_package, default_nid)

@@ -165,6 +165,7 @@ def create_station(config: Config) -> Station:
             Path(config.CHANNEL_MANAGE_DATA_PATH),
             config.LOOPCHAIN_DEFAULT_CHANNEL,
             config.DEFAULT_SCORE_PACKAGE,
+            int(str(config.ICON_NID), 16),
         )
     except ChannelDataError as exc:
         raise StartupError(str(exc), EXIT_CONFIG) from None

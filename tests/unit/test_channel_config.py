@@ -333,6 +333,12 @@ def test_two_channels_of_one_network_id_are_refused_and_shared_defaults_warned_a
     with caplog.at_level(logging.WARNING):
         parse_channels(PATH, {"a": channel("0x5"), "b": channel(None), "c": {}}, "o/x")
     assert "channels b, c state no genesis_data nid and share the peers' ICON_NID" in caplog.text
+    caplog.clear()  # one stating the ICON_NID that one stating none takes shares it too
+    with caplog.at_level(logging.WARNING):
+        parse_channels(PATH, {"a": channel("0x3"), "b": channel(None)}, "o/x", default_nid=0x3)
+    assert "channel a states nid 0x3, the ICON_NID that channels b (stating none) take" in (
+        caplog.text
+    )
 
 
 def test_channel_to_json_reads_back_to_the_same_channel() -> None:
