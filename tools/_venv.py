@@ -14,14 +14,15 @@ Each script's preamble (placed before its first project import; the imports afte
 
 (the root scripts name `tools/_venv.py`). Imported as a module (tests, the `loopchain-*` entry
 points of .venv/bin) nothing happens: those run in the interpreter that imports them. `python -m
-tools.NAME` runs the preamble too. A python that has the project and its dependencies already (any
-environment it was installed in) goes on as it is; only one lacking them is switched, with its
-command line as given (interpreter flags such as -I or -O kept).
+tools.NAME` runs the preamble too. A python the project was installed into (pip installs its
+pinned dependencies with it: a CI environment, another venv) goes on as it is; any other is switched,
+with its command line as given (interpreter flags such as -I or -O kept; -S, which would leave the
+venv's packages out, dropped).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 import os
 import sys
 
@@ -31,29 +32,32 @@ VENV = os.path.join(ROOT, ".venv")
 VENV_PYTHON = os.path.join(VENV, "bin", "python")
 
 
-# what a script needs besides the standard library: found, the interpreter is left as it is
-NEEDED = ("loopchain", "grpc", "google.protobuf", "aiohttp", "plyvel", "coincurve", "orjson")
+PROJECT = "loopchain"  # the distribution pip installs (pyproject.toml), its dependencies with it
 
 
-def _has_everything() -> bool:
-    try:
-        return all(importlib.util.find_spec(name) is not None for name in NEEDED)
-    except (ImportError, ValueError):  # a parent package missing, or a broken one
-        return False
+def _installed_here() -> bool:
+    """Whether the project was installed into this interpreter's environment (modules found
+    one by one could be other versions, or some of them only: a review had such a python fail)."""
+    for dist in importlib.metadata.distributions(name=PROJECT):
+        # (not the egg-info an editable install leaves in the repository, which the root
+        # scripts' own folder on sys.path finds for any python)
+        if os.path.realpath(str(dist.locate_file(""))) != ROOT:
+            return True
+    return False
 
 
 def into_venv(script: str) -> None:
-    """Re-execute `script` (its command line as given, interpreter flags kept) by
-    .venv/bin/python when this interpreter lacks the project or its dependencies, unless it is
-    that venv's, there is no .venv, or this process is already the re-execution."""
+    """Re-execute `script` (its command line as given, interpreter flags but -S kept) by
+    .venv/bin/python unless this interpreter is that venv's or has the project installed, there
+    is no .venv, or this process is already the re-execution."""
     if os.environ.pop(GUARD, None) is not None:
         return  # never loop, even when the venv's prefix does not look like .venv
     if not os.path.isfile(VENV_PYTHON):
         return
-    if os.path.realpath(sys.prefix) == os.path.realpath(VENV) or _has_everything():
+    if os.path.realpath(sys.prefix) == os.path.realpath(VENV) or _installed_here():
         return
     os.environ[GUARD] = "1"
-    given = list(getattr(sys, "orig_argv", ()))[1:]
+    given = [arg for arg in list(getattr(sys, "orig_argv", ()))[1:] if arg != "-S"]
     if not given:  # (an embedding interpreter) the script and its arguments
         given = [os.path.abspath(script), *sys.argv[1:]]
     os.execv(VENV_PYTHON, [VENV_PYTHON, *given])

@@ -181,6 +181,7 @@ class ChannelsHealth:
         self._timeout = timeout
         self._clock = clock
         self._watched: dict[str, PeerHealth] = {}
+        self._closed = False
 
     def stalled(self, channel: str) -> bool:
         """Whether calls of `channel` are refused now."""
@@ -210,7 +211,9 @@ class ChannelsHealth:
         """PeerHealth.observe for a call of `channel`."""
         health = self._watched.get(channel)
         if health is None:
-            if not ran_out(code, elapsed, self._timeout if deadline is None else deadline):
+            if self._closed or not ran_out(
+                code, elapsed, self._timeout if deadline is None else deadline
+            ):
                 return
             self._forget_idle()
             if len(self._watched) >= MAX_WATCHED_CHANNELS:
@@ -233,7 +236,11 @@ class ChannelsHealth:
                 del self._watched[channel]
 
     async def close(self) -> None:
-        """Stop probing."""
-        for health in self._watched.values():
-            await health.close()
+        """Stop probing, for good: calls running out of time meanwhile or later watch nothing
+        (one watched during the closing changed the dict being walked: a review had it raise,
+        and the proxy's channel to its peer was left open)."""
+        self._closed = True
+        closing = list(self._watched.values())
         self._watched.clear()
+        for health in closing:
+            await health.close()

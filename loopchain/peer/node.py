@@ -580,7 +580,12 @@ class PeerNode:
         self.metrics.channel_stopped.labels(channel).set(1)
         task = self._channel_tasks.get(channel)
         if task is not None:  # its tasks end (a halted channel's catch-up fetched for good)
-            task.cancel()
+            # on the loop's next turn: a task not started yet (its channel failed as it opened)
+            # has by then entered run(), whose `finally` closes its journal and SCORE
+            try:
+                asyncio.get_running_loop().call_soon(task.cancel)
+            except RuntimeError:  # (no loop running: nothing of it runs either)
+                task.cancel()
         # the channels granted, not those opened so far: one failing while the next opens
         served = {*self.channels, *self.workers}
         if self.registration is not None:

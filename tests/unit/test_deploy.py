@@ -742,6 +742,33 @@ def test_scripts_run_by_a_python_outside_the_venv(
     assert not failures, "\n".join(failures)
 
 
+def test_the_switch_into_the_venv_keeps_the_command_line_as_given(tmp_path: Path) -> None:
+    """A python outside the venv is switched into it with its command line as given: `-m`, a
+    path relative to another folder, interpreter flags; -S, which would leave out the venv's
+    packages, dropped (review)."""
+    found = _other_python()
+    if found is None:
+        pytest.skip(f"no python3 outside the repository's venv on {SYSTEM_PATH}")
+    python, env = found
+    runs = [
+        ([python, "-m", "tools.gtool", "--help"], ROOT, env),
+        ([python, "tools/../tools/log_parser.py", "--help"], ROOT, env),
+        ([python, "-S", str(ROOT / "tools" / "log_parser.py"), "--help"], Path("/"), env),
+        ([python, "-I", "-O", str(ROOT / "peer.py"), "--help"], Path("/"), env),
+        ([python, str(ROOT / "tools" / "gtool.py"), "--help"], tmp_path, env),
+    ]
+    failures = []
+    for argv, cwd, environ in runs:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=120, env=environ, cwd=cwd
+        )
+        if done.returncode != 0 or "usage:" not in done.stdout.lower():
+            failures.append(
+                f"{shlex.join(argv)} in {cwd}: exit {done.returncode}: {done.stderr[-400:]}"
+            )
+    assert not failures, "\n".join(failures)
+
+
 def test_the_image_puts_its_venv_first_on_path(dockerfile: list[Instruction]) -> None:
     stage = final_stage(dockerfile)
     assert f"{workdir(stage)}/.venv/bin" == IMAGE_VENV_BIN

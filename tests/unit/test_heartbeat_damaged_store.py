@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -199,3 +200,20 @@ async def test_a_channel_failing_while_the_next_opens_stops_alone(tmp_path: Path
     )
     node._fail(CHANNEL, "channel alpha: storage failed: disk gone")
     assert not stop.is_set() and node.failure is None and CHANNEL in node.stopped_channels
+
+
+async def test_a_channel_failing_as_it_opens_still_runs_its_cleanup(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A channel whose storage fails as it opens, before its run() task has started: the task
+    was cancelled before it ran, so run()'s `finally` (timers, intake, journal, SCORE) never
+    did (review). It is cancelled once it has started now."""
+    node, service = _peer(tmp_path, DamagedStore(), others=("beta",))
+    node._stop = asyncio.Event()
+    caplog.set_level(logging.INFO, logger="loopchain.peer.channel_service")
+    run = node._channel_tasks[CHANNEL] = asyncio.create_task(service.run())
+    node._fail(CHANNEL, "channel alpha: storage failed: as it opened")  # before run() started
+    await asyncio.wait([run], timeout=DEADLINE)
+    assert run.cancelled()
+    assert f"channel {CHANNEL}: tip height" in caplog.text  # run() was entered, so its finally ran
+    assert not node._stop.is_set()

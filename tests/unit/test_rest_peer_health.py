@@ -9,7 +9,7 @@ import asyncio
 import grpc
 import pytest
 
-from loopchain.p2p.peer_health import PROBE_TIMEOUT, PeerHealth
+from loopchain.p2p.peer_health import PROBE_TIMEOUT, ChannelsHealth, PeerHealth
 
 TARGET = "127.0.0.1:7100"
 CALL_TIMEOUT = 5.0
@@ -170,3 +170,33 @@ async def test_calls_made_during_the_first_probe_wait_for_its_outcome(stalls: bo
         await waiting
         await health.admit()  # and later calls go at once
     await health.close()
+
+
+async def test_channels_health_closes_whole_while_a_call_runs_out_of_time() -> None:
+    """A call of another channel running out of time while ChannelsHealth closes changed the
+    dict being walked: close raised, probes were left running and the proxy's channel to its
+    peer open (review). Each probe ends, and nothing is watched after the close."""
+    probes: list[str] = []
+
+    async def probe(channel: str, timeout: float) -> None:
+        probes.append(channel)
+        await asyncio.Event().wait()  # never answers
+
+    health = ChannelsHealth(probe, "127.0.0.1:1", 5.0)
+    for channel in ("a", "b"):
+        health.observe(channel, grpc.StatusCode.DEADLINE_EXCEEDED, 5.0)
+    await asyncio.sleep(0)
+    assert health.stalled("a") or probes
+
+    async def late_call() -> None:
+        await asyncio.sleep(0)
+        health.observe("c", grpc.StatusCode.DEADLINE_EXCEEDED, 5.0)
+
+    late = asyncio.create_task(late_call())
+    await health.close()
+    await late
+    assert not health.stalled("c") and not health.stalled("a")
+    health.observe("d", grpc.StatusCode.DEADLINE_EXCEEDED, 5.0)  # after the close: not watched
+    assert not health.stalled("d")
+    await asyncio.sleep(0)
+    assert "d" not in probes and "c" not in probes
