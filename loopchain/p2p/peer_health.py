@@ -198,7 +198,10 @@ class ChannelsHealth:
         except grpc.aio.AioRpcError as exc:  # say which channel is refused
             shown = f"channel {channel}" if channel else "its default channel"
             raise grpc.aio.AioRpcError(
-                exc.code(), grpc.aio.Metadata(), grpc.aio.Metadata(), f"{shown}: {exc.details()}"
+                exc.code(),
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                f"{exc.details()} (in {shown})",  # what it says first, as a whole-peer stall
             ) from None
 
     def observe(

@@ -1508,7 +1508,8 @@ async def test_a_channel_that_answers_nothing_is_refused_alone_the_others_served
             tx = {"d": 2, "channel": OTHER_CHANNEL}
             status, body = await call(session, "POST", base + "/api/v1/transactions", json=tx)
             assert (status, body["response_code"]) == (200, 0), body
-            assert "its default channel: it has answered nothing" in refusal["message"]
+            assert "(it has answered nothing for" in refusal["message"]
+            assert refusal["message"].endswith("(in its default channel))"), refusal
         finally:
             fake.released.set()
 
