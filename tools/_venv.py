@@ -22,7 +22,6 @@ venv's packages out, dropped).
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import sys
 
@@ -38,6 +37,8 @@ PROJECT = "loopchain"  # the distribution pip installs (pyproject.toml), its dep
 def _installed_here() -> bool:
     """Whether the project was installed into this interpreter's environment (modules found
     one by one could be other versions, or some of them only: a review had such a python fail)."""
+    import importlib.metadata  # only for a python that is not .venv's (it costs every process)
+
     for dist in importlib.metadata.distributions(name=PROJECT):
         # (not the egg-info an editable install leaves in the repository, which the root
         # scripts' own folder on sys.path finds for any python)
