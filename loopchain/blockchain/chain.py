@@ -173,6 +173,12 @@ def _check_validators(tip: ChainTip, block: Block, issuer: str) -> str | None:
             return "validator update while another set is being handed over"
         if tip.next_validators is not None and update.version <= tip.next_validators.version:
             return "validator update is not newer than the current set"
+        if (
+            not update.validators
+            and tip.next_validators is not None
+            and tip.next_validators.validators
+        ):
+            return "validator update names no validator: the chain could not go on after it"
     voting = tip.voting_set_for(block)
     if voting is None:
         return "the first block must carry the validator set"

@@ -1345,6 +1345,15 @@ class ChannelConsensus:
             return []  # known, or older (each refresh of the peer list sends it again)
         if validators.channel != self.tip.channel or not validators.verify_issuer(self.issuer):
             return [m.Rejected("validator set is not signed by the RadioStation")]
+        if not validators.validators and latest is not None and latest.validators:
+            # handed over to, it would have no leader and no quorum for good: no later set
+            # could be handed over to either (a review emptied a channel at its RadioStation)
+            return [
+                m.Rejected(
+                    f"validator set version {validators.version} names no validator; "
+                    f"keeping version {latest.version} until one that names some"
+                )
+            ]
         self.latest_validators = validators
         return self._on_progress(now)
 

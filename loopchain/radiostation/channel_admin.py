@@ -94,6 +94,14 @@ def _check_all(
         )
     except ChannelDataError as exc:
         raise _refused(exc.place, exc.reason, in_body) from None
+    before = station.registry.channels.get(name)
+    listed = station.registry.channel_auth  # (in open mode the set is the registered peers')
+    if listed and _has_validators(before) and not _has_validators(specs[name]):
+        raise ChannelChangeError(
+            (),
+            f"channel {name!r} would list no validator: its chain could hand over to no set "
+            "after that, and would stop for good; list another validator first",
+        )
     unlisted = specs[name].unlisted() if station.registry.channel_auth else []
     if unlisted:
         raise _refused(
@@ -103,6 +111,11 @@ def _check_all(
             in_body,
         )
     return specs
+
+
+def _has_validators(spec: ChannelSpec | None) -> bool:
+    """Whether `spec` lists a validator."""
+    return spec is not None and any(m.role == "validator" for m in spec.members or ())
 
 
 def _commit(

@@ -559,7 +559,10 @@ async def channel_add(request: web.Request) -> web.Response:
         spec, version = channel_admin.add_channel(_station(request), body)
     except _CHANGE_ERRORS as exc:
         raise _change_error(exc) from None
-    return _channel_changed(spec.name, version, "added", request)
+    # (a running peer opens a channel granted since its start at its next start)
+    return _channel_changed(
+        spec.name, version, "added; its peers open it at their next start", request
+    )
 
 
 @operator_only

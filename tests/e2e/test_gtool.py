@@ -83,7 +83,9 @@ def test_status_lists_each_channel_with_its_leader(net: LocalNetwork, tmp_path: 
 def test_channels_add_and_remove_peers_and_dump(net: LocalNetwork, tmp_path: Path) -> None:
     done = gtool(net, "add-channel", "kofia_9", "--score", "sample/token", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "channel kofia_9: added (channel version" in done.stdout
+    assert "channel kofia_9: added; its peers open it at their next start (channel version" in (
+        done.stdout
+    )
     peer_id = Signer.generate().address
     done = gtool(net, "add-peer", "kofia_9", "127.0.0.1:7300", cwd=tmp_path)
     assert done.returncode == 0 and "127.0.0.1:7300 listed" in done.stdout, done.stderr

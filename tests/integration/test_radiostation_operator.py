@@ -547,6 +547,14 @@ async def test_channel_changes_are_checked_applied_and_persist(start_rs: StartRS
     assert (status, body["response_code"]) == (200, 0), body
     assert (await _vset(rs, "c1")).peer_ids == [a.address]
     assert f"channel c1: peer {b.address} unlisted by the operator" in rs.current_log()
+    # but not its last validator: the chain could hand over to no set after an empty one, and
+    # stopped for good (review)
+    saved = data_file.read_text()
+    path = f"/api/v1/channel/peer?channel=c1&peer_id={a.address}"
+    status, body = await _change(rs, "DELETE", path)
+    assert (status, body["response_code"]) == (400, -6), body
+    assert "channel 'c1' would list no validator" in body["message"], body
+    assert data_file.read_text() == saved and (await _vset(rs, "c1")).peer_ids == [a.address]
 
     # the file holds what the RadioStation serves, and a restart reads it back
     status, served = await get_json(f"{rs.rest}/api/v1/channel/data")

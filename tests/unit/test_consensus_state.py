@@ -4,9 +4,11 @@ tests/sim runs the seeded fault simulation)."""
 from __future__ import annotations
 
 import dataclasses
+from fractions import Fraction
 
 import pytest
 
+from loopchain.blockchain import chain as chain_module
 from loopchain.consensus import messages as m
 from loopchain.consensus import state as state_module
 from loopchain.consensus.rules import SafetyRules, round_after_timeout
@@ -665,6 +667,37 @@ def test_transactions_a_peer_acknowledged_are_kept_when_it_has_become_an_auditor
     net.check_safety()
     assert net.committed_everywhere(acknowledged)
     assert len(leaving.state.pool) == 0
+
+
+def test_a_validator_set_naming_no_validator_is_refused_and_the_chain_goes_on() -> None:
+    """The RadioStation signed an empty set for a channel whose last validator was unlisted:
+    handed over to, the channel had no leader (every proposal raised) and no quorum to hand over
+    to any later set, for good (review). The set is refused, a block carrying it too, and the
+    chain goes on with the set in force until one naming validators comes."""
+    net = Network(4, seed=12)
+    node = _not_leading(net)  # a chain of two blocks
+    empty = ValidatorSet(CHANNEL, net.validators.version + 1, ()).signed_by(net.issuer)
+    refused = node.state.handle(m.ValidatorsChanged(empty), net.now)
+    assert any(isinstance(a, m.Rejected) and "names no validator" in a.reason for a in refused)
+    assert node.state.latest_validators is net.validators
+    leader = net.nodes[node.state.leader_of_round(node.state.round)].signer
+    carrying = _proposal(net, node.state, node.state.round, leader)
+    parent = node.state.tree.point(carrying.header.prev_hash)
+    assert parent is not None
+    problem = chain_module.check_extends(
+        parent,
+        dataclasses.replace(carrying, validator_update=empty),
+        net.issuer.address,
+        Fraction(2, 3),
+    )
+    assert problem is not None and "names no validator" in problem
+    in_force = net.validators
+    net.issue(empty, 0.05)
+    acknowledged = net.submit(next(iter(net.nodes)), 5)
+    net.run_until(net.now + 10)
+    net.check_safety()
+    assert net.committed_everywhere(acknowledged)
+    assert all(n.state.latest_validators is in_force for n in net.nodes.values())
 
 
 def test_backlog_counts_only_transactions_no_block_holds_and_their_oldest_wait() -> None:
