@@ -6,6 +6,7 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -151,6 +152,8 @@ class ChannelService:
         # read before from the newest validator set (`_nid_read_of`)
         self._genesis_nid: int | None = None
         self._genesis_nid_known = False
+        # peers that took transactions in the channel and when they were last seen to (_signers)
+        self._writers_seen: dict[str, float] = {}
         self._nid_read_of: object = None
         self._config_nid = int(str(config.ICON_NID), 16)
         # (to, message) last broadcast (to None) or not sent (no address known yet)
@@ -723,13 +726,26 @@ class ChannelService:
             len(txs) - 1,
         )
 
-    def _signers(self) -> set[str]:
-        """Who may sign a relayed v1 transaction: the parties that take transactions from
-        clients, so not the auditors (a review had an auditor's own transaction made final by
-        relaying it: its REST refuses to take one)."""
-        return self.member_ids() - self.auditor_ids()
+    def _signers(self) -> dict[str, float]:
+        """Who may sign a relayed v1 transaction, and until when (the clock's seconds; inf: now
+        too): the parties that take transactions from clients, so not the auditors (a review
+        had an auditor's own transaction made final by relaying it: its REST refuses to take
+        one). A validator that has become an auditor signed its clients' transactions until
+        then: those it acknowledged before the handover still reach a block (it gossips them),
+        while it signs none after. Those it signed are bounded by TX_TIMESTAMP_WINDOW, as is
+        what is kept of it here."""
+        now = self.clock()
+        writers = self.member_ids() - self.auditor_ids()
+        seen = self._writers_seen
+        for writer in writers:
+            seen[writer] = now
+        window = float(self.config.TX_TIMESTAMP_WINDOW)
+        for peer, at in list(seen.items()):
+            if now - at > window and peer not in writers:
+                del seen[peer]
+        return {**seen, **dict.fromkeys(writers, math.inf)}
 
-    def _worth_checking(self, relayed: Transaction, now: float, parties: set[str]) -> bool:
+    def _worth_checking(self, relayed: Transaction, now: float, parties: dict[str, float]) -> bool:
         """Whether `receive_txs` would recover the signature of `relayed`, one this peer does not
         hold: of this channel, signed by whom it must be, that the pool would ever take."""
         if not relayed.belongs_to(self.name) or _signer_problem(relayed, parties):
@@ -1291,14 +1307,23 @@ def _network_problem(relayed: Transaction, nid: int) -> str | None:
     return None if problem is None else f"it {problem}"
 
 
-def _signer_problem(relayed: Transaction, parties: set[str]) -> str | None:
+def _signer_problem(relayed: Transaction, signers: dict[str, float]) -> str | None:
     """Why a relayed transaction cannot be taken for its signer: a v1 transaction is signed by
-    the peer that took it from its client, so by a party of the channel that is not an auditor
-    (`parties`; a v3 one by its client's account). Anyone else's, relayed, skipped that peer's admission, and showed the
-    SCORE a sender no peer of the channel is."""
-    if relayed.version != V1 or relayed.sender in parties:
+    the peer that took it from its client, so by a party of the channel that takes transactions
+    (`signers`, with until when: ChannelService._signers; a v3 one by its client's account).
+    Anyone else's, relayed, skipped that peer's admission, and showed the SCORE a sender no peer
+    of the channel is."""
+    if relayed.version != V1:
         return None
-    return (
-        f"a v1 transaction signed by {relayed.sender}, who is not a party of the channel that "
-        "takes transactions"
-    )
+    until = signers.get(relayed.sender)
+    if until is None:
+        return (
+            f"a v1 transaction signed by {relayed.sender}, who is not a party of the channel "
+            "that takes transactions"
+        )
+    if relayed.timestamp / 1_000_000 > until:
+        return (
+            f"a v1 transaction signed by {relayed.sender} after it stopped taking transactions "
+            "in the channel (it audits it now)"
+        )
+    return None

@@ -772,6 +772,35 @@ async def test_a_relayed_v1_transaction_signed_by_no_party_of_the_channel_is_dro
     assert all(tx.hash in service.consensus.pool for tx in partys)
 
 
+async def test_a_validator_become_auditor_still_has_what_it_signed_before_taken(
+    cluster: Cluster,
+) -> None:
+    """A validator unlisted into an auditor gossips the transactions it acknowledged before the
+    handover (they must reach a block); those it signed before are taken from it, and any it
+    signs after are not (an auditor takes no transactions: review). Dropping them all, as the
+    first version did, lost acknowledged transactions."""
+    service = cluster.services[0]
+    cluster.network.down.add(service.signer.address)  # nothing else moves its pool
+    demoted = cluster.signers[2]
+    now = time.time()
+    service.receive_txs([])  # gossip before the change: it is seen taking transactions
+    kept = [v for v in cluster.validators.validators if v.peer_id != demoted.address]
+    version = service.consensus.latest_validators.version + 1  # type: ignore[union-attr]
+    audited = ValidatorSet(CHANNEL, version, tuple(kept), auditors=(demoted.address,)).signed_by(
+        cluster.issuer_signer
+    )
+    service.receive(m.ValidatorsChanged(audited))
+    assert demoted.address in service.auditor_ids()
+    before = Transaction.create_v1(CHANNEL, {"n": "before"}, int((now - 5) * 1e6), demoted)
+    after = Transaction.create_v1(CHANNEL, {"n": "after"}, int((now + 60) * 1e6), demoted)
+    await service.receive_txs_in_turns([Transaction.decode(t.encode()) for t in (before, after)])
+    assert before.hash in service.consensus.pool
+    assert after.hash not in service.consensus.pool
+    stranger = Transaction.create_v1(CHANNEL, {"n": 1}, int(now * 1e6), Signer.generate())
+    await service.receive_txs_in_turns([Transaction.decode(stranger.encode())])
+    assert stranger.hash not in service.consensus.pool
+
+
 async def test_a_relayed_v3_transaction_of_another_network_is_dropped_unchecked(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
