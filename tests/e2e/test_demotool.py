@@ -18,7 +18,7 @@ import pytest
 
 from tests._tty import run_on_tty
 from tools.loadtool import RestTransport
-from tools.procs import ROOT, LocalNetwork, free_port_pair, get, wait_until
+from tools.procs import ROOT, LocalNetwork, free_port_pair, get, run_tool, wait_until
 
 DEMOTOOL = ROOT / "tools" / "demotool.py"
 LOADTOOL = ROOT / "tools" / "loadtool.py"
@@ -44,15 +44,7 @@ def run(
     script: Path, *args: str, cwd: Path, deadline: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """The tool as a process from `cwd` (not the repository), never a traceback."""
-    done = subprocess.run(
-        [sys.executable, str(script), *args],
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=deadline,
-        check=False,
-    )
+    done = run_tool(script, *args, cwd=cwd, deadline=deadline)
     assert "Traceback" not in done.stderr + done.stdout, done.stderr
     return done
 

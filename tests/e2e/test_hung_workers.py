@@ -12,18 +12,12 @@ import json
 import os
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.test_channel_workers import ALPHA, BETA, CHANNELS, workers
 from tools.procs import LocalNetwork, http, wait_until
-
-ALPHA, BETA = "alpha", "beta"
-CHANNELS = {
-    ALPHA: {"score_package": "loopchain/default"},
-    BETA: {"score_package": "loopchain/default"},
-}
 
 
 @pytest.fixture(scope="module")
@@ -36,23 +30,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
         yield network.start_with_peers(1, channels=CHANNELS)
     finally:
         network.stop_and_check()
-
-
-def _worker(peer_pid: int, channel: str) -> int:
-    """The pid of the peer's worker process of `channel`."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            args = (entry / "cmdline").read_bytes().decode().split("\0")
-        except OSError:
-            continue
-        if int(stat.rpartition(")")[2].split()[1]) != peer_pid:
-            continue
-        if "loopchain.peer.worker" in args and args[args.index("--channel") + 1] == channel:
-            return int(entry.name)
-    raise AssertionError(f"no worker of {channel} under {peer_pid}")
 
 
 def _submit(net: LocalNetwork, port: int, channel: str, data: str) -> tuple[int, dict[str, Any]]:
@@ -87,7 +64,7 @@ def test_a_stopped_worker_times_out_once_then_only_its_channel_is_refused_at_onc
 ) -> None:
     port = sorted(net.peers)[0]
     other = ALPHA if stopped_channel == BETA else BETA
-    stopped = _worker(net.peers[port].pid, stopped_channel)
+    stopped = workers(net.peers[port].pid)[stopped_channel]
     os.kill(stopped, signal.SIGSTOP)
     try:
         status, answer = _submit(net, port, stopped_channel, "sent to a stopped worker")

@@ -399,7 +399,7 @@ async def test_a_reply_that_reaches_the_proxy_as_its_deadline_passes_is_taken_no
     call = _HeldCall()
     streams: BatchStreams[pb.CreateTxBatchRequest] = BatchStreams(lambda **_: call, _no_call)
     answer = pb.CreateTxBatchReply(results=[pb.CreateTxResult(tx_hash="ab" * 32)])
-    timeout = 0.5
+    timeout = 3.0  # room for the write before the deadline on a slow machine
     deadline = loop.time() + timeout
     sending = asyncio.ensure_future(streams(_batch(0, 1), timeout=timeout))
     await wait_until_async(_async(lambda: bool(call.written)), 30, "the batch written")

@@ -98,6 +98,17 @@ def _client_of(storage: Path, folder: Path) -> tuple[ssl.SSLContext, int]:
     return context, cert.serial_number
 
 
+def _revoke(tls: Path, url: str, client: ssl.SSLContext, serial: int) -> None:
+    """List `serial` in the node's revoked.json and wait until `client` is refused for it."""
+    (tls / "revoked.json").write_text(json.dumps([pki.serial_hex(serial)]))
+    wait_until(lambda: _get(url, client)[0] == 403, 30, "the revocation to take effect")
+    status, body = _get(url, client)
+    assert status == 403
+    assert (
+        body["message"] == f"client certificate refused: revoked (serial {pki.serial_hex(serial)})"
+    )
+
+
 def _status_on(connection: http.client.HTTPSConnection) -> tuple[int, dict]:
     connection.request("GET", "/api/v1/status/peer")
     reply = connection.getresponse()
@@ -119,13 +130,7 @@ def test_mutual_tls_refuses_a_client_once_its_certificate_is_revoked(
     assert _get(url, revoked)[0] == 503  # served (no peer behind it here)
     kept = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=revoked)
     assert _status_on(kept)[0] == 503
-    (tls / "revoked.json").write_text(json.dumps([pki.serial_hex(revoked_serial)]))
-    wait_until(lambda: _get(url, revoked)[0] == 403, 30, "the revocation to take effect")
-    status, body = _get(url, revoked)
-    assert status == 403
-    assert body["message"] == (
-        f"client certificate refused: revoked (serial {pki.serial_hex(revoked_serial)})"
-    )
+    _revoke(tls, url, revoked, revoked_serial)
     assert _status_on(kept)[0] == 403  # the connection opened before: refused, then closed
     kept.close()
     assert _get(url, other)[0] == 503  # another client is still served
@@ -195,14 +200,26 @@ def test_the_radiostation_refuses_a_revoked_client_over_mutual_tls(tmp_path: Pat
         wait_until(lambda: "RadioStation listening" in proc.log_text(), 30, "the RadioStation")
         url = f"https://127.0.0.1:{port + REST_DIFF}/api/v1/peer/list"
         assert _get(url, revoked)[0] == 200
-        (tls / "revoked.json").write_text(json.dumps([pki.serial_hex(revoked_serial)]))
-        wait_until(lambda: _get(url, revoked)[0] == 403, 30, "the revocation to take effect")
-        status, body = _get(url, revoked)
-        assert status == 403
-        assert body["message"] == (
-            f"client certificate refused: revoked (serial {pki.serial_hex(revoked_serial)})"
-        )
+        _revoke(tls, url, revoked, revoked_serial)
         assert _get(url, other)[0] == 200  # another client is still served
     finally:
         assert proc.stop() == 0
     proc.assert_clean_log()
+
+
+def test_a_radiostation_whose_revocation_list_is_unusable_says_so_and_exits(
+    tmp_path: Path,
+) -> None:
+    """With ENABLE_REST_SSL 2 its REST clients are checked against its revocation lists: one
+    that cannot be used stops the start (exit 2) naming it, rather than serving unchecked."""
+    storage, port = tmp_path / "storage", free_port_pair()
+    tool = ["tools/tls_network.py", "--storage", str(storage), "--radiostation", str(port)]
+    subprocess.run(
+        [sys.executable, *tool, "--peers", ""], cwd=ROOT, check=True, capture_output=True
+    )
+    (storage / f"radiostation_{port}" / "tls" / "revoked.json").write_text("not json")
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({"DEFAULT_STORAGE_PATH": str(storage), "ENABLE_REST_SSL": 2}))
+    proc = Proc(f"rs_{port}", ["radiostation.py", "-p", str(port), "-o", str(conf)], tmp_path)
+    assert proc.run(30) == 2
+    assert "ENABLE_REST_SSL 2:" in proc.log_text() and "revoked.json" in proc.log_text()

@@ -20,6 +20,7 @@ from loopchain.blockchain.intake_journal import IntakeJournal, encode_record, re
 from loopchain.peer.intake import IntakeLog, IntakeRefused
 from loopchain.storage.abc import StorageError
 from loopchain.types.transaction import Transaction
+from tests._syncs import record_syncs
 from tests.integration._storage_helpers import ChainBuilder
 
 
@@ -432,17 +433,7 @@ def test_a_journal_made_folders_deep_syncs_every_new_folder_into_its_parent(
     """A journal whose folder and its parents are new synced only the folder's own parent: a
     power cut could lose the upper folders' names, and with them every acknowledged
     transaction written below."""
-    from loopchain import durable
-
-    synced: list[Path] = []
-    real_sync = durable.sync_directory
-
-    def remembering_sync(folder: Path) -> None:
-        synced.append(Path(folder))
-        real_sync(folder)
-
-    monkeypatch.setattr(durable, "sync_directory", remembering_sync)
-    monkeypatch.setattr(intake_journal, "_sync_directory", remembering_sync)
+    synced = record_syncs(monkeypatch, (intake_journal, "_sync_directory"))
     directory = tmp_path / "peer" / "channel" / "intake"
     journal = IntakeJournal(directory)
     journal.append([chain.transaction()])

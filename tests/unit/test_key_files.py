@@ -26,6 +26,7 @@ from loopchain.types.passwords import (
     prompt_password,
     read_password_file,
 )
+from tests._syncs import record_syncs
 
 
 def _mode(path: Path) -> int:
@@ -192,16 +193,7 @@ def test_a_key_made_in_new_folders_syncs_each_of_them_into_its_parent(
 ) -> None:
     """A peer's key made where its folders did not exist yet synced the key's folder only: a
     power cut could lose the upper folders' names, and the peer came back with a new id."""
-    from loopchain import durable
-
-    synced: list[Path] = []
-    real_sync = durable.sync_directory
-
-    def remembering_sync(folder: Path) -> None:
-        synced.append(Path(folder))
-        real_sync(folder)
-
-    monkeypatch.setattr(durable, "sync_directory", remembering_sync)
+    synced = record_syncs(monkeypatch)
     path = tmp_path / "storage" / "peer_7100" / "keys" / "key.pem"
     made = load_or_create_key(path)
     assert {tmp_path, tmp_path / "storage", tmp_path / "storage" / "peer_7100"} <= set(synced)
