@@ -140,10 +140,13 @@ async def test_replies_a_caller_does_not_read_are_bounded_and_others_still_get_t
 
         await wait_until_async(all_answered, 30, "every range to be made")
         refused = monitor.errors["GetBlockRange", "RESOURCE_EXHAUSTED"]
-        assert refused > 0
         largest = max_proposal_bytes(int(CONFIG.MAX_BLOCK_KBYTES))
         share = peer_service.UNSENT_RANGES_A_CALLER * peer_service.range_reply_bytes(largest)
-        assert refused == CALLS - share // _reply_bytes()
+        # What the caller holds stays within its share. (How many are refused is not exact: a
+        # reply gRPC fails to send is done, its bytes given back, and a later call may then go.)
+        held = server._servicer.unsent.held
+        assert 0 < held <= share
+        assert 0 < refused < CALLS
         options = [("grpc.max_receive_message_length", 64 << 20)]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as other:
             request = pb.BlockRangeRequest(channel=CHANNEL, max_blocks=100)
