@@ -144,7 +144,7 @@ async def test_a_query_out_of_memory_gives_back_what_it_allocated(tmp_path: Path
     source = (ROOT / "score" / "test" / "memory" / "memory_score.py").read_text()
     package = make_package(tmp_path, "memory", source)
     # a deadline far beyond the time to reach the memory limit, even on a slow, busy machine
-    config = score_config(SCORE_QUERY_TIMEOUT=60.0)
+    config = score_config(SCORE_QUERY_TIMEOUT=60.0, SCORE_INVOKE_TIMEOUT=120.0)
     async with running(make_supervisor(tmp_path, config, package)) as supervisor:
         pid = supervisor.pid
         assert pid is not None
@@ -342,7 +342,9 @@ async def test_concurrent_queries_share_calls_and_each_hears_its_own_answer(
     """Queries asked while one is in flight go together in the next calls; a query that fails
     fails alone."""
     package, chain = make_package(tmp_path), Blocks()
-    config = score_config(SCORE_STEP_LIMIT=50_000, SCORE_QUERY_TIMEOUT=60.0)
+    config = score_config(
+        SCORE_STEP_LIMIT=50_000, SCORE_QUERY_TIMEOUT=60.0, SCORE_INVOKE_TIMEOUT=120.0
+    )
     expected: dict[str, str | tuple[type[Exception], str]] = {
         '{"key": "k"}': '"v1"',
         '{"key": "unknown"}': "null",
@@ -377,7 +379,9 @@ async def test_answers_that_would_pass_the_message_limit_go_in_later_calls(
     and an answer larger than a message is refused alone."""
     limit = 256 * 1024
     package = make_package(tmp_path)
-    config = score_config(GRPC_MAX_MESSAGE_BYTES=limit, SCORE_QUERY_TIMEOUT=60.0)
+    config = score_config(
+        GRPC_MAX_MESSAGE_BYTES=limit, SCORE_QUERY_TIMEOUT=60.0, SCORE_INVOKE_TIMEOUT=120.0
+    )
     sizes = [100_000] * 3 + [2 * limit] + [100_000] * 3 + [10]
     async with running(make_supervisor(tmp_path, config, package)) as supervisor:
         client = supervisor.client

@@ -285,7 +285,7 @@ async def test_a_query_reads_the_state_of_every_block_whose_results_are_recorded
     commit is held (the real SCORE process behind it) while the query is asked."""
     store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
     _fill(store, ChainBuilder())
-    runtime = _runtime(tmp_path, store, [], SCORE_QUERY_TIMEOUT=60.0)
+    runtime = _runtime(tmp_path, store, [], SCORE_QUERY_TIMEOUT=60.0, SCORE_INVOKE_TIMEOUT=120.0)
     held, release = _hold_the_last_commit(runtime, monkeypatch)
     last = BLOCKS - 1
     async with running(runtime):
