@@ -201,6 +201,7 @@ _POSITIVE_SECONDS = (  # deadlines and intervals: zero would spin or fail every 
     "HEARTBEAT_TIMEOUT",
     "TX_TIMESTAMP_WINDOW",
 )
+MIN_CHILD_HANG_TIMEOUT = 3.0  # seconds without a beat (one a second) before a child is killed
 _NON_NEGATIVE_SECONDS = ("MAX_TIMESTAMP_SKEW", "SEND_TX_LIST_DURATION")
 _LEVELDB_MB = ("LEVELDB_WRITE_BUFFER_MB", "LEVELDB_MAX_FILE_MB")
 _ROTATE_WHEN = re.compile(r"[SMHD]|midnight|W[0-6]", re.IGNORECASE)  # logging.handlers' names
@@ -260,6 +261,11 @@ def validate_ranges(values: Mapping[str, Any]) -> None:
         _in_range(key, values[key], 0, MAX_CONFIG_SECONDS, low_open=True)
     for key in _NON_NEGATIVE_SECONDS:
         _in_range(key, values[key], 0, MAX_CONFIG_SECONDS)
+    hang = values["CHILD_HANG_TIMEOUT"]
+    if hang != 0:
+        _in_range(
+            "CHILD_HANG_TIMEOUT (or 0: never)", hang, MIN_CHILD_HANG_TIMEOUT, MAX_CONFIG_SECONDS
+        )
     _in_range("LEADER_COMPLAIN_RATIO", values["LEADER_COMPLAIN_RATIO"], 0, 1, low_open=True)
     for key in _LEVELDB_MB:
         _in_range(key, values[key], 1, 1024)  # LevelDB clips its sizes to 1 GB

@@ -96,6 +96,10 @@ REST_MAX_RECEIVING_MB = 64
 # MB freed gives them back to the system (looked at every 10 s; glibc keeps what a burst freed
 # otherwise: a proxy kept 600 MB, 11 in use, after 256 clients posted at once); 0: never
 MEMORY_GIVE_BACK_MB = 32
+# a peer's child (its REST proxy, a channel worker) that gives no sign of life for this many
+# seconds (its event loop blocked or deadlocked, the process stopped) is killed and started
+# again; 0: never. At least MIN_CHILD_HANG_TIMEOUT: a busy child must not be taken for hung
+CHILD_HANG_TIMEOUT = 30.0
 # connections a REST port (proxy or RadioStation) keeps open at once; a new one beyond them is
 # answered 503 and closed. Lowered at start when the process may not open that many files.
 REST_MAX_CONNECTIONS = 4096

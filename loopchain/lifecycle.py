@@ -135,6 +135,32 @@ def _end_now(reason: str) -> None:
         os._exit(0)
 
 
+BEAT_INTERVAL = 1.0  # seconds between a child's beats to its parent (beat_to_parent)
+BEAT_FD_ARG = "--beat-fd"  # the option naming the pipe a child beats on
+
+
+def beat_to_parent(fd: int) -> None:
+    """Write a byte to `fd`, a pipe its parent reads (loopchain.peer.children), every
+    BEAT_INTERVAL from the running event loop, for as long as the loop turns: a loop that stops
+    turning (blocked, deadlocked, the process stopped) stops the beats, and the parent kills the
+    child to start it again. Nothing when `fd` is negative (no parent watching)."""
+    if fd < 0:
+        return
+    os.set_blocking(fd, False)
+    loop = asyncio.get_running_loop()
+
+    def beat() -> None:
+        try:
+            os.write(fd, b".")
+        except BlockingIOError:  # the pipe is full: the parent has not read the last beats yet
+            pass
+        except OSError:  # the parent is gone (it closed its end)
+            return
+        loop.call_later(BEAT_INTERVAL, beat)
+
+    beat()
+
+
 async def until_exit_or(process: asyncio.subprocess.Process, event: asyncio.Event) -> None:
     """Wait until `process` exits or `event` is set, whichever comes first."""
     exited = asyncio.ensure_future(process.wait())

@@ -12,6 +12,13 @@ It exits when it cannot listen on its port, which is what a peer started again a
 kill -9 meets: the dead peer's proxy holds the port until it has stopped too (it ends with its
 peer, gracefully, within its shutdown deadline). Started again, the new proxy gets the port then;
 a peer never runs on without its REST API.
+
+A child that hangs is killed and started again too: each beats on a pipe from its event loop
+(lifecycle.beat_to_parent), and one that gives no beat for CHILD_HANG_TIMEOUT seconds (its event
+loop blocked or deadlocked, the process stopped) is SIGKILLed. The time is counted in turns of
+the parent's own loop, so a parent too busy to read the beats kills nobody. A child starts
+beating once it is up (a proxy listening, a worker with its channel open), so however long its
+start takes on a slow machine or a long chain, it is not taken for hung.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 
-from loopchain.lifecycle import CHILD_GROUP, terminate, until_exit_or
+from loopchain.lifecycle import BEAT_FD_ARG, BEAT_INTERVAL, CHILD_GROUP, terminate, until_exit_or
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +81,18 @@ class Supervised:
     """A child process kept running by `restart_loop` until `stop`; subclasses say how it starts
     (`_spawn`), what it is told once started (`_started`) and which exits end it (`_fatal`)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, hang_timeout: float) -> None:
         self.name = name  # for the log: "REST proxy on port 9000", "worker of channel a"
+        self.hang_timeout = hang_timeout  # CHILD_HANG_TIMEOUT; 0: a hung child is left alone
         self.restarts = 0
+        self.hung = 0  # times it was killed for giving no beat
+        self.killed_hung = False  # whether its last run ended so
+        self.beating = False  # whether the running child has begun beating
         self.process: asyncio.subprocess.Process | None = None
         self._stopping = asyncio.Event()
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
+    async def _spawn(self, beat_fd: int) -> asyncio.subprocess.Process:
+        """Start the child, handing it `beat_fd` (BEAT_FD_ARG, in pass_fds) to beat on; -1: none."""
         raise NotImplementedError
 
     async def _started(self, process: asyncio.subprocess.Process) -> None:
@@ -101,19 +114,75 @@ class Supervised:
 
     async def _run_once(self) -> int | None:
         """Run one process until it exits or `stop`; its exit status (None: could not start)."""
+        self.killed_hung = self.beating = False
+        beats, beat_fd = os.pipe() if self.hang_timeout > 0 else (-1, -1)
         try:
-            process = await self._spawn()
-        except OSError as exc:
-            log.error("could not start the %s: %s", self.name, exc)
-            return None
-        self.process = process
-        log.info("started the %s (pid %d)", self.name, process.pid)
-        try:
-            await self._started(process)
-            await until_exit_or(process, self._stopping)
+            try:
+                process = await self._spawn(beat_fd)
+            except OSError as exc:
+                log.error("could not start the %s: %s", self.name, exc)
+                return None
+            finally:
+                if beat_fd >= 0:
+                    os.close(beat_fd)
+            self.process = process
+            log.info("started the %s (pid %d)", self.name, process.pid)
+            watching = asyncio.ensure_future(self._watch(process, beats)) if beats >= 0 else None
+            try:
+                await self._started(process)
+                await until_exit_or(process, self._stopping)
+            finally:
+                if watching is not None:
+                    watching.cancel()
+                    await asyncio.gather(watching, return_exceptions=True)
+                await terminate(process, STOP_DEADLINE)
+            return process.returncode
         finally:
-            await terminate(process, STOP_DEADLINE)
-        return process.returncode
+            if beats >= 0:
+                os.close(beats)
+
+    async def _watch(self, process: asyncio.subprocess.Process, beats: int) -> None:
+        """SIGKILL `process` once it has given no beat on `beats` for `hang_timeout` seconds
+        since its last, counted in BEAT_INTERVAL turns of this loop."""
+        loop = asyncio.get_running_loop()
+        heard = 0
+
+        def on_beats() -> None:
+            nonlocal heard
+            try:
+                got = os.read(beats, 4096)
+            except BlockingIOError:
+                return
+            if got:
+                heard += len(got)
+            else:  # the child closed its end (it has exited): process.wait() says so
+                loop.remove_reader(beats)
+
+        os.set_blocking(beats, False)
+        loop.add_reader(beats, on_beats)
+        try:
+            silent = 0.0  # no limit before the first beat: a child begins beating once it is up
+            while True:
+                await asyncio.sleep(BEAT_INTERVAL)
+                if heard:
+                    heard, silent, self.beating = 0, 0.0, True
+                    continue
+                silent += BEAT_INTERVAL
+                if self.beating and silent >= self.hang_timeout and process.returncode is None:
+                    log.error(
+                        "the %s (pid %d) gave no sign of life for %.0f s (its event loop "
+                        "blocked, or the process stopped): killing it to start it again",
+                        self.name,
+                        process.pid,
+                        silent,
+                    )
+                    self.hung += 1
+                    self.killed_hung = True
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    return
+        finally:
+            loop.remove_reader(beats)
 
     async def stop(self) -> None:
         """SIGTERM the child (SIGKILL after STOP_DEADLINE) and stop starting it again."""
@@ -125,13 +194,19 @@ class Supervised:
 class RestProxy(Supervised):
     """The peer's REST proxy process (`command`), listening on `port`."""
 
-    def __init__(self, command: Sequence[str], port: int) -> None:
-        super().__init__(f"REST proxy on port {port}")
+    def __init__(self, command: Sequence[str], port: int, hang_timeout: float) -> None:
+        super().__init__(f"REST proxy on port {port}", hang_timeout)
         self.command = list(command)
         self.port = port
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(*self.command, process_group=CHILD_GROUP)
+    async def _spawn(self, beat_fd: int) -> asyncio.subprocess.Process:
+        beating = (BEAT_FD_ARG, str(beat_fd)) if beat_fd >= 0 else ()
+        return await asyncio.create_subprocess_exec(
+            *self.command,
+            *beating,
+            pass_fds=(beat_fd,) if beat_fd >= 0 else (),
+            process_group=CHILD_GROUP,
+        )
 
     def _fatal(self, code: int | None) -> bool:
         return code == REST_CONFIG_REFUSED

@@ -19,7 +19,7 @@ from loopchain.configure import (
     settings_without_effect,
     setup_logging,
 )
-from loopchain.lifecycle import die_with_parent, stop_on_signals
+from loopchain.lifecycle import BEAT_FD_ARG, beat_to_parent, die_with_parent, stop_on_signals
 from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
 from loopchain.peer.node import (
@@ -151,6 +151,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="loopchain.peer.worker")
     parser.add_argument("--channel", required=True, help="the channel (as in the process list)")
     parser.add_argument("--parent-pid", type=int, default=0, help="end with this process")
+    parser.add_argument(BEAT_FD_ARG, type=int, default=-1, help="beat on this pipe to its peer")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         raw = sys.stdin.buffer.read(MAX_WORKER_SPEC_BYTES + 1)
@@ -173,15 +174,15 @@ def worker_main(argv: list[str] | None = None) -> int:
         return WORKER_SPEC_REFUSED
     if not die_with_parent(args.parent_pid):
         return 0
-    return _run_node(PeerNode(config, options))
+    return _run_node(PeerNode(config, options), args.beat_fd)
 
 
-def _run_node(node: PeerNode) -> int:
+def _run_node(node: PeerNode, beat_fd: int = -1) -> int:
     """Run `node` until a signal: 0, or 1 when it cannot start or its storage failed (in a
     channel worker: WORKER_STORAGE_FAILED when its storage failed or fails its checks)."""
     storage_failed = WORKER_STORAGE_FAILED if node.options.worker is not None else 1
     try:
-        asyncio.run(_run(node))
+        asyncio.run(_run(node, beat_fd))
     except (*STARTUP_ERRORS, BaseExceptionGroup) as exc:
         leaves = _leaves(exc)
         if not all(isinstance(leaf, STARTUP_ERRORS) for leaf in leaves):
@@ -225,8 +226,8 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-async def _run(node: PeerNode) -> None:
+async def _run(node: PeerNode, beat_fd: int) -> None:
     stop = asyncio.Event()
     stop_on_signals(asyncio.get_running_loop(), stop)
     start_giving_back(int(node.config.MEMORY_GIVE_BACK_MB))
-    await node.run(stop)
+    await node.run(stop, opened=lambda: beat_to_parent(beat_fd))

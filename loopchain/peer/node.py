@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -291,8 +292,9 @@ class PeerNode:
 
     # ------------------------------------------------------------ run
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Start everything, serve until `stop` is set, then shut down gracefully."""
+    async def run(self, stop: asyncio.Event, opened: Callable[[], None] = lambda: None) -> None:
+        """Start everything, serve until `stop` is set, then shut down gracefully; `opened` is
+        called once its channels are open (or their workers started)."""
         self._stop = stop
         worker = self.options.worker
         # 1. claim this peer's store (fails at once if another process holds it) and identity
@@ -341,6 +343,7 @@ class PeerNode:
                         self._start_worker(grant, registration.radiostation_address, group)
                     else:
                         await self._open_channel(grant, registration.radiostation_address, group)
+                opened()
                 group.create_task(self._heartbeat_loop(rs, stop), name="heartbeat")
                 await stop.wait()
                 raise _Stop()
@@ -857,7 +860,11 @@ class PeerNode:
             args += ["-o", self.options.config_path]
         if self.options.debug:
             args.append("-d")
-        return RestProxy(args, self.port + int(self.config.PORT_DIFF_REST_SERVICE_CONTAINER))
+        return RestProxy(
+            args,
+            self.port + int(self.config.PORT_DIFF_REST_SERVICE_CONTAINER),
+            float(self.config.CHILD_HANG_TIMEOUT),
+        )
 
     async def _shutdown(self, server: PeerServer, rest_task: asyncio.Task[None] | None) -> None:
         log.info("shutting down")

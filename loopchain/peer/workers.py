@@ -27,7 +27,8 @@ and the peer stops once none is left (Node._channel_stopped).
 * killed by a signal from outside (kill -9, the OOM killer, SIGTERM), or ended by one (0): it is
   started again, however often.
 * ended by a signal of its own fault (SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL: a C extension
-  crashed, perhaps reading damaged data): a crash, counted as status 1 is.
+  crashed, perhaps reading damaged data), or killed by its peer for giving no sign of life for
+  CHILD_HANG_TIMEOUT (loopchain.peer.children): a crash, counted as status 1 is.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from typing import Any
 
 from loopchain import failpoints
 from loopchain.configure import Config
-from loopchain.lifecycle import CHILD_GROUP, CRASH_SIGNALS
+from loopchain.lifecycle import BEAT_FD_ARG, CHILD_GROUP, CRASH_SIGNALS
 from loopchain.p2p.worker_link import WorkerLink
 from loopchain.peer.children import Supervised
 from loopchain.scoreservice.owned_dir import OwnedDir
@@ -75,7 +76,7 @@ class ChannelWorker(Supervised):
         config: Config,
         on_fatal: Callable[[str], None],
     ) -> None:
-        super().__init__(f"worker of channel {channel}")
+        super().__init__(f"worker of channel {channel}", float(config.CHILD_HANG_TIMEOUT))
         self.channel = channel
         self._socket_dir = OwnedDir(SOCKET_DIR_PREFIX)  # swept by the next peer when left
         self.socket_dir = self._socket_dir.path
@@ -117,10 +118,12 @@ class ChannelWorker(Supervised):
             return f"{ended}: its storage failed (its reason above). {STORAGE_ADVICE}"
         if code == WORKER_SPEC_REFUSED:
             return f"{ended}: it refused what its peer handed it (its reason above)"
-        last = f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
+        last = f"with signal {signal.Signals(-code).name}" if code < 0 else f"with status {code}"
+        if self.killed_hung:
+            last = f"giving no sign of life for {self.hang_timeout:.0f} s"
         return (
             f"the worker of channel {self.channel} crashed {len(self._crashes)} times within "
-            f"{CRASH_WINDOW:.0f} s, the last time with {last} (the tracebacks or reasons "
+            f"{CRASH_WINDOW:.0f} s, the last time {last} (the tracebacks or reasons "
             "are above), and is not started again. What is stored is whole; report the crash, "
             "then start the peer again"
         )
@@ -130,7 +133,7 @@ class ChannelWorker(Supervised):
             return True
         if code is None or code == 0:  # could not be spawned, or stopped by a signal
             return False
-        if code < 0 and -code not in CRASH_SIGNALS:  # killed from outside
+        if code < 0 and -code not in CRASH_SIGNALS and not self.killed_hung:  # killed from outside
             return False
         now = time.monotonic()
         self._crashes.append(now)
@@ -138,7 +141,7 @@ class ChannelWorker(Supervised):
             self._crashes.popleft()
         return len(self._crashes) >= MAX_CRASHES
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
+    async def _spawn(self, beat_fd: int) -> asyncio.subprocess.Process:
         self._socket_dir.open()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()  # a dead worker's socket
@@ -149,7 +152,9 @@ class ChannelWorker(Supervised):
             sys.executable,
             *("-m", "loopchain.peer.worker", "--channel", self.channel),
             *("--parent-pid", str(os.getpid())),
+            *((BEAT_FD_ARG, str(beat_fd)) if beat_fd >= 0 else ()),
             stdin=asyncio.subprocess.PIPE,
+            pass_fds=(beat_fd,) if beat_fd >= 0 else (),
             process_group=CHILD_GROUP,
             env=env,
         )

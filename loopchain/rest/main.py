@@ -23,7 +23,7 @@ from loopchain.http_site import (
     connection_cap,
     rest_tls_context,
 )
-from loopchain.lifecycle import die_with_parent, stop_on_signals
+from loopchain.lifecycle import BEAT_FD_ARG, beat_to_parent, die_with_parent, stop_on_signals
 from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
 from loopchain.p2p.grpc_util import client_revocations
@@ -56,6 +56,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--peer-socket",
         metavar="PATH",
         help="reach the peer at this unix socket (the one a peer serves the proxy it starts on)",
+    )
+    parser.add_argument(
+        BEAT_FD_ARG,
+        type=int,
+        default=-1,
+        help="beat on this pipe, for the peer that starts it to tell it from a hung one",
     )
     return parser.parse_args(argv)
 
@@ -119,9 +125,9 @@ def peer_target_of(config: Config) -> str:
     return f"{host}:{config.PORT_PEER}"
 
 
-async def serve(config: Config, peer_socket: str | None = None) -> int:
+async def serve(config: Config, peer_socket: str | None = None, beat_fd: int = -1) -> int:
     """Run the proxy until SIGTERM or SIGINT, reaching its peer at `peer_socket` when given
-    (else at peer_target_of); the exit status."""
+    (else at peer_target_of), beating on `beat_fd` when given; the exit status."""
     host = config.IP_LOCAL
     port = config.PORT_PEER + config.PORT_DIFF_REST_SERVICE_CONTAINER
     peer_target = peer_target_of(config)
@@ -162,6 +168,7 @@ async def serve(config: Config, peer_socket: str | None = None) -> int:
         return EXIT_RUNTIME
     stop = asyncio.Event()
     stop_on_signals(asyncio.get_running_loop(), stop)
+    beat_to_parent(beat_fd)
     start_giving_back(int(config.MEMORY_GIVE_BACK_MB))
     scheme = "https" if ssl_context else "http"
     log.info(
@@ -194,6 +201,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rest_proxy: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return asyncio.run(serve(config, args.peer_socket))
+        return asyncio.run(serve(config, args.peer_socket, args.beat_fd))
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         return EXIT_OK

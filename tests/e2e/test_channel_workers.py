@@ -42,7 +42,8 @@ CHANNELS = {
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
     network = LocalNetwork(
         tmp_path_factory.mktemp("workers"),
-        {"LOOPCHAIN_DEFAULT_CHANNEL": ALPHA, "CHANNEL_WORKERS": "always"},
+        # its workers are stopped (SIGSTOP) longer than a hung one is left: never killed here
+        {"LOOPCHAIN_DEFAULT_CHANNEL": ALPHA, "CHANNEL_WORKERS": "always", "CHILD_HANG_TIMEOUT": 0},
     )
     try:
         yield network.start_with_peers(4, channels=CHANNELS)

@@ -24,7 +24,8 @@ from tools.procs import LocalNetwork, http, wait_until
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
     network = LocalNetwork(
         tmp_path_factory.mktemp("hung"),
-        {"LOOPCHAIN_DEFAULT_CHANNEL": ALPHA, "CHANNEL_WORKERS": "always"},
+        # its workers stay stopped longer than a hung one is left (test_hung_children): not killed
+        {"LOOPCHAIN_DEFAULT_CHANNEL": ALPHA, "CHANNEL_WORKERS": "always", "CHILD_HANG_TIMEOUT": 0},
     )
     try:
         yield network.start_with_peers(1, channels=CHANNELS)

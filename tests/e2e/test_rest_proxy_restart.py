@@ -37,18 +37,25 @@ def _serving(net: LocalNetwork, port: int) -> bool:
     return status == 200
 
 
+def wait_for_another_proxy(
+    net: LocalNetwork, port: int, peer_pid: int, old: int, deadline: float
+) -> None:
+    """Wait until a REST proxy other than `old` serves `port`'s REST API."""
+
+    def served_by_another() -> bool:
+        now = _proxy_of(peer_pid)
+        return now is not None and now != old and _serving(net, port)
+
+    wait_until(served_by_another, deadline, "a new REST proxy serving the port")
+
+
 def test_a_killed_proxy_is_started_again_on_its_port(tmp_path: Path) -> None:
     with running_network(tmp_path, 1) as net:
         port, peer = next(iter(net.peers.items()))
         first = _proxy_of(peer.pid)
         assert first is not None and _serving(net, port)
         os.kill(first, signal.SIGKILL)
-
-        def served_by_another() -> bool:
-            now = _proxy_of(peer.pid)
-            return now is not None and now != first and _serving(net, port)
-
-        wait_until(served_by_another, 60, "a new REST proxy serving the port")
+        wait_for_another_proxy(net, port, peer.pid, first, 60)
         assert f"REST proxy on port {port + REST_DIFF} exited (signal 9)" in peer.log_text()
         with urllib.request.urlopen(f"{net.rest(port)}/metrics", timeout=10) as response:
             metrics = response.read().decode()

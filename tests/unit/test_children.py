@@ -27,7 +27,7 @@ time.sleep(3600)
 
 async def test_a_child_that_exits_is_started_again_until_it_stays_up(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    proxy = RestProxy([sys.executable, "-c", FLAKY, str(runs)], 9000)
+    proxy = RestProxy([sys.executable, "-c", FLAKY, str(runs)], 9000, 0)
     task = asyncio.create_task(proxy.run())
 
     async def third_run() -> bool:
@@ -46,7 +46,7 @@ async def test_a_child_that_exits_is_started_again_until_it_stays_up(tmp_path: P
 async def test_a_refused_configuration_is_not_tried_again(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    proxy = RestProxy([sys.executable, "-c", "import sys; sys.exit(2)"], 9000)
+    proxy = RestProxy([sys.executable, "-c", "import sys; sys.exit(2)"], 9000, 0)
     await asyncio.wait_for(proxy.run(), 60)
     assert proxy.restarts == 0
     assert "refused its configuration (status 2" in caplog.text
@@ -55,7 +55,7 @@ async def test_a_refused_configuration_is_not_tried_again(
 async def test_a_child_that_cannot_be_spawned_is_tried_again_until_stopped(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    proxy = RestProxy([str(tmp_path / "no-such-program")], 9000)
+    proxy = RestProxy([str(tmp_path / "no-such-program")], 9000, 0)
     task = asyncio.create_task(proxy.run())
 
     async def tried_twice() -> bool:

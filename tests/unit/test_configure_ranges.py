@@ -31,6 +31,8 @@ from loopchain.configure import MAX_CONFIG_INT, ConfigError, is_branch_name, loa
         ("PORT_DIFF_INNER_SERVICE", "-70000", ["PORT_DIFF_INNER_SERVICE"]),
         ("TPS_LIMIT_PER_SEC", "-1", ["TPS_LIMIT_PER_SEC", "at least 0"]),
         ("MEMORY_GIVE_BACK_MB", "-1", ["MEMORY_GIVE_BACK_MB", "at least 0"]),
+        ("CHILD_HANG_TIMEOUT", "1", ["CHILD_HANG_TIMEOUT (or 0: never)", "at least 3", "got 1"]),
+        ("CHILD_HANG_TIMEOUT", "-1", ["CHILD_HANG_TIMEOUT", "at least 3"]),
         ("REST_MAX_RECEIVING_MB", str(MAX_CONFIG_INT + 1), ["REST_MAX_RECEIVING_MB", "at most"]),
         ("LEADER_COMPLAIN_RATIO", "0", ["LEADER_COMPLAIN_RATIO", "above 0"]),
         ("LEVELDB_WRITE_BUFFER_MB", "0", ["LEVELDB_WRITE_BUFFER_MB", "at least 1"]),
