@@ -228,13 +228,16 @@ def check_size(block: Block, limits: Limits) -> str | None:
     return None
 
 
+OFF_THIS_CLOCK = "block timestamp is too far from this peer's clock"
+
+
 def check_proposal_time(tip: ChainTip, block: Block, limits: Limits, now_us: int) -> str | None:
     """The timestamp bounds of `check_proposal_bounds`: what the header alone decides (a block
     whose body was altered on its way keeps its header, and its leader's signature of it)."""
     if block.header.timestamp <= tip.timestamp:
         return "block timestamp does not advance"
     if abs(block.header.timestamp - now_us) > limits.max_skew_us:
-        return "block timestamp is too far from this peer's clock"
+        return OFF_THIS_CLOCK
     return None
 
 

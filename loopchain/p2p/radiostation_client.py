@@ -102,6 +102,8 @@ class RadioStationClient:
         name = str(config.GRPC_SSL_SERVER_NAME_RADIOSTATION)
         self._channel = open_channel(target, config, tls, name)
         self._stub = pb_grpc.RadioStationStub(self._channel)
+        # seconds its clock is ahead of this process's, as its last heartbeat answer told
+        self.clock_offset: float | None = None
 
     async def connect(self, signer: Signer, my_target: str, group_id: str = "") -> Registration:
         """Register this peer (signed) and return its order and channels."""
@@ -148,6 +150,7 @@ class RadioStationClient:
     async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:
         """Report liveness (signed, timestamped); returns the channel's peer-list version."""
         now_us = time.time_ns() // 1000
+        sent = time.monotonic()
         digest = heartbeat_digest(signer.address, channel, peer_type, height, now_us)
         request = pb.HeartbeatRequest(
             peer_id=signer.address,
@@ -158,6 +161,9 @@ class RadioStationClient:
             signature=signer.sign(digest),
         )
         reply = await self._call(self._stub.Heartbeat, request)
+        if reply.timestamp_us:  # its clock as it answered, against this one's halfway through
+            halfway_us = now_us + (time.monotonic() - sent) * 500_000
+            self.clock_offset = (reply.timestamp_us - halfway_us) / 1_000_000
         if reply.code != 0:
             raise RadioStationRefused(
                 f"RadioStation {self.target} refused the heartbeat: {reply.message}", reply.code
@@ -206,6 +212,11 @@ class RadioStations:
     @property
     def target(self) -> str:
         return self._clients[self._current].target
+
+    @property
+    def clock_offset(self) -> float | None:
+        """Seconds the RadioStation in use is ahead of this clock (None: not told yet)."""
+        return self._clients[self._current].clock_offset
 
     async def _first_answer(self, call: Callable[[RadioStationClient], Awaitable[T]]) -> T:
         failures: list[str] = []

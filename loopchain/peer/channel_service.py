@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from loopchain import failpoints, monitor_log
 from loopchain.blockchain import coin, execution
 from loopchain.blockchain.block_store import BlockStore, BlockStoreError, StoredBlock
-from loopchain.blockchain.chain import Limits
+from loopchain.blockchain.chain import OFF_THIS_CLOCK, Limits
 from loopchain.blockchain.intake_journal import IntakeJournal
 from loopchain.blockchain.mempool import TxPool, TxRefused
 from loopchain.blockchain.restore import restore_tip
@@ -76,6 +76,9 @@ RESEND_RECENT = 8
 # A member still without an address this long after a message to it was kept is worth a warning;
 # at start-up the member list fills within a heartbeat or two, and what waited is sent then.
 MISSING_MEMBER_GRACE_S = 10.0
+# how recent a block refused for its time is, for a clock the RadioStation says is off to refuse
+# client transactions (_refuses_blocks_for_time)
+CLOCK_EVIDENCE_S = 60.0
 T = TypeVar("T")
 NOT_INVOKED_TEXT = "not invoked yet"  # the message of code 2 while a transaction waits
 MONITORED_HASHES = 8  # transaction hashes a CreateTx monitoring event names at most
@@ -142,6 +145,8 @@ class ChannelService:
         # called when a validator has no address here yet (the peer asks the RadioStation again)
         self.on_members_wanted = on_members_wanted
         self.halted: str | None = None  # why this channel stopped (its storage failed)
+        self.clock_off: str | None = None  # this peer's clock off the RadioStation's (its node)
+        self._refused_for_time_at = -math.inf  # (monotonic) a block last refused for its time
         self.name = settings.name
         self.config = config
         self.signer = signer
@@ -577,7 +582,20 @@ class ChannelService:
                 ErrorKind.DENIED,
                 f"this peer audits channel {self.name}: it serves its data but takes no transactions",
             )
+        if self.clock_off is not None and self._refuses_blocks_for_time():
+            return RequestError(
+                ErrorKind.UNAVAILABLE,
+                f"{self.clock_off}, and it refuses the blocks of channel {self.name}'s leaders "
+                "for their time: what it took would not be final. Set its clock right (NTP), or "
+                "send to another peer",
+            )
         return None
+
+    def _refuses_blocks_for_time(self) -> bool:
+        """Whether this peer refused a block for its time (OFF_THIS_CLOCK) in CLOCK_EVIDENCE_S:
+        with the RadioStation's word that its clock is off (`clock_off`), the two together say
+        that it is this peer's clock that is wrong, not the RadioStation's, nor one leader's."""
+        return time.monotonic() - self._refused_for_time_at < CLOCK_EVIDENCE_S
 
     def _new_txs(self, items: list[dict[str, Any]]) -> list[Transaction | RequestError]:
         refused = self._refusal_for_all()
@@ -1076,6 +1094,8 @@ class ChannelService:
                     self.catchup.want_block(block_hash, vouched)
                 case m.Rejected(reason):
                     REFUSALS.refused("channel %s: rejected %s", self.name, reason)
+                    if OFF_THIS_CLOCK in reason:
+                        self._refused_for_time_at = time.monotonic()
         if commits:
             self._sets_failpoints(sets_before)
 

@@ -115,8 +115,10 @@ class RateLimit:
 
     def available(self, now: float) -> int:
         """How many transactions may be taken at `now`."""
+        # a clock set back fills nothing, and counts on from where it is now: kept at its old
+        # time, the bucket filled again only once the clock had passed that time (review)
         self._tokens = min(self.capacity, self._tokens + max(0.0, now - self._at) * self.rate)
-        self._at = max(self._at, now)
+        self._at = now
         return int(self._tokens)
 
     def take(self, count: int) -> None:

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 OWN_SOCKET_DIR_PREFIX = "loopchain-peer-"  # the folder of the socket of the peer's own proxy
 MEMBERS_RETRY_S = 0.2  # the least time between two member-list requests a channel asks for
+CLOCK_WARN_S = 300.0  # a clock off the RadioStation's is warned about again this often
 MAX_REGISTER_AGAIN_WAIT_S = 300.0  # registering again, refused, waits twice as long, up to this
 
 REGISTRATION_CACHE = "radiostation_registration"
@@ -243,6 +244,8 @@ class PeerNode:
         # old target or group, so the heartbeat loop registers again until one is made
         self._registration_pending = False
         self._busy_logged_at = -math.inf  # a busy RadioStation is warned about once an interval
+        self.clock_off: str | None = None  # how this peer's clock is off (_judge_clock)
+        self._clock_warned = -math.inf
         self.metrics = PeerMetrics(
             lambda: {name: service.gauges for name, service in self.channels.items()},
             process=True,
@@ -659,6 +662,40 @@ class PeerNode:
                     await self._register_again(rs)
                 if unknown and status.get("role") != "auditor":
                     await self._follow_sets(rs, service)
+                elif not unknown and isinstance(exc, RadioStationRefused) and not service.members:
+                    # refused (its clock off the RadioStation's, say) and knowing no member: a
+                    # new peer would never learn whom to sync from
+                    await self._follow_sets(rs, service)
+        self._judge_clock(rs.clock_offset)
+
+    def _judge_clock(self, offset: float | None) -> None:
+        """Tell the channels whether this peer's clock is off the RadioStation's by more than
+        MAX_TIMESTAMP_SKEW (as `offset` says; the RadioStation then refuses its heartbeats),
+        warning once when it becomes so and again every CLOCK_WARN_S while it stays so."""
+        skew = float(self.config.MAX_TIMESTAMP_SKEW)
+        off = None
+        if offset is not None and abs(offset) > skew:
+            way = "behind" if offset > 0 else "ahead of"
+            off = (
+                f"this peer's clock is {abs(offset):.0f} s {way} the RadioStation's (more than "
+                f"MAX_TIMESTAMP_SKEW, {skew:g} s)"
+            )
+        now = asyncio.get_running_loop().time()
+        if off is not None and (self.clock_off is None or now - self._clock_warned >= CLOCK_WARN_S):
+            log.warning(
+                "%s: blocks and transactions are judged by the clock, so set it right (NTP). "
+                "While the blocks of this channel's leaders are refused for their time too, "
+                "this peer takes no client transactions",
+                off,
+            )
+            self._clock_warned = now
+        elif off is None and self.clock_off is not None:
+            log.warning(
+                "this peer's clock is within MAX_TIMESTAMP_SKEW of the RadioStation's again"
+            )
+        self.clock_off = off
+        for service in self.channels.values():
+            service.clock_off = off
 
     async def _follow_sets(self, rs: RadioStations, service: ChannelService) -> None:
         """A peer the RadioStation no longer knows (unlisted or removed) still takes the

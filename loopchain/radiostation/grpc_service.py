@@ -286,6 +286,8 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         reply = self._heartbeat(request, context)
         if reply.code:
             self._count_refusal("Heartbeat", reply.code)
+        # its clock, refused or not: a peer tells from it how far off its own clock is
+        reply.timestamp_us = int(self.station.clock() * 1_000_000)
         return reply
 
     def _heartbeat(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -310,3 +311,58 @@ async def test_heartbeats_older_than_the_clock_skew_are_forgotten_and_replays_st
     assert len(service._last_beat) == 2
     problem = service._heartbeat_problem(old[0], "c")  # sent again
     assert problem is not None and "off this clock" in problem[1]
+
+
+class _Channel:
+    """What the heartbeat loop asks of a channel service (its status, members and sets)."""
+
+    def __init__(self) -> None:
+        self.name = "c"
+        self.members: list[object] = []
+        self.sets: list[object] = []
+        self.clock_off: str | None = None
+
+    def status(self) -> dict[str, object]:
+        return {"peer_type": 0, "block_height": -1, "role": "validator"}
+
+    def set_members(self, members: list[object]) -> None:
+        self.members = list(members)
+
+    def receive(self, event: object) -> None:
+        self.sets.append(event)
+
+
+async def test_a_peer_whose_clock_is_off_is_told_so_and_still_learns_its_members(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer 10 minutes behind the RadioStation's clock has its heartbeats refused (off this
+    clock): it is told how far off it is (the answer carries the station's clock), warns, tells
+    its channels (which then refuse client transactions while they refuse blocks for their time
+    too), and still fetches its member list. Before, a new peer so off never learnt a member,
+    never synced, and said why only in debug lines; clients' transactions it acknowledged were
+    lost."""
+    clock = Clock()
+    clock.now = time.time() + 600
+    signer = Signer.generate()
+    async with station_stub(tmp_path / "rs", clock) as (stub, _, rs_target):
+        assert (
+            await stub.ConnectPeer(connect_request(signer, "127.0.0.1:7100"), timeout=DEADLINE)
+        ).code == 0
+        node = peer_node(tmp_path / "peer", rs_target, signer)
+        channel = _Channel()
+        node.channels["c"] = channel  # type: ignore[assignment]
+        stations = RadioStations([rs_target], node.config)
+        try:
+            with caplog.at_level(logging.WARNING, logger="loopchain.peer.node"):
+                await node._heartbeats(stations, {}, False)
+            assert stations.clock_offset is not None and 595 < stations.clock_offset < 605
+            assert channel.clock_off is not None and node.clock_off == channel.clock_off
+            assert "clock is 600 s behind the RadioStation's" in channel.clock_off
+            assert "set it right (NTP)" in caplog.text
+            assert [p.peer_id for p in channel.members] == [signer.address]  # type: ignore[attr-defined]
+            clock.now = time.time()  # the clock set right
+            await node._heartbeats(stations, {}, False)
+            assert stations.clock_offset is not None and abs(stations.clock_offset) < 5
+            assert channel.clock_off is None and node.clock_off is None
+        finally:
+            await stations.close()

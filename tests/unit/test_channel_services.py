@@ -1400,6 +1400,8 @@ async def test_the_rate_limit_takes_a_seconds_worth_at_once_and_refills_with_tim
     assert limit.available(100.0) == 0
     assert limit.available(100.5) == 2  # 2.5 tokens back
     assert limit.available(99.0) == 2  # a clock that steps back gives nothing, takes nothing
+    limit.take(2)
+    assert limit.available(99.4) == 2  # and it fills again from where the clock is now
     assert limit.available(200.0) == 5  # never more than a second's worth
 
 
@@ -1539,5 +1541,35 @@ async def test_the_status_counts_the_set_in_force_and_the_one_pending_apart(
         await cluster.wait(lambda: counts(services[:3]) == {(3, 5)}, "the five pending")
         cluster.network.down.clear()
         await cluster.wait(lambda: counts(services) == {(5, 0)}, "the five in force everywhere")
+    finally:
+        await cluster.stop()
+
+
+async def test_a_peer_whose_clock_is_off_refuses_client_transactions_only_with_both_signs(
+    tmp_path: Path,
+) -> None:
+    """A peer 10 minutes ahead refuses its leaders' blocks for their time; told by its node that
+    the RadioStation finds its clock off too (clock_off), it refuses client transactions (503,
+    saying why) rather than acknowledge what would never be final. Either sign alone refuses
+    nothing: a RadioStation whose own clock is wrong, or one leader stamping wrong times, does not
+    stop the peers taking transactions. Before, the skewed peer acknowledged every transaction
+    and none became final (review)."""
+    ahead = 3
+    cluster = Cluster(tmp_path, clocks={ahead: lambda: time.time() + 600})
+    try:
+        skewed, other = cluster.services[ahead], cluster.services[0]
+        off = "this peer's clock is 600 s ahead of the RadioStation's"
+        other.clock_off = off  # the RadioStation's word alone: the blocks are on time here
+        taken = await other.create_txs([{"n": n} for n in range(3)])
+        assert all(isinstance(o, Transaction) for o in taken), taken
+        await cluster.wait(
+            lambda: skewed._refuses_blocks_for_time(), "a block refused for its time"
+        )
+        assert all(isinstance(o, Transaction) for o in await skewed.create_txs([{"n": "alone"}]))
+        skewed.clock_off = off
+        refused = await skewed.create_txs([{"n": "both"}])
+        assert isinstance(refused[0], RequestError), refused
+        assert refused[0].kind is ErrorKind.UNAVAILABLE
+        assert off in refused[0].message and "refuses the blocks" in refused[0].message
     finally:
         await cluster.stop()

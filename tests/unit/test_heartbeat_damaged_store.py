@@ -39,6 +39,8 @@ DEADLINE = 30.0  # far below the heartbeat interval (600 s), far above the work
 class RadioStation:
     """The two calls of RadioStationClient the heartbeat loop makes: the heartbeats it got."""
 
+    clock_offset = 0.0  # its clock agrees with the peer's
+
     def __init__(self) -> None:
         self.beats: list[tuple[str, int, int]] = []
 

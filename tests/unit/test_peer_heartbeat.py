@@ -31,6 +31,8 @@ DEADLINE = 30.0  # far below the heartbeat interval of these tests, far above th
 class RadioStation:
     """The two calls of RadioStationClient the heartbeat loop makes; each peer_list is timed."""
 
+    clock_offset = 0.0  # its clock agrees with the peer's
+
     def __init__(self) -> None:
         self.listed: list[float] = []
 

@@ -44,6 +44,7 @@ class RadioStation:
     `unreachable`), counting calls."""
 
     target = TARGET
+    clock_offset = 0.0  # its clock agrees with the peer's
 
     def __init__(self, refusal: int | None, registration: Registration | None) -> None:
         self.refusal = refusal
