@@ -363,6 +363,9 @@ class ChannelConsensus:
             return []
         if self.executed_height < parent.state_height:
             return []  # its own execution is behind the chain's: propose once it catches up
+        # a clock set back since the last proposal counts the interval from now: it must not
+        # hold this one until it passes that proposal's time again (each round it led timed out)
+        self.last_proposal_time = min(self.last_proposal_time, now)
         wait = self.last_proposal_time + self.config.interval - now
         if wait > 0 and self._has_new_transactions(parent):
             if self.propose_timer_round == self.round:

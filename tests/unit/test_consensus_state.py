@@ -1060,3 +1060,23 @@ def test_a_certificate_travels_alone_only_when_no_proposal_made_at_once_carries_
         alone += len(sent)
         carried += len(proposed)
     assert alone and carried, (alone, carried)
+
+
+def test_a_leader_whose_clock_was_set_back_still_proposes_within_an_interval() -> None:
+    """The leaders' clocks set back two minutes after their last proposals (an NTP step): the next
+    proposal waits at most the block interval, not until its clock passes the time of the last
+    one, so its turns make blocks and no round waits out its timer. Before, it scheduled its
+    proposal two minutes ahead, and every round it led ended in a complaint (clock review)."""
+    net = Network(4, seed=11)
+    net.start()
+    net.run_until(0.1)
+    leader = net.nodes[_leader(net)]
+    net.submit(leader.address, 3)
+    net.run_until(net.now + 1.0)
+    assert net.committed_everywhere(net.submitted)
+    for node in net.nodes.values():  # every leader's last proposal, by its clock before
+        node.state.last_proposal_time = max(node.state.last_proposal_time, net.now) + 120.0
+    txs = net.submit(leader.address, 3)
+    net.run_until(net.now + 1.0)
+    assert net.committed_everywhere(txs)
+    assert [n.waited_out for n in net.honest()] == [0, 0, 0, 0]
