@@ -684,15 +684,13 @@ class PeerNode:
         if off is not None and (self.clock_off is None or now - self._clock_warned >= CLOCK_WARN_S):
             log.warning(
                 "%s: blocks and transactions are judged by the clock, so set it right (NTP). "
-                "While the blocks of this channel's leaders are refused for their time too, "
-                "this peer takes no client transactions",
+                "A channel whose leaders' blocks this peer also refuses for their time takes no "
+                "client transactions meanwhile",
                 off,
             )
             self._clock_warned = now
         elif off is None and self.clock_off is not None:
-            log.warning(
-                "this peer's clock is within MAX_TIMESTAMP_SKEW of the RadioStation's again"
-            )
+            log.info("this peer's clock is within MAX_TIMESTAMP_SKEW of the RadioStation's again")
         self.clock_off = off
         for service in self.channels.values():
             service.clock_off = off
