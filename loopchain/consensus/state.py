@@ -117,6 +117,7 @@ MAX_COMPLAINT_ROUNDS = 4  # rounds in which one validator's complaints count at 
 WAITING_BUDGET_BLOCKS = 16  # and the parked blocks' bytes, in blocks of the largest size
 MAX_VOTES_REMEMBERED = 4096  # (round, voter) pairs kept to spot a validator voting twice
 MAX_FETCH_DEPTH = 32  # farther behind than this, sync final blocks instead of fetching
+EXECUTION_LAG_GIVE_UP = 8  # blocks its execution lags the chain's by when a leader gives up
 MAX_EARLY_VOTES = 1024  # votes held for blocks whose proposal has not come yet
 EARLY_VOTES_PER_VOTER = 4  # and of one validator
 MAX_TALLIES = 16  # vote tallies of blocks not certified yet, open at once
@@ -362,7 +363,12 @@ class ChannelConsensus:
         if self.round != parent.round + 1 and tc is None:
             return []
         if self.executed_height < parent.state_height:
-            return []  # its own execution is behind the chain's: propose once it catches up
+            # its own execution is behind the chain's: propose once it catches up, or, that far
+            # behind (a validator that has just synced a long chain executes for minutes), give
+            # up the round at once rather than have the others wait out its timer
+            if parent.state_height - self.executed_height > EXECUTION_LAG_GIVE_UP:
+                return self._give_up(self.round)
+            return []
         # a clock set back since the last proposal counts the interval from now: it must not
         # hold this one until it passes that proposal's time again (each round it led timed out)
         self.last_proposal_time = min(self.last_proposal_time, now)
@@ -712,8 +718,8 @@ class ChannelConsensus:
         return problem or self._replayed(block, parent)
 
     def _give_up(self, round_: int) -> list[m.Action]:
-        """Far behind (syncing), this validator can neither vote nor lead in the rounds the others
-        are in. Of `round_` (the round after a certificate of theirs that checks) and the next, it complains at
+        """Far behind (syncing, or executing the blocks it synced), this validator can neither vote
+        nor lead in the rounds the others are in. Of `round_` (the round after a certificate of theirs that checks) and the next, it complains at
         once about those it leads or whose votes go to it, so that they need not wait a round
         timeout for it: they complain as soon about a round whose leader, or next leader, gave it
         up. A complaint only promises not to vote in its round, which it could not anyway; the

@@ -1080,3 +1080,54 @@ def test_a_leader_whose_clock_was_set_back_still_proposes_within_an_interval() -
     net.run_until(net.now + 1.0)
     assert net.committed_everywhere(txs)
     assert [n.waited_out for n in net.honest()] == [0, 0, 0, 0]
+
+
+def test_a_leader_whose_execution_lags_far_gives_up_its_rounds_at_once() -> None:
+    """A validator whose execution lags the chain by more than EXECUTION_LAG_GIVE_UP blocks (one
+    that has just synced a long chain executes for minutes) cannot propose: it complains about
+    the rounds it leads at once, so that the others, seeing it gave them up, wait for its rounds
+    only UNREACHABLE_WAIT_S (ChannelService._doomed; the simulation keeps the full timer). Before,
+    it waited silently, and each of its turns cost the others a whole timeout (review: 36
+    timeouts in two minutes after a wiped validator caught up)."""
+    net = Network(4, seed=12)
+    net.start()
+    net.run_until(0.1)
+    slow = net.nodes[list(net.nodes)[2]]
+    executing = net._execute_later
+
+    def execute_later(node: Node, block: Block) -> None:
+        if node is not slow:  # the slow one executes nothing
+            executing(node, block)
+
+    net._execute_later = execute_later  # type: ignore[method-assign]
+    others = [n for n in net.nodes.values() if n is not slow]
+    seen: list[bool] = []  # at each timer of a round the slow one leads: whether it gave it up
+
+    def watching(state: state_module.ChannelConsensus) -> None:
+        handle = state.handle
+
+        def handled(event: m.Event, now: float) -> list[m.Action]:
+            if isinstance(event, m.TimeoutFired) and event.kind == "round":
+                if (
+                    state.leader_of_round(event.round) == slow.address
+                    and event.round == state.round
+                ):
+                    seen.append(state.gave_up(slow.address, event.round))
+            return handle(event, now)
+
+        state.handle = handled  # type: ignore[method-assign]
+
+    def load(rounds: int) -> None:
+        for _ in range(rounds):
+            net.submit(others[0].address, 2)
+            net.run_until(net.now + 0.3)
+
+    while others[0].state.tip.height <= state_module.EXECUTION_LAG_GIVE_UP + 2:
+        load(1)
+    for node in others:
+        watching(node.state)
+    load(30)
+    assert slow.state.executed_height < 0
+    assert seen and all(seen), seen
+    assert net.committed_everywhere(net.submitted[:-4])
+    net.check_safety()
