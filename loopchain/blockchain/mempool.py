@@ -91,7 +91,10 @@ class TxPool:
     def expire(self, now: float) -> list[Transaction]:
         """Drop the transactions whose timestamp fell out of the window (a sweep at most every
         EXPIRY_PERIOD seconds); returns them."""
-        if now < self._next_sweep or math.isinf(self.window):
+        # a clock set back since the last sweep sweeps now: waiting for it to pass the time of
+        # the next one again kept expired transactions for as long as it had gone back
+        waiting = now < self._next_sweep <= now + EXPIRY_PERIOD
+        if waiting or math.isinf(self.window):
             return []
         self._next_sweep = now + EXPIRY_PERIOD
         oldest_us = (now - self.window) * 1_000_000

@@ -79,6 +79,7 @@ MISSING_MEMBER_GRACE_S = 10.0
 # how recent a block refused for its time is, for a clock the RadioStation says is off to refuse
 # client transactions (_refuses_blocks_for_time)
 CLOCK_EVIDENCE_S = 60.0
+INTAKE_SWEEP_S = 60.0  # seconds between two sweeps of the intake log for what expired
 T = TypeVar("T")
 NOT_INVOKED_TEXT = "not invoked yet"  # the message of code 2 while a transaction waits
 MONITORED_HASHES = 8  # transaction hashes a CreateTx monitoring event names at most
@@ -1132,8 +1133,9 @@ class ChannelService:
             round=block.header.round,
         )
         now = self.clock()
-        if now >= self._next_intake_sweep:  # entries no pool would take any more
-            self._next_intake_sweep = now + 60.0
+        # entries no pool would take any more; a clock set back since the last sweep sweeps now
+        if not now < self._next_intake_sweep <= now + INTAKE_SWEEP_S:
+            self._next_intake_sweep = now + INTAKE_SWEEP_S
             window = float(self.config.TX_TIMESTAMP_WINDOW)
             self.journal.drop_before(int((now - window) * 1_000_000))
         log.info(

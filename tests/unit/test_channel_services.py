@@ -1573,3 +1573,33 @@ async def test_a_peer_whose_clock_is_off_refuses_client_transactions_only_with_b
         assert off in refused[0].message and "refuses the blocks" in refused[0].message
     finally:
         await cluster.stop()
+
+
+async def test_a_clock_set_back_does_not_hold_the_intake_log_sweeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock set back two minutes after a sweep of the intake log: the next final block
+    sweeps it again (the entries no pool would take go), not only once the clock has passed the
+    old sweep's time plus a minute again (clock review)."""
+    shift = [0.0]
+    cluster = Cluster(tmp_path, clocks={0: lambda: time.time() + shift[0]})
+    try:
+        service = cluster.services[0]
+        sweeps: list[int] = []
+        dropping = service.journal.drop_before
+
+        def drop_before(timestamp_us: int) -> None:
+            sweeps.append(timestamp_us)
+            dropping(timestamp_us)
+
+        monkeypatch.setattr(service.journal, "drop_before", drop_before)
+        first = await submit(service, 1, "first")
+        await cluster.wait(lambda: cluster.final_everywhere(first, cluster.services), "final")
+        await cluster.wait(lambda: len(sweeps) >= 1, "a sweep")
+        shift[0] = -120.0
+        second = await submit(service, 1, "second")
+        await cluster.wait(lambda: cluster.final_everywhere(second, cluster.services), "final")
+        await cluster.wait(lambda: len(sweeps) >= 2, "a sweep after the clock was set back")
+        assert sweeps[1] < sweeps[0]
+    finally:
+        await cluster.stop()

@@ -101,6 +101,19 @@ def test_timestamp_window_at_intake_and_expiry() -> None:
     assert len(pool) == 0 and pool.size_bytes == 0
 
 
+def test_a_clock_set_back_does_not_hold_the_sweeps() -> None:
+    """The clock set back two minutes after a sweep: the next sweep comes within a second of
+    the clock's new time, not once it has passed the old one again."""
+    pool = TxPool(10, window=60.0)
+    now = 1_000_000.0
+    assert pool.expire(now) == []
+    back = now - 120
+    stale = Transaction.create_v1("pool_channel", {"n": 1}, int((back - 59.5) * 1e6), SIGNER)
+    assert pool.add(stale, back)
+    assert pool.expire(back) == []  # swept now (nothing expired yet), the next within a second
+    assert pool.expire(back + 1.0) == [stale]
+
+
 def test_expired_transactions_are_remembered_to_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
     """An acknowledged transaction that expires (the chain made no block for longer than the
     window) was answered "not found" like one never sent: the pool remembers the latest expired
