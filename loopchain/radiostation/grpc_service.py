@@ -317,6 +317,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
                 request.peer_type,
                 request.block_height,
                 self.station.clock(),
+                self.station.monotonic(),
             )
         except UnknownPeer as exc:
             return pb.HeartbeatReply(code=int(ResponseCode.PEER_UNKNOWN), message=str(exc))

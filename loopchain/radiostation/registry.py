@@ -68,11 +68,13 @@ class PeerRecord:
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """The last heartbeat of a peer in one channel."""
+    """The last heartbeat of a peer in one channel: when by the clock (shown) and by the
+    monotonic clock (`seen`: its freshness, whatever steps the clock makes)."""
 
     time: float
     peer_type: int
     block_height: int
+    seen: float
 
 
 @dataclass(frozen=True)
@@ -428,13 +430,21 @@ class Registry:
     # -- heartbeats
 
     def heartbeat(
-        self, peer_id: str, channel: str, peer_type: int, block_height: int, now: float
+        self,
+        peer_id: str,
+        channel: str,
+        peer_type: int,
+        block_height: int,
+        now: float,
+        seen: float | None = None,
     ) -> int:
-        """Record a heartbeat of a member; returns the channel's version."""
+        """Record a heartbeat of a member at `now` (the clock) and `seen` (the monotonic clock;
+        `now` when not given); returns the channel's version."""
         self.peer(peer_id)
         if peer_id not in self._membership[channel].members:
             raise UnknownPeer(f"peer {shown(peer_id)} is not a member of channel {shown(channel)}")
-        self._beats[(channel, peer_id)] = Heartbeat(now, peer_type, block_height)
+        beat = Heartbeat(now, peer_type, block_height, now if seen is None else seen)
+        self._beats[(channel, peer_id)] = beat
         return self.version(channel)
 
     def forget_heartbeats(self, peer_id: str) -> None:
@@ -444,14 +454,15 @@ class Registry:
             del self._beats[key]
 
     def view(self, channel: str, now: float, timeout: float) -> list[PeerView]:
-        """Every member of `channel` with its status at `now`."""
+        """Every member of `channel` with its status at `now` (on the clock its heartbeats'
+        `seen` was given on)."""
         return [self._view_of(channel, r, now, timeout) for r in self.members(channel)]
 
     def _view_of(self, channel: str, record: PeerRecord, now: float, timeout: float) -> PeerView:
         beat = self._beats.get((channel, record.peer_id))
         if beat is None:
             return PeerView(record, STATUS_UNKNOWN, 0, 0.0, -1)
-        fresh = now - beat.time <= timeout
+        fresh = now - beat.seen <= timeout
         status = STATUS_CONNECTED if fresh else STATUS_DISCONNECTED
         return PeerView(record, status, beat.peer_type, beat.time, beat.block_height)
 

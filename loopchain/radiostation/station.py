@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -75,12 +76,18 @@ class Station:
     """Effective configuration, peer registry and signing key of one RadioStation."""
 
     def __init__(
-        self, config: Config, registry: Registry, signer: Signer, clock: Callable[[], float]
+        self,
+        config: Config,
+        registry: Registry,
+        signer: Signer,
+        clock: Callable[[], float],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
         self.registry = registry
         self.signer = signer
-        self.clock = clock
+        self.clock = clock  # timestamps: heartbeats' and what it shows
+        self.monotonic = monotonic  # how long ago: whether a peer is still connected
         self._sets: dict[str, ValidatorSet] = {}
         self.tls: Tls | None = None  # mutual TLS material when GRPC_SSL_TYPE is 2
         self.metrics = StationMetrics(
@@ -201,11 +208,11 @@ class Station:
 
     def view(self, channel: str) -> list[PeerView]:
         """Members of `channel` with their current status."""
-        return self.registry.view(channel, self.clock(), self._config.HEARTBEAT_TIMEOUT)
+        return self.registry.view(channel, self.monotonic(), self._config.HEARTBEAT_TIMEOUT)
 
     def leader(self, channel: str) -> PeerView | None:
         """The current leader of `channel`, if any."""
-        return self.registry.leader(channel, self.clock(), self._config.HEARTBEAT_TIMEOUT)
+        return self.registry.leader(channel, self.monotonic(), self._config.HEARTBEAT_TIMEOUT)
 
 
 def _content(unsigned: ValidatorSet) -> str:

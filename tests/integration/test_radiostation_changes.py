@@ -366,3 +366,27 @@ async def test_a_peer_whose_clock_is_off_is_told_so_and_still_learns_its_members
             assert channel.clock_off is None and node.clock_off is None
         finally:
             await stations.close()
+
+
+async def test_a_peer_stops_being_connected_on_time_whatever_steps_the_clock_makes(
+    tmp_path: Path,
+) -> None:
+    """Whether a peer is still connected is judged on the monotonic clock: a RadioStation whose
+    clock was set back ten minutes lists a peer that stopped beating as disconnected once
+    HEARTBEAT_TIMEOUT has passed, not ten minutes later; the heartbeat's time shown is the clock's
+    (clock review)."""
+    clock, monotonic = Clock(), Clock()
+    config = load_config(environ={}, overrides={"DEFAULT_STORAGE_PATH": str(tmp_path)})
+    registry = Registry.open(
+        tmp_path / "registry.json", {"c": ChannelSpec("c", "loopchain/default", None)}, False
+    )
+    station = Station(config, registry, Signer.generate(), clock, monotonic)
+    service = grpc_service.RadioStationService(station)
+    signer = Signer.generate()
+    registry.register(signer.address, "127.0.0.1:7100", "", signer.public_key)
+    beat = heartbeat_request(signer, "c", timestamp_us=int(clock.now * 1e6))
+    assert (await service.Heartbeat(beat, None)).code == 0  # type: ignore[arg-type]  # no TLS
+    assert [(v.status, v.status_update_time) for v in station.view("c")] == [(1, clock.now)]
+    clock.now -= 600  # the clock set back; the peer beats no more
+    monotonic.now += float(config.HEARTBEAT_TIMEOUT) + 1
+    assert [v.status for v in station.view("c")] == [2]  # disconnected
