@@ -178,9 +178,11 @@ class FetchBlock:
 
 @dataclass(frozen=True)
 class Rejected:
-    """An input was refused; the shell logs it (and may drop a peer that served it)."""
+    """An input was refused; the shell logs it (and may drop a peer that served it). A block's
+    refusal names the block (its hash), so that the shell can tell when it becomes final anyway."""
 
     reason: str
+    block_hash: bytes = b""
 
 
 @dataclass(frozen=True)

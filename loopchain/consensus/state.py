@@ -570,7 +570,7 @@ class ChannelConsensus:
 
     @staticmethod
     def _refused(block: Block, problem: str) -> m.Rejected:
-        return m.Rejected(f"block {block.height} round {block.header.round}: {problem}")
+        return m.Rejected(f"block {block.height} round {block.header.round}: {problem}", block.hash)
 
     def _by_its_leader(self, block: Block, parent: ChainTip) -> bool:
         """Whether `block` is of this node's round and signed by that round's leader, as this
@@ -648,7 +648,9 @@ class ChannelConsensus:
             return [refused]
         complaint = self._complain(now)
         if complaint:
-            refused = m.Rejected(f"{refused.reason}; complaining about the round at once")
+            refused = m.Rejected(
+                f"{refused.reason}; complaining about the round at once", refused.block_hash
+            )
         return [refused, *complaint]
 
     def _check_bounds(self, block: Block, parent: ChainTip, now: float) -> str | None:

@@ -79,6 +79,7 @@ MISSING_MEMBER_GRACE_S = 10.0
 # how recent a block refused for its time is, for a clock the RadioStation says is off to refuse
 # client transactions (_refuses_blocks_for_time)
 CLOCK_EVIDENCE_S = 60.0
+REFUSED_FOR_TIME_KEPT = 64  # blocks refused for their time kept, to see whether they become final
 INTAKE_SWEEP_S = 60.0  # seconds between two sweeps of the intake log for what expired
 T = TypeVar("T")
 NOT_INVOKED_TEXT = "not invoked yet"  # the message of code 2 while a transaction waits
@@ -147,7 +148,10 @@ class ChannelService:
         self.on_members_wanted = on_members_wanted
         self.halted: str | None = None  # why this channel stopped (its storage failed)
         self.clock_off: str | None = None  # this peer's clock off the RadioStation's (its node)
-        self._refused_for_time_at = -math.inf  # (monotonic) a block last refused for its time
+        # blocks refused for their time (OFF_THIS_CLOCK), the latest REFUSED_FOR_TIME_KEPT, and
+        # when one of them last became final all the same (monotonic)
+        self._refused_for_time: dict[bytes, None] = {}
+        self._refused_for_time_at = -math.inf
         self.name = settings.name
         self.config = config
         self.signer = signer
@@ -586,16 +590,18 @@ class ChannelService:
         if self.clock_off is not None and self._refuses_blocks_for_time():
             return RequestError(
                 ErrorKind.UNAVAILABLE,
-                f"{self.clock_off}, and it refuses the blocks of channel {self.name}'s leaders "
-                "for their time: what it took would not be final. Set its clock right (NTP), or "
-                "send to another peer",
+                f"{self.clock_off}, and blocks of channel {self.name} it refused for their time "
+                "became final all the same: what it took would not be. Set its clock right "
+                "(NTP), or send to another peer",
             )
         return None
 
     def _refuses_blocks_for_time(self) -> bool:
-        """Whether this peer refused a block for its time (OFF_THIS_CLOCK) in CLOCK_EVIDENCE_S:
-        with the RadioStation's word that its clock is off (`clock_off`), the two together say
-        that it is this peer's clock that is wrong, not the RadioStation's, nor one leader's."""
+        """Whether a block this peer refused for its time (OFF_THIS_CLOCK) became final all the
+        same in the last CLOCK_EVIDENCE_S: with the RadioStation's word that its clock is off
+        (`clock_off`), the two together say that it is this peer's clock that is wrong, not the
+        RadioStation's. A block one leader stamped wrong, or anyone forged, never becomes final
+        (the others refuse it too), so it is no evidence (review)."""
         return time.monotonic() - self._refused_for_time_at < CLOCK_EVIDENCE_S
 
     def _new_txs(self, items: list[dict[str, Any]]) -> list[Transaction | RequestError]:
@@ -1057,6 +1063,9 @@ class ChannelService:
         ]
         if commits or votes:
             self.store.save(commits, votes)
+        if any(block.hash in self._refused_for_time for block, _, _ in commits):
+            # a block this peer refused for its time is final: a quorum's clocks disagree with its
+            self._refused_for_time_at = time.monotonic()
         sets_before = self._final_sets
         if commits:
             self._final_sets = self._chain_sets()
@@ -1093,10 +1102,12 @@ class ChannelService:
                     self.catchup.want_sync()
                 case m.FetchBlock(block_hash, vouched):
                     self.catchup.want_block(block_hash, vouched)
-                case m.Rejected(reason):
+                case m.Rejected(reason, block_hash):
                     REFUSALS.refused("channel %s: rejected %s", self.name, reason)
-                    if OFF_THIS_CLOCK in reason:
-                        self._refused_for_time_at = time.monotonic()
+                    if OFF_THIS_CLOCK in reason and block_hash:
+                        self._refused_for_time[block_hash] = None
+                        while len(self._refused_for_time) > REFUSED_FOR_TIME_KEPT:
+                            del self._refused_for_time[next(iter(self._refused_for_time))]
         if commits:
             self._sets_failpoints(sets_before)
 

@@ -86,7 +86,6 @@ class Supervised:
         self.hang_timeout = hang_timeout  # CHILD_HANG_TIMEOUT; 0: a hung child is left alone
         self.restarts = 0
         self.hung = 0  # times it was killed for giving no beat
-        self.killed_hung = False  # whether its last run ended so
         self.beating = False  # whether the running child has begun beating
         self.process: asyncio.subprocess.Process | None = None
         self._stopping = asyncio.Event()
@@ -114,12 +113,14 @@ class Supervised:
 
     async def _run_once(self) -> int | None:
         """Run one process until it exits or `stop`; its exit status (None: could not start)."""
-        self.killed_hung = self.beating = False
-        beats, beat_fd = os.pipe() if self.hang_timeout > 0 else (-1, -1)
+        self.beating = False
+        beats = beat_fd = -1
         try:
             try:
+                if self.hang_timeout > 0:
+                    beats, beat_fd = os.pipe()
                 process = await self._spawn(beat_fd)
-            except OSError as exc:
+            except OSError as exc:  # (out of descriptors too: tried again, as a failed start)
                 log.error("could not start the %s: %s", self.name, exc)
                 return None
             finally:
@@ -177,7 +178,6 @@ class Supervised:
                         silent,
                     )
                     self.hung += 1
-                    self.killed_hung = True
                     with contextlib.suppress(ProcessLookupError):
                         process.kill()
                     return

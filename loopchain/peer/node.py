@@ -683,9 +683,9 @@ class PeerNode:
         now = asyncio.get_running_loop().time()
         if off is not None and (self.clock_off is None or now - self._clock_warned >= CLOCK_WARN_S):
             log.warning(
-                "%s: blocks and transactions are judged by the clock, so set it right (NTP). "
-                "A channel whose leaders' blocks this peer also refuses for their time takes no "
-                "client transactions meanwhile",
+                "%s: blocks and transactions are judged by the clock, so set the wrong one right "
+                "(NTP). A channel in which blocks this peer refused for their time become final "
+                "all the same (its clock is the wrong one) takes no client transactions meanwhile",
                 off,
             )
             self._clock_warned = now

@@ -24,11 +24,11 @@ Its exit status says why it ended:
 
 A channel stopped so answers its calls UNAVAILABLE, saying why; the peer's other channels go on,
 and the peer stops once none is left (Node._channel_stopped).
-* killed by a signal from outside (kill -9, the OOM killer, SIGTERM), or ended by one (0): it is
+* killed by a signal from outside (kill -9, the OOM killer, SIGTERM), or by its peer for giving no
+  sign of life for CHILD_HANG_TIMEOUT (loopchain.peer.children), or ended by one (0): it is
   started again, however often.
 * ended by a signal of its own fault (SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL: a C extension
-  crashed, perhaps reading damaged data), or killed by its peer for giving no sign of life for
-  CHILD_HANG_TIMEOUT (loopchain.peer.children): a crash, counted as status 1 is.
+  crashed, perhaps reading damaged data): a crash, counted as status 1 is.
 """
 
 from __future__ import annotations
@@ -119,8 +119,6 @@ class ChannelWorker(Supervised):
         if code == WORKER_SPEC_REFUSED:
             return f"{ended}: it refused what its peer handed it (its reason above)"
         last = f"with signal {signal.Signals(-code).name}" if code < 0 else f"with status {code}"
-        if self.killed_hung:
-            last = f"giving no sign of life for {self.hang_timeout:.0f} s"
         return (
             f"the worker of channel {self.channel} crashed {len(self._crashes)} times within "
             f"{CRASH_WINDOW:.0f} s, the last time {last} (the tracebacks or reasons "
@@ -133,7 +131,7 @@ class ChannelWorker(Supervised):
             return True
         if code is None or code == 0:  # could not be spawned, or stopped by a signal
             return False
-        if code < 0 and -code not in CRASH_SIGNALS and not self.killed_hung:  # killed from outside
+        if code < 0 and -code not in CRASH_SIGNALS:  # killed from outside, or as hung
             return False
         now = time.monotonic()
         self._crashes.append(now)

@@ -7,6 +7,7 @@ worker was left as it was: only its exit got it started again."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from loopchain.lifecycle import BEAT_FD_ARG, CHILD_GROUP
+from loopchain.peer import children
 from loopchain.peer.children import Supervised
 from tools.procs import wait_until_async
 
@@ -159,5 +161,28 @@ async def test_a_child_that_has_not_begun_beating_is_not_taken_for_hung() -> Non
         await _passed(3 * HANG)
         assert process.returncode is None and child.pids == [process.pid] and child.hung == 0
         assert not child.beating
+    finally:
+        await _stopped(child, running)
+
+
+async def test_a_child_that_cannot_have_its_pipe_is_tried_again_as_a_failed_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Out of descriptors for the beat pipe (EMFILE) is a start that failed: logged and tried
+    again after the backoff, as a failed spawn is. The first version let the error out of the
+    restart loop: the REST proxy's task died, and a worker's took its whole peer down (review)."""
+    made = os.pipe
+
+    def pipe() -> tuple[int, int]:
+        monkeypatch.setattr(children.os, "pipe", made)  # the next start gets one
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(children.os, "pipe", pipe)
+    child = _Child({})
+    with caplog.at_level(logging.ERROR, logger="loopchain.peer.children"):
+        running = await _running(child)
+    try:
+        await _beating(child)
+        assert child.restarts == 1 and "could not start the test child" in caplog.text
     finally:
         await _stopped(child, running)

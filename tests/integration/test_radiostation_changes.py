@@ -358,7 +358,7 @@ async def test_a_peer_whose_clock_is_off_is_told_so_and_still_learns_its_members
             assert stations.clock_offset is not None and 595 < stations.clock_offset < 605
             assert channel.clock_off is not None and node.clock_off == channel.clock_off
             assert "clock is 600 s behind the RadioStation's" in channel.clock_off
-            assert "set it right (NTP)" in caplog.text
+            assert "set the wrong one right (NTP)" in caplog.text
             assert [p.peer_id for p in channel.members] == [signer.address]  # type: ignore[attr-defined]
             clock.now = time.time()  # the clock set right
             await node._heartbeats(stations, {}, False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import threading
@@ -19,6 +20,7 @@ import pytest
 
 from loopchain.blockchain import block_store
 from loopchain.blockchain.block_store import BlockStore
+from loopchain.blockchain.chain import OFF_THIS_CLOCK
 from loopchain.blockchain.tx_filter import TxFilter
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
@@ -1548,10 +1550,10 @@ async def test_the_status_counts_the_set_in_force_and_the_one_pending_apart(
 async def test_a_peer_whose_clock_is_off_refuses_client_transactions_only_with_both_signs(
     tmp_path: Path,
 ) -> None:
-    """A peer 10 minutes ahead refuses its leaders' blocks for their time; told by its node that
-    the RadioStation finds its clock off too (clock_off), it refuses client transactions (503,
-    saying why) rather than acknowledge what would never be final. Either sign alone refuses
-    nothing: a RadioStation whose own clock is wrong, or one leader stamping wrong times, does not
+    """A peer 10 minutes ahead refuses its leaders' blocks for their time, and they become final
+    all the same; told by its node that the RadioStation finds its clock off too (clock_off), it
+    refuses client transactions (503, saying why) rather than acknowledge what would never be
+    final. Either sign alone refuses nothing: a RadioStation whose own clock is wrong does not
     stop the peers taking transactions. Before, the skewed peer acknowledged every transaction
     and none became final (review)."""
     ahead = 3
@@ -1570,7 +1572,7 @@ async def test_a_peer_whose_clock_is_off_refuses_client_transactions_only_with_b
         refused = await skewed.create_txs([{"n": "both"}])
         assert isinstance(refused[0], RequestError), refused
         assert refused[0].kind is ErrorKind.UNAVAILABLE
-        assert off in refused[0].message and "refuses the blocks" in refused[0].message
+        assert off in refused[0].message and "became final all the same" in refused[0].message
     finally:
         await cluster.stop()
 
@@ -1601,5 +1603,54 @@ async def test_a_clock_set_back_does_not_hold_the_intake_log_sweeps(
         await cluster.wait(lambda: cluster.final_everywhere(second, cluster.services), "final")
         await cluster.wait(lambda: len(sweeps) >= 2, "a sweep after the clock was set back")
         assert sweeps[1] < sweeps[0]
+    finally:
+        await cluster.stop()
+
+
+async def test_a_block_refused_for_its_time_that_never_becomes_final_is_no_evidence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block naming the round's leader, dated ten minutes ahead and signed by someone else
+    (anyone may send one), is refused for its time; with the RadioStation's clock off (every
+    peer told its clock is off), it still does not make the peer refuse client transactions:
+    only a block refused for its time that becomes final (a quorum's clocks disagree with this
+    one) counts. The first version counted any refusal (review)."""
+    cluster = Cluster(tmp_path)
+    try:
+        service = cluster.services[0]
+        first = await submit(service, 1, "first")
+        await cluster.wait(lambda: cluster.final_everywhere(first, cluster.services), "final")
+        service.clock_off = "this peer's clock is 40 s ahead of the RadioStation's"
+        root, round_ = service.consensus.tree.root, service.consensus.round
+        someone = Signer.generate()
+        made = Block.create(
+            channel=CHANNEL,
+            height=root.height + 1,
+            round_=round_,
+            prev_hash=root.block_hash,
+            prev_qc=None,
+            transactions=[],
+            timestamp=int((time.time() + 600) * 1e6),
+            leader=someone,
+            next_leader=someone.address,
+            validators_hash=b"\0" * 32,
+        )
+        leader = service.consensus.leader_of_round(round_)
+        assert leader is not None
+        forged = dataclasses.replace(made, header=dataclasses.replace(made.header, leader=leader))
+        refusals: list[str] = []
+        logging_refusal = channel_service.REFUSALS.refused
+
+        def refused(message: str, *args: object) -> None:
+            refusals.append(message % args)
+            logging_refusal(message, *args)
+
+        monkeypatch.setattr(channel_service.REFUSALS, "refused", refused)
+        service.receive(m.ProposalReceived(forged))
+        await cluster.wait(
+            lambda: any(OFF_THIS_CLOCK in r for r in refusals), "the block refused for its time"
+        )
+        second = await service.create_txs([{"n": "after"}])
+        assert all(isinstance(o, Transaction) for o in second), second
     finally:
         await cluster.stop()

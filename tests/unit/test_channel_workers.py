@@ -349,14 +349,3 @@ async def test_a_worker_ended_by_a_signal_of_its_own_fault_counts_as_a_crash() -
     assert crashes == [False] * (workers.MAX_CRASHES - 1) + [True]
     assert "the last time with signal SIGSEGV" in worker._why(-signal.SIGSEGV)
     assert worker._fatal(-signal.SIGABRT) and worker._fatal(-signal.SIGBUS)
-
-
-async def test_a_worker_killed_for_giving_no_sign_of_life_counts_as_a_crash() -> None:
-    """A worker its peer killed as hung (CHILD_HANG_TIMEOUT) at every start is not started forever:
-    its SIGKILL counts as a crash, not as a kill from outside, and the reason says so."""
-    worker = ChannelWorker("alpha", dict(_MISMATCHED_SPEC), load_config(), print)
-    await worker.link.close()
-    worker.killed_hung = True
-    crashes = [worker._fatal(-signal.SIGKILL) for _ in range(workers.MAX_CRASHES)]
-    assert crashes == [False] * (workers.MAX_CRASHES - 1) + [True]
-    assert "the last time giving no sign of life for 30 s" in worker._why(-signal.SIGKILL)
