@@ -188,6 +188,9 @@ class ChannelConsensus:
         self.max_waiting_bytes = WAITING_BUDGET_BLOCKS * config.limits.block_bytes_bound
         self.proposed_round = -1
         self.last_proposal_time = float("-inf")
+        # the height of the highest certificate that checks of a block this node lacked (heard
+        # from the others: they are that far, whatever a peer's answer claims)
+        self.certified_ahead = -1
         self.timer_round = -1
         self.failed_rounds = 0
         self.propose_timer_round = -1
@@ -240,6 +243,12 @@ class ChannelConsensus:
         go to (it certifies the block)."""
         leaders = {self.leader_of_round(round_), self.leader_of_round(round_ + 1)}
         return {leader for leader in leaders if leader is not None} - {self.signer.address}
+
+    @property
+    def far_behind(self) -> bool:
+        """Whether the others' certificates name a block more than MAX_FETCH_DEPTH above this
+        node's final tip: it syncs final blocks rather than fetching proposals."""
+        return self.certified_ahead > self.tip.height + MAX_FETCH_DEPTH
 
     def gave_up(self, validator: str, round_: int) -> bool:
         """`validator` complained about `round_` or the next: it votes, leads and certifies in
@@ -747,6 +756,8 @@ class ChannelConsensus:
         """Keep `event` until block `missing` arrives; ask for it (or sync when far behind) when
         a certificate in `event` vouches for it."""
         vouching = self._vouching(missing, event)
+        if vouching is not None:
+            self.certified_ahead = max(self.certified_ahead, vouching.height)
         if height > self.tip.height + MAX_FETCH_DEPTH:
             # Rounds are given up only on a certificate that checks, of a block that far above
             # the tip, and only those after its round: the event's own height and round are its

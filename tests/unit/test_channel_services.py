@@ -774,6 +774,28 @@ async def test_a_relayed_v1_transaction_signed_by_no_party_of_the_channel_is_dro
     assert all(tx.hash in service.consensus.pool for tx in partys)
 
 
+async def test_relayed_transactions_are_dropped_unchecked_while_syncing_far_behind(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the others' certificates name blocks more than MAX_FETCH_DEPTH above its tip (it
+    syncs final blocks), a peer drops relayed transactions before recovering their signatures:
+    they come in the synced blocks, or stay in their sender's pool. Pooled, a wiped peer syncing
+    30,000 blocks under load filled its pool (50,000 transactions) and kept ~150 MB more after,
+    with a quarter of its CPU spent recovering their signatures (review)."""
+    service = cluster.services[0]
+    cluster.network.down.add(service.signer.address)  # nothing else moves its pool
+    now = time.time_ns() // 1000
+    party = cluster.signers[2]
+    relayed = [Transaction.create_v1(CHANNEL, {"n": n}, now + n, party) for n in range(3)]
+    recoveries = count_recoveries(monkeypatch)
+    service.consensus.certified_ahead = service.consensus.tip.height + MAX_FETCH_DEPTH + 1
+    await service.receive_txs_in_turns([Transaction.decode(tx.encode()) for tx in relayed])
+    assert recoveries == [] and not any(tx.hash in service.consensus.pool for tx in relayed)
+    service.consensus.certified_ahead = service.consensus.tip.height + MAX_FETCH_DEPTH
+    await service.receive_txs_in_turns([Transaction.decode(tx.encode()) for tx in relayed])
+    assert all(tx.hash in service.consensus.pool for tx in relayed)
+
+
 async def test_a_validator_become_auditor_still_has_what_it_signed_before_taken(
     cluster: Cluster,
 ) -> None:

@@ -359,8 +359,10 @@ def test_a_validator_far_behind_gives_up_the_rounds_it_leads_or_certifies_as_it_
     leaders = {fresh_net.validators.leader_at(n // per_leader) for n in (r, r + 1, r + 2)}
     for node in fresh_net.nodes.values():
         node.state.handle(m.ValidatorsChanged(fresh_net.validators), 10.0)
+        assert not node.state.far_behind
         actions = node.state.handle(m.ProposalReceived(block), 10.0)
         assert any(isinstance(a, m.RequestSync) for a in actions)
+        assert node.state.far_behind  # by the certificate the proposal carries, which checks
         sent = [a.complaint for a in actions if isinstance(a, m.BroadcastComplaint)]
         if node.address != fresh_net.validators.leader_at((r + 1) // per_leader):
             if node.address not in leaders:
