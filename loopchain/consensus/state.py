@@ -730,9 +730,10 @@ class ChannelConsensus:
 
     def _give_up(self, round_: int) -> list[m.Action]:
         """Far behind (syncing, or executing the blocks it synced), this validator can neither vote
-        nor lead in the rounds the others are in. Of `round_` (the round after a certificate of theirs that checks) and the next, it complains at
-        once about those it leads or whose votes go to it, so that they need not wait a round
-        timeout for it: they complain as soon about a round whose leader, or next leader, gave it
+        nor lead in the rounds the others are in. Of `round_` (the round after a certificate of
+        theirs that checks, or the one it cannot propose in) and the next, it complains at once
+        about those it leads or whose votes go to it, so that they need not wait a round timeout
+        for it: they complain as soon about a round whose leader, or next leader, gave it
         up. A complaint only promises not to vote in its round, which it could not anyway; the
         highest certificate it carries is older than theirs, so it binds no leader."""
         voting, me = self.voting_set, self.signer.address
