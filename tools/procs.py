@@ -678,13 +678,14 @@ def running_network(
     *,
     deadline: float = 60.0,
     audience: bool = False,
+    channels: Mapping[str, Any] | None = None,
 ) -> Iterator[LocalNetwork]:
     """A LocalNetwork of a RadioStation and `peers` peers that all know each other as validators
-    (see LocalNetwork.start_with_peers); at the end every process is stopped and must have exited
-    0 with no problem in its log."""
+    (see LocalNetwork.start_with_peers; `channels`, the channel file's content); at the end every
+    process is stopped and must have exited 0 with no problem in its log."""
     network = LocalNetwork(workdir, config)
     try:
-        yield network.start_with_peers(peers, deadline, audience)
+        yield network.start_with_peers(peers, deadline, audience, channels)
     finally:
         network.stop_and_check()
 

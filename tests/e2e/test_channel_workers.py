@@ -29,7 +29,7 @@ from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.transaction import Transaction
 from tests.e2e._crashes import environment
-from tools.procs import LocalNetwork, http, is_problem_line, wait_until
+from tools.procs import LocalNetwork, http, is_problem_line, running_network, wait_until
 
 ALPHA, BETA = "alpha", "beta"
 CHANNELS = {
@@ -38,17 +38,19 @@ CHANNELS = {
 }
 
 
+# channel workers, none killed as hung: tests stop (SIGSTOP) them longer than a hung one is left
+STOPPED_WORKERS = {
+    "LOOPCHAIN_DEFAULT_CHANNEL": ALPHA,
+    "CHANNEL_WORKERS": "always",
+    "CHILD_HANG_TIMEOUT": 0,
+}
+
+
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
-    network = LocalNetwork(
-        tmp_path_factory.mktemp("workers"),
-        # its workers are stopped (SIGSTOP) longer than a hung one is left: never killed here
-        {"LOOPCHAIN_DEFAULT_CHANNEL": ALPHA, "CHANNEL_WORKERS": "always", "CHILD_HANG_TIMEOUT": 0},
-    )
-    try:
-        yield network.start_with_peers(4, channels=CHANNELS)
-    finally:
-        network.stop_and_check()
+    workdir = tmp_path_factory.mktemp("workers")
+    with running_network(workdir, 4, STOPPED_WORKERS, channels=CHANNELS) as network:
+        yield network
 
 
 def _children(pid: int) -> list[int]:

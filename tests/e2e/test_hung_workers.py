@@ -16,21 +16,15 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_channel_workers import ALPHA, BETA, CHANNELS, workers
-from tools.procs import LocalNetwork, http, wait_until
+from tests.e2e.test_channel_workers import ALPHA, BETA, CHANNELS, STOPPED_WORKERS, workers
+from tools.procs import LocalNetwork, http, running_network, wait_until
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
-    network = LocalNetwork(
-        tmp_path_factory.mktemp("hung"),
-        # its workers stay stopped longer than a hung one is left (test_hung_children): not killed
-        {"LOOPCHAIN_DEFAULT_CHANNEL": ALPHA, "CHANNEL_WORKERS": "always", "CHILD_HANG_TIMEOUT": 0},
-    )
-    try:
-        yield network.start_with_peers(1, channels=CHANNELS)
-    finally:
-        network.stop_and_check()
+    workdir = tmp_path_factory.mktemp("hung")
+    with running_network(workdir, 1, STOPPED_WORKERS, channels=CHANNELS) as network:
+        yield network
 
 
 def _submit(net: LocalNetwork, port: int, channel: str, data: str) -> tuple[int, dict[str, Any]]:
