@@ -11,7 +11,12 @@ Layout (all names carry a per-run suffix, so parallel or leftover runs never cla
 The bridge lives in a namespace of its own, so the host's firewall (e.g. a FORWARD policy of DROP
 seen by bridged traffic through br_netfilter) never sees the traffic between hosts. Partitions are
 blackhole routes inside the host namespaces (packets to a cut-off address are dropped silently, as on
-a broken link); healing removes them. Delay is a netem qdisc on a host's eth0 (its egress).
+a broken link); healing removes them.
+
+A network made with `switched=True` joins the hosts' eth0 not to the bridge but to a userspace switch
+(tests/e2e/_tapswitch.py, over TAP devices) with one more port on the bridge: every frame a host
+sends or receives crosses it, so it can delay and drop them (netem's job, on kernels without
+sch_netem).
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ import random
 import secrets
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterable, Sequence
+
+from tests.e2e._tapswitch import open_tap
 
 SUBNET_PREFIX = "10.213"
 HOST_OFFSET = 10  # host i has the address .(10 + i)
@@ -63,35 +71,15 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def netem_unavailable_reason() -> str | None:
-    """Why `tc qdisc ... netem` cannot be used here (e.g. the sch_netem module is missing); None
-    when it can. Tried on the loopback of a throwaway namespace."""
-    if shutil.which("tc") is None:
-        return "iproute2's `tc` command is not installed"
-    probe = f"lcprobe{secrets.token_hex(3)}"
+def switch_unavailable_reason() -> str | None:
+    """Why a switched network cannot be made here (no TUN/TAP); None when it can. Tried with a
+    throwaway TAP device, which goes when its descriptor closes."""
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun is missing (no TUN/TAP)"
     try:
-        _run(["ip", "netns", "add", probe])
-        _run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                probe,
-                "tc",
-                "qdisc",
-                "add",
-                "dev",
-                "lo",
-                "root",
-                "netem",
-                "delay",
-                "1ms",
-            ]
-        )
-    except (NetnsError, OSError, subprocess.TimeoutExpired) as exc:
-        return str(exc)
-    finally:
-        _run(["ip", "netns", "del", probe], check=False)
+        os.close(open_tap(f"lcprobe{secrets.token_hex(3)}"))
+    except OSError as exc:
+        return f"cannot make a TAP device: {exc}"
     return None
 
 
@@ -119,8 +107,10 @@ def _used_third_octets() -> set[int]:
 class VirtualNetwork:
     """`hosts` namespaces on one bridge, reachable from the root namespace; `destroy` undoes all."""
 
-    def __init__(self, hosts: int) -> None:
+    def __init__(self, hosts: int, switched: bool = False) -> None:
         self.suffix = secrets.token_hex(3)
+        self.switched = switched
+        self.switch: subprocess.Popen[str] | None = None
         self.hub = f"lc{self.suffix}hub"
         self.host_link = f"lc{self.suffix}h"  # the root namespace's end of its veth pair
         self.namespaces = [f"lc{self.suffix}n{i}" for i in range(hosts)]
@@ -182,18 +172,64 @@ class VirtualNetwork:
         _run([*hub, "link", "set", "up0", "master", "br0", "up"])
         _run(["ip", "addr", "add", f"{self.root_address}/24", "dev", self.host_link])
         _run(["ip", "link", "set", self.host_link, "up"])
+        taps = self._start_switch() if self.switched else []
         for index, (name, address) in enumerate(zip(self.namespaces, self.addresses, strict=True)):
             _run(["ip", "netns", "add", name])
             self.created.append(name)
             _run(["ip", "-n", name, "link", "set", "lo", "up"])
-            _run([*hub, "link", "add", f"h{index}", "type", "veth", "peer", "name", "eth0"])
-            _run([*hub, "link", "set", "eth0", "netns", name])
-            _run([*hub, "link", "set", f"h{index}", "master", "br0", "up"])
+            if taps:
+                _run(["ip", "link", "set", taps[index], "netns", name])
+                _run(["ip", "-n", name, "link", "set", taps[index], "name", "eth0"])
+            else:
+                _run([*hub, "link", "add", f"h{index}", "type", "veth", "peer", "name", "eth0"])
+                _run([*hub, "link", "set", "eth0", "netns", name])
+                _run([*hub, "link", "set", f"h{index}", "master", "br0", "up"])
             _run(["ip", "-n", name, "addr", "add", f"{address}/24", "dev", "eth0"])
             _run(["ip", "-n", name, "link", "set", "eth0", "up"])
+        if taps:  # the switch's last port is on the bridge: the hosts reach the hub and the root
+            _run(["ip", "link", "set", taps[-1], "netns", self.hub])
+            _run([*hub, "link", "set", taps[-1], "master", "br0", "up"])
+
+    def _start_switch(self) -> list[str]:
+        """Start the userspace switch with a port per host and one for the bridge; their names."""
+        taps = [f"lc{self.suffix}t{i}" for i in range(len(self.namespaces))] + [
+            f"lc{self.suffix}tu"
+        ]
+        self.switch = subprocess.Popen(
+            [sys.executable, "-m", "tests.e2e._tapswitch", *taps],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        )
+        ready = self._switch_answer()
+        if ready != "ready":
+            raise NetnsError(f"the userspace switch did not start: {ready!r}")
+        return taps
+
+    def _switch_answer(self) -> str:
+        assert self.switch is not None and self.switch.stdout is not None
+        return self.switch.stdout.readline().strip()
+
+    def _switch_command(self, line: str) -> str:
+        if self.switch is None or self.switch.stdin is None:
+            raise NetnsError("this network has no switch (make it with switched=True)")
+        self.switch.stdin.write(line + "\n")
+        self.switch.stdin.flush()
+        answer = self._switch_answer()
+        if not answer.startswith("ok"):
+            raise NetnsError(f"the switch answered {line!r} with {answer!r}")
+        return answer
 
     def destroy(self) -> None:
         """Delete every namespace and link this network made (safe to call twice)."""
+        switch, self.switch = self.switch, None
+        if switch is not None:  # its TAP devices end with it
+            switch.kill()
+            switch.wait(COMMAND_TIMEOUT)
+            for stream in (switch.stdin, switch.stdout):
+                if stream is not None:
+                    stream.close()
         for name in reversed(self.created):
             _run(["ip", "netns", "del", name], check=False)
         self.created.clear()
@@ -240,33 +276,18 @@ class VirtualNetwork:
             self._route("del", a, b)
         self.blocked.clear()
 
-    def add_delay(self, milliseconds: int) -> None:
-        """Delay every packet a host sends by `milliseconds` (netem on each host's eth0); raises
-        NetnsError (with tc's message) when netem is not available."""
-        if shutil.which("tc") is None:
-            raise NetnsError("iproute2's `tc` command is not installed")
-        for name in self.namespaces:
-            _run(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    name,
-                    "tc",
-                    "qdisc",
-                    "add",
-                    "dev",
-                    "eth0",
-                    "root",
-                    "netem",
-                    "delay",
-                    f"{milliseconds}ms",
-                ]
-            )
+    def add_delay(self, milliseconds: float) -> None:
+        """Delay every frame between hosts, and between a host and the bridge, by `milliseconds`
+        one way (a switched network)."""
+        self._switch_command(f"delay {milliseconds}")
+
+    def set_loss(self, percent: float) -> None:
+        """Drop `percent` of the frames the switch carries (a switched network)."""
+        self._switch_command(f"loss {percent}")
 
     def remove_delay(self) -> None:
-        for name in self.namespaces:
-            _run(
-                ["ip", "netns", "exec", name, "tc", "qdisc", "del", "dev", "eth0", "root"],
-                check=False,
-            )
+        self._switch_command("delay 0")
+
+    def dropped(self) -> int:
+        """Frames the switch has dropped so far (lost to `set_loss`, or to a full queue)."""
+        return int(self._switch_command("dropped").split()[1])

@@ -1,0 +1,111 @@
+"""The userspace switch of the network-namespace tests (tests/e2e/_tapswitch.py), its ports pipes
+instead of TAP devices: where frames go, when, and which are dropped."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e import _tapswitch
+from tests.e2e._tapswitch import Switch
+
+A, B, C = (bytes([2, 0, 0, 0, 0, n]) for n in (1, 2, 3))
+BROADCAST = b"\xff" * 6
+
+
+def frame(destination: bytes, source: bytes, payload: bytes = b"x" * 50) -> bytes:
+    return destination + source + b"\x08\x00" + payload
+
+
+@pytest.fixture
+def pipes() -> Iterator[list[tuple[int, int]]]:
+    made = [os.pipe() for _ in range(3)]
+    for read, _ in made:
+        os.set_blocking(read, False)
+    yield made
+    for read, write in made:
+        os.close(read)
+        os.close(write)
+
+
+def received(read: int) -> list[bytes]:
+    """The frames written to a pipe so far (each frame here is 64 bytes)."""
+    try:
+        data = os.read(read, 1 << 16)
+    except BlockingIOError:
+        return []
+    return [data[i : i + 64] for i in range(0, len(data), 64)]
+
+
+def test_unknown_and_broadcast_frames_flood_known_ones_go_to_their_port(
+    pipes: list[tuple[int, int]],
+) -> None:
+    ports = [write for _, write in pipes]
+    switch = Switch(ports)
+    first = frame(B, A)
+    switch.arrived(ports[0], first, 0.0)  # B unknown: to every other port
+    switch.send_due(0.0)
+    assert [received(r) for r, _ in pipes] == [[], [first], [first]]
+
+    reply = frame(A, B)
+    switch.arrived(ports[1], reply, 0.0)  # A was seen on port 0
+    switch.send_due(0.0)
+    assert [received(r) for r, _ in pipes] == [[reply], [], []]
+
+    hello = frame(BROADCAST, C)
+    switch.arrived(ports[2], hello, 0.0)
+    switch.send_due(0.0)
+    assert [received(r) for r, _ in pipes] == [[hello], [hello], []]
+
+
+def test_frames_wait_the_delay_in_order(pipes: list[tuple[int, int]]) -> None:
+    ports = [write for _, write in pipes]
+    switch = Switch(ports)
+    assert switch.command("delay 200") == "ok"
+    switch.arrived(ports[1], frame(A, B), 0.0)  # learn B
+    frames = [frame(B, A, bytes([n]) * 50) for n in range(3)]
+    for n, each in enumerate(frames):
+        switch.arrived(ports[0], each, n * 0.01)
+    assert switch.send_due(0.1) == pytest.approx(0.1)  # the first frame is due at 0.2
+    assert received(pipes[1][0]) == []
+    switch.send_due(0.215)
+    assert received(pipes[1][0]) == frames[:2]
+    assert switch.send_due(0.3) is None
+    assert received(pipes[1][0]) == frames[2:]
+
+
+def test_loss_drops_a_share_and_counts_it(pipes: list[tuple[int, int]]) -> None:
+    ports = [write for _, write in pipes]
+    switch = Switch(ports)
+    assert switch.command("loss 100") == "ok"
+    for _ in range(5):
+        switch.arrived(ports[0], frame(BROADCAST, A), 0.0)
+    switch.send_due(0.0)
+    assert [received(r) for r, _ in pipes] == [[], [], []]
+    assert switch.command("dropped") == "ok 5"
+    assert switch.command("loss 0") == "ok"
+    switch.arrived(ports[0], frame(BROADCAST, A), 0.0)
+    switch.send_due(0.0)
+    assert len(received(pipes[1][0])) == 1
+
+
+def test_a_full_queue_drops_what_comes(
+    pipes: list[tuple[int, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_tapswitch, "MAX_QUEUED", 2)
+    ports = [write for _, write in pipes]
+    switch = Switch(ports)
+    switch.command("delay 10")
+    for _ in range(4):
+        switch.arrived(ports[0], frame(BROADCAST, A), 0.0)
+    assert len(switch.waiting) == 2
+    assert switch.dropped == 2
+
+
+def test_unknown_commands_and_runts_are_refused(pipes: list[tuple[int, int]]) -> None:
+    switch = Switch([write for _, write in pipes])
+    assert switch.command("jitter 5").startswith("error")
+    switch.arrived(pipes[0][1], b"short", 0.0)
+    assert switch.waiting == [] and switch.where == {}
