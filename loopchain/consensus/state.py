@@ -87,6 +87,7 @@ comes (it then extends it).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -122,6 +123,12 @@ MAX_EARLY_VOTES = 1024  # votes held for blocks whose proposal has not come yet
 EARLY_VOTES_PER_VOTER = 4  # and of one validator
 MAX_TALLIES = 16  # vote tallies of blocks not certified yet, open at once
 TALLIES_PER_VOTER = 4  # of them holding one validator's vote
+# A round's timer is at least ROUND_PACE_FACTOR times the slowest of the last ROUND_PACE_KEPT
+# certified rounds of a leader (timed from when the timer was armed): on links with long round
+# trips (peers in other data centres) rounds take longer than TIMEOUT_FOR_LEADER_COMPLAIN allows
+# for, and the timer follows them there instead of complaining about honest leaders
+ROUND_PACE_FACTOR = 2.0
+ROUND_PACE_KEPT = 8
 
 
 @dataclass(frozen=True)
@@ -192,7 +199,11 @@ class ChannelConsensus:
         # from the others: they are that far, whatever a peer's answer claims)
         self.certified_ahead = -1
         self.timer_round = -1
+        self.paced_round = -1  # the round whose timer was first armed at `timer_armed_at`
+        self.timer_armed_at = 0.0
         self.failed_rounds = 0
+        # leader -> how long its last certified rounds took here (see ROUND_PACE_FACTOR)
+        self.round_paces: dict[str, deque[float]] = {}
         self.propose_timer_round = -1
         self.made_block_count = 0
         self.complaint_count = 0
@@ -1026,11 +1037,13 @@ class ChannelConsensus:
             node.certificate = qc
         self.safety.observe_qc(node.certificate)
         actions = self._commit_by_two_chain(node)
+        if node.block.header.round == self.round == self.paced_round:
+            self._note_pace(node.block.header.leader, now - self.timer_armed_at)
         if node.block.header.round + 1 > self.round:
             self._enter_round(node.block.header.round + 1, progressed=True)
         # without `progress` the caller proposes after it, if at all (a proposal or complaint
         # that brought the certificate may be refused): the new round's timer is armed here
-        return actions + (self._on_progress(now) if progress else self._arm_timer())
+        return actions + (self._on_progress(now) if progress else self._arm_timer(now))
 
     def _commit_by_two_chain(self, node: TreeNode) -> list[m.Action]:
         """Finalise the parent of a certified block when their rounds are consecutive."""
@@ -1123,7 +1136,7 @@ class ChannelConsensus:
             + self._regossip()
             + self._complain(now)
             + self._remind_laggards()
-            + self._arm_timer()
+            + self._arm_timer(now)
         )
 
     def _remind_laggards(self) -> list[m.Action]:
@@ -1348,19 +1361,49 @@ class ChannelConsensus:
         or neither side could ever reach a quorum again."""
         return round_after_timeout(round_, self.config.blocks_per_leader) > self.round
 
-    def _arm_timer(self) -> list[m.Action]:
+    def _arm_timer(self, now: float) -> list[m.Action]:
         if self.timer_round == self.round or not self.has_work():
             return []
         self.timer_round = self.round
+        if self.paced_round != self.round:  # armed again after a timeout: timed from the first
+            self.paced_round, self.timer_armed_at = self.round, now
         timeout = min(
-            self.config.round_timeout * (2 ** min(self.failed_rounds, 16)),
+            self.paced_timeout() * (2 ** min(self.failed_rounds, 16)),
             self.config.max_round_timeout,
         )
         return [m.ScheduleTimeout(timeout, "round", self.round)]
 
+    def _note_pace(self, leader: str, took: float) -> None:
+        """A round of `leader` was certified `took` seconds after its timer was armed here."""
+        voting = self.voting_set
+        if voting is None or leader not in voting:
+            return
+        for gone in [v for v in self.round_paces if v not in voting]:  # bounded by the set
+            del self.round_paces[gone]
+        self.round_paces.setdefault(leader, deque(maxlen=ROUND_PACE_KEPT)).append(max(took, 0.0))
+
+    def paced_timeout(self) -> float:
+        """A round's timeout before failures double it: TIMEOUT_FOR_LEADER_COMPLAIN, or, where
+        certified rounds take longer, ROUND_PACE_FACTOR times the slowest recent round of the
+        (f+1)-th slowest leader (f: the validators that may be faulty), so that no faulty leader
+        dragging its own rounds out raises it; at most MAX_TIMEOUT_FOR_LEADER_COMPLAIN."""
+        configured = self.config.round_timeout
+        voting = self.voting_set
+        if voting is None:
+            return configured
+        slowest = sorted(
+            (max(paces) for leader, paces in self.round_paces.items() if leader in voting),
+            reverse=True,
+        )
+        faulty = (len(voting.validators) - 1) // 3
+        if len(slowest) <= faulty:
+            return configured
+        paced = ROUND_PACE_FACTOR * slowest[faulty]
+        return min(max(configured, paced), self.config.max_round_timeout)
+
     def _on_progress(self, now: float) -> list[m.Action]:
         """After any change: propose if it is this node's turn, and keep the round timer armed."""
-        return self._maybe_propose(now) + self._arm_timer()
+        return self._maybe_propose(now) + self._arm_timer(now)
 
     def _on_validators(self, validators: ValidatorSet, now: float) -> list[m.Action]:
         latest = self.latest_validators

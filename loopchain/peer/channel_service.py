@@ -989,6 +989,7 @@ class ChannelService:
             pool_size=len(state.pool),
             pool_bytes=state.pool.size_bytes,
             is_leader=state.is_leader,
+            round_timeout=state.paced_timeout(),
         )
 
     def status(self) -> dict[str, Any]:

@@ -58,6 +58,7 @@ class ChannelGauges:
     pool_size: int
     pool_bytes: int
     is_leader: bool
+    round_timeout: float  # the round timer before failures double it (it follows slow rounds)
 
 
 class ChannelMetrics:
@@ -160,6 +161,12 @@ class _ChannelCollector(Collector):
             ),
             "is_leader": GaugeMetricFamily(
                 "loopchain_is_leader", "1 while this peer leads the round", labels=["channel"]
+            ),
+            "round_timeout": GaugeMetricFamily(
+                "loopchain_round_timeout_seconds",
+                "The round timer before failures double it: TIMEOUT_FOR_LEADER_COMPLAIN, or more "
+                "where certified rounds take longer",
+                labels=["channel"],
             ),
         }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -96,13 +97,15 @@ class NamespacedNetwork(LocalNetwork):
 
 
 @contextlib.contextmanager
-def _network(workdir: Path, switched: bool = False) -> Iterator[NamespacedNetwork]:
+def _network(
+    workdir: Path, switched: bool = False, config: dict[str, Any] | None = None
+) -> Iterator[NamespacedNetwork]:
     """The virtual network (`switched`: through the userspace switch) with a RadioStation and four
     peers that all see four validators; afterwards every process is stopped (no traceback in any
     log) and the network is removed."""
     vnet = VirtualNetwork(PEERS, switched=switched).create()
     try:
-        net = NamespacedNetwork(workdir, vnet, CONFIG)
+        net = NamespacedNetwork(workdir, vnet, {**CONFIG, **(config or {})})
         try:
             net.start_radiostation()
             ports = [net.start_host(i) for i in range(PEERS)]
@@ -182,6 +185,16 @@ def _warm_up(net: LocalNetwork, ports: Sequence[int]) -> int:
     wait_until(lambda: all(net.status(p)["tx_pool_size"] == 0 for p in ports), 30, "empty pools")
     height, _ = _wait_same_tip(net, ports, 30)
     return height
+
+
+def _round_timer_now(net: LocalNetwork, port: int) -> float:
+    """The peer's round timer before failures double it, from its /metrics."""
+    with urllib.request.urlopen(f"{net.rest(port)}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith("loopchain_round_timeout_seconds{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"peer {port}'s /metrics has no loopchain_round_timeout_seconds")
 
 
 def _leader_port(net: LocalNetwork, ports: Sequence[int]) -> int:
@@ -290,7 +303,8 @@ def test_two_hundred_ms_delay_keeps_the_channel_live(tmp_path: Path) -> None:
     reason = switch_unavailable_reason()
     if reason is not None:
         pytest.skip(f"no userspace switch here: {reason}")
-    with _network(tmp_path, switched=True) as net:
+    # leaders change every other round: each peer's round timer learns from several leaders
+    with _network(tmp_path, switched=True, config={"LEADER_BLOCK_CREATION_LIMIT": 2}) as net:
         ports = sorted(net.peers)
         start_height = _warm_up(net, ports)
         net.vnet.add_delay(DELAY_MS)
@@ -311,6 +325,10 @@ def test_two_hundred_ms_delay_keeps_the_channel_live(tmp_path: Path) -> None:
             took = _wait_final(net, ports, hashes, 120, f"delayed batch {batch} on every peer")
             print(f"delay {DELAY_MS} ms: batch {batch} final everywhere in {took:.1f} s")
         _wait_same_tip(net, ports, 60)
+        # rounds took longer than half the configured 1 s timer: every timer follows them
+        timers = {port: _round_timer_now(net, port) for port in ports}
+        assert all(ROUND_TIMEOUT < t <= MAX_ROUND_TIMEOUT for t in timers.values()), timers
+        print(f"delay {DELAY_MS} ms: round timers {timers}")
         net.vnet.remove_delay()  # the whole chain is compared at once, not a round trip a block
         top = _assert_agree(net, ports)
         assert top >= start_height + 3, (start_height, top)

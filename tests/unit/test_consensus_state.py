@@ -1133,3 +1133,58 @@ def test_a_leader_whose_execution_lags_far_gives_up_its_rounds_at_once() -> None
     assert seen and all(seen), seen
     assert net.committed_everywhere(net.submitted[:-4])
     net.check_safety()
+
+
+def _slow_network_view_changes(seed: int) -> tuple[int, list[float]]:
+    """Four validators over links of up to 0.6 s one way (rounds take longer than half the 1 s
+    round timeout), 40 batches of submissions 1.5 s apart: the view changes after the first ten
+    batches (while every timer has had time to follow the rounds), and each timer's base."""
+    net = Network(4, seed=seed, max_delay=0.6)
+    net.start()
+    net.run_until(1.0)
+    sent: set[bytes] = set()
+    learnt = 0
+    for batch in range(40):
+        if batch == 10:
+            learnt = sum(n.state.view_changes for n in net.honest())
+        sent |= {tx.hash for tx in net.submit(list(net.nodes)[batch % 4], 3)}
+        net.run_until(net.now + 1.5)
+    net.run_until(net.now + 30)
+    net.check_safety()
+    for node in net.honest():
+        assert node.committed == sent
+    changes = sum(n.state.view_changes for n in net.honest()) - learnt
+    return changes, [n.state.paced_timeout() for n in net.honest()]
+
+
+def test_the_round_timer_follows_rounds_slower_than_it_allows_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seeds = range(21, 26)
+    paced = [_slow_network_view_changes(seed) for seed in seeds]
+    assert all(1.0 < t <= 8.0 for _, timeouts in paced for t in timeouts), paced
+    monkeypatch.setattr(state_module, "ROUND_PACE_FACTOR", 0.0)  # the configured timeout only
+    fixed = [_slow_network_view_changes(seed) for seed in seeds]
+    assert all(timeouts == [1.0] * 4 for _, timeouts in fixed)
+    assert sum(changes for changes, _ in paced) == 0, paced
+    assert sum(changes for changes, _ in fixed) > 0, fixed
+
+
+def test_one_leader_dragging_its_rounds_out_does_not_raise_the_round_timer() -> None:
+    net = Network(4, seed=22)
+    net.start()
+    net.run_until(0.5)
+    state = next(iter(net.nodes.values())).state
+    assert state.voting_set is not None
+    leaders = list(net.nodes)
+    state._note_pace(leaders[0], 7.0)  # faulty: its rounds just under a long timer
+    for leader in leaders[1:]:
+        state._note_pace(leader, 0.3)
+    assert state.paced_timeout() == 1.0  # f = 1: the second slowest leader sets it (2 x 0.3)
+    state._note_pace(leaders[1], 0.9)
+    assert state.paced_timeout() == pytest.approx(1.8)  # two slow leaders: not one faulty
+    for _ in range(state_module.ROUND_PACE_KEPT):
+        state._note_pace(leaders[1], 0.3)  # its slow round is forgotten
+    assert state.paced_timeout() == 1.0
+    state._note_pace("hx" + "00" * 20, 9.0)  # not a validator: not counted
+    assert "hx" + "00" * 20 not in state.round_paces

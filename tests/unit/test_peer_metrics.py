@@ -55,6 +55,7 @@ async def test_metrics_move_with_the_load_and_gauges_read_the_channel(cluster: C
     assert found[("loopchain_round", key)] == service.consensus.round
     assert found[("loopchain_tx_pool_size", key)] == 0
     assert found[("loopchain_tx_pool_bytes", key)] == 0
+    assert found[("loopchain_round_timeout_seconds", key)] == service.consensus.paced_timeout()
     assert found[("loopchain_finalisation_seconds_count", key)] == 17  # 16 of 30, 1 of 1
     assert found[("loopchain_finalisation_seconds_sum", key)] > 0
     assert service.metrics.pending_intakes == 0
