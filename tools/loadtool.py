@@ -32,6 +32,7 @@ if __name__ == "__main__":  # run as a file, by any python: go on in the reposit
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -42,7 +43,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,6 +71,9 @@ READ_CHUNK = 64 * 1024
 UNCOMMITTED_SAMPLE = 10  # acknowledged hashes not seen committed, in the summary
 GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_WALK = 1000  # new blocks read in one poll (a poll every POLL_INTERVAL sees a few)
+# blocks of one poll asked for at once: each costs a round trip, and one at a time a watcher
+# 200 ms from its peer read ~2.5 blocks/s of a chain making more (its commit latency was its lag)
+MAX_FETCHES = 16
 _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _HOST_PORT = re.compile(r"([^:/\s]+|\[[0-9a-fA-F:]+\]):(\d{1,5})")
@@ -305,6 +309,58 @@ class BlockInfo:
     tx_hashes: tuple[str, ...] | None  # None when the reply did not list them
 
 
+async def fetch_new_blocks(
+    tip: BlockInfo,
+    seen_height: int,
+    block_at: Callable[[int], Awaitable[BlockInfo | None]],
+    stop: asyncio.Event | None = None,
+) -> list[BlockInfo]:
+    """The blocks above `seen_height` up to the tip (already fetched), oldest first, at most
+    MAX_WALK of them (the newest): asked for by height with `block_at`, the newest first, at
+    most MAX_FETCHES at once. Once `stop` is set no other height is asked for, and those fetched
+    (which join up to the tip) are returned. LoadError("bad chain") for a block answered at
+    another height than asked, for no block at a height below the tip, and for a block whose
+    hash is not the prev_hash of the block above it."""
+    if tip.height <= seen_height:
+        return []
+    wanted = range(tip.height - 1, max(seen_height, tip.height - MAX_WALK), -1)
+    heights = iter(wanted)
+    fetched: dict[int, BlockInfo] = {}
+
+    async def fetch() -> None:
+        # a height is taken only when it will be asked for: those taken, all fetched, are the
+        # heights just below the tip, with no gap, however the answers come back
+        while not (stop is not None and stop.is_set()):
+            height = next(heights, None)
+            if height is None:
+                return
+            block = await block_at(height)
+            if block is None:
+                raise LoadError(
+                    "bad chain", f"no block at height {height}, below the tip at {tip.height}"
+                )
+            if block.height != height:
+                raise LoadError("bad chain", f"asked height {height}, got {block.height}")
+            fetched[height] = block
+
+    tasks = [asyncio.create_task(fetch()) for _ in range(min(MAX_FETCHES, len(wanted)))]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    found = [*(fetched[height] for height in sorted(fetched)), tip]
+    for below, above in itertools.pairwise(found):
+        if below.block_hash != above.prev_hash:
+            raise LoadError(
+                "bad chain",
+                f"the block at height {above.height} names parent {above.prev_hash or '(none)'},"
+                f" the block at height {below.height} is {below.block_hash}",
+            )
+    return found
+
+
 class Transport(Protocol):
     """Requests to one peer; every method raises LoadError on failure."""
 
@@ -336,7 +392,10 @@ class RestTransport:
         self._channel = channel
         self._server_name = server_name
         # https: `tls` (default: the system's CAs), the certificate naming `server_name` (or the host)
-        connector = aiohttp.TCPConnector(limit=connections, ssl=tls if tls is not None else True)
+        # `connections` for the caller's requests, and MAX_FETCHES more for new_blocks
+        connector = aiohttp.TCPConnector(
+            limit=connections + MAX_FETCHES, ssl=tls if tls is not None else True
+        )
         client_timeout = aiohttp.ClientTimeout(total=timeout)
         self._session = aiohttp.ClientSession(connector=connector, timeout=client_timeout)
         self._tip: BlockInfo | None = None
@@ -444,41 +503,20 @@ class RestTransport:
             self._tip = _rest_block(reply)
         return self._tip
 
+    async def _block_at(self, height: int) -> BlockInfo | None:
+        reply = await self._request(
+            "GET", "/api/v1/blocks", params=self._params(height=str(height))
+        )
+        return _rest_block(reply)
+
     async def new_blocks(
         self, tip: BlockInfo, seen_height: int, stop: asyncio.Event | None = None
     ) -> list[BlockInfo]:
-        """Walk back by hash from the tip (already fetched) to the first block above
-        `seen_height`, at most MAX_WALK blocks, until `stop` is set; LoadError("bad chain") when
-        a parent is not one height below its child."""
-        if tip.height <= seen_height:
-            return []
-        found = [tip]
-        while (
-            found[-1].height > seen_height + 1
-            and found[-1].prev_hash
-            and len(found) < MAX_WALK
-            and not (stop is not None and stop.is_set())
-        ):
-            reply = await self._request(
-                "GET", "/api/v1/blocks", params=self._params(hash=found[-1].prev_hash)
-            )
-            block = _rest_block(reply)
-            if block is None:
-                break
-            _check_parent(found[-1], block)
-            found.append(block)
-        return found[::-1]
+        """As fetch_new_blocks (a peer's own "no block" is its 404, a LoadError of its own)."""
+        return await fetch_new_blocks(tip, seen_height, self._block_at, stop)
 
     async def close(self) -> None:
         await self._session.close()
-
-
-def _check_parent(child: BlockInfo, parent: BlockInfo) -> None:
-    """LoadError("bad chain") unless `parent` is one height below `child`."""
-    if parent.height != child.height - 1:
-        raise LoadError(
-            "bad chain", f"block at height {child.height} has a parent at {parent.height}"
-        )
 
 
 def _rest_block(reply: dict[str, Any]) -> BlockInfo | None:
@@ -571,19 +609,9 @@ class GrpcTransport:
     async def new_blocks(
         self, tip: BlockInfo, seen_height: int, stop: asyncio.Event | None = None
     ) -> list[BlockInfo]:
-        """The blocks above `seen_height` up to the tip (already fetched), at most MAX_WALK of
-        them (the newest), until `stop` is set; LoadError("bad chain") for a block answered at
-        another height than asked."""
-        found = []
-        for height in range(max(seen_height + 1, tip.height - MAX_WALK + 1), tip.height):
-            if stop is not None and stop.is_set():
-                break
-            block = await self._block(height)
-            if block is not None:
-                if block.height != height:
-                    raise LoadError("bad chain", f"asked height {height}, got {block.height}")
-                found.append(block)
-        return [*found, tip]
+        """As fetch_new_blocks (a peer's own "no block" is grpc NOT_FOUND, a LoadError of its
+        own)."""
+        return await fetch_new_blocks(tip, seen_height, self._block, stop)
 
     async def close(self) -> None:
         await self._grpc_channel.close()

@@ -1,6 +1,7 @@
 """tools/loadtool.py against hostile peers on 127.0.0.1 (an aiohttp REST API, a gRPC PeerService):
-a chain whose parents do not go down one height at a time, or whose tip is far away, is walked a
-bounded number of steps; the tool ends at its duration and drain and counts what went wrong."""
+new blocks are fetched by height, several at once, and must join up to the tip; a chain whose
+blocks are not at the heights asked or do not join is refused, a far tip is read a bounded number
+of blocks; the tool ends at its duration and drain and counts what went wrong."""
 
 from __future__ import annotations
 
@@ -111,63 +112,166 @@ async def run_loadtool(*args: str, env: dict[str, str] | None = None) -> tuple[i
     return process.returncode or 0, out.decode(), err.decode()
 
 
-# ------------------------------------------------------------------ walking the chain (REST)
+# ------------------------------------------------------------------ fetching new blocks (REST)
 
 
-async def test_a_parent_at_the_same_height_is_a_bad_chain(rest_peer: RestPeer) -> None:
-    rest_peer.handlers["/api/v1/blocks"] = answer(block_reply(7, HASH_B, HASH_B))
-    transport = RestTransport(rest_peer.url, "", 5.0, 2)
+def chain_reply(request: web.Request) -> dict[str, Any]:
+    """A block of a chain whose hashes are their heights, in decimal, by hash or by height."""
+    height = int(request.query.get("height") or request.query["hash"])
+    return block_reply(height, str(height), str(height - 1))
+
+
+async def chain_block(request: web.Request) -> web.StreamResponse:
+    return web.json_response(chain_reply(request))
+
+
+def chain_tip(height: int) -> BlockInfo:
+    return BlockInfo(height, str(height), str(height - 1), ())
+
+
+async def rest_fetch(
+    peer: RestPeer, tip: BlockInfo, seen: int, stop: asyncio.Event | None = None
+) -> list[BlockInfo]:
+    transport = RestTransport(peer.url, "", 5.0, 2)
     try:
-        tip = BlockInfo(7, HASH_C, HASH_B, ())
-        with pytest.raises(LoadError) as refused:
-            await asyncio.wait_for(transport.new_blocks(tip, 5), TOOL_DEADLINE)
+        return await asyncio.wait_for(transport.new_blocks(tip, seen, stop), TOOL_DEADLINE)
     finally:
         await transport.close()
-    assert refused.value.kind == "bad chain"
+
+
+async def rest_refusal(peer: RestPeer, tip: BlockInfo, seen: int) -> LoadError:
+    with pytest.raises(LoadError) as refused:
+        await rest_fetch(peer, tip, seen)
+    return refused.value
+
+
+async def test_a_block_at_another_height_than_asked_is_a_bad_chain(rest_peer: RestPeer) -> None:
+    rest_peer.handlers["/api/v1/blocks"] = answer(block_reply(7, HASH_B, HASH_B))
+    refused = await rest_refusal(rest_peer, BlockInfo(7, HASH_C, HASH_B, ()), 5)
+    assert (refused.kind, str(refused)) == ("bad chain", "bad chain: asked height 6, got 7")
     assert rest_peer.counted["/api/v1/blocks"] == 1
 
 
-async def test_a_far_tip_is_walked_at_most_max_walk_blocks(rest_peer: RestPeer) -> None:
-    async def parent(request: web.Request) -> web.StreamResponse:
-        height = int(request.query["hash"])  # each block's hash is its height, in decimal
-        return web.json_response(block_reply(height, str(height), str(height - 1)))
+async def test_a_block_below_the_tip_that_is_not_its_parent_is_a_bad_chain(
+    rest_peer: RestPeer,
+) -> None:
+    rest_peer.handlers["/api/v1/blocks"] = answer(block_reply(6, HASH_A, HASH_B))
+    refused = await rest_refusal(rest_peer, BlockInfo(7, HASH_C, HASH_B, ()), 5)
+    assert refused.kind == "bad chain"
+    assert f"height 7 names parent {HASH_B}, the block at height 6 is {HASH_A}" in str(refused)
 
-    rest_peer.handlers["/api/v1/blocks"] = parent
+
+async def test_blocks_that_do_not_join_are_a_bad_chain(rest_peer: RestPeer) -> None:
+    async def blocks(request: web.Request) -> web.StreamResponse:
+        reply = chain_reply(request)
+        if reply["block_hash"] == "8":
+            reply["block_data_json"]["prev_block_hash"] = "6"
+        return web.json_response(reply)
+
+    rest_peer.handlers["/api/v1/blocks"] = blocks
+    refused = await rest_refusal(rest_peer, chain_tip(10), 2)
+    assert refused.kind == "bad chain"
+    assert "height 8 names parent 6, the block at height 7 is 7" in str(refused)
+
+
+@pytest.mark.parametrize("empty", [True, False], ids=["empty-block", "404"])
+async def test_no_block_below_the_tip_is_an_error(rest_peer: RestPeer, empty: bool) -> None:
+    """A peer that has no block at a height below its tip (a proxy's other peer, behind): the
+    poll fails, and the next one asks again (its blocks are not skipped)."""
+
+    async def blocks(request: web.Request) -> web.StreamResponse:
+        if request.query["height"] != "8":
+            return await chain_block(request)
+        if empty:  # the shape of the last block of an empty chain
+            no_block = {"response_code": 0, "block_hash": "", "block_data_json": {"height": -1}}
+            return web.json_response(no_block)
+        refusal = {"response_code": 404, "message": "there is no block with height 8"}
+        return web.json_response(refusal, status=404)
+
+    rest_peer.handlers["/api/v1/blocks"] = blocks
+    refused = await rest_refusal(rest_peer, chain_tip(10), 2)
+    if empty:
+        assert str(refused) == "bad chain: no block at height 8, below the tip at 10"
+    else:
+        assert refused.kind == "http 404 (404)"
+
+
+async def test_new_blocks_are_fetched_by_height_and_join_up_to_the_tip(
+    rest_peer: RestPeer,
+) -> None:
+    rest_peer.handlers["/api/v1/blocks"] = chain_block
+    found = await rest_fetch(rest_peer, chain_tip(40), 2)
+    assert [(b.height, b.block_hash, b.prev_hash) for b in found] == [
+        (h, str(h), str(h - 1)) for h in range(3, 41)
+    ]
+    assert rest_peer.counted["/api/v1/blocks"] == 37
+    assert await rest_fetch(rest_peer, chain_tip(40), 40) == []
+
+
+async def test_a_far_tip_is_fetched_at_most_max_walk_blocks(rest_peer: RestPeer) -> None:
+    asked: list[int] = []
+
+    async def blocks(request: web.Request) -> web.StreamResponse:
+        asked.append(int(request.query["height"]))
+        return await chain_block(request)
+
+    rest_peer.handlers["/api/v1/blocks"] = blocks
     tip_height = 10**12
-    transport = RestTransport(rest_peer.url, "", 5.0, 2)
-    try:
-        tip = BlockInfo(tip_height, str(tip_height), str(tip_height - 1), ())
-        found = await asyncio.wait_for(transport.new_blocks(tip, 5), TOOL_DEADLINE)
-    finally:
-        await transport.close()
-    assert len(found) == loadtool.MAX_WALK
-    assert [b.height for b in found] == list(
-        range(tip_height - loadtool.MAX_WALK + 1, tip_height + 1)
-    )
-    assert rest_peer.counted["/api/v1/blocks"] == loadtool.MAX_WALK - 1
+    found = await rest_fetch(rest_peer, chain_tip(tip_height), 5)
+    newest = list(range(tip_height - loadtool.MAX_WALK + 1, tip_height + 1))
+    assert [b.height for b in found] == newest
+    assert sorted(asked) == newest[:-1]  # each once: MAX_WALK - 1 requests
 
 
-async def test_a_walk_ends_when_the_run_stops(rest_peer: RestPeer) -> None:
+async def test_a_fetch_ends_when_the_run_stops(rest_peer: RestPeer) -> None:
     stop = asyncio.Event()
+    stop_at = loadtool.MAX_FETCHES + 4  # past the first MAX_FETCHES asked for at once
 
-    async def parent(request: web.Request) -> web.StreamResponse:
-        height = int(request.query["hash"])
-        if rest_peer.counted["/api/v1/blocks"] == 3:
-            stop.set()  # Ctrl-C twice while the walk goes on
-        return web.json_response(block_reply(height, str(height), str(height - 1)))
+    async def blocks(request: web.Request) -> web.StreamResponse:
+        if rest_peer.counted["/api/v1/blocks"] == stop_at:
+            stop.set()  # Ctrl-C twice while the fetch goes on
+        return await chain_block(request)
 
-    rest_peer.handlers["/api/v1/blocks"] = parent
-    transport = RestTransport(rest_peer.url, "", 5.0, 2)
-    try:
-        tip = BlockInfo(500, "500", "499", ())
-        found = await asyncio.wait_for(transport.new_blocks(tip, 5, stop), TOOL_DEADLINE)
-    finally:
-        await transport.close()
-    assert [b.height for b in found] == [497, 498, 499, 500]
+    rest_peer.handlers["/api/v1/blocks"] = blocks
+    found = await rest_fetch(rest_peer, chain_tip(500), 5, stop)
+    asked = rest_peer.counted["/api/v1/blocks"]
+    # that one, and those in flight with it, no other: the newest, joined up to the tip
+    assert stop_at <= asked < stop_at + loadtool.MAX_FETCHES
+    assert [b.height for b in found] == list(range(500 - asked, 501))
 
 
-async def test_loadtool_ends_against_a_chain_that_never_goes_down(rest_peer: RestPeer) -> None:
-    """The reviewer's case: the tip moves from height 5 to 7 and every parent says height 7."""
+async def test_the_fetches_of_new_blocks_overlap(rest_peer: RestPeer) -> None:
+    """Each block costs a round trip: MAX_FETCHES are asked for at once (one at a time, a
+    watcher far from its peer fell behind the chain), and no more."""
+    in_flight = most = 0
+    all_asked = asyncio.Event()
+
+    async def blocks(request: web.Request) -> web.StreamResponse:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        if in_flight == loadtool.MAX_FETCHES:
+            all_asked.set()
+        try:  # held until MAX_FETCHES are in flight (or 1 s, once: then none is held)
+            await asyncio.wait_for(all_asked.wait(), 1.0)
+        except TimeoutError:
+            all_asked.set()
+        await asyncio.sleep(0.01)  # each answer takes a while: the fetches went on meanwhile
+        in_flight -= 1
+        return await chain_block(request)
+
+    rest_peer.handlers["/api/v1/blocks"] = blocks
+    found = await rest_fetch(rest_peer, chain_tip(100), 0)
+    assert [b.height for b in found] == list(range(1, 101))
+    assert most == loadtool.MAX_FETCHES
+
+
+@pytest.mark.parametrize("hostile", ["never-down", "not-joining"])
+async def test_loadtool_ends_against_a_chain_that_never_goes_down(
+    rest_peer: RestPeer, hostile: str
+) -> None:
+    """The reviewer's case: the tip moves from height 5 to 7 and every block below it says
+    height 7 (never-down), or is at height 6 but is not the tip's parent (not-joining)."""
     statuses = iter([HASH_A])
 
     async def status(request: web.Request) -> web.StreamResponse:
@@ -175,8 +279,12 @@ async def test_loadtool_ends_against_a_chain_that_never_goes_down(rest_peer: Res
         return web.json_response({"response_code": 0, "block_hash": named})
 
     async def blocks(request: web.Request) -> web.StreamResponse:
-        first = request.query["hash"] == HASH_A
-        return web.json_response(block_reply(5 if first else 7, request.query["hash"], HASH_B))
+        if "hash" in request.query:  # the tip, named by the status
+            first = request.query["hash"] == HASH_A
+            return web.json_response(block_reply(5 if first else 7, request.query["hash"], HASH_B))
+        if hostile == "never-down":
+            return web.json_response(block_reply(7, HASH_B, HASH_B))
+        return web.json_response(block_reply(int(request.query["height"]), HASH_A, HASH_B))
 
     rest_peer.handlers["/api/v1/status/peer"] = status
     rest_peer.handlers["/api/v1/blocks"] = blocks
@@ -189,31 +297,36 @@ async def test_loadtool_ends_against_a_chain_that_never_goes_down(rest_peer: Res
     assert json.loads(out)["errors"].get("chain poll: bad chain", 0) >= 1, out
 
 
-# ------------------------------------------------------------------ walking the chain (gRPC)
+# ------------------------------------------------------------------ fetching new blocks (gRPC)
 
 
 class HostileBlocks(PeerServiceServicer):
-    """GetBlock: the last block is at `tip_height`; any other height is answered by `at`."""
+    """GetBlock: the last block is `tip`; any other height is answered by `at`."""
 
     def __init__(self, tip: Block, at: Callable[[int], bytes]) -> None:
         self.tip = tip
         self.at = at
         self.asked: list[int] = []
+        self.in_flight = self.most = 0
 
     async def GetBlock(self, request: pb.GetBlockRequest, context: Any) -> pb.BlockReply:
         if request.height < 0:
             return pb.BlockReply(block=self.tip.encode())
         self.asked.append(request.height)
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        await asyncio.sleep(0.01)  # each answer takes a while: the fetches go on meanwhile
+        self.in_flight -= 1
         return pb.BlockReply(block=self.at(request.height))
 
 
-def make_block(height: int) -> Block:
+def make_block(height: int, prev_hash: bytes = b"\x01" * 32) -> Block:
     signer = Signer.generate()
     return Block.create(
         channel="loopchain_default",
         height=height,
         round_=0,
-        prev_hash=b"\x01" * 32,
+        prev_hash=prev_hash,
         prev_qc=None,
         transactions=[],
         timestamp=1,
@@ -221,6 +334,16 @@ def make_block(height: int) -> Block:
         next_leader=signer.address,
         validators_hash=b"\x02" * 32,
     )
+
+
+def make_chain(low: int, high: int) -> dict[int, Block]:
+    """Blocks at heights low..high, each the parent of the one above it."""
+    chain: dict[int, Block] = {}
+    prev_hash = b"\x01" * 32
+    for height in range(low, high + 1):
+        chain[height] = make_block(height, prev_hash)
+        prev_hash = chain[height].hash
+    return chain
 
 
 async def grpc_walk(servicer: HostileBlocks, seen: int) -> list[BlockInfo]:
@@ -238,12 +361,15 @@ async def grpc_walk(servicer: HostileBlocks, seen: int) -> list[BlockInfo]:
         await server.stop(None)
 
 
-async def test_grpc_a_far_tip_is_walked_at_most_max_walk_blocks() -> None:
+async def test_grpc_a_far_tip_is_fetched_at_most_max_walk_blocks_at_once() -> None:
     tip_height = 10**12
-    servicer = HostileBlocks(make_block(tip_height), lambda height: b"")
+    chain = make_chain(tip_height - loadtool.MAX_WALK - 5, tip_height)
+    servicer = HostileBlocks(chain[tip_height], lambda height: chain[height].encode())
     found = await grpc_walk(servicer, 5)
-    assert [b.height for b in found] == [tip_height]
-    assert servicer.asked == list(range(tip_height - loadtool.MAX_WALK + 1, tip_height))
+    newest = list(range(tip_height - loadtool.MAX_WALK + 1, tip_height + 1))
+    assert [(b.height, b.block_hash) for b in found] == [(h, chain[h].hash.hex()) for h in newest]
+    assert sorted(servicer.asked) == newest[:-1]
+    assert servicer.most == loadtool.MAX_FETCHES
 
 
 async def test_grpc_a_block_at_another_height_is_a_bad_chain() -> None:
@@ -252,7 +378,27 @@ async def test_grpc_a_block_at_another_height_is_a_bad_chain() -> None:
     with pytest.raises(LoadError) as refused:
         await grpc_walk(servicer, 5)
     assert refused.value.kind == "bad chain"
-    assert servicer.asked == [6]
+    assert str(refused.value).endswith(", got 3")
+    assert set(servicer.asked) <= {6, 7, 8, 9}
+
+
+async def test_grpc_no_block_below_the_tip_is_a_bad_chain() -> None:
+    chain = make_chain(1, 10)
+    servicer = HostileBlocks(chain[10], lambda h: b"" if h == 7 else chain[h].encode())
+    with pytest.raises(LoadError) as refused:
+        await grpc_walk(servicer, 0)
+    assert str(refused.value) == "bad chain: no block at height 7, below the tip at 10"
+
+
+async def test_grpc_blocks_that_do_not_join_are_a_bad_chain() -> None:
+    chain = make_chain(1, 10)
+    # at the height asked, a child of the block at 5, but not the parent of the block at 7
+    stranger = make_block(6, chain[5].hash)
+    servicer = HostileBlocks(chain[10], lambda h: (stranger if h == 6 else chain[h]).encode())
+    with pytest.raises(LoadError) as refused:
+        await grpc_walk(servicer, 0)
+    assert refused.value.kind == "bad chain"
+    assert f"the block at height 6 is {stranger.hash.hex()}" in str(refused.value)
 
 
 # ------------------------------------------------------------------ Retry-After and error pages
