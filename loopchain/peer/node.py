@@ -662,9 +662,12 @@ class PeerNode:
                     await self._register_again(rs)
                 if unknown and status.get("role") != "auditor":
                     await self._follow_sets(rs, service)
-                elif not unknown and isinstance(exc, RadioStationRefused) and not service.members:
-                    # refused (its clock off the RadioStation's, say) and knowing no member: a
-                    # new peer would never learn whom to sync from
+                elif not unknown and isinstance(exc, RadioStationRefused):
+                    # refused for another reason: its clock and the RadioStation's differ by more
+                    # than MAX_TIMESTAMP_SKEW, say (which of them is wrong, neither knows). The
+                    # member list is not bound to the clock: without it a new peer never learnt
+                    # whom to sync from, and peers that had one never learnt who joined after
+                    # (a RadioStation 40 s ahead kept a fresh network from making any block)
                     await self._follow_sets(rs, service)
         self._judge_clock(rs.clock_offset)
 
@@ -684,8 +687,10 @@ class PeerNode:
         if off is not None and (self.clock_off is None or now - self._clock_warned >= CLOCK_WARN_S):
             log.warning(
                 "%s: blocks and transactions are judged by the clock, so set the wrong one right "
-                "(NTP). A channel in which blocks this peer refused for their time become final "
-                "all the same (its clock is the wrong one) takes no client transactions meanwhile",
+                "(NTP). Either may be wrong: when the other peers say the same, it is the "
+                "RadioStation's (the channels go on; the RadioStation refuses their heartbeats). "
+                "A channel in which blocks this peer refused for their time become final all the "
+                "same (its clock is the wrong one) takes no client transactions meanwhile",
                 off,
             )
             self._clock_warned = now

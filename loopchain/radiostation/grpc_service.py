@@ -12,6 +12,7 @@ from loopchain.p2p.grpc_util import call_source, caller_certificate, refuse
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.admission import AdmissionError, verify_connect
+from loopchain.radiostation.clock_watch import ClockWatch
 from loopchain.radiostation.probe import ProbeSlots, TargetUnverified, verify_target
 from loopchain.radiostation.registry import NotAdmitted, PeerView, UnknownPeer
 from loopchain.radiostation.station import Station, UnknownChannel
@@ -26,6 +27,8 @@ REFUSALS = RefusalLog(log)  # what callers send that is refused: logged rate-lim
 # a registration refused because MAX_PROBES target checks are in flight: what gRPC answers a call
 # past a server's bound, so a peer's client tries again shortly (and then a standby)
 PROBES_BUSY = grpc.StatusCode.RESOURCE_EXHAUSTED
+CLOCK_OFF = "the heartbeat's timestamp is {:.0f} s off this clock"
+CLOCK_OFF_START = CLOCK_OFF.split("{", 1)[0]
 BEAT_SWEEP_MIN = 1024  # heartbeats remembered before the first sweep of the old ones
 
 
@@ -54,6 +57,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         self._sweep_beats_at = BEAT_SWEEP_MIN  # its size at which the old ones are forgotten
         self._probes = ProbeSlots()  # target checks in flight
         self._changes = ChangeThrottle()  # how often a registered peer changes its record
+        self._clocks = ClockWatch()  # heartbeats refused for their time
 
     def _certificate_problem(self, context: grpc.aio.ServicerContext) -> tuple[str | None, str]:
         """Over mutual TLS: why the caller's certificate is refused (against the CA, its validity
@@ -132,7 +136,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         # a change of a registered peer's record past its allowance (ChangeThrottle) is refused
         # here, before a probe; the change is taken only once the probe passed (step 4)
         if registry.changes(request.peer_id, request.target, request.group_id):
-            wait = self._changes.wait(request.peer_id, self.station.clock())
+            wait = self._changes.wait(request.peer_id, self.station.monotonic())
             if wait:
                 return self._change_refused(request.peer_id, wait)
         # 3. its key answers at its target (a fresh challenge, so a replayed request proves nothing)
@@ -150,7 +154,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         #    target did not answer (a replayed request's), costs the peer none
         new = request.peer_id not in registry
         changes = registry.changes(request.peer_id, request.target, request.group_id)
-        if changes and (wait := self._changes.take(request.peer_id, self.station.clock())):
+        if changes and (wait := self._changes.take(request.peer_id, self.station.monotonic())):
             return self._change_refused(request.peer_id, wait)
         try:
             record = registry.register(request.peer_id, request.target, request.group_id, key)
@@ -259,9 +263,11 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             signer = ""
         if signer != request.peer_id:
             return ResponseCode.FAIL, f"the heartbeat is not signed by the key of {request.peer_id}"
-        skew = abs(request.timestamp_us / 1e6 - self.station.clock())
-        if skew > float(self.station.config.MAX_TIMESTAMP_SKEW):
-            return ResponseCode.FAIL, f"the heartbeat's timestamp is {skew:.0f} s off this clock"
+        offset = request.timestamp_us / 1e6 - self.station.clock()
+        if abs(offset) > float(self.station.config.MAX_TIMESTAMP_SKEW):
+            registered = len(self.station.registry)
+            self._clocks.refused(request.peer_id, offset, self.station.monotonic(), registered)
+            return ResponseCode.FAIL, CLOCK_OFF.format(abs(offset))
         key = (request.peer_id, channel)
         if request.timestamp_us <= self._last_beat.get(key, -1):
             return ResponseCode.FAIL, "the heartbeat is replayed (its timestamp is not the latest)"
@@ -300,7 +306,8 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         problem = self._heartbeat_problem(request, channel)
         if problem is not None:
             code, message = problem
-            REFUSALS.refused("refused a heartbeat for %r: %s", request.peer_id[:50], message)
+            if not message.startswith(CLOCK_OFF_START):  # those are ClockWatch's to tell
+                REFUSALS.refused("refused a heartbeat for %r: %s", request.peer_id[:50], message)
             return pb.HeartbeatReply(code=int(code), message=message)
         # the peer's own heartbeat (its key signed it just now) over a certificate refused, or
         # another peer's: the peer is listed as connected no more (a revoked member kept its

@@ -52,11 +52,11 @@ class Clock:
 
 @asynccontextmanager
 async def station_stub(
-    tmp_path: Path, clock: Clock, check_targets: bool = False
+    tmp_path: Path, clock: Clock, check_targets: bool = False, monotonic: Clock | None = None
 ) -> AsyncIterator[tuple[pb_grpc.RadioStationStub, Path, str]]:
     """A RadioStation's gRPC server on a free port over a registry file in `tmp_path` (open mode,
     one channel, targets probed only if `check_targets`), a stub to it, the registry file's path
-    and the station's target."""
+    and the station's target. Its monotonic clock is `monotonic`, or `clock` too."""
     port = free_port_pair()
     config = load_config(
         environ={},
@@ -71,7 +71,8 @@ async def station_stub(
     )
     path = tmp_path / "registry.json"
     registry = Registry.open(path, {"c": ChannelSpec("c", "loopchain/default", None)}, False)
-    server = create_grpc_server(Station(config, registry, Signer.generate(), clock))
+    station = Station(config, registry, Signer.generate(), clock, monotonic or clock)
+    server = create_grpc_server(station)
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -139,6 +140,28 @@ async def test_a_peer_flipping_its_group_is_taken_a_few_times_then_once_an_inter
     changes = 1 + CHANGE_BURST + 1  # the first registration, the burst, the one an interval on
     assert registered.count(logging.INFO) == changes
     assert registered.count(logging.DEBUG) == 4  # the repeats that changed nothing
+
+
+async def test_a_wall_clock_set_back_does_not_hold_a_peers_next_change(tmp_path: Path) -> None:
+    """The allowance of changes refills on the monotonic clock: a wall clock set back an hour
+    after a peer used its changes refuses its next one for CHANGE_INTERVAL_S, not for the hour
+    (review: it was counted on the wall clock)."""
+    wall, monotonic = Clock(), Clock()
+    member = Signer.generate()
+    async with station_stub(tmp_path, wall, monotonic=monotonic) as (stub, path, _):
+
+        async def connect(group_id: str) -> pb.ConnectPeerReply:
+            request = connect_request(member, TARGET, group_id)
+            return await stub.ConnectPeer(request, timeout=DEADLINE)
+
+        assert (await connect("g0")).code == 0
+        for index in range(CHANGE_BURST):
+            assert (await connect(f"g{index + 1}")).code == 0
+        assert (await connect("late")).code == -900
+        wall.now -= 3600.0
+        monotonic.now += CHANGE_INTERVAL_S
+        assert (await connect("late")).code == 0
+        assert saved_group(path, member) == "late"
 
 
 async def test_moves_refused_busy_take_none_of_a_peers_changes(tmp_path: Path) -> None:

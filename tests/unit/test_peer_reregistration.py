@@ -351,3 +351,21 @@ async def test_a_channel_opens_with_the_member_list_last_known(
     finally:
         for store in node.stores:
             store.close()
+
+
+async def test_heartbeats_refused_for_the_clock_still_bring_the_member_list(
+    tmp_path: Path,
+) -> None:
+    """A RadioStation whose clock differs from the peers' by more than MAX_TIMESTAMP_SKEW refuses
+    every heartbeat (FAIL). A peer that knew some members before (itself, the peers registered
+    before it) must still learn the others: each refused heartbeat fetches the member list,
+    which is not bound to the clock (review: a RadioStation 40 s ahead left each peer of a fresh
+    network knowing only those registered before it, and no block was ever made)."""
+    node, rs = _node(tmp_path), RadioStation(ResponseCode.FAIL, None)
+    channel = HeartbeatChannel()
+    channel.members = [PeerInfo("hx" + "3" * 40, TARGET, 2)]
+    node.channels[CHANNEL] = channel  # type: ignore[assignment]
+    await _beat(node, rs, 2)
+    assert rs.lists == 2
+    assert {p.peer_id for p in channel.members} >= {"hx" + "1" * 40}
+    assert rs.connects == 0  # refused for its clock, not unknown: no registration
