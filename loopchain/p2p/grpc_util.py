@@ -11,6 +11,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,7 @@ def load_tls(config: Config, default_dir: Path) -> Tls | None:
         handshake.load_cert_chain(cert_path, key_path, password=password)
     except (ssl.SSLError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise OSError(f"cannot use the TLS material in {cert_path.parent}: {exc}") from None
+    _warn_outside_validity(cert, cert_path, ca_pem)
     return Tls(
         ca_pem=ca_pem,
         cert_pem=cert_pem,
@@ -185,6 +187,32 @@ def load_tls(config: Config, default_dir: Path) -> Tls | None:
         revocations=load_revocations(config, default_dir, ca_pem),
         handshake=handshake,
     )
+
+
+def _warn_outside_validity(cert: Any, cert_path: Path, ca_pem: bytes) -> None:
+    """An ERROR when this node's certificate, or its CA's, is not valid by this machine's clock:
+    every handshake fails then, and TLS itself says only "certificate is not yet valid" or
+    "has expired" in gRPC's own log, naming neither the certificate nor the clock (review: a
+    peer 10 minutes behind its freshly issued certificate waited for its RadioStation for good,
+    saying "UNAVAILABLE"). The node starts all the same: a clock set right makes it work."""
+    from loopchain.types import certificates
+
+    now = datetime.now(UTC)
+    try:
+        ca = certificates.certificate_from_pem(ca_pem)
+    except certificates.CertificateError:
+        ca = None  # a CA file the handshake context took: its own errors say enough
+    problems = [certificates.window_problem(cert, now, f"this node's TLS certificate {cert_path} ")]
+    if ca is not None:
+        problems.append(certificates.window_problem(ca, now, "the CA certificate "))
+    for problem in filter(None, problems):
+        log.error(
+            "%s, by this machine's clock (%s UTC): every TLS handshake with it fails until the "
+            "certificate is valid. If the certificate is right, this clock is wrong: set it "
+            "right (NTP); else issue the certificate again",
+            problem,
+            now.isoformat(timespec="seconds").removesuffix("+00:00"),
+        )
 
 
 def load_revocations(config: Config, default_dir: Path, ca_pem: bytes) -> Revocations:

@@ -266,7 +266,9 @@ def _iso(moment: datetime) -> str:
     return _utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _window_problem(cert: x509.Certificate, now: datetime, what: str) -> str | None:
+def window_problem(cert: x509.Certificate, now: datetime, what: str) -> str | None:
+    """Why `cert` (named by `what`, "" or e.g. "CA certificate ") is not valid at `now`: expired
+    or not yet valid, with the date; None when it is."""
     if now > cert.not_valid_after_utc:
         return f"{what}expired on {_iso(cert.not_valid_after_utc)}"
     if now < cert.not_valid_before_utc:
@@ -294,7 +296,7 @@ def verify_peer_certificate(
     if cert.serial_number in revoked_serials:
         return f"revoked (serial {serial_hex(cert.serial_number)})"
     now = _utc(now)
-    return _window_problem(cert, now, "") or _window_problem(ca_cert, now, "CA certificate ")
+    return window_problem(cert, now, "") or window_problem(ca_cert, now, "CA certificate ")
 
 
 def checked_peer(
