@@ -470,3 +470,62 @@ async def test_a_sync_ends_when_no_peer_has_a_block_this_node_lacks_while_its_ti
     up = CatchUp("alpha", Behind(), lambda: list(peers), lambda: chain.tip, chain.dispatch, 100)  # type: ignore[arg-type]
     assert await asyncio.wait_for(up.sync_once(), 60) == 3
     assert calls == 3
+
+
+async def test_a_sync_waits_for_execution_to_come_within_two_ranges_of_its_tip() -> None:
+    """Execution (the SCORE) is slower than syncing and was starved by it on one event loop: a
+    sync goes on only while at most UNEXECUTED_RANGES ranges of synced blocks wait to be
+    executed. Before, a wiped peer's store reached the chain's tip with a sixth of it executed."""
+    chain, peers = _Chain(), OneAtATime(2000, PeerInfo("nobody", "", 9))
+    executed = 0
+    most_behind = 0
+
+    def unexecuted() -> int:
+        nonlocal most_behind
+        most_behind = max(most_behind, chain.tip - executed)
+        return chain.tip - executed
+
+    fast = PeerInfo("hxfast", "127.0.0.1:2", 1)
+    up = CatchUp(
+        "alpha",
+        peers,
+        lambda: [fast],
+        lambda: chain.tip,
+        chain.dispatch,
+        100,
+        unexecuted=unexecuted,
+    )  # type: ignore[arg-type]
+
+    async def execute() -> None:
+        nonlocal executed
+        while executed < 2000:
+            if executed < chain.tip:
+                executed += 1
+                up.executed()
+            await asyncio.sleep(0)
+
+    executing = asyncio.create_task(execute())
+    assert await asyncio.wait_for(up.sync_once(), 60) == 2000
+    await asyncio.wait_for(executing, 60)
+    limit = catchup.UNEXECUTED_RANGES * 100
+    assert limit < most_behind <= limit + 100, most_behind  # a range taken past the limit at most
+
+
+async def test_execution_that_stands_still_holds_the_sync_no_longer_than_the_stall_limit(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(catchup, "EXECUTION_STALL_S", 0.05)
+    chain, peers = _Chain(), OneAtATime(1000, PeerInfo("nobody", "", 9))
+    fast = PeerInfo("hxfast", "127.0.0.1:2", 1)
+    up = CatchUp(
+        "alpha",
+        peers,
+        lambda: [fast],
+        lambda: chain.tip,
+        chain.dispatch,
+        100,
+        unexecuted=lambda: chain.tip,
+    )  # type: ignore[arg-type]
+    caplog.set_level("INFO", logger="loopchain.peer.catchup")
+    assert await asyncio.wait_for(up.sync_once(), 60) == 1000
+    assert "execution moved no block in 0 s; syncing on" in caplog.text
