@@ -96,14 +96,21 @@ def rpc_error(exc: grpc.aio.AioRpcError, target: str, timeout: float) -> RestErr
     return status_error(exc.code(), exc.details() or "", target, timeout)
 
 
-def status_error(code: grpc.StatusCode, details: str, target: str, timeout: float) -> RestError:
-    """The REST error for a gRPC status the peer answered (for a call, or for one item of it)."""
+def status_error(
+    code: grpc.StatusCode, details: str, target: str, timeout: float, alone: bool = False
+) -> RestError:
+    """The REST error for a gRPC status the peer answered (for a call, or, `alone`, for one item
+    of it: the peer's own words, even for UNAVAILABLE, which a call also ends with when the peer
+    cannot be reached at all: a channel refusing transactions for its clock, or halted, was
+    "the peer at X is unreachable (...)" although it had answered)."""
     details = details or code.name.lower()
     mapped = _RPC_ERRORS.get(code)
     if mapped is None:
         message = f"the peer at {target} failed: {code.name} ({details})"
         return RestError(ResponseCode.FAIL, message, 502)
     response_code, status, template = mapped
+    if alone and code == grpc.StatusCode.UNAVAILABLE:
+        template = "{details}"
     return RestError(
         response_code, template.format(details=details, target=target, timeout=timeout), status
     )

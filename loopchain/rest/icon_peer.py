@@ -264,7 +264,7 @@ class PeerReader:
         """A transaction the peer refused (or a failed call) as its JSON-RPC error: an unknown
         channel and the peer's refusal of an argument in its words (-32602), a full pool -31001,
         anything else -32603."""
-        return self._refusal(code, details, _SEND_CODES)
+        return self._refusal(code, details, _SEND_CODES, alone)
 
     def _lookup_error(self, code: grpc.StatusCode, details: str, alone: bool = False) -> Exception:
         """A lookup of a transaction or its result the peer refused (`alone`: in its own entry),
@@ -272,28 +272,28 @@ class PeerReader:
         `_lookup`; anything else as `_call`'s."""
         if code == grpc.StatusCode.NOT_FOUND:
             return _Unknown(served=alone)
-        return self._refusal(code, details, _CODES)
+        return self._refusal(code, details, _CODES, alone)
 
     def _balance_error(
         self, code: grpc.StatusCode, details: str, alone: bool = False
     ) -> JsonRpcError:
         """A balance ask the peer refused (or a failed call), as `_call`'s refusal of a call
         about the channel itself: NOT_FOUND, an unknown channel, is -32602."""
-        return self._refusal(code, details, _CODES)
+        return self._refusal(code, details, _CODES, alone)
 
     def _query_error(
         self, code: grpc.StatusCode, details: str, alone: bool = False
     ) -> JsonRpcError:
         """A query the peer refused (or a failed call) as its JSON-RPC error: an unknown channel
         -32602, a query the SCORE refused or failed -30032, anything else -32603."""
-        return self._refusal(code, details, _QUERY_CODES)
+        return self._refusal(code, details, _QUERY_CODES, alone)
 
     def _refusal(
-        self, code: grpc.StatusCode, details: str, codes: Mapping[Any, int]
+        self, code: grpc.StatusCode, details: str, codes: Mapping[Any, int], alone: bool = False
     ) -> JsonRpcError:
         if code == grpc.StatusCode.NOT_FOUND:
             return JsonRpcError(JsonRpcCode.INVALID_PARAMS, details)
-        rest = status_error(code, details, self._api.peer_target, self._api.timeout)
+        rest = status_error(code, details, self._api.peer_target, self._api.timeout, alone)
         return JsonRpcError(
             codes.get(code, JsonRpcCode.INTERNAL_ERROR), rest.message, _retry_data(rest)
         )

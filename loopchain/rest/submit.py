@@ -251,7 +251,7 @@ class BatchSubmitter(Generic[Answer]):
         if self._make_error is not None:
             return self._make_error(code, words, alone)
         target, timeout = self._describe_peer()
-        return status_error(code, words, target, timeout)
+        return status_error(code, words, target, timeout, alone)
 
     async def _send(self, channel: str, batch: list[tuple[str, asyncio.Future[Answer]]]) -> None:
         target, _ = self._describe_peer()

@@ -559,7 +559,9 @@ async def test_network_info(session, v3, peer):
 @pytest.mark.parametrize(
     ("code", "rpc_code", "text"),
     [
-        (grpc.StatusCode.UNAVAILABLE, -32603, "unreachable"),
+        # a whole call that failed so "is unreachable (...)", an entry the peer refused so its
+        # own words: both carry them
+        (grpc.StatusCode.UNAVAILABLE, -32603, "peer says unavailable"),
         (grpc.StatusCode.DEADLINE_EXCEEDED, -32603, f"within {GRPC_TIMEOUT:g} s"),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, -32603, "try again later"),
         (grpc.StatusCode.INTERNAL, -32603, "INTERNAL"),

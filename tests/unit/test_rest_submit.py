@@ -478,3 +478,25 @@ def test_every_read_is_answered_once_with_its_own_answer_in_its_own_channel(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(submit, "LINGER_S", 0.0)  # the linger's timers run at once
         asyncio.run(run())
+
+
+async def test_a_submission_the_peer_refused_unavailable_in_its_entry_says_the_peers_words() -> (
+    None
+):
+    """A channel that takes no transactions now (halted, or its peer's clock off) answers each
+    entry UNAVAILABLE with its reason: the client hears that reason with a 503, not "the peer at
+    X is unreachable (...)", which is what a call that never reached the peer says."""
+    words = "this peer's clock is 600 s ahead of the RadioStation's, and blocks ... refused"
+
+    async def call(channel: str, texts: list[str]) -> pb.CreateTxBatchReply:
+        code = grpc.StatusCode.UNAVAILABLE.value[0]
+        return pb.CreateTxBatchReply(
+            results=[pb.CreateTxResult(code=code, message=words) for _ in texts]
+        )
+
+    submitter = BatchSubmitter(call, lambda: ("127.0.0.1:1", 1.0))
+    with pytest.raises(RestError) as refused:
+        await asyncio.wait_for(submitter.submit("c", '{"a": 1}'), 5)
+    assert (refused.value.status, refused.value.message) == (503, words)
+    assert refused.value.response().headers["Retry-After"] == "1"
+    await submitter.close()
