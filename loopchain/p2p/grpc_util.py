@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from loopchain import fds
+from loopchain import durable, fds
 from loopchain.blockchain.chain import BLOCK_HEADROOM_BYTES
 from loopchain.configure import Config, RefusalLog
 from loopchain.safe_text import one_line, status_details
@@ -47,6 +47,7 @@ TLS_PASSWORD_ENV = "LOOPCHAIN_TLS_KEY_PASSWORD"
 # Revocation lists looked for in a node's TLS folder when GRPC_SSL_REVOKED_PATH is empty (both are
 # used when both are there): serials in JSON, and the CA's CRL as certificate_util.py writes it.
 REVOCATION_FILES = ("revoked.json", "ca.crl.pem")
+CRL_PEM_START = b"-----BEGIN X509 CRL-----"
 REVOCATION_RECHECK_S = 2.0  # how often a node looks whether its revocation lists changed
 # The initial metadata a peer sends on a link stream it takes (a refused one ends without it).
 STREAM_ACCEPTED = ("loopchain-stream", "accepted")
@@ -65,6 +66,7 @@ class Revocations:
         self._required = required
         self._next_look = time.monotonic() + REVOCATION_RECHECK_S
         self._seen = self._stamp()
+        self.crl_pem = b""  # the CRL among the lists (PEM, its CA's signature checked), if any
         self.serials = self._read()  # OSError at start: the node does not start
 
     def _stamp(self) -> tuple[tuple[int, int, int] | None, ...]:
@@ -80,7 +82,15 @@ class Revocations:
 
     def _read(self) -> frozenset[int]:
         lists = self._paths if self._required else [p for p in self._paths if p.exists()]
-        return frozenset().union(*(_revoked(p, self._ca_pem) for p in lists))
+        serials: set[int] = set()
+        crl = b""
+        for path in lists:
+            data = _read(path, "revocation list")
+            serials |= _revoked(path, data, self._ca_pem)
+            if data.lstrip().startswith(CRL_PEM_START):
+                crl = data
+        self.crl_pem = crl
+        return frozenset(serials)
 
     def current(self) -> frozenset[int]:
         """The revoked serials, as the lists say now."""
@@ -234,17 +244,50 @@ def client_revocations(config: Config, default_dir: Path) -> Revocations:
     return load_revocations(config, default_dir, ca_path.read_bytes())
 
 
-def _revoked(path: Path, ca_pem: bytes) -> frozenset[int]:
-    """The serials a revocation list names: a JSON list of serials, or a CRL in PEM, which must
-    be signed by the CA (as tools/certificate_util.py and the RadioStation write ca.crl.pem)."""
+def _revoked(path: Path, data: bytes, ca_pem: bytes) -> set[int]:
+    """The serials a revocation list (`data`, read from `path`) names: a JSON list of serials,
+    or a CRL in PEM, which must be signed by the CA (as tools/certificate_util.py and the
+    RadioStation write ca.crl.pem)."""
     from loopchain.types import certificates  # only nodes with TLS load it
 
-    data = _read(path, "revocation list")
     try:
         ca_cert = certificates.certificate_from_pem(ca_pem)
-        return frozenset(certificates.revoked_serials_from_bytes(data, ca_cert))
+        return certificates.revoked_serials_from_bytes(data, ca_cert)
     except certificates.CertificateError as exc:
         raise OSError(f"cannot use the revocation list {path}: {exc}") from None
+
+
+class CrlRefused(ValueError):
+    """A CRL the RadioStation served that this node does not install (the message says why)."""
+
+
+def install_crl(tls_dir: Path, pem: bytes, ca_pem: bytes) -> int:
+    """Install `pem`, the CRL the RadioStation serves, as this node's tls_dir/ca.crl.pem (which
+    its revocations read again within REVOCATION_RECHECK_S): it must be signed by this node's CA
+    and issued later than the one installed (its lastUpdate), so that a RadioStation can neither
+    forge revocations nor roll them back. The serials it revokes; CrlRefused saying why not."""
+    from loopchain.types import certificates  # only nodes with TLS load it
+
+    try:
+        ca_cert = certificates.certificate_from_pem(ca_pem)
+        crl = certificates.crl_from_pem(pem)
+        serials = certificates.crl_entries(crl, ca_cert)
+    except certificates.CertificateError as exc:
+        raise CrlRefused(str(exc)) from None
+    path = tls_dir / REVOCATION_FILES[1]
+    try:
+        installed = certificates.crl_from_pem(path.read_bytes())
+    except FileNotFoundError:
+        installed = None
+    except (OSError, certificates.CertificateError):
+        installed = None  # unreadable or damaged: the CA-signed one replaces it
+    if installed is not None and crl.last_update_utc <= installed.last_update_utc:
+        raise CrlRefused(
+            f"it was issued {crl.last_update_utc.isoformat()}, not after this node's "
+            f"({installed.last_update_utc.isoformat()})"
+        )
+    durable.write_atomic(path, pem)
+    return len(serials)
 
 
 CLIENT_PING_INTERVAL_MS = 10_000  # a client's keepalive ping while it has calls open

@@ -104,6 +104,7 @@ class RadioStationClient:
         self._stub = pb_grpc.RadioStationStub(self._channel)
         # seconds its clock is ahead of this process's, as its last heartbeat answer told
         self.clock_offset: float | None = None
+        self.revocations_digest = b""  # of the CRL it serves, as its last heartbeat answer told
 
     async def connect(self, signer: Signer, my_target: str, group_id: str = "") -> Registration:
         """Register this peer (signed) and return its order and channels."""
@@ -168,7 +169,13 @@ class RadioStationClient:
             raise RadioStationRefused(
                 f"RadioStation {self.target} refused the heartbeat: {reply.message}", reply.code
             )
+        self.revocations_digest = bytes(reply.revocations_digest[:64])
         return int(reply.peer_list_version)
+
+    async def revocations(self) -> bytes:
+        """The CRL this RadioStation serves (PEM; b"" for none)."""
+        reply = await self._call(self._stub.GetRevocations, pb.ChannelRequest())
+        return bytes(reply.crl_pem)
 
     async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
         """`method(request)`, made again while this RadioStation answers busy (BUSY_CODES): at
@@ -217,6 +224,14 @@ class RadioStations:
     def clock_offset(self) -> float | None:
         """Seconds the RadioStation in use is ahead of this clock (None: not told yet)."""
         return self._clients[self._current].clock_offset
+
+    @property
+    def revocations_digest(self) -> bytes:
+        """The digest of the CRL the RadioStation in use serves (b"": none, or not told yet)."""
+        return self._clients[self._current].revocations_digest
+
+    async def revocations(self) -> bytes:
+        return await self._first_answer(lambda c: c.revocations())
 
     async def _first_answer(self, call: Callable[[RadioStationClient], Awaitable[T]]) -> T:
         failures: list[str] = []

@@ -44,6 +44,7 @@ from loopchain.scoreservice.supervisor import MAX_SOCKET_PATH_BYTES, keep_memory
 from loopchain.storage.abc import KeyValueStore, StorageError
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types.crypto import KeyFile, KeyProtection, Signer, address_of, open_key_file
+from loopchain.types.hashing import sha3_256
 from loopchain.types.passwords import KEY_PASSWORD_ENV
 from loopchain.types.peer import PeerInfo, identify_digest
 from loopchain.types.validators import ValidatorSet
@@ -215,6 +216,7 @@ class PeerNode:
         self.signer: Signer | None = None
         self.node_store: KeyValueStore | None = None
         self.tls: grpc_util.Tls | None = None
+        self._revocations_seen = b""  # digest of the RadioStation's CRL last fetched or held
         # why the peer stopped on its own (its storage failed, a worker crashed too often), and
         # what to do about it: what it says as it ends
         self.failure: str | None = None
@@ -670,6 +672,45 @@ class PeerNode:
                     # (a RadioStation 40 s ahead kept a fresh network from making any block)
                     await self._follow_sets(rs, service)
         self._judge_clock(rs.clock_offset)
+        await self._follow_revocations(rs)
+
+    async def _follow_revocations(self, rs: RadioStations) -> None:
+        """Over TLS, install the CRL the RadioStation serves when its digest (in the heartbeat
+        answers) is new: one copy of the CA's CRL into the RadioStation's TLS folder reaches
+        every node within a heartbeat, where each had to be copied by hand (a node not given it
+        kept taking a revoked certificate). Installed only when this node's CA signed it and it
+        is newer than this node's (grpc_util.install_crl), and not over a GRPC_SSL_REVOKED_PATH
+        the operator set."""
+        tls = self.tls
+        if tls is None or tls.revocations is None or self.config.GRPC_SSL_REVOKED_PATH:
+            return
+        digest = rs.revocations_digest
+        if not digest or digest == self._revocations_seen:
+            return
+        tls.revocations.current()
+        if digest == sha3_256(tls.revocations.crl_pem):  # this node has it
+            self._revocations_seen = digest
+            return
+        try:
+            pem = await rs.revocations()
+        except (RadioStationUnreachable, RadioStationRefused) as exc:
+            log.debug("the RadioStation's revocations not fetched: %s", exc)
+            return
+        self._revocations_seen = sha3_256(pem)  # tried: fetched again once it changes
+        try:
+            count = grpc_util.install_crl(self.root / "tls", pem, tls.ca_pem)
+        except grpc_util.CrlRefused as exc:
+            log.warning("the CRL the RadioStation serves is not installed: %s", exc)
+            return
+        except OSError as exc:
+            log.error("the CRL the RadioStation serves could not be written: %s", exc)
+            return
+        log.info(
+            "installed the CRL the RadioStation serves: %d certificates revoked (in force within "
+            "%g s)",
+            count,
+            grpc_util.REVOCATION_RECHECK_S,
+        )
 
     def _judge_clock(self, offset: float | None) -> None:
         """Tell the channels whether this peer's clock is off the RadioStation's by more than

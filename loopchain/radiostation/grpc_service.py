@@ -20,6 +20,7 @@ from loopchain.radiostation.throttle import CHANGE_BURST, CHANGE_INTERVAL_S, Cha
 from loopchain.types import canonical
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import recover_address
+from loopchain.types.hashing import sha3_256
 from loopchain.types.peer import heartbeat_digest
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         self._probes = ProbeSlots()  # target checks in flight
         self._changes = ChangeThrottle()  # how often a registered peer changes its record
         self._clocks = ClockWatch()  # heartbeats refused for their time
+        self._digested: tuple[bytes, bytes] = (b"", b"")  # (the CRL served, its digest)
 
     def _certificate_problem(self, context: grpc.aio.ServicerContext) -> tuple[str | None, str]:
         """Over mutual TLS: why the caller's certificate is refused (against the CA, its validity
@@ -294,7 +296,39 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             self._count_refusal("Heartbeat", reply.code)
         # its clock, refused or not: a peer tells from it how far off its own clock is
         reply.timestamp_us = int(self.station.clock() * 1_000_000)
+        if not reply.code:
+            reply.revocations_digest = self._crl_digest()
         return reply
+
+    def _crl(self) -> bytes:
+        """The CRL of this RadioStation's revocation lists (its TLS folder's ca.crl.pem, or the
+        file GRPC_SSL_REVOKED_PATH names), as read again when it changed; b"" for none."""
+        tls = self.station.tls
+        if tls is None or tls.revocations is None:
+            return b""
+        tls.revocations.current()
+        return tls.revocations.crl_pem
+
+    def _crl_digest(self) -> bytes:
+        crl = self._crl()
+        if crl is not self._digested[0]:
+            self._digested = (crl, sha3_256(crl) if crl else b"")
+        return self._digested[1]
+
+    async def GetRevocations(
+        self, request: pb.ChannelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevocationsReply:
+        """The CRL peers install (each checks that its CA signed it, and that it is newer than
+        its own): revoking a certificate takes one copy of the CA's CRL into this RadioStation's
+        TLS folder, not one into every node's."""
+        problem, _ = self._certificate_problem(context)
+        if problem is not None:
+            REFUSALS.refused("refused the revocations: %s", problem)
+            self.station.metrics.refused_call(
+                "GetRevocations", grpc.StatusCode.PERMISSION_DENIED.name
+            )
+            return refuse(context, grpc.StatusCode.PERMISSION_DENIED, problem)
+        return pb.RevocationsReply(crl_pem=self._crl())
 
     def _heartbeat(
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext

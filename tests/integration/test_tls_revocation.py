@@ -117,6 +117,43 @@ def test_a_crl_the_ca_did_not_sign_is_refused(tmp_path: Path) -> None:
         _revoked(folder)
 
 
+def test_a_served_crl_is_installed_only_when_its_ca_signed_it_and_it_is_newer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a RadioStation serves cannot forge revocations (another CA's CRL) nor roll them back
+    (an older or the same CRL); a newer one of the CA replaces the node's, and a damaged one."""
+    monkeypatch.setattr(grpc_util, "REVOCATION_RECHECK_S", 0.0)
+    ca = Ca.create()
+    folder = _tls_dir(tmp_path, ca)
+    tls = load_tls(_config(), folder)
+    assert tls is not None and tls.revoked == frozenset()
+    start = datetime.now(UTC) - timedelta(hours=1)
+
+    def crl(*serials: int, at: datetime, of: Ca = ca) -> bytes:
+        signed = pki.create_crl(of.cert, of.key, dict.fromkeys(serials, at), now=at)
+        return pki.crl_to_pem(signed)
+
+    first = crl(5, at=start)
+    assert grpc_util.install_crl(folder, first, tls.ca_pem) == 1
+    assert tls.revoked == {5}
+    for refused, why in (
+        (crl(5, 6, at=start + timedelta(minutes=1), of=Ca.create("another CA")), "not this CA"),
+        (crl(at=start - timedelta(minutes=1)), "not after this node's"),
+        (crl(7, at=start), "not after this node's"),
+        (b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n", "not a PEM CRL"),
+    ):
+        with pytest.raises(grpc_util.CrlRefused, match=why):
+            grpc_util.install_crl(folder, refused, tls.ca_pem)
+        assert (folder / "ca.crl.pem").read_bytes() == first
+    assert tls.revoked == {5}
+    newer = crl(5, 6, at=start + timedelta(minutes=2))
+    assert grpc_util.install_crl(folder, newer, tls.ca_pem) == 2
+    assert tls.revoked == {5, 6}
+    (folder / "ca.crl.pem").write_bytes(b"damaged")
+    assert grpc_util.install_crl(folder, crl(9, at=start), tls.ca_pem) == 1
+    assert tls.revoked == {9}
+
+
 def test_a_tls_key_that_is_not_the_certificates_is_refused_at_start(tmp_path: Path) -> None:
     """A re-issue cut short (the new key written, not yet its certificate) left a pair every
     handshake failed with, and an error that did not say why."""
@@ -250,6 +287,33 @@ def test_a_peer_refuses_a_caller_its_crl_revokes(network: TlsNetwork) -> None:
     (tls_dir / "ca.crl.pem").write_bytes(ca.crl_pem(revoked_serial, valid_serial))
     wait_until(lambda: _refused(valid, port, peer_id, request), 30, "the revocation to take effect")
     assert "revocation lists changed: 2 serials revoked (1 before)" in log.log_text()
+
+
+def test_a_crl_put_in_the_radiostations_tls_folder_reaches_the_peers(network: TlsNetwork) -> None:
+    """One copy of the CA's CRL, into the RadioStation's TLS folder, revokes a certificate on
+    every peer: each fetches it (its digest comes with the heartbeat answers), checks that its
+    CA signed it and that it is newer than its own, and installs it. Before, a peer not given
+    the file by hand kept taking the revoked certificate."""
+    port = network.new_peer_port()
+    peer_id = network.issue_tls([port])[port]
+    ca = Ca(
+        pki.certificate_from_pem((network.ca_dir / "ca.pem").read_bytes()),
+        pki.private_key_from_pem((network.ca_dir / "ca_key.pem").read_bytes()),
+    )
+    ca_pem = pki.certificate_to_pem(ca.cert)
+    signer = load_or_create_key(network.peer_dir(port) / "peer_key")
+    cert, key = ca.issue(signer)
+    caller = Identity(ca_pem, pki.private_key_to_pem(key), pki.certificate_to_pem(cert))
+    network.start_radiostation()
+    network.start_peer(port, wait=False)
+    request = pb.ChannelRequest(channel="loopchain_default")
+    wait_until(lambda: _answer(caller, port, peer_id, request), 40, "the peer over TLS")
+    (network.rs_dir / "tls" / "ca.crl.pem").write_bytes(ca.crl_pem(cert.serial_number))
+    wait_until(lambda: _refused(caller, port, peer_id, request), 30, "the peer to take the CRL")
+    installed = (network.peer_dir(port) / "tls" / "ca.crl.pem").read_bytes()
+    assert installed == (network.rs_dir / "tls" / "ca.crl.pem").read_bytes()
+    log = network.peers[port].log_text()
+    assert "installed the CRL the RadioStation serves: 1 certificates revoked" in log
 
 
 def test_a_peer_serves_its_metrics_to_no_other_node(network: TlsNetwork) -> None:
