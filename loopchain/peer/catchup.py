@@ -23,12 +23,6 @@ SYNC_PERIOD = 2.0
 FETCH_QUEUE_MAX = 64
 SYNC_CHUNK = 10  # synced blocks the consensus takes in one turn of the event loop
 AVOID_SECONDS = 30.0  # a peer that served a malformed or invalid block is not asked for this long
-# Synced blocks not executed yet, in ranges (SYNC_BATCH_BLOCKS): past this many the sync waits
-# for execution, which it starved on the same event loop (a wiped peer had 1,600 of 8,900 synced
-# blocks executed when the sync ended, and needed 27 s more; executing alone is ~3x faster). A
-# node votes and leads only once it has executed, so a store ahead of execution gains nothing.
-UNEXECUTED_RANGES = 2
-EXECUTION_STALL_S = 30.0  # execution that moved no block for this long holds the sync no more
 
 Dispatch = Callable[[m.Event], list[m.Action]]
 Screen = Callable[[Sequence[tuple[Block, QuorumCertificate | None]]], str | None]
@@ -49,13 +43,8 @@ class CatchUp:
         pooled: Pooled | None = None,
         screen: Screen = lambda blocks: None,
         would_check: Callable[[Block], bool] = lambda block: False,
-        unexecuted: Callable[[], int] = lambda: 0,
     ) -> None:
-        """`unexecuted`: final blocks stored and not executed yet (see UNEXECUTED_RANGES); call
-        `executed` each time one is."""
         self.channel = channel
-        self.unexecuted = unexecuted
-        self._executed = asyncio.Event()
         self.pooled = pooled  # fetched blocks take the pooled transactions as they are
         self.transport = transport
         self.others = others
@@ -93,27 +82,6 @@ class CatchUp:
         self._fetching.add(block_hash)
         wants.append(block_hash)
         self._wanted.set()
-
-    def executed(self) -> None:
-        """A block was executed: a sync waiting for execution may go on."""
-        self._executed.set()
-
-    async def _let_execution_catch_up(self) -> None:
-        """Wait while more than UNEXECUTED_RANGES ranges of synced blocks wait to be executed,
-        unless execution has moved no block for EXECUTION_STALL_S."""
-        limit = UNEXECUTED_RANGES * self.sync_batch
-        while self.unexecuted() > limit:
-            self._executed.clear()
-            try:
-                async with asyncio.timeout(EXECUTION_STALL_S):
-                    await self._executed.wait()
-            except TimeoutError:
-                log.info(
-                    "channel %s: execution moved no block in %.0f s; syncing on",
-                    self.channel,
-                    EXECUTION_STALL_S,
-                )
-                return
 
     def want_sync(self) -> None:
         self._sync_wanted.set()
@@ -233,7 +201,6 @@ class CatchUp:
 
     async def _sync_from(self, peer: PeerInfo) -> int:
         """Take one range from `peer`; how many of its blocks this node did not have."""
-        await self._let_execution_catch_up()
         try:
             fetched = await self.transport.fetch_blocks(
                 peer, self.channel, self.tip_height() + 1, self.sync_batch, self.pooled

@@ -201,7 +201,7 @@ class ChannelService:
             package_name=settings.score_package,
             storage_dir=settings.storage_dir,
             port=settings.port,
-            on_executed=self._executed,
+            on_executed=self.receive,
             score_settings=settings.score_settings,
             on_storage_error=self.storage_failed,
             metrics=self.metrics,
@@ -238,7 +238,6 @@ class ChannelService:
             self.pooled_transaction,
             screen=self.consensus.header_problem,
             would_check=self.consensus.would_check,
-            unexecuted=lambda: self.consensus.tip.height - self.consensus.executed_height,
         )
         self._timers: set[asyncio.TimerHandle] = set()
 
@@ -842,11 +841,6 @@ class ChannelService:
         if isinstance(event, m.ProposalReceived) and self.consensus.would_check(event.block):
             await check_signatures(event.block.transactions)
         self._dispatch(event)
-
-    def _executed(self, event: m.Event) -> None:
-        """The SCORE executed a block (BlockExecuted)."""
-        self.receive(event)
-        self.catchup.executed()
 
     def receive(self, event: m.Event) -> None:
         """A consensus message from another peer (refused when it names another channel)."""
