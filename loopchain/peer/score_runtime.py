@@ -138,6 +138,9 @@ class ScoreRuntime:
         self._state_current.set()
         self._replayed_after = 0  # the SCORE process restarts its state was last replayed after
         self._committing: int | None = None  # the block recorded or being, not yet committed
+        # a block recorded whose commit goes with the next block's invoke (the next was final
+        # already: a peer catching up saves a call a block); None when none waits
+        self._uncommitted: Block | None = None
         self._recording: asyncio.Future[None] | None = None  # a block's results being written
         self.package, self.package_error = resolve_channel_package(
             config, package_name, storage_dir / "score_work"
@@ -279,7 +282,10 @@ class ScoreRuntime:
         recorded = executed[0] if executed else -1
         if self._given_up_at is not None:
             recorded = min(recorded, self._given_up_at - 1)
-        return (recorded - 1 if self._committing == recorded else recorded), recorded
+        committing = self._committing == recorded or (
+            self._uncommitted is not None and self._uncommitted.height == recorded
+        )
+        return (recorded - 1 if committing else recorded), recorded
 
     async def _state_caught_up(self, seconds: float) -> bool:
         """Wait until the SCORE has committed the blocks whose results the peer recorded, so a
@@ -352,15 +358,23 @@ class ScoreRuntime:
         result = await self._execute(block, executed)  # 1. stage in the SCORE
         self._state_current.clear()
         self._committing = block.height
+        waits = False
         try:
             await self._record(block, result)  # 2. record on the peer
             failpoints.hit("score-recorded")
             if self.supervisor is not None and not self.disabled and not self.supervisor.load_error:
-                await self._commit(block)  # 3. commit in the SCORE
-                failpoints.hit("score-committed")
+                # 3. commit in the SCORE; when the next block is final already (catching up),
+                # with its invoke, one call fewer a block (the state is not current meanwhile)
+                waits = self.store.tip_height() > block.height
+                if waits:
+                    self._uncommitted = block
+                else:
+                    await self._commit(block)
+                    failpoints.hit("score-committed")
         finally:
             self._committing = None
-            self._state_current.set()
+            if not waits:
+                self._state_current.set()
 
     def _restarted_score_ready(self) -> bool:
         """Whether a SCORE process started again since the state was last replayed, and is loaded:
@@ -395,11 +409,13 @@ class ScoreRuntime:
         self, block: Block, executed: tuple[int, bytes, bytes] | None
     ) -> InvokeResult:
         if self.supervisor is None or self._given_up_at is not None:
+            await self._commit_waiting()
             return self._unavailable(block, executed, self.package_error or self._given_up())
         deadlines = invoke_deadlines(float(self.config.SCORE_INVOKE_TIMEOUT))
         timeouts = 0
         while True:
             if self.supervisor.load_error:
+                self._uncommitted = None  # a SCORE that cannot load commits nothing
                 return self._unavailable(block, executed, self.supervisor.load_error)
             if timeouts >= len(deadlines):
                 tried = ", ".join(f"{d:g}" for d in deadlines[:-1]) + f" and {deadlines[-1]:g}"
@@ -422,7 +438,12 @@ class ScoreRuntime:
                 if await self.supervisor.wait_ready(float(self.config.SCORE_INVOKE_TIMEOUT)):
                     pid = self.supervisor.pid
                 started = time.monotonic()
-                result = await self.supervisor.client.invoke_block(block, deadlines[timeouts])
+                result = await self.supervisor.client.invoke_block(
+                    block, deadlines[timeouts], commit_first=self._uncommitted
+                )
+                if self._uncommitted is not None:  # committed: queries may read its state
+                    self._uncommitted = None
+                    self._state_current.set()
                 self._invoked(block, result, time.monotonic() - started)
                 return result
             except ScoreUnavailable as exc:
@@ -519,6 +540,14 @@ class ScoreRuntime:
                 self._recording = None
         self.on_executed(m.BlockExecuted(block.height, result.state_root, result.results_hash))
 
+    async def _commit_waiting(self) -> None:
+        """Commit the block whose commit waits for the next invoke, when none comes (the SCORE
+        given up from the next block on)."""
+        waiting, self._uncommitted = self._uncommitted, None
+        if waiting is not None and self.supervisor is not None:
+            await self._commit(waiting)
+            self._state_current.set()
+
     async def _commit(self, block: Block) -> None:
         assert self.supervisor is not None
         try:
@@ -549,6 +578,7 @@ class ScoreRuntime:
                     )
                 for height in range(int(status.executed_height) + 1, target_height + 1):
                     await self._replay(height)
+                self._uncommitted = None  # committed by the replay, or by the call that failed
                 return
             except (ScoreUnavailable, ScoreRejected) as exc:
                 log.warning("channel %s: SCORE replay waits: %s", self.channel, exc)

@@ -325,12 +325,18 @@ class ScoreClient:
             "status", self._stub.Status(pb.Empty(), timeout=self.timeout)
         )
 
-    async def invoke_block(self, block: Block, timeout: float | None = None) -> InvokeResult:
+    async def invoke_block(
+        self, block: Block, timeout: float | None = None, commit_first: Block | None = None
+    ) -> InvokeResult:
         """Execute the next block's transactions and stage their state changes (within
-        `timeout` seconds, by default SCORE_INVOKE_TIMEOUT)."""
+        `timeout` seconds, by default SCORE_INVOKE_TIMEOUT), after committing `commit_first`,
+        the block staged before (as commit_block), in the same call."""
         request = pb.InvokeRequest(
             block=block.encode(), tx_hashes=b"".join(tx.hash for tx in block.transactions)
         )
+        if commit_first is not None:
+            request.commit.height = commit_first.height
+            request.commit.block_hash = commit_first.hash.hex()
         try:
             reply = await self._call(
                 f"invoke of block {block.height}",

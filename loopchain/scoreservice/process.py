@@ -902,7 +902,14 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, status_details(f"malformed block: {exc}")
             )
-        results, state_root, result_root = await self._run(context, lambda: self._invoke(block))
+        commit = request.commit if request.HasField("commit") else None
+
+        def invoke() -> tuple[list[TxResult], bytes, bytes]:
+            if commit is not None:  # the block before, recorded by the peer: committed first
+                self._commit(commit.height, commit.block_hash)
+            return self._invoke(block)
+
+        results, state_root, result_root = await self._run(context, invoke)
         return pb.InvokeReply(
             height=block.height,
             results=[
