@@ -1385,8 +1385,11 @@ class ChannelConsensus:
     def paced_timeout(self) -> float:
         """A round's timeout before failures double it: TIMEOUT_FOR_LEADER_COMPLAIN, or, where
         certified rounds take longer, ROUND_PACE_FACTOR times the slowest recent round of the
-        (f+1)-th slowest leader (f: the validators that may be faulty), so that no faulty leader
-        dragging its own rounds out raises it; at most MAX_TIMEOUT_FOR_LEADER_COMPLAIN."""
+        (2f+1)-th slowest leader (f: the validators that may be faulty); at most
+        MAX_TIMEOUT_FOR_LEADER_COMPLAIN. A faulty validator drags out its own rounds and the
+        round before its turn (whose certificate it makes, from the votes sent to it): two
+        leaders' rounds, so f of them slow 2f leaders at most (review: with the (f+1)-th, one
+        validator sending late raised the others' timers to 4 s and halved the blocks)."""
         configured = self.config.round_timeout
         voting = self.voting_set
         if voting is None:
@@ -1395,10 +1398,10 @@ class ChannelConsensus:
             (max(paces) for leader, paces in self.round_paces.items() if leader in voting),
             reverse=True,
         )
-        faulty = (len(voting.validators) - 1) // 3
-        if len(slowest) <= faulty:
+        dragged = 2 * ((len(voting.validators) - 1) // 3)
+        if len(slowest) <= dragged:
             return configured
-        paced = ROUND_PACE_FACTOR * slowest[faulty]
+        paced = ROUND_PACE_FACTOR * slowest[dragged]
         return min(max(configured, paced), self.config.max_round_timeout)
 
     def _on_progress(self, now: float) -> list[m.Action]:

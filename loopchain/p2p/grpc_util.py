@@ -286,7 +286,7 @@ def install_crl(tls_dir: Path, pem: bytes, ca_pem: bytes) -> int:
             f"it was issued {crl.last_update_utc.isoformat()}, not after this node's "
             f"({installed.last_update_utc.isoformat()})"
         )
-    durable.write_atomic(path, pem)
+    durable.write_atomic(path, certificates.crl_to_pem(crl))  # not the bytes around it
     return len(serials)
 
 

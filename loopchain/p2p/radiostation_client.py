@@ -165,11 +165,11 @@ class RadioStationClient:
         if reply.timestamp_us:  # its clock as it answered, against this one's halfway through
             halfway_us = now_us + (time.monotonic() - sent) * 500_000
             self.clock_offset = (reply.timestamp_us - halfway_us) / 1_000_000
+        self.revocations_digest = bytes(reply.revocations_digest[:64])  # refused or not
         if reply.code != 0:
             raise RadioStationRefused(
                 f"RadioStation {self.target} refused the heartbeat: {reply.message}", reply.code
             )
-        self.revocations_digest = bytes(reply.revocations_digest[:64])
         return int(reply.peer_list_version)
 
     async def revocations(self) -> bytes:

@@ -696,7 +696,9 @@ class PeerNode:
         except (RadioStationUnreachable, RadioStationRefused) as exc:
             log.debug("the RadioStation's revocations not fetched: %s", exc)
             return
-        self._revocations_seen = sha3_256(pem)  # tried: fetched again once it changes
+        # tried: fetched again once the digest the RadioStation names changes (one naming a
+        # digest of nothing it serves costs a fetch per change, not one a heartbeat)
+        self._revocations_seen = digest
         try:
             count = grpc_util.install_crl(self.root / "tls", pem, tls.ca_pem)
         except grpc_util.CrlRefused as exc:
@@ -704,6 +706,7 @@ class PeerNode:
             return
         except OSError as exc:
             log.error("the CRL the RadioStation serves could not be written: %s", exc)
+            self._revocations_seen = b""  # tried again at the next heartbeat
             return
         log.info(
             "installed the CRL the RadioStation serves: %d certificates revoked (in force within "

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 CLOCK_WARN_S = 300.0  # seconds between two lines about one peer's (or this station's) clock
 RECENT_S = 60.0  # a disagreement counts towards "most peers" this long after it was seen
-MAX_WATCHED = 1024  # peers remembered (signed heartbeats of unregistered keys included)
+MAX_WATCHED = 1024  # peers remembered (registered ones: others are refused before)
 
 
 class ClockWatch:

@@ -296,8 +296,9 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             self._count_refusal("Heartbeat", reply.code)
         # its clock, refused or not: a peer tells from it how far off its own clock is
         reply.timestamp_us = int(self.station.clock() * 1_000_000)
-        if not reply.code:
-            reply.revocations_digest = self._crl_digest()
+        # refused or not: revocations are not bound to a clock (a RadioStation whose clock is
+        # off refuses every heartbeat)
+        reply.revocations_digest = self._crl_digest()
         return reply
 
     def _crl(self) -> bytes:

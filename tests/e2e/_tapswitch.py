@@ -91,14 +91,17 @@ class Switch:
 
     def command(self, line: str) -> str:
         words = line.split()
-        if len(words) == 2 and words[0] == "delay":
-            self.delay = max(0.0, float(words[1]) / 1000)
-        elif len(words) == 2 and words[0] == "loss":
-            self.loss = min(max(float(words[1]), 0.0), 100.0) / 100
-        elif words == ["dropped"]:
-            return f"ok {self.dropped}"
-        else:
-            return f"error: unknown command {line!r}"
+        try:
+            if len(words) == 2 and words[0] == "delay":
+                self.delay = max(0.0, float(words[1]) / 1000)
+            elif len(words) == 2 and words[0] == "loss":
+                self.loss = min(max(float(words[1]), 0.0), 100.0) / 100
+            elif words == ["dropped"]:
+                return f"ok {self.dropped}"
+            else:
+                return f"error: unknown command {line!r}"
+        except ValueError:
+            return f"error: not a number in {line!r}"
         return "ok"
 
 

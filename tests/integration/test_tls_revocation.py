@@ -152,6 +152,14 @@ def test_a_served_crl_is_installed_only_when_its_ca_signed_it_and_it_is_newer(
     (folder / "ca.crl.pem").write_bytes(b"damaged")
     assert grpc_util.install_crl(folder, crl(9, at=start), tls.ca_pem) == 1
     assert tls.revoked == {9}
+    # text around the CRL (which the PEM reader skips) is not written: a revocation list that
+    # is not one alone stopped the node at its next start (review)
+    latest = crl(9, 10, at=start + timedelta(minutes=3))
+    assert grpc_util.install_crl(folder, b"[1, 2]\n" + latest + b"more", tls.ca_pem) == 2
+    assert (folder / "ca.crl.pem").read_bytes() == latest
+    assert tls.revoked == {9, 10}
+    reloaded = load_tls(_config(), folder)
+    assert reloaded is not None and reloaded.revoked == {9, 10}
 
 
 def test_a_tls_key_that_is_not_the_certificates_is_refused_at_start(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from fractions import Fraction
+from typing import Any
 
 import pytest
 
@@ -1180,11 +1181,47 @@ def test_one_leader_dragging_its_rounds_out_does_not_raise_the_round_timer() -> 
     state._note_pace(leaders[0], 7.0)  # faulty: its rounds just under a long timer
     for leader in leaders[1:]:
         state._note_pace(leader, 0.3)
-    assert state.paced_timeout() == 1.0  # f = 1: the second slowest leader sets it (2 x 0.3)
-    state._note_pace(leaders[1], 0.9)
-    assert state.paced_timeout() == pytest.approx(1.8)  # two slow leaders: not one faulty
+    state._note_pace(leaders[1], 7.0)  # and the round before its turn, whose certificate it made
+    assert state.paced_timeout() == 1.0  # f = 1: the third slowest leader sets it (2 x 0.3)
+    state._note_pace(leaders[2], 0.9)
+    assert state.paced_timeout() == pytest.approx(1.8)  # three slow leaders: not one faulty
     for _ in range(state_module.ROUND_PACE_KEPT):
-        state._note_pace(leaders[1], 0.3)  # its slow round is forgotten
+        state._note_pace(leaders[2], 0.3)  # its slow round is forgotten
     assert state.paced_timeout() == 1.0
     state._note_pace("hx" + "00" * 20, 9.0)  # not a validator: not counted
     assert "hx" + "00" * 20 not in state.round_paces
+
+
+class _SlowSender(Network):
+    """A network in which one validator sends its proposals (each carrying the certificate of the
+    round before it) and certificates late: just under the honest validators' round timers."""
+
+    faulty = ""
+
+    def deliver(self, sender: str, target: str, event: Any) -> None:
+        if sender == self.faulty and isinstance(event, m.ProposalReceived | m.CertificateReceived):
+            if self._connected(sender, target):
+                honest = [n for n in self.honest() if n.address != self.faulty]
+                late = 0.8 * min(n.state.paced_timeout() for n in honest)
+                self.schedule(late, target, event)
+            return
+        super().deliver(sender, target, event)
+
+
+def test_a_validator_sending_late_does_not_raise_the_others_round_timers() -> None:
+    """One faulty validator of four holds back its proposals and certificates to just under the
+    others' timers: it slows its own rounds and the one before its turn. Judged by the second
+    slowest leader, the timers went to ~4 s and the chain made half the blocks (review)."""
+    net = _SlowSender(4, seed=3, blocks_per_leader=2)
+    net.faulty = list(net.nodes)[1]
+    net.start()
+    net.run_until(1.0)
+    for batch in range(150):
+        net.submit(list(net.nodes)[batch % 4], 2)
+        net.run_until(net.now + 1.0)
+    net.check_safety()
+    honest = [n for n in net.honest() if n.address != net.faulty]
+    assert all(n.state.paced_timeout() == 1.0 for n in honest), [
+        n.state.paced_timeout() for n in honest
+    ]
+    assert min(len(n.chain) for n in honest) > 250

@@ -107,5 +107,7 @@ def test_a_full_queue_drops_what_comes(
 def test_unknown_commands_and_runts_are_refused(pipes: list[tuple[int, int]]) -> None:
     switch = Switch([write for _, write in pipes])
     assert switch.command("jitter 5").startswith("error")
+    assert switch.command("delay abc").startswith("error: not a number")
+    assert switch.command("loss 5%").startswith("error: not a number")
     switch.arrived(pipes[0][1], b"short", 0.0)
     assert switch.waiting == [] and switch.where == {}
