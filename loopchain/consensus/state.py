@@ -1390,19 +1390,21 @@ class ChannelConsensus:
         round before its turn (whose certificate it makes, from the votes sent to it): two
         leaders' rounds, so f of them slow 2f leaders at most (review: with the (f+1)-th, one
         validator sending late raised the others' timers to 4 s and halved the blocks)."""
-        configured = self.config.round_timeout
+        paced = ROUND_PACE_FACTOR * self.round_pace()
+        return min(max(self.config.round_timeout, paced), self.config.max_round_timeout)
+
+    def round_pace(self) -> float:
+        """How long certified rounds take here: the slowest recent round of the (2f+1)-th slowest
+        leader (see paced_timeout); 0.0 until enough leaders' rounds were seen."""
         voting = self.voting_set
         if voting is None:
-            return configured
+            return 0.0
         slowest = sorted(
             (max(paces) for leader, paces in self.round_paces.items() if leader in voting),
             reverse=True,
         )
         dragged = 2 * ((len(voting.validators) - 1) // 3)
-        if len(slowest) <= dragged:
-            return configured
-        paced = ROUND_PACE_FACTOR * slowest[dragged]
-        return min(max(configured, paced), self.config.max_round_timeout)
+        return slowest[dragged] if len(slowest) > dragged else 0.0
 
     def _on_progress(self, now: float) -> list[m.Action]:
         """After any change: propose if it is this node's turn, and keep the round timer armed."""

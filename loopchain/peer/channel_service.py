@@ -656,10 +656,13 @@ class ChannelService:
         held = len(pool) + self._reserved
         if held >= self._admit_backlog:
             count, waited = self.consensus.backlog(now)
-            if count >= self._admit_backlog and waited >= self._admit_wait:
+            # a healthy wait is a round: longer than TX_POOL_ADMIT_WAIT where rounds take longer
+            # (peers far apart refused clients at loads they carried, review)
+            limit = max(self._admit_wait, self.consensus.round_pace())
+            if count >= self._admit_backlog and waited >= limit:
                 return 0, (
                     f"{count} transactions wait for a block, the oldest for {waited:.1f} s "
-                    f"(limit {self._admit_wait:g} s); the channel is at capacity, try again shortly"
+                    f"(limit {limit:.2g} s); the channel is at capacity, try again shortly"
                 )
         refusal = (
             f"the transaction pool holds {held} transactions, the intake limit is "

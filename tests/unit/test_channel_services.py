@@ -909,6 +909,29 @@ async def test_clients_are_refused_while_a_backlog_waits_for_a_block_and_taken_a
         await cluster.stop()
 
 
+async def test_where_rounds_take_longer_a_backlog_may_wait_a_round_before_clients_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Peers far apart certify a round in ~1 s: transactions waiting that long are healthy, and
+    TX_POOL_ADMIT_WAIT alone refused clients at loads the network carried (review, 200 ms each
+    way). The wait allowed is at least the pace of certified rounds here."""
+    cluster = Cluster(tmp_path, overrides={"TX_POOL_ADMIT_BACKLOG": 5, "TX_POOL_ADMIT_WAIT": 0.05})
+    try:
+        lone = cluster.services[0]
+        cluster.network.down.add(lone.signer.address)
+        monkeypatch.setattr(lone.consensus, "round_pace", lambda: 60.0)
+        held = await submit(lone, 5, "held")
+        await cluster.wait(lambda: lone.consensus.backlog(time.time())[1] >= 0.05, "a wait")
+        held += await submit(lone, 2, "still taken")  # waiting less than a round: taken
+        monkeypatch.setattr(lone.consensus, "round_pace", lambda: 0.05)
+        refused = await lone.create_txs([{"tag": "refused"}])
+        assert isinstance(refused[0], RequestError) and refused[0].kind is ErrorKind.POOL_FULL
+        assert "7 transactions wait for a block" in str(refused[0])
+        assert set(lone.consensus.pool.hashes()) == set(held)
+    finally:
+        await cluster.stop()
+
+
 async def test_a_relayed_transaction_the_peer_already_holds_is_not_checked_again(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
