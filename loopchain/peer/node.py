@@ -266,6 +266,17 @@ class PeerNode:
         name = name or self.config.LOOPCHAIN_DEFAULT_CHANNEL
         service = self.channels.get(name)
         if service is None:
+            # starting (not registered, or the channel not open yet): not now, rather than
+            # "not served", which clients of a peer restarting far from its RadioStation heard
+            # for seconds (review)
+            if self.registration is None:
+                raise RequestError(
+                    ErrorKind.UNAVAILABLE,
+                    "this peer is starting: it serves its channels once the RadioStation has "
+                    "registered it",
+                )
+            if any(grant.channel == name for grant in self.registration.channels):
+                raise RequestError(ErrorKind.UNAVAILABLE, f"channel {name} is opening on this peer")
             raise RequestError(ErrorKind.NOT_FOUND, f"channel {name!r} is not served by this peer")
         stopped = self.stopped_channels.get(name)
         if stopped is not None:

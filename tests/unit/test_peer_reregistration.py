@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from loopchain.configure import load_config
+from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.p2p.radiostation_client import (
     ChannelGrant,
@@ -369,3 +370,24 @@ async def test_heartbeats_refused_for_the_clock_still_bring_the_member_list(
     assert rs.lists == 2
     assert {p.peer_id for p in channel.members} >= {"hx" + "1" * 40}
     assert rs.connects == 0  # refused for its clock, not unknown: no registration
+
+
+async def test_a_peer_starting_answers_not_now_and_an_unknown_channel_not_served(
+    tmp_path: Path,
+) -> None:
+    """Before the RadioStation registered it, or while a granted channel opens, a peer answers
+    UNAVAILABLE (REST 503, try again), not NOT_FOUND: clients of a peer restarting far from its
+    RadioStation heard "not served by this peer" (404) for seconds (review)."""
+    node = _node(tmp_path)
+    node.channels.clear()
+    node.registration = None
+    with pytest.raises(RequestError) as starting:
+        node.channel(CHANNEL)
+    assert starting.value.kind is ErrorKind.UNAVAILABLE and "starting" in starting.value.message
+    node.registration = Registration(1, ISSUER, (_grant(CHANNEL),))
+    with pytest.raises(RequestError) as opening:
+        node.channel(CHANNEL)
+    assert opening.value.kind is ErrorKind.UNAVAILABLE and "opening" in opening.value.message
+    with pytest.raises(RequestError) as unknown:
+        node.channel("nosuch")
+    assert unknown.value.kind is ErrorKind.NOT_FOUND
