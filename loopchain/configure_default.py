@@ -65,7 +65,8 @@ TPS_LIMIT_PER_SEC = 0  # 0: no limit
 TX_POOL_MAX = 50000
 # Admission control: a peer takes new transactions from clients while its pool holds fewer than
 # TX_POOL_ADMIT_MAX, and refuses them while a backlog builds up: TX_POOL_ADMIT_BACKLOG or more wait
-# for a block and the oldest of them has waited TX_POOL_ADMIT_WAIT seconds. Refused clients get
+# for a block and the oldest of them has waited TX_POOL_ADMIT_WAIT seconds (or a certified round's
+# time here, if longer: peers far apart). Refused clients get
 # 503 with Retry-After (gRPC RESOURCE_EXHAUSTED) at once, so a backlog never grows into waiting
 # times, on a fast machine or a slow one. Relayed transactions are still pooled up to TX_POOL_MAX.
 TX_POOL_ADMIT_MAX = 2000

@@ -25,7 +25,8 @@ POINTS = {
     "block-store-batch": "inside a block-store write batch, before it is committed",
     "block-saved": "after a final block is saved, before the SCORE executes it",
     "score-recorded": "after a block's results are recorded, before the SCORE commits its state",
-    "score-committed": "after the SCORE commits a block's state, before the next block",
+    "score-committed": "after the SCORE commits a block's state on its own (the newest final "
+    "block; one with a final block after it is committed with that one's invoke), before the next",
     "proposal-broadcast": "after a proposal is handed to every other peer's link",
     "sync-write": "between two final blocks saved in one batch (catching up), the second not yet "
     "executed",

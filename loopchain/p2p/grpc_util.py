@@ -88,7 +88,7 @@ class Revocations:
             data = _read(path, "revocation list")
             serials |= _revoked(path, data, self._ca_pem)
             if data.lstrip().startswith(CRL_PEM_START):
-                crl = data
+                crl = _crl_pem_alone(data)
         self.crl_pem = crl
         return frozenset(serials)
 
@@ -255,6 +255,15 @@ def _revoked(path: Path, data: bytes, ca_pem: bytes) -> set[int]:
         return certificates.revoked_serials_from_bytes(data, ca_cert)
     except certificates.CertificateError as exc:
         raise OSError(f"cannot use the revocation list {path}: {exc}") from None
+
+
+def _crl_pem_alone(data: bytes) -> bytes:
+    """The CRL of `data` (checked by _revoked) as PEM alone: as a peer writes what it installs
+    (install_crl), so that a RadioStation's file with other line ends or text around its CRL
+    has the digest of the one the peers hold."""
+    from loopchain.types import certificates
+
+    return certificates.crl_to_pem(certificates.crl_from_pem(data))
 
 
 class CrlRefused(ValueError):

@@ -651,18 +651,21 @@ class ChannelService:
     def _admission(self, now: float) -> tuple[int, str]:
         """How many client transactions the pool takes now, and why it takes no more: none while
         a backlog builds up (at least TX_POOL_ADMIT_BACKLOG transactions wait for a block, the
-        oldest of them for TX_POOL_ADMIT_WAIT seconds or more), else up to the intake limit."""
+        oldest of them for TX_POOL_ADMIT_WAIT seconds or more, or as long as a certified round
+        takes here if that is longer), else up to the intake limit."""
         pool = self.consensus.pool
         held = len(pool) + self._reserved
         if held >= self._admit_backlog:
             count, waited = self.consensus.backlog(now)
             # a healthy wait is a round: longer than TX_POOL_ADMIT_WAIT where rounds take longer
-            # (peers far apart refused clients at loads they carried, review)
-            limit = max(self._admit_wait, self.consensus.round_pace())
+            # (peers far apart refused clients at loads they carried, review), but no longer
+            # than a round may last (one certified after a long stall is timed from its start)
+            pace = min(self.consensus.round_pace(), self.consensus.config.max_round_timeout)
+            limit = max(self._admit_wait, pace)
             if count >= self._admit_backlog and waited >= limit:
                 return 0, (
                     f"{count} transactions wait for a block, the oldest for {waited:.1f} s "
-                    f"(limit {limit:.2g} s); the channel is at capacity, try again shortly"
+                    f"(limit {limit:.1f} s); the channel is at capacity, try again shortly"
                 )
         refusal = (
             f"the transaction pool holds {held} transactions, the intake limit is "

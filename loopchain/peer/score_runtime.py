@@ -412,7 +412,7 @@ class ScoreRuntime:
             await self._commit_waiting()
             return self._unavailable(block, executed, self.package_error or self._given_up())
         deadlines = invoke_deadlines(float(self.config.SCORE_INVOKE_TIMEOUT))
-        timeouts = 0
+        timeouts = tries = 0
         while True:
             if self.supervisor.load_error:
                 self._uncommitted = None  # a SCORE that cannot load commits nothing
@@ -432,11 +432,17 @@ class ScoreRuntime:
                 monitor_log.event(
                     "Error", channel=self.channel, kind="score_disabled", message=self.disabled
                 )
+                await self._commit_waiting()
                 return self._unavailable(block, executed, self._given_up())
             pid = None
             try:
                 if await self.supervisor.wait_ready(float(self.config.SCORE_INVOKE_TIMEOUT)):
                     pid = self.supervisor.pid
+                if self._uncommitted is not None and tries:  # its own call, off this block's
+                    await self._commit(self._uncommitted)  # deadline (a try failed: a slow disk?)
+                    self._uncommitted = None
+                    self._state_current.set()
+                tries += 1
                 started = time.monotonic()
                 result = await self.supervisor.client.invoke_block(
                     block, deadlines[timeouts], commit_first=self._uncommitted
@@ -541,12 +547,25 @@ class ScoreRuntime:
         self.on_executed(m.BlockExecuted(block.height, result.state_root, result.results_hash))
 
     async def _commit_waiting(self) -> None:
-        """Commit the block whose commit waits for the next invoke, when none comes (the SCORE
-        given up from the next block on)."""
+        """Commit the block whose commit waited for the next invoke, when none comes (the SCORE
+        given up from the next block on): one try, which a SCORE down or not loaded may fail
+        (execution goes on with 9100 results whatever it does; a replay at the next start
+        commits it)."""
         waiting, self._uncommitted = self._uncommitted, None
-        if waiting is not None and self.supervisor is not None:
-            await self._commit(waiting)
-            self._state_current.set()
+        supervisor = self.supervisor
+        if waiting is None or supervisor is None:
+            return
+        if not supervisor.load_error:
+            try:
+                await supervisor.client.commit_block(waiting.height, waiting.hash.hex())
+            except (ScoreUnavailable, ScoreRejected) as exc:
+                log.warning(
+                    "channel %s: SCORE commit of %d failed (%s); it is replayed at the next start",
+                    self.channel,
+                    waiting.height,
+                    exc,
+                )
+        self._state_current.set()
 
     async def _commit(self, block: Block) -> None:
         assert self.supervisor is not None
@@ -579,6 +598,7 @@ class ScoreRuntime:
                 for height in range(int(status.executed_height) + 1, target_height + 1):
                     await self._replay(height)
                 self._uncommitted = None  # committed by the replay, or by the call that failed
+                self._state_current.set()
                 return
             except (ScoreUnavailable, ScoreRejected) as exc:
                 log.warning("channel %s: SCORE replay waits: %s", self.channel, exc)

@@ -1038,3 +1038,73 @@ async def test_final_blocks_waiting_for_execution_commit_with_the_next_blocks_in
     assert status.executed_height == BLOCKS - 1
     recorded = store.executed()
     assert recorded is not None and status.state_root == recorded[1]
+
+
+@pytest.mark.timeout(120)
+async def test_a_commit_waiting_for_a_block_that_times_out_goes_alone_on_the_next_try(
+    tmp_path: Path,
+) -> None:
+    """Block 0's commit goes with block 1's invoke; block 1 misses its deadline: the next try
+    commits block 0 in a call of its own, off block 1's deadline (a slow commit must not count
+    against the next block on a peer catching up alone), and block 1 is given up as on every
+    peer, block 0's state committed."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    chain = ChainBuilder()
+    empty = chain.block([])
+    qc = chain.certify(empty)
+    chain.advance(empty, qc)
+    store.save_block(empty, qc)
+    runaway = Transaction.create_v1(CHANNEL, {"method": "run"}, 1, chain.signers[0])
+    stuck = chain.block([runaway])
+    store.save_block(stuck, chain.certify(stuck))
+    runtime, deadlines = _runaway_runtime(tmp_path, store)
+    assert runtime.supervisor is not None
+    client = runtime.supervisor.client
+    commit = client.commit_block
+    commits: list[int] = []
+
+    async def counted_commit(height: int, block_hash: str) -> Any:
+        commits.append(height)
+        return await commit(height, block_hash)
+
+    client.commit_block = counted_commit  # type: ignore[method-assign]
+
+    async def committed_block_0() -> bool:
+        try:  # (its process is started again after the tries that missed their deadlines)
+            return (await client.status()).executed_height == 0
+        except ScoreUnavailable:
+            return False
+
+    async with running(runtime):
+        await wait_until_async(_executed_to(store, 1), 60, "the runaway block given up")
+        await wait_until_async(committed_block_0, 60, "block 0's state committed")
+    assert deadlines == [0.25, 0.5, 1.0]
+    assert commits == [0]  # once, alone, on the second try
+    code, *_ = store.tx_result(runaway.hash)  # type: ignore[misc]
+    assert code == 9100
+
+
+async def test_a_waiting_commit_the_score_cannot_take_after_a_give_up_holds_nothing(
+    tmp_path: Path,
+) -> None:
+    """The SCORE given up with a block's commit waiting: one try, which a SCORE down may fail;
+    execution goes on (9100 results) and queries are not held. Before, a failed try replayed
+    until the SCORE answered, and execution stood still (review)."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, ChainBuilder())
+    runtime = _runtime(tmp_path, store, [])
+    assert runtime.supervisor is not None
+    tried: list[int] = []
+
+    async def down(height: int, block_hash: str) -> Any:
+        tried.append(height)
+        raise ScoreUnavailable("SCORE commit: the process is not running")
+
+    runtime.supervisor.client.commit_block = down  # type: ignore[method-assign]
+    block = store.block_by_height(0)
+    assert block is not None
+    runtime._uncommitted = block
+    runtime._state_current.clear()
+    await asyncio.wait_for(runtime._commit_waiting(), 10)
+    assert tried == [0] and runtime._uncommitted is None and runtime._state_current.is_set()
+    await runtime.stop()

@@ -160,6 +160,11 @@ def test_a_served_crl_is_installed_only_when_its_ca_signed_it_and_it_is_newer(
     assert tls.revoked == {9, 10}
     reloaded = load_tls(_config(), folder)
     assert reloaded is not None and reloaded.revoked == {9, 10}
+    # what a node holds (and a RadioStation serves, by digest) is the CRL alone, as written
+    # here: a file with other line ends has the same digest as the peers' copies
+    (folder / "ca.crl.pem").write_bytes(latest.replace(b"\n", b"\r\n"))
+    assert tls.revoked == {9, 10}
+    assert tls.revocations is not None and tls.revocations.crl_pem == latest
 
 
 def test_a_tls_key_that_is_not_the_certificates_is_refused_at_start(tmp_path: Path) -> None:
