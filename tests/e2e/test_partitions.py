@@ -38,6 +38,7 @@ CONFIG = {
     "MAX_TIMEOUT_FOR_LEADER_COMPLAIN": MAX_ROUND_TIMEOUT,
 }
 DELAY_MS = 200
+MAX_ASKS = 32  # REST requests a test has open at once
 
 
 def _round_timer(failed_rounds: int) -> float:
@@ -140,7 +141,9 @@ def _wait_final(
     pending = [(port, tx_hash) for port in ports for tx_hash in hashes]
 
     def all_final() -> bool:  # asked at once: over a delayed link each answer takes a round trip
-        with ThreadPoolExecutor(len(pending)) as ask:
+        if not pending:
+            return True
+        with ThreadPoolExecutor(min(len(pending), MAX_ASKS)) as ask:
             final = list(ask.map(lambda pair: net.final_on(*pair), pending))
         pending[:] = [pair for pair, done in zip(pending, final, strict=True) if not done]
         return not pending

@@ -1108,3 +1108,50 @@ async def test_a_waiting_commit_the_score_cannot_take_after_a_give_up_holds_noth
     await asyncio.wait_for(runtime._commit_waiting(), 10)
     assert tried == [0] and runtime._uncommitted is None and runtime._state_current.is_set()
     await runtime.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_a_score_killed_while_commits_go_with_the_next_invoke_ends_at_the_recorded_roots(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of the SCORE process while final blocks wait (each block's commit going with the
+    next one's invoke): the block recorded and not yet committed is replayed into the process
+    started again, and every block's state is there, at the roots the peer recorded."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    _fill(store, ChainBuilder())
+    seen: list[m.BlockExecuted] = []
+    killed: list[int] = []
+    runtime = _runtime(tmp_path, store, seen)
+    assert runtime.supervisor is not None
+    supervisor = runtime.supervisor
+
+    def kill_after_block_2(event: m.BlockExecuted) -> None:
+        seen.append(event)
+        if event.height == 2 and supervisor.pid is not None:  # its commit waits for block 3's
+            killed.append(supervisor.pid)
+            os.kill(supervisor.pid, signal.SIGKILL)
+
+    runtime.on_executed = kill_after_block_2
+
+    async def replayed_to_the_recorded_roots() -> bool:
+        recorded = store.executed()
+        try:
+            status = await supervisor.client.status()
+        except ScoreUnavailable:
+            return False
+        return (
+            recorded is not None
+            and status.executed_height == BLOCKS - 1 == recorded[0]
+            and status.state_root == recorded[1]
+        )
+
+    async with running(runtime):
+        await wait_until_async(_executed_to(store, BLOCKS - 1), 60, "execution of every block")
+        await wait_until_async(
+            replayed_to_the_recorded_roots, 60, "the state at the recorded roots"
+        )
+        for height in range(BLOCKS):
+            params = json.dumps({"method": "get", "params": {"key": f"k{height}-0"}})
+            assert json.loads(await runtime.query(params)) == {"value": f"v{height}"}
+    assert len(killed) == 1 and supervisor.pid != killed[0]
+    assert [event.height for event in seen] == list(range(BLOCKS))  # each recorded once
