@@ -112,6 +112,16 @@ class MessageQueue(Generic[T]):
     def _drop_oldest(self) -> None:
         self._hold(-self._items.popleft()[1])
 
+    async def readable(self) -> None:
+        """Return once a message waits, or `wake` was called meanwhile."""
+        if not self._items:
+            self._readable.clear()
+            await self._readable.wait()
+
+    def wake(self) -> None:
+        """Have a `readable` waiting return now (its caller has something to look at)."""
+        self._readable.set()
+
     async def get(self) -> T:
         """The oldest message, once there is one; its bytes stay held until `done`."""
         while not self._items:

@@ -9,7 +9,7 @@ faulty or hostile member would. For unit tests and simulations only.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from loopchain.consensus import messages as m
@@ -38,6 +38,15 @@ class InMemoryNetwork:
         self.garbled: set[str] = set()  # peers whose block replies arrive cut short
         self.delivered = 0
         self.gossiped = 0  # transactions delivered by gossip
+        self.connected: list[tuple[str, str]] = []  # (from, to): each `connect`, in order
+        self.when_back: list[Callable[[PeerInfo], None]] = []  # every transport's callbacks
+
+    def bring_back(self, peer: PeerInfo) -> None:
+        """Peer `peer`, cut off (in `down`), can be reached again: the others are told so, as a
+        real transport tells them when their links get through again."""
+        self.down.discard(peer.peer_id)
+        for callback in list(self.when_back):
+            callback(peer)
 
     def transport(self, sender: str) -> InMemoryTransport:
         """The transport one peer uses."""
@@ -79,6 +88,12 @@ class InMemoryTransport:
                 target.receive_txs([Transaction.decode(raw) for raw in raws])
 
         asyncio.get_running_loop().call_soon(deliver)
+
+    def when_back(self, callback: Callable[[PeerInfo], None]) -> None:
+        self.network.when_back.append(callback)
+
+    def connect(self, peer: PeerInfo) -> None:
+        self.network.connected.append((self.sender, peer.peer_id))  # nothing to open here
 
     def unreachable(self, peer: PeerInfo) -> bool:
         return self._target(peer) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -28,7 +28,9 @@ from loopchain.types.vote import QuorumCertificate, Vote
 log = logging.getLogger(__name__)
 
 Outbound = pb.ConsensusMessage | pb.TxBatch
-STREAM_ROTATE_S = 60.0  # a lane's stream older than this is replaced before its next message
+STREAM_ROTATE_S = 60.0  # a lane's stream older than this is replaced (make-before-break)
+ROTATE_RETRY_S = 10.0  # a replacement refused is tried again this much later
+PROBE_S = 1.0  # an idle lane to a peer that cannot be reached tries to open a stream this often
 STREAM_DEADLINE_S = 600.0  # the deadline of a lane's stream (one left idle ends by it)
 LANE_BYTES = 64 << 20  # the bytes a lane holds (beside its bound by count)
 # a stream refused for these: the peer takes the same messages one call each
@@ -60,10 +62,15 @@ def consensus_message(channel: str, sender: str, payload: ConsensusPayload) -> p
 
 
 class _Lane:
-    """One lane of a link: its messages in order on one long-lived stream, opened when needed
-    (and accepted by the other peer before anything is written to it), replaced when it ends
-    or is older than STREAM_ROTATE_S (after the other peer has handled all of it). A message
-    whose stream fails is dropped, as a failed call's would be. To a peer that refuses a
+    """One lane of a link: its messages on one long-lived stream, accepted by the other peer
+    before anything is written to it. The stream is opened ahead of the messages, so that none
+    waits for an acceptance (a round trip, most of a round between far peers) but after a
+    failure: when the lane starts and whenever it falls idle without a working stream (once per
+    idle spell; a lane whose peer is down tries again at its next message). One older than
+    STREAM_ROTATE_S is replaced make-before-break: its successor is opened beside it while it
+    carries on, and it ends in the background once the successor takes over (the messages of a
+    stream are handled in order; those of two streams around a replacement may not be). A
+    message whose stream fails is dropped, as a failed call's would be. To a peer that refuses a
     stream for a reason the call does not share (too many streams, or no streams at all) each
     message goes by its one-call twin `call`."""
 
@@ -76,22 +83,67 @@ class _Lane:
         self._call = call
         self._stream: Any = None
         self._opened = 0.0
+        self._next: asyncio.Task[tuple[Any, grpc.StatusCode | None]] | None = None  # successor
+        self._next_after = 0.0  # no successor is opened before this (the last one was refused)
+        # an open failed since the lane's last message, when the link had come back this many
+        # times (None: none failed); tried again when the peer is back (see `ready`)
+        self._failed_at: int | None = None
+        self._background: set[asyncio.Task[Any]] = set()  # replaced streams ending
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def idle_for(self) -> float:
+        """How long an idle lane may wait for its next message before `ready` has work to do:
+        its stream's replacement falls due, its successor is accepted (it is, or is refused,
+        within the deadline), or, with no stream or to a peer that cannot be reached, the next
+        look (at whether its stream ended, whether to try again)."""
+        if self.link.unreachable or self._stream is None:  # its stream may have ended too
+            return PROBE_S
+        if self._next is not None:
+            return self.timeout
+        return max(0.0, self._opened + STREAM_ROTATE_S - self._now())
+
+    async def ready(self) -> None:
+        """With no message waiting: have a stream open and replace one that is old, so that the
+        next message goes at once. An open that fails is tried again at the next message, every
+        PROBE_S while the peer cannot be reached (its return is seen at once, not at the next
+        message), and once when it is back (the other lane found it)."""
+        self._take_successor()
+        if self._stream is not None and self._stream.done():
+            await self._drop_ended()
+        if self._stream is None:
+            failed_at = self._failed_at
+            if failed_at == self.link.backs and not self.link.unreachable:
+                return
+            if not await self.link.admitted():
+                return
+            refusal = await self._open()
+            if refusal is None:
+                self._failed_at = None
+                self.link.reached()
+            else:
+                self.link.failed(refusal)
+                self._failed_at = self.link.backs
+        else:
+            self._replace_when_old()
 
     async def send(self, message: Outbound) -> bool:
         """True when the message was written to the stream or taken by the call."""
+        self._failed_at = None
         if not await self.link.admitted():  # its stream, opened before, ends
             self.close()
             return False
-        now = asyncio.get_running_loop().time()
-        if self._stream is not None and (
-            self._stream.done() or now - self._opened > STREAM_ROTATE_S
-        ):
-            await self._end()
+        self._take_successor()
+        if self._stream is not None and self._stream.done():
+            await self._drop_ended()
         if self._stream is None:
             refusal = await self._open()
             if refusal is not None:
                 self.link.failed(refusal)
                 return refusal in BY_CALL_WHEN_REFUSED and await self._send_by_call(message)
+        else:
+            self._replace_when_old()
         try:
             async with asyncio.timeout(self.timeout):
                 await self._stream.write(message)
@@ -104,24 +156,55 @@ class _Lane:
         self.link.reached()
         return True
 
-    async def _open(self) -> grpc.StatusCode | None:
-        """Open a stream and wait until the other peer accepts it: None when it does, else the
-        status it was refused with."""
+    def _replace_when_old(self) -> None:
+        now = self._now()
+        if self._next is None and now - self._opened > STREAM_ROTATE_S and now >= self._next_after:
+            self._next = asyncio.get_running_loop().create_task(self._accepted())
+
+    def _take_successor(self) -> None:
+        """Carry on on the successor once it is accepted; the stream it replaces ends in the
+        background. A successor refused leaves the stream as it is (tried again later)."""
+        task = self._next
+        if task is None or not task.done():
+            return
+        self._next = None
+        stream = None if task.cancelled() else task.result()[0]
+        if stream is None:
+            self._next_after = self._now() + ROTATE_RETRY_S
+            return
+        old, self._stream, self._opened = self._stream, stream, self._now()
+        if old is not None and not old.done():
+            ending = asyncio.get_running_loop().create_task(self._finish(old))
+            self._background.add(ending)
+            ending.add_done_callback(self._background.discard)
+
+    async def _accepted(self) -> tuple[Any, grpc.StatusCode | None]:
+        """A new stream once the other peer accepts it, or the status it was refused with."""
         stream = self._open_stream(timeout=STREAM_DEADLINE_S, metadata=self.metadata)
         try:
             async with asyncio.timeout(self.timeout):
                 metadata = await stream.initial_metadata()
                 if STREAM_ACCEPTED in tuple(metadata or ()):
-                    self._stream, self._opened = stream, asyncio.get_running_loop().time()
-                    return None
+                    return stream, None
                 code, details = await stream.code(), await stream.details()
         except grpc.aio.AioRpcError as exc:
             code, details = exc.code(), exc.details()
         except TimeoutError:
             code, details = grpc.StatusCode.DEADLINE_EXCEEDED, "not accepted within the deadline"
+        except asyncio.CancelledError:
+            stream.cancel()
+            raise
         stream.cancel()
         log.debug("no stream to %s: %s %s", self.target, code.name, details)
-        return code
+        return None, code
+
+    async def _open(self) -> grpc.StatusCode | None:
+        """Open a stream and wait until the other peer accepts it: None when it does, else the
+        status it was refused with."""
+        stream, refusal = await self._accepted()
+        if stream is not None:
+            self._stream, self._opened = stream, self._now()
+        return refusal
 
     async def _send_by_call(self, message: Outbound) -> bool:
         try:
@@ -133,16 +216,17 @@ class _Lane:
         self.link.reached()
         return True
 
-    async def _end(self) -> None:
-        """Close the stream being replaced and wait (within the deadline) for the other peer's
-        answer, which comes after it has handled all that was written: the lane's next stream
-        starts after the last, so its messages stay in order."""
+    async def _drop_ended(self) -> None:
+        """Take off the lane a stream that ended (by the other peer, or by its connection's
+        failure): its status tells of the peer."""
         stream, self._stream = self._stream, None
-        if stream.done():  # ended by the other peer, or by its connection's failure
-            code = await stream.code()
-            if code != grpc.StatusCode.OK:
-                self.link.failed(code)
-            return
+        code = await stream.code()
+        if code != grpc.StatusCode.OK:
+            self.link.failed(code)
+
+    async def _finish(self, stream: Any) -> None:
+        """End a stream the lane no longer writes to and wait (within the deadline) for the
+        other peer's answer, which comes once it has handled all that was written."""
         try:
             async with asyncio.timeout(self.timeout):
                 await stream.done_writing()
@@ -150,11 +234,23 @@ class _Lane:
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError) as exc:
             log.debug("stream to %s ended badly: %s", self.target, _failure(exc))
             stream.cancel()
+        except asyncio.CancelledError:
+            stream.cancel()
+            raise
 
     def close(self) -> None:
         if self._stream is not None:
             self._stream.cancel()
             self._stream = None
+        if self._next is not None:
+            if self._next.done() and not self._next.cancelled():
+                stream, _ = self._next.result()
+                if stream is not None:
+                    stream.cancel()
+            self._next.cancel()
+            self._next = None
+        for task in self._background:
+            task.cancel()
 
 
 class PeerLink:
@@ -177,9 +273,11 @@ class PeerLink:
         lane_bytes: int = LANE_BYTES,
         budget: ByteBudget | None = None,
         metadata: tuple[tuple[str, str], ...] = (),
+        on_back: Callable[[], None] | None = None,
     ) -> None:
         self.target = target
         self.metadata = metadata  # sent with every stream and call (a channel worker's caller)
+        self.on_back = on_back  # called when the peer, unreachable, takes a message (or stream)
         self.timeout = float(config.GRPC_TIMEOUT)
         self._channel = open_channel(target, config, tls, server_name, watched=True)
         self._check = (
@@ -197,8 +295,9 @@ class PeerLink:
         self._dropped = 0  # see `dropped`
         # the last message either lane tried to send found no connection to the other peer
         # (UNAVAILABLE: refused, reset, no route, failed handshake, pings unanswered, or it is
-        # stopping), and it has taken none since
+        # stopping), and it has taken none since (see `_reachable`)
         self.unreachable = False
+        self.backs = 0  # how many times the peer was found back after being unreachable
 
     @property
     def dropped(self) -> int:
@@ -207,8 +306,21 @@ class PeerLink:
         return self._dropped + self._consensus.evicted + self._gossip.evicted
 
     def reached(self) -> None:
-        """A lane's message went through."""
-        self.unreachable = False
+        """A lane's message (or stream) went through."""
+        self._reachable()
+
+    def _reachable(self) -> None:
+        """The other peer answered: a peer that could not be reached is back (`on_back`)."""
+        back, self.unreachable = self.unreachable, False
+        if back:
+            self.backs += 1
+            self._wake_lanes()  # a lane whose open failed tries again
+            if self.on_back is not None:
+                self.on_back()
+
+    def _wake_lanes(self) -> None:
+        self._consensus.wake()
+        self._gossip.wake()
 
     async def admitted(self) -> bool:
         """Whether the other peer's server may be sent to now (see ServerCheck); a peer refused
@@ -232,9 +344,11 @@ class PeerLink:
         """A lane's message did not go through: UNAVAILABLE says no connection could be had; a
         missed deadline says nothing (a slow peer); any other code is the other peer's answer."""
         if code == grpc.StatusCode.UNAVAILABLE:
-            self.unreachable = True
+            if not self.unreachable:
+                self.unreachable = True
+                self._wake_lanes()  # the other lane's stream may have ended too
         elif code != grpc.StatusCode.DEADLINE_EXCEEDED:
-            self.unreachable = False
+            self._reachable()
 
     def start(self) -> None:
         if not self._tasks:
@@ -265,7 +379,7 @@ class PeerLink:
     async def _drain(self, queue: MessageQueue[Any], lane: _Lane) -> None:
         try:
             while True:
-                message = await queue.get()
+                message = await self._next_message(queue, lane)
                 try:
                     sent = await lane.send(message)
                 finally:
@@ -280,6 +394,18 @@ class PeerLink:
                     failpoints.hit("proposal-broadcast")
         finally:
             lane.close()
+
+    @staticmethod
+    async def _next_message(queue: MessageQueue[Any], lane: _Lane) -> Any:
+        """The lane's next message; while none waits, the lane readies its stream for it."""
+        while not len(queue):
+            await lane.ready()
+            if len(queue):
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(lane.idle_for()):
+                    await queue.readable()  # a message, or the link's state changed
+        return await queue.get()
 
     async def fetch_blocks(
         self, channel: str, from_height: int, max_blocks: int, pooled: Pooled | None = None
@@ -353,6 +479,7 @@ class GrpcTransport:
         self.config = config
         self.tls = tls
         self.links: dict[str, PeerLink] = {}
+        self._when_back: list[Callable[[PeerInfo], None]] = []
 
     @staticmethod
     def _key(peer: PeerInfo) -> str:
@@ -362,7 +489,13 @@ class GrpcTransport:
         key = self._key(peer)
         link = self.links.get(key)
         if link is None:
-            link = PeerLink(peer.target, self.config, self.tls, server_name=peer.peer_id)
+            link = PeerLink(
+                peer.target,
+                self.config,
+                self.tls,
+                server_name=peer.peer_id,
+                on_back=lambda: self._back(peer),
+            )
             link.start()
             self.links[key] = link
         return link
@@ -374,6 +507,16 @@ class GrpcTransport:
 
     def send_txs(self, peer: PeerInfo, channel: str, txs: Sequence[Transaction]) -> None:
         self.link(peer).send(pb.TxBatch(channel=channel, txs=[tx.encode() for tx in txs]))
+
+    def connect(self, peer: PeerInfo) -> None:
+        self.link(peer)  # a new link opens its lanes' streams at once
+
+    def when_back(self, callback: Callable[[PeerInfo], None]) -> None:
+        self._when_back.append(callback)
+
+    def _back(self, peer: PeerInfo) -> None:
+        for callback in self._when_back:
+            callback(peer)
 
     def unreachable(self, peer: PeerInfo) -> bool:
         link = self.links.get(self._key(peer))

@@ -4,7 +4,7 @@ crosses this interface. `GrpcTransport` (peer_client.py) is the real one; `InMem
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,6 +44,16 @@ class PeerTransport(Protocol):
     ) -> None: ...
 
     def send_txs(self, peer: PeerInfo, channel: str, txs: Sequence[Transaction]) -> None: ...
+
+    def connect(self, peer: PeerInfo) -> None:
+        """Get ready to send to `peer`: its connection and streams are opened ahead of the first
+        message (between far peers each costs a round trip); nothing when they are open."""
+        ...
+
+    def when_back(self, callback: Callable[[PeerInfo], None]) -> None:
+        """Call `callback(peer)` whenever a peer that could not be reached (see `unreachable`)
+        takes a message or a stream again: what it missed meanwhile can go to it at once."""
+        ...
 
     def unreachable(self, peer: PeerInfo) -> bool:
         """The last message sent to `peer` failed to reach its process (connection refused or

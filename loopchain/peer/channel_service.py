@@ -157,6 +157,7 @@ class ChannelService:
         self.signer = signer
         self.store = store
         self.transport = transport
+        transport.when_back(self._peer_back)
         self.members: dict[str, PeerInfo] = {}
         # the nid its genesis data states (stated_nid): fixed once the genesis block is stored,
         # read before from the newest validator set (`_nid_read_of`)
@@ -393,11 +394,32 @@ class ChannelService:
             del self._missing_since[peer_id]
             self._missing_warned.discard(peer_id)
         newcomers = [p for p in self.members.values() if p.peer_id not in known]
-        if newcomers and not self.halted:
-            for to, payload in list(self._recent):
-                for peer in newcomers:
-                    if to is None or to == peer.peer_id:
-                        self.transport.send_consensus(peer, self.name, self.signer.address, payload)
+        for peer in newcomers if not self.halted else ():
+            self.transport.connect(peer)  # its first message then goes at once
+            self._send_recent(peer, list(self._recent))
+
+    def _peer_back(self, peer: PeerInfo) -> None:
+        """A member that could not be reached (cut off, or down) takes messages again: what this
+        peer broadcast while it was away goes to it now, not at the next complaint (up to
+        MAX_TIMEOUT_FOR_LEADER_COMPLAIN later: a healed partition waited that long for a round
+        to move). Of the proposals only the newest goes: they are the big ones."""
+        if self.halted or self.members.get(peer.peer_id) != peer:
+            return
+        recent = list(self._recent)
+        proposals = [i for i, (_, payload) in enumerate(recent) if isinstance(payload, Block)]
+        older = set(proposals[:-1])
+        self._send_recent(peer, [entry for i, entry in enumerate(recent) if i not in older])
+
+    def _send_recent(
+        self, peer: PeerInfo, recent: list[tuple[str | None, ConsensusPayload]]
+    ) -> None:
+        """The messages of `recent` broadcast, or kept for `peer`, sent to `peer`, each once (a
+        complaint is broadcast again at each timeout while its round stays)."""
+        sent: list[ConsensusPayload] = []
+        for to, payload in recent:
+            if (to is None or to == peer.peer_id) and payload not in sent:
+                sent.append(payload)
+                self.transport.send_consensus(peer, self.name, self.signer.address, payload)
 
     # ------------------------------------------------------------ backend API (called by the servicer)
 

@@ -493,6 +493,65 @@ async def test_a_proposal_made_before_the_member_list_was_known_reaches_members_
         await cluster.stop()
 
 
+async def test_a_peer_connects_to_each_member_as_it_learns_of_it(tmp_path: Path) -> None:
+    """Links to the members are opened when the member list names them, not at the first message
+    (between far peers that message waited a round trip or two: a new leader's turn failed)."""
+    cluster = Cluster(tmp_path, listed=0)
+    try:
+        network, first = cluster.network, cluster.services[0]
+        me = first.signer.address
+        first.set_members(cluster.peers[:1])  # only itself: nothing to connect to
+        assert [c for c in network.connected if c[0] == me] == []
+        first.set_members(cluster.peers[:3])
+        first.set_members(cluster.peers)  # the ones known already are not connected again
+        assert [c for c in network.connected if c[0] == me] == [
+            (me, p.peer_id) for p in cluster.peers[1:]
+        ]
+    finally:
+        await cluster.stop()
+
+
+async def test_a_member_back_from_a_cut_is_sent_what_it_missed_at_once(tmp_path: Path) -> None:
+    """A validator cut off while the others made a block learns of it as soon as it can be
+    reached again: the leader sends it its newest proposal then, rather than at its next one (or
+    its next complaint, up to MAX_TIMEOUT_FOR_LEADER_COMPLAIN later: a healed partition waited
+    that long). The timeouts here are longer than the test's deadline, and no block is made
+    after: before, nothing was sent to it (it caught up by its periodic sync)."""
+    cluster = Cluster(
+        tmp_path,
+        overrides={"TIMEOUT_FOR_LEADER_COMPLAIN": 600.0, "MAX_TIMEOUT_FOR_LEADER_COMPLAIN": 600.0},
+    )
+    try:
+        services = cluster.services
+        first = await submit(services[1], 3, "before")
+        await cluster.wait(lambda: cluster.final_everywhere(first, services), "first final")
+        state = services[0].consensus
+        leaders = {state.leader_of_round(state.round + n) for n in range(4)}
+        index = next(i for i, s in enumerate(services) if s.signer.address not in leaders)
+        lone, others = services[index], services[:index] + services[index + 1 :]
+        cluster.network.down.add(lone.signer.address)
+        second = await submit(others[0], 3, "while it is cut off")
+        await cluster.wait(lambda: cluster.final_everywhere(second, others), "final at the others")
+        height, before = max(s.consensus.tip.height for s in others), lone.consensus.tip.height
+        assert before < height
+        proposals: list[int] = []
+        receive = lone.receive
+
+        def recorded(event: m.Event) -> None:
+            if isinstance(event, m.ProposalReceived):
+                proposals.append(event.block.height)
+            receive(event)
+
+        lone.receive = recorded  # type: ignore[method-assign]
+        cluster.network.bring_back(cluster.peers[index])
+        await cluster.wait(lambda: proposals, "the newest proposal sent to it")
+        assert max(proposals) > before + 1  # one it missed
+        await cluster.wait(lambda: lone.consensus.tip.height == height, "caught up")
+        assert lone.consensus.complaint_count == 0
+    finally:
+        await cluster.stop()
+
+
 @pytest.mark.parametrize("past_grace", [True, False])
 async def test_a_member_missing_from_the_list_past_the_grace_is_warned_about_once(
     tmp_path: Path,

@@ -39,6 +39,9 @@ class RecordingTransport:
         self.sent.append((peer.peer_id, tuple(tx.hash for tx in txs)))
         self.arrived.set()
 
+    def connect(self, peer: PeerInfo) -> None:
+        raise AssertionError("unused")
+
     async def fetch_block(self, *_: object) -> Block | None:
         raise AssertionError("unused")
 
