@@ -1179,17 +1179,33 @@ def test_one_leader_dragging_its_rounds_out_does_not_raise_the_round_timer() -> 
     assert state.voting_set is not None
     leaders = list(net.nodes)
     state._note_pace(leaders[0], 7.0)  # faulty: its rounds just under a long timer
-    for leader in leaders[1:]:
+    assert state.paced_timeout() == 1.0  # one leader's rounds seen: not enough to pace
+    state._note_pace(leaders[1], 0.3)
+    assert state.paced_timeout() == 1.0  # f = 1: the second slowest leader sets it (2 x 0.3)
+    for leader in leaders[2:]:
         state._note_pace(leader, 0.3)
-    state._note_pace(leaders[1], 7.0)  # and the round before its turn, whose certificate it made
-    assert state.paced_timeout() == 1.0  # f = 1: the third slowest leader sets it (2 x 0.3)
     state._note_pace(leaders[2], 0.9)
-    assert state.paced_timeout() == pytest.approx(1.8)  # three slow leaders: not one faulty
+    assert state.paced_timeout() == pytest.approx(1.8)  # two slow leaders: not one faulty
     for _ in range(state_module.ROUND_PACE_KEPT):
         state._note_pace(leaders[2], 0.3)  # its slow round is forgotten
     assert state.paced_timeout() == 1.0
     state._note_pace("hx" + "00" * 20, 9.0)  # not a validator: not counted
     assert "hx" + "00" * 20 not in state.round_paces
+
+
+def test_only_the_rounds_a_leader_makes_alone_are_timed() -> None:
+    """The round before a turn is certified by the next leader: it is not timed (a faulty next
+    leader would drag it out), unless every round is such a round (one block a leader)."""
+    net = Network(4, seed=22)
+    net.start()
+    net.run_until(0.5)
+    state = next(iter(net.nodes.values())).state
+    per_leader = state.config.blocks_per_leader
+    assert per_leader == 3
+    timed = [state._timed_alone(r) for r in range(per_leader * 2)]
+    assert timed == [True, True, False] * 2
+    state.config = dataclasses.replace(state.config, blocks_per_leader=1)
+    assert all(state._timed_alone(r) for r in range(4)) and state._dragged() == 2
 
 
 class _SlowSender(Network):
