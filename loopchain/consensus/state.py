@@ -1037,9 +1037,10 @@ class ChannelConsensus:
             node.certificate = qc
         self.safety.observe_qc(node.certificate)
         actions = self._commit_by_two_chain(node)
-        round_ = node.block.header.round
-        if round_ == self.round == self.paced_round and self._timed_alone(round_):
-            self._note_pace(node.block.header.leader, now - self.timer_armed_at)
+        paced = node.block.header.round == self.round == self.paced_round
+        leader = self._pace_of(node) if paced else None
+        if leader is not None:
+            self._note_pace(leader, now - self.timer_armed_at)
         if node.block.header.round + 1 > self.round:
             self._enter_round(node.block.header.round + 1, progressed=True)
         # without `progress` the caller proposes after it, if at all (a proposal or complaint
@@ -1392,6 +1393,15 @@ class ChannelConsensus:
         if self.config.blocks_per_leader <= 1:
             return True
         return self.leader_of_round(round_ + 1) == self.leader_of_round(round_)
+
+    def _pace_of(self, node: TreeNode) -> str | None:
+        """The leader a certified round `node` tells the pace of (see `_timed_alone`): None when
+        it does not tell of its leader alone, or the set leading now did not make it (a set
+        changed: its leader was not the round's by this set's turns)."""
+        leader, round_ = node.block.header.leader, node.block.header.round
+        if leader != self.leader_of_round(round_) or not self._timed_alone(round_):
+            return None
+        return leader
 
     def _dragged(self) -> int:
         """How many leaders' recent rounds faulty validators may drag out: f (the validators that

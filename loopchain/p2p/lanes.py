@@ -48,6 +48,7 @@ class MessageQueue(Generic[T]):
         self._items: deque[tuple[T, int]] = deque()
         self._taken = 0
         self._readable = asyncio.Event()
+        self._woken = False  # see `wake`
         self.evicted = 0  # its messages dropped to make room for another queue's
         self.budget.queues.add(self)
 
@@ -113,13 +114,16 @@ class MessageQueue(Generic[T]):
         self._hold(-self._items.popleft()[1])
 
     async def readable(self) -> None:
-        """Return once a message waits, or `wake` was called meanwhile."""
-        if not self._items:
+        """Return once a message waits, or `wake` was called (since the last return)."""
+        if not self._items and not self._woken:
             self._readable.clear()
             await self._readable.wait()
+        self._woken = False
 
     def wake(self) -> None:
-        """Have a `readable` waiting return now (its caller has something to look at)."""
+        """Have `readable` return now, or at its next call (its caller has something to look
+        at)."""
+        self._woken = True
         self._readable.set()
 
     async def get(self) -> T:

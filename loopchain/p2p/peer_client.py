@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,6 +32,10 @@ Outbound = pb.ConsensusMessage | pb.TxBatch
 STREAM_ROTATE_S = 60.0  # a lane's stream older than this is replaced (make-before-break)
 ROTATE_RETRY_S = 10.0  # a replacement refused is tried again this much later
 PROBE_S = 1.0  # an idle lane to a peer that cannot be reached tries to open a stream this often
+# an idle lane keeps its stream ready (opens, replaces, probes) while its link was used or
+# connected (GrpcTransport.connect: each member list names the member) within this long: a link
+# to a peer no longer listed goes quiet
+KEEP_READY_S = 600.0
 STREAM_DEADLINE_S = 600.0  # the deadline of a lane's stream (one left idle ends by it)
 LANE_BYTES = 64 << 20  # the bytes a lane holds (beside its bound by count)
 # a stream refused for these: the peer takes the same messages one call each
@@ -74,8 +79,11 @@ class _Lane:
     stream for a reason the call does not share (too many streams, or no streams at all) each
     message goes by its one-call twin `call`."""
 
-    def __init__(self, link: PeerLink, open_stream: Any, call: Any) -> None:
+    def __init__(
+        self, link: PeerLink, queue: MessageQueue[Any], open_stream: Any, call: Any
+    ) -> None:
         self.link = link
+        self._queue = queue  # woken when a successor is accepted or refused
         self.target = link.target
         self.timeout = link.timeout
         self.metadata = link.metadata
@@ -93,16 +101,20 @@ class _Lane:
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    def idle_for(self) -> float:
+    def idle_for(self) -> float | None:
         """How long an idle lane may wait for its next message before `ready` has work to do:
-        its stream's replacement falls due, its successor is accepted (it is, or is refused,
-        within the deadline), or, with no stream or to a peer that cannot be reached, the next
-        look (at whether its stream ended, whether to try again)."""
+        its stream's replacement falls due (or may be tried again), or, with no stream or to a
+        peer that cannot be reached, the next look (at whether its stream ended, whether to try
+        again). None: nothing to do until a message comes (or a wake: a successor accepted or
+        refused, the peer found unreachable or back); a link not used for KEEP_READY_S."""
+        now = self._now()
+        if not self.link.keeps_ready():
+            return None
         if self.link.unreachable or self._stream is None:  # its stream may have ended too
             return PROBE_S
         if self._next is not None:
-            return self.timeout
-        return max(0.0, self._opened + STREAM_ROTATE_S - self._now())
+            return None  # its end wakes the lane
+        return max(0.0, max(self._opened + STREAM_ROTATE_S, self._next_after) - now)
 
     async def ready(self) -> None:
         """With no message waiting: have a stream open and replace one that is old, so that the
@@ -110,11 +122,13 @@ class _Lane:
         PROBE_S while the peer cannot be reached (its return is seen at once, not at the next
         message), and once when it is back (the other lane found it)."""
         self._take_successor()
+        if not self.link.keeps_ready():
+            return
         if self._stream is not None and self._stream.done():
             await self._drop_ended()
         if self._stream is None:
-            failed_at = self._failed_at
-            if failed_at == self.link.backs and not self.link.unreachable:
+            backs = self.link.backs  # a return seen while this try fails: tried again
+            if self._failed_at == backs and not self.link.unreachable:
                 return
             if not await self.link.admitted():
                 return
@@ -124,13 +138,14 @@ class _Lane:
                 self.link.reached()
             else:
                 self.link.failed(refusal)
-                self._failed_at = self.link.backs
+                self._failed_at = backs
         else:
             self._replace_when_old()
 
     async def send(self, message: Outbound) -> bool:
         """True when the message was written to the stream or taken by the call."""
         self._failed_at = None
+        self.link.used()
         if not await self.link.admitted():  # its stream, opened before, ends
             self.close()
             return False
@@ -160,6 +175,7 @@ class _Lane:
         now = self._now()
         if self._next is None and now - self._opened > STREAM_ROTATE_S and now >= self._next_after:
             self._next = asyncio.get_running_loop().create_task(self._accepted())
+            self._next.add_done_callback(lambda _: self._queue.wake())
 
     def _take_successor(self) -> None:
         """Carry on on the successor once it is accepted; the stream it replaces ends in the
@@ -168,9 +184,17 @@ class _Lane:
         if task is None or not task.done():
             return
         self._next = None
-        stream = None if task.cancelled() else task.result()[0]
+        stream, refusal = None, None
+        if task.cancelled():
+            pass
+        elif task.exception() is not None:
+            log.warning("no stream to %s: %r", self.target, task.exception())
+        else:
+            stream, refusal = task.result()
         if stream is None:
             self._next_after = self._now() + ROTATE_RETRY_S
+            if refusal is not None:
+                self.link.failed(refusal)
             return
         old, self._stream, self._opened = self._stream, stream, self._now()
         if old is not None and not old.done():
@@ -243,12 +267,12 @@ class _Lane:
             self._stream.cancel()
             self._stream = None
         if self._next is not None:
-            if self._next.done() and not self._next.cancelled():
-                stream, _ = self._next.result()
+            task, self._next = self._next, None
+            if task.done() and not task.cancelled() and task.exception() is None:
+                stream, _ = task.result()
                 if stream is not None:
                     stream.cancel()
-            self._next.cancel()
-            self._next = None
+            task.cancel()
         for task in self._background:
             task.cancel()
 
@@ -274,10 +298,15 @@ class PeerLink:
         budget: ByteBudget | None = None,
         metadata: tuple[tuple[str, str], ...] = (),
         on_back: Callable[[], None] | None = None,
+        keep_ready: bool = True,
     ) -> None:
         self.target = target
         self.metadata = metadata  # sent with every stream and call (a channel worker's caller)
         self.on_back = on_back  # called when the peer, unreachable, takes a message (or stream)
+        # whether idle lanes keep their streams ready (see _Lane.ready) while the link is used;
+        # False: opened at a message (a channel worker's caller links, one per caller)
+        self.keep_ready = keep_ready
+        self._used = time.monotonic()
         self.timeout = float(config.GRPC_TIMEOUT)
         self._channel = open_channel(target, config, tls, server_name, watched=True)
         self._check = (
@@ -304,6 +333,14 @@ class PeerLink:
         """Its messages dropped: their lane full (the oldest first, or to make room for another
         link's lane sharing its budget), the link closed, or the other peer's server refused."""
         return self._dropped + self._consensus.evicted + self._gossip.evicted
+
+    def used(self) -> None:
+        """A message was sent, or the link is wanted (a member list names its peer)."""
+        self._used = time.monotonic()
+
+    def keeps_ready(self) -> bool:
+        """Whether idle lanes keep their streams ready now (see KEEP_READY_S)."""
+        return self.keep_ready and time.monotonic() - self._used < KEEP_READY_S
 
     def reached(self) -> None:
         """A lane's message (or stream) went through."""
@@ -356,13 +393,15 @@ class PeerLink:
             self._tasks = [
                 loop.create_task(
                     self._drain(
-                        self._consensus, _Lane(self, self.stub.DeliverStream, self.stub.Deliver)
+                        self._consensus,
+                        _Lane(self, self._consensus, self.stub.DeliverStream, self.stub.Deliver),
                     ),
                     name=f"link:{self.target}",
                 ),
                 loop.create_task(
                     self._drain(
-                        self._gossip, _Lane(self, self.stub.AddTxStream, self.stub.AddTxBatch)
+                        self._gossip,
+                        _Lane(self, self._gossip, self.stub.AddTxStream, self.stub.AddTxBatch),
                     ),
                     name=f"gossip:{self.target}",
                 ),
@@ -404,7 +443,7 @@ class PeerLink:
                 break
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(lane.idle_for()):
-                    await queue.readable()  # a message, or the link's state changed
+                    await queue.readable()  # a message, or a wake
         return await queue.get()
 
     async def fetch_blocks(
@@ -509,14 +548,16 @@ class GrpcTransport:
         self.link(peer).send(pb.TxBatch(channel=channel, txs=[tx.encode() for tx in txs]))
 
     def connect(self, peer: PeerInfo) -> None:
-        self.link(peer)  # a new link opens its lanes' streams at once
+        link = self.link(peer)  # a new link opens its lanes' streams at once
+        link.used()
 
     def when_back(self, callback: Callable[[PeerInfo], None]) -> None:
         self._when_back.append(callback)
 
     def _back(self, peer: PeerInfo) -> None:
-        for callback in self._when_back:
-            callback(peer)
+        loop = asyncio.get_running_loop()
+        for callback in self._when_back:  # off the lane's task: what they raise is theirs
+            loop.call_soon(callback, peer)
 
     def unreachable(self, peer: PeerInfo) -> bool:
         link = self.links.get(self._key(peer))

@@ -231,6 +231,7 @@ class WorkerLink:
                 lane_bytes=CALLER_LANE_BYTES,
                 budget=self.budget,
                 metadata=_metadata(caller, named),
+                keep_ready=False,  # one a caller, up to MAX_CALLER_LINKS: opened when used
             )
             link.start()
             self._links[key] = link

@@ -73,6 +73,7 @@ HASTENED_FAILURES = 3
 # for the peer yet) are sent again to a member it learns of later, so a proposal, vote or complaint
 # made while the member list was still filling (at start-up) does not cost a round.
 RESEND_RECENT = 8
+BACK_RESEND_S = 2.0  # a member back from a cut is sent what it missed at most this often
 # A member still without an address this long after a message to it was kept is worth a warning;
 # at start-up the member list fills within a heartbeat or two, and what waited is sent then.
 MISSING_MEMBER_GRACE_S = 10.0
@@ -174,6 +175,7 @@ class ChannelService:
         # validators a message waited for (no address yet): since when, and whether warned (only
         # validators are sent to, so these hold at most the validator sets this peer has seen)
         self._missing_since: dict[str, float] = {}
+        self._back_sent: dict[str, float] = {}  # member -> when `_peer_back` last sent to it
         self._missing_warned: set[str] = set()
         tip, tip_qc = restore_tip(store, settings.name)
         self.consensus = ChannelConsensus(
@@ -394,8 +396,9 @@ class ChannelService:
             del self._missing_since[peer_id]
             self._missing_warned.discard(peer_id)
         newcomers = [p for p in self.members.values() if p.peer_id not in known]
+        for peer in self._other_peers() if not self.halted else ():
+            self.transport.connect(peer)  # its link ready: its first message goes at once
         for peer in newcomers if not self.halted else ():
-            self.transport.connect(peer)  # its first message then goes at once
             self._send_recent(peer, list(self._recent))
 
     def _peer_back(self, peer: PeerInfo) -> None:
@@ -403,8 +406,15 @@ class ChannelService:
         peer broadcast while it was away goes to it now, not at the next complaint (up to
         MAX_TIMEOUT_FOR_LEADER_COMPLAIN later: a healed partition waited that long for a round
         to move). Of the proposals only the newest goes: they are the big ones."""
-        if self.halted or self.members.get(peer.peer_id) != peer:
+        member = self.members.get(peer.peer_id)
+        if self.halted or member is None or member.target != peer.target:
             return
+        now = time.monotonic()
+        for gone in [p for p in self._back_sent if p not in self.members]:
+            del self._back_sent[gone]
+        if now - self._back_sent.get(peer.peer_id, -BACK_RESEND_S) < BACK_RESEND_S:
+            return  # a link flapping under loss: its rounds' messages go on as they are sent
+        self._back_sent[peer.peer_id] = now
         recent = list(self._recent)
         proposals = [i for i, (_, payload) in enumerate(recent) if isinstance(payload, Block)]
         older = set(proposals[:-1])

@@ -257,6 +257,51 @@ async def test_an_old_stream_carries_the_messages_until_its_successor_is_accepte
     assert receiver.monitor.errors == []
 
 
+async def test_an_idle_lane_whose_successor_was_refused_waits_to_try_again(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A successor refused (not accepted within the deadline) is tried again ROTATE_RETRY_S
+    later; meanwhile the idle lane waits (review: it ran its readying ~50,000 times a second)."""
+    monkeypatch.setattr(peer_client, "ROTATE_RETRY_S", 1.0)
+    readied = Counter[str]()
+    ready = peer_client._Lane.ready
+
+    async def counted(lane: Any) -> None:
+        readied[lane.target] += 1
+        await ready(lane)
+
+    monkeypatch.setattr(peer_client._Lane, "ready", counted)
+    sender = GrpcTransport(load_config(environ={}, overrides={"GRPC_TIMEOUT": 0.5}))
+    try:
+        sender.connect(_peer(receiver))
+        opened = receiver.servicer.opened
+        await _arrived("the first stream", lambda: opened["DeliverStream"] == 1)
+        receiver.servicer.answering.clear()  # successors are not accepted
+        monkeypatch.setattr(peer_client, "STREAM_ROTATE_S", -1.0)
+        sender.send_consensus(_peer(receiver), CHANNEL, "sender", _vote(1))  # starts one
+        await _arrived("a successor asked for", lambda: opened["DeliverStream"] == 2)
+        before = readied[_peer(receiver).target]
+        await _arrived("the next one asked for", lambda: opened["DeliverStream"] == 3)
+        assert readied[_peer(receiver).target] - before < 20
+        assert receiver.backend.alpha.events  # the vote went on the old stream
+    finally:
+        await sender.close()
+
+
+async def test_a_link_not_kept_ready_opens_its_streams_at_its_first_message(
+    receiver: Receiver,
+) -> None:
+    """A channel worker's caller links (one a caller) open nothing before they carry one."""
+    link = PeerLink(f"127.0.0.1:{receiver.port}", CONFIG, keep_ready=False)
+    link.start()
+    try:
+        link.send(pb.TxBatch(channel=CHANNEL, txs=[_tx(1).encode()]))
+        await _arrived("the batch", lambda: receiver.backend.alpha.txs)
+        assert receiver.servicer.opened == {"AddTxStream": 1}  # the consensus lane: none
+    finally:
+        await link.close()
+
+
 async def test_a_peer_refusing_more_streams_still_gets_each_message_by_a_call(
     receiver: Receiver, transport: GrpcTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -380,8 +425,13 @@ async def test_a_peer_that_comes_back_is_seen_at_once_without_a_message(
     transport.connect(peer)
     await _arrived("both streams open", lambda: sum(receiver.servicer.opened.values()) == 2)
     await receiver.server.stop(grace=0)
-    transport.send_consensus(peer, CHANNEL, "sender", _vote(1))  # finds it gone
-    await _arrived("the stopped peer told unreachable", lambda: transport.unreachable(peer))
+    sent = iter(range(1, 10_000))
+
+    def told_unreachable() -> bool:
+        transport.send_consensus(peer, CHANNEL, "sender", _vote(next(sent)))  # finds it gone
+        return transport.unreachable(peer)
+
+    await _arrived("the stopped peer told unreachable", told_unreachable)
     assert back == []
     again = await _serve(receiver.port)
     try:

@@ -493,9 +493,10 @@ async def test_a_proposal_made_before_the_member_list_was_known_reaches_members_
         await cluster.stop()
 
 
-async def test_a_peer_connects_to_each_member_as_it_learns_of_it(tmp_path: Path) -> None:
+async def test_a_peer_connects_to_each_member_the_list_names(tmp_path: Path) -> None:
     """Links to the members are opened when the member list names them, not at the first message
-    (between far peers that message waited a round trip or two: a new leader's turn failed)."""
+    (between far peers that message waited a round trip or two: a new leader's turn failed), and
+    each list keeps them ready (a link to a peer no longer listed goes quiet)."""
     cluster = Cluster(tmp_path, listed=0)
     try:
         network, first = cluster.network, cluster.services[0]
@@ -503,9 +504,9 @@ async def test_a_peer_connects_to_each_member_as_it_learns_of_it(tmp_path: Path)
         first.set_members(cluster.peers[:1])  # only itself: nothing to connect to
         assert [c for c in network.connected if c[0] == me] == []
         first.set_members(cluster.peers[:3])
-        first.set_members(cluster.peers)  # the ones known already are not connected again
+        first.set_members(cluster.peers)
         assert [c for c in network.connected if c[0] == me] == [
-            (me, p.peer_id) for p in cluster.peers[1:]
+            (me, p.peer_id) for p in cluster.peers[1:3] + cluster.peers[1:]
         ]
     finally:
         await cluster.stop()

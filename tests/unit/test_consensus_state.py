@@ -4,6 +4,7 @@ tests/sim runs the seeded fault simulation)."""
 from __future__ import annotations
 
 import dataclasses
+import types
 from fractions import Fraction
 from typing import Any
 
@@ -1204,6 +1205,12 @@ def test_only_the_rounds_a_leader_makes_alone_are_timed() -> None:
     assert per_leader == 3
     timed = [state._timed_alone(r) for r in range(per_leader * 2)]
     assert timed == [True, True, False] * 2
+    leader = state.leader_of_round(0)
+    made = types.SimpleNamespace(block=types.SimpleNamespace(header=types.SimpleNamespace(
+        leader=leader, round=0)))  # fmt: skip
+    assert state._pace_of(made) == leader  # type: ignore[arg-type]
+    made.block.header.leader = state.leader_of_round(per_leader)  # not this set's leader of 0
+    assert state._pace_of(made) is None  # type: ignore[arg-type]
     state.config = dataclasses.replace(state.config, blocks_per_leader=1)
     assert all(state._timed_alone(r) for r in range(4)) and state._dragged() == 2
 
