@@ -665,6 +665,12 @@ class BlockStore:
         for key, _ in self._kv.iterate(UPDATES, reverse=True):
             yield _int(key[len(UPDATES) :])
 
+    def has_block(self, block_hash: bytes) -> bool:
+        """Whether a final block has `block_hash` (an index read: nothing decoded)."""
+        if block_hash in self._decoded or self._kv.get(BY_HASH + block_hash) is not None:
+            return True
+        return self._legacy_blocks and self._kv.get(LEGACY_BLOCK + block_hash) is not None
+
     def block_by_hash(self, block_hash: bytes) -> Block | None:
         """The final block with `block_hash`, None when there is none."""
         cached = self._decoded.get(block_hash)

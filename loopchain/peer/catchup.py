@@ -43,6 +43,7 @@ class CatchUp:
         pooled: Pooled | None = None,
         screen: Screen = lambda blocks: None,
         would_check: Callable[[Block], bool] = lambda block: False,
+        held: Callable[[bytes], bool] = lambda block_hash: False,
     ) -> None:
         self.channel = channel
         self.pooled = pooled  # fetched blocks take the pooled transactions as they are
@@ -55,6 +56,9 @@ class CatchUp:
         # recovering; and whether the consensus would check a fetched block's now
         self.screen = screen
         self.would_check = would_check
+        # whether this node holds a block already (final, or in its tree): a want waiting
+        # behind others is skipped once the block came meanwhile (by sync, or another fetch)
+        self.held = held
         # names of blocks to fetch, by whether a certificate of theirs checked (those first)
         self._wants: dict[bool, collections.deque[bytes]] = {
             True: collections.deque(),
@@ -132,7 +136,10 @@ class CatchUp:
         while True:
             block_hash = await self._next_want()
             try:
-                await self._fetch_one(block_hash)
+                if not self.held(block_hash):  # a fetch is a round trip: between far peers a
+                    await self._fetch_one(
+                        block_hash
+                    )  # restarted validator lagged behind stale ones
             finally:
                 self._fetching.discard(block_hash)
 

@@ -241,6 +241,7 @@ class ChannelService:
             self.pooled_transaction,
             screen=self.consensus.header_problem,
             would_check=self.consensus.would_check,
+            held=self._holds_block,
         )
         self._timers: set[asyncio.TimerHandle] = set()
 
@@ -1268,6 +1269,10 @@ class ChannelService:
             if peer is not None and self.transport.unreachable(peer):
                 return True
         return False
+
+    def _holds_block(self, block_hash: bytes) -> bool:
+        """Whether this peer holds block `block_hash`: final, or in the consensus tree."""
+        return self.consensus.tree.point(block_hash) is not None or self.store.has_block(block_hash)
 
     def _other_peers(self) -> list[PeerInfo]:
         return [p for p in self.members.values() if p.peer_id != self.signer.address]

@@ -59,6 +59,7 @@ def test_empty_store(store: BlockStore) -> None:
     assert store.block_by_height(0) is None
     assert store.block_by_height(-1) is None
     assert store.block_by_hash(b"\x00" * 32) is None
+    assert not store.has_block(b"\x00" * 32)
     assert store.certificate_at(0) is None
     assert store.certificate_at(-1) is None
     assert store.find_transaction(b"\x00" * 32) is None
@@ -81,6 +82,7 @@ def test_saved_chain_is_found_by_height_hash_and_transaction(
     for block in saved:
         assert store.block_by_height(block.height) == block
         assert store.block_by_hash(block.hash) == block
+        assert store.has_block(block.hash)
         certificate = store.certificate_at(block.height)
         assert certificate is not None
         assert certificate.block_hash == block.hash
@@ -751,6 +753,7 @@ def test_a_store_an_earlier_version_wrote_is_read_and_goes_on(
     reopened.check()
     assert [reopened.block_by_height(h) for h in (0, 1)] == blocks
     assert reopened.block_by_hash(blocks[1].hash) == blocks[1]
+    assert reopened.has_block(blocks[0].hash) and not reopened.has_block(voted.hash)
     encoded = reopened.encoded_at(0)
     assert encoded is not None and encoded[0] == first.encode()
     tx = blocks[1].transactions[1]

@@ -112,6 +112,37 @@ async def test_a_vouched_want_is_fetched_before_any_waiting_name_not_vouched_for
     assert peers.asked[:2] == [junk[0], BLOCK.hash]
 
 
+async def test_a_want_for_a_block_that_came_meanwhile_is_not_fetched() -> None:
+    """A fetch is a round trip: wants waiting behind others for blocks this node got meanwhile
+    (by sync, or in a proposal) are skipped. Between far peers a restarted validator fetched
+    ten final blocks one after another, each already synced, while the proposal it needed the
+    parent of waited behind them: its first turn failed."""
+    fetched = list[m.Event]()
+    peers = OnePeerHolding(BLOCK)
+    synced = {sha3_256(b"synced %d" % n) for n in range(10)}
+    up = CatchUp(
+        "alpha",
+        peers,  # type: ignore[arg-type]
+        lambda: [PeerInfo("hxother", "127.0.0.1:1", 0)],
+        lambda: 0,
+        lambda event: fetched.append(event) or [],
+        sync_batch=10,
+        held=synced.__contains__,
+    )
+    for name in synced:
+        up.want_block(name)
+    up.want_block(BLOCK.hash)
+    loop = asyncio.create_task(up._fetch_loop())
+    try:
+        async with asyncio.timeout(30):
+            while not fetched:
+                await asyncio.sleep(0.01)
+    finally:
+        loop.cancel()
+    assert fetched == [m.BlockFetched(BLOCK)]
+    assert peers.asked == [BLOCK.hash]
+
+
 class Garbling:
     """Other peers whose every block reply is malformed."""
 
