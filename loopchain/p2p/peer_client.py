@@ -70,9 +70,10 @@ class _Lane:
     """One lane of a link: its messages on one long-lived stream, accepted by the other peer
     before anything is written to it. The stream is opened ahead of the messages, so that none
     waits for an acceptance (a round trip, most of a round between far peers) but after a
-    failure: when the lane starts and whenever it falls idle without a working stream (once per
-    idle spell; a lane whose peer is down tries again at its next message). One older than
-    STREAM_ROTATE_S is replaced make-before-break: its successor is opened beside it while it
+    failure: when the lane starts and whenever it falls idle without a working stream (see
+    `ready`: again every PROBE_S while the peer cannot be reached, and once it is back), while
+    the link is used (KEEP_READY_S; never for a link made with `keep_ready` False). One older
+    than STREAM_ROTATE_S is replaced make-before-break: its successor is opened beside it while it
     carries on, and it ends in the background once the successor takes over (the messages of a
     stream are handled in order; those of two streams around a replacement may not be). A
     message whose stream fails is dropped, as a failed call's would be. To a peer that refuses a
