@@ -70,10 +70,13 @@ async def test_a_flood_of_wants_for_missing_blocks_does_not_keep_out_the_one_nee
 
 
 async def _fetch_until_fetched(
-    peers: OnePeerHolding, wants: Callable[[CatchUp], None], fetched: list[m.Event]
+    peers: OnePeerHolding,
+    wants: Callable[[CatchUp], None],
+    fetched: list[m.Event],
+    held: Callable[[bytes], bool] = lambda block_hash: False,
 ) -> None:
     """A CatchUp over `peers`, given `wants`, fetching until something is fetched (into
-    `fetched`)."""
+    `fetched`); `held`: the blocks this node holds."""
     up = CatchUp(
         "alpha",
         peers,  # type: ignore[arg-type]
@@ -81,6 +84,7 @@ async def _fetch_until_fetched(
         lambda: 0,
         lambda event: fetched.append(event) or [],
         sync_batch=10,
+        held=held,
     )
     wants(up)
     loop = asyncio.create_task(up._fetch_loop())
@@ -117,28 +121,15 @@ async def test_a_want_for_a_block_that_came_meanwhile_is_not_fetched() -> None:
     (by sync, or in a proposal) are skipped. Between far peers a restarted validator fetched
     ten final blocks one after another, each already synced, while the proposal it needed the
     parent of waited behind them: its first turn failed."""
-    fetched = list[m.Event]()
-    peers = OnePeerHolding(BLOCK)
-    synced = {sha3_256(b"synced %d" % n) for n in range(10)}
-    up = CatchUp(
-        "alpha",
-        peers,  # type: ignore[arg-type]
-        lambda: [PeerInfo("hxother", "127.0.0.1:1", 0)],
-        lambda: 0,
-        lambda event: fetched.append(event) or [],
-        sync_batch=10,
-        held=synced.__contains__,
-    )
-    for name in synced:
-        up.want_block(name)
-    up.want_block(BLOCK.hash)
-    loop = asyncio.create_task(up._fetch_loop())
-    try:
-        async with asyncio.timeout(30):
-            while not fetched:
-                await asyncio.sleep(0.01)
-    finally:
-        loop.cancel()
+    peers, fetched = OnePeerHolding(BLOCK), list[m.Event]()
+    synced = [sha3_256(b"synced %d" % n) for n in range(10)]
+
+    def wants(up: CatchUp) -> None:
+        for name in synced:
+            up.want_block(name)
+        up.want_block(BLOCK.hash)
+
+    await _fetch_until_fetched(peers, wants, fetched, held=set(synced).__contains__)
     assert fetched == [m.BlockFetched(BLOCK)]
     assert peers.asked == [BLOCK.hash]
 

@@ -409,6 +409,19 @@ async def test_a_leader_that_crashes_after_the_round_timers_were_armed_costs_no_
         await cluster.stop()
 
 
+async def _cut_off_a_follower(cluster: Cluster, rounds: int) -> int:
+    """Once a first batch is final everywhere, cut off a validator that leads none of the next
+    `rounds` rounds: its index."""
+    services = cluster.services
+    first = await submit(services[1], 3, "before")
+    await cluster.wait(lambda: cluster.final_everywhere(first, services), "first final")
+    state = services[0].consensus
+    leaders = {state.leader_of_round(state.round + n) for n in range(rounds)}
+    index = next(i for i, s in enumerate(services) if s.signer.address not in leaders)
+    cluster.network.down.add(services[index].signer.address)
+    return index
+
+
 async def test_a_peer_cut_off_from_every_other_goes_back_to_the_growing_timeout(
     tmp_path: Path,
 ) -> None:
@@ -419,13 +432,7 @@ async def test_a_peer_cut_off_from_every_other_goes_back_to_the_growing_timeout(
     timeout = {"TIMEOUT_FOR_LEADER_COMPLAIN": 60.0, "MAX_TIMEOUT_FOR_LEADER_COMPLAIN": 120.0}
     cluster = Cluster(tmp_path, overrides=timeout)
     try:
-        services = cluster.services
-        first = await submit(services[1], 3, "before")
-        await cluster.wait(lambda: cluster.final_everywhere(first, services), "first final")
-        state = services[0].consensus
-        leaders = {state.leader_of_round(state.round + n) for n in range(2)}
-        lone = next(s for s in services if s.signer.address not in leaders)
-        cluster.network.down.add(lone.signer.address)
+        lone = cluster.services[await _cut_off_a_follower(cluster, 2)]
         delays: list[float] = []
         schedule = lone._schedule
 
@@ -524,13 +531,8 @@ async def test_a_member_back_from_a_cut_is_sent_what_it_missed_at_once(tmp_path:
     )
     try:
         services = cluster.services
-        first = await submit(services[1], 3, "before")
-        await cluster.wait(lambda: cluster.final_everywhere(first, services), "first final")
-        state = services[0].consensus
-        leaders = {state.leader_of_round(state.round + n) for n in range(4)}
-        index = next(i for i, s in enumerate(services) if s.signer.address not in leaders)
+        index = await _cut_off_a_follower(cluster, 4)
         lone, others = services[index], services[:index] + services[index + 1 :]
-        cluster.network.down.add(lone.signer.address)
         second = await submit(others[0], 3, "while it is cut off")
         await cluster.wait(lambda: cluster.final_everywhere(second, others), "final at the others")
         height, before = max(s.consensus.tip.height for s in others), lone.consensus.tip.height
