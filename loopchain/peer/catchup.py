@@ -136,10 +136,10 @@ class CatchUp:
         while True:
             block_hash = await self._next_want()
             try:
-                if not self.held(block_hash):  # a fetch is a round trip: between far peers a
-                    await self._fetch_one(
-                        block_hash
-                    )  # restarted validator lagged behind stale ones
+                # a fetch is a round trip: between far peers a restarted validator fetched ten
+                # blocks that sync had brought meanwhile before the one it needed
+                if not self.held(block_hash):
+                    await self._fetch_one(block_hash)
             finally:
                 self._fetching.discard(block_hash)
 

@@ -417,9 +417,10 @@ class ChannelService:
             return  # a link flapping under loss: its rounds' messages go on as they are sent
         self._back_sent[peer.peer_id] = now
         recent = list(self._recent)
-        proposals = [i for i, (_, payload) in enumerate(recent) if isinstance(payload, Block)]
-        older = set(proposals[:-1])
-        self._send_recent(peer, [entry for i, entry in enumerate(recent) if i not in older])
+        newest = next((p for _, p in reversed(recent) if isinstance(p, Block)), None)
+        self._send_recent(
+            peer, [(to, p) for to, p in recent if not isinstance(p, Block) or p is newest]
+        )
 
     def _send_recent(
         self, peer: PeerInfo, recent: list[tuple[str | None, ConsensusPayload]]
