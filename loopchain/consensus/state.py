@@ -1403,18 +1403,22 @@ class ChannelConsensus:
             return None
         return leader
 
-    def _dragged(self) -> int:
-        """How many leaders' recent rounds faulty validators may drag out: f (the validators that
-        may be faulty) when only rounds a leader makes alone are timed, else 2f."""
-        voting = self.voting_set
-        f = (len(voting.validators) - 1) // 3 if voting is not None else 0
-        return f if self.config.blocks_per_leader > 1 else 2 * f
+    def _paced_by(self, voting: Voters, slowest: list[str]) -> bool:
+        """Whether faulty validators cannot all be among the `slowest` leaders, so that their
+        slowest round is honestly slow: more than a third of the weight when only rounds a leader
+        makes alone are timed (f+1 of 3f+1 alike), else a quorum (each faulty validator drags
+        two leaders' rounds: 2f+1)."""
+        ratio = self.config.limits.ratio
+        if self.config.blocks_per_leader > 1:
+            return voting.exceeds_third(slowest, ratio)
+        return voting.has_quorum(slowest, ratio)
 
     def paced_timeout(self) -> float:
         """A round's timeout before failures double it: TIMEOUT_FOR_LEADER_COMPLAIN, or, where
         certified rounds take longer, ROUND_PACE_FACTOR times the slowest recent round of the
-        slowest leader but the `_dragged` ones (the (f+1)-th slowest, f: the validators that may
-        be faulty; counting the rounds a leader makes alone, `_timed_alone`); at most
+        slowest leader that faulty validators cannot outnumber (`_paced_by`: the (f+1)-th slowest
+        of equal weights, f: the validators that may be faulty; counting the rounds a leader
+        makes alone, `_timed_alone`); at most
         MAX_TIMEOUT_FOR_LEADER_COMPLAIN. (The (2f+1)-th slowest of all rounds, as before, paced
         only once three leaders' turns of four were seen: ~60 rounds, most of the complaints
         between far peers came before.)"""
@@ -1423,16 +1427,25 @@ class ChannelConsensus:
 
     def round_pace(self) -> float:
         """How long certified rounds take here: the slowest recent round of the slowest leader
-        but the `_dragged` ones (see paced_timeout); 0.0 until enough leaders' rounds were seen."""
+        faulty validators cannot outnumber (see paced_timeout); 0.0 until enough leaders' rounds
+        were seen."""
         voting = self.voting_set
         if voting is None:
             return 0.0
-        slowest = sorted(
-            (max(paces) for leader, paces in self.round_paces.items() if leader in voting),
+        paces = sorted(
+            (
+                (max(paces), leader)
+                for leader, paces in self.round_paces.items()
+                if leader in voting
+            ),
             reverse=True,
         )
-        dragged = self._dragged()
-        return slowest[dragged] if len(slowest) > dragged else 0.0
+        slowest: list[str] = []
+        for pace, leader in paces:
+            slowest.append(leader)
+            if self._paced_by(voting, slowest):
+                return pace
+        return 0.0
 
     def _on_progress(self, now: float) -> list[m.Action]:
         """After any change: propose if it is this node's turn, and keep the round timer armed."""

@@ -20,7 +20,7 @@ from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.hashing import EMPTY_ROOT, sha3_256
 from loopchain.types.transaction import Transaction
-from loopchain.types.validators import ValidatorSet
+from loopchain.types.validators import Validator, ValidatorSet
 from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
 from tests.sim.harness import BLOCKS_PER_LEADER, CHANNEL, Network, Node, genesis_block
 
@@ -1212,7 +1212,28 @@ def test_only_the_rounds_a_leader_makes_alone_are_timed() -> None:
     made.block.header.leader = state.leader_of_round(per_leader)  # not this set's leader of 0
     assert state._pace_of(made) is None  # type: ignore[arg-type]
     state.config = dataclasses.replace(state.config, blocks_per_leader=1)
-    assert all(state._timed_alone(r) for r in range(4)) and state._dragged() == 2
+    assert all(state._timed_alone(r) for r in range(4))
+    voting = state.voting_set
+    assert voting is not None
+    leaders = voting.peer_ids
+    assert not state._paced_by(voting, leaders[:2]) and state._paced_by(voting, leaders[:3])
+
+
+def test_the_round_timer_counts_leaders_by_their_weight() -> None:
+    """Which leaders' rounds pace the timer is a question of weight, as the votes are: one
+    validator holding half the weight is honest by the model (faulty ones hold under a third),
+    so its slow rounds pace the timer alone; three light ones do not, whatever their count."""
+    net = Network(4, seed=22)
+    net.start()
+    net.run_until(0.5)
+    state = next(iter(net.nodes.values())).state
+    heavy, *light = list(net.nodes)
+    weighted = ValidatorSet(
+        CHANNEL, 9, (Validator(heavy, weight=3), *(Validator(p) for p in light))
+    )
+    assert state._paced_by(weighted, [heavy])
+    assert not state._paced_by(weighted, light[:2])  # 2 of 6: not more than a third
+    assert state._paced_by(weighted, light)
 
 
 class _SlowSender(Network):
