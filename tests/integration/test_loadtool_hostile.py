@@ -252,11 +252,7 @@ async def test_the_fetches_of_new_blocks_overlap(rest_peer: RestPeer) -> None:
         most = max(most, in_flight)
         if in_flight == loadtool.MAX_FETCHES:
             all_asked.set()
-        try:  # held until MAX_FETCHES are in flight (or 1 s, once: then none is held)
-            await asyncio.wait_for(all_asked.wait(), 1.0)
-        except TimeoutError:
-            all_asked.set()
-        await asyncio.sleep(0.01)  # each answer takes a while: the fetches went on meanwhile
+        await all_asked.wait()  # the first answers wait until MAX_FETCHES are asked for
         in_flight -= 1
         return await chain_block(request)
 
@@ -303,11 +299,16 @@ async def test_loadtool_ends_against_a_chain_that_never_goes_down(
 class HostileBlocks(PeerServiceServicer):
     """GetBlock: the last block is `tip`; any other height is answered by `at`."""
 
-    def __init__(self, tip: Block, at: Callable[[int], bytes]) -> None:
+    def __init__(self, tip: Block, at: Callable[[int], bytes], hold: bool = False) -> None:
         self.tip = tip
         self.at = at
         self.asked: list[int] = []
         self.in_flight = self.most = 0
+        # `hold`: the first answers wait until MAX_FETCHES are asked for (on a slow machine the
+        # fetches, each answered at once, need not overlap)
+        self.all_asked = asyncio.Event()
+        if not hold:
+            self.all_asked.set()
 
     async def GetBlock(self, request: pb.GetBlockRequest, context: Any) -> pb.BlockReply:
         if request.height < 0:
@@ -315,7 +316,9 @@ class HostileBlocks(PeerServiceServicer):
         self.asked.append(request.height)
         self.in_flight += 1
         self.most = max(self.most, self.in_flight)
-        await asyncio.sleep(0.01)  # each answer takes a while: the fetches go on meanwhile
+        if self.in_flight == loadtool.MAX_FETCHES:
+            self.all_asked.set()
+        await self.all_asked.wait()
         self.in_flight -= 1
         return pb.BlockReply(block=self.at(request.height))
 
@@ -364,7 +367,7 @@ async def grpc_walk(servicer: HostileBlocks, seen: int) -> list[BlockInfo]:
 async def test_grpc_a_far_tip_is_fetched_at_most_max_walk_blocks_at_once() -> None:
     tip_height = 10**12
     chain = make_chain(tip_height - loadtool.MAX_WALK - 5, tip_height)
-    servicer = HostileBlocks(chain[tip_height], lambda height: chain[height].encode())
+    servicer = HostileBlocks(chain[tip_height], lambda height: chain[height].encode(), hold=True)
     found = await grpc_walk(servicer, 5)
     newest = list(range(tip_height - loadtool.MAX_WALK + 1, tip_height + 1))
     assert [(b.height, b.block_hash) for b in found] == [(h, chain[h].hash.hex()) for h in newest]
