@@ -19,9 +19,15 @@ import contextlib
 import logging
 import ssl
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
+from loopchain.lazy import lazy_module
 from loopchain.p2p.grpc_util import Tls
-from loopchain.types import certificates
+
+if TYPE_CHECKING:
+    from loopchain.types import certificates
+else:  # cryptography costs a process ~10 MB: a peer without TLS never loads it
+    certificates = lazy_module("loopchain.types.certificates")
 
 log = logging.getLogger(__name__)
 

@@ -64,6 +64,15 @@ def _stale_bytecode(*packages: str) -> list[str]:
     return stale
 
 
+def _maps(pid: int, name: str) -> bool:
+    """Whether process `pid` has a file whose path names `name` mapped (a native library it
+    loaded)."""
+    try:
+        return f"/{name}/" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path) -> None:
     busy = [port for port in PORTS if not _bindable(port)]
     if busy:
@@ -78,6 +87,10 @@ def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path
         wait_until(lambda: "Press Ctrl-C" in out.read_text(), 90, "the local network to be up")
         # its processes found current bytecode (a process compiles, at every start, what has none)
         assert _stale_bytecode("loopchain", "score") == []
+        # without TLS no process of it loads cryptography (~10 MB of memory each)
+        assert [
+            cmdline_of(pid) for pid in descendant_pids(proc.pid) if _maps(pid, "cryptography")
+        ] == []
         victim = int((pids / "peer_7100.pid").read_text())
         others = [int((pids / f"{n}.pid").read_text()) for n in ("peer_7200", "radiostation")]
         os.kill(victim, signal.SIGKILL)
