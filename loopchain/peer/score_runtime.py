@@ -440,16 +440,14 @@ class ScoreRuntime:
                     pid = self.supervisor.pid
                 if self._uncommitted is not None and tries:  # its own call, off this block's
                     await self._commit(self._uncommitted)  # deadline (a try failed: a slow disk?)
-                    self._uncommitted = None
-                    self._state_current.set()
+                    self._waiting_committed()
                 tries += 1
                 started = time.monotonic()
                 result = await self.supervisor.client.invoke_block(
                     block, deadlines[timeouts], commit_first=self._uncommitted
                 )
                 if self._uncommitted is not None:  # committed: queries may read its state
-                    self._uncommitted = None
-                    self._state_current.set()
+                    self._waiting_committed()
                 self._invoked(block, result, time.monotonic() - started)
                 return result
             except ScoreUnavailable as exc:
@@ -546,6 +544,12 @@ class ScoreRuntime:
                 self._recording = None
         self.on_executed(m.BlockExecuted(block.height, result.state_root, result.results_hash))
 
+    def _waiting_committed(self) -> None:
+        """The block whose commit waited for the next invoke is committed: queries may read the
+        state."""
+        self._uncommitted = None
+        self._state_current.set()
+
     async def _commit_waiting(self) -> None:
         """Commit the block whose commit waited for the next invoke, when none comes (the SCORE
         given up from the next block on): one try, which a SCORE down or not loaded may fail
@@ -597,8 +601,7 @@ class ScoreRuntime:
                     )
                 for height in range(int(status.executed_height) + 1, target_height + 1):
                     await self._replay(height)
-                self._uncommitted = None  # committed by the replay, or by the call that failed
-                self._state_current.set()
+                self._waiting_committed()  # by the replay, or by the call that failed
                 return
             except (ScoreUnavailable, ScoreRejected) as exc:
                 log.warning("channel %s: SCORE replay waits: %s", self.channel, exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import grpc
 
@@ -29,8 +30,16 @@ REFUSALS = RefusalLog(log)  # what callers send that is refused: logged rate-lim
 # past a server's bound, so a peer's client tries again shortly (and then a standby)
 PROBES_BUSY = grpc.StatusCode.RESOURCE_EXHAUSTED
 CLOCK_OFF = "the heartbeat's timestamp is {:.0f} s off this clock"
-CLOCK_OFF_START = CLOCK_OFF.split("{", 1)[0]
 BEAT_SWEEP_MIN = 1024  # heartbeats remembered before the first sweep of the old ones
+
+
+class _BeatRefusal(NamedTuple):
+    """Why a heartbeat is refused; `by_clock`: its timestamp is off this clock (ClockWatch logs
+    those, by how many peers do it)."""
+
+    code: ResponseCode
+    message: str
+    by_clock: bool = False
 
 
 def peer_entry(view: PeerView) -> pb.PeerEntry:
@@ -244,14 +253,12 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             validator_set=self.station.validator_set(channel).encode(),
         )
 
-    def _heartbeat_problem(
-        self, request: pb.HeartbeatRequest, channel: str
-    ) -> tuple[ResponseCode, str] | None:
+    def _heartbeat_problem(self, request: pb.HeartbeatRequest, channel: str) -> _BeatRefusal | None:
         """Why a heartbeat is not the named peer's own, fresh one (None when it is)."""
         try:
             self.station.registry.peer(request.peer_id)
         except UnknownPeer as exc:
-            return ResponseCode.PEER_UNKNOWN, str(exc)
+            return _BeatRefusal(ResponseCode.PEER_UNKNOWN, str(exc))
         digest = heartbeat_digest(
             request.peer_id,
             request.channel,  # as sent: "" names the default channel
@@ -264,15 +271,19 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         except ValueError:
             signer = ""
         if signer != request.peer_id:
-            return ResponseCode.FAIL, f"the heartbeat is not signed by the key of {request.peer_id}"
+            return _BeatRefusal(
+                ResponseCode.FAIL, f"the heartbeat is not signed by the key of {request.peer_id}"
+            )
         offset = request.timestamp_us / 1e6 - self.station.clock()
         if abs(offset) > float(self.station.config.MAX_TIMESTAMP_SKEW):
             registered = len(self.station.registry)
             self._clocks.refused(request.peer_id, offset, self.station.monotonic(), registered)
-            return ResponseCode.FAIL, CLOCK_OFF.format(abs(offset))
+            return _BeatRefusal(ResponseCode.FAIL, CLOCK_OFF.format(abs(offset)), by_clock=True)
         key = (request.peer_id, channel)
         if request.timestamp_us <= self._last_beat.get(key, -1):
-            return ResponseCode.FAIL, "the heartbeat is replayed (its timestamp is not the latest)"
+            return _BeatRefusal(
+                ResponseCode.FAIL, "the heartbeat is replayed (its timestamp is not the latest)"
+            )
         self._last_beat[key] = request.timestamp_us
         if len(self._last_beat) > self._sweep_beats_at:
             self._forget_old_beats()
@@ -340,10 +351,11 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             return pb.HeartbeatReply(code=int(ResponseCode.NOT_FOUND), message=str(exc))
         problem = self._heartbeat_problem(request, channel)
         if problem is not None:
-            code, message = problem
-            if not message.startswith(CLOCK_OFF_START):  # those are ClockWatch's to tell
-                REFUSALS.refused("refused a heartbeat for %r: %s", request.peer_id[:50], message)
-            return pb.HeartbeatReply(code=int(code), message=message)
+            if not problem.by_clock:  # those are ClockWatch's to tell
+                REFUSALS.refused(
+                    "refused a heartbeat for %r: %s", request.peer_id[:50], problem.message
+                )
+            return pb.HeartbeatReply(code=int(problem.code), message=problem.message)
         # the peer's own heartbeat (its key signed it just now) over a certificate refused, or
         # another peer's: the peer is listed as connected no more (a revoked member kept its
         # status, and its place in every member's list, through its heartbeats)
