@@ -16,7 +16,13 @@ from loopchain.configure import Config
 from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls, open_channel
 from loopchain.p2p.lanes import ByteBudget, MessageQueue
 from loopchain.p2p.server_certs import ServerCheck, ServerRefused
-from loopchain.p2p.transport import ConsensusPayload, FetchedRange, MalformedReply, TransportError
+from loopchain.p2p.transport import (
+    ConsensusPayload,
+    FetchedRange,
+    MalformedReply,
+    TransportError,
+    TransportTimeout,
+)
 from loopchain.p2p.turns import TurnBudget
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
@@ -456,7 +462,12 @@ class PeerLink:
         try:
             return await self._fetch_blocks(channel, from_height, max_blocks, pooled)
         except grpc.aio.AioRpcError as exc:
-            raise TransportError(f"{self.target}: {exc.code().name} {exc.details()}") from None
+            failed = (
+                TransportTimeout
+                if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+                else TransportError
+            )
+            raise failed(f"{self.target}: {exc.code().name} {exc.details()}") from None
         except EncodingError as exc:
             raise MalformedReply(f"{self.target} served a malformed block: {exc}") from None
 

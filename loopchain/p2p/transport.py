@@ -21,6 +21,11 @@ class TransportError(Exception):
     """A call to another peer failed: unreachable, refused, late, or answered with garbage."""
 
 
+class TransportTimeout(TransportError):
+    """The other peer did not answer within the call's deadline: it is slow, or the path to it
+    carries less than the answer's bytes in that time."""
+
+
 class MalformedReply(TransportError):
     """The other peer answered with bytes that do not decode (worth a warning: a faulty or
     hostile peer, not a slow one)."""

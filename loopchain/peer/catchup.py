@@ -11,7 +11,13 @@ import time
 from collections.abc import Callable, Sequence
 
 from loopchain.consensus import messages as m
-from loopchain.p2p.transport import FetchedRange, MalformedReply, PeerTransport, TransportError
+from loopchain.p2p.transport import (
+    FetchedRange,
+    MalformedReply,
+    PeerTransport,
+    TransportError,
+    TransportTimeout,
+)
 from loopchain.p2p.turns import TurnBudget, check_signatures_aside
 from loopchain.types.block import Block, Pooled
 from loopchain.types.peer import PeerInfo
@@ -69,6 +75,9 @@ class CatchUp:
         self._sync_wanted = asyncio.Event()
         self._avoid: dict[str, float] = {}  # target -> monotonic time until which it is avoided
         self._warned: dict[str, float] = {}  # target -> when its avoidance was last a WARNING
+        # target -> (blocks a range asked of it, how long the last range that ran out of time
+        # took): for a peer whose ranges ran out of time (see _sync_from)
+        self._range_sizes: dict[str, tuple[int, float]] = {}
 
     def want_block(self, block_hash: bytes, vouched: bool = True) -> None:
         """Fetch this block soon: before any name not `vouched` for (by a certificate that
@@ -201,23 +210,53 @@ class CatchUp:
         start_height = self.tip_height()
         while True:
             taken = 0
-            for peer in self._shuffled_others():
+            peers = self._shuffled_others()
+            if len(self._range_sizes) > len(peers):  # bounded: peers no longer listed forgotten
+                listed = {peer.target for peer in peers}
+                self._range_sizes = {t: v for t, v in self._range_sizes.items() if t in listed}
+            for peer in peers:
                 taken += await self._sync_from(peer)
             if not taken:
                 return self.tip_height() - start_height
 
     async def _sync_from(self, peer: PeerInfo) -> int:
-        """Take one range from `peer`; how many of its blocks this node did not have."""
+        """Take one range from `peer`; how many of its blocks this node did not have.
+
+        A range has a deadline, not a size in bytes: up to SYNC_BATCH_BLOCKS blocks, 16 MiB and
+        more when they are full, which a path carrying less than ~13 Mbit/s does not bring in
+        time. Asked again and again of the same size, such a peer never caught up. A range that
+        runs out of time halves the next one asked of that peer (down to a block), and a full
+        one brought in under a quarter of that time doubles it (up to SYNC_BATCH_BLOCKS), so
+        that the size follows the path."""
+        size, slow_s = self._range_sizes.get(peer.target, (self.sync_batch, 0.0))
+        began = time.monotonic()
         try:
             fetched = await self.transport.fetch_blocks(
-                peer, self.channel, self.tip_height() + 1, self.sync_batch, self.pooled
+                peer, self.channel, self.tip_height() + 1, size, self.pooled
             )
         except MalformedReply as exc:
             self.avoid(peer, str(exc))
             return 0
+        except TransportTimeout as exc:
+            if size > 1:
+                log.info(
+                    "channel %s: a range of %d blocks from %s ran out of time (%s): asking %d",
+                    self.channel,
+                    size,
+                    peer.target,
+                    exc,
+                    size // 2,
+                )
+            self._range_sizes[peer.target] = (max(1, size // 2), time.monotonic() - began)
+            return 0
         except TransportError as exc:
             log.debug("channel %s: sync from %s failed: %s", self.channel, peer.target, exc)
             return 0
+        if slow_s and len(fetched.blocks) >= size and 4 * (time.monotonic() - began) < slow_s:
+            if size * 2 >= self.sync_batch:
+                del self._range_sizes[peer.target]
+            else:
+                self._range_sizes[peer.target] = (size * 2, slow_s)
         tip = self.tip_height()
         new = sum(1 for block, _ in fetched.blocks if block.height > tip)
         if fetched.blocks and not await self._take(fetched):

@@ -28,7 +28,7 @@ from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_client import GrpcTransport, PeerLink
 from loopchain.p2p.peer_service import PeerServicer, max_proposal_bytes
 from loopchain.p2p.server import PeerServer, start_peer_server
-from loopchain.p2p.transport import MalformedReply
+from loopchain.p2p.transport import MalformedReply, TransportError, TransportTimeout
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.block import Block
@@ -739,6 +739,44 @@ async def test_a_range_reply_with_more_blocks_than_asked_is_malformed() -> None:
             await link.fetch_blocks(CHANNEL, 1, 1)
     finally:
         await link.close()
+        await server.stop(grace=0)
+
+
+class _Stalling(pb_grpc.PeerServiceServicer):
+    """Answers no block range (a path that does not bring it within the deadline)."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+
+    async def GetBlockRange(self, request: pb.BlockRangeRequest, context: Any) -> Any:
+        self.asked.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_range_that_runs_out_of_time_is_told_apart_from_other_failures() -> None:
+    """A range not answered within its deadline is a TransportTimeout (the sync asks a smaller
+    one next: see CatchUp._sync_from), one refused or unreachable another TransportError."""
+    servicer = _Stalling()
+    port = free_port_pair()
+    server = grpc_util.create_server(CONFIG)
+    pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
+    grpc_util.bind(server, "127.0.0.1", port)
+    await server.start()
+    quick = load_config(environ={}, overrides={"GRPC_TIMEOUT": 0.25})
+    link, gone = (
+        PeerLink(f"127.0.0.1:{port}", quick),
+        PeerLink(f"127.0.0.1:{free_port_pair()}", quick),
+    )
+    try:
+        with pytest.raises(TransportTimeout, match="DEADLINE_EXCEEDED"):
+            await link.fetch_blocks(CHANNEL, 1, 100)
+        assert servicer.asked.is_set()
+        with pytest.raises(TransportError) as failed:
+            await gone.fetch_blocks(CHANNEL, 1, 100)
+        assert not isinstance(failed.value, TransportTimeout), failed.value
+    finally:
+        await link.close()
+        await gone.close()
         await server.stop(grace=0)
 
 

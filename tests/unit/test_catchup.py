@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from loopchain.consensus import messages as m
-from loopchain.p2p.transport import FetchedRange, MalformedReply
+from loopchain.p2p.transport import FetchedRange, MalformedReply, TransportTimeout
 from loopchain.peer import catchup
 from loopchain.peer.catchup import CatchUp
 from loopchain.types.block import Block
@@ -492,3 +492,55 @@ async def test_a_sync_ends_when_no_peer_has_a_block_this_node_lacks_while_its_ti
     up = CatchUp("alpha", Behind(), lambda: list(peers), lambda: chain.tip, chain.dispatch, 100)  # type: ignore[arg-type]
     assert await asyncio.wait_for(up.sync_once(), 60) == 3
     assert calls == 3
+
+
+class NarrowPath:
+    """One peer holding final blocks up to `height` behind a path that brings at most `carries`
+    blocks within a range's deadline: a range of more runs out of time. Each call moves the
+    clock on (`clock`): a range that ran out of time by DEADLINE_S, one that came by the time
+    its blocks take on the path."""
+
+    DEADLINE_S = 10.0
+
+    def __init__(self, height: int, carries: int) -> None:
+        self.height, self.carries = height, carries
+        self.clock = 1000.0
+        self.asked: list[int] = []
+
+    async def fetch_blocks(
+        self, peer: PeerInfo, channel: str, from_height: int, max_blocks: int, pooled: Any = None
+    ) -> FetchedRange:
+        self.asked.append(max_blocks)
+        if max_blocks > self.carries:
+            self.clock += self.DEADLINE_S
+            raise TransportTimeout(f"{peer.target}: DEADLINE_EXCEEDED Deadline Exceeded")
+        last = min(self.height, from_height + max_blocks - 1)
+        blocks = tuple((_stand_in(h, h), None) for h in range(from_height, last + 1))
+        self.clock += self.DEADLINE_S / (self.carries + 0.5) * max(1, len(blocks))
+        proof = (_stand_in(last + 1, last + 1), None) if blocks else None
+        return FetchedRange(blocks, self.height, proof)  # type: ignore[arg-type]
+
+
+async def test_a_peer_whose_path_brings_less_than_a_range_in_time_is_asked_smaller_ranges(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A range has a deadline, not a size in bytes: 100 full blocks are 16 MiB and more, which a
+    path of less than ~13 Mbit/s does not bring in time. A range that ran out of time halves the
+    next asked of that peer; before, the same range was asked again and again, and the peer
+    never caught up. A full range brought in under a quarter of that time doubles the next, so
+    the size follows the path when it carries more again."""
+    peer = PeerInfo("hxfar", "127.0.0.1:1", 0)
+    chain, path = _Chain(), NarrowPath(300, carries=7)
+    monkeypatch.setattr(catchup, "time", types.SimpleNamespace(monotonic=lambda: path.clock))
+    up = CatchUp("alpha", path, lambda: [peer], lambda: chain.tip, chain.dispatch, 100)  # type: ignore[arg-type]
+    for _ in range(5):  # a pass that took nothing ends the sync; its loop starts another
+        await asyncio.wait_for(up.sync_once(), 60)
+    assert chain.tip == 300
+    assert path.asked[:5] == [100, 50, 25, 12, 6], path.asked
+    assert set(path.asked[5:]) == {6}, path.asked  # 6 blocks came in time: asked again
+    # the path carries every range again (the load that shared it ended): the size grows back
+    path.height, path.carries, asked = 1000, 1000, len(path.asked)
+    await asyncio.wait_for(up.sync_once(), 60)
+    assert chain.tip == 1000
+    assert path.asked[asked : asked + 6] == [6, 12, 24, 48, 96, 100], path.asked[asked:]
+    assert up._range_sizes == {}  # back to SYNC_BATCH_BLOCKS: nothing kept of the peer
