@@ -113,9 +113,10 @@ class InMemoryTransport:
         from_height: int,
         max_blocks: int,
         pooled: Pooled | None = None,
+        max_bytes: int = 0,
     ) -> FetchedRange:
         await asyncio.sleep(0)
-        found = self._reachable(peer).block_range(from_height, max_blocks)
+        found = self._reachable(peer).block_range(from_height, max_blocks, max_bytes)
         blocks = tuple(
             (self._decode(peer, b, Block, pooled), self._decode(peer, c, QuorumCertificate))
             for b, c in found.blocks

@@ -15,6 +15,7 @@ from loopchain import failpoints
 from loopchain.configure import Config
 from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls, open_channel
 from loopchain.p2p.lanes import ByteBudget, MessageQueue
+from loopchain.p2p.peer_health import ran_out
 from loopchain.p2p.server_certs import ServerCheck, ServerRefused
 from loopchain.p2p.transport import (
     ConsensusPayload,
@@ -454,30 +455,45 @@ class PeerLink:
         return await queue.get()
 
     async def fetch_blocks(
-        self, channel: str, from_height: int, max_blocks: int, pooled: Pooled | None = None
+        self,
+        channel: str,
+        from_height: int,
+        max_blocks: int,
+        pooled: Pooled | None = None,
+        max_bytes: int = 0,
     ) -> FetchedRange:
-        """Final blocks from `from_height` on, decoded (TransportError if failed or malformed;
-        `pooled`: see Block.decode)."""
+        """Final blocks from `from_height` on, decoded (TransportError if failed or malformed,
+        TransportTimeout when the range did not come within its deadline; `pooled`: see
+        Block.decode)."""
         await self._fetch_admitted()
+        deadline = self.timeout * 2
+        began = time.monotonic()
         try:
-            return await self._fetch_blocks(channel, from_height, max_blocks, pooled)
-        except grpc.aio.AioRpcError as exc:
-            failed = (
-                TransportTimeout
-                if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-                else TransportError
+            return await self._fetch_blocks(
+                channel, from_height, max_blocks, pooled, max_bytes, deadline
             )
-            raise failed(f"{self.target}: {exc.code().name} {exc.details()}") from None
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            # a range that did not come in time; not a peer answering DEADLINE_EXCEEDED at once
+            late = ran_out(code, time.monotonic() - began, deadline)
+            failed = TransportTimeout if late else TransportError
+            raise failed(f"{self.target}: {code.name} {exc.details()}") from None
         except EncodingError as exc:
             raise MalformedReply(f"{self.target} served a malformed block: {exc}") from None
 
     async def _fetch_blocks(
-        self, channel: str, from_height: int, max_blocks: int, pooled: Pooled | None
+        self,
+        channel: str,
+        from_height: int,
+        max_blocks: int,
+        pooled: Pooled | None,
+        max_bytes: int,
+        deadline: float,
     ) -> FetchedRange:
-        reply = await self.stub.GetBlockRange(
-            pb.BlockRangeRequest(channel=channel, from_height=from_height, max_blocks=max_blocks),
-            timeout=self.timeout * 2,
+        request = pb.BlockRangeRequest(
+            channel=channel, from_height=from_height, max_blocks=max_blocks, max_bytes=max_bytes
         )
+        reply = await self.stub.GetBlockRange(request, timeout=deadline)
         if len(reply.blocks) > max_blocks:
             raise EncodingError(f"{len(reply.blocks)} blocks for at most {max_blocks} asked")
         blocks, budget = [], TurnBudget()  # a range is up to ~100 big blocks: not in one turn
@@ -587,8 +603,11 @@ class GrpcTransport:
         from_height: int,
         max_blocks: int,
         pooled: Pooled | None = None,
+        max_bytes: int = 0,
     ) -> FetchedRange:
-        return await self.link(peer).fetch_blocks(channel, from_height, max_blocks, pooled)
+        return await self.link(peer).fetch_blocks(
+            channel, from_height, max_blocks, pooled, max_bytes
+        )
 
     async def close(self) -> None:
         for link in self.links.values():

@@ -132,7 +132,9 @@ class ChannelBackend(Protocol):
         ...
 
     def pooled_transaction(self, signature: bytes) -> Transaction | None: ...
-    def block_range(self, from_height: int, max_blocks: int) -> BlockRangeResult: ...
+    def block_range(
+        self, from_height: int, max_blocks: int, max_bytes: int = 0
+    ) -> BlockRangeResult: ...
 
 
 class Callers(Protocol):
@@ -1136,7 +1138,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             limit = max(1, min(request.max_blocks or 100, MAX_RANGE_BLOCKS))
 
             def build() -> pb.BlockRange:
-                found = channel.block_range(request.from_height, limit)
+                found = channel.block_range(request.from_height, limit, max(0, request.max_bytes))
                 reply = pb.BlockRange(
                     channel=request.channel,
                     blocks=[pb.FinalBlock(block=b, certificate=c) for b, c in found.blocks],

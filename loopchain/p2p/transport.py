@@ -23,7 +23,8 @@ class TransportError(Exception):
 
 class TransportTimeout(TransportError):
     """The other peer did not answer within the call's deadline: it is slow, or the path to it
-    carries less than the answer's bytes in that time."""
+    carries less than the answer's bytes in that time. (Not a peer answering DEADLINE_EXCEEDED
+    at once.)"""
 
 
 class MalformedReply(TransportError):
@@ -80,9 +81,11 @@ class PeerTransport(Protocol):
         from_height: int,
         max_blocks: int,
         pooled: Pooled | None = None,
+        max_bytes: int = 0,
     ) -> FetchedRange:
         """Final blocks from `from_height` on, with the proof of the last when it is the tip
-        (`pooled`: as for fetch_block)."""
+        (`pooled`: as for fetch_block): at most `max_blocks`, and at most `max_bytes` of them
+        (0: as many as the other peer sends at once; one block always comes)."""
         ...
 
     async def close(self) -> None: ...

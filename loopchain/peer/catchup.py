@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from loopchain.consensus import messages as m
+from loopchain.p2p.peer_service import MAX_RANGE_REPLY_BYTES
 from loopchain.p2p.transport import (
     FetchedRange,
     MalformedReply,
@@ -28,7 +29,10 @@ log = logging.getLogger(__name__)
 SYNC_PERIOD = 2.0
 FETCH_QUEUE_MAX = 64
 SYNC_CHUNK = 10  # synced blocks the consensus takes in one turn of the event loop
-AVOID_SECONDS = 30.0  # a peer that served a malformed or invalid block is not asked for this long
+AVOID_SECONDS = 30.0
+MIN_RANGE_BYTES = (
+    64 << 10
+)  # the fewest bytes a sync range asks for (one block always comes)  # a peer that served a malformed or invalid block is not asked for this long
 
 Dispatch = Callable[[m.Event], list[m.Action]]
 Screen = Callable[[Sequence[tuple[Block, QuorumCertificate | None]]], str | None]
@@ -75,9 +79,9 @@ class CatchUp:
         self._sync_wanted = asyncio.Event()
         self._avoid: dict[str, float] = {}  # target -> monotonic time until which it is avoided
         self._warned: dict[str, float] = {}  # target -> when its avoidance was last a WARNING
-        # target -> (blocks a range asked of it, how long the last range that ran out of time
+        # target -> (the bytes a range asks of it, how long the last range that ran out of time
         # took): for a peer whose ranges ran out of time (see _sync_from)
-        self._range_sizes: dict[str, tuple[int, float]] = {}
+        self._range_bytes: dict[str, tuple[int, float]] = {}
 
     def want_block(self, block_hash: bytes, vouched: bool = True) -> None:
         """Fetch this block soon: before any name not `vouched` for (by a certificate that
@@ -211,9 +215,9 @@ class CatchUp:
         while True:
             taken = 0
             peers = self._shuffled_others()
-            if len(self._range_sizes) > len(peers):  # bounded: peers no longer listed forgotten
+            if len(self._range_bytes) > len(peers):  # bounded: peers no longer listed forgotten
                 listed = {peer.target for peer in peers}
-                self._range_sizes = {t: v for t, v in self._range_sizes.items() if t in listed}
+                self._range_bytes = {t: v for t, v in self._range_bytes.items() if t in listed}
             for peer in peers:
                 taken += await self._sync_from(peer)
             if not taken:
@@ -222,41 +226,43 @@ class CatchUp:
     async def _sync_from(self, peer: PeerInfo) -> int:
         """Take one range from `peer`; how many of its blocks this node did not have.
 
-        A range has a deadline, not a size in bytes: up to SYNC_BATCH_BLOCKS blocks, 16 MiB and
-        more when they are full, which a path carrying less than ~13 Mbit/s does not bring in
-        time. Asked again and again of the same size, such a peer never caught up. A range that
-        runs out of time halves the next one asked of that peer (down to a block), and a full
-        one brought in under a quarter of that time doubles it (up to SYNC_BATCH_BLOCKS), so
-        that the size follows the path."""
-        size, slow_s = self._range_sizes.get(peer.target, (self.sync_batch, 0.0))
+        A range has a deadline, not a size: up to SYNC_BATCH_BLOCKS blocks and 16 MiB
+        (MAX_RANGE_REPLY_BYTES), which a path carrying less than ~13 Mbit/s does not bring in
+        time; asked again and again, such a peer never caught up. A range that runs out of time
+        halves the bytes asked of that peer next (down to MIN_RANGE_BYTES: a block always
+        comes), and one cut short by them (the peer has more) that came in under a quarter of
+        that time doubles them, so that ranges follow the path."""
+        asked, slow_s = self._range_bytes.get(peer.target, (0, 0.0))
         began = time.monotonic()
         try:
             fetched = await self.transport.fetch_blocks(
-                peer, self.channel, self.tip_height() + 1, size, self.pooled
+                peer, self.channel, self.tip_height() + 1, self.sync_batch, self.pooled, asked
             )
         except MalformedReply as exc:
             self.avoid(peer, str(exc))
             return 0
         except TransportTimeout as exc:
-            if size > 1:
-                log.info(
-                    "channel %s: a range of %d blocks from %s ran out of time (%s): asking %d",
-                    self.channel,
-                    size,
-                    peer.target,
-                    exc,
-                    size // 2,
-                )
-            self._range_sizes[peer.target] = (max(1, size // 2), time.monotonic() - began)
+            half = max(MIN_RANGE_BYTES, (asked or MAX_RANGE_REPLY_BYTES) // 2)
+            self._range_bytes[peer.target] = (half, time.monotonic() - began)
+            log.log(
+                logging.INFO if half < (asked or MAX_RANGE_REPLY_BYTES) else logging.DEBUG,
+                "channel %s: a range from %s ran out of time (%s): asking %d KiB",
+                self.channel,
+                peer.target,
+                exc,
+                half >> 10,
+            )
             return 0
         except TransportError as exc:
             log.debug("channel %s: sync from %s failed: %s", self.channel, peer.target, exc)
             return 0
-        if slow_s and len(fetched.blocks) >= size and 4 * (time.monotonic() - began) < slow_s:
-            if size * 2 >= self.sync_batch:
-                del self._range_sizes[peer.target]
+        blocks = fetched.blocks
+        cut_short = bool(blocks) and blocks[-1][0].height < fetched.tip_height
+        if asked and cut_short and 4 * (time.monotonic() - began) < slow_s:
+            if asked * 2 >= MAX_RANGE_REPLY_BYTES:
+                self._range_bytes.pop(peer.target, None)
             else:
-                self._range_sizes[peer.target] = (size * 2, slow_s)
+                self._range_bytes[peer.target] = (asked * 2, slow_s)
         tip = self.tip_height()
         new = sum(1 for block, _ in fetched.blocks if block.height > tip)
         if fetched.blocks and not await self._take(fetched):

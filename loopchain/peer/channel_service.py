@@ -995,13 +995,18 @@ class ChannelService:
         info = self.score.info()
         return dataclasses.replace(info, message=without_paths(info.message))
 
-    def block_range(self, from_height: int, max_blocks: int) -> BlockRangeResult:
+    def block_range(
+        self, from_height: int, max_blocks: int, max_bytes: int = 0
+    ) -> BlockRangeResult:
+        """Final blocks from `from_height` on: at most `max_blocks`, and at most `max_bytes` of
+        them (0: this peer's own bound, range_reply_bytes; one block always goes)."""
         tip = self.store.tip_height()
         last = min(tip, from_height + max_blocks - 1)
         blocks: list[tuple[bytes, bytes]] = []
         largest = max_proposal_bytes(int(self.config.MAX_BLOCK_KBYTES))
         size = 0
-        max_bytes = min(int(self.config.GRPC_MAX_MESSAGE_BYTES) // 2, range_reply_bytes(largest))
+        bound = min(int(self.config.GRPC_MAX_MESSAGE_BYTES) // 2, range_reply_bytes(largest))
+        max_bytes = min(max_bytes, bound) if max_bytes > 0 else bound
         for height in range(max(0, from_height), last + 1):
             encoded = self.store.encoded_at(height)
             if encoded is None:

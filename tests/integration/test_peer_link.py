@@ -743,41 +743,51 @@ async def test_a_range_reply_with_more_blocks_than_asked_is_malformed() -> None:
 
 
 class _Stalling(pb_grpc.PeerServiceServicer):
-    """Answers no block range (a path that does not bring it within the deadline)."""
+    """Answers no block range (a path that does not bring it within the deadline), or, `at_once`,
+    answers DEADLINE_EXCEEDED at once; keeps the bytes each range asked for."""
 
-    def __init__(self) -> None:
-        self.asked = asyncio.Event()
+    def __init__(self, at_once: bool = False) -> None:
+        self.at_once = at_once
+        self.asked: list[int] = []
 
     async def GetBlockRange(self, request: pb.BlockRangeRequest, context: Any) -> Any:
-        self.asked.set()
+        self.asked.append(request.max_bytes)
+        if self.at_once:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "said at once")
         await asyncio.Event().wait()
 
 
 async def test_a_range_that_runs_out_of_time_is_told_apart_from_other_failures() -> None:
-    """A range not answered within its deadline is a TransportTimeout (the sync asks a smaller
-    one next: see CatchUp._sync_from), one refused or unreachable another TransportError."""
-    servicer = _Stalling()
-    port = free_port_pair()
-    server = grpc_util.create_server(CONFIG)
-    pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
-    grpc_util.bind(server, "127.0.0.1", port)
-    await server.start()
-    quick = load_config(environ={}, overrides={"GRPC_TIMEOUT": 0.25})
-    link, gone = (
-        PeerLink(f"127.0.0.1:{port}", quick),
-        PeerLink(f"127.0.0.1:{free_port_pair()}", quick),
-    )
+    """A range not answered within its deadline is a TransportTimeout (the sync asks fewer bytes
+    next: see CatchUp._sync_from); a peer answering DEADLINE_EXCEEDED at once, or one that
+    cannot be reached, another TransportError. The bytes asked for reach the server."""
+    stalling, answering = _Stalling(), _Stalling(at_once=True)
+    servers, links = [], []
+    quick = load_config(environ={}, overrides={"GRPC_TIMEOUT": 1.0})
     try:
+        for servicer in (stalling, answering):
+            port = free_port_pair()
+            server = grpc_util.create_server(CONFIG)
+            pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
+            grpc_util.bind(server, "127.0.0.1", port)
+            await server.start()
+            servers.append(server)
+            links.append(PeerLink(f"127.0.0.1:{port}", quick))
+        gone = PeerLink(f"127.0.0.1:{free_port_pair()}", CONFIG)
+        links.append(gone)
         with pytest.raises(TransportTimeout, match="DEADLINE_EXCEEDED"):
-            await link.fetch_blocks(CHANNEL, 1, 100)
-        assert servicer.asked.is_set()
-        with pytest.raises(TransportError) as failed:
-            await gone.fetch_blocks(CHANNEL, 1, 100)
-        assert not isinstance(failed.value, TransportTimeout), failed.value
+            await links[0].fetch_blocks(CHANNEL, 1, 100, max_bytes=4 << 20)
+        assert stalling.asked == [4 << 20]
+        for link in links[1:]:
+            with pytest.raises(TransportError) as failed:
+                await link.fetch_blocks(CHANNEL, 1, 100)
+            assert not isinstance(failed.value, TransportTimeout), failed.value
+        assert answering.asked == [0]
     finally:
-        await link.close()
-        await gone.close()
-        await server.stop(grace=0)
+        for link in links:
+            await link.close()
+        for server in servers:
+            await server.stop(grace=0)
 
 
 class _Serving(pb_grpc.PeerServiceServicer):

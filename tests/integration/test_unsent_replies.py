@@ -38,7 +38,9 @@ class _Channel:
     def member_ids(self) -> set[str]:
         return set()
 
-    def block_range(self, from_height: int, max_blocks: int) -> BlockRangeResult:
+    def block_range(
+        self, from_height: int, max_blocks: int, max_bytes: int = 0
+    ) -> BlockRangeResult:
         self.ranges += 1
         return BlockRangeResult([(BLOCK, b"{}")] * RANGE_BLOCKS, 1000, None)
 
@@ -170,10 +172,12 @@ class _HeldChannel(_Channel):
         self.threads: list[str] = []
         self.release = threading.Event()
 
-    def block_range(self, from_height: int, max_blocks: int) -> BlockRangeResult:
+    def block_range(
+        self, from_height: int, max_blocks: int, max_bytes: int = 0
+    ) -> BlockRangeResult:
         self.threads.append(threading.current_thread().name)
         assert self.release.wait(30), "the test never let the range go"
-        return super().block_range(from_height, max_blocks)
+        return super().block_range(from_height, max_blocks, max_bytes)
 
 
 async def test_a_block_range_is_read_and_built_beside_the_event_loop() -> None:

@@ -297,7 +297,13 @@ class Serving:
         return self.block if block_hash == self.block.hash else None
 
     async def fetch_blocks(
-        self, peer: PeerInfo, channel: str, from_height: int, max_blocks: int, pooled: Any = None
+        self,
+        peer: PeerInfo,
+        channel: str,
+        from_height: int,
+        max_blocks: int,
+        pooled: Any = None,
+        max_bytes: int = 0,
     ) -> FetchedRange:
         blocks = ((self.block, self.certificate),) if from_height == self.block.height else ()
         return FetchedRange(blocks, self.block.height, None)
@@ -411,7 +417,13 @@ class OneAtATime:
         self.asked: list[str] = []
 
     async def fetch_blocks(
-        self, peer: PeerInfo, channel: str, from_height: int, max_blocks: int, pooled: Any = None
+        self,
+        peer: PeerInfo,
+        channel: str,
+        from_height: int,
+        max_blocks: int,
+        pooled: Any = None,
+        max_bytes: int = 0,
     ) -> FetchedRange:
         self.asked.append(peer.peer_id)
         last = min(self.height, from_height + (0 if peer == self.slow else max_blocks - 1))
@@ -447,11 +459,17 @@ class GrowingChain(OneAtATime):
         self.growth, self.last = growth, last
 
     async def fetch_blocks(
-        self, peer: PeerInfo, channel: str, from_height: int, max_blocks: int, pooled: Any = None
+        self,
+        peer: PeerInfo,
+        channel: str,
+        from_height: int,
+        max_blocks: int,
+        pooled: Any = None,
+        max_bytes: int = 0,
     ) -> FetchedRange:
         if peer == self.slow:
             self.height = min(self.last, self.height + self.growth)
-        return await super().fetch_blocks(peer, channel, from_height, max_blocks, pooled)
+        return await super().fetch_blocks(peer, channel, from_height, max_blocks, pooled, max_bytes)
 
 
 async def test_a_peer_that_had_no_more_is_asked_again_while_the_chain_grows(
@@ -480,7 +498,13 @@ async def test_a_sync_ends_when_no_peer_has_a_block_this_node_lacks_while_its_ti
 
     class Behind:
         async def fetch_blocks(
-            self, peer: PeerInfo, channel: str, from_height: int, n: int, pooled: Any = None
+            self,
+            peer: PeerInfo,
+            channel: str,
+            from_height: int,
+            n: int,
+            pooled: Any = None,
+            max_bytes: int = 0,
         ) -> FetchedRange:
             nonlocal calls
             calls += 1
@@ -495,28 +519,40 @@ async def test_a_sync_ends_when_no_peer_has_a_block_this_node_lacks_while_its_ti
 
 
 class NarrowPath:
-    """One peer holding final blocks up to `height` behind a path that brings at most `carries`
-    blocks within a range's deadline: a range of more runs out of time. Each call moves the
-    clock on (`clock`): a range that ran out of time by DEADLINE_S, one that came by the time
-    its blocks take on the path."""
+    """One peer holding final blocks of BLOCK_BYTES up to `height` behind a path that brings at
+    most `carries` bytes within a range's deadline: a range of more runs out of time. It sends
+    at most `max_bytes` (16 MiB when 0), and a block always. Each call moves the clock on
+    (`clock`): a range that ran out of time by DEADLINE_S, one that came by the time its bytes
+    take on the path."""
 
     DEADLINE_S = 10.0
+    BLOCK_BYTES = 1 << 20  # full blocks: 16 of them fill a range
 
     def __init__(self, height: int, carries: int) -> None:
         self.height, self.carries = height, carries
         self.clock = 1000.0
-        self.asked: list[int] = []
+        self.asked: list[int] = []  # the bytes each range asked for (0: the peer's bound)
+        self.blocks_asked: set[int] = set()
 
     async def fetch_blocks(
-        self, peer: PeerInfo, channel: str, from_height: int, max_blocks: int, pooled: Any = None
+        self,
+        peer: PeerInfo,
+        channel: str,
+        from_height: int,
+        max_blocks: int,
+        pooled: Any = None,
+        max_bytes: int = 0,
     ) -> FetchedRange:
-        self.asked.append(max_blocks)
-        if max_blocks > self.carries:
+        self.asked.append(max_bytes)
+        self.blocks_asked.add(max_blocks)
+        count = max(1, min(max_blocks, (max_bytes or 16 << 20) // self.BLOCK_BYTES))
+        last = min(self.height, from_height + count - 1)
+        blocks = tuple((_stand_in(h, h), None) for h in range(from_height, last + 1))
+        sent = max(1, len(blocks)) * self.BLOCK_BYTES
+        if sent > self.carries:
             self.clock += self.DEADLINE_S
             raise TransportTimeout(f"{peer.target}: DEADLINE_EXCEEDED Deadline Exceeded")
-        last = min(self.height, from_height + max_blocks - 1)
-        blocks = tuple((_stand_in(h, h), None) for h in range(from_height, last + 1))
-        self.clock += self.DEADLINE_S / (self.carries + 0.5) * max(1, len(blocks))
+        self.clock += self.DEADLINE_S * sent / self.carries
         proof = (_stand_in(last + 1, last + 1), None) if blocks else None
         return FetchedRange(blocks, self.height, proof)  # type: ignore[arg-type]
 
@@ -524,23 +560,25 @@ class NarrowPath:
 async def test_a_peer_whose_path_brings_less_than_a_range_in_time_is_asked_smaller_ranges(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A range has a deadline, not a size in bytes: 100 full blocks are 16 MiB and more, which a
-    path of less than ~13 Mbit/s does not bring in time. A range that ran out of time halves the
-    next asked of that peer; before, the same range was asked again and again, and the peer
-    never caught up. A full range brought in under a quarter of that time doubles the next, so
-    the size follows the path when it carries more again."""
+    """A range has a deadline, not a size: 16 full blocks are 16 MiB, which a path of less than
+    ~13 Mbit/s does not bring in time. A range that ran out of time halves the bytes asked of
+    that peer next; before, the same range was asked again and again, and the peer never caught
+    up. A range cut short by them (the peer had more) that came in under a quarter of that time
+    doubles them, so ranges grow back when the path carries more again."""
     peer = PeerInfo("hxfar", "127.0.0.1:1", 0)
-    chain, path = _Chain(), NarrowPath(300, carries=7)
+    mib = 1 << 20
+    chain, path = _Chain(), NarrowPath(300, carries=5 * mib)
     monkeypatch.setattr(catchup, "time", types.SimpleNamespace(monotonic=lambda: path.clock))
     up = CatchUp("alpha", path, lambda: [peer], lambda: chain.tip, chain.dispatch, 100)  # type: ignore[arg-type]
-    for _ in range(5):  # a pass that took nothing ends the sync; its loop starts another
+    for _ in range(3):  # a pass that took nothing ends the sync; its loop starts another
         await asyncio.wait_for(up.sync_once(), 60)
     assert chain.tip == 300
-    assert path.asked[:5] == [100, 50, 25, 12, 6], path.asked
-    assert set(path.asked[5:]) == {6}, path.asked  # 6 blocks came in time: asked again
-    # the path carries every range again (the load that shared it ended): the size grows back
-    path.height, path.carries, asked = 1000, 1000, len(path.asked)
+    assert path.asked[:3] == [0, 8 * mib, 4 * mib], path.asked
+    assert set(path.asked[3:]) == {4 * mib}, path.asked  # 4 blocks came in time: asked again
+    assert path.blocks_asked == {100}  # the blocks asked for stay SYNC_BATCH_BLOCKS
+    # the path carries every range again (the load that shared it ended): ranges grow back
+    path.height, path.carries, asked = 1000, 1 << 30, len(path.asked)
     await asyncio.wait_for(up.sync_once(), 60)
     assert chain.tip == 1000
-    assert path.asked[asked : asked + 6] == [6, 12, 24, 48, 96, 100], path.asked[asked:]
-    assert up._range_sizes == {}  # back to SYNC_BATCH_BLOCKS: nothing kept of the peer
+    assert path.asked[asked : asked + 4] == [4 * mib, 8 * mib, 0, 0], path.asked[asked:]
+    assert up._range_bytes == {}  # back to the peer's own bound: nothing kept of it
