@@ -115,6 +115,7 @@ class VirtualNetwork:
         self.host_link = f"lc{self.suffix}h"  # the root namespace's end of its veth pair
         self.namespaces = [f"lc{self.suffix}n{i}" for i in range(hosts)]
         self.blocked: set[tuple[int, int]] = set()
+        self.silent = False  # cuts made by the switch (partition(silent=True))
         self.created: list[str] = []  # namespaces made so far, for destroy
         self._pick_subnet()
 
@@ -260,21 +261,31 @@ class VirtualNetwork:
                 self._route("add", a, b)
                 self.blocked.add((a, b))
 
-    def partition(self, *groups: Iterable[int]) -> None:
+    def partition(self, *groups: Iterable[int], silent: bool = False) -> None:
         """Split the hosts into `groups`: hosts of different groups cannot reach each other (every
-        host still reaches the root and the hub namespaces)."""
+        host still reaches the root and the hub namespaces). By blackhole routes, which refuse a
+        host's own connection attempts at once (EINVAL); `silent` (a switched network): by the
+        switch, which drops their frames without a word, as a cut wire or a firewall does (an
+        attempt waits for its connect timeout)."""
         sides = [set(group) for group in groups]
         for i, side in enumerate(sides):
             for other in sides[i + 1 :]:
                 for a in side:
                     for b in other:
-                        self.cut(a, b)
+                        if silent:
+                            self._switch_command(f"cut {a} {b}")
+                            self.silent = True
+                        else:
+                            self.cut(a, b)
 
     def heal(self) -> None:
         """Remove every cut."""
         for a, b in sorted(self.blocked):
             self._route("del", a, b)
         self.blocked.clear()
+        if self.silent:
+            self._switch_command("join")
+            self.silent = False
 
     def add_delay(self, milliseconds: float) -> None:
         """Delay every frame between hosts, and between a host and the bridge, by `milliseconds`

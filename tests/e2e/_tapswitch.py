@@ -14,6 +14,11 @@ host's egress. Lines on stdin change the link, each answered "ok" on stdout:
 
     delay MS        the one-way delay (0: none)
     loss PERCENT    the share of frames dropped on arrival (0-100)
+    cut I J         drop every IP packet between ports I and J (indices in NAME order), both
+                    ways, without a word, as a firewall or a routed network's cut does; ARP
+                    still passes, so a connection attempt is not refused by its own host
+                    (EHOSTUNREACH, or EINVAL for a blackhole route) but waits for its timeout
+    join            remove every cut
 
 The caller moves the devices into other namespaces (`ip link set NAME netns NS`); they stay
 attached. The switch exits when its stdin closes, and its devices go with it. At most MAX_QUEUED
@@ -36,6 +41,7 @@ IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 MAX_FRAME = 65536
 MAX_QUEUED = 10_000
+ARP = b"\x08\x06"  # the EtherType of ARP frames, which a cut lets pass
 READS_PER_WAKE = 64  # frames read from one port before the others get a turn
 
 
@@ -62,6 +68,7 @@ class Switch:
         self.waiting: list[tuple[float, int, int, bytes]] = []  # (due, seq, in port, frame)
         self.seq = 0
         self.dropped = 0
+        self.cuts: set[tuple[int, int]] = set()  # (in port, out port): their frames are dropped
 
     def arrived(self, port: int, frame: bytes, now: float) -> None:
         if len(frame) < 14:
@@ -81,7 +88,7 @@ class Switch:
             out = self.where.get(destination) if not destination[0] & 1 else None
             targets = [out] if out is not None else [p for p in self.ports if p != port]
             for fd in targets:
-                if fd == port:
+                if fd == port or ((port, fd) in self.cuts and frame[12:14] != ARP):
                     continue
                 try:
                     os.write(fd, frame)
@@ -98,10 +105,19 @@ class Switch:
                 self.loss = min(max(float(words[1]), 0.0), 100.0) / 100
             elif words == ["dropped"]:
                 return f"ok {self.dropped}"
+            elif len(words) == 3 and words[0] == "cut":
+                if not all(0 <= int(word) < len(self.ports) for word in words[1:]):
+                    raise IndexError(line)
+                a, b = (self.ports[int(word)] for word in words[1:])
+                self.cuts |= {(a, b), (b, a)}
+            elif words == ["join"]:
+                self.cuts.clear()
             else:
                 return f"error: unknown command {line!r}"
         except ValueError:
             return f"error: not a number in {line!r}"
+        except IndexError:
+            return f"error: no such port in {line!r}"
         return "ok"
 
 

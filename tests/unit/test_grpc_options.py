@@ -37,3 +37,17 @@ def test_a_peer_link_pings_every_second_calls_open_or_not_and_servers_take_it() 
     other = dict(grpc_util.channel_options(CONFIG))
     assert other["grpc.keepalive_time_ms"] == grpc_util.CLIENT_PING_INTERVAL_MS
     assert "grpc.keepalive_permit_without_calls" not in other
+
+
+def test_a_connection_attempt_is_given_up_well_before_grpcs_twenty_seconds() -> None:
+    """gRPC gives a connection attempt 20 s by default: across a network that drops packets
+    silently, an attempt made during a cut held the connection's return up to ~8 s past the heal
+    (the kernel's SYN retransmissions). Every channel gives one up after MIN_CONNECT_TIMEOUT_MS,
+    room for the handshakes' three round trips between far peers and a lost packet, and beyond
+    gRPC's longest backoff between two attempts, so that the attempts follow each other."""
+    for watched in (False, True):
+        options = dict(grpc_util.channel_options(CONFIG, watched=watched))
+        connect = options["grpc.min_reconnect_backoff_ms"]
+        assert connect == grpc_util.MIN_CONNECT_TIMEOUT_MS
+        assert options["grpc.max_reconnect_backoff_ms"] <= connect < 20_000
+        assert connect >= 3 * 2 * 300 + 2 * 1000  # 3 round trips at 300 ms, 2 retransmissions

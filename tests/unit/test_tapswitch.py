@@ -111,3 +111,32 @@ def test_unknown_commands_and_runts_are_refused(pipes: list[tuple[int, int]]) ->
     assert switch.command("loss 5%").startswith("error: not a number")
     switch.arrived(pipes[0][1], b"short", 0.0)
     assert switch.waiting == [] and switch.where == {}
+
+
+def test_a_cut_drops_the_ip_frames_between_two_ports_both_ways_until_joined(
+    pipes: list[tuple[int, int]],
+) -> None:
+    ports = [write for _, write in pipes]
+    switch = Switch(ports)
+    switch.arrived(ports[0], frame(BROADCAST, A), 0.0)
+    switch.arrived(ports[1], frame(BROADCAST, B), 0.0)
+    switch.send_due(0.0)
+    [received(r) for r, _ in pipes]  # learnt: A on port 0, B on port 1
+    assert switch.command("cut 0 1") == "ok"
+    to_b, to_a, hello = frame(B, A), frame(A, B), frame(BROADCAST, A)
+    switch.arrived(ports[0], to_b, 0.0)
+    switch.arrived(ports[1], to_a, 0.0)
+    switch.arrived(ports[0], hello, 0.0)  # a broadcast still reaches the ports not cut off
+    switch.send_due(0.0)
+    assert [received(r) for r, _ in pipes] == [[], [], [hello]]
+    arp = B + A + b"\x08\x06" + b"x" * 50  # ARP passes: no host is told the other is gone
+    switch.arrived(ports[0], arp, 0.0)
+    switch.send_due(0.0)
+    assert [received(r) for r, _ in pipes] == [[], [arp], []]
+    assert switch.command("join") == "ok"
+    switch.arrived(ports[0], to_b, 0.0)
+    switch.send_due(0.0)
+    assert [received(r) for r, _ in pipes] == [[], [to_b], []]
+    assert switch.command("cut 0 7").startswith("error: no such port")
+    assert switch.command("cut -1 0").startswith("error: no such port")
+    assert switch.command("cut 0 x").startswith("error: not a number")
