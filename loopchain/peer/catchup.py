@@ -29,10 +29,8 @@ log = logging.getLogger(__name__)
 SYNC_PERIOD = 2.0
 FETCH_QUEUE_MAX = 64
 SYNC_CHUNK = 10  # synced blocks the consensus takes in one turn of the event loop
-AVOID_SECONDS = 30.0
-MIN_RANGE_BYTES = (
-    64 << 10
-)  # the fewest bytes a sync range asks for (one block always comes)  # a peer that served a malformed or invalid block is not asked for this long
+AVOID_SECONDS = 30.0  # a peer that served a malformed or invalid block is not asked for this long
+MIN_RANGE_BYTES = 64 << 10  # the fewest bytes a sync range asks for (one block always comes)
 
 Dispatch = Callable[[m.Event], list[m.Action]]
 Screen = Callable[[Sequence[tuple[Block, QuorumCertificate | None]]], str | None]
