@@ -85,7 +85,7 @@ class PeerTransport(Protocol):
     ) -> FetchedRange:
         """Final blocks from `from_height` on, with the proof of the last when it is the tip
         (`pooled`: as for fetch_block): at most `max_blocks`, and at most `max_bytes` of them
-        (0: as many as the other peer sends at once; one block always comes)."""
+        (0: as many as the other peer sends at once; two blocks always come)."""
         ...
 
     async def close(self) -> None: ...

@@ -9,6 +9,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from loopchain.consensus import messages as m
 from loopchain.p2p.peer_service import MAX_RANGE_REPLY_BYTES
@@ -30,10 +31,19 @@ SYNC_PERIOD = 2.0
 FETCH_QUEUE_MAX = 64
 SYNC_CHUNK = 10  # synced blocks the consensus takes in one turn of the event loop
 AVOID_SECONDS = 30.0  # a peer that served a malformed or invalid block is not asked for this long
-MIN_RANGE_BYTES = 64 << 10  # the fewest bytes a sync range asks for (one block always comes)
+MIN_RANGE_BYTES = 64 << 10  # the fewest bytes a sync range asks for (two blocks always come)
 
 Dispatch = Callable[[m.Event], list[m.Action]]
 Screen = Callable[[Sequence[tuple[Block, QuorumCertificate | None]]], str | None]
+
+
+class _RangeSize(NamedTuple):
+    """What a sync range asks of a peer whose ranges ran out of time (see CatchUp._sync_from),
+    and how long the last one that did took."""
+
+    max_bytes: int
+    blocks: int
+    slow_s: float
 
 
 class CatchUp:
@@ -77,9 +87,9 @@ class CatchUp:
         self._sync_wanted = asyncio.Event()
         self._avoid: dict[str, float] = {}  # target -> monotonic time until which it is avoided
         self._warned: dict[str, float] = {}  # target -> when its avoidance was last a WARNING
-        # target -> (the bytes a range asks of it, how long the last range that ran out of time
-        # took): for a peer whose ranges ran out of time (see _sync_from)
-        self._range_bytes: dict[str, tuple[int, float]] = {}
+        # target -> what a range asks of it: for a peer whose ranges ran out of time (see
+        # _sync_from)
+        self._range_sizes: dict[str, _RangeSize] = {}
 
     def want_block(self, block_hash: bytes, vouched: bool = True) -> None:
         """Fetch this block soon: before any name not `vouched` for (by a certificate that
@@ -213,42 +223,54 @@ class CatchUp:
         while True:
             taken = 0
             peers = self._shuffled_others()
-            if len(self._range_bytes) > len(peers):  # bounded: peers no longer listed forgotten
+            if len(self._range_sizes) > len(peers):  # bounded: peers no longer listed forgotten
                 listed = {peer.target for peer in peers}
-                self._range_bytes = {t: v for t, v in self._range_bytes.items() if t in listed}
+                self._range_sizes = {t: v for t, v in self._range_sizes.items() if t in listed}
             for peer in peers:
                 taken += await self._sync_from(peer)
             if not taken:
                 return self.tip_height() - start_height
 
     async def _sync_from(self, peer: PeerInfo) -> int:
-        """Take one range from `peer`; how many of its blocks this node did not have.
+        """Take one range from `peer`; how many of its blocks became final here.
 
         A range has a deadline, not a size: up to SYNC_BATCH_BLOCKS blocks and 16 MiB
         (MAX_RANGE_REPLY_BYTES), which a path carrying less than ~13 Mbit/s does not bring in
         time; asked again and again, such a peer never caught up. A range that runs out of time
-        halves the bytes asked of that peer next (down to MIN_RANGE_BYTES: a block always
-        comes), and one cut short by them (the peer has more) that came in under a quarter of
-        that time doubles them, so that ranges follow the path."""
-        asked, slow_s = self._range_bytes.get(peer.target, (0, 0.0))
+        halves the bytes (BlockRangeRequest.max_bytes: down to MIN_RANGE_BYTES; the peer sends
+        two blocks whatever they say) and the blocks (down to two: a peer of an earlier version
+        reads no bytes) asked of that peer next; one cut short by them (the peer has more) that
+        came in under a quarter of that time doubles them, so that ranges follow the path."""
+        size = self._range_sizes.get(peer.target)
+        asked_bytes, asked_blocks = (size.max_bytes, size.blocks) if size else (0, self.sync_batch)
         began = time.monotonic()
         try:
             fetched = await self.transport.fetch_blocks(
-                peer, self.channel, self.tip_height() + 1, self.sync_batch, self.pooled, asked
+                peer,
+                self.channel,
+                self.tip_height() + 1,
+                asked_blocks,
+                self.pooled,
+                asked_bytes,
             )
         except MalformedReply as exc:
             self.avoid(peer, str(exc))
             return 0
         except TransportTimeout as exc:
-            half = max(MIN_RANGE_BYTES, (asked or MAX_RANGE_REPLY_BYTES) // 2)
-            self._range_bytes[peer.target] = (half, time.monotonic() - began)
+            smaller = _RangeSize(
+                max(MIN_RANGE_BYTES, (asked_bytes or MAX_RANGE_REPLY_BYTES) // 2),
+                max(2, asked_blocks // 2),
+                time.monotonic() - began,
+            )
+            self._range_sizes[peer.target] = smaller
             log.log(
-                logging.INFO if half < (asked or MAX_RANGE_REPLY_BYTES) else logging.DEBUG,
-                "channel %s: a range from %s ran out of time (%s): asking %d KiB",
+                logging.DEBUG if size is not None and smaller[:2] == size[:2] else logging.INFO,
+                "channel %s: a range from %s ran out of time (%s): asking %d blocks, %d KiB",
                 self.channel,
                 peer.target,
                 exc,
-                half >> 10,
+                smaller.blocks,
+                smaller.max_bytes >> 10,
             )
             return 0
         except TransportError as exc:
@@ -256,17 +278,22 @@ class CatchUp:
             return 0
         blocks = fetched.blocks
         cut_short = bool(blocks) and blocks[-1][0].height < fetched.tip_height
-        if asked and cut_short and 4 * (time.monotonic() - began) < slow_s:
-            if asked * 2 >= MAX_RANGE_REPLY_BYTES:
-                self._range_bytes.pop(peer.target, None)
+        if size is not None and cut_short and 4 * (time.monotonic() - began) < size.slow_s:
+            larger = _RangeSize(
+                min(MAX_RANGE_REPLY_BYTES, size.max_bytes * 2),
+                min(self.sync_batch, size.blocks * 2),
+                size.slow_s,
+            )
+            if larger.max_bytes == MAX_RANGE_REPLY_BYTES and larger.blocks == self.sync_batch:
+                self._range_sizes.pop(peer.target, None)
             else:
-                self._range_bytes[peer.target] = (asked * 2, slow_s)
+                self._range_sizes[peer.target] = larger
         tip = self.tip_height()
-        new = sum(1 for block, _ in fetched.blocks if block.height > tip)
-        if fetched.blocks and not await self._take(fetched):
+        if blocks and not await self._take(fetched):
             self.avoid(peer, "it served an invalid block")
             return 0
-        return new
+        # those that became final here: a pass that proved none final ends the sync
+        return sum(1 for block, _ in blocks if tip < block.height <= self.tip_height())
 
     async def _take(self, fetched: FetchedRange) -> bool:
         """Hand a synced range to the consensus SYNC_CHUNK blocks at a time, each chunk's last

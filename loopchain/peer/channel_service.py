@@ -999,20 +999,23 @@ class ChannelService:
         self, from_height: int, max_blocks: int, max_bytes: int = 0
     ) -> BlockRangeResult:
         """Final blocks from `from_height` on: at most `max_blocks`, and at most `max_bytes` of
-        them (0: this peer's own bound, range_reply_bytes; one block always goes)."""
+        them (0: this peer's own bound, range_reply_bytes). One block always goes, and two
+        within this peer's bound whatever `max_bytes` says: a range proves its blocks final but
+        the last (by the next one's certificate; the last by the proof when it is the tip), so
+        one block alone proved nothing, and a caller asking for fewer bytes synced none."""
         tip = self.store.tip_height()
         last = min(tip, from_height + max_blocks - 1)
         blocks: list[tuple[bytes, bytes]] = []
         largest = max_proposal_bytes(int(self.config.MAX_BLOCK_KBYTES))
         size = 0
         bound = min(int(self.config.GRPC_MAX_MESSAGE_BYTES) // 2, range_reply_bytes(largest))
-        max_bytes = min(max_bytes, bound) if max_bytes > 0 else bound
+        asked = min(max_bytes, bound) if max_bytes > 0 else bound
         for height in range(max(0, from_height), last + 1):
             encoded = self.store.encoded_at(height)
             if encoded is None:
                 break
             size += len(encoded[0]) + len(encoded[1])
-            if blocks and size > max_bytes:  # the rest in the next call; one block always goes
+            if (blocks and size > bound) or (len(blocks) >= 2 and size > asked):  # the rest next
                 last = height - 1
                 break
             blocks.append(encoded)

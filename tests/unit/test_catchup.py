@@ -521,7 +521,8 @@ async def test_a_sync_ends_when_no_peer_has_a_block_this_node_lacks_while_its_ti
 class NarrowPath:
     """One peer holding final blocks of BLOCK_BYTES up to `height` behind a path that brings at
     most `carries` bytes within a range's deadline: a range of more runs out of time. It sends
-    at most `max_bytes` (16 MiB when 0), and a block always. Each call moves the clock on
+    as a peer does: at most `max_bytes` (16 MiB when 0) but two blocks always, at most
+    `max_blocks`, the proof of the last only when it is the tip. Each call moves the clock on
     (`clock`): a range that ran out of time by DEADLINE_S, one that came by the time its bytes
     take on the path."""
 
@@ -531,8 +532,7 @@ class NarrowPath:
     def __init__(self, height: int, carries: int) -> None:
         self.height, self.carries = height, carries
         self.clock = 1000.0
-        self.asked: list[int] = []  # the bytes each range asked for (0: the peer's bound)
-        self.blocks_asked: set[int] = set()
+        self.asked: list[tuple[int, int]] = []  # (bytes, blocks) each range asked for
 
     async def fetch_blocks(
         self,
@@ -543,9 +543,9 @@ class NarrowPath:
         pooled: Any = None,
         max_bytes: int = 0,
     ) -> FetchedRange:
-        self.asked.append(max_bytes)
-        self.blocks_asked.add(max_blocks)
-        count = max(1, min(max_blocks, (max_bytes or 16 << 20) // self.BLOCK_BYTES))
+        await asyncio.sleep(0)
+        self.asked.append((max_bytes, max_blocks))
+        count = min(max_blocks, max(2, (max_bytes or 16 << 20) // self.BLOCK_BYTES))
         last = min(self.height, from_height + count - 1)
         blocks = tuple((_stand_in(h, h), None) for h in range(from_height, last + 1))
         sent = max(1, len(blocks)) * self.BLOCK_BYTES
@@ -553,32 +553,74 @@ class NarrowPath:
             self.clock += self.DEADLINE_S
             raise TransportTimeout(f"{peer.target}: DEADLINE_EXCEEDED Deadline Exceeded")
         self.clock += self.DEADLINE_S * sent / self.carries
-        proof = (_stand_in(last + 1, last + 1), None) if blocks else None
+        proof = (_stand_in(last + 1, last + 1), None) if blocks and last == self.height else None
         return FetchedRange(blocks, self.height, proof)  # type: ignore[arg-type]
+
+
+def _narrow(
+    monkeypatch: pytest.MonkeyPatch, height: int, carries: int
+) -> tuple[CatchUp, _Chain, NarrowPath]:
+    peer = PeerInfo("hxfar", "127.0.0.1:1", 0)
+    chain, path = _Chain(), NarrowPath(height, carries)
+    monkeypatch.setattr(catchup, "time", types.SimpleNamespace(monotonic=lambda: path.clock))
+    up = CatchUp("alpha", path, lambda: [peer], lambda: chain.tip, chain.dispatch, 100)  # type: ignore[arg-type]
+    return up, chain, path
 
 
 async def test_a_peer_whose_path_brings_less_than_a_range_in_time_is_asked_smaller_ranges(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A range has a deadline, not a size: 16 full blocks are 16 MiB, which a path of less than
-    ~13 Mbit/s does not bring in time. A range that ran out of time halves the bytes asked of
-    that peer next; before, the same range was asked again and again, and the peer never caught
-    up. A range cut short by them (the peer had more) that came in under a quarter of that time
-    doubles them, so ranges grow back when the path carries more again."""
-    peer = PeerInfo("hxfar", "127.0.0.1:1", 0)
+    ~13 Mbit/s does not bring in time. A range that ran out of time halves the bytes (and the
+    blocks, for peers of earlier versions) asked of that peer next; before, the same range was
+    asked again and again, and the peer never caught up. A range cut short by them (the peer had
+    more) that came in under a quarter of that time doubles them, so ranges grow back when the
+    path carries more again."""
     mib = 1 << 20
-    chain, path = _Chain(), NarrowPath(300, carries=5 * mib)
-    monkeypatch.setattr(catchup, "time", types.SimpleNamespace(monotonic=lambda: path.clock))
-    up = CatchUp("alpha", path, lambda: [peer], lambda: chain.tip, chain.dispatch, 100)  # type: ignore[arg-type]
+    up, chain, path = _narrow(monkeypatch, 300, carries=5 * mib)
     for _ in range(3):  # a pass that took nothing ends the sync; its loop starts another
         await asyncio.wait_for(up.sync_once(), 60)
     assert chain.tip == 300
-    assert path.asked[:3] == [0, 8 * mib, 4 * mib], path.asked
-    assert set(path.asked[3:]) == {4 * mib}, path.asked  # 4 blocks came in time: asked again
-    assert path.blocks_asked == {100}  # the blocks asked for stay SYNC_BATCH_BLOCKS
+    assert path.asked[:3] == [(0, 100), (8 * mib, 50), (4 * mib, 25)], path.asked
+    assert set(path.asked[3:]) == {(4 * mib, 25)}, path.asked  # 4 blocks came: asked again
     # the path carries every range again (the load that shared it ended): ranges grow back
     path.height, path.carries, asked = 1000, 1 << 30, len(path.asked)
     await asyncio.wait_for(up.sync_once(), 60)
     assert chain.tip == 1000
-    assert path.asked[asked : asked + 4] == [4 * mib, 8 * mib, 0, 0], path.asked[asked:]
-    assert up._range_bytes == {}  # back to the peer's own bound: nothing kept of it
+    grown = [(4 * mib, 25), (8 * mib, 50), (0, 100), (0, 100)]
+    assert path.asked[asked : asked + 4] == grown, path.asked[asked:]
+    assert up._range_sizes == {}  # back to the peer's own bound: nothing kept of it
+
+
+async def test_a_path_that_brings_two_blocks_in_time_syncs_them_two_by_two(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A range proves its blocks final but the last (by the next one's certificate), so a range
+    of one block without the proof proved nothing: a path that brought fewer than three full
+    blocks in time had the sync ask one block again and again, for good (a review). Two blocks
+    always come, whatever the bytes asked, and a pass that proves none final ends the sync."""
+    up, chain, path = _narrow(monkeypatch, 60, carries=(5 << 20) // 2)
+    for _ in range(6):
+        await asyncio.wait_for(up.sync_once(), 60)
+    assert chain.tip == 60
+    assert len(path.asked) < 80, len(path.asked)  # a block proven final a range, about
+
+
+async def test_a_pass_that_proves_no_block_final_ends_the_sync() -> None:
+    """A range of blocks none of which it proves final (one block without the proof, from a
+    peer of an earlier version) takes nothing: the pass ends. Counting the blocks received kept
+    the sync asking the same range back to back, for good (a review)."""
+    chain = _Chain()
+    calls = 0
+
+    class OneUnproven:
+        async def fetch_blocks(self, *args: Any) -> FetchedRange:
+            nonlocal calls
+            calls += 1
+            assert calls < 1000, "the sync never ended"
+            return FetchedRange(((_stand_in(1, 1), None),), 50, None)  # type: ignore[arg-type]
+
+    peer = PeerInfo("hxold", "127.0.0.1:1", 0)
+    up = CatchUp("alpha", OneUnproven(), lambda: [peer], lambda: chain.tip, chain.dispatch, 100)  # type: ignore[arg-type]
+    assert await asyncio.wait_for(up.sync_once(), 60) == 0
+    assert calls == 1 and chain.tip == 0

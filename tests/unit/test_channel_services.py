@@ -219,20 +219,23 @@ async def test_three_go_on_without_the_fourth_which_catches_up(cluster: Cluster)
     assert_agree(services)
 
 
-async def test_a_block_range_holds_at_most_the_bytes_asked_for_and_a_block_always(
+async def test_a_block_range_holds_at_most_the_bytes_asked_for_and_two_blocks_always(
     cluster: Cluster,
 ) -> None:
     """A caller behind a narrow path asks a range of fewer bytes (BlockRangeRequest.max_bytes,
-    see CatchUp._sync_from); 0 leaves the peer's own bound, and a block always goes."""
+    see CatchUp._sync_from); 0 leaves the peer's own bound. Two blocks always go (within the
+    peer's own bound): a range proves final all its blocks but the last, and one block alone
+    proved nothing."""
     service = cluster.services[0]
-    for n in range(3):
+    for n in range(4):
         hashes = await submit(service, 4, f"batch {n}")
         await cluster.wait(lambda h=hashes: cluster.final_everywhere(h, [service]), "final")
-    sizes = [sum(map(len, service.store.encoded_at(h) or ())) for h in range(3)]
+    sizes = [sum(map(len, service.store.encoded_at(h) or ())) for h in range(4)]
     assert len(service.block_range(0, 100).blocks) == service.store.tip_height() + 1
-    assert len(service.block_range(0, 100, sizes[0] + sizes[1]).blocks) == 2
-    assert len(service.block_range(0, 100, sizes[0] + sizes[1] - 1).blocks) == 1
-    assert len(service.block_range(0, 100, 1).blocks) == 1
+    assert len(service.block_range(0, 100, sum(sizes[:3])).blocks) == 3
+    assert len(service.block_range(0, 100, sum(sizes[:3]) - 1).blocks) == 2
+    assert len(service.block_range(0, 100, 1).blocks) == 2
+    assert len(service.block_range(0, 1, 1).blocks) == 1  # (and at most the blocks asked)
 
 
 async def test_a_round_without_progress_is_logged_with_its_leader_before_the_complaint(

@@ -35,6 +35,24 @@ def test_a_lazy_module_runs_when_an_attribute_is_first_read(
     monkeypatch.delitem(sys.modules, "lazy_probe")
 
 
+def test_a_lazy_submodule_is_named_by_its_package_as_an_import_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "lazy_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "part.py").write_text("Y = 5\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    parent = importlib.import_module("lazy_pkg")
+    module = lazy_module("lazy_pkg.part")
+    assert parent.part is module  # type: ignore[attr-defined]
+    assert parent.part.Y == 5  # type: ignore[attr-defined]
+    monkeypatch.delitem(sys.modules, "lazy_pkg.part")
+    monkeypatch.delitem(sys.modules, "lazy_pkg")
+
+
 def test_a_missing_module_is_an_import_error_at_once() -> None:
     with pytest.raises(ImportError, match="no_such_module_here"):
         lazy_module("no_such_module_here")
