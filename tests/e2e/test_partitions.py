@@ -221,12 +221,31 @@ def _snapshot(net: LocalNetwork, ports: Sequence[int]) -> dict[int, tuple[int, s
 
 
 def test_two_two_split_halts_without_fork_and_heals(net: NamespacedNetwork) -> None:
+    _two_two_split(net, silent=False)
+
+
+def test_a_two_two_split_that_drops_packets_silently_halts_without_fork_and_heals(
+    tmp_path: Path,
+) -> None:
+    """As above, the sides cut apart by the switch, which drops their packets without a word (a
+    firewall, a routed network's cut): calls and connection attempts across the cut wait for
+    their deadlines instead of being refused at once by the blackhole routes."""
+    reason = switch_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no userspace switch here: {reason}")
+    with _network(tmp_path, switched=True) as net:
+        _two_two_split(net, silent=True)
+
+
+def _two_two_split(net: NamespacedNetwork, silent: bool) -> None:
     ports = sorted(net.peers)
     start_height = _warm_up(net, ports)
     leader = _leader_port(net, ports)
     side_a = [leader, next(p for p in ports if p != leader)]
     side_b = [p for p in ports if p not in side_a]
-    net.vnet.partition([net.host_of(p) for p in side_a], [net.host_of(p) for p in side_b])
+    net.vnet.partition(
+        [net.host_of(p) for p in side_a], [net.host_of(p) for p in side_b], silent=silent
+    )
     before = _snapshot(net, ports)
     complaints = {p: int(net.status(p)["leader_complaint"]) for p in ports}
 
@@ -259,7 +278,10 @@ def test_two_two_split_halts_without_fork_and_heals(net: NamespacedNetwork) -> N
     _wait_same_tip(net, ports, 60)
     top = _assert_agree(net, ports)
     assert top > start_height
-    print(f"2-2: held height {start_height} for {window:.0f} s; healed to {top} in {took:.1f} s")
+    print(
+        f"2-2{' (silent)' if silent else ''}: held height {start_height} for {window:.0f} s; "
+        f"healed to {top} in {took:.1f} s"
+    )
 
 
 def test_three_one_split_majority_goes_on_and_minority_catches_up(net: NamespacedNetwork) -> None:
