@@ -43,6 +43,10 @@ PROBE_S = 1.0  # an idle lane to a peer that cannot be reached tries to open a s
 # connected (GrpcTransport.connect: each member list names the member) within this long: a link
 # to a peer no longer listed goes quiet
 KEEP_READY_S = 600.0
+# a link unused this long (no message, no fetch, not listed) is closed when another is made: a
+# peer's links are bounded by the peers it talked to lately, not by all it ever did (members
+# come and go, move to other targets, over a life)
+FORGET_LINK_S = 2 * KEEP_READY_S
 STREAM_DEADLINE_S = 600.0  # the deadline of a lane's stream (one left idle ends by it)
 LANE_BYTES = 64 << 20  # the bytes a lane holds (beside its bound by count)
 # a stream refused for these: the peer takes the same messages one call each
@@ -350,6 +354,10 @@ class PeerLink:
         """Whether idle lanes keep their streams ready now (see KEEP_READY_S)."""
         return self.keep_ready and time.monotonic() - self._used < KEEP_READY_S
 
+    def unused_for(self) -> float:
+        """Seconds since the link was last used (see `used`)."""
+        return time.monotonic() - self._used
+
     def reached(self) -> None:
         """A lane's message (or stream) went through."""
         self._reachable()
@@ -465,6 +473,7 @@ class PeerLink:
         """Final blocks from `from_height` on, decoded (TransportError if failed or malformed,
         TransportTimeout when the range did not come within its deadline; `pooled`: see
         Block.decode)."""
+        self.used()
         await self._fetch_admitted()
         deadline = self.timeout * 2
         began = time.monotonic()
@@ -513,6 +522,7 @@ class PeerLink:
     ) -> Block | None:
         """A block (final or not) by hash, None when the peer does not have it (`pooled`: see
         Block.decode)."""
+        self.used()
         await self._fetch_admitted()
         try:
             reply = await self.stub.GetBlock(
@@ -547,6 +557,7 @@ class GrpcTransport:
         self.tls = tls
         self.links: dict[str, PeerLink] = {}
         self._when_back: list[Callable[[PeerInfo], None]] = []
+        self._closing: set[asyncio.Task[None]] = set()  # links forgotten, being closed
 
     @staticmethod
     def _key(peer: PeerInfo) -> str:
@@ -563,9 +574,20 @@ class GrpcTransport:
                 server_name=peer.peer_id,
                 on_back=lambda: self._back(peer),
             )
+            self._forget_unused()
             link.start()
             self.links[key] = link
         return link
+
+    def _forget_unused(self) -> None:
+        """Close the links unused for FORGET_LINK_S (in the background: what they held is
+        dropped); one is made again when its peer is talked to."""
+        for key, link in list(self.links.items()):
+            if link.unused_for() >= FORGET_LINK_S:
+                del self.links[key]
+                closing = asyncio.create_task(link.close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
 
     def send_consensus(
         self, peer: PeerInfo, channel: str, sender: str, payload: ConsensusPayload
@@ -612,3 +634,4 @@ class GrpcTransport:
     async def close(self) -> None:
         for link in self.links.values():
             await link.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)

@@ -397,10 +397,16 @@ class ChannelService:
             del self._missing_since[peer_id]
             self._missing_warned.discard(peer_id)
         newcomers = [p for p in self.members.values() if p.peer_id not in known]
-        for peer in self._other_peers() if not self.halted else ():
-            self.transport.connect(peer)  # its link ready: its first message goes at once
+        self.keep_members_ready()
         for peer in newcomers if not self.halted else ():
             self._send_recent(peer, list(self._recent))
+
+    def keep_members_ready(self) -> None:
+        """The links to the other members ready, their first message going at once (called at
+        each heartbeat too: an idle channel's links to its members are kept, where those to
+        peers talked to no more are closed in time)."""
+        for peer in self._other_peers() if not self.halted else ():
+            self.transport.connect(peer)
 
     def _peer_back(self, peer: PeerInfo) -> None:
         """A member that could not be reached (cut off, or down) takes messages again: what this

@@ -663,6 +663,8 @@ class PeerNode:
                 if versions.get(name) != version or not service.members or wanted:
                     await self._refresh_peers(rs, service)
                     versions[name] = version
+                else:
+                    service.keep_members_ready()
             except (RadioStationUnreachable, RadioStationRefused) as exc:
                 if isinstance(exc, RadioStationBusy):
                     self._warn_busy(exc)

@@ -1151,3 +1151,22 @@ async def _serve_until_killed(port: int) -> None:
 
 if __name__ == "__main__":  # a receiver in a process of its own, which a test can stop
     asyncio.run(_serve_until_killed(int(sys.argv[1])))
+
+
+async def test_a_link_unused_for_long_is_closed_when_another_is_made() -> None:
+    """A peer's links are bounded by the peers it talked to lately: one unused for FORGET_LINK_S
+    (a peer no longer listed, one that moved to another target) is closed when another link is
+    made, and made again if its peer is talked to again. Before, every link ever made stayed."""
+    transport = GrpcTransport(CONFIG)
+    old, kept, new = (PeerInfo(f"hx{n}", f"127.0.0.1:{free_port_pair()}", n) for n in range(3))
+    try:
+        first, second = transport.link(old), transport.link(kept)
+        first._used -= peer_client.FORGET_LINK_S  # as if unused that long
+        transport.link(new)
+        assert set(transport.links) == {transport._key(kept), transport._key(new)}
+        assert transport.links[transport._key(kept)] is second
+        await asyncio.wait_for(asyncio.gather(*transport._closing), 30)
+        assert all(task.done() for task in first._tasks)  # its lanes ended
+        assert transport.link(old) is not first
+    finally:
+        await transport.close()

@@ -534,6 +534,10 @@ async def test_a_peer_connects_to_each_member_the_list_names(tmp_path: Path) -> 
         assert [c for c in network.connected if c[0] == me] == [
             (me, p.peer_id) for p in cluster.peers[1:3] + cluster.peers[1:]
         ]
+        # each heartbeat keeps them ready too (an idle channel's links to its members are kept)
+        network.connected.clear()
+        first.keep_members_ready()
+        assert network.connected == [(me, p.peer_id) for p in cluster.peers[1:]]
     finally:
         await cluster.stop()
 
