@@ -577,6 +577,8 @@ class GrpcTransport:
             self._forget_unused()
             link.start()
             self.links[key] = link
+        else:
+            link.used()  # each caller uses it: a message queued on it is not forgotten with it
         return link
 
     def _forget_unused(self) -> None:
@@ -587,7 +589,12 @@ class GrpcTransport:
                 del self.links[key]
                 closing = asyncio.create_task(link.close())
                 self._closing.add(closing)
-                closing.add_done_callback(self._closing.discard)
+                closing.add_done_callback(self._closed)
+
+    def _closed(self, closing: asyncio.Task[None]) -> None:
+        self._closing.discard(closing)
+        if not closing.cancelled() and closing.exception() is not None:
+            log.warning("closing an unused link failed: %r", closing.exception())
 
     def send_consensus(
         self, peer: PeerInfo, channel: str, sender: str, payload: ConsensusPayload
@@ -632,6 +639,7 @@ class GrpcTransport:
         )
 
     async def close(self) -> None:
-        for link in self.links.values():
+        links, self.links = self.links, {}
+        for link in links.values():
             await link.close()
         await asyncio.gather(*self._closing, return_exceptions=True)

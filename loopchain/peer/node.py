@@ -672,6 +672,8 @@ class PeerNode:
                     log.debug("heartbeat to RadioStation failed: %s", exc)
                 if not service.members:
                     service.set_members(self._cached_members(name))
+                else:  # the members last known still are: their links stay ready
+                    service.keep_members_ready()
                 unknown = isinstance(exc, RadioStationRefused) and exc.unknown_peer
                 if unknown and name not in self._ungranted:
                     await self._register_again(rs)

@@ -1149,10 +1149,6 @@ async def _serve_until_killed(port: int) -> None:
         await served.server.stop(grace=0)
 
 
-if __name__ == "__main__":  # a receiver in a process of its own, which a test can stop
-    asyncio.run(_serve_until_killed(int(sys.argv[1])))
-
-
 async def test_a_link_unused_for_long_is_closed_when_another_is_made() -> None:
     """A peer's links are bounded by the peers it talked to lately: one unused for FORGET_LINK_S
     (a peer no longer listed, one that moved to another target) is closed when another link is
@@ -1170,3 +1166,7 @@ async def test_a_link_unused_for_long_is_closed_when_another_is_made() -> None:
         assert transport.link(old) is not first
     finally:
         await transport.close()
+
+
+if __name__ == "__main__":  # a receiver in a process of its own, which a test can stop
+    asyncio.run(_serve_until_killed(int(sys.argv[1])))

@@ -16,6 +16,7 @@ class HeartbeatChannel:
         self.members: list[PeerInfo] = []
         self.role = role
         self.received: list[object] = []  # the consensus events it was given
+        self.kept_ready = 0  # heartbeats that kept its links to the members ready
 
     def status(self) -> dict[str, int | str]:
         return {"peer_type": 0, "block_height": 0, "role": self.role}
@@ -25,3 +26,6 @@ class HeartbeatChannel:
 
     def receive(self, event: object) -> None:
         self.received.append(event)
+
+    def keep_members_ready(self) -> None:
+        self.kept_ready += 1

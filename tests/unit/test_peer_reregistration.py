@@ -391,3 +391,19 @@ async def test_a_peer_starting_answers_not_now_and_an_unknown_channel_not_served
     with pytest.raises(RequestError) as unknown:
         node.channel("nosuch")
     assert unknown.value.kind is ErrorKind.NOT_FOUND
+
+
+async def test_each_heartbeat_keeps_the_links_to_the_members_ready(tmp_path: Path) -> None:
+    """A link unused for FORGET_LINK_S is closed when another is made: an idle channel keeps its
+    links to its members through its heartbeats, answered with the member list's version
+    unchanged (the list is not fetched again) or refused (the members last known still are)."""
+    node, rs = _node(tmp_path), RadioStation(None, None)
+    channel = node.channels[CHANNEL]
+    versions: dict[str, int] = {}
+    await node._heartbeats(rs, versions, False)  # type: ignore[arg-type]
+    assert rs.lists == 1 and channel.kept_ready == 0  # type: ignore[attr-defined]
+    await node._heartbeats(rs, versions, False)  # type: ignore[arg-type]
+    assert rs.lists == 1 and channel.kept_ready == 1  # type: ignore[attr-defined]
+    rs.refusal = ResponseCode.FAIL  # refused (its clock, say)
+    await node._heartbeats(rs, versions, False)  # type: ignore[arg-type]
+    assert channel.kept_ready == 2  # type: ignore[attr-defined]
