@@ -473,7 +473,6 @@ class PeerLink:
         """Final blocks from `from_height` on, decoded (TransportError if failed or malformed,
         TransportTimeout when the range did not come within its deadline; `pooled`: see
         Block.decode)."""
-        self.used()
         await self._fetch_admitted()
         deadline = self.timeout * 2
         began = time.monotonic()
@@ -522,7 +521,6 @@ class PeerLink:
     ) -> Block | None:
         """A block (final or not) by hash, None when the peer does not have it (`pooled`: see
         Block.decode)."""
-        self.used()
         await self._fetch_admitted()
         try:
             reply = await self.stub.GetBlock(
@@ -577,8 +575,8 @@ class GrpcTransport:
             self._forget_unused()
             link.start()
             self.links[key] = link
-        else:
-            link.used()  # each caller uses it: a message queued on it is not forgotten with it
+        else:  # each caller uses it (sends, fetches, connects): marked so, it is not forgotten
+            link.used()  # with a message queued on it
         return link
 
     def _forget_unused(self) -> None:
@@ -605,8 +603,7 @@ class GrpcTransport:
         self.link(peer).send(pb.TxBatch(channel=channel, txs=[tx.encode() for tx in txs]))
 
     def connect(self, peer: PeerInfo) -> None:
-        link = self.link(peer)  # a new link opens its lanes' streams at once
-        link.used()
+        self.link(peer)  # a new link opens its lanes' streams at once; one made is marked used
 
     def when_back(self, callback: Callable[[PeerInfo], None]) -> None:
         self._when_back.append(callback)

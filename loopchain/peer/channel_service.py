@@ -1021,7 +1021,7 @@ class ChannelService:
             if encoded is None:
                 break
             size += len(encoded[0]) + len(encoded[1])
-            if (blocks and size > bound) or (len(blocks) >= 2 and size > asked):  # the rest next
+            if (blocks and size > bound) or (len(blocks) >= 2 and size > asked):  # next call
                 last = height - 1
                 break
             blocks.append(encoded)

@@ -663,8 +663,6 @@ class PeerNode:
                 if versions.get(name) != version or not service.members or wanted:
                     await self._refresh_peers(rs, service)
                     versions[name] = version
-                else:
-                    service.keep_members_ready()
             except (RadioStationUnreachable, RadioStationRefused) as exc:
                 if isinstance(exc, RadioStationBusy):
                     self._warn_busy(exc)
@@ -672,8 +670,6 @@ class PeerNode:
                     log.debug("heartbeat to RadioStation failed: %s", exc)
                 if not service.members:
                     service.set_members(self._cached_members(name))
-                else:  # the members last known still are: their links stay ready
-                    service.keep_members_ready()
                 unknown = isinstance(exc, RadioStationRefused) and exc.unknown_peer
                 if unknown and name not in self._ungranted:
                     await self._register_again(rs)
@@ -686,6 +682,9 @@ class PeerNode:
                     # whom to sync from, and peers that had one never learnt who joined after
                     # (a RadioStation 40 s ahead kept a fresh network from making any block)
                     await self._follow_sets(rs, service)
+            # answered or not, the members (listed, or last known) stay its members: an idle
+            # channel's links to them are kept (a link unused for long is closed: peer_client)
+            service.keep_members_ready()
         self._judge_clock(rs.clock_offset)
         await self._follow_revocations(rs)
 

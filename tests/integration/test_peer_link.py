@@ -1168,5 +1168,30 @@ async def test_a_link_unused_for_long_is_closed_when_another_is_made() -> None:
         await transport.close()
 
 
+async def test_a_forgotten_link_that_fails_to_close_is_logged_and_the_transport_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    transport = GrpcTransport(CONFIG)
+    old, new = (PeerInfo(f"hx{n}", f"127.0.0.1:{free_port_pair()}", n) for n in range(2))
+    try:
+        first = transport.link(old)
+        real_close = first.close
+
+        async def failing_close() -> None:
+            await real_close()
+            raise OSError("closing failed here")
+
+        first.close = failing_close  # type: ignore[method-assign]
+        first._used -= peer_client.FORGET_LINK_S
+        with caplog.at_level(logging.WARNING, logger="loopchain.p2p.peer_client"):
+            transport.link(new)
+            await asyncio.wait_for(asyncio.gather(*transport._closing, return_exceptions=True), 30)
+        assert "closing an unused link failed: OSError('closing failed here')" in caplog.text
+        assert transport._closing == set()
+        assert set(transport.links) == {transport._key(new)}
+    finally:
+        await transport.close()
+
+
 if __name__ == "__main__":  # a receiver in a process of its own, which a test can stop
     asyncio.run(_serve_until_killed(int(sys.argv[1])))

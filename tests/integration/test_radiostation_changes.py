@@ -354,6 +354,9 @@ class _Channel:
     def receive(self, event: object) -> None:
         self.sets.append(event)
 
+    def keep_members_ready(self) -> None:
+        pass  # no links here
+
 
 async def test_a_peer_whose_clock_is_off_is_told_so_and_still_learns_its_members(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
