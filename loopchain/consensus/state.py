@@ -480,7 +480,6 @@ class ChannelConsensus:
         )
         roots = self.roots_at(self.executed_height) if self.executed_height >= 0 else None
         state_root, results_hash = roots or (EMPTY_ROOT, EMPTY_ROOT)
-        per_leader = self.config.blocks_per_leader
         block = Block.create(
             channel=parent.channel,
             height=parent.height + 1,
@@ -490,7 +489,7 @@ class ChannelConsensus:
             transactions=txs,
             timestamp=max(int(now * 1_000_000), parent.timestamp + 1),
             leader=self.signer,
-            next_leader=leader_of(self._next_leading(parent, voting), self.round + 1, per_leader),
+            next_leader=self._next_leader(parent, voting, self.round),
             validators_hash=voting.hash,
             validator_update=update,
             prev_tc=tc,
@@ -503,15 +502,17 @@ class ChannelConsensus:
         # 3. announce it, and handle it like any validator would (it votes for its own block)
         return [m.BroadcastProposal(block), *self._on_proposal(block, now)]
 
-    def _next_leading(self, parent: ChainTip, voting: Voters) -> Voters:
-        """The set whose turns lead the block after the one this node proposes on `parent` in its
-        round (`voting`): the pending set after a handover, the chain's set otherwise (it leads
-        while a set is pending too)."""
+    def _next_leader(self, parent: ChainTip, voting: Voters, round_: int) -> str:
+        """Who a block on `parent` in `round_`, voted by `voting`, names as the next leader: the
+        leader of the round after it, in the set whose turns lead the block after it (the pending
+        set after a handover, the chain's set otherwise: it leads while a set is pending too)."""
         if parent.height < 0 or parent.next_validators is None:
-            return voting  # the genesis block's set
-        if parent.pending is not None and self.round == parent.round + 1:
-            return parent.pending  # the handover
-        return parent.next_validators
+            leading = voting  # the genesis block's set
+        elif parent.pending is not None and round_ == parent.round + 1:
+            leading = parent.pending  # the handover
+        else:
+            leading = parent.next_validators
+        return leader_of(leading, round_ + 1, self.config.blocks_per_leader)
 
     # ------------------------------------------------------------ receiving blocks
 
@@ -729,13 +730,28 @@ class ChannelConsensus:
                 return f"proposed by {block.header.leader}, but the leader is {expected}"
         return None
 
+    def _wrong_next_leader(self, block: Block, parent: ChainTip) -> str | None:
+        """What is wrong with the next leader `block` names (its REST shapes show it to clients;
+        consensus never reads it, so a leader could name anyone there)."""
+        voting = parent.voting_set_for(block)
+        if voting is None or not voting.validators:
+            return None  # check_extends names what is wrong
+        expected = self._next_leader(parent, voting, block.header.round)
+        if block.header.next_leader != expected:
+            return f"it names {block.header.next_leader!r} as the next leader, which is {expected}"
+        return None
+
     def _check_block(
         self, block: Block, parent: ChainTip, now: float, proposal: bool
     ) -> str | None:
         # the cheap checks first: no signature is recovered for a block of the wrong proposer
         problem = self._wrong_leader(block, parent)
         if problem is None and proposal:  # (a vote's choice: blocks others certified are followed)
-            problem = self._check_bounds(block, parent, now) or self._foreign(block)
+            problem = (
+                self._check_bounds(block, parent, now)
+                or self._wrong_next_leader(block, parent)
+                or self._foreign(block)
+            )
         problem = problem or check_extends(parent, block, self.issuer, self.config.limits.ratio)
         return problem or self._replayed(block, parent)
 

@@ -695,6 +695,29 @@ def test_a_block_fetched_first_is_checked_like_a_proposal_before_a_vote() -> Non
             assert any("too far from this peer's clock" in r for r in reasons), reasons
 
 
+def test_a_proposal_naming_another_next_leader_is_refused() -> None:
+    """The next leader a block names is shown to clients (its REST shapes), though consensus
+    never reads it: the round's leader naming another validator there gets no vote, while the
+    same block naming the right one does."""
+    net, node = _settled()
+    state = node.state
+    leader, other = _leader_and_another(net, node)
+    signer = net.nodes[leader].signer
+    right = _block_on_high_qc(node, signer, state.round, int(net.now * 1_000_000) + 1)
+    named = right.header.next_leader
+    assert other.address != named
+    wrong = _remade(right, signer, next_leader=other.address)
+    actions = state.handle(m.ProposalReceived(wrong), net.now)
+    assert not any(isinstance(a, m.SendVote) for a in actions)
+    reasons = [a.reason for a in actions if isinstance(a, m.Rejected)]
+    assert any(
+        f"names {other.address!r} as the next leader, which is {named}" in r for r in reasons
+    )
+    assert state.tree.get(wrong.hash) is None
+    voted = state.handle(m.ProposalReceived(right), net.now)
+    assert any(isinstance(a, m.SendVote) and a.vote.block_hash == right.hash for a in voted), voted
+
+
 def test_a_block_of_the_wrong_proposer_costs_no_transaction_signature_check(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
