@@ -12,20 +12,26 @@ LevelDB itself refuses further writes only after a failed sync.
 
 A store with a table file cut short is refused when opened (StorageCorrupt), as LevelDB itself
 refuses one with a table file missing: opened, its first read of that table, at any later time,
-would fail with an I/O error. (A SCORE state store refused so is moved aside and replayed.)
+would fail with an I/O error. (A SCORE state store refused so is moved aside and replayed.) One
+whose log or MANIFEST a power cut left with a zeroed end is opened without the record that ran
+into it (loopchain.storage.leveldb_tail).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import re
 import resource
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import plyvel
 
-from loopchain.durable import make_directories
+from loopchain.durable import make_directories, write_atomic
+from loopchain.lazy import lazy_module
 from loopchain.storage.abc import (
     KeyValueStore,
     StorageCorrupt,
@@ -35,11 +41,19 @@ from loopchain.storage.abc import (
 )
 from loopchain.storage.memory import check_bytes
 
+if TYPE_CHECKING:
+    from loopchain.storage import leveldb_tail
+else:  # needed only for a store refused at its opening
+    leveldb_tail = lazy_module("loopchain.storage.leveldb_tail")
+
+log = logging.getLogger(__name__)
+
 BLOOM_FILTER_BITS = 10  # per key: ~1% false positives
 # tables a store keeps open: an eighth of the descriptors its process may open, so that a few
 # stores stay within the half its servers' connections leave (grpc_util.connections_a_port),
 # between LevelDB's least and its default (a lookup in a table not open reopens it)
 MIN_OPEN_FILES, MAX_OPEN_FILES = 74, 1000
+ZEROED_TAIL_SUFFIX = ".zeroed-tail"  # a log's zeroed end cut at opening, kept beside it
 # a table of the current version in LevelDB's "leveldb.sstables" property: " number:size[...]"
 _TABLE_LINE = re.compile(r"^\s*(\d+):(\d+)\[", re.MULTILINE)
 
@@ -98,22 +112,13 @@ def _open(path: Path, create: bool, compression: bool, sizes: dict[str, int]) ->
     elif not (path / "CURRENT").is_file():  # LevelDB would create the directory before refusing
         raise StorageError(f"LevelDB store at {path} does not exist")
     try:
-        return plyvel.DB(
-            str(path),
-            create_if_missing=create,
-            compression="snappy" if compression else None,
-            # most lookups are for keys that are absent (is this relayed transaction known?): a
-            # filter answers them without reading tables (1.25 bytes per key, of open tables only)
-            bloom_filter_bits=BLOOM_FILTER_BITS,
-            max_open_files=open_files_bound(),
-            # damage refused, not skipped: without it a damaged record in the log was dropped at
-            # recovery with the synced batches of its 32 KiB (LevelDB's own LOG said so, nothing
-            # else), and a compaction read a damaged table value unchecked and wrote it again
-            # with a good checksum, served as right ever after (review). A write cut short at
-            # the log's end is still taken as the end (a crash's); see the README's limits
-            paranoid_checks=True,
-            **sizes,
-        )
+        try:
+            return _db(path, create, compression, sizes)
+        except plyvel.CorruptionError as exc:
+            db = _open_without_zeroed_tails(path, compression, sizes)
+            if db is None:
+                raise exc from None
+            return db
     except plyvel.Error as exc:
         holder = _lock_holder(exc)
         if holder:
@@ -124,6 +129,84 @@ def _open(path: Path, create: bool, compression: bool, sizes: dict[str, int]) ->
         if isinstance(exc, plyvel.CorruptionError):
             raise StorageCorrupt(f"LevelDB store at {path} is corrupt: {_message(exc)}") from None
         raise StorageError(f"cannot open LevelDB store at {path}: {_message(exc)}") from None
+
+
+def _db(path: Path, create: bool, compression: bool, sizes: dict[str, int]) -> Any:
+    return plyvel.DB(
+        str(path),
+        create_if_missing=create,
+        compression="snappy" if compression else None,
+        # most lookups are for keys that are absent (is this relayed transaction known?): a
+        # filter answers them without reading tables (1.25 bytes per key, of open tables only)
+        bloom_filter_bits=BLOOM_FILTER_BITS,
+        max_open_files=open_files_bound(),
+        # damage refused, not skipped: without it a damaged record in the log was dropped at
+        # recovery with the synced batches of its 32 KiB (LevelDB's own LOG said so, nothing
+        # else), and a compaction read a damaged table value unchecked and wrote it again
+        # with a good checksum, served as right ever after (review). A write cut short at
+        # the log's end is still taken as the end (a crash's), and a zeroed end is cut
+        # (_open_without_zeroed_tails)
+        paranoid_checks=True,
+        **sizes,
+    )
+
+
+def _open_without_zeroed_tails(path: Path, compression: bool, sizes: dict[str, int]) -> Any:
+    """The store at `path`, refused as damaged, opened once the record running into the zeroed
+    end of its logs or MANIFEST is cut (loopchain.storage.leveldb_tail; each kept beside its file
+    as `<file>.zeroed-tail`); None, and the files as they were, when there is none or the store
+    is refused all the same (its damage is elsewhere)."""
+    cut: list[tuple[Path, bytes]] = []
+    try:
+        for file in _log_format_files(path):
+            raw = file.read_bytes()
+            at = leveldb_tail.zeroed_tail_cut(raw)
+            if at is None:
+                continue
+            write_atomic(file.with_name(file.name + ZEROED_TAIL_SUFFIX), raw[at:])
+            with file.open("r+b") as handle:
+                handle.truncate(at)
+                os.fsync(handle.fileno())
+            cut.append((file, raw[at:]))
+        if cut:
+            db = _db(path, False, compression, sizes)
+            for file, tail in cut:
+                log.warning(
+                    "LevelDB store at %s: %s ended in zeroed bytes (a power cut, on some file "
+                    "systems): its last record (%d bytes left of it, written after the last sync "
+                    "that completed) was cut and kept beside it as %s%s",
+                    path,
+                    file.name,
+                    len(tail.rstrip(b"\0")),
+                    file.name,
+                    ZEROED_TAIL_SUFFIX,
+                )
+            return db
+    except (OSError, plyvel.Error):
+        pass
+    for file, tail in reversed(cut):  # refused all the same: put back as it was
+        aside = file.with_name(file.name + ZEROED_TAIL_SUFFIX)
+        try:
+            with file.open("ab") as handle:
+                handle.write(tail)
+                os.fsync(handle.fileno())
+            aside.unlink()
+        except OSError as exc:
+            raise StorageCorrupt(
+                f"LevelDB store at {path} is corrupt, and the zeroed end cut from {file.name} "
+                f"to try without it cannot be put back ({exc}): it is kept as {aside.name}"
+            ) from None
+    return None
+
+
+def _log_format_files(path: Path) -> list[Path]:
+    """The store's logs and its current MANIFEST (LevelDB writes both in its log format)."""
+    files = sorted(path.glob("*.log"))
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        manifest = path / (path / "CURRENT").read_text().strip()
+        if manifest.name.startswith("MANIFEST-") and manifest.is_file():
+            files.append(manifest)
+    return files
 
 
 def _successor(prefix: bytes) -> bytes | None:

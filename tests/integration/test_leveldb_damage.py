@@ -3,12 +3,15 @@ opened with LevelDB's paranoid checks (a review found both silent cases without 
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import plyvel
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from loopchain.storage import leveldb
+from loopchain.storage import leveldb, leveldb_tail
 from loopchain.storage.abc import StorageCorrupt, StorageError
 from loopchain.storage.leveldb import LevelDBStore
 from tests.integration._storage_helpers import damage_a_table
@@ -85,3 +88,155 @@ def test_a_write_leveldb_refuses_for_damage_says_the_store_is_damaged() -> None:
     io = plyvel.IOError(b"IO error: /x/000007.log: No space left on device")
     refused = leveldb._write_error("write to /x failed", io)
     assert type(refused) is StorageError and "No space left" in str(refused)
+
+
+def _batches(path: Path, sizes: list[int]) -> Path:
+    """A closed store at `path` holding one synced batch of each size (key b%02d), in its log."""
+    store = LevelDBStore(path)
+    for n, size in enumerate(sizes):
+        with store.write_batch() as batch:
+            batch.put(b"b%02d" % n, bytes([n + 1]) * size)
+    store.close()
+    (log,) = path.glob("*.log")
+    return log
+
+
+def _held(path: Path, count: int) -> list[int]:
+    store = LevelDBStore(path)
+    try:
+        return [n for n in range(count) if store.get(b"b%02d" % n) is not None]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("sizes", "zeroed", "pad", "kept"),
+    [
+        ([1000] * 40, 300, False, 39),  # inside the last record
+        ([1000] * 40, 300, True, 39),  # and the file grown to its page's end, zero-filled
+        ([1000] * 40, 5000, False, 35),  # from inside the 36th on: those after it are all zeros
+        ([1000] * 3 + [100_000], 20_000, False, 3),  # a record of four fragments
+    ],
+)
+def test_a_log_whose_end_a_power_cut_zeroed_is_cut_before_the_record_that_ran_into_it(
+    tmp_path: Path, sizes: list[int], zeroed: int, pad: bool, kept: int
+) -> None:
+    """Some file systems come back from a power cut with a file's unsynced end zeroed. The
+    record that ran into the zeros failed its checksum and the paranoid checks refused the whole
+    store; it is cut now (kept beside the log), and the records before it are all there."""
+    path = tmp_path / "db"
+    log = _batches(path, sizes)
+    raw = bytearray(log.read_bytes())
+    raw[-zeroed:] = bytes(zeroed)
+    if pad:
+        raw += bytes(-len(raw) % 4096)
+    log.write_bytes(bytes(raw))
+    assert _held(path, len(sizes)) == list(range(kept))
+    (aside,) = path.glob("*.zeroed-tail")
+    assert aside.name == log.name + ".zeroed-tail"
+    assert bytes(raw).endswith(aside.read_bytes())
+    assert aside.read_bytes().rstrip(b"\0")  # the record's bytes that were left, not only zeros
+    store = LevelDBStore(path)  # the cut is for good, and the store takes writes again
+    store.put(b"after", b"x", sync=True)
+    store.close()
+    assert _held(path, len(sizes)) == list(range(kept))
+
+
+def test_a_zeroed_end_with_damage_before_it_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    """Cutting the zeroed end cannot mend damage before it: the store is refused as before, its
+    log as it was (the cut record put back), nothing left beside it."""
+    path = tmp_path / "db"
+    log = _batches(path, [1000] * 40)
+    raw = bytearray(log.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    raw[-300:] = bytes(300)
+    log.write_bytes(bytes(raw))
+    with pytest.raises(StorageCorrupt, match="checksum mismatch"):
+        LevelDBStore(path)
+    assert log.read_bytes() == bytes(raw)
+    assert not list(path.glob("*.zeroed-tail"))
+
+
+def test_a_record_ending_in_zeros_of_its_own_is_never_cut(tmp_path: Path) -> None:
+    """A whole record whose own bytes end in zeros passes its checksum: it is kept, also when
+    the store is refused for damage elsewhere (a cut is not even tried: the log stays as is)."""
+    path = tmp_path / "db"
+    store = LevelDBStore(path)
+    for n in range(40):
+        store.put(b"b%02d" % n, b"x" * 1000 if n < 39 else b"y" + bytes(999), sync=True)
+    store.close()
+    (log,) = path.glob("*.log")
+    raw = log.read_bytes()
+    assert leveldb_tail.zeroed_tail_cut(raw) is None
+    assert len(raw.rstrip(b"\0")) < len(raw) - 900
+    damaged = bytearray(raw)
+    damaged[len(raw) // 2] ^= 0x01
+    log.write_bytes(bytes(damaged))
+    with pytest.raises(StorageCorrupt):
+        LevelDBStore(path)
+    assert log.read_bytes() == bytes(damaged)
+    log.write_bytes(raw)
+    store = LevelDBStore(path)
+    try:
+        assert store.get(b"b39") == b"y" + bytes(999)
+    finally:
+        store.close()
+
+
+def test_a_manifest_edit_whose_bytes_a_power_cut_zeroed_is_cut(tmp_path: Path) -> None:
+    """LevelDB's MANIFEST is written in the log's format: an edit appended whose bytes a power
+    cut zeroed (its header on disk) is cut as a log's record is; LevelDB removes nothing an
+    edit replaces before the edit is synced, so the store opens whole."""
+    path = tmp_path / "db"
+    store = LevelDBStore(path, write_buffer_mb=1)
+    for round_ in range(6):  # several memtables flushed to tables: several edits
+        with store.write_batch() as batch:
+            for n in range(1000):
+                batch.put(b"k%d_%04d" % (round_, n), b"v" * 400)
+    store.close()
+    manifest = path / (path / "CURRENT").read_text().strip()
+    raw = manifest.read_bytes()
+    header = b"\x12\x34\x56\x78" + (40).to_bytes(2, "little") + bytes([leveldb_tail.FULL])
+    manifest.write_bytes(raw + header + bytes(40))
+    store = LevelDBStore(path)
+    try:
+        assert all(
+            store.get(b"k%d_%04d" % (round_, n)) == b"v" * 400
+            for round_ in range(6)
+            for n in range(1000)
+        )
+    finally:
+        store.close()
+    assert (path / (manifest.name + ".zeroed-tail")).read_bytes() == header + bytes(40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 70_000), min_size=1, max_size=12),
+    zeroed=st.integers(1, 200_000),
+    pad=st.booleans(),
+)
+def test_any_zeroed_end_of_a_log_keeps_exactly_the_records_before_it(
+    sizes: list[int], zeroed: int, pad: bool
+) -> None:
+    """Whatever length of a log's end is zeroed (across fragments, blocks and trailers), the
+    store opens with exactly the synced batches whose records end before the zeros."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "db"
+        store = LevelDBStore(path)
+        ends = []  # where each synced batch's record ends in the log
+        for n, size in enumerate(sizes):
+            with store.write_batch() as batch:
+                batch.put(b"b%02d" % n, bytes([n + 1]) * size)
+            (log,) = path.glob("*.log")
+            ends.append(log.stat().st_size)
+        store.close()
+        raw = bytearray(log.read_bytes())
+        zeroed = min(zeroed, len(raw))
+        raw[len(raw) - zeroed :] = bytes(zeroed)
+        if pad:
+            raw += bytes(-len(raw) % 4096)
+        log.write_bytes(bytes(raw))
+        zeros_from = len(raw.rstrip(b"\0"))  # (a block's zero-filled trailer may come first)
+        whole = sum(1 for end in ends if end <= zeros_from)
+        assert _held(path, len(sizes)) == list(range(whole))
