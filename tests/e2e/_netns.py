@@ -25,6 +25,7 @@ import ipaddress
 import os
 import random
 import secrets
+import select
 import shutil
 import subprocess
 import sys
@@ -209,8 +210,17 @@ class VirtualNetwork:
         return taps
 
     def _switch_answer(self) -> str:
+        """The switch's next line, waited for at most COMMAND_TIMEOUT: a switch stuck or gone is
+        an error, not a test hung for good. (It answers each command with one line, and the next
+        command waits for it: no second line sits in the stream's buffer unseen by select.)"""
         assert self.switch is not None and self.switch.stdout is not None
-        return self.switch.stdout.readline().strip()
+        ready, _, _ = select.select([self.switch.stdout], [], [], COMMAND_TIMEOUT)
+        if not ready:
+            raise NetnsError(f"the userspace switch gave no answer within {COMMAND_TIMEOUT:.0f} s")
+        line = self.switch.stdout.readline()
+        if not line:
+            raise NetnsError(f"the userspace switch ended (status {self.switch.poll()})")
+        return line.strip()
 
     def _switch_command(self, line: str) -> str:
         if self.switch is None or self.switch.stdin is None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import fcntl
 import heapq
+import math
 import os
 import random
 import selectors
@@ -100,9 +101,9 @@ class Switch:
         words = line.split()
         try:
             if len(words) == 2 and words[0] == "delay":
-                self.delay = max(0.0, float(words[1]) / 1000)
+                self.delay = max(0.0, _finite(words[1]) / 1000)
             elif len(words) == 2 and words[0] == "loss":
-                self.loss = min(max(float(words[1]), 0.0), 100.0) / 100
+                self.loss = min(max(_finite(words[1]), 0.0), 100.0) / 100
             elif words == ["dropped"]:
                 return f"ok {self.dropped}"
             elif len(words) == 3 and words[0] == "cut":
@@ -119,6 +120,15 @@ class Switch:
         except IndexError:
             return f"error: no such port in {line!r}"
         return "ok"
+
+
+def _finite(word: str) -> float:
+    """`word` as a finite number (ValueError for "inf" and "nan" too: a frame delayed by
+    infinity never leaves, and the queue's order breaks on NaN)."""
+    value = float(word)
+    if not math.isfinite(value):
+        raise ValueError(word)
+    return value
 
 
 def serve(names: list[str]) -> None:

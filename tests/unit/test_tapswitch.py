@@ -1,14 +1,18 @@
 """The userspace switch of the network-namespace tests (tests/e2e/_tapswitch.py), its ports pipes
-instead of TAP devices: where frames go, when, and which are dropped."""
+instead of TAP devices: where frames go, when, and which are dropped; and how the namespaces'
+network reads its answers."""
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e import _tapswitch
+from tests.e2e import _netns, _tapswitch
 from tests.e2e._tapswitch import Switch
 
 A, B, C = (bytes([2, 0, 0, 0, 0, n]) for n in (1, 2, 3))
@@ -109,6 +113,10 @@ def test_unknown_commands_and_runts_are_refused(pipes: list[tuple[int, int]]) ->
     assert switch.command("jitter 5").startswith("error")
     assert switch.command("delay abc").startswith("error: not a number")
     assert switch.command("loss 5%").startswith("error: not a number")
+    for word in ("inf", "-inf", "nan", "1e999"):
+        assert switch.command(f"delay {word}").startswith("error: not a number")
+        assert switch.command(f"loss {word}").startswith("error: not a number")
+    assert switch.delay == 0.0 and switch.loss == 0.0
     switch.arrived(pipes[0][1], b"short", 0.0)
     assert switch.waiting == [] and switch.where == {}
 
@@ -140,3 +148,37 @@ def test_a_cut_drops_the_ip_frames_between_two_ports_both_ways_until_joined(
     assert switch.command("cut 0 7").startswith("error: no such port")
     assert switch.command("cut -1 0").startswith("error: no such port")
     assert switch.command("cut 0 x").startswith("error: not a number")
+
+
+@pytest.mark.parametrize(
+    ("script", "answer"),
+    [
+        ("print('ok 3', flush=True); import time; time.sleep(60)", "ok 3"),
+        ("import time; time.sleep(60)", "no answer within"),
+        ("pass", "the userspace switch ended (status 0)"),
+    ],
+)
+def test_the_network_waits_for_the_switchs_answer_with_a_deadline(
+    monkeypatch: pytest.MonkeyPatch, script: str, answer: str
+) -> None:
+    """The namespaces' network reads the switch's answers with a deadline: a switch stuck or
+    gone fails the test that drives it instead of hanging it."""
+    monkeypatch.setattr(_netns, "COMMAND_TIMEOUT", 0.5)
+    network = object.__new__(_netns.VirtualNetwork)
+    network.switch = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        if answer.startswith("ok"):
+            assert network._switch_answer() == answer
+        else:
+            if "ended" in answer:
+                network.switch.wait(30)
+            with pytest.raises(_netns.NetnsError, match=re.escape(answer)):
+                network._switch_answer()
+    finally:
+        network.switch.kill()
+        network.switch.wait(30)
+        for stream in (network.switch.stdin, network.switch.stdout):
+            assert stream is not None
+            stream.close()
