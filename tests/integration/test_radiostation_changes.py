@@ -32,6 +32,7 @@ from loopchain.storage.memory import MemoryStore
 from loopchain.types.crypto import Signer
 from tests.integration._rs_helpers import connect_request, heartbeat_request
 from tests.integration._targets import hanging_peer, tiny_peer
+from tests.unit._heartbeat import HeartbeatChannel
 from tools.procs import free_port_pair, wait_until_async
 
 pytestmark = pytest.mark.asyncio
@@ -336,28 +337,6 @@ async def test_heartbeats_older_than_the_clock_skew_are_forgotten_and_replays_st
     assert problem is not None and "off this clock" in problem[1]
 
 
-class _Channel:
-    """What the heartbeat loop asks of a channel service (its status, members and sets)."""
-
-    def __init__(self) -> None:
-        self.name = "c"
-        self.members: list[object] = []
-        self.sets: list[object] = []
-        self.clock_off: str | None = None
-
-    def status(self) -> dict[str, object]:
-        return {"peer_type": 0, "block_height": -1, "role": "validator"}
-
-    def set_members(self, members: list[object]) -> None:
-        self.members = list(members)
-
-    def receive(self, event: object) -> None:
-        self.sets.append(event)
-
-    def keep_members_ready(self) -> None:
-        pass  # no links here
-
-
 async def test_a_peer_whose_clock_is_off_is_told_so_and_still_learns_its_members(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -375,7 +354,7 @@ async def test_a_peer_whose_clock_is_off_is_told_so_and_still_learns_its_members
             await stub.ConnectPeer(connect_request(signer, "127.0.0.1:7100"), timeout=DEADLINE)
         ).code == 0
         node = peer_node(tmp_path / "peer", rs_target, signer)
-        channel = _Channel()
+        channel = HeartbeatChannel(name="c")
         node.channels["c"] = channel  # type: ignore[assignment]
         stations = RadioStations([rs_target], node.config)
         try:
@@ -385,7 +364,7 @@ async def test_a_peer_whose_clock_is_off_is_told_so_and_still_learns_its_members
             assert channel.clock_off is not None and node.clock_off == channel.clock_off
             assert "clock is 600 s behind the RadioStation's" in channel.clock_off
             assert "set the wrong one right (NTP)" in caplog.text
-            assert [p.peer_id for p in channel.members] == [signer.address]  # type: ignore[attr-defined]
+            assert [p.peer_id for p in channel.members] == [signer.address]
             clock.now = time.time()  # the clock set right
             await node._heartbeats(stations, {}, False)
             assert stations.clock_offset is not None and abs(stations.clock_offset) < 5

@@ -8,13 +8,14 @@ CHANNEL = "alpha"
 
 
 class HeartbeatChannel:
-    """A channel service as the heartbeat loop sees it: its status, and the members it is given."""
+    """A channel service as the heartbeat loop sees it: its status, the members and events it is
+    given, and how its peer's clock is off (Node._judge_clock sets it)."""
 
-    name = CHANNEL
-
-    def __init__(self, role: str = "validator") -> None:
+    def __init__(self, role: str = "validator", name: str = CHANNEL) -> None:
+        self.name = name
         self.members: list[PeerInfo] = []
         self.role = role
+        self.clock_off: str | None = None
         self.received: list[object] = []  # the consensus events it was given
         self.kept_ready = 0  # heartbeats that kept its links to the members ready
 
