@@ -20,10 +20,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from loopchain.configure import Config, load_config
 from loopchain.p2p import grpc_util
 from loopchain.p2p.grpc_util import load_tls
+from loopchain.p2p.radiostation_client import RadioStationUnreachable
+from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub, RadioStationStub
 from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer, load_or_create_key
+from loopchain.types.hashing import sha3_256
 from tools.procs import INNER_DIFF, TlsNetwork, get, wait_until
 from tools.tls_network import RADIOSTATION_NAME
 
@@ -498,3 +501,56 @@ def test_valid_certificates_load_without_a_word(
     caplog.set_level(logging.ERROR, logger="loopchain.p2p.grpc_util")
     assert load_tls(_config(), _tls_dir(tmp_path, Ca.create())) is not None
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+class _Served:
+    """The RadioStation as a peer's revocation following sees it: the digest its heartbeats
+    name, and the CRL it serves (or why it does not answer)."""
+
+    def __init__(self, pem: bytes | Exception) -> None:
+        self.pem = pem
+        self.revocations_digest = sha3_256(pem) if isinstance(pem, bytes) else b"\x01" * 32
+        self.fetched = 0
+
+    async def revocations(self) -> bytes:
+        self.fetched += 1
+        if isinstance(self.pem, Exception):
+            raise self.pem
+        return self.pem
+
+
+async def test_a_served_crl_not_fetched_refused_or_not_written_is_tried_again_only_when_worth_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer follows the CRL its RadioStation serves: one it could not fetch, or could not
+    write, is fetched again at the next heartbeat; one it refuses (another CA's) only once the
+    digest the RadioStation names changes; one installed is in force, and not fetched again."""
+    ca = Ca.create()
+    config = load_config(
+        environ={}, overrides={"GRPC_SSL_TYPE": 2, "DEFAULT_STORAGE_PATH": str(tmp_path)}
+    )
+    node = PeerNode(config, PeerOptions(7100, ("127.0.0.1:7102",), None, None, False))
+    node.root.mkdir(parents=True)
+    folder = _tls_dir(node.root, ca)
+    node.tls = load_tls(config, folder)
+    assert node.tls is not None and node.tls.revocations is not None
+
+    async def beats(served: _Served, count: int = 2) -> int:
+        for _ in range(count):
+            await node._follow_revocations(served)  # type: ignore[arg-type]
+        return served.fetched
+
+    with caplog.at_level(logging.DEBUG, logger="loopchain.peer.node"):
+        assert await beats(_Served(RadioStationUnreachable("down"))) == 2
+        assert "revocations not fetched: down" in caplog.text
+        assert await beats(_Served(Ca.create("another CA").crl_pem(5))) == 1
+        assert "is not installed" in caplog.text and "not this CA" in caplog.text
+        (folder / "ca.crl.pem").mkdir()  # a folder in the file's place: the write fails
+        assert await beats(_Served(ca.crl_pem(5))) == 2
+        assert "could not be written" in caplog.text
+        (folder / "ca.crl.pem").rmdir()
+        served = _Served(ca.crl_pem(5))
+        assert await beats(served, 3) == 1
+        assert "1 certificates revoked" in caplog.text
+    assert (folder / "ca.crl.pem").read_bytes() == served.pem
+    assert load_tls(config, folder).revoked == {5}  # type: ignore[union-attr]
