@@ -551,7 +551,9 @@ class ChannelConsensus:
                 # the block as this node holds it, checked whole when it came (this copy's body
                 # may have been altered on its way: its header hash is the same)
                 held = existing.block
-                problem = self._check_bounds(held, parent, now)
+                problem = self._check_bounds(held, parent, now) or self._wrong_next_leader(
+                    held, parent
+                )
                 if problem:
                     if self._by_its_leader(held, parent):
                         return None, self._refuse_proposal(held, problem, now)
@@ -607,12 +609,15 @@ class ChannelConsensus:
     def _leaders_problem(self, block: Block, parent: ChainTip, now: float) -> str | None:
         """Of what a voter refuses in a block not checked whole, what its leader's signature
         decides (a body can be altered on its way; its signed header cannot): the header's
-        timestamp, and, when the transactions match the header's tx_root (which fixes their
-        hashes, so their number), their count, one listed twice and one already in the chain.
-        Not their signatures, nor so their size: a transaction's hash leaves its signature out."""
-        late = check_proposal_time(parent, block, self.config.limits, int(now * 1_000_000))
-        if late or transactions_root(block.transactions) != block.header.tx_root:
-            return late
+        timestamp and next leader, and, when the transactions match the header's tx_root (which
+        fixes their hashes, so their number), their count, one listed twice and one already in
+        the chain. Not their signatures, nor so their size: a transaction's hash leaves its
+        signature out."""
+        signed = check_proposal_time(
+            parent, block, self.config.limits, int(now * 1_000_000)
+        ) or self._wrong_next_leader(block, parent)
+        if signed or transactions_root(block.transactions) != block.header.tx_root:
+            return signed
         count, limit = len(block.transactions), self.config.limits.max_block_txs
         if count > limit:
             return f"block holds {count} transactions, limit {limit}"

@@ -695,10 +695,12 @@ def test_a_block_fetched_first_is_checked_like_a_proposal_before_a_vote() -> Non
             assert any("too far from this peer's clock" in r for r in reasons), reasons
 
 
-def test_a_proposal_naming_another_next_leader_is_refused() -> None:
+@pytest.mark.parametrize("fetched_first", [False, True])
+def test_a_proposal_naming_another_next_leader_is_refused(fetched_first: bool) -> None:
     """The next leader a block names is shown to clients (its REST shapes), though consensus
-    never reads it: the round's leader naming another validator there gets no vote, while the
-    same block naming the right one does."""
+    never reads it: the round's leader naming another validator there gets no vote but a
+    complaint at once (its signed header decides it), also when the block was fetched first (a
+    certificate named it); the same block naming the right one is voted for."""
     net, node = _settled()
     state = node.state
     leader, other = _leader_and_another(net, node)
@@ -707,15 +709,21 @@ def test_a_proposal_naming_another_next_leader_is_refused() -> None:
     named = right.header.next_leader
     assert other.address != named
     wrong = _remade(right, signer, next_leader=other.address)
-    actions = state.handle(m.ProposalReceived(wrong), net.now)
+    actions = state.handle(m.BlockFetched(wrong), net.now) if fetched_first else []
+    actions += state.handle(m.ProposalReceived(wrong), net.now)
     assert not any(isinstance(a, m.SendVote) for a in actions)
     reasons = [a.reason for a in actions if isinstance(a, m.Rejected)]
     assert any(
-        f"names {other.address!r} as the next leader, which is {named}" in r for r in reasons
-    )
-    assert state.tree.get(wrong.hash) is None
-    voted = state.handle(m.ProposalReceived(right), net.now)
-    assert any(isinstance(a, m.SendVote) and a.vote.block_hash == right.hash for a in voted), voted
+        f"names {other.address!r} as the next leader, which is {named}" in r
+        and "complaining about the round at once" in r
+        for r in reasons
+    ), reasons
+    assert any(isinstance(a, m.BroadcastComplaint) for a in actions)
+    if not fetched_first:
+        assert state.tree.get(wrong.hash) is None
+    # (this validator, having complained, votes no more in the round: another one is asked)
+    voted = other.state.handle(m.ProposalReceived(right), net.now)
+    assert any(isinstance(a, m.SendVote) and a.vote.block_hash == right.hash for a in voted)
 
 
 def test_a_block_of_the_wrong_proposer_costs_no_transaction_signature_check(
