@@ -155,8 +155,9 @@ def _open_without_zeroed_tails(path: Path, compression: bool, sizes: dict[str, i
     """The store at `path`, refused as damaged, opened once the record running into the zeroed
     end of its logs or MANIFEST is cut (loopchain.storage.leveldb_tail; each kept beside its file
     as `<file>.zeroed-tail`); None, and the files as they were, when there is none or the store
-    is refused all the same (its damage is elsewhere)."""
-    cut: list[tuple[Path, bytes]] = []
+    is refused all the same (its damage is elsewhere). A reopening that fails otherwise (no
+    space, descriptors, a lock) puts them back too, and its own error is raised."""
+    cut: list[tuple[Path, int, bytes]] = []
     try:
         for file in _log_format_files(path):
             raw = file.read_bytes()
@@ -164,39 +165,54 @@ def _open_without_zeroed_tails(path: Path, compression: bool, sizes: dict[str, i
             if at is None:
                 continue
             write_atomic(file.with_name(file.name + ZEROED_TAIL_SUFFIX), raw[at:])
+            cut.append((file, at, raw[at:]))  # before the cut: a failed fsync is put back too
             with file.open("r+b") as handle:
                 handle.truncate(at)
                 os.fsync(handle.fileno())
-            cut.append((file, raw[at:]))
-        if cut:
-            db = _db(path, False, compression, sizes)
-            for file, tail in cut:
-                log.warning(
-                    "LevelDB store at %s: %s ended in zeroed bytes (a power cut, on some file "
-                    "systems): its last record (%d bytes left of it, written after the last sync "
-                    "that completed) was cut and kept beside it as %s%s",
-                    path,
-                    file.name,
-                    len(tail.rstrip(b"\0")),
-                    file.name,
-                    ZEROED_TAIL_SUFFIX,
-                )
-            return db
-    except (OSError, plyvel.Error):
-        pass
-    for file, tail in reversed(cut):  # refused all the same: put back as it was
+    except OSError:
+        _put_back(path, cut)
+        return None
+    if not cut:
+        return None
+    try:
+        db = _db(path, False, compression, sizes)
+    except plyvel.Error as exc:
+        _put_back(path, cut)
+        if isinstance(exc, plyvel.CorruptionError):
+            return None
+        raise
+    for file, _at, tail in cut:
+        log.warning(
+            "LevelDB store at %s: %s ended in zeroed bytes (a power cut, on some file systems): "
+            "its last record (%d bytes left of it, written after the last sync that completed) "
+            "was cut and kept beside it as %s%s",
+            path,
+            file.name,
+            len(tail.rstrip(b"\0")),
+            file.name,
+            ZEROED_TAIL_SUFFIX,
+        )
+    return db
+
+
+def _put_back(path: Path, cut: list[tuple[Path, int, bytes]]) -> None:
+    """Give each file in `cut` its end again, when it is as it was cut (another opener of the
+    store may have changed it meanwhile: then it is left), and remove the copy beside it."""
+    for file, at, tail in reversed(cut):
         aside = file.with_name(file.name + ZEROED_TAIL_SUFFIX)
         try:
-            with file.open("ab") as handle:
-                handle.write(tail)
-                os.fsync(handle.fileno())
-            aside.unlink()
+            size = file.stat().st_size
+            if size == at:
+                with file.open("ab") as handle:
+                    handle.write(tail)
+                    os.fsync(handle.fileno())
+            if size in (at, at + len(tail)):
+                aside.unlink()
         except OSError as exc:
             raise StorageCorrupt(
                 f"LevelDB store at {path} is corrupt, and the zeroed end cut from {file.name} "
                 f"to try without it cannot be put back ({exc}): it is kept as {aside.name}"
             ) from None
-    return None
 
 
 def _log_format_files(path: Path) -> list[Path]:

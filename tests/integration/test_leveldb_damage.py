@@ -3,8 +3,11 @@ opened with LevelDB's paranoid checks (a review found both silent cases without 
 
 from __future__ import annotations
 
+import errno
+import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import plyvel
 import pytest
@@ -240,3 +243,63 @@ def test_any_zeroed_end_of_a_log_keeps_exactly_the_records_before_it(
         zeros_from = len(raw.rstrip(b"\0"))  # (a block's zero-filled trailer may come first)
         whole = sum(1 for end in ends if end <= zeros_from)
         assert _held(path, len(sizes)) == list(range(whole))
+
+
+def _zeroed_log(path: Path) -> tuple[Path, bytes]:
+    """A closed store at `path` whose log's last record a power cut zeroed; the log and its bytes."""
+    log = _batches(path, [1000] * 40)
+    raw = bytearray(log.read_bytes())
+    raw[-300:] = bytes(300)
+    log.write_bytes(bytes(raw))
+    return log, bytes(raw)
+
+
+def test_a_reopening_failing_for_another_reason_puts_the_end_back_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store whose reopening after the cut fails for want of space (descriptors, a lock) is
+    not taken for damaged (a SCORE state store so taken is moved aside and replayed): that
+    error is raised, and the log is as it was."""
+    path = tmp_path / "db"
+    log, raw = _zeroed_log(path)
+    real, calls = leveldb._db, []
+
+    def full_disk_at_reopening(*args: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 2:
+            raise plyvel.IOError(
+                b"IO error: " + bytes(path) + b"/000005.ldb: No space left on device"
+            )
+        return real(*args)
+
+    monkeypatch.setattr(leveldb, "_db", full_disk_at_reopening)
+    with pytest.raises(StorageError, match="No space left on device") as refused:
+        LevelDBStore(path)
+    assert not isinstance(refused.value, StorageCorrupt)
+    assert len(calls) == 2 and log.read_bytes() == raw
+    assert not list(path.glob("*.zeroed-tail"))
+    monkeypatch.setattr(leveldb, "_db", real)  # space again: the cut is made and holds
+    assert _held(path, 40) == list(range(39))
+
+
+def test_a_cut_whose_sync_fails_is_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log cut but its sync refused (an I/O error, once): the end is put back and the store
+    refused as damaged, as before the cut."""
+    path = tmp_path / "db"
+    log, raw = _zeroed_log(path)
+    real, failed = os.fsync, []
+
+    def failing_on_the_log(fd: int) -> None:  # once
+        if not failed and os.readlink(f"/proc/self/fd/{fd}").endswith(".log"):
+            failed.append(fd)
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_on_the_log)
+    with pytest.raises(StorageCorrupt, match="checksum mismatch"):
+        LevelDBStore(path)
+    assert failed
+    assert log.read_bytes() == raw
+    assert not list(path.glob("*.zeroed-tail"))
