@@ -752,12 +752,10 @@ class ChannelConsensus:
         # the cheap checks first: no signature is recovered for a block of the wrong proposer
         problem = self._wrong_leader(block, parent)
         if problem is None and proposal:  # (a vote's choice: blocks others certified are followed)
-            problem = (
-                self._check_bounds(block, parent, now)
-                or self._wrong_next_leader(block, parent)
-                or self._foreign(block)
-            )
+            problem = self._check_bounds(block, parent, now) or self._foreign(block)
         problem = problem or check_extends(parent, block, self.issuer, self.config.limits.ratio)
+        if problem is None and proposal:  # once signed by its leader: then the leader named it
+            problem = self._wrong_next_leader(block, parent)
         return problem or self._replayed(block, parent)
 
     def _give_up(self, round_: int) -> list[m.Action]:

@@ -26,6 +26,7 @@ from loopchain.protos.loopchain_pb2_grpc import (
 )
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
+from tests._exec import python_after
 from tools import loadtool
 from tools.loadtool import BlockInfo, GrpcTransport, LoadError, RestTransport
 from tools.procs import ROOT
@@ -542,10 +543,6 @@ async def test_a_reply_larger_than_the_cap_is_refused(
 # ------------------------------------------------------------------ Ctrl-C before sending starts
 
 
-def _sigint_as_a_terminal_gives_it() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.parametrize(("mode", "first_path"), [("0", b"/api/v1/status/peer"), ("2", b"/api/v3")])
 async def test_ctrl_c_before_sending_starts_ends_with_one_line_and_130(
     mode: str, first_path: bytes
@@ -563,16 +560,17 @@ async def test_ctrl_c_before_sending_starts_ends_with_one_line_and_130(
 
     server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
+    # as from a terminal: a process started with SIGINT ignored (as the suite's worker may be,
+    # and background jobs are) keeps ignoring it, and Python then takes no Ctrl-C
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(LOADTOOL),
-        *("-p", f"http://127.0.0.1:{port}", "-t", mode, "-m", "1s", "--timeout", "300"),
+        *python_after(
+            "import signal; signal.signal(signal.SIGINT, signal.SIG_DFL)",
+            str(LOADTOOL),
+            *("-p", f"http://127.0.0.1:{port}", "-t", mode, "-m", "1s", "--timeout", "300"),
+        ),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        # as from a terminal: a process started with SIGINT ignored (as the suite's worker may
-        # be, and background jobs are) keeps ignoring it, and Python then takes no Ctrl-C
-        preexec_fn=_sigint_as_a_terminal_gives_it,
     )
     try:
         await asyncio.wait_for(asked.wait(), TOOL_DEADLINE)

@@ -9,12 +9,12 @@ import json
 import os
 import resource
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests._exec import python_after
 from tools import log_parser
 
 
@@ -354,12 +354,16 @@ def run_limited(
     current_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     limits = (soft, current_hard if hard is None else hard)
     return subprocess.run(
-        [sys.executable, str(SCRIPT), str(logs), str(out)],
+        python_after(
+            f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, {limits!r})",
+            str(SCRIPT),
+            str(logs),
+            str(out),
+        ),
         capture_output=True,
         text=True,
         timeout=120,
         cwd=ROOT,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits),
     )
 
 
