@@ -33,12 +33,20 @@ def caller_address(context: Any) -> str:
     """Who made a call, for a log line: the transport's address, or, for a call a peer forwarded
     to its channel worker, the address the peer took it from (believed on a unix socket only,
     which no one but this node's user can reach; the worker's own would say "unix:")."""
-    address = str(context.peer())
-    if address.startswith("unix:"):
+    forwarded = _forwarded_from(context)
+    if forwarded is not None:
+        return f"{one_line(forwarded)[:120]} (through its peer)"
+    return str(context.peer())
+
+
+def _forwarded_from(context: Any) -> str | None:
+    """The address a call forwarded to a channel worker came to its peer from (None: a call
+    not forwarded so)."""
+    if str(context.peer()).startswith("unix:"):
         for key, value in context.invocation_metadata() or ():
             if key == FORWARDED_FROM_KEY:
-                return f"{one_line(str(value))[:120]} (through its peer)"
-    return address
+                return str(value)
+    return None
 
 
 SSL_NONE = 0
@@ -526,6 +534,13 @@ def call_source(context: grpc.aio.ServicerContext) -> str:
     return address_source(str(context.peer()))
 
 
+def first_source(context: Any) -> str:
+    """`call_source`, or for a call its peer forwarded to a channel worker, the source of the
+    address the peer took it from (a worker's own calls all come from "local")."""
+    forwarded = _forwarded_from(context)
+    return address_source(forwarded) if forwarded is not None else call_source(context)
+
+
 def address_source(address: str) -> str:
     """The source of a gRPC peer `address` ("ipv4:10.1.2.3:5555"): its IPv4 address, its IPv6
     address's /64 network (what one host is given), or "local" for a unix socket."""
@@ -544,20 +559,22 @@ def address_source(address: str) -> str:
     return "local" if kind == "unix" else address
 
 
-class _Sources:
-    """Calls open now by source, at most `limit` each (None: any number)."""
+class CallsBySource:
+    """Calls open now by source, at most `limit` each (None: any number); `what` they are, for
+    a refusal's words."""
 
-    __slots__ = ("held", "limit")
+    __slots__ = ("held", "limit", "what")
 
-    def __init__(self, limit: int | None) -> None:
+    def __init__(self, limit: int | None, what: str = "calls") -> None:
         self.limit = limit
+        self.what = what
         self.held: dict[str, int] = {}
 
     def take(self, source: str) -> str | None:
         """Count a call of `source`; or why it is refused (nothing counted)."""
         held = self.held.get(source, 0)
         if self.limit is not None and held >= self.limit:
-            return f"{held} calls from {source} are open on this server, limit {self.limit}"
+            return f"{held} {self.what} from {source} are open on this server, limit {self.limit}"
         self.held[source] = held + 1
         return None
 
@@ -596,7 +613,7 @@ class CheckedRequests(grpc.aio.ServerInterceptor):
         self._checked: dict[str, grpc.RpcMethodHandler] = {}
         self._count = count_refusal
         self._unary = _UnaryCalls(max_unary)
-        self._sources = _Sources(max_a_source)
+        self._sources = CallsBySource(max_a_source)
 
     async def intercept_service(
         self,
@@ -620,7 +637,7 @@ def _checked_handler(
     method: str,
     count: Callable[[str, str], None] | None,
     unary: _UnaryCalls,
-    sources: _Sources,
+    sources: CallsBySource,
 ) -> Any:
     decode = handler.request_deserializer
     if decode is None:

@@ -21,9 +21,11 @@ from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.grpc_util import (
     STREAM_ACCEPTED,
+    CallsBySource,
     Tls,
     call_source,
     caller_address,
+    first_source,
     max_proposal_bytes,
     refuse,
 )
@@ -289,6 +291,10 @@ MAX_CLIENT_STREAMS = 64
 STREAM_MAX_AGE_S = 300.0
 MAX_RANGE_BLOCKS = 500  # blocks in one GetBlockRange reply (and at most max_bytes of them)
 RANGE_BUILDERS = 2  # GetBlockRange replies built at once (the others wait their turn)
+# GetBlockRange calls of one caller (a peer over TLS, else a host) being built or waiting: a peer
+# syncing asks one range of a server at a time; more from one caller (a flood) waited for the
+# builders ahead of every other caller's, each up to 16 MiB to build
+RANGES_A_CALLER = 4
 MAX_RANGE_REPLY_BYTES = 16 << 20  # see range_reply_bytes
 # Replies made and not yet read by their callers (see p2p.unsent) are bounded by what ranges of
 # blocks take: UNSENT_RANGES_A_CALLER to one caller, UNSENT_RANGES in all; past that, a reply of
@@ -412,6 +418,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         # block ranges are read and built here, RANGE_BUILDERS at once, beside the event loop and
         # apart from the default executor (a flood of ranges must not hold up its other work)
         self._range_builder = ThreadPoolExecutor(RANGE_BUILDERS, thread_name_prefix="range")
+        self._ranges = CallsBySource(RANGES_A_CALLER, "block ranges")
         self.callers: Callers | None = callers
         if tls is not None and callers is None:  # the certificate library loads only with TLS
             from loopchain.p2p.callers import CallerCheck
@@ -1134,7 +1141,18 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
 
     async def GetBlockRange(self, request: pb.BlockRangeRequest, context: Any) -> pb.BlockRange:
         async def work() -> pb.BlockRange:
-            channel = self._party_channel(request.channel, self._peer_caller(context))
+            caller = self._peer_caller(context)
+            channel = self._party_channel(request.channel, caller)
+            source = caller or first_source(context)
+            refusal = self._ranges.take(source)
+            if refusal is not None:
+                raise RequestError(ErrorKind.POOL_FULL, f"{refusal}: ask one after another")
+            try:
+                return await built(channel)
+            finally:
+                self._ranges.give(source)
+
+        async def built(channel: ChannelBackend) -> pb.BlockRange:
             limit = max(1, min(request.max_blocks or 100, MAX_RANGE_BLOCKS))
 
             def build() -> pb.BlockRange:

@@ -9,6 +9,7 @@ import asyncio
 import struct
 import threading
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
@@ -130,6 +131,7 @@ async def test_replies_a_caller_does_not_read_are_bounded_and_others_still_get_t
     range meanwhile; and once the first connection goes, its bytes are given back. (Callers are
     told apart by host; on this one, by connection.)"""
     monkeypatch.setattr(peer_service, "call_source", lambda context: str(context.peer()))
+    monkeypatch.setattr(peer_service, "RANGES_A_CALLER", CALLS)  # (this bound alone here)
     channel = _Channel()
     monitor = _Monitor()
     port = free_port_pair()
@@ -165,18 +167,22 @@ async def test_replies_a_caller_does_not_read_are_bounded_and_others_still_get_t
 
 
 class _HeldChannel(_Channel):
-    """A range read that waits until the test lets it go, noting the thread it runs in."""
+    """A range read that waits until the test lets it go, noting the thread it runs in (`small`:
+    a range of one small block, not 8 MiB)."""
 
-    def __init__(self) -> None:
+    def __init__(self, small: bool = False) -> None:
         super().__init__()
         self.threads: list[str] = []
         self.release = threading.Event()
+        self.small = small
 
     def block_range(
         self, from_height: int, max_blocks: int, max_bytes: int = 0
     ) -> BlockRangeResult:
         self.threads.append(threading.current_thread().name)
         assert self.release.wait(30), "the test never let the range go"
+        if self.small:
+            return BlockRangeResult([(b"{}", b"{}")], 1000, None)
         return super().block_range(from_height, max_blocks, max_bytes)
 
 
@@ -209,6 +215,50 @@ async def test_a_block_range_is_read_and_built_beside_the_event_loop() -> None:
             reply = await asked
         assert len(reply.blocks) == RANGE_BLOCKS
         assert channel.threads == ["range_0"], channel.threads
+    finally:
+        channel.release.set()
+        await server.stop(0)
+
+
+async def test_one_callers_block_ranges_past_its_share_are_refused_at_once() -> None:
+    """A caller asking ranges faster than they are built had each wait for the builders (up to
+    16 MiB each to build), ahead of every other caller's ranges. Past RANGES_A_CALLER being
+    built or waiting, its next is refused RESOURCE_EXHAUSTED at once; one it gives up (cancels)
+    or that is answered frees its place."""
+    channel = _HeldChannel(small=True)
+    monitor = _Monitor()
+    port = free_port_pair()
+    server = await start_peer_server(OneChannelBackend(channel), "p", CONFIG, port, None, monitor)
+    share = peer_service.RANGES_A_CALLER
+    options = [("grpc.max_receive_message_length", 64 << 20)]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as link:
+            stub = pb_grpc.PeerServiceStub(link)
+            request = pb.BlockRangeRequest(channel=CHANNEL, max_blocks=100)
+            held = [
+                asyncio.ensure_future(stub.GetBlockRange(request, timeout=60)) for _ in range(share)
+            ]
+
+            def holding(count: int) -> Callable[[], Awaitable[bool]]:
+                async def check() -> bool:
+                    return server._servicer._ranges.held.get("127.0.0.1", 0) == count
+
+                return check
+
+            await wait_until_async(holding(share), 30, f"{share} ranges to be under way")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetBlockRange(request, timeout=30)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert f"{share} block ranges from 127.0.0.1" in str(refused.value.details())
+            assert monitor.errors["GetBlockRange", "RESOURCE_EXHAUSTED"] == 1
+            held.pop().cancel()  # waiting for a builder: given up, its place is free
+            await wait_until_async(holding(share - 1), 30, "the cancelled range's place")
+            held.append(asyncio.ensure_future(stub.GetBlockRange(request, timeout=60)))
+            await wait_until_async(holding(share), 30, "the range asked again to be taken")
+            channel.release.set()
+            replies = await asyncio.gather(*held)
+            assert [len(reply.blocks) for reply in replies] == [1] * share
+            assert server._servicer._ranges.held == {}
     finally:
         channel.release.set()
         await server.stop(0)
