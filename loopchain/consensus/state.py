@@ -551,8 +551,10 @@ class ChannelConsensus:
                 # the block as this node holds it, checked whole when it came (this copy's body
                 # may have been altered on its way: its header hash is the same)
                 held = existing.block
-                problem = self._check_bounds(held, parent, now) or self._wrong_next_leader(
-                    held, parent
+                problem = (
+                    self._check_bounds(held, parent, now)
+                    or self._foreign(held)
+                    or self._wrong_next_leader(held, parent)
                 )
                 if problem:
                     if self._by_its_leader(held, parent):

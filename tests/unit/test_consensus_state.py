@@ -629,6 +629,26 @@ def test_a_leader_whose_transactions_break_the_rules_is_complained_about_at_once
     assert _complaints(net, state, made, refusal) == [m.PersistSafety, m.BroadcastComplaint]
 
 
+def test_a_block_fetched_before_its_proposal_is_refused_for_another_networks_transaction() -> None:
+    """A block a certificate named is fetched before its proposal, and is checked whole then
+    but not for what only a voter checks: when its proposal comes, it is checked for those. A
+    leader's v3 transaction of another network (one signed for another channel, replayed) got
+    the validator's vote that way (review); it is refused now, with a complaint at once."""
+    net = Network(4, seed=13)
+    node = _not_leading(net)
+    state, r = node.state, node.state.round
+    leader = net.nodes[state.leader_of_round(r)].signer
+    fresh = Transaction.create_v1(CHANNEL, {"n": 0}, 0, node.signer)
+    made = _proposal(net, state, r, leader, ahead_us=1, transactions=(fresh, _v3_of_network(0x7)))
+    fetched = state.handle(m.BlockFetched(made), net.now)
+    assert state.tree.get(made.hash) is not None  # held, not voted for
+    proposed = state.handle(m.ProposalReceived(made), net.now)
+    assert not any(isinstance(a, m.SendVote) for a in fetched + proposed)
+    reasons = [a.reason for a in proposed if isinstance(a, m.Rejected)]
+    assert any("is for network 0x7, this channel's is 0x3" in r for r in reasons), reasons
+    assert any(isinstance(a, m.BroadcastComplaint) for a in proposed)
+
+
 def test_an_auditor_follows_the_chain_but_keeps_no_pool_and_never_votes() -> None:
     net = Network(4, seed=10)
     auditor = Network(5, seed=10)  # one more key, the same channel and RadioStation
