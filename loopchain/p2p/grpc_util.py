@@ -9,6 +9,7 @@ import logging
 import os
 import ssl
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -547,8 +548,8 @@ def address_source(address: str) -> str:
     kind, _, rest = address.partition(":")
     if kind == "ipv4":
         return rest.rpartition(":")[0]
-    if kind == "ipv6":
-        host = rest.rpartition(":")[0].strip("[]")
+    if kind == "ipv6":  # gRPC writes the brackets percent-encoded: "ipv6:%5B::1%5D:40548"
+        host = urllib.parse.unquote(rest.rpartition(":")[0]).strip("[]")
         try:
             ip = ipaddress.IPv6Address(host)
         except ValueError:

@@ -1017,6 +1017,10 @@ def test_calls_are_bounded_by_the_address_they_come_from() -> None:
     assert source("ipv4:10.1.2.3:5555") == source("ipv4:10.1.2.3:6666") == "10.1.2.3"
     assert source("ipv6:[2001:db8::1]:5555") == source("ipv6:[2001:db8::ff]:1") == "2001:db8::/64"
     assert source("ipv6:[::ffff:10.1.2.3]:5555") == "10.1.2.3"  # IPv4 on a dual-stack port
+    # as gRPC writes them, the brackets percent-encoded (each address was a source of its own)
+    assert source("ipv6:%5B2001:db8::1%5D:5555") == "2001:db8::/64"
+    assert source("ipv6:%5B2001:db8::ff%5D:1") == "2001:db8::/64"
+    assert source("ipv6:%5B::ffff:10.1.2.3%5D:5555") == "10.1.2.3"
     assert source("unix:/tmp/peer.sock") == source("unix:") == "local"
 
 
