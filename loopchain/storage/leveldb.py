@@ -156,7 +156,8 @@ def _open_without_zeroed_tails(path: Path, compression: bool, sizes: dict[str, i
     end of its logs or MANIFEST is cut (loopchain.storage.leveldb_tail; each kept beside its file
     as `<file>.zeroed-tail`); None, and the files as they were, when there is none or the store
     is refused all the same (its damage is elsewhere). A reopening that fails otherwise (no
-    space, descriptors, a lock) puts them back too, and its own error is raised."""
+    space, descriptors, a lock) puts them back too, and its own error is raised, as is a
+    StorageError when a file cannot be read, copied or cut."""
     cut: list[tuple[Path, int, bytes]] = []
     try:
         for file in _log_format_files(path):
@@ -169,9 +170,12 @@ def _open_without_zeroed_tails(path: Path, compression: bool, sizes: dict[str, i
             with file.open("r+b") as handle:
                 handle.truncate(at)
                 os.fsync(handle.fileno())
-    except OSError:
+    except OSError as exc:  # (no space for the copy, an I/O error): not taken for damage
         _put_back(path, cut)
-        return None
+        raise StorageError(
+            f"LevelDB store at {path} is refused as damaged, and the zeroed end of its log that "
+            f"may be why cannot be cut to try without it: {exc}"
+        ) from None
     if not cut:
         return None
     try:
@@ -201,10 +205,14 @@ def _put_back(path: Path, cut: list[tuple[Path, int, bytes]]) -> None:
     for file, at, tail in reversed(cut):
         aside = file.with_name(file.name + ZEROED_TAIL_SUFFIX)
         try:
-            size = file.stat().st_size
+            try:
+                size = file.stat().st_size
+            except FileNotFoundError:
+                continue  # another opener recovered the store and removed the file: left so
             if size == at:
                 with file.open("ab") as handle:
                     handle.write(tail)
+                    handle.flush()  # (the tail is still in the buffer: synced, not lost)
                     os.fsync(handle.fileno())
             if size in (at, at + len(tail)):
                 aside.unlink()

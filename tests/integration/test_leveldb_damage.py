@@ -285,8 +285,8 @@ def test_a_reopening_failing_for_another_reason_puts_the_end_back_and_says_why(
 def test_a_cut_whose_sync_fails_is_put_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The log cut but its sync refused (an I/O error, once): the end is put back and the store
-    refused as damaged, as before the cut."""
+    """The log cut but its sync refused (an I/O error, once): the end is put back, and the store
+    refused for that error (not taken for damaged: a SCORE state store so taken is replayed)."""
     path = tmp_path / "db"
     log, raw = _zeroed_log(path)
     real, failed = os.fsync, []
@@ -298,8 +298,33 @@ def test_a_cut_whose_sync_fails_is_put_back(
         real(fd)
 
     monkeypatch.setattr(os, "fsync", failing_on_the_log)
-    with pytest.raises(StorageCorrupt, match="checksum mismatch"):
+    with pytest.raises(StorageError, match=r"cannot be cut.*Input/output error") as refused:
         LevelDBStore(path)
+    assert not isinstance(refused.value, StorageCorrupt)
     assert failed
     assert log.read_bytes() == raw
     assert not list(path.glob("*.zeroed-tail"))
+
+
+def test_a_log_another_opener_recovered_meanwhile_is_left_and_its_copy_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the log is gone by the time its end would be put back (another opener of the store
+    recovered it meanwhile), nothing is written in its place: the store is refused as LevelDB
+    said, and the copy of the cut end stays beside it."""
+    path = tmp_path / "db"
+    log, _ = _zeroed_log(path)
+    real, calls = leveldb._db, []
+
+    def recovered_by_another(*args: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 2:
+            log.unlink()
+            raise plyvel.CorruptionError(b"Corruption: checksum mismatch")
+        return real(*args)
+
+    monkeypatch.setattr(leveldb, "_db", recovered_by_another)
+    with pytest.raises(StorageCorrupt, match="checksum mismatch"):
+        LevelDBStore(path)
+    assert not log.exists()
+    assert [p.name for p in path.glob("*.zeroed-tail")] == [log.name + ".zeroed-tail"]
