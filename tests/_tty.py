@@ -1,5 +1,10 @@
 """Run a command on a pseudo-terminal (its controlling terminal, so getpass asks there) and answer
-its prompts, as a person at a terminal would."""
+its prompts, as a person at a terminal would.
+
+The command is started by subprocess in a session of its own, through a trampoline that takes
+the terminal as its controlling one and execs the command, not by pty.fork: forking the test
+process whole (gRPC loaded and running) has gRPC restart its threads in the child, which may log
+onto the terminal the test reads (tests/_exec.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +12,17 @@ import os
 import pty
 import select
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+_ON_TTY = (
+    "import fcntl, os, sys, termios\n"
+    "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+    "os.execve(sys.argv[1], sys.argv[1:], os.environ)"
+)
 
 
 @dataclass
@@ -31,13 +44,22 @@ def run_on_tty(
 ) -> TtyRun:
     """Run `argv`; each time the output shows the prompt of the next (prompt, answer) pair, type
     the answer. With `stop_when`, SIGTERM the command once its output shows that text."""
-    pid, master = pty.fork()
-    if pid == 0:  # the child: its stdin, stdout, stderr and controlling terminal are the pty
-        try:
-            os.chdir(cwd)
-            os.execve(argv[0], list(argv), env)
-        finally:
-            os._exit(127)
+    master, terminal = pty.openpty()
+    try:  # its stdin, stdout, stderr and controlling terminal are the pty
+        process = subprocess.Popen(
+            [sys.executable, "-c", _ON_TTY, *argv],
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(terminal)
     output = b""
     pending = list(answers)
     stopped = False
@@ -58,13 +80,12 @@ def run_on_tty(
             if pending and pending[0][0] in text.rsplit("\n", 1)[-1]:
                 os.write(master, pending.pop(0)[1].encode() + b"\n")
             if stop_when and not stopped and stop_when in text:
-                os.kill(pid, signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)
                 stopped = True
         else:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            process.kill()
+            process.wait()
             raise AssertionError(f"{argv} did not finish within {deadline} s: {output!r}")
     finally:
         os.close(master)
-    _, status = os.waitpid(pid, 0)
-    return TtyRun(output.decode(errors="replace"), os.waitstatus_to_exitcode(status))
+    return TtyRun(output.decode(errors="replace"), process.wait())
