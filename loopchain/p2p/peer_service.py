@@ -291,10 +291,11 @@ MAX_CLIENT_STREAMS = 64
 STREAM_MAX_AGE_S = 300.0
 MAX_RANGE_BLOCKS = 500  # blocks in one GetBlockRange reply (and at most max_bytes of them)
 RANGE_BUILDERS = 2  # GetBlockRange replies built at once (the others wait their turn)
-# GetBlockRange calls of one caller (a peer over TLS, else a host) being built or waiting: a peer
-# syncing asks one range of a server at a time; more from one caller (a flood) waited for the
-# builders ahead of every other caller's, each up to 16 MiB to build
-RANGES_A_CALLER = 4
+# GetBlockRange calls of one caller (a peer over TLS, else a host) in one channel being built or
+# waiting: a peer syncing asks one range of a server at a time a channel (peers sharing a host
+# without TLS ask one each); more from one caller (a flood) waited for the builders ahead of
+# every other caller's, each up to 16 MiB to build
+RANGES_A_CALLER = 8
 MAX_RANGE_REPLY_BYTES = 16 << 20  # see range_reply_bytes
 # Replies made and not yet read by their callers (see p2p.unsent) are bounded by what ranges of
 # blocks take: UNSENT_RANGES_A_CALLER to one caller, UNSENT_RANGES in all; past that, a reply of
@@ -1143,7 +1144,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         async def work() -> pb.BlockRange:
             caller = self._peer_caller(context)
             channel = self._party_channel(request.channel, caller)
-            source = caller or first_source(context)
+            source = f"{caller or first_source(context)} in channel {request.channel!r}"
             refusal = self._ranges.take(source)
             if refusal is not None:
                 raise RequestError(ErrorKind.POOL_FULL, f"{refusal}: ask one after another")

@@ -222,14 +222,15 @@ async def test_a_block_range_is_read_and_built_beside_the_event_loop() -> None:
 
 async def test_one_callers_block_ranges_past_its_share_are_refused_at_once() -> None:
     """A caller asking ranges faster than they are built had each wait for the builders (up to
-    16 MiB each to build), ahead of every other caller's ranges. Past RANGES_A_CALLER being
-    built or waiting, its next is refused RESOURCE_EXHAUSTED at once; one it gives up (cancels)
-    or that is answered frees its place."""
+    16 MiB each to build), ahead of every other caller's ranges. Past RANGES_A_CALLER of a
+    channel being built or waiting, its next is refused RESOURCE_EXHAUSTED at once; one it gives
+    up (cancels) or that is answered frees its place."""
     channel = _HeldChannel(small=True)
     monitor = _Monitor()
     port = free_port_pair()
     server = await start_peer_server(OneChannelBackend(channel), "p", CONFIG, port, None, monitor)
     share = peer_service.RANGES_A_CALLER
+    source = f"127.0.0.1 in channel {CHANNEL!r}"
     options = [("grpc.max_receive_message_length", 64 << 20)]
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as link:
@@ -241,7 +242,7 @@ async def test_one_callers_block_ranges_past_its_share_are_refused_at_once() -> 
 
             def holding(count: int) -> Callable[[], Awaitable[bool]]:
                 async def check() -> bool:
-                    return server._servicer._ranges.held.get("127.0.0.1", 0) == count
+                    return server._servicer._ranges.held.get(source, 0) == count
 
                 return check
 
@@ -249,7 +250,7 @@ async def test_one_callers_block_ranges_past_its_share_are_refused_at_once() -> 
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.GetBlockRange(request, timeout=30)
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert f"{share} block ranges from 127.0.0.1" in str(refused.value.details())
+            assert f"{share} block ranges from {source}" in str(refused.value.details())
             assert monitor.errors["GetBlockRange", "RESOURCE_EXHAUSTED"] == 1
             held.pop().cancel()  # waiting for a builder: given up, its place is free
             await wait_until_async(holding(share - 1), 30, "the cancelled range's place")
