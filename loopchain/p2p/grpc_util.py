@@ -544,7 +544,8 @@ def first_source(context: Any) -> str:
 
 def address_source(address: str) -> str:
     """The source of a gRPC peer `address` ("ipv4:10.1.2.3:5555"): its IPv4 address, its IPv6
-    address's /64 network (what one host is given), or "local" for a unix socket."""
+    address's /64 network (what one host is given; a link-local address, with its zone, alone),
+    or "local" for a unix socket."""
     kind, _, rest = address.partition(":")
     if kind == "ipv4":
         return rest.rpartition(":")[0]
@@ -556,6 +557,8 @@ def address_source(address: str) -> str:
             return host
         if ip.ipv4_mapped is not None:  # an IPv4 caller of a dual-stack port
             return str(ip.ipv4_mapped)
+        if ip.is_link_local:  # fe80::/64 is every link's: each such address is a host's own
+            return str(ip)
         return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
     return "local" if kind == "unix" else address
 

@@ -165,8 +165,9 @@ def _open_without_zeroed_tails(path: Path, compression: bool, sizes: dict[str, i
             at = leveldb_tail.zeroed_tail_cut(raw)
             if at is None:
                 continue
+            # counted before the copy and the cut: whatever of them fails is undone
+            cut.append((file, at, raw[at:]))
             write_atomic(file.with_name(file.name + ZEROED_TAIL_SUFFIX), raw[at:])
-            cut.append((file, at, raw[at:]))  # before the cut: a failed fsync is put back too
             with file.open("r+b") as handle:
                 handle.truncate(at)
                 os.fsync(handle.fileno())
@@ -215,7 +216,7 @@ def _put_back(path: Path, cut: list[tuple[Path, int, bytes]]) -> None:
                     handle.flush()  # (the tail is still in the buffer: synced, not lost)
                     os.fsync(handle.fileno())
             if size in (at, at + len(tail)):
-                aside.unlink()
+                aside.unlink(missing_ok=True)
         except OSError as exc:
             raise StorageCorrupt(
                 f"LevelDB store at {path} is corrupt, and the zeroed end cut from {file.name} "

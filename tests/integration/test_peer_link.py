@@ -1021,6 +1021,9 @@ def test_calls_are_bounded_by_the_address_they_come_from() -> None:
     assert source("ipv6:%5B2001:db8::1%5D:5555") == "2001:db8::/64"
     assert source("ipv6:%5B2001:db8::ff%5D:1") == "2001:db8::/64"
     assert source("ipv6:%5B::ffff:10.1.2.3%5D:5555") == "10.1.2.3"
+    # a link-local address is one host's (the prefix is every link's), on its interface
+    assert source("ipv6:%5Bfe80::1%25eth0%5D:1") == "fe80::1%eth0"
+    assert source("ipv6:%5Bfe80::2%25eth0%5D:1") == "fe80::2%eth0"
     assert source("unix:/tmp/peer.sock") == source("unix:") == "local"
 
 
