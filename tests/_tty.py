@@ -47,7 +47,7 @@ def run_on_tty(
     master, terminal = pty.openpty()
     try:  # its stdin, stdout, stderr and controlling terminal are the pty
         process = subprocess.Popen(
-            [sys.executable, "-c", _ON_TTY, *argv],
+            [sys.executable, "-I", "-c", _ON_TTY, *argv],  # (-I: the command's PYTHON* not read)
             stdin=terminal,
             stdout=terminal,
             stderr=terminal,
@@ -83,7 +83,7 @@ def run_on_tty(
                 process.send_signal(signal.SIGTERM)
                 stopped = True
         else:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # its session's group: what it started too
             process.wait()
             raise AssertionError(f"{argv} did not finish within {deadline} s: {output!r}")
     finally:

@@ -219,7 +219,11 @@ class VirtualNetwork:
             raise NetnsError(f"the userspace switch gave no answer within {COMMAND_TIMEOUT:.0f} s")
         line = self.switch.stdout.readline()
         if not line:
-            raise NetnsError(f"the userspace switch ended (status {self.switch.poll()})")
+            try:
+                status = self.switch.wait(COMMAND_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                status = None
+            raise NetnsError(f"the userspace switch ended (status {status})")
         return line.strip()
 
     def _switch_command(self, line: str) -> str:
