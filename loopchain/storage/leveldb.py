@@ -167,7 +167,7 @@ def _open_without_zeroed_tails(path: Path, compression: bool, sizes: dict[str, i
                 continue
             # counted before the copy and the cut: whatever of them fails is undone
             cut.append((file, at, raw[at:]))
-            write_atomic(file.with_name(file.name + ZEROED_TAIL_SUFFIX), raw[at:])
+            write_atomic(_aside(file), raw[at:])
             with file.open("r+b") as handle:
                 handle.truncate(at)
                 os.fsync(handle.fileno())
@@ -190,12 +190,11 @@ def _open_without_zeroed_tails(path: Path, compression: bool, sizes: dict[str, i
         log.warning(
             "LevelDB store at %s: %s ended in zeroed bytes (a power cut, on some file systems): "
             "its last record (%d bytes left of it, written after the last sync that completed) "
-            "was cut and kept beside it as %s%s",
+            "was cut and kept beside it as %s",
             path,
             file.name,
             len(tail.rstrip(b"\0")),
-            file.name,
-            ZEROED_TAIL_SUFFIX,
+            _aside(file).name,
         )
     return db
 
@@ -204,7 +203,7 @@ def _put_back(path: Path, cut: list[tuple[Path, int, bytes]]) -> None:
     """Give each file in `cut` its end again, when it is as it was cut (another opener of the
     store may have changed it meanwhile: then it is left), and remove the copy beside it."""
     for file, at, tail in reversed(cut):
-        aside = file.with_name(file.name + ZEROED_TAIL_SUFFIX)
+        aside = _aside(file)
         try:
             try:
                 size = file.stat().st_size
@@ -222,6 +221,11 @@ def _put_back(path: Path, cut: list[tuple[Path, int, bytes]]) -> None:
                 f"LevelDB store at {path} is corrupt, and the zeroed end cut from {file.name} "
                 f"to try without it cannot be put back ({exc}): it is kept as {aside.name}"
             ) from None
+
+
+def _aside(file: Path) -> Path:
+    """Where the zeroed end cut from `file` is kept."""
+    return file.with_name(file.name + ZEROED_TAIL_SUFFIX)
 
 
 def _log_format_files(path: Path) -> list[Path]:
