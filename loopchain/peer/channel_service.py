@@ -42,6 +42,7 @@ from loopchain.types import canonical, icon_tx
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
 from loopchain.types.crypto import Signer
+from loopchain.types.genesis import GenesisData
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import MAX_DATA_DEPTH, V1, Transaction
 from loopchain.types.validators import JointSet, ratio_from_config
@@ -160,13 +161,13 @@ class ChannelService:
         self.transport = transport
         transport.when_back(self._peer_back)
         self.members: dict[str, PeerInfo] = {}
-        # the nid its genesis data states (stated_nid): fixed once the genesis block is stored,
-        # read before from the newest validator set (`_nid_read_of`)
-        self._genesis_nid: int | None = None
-        self._genesis_nid_known = False
+        # the genesis data its chain states (stated_genesis): fixed once the genesis block is
+        # stored, read before from the newest validator set (`_genesis_read_of`)
+        self._genesis: GenesisData | None = None
+        self._genesis_known = False
         # peers that took transactions in the channel and when they were last seen to (_signers)
         self._writers_seen: dict[str, float] = {}
-        self._nid_read_of: object = None
+        self._genesis_read_of: object = None
         self._config_nid = int(str(config.ICON_NID), 16)
         # (to, message) last broadcast (to None) or not sent (no address known yet)
         self._recent: collections.deque[tuple[str | None, ConsensusPayload]] = collections.deque(
@@ -206,6 +207,7 @@ class ChannelService:
             port=settings.port,
             on_executed=self.receive,
             score_settings=settings.score_settings,
+            step_limit=self.score_step_limit,
             on_storage_error=self.storage_failed,
             metrics=self.metrics,
         )
@@ -362,19 +364,37 @@ class ChannelService:
     def stated_nid(self) -> int | None:
         """The nid the channel's genesis data states; None when it states none (each peer then
         takes its own ICON_NID, which proposals are not judged by: peers whose ICON_NID differ
-        would refuse each other's blocks). Fixed by the genesis block once there is one;
-        before, the newest validator set's, read once per set (it is asked per transaction)."""
-        if self._genesis_nid_known:
-            return self._genesis_nid
+        would refuse each other's blocks)."""
+        genesis = self.stated_genesis
+        return genesis.nid if genesis is not None else None
+
+    @property
+    def stated_genesis(self) -> GenesisData | None:
+        """The channel's genesis data (None when its validator sets carry none). Fixed by the
+        genesis block once there is one; before, the newest validator set's, read once per set
+        (the nid it states is asked per transaction)."""
+        if self._genesis_known:
+            return self._genesis
         stored = self.store.block_by_height(0) if self.store.tip_height() >= 0 else None
         update = stored.validator_update if stored is not None else self.consensus.latest_validators
-        if stored is None and update is self._nid_read_of:
-            return self._genesis_nid
-        genesis = update.genesis_data() if update is not None else None
-        self._genesis_nid = genesis.nid if genesis is not None else None
-        self._nid_read_of = update
-        self._genesis_nid_known = stored is not None
-        return self._genesis_nid
+        if stored is None and update is self._genesis_read_of:
+            return self._genesis
+        self._genesis = update.genesis_data() if update is not None else None
+        self._genesis_read_of = update
+        self._genesis_known = stored is not None
+        return self._genesis
+
+    def score_step_limit(self) -> int:
+        """The SCORE step limit of this channel: its genesis data's score_step_limit, else this
+        peer's SCORE_STEP_LIMIT (asked each time the SCORE process starts). A genesis block
+        this peer cannot read stops the channel (StorageError: the process is not started)."""
+        try:
+            genesis = self.stated_genesis
+        except (StorageError, BlockStoreError) as exc:
+            self.storage_failed(exc)
+            raise StorageError(f"the genesis block cannot be read: {exc}") from None
+        stated = genesis.score_step_limit if genesis is not None else None
+        return stated if stated is not None else int(self.config.SCORE_STEP_LIMIT)
 
     def auditor_ids(self) -> set[str]:
         """The parties that audit this channel (the newest validator set it signed names them):

@@ -4,12 +4,18 @@ Amounts are in loop (10**-18 ICX). The JSON shape, in channel_manage_data.json (
 and, as canonical JSON text, in the channel's validator set (so the genesis block records it):
 
     {"accounts": [{"name": str, "address": "hx" + 40 lowercase hex,
-                   "balance": "0x" + 1..64 lowercase hex digits}], "message"?: str, "nid"?: str}
+                   "balance": "0x" + 1..64 lowercase hex digits}], "message"?: str, "nid"?: str,
+     "score_step_limit"?: str}
 
 `nid` is the channel's network id for ICON v3 transactions ("0x1" to "0xffffffff", as ICON writes
 it), in place of the peers' ICON_NID. A v3 transaction names its network and no channel, so the
 nid is what keeps one signed for a channel from being valid in another: channels that share one
 (every channel without its own takes ICON_NID) take each other's v3 transactions, replayed.
+
+`score_step_limit` ("0x1" to "0x7fffffffffffffff", minimal lowercase hex) is the channel's SCORE
+step limit, in place of the peers' SCORE_STEP_LIMIT. It decides results (a transaction past it
+fails with 9000), so it must be one value on every peer: stated here, it is recorded in the genesis
+block with the rest, where each peer's own setting could differ and split their votes.
 
 Refused (EncodingError naming the field): unknown keys, wrong types, an address that is not an
 account ("hx"), one address listed twice, more than MAX_GENESIS_ACCOUNTS accounts, an empty name or
@@ -33,9 +39,10 @@ MAX_NAME_CHARS = 64
 MAX_MESSAGE_CHARS = 1000
 MAX_BALANCE = 2**256 - 1
 MAX_NID = 2**32 - 1
+MAX_SCORE_STEP_LIMIT = 2**63 - 1
 _NID = re.compile(r"0x[1-9a-f][0-9a-f]{0,7}")  # as ICON writes it: no leading zeros, not 0
 
-_KEYS = frozenset({"accounts", "message", "nid"})
+_KEYS = frozenset({"accounts", "message", "nid", "score_step_limit"})
 _ACCOUNT_KEYS = frozenset({"name", "address", "balance"})
 _ACCOUNT_FIELDS: dict[str, type | tuple[type, ...]] = {"name": str, "address": str, "balance": str}
 
@@ -56,6 +63,7 @@ class GenesisData:
     accounts: tuple[GenesisAccount, ...]
     message: str = ""
     nid: int | None = None  # the channel's network id; None: the peers' ICON_NID
+    score_step_limit: int | None = None  # None: the peers' SCORE_STEP_LIMIT
 
     def __post_init__(self) -> None:
         if len(self.accounts) > MAX_GENESIS_ACCOUNTS:
@@ -71,6 +79,9 @@ class GenesisData:
             raise EncodingError("'accounts': the balances add up to more than 2**256 - 1")
         if self.nid is not None and (type(self.nid) is not int or not 0 < self.nid <= MAX_NID):
             raise EncodingError("'nid' must be a network id from 0x1 to 0xffffffff")
+        limit = self.score_step_limit
+        if limit is not None and (type(limit) is not int or not 0 < limit <= MAX_SCORE_STEP_LIMIT):
+            raise EncodingError("'score_step_limit' must be from 0x1 to 0x7fffffffffffffff")
 
     @property
     def total_supply(self) -> int:
@@ -96,8 +107,16 @@ class GenesisData:
                 "field 'nid' must be a network id as ICON writes it, '0x1' to '0xffffffff' "
                 "(lowercase hex, no leading zeros)"
             )
+        limit = obj.get("score_step_limit")
+        if "score_step_limit" in obj:
+            if not isinstance(limit, str):
+                raise EncodingError("field 'score_step_limit' must be a string ('0x' and hex)")
+            try:
+                limit = hex_int(limit, "score_step_limit")
+            except InvalidTransaction as exc:
+                raise EncodingError(exc.message) from None
         accounts = tuple(_account(f"accounts[{i}]", a) for i, a in enumerate(raw))
-        return cls(accounts, message, int(nid, 16) if nid is not None else None)
+        return cls(accounts, message, int(nid, 16) if nid is not None else None, limit)
 
     @classmethod
     def decode(cls, text: str) -> GenesisData:
@@ -123,6 +142,11 @@ class GenesisData:
             "accounts": accounts,
             **({"message": self.message} if self.message else {}),
             **({"nid": hex(self.nid)} if self.nid is not None else {}),
+            **(
+                {"score_step_limit": hex(self.score_step_limit)}
+                if self.score_step_limit is not None
+                else {}
+            ),
         }
 
     def encoded(self) -> str:

@@ -305,6 +305,8 @@ def test_genesis_data_is_read_and_goes_into_every_issued_validator_set(tmp_path:
         ({"accounts": [{**GENESIS["accounts"][0], "address": "hxNOPE"}]}, r"accounts\[0\].address"),
         ({"accounts": [{**GENESIS["accounts"][0], "balance": 10}]}, "field 'balance'"),
         ({"accounts": [GENESIS["accounts"][0]] * 2}, r"accounts\[1\].address.*listed twice"),
+        ({**GENESIS, "score_step_limit": "0x0"}, "'score_step_limit' must be from 0x1"),
+        ({**GENESIS, "score_step_limit": 5000}, "field 'score_step_limit' must be a string"),
     ],
 )
 def test_bad_genesis_data_is_named(genesis: object, message: str) -> None:
@@ -339,6 +341,23 @@ def test_two_channels_of_one_network_id_are_refused_and_shared_defaults_warned_a
     assert "channel a states nid 0x3, the ICON_NID that channels b (stating none) take" in (
         caplog.text
     )
+
+
+def test_a_channels_stated_score_step_limit_goes_into_its_validator_sets_genesis(
+    tmp_path: Path,
+) -> None:
+    """The SCORE step limit decides results: the channel states it once, in its genesis data,
+    and every validator set the RadioStation issues carries it to the peers."""
+    genesis = {**GENESIS, "score_step_limit": "0x64"}
+    specs = parse_channels(PATH, {"c": {"genesis_data": genesis}}, "org/x")
+    station = Station(
+        load_config(environ={}),
+        Registry.open(tmp_path / "registry.json", specs, False),
+        Signer.generate(),
+        time.time,
+    )
+    stated = ValidatorSet.decode(station.validator_set("c").encode()).genesis_data()
+    assert stated is not None and stated.score_step_limit == 100
 
 
 def test_channel_to_json_reads_back_to_the_same_channel() -> None:

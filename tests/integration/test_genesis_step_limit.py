@@ -1,0 +1,115 @@
+"""A channel's genesis data may state its SCORE step limit (`score_step_limit`): every peer's SCORE
+process then stops a transaction at that limit, whatever the peer's own SCORE_STEP_LIMIT says.
+The limit decides results (9000 past it), so one peer's setting apart from the others' split
+their votes; stated in the genesis, the chain itself carries the one value.
+
+Real parts: a lone validator's ChannelService over the in-memory transport with a LevelDB block
+store, its SCORE runtime and a real SCORE process running a package written here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from loopchain.blockchain.block_store import BlockStore, StoredResult
+from loopchain.blockchain.execution import SCORE_ERROR, SUCCESS
+from loopchain.configure import load_config
+from loopchain.consensus import messages as m
+from loopchain.p2p.memory import InMemoryNetwork
+from loopchain.peer.channel_service import ChannelService, ChannelSettings
+from loopchain.storage.leveldb import LevelDBStore
+from loopchain.types.crypto import Signer
+from loopchain.types.genesis import GenesisData
+from loopchain.types.peer import PeerInfo
+from loopchain.types.validators import Validator, ValidatorSet
+from tests.integration._score_helpers import write_package
+from tools.procs import wait_until_async
+
+CHANNEL = "step_channel"
+DEADLINE = 120.0  # a SCORE process starts in seconds; a slow machine has plenty
+OWN_LIMIT = 1_000_000  # this peer's SCORE_STEP_LIMIT
+STATED_LIMIT = 5_000  # the channel's, in its genesis data
+LOOP = """
+from loopchain.blockchain.score_base import ScoreBase
+
+
+class UserScore(ScoreBase):
+    def invoke(self, transaction, block):
+        i = 0
+        while i < transaction.data["n"]:
+            i += 1
+        return {"code": 0, "message": ""}
+"""
+
+
+async def _results(tmp_path: Path, genesis: GenesisData) -> tuple[StoredResult, StoredResult]:
+    """The results of a short and a long loop executed by a lone validator whose channel's
+    genesis is `genesis`; the service's SCORE step limit is checked on the way."""
+    write_package(tmp_path / "score", "loop", LOOP)
+    config = load_config(
+        environ={},
+        overrides={
+            "DEFAULT_SCORE_REPOSITORY_PATH": str(tmp_path / "score"),
+            "INTERVAL_BLOCKGENERATION": 0.05,
+            "SCORE_STEP_LIMIT": OWN_LIMIT,
+        },
+    )
+    issuer, signer = Signer.generate(), Signer.generate()
+    validators = ValidatorSet(
+        CHANNEL, 1, (Validator(signer.address),), genesis=genesis.encoded()
+    ).signed_by(issuer)
+    kv = LevelDBStore(tmp_path / "blocks")
+    store = BlockStore(kv, CHANNEL)
+    network = InMemoryNetwork()
+    service = ChannelService(
+        settings=ChannelSettings(
+            CHANNEL, "test/loop", issuer.address, "memory:0", tmp_path / "channel", 0
+        ),
+        config=config,
+        signer=signer,
+        store=store,
+        transport=network.transport(signer.address),
+    )
+    network.backends[signer.address] = service
+    service.set_members([PeerInfo(signer.address, "memory:0", 0)])
+    task = asyncio.create_task(service.run())
+    service.receive(m.ValidatorsChanged(validators))
+    try:
+        outcomes = await service.create_txs([{"n": 10}, {"n": 2 * STATED_LIMIT}])
+        hashes = [o.hash for o in outcomes if not isinstance(o, Exception)]
+        assert len(hashes) == 2, outcomes
+
+        async def recorded() -> list[StoredResult] | None:
+            results = [store.tx_result(h) for h in hashes]
+            return [r for r in results if r is not None] if all(results) else None
+
+        short, long = await wait_until_async(recorded, DEADLINE, "both results recorded")
+        stated = genesis.score_step_limit
+        assert service.score_step_limit() == (stated if stated is not None else OWN_LIMIT)
+        assert service.score.supervisor is not None
+        assert service.score.supervisor.step_limit is not None
+        assert service.score.supervisor.step_limit() == service.score_step_limit()
+        return short, long
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        kv.close()
+
+
+@pytest.mark.timeout(300)
+async def test_the_step_limit_the_genesis_states_is_the_channels_over_the_peers_own(
+    tmp_path: Path,
+) -> None:
+    short, long = await _results(tmp_path, GenesisData((), score_step_limit=STATED_LIMIT))
+    assert short.code == SUCCESS, short
+    assert long.code == SCORE_ERROR and "step limit" in long.message, long
+
+
+@pytest.mark.timeout(300)
+async def test_without_a_stated_step_limit_the_peers_own_applies(tmp_path: Path) -> None:
+    short, long = await _results(tmp_path, GenesisData(()))
+    assert (short.code, long.code) == (SUCCESS, SUCCESS), (short, long)
