@@ -686,13 +686,17 @@ class ChannelConsensus:
 
     def would_check(self, block: Block) -> bool:
         """Whether handling `block` now would check its transactions' signatures: it is above
-        the final tip, new to the tree, its parent is in it and its proposer is the leader of its
-        round (the cheap checks come first). Only such a block's signatures are worth recovering
-        beforehand (a peer does, a slice of its event loop at a time)."""
+        the final tip, new to the tree, its parent is in it, and its header passes
+        (`header_problem`: its size, its round's leader, signed by that leader). Only such a
+        block's signatures are worth recovering beforehand (a peer does, a slice of its event
+        loop at a time): a proposal naming the leader under another's signature, holding
+        thousands of transactions its sender signed, cost their recoveries each time it was sent
+        (review), and was refused for its own signature only after."""
         if block.height <= self.tip.height or self.tree.get(block.hash) is not None:
             return False
-        parent = self.tree.point(block.header.prev_hash)
-        return parent is not None and self._wrong_leader(block, parent) is None
+        if self.tree.point(block.header.prev_hash) is None:
+            return False
+        return self.header_problem([(block, None)]) is None
 
     def header_problem(
         self, blocks: Sequence[tuple[Block, QuorumCertificate | None]]
