@@ -742,6 +742,67 @@ async def test_a_range_reply_with_more_blocks_than_asked_is_malformed() -> None:
         await server.stop(grace=0)
 
 
+class _ServingOne(pb_grpc.PeerServiceServicer):
+    """Answers GetBlock and GetBlockRange with one block, whatever is asked."""
+
+    def __init__(self, block: Block) -> None:
+        self.block = block
+
+    async def GetBlock(self, request: pb.GetBlockRequest, context: Any) -> Any:
+        return pb.BlockReply(block=self.block.encode())
+
+    async def GetBlockRange(self, request: pb.BlockRangeRequest, context: Any) -> Any:
+        one = pb.FinalBlock(block=self.block.encode(), certificate=b"{}")
+        return pb.BlockRange(blocks=[one], tip_height=9)
+
+
+async def test_a_served_block_larger_than_this_peer_takes_is_refused_unread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A block served (fetched by its hash, or in a range) larger than a proposal this peer takes
+    (twice MAX_BLOCK_KBYTES and 1 MiB) is malformed before it is decoded: a member served one of
+    60 MB and its decoding held the fetching peer's event loop 3 s (review)."""
+    small = load_config(environ={}, overrides={"MAX_BLOCK_KBYTES": 1, "MAX_TX_BYTES": 1024})
+    bound = max_proposal_bytes(1)
+    now = 1_700_000_000_000_000
+    filler = "f" * 60_000
+    txs = [
+        Transaction.create_v1(CHANNEL, {"n": n, "f": filler}, now + n, SIGNER) for n in range(20)
+    ]
+    big = _block(txs, now)
+    assert len(big.encode()) > bound
+    decoded: list[int] = []
+    real = Block.decode
+
+    def counted(raw: bytes, pooled: Any = None) -> Block:
+        decoded.append(len(raw))
+        return real(raw, pooled)
+
+    monkeypatch.setattr(Block, "decode", counted)
+    for served, refused in ((big, True), (_block(txs[:10], now), False)):
+        port = free_port_pair()
+        server = grpc_util.create_server(CONFIG)
+        pb_grpc.add_PeerServiceServicer_to_server(_ServingOne(served), server)
+        grpc_util.bind(server, "127.0.0.1", port)
+        await server.start()
+        link = PeerLink(f"127.0.0.1:{port}", small)
+        decoded.clear()
+        try:
+            if refused:
+                with pytest.raises(MalformedReply, match=f"more than the {bound} this peer takes"):
+                    await link.fetch_block(CHANNEL, served.hash)
+                with pytest.raises(MalformedReply, match=f"more than the {bound} this peer takes"):
+                    await link.fetch_blocks(CHANNEL, 1, 1)
+                assert decoded == []  # refused unread
+            else:
+                fetched = await link.fetch_block(CHANNEL, served.hash)
+                assert fetched is not None and fetched.hash == served.hash
+                assert decoded == [len(served.encode())]
+        finally:
+            await link.close()
+            await server.stop(grace=0)
+
+
 class _Stalling(pb_grpc.PeerServiceServicer):
     """Answers no block range (a path that does not bring it within the deadline), or, `at_once`,
     answers DEADLINE_EXCEEDED at once; keeps the bytes each range asked for."""
