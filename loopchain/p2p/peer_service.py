@@ -282,6 +282,11 @@ _REPLY_OVERHEAD = 64
 _RESULT_OVERHEAD = 8
 MAX_TXS_PER_BATCH = 1000  # relayed transactions in one AddTxBatch (each is size-checked)
 MAX_INBOUND_STREAMS = 512  # open link streams (each peer's link holds two; senders fall back)
+# open link streams of one peer (over TLS, where its certificate names it): its links' two lanes,
+# one link a process (the peer and each channel worker), and their successors while replaced.
+# One member holding every slot had each other peer's messages sent by a call each (review);
+# without TLS callers are addresses, peers on one host share one, and the bound is the server's
+LINK_STREAMS_A_PEER = MAX_INBOUND_STREAMS // 8
 # open batch streams of REST proxies (one a channel each; a proxy falls back to calls): bounded
 # apart, so that clients, whom no certificate names without TLS, never take the links' share
 MAX_CLIENT_STREAMS = 64
@@ -420,6 +425,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         # apart from the default executor (a flood of ranges must not hold up its other work)
         self._range_builder = ThreadPoolExecutor(RANGE_BUILDERS, thread_name_prefix="range")
         self._ranges = CallsBySource(RANGES_A_CALLER, "block ranges")
+        self._peer_streams = CallsBySource(LINK_STREAMS_A_PEER, "link streams")
         self.callers: Callers | None = callers
         if tls is not None and callers is None:  # the certificate library loads only with TLS
             from loopchain.p2p.callers import CallerCheck
@@ -579,8 +585,33 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         except RequestError as exc:
             return refuse(context, *self._refusal(context, method, exc))
         refusal = self._stream_refusal(method, self._streams, MAX_INBOUND_STREAMS)
+        if refusal is None and caller is not None:
+            held = self._peer_streams.take(caller)
+            if held is not None:
+                self._count_error(method, grpc.StatusCode.RESOURCE_EXHAUSTED)
+                refusal = grpc.StatusCode.RESOURCE_EXHAUSTED, held
         if refusal is not None:
             return refuse(context, *refusal)
+        try:
+            return await self._read_stream(
+                requests, context, method, (handle, check), caller, checked
+            )
+        finally:
+            if caller is not None:
+                self._peer_streams.give(caller)
+
+    async def _read_stream(
+        self,
+        requests: AsyncIterator[Relayed],
+        context: grpc.aio.ServicerContext,
+        method: str,
+        work: tuple[Callable[[Relayed, str | None], Awaitable[None]], Callable[[Relayed], None]],
+        caller: str | None,
+        checked: object,
+    ) -> pb.Ack:
+        """The messages of a stream `_stream` took from `caller` (checked at the callers'
+        generation `checked`), until it ends; `work`: `_stream`'s handle and check."""
+        handle, check = work
         handled = refused = passed = 0
         ended = ""
         async with self._inbound_stream(context, self._streams):

@@ -25,6 +25,7 @@ from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.p2p import grpc_util, peer_client, peer_service, server, turns
 from loopchain.p2p.errors import ErrorKind, RequestError
+from loopchain.p2p.grpc_util import STREAM_ACCEPTED
 from loopchain.p2p.peer_client import GrpcTransport, PeerLink
 from loopchain.p2p.peer_service import PeerServicer, max_proposal_bytes
 from loopchain.p2p.server import PeerServer, start_peer_server
@@ -618,6 +619,69 @@ async def test_a_link_stream_ends_at_its_next_message_once_its_caller_is_revoked
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value
         assert "revoked (serial 1)" in (refused.value.details() or "")
         assert backend.alpha.txs == [_tx(1)]
+    finally:
+        await grpc_server.stop(grace=0)
+
+
+class NamedCallers:
+    """Who calls: the peer id an "x-test-peer" header names (as CallerCheck names the peer its
+    certificate does)."""
+
+    def generation(self) -> object:
+        return None
+
+    def peer_id(self, context: Any) -> str | None:
+        return dict(context.invocation_metadata())["x-test-peer"]
+
+
+async def test_one_peer_holds_at_most_its_share_of_the_link_streams(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer (over TLS, named by its certificate) may hold LINK_STREAMS_A_PEER link streams:
+    one member opening MAX_INBOUND_STREAMS idle streams had every other peer's streams refused,
+    each of their messages then sent by a call of its own (review). Its next is refused
+    RESOURCE_EXHAUSTED, another peer's is taken, and a slot comes free when a stream ends."""
+    monkeypatch.setattr(peer_service, "LINK_STREAMS_A_PEER", 3)
+    backend, monitor = OneChannelBackend(Channel()), Monitor()
+    servicer = PeerServicer(backend, "receiver", None, monitor, callers=NamedCallers())
+    grpc_server = grpc_util.create_server(CONFIG, monitor.rpc_error)
+    pb_grpc.add_PeerServiceServicer_to_server(servicer, grpc_server)
+    port = free_port_pair()
+    grpc_util.bind(grpc_server, "127.0.0.1", port)
+    await grpc_server.start()
+
+    async def accepted(stub: pb_grpc.PeerServiceStub, peer: str) -> tuple[Any, bool]:
+        stream = stub.DeliverStream(timeout=30, metadata=(("x-test-peer", peer),))
+        return stream, STREAM_ACCEPTED in tuple(await stream.initial_metadata() or ())
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.PeerServiceStub(channel)
+            held = [await accepted(stub, "hostile") for _ in range(3)]
+            assert all(taken for _, taken in held)
+            refused, taken = await accepted(stub, "hostile")
+            assert not taken
+            assert await refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "3 link streams from hostile are open on this server, limit 3" in (
+                await refused.details()
+            )
+            other, taken = await accepted(stub, "honest")
+            assert taken
+            held[0][0].cancel()
+
+            async def freed() -> bool:
+                return servicer._peer_streams.held.get("hostile") == 2
+
+            await wait_until_async(freed, 30, "the ended stream's slot free")
+            again, taken = await accepted(stub, "hostile")
+            assert taken
+            for stream in [again, other, *(s for s, _ in held[1:])]:
+                stream.cancel()
+
+            async def none_held() -> bool:
+                return not servicer._peer_streams.held
+
+            await wait_until_async(none_held, 30, "every slot free")
     finally:
         await grpc_server.stop(grace=0)
 
