@@ -205,7 +205,7 @@ def _jsonrpc_routes(config: Config, api: PeerApi, max_body: int) -> list[web.Rou
     return [
         *v3.routes(V3_PATHS),
         *debug.routes(DEBUG_PATHS),
-        *Monitors(reader, float(config.REST_SEND_TIMEOUT)).routes(),
+        *Monitors(reader, float(config.REST_SEND_TIMEOUT), int(config.REST_MAX_INFLIGHT)).routes(),
     ]
 
 

@@ -75,6 +75,14 @@ class RestError(Exception):
         return response
 
 
+class ProxyBusy(RestError):
+    """The proxy's own refusal of a call for want of room (REST_MAX_INFLIGHT calls in flight):
+    503, and worth trying again shortly, where the peer's own failures are not."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ResponseCode.FAIL, message, 503)
+
+
 def invalid_params(message: str) -> RestError:
     """A 400 / -6 error saying what is wrong with the request."""
     return RestError(ResponseCode.INVALID_PARAMS, message)

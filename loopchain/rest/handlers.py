@@ -20,7 +20,13 @@ from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
 from loopchain.rest import formatting, params
 from loopchain.rest.batch_stream import BatchStreams
-from loopchain.rest.errors import RestError, invalid_params, json_response, rpc_error
+from loopchain.rest.errors import (
+    ProxyBusy,
+    RestError,
+    invalid_params,
+    json_response,
+    rpc_error,
+)
 from loopchain.rest.submit import BatchCall, BatchSubmitter, MakeError
 from loopchain.types.codes import ResponseCode, error_body
 
@@ -197,11 +203,7 @@ class PeerApi:
         held = self._inflight[submissions]
         if held + count > self._max_inflight:
             what = "submissions" if submissions else "calls"
-            raise RestError(
-                ResponseCode.FAIL,
-                f"the peer is busy ({held} {what} in flight); try again shortly",
-                503,
-            )
+            raise ProxyBusy(f"the peer is busy ({held} {what} in flight); try again shortly")
         self._inflight[submissions] += count
         try:
             yield

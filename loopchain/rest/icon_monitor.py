@@ -28,19 +28,20 @@ past FRAME_BURST frames at once (FRAMES_PER_S a second) it is closed with 1008.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from loopchain.rest.errors import json_response
 from loopchain.rest.icon_methods import height_param
-from loopchain.rest.icon_peer import PeerReader
+from loopchain.rest.icon_peer import BusyError, PeerReader
 from loopchain.rest.jsonrpc import failure, path_channel
 from loopchain.types.codes import ResponseCode, error_body
 from loopchain.types.icon_address import channel_score_address
@@ -58,9 +59,10 @@ REQUEST_WAIT = 30.0  # seconds for the client's request after the upgrade
 HEARTBEAT_S = 30.0  # a ping every this many seconds; a client answering none in half is closed
 FRAME_BURST, FRAMES_PER_S = 20, 5  # what a client may send (keepalives, pings) at once, a second
 TOO_MANY_FRAMES = b"too many frames"
+T = TypeVar("T")
 POLL_FIRST, POLL_MAX = 0.05, 0.5  # seconds between looks for the next block or its results
 SHARED_READS = 8  # blocks and blocks' events kept for every monitor (the newest read)
-SHARED_LOOKUPS = 64  # result lookups of one block's transactions in flight at once
+SHARED_LOOKUPS = 64  # calls to the peer all monitors together make at once (see Monitors)
 _HEX = re.compile(r"0x[0-9a-fA-F]{1,8}")
 
 
@@ -218,17 +220,35 @@ class _SharedReads:
 
     The SHARED_READS newest reads are kept (the monitors following the chain ask for the same
     block); a read that failed or found no block yet is not kept, and one whose askers all left
-    is cancelled (the events of a block the SCORE never executes are not waited for forever)."""
+    is cancelled (the events of a block the SCORE never executes are not waited for forever).
 
-    def __init__(self, reader: PeerReader) -> None:
+    All of them make at most `calls` calls to the peer at once, and a call the proxy
+    refuses as busy is made again after a pause: each block's read made 64 at once, so seven
+    monitors on seven busy blocks took the proxy's REST_MAX_INFLIGHT whole, refusing other
+    clients, and a monitor whose call was refused was closed (review)."""
+
+    def __init__(self, reader: PeerReader, calls: int = SHARED_LOOKUPS) -> None:
         self._reader = reader
         self._kept: OrderedDict[Hashable, _Read] = OrderedDict()
+        self._calls = asyncio.Semaphore(calls)
 
     async def block(self, channel: str, height: int) -> Any:
         """The final block at `height`, or None while there is none."""
         return await self._once(
-            ("block", channel, height), lambda: self._reader.block(channel, height=height)
+            ("block", channel, height),
+            lambda: self._patiently(lambda: self._reader.block(channel, height=height)),
         )
+
+    async def _patiently(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, one of the calls allowed at once, made again while the proxy refuses it as
+        busy (its own refusal for want of room; the peer's failures end the read)."""
+        pause = POLL_FIRST
+        while True:
+            async with self._calls:
+                with contextlib.suppress(BusyError):
+                    return await call()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
 
     async def events(self, channel: str, block: Any) -> tuple[tuple[Any, ...], ...]:
         """The events of each transaction of `block`, once it is executed."""
@@ -284,7 +304,7 @@ class _SharedReads:
         """A final transaction's events, once its block is executed."""
         pause = POLL_FIRST
         while True:
-            found = await self._reader.result(channel, tx_hash)
+            found = await self._patiently(lambda: self._reader.result(channel, tx_hash))
             if found is not None and found.outcome is not None:
                 return found.outcome.events
             await asyncio.sleep(pause)
@@ -294,11 +314,13 @@ class _SharedReads:
 class Monitors:
     """The websocket monitors of one REST proxy, reading its peer through `reader`; each message
     is taken by its client within `send_timeout` seconds (REST_SEND_TIMEOUT), else its
-    connection is dropped."""
+    connection is dropped. They make at most SHARED_LOOKUPS calls to the peer at once, and at
+    most a quarter of the proxy's `max_inflight` (REST_MAX_INFLIGHT): the rest is its other
+    clients'."""
 
-    def __init__(self, reader: PeerReader, send_timeout: float) -> None:
+    def __init__(self, reader: PeerReader, send_timeout: float, max_inflight: int) -> None:
         self._reader = reader
-        self._shared = _SharedReads(reader)
+        self._shared = _SharedReads(reader, max(1, min(SHARED_LOOKUPS, max_inflight // 4)))
         self._send_timeout = send_timeout
         self._open = 0
         self._by_client: Counter[str] = Counter()  # monitors open, by client address

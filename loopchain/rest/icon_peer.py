@@ -19,7 +19,7 @@ import grpc
 
 from loopchain.blockchain.execution import parse_events
 from loopchain.protos import loopchain_pb2 as pb
-from loopchain.rest.errors import RETRY_AFTER_SECONDS, RestError, status_error
+from loopchain.rest.errors import RETRY_AFTER_SECONDS, ProxyBusy, RestError, status_error
 from loopchain.rest.formatting import decode_block, decode_tx
 from loopchain.rest.handlers import PeerApi
 from loopchain.rest.icon_shapes import Outcome, Place
@@ -347,8 +347,13 @@ def _retry_data(error: RestError) -> dict[str, int] | None:
     return {"retryAfter": int(RETRY_AFTER_SECONDS)} if error.status == 503 else None
 
 
+class BusyError(JsonRpcError):
+    """-32603 for the proxy's own refusal for want of room (ProxyBusy): worth trying again."""
+
+
 def _from_rest(error: RestError) -> JsonRpcError:
     """The proxy's own refusal (busy, stopping) or a call that got no answer, as -32603: an
     overload says when to try again, as v1's 503 does (it was a bare -32603, as if the peer
     had failed; review)."""
-    return JsonRpcError(JsonRpcCode.INTERNAL_ERROR, error.message, _retry_data(error))
+    kind = BusyError if isinstance(error, ProxyBusy) else JsonRpcError
+    return kind(JsonRpcCode.INTERNAL_ERROR, error.message, _retry_data(error))

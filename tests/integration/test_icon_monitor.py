@@ -37,10 +37,11 @@ from loopchain.rest.icon_monitor import (
     parse_filter,
     parse_request,
 )
+from loopchain.rest.icon_peer import BusyError
 from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.icon_address import channel_score_address
-from loopchain.types.jsonrpc import JsonRpcError
+from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
 from loopchain.types.transaction import Transaction
 from tests.integration._fake_peer import DEFAULT_CHANNEL, FakePeer, start_fake_peer
 from tests.integration._proxy import ProxyProcess
@@ -195,7 +196,7 @@ NESTED = ["[" * 3000 + "]" * 3000, '{"a":' * 3000 + "1" + "}" * 3000]
 PARSE_IN_A_PROCESS = """
 import json, sys
 from loopchain.rest.icon_monitor import parse_request
-from loopchain.types.jsonrpc import JsonRpcError
+from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
 try:
     parse_request(sys.stdin.read(), "block")
     print(json.dumps({"parsed": True}))
@@ -286,9 +287,12 @@ class EventPeer(FakePeer):
         super().__init__(channels=channels)
         self.events: dict[str, list[dict[str, list[str]]]] = {}
         self.hold: asyncio.Event | None = None
+        self.results_hold: asyncio.Event | None = None  # GetTxResult waits while it is unset
         self._serial = 0
 
     async def GetTxResult(self, request: pb.GetTxRequest, context: Any) -> pb.TxResultReply:
+        if self.results_hold is not None:
+            await self.results_hold.wait()
         reply = await super().GetTxResult(request, context)
         if reply.executed and self.events.get(request.tx_hash):
             reply.events_json = canonical.encode(self.events[request.tx_hash]).decode()
@@ -645,6 +649,77 @@ async def test_monitors_read_a_block_and_its_results_once_for_all_of_them(sessio
     finally:
         for ws in sockets:
             await ws.close()
+
+
+@aio
+async def test_monitors_take_at_most_a_quarter_of_the_proxys_calls(session):
+    """Monitors of four blocks of 30 transactions each, their results slow to come: they hold at
+    most a quarter of REST_MAX_INFLIGHT (40) calls to the peer, and another client is answered
+    meanwhile; every monitor hears its events once the results come. Before, each block's read
+    made 64 calls at once: the monitors took the proxy's calls whole, other clients were refused
+    busy, and the monitors whose calls were refused were closed with -32603 (review)."""
+    peer = EventPeer((DEFAULT_CHANNEL,))
+    peer.add_block([])
+    proxy = await start_proxy(peer, REST_MAX_INFLIGHT=40)
+    sockets = []
+    try:
+        peer.results_hold = asyncio.Event()
+        blocks = [peer.add_block(*([transfer(ALICE, BOB, n)] for n in range(30))) for _ in range(4)]
+        for block in blocks:
+            wanted = {"height": hex(block.height), "event": TRANSFER}
+            sockets.append(await open_monitor(session, proxy.url("event"), wanted))
+        inflight = proxy.monitors._reader._api._inflight  # the proxy's calls, by kind
+
+        async def calls_out() -> bool:
+            return inflight[False] >= 10
+
+        await wait_until_async(calls_out, RECEIVE_S, "the monitors' calls to the peer out")
+        call = {"jsonrpc": "2.0", "id": 1, "method": "icx_getLastBlock"}
+        answers = await asyncio.gather(
+            *(session.post(f"{proxy.base}/api/v3", json=call) for _ in range(20))
+        )
+        for answer in answers:
+            body = await answer.json()
+            assert "result" in body, body  # not "the peer is busy"
+        assert inflight[False] == 10  # a quarter of 40, the others waiting their turn
+        peer.results_hold.set()
+        for ws in sockets:
+            notes = [await receive(ws) for _ in range(30)]
+            assert [n["index"] for n in notes] == [hex(i) for i in range(30)]
+    finally:
+        for ws in sockets:
+            await ws.close()
+        if peer.results_hold is not None:
+            peer.results_hold.set()
+        await proxy.stop()
+
+
+class _BusyReader:
+    """A PeerReader whose first `busy` result lookups the proxy refuses as busy."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy = busy
+        self.asked = 0
+
+    async def result(self, channel: str, tx_hash: str) -> Any:
+        self.asked += 1
+        if self.asked <= self.busy:
+            raise BusyError(JsonRpcCode.INTERNAL_ERROR, "the peer is busy", {"retryAfter": 1})
+        if self.asked == self.busy + 1:  # the peer's own failure, 503 too: not tried again
+            raise JsonRpcError(JsonRpcCode.INTERNAL_ERROR, "the peer failed", {"retryAfter": 1})
+        return None
+
+
+@aio
+async def test_a_monitors_call_refused_as_busy_is_made_again():
+    """A shared read's call the proxy refuses as busy (its own refusal for want of room) is made
+    again after a pause, not the end of every monitor reading it; the peer's failure ends the
+    read (its monitors are told -32603)."""
+    reader = _BusyReader(busy=2)
+    shared = icon_monitor._SharedReads(reader, calls=1)  # type: ignore[arg-type]
+    with pytest.raises(JsonRpcError, match="the peer failed"):
+        await shared._events(DEFAULT_CHANNEL, "0x" + "ab" * 32)
+    assert reader.asked == 3
 
 
 @aio
