@@ -539,12 +539,12 @@ class AnswerSender:
 
     Request bodies being received and handled hold at most `max_receiving_bytes`: a body of up
     to SMALL_BODY_BYTES (a transaction) always passes, and so does one alone; beyond, a request
-    is answered `busy(message)`, a 503 with Retry-After, its body unread and its connection
+    is answered `busy(request, message)`, a 503 with Retry-After, its body unread and its connection
     closed. It writes each answer itself, so that a client that does not read cannot hold it in
     this process for good: a connection whose client takes none of its answer for
     `send_timeout` seconds is dropped (checked every `send_timeout` seconds: within twice that),
     and answers written but not yet taken hold at most `max_sending_bytes` (beyond that, an
-    answer larger than SMALL_ANSWER_BYTES is replaced by `busy(message)`). Without them, 300
+    answer larger than SMALL_ANSWER_BYTES is replaced by `busy(request, message)`). Without them, 300
     clients pipelining GETs of a 1 MB block and reading nothing held 1.25 GB of a REST proxy,
     and kept it; 2,000 connections sending 500 KB bodies took it to 931 MB."""
 
@@ -552,7 +552,7 @@ class AnswerSender:
         self,
         send_timeout: float,
         max_sending_bytes: int,
-        busy: Callable[[str], web.StreamResponse],
+        busy: Callable[[web.Request, str], web.StreamResponse],
         max_receiving_bytes: int = 1 << 62,
         max_body_bytes: int = 1 << 62,
     ) -> None:
@@ -645,7 +645,7 @@ class AnswerSender:
         log.debug(
             "%s %s from %s: 503 %s", request.method, request.path[:100], request.remote, message
         )
-        return self.busy(message)
+        return self.busy(request, message)
 
     def _drop(self, request: web.Request, pending: int) -> None:
         self.dropped += 1
@@ -660,7 +660,9 @@ class AnswerSender:
         )
 
 
-def answer_sender(config: Config, busy: Callable[[str], web.StreamResponse]) -> AnswerSender:
+def answer_sender(
+    config: Config, busy: Callable[[web.Request, str], web.StreamResponse]
+) -> AnswerSender:
     """The AnswerSender of a REST server configured by REST_SEND_TIMEOUT, REST_MAX_SENDING_MB,
     REST_MAX_RECEIVING_MB and REST_MAX_BODY_BYTES."""
     return AnswerSender(
@@ -706,7 +708,7 @@ def rest_tls_context(config: Config, folder: Path) -> ssl.SSLContext | None:
 class RevokedClients:
     """ENABLE_REST_SSL 2: refuses a request whose client certificate the node's revocation lists
     name (`revoked()`: the serials they name now, read again when a list changes, as the gRPC
-    side checks its callers), answered by `refuse(why)` and the connection closed. The TLS
+    side checks its callers), answered by `refuse(request, why)` and the connection closed. The TLS
     handshake checks only the CA: a holder of a revoked certificate kept full REST access. A
     certificate's serial is read once (a bounded cache)."""
 
@@ -715,7 +717,7 @@ class RevokedClients:
     def __init__(
         self,
         revoked: Callable[[], frozenset[int]],
-        refuse: Callable[[str], web.StreamResponse],
+        refuse: Callable[[web.Request, str], web.StreamResponse],
     ) -> None:
         self._revoked = revoked
         self._refuse = refuse
@@ -766,7 +768,7 @@ class RevokedClients:
                 request.remote,
                 problem,
             )
-            response = self._refuse(f"client certificate refused: {problem}")
+            response = self._refuse(request, f"client certificate refused: {problem}")
             response.force_close()  # the client's other requests on it go the same way
             return response
 

@@ -259,7 +259,7 @@ def create_rest_client_check(config: Config) -> Any:
     except OSError as exc:
         raise StartupError(f"ENABLE_REST_SSL 2: {exc}", EXIT_CONFIG) from None
 
-    def refuse(message: str) -> web.StreamResponse:
+    def refuse(request: web.Request, message: str) -> web.StreamResponse:
         return error_response(ResponseCode.FAIL, message, 403)
 
     return RevokedClients(revocations.current, refuse).middleware()

@@ -157,7 +157,7 @@ def error_response(code: ResponseCode, message: str, status: int | None = None) 
     return response
 
 
-def _busy(message: str) -> web.Response:
+def _busy(request: web.Request, message: str) -> web.Response:
     """A 503 saying when to try again."""
     response = error_response(ResponseCode.FAIL, message, 503)
     response.headers[hdrs.RETRY_AFTER] = "1"

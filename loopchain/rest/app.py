@@ -27,7 +27,13 @@ from loopchain.rest.handlers import PeerApi
 from loopchain.rest.icon_methods import IconMethods
 from loopchain.rest.icon_monitor import Monitors
 from loopchain.rest.icon_peer import PeerReader
-from loopchain.rest.jsonrpc import DEBUG_PATHS, V3_PATHS, JsonRpcEndpoint, is_jsonrpc_path
+from loopchain.rest.jsonrpc import (
+    DEBUG_PATHS,
+    V3_PATHS,
+    JsonRpcEndpoint,
+    is_jsonrpc_path,
+    outer_error,
+)
 from loopchain.rest.metrics import RestMetrics
 from loopchain.types.codes import ResponseCode, error_body
 
@@ -39,17 +45,19 @@ OPENAPI_PATH = Path(__file__).with_name("openapi.json")  # the OpenAPI document 
 
 
 def _http_error(exc: web.HTTPException, request: web.Request, max_body: int) -> web.Response:
+    """aiohttp's own refusals (no route, another method, a body past the limit) in the APIs'
+    shapes (see outer_error)."""
     if exc.status == 404:
         message = f"unknown route {request.method} {request.path}"
-        return json_response(error_body(ResponseCode.UNKNOWN_MESSAGE, message), 404)
+        return outer_error(request, 404, message, ResponseCode.UNKNOWN_MESSAGE)
     if exc.status == 405:
         message = f"method {request.method} is not allowed on {request.path}"
-        return json_response(error_body(ResponseCode.UNKNOWN_MESSAGE, message), 405)
+        return outer_error(request, 405, message, ResponseCode.UNKNOWN_MESSAGE)
     if exc.status == 413:
         message = f"the request body is larger than the limit of {max_body} bytes"
-        return json_response(error_body(ResponseCode.INVALID_PARAMS, message), 413)
+        return outer_error(request, 413, message, ResponseCode.INVALID_PARAMS)
     code = ResponseCode.INVALID_PARAMS if 400 <= exc.status < 500 else ResponseCode.FAIL
-    return json_response(error_body(code, exc.reason), exc.status)
+    return outer_error(request, exc.status, exc.reason, code)
 
 
 def _cross_site(request: web.Request) -> str | None:
@@ -173,9 +181,7 @@ def create_app(
     passed through `client_check` when given (ENABLE_REST_SSL 2: client_certs.RevokedClients)."""
     max_body = int(config.REST_MAX_BODY_BYTES)
     metrics = RestMetrics(process=True)
-    sender = answer_sender(
-        config, lambda message: RestError(ResponseCode.FAIL, message, 503).response()
-    )
+    sender = answer_sender(config, lambda request, message: outer_error(request, 503, message))
     middlewares = [
         sender.middleware(),
         metrics.middleware(),

@@ -30,11 +30,12 @@ from aiohttp import web
 
 from loopchain.configure import RefusalLog
 from loopchain.http_site import BodyTimeout, ClientLeft, MalformedBody, client_left, read_within
-from loopchain.rest.errors import RestError, json_response
+from loopchain.rest.errors import RETRY_AFTER_SECONDS, RestError, json_response
 from loopchain.rest.icon_methods import MAX_WAIT_MS, NOT_SERVED, Call, Method
 from loopchain.rest.params import MAX_CHANNEL_CHARS, check_channel
 from loopchain.types import canonical
 from loopchain.types.canonical import EncodingError
+from loopchain.types.codes import ResponseCode
 from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,22 @@ def failure(request_id: Any, error: JsonRpcError) -> web.Response:
     elif isinstance(error.data, dict) and isinstance(error.data.get("retryAfter"), int):
         response.headers["Retry-After"] = str(error.data["retryAfter"])  # an overload's
     return response
+
+
+def outer_error(
+    request: web.Request, status: int, message: str, code: ResponseCode = ResponseCode.FAIL
+) -> web.Response:
+    """An error answered before any API handler (routing, overload, a refused client
+    certificate): on a JSON-RPC path as `failure` answers (ICON's SDK reads `error` from any
+    answer that is not a success: the v1 body these had made it raise KeyError, review), else in
+    v1's shape with `status`. An overload (503) says when to try again in either."""
+    if not is_jsonrpc_path(request.path):
+        return RestError(code, message, status).response()
+    kinds = {503: JsonRpcCode.INTERNAL_ERROR, 404: JsonRpcCode.METHOD_NOT_FOUND}
+    data = {"retryAfter": int(RETRY_AFTER_SECONDS)} if status == 503 else None
+    return failure(
+        None, JsonRpcError(kinds.get(status, JsonRpcCode.INVALID_REQUEST), message, data)
+    )
 
 
 class _BodyTimedOut(JsonRpcError):

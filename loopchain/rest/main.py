@@ -28,7 +28,7 @@ from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
 from loopchain.p2p.grpc_util import client_revocations
 from loopchain.rest.app import create_app
-from loopchain.rest.errors import RestError
+from loopchain.rest.jsonrpc import outer_error
 from loopchain.types.codes import ResponseCode, error_body
 
 log = logging.getLogger("loopchain.rest")
@@ -105,8 +105,8 @@ def rest_client_check(config: Config) -> Middleware | None:
     except OSError as exc:
         raise ConfigError(f"ENABLE_REST_SSL 2: {exc}") from None
 
-    def refuse(message: str) -> web.StreamResponse:
-        return RestError(ResponseCode.FAIL, message, 403).response()
+    def refuse(request: web.Request, message: str) -> web.StreamResponse:
+        return outer_error(request, 403, message)
 
     return RevokedClients(revocations.current, refuse).middleware()
 

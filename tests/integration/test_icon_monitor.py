@@ -21,8 +21,11 @@ import grpc
 import pytest
 import pytest_asyncio
 from aiohttp import WSMsgType, web
+from iconsdk.exception import JSONRPCException
+from iconsdk.icon_service import IconService
 from iconsdk.monitor import BlockMonitorSpec, EventMonitorSpec
 from iconsdk.monitor import EventFilter as SdkFilter
+from iconsdk.providers.http_provider import HTTPProvider
 
 from loopchain.configure import load_config
 from loopchain.protos import loopchain_pb2 as pb
@@ -691,6 +694,32 @@ async def test_monitors_take_at_most_a_quarter_of_the_proxys_calls(session):
             await ws.close()
         if peer.results_hold is not None:
             peer.results_hold.set()
+        await proxy.stop()
+
+
+@aio
+async def test_the_sdk_hears_an_answer_the_proxy_cannot_send_now_as_a_json_rpc_error():
+    """An answer past what the proxy may hold unsent (REST_MAX_SENDING_MB) is refused as busy
+    before any handler's shape is known: on /api/v3 in the JSON-RPC shape, which ICON's SDK
+    raises as JSONRPCException with when to try again. The v1 body it had made the SDK raise
+    KeyError('error') (review)."""
+    peer = EventPeer((DEFAULT_CHANNEL,))
+    peer.add_block([])
+    chain = peer.chains[DEFAULT_CHANNEL]
+    for n in range(40):  # a block of ~1.2 MB: its answer alone is past 1 MiB
+        tx = Transaction.create_v1(DEFAULT_CHANNEL, {"n": n, "f": "f" * 30_000}, n + 1, peer.signer)
+        chain.pool[tx.hash_hex] = tx
+    block = peer.make_block(DEFAULT_CHANNEL)
+    proxy = await start_proxy(peer, REST_MAX_SENDING_MB=1)
+    try:
+        sdk = IconService(HTTPProvider(proxy.base, 3, {"timeout": 30}))
+        with pytest.raises(JSONRPCException) as refused:
+            await asyncio.to_thread(sdk.get_block, block.height)
+        message, code, data = refused.value.args
+        assert code == JsonRpcCode.INTERNAL_ERROR and "try again shortly" in message, message
+        assert data == {"retryAfter": 1}
+        assert await asyncio.to_thread(sdk.get_block, 0)  # a small answer still goes
+    finally:
         await proxy.stop()
 
 

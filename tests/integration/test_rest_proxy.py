@@ -11,15 +11,18 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import grpc
 import pytest
 import pytest_asyncio
+from aiohttp.test_utils import make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 
+from loopchain.rest.jsonrpc import outer_error
 from loopchain.types.codes import ResponseCode
+from loopchain.types.jsonrpc import JsonRpcCode
 from tests.integration._fake_peer import DEFAULT_CHANNEL, FakePeer, start_fake_peer
 from tests.integration._proxy import ProxyProcess, proxy_in_front_of
 from tests.integration._slow_clients import (
@@ -765,6 +768,36 @@ async def test_unknown_route_and_method(session, base, peer):
     assert_error(status, body, 404, ResponseCode.UNKNOWN_MESSAGE, "GET /api/v1/nothing/here")
     status, body = await call(session, "DELETE", base + "/api/v1/blocks")
     assert_error(status, body, 405, ResponseCode.UNKNOWN_MESSAGE, "DELETE is not allowed")
+
+
+async def test_refusals_before_any_handler_are_in_the_json_rpc_shape_on_its_paths(session, base):
+    """A route or method refused by the server itself, on a JSON-RPC path, is answered in the
+    JSON-RPC shape (ICON's SDK reads `error` from any answer that is not a success: the v1 body
+    made it raise KeyError, review); the v1 paths keep theirs."""
+    async with session.get(base + "/api/v3") as resp:
+        status, body = resp.status, await resp.json()
+    assert status == 400 and body["jsonrpc"] == "2.0" and body["id"] is None, body
+    assert body["error"]["code"] == JsonRpcCode.INVALID_REQUEST, body
+    assert "method GET is not allowed on /api/v3" in body["error"]["message"], body
+    async with session.post(base + "/api/v3/a/b/c", json={}) as resp:
+        status, body = resp.status, await resp.json()
+    assert status == 400 and body["error"]["code"] == JsonRpcCode.METHOD_NOT_FOUND, body
+    assert "unknown route POST /api/v3/a/b/c" in body["error"]["message"], body
+
+
+def test_an_overload_refused_before_any_handler_says_when_to_try_again_in_either_shape() -> None:
+    """The answer sender's and the connection bound's overload (503) on a JSON-RPC path: -32603
+    with retryAfter and the Retry-After header, as the proxy's own overload errors are."""
+    for path, v3 in (("/api/v3", True), ("/api/v3d/c", True), ("/api/v1/blocks", False)):
+        response = outer_error(make_mocked_request("POST", path), 503, "busy: try again shortly")
+        assert response.headers["Retry-After"] == "1", path
+        body = json.loads(cast(bytes, response.body))
+        if v3:
+            assert response.status == 400, path
+            error = body["error"]
+            assert (error["code"], error["data"]) == (-32603, {"retryAfter": 1}), body
+        else:
+            assert response.status == 503 and body["response_code"] == ResponseCode.FAIL, body
 
 
 # ---------------------------------------------------------------- process behaviour

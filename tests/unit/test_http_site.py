@@ -96,7 +96,7 @@ async def test_a_large_body_alone_passes_the_receiving_budget_and_a_second_is_re
             await release.wait()
         return web.Response(text=str(len(body)))
 
-    def busy(message: str) -> web.Response:
+    def busy(request: web.Request, message: str) -> web.Response:
         return web.Response(status=503, text=message, headers={"Retry-After": "1"})
 
     sender = http_site.AnswerSender(20.0, 1 << 20, busy, 20_000, 512 * 1024)
