@@ -26,6 +26,7 @@ import os
 import sys
 from pathlib import Path
 
+from loopchain.durable import write_atomic
 from loopchain.p2p.grpc_util import TLS_PASSWORD_ENV
 from loopchain.types import certificates
 from loopchain.types.crypto import Signer, load_or_create_key, write_private_file
@@ -36,13 +37,13 @@ RADIOSTATION_NAME = "loopchain-radiostation"
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace `path` with `data` at once and durably (mode 0600 when `private`, else 0644): a
+    file written in place was left empty by a kill or a power cut, and an empty CA certificate
+    beside its key failed every later run, `./localnet.sh --tls` too (review)."""
     if private:
         write_private_file(path, data)  # a fresh file of mode 0600, whatever was there
         return
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    write_atomic(path, data, 0o644)
 
 
 def _env_password(name: str) -> str | None:
@@ -53,10 +54,20 @@ def load_or_create_ca(directory: Path) -> tuple[bytes, object]:
     """The CA certificate PEM and key of `directory`, created on first use."""
     cert_path, key_path = directory / "ca.pem", directory / "ca_key.pem"
     if cert_path.exists() and key_path.exists():
-        return cert_path.read_bytes(), certificates.private_key_from_pem(key_path.read_bytes())
+        try:
+            cert_pem = cert_path.read_bytes()
+            certificates.certificate_from_pem(cert_pem)
+            return cert_pem, certificates.private_key_from_pem(key_path.read_bytes())
+        except (OSError, certificates.CertificateError) as exc:
+            raise SystemExit(
+                f"tls_network: the CA in {directory} cannot be used ({exc}); move that folder "
+                "aside to make a new CA (every node's certificate is then issued by it)"
+            ) from None
     cert, key = certificates.create_ca("loopchain local CA", VALID_DAYS)
-    _write(cert_path, certificates.certificate_to_pem(cert))
+    # the key first: a certificate is written only beside its key (a CA certificate alone
+    # is made again with its key on the next run)
     _write(key_path, certificates.private_key_to_pem(key), private=True)
+    _write(cert_path, certificates.certificate_to_pem(cert))
     return cert_path.read_bytes(), key
 
 
@@ -74,9 +85,11 @@ def issue(
         extra_dns_names=extra,
     )
     _write(node_dir / "tls" / "ca.pem", ca_pem)
-    _write(node_dir / "tls" / "cert.pem", certificates.certificate_to_pem(cert))
+    # a kill between these two leaves a key beside another's certificate: the node says so at
+    # start, and the next run of this tool (each ./localnet.sh --tls) issues both again
     tls_pem = certificates.private_key_to_pem(tls_key, _env_password(TLS_PASSWORD_ENV))
     _write(node_dir / "tls" / "key.pem", tls_pem, private=True)
+    _write(node_dir / "tls" / "cert.pem", certificates.certificate_to_pem(cert))
     return signer.address
 
 

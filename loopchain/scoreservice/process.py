@@ -67,7 +67,7 @@ from loopchain.blockchain.score_base import (
     TransactionView,
 )
 from loopchain.configure import DEFAULTS, Config, setup_logging
-from loopchain.durable import write_atomic
+from loopchain.durable import sync_directory, write_atomic
 from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
@@ -392,10 +392,19 @@ def open_state_store(path: Path) -> KeyValueStore:
         _drop_old_copies(path, aside)
         store = open_store(path)
     try:  # the marked store is gone (moved aside above, or before a crash, or by hand)
-        marker.unlink(missing_ok=True)
+        marker.unlink()
+    except FileNotFoundError:
+        pass
     except OSError as exc:
         store.close()
         raise StorageError(f"cannot remove {marker}: {exc}") from None
+    else:
+        try:  # durably: a marker back after a power cut had the new store moved aside and the
+            # whole chain replayed again (review)
+            sync_directory(marker.parent)
+        except OSError as exc:
+            store.close()
+            raise StorageError(f"cannot sync the removal of {marker}: {exc}") from None
     return store
 
 

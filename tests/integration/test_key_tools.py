@@ -185,3 +185,24 @@ def test_tls_network_encrypts_new_keys_with_the_passwords_the_nodes_read(
     # run again: the encrypted key is kept (the same peer id), certificates are issued anew
     again = run(TLS_NETWORK, *args, cwd=tmp_path, **passwords)
     assert again.returncode == 0 and f"peer 7100: {address}" in again.stdout, again.stderr
+
+
+def test_tls_network_names_a_ca_it_cannot_use_and_writes_each_file_whole(tmp_path: Path) -> None:
+    """A CA certificate a kill or a power cut left empty beside its key (written in place, it
+    could be) is named with what to do, not a traceback on every later run; each file is
+    replaced whole (no temporary left beside it), the CA key before its certificate."""
+    storage = tmp_path / "storage"
+    args = ["--storage", str(storage), "--radiostation", "7102", "--peers", "7100"]
+    assert run(TLS_NETWORK, *args, cwd=tmp_path).returncode == 0
+    written = sorted(p.name for p in storage.rglob("*") if p.is_file())
+    assert not [name for name in written if name.endswith(".tmp")], written
+    ca_dir = storage / "ca"
+    (ca_dir / "ca.pem").write_bytes(b"")
+    done = run(TLS_NETWORK, *args, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"the CA in {ca_dir} cannot be used" in done.stderr, done.stderr
+    assert "move that folder aside" in done.stderr, done.stderr
+    ca_dir.rename(tmp_path / "old_ca")
+    again = run(TLS_NETWORK, *args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (ca_dir / "ca.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")

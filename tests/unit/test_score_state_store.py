@@ -49,6 +49,28 @@ def test_a_mark_without_its_store_opens_a_new_one_and_goes(tmp_path: Path) -> No
     assert _aside(path) == [] and not damage_marker(path).exists()
 
 
+def test_the_marks_removal_is_synced_and_a_store_without_one_syncs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark's removal is made durable (its folder synced): a mark back after a power cut had
+    the new store moved aside and the chain replayed again (review). No mark, no sync."""
+    synced: list[Path] = []
+    real = process.sync_directory
+
+    def counted(directory: Path) -> None:
+        synced.append(directory)
+        real(directory)
+
+    monkeypatch.setattr(process, "sync_directory", counted)
+    path = tmp_path / "score_state"
+    _store_with(path, b"damaged")
+    damage_marker(path).write_text("corrupt")
+    open_state_store(path).close()
+    assert synced == [damage_marker(path).parent] and not damage_marker(path).exists()
+    open_state_store(path).close()  # the new store, unmarked
+    assert synced == [damage_marker(path).parent]
+
+
 def test_an_unmarked_store_opens_as_it_is(tmp_path: Path) -> None:
     path = tmp_path / "score_state"
     _store_with(path, b"good")
