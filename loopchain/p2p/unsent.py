@@ -10,22 +10,34 @@ from __future__ import annotations
 
 from collections import Counter
 
+# the replies to callers that hold none may take this many times `limit` in all, no more: each
+# such reply went whatever the others held, and 512 callers each holding one unread range reply
+# of 16 MiB held 8 GiB (review)
+CEILING_TIMES_LIMIT = 4
+
 
 class UnsentReplies:
     """Bytes of replies not yet sent, at most `limit` in all and `per_caller` to one caller (a
-    source: grpc_util.call_source); a reply to a caller that holds none always goes, so that
-    callers holding the whole budget (their replies unread for as long as their connections
-    last) never keep others from theirs."""
+    source: grpc_util.call_source); a reply to a caller that holds none goes up to a ceiling of
+    CEILING_TIMES_LIMIT x `limit`, so that callers holding the whole budget (their replies
+    unread for as long as their connections last) do not keep others from theirs, as far as
+    memory allows."""
 
     def __init__(self, limit: int, per_caller: int) -> None:
         self.limit = limit
         self.per_caller = per_caller
+        self.ceiling = CEILING_TIMES_LIMIT * limit
         self.held = 0
         self._by_caller: Counter[str] = Counter()
 
     def take(self, caller: str, size: int) -> str | None:
         """Count a reply of `size` bytes to `caller` as held; or, when it would exceed a bound,
         why it is refused (nothing counted)."""
+        if self.held + size > self.ceiling:
+            return (
+                f"replies of {self.held} bytes are not read yet by their callers; one of "
+                f"{size} bytes more would pass the ceiling of {self.ceiling}"
+            )
         if self._by_caller[caller]:
             if self._by_caller[caller] + size > self.per_caller:
                 return (

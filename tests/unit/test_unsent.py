@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loopchain.p2p.unsent import UnsentReplies
+from loopchain.p2p.unsent import CEILING_TIMES_LIMIT, UnsentReplies
 
 
 def test_replies_past_a_callers_share_or_the_whole_bound_are_refused_until_given_back() -> None:
@@ -34,3 +34,16 @@ def test_callers_that_hold_the_whole_bound_keep_no_other_from_its_reply() -> Non
     assert unsent.take("stranger 1", 50) is None and unsent.take("stranger 2", 50) is None
     assert unsent.take("stranger 1", 1) is not None and unsent.take("stranger 3", 1) is None
     assert unsent.take("honest", 40) is None
+
+
+def test_first_replies_of_many_callers_stop_at_the_ceiling() -> None:
+    """A reply to a caller holding none goes past the bound, up to CEILING_TIMES_LIMIT times it:
+    512 callers each holding one unread 16 MiB range reply held 8 GiB (review)."""
+    unsent = UnsentReplies(limit=100, per_caller=50)
+    assert unsent.ceiling == CEILING_TIMES_LIMIT * 100
+    taken = [caller for caller in range(40) if unsent.take(f"caller {caller}", 50) is None]
+    assert len(taken) == unsent.ceiling // 50
+    refusal = unsent.take("one more", 50)
+    assert refusal is not None and f"the ceiling of {unsent.ceiling}" in refusal
+    unsent.give_back("caller 0", 50)
+    assert unsent.take("one more", 50) is None
