@@ -22,6 +22,14 @@ class TxsReceived:
 
 
 @dataclass(frozen=True)
+class TxsUnpaid:
+    """Pooled transactions relayed by other peers whose senders cannot pay for them (their
+    balance, asked after they were pooled): they leave the pool."""
+
+    hashes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
 class ProposalReceived:
     block: Block
 
@@ -81,6 +89,7 @@ class ValidatorsChanged:
 
 Event = (
     TxsReceived
+    | TxsUnpaid
     | ProposalReceived
     | VoteReceived
     | CertificateReceived

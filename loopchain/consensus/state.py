@@ -324,6 +324,9 @@ class ChannelConsensus:
         match event:
             case m.TxsReceived(txs, gossip):
                 return self._on_txs(txs, gossip, now)
+            case m.TxsUnpaid(hashes):
+                self.pool.remove(hashes)
+                return []
             case m.ProposalReceived(block):
                 return self._on_proposal(block, now)
             case m.VoteReceived(vote):

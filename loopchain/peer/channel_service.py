@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -44,7 +45,7 @@ from loopchain.types.canonical import EncodingError
 from loopchain.types.crypto import Signer
 from loopchain.types.genesis import GenesisData
 from loopchain.types.peer import PeerInfo
-from loopchain.types.transaction import MAX_DATA_DEPTH, V1, Transaction
+from loopchain.types.transaction import MAX_DATA_DEPTH, V1, V3, Transaction
 from loopchain.types.validators import JointSet, ratio_from_config
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,11 @@ MISSING_MEMBER_GRACE_S = 10.0
 CLOCK_EVIDENCE_S = 60.0
 REFUSED_FOR_TIME_KEPT = 64  # blocks refused for their time kept, to see whether they become final
 INTAKE_SWEEP_S = 60.0  # seconds between two sweeps of the intake log for what expired
+# relayed v3 transactions pooled whose senders' balances are still to be asked (see
+# _check_relayed_payments); past it, relayed v3 transactions are not pooled (their senders'
+# peers hold them)
+MAX_PAYMENT_CHECKS = 10_000
+MAX_SENDERS_ASKED = 500  # senders whose balances one ask of the SCORE names
 T = TypeVar("T")
 NOT_INVOKED_TEXT = "not invoked yet"  # the message of code 2 while a transaction waits
 MONITORED_HASHES = 8  # transaction hashes a CreateTx monitoring event names at most
@@ -168,6 +174,9 @@ class ChannelService:
         # peers that took transactions in the channel and when they were last seen to (_signers)
         self._writers_seen: dict[str, float] = {}
         self._genesis_read_of: object = None
+        # relayed v3 transactions pooled, their senders' balances to be asked (in order)
+        self._payment_checks: dict[bytes, Transaction] = {}
+        self._payments_due = asyncio.Event()
         self._config_nid = int(str(config.ICON_NID), 16)
         # (to, message) last broadcast (to None) or not sent (no address known yet)
         self._recent: collections.deque[tuple[str | None, ConsensusPayload]] = collections.deque(
@@ -267,6 +276,7 @@ class ChannelService:
                 group.create_task(self.catchup.run(), name=f"catchup:{self.name}")
                 group.create_task(self.score.run(), name=f"score-runtime:{self.name}")
                 group.create_task(self._load_tx_filter(), name=f"tx-filter:{self.name}")
+                group.create_task(self._check_relayed_payments(), name=f"payments:{self.name}")
         finally:
             # the peer's server may still deliver messages until it stops: they are ignored now,
             # so no timer outlives this channel and nothing touches its store once it closes
@@ -897,8 +907,62 @@ class ChannelService:
                 problem,
                 more,
             )
+        good = self._note_payment_checks(good)
         if good:
             self._dispatch(m.TxsReceived(tuple(good)))
+
+    def _note_payment_checks(self, good: list[Transaction]) -> list[Transaction]:
+        """`good` (relayed), with its v3 transactions new here noted for their senders'
+        balances to be asked (_check_relayed_payments); those past MAX_PAYMENT_CHECKS left out
+        (their senders' peers hold them)."""
+        kept = []
+        checks = self._payment_checks
+        for tx in good:
+            if tx.version == V3 and tx.hash not in checks and tx.hash not in self.consensus.pool:
+                if len(checks) >= MAX_PAYMENT_CHECKS:
+                    self.metrics.refused("pool_full")
+                    continue
+                checks[tx.hash] = tx
+                self._payments_due.set()
+            kept.append(tx)
+        return kept
+
+    async def _check_relayed_payments(self) -> None:
+        """Drop from the pool the relayed v3 transactions whose senders cannot pay for them, as
+        a client's are refused at intake: their senders' balances asked together, once they are
+        pooled (the relay goes on meanwhile). Relayed from accounts holding nothing, they were
+        pooled up to TX_POOL_MAX, past the admission limits, refusing every client of this peer
+        after, and filled blocks at no fee (review). When the SCORE cannot say, they stay."""
+        checks = self._payment_checks
+        while True:
+            await self._payments_due.wait()
+            self._payments_due.clear()
+            while checks:
+                batch = [checks.pop(h) for h in list(itertools.islice(checks, MAX_SENDERS_ASKED))]
+                pooled = [tx for tx in batch if tx.hash in self.consensus.pool]
+                if not pooled:
+                    continue
+                try:
+                    held = await self._ask_score(
+                        self.score.balances([tx.icon().sender for tx in pooled])
+                    )
+                except RequestError:
+                    continue  # the SCORE cannot say now: they stay, as any other pooled one
+                unpaid = tuple(
+                    tx.hash
+                    for tx, (balance, _, _) in zip(pooled, held, strict=True)
+                    if _payable(tx, balance) is not tx
+                )
+                if unpaid:
+                    self.metrics.refused("relayed_unpaid", len(unpaid))
+                    REFUSALS.refused(
+                        "channel %s: dropped %d relayed transactions from the pool (%s first): "
+                        "their senders cannot pay for them",
+                        self.name,
+                        len(unpaid),
+                        unpaid[0].hex(),
+                    )
+                    self._dispatch(m.TxsUnpaid(unpaid))
 
     async def receive_in_turns(self, event: m.Event) -> None:
         """`receive`, the signatures of a proposal that this peer would check (not pooled) checked

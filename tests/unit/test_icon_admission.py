@@ -19,6 +19,7 @@ import pytest
 
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.peer.channel_service import ChannelService
+from loopchain.scoreservice.client import ScoreUnavailable
 from loopchain.types import canonical, icon_tx
 from loopchain.types.crypto import Signer
 from loopchain.types.icon_tx import make_params, sign_params
@@ -270,3 +271,48 @@ async def test_a_batch_a_full_disk_refused_gives_its_room_back_at_once(
     outcomes = await service.create_icon_txs(icon_batch(signer, ROOM))
     assert len(taken(outcomes)) == ROOM, outcomes
     assert len(service.consensus.pool) == ROOM
+
+
+def _relayed(texts: list[str]) -> list[Transaction]:
+    """The transactions of `texts` as another peer relays them (decoded, signatures unchecked)."""
+    made = [Transaction.from_icon(icon_tx.verify_send_params(canonical.parse(t))) for t in texts]
+    return [Transaction.decode(tx.encode()) for tx in made]
+
+
+async def test_relayed_transactions_whose_senders_cannot_pay_leave_the_pool(
+    tmp_path: Path,
+) -> None:
+    """A v3 transaction relayed by another peer is pooled, and its sender's balance asked after
+    (the relay goes on meanwhile): one whose sender cannot pay leaves the pool, as a client's is
+    refused at intake. Relayed from accounts holding nothing, 40 were pooled past
+    TX_POOL_ADMIT_MAX and every client of the peer was refused after (review). Those whose
+    senders can pay stay; while the SCORE cannot say, they stay too."""
+    cluster = Cluster(tmp_path, overrides={"TX_POOL_ADMIT_MAX": ROOM})
+    try:
+        poor, rich = Signer.generate(), Signer.generate()
+        balances = HeldBalances(poor=frozenset({poor.address}))
+        service = lone_peer(cluster, balances)
+        unpaid, paid = _relayed(icon_batch(poor, 40)), _relayed(icon_batch(rich, 2))
+        await service.receive_txs_in_turns(unpaid + paid)
+        pool = service.consensus.pool
+        assert all(tx.hash in pool for tx in unpaid + paid)  # pooled before the answer
+
+        await cluster.wait(lambda: balances.asks >= 42, "their senders' balances asked")
+        assert balances.asked == {poor.address, rich.address}
+        balances.answer()
+        await cluster.wait(lambda: not any(tx.hash in pool for tx in unpaid), "the unpaid gone")
+        assert all(tx.hash in pool for tx in paid)
+        taken = await service.create_icon_txs(icon_batch(Signer.generate(), 1))
+        assert isinstance(taken[0], Transaction), taken  # a client is taken again
+        # the SCORE cannot say: they stay, as any pooled transaction
+        service.score.balances = _unavailable  # type: ignore[method-assign]
+        others = _relayed(icon_batch(Signer.generate(), 2))
+        await service.receive_txs_in_turns(others)
+        await cluster.wait(lambda: not service._payment_checks, "the checks made")
+        assert all(tx.hash in pool for tx in others)
+    finally:
+        await cluster.stop()
+
+
+async def _unavailable(addresses: list[str]) -> list[tuple[int, int, int]]:
+    raise ScoreUnavailable("SCORE process exited")
