@@ -216,7 +216,6 @@ class ChannelService:
             port=settings.port,
             on_executed=self.receive,
             score_settings=settings.score_settings,
-            step_limit=self.score_step_limit,
             on_storage_error=self.storage_failed,
             metrics=self.metrics,
         )
@@ -393,18 +392,6 @@ class ChannelService:
         self._genesis_read_of = update
         self._genesis_known = stored is not None
         return self._genesis
-
-    def score_step_limit(self) -> int:
-        """The SCORE step limit of this channel: its genesis data's score_step_limit, else this
-        peer's SCORE_STEP_LIMIT (asked each time the SCORE process starts). A genesis block
-        this peer cannot read stops the channel (StorageError: the process is not started)."""
-        try:
-            genesis = self.stated_genesis
-        except (StorageError, BlockStoreError) as exc:
-            self.storage_failed(exc)
-            raise StorageError(f"the genesis block cannot be read: {exc}") from None
-        stated = genesis.score_step_limit if genesis is not None else None
-        return stated if stated is not None else int(self.config.SCORE_STEP_LIMIT)
 
     def auditor_ids(self) -> set[str]:
         """The parties that audit this channel (the newest validator set it signed names them):

@@ -121,7 +121,6 @@ class ScoreRuntime:
         port: int,
         on_executed: Callable[[m.BlockExecuted], None],
         score_settings: Mapping[str, Any] | None = None,
-        step_limit: Callable[[], int] | None = None,
         on_storage_error: Callable[[StorageError | StoreDamaged], None] | None = None,
         metrics: ChannelMetrics | None = None,
     ) -> None:
@@ -169,7 +168,6 @@ class ScoreRuntime:
                 storage_dir / "score_state",
                 self.package,
                 None,
-                step_limit=step_limit,
             )
         else:
             log.error("channel %s: %s; results will carry 9100", channel, self.package_error)

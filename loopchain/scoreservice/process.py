@@ -408,6 +408,12 @@ def open_state_store(path: Path) -> KeyValueStore:
     return store
 
 
+# the SCORE step limit the chain's genesis data states (score_step_limit), as the genesis block's
+# execution records it in the state: every peer's transactions then run under it, whatever its
+# own SCORE_STEP_LIMIT (an engine key: SCORE code can neither read nor write it)
+STEP_LIMIT_KEY = coin.RESERVED_PREFIX + b"score:step_limit"
+
+
 class LoadedScore:
     """A loaded SCORE with its state: executes blocks and queries (called from a worker thread)."""
 
@@ -435,6 +441,11 @@ class LoadedScore:
         self.words = MachineWords(folder)
         self.state = ScoreState(open_state_store(Path(request.state_path)))
         try:
+            stated = self.state.read_committed(STEP_LIMIT_KEY)
+            if stated is not None:  # the chain's, over this peer's own (see _mint_genesis)
+                if not stated.isdigit() or len(stated) > 10:
+                    raise StorageCorrupt("SCORE state's step limit is damaged")
+                self.meter.limit = int(stated)
             self.proxy = StateProxy(ReadOnlyState(self.state, "state writes only inside invoke"))
             self._query_view = ReadOnlyState(self.state, "state is read-only in a query")
             self.score = self._construct()
@@ -541,6 +552,9 @@ class LoadedScore:
             return
         overlay = self.state.overlay()
         Ledger(overlay).mint_genesis([(a.address, a.balance) for a in genesis.accounts])
+        if genesis.score_step_limit is not None:  # the chain's step limit, from its first block
+            overlay.put(STEP_LIMIT_KEY, str(genesis.score_step_limit).encode())
+            self.meter.limit = genesis.score_step_limit
         self.state.merge(overlay)
 
     def _invoke_icon_tx(self, tx: Transaction, view: BlockView) -> TxResult:

@@ -33,7 +33,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import loopchain
@@ -47,7 +47,6 @@ from loopchain.scoreservice.client import (
 )
 from loopchain.scoreservice.owned_dir import OwnedDir, private_dir
 from loopchain.scoreservice.packages import ScorePackage
-from loopchain.storage.abc import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +129,9 @@ class ScoreSupervisor:
         state_path: Path,
         package: ScorePackage | None,
         package_error: str | None,
-        step_limit: Callable[[], int] | None = None,
     ) -> None:
         self.config = config
         self.channel = channel
-        # the channel's SCORE step limit, asked at each start (None: SCORE_STEP_LIMIT): one
-        # its genesis data states is every peer's, where their settings could differ
-        self.step_limit = step_limit
         self.work_dir = Path(work_dir).absolute()  # the SCORE's working directory
         self.state_path = Path(state_path).absolute()  # the SCORE's cwd is not the peer's
         if package is not None:
@@ -260,7 +255,7 @@ class ScoreSupervisor:
         """Run one process until it exits or stop() is called; returns how it ended."""
         try:
             process = await self._spawn()
-        except (OSError, StorageError) as exc:  # (the step limit's genesis unreadable)
+        except OSError as exc:
             return f"could not start: {exc}"
         self._process = process
         failure = None
@@ -277,15 +272,14 @@ class ScoreSupervisor:
         return f"{ended}: {failure}" if failure else ended
 
     async def _spawn(self) -> asyncio.subprocess.Process:
-        config = self.config
-        steps = self.step_limit() if self.step_limit is not None else config.SCORE_STEP_LIMIT
         self._socket_dir.open()
         self.work_dir.parent.mkdir(parents=True, exist_ok=True)
         private_dir(self.work_dir, empty=True)
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        config = self.config
         args = [
             *("-m", "loopchain.scoreservice.process", "--socket", str(self.socket_path)),
-            *("--step-limit", str(steps)),
+            *("--step-limit", str(config.SCORE_STEP_LIMIT)),
             *("--memory-mb", str(config.SCORE_MEMORY_LIMIT_MB)),
             *("--max-message-bytes", str(config.GRPC_MAX_MESSAGE_BYTES)),
             *("--give-back-mb", str(config.MEMORY_GIVE_BACK_MB)),

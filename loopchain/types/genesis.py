@@ -12,10 +12,12 @@ it), in place of the peers' ICON_NID. A v3 transaction names its network and no 
 nid is what keeps one signed for a channel from being valid in another: channels that share one
 (every channel without its own takes ICON_NID) take each other's v3 transactions, replayed.
 
-`score_step_limit` ("0x1" to "0x7fffffffffffffff", minimal lowercase hex) is the channel's SCORE
-step limit, in place of the peers' SCORE_STEP_LIMIT. It decides results (a transaction past it
-fails with 9000), so it must be one value on every peer: stated here, it is recorded in the genesis
-block with the rest, where each peer's own setting could differ and split their votes.
+`score_step_limit` ("0x1" to "0x7fffffff", as ICON writes integers) is the channel's SCORE step
+limit, in place of the peers' SCORE_STEP_LIMIT. It decides results (a transaction past it fails
+with 9000), so it must be one value on every peer: stated here, it is recorded in the genesis block
+with the rest, and the SCORE takes it from the genesis block it executes (a chain's limit is its
+genesis block's: one stated once the chain exists is not taken), where each peer's own setting could
+differ and split their votes.
 
 Refused (EncodingError naming the field): unknown keys, wrong types, an address that is not an
 account ("hx"), one address listed twice, more than MAX_GENESIS_ACCOUNTS accounts, an empty name or
@@ -39,7 +41,7 @@ MAX_NAME_CHARS = 64
 MAX_MESSAGE_CHARS = 1000
 MAX_BALANCE = 2**256 - 1
 MAX_NID = 2**32 - 1
-MAX_SCORE_STEP_LIMIT = 2**63 - 1
+MAX_SCORE_STEP_LIMIT = 2**31 - 1  # as SCORE_STEP_LIMIT itself (a configured integer)
 _NID = re.compile(r"0x[1-9a-f][0-9a-f]{0,7}")  # as ICON writes it: no leading zeros, not 0
 
 _KEYS = frozenset({"accounts", "message", "nid", "score_step_limit"})
@@ -81,7 +83,7 @@ class GenesisData:
             raise EncodingError("'nid' must be a network id from 0x1 to 0xffffffff")
         limit = self.score_step_limit
         if limit is not None and (type(limit) is not int or not 0 < limit <= MAX_SCORE_STEP_LIMIT):
-            raise EncodingError("'score_step_limit' must be from 0x1 to 0x7fffffffffffffff")
+            raise EncodingError("'score_step_limit' must be from 0x1 to 0x7fffffff")
 
     @property
     def total_supply(self) -> int:

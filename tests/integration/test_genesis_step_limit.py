@@ -1,15 +1,19 @@
 """A channel's genesis data may state its SCORE step limit (`score_step_limit`): every peer's SCORE
-process then stops a transaction at that limit, whatever the peer's own SCORE_STEP_LIMIT says.
-The limit decides results (9000 past it), so one peer's setting apart from the others' split
-their votes; stated in the genesis, the chain itself carries the one value.
+then stops a transaction at that limit, whatever the peer's own SCORE_STEP_LIMIT says. The limit
+decides results (9000 past it), so one peer's setting apart from the others' split their votes;
+stated in the genesis, the chain itself carries the one value, and the SCORE takes it from the
+genesis block it executes (a review: taken from the RadioStation's newest set when the process
+started, a peer starting from an empty chain replayed it under a limit stated later).
 
 Real parts: a lone validator's ChannelService over the in-memory transport with a LevelDB block
-store, its SCORE runtime and a real SCORE process running a package written here."""
+store, its SCORE runtime and a real SCORE process running a package written here; and the SCORE
+process's LoadedScore over real LevelDB state, opened again as a restarted process opens it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -20,12 +24,17 @@ from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
+from loopchain.protos import score_pb2 as pb
+from loopchain.scoreservice.process import LoadedScore
 from loopchain.storage.leveldb import LevelDBStore
+from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.genesis import GenesisData
 from loopchain.types.peer import PeerInfo
+from loopchain.types.transaction import Transaction
 from loopchain.types.validators import Validator, ValidatorSet
 from tests.integration._score_helpers import write_package
+from tests.integration._storage_helpers import ChainBuilder
 from tools.procs import wait_until_async
 
 CHANNEL = "step_channel"
@@ -87,11 +96,6 @@ async def _results(tmp_path: Path, genesis: GenesisData) -> tuple[StoredResult, 
             return [r for r in results if r is not None] if all(results) else None
 
         short, long = await wait_until_async(recorded, DEADLINE, "both results recorded")
-        stated = genesis.score_step_limit
-        assert service.score_step_limit() == (stated if stated is not None else OWN_LIMIT)
-        assert service.score.supervisor is not None
-        assert service.score.supervisor.step_limit is not None
-        assert service.score.supervisor.step_limit() == service.score_step_limit()
         return short, long
     finally:
         task.cancel()
@@ -113,3 +117,81 @@ async def test_the_step_limit_the_genesis_states_is_the_channels_over_the_peers_
 async def test_without_a_stated_step_limit_the_peers_own_applies(tmp_path: Path) -> None:
     short, long = await _results(tmp_path, GenesisData(()))
     assert (short.code, long.code) == (SUCCESS, SUCCESS), (short, long)
+
+
+def _genesis_block(builder: ChainBuilder, genesis: GenesisData) -> Block:
+    update = dataclasses.replace(builder.validators, genesis=genesis.encoded(), signature=b"")
+    block = Block.create(
+        channel=CHANNEL,
+        height=0,
+        round_=0,
+        prev_hash=b"",
+        prev_qc=None,
+        transactions=[],
+        timestamp=1_700_000_000_000_000,
+        leader=builder.signers[0],
+        next_leader=builder.signers[1].address,
+        validators_hash=builder.validators.hash,
+        validator_update=update.signed_by(Signer.generate()),
+    )
+    builder.advance(block, builder.certify(block))
+    return block
+
+
+def _loop_block(builder: ChainBuilder, n: int) -> Block:
+    height = builder.height + 1
+    tx = Transaction.create_v1(
+        CHANNEL, {"n": n}, 1_700_000_000_000_000 + height, builder.signers[0]
+    )
+    block = Block.create(
+        channel=CHANNEL,
+        height=height,
+        round_=0,
+        prev_hash=builder.prev_hash,
+        prev_qc=builder.prev_qc,
+        transactions=[tx],
+        timestamp=1_700_000_000_000_000 + height,
+        leader=builder.signers[height % 4],
+        next_leader=builder.signers[(height + 1) % 4].address,
+        validators_hash=builder.validators.hash,
+    )
+    builder.advance(block, builder.certify(block))
+    return block
+
+
+@pytest.mark.parametrize("stated", [STATED_LIMIT, None])
+def test_the_score_runs_under_its_genesis_blocks_limit_after_a_restart_too(
+    tmp_path: Path, stated: int | None
+) -> None:
+    """The SCORE executing the genesis block takes the limit it states (kept in the state, an
+    engine key): its transactions run under it whatever the process's own limit, and so do
+    those of a process started again with another own limit. A genesis stating none leaves
+    each process its own."""
+    write_package(tmp_path / "score", "loop", LOOP)
+    request = pb.LoadRequest(
+        channel=CHANNEL,
+        package_path=str(tmp_path / "score" / "test" / "loop"),
+        state_path=str(tmp_path / "state"),
+    )
+    builder = ChainBuilder(CHANNEL)
+    loaded = LoadedScore(request, OWN_LIMIT)
+    try:
+        for block in (_genesis_block(builder, GenesisData((), score_step_limit=stated)),):
+            loaded.invoke_block(block)
+            loaded.state.commit(block.height)
+        first = _loop_block(builder, 2 * STATED_LIMIT)
+        (result,), _, _ = loaded.invoke_block(first)
+        loaded.state.commit(first.height)
+    finally:
+        loaded.state.store.close()
+    again = LoadedScore(request, 10 * STATED_LIMIT)  # started again, another own limit
+    try:
+        second = _loop_block(builder, 2 * STATED_LIMIT)
+        (after,), _, _ = again.invoke_block(second)
+    finally:
+        again.state.store.close()
+    if stated is None:  # each process its own: 1,000,000, then 50,000
+        assert (result.code, after.code) == (SUCCESS, SUCCESS), (result, after)
+    else:
+        for each in (result, after):
+            assert each.code == SCORE_ERROR and "step limit" in each.message, each
