@@ -380,6 +380,16 @@ def open_channel(
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
+MAX_RANGE_REPLY_BYTES = 16 << 20  # see range_reply_bytes
+
+
+def range_reply_bytes(max_proposal: int) -> int:
+    """The bytes of blocks a GetBlockRange reply holds at most (the caller asks again for the
+    rest): MAX_RANGE_REPLY_BYTES, or two of the largest blocks a member takes (`max_proposal`)
+    when more, so that a range's first block is proven final by the next."""
+    return max(MAX_RANGE_REPLY_BYTES, 2 * max_proposal)
+
+
 def max_proposal_bytes(max_block_kbytes: int) -> int:
     """The largest proposal taken from a member, before it is decoded: twice the transactions a
     block of MAX_BLOCK_KBYTES holds (a leader may be configured otherwise; its block is judged

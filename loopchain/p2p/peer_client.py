@@ -13,7 +13,13 @@ import grpc
 
 from loopchain import failpoints
 from loopchain.configure import Config
-from loopchain.p2p.grpc_util import STREAM_ACCEPTED, Tls, max_proposal_bytes, open_channel
+from loopchain.p2p.grpc_util import (
+    STREAM_ACCEPTED,
+    Tls,
+    max_proposal_bytes,
+    open_channel,
+    range_reply_bytes,
+)
 from loopchain.p2p.lanes import ByteBudget, MessageQueue
 from loopchain.p2p.peer_health import ran_out
 from loopchain.p2p.server_certs import ServerCheck, ServerRefused
@@ -320,10 +326,12 @@ class PeerLink:
         self.keep_ready = keep_ready
         self._used = time.monotonic()
         self.timeout = float(config.GRPC_TIMEOUT)
-        # the bytes of a block served to this peer, before it is decoded: no larger than a proposal
-        # it takes (a block it would never have voted for; decoding one of 60 MB held the event
-        # loop 3 s, review)
+        # the bytes of a block served to this peer, before it is decoded (decoding one of 60 MB
+        # held the event loop 3 s, review): a block not final yet no larger than a proposal it
+        # takes (one it would never vote for); a final one, synced, no larger than a range reply
+        # holds (blocks made final under larger settings, or before this peer's were lowered)
         self._largest_block = max_proposal_bytes(int(config.MAX_BLOCK_KBYTES))
+        self._largest_final = range_reply_bytes(self._largest_block)
         self._channel = open_channel(target, config, tls, server_name, watched=True)
         self._check = (
             ServerCheck(tls, target, server_name, self.timeout)
@@ -510,12 +518,13 @@ class PeerLink:
             raise EncodingError(f"{len(reply.blocks)} blocks for at most {max_blocks} asked")
         blocks, budget = [], TurnBudget()  # a range is up to ~100 big blocks: not in one turn
         for b in reply.blocks:
-            blocks.append((self._block(b.block, pooled), QuorumCertificate.decode(b.certificate)))
+            block = self._block(b.block, pooled, self._largest_final)
+            blocks.append((block, QuorumCertificate.decode(b.certificate)))
             await budget.spent()
         proof = None
         if reply.HasField("commit_proof") and reply.commit_proof.block:
             proof = (
-                self._block(reply.commit_proof.block, pooled),
+                self._block(reply.commit_proof.block, pooled, self._largest_final),
                 QuorumCertificate.decode(reply.commit_proof.certificate),
             )
         return FetchedRange(tuple(blocks), reply.tip_height, proof)
@@ -531,7 +540,7 @@ class PeerLink:
                 pb.GetBlockRequest(channel=channel, block_hash=block_hash.hex(), height=-1),
                 timeout=self.timeout,
             )
-            return self._block(reply.block, pooled) if reply.block else None
+            return self._block(reply.block, pooled, self._largest_block) if reply.block else None
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -539,13 +548,12 @@ class PeerLink:
         except EncodingError as exc:
             raise MalformedReply(f"{self.target} served a malformed block: {exc}") from None
 
-    def _block(self, data: bytes, pooled: Pooled | None) -> Block:
-        """A served block decoded; EncodingError when it is larger than this peer takes (see
-        max_proposal_bytes: MAX_BLOCK_KBYTES is meant alike on every peer)."""
-        if len(data) > self._largest_block:
+    def _block(self, data: bytes, pooled: Pooled | None, largest: int) -> Block:
+        """A served block decoded; EncodingError when it is larger than `largest` bytes."""
+        if len(data) > largest:
             raise EncodingError(
-                f"a block of {len(data)} bytes, more than the {self._largest_block} this peer "
-                "takes (twice MAX_BLOCK_KBYTES and headroom: is it set alike on every peer?)"
+                f"a block of {len(data)} bytes, more than the {largest} this peer takes (see "
+                "MAX_BLOCK_KBYTES: is it set alike on every peer?)"
             )
         return Block.decode(data, pooled)
 

@@ -19,6 +19,7 @@ from loopchain.blockchain.block_store import StoreDamaged, StoredBlock
 from loopchain.configure import DEFAULTS, RefusalLog
 from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
+from loopchain.p2p.grpc_util import MAX_RANGE_REPLY_BYTES as MAX_RANGE_REPLY_BYTES  # (its home)
 from loopchain.p2p.grpc_util import (
     STREAM_ACCEPTED,
     CallsBySource,
@@ -27,6 +28,7 @@ from loopchain.p2p.grpc_util import (
     caller_address,
     first_source,
     max_proposal_bytes,
+    range_reply_bytes,
     refuse,
 )
 from loopchain.p2p.unsent import UnsentReplies
@@ -301,7 +303,6 @@ RANGE_BUILDERS = 2  # GetBlockRange replies built at once (the others wait their
 # without TLS ask one each); more from one caller (a flood) waited for the builders ahead of
 # every other caller's, each up to 16 MiB to build
 RANGES_A_CALLER = 8
-MAX_RANGE_REPLY_BYTES = 16 << 20  # see range_reply_bytes
 # Replies made and not yet read by their callers (see p2p.unsent) are bounded by what ranges of
 # blocks take: UNSENT_RANGES_A_CALLER to one caller, UNSENT_RANGES in all; past that, a reply of
 # SMALL_REPLY_BYTES or more is refused RESOURCE_EXHAUSTED (smaller ones are not counted: their
@@ -311,13 +312,6 @@ UNSENT_RANGES = 4
 SMALL_REPLY_BYTES = 64 << 10
 # any consensus message but a proposal: a vote, a certificate, a complaint
 MAX_OTHER_CONSENSUS_BYTES = 1 << 20
-
-
-def range_reply_bytes(max_proposal: int) -> int:
-    """The bytes of blocks a GetBlockRange reply holds at most (the caller asks again for the
-    rest): MAX_RANGE_REPLY_BYTES, or two of the largest blocks a member takes (`max_proposal`)
-    when more, so that a range's first block is proven final by the next."""
-    return max(MAX_RANGE_REPLY_BYTES, 2 * max_proposal)
 
 
 def _client_object(text: str) -> dict[str, Any]:

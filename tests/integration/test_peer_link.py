@@ -816,25 +816,33 @@ class _ServingOne(pb_grpc.PeerServiceServicer):
         return pb.BlockReply(block=self.block.encode())
 
     async def GetBlockRange(self, request: pb.BlockRangeRequest, context: Any) -> Any:
-        one = pb.FinalBlock(block=self.block.encode(), certificate=b"{}")
+        block = self.block
+        vote = Vote.create(CHANNEL, block.height, block.header.round, block.hash, SIGNER)
+        certificate = QuorumCertificate.from_votes([vote]).encode()
+        one = pb.FinalBlock(block=block.encode(), certificate=certificate)
         return pb.BlockRange(blocks=[one], tip_height=9)
 
 
 async def test_a_served_block_larger_than_this_peer_takes_is_refused_unread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A block served (fetched by its hash, or in a range) larger than a proposal this peer takes
-    (twice MAX_BLOCK_KBYTES and 1 MiB) is malformed before it is decoded: a member served one of
-    60 MB and its decoding held the fetching peer's event loop 3 s (review)."""
+    """A block served larger than this peer takes is malformed before it is decoded (a member
+    served one of 60 MB and its decoding held the fetching peer's event loop 3 s, review): one
+    fetched by its hash (not final yet) past a proposal's bound (twice MAX_BLOCK_KBYTES and
+    1 MiB), one synced final in a range past a range reply's (a block made final under larger
+    settings, or before this peer's were lowered, still syncs: review)."""
+    monkeypatch.setattr(grpc_util, "MAX_RANGE_REPLY_BYTES", 1 << 20)  # a range: 2 proposals
     small = load_config(environ={}, overrides={"MAX_BLOCK_KBYTES": 1, "MAX_TX_BYTES": 1024})
     bound = max_proposal_bytes(1)
+    final_bound = grpc_util.range_reply_bytes(bound)
+    assert final_bound == 2 * bound
     now = 1_700_000_000_000_000
     filler = "f" * 60_000
     txs = [
-        Transaction.create_v1(CHANNEL, {"n": n, "f": filler}, now + n, SIGNER) for n in range(20)
+        Transaction.create_v1(CHANNEL, {"n": n, "f": filler}, now + n, SIGNER) for n in range(40)
     ]
-    big = _block(txs, now)
-    assert len(big.encode()) > bound
+    huge, large, fits = _block(txs, now), _block(txs[:20], now), _block(txs[:10], now)
+    assert len(huge.encode()) > final_bound > len(large.encode()) > bound > len(fits.encode())
     decoded: list[int] = []
     real = Block.decode
 
@@ -843,7 +851,11 @@ async def test_a_served_block_larger_than_this_peer_takes_is_refused_unread(
         return real(raw, pooled)
 
     monkeypatch.setattr(Block, "decode", counted)
-    for served, refused in ((big, True), (_block(txs[:10], now), False)):
+    for served, fetched_ok, synced_ok in (
+        (huge, False, False),
+        (large, False, True),
+        (fits, True, True),
+    ):
         port = free_port_pair()
         server = grpc_util.create_server(CONFIG)
         pb_grpc.add_PeerServiceServicer_to_server(_ServingOne(served), server)
@@ -852,16 +864,19 @@ async def test_a_served_block_larger_than_this_peer_takes_is_refused_unread(
         link = PeerLink(f"127.0.0.1:{port}", small)
         decoded.clear()
         try:
-            if refused:
-                with pytest.raises(MalformedReply, match=f"more than the {bound} this peer takes"):
-                    await link.fetch_block(CHANNEL, served.hash)
-                with pytest.raises(MalformedReply, match=f"more than the {bound} this peer takes"):
-                    await link.fetch_blocks(CHANNEL, 1, 1)
-                assert decoded == []  # refused unread
-            else:
+            if fetched_ok:
                 fetched = await link.fetch_block(CHANNEL, served.hash)
                 assert fetched is not None and fetched.hash == served.hash
-                assert decoded == [len(served.encode())]
+            else:
+                with pytest.raises(MalformedReply, match=f"more than the {bound} this peer takes"):
+                    await link.fetch_block(CHANNEL, served.hash)
+            if synced_ok:
+                assert (await link.fetch_blocks(CHANNEL, 1, 1)).blocks[0][0].hash == served.hash
+            else:
+                with pytest.raises(MalformedReply, match=f"more than the {final_bound} this"):
+                    await link.fetch_blocks(CHANNEL, 1, 1)
+            size = len(served.encode())
+            assert decoded == [size] * (int(fetched_ok) + int(synced_ok))  # the others unread
         finally:
             await link.close()
             await server.stop(grace=0)
