@@ -89,6 +89,10 @@ INTAKE_SWEEP_S = 60.0  # seconds between two sweeps of the intake log for what e
 # peers hold them)
 MAX_PAYMENT_CHECKS = 10_000
 MAX_SENDERS_ASKED = 500  # senders whose balances one ask of the SCORE names
+# senders seen able to pay, kept this long (seconds) and this many, so that a sender's next
+# relayed transactions are not asked again (a busy sender sends many)
+PAYER_KEPT_S = 10.0
+PAYERS_KEPT = 4096
 T = TypeVar("T")
 NOT_INVOKED_TEXT = "not invoked yet"  # the message of code 2 while a transaction waits
 MONITORED_HASHES = 8  # transaction hashes a CreateTx monitoring event names at most
@@ -177,6 +181,8 @@ class ChannelService:
         # relayed v3 transactions pooled, their senders' balances to be asked (in order)
         self._payment_checks: dict[bytes, Transaction] = {}
         self._payments_due = asyncio.Event()
+        # senders seen able to pay: their balance then, and when (monotonic seconds)
+        self._payers: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
         self._config_nid = int(str(config.ICON_NID), 16)
         # (to, message) last broadcast (to None) or not sent (no address known yet)
         self._recent: collections.deque[tuple[str | None, ConsensusPayload]] = collections.deque(
@@ -907,12 +913,31 @@ class ChannelService:
         for tx in good:
             if tx.version == V3 and tx.hash not in checks and tx.hash not in self.consensus.pool:
                 if len(checks) >= MAX_PAYMENT_CHECKS:
-                    self.metrics.refused("pool_full")
+                    self.metrics.refused("relayed_unchecked")
                     continue
                 checks[tx.hash] = tx
                 self._payments_due.set()
             kept.append(tx)
         return kept
+
+    def _known_payer(self, tx: Transaction) -> bool:
+        """Whether `tx`'s sender was seen, within PAYER_KEPT_S, holding what it may cost."""
+        icon = tx.icon()
+        seen = self._payers.get(icon.sender)
+        if seen is None or time.monotonic() - seen[1] > PAYER_KEPT_S:
+            return False
+        return seen[0] >= icon.value + icon.step_limit * coin.STEP_PRICE
+
+    def _payer(self, tx: Transaction, balance: int) -> bool:
+        """Whether `tx`'s sender holding `balance` can pay for it (kept when it can)."""
+        if _payable(tx, balance) is not tx:
+            return False
+        sender = tx.icon().sender
+        self._payers[sender] = (balance, time.monotonic())
+        self._payers.move_to_end(sender)
+        while len(self._payers) > PAYERS_KEPT:
+            self._payers.popitem(last=False)
+        return True
 
     async def _check_relayed_payments(self) -> None:
         """Drop from the pool the relayed v3 transactions whose senders cannot pay for them, as
@@ -927,18 +952,19 @@ class ChannelService:
             while checks:
                 batch = [checks.pop(h) for h in list(itertools.islice(checks, MAX_SENDERS_ASKED))]
                 pooled = [tx for tx in batch if tx.hash in self.consensus.pool]
-                if not pooled:
+                asked = [tx for tx in pooled if not self._known_payer(tx)]
+                if not asked:
                     continue
-                try:
+                try:  # the state the SCORE holds now: a block late at most, and no wait
                     held = await self._ask_score(
-                        self.score.balances([tx.icon().sender for tx in pooled])
+                        self.score.balances([tx.icon().sender for tx in asked], current=False)
                     )
                 except RequestError:
                     continue  # the SCORE cannot say now: they stay, as any other pooled one
                 unpaid = tuple(
                     tx.hash
-                    for tx, (balance, _, _) in zip(pooled, held, strict=True)
-                    if _payable(tx, balance) is not tx
+                    for tx, (balance, _, _) in zip(asked, held, strict=True)
+                    if not self._payer(tx, balance)
                 )
                 if unpaid:
                     self.metrics.refused("relayed_unpaid", len(unpaid))

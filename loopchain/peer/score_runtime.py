@@ -222,10 +222,26 @@ class ScoreRuntime:
             "balance", lambda client: client.balance(address), lambda answer: answer[2]
         )
 
-    async def balances(self, addresses: list[str]) -> list[tuple[int, int, int]]:
-        """`balance` of each address, asked together: in one call when they fit in one."""
+    async def balances(
+        self, addresses: list[str], *, current: bool = True
+    ) -> list[tuple[int, int, int]]:
+        """`balance` of each address, asked together: in one call when they fit in one. Unless
+        `current`, from the state the SCORE holds now, however far behind the recorded blocks
+        (a check that may be a block late, asked often: no wait for the commits)."""
         if not addresses:
             return []
+        if not current:
+            if self.supervisor is None:
+                raise ScoreUnavailable(self.package_error or "no SCORE")
+            client = self.supervisor.client
+            try:
+                async with asyncio.timeout(client.query_timeout):
+                    return await client.balances(addresses)
+            except TimeoutError:
+                raise ScoreUnavailable(
+                    f"SCORE balance: no answer within {client.query_timeout:g} s",
+                    deadline_exceeded=True,
+                ) from None
         return await self._in_query_time(
             "balance",
             lambda client: client.balances(addresses),

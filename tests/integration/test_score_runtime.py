@@ -347,6 +347,41 @@ async def test_a_query_behind_a_stuck_commit_is_answered_within_one_query_timeou
 
 
 @pytest.mark.timeout(120)
+async def test_balances_not_asked_current_are_read_from_the_state_there_is_without_a_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Balances asked not `current` (a peer's check of what other peers relayed: a block late
+    does no harm, and it is asked often) are read from the state the SCORE holds, behind a
+    stuck commit too, without waiting for the commits; a SCORE answering nothing is a
+    deadline error all the same."""
+    runtime, held = _behind_a_stuck_commit(tmp_path, monkeypatch, 2.0)
+    assert runtime.supervisor is not None
+    waits: list[float] = []
+    real_wait = runtime._state_caught_up
+
+    async def counted(seconds: float) -> bool:
+        waits.append(seconds)
+        return await real_wait(seconds)
+
+    monkeypatch.setattr(runtime, "_state_caught_up", counted)
+    address = "hx" + "0" * 40
+    async with running(runtime):
+        async with asyncio.timeout(60):
+            await held.wait()
+        (answer,) = await runtime.balances([address], current=False)
+        assert waits == [] and answer[2] == BLOCKS - 2  # the state before the stuck block
+        never = asyncio.Event()
+
+        async def no_answer(*args: Any) -> Any:
+            await never.wait()
+
+        monkeypatch.setattr(runtime.supervisor.client, "balances", no_answer)
+        with pytest.raises(ScoreUnavailable, match="SCORE balance: no answer within 2 s") as info:
+            await runtime.balances([address], current=False)
+    assert info.value.deadline_exceeded and waits == []
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("what", ["query", "balance"])
 async def test_a_score_that_answers_nothing_is_a_deadline_error_within_one_query_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str

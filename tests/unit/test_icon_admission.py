@@ -51,7 +51,9 @@ class HeldBalances:
         """Addresses asked, in all calls."""
         return sum(len(addresses) for addresses in self.calls)
 
-    async def balances(self, addresses: list[str]) -> list[tuple[int, int, int]]:
+    async def balances(
+        self, addresses: list[str], *, current: bool = True
+    ) -> list[tuple[int, int, int]]:
         self.asked.update(addresses)
         self.calls.append(list(addresses))
         await self._answer.wait()
@@ -304,6 +306,12 @@ async def test_relayed_transactions_whose_senders_cannot_pay_leave_the_pool(
         assert all(tx.hash in pool for tx in paid)
         taken = await service.create_icon_txs(icon_batch(Signer.generate(), 1))
         assert isinstance(taken[0], Transaction), taken  # a client is taken again
+        # a sender seen able to pay is not asked again for a while (a busy sender sends many)
+        asks = balances.asks
+        more = _relayed(icon_batch(rich, 3))
+        await service.receive_txs_in_turns(more)
+        await cluster.wait(lambda: not service._payment_checks, "the checks made")
+        assert balances.asks == asks and all(tx.hash in pool for tx in more)
         # the SCORE cannot say: they stay, as any pooled transaction
         service.score.balances = _unavailable  # type: ignore[method-assign]
         others = _relayed(icon_batch(Signer.generate(), 2))
@@ -314,5 +322,5 @@ async def test_relayed_transactions_whose_senders_cannot_pay_leave_the_pool(
         await cluster.stop()
 
 
-async def _unavailable(addresses: list[str]) -> list[tuple[int, int, int]]:
+async def _unavailable(addresses: list[str], *, current: bool = True) -> list[tuple[int, int, int]]:
     raise ScoreUnavailable("SCORE process exited")
