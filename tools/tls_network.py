@@ -56,8 +56,11 @@ def load_or_create_ca(directory: Path) -> tuple[bytes, object]:
     if cert_path.exists() and key_path.exists():
         try:
             cert_pem = cert_path.read_bytes()
-            certificates.certificate_from_pem(cert_pem)
-            return cert_pem, certificates.private_key_from_pem(key_path.read_bytes())
+            cert = certificates.certificate_from_pem(cert_pem)
+            key = certificates.private_key_from_pem(key_path.read_bytes())
+            if cert.public_key() != key.public_key():  # a kill between a new CA's two writes
+                raise certificates.CertificateError("ca.pem is not the certificate of ca_key.pem")
+            return cert_pem, key
         except (OSError, certificates.CertificateError) as exc:
             raise SystemExit(
                 f"tls_network: the CA in {directory} cannot be used ({exc}); move that folder "

@@ -285,10 +285,11 @@ _RESULT_OVERHEAD = 8
 MAX_TXS_PER_BATCH = 1000  # relayed transactions in one AddTxBatch (each is size-checked)
 MAX_INBOUND_STREAMS = 512  # open link streams (each peer's link holds two; senders fall back)
 # open link streams of one peer (over TLS, where its certificate names it): its links' two lanes,
-# one link a process (the peer and each channel worker), and their successors while replaced.
-# One member holding every slot had each other peer's messages sent by a call each (review);
-# without TLS callers are addresses, peers on one host share one, and the bound is the server's
-LINK_STREAMS_A_PEER = MAX_INBOUND_STREAMS // 8
+# one link a process (the peer and each channel worker), and their successors while replaced:
+# 4 a process, so a peer of 31 channel workers. One member holding every slot had each other
+# peer's messages sent by a call each (review); without TLS callers are addresses, peers on one
+# host share one, and the bound is the server's
+LINK_STREAMS_A_PEER = MAX_INBOUND_STREAMS // 4
 # open batch streams of REST proxies (one a channel each; a proxy falls back to calls): bounded
 # apart, so that clients, whom no certificate names without TLS, never take the links' share
 MAX_CLIENT_STREAMS = 64

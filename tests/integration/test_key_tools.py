@@ -189,8 +189,8 @@ def test_tls_network_encrypts_new_keys_with_the_passwords_the_nodes_read(
 
 def test_tls_network_names_a_ca_it_cannot_use_and_writes_each_file_whole(tmp_path: Path) -> None:
     """A CA certificate a kill or a power cut left empty beside its key (written in place, it
-    could be) is named with what to do, not a traceback on every later run; each file is
-    replaced whole (no temporary left beside it), the CA key before its certificate."""
+    could be), or another CA's beside it, is named with what to do, not a traceback on every
+    later run; each file is replaced whole (no temporary left beside it)."""
     storage = tmp_path / "storage"
     args = ["--storage", str(storage), "--radiostation", "7102", "--peers", "7100"]
     assert run(TLS_NETWORK, *args, cwd=tmp_path).returncode == 0
@@ -206,3 +206,10 @@ def test_tls_network_names_a_ca_it_cannot_use_and_writes_each_file_whole(tmp_pat
     again = run(TLS_NETWORK, *args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert (ca_dir / "ca.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    # a CA certificate beside another CA's key (a kill between a new CA's two writes) is named
+    # too: certificates issued by that key would not chain to the ca.pem the nodes are given
+    other, _ = pki.create_ca("another CA", 1)
+    (ca_dir / "ca.pem").write_bytes(pki.certificate_to_pem(other))
+    mismatched = run(TLS_NETWORK, *args, cwd=tmp_path)
+    assert mismatched.returncode == 1, mismatched.stderr
+    assert "ca.pem is not the certificate of ca_key.pem" in mismatched.stderr, mismatched.stderr
