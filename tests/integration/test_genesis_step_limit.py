@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -27,14 +26,12 @@ from loopchain.peer.channel_service import ChannelService, ChannelSettings
 from loopchain.protos import score_pb2 as pb
 from loopchain.scoreservice.process import LoadedScore
 from loopchain.storage.leveldb import LevelDBStore
-from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.genesis import GenesisData
 from loopchain.types.peer import PeerInfo
-from loopchain.types.transaction import Transaction
 from loopchain.types.validators import Validator, ValidatorSet
 from tests.integration._score_helpers import write_package
-from tests.integration._storage_helpers import ChainBuilder
+from tests.integration.test_score_coin import CoinChain, execute
 from tools.procs import wait_until_async
 
 CHANNEL = "step_channel"
@@ -119,46 +116,6 @@ async def test_without_a_stated_step_limit_the_peers_own_applies(tmp_path: Path)
     assert (short.code, long.code) == (SUCCESS, SUCCESS), (short, long)
 
 
-def _genesis_block(builder: ChainBuilder, genesis: GenesisData) -> Block:
-    update = dataclasses.replace(builder.validators, genesis=genesis.encoded(), signature=b"")
-    block = Block.create(
-        channel=CHANNEL,
-        height=0,
-        round_=0,
-        prev_hash=b"",
-        prev_qc=None,
-        transactions=[],
-        timestamp=1_700_000_000_000_000,
-        leader=builder.signers[0],
-        next_leader=builder.signers[1].address,
-        validators_hash=builder.validators.hash,
-        validator_update=update.signed_by(Signer.generate()),
-    )
-    builder.advance(block, builder.certify(block))
-    return block
-
-
-def _loop_block(builder: ChainBuilder, n: int) -> Block:
-    height = builder.height + 1
-    tx = Transaction.create_v1(
-        CHANNEL, {"n": n}, 1_700_000_000_000_000 + height, builder.signers[0]
-    )
-    block = Block.create(
-        channel=CHANNEL,
-        height=height,
-        round_=0,
-        prev_hash=builder.prev_hash,
-        prev_qc=builder.prev_qc,
-        transactions=[tx],
-        timestamp=1_700_000_000_000_000 + height,
-        leader=builder.signers[height % 4],
-        next_leader=builder.signers[(height + 1) % 4].address,
-        validators_hash=builder.validators.hash,
-    )
-    builder.advance(block, builder.certify(block))
-    return block
-
-
 @pytest.mark.parametrize("stated", [STATED_LIMIT, None])
 def test_the_score_runs_under_its_genesis_blocks_limit_after_a_restart_too(
     tmp_path: Path, stated: int | None
@@ -173,21 +130,16 @@ def test_the_score_runs_under_its_genesis_blocks_limit_after_a_restart_too(
         package_path=str(tmp_path / "score" / "test" / "loop"),
         state_path=str(tmp_path / "state"),
     )
-    builder = ChainBuilder(CHANNEL)
+    chain = CoinChain(genesis=(), score_step_limit=stated)
     loaded = LoadedScore(request, OWN_LIMIT)
     try:
-        for block in (_genesis_block(builder, GenesisData((), score_step_limit=stated)),):
-            loaded.invoke_block(block)
-            loaded.state.commit(block.height)
-        first = _loop_block(builder, 2 * STATED_LIMIT)
-        (result,), _, _ = loaded.invoke_block(first)
-        loaded.state.commit(first.height)
+        execute(loaded, chain.genesis_block())
+        (result,), _, _ = execute(loaded, chain.next(chain.v1({"n": 2 * STATED_LIMIT})))
     finally:
         loaded.state.store.close()
     again = LoadedScore(request, 10 * STATED_LIMIT)  # started again, another own limit
     try:
-        second = _loop_block(builder, 2 * STATED_LIMIT)
-        (after,), _, _ = again.invoke_block(second)
+        (after,), _, _ = again.invoke_block(chain.next(chain.v1({"n": 2 * STATED_LIMIT})))
     finally:
         again.state.store.close()
     if stated is None:  # each process its own: 1,000,000, then 50,000

@@ -97,9 +97,14 @@ SUPPLY_KEY = b"\x00icx:supply"
 class CoinChain:
     """Valid signed blocks of CHANNEL: a genesis block funding GENESIS, then blocks of given txs."""
 
-    def __init__(self, genesis: tuple[tuple[Signer, int], ...] | None = GENESIS) -> None:
+    def __init__(
+        self,
+        genesis: tuple[tuple[Signer, int], ...] | None = GENESIS,
+        score_step_limit: int | None = None,
+    ) -> None:
         self.builder = ChainBuilder()
         self.genesis = genesis
+        self.score_step_limit = score_step_limit  # what the genesis data states, if any
         self._count = itertools.count(1)
 
     def validators_with(self, genesis: tuple[tuple[Signer, int], ...] | None) -> ValidatorSet:
@@ -109,7 +114,8 @@ class CoinChain:
                 GenesisAccount(f"account{i}", s.address, amount)
                 for i, (s, amount) in enumerate(genesis)
             )
-            data = GenesisData(accounts, "test genesis").encoded()
+            stated = GenesisData(accounts, "test genesis", score_step_limit=self.score_step_limit)
+            data = stated.encoded()
         plain = dataclasses.replace(self.builder.validators, genesis=data, signature=b"")
         return plain.signed_by(Signer.generate())
 
