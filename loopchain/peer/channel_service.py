@@ -93,6 +93,9 @@ MAX_SENDERS_ASKED = 500  # senders whose balances one ask of the SCORE names
 # relayed transactions are not asked again (a busy sender sends many)
 PAYER_KEPT_S = 10.0
 PAYERS_KEPT = 4096
+# blocks the SCORE's state may lag the recorded results for a payment check to be made (a block
+# being committed, and the next one's results being recorded)
+PAYMENT_STATE_LAG = 2
 T = TypeVar("T")
 NOT_INVOKED_TEXT = "not invoked yet"  # the message of code 2 while a transaction waits
 MONITORED_HASHES = 8  # transaction hashes a CreateTx monitoring event names at most
@@ -955,12 +958,16 @@ class ChannelService:
                 asked = [tx for tx in pooled if not self._known_payer(tx)]
                 if not asked:
                     continue
-                try:  # the state the SCORE holds now: a block late at most, and no wait
+                try:  # the state the SCORE holds now, not waiting for its commits
                     held = await self._ask_score(
                         self.score.balances([tx.icon().sender for tx in asked], current=False)
                     )
                 except RequestError:
                     continue  # the SCORE cannot say now: they stay, as any other pooled one
+                executed = self.store.executed()
+                recorded = executed[0] if executed is not None else -1
+                if min(answer[2] for answer in held) < recorded - PAYMENT_STATE_LAG:
+                    continue  # a SCORE replaying (started again): its balances are not yet
                 unpaid = tuple(
                     tx.hash
                     for tx, (balance, _, _) in zip(asked, held, strict=True)

@@ -282,13 +282,13 @@ def _relayed(texts: list[str]) -> list[Transaction]:
 
 
 async def test_relayed_transactions_whose_senders_cannot_pay_leave_the_pool(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A v3 transaction relayed by another peer is pooled, and its sender's balance asked after
     (the relay goes on meanwhile): one whose sender cannot pay leaves the pool, as a client's is
     refused at intake. Relayed from accounts holding nothing, 40 were pooled past
     TX_POOL_ADMIT_MAX and every client of the peer was refused after (review). Those whose
-    senders can pay stay; while the SCORE cannot say, they stay too."""
+    senders can pay stay; while the SCORE cannot say (down, or replaying), they stay too."""
     cluster = Cluster(tmp_path, overrides={"TX_POOL_ADMIT_MAX": ROOM})
     try:
         poor, rich = Signer.generate(), Signer.generate()
@@ -312,6 +312,15 @@ async def test_relayed_transactions_whose_senders_cannot_pay_leave_the_pool(
         await service.receive_txs_in_turns(more)
         await cluster.wait(lambda: not service._payment_checks, "the checks made")
         assert balances.asks == asks and all(tx.hash in pool for tx in more)
+        # a SCORE whose state is blocks behind the recorded results (started again, replaying)
+        # cannot say yet: they stay
+        recorded = (10, b"\x00" * 32, b"\x00" * 32)  # HeldBalances answers from height 0
+        monkeypatch.setattr(service.store, "executed", lambda: recorded)
+        behind = _relayed(icon_batch(poor, 2))
+        await service.receive_txs_in_turns(behind)
+        await cluster.wait(lambda: not service._payment_checks, "the checks made")
+        assert all(tx.hash in pool for tx in behind)
+        monkeypatch.undo()
         # the SCORE cannot say: they stay, as any pooled transaction
         service.score.balances = _unavailable  # type: ignore[method-assign]
         others = _relayed(icon_batch(Signer.generate(), 2))
