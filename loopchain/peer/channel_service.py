@@ -96,6 +96,7 @@ PAYERS_KEPT = 4096
 # blocks the SCORE's state may lag the recorded results for a payment check to be made (a block
 # being committed, and the next one's results being recorded)
 PAYMENT_STATE_LAG = 2
+PAYMENT_ASKS = 3  # tries of a payment check's ask that ran out of time (the SCORE busy)
 T = TypeVar("T")
 NOT_INVOKED_TEXT = "not invoked yet"  # the message of code 2 while a transaction waits
 MONITORED_HASHES = 8  # transaction hashes a CreateTx monitoring event names at most
@@ -942,6 +943,29 @@ class ChannelService:
             self._payers.popitem(last=False)
         return True
 
+    async def _balances_now(self, txs: list[Transaction]) -> list[tuple[int, int, int]] | None:
+        """The balances of `txs`' senders from the state the SCORE holds, not waiting for its
+        commits; None when it cannot say: down, its state more than PAYMENT_STATE_LAG blocks
+        behind the recorded results (a SCORE replaying from an empty state answered 0 for
+        all), or busy past PAYMENT_ASKS tries of SCORE_QUERY_TIMEOUT (a long block executing)."""
+        senders = [tx.icon().sender for tx in txs]
+        for _ in range(PAYMENT_ASKS):
+            try:
+                executed = self.store.executed()
+                held = await self._ask_score(self.score.balances(senders, current=False))
+            except RequestError as exc:
+                if exc.kind is ErrorKind.TIMEOUT:
+                    continue
+                return None
+            except (StorageError, BlockStoreError) as exc:
+                self.storage_failed(exc)
+                return None
+            recorded = executed[0] if executed is not None else -1
+            if min(answer[2] for answer in held) < recorded - PAYMENT_STATE_LAG:
+                return None
+            return held
+        return None
+
     async def _check_relayed_payments(self) -> None:
         """Drop from the pool the relayed v3 transactions whose senders cannot pay for them, as
         a client's are refused at intake: their senders' balances asked together, once they are
@@ -956,18 +980,11 @@ class ChannelService:
                 batch = [checks.pop(h) for h in list(itertools.islice(checks, MAX_SENDERS_ASKED))]
                 pooled = [tx for tx in batch if tx.hash in self.consensus.pool]
                 asked = [tx for tx in pooled if not self._known_payer(tx)]
-                if not asked:
+                if not asked or self.score.disabled:  # (given up: its state is not the chain's)
                     continue
-                try:  # the state the SCORE holds now, not waiting for its commits
-                    held = await self._ask_score(
-                        self.score.balances([tx.icon().sender for tx in asked], current=False)
-                    )
-                except RequestError:
+                held = await self._balances_now(asked)
+                if held is None:
                     continue  # the SCORE cannot say now: they stay, as any other pooled one
-                executed = self.store.executed()
-                recorded = executed[0] if executed is not None else -1
-                if min(answer[2] for answer in held) < recorded - PAYMENT_STATE_LAG:
-                    continue  # a SCORE replaying (started again): its balances are not yet
                 unpaid = tuple(
                     tx.hash
                     for tx, (balance, _, _) in zip(asked, held, strict=True)

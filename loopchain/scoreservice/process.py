@@ -441,14 +441,17 @@ class LoadedScore:
         self.words = MachineWords(folder)
         self.state = ScoreState(open_state_store(Path(request.state_path)))
         try:
+            self.proxy = StateProxy(ReadOnlyState(self.state, "state writes only inside invoke"))
+            self._query_view = ReadOnlyState(self.state, "state is read-only in a query")
+            # the load and the constructor under this peer's own limit, fresh or started again
+            # (under the chain's after a restart only, a package loading in between its limit
+            # and the peer's loaded on one and failed on the other: review)
+            self.score = self._construct()
             stated = self.state.read_committed(STEP_LIMIT_KEY)
             if stated is not None:  # the chain's, over this peer's own (see _mint_genesis)
                 if not stated.isdigit() or len(stated) > 10:
                     raise StorageCorrupt("SCORE state's step limit is damaged")
                 self.meter.limit = int(stated)
-            self.proxy = StateProxy(ReadOnlyState(self.state, "state writes only inside invoke"))
-            self._query_view = ReadOnlyState(self.state, "state is read-only in a query")
-            self.score = self._construct()
         except BaseException:
             self.state.store.close()
             raise

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from loopchain.p2p.errors import ErrorKind, RequestError
-from loopchain.peer.channel_service import ChannelService
+from loopchain.peer.channel_service import PAYMENT_ASKS, ChannelService
 from loopchain.scoreservice.client import ScoreUnavailable
 from loopchain.types import canonical, icon_tx
 from loopchain.types.crypto import Signer
@@ -333,3 +333,34 @@ async def test_relayed_transactions_whose_senders_cannot_pay_leave_the_pool(
 
 async def _unavailable(addresses: list[str], *, current: bool = True) -> list[tuple[int, int, int]]:
     raise ScoreUnavailable("SCORE process exited")
+
+
+async def test_a_payment_check_the_busy_score_did_not_answer_in_time_is_asked_again(
+    tmp_path: Path,
+) -> None:
+    """A payment check whose ask ran out of time (the SCORE process executing a long block) is
+    asked again, up to PAYMENT_ASKS tries: dropped after its first timeout, a flood relayed
+    while blocks were slow stayed pooled unchecked (review)."""
+    cluster = Cluster(tmp_path, overrides={"TX_POOL_ADMIT_MAX": ROOM})
+    try:
+        poor = Signer.generate()
+        service = lone_peer(cluster, HeldBalances())
+        late = PAYMENT_ASKS - 1  # answers in time at the last try
+        asks: list[int] = []
+
+        async def slow(addresses: list[str], *, current: bool = True) -> list[tuple[int, int, int]]:
+            asks.append(len(addresses))
+            if len(asks) <= late:
+                raise ScoreUnavailable(
+                    "SCORE balance: no answer within 3 s", deadline_exceeded=True
+                )
+            return [(0, RICH, 0) for _ in addresses]
+
+        service.score.balances = slow  # type: ignore[method-assign]
+        unpaid = _relayed(icon_batch(poor, 3))
+        await service.receive_txs_in_turns(unpaid)
+        pool = service.consensus.pool
+        await cluster.wait(lambda: not any(tx.hash in pool for tx in unpaid), "the unpaid gone")
+        assert asks == [3] * PAYMENT_ASKS
+    finally:
+        await cluster.stop()
