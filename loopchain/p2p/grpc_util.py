@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import ipaddress
 import logging
 import os
 import ssl
@@ -22,6 +21,7 @@ from loopchain import durable, fds
 from loopchain.blockchain.chain import BLOCK_HEADROOM_BYTES
 from loopchain.configure import Config, RefusalLog
 from loopchain.safe_text import one_line, status_details
+from loopchain.sources import host_source
 
 log = logging.getLogger(__name__)
 REFUSALS = RefusalLog(log)
@@ -560,16 +560,7 @@ def address_source(address: str) -> str:
     if kind == "ipv4":
         return rest.rpartition(":")[0]
     if kind == "ipv6":  # gRPC writes the brackets percent-encoded: "ipv6:%5B::1%5D:40548"
-        host = urllib.parse.unquote(rest.rpartition(":")[0]).strip("[]")
-        try:
-            ip = ipaddress.IPv6Address(host)
-        except ValueError:
-            return host
-        if ip.ipv4_mapped is not None:  # an IPv4 caller of a dual-stack port
-            return str(ip.ipv4_mapped)
-        if ip.is_link_local:  # fe80::/64 is every link's: each such address is a host's own
-            return str(ip)
-        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+        return host_source(urllib.parse.unquote(rest.rpartition(":")[0]).strip("[]"))
     return "local" if kind == "unix" else address
 
 

@@ -14,8 +14,8 @@ after that many blocks without a notification. The server answers `{"code": 0}`,
 `{"keepalive": "0x1"}` from the client is ignored; the request may come in a text or a binary
 frame. A path whose channel cannot be a channel name is answered as v3 answers it (400,
 -32602). A proxy serves at most MAX_MONITORS at once (503 with Retry-After beyond), at most
-MAX_MONITORS_PER_CLIENT to one client address (429 with Retry-After beyond); every read of the
-peer has the proxy's gRPC deadline, and a monitor that cannot read the peer says so
+MAX_MONITORS_PER_CLIENT to one client (an address; an IPv6 host's /64), 429 with Retry-After
+beyond; every read of the peer has the proxy's gRPC deadline, and a monitor that cannot read the peer says so
 (`{"code": -32603, "message"}`) and closes. What monitors read of the peer is read once for all
 of them (_SharedReads): a block at a height, and once it is executed the events of its
 transactions, looked up SHARED_LOOKUPS at a time (so in few batch calls). A client must take each message within
@@ -43,6 +43,7 @@ from loopchain.rest.errors import json_response
 from loopchain.rest.icon_methods import height_param
 from loopchain.rest.icon_peer import BusyError, PeerReader
 from loopchain.rest.jsonrpc import failure, path_channel
+from loopchain.sources import host_source
 from loopchain.types.codes import ResponseCode, error_body
 from loopchain.types.icon_address import channel_score_address
 from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
@@ -323,7 +324,7 @@ class Monitors:
         self._shared = _SharedReads(reader, max(1, min(SHARED_LOOKUPS, max_inflight // 4)))
         self._send_timeout = send_timeout
         self._open = 0
-        self._by_client: Counter[str] = Counter()  # monitors open, by client address
+        self._by_client: Counter[str] = Counter()  # monitors open, by client (host_source)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get(MONITOR_PATHS[0], self.block), web.get(MONITOR_PATHS[1], self.event)]
@@ -339,7 +340,7 @@ class Monitors:
             channel = path_channel(request)
         except JsonRpcError as exc:
             return failure(None, exc)
-        client = request.remote or ""
+        client = host_source(request.remote or "")  # an IPv6 host's /64 counts as one
         if self._open >= MAX_MONITORS:
             message = f"this proxy serves {MAX_MONITORS} monitors at once; try again shortly"
             return _refusal(message, 503)
