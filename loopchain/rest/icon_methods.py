@@ -33,7 +33,13 @@ from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
 from loopchain.types.icon_address import channel_score_address
-from loopchain.types.icon_tx import DATA_TYPES, KNOWN_FIELDS, InvalidTransaction, check_address
+from loopchain.types.icon_tx import (
+    DATA_TYPES,
+    KNOWN_FIELDS,
+    InvalidTransaction,
+    check_address,
+    check_estimate_params,
+)
 from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
 
 DEFAULT_WAIT_MS = 5_000  # icx_waitTransactionResult without an Icon-Options timeout
@@ -314,6 +320,10 @@ class IconMethods:
                 "params 'dataType' and 'data' must be given together, dataType one of "
                 + ", ".join(DATA_TYPES)
             )
+        try:  # each field given as a transaction's (review: {"from": [], "to": {}} had one)
+            check_estimate_params(params)
+        except InvalidTransaction as exc:
+            raise invalid(f"param {exc.message}") from None
         try:
             return hex(steps_for(data_type, data))
         except EncodingError as exc:

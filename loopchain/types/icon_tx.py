@@ -297,6 +297,28 @@ def check_shape(params: Any) -> dict[str, Any]:
     return params
 
 
+def check_estimate_params(params: dict[str, Any]) -> str | None:
+    """The params of debug_estimateStep (a transaction without stepLimit and signature, every
+    field optional) checked as a transaction's fields are, each one given: strings but data,
+    version 0x3, addresses, integers, and data as its dataType wants (InvalidTransaction
+    otherwise); its dataType. An estimate of what the node would refuse is no estimate."""
+    for name, value in params.items():
+        if name != "data" and type(value) is not str:
+            raise InvalidTransaction(f"{name!r} must be a string, got {type(value).__name__}", name)
+    if "version" in params and params["version"] != TX_VERSION:
+        raise InvalidTransaction(
+            f"'version' must be {TX_VERSION!r}, got {_quote(params['version'])}", "version"
+        )
+    if "from" in params:
+        check_address(params["from"], "from", eoa=True)
+    if "to" in params:
+        check_address(params["to"], "to")
+    for name in INT_FIELDS:
+        if name in params:
+            hex_int(params[name], name)
+    return _check_data(params)
+
+
 # -- the transaction
 
 

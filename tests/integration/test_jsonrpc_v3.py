@@ -248,6 +248,12 @@ async def test_unknown_methods_and_the_debug_namespace(session, v3, peer):
         ({"dataType": "message"}, "together"),
         ({"dataType": "nonsense", "data": "x"}, "together"),
         ({"foo": 1}, "unknown param 'foo'"),  # no transaction has it: the node refuses one
+        # each field given is checked as a transaction's (review: these had an estimate)
+        ({"version": "0x3", "from": [], "to": {}}, "param 'from' must be a string"),
+        ({"to": "cx" + "1" * 39}, "param 'to' must be 'hx' or 'cx'"),
+        ({"version": "0x2"}, "param 'version' must be '0x3'"),
+        ({"nid": "3"}, "param 'nid' must be '0x'"),
+        ({"dataType": "call", "data": "x"}, "must be an object"),
     ):
         assert_error(await rpc(session, debug, "debug_estimateStep", bad), -32602, words)
     sdk = {"version": "0x3", "from": "hx" + "a" * 40, "to": "hx" + "b" * 40, "nid": "0x3"}
