@@ -96,7 +96,7 @@ PAYERS_KEPT = 4096
 # blocks the SCORE's state may lag the recorded results for a payment check to be made (a block
 # being committed, and the next one's results being recorded)
 PAYMENT_STATE_LAG = 2
-PAYMENT_ASKS = 3  # tries of a payment check's ask that ran out of time (the SCORE busy)
+PAYMENT_RETRY_S = 0.5  # the pause before a payment check the SCORE could not make is asked again
 T = TypeVar("T")
 NOT_INVOKED_TEXT = "not invoked yet"  # the message of code 2 while a transaction waits
 MONITORED_HASHES = 8  # transaction hashes a CreateTx monitoring event names at most
@@ -945,26 +945,23 @@ class ChannelService:
 
     async def _balances_now(self, txs: list[Transaction]) -> list[tuple[int, int, int]] | None:
         """The balances of `txs`' senders from the state the SCORE holds, not waiting for its
-        commits; None when it cannot say: down, its state more than PAYMENT_STATE_LAG blocks
-        behind the recorded results (a SCORE replaying from an empty state answered 0 for
-        all), or busy past PAYMENT_ASKS tries of SCORE_QUERY_TIMEOUT (a long block executing)."""
-        senders = [tx.icon().sender for tx in txs]
-        for _ in range(PAYMENT_ASKS):
-            try:
-                executed = self.store.executed()
-                held = await self._ask_score(self.score.balances(senders, current=False))
-            except RequestError as exc:
-                if exc.kind is ErrorKind.TIMEOUT:
-                    continue
-                return None
-            except (StorageError, BlockStoreError) as exc:
-                self.storage_failed(exc)
-                return None
-            recorded = executed[0] if executed is not None else -1
-            if min(answer[2] for answer in held) < recorded - PAYMENT_STATE_LAG:
-                return None
-            return held
-        return None
+        commits; None when it cannot say now: down, busy past SCORE_QUERY_TIMEOUT (a long block
+        executing), or its state more than PAYMENT_STATE_LAG blocks behind the recorded results
+        (a SCORE replaying from an empty state answered 0 for all)."""
+        try:
+            executed = self.store.executed()
+            held = await self._ask_score(
+                self.score.balances([tx.icon().sender for tx in txs], current=False)
+            )
+        except RequestError:
+            return None
+        except (StorageError, BlockStoreError) as exc:
+            self.storage_failed(exc)
+            return None
+        recorded = executed[0] if executed is not None else -1
+        if min(answer[2] for answer in held) < recorded - PAYMENT_STATE_LAG:
+            return None
+        return held
 
     async def _check_relayed_payments(self) -> None:
         """Drop from the pool the relayed v3 transactions whose senders cannot pay for them, as
@@ -980,11 +977,15 @@ class ChannelService:
                 batch = [checks.pop(h) for h in list(itertools.islice(checks, MAX_SENDERS_ASKED))]
                 pooled = [tx for tx in batch if tx.hash in self.consensus.pool]
                 asked = [tx for tx in pooled if not self._known_payer(tx)]
-                if not asked or self.score.disabled:  # (given up: its state is not the chain's)
-                    continue
+                if not asked or self.score.disabled:
+                    continue  # a SCORE given up (its state is not the chain's): they stay
                 held = await self._balances_now(asked)
-                if held is None:
-                    continue  # the SCORE cannot say now: they stay, as any other pooled one
+                if held is None:  # the SCORE cannot say yet: asked again after a pause (kept
+                    # unchecked, a long replay let a flood relayed meanwhile stay for good)
+                    for tx in asked:
+                        checks.setdefault(tx.hash, tx)
+                    await asyncio.sleep(PAYMENT_RETRY_S)
+                    continue
                 unpaid = tuple(
                     tx.hash
                     for tx, (balance, _, _) in zip(asked, held, strict=True)

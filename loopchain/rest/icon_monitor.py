@@ -359,7 +359,9 @@ class Monitors:
                 await ws.close()
         except (_Stalled, TimeoutError):
             log.debug(
-                "dropped the monitor of %s: it took no message for %g s", client, self._send_timeout
+                "dropped the monitor of %s: it took no message for %g s",
+                request.remote,
+                self._send_timeout,
             )
             if request.transport is not None:
                 request.transport.abort()  # (a close would wait for the client to read)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from loopchain.p2p.errors import ErrorKind, RequestError
-from loopchain.peer.channel_service import PAYMENT_ASKS, ChannelService
+from loopchain.peer.channel_service import ChannelService
 from loopchain.scoreservice.client import ScoreUnavailable
 from loopchain.types import canonical, icon_tx
 from loopchain.types.crypto import Signer
@@ -282,13 +282,13 @@ def _relayed(texts: list[str]) -> list[Transaction]:
 
 
 async def test_relayed_transactions_whose_senders_cannot_pay_leave_the_pool(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """A v3 transaction relayed by another peer is pooled, and its sender's balance asked after
     (the relay goes on meanwhile): one whose sender cannot pay leaves the pool, as a client's is
     refused at intake. Relayed from accounts holding nothing, 40 were pooled past
     TX_POOL_ADMIT_MAX and every client of the peer was refused after (review). Those whose
-    senders can pay stay; while the SCORE cannot say (down, or replaying), they stay too."""
+    senders can pay stay; while the SCORE cannot say, they stay too."""
     cluster = Cluster(tmp_path, overrides={"TX_POOL_ADMIT_MAX": ROOM})
     try:
         poor, rich = Signer.generate(), Signer.generate()
@@ -312,55 +312,56 @@ async def test_relayed_transactions_whose_senders_cannot_pay_leave_the_pool(
         await service.receive_txs_in_turns(more)
         await cluster.wait(lambda: not service._payment_checks, "the checks made")
         assert balances.asks == asks and all(tx.hash in pool for tx in more)
-        # a SCORE whose state is blocks behind the recorded results (started again, replaying)
-        # cannot say yet: they stay
-        recorded = (10, b"\x00" * 32, b"\x00" * 32)  # HeldBalances answers from height 0
-        monkeypatch.setattr(service.store, "executed", lambda: recorded)
-        behind = _relayed(icon_batch(poor, 2))
-        await service.receive_txs_in_turns(behind)
-        await cluster.wait(lambda: not service._payment_checks, "the checks made")
-        assert all(tx.hash in pool for tx in behind)
-        monkeypatch.undo()
-        # the SCORE cannot say: they stay, as any pooled transaction
-        service.score.balances = _unavailable  # type: ignore[method-assign]
-        others = _relayed(icon_batch(Signer.generate(), 2))
+        # the SCORE cannot say (down): they stay, asked again after a pause
+        down: list[list[str]] = []
+
+        async def unavailable(
+            addresses: list[str], *, current: bool = True
+        ) -> list[tuple[int, int, int]]:
+            down.append(addresses)
+            raise ScoreUnavailable("SCORE process exited")
+
+        service.score.balances = unavailable  # type: ignore[method-assign]
+        others = _relayed(icon_batch(poor, 2))
         await service.receive_txs_in_turns(others)
-        await cluster.wait(lambda: not service._payment_checks, "the checks made")
+        await cluster.wait(lambda: len(down) >= 2, "the check asked again")
         assert all(tx.hash in pool for tx in others)
     finally:
         await cluster.stop()
 
 
-async def _unavailable(addresses: list[str], *, current: bool = True) -> list[tuple[int, int, int]]:
-    raise ScoreUnavailable("SCORE process exited")
-
-
-async def test_a_payment_check_the_busy_score_did_not_answer_in_time_is_asked_again(
-    tmp_path: Path,
+@pytest.mark.parametrize("failure", ["deadline", "replaying"])
+async def test_a_payment_check_the_score_could_not_make_is_made_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
-    """A payment check whose ask ran out of time (the SCORE process executing a long block) is
-    asked again, up to PAYMENT_ASKS tries: dropped after its first timeout, a flood relayed
-    while blocks were slow stayed pooled unchecked (review)."""
+    """A payment check the SCORE could not make (its ask ran out of time while a long block
+    executed, or its state is blocks behind the recorded results while it replays) is asked
+    again after a pause, the transactions pooled meanwhile: kept unchecked, a flood relayed
+    during a long replay stayed for good (review)."""
     cluster = Cluster(tmp_path, overrides={"TX_POOL_ADMIT_MAX": ROOM})
     try:
         poor = Signer.generate()
         service = lone_peer(cluster, HeldBalances())
-        late = PAYMENT_ASKS - 1  # answers in time at the last try
+        recorded = (10, b"\x00" * 32, b"\x00" * 32)
+        monkeypatch.setattr(service.store, "executed", lambda: recorded)
         asks: list[int] = []
 
         async def slow(addresses: list[str], *, current: bool = True) -> list[tuple[int, int, int]]:
             asks.append(len(addresses))
-            if len(asks) <= late:
+            if len(asks) <= 2 and failure == "deadline":
                 raise ScoreUnavailable(
                     "SCORE balance: no answer within 3 s", deadline_exceeded=True
                 )
-            return [(0, RICH, 0) for _ in addresses]
+            height = 0 if len(asks) <= 2 else 10  # replaying: blocks behind, then caught up
+            return [(0, RICH, height) for _ in addresses]
 
         service.score.balances = slow  # type: ignore[method-assign]
         unpaid = _relayed(icon_batch(poor, 3))
         await service.receive_txs_in_turns(unpaid)
         pool = service.consensus.pool
+        await cluster.wait(lambda: len(asks) >= 2, "asked twice")
+        assert all(tx.hash in pool for tx in unpaid)  # pooled while the SCORE cannot say
         await cluster.wait(lambda: not any(tx.hash in pool for tx in unpaid), "the unpaid gone")
-        assert asks == [3] * PAYMENT_ASKS
+        assert asks == [3, 3, 3]
     finally:
         await cluster.stop()
