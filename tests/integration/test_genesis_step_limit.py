@@ -24,7 +24,9 @@ from loopchain.consensus import messages as m
 from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
 from loopchain.protos import score_pb2 as pb
-from loopchain.scoreservice.process import LoadedScore
+from loopchain.scoreservice.process import STEP_LIMIT_KEY, LoadedScore
+from loopchain.scoreservice.state import USER_PREFIX
+from loopchain.storage.abc import StorageCorrupt
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types.crypto import Signer
 from loopchain.types.genesis import GenesisData
@@ -156,3 +158,24 @@ def test_the_score_runs_under_its_genesis_blocks_limit_after_a_restart_too(
     else:
         for each in (result, after):
             assert each.code == SCORE_ERROR and "step limit" in each.message, each
+
+
+def test_a_damaged_step_limit_in_the_state_is_a_corrupt_store(tmp_path: Path) -> None:
+    """The chain's step limit read back from the state and not a number is the state store's
+    damage (StorageCorrupt: the store is moved aside and replayed from the chain), not a limit
+    of some other value."""
+    write_package(tmp_path / "score", "loop", LOOP)
+    request = pb.LoadRequest(
+        channel=CHANNEL,
+        package_path=str(tmp_path / "score" / "test" / "loop"),
+        state_path=str(tmp_path / "state"),
+    )
+    chain = CoinChain(genesis=(), score_step_limit=STATED_LIMIT)
+    loaded = LoadedScore(request, OWN_LIMIT)
+    try:
+        execute(loaded, chain.genesis_block())
+        loaded.state.store.put(USER_PREFIX + STEP_LIMIT_KEY, b"5e3", sync=True)
+    finally:
+        loaded.state.store.close()
+    with pytest.raises(StorageCorrupt, match="step limit is damaged"):
+        LoadedScore(request, OWN_LIMIT)

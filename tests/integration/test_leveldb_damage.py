@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +255,21 @@ def _zeroed_log(path: Path) -> tuple[Path, bytes]:
     return log, bytes(raw)
 
 
+def _reopening_fails(monkeypatch: pytest.MonkeyPatch, fail: Callable[[], None]) -> list[Any]:
+    """The store's second opening (its reopening after the cut) runs `fail` (which raises); the
+    arguments of each opening, in order."""
+    real, calls = leveldb._db, []
+
+    def opening(*args: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 2:
+            fail()
+        return real(*args)
+
+    monkeypatch.setattr(leveldb, "_db", opening)
+    return calls
+
+
 def test_a_reopening_failing_for_another_reason_puts_the_end_back_and_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -262,17 +278,12 @@ def test_a_reopening_failing_for_another_reason_puts_the_end_back_and_says_why(
     error is raised, and the log is as it was."""
     path = tmp_path / "db"
     log, raw = _zeroed_log(path)
-    real, calls = leveldb._db, []
+    real = leveldb._db
 
-    def full_disk_at_reopening(*args: Any) -> Any:
-        calls.append(args)
-        if len(calls) == 2:
-            raise plyvel.IOError(
-                b"IO error: " + bytes(path) + b"/000005.ldb: No space left on device"
-            )
-        return real(*args)
+    def full_disk() -> None:
+        raise plyvel.IOError(b"IO error: " + bytes(path) + b"/000005.ldb: No space left on device")
 
-    monkeypatch.setattr(leveldb, "_db", full_disk_at_reopening)
+    calls = _reopening_fails(monkeypatch, full_disk)
     with pytest.raises(StorageError, match="No space left on device") as refused:
         LevelDBStore(path)
     assert not isinstance(refused.value, StorageCorrupt)
@@ -289,7 +300,7 @@ def test_a_cut_whose_sync_fails_is_put_back(
     refused for that error (not taken for damaged: a SCORE state store so taken is replayed)."""
     path = tmp_path / "db"
     log, raw = _zeroed_log(path)
-    real, failed = os.fsync, []
+    real, failed = os.fsync, list[int]()
 
     def failing_on_the_log(fd: int) -> None:  # once
         if not failed and os.readlink(f"/proc/self/fd/{fd}").endswith(".log"):
@@ -314,16 +325,12 @@ def test_a_log_another_opener_recovered_meanwhile_is_left_and_its_copy_kept(
     said, and the copy of the cut end stays beside it."""
     path = tmp_path / "db"
     log, _ = _zeroed_log(path)
-    real, calls = leveldb._db, []
 
-    def recovered_by_another(*args: Any) -> Any:
-        calls.append(args)
-        if len(calls) == 2:
-            log.unlink()
-            raise plyvel.CorruptionError(b"Corruption: checksum mismatch")
-        return real(*args)
+    def recovered_by_another() -> None:
+        log.unlink()
+        raise plyvel.CorruptionError(b"Corruption: checksum mismatch")
 
-    monkeypatch.setattr(leveldb, "_db", recovered_by_another)
+    _reopening_fails(monkeypatch, recovered_by_another)
     with pytest.raises(StorageCorrupt, match="checksum mismatch"):
         LevelDBStore(path)
     assert not log.exists()

@@ -806,21 +806,21 @@ async def test_a_range_reply_with_more_blocks_than_asked_is_malformed() -> None:
         await server.stop(grace=0)
 
 
-class _ServingOne(pb_grpc.PeerServiceServicer):
-    """Answers GetBlock and GetBlockRange with one block, whatever is asked."""
+class _Serving(pb_grpc.PeerServiceServicer):
+    """Answers a block range with as many copies of one block as asked for, its certificate
+    `certificate` (by default one vote of SIGNER's), and GetBlock with the block."""
 
-    def __init__(self, block: Block) -> None:
+    def __init__(self, block: Block, certificate: QuorumCertificate | None = None) -> None:
         self.block = block
+        vote = Vote.create(CHANNEL, block.height, block.header.round, block.hash, SIGNER)
+        self.certificate = certificate or QuorumCertificate.from_votes([vote])
 
     async def GetBlock(self, request: pb.GetBlockRequest, context: Any) -> Any:
         return pb.BlockReply(block=self.block.encode())
 
     async def GetBlockRange(self, request: pb.BlockRangeRequest, context: Any) -> Any:
-        block = self.block
-        vote = Vote.create(CHANNEL, block.height, block.header.round, block.hash, SIGNER)
-        certificate = QuorumCertificate.from_votes([vote]).encode()
-        one = pb.FinalBlock(block=block.encode(), certificate=certificate)
-        return pb.BlockRange(blocks=[one], tip_height=9)
+        one = pb.FinalBlock(block=self.block.encode(), certificate=self.certificate.encode())
+        return pb.BlockRange(blocks=[one] * request.max_blocks, tip_height=9)
 
 
 async def test_a_served_block_larger_than_this_peer_takes_is_refused_unread(
@@ -858,7 +858,7 @@ async def test_a_served_block_larger_than_this_peer_takes_is_refused_unread(
     ):
         port = free_port_pair()
         server = grpc_util.create_server(CONFIG)
-        pb_grpc.add_PeerServiceServicer_to_server(_ServingOne(served), server)
+        pb_grpc.add_PeerServiceServicer_to_server(_Serving(served), server)
         grpc_util.bind(server, "127.0.0.1", port)
         await server.start()
         link = PeerLink(f"127.0.0.1:{port}", small)
@@ -928,18 +928,6 @@ async def test_a_range_that_runs_out_of_time_is_told_apart_from_other_failures()
             await link.close()
         for server in servers:
             await server.stop(grace=0)
-
-
-class _Serving(pb_grpc.PeerServiceServicer):
-    """Answers any block range with as many copies of one block as asked for."""
-
-    def __init__(self, block: Block, certificate: QuorumCertificate) -> None:
-        self.block = block
-        self.certificate = certificate
-
-    async def GetBlockRange(self, request: pb.BlockRangeRequest, context: Any) -> Any:
-        one = pb.FinalBlock(block=self.block.encode(), certificate=self.certificate.encode())
-        return pb.BlockRange(blocks=[one] * request.max_blocks, tip_height=9)
 
 
 async def test_a_range_is_decoded_giving_the_event_loop_turns(

@@ -20,6 +20,7 @@ import pytest
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.peer.channel_service import ChannelService
 from loopchain.scoreservice.client import ScoreUnavailable
+from loopchain.storage.abc import StorageError
 from loopchain.types import canonical, icon_tx
 from loopchain.types.crypto import Signer
 from loopchain.types.icon_tx import make_params, sign_params
@@ -363,5 +364,27 @@ async def test_a_payment_check_the_score_could_not_make_is_made_later(
         assert all(tx.hash in pool for tx in unpaid)  # pooled while the SCORE cannot say
         await cluster.wait(lambda: not any(tx.hash in pool for tx in unpaid), "the unpaid gone")
         assert asks == [3, 3, 3]
+    finally:
+        await cluster.stop()
+
+
+async def test_a_store_failing_under_a_payment_check_stops_the_channel_as_a_store_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The block store failing as a payment check reads the recorded height stops the channel
+    the way a store failure does (halted, its reason kept), not its task group by an exception
+    of the background check."""
+    cluster = Cluster(tmp_path)
+    try:
+        service = lone_peer(cluster, HeldBalances())
+
+        def failing() -> None:
+            raise StorageError("LevelDB store failed: Input/output error")
+
+        monkeypatch.setattr(service.store, "executed", failing)
+        await service.receive_txs_in_turns(_relayed(icon_batch(Signer.generate(), 2)))
+        await cluster.wait(lambda: service.halted is not None, "the channel halted")
+        assert "storage failed: LevelDB store failed: Input/output error" in service.halted
+        assert not cluster.tasks[0].done()  # its tasks wind down as a halted channel's do
     finally:
         await cluster.stop()
