@@ -125,6 +125,17 @@ async def test_without_a_stated_step_limit_the_peers_own_applies(tmp_path: Path)
     assert (short.code, long.code) == (SUCCESS, SUCCESS), (short, long)
 
 
+def _loop_request(tmp_path: Path) -> pb.LoadRequest:
+    """What the peer asks a SCORE process to load: the LOOP package written in `tmp_path`, its
+    state there."""
+    write_package(tmp_path / "score", "loop", LOOP)
+    return pb.LoadRequest(
+        channel=CHANNEL,
+        package_path=str(tmp_path / "score" / "test" / "loop"),
+        state_path=str(tmp_path / "state"),
+    )
+
+
 @pytest.mark.parametrize("stated", [STATED_LIMIT, None])
 def test_the_score_runs_under_its_genesis_blocks_limit_after_a_restart_too(
     tmp_path: Path, stated: int | None
@@ -135,12 +146,7 @@ def test_the_score_runs_under_its_genesis_blocks_limit_after_a_restart_too(
     run under its own (under the chain's after a restart only, a package whose loading costs
     more than the chain's limit loaded fresh and failed started again: review). A genesis
     stating none leaves each process its own."""
-    write_package(tmp_path / "score", "loop", LOOP)
-    request = pb.LoadRequest(
-        channel=CHANNEL,
-        package_path=str(tmp_path / "score" / "test" / "loop"),
-        state_path=str(tmp_path / "state"),
-    )
+    request = _loop_request(tmp_path)
     chain = CoinChain(genesis=(), score_step_limit=stated)
     loaded = LoadedScore(request, OWN_LIMIT)
     try:
@@ -164,12 +170,7 @@ def test_a_damaged_step_limit_in_the_state_is_a_corrupt_store(tmp_path: Path) ->
     """The chain's step limit read back from the state and not a number is the state store's
     damage (StorageCorrupt: the store is moved aside and replayed from the chain), not a limit
     of some other value."""
-    write_package(tmp_path / "score", "loop", LOOP)
-    request = pb.LoadRequest(
-        channel=CHANNEL,
-        package_path=str(tmp_path / "score" / "test" / "loop"),
-        state_path=str(tmp_path / "state"),
-    )
+    request = _loop_request(tmp_path)
     chain = CoinChain(genesis=(), score_step_limit=STATED_LIMIT)
     loaded = LoadedScore(request, OWN_LIMIT)
     try:
