@@ -122,13 +122,24 @@ class Receiver:
     server: PeerServer
 
 
-async def _serve(port: int) -> Receiver:
-    backend, monitor = OneChannelBackend(Channel()), Monitor()
-    servicer = CountingServicer(backend, monitor)
-    server = grpc_util.create_server(CONFIG, monitor.rpc_error)
+async def _started(
+    servicer: pb_grpc.PeerServiceServicer,
+    on_error: Callable[[str, str], None] | None = None,
+    port: int | None = None,
+) -> tuple[grpc.aio.Server, int]:
+    """A started gRPC server of `servicer` on 127.0.0.1 (`port`, else a free one) and its port."""
+    port = port if port is not None else free_port_pair()
+    server = grpc_util.create_server(CONFIG, on_error)
     pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
     grpc_util.bind(server, "127.0.0.1", port)
     await server.start()
+    return server, port
+
+
+async def _serve(port: int) -> Receiver:
+    backend, monitor = OneChannelBackend(Channel()), Monitor()
+    servicer = CountingServicer(backend, monitor)
+    server, _ = await _started(servicer, monitor.rpc_error, port)
     return Receiver(port, backend, monitor, servicer, PeerServer(server, servicer))
 
 
@@ -602,11 +613,7 @@ async def test_a_link_stream_ends_at_its_next_message_once_its_caller_is_revoked
     its caller checked again."""
     backend, monitor, callers = OneChannelBackend(SenderChannel()), Monitor(), RevocableCallers()
     servicer = PeerServicer(backend, "receiver", None, monitor, callers=callers)
-    grpc_server = grpc_util.create_server(CONFIG, monitor.rpc_error)
-    pb_grpc.add_PeerServiceServicer_to_server(servicer, grpc_server)
-    port = free_port_pair()
-    grpc_util.bind(grpc_server, "127.0.0.1", port)
-    await grpc_server.start()
+    grpc_server, port = await _started(servicer, monitor.rpc_error)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stream = pb_grpc.PeerServiceStub(channel).AddTxStream(timeout=30)
@@ -644,11 +651,7 @@ async def test_one_peer_holds_at_most_its_share_of_the_link_streams(
     monkeypatch.setattr(peer_service, "LINK_STREAMS_A_PEER", 3)
     backend, monitor = OneChannelBackend(Channel()), Monitor()
     servicer = PeerServicer(backend, "receiver", None, monitor, callers=NamedCallers())
-    grpc_server = grpc_util.create_server(CONFIG, monitor.rpc_error)
-    pb_grpc.add_PeerServiceServicer_to_server(servicer, grpc_server)
-    port = free_port_pair()
-    grpc_util.bind(grpc_server, "127.0.0.1", port)
-    await grpc_server.start()
+    grpc_server, port = await _started(servicer, monitor.rpc_error)
 
     async def accepted(stub: pb_grpc.PeerServiceStub, peer: str) -> tuple[Any, bool]:
         stream = stub.DeliverStream(timeout=30, metadata=(("x-test-peer", peer),))
@@ -792,11 +795,7 @@ async def test_a_range_reply_with_more_blocks_than_asked_is_malformed() -> None:
     """A peer that answers a range with more blocks than asked for is taken as serving
     malformed data (nothing of it is decoded), not trusted for its extra blocks."""
     block = _block([], 1)
-    port = free_port_pair()
-    server = grpc_util.create_server(CONFIG)
-    pb_grpc.add_PeerServiceServicer_to_server(_Oversupplying(block), server)
-    grpc_util.bind(server, "127.0.0.1", port)
-    await server.start()
+    server, port = await _started(_Oversupplying(block))
     link = PeerLink(f"127.0.0.1:{port}", CONFIG)
     try:
         with pytest.raises(MalformedReply, match="2 blocks for at most 1 asked"):
@@ -856,11 +855,7 @@ async def test_a_served_block_larger_than_this_peer_takes_is_refused_unread(
         (large, False, True),
         (fits, True, True),
     ):
-        port = free_port_pair()
-        server = grpc_util.create_server(CONFIG)
-        pb_grpc.add_PeerServiceServicer_to_server(_Serving(served), server)
-        grpc_util.bind(server, "127.0.0.1", port)
-        await server.start()
+        server, port = await _started(_Serving(served))
         link = PeerLink(f"127.0.0.1:{port}", small)
         decoded.clear()
         try:
@@ -906,11 +901,7 @@ async def test_a_range_that_runs_out_of_time_is_told_apart_from_other_failures()
     quick = load_config(environ={}, overrides={"GRPC_TIMEOUT": 1.0})
     try:
         for servicer in (stalling, answering):
-            port = free_port_pair()
-            server = grpc_util.create_server(CONFIG)
-            pb_grpc.add_PeerServiceServicer_to_server(servicer, server)
-            grpc_util.bind(server, "127.0.0.1", port)
-            await server.start()
+            server, port = await _started(servicer)
             servers.append(server)
             links.append(PeerLink(f"127.0.0.1:{port}", quick))
         gone = PeerLink(f"127.0.0.1:{free_port_pair()}", CONFIG)
@@ -940,11 +931,7 @@ async def test_a_range_is_decoded_giving_the_event_loop_turns(
     txs = [Transaction.create_v1(CHANNEL, {"n": n}, now + n, SIGNER) for n in range(20)]
     block = _block(txs, now)
     certificate = QuorumCertificate.from_votes([Vote.create(CHANNEL, 1, 1, block.hash, SIGNER)])
-    port = free_port_pair()
-    grpc_server = grpc_util.create_server(CONFIG)
-    pb_grpc.add_PeerServiceServicer_to_server(_Serving(block, certificate), grpc_server)
-    grpc_util.bind(grpc_server, "127.0.0.1", port)
-    await grpc_server.start()
+    grpc_server, port = await _started(_Serving(block, certificate))
     link = PeerLink(f"127.0.0.1:{port}", CONFIG)
     ticks = Ticks()
     decoded: list[int] = []
