@@ -605,8 +605,16 @@ async def test_a_block_store_older_than_the_score_state_stops_execution_through_
     chain = ChainBuilder()
     store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
     _fill(store, chain)
-    async with running(_runtime(tmp_path, store, [])):
+    first = _runtime(tmp_path, store, [])
+    async with running(first):
         await wait_until_async(_executed_to(store, BLOCKS - 1), 60, "execution of every block")
+        assert first.supervisor is not None
+        client = first.supervisor.client
+
+        async def committed() -> bool:  # the results are recorded first, then the SCORE commits
+            return (await client.status()).executed_height >= BLOCKS - 1
+
+        await wait_until_async(committed, 60, "the SCORE's commit of the last block")
     restored = BlockStore(LevelDBStore(tmp_path / "restored"), CHANNEL)
     for height in range(BLOCKS):
         block, certificate = store.block_by_height(height), store.certificate_at(height)
