@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 from loopchain.durable import write_atomic
-from loopchain.radiostation.channels import is_target
+from loopchain.sources import is_target
 from loopchain.types.certificates import CertificateError, check_password_text
 from loopchain.types.crypto import SignatureError, load_or_create_key
 from loopchain.types.genesis import GenesisData

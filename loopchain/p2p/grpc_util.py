@@ -334,13 +334,16 @@ LINK_PING_TIMEOUT_MS = 5_000
 SERVER_MIN_PING_INTERVAL_MS = LINK_PING_INTERVAL_MS // 2
 
 
-def channel_options(config: Config, *, watched: bool = False) -> list[tuple[str, int]]:
+def channel_options(
+    config: Config, *, watched: bool = False, max_receive: int | None = None
+) -> list[tuple[str, int]]:
     """The options of a client channel; `watched`: pinged as a peer link's (see
-    LINK_PING_INTERVAL_MS)."""
+    LINK_PING_INTERVAL_MS); `max_receive`: the largest answer taken, when smaller than
+    GRPC_MAX_MESSAGE_BYTES (a call whose answers are small, to a server a stranger named)."""
     size = int(config.GRPC_MAX_MESSAGE_BYTES)
     options = [
         ("grpc.max_send_message_length", size),
-        ("grpc.max_receive_message_length", size),
+        ("grpc.max_receive_message_length", min(size, max_receive or size)),
         ("grpc.enable_retries", 0),
         ("grpc.keepalive_time_ms", CLIENT_PING_INTERVAL_MS),
         ("grpc.initial_reconnect_backoff_ms", 200),
@@ -365,11 +368,14 @@ def open_channel(
     server_name: str = "",
     *,
     watched: bool = False,
+    max_receive: int | None = None,
 ) -> grpc.aio.Channel:
     """An aio channel to `target` (host:port): plain, or mutual TLS expecting the server's
-    certificate to name `server_name` (a peer id, or the RadioStation's name); `watched`: see
-    channel_options."""
-    options: list[tuple[str, Any]] = list(channel_options(config, watched=watched))
+    certificate to name `server_name` (a peer id, or the RadioStation's name); `watched` and
+    `max_receive`: see channel_options."""
+    options: list[tuple[str, Any]] = list(
+        channel_options(config, watched=watched, max_receive=max_receive)
+    )
     if tls is None:
         return grpc.aio.insecure_channel(target, options=options)
     credentials = grpc.ssl_channel_credentials(

@@ -17,13 +17,14 @@ from loopchain.p2p.grpc_util import Tls, open_channel
 from loopchain.p2p.transport import TransportError
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.sources import is_target
 from loopchain.types import canonical, channel_name
 from loopchain.types.canonical import EncodingError
-from loopchain.types.channel_name import is_channel_name
+from loopchain.types.channel_name import MAX_CHANNELS, is_channel_name
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import Signer, address_of
 from loopchain.types.peer import PeerInfo, connect_digest, heartbeat_digest
-from loopchain.types.validators import ValidatorSet
+from loopchain.types.validators import MAX_SET_PEERS, ValidatorSet
 
 Reply = TypeVar("Reply")
 T = TypeVar("T")
@@ -93,6 +94,33 @@ def _grant(info: pb.ChannelInfo) -> ChannelGrant:
     )
 
 
+def _listed_peers(target: str, channel: str, entries: Sequence[pb.PeerEntry]) -> list[PeerInfo]:
+    """The peers of a channel's list from RadioStation `target`: an entry is a link opened and
+    kept (a list of 300,000 took 430 MB for its first 3,000, review), dialed at its target (one
+    naming a scheme, "unix:/path", had this peer dial a local socket). RadioStationRefused for
+    more than a channel lists; an entry not host:port, or a peer id listed again, is left out
+    (warned about)."""
+    if len(entries) > MAX_SET_PEERS:
+        raise RadioStationRefused(
+            f"RadioStation {target} sent a malformed peer list of {channel}: {len(entries)} "
+            f"peers, more than a channel lists ({MAX_SET_PEERS})"
+        )
+    peers: dict[str, PeerInfo] = {}
+    for p in entries:
+        if p.peer_id in peers or not is_target(p.target):
+            log.warning(
+                "RadioStation %s lists peer %r of %s at %r: left out (%s)",
+                target,
+                p.peer_id[:80],
+                channel,
+                p.target[:80],
+                "listed twice" if p.peer_id in peers else "not host:port",
+            )
+            continue
+        peers[p.peer_id] = PeerInfo(p.peer_id, p.target, p.order, p.group_id)
+    return list(peers.values())
+
+
 class RadioStationClient:
     """gRPC client of one RadioStation with a deadline on every call."""
 
@@ -124,6 +152,8 @@ class RadioStationClient:
             )
 
         try:
+            if len(reply.channels) > MAX_CHANNELS:  # each would open a channel here
+                raise EncodingError(f"{len(reply.channels)} channels, more than {MAX_CHANNELS}")
             grants = tuple(_grant(c) for c in reply.channels)
         except EncodingError as exc:
             raise RadioStationRefused(
@@ -141,7 +171,7 @@ class RadioStationClient:
     async def peer_list(self, channel: str) -> tuple[list[PeerInfo], ValidatorSet | None]:
         """The channel's registered peers and its current signed validator set."""
         reply = await self._call(self._stub.GetPeerList, pb.ChannelRequest(channel=channel))
-        peers = [PeerInfo(p.peer_id, p.target, p.order, p.group_id) for p in reply.peers]
+        peers = _listed_peers(self.target, channel, reply.peers)
         try:
             validators = ValidatorSet.decode(reply.validator_set) if reply.validator_set else None
         except EncodingError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from loopchain.configure import shown
-from loopchain.radiostation.channels import is_target
+from loopchain.sources import is_target
 from loopchain.types.crypto import SignatureError, address_of, recover_public_key
 from loopchain.types.peer import connect_digest
 

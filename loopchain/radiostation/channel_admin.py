@@ -33,9 +33,7 @@ from loopchain.radiostation.channels import (
 from loopchain.radiostation.station import Station, UnknownChannel
 from loopchain.safe_text import json_place
 from loopchain.types import channel_name
-from loopchain.types.channel_name import is_channel_name
-
-MAX_CHANNELS = 256
+from loopchain.types.channel_name import MAX_CHANNELS, is_channel_name
 
 
 class ChannelChangeError(ValueError):

@@ -41,11 +41,13 @@ from typing import Any
 from loopchain.configure import shown
 from loopchain.durable import sweep_leftovers
 from loopchain.safe_text import json_place
+from loopchain.sources import is_target
 from loopchain.types import canonical, channel_name, package_name
 from loopchain.types.canonical import EncodingError
 from loopchain.types.channel_name import is_channel_name
 from loopchain.types.genesis import GenesisData
 from loopchain.types.package_name import is_package_name
+from loopchain.types.validators import MAX_SET_PEERS
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ MAX_GROUP_ID_CHARS = 256
 # peers link each one to 255 others with 510 streams and half its connections; more could never
 # all be linked. The RadioStation registers at most 1,000 peers (registry.py MAX_PEERS) and makes
 # at most this many members of a channel, an open one too (registry.py Registry._refresh).
-MAX_CHANNEL_PEERS = 256
+MAX_CHANNEL_PEERS = MAX_SET_PEERS
 MAX_SCORE_SETTINGS_BYTES = 16 * 1024
 _FIXED_PACKAGE_FIELDS = ("id", "version", "main")
 _PEER_KEYS = {"peer_id", "peer_target", "weight", "group_id", "role"}
@@ -175,31 +177,6 @@ class ChannelSpec:
     def unlisted(self) -> list[int]:
         """Indexes of entries without a peer id (refused in listed mode)."""
         return [i for i, m in enumerate(self.members or ()) if not m.peer_id]
-
-
-# host:port as a node is dialed by: a host name or IPv4 address (letters, digits, '.', '-', '_'),
-# or an IPv6 address in brackets, and a port of ASCII digits. Nothing else: gRPC reads a target
-# with a scheme ("unix:/path:1", "dns:///x:1", "xds:///x:1", "ipv4:...") as a URI, so such a
-# target had the RadioStation dial local sockets and resolvers a registering stranger chose (and
-# gRPC's core log an ERROR for each it could not parse); a port of other digits ("²") made int()
-# raise, answered UNKNOWN with a traceback. A host name is of labels of 1 to 63 characters (as
-# DNS has them), 253 characters at most: a longer or an empty label ("a..b") is no name a resolver
-# takes, and Python's raised UnicodeError for it where an OSError was caught (answered UNKNOWN).
-_LABEL = r"[A-Za-z0-9_-]{1,63}"
-_HOST = rf"(?=[A-Za-z0-9_])(?:{_LABEL}\.)*{_LABEL}\.?"
-_TARGET = re.compile(rf"({_HOST}|\[[0-9A-Fa-f:.]{{2,45}}\]):([0-9]{{1,5}})")
-MAX_HOST_CHARS = 253
-
-
-def is_target(text: str) -> bool:
-    """True when `text` is host:port (a host name, an IPv4 address or an IPv6 address in
-    brackets; a port in 1..65535 in ASCII digits)."""
-    match = _TARGET.fullmatch(text)
-    return (
-        match is not None
-        and len(match.group(1)) <= MAX_HOST_CHARS
-        and 0 < int(match.group(2)) < 65536
-    )
 
 
 def _weight(value: Any) -> bool:

@@ -14,6 +14,11 @@ from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.registry import PeerRecord
 from loopchain.types.codes import ResponseCode
 
+# The largest status answer taken (its longest field: the names of the peer's channels, 16 KB at
+# most): any client asks for any member's, and 8 answers of 60 MB held the RadioStation's loop
+# 1.5 s and took 700 MB (review).
+STATUS_REPLY_BYTES = 64 << 10
+
 
 class PeerStatusError(Exception):
     """A peer's status could not be fetched; carries the REST response code and a message."""
@@ -39,7 +44,9 @@ async def fetch_status(
 ) -> dict[str, Any]:
     """The peer's status as REST /api/v1/status/peer JSON; PeerStatusError when it fails."""
     timeout = float(config.GRPC_TIMEOUT)
-    async with open_channel(record.target, config, tls, record.peer_id) as channel_to_peer:
+    async with open_channel(
+        record.target, config, tls, record.peer_id, max_receive=STATUS_REPLY_BYTES
+    ) as channel_to_peer:
         stub = pb_grpc.PeerServiceStub(channel_to_peer)
         try:
             reply = await stub.GetStatus(pb.ChannelRequest(channel=channel), timeout=timeout)

@@ -32,6 +32,9 @@ MAX_PROBES = 32
 # of its own (open mode), or a listed member's key, at a target that takes connections and never
 # answers held every slot for good, and no peer could register or rejoin (review)
 MAX_PROBES_PER_SOURCE = 8
+# The largest Identify answer taken (a peer id and a signature: ~110 bytes): the target is any
+# registering stranger's, and 8 answers of 64 MB (GRPC_MAX_MESSAGE_BYTES) took 400 MB (review).
+IDENTIFY_REPLY_BYTES = 4 << 10
 
 
 class ProbeSlots:
@@ -144,7 +147,9 @@ async def verify_target(peer_id: str, target: str, config: Config, tls: Tls | No
                 f"target {target} serves the certificate of {served[:50]!r}, not of {peer_id}",
                 False,
             )
-    async with open_channel(target, config, tls, peer_id) as channel:
+    async with open_channel(
+        target, config, tls, peer_id, max_receive=IDENTIFY_REPLY_BYTES
+    ) as channel:
         stub = pb_grpc.PeerServiceStub(channel)
         try:
             reply = await stub.Identify(pb.IdentifyRequest(challenge=challenge), timeout=timeout)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -466,12 +466,18 @@ class Registry:
         status = STATUS_CONNECTED if fresh else STATUS_DISCONNECTED
         return PeerView(record, status, beat.peer_type, beat.time, beat.block_height)
 
-    def leader(self, channel: str, now: float, timeout: float) -> PeerView | None:
-        """The member that most recently reported itself leader and is still connected."""
+    def leader(
+        self, channel: str, now: float, timeout: float, voters: Container[str]
+    ) -> PeerView | None:
+        """The member of `voters` (the channel's validators: an auditor that said it leads was
+        shown as the leader, review) that most recently reported itself leader and is still
+        connected."""
         claims = [
             v
             for v in self.view(channel, now, timeout)
-            if v.status == STATUS_CONNECTED and v.peer_type == PEER_TYPE_LEADER
+            if v.status == STATUS_CONNECTED
+            and v.peer_type == PEER_TYPE_LEADER
+            and v.record.peer_id in voters
         ]
         return max(claims, key=lambda v: v.status_update_time, default=None)
 

@@ -88,7 +88,8 @@ class Station:
         self.signer = signer
         self.clock = clock  # timestamps: heartbeats' and what it shows
         self.monotonic = monotonic  # how long ago: whether a peer is still connected
-        self._sets: dict[str, ValidatorSet] = {}
+        # channel -> (what its set was made of, the set signed): see validator_set
+        self._sets: dict[str, tuple[tuple[Any, ...], ValidatorSet]] = {}
         self.tls: Tls | None = None  # mutual TLS material when GRPC_SSL_TYPE is 2
         self.metrics = StationMetrics(
             lambda: {channel: self.view(channel) for channel in self.registry.channels},
@@ -143,17 +144,29 @@ class Station:
         return channel
 
     def validator_set(self, channel: str) -> ValidatorSet:
-        """The channel's current validator set, signed by this RadioStation."""
+        """The channel's current validator set, signed by this RadioStation. Made again only
+        when what makes it changed (its version, the channel's entry, channel auth, a member's
+        record): each GetPeerList, any caller's, made it to compare, 3.4 ms of the event loop
+        with 256 members (their keys checked, the set hashed; review)."""
         version = self.registry.version(channel)
-        unsigned = self._unsigned_set(channel, version)
+        inputs = (
+            version,
+            self.registry.channels[channel],
+            self.registry.channel_auth,
+            tuple(self.registry.members(channel)),
+        )
         cached = self._sets.get(channel)
-        if cached is not None and cached.version == version and cached.hash == unsigned.hash:
-            return cached
+        if cached is not None and cached[0] == inputs:
+            return cached[1]
+        unsigned = self._unsigned_set(channel, version)
+        if cached is not None and cached[1].version == version and cached[1].hash == unsigned.hash:
+            self._sets[channel] = (inputs, cached[1])
+            return cached[1]
         # (the registry gave it its version when it saved what changed it: this writes only
         # when something else did, such as a setting it reads)
         version = self.registry.serve(channel, _content(unsigned))
         signed = dataclasses.replace(unsigned, version=version).signed_by(self.signer)
-        self._sets[channel] = signed
+        self._sets[channel] = (inputs, signed)
         return signed
 
     def _unsigned_set(self, channel: str, version: int) -> ValidatorSet:
@@ -212,7 +225,10 @@ class Station:
 
     def leader(self, channel: str) -> PeerView | None:
         """The current leader of `channel`, if any."""
-        return self.registry.leader(channel, self.monotonic(), self._config.HEARTBEAT_TIMEOUT)
+        voters = {v.peer_id for v in self.validator_set(channel).validators}
+        return self.registry.leader(
+            channel, self.monotonic(), self._config.HEARTBEAT_TIMEOUT, voters
+        )
 
 
 def _content(unsigned: ValidatorSet) -> str:

@@ -8,6 +8,9 @@ import re
 from typing import TypeGuard
 
 MAX_CHANNEL_NAME = 64
+# Channels a RadioStation serves (so grants a peer at most): each is a block store, a SCORE process
+# and links on every peer of it.
+MAX_CHANNELS = 256
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
 RULE = f"1 to {MAX_CHANNEL_NAME} letters, digits, '_', '.' or '-', starting with a letter, digit or '_'"
 

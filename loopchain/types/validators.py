@@ -28,6 +28,11 @@ from loopchain.types.genesis import GenesisData
 from loopchain.types.hashing import sha3_256
 
 MIN_RATIO = Fraction(2, 3)
+# Peers a set lists (validators and auditors together; its groups are at most as many): what a
+# channel lists at most (radiostation/channels.py MAX_CHANNEL_PEERS says why). A set is decoded
+# from a RadioStation's answers and from blocks: one of 60,000 validators held the event loop a
+# second (review), for peers no channel can link.
+MAX_SET_PEERS = 256
 
 # The fields a set may carry (see `body`): blocks keep a set as received, so a field nothing reads
 # would be bytes stored and served under a hash that does not cover them.
@@ -248,10 +253,18 @@ class ValidatorSet:
             {"channel": str, "version": int, "validators": list, "issuer": str, "signature": str},
             _SET_KNOWN,
         )
-        validators = tuple(_validator(v) for v in obj["validators"])
-        raw_groups = obj.get("groups", [])
+        raw_groups, auditors = obj.get("groups", []), obj.get("auditors", [])
         if not isinstance(raw_groups, list):
             raise EncodingError("field 'groups' must be a list")
+        if not isinstance(auditors, list) or not all(isinstance(a, str) for a in auditors):
+            raise EncodingError("field 'auditors' must be a list of peer ids")
+        listed = len(obj["validators"]) + len(auditors)
+        if listed > MAX_SET_PEERS or len(raw_groups) > MAX_SET_PEERS:
+            raise EncodingError(
+                f"a validator set lists at most {MAX_SET_PEERS} peers and groups (MAX_SET_PEERS): "
+                f"this one {listed} peers, {len(raw_groups)} groups"
+            )
+        validators = tuple(_validator(v) for v in obj["validators"])
         groups = tuple(
             Group(g["group_id"], g["weight"])
             for g in (
@@ -262,9 +275,6 @@ class ValidatorSet:
         signature = (
             canonical.hex_to_bytes(obj["signature"], "signature", 65) if obj["signature"] else b""
         )
-        auditors = obj.get("auditors", [])
-        if not isinstance(auditors, list) or not all(isinstance(a, str) for a in auditors):
-            raise EncodingError("field 'auditors' must be a list of peer ids")
         package, settings = obj.get("score_package", ""), obj.get("score_settings", "")
         if not isinstance(package, str) or not isinstance(settings, str):
             raise EncodingError("fields 'score_package' and 'score_settings' must be strings")

@@ -178,6 +178,29 @@ async def test_a_listed_channel_has_its_listed_committee_from_the_first_registra
     assert [bool(v.public_key) for v in later.validators] == [False, True, True]
 
 
+async def test_an_auditor_saying_it_leads_is_not_shown_as_the_leader(start_rs: StartRS) -> None:
+    """A heartbeat's peer type is the peer's word: only a validator's claim names the leader."""
+    a, d = Signer.generate(), Signer.generate()
+    peers = [{"peer_id": a.address}, {"peer_id": d.address, "role": "auditor"}]
+    rs = await start_rs({"ENABLE_CHANNEL_AUTH": True}, {"ch": {"peers": peers}})
+    leader = f"{rs.rest}/api/v1/peer/leader?channel=ch"
+    async with rs_stub(rs) as stub:
+        await connect(stub, a, "127.0.0.1:7100")
+        await connect(stub, d, "127.0.0.1:7200")
+        beat = await stub.Heartbeat(heartbeat_request(d, "ch", peer_type=1), timeout=DEADLINE)
+        assert beat.code == 0
+        status, body = await get_json(leader)
+        assert (status, body["response_code"]) == (503, -5), body
+        beat = await stub.Heartbeat(heartbeat_request(a, "ch", peer_type=1), timeout=DEADLINE)
+        assert beat.code == 0
+        status, body = await get_json(leader)
+        assert status == 200 and body["data"]["peer_id"] == a.address
+        beat = await stub.Heartbeat(heartbeat_request(d, "ch", peer_type=1), timeout=DEADLINE)
+        assert beat.code == 0  # the newer claim, an auditor's
+        status, body = await get_json(leader)
+        assert status == 200 and body["data"]["peer_id"] == a.address
+
+
 async def test_without_channel_auth_every_peer_joins_every_channel(start_rs: StartRS) -> None:
     genesis = {"accounts": [{"name": "a", "address": "hx" + "a" * 40, "balance": "0x0a"}]}
     channels = {

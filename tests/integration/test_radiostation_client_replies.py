@@ -19,7 +19,10 @@ from loopchain.p2p.radiostation_client import RadioStationRefused, RadioStations
 from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.types.channel_name import MAX_CHANNELS
 from loopchain.types.crypto import Signer
+from loopchain.types.peer import PeerInfo
+from loopchain.types.validators import MAX_SET_PEERS
 from tools.procs import free_port_pair
 
 pytestmark = pytest.mark.asyncio
@@ -32,13 +35,17 @@ BAD_KEYS = [b"", b"\x02" + bytes(32), b"not a key"]
 class Answering(pb_grpc.RadioStationServicer):
     """Answers every registration with `reply`, counting them."""
 
-    def __init__(self, reply: pb.ConnectPeerReply) -> None:
+    def __init__(self, reply: pb.ConnectPeerReply, peers: pb.PeerListReply | None = None) -> None:
         self.reply = reply
+        self.peers = peers or pb.PeerListReply()
         self.calls = 0
 
     async def ConnectPeer(self, request: pb.ConnectPeerRequest, context: Any) -> Any:
         self.calls += 1
         return self.reply
+
+    async def GetPeerList(self, request: pb.ChannelRequest, context: Any) -> Any:
+        return self.peers
 
 
 @asynccontextmanager
@@ -95,3 +102,64 @@ async def test_registering_again_with_such_an_answer_leaves_the_peer_running(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("registering again: " in w and "malformed registration" in w for w in warnings)
     assert node._register_again_wait > float(config.HEARTBEAT_INTERVAL)  # later, less often
+
+
+async def test_a_registration_granting_more_channels_than_a_radiostation_serves_is_refused() -> (
+    None
+):
+    """Each granted channel is opened (a block store, a SCORE process, links): more than
+    MAX_CHANNELS come from no RadioStation of this project."""
+    reply = pb.ConnectPeerReply(
+        code=0,
+        order=1,
+        radiostation_public_key=SIGNER.public_key,
+        channels=[pb.ChannelInfo(channel=f"c{i}") for i in range(MAX_CHANNELS + 1)],
+    )
+    async with serving(Answering(reply)) as target:
+        stations = RadioStations([target], CONFIG)
+        try:
+            with pytest.raises(RadioStationRefused, match=f"{MAX_CHANNELS + 1} channels, more"):
+                await stations.connect(SIGNER, "127.0.0.1:7100")
+        finally:
+            await stations.close()
+
+
+def entry(index: int, target: str = "") -> pb.PeerEntry:
+    return pb.PeerEntry(
+        peer_id=f"hx{index:040x}", target=target or f"127.0.0.1:{7100 + index}", order=index
+    )
+
+
+async def test_a_peer_list_longer_than_a_channel_lists_is_refused_unread() -> None:
+    """Each listed peer is a link opened and kept: a list of 300,000 took 430 MB."""
+    peers = pb.PeerListReply(peers=[entry(i) for i in range(MAX_SET_PEERS + 1)])
+    async with serving(Answering(pb.ConnectPeerReply(), peers)) as target:
+        stations = RadioStations([target], CONFIG)
+        try:
+            with pytest.raises(RadioStationRefused, match="malformed peer list of c"):
+                await stations.peer_list("c")
+            peers.peers.pop()
+            listed, _ = await stations.peer_list("c")
+        finally:
+            await stations.close()
+    assert len(listed) == MAX_SET_PEERS
+
+
+async def test_peers_listed_at_no_host_and_port_or_twice_are_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A target with a scheme ("unix:/path") had this peer dial a local socket."""
+    bad = ["unix:/tmp/x.sock", "dns:///a:1", "127.0.0.1", "a..b:1", "127.0.0.1:99999"]
+    peers = pb.PeerListReply(
+        peers=[entry(0), *(entry(i + 1, t) for i, t in enumerate(bad)), entry(0, "h:1")]
+    )
+    async with serving(Answering(pb.ConnectPeerReply(), peers)) as target:
+        stations = RadioStations([target], CONFIG)
+        try:
+            listed, _ = await stations.peer_list("c")
+        finally:
+            await stations.close()
+    assert listed == [PeerInfo(f"hx{0:040x}", "127.0.0.1:7100", 0, "")]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("not host:port" in w for w in warned) == len(bad)
+    assert sum("listed twice" in w for w in warned) == 1

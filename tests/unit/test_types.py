@@ -28,6 +28,7 @@ from loopchain.types.hashing import (
 )
 from loopchain.types.transaction import Transaction
 from loopchain.types.validators import (
+    MAX_SET_PEERS,
     MIN_RATIO,
     Group,
     Validator,
@@ -588,6 +589,26 @@ def test_validator_set_refuses_duplicates_and_nonpositive_weights() -> None:
         ValidatorSet(CHANNEL, 1, (Validator("hxa"), Validator("hxa")))
     with pytest.raises(EncodingError, match="positive"):
         ValidatorSet(CHANNEL, 1, (Validator("hxa", 0),))
+
+
+@pytest.mark.parametrize("validators,auditors,groups", [(257, 0, 0), (200, 57, 0), (1, 0, 257)])
+def test_a_decoded_validator_set_lists_at_most_max_set_peers(
+    validators: int, auditors: int, groups: int
+) -> None:
+    """Counted before any entry is read: a RadioStation's answer (or a block) listing 60,000
+    validators held the event loop a second."""
+    ids = [f"hx{i:040x}" for i in range(validators + auditors)]
+    listed = ValidatorSet(CHANNEL, 1, tuple(Validator(i) for i in ids[:validators]))
+    raw = {
+        **listed.to_json(),
+        "auditors": ids[validators:],
+        "groups": [{"group_id": f"g{i}", "weight": 1} for i in range(groups)],
+    }
+    with pytest.raises(EncodingError, match=f"at most {MAX_SET_PEERS} peers and groups"):
+        ValidatorSet.from_json(raw)
+    raw["validators"] = raw["validators"][: MAX_SET_PEERS - len(raw["auditors"])]
+    raw["groups"] = []
+    assert len(ValidatorSet.from_json(raw).validators) == len(raw["validators"])
 
 
 # -- merkle trees
