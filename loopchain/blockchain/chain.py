@@ -74,9 +74,11 @@ class ChainTip:
         return JointSet(current, self.pending)
 
     def voting_set_for(self, block: Block) -> Voters | None:
-        """Who votes on `block`, a child of this one."""
+        """Who votes on `block`, a child of this one: for the genesis block (on no block yet),
+        the set it carries; a block claiming height 0 anywhere else has no voters (its set is
+        anyone's: a commit proof claiming it proved a withheld block final, review)."""
         if block.height == 0:
-            return block.validator_update
+            return block.validator_update if self.height == -1 else None
         if self.is_legacy_handover(block):
             return self.pending
         return self.child_voters

@@ -1132,7 +1132,7 @@ class ChannelConsensus:
                 return [m.SyncRefused(f"synced block {block.height}: {problem}")]
             checked.append((block, qc, point))
             point = point.advance(block)
-        final = _proven_final_count(checked, proof, point, self.config.limits.ratio)
+        final = _proven_final_count(checked, proof, point, self.issuer, self.config.limits.ratio)
         actions: list[m.Action] = []
         for index, (block, qc, parent) in enumerate(checked[:final]):
             last_proof = None
@@ -1512,9 +1512,12 @@ def _proven_final_count(
     checked: list[tuple[Block, QuorumCertificate, ChainTip]],
     proof: tuple[Block, QuorumCertificate] | None,
     last_point: ChainTip,
+    issuer: str,
     ratio: Fraction,
 ) -> int:
-    """How many of the checked blocks are proven final by a certified child one round later."""
+    """How many of the checked blocks are proven final by a certified child one round later
+    (the proof's child checked as any synced block: a child that claimed height 0, under a set
+    of its server's own key, proved a block final that the honest peers had orphaned, review)."""
     final = 0
     for index in range(len(checked) - 1):
         block, child = checked[index][0], checked[index + 1][0]
@@ -1524,8 +1527,8 @@ def _proven_final_count(
         child, child_qc = proof
         last = checked[-1][0]
         if (
-            child.header.prev_hash == last.hash
-            and child.header.round == last.header.round + 1
+            child.header.round == last.header.round + 1
+            and check_header(last_point, child, issuer, ratio) is None
             and check_certificate(last_point, child, child_qc, ratio) is None
             and child.check_integrity() is None
         ):

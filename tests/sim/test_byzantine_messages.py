@@ -31,7 +31,7 @@ from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.hashing import EMPTY_ROOT
 from loopchain.types.transaction import Transaction
-from loopchain.types.validators import JointSet, ValidatorSet
+from loopchain.types.validators import JointSet, Validator, ValidatorSet
 from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
 from tests.sim.conftest import DEFAULT_SEEDS
 from tests.sim.harness import (
@@ -1160,3 +1160,53 @@ def test_a_complaint_counted_before_its_validator_left_the_set_stays_out_of_the_
     tc = state.last_tc
     assert tc is not None and tc.verify(smaller) is None
     assert leaving.address not in tc.voters and state.round == BLOCKS_PER_LEADER
+
+
+def _synced(net: Network, blocks: Any, proof: Any) -> list[int]:
+    """The heights a fresh honest state commits from the synced range `blocks` with `proof`."""
+    victim = net.honest()[-1]
+    state = net._fresh_state(victim.signer, type(victim.disk)())
+    state.handle(m.ValidatorsChanged(net.validators), net.now)
+    actions = state.handle(m.BlocksSynced(tuple(blocks), proof), net.now)
+    return [a.block.height for a in actions if isinstance(a, m.CommitBlock)]
+
+
+def test_a_commit_proof_whose_child_claims_height_0_proves_nothing() -> None:
+    """A range's last block is final when a certified child one round later extends it. A child
+    claiming height 0 was checked against the set it carries itself (the genesis rule), so
+    whoever served a range proved its last block final with a child and a certificate of its
+    own key: a byzantine next leader that withheld a block's certificate (the honest peers
+    orphaned the block) had a syncing honest peer finalise it, a fork (review)."""
+    net = Network(4, seed=3)
+    net.start()
+    net.run_until(0.1)
+    for step in range(12):
+        net.submit(net.honest()[step % 3].address, 1)
+        net.run_until(net.now + 0.5)
+    chain = net.honest()[0].chain
+    last = next(
+        k
+        for k in range(len(chain) - 2, 0, -1)
+        if chain[k + 1][0].header.round == chain[k][0].header.round + 1
+    )
+    block = chain[last][0]
+    assert _synced(net, chain[: last + 1], None) == list(range(last))  # unproven: not final
+    assert _synced(net, chain[: last + 1], chain[last + 1]) == list(range(last + 1))
+    stranger = Signer(b"\x42" * 32)
+    own = ValidatorSet(CHANNEL, 1, (Validator(stranger.address),))
+    child = Block.create(
+        channel=CHANNEL,
+        height=0,
+        round_=block.header.round + 1,
+        prev_hash=block.hash,
+        prev_qc=None,
+        transactions=[],
+        timestamp=block.header.timestamp + 1,
+        leader=stranger,
+        next_leader=stranger.address,
+        validators_hash=own.hash,
+        validator_update=own,
+    )
+    vote = Vote.create(CHANNEL, 0, child.header.round, child.hash, stranger)
+    forged = (child, QuorumCertificate.from_votes([vote]))
+    assert _synced(net, chain[: last + 1], forged) == list(range(last))
