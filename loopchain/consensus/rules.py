@@ -42,7 +42,12 @@ class SafetyRules:
         this validator's own lock. The certificate's round can be older than rounds certified
         since (a timeout moves on to the next leader's turn, past the rounds between): complaints
         of round k, made before their signers voted in round k + 1 for a block that made round k's
-        block final, must not let a later leader extend round k - 1's certificate."""
+        block final, must not let a later leader extend round k - 1's certificate. The lock is
+        what keeps that safe: a quorum that made a block final holds more than a third of the
+        weight of any other quorum, and each of its honest voters is locked on it. The highest
+        certificate a timeout certificate's complaints claim is not asked for: a claim is a
+        round alone, and a byzantine member that signed one no certificate backs into a timeout
+        certificate had every next leader's block refused, round after round (review)."""
         if block_round <= max(self.highest_vote_round, qc_round):
             return False
         if block_round == qc_round + 1:
@@ -50,7 +55,7 @@ class SafetyRules:
         return (
             tc is not None
             and block_round == round_after_timeout(tc.round, per_leader)
-            and qc_round >= max(tc.max_high_qc_round, self.high_qc_round)
+            and qc_round >= self.high_qc_round
         )
 
     def safe_to_complain(self, round_: int) -> bool:

@@ -32,7 +32,13 @@ from loopchain.types.crypto import Signer
 from loopchain.types.hashing import EMPTY_ROOT
 from loopchain.types.transaction import Transaction
 from loopchain.types.validators import JointSet, Validator, ValidatorSet
-from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
+from loopchain.types.vote import (
+    Complaint,
+    QuorumCertificate,
+    TimeoutCertificate,
+    Vote,
+    complaint_digest,
+)
 from tests.sim.conftest import DEFAULT_SEEDS
 from tests.sim.harness import (
     BLOCKS_PER_LEADER,
@@ -1210,3 +1216,121 @@ def test_a_commit_proof_whose_child_claims_height_0_proves_nothing() -> None:
     vote = Vote.create(CHANNEL, 0, child.header.round, child.hash, stranger)
     forged = (child, QuorumCertificate.from_votes([vote]))
     assert _synced(net, chain[: last + 1], forged) == list(range(last))
+
+
+class _InflatingNetwork(Network):
+    """`byzantine` validators that never propose, complain or pass certificates on; with
+    `inflate`, the first of them forms a timeout certificate of each round from the honest
+    complaints it hears and its fellows' complaints claiming a certificate of the round before
+    (which none backs), and sends it to the honest peers inside a junk proposal."""
+
+    def __init__(self, size: int, byzantine: int, inflate: bool) -> None:
+        super().__init__(size, seed=7)
+        self.byz = list(self.nodes.values())[1 : 1 + byzantine]
+        self.byz_ids = {b.address for b in self.byz}
+        self.inflate = inflate
+        self.heard: dict[int, dict[str, tuple[int, bytes]]] = {}
+        self.sent: set[int] = set()
+
+    def _execute(self, node: Node, actions: list[m.Action]) -> None:
+        if node.address in self.byz_ids:
+            dropped = (
+                m.BroadcastProposal,
+                m.BroadcastComplaint,
+                m.BroadcastCertificate,
+                m.SendCertificate,
+            )
+            actions = [a for a in actions if not isinstance(a, dropped)]
+        super()._execute(node, actions)
+
+    def schedule(self, delay: float, target: str, event: m.Event) -> None:
+        super().schedule(delay, target, event)
+        if not self.inflate or target != self.byz[0].address:
+            return
+        if not isinstance(event, m.ComplaintReceived) or event.complaint.voter in self.byz_ids:
+            return
+        complaint = event.complaint
+        tally = self.heard.setdefault(complaint.round, {})
+        tally[complaint.voter] = (complaint.high_qc_round, complaint.signature)
+        if complaint.round in self.sent or not self.validators.has_quorum(
+            set(tally) | self.byz_ids
+        ):
+            return
+        self.sent.add(complaint.round)
+        claim = complaint.round - 1
+        entries = [(voter, high, signature) for voter, (high, signature) in tally.items()]
+        entries += [
+            (b.address, claim, b.signer.sign(complaint_digest(CHANNEL, complaint.round, claim)))
+            for b in self.byz
+        ]
+        tc = TimeoutCertificate(CHANNEL, complaint.round, tuple(sorted(entries)))
+        junk = Block.create(
+            channel=CHANNEL,
+            height=0,
+            round_=0,
+            prev_hash=b"",
+            prev_qc=None,
+            transactions=[],
+            timestamp=1,
+            leader=self.byz[0].signer,
+            next_leader="",
+            validators_hash=b"\0" * 32,
+            prev_tc=tc,
+        )
+        for address in self.nodes:
+            if address not in self.byz_ids:
+                at = delay + self.rng.uniform(0.001, self.max_delay)
+                Network.schedule(self, at, address, m.ProposalReceived(junk))
+
+
+def _final_height(net: _InflatingNetwork, seconds: float) -> int:
+    net.start()
+    net.run_until(0.1)
+    honest = [n.address for n in net.honest()]
+    for step in itertools.count():
+        if net.now >= seconds:
+            break
+        net.submit(honest[step % len(honest)], 1)
+        net.run_until(net.now + 0.5)
+        net.check_safety()
+    return min(len(n.chain) for n in net.honest())
+
+
+def test_a_timeout_certificate_claiming_a_certificate_nobody_holds_does_not_stall_the_leaders() -> (
+    None
+):
+    """A timeout certificate carries the round of each complaint's highest certificate, not the
+    certificate: two byzantine validators of seven signed claims no certificate backs into the
+    certificates they formed of the honest complaints, and a voter asking a block after a
+    timeout to extend the highest claim refused every next leader's block: 66 blocks in 120 s
+    where the same validators silent let 155 be made (review). The lock alone keeps votes
+    safe; the chain goes on as with silent byzantine validators."""
+    silent = _final_height(_InflatingNetwork(7, 2, inflate=False), 120.0)
+    attacked_net = _InflatingNetwork(7, 2, inflate=True)
+    attacked = _final_height(attacked_net, 120.0)
+    assert attacked_net.sent, "no timeout certificate was inflated"
+    assert attacked >= 0.9 * silent, (attacked, silent)
+
+
+def test_certificates_parked_for_blocks_that_never_come_are_bounded_by_bytes() -> None:
+    """Parked events were bounded by count (MAX_WAITING names, MAX_WAITING events each) and by
+    the bytes of their blocks only: forged certificates of 5,000 signatures naming blocks that
+    do not exist held 310 MB of a node (review). Their bytes count in the same budget."""
+    net = Network(4, seed=45)
+    net.start()
+    net.run_until(0.1)
+    net.submit(net.honest()[0].address, 2)
+    net.run_until(3.0)
+    state = net.honest()[0].state
+    signatures = tuple((f"hx{i:040x}", bytes([0x1B]) * 65) for i in range(3000))
+    size = 0
+    for name, round_ in itertools.product(range(MAX_WAITING), range(MAX_WAITING)):
+        qc = QuorumCertificate(
+            CHANNEL, state.tip.height + 2, 10**6 + round_, bytes([name + 1]) * 32, signatures
+        )
+        size = len(qc.encode())
+        state.handle(m.CertificateReceived(qc), net.now)
+    parked = [e for events in state.waiting.values() for e in events]
+    held = sum(len(e.certificate.encode()) for e in parked if isinstance(e, m.CertificateReceived))
+    assert MAX_WAITING**2 * size > 4 * state.max_waiting_bytes  # what count alone let in
+    assert 0 < held == state.waiting_bytes <= state.max_waiting_bytes
