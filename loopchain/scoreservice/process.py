@@ -251,10 +251,15 @@ _OBJECT_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]{8,}\b")
 
 class MachineWords:
     """What differs between peers in the text of a SCORE's exception, and only that: an object's
-    address, and this machine's folders (the package's, the Python installation's, loopchain's,
-    the process's home and temporary folders) as labels; a path inside the package is its path
-    within it. The SCORE's own words are left as written (a first version, 7ab676d, shortened
-    every absolute path, and "ratio must be 1 / 2" became "1 .../ 2")."""
+    address; the package's folder (a SCORE naming its own file, `__file__`), a path inside it
+    being its path within it; and the paths an exception states as its own fields (OSError's
+    file names, SyntaxError's, ImportError's module path) under this machine's folders (the
+    Python installation's, loopchain's, the process's home, working and temporary folders), as
+    labels. The rest of the text is left as written: it often repeats a client's input, and a
+    first version rewrote those folders anywhere in it, so a transaction naming "/tmp/x" was
+    recorded as "<tmp>/x" on a peer and as written on one whose TMPDIR differs, and the peers'
+    results differed (review); 7ab676d shortened every absolute path, and "ratio must be 1 / 2"
+    became "1 .../ 2"."""
 
     def __init__(self, package: Path) -> None:
         folders = {
@@ -274,17 +279,47 @@ class MachineWords:
             key=lambda item: len(item[0]),
             reverse=True,
         )
+        # the package's folder as a whole path component ("/srv/pkg" in "/srv/pkg2" is not it)
+        packages = sorted({str(package), str(package.resolve())}, key=len, reverse=True)
+        self._package = re.compile(
+            "|".join(f"{re.escape(p)}(?:/|(?![\\w.-]))" for p in packages if len(p) > 1)
+        )
 
-    def __call__(self, text: str) -> str:
+    def label(self, path: str) -> str:
+        """`path` with the folder of this machine it is in as its label (as it is when none)."""
         for folder, label in self._folders:
-            if folder in text:
-                inside = "" if label == "<package>" else f"{label}/"
-                text = text.replace(folder + "/", inside).replace(folder, label)
+            if path == folder:
+                return label
+            if path.startswith(folder + "/"):
+                inside = path[len(folder) + 1 :]
+                return inside if label == "<package>" else f"{label}/{inside}"
+        return path
+
+    def __call__(self, text: str, exc: BaseException | None = None) -> str:
+        for path in _stated_paths(exc):
+            text = text.replace(path, self.label(path))
+        if self._package.pattern:
+            text = self._package.sub(lambda found: "" if found[0][-1] == "/" else "<package>", text)
         return _OBJECT_ADDRESS.sub("at 0x...", text)
 
 
+def _stated_paths(exc: BaseException | None) -> list[str]:
+    """The absolute paths `exc` states as fields (its message is made of them), longest first."""
+    fields: list[object] = []
+    if isinstance(exc, OSError):
+        fields += [exc.filename, exc.filename2]
+    if isinstance(exc, SyntaxError):
+        fields.append(exc.filename)
+    if isinstance(exc, ImportError):
+        fields.append(exc.path)
+    paths = {f for f in fields if type(f) is str and f.startswith("/") and len(f) > 1}
+    return sorted(paths, key=len, reverse=True)
+
+
 def describe_error(
-    exc: BaseException, meter: StepMeter, words: Callable[[str], str] = lambda text: text
+    exc: BaseException,
+    meter: StepMeter,
+    words: Callable[[str, BaseException], str] = lambda text, exc: text,
 ) -> str:
     """The result message of a SCORE exception: "Type: message" (its str() is step-limited too),
     worded alike on every peer by `words` (MachineWords: results_hash covers it). Before, a
@@ -301,7 +336,7 @@ def describe_error(
     if type(text) is not str:  # a str subclass's own methods would run unmetered
         text = "(message unavailable)"
     name = type(exc).__name__
-    return clip_message(valid_text(words(f"{name}: {text}" if text else name)))
+    return clip_message(valid_text(words(f"{name}: {text}" if text else name, exc)))
 
 
 def _returned_result(returned: object) -> tuple[int, str]:

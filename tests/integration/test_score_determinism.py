@@ -42,6 +42,12 @@ class UserScore(ScoreBase):
             raise ValueError(f"cannot use {__file__}")
         if op == "words":
             raise ScoreError("ratio must be 1 / 2: see https://example.com/docs, jump at 0x10")
+        if op == "echo":
+            raise ScoreError(f"unknown name {transaction.data['name']!r}")
+        if op == "missing":
+            open("/nonexistent-loopchain-test/" + transaction.data["name"])
+        if op == "missing-own":
+            open(__file__ + ".missing")
 """
 
 LAZY_IMPORT = """
@@ -107,6 +113,39 @@ async def test_an_error_naming_an_object_or_a_path_is_recorded_alike_in_every_pr
     # the SCORE's own words stay as written (7ab676d shortened every absolute path in them)
     words = "ScoreError: ratio must be 1 / 2: see https://example.com/docs, jump at 0x10"
     assert first[3][1] == words, first[3]
+
+
+async def test_a_clients_words_are_recorded_as_written_whatever_the_peers_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SCORE's message often repeats a client's input, which may name a folder of some peer:
+    two SCORE processes whose temporary and home folders differ record it alike (before, each
+    rewrote its own folders anywhere in the text: "/tmp/x" was "<tmp>/x" on one peer only, and
+    the results hashes differed). The paths an exception states as its own fields, under the
+    package, are still worded alike."""
+    folders = [tmp_path / "tmp_one", tmp_path / "tmp_two"]
+    packages = [make_package(tmp_path / peer, "objects", NAMED_OBJECTS) for peer in ("one", "two")]
+    # ... and "/srv/pkg" in "/srv/pkg2" is no package folder
+    names = [f"{folders[0]}/x", f"{folders[1]}/y", "/tmp/z", f"{packages[0].path}2"]
+    block = Blocks().next(
+        *({"op": "echo", "name": name} for name in names),
+        {"op": "missing", "name": "x"},
+        {"op": "missing-own"},
+    )
+    seen = []
+    for peer, folder, package in zip(("one", "two"), folders, packages, strict=True):
+        folder.mkdir()
+        monkeypatch.setenv("TMPDIR", str(folder))
+        monkeypatch.setenv("HOME", str(folder))
+        async with running(make_supervisor(tmp_path / peer, score_config(), package)) as score:
+            seen.append(await _results(score, block))
+    (first, first_hash), (second, second_hash) = seen
+    assert first == second and first_hash == second_hash, (first, second)
+    assert [message for _, message in first[: len(names)]] == [
+        f"ScoreError: unknown name {name!r}" for name in names
+    ]
+    assert first[-2][1].endswith("'/nonexistent-loopchain-test/x'"), first[-2]
+    assert first[-1][1].endswith("No such file or directory: 'score_main.py.missing'"), first[-1]
 
 
 async def test_a_module_imported_in_a_call_counts_the_same_steps_after_a_restart(
