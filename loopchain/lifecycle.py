@@ -20,11 +20,11 @@ _PR_SET_PDEATHSIG = 1
 log = logging.getLogger(__name__)
 
 
-def die_with_parent(parent_pid: int) -> bool:
-    """Ask Linux to send this process SIGTERM when its parent dies; False when the parent
+def die_with_parent(parent_pid: int, sig: signal.Signals = signal.SIGTERM) -> bool:
+    """Ask Linux to send this process `sig` when its parent dies; False when the parent
     `parent_pid` is already gone (the caller should exit at once)."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
     return not parent_pid or os.getppid() == parent_pid
 
 

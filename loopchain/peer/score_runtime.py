@@ -601,11 +601,18 @@ class ScoreRuntime:
             await self._replay_uncommitted()
 
     async def _replay_uncommitted(self) -> None:
-        """Bring the SCORE's committed state up to the peer's executed pointer."""
+        """Bring the SCORE's committed state up to the peer's executed pointer. A package that
+        cannot load replays nothing: blocks go on with 9100 results (see _execute). A peer
+        started again with such a package asked for a replay from block 0, refused "not loaded",
+        for good, and executed nothing more (review)."""
         assert self.supervisor is not None
         while True:
+            if self.supervisor.load_error:
+                return
             try:
                 await self.supervisor.wait_ready(float(self.config.SCORE_INVOKE_TIMEOUT))
+                if self.supervisor.load_error:
+                    return
                 status = await self.supervisor.client.status()
                 target = self.store.executed()
                 target_height = target[0] if target else -1

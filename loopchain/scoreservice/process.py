@@ -1077,8 +1077,12 @@ def _limit_memory(memory_mb: int) -> None:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """End with the parent (SIGTERM when it dies); exit now if it already has."""
-    if not die_with_parent(parent_pid):
+    """End with the parent (SIGKILL when it dies); exit now if it already has. SIGTERM was
+    handled in Python: a SCORE call busy in C code that holds the interpreter (`sum(range(n))`,
+    a regular expression backtracking) kept this process, and the state store's lock, past its
+    peer's kill -9, and the peer started again could not open its state (review). Every write
+    of the state is one synced batch: nothing is torn."""
+    if not die_with_parent(parent_pid, signal.SIGKILL):
         log.warning("parent process %d is gone; exiting", parent_pid)
         sys.exit(0)
 

@@ -460,6 +460,51 @@ async def test_an_unloadable_package_gives_9100_and_keeps_the_state_root(tmp_pat
     assert executed is not None and executed[1] == store.roots_at(0)[0]  # type: ignore[index]
 
 
+@pytest.mark.timeout(120)
+async def test_a_peer_started_again_with_a_package_that_no_longer_loads_goes_on_with_9100(
+    tmp_path: Path,
+) -> None:
+    """Blocks executed under a package that loaded; the peer is started again and its package
+    no longer loads: the next blocks are recorded 9100 with the state root kept, as on a peer
+    that never loaded it. Before, the start's replay asked the SCORE (not loaded) for its
+    state, was refused, and tried again for good: the peer executed nothing more (and the chain
+    halted where every peer was so)."""
+    repository = tmp_path / "repo"
+    _write_named_package(
+        repository,
+        "test/flip",
+        "test.flip",
+        "from loopchain.blockchain import ScoreBase\nclass UserScore(ScoreBase):\n    pass\n",
+    )
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    chain = ChainBuilder()
+    settings = {"DEFAULT_SCORE_REPOSITORY_PATH": str(repository), "SCORE_INVOKE_TIMEOUT": 2.0}
+
+    def add(heights: range) -> None:
+        for height in heights:
+            block = chain.block(_kv_transactions(chain, height))
+            certificate = chain.certify(block)
+            chain.advance(block, certificate)
+            store.save_block(block, certificate)
+
+    add(range(3))
+    async with running(_runtime(tmp_path, store, [], "test/flip", **settings)):
+        await wait_until_async(_executed_to(store, 2), 60, "blocks 0-2 executed")
+    executed = store.executed()
+    assert executed is not None
+    _write_named_package(repository, "test/flip", "test.flip", "raise RuntimeError('gone')\n")
+    add(range(3, 6))
+    runtime = _runtime(tmp_path, store, [], "test/flip", **settings)
+    async with running(runtime):
+        await wait_until_async(_executed_to(store, 5), 60, "blocks 3-5 recorded 9100")
+    assert runtime.supervisor is not None and "gone" in (runtime.supervisor.load_error or "")
+    block = store.block_by_height(4)
+    assert block is not None
+    code, message, height, *_ = store.tx_result(block.transactions[0].hash)  # type: ignore[misc]
+    assert (code, height) == (9100, 4) and "gone" in message
+    assert store.executed()[1] == executed[1]  # type: ignore[index]
+
+
 # A package no peer can load, and what its 9100 results must say on every peer
 UNLOADABLE = {
     "raises_on_import": (
