@@ -14,6 +14,7 @@ import grpc
 
 from loopchain.configure import Config
 from loopchain.p2p.grpc_util import Tls, open_channel
+from loopchain.p2p.server_certs import ServerCheck, ServerRefused
 from loopchain.p2p.transport import TransportError
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
@@ -130,6 +131,14 @@ class RadioStationClient:
         name = str(config.GRPC_SSL_SERVER_NAME_RADIOSTATION)
         self._channel = open_channel(target, config, tls, name)
         self._stub = pb_grpc.RadioStationStub(self._channel)
+        # its certificate checked against the revocation lists too (gRPC checks the CA and the
+        # name only): a RadioStation whose certificate was revoked was still taken, its grants
+        # and member lists, and its key as the issuer at a peer's next start (review)
+        self._server_check = (
+            ServerCheck(tls, target, name, self.timeout, named=True)
+            if tls is not None and tls.handshake is not None and name
+            else None
+        )
         # seconds its clock is ahead of this process's, as its last heartbeat answer told
         self.clock_offset: float | None = None
         self.revocations_digest = b""  # of the CRL it serves, as its last heartbeat answer told
@@ -212,6 +221,11 @@ class RadioStationClient:
         most BUSY_TRIES times, after a jittered backoff, all within one GRPC_TIMEOUT."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        if self._server_check is not None:
+            try:
+                await self._server_check.admit()
+            except ServerRefused as exc:
+                raise RadioStationUnreachable(f"RadioStation {self.target}: {exc}") from None
         pause = BUSY_BACKOFF_S
         tries = 0
         while True:

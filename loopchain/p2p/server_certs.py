@@ -53,11 +53,14 @@ def _host_port(target: str) -> tuple[str, int]:
 class ServerCheck:
     """Whether the server of peer `peer_id` at `target` may be sent to (see the module)."""
 
-    def __init__(self, tls: Tls, target: str, peer_id: str, timeout: float) -> None:
+    def __init__(
+        self, tls: Tls, target: str, peer_id: str, timeout: float, *, named: bool = False
+    ) -> None:
         self.tls = tls
         self.target = target
-        self.peer_id = peer_id
+        self.peer_id = peer_id  # `named`: the DNS name its certificate states (a RadioStation's)
         self.timeout = timeout
+        self.named = named
         self._ca = certificates.certificate_from_pem(tls.ca_pem)
         self._lock = asyncio.Lock()  # one handshake at a time (a link's lanes share the check)
         self._against: frozenset[int] | None = None  # the revocations the verdict was made with
@@ -88,7 +91,12 @@ class ServerCheck:
         now = datetime.now(UTC)
         pem = ssl.DER_cert_to_PEM_cert(der).encode()
         try:
-            bound, expires = certificates.checked_peer(pem, self._ca, now, revoked)
+            if self.named:
+                bound, expires = certificates.checked_named(
+                    pem, self._ca, now, revoked, self.peer_id
+                )
+            else:
+                bound, expires = certificates.checked_peer(pem, self._ca, now, revoked)
             problem = None if bound == self.peer_id else f"it belongs to {bound}"
         except certificates.CertificateError as exc:
             problem = str(exc)
@@ -97,7 +105,8 @@ class ServerCheck:
         previous = self._refusal
         if previous is None or previous.unreachable:  # logged once a refusal
             log.warning(
-                "sending nothing to peer %s at %s: its certificate is refused: %s",
+                "sending nothing to %s %s at %s: its certificate is refused: %s",
+                "RadioStation" if self.named else "peer",
                 self.peer_id,
                 self.target,
                 problem,

@@ -311,6 +311,26 @@ def checked_peer(
     return peer_identity(cert)[0], cert.not_valid_after_utc
 
 
+def checked_named(
+    cert_pem: bytes,
+    ca_cert: x509.Certificate,
+    now: datetime,
+    revoked_serials: Collection[int],
+    name: str,
+) -> tuple[str, datetime]:
+    """`name` and when the certificate (PEM) expires, once it is found valid as
+    verify_peer_certificate finds it and it states `name` among its DNS names (a server known by
+    a name besides its peer id: the RadioStation's GRPC_SSL_SERVER_NAME_RADIOSTATION);
+    CertificateError with the reason when not."""
+    cert = certificate_from_pem(cert_pem)
+    problem = verify_peer_certificate(cert, ca_cert, now, set(revoked_serials))
+    if problem is None and name not in _alt_names(cert)[1]:
+        problem = f"it does not name {name!r}"
+    if problem is not None:
+        raise CertificateError(problem)
+    return name, cert.not_valid_after_utc
+
+
 def serial_hex(serial: int) -> str:
     """A serial number as lowercase hex (as `openssl x509 -serial` shows it, without case)."""
     return format(serial, "x")

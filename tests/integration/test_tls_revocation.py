@@ -20,14 +20,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from loopchain.configure import Config, load_config
 from loopchain.p2p import grpc_util
 from loopchain.p2p.grpc_util import load_tls
-from loopchain.p2p.radiostation_client import RadioStationUnreachable
+from loopchain.p2p.radiostation_client import RadioStations, RadioStationUnreachable
 from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.protos import loopchain_pb2 as pb
-from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub, RadioStationStub
+from loopchain.protos.loopchain_pb2_grpc import (
+    PeerServiceStub,
+    RadioStationServicer,
+    RadioStationStub,
+    add_RadioStationServicer_to_server,
+)
 from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer, load_or_create_key
 from loopchain.types.hashing import sha3_256
-from tools.procs import INNER_DIFF, TlsNetwork, get, wait_until
+from tools.procs import INNER_DIFF, TlsNetwork, free_port_pair, get, wait_until
 from tools.tls_network import RADIOSTATION_NAME
 
 DEADLINE = 5.0
@@ -554,3 +559,60 @@ async def test_a_served_crl_not_fetched_refused_or_not_written_is_tried_again_on
         assert "1 certificates revoked" in caplog.text
     assert (folder / "ca.crl.pem").read_bytes() == served.pem
     assert load_tls(config, folder).revoked == {5}  # type: ignore[union-attr]
+
+
+class _Station(RadioStationServicer):
+    """Registers every caller (signed by `signer`, granting no channel)."""
+
+    def __init__(self, signer: Signer) -> None:
+        self.signer = signer
+
+    async def ConnectPeer(self, request: pb.ConnectPeerRequest, context: Any) -> Any:
+        return pb.ConnectPeerReply(code=0, order=1, radiostation_public_key=self.signer.public_key)
+
+
+@pytest.mark.asyncio
+async def test_a_radiostation_whose_certificate_is_revoked_is_not_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gRPC checks the RadioStation's certificate against the CA and its name, never against
+    the revocation lists: a RadioStation whose certificate was revoked was still taken (its
+    grants, its member lists, its key as the issuer at a peer's next start)."""
+    monkeypatch.setattr(grpc_util, "REVOCATION_RECHECK_S", 0.0)
+    ca = Ca.create()
+    station = Signer.generate()
+    tls_key = pki.generate_tls_key()
+    cert = pki.issue_peer_certificate(
+        ca.cert,
+        ca.key,
+        station.public_key,
+        tls_key.public_key(),
+        10,
+        extra_dns_names=(RADIOSTATION_NAME,),
+    )
+    served = grpc_util.Tls(
+        pki.certificate_to_pem(ca.cert),
+        pki.certificate_to_pem(cert),
+        pki.private_key_to_pem(tls_key),
+    )
+    folder = _tls_dir(tmp_path, ca)
+    tls = load_tls(_config(), folder)
+    assert tls is not None
+    port = free_port_pair()
+    server = grpc_util.create_server(_config())
+    add_RadioStationServicer_to_server(_Station(station), server)
+    grpc_util.bind(server, "127.0.0.1", port, served)
+    await server.start()
+    stations = RadioStations([f"127.0.0.1:{port}"], _config(), tls)
+    try:
+        peer = Signer.generate()
+        registration = await stations.connect(peer, "127.0.0.1:7100")
+        assert registration.radiostation_address == station.address
+        (folder / "revoked.json").write_text(json.dumps([cert.serial_number]))
+        with pytest.raises(RadioStationUnreachable, match="certificate is refused: revoked"):
+            await stations.connect(peer, "127.0.0.1:7100")
+        (folder / "revoked.json").write_text("[]")  # taken again once the lists change
+        assert (await stations.connect(peer, "127.0.0.1:7100")).order == 1
+    finally:
+        await stations.close()
+        await server.stop(grace=0)
