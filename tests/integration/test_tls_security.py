@@ -25,12 +25,14 @@ from loopchain.types import certificates as pki
 from loopchain.types.block import Block
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import Signer, load_or_create_key
+from loopchain.types.icon_tx import make_params, sign_params, verify_send_params
 from loopchain.types.peer import connect_digest
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import QuorumCertificate, Vote
 from tools.procs import INNER_DIFF, TlsNetwork, error_lines, get, wait_until
 
 ALPHA, BETA = "alpha", "beta"
+PAYER = Signer(bytes(31) + b"\x07")  # funded at beta's genesis
 RS_NAME = "loopchain-radiostation"
 DEADLINE = 5.0  # seconds, every gRPC call of this test
 # a flood: refused calls of one kind, a few at a time, each answered; a node logs a burst of
@@ -146,7 +148,14 @@ def _channel_file(ports: dict[str, int], ids: dict[int, str], spare: str) -> dic
     spare_auditor = {"peer_id": ids[int(spare.rpartition(":")[2])], "role": "auditor"}
     return {
         ALPHA: {"peers": [peer("A"), peer("B")]},
-        BETA: {"peers": [peer("A"), peer("B"), peer("C", "auditor"), spare_auditor]},
+        BETA: {
+            "peers": [peer("A"), peer("B"), peer("C", "auditor"), spare_auditor],
+            "genesis_data": {
+                "accounts": [
+                    {"name": "payer", "address": PAYER.address, "balance": "0xde0b6b3a7640000"}
+                ]
+            },
+        },
     }
 
 
@@ -359,6 +368,30 @@ def test_an_auditor_gives_its_channel_no_transaction_through_another_peer(sec: S
     wait_until(_no_rpc_error(lambda: final(by_b)), 30, "the validator's relayed tx final")
     error = refusal(local_call, a, "GetTx", pb.GetTxRequest(channel=BETA, tx_hash=by_c.hash_hex))
     assert error.code() == grpc.StatusCode.NOT_FOUND, error  # neither pooled nor in a block
+    # nor an ICON v3 one (a funded account's, its operator's say) through A (review); by B, it is
+    by_c3, by_b3 = (_transfer(now + i, sec) for i in (1, 2))
+    tls_call(a, a_id, c, "AddTxBatch", pb.TxBatch(channel=BETA, txs=[by_c3.encode()]))
+    tls_call(
+        a, a_id, sec.identity("B"), "AddTxBatch", pb.TxBatch(channel=BETA, txs=[by_b3.encode()])
+    )
+    wait_until(_no_rpc_error(lambda: final(by_b3)), 30, "the validator's relayed v3 tx final")
+    error = refusal(local_call, a, "GetTx", pb.GetTxRequest(channel=BETA, tx_hash=by_c3.hash_hex))
+    assert error.code() == grpc.StatusCode.NOT_FOUND, error
+    assert _log_has(sec, "A", f"dropped 1 v3 transactions peer {c_id} relayed: it audits")
+
+
+def _transfer(timestamp_us: int, sec: SecNet) -> Transaction:
+    """A 1-loop ICON transfer of PAYER's (funded at beta's genesis) on beta's network."""
+    status = local_call(sec.port("A"), "GetStatus", pb.ChannelRequest(channel=BETA))
+    params = make_params(
+        sender=PAYER.address,
+        to="hx" + "1" * 40,
+        step_limit=100_000,
+        timestamp_us=timestamp_us,
+        nid=int(status.nid, 16),
+        value=1,
+    )
+    return Transaction.from_icon(verify_send_params(sign_params(params, PAYER)))
 
 
 def test_the_local_port_serves_the_proxy_but_no_peer_to_peer_method(sec: SecNet) -> None:
