@@ -16,6 +16,7 @@ served as before.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -705,6 +706,13 @@ def rest_tls_context(config: Config, folder: Path) -> ssl.SSLContext | None:
     return context
 
 
+# a request of a client RevokedClients checked holds, under this key, the check made again: why
+# its certificate is refused now (None: it is not), for a request that lasts (a websocket monitor)
+CLIENT_RECHECK: web.RequestKey[Callable[[], str | None]] = web.RequestKey(
+    "loopchain.client_recheck"
+)
+
+
 class RevokedClients:
     """ENABLE_REST_SSL 2: refuses a request whose client certificate the node's revocation lists
     name (`revoked()`: the serials they name now, read again when a list changes, as the gRPC
@@ -760,6 +768,8 @@ class RevokedClients:
         async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
             problem = self.problem(request)
             if problem is None:
+                recheck: Callable[[], str | None] = functools.partial(self.problem, request)
+                request[CLIENT_RECHECK] = recheck
                 return await handler(request)
             REFUSALS.refused(
                 "refused %s %s from %s: client certificate refused: %s",

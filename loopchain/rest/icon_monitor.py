@@ -39,6 +39,8 @@ from typing import Any, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from loopchain.configure import RefusalLog
+from loopchain.http_site import CLIENT_RECHECK
 from loopchain.rest.errors import json_response
 from loopchain.rest.icon_methods import height_param
 from loopchain.rest.icon_peer import BusyError, PeerReader
@@ -49,6 +51,7 @@ from loopchain.types.icon_address import channel_score_address
 from loopchain.types.jsonrpc import JsonRpcCode, JsonRpcError
 
 log = logging.getLogger(__name__)
+REFUSALS = RefusalLog(log)
 
 MONITOR_PATHS = ("/api/v3/{channel}/block", "/api/v3/{channel}/event")
 MAX_MONITORS = 64
@@ -354,7 +357,7 @@ class Monitors:
         self._open += 1
         self._by_client[client] += 1
         try:
-            await self._run(ws, channel, kind)
+            await self._run(ws, channel, kind, request.get(CLIENT_RECHECK))
             async with asyncio.timeout(self._send_timeout):
                 await ws.close()
         except (_Stalled, TimeoutError):
@@ -380,7 +383,13 @@ class Monitors:
         except TimeoutError:
             raise _Stalled() from None
 
-    async def _run(self, ws: web.WebSocketResponse, channel: str, kind: str) -> None:
+    async def _run(
+        self,
+        ws: web.WebSocketResponse,
+        channel: str,
+        kind: str,
+        recheck: Callable[[], str | None] | None,
+    ) -> None:
         try:
             async with asyncio.timeout(REQUEST_WAIT):
                 message = await ws.receive()
@@ -405,7 +414,7 @@ class Monitors:
         await self._send(ws, {"code": 0})
         score = channel_score_address(facts.channel)
         start = spec.height if spec.height is not None else facts.height + 1
-        notifier = asyncio.create_task(self._notify(ws, channel, kind, spec, score, start))
+        notifier = asyncio.create_task(self._notify(ws, channel, kind, spec, score, start, recheck))
         receiver = asyncio.create_task(_drain(ws, self._send_timeout))
         done: set[asyncio.Task[None]] = set()
         try:
@@ -434,12 +443,24 @@ class Monitors:
         spec: MonitorRequest,
         score: str,
         height: int,
+        recheck: Callable[[], str | None] | None = None,
     ) -> None:
+        """The notes of each block from `height` on, while its client's certificate is not
+        refused (`recheck`, ENABLE_REST_SSL 2: a monitor is one request, checked once, and one
+        opened before its client's certificate was revoked went on streaming, review)."""
         quiet = 0
         while not ws.closed:
             block = await self._wait_block(ws, channel, height)
             if block is None:
                 return  # the socket closed meanwhile
+            problem = recheck() if recheck is not None else None
+            if problem is not None:
+                REFUSALS.refused(
+                    "closed a monitor of %s: client certificate refused: %s", channel, problem
+                )
+                reason = f"client certificate refused: {problem}"[:120]
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
+                return
             note = await self._notes(channel, kind, spec, score, block)
             for item in note:
                 await self._send(ws, item)

@@ -20,7 +20,7 @@ import aiohttp
 import grpc
 import pytest
 import pytest_asyncio
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from iconsdk.exception import JSONRPCException
 from iconsdk.icon_service import IconService
 from iconsdk.monitor import BlockMonitorSpec, EventMonitorSpec
@@ -28,6 +28,7 @@ from iconsdk.monitor import EventFilter as SdkFilter
 from iconsdk.providers.http_provider import HTTPProvider
 
 from loopchain.configure import load_config
+from loopchain.http_site import CLIENT_RECHECK
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.rest import icon_monitor
 from loopchain.rest.app import create_app
@@ -355,11 +356,11 @@ def monitors_of(app: web.Application) -> Monitors:
     raise AssertionError("no monitor route in the app")
 
 
-async def start_proxy(peer: EventPeer, **settings: Any) -> Proxy:
+async def start_proxy(peer: EventPeer, client_check: Any = None, **settings: Any) -> Proxy:
     port = free_port_pair()
     server, _ = await start_fake_peer(port, peer)
     config = load_config(environ={}, overrides={"GRPC_TIMEOUT": GRPC_TIMEOUT, **settings})
-    app = create_app(config, f"127.0.0.1:{port}")
+    app = create_app(config, f"127.0.0.1:{port}", client_check=client_check)
     runner = web.AppRunner(app, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -1225,3 +1226,34 @@ async def test_pings_are_answered_and_a_client_sending_too_many_frames_is_closed
     finally:
         await ws.close()
     await wait_open(proxy.monitors, 0, "the monitor to end")
+
+
+@aio
+async def test_a_monitor_closes_once_its_clients_certificate_is_refused(session):
+    """ENABLE_REST_SSL 2 checks a client's certificate at each request (RevokedClients, which
+    leaves the check made again in the request): a monitor is one request, and one opened
+    before its client's certificate was revoked went on streaming the channel's blocks."""
+    refused: list[str | None] = [None]
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        request[CLIENT_RECHECK] = lambda: refused[0]
+        return await handler(request)
+
+    proxy = await start_proxy(EventPeer((DEFAULT_CHANNEL,)), client_check=check)
+    peer = proxy.peer
+    peer.add_block([])
+    try:
+        ws = await open_monitor(session, proxy.url("block"), {})
+        block = peer.add_block([])
+        assert await receive(ws) == head(block)
+        refused[0] = "revoked (serial 1f)"
+        peer.add_block([])
+        message = await ws.receive(timeout=RECEIVE_S)
+        assert message.type == WSMsgType.CLOSE, message
+        assert message.data == WSCloseCode.POLICY_VIOLATION
+        assert message.extra == "client certificate refused: revoked (serial 1f)"
+        await ws.close()
+        await wait_open(proxy.monitors, 0, "the monitor to end")
+    finally:
+        await proxy.stop()
