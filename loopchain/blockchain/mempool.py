@@ -48,7 +48,7 @@ class TxPool:
         # of a transaction that left is skipped when met, and the heap is rebuilt from the pool
         # when such entries outnumber the pooled ones (each costs O(1) amortised)
         self._by_time: list[tuple[int, bytes]] = []
-        self._expired: OrderedDict[bytes, None] = OrderedDict()  # see `expired`
+        self._expired: OrderedDict[bytes, int] = OrderedDict()  # hash -> timestamp: `expired`
 
     def check(self, tx: Transaction, now: float) -> None:
         """Raise TxRefused unless the pool would ever take `tx` (size and timestamp window)."""
@@ -72,7 +72,7 @@ class TxPool:
             self.check(tx, now)
         except TxRefused:
             if beyond_limits and tx.timestamp / 1_000_000 < now - self.window:
-                self._note_expired(tx.hash)  # acknowledged, and too old now (a replayed one)
+                self._note_expired(tx)  # acknowledged, and too old now (a replayed one)
             raise
         size = len(tx.encode())
         if not beyond_limits and len(self._txs) >= self.max_size:
@@ -104,7 +104,7 @@ class TxPool:
             tx = self._txs.get(tx_hash)
             if tx is not None:
                 expired.append(tx)
-                self._note_expired(tx_hash)
+                self._note_expired(tx)
         self.remove(tx.hash for tx in expired)
         if len(heap) > 2 * len(self._txs) + 1024:
             self._by_time = [(tx.timestamp, tx_hash) for tx_hash, tx in self._txs.items()]
@@ -117,9 +117,13 @@ class TxPool:
         be pooled again; the latest EXPIRED_MEMORY such transactions are remembered."""
         return tx_hash in self._expired
 
-    def _note_expired(self, tx_hash: bytes) -> None:
-        self._expired[tx_hash] = None
-        self._expired.move_to_end(tx_hash)
+    def expired_stamp(self, tx_hash: bytes) -> int | None:
+        """The timestamp of a transaction `expired` says left this pool (None: not one)."""
+        return self._expired.get(tx_hash)
+
+    def _note_expired(self, tx: Transaction) -> None:
+        self._expired[tx.hash] = tx.timestamp
+        self._expired.move_to_end(tx.hash)
         while len(self._expired) > EXPIRED_MEMORY:
             self._expired.popitem(last=False)
 

@@ -87,6 +87,7 @@ comes (it then extends it).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -424,6 +425,19 @@ class ChannelConsensus:
         pool = self.pool
         return [tx for tx in txs if tx.hash in pool and tx.hash not in certified]
 
+    def expired_for_good(self, tx_hash: bytes) -> bool | None:
+        """Whether a transaction that left the pool with its timestamp can no longer be final
+        (None: it did not leave so, as far as the pool remembers). It can once the final chain
+        holds a block stamped past its window and no block of the tree holds it: a block holds
+        no transaction stamped further from its own timestamp (_out_of_window), and a block to
+        come is stamped later than the final tip. Before, one a certified block held was said
+        expired and made final after."""
+        stamp = self.pool.expired_stamp(tx_hash)
+        if stamp is None:
+            return None
+        past = stamp + int(self.pool.window * 1_000_000)
+        return self.tree.transaction(tx_hash) is None and self.tip.timestamp > past
+
     def known_transaction(self, tx_hash: bytes) -> Transaction | None:
         """The transaction `tx_hash` as this peer holds it, pooled or in a block not yet final
         (its signature checked when it came), or None."""
@@ -481,6 +495,10 @@ class ChannelConsensus:
             if parent.height >= 0
             else []
         )
+        timestamp = max(int(now * 1_000_000), parent.timestamp + 1)
+        if not math.isinf(self.pool.window):  # as voters judge it (_out_of_window)
+            limit = int(self.pool.window * 1_000_000)
+            txs = [tx for tx in txs if abs(tx.timestamp - timestamp) <= limit]
         roots = self.roots_at(self.executed_height) if self.executed_height >= 0 else None
         state_root, results_hash = roots or (EMPTY_ROOT, EMPTY_ROOT)
         block = Block.create(
@@ -490,7 +508,7 @@ class ChannelConsensus:
             prev_hash=parent.block_hash,
             prev_qc=self.safety.high_qc if parent.height >= 0 else None,
             transactions=txs,
-            timestamp=max(int(now * 1_000_000), parent.timestamp + 1),
+            timestamp=timestamp,
             leader=self.signer,
             next_leader=self._next_leader(parent, voting, self.round),
             validators_hash=voting.hash,
@@ -628,7 +646,27 @@ class ChannelConsensus:
             return f"block holds {count} transactions, limit {limit}"
         if len({tx.hash for tx in block.transactions}) != count:
             return "block lists a transaction twice"
-        return self._foreign(block) or self._replayed(block, parent)
+        return self._foreign(block) or self._out_of_window(block) or self._replayed(block, parent)
+
+    def _out_of_window(self, block: Block) -> str | None:
+        """Why `block` holds a transaction stamped further from the block's own timestamp than
+        TX_TIMESTAMP_WINDOW (None when it holds none): every pool refuses such a one, and a
+        peer tells its client that one it dropped so will not be final ("send it again"); a
+        leader (byzantine, or with its clock behind) still had it voted, and the one sent again
+        executed too (review)."""
+        window = self.pool.window
+        if math.isinf(window):
+            return None
+        limit, stamp = int(window * 1_000_000), block.header.timestamp
+        for tx in block.transactions:
+            off = tx.timestamp - stamp
+            if abs(off) > limit:
+                return (
+                    f"it holds transaction {tx.hash_hex} stamped {abs(off) / 1_000_000:.0f} s "
+                    f"{'after' if off > 0 else 'before'} the block (TX_TIMESTAMP_WINDOW "
+                    f"{window:g} s)"
+                )
+        return None
 
     def _foreign(self, block: Block) -> str | None:
         """Why `block` holds a v3 transaction of another network (one signed for another
@@ -761,7 +799,11 @@ class ChannelConsensus:
         # the cheap checks first: no signature is recovered for a block of the wrong proposer
         problem = self._wrong_leader(block, parent)
         if problem is None and proposal:  # (a vote's choice: blocks others certified are followed)
-            problem = self._check_bounds(block, parent, now) or self._foreign(block)
+            problem = (
+                self._check_bounds(block, parent, now)
+                or self._foreign(block)
+                or self._out_of_window(block)
+            )
         problem = problem or check_extends(parent, block, self.issuer, self.config.limits.ratio)
         if problem is None and proposal:  # once signed by its leader: then the leader named it
             problem = self._wrong_next_leader(block, parent)

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
@@ -1054,14 +1055,27 @@ class ChannelService:
     def dropped(self, tx_hash: bytes) -> str | None:
         """Why a transaction this peer does not hold was dropped, when it knows (NOT_FOUND's
         answer says so): an acknowledged transaction is final unless the chain makes no block
-        for longer than TX_TIMESTAMP_WINDOW, when it leaves the pools with its timestamp."""
-        if not self.consensus.pool.expired(tx_hash):
+        for longer than TX_TIMESTAMP_WINDOW, when it leaves the pools with its timestamp. That
+        it will not be final is said once this peer's final chain has a block stamped past its
+        window (a block holds no transaction stamped further from its own timestamp, and blocks
+        after it are stamped later); before, a block not final yet may still hold it (it was
+        said "send it again", and then made final with the one sent again, review)."""
+        for_good = self.consensus.expired_for_good(tx_hash)
+        stamp = self.consensus.pool.expired_stamp(tx_hash)
+        if for_good is None or stamp is None:
             return None
         window = float(self.config.TX_TIMESTAMP_WINDOW)
-        return (
+        expired = (
             f"it expired here: this peer saw no block take it within {window:g} s of its "
-            "timestamp (TX_TIMESTAMP_WINDOW) and dropped it; unless another peer of the channel "
-            "holds it final, it will not be final: send it again"
+            "timestamp (TX_TIMESTAMP_WINDOW) and dropped it"
+        )
+        if for_good:
+            return f"{expired}; it will not be final: send it again"
+        past = stamp + int(window * 1_000_000)
+        when = datetime.fromtimestamp(past / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return (
+            f"{expired}; a block not final yet may still hold it: ask again once a block "
+            f"stamped after {when} is final"
         )
 
     def tx_result(self, tx_hash: bytes) -> TxOutcome | None:
