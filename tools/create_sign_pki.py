@@ -125,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"private key: {args.out / PRIVATE_NAME}")
     print(f"public key:  {args.out / PUBLIC_NAME}")
     print(f"peer id: {peer_id}")
+    # a peer signs with the key of its storage folder unless told otherwise (review: a user
+    # made this key, listed its id in a channel, and ran a peer under another one)
+    print(f"run a peer with it: ./peer.py -p PORT --private {args.out / PRIVATE_NAME}")
     return EXIT_OK
 
 

@@ -838,7 +838,8 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         score = status()
         return pb.GetTxReply(
             tx=found.tx.encode(),
-            channel=found.tx.channel,
+            # a v3 transaction names no channel: the one it was found in (REST meta.channel_name)
+            channel=found.tx.channel or str(score.get("channel", "")),
             block_height=found.block_height,
             block_hash=found.block_hash.hex(),
             peer_id=self.peer_id,

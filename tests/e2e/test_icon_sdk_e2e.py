@@ -191,6 +191,10 @@ def test_message_sent_and_waited_for_is_kept_in_the_block(net: LocalNetwork) -> 
     block = service.get_block(result["blockHeight"])
     listed = [t for t in block["confirmed_transaction_list"] if t["txHash"] == result["txHash"]]
     assert len(listed) == 1 and listed[0]["data"] == text
+    # v1 reads it too, naming the channel it is in (a v3 transaction names none itself)
+    url = f"{net.rest(max(net.peers))}/api/v1/transactions?hash={result['txHash'][2:]}"
+    status, v1 = http("GET", url)
+    assert status == 200 and v1["meta"]["channel_name"] == CHANNEL, v1
 
 
 def test_out_of_step_fails_in_the_block_and_charges_the_step_limit(net: LocalNetwork) -> None:

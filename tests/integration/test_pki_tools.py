@@ -57,6 +57,7 @@ def test_create_sign_pki_with_password_refuses_overwrite_and_forces(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert "NOT encrypted" not in done.stderr
     peer_id = peer_id_of(done.stdout)
+    assert f"run a peer with it: ./peer.py -p PORT --private {out / 'private.pem'}" in done.stdout
     private = (out / "private.pem").read_bytes()
     assert b"ENCRYPTED PRIVATE KEY" in private
     assert (out / "private.pem").stat().st_mode & 0o777 == 0o600
