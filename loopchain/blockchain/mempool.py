@@ -9,7 +9,10 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
-from loopchain.types.transaction import Transaction
+from loopchain.blockchain import coin
+from loopchain.types import icon_tx
+from loopchain.types.canonical import EncodingError
+from loopchain.types.transaction import V3, Transaction
 
 UNBOUNDED = 1 << 62
 EXPIRY_PERIOD = 1.0  # seconds between two sweeps for expired transactions
@@ -49,6 +52,7 @@ class TxPool:
         # when such entries outnumber the pooled ones (each costs O(1) amortised)
         self._by_time: list[tuple[int, bytes]] = []
         self._expired: OrderedDict[bytes, int] = OrderedDict()  # hash -> timestamp: `expired`
+        self._spend: dict[str, int] = {}  # see `spend_of`
 
     def check(self, tx: Transaction, now: float) -> None:
         """Raise TxRefused unless the pool would ever take `tx` (size and timestamp window)."""
@@ -84,6 +88,9 @@ class TxPool:
         self._expired.pop(tx.hash, None)
         self._by_signature.setdefault(tx.signature, tx.hash)
         self._bytes += size
+        owed = max_cost(tx)
+        if owed is not None:
+            self._spend[owed[0]] = self._spend.get(owed[0], 0) + owed[1]
         if self.window != math.inf:
             heapq.heappush(self._by_time, (tx.timestamp, tx.hash))
         return True
@@ -161,6 +168,19 @@ class TxPool:
                 if self._by_signature.get(tx.signature) == tx_hash:
                     del self._by_signature[tx.signature]
                 self._bytes -= len(tx.encode())
+                owed = max_cost(tx)
+                if owed is not None:
+                    left = self._spend.get(owed[0], 0) - owed[1]
+                    if left > 0:
+                        self._spend[owed[0]] = left
+                    else:
+                        self._spend.pop(owed[0], None)
+
+    def spend_of(self, sender: str) -> int:
+        """What the pooled v3 transactions of `sender` may cost it at most (value + stepLimit x
+        STEP_PRICE each): a sender's balance is checked against its pooled transactions too (one
+        holding a single fee had thousands admitted, and executed for it, review)."""
+        return self._spend.get(sender, 0)
 
     @property
     def size_bytes(self) -> int:
@@ -188,3 +208,15 @@ class TxPool:
 
     def __bool__(self) -> bool:
         return bool(self._txs)
+
+
+def max_cost(tx: Transaction) -> tuple[str, int] | None:
+    """(sender, value + stepLimit x STEP_PRICE) of a v3 transaction: the most it may cost its
+    sender; None for a v1 one (or a v3 one that does not parse: none is pooled)."""
+    if tx.version != V3:
+        return None
+    try:
+        icon = tx.icon()
+    except (EncodingError, icon_tx.InvalidTransaction):
+        return None
+    return icon.sender, icon.value + icon.step_limit * coin.STEP_PRICE

@@ -21,7 +21,7 @@ from loopchain.blockchain import coin, execution
 from loopchain.blockchain.block_store import BlockStore, BlockStoreError, StoredBlock
 from loopchain.blockchain.chain import OFF_THIS_CLOCK, Limits
 from loopchain.blockchain.intake_journal import IntakeJournal
-from loopchain.blockchain.mempool import TxPool, TxRefused
+from loopchain.blockchain.mempool import TxPool, TxRefused, max_cost
 from loopchain.blockchain.restore import restore_tip
 from loopchain.configure import Config, RefusalLog
 from loopchain.consensus import messages as m
@@ -545,7 +545,18 @@ class ChannelService:
             held = await self._ask_score(self.score.balances([tx.icon().sender for tx in txs]))
         except RequestError as exc:
             return [exc] * len(txs)
-        return [_payable(tx, balance) for tx, (balance, _, _) in zip(txs, held, strict=True)]
+        # a sender's balance pays for its pooled transactions first, then for these in order
+        pool = self.consensus.pool
+        promised: dict[str, int] = {}
+        outcomes: list[Transaction | RequestError] = []
+        for tx, (balance, _, _) in zip(txs, held, strict=True):
+            sender, cost = tx.icon().sender, _max_cost(tx)
+            owed = promised[sender] if sender in promised else pool.spend_of(sender)
+            outcome = _payable(tx, balance, owed)
+            if outcome is tx:
+                promised[sender] = owed + cost
+            outcomes.append(outcome)
+        return outcomes
 
     def _new_icon_tx(
         self, params_json: str, room: int, refusal: str, taken_bytes: int
@@ -926,23 +937,39 @@ class ChannelService:
         return kept
 
     def _known_payer(self, tx: Transaction) -> bool:
-        """Whether `tx`'s sender was seen, within PAYER_KEPT_S, holding what it may cost."""
-        icon = tx.icon()
-        seen = self._payers.get(icon.sender)
+        """Whether `tx`'s sender (pooled) was seen, within PAYER_KEPT_S, holding what its pooled
+        transactions may cost."""
+        sender = tx.icon().sender
+        seen = self._payers.get(sender)
         if seen is None or time.monotonic() - seen[1] > PAYER_KEPT_S:
             return False
-        return seen[0] >= icon.value + icon.step_limit * coin.STEP_PRICE
+        return seen[0] >= self.consensus.pool.spend_of(sender)
 
-    def _payer(self, tx: Transaction, balance: int) -> bool:
-        """Whether `tx`'s sender holding `balance` can pay for it (kept when it can)."""
-        if _payable(tx, balance) is not tx:
-            return False
-        sender = tx.icon().sender
-        self._payers[sender] = (balance, time.monotonic())
-        self._payers.move_to_end(sender)
+    def _unpaid(
+        self, asked: list[Transaction], held: list[tuple[int, int, int]]
+    ) -> tuple[bytes, ...]:
+        """Of `asked` (pooled), those their senders holding `held` cannot pay for: a sender's
+        balance pays for its other pooled transactions first, then for these in order. A sender
+        that can pay for some is kept as a payer (`_known_payer`)."""
+        pool = self.consensus.pool
+        asked_cost: collections.Counter[str] = collections.Counter()
+        for tx in asked:
+            asked_cost[tx.icon().sender] += _max_cost(tx)
+        left: dict[str, int] = {}
+        unpaid = []
+        for tx, (balance, _, _) in zip(asked, held, strict=True):
+            sender, cost = tx.icon().sender, _max_cost(tx)
+            if sender not in left:
+                left[sender] = balance - (pool.spend_of(sender) - asked_cost[sender])
+                self._payers[sender] = (balance, time.monotonic())
+                self._payers.move_to_end(sender)
+            if left[sender] >= cost:
+                left[sender] -= cost
+            else:
+                unpaid.append(tx.hash)
         while len(self._payers) > PAYERS_KEPT:
             self._payers.popitem(last=False)
-        return True
+        return tuple(unpaid)
 
     async def _balances_now(self, txs: list[Transaction]) -> list[tuple[int, int, int]] | None:
         """The balances of `txs`' senders from the state the SCORE holds, not waiting for its
@@ -987,11 +1014,7 @@ class ChannelService:
                         checks.setdefault(tx.hash, tx)
                     await asyncio.sleep(PAYMENT_RETRY_S)
                     continue
-                unpaid = tuple(
-                    tx.hash
-                    for tx, (balance, _, _) in zip(asked, held, strict=True)
-                    if not self._payer(tx, balance)
-                )
+                unpaid = self._unpaid(asked, held)
                 if unpaid:
                     self.metrics.refused("relayed_unpaid", len(unpaid))
                     REFUSALS.refused(
@@ -1520,14 +1543,22 @@ def _channel_of(event: m.Event) -> str | None:
     return None
 
 
-def _payable(tx: Transaction, held: int) -> Transaction | RequestError:
-    """The v3 transaction, or why a sender holding `held` loop cannot pay for it."""
+def _max_cost(tx: Transaction) -> int:
+    """What the v3 transaction `tx` may cost its sender at most."""
+    owed = max_cost(tx)
+    return owed[1] if owed is not None else 0
+
+
+def _payable(tx: Transaction, held: int, owed: int = 0) -> Transaction | RequestError:
+    """The v3 transaction, or why a sender holding `held` loop, `owed` of it to its pooled
+    transactions, cannot pay for it."""
     icon = tx.icon()
     needed = icon.value + icon.step_limit * coin.STEP_PRICE
-    if held < needed:
+    if held - owed < needed:
+        pooled = f", {owed} of it promised to its pooled transactions" if owed else ""
         return RequestError(
             ErrorKind.INVALID,
-            f"out of balance: {icon.sender} holds {held} loop, the transaction may need "
+            f"out of balance: {icon.sender} holds {held} loop{pooled}; the transaction may need "
             f"{needed} (value {icon.value} + stepLimit {icon.step_limit} x step price "
             f"{coin.STEP_PRICE})",
         )

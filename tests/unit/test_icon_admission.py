@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from loopchain.blockchain import coin
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.peer.channel_service import ChannelService
 from loopchain.scoreservice.client import ScoreUnavailable
@@ -386,5 +387,70 @@ async def test_a_store_failing_under_a_payment_check_stops_the_channel_as_a_stor
         await cluster.wait(lambda: service.halted is not None, "the channel halted")
         assert "storage failed: LevelDB store failed: Input/output error" in service.halted
         assert not cluster.tasks[0].done()  # its tasks wind down as a halted channel's do
+    finally:
+        await cluster.stop()
+
+
+class Holding:
+    """ScoreRuntime.balances's stand-in: every address holds `loop`."""
+
+    def __init__(self, loop: int) -> None:
+        self.loop = loop
+
+    async def balances(
+        self, addresses: list[str], *, current: bool = True
+    ) -> list[tuple[int, int, int]]:
+        return [(self.loop, RICH, 0) for _ in addresses]
+
+
+MOST = 100_000 * coin.STEP_PRICE + 1  # what an icon_batch transfer may cost at most
+
+
+async def test_a_senders_balance_pays_for_its_pooled_transactions_first(tmp_path: Path) -> None:
+    """Each transaction was checked alone against its sender's balance: an account holding one
+    fee had 20 transfers taken (thousands, up to the pool's room) and executed for that fee
+    (review). Its pooled ones are counted, then those of the batch in order."""
+    cluster = Cluster(tmp_path)
+    try:
+        service = cluster.services[0]
+        cluster.network.down.add(service.signer.address)
+        service.score.balances = Holding(3 * MOST).balances  # type: ignore[method-assign]
+        sender = Signer.generate()
+        first = await service.create_icon_txs(icon_batch(sender, 2))
+        assert len(taken(first)) == 2, first
+        second = await service.create_icon_txs(icon_batch(sender, 3))
+        assert len(taken(second)) == 1, second  # the third fee only
+        refused = [o for o in second if isinstance(o, RequestError)]
+        promised = f"{3 * MOST} of it promised to its pooled transactions"
+        assert len(refused) == 2 and all(promised in r.message for r in refused), refused
+        assert service.consensus.pool.spend_of(sender.address) == 3 * MOST
+        other = await service.create_icon_txs(icon_batch(Signer.generate(), 3))
+        assert len(taken(other)) == 3  # another sender's balance is its own
+    finally:
+        await cluster.stop()
+
+
+async def test_relayed_transactions_past_their_senders_balance_leave_the_pool(
+    tmp_path: Path,
+) -> None:
+    """Relayed ones too: those the sender's balance pays for (its other pooled ones first, then
+    these in the order they came) stay; the rest leave."""
+    cluster = Cluster(tmp_path)
+    try:
+        service = cluster.services[0]
+        cluster.network.down.add(service.signer.address)
+        service.score.balances = Holding(3 * MOST).balances  # type: ignore[method-assign]
+        sender = Signer.generate()
+        relayed = _relayed(icon_batch(sender, 5))
+        await service.receive_txs_in_turns(relayed)
+        pool = service.consensus.pool
+        await cluster.wait(lambda: sum(tx.hash in pool for tx in relayed) == 3, "two dropped")
+        await cluster.wait(lambda: not service._payment_checks, "the checks made")
+        assert [tx.hash in pool for tx in relayed] == [True, True, True, False, False]
+        assert pool.spend_of(sender.address) == 3 * MOST
+        more = _relayed(icon_batch(sender, 1))  # a known payer, but its balance is spent
+        await service.receive_txs_in_turns(more)
+        await cluster.wait(lambda: not service._payment_checks, "the check made")
+        await cluster.wait(lambda: more[0].hash not in pool, "the one past the balance dropped")
     finally:
         await cluster.stop()

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loopchain.blockchain import mempool
+from loopchain.blockchain import coin, mempool
 from loopchain.blockchain.mempool import PoolFullError, TxPool, TxRefused
+from loopchain.types import icon_tx
 from loopchain.types.crypto import Signer
 from loopchain.types.transaction import Transaction
 
@@ -194,3 +195,33 @@ def test_each_sweep_expires_exactly_the_pooled_transactions_out_of_the_window(
                 del model[h]
             assert len(pool._by_time) <= 2 * len(pool) + 1024
         assert set(pool.hashes()) == set(model)
+
+
+def test_the_pool_counts_what_each_senders_pooled_v3_transactions_may_cost() -> None:
+    """value + stepLimit x STEP_PRICE of each, by sender, back to nothing as they leave."""
+    alice, bob = Signer.generate(), Signer.generate()
+    now = 1_700_000_000.0
+
+    def transfer(signer: Signer, value: int, n: int) -> Transaction:
+        params = icon_tx.make_params(
+            sender=signer.address,
+            to="hx" + "b0" * 20,
+            value=value,
+            step_limit=1_000,
+            timestamp_us=int(now * 1_000_000) + n,
+            nid=3,
+        )
+        signed = icon_tx.verify_send_params(icon_tx.sign_params(params, signer))
+        return Transaction.from_icon(signed, signature_verified=True)
+
+    pool = TxPool(100, window=10.0)
+    a1, a2, b1 = transfer(alice, 5, 1), transfer(alice, 7, 2), transfer(bob, 1, 3)
+    for tx in (a1, a2, b1):
+        pool.add(tx, now)
+    fee = 1_000 * coin.STEP_PRICE
+    assert pool.spend_of(alice.address) == 12 + 2 * fee
+    assert pool.spend_of(bob.address) == 1 + fee
+    pool.remove([a1.hash, a1.hash])  # twice: counted once
+    assert pool.spend_of(alice.address) == 7 + fee
+    assert pool.expire(now + 20.0) and pool.spend_of(alice.address) == 0
+    assert pool.spend_of(bob.address) == 0 and pool._spend == {}
