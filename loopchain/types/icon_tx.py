@@ -152,8 +152,16 @@ def check_address(text: str, name: str, *, eoa: bool = False) -> str:
     return text
 
 
+# secp256k1's group order: a signature (r, s) verifies as (r, n - s) too, with the other recovery
+# id; libsecp256k1 (iconsdk's signer, and this node's) makes only the low form (s <= n / 2)
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
 def decode_signature(text: str) -> bytes:
-    """The 65 bytes (r, s, recovery id 0 or 1) of a padded, canonical base64 signature."""
+    """The 65 bytes (r, s, recovery id 0 or 1) of a padded, canonical base64 signature, s in its
+    low form: a client's transaction is taken with one signature only (the hash leaves the
+    signature out, so its other form made a second encoding of one transaction, review). A
+    stored or relayed one is read as it is (a chain may hold either form)."""
     raw = None
     if len(text) == SIGNATURE_CHARS:
         try:
@@ -166,7 +174,14 @@ def decode_signature(text: str) -> bytes:
             f"padded), got {_quote(text)}",
             "signature",
         )
-    return _recoverable(raw)
+    raw = _recoverable(raw)
+    if int.from_bytes(raw[32:64], "big") > SECP256K1_ORDER // 2:
+        raise InvalidTransaction(
+            "'signature' is not in its low-s form (s > n / 2): sign with libsecp256k1, as "
+            "iconsdk does",
+            "signature",
+        )
+    return raw
 
 
 def _recoverable(raw: bytes) -> bytes:

@@ -16,6 +16,7 @@ from loopchain.types.hashing import sha3_256
 from loopchain.types.icon_tx import (
     MAX_HEX_DIGITS,
     MAX_PARAMS_DEPTH,
+    SECP256K1_ORDER,
     TIMESTAMP_WINDOW_US,
     IconTransaction,
     InvalidTransaction,
@@ -403,6 +404,22 @@ def test_recovery_ids_other_than_0_and_1_are_refused(recid: int) -> None:
     raw[64] = recid
     error = refusal({**vector_params(), "signature": base64.b64encode(raw).decode()})
     assert error.field == "signature" and "recovery id must be 0 or 1" in error.message
+
+
+def test_a_signatures_high_s_form_is_refused_from_a_client_and_read_when_stored() -> None:
+    """(r, n - s) with the other recovery id recovers the same key: one transaction (its hash
+    leaves the signature out) would have two encodings. A client's is taken in the low form
+    only; a stored one (a chain may hold either) is read as it is."""
+    raw = base64.b64decode(VECTOR_SIGNATURE)
+    s = int.from_bytes(raw[32:64], "big")
+    assert s <= SECP256K1_ORDER // 2  # libsecp256k1's
+    high = raw[:32] + (SECP256K1_ORDER - s).to_bytes(32, "big") + bytes([raw[64] ^ 1])
+    params = {**vector_params(), "signature": base64.b64encode(high).decode()}
+    error = refusal(params)
+    assert error.field == "signature" and "low-s form" in error.message
+    body = {k: v for k, v in params.items() if k != "signature"}
+    stored = parse_stored(body, high)
+    assert stored.signer_address() == SDK_ADDRESS
 
 
 def test_a_signature_by_another_key_is_refused() -> None:
