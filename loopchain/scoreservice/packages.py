@@ -389,6 +389,9 @@ def _import_main(package: ScorePackage) -> ModuleType:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:
         _forget_modules(parent_name)
+        unreadable = unreadable_package_file(exc, package.path)
+        if unreadable is not None:
+            raise PackageUnreadable(f"cannot read {unreadable.filename}: {unreadable}") from None
         raise PackageError(
             f"importing {main_path} of SCORE package {package.id!r} failed: "
             f"{type(exc).__name__}: {exc}"
@@ -396,6 +399,34 @@ def _import_main(package: ScorePackage) -> ModuleType:
     finally:
         sys.dont_write_bytecode = writes_bytecode
     return module
+
+
+def unreadable_package_file(exc: BaseException, folder: Path) -> OSError | None:
+    """The OSError in `exc` (or what it was raised from) that says this machine could not read
+    a file of the package in `folder` (a permission, an I/O error: not a missing file, which
+    every peer misses alike): importing a module of the package after its main one, at load or
+    in a call, failed so, and that was the package's fault ("not loaded", or a 9000 result, on
+    this peer only; review)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 16:
+        seen.add(id(current))
+        if isinstance(current, OSError) and not isinstance(
+            current, FileNotFoundError | NotADirectoryError | IsADirectoryError
+        ):
+            name = current.filename
+            if isinstance(name, str) and _inside(Path(name), folder):
+                return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def _forget_modules(parent_name: str) -> None:

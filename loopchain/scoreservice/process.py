@@ -88,6 +88,7 @@ from loopchain.scoreservice.packages import (
     load_score_class,
     merge_settings,
     read_package_json,
+    unreadable_package_file,
 )
 from loopchain.scoreservice.state import (
     MAX_BLOCK_WRITE_BYTES,
@@ -523,7 +524,12 @@ class LoadedScore:
         return returned
 
     def _describe(self, exc: BaseException) -> str:
-        """describe_error of what SCORE code raised (its str() is SCORE code too: see _run_score)."""
+        """describe_error of what SCORE code raised (its str() is SCORE code too: see _run_score);
+        PackageUnreadable when it is this machine failing to read a file of the package (a module
+        imported in the call: not the SCORE's fault, as a state store failing is not)."""
+        unreadable = unreadable_package_file(exc, self.package.path)
+        if unreadable is not None:
+            raise PackageUnreadable(f"cannot read {unreadable.filename}: {unreadable}")
         message = describe_error(exc, self.meter, self.words)
         self.state.raise_read_failure()
         return message

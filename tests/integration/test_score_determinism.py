@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from loopchain.scoreservice.client import ScoreUnavailable
 from loopchain.scoreservice.supervisor import ScoreSupervisor
 from loopchain.types.block import Block
 from tests.integration._score_helpers import (
@@ -197,3 +198,66 @@ async def test_a_package_this_machine_cannot_read_for_a_while_is_loaded_once_it_
         assert await supervisor.wait_ready(READY_DEADLINE), supervisor.status()
         results, _ = await _results(supervisor, Blocks().next({"op": "none"}))
     assert results == [(0, "")]
+
+
+IMPORTS_A_HELPER = """
+from loopchain.blockchain.score_base import ScoreBase
+from . import helper
+
+
+class UserScore(ScoreBase):
+    def invoke(self, transaction, block):
+        return {"code": 0, "message": str(helper.X)}
+"""
+
+IMPORTS_IT_IN_A_CALL = """
+from loopchain.blockchain.score_base import ScoreBase
+
+
+class UserScore(ScoreBase):
+    def invoke(self, transaction, block):
+        from . import helper
+
+        return {"code": 0, "message": str(helper.X)}
+"""
+
+
+@pytest.mark.parametrize("when", ["load", "call"])
+async def test_a_module_this_machine_cannot_read_for_a_while_is_not_the_packages_fault(
+    tmp_path: Path, when: str
+) -> None:
+    """A module of the package other than its main one, which this machine cannot read (a
+    permission, an I/O error), imported at load or in a call: the SCORE process ends and is
+    started again until it can read it (no result recorded meanwhile), then executes. Before,
+    the load failed for good ("not loaded", 9100) or the call recorded a 9000 result, on this
+    peer only."""
+    source = IMPORTS_A_HELPER if when == "load" else IMPORTS_IT_IN_A_CALL
+    package = make_package(tmp_path, "helped", source)
+    helper = package.path / "helper.py"
+    helper.write_text("X = 7\n")
+    helper.chmod(0)
+    config = score_config(SCORE_RESTART_BACKOFF_MAX=0.5, SCORE_INVOKE_TIMEOUT=5.0)
+    supervisor = make_supervisor(tmp_path, config, package)
+    block = Blocks().next({"op": "x"})
+    async with running(supervisor, ready=False):
+        if when == "load":
+
+            async def started_again() -> bool:
+                return supervisor.restarts >= 2
+
+            await wait_until_async(started_again, READY_DEADLINE, "the SCORE started again")
+            assert supervisor.load_error is None
+            assert "SCORE package unreadable" in supervisor.status().message
+        else:
+            assert await supervisor.wait_ready(READY_DEADLINE), supervisor.status()
+            with pytest.raises(ScoreUnavailable):
+                await supervisor.client.invoke_block(block)
+            assert supervisor.load_error is None
+        helper.chmod(0o644)
+
+        async def loaded() -> bool:  # by a process started again
+            return supervisor.restarts >= 1 and await supervisor.wait_ready(0.1)
+
+        await wait_until_async(loaded, READY_DEADLINE, "the SCORE loaded again")
+        results, _ = await _results(supervisor, block)
+    assert results == [(0, "7")]
