@@ -304,8 +304,11 @@ class ScoreClient:
         self.last_status = status
         return status
 
-    async def load(self, channel: str, package: ScorePackage, state_path: Path) -> ScoreStatusInfo:
-        """Load `package` (a resolved folder) with its state DB at `state_path`."""
+    async def load(
+        self, channel: str, package: ScorePackage, state_path: Path, timeout: float | None = None
+    ) -> ScoreStatusInfo:
+        """Load `package` (a resolved folder) with its state DB at `state_path`, within `timeout`
+        seconds (by default the longer of GRPC_TIMEOUT and SCORE_INVOKE_TIMEOUT)."""
         request = pb.LoadRequest(
             channel=channel,
             package_path=str(package.path),
@@ -316,7 +319,8 @@ class ScoreClient:
             settings_json=json.dumps(package.settings) if package.settings else "",
         )
         return await self._status_call(
-            "load", self._stub.Load(request, timeout=max(self.timeout, self.invoke_timeout))
+            "load",
+            self._stub.Load(request, timeout=timeout or max(self.timeout, self.invoke_timeout)),
         )
 
     async def status(self) -> ScoreStatusInfo:

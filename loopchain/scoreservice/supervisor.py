@@ -54,6 +54,11 @@ START_DEADLINE = 30.0  # seconds a new process has to answer Status
 STOP_DEADLINE = 5.0  # seconds between SIGTERM and SIGKILL
 FIRST_BACKOFF = 0.2
 STABLE_AFTER = 30.0  # a process that ran this long resets the backoff
+# a Load that failed (too slow: a package whose import is slow on this machine, a cold disk; or
+# the process died) is given twice as long the next time, up to 2**MAX_LOAD_DOUBLINGS times the
+# first deadline (the longer of GRPC_TIMEOUT and SCORE_INVOKE_TIMEOUT): with the same deadline
+# each time, a load slower than it was killed and started again for good (review)
+MAX_LOAD_DOUBLINGS = 4
 MAX_SOCKET_PATH_BYTES = 107  # sun_path of a Linux unix socket address, without its NUL
 SOCKET_NAME = "score.sock"
 SOCKET_DIR_PREFIX = "loopchain-score-"
@@ -150,6 +155,7 @@ class ScoreSupervisor:
         self.last_exit: tuple[int, int | None] | None = None  # (pid, status) of the last to end
         self._exited = asyncio.Condition()  # notified whenever last_exit changes
         self.load_error: str | None = None  # why the running process could not load the package
+        self._loads_failed = 0  # Loads that failed in a row (see MAX_LOAD_DOUBLINGS)
         self._state = ScoreStatusInfo.unavailable("SCORE process not started yet")
         self._fatal = self._fatal_reason(package, package_error)
 
@@ -312,9 +318,12 @@ class ScoreSupervisor:
                 log.error("SCORE process did not answer within %.0f s; killing it", START_DEADLINE)
                 signal_group(process, signal.SIGKILL)
             return None
+        base = max(float(self.config.GRPC_TIMEOUT), float(self.config.SCORE_INVOKE_TIMEOUT))
+        timeout = base * 2 ** min(self._loads_failed, MAX_LOAD_DOUBLINGS)
         try:
-            status = await self._client.load(self.channel, self.package, self.state_path)
+            status = await self._client.load(self.channel, self.package, self.state_path, timeout)
         except ScoreUnavailable as exc:  # died, too slow or its store failed: start afresh
+            self._loads_failed += 1
             self._state = ScoreStatusInfo.unavailable(exc.message)
             if process.returncode is None and not self._stopping.is_set():
                 log.error("SCORE of channel %s: %s; killing it", self.channel, exc.message)
@@ -323,6 +332,7 @@ class ScoreSupervisor:
         except ScoreRejected as exc:  # e.g. another package loaded: report, keep serving Status
             self._state = ScoreStatusInfo.unavailable(exc.message)
             return None
+        self._loads_failed = 0
         if status.loaded:
             self.load_error = None
             self._ready.set()

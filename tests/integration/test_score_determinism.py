@@ -261,3 +261,32 @@ async def test_a_module_this_machine_cannot_read_for_a_while_is_not_the_packages
         await wait_until_async(loaded, READY_DEADLINE, "the SCORE loaded again")
         results, _ = await _results(supervisor, block)
     assert results == [(0, "7")]
+
+
+SLOW_TO_IMPORT = """
+import time
+
+time.sleep(2)  # a heavy import, or a cold disk, on this machine
+
+from loopchain.blockchain.score_base import ScoreBase
+
+
+class UserScore(ScoreBase):
+    def invoke(self, transaction, block):
+        return {"code": 0, "message": "loaded"}
+"""
+
+
+async def test_a_package_slower_to_load_than_its_deadline_loads_with_a_longer_one(
+    tmp_path: Path,
+) -> None:
+    """A load that runs out of time is given twice as long the next time (MAX_LOAD_DOUBLINGS).
+    Before, each process started again had the same deadline: never ready, never 9100."""
+    package = make_package(tmp_path, "slow", SLOW_TO_IMPORT)
+    config = score_config(GRPC_TIMEOUT=1.0, SCORE_INVOKE_TIMEOUT=1.0, SCORE_RESTART_BACKOFF_MAX=0.5)
+    supervisor = make_supervisor(tmp_path, config, package)
+    async with running(supervisor, ready=False):
+        assert await supervisor.wait_ready(READY_DEADLINE * 4), supervisor.status()
+        assert supervisor.restarts >= 1  # the first load ran out of time
+        results, _ = await _results(supervisor, Blocks().next({"op": "x"}))
+    assert results == [(0, "loaded")]
