@@ -253,6 +253,10 @@ def _parse_groups(at: _At, raw: Any, peers: tuple[MemberSpec, ...]) -> dict[str,
         if not _weight(weight):
             raise (at / group_id / "weight").refused(f"must be an integer from 1 to {MAX_WEIGHT}")
         groups[group_id] = weight
+    named = {member.peer_id for member in peers if member.peer_id}
+    for group_id in groups:
+        if group_id in named:  # a voting unit's name: its weight would count for both
+            raise (at / group_id).refused("a group id must not be a listed peer's id")
     for index, member in enumerate(peers):
         if member.group_id and member.group_id not in groups:
             where = _At(at.path, (*at.place[:-1], "peers", index, "group_id"))

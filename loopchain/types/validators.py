@@ -101,6 +101,8 @@ class ValidatorSet:
         names = [g.group_id for g in self.groups]
         if len(set(names)) != len(names) or "" in names:
             raise EncodingError("group ids must be unique and non-empty")
+        if set(names) & set(ids):  # units are named by both: the group's weight went to both
+            raise EncodingError("a group id must not be a validator's peer id")
         used = {v.group_id for v in self.validators if v.group_id}
         if used != set(names):
             raise EncodingError("every group needs members and every member's group must be listed")

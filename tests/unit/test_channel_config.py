@@ -88,6 +88,17 @@ def test_bad_weights_and_groups_are_named(channel: dict, message: str) -> None:
         ({"peers": [], "groups": {"g": {"weight": 10**90}}}, r"groups\.g\.weight: must be an"),
         ({"peers": [{"peer_id": "hx" + "a" * 40, "group_id": "g" * 257}]}, "at most 256"),
         ({"peers": [], "groups": {"g" * 257: {"weight": 1}}}, "longer than 256"),
+        # a group named as a listed peer: both voting units, the group's weight counted twice
+        (
+            {
+                "peers": [
+                    {"peer_id": "hx" + "a" * 40},
+                    {"peer_id": "hx" + "b" * 40, "group_id": "hx" + "a" * 40},
+                ],
+                "groups": {"hx" + "a" * 40: {"weight": 5}},
+            },
+            "a group id must not be a listed peer's id",
+        ),
         ({"score_package": "../../etc"}, "score_package: '../../etc' must be '<org>/<package>'"),
         ({"score_package": "a/b/c"}, "must be '<org>/<package>'"),
         ({"score_package": "x" * 300 + "/y"}, r"score_package: 'xxx.*\.\.\. must be"),

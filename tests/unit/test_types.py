@@ -585,6 +585,10 @@ def test_validator_set_round_trip_and_issuer_signature(weights: list[int], versi
 
 
 def test_validator_set_refuses_duplicates_and_nonpositive_weights() -> None:
+    with pytest.raises(EncodingError, match="a group id must not be a validator's peer id"):
+        ValidatorSet(
+            CHANNEL, 1, (Validator("hxa"), Validator("hxb", 1, "hxa")), groups=(Group("hxa", 5),)
+        )
     with pytest.raises(EncodingError, match="twice"):
         ValidatorSet(CHANNEL, 1, (Validator("hxa"), Validator("hxa")))
     with pytest.raises(EncodingError, match="positive"):
