@@ -103,7 +103,7 @@ from loopchain.blockchain.chain import (
     check_proposal_time,
     check_size,
 )
-from loopchain.blockchain.mempool import PoolFullError, TxPool, TxRefused
+from loopchain.blockchain.mempool import EXPIRY_PERIOD, PoolFullError, TxPool, TxRefused
 from loopchain.consensus import messages as m
 from loopchain.consensus.rules import SafetyRules, leader_of, round_after_timeout
 from loopchain.consensus.tree import TREE_BUDGET_BLOCKS, BlockTree, TreeNode
@@ -432,11 +432,10 @@ class ChannelConsensus:
         no transaction stamped further from its own timestamp (_out_of_window), and a block to
         come is stamped later than the final tip. Before, one a certified block held was said
         expired and made final after."""
-        stamp = self.pool.expired_stamp(tx_hash)
-        if stamp is None:
+        stamp, limit = self.pool.expired_stamp(tx_hash), self.block_window_us()
+        if stamp is None or limit is None:
             return None
-        past = stamp + int(self.pool.window * 1_000_000)
-        return self.tree.transaction(tx_hash) is None and self.tip.timestamp > past
+        return self.tree.transaction(tx_hash) is None and self.tip.timestamp > stamp + limit
 
     def known_transaction(self, tx_hash: bytes) -> Transaction | None:
         """The transaction `tx_hash` as this peer holds it, pooled or in a block not yet final
@@ -654,19 +653,30 @@ class ChannelConsensus:
         peer tells its client that one it dropped so will not be final ("send it again"); a
         leader (byzantine, or with its clock behind) still had it voted, and the one sent again
         executed too (review)."""
-        window = self.pool.window
-        if math.isinf(window):
+        limit = self.block_window_us()
+        if limit is None:
             return None
-        limit, stamp = int(window * 1_000_000), block.header.timestamp
+        stamp = block.header.timestamp
         for tx in block.transactions:
             off = tx.timestamp - stamp
             if abs(off) > limit:
                 return (
                     f"it holds transaction {tx.hash_hex} stamped {abs(off) / 1_000_000:.0f} s "
                     f"{'after' if off > 0 else 'before'} the block (TX_TIMESTAMP_WINDOW "
-                    f"{window:g} s)"
+                    f"{self.pool.window:g} s, MAX_TIMESTAMP_SKEW and a pool sweep's period more)"
                 )
         return None
+
+    def block_window_us(self) -> int | None:
+        """How far from a block's timestamp a transaction in it may be stamped (None: any): the
+        pool's window and the slack of a leader that filled its block from its own pool (its
+        clock off by up to the skew voters allow, its pool swept once a period: a leader of the
+        previous version left those to the sweep) — and of one whose window is a little larger
+        (each peer has its own TX_TIMESTAMP_WINDOW: keep it alike in a channel)."""
+        window = self.pool.window
+        if math.isinf(window):
+            return None
+        return int((window + EXPIRY_PERIOD) * 1_000_000) + self.config.limits.max_skew_us
 
     def _foreign(self, block: Block) -> str | None:
         """Why `block` holds a v3 transaction of another network (one signed for another

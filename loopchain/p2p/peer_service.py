@@ -41,7 +41,7 @@ from loopchain.types import canonical
 from loopchain.types.block import Block, Pooled
 from loopchain.types.canonical import EncodingError
 from loopchain.types.peer import IDENTIFY_CHALLENGE_BYTES
-from loopchain.types.transaction import V1, Transaction
+from loopchain.types.transaction import Transaction
 from loopchain.types.vote import Complaint, QuorumCertificate, Vote
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,9 @@ class ChannelBackend(Protocol):
     def score_status(self) -> ScoreStatusView: ...
     def receive_txs(self, txs: list[Transaction]) -> None: ...
     def receive(self, event: m.Event) -> None: ...
-    async def receive_txs_in_turns(self, txs: list[Transaction]) -> None:
+    async def receive_txs_in_turns(
+        self, txs: list[Transaction], relayer: str | None = None
+    ) -> None:
         """`receive_txs`, its signature checks spread over turns of the event loop."""
         ...
 
@@ -1124,21 +1126,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         self._check_tx_batch(request)
         channel = self._party_channel(request.channel, caller)
         txs = [Transaction.decode(raw) for raw in request.txs]
-        if caller is not None and caller in channel.auditor_ids():
-            # an auditor takes no transaction from clients, so it has no client's to relay: its
-            # v3 ones made its operator's accounts write through it (review). Its v1 ones are
-            # judged by their signer (ChannelService._signers: a validator that has become an
-            # auditor still gossips those it acknowledged before).
-            v1 = [tx for tx in txs if tx.version == V1]
-            if len(v1) < len(txs):
-                REFUSALS.refused(
-                    "dropped %d v3 transactions peer %s relayed: it audits channel %s",
-                    len(txs) - len(v1),
-                    caller,
-                    request.channel,
-                )
-            txs = v1
-        await channel.receive_txs_in_turns(txs)
+        await channel.receive_txs_in_turns(txs, caller)  # judged by who relays them too
 
     async def _deliver(self, request: pb.ConsensusMessage, caller: str | None) -> None:
         channel = self._party_channel(request.channel, caller)

@@ -246,6 +246,10 @@ class ChannelService:
         # intake write under way), their bytes and hashes: room held for them (see _reserve)
         self._reserved = 0
         self._reserved_bytes = 0
+        # what the reserved v3 transactions found payable may cost their senders (by sender, and
+        # each's share): counted as the pool's spend is while they are being taken in
+        self._reserved_spend: collections.Counter[str] = collections.Counter()
+        self._spend_shares: dict[bytes, tuple[str, int]] = {}
         self._reserved_hashes: set[bytes] = set()
         self._taking: set[asyncio.Future[list[Transaction | RequestError]]] = set()
         self._next_intake_sweep = 0.0
@@ -545,16 +549,17 @@ class ChannelService:
             held = await self._ask_score(self.score.balances([tx.icon().sender for tx in txs]))
         except RequestError as exc:
             return [exc] * len(txs)
-        # a sender's balance pays for its pooled transactions first, then for these in order
-        pool = self.consensus.pool
-        promised: dict[str, int] = {}
+        # a sender's balance pays for its pooled transactions and those other batches are taking
+        # in first (concurrent requests each saw the others' as nothing: review), then for these
+        # in order; what these may cost is counted at once, in the same step
+        pool, reserved = self.consensus.pool, self._reserved_spend
         outcomes: list[Transaction | RequestError] = []
         for tx, (balance, _, _) in zip(txs, held, strict=True):
             sender, cost = tx.icon().sender, _max_cost(tx)
-            owed = promised[sender] if sender in promised else pool.spend_of(sender)
-            outcome = _payable(tx, balance, owed)
+            outcome = _payable(tx, balance, pool.spend_of(sender) + reserved[sender])
             if outcome is tx:
-                promised[sender] = owed + cost
+                reserved[sender] += cost
+                self._spend_shares[tx.hash] = (sender, cost)
             outcomes.append(outcome)
         return outcomes
 
@@ -725,6 +730,14 @@ class ChannelService:
         self._reserved -= len(txs)
         self._reserved_bytes -= sum(len(tx.encode()) for tx in txs)
         self._reserved_hashes.difference_update(tx.hash for tx in txs)
+        for tx in txs:
+            share = self._spend_shares.pop(tx.hash, None)
+            if share is not None:
+                left = self._reserved_spend[share[0]] - share[1]
+                if left > 0:
+                    self._reserved_spend[share[0]] = left
+                else:
+                    del self._reserved_spend[share[0]]
         if self._rate is not None and not pooled:
             self._rate.give_back(len(txs))
 
@@ -801,13 +814,20 @@ class ChannelService:
         their bytes are the same, instead of being decoded and hashed again)."""
         return self.consensus.pool.by_signature(signature)
 
-    async def receive_txs_in_turns(self, txs: list[Transaction]) -> None:
+    async def receive_txs_in_turns(
+        self, txs: list[Transaction], relayer: str | None = None
+    ) -> None:
         """`receive_txs`, the signatures it would recover checked first a slice of the event loop
         at a time (loopchain.p2p.turns): a relayed batch holds up to a thousand. A batch with a
         forged signature is dropped from the first one on: a peer relays only transactions it
         checked, so its sender is faulty, and judging the rest one by one let it replay a batch
         of a thousand forgeries built once, each time costing this peer a thousand recoveries
-        (~100x the CPU it cost the sender). Those checked before the forgery are taken."""
+        (~100x the CPU it cost the sender). Those checked before the forgery are taken.
+        `relayer` (a peer over TLS): its v3 transactions are taken while it takes transactions
+        from clients, or were stamped before it stopped (an auditor takes none from clients, and
+        those it relayed made its operator's accounts write through it: review)."""
+        if relayer is not None:
+            txs = self._relayed_by_a_writer(txs, relayer)
         if self.consensus.far_behind:
             # syncing far behind, this peer could neither propose them nor tell the final ones
             # apart: they come in the synced blocks, or stay in their sender's pool until then.
@@ -844,6 +864,28 @@ class ChannelService:
             len(txs) - 1,
         )
 
+    def _relayed_by_a_writer(self, txs: list[Transaction], relayer: str) -> list[Transaction]:
+        """`txs` less the v3 transactions `relayer` could not have taken from a client (see
+        receive_txs_in_turns; a v1 one is judged by its signer, _signer_problem)."""
+        if all(tx.version == V1 for tx in txs):
+            return txs
+        until = self._signers().get(relayer)
+        kept = [
+            tx
+            for tx in txs
+            if tx.version == V1 or (until is not None and tx.timestamp / 1_000_000 <= until)
+        ]
+        if len(kept) < len(txs):
+            self.metrics.refused("relayed_invalid", len(txs) - len(kept))
+            REFUSALS.refused(
+                "channel %s: dropped %d v3 transactions peer %s relayed: it takes none from "
+                "clients (it audits the channel)",
+                self.name,
+                len(txs) - len(kept),
+                relayer,
+            )
+        return kept
+
     def _signers(self) -> dict[str, float]:
         """Who may sign a relayed v1 transaction, and until when (the clock's seconds; inf: now
         too): the parties that take transactions from clients, so not the auditors (a review
@@ -853,7 +895,9 @@ class ChannelService:
         while it signs none after. Those it signed are bounded by TX_TIMESTAMP_WINDOW, as is
         what is kept of it here."""
         now = self.clock()
-        writers = self.member_ids() - self.auditor_ids()
+        # (a validator the newest set makes an auditor takes its clients' transactions until the
+        # chain hands over: it is no auditor to itself while the chain's set names it)
+        writers = (self.member_ids() - self.auditor_ids()) | self._chain_voters()
         seen = self._writers_seen
         for writer in writers:
             seen[writer] = now
@@ -1095,7 +1139,7 @@ class ChannelService:
         )
         if for_good:
             return f"{expired}; it will not be final: send it again"
-        past = stamp + int(window * 1_000_000)
+        past = stamp + (self.consensus.block_window_us() or 0)
         when = datetime.fromtimestamp(past / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return (
             f"{expired}; a block not final yet may still hold it: ask again once a block "

@@ -84,7 +84,9 @@ class RelayChannel:
             self._not_final(event.block.transactions)
         self.events.append(event)
 
-    async def receive_txs_in_turns(self, txs: list[Transaction]) -> None:
+    async def receive_txs_in_turns(
+        self, txs: list[Transaction], relayer: str | None = None
+    ) -> None:
         self.receive_txs(txs)
 
     async def receive_in_turns(self, event: m.Event) -> None:

@@ -62,7 +62,9 @@ class Channel:
     def receive_txs(self, txs: list[Transaction]) -> None:
         self.txs.extend(txs)
 
-    async def receive_txs_in_turns(self, txs: list[Transaction]) -> None:
+    async def receive_txs_in_turns(
+        self, txs: list[Transaction], relayer: str | None = None
+    ) -> None:
         self.receive_txs(txs)
 
     async def receive_in_turns(self, event: m.Event) -> None:

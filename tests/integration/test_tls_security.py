@@ -377,7 +377,7 @@ def test_an_auditor_gives_its_channel_no_transaction_through_another_peer(sec: S
     wait_until(_no_rpc_error(lambda: final(by_b3)), 30, "the validator's relayed v3 tx final")
     error = refusal(local_call, a, "GetTx", pb.GetTxRequest(channel=BETA, tx_hash=by_c3.hash_hex))
     assert error.code() == grpc.StatusCode.NOT_FOUND, error
-    assert _log_has(sec, "A", f"dropped 1 v3 transactions peer {c_id} relayed: it audits")
+    assert _log_has(sec, "A", f"dropped 1 v3 transactions peer {c_id} relayed: it takes none")
 
 
 def _transfer(timestamp_us: int, sec: SecNet) -> Transaction:

@@ -26,8 +26,9 @@ from loopchain.types import canonical, icon_tx
 from loopchain.types.crypto import Signer
 from loopchain.types.icon_tx import make_params, sign_params
 from loopchain.types.transaction import Transaction
+from loopchain.types.validators import Validator, ValidatorSet
 from tests._recoveries import count_recoveries
-from tests.unit.test_channel_services import Cluster
+from tests.unit.test_channel_services import CHANNEL, Cluster
 
 pytestmark = pytest.mark.asyncio
 
@@ -479,5 +480,60 @@ async def test_relayed_transactions_past_their_senders_balance_leave_the_pool(
         await service.receive_txs_in_turns(more)
         await cluster.wait(lambda: not service._payment_checks, "the check made")
         await cluster.wait(lambda: more[0].hash not in pool, "the one past the balance dropped")
+    finally:
+        await cluster.stop()
+
+
+async def test_concurrent_requests_of_one_sender_share_its_balance(tmp_path: Path) -> None:
+    """Each request's check saw the others' transactions (being taken in, not pooled yet) as
+    costing nothing: 20 concurrent requests of a sender holding one transfer's cost were all
+    taken (review). What a checked batch may cost counts at once; released as it is pooled or
+    refused."""
+    cluster = Cluster(tmp_path)
+    try:
+        service = cluster.services[0]
+        cluster.network.down.add(service.signer.address)
+        service.score.balances = Holding(2 * MOST).balances  # type: ignore[method-assign]
+        sender = Signer.generate()
+        texts = icon_batch(sender, 20)
+        outcomes = await asyncio.gather(*(service.create_icon_txs([t]) for t in texts))
+        assert sum(len(taken(o)) for o in outcomes) == 2
+        assert service.consensus.pool.spend_of(sender.address) == 2 * MOST
+        assert not service._reserved_spend and not service._spend_shares  # all released
+    finally:
+        await cluster.stop()
+
+
+async def test_a_validator_the_newest_set_makes_an_auditor_relays_v3_until_the_handover(
+    tmp_path: Path,
+) -> None:
+    """The chain's set still names it (it takes its clients' transactions until the chain hands
+    over): its v3 relays are taken. A peer neither set names a validator: dropped."""
+    cluster = Cluster(tmp_path)
+    try:
+        first = await cluster.services[0].create_txs([{"n": 1}])
+        await cluster.wait(
+            lambda: cluster.final_everywhere([t.hash for t in first], cluster.services), "final"
+        )
+        x, y = cluster.services[0], cluster.services[1]
+        stranger = Signer.generate()
+        newer = ValidatorSet(
+            CHANNEL,
+            2,
+            tuple(Validator(s.address) for s in cluster.signers[1:]),
+            auditors=(x.signer.address, stranger.address),
+        ).signed_by(cluster.issuer_signer)
+        for service in cluster.services:
+            service.consensus.latest_validators = newer  # as the RadioStation lists it now
+        y.score.balances = Holding(10 * MOST).balances  # type: ignore[method-assign]
+        assert not x.consensus.is_auditor and x.signer.address in y.auditor_ids()
+        by_x, by_stranger = (
+            _relayed(icon_batch(Signer.generate(), 1)),
+            _relayed(icon_batch(Signer.generate(), 1)),
+        )
+        await y.receive_txs_in_turns(by_x, x.signer.address)
+        await y.receive_txs_in_turns(by_stranger, stranger.address)
+        pool = y.consensus.pool
+        assert by_x[0].hash in pool and by_stranger[0].hash not in pool
     finally:
         await cluster.stop()
