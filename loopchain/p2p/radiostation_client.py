@@ -99,12 +99,12 @@ def _listed_peers(target: str, channel: str, entries: Sequence[pb.PeerEntry]) ->
     """The peers of a channel's list from RadioStation `target`: an entry is a link opened and
     kept (a list of 300,000 took 430 MB for its first 3,000, review), dialed at its target (one
     naming a scheme, "unix:/path", had this peer dial a local socket). RadioStationRefused for
-    more than a channel lists; an entry not host:port, or a peer id listed again, is left out
-    (warned about)."""
+    more than a validator set lists (MAX_SET_PEERS); an entry not host:port, or a peer id listed
+    again, is left out (warned about)."""
     if len(entries) > MAX_SET_PEERS:
         raise RadioStationRefused(
             f"RadioStation {target} sent a malformed peer list of {channel}: {len(entries)} "
-            f"peers, more than a channel lists ({MAX_SET_PEERS})"
+            f"peers, more than a validator set lists ({MAX_SET_PEERS})"
         )
     peers: dict[str, PeerInfo] = {}
     for p in entries:

@@ -47,7 +47,6 @@ from loopchain.types.canonical import EncodingError
 from loopchain.types.channel_name import is_channel_name
 from loopchain.types.genesis import GenesisData
 from loopchain.types.package_name import is_package_name
-from loopchain.types.validators import MAX_SET_PEERS
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ MAX_GROUP_ID_CHARS = 256
 # peers link each one to 255 others with 510 streams and half its connections; more could never
 # all be linked. The RadioStation registers at most 1,000 peers (registry.py MAX_PEERS) and makes
 # at most this many members of a channel, an open one too (registry.py Registry._refresh).
-MAX_CHANNEL_PEERS = MAX_SET_PEERS
+MAX_CHANNEL_PEERS = 256
 MAX_SCORE_SETTINGS_BYTES = 16 * 1024
 _FIXED_PACKAGE_FIELDS = ("id", "version", "main")
 _PEER_KEYS = {"peer_id", "peer_target", "weight", "group_id", "role"}

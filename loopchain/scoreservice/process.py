@@ -31,17 +31,15 @@ import resource
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import FrameType
 from typing import Any, TypeVar
 
 import grpc
 
-import loopchain
 from loopchain.blockchain import coin
 from loopchain.blockchain.coin import Ledger
 from loopchain.blockchain.execution import (
@@ -253,52 +251,26 @@ _OBJECT_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]{8,}\b")
 class MachineWords:
     """What differs between peers in the text of a SCORE's exception, and only that: an object's
     address; the package's folder (a SCORE naming its own file, `__file__`), a path inside it
-    being its path within it; and the paths an exception states as its own fields (OSError's
-    file names, SyntaxError's, ImportError's module path) under this machine's folders (the
-    Python installation's, loopchain's, the process's home, working and temporary folders), as
-    labels. The rest of the text is left as written: it often repeats a client's input, and a
-    first version rewrote those folders anywhere in it, so a transaction naming "/tmp/x" was
-    recorded as "<tmp>/x" on a peer and as written on one whose TMPDIR differs, and the peers'
+    being its path within it; and the absolute paths an exception states as its own fields
+    (OSError's file names, SyntaxError's, ImportError's module path), by their last part, on
+    every peer alike (it may be a client's path as well as this machine's). The rest of the text
+    is left as written: it often repeats a client's input, and a first version rewrote this
+    machine's folders (temporary, home, Python's) anywhere in it, so a transaction naming "/tmp/x"
+    was recorded as "<tmp>/x" on a peer and as written on one whose TMPDIR differs, and the peers'
     results differed (review); 7ab676d shortened every absolute path, and "ratio must be 1 / 2"
-    became "1 .../ 2"."""
+    became "1 .../ 2". Left: a client's text naming a peer's package folder exactly is worded on
+    that peer as the package's."""
 
     def __init__(self, package: Path) -> None:
-        folders = {
-            str(package): "<package>",
-            str(package.resolve()): "<package>",
-            sys.prefix: "<python>",
-            sys.base_prefix: "<python>",
-            sys.exec_prefix: "<python>",
-            str(Path(loopchain.__file__).resolve().parents[1]): "<loopchain>",
-            os.environ.get("HOME", ""): "<home>",
-            os.getcwd(): "<home>",
-            tempfile.gettempdir(): "<tmp>",
-        }
-        # a folder inside another one first; "/" or "" would rewrite any text
-        self._folders = sorted(
-            ((folder, label) for folder, label in folders.items() if len(folder) > 1),
-            key=lambda item: len(item[0]),
-            reverse=True,
-        )
         # the package's folder as a whole path component ("/srv/pkg" in "/srv/pkg2" is not it)
         packages = sorted({str(package), str(package.resolve())}, key=len, reverse=True)
         self._package = re.compile(
             "|".join(f"{re.escape(p)}(?:/|(?![\\w.-]))" for p in packages if len(p) > 1)
         )
 
-    def label(self, path: str) -> str:
-        """`path` with the folder of this machine it is in as its label (as it is when none)."""
-        for folder, label in self._folders:
-            if path == folder:
-                return label
-            if path.startswith(folder + "/"):
-                inside = path[len(folder) + 1 :]
-                return inside if label == "<package>" else f"{label}/{inside}"
-        return path
-
     def __call__(self, text: str, exc: BaseException | None = None) -> str:
         for path in _stated_paths(exc):
-            text = text.replace(path, self.label(path))
+            text = text.replace(path, PurePosixPath(path).name or path)
         if self._package.pattern:
             text = self._package.sub(lambda found: "" if found[0][-1] == "/" else "<package>", text)
         return _OBJECT_ADDRESS.sub("at 0x...", text)

@@ -29,10 +29,12 @@ from loopchain.types.hashing import sha3_256
 
 MIN_RATIO = Fraction(2, 3)
 # Peers a set lists (validators and auditors together; its groups are at most as many): what a
-# channel lists at most (radiostation/channels.py MAX_CHANNEL_PEERS says why). A set is decoded
-# from a RadioStation's answers and from blocks: one of 60,000 validators held the event loop a
-# second (review), for peers no channel can link.
-MAX_SET_PEERS = 256
+# RadioStation registers at most (radiostation/registry.py MAX_PEERS; a channel lists at most 256
+# since 2026-12-03, channels.py MAX_CHANNEL_PEERS, but an open channel's sets of earlier versions
+# named every registered peer, and chains holding them must still be read). A set is decoded from
+# a RadioStation's answers and from blocks: one of 60,000 validators held the event loop a second
+# (review).
+MAX_SET_PEERS = 1_000
 
 # The fields a set may carry (see `body`): blocks keep a set as received, so a field nothing reads
 # would be bytes stored and served under a hash that does not cover them.

@@ -398,7 +398,7 @@ async def test_a_peer_stops_being_connected_on_time_whatever_steps_the_clock_mak
     assert [v.status for v in station.view("c")] == [2]  # disconnected
 
 
-def test_a_channels_set_is_made_again_only_when_what_makes_it_changed(tmp_path: Path) -> None:
+async def test_a_channels_set_is_made_again_only_when_what_makes_it_changed(tmp_path: Path) -> None:
     """Every GetPeerList (any caller's) asks for the set: it was made again each time to be
     compared with the one signed (3.4 ms of the loop with 256 members)."""
     config = load_config(environ={}, overrides={"DEFAULT_STORAGE_PATH": str(tmp_path)})

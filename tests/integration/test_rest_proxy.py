@@ -785,7 +785,9 @@ async def test_refusals_before_any_handler_are_in_the_json_rpc_shape_on_its_path
     assert "unknown route POST /api/v3/a/b/c" in body["error"]["message"], body
 
 
-def test_an_overload_refused_before_any_handler_says_when_to_try_again_in_either_shape() -> None:
+async def test_an_overload_refused_before_any_handler_says_when_to_try_again_in_either_shape() -> (
+    None
+):
     """The answer sender's and the connection bound's overload (503) on a JSON-RPC path: -32603
     with retryAfter and the Retry-After header, as the proxy's own overload errors are."""
     for path, v3 in (("/api/v3", True), ("/api/v3d/c", True), ("/api/v1/blocks", False)):

@@ -46,7 +46,7 @@ class UserScore(ScoreBase):
         if op == "echo":
             raise ScoreError(f"unknown name {transaction.data['name']!r}")
         if op == "missing":
-            open("/nonexistent-loopchain-test/" + transaction.data["name"])
+            open(transaction.data["name"])
         if op == "missing-own":
             open(__file__ + ".missing")
 """
@@ -130,7 +130,8 @@ async def test_a_clients_words_are_recorded_as_written_whatever_the_peers_folder
     names = [f"{folders[0]}/x", f"{folders[1]}/y", "/tmp/z", f"{packages[0].path}2"]
     block = Blocks().next(
         *({"op": "echo", "name": name} for name in names),
-        {"op": "missing", "name": "x"},
+        {"op": "missing", "name": "/nonexistent-loopchain-test/x"},
+        {"op": "missing", "name": f"{folders[0]}/y"},  # one peer's TMPDIR, a client's path
         {"op": "missing-own"},
     )
     seen = []
@@ -145,7 +146,9 @@ async def test_a_clients_words_are_recorded_as_written_whatever_the_peers_folder
     assert [message for _, message in first[: len(names)]] == [
         f"ScoreError: unknown name {name!r}" for name in names
     ]
-    assert first[-2][1].endswith("'/nonexistent-loopchain-test/x'"), first[-2]
+    # the paths an exception states, by their last part (a client's, or this machine's)
+    assert first[-3][1].endswith("No such file or directory: 'x'"), first[-3]
+    assert first[-2][1].endswith("No such file or directory: 'y'"), first[-2]
     assert first[-1][1].endswith("No such file or directory: 'score_main.py.missing'"), first[-1]
 
 

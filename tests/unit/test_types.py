@@ -595,7 +595,10 @@ def test_validator_set_refuses_duplicates_and_nonpositive_weights() -> None:
         ValidatorSet(CHANNEL, 1, (Validator("hxa", 0),))
 
 
-@pytest.mark.parametrize("validators,auditors,groups", [(257, 0, 0), (200, 57, 0), (1, 0, 257)])
+@pytest.mark.parametrize(
+    "validators,auditors,groups",
+    [(MAX_SET_PEERS + 1, 0, 0), (MAX_SET_PEERS - 56, 57, 0), (1, 0, MAX_SET_PEERS + 1)],
+)
 def test_a_decoded_validator_set_lists_at_most_max_set_peers(
     validators: int, auditors: int, groups: int
 ) -> None:
