@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 
@@ -46,20 +47,28 @@ class TinyPeer(pb_grpc.PeerServiceServicer):
 
 
 @asynccontextmanager
-async def tiny_peer(signer: Signer, key: Signer | None = None) -> AsyncIterator[str]:
-    """A peer serving as `signer` at a free target; it signs challenges with `key` (default:
-    its own key; another key plays a peer that does not hold the id it claims)."""
-    port = free_port_pair()
-    target = f"127.0.0.1:{port}"
+async def served(add: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> AsyncIterator[str]:
+    """`servicer` (added by `add`, a generated add_*Servicer_to_server) on a plain gRPC server
+    at a free target of 127.0.0.1; the target."""
+    target = f"127.0.0.1:{free_port_pair()}"
     server = grpc.aio.server()
-    peer = TinyPeer(signer.address, target, key or signer)
-    pb_grpc.add_PeerServiceServicer_to_server(peer, server)
+    add(servicer, server)
     server.add_insecure_port(target)
     await server.start()
     try:
         yield target
     finally:
         await server.stop(None)
+
+
+@asynccontextmanager
+async def tiny_peer(signer: Signer, key: Signer | None = None) -> AsyncIterator[str]:
+    """A peer serving as `signer` at a free target; it signs challenges with `key` (default:
+    its own key; another key plays a peer that does not hold the id it claims)."""
+    peer = TinyPeer(signer.address, "", key or signer)
+    async with served(pb_grpc.add_PeerServiceServicer_to_server, peer) as target:
+        peer.target = target
+        yield target
 
 
 class HangingPeer(pb_grpc.PeerServiceServicer):
@@ -81,14 +90,9 @@ class HangingPeer(pb_grpc.PeerServiceServicer):
 @asynccontextmanager
 async def hanging_peer() -> AsyncIterator[tuple[str, HangingPeer]]:
     """A HangingPeer served at a free target; released and stopped at the end."""
-    target = f"127.0.0.1:{free_port_pair()}"
-    server = grpc.aio.server()
     peer = HangingPeer()
-    pb_grpc.add_PeerServiceServicer_to_server(peer, server)
-    server.add_insecure_port(target)
-    await server.start()
     try:
-        yield target, peer
+        async with served(pb_grpc.add_PeerServiceServicer_to_server, peer) as target:
+            yield target, peer
     finally:
         peer.release.set()
-        await server.stop(None)

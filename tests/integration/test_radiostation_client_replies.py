@@ -6,15 +6,13 @@ ValueError from an empty key escaped the heartbeat loop's task group and stopped
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from loopchain.configure import load_config
-from loopchain.p2p import grpc_util
 from loopchain.p2p.radiostation_client import RadioStationRefused, RadioStations
 from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.protos import loopchain_pb2 as pb
@@ -23,7 +21,7 @@ from loopchain.types.channel_name import MAX_CHANNELS
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
 from loopchain.types.validators import MAX_SET_PEERS
-from tools.procs import free_port_pair
+from tests.integration._targets import served
 
 pytestmark = pytest.mark.asyncio
 
@@ -48,18 +46,9 @@ class Answering(pb_grpc.RadioStationServicer):
         return self.peers
 
 
-@asynccontextmanager
-async def serving(station: Answering) -> AsyncIterator[str]:
+def serving(station: Answering) -> AbstractAsyncContextManager[str]:
     """`station` served on a free port of 127.0.0.1; its target."""
-    port = free_port_pair()
-    server = grpc_util.create_server(CONFIG)
-    pb_grpc.add_RadioStationServicer_to_server(station, server)
-    grpc_util.bind(server, "127.0.0.1", port)
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(grace=0)
+    return served(pb_grpc.add_RadioStationServicer_to_server, station)
 
 
 def answer_with_key(key: bytes) -> Answering:

@@ -5,14 +5,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
 
 from loopchain.configure import load_config
-from loopchain.p2p import grpc_util
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.peer_status import STATUS_REPLY_BYTES, PeerStatusError, fetch_status
@@ -20,7 +18,7 @@ from loopchain.radiostation.probe import IDENTIFY_REPLY_BYTES, TargetUnverified,
 from loopchain.radiostation.registry import PeerRecord
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import identify_digest
-from tools.procs import free_port_pair
+from tests.integration._targets import served
 
 pytestmark = pytest.mark.asyncio
 
@@ -42,17 +40,8 @@ class Peer(pb_grpc.PeerServiceServicer):
         return pb.PeerStatusReply(peer_id=PEER.address, consensus="x" * self.padding)
 
 
-@asynccontextmanager
-async def serving(peer: Peer) -> AsyncIterator[str]:
-    port = free_port_pair()
-    server = grpc_util.create_server(CONFIG)
-    pb_grpc.add_PeerServiceServicer_to_server(peer, server)
-    grpc_util.bind(server, "127.0.0.1", port)
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(grace=0)
+def serving(peer: Peer) -> AbstractAsyncContextManager[str]:
+    return served(pb_grpc.add_PeerServiceServicer_to_server, peer)
 
 
 async def test_a_target_answering_identify_at_length_is_refused_unread() -> None:

@@ -125,7 +125,7 @@ async def cluster(tmp_path: Path, limit: Limit) -> AsyncIterator[Cluster]:
     await made.stop()
 
 
-def lone_peer(cluster: Cluster, balances: HeldBalances) -> ChannelService:
+def lone_peer(cluster: Cluster, balances: HeldBalances | Holding) -> ChannelService:
     """Peer 0 cut off from the others (it makes no block, so its pool only fills), its SCORE's
     balances answered by `balances`."""
     service = cluster.services[0]
@@ -440,9 +440,7 @@ async def test_a_senders_balance_pays_for_its_pooled_transactions_first(tmp_path
     (review). Its pooled ones are counted, then those of the batch in order."""
     cluster = Cluster(tmp_path)
     try:
-        service = cluster.services[0]
-        cluster.network.down.add(service.signer.address)
-        service.score.balances = Holding(3 * MOST).balances  # type: ignore[method-assign]
+        service = lone_peer(cluster, Holding(3 * MOST))
         sender = Signer.generate()
         first = await service.create_icon_txs(icon_batch(sender, 2))
         assert len(taken(first)) == 2, first
@@ -465,9 +463,7 @@ async def test_relayed_transactions_past_their_senders_balance_leave_the_pool(
     these in the order they came) stay; the rest leave."""
     cluster = Cluster(tmp_path)
     try:
-        service = cluster.services[0]
-        cluster.network.down.add(service.signer.address)
-        service.score.balances = Holding(3 * MOST).balances  # type: ignore[method-assign]
+        service = lone_peer(cluster, Holding(3 * MOST))
         sender = Signer.generate()
         relayed = _relayed(icon_batch(sender, 5))
         await service.receive_txs_in_turns(relayed)
@@ -491,9 +487,7 @@ async def test_concurrent_requests_of_one_sender_share_its_balance(tmp_path: Pat
     refused."""
     cluster = Cluster(tmp_path)
     try:
-        service = cluster.services[0]
-        cluster.network.down.add(service.signer.address)
-        service.score.balances = Holding(2 * MOST).balances  # type: ignore[method-assign]
+        service = lone_peer(cluster, Holding(2 * MOST))
         sender = Signer.generate()
         texts = icon_batch(sender, 20)
         outcomes = await asyncio.gather(*(service.create_icon_txs([t]) for t in texts))
