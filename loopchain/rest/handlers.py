@@ -239,11 +239,9 @@ class PeerApi:
         try:
             async with asyncio.timeout(self.turn_wait):
                 await self._block_reads.acquire()
-        except TimeoutError:
-            raise RestError(
-                ResponseCode.FAIL,
-                f"{MAX_BLOCK_READS} block reads are in flight to the peer; try again shortly",
-                503,
+        except TimeoutError:  # the proxy's own refusal for want of room (monitors retry it)
+            raise ProxyBusy(
+                f"{MAX_BLOCK_READS} block reads are in flight to the peer; try again shortly"
             ) from None
         try:
             yield
@@ -432,7 +430,10 @@ class PeerApi:
             for index, item in enumerate(value)
         ]
         channels = [params.body_channel(body, request) for body in bodies]
-        with self.slots(len(bodies), submissions=True):
+        # an array's transactions go to the peer in batched calls: it holds a quarter of the
+        # submission slots at most (one of 256 held them all, and every single submission of the
+        # proxy was refused while it was in flight: review)
+        with self.slots(min(len(bodies), max(1, self._max_inflight // 4)), submissions=True):
             outcomes = await asyncio.gather(
                 *(self._submit(c, b) for c, b in zip(channels, bodies, strict=True)),
                 return_exceptions=True,

@@ -22,7 +22,7 @@ from typing import Any
 
 from loopchain.blockchain.coin import CONTRACT_NOT_FOUND, TREASURY, steps_for
 from loopchain.rest.handlers import LastBlocks
-from loopchain.rest.icon_peer import PeerReader
+from loopchain.rest.icon_peer import BusyError, PeerReader
 from loopchain.rest.icon_shapes import (
     block_json,
     network_info_json,
@@ -220,7 +220,11 @@ class IconMethods:
             try:
                 return await self._result(call, tx_hash)
             except JsonRpcError as exc:
-                if exc.code not in (JsonRpcCode.PENDING, JsonRpcCode.EXECUTING):
+                # the proxy's own refusal of a poll for want of room leaves the transaction as
+                # it was: taken, so waited for (a client told to send it again was told it is
+                # known: review); a peer's failure still ends the wait with its words
+                busy = isinstance(exc, BusyError)
+                if exc.code not in (JsonRpcCode.PENDING, JsonRpcCode.EXECUTING) and not busy:
                     raise
                 left = deadline - time.monotonic()
                 if left <= 0:

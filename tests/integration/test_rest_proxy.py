@@ -17,9 +17,12 @@ import aiohttp
 import grpc
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 
+from loopchain.configure import load_config
+from loopchain.rest.app import PEER_API, create_app
 from loopchain.rest.jsonrpc import outer_error
 from loopchain.types.codes import ResponseCode
 from loopchain.types.jsonrpc import JsonRpcCode
@@ -885,11 +888,10 @@ async def test_calls_beyond_the_in_flight_limit_are_503_at_once_each_kind_apart(
 
     try:
         await proxy.wait_ready(session)
-        hanging_txs = asyncio.ensure_future(
-            call_list(
-                session,
-                proxy.base + "/api/v1/transactions",
-                [{"hang": True, "n": 1}, {"hang": True, "n": 2}],
+        hanging_txs = asyncio.gather(
+            *(
+                call(session, "POST", proxy.base + "/api/v1/transactions", json=tx)
+                for tx in ({"hang": True, "n": 1}, {"hang": True, "n": 2})
             )
         )
         # both hold their slots from the start: the first reaches the peer, the other waits
@@ -916,8 +918,10 @@ async def test_calls_beyond_the_in_flight_limit_are_503_at_once_each_kind_apart(
 
         fake.release_queries.set()
         assert [status for status, _ in await asyncio.gather(*hanging_queries)] == [200, 200]
-        status, results = await hanging_txs
-        assert status == 200 and [r["response_code"] for r in results] == [0, 0]
+        assert [(status, body["response_code"]) for status, body in await hanging_txs] == [
+            (200, 0),
+            (200, 0),
+        ]
         status, _ = await call(session, "POST", proxy.base + "/api/v1/transactions", json={"d": 2})
         assert status == 200
         status, _ = await call(session, "GET", proxy.base + "/api/v1/blocks")
@@ -928,6 +932,42 @@ async def test_calls_beyond_the_in_flight_limit_are_503_at_once_each_kind_apart(
         await server.stop(None)
     assert exit_status == 0
     proxy.assert_clean_log()
+
+
+async def test_an_array_in_flight_holds_a_quarter_of_the_submission_slots_at_most(session):
+    """An array's transactions go to the peer in batched calls: one of 256 held every
+    submission slot while in flight, and every single submission of the proxy was refused
+    (review). It holds REST_MAX_INFLIGHT / 4 at most (the proxy in this process, to see its
+    slots)."""
+    port = free_port_pair()
+    server, fake = await start_fake_peer(port)
+    config = load_config(environ={}, overrides={"GRPC_TIMEOUT": 60.0, "REST_MAX_INFLIGHT": 8})
+    app = create_app(config, f"127.0.0.1:{port}")
+    runner = web.AppRunner(app, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, rest_port = runner.addresses[0][:2]
+    api = app[PEER_API]
+    try:
+        url = f"http://{host}:{rest_port}/api/v1/transactions"
+        hanging = asyncio.ensure_future(
+            call_list(session, url, [{"hang": True, "n": n} for n in range(8)])
+        )
+
+        async def reached() -> bool:
+            return any(name.startswith("CreateTx") for name, _ in fake.calls)
+
+        await wait_until_async(reached, 30, "the array to reach the peer")
+        assert api._inflight[True] == 2  # 8 // 4 of the submission slots
+        fake.release_queries.set()
+        status, results = await hanging
+        assert status == 200 and [r["response_code"] for r in results] == [0] * 8
+        assert api._inflight[True] == 0
+    finally:
+        fake.release_queries.set()
+        await runner.cleanup()
+        await server.stop(None)
 
 
 async def test_connections_that_send_too_little_are_closed_within_their_deadlines(
