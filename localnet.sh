@@ -141,9 +141,11 @@ stop() {
   done
   rm -f "$DATA"/pids/*.pid
   echo "stopped; state kept in $DATA"
-  exit 0
+  exit "${1:-0}"
 }
-trap stop INT TERM EXIT
+# stopped on request: 0; ended otherwise (a node that never came up): the status it ended with
+trap 'stop 0' INT TERM
+trap 'stop $?' EXIT
 
 "$PY" radiostation.py -o "$CONF" "${DEBUG[@]}" >"$DATA/logs/radiostation.log" 2>&1 &
 echo $! > "$DATA/pids/radiostation.pid"

@@ -290,6 +290,16 @@ class LoadError(Exception):
         self.retry_after = retry_after
 
 
+def _code_word(code: object) -> str:
+    """An answer's response code as an error's category: an integer of a few digits, else "?"
+    (the server's words: each distinct one was a category of its own, and a peer answering a
+    fresh 50 kB code each time grew the tool's memory and summary without end, review)."""
+    if isinstance(code, bool) or not isinstance(code, int | str):
+        return "?"
+    text = str(code)
+    return text if len(text) <= 12 and text.lstrip("-").isdigit() else "?"
+
+
 def tx_hash_of(value: Any) -> str:
     """The 64 hex digits of a transaction hash as answered (with or without 0x);
     LoadError("bad reply") for anything else."""
@@ -447,7 +457,7 @@ class RestTransport:
         status, body, retry = await self._json(method, path, **kwargs)
         if status != 200 or body.get("response_code") not in (0, "0"):
             detail = str(body.get("message", ""))
-            kind = f"http {status} ({body.get('response_code')})"
+            kind = f"http {status} ({_code_word(body.get('response_code'))})"
             raise LoadError(kind, detail, retry_after=retry)
         return body
 
@@ -469,7 +479,7 @@ class RestTransport:
         status, body, retry = await self._json("POST", path, json=request)
         if "error" in body:
             error = body["error"] if isinstance(body["error"], dict) else {}
-            kind = f"http {status} ({error.get('code')})"
+            kind = f"http {status} ({_code_word(error.get('code'))})"
             raise LoadError(kind, str(error.get("message")), retry_after=retry)
         if status != 200:
             raise LoadError(f"http {status}", retry_after=retry)
@@ -585,7 +595,10 @@ class GrpcTransport:
     async def balance(self, address: str) -> int:
         request = pb.BalanceRequest(channel=self._channel, address=address)
         reply = await self._call(self._stub.GetBalance, request)
-        return int(reply.balance)
+        try:
+            return int(reply.balance)
+        except ValueError:
+            raise LoadError("bad reply", f"balance {reply.balance[:80]!r} is no number") from None
 
     async def _block(self, height: int) -> BlockInfo | None:
         request = pb.GetBlockRequest(channel=self._channel, height=height)

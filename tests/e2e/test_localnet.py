@@ -244,3 +244,19 @@ def test_ctrl_c_stops_every_process_gracefully(tmp_path: Path) -> None:
         text = log.read_text(errors="replace")
         assert "ending the process now" not in text, (log.name, text[-2000:])
         assert_clean_log(text, log.stem, log)
+
+
+def test_a_network_that_does_not_come_up_ends_localnet_with_a_failure(tmp_path: Path) -> None:
+    """A RadioStation that cannot start (here a configuration it refuses) is reported and the
+    script ends 1: its stop ended every run with 0, and a script starting it took the failure
+    for a network up and stopped (review)."""
+    done = subprocess.run(
+        ["./localnet.sh", "--data", str(tmp_path / "net"), "--peers", "1"],
+        cwd=ROOT,
+        env={**os.environ, "PORT_RADIOSTATION": "not-a-port"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
+    assert "radiostation exited; see its log" in done.stderr

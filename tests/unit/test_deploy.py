@@ -790,3 +790,17 @@ def test_long_running_services_restart_unless_stopped(compose: dict[str, Any]) -
         assert policy == "unless-stopped", f"{name}: restart {policy!r}"
     # the one-shot step must exit for good: the others wait for its successful completion
     assert service(compose, INIT).get("restart") in (None, "no"), service(compose, INIT)
+
+
+def test_the_collector_writes_only_the_nodes_tags_within_bounds() -> None:
+    """A tag names the file it is written to and its sender chooses it ("../../x" wrote outside
+    the log folder with the fluentd pinned here; every new tag a file and a buffer chunk): only
+    the nodes' eight tags are written, the rest dropped; messages and the buffer are bounded."""
+    text = FLUENT_CONF.read_text(encoding="utf-8")
+    matches = re.findall(r"^<match\s+([^>]+)>", text, re.M)
+    kinds = "{radiostation,peer,rest_proxy,score}"
+    assert matches == [f"loopchain.{kinds} loopchain.{kinds}.event", "**"], matches
+    last = text[text.rindex("<match **>") :]
+    assert re.search(r"^\s*@type\s+null\s*$", last, re.M), "other tags are not dropped"
+    assert re.search(r"^\s*chunk_size_limit\s+\S+", text, re.M), "messages are not bounded"
+    assert re.search(r"^\s*total_limit_size\s+\S+", text, re.M), "the buffer is not bounded"

@@ -366,3 +366,20 @@ def test_main_refuses_an_unusable_key_in_one_line_before_any_request(tmp_path, c
     assert loadtool.main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"loadtool: key file {key} has mode 0644")
+
+
+@pytest.mark.parametrize(
+    ("code", "word"),
+    [
+        (0, "0"),
+        (-32603, "-32603"),
+        ("-6", "-6"),
+        ("x" * 50_000, "?"),  # a server's fresh words each time were a category each
+        ("12345678901234567890", "?"),
+        (None, "?"),
+        (True, "?"),
+        ([1], "?"),
+    ],
+)
+def test_an_answers_code_is_a_bounded_error_category(code: object, word: str) -> None:
+    assert loadtool._code_word(code) == word
