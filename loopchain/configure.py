@@ -360,6 +360,10 @@ def read_json_layer(path: str) -> dict[str, Any]:
             data = json.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist") from None
+    except OSError as exc:  # a folder, no permission, an I/O error: named, not a traceback
+        raise ConfigError(
+            f"configuration file {path} cannot be read: {exc.strerror or exc}"
+        ) from None
     except ValueError as exc:  # JSONDecodeError, or a number longer than 4300 digits
         raise ConfigError(f"configuration file {path} is not valid JSON: {exc}") from None
     except RecursionError:

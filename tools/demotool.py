@@ -40,6 +40,7 @@ from tools.rest_client import (
     add_tls_arguments,
     client_from_args,
     seconds_arg,
+    terminal_text,
     tls_argv,
     url_arg,
 )
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _emit(args: argparse.Namespace, value: Any, text: str) -> None:
-    print(json.dumps(value) if args.json else text)
+    print(json.dumps(value) if args.json else terminal_text(text))
 
 
 def _post_batch(client: RestClient, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -173,7 +174,7 @@ def _send_txs(client: RestClient, args: argparse.Namespace, hashes: list[str]) -
                 hashes.append(str(answer["tx_hash"]))
             else:
                 failed += 1
-                print(f"refused: {answer.get('message', answer)}", file=sys.stderr)
+                print(terminal_text(f"refused: {answer.get('message', answer)}"), file=sys.stderr)
     return failed
 
 

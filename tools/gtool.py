@@ -46,6 +46,7 @@ from tools.rest_client import (
     add_tls_arguments,
     client_from_args,
     seconds_arg,
+    terminal_text,
     tls_argv,
     url_arg,
 )
@@ -132,7 +133,7 @@ def _operator(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _emit(args: argparse.Namespace, value: Any, text: str) -> None:
-    print(json.dumps(value, indent=1) if args.json else text)
+    print(json.dumps(value, indent=1) if args.json else terminal_text(text))
 
 
 def channel_data(client: RestClient) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import http.client
 import io
 import json
 import os
+import re
 import socket
 import ssl
 import time
@@ -37,8 +38,21 @@ READ_CHUNK = 64 * 1024
 TLS_KEY_PASSWORD_ENV = "LOOPCHAIN_TLS_KEY_PASSWORD"  # as the nodes read it (p2p.grpc_util)
 
 
+# control characters other than a line's end and a tab: a node's words printed as they came drove
+# the terminal (clearing it, setting its title: review)
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_text(text: str) -> str:
+    """`text` with its control characters (but line ends and tabs) escaped, to print it."""
+    return _CONTROLS.sub(lambda found: found[0].encode("unicode_escape").decode("ascii"), text)
+
+
 class ToolError(Exception):
-    """A failure to report on one line (exit status 1)."""
+    """A failure to report on one line (exit status 1); its words are printable as they are."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(terminal_text(message))
 
 
 def base_url(text: str, default_scheme: str = "http") -> str:

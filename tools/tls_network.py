@@ -29,7 +29,7 @@ from pathlib import Path
 from loopchain.durable import write_atomic
 from loopchain.p2p.grpc_util import TLS_PASSWORD_ENV
 from loopchain.types import certificates
-from loopchain.types.crypto import Signer, load_or_create_key, write_private_file
+from loopchain.types.crypto import SignatureError, Signer, load_or_create_key, write_private_file
 from loopchain.types.passwords import KEY_PASSWORD_ENV
 
 VALID_DAYS = 365
@@ -109,11 +109,18 @@ def main(argv: list[str] | None = None) -> int:
         ports = [int(p) for p in args.peers.split(",") if p]
     except ValueError:
         parser.error(f"--peers must list port numbers, got {args.peers!r}")
+    try:
+        return _issue_all(storage, args.radiostation, ports)
+    except SignatureError as exc:  # a key file damaged, or its password not the one given
+        raise SystemExit(f"tls_network: {exc}") from None
+
+
+def _issue_all(storage: Path, radiostation: int, ports: list[int]) -> int:
     ca_pem, ca_key = load_or_create_ca(storage / "ca")
-    rs_dir = storage / f"radiostation_{args.radiostation}"
+    rs_dir = storage / f"radiostation_{radiostation}"
     rs_signer = load_or_create_key(rs_dir / "radiostation_key")
     issue(rs_dir, rs_signer, ca_pem, ca_key, (RADIOSTATION_NAME,))
-    print(f"radiostation {args.radiostation}: {rs_signer.address}")
+    print(f"radiostation {radiostation}: {rs_signer.address}")
     for port in ports:
         peer_dir = storage / f"peer_{port}"
         signer = load_or_create_key(peer_dir / "peer_key", _env_password(KEY_PASSWORD_ENV))

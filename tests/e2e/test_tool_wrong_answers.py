@@ -164,3 +164,21 @@ def test_the_menu_shows_one_line_and_comes_back(node: WrongNode, tmp_path: Path)
     assert done.exit_code == 0, done.output
     assert done.output.count("error: unexpected answer from the peer: ") == 2, done.output
     assert "Traceback" not in done.output
+
+
+ESCAPES = "\x1b[2J\x1b]0;owned\x07"  # clear the screen, set the terminal's title
+
+
+def test_a_nodes_words_do_not_drive_the_terminal(node: WrongNode, tmp_path: Path) -> None:
+    """A node's strings were printed as they came: its escape sequences cleared the screen and
+    set the title (review). Control characters are shown escaped, in answers and in errors."""
+    node.answers["/api/v1/status/peer"] = {"status": ESCAPES, "peer_id": "hx" + "0" * 40}
+    node.answers["/api/v1/status/score"] = {"id": "x", "version": "1"}
+    done = run_tool(DEMOTOOL, "-p", node.url, "status", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout, done.stdout
+    assert "\\x1b[2J\\x1b]0;owned\\x07" in done.stdout, done.stdout
+    node.answers.clear()  # now every answer is a 404 whose message the error repeats
+    node.answers["/api/v1/blocks"] = {"message": ESCAPES}
+    failed = run_tool(DEMOTOOL, "-p", node.url, "blocks", "--from", "0", "--to", "0", cwd=tmp_path)
+    assert "\x1b" not in failed.stderr + failed.stdout, failed.stderr

@@ -213,3 +213,16 @@ def test_tls_network_names_a_ca_it_cannot_use_and_writes_each_file_whole(tmp_pat
     mismatched = run(TLS_NETWORK, *args, cwd=tmp_path)
     assert mismatched.returncode == 1, mismatched.stderr
     assert "ca.pem is not the certificate of ca_key.pem" in mismatched.stderr, mismatched.stderr
+
+
+def test_tls_network_names_a_damaged_peer_key(tmp_path: Path) -> None:
+    """A peer key it cannot read (damaged, or under another password) is named, not a
+    traceback (review)."""
+    storage = tmp_path / "storage"
+    args = ["--storage", str(storage), "--radiostation", "7102", "--peers", "7100"]
+    assert run(TLS_NETWORK, *args, cwd=tmp_path).returncode == 0
+    key = storage / "peer_7100" / "peer_key"
+    key.write_text("garbage\n")
+    done = run(TLS_NETWORK, *args, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"tls_network: key file {key} does not hold a valid private key" in done.stderr

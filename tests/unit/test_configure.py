@@ -29,6 +29,7 @@ from loopchain.configure import (
     load_config,
     log_file_handler,
     parse_env_value,
+    read_json_layer,
     settings_without_effect,
     setup_logging,
 )
@@ -532,3 +533,9 @@ def test_a_log_file_that_takes_records_again_says_how_many_it_missed(
     ]
     told = capsys.readouterr().err
     assert told.count("takes no records") == 1 and "Traceback" not in told, told
+
+
+def test_a_configuration_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    """A folder (or a file without permission) given with -o was a traceback (review)."""
+    with pytest.raises(ConfigError, match=f"configuration file {tmp_path} cannot be read"):
+        read_json_layer(str(tmp_path))
