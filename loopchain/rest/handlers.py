@@ -444,14 +444,18 @@ class PeerApi:
         """GET /api/v1/transactions?hash=H: the transaction with its meta data."""
         channel, tx_hash = params.query_channel(request), params.hash_arg(request)
         with self.slots():
-            reply = await self.txs.submit(channel, tx_hash, self._timeout)
+            reply = await self.txs.submit(
+                channel, tx_hash, self._timeout, send_within=self.turn_wait
+            )
         return json_response(formatting.tx_response(reply))
 
     async def get_tx_result(self, request: web.Request) -> web.Response:
         """GET /api/v1/transactions/result?hash=H: the SCORE's result code for the transaction."""
         channel, tx_hash = params.query_channel(request), params.hash_arg(request)
         with self.slots():
-            reply = await self.results.submit(channel, tx_hash, self._timeout)
+            reply = await self.results.submit(
+                channel, tx_hash, self._timeout, send_within=self.turn_wait
+            )
         return json_response(formatting.tx_result_response(reply))
 
     async def query(self, request: web.Request) -> web.Response:
@@ -459,7 +463,9 @@ class PeerApi:
         text = await params.read_body(request, self._max_body)
         channel = params.body_channel(params.parse_json(text), request)
         with self.slots():
-            answer = await self.querier.submit(channel, text, self._timeout)
+            answer = await self.querier.submit(
+                channel, text, self._timeout, send_within=self.turn_wait
+            )
         return json_response(formatting.query_response(answer))
 
     async def get_block(self, request: web.Request) -> web.Response:

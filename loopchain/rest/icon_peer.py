@@ -236,7 +236,9 @@ class PeerReader:
         a transaction the peer does not know."""
         try:
             with self._api.slots():
-                return await lookups.submit(channel, tx_hash, self._api.timeout)
+                return await lookups.submit(
+                    channel, tx_hash, self._api.timeout, send_within=self._api.turn_wait
+                )
         except _Unknown as unknown:  # the transaction, or the channel: -32602 for the channel
             if not unknown.served:
                 await self.chain_facts(channel)
@@ -313,7 +315,9 @@ class PeerReader:
         """The channel SCORE's JSON answer to a read-only query."""
         try:
             with self._api.slots():
-                return await self._querier.submit(channel, params_json, self._api.timeout)
+                return await self._querier.submit(
+                    channel, params_json, self._api.timeout, send_within=self._api.turn_wait
+                )
         except RestError as exc:  # busy, stopping, or the peer gave no answer
             raise _from_rest(exc) from None
 
@@ -321,7 +325,9 @@ class PeerReader:
         """An account's ICX and the total supply at the last executed block."""
         try:
             with self._api.slots():
-                reply = await self._balances.submit(channel, address, self._api.timeout)
+                reply = await self._balances.submit(
+                    channel, address, self._api.timeout, send_within=self._api.turn_wait
+                )
         except RestError as exc:  # busy, stopping, or the peer gave no answer
             raise _from_rest(exc) from None
         try:

@@ -152,7 +152,8 @@ class BatchSubmitter(Generic[Answer]):
         """The answer to the submission (RestError, or what `make_error` makes, when it was
         refused); with `timeout`, a deadline error once it has waited that long, in the queue
         and its call together (the submission, not yet sent, is then not sent). With
-        `send_within` (a transaction: its outcome must be known), one still waiting to be sent
+        `send_within` (a transaction: its outcome must be known; a read: queued behind a slow
+        call it timed out, a 504, where a busy peer is a 503: review), one still waiting to be sent
         after that long is taken out and refused as the busy peer's (RESOURCE_EXHAUSTED: 503 with
         Retry-After, safe to send again); one sent waits for its call, which its deadline bounds."""
         if self._closed:
@@ -184,7 +185,7 @@ class BatchSubmitter(Generic[Answer]):
             ):
                 raise self._refusal(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"the peer is busy: the transaction waited {send_within:g} s to be sent to it "
+                    f"the peer is busy: the request waited {send_within:g} s to be sent to it "
                     "and was not sent",
                 )
         if timeout is None:

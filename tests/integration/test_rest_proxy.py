@@ -836,6 +836,32 @@ async def test_peer_down_answers_503_and_recovers(session, tmp_path):
     proxy.assert_clean_log()
 
 
+async def test_a_query_waiting_to_be_sent_behind_a_slow_one_is_503_not_a_timeout(session, tmp_path):
+    """Reads wait behind the call in flight as transactions do (review: a query, or a result
+    poll, queued behind a slow one timed out, 504 -900, where a busy peer is a 503)."""
+    fake = FakePeer()
+    conf = {"GRPC_TIMEOUT": 8.0}
+    async with proxy_in_front_of(fake, tmp_path, conf, session) as proxy:
+        url = proxy.base + "/api/v1/query"
+        try:
+            held = asyncio.ensure_future(call(session, "POST", url, json={"hang": True}))
+
+            async def in_flight() -> bool:
+                return any(name.startswith("Query") for name, _ in fake.calls)
+
+            await wait_until_async(in_flight, 30, "the first query to reach the peer")
+            async with session.post(url, json={"d": 1}) as resp:
+                assert resp.status == 503, await resp.text()
+                assert resp.headers["Retry-After"] == "1"
+                body = await resp.json()
+            assert_error(503, body, 503, ResponseCode.FAIL, "was not sent")
+            fake.release_queries.set()
+            status, body = await held
+            assert status == 200, body
+        finally:
+            fake.release_queries.set()
+
+
 async def test_a_transaction_waiting_to_be_sent_behind_a_slow_call_is_503_not_a_timeout(
     session, tmp_path
 ):
