@@ -1580,9 +1580,8 @@ def _proven_final_count(
         last = checked[-1][0]
         if (
             child.header.round == last.header.round + 1
-            and check_header(last_point, child, issuer, ratio) is None
+            and check_extends(last_point, child, issuer, ratio) is None
             and check_certificate(last_point, child, child_qc, ratio) is None
-            and child.check_integrity() is None
         ):
             final = len(checked)
     return final

@@ -1598,8 +1598,7 @@ def _max_cost(tx: Transaction) -> int:
 def _payable(tx: Transaction, held: int, owed: int = 0) -> Transaction | RequestError:
     """The v3 transaction, or why a sender holding `held` loop, `owed` of it to its pooled
     transactions, cannot pay for it."""
-    icon = tx.icon()
-    needed = icon.value + icon.step_limit * coin.STEP_PRICE
+    icon, needed = tx.icon(), _max_cost(tx)
     if held - owed < needed:
         pooled = f", {owed} of it promised to its pooled transactions" if owed else ""
         return RequestError(

@@ -1264,19 +1264,7 @@ class _InflatingNetwork(Network):
             for b in self.byz
         ]
         tc = TimeoutCertificate(CHANNEL, complaint.round, tuple(sorted(entries)))
-        junk = Block.create(
-            channel=CHANNEL,
-            height=0,
-            round_=0,
-            prev_hash=b"",
-            prev_qc=None,
-            transactions=[],
-            timestamp=1,
-            leader=self.byz[0].signer,
-            next_leader="",
-            validators_hash=b"\0" * 32,
-            prev_tc=tc,
-        )
+        junk = _junk_carrying(tc, self.byz[0].signer)
         for address in self.nodes:
             if address not in self.byz_ids:
                 at = delay + self.rng.uniform(0.001, self.max_delay)
