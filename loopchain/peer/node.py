@@ -215,6 +215,7 @@ class PeerNode:
         self.stores: list[KeyValueStore] = []
         self.signer: Signer | None = None
         self.node_store: KeyValueStore | None = None
+        self._cache_refused = False  # the node store refused a write (see _write_cache)
         self.tls: grpc_util.Tls | None = None
         self._revocations_seen = b""  # digest of the RadioStation's CRL last fetched or held
         # why the peer stopped on its own (its storage failed, a worker crashed too often), and
@@ -452,7 +453,7 @@ class PeerNode:
                 # (their heartbeats are refused: no registering again for them, as for channels
                 # a registration made again no longer grants)
                 self._ungranted = {grant.channel for grant in registration.channels} - granted
-                self.node_store.put(  # without the channels their chain no longer needs
+                self._write_cache(  # without the channels their chain no longer needs
                     REGISTRATION_CACHE.encode(), _encode_registration(registration), sync=True
                 )
                 return registration
@@ -859,14 +860,47 @@ class PeerNode:
         while its chain there counts this peer (`_with_counted`); the first start that finds the
         chain no longer does leaves it out of the cache."""
         assert self.node_store is not None
-        before = _readable_registration(self.node_store.get(REGISTRATION_CACHE.encode()))
+        before = _readable_registration(self._read_cache(REGISTRATION_CACHE.encode()))
         if before is not None:
             granted = {grant.channel for grant in registration.channels}
             formerly = [g for g in before.channels if g.channel not in granted]
             registration = replace(registration, channels=registration.channels + tuple(formerly))
-        self.node_store.put(
+        self._write_cache(
             REGISTRATION_CACHE.encode(), _encode_registration(registration), sync=True
         )
+
+    def _write_cache(self, key: bytes, value: bytes, sync: bool = False) -> None:
+        """Write to the node store, a cache of what the RadioStation said. A write it refuses (a
+        full disk, an I/O error) is warned about, not raised: raised, it stopped every channel of
+        the peer, healthy ones too, at the next member change after a disk was full a moment
+        (review). LevelDB takes no write after a failed one, so the store is opened again for
+        the next one."""
+        assert self.node_store is not None
+        try:
+            if self._cache_refused and isinstance(self.node_store, LevelDBStore):
+                self._reopen_node_store(self.node_store)
+            self.node_store.put(key, value, sync=sync)
+        except StorageError as exc:
+            self._cache_refused = True
+            log.warning("the node cache is not written, the peer runs on without it: %s", exc)
+        else:
+            self._cache_refused = False
+
+    def _reopen_node_store(self, store: LevelDBStore) -> None:
+        store.close()  # (twice is fine: an opening that failed left it closed)
+        if store in self.stores:
+            self.stores.remove(store)
+        self.node_store = LevelDBStore(store.path)  # StorageError: it stays closed until then
+        self.stores.append(self.node_store)
+
+    def _read_cache(self, key: bytes) -> bytes | None:
+        """A value of the node store (None, warned about, when it cannot be read: a cache)."""
+        assert self.node_store is not None
+        try:
+            return self.node_store.get(key)
+        except StorageError as exc:
+            log.warning("the node cache is not read, the peer runs on without it: %s", exc)
+            return None
 
     def _compare_registration(self, target: str, registration: Registration) -> None:
         """Warn where a registration made again differs from the one the channels run with (they
@@ -934,13 +968,13 @@ class PeerNode:
     def _cache_members(self, channel: str, peers: list[PeerInfo]) -> None:
         assert self.node_store is not None
         rows = [[p.peer_id, p.target, p.order, p.group_id] for p in peers]
-        self.node_store.put(f"members/{channel}".encode(), json.dumps(rows).encode())
+        self._write_cache(f"members/{channel}".encode(), json.dumps(rows).encode())
 
     def _cached_members(self, channel: str) -> list[PeerInfo]:
         """The member list cached for `channel`; none when it cannot be read (warned about: it
         is read at every channel's opening, and the RadioStation's list replaces it)."""
         assert self.node_store is not None
-        raw = self.node_store.get(f"members/{channel}".encode())
+        raw = self._read_cache(f"members/{channel}".encode())
         if not raw:
             return []
         try:

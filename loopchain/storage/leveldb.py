@@ -83,6 +83,8 @@ def _message(exc: BaseException) -> str:
 # how LevelDB's messages begin for damage it found (a compaction meeting a damaged table, with its
 # paranoid checks: every write after it fails so)
 CORRUPTION = "Corruption:"
+# a store's files that hold its data: tables (".sst" by older LevelDBs) and write-ahead logs
+_DATA_SUFFIXES = (".ldb", ".sst", ".log")
 
 
 def _write_error(what: str, exc: BaseException) -> StorageError:
@@ -109,6 +111,7 @@ def _open(path: Path, create: bool, compression: bool, sizes: dict[str, int]) ->
             make_directories(path)
         except OSError as exc:
             raise StorageError(f"cannot create LevelDB store directory {path}: {exc}") from None
+        _refuse_headless(path)
     elif not (path / "CURRENT").is_file():  # LevelDB would create the directory before refusing
         raise StorageError(f"LevelDB store at {path} does not exist")
     try:
@@ -129,6 +132,28 @@ def _open(path: Path, create: bool, compression: bool, sizes: dict[str, int]) ->
         if isinstance(exc, plyvel.CorruptionError):
             raise StorageCorrupt(f"LevelDB store at {path} is corrupt: {_message(exc)}") from None
         raise StorageError(f"cannot open LevelDB store at {path}: {_message(exc)}") from None
+
+
+def _refuse_headless(path: Path) -> None:
+    """StorageCorrupt when the folder holds a store's tables or logs without its CURRENT file
+    (lost to a file system's damage, a partial copy, a hand): LevelDB would make a new empty
+    store there, replay the logs into it and delete every table as obsolete (review: a channel's
+    blocks below its last few MB gone for good, its tip still checked good). A folder with none,
+    or a MANIFEST alone (a store whose making stopped before its CURRENT), is a new store."""
+    if (path / "CURRENT").is_file():
+        return
+    try:
+        names = [entry.name for entry in os.scandir(path)]
+    except OSError as exc:
+        raise StorageError(f"cannot list LevelDB store directory {path}: {exc}") from None
+    held = sorted(name for name in names if name.endswith(_DATA_SUFFIXES))
+    if held:
+        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise StorageCorrupt(
+            f"LevelDB store at {path} has lost its CURRENT file but holds {shown}: it is "
+            "not opened as a new store (that would delete its tables); restore it, or repair "
+            "it with LevelDB's repair"
+        )
 
 
 def _db(path: Path, create: bool, compression: bool, sizes: dict[str, int]) -> Any:

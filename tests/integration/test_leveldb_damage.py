@@ -335,3 +335,37 @@ def test_a_log_another_opener_recovered_meanwhile_is_left_and_its_copy_kept(
         LevelDBStore(path)
     assert not log.exists()
     assert [p.name for p in path.glob("*.zeroed-tail")] == [log.name + ".zeroed-tail"]
+
+
+def test_a_store_that_lost_its_current_file_is_refused_not_made_again(tmp_path: Path) -> None:
+    """Without CURRENT, LevelDB opening with create_if_missing made a new empty store in the
+    folder, replayed its logs and deleted every table: the peer ran on a chain missing all but
+    its last few MB (review). The folder is refused as damaged, its files as they were."""
+    path = tmp_path / "db"
+    store = LevelDBStore(path, write_buffer_mb=1)
+    for n in range(3000):  # enough for tables beside the log
+        store.put(b"B/%05d" % n, os.urandom(1000), sync=n % 500 == 0)
+    store.close()
+    (path / "CURRENT").unlink()
+    before = sorted(os.listdir(path))
+    assert any(name.endswith(".ldb") for name in before), before
+    with pytest.raises(StorageCorrupt, match="lost its CURRENT file"):
+        LevelDBStore(path)
+    assert sorted(os.listdir(path)) == before
+
+
+def test_a_store_whose_making_stopped_before_its_current_file_is_made_anew(
+    tmp_path: Path,
+) -> None:
+    """A new store's MANIFEST is written before its CURRENT: a crash between them left no data,
+    and the folder is a new store."""
+    path = tmp_path / "db"
+    path.mkdir()
+    (path / "MANIFEST-000001").write_bytes(b"")
+    (path / "LOCK").write_bytes(b"")
+    store = LevelDBStore(path)
+    try:
+        store.put(b"k", b"v", sync=True)
+        assert store.get(b"k") == b"v"
+    finally:
+        store.close()

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from loopchain.blockchain.block_store import BlockStore
+from loopchain.configure import load_config
+from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.storage.abc import StorageError
 from loopchain.storage.leveldb import LevelDBStore
+from loopchain.types.peer import PeerInfo
 from tests._mounts import Filler
 from tests.integration._storage_helpers import CHANNEL, ChainBuilder
 
@@ -71,3 +74,33 @@ def test_a_block_store_that_could_not_save_a_block_is_whole_after_a_reopen(disk:
         store = BlockStore(kv, CHANNEL)
         store.check()
         assert store.tip_height() == 6
+
+
+def test_a_peer_whose_node_cache_cannot_be_written_runs_on_and_writes_it_once_there_is_room(
+    disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The node store is a cache of what the RadioStation said: a write it refused for a full
+    disk stopped the whole peer (every channel) at the next member change, and every later one
+    too after the space came back (review). It is warned about; the next write, with room,
+    opens the store again and is kept."""
+    node = PeerNode(
+        load_config(environ={}, overrides={"DEFAULT_STORAGE_PATH": str(disk)}),
+        PeerOptions(7100, ("127.0.0.1:7102",), None, None, False),
+    )
+    node.node_store = LevelDBStore(disk / "node")
+    node.stores.append(node.node_store)
+    members = [PeerInfo("hx" + "1" * 40, "127.0.0.1:7100", 1)]
+    filler = Filler(disk)
+    assert filler.top_up() == 0
+    big = [PeerInfo("hx" + "2" * 40, f"127.0.0.1:{7000 + n}", n) for n in range(2000)]
+    node._cache_members("channel", big)  # no room: warned about, not raised
+    assert "the node cache is not written" in caplog.text
+    node._cache_members("other", members)  # the store takes none after a failed write
+    assert node._cached_members("other") == []
+    filler.remove()
+    node._cache_members("other", members)
+    assert node._cached_members("other") == members
+    for store in node.stores:
+        store.close()
+    with LevelDBStore(disk / "node") as store:
+        assert store.get(b"members/other") is not None
