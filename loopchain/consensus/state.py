@@ -1578,10 +1578,11 @@ def _proven_final_count(
     if checked and proof is not None:
         child, child_qc = proof
         last = checked[-1][0]
-        if (
+        if (  # its certificate before its transactions' signatures (a forged one costs none)
             child.header.round == last.header.round + 1
-            and check_extends(last_point, child, issuer, ratio) is None
+            and check_header(last_point, child, issuer, ratio) is None
             and check_certificate(last_point, child, child_qc, ratio) is None
+            and check_extends(last_point, child, issuer, ratio) is None
         ):
             final = len(checked)
     return final
