@@ -46,7 +46,7 @@ SCORE_MEMORY_LIMIT_MB = 1024  # address-space limit of a SCORE process
 SCORE_RESTART_BACKOFF_MAX = 5.0
 
 # Consensus
-VOTING_RATIO = 0.67
+VOTING_RATIO = 0.67  # loopchain's spelling of 2/3 (more than 2/3: 2f+1); up to 0.67 is 2/3
 LEADER_COMPLAIN_RATIO = 0.51
 INTERVAL_BLOCKGENERATION = 0.2
 MAX_BLOCK_TX_NUM = 1000

@@ -28,6 +28,7 @@ from loopchain.types.genesis import GenesisData
 from loopchain.types.hashing import sha3_256
 
 MIN_RATIO = Fraction(2, 3)
+TWO_THIRDS_SPELLED = 0.67  # a VOTING_RATIO up to this is 2/3 (see ratio_from_config)
 # Peers a set lists (validators and auditors together; its groups are at most as many): what a
 # RadioStation registers at most (radiostation/registry.py MAX_PEERS; a channel lists at most 256
 # since 2026-12-03, channels.py MAX_CHANNEL_PEERS, but an open channel's sets of earlier versions
@@ -397,9 +398,14 @@ def _more_than(part: int, share: Fraction, whole: int) -> bool:
 
 
 def ratio_from_config(voting_ratio: float) -> Fraction:
-    """The quorum ratio from VOTING_RATIO; refuses one below 2/3 (unsafe) or at/above 1 (no quorum)."""
+    """The quorum ratio from VOTING_RATIO; refuses one below 2/3 (unsafe) or at/above 1 (no quorum).
+    Up to TWO_THIRDS_SPELLED it is 2/3: loopchain's default 0.67 is its two-decimal spelling of
+    2/3, and read as 67/100 it asked more than the classic 2f+1 (68 votes of 100 validators), and
+    a channel whose weight up was between the two (34/33/33, one of the 33 down) halted (review)."""
     if voting_ratio < 2 / 3 - 1e-9:
         raise ValueError(f"VOTING_RATIO {voting_ratio} is below 2/3; BFT safety needs at least 2/3")
     if voting_ratio >= 1:
         raise ValueError(f"VOTING_RATIO {voting_ratio} must be below 1")
-    return max(Fraction(str(voting_ratio)), MIN_RATIO)
+    if voting_ratio <= TWO_THIRDS_SPELLED:
+        return MIN_RATIO
+    return Fraction(str(voting_ratio))

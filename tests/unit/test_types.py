@@ -783,7 +783,18 @@ def test_weight_counts_distinct_validators_only() -> None:
 
 
 def test_ratio_from_config() -> None:
-    assert ratio_from_config(0.67) == Fraction(67, 100)
+    # loopchain's default 0.67 spells 2/3: the classic 2f+1 (67 of 100, 171 of 256 validators),
+    # and a channel of weights 34/33/33 with one of the 33 down goes on (it halted at 67/100)
+    for two_thirds in (0.67, 0.667, 2 / 3):
+        assert ratio_from_config(two_thirds) == MIN_RATIO
+    assert ratio_from_config(0.75) == Fraction(3, 4)
+    for n, f in ((100, 33), (256, 85)):
+        equal = validator_set([1] * n)
+        ratio = ratio_from_config(0.67)
+        assert equal.has_quorum(equal.peer_ids[: 2 * f + 1], ratio)
+        assert not equal.has_quorum(equal.peer_ids[: 2 * f], ratio)
+    weighted = validator_set([34, 33, 33])
+    assert weighted.has_quorum(weighted.peer_ids[:2], ratio_from_config(0.67))
     for unsafe in (0.5, 0.66, 0.0):
         with pytest.raises(ValueError, match="below 2/3"):
             ratio_from_config(unsafe)
