@@ -675,11 +675,14 @@ def answer_sender(
     )
 
 
-def rest_tls_context(config: Config, folder: Path) -> ssl.SSLContext | None:
+def rest_tls_context(
+    config: Config, folder: Path, password: str | None = None
+) -> ssl.SSLContext | None:
     """TLS for a REST API from ENABLE_REST_SSL: 0 none, 1 server certificate, 2 mutual (clients
     present a certificate of the node's CA). The files are the node's gRPC ones
     (GRPC_SSL_CERT_PATH, GRPC_SSL_KEY_PATH, GRPC_SSL_CA_CERT_PATH), by default cert.pem, key.pem
-    and ca.pem in `folder`; ConfigError when they cannot be used."""
+    and ca.pem in `folder`, the key's `password` (when not given, LOOPCHAIN_TLS_KEY_PASSWORD);
+    ConfigError when they cannot be used."""
     mode = int(config.ENABLE_REST_SSL)
     if mode == 0:
         return None
@@ -694,7 +697,7 @@ def rest_tls_context(config: Config, folder: Path) -> ssl.SSLContext | None:
         context.load_cert_chain(
             path("GRPC_SSL_CERT_PATH", "cert.pem"),
             path("GRPC_SSL_KEY_PATH", "key.pem"),
-            password=os.environ.get("LOOPCHAIN_TLS_KEY_PASSWORD") or None,
+            password=password or os.environ.get("LOOPCHAIN_TLS_KEY_PASSWORD") or None,
         )
         if mode == 2:
             context.verify_mode = ssl.CERT_REQUIRED

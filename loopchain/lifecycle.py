@@ -17,7 +17,19 @@ import threading
 import time
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
 log = logging.getLogger(__name__)
+
+
+def keep_memory_private() -> bool:
+    """Make this process non-dumpable (prctl PR_SET_DUMPABLE 0): processes of the same user without
+    CAP_SYS_PTRACE can no longer read its memory, environment or open files through /proc or ptrace.
+    Core dumps are off too. False when the system does not allow it."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    return bool(prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
 
 
 def die_with_parent(parent_pid: int, sig: signal.Signals = signal.SIGTERM) -> bool:
@@ -137,6 +149,9 @@ def _end_now(reason: str) -> None:
 
 BEAT_INTERVAL = 1.0  # seconds between a child's beats to its parent (beat_to_parent)
 BEAT_FD_ARG = "--beat-fd"  # the option naming the pipe a child beats on
+# the option telling a child the TLS key's password comes as the first line of its stdin (a
+# child's environment is readable by other processes of its user, through /proc)
+PASSWORD_ON_STDIN = "--tls-password-stdin"
 
 
 def beat_to_parent(fd: int) -> None:

@@ -151,8 +151,9 @@ def _read(path: Path, what: str) -> bytes:
         raise OSError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
 
 
-def load_tls(config: Config, default_dir: Path) -> Tls | None:
-    """The TLS material the configuration names (None when GRPC_SSL_TYPE is 0)."""
+def load_tls(config: Config, default_dir: Path, password: str | None = None) -> Tls | None:
+    """The TLS material the configuration names (None when GRPC_SSL_TYPE is 0); the key's
+    `password`, when not given, from LOOPCHAIN_TLS_KEY_PASSWORD."""
     kind = int(config.GRPC_SSL_TYPE)
     if kind == SSL_NONE:
         return None
@@ -170,9 +171,11 @@ def load_tls(config: Config, default_dir: Path) -> Tls | None:
         path("GRPC_SSL_CERT_PATH", "cert.pem"),
     )
     key_pem = _read(key_path, "TLS private key")
-    password = os.environ.get(TLS_PASSWORD_ENV, "").encode() or None
+    if password is None:
+        password = os.environ.get(TLS_PASSWORD_ENV)
     try:
-        key = serialization.load_pem_private_key(key_pem, password=password)
+        secret = password.encode() if password else None
+        key = serialization.load_pem_private_key(key_pem, password=secret)
     except (ValueError, TypeError) as exc:
         raise OSError(f"cannot read the TLS private key: {exc}") from None
     plain = key.private_bytes(

@@ -29,7 +29,14 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 
-from loopchain.lifecycle import BEAT_FD_ARG, BEAT_INTERVAL, CHILD_GROUP, terminate, until_exit_or
+from loopchain.lifecycle import (
+    BEAT_FD_ARG,
+    BEAT_INTERVAL,
+    CHILD_GROUP,
+    PASSWORD_ON_STDIN,
+    terminate,
+    until_exit_or,
+)
 
 log = logging.getLogger(__name__)
 
@@ -194,19 +201,33 @@ class Supervised:
 class RestProxy(Supervised):
     """The peer's REST proxy process (`command`), listening on `port`."""
 
-    def __init__(self, command: Sequence[str], port: int, hang_timeout: float) -> None:
+    def __init__(
+        self, command: Sequence[str], port: int, hang_timeout: float, password: str | None = None
+    ) -> None:
         super().__init__(f"REST proxy on port {port}", hang_timeout)
         self.command = list(command)
         self.port = port
+        self._password = password  # the TLS key's, handed on stdin (see rest.main)
 
     async def _spawn(self, beat_fd: int) -> asyncio.subprocess.Process:
         beating = (BEAT_FD_ARG, str(beat_fd)) if beat_fd >= 0 else ()
+        told = (PASSWORD_ON_STDIN,) if self._password is not None else ()
         return await asyncio.create_subprocess_exec(
             *self.command,
             *beating,
+            *told,
+            stdin=asyncio.subprocess.PIPE if told else None,
             pass_fds=(beat_fd,) if beat_fd >= 0 else (),
             process_group=CHILD_GROUP,
         )
+
+    async def _started(self, process: asyncio.subprocess.Process) -> None:
+        if self._password is None or process.stdin is None:
+            return
+        with contextlib.suppress(ConnectionError):
+            process.stdin.write(self._password.encode() + b"\n")
+            await process.stdin.drain()
+            process.stdin.close()
 
     def _fatal(self, code: int | None) -> bool:
         return code == REST_CONFIG_REFUSED

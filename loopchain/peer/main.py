@@ -19,9 +19,16 @@ from loopchain.configure import (
     settings_without_effect,
     setup_logging,
 )
-from loopchain.lifecycle import BEAT_FD_ARG, beat_to_parent, die_with_parent, stop_on_signals
+from loopchain.lifecycle import (
+    BEAT_FD_ARG,
+    beat_to_parent,
+    die_with_parent,
+    keep_memory_private,
+    stop_on_signals,
+)
 from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
+from loopchain.p2p.grpc_util import TLS_PASSWORD_ENV
 from loopchain.peer.node import (
     PeerNode,
     PeerOptions,
@@ -130,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 1
     os.environ.pop(KEY_PASSWORD_ENV, None)  # no child of the peer inherits it
+    # nor the TLS key's: its workers and REST proxy are handed it on stdin (review: a SCORE of
+    # another channel read it from the proxy's /proc environ, and had the node's TLS identity)
+    tls_password = os.environ.pop(TLS_PASSWORD_ENV, None)
     options = PeerOptions(
         port,
         targets,
@@ -139,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         args.score,
         password,
         public_key_path=args.public,
+        tls_password=tls_password,
     )
     return _run_node(PeerNode(config, options))
 
@@ -163,6 +174,8 @@ def worker_main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--channel {args.channel} but its peer sent channel {channel}")
         options = worker_options(spec)
         config = worker_config(spec)
+        if not keep_memory_private():  # its peer's key is in its memory from here on
+            print("channel worker: could not make this process non-dumpable", file=sys.stderr)
         process = f"peer:{options.port}:{channel}"
         setup_logging(config, debug=options.debug, process=process)
         if config.MONITOR_LOG:

@@ -21,6 +21,7 @@ from loopchain.blockchain.restore import restore_tip
 from loopchain.configure import Config, config_from_values
 from loopchain.consensus import messages as m
 from loopchain.durable import sweep_leftovers, write_atomic
+from loopchain.lifecycle import keep_memory_private
 from loopchain.p2p import grpc_util
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_client import GrpcTransport
@@ -40,7 +41,7 @@ from loopchain.peer.metrics import PeerMetrics, merged_exposition
 from loopchain.peer.stores import RELEASE_WAIT, open_released
 from loopchain.peer.workers import STORAGE_ADVICE, ChannelWorker
 from loopchain.scoreservice.owned_dir import OwnedDir
-from loopchain.scoreservice.supervisor import MAX_SOCKET_PATH_BYTES, keep_memory_private
+from loopchain.scoreservice.supervisor import MAX_SOCKET_PATH_BYTES
 from loopchain.storage.abc import KeyValueStore, StorageError
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types.crypto import KeyFile, KeyProtection, Signer, address_of, open_key_file
@@ -75,6 +76,9 @@ class PeerOptions:
     key_password: str | None = None  # encrypts a new key file, opens an encrypted one
     worker: WorkerSpec | None = None  # set in a channel worker: the one channel it runs
     public_key_path: str | None = None  # --public: must hold the private key's public key
+    # the TLS key's password (LOOPCHAIN_TLS_KEY_PASSWORD, taken out of the environment at
+    # start): handed to its workers and REST proxy on their stdin, never in their environment
+    tls_password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ def worker_spec_json(
         "score_package": options.score_package,
         "config": dict(config),
         "signer_key": signer.secret_bytes().hex(),
+        "tls_password": options.tls_password,
         "grant": _grant_json(grant),
         "issuer": issuer,
     }
@@ -125,7 +130,14 @@ def worker_options(spec: dict[str, Any]) -> PeerOptions:
         spec["score_package"],
         None,
         worker,
+        tls_password=_optional_text(spec.get("tls_password")),
     )
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError("the TLS password its peer sent is not text")
+    return value
 
 
 def worker_config(spec: dict[str, Any]) -> Config:
@@ -334,7 +346,7 @@ class PeerNode:
             self.signer = key.signer
         log.info("peer id %s, target %s", self.signer.address, self.target)
         # 2. serve gRPC (fails at once if the port is taken)
-        self.tls = grpc_util.load_tls(self.config, self.root / "tls")
+        self.tls = grpc_util.load_tls(self.config, self.root / "tls", self.options.tls_password)
         self.transport = GrpcTransport(self.config, self.tls)
         server = await self._start_server(worker)
         rest_task: asyncio.Task[None] | None = None
@@ -996,6 +1008,7 @@ class PeerNode:
             args,
             self.port + int(self.config.PORT_DIFF_REST_SERVICE_CONTAINER),
             float(self.config.CHILD_HANG_TIMEOUT),
+            self.options.tls_password,
         )
 
     async def _shutdown(self, server: PeerServer, rest_task: asyncio.Task[None] | None) -> None:

@@ -23,7 +23,14 @@ from loopchain.http_site import (
     connection_cap,
     rest_tls_context,
 )
-from loopchain.lifecycle import BEAT_FD_ARG, beat_to_parent, die_with_parent, stop_on_signals
+from loopchain.lifecycle import (
+    BEAT_FD_ARG,
+    PASSWORD_ON_STDIN,
+    beat_to_parent,
+    die_with_parent,
+    keep_memory_private,
+    stop_on_signals,
+)
 from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
 from loopchain.p2p.grpc_util import client_revocations
@@ -36,6 +43,7 @@ log = logging.getLogger("loopchain.rest")
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 PEER_HOST = "127.0.0.1"
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+MAX_PASSWORD_BYTES = 4096
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -51,6 +59,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
     parser.add_argument(
         "--parent-pid", type=int, default=0, help="end with this process (the peer that starts it)"
+    )
+    parser.add_argument(
+        PASSWORD_ON_STDIN,
+        action="store_true",
+        help="read the TLS key's password as the first line of stdin (as the peer starting it "
+        "hands it: never in the environment, which other processes of the user can read)",
     )
     parser.add_argument(
         "--peer-socket",
@@ -84,13 +98,13 @@ def _tls_folder(config: Config) -> Path:
     return Path(config.DEFAULT_STORAGE_PATH) / f"peer_{config.PORT_PEER}" / "tls"
 
 
-def rest_ssl_context(config: Config) -> ssl.SSLContext | None:
+def rest_ssl_context(config: Config, password: str | None = None) -> ssl.SSLContext | None:
     """TLS for the REST API from ENABLE_REST_SSL (http_site.rest_tls_context): the certificate
     is the peer's own (GRPC_SSL_CERT_PATH / GRPC_SSL_KEY_PATH, by default
     {DEFAULT_STORAGE_PATH}/peer_<port>/tls/); with 2 clients must present a certificate of the
     same CA (GRPC_SSL_CA_CERT_PATH), checked on every request against the revocation lists
     (rest_client_check)."""
-    return rest_tls_context(config, _tls_folder(config))
+    return rest_tls_context(config, _tls_folder(config), password)
 
 
 def rest_client_check(config: Config) -> Middleware | None:
@@ -125,9 +139,12 @@ def peer_target_of(config: Config) -> str:
     return f"{host}:{config.PORT_PEER}"
 
 
-async def serve(config: Config, peer_socket: str | None = None, beat_fd: int = -1) -> int:
+async def serve(
+    config: Config, peer_socket: str | None = None, beat_fd: int = -1, password: str | None = None
+) -> int:
     """Run the proxy until SIGTERM or SIGINT, reaching its peer at `peer_socket` when given
-    (else at peer_target_of), beating on `beat_fd` when given; the exit status."""
+    (else at peer_target_of), beating on `beat_fd` when given, with the TLS key's `password`
+    when given (else LOOPCHAIN_TLS_KEY_PASSWORD); the exit status."""
     host = config.IP_LOCAL
     port = config.PORT_PEER + config.PORT_DIFF_REST_SERVICE_CONTAINER
     peer_target = peer_target_of(config)
@@ -135,7 +152,7 @@ async def serve(config: Config, peer_socket: str | None = None, beat_fd: int = -
         logging.getLogger("loopchain.rest.access") if log.isEnabledFor(logging.DEBUG) else None
     )
     try:
-        ssl_context = rest_ssl_context(config)
+        ssl_context = rest_ssl_context(config, password)
         client_check = rest_client_check(config)
     except ConfigError as exc:
         print(f"rest_proxy: {exc}", file=sys.stderr)
@@ -191,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not die_with_parent(args.parent_pid):
         print(f"rest_proxy: parent process {args.parent_pid} is gone; exiting", file=sys.stderr)
         return 0
+    password = None
+    if args.tls_password_stdin:
+        keep_memory_private()  # (processes of the user read no memory of its)
+        password = sys.stdin.readline(MAX_PASSWORD_BYTES).rstrip("\n")
     try:
         config = build_config(args)
         setup_logging(config, debug=args.debug, process=f"rest:{config.PORT_PEER}")
@@ -201,6 +222,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rest_proxy: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return asyncio.run(serve(config, args.peer_socket, args.beat_fd))
+        return asyncio.run(serve(config, args.peer_socket, args.beat_fd, password))
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         return EXIT_OK

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import logging
 import os
@@ -38,7 +37,13 @@ from pathlib import Path
 
 import loopchain
 from loopchain.configure import Config
-from loopchain.lifecycle import CHILD_GROUP, signal_group, terminate, until_exit_or
+from loopchain.lifecycle import (
+    CHILD_GROUP,
+    keep_memory_private,
+    signal_group,
+    terminate,
+    until_exit_or,
+)
 from loopchain.scoreservice.client import (
     ScoreClient,
     ScoreRejected,
@@ -63,7 +68,6 @@ MAX_SOCKET_PATH_BYTES = 107  # sun_path of a Linux unix socket address, without 
 SOCKET_NAME = "score.sock"
 SOCKET_DIR_PREFIX = "loopchain-score-"
 _PROJECT_ROOT = Path(loopchain.__file__).resolve().parents[1]
-_PR_SET_DUMPABLE = 4
 
 # The environment a SCORE process gets: what Python and the C library need, nothing of the peer's.
 ENV_ALLOWED = frozenset(
@@ -110,17 +114,6 @@ def score_environment(environ: Mapping[str, str], work_dir: Path) -> dict[str, s
         p for p in (str(_PROJECT_ROOT), environ.get("PYTHONPATH", "")) if p
     )
     return env
-
-
-def keep_memory_private() -> bool:
-    """Make this process non-dumpable (prctl PR_SET_DUMPABLE 0): processes of the same user without
-    CAP_SYS_PTRACE can no longer read its memory, environment or open files through /proc or ptrace.
-    Core dumps are off too. False when the system does not allow it."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return False
-    return bool(prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
 
 
 class ScoreSupervisor:

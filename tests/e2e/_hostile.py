@@ -387,7 +387,8 @@ def answer(target: Target, port: int, method: str, **params: Any) -> Any:
 
 
 def children(parent: int, module: str) -> list[int]:
-    """Live processes whose parent is `parent` and whose command line runs `module`."""
+    """Live processes whose parent is `parent` and whose command line runs `module` (a module
+    by its name, a script by its path's end)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -398,7 +399,9 @@ def children(parent: int, module: str) -> list[int]:
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue  # exited while being read
-        if ppid == parent and module.encode() in args:
+        if ppid == parent and any(
+            arg == module.encode() or arg.endswith(b"/" + module.encode()) for arg in args
+        ):
             found.append(int(entry.name))
     return sorted(found)
 

@@ -1507,6 +1507,21 @@ def test_the_score_process_sees_no_secret_of_its_peer(target: Target) -> None:
     assert len(suffix) >= 16, socket_path  # an unguessable directory name
 
 
+def test_the_rest_proxy_is_handed_the_tls_password_outside_its_environment(
+    target: Target,
+) -> None:
+    """Another process of the user (a SCORE of another channel) read the TLS key's password from
+    the peer's REST proxy's /proc environ: the proxy is handed it on stdin (review)."""
+    peer = target.net.peers[_stranger_port(target)].popen
+    assert peer is not None
+    proxies = children(peer.pid, "rest_proxy.py")
+    assert len(proxies) == 1, proxies
+    environ = Path(f"/proc/{proxies[0]}/environ").read_bytes().split(b"\0")
+    assert not any(SECRET.encode() in e for e in environ)
+    args = Path(f"/proc/{proxies[0]}/cmdline").read_bytes().split(b"\0")
+    assert b"--tls-password-stdin" in args and not any(SECRET.encode() in a for a in args)
+
+
 # ------------------------------------------------------------------ 11. mutual TLS
 
 

@@ -15,18 +15,23 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
+from loopchain.configure import load_config
+from loopchain.p2p.grpc_util import TLS_PASSWORD_ENV, load_tls
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub
+from tests.e2e._hostile import children
 from tools.procs import TlsNetwork, get, http, post_until_taken, wait_until
 
 ALPHA, BETA = "alpha", "beta"
 SCORE_PACKAGE = "loopchain/default"
 TXS_PER_CHANNEL = 300
+TLS_PASSWORD = "multichannel-tls-password"
 # every channel of every peer in a worker process, as on a machine with cores to spare: calls and
 # stream messages reach them through the peers' TLS ports, the proxies' through the plain ones
 CONFIG = {
@@ -103,7 +108,15 @@ def _ready(mnet: MultiNet, channel: str) -> bool:
 
 @pytest.fixture(scope="module")
 def mnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNet]:
-    """The two-channel TLS network, started once for the module; logs checked at the end."""
+    """The two-channel TLS network, started once for the module; logs checked at the end. Its
+    TLS keys are encrypted with TLS_PASSWORD, in the nodes' environment as operators give it (a
+    peer hands it to its workers and REST proxies itself)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(TLS_PASSWORD_ENV, TLS_PASSWORD)
+        yield from _started(tmp_path_factory)
+
+
+def _started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNet]:
     net = TlsNetwork(tmp_path_factory.mktemp("multichannel_tls"), CONFIG)
     try:
         ports = {name: net.new_peer_port() for name in "ABCD"}
@@ -124,6 +137,23 @@ def mnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNet]:
         yield mnet
     finally:
         net.stop_and_check()
+
+
+def test_the_tls_keys_are_encrypted_and_no_child_of_a_peer_holds_the_password(
+    mnet: MultiNet,
+) -> None:
+    """The channels run in workers over TLS keys only the password opens, and neither a worker
+    nor a REST proxy has it in its environment, which other processes of the user can read."""
+    assert b"ENCRYPTED" in (mnet.net.peer_dir(mnet.ports["A"]) / "tls" / "key.pem").read_bytes()
+    for port in mnet.ports.values():
+        peer = mnet.net.peers[port].popen
+        assert peer is not None
+        workers = children(peer.pid, "loopchain.peer.worker")
+        proxies = children(peer.pid, "rest_proxy.py")
+        assert len(workers) == (1 if port == mnet.ports["D"] else 2) and len(proxies) == 1
+        for pid in (*workers, *proxies):
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            assert TLS_PASSWORD.encode() not in environ, pid
 
 
 # ------------------------------------------------------------------ load on both channels at once
@@ -374,12 +404,13 @@ def test_radiostation_lists_each_channel_with_its_parties(loaded: MultiNet) -> N
 
 def test_public_grpc_ports_refuse_plaintext_and_serve_pinned_tls(mnet: MultiNet) -> None:
     a = mnet.ports["A"]
-    tls = mnet.net.peer_dir(a) / "tls"
-    credentials = grpc.ssl_channel_credentials(
-        (tls / "ca.pem").read_bytes(),
-        (tls / "key.pem").read_bytes(),
-        (tls / "cert.pem").read_bytes(),
+    tls = load_tls(
+        load_config(environ={}, overrides={"GRPC_SSL_TYPE": 2}),
+        mnet.net.peer_dir(a) / "tls",
+        TLS_PASSWORD,
     )
+    assert tls is not None
+    credentials = grpc.ssl_channel_credentials(tls.ca_pem, tls.key_pem, tls.cert_pem)
     for port in mnet.ports.values():
         request = pb.ChannelRequest(channel=ALPHA)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
