@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import os
 import socket
@@ -1325,6 +1326,51 @@ async def test_large_bodies_being_received_hold_the_receiving_budget_only(
         await server.stop(None)
     assert exit_status == 0
     proxy.assert_clean_log()
+
+
+async def test_compressed_bodies_hold_the_receiving_budget_as_inflated(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A gzip body of 529 bytes inflates to 500 KB: it was charged its length on the wire (no
+    room at all, a small body), so 300 such connections withholding their last bytes took a
+    proxy to 365 MB where plain ones were refused 503 (review). An encoded body holds the body
+    limit of the budget, as a chunked one does: with two arriving, a third is refused at once."""
+    port = free_port_pair()
+    server, _ = await start_fake_peer(port)
+    proxy = ProxyProcess(port, tmp_path, {"REST_MAX_RECEIVING_MB": 1, "REST_BODY_TIMEOUT": 300.0})
+    proxy.start()
+    body = gzip.compress(json.dumps({"blob": "x" * 500_000}).encode())
+    head = (
+        "POST /api/v1/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    holders: list[asyncio.StreamWriter] = []
+    try:
+        await proxy.wait_ready(session)
+
+        async def refused() -> bytes | None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port + REST_DIFF)
+            writer.write(head + body[:-8])  # its last bytes withheld
+            await writer.drain()
+            try:
+                async with asyncio.timeout(2):  # how long to look, not a synchronisation
+                    answer = await reader.readuntil(b"\r\n\r\n")
+            except TimeoutError:
+                holders.append(writer)  # taken, its rest awaited: it holds room
+                return None
+            writer.close()
+            return answer.lower()
+
+        answer = await wait_until_async(refused, 120, "an encoded body refused")
+        assert answer.startswith(b"http/1.1 503") and b"retry-after: 1" in answer, answer
+        assert len(holders) == 2
+    finally:
+        for writer in holders:
+            writer.close()
+        exit_status = proxy.stop()
+        await server.stop(None)
+    assert exit_status == 0
 
 
 @pytest.mark.parametrize(
