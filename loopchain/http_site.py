@@ -265,7 +265,7 @@ class _BodyErrorsToTheBody:
     waited until REST_BODY_TIMEOUT (a 408). Its Python parser hands such an error to the body
     itself; then there is nothing to do here. Everything else is the parser's own."""
 
-    __slots__ = ("_body", "_connection", "_head_bytes", "_late", "_parser")
+    __slots__ = ("_body", "_connection", "_head_bytes", "_late", "_parser", "_spoken")
 
     def __init__(self, parser: Any, connection: Any = None) -> None:
         self._parser = parser
@@ -273,6 +273,13 @@ class _BodyErrorsToTheBody:
         self._body: Any = None  # the body of the last request parsed, until it ends
         self._head_bytes = 0  # bytes fed outside a body since the last request was parsed
         self._late: asyncio.TimerHandle | None = None  # HEAD_DEADLINE_S from a head's first part
+        self._spoken = False  # a request came on the connection
+
+    def await_first(self) -> None:
+        """Give the connection's first head HEAD_DEADLINE_S from now, its start: one that never
+        sent a byte was kept for the keep-alive time, 75 s (review: one client held every slot
+        of a proxy so). Between requests a connection keeps its keep-alive time."""
+        self._late = asyncio.get_running_loop().call_later(HEAD_DEADLINE_S, self._head_late)
 
     def feed_data(self, data: bytes) -> tuple[list[Any], bool, bytes]:
         """The requests `data` completes, in HEAD_STEP steps (at least one: b"" resumes a
@@ -315,6 +322,7 @@ class _BodyErrorsToTheBody:
             self._body = None
         if messages:
             self._head_bytes = 0
+            self._spoken = True
             if self._late is not None:
                 self._late.cancel()
                 self._late = None
@@ -332,7 +340,8 @@ class _BodyErrorsToTheBody:
         few seconds held a connection that long; a review held every one of a proxy's so)."""
         self._late = None
         transport = getattr(self._connection, "transport", None)
-        if transport is None or not self._head_bytes or transport.is_closing():
+        begun = self._head_bytes or not self._spoken
+        if transport is None or not begun or transport.is_closing():
             return
         transport.write(_HEAD_LATE)
         transport.close()
@@ -427,7 +436,8 @@ def _http_connection(server: Any) -> asyncio.BaseProtocol:
     """A new connection of `server` (aiohttp's RequestHandler), its parser in
     _BodyErrorsToTheBody."""
     connection = server()
-    connection._parser = _BodyErrorsToTheBody(connection._parser, connection)
+    parser = connection._parser = _BodyErrorsToTheBody(connection._parser, connection)
+    parser.await_first()
     return connection
 
 

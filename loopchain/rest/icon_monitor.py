@@ -167,34 +167,54 @@ def parse_request(raw: str, kind: str) -> MonitorRequest:
     )
 
 
-async def _drain(ws: web.WebSocketResponse, send_timeout: float) -> None:
+class _FrameRate:
+    """What a client may send: FRAME_BURST frames at once, FRAMES_PER_S a second."""
+
+    __slots__ = ("_clock", "_last", "_tokens")
+
+    def __init__(self) -> None:
+        self._clock = asyncio.get_running_loop().time
+        self._tokens, self._last = float(FRAME_BURST), self._clock()
+
+    def take(self) -> bool:
+        """Count a frame; False when it is one too many."""
+        now = self._clock()
+        self._tokens = min(float(FRAME_BURST), self._tokens + (now - self._last) * FRAMES_PER_S)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+async def _take_frame(
+    ws: web.WebSocketResponse, incoming: Any, rate: _FrameRate, send_timeout: float
+) -> bool:
+    """Count `incoming` (a frame other than the request) and answer a ping within
+    `send_timeout` (else _Stalled); False once the client sent too many, the socket closed 1008."""
+    try:
+        async with asyncio.timeout(send_timeout):
+            if not rate.take():
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=TOO_MANY_FRAMES)
+                return False
+            if incoming.type is WSMsgType.PING:
+                await ws.pong(incoming.data)
+    except TimeoutError:
+        raise _Stalled() from None
+    return True
+
+
+async def _drain(ws: web.WebSocketResponse, send_timeout: float, rate: _FrameRate) -> None:
     """Read what the client sends until it closes: its pings answered, each pong taken within
     `send_timeout` as every message is (else _Stalled), the rest ignored (keepalives). Past
     FRAME_BURST frames at once and FRAMES_PER_S a second, it is closed (1008). aiohttp's own
     answer to a ping waited on the client with no deadline: one sending pings and reading
     nothing held its monitor, and the peer's polls, for as long as it stayed (review)."""
-    loop = asyncio.get_running_loop()
-    tokens, last = float(FRAME_BURST), loop.time()
     async for incoming in ws:
         if incoming.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
             return
-        now = loop.time()
-        tokens = min(float(FRAME_BURST), tokens + (now - last) * FRAMES_PER_S)
-        last = now
-        if tokens < 1:
-            try:
-                async with asyncio.timeout(send_timeout):
-                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=TOO_MANY_FRAMES)
-            except TimeoutError:
-                raise _Stalled() from None
+        if not await _take_frame(ws, incoming, rate, send_timeout):
             return
-        tokens -= 1
-        if incoming.type is WSMsgType.PING:
-            try:
-                async with asyncio.timeout(send_timeout):
-                    await ws.pong(incoming.data)
-            except TimeoutError:
-                raise _Stalled() from None
 
 
 class _Stalled(Exception):
@@ -390,12 +410,13 @@ class Monitors:
         kind: str,
         recheck: Callable[[], str | None] | None,
     ) -> None:
+        rate = _FrameRate()  # before its request too (review: 2 million pings in 5 s answered)
         try:
             async with asyncio.timeout(REQUEST_WAIT):
                 message = await ws.receive()
                 while message.type in (WSMsgType.PING, WSMsgType.PONG):  # before its request
-                    if message.type is WSMsgType.PING:
-                        await ws.pong(message.data)
+                    if not await _take_frame(ws, message, rate, self._send_timeout):
+                        return
                     message = await ws.receive()
         except TimeoutError:
             await self._send(ws, {"code": JsonRpcCode.INVALID_REQUEST, "message": "no request"})
@@ -415,7 +436,7 @@ class Monitors:
         score = channel_score_address(facts.channel)
         start = spec.height if spec.height is not None else facts.height + 1
         notifier = asyncio.create_task(self._notify(ws, channel, kind, spec, score, start, recheck))
-        receiver = asyncio.create_task(_drain(ws, self._send_timeout))
+        receiver = asyncio.create_task(_drain(ws, self._send_timeout, rate))
         done: set[asyncio.Task[None]] = set()
         try:
             done, _ = await asyncio.wait({notifier, receiver}, return_when=asyncio.FIRST_COMPLETED)

@@ -243,6 +243,30 @@ async def test_a_head_trickled_in_past_its_deadline_is_answered_408_and_closed(
         await site.close()
 
 
+async def test_a_connection_that_sends_nothing_is_closed_at_the_head_deadline_and_others_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connection that never sent a byte was kept for the keep-alive time (75 s): one client
+    held every slot of a proxy or a RadioStation that way (review). Its first head has
+    HEAD_DEADLINE_S from the connection's start; a keep-alive connection idle between requests
+    keeps its keep-alive time."""
+    monkeypatch.setattr(http_site, "HEAD_DEADLINE_S", 0.3)
+    port = free_port_pair()
+    site = await _hello_site(port, 8, b"{}")
+    try:
+        reader, writer = await held_connection(port, "/", 30)  # served, then idle
+        silent_reader, silent_writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = await asyncio.wait_for(silent_reader.read(), 30)
+        silent_writer.close()
+        status, body = status_and_body(answer)
+        assert status == 408 and b"did not arrive within the deadline" in body, answer
+        writer.write(get_request("/", close=True))  # idle past the deadline, still served
+        assert status_and_body(await asyncio.wait_for(reader.read(), 30))[0] == 200
+        writer.close()
+    finally:
+        await site.close()
+
+
 async def test_64_keep_alive_tls_clients_at_once_are_all_served_and_leave_nothing_behind(
     tmp_path: Path,
 ) -> None:

@@ -1229,6 +1229,28 @@ async def test_pings_are_answered_and_a_client_sending_too_many_frames_is_closed
 
 
 @aio
+async def test_a_client_sending_too_many_frames_before_its_request_is_closed(session, proxy):
+    """Before its request a monitor answered every ping for REQUEST_WAIT (30 s), however many:
+    4 sockets had 2 million answered in 5 s, 6 CPU-seconds of the proxy (review). The frames
+    before the request count as those after it."""
+    ws = await session.ws_connect(proxy.url("block"), autoping=False)
+    try:
+        for n in range(3 * icon_monitor.FRAME_BURST):
+            await ws.ping(str(n).encode())
+        kinds = []
+        while True:
+            message = await ws.receive(timeout=RECEIVE_S)
+            kinds.append(message.type)
+            if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                break
+        assert ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION, kinds
+        assert kinds.count(WSMsgType.PONG) < 3 * icon_monitor.FRAME_BURST
+    finally:
+        await ws.close()
+    await wait_open(proxy.monitors, 0, "the monitor to end")
+
+
+@aio
 async def test_a_monitor_closes_once_its_clients_certificate_is_refused(session):
     """ENABLE_REST_SSL 2 checks a client's certificate at each request (RevokedClients, which
     leaves the check made again in the request): a monitor is one request, and one opened
