@@ -78,7 +78,7 @@ class TxPool:
             if beyond_limits and tx.timestamp / 1_000_000 < now - self.window:
                 self._note_expired(tx)  # acknowledged, and too old now (a replayed one)
             raise
-        size = len(tx.encode())
+        size = tx.held_bytes
         if not beyond_limits and len(self._txs) >= self.max_size:
             raise PoolFullError(f"transaction pool is full ({self.max_size} transactions)")
         if not beyond_limits and self._bytes + size > self.max_bytes:
@@ -167,7 +167,7 @@ class TxPool:
                 self._arrived.pop(tx_hash, None)
                 if self._by_signature.get(tx.signature) == tx_hash:
                     del self._by_signature[tx.signature]
-                self._bytes -= len(tx.encode())
+                self._bytes -= tx.held_bytes
                 owed = max_cost(tx)
                 if owed is not None:
                     left = self._spend.get(owed[0], 0) - owed[1]
@@ -184,7 +184,8 @@ class TxPool:
 
     @property
     def size_bytes(self) -> int:
-        """The summed size of the pooled transactions."""
+        """The memory the pooled transactions hold (Transaction.held_bytes, what `max_bytes`
+        bounds): several times their bytes."""
         return self._bytes
 
     def hashes(self) -> Iterator[bytes]:

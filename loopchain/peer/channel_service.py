@@ -534,7 +534,7 @@ class ChannelService:
                 seen.add(tx.hash)
                 outcomes.append(tx)
                 room -= 1
-                taken_bytes += len(tx.encode())
+                taken_bytes += tx.held_bytes
             except RequestError as exc:
                 outcomes.append(exc)
         self._reserve([o for o in outcomes if isinstance(o, Transaction)])
@@ -705,7 +705,7 @@ class ChannelService:
                 tx = self._new_tx(data, now_us + index, room, refusal, taken_bytes)
                 outcomes.append(tx)
                 room -= 1
-                taken_bytes += len(tx.encode())
+                taken_bytes += tx.held_bytes
             except RequestError as exc:
                 outcomes.append(exc)
                 refusals.append(exc)
@@ -719,7 +719,7 @@ class ChannelService:
         until they are pooled or refused, so that the batches admitted meanwhile (while their
         balances are asked, while the intake log is written) do not take the same room."""
         self._reserved += len(txs)
-        self._reserved_bytes += sum(len(tx.encode()) for tx in txs)
+        self._reserved_bytes += sum(tx.held_bytes for tx in txs)
         self._reserved_hashes.update(tx.hash for tx in txs)
         if self._rate is not None:
             self._rate.take(len(txs))
@@ -729,7 +729,7 @@ class ChannelService:
         disk) or given up by their client, they give their rate tokens back as well (the rate
         counts the transactions a peer takes)."""
         self._reserved -= len(txs)
-        self._reserved_bytes -= sum(len(tx.encode()) for tx in txs)
+        self._reserved_bytes -= sum(tx.held_bytes for tx in txs)
         self._reserved_hashes.difference_update(tx.hash for tx in txs)
         for tx in txs:
             share = self._spend_shares.pop(tx.hash, None)
@@ -803,11 +803,11 @@ class ChannelService:
         to it and `taken_bytes` taken before it in the same batch."""
         pool = self.consensus.pool
         held = pool.size_bytes + self._reserved_bytes + taken_bytes
-        if held + len(tx.encode()) > pool.max_bytes:
+        if held + tx.held_bytes > pool.max_bytes:
             raise RequestError(
                 ErrorKind.POOL_FULL,
-                f"the transaction pool holds {held} bytes with those on their way to it, limit "
-                f"{pool.max_bytes}; try again shortly",
+                f"the transaction pool holds {held} bytes of memory with those on their way to "
+                f"it (TX_POOL_MAX_BYTES {pool.max_bytes}); try again shortly",
             )
 
     def pooled_transaction(self, signature: bytes) -> Transaction | None:

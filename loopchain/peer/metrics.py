@@ -158,7 +158,7 @@ class _ChannelCollector(Collector):
             ),
             "pool_bytes": GaugeMetricFamily(
                 "loopchain_tx_pool_bytes",
-                "Bytes of the transactions in the pool",
+                "Memory the transactions in the pool hold (estimated; TX_POOL_MAX_BYTES bounds it)",
                 labels=["channel"],
             ),
             "is_leader": GaugeMetricFamily(

@@ -91,7 +91,7 @@ def icon_batch(signer: Signer, count: int = BATCH) -> list[str]:
 def tx_bytes(text: str) -> int:
     """The pooled size of the transaction a client sent as `text`."""
     checked = icon_tx.verify_send_params(canonical.parse(text))
-    return len(Transaction.from_icon(checked, signature_verified=True).encode())
+    return Transaction.from_icon(checked, signature_verified=True).held_bytes
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ LIMITS = {
     # room for ROOM transfers and half of another (their sizes differ by a few bytes)
     "bytes": Limit(
         {"TX_POOL_MAX_BYTES": int((ROOM + 0.5) * tx_bytes(icon_batch(Signer.generate(), 1)[0]))},
-        "bytes with those on their way to it",
+        "bytes of memory with those on their way to it",
     ),
     "rate": Limit({"TPS_LIMIT_PER_SEC": ROOM}, "TPS_LIMIT_PER_SEC", refill=ROOM),
 }
