@@ -75,7 +75,7 @@ from typing import Any, NamedTuple
 
 from loopchain import failpoints
 from loopchain.blockchain.execution import TxResult, events_json
-from loopchain.blockchain.tx_filter import TxFilter
+from loopchain.blockchain.tx_filter import RecentTxFilter, TxFilter
 from loopchain.storage.abc import KeyValueStore
 from loopchain.types import canonical
 from loopchain.types.block import Block
@@ -204,7 +204,10 @@ def _key_height(key: bytes) -> int:
 class BlockStore:
     """Final blocks of ONE channel: save them atomically, look them up, check them at start-up."""
 
-    def __init__(self, kv: KeyValueStore, channel: str) -> None:
+    def __init__(self, kv: KeyValueStore, channel: str, tx_window_us: int | None = None) -> None:
+        """`tx_window_us`: how far from its block's timestamp a transaction may be stamped (the
+        consensus' block rule): the filter then holds the recent transactions only (see
+        tx_filter.RecentTxFilter); None, every stored one."""
         self._kv = kv
         self.channel = channel
         self._tip_height, self._tip_hash = self._read_tip_pointer()
@@ -214,7 +217,10 @@ class BlockStore:
         self._legacy_proof = kv.get(LEGACY_PROOF) is not None
         # the hashes of the stored transactions, so that a lookup of one not stored reads nothing
         # (see tx_filter); "maybe" to every hash until load_tx_filter has run
-        self.tx_filter = TxFilter(self.total_tx())
+        self.tx_window_us = tx_window_us
+        self.tx_filter: TxFilter | RecentTxFilter = (
+            TxFilter(self.total_tx()) if tx_window_us is None else RecentTxFilter(2 * tx_window_us)
+        )
         # the last safety record written or read (this store is its only writer): a vote checks
         # against it without reading and decoding the record with its certificate again
         self._safety: tuple[int, QuorumCertificate | None] | None = None
@@ -274,9 +280,10 @@ class BlockStore:
         # into the filter before they are written: a hash added for a batch that then fails costs
         # a read, while one written and not added (the filter failed to grow) would be "surely
         # not stored" for a stored transaction
-        for _block, _hash, _certificate, positions in staged:
-            for tx_hash, _index in positions:
-                self.tx_filter.add(tx_hash)
+        for block, _hash, _certificate, positions in staged:
+            self.tx_filter.advance(block.header.timestamp)
+            for tx_hash, index in positions:
+                self.tx_filter.add(tx_hash, block.transactions[index].timestamp)
         with self._kv.write_batch() as batch:
             for block, block_hash, certificate, positions in staged:
                 height = block.height
@@ -385,7 +392,7 @@ class BlockStore:
         `staged` (those of the blocks saved in the same batch before it)."""
         positions: dict[bytes, int] = {}
         for index, tx in enumerate(block.transactions):
-            found = self._tx_entry(tx.hash)
+            found = self._tx_entry(tx.hash, tx.timestamp)
             if found is not None or tx.hash in staged or tx.hash in positions:
                 if found is not None:
                     where = f"at height {_int(found[:8])}"
@@ -725,20 +732,28 @@ class BlockStore:
         value = canonical.decode(legacy)
         return canonical.encode(value["block"]), canonical.encode(value["certificate"])
 
-    def has_transaction(self, tx_hash: bytes) -> bool:
-        """True when a final block holds the transaction (one index read, no block decoded; none
-        when the filter knows the hash is not stored)."""
-        return self._tx_entry(tx_hash) is not None
+    def has_transaction(self, tx_hash: bytes, stamped_us: int | None = None) -> bool:
+        """True when a final block holds the transaction stamped `stamped_us` (one index read, no
+        block decoded; none when the filter knows the hash is not stored: a recent filter knows
+        it of a transaction only with its timestamp)."""
+        return self._tx_entry(tx_hash, stamped_us) is not None
 
-    def _tx_entry(self, tx_hash: bytes) -> bytes | None:
+    def _tx_entry(self, tx_hash: bytes, stamped_us: int | None = None) -> bytes | None:
         """The index entry of a stored transaction, read only when the filter may hold it."""
-        return self._kv.get(TX + tx_hash) if self.tx_filter.may_hold(tx_hash) else None
+        held = self.tx_filter.may_hold(tx_hash, stamped_us)
+        return self._kv.get(TX + tx_hash) if held else None
 
     def load_tx_filter(self) -> Iterator[int]:
-        """Add the hashes of the stored transactions to the filter, from a snapshot of the index,
-        yielding how many so far after every FILTER_LOAD_STEP of them (a piece of the caller's
-        work: a channel runs each in its worker thread, beside its event loop). When it ends the
-        filter is loaded. The blocks saved meanwhile add their own hashes, as every save does."""
+        """Add the hashes of the stored transactions to the filter, yielding how many so far
+        after every FILTER_LOAD_STEP of them (a piece of the caller's work: a channel runs each
+        in its worker thread, beside its event loop). When it ends the filter is loaded. The
+        blocks saved meanwhile add their own hashes, as every save does. A whole-chain filter
+        reads a snapshot of the index; a recent one, the blocks stamped within twice its span and
+        the block window of the newest, newest first (a transaction stamped within the span is
+        in one of them)."""
+        if isinstance(self.tx_filter, RecentTxFilter):
+            yield from self._load_recent(self.tx_filter)
+            return
         count = 0
         for key, _place in self._kv.iterate(TX, cached=False):
             self.tx_filter.add(key[len(TX) :])
@@ -746,6 +761,31 @@ class BlockStore:
             if count % FILTER_LOAD_STEP == 0:
                 yield count
         self.tx_filter.loaded = True
+        yield count
+
+    def _load_recent(self, hashes: RecentTxFilter) -> Iterator[int]:
+        count, height = 0, self._tip_height  # (the blocks saved meanwhile add themselves)
+        window = self.tx_window_us or 0
+        oldest: int | None = None
+        while height >= 0:
+            block_hash = self._kv.get(_height_key(HEIGHT, height))
+            raw = self._body(height, block_hash) if block_hash is not None else None
+            if raw is None:
+                raise self._broken(f"block {height} is missing")
+            block = Block.decode(raw)  # not kept: the decoded blocks are the event loop's
+            stamp = block.header.timestamp
+            if oldest is None:
+                hashes.advance(stamp)
+                oldest = stamp - hashes.span_us - window
+            elif stamp < oldest:
+                break
+            for tx in block.transactions:
+                hashes.add(tx.hash, tx.timestamp)
+            count += len(block.transactions)
+            if count // FILTER_LOAD_STEP != (count - len(block.transactions)) // FILTER_LOAD_STEP:
+                yield count
+            height -= 1
+        hashes.loaded = True
         yield count
 
     def transaction_place(self, tx_hash: bytes) -> TxPlace | None:

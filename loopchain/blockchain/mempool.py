@@ -19,6 +19,15 @@ EXPIRY_PERIOD = 1.0  # seconds between two sweeps for expired transactions
 EXPIRED_MEMORY = 65_536  # hashes of the latest transactions expired here (to say so when asked)
 
 
+def block_window_us(window_s: float, max_skew_us: int) -> int | None:
+    """How far from a block's timestamp a transaction in it may be stamped (None: any), for a
+    pool window of `window_s` seconds and the skew voters allow a leader's clock (see
+    ConsensusState.block_window_us)."""
+    if math.isinf(window_s):
+        return None
+    return int((window_s + EXPIRY_PERIOD) * 1_000_000) + max_skew_us
+
+
 class PoolFullError(RuntimeError):
     """The pool holds its maximum number of transactions or bytes."""
 

@@ -103,7 +103,12 @@ from loopchain.blockchain.chain import (
     check_proposal_time,
     check_size,
 )
-from loopchain.blockchain.mempool import EXPIRY_PERIOD, PoolFullError, TxPool, TxRefused
+from loopchain.blockchain.mempool import (
+    PoolFullError,
+    TxPool,
+    TxRefused,
+    block_window_us,
+)
 from loopchain.consensus import messages as m
 from loopchain.consensus.rules import SafetyRules, leader_of, round_after_timeout
 from loopchain.consensus.tree import TREE_BUDGET_BLOCKS, BlockTree, TreeNode
@@ -155,7 +160,7 @@ class ChannelConsensus:
         tip: ChainTip,
         tip_certificate: QuorumCertificate | None,
         pool: TxPool,
-        is_committed: Callable[[bytes], bool],
+        is_committed: Callable[[bytes, int], bool],
         network_id: Callable[[], int | None] | None = None,
         safety: SafetyRules | None = None,
         roots_at: Callable[[int], tuple[bytes, bytes] | None] = lambda height: None,
@@ -361,7 +366,7 @@ class ChannelConsensus:
         added: list[Transaction] = []
         for tx in txs:
             try:  # a client's here were acknowledged: taken even past the pool's limits
-                if not self._final(tx.hash) and self.pool.add(tx, now, beyond_limits=gossip):
+                if not self._final(tx) and self.pool.add(tx, now, beyond_limits=gossip):
                     added.append(tx)
             except TxRefused:
                 continue  # too large for any block, or outside the timestamp window
@@ -673,10 +678,7 @@ class ChannelConsensus:
         clock off by up to the skew voters allow, its pool swept once a period: a leader of the
         previous version left those to the sweep) — and of one whose window is a little larger
         (each peer has its own TX_TIMESTAMP_WINDOW: keep it alike in a channel)."""
-        window = self.pool.window
-        if math.isinf(window):
-            return None
-        return int((window + EXPIRY_PERIOD) * 1_000_000) + self.config.limits.max_skew_us
+        return block_window_us(self.pool.window, self.config.limits.max_skew_us)
 
     def _foreign(self, block: Block) -> str | None:
         """Why `block` holds a v3 transaction of another network (one signed for another
@@ -693,16 +695,16 @@ class ChannelConsensus:
     def _replayed(self, block: Block, parent: ChainTip) -> str | None:
         in_flight = self.tree.tx_hashes_on_path(parent.block_hash)
         for tx in block.transactions:
-            if tx.hash in in_flight or self._final(tx.hash):
+            if tx.hash in in_flight or self._final(tx):
                 return f"transaction {tx.hash_hex} is already in the chain"
         return None
 
-    def _final(self, tx_hash: bytes) -> bool:
-        return tx_hash in self.finalising or self.is_committed(tx_hash)
+    def _final(self, tx: Transaction) -> bool:
+        return tx.hash in self.finalising or self.is_committed(tx.hash, tx.timestamp)
 
-    def is_final(self, tx_hash: bytes) -> bool:
+    def is_final(self, tx: Transaction) -> bool:
         """The transaction is in a final block (an index read, as `_final`)."""
-        return self._final(tx_hash)
+        return self._final(tx)
 
     def _refuse_proposal(
         self, block: Block, problem: str, now: float, *, held: bool = False

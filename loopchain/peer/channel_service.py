@@ -18,7 +18,12 @@ from typing import Any, TypeVar
 
 from loopchain import failpoints, monitor_log
 from loopchain.blockchain import coin, execution
-from loopchain.blockchain.block_store import BlockStore, BlockStoreError, StoredBlock
+from loopchain.blockchain.block_store import (
+    BlockStore,
+    BlockStoreError,
+    StoreDamaged,
+    StoredBlock,
+)
 from loopchain.blockchain.chain import OFF_THIS_CLOCK, Limits
 from loopchain.blockchain.intake_journal import IntakeJournal
 from loopchain.blockchain.mempool import TxPool, TxRefused, max_cost
@@ -317,7 +322,7 @@ class ChannelService:
         try:
             while await aside(lambda: next(loading, None)) is not None:
                 pass
-        except (StorageError, MemoryError) as exc:
+        except (StorageError, StoreDamaged, MemoryError) as exc:
             log.error("channel %s: transaction filter not loaded: %r", self.name, exc)
             return
         log.info(
@@ -342,7 +347,7 @@ class ChannelService:
         txs: list[Transaction] = []
         dead: list[Transaction] = []
         for tx in logged + legacy:
-            (dead if self.store.has_transaction(tx.hash) else txs).append(tx)
+            (dead if self.store.has_transaction(tx.hash, tx.timestamp) else txs).append(tx)
         self.journal.settle(tx.hash for tx in dead)
         if legacy:
             live = {tx.hash for tx in txs}
@@ -588,7 +593,7 @@ class ChannelService:
         if (
             checked.hash in self.consensus.pool
             or checked.hash in self._reserved_hashes  # sent in another batch being taken in
-            or self.store.has_transaction(checked.hash)
+            or self.store.has_transaction(checked.hash, checked.timestamp)
         ):
             raise RequestError(ErrorKind.INVALID, f"transaction {checked.tx_hash} is already known")
         # ... and one out of its time window, or past the pool's room (a recovery, ~33 us, each);
@@ -843,7 +848,7 @@ class ChannelService:
         consensus, kept, worth = self.consensus, [], []
         for tx in txs:
             held = consensus.known_transaction(tx.hash) is not None
-            if not held and consensus.is_final(tx.hash):
+            if not held and consensus.is_final(tx):
                 continue
             kept.append(tx)
             if not held and self._worth_checking(tx, now, parties):
@@ -1096,12 +1101,17 @@ class ChannelService:
             )
 
     def find_tx(self, tx_hash: bytes) -> TxLookup | None:
-        found = self.store.find_transaction(tx_hash)
-        if found is not None:
-            tx, place = found
-            return TxLookup(tx, place.height, place.block_hash, place.tx_index)
+        # the pool first: a pooled transaction is in no final block (none enters the pool once
+        # final, and each leaves it as its block becomes final), and a client polling for its
+        # own waiting one costs no read that misses (the store's filter knows no timestamp)
         pooled = self.consensus.pool.get(tx_hash)
-        return TxLookup(pooled, -1, b"") if pooled is not None else None
+        if pooled is not None:
+            return TxLookup(pooled, -1, b"")
+        found = self.store.find_transaction(tx_hash)
+        if found is None:
+            return None
+        tx, place = found
+        return TxLookup(tx, place.height, place.block_hash, place.tx_index)
 
     def last_block_hash(self) -> bytes:
         """The hash of the last final block (what get_block(-1, b"") serves), b"" for none."""
@@ -1149,11 +1159,11 @@ class ChannelService:
 
     def tx_result(self, tx_hash: bytes) -> TxOutcome | None:
         """A transaction's SCORE result (code 2, not executed, while it waits) and its place."""
+        if tx_hash in self.consensus.pool:  # waiting for a block (see find_tx)
+            return TxOutcome(execution.NOT_INVOKED, NOT_INVOKED_TEXT, executed=False)
         place = self.store.transaction_place(tx_hash)
         if place is None:
-            if tx_hash not in self.consensus.pool:
-                return None
-            return TxOutcome(execution.NOT_INVOKED, NOT_INVOKED_TEXT, executed=False)
+            return None
         recorded = self.store.tx_result(tx_hash, place.height)
         code, message = recorded[:2] if recorded else (execution.NOT_INVOKED, NOT_INVOKED_TEXT)
         return TxOutcome(

@@ -17,6 +17,7 @@ from typing import Any
 
 from loopchain import monitor_log
 from loopchain.blockchain.block_store import BlockStore, BlockStoreError, StoreDamaged
+from loopchain.blockchain.mempool import block_window_us
 from loopchain.blockchain.restore import restore_tip
 from loopchain.configure import Config, config_from_values
 from loopchain.consensus import messages as m
@@ -559,7 +560,11 @@ class PeerNode:
             max_file_mb=int(self.config.LEVELDB_MAX_FILE_MB),
         )
         self.stores.append(kv)
-        store = BlockStore(kv, grant.channel)
+        window = block_window_us(
+            float(self.config.TX_TIMESTAMP_WINDOW),
+            int(float(self.config.MAX_TIMESTAMP_SKEW) * 1_000_000),
+        )
+        store = BlockStore(kv, grant.channel, window)
         store.check()
         package = self.options.score_package or grant.score_package
         if package != grant.score_package:

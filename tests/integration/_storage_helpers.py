@@ -49,8 +49,9 @@ def flip_in_tables(store: Path, marker: bytes) -> Path:
 class ChainBuilder:
     """Makes a valid chain of one channel: real keys, signed blocks, votes and certificates."""
 
-    def __init__(self, channel: str = CHANNEL, validators: int = 4) -> None:
+    def __init__(self, channel: str = CHANNEL, validators: int = 4, step_us: int = 1) -> None:
         self.channel = channel
+        self.step_us = step_us  # between two blocks' timestamps (a transaction is stamped at its)
         self.signers = [Signer.generate() for _ in range(validators)]
         issuer = Signer.generate()
         members = tuple(Validator(s.address) for s in self.signers)
@@ -64,9 +65,8 @@ class ChainBuilder:
         """A new, unique, signed transaction of this channel."""
         self._tx_count += 1
         data = {"n": self._tx_count}
-        return Transaction.create_v1(
-            self.channel, data, BASE_TIME_US + self._tx_count, self.signers[0]
-        )
+        stamp = BASE_TIME_US + (self.height + 1) * (self.step_us - 1) + self._tx_count
+        return Transaction.create_v1(self.channel, data, stamp, self.signers[0])
 
     def block(
         self,
@@ -86,7 +86,7 @@ class ChainBuilder:
             prev_hash=self.prev_hash if prev_hash is None else prev_hash,
             prev_qc=self.prev_qc,
             transactions=transactions or [],
-            timestamp=BASE_TIME_US + height,
+            timestamp=BASE_TIME_US + height * self.step_us,
             leader=leader,
             next_leader=self.signers[(height + 1) % len(self.signers)].address,
             validators_hash=self.validators.hash,

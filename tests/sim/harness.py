@@ -165,7 +165,7 @@ class Network:
             tip=tip,
             tip_certificate=qc,
             pool=TxPool(10_000),
-            is_committed=lambda h: h in committed,
+            is_committed=lambda h, _stamped: h in committed,
             network_id=lambda: NETWORK_ID,
             safety=SafetyRules(*disk.safety),
             roots_at=disk.roots.get,

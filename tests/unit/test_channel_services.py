@@ -21,6 +21,7 @@ import pytest
 from loopchain.blockchain import block_store
 from loopchain.blockchain.block_store import BlockStore
 from loopchain.blockchain.chain import OFF_THIS_CLOCK
+from loopchain.blockchain.mempool import block_window_us
 from loopchain.blockchain.tx_filter import TxFilter
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
@@ -106,12 +107,16 @@ class Cluster:
             self.tmp_path / str(index),
             0,
         )
+        config = self.configs.get(index, self.config)
+        window = block_window_us(  # as a peer's (node.py): its filter of recent transactions
+            float(config.TX_TIMESTAMP_WINDOW), int(float(config.MAX_TIMESTAMP_SKEW) * 1_000_000)
+        )
         service = ChannelService(
             settings=settings,
-            config=self.configs.get(index, self.config),
+            config=config,
             clock=self.clocks.get(index, time.time),
             signer=signer,
-            store=BlockStore(self.kvs[index], CHANNEL),
+            store=BlockStore(self.kvs[index], CHANNEL, window),
             transport=self.network.transport(signer.address),
         )
         service.set_members(self.peers[: self.listed])
@@ -1277,9 +1282,9 @@ async def test_a_restarted_peer_looks_up_no_new_transaction_on_disk_once_its_fil
         loaded_by: dict[bytes, threading.Thread] = {}
         add = TxFilter.add
 
-        def noted(self: TxFilter, tx_hash: bytes) -> None:
+        def noted(self: TxFilter, tx_hash: bytes, stamped_us: int | None = None) -> None:
             loaded_by.setdefault(tx_hash, threading.current_thread())
-            add(self, tx_hash)
+            add(self, tx_hash, stamped_us)
 
         monkeypatch.setattr(TxFilter, "add", noted)
         again = cluster.restart(1)
@@ -1304,7 +1309,8 @@ async def test_a_restarted_peer_looks_up_no_new_transaction_on_disk_once_its_fil
 
 
 class UnreadableIndex(MemoryStore):
-    """A peer's disk whose transaction index cannot be walked (a damaged table file)."""
+    """A peer's disk whose transaction index cannot be walked, nor its blocks read by the filter's
+    loader (a damaged table file, met there first)."""
 
     error: Exception = StorageCorrupt("Corruption: block checksum mismatch in 000042.ldb")
 
@@ -1312,6 +1318,12 @@ class UnreadableIndex(MemoryStore):
         if prefix == block_store.TX:
             raise self.error
         return super().iterate(prefix, reverse=reverse, cached=cached)
+
+    def get(self, key: bytes) -> bytes | None:
+        loader = threading.current_thread() is not threading.main_thread()
+        if loader and key.startswith(block_store.BODY):
+            raise self.error
+        return super().get(key)
 
 
 class NoMemoryForTheFilter(UnreadableIndex):
@@ -1326,6 +1338,11 @@ async def test_a_filter_that_cannot_be_loaded_leaves_every_lookup_to_the_store(
     cluster = Cluster(tmp_path, disk=disk)
     try:
         services = cluster.services
+        first = await submit(services[0], 5, "first")  # blocks for the loaders to read
+        await cluster.wait(lambda: cluster.final_everywhere(first, services), "first final")
+        for index in range(len(services)):
+            await cluster.crash(index)
+            cluster.restart(index)
         await cluster.wait(
             lambda: (
                 sum("transaction filter not loaded" in r.getMessage() for r in caplog.records)

@@ -273,7 +273,7 @@ def _consensus(tip: ChainTip, safety: SafetyRules, signer: Signer) -> ChannelCon
         tip=tip,
         tip_certificate=None,
         pool=TxPool(100),
-        is_committed=lambda tx_hash: False,
+        is_committed=lambda tx_hash, stamped: False,
         safety=safety,
     )
 
