@@ -44,10 +44,11 @@ came before: LevelDB then moves their tables down its levels instead of rewritin
 compaction, as it did with keys by hash, spread over the whole key space. A voted-for block that
 becomes final is written once, when voted for. Only the lookups by hash (b"t/", b"H/") are spread.
 
-A lookup by hash of a transaction not in the chain (every new transaction is asked about at
-intake, in gossip, in a proposal and when its block is saved) reads nothing once `tx_filter`, a
-Bloom filter of the stored hashes, is loaded (`load_tx_filter`, which the channel runs at start):
-each such miss in LevelDB was charged to a table file, and files charged often are compacted.
+A lookup of a transaction not in the chain (every new transaction is asked about, with its
+timestamp, at intake, in gossip, in a proposal and when its block is saved) reads nothing once
+`tx_filter`, Bloom filters of the stored hashes (a peer's: of those stamped recently), is loaded
+(`load_tx_filter`, which the channel runs at start): each such miss in LevelDB was charged to a
+table file, and files charged often are compacted.
 
 Execution (SCORE) runs after finality: the results of one executed block and the s/executed pointer
 are written in ONE batch, heights 0..executed with no gap, executed <= tip.
