@@ -140,7 +140,8 @@ class WorkerLink:
         # a little less than the caller's deadline: the call ends here first, so a worker that
         # does not answer is seen to run out of time (and probed), not just cancelled by the caller
         given = MAX_DEADLINE_S if deadline is None else deadline - FORWARD_MARGIN_S
-        timeout = min(max(0.0, given), MAX_DEADLINE_S)
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
         if self._closed:
             raise WorkerRefusal(grpc.StatusCode.UNAVAILABLE, self._stopping)
         if self.stopped is not None:
@@ -153,8 +154,16 @@ class WorkerLink:
         except grpc.aio.AioRpcError as exc:  # taken as stalled: refused without waiting
             message = f"channel {self.channel}: its worker process is not answering: "
             raise WorkerRefusal(grpc.StatusCode.UNAVAILABLE, message + str(exc.details())) from None
-        loop = asyncio.get_running_loop()
         began = loop.time()
+        # what is left of the caller's time once admitted (a call that waited for a probe was
+        # sent with the whole of it, and its caller gave up first: review)
+        timeout = min(given - (began - arrived), MAX_DEADLINE_S)
+        if timeout <= 0:
+            raise WorkerRefusal(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"channel {self.channel}: the caller's time ran out while its worker process "
+                "was being probed; not sent to it",
+            )
         try:
             reply = await getattr(self.stub, method)(
                 request, timeout=timeout, metadata=_metadata(caller, forwarded_from)

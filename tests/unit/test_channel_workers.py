@@ -183,6 +183,43 @@ async def test_a_worker_not_listening_is_answered_unavailable_naming_the_channel
     assert link._links == {}
 
 
+class _Stub:
+    """A worker's stub that records the timeout each call is sent with."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float] = []
+
+    async def GetStatus(self, request: object, timeout: float, metadata: object) -> str:
+        self.timeouts.append(timeout)
+        return "answer"
+
+
+async def test_a_call_admitted_after_a_probe_is_sent_with_what_is_left_of_its_time(
+    tmp_path: Path,
+) -> None:
+    """A call that waited for a probe of its worker was sent with its caller's whole deadline:
+    its caller gave up first (a 504, and the link never saw it run out). It is sent with what
+    is left; none left, it is refused at once, never sent (review)."""
+    link = WorkerLink("alpha", tmp_path / "nobody.sock", load_config())
+    stub = _Stub()
+    link.stub = stub  # type: ignore[assignment]
+
+    async def probed() -> None:
+        await asyncio.sleep(0.3)  # the probe under way when the call came
+
+    link.health.admit = probed  # type: ignore[method-assign]
+    request = pb.ChannelRequest(channel="alpha")
+    try:
+        assert await link.call("GetStatus", request, None, 2.0) == "answer"
+        assert stub.timeouts[0] <= 2.0 - worker_link.FORWARD_MARGIN_S - 0.3
+        with pytest.raises(WorkerRefusal) as refused:
+            await link.call("GetStatus", request, None, worker_link.FORWARD_MARGIN_S + 0.2)
+        assert refused.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "not sent" in refused.value.message and len(stub.timeouts) == 1
+    finally:
+        await link.close()
+
+
 SOURCE = "ipv4:127.0.0.1:1"  # where a pushed message came from
 
 
