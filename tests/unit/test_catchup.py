@@ -712,3 +712,41 @@ async def test_a_range_whose_proof_is_forged_costs_none_of_the_proofs_signatures
     # handed to the consensus as it is, its certificate is checked before its transactions
     victim.handle(m.BlocksSynced(((head, head_qc),), (child, own)), net.now)
     assert proof_hashes.isdisjoint(recovered)
+
+
+class TamperingFirst:
+    """The other peers: the first serves `block`'s header over a body of its own, the second
+    serves `block`."""
+
+    def __init__(self, block: Block, liar: PeerInfo) -> None:
+        self.block, self.liar = block, liar
+        self.asked: list[str] = []
+
+    async def fetch_block(
+        self, peer: PeerInfo, channel: str, block_hash: bytes, pooled: Any = None
+    ) -> Block | None:
+        self.asked.append(peer.target)
+        if peer == self.liar:
+            extra = Transaction.create_v1("alpha", {"not": "named"}, 1, SIGNER)
+            return dataclasses.replace(self.block, transactions=(extra,))
+        return self.block
+
+
+async def test_a_block_whose_body_its_server_changed_is_fetched_from_another_peer() -> None:
+    """A block's hash names its header only: a member serving the header over a body of its own
+    ended the fetch (the block was asked for again only at the next timeout) and was not
+    avoided (review). It is avoided, and the next peer asked."""
+    liar, honest = PeerInfo("hxliar", "127.0.0.1:1", 0), PeerInfo("hxhonest", "127.0.0.1:2", 1)
+    peers, fetched = TamperingFirst(BLOCK, liar), list[m.Event]()
+    up = CatchUp(
+        "alpha",
+        peers,  # type: ignore[arg-type]
+        lambda: [liar, honest],
+        lambda: 0,
+        lambda event: fetched.append(event) or [],
+        sync_batch=10,
+    )
+    up._shuffled_others = lambda: [liar, honest]  # type: ignore[method-assign]
+    await asyncio.wait_for(up._fetch_one(BLOCK.hash), 30)
+    assert fetched == [m.BlockFetched(BLOCK)] and peers.asked == [liar.target, honest.target]
+    assert liar.target in up._avoid and honest.target not in up._avoid
