@@ -339,6 +339,12 @@ class _BodyErrorsToTheBody:
         it only by its keep-alive time, REST_KEEPALIVE_TIMEOUT, 75 s: a client trickling a byte a
         few seconds held a connection that long; a review held every one of a proxy's so)."""
         self._late = None
+        if getattr(self._connection, "_request_in_progress", False):  # (aiohttp's own)
+            # a pipelined head behind a request being answered: the 408 was written over that
+            # answer (review); its time runs once the answer is out
+            loop = asyncio.get_running_loop()
+            self._late = loop.call_later(HEAD_DEADLINE_S, self._head_late)
+            return
         transport = getattr(self._connection, "transport", None)
         begun = self._head_bytes or not self._spoken
         if transport is None or not begun or transport.is_closing():

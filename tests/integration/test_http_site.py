@@ -267,6 +267,55 @@ async def test_a_connection_that_sends_nothing_is_closed_at_the_head_deadline_an
         await site.close()
 
 
+async def test_a_pipelined_head_behind_a_long_answer_does_not_take_that_answers_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client pipelining the start of its next head behind a request the server took long to
+    answer was sent a 408 at the head deadline, in place of that answer (review). The answer
+    comes first; the late head is answered 408 after it."""
+    monkeypatch.setattr(http_site, "HEAD_DEADLINE_S", 0.05)
+    fired: list[bool] = []
+    real = http_site._BodyErrorsToTheBody._head_late
+
+    def counted(self: http_site._BodyErrorsToTheBody) -> None:
+        fired.append(True)
+        real(self)
+
+    monkeypatch.setattr(http_site._BodyErrorsToTheBody, "_head_late", counted)
+    release, started = asyncio.Event(), asyncio.Event()
+    app = web.Application()
+
+    async def slow(request: web.Request) -> web.Response:
+        started.set()
+        await release.wait()
+        return web.json_response({"slow": True})
+
+    app.router.add_get("/slow", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port_pair()
+    site = http_site.LimitedSite(runner, "127.0.0.1", port, max_connections=8, refusal_body=b"{}")
+    await site.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(get_request("/slow", close=False))
+        await asyncio.wait_for(started.wait(), 30)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n")  # the next head's first packet
+
+        async def deadline_passed_twice() -> bool:
+            return len(fired) >= 2
+
+        await wait_until_async(deadline_passed_twice, 30, "the head deadline, twice")
+        release.set()
+        answer = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        first, _, rest = answer.partition(b"HTTP/1.1 ")[2].partition(b"HTTP/1.1 ")
+        assert first.startswith(b"200") and b'{"slow": true}' in first, answer
+        assert rest.startswith(b"408"), answer
+    finally:
+        await site.close()
+
+
 async def test_64_keep_alive_tls_clients_at_once_are_all_served_and_leave_nothing_behind(
     tmp_path: Path,
 ) -> None:
