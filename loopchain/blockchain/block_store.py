@@ -103,6 +103,12 @@ ROOTS = b"e/"
 UPDATES = b"v/"
 TX_HASHES = b"x/"
 INTAKE = b"i/"
+# Under a recent filter (tx_filter.RecentTxFilter): the widest distance between a transaction's
+# timestamp and its block's that blocks saved may hold without a record (the block windows the
+# store was written under, the widest), and the record of each transaction stamped further from
+# its block (a block certified by peers with a wider window, synced): hash -> its timestamp
+STAMP_GAP = b"s/stamp_gap"
+STAMP_OUTLIER = b"o/"
 LEGACY_PENDING = b"p/"
 
 HASH_BYTES = 32
@@ -219,8 +225,15 @@ class BlockStore:
         # the hashes of the stored transactions, so that a lookup of one not stored reads nothing
         # (see tx_filter); "maybe" to every hash until load_tx_filter has run
         self.tx_window_us = tx_window_us
+        gap = kv.get(STAMP_GAP)
+        self._stamp_gap = _int(gap) if gap is not None else 0
+        # a recent filter needs every block saved with its stamps' record: a store an earlier
+        # version wrote (or one written without a window) keeps the whole-chain filter
+        self._recording = tx_window_us is not None and (gap is not None or self._tip_height < 0)
         self.tx_filter: TxFilter | RecentTxFilter = (
-            TxFilter(self.total_tx()) if tx_window_us is None else RecentTxFilter(2 * tx_window_us)
+            RecentTxFilter(2 * tx_window_us)
+            if self._recording and tx_window_us is not None
+            else TxFilter(self.total_tx())
         )
         # the last safety record written or read (this store is its only writer): a vote checks
         # against it without reading and decoding the record with its certificate again
@@ -296,6 +309,8 @@ class BlockStore:
                 batch.put(
                     _height_key(TX_HASHES, height), b"".join(tx.hash for tx in block.transactions)
                 )
+                if self._recording:
+                    self._record_stamps(batch, block)
                 spans = block.transaction_spans()
                 for tx_hash, index in positions:
                     place = _u64(height) + index.to_bytes(4, "big")
@@ -733,6 +748,17 @@ class BlockStore:
         value = canonical.decode(legacy)
         return canonical.encode(value["block"]), canonical.encode(value["certificate"])
 
+    def _record_stamps(self, batch: Any, block: Block) -> None:
+        """Record in `batch` what a recent filter's loading needs of `block` (see STAMP_GAP)."""
+        window = self.tx_window_us or 0
+        if self._stamp_gap < window:
+            batch.put(STAMP_GAP, _u64(window))
+            self._stamp_gap = window  # (a batch that then fails leaves it wider: harmless)
+        stamp = block.header.timestamp
+        for tx in block.transactions:
+            if abs(tx.timestamp - stamp) > self._stamp_gap:
+                batch.put(STAMP_OUTLIER + tx.hash, _u64(tx.timestamp))
+
     def has_transaction(self, tx_hash: bytes, stamped_us: int | None = None) -> bool:
         """True when a final block holds the transaction stamped `stamped_us` (one index read, no
         block decoded; none when the filter knows the hash is not stored: a recent filter knows
@@ -766,7 +792,14 @@ class BlockStore:
 
     def _load_recent(self, hashes: RecentTxFilter) -> Iterator[int]:
         count, height = 0, self._tip_height  # (the blocks saved meanwhile add themselves)
-        window = self.tx_window_us or 0
+        # every transaction stamped further from its block than the store's widest window is
+        # recorded (STAMP_OUTLIER); the others are in the blocks stamped within the span and
+        # that window of the newest
+        window = max(self._stamp_gap, self.tx_window_us or 0)
+        outliers = [
+            (key[len(STAMP_OUTLIER) :], _int(value))
+            for key, value in self._kv.iterate(STAMP_OUTLIER, cached=False)
+        ]
         oldest: int | None = None
         while height >= 0:
             block_hash = self._kv.get(_height_key(HEIGHT, height))
@@ -783,6 +816,11 @@ class BlockStore:
             for tx in block.transactions:
                 hashes.add(tx.hash, tx.timestamp)
             count += len(block.transactions)
+            if oldest is not None and outliers:
+                for tx_hash, stamped_us in outliers:  # once the chain's time is set
+                    hashes.add(tx_hash, stamped_us)
+                count += len(outliers)
+                outliers = []
             if count // FILTER_LOAD_STEP != (count - len(block.transactions)) // FILTER_LOAD_STEP:
                 yield count
             height -= 1

@@ -17,10 +17,12 @@ from rbloom import Bloom
 from loopchain.blockchain import block_store as schema
 from loopchain.blockchain import tx_filter
 from loopchain.blockchain.block_store import BlockStore, BlockStoreError
+from loopchain.blockchain.mempool import block_window_us
 from loopchain.blockchain.tx_filter import RecentTxFilter, TxFilter
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.storage.memory import MemoryStore
-from tests.integration._storage_helpers import CHANNEL, ChainBuilder
+from loopchain.types.transaction import Transaction
+from tests.integration._storage_helpers import BASE_TIME_US, CHANNEL, ChainBuilder
 
 
 def _hashes(count: int, salt: bytes = b"") -> list[bytes]:
@@ -271,3 +273,47 @@ def test_a_recent_filter_loads_the_recent_blocks_only_and_stays_small() -> None:
     assert len(kv.index_reads) <= 2  # (false positives only)
     _save_blocks(reopened, chain, 200, 3)  # 1,000 s more
     assert len(reopened.tx_filter._buckets) <= 2 * tx_filter.BUCKETS_A_SPAN + 2
+
+
+@pytest.mark.parametrize("how", ["window lowered", "stamped past the window"])
+def test_a_transaction_stamped_far_from_its_block_is_known_after_a_restart(how: str) -> None:
+    """The loader reads the blocks within the span and the window of the newest: a transaction
+    stamped further from its block than the window it reopens with (written under a wider one,
+    or in a block others certified with theirs) was in no block it read, and was "surely not
+    stored": a replay of it was stored again (review). The widest window a store was written
+    under is kept, and each transaction stamped further still is recorded."""
+    wide, narrow = block_window_us(300.0, 30_000_000), block_window_us(60.0, 30_000_000)
+    assert wide is not None and narrow is not None
+    kv, chain = MemoryStore(), ChainBuilder(step_us=5_000_000)
+    store = BlockStore(kv, CHANNEL, wide if how == "window lowered" else narrow)
+    _loaded(store)
+    store.save_block(*chain.next(0))
+    # a client's clock fast: inside the wide window; or stamped as the chain's time at restart
+    ahead = 290_000_000 if how == "window lowered" else 1_500_000_000
+    tx = Transaction.create_v1(
+        CHANNEL, {"x": 1}, BASE_TIME_US + 5_000_000 + ahead, chain.signers[0]
+    )
+    block = chain.block([tx])
+    certificate = chain.certify(block)
+    chain.advance(block, certificate)
+    store.save_block(block, certificate)
+    for _ in range(56 if how == "window lowered" else 300):  # 280 s (1,500 s) more of blocks
+        store.save_block(*chain.next(0))
+    reopened = BlockStore(kv, CHANNEL, narrow)
+    _loaded(reopened)
+    assert reopened.has_transaction(tx.hash, tx.timestamp)
+    again = chain.block([tx])
+    with pytest.raises(BlockStoreError, match="already at height 1"):
+        reopened.save_block(again, chain.certify(again))
+
+
+def test_a_store_an_earlier_version_wrote_keeps_the_whole_chain_filter() -> None:
+    """Its blocks were saved with no record of how far their transactions are stamped from
+    them: a recent filter could not know which to read."""
+    kv, chain = MemoryStore(), ChainBuilder()
+    saved = _save_blocks(BlockStore(kv, CHANNEL), chain, 3, 2)  # no window: no record
+    window = block_window_us(300.0, 0)
+    reopened = BlockStore(kv, CHANNEL, window)
+    assert isinstance(reopened.tx_filter, TxFilter)
+    assert _loaded(reopened) == len(saved)
+    assert isinstance(BlockStore(MemoryStore(), CHANNEL, window).tx_filter, RecentTxFilter)
