@@ -235,17 +235,18 @@ def test_the_pool_counts_what_each_senders_pooled_v3_transactions_may_cost() -> 
     [
         {"x": [[] for _ in range(15_000)]},
         {"x": [{} for _ in range(15_000)]},
+        {"x": [{"a": 0} for _ in range(6_000)]},
         {"x": ["ab"] * 9_000},
         {"x": [1000 + n for n in range(9_000)]},
         {"method": "transfer", "params": {"to": "hx" + "1" * 40, "value": 1000}},
         "hello",
     ],
-    ids=["lists", "objects", "strings", "integers", "ordinary", "text"],
+    ids=["lists", "objects", "one-entry objects", "strings", "integers", "ordinary", "text"],
 )
 def test_the_pool_is_bounded_by_the_memory_its_transactions_hold(data: object) -> None:
     """A pool bounded by its transactions' bytes held up to 25 times that (a body of empty lists
     or objects is a Python object every 3 bytes): 64 MiB of them held 1.4 GB (review). What a
-    transaction holds, parsed as a peer keeps it, is counted at half of it at least."""
+    transaction holds, parsed as a peer keeps it, is counted at three quarters of it at least."""
     encoded = Transaction.create_v1("pool_channel", data, 1, SIGNER).encode()
     gc.collect()
     tracemalloc.start()
@@ -256,7 +257,7 @@ def test_the_pool_is_bounded_by_the_memory_its_transactions_hold(data: object) -
         used = (tracemalloc.get_traced_memory()[0] - before) / len(held)
     finally:
         tracemalloc.stop()
-    assert held[0].held_bytes >= used / 2, (held[0].held_bytes, used, len(encoded))
+    assert held[0].held_bytes >= 0.75 * used, (held[0].held_bytes, used, len(encoded))
     pool = TxPool(100, max_bytes=3 * held[0].held_bytes)
     pool.add(held[0], now=0.0)
     assert pool.size_bytes == held[0].held_bytes
