@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,7 +44,7 @@ from loopchain.peer.stores import RELEASE_WAIT, open_released
 from loopchain.peer.workers import STORAGE_ADVICE, ChannelWorker
 from loopchain.scoreservice.owned_dir import OwnedDir
 from loopchain.scoreservice.supervisor import MAX_SOCKET_PATH_BYTES
-from loopchain.storage.abc import KeyValueStore, StorageError
+from loopchain.storage.abc import KeyValueStore, StorageCorrupt, StorageError
 from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types.crypto import KeyFile, KeyProtection, Signer, address_of, open_key_file
 from loopchain.types.hashing import sha3_256
@@ -334,7 +335,7 @@ class PeerNode:
             node_dir = self.root / worker.grant.channel / "node"
             self.node_store = await open_released(node_dir)
         else:
-            self.node_store = LevelDBStore(self.root / "node")
+            self.node_store = _open_node_cache(self.root / "node")
         self.stores.append(self.node_store)
         if worker is not None:
             self.signer = worker.signer  # its peer's, not the key file's (worker_spec_json)
@@ -1031,6 +1032,22 @@ class PeerNode:
             await self.transport.close()
         for store in self.stores:
             store.close()
+
+
+def _open_node_cache(path: Path) -> LevelDBStore:
+    """The peer's node store, a cache of what the RadioStation said: one found damaged (one that
+    lost its CURRENT file is refused as such, review) is moved aside and made anew, not a
+    reason for the peer not to start."""
+    try:
+        return LevelDBStore(path)
+    except StorageCorrupt as exc:
+        aside = path.with_name(f"{path.name}.damaged-{time.time_ns()}")
+        log.warning("the node cache is damaged (%s); moved aside to %s, made anew", exc, aside)
+        try:
+            path.rename(aside)
+        except OSError as move:
+            raise StorageError(f"{exc}; cannot move it aside: {move}") from None
+        return LevelDBStore(path)
 
 
 def _warn_about_key(key: KeyFile, password_given: bool) -> None:

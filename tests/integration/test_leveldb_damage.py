@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loopchain.peer import node as node_module
 from loopchain.storage import leveldb, leveldb_tail
 from loopchain.storage.abc import StorageCorrupt, StorageError
 from loopchain.storage.leveldb import LevelDBStore
@@ -369,3 +370,21 @@ def test_a_store_whose_making_stopped_before_its_current_file_is_made_anew(
         assert store.get(b"k") == b"v"
     finally:
         store.close()
+
+
+def test_a_peers_node_cache_that_lost_its_current_file_is_made_anew(tmp_path: Path) -> None:
+    """The node store is a cache of what the RadioStation said: refused as damaged, it stopped
+    the peer's start; it is moved aside (kept) and made anew."""
+    path = tmp_path / "node"
+    store = LevelDBStore(path, write_buffer_mb=1)
+    for n in range(3000):
+        store.put(b"k%05d" % n, os.urandom(1000))
+    store.close()
+    (path / "CURRENT").unlink()
+    fresh = node_module._open_node_cache(path)
+    try:
+        assert fresh.get(b"k00001") is None
+        fresh.put(b"k", b"v", sync=True)
+    finally:
+        fresh.close()
+    assert [p.name.startswith("node.damaged-") for p in tmp_path.iterdir()].count(True) == 1
