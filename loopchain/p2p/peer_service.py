@@ -249,11 +249,16 @@ def _balance_refusal(code: grpc.StatusCode, message: str) -> pb.BalanceEntry:
     return pb.BalanceEntry(code=code.value[0], message=message)
 
 
-def decode_consensus(message: pb.ConsensusMessage, pooled: Pooled | None = None) -> m.Event:
+def decode_consensus(
+    message: pb.ConsensusMessage, pooled: Pooled | None = None, max_txs: int | None = None
+) -> m.Event:
     """The consensus event carried by a Deliver message (`pooled`: the channel's transactions by
-    signature, which a proposal's need not be decoded again)."""
+    signature, which a proposal's need not be decoded again; `max_txs`: a proposal holding more
+    transactions, or not signed by its leader, is refused before they are made)."""
     kind = message.WhichOneof("body")
     if kind == "proposal":
+        if max_txs is not None:
+            return m.ProposalReceived(Block.decode_proposal(message.proposal, max_txs, pooled))
         return m.ProposalReceived(Block.decode(message.proposal, pooled))
     if kind == "vote":
         return m.VoteReceived(Vote.decode(message.vote))
@@ -400,6 +405,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         callers: Callers | None = None,
         max_proposal: int = max_proposal_bytes(1024),
         max_reply: int = int(DEFAULTS["GRPC_MAX_MESSAGE_BYTES"]),
+        max_proposal_txs: int = int(DEFAULTS["MAX_BLOCK_TX_NUM"]),
     ) -> None:
         """`workers`: the link to the worker process serving a channel (None for a channel this
         process serves); `callers`: who calls, when not found from a TLS certificate (a channel
@@ -407,6 +413,7 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         `max_reply`: the bytes a reply may take (GRPC_MAX_MESSAGE_BYTES)."""
         self.backend = backend
         self.max_proposal = max_proposal
+        self.max_proposal_txs = max_proposal_txs  # MAX_BLOCK_TX_NUM
         self.max_reply = max_reply
         range_bytes = range_reply_bytes(max_proposal)
         self.unsent = UnsentReplies(
@@ -1131,7 +1138,8 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
     async def _deliver(self, request: pb.ConsensusMessage, caller: str | None) -> None:
         channel = self._party_channel(request.channel, caller)
         self._check_consensus(request)
-        await channel.receive_in_turns(decode_consensus(request, channel.pooled_transaction))
+        event = decode_consensus(request, channel.pooled_transaction, self.max_proposal_txs)
+        await channel.receive_in_turns(event)
 
     async def AddTxBatch(self, request: pb.TxBatch, context: Any) -> pb.Ack:
         async def work() -> pb.Ack:

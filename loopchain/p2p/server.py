@@ -98,13 +98,16 @@ async def _serve(
 class _Sizes(TypedDict):
     max_proposal: int
     max_reply: int
+    max_proposal_txs: int
 
 
 def _sizes(config: Config) -> _Sizes:
-    """A PeerServicer's bounds: of a proposal it takes, of a reply it makes."""
+    """A PeerServicer's bounds: of a proposal it takes (bytes, transactions), of a reply it
+    makes."""
     return {
         "max_proposal": max_proposal_bytes(int(config.MAX_BLOCK_KBYTES)),
         "max_reply": int(config.GRPC_MAX_MESSAGE_BYTES),
+        "max_proposal_txs": int(config.MAX_BLOCK_TX_NUM),
     }
 
 
