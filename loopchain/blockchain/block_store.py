@@ -230,6 +230,10 @@ class BlockStore:
         # a recent filter needs every block saved with its stamps' record: a store an earlier
         # version wrote (or one written without a window) keeps the whole-chain filter
         self._recording = tx_window_us is not None and (gap is not None or self._tip_height < 0)
+        # a store saving blocks unrecorded (no window) forgets its record at its first save:
+        # opened with a window again later, it trusted the record and missed those blocks'
+        # far-stamped transactions (review)
+        self._forget_gap = gap is not None and not self._recording
         self.tx_filter: TxFilter | RecentTxFilter = (
             RecentTxFilter(2 * tx_window_us)
             if self._recording and tx_window_us is not None
@@ -299,6 +303,8 @@ class BlockStore:
             for tx_hash, index in positions:
                 self.tx_filter.add(tx_hash, block.transactions[index].timestamp)
         with self._kv.write_batch() as batch:
+            if self._forget_gap and staged:
+                batch.delete(STAMP_GAP)
             for block, block_hash, certificate, positions in staged:
                 height = block.height
                 body_key = _body_key(height, block_hash)
@@ -358,6 +364,7 @@ class BlockStore:
             self._tip_height, self._tip_hash = tip_height, tip_hash
             self._tip = (block, certificate)
             self._legacy_proof = False
+            self._forget_gap = False  # deleted with the first blocks saved unrecorded
             for block, block_hash, *_ in staged[-DECODED_BLOCKS:]:
                 self._keep_decoded(block_hash, block)
 
@@ -757,7 +764,9 @@ class BlockStore:
         stamp = block.header.timestamp
         for tx in block.transactions:
             if abs(tx.timestamp - stamp) > self._stamp_gap:
-                batch.put(STAMP_OUTLIER + tx.hash, _u64(tx.timestamp))
+                # (clamped: one stamped before 0 is before any span, one past 2**64 ahead of it)
+                clamped = min(max(tx.timestamp, 0), (1 << 64) - 1)
+                batch.put(STAMP_OUTLIER + tx.hash, _u64(clamped))
 
     def has_transaction(self, tx_hash: bytes, stamped_us: int | None = None) -> bool:
         """True when a final block holds the transaction stamped `stamped_us` (one index read, no

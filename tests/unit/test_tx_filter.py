@@ -317,3 +317,39 @@ def test_a_store_an_earlier_version_wrote_keeps_the_whole_chain_filter() -> None
     assert isinstance(reopened.tx_filter, TxFilter)
     assert _loaded(reopened) == len(saved)
     assert isinstance(BlockStore(MemoryStore(), CHANNEL, window).tx_filter, RecentTxFilter)
+
+
+def test_a_store_that_saved_blocks_unrecorded_forgets_its_record() -> None:
+    """Written with a window, then without one (blocks saved with no record of their stamps),
+    then with one again: the record said blocks were recorded, the loader trusted it, and a
+    transaction stamped far from its old block was "surely not stored" (review). A store that
+    saves unrecorded forgets its record, and keeps the whole-chain filter after."""
+    window = block_window_us(60.0, 0)
+    kv, chain = MemoryStore(), ChainBuilder(step_us=5_000_000)
+    store = BlockStore(kv, CHANNEL, window)
+    store.save_block(*chain.next(0))
+    assert kv.get(schema.STAMP_GAP) is not None
+    unwindowed = BlockStore(kv, CHANNEL)  # read, nothing saved: the record stays
+    assert unwindowed.tip_height() == 0 and kv.get(schema.STAMP_GAP) is not None
+    unwindowed.save_block(*chain.next(1))
+    assert kv.get(schema.STAMP_GAP) is None
+    assert isinstance(BlockStore(kv, CHANNEL, window).tx_filter, TxFilter)
+
+
+@pytest.mark.parametrize("stamp", [-1, 1 << 64, 10**30])
+def test_a_transaction_stamped_out_of_any_range_is_saved_and_known(stamp: int) -> None:
+    """A transaction stamped before 0 or past 2**64 (in a block certified by peers with no
+    window) failed its block's save for good (OverflowError: the channel halted, review)."""
+    window = block_window_us(60.0, 0)
+    kv, chain = MemoryStore(), ChainBuilder(step_us=5_000_000)
+    store = BlockStore(kv, CHANNEL, window)
+    _loaded(store)
+    store.save_block(*chain.next(0))
+    tx = Transaction.create_v1(CHANNEL, {"far": True}, stamp, chain.signers[0])
+    block = chain.block([tx])
+    certificate = chain.certify(block)
+    chain.advance(block, certificate)
+    store.save_block(block, certificate)
+    reopened = BlockStore(kv, CHANNEL, window)
+    _loaded(reopened)
+    assert reopened.has_transaction(tx.hash, tx.timestamp)
