@@ -201,13 +201,17 @@ class Transaction:
         """The memory this transaction holds, estimated from its bytes by what they make when
         parsed (a pool is bounded by it: bounded by bytes, a pool of 64 MiB of bodies of empty
         lists held 1.4 GB). Mostly over (text with many commas, quotes or colons counts several
-        times what it holds), at worst ~0.8 of it (a list of large integers)."""
+        times what it holds; any text not ASCII four times), at worst ~0.8 of it (a list of
+        large integers)."""
         held = self.__dict__.get("_held")
         if held is None:
             raw = self._encoded
             held = self.__dict__["_held"] = (
                 HELD_OVERHEAD
-                + len(raw)
+                # its bytes, and its text parsed again: one byte a character, or up to four
+                # when any is not ASCII (Python keeps a string at its widest character's size:
+                # one emoji in 60 KB of text held 240 KB, review)
+                + (2 if raw.isascii() else 6) * len(raw)
                 + HELD_PER_CONTAINER * (raw.count(b"{") + raw.count(b"["))
                 + HELD_PER_QUOTE * raw.count(b'"')
                 + HELD_PER_COMMA * raw.count(b",")

@@ -240,8 +240,18 @@ def test_the_pool_counts_what_each_senders_pooled_v3_transactions_may_cost() -> 
         {"x": [1000 + n for n in range(9_000)]},
         {"method": "transfer", "params": {"to": "hx" + "1" * 40, "value": 1000}},
         "hello",
+        "a" * 30_000 + "\U0001f600",
     ],
-    ids=["lists", "objects", "one-entry objects", "strings", "integers", "ordinary", "text"],
+    ids=[
+        "lists",
+        "objects",
+        "one-entry objects",
+        "strings",
+        "integers",
+        "ordinary",
+        "text",
+        "text with an emoji",
+    ],
 )
 def test_the_pool_is_bounded_by_the_memory_its_transactions_hold(data: object) -> None:
     """A pool bounded by its transactions' bytes held up to 25 times that (a body of empty lists
