@@ -106,7 +106,7 @@ CHILD_HANG_TIMEOUT = 30.0
 REST_MAX_CONNECTIONS = 4096
 MAX_TX_BYTES = 64 * 1024  # a transaction's canonical bytes; at most MAX_BLOCK_KBYTES
 # the memory a channel's pooled transactions hold, estimated from their bytes (a parsed body holds
-# 4-25 times its size): 50,000 ordinary ones hold ~85 MB
+# 2-25 times its size): 50,000 ordinary ones count ~160 MB (they hold ~90)
 TX_POOL_MAX_BYTES = 256 * 1024 * 1024
 TX_TIMESTAMP_WINDOW = 300.0  # seconds a pooled transaction's timestamp may lie from the clock
 # Durable intake: a client's transaction is synced to the channel's intake log before the peer
