@@ -747,7 +747,9 @@ async def test_a_proposal_past_its_bound_is_refused_before_it_is_decoded(
         OneChannelBackend(Channel()), "receiver", max_proposal=max_proposal_bytes(1)
     )  # type: ignore[arg-type]
     decoded: list[bytes] = []
-    monkeypatch.setattr(Block, "decode", lambda raw, pooled=None: decoded.append(raw))
+    monkeypatch.setattr(
+        Block, "decode_proposal", lambda raw, max_txs, pooled=None: decoded.append(raw)
+    )
     bound = max_proposal_bytes(1)
     assert bound == 2 * 1024 + (1 << 20)
     request = pb.ConsensusMessage(channel=CHANNEL, sender="s", proposal=b"{" * (bound + 1))

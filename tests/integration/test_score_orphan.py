@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from loopchain.storage.abc import StoreLocked
 from loopchain.storage.leveldb import LevelDBStore
 from tools.procs import ROOT, wait_until
 
@@ -76,4 +77,14 @@ def test_a_score_process_busy_in_c_code_ends_with_its_killed_peer(tmp_path: Path
     finally:
         if _alive(pid):
             os.kill(pid, 9)
-    LevelDBStore(tmp_path / "state").close()  # its lock is free
+    # its lock is free once its last thread is gone (its main thread is a zombie while the
+    # others still end: the descriptors they share are closed after them)
+    wait_until(lambda: _lock_free(tmp_path / "state"), 30, "the state's lock to be free")
+
+
+def _lock_free(path: Path) -> bool:
+    try:
+        LevelDBStore(path).close()
+    except StoreLocked:
+        return False
+    return True
