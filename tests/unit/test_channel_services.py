@@ -1527,7 +1527,7 @@ async def test_transactions_acknowledged_while_relays_filled_the_pool_are_pooled
     take no room from it: the acknowledged batch is pooled even past TX_POOL_MAX_BYTES (its
     admission bounded that) and becomes final; relays past the limit are dropped (their own
     peers hold them)."""
-    cluster = Cluster(tmp_path, overrides={"TX_POOL_MAX_BYTES": 12 * 1024})
+    cluster = Cluster(tmp_path, overrides={"TX_POOL_MAX_BYTES": 20 * 1024})
     try:
         service, relayer = cluster.services[0], cluster.services[1]
         for s in cluster.services:
