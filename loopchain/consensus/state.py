@@ -112,7 +112,7 @@ from loopchain.blockchain.mempool import (
 from loopchain.consensus import messages as m
 from loopchain.consensus.rules import SafetyRules, leader_of, round_after_timeout
 from loopchain.consensus.tree import TREE_BUDGET_BLOCKS, BlockTree, TreeNode
-from loopchain.types.block import Block, transactions_root
+from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.hashing import EMPTY_ROOT
 from loopchain.types.transaction import Transaction
@@ -643,7 +643,7 @@ class ChannelConsensus:
         signed = check_proposal_time(
             parent, block, self.config.limits, int(now * 1_000_000)
         ) or self._wrong_next_leader(block, parent)
-        if signed or transactions_root(block.transactions) != block.header.tx_root:
+        if signed or not block.body_named:
             return signed
         count, limit = len(block.transactions), self.config.limits.max_block_txs
         if count > limit:

@@ -21,7 +21,7 @@ from loopchain.p2p.transport import (
     TransportTimeout,
 )
 from loopchain.p2p.turns import TurnBudget, check_signatures_aside
-from loopchain.types.block import Block, Pooled, transactions_root
+from loopchain.types.block import Block, Pooled
 from loopchain.types.peer import PeerInfo
 from loopchain.types.vote import QuorumCertificate
 
@@ -185,7 +185,7 @@ class CatchUp:
                 log.debug("channel %s: fetch from %s failed: %s", self.channel, peer.target, exc)
                 continue
             if block is not None and block.hash == block_hash:
-                if transactions_root(block.transactions) != block.header.tx_root:
+                if not block.body_named:
                     # the hash names the header only: a body of the server's own is its doing
                     # (it was the end of the fetch, the server not avoided: review)
                     self.avoid(

@@ -211,7 +211,7 @@ class Block:
         problem = self.signature_problem()
         if problem:
             return problem
-        if transactions_root(self.transactions) != header.tx_root:
+        if not self.body_named:
             return "transactions do not match tx_root"
         if len({tx.hash for tx in self.transactions}) != len(self.transactions):
             return "block lists a transaction twice"
@@ -228,6 +228,13 @@ class Block:
         elif header.height > 0 and header.next_validators_hash != header.validators_hash:
             return "validator set changes without an update"
         return None
+
+    @functools.cached_property
+    def body_named(self) -> bool:
+        """Whether the transactions are those the header's tx_root names (a block's hash names
+        its header only: its body can be altered on its way). Computed once a block: a fetch, a
+        voter's check and the integrity check each asked for it."""
+        return transactions_root(self.transactions) == self.header.tx_root
 
     def signature_problem(self) -> str | None:
         """None when the block is signed by its leader (its header hash), else why not
