@@ -817,19 +817,17 @@ class BlockStore:
                 raise self._broken(f"block {height} is missing")
             block = Block.decode(raw)  # not kept: the decoded blocks are the event loop's
             stamp = block.header.timestamp
-            if oldest is None:
+            if oldest is None:  # the newest: the chain's time, then the records
                 hashes.advance(stamp)
                 oldest = stamp - hashes.span_us - window
+                for tx_hash, stamped_us in outliers:
+                    hashes.add(tx_hash, stamped_us)
+                count += len(outliers)
             elif stamp < oldest:
                 break
             for tx in block.transactions:
                 hashes.add(tx.hash, tx.timestamp)
             count += len(block.transactions)
-            if oldest is not None and outliers:
-                for tx_hash, stamped_us in outliers:  # once the chain's time is set
-                    hashes.add(tx_hash, stamped_us)
-                count += len(outliers)
-                outliers = []
             if count // FILTER_LOAD_STEP != (count - len(block.transactions)) // FILTER_LOAD_STEP:
                 yield count
             height -= 1

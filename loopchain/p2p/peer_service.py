@@ -249,17 +249,13 @@ def _balance_refusal(code: grpc.StatusCode, message: str) -> pb.BalanceEntry:
     return pb.BalanceEntry(code=code.value[0], message=message)
 
 
-def decode_consensus(
-    message: pb.ConsensusMessage, pooled: Pooled | None = None, max_txs: int | None = None
-) -> m.Event:
+def decode_consensus(message: pb.ConsensusMessage, pooled: Pooled | None, max_txs: int) -> m.Event:
     """The consensus event carried by a Deliver message (`pooled`: the channel's transactions by
     signature, which a proposal's need not be decoded again; `max_txs`: a proposal holding more
     transactions, or not signed by its leader, is refused before they are made)."""
     kind = message.WhichOneof("body")
     if kind == "proposal":
-        if max_txs is not None:
-            return m.ProposalReceived(Block.decode_proposal(message.proposal, max_txs, pooled))
-        return m.ProposalReceived(Block.decode(message.proposal, pooled))
+        return m.ProposalReceived(Block.decode_proposal(message.proposal, max_txs, pooled))
     if kind == "vote":
         return m.VoteReceived(Vote.decode(message.vote))
     if kind == "certificate":
