@@ -198,6 +198,17 @@ class Supervised:
             await terminate(self.process, STOP_DEADLINE)
 
 
+async def hand_over(process: asyncio.subprocess.Process, data: bytes) -> None:
+    """Write `data` to a child started with a stdin pipe, and close it (what the child needs
+    and no other process may read: a worker's spec, a key's password); a child already gone
+    takes nothing."""
+    assert process.stdin is not None
+    with contextlib.suppress(ConnectionError):
+        process.stdin.write(data)
+        await process.stdin.drain()
+        process.stdin.close()
+
+
 class RestProxy(Supervised):
     """The peer's REST proxy process (`command`), listening on `port`."""
 
@@ -222,12 +233,8 @@ class RestProxy(Supervised):
         )
 
     async def _started(self, process: asyncio.subprocess.Process) -> None:
-        if self._password is None or process.stdin is None:
-            return
-        with contextlib.suppress(ConnectionError):
-            process.stdin.write(self._password.encode() + b"\n")
-            await process.stdin.drain()
-            process.stdin.close()
+        if self._password is not None:
+            await hand_over(process, self._password.encode() + b"\n")
 
     def _fatal(self, code: int | None) -> bool:
         return code == REST_CONFIG_REFUSED

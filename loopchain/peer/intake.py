@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from loopchain.blockchain.intake_journal import IntakeJournal
+from loopchain.rates import TokenBucket
 from loopchain.storage.abc import StorageError
 from loopchain.types.transaction import Transaction
 
@@ -103,27 +104,9 @@ def _free_bytes(directory: Path) -> int:
     return stat.f_bavail * stat.f_frsize
 
 
-class RateLimit:
+class RateLimit(TokenBucket):
     """TPS_LIMIT_PER_SEC: at most `rate` client transactions a second, in bursts of at most a
-    second's worth (a token bucket on the caller's clock)."""
+    second's worth."""
 
     def __init__(self, rate: float, now: float) -> None:
-        self.rate = rate
-        self.capacity = max(rate, 1.0)
-        self._tokens = self.capacity
-        self._at = now
-
-    def available(self, now: float) -> int:
-        """How many transactions may be taken at `now`."""
-        # a clock set back fills nothing, and counts on from where it is now: kept at its old
-        # time, the bucket filled again only once the clock had passed that time (review)
-        self._tokens = min(self.capacity, self._tokens + max(0.0, now - self._at) * self.rate)
-        self._at = now
-        return int(self._tokens)
-
-    def take(self, count: int) -> None:
-        self._tokens -= count
-
-    def give_back(self, count: int) -> None:
-        """Return tokens taken for transactions that were not pooled after all."""
-        self._tokens = min(self.capacity, self._tokens + count)
+        super().__init__(rate, max(rate, 1.0), now)

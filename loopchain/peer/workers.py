@@ -49,7 +49,7 @@ from loopchain import failpoints
 from loopchain.configure import Config
 from loopchain.lifecycle import BEAT_FD_ARG, CHILD_GROUP, CRASH_SIGNALS
 from loopchain.p2p.worker_link import WorkerLink
-from loopchain.peer.children import Supervised
+from loopchain.peer.children import Supervised, hand_over
 from loopchain.scoreservice.owned_dir import OwnedDir
 from loopchain.scoreservice.supervisor import MAX_SOCKET_PATH_BYTES
 
@@ -158,11 +158,7 @@ class ChannelWorker(Supervised):
         )
 
     async def _started(self, process: asyncio.subprocess.Process) -> None:
-        assert process.stdin is not None
-        with contextlib.suppress(ConnectionError):
-            process.stdin.write(self._spec)
-            await process.stdin.drain()
-            process.stdin.close()
+        await hand_over(process, self._spec)
 
     async def stop(self) -> None:
         """SIGTERM the worker (SIGKILL after the deadline) and stop starting it again."""

@@ -41,6 +41,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from loopchain.configure import RefusalLog
 from loopchain.http_site import CLIENT_RECHECK
+from loopchain.rates import TokenBucket
 from loopchain.rest.errors import json_response
 from loopchain.rest.icon_methods import height_param
 from loopchain.rest.icon_peer import BusyError, PeerReader
@@ -167,36 +168,22 @@ def parse_request(raw: str, kind: str) -> MonitorRequest:
     )
 
 
-class _FrameRate:
+def _frame_rate() -> TokenBucket:
     """What a client may send: FRAME_BURST frames at once, FRAMES_PER_S a second."""
-
-    __slots__ = ("_clock", "_last", "_tokens")
-
-    def __init__(self) -> None:
-        self._clock = asyncio.get_running_loop().time
-        self._tokens, self._last = float(FRAME_BURST), self._clock()
-
-    def take(self) -> bool:
-        """Count a frame; False when it is one too many."""
-        now = self._clock()
-        self._tokens = min(float(FRAME_BURST), self._tokens + (now - self._last) * FRAMES_PER_S)
-        self._last = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
+    return TokenBucket(FRAMES_PER_S, FRAME_BURST, asyncio.get_running_loop().time())
 
 
 async def _take_frame(
-    ws: web.WebSocketResponse, incoming: Any, rate: _FrameRate, send_timeout: float
+    ws: web.WebSocketResponse, incoming: Any, rate: TokenBucket, send_timeout: float
 ) -> bool:
     """Count `incoming` (a frame other than the request) and answer a ping within
     `send_timeout` (else _Stalled); False once the client sent too many, the socket closed 1008."""
     try:
         async with asyncio.timeout(send_timeout):
-            if not rate.take():
+            if rate.available(asyncio.get_running_loop().time()) < 1:
                 await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=TOO_MANY_FRAMES)
                 return False
+            rate.take()
             if incoming.type is WSMsgType.PING:
                 await ws.pong(incoming.data)
     except TimeoutError:
@@ -204,7 +191,7 @@ async def _take_frame(
     return True
 
 
-async def _drain(ws: web.WebSocketResponse, send_timeout: float, rate: _FrameRate) -> None:
+async def _drain(ws: web.WebSocketResponse, send_timeout: float, rate: TokenBucket) -> None:
     """Read what the client sends until it closes: its pings answered, each pong taken within
     `send_timeout` as every message is (else _Stalled), the rest ignored (keepalives). Past
     FRAME_BURST frames at once and FRAMES_PER_S a second, it is closed (1008). aiohttp's own
@@ -410,7 +397,7 @@ class Monitors:
         kind: str,
         recheck: Callable[[], str | None] | None,
     ) -> None:
-        rate = _FrameRate()  # before its request too (review: 2 million pings in 5 s answered)
+        rate = _frame_rate()  # before its request too (review: 2 million pings in 5 s answered)
         try:
             async with asyncio.timeout(REQUEST_WAIT):
                 message = await ws.receive()
