@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from loopchain.p2p.grpc_util import TLS_PASSWORD_ENV
 from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer
 from tools.procs import REST_DIFF, ROOT, Proc, free_port_pair, wait_until
@@ -223,3 +225,58 @@ def test_a_radiostation_whose_revocation_list_is_unusable_says_so_and_exits(
     proc = Proc(f"rs_{port}", ["radiostation.py", "-p", str(port), "-o", str(conf)], tmp_path)
     assert proc.run(30) == 2
     assert "ENABLE_REST_SSL 2:" in proc.log_text() and "revoked.json" in proc.log_text()
+
+
+def test_a_proxy_opens_an_encrypted_key_with_the_password_on_its_stdin(tmp_path: Path) -> None:
+    """A peer hands its REST proxy the TLS key's password on stdin (--tls-password-stdin): in
+    the proxy's environment any process of the user read it. Given there, the encrypted key
+    opens and HTTPS is served; a wrong one is a configuration error, named."""
+    port = free_port_pair()
+    storage = tmp_path / "storage"
+    env = {k: v for k, v in os.environ.items() if k != TLS_PASSWORD_ENV}
+    subprocess.run(
+        [sys.executable, "tools/tls_network.py", "--storage", str(storage), "--peers", str(port)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**env, TLS_PASSWORD_ENV: "rest-tls-pw"},
+    )
+    tls = storage / f"peer_{port}" / "tls"
+    assert b"ENCRYPTED" in (tls / "key.pem").read_bytes()
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({"DEFAULT_STORAGE_PATH": str(storage), "ENABLE_REST_SSL": 1}))
+    command = [sys.executable, "rest_proxy.py", "-p", str(port), "-o", str(conf)]
+    wrong = subprocess.run(
+        [*command, "--tls-password-stdin"],
+        cwd=ROOT,
+        input=b"not-it\n",
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert wrong.returncode == 2 and b"cannot load the certificate files" in wrong.stderr
+    proxy = subprocess.Popen(
+        [*command, "--tls-password-stdin"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        assert proxy.stdin is not None
+        proxy.stdin.write(b"rest-tls-pw\n")
+        proxy.stdin.close()
+        url = f"https://127.0.0.1:{port + REST_DIFF}/api/v1/status/peer"
+
+        def served() -> bool:
+            try:
+                return _get(url, _client(tls, False))[0] == 503  # no peer behind it here
+            except (urllib.error.URLError, ConnectionError):
+                return False
+
+        wait_until(served, 30, "the HTTPS proxy")
+    finally:
+        proxy.terminate()
+        assert proxy.wait(30) == 0
