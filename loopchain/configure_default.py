@@ -62,13 +62,16 @@ SYNC_BATCH_BLOCKS = 100
 MAX_TX_COUNT_IN_ADDTX_LIST = 128
 SEND_TX_LIST_DURATION = 0.2  # the most a gossip batch waits to fill under load
 TPS_LIMIT_PER_SEC = 0  # 0: no limit
+# The pool's bounds (and TX_POOL_MAX_BYTES) are shared by the channel's writers, the peers that
+# take transactions from clients: each holds at most 1/writers of them (mempool.writer_of).
 TX_POOL_MAX = 50000
 # Admission control: a peer takes new transactions from clients while its pool holds fewer than
-# TX_POOL_ADMIT_MAX, and refuses them while a backlog builds up: TX_POOL_ADMIT_BACKLOG or more wait
-# for a block and the oldest of them has waited TX_POOL_ADMIT_WAIT seconds (or a certified round's
-# time here, if longer: peers far apart). Refused clients get
-# 503 with Retry-After (gRPC RESOURCE_EXHAUSTED) at once, so a backlog never grows into waiting
-# times, on a fast machine or a slow one. Relayed transactions are still pooled up to TX_POOL_MAX.
+# TX_POOL_ADMIT_MAX of its own, and refuses them while a backlog of its own builds up:
+# TX_POOL_ADMIT_BACKLOG or more wait for a block and the oldest of them has waited
+# TX_POOL_ADMIT_WAIT seconds (or a certified round's time here, if longer: peers far apart).
+# Refused clients get 503 with Retry-After (gRPC RESOURCE_EXHAUSTED) at once, so a backlog never
+# grows into waiting times, on a fast machine or a slow one. Relayed transactions are still
+# pooled up to their writer's share.
 TX_POOL_ADMIT_MAX = 2000
 TX_POOL_ADMIT_BACKLOG = 150
 # Longer than a healthy wait: a transaction that comes just after a proposal waits a whole

@@ -1,6 +1,9 @@
-"""The transaction pool: bounded by count and bytes, first-in first-out, no duplicates; a
-transaction too large for any block, or with a timestamp outside the window, never enters, and a
-pooled one leaves when its timestamp falls out of the window."""
+"""The transaction pool: bounded by count and bytes, no duplicates; a transaction too large for any
+block, or with a timestamp outside the window, never enters, and a pooled one leaves when its
+timestamp falls out of the window. The channel's writers (the peers that take transactions from
+clients) share it: each holds at most its share of the bounds, and blocks take the oldest of each
+writer in turn, so that one writer's flood (a byzantine validator signing v1 transactions itself,
+which costs it nothing) neither fills the others' pools nor crowds their clients out of blocks."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from loopchain.blockchain import coin
 from loopchain.types import icon_tx
 from loopchain.types.canonical import EncodingError
-from loopchain.types.transaction import V3, Transaction
+from loopchain.types.transaction import V1, V3, Transaction
 
 UNBOUNDED = 1 << 62
 EXPIRY_PERIOD = 1.0  # seconds between two sweeps for expired transactions
@@ -28,6 +31,13 @@ def block_window_us(window_s: float, max_skew_us: int) -> int | None:
     return int((window_s + EXPIRY_PERIOD) * 1_000_000) + max_skew_us
 
 
+def writer_of(tx: Transaction, relayer: str | None) -> str:
+    """Whose share of the pool `tx` takes: a v1 transaction's signer (the peer that took it from
+    its client: any other's is refused), else the peer that handed it over (`relayer`: this
+    peer for its own clients'; "" when unknown, relays over plain gRPC are not authenticated)."""
+    return tx.sender if tx.version == V1 else (relayer or "")
+
+
 class PoolFullError(RuntimeError):
     """The pool holds its maximum number of transactions or bytes."""
 
@@ -37,7 +47,7 @@ class TxRefused(ValueError):
 
 
 class TxPool:
-    """Pending transactions of one channel in arrival order."""
+    """Pending transactions of one channel in arrival order, by writer."""
 
     def __init__(
         self,
@@ -52,6 +62,12 @@ class TxPool:
         self.max_tx_bytes = max_tx_bytes
         self.window = window  # seconds a transaction's timestamp may lie from now, either way
         self._txs: OrderedDict[bytes, Transaction] = OrderedDict()
+        # the writers that share the bounds (set by the channel as its parties change): each may
+        # hold 1/writers of them, its own clients' transactions included
+        self.writers = 1
+        self._writer: dict[bytes, str] = {}  # hash -> its writer (writer_of)
+        self._queues: dict[str, OrderedDict[bytes, None]] = {}  # writer -> its hashes, in order
+        self._writer_bytes: dict[str, int] = {}
         self._arrived: dict[bytes, float] = {}
         self._by_signature: dict[bytes, bytes] = {}  # signature -> hash, for a block's decode
         self._bytes = 0
@@ -75,10 +91,45 @@ class TxPool:
                 f"transaction timestamp is {abs(off):.0f} s {when} (window {self.window:g} s)"
             )
 
-    def add(self, tx: Transaction, now: float = 0.0, *, beyond_limits: bool = False) -> bool:
-        """Add `tx` (arrived at `now`); False when already present; TxRefused when it may never
-        enter; PoolFullError when full, unless `beyond_limits` (a transaction already promised
-        to a client: its admission bounded how far past the limits such ones take the pool)."""
+    @property
+    def share_size(self) -> int:
+        """The transactions one writer may hold: its share of `max_size`."""
+        return max(1, self.max_size // max(1, self.writers))
+
+    @property
+    def share_bytes(self) -> int:
+        """The memory one writer's transactions may hold: its share of `max_bytes`."""
+        return self.max_bytes // max(1, self.writers)
+
+    def count_of(self, writer: str) -> int:
+        queue = self._queues.get(writer)
+        return len(queue) if queue is not None else 0
+
+    def bytes_of(self, writer: str) -> int:
+        """The memory `writer`'s pooled transactions hold (as `size_bytes` counts it)."""
+        return self._writer_bytes.get(writer, 0)
+
+    def has_room_for(self, writer: str, coming: int = 0) -> bool:
+        """Whether `writer` holds less than its share, with `coming` more of its transactions
+        on their way (a relayed transaction of a writer that holds it all is not worth its
+        signature's recovery: the pool would refuse it)."""
+        return (
+            self.count_of(writer) + coming < self.share_size
+            and self.bytes_of(writer) < self.share_bytes
+        )
+
+    def add(
+        self,
+        tx: Transaction,
+        now: float = 0.0,
+        *,
+        beyond_limits: bool = False,
+        writer: str = "",
+    ) -> bool:
+        """Add `tx` (arrived at `now`, `writer`'s: see writer_of); False when already present;
+        TxRefused when it may never enter; PoolFullError when the pool or the writer's share of
+        it is full, unless `beyond_limits` (a transaction already promised to a client: its
+        admission bounded how far past the limits such ones take the pool)."""
         if tx.hash in self._txs:
             return False
         try:
@@ -92,7 +143,21 @@ class TxPool:
             raise PoolFullError(f"transaction pool is full ({self.max_size} transactions)")
         if not beyond_limits and self._bytes + size > self.max_bytes:
             raise PoolFullError(f"transaction pool is full ({self.max_bytes} bytes)")
+        if not beyond_limits and (
+            self.count_of(writer) >= self.share_size
+            or self.bytes_of(writer) + size > self.share_bytes
+        ):
+            raise PoolFullError(
+                f"the share of writer {writer or '(unknown)'} is full ({self.count_of(writer)} "
+                f"transactions, {self.bytes_of(writer)} bytes: 1/{self.writers} of the pool)"
+            )
         self._txs[tx.hash] = tx
+        self._writer[tx.hash] = writer
+        queue = self._queues.get(writer)
+        if queue is None:
+            queue = self._queues[writer] = OrderedDict()
+        queue[tx.hash] = None
+        self._writer_bytes[writer] = self._writer_bytes.get(writer, 0) + size
         self._arrived[tx.hash] = now
         self._expired.pop(tx.hash, None)
         self._by_signature.setdefault(tx.signature, tx.hash)
@@ -150,22 +215,34 @@ class TxPool:
     def take(
         self, max_count: int, max_bytes: int, exclude: set[bytes] | None = None
     ) -> list[Transaction]:
-        """The oldest transactions that fit `max_count` and `max_bytes` (they stay in the pool);
-        one that could never fit is passed over, so it cannot hold up every block."""
+        """Transactions that fit `max_count` and `max_bytes` (they stay in the pool): the oldest
+        of each writer in turn, one of each a turn, so that a writer with thousands waiting
+        takes no more of a block than one with a few while both have some (first in, first out,
+        a review's byzantine validator filled every block with its own before the clients' of
+        the others). A transaction that could never fit is passed over, so it cannot hold up
+        every block; a writer whose oldest does not fit the bytes left is done."""
         chosen: list[Transaction] = []
         size = 0
-        for tx_hash, tx in self._txs.items():
-            if len(chosen) >= max_count:
-                break
-            if exclude and tx_hash in exclude:
-                continue
-            tx_size = len(tx.encode())
-            if tx_size > max_bytes:
-                continue
-            if size + tx_size > max_bytes:
-                break
-            chosen.append(tx)
-            size += tx_size
+        txs = self._txs
+        turns = [iter(queue) for queue in self._queues.values()]
+        while turns and len(chosen) < max_count:
+            still: list[Iterator[bytes]] = []
+            for turn in turns:
+                for tx_hash in turn:
+                    if exclude and tx_hash in exclude:
+                        continue
+                    tx = txs[tx_hash]
+                    tx_size = len(tx.encode())
+                    if tx_size > max_bytes:
+                        continue
+                    if size + tx_size <= max_bytes:
+                        chosen.append(tx)
+                        size += tx_size
+                        still.append(turn)
+                    break
+                if len(chosen) >= max_count:
+                    break
+            turns = still
         return chosen
 
     def remove(self, tx_hashes: Iterable[bytes]) -> None:
@@ -174,6 +251,14 @@ class TxPool:
             tx = self._txs.pop(tx_hash, None)
             if tx is not None:
                 self._arrived.pop(tx_hash, None)
+                writer = self._writer.pop(tx_hash)
+                queue = self._queues[writer]
+                del queue[tx_hash]
+                left = self._writer_bytes[writer] - tx.held_bytes
+                if queue:
+                    self._writer_bytes[writer] = left
+                else:
+                    del self._queues[writer], self._writer_bytes[writer]
                 if self._by_signature.get(tx.signature) == tx_hash:
                     del self._by_signature[tx.signature]
                 self._bytes -= tx.held_bytes
@@ -197,9 +282,15 @@ class TxPool:
         bounds): several times their bytes."""
         return self._bytes
 
-    def hashes(self) -> Iterator[bytes]:
-        """The pooled transactions' hashes, oldest first."""
-        return iter(self._txs)
+    def hashes(self, writer: str | None = None) -> Iterator[bytes]:
+        """The pooled transactions' hashes (`writer`'s only, when given), oldest first."""
+        if writer is None:
+            return iter(self._txs)
+        return iter(self._queues.get(writer, ()))
+
+    def writer(self, tx_hash: bytes) -> str | None:
+        """The writer of a pooled transaction (None: not pooled)."""
+        return self._writer.get(tx_hash)
 
     def get(self, tx_hash: bytes) -> Transaction | None:
         return self._txs.get(tx_hash)

@@ -15,10 +15,12 @@ from loopchain.types.vote import Complaint, QuorumCertificate, Vote
 @dataclass(frozen=True)
 class TxsReceived:
     """Transactions that passed the shell's checks; `gossip` when they came from a client here
-    (acknowledged to it: pooled even past the pool's limits, and gossiped)."""
+    (acknowledged to it: pooled even past the pool's limits, and gossiped); else `relayer`, the
+    peer that relayed them when it is known (see mempool.writer_of)."""
 
     txs: tuple[Transaction, ...]
     gossip: bool = False
+    relayer: str | None = None
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,7 @@ from loopchain.blockchain.mempool import (
     TxPool,
     TxRefused,
     block_window_us,
+    writer_of,
 )
 from loopchain.consensus import messages as m
 from loopchain.consensus.rules import SafetyRules, leader_of, round_after_timeout
@@ -328,8 +329,8 @@ class ChannelConsensus:
         """`handle`, within an event (a parked one it releases: what the event made final so
         far is not saved yet)."""
         match event:
-            case m.TxsReceived(txs, gossip):
-                return self._on_txs(txs, gossip, now)
+            case m.TxsReceived(txs, gossip, relayer):
+                return self._on_txs(txs, gossip, relayer, now)
             case m.TxsUnpaid(hashes):
                 self.pool.remove(hashes)
                 return []
@@ -355,7 +356,9 @@ class ChannelConsensus:
 
     # ------------------------------------------------------------ transactions
 
-    def _on_txs(self, txs: tuple[Transaction, ...], gossip: bool, now: float) -> list[m.Action]:
+    def _on_txs(
+        self, txs: tuple[Transaction, ...], gossip: bool, relayer: str | None, now: float
+    ) -> list[m.Action]:
         if self.is_auditor and not gossip:
             # auditors keep no pool of the others' transactions: they never propose. A client's
             # here were acknowledged while this peer was a validator (the chain left it while the
@@ -364,14 +367,19 @@ class ChannelConsensus:
             return []
         self.pool.expire(now)
         added: list[Transaction] = []
+        if gossip:
+            relayer = self.signer.address
         for tx in txs:
+            writer = writer_of(tx, relayer)
             try:  # a client's here were acknowledged: taken even past the pool's limits
-                if not self._final(tx) and self.pool.add(tx, now, beyond_limits=gossip):
+                if not self._final(tx) and self.pool.add(
+                    tx, now, beyond_limits=gossip, writer=writer
+                ):
                     added.append(tx)
             except TxRefused:
                 continue  # too large for any block, or outside the timestamp window
             except PoolFullError:
-                break  # relayed: their own peers hold them
+                continue  # relayed, past the pool's or its writer's share: its own peer holds it
         if not added:
             return []
         actions: list[m.Action] = [m.GossipTxs(tuple(added))] if gossip else []
@@ -448,13 +456,18 @@ class ChannelConsensus:
         pooled = self.pool.get(tx_hash)
         return pooled if pooled is not None else self.tree.transaction(tx_hash)
 
-    def backlog(self, now: float) -> tuple[int, float]:
-        """Pooled transactions that no proposed block holds yet: how many, and how long the
-        oldest of them has waited (the queueing delay that admission control watches)."""
+    def backlog(self, now: float, writer: str | None = None) -> tuple[int, float]:
+        """Pooled transactions (`writer`'s only, when given) that no proposed block holds yet:
+        how many, and how long the oldest of them has waited (the queueing delay that admission
+        control watches: a peer watches its own, which blocks take their turn of)."""
         proposed, pool = self.tree.tx_hashes(), self.pool
-        count = len(pool) - sum(1 for tx_hash in proposed if tx_hash in pool)
+        if writer is None:
+            count = len(pool) - sum(1 for tx_hash in proposed if tx_hash in pool)
+        else:
+            in_blocks = sum(1 for tx_hash in proposed if pool.writer(tx_hash) == writer)
+            count = pool.count_of(writer) - in_blocks
         if count > 0:  # the oldest pooled are the proposed ones: the walk stops soon after them
-            for tx_hash in pool.hashes():
+            for tx_hash in pool.hashes(writer):
                 if tx_hash not in proposed:
                     return count, max(0.0, now - pool.arrival(tx_hash))
         return 0, 0.0

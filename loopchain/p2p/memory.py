@@ -85,7 +85,8 @@ class InMemoryTransport:
             target = self._target(peer)
             if target is not None:
                 self.network.gossiped += len(raws)
-                target.receive_txs([Transaction.decode(raw) for raw in raws])
+                relayed = [Transaction.decode(raw) for raw in raws]
+                target.receive_txs(relayed, self.sender)  # known, as a TLS peer is
 
         asyncio.get_running_loop().call_soon(deliver)
 

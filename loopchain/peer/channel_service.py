@@ -9,6 +9,7 @@ import itertools
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from loopchain.blockchain.block_store import (
 )
 from loopchain.blockchain.chain import OFF_THIS_CLOCK, Limits
 from loopchain.blockchain.intake_journal import IntakeJournal
-from loopchain.blockchain.mempool import TxPool, TxRefused, max_cost
+from loopchain.blockchain.mempool import TxPool, TxRefused, max_cost, writer_of
 from loopchain.blockchain.restore import restore_tip
 from loopchain.configure import Config, RefusalLog
 from loopchain.consensus import messages as m
@@ -751,11 +752,15 @@ class ChannelService:
         """How many client transactions the pool takes now, and why it takes no more: none while
         a backlog builds up (at least TX_POOL_ADMIT_BACKLOG transactions wait for a block, the
         oldest of them for TX_POOL_ADMIT_WAIT seconds or more, or as long as a certified round
-        takes here if that is longer), else up to the intake limit."""
-        pool = self.consensus.pool
-        held = len(pool) + self._reserved
+        takes here if that is longer), else up to the intake limit. Both count this peer's own
+        transactions only (the pool's share this peer writes, mempool.writer_of): what the
+        others relay takes a share of its own, and a validator relaying a flood of its own
+        refused every client of the others (review)."""
+        pool, me = self.consensus.pool, self.signer.address
+        self._signers()  # the writers sharing the pool, as they are now
+        held = pool.count_of(me) + self._reserved
         if held >= self._admit_backlog:
-            count, waited = self.consensus.backlog(now)
+            count, waited = self.consensus.backlog(now, me)
             # a healthy wait is a round: longer than TX_POOL_ADMIT_WAIT where rounds take longer
             # (peers far apart refused clients at loads they carried, review), but no longer
             # than a round may last (one certified after a long stall is timed from its start)
@@ -766,11 +771,12 @@ class ChannelService:
                     f"{count} transactions wait for a block, the oldest for {waited:.1f} s "
                     f"(limit {limit:.1f} s); the channel is at capacity, try again shortly"
                 )
+        limit = min(self._admit_max, pool.share_size)
         refusal = (
-            f"the transaction pool holds {held} transactions, the intake limit is "
-            f"{self._admit_max}; try again shortly"
+            f"the transaction pool holds {held} transactions of this peer, the intake limit is "
+            f"{limit}; try again shortly"
         )
-        room = self._admit_max - held
+        room = limit - held
         if self._rate is not None and (allowed := self._rate.available(now)) < room:
             room, refusal = (
                 allowed,
@@ -804,15 +810,16 @@ class ChannelService:
         return tx
 
     def _check_pool_bytes(self, tx: Transaction, taken_bytes: int) -> None:
-        """POOL_FULL unless `tx` fits the pool beside what it holds, what is reserved on its way
-        to it and `taken_bytes` taken before it in the same batch."""
+        """POOL_FULL unless `tx` fits this peer's share of the pool beside what it holds there,
+        what is reserved on its way to it and `taken_bytes` taken before it in the same batch."""
         pool = self.consensus.pool
-        held = pool.size_bytes + self._reserved_bytes + taken_bytes
-        if held + tx.held_bytes > pool.max_bytes:
+        held = pool.bytes_of(self.signer.address) + self._reserved_bytes + taken_bytes
+        if held + tx.held_bytes > pool.share_bytes:
             raise RequestError(
                 ErrorKind.POOL_FULL,
-                f"the transaction pool holds {held} bytes of memory with those on their way to "
-                f"it (TX_POOL_MAX_BYTES {pool.max_bytes}); try again shortly",
+                f"this peer's transactions hold {held} bytes of memory with those on their way "
+                f"to the pool, its share is {pool.share_bytes} (1/{pool.writers} of "
+                f"TX_POOL_MAX_BYTES {pool.max_bytes}); try again shortly",
             )
 
     def pooled_transaction(self, signature: bytes) -> Transaction | None:
@@ -846,21 +853,22 @@ class ChannelService:
         # transactions replayed, which anyone who can read blocks may send, cost a thousand
         # recoveries each time, only for the pool to refuse them after
         consensus, kept, worth = self.consensus, [], []
+        coming: Counter[str] = Counter()  # of each writer, the batch's worth checking so far
         for tx in txs:
             held = consensus.known_transaction(tx.hash) is not None
             if not held and consensus.is_final(tx):
                 continue
             kept.append(tx)
-            if not held and self._worth_checking(tx, now, parties):
+            if not held and self._worth_checking(tx, now, parties, relayer, coming):
                 worth.append(tx)
         txs = kept
         if await check_signatures(worth):
-            self.receive_txs(txs)
+            self.receive_txs(txs, relayer)
             return
         forged = next(tx for tx in worth if not tx.signature_checked and not tx.verify_signature())
         # those checked before it are good and pooled: the same batch replayed then costs one
         # recovery, not as many as it holds (one forgery put last made each replay cost them all)
-        self.receive_txs([tx for tx in worth if tx.signature_checked])
+        self.receive_txs([tx for tx in worth if tx.signature_checked], relayer)
         self.metrics.refused("relayed_invalid", len(txs))
         REFUSALS.refused(
             "channel %s: dropped relayed transaction %s: its signature is not its sender's (%d "
@@ -911,12 +919,25 @@ class ChannelService:
         for peer, at in list(seen.items()):
             if now - at > window and peer not in writers:
                 del seen[peer]
+        # they share the pool (the RadioStation, a member to call the channel, takes none)
+        self.consensus.pool.writers = len(seen.keys() - {self.settings.issuer})
         return {**seen, **dict.fromkeys(writers, math.inf)}
 
-    def _worth_checking(self, relayed: Transaction, now: float, parties: dict[str, float]) -> bool:
+    def _worth_checking(
+        self,
+        relayed: Transaction,
+        now: float,
+        parties: dict[str, float],
+        relayer: str | None,
+        coming: Counter[str],
+    ) -> bool:
         """Whether `receive_txs` would recover the signature of `relayed`, one this peer does not
-        hold: of this channel, signed by whom it must be, that the pool would ever take."""
+        hold: of this channel, signed by whom it must be, that the pool would ever take, of a
+        writer whose share of the pool has room beside those `coming` (counted here)."""
         if not relayed.belongs_to(self.name) or _signer_problem(relayed, parties):
+            return False
+        writer = writer_of(relayed, relayer)
+        if not self.consensus.pool.has_room_for(writer, coming[writer]):
             return False
         if _network_problem(relayed, self.nid):
             return False
@@ -924,20 +945,27 @@ class ChannelService:
             self.consensus.pool.check(relayed, now)
         except TxRefused:
             return False
+        coming[writer] += 1
         return True
 
-    def receive_txs(self, txs: list[Transaction]) -> None:
-        """Transactions relayed by another peer (each checked; a bad one is dropped, counted, and
-        the batch's drops logged in one line). One this peer already holds, pooled or in a
-        proposed block, is taken as held: its signature is not recovered a second time (a
-        proposal often comes before the gossip)."""
+    def receive_txs(self, txs: list[Transaction], relayer: str | None = None) -> None:
+        """Transactions relayed by another peer (`relayer`, when known: TLS), each checked; a bad
+        one is dropped, counted, and the batch's drops logged in one line. One this peer already
+        holds, pooled or in a proposed block, is taken as held: its signature is not recovered a
+        second time (a proposal often comes before the gossip). One whose writer holds its share
+        of the pool is dropped unchecked (its own peer holds it)."""
         good = []
         dropped: list[tuple[Transaction, str]] = []
         now, parties = self.clock(), self._signers()
+        pool, full, coming = self.consensus.pool, 0, Counter[str]()
         for relayed in txs:
             known = self.consensus.known_transaction(relayed.hash)
             tx = relayed if known is None else known
             problem: str | None = None
+            writer = writer_of(tx, relayer)
+            if known is None and not pool.has_room_for(writer, coming[writer]):
+                full += 1
+                continue
             if not tx.belongs_to(self.name):
                 problem = f"it belongs to channel {tx.channel!r}"
             elif (problem := _network_problem(tx, self.nid)) is not None:
@@ -956,6 +984,8 @@ class ChannelService:
                 dropped.append((tx, problem))
                 continue
             good.append(tx)
+            if known is None:
+                coming[writer] += 1
         if dropped:
             self.metrics.refused("relayed_invalid", len(dropped))
             first, problem = dropped[0]
@@ -967,9 +997,11 @@ class ChannelService:
                 problem,
                 more,
             )
+        if full:
+            self.metrics.refused("relayed_pool_full", full)
         good = self._note_payment_checks(good)
         if good:
-            self._dispatch(m.TxsReceived(tuple(good)))
+            self._dispatch(m.TxsReceived(tuple(good), relayer=relayer))
 
     def _note_payment_checks(self, good: list[Transaction]) -> list[Transaction]:
         """`good` (relayed), with its v3 transactions new here noted for their senders'

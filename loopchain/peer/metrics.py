@@ -42,6 +42,7 @@ REFUSAL_REASONS = (
     "relayed_syncing",  # relayed while this peer syncs far behind (its sender holds it)
     "relayed_unpaid",  # a relayed v3 transaction whose sender cannot pay, dropped once pooled
     "relayed_unchecked",  # a relayed v3 transaction not pooled: too many wait for their check
+    "relayed_pool_full",  # relayed, of a writer holding its share of the pool (its peer holds it)
     "wrong_channel",  # a consensus message named another channel
 )
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0)

@@ -1087,6 +1087,59 @@ async def test_where_rounds_take_longer_a_backlog_may_wait_a_round_before_client
         await cluster.stop()
 
 
+async def test_a_validators_flood_of_its_own_transactions_takes_its_share_and_no_clients_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byzantine validator signs v1 transactions itself (free: no fee) and relays thousands.
+    Each honest pool takes them up to that writer's share (1/PEERS of TX_POOL_MAX), recovering
+    no signature past it; admission counts a peer's own transactions (held, and waiting for a
+    block), so its clients are still taken; blocks take the oldest of each writer in turn, so theirs are final long before the
+    flood is. Before, the flood filled every honest pool past TX_POOL_ADMIT_MAX (every client
+    refused, 503) and blocks carried it first in, first out (review)."""
+    share = 60
+    cluster = Cluster(
+        tmp_path,
+        overrides={
+            "TX_POOL_MAX": PEERS * share,
+            "TX_POOL_ADMIT_MAX": 20,
+            "TX_POOL_ADMIT_BACKLOG": 5,
+            "TX_POOL_ADMIT_WAIT": 0.05,
+            "MAX_BLOCK_TX_NUM": 10,
+            **TWO_MINUTE_TIMERS,
+        },
+    )
+    try:
+        honest, byzantine = cluster.services[:3], cluster.services[3]
+        first = await submit(honest[0], 1, "first")  # the chain founded, its first block made
+        await cluster.wait(lambda: cluster.final_everywhere(first, honest), "a first block")
+        for s in cluster.services:
+            cluster.network.down.add(s.signer.address)  # the flood is pooled before any block
+        now = time.time_ns() // 1000
+        flood = [
+            Transaction.create_v1(CHANNEL, {"flood": n}, now + n, byzantine.signer)
+            for n in range(2 * share)
+        ]
+        for index, service in enumerate(honest):
+            recoveries = count_recoveries(monkeypatch)
+            for start in range(0, len(flood), 40):
+                batch = [Transaction.decode(tx.encode()) for tx in flood[start : start + 40]]
+                await service.receive_txs_in_turns(batch, byzantine.signer.address)
+            pool = service.consensus.pool
+            assert len(pool) == share  # the flood only
+            if index == 0:
+                assert len(recoveries) == share  # none past the share
+        lone = honest[0].consensus
+        await cluster.wait(lambda: lone.backlog(time.time())[1] >= 0.05, "the flood waiting")
+        # refused before: the pool held 60 > 20, and 60 > 5 waited for a block
+        clients = await submit(honest[0], 5, "client")
+        cluster.network.down.clear()
+        await cluster.wait(lambda: cluster.final_everywhere(clients, honest), "the clients'")
+        final_flood = sum(honest[0].store.has_transaction(tx.hash) for tx in flood)
+        assert final_flood < share // 2, final_flood  # first in, first out: all 60 first
+    finally:
+        await cluster.stop()
+
+
 async def test_a_relayed_transaction_the_peer_already_holds_is_not_checked_again(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1502,9 +1555,10 @@ def _pooled_or_refused(service: ChannelService, outcomes: list[Transaction | Req
 async def test_a_batch_past_the_pools_bytes_is_refused_in_part_never_acknowledged_and_dropped(
     tmp_path: Path,
 ) -> None:
-    """Admission counts the bytes of the batch's earlier transactions: one batch over
-    TX_POOL_MAX_BYTES has its tail refused (503), and all it acknowledged are pooled and final."""
-    cluster = Cluster(tmp_path, overrides={"TX_POOL_MAX_BYTES": 8 * 1024})
+    """Admission counts the bytes of the batch's earlier transactions: one batch over the peer's
+    share of TX_POOL_MAX_BYTES (1/PEERS) has its tail refused (503), and all it acknowledged are
+    pooled and final."""
+    cluster = Cluster(tmp_path, overrides={"TX_POOL_MAX_BYTES": PEERS * 8 * 1024})
     try:
         service = cluster.services[0]
         cluster.network.down.add(service.signer.address)  # no block empties the pool meanwhile
@@ -1520,14 +1574,15 @@ async def test_a_batch_past_the_pools_bytes_is_refused_in_part_never_acknowledge
         await cluster.stop()
 
 
-async def test_transactions_acknowledged_while_relays_filled_the_pool_are_pooled_past_its_limit(
+async def test_relays_filling_the_pool_while_a_client_batch_is_written_take_none_of_its_room(
     tmp_path: Path,
 ) -> None:
-    """Relayed transactions that fill the pool while a client's batch is being written to disk
-    take no room from it: the acknowledged batch is pooled even past TX_POOL_MAX_BYTES (its
-    admission bounded that) and becomes final; relays past the limit are dropped (their own
-    peers hold them)."""
-    cluster = Cluster(tmp_path, overrides={"TX_POOL_MAX_BYTES": 20 * 1024})
+    """Relayed transactions that arrive while a client's batch is being written to disk fill
+    their writer's share of the pool (1/PEERS of TX_POOL_MAX_BYTES) and no more: the
+    acknowledged batch is pooled and becomes final; relays past the share are dropped (their own
+    peer holds them). Before the shares, relays filled the whole pool meanwhile and the batch
+    was pooled past its limit."""
+    cluster = Cluster(tmp_path, overrides={"TX_POOL_MAX_BYTES": PEERS * 20 * 1024})
     try:
         service, relayer = cluster.services[0], cluster.services[1]
         for s in cluster.services:
@@ -1550,8 +1605,9 @@ async def test_transactions_acknowledged_while_relays_filled_the_pool_are_pooled
         assert all(isinstance(o, Transaction) for o in outcomes), outcomes
         _pooled_or_refused(service, outcomes)
         pool = service.consensus.pool
-        assert pool.size_bytes > pool.max_bytes  # past the limit by the acknowledged batch only
-        assert sum(tx.hash in pool for tx in relayed) < len(relayed)
+        assert 0 < sum(tx.hash in pool for tx in relayed) < len(relayed)
+        assert pool.bytes_of(relayer.signer.address) <= pool.share_bytes
+        assert pool.bytes_of(service.signer.address) <= pool.share_bytes
         cluster.network.down.clear()
         hashes = [o.hash for o in outcomes if isinstance(o, Transaction)]
         await cluster.wait(lambda: cluster.final_everywhere(hashes, cluster.services), "final")

@@ -28,7 +28,7 @@ from loopchain.types.icon_tx import make_params, sign_params
 from loopchain.types.transaction import Transaction
 from loopchain.types.validators import Validator, ValidatorSet
 from tests._recoveries import count_recoveries
-from tests.unit.test_channel_services import CHANNEL, Cluster
+from tests.unit.test_channel_services import CHANNEL, PEERS, Cluster
 
 pytestmark = pytest.mark.asyncio
 
@@ -103,10 +103,15 @@ class Limit:
 
 LIMITS = {
     "count": Limit({"TX_POOL_ADMIT_MAX": ROOM}, "intake limit is 5"),
-    # room for ROOM transfers and half of another (their sizes differ by a few bytes)
+    # room for ROOM transfers and half of another in a peer's share of the pool (1/PEERS: the
+    # writers share it), their sizes differing by a few bytes
     "bytes": Limit(
-        {"TX_POOL_MAX_BYTES": int((ROOM + 0.5) * tx_bytes(icon_batch(Signer.generate(), 1)[0]))},
-        "bytes of memory with those on their way to it",
+        {
+            "TX_POOL_MAX_BYTES": int(
+                PEERS * (ROOM + 0.5) * tx_bytes(icon_batch(Signer.generate(), 1)[0])
+            )
+        },
+        "bytes of memory with those on their way to the pool",
     ),
     "rate": Limit({"TPS_LIMIT_PER_SEC": ROOM}, "TPS_LIMIT_PER_SEC", refill=ROOM),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -271,3 +272,98 @@ def test_the_pool_is_bounded_by_the_memory_its_transactions_hold(data: object) -
     pool = TxPool(100, max_bytes=3 * held[0].held_bytes)
     pool.add(held[0], now=0.0)
     assert pool.size_bytes == held[0].held_bytes
+
+
+def test_each_writer_holds_at_most_its_share_and_a_clients_past_it_only_when_promised() -> None:
+    """The writers (the peers that take transactions from clients) share the pool: a relayed
+    transaction of a writer holding its share of the count or of the memory is refused, while
+    the others' are taken; a transaction promised to a client (`beyond_limits`) is taken past
+    it. Each writer's figures go back to nothing as its transactions leave."""
+    pool = TxPool(8, max_bytes=100 * tx(0).held_bytes)
+    pool.writers = 4  # a share of 2 transactions each
+    flood = [tx(n) for n in range(3)]
+    assert pool.add(flood[0], writer="byzantine") and pool.add(flood[1], writer="byzantine")
+    assert not pool.has_room_for("byzantine") and pool.has_room_for("honest")
+    assert pool.has_room_for("honest", coming=1) and not pool.has_room_for("honest", coming=2)
+    with pytest.raises(PoolFullError, match="share of writer byzantine"):
+        pool.add(flood[2], writer="byzantine")
+    assert pool.add(tx(10), writer="honest")
+    assert pool.add(flood[2], writer="byzantine", beyond_limits=True)
+    assert (pool.count_of("byzantine"), pool.count_of("honest"), len(pool)) == (3, 1, 4)
+    assert list(pool.hashes("byzantine")) == [t.hash for t in flood]
+    assert pool.writer(tx(10).hash) == "honest" and pool.writer(tx(99).hash) is None
+    assert pool.bytes_of("byzantine") == sum(t.held_bytes for t in flood)
+    pool.remove(t.hash for t in flood)
+    assert pool.count_of("byzantine") == pool.bytes_of("byzantine") == 0
+    assert list(pool.hashes("byzantine")) == [] and pool._queues.keys() == {"honest"}
+    by_bytes = TxPool(100, max_bytes=4 * tx(0).held_bytes + 3)
+    by_bytes.writers = 2  # a share of two transactions' memory
+    by_bytes.add(tx(1), writer="a")
+    by_bytes.add(tx(2), writer="a")
+    with pytest.raises(PoolFullError, match="share of writer a"):
+        by_bytes.add(tx(3), writer="a")
+    assert by_bytes.add(tx(3), writer="b")
+
+
+def test_blocks_take_the_oldest_of_each_writer_in_turn() -> None:
+    """A writer with a hundred waiting takes no more of a block than one with two while both
+    have some; within a writer, first in, first out; what is left of the block is the
+    flood's."""
+    pool = TxPool(1000)
+    flood = [tx(n) for n in range(100)]
+    clients = [tx(1000 + n) for n in range(2)]
+    for item in flood:
+        pool.add(item, writer="byzantine")
+    for item in clients:
+        pool.add(item, writer="honest")
+    assert pool.take(4, 1 << 20) == [flood[0], clients[0], flood[1], clients[1]]
+    taken = pool.take(10, 1 << 20, exclude={flood[0].hash, clients[0].hash})
+    assert taken == [flood[1], clients[1], *flood[2:10]]
+    one = len(tx(0).encode())
+    # the bytes end a writer's turns when its oldest does not fit, not the others'
+    big = Transaction.create_v1("pool_channel", {"blob": "x" * 300}, 5, SIGNER)
+    mixed = TxPool(10)
+    mixed.add(tx(1), writer="a")
+    mixed.add(big, writer="a")
+    mixed.add(tx(2), writer="b")
+    mixed.add(tx(3), writer="b")
+    assert mixed.take(10, 3 * one + 10) == [tx(1), tx(2), tx(3)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["add", "remove"]), st.integers(0, 40), st.sampled_from("abc")),
+        max_size=80,
+    ),
+    st.integers(1, 30),
+)
+def test_the_writers_figures_and_turns_follow_any_sequence(
+    steps: list[tuple[str, int, str]], count: int
+) -> None:
+    """Any adds and removes: each writer's count, memory and order are those of its pooled
+    transactions, and a block takes from each writer as many as it can while the others with
+    some left take as many (one more at most, for those served first in a turn)."""
+    pool = TxPool(1000)
+    model: dict[bytes, tuple[str, Transaction]] = {}
+    for action, n, writer in steps:
+        item = tx(n)
+        if action == "add":
+            if pool.add(item, writer=writer):
+                model[item.hash] = (writer, item)
+        else:
+            pool.remove([item.hash])
+            model.pop(item.hash, None)
+    for writer in "abc":
+        mine = [t for w, t in model.values() if w == writer]
+        assert list(pool.hashes(writer)) == [t.hash for t in mine]
+        assert pool.count_of(writer) == len(mine)
+        assert pool.bytes_of(writer) == sum(t.held_bytes for t in mine)
+    taken = pool.take(count, 1 << 30)
+    assert len(taken) == min(count, len(model))
+    per_writer = Counter(model[t.hash][0] for t in taken)
+    for writer in "abc":
+        mine = [t for w, t in model.values() if w == writer]
+        assert [t for t in taken if model[t.hash][0] == writer] == mine[: per_writer[writer]]
+        if per_writer[writer] < len(mine):  # left some: none took two more than it
+            assert all(took <= per_writer[writer] + 1 for took in per_writer.values())
