@@ -31,11 +31,16 @@ def block_window_us(window_s: float, max_skew_us: int) -> int | None:
     return int((window_s + EXPIRY_PERIOD) * 1_000_000) + max_skew_us
 
 
+UNKNOWN_WRITER = ""  # of v3 transactions relayed over plain gRPC (no certificate names who sent)
+
+
 def writer_of(tx: Transaction, relayer: str | None) -> str:
     """Whose share of the pool `tx` takes: a v1 transaction's signer (the peer that took it from
     its client: any other's is refused), else the peer that handed it over (`relayer`: this
-    peer for its own clients'; "" when unknown, relays over plain gRPC are not authenticated)."""
-    return tx.sender if tx.version == V1 else (relayer or "")
+    peer for its own clients'; UNKNOWN_WRITER when unknown, relays over plain gRPC are not
+    authenticated: they share the others' shares, and the bounds hold against a flood of v3
+    transactions only over TLS)."""
+    return tx.sender if tx.version == V1 else (relayer or UNKNOWN_WRITER)
 
 
 class PoolFullError(RuntimeError):
@@ -91,15 +96,21 @@ class TxPool:
                 f"transaction timestamp is {abs(off):.0f} s {when} (window {self.window:g} s)"
             )
 
-    @property
-    def share_size(self) -> int:
-        """The transactions one writer may hold: its share of `max_size`."""
-        return max(1, self.max_size // max(1, self.writers))
+    def _shares(self, writer: str) -> tuple[int, int]:
+        """(how many shares `writer` holds, of how many): one each; the unknown writer (the
+        v3 transactions of every other peer over plain gRPC) all but this peer's own."""
+        writers = max(1, self.writers)
+        return (max(1, writers - 1) if writer == UNKNOWN_WRITER else 1), writers
 
-    @property
-    def share_bytes(self) -> int:
-        """The memory one writer's transactions may hold: its share of `max_bytes`."""
-        return self.max_bytes // max(1, self.writers)
+    def share_size(self, writer: str) -> int:
+        """The transactions `writer` may hold: its share of `max_size`."""
+        held, of = self._shares(writer)
+        return max(1, self.max_size * held // of)
+
+    def share_bytes(self, writer: str) -> int:
+        """The memory `writer`'s transactions may hold: its share of `max_bytes`."""
+        held, of = self._shares(writer)
+        return self.max_bytes * held // of
 
     def count_of(self, writer: str) -> int:
         queue = self._queues.get(writer)
@@ -109,14 +120,13 @@ class TxPool:
         """The memory `writer`'s pooled transactions hold (as `size_bytes` counts it)."""
         return self._writer_bytes.get(writer, 0)
 
-    def has_room_for(self, writer: str, coming: int = 0) -> bool:
-        """Whether `writer` holds less than its share, with `coming` more of its transactions
-        on their way (a relayed transaction of a writer that holds it all is not worth its
-        signature's recovery: the pool would refuse it)."""
-        return (
-            self.count_of(writer) + coming < self.share_size
-            and self.bytes_of(writer) < self.share_bytes
-        )
+    def has_room_for(self, writer: str, count: int, size: int) -> bool:
+        """Whether `writer`'s share has room for `count` more of its transactions holding
+        `size` bytes (a relayed transaction that its writer's share has no room for is not
+        worth its signature's recovery: the pool would refuse it)."""
+        return self.count_of(writer) + count <= self.share_size(writer) and self.bytes_of(
+            writer
+        ) + size <= self.share_bytes(writer)
 
     def add(
         self,
@@ -143,13 +153,11 @@ class TxPool:
             raise PoolFullError(f"transaction pool is full ({self.max_size} transactions)")
         if not beyond_limits and self._bytes + size > self.max_bytes:
             raise PoolFullError(f"transaction pool is full ({self.max_bytes} bytes)")
-        if not beyond_limits and (
-            self.count_of(writer) >= self.share_size
-            or self.bytes_of(writer) + size > self.share_bytes
-        ):
+        if not beyond_limits and not self.has_room_for(writer, 1, size):
+            held, of = self._shares(writer)
             raise PoolFullError(
                 f"the share of writer {writer or '(unknown)'} is full ({self.count_of(writer)} "
-                f"transactions, {self.bytes_of(writer)} bytes: 1/{self.writers} of the pool)"
+                f"transactions, {self.bytes_of(writer)} bytes: {held}/{of} of the pool)"
             )
         self._txs[tx.hash] = tx
         self._writer[tx.hash] = writer
@@ -215,34 +223,40 @@ class TxPool:
     def take(
         self, max_count: int, max_bytes: int, exclude: set[bytes] | None = None
     ) -> list[Transaction]:
-        """Transactions that fit `max_count` and `max_bytes` (they stay in the pool): the oldest
-        of each writer in turn, one of each a turn, so that a writer with thousands waiting
-        takes no more of a block than one with a few while both have some (first in, first out,
-        a review's byzantine validator filled every block with its own before the clients' of
-        the others). A transaction that could never fit is passed over, so it cannot hold up
-        every block; a writer whose oldest does not fit the bytes left is done."""
+        """Transactions that fit `max_count` and `max_bytes` (they stay in the pool): each writer's
+        oldest, the next one always of the writer that has taken the least of the block so far,
+        by its dominant part (of the count or of the bytes, whichever it took more of), so that
+        a writer with thousands waiting takes no more of a block than one with a few while both
+        have some, however large or small it makes them (first in, first out, a review's
+        byzantine validator filled every block with its own before the clients' of the others;
+        one at a time, its 64 KiB ones took the bytes). A transaction that could never fit is
+        passed over, so it cannot hold up every block; a writer whose oldest does not fit the
+        bytes left is done."""
         chosen: list[Transaction] = []
         size = 0
         txs = self._txs
-        turns = [iter(queue) for queue in self._queues.values()]
+        # (taken, order, the writer's oldest to come): taken in units of 1/(max_count x
+        # max_bytes) of a block, `order` breaking ties (iterators are never compared)
+        turns = [(0, order, iter(queue)) for order, queue in enumerate(self._queues.values())]
         while turns and len(chosen) < max_count:
-            still: list[Iterator[bytes]] = []
-            for turn in turns:
-                for tx_hash in turn:
-                    if exclude and tx_hash in exclude:
-                        continue
-                    tx = txs[tx_hash]
-                    tx_size = len(tx.encode())
-                    if tx_size > max_bytes:
-                        continue
-                    if size + tx_size <= max_bytes:
-                        chosen.append(tx)
-                        size += tx_size
-                        still.append(turn)
+            taken, order, turn = turns[0]
+            for tx_hash in turn:
+                if exclude and tx_hash in exclude:
+                    continue
+                tx = txs[tx_hash]
+                tx_size = len(tx.encode())
+                if tx_size > max_bytes:
+                    continue
+                if size + tx_size > max_bytes:
+                    heapq.heappop(turns)
                     break
-                if len(chosen) >= max_count:
-                    break
-            turns = still
+                chosen.append(tx)
+                size += tx_size
+                part = max(tx_size * max_count, max_bytes)
+                heapq.heapreplace(turns, (taken + part, order, turn))
+                break
+            else:
+                heapq.heappop(turns)
         return chosen
 
     def remove(self, tx_hashes: Iterable[bytes]) -> None:

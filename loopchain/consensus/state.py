@@ -116,7 +116,7 @@ from loopchain.consensus.tree import TREE_BUDGET_BLOCKS, BlockTree, TreeNode
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from loopchain.types.hashing import EMPTY_ROOT
-from loopchain.types.transaction import Transaction
+from loopchain.types.transaction import V1, Transaction
 from loopchain.types.validators import ValidatorSet, Voters
 from loopchain.types.vote import Complaint, QuorumCertificate, TimeoutCertificate, Vote
 
@@ -1254,11 +1254,16 @@ class ChannelConsensus:
         """Send the oldest pooled transactions again: a leader that missed them can propose.
         Only those in certified blocks are left out: a block of this node's tree that nobody
         certified may be one nobody else ever got (its proposal lost, or this node's own before
-        a restart), and its transactions would then reach no other leader."""
+        a restart), and its transactions would then reach no other leader. Another writer's v3
+        ones are not sent (they would be its share's at the others as this peer's, mempool.
+        writer_of: a review had a writer's flood sent to one peer fill that peer's share
+        everywhere after a failed round); its own peer sends them, or this one proposes them."""
         limits = self.config.limits
         qc = self.safety.high_qc
         certified = self.tree.tx_hashes_on_path(qc.block_hash) if qc is not None else set()
         txs = self.pool.take(limits.max_block_txs, limits.max_block_bytes, exclude=certified)
+        me, pool = self.signer.address, self.pool
+        txs = [tx for tx in txs if tx.version == V1 or pool.writer(tx.hash) == me]
         return [m.GossipTxs(tuple(txs))] if txs else []
 
     def _complain(self, now: float) -> list[m.Action]:

@@ -771,7 +771,7 @@ class ChannelService:
                     f"{count} transactions wait for a block, the oldest for {waited:.1f} s "
                     f"(limit {limit:.1f} s); the channel is at capacity, try again shortly"
                 )
-        limit = min(self._admit_max, pool.share_size)
+        limit = min(self._admit_max, pool.share_size(me))
         refusal = (
             f"the transaction pool holds {held} transactions of this peer, the intake limit is "
             f"{limit}; try again shortly"
@@ -814,11 +814,12 @@ class ChannelService:
         what is reserved on its way to it and `taken_bytes` taken before it in the same batch."""
         pool = self.consensus.pool
         held = pool.bytes_of(self.signer.address) + self._reserved_bytes + taken_bytes
-        if held + tx.held_bytes > pool.share_bytes:
+        share = pool.share_bytes(self.signer.address)
+        if held + tx.held_bytes > share:
             raise RequestError(
                 ErrorKind.POOL_FULL,
                 f"this peer's transactions hold {held} bytes of memory with those on their way "
-                f"to the pool, its share is {pool.share_bytes} (1/{pool.writers} of "
+                f"to the pool, its share is {share} (1/{max(1, pool.writers)} of "
                 f"TX_POOL_MAX_BYTES {pool.max_bytes}); try again shortly",
             )
 
@@ -853,7 +854,7 @@ class ChannelService:
         # transactions replayed, which anyone who can read blocks may send, cost a thousand
         # recoveries each time, only for the pool to refuse them after
         consensus, kept, worth = self.consensus, [], []
-        coming: Counter[str] = Counter()  # of each writer, the batch's worth checking so far
+        coming = _Coming(consensus.pool)
         for tx in txs:
             held = consensus.known_transaction(tx.hash) is not None
             if not held and consensus.is_final(tx):
@@ -929,7 +930,7 @@ class ChannelService:
         now: float,
         parties: dict[str, float],
         relayer: str | None,
-        coming: Counter[str],
+        coming: _Coming,
     ) -> bool:
         """Whether `receive_txs` would recover the signature of `relayed`, one this peer does not
         hold: of this channel, signed by whom it must be, that the pool would ever take, of a
@@ -937,7 +938,7 @@ class ChannelService:
         if not relayed.belongs_to(self.name) or _signer_problem(relayed, parties):
             return False
         writer = writer_of(relayed, relayer)
-        if not self.consensus.pool.has_room_for(writer, coming[writer]):
+        if not coming.fits(writer, relayed):
             return False
         if _network_problem(relayed, self.nid):
             return False
@@ -945,7 +946,7 @@ class ChannelService:
             self.consensus.pool.check(relayed, now)
         except TxRefused:
             return False
-        coming[writer] += 1
+        coming.add(writer, relayed)
         return True
 
     def receive_txs(self, txs: list[Transaction], relayer: str | None = None) -> None:
@@ -957,13 +958,13 @@ class ChannelService:
         good = []
         dropped: list[tuple[Transaction, str]] = []
         now, parties = self.clock(), self._signers()
-        pool, full, coming = self.consensus.pool, 0, Counter[str]()
+        full, coming = 0, _Coming(self.consensus.pool)
         for relayed in txs:
             known = self.consensus.known_transaction(relayed.hash)
             tx = relayed if known is None else known
             problem: str | None = None
             writer = writer_of(tx, relayer)
-            if known is None and not pool.has_room_for(writer, coming[writer]):
+            if known is None and not coming.fits(writer, tx):
                 full += 1
                 continue
             if not tx.belongs_to(self.name):
@@ -985,7 +986,7 @@ class ChannelService:
                 continue
             good.append(tx)
             if known is None:
-                coming[writer] += 1
+                coming.add(writer, tx)
         if dropped:
             self.metrics.refused("relayed_invalid", len(dropped))
             first, problem = dropped[0]
@@ -1650,6 +1651,26 @@ def _payable(tx: Transaction, held: int, owed: int = 0) -> Transaction | Request
             f"{coin.STEP_PRICE})",
         )
     return tx
+
+
+class _Coming:
+    """What a relayed batch brings to each writer's share of the pool, counted as its
+    transactions are screened: a batch's transactions past the share have no signature
+    recovered (a writer holding a few bytes short of its share had every batch checked)."""
+
+    def __init__(self, pool: TxPool) -> None:
+        self.pool = pool
+        self.count: Counter[str] = Counter()
+        self.size: Counter[str] = Counter()
+
+    def fits(self, writer: str, tx: Transaction) -> bool:
+        """Whether `tx` fits its writer's share beside those of the batch before it."""
+        size = self.size[writer] + tx.held_bytes
+        return self.pool.has_room_for(writer, self.count[writer] + 1, size)
+
+    def add(self, writer: str, tx: Transaction) -> None:
+        self.count[writer] += 1
+        self.size[writer] += tx.held_bytes
 
 
 def _network_problem(relayed: Transaction, nid: int) -> str | None:

@@ -1087,20 +1087,30 @@ async def test_where_rounds_take_longer_a_backlog_may_wait_a_round_before_client
         await cluster.stop()
 
 
+@pytest.mark.parametrize("bound", ["count", "bytes"])
 async def test_a_validators_flood_of_its_own_transactions_takes_its_share_and_no_clients_room(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bound: str
 ) -> None:
     """A byzantine validator signs v1 transactions itself (free: no fee) and relays thousands.
-    Each honest pool takes them up to that writer's share (1/PEERS of TX_POOL_MAX), recovering
-    no signature past it; admission counts a peer's own transactions (held, and waiting for a
-    block), so its clients are still taken; blocks take the oldest of each writer in turn, so theirs are final long before the
-    flood is. Before, the flood filled every honest pool past TX_POOL_ADMIT_MAX (every client
-    refused, 503) and blocks carried it first in, first out (review)."""
+    Each honest pool takes them up to that writer's share (1/PEERS of TX_POOL_MAX, or of
+    TX_POOL_MAX_BYTES), recovering no signature past it (a batch's counted as it is screened);
+    admission counts a peer's own transactions (held, and waiting for a block), so its clients
+    are still taken; blocks take the oldest of each writer in turn, so theirs are final long
+    before the flood is. Before, the flood filled every honest pool past TX_POOL_ADMIT_MAX
+    (every client refused, 503) and blocks carried it first in, first out (review)."""
     share = 60
+
+    def flooding(n: int, signer: Signer) -> Transaction:  # each of the same size
+        return Transaction.create_v1(CHANNEL, {"flood": f"{n:04d}"}, now + n, signer)
+
+    now = time.time_ns() // 1000
+    held = flooding(0, Signer.generate()).held_bytes
+    limit = {"TX_POOL_MAX": PEERS * share} if bound == "count" else {}
+    limit |= {"TX_POOL_MAX_BYTES": PEERS * share * held} if bound == "bytes" else {}
     cluster = Cluster(
         tmp_path,
         overrides={
-            "TX_POOL_MAX": PEERS * share,
+            **limit,
             "TX_POOL_ADMIT_MAX": 20,
             "TX_POOL_ADMIT_BACKLOG": 5,
             "TX_POOL_ADMIT_WAIT": 0.05,
@@ -1114,11 +1124,7 @@ async def test_a_validators_flood_of_its_own_transactions_takes_its_share_and_no
         await cluster.wait(lambda: cluster.final_everywhere(first, honest), "a first block")
         for s in cluster.services:
             cluster.network.down.add(s.signer.address)  # the flood is pooled before any block
-        now = time.time_ns() // 1000
-        flood = [
-            Transaction.create_v1(CHANNEL, {"flood": n}, now + n, byzantine.signer)
-            for n in range(2 * share)
-        ]
+        flood = [flooding(n, byzantine.signer) for n in range(2 * share)]
         for index, service in enumerate(honest):
             recoveries = count_recoveries(monkeypatch)
             for start in range(0, len(flood), 40):
@@ -1606,8 +1612,8 @@ async def test_relays_filling_the_pool_while_a_client_batch_is_written_take_none
         _pooled_or_refused(service, outcomes)
         pool = service.consensus.pool
         assert 0 < sum(tx.hash in pool for tx in relayed) < len(relayed)
-        assert pool.bytes_of(relayer.signer.address) <= pool.share_bytes
-        assert pool.bytes_of(service.signer.address) <= pool.share_bytes
+        assert pool.bytes_of(relayer.signer.address) <= pool.share_bytes(relayer.signer.address)
+        assert pool.bytes_of(service.signer.address) <= pool.share_bytes(service.signer.address)
         cluster.network.down.clear()
         hashes = [o.hash for o in outcomes if isinstance(o, Transaction)]
         await cluster.wait(lambda: cluster.final_everywhere(hashes, cluster.services), "final")

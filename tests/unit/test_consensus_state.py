@@ -1288,3 +1288,41 @@ def test_a_validator_sending_late_does_not_raise_the_others_round_timers() -> No
         n.state.paced_timeout() for n in honest
     ]
     assert min(len(n.chain) for n in honest) > 250
+
+
+def test_a_failed_round_sends_again_no_v3_transaction_of_another_writer() -> None:
+    """At a failed round a validator sends its pooled transactions again, but not another
+    writer's v3 ones: received from it, the others would count them in its own share of their
+    pools (a v3 transaction's writer is the peer that relays it, mempool.writer_of), so a flood
+    sent to one peer took that peer's share everywhere after a failed round (review). Its own,
+    v3 and v1, and the v1 ones of others (their signer is their writer) are sent."""
+    net = Network(4, seed=21)
+    net.start()
+    net.run_until(0.1)
+    node, other = list(net.nodes.values())[:2]
+    client = Signer.generate()
+
+    def v3(nonce: int) -> Transaction:
+        params = icon_tx.make_params(
+            sender=client.address,
+            to="hx" + "2" * 40,
+            step_limit=10**5,
+            timestamp_us=int(net.now * 1e6) + nonce,
+            nid=3,
+            value=1,
+            nonce=nonce,
+        )
+        signed = icon_tx.verify_send_params(icon_tx.sign_params(params, client))
+        return Transaction.from_icon(signed, signature_verified=True)
+
+    mine_v1 = Transaction.create_v1(CHANNEL, {"n": 1}, int(net.now * 1e6), node.signer)
+    others_v1 = Transaction.create_v1(CHANNEL, {"n": 2}, int(net.now * 1e6), other.signer)
+    mine_v3, others_v3 = v3(1), v3(2)
+    state = node.state
+    state.handle(m.TxsReceived((mine_v1, mine_v3), gossip=True), net.now)
+    state.handle(m.TxsReceived((others_v1, others_v3), relayer=other.address), net.now)
+    assert state.pool.writer(others_v3.hash) == other.address
+    assert state.pool.writer(mine_v3.hash) == node.address
+    actions = state.handle(m.TimeoutFired("round", state.round), net.now)
+    sent = {tx.hash for a in actions if isinstance(a, m.GossipTxs) for tx in a.txs}
+    assert sent == {mine_v1.hash, mine_v3.hash, others_v1.hash}

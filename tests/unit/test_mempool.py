@@ -283,8 +283,9 @@ def test_each_writer_holds_at_most_its_share_and_a_clients_past_it_only_when_pro
     pool.writers = 4  # a share of 2 transactions each
     flood = [tx(n) for n in range(3)]
     assert pool.add(flood[0], writer="byzantine") and pool.add(flood[1], writer="byzantine")
-    assert not pool.has_room_for("byzantine") and pool.has_room_for("honest")
-    assert pool.has_room_for("honest", coming=1) and not pool.has_room_for("honest", coming=2)
+    assert not pool.has_room_for("byzantine", 1, 0) and pool.has_room_for("honest", 2, 0)
+    assert not pool.has_room_for("honest", 3, 0)
+    assert not pool.has_room_for("honest", 1, 100 * tx(0).held_bytes // 4 + 1)  # the bytes too
     with pytest.raises(PoolFullError, match="share of writer byzantine"):
         pool.add(flood[2], writer="byzantine")
     assert pool.add(tx(10), writer="honest")
@@ -303,6 +304,20 @@ def test_each_writer_holds_at_most_its_share_and_a_clients_past_it_only_when_pro
     with pytest.raises(PoolFullError, match="share of writer a"):
         by_bytes.add(tx(3), writer="a")
     assert by_bytes.add(tx(3), writer="b")
+
+
+def test_the_unknown_writer_shares_what_the_other_peers_would_hold() -> None:
+    """v3 transactions relayed over plain gRPC name no writer (no certificate says who sent
+    them): together they may hold what every writer but this peer would, as before the shares."""
+    pool = TxPool(8, max_bytes=1000)
+    pool.writers = 4
+    assert (pool.share_size(mempool.UNKNOWN_WRITER), pool.share_bytes(mempool.UNKNOWN_WRITER)) == (
+        6,
+        750,
+    )
+    assert (pool.share_size("a peer"), pool.share_bytes("a peer")) == (2, 250)
+    pool.writers = 1  # a peer alone: its share is the pool, and so is the unknown writer's
+    assert pool.share_size(mempool.UNKNOWN_WRITER) == pool.share_size("a peer") == 8
 
 
 def test_blocks_take_the_oldest_of_each_writer_in_turn() -> None:
@@ -328,6 +343,41 @@ def test_blocks_take_the_oldest_of_each_writer_in_turn() -> None:
     mixed.add(tx(2), writer="b")
     mixed.add(tx(3), writer="b")
     assert mixed.take(10, 3 * one + 10) == [tx(1), tx(2), tx(3)]
+
+
+def test_a_writer_takes_no_more_of_a_block_by_making_its_transactions_large_or_small() -> None:
+    """Turns go to the writer that has taken the least of the block, by the part of the count
+    or of the bytes it took more of: a flood of transactions near MAX_TX_BYTES took the bytes
+    of every block one a turn (16 of them a block, and 15 clients' of thousands: review), and a
+    flood of tiny ones would take the count against large ones."""
+    signer = Signer.generate()
+    large = [
+        Transaction.create_v1("c", {"pad": "x" * 50_000, "n": n}, n, signer) for n in range(40)
+    ]
+    small = [tx(n) for n in range(500)]
+    block_bytes, block_count = 1 << 20, 1000
+    pool = TxPool(10_000)
+    for item in large:
+        pool.add(item, writer="byzantine")
+    for item in small:
+        pool.add(item, writer="honest")
+    taken = pool.take(block_count, block_bytes)
+    assert [t for t in taken if t in small] == small  # all 500: far less than half of either
+    assert sum(len(t.encode()) for t in taken) <= block_bytes
+    # and the other way round: a flood of tiny ones against a writer's large ones
+    pool = TxPool(10_000)
+    for item in small:
+        pool.add(item, writer="byzantine")
+    for item in large:
+        pool.add(item, writer="honest")
+    taken = pool.take(100, block_bytes)  # 100 a block: each tiny one takes 1/100 of it
+    large_taken = [t for t in taken if t in large]
+    assert large_taken == large[: len(large_taken)]
+    # each took as much of its dominant part (the large ones of the bytes, the tiny ones of the
+    # count), within one transaction's: ~0.85 each (first in, first out: 100 tiny ones)
+    large_part = sum(len(t.encode()) for t in large_taken) / block_bytes
+    small_part = (len(taken) - len(large_taken)) / 100
+    assert abs(large_part - small_part) <= 50_100 / block_bytes, (large_part, small_part)
 
 
 @settings(max_examples=60, deadline=None)
