@@ -291,8 +291,21 @@ MAX_INBOUND_STREAMS = 512  # open link streams (each peer's link holds two; send
 # one link a process (the peer and each channel worker), and their successors while replaced:
 # 4 a process, so a peer of 31 channel workers. One member holding every slot had each other
 # peer's messages sent by a call each (review); without TLS callers are addresses, peers on one
-# host share one, and the bound is the server's
+# host share one, and the bound is the server's. Once this peer knows the channels it serves,
+# a peer's bound is what it may need of them (link_streams_a_peer).
 LINK_STREAMS_A_PEER = MAX_INBOUND_STREAMS // 4
+STREAMS_A_LINK_PROCESS = 4  # a link's two lanes, and their successors while replaced
+
+
+def link_streams_a_peer(channels: int) -> int:
+    """The link streams one peer may hold open to a peer serving `channels` channels: a link
+    from each of its processes that serves one of them (a channel worker each, or its one
+    process) and one more (its main process), STREAMS_A_LINK_PROCESS each. With the bound of
+    31 channel workers, four certified peers that are parties of none of this peer's channels
+    held all MAX_INBOUND_STREAMS (review); a peer of one channel now takes 8 from each."""
+    return min(LINK_STREAMS_A_PEER, STREAMS_A_LINK_PROCESS * (max(1, channels) + 1))
+
+
 # open batch streams of REST proxies (one a channel each; a proxy falls back to calls): bounded
 # apart, so that clients, whom no certificate names without TLS, never take the links' share
 MAX_CLIENT_STREAMS = 64
@@ -692,6 +705,11 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             raise
         finally:
             open_ones.discard(task)  # type: ignore[arg-type]
+
+    def serving_channels(self, count: int) -> None:
+        """This peer serves `count` channels (known once it registered): each other peer may
+        hold link_streams_a_peer(count) link streams from now on."""
+        self._peer_streams.limit = link_streams_a_peer(count)
 
     async def end_streams(self, deadline: float) -> None:
         """End every inbound stream, waiting up to `deadline` seconds for them to end (before

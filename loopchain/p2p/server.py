@@ -58,6 +58,10 @@ class PeerServer:
         self._servicer = servicer
         self._own = own
 
+    def serving_channels(self, count: int) -> None:
+        """See PeerServicer.serving_channels."""
+        self._servicer.serving_channels(count)
+
     async def stop(self, grace: float) -> None:
         await asyncio.gather(
             self._stop(grace), *([self._own.stop(grace)] if self._own is not None else [])

@@ -368,6 +368,7 @@ class PeerNode:
                 if registration is None:
                     return
                 self.registration = registration
+                server.serving_channels(len(registration.channels))
                 in_workers = worker is None and self._in_workers(len(registration.channels))
                 for grant in registration.channels:
                     if in_workers:

@@ -7,6 +7,7 @@ only). A trusts the network's CA and has one extra certificate of C's revoked (i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 import grpc
 import pytest
 
+from loopchain.p2p.grpc_util import STREAM_ACCEPTED
 from loopchain.p2p.worker_link import CALLER_KEY
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos.loopchain_pb2_grpc import PeerServiceStub, RadioStationStub
@@ -335,6 +337,39 @@ def test_party_of_beta_only_gets_nothing_of_alpha(sec: SecNet) -> None:
     found = local_call(a, "GetTx", pb.GetTxRequest(channel=ALPHA, tx_hash=tx_hash))
     assert found.block_height >= 0
     assert not (sec.net.peer_dir(sec.port("C")) / ALPHA).exists(), "C stored something of alpha"
+
+
+def test_a_certified_peer_holds_the_link_streams_a_peer_of_its_channels_may_need(
+    sec: SecNet,
+) -> None:
+    """A peer the CA certified may hold the link streams a peer needs of the channels this one
+    serves (A serves two: a link from each of its workers and its main process, four streams
+    each: 12), where it held LINK_STREAMS_A_PEER (128) whatever it was a party of: four such
+    peers of no channel here held all 512 (review). Its next stream is refused RESOURCE_EXHAUSTED
+    (a sender falls back to calls); another peer's links are unaffected."""
+    a, a_id = sec.port("A"), sec.peer_id("A")
+    ca_pem, ca_key = ((sec.net.ca_dir / n).read_bytes() for n in ("ca.pem", "ca_key.pem"))
+    stranger, _ = issue(ca_pem, ca_key, Signer.generate().public_key)
+    allowed = 4 * (2 + 1)
+
+    async def open_streams() -> tuple[list[bool], grpc.StatusCode | None, str]:
+        options = [("grpc.ssl_target_name_override", a_id)]
+        credentials = stranger.credentials()
+        async with grpc.aio.secure_channel(f"127.0.0.1:{a}", credentials, options) as channel:
+            stub = PeerServiceStub(channel)
+            streams = [stub.DeliverStream(timeout=30) for _ in range(allowed + 1)]
+            taken = [STREAM_ACCEPTED in tuple(await s.initial_metadata() or ()) for s in streams]
+            refused = streams[taken.index(False)] if False in taken else streams[-1]
+            code, details = await refused.code(), await refused.details()
+            for stream in streams:
+                stream.cancel()
+            return taken, code, details
+
+    taken, code, details = asyncio.run(open_streams())
+    assert sorted(taken) == [False] + [True] * allowed, taken  # one refused, whichever came last
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)
+    assert f"limit {allowed}" in details, details
+    _final_tx(sec, ALPHA, "AB", "after the stranger's streams")
 
 
 def test_an_auditor_gives_its_channel_no_transaction_through_another_peer(sec: SecNet) -> None:
