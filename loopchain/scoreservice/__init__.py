@@ -13,6 +13,11 @@ STORE_FAILED_EXIT = 75
 # os._exit(0) in a transaction ends its process with 0, and that end is the SCORE's doing (a
 # block's try counts it; were it taken for a stop, the block would be tried for good).
 STOPPED_EXIT = 76
+# The exit status of a SCORE process whose block execution failed in the engine itself (no
+# transaction's result, no store failure): a crash its peer counts against the block's tries, so
+# that a failure every peer meets alike ends in the SCORE given up, not in the block tried for
+# good uncounted (review).
+ENGINE_FAILED_EXIT = 70
 
 # Beside a block's results, what an InvokeReply takes: its roots and height, each result's field
 # tags and lengths (fewer bytes than the keys and quotes of the result's JSON, which is counted)

@@ -18,6 +18,7 @@ that package is resolved, once its maker is provably gone (owned_dir.py).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import importlib.util
 import io
@@ -391,33 +392,81 @@ def _import_main(package: ScorePackage) -> ModuleType:
         _forget_modules(parent_name)
         unreadable = unreadable_package_file(exc, package.path)
         if unreadable is not None:
-            raise PackageUnreadable(f"cannot read {unreadable.filename}: {unreadable}") from None
+            raise PackageUnreadable("cannot read {}: {}".format(*unreadable)) from None
         raise PackageError(
             f"importing {main_path} of SCORE package {package.id!r} failed: "
-            f"{type(exc).__name__}: {exc}"
+            f"{exception_name(exc)}: {exception_text(exc)}"
         ) from None
     finally:
         sys.dont_write_bytecode = writes_bytecode
     return module
 
 
-def unreadable_package_file(exc: BaseException, folder: Path) -> OSError | None:
-    """The OSError in `exc` (or what it was raised from) that says this machine could not read
-    a file of the package in `folder` (a permission, an I/O error: not a missing file, which
-    every peer misses alike): importing a module of the package after its main one, at load or
-    in a call, failed so, and that was the package's fault ("not loaded", or a 9000 result, on
-    this peer only; review)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen and len(seen) < 16:
-        seen.add(id(current))
-        if isinstance(current, OSError) and not isinstance(
-            current, FileNotFoundError | NotADirectoryError | IsADirectoryError
-        ):
-            name = current.filename
-            if isinstance(name, str) and _inside(Path(name), folder):
-                return current
-        current = current.__cause__ or current.__context__
+# what this machine's failing to read a package file says (not the package's fault, nor a
+# transaction's: another peer reads it); any other error (a name too long, a loop of links, a
+# missing file) is every peer's alike, and a client's input may cause it (review)
+_UNREADABLE_ERRNOS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EIO, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ESTALE}
+)
+
+
+def exception_name(exc: BaseException) -> str:
+    """The name of `exc`'s class, as `type` stores it (a metaclass's own `__name__` is not run)."""
+    name = type.__dict__["__name__"].__get__(type(exc))
+    return name if type(name) is str else "Exception"
+
+
+def exception_text(exc: BaseException) -> str:
+    """str(`exc`), or "(message unavailable)" when that raises or gives no plain str (SCORE code:
+    called under the step meter)."""
+    try:
+        text = str(exc)
+    except Exception:
+        return "(message unavailable)"
+    return text if type(text) is str else "(message unavailable)"
+
+
+def exception_slot(cls: type, name: str, exc: BaseException) -> object:
+    """`exc`'s field `name` as the built-in `cls` stores it (None when it has none): a SCORE's
+    exception class may make the field a property of its own, SCORE code that raises or loops,
+    which the engine must never run outside the step meter (review)."""
+    if not issubclass(type(exc), cls):
+        return None
+    try:
+        return cls.__dict__[name].__get__(exc, cls)  # type: ignore[no-any-return]
+    except Exception:  # an unset field of some built-in types
+        return None
+
+
+def exception_chain(exc: BaseException, most: int = 16) -> list[BaseException]:
+    """`exc` and what it was raised from or during (read as BaseException stores them), each
+    once, at most `most`."""
+    chain: list[BaseException] = []
+    current: object = exc
+    while isinstance(current, BaseException) and len(chain) < most:
+        if any(current is seen for seen in chain):
+            break
+        chain.append(current)
+        cause = exception_slot(BaseException, "__cause__", current)
+        current = (
+            cause if cause is not None else exception_slot(BaseException, "__context__", current)
+        )
+    return chain
+
+
+def unreadable_package_file(exc: BaseException, folder: Path) -> tuple[str, str] | None:
+    """(the file, why) when `exc` (or what it was raised from) says this machine could not read
+    a file of the package in `folder` (a permission, an I/O error, the process's files or
+    memory: not a missing file, which every peer misses alike): importing a module of the
+    package after its main one, at load or in a call, failed so, and that was the package's
+    fault ("not loaded", or a 9000 result, on this peer only; review). Only the built-in fields
+    are read (exception_slot)."""
+    for current in exception_chain(exc):
+        code = exception_slot(OSError, "errno", current)
+        name = exception_slot(OSError, "filename", current)
+        if code in _UNREADABLE_ERRNOS and type(name) is str and _inside(Path(name), folder):
+            assert isinstance(code, int)
+            return name, os.strerror(code)
     return None
 
 

@@ -73,6 +73,7 @@ from loopchain.protos import score_pb2 as pb
 from loopchain.protos import score_pb2_grpc as pb_grpc
 from loopchain.safe_text import status_details
 from loopchain.scoreservice import (
+    ENGINE_FAILED_EXIT,
     MAX_BALANCE_ADDRESSES,
     MAX_QUERIES,
     STOPPED_EXIT,
@@ -83,6 +84,9 @@ from loopchain.scoreservice.packages import (
     PackageError,
     PackageUnreadable,
     ScorePackage,
+    exception_name,
+    exception_slot,
+    exception_text,
     load_score_class,
     merge_settings,
     read_package_json,
@@ -277,14 +281,16 @@ class MachineWords:
 
 
 def _stated_paths(exc: BaseException | None) -> list[str]:
-    """The absolute paths `exc` states as fields (its message is made of them), longest first."""
-    fields: list[object] = []
-    if isinstance(exc, OSError):
-        fields += [exc.filename, exc.filename2]
-    if isinstance(exc, SyntaxError):
-        fields.append(exc.filename)
-    if isinstance(exc, ImportError):
-        fields.append(exc.path)
+    """The absolute paths `exc` states as fields (its message is made of them), longest first;
+    the built-in fields only (exception_slot: a SCORE's property of that name is not run)."""
+    if exc is None:
+        return []
+    fields = [
+        exception_slot(OSError, "filename", exc),
+        exception_slot(OSError, "filename2", exc),
+        exception_slot(SyntaxError, "filename", exc),
+        exception_slot(ImportError, "path", exc),
+    ]
     paths = {f for f in fields if type(f) is str and f.startswith("/") and len(f) > 1}
     return sorted(paths, key=len, reverse=True)
 
@@ -297,18 +303,19 @@ def describe_error(
     """The result message of a SCORE exception: "Type: message" (its str() is step-limited too),
     worded alike on every peer by `words` (MachineWords: results_hash covers it). Before, a
     message naming an object ("<Item object at 0x7f...> is not in list") differed between SCORE
-    processes, so the peers' results hashes differed and the chain halted."""
-    if isinstance(exc, StepLimitExceeded):
+    processes, so the peers' results hashes differed and the chain halted. Nothing of `exc`
+    but its str() (metered) is SCORE code the engine runs: its class is tested by `type`, its
+    name and fields read as the built-in types store them (a SCORE exception's property that
+    raised stalled its block for good, uncounted: review)."""
+    if issubclass(type(exc), StepLimitExceeded):
         return STEP_LIMIT_MESSAGE
-    if isinstance(exc, MemoryError):
+    if issubclass(type(exc), MemoryError):
         return MEMORY_LIMIT_MESSAGE
     try:
-        text = meter.run(lambda: str(exc))
-    except BaseException:
+        text = meter.run(lambda: exception_text(exc))
+    except BaseException:  # the step limit, or memory
         text = "(message unavailable)"
-    if type(text) is not str:  # a str subclass's own methods would run unmetered
-        text = "(message unavailable)"
-    name = type(exc).__name__
+    name = exception_name(exc)
     return clip_message(valid_text(words(f"{name}: {text}" if text else name, exc)))
 
 
@@ -501,7 +508,7 @@ class LoadedScore:
         imported in the call: not the SCORE's fault, as a state store failing is not)."""
         unreadable = unreadable_package_file(exc, self.package.path)
         if unreadable is not None:
-            raise PackageUnreadable(f"cannot read {unreadable.filename}: {unreadable}")
+            raise PackageUnreadable("cannot read {}: {}".format(*unreadable))
         message = describe_error(exc, self.meter, self.words)
         self.state.raise_read_failure()
         return message
@@ -669,7 +676,7 @@ class LoadedScore:
         except StorageError:
             raise  # this machine's store failed, not the query: the process ends (see _run)
         except BaseException as exc:
-            limited = isinstance(exc, (StepLimitExceeded, MemoryError))
+            limited = issubclass(type(exc), StepLimitExceeded | MemoryError)
             code = (
                 grpc.StatusCode.RESOURCE_EXHAUSTED if limited else grpc.StatusCode.INVALID_ARGUMENT
             )
@@ -680,7 +687,7 @@ class LoadedScore:
             # raised here, not in the handler, so that it does not hold the SCORE's exception
             # as its context: that holds the SCORE's frames and all they allocated
             raise failure
-        if not isinstance(answer, str):
+        if type(answer) is not str:  # (a subclass's methods, or its __class__, are SCORE code)
             raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"query must return a JSON string, not {type(answer).__name__}",
@@ -770,15 +777,13 @@ def _failed_storage(exc: StorageError) -> str:
     return f"{what}: {exc}"
 
 
-def load_failure(exc: BaseException) -> str:
-    """Why a Load failed, in one line."""
-    if isinstance(exc, StepLimitExceeded):
-        return f"loading the SCORE failed: {STEP_LIMIT_MESSAGE}"
-    if isinstance(exc, MemoryError):
-        return f"loading the SCORE failed: {MEMORY_LIMIT_MESSAGE}"
-    if isinstance(exc, PackageError):
+def load_failure(exc: BaseException, meter: StepMeter) -> str:
+    """Why a Load failed, in one line: the engine's own words for its errors, a SCORE's
+    exception described as a result is (describe_error: its constructor's exception whose
+    str() raised had the process loaded again and again for good, review)."""
+    if type(exc) is PackageError:  # (a SCORE's subclass of it is described as its own)
         return f"loading the SCORE failed: {exc}"
-    return f"loading the SCORE failed: {type(exc).__name__}: {exc}"
+    return f"loading the SCORE failed: {describe_error(exc, meter)}"
 
 
 class SerialRunner:
@@ -856,8 +861,9 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
             return pb.ScoreStatus(status=-1, message=self.reason, executed_height=-1)
         return self.loaded.status()
 
-    async def _run(self, context: Any, work: Callable[[], T]) -> T:
-        """`work` on the runner's thread, its refusals and store failures as the call's status."""
+    async def _run(self, context: Any, work: Callable[[], T], *, executes: bool = False) -> T:
+        """`work` on the runner's thread, its refusals and store failures as the call's status;
+        when it `executes` a block, any other failure ends the process (ENGINE_FAILED_EXIT)."""
         loop = asyncio.get_running_loop()
 
         def guarded() -> T:
@@ -867,6 +873,14 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
                 self._store_failed(exc)
                 loop.call_soon_threadsafe(self.store_failed.set)
                 raise
+            except Refused:
+                raise
+            except BaseException:
+                if not executes:
+                    raise
+                log.exception("executing a block failed in the engine; this SCORE process ends")
+                logging.shutdown()
+                os._exit(ENGINE_FAILED_EXIT)
 
         try:
             return await self.runner.call(guarded)
@@ -918,7 +932,8 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
             # loads it again after a backoff while the peer's execution waits.
             raise
         except BaseException as exc:  # any other failure leaves the process serving, not loaded
-            self.reason = load_failure(exc)
+            package = str(Path(request.package_path).resolve())
+            self.reason = load_failure(exc, StepMeter(self.step_limit, [package]))
             log.warning("%s", self.reason)
             return self._status()
         log.info(
@@ -948,7 +963,7 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
                 self._commit(commit.height, commit.block_hash)
             return self._invoke(block)
 
-        results, state_root, result_root = await self._run(context, invoke)
+        results, state_root, result_root = await self._run(context, invoke, executes=True)
         return pb.InvokeReply(
             height=block.height,
             results=[

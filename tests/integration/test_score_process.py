@@ -15,7 +15,7 @@ import pytest
 
 from loopchain.blockchain.execution import SCORE_ERROR, SUCCESS, next_state_root, results_hash
 from loopchain.protos import score_pb2 as pb
-from loopchain.scoreservice import MAX_QUERIES, STOPPED_EXIT
+from loopchain.scoreservice import ENGINE_FAILED_EXIT, MAX_QUERIES, STOPPED_EXIT
 from loopchain.scoreservice.client import ScoreClient, ScoreRejected, ScoreUnavailable
 from loopchain.scoreservice.process import QUERY_TURN_S
 from loopchain.scoreservice.supervisor import ScoreSupervisor
@@ -98,6 +98,86 @@ async def test_a_raising_transaction_fails_alone(tmp_path: Path) -> None:
         await supervisor.client.commit_block(0, block.hash.hex())
         assert await supervisor.client.query('{"key": "b"}') == "null"
         assert await supervisor.client.query('{"key": "c"}') == '"3"'
+
+
+FAULTY_EXCEPTIONS_SCORE = """
+import json
+from pathlib import Path
+from loopchain.blockchain.score_base import ScoreBase, ScoreError
+
+HERE = Path(__file__).parent
+
+class ConfigMissing(OSError):
+    @property
+    def filename(self):  # a bug: the attribute is never set
+        return self.where.path
+
+def template(name):
+    try:
+        return (HERE / "templates" / f"{name}.json").read_text()
+    except OSError:
+        raise ScoreError(f"no template {name[:10]}")
+
+class UserScore(ScoreBase):
+    def invoke(self, transaction, block):
+        op = transaction.data["op"]
+        if op == "faulty":
+            raise ConfigMissing("no config")
+        if op == "template":
+            template(transaction.data["name"])
+        self.db.put(b"last", op.encode())
+
+    def query(self, params):
+        return json.dumps(template(json.loads(params)["name"]))
+"""
+
+
+async def test_what_a_scores_exception_or_a_clients_input_makes_it_raise_fails_it_alone(
+    tmp_path: Path,
+) -> None:
+    """A SCORE exception whose `filename` property raises (its str() aside, the engine reads
+    only what the built-in types store), and a package file read with a client's name too long
+    for the file system (every peer's error alike, not this machine failing to read its
+    package), fail their transaction or query alone; the process goes on. Before, the first
+    failed the whole call uncounted (the block tried for good) and the second ended the process
+    as a disk failure (exit 75), from a block or any client's query (review)."""
+    package, chain = make_package(tmp_path, "faulty", FAULTY_EXCEPTIONS_SCORE), Blocks()
+    block = chain.next({"op": "faulty"}, {"op": "template", "name": "n" * 300}, {"op": "after"})
+    async with running(make_supervisor(tmp_path, score_config(), package)) as supervisor:
+        pid = supervisor.pid
+        staged = await supervisor.client.invoke_block(block)
+        assert [(r.code, r.message) for r in staged.results] == [
+            (SCORE_ERROR, "ConfigMissing: no config"),
+            (SCORE_ERROR, "ScoreError: no template nnnnnnnnnn"),
+            (SUCCESS, ""),
+        ]
+        with pytest.raises(ScoreRejected, match="no template nnnnnnnnnn"):
+            await supervisor.client.query(json.dumps({"name": "n" * 300}))
+        await supervisor.client.commit_block(0, block.hash.hex())
+        assert supervisor.pid == pid and supervisor.restarts == 0
+
+
+async def test_a_block_whose_execution_fails_in_the_engine_ends_the_process_as_a_crash(
+    tmp_path: Path,
+) -> None:
+    """A failure of the engine itself while it executes a block (here a SCORE that breaks an
+    engine module: no transaction's result, no store failure) ends the process with
+    ENGINE_FAILED_EXIT, a crash its peer counts against the block's tries; before, the call
+    failed UNKNOWN, uncounted, and the block was tried for good (review)."""
+    source = (
+        "from loopchain.blockchain.score_base import ScoreBase\n"
+        "class UserScore(ScoreBase):\n"
+        "    def invoke(self, transaction, block):\n"
+        "        import sys\n"
+        "        sys.modules['__main__'].TxResult = None  # the engine runs as __main__\n"
+    )
+    package, chain = make_package(tmp_path, "breaker", source), Blocks()
+    async with running(make_supervisor(tmp_path, score_config(), package)) as supervisor:
+        pid = supervisor.pid
+        assert pid is not None
+        with pytest.raises(ScoreUnavailable):
+            await supervisor.client.invoke_block(chain.next({"op": "any"}))
+        assert await supervisor.exit_status(pid, READY_DEADLINE) == ENGINE_FAILED_EXIT
 
 
 async def test_the_step_limit_stops_loops_deterministically(tmp_path: Path) -> None:
@@ -490,6 +570,19 @@ async def test_a_package_that_did_not_resolve_starts_no_process(tmp_path: Path) 
             "        super().__init__(context)\n"
             "        self.start = context.blocks.last_block()\n",
             "constructor cannot read state or blocks",
+        ),
+        # its exception's str() fails (SCORE code): described without it, the process not
+        # loaded again and again for good (review)
+        (
+            "from loopchain.blockchain.score_base import ScoreBase\n"
+            "class SettingsError(Exception):\n"
+            "    def __str__(self):\n"
+            "        return f'bad setting {self.setting}'\n"
+            "class UserScore(ScoreBase):\n"
+            "    def __init__(self, context):\n"
+            "        super().__init__(context)\n"
+            "        raise SettingsError()\n",
+            "SettingsError: (message unavailable)",
         ),
     ],
 )
