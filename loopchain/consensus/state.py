@@ -984,6 +984,7 @@ class ChannelConsensus:
 
     def _on_executed(self, height: int, now: float) -> list[m.Action]:
         self.executed_height = max(self.executed_height, height)
+        self.pool.note_executed(self.executed_height)
         ready = [h for state_height, h in self.awaiting_execution if state_height <= height]
         self.awaiting_execution = [w for w in self.awaiting_execution if w[0] > height]
         actions: list[m.Action] = []
@@ -1173,6 +1174,8 @@ class ChannelConsensus:
         hashes = [tx.hash for tx in block.transactions]
         self.finalising.update(hashes)
         self.pool.remove(hashes)
+        if block.height > self.executed_height:
+            self.pool.note_final(block.height, block.transactions)
 
     def _adopt_validators(self, point: ChainTip) -> None:
         """The newest set the final chain names (its own, or the one pending on it) is at least

@@ -1640,10 +1640,15 @@ def _max_cost(tx: Transaction) -> int:
 
 def _payable(tx: Transaction, held: int, owed: int = 0) -> Transaction | RequestError:
     """The v3 transaction, or why a sender holding `held` loop, `owed` of it to its pooled
-    transactions, cannot pay for it."""
+    transactions (and those of final blocks not executed yet), cannot pay for it."""
     icon, needed = tx.icon(), _max_cost(tx)
     if held - owed < needed:
-        pooled = f", {owed} of it promised to its pooled transactions" if owed else ""
+        pooled = (
+            f", {owed} of it promised to its pooled transactions (or those of final blocks not "
+            "executed yet)"
+            if owed
+            else ""
+        )
         return RequestError(
             ErrorKind.INVALID,
             f"out of balance: {icon.sender} holds {held} loop{pooled}; the transaction may need "

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from loopchain.blockchain import coin
+from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.peer.channel_service import ChannelService
 from loopchain.scoreservice.client import ScoreUnavailable
@@ -457,6 +458,39 @@ async def test_a_senders_balance_pays_for_its_pooled_transactions_first(tmp_path
         assert service.consensus.pool.spend_of(sender.address) == 3 * MOST
         other = await service.create_icon_txs(icon_batch(Signer.generate(), 3))
         assert len(taken(other)) == 3  # another sender's balance is its own
+    finally:
+        await cluster.stop()
+
+
+async def test_a_transaction_in_a_final_block_not_executed_yet_is_still_paid_for(
+    tmp_path: Path,
+) -> None:
+    """A sender's balance is read at the executed height: a transaction of a final block not
+    executed yet has left the pool, and its cost was counted nowhere, so a sender holding what
+    one transfer may cost had a second taken, which failed unpaid (review: twice a balance
+    admitted, the surplus in blocks for free). Its cost is counted until its block is executed."""
+    cluster = Cluster(tmp_path)
+    try:
+        service = cluster.services[0]
+        service.score.balances = Holding(MOST).balances  # type: ignore[method-assign]
+        held: list[m.Event] = []
+        service.score.on_executed = held.append  # its blocks final, none executed meanwhile
+        sender = Signer.generate()
+        first = taken(await service.create_icon_txs(icon_batch(sender, 1)))
+        assert len(first) == 1
+        hashes = [tx.hash for tx in first]
+        await cluster.wait(lambda: cluster.final_everywhere(hashes, cluster.services), "final")
+        pool = service.consensus.pool
+        assert first[0].hash not in pool and pool.spend_of(sender.address) == MOST
+        second = await service.create_icon_txs(icon_batch(sender, 1))
+        assert isinstance(second[0], RequestError), second
+        assert "not executed yet" in second[0].message, second[0]
+        for event in held:  # executed now: the balance read shows what it cost
+            service.receive(event)
+        service.score.on_executed = service.receive  # type: ignore[method-assign]
+        await cluster.wait(lambda: pool.spend_of(sender.address) == 0, "executed: paid")
+        third = await service.create_icon_txs(icon_batch(sender, 1))
+        assert len(taken(third)) == 1, third
     finally:
         await cluster.stop()
 

@@ -229,6 +229,15 @@ def test_the_pool_counts_what_each_senders_pooled_v3_transactions_may_cost() -> 
     assert pool.spend_of(alice.address) == 7 + fee
     assert pool.expire(now + 20.0) and pool.spend_of(alice.address) == 0
     assert pool.spend_of(bob.address) == 0 and pool._spend == {}
+    # those of final blocks count until their block is executed (a balance read shows them)
+    pool.note_final(5, [a1, b1, Transaction.create_v1("pool_channel", {"v": 1}, 1, SIGNER)])
+    pool.note_final(5, [a1, b1])  # a block noted again counts once
+    pool.note_final(6, [a2])
+    assert pool.spend_of(alice.address) == 12 + 2 * fee and pool.spend_of(bob.address) == 1 + fee
+    pool.note_executed(5)
+    assert pool.spend_of(alice.address) == 7 + fee and pool.spend_of(bob.address) == 0
+    pool.note_executed(9)
+    assert pool.spend_of(alice.address) == 0 and pool._unexecuted_spend == {}
 
 
 @pytest.mark.parametrize(
