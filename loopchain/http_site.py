@@ -80,13 +80,16 @@ def refusal_response(body: bytes) -> bytes:
     return head.encode("ascii") + body
 
 
-def answer_malformed_http_in_json(response_code: int) -> None:
+def answer_malformed_http_in_json(response_code: int, jsonrpc_code: int | None = None) -> None:
     """Make aiohttp answer a request it cannot even parse (a request line over 8 KiB, a raw
     control byte in the target, a broken header, an absurd Content-Length, a broken chunk; a
     head over MAX_HEAD_BYTES, 431) with
     the APIs' JSON error body, {"response_code": `response_code`, "message": "malformed HTTP
-    request: ..."}, instead of its plain text: clients parse one error shape. Installed once per
-    process (the REST proxy's and the RadioStation's main)."""
+    request: ..."}, instead of its plain text: clients parse one error shape. With
+    `jsonrpc_code` (a server of JSON-RPC paths too) the body also carries a JSON-RPC error of
+    that code: the path of a request HTTP cannot parse is unknown, and ICON's SDK, which reads
+    `error` from any answer that is not a success, raised KeyError on the other shape (review).
+    Installed once per process (the REST proxy's and the RadioStation's main)."""
     original = web_protocol.RequestHandler.handle_error
     if getattr(original, "json_errors", False):
         return
@@ -104,7 +107,11 @@ def answer_malformed_http_in_json(response_code: int) -> None:
         if not isinstance(exc, HttpProcessingError) or not 400 <= status < 500:
             return response
         text = f"malformed HTTP request: {exc.message if exc.message else exc}"[:300]
-        body = json.dumps({"response_code": response_code, "message": text}).encode()
+        fields: dict[str, object] = {"response_code": response_code, "message": text}
+        if jsonrpc_code is not None:
+            error = {"code": jsonrpc_code, "message": text}
+            fields = {"jsonrpc": "2.0", "id": None, "error": error, **fields}
+        body = json.dumps(fields).encode()
         answer = web.Response(
             body=body, status=status, content_type="application/json", charset="utf-8"
         )

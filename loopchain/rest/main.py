@@ -37,6 +37,7 @@ from loopchain.p2p.grpc_util import client_revocations
 from loopchain.rest.app import create_app
 from loopchain.rest.jsonrpc import outer_error
 from loopchain.types.codes import ResponseCode, error_body
+from loopchain.types.jsonrpc import JsonRpcCode
 
 log = logging.getLogger("loopchain.rest")
 
@@ -157,7 +158,7 @@ async def serve(
     except ConfigError as exc:
         print(f"rest_proxy: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    answer_malformed_http_in_json(ResponseCode.INVALID_PARAMS)
+    answer_malformed_http_in_json(ResponseCode.INVALID_PARAMS, JsonRpcCode.INVALID_REQUEST)
     runner = web.AppRunner(
         create_app(
             config, peer_target, f"unix:{peer_socket}" if peer_socket else None, client_check

@@ -431,6 +431,32 @@ def test_request_line_too_long_gets_the_json_error(
     assert_refused(reply, reply.status, INVALID_PARAMS)
 
 
+def test_a_malformed_http_request_is_answered_in_both_error_shapes(
+    lone_proxy: tuple[Proc, str],
+) -> None:
+    """HTTP that cannot be parsed (a header over 8 KiB, a broken chunk) leaves its path unknown:
+    the answer carries v1's error and a JSON-RPC one, so that ICON's SDK on /api/v3 reads
+    `error` (it raised KeyError on the v1 shape alone: review)."""
+    _, base = lone_proxy
+    replies = [
+        send(base, "POST", "/api/v3", b"{}", {"X-Big": "a" * 20_000}),
+        send(
+            base,
+            "POST",
+            "/api/v3",
+            b"zz\r\n{}\r\n0\r\n\r\n",
+            {"Transfer-Encoding": "chunked"},
+        ),
+    ]
+    for reply in replies:
+        assert reply.status == 400, str(reply)
+        assert reply.body["response_code"] == INVALID_PARAMS, str(reply)
+        error = reply.body["error"]
+        assert error["code"] == -32600, str(reply)
+        assert error["message"].startswith("malformed HTTP request: "), str(reply)
+        assert reply.body["jsonrpc"] == "2.0" and reply.body["id"] is None, str(reply)
+
+
 # ------------------------------------------------------------------ 4. RadioStation REST
 
 
