@@ -32,7 +32,7 @@ from loopchain.radiostation.throttle import CHANGE_BURST, CHANGE_INTERVAL_S
 from loopchain.storage.memory import MemoryStore
 from loopchain.types.crypto import Signer
 from tests.integration._rs_helpers import connect_request, heartbeat_request
-from tests.integration._targets import hanging_peer, tiny_peer
+from tests.integration._targets import TinyPeer, hanging_peer, served, tiny_peer
 from tests.unit._heartbeat import HeartbeatChannel
 from tools.procs import free_port_pair, wait_until_async
 
@@ -239,6 +239,35 @@ async def test_moves_to_a_target_that_does_not_answer_take_none_of_a_peers_chang
             f"the move after {2 * CHANGE_BURST} failed probes was refused: {moved}"
         )
         assert saved_target(path, member) == new_target
+
+
+async def test_a_registration_that_changes_nothing_is_answered_without_a_probe(
+    tmp_path: Path,
+) -> None:
+    """A registered peer's request that changes nothing (a peer's retry, or a captured one sent
+    in a loop: its signature covers no fresh value) is answered from the registry. Each had its
+    target probed: the loop held the peer's one probe slot, its own registrations refused busy,
+    and had the station dial it hundreds of times a second (review). A change is still probed."""
+    member = Signer.generate()
+    peer = TinyPeer(member.address, "", member)
+    async with (
+        station_stub(tmp_path, Clock(), check_targets=True) as (stub, path, _),
+        served(pb_grpc.add_PeerServiceServicer_to_server, peer) as target,
+        tiny_peer(member) as new_target,
+    ):
+        peer.target = target
+        captured = connect_request(member, target)
+        first = await stub.ConnectPeer(captured, timeout=DEADLINE)
+        assert first.code == 0 and len(peer.challenges) == 1, first
+        replies = await asyncio.gather(
+            *(stub.ConnectPeer(captured, timeout=DEADLINE) for _ in range(20))
+        )
+        assert [(r.code, r.order) for r in replies] == [(0, first.order)] * 20
+        assert len(peer.challenges) == 1  # none probed again
+        moved = await stub.ConnectPeer(connect_request(member, new_target), timeout=DEADLINE)
+        assert moved.code == 0 and saved_target(path, member) == new_target
+        back = await stub.ConnectPeer(captured, timeout=DEADLINE)  # a change again: probed
+        assert back.code == 0 and len(peer.challenges) == 2
 
 
 def peer_node(tmp_path: Path, radiostation: str, signer: Signer) -> PeerNode:
