@@ -61,6 +61,10 @@ log = logging.getLogger(__name__)
 # them, a stream any number, so their warnings are rate-limited rather than one an item
 REFUSALS = RefusalLog(log)
 
+# final blocks not executed yet whose v3 transactions a start counts against their senders' balances
+# (see ChannelService._note_unexecuted)
+UNEXECUTED_NOTED_MAX = 64
+
 # A round timer this peer's own event loop runs late (the peer was busy or stalled: a full CPU, a
 # slow disk) waits that long again before it counts, up to TIMER_DEFERRALS times: the messages that
 # came meanwhile (the proposal or certificate it waited for) are handled first, so a peer's own
@@ -224,6 +228,7 @@ class ChannelService:
             executed_height=executed[0] if (executed := store.executed()) else -1,
         )
         self._final_sets = self._chain_sets()  # (set, pending set) versions, for fail points
+        self._note_unexecuted(store)
         self.score = ScoreRuntime(
             config=config,
             channel=settings.name,
@@ -333,6 +338,18 @@ class ChannelService:
             self.store.tx_filter.size_bytes // 1024,
             time.monotonic() - started,
         )
+
+    def _note_unexecuted(self, store: BlockStore) -> None:
+        """Have the pool count what the v3 transactions of the final blocks not executed yet
+        may cost their senders (TxPool.note_final), as it counts those made final while it
+        runs: a sender's balance is read at the executed height. The newest
+        UNEXECUTED_NOTED_MAX of them (a SCORE down for long leaves many, read at every start)."""
+        executed = self.consensus.executed_height
+        tip = store.tip_height()
+        for height in range(max(executed + 1, tip - UNEXECUTED_NOTED_MAX + 1), tip + 1):
+            block = store.block_by_height(height)
+            if block is not None:
+                self.consensus.pool.note_final(height, block.transactions)
 
     def _replay_intake(self) -> None:
         """Pool (and gossip) what this peer acknowledged before it stopped and no block holds:

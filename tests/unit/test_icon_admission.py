@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from loopchain.blockchain import coin
-from loopchain.consensus import messages as m
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.peer.channel_service import ChannelService
 from loopchain.scoreservice.client import ScoreUnavailable
@@ -468,13 +467,18 @@ async def test_a_transaction_in_a_final_block_not_executed_yet_is_still_paid_for
     """A sender's balance is read at the executed height: a transaction of a final block not
     executed yet has left the pool, and its cost was counted nowhere, so a sender holding what
     one transfer may cost had a second taken, which failed unpaid (review: twice a balance
-    admitted, the surplus in blocks for free). Its cost is counted until its block is executed."""
+    admitted, the surplus in blocks for free). Its cost is counted until its block is executed,
+    after a restart too."""
     cluster = Cluster(tmp_path)
     try:
         service = cluster.services[0]
         service.score.balances = Holding(MOST).balances  # type: ignore[method-assign]
-        held: list[m.Event] = []
-        service.score.on_executed = held.append  # its blocks final, none executed meanwhile
+        never = asyncio.Event()
+
+        async def held(block: object, result: object) -> None:  # its blocks final, unexecuted
+            await never.wait()
+
+        service.score._record = held  # type: ignore[method-assign,assignment]
         sender = Signer.generate()
         first = taken(await service.create_icon_txs(icon_batch(sender, 1)))
         assert len(first) == 1
@@ -485,11 +489,13 @@ async def test_a_transaction_in_a_final_block_not_executed_yet_is_still_paid_for
         second = await service.create_icon_txs(icon_batch(sender, 1))
         assert isinstance(second[0], RequestError), second
         assert "not executed yet" in second[0].message, second[0]
-        for event in held:  # executed now: the balance read shows what it cost
-            service.receive(event)
-        service.score.on_executed = service.receive  # type: ignore[method-assign]
+        await cluster.crash(0)
+        restarted = cluster.restart(0)  # its block still final and not executed on its disk
+        restarted.score.balances = Holding(MOST).balances  # type: ignore[method-assign]
+        pool = restarted.consensus.pool
+        assert pool.spend_of(sender.address) == MOST
         await cluster.wait(lambda: pool.spend_of(sender.address) == 0, "executed: paid")
-        third = await service.create_icon_txs(icon_batch(sender, 1))
+        third = await restarted.create_icon_txs(icon_batch(sender, 1))
         assert len(taken(third)) == 1, third
     finally:
         await cluster.stop()
