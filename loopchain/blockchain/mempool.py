@@ -44,7 +44,7 @@ def writer_of(tx: Transaction, relayer: str | None) -> str:
 
 
 class PoolFullError(RuntimeError):
-    """The pool holds its maximum number of transactions or bytes."""
+    """The pool, or a writer's share of it, holds its maximum number of transactions or bytes."""
 
 
 class TxRefused(ValueError):
@@ -128,9 +128,8 @@ class TxPool:
         """Whether `writer`'s share has room for `count` more of its transactions holding
         `size` bytes (a relayed transaction that its writer's share has no room for is not
         worth its signature's recovery: the pool would refuse it)."""
-        return self.count_of(writer) + count <= self.share_size(writer) and self.bytes_of(
-            writer
-        ) + size <= self.share_bytes(writer)
+        count_fits = self.count_of(writer) + count <= self.share_size(writer)
+        return count_fits and self.bytes_of(writer) + size <= self.share_bytes(writer)
 
     def add(
         self,
@@ -138,7 +137,7 @@ class TxPool:
         now: float = 0.0,
         *,
         beyond_limits: bool = False,
-        writer: str = "",
+        writer: str = UNKNOWN_WRITER,
     ) -> bool:
         """Add `tx` (arrived at `now`, `writer`'s: see writer_of); False when already present;
         TxRefused when it may never enter; PoolFullError when the pool or the writer's share of

@@ -9,7 +9,6 @@ import itertools
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -1682,8 +1681,8 @@ class _Coming:
 
     def __init__(self, pool: TxPool) -> None:
         self.pool = pool
-        self.count: Counter[str] = Counter()
-        self.size: Counter[str] = Counter()
+        self.count: collections.Counter[str] = collections.Counter()
+        self.size: collections.Counter[str] = collections.Counter()
 
     def fits(self, writer: str, tx: Transaction) -> bool:
         """Whether `tx` fits its writer's share beside those of the batch before it."""
