@@ -41,7 +41,7 @@ from loopchain.types import canonical
 from loopchain.types.block import Block, Pooled
 from loopchain.types.canonical import EncodingError
 from loopchain.types.peer import IDENTIFY_CHALLENGE_BYTES
-from loopchain.types.transaction import Transaction
+from loopchain.types.transaction import V1, Transaction
 from loopchain.types.vote import Complaint, QuorumCertificate, Vote
 
 log = logging.getLogger(__name__)
@@ -865,7 +865,9 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
             channel=found.tx.channel or str(score.get("channel", "")),
             block_height=found.block_height,
             block_hash=found.block_hash.hex(),
-            peer_id=self.peer_id,
+            # the peer that took it from its client (a v1 one's signer), as loopchain's meta
+            # said; a v3 one names none (its client signed it): the peer answering
+            peer_id=found.tx.sender if found.tx.version == V1 else self.peer_id,
             score_id=score.get("score_id", ""),
             score_version=score.get("score_version", ""),
             tx_index=found.tx_index,

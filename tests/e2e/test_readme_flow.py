@@ -64,6 +64,8 @@ def test_hello_transaction_is_finalised_and_readable_on_another_peer(net: LocalN
     assert reply["response_code"] == 0
     assert reply["data"] == {"data": "hello"}
     assert reply["meta"]["channel_name"] == "loopchain_default"
+    # the peer that took it, read on another (it named the one answering: review)
+    assert reply["meta"]["peer_id"] == net.status(first)["peer_id"]
     assert reply["signature"] and reply["public_key"]
     # as the seed README shows: the first transactions are in block 1; block 0, the genesis
     # block, holds none and records the channel's configuration
