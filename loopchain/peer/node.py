@@ -185,7 +185,7 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
 
 def _check_public_key(path: Path, signer: Signer, key_path: Path) -> None:
     """SystemExit unless `path` holds the public key of `signer` (PEM SubjectPublicKeyInfo, as
-    tools/create_sign_pki.py writes it, or hex)."""
+    tools/create_sign_pki.py writes it; DER, as loopchain's wrote public.der; or hex)."""
     from loopchain.types.certificates import CertificateError, signing_public_key_from_pem
 
     try:
@@ -195,6 +195,8 @@ def _check_public_key(path: Path, signer: Signer, key_path: Path) -> None:
     try:
         if b"-----BEGIN" in raw:
             public = signing_public_key_from_pem(raw)
+        elif raw[:1] == b"\x30":  # DER SubjectPublicKeyInfo
+            public = signing_public_key_from_pem(raw, der=True)
         else:
             public = bytes.fromhex(raw.decode("ascii").strip().removeprefix("0x"))
         address = address_of(public)
@@ -1053,7 +1055,7 @@ def _open_node_cache(path: Path) -> LevelDBStore:
 
 def _warn_about_key(key: KeyFile, password_given: bool) -> None:
     """Say loudly when the peer's key is kept unencrypted (acceptable on a development network)."""
-    if key.protection is KeyProtection.ENCRYPTED:
+    if key.protection in (KeyProtection.ENCRYPTED, KeyProtection.ENCRYPTED_DER):
         log.info("peer key %s: %s", key.path, key.protection.value)
         return
     if password_given:

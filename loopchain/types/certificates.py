@@ -493,12 +493,13 @@ def public_key_to_pem(key: ec.EllipticCurvePublicKey) -> bytes:
     )
 
 
-def public_key_from_pem(data: bytes) -> ec.EllipticCurvePublicKey:
-    """An EC public key from PEM; CertificateError when malformed or not EC."""
+def public_key_from_pem(data: bytes, *, der: bool = False) -> ec.EllipticCurvePublicKey:
+    """An EC public key from PEM (DER when `der`); CertificateError when malformed or not EC."""
+    load = serialization.load_der_public_key if der else serialization.load_pem_public_key
     try:
-        key = serialization.load_pem_public_key(data)
+        key = load(data)
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise CertificateError(f"not a PEM public key: {exc}") from None
+        raise CertificateError(f"not a {'DER' if der else 'PEM'} public key: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise CertificateError(f"expected an EC public key, got {type(key).__name__}")
     return key
@@ -531,8 +532,9 @@ def signing_public_key_to_pem(public_key: bytes) -> bytes:
     return public_key_to_pem(key)
 
 
-def signing_public_key_from_pem(data: bytes) -> bytes:
-    """The 33-byte compressed secp256k1 public key in PEM text; CertificateError when not one."""
-    key = public_key_from_pem(data)
+def signing_public_key_from_pem(data: bytes, *, der: bool = False) -> bytes:
+    """The 33-byte compressed secp256k1 public key in PEM text (DER bytes when `der`);
+    CertificateError when not one."""
+    key = public_key_from_pem(data, der=der)
     _check_curve(key, ec.SECP256K1, "a signing key")
     return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)

@@ -158,19 +158,20 @@ def _password_bytes(password: str) -> bytes:
     return password.encode()
 
 
-def load_pem_key(data: bytes, password: str | None) -> Signer:
-    """A secp256k1 private key from PEM (PKCS#8 or SEC1, optionally password-protected)."""
+def load_pem_key(data: bytes, password: str | None, *, der: bool = False) -> Signer:
+    """A secp256k1 private key from PEM (PKCS#8 or SEC1, optionally password-protected), or from
+    DER when `der` (as loopchain's create_sign_pki.py wrote it: encrypted PKCS#8)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    kind = "DER" if der else "PEM"
+    load = serialization.load_der_private_key if der else serialization.load_pem_private_key
     try:
-        key = serialization.load_pem_private_key(
-            data, password=_password_bytes(password) if password else None
-        )
+        key = load(data, password=_password_bytes(password) if password else None)
     except (ValueError, TypeError) as exc:
-        raise SignatureError(f"cannot read the PEM private key: {exc}") from None
+        raise SignatureError(f"cannot read the {kind} private key: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256k1":
-        raise SignatureError("the PEM private key is not a secp256k1 key")
+        raise SignatureError(f"the {kind} private key is not a secp256k1 key")
     return Signer(key.private_numbers().private_value.to_bytes(32, "big"))
 
 
@@ -195,6 +196,8 @@ class KeyProtection(enum.Enum):
     ENCRYPTED = "encrypted PEM"
     PLAIN_PEM = "unencrypted PEM"
     PLAIN_HEX = "unencrypted hex"
+    ENCRYPTED_DER = "encrypted DER"
+    PLAIN_DER = "unencrypted DER"
 
 
 @dataclass(frozen=True)
@@ -211,18 +214,31 @@ def _is_pem(raw: bytes) -> bool:
     return raw.lstrip().startswith(b"-----BEGIN")
 
 
+def _is_der(raw: bytes) -> bool:
+    """DER (an ASN.1 SEQUENCE): loopchain's create_sign_pki.py wrote private.der so."""
+    return raw[:1] == b"\x30"
+
+
 def _is_encrypted_pem(raw: bytes) -> bool:
     # PKCS#8 "BEGIN ENCRYPTED PRIVATE KEY", or a traditional PEM's "Proc-Type: 4,ENCRYPTED"
     return _is_pem(raw) and b"ENCRYPTED" in raw
 
 
 def key_file_is_encrypted(path: Path) -> bool:
-    """True when `path` exists and holds an encrypted PEM key (its password is needed to load it)."""
+    """True when `path` exists and holds an encrypted PEM or DER key (its password is needed to
+    load it)."""
     try:
         with path.open("rb") as handle:
-            return _is_encrypted_pem(handle.read(4096))
+            raw = handle.read(4096)
     except OSError:
         return False
+    if _is_der(raw):
+        try:
+            load_pem_key(raw, None, der=True)
+        except SignatureError as exc:
+            return "encrypted" in str(exc)
+        return False
+    return _is_encrypted_pem(raw)
 
 
 def open_key_file(path: Path, password: str | None = None) -> KeyFile:
@@ -252,11 +268,32 @@ def open_key_file(path: Path, password: str | None = None) -> KeyFile:
         return KeyFile(path, _load_pem(path, raw, password), KeyProtection.ENCRYPTED, False)
     if _is_pem(raw):
         return KeyFile(path, _load_pem(path, raw, None), KeyProtection.PLAIN_PEM, False)
+    if _is_der(raw):
+        return _open_der(path, raw, password)
     try:
         signer = Signer(bytes.fromhex(raw.decode().strip()))
     except ValueError as exc:
         raise SignatureError(f"key file {path} does not hold a valid private key") from exc
     return KeyFile(path, signer, KeyProtection.PLAIN_HEX, False)
+
+
+def _open_der(path: Path, raw: bytes, password: str | None) -> KeyFile:
+    """The DER key file at `path`: PKCS#8 encrypted with `password` (as loopchain's
+    create_sign_pki.py wrote private.der), or unencrypted."""
+    try:
+        signer = load_pem_key(raw, None, der=True)
+    except SignatureError as plain_failed:
+        if not password:
+            raise SignatureError(
+                f"key file {path}: {plain_failed} (if it is encrypted, give its password in "
+                f"${KEY_PASSWORD_ENV} or a password file)"
+            ) from None
+        try:
+            signer = load_pem_key(raw, password, der=True)
+        except SignatureError as exc:
+            raise SignatureError(f"key file {path}: {exc} (wrong password?)") from None
+        return KeyFile(path, signer, KeyProtection.ENCRYPTED_DER, False)
+    return KeyFile(path, signer, KeyProtection.PLAIN_DER, False)
 
 
 def _load_pem(path: Path, raw: bytes, password: str | None) -> Signer:

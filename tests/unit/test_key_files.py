@@ -82,6 +82,55 @@ def test_without_a_password_a_new_key_is_hex_and_older_files_keep_loading(tmp_pa
     assert load_or_create_key(pem).address == signer.address
 
 
+def _der_pair(signer: Signer, password: str | None) -> tuple[bytes, bytes]:
+    """(private, public) DER as loopchain's create_sign_pki.py wrote them: the private key
+    encrypted PKCS#8 (or plain, without a password), the public one SubjectPublicKeyInfo."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.derive_private_key(int.from_bytes(signer.secret_bytes(), "big"), ec.SECP256K1())
+    encryption = (
+        serialization.BestAvailableEncryption(password.encode())
+        if password
+        else serialization.NoEncryption()
+    )
+    private = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, encryption
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
+
+
+def test_loopchains_der_key_files_load_encrypted_or_not(tmp_path: Path) -> None:
+    """loopchain's create_sign_pki.py wrote private.der (encrypted PKCS#8 DER) and public.der:
+    a peer given them (--private, --public) loads them; they were refused as "no valid private
+    key" (review)."""
+    from loopchain.peer.node import _check_public_key
+
+    signer = Signer.generate()
+    private, public = _der_pair(signer, "test")
+    path = _private(tmp_path / "private.der", private)
+    assert key_file_is_encrypted(path)  # its password is asked for, as for encrypted PEM
+    loaded = open_key_file(path, "test")
+    assert loaded.protection is KeyProtection.ENCRYPTED_DER
+    assert loaded.signer.address == signer.address
+    with pytest.raises(SignatureError, match=r"private.der: .*wrong password"):
+        open_key_file(path, "other")
+    with pytest.raises(SignatureError, match="if it is encrypted, give its password in"):
+        open_key_file(path)
+    plain = _private(tmp_path / "plain.der", _der_pair(signer, None)[0])
+    assert open_key_file(plain).protection is KeyProtection.PLAIN_DER
+    assert not key_file_is_encrypted(plain)
+    public_path = tmp_path / "public.der"
+    public_path.write_bytes(public)
+    _check_public_key(public_path, loaded.signer, path)  # its own: taken
+    public_path.write_bytes(_der_pair(Signer.generate(), None)[1])
+    with pytest.raises(SystemExit, match="is not the public key"):
+        _check_public_key(public_path, loaded.signer, path)
+
+
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o606])
 def test_a_key_file_group_or_others_may_access_is_refused(tmp_path: Path, mode: int) -> None:
     path = tmp_path / "peer_key"
