@@ -5,7 +5,8 @@
 
 IN is a file or a directory of the files deploy/fluentd/fluent.conf writes (`<tag>.<date>.log`,
 also gzipped `.log.gz`): JSON lines, each a record shipped with MONITOR_LOG plus the `tag` and
-`time` fluentd adds. Log records (tag loopchain.<process kind>) have level, logger, message,
+`time` fluentd adds; lines in fluentd's default out_file format, `time<TAB>tag<TAB>{record}` (what
+loopchain's collector wrote; a record's `log`, a docker log driver's, is its message), are read too. Log records (tag loopchain.<process kind>) have level, logger, message,
 process and pid (and exc_text, channel); events (tag loopchain.<kind>.event) have event and their
 fields. The files of a directory are merged by time: fluentd writes each file in the order records
 arrive (after a collector outage, bursts of several processes interleave), so the merged entries
@@ -261,12 +262,21 @@ def read_entries(path: Path, summary: Summary) -> Iterator[Entry]:
 
 
 def _parse_line(line: str, where: str) -> tuple[Entry | None, str]:
+    outer: tuple[str, str] | None = None
+    if not line.startswith("{") and line.count("\t") >= 2:
+        # fluentd's out_file default, as loopchain's collector wrote: time<TAB>tag<TAB>{record}
+        time_text, tag, line = line.split("\t", 2)
+        outer = (time_text, tag)
     try:
         record = json.loads(line)
     except (ValueError, RecursionError) as exc:  # ValueError: also an integer of >4300 digits
         return None, f"not JSON ({str(exc)[:200]})"
     if not isinstance(record, dict):
         return None, f"not a JSON object but {type(record).__name__}"
+    if outer is not None:
+        record = {"time": outer[0], "tag": outer[1], **record}
+        if "message" not in record and isinstance(record.get("log"), str):
+            record["message"] = record["log"].rstrip("\n")  # a docker log driver's line
     when = parse_time(record.get("time"))
     if when is None:
         return None, f"no usable time: {record.get('time')!r:.60}"

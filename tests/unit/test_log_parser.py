@@ -173,6 +173,23 @@ def test_numbers_as_times_and_records_without_a_process(tmp_path: Path) -> None:
     assert out.read_text() == "5 other INFO     ?: m\n"
 
 
+def test_lines_in_fluentds_default_format_are_read(tmp_path: Path) -> None:
+    """fluentd's out_file default, `time<TAB>tag<TAB>{record}` (what loopchain's collector
+    wrote, a docker log driver's record holding its line in `log`), was skipped as not JSON."""
+    source = tmp_path / "loopchain.log"
+    rows = [
+        '2025-01-01T10:00:00+00:00\tloopchain.peer\t{"log": "peer started\\n", "level": "INFO"}',
+        '2025-01-01T10:00:01+00:00\tloopchain.peer\t{"message": "store full", "level": "ERROR"}',
+    ]
+    source.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out.log"
+    assert log_parser.main([str(source), str(out)]) == 0
+    assert out.read_text().splitlines() == [
+        "2025-01-01T10:00:00+00:00 loopchain.peer INFO     ?: peer started",
+        "2025-01-01T10:00:01+00:00 loopchain.peer ERROR    ?: store full",
+    ]
+
+
 @pytest.mark.parametrize("make", ["missing", "empty-dir"])
 def test_unusable_input_is_an_error_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], make: str
