@@ -359,12 +359,28 @@ async def _status_or_error(
 
 
 async def peer_status_list(request: web.Request) -> web.Response:
-    """GET /api/v1/peer/status-list: the live status (or the error) of every member."""
+    """GET /api/v1/peer/status-list: the live status (or the error) of every member, by peer id,
+    and in loopchain's shape beside: `registered_peer_count`, `connected_peer_count` (by their
+    heartbeats, as /peer/list counts them) and `peer_status_list`, each status with the peer's
+    `order` and `peer_id`."""
     station, channel = _station(request), _channel(request)
     records = station.registry.members(channel)
     with request.app[STATUS].request():
         results = await asyncio.gather(*(_status_or_error(r, channel, request) for r in records))
-    return _ok({r.peer_id: result for r, result in zip(records, results, strict=True)})
+    by_id: dict[str, Any] = {r.peer_id: result for r, result in zip(records, results, strict=True)}
+    connected = sum(1 for view in station.view(channel) if _peer_json(view, None)["status"] == 1)
+    listed = [
+        {**result, "order": r.order, "peer_id": r.peer_id}
+        for r, result in zip(records, results, strict=True)
+    ]
+    return _ok(
+        {
+            **by_id,
+            "registered_peer_count": len(records),
+            "connected_peer_count": connected,
+            "peer_status_list": listed,
+        }
+    )
 
 
 # -- configuration

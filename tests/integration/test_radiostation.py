@@ -372,7 +372,7 @@ async def test_status_requests_in_parallel_share_the_stations_calls_and_past_a_b
             await server.stop(None)
     ok = [body for status, _, body in answered if status == 200]
     assert len(ok) == MAX_STATUS_REQUESTS
-    assert all(len(body["data"]) == 3 for body in ok)
+    assert all(len(body["data"]["peer_status_list"]) == 3 for body in ok)
     assert calls["most"] == wanted
 
 
@@ -416,6 +416,12 @@ async def test_peer_status_live_unreachable_and_bad_arguments(start_rs: StartRS)
         assert status == 200 and body["response_code"] == 0
         assert body["data"][live.address]["block_height"] == 7
         assert body["data"][dead.address]["response_code"] == -1
+        # and in loopchain's shape (its scripts read these keys)
+        assert body["data"]["registered_peer_count"] == 2
+        listed = {p["peer_id"]: p for p in body["data"]["peer_status_list"]}
+        assert listed[live.address]["block_height"] == 7 and listed[live.address]["order"] >= 1
+        assert listed[dead.address]["response_code"] == -1
+        assert body["data"]["connected_peer_count"] == 0  # neither sends heartbeats
 
 
 # -- configuration over REST
