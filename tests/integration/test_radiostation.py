@@ -793,6 +793,7 @@ async def test_open_mode_is_announced_and_listed_mode_needs_peer_ids(
     code, logs = await listed.run_to_exit()
     assert code == 2
     assert "name no peer_id" in logs and "a target alone is not an identity" in logs
+    assert "tools/listed_channels.py" in logs and "ENABLE_CHANNEL_AUTH false" in logs
     assert_clean_log(logs, "radiostation")
     # listed mode without its channel file would admit everyone: refused too
     config["CHANNEL_MANAGE_DATA_PATH"] = str(tmp_path / "missing.json")
