@@ -200,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "-p",
         "--target",
+        "--peer",  # loopchain's loadtool called it so
         type=_argparse_type(parse_target),
         default=parse_target(DEFAULT_TARGET),
         help=f"http://host:port (REST, default {DEFAULT_TARGET}) or host:port (gRPC)",
@@ -210,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_argparse_type(parse_duration),
         default=10.0,
         help="send for this long: 60, 60s, 1m (default 10s)",
+    )
+    add(
+        "--mins",
+        dest="duration",
+        type=_argparse_type(lambda text: parse_duration(f"{text}m")),
+        help="send for this many minutes (loopchain's loadtool's --mins; -m takes seconds)",
     )
     add(
         "-t",

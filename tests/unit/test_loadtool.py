@@ -103,10 +103,17 @@ def test_parse_args_all_flags():
     assert (args.timeout, args.json, args.query_body) == (3.0, True, {"method": "get_info"})
 
 
+def test_loopchains_option_names_are_taken():
+    """loopchain's loadtool took --peer and --mins (minutes); they were unrecognised."""
+    args = parse_args(["--peer", "127.0.0.1:7100", "--mins", "2"])
+    assert (args.target, args.duration) == (Target("grpc", "127.0.0.1:7100"), 120.0)
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         ["-c", "0"],
+        ["--mins", "0"],
         ["-c", "two"],
         ["-m", "soon"],
         ["-t", "3"],
