@@ -215,8 +215,9 @@ def _is_pem(raw: bytes) -> bool:
 
 
 def _is_der(raw: bytes) -> bool:
-    """DER (an ASN.1 SEQUENCE): loopchain's create_sign_pki.py wrote private.der so."""
-    return raw[:1] == b"\x30"
+    """DER (an ASN.1 SEQUENCE with a length byte, never text: a hex key may begin with the
+    character "0", 0x30 too): loopchain's create_sign_pki.py wrote private.der so."""
+    return raw[:1] == b"\x30" and len(raw) > 2 and not raw.strip().isascii()
 
 
 def _is_encrypted_pem(raw: bytes) -> bool:

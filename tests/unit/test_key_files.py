@@ -120,6 +120,11 @@ def test_loopchains_der_key_files_load_encrypted_or_not(tmp_path: Path) -> None:
         open_key_file(path, "other")
     with pytest.raises(SignatureError, match="if it is encrypted, give its password in"):
         open_key_file(path)
+    # a hex key whose text begins with "0" (0x30, as DER does) is still a hex key
+    zero = next(s for s in iter(Signer.generate, None) if s.secret_bytes().hex()[0] == "0")
+    hex_path = _private(tmp_path / "zero_key", zero.secret_bytes().hex())
+    assert not key_file_is_encrypted(hex_path)
+    assert open_key_file(hex_path).signer.address == zero.address
     plain = _private(tmp_path / "plain.der", _der_pair(signer, None)[0])
     assert open_key_file(plain).protection is KeyProtection.PLAIN_DER
     assert not key_file_is_encrypted(plain)
