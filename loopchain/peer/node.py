@@ -46,7 +46,14 @@ from loopchain.scoreservice.owned_dir import OwnedDir
 from loopchain.scoreservice.supervisor import MAX_SOCKET_PATH_BYTES
 from loopchain.storage.abc import KeyValueStore, StorageCorrupt, StorageError
 from loopchain.storage.leveldb import LevelDBStore
-from loopchain.types.crypto import KeyFile, KeyProtection, Signer, address_of, open_key_file
+from loopchain.types.crypto import (
+    KeyFile,
+    KeyProtection,
+    Signer,
+    address_of,
+    is_der,
+    open_key_file,
+)
 from loopchain.types.hashing import sha3_256
 from loopchain.types.passwords import KEY_PASSWORD_ENV
 from loopchain.types.peer import PeerInfo, identify_digest
@@ -195,7 +202,7 @@ def _check_public_key(path: Path, signer: Signer, key_path: Path) -> None:
     try:
         if b"-----BEGIN" in raw:
             public = signing_public_key_from_pem(raw)
-        elif raw[:1] == b"\x30":  # DER SubjectPublicKeyInfo
+        elif is_der(raw):  # DER SubjectPublicKeyInfo
             public = signing_public_key_from_pem(raw, der=True)
         else:
             public = bytes.fromhex(raw.decode("ascii").strip().removeprefix("0x"))

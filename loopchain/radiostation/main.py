@@ -149,8 +149,8 @@ def _check_mode(config: Config, channels: Mapping[str, ChannelSpec]) -> None:
             raise StartupError(
                 f"{config.CHANNEL_MANAGE_DATA_PATH}: channel {name!r}: peers{unlisted} name no "
                 "peer_id; with ENABLE_CHANNEL_AUTH a peer is admitted by its id (a target alone "
-                "is not an identity): add each entry's \"peer_id\" (the id a peer logs at start, "
-                "\"peer id hx...\"; tools/listed_channels.py writes such a file), or set "
+                'is not an identity): add each entry\'s "peer_id" (the id a peer logs at start, '
+                '"peer id hx..."; tools/listed_channels.py writes such a file), or set '
                 "ENABLE_CHANNEL_AUTH false (open mode, where an entry may name a target alone)",
                 EXIT_CONFIG,
             )

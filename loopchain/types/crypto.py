@@ -214,7 +214,7 @@ def _is_pem(raw: bytes) -> bool:
     return raw.lstrip().startswith(b"-----BEGIN")
 
 
-def _is_der(raw: bytes) -> bool:
+def is_der(raw: bytes) -> bool:
     """DER (an ASN.1 SEQUENCE with a length byte, never text: a hex key may begin with the
     character "0", 0x30 too): loopchain's create_sign_pki.py wrote private.der so."""
     return raw[:1] == b"\x30" and len(raw) > 2 and not raw.strip().isascii()
@@ -233,7 +233,7 @@ def key_file_is_encrypted(path: Path) -> bool:
             raw = handle.read(4096)
     except OSError:
         return False
-    if _is_der(raw):
+    if is_der(raw):
         try:
             load_pem_key(raw, None, der=True)
         except SignatureError as exc:
@@ -269,7 +269,7 @@ def open_key_file(path: Path, password: str | None = None) -> KeyFile:
         return KeyFile(path, _load_pem(path, raw, password), KeyProtection.ENCRYPTED, False)
     if _is_pem(raw):
         return KeyFile(path, _load_pem(path, raw, None), KeyProtection.PLAIN_PEM, False)
-    if _is_der(raw):
+    if is_der(raw):
         return _open_der(path, raw, password)
     try:
         signer = Signer(bytes.fromhex(raw.decode().strip()))

@@ -131,6 +131,8 @@ def test_loopchains_der_key_files_load_encrypted_or_not(tmp_path: Path) -> None:
     public_path = tmp_path / "public.der"
     public_path.write_bytes(public)
     _check_public_key(public_path, loaded.signer, path)  # its own: taken
+    public_path.write_text(loaded.signer.public_key.hex())  # hex, "02…" or "03…": not DER
+    _check_public_key(public_path, loaded.signer, path)
     public_path.write_bytes(_der_pair(Signer.generate(), None)[1])
     with pytest.raises(SystemExit, match="is not the public key"):
         _check_public_key(public_path, loaded.signer, path)
