@@ -302,7 +302,7 @@ class TxPool:
         owed: dict[str, int] = {}
         for tx in txs:
             cost = max_cost(tx)
-            if cost is not None:
+            if cost is not None and cost[1] > 0:  # (one of no cost is owed nothing)
                 owed[cost[0]] = owed.get(cost[0], 0) + cost[1]
         if not owed or height in self._unexecuted:
             return
@@ -314,7 +314,7 @@ class TxPool:
         """The blocks up to `height` are executed: balances read now show what they cost."""
         for done in [h for h in self._unexecuted if h <= height]:
             for sender, owed in self._unexecuted.pop(done).items():
-                left = self._unexecuted_spend[sender] - owed
+                left = self._unexecuted_spend.get(sender, 0) - owed
                 if left > 0:
                     self._unexecuted_spend[sender] = left
                 else:

@@ -606,6 +606,9 @@ class ChannelService:
             raise RequestError(ErrorKind.INVALID, f"transaction refused: {exc}") from None
         except icon_tx.InvalidTransaction as exc:
             raise RequestError(ErrorKind.INVALID, exc.message) from None
+        short = _steps_short(checked)
+        if short is not None:
+            raise RequestError(ErrorKind.INVALID, short)
         # the cheap refusals first: a transaction sent again, or replayed, costs no recovery
         if (
             checked.hash in self.consensus.pool
@@ -1694,11 +1697,29 @@ class _Coming:
         self.size[writer] += tx.held_bytes
 
 
+def _steps_short(icon: icon_tx.IconTransaction) -> str | None:
+    """Why a v3 transaction's stepLimit cannot pay for the steps it uses for sure (coin.steps_for:
+    it fails out of step, and pays what its limit allows): None when it can. Taken, one of
+    stepLimit 0 from an account holding nothing was in blocks for free (review)."""
+    steps = coin.steps_for(icon.data_type, icon.data)
+    if icon.step_limit >= steps:
+        return None
+    return (
+        f"stepLimit {icon.step_limit:#x} is below the {steps:#x} steps this transaction uses "
+        "(it would fail out of step)"
+    )
+
+
 def _network_problem(relayed: Transaction, nid: int) -> str | None:
     """Why a relayed v3 transaction is not for this channel: it names another network id (one
     signed for another channel, replayed; a peer checks the nid at intake, so its sender is
-    faulty)."""
+    faulty), or its stepLimit is short of its steps (_steps_short)."""
     problem = relayed.network_problem(nid)
+    if problem is None and relayed.version == V3:
+        try:
+            return _steps_short(relayed.icon())
+        except (EncodingError, icon_tx.InvalidTransaction) as exc:
+            return f"it is not a valid v3 transaction ({exc})"
     return None if problem is None else f"it {problem}"
 
 

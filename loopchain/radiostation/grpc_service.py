@@ -64,12 +64,6 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         self.station = station
         # (peer, channel) -> timestamp of the last heartbeat taken: one entry per member
         self._last_beat: dict[tuple[str, str], int] = {}
-        # heartbeats stamped before this start are refused while one may still be within the
-        # clock skew: the table of the last ones is in memory only, and one captured before a
-        # restart was taken again after it (review). Only then: a clock set back after the start
-        # would have refused every heartbeat until it passed the start's time again
-        self._started_us = int(station.clock() * 1e6)
-        self._started_at = station.monotonic()
         self._sweep_beats_at = BEAT_SWEEP_MIN  # its size at which the old ones are forgotten
         self._probes = ProbeSlots()  # target checks in flight
         self._changes = ChangeThrottle()  # how often a registered peer changes its record
@@ -292,26 +286,14 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             self._clocks.refused(request.peer_id, offset, self.station.monotonic(), registered)
             return _BeatRefusal(ResponseCode.FAIL, CLOCK_OFF.format(abs(offset)), by_clock=True)
         key = (request.peer_id, channel)
-        last = self._last_beat.get(key)
-        replayed = request.timestamp_us <= last if last is not None else self._before_start(request)
-        if replayed:
+        if request.timestamp_us <= self._last_beat.get(key, -1):
             return _BeatRefusal(
-                ResponseCode.FAIL,
-                "the heartbeat is replayed (it is not stamped after the latest taken, nor after this "
-                "RadioStation started)",
+                ResponseCode.FAIL, "the heartbeat is replayed (its timestamp is not the latest)"
             )
         self._last_beat[key] = request.timestamp_us
         if len(self._last_beat) > self._sweep_beats_at:
             self._forget_old_beats()
         return None
-
-    def _before_start(self, request: pb.HeartbeatRequest) -> bool:
-        """Whether a peer's first heartbeat since this start was stamped before it, while that
-        may be a replay (within MAX_TIMESTAMP_SKEW of the start: afterwards one from before is
-        off this clock)."""
-        window = float(self.station.config.MAX_TIMESTAMP_SKEW)
-        recent = self.station.monotonic() - self._started_at <= window
-        return recent and request.timestamp_us < self._started_us
 
     def _forget_old_beats(self) -> None:
         """Forget the heartbeats older than MAX_TIMESTAMP_SKEW: one sent again is refused as

@@ -464,10 +464,23 @@ def unreadable_package_file(exc: BaseException, folder: Path) -> tuple[str, str]
     for current in exception_chain(exc):
         code = exception_slot(OSError, "errno", current)
         name = exception_slot(OSError, "filename", current)
-        if code in _UNREADABLE_ERRNOS and type(name) is str and _inside(Path(name), folder):
-            assert isinstance(code, int)
+        if type(code) is not int or code not in _UNREADABLE_ERRNOS or type(name) is not str:
+            continue  # (an errno of the SCORE's own type is never hashed: its code would run)
+        if _inside(Path(name), folder) and _unreadable_here(name):
             return name, os.strerror(code)
     return None
+
+
+def _unreadable_here(name: str) -> bool:
+    """Whether this process cannot read the file `name` now: a SCORE raising such an OSError
+    itself (PermissionError(EACCES, ..., its own file)) had its transactions and any client's
+    query taken for this machine's failure, the process ended uncounted (review)."""
+    try:
+        with open(name, "rb") as file:
+            file.read(1)
+    except OSError as exc:
+        return exc.errno in _UNREADABLE_ERRNOS
+    return False
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -507,31 +507,6 @@ async def test_restart_keeps_orders_versions_and_key(start_rs: StartRS) -> None:
     assert validator_set_of(newcomer, "loopchain_default").version == old_set.version + 1
 
 
-async def test_a_heartbeat_made_before_a_restart_is_refused_after_it(start_rs: StartRS) -> None:
-    """The heartbeats taken last are known in memory only: one captured before the
-    RadioStation was killed was taken again after its restart, and a dead peer showed as
-    connected, leader even, for HEARTBEAT_TIMEOUT (review). One stamped before the start is
-    refused; the peer's next is taken."""
-    rs = await start_rs()
-    peer = Signer.generate()
-    async with rs_stub(rs) as stub:
-        await connect(stub, peer, "127.0.0.1:7100")
-        captured = heartbeat_request(peer, peer_type=1)
-        assert (await stub.Heartbeat(captured, timeout=DEADLINE)).code == 0
-    assert rs.proc is not None
-    rs.proc.kill9()
-    await rs.wait_exit()
-    rs.start()
-    await rs.wait_ready()
-    async with rs_stub(rs) as stub:
-        replayed = await stub.Heartbeat(captured, timeout=DEADLINE)
-        listed = await stub.GetPeerList(pb.ChannelRequest(channel=""), timeout=DEADLINE)
-        fresh = await stub.Heartbeat(heartbeat_request(peer, peer_type=1), timeout=DEADLINE)
-    assert replayed.code == -1 and "replayed" in replayed.message, replayed
-    assert [(p.peer_id, p.status) for p in listed.peers] == [(peer.address, 0)]
-    assert fresh.code == 0, fresh
-
-
 def twin_of(tmp_path: Path, port: int, config: dict[str, Any] | None = None) -> RadioStationProcess:
     """A second RadioStation on `port` with its own directory and storage (not started)."""
     other_dir = tmp_path / "other"

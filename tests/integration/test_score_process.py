@@ -112,6 +112,10 @@ class ConfigMissing(OSError):
     def filename(self):  # a bug: the attribute is never set
         return self.where.path
 
+class Code(int):
+    def __hash__(self):  # SCORE code: the engine must not run it
+        raise RuntimeError("hashed")
+
 def template(name):
     try:
         return (HERE / "templates" / f"{name}.json").read_text()
@@ -123,6 +127,13 @@ class UserScore(ScoreBase):
         op = transaction.data["op"]
         if op == "faulty":
             raise ConfigMissing("no config")
+        if op == "denied":  # as this machine failing to read the package would say
+            raise PermissionError(13, "denied", __file__)
+        if op == "code":
+            failure = OSError("odd")
+            failure.errno = Code(13)
+            failure.filename = __file__
+            raise failure
         if op == "template":
             template(transaction.data["name"])
         self.db.put(b"last", op.encode())
@@ -136,19 +147,29 @@ async def test_what_a_scores_exception_or_a_clients_input_makes_it_raise_fails_i
     tmp_path: Path,
 ) -> None:
     """A SCORE exception whose `filename` property raises (its str() aside, the engine reads
-    only what the built-in types store), and a package file read with a client's name too long
+    only what the built-in types store), a package file read with a client's name too long
     for the file system (every peer's error alike, not this machine failing to read its
-    package), fail their transaction or query alone; the process goes on. Before, the first
+    package), a PermissionError the SCORE raises itself naming a package file this machine
+    reads, and an errno of the SCORE's own type (never hashed), fail their transaction or query
+    alone; the process goes on. Before, the first
     failed the whole call uncounted (the block tried for good) and the second ended the process
     as a disk failure (exit 75), from a block or any client's query (review)."""
     package, chain = make_package(tmp_path, "faulty", FAULTY_EXCEPTIONS_SCORE), Blocks()
-    block = chain.next({"op": "faulty"}, {"op": "template", "name": "n" * 300}, {"op": "after"})
+    block = chain.next(
+        {"op": "faulty"},
+        {"op": "template", "name": "n" * 300},
+        {"op": "denied"},
+        {"op": "code"},
+        {"op": "after"},
+    )
     async with running(make_supervisor(tmp_path, score_config(), package)) as supervisor:
         pid = supervisor.pid
         staged = await supervisor.client.invoke_block(block)
         assert [(r.code, r.message) for r in staged.results] == [
             (SCORE_ERROR, "ConfigMissing: no config"),
             (SCORE_ERROR, "ScoreError: no template nnnnnnnnnn"),
+            (SCORE_ERROR, "PermissionError: [Errno 13] denied: 'score_main.py'"),
+            (SCORE_ERROR, "OSError: [Errno 13] None: 'score_main.py'"),
             (SUCCESS, ""),
         ]
         with pytest.raises(ScoreRejected, match="no template nnnnnnnnnn"):

@@ -501,6 +501,41 @@ async def test_a_transaction_in_a_final_block_not_executed_yet_is_still_paid_for
         await cluster.stop()
 
 
+async def test_a_transaction_whose_step_limit_cannot_pay_its_steps_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A v3 transaction whose stepLimit is below the steps it uses for sure fails out of step
+    and pays what its limit allows: with stepLimit 0 and value 0, an account holding nothing had
+    such transactions taken and put in blocks for free (review). Refused at intake (-32602), and
+    dropped unchecked when relayed."""
+    cluster = Cluster(tmp_path)
+    try:
+        service = lone_peer(cluster, Holding(0))
+        poor = Signer.generate()
+
+        def free(nonce: int) -> str:
+            params = make_params(
+                sender=poor.address,
+                to=BOB,
+                value=0,
+                step_limit=0,
+                timestamp_us=time.time_ns() // 1000,
+                nid=NID,
+                nonce=nonce,
+            )
+            return json.dumps(sign_params(params, poor))
+
+        refused = await service.create_icon_txs([free(1)])
+        assert isinstance(refused[0], RequestError), refused
+        assert refused[0].kind is ErrorKind.INVALID and "stepLimit 0x0 is below" in str(refused[0])
+        recoveries = count_recoveries(monkeypatch)
+        relayed = _relayed([free(2)])
+        await service.receive_txs_in_turns(relayed)
+        assert recoveries == [] and relayed[0].hash not in service.consensus.pool
+    finally:
+        await cluster.stop()
+
+
 async def test_relayed_transactions_past_their_senders_balance_leave_the_pool(
     tmp_path: Path,
 ) -> None:

@@ -206,12 +206,12 @@ def test_the_pool_counts_what_each_senders_pooled_v3_transactions_may_cost() -> 
     alice, bob = Signer.generate(), Signer.generate()
     now = 1_700_000_000.0
 
-    def transfer(signer: Signer, value: int, n: int) -> Transaction:
+    def transfer(signer: Signer, value: int, n: int, step_limit: int = 1_000) -> Transaction:
         params = icon_tx.make_params(
             sender=signer.address,
             to="hx" + "b0" * 20,
             value=value,
-            step_limit=1_000,
+            step_limit=step_limit,
             timestamp_us=int(now * 1_000_000) + n,
             nid=3,
         )
@@ -238,6 +238,14 @@ def test_the_pool_counts_what_each_senders_pooled_v3_transactions_may_cost() -> 
     assert pool.spend_of(alice.address) == 7 + fee and pool.spend_of(bob.address) == 0
     pool.note_executed(9)
     assert pool.spend_of(alice.address) == 0 and pool._unexecuted_spend == {}
+    # a transaction of no cost (value 0, stepLimit 0: admitted from any account) owes nothing;
+    # noted, it stopped the channel when its block was executed after the sender's earlier one
+    free = transfer(alice, 0, 9, step_limit=0)
+    pool.note_final(20, [a1])
+    pool.note_final(21, [free])
+    pool.note_executed(20)
+    pool.note_executed(21)
+    assert pool.spend_of(alice.address) == 0 and pool._unexecuted == {}
 
 
 @pytest.mark.parametrize(

@@ -324,7 +324,7 @@ async def test_each_transaction_of_a_batch_is_answered_as_get_tx_with_one_status
     assert first.code == again.code == 0 and first.tx == again.tx
     assert first.tx.tx == channel.tx.encode() and first.tx.block_height == -1
     assert (first.tx.peer_id, first.tx.score_id, first.tx.score_version) == (
-        "peer",
+        channel.tx.sender,  # the peer that took it (its v1 signer), not the one answering
         "score/x",
         "1.0",
     )
