@@ -587,11 +587,15 @@ class ChannelConsensus:
         if existing is not None:
             if proposal and not existing.proposal_checked and parent is not None:
                 # the block as this node holds it, checked whole when it came (this copy's body
-                # may have been altered on its way: its header hash is the same)
+                # may have been altered on its way: its header hash is the same), now with every
+                # check a proposal has (_check_block): a byzantine leader that had it fetched
+                # first (a forged certificate naming it) had a transaction stamped outside the
+                # window voted for and made final (review)
                 held = existing.block
                 problem = (
                     self._check_bounds(held, parent, now)
                     or self._foreign(held)
+                    or self._out_of_window(held)
                     or self._wrong_next_leader(held, parent)
                 )
                 if problem:
