@@ -227,6 +227,7 @@ class ChannelService:
             executed_height=executed[0] if (executed := store.executed()) else -1,
         )
         self._final_sets = self._chain_sets()  # (set, pending set) versions, for fail points
+        self._short_turns_warned = -1  # the set version _warn_about_short_turns saw last
         self._note_unexecuted(store)
         self.score = ScoreRuntime(
             config=config,
@@ -1361,7 +1362,32 @@ class ChannelService:
         except (StorageError, BlockStoreError) as exc:
             self.storage_failed(exc)
             return []
+        if isinstance(event, m.ValidatorsChanged):
+            self._warn_about_short_turns()
         return actions
+
+    def _warn_about_short_turns(self) -> None:
+        """Warn once a set when its weights differ or it has groups while each leader leads
+        fewer than 3 rounds (LEADER_BLOCK_CREATION_LIMIT): a block is final only when one leader,
+        or leaders in a row, propose three rounds in a row, and validators holding less than a
+        third of the weight at every other place of the rotation then stop finality for good
+        (a review: weights 3,1,1,1,1 with two of weight 1 down). Equal weights always leave
+        three leaders in a row up; a turn of 3 or more needs one."""
+        latest = self.consensus.latest_validators
+        per_leader = self.consensus.config.blocks_per_leader
+        if latest is None or per_leader >= 3 or latest.version == self._short_turns_warned:
+            return
+        self._short_turns_warned = latest.version
+        if latest.groups or len({v.weight for v in latest.validators}) > 1:
+            log.warning(
+                "channel %s: validator set %d has %s, and LEADER_BLOCK_CREATION_LIMIT is %d: "
+                "validators holding less than a third of the weight, down at every other turn, "
+                "would stop blocks from becoming final; set it to 3 or more on every peer",
+                self.name,
+                latest.version,
+                "groups" if latest.groups else "unequal weights",
+                per_leader,
+            )
 
     def storage_failed(self, exc: StorageError | BlockStoreError) -> None:
         """A write to the store failed (disk full, read-only, failing) or was refused (the

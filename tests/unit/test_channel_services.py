@@ -1146,6 +1146,32 @@ async def test_a_validators_flood_of_its_own_transactions_takes_its_share_and_no
         await cluster.stop()
 
 
+@pytest.mark.parametrize("per_leader", [1, 3])
+async def test_weights_with_turns_shorter_than_three_rounds_are_warned_about_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, per_leader: int
+) -> None:
+    """A block is final once leaders propose three rounds in a row: with unequal weights (or
+    groups), validators of less than a third of the weight down at every other place of the
+    rotation stopped finality for good when each leader led fewer than 3 rounds (review). Such
+    a set with LEADER_BLOCK_CREATION_LIMIT below 3 is warned about, once; equal weights are not."""
+    cluster = Cluster(tmp_path, overrides={"LEADER_BLOCK_CREATION_LIMIT": per_leader})
+    try:
+        service = cluster.services[0]
+        warning = "would stop blocks from becoming final"
+        assert not logged(caplog, warning)  # equal weights
+        weights = (3, 1, 1, 1)
+        weighted = ValidatorSet(
+            CHANNEL,
+            2,
+            tuple(Validator(s.address, w) for s, w in zip(cluster.signers, weights, strict=True)),
+        ).signed_by(cluster.issuer_signer)
+        for _ in range(2):
+            service.receive(m.ValidatorsChanged(weighted))
+        assert len(logged(caplog, warning)) == (1 if per_leader < 3 else 0)
+    finally:
+        await cluster.stop()
+
+
 async def test_a_relayed_transaction_the_peer_already_holds_is_not_checked_again(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
