@@ -875,12 +875,15 @@ class ScoreServicer(pb_grpc.ScoreServiceServicer):
                 raise
             except Refused:
                 raise
-            except BaseException:
+            except BaseException as exc:
                 if not executes:
                     raise
                 log.exception("executing a block failed in the engine; this SCORE process ends")
                 logging.shutdown()
-                os._exit(ENGINE_FAILED_EXIT)
+                # out of memory is this machine's state, not the block's (counted, one peer
+                # short of memory would give up a SCORE the others run): ended as a store failure
+                memory = issubclass(type(exc), MemoryError)
+                os._exit(STORE_FAILED_EXIT if memory else ENGINE_FAILED_EXIT)
 
         try:
             return await self.runner.call(guarded)

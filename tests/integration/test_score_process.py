@@ -15,7 +15,12 @@ import pytest
 
 from loopchain.blockchain.execution import SCORE_ERROR, SUCCESS, next_state_root, results_hash
 from loopchain.protos import score_pb2 as pb
-from loopchain.scoreservice import ENGINE_FAILED_EXIT, MAX_QUERIES, STOPPED_EXIT
+from loopchain.scoreservice import (
+    ENGINE_FAILED_EXIT,
+    MAX_QUERIES,
+    STOPPED_EXIT,
+    STORE_FAILED_EXIT,
+)
 from loopchain.scoreservice.client import ScoreClient, ScoreRejected, ScoreUnavailable
 from loopchain.scoreservice.process import QUERY_TURN_S
 from loopchain.scoreservice.supervisor import ScoreSupervisor
@@ -178,19 +183,27 @@ async def test_what_a_scores_exception_or_a_clients_input_makes_it_raise_fails_i
         assert supervisor.pid == pid and supervisor.restarts == 0
 
 
+@pytest.mark.parametrize(
+    ("breakage", "status"),
+    [("None", ENGINE_FAILED_EXIT), ("out_of_memory", STORE_FAILED_EXIT)],
+    ids=["engine-failure", "engine-out-of-memory"],
+)
 async def test_a_block_whose_execution_fails_in_the_engine_ends_the_process_as_a_crash(
-    tmp_path: Path,
+    tmp_path: Path, breakage: str, status: int
 ) -> None:
     """A failure of the engine itself while it executes a block (here a SCORE that breaks an
     engine module: no transaction's result, no store failure) ends the process with
     ENGINE_FAILED_EXIT, a crash its peer counts against the block's tries; before, the call
-    failed UNKNOWN, uncounted, and the block was tried for good (review)."""
+    failed UNKNOWN, uncounted, and the block was tried for good (review). The engine out of
+    memory is this machine's state, not the block's: ended as a store failure, not counted."""
     source = (
         "from loopchain.blockchain.score_base import ScoreBase\n"
+        "def out_of_memory(*args, **kwargs):\n"
+        "    raise MemoryError()\n"
         "class UserScore(ScoreBase):\n"
         "    def invoke(self, transaction, block):\n"
         "        import sys\n"
-        "        sys.modules['__main__'].TxResult = None  # the engine runs as __main__\n"
+        f"        sys.modules['__main__'].TxResult = {breakage}  # the engine runs as __main__\n"
     )
     package, chain = make_package(tmp_path, "breaker", source), Blocks()
     async with running(make_supervisor(tmp_path, score_config(), package)) as supervisor:
@@ -198,7 +211,7 @@ async def test_a_block_whose_execution_fails_in_the_engine_ends_the_process_as_a
         assert pid is not None
         with pytest.raises(ScoreUnavailable):
             await supervisor.client.invoke_block(chain.next({"op": "any"}))
-        assert await supervisor.exit_status(pid, READY_DEADLINE) == ENGINE_FAILED_EXIT
+        assert await supervisor.exit_status(pid, READY_DEADLINE) == status
 
 
 async def test_the_step_limit_stops_loops_deterministically(tmp_path: Path) -> None:
