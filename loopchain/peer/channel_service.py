@@ -1724,15 +1724,16 @@ class _Coming:
 
 
 def _steps_short(icon: icon_tx.IconTransaction) -> str | None:
-    """Why a v3 transaction's stepLimit cannot pay for the steps it uses for sure (coin.steps_for:
-    it fails out of step, and pays what its limit allows): None when it can. Taken, one of
-    stepLimit 0 from an account holding nothing was in blocks for free (review)."""
-    steps = coin.steps_for(icon.data_type, icon.data)
-    if icon.step_limit >= steps:
+    """Why a v3 transaction's stepLimit is below the steps every transaction uses (STEP_DEFAULT,
+    as ICON's nodes refuse it): None when it is not. Taken, one of stepLimit 0 from an account
+    holding nothing was in blocks for free, failing out of step (review). One of at least
+    STEP_DEFAULT short of its other steps (data, a call) still fails out of step in its block
+    and pays its whole stepLimit."""
+    if icon.step_limit >= coin.STEP_DEFAULT:
         return None
     return (
-        f"stepLimit {icon.step_limit:#x} is below the {steps:#x} steps this transaction uses "
-        "(it would fail out of step)"
+        f"stepLimit {icon.step_limit:#x} is below the {coin.STEP_DEFAULT:#x} steps every "
+        "transaction uses"
     )
 
 
