@@ -40,11 +40,19 @@ REVERTED = 32  # the SCORE refused or failed
 
 def steps_for(data_type: str | None, data: Any) -> int:
     """The steps a v3 transaction uses (the same on every peer: a function of what is signed)."""
+    steps = intake_steps(data)
+    if data_type == "call":
+        steps += STEP_CONTRACT_CALL
+    return steps
+
+
+def intake_steps(data: Any) -> int:
+    """The steps a v3 transaction's stepLimit must cover to be taken at all: every
+    transaction's and its data's (ICON's nodes refuse one below them as NotEnoughStep); a call's
+    own steps may still run out in its block."""
     steps = STEP_DEFAULT
     if data is not None:
         steps += STEP_INPUT_PER_BYTE * len(canonical.encode(data))
-    if data_type == "call":
-        steps += STEP_CONTRACT_CALL
     return steps
 
 

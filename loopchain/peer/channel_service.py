@@ -1724,16 +1724,17 @@ class _Coming:
 
 
 def _steps_short(icon: icon_tx.IconTransaction) -> str | None:
-    """Why a v3 transaction's stepLimit is below the steps every transaction uses (STEP_DEFAULT,
-    as ICON's nodes refuse it): None when it is not. Taken, one of stepLimit 0 from an account
-    holding nothing was in blocks for free, failing out of step (review). One of at least
-    STEP_DEFAULT short of its other steps (data, a call) still fails out of step in its block
-    and pays its whole stepLimit."""
-    if icon.step_limit >= coin.STEP_DEFAULT:
+    """Why a v3 transaction's stepLimit is below the steps it must cover to be taken
+    (coin.intake_steps: every transaction's and its data's, as ICON's nodes refuse it): None when
+    it is not. Taken, one of stepLimit 0 from an account holding nothing was in blocks for free,
+    failing out of step (review). A call whose limit covers those but not its call still fails
+    out of step in its block, and pays its whole stepLimit."""
+    needed = coin.intake_steps(icon.data)
+    if icon.step_limit >= needed:
         return None
     return (
-        f"stepLimit {icon.step_limit:#x} is below the {coin.STEP_DEFAULT:#x} steps every "
-        "transaction uses"
+        f"stepLimit {icon.step_limit:#x} is below the {needed:#x} steps the transaction and its "
+        "data use"
     )
 
 

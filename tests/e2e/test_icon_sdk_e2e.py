@@ -198,29 +198,30 @@ def test_message_sent_and_waited_for_is_kept_in_the_block(net: LocalNetwork) -> 
 
 
 def test_out_of_step_fails_in_the_block_and_charges_the_step_limit(net: LocalNetwork) -> None:
-    """A message whose stepLimit pays every transaction's steps but not its data's fails out of
-    step in its block and pays its whole stepLimit; one below every transaction's steps is
-    refused at intake (one of stepLimit 0 from an empty account was in blocks for free)."""
-    service = sdk(net, min(net.peers))
-    recipient = KeyWallet.create().get_address()
-    before = settled_balance(net, GOD)
-    message = (
-        MessageTransactionBuilder()
+    """A call whose stepLimit covers every transaction's steps and its data's, but not the call's,
+    fails out of step in its block and pays its whole stepLimit; one below those is refused at
+    intake, as ICON's nodes do (one of stepLimit 0 from an empty account was in blocks for
+    free)."""
+    first = min(net.peers)
+    service = sdk(net, first, KV)
+    data = {"method": "set", "params": {"key": "steps", "value": "short"}}
+    limit = coin.intake_steps(data)
+    call = (
+        CallTransactionBuilder()
         .from_(GOD)
-        .to(recipient)
-        .value(5)
-        .step_limit(coin.STEP_DEFAULT)
+        .to(channel_score_address(KV))
+        .method("set")
+        .params(data["params"])
+        .step_limit(limit)
         .nid(NID)
-        .data("0x" + b"too long for its steps".hex())
         .build()
     )
-    result = service.send_transaction_and_wait(SignedTransaction(message, god()))
+    result = service.send_transaction_and_wait(SignedTransaction(call, god()))
     assert result["status"] == 0 and result["failure"]["code"] == coin.OUT_OF_STEP
     assert "out of step" in result["failure"]["message"]
-    balance_becomes(service, GOD, before - coin.STEP_DEFAULT * coin.STEP_PRICE)
-    assert service.get_balance(recipient) == 0
-    short = transfer(recipient, 5, step_limit=coin.STEP_DEFAULT - 1)
-    refused = _refused(lambda: service.send_transaction(SignedTransaction(short, god())))
+    assert result["stepUsed"] == limit
+    short = transfer(KeyWallet.create().get_address(), 5, step_limit=coin.STEP_DEFAULT - 1)
+    refused = _refused(lambda: sdk(net, first).send_transaction(SignedTransaction(short, god())))
     assert refused.rpc_code == -32602 and "stepLimit" in str(refused)
 
 

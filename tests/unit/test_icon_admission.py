@@ -504,8 +504,8 @@ async def test_a_transaction_in_a_final_block_not_executed_yet_is_still_paid_for
 async def test_a_transaction_whose_step_limit_is_below_every_transactions_steps_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A v3 transaction whose stepLimit is below the steps every transaction uses (STEP_DEFAULT)
-    fails out of step and pays what its limit allows: with stepLimit 0 and value 0, an account
+    """A v3 transaction whose stepLimit is below the steps every transaction uses (and its
+    data's) fails out of step and pays what its limit allows: with stepLimit 0 and value 0, an account
     holding nothing had such transactions taken and put in blocks for free (review). Refused at
     intake (-32602), and dropped unchecked when relayed."""
     cluster = Cluster(tmp_path)
