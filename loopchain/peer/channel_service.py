@@ -603,11 +603,11 @@ class ChannelService:
             params = canonical.parse(params_json)
             checked = icon_tx.parse_send_params(params)
             icon_tx.check_nid(checked, self.nid)
+            short = _steps_short(checked)
         except EncodingError as exc:
             raise RequestError(ErrorKind.INVALID, f"transaction refused: {exc}") from None
         except icon_tx.InvalidTransaction as exc:
             raise RequestError(ErrorKind.INVALID, exc.message) from None
-        short = _steps_short(checked)
         if short is not None:
             raise RequestError(ErrorKind.INVALID, short)
         # the cheap refusals first: a transaction sent again, or replayed, costs no recovery
