@@ -466,15 +466,24 @@ def unreadable_package_file(exc: BaseException, folder: Path) -> tuple[str, str]
         name = exception_slot(OSError, "filename", current)
         if type(code) is not int or code not in _UNREADABLE_ERRNOS or type(name) is not str:
             continue  # (an errno of the SCORE's own type is never hashed: its code would run)
-        if _inside(Path(name), folder) and _unreadable_here(name):
+        if _inside(Path(name), folder) and _unreadable_here(name, code):
             return name, os.strerror(code)
     return None
 
 
-def _unreadable_here(name: str) -> bool:
-    """Whether this process cannot read the file `name` now: a SCORE raising such an OSError
-    itself (PermissionError(EACCES, ..., its own file)) had its transactions and any client's
-    query taken for this machine's failure, the process ended uncounted (review)."""
+# of those, the ones a file keeps (its permissions): read again before they are believed
+_LASTING_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
+
+
+def _unreadable_here(name: str, code: int) -> bool:
+    """Whether this process cannot read the file `name`, as an OSError of `code` says: a SCORE
+    raising one itself (PermissionError(EACCES, ..., its own file)) had its transactions and any
+    client's query taken for this machine's failure, the process ended uncounted (review). A
+    permission is checked by reading the file again; an error that passes (files or memory
+    short, an I/O error) is believed: read again a moment later, the file reads, and this peer
+    alone would record the transaction failed (review)."""
+    if code not in _LASTING_ERRNOS:
+        return True
     try:
         with open(name, "rb") as file:
             file.read(1)

@@ -521,3 +521,37 @@ def test_a_reason_is_worded_alike_whatever_the_peers_folders(
         "configured: 'data.json' in <package> (.../x.py) <f at 0x...>; the zip "
         "<repository>/score_pkg.zip, the folder <repository>, score"
     }
+
+
+def test_a_package_file_unreadable_is_believed_as_the_error_says(tmp_path: Path) -> None:
+    """What a SCORE's failure says of a file of its package: a permission error is checked by
+    reading the file again (a SCORE may raise one itself: review); an error that passes (files
+    or memory short, I/O) is believed, as reading again a moment later would succeed and this
+    peer alone record the transaction failed (review); a file outside the package, or an errno
+    of the SCORE's own type, is not this machine's failure."""
+    import errno as errnos
+
+    from loopchain.scoreservice.packages import unreadable_package_file
+
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    module = folder / "m.py"
+    module.write_text("x = 1\n")
+    outside = tmp_path / "other.py"
+    outside.write_text("")
+
+    def says(code: int, name: Path) -> tuple[str, str] | None:
+        return unreadable_package_file(OSError(code, "failed", str(name)), folder)
+
+    assert says(errnos.EACCES, module) is None  # it reads: the SCORE said so itself
+    for passing in (errnos.EMFILE, errnos.ENOMEM, errnos.EIO):
+        assert says(passing, module) == (str(module), os.strerror(passing))
+    assert says(errnos.EIO, outside) is None
+    assert says(errnos.ENAMETOOLONG, module) is None
+
+    class Code(int):
+        pass
+
+    odd = OSError("failed")
+    odd.errno, odd.filename = Code(errnos.EIO), str(module)
+    assert unreadable_package_file(odd, folder) is None
