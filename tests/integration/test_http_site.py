@@ -34,6 +34,17 @@ async def _hello_site(
         return web.json_response({"ok": True})
 
     app.router.add_get("/", hello)
+    return await _started_site(app, port, max_connections, refusal_body, tls)
+
+
+async def _started_site(
+    app: web.Application,
+    port: int,
+    max_connections: int = 8,
+    refusal_body: bytes = b"{}",
+    tls: ssl.SSLContext | None = None,
+) -> http_site.LimitedSite:
+    """`app` served by a started LimitedSite on 127.0.0.1:`port`."""
     runner = web.AppRunner(app)
     await runner.setup()
     site = http_site.LimitedSite(
@@ -91,11 +102,8 @@ async def test_read_within_reads_bodies_whole_or_in_parts_and_times_out_a_withhe
 
     app = web.Application()
     app.router.add_post("/", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
     port = free_port_pair()
-    site = http_site.LimitedSite(runner, "127.0.0.1", port, max_connections=8, refusal_body=b"{}")
-    await site.start()
+    site = await _started_site(app, port)
 
     def head(length: int) -> bytes:
         return f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
@@ -317,11 +325,8 @@ async def test_a_pipelined_head_behind_a_long_answer_does_not_take_that_answers_
         return web.json_response({"slow": True})
 
     app.router.add_get("/slow", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
     port = free_port_pair()
-    site = http_site.LimitedSite(runner, "127.0.0.1", port, max_connections=8, refusal_body=b"{}")
-    await site.start()
+    site = await _started_site(app, port)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(get_request("/slow", close=False))
