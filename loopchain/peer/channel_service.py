@@ -30,7 +30,7 @@ from loopchain.blockchain.mempool import TxPool, TxRefused, max_cost, writer_of
 from loopchain.blockchain.restore import restore_tip
 from loopchain.configure import Config, RefusalLog
 from loopchain.consensus import messages as m
-from loopchain.consensus.rules import SafetyRules
+from loopchain.consensus.rules import SafetyRules, turn_of
 from loopchain.consensus.state import ChannelConsensus, ConsensusConfig
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.grpc_util import max_proposal_bytes
@@ -227,7 +227,7 @@ class ChannelService:
             executed_height=executed[0] if (executed := store.executed()) else -1,
         )
         self._final_sets = self._chain_sets()  # (set, pending set) versions, for fail points
-        self._short_turns_warned = -1  # the set version _warn_about_short_turns saw last
+        self._turns_told = -1  # the set version _tell_about_turns saw last
         self._note_unexecuted(store)
         self.score = ScoreRuntime(
             config=config,
@@ -1363,29 +1363,28 @@ class ChannelService:
             self.storage_failed(exc)
             return []
         if isinstance(event, m.ValidatorsChanged):
-            self._warn_about_short_turns()
+            self._tell_about_turns()
         return actions
 
-    def _warn_about_short_turns(self) -> None:
-        """Warn once a set when its weights differ or it has groups while each leader leads
-        fewer than 3 rounds (LEADER_BLOCK_CREATION_LIMIT): a block is final only when one leader,
-        or leaders in a row, propose three rounds in a row, and validators holding less than a
-        third of the weight at every other place of the rotation then stop finality for good
-        (a review: weights 3,1,1,1,1 with two of weight 1 down). Equal weights always leave
-        three leaders in a row up; a turn of 3 or more needs one."""
+    def _tell_about_turns(self) -> None:
+        """Log once a set when its leaders lead more rounds a turn than LEADER_BLOCK_CREATION_LIMIT
+        says: a set with unequal weights or groups has turns of 3 rounds at least (consensus.rules.
+        turn_of), and an operator who set 1 or 2 sees why leaders change less often."""
         latest = self.consensus.latest_validators
         per_leader = self.consensus.config.blocks_per_leader
-        if latest is None or per_leader >= 3 or latest.version == self._short_turns_warned:
+        if latest is None or latest.version == self._turns_told:
             return
-        self._short_turns_warned = latest.version
-        if latest.groups or len({v.weight for v in latest.validators}) > 1:
-            log.warning(
-                "channel %s: validator set %d has %s, and LEADER_BLOCK_CREATION_LIMIT is %d: "
-                "validators holding less than a third of the weight, down at every other turn, "
-                "would stop blocks from becoming final; set it to 3 or more on every peer",
+        self._turns_told = latest.version
+        turn = turn_of(latest, per_leader)
+        if turn != per_leader:
+            log.info(
+                "channel %s: validator set %d has %s: each leader leads %d rounds a turn, not "
+                "LEADER_BLOCK_CREATION_LIMIT %d (with shorter turns, validators of less than a "
+                "third of the weight at every other place could stop blocks from becoming final)",
                 self.name,
                 latest.version,
                 "groups" if latest.groups else "unequal weights",
+                turn,
                 per_leader,
             )
 
