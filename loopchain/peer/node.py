@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import json
 import logging
 import math
@@ -378,6 +379,8 @@ class PeerNode:
                     return
                 self.registration = registration
                 server.serving_channels(len(registration.channels))
+                if worker is None:
+                    self._warn_about_plaintext(len(registration.channels))
                 in_workers = worker is None and self._in_workers(len(registration.channels))
                 for grant in registration.channels:
                     if in_workers:
@@ -392,6 +395,22 @@ class PeerNode:
             pass
         finally:
             await self._shutdown(server, rest_task)
+
+    def _warn_about_plaintext(self, channels: int) -> None:
+        """Channels keep their data to their parties over mutual TLS only: without it a caller
+        names no identity, and any that reaches the gRPC port reads each channel served (and
+        relays client-signed transactions into it). Said when that port is off the loopback
+        and serves more than one channel (a review: README said it without the condition)."""
+        host = str(self.config.IP_LOCAL)
+        if self.tls is not None or channels < 2 or _is_loopback(host):
+            return
+        log.warning(
+            "serving %d channels without TLS (GRPC_SSL_TYPE 0) on %s: whoever reaches port %d "
+            "reads every one of them; set GRPC_SSL_TYPE 2 to keep each channel to its parties",
+            channels,
+            host,
+            self.port,
+        )
 
     async def _start_server(self, worker: WorkerSpec | None) -> PeerServer:
         assert self.signer is not None
@@ -1058,6 +1077,16 @@ def _open_node_cache(path: Path) -> LevelDBStore:
         except OSError as move:
             raise StorageError(f"{exc}; cannot move it aside: {move}") from None
         return LevelDBStore(path)
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` (IP_LOCAL) is a loopback address or "localhost"."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
 
 
 def _warn_about_key(key: KeyFile, password_given: bool) -> None:

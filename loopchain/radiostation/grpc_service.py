@@ -242,8 +242,10 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         self, request: pb.ChannelRequest, context: grpc.aio.ServicerContext
     ) -> pb.PeerListReply:
         """Every member of a channel with its status, and the channel's validator set (refused
-        to a caller whose certificate is refused: a revoked member learns nothing more)."""
-        problem, _ = self._certificate_problem(context)
+        to a caller whose certificate is refused: a revoked member learns nothing more; and over
+        mutual TLS to a peer that is no party of the channel, `Station.is_party`: a review had
+        any certified peer read every channel's members, keys and SCORE settings)."""
+        problem, bound = self._certificate_problem(context)
         if problem is not None:
             REFUSALS.refused("refused a peer list: %s", problem)
             self.station.metrics.refused_call("GetPeerList", grpc.StatusCode.PERMISSION_DENIED.name)
@@ -253,6 +255,11 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         except UnknownChannel as exc:
             self.station.metrics.refused_call("GetPeerList", grpc.StatusCode.NOT_FOUND.name)
             return refuse(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        if bound and not self.station.is_party(channel, bound):
+            stranger = f"peer {shown(bound)} is not a party of channel {shown(channel)}"
+            REFUSALS.refused("refused a peer list: %s", stranger)
+            self.station.metrics.refused_call("GetPeerList", grpc.StatusCode.PERMISSION_DENIED.name)
+            return refuse(context, grpc.StatusCode.PERMISSION_DENIED, stranger)
         return pb.PeerListReply(
             channel=channel,
             peers=[peer_entry(v) for v in self.station.view(channel)],

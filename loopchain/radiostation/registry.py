@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Container, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class NotAdmitted(LookupError):
 # joins: without a bound, one host could register keys until the registry, its saves and every
 # channel's validator set grew without end); the operator removes peers to make room
 MAX_PEERS = 1_000
+# peers a channel's served sets named that are remembered as its parties (the newest)
+MAX_PARTIES_KEPT = 1_024
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,9 @@ class _Membership:
     # the content (Station.validator_set: the set's hash with version 0) served under `version`,
     # "" before any: a set of other content (weights, roles, SCORE, a peer moved) takes the next
     served: str = ""
+    # peers named by the sets served (validators and auditors), oldest first: a party removed
+    # still reads the channel's peer list over TLS (it votes until the chain hands over)
+    parties: list[str] = field(default_factory=list)
 
 
 class Registry:
@@ -156,7 +161,10 @@ class Registry:
                 self._peers[record.peer_id] = record
             for name, raw in data["channels"].items():
                 self._membership[name] = _Membership(
-                    int(raw["version"]), list(raw["members"]), str(raw.get("served", ""))
+                    int(raw["version"]),
+                    list(raw["members"]),
+                    str(raw.get("served", "")),
+                    [str(p) for p in raw.get("parties", [])][-MAX_PARTIES_KEPT:],
                 )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RegistryError(f"registry file {self.path} is corrupt: {exc!r}") from None
@@ -177,7 +185,12 @@ class Registry:
                 for r in peers
             ],
             "channels": {
-                name: {"version": m.version, "members": m.members, "served": m.served}
+                name: {
+                    "version": m.version,
+                    "members": m.members,
+                    "served": m.served,
+                    "parties": m.parties,
+                }
                 for name, m in sorted(self._membership.items())
             },
         }
@@ -204,7 +217,7 @@ class Registry:
         was before: peers are only ever served what is saved."""
         channels, peers, beats = dict(self.channels), dict(self._peers), dict(self._beats)
         membership = {
-            n: _Membership(m.version, list(m.members), m.served)
+            n: _Membership(m.version, list(m.members), m.served, list(m.parties))
             for n, m in self._membership.items()
         }
         auth, dirty = self.channel_auth, self._dirty
@@ -397,22 +410,32 @@ class Registry:
                 membership.version += 1
             membership.served = content
 
-    def serve(self, channel: str, content: str) -> int:
+    def serve(self, channel: str, content: str, parties: Iterable[str] = ()) -> int:
         """The version under which the set of `content` (a digest) is served: the current one,
         or, when another content was served under it, the next, saved before it is served. A
         version once served is never served again for other content: the set's weights, roles
         and SCORE come from the channel file, and in open mode by a peer's target, none of which
         changed the version (a peer holding a version drops the same version again, and peers
-        restarted after an edit certified other content under it than those that were not)."""
+        restarted after an edit certified other content under it than those that were not).
+        `parties`, the peers the set names, are remembered as the channel's (`was_party`)."""
         membership = self._membership[channel]
-        if membership.served == content:
+        known = set(membership.parties)
+        new = [p for p in dict.fromkeys(parties) if p not in known]
+        if membership.served == content and not new:
             return membership.version
         with self._saved_or_undone():
-            if membership.served:
-                membership.version += 1
-            membership.served = content
+            if membership.served != content:  # (a save may have stamped it: `_stamp`)
+                if membership.served:
+                    membership.version += 1
+                membership.served = content
+            membership.parties += new
+            del membership.parties[:-MAX_PARTIES_KEPT]
             self.save()
         return membership.version
+
+    def was_party(self, channel: str, peer_id: str) -> bool:
+        """Whether a set served for `channel` named `peer_id` (the newest MAX_PARTIES_KEPT)."""
+        return peer_id in self._membership[channel].parties
 
     def remove(self, peer_id: str) -> set[str]:
         """Forget a registered peer (record, heartbeats, memberships) and persist; returns the

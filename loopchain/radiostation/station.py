@@ -164,7 +164,8 @@ class Station:
             return cached[1]
         # (the registry gave it its version when it saved what changed it: this writes only
         # when something else did, such as a setting it reads)
-        version = self.registry.serve(channel, _content(unsigned))
+        named = [v.peer_id for v in unsigned.validators] + list(unsigned.auditors)
+        version = self.registry.serve(channel, _content(unsigned), named)
         signed = dataclasses.replace(unsigned, version=version).signed_by(self.signer)
         self._sets[channel] = (inputs, signed)
         return signed
@@ -217,6 +218,21 @@ class Station:
             score_settings=settings.decode(),
             genesis=spec.genesis.encoded() if spec.genesis is not None else "",
             genesis_by_first=not listed,
+        )
+
+    def is_party(self, channel: str, peer_id: str) -> bool:
+        """Whether `peer_id` is a party of `channel`: a member, listed in its entry, named by
+        its current set, or by a set served before (a validator removed votes until the chain
+        hands over, and follows the sets meanwhile: node._follow_sets)."""
+        if peer_id in {r.peer_id for r in self.registry.members(channel)}:
+            return True
+        if any(m.peer_id == peer_id for m in self.registry.channels[channel].members or ()):
+            return True  # listed, not registered yet
+        current = self.validator_set(channel)
+        return (
+            peer_id in current
+            or peer_id in current.auditors
+            or self.registry.was_party(channel, peer_id)
         )
 
     def view(self, channel: str) -> list[PeerView]:

@@ -401,7 +401,11 @@ async def test_removal_leaves_every_channel_and_persists(start_rs: StartRS) -> N
     assert (status, body["response_code"]) == (400, -6) and "peer_id" in body["message"]
 
     registry = rs.workdir / "storage" / f"radiostation_{rs.port}" / "registry.json"
-    assert a.address not in registry.read_text()
+    saved = json.loads(registry.read_text())
+    assert a.address not in [p["peer_id"] for p in saved["peers"]]
+    assert all(a.address not in c["members"] for c in saved["channels"].values())
+    # (the sets served before name it: it was a party, GetPeerList over TLS still serves it)
+    assert all(a.address in c["parties"] for c in saved["channels"].values())
     assert await rs.terminate() == 0
     rs.start()
     await rs.wait_ready()

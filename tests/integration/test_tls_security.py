@@ -32,6 +32,7 @@ from loopchain.types.peer import connect_digest
 from loopchain.types.transaction import Transaction
 from loopchain.types.vote import QuorumCertificate, Vote
 from tools.procs import INNER_DIFF, TlsNetwork, error_lines, get, wait_until
+from tools.tls_network import RADIOSTATION_NAME
 
 ALPHA, BETA = "alpha", "beta"
 PAYER = Signer(bytes(31) + b"\x07")  # funded at beta's genesis
@@ -337,6 +338,33 @@ def test_party_of_beta_only_gets_nothing_of_alpha(sec: SecNet) -> None:
     found = local_call(a, "GetTx", pb.GetTxRequest(channel=ALPHA, tx_hash=tx_hash))
     assert found.block_height >= 0
     assert not (sec.net.peer_dir(sec.port("C")) / ALPHA).exists(), "C stored something of alpha"
+
+
+def _peer_list(sec: SecNet, identity: Identity, channel: str) -> Any:
+    options = [("grpc.ssl_target_name_override", RADIOSTATION_NAME)]
+    address = f"127.0.0.1:{sec.net.rs_port}"
+    with grpc.secure_channel(address, identity.credentials(), options) as rs:
+        request = pb.ChannelRequest(channel=channel)
+        return RadioStationStub(rs).GetPeerList(request, timeout=DEADLINE)
+
+
+def test_the_radiostation_lists_a_channel_to_its_parties_only(sec: SecNet) -> None:
+    """A review had any peer the CA certified read every channel's members, their addresses and
+    keys, and its validator set (SCORE settings, genesis accounts) from the RadioStation."""
+    ca_pem, ca_key = ((sec.net.ca_dir / n).read_bytes() for n in ("ca.pem", "ca_key.pem"))
+    stranger, _ = issue(ca_pem, ca_key, Signer.generate().public_key)
+    spare_port = int(sec.spare_target.rpartition(":")[2])
+    spare = Identity.of_node(sec.net.peer_dir(spare_port) / "tls")  # listed, never registered
+    for caller, channels in ((sec.identity("C"), [BETA]), (spare, [BETA]), (stranger, [])):
+        for channel in (ALPHA, BETA):
+            if channel in channels:
+                assert _peer_list(sec, caller, channel).channel == channel
+                continue
+            error = refusal(_peer_list, sec, caller, channel)
+            assert error.code() == grpc.StatusCode.PERMISSION_DENIED, (channel, error)
+            assert "is not a party of channel" in error.details(), (channel, error)
+    listed = _peer_list(sec, sec.identity("A"), ALPHA)
+    assert {p.peer_id for p in listed.peers} == {sec.peer_id("A"), sec.peer_id("B")}
 
 
 def test_a_certified_peer_holds_the_link_streams_a_peer_of_its_channels_may_need(

@@ -105,6 +105,30 @@ def test_when_a_peer_runs_its_channels_in_workers(
     assert node._in_workers(channels, cores) is expected
 
 
+@pytest.mark.parametrize(
+    ("host", "channels", "warned"),
+    [
+        ("0.0.0.0", 2, True),
+        ("10.0.0.5", 3, True),
+        ("peer.example", 2, True),  # a name may resolve anywhere
+        ("0.0.0.0", 1, False),  # one channel: whoever reaches the port reads only its own
+        ("127.0.0.1", 2, False),
+        ("::1", 2, False),
+        ("localhost", 2, False),
+    ],
+)
+def test_a_peer_serving_channels_without_tls_off_the_loopback_says_who_reads_them(
+    host: str, channels: int, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Channels keep their data to their parties over mutual TLS only (a review: README said it
+    without the condition)."""
+    config = load_config(overrides={"IP_LOCAL": host})
+    node = PeerNode(config, PeerOptions(7100, ("127.0.0.1:7102",), None, None, False))
+    node._warn_about_plaintext(channels)
+    said = [r.getMessage() for r in caplog.records if "without TLS" in r.getMessage()]
+    assert len(said) == (1 if warned else 0), said
+
+
 def _worker(stdin: bytes, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "loopchain.peer.worker", *args],
