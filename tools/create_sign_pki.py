@@ -90,7 +90,9 @@ def create_key_pair(out: Path, password: str, force: bool) -> str:
     """Write a new key pair under `out`; returns the peer id. FileExistsError unless `force`."""
     private_path, public_path = out / PRIVATE_NAME, out / PUBLIC_NAME
     check_free(out, force)
-    out.mkdir(parents=True, exist_ok=True)
+    # a new folder is the owner's alone, whatever the umask (under 000 it was anyone's: review);
+    # one that exists is left as its owner made it
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
     signer = Signer.generate()
     private_pem = pki.signing_key_to_pem(signer.secret_bytes(), password or None)
     write_atomic(private_path, private_pem, 0o600, overwrite=force)

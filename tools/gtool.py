@@ -37,7 +37,7 @@ from typing import Any
 
 from loopchain.configure import ConfigError, load_config
 from loopchain.durable import write_atomic
-from loopchain.radiostation.operator import MAX_TOKEN_CHARS, token_path
+from loopchain.radiostation.operator import MAX_TOKEN_CHARS, is_token_text, token_path
 from tools.menu import MenuItem, ask, run_menu, run_tool
 from tools.rest_client import (
     DEFAULT_TIMEOUT,
@@ -108,7 +108,8 @@ def read_token(args: argparse.Namespace) -> str:
             "(give --token-file, or -o with the RadioStation's configuration)"
         ) from None
     token = raw.strip().decode("ascii", "replace")
-    if not token or len(token) > MAX_TOKEN_CHARS:
+    if not token or len(token) > MAX_TOKEN_CHARS or not is_token_text(token):
+        # (one of other characters was sent, and refused as the RadioStation's answer, review)
         raise ToolError(f"{path} does not hold an operator token")
     return token
 

@@ -32,11 +32,15 @@ import os
 import sys
 from pathlib import Path
 
+from loopchain.configure import shown
 from loopchain.durable import write_atomic
 from loopchain.sources import is_target
+from loopchain.types import channel_name, package_name
 from loopchain.types.certificates import CertificateError, check_password_text
+from loopchain.types.channel_name import is_channel_name
 from loopchain.types.crypto import SignatureError, load_or_create_key
 from loopchain.types.genesis import GenesisData
+from loopchain.types.package_name import is_package_name
 from loopchain.types.passwords import KEY_PASSWORD_ENV
 
 
@@ -149,6 +153,11 @@ def run(args: argparse.Namespace) -> None:
     names = [name for name in args.channels.split(",") if name]
     if not names:
         raise Refused("--channels names no channel")
+    for name in names:  # as the RadioStation reads them (it refused the file it was given)
+        if not is_channel_name(name):
+            raise Refused(f"--channels: {shown(name)} must be {channel_name.RULE}")
+    if not is_package_name(args.score):
+        raise Refused(f"--score {shown(args.score)} must be {package_name.RULE}")
     password = os.environ.get(KEY_PASSWORD_ENV) or None
     try:
         check_password_text(password, f"${KEY_PASSWORD_ENV}")

@@ -59,14 +59,19 @@ from loopchain.types.certificates import CertificateError, check_password_text
 from loopchain.types.crypto import SignatureError, Signer, load_pem_key
 from loopchain.types.icon_tx import make_params, sign_params
 from loopchain.types.passwords import KEY_PASSWORD_ENV, PasswordError, read_private_file
-from tools.rest_client import ToolError, add_tls_arguments, tls_context
+from tools.rest_client import (
+    MAX_REPLY_BYTES,
+    ToolError,
+    add_tls_arguments,
+    parse_reply,
+    tls_context,
+)
 
 DEFAULT_TARGET = "http://127.0.0.1:9000"
 DEFAULT_QUERY = {"jsonrpc": "2.0", "method": "ping", "params": {}}  # -t 1 without --query-body
 POLL_INTERVAL = 0.2
 ERROR_BACKOFF = 0.05
 RETRY_AFTER_CAP = 5.0  # the longest a client waits when an answer says Retry-After
-MAX_REPLY_BYTES = 64 * 1024 * 1024  # as tools/rest_client.py: a block of the largest size
 READ_CHUNK = 64 * 1024
 UNCOMMITTED_SAMPLE = 10  # acknowledged hashes not seen committed, in the summary
 GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -219,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="send for this many minutes (loopchain's loadtool's --mins; -m takes seconds)",
     )
     add(
+        "-d",
+        "--debug",
+        action="store_true",
+        help="loopchain's loadtool's debug switch: taken, and changes nothing (errors are always"
+        " counted and named)",
+    )
+    add(
         "-t",
         "--type",
         type=int,
@@ -282,6 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and check the command line."""
     return build_parser().parse_args(argv)
+
+
+def minutes_hint(argv: Sequence[str]) -> str:
+    """A note for -m given a bare number: loopchain's loadtool read `-m 5` as five minutes, and a
+    script written for it would run this one for five seconds ("" when -m has a unit)."""
+    values = [b for a, b in itertools.pairwise(argv) if a in ("-m", "--duration")]
+    values += [a.partition("=")[2] for a in argv if a.startswith("--duration=")]
+    values += [a[2:] for a in argv if a.startswith("-m") and len(a) > 2]
+    bare = [v for v in values if re.fullmatch(r"\d+(\.\d+)?", v)]
+    if not bare:
+        return ""
+    return (
+        f"loadtool: -m {bare[-1]} sends for {bare[-1]} seconds (loopchain's loadtool read -m as "
+        f"minutes: give --mins {bare[-1]} or -m {bare[-1]}m for that)"
+    )
 
 
 # ------------------------------------------------------------------ transports
@@ -451,7 +478,7 @@ class RestTransport:
         answer, or for an answer that is not an object (by its status when it is an error)."""
         status, retry, raw = await self._answer(method, path, **kwargs)
         try:
-            body = json.loads(raw)
+            body = parse_reply(raw)  # (ValueError when it holds too many objects to parse)
         except (ValueError, RecursionError):
             body = None
         if not isinstance(body, dict):
@@ -711,12 +738,19 @@ class RateLimiter:
         self._interval = 1.0 / rate
         self._next = time.monotonic()
 
-    async def wait(self) -> None:
+    async def wait(self, end: float, stop: asyncio.Event) -> bool:
+        """Wait for the next request's slot; False (nothing to send) when that slot is at or
+        past `end`, or `stop` is set first: a rate below the clients over the duration had them
+        sleep past -m, deaf to Ctrl-C (review)."""
         now = time.monotonic()
         slot = max(now, self._next)
+        if slot >= end:
+            return False
         self._next = slot + self._interval
         if slot > now:
-            await asyncio.sleep(slot - now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), slot - now)
+        return not stop.is_set()
 
 
 @dataclass
@@ -754,10 +788,8 @@ async def _client(run: Run, client: int, end: float) -> None:
     """Send requests one at a time until `end` (so in-flight requests ≤ client count)."""
     seq = 0
     while time.monotonic() < end and not run.stop_sending.is_set():
-        if run.limiter is not None:
-            await run.limiter.wait()
-            if time.monotonic() >= end:
-                return
+        if run.limiter is not None and not await run.limiter.wait(end, run.stop_sending):
+            return
         payload = run.icon_payload(client, seq) if run.args.type == 2 else run.payload(client, seq)
         seq += 1
         run.stats.sent += 1
@@ -1108,6 +1140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: 0 after a run, 1 when the peer could not be reached at all (or the report
     could not be written), 130 for a Ctrl-C before sending began (funding, the first status)."""
     args = parse_args(argv)
+    hint = minutes_hint(sys.argv[1:] if argv is None else argv)
+    if hint:
+        print(hint, file=sys.stderr)
     try:
         transport_tls(args)  # its files refused here, before any request
         funder = funding_signer(args) if args.type == 2 else None

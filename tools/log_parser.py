@@ -67,6 +67,11 @@ MAX_SHOWN_MALFORMED = 10
 WINDOW_ENTRIES = 10_000  # entries held back to put the merged files in time order
 WINDOW_CHARS = 64 << 20  # ... and at most this many characters of their lines
 ERROR_LEVELS = frozenset({"ERROR", "CRITICAL", "FATAL"})
+# the level words a text log line names among its first words, the first found taken: loopchain's
+# "date time,ms pid thread PEER_ID CHANNEL LEVEL [file:func:line] message" (the seventh), this
+# project's stderr "date time LEVEL [process] logger: message"; for a docker line's "log"
+LEVEL_WORDS = frozenset({"SPAM", "DEBUG", "INFO", "WARNING", "WARN", *ERROR_LEVELS})
+LEVEL_WORDS_SEARCHED = 7
 LOG_SUFFIXES = (".log", ".log.gz", ".jsonl")
 SHOWN_FIELDS_EXCLUDED = frozenset({"event", "process", "pid", "tag", "time"})
 SPARE_DESCRIPTORS = 16  # open files besides the inputs: stdio, OUT, the interpreter's own
@@ -277,10 +282,23 @@ def _parse_line(line: str, where: str) -> tuple[Entry | None, str]:
         record = {"time": outer[0], "tag": outer[1], **record}
         if "message" not in record and isinstance(record.get("log"), str):
             record["message"] = record["log"].rstrip("\n")  # a docker log driver's line
+            level = level_in_text(record["message"])
+            if level and "level" not in record:
+                record["level"] = level
     when = parse_time(record.get("time"))
     if when is None:
         return None, f"no usable time: {record.get('time')!r:.60}"
     return Entry(when, where, record, len(line)), ""
+
+
+def level_in_text(text: str) -> str:
+    """The level word among the first words of a text log line ("" when none): its errors
+    are shown as the original's log_parser showed them (a review found none was)."""
+    for word in text.split(maxsplit=LEVEL_WORDS_SEARCHED)[:LEVEL_WORDS_SEARCHED]:
+        word = word.strip("[]():,|")
+        if word in LEVEL_WORDS:
+            return word
+    return ""
 
 
 def process_of(record: dict[str, Any]) -> str:

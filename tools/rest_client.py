@@ -32,10 +32,30 @@ from typing import Any
 
 from loopchain.types.certificates import CertificateError, check_password_text
 
-MAX_REPLY_BYTES = 64 * 1024 * 1024  # a block of the largest size, with room to spare
+# a block of the largest size in JSON (MAX_BLOCK_KBYTES 1024 by default), with room to spare
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+# objects and arrays a reply may hold ('{' and '[' counted, in strings too): a block's has a few a
+# transaction (some thousands); a node answering 60 MB of "[{},{},...]" had a tool parse 30
+# million dicts (3 GB, review)
+MAX_REPLY_CONTAINERS = 250_000
 DEFAULT_TIMEOUT = 10.0
 READ_CHUNK = 64 * 1024
 TLS_KEY_PASSWORD_ENV = "LOOPCHAIN_TLS_KEY_PASSWORD"  # as the nodes read it (p2p.grpc_util)
+
+
+class ReplyTooComplex(ValueError):
+    """A reply holding more objects and arrays than any answer of a node does."""
+
+
+def parse_reply(raw: bytes) -> Any:
+    """The JSON of a node's reply (at most MAX_REPLY_BYTES); ReplyTooComplex when it holds more
+    than MAX_REPLY_CONTAINERS objects and arrays, ValueError or RecursionError when it is not
+    JSON."""
+    if raw.count(b"{") + raw.count(b"[") > MAX_REPLY_CONTAINERS:
+        raise ReplyTooComplex(
+            f"the reply holds more than {MAX_REPLY_CONTAINERS} objects and arrays"
+        )
+    return json.loads(raw)
 
 
 # control characters other than a line's end and a tab: a node's words printed as they came drove
@@ -248,7 +268,9 @@ class RestClient:
         if len(raw) > MAX_REPLY_BYTES:
             raise ToolError(f"{method} {path}: the reply is larger than {MAX_REPLY_BYTES} bytes")
         try:
-            return status, json.loads(raw or b"null")
+            return status, parse_reply(raw or b"null")
+        except ReplyTooComplex as exc:
+            raise ToolError(f"{method} {path}: {exc}") from None
         except (ValueError, RecursionError):
             raise ToolError(
                 f"{method} {path} answered HTTP {status} with something that is not JSON"

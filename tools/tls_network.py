@@ -113,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         return _issue_all(storage, args.radiostation, ports)
     except SignatureError as exc:  # a key file damaged, or its password not the one given
         raise SystemExit(f"tls_network: {exc}") from None
+    except certificates.CertificateError as exc:  # a CA's files damaged
+        raise SystemExit(f"tls_network: {exc}") from None
+    except OSError as exc:  # --storage unwritable, a file where a folder goes (review)
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise SystemExit(f"tls_network: {where}{exc.strerror or exc}") from None
 
 
 def _issue_all(storage: Path, radiostation: int, ports: list[int]) -> int:

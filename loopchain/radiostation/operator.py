@@ -101,6 +101,11 @@ def _load(path: Path) -> OperatorToken:
     return OperatorToken(path, _parse(path, raw))
 
 
+def is_token_text(text: str) -> bool:
+    """Whether `text` has the characters an operator token may hold (RFC 6750's b64token)."""
+    return bool(_TOKEN.fullmatch(text))
+
+
 def _parse(path: Path, raw: bytes) -> bytes:
     token = raw.strip()
     if not MIN_TOKEN_CHARS <= len(token) <= MAX_TOKEN_CHARS:
@@ -108,7 +113,7 @@ def _parse(path: Path, raw: bytes) -> bytes:
             f"the operator token in {path} must be {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} "
             f"characters, it has {len(token)}; delete the file to have a new one made"
         )
-    if not _TOKEN.fullmatch(token.decode("ascii", "replace")):
+    if not is_token_text(token.decode("ascii", "replace")):
         raise TokenFileError(
             f"the operator token in {path} may only hold A-Z a-z 0-9 - . _ ~ + / and a trailing ="
         )

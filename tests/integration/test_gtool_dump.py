@@ -89,3 +89,26 @@ def test_dump_to_a_path_that_cannot_be_a_file_is_one_line(
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]
     assert list((tmp_path / "folder").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "content", [b"\x00\xff\xfe binary", b"abc\ndef", b"token with spaces", b"caf\xc3\xa9"]
+)
+def test_a_token_file_that_holds_no_token_is_named_as_such(
+    radiostation: str, tmp_path: Path, content: bytes
+) -> None:
+    """Not sent (it was, and its refusal blamed on the RadioStation: 'latin-1' codec can't
+    encode characters, review)."""
+    token_file = tmp_path / "token"
+    token_file.write_bytes(content)
+    args = ["-r", radiostation, "--token-file", str(token_file), "add-channel", "kofia_2"]
+    done = subprocess.run(
+        [sys.executable, str(GTOOL), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TOOL_DEADLINE,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr == f"gtool: {token_file} does not hold an operator token\n"

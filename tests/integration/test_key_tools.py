@@ -226,3 +226,44 @@ def test_tls_network_names_a_damaged_peer_key(tmp_path: Path) -> None:
     done = run(TLS_NETWORK, *args, cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"tls_network: key file {key} does not hold a valid private key" in done.stderr
+
+
+@pytest.mark.parametrize("where", ["file", "file/below"])
+def test_tls_network_names_a_storage_it_cannot_write_in_one_line(
+    tmp_path: Path, where: str
+) -> None:
+    """A file as --storage, or below one, was a FileExistsError or NotADirectoryError traceback
+    (review)."""
+    (tmp_path / "file").write_text("not a folder")
+    args = ["--storage", str(tmp_path / where), "--peers", "7100"]
+    done = run(TLS_NETWORK, *args, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"tls_network: {tmp_path / 'file'}"), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022])
+def test_create_sign_pki_makes_a_new_folder_its_owners_alone(tmp_path: Path, umask: int) -> None:
+    """Under umask 000 the folder holding private.pem was anyone's (review); one that exists
+    keeps the mode its owner gave it."""
+    out = tmp_path / "keys"
+    done = subprocess.run(
+        [sys.executable, str(CREATE_SIGN_PKI), "--out", str(out)],
+        cwd=tmp_path,
+        env=_env(**{KEY_PASSWORD_ENV: "pw"}),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TOOL_DEADLINE,
+        check=False,
+        umask=umask,
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_mode & 0o777 == 0o700
+    assert (out / "private.pem").stat().st_mode & 0o777 == 0o600
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    again = run(CREATE_SIGN_PKI, "--out", str(shared), cwd=tmp_path, **{KEY_PASSWORD_ENV: "pw"})
+    assert again.returncode == 0, again.stderr
+    assert shared.stat().st_mode & 0o777 == 0o755

@@ -27,7 +27,7 @@ from loopchain.protos.loopchain_pb2_grpc import (
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
 from tests._exec import python_after
-from tools import loadtool
+from tools import loadtool, rest_client
 from tools.loadtool import BlockInfo, GrpcTransport, LoadError, RestTransport
 from tools.procs import ROOT
 
@@ -538,6 +538,20 @@ async def test_a_reply_larger_than_the_cap_is_refused(
     rest_peer.handlers["/api/v1/status/peer"] = status
     refused = await transport_error(rest_peer, lambda t: t.last_block())
     assert refused.kind == "reply too large"
+
+
+async def test_a_reply_of_more_objects_than_a_node_sends_is_a_bad_reply(
+    rest_peer: RestPeer,
+) -> None:
+    """Found before the parse (a node answering "[{},{},...]" had 80 connections parse it)."""
+    many = "[" + "{}," * rest_client.MAX_REPLY_CONTAINERS + "{}]"
+
+    async def status(_request: web.Request) -> web.Response:
+        return web.Response(text=many, content_type="application/json")
+
+    rest_peer.handlers["/api/v1/status/peer"] = status
+    refused = await transport_error(rest_peer, lambda t: t.last_block())
+    assert refused.kind == "bad reply"
 
 
 # ------------------------------------------------------------------ Ctrl-C before sending starts

@@ -161,6 +161,20 @@ def test_certificate_util_subcommands(tmp_path: Path) -> None:
     assert usage.returncode == 2 and "must be at least 1" in usage.stderr
 
 
+@pytest.mark.parametrize("key", ["/dev/zero", "big.pem"])
+def test_a_signing_key_file_longer_than_a_key_is_refused_unread(tmp_path: Path, key: str) -> None:
+    """/dev/zero as --signing-key ran the tool out of memory (a MemoryError traceback, review)."""
+    if key == "big.pem":
+        (tmp_path / key).write_bytes(b"-----BEGIN PUBLIC KEY-----\n" + b"A" * 100_000)
+    created = util(tmp_path, "ca", "create", "--dir", "ca")
+    assert created.returncode == 0, created.stderr
+    assert "warning: the CA key" in created.stderr and "is NOT encrypted" in created.stderr
+    done = util(tmp_path, "peer", "issue", "--dir", "ca", "--signing-key", key)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().endswith(f"signing key {key} is longer than 65536 bytes")
+    assert "Traceback" not in done.stderr
+
+
 def test_certificate_util_menu_over_stdin(tmp_path: Path) -> None:
     keys, peer_id = make_signing_key(tmp_path)
     answers = [

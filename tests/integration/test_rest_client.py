@@ -4,6 +4,7 @@ at a time ends at the tool's timeout, a broken HTTP answer is one line; never a 
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tools import rest_client
 from tools.procs import ROOT, one_error_line, run_tool
 from tools.rest_client import RestClient, ToolError
 
@@ -177,6 +179,21 @@ def test_a_good_answer_still_reads(serve) -> None:
     head = server.requests[0]
     assert head.startswith(b"POST /p?a=b HTTP/1.1\r\n")
     assert b"Content-Type: application/json" in head
+
+
+def test_an_answer_of_more_objects_than_a_node_sends_is_not_parsed(serve, tmp_path: Path) -> None:
+    """A node answering 60 MB of "[{},{},...]" had demotool parse 30 million dicts (3 GB,
+    review): more objects and arrays than any answer holds is a tool error, found before the
+    parse; the same count in a string of a good answer's size reads."""
+    many = b"[" + b"{}," * rest_client.MAX_REPLY_CONTAINERS + b"{}]"
+    server = serve(fixed(json_reply(many)))
+    with pytest.raises(ToolError, match="holds more than 250000 objects and arrays"):
+        RestClient(server.url, timeout=5).call("GET", "/api/v1/status/peer")
+    line = one_error_line(run_tool(DEMOTOOL, "-p", server.url, "status", cwd=tmp_path), "demotool")
+    assert "objects and arrays" in line, line
+    block = {"response_code": 0, "block": [{"tx": {"data": {}}} for _ in range(5_000)]}
+    good = serve(fixed(json_reply(json.dumps(block).encode())))
+    assert RestClient(good.url, timeout=5).call("GET", "/api/v1/blocks")[1] == block
 
 
 @pytest.mark.parametrize("version", ["HTTP/1.0", "HTTP/1.1"])

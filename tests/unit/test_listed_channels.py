@@ -110,6 +110,25 @@ def test_bad_genesis_is_refused(
 
 
 @pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--channels", "kofia,bad/name"], "--channels: 'bad/name' must be 1 to 64 letters"),
+        (["--channels", "a b"], "--channels: 'a b' must be"),
+        (["--score", "../../etc"], "--score '../../etc' must be"),
+    ],
+)
+def test_names_the_radiostation_refuses_are_refused_before_any_key_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    """The file was written and the RadioStation refused it at start (review)."""
+    out = tmp_path / "c.json"
+    assert main(["--out", str(out), *args, "--peer", f"127.0.0.1:7100={tmp_path / 'k'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("listed_channels.py: ") and message in err, err
+    assert not out.exists() and not (tmp_path / "k").exists()
+
+
+@pytest.mark.parametrize(
     ("out", "message"),
     [
         ("folder", "is a directory"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
+import time
 
 import pytest
 
@@ -390,3 +392,45 @@ def test_main_refuses_an_unusable_key_in_one_line_before_any_request(tmp_path, c
 )
 def test_an_answers_code_is_a_bounded_error_category(code: object, word: str) -> None:
     assert loadtool._code_word(code) == word
+
+
+async def test_a_rate_never_holds_a_client_past_the_end_or_a_ctrl_c() -> None:
+    """A rate below the clients over the duration had them sleep their slot past -m (200 s at
+    --rate 0.01), deaf to Ctrl-C (review): a slot at or past the end is not waited for, and
+    stopping ends the wait."""
+    stop = asyncio.Event()
+    limiter = loadtool.RateLimiter(0.001)  # a slot every 1,000 s
+    end = time.monotonic() + 100.0
+    assert await limiter.wait(end, stop)  # the first slot is now
+    assert not await limiter.wait(end, stop)  # the next is past the end: not waited for
+    limiter = loadtool.RateLimiter(0.005)  # 200 s apart, within an end 1,000 s away
+    end = time.monotonic() + 1_000.0
+    assert await limiter.wait(end, stop)
+    waiting = asyncio.ensure_future(limiter.wait(end, stop))
+    await asyncio.sleep(0)  # it waits for its slot
+    assert not waiting.done()
+    stop.set()
+    assert await asyncio.wait_for(waiting, 60) is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "hinted"),
+    [
+        (["-m", "5"], "5"),
+        (["-p", "http://x:9000", "-m5"], "5"),
+        (["--duration=2.5"], "2.5"),
+        (["-m", "5s"], None),
+        (["-m", "1m"], None),
+        (["--mins", "5"], None),
+        ([], None),
+    ],
+)
+def test_a_bare_number_for_m_is_said_to_be_seconds(argv: list[str], hinted: str | None) -> None:
+    """loopchain's loadtool read `-m 5` as five minutes (review): a script written for it is told
+    this one sends for five seconds, and how to ask for minutes; its -d is taken."""
+    hint = loadtool.minutes_hint(argv)
+    if hinted is None:
+        assert hint == ""
+    else:
+        assert f"-m {hinted} sends for {hinted} seconds" in hint and f"--mins {hinted}" in hint
+    assert parse_args(["-d", *argv]).debug is True

@@ -190,6 +190,31 @@ def test_lines_in_fluentds_default_format_are_read(tmp_path: Path) -> None:
     ]
 
 
+def test_a_docker_lines_level_is_read_from_its_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The original collector's lines hold a process's text line in `log`, its level inside it
+    (loopchain's format, and this project's stderr): their errors were never shown (review)."""
+    source = tmp_path / "loopchain.log"
+    texts = [
+        "2026-01-01 00:00:00,000,001 81 1402 hx12ab icon_dex ERROR    [peer.py:run:10] lost",
+        "2026-01-01 00:00:01,000 WARNING [peer] loopchain.peer: slow, no ERROR yet",
+        "2026-01-01 00:00:02,000 CRITICAL [radiostation] loopchain.rs: store gone",
+        "plain text, not a log line, naming ERROR late",
+    ]
+    rows = [
+        f"2026-01-01T00:00:0{i}+00:00\tdocker.peer\t{json.dumps({'log': t + chr(10)})}"
+        for i, t in enumerate(texts)
+    ]
+    source.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out.log"
+    assert log_parser.main([str(source), str(out)]) == 0
+    levels = [line.split()[2] for line in out.read_text().splitlines()]
+    assert levels == ["ERROR", "WARNING", "CRITICAL", "?"]
+    printed = capsys.readouterr().out
+    assert "2 errors" in printed and "lost" in printed and "store gone" in printed, printed
+
+
 @pytest.mark.parametrize("make", ["missing", "empty-dir"])
 def test_unusable_input_is_an_error_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], make: str
