@@ -121,7 +121,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "written, or there are more files than the process may open at once.",
     )
     parser.add_argument("input", metavar="IN", type=Path, help="a collector file or directory")
-    parser.add_argument("output", metavar="OUT", type=Path, help="where the log lines go")
+    parser.add_argument(
+        "output", metavar="OUT", type=Path, help="where the log lines go (replaced: see -a)"
+    )
+    parser.add_argument(
+        "-a",
+        "--append",
+        action="store_true",
+        help="add the lines to OUT instead of replacing it, as loopchain's log_parser did (a "
+        "script running it once a file)",
+    )
     return parser.parse_args(argv)
 
 
@@ -187,6 +196,16 @@ def replacing(output: Path) -> Iterator[IO[str]]:
         raise
     with contextlib.suppress(OSError):
         sync_directory(folder)
+
+
+@contextlib.contextmanager
+def appending(output: Path) -> Iterator[IO[str]]:
+    """OUT opened to add lines at its end (made when missing), synced when the block ends."""
+    with output.open("a", encoding="utf-8") as file:
+        yield file
+        file.flush()
+        if output.is_file():
+            os.fsync(file.fileno())
 
 
 def _mode_for(output: Path) -> int:
@@ -419,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"{args.input} holds no collector files (*.log, *.log.gz)")
         check_output(args.output, files)
         check_descriptors(len(files))
-        with replacing(args.output) as out:
+        with appending(args.output) if args.append else replacing(args.output) as out:
             summary = run(files, out, sys.stdout)
     except (OSError, UsageError) as exc:
         print(f"log_parser.py: error: {exc}", file=sys.stderr)

@@ -215,6 +215,20 @@ def test_a_docker_lines_level_is_read_from_its_text(
     assert "2 errors" in printed and "lost" in printed and "store gone" in printed, printed
 
 
+def test_append_adds_to_out_as_loopchains_log_parser_did(tmp_path: Path) -> None:
+    """A script running the original once a file gathered every file's lines in OUT; here OUT
+    is replaced unless -a is given (review)."""
+    out = tmp_path / "all.log"
+    for index in range(2):
+        source = tmp_path / f"{index}.log"
+        record = {"tag": "p", "time": index, "level": "INFO", "message": f"m{index}"}
+        source.write_text(json.dumps(record) + "\n")
+        assert log_parser.main(["-a", str(source), str(out)]) == 0
+    assert out.read_text() == "0 p INFO     ?: m0\n1 p INFO     ?: m1\n"
+    assert log_parser.main([str(tmp_path / "1.log"), str(out)]) == 0
+    assert out.read_text() == "1 p INFO     ?: m1\n"
+
+
 @pytest.mark.parametrize("make", ["missing", "empty-dir"])
 def test_unusable_input_is_an_error_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], make: str
