@@ -20,6 +20,7 @@ from loopchain.types.transaction import V1, V3, Transaction
 UNBOUNDED = 1 << 62
 EXPIRY_PERIOD = 1.0  # seconds between two sweeps for expired transactions
 EXPIRED_MEMORY = 65_536  # hashes of the latest transactions expired here (to say so when asked)
+UNEXECUTED_HEIGHTS_KEPT = 1_024  # final blocks not executed yet whose senders' costs are counted
 
 
 def block_window_us(window_s: float, max_skew_us: int) -> int | None:
@@ -298,7 +299,10 @@ class TxPool:
 
     def note_final(self, height: int, txs: Iterable[Transaction]) -> None:
         """`txs` are in the final block at `height`, which is not executed yet: their senders'
-        balances owe what they may cost until it is (`note_executed`)."""
+        balances owe what they may cost until it is (`note_executed`). The newest
+        UNEXECUTED_HEIGHTS_KEPT heights are kept: a peer syncing far ahead of its SCORE held
+        every block's senders (13 KB a block of 200, review); an older one's are forgotten (its
+        senders may have more admitted than they hold: those fail unpaid, as before this count)."""
         owed: dict[str, int] = {}
         for tx in txs:
             cost = max_cost(tx)
@@ -309,16 +313,25 @@ class TxPool:
         self._unexecuted[height] = owed
         for sender, amount in owed.items():
             self._unexecuted_spend[sender] = self._unexecuted_spend.get(sender, 0) + amount
+        while len(self._unexecuted) > UNEXECUTED_HEIGHTS_KEPT:
+            self._forget_unexecuted(min(self._unexecuted))
 
     def note_executed(self, height: int) -> None:
-        """The blocks up to `height` are executed: balances read now show what they cost."""
-        for done in [h for h in self._unexecuted if h <= height]:
-            for sender, owed in self._unexecuted.pop(done).items():
-                left = self._unexecuted_spend.get(sender, 0) - owed
-                if left > 0:
-                    self._unexecuted_spend[sender] = left
-                else:
-                    del self._unexecuted_spend[sender]
+        """The blocks up to `height` are executed: balances read now show what they cost. (Heights
+        are noted in order: the oldest are met first, and the rest not looked at.)"""
+        while self._unexecuted:
+            oldest = next(iter(self._unexecuted))
+            if oldest > height:
+                return
+            self._forget_unexecuted(oldest)
+
+    def _forget_unexecuted(self, height: int) -> None:
+        for sender, owed in self._unexecuted.pop(height).items():
+            left = self._unexecuted_spend.get(sender, 0) - owed
+            if left > 0:
+                self._unexecuted_spend[sender] = left
+            else:
+                del self._unexecuted_spend[sender]
 
     @property
     def size_bytes(self) -> int:

@@ -107,18 +107,18 @@ def _listed_peers(target: str, channel: str, entries: Sequence[pb.PeerEntry]) ->
             f"peers, more than a validator set lists ({MAX_SET_PEERS})"
         )
     peers: dict[str, PeerInfo] = {}
+    left_out: list[str] = []
     for p in entries:
         if p.peer_id in peers or not is_target(p.target):
-            log.warning(
-                "RadioStation %s lists peer %r of %s at %r: left out (%s)",
-                target,
-                p.peer_id[:80],
-                channel,
-                p.target[:80],
-                "listed twice" if p.peer_id in peers else "not host:port",
-            )
+            why = "listed twice" if p.peer_id in peers else "not host:port"
+            left_out.append(f"peer {p.peer_id[:80]!r} at {p.target[:80]!r} ({why})")
             continue
         peers[p.peer_id] = PeerInfo(p.peer_id, p.target, p.order, p.group_id)
+    if left_out:  # one line a list (a line an entry: 999 for one list, review)
+        more = f" and {len(left_out) - 1} more" if len(left_out) > 1 else ""
+        log.warning(
+            "RadioStation %s lists %s of %s: left out%s", target, left_out[0], channel, more
+        )
     return list(peers.values())
 
 

@@ -246,6 +246,17 @@ def test_the_pool_counts_what_each_senders_pooled_v3_transactions_may_cost() -> 
     pool.note_executed(20)
     pool.note_executed(21)
     assert pool.spend_of(alice.address) == 0 and pool._unexecuted == {}
+    # a peer syncing far ahead of its SCORE kept every final block's senders (review): the
+    # newest UNEXECUTED_HEIGHTS_KEPT heights are
+    kept = mempool.UNEXECUTED_HEIGHTS_KEPT
+    for height in range(100, 100 + kept + 10):
+        pool.note_final(height, [a1])
+    assert len(pool._unexecuted) == kept and min(pool._unexecuted) == 110
+    assert pool.spend_of(alice.address) == kept * (5 + fee)
+    pool.note_executed(100 + kept)
+    assert pool.spend_of(alice.address) == 9 * (5 + fee)
+    pool.note_executed(100 + kept + 9)
+    assert pool.spend_of(alice.address) == 0 and pool._unexecuted_spend == {}
 
 
 @pytest.mark.parametrize(
