@@ -266,6 +266,21 @@ class ChannelConsensus:
         per_leader = self.config.blocks_per_leader
         return turn_of(voting, per_leader) if voting is not None else per_leader
 
+    def _turn_at(self, round_: int, point: ChainTip | None = None) -> int:
+        """Rounds of the turn `round_` lies in: those of the set that led it, seen from the
+        certified block `point` (the highest certificate's when not given): the block's own
+        voters for its round and before (a handover's round was led by the set before it), the
+        voters above it for later rounds. A timeout certificate of a handover's round moved
+        the validators that held its certificate by the new set's turn and the others by the
+        old set's, a third against two thirds, in different rounds for good (review)."""
+        point = point or self._high_point() or self.tip
+        if round_ <= point.round:
+            voters = point.validators
+        else:
+            voters = point.child_voters or self.latest_validators
+        per_leader = self.config.blocks_per_leader
+        return turn_of(voters, per_leader) if voters is not None else per_leader
+
     def round_leaders(self, round_: int) -> set[str]:
         """The other validators `round_` needs: its leader, and the next round's, which its votes
         go to (it certifies the block)."""
@@ -486,7 +501,7 @@ class ChannelConsensus:
         tc = self.last_tc
         if tc is None or parent.round + 1 == self.round:
             return None
-        if round_after_timeout(tc.round, self._turn()) != self.round:
+        if round_after_timeout(tc.round, self._turn_at(tc.round, parent)) != self.round:
             return None
         return tc
 
@@ -957,9 +972,10 @@ class ChannelConsensus:
         if tc is not None and tc.verify(voting, self.config.limits.ratio) is not None:
             invalid = "carries an invalid timeout certificate"
             return self._refuse_proposal(block, invalid, now, held=True)
-        if not self.safety.safe_to_vote(
-            block.header.round, qc_round, tc, turn_of(voting, self.config.blocks_per_leader)
-        ):
+        # (the turn of the round the timeout certificate ends, as its leader counted it)
+        parent = self.tree.point(block.header.prev_hash)
+        turn = self._turn_at(tc.round, parent) if tc is not None else 0
+        if not self.safety.safe_to_vote(block.header.round, qc_round, tc, turn):
             return []
         if block.header.state_height > self.executed_height:
             if len(self.awaiting_execution) < MAX_WAITING:
@@ -1261,7 +1277,7 @@ class ChannelConsensus:
         tc = self.last_tc
         if tc is None or tc.round >= self.round:
             return []
-        if self.safety.high_qc_round + 1 >= round_after_timeout(tc.round, self._turn()):
+        if self.safety.high_qc_round + 1 >= round_after_timeout(tc.round, self._turn_at(tc.round)):
             return []  # the certificate takes a laggard as far as the timeout did
         return [m.BroadcastComplaint(complaint) for complaint in self.tc_complaints]
 
@@ -1436,7 +1452,7 @@ class ChannelConsensus:
         return actions
 
     def _on_tc(self, tc: TimeoutCertificate, now: float) -> list[m.Action]:
-        next_round = round_after_timeout(tc.round, self._turn())
+        next_round = round_after_timeout(tc.round, self._turn_at(tc.round))
         held = self.last_tc
         if next_round <= self.round and held is not None and not _better_tc(tc, held):
             return []
@@ -1476,7 +1492,7 @@ class ChannelConsensus:
         both certified and timed out: peers that saw the certificate first are in the round after
         it, the others in the next leader's turn; complaints about it still count for the former,
         or neither side could ever reach a quorum again."""
-        return round_after_timeout(round_, self._turn()) > self.round
+        return round_after_timeout(round_, self._turn_at(round_)) > self.round
 
     def _arm_timer(self, now: float) -> list[m.Action]:
         if self.timer_round == self.round or not self.has_work():

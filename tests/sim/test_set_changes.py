@@ -41,8 +41,8 @@ SETTLE = 90.0  # simulated seconds after the attack ends
 class HandoverAttack(Network):
     """A network of `n` peers whose schedule attacks each set change (see the module doc)."""
 
-    def __init__(self, n: int, seed: int, first: list[int]) -> None:
-        super().__init__(n, seed, max_delay=0.1)
+    def __init__(self, n: int, seed: int, first: list[int], **network: Any) -> None:
+        super().__init__(n, seed, max_delay=0.1, **network)
         self.everyone = self.validators
         self.validators = self.members(1, first)
         self.old_only: set[str] = set()
@@ -107,12 +107,13 @@ class HandoverAttack(Network):
         super()._execute(node, actions)
 
 
-def run(seed: int, changes: dict[int, list[int]]) -> HandoverAttack:
+def run(seed: int, changes: dict[int, list[int]], **network: Any) -> HandoverAttack:
     """Seven peers, the first four the validators; at each step of `changes` the set becomes the
     listed peers, and the attack on it lasts until the next change. Every step submits
     transactions to a validator and checks safety. Then the attack ends, and the network runs
-    until every peer's chain has the last set, or for SETTLE simulated seconds."""
-    net = HandoverAttack(7, seed, first=[0, 1, 2, 3])
+    until every peer's chain has the last set, or for SETTLE simulated seconds. `network`: the
+    Network's options (weights, blocks_per_leader)."""
+    net = HandoverAttack(7, seed, first=[0, 1, 2, 3], **network)
     rng = random.Random(seed)
     net.start()
     for step in range(STEPS):
@@ -158,12 +159,8 @@ def test_replacing_three_of_four_validators_at_once_survives_the_attack(attack_s
     assert chain_version(net) == {2}
 
 
-@pytest.mark.parametrize("attack_seed", range(12))
-def test_replacing_validators_one_step_at_a_time_survives_the_attack(attack_seed: int) -> None:
-    """The same replacement in steps that each keep an honest validator in every pair of
-    quorums (add one, remove one, ...), issued 2.5 s apart: each step is attacked, none forks,
-    and once the attack ends every peer's chain reaches the last set (seeds 0-299 all pass)."""
-    seed = attack_seed
+def one_at_a_time(seed: int) -> list[list[int]]:
+    """The replacement of all but validator seed % 4 in steps: add one, remove one, ..."""
     shared = seed % 4
     old = [i for i in range(4) if i != shared]
     steps: list[list[int]] = []
@@ -173,7 +170,16 @@ def test_replacing_validators_one_step_at_a_time_survives_the_attack(attack_seed
         steps.append(sorted(members))
         members = [i for i in members if i != gone]
         steps.append(sorted(members))
-    net = run(seed, {2 + 5 * i: step for i, step in enumerate(steps)})
+    return steps
+
+
+@pytest.mark.parametrize("attack_seed", range(12))
+def test_replacing_validators_one_step_at_a_time_survives_the_attack(attack_seed: int) -> None:
+    """The same replacement in steps that each keep an honest validator in every pair of
+    quorums (add one, remove one, ...), issued 2.5 s apart: each step is attacked, none forks,
+    and once the attack ends every peer's chain reaches the last set (seeds 0-299 all pass)."""
+    steps = one_at_a_time(attack_seed)
+    net = run(attack_seed, {2 + 5 * i: step for i, step in enumerate(steps)})
     assert chain_version(net) == {len(steps) + 1}
 
 

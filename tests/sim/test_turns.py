@@ -12,6 +12,7 @@ import pytest
 
 from loopchain.consensus.rules import leader_of, round_after_timeout, turn_of
 from loopchain.types.validators import Group, JointSet, Validator, ValidatorSet
+from tests.sim import test_set_changes as set_changes
 from tests.sim.harness import CHANNEL, Network
 from tests.sim.test_lft_sim import run
 
@@ -89,3 +90,19 @@ def test_seeded_faults_with_short_turns_in_weighted_and_grouped_sets(
     messages, losses, a crash and partitions, with turns of the set's length rather than the
     setting: safe throughout and live once healed (a sweep of 400 seeds at each setting passed)."""
     run(scenario, blocks_per_leader=blocks_per_leader)  # its seed
+
+
+@pytest.mark.parametrize("scenario", [8, 29, 33])
+def test_a_handover_to_longer_turns_both_certified_and_timed_out_does_not_split_the_rounds(
+    scenario: int,
+) -> None:
+    """Equal validators with turns of 2 hand over to a set where one weighs 2 (turns of 3),
+    each step attacked (test_set_changes.HandoverAttack). The handover's round was certified
+    and timed out: validators holding its certificate counted the timeout by the new set's turn
+    (to round 9), the others by the old set's (to 10), a third against two thirds, and neither
+    side could move again (review, 1,000 simulated seconds). A round's turn is its leader's."""
+    steps = set_changes.one_at_a_time(scenario)
+    weights = [1, 1, 1, 1, 2, 1, 1]  # the fifth peer, which joins first, weighs 2
+    changes = {2 + 5 * i: step for i, step in enumerate(steps)}
+    net = set_changes.run(scenario, changes, weights=weights, blocks_per_leader=2)
+    assert set_changes.chain_version(net) == {len(steps) + 1}
