@@ -60,6 +60,9 @@ CRL_PEM_START = b"-----BEGIN X509 CRL-----"
 REVOCATION_RECHECK_S = 2.0  # how often a node looks whether its revocation lists changed
 # The initial metadata a peer sends on a link stream it takes (a refused one ends without it).
 STREAM_ACCEPTED = ("loopchain-stream", "accepted")
+# trailing metadata of every refusal a handler answers (`refuse`): a status without it was not
+# the handler's answer (the connection broke, the process died or stopped mid-call)
+ANSWERED = ("loopchain-answered", "1")
 
 
 class Revocations:
@@ -534,7 +537,15 @@ def refuse(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: st
     removed" instead of the refusal."""
     context.set_code(code)
     context.set_details(status_details(message))
+    context.set_trailing_metadata((ANSWERED,))
     return None
+
+
+def answered_by_handler(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether a failed call's status is its handler's refusal (`refuse`), not the transport's
+    or a stopping process's."""
+    trailing = exc.trailing_metadata() or ()
+    return any((key, value) == ANSWERED for key, value in trailing)
 
 
 class _Undecodable:

@@ -14,6 +14,10 @@ as it would (a `grpc.aio.AioRpcError` with the same status), so what calls it do
 * a stream whose batch fails or misses its deadline is dropped (nothing is sent again: the peer
   may have taken the batch, as with a call that timed out), and one older than STREAM_ROTATE_S is
   ended before its next batch (the peer ends them at 300 s);
+* a batch sent whose call or stream ends without the peer's answer (the connection broke, the
+  peer died or stopped: a status its handler's `refuse` did not make, and not gRPC's "failed to
+  connect") fails UNKNOWN, saying whether the peer took its transactions is unknown (it journals
+  them before it answers);
 * a batch sent that misses its deadline (on a stream, or by call) fails DEADLINE_EXCEEDED saying
   that whether the peer took its transactions is unknown (OUTCOME_UNKNOWN), and a reply that came
   as the deadline passed (the proxy stopped or starved meanwhile: its timer and the reply are seen
@@ -29,7 +33,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from loopchain.p2p.grpc_util import STREAM_ACCEPTED, status_of
+from loopchain.p2p.grpc_util import STREAM_ACCEPTED, answered_by_handler, status_of
 from loopchain.protos import loopchain_pb2 as pb
 
 MAX_STREAMS = 4  # streams open at once (the submitter has one batch in flight per channel)
@@ -39,9 +43,6 @@ REFUSED_BACKOFF_S = 10.0
 BY_CALL_WHEN_REFUSED = frozenset(
     {grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 )
-# what grpc.aio reports when an operation of a stream fails in its core and no status came from
-# the other side (the connection dropped, or the server ended the call during a write)
-CORE_LOST_STATUS = "Internal error from Core"
 GRPC_DEADLINE_DETAILS = "Deadline Exceeded"  # how grpc says a call's own deadline passed
 # what a batch sent and not answered within its deadline fails with (DEADLINE_EXCEEDED)
 OUTCOME_UNKNOWN = (
@@ -58,6 +59,37 @@ def call_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     """The error a call would have raised with `code` and `details`."""
     empty = grpc.aio.Metadata()
     return grpc.aio.AioRpcError(code, empty, empty, details)
+
+
+# how gRPC's UNAVAILABLE begins when no connection was had (nothing was sent)
+NEVER_SENT = "failed to connect"
+# statuses a call ends with when the connection broke or the peer died or stopped mid-call
+_CUT_OFF = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+
+
+def cut_off(code: grpc.StatusCode, details: str) -> str:
+    """What a batch sent that ended without the peer's answer (`code`, gRPC's `details`) fails
+    with (UNKNOWN): the peer may have taken its transactions, journaled before it answers. A peer
+    killed so was "unreachable, try again later" (503, Retry-After), and a client that did so
+    had its v1 transaction final twice (review)."""
+    return (
+        f"the call ended without the peer's answer ({code.name}: {details}): whether it took the "
+        "transactions is unknown; look them up before sending them again"
+    )
+
+
+def _unanswered(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether a batch call that failed so was sent and ended without its handler's answer."""
+    if exc.code() not in _CUT_OFF or answered_by_handler(exc):
+        return False
+    return not (exc.details() or "").startswith(NEVER_SENT)
 
 
 def _outcome_unknown(details: str) -> str:
@@ -120,10 +152,15 @@ class BatchStreams(Generic[Request]):
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # sent, and not answered
                     raise call_error(exc.code(), _outcome_unknown(exc.details() or "")) from None
+                if _unanswered(exc):
+                    unknown = cut_off(exc.code(), exc.details() or "")
+                    raise call_error(grpc.StatusCode.UNKNOWN, unknown) from None
                 raise
+        written = False
         try:
             async with asyncio.timeout_at(deadline):
                 await stream.call.write(request)
+            written = True
             reply = await _reply(stream.call, deadline)
         except TimeoutError:
             self._drop(stream)
@@ -133,19 +170,23 @@ class BatchStreams(Generic[Request]):
             raise call_error(grpc.StatusCode.UNAVAILABLE, "the submission stream ended") from None
         except grpc.aio.AioRpcError as exc:
             self._drop(stream)
-            if exc.code() == grpc.StatusCode.INTERNAL and exc.details() == CORE_LOST_STATUS:
-                # the stream broke under a write or read (its peer died or ended it): grpc says
-                # INTERNAL without the peer's status; the peer is what cannot be reached
-                raise call_error(
-                    grpc.StatusCode.UNAVAILABLE, "the submission stream to the peer broke"
-                ) from None
+            if exc.code() in _CUT_OFF and not answered_by_handler(exc):
+                # the stream broke (its peer died or ended it; grpc says INTERNAL "Internal
+                # error from Core" without the peer's status): under the batch's write, the
+                # peer is what cannot be reached; once the batch was written, it may have it
+                if not written:
+                    broke = f"the submission stream to the peer broke ({exc.details()})"
+                    raise call_error(grpc.StatusCode.UNAVAILABLE, broke) from None
+                unknown = cut_off(exc.code(), exc.details() or "")
+                raise call_error(grpc.StatusCode.UNKNOWN, unknown) from None
             raise
         except BaseException:  # the stream failed (its error is the call's), or a cancellation
             self._drop(stream)
             raise
-        if reply is grpc.aio.EOF:
+        if reply is grpc.aio.EOF:  # ended after the batch was written, unanswered
             self._drop(stream)
-            raise call_error(grpc.StatusCode.UNAVAILABLE, "the peer ended the submission stream")
+            unknown = cut_off(grpc.StatusCode.UNAVAILABLE, "the peer ended the submission stream")
+            raise call_error(grpc.StatusCode.UNKNOWN, unknown)
         self._idle.append(stream)
         self.streamed += 1
         if reply.code:  # refused as a whole, as the call would have been; the stream goes on

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from loopchain.p2p.grpc_util import ANSWERED
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.types.block import Block
@@ -121,7 +122,7 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         await self.answering.wait()
         if method in self.forced:
             code, details = self.forced[method]
-            await context.abort(code, details)
+            await context.abort(code, details, trailing_metadata=(ANSWERED,))  # as `refuse`
 
     async def _chain(self, channel: str, context: grpc.aio.ServicerContext) -> ChannelChain:
         name = channel or self.default_channel
@@ -171,7 +172,7 @@ class FakePeer(pb_grpc.PeerServiceServicer):
             await self.release_queries.wait()  # held as a hanging query is
         if "CreateTx" in self.forced:
             code, details = self.forced["CreateTx"]
-            await context.abort(code, details)
+            await context.abort(code, details, trailing_metadata=(ANSWERED,))  # as `refuse`
         chain = await self._chain(request.channel, context)
         results = []
         for index, text in enumerate(request.data_json):
@@ -373,7 +374,7 @@ class _Refused(Exception):
 class _Entry:
     """The context one lookup of a batch is answered in: its refusal is the entry's own."""
 
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+    async def abort(self, code: grpc.StatusCode, details: str, trailing_metadata: Any = ()) -> None:
         raise _Refused(code, details)
 
 

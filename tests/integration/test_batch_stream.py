@@ -218,9 +218,11 @@ async def test_a_peer_that_refuses_streams_is_sent_calls(
         await server.stop(None)
 
 
-async def test_a_stopping_peer_ends_the_stream_of_a_batch_it_holds_with_unavailable(
+async def test_a_stopping_peer_ends_the_stream_of_a_batch_it_holds_with_the_outcome_unknown(
     peer: tuple[CountingServicer, PeerServer, int], stub: pb_grpc.PeerServiceStub
 ) -> None:
+    """The peer had the batch when it stopped (its intake may have journaled it): UNAVAILABLE,
+    a 503 "try again" at the REST API, had a v1 batch sent again made final twice (review)."""
     servicer, served = peer[0], peer[1]
     streams = _streams(stub)
     await streams(_batch(0, 1), timeout=TIMEOUT)
@@ -234,8 +236,53 @@ async def test_a_stopping_peer_ends_the_stream_of_a_batch_it_holds_with_unavaila
     await servicer.end_streams(TIMEOUT)
     with pytest.raises(grpc.aio.AioRpcError) as ended:
         await held
-    assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert ended.value.code() is grpc.StatusCode.UNKNOWN, ended.value
+    assert "whether it took the transactions is unknown" in (ended.value.details() or "")
     await served.stop(grace=0)
+
+
+async def test_a_batch_sent_by_call_to_a_peer_that_goes_away_holding_it_is_outcome_unknown(
+    peer: tuple[CountingServicer, PeerServer, int], stub: pb_grpc.PeerServiceStub
+) -> None:
+    """A peer gone (killed, stopped) while it held the batch may have journaled it: UNKNOWN,
+    not "unreachable, try again" (review: a v1 batch sent again was final twice); its own
+    refusals (`refuse`) and a peer never reached stay what they were."""
+    servicer, served = peer[0], peer[1]
+    streams = _streams(stub)
+    streams._by_call_until = asyncio.get_running_loop().time() + 600  # as if streams were refused
+    channel = servicer.backend.alpha  # type: ignore[attr-defined]
+
+    async def halted(bodies: list[dict[str, Any]]) -> list[Transaction | RequestError]:
+        raise RequestError(ErrorKind.UNAVAILABLE, "channel alpha is halted")
+
+    channel.create_txs, taking = halted, channel.create_txs
+    refused = await refusal_of(streams(_batch(0, 1), timeout=TIMEOUT))  # the handler's answer
+    assert (refused.code(), refused.details()) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "channel alpha is halted",
+    ), refused
+    channel.create_txs = taking
+    servicer.backend.alpha.released.clear()  # type: ignore[attr-defined]
+    held = asyncio.ensure_future(streams(_batch(1, 1), timeout=TIMEOUT))
+
+    async def batch_held() -> bool:
+        return servicer.backend.alpha.waiting == 1  # type: ignore[attr-defined,no-any-return]
+
+    await wait_until_async(batch_held, 20, "the peer holding the batch")
+    await served.stop(grace=0)
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await held
+    assert ended.value.code() is grpc.StatusCode.UNKNOWN, ended.value
+    assert "whether it took the transactions is unknown" in (ended.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as unreached:  # nobody serves the port now
+        await streams(_batch(2, 1), timeout=TIMEOUT)
+    assert unreached.value.code() is grpc.StatusCode.UNAVAILABLE, unreached.value
+
+
+async def refusal_of(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call
+    return refused.value
 
 
 async def test_a_stream_past_its_age_answers_the_batch_it_holds_and_the_next_opens_another(
@@ -275,7 +322,9 @@ async def test_a_peer_killed_under_its_streams_is_unavailable_never_an_internal_
     in grpc's core (INTERNAL "Internal error from Core", no status from the dead peer; on a slower
     machine the kernel's reset may come first); it is the peer that cannot be reached,
     UNAVAILABLE (a 503 with Retry-After at the REST API, not a 502), and so is every batch after
-    it until the peer is back."""
+    it until the peer is back. The first may also have been written before the stream failed
+    (the peer might have been alive to take it, for all the proxy knows): UNKNOWN then, whether
+    it was taken unknown; never INTERNAL."""
     port = free_port_pair()
     peer = Proc("batch_peer", ["-m", "tests.integration._batch_peer", str(port)], tmp_path)
     peer.start()
@@ -296,11 +345,15 @@ async def test_a_peer_killed_under_its_streams_is_unavailable_never_an_internal_
             await channel.close()
     finally:
         peer.stop()
-    assert all(code is grpc.StatusCode.UNAVAILABLE for code, _ in failed), failed
+    assert all(code is grpc.StatusCode.UNAVAILABLE for code, _ in failed[1:]), failed
     # the first write meets either grpc core's INTERNAL (said as the stream broke) or, when the
     # kernel's reset came first (a slower machine), grpc's own UNAVAILABLE "Stream removed"
-    first = failed[0][1]
-    assert first == "the submission stream to the peer broke" or "Stream removed" in first, failed
+    code, first = failed[0]
+    if code is grpc.StatusCode.UNKNOWN:
+        assert "whether it took the transactions is unknown" in first, failed
+    else:
+        assert code is grpc.StatusCode.UNAVAILABLE, failed
+        assert "the submission stream to the peer broke" in first or "Stream removed" in first
 
 
 def _said_ready(proc: Proc) -> Callable[[], Awaitable[bool]]:

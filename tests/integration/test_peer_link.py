@@ -557,6 +557,9 @@ class _Context:
     def set_details(self, details: str) -> None:
         self.status = (self.status[0], details)
 
+    def set_trailing_metadata(self, metadata: Any) -> None:
+        self.trailing = metadata
+
 
 @pytest.mark.parametrize("method", ["Deliver", "AddTxBatch", "DeliverStream", "AddTxStream"])
 async def test_bytes_that_are_not_the_message_are_invalid_argument_without_a_traceback(
