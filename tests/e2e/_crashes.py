@@ -126,7 +126,8 @@ class Load:
         self.acknowledged: list[str] = []
         self.acked_by: Counter[int] = Counter()
         self.outcomes: Counter[str] = Counter()
-        self.unexpected: list[str] = []  # answers that are neither an acknowledgement nor a 503
+        # answers that are neither an acknowledgement, a 503, nor an outcome unknown (502)
+        self.unexpected: list[str] = []
         self.refusals: Counter[str] = Counter()  # the 503 answers by message, digits as N
         self.stopping = threading.Event()
         self.threads = [
@@ -189,6 +190,8 @@ class Load:
             return "connection error", None  # a peer killed, or not listening yet
         if status == 200 and isinstance(reply, dict) and reply.get("response_code") == 0:
             return "200", str(reply["tx_hash"])
+        if status == 502 and isinstance(reply, dict) and "is unknown" in str(reply.get("message")):
+            return "unknown", None  # the peer went away holding it: not acknowledged, as a timeout
         with self.lock:
             if status == 503 and isinstance(reply, dict):
                 self.refusals[re.sub(r"\d+", "N", str(reply.get("message")))[:80]] += 1
