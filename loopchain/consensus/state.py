@@ -6,7 +6,7 @@ Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2)
   position r // turn of the set (spinning): a turn is LEADER_BLOCK_CREATION_LIMIT rounds, at
   least 3 in a set with unequal weights or groups (`rules.turn_of`). A validator enters round r + 1 on
   a certificate for round r, or enters the first round of the next leader's turn on a timeout
-  certificate for round r.
+  certificate for round r (in the turns of the set that led round r: `_turn_at`).
 * Propose. The leader of round r extends the block of the highest certificate it knows (`high_qc`),
   which it carries in the header (the piggybacked commit), plus the timeout certificate of the
   previous round when that round failed. It proposes only when there is work: pooled transactions, a
