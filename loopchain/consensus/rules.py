@@ -7,33 +7,31 @@ from dataclasses import dataclass
 from loopchain.types.validators import Voters
 from loopchain.types.vote import QuorumCertificate, TimeoutCertificate
 
-# rounds a leader of a set with unequal weights or groups leads in a row, at least: it makes a
-# block final alone (the block, the one certifying it, and the one certifying that)
-UNEVEN_TURN_MIN = 3
+# rounds each leader leads in a row, at least: it makes a block final alone (the block, the one
+# certifying it, and the one certifying that)
+MIN_TURN = 3
 
 
-def turn_of(validators: Voters, blocks_per_leader: int) -> int:
-    """Rounds each leader of `validators` leads in a row: `blocks_per_leader`
-    (LEADER_BLOCK_CREATION_LIMIT), and at least UNEVEN_TURN_MIN when its weights differ or it has
-    groups. A block is final once the two rounds after its own are certified, so with shorter
-    turns it takes two or three leaders in a row that are up. Less than a third of equal
-    validators cannot take a place of every such row; validators holding less than a third of
-    unequal weights can (weights 3,1,3,1,3,1, those of weight 1 down: a review had no block
-    final for good). A pending set's turns are those of the set leading (`JointSet.leader_at`)."""
-    if blocks_per_leader >= UNEVEN_TURN_MIN or validators.evenly_weighted:
-        return blocks_per_leader
-    return UNEVEN_TURN_MIN
+def turn_for(limit: int) -> int:
+    """The rounds each leader leads in a row for LEADER_BLOCK_CREATION_LIMIT `limit`: MIN_TURN at
+    least. A block is final once the two rounds after its own are certified, so with turns of one
+    or two rounds it takes three or two leaders in a row that are up: validators holding less
+    than a third of unequal weights (or groups), down at every other place of the rotation,
+    stopped finality for good (review: weights 3,1,3,1,3,1, those of weight 1 down). A turn that
+    depended on the set's weights split the validators around a set change for good, those that
+    counted a timeout certificate's round in the old set's turns against those that counted it
+    in the new set's (two reviews): every set has this one turn."""
+    return max(limit, MIN_TURN)
 
 
 def leader_of(validators: Voters, round_: int, blocks_per_leader: int) -> str:
-    """The proposer of `round_`: validators take turns, each for its set's turn (`turn_of`)."""
-    return validators.leader_at(round_ // turn_of(validators, blocks_per_leader))
+    """The proposer of `round_`: validators take turns, each for `blocks_per_leader` rounds."""
+    return validators.leader_at(round_ // blocks_per_leader)
 
 
-def round_after_timeout(round_: int, turn: int) -> int:
-    """The round that follows a failed `round_`: the first round of the next leader's turn, each
-    `turn` rounds long (`turn_of` the set voting)."""
-    return (round_ // turn + 1) * turn
+def round_after_timeout(round_: int, blocks_per_leader: int) -> int:
+    """The round that follows a failed `round_`: the first round of the next leader's turn."""
+    return (round_ // blocks_per_leader + 1) * blocks_per_leader
 
 
 @dataclass
@@ -52,7 +50,7 @@ class SafetyRules:
         return self.high_qc.round if self.high_qc is not None else -1
 
     def safe_to_vote(
-        self, block_round: int, qc_round: int, tc: TimeoutCertificate | None, turn: int
+        self, block_round: int, qc_round: int, tc: TimeoutCertificate | None, per_leader: int
     ) -> bool:
         """Vote once per round, only for a block that extends the newest certificate it may.
 
@@ -72,7 +70,7 @@ class SafetyRules:
             return True
         return (
             tc is not None
-            and block_round == round_after_timeout(tc.round, turn)
+            and block_round == round_after_timeout(tc.round, per_leader)
             and qc_round >= self.high_qc_round
         )
 

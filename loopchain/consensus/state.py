@@ -3,10 +3,10 @@
 Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2):
 
 * Rounds. Every block has a round; rounds only grow. The leader of round r is the validator at
-  position r // turn of the set (spinning): a turn is LEADER_BLOCK_CREATION_LIMIT rounds, at
-  least 3 in a set with unequal weights or groups (`rules.turn_of`). A validator enters round r + 1 on
+  position r // turn of the set (spinning; a turn is `blocks_per_leader` rounds, which a peer sets
+  to LEADER_BLOCK_CREATION_LIMIT and 3 at least: `rules.turn_for`). A validator enters round r + 1 on
   a certificate for round r, or enters the first round of the next leader's turn on a timeout
-  certificate for round r (in the turns of the set that led round r: `_turn_at`).
+  certificate for round r.
 * Propose. The leader of round r extends the block of the highest certificate it knows (`high_qc`),
   which it carries in the header (the piggybacked commit), plus the timeout certificate of the
   previous round when that round failed. It proposes only when there is work: pooled transactions, a
@@ -80,10 +80,9 @@ fault, and two sets on rival branches with message delays alone; and when a late
 carrier put the chain back on the old set while the handover's certificate reached only the new
 members. tests/sim/test_set_changes.py.) Liveness: once the network is
 stable and more than two thirds of the weight is up, timeouts grow until an honest leader's round
-lasts long enough to certify two consecutive blocks, and some leaders in a row that make a block
-final are up: three with turns of one round, two with turns of two, one with longer turns (less
-than a third of equal validators cannot take a place of every such row; shorter turns are kept
-for equal validators alone). A validator whose lock is above the highest
+lasts long enough to certify two consecutive blocks (with turns of 3 rounds or more one leader up
+makes a block final alone; with shorter ones it takes leaders in a row, which validators of less
+than a third of unequal weights can deny: `rules.turn_for`). A validator whose lock is above the highest
 certificate a leader knows refuses that leader's block after a timeout; the lock reaches the others
 through its complaints and the certificates it sends laggards, or, at the latest, when its own turn
 comes (it then extends it).
@@ -115,7 +114,7 @@ from loopchain.blockchain.mempool import (
     writer_of,
 )
 from loopchain.consensus import messages as m
-from loopchain.consensus.rules import SafetyRules, leader_of, round_after_timeout, turn_of
+from loopchain.consensus.rules import SafetyRules, leader_of, round_after_timeout
 from loopchain.consensus.tree import TREE_BUDGET_BLOCKS, BlockTree, TreeNode
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
@@ -259,27 +258,6 @@ class ChannelConsensus:
         if founder is not None:
             return founder  # the genesis of an open channel
         return leader_of(voting, round_, self.config.blocks_per_leader)
-
-    def _turn(self) -> int:
-        """Rounds each leader of the set voting now leads in a row (`turn_of`)."""
-        voting = self.voting_set
-        per_leader = self.config.blocks_per_leader
-        return turn_of(voting, per_leader) if voting is not None else per_leader
-
-    def _turn_at(self, round_: int, point: ChainTip | None = None) -> int:
-        """Rounds of the turn `round_` lies in: those of the set that led it, seen from the
-        certified block `point` (the highest certificate's when not given): the block's own
-        voters for its round and before (a handover's round was led by the set before it), the
-        voters above it for later rounds. A timeout certificate of a handover's round moved
-        the validators that held its certificate by the new set's turn and the others by the
-        old set's, a third against two thirds, in different rounds for good (review)."""
-        point = point or self._high_point() or self.tip
-        if round_ <= point.round:
-            voters = point.validators
-        else:
-            voters = point.child_voters or self.latest_validators
-        per_leader = self.config.blocks_per_leader
-        return turn_of(voters, per_leader) if voters is not None else per_leader
 
     def round_leaders(self, round_: int) -> set[str]:
         """The other validators `round_` needs: its leader, and the next round's, which its votes
@@ -501,7 +479,7 @@ class ChannelConsensus:
         tc = self.last_tc
         if tc is None or parent.round + 1 == self.round:
             return None
-        if round_after_timeout(tc.round, self._turn_at(tc.round, parent)) != self.round:
+        if round_after_timeout(tc.round, self.config.blocks_per_leader) != self.round:
             return None
         return tc
 
@@ -972,10 +950,9 @@ class ChannelConsensus:
         if tc is not None and tc.verify(voting, self.config.limits.ratio) is not None:
             invalid = "carries an invalid timeout certificate"
             return self._refuse_proposal(block, invalid, now, held=True)
-        # (the turn of the round the timeout certificate ends, as its leader counted it)
-        parent = self.tree.point(block.header.prev_hash)
-        turn = self._turn_at(tc.round, parent) if tc is not None else 0
-        if not self.safety.safe_to_vote(block.header.round, qc_round, tc, turn):
+        if not self.safety.safe_to_vote(
+            block.header.round, qc_round, tc, self.config.blocks_per_leader
+        ):
             return []
         if block.header.state_height > self.executed_height:
             if len(self.awaiting_execution) < MAX_WAITING:
@@ -1277,7 +1254,9 @@ class ChannelConsensus:
         tc = self.last_tc
         if tc is None or tc.round >= self.round:
             return []
-        if self.safety.high_qc_round + 1 >= round_after_timeout(tc.round, self._turn_at(tc.round)):
+        if self.safety.high_qc_round + 1 >= round_after_timeout(
+            tc.round, self.config.blocks_per_leader
+        ):
             return []  # the certificate takes a laggard as far as the timeout did
         return [m.BroadcastComplaint(complaint) for complaint in self.tc_complaints]
 
@@ -1452,7 +1431,7 @@ class ChannelConsensus:
         return actions
 
     def _on_tc(self, tc: TimeoutCertificate, now: float) -> list[m.Action]:
-        next_round = round_after_timeout(tc.round, self._turn_at(tc.round))
+        next_round = round_after_timeout(tc.round, self.config.blocks_per_leader)
         held = self.last_tc
         if next_round <= self.round and held is not None and not _better_tc(tc, held):
             return []
@@ -1492,7 +1471,7 @@ class ChannelConsensus:
         both certified and timed out: peers that saw the certificate first are in the round after
         it, the others in the next leader's turn; complaints about it still count for the former,
         or neither side could ever reach a quorum again."""
-        return round_after_timeout(round_, self._turn_at(round_)) > self.round
+        return round_after_timeout(round_, self.config.blocks_per_leader) > self.round
 
     def _arm_timer(self, now: float) -> list[m.Action]:
         if self.timer_round == self.round or not self.has_work():
@@ -1521,7 +1500,7 @@ class ChannelConsensus:
         The round before a turn depends on two leaders (the next one makes its certificate): one
         validator sending late dragged out its own rounds and that one, two leaders' rounds.
         With one block a leader every round is such a round: they are all counted then."""
-        if self._turn() <= 1:
+        if self.config.blocks_per_leader <= 1:
             return True
         return self.leader_of_round(round_ + 1) == self.leader_of_round(round_)
 
@@ -1540,7 +1519,7 @@ class ChannelConsensus:
         makes alone are timed (f+1 of 3f+1 alike), else a quorum (each faulty validator drags
         two leaders' rounds: 2f+1)."""
         ratio = self.config.limits.ratio
-        if turn_of(voting, self.config.blocks_per_leader) > 1:
+        if self.config.blocks_per_leader > 1:
             return voting.exceeds_third(slowest, ratio)
         return voting.has_quorum(slowest, ratio)
 

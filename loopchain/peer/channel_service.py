@@ -30,7 +30,7 @@ from loopchain.blockchain.mempool import TxPool, TxRefused, max_cost, writer_of
 from loopchain.blockchain.restore import restore_tip
 from loopchain.configure import Config, RefusalLog
 from loopchain.consensus import messages as m
-from loopchain.consensus.rules import SafetyRules, turn_of
+from loopchain.consensus.rules import SafetyRules, turn_for
 from loopchain.consensus.state import ChannelConsensus, ConsensusConfig
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.grpc_util import max_proposal_bytes
@@ -137,7 +137,7 @@ def consensus_config(config: Config) -> ConsensusConfig:
         interval=float(config.INTERVAL_BLOCKGENERATION),
         round_timeout=float(config.TIMEOUT_FOR_LEADER_COMPLAIN),
         max_round_timeout=float(config.MAX_TIMEOUT_FOR_LEADER_COMPLAIN),
-        blocks_per_leader=int(config.LEADER_BLOCK_CREATION_LIMIT),
+        blocks_per_leader=turn_for(int(config.LEADER_BLOCK_CREATION_LIMIT)),
         limits=Limits(
             max_block_txs=int(config.MAX_BLOCK_TX_NUM),
             max_block_bytes=int(config.MAX_BLOCK_KBYTES) * 1024,
@@ -227,7 +227,6 @@ class ChannelService:
             executed_height=executed[0] if (executed := store.executed()) else -1,
         )
         self._final_sets = self._chain_sets()  # (set, pending set) versions, for fail points
-        self._turns_told = -1  # the set version _tell_about_turns saw last
         self._note_unexecuted(store)
         self.score = ScoreRuntime(
             config=config,
@@ -1362,31 +1361,7 @@ class ChannelService:
         except (StorageError, BlockStoreError) as exc:
             self.storage_failed(exc)
             return []
-        if isinstance(event, m.ValidatorsChanged):
-            self._tell_about_turns()
         return actions
-
-    def _tell_about_turns(self) -> None:
-        """Log once a set when its leaders lead more rounds a turn than LEADER_BLOCK_CREATION_LIMIT
-        says: a set with unequal weights or groups has turns of 3 rounds at least (consensus.rules.
-        turn_of), and an operator who set 1 or 2 sees why leaders change less often."""
-        latest = self.consensus.latest_validators
-        per_leader = self.consensus.config.blocks_per_leader
-        if latest is None or latest.version == self._turns_told:
-            return
-        self._turns_told = latest.version
-        turn = turn_of(latest, per_leader)
-        if turn != per_leader:
-            log.info(
-                "channel %s: validator set %d has %s: each leader leads %d rounds a turn, not "
-                "LEADER_BLOCK_CREATION_LIMIT %d (with shorter turns, validators of less than a "
-                "third of the weight at every other place could stop blocks from becoming final)",
-                self.name,
-                latest.version,
-                "groups" if latest.groups else "unequal weights",
-                turn,
-                per_leader,
-            )
 
     def storage_failed(self, exc: StorageError | BlockStoreError) -> None:
         """A write to the store failed (disk full, read-only, failing) or was refused (the

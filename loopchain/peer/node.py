@@ -23,6 +23,7 @@ from loopchain.blockchain.mempool import block_window_us
 from loopchain.blockchain.restore import restore_tip
 from loopchain.configure import Config, config_from_values
 from loopchain.consensus import messages as m
+from loopchain.consensus.rules import turn_for
 from loopchain.durable import sweep_leftovers, write_atomic
 from loopchain.lifecycle import keep_memory_private
 from loopchain.p2p import grpc_util
@@ -357,6 +358,14 @@ class PeerNode:
                 _check_public_key(Path(self.options.public_key_path), key.signer, key_path)
             self.signer = key.signer
         log.info("peer id %s, target %s", self.signer.address, self.target)
+        limit = int(self.config.LEADER_BLOCK_CREATION_LIMIT)
+        if turn_for(limit) != limit and worker is None:
+            log.info(
+                "LEADER_BLOCK_CREATION_LIMIT %d is taken as %d: with shorter turns validators of "
+                "less than a third of unequal weights could stop blocks from becoming final",
+                limit,
+                turn_for(limit),
+            )
         # 2. serve gRPC (fails at once if the port is taken)
         self.tls = grpc_util.load_tls(self.config, self.root / "tls", self.options.tls_password)
         self.transport = GrpcTransport(self.config, self.tls)

@@ -231,11 +231,6 @@ class ValidatorSet:
             return None
         return self.validators[0].peer_id
 
-    @functools.cached_property
-    def evenly_weighted(self) -> bool:
-        """Every validator votes alone with one weight: no groups, no weight differs."""
-        return not self.groups and len({v.weight for v in self.validators}) <= 1
-
     def leader_at(self, index: int) -> str:
         """The validator at position `index` modulo the set size."""
         if not self.validators:
@@ -365,11 +360,6 @@ class JointSet:
     def leader_at(self, index: int) -> str:
         """The old set leads while a set is pending: the chain has been running on its members."""
         return self.old.leader_at(index)
-
-    @property
-    def evenly_weighted(self) -> bool:
-        """As the set that leads (its turns are those of its leaders, consensus.rules.turn_of)."""
-        return self.old.evenly_weighted
 
 
 # who votes on a block: one set, or two while a new one is pending

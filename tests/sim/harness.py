@@ -31,7 +31,7 @@ from typing import Any
 from loopchain.blockchain.chain import ChainTip, Limits
 from loopchain.blockchain.mempool import TxPool
 from loopchain.consensus import messages as m
-from loopchain.consensus.rules import SafetyRules, turn_of
+from loopchain.consensus.rules import SafetyRules
 from loopchain.consensus.state import MAX_WAITING, ChannelConsensus, ConsensusConfig
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
@@ -150,11 +150,6 @@ class Network:
         self.seen_certificates: list[QuorumCertificate] = []
         self.flooded_rounds = 0  # far rounds the complaint flooders used so far
         self.submitted: list[Transaction] = []
-
-    @property
-    def turn(self) -> int:
-        """Rounds each leader of the issued set leads in a row."""
-        return turn_of(self.validators, self.blocks_per_leader)
 
     # ------------------------------------------------------------ node lifecycle
 
@@ -481,7 +476,7 @@ class Network:
             complaint = Complaint.create(CHANNEL, target, qc, node.signer)
             self._broadcast(node.address, m.ComplaintReceived(complaint))
         signed = Complaint.create(CHANNEL, round_, qc, node.signer)
-        for other in (round_ - 1, round_ + 1, round_ + self.turn):
+        for other in (round_ - 1, round_ + 1, round_ + self.blocks_per_leader):
             relabelled = Complaint(CHANNEL, other, qc, node.address, signed.signature)
             self._broadcast(node.address, m.ComplaintReceived(relabelled))
 
@@ -511,7 +506,7 @@ class Network:
         else:
             height = real.height + 1 if real is not None else 0
             forged = self.forged_certificate(node, height, claimed, sha3_256(b"ghost %d" % round_))
-        for target in range(round_, round_ + 2 * self.turn):  # and the next turns'
+        for target in range(round_, round_ + 2 * self.blocks_per_leader):  # and the next turns'
             complaint = Complaint.create(CHANNEL, target, forged, node.signer)
             self._broadcast(node.address, m.ComplaintReceived(complaint))
 
