@@ -33,8 +33,11 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def run(script: Path, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run a tool to its end with stdin not a terminal; stdout and stderr as text."""
+def run(
+    script: Path, *args: str, cwd: Path, umask: int = -1, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a tool to its end with stdin not a terminal (under `umask` when given); stdout and
+    stderr as text."""
     return subprocess.run(
         [sys.executable, str(script), *args],
         cwd=cwd,
@@ -44,6 +47,7 @@ def run(script: Path, *args: str, cwd: Path, **env: str) -> subprocess.Completed
         text=True,
         timeout=TOOL_DEADLINE,
         check=False,
+        umask=umask,
     )
 
 
@@ -247,23 +251,14 @@ def test_create_sign_pki_makes_a_new_folder_its_owners_alone(tmp_path: Path, uma
     """Under umask 000 the folder holding private.pem was anyone's (review); one that exists
     keeps the mode its owner gave it."""
     out = tmp_path / "keys"
-    done = subprocess.run(
-        [sys.executable, str(CREATE_SIGN_PKI), "--out", str(out)],
-        cwd=tmp_path,
-        env=_env(**{KEY_PASSWORD_ENV: "pw"}),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=TOOL_DEADLINE,
-        check=False,
-        umask=umask,
-    )
+    password = {KEY_PASSWORD_ENV: "pw"}
+    done = run(CREATE_SIGN_PKI, "--out", str(out), cwd=tmp_path, umask=umask, **password)
     assert done.returncode == 0, done.stderr
     assert out.stat().st_mode & 0o777 == 0o700
     assert (out / "private.pem").stat().st_mode & 0o777 == 0o600
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o755)
     shared.chmod(0o755)
-    again = run(CREATE_SIGN_PKI, "--out", str(shared), cwd=tmp_path, **{KEY_PASSWORD_ENV: "pw"})
+    again = run(CREATE_SIGN_PKI, "--out", str(shared), cwd=tmp_path, **password)
     assert again.returncode == 0, again.stderr
     assert shared.stat().st_mode & 0o777 == 0o755
