@@ -32,12 +32,13 @@ from typing import Any
 
 from loopchain.types.certificates import CertificateError, check_password_text
 
-# a block of the largest size in JSON (MAX_BLOCK_KBYTES 1024 by default), with room to spare
-MAX_REPLY_BYTES = 16 * 1024 * 1024
-# objects and arrays a reply may hold ('{' and '[' counted, in strings too): a block's has a few a
-# transaction (some thousands); a node answering 60 MB of "[{},{},...]" had a tool parse 30
-# million dicts (3 GB, review)
+MAX_REPLY_BYTES = 64 * 1024 * 1024  # a block of the largest size, with room to spare
+# objects and arrays a reply may hold (outside its strings): a block's has a few a transaction
+# (some thousands); a node answering 60 MB of "[{},{},...]" had a tool parse 30 million dicts
+# (3 GB, review). Those in strings are not counted: a transaction's data holds what its client
+# wrote, braces too (the first count refused a block of five such transactions: review)
 MAX_REPLY_CONTAINERS = 250_000
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 DEFAULT_TIMEOUT = 10.0
 READ_CHUNK = 64 * 1024
 TLS_KEY_PASSWORD_ENV = "LOOPCHAIN_TLS_KEY_PASSWORD"  # as the nodes read it (p2p.grpc_util)
@@ -51,11 +52,19 @@ def parse_reply(raw: bytes) -> Any:
     """The JSON of a node's reply (at most MAX_REPLY_BYTES); ReplyTooComplex when it holds more
     than MAX_REPLY_CONTAINERS objects and arrays, ValueError or RecursionError when it is not
     JSON."""
-    if raw.count(b"{") + raw.count(b"[") > MAX_REPLY_CONTAINERS:
+    if raw.count(b"{") + raw.count(b"[") > MAX_REPLY_CONTAINERS and _containers(raw) > (
+        MAX_REPLY_CONTAINERS
+    ):
         raise ReplyTooComplex(
             f"the reply holds more than {MAX_REPLY_CONTAINERS} objects and arrays"
         )
     return json.loads(raw)
+
+
+def _containers(raw: bytes) -> int:
+    """The objects and arrays a JSON text opens outside its strings."""
+    bare = _JSON_STRING.sub(b"", raw)
+    return bare.count(b"{") + bare.count(b"[")
 
 
 # control characters other than a line's end and a tab: a node's words printed as they came drove

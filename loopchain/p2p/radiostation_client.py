@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 # RadioStation is tried. Every other code (UNAVAILABLE, DEADLINE_EXCEEDED, ...) makes it
 # unreachable at once.
 BUSY_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED})
+# statuses that are the RadioStation's answer, not a failure to reach it: not tried at a standby,
+# and said (a peer list refused to a peer no party of the channel was taken for the station down,
+# the standby asked in its place, and the refusal logged at DEBUG only: review)
+REFUSING_CODES = frozenset({grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND})
 # ... unless gRPC says a message was over a size bound (either side's): no retry changes that
 _TOO_LARGE = "larger than max"
 BUSY_TRIES = 3
@@ -233,6 +237,11 @@ class RadioStationClient:
             try:
                 return await method(request, timeout=deadline - loop.time())
             except grpc.aio.AioRpcError as exc:
+                if exc.code() in REFUSING_CODES:  # an answer (a peer no party of the channel)
+                    words = f"{exc.code().name}: {exc.details()}"
+                    raise RadioStationRefused(
+                        f"RadioStation {self.target} refused: {words}"
+                    ) from None
                 if exc.code() not in BUSY_CODES or _TOO_LARGE in (exc.details() or ""):
                     raise RadioStationUnreachable(exc.code().name) from None
                 busy = f"busy ({exc.code().name}, {tries} tries): {exc.details()}"

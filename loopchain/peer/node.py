@@ -235,6 +235,7 @@ class PeerNode:
         self.root = Path(config.DEFAULT_STORAGE_PATH) / f"peer_{options.port}"
         self.target = f"{config.LOOPCHAIN_HOST}:{options.port}"
         self.channels: dict[str, ChannelService] = {}  # served in this process
+        self._sets_refused: dict[str, str] = {}  # channel -> the peer list refusal said last
         self.workers: dict[str, ChannelWorker] = {}  # served by a worker process each
         self.transport: GrpcTransport | None = None
         self.stores: list[KeyValueStore] = []
@@ -827,9 +828,15 @@ class PeerNode:
         load)."""
         try:
             peers, validators = await rs.peer_list(service.name)
-        except (RadioStationUnreachable, RadioStationRefused) as exc:
+        except RadioStationRefused as exc:  # said once (it is asked again each heartbeat)
+            if self._sets_refused.get(service.name) != str(exc):
+                self._sets_refused[service.name] = str(exc)
+                log.warning("channel %s: validator set not fetched: %s", service.name, exc)
+            return
+        except RadioStationUnreachable as exc:
             log.debug("validator set not fetched: %s", exc)
             return
+        self._sets_refused.pop(service.name, None)
         service.set_members(peers)
         if validators is not None:
             service.receive(m.ValidatorsChanged(validators))

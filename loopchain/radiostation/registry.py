@@ -160,11 +160,15 @@ class Registry:
                 )
                 self._peers[record.peer_id] = record
             for name, raw in data["channels"].items():
+                # a file of an earlier version names no parties: every registered peer is taken
+                # for one (a validator unlisted before the upgrade still votes until the
+                # handover, and was refused the sets it follows meanwhile: review)
+                parties = raw.get("parties", list(self._peers))
                 self._membership[name] = _Membership(
                     int(raw["version"]),
                     list(raw["members"]),
                     str(raw.get("served", "")),
-                    [str(p) for p in raw.get("parties", [])][-MAX_PARTIES_KEPT:],
+                    [str(p) for p in parties][-MAX_PARTIES_KEPT:],
                 )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RegistryError(f"registry file {self.path} is corrupt: {exc!r}") from None

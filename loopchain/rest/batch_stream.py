@@ -63,11 +63,14 @@ def call_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
 
 # how gRPC's UNAVAILABLE begins when no connection was had (nothing was sent)
 NEVER_SENT = "failed to connect"
-# statuses a call ends with when the connection broke or the peer died or stopped mid-call
+# how it says the server refused the call's stream (HTTP/2 REFUSED_STREAM: past its concurrent
+# streams, a burst's first moments on a new connection): nothing of it was read (review)
+STREAM_REFUSED = "RST_STREAM with error code 7"
+# statuses a call ends with when the connection broke or the peer died or stopped mid-call (not
+# CANCELLED: gRPC ends so the calls of a burst a server takes no more of, before their handler)
 _CUT_OFF = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.CANCELLED,
         grpc.StatusCode.INTERNAL,
         grpc.StatusCode.UNKNOWN,
     }
@@ -89,7 +92,8 @@ def _unanswered(exc: grpc.aio.AioRpcError) -> bool:
     """Whether a batch call that failed so was sent and ended without its handler's answer."""
     if exc.code() not in _CUT_OFF or answered_by_handler(exc):
         return False
-    return not (exc.details() or "").startswith(NEVER_SENT)
+    details = exc.details() or ""
+    return not details.startswith(NEVER_SENT) and STREAM_REFUSED not in details
 
 
 def _outcome_unknown(details: str) -> str:
@@ -170,7 +174,7 @@ class BatchStreams(Generic[Request]):
             raise call_error(grpc.StatusCode.UNAVAILABLE, "the submission stream ended") from None
         except grpc.aio.AioRpcError as exc:
             self._drop(stream)
-            if exc.code() in _CUT_OFF and not answered_by_handler(exc):
+            if _unanswered(exc):
                 # the stream broke (its peer died or ended it; grpc says INTERNAL "Internal
                 # error from Core" without the peer's status): under the batch's write, the
                 # peer is what cannot be reached; once the batch was written, it may have it

@@ -279,6 +279,34 @@ async def test_a_batch_sent_by_call_to_a_peer_that_goes_away_holding_it_is_outco
     assert unreached.value.code() is grpc.StatusCode.UNAVAILABLE, unreached.value
 
 
+@pytest.mark.parametrize(
+    ("code", "details", "answered", "unknown"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, "Stream removed (Socket closed)", False, True),
+        (grpc.StatusCode.INTERNAL, "Internal error from Core", False, True),
+        (grpc.StatusCode.UNKNOWN, "Unexpected <class 'OSError'>", False, True),
+        (grpc.StatusCode.UNAVAILABLE, "channel alpha is halted", True, False),  # `refuse`
+        (grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; ...", False, False),
+        # past the server's concurrent streams (a burst on a new connection): never read
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "Stream removed (RST_STREAM (Received RST_STREAM with error code 7))",
+            False,
+            False,
+        ),
+        (grpc.StatusCode.CANCELLED, "Cancelled", False, False),  # a burst's, before its handler
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "too many", False, False),
+    ],
+)
+def test_which_failures_leave_a_batch_sent_unanswered(
+    code: grpc.StatusCode, details: str, answered: bool, unknown: bool
+) -> None:
+    """A review had a refused stream of a burst (nothing read) answered 502 "unknown"."""
+    trailing = grpc.aio.Metadata(grpc_util.ANSWERED) if answered else grpc.aio.Metadata()
+    failure = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details)
+    assert batch_stream._unanswered(failure) is unknown
+
+
 async def refusal_of(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await call

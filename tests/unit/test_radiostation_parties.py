@@ -5,6 +5,7 @@ votes until the chain hands over to the set without it, and follows the sets mea
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -61,3 +62,23 @@ def test_the_peers_remembered_as_parties_are_bounded(tmp_path: Path) -> None:
     registry.serve(CHANNEL, "two", ["hx" + "f" * 40])
     assert not registry.was_party(CHANNEL, first[0])
     assert registry.was_party(CHANNEL, first[1]) and registry.was_party(CHANNEL, "hx" + "f" * 40)
+
+
+def test_a_registry_of_an_earlier_version_takes_its_registered_peers_for_parties(
+    tmp_path: Path,
+) -> None:
+    """Its file names no parties: a validator unlisted before the upgrade, still registered and
+    voting until the handover, was refused the sets it follows (review)."""
+    a, b = Signer.generate(), Signer.generate()
+    path = tmp_path / "registry.json"
+    station = _station(path, _spec(MemberSpec(a.address), MemberSpec(b.address)))
+    for signer in (a, b):
+        station.registry.register(signer.address, "127.0.0.1:7100", "", signer.public_key)
+    station.registry.set_channel(_spec(MemberSpec(a.address)))  # b unlisted
+    saved = json.loads(path.read_text())
+    for channel in saved["channels"].values():
+        del channel["parties"]  # as an earlier version wrote it
+    path.write_text(json.dumps(saved))
+    upgraded = _station(path, _spec(MemberSpec(a.address)))
+    assert upgraded.is_party(CHANNEL, b.address)
+    assert not upgraded.is_party(CHANNEL, Signer.generate().address)
