@@ -10,9 +10,11 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from loopchain.configure import load_config
+from loopchain.p2p.grpc_util import refuse
 from loopchain.p2p.radiostation_client import RadioStationRefused, RadioStations
 from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.protos import loopchain_pb2 as pb
@@ -37,12 +39,14 @@ class Answering(pb_grpc.RadioStationServicer):
         self.reply = reply
         self.peers = peers or pb.PeerListReply()
         self.calls = 0
+        self.lists = 0  # peer lists asked
 
     async def ConnectPeer(self, request: pb.ConnectPeerRequest, context: Any) -> Any:
         self.calls += 1
         return self.reply
 
     async def GetPeerList(self, request: pb.ChannelRequest, context: Any) -> Any:
+        self.lists += 1
         return self.peers
 
 
@@ -154,3 +158,29 @@ async def test_peers_listed_at_no_host_and_port_or_twice_are_left_out(
     assert len(warned) == 1, warned
     assert "'unix:/tmp/x.sock' (not host:port)" in warned[0]
     assert warned[0].endswith(f"of c: left out and {len(bad)} more"), warned[0]
+
+
+class Refusing(Answering):
+    """Refuses every peer list as a RadioStation refuses one to a peer no party of the channel."""
+
+    def __init__(self) -> None:
+        super().__init__(pb.ConnectPeerReply())
+
+    async def GetPeerList(self, request: pb.ChannelRequest, context: Any) -> Any:
+        self.lists += 1
+        return refuse(context, grpc.StatusCode.PERMISSION_DENIED, "peer hx1 is not a party of c")
+
+
+async def test_a_peer_list_refused_is_the_radiostations_answer_not_tried_at_a_standby() -> None:
+    """It was taken for the RadioStation down: its standby was asked in its place (and used
+    from then on), and the refusal was logged at DEBUG only (review)."""
+    refusing, standby = Refusing(), Answering(pb.ConnectPeerReply(), pb.PeerListReply())
+    async with serving(refusing) as first, serving(standby) as second:
+        stations = RadioStations([first, second], CONFIG)
+        try:
+            with pytest.raises(RadioStationRefused) as refused:
+                await stations.peer_list("c")
+        finally:
+            await stations.close()
+    assert "PERMISSION_DENIED: peer hx1 is not a party of c" in str(refused.value)
+    assert refusing.lists == 1 and standby.lists == 0
