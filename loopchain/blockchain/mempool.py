@@ -313,8 +313,8 @@ class TxPool:
         self._unexecuted[height] = owed
         for sender, amount in owed.items():
             self._unexecuted_spend[sender] = self._unexecuted_spend.get(sender, 0) + amount
-        while len(self._unexecuted) > UNEXECUTED_HEIGHTS_KEPT:
-            self._forget_unexecuted(min(self._unexecuted))
+        while len(self._unexecuted) > UNEXECUTED_HEIGHTS_KEPT:  # the oldest (noted in order)
+            self._forget_unexecuted(next(iter(self._unexecuted)))
 
     def note_executed(self, height: int) -> None:
         """The blocks up to `height` are executed: balances read now show what they cost. (Heights

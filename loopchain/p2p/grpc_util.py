@@ -63,6 +63,7 @@ STREAM_ACCEPTED = ("loopchain-stream", "accepted")
 # trailing metadata of every refusal a handler answers (`refuse`): a status without it was not
 # the handler's answer (the connection broke, the process died or stopped mid-call)
 ANSWERED = ("loopchain-answered", "1")
+NEVER_SENT = "failed to connect"  # how gRPC's UNAVAILABLE begins when no connection was had
 
 
 class Revocations:

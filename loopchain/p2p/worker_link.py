@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 
 from loopchain.configure import Config
-from loopchain.p2p.grpc_util import FORWARDED_FROM_KEY, address_source, open_channel
+from loopchain.p2p.grpc_util import FORWARDED_FROM_KEY, NEVER_SENT, address_source, open_channel
 from loopchain.p2p.lanes import ByteBudget
 from loopchain.p2p.peer_client import Outbound, PeerLink
 from loopchain.p2p.peer_health import PeerHealth
@@ -49,7 +49,6 @@ CALLER_RESERVE_BYTES = 32 << 10
 # calls that take transactions in: one whose worker went away while it had the request may have
 # taken them (answered UNKNOWN, not UNAVAILABLE: sending them again is not known to be safe)
 SUBMISSIONS = frozenset({"CreateTx", "CreateTxBatch", "CreateIconTx", "CreateIconTxBatch"})
-NEVER_SENT = "failed to connect"  # how gRPC's UNAVAILABLE begins when no connection was had
 # the most a forwarded call waits (a streamed batch waits GRPC_TIMEOUT: `batch_deadline`)
 MAX_DEADLINE_S = 30.0
 FORWARD_MARGIN_S = 0.2  # of a caller's deadline, left for the peer to pass on the worker's answer

@@ -33,7 +33,12 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from loopchain.p2p.grpc_util import STREAM_ACCEPTED, answered_by_handler, status_of
+from loopchain.p2p.grpc_util import (
+    NEVER_SENT,
+    STREAM_ACCEPTED,
+    answered_by_handler,
+    status_of,
+)
 from loopchain.protos import loopchain_pb2 as pb
 
 MAX_STREAMS = 4  # streams open at once (the submitter has one batch in flight per channel)
@@ -61,8 +66,6 @@ def call_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, empty, empty, details)
 
 
-# how gRPC's UNAVAILABLE begins when no connection was had (nothing was sent)
-NEVER_SENT = "failed to connect"
 # how it says the server refused the call's stream (HTTP/2 REFUSED_STREAM: past its concurrent
 # streams, a burst's first moments on a new connection): nothing of it was read (review)
 STREAM_REFUSED = "RST_STREAM with error code 7"
