@@ -24,6 +24,7 @@ if __name__ == "__main__":  # run as a file, by any python: go on in the reposit
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -35,7 +36,7 @@ from typing import Any
 import grpc
 
 from loopchain.blockchain.block_store import BlockStore
-from loopchain.configure import Config, load_config
+from loopchain.configure import Config, load_config, setup_logging
 from loopchain.consensus.rules import leader_of
 from loopchain.p2p import grpc_util
 from loopchain.p2p.errors import ErrorKind, RequestError
@@ -324,8 +325,17 @@ def parse_args(argv: Sequence[str]) -> Options:
     return Options(args.blocks, args.txs_per_block, args.json)
 
 
+def set_up_logging() -> None:
+    """The channel's log on stderr as a peer's, at WARNING unless LOOPCHAIN_LOG_LEVEL says: a
+    range the fresh peer gave up on, cancelled at the server before its handler ran, is then an
+    INFO line as in a peer, not grpc's traceback (a CI run failed on one)."""
+    overrides = {} if "LOOPCHAIN_LOG_LEVEL" in os.environ else {"LOOPCHAIN_LOG_LEVEL": "WARNING"}
+    setup_logging(load_config(overrides=overrides), debug=False, process="bench_sync")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(sys.argv[1:] if argv is None else argv)
+    set_up_logging()
     with tempfile.TemporaryDirectory(prefix="bench_sync_") as tmp:
         try:
             figures = asyncio.run(run(options, Path(tmp)))

@@ -2,7 +2,8 @@
 happens when a caller goes away or the server stops just as calls arrive; with the process's
 logging set up as every loopchain process does. Used by test_grpc_logging.py.
 
-Usage: python -m tests.integration._cancelled_rpcs CALLS
+Usage: python -m tests.integration._cancelled_rpcs CALLS [bench_sync]
+(with bench_sync, the logging is set up as tools/bench_sync.py, which serves in-process, does)
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ async def main(calls: int) -> None:
 
 
 if __name__ == "__main__":
-    overrides = {"LOOPCHAIN_LOG_LEVEL": "INFO"}
-    setup_logging(load_config(environ={}, overrides=overrides), debug=False, process="probe")
+    if sys.argv[2:] == ["bench_sync"]:
+        from tools.bench_sync import set_up_logging
+
+        set_up_logging()
+    else:
+        overrides = {"LOOPCHAIN_LOG_LEVEL": "INFO"}
+        setup_logging(load_config(environ={}, overrides=overrides), debug=False, process="probe")
     asyncio.run(main(int(sys.argv[1])))

@@ -4,9 +4,12 @@ CancelledError and then prints its traceback to stderr itself)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.integration._cancelled_rpcs import METHOD
 from tools.procs import log_problems
@@ -15,10 +18,16 @@ ROOT = Path(__file__).resolve().parents[2]
 CALLS = 20
 
 
-def test_calls_cancelled_before_their_handlers_ran_are_info_lines_without_tracebacks() -> None:
+@pytest.mark.parametrize("process", ["peer", "bench_sync"])
+def test_calls_cancelled_before_their_handlers_ran_are_info_lines_without_tracebacks(
+    process: str,
+) -> None:
+    # (tools/bench_sync.py serves a chain in-process: its fresh peer gives up ranges so)
     done = subprocess.run(
-        [sys.executable, "-m", "tests.integration._cancelled_rpcs", str(CALLS)],
+        [sys.executable, "-m", "tests.integration._cancelled_rpcs", str(CALLS)]
+        + ([process] if process == "bench_sync" else []),
         cwd=ROOT,
+        env={**os.environ, "LOOPCHAIN_LOG_LEVEL": "INFO"},
         capture_output=True,
         text=True,
         timeout=60,
