@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 from tools.procs import LocalNetwork, child_pids, http, pid_alive, wait_until
 
@@ -86,6 +87,51 @@ def test_sigterm_under_load_ends_every_process_by_itself_and_tears_nothing(
                     return False
                 acknowledged.pop()
             return True
+
+        wait_until(all_final, 120, "every acknowledged transaction final after the restart")
+    finally:
+        net.stop_and_check()
+
+
+def test_a_peer_stopped_under_load_answers_every_submission_in_flight(tmp_path: Path) -> None:
+    # SIGTERM to the peer alone (as docker stop and systemd send it): the submissions its proxy
+    # holds are taken (200) or refused (503), none answered "whether it took them is unknown"
+    net = LocalNetwork(tmp_path)
+    try:
+        net.start_radiostation()
+        port = net.start_peer()
+        base = net.rest(port)
+        answers: list[tuple[int, Any]] = []
+        stop_load = threading.Event()
+
+        def client(index: int) -> None:
+            sent = 0
+            while not stop_load.is_set():
+                sent += 1
+                body = json.dumps({"client": index, "n": sent}).encode()
+                try:
+                    answers.append(http("POST", f"{base}/api/v1/transactions", body, timeout=30))
+                except OSError:  # the proxy gone: no answer, so nothing acknowledged
+                    if not net.peers[port].alive:
+                        return
+
+        clients = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(32)]
+        for thread in clients:
+            thread.start()
+        wait_until(lambda: len(answers) >= 300, 120, "300 answered submissions")
+        net.peers[port].send_signal(signal.SIGTERM)
+        assert net.peers[port].wait(timeout=60) == 0
+        stop_load.set()
+        for thread in clients:
+            thread.join(40)
+        odd = [(status, reply) for status, reply in answers if status not in (200, 503)]
+        assert not odd, odd[:5]
+        pending = {str(reply["tx_hash"]) for status, reply in answers if status == 200}
+        net.start_peer(port)
+
+        def all_final() -> bool:
+            pending.difference_update([tx for tx in list(pending) if net.final_on(port, tx)])
+            return not pending
 
         wait_until(all_final, 120, "every acknowledged transaction final after the restart")
     finally:
