@@ -89,17 +89,23 @@ class TxPool:
         self._unexecuted: dict[int, dict[str, int]] = {}
         self._unexecuted_spend: dict[str, int] = {}
 
-    def check(self, tx: Transaction, now: float) -> None:
-        """Raise TxRefused unless the pool would ever take `tx` (size and timestamp window)."""
+    def check(self, tx: Transaction, now: float, margin: float = 0.0) -> None:
+        """Raise TxRefused unless the pool would ever take `tx` (size and timestamp window);
+        with `margin`, the window is that much narrower (a client's transaction: see
+        ChannelService.intake_margin)."""
         size = len(tx.encode())
         if size > self.max_tx_bytes:
             raise TxRefused(f"transaction is {size} bytes, limit {self.max_tx_bytes}")
         off = tx.timestamp / 1_000_000 - now
-        if abs(off) > self.window:
+        if abs(off) > self.window - margin:
             when = "old" if off < 0 else "far in the future"
-            raise TxRefused(
-                f"transaction timestamp is {abs(off):.0f} s {when} (window {self.window:g} s)"
-            )
+            window = f"window {self.window:g} s"
+            if margin:
+                window += (
+                    f"; a client's is taken within {self.window - margin:g} s of this clock, "
+                    "so that the other peers' clocks (MAX_TIMESTAMP_SKEW) and its relay take it too"
+                )
+            raise TxRefused(f"transaction timestamp is {abs(off):.0f} s {when} ({window})")
 
     def _shares(self, writer: str) -> tuple[int, int]:
         """(how many shares `writer` holds, of how many): one each; the unknown writer (the

@@ -89,9 +89,10 @@ BACK_RESEND_S = 2.0  # a member back from a cut is sent what it missed at most t
 # A member still without an address this long after a message to it was kept is worth a warning;
 # at start-up the member list fills within a heartbeat or two, and what waited is sent then.
 MISSING_MEMBER_GRACE_S = 10.0
-# how recent a block refused for its time is, for a clock the RadioStation says is off to refuse
-# client transactions (_refuses_blocks_for_time)
-CLOCK_EVIDENCE_S = 60.0
+# a client's v3 transaction is taken within TX_TIMESTAMP_WINDOW less MAX_TIMESTAMP_SKEW and this
+# (at most half the window): stamped at its edge, the other pools (their clocks up to the skew
+# behind or ahead, and it relayed a moment later) dropped it, acknowledged (clock review)
+RELAY_TIME_S = 10.0
 REFUSED_FOR_TIME_KEPT = 64  # blocks refused for their time kept, to see whether they become final
 INTAKE_SWEEP_S = 60.0  # seconds between two sweeps of the intake log for what expired
 # relayed v3 transactions pooled whose senders' balances are still to be asked (see
@@ -173,11 +174,15 @@ class ChannelService:
         # called when a validator has no address here yet (the peer asks the RadioStation again)
         self.on_members_wanted = on_members_wanted
         self.halted: str | None = None  # why this channel stopped (its storage failed)
-        self.clock_off: str | None = None  # this peer's clock off the RadioStation's (its node)
+        window = float(config.TX_TIMESTAMP_WINDOW)
+        skew = float(config.MAX_TIMESTAMP_SKEW)
+        # how much narrower than the pools' window a client's transaction is taken (RELAY_TIME_S)
+        self.intake_margin = min(skew + RELAY_TIME_S, window / 2) if math.isfinite(window) else 0.0
+        self._clock_off: str | None = None  # this peer's clock off the RadioStation's (its node)
         # blocks refused for their time (OFF_THIS_CLOCK), the latest REFUSED_FOR_TIME_KEPT, and
-        # when one of them last became final all the same (monotonic)
+        # whether one of them became final all the same since a final block was last on time here
         self._refused_for_time: dict[bytes, None] = {}
-        self._refused_for_time_at = -math.inf
+        self._behind_the_quorum = False
         self.name = settings.name
         self.config = config
         self.signer = signer
@@ -620,7 +625,7 @@ class ChannelService:
         # (marked checked, as it is below: it goes nowhere unless its signature is good)
         tx = Transaction.from_icon(checked, signature_verified=True)
         try:
-            self.consensus.pool.check(tx, self.clock())
+            self.consensus.pool.check(tx, self.clock(), self.intake_margin)
         except TxRefused as exc:
             raise RequestError(ErrorKind.INVALID, f"transaction refused: {exc}") from None
         if room <= 0:
@@ -698,7 +703,7 @@ class ChannelService:
                 ErrorKind.DENIED,
                 f"this peer audits channel {self.name}: it serves its data but takes no transactions",
             )
-        if self.clock_off is not None and self._refuses_blocks_for_time():
+        if self.clock_off is not None and self._behind_the_quorum:
             return RequestError(
                 ErrorKind.UNAVAILABLE,
                 f"{self.clock_off}, and blocks of channel {self.name} it refused for their time "
@@ -707,13 +712,23 @@ class ChannelService:
             )
         return None
 
-    def _refuses_blocks_for_time(self) -> bool:
-        """Whether a block this peer refused for its time (OFF_THIS_CLOCK) became final all the
-        same in the last CLOCK_EVIDENCE_S: with the RadioStation's word that its clock is off
-        (`clock_off`), the two together say that it is this peer's clock that is wrong, not the
-        RadioStation's. A block one leader stamped wrong, or anyone forged, never becomes final
-        (the others refuse it too), so it is no evidence (review)."""
-        return time.monotonic() - self._refused_for_time_at < CLOCK_EVIDENCE_S
+    @property
+    def clock_off(self) -> str | None:
+        """How this peer's clock is off the RadioStation's, as its node was told (None: it is
+        not). With `_behind_the_quorum` (a block this peer refused for its time became final
+        all the same, and none was final on time here since) the two together say that it is
+        this peer's clock that is wrong, not the RadioStation's: client transactions are
+        refused. A block one leader stamped wrong, or anyone forged, never becomes final (the
+        others refuse it too), so it is no evidence (review). The evidence lasts while no block
+        is final on time here: it lasted a minute, and a channel idle longer took (and lost)
+        transactions again (clock review)."""
+        return self._clock_off
+
+    @clock_off.setter
+    def clock_off(self, off: str | None) -> None:
+        self._clock_off = off
+        if off is None:
+            self._behind_the_quorum = False
 
     def _new_txs(self, items: list[dict[str, Any]]) -> list[Transaction | RequestError]:
         refused = self._refusal_for_all()
@@ -721,7 +736,7 @@ class ChannelService:
             self._count_refusals([refused] * len(items))
             return [refused] * len(items)
         outcomes: list[Transaction | RequestError] = []
-        now_us = time.time_ns() // 1000
+        now_us = int(self.clock() * 1_000_000)
         room, refusal = self._admission(now_us / 1_000_000)
         refusals: list[RequestError] = []
         taken_bytes = 0  # of the transactions taken so far in this batch
@@ -1392,9 +1407,8 @@ class ChannelService:
         ]
         if commits or votes:
             self.store.save(commits, votes)
-        if any(block.hash in self._refused_for_time for block, _, _ in commits):
-            # a block this peer refused for its time is final: a quorum's clocks disagree with its
-            self._refused_for_time_at = time.monotonic()
+        if commits:
+            self._judge_own_clock([block for block, _, _ in commits])
         sets_before = self._final_sets
         if commits:
             self._final_sets = self._chain_sets()
@@ -1439,6 +1453,18 @@ class ChannelService:
                             del self._refused_for_time[next(iter(self._refused_for_time))]
         if commits:
             self._sets_failpoints(sets_before)
+
+    def _judge_own_clock(self, final: list[Block]) -> None:
+        """A block this peer refused for its time is final: a quorum's clocks disagree with its.
+        A block final on time here (within MAX_TIMESTAMP_SKEW of this clock) says they agree
+        again (a clock set right before the RadioStation's next word)."""
+        refused = [block.hash in self._refused_for_time for block in final]
+        if refused[-1]:
+            self._behind_the_quorum = True
+        elif self._behind_the_quorum:
+            skew_us = float(self.config.MAX_TIMESTAMP_SKEW) * 1_000_000
+            if abs(final[-1].header.timestamp - self.clock() * 1_000_000) <= skew_us:
+                self._behind_the_quorum = False
 
     def _chain_sets(self) -> tuple[int | None, int | None]:
         """The versions of the final chain's validator set and of the one pending."""

@@ -611,3 +611,46 @@ async def test_a_validator_the_newest_set_makes_an_auditor_relays_v3_until_the_h
         assert by_x[0].hash in pool and by_stranger[0].hash not in pool
     finally:
         await cluster.stop()
+
+
+def _stamped(age_s: float) -> str:
+    """A signed transfer stamped `age_s` seconds ago (negative: ahead)."""
+    signer = Signer.generate()
+    params = make_params(
+        sender=signer.address,
+        to=BOB,
+        step_limit=100_000,
+        timestamp_us=time.time_ns() // 1000 - int(age_s * 1_000_000),
+        nid=NID,
+        nonce=next(_nonces),
+    )
+    return json.dumps(sign_params(params, signer))
+
+
+async def test_a_client_transaction_near_its_windows_edge_is_refused_not_acknowledged_and_lost(
+    tmp_path: Path,
+) -> None:
+    """A client's transaction is taken within the window less the others' clock skew and its
+    relay time: stamped 299 s ago it was acknowledged by this peer and dropped by the others
+    (their clocks a little behind, or its relay a moment later), never final (clock review).
+    The pools still take such a one relayed (another peer took it a moment before)."""
+    cluster = Cluster(tmp_path)
+    try:
+        balances = HeldBalances()
+        balances.answer()
+        service = lone_peer(cluster, balances)
+        window = float(service.config.TX_TIMESTAMP_WINDOW)
+        edge = window - service.intake_margin
+        assert 0 < edge < window - float(service.config.MAX_TIMESTAMP_SKEW)
+        for age in (edge + 5, -(edge + 5), window - 1):
+            refused = await service.create_icon_txs([_stamped(age)])
+            assert isinstance(refused[0], RequestError), (age, refused)
+            assert refused[0].kind is ErrorKind.INVALID
+            assert f"a client's is taken within {edge:g} s" in refused[0].message
+        both = await service.create_icon_txs([_stamped(edge - 5), _stamped(5 - edge)])
+        assert len(taken(both)) == 2, both
+        relayed = _stamped(window - 5)
+        tx = Transaction.from_icon(icon_tx.verify_send_params(canonical.parse(relayed)))
+        service.consensus.pool.check(tx, time.time())  # a relayed one: the whole window
+    finally:
+        await cluster.stop()
