@@ -739,12 +739,16 @@ class ChannelConsensus:
         off) and the votes of the round go to it, it gave the round up, and the others hasten
         the round. A block this node `held` (in its tree) it may still certify from the others'
         votes when it leads the next round: then it waits. A complaint only promises not to
-        vote in its round, which this validator would not."""
+        vote in its round, which this validator would not. A genesis block whose leader leads
+        the next round too (an open channel's founder leads them all) waits for the round's
+        timer: at once, the founder proposed again at once and the rounds ran without pause,
+        ~80 a second, while its clock was off (clock review)."""
         refused = self._refused(block, problem)
         if (
             block.header.round != self.round
             or self.complaints.get(self.round, {}).get(self.signer.address) is not None
             or (held and self.leader_of_round(self.round + 1) == self.signer.address)
+            or (block.height == 0 and self.leader_of_round(self.round + 1) == block.header.leader)
         ):
             return [refused]
         complaint = self._complain(now)

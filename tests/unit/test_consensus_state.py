@@ -1326,3 +1326,23 @@ def test_a_failed_round_sends_again_no_v3_transaction_of_another_writer() -> Non
     actions = state.handle(m.TimeoutFired("round", state.round), net.now)
     sent = {tx.hash for a in actions if isinstance(a, m.GossipTxs) for tx in a.txs}
     assert sent == {mine_v1.hash, mine_v3.hash, others_v1.hash}
+
+
+def test_an_open_channels_founder_refused_for_its_clock_is_not_complained_about_at_once() -> None:
+    """An open channel's founder proposes its genesis in every round: a validator refusing it for
+    a timestamp two minutes ahead waits for the round's timer rather than complaining at once
+    (the founder proposed again at once, refused again: ~80 rounds a second while its clock was
+    off, each vote persisted; clock review). A later block's leader is still complained about at
+    once (test_a_proposal_refused_complains_only_when_its_round_leader_signed_it)."""
+    net = Network(4, seed=21)
+    founding = dataclasses.replace(net.validators, genesis_by_first=True).signed_by(net.issuer)
+    founder = net.nodes[str(founding.founder())]
+    voter = next(n for n in net.nodes.values() if n is not founder)
+    voter.state.start(net.now)
+    voter.state.handle(m.ValidatorsChanged(founding), net.now)
+    assert voter.state.leader_of_round(voter.state.round) == founder.address
+    ahead = genesis_block(founder, founding, int(net.now * 1e6) + 120_000_000)
+    assert _complaints(net, voter.state, ahead, "too far") == []
+    timely = genesis_block(founder, founding, int(net.now * 1e6) + 1)
+    actions = voter.state.handle(m.ProposalReceived(timely), net.now)
+    assert any(isinstance(a, m.SendVote) for a in actions), actions  # its round is still open
