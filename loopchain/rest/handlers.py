@@ -115,6 +115,7 @@ class PeerApi:
 
     def __init__(self, config: Config, peer_target: str, dial: str | None = None) -> None:
         self.peer_target = peer_target  # as messages name the peer
+        self.stopping = asyncio.Event()  # set as the proxy stops: waits for results end at once
         self._dial = dial or peer_target  # where the channel connects (its own socket, if any)
         self._config = config
         self._timeout = float(config.GRPC_TIMEOUT)

@@ -13,6 +13,7 @@ A transaction is checked by the peer (types/icon_tx.py, peer/channel_service.py)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -233,7 +234,17 @@ class IconMethods:
                         f"no result of transaction 0x{tx_hash} within {wait_ms} ms: {exc.message}",
                         "0x" + tx_hash,
                     ) from None
-            await asyncio.sleep(min(pause, left))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reader.stopping.wait(), min(pause, left))
+            if self._reader.stopping.is_set():
+                # answered before the proxy goes (a wait of a minute held its stop until it was
+                # killed, and its client got no answer: lifecycle review)
+                raise JsonRpcError(
+                    JsonRpcCode.TIMEOUT,
+                    f"no result of transaction 0x{tx_hash} yet, and this REST proxy is stopping: "
+                    "ask again (another peer, or this one once it is back)",
+                    "0x" + tx_hash,
+                )
             pause = min(pause * 2, _POLL_MAX)
 
     async def send_transaction(self, call: Call, params: dict[str, Any]) -> str:

@@ -126,6 +126,7 @@ class PeerReader:
 
     def __init__(self, api: PeerApi) -> None:
         self._api = api
+        self.stopping = api.stopping  # set as the proxy stops
         # concurrent icx_sendTransaction calls share CreateIconTxBatch calls to the peer
         self._sender = api.batch_submitter(self._send_batch, self._send_error)
         # and icx_call queries QueryBatch calls, lookups GetTxBatch and GetTxResultBatch calls,

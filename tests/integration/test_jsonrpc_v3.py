@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -472,6 +473,41 @@ async def test_a_receipt_from_a_peer_before_with_tx_looks_its_transaction_up(ses
             assert found["txHash"] == "0x" + tx_hash and found["status"] == "0x1", found
             assert found["to"] == channel_score_address(DEFAULT_CHANNEL), found
         assert fake.counted["GetTxBatch"] == 2  # one lookup of its own each
+
+
+async def test_a_wait_for_a_result_is_answered_when_the_proxy_stops(session, tmp_path):
+    """SIGTERM to the proxy while a client waits a minute for a pending transaction's result:
+    the wait is answered at once (-31006, the transaction's hash, "ask again"), and the proxy
+    ends by itself; the wait held its stop until the proxy was killed, and its client got no
+    answer at all (lifecycle review)."""
+    fake = FakePeer()
+    async with proxy_in_front_of(fake, tmp_path, {}, session) as proxy:
+        tx_hash = await submit(session, proxy.base, "never in a block")
+        request = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "icx_waitTransactionResult",
+            "params": {"txHash": "0x" + tx_hash},
+        }
+        waiting = asyncio.create_task(
+            post(
+                session,
+                proxy.base + "/api/v3",
+                json.dumps(request).encode(),
+                headers={"Icon-Options": "timeout=60000"},
+            )
+        )
+
+        async def polling() -> bool:
+            return fake.counted["GetTxResultBatch"] >= 2
+
+        await wait_until_async(polling, 30, "the wait to poll the peer")
+        proxy.send_signal(signal.SIGTERM)
+        answer = await waiting
+        assert_error(answer, -31006, "this REST proxy is stopping")
+        assert answer[1]["error"]["data"] == "0x" + tx_hash
+        assert proxy.wait(timeout=30) == 0
+        assert "ending the process now" not in proxy.log_text()
 
 
 class PeerSwappingTxs(FakePeer):
