@@ -197,7 +197,14 @@ def create_app(
     app.add_routes([*api.routes(), _openapi_route(), *_jsonrpc_routes(config, api, max_body)])
     app.add_routes(explorer_routes())  # the block explorer's static page at /explorer
     app.cleanup_ctx.append(_peer_channel)
+    app.on_shutdown.append(_stopping)
     return app
+
+
+async def _stopping(app: web.Application) -> None:
+    """The server stops (its sites closed, its handlers given their shutdown time next): waits
+    for results and websocket monitors end now, answered, rather than hold the stop."""
+    app[PEER_API].stopping.set()
 
 
 def _jsonrpc_routes(config: Config, api: PeerApi, max_body: int) -> list[web.RouteDef]:

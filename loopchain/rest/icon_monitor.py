@@ -61,6 +61,7 @@ MAX_FILTERS = 32
 MAX_REQUEST_BYTES = 64 * 1024
 RETRY_AFTER_S = 5
 REQUEST_WAIT = 30.0  # seconds for the client's request after the upgrade
+STOPPING = "the REST proxy is stopping"  # a monitor's close message (1001) as it stops
 HEARTBEAT_S = 30.0  # a ping every this many seconds; a client answering none in half is closed
 FRAME_BURST, FRAMES_PER_S = 20, 5  # what a client may send (keepalives, pings) at once, a second
 TOO_MANY_FRAMES = b"too many frames"
@@ -364,9 +365,14 @@ class Monitors:
         self._open += 1
         self._by_client[client] += 1
         try:
-            await self._run(ws, channel, kind, request.get(CLIENT_RECHECK))
+            ended = await self._unless_stopping(
+                self._run(ws, channel, kind, request.get(CLIENT_RECHECK))
+            )
             async with asyncio.timeout(self._send_timeout):
-                await ws.close()
+                if ended:
+                    await ws.close()
+                else:
+                    await ws.close(code=WSCloseCode.GOING_AWAY, message=STOPPING.encode())
         except (_Stalled, TimeoutError):
             log.debug(
                 "dropped the monitor of %s: it took no message for %g s",
@@ -381,6 +387,24 @@ class Monitors:
             if not self._by_client[client]:
                 del self._by_client[client]
         return ws
+
+    async def _unless_stopping(self, monitor: Awaitable[None]) -> bool:
+        """Run `monitor` until it ends (True; what it raised is raised) or the proxy stops
+        (False: it is cancelled). A monitor open held the proxy's stop until it was killed
+        (lifecycle review)."""
+        task = asyncio.ensure_future(monitor)
+        stopping = asyncio.ensure_future(self._reader.stopping.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            return False
+        task.result()
+        return True
 
     async def _send(self, ws: web.WebSocketResponse, item: dict[str, Any]) -> None:
         """Send `item`; _Stalled when the client has not taken it within the send deadline."""

@@ -34,7 +34,7 @@ from loopchain.lifecycle import (
 from loopchain.memory import start_giving_back
 from loopchain.monitor_log import start_shipping
 from loopchain.p2p.grpc_util import client_revocations
-from loopchain.rest.app import PEER_API, create_app
+from loopchain.rest.app import create_app
 from loopchain.rest.jsonrpc import outer_error
 from loopchain.types.codes import ResponseCode, error_body
 from loopchain.types.jsonrpc import JsonRpcCode
@@ -199,7 +199,6 @@ async def serve(
     )
     await stop.wait()
     log.info("REST proxy stopping")
-    runner.app[PEER_API].stopping.set()
     await site.close()
     return EXIT_OK
 

@@ -1275,3 +1275,28 @@ async def test_a_monitor_closes_once_its_clients_certificate_is_refused(session)
         await wait_open(proxy.monitors, 0, "the monitor to end")
     finally:
         await proxy.stop()
+
+
+@aio
+async def test_monitors_are_closed_going_away_as_the_proxy_stops(session):
+    """The proxy stopping (its runner's cleanup, as SIGTERM starts it) closes its monitors at
+    once, 1001 with its reason, one before its request too: a monitor open held the stop for its
+    whole shutdown time, and the real proxy was killed meanwhile (lifecycle review)."""
+    alone = await start_proxy(EventPeer((DEFAULT_CHANNEL,)))
+    alone.peer.add_block([])
+    stopping: asyncio.Task[None] | None = None
+    try:
+        watching = await open_monitor(session, alone.url("block"), {"height": "0x1"})
+        silent = await session.ws_connect(alone.url("event"))  # no request yet
+        await wait_open(alone.monitors, 2, "both monitors")
+        stopping = asyncio.create_task(alone.runner.cleanup())
+        for ws in (watching, silent):
+            message = await ws.receive(timeout=RECEIVE_S)
+            assert message.type == WSMsgType.CLOSE, message
+            assert message.data == WSCloseCode.GOING_AWAY, message
+            assert message.extra == icon_monitor.STOPPING, message
+        await asyncio.wait_for(stopping, RECEIVE_S)
+    finally:
+        if stopping is None:
+            await alone.runner.cleanup()
+        await alone.server.stop(None)
