@@ -4,6 +4,7 @@ may then be another. A peer stands in that answers GetStatus with the name it se
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,6 +23,7 @@ class Peer:
         self.served = {"alpha", "beta"}
         self.asked = 0
         self.stub = SimpleNamespace(GetStatus="GetStatus")
+        self.stopping = asyncio.Event()  # (PeerApi's: the proxy is not stopping)
 
     def __getattr__(self, name: str) -> Any:  # the submitters PeerReader makes: unused here
         if name.endswith("submitter"):

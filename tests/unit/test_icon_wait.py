@@ -4,6 +4,8 @@ refusal of a block read for want of a turn, which monitors and waits make again.
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,7 +24,8 @@ TX = "ab" * 32
 
 def methods_answering(*answers: Any) -> IconMethods:
     """IconMethods whose result lookups answer (or raise) `answers` in turn."""
-    methods = IconMethods(reader=None, nid="0x3")  # type: ignore[arg-type]
+    reader = SimpleNamespace(stopping=asyncio.Event())  # a proxy that is not stopping
+    methods = IconMethods(reader=reader, nid="0x3")  # type: ignore[arg-type]
     queue = list(answers)
 
     async def result(call: Call, tx_hash: str) -> Any:
