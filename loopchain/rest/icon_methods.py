@@ -23,7 +23,7 @@ from typing import Any
 
 from loopchain.blockchain.coin import CONTRACT_NOT_FOUND, TREASURY, steps_for
 from loopchain.rest.handlers import LastBlocks
-from loopchain.rest.icon_peer import BusyError, PeerReader
+from loopchain.rest.icon_peer import BusyError, NotKnown, PeerReader
 from loopchain.rest.icon_shapes import (
     block_json,
     network_info_json,
@@ -116,6 +116,12 @@ def not_found(message: str) -> JsonRpcError:
     return JsonRpcError(JsonRpcCode.NOT_FOUND, message)
 
 
+def _not_known(tx_hash: str, unknown: NotKnown) -> JsonRpcError:
+    """-31004 for a transaction the peer does not know, with its reason when it gave one."""
+    why = f": {unknown.why}" if unknown.why else ""
+    return not_found(f"transaction 0x{tx_hash} is not known{why}")
+
+
 class IconMethods:
     """The v3 methods of one REST proxy, reading its peer through `reader`."""
 
@@ -174,8 +180,8 @@ class IconMethods:
         (text,) = fields(params, ("txHash",))
         tx_hash = hash_param(text, "txHash")
         found = await self._reader.transaction(call.channel, tx_hash)
-        if found is None:
-            raise not_found(f"transaction 0x{tx_hash} is not known")
+        if isinstance(found, NotKnown):
+            raise _not_known(tx_hash, found)
         if found.place is None:
             raise _pending(tx_hash)
         return transaction_by_hash_json(found.tx, found.place)
@@ -187,8 +193,8 @@ class IconMethods:
     async def _result(self, call: Call, tx_hash: str) -> dict[str, Any]:
         # the result and, once executed, the transaction (its receipt names its `to`): one lookup
         found = await self._reader.result(call.channel, tx_hash, with_tx=True)
-        if found is None:
-            raise not_found(f"transaction 0x{tx_hash} is not known")
+        if isinstance(found, NotKnown):
+            raise _not_known(tx_hash, found)
         if found.place is None:
             raise _pending(tx_hash)
         if found.outcome is None:
@@ -200,8 +206,8 @@ class IconMethods:
         tx = found.tx
         if tx is None:  # a peer older than with_tx: the transaction in a lookup of its own
             located = await self._reader.transaction(call.channel, tx_hash)
-            if located is None:  # it was just there: a peer whose store went away
-                raise not_found(f"transaction 0x{tx_hash} is not known")
+            if isinstance(located, NotKnown):  # it was just there: a peer whose store went away
+                raise _not_known(tx_hash, located)
             tx = located.tx
         score = ""
         if found.outcome.events:  # emitted by the channel's SCORE

@@ -44,7 +44,7 @@ from loopchain.http_site import CLIENT_RECHECK
 from loopchain.rates import TokenBucket
 from loopchain.rest.errors import json_response
 from loopchain.rest.icon_methods import height_param
-from loopchain.rest.icon_peer import BusyError, PeerReader
+from loopchain.rest.icon_peer import BusyError, FoundResult, PeerReader
 from loopchain.rest.jsonrpc import failure, path_channel
 from loopchain.sources import host_source
 from loopchain.types.codes import ResponseCode, error_body
@@ -317,7 +317,7 @@ class _SharedReads:
         pause = POLL_FIRST
         while True:
             found = await self._patiently(lambda: self._reader.result(channel, tx_hash))
-            if found is not None and found.outcome is not None:
+            if isinstance(found, FoundResult) and found.outcome is not None:
                 return found.outcome.events
             await asyncio.sleep(pause)
             pause = min(pause * 2, POLL_MAX)

@@ -49,11 +49,28 @@ CHANNEL_NAME_TTL_S = 5.0
 class _Unknown(Exception):
     """The peer answered NOT_FOUND to a lookup of a batch: in the lookup's own entry (`served`:
     the call was served, so the channel is and the transaction is unknown), or to the whole
-    call."""
+    call; `details` in the peer's words."""
 
-    def __init__(self, served: bool) -> None:
+    def __init__(self, served: bool, details: str = "") -> None:
         super().__init__()
         self.served = served
+        self.details = details
+
+
+MAX_WHY_CHARS = 400  # of the peer's reason a transaction is not known, told on
+
+
+@dataclass(frozen=True)
+class NotKnown:
+    """The peer does not know the transaction; `why`, when it says (it expired there, or will
+    never be final): v3 clients were told only that it was not known (clock review)."""
+
+    why: str = ""
+
+    @staticmethod
+    def of(details: str) -> NotKnown:
+        """From the peer's NOT_FOUND words ("transaction … not found: why")."""
+        return NotKnown(details.partition(" not found: ")[2][:MAX_WHY_CHARS])
 
 
 @dataclass(frozen=True)
@@ -194,22 +211,22 @@ class PeerReader:
             return block if final is not None and final.hash == block.hash else None
         return block
 
-    async def transaction(self, channel: str, tx_hash: str) -> FoundTx | None:
+    async def transaction(self, channel: str, tx_hash: str) -> FoundTx | NotKnown:
         """A transaction the peer holds, pooled or in a final block."""
         reply = await self._lookup(self._txs, channel, tx_hash)
-        if reply is None:
-            return None
+        if isinstance(reply, NotKnown):
+            return reply
         tx = _decoded(decode_tx, reply.tx)
         return FoundTx(tx, _place(reply.block_height, reply.block_hash, reply.tx_index))
 
     async def result(
         self, channel: str, tx_hash: str, *, with_tx: bool = False
-    ) -> FoundResult | None:
+    ) -> FoundResult | NotKnown:
         """A transaction's result and place (`with_tx`: and the transaction, once executed, in
-        the same lookup), or None for a transaction the peer does not know."""
+        the same lookup), or NotKnown for a transaction the peer does not know."""
         reply = await self._lookup(self._receipts if with_tx else self._results, channel, tx_hash)
-        if reply is None:
-            return None
+        if isinstance(reply, NotKnown):
+            return reply
         tx = _decoded(decode_tx, reply.tx) if reply.tx else None
         if tx is not None and tx.hash.hex() != tx_hash:
             raise JsonRpcError(
@@ -232,9 +249,9 @@ class PeerReader:
 
     async def _lookup(
         self, lookups: BatchSubmitter[Found], channel: str, tx_hash: str
-    ) -> Found | None:
-        """The peer's answer to a lookup of `tx_hash` in `channel` (in a batch call), or None for
-        a transaction the peer does not know."""
+    ) -> Found | NotKnown:
+        """The peer's answer to a lookup of `tx_hash` in `channel` (in a batch call), or NotKnown
+        for a transaction the peer does not know."""
         try:
             with self._api.slots():
                 return await lookups.submit(
@@ -243,7 +260,7 @@ class PeerReader:
         except _Unknown as unknown:  # the transaction, or the channel: -32602 for the channel
             if not unknown.served:
                 await self.chain_facts(channel)
-            return None
+            return NotKnown.of(unknown.details)
         except RestError as exc:  # busy, stopping, or the peer gave no answer
             raise _from_rest(exc) from None
 
@@ -274,7 +291,7 @@ class PeerReader:
         or a failed call: NOT_FOUND, an unknown transaction or channel, is told apart by
         `_lookup`; anything else as `_call`'s."""
         if code == grpc.StatusCode.NOT_FOUND:
-            return _Unknown(served=alone)
+            return _Unknown(served=alone, details=details)
         return self._refusal(code, details, _CODES, alone)
 
     def _balance_error(

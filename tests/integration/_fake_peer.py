@@ -70,6 +70,7 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         self.forced: dict[str, tuple[grpc.StatusCode, str]] = {}
         self.calls: deque[tuple[str, Any]] = deque(maxlen=1000)
         self.counted: Counter[str] = Counter()  # every call entered, by method, for good
+        self.dropped: dict[str, str] = {}  # tx hash -> why it is not known, as the real peer says
         self.unchanged_blocks = 0  # last-block polls answered "unchanged" (no block sent)
         self.release_queries = asyncio.Event()
         self.answering = asyncio.Event()  # cleared: every call waits, as on a stopped process
@@ -137,7 +138,11 @@ class FakePeer(pb_grpc.PeerServiceServicer):
     ) -> tuple[Transaction, int, int]:
         found = chain.find_tx(tx_hash)
         if found is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"transaction {tx_hash} is not known")
+            why = self.dropped.get(tx_hash)
+            message = f"transaction {tx_hash} " + (
+                "is not known" if why is None else f"not found: {why}"
+            )
+            await context.abort(grpc.StatusCode.NOT_FOUND, message)
         return found
 
     async def _require_score(self, context: grpc.aio.ServicerContext) -> None:

@@ -510,6 +510,25 @@ async def test_a_wait_for_a_result_is_answered_when_the_proxy_stops(session, tmp
         assert "ending the process now" not in proxy.log_text()
 
 
+async def test_a_transaction_the_peer_dropped_is_not_found_with_the_peers_reason(session, v3, peer):
+    """The peer says why it does not know a transaction (it expired there, and will not be
+    final): -31004 says it too; v3 clients were told only that it was not known, where REST v1
+    gave the reason (clock review)."""
+    tx_hash = "ab" * 32
+    why = "it expired here (TX_TIMESTAMP_WINDOW 300 s); send it again"
+    peer.dropped[tx_hash] = why
+    try:
+        for method in ("icx_getTransactionByHash", "icx_getTransactionResult"):
+            answer = await rpc(session, v3, method, {"txHash": "0x" + tx_hash})
+            assert_error(answer, -31004, f"transaction 0x{tx_hash} is not known: {why}")
+        other = "cd" * 32  # no reason given: the words as before
+        answer = await rpc(session, v3, "icx_getTransactionResult", {"txHash": "0x" + other})
+        assert_error(answer, -31004, f"transaction 0x{other} is not known")
+        assert answer[1]["error"]["message"] == f"transaction 0x{other} is not known"
+    finally:
+        peer.dropped.clear()
+
+
 class PeerSwappingTxs(FakePeer):
     """A faulty peer that sends, with each result, the bytes of the first transaction of its
     chain, whichever was asked."""
