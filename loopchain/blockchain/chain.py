@@ -238,8 +238,13 @@ def check_proposal_time(tip: ChainTip, block: Block, limits: Limits, now_us: int
     whose body was altered on its way keeps its header, and its leader's signature of it)."""
     if block.header.timestamp <= tip.timestamp:
         return "block timestamp does not advance"
-    if abs(block.header.timestamp - now_us) > limits.max_skew_us:
-        return OFF_THIS_CLOCK
+    off_us = block.header.timestamp - now_us
+    if abs(off_us) > limits.max_skew_us:
+        way = "ahead of" if off_us > 0 else "behind"
+        return (
+            f"{OFF_THIS_CLOCK} ({abs(off_us) / 1e6:.0f} s {way} it; MAX_TIMESTAMP_SKEW "
+            f"{limits.max_skew_us / 1e6:g} s): the leader's clock or this one is off"
+        )
     return None
 
 
