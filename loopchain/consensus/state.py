@@ -253,11 +253,8 @@ class ChannelConsensus:
         voting = self.voting_set
         if voting is None or not voting.validators:
             return None
-        point = self._high_point() or self.tip
-        founder = voting.founder() if point.height < 0 else None
-        if founder is not None:
-            return founder  # the genesis of an open channel
-        return leader_of(voting, round_, self.config.blocks_per_leader)
+        # an open channel's founder leads its genesis rounds
+        return self._founder() or leader_of(voting, round_, self.config.blocks_per_leader)
 
     def round_leaders(self, round_: int) -> set[str]:
         """The other validators `round_` needs: its leader, and the next round's, which its votes
@@ -419,6 +416,13 @@ class ChannelConsensus:
             self.propose_timer_round = self.round
             return [m.ScheduleTimeout(wait, "propose", self.round)]
         return self._propose(parent, tc, now)
+
+    def _founder(self) -> str | None:
+        """The founder leading this open channel's genesis rounds (None once there is a
+        genesis, or in a listed channel)."""
+        voting = self.voting_set
+        point = self._high_point() or self.tip
+        return voting.founder() if voting is not None and point.height < 0 else None
 
     def _founds(self, voting: ValidatorSet) -> bool:
         """This peer is the first validator of `voting`, the one to propose an open genesis."""
@@ -739,16 +743,16 @@ class ChannelConsensus:
         off) and the votes of the round go to it, it gave the round up, and the others hasten
         the round. A block this node `held` (in its tree) it may still certify from the others'
         votes when it leads the next round: then it waits. A complaint only promises not to
-        vote in its round, which this validator would not. A genesis block whose leader leads
-        the next round too (an open channel's founder leads them all) waits for the round's
-        timer: at once, the founder proposed again at once and the rounds ran without pause,
-        ~80 a second, while its clock was off (clock review)."""
+        vote in its round, which this validator would not. An open channel's genesis waits for
+        the round's timer: its founder leads every round until it is final, so at once it
+        proposed again at once and the rounds ran without pause, ~80 a second, while its clock
+        was off (clock review); a listed channel's next turn has another leader."""
         refused = self._refused(block, problem)
         if (
             block.header.round != self.round
             or self.complaints.get(self.round, {}).get(self.signer.address) is not None
             or (held and self.leader_of_round(self.round + 1) == self.signer.address)
-            or (block.height == 0 and self.leader_of_round(self.round + 1) == block.header.leader)
+            or (block.height == 0 and self._founder() == block.header.leader)
         ):
             return [refused]
         complaint = self._complain(now)

@@ -204,7 +204,14 @@ class RadioStationClient:
             timestamp_us=now_us,
             signature=signer.sign(digest),
         )
-        reply = await self._call(self._stub.Heartbeat, request)
+        try:
+            reply = await self._call(self._stub.Heartbeat, request)
+        except Exception:
+            # its word on this clock is as old as its last answer: none while it is silent (a
+            # channel refusing clients on that word refused them for good once the clock was
+            # set right while it was down; review)
+            self.clock_offset = None
+            raise
         if reply.timestamp_us:  # its clock as it answered, against this one's halfway through
             halfway_us = now_us + (time.monotonic() - sent) * 500_000
             self.clock_offset = (reply.timestamp_us - halfway_us) / 1_000_000

@@ -1458,13 +1458,11 @@ class ChannelService:
         """A block this peer refused for its time is final: a quorum's clocks disagree with its.
         A block final on time here (within MAX_TIMESTAMP_SKEW of this clock) says they agree
         again (a clock set right before the RadioStation's next word)."""
-        refused = [block.hash in self._refused_for_time for block in final]
-        if refused[-1]:
-            self._behind_the_quorum = True
-        elif self._behind_the_quorum:
-            skew_us = float(self.config.MAX_TIMESTAMP_SKEW) * 1_000_000
-            if abs(final[-1].header.timestamp - self.clock() * 1_000_000) <= skew_us:
-                self._behind_the_quorum = False
+        skew_us = float(self.config.MAX_TIMESTAMP_SKEW) * 1_000_000
+        if abs(final[-1].header.timestamp - self.clock() * 1_000_000) <= skew_us:
+            self._behind_the_quorum = False
+        elif any(block.hash in self._refused_for_time for block in final):
+            self._behind_the_quorum = True  # (a later one of the same batch is off time too)
 
     def _chain_sets(self) -> tuple[int | None, int | None]:
         """The versions of the final chain's validator set and of the one pending."""

@@ -810,6 +810,11 @@ class PeerNode:
                 off,
             )
             self._clock_warned = now
+        elif off is None and self.clock_off is not None and offset is None:
+            log.info(
+                "the RadioStation does not answer: what it said of this peer's clock is not "
+                "current, so the channels no longer refuse client transactions on it"
+            )
         elif off is None and self.clock_off is not None:
             log.info("this peer's clock is within MAX_TIMESTAMP_SKEW of the RadioStation's again")
         self.clock_off = off

@@ -95,7 +95,8 @@ def test_sigterm_under_load_ends_every_process_by_itself_and_tears_nothing(
 
 def test_a_peer_stopped_under_load_answers_every_submission_in_flight(tmp_path: Path) -> None:
     # SIGTERM to the peer alone (as docker stop and systemd send it): the submissions its proxy
-    # holds are taken (200) or refused (503), none answered "whether it took them is unknown"
+    # answers are taken (200) or refused (503), none "whether it took them is unknown" (a
+    # connection the stopping proxy closes under a request gives no answer, as HTTP allows)
     net = LocalNetwork(tmp_path)
     try:
         net.start_radiostation()

@@ -463,3 +463,31 @@ async def test_a_channels_set_is_made_again_only_when_what_makes_it_changed(tmp_
     assert station.validator_set("c") is second and made > made_second
     made_third = made
     assert station.validator_set("c") is second and made == made_third
+
+
+async def test_a_peer_told_its_clock_is_off_forgets_it_while_the_radiostation_is_silent(
+    tmp_path: Path,
+) -> None:
+    """The RadioStation's word that this peer's clock is off is one of the two signs on which
+    its channels refuse client transactions: once the RadioStation stops answering, that word is
+    no longer current, and the channels no longer hold it (a channel refusing on it refused for
+    good when the clock was set right while the RadioStation was down; review)."""
+    clock = Clock()
+    clock.now = time.time() + 600
+    signer = Signer.generate()
+    async with station_stub(tmp_path / "rs", clock) as (stub, _, rs_target):
+        assert (
+            await stub.ConnectPeer(connect_request(signer, "127.0.0.1:7100"), timeout=DEADLINE)
+        ).code == 0
+        node = peer_node(tmp_path / "peer", rs_target, signer)
+        channel = HeartbeatChannel(name="c")
+        node.channels["c"] = channel  # type: ignore[assignment]
+        stations = RadioStations([rs_target], node.config)
+        await node._heartbeats(stations, {}, False)
+        assert channel.clock_off is not None
+    try:
+        await node._heartbeats(stations, {}, False)  # the RadioStation stopped: no answer
+        assert stations.clock_offset is None
+        assert channel.clock_off is None and node.clock_off is None
+    finally:
+        await stations.close()

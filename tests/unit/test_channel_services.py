@@ -1957,3 +1957,38 @@ async def test_a_block_refused_for_its_time_that_never_becomes_final_is_no_evide
         assert all(isinstance(o, Transaction) for o in second), second
     finally:
         await cluster.stop()
+
+
+async def test_a_block_refused_for_its_time_is_evidence_wherever_it_is_in_a_final_batch(
+    tmp_path: Path,
+) -> None:
+    """Blocks made final together (a synced range): one this peer refused for its time followed
+    by one off its clock too is evidence that its clock is the wrong one; the first version
+    looked at the batch's last block only (review). A last block on time here clears it."""
+    cluster = Cluster(tmp_path)
+    try:
+        service = cluster.services[0]
+        someone = Signer.generate()
+
+        def block(height: int, ahead_s: float) -> Block:
+            return Block.create(
+                channel=CHANNEL,
+                height=height,
+                round_=height,
+                prev_hash=b"\1" * 32,
+                prev_qc=None,
+                transactions=[],
+                timestamp=int((time.time() + ahead_s) * 1e6),
+                leader=someone,
+                next_leader=someone.address,
+                validators_hash=b"\0" * 32,
+            )
+
+        refused, later, on_time = block(5, 600), block(6, 600), block(7, 0)
+        service._refused_for_time[refused.hash] = None
+        service._judge_own_clock([refused, later])
+        assert service._behind_the_quorum
+        service._judge_own_clock([on_time])
+        assert not service._behind_the_quorum
+    finally:
+        await cluster.stop()

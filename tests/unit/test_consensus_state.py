@@ -1347,3 +1347,17 @@ def test_an_open_channels_founder_refused_for_its_clock_is_not_complained_about_
     timely = genesis_block(founder, founding, int(net.now * 1e6) + 1)
     actions = voter.state.handle(m.ProposalReceived(timely), net.now)
     assert any(isinstance(a, m.SendVote) for a in actions), actions  # its round is still open
+
+
+def test_a_listed_channels_refused_genesis_is_complained_about_at_once() -> None:
+    """A listed channel's genesis leader is refused for a timestamp two minutes ahead: the
+    validator complains at once, as about any leader (the next turn is another's), and does not
+    wait for the round's timer as it does for an open channel's founder (a review found the
+    first version waited here too: a bad genesis cost a round timeout)."""
+    net = Network(4, seed=21, blocks_per_leader=3)  # the next round is the same leader's
+    net.start()
+    node = next(n for n in net.nodes.values() if n.address != _leader(net))
+    node.state.handle(m.ValidatorsChanged(net.validators), net.now)
+    leader = net.nodes[str(node.state.leader_of_round(node.state.round))]
+    ahead = genesis_block(leader, net.validators, int(net.now * 1e6) + 120_000_000)
+    assert _complaints(net, node.state, ahead, "too far") == [m.PersistSafety, m.BroadcastComplaint]
