@@ -241,7 +241,8 @@ class IconMethods:
                         "0x" + tx_hash,
                     ) from None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reader.stopping.wait(), min(pause, left))
+                async with asyncio.timeout(min(pause, left)):
+                    await self._reader.stopping.wait()
             if self._reader.stopping.is_set():
                 # answered before the proxy goes (a wait of a minute held its stop until it was
                 # killed, and its client got no answer: lifecycle review)
