@@ -819,7 +819,10 @@ class ChannelConsensus:
                 voting, block.header.round, self.config.blocks_per_leader
             )
             if block.header.leader != expected:
-                return f"proposed by {block.header.leader}, but the leader is {expected}"
+                return (
+                    f"proposed by {block.header.leader}, but the leader is {expected} (leaders "
+                    "take turns of LEADER_BLOCK_CREATION_LIMIT rounds: the same on every peer)"
+                )
         return None
 
     def _wrong_next_leader(self, block: Block, parent: ChainTip) -> str | None:

@@ -359,6 +359,8 @@ class PeerNode:
                 _check_public_key(Path(self.options.public_key_path), key.signer, key_path)
             self.signer = key.signer
         log.info("peer id %s, target %s", self.signer.address, self.target)
+        if worker is None:
+            _warn_about_target(str(self.config.IP_LOCAL), str(self.config.LOOPCHAIN_HOST))
         limit = int(self.config.LEADER_BLOCK_CREATION_LIMIT)
         if turn_for(limit) != limit and worker is None:
             log.info(
@@ -1098,6 +1100,26 @@ def _open_node_cache(path: Path) -> LevelDBStore:
         except OSError as move:
             raise StorageError(f"{exc}; cannot move it aside: {move}") from None
         return LevelDBStore(path)
+
+
+_ANY_ADDRESS = ("0.0.0.0", "::", "")
+_LOCALHOST = {"localhost": ("127.0.0.1", "::1")}
+
+
+def _warn_about_target(listen: str, host: str) -> None:
+    """Say at start when this peer listens on one address (IP_LOCAL) and tells the others to
+    reach it at another (LOOPCHAIN_HOST): the others' messages never reach it, and nothing else
+    said why its channel stopped (operator review)."""
+    if listen in _ANY_ADDRESS or listen == host or listen in _LOCALHOST.get(host, ()):
+        return
+    log.warning(
+        "IP_LOCAL %s is the one address this peer listens on, but LOOPCHAIN_HOST %s is where it "
+        "tells the others to reach it: they will not; set LOOPCHAIN_HOST to %s (or to the name "
+        "the others reach this host by, with IP_LOCAL 0.0.0.0)",
+        listen,
+        host,
+        listen,
+    )
 
 
 def _is_loopback(host: str) -> bool:

@@ -760,6 +760,8 @@ def test_a_block_of_the_wrong_proposer_costs_no_transaction_signature_check(
     for event in (m.ProposalReceived(block), m.BlockFetched(block)):
         actions = state.handle(event, net.now)
         assert any(isinstance(a, m.Rejected) and "but the leader is" in a.reason for a in actions)
+    # (naming the setting that decides it: a peer set otherwise than the others said only this)
+    assert any("the same on every peer" in a.reason for a in actions if isinstance(a, m.Rejected))
     assert checked == []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from loopchain.p2p import worker_link
 from loopchain.p2p.grpc_util import FORWARDED_FROM_KEY
 from loopchain.p2p.radiostation_client import ChannelGrant
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
+from loopchain.peer import node as node_module
 from loopchain.peer import workers
 from loopchain.peer.metrics import PeerMetrics, merged_exposition
 from loopchain.peer.node import (
@@ -127,6 +129,31 @@ def test_a_peer_serving_channels_without_tls_off_the_loopback_says_who_reads_the
     node._warn_about_plaintext(channels)
     said = [r.getMessage() for r in caplog.records if "without TLS" in r.getMessage()]
     assert len(said) == (1 if warned else 0), said
+
+
+@pytest.mark.parametrize(
+    ("listen", "host", "warned"),
+    [
+        ("127.0.0.2", "127.0.0.1", True),  # the review's case: the others never reached it
+        ("10.0.0.5", "127.0.0.1", True),
+        ("10.0.0.5", "10.0.0.5", False),
+        ("0.0.0.0", "peer1.example", False),  # every address: deploy/'s way
+        ("::", "10.0.0.5", False),
+        ("127.0.0.1", "127.0.0.1", False),  # the defaults
+        ("127.0.0.1", "localhost", False),
+    ],
+)
+def test_a_peer_listening_where_it_does_not_tell_the_others_to_reach_it_says_so(
+    listen: str, host: str, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """IP_LOCAL one address and LOOPCHAIN_HOST another: the peer listened on the first and told
+    the others the second, and its channel stopped with nothing in any log (operator review)."""
+    with caplog.at_level(logging.WARNING, logger="loopchain.peer.node"):
+        node_module._warn_about_target(listen, host)
+    said = [r.getMessage() for r in caplog.records if "LOOPCHAIN_HOST" in r.getMessage()]
+    assert len(said) == (1 if warned else 0), said
+    if warned:
+        assert f"IP_LOCAL {listen}" in said[0] and f"set LOOPCHAIN_HOST to {listen}" in said[0]
 
 
 def _worker(stdin: bytes, *args: str) -> subprocess.CompletedProcess[str]:
