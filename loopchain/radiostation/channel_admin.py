@@ -46,6 +46,18 @@ class ChannelChangeError(ValueError):
         super().__init__(f"{json_place(place)}: {reason}" if place else reason)
 
 
+class ChannelFileChanged(RuntimeError):
+    """channel_manage_data.json holds other bytes than the RadioStation read or last wrote."""
+
+
+def read_channel_file(path: Path) -> bytes | None:
+    """The channel file's bytes (None when there is none); OSError when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 class ChannelExists(ChannelChangeError):
     """A channel of that name is already managed."""
 
@@ -126,10 +138,21 @@ def _commit(
     text = json.dumps(written, indent=1, ensure_ascii=False) + "\n"
 
     def publish() -> None:
+        path, written = _data_path(station), text.encode("utf-8")
         try:
-            write_atomic(_data_path(station), text.encode("utf-8"))
+            if station.channel_file_known and read_channel_file(path) != station.channel_file:
+                # an edit by hand, which this RadioStation does not serve: it was overwritten
+                # by the next change through the API, and lost (operator review)
+                raise ChannelFileChanged(
+                    f"{path} was changed on disk since this RadioStation read it (it serves "
+                    "what it read at start, and takes a file edited by hand at its next start): "
+                    "restart it to take the file, or put the file back as it was; nothing "
+                    "was changed"
+                )
+            write_atomic(path, written)
         except OSError as exc:
-            raise OSError(f"cannot write {_data_path(station)}: {exc.strerror or exc}") from None
+            raise OSError(f"cannot write {path}: {exc.strerror or exc}") from None
+        station.channel_file, station.channel_file_known = written, True
 
     return specs[name], station.registry.set_channel(specs[name], publish)
 

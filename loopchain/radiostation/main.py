@@ -43,6 +43,7 @@ from loopchain.radiostation.certs import (
     CertStoreError,
     create_certificate_service,
 )
+from loopchain.radiostation.channel_admin import read_channel_file
 from loopchain.radiostation.channels import ChannelDataError, ChannelSpec, load_channels
 from loopchain.radiostation.grpc_service import RadioStationService
 from loopchain.radiostation.operator import (
@@ -171,6 +172,7 @@ def create_station(config: Config) -> Station:
         )
     except ChannelDataError as exc:
         raise StartupError(str(exc), EXIT_CONFIG) from None
+    channel_file = read_channel_file(Path(config.CHANNEL_MANAGE_DATA_PATH))
     directory = storage_dir(config)
     try:
         signer = load_or_create_key(directory / "radiostation_key")
@@ -188,9 +190,11 @@ def create_station(config: Config) -> Station:
         directory,
     )
     try:  # it saves the registry when the channel file changed a set's content meanwhile
-        return Station(config, registry, signer, time.time)
+        station = Station(config, registry, signer, time.time)
     except OSError as exc:
         raise StartupError(f"cannot use storage {directory}: {exc}", EXIT_RUNTIME) from None
+    station.channel_file, station.channel_file_known = channel_file, True
+    return station
 
 
 def create_operator_token(config: Config) -> OperatorToken:

@@ -555,11 +555,14 @@ def _change_error(exc: Exception) -> ApiError:
         return ApiError(ResponseCode.NOT_FOUND, str(exc))
     if isinstance(exc, OSError):
         return ApiError(ResponseCode.FAIL, str(exc))
+    if isinstance(exc, channel_admin.ChannelFileChanged):
+        return ApiError(ResponseCode.FAIL, str(exc), status=409)
     return ApiError(ResponseCode.INVALID_PARAMS, str(exc))
 
 
 _CHANGE_ERRORS = (
     channel_admin.ChannelChangeError,
+    channel_admin.ChannelFileChanged,
     channel_admin.NoSuchEntry,
     UnknownChannel,
     OSError,

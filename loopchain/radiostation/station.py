@@ -91,6 +91,10 @@ class Station:
         # channel -> (what its set was made of, the set signed): see validator_set
         self._sets: dict[str, tuple[tuple[Any, ...], ValidatorSet]] = {}
         self.tls: Tls | None = None  # mutual TLS material when GRPC_SSL_TYPE is 2
+        # the channel file's bytes as read at start or last written (None: there was none); its
+        # writes refuse to overwrite other bytes (channel_admin). Unknown until set: not checked
+        self.channel_file: bytes | None = None
+        self.channel_file_known = False
         self.metrics = StationMetrics(
             lambda: {channel: self.view(channel) for channel in self.registry.channels},
             process=True,

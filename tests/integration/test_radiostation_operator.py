@@ -595,6 +595,32 @@ async def test_a_channel_takes_no_more_than_max_channel_peers(start_rs: StartRS)
     assert (await _vset(rs, "c1")).version == version
 
 
+async def test_a_change_through_the_api_keeps_a_hand_edit_of_the_channel_file(
+    start_rs: StartRS,
+) -> None:
+    """channel_manage_data.json edited by hand while the RadioStation runs (which serves what it
+    read at start): a change through the API is refused 409, saying so, and the file keeps the
+    edit (it was overwritten, and the edit lost: operator review); after a restart, which takes
+    the file, the API writes it again."""
+    channels = {"c1": {"score_package": "org/p1"}}
+    rs = await start_rs({"LOOPCHAIN_DEFAULT_CHANNEL": "c1"}, channels)
+    data_file = rs.workdir / "channel_manage_data.json"
+    edited = {**channels, "delta": {"score_package": "org/p4"}}
+    data_file.write_text(json.dumps(edited))
+    new = {"channel": "c2", "score_package": "org/p2"}
+    status, body = await _change(rs, "POST", "/api/v1/channel", new)
+    assert (status, body["response_code"]) == (409, -1), body
+    assert "was changed on disk since this RadioStation read it" in body["message"]
+    assert json.loads(data_file.read_text()) == edited
+    assert "c2" not in (await get_json(f"{rs.rest}/api/v1/channel/data"))[1]
+    assert await rs.terminate() == 0
+    rs.start()
+    await rs.wait_ready()
+    status, body = await _change(rs, "POST", "/api/v1/channel", new)
+    assert (status, body["response_code"]) == (200, 0), body
+    assert set(json.loads(data_file.read_text())) == {"c1", "delta", "c2"}
+
+
 async def test_rest_connections_beyond_rest_max_connections_are_answered_503(
     start_rs: StartRS,
 ) -> None:
