@@ -254,7 +254,7 @@ class ChannelConsensus:
         if voting is None or not voting.validators:
             return None
         # an open channel's founder leads its genesis rounds
-        return self._founder() or leader_of(voting, round_, self.config.blocks_per_leader)
+        return self._founder_of(voting) or leader_of(voting, round_, self.config.blocks_per_leader)
 
     def round_leaders(self, round_: int) -> set[str]:
         """The other validators `round_` needs: its leader, and the next round's, which its votes
@@ -417,10 +417,9 @@ class ChannelConsensus:
             return [m.ScheduleTimeout(wait, "propose", self.round)]
         return self._propose(parent, tc, now)
 
-    def _founder(self) -> str | None:
-        """The founder leading this open channel's genesis rounds (None once there is a
-        genesis, or in a listed channel)."""
-        voting = self.voting_set
+    def _founder_of(self, voting: Voters | None) -> str | None:
+        """The founder leading this open channel's genesis rounds, of the set `voting` (None
+        once there is a genesis, or in a listed channel)."""
         point = self._high_point() or self.tip
         return voting.founder() if voting is not None and point.height < 0 else None
 
@@ -752,7 +751,7 @@ class ChannelConsensus:
             block.header.round != self.round
             or self.complaints.get(self.round, {}).get(self.signer.address) is not None
             or (held and self.leader_of_round(self.round + 1) == self.signer.address)
-            or (block.height == 0 and self._founder() == block.header.leader)
+            or (block.height == 0 and self._founder_of(self.voting_set) == block.header.leader)
         ):
             return [refused]
         complaint = self._complain(now)

@@ -27,3 +27,8 @@ class RequestError(Exception):
         super().__init__(message)
         self.kind = kind
         self.message = message
+
+
+# "transaction <hash> not found: <why>", the peer's answer about a transaction it dropped (its
+# REST proxy tells v3 clients the why)
+TX_NOT_FOUND_BECAUSE = " not found: "

@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from loopchain.blockchain.block_store import StoreDamaged, StoredBlock
 from loopchain.configure import DEFAULTS, RefusalLog
 from loopchain.consensus import messages as m
-from loopchain.p2p.errors import ErrorKind, RequestError
+from loopchain.p2p.errors import TX_NOT_FOUND_BECAUSE, ErrorKind, RequestError
 from loopchain.p2p.grpc_util import MAX_RANGE_REPLY_BYTES as MAX_RANGE_REPLY_BYTES  # (its home)
 from loopchain.p2p.grpc_util import (
     STREAM_ACCEPTED,
@@ -375,8 +375,11 @@ def damaged(method: str, exc: StorageCorrupt | StoreDamaged) -> RequestError:
 
 def _tx_not_found(channel: ChannelBackend, tx_hash: bytes) -> RequestError:
     why = channel.dropped(tx_hash)
-    message = f"transaction {tx_hash.hex()} not found"
-    return RequestError(ErrorKind.NOT_FOUND, message if why is None else f"{message}: {why}")
+    if why is None:
+        return RequestError(ErrorKind.NOT_FOUND, f"transaction {tx_hash.hex()} not found")
+    return RequestError(
+        ErrorKind.NOT_FOUND, f"transaction {tx_hash.hex()}{TX_NOT_FOUND_BECAUSE}{why}"
+    )
 
 
 def _tx_result(channel: ChannelBackend, tx_hash: bytes, with_tx: bool = False) -> pb.TxResultReply:

@@ -178,6 +178,7 @@ class ChannelService:
         skew = float(config.MAX_TIMESTAMP_SKEW)
         # how much narrower than the pools' window a client's transaction is taken (RELAY_TIME_S)
         self.intake_margin = min(skew + RELAY_TIME_S, window / 2) if math.isfinite(window) else 0.0
+        self._skew_us = skew * 1_000_000  # a block final "on time here" (_judge_own_clock)
         self._clock_off: str | None = None  # this peer's clock off the RadioStation's (its node)
         # blocks refused for their time (OFF_THIS_CLOCK), the latest REFUSED_FOR_TIME_KEPT, and
         # whether one of them became final all the same since a final block was last on time here
@@ -1458,8 +1459,7 @@ class ChannelService:
         """A block this peer refused for its time is final: a quorum's clocks disagree with its.
         A block final on time here (within MAX_TIMESTAMP_SKEW of this clock) says they agree
         again (a clock set right before the RadioStation's next word)."""
-        skew_us = float(self.config.MAX_TIMESTAMP_SKEW) * 1_000_000
-        if abs(final[-1].header.timestamp - self.clock() * 1_000_000) <= skew_us:
+        if abs(final[-1].header.timestamp - self.clock() * 1_000_000) <= self._skew_us:
             self._behind_the_quorum = False
         elif any(block.hash in self._refused_for_time for block in final):
             self._behind_the_quorum = True  # (a later one of the same batch is off time too)

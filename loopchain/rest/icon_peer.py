@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import grpc
 
 from loopchain.blockchain.execution import parse_events
+from loopchain.p2p.errors import TX_NOT_FOUND_BECAUSE
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.rest.errors import RETRY_AFTER_SECONDS, ProxyBusy, RestError, status_error
 from loopchain.rest.formatting import decode_block, decode_tx
@@ -70,7 +71,7 @@ class NotKnown:
     @staticmethod
     def of(details: str) -> NotKnown:
         """From the peer's NOT_FOUND words ("transaction … not found: why")."""
-        return NotKnown(details.partition(" not found: ")[2][:MAX_WHY_CHARS])
+        return NotKnown(details.partition(TX_NOT_FOUND_BECAUSE)[2][:MAX_WHY_CHARS])
 
 
 @dataclass(frozen=True)

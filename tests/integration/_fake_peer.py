@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from loopchain.p2p.errors import TX_NOT_FOUND_BECAUSE
 from loopchain.p2p.grpc_util import ANSWERED
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
@@ -139,9 +140,8 @@ class FakePeer(pb_grpc.PeerServiceServicer):
         found = chain.find_tx(tx_hash)
         if found is None:
             why = self.dropped.get(tx_hash)
-            message = f"transaction {tx_hash} " + (
-                "is not known" if why is None else f"not found: {why}"
-            )
+            tail = " is not known" if why is None else f"{TX_NOT_FOUND_BECAUSE}{why}"  # the peer's
+            message = f"transaction {tx_hash}{tail}"
             await context.abort(grpc.StatusCode.NOT_FOUND, message)
         return found
 

@@ -367,6 +367,22 @@ async def test_heartbeats_older_than_the_clock_skew_are_forgotten_and_replays_st
     assert problem is not None and "off this clock" in problem[1]
 
 
+async def _a_peer_heard(
+    tmp_path: Path, stub: Any, rs_target: str
+) -> tuple[PeerNode, HeartbeatChannel, RadioStations]:
+    """A peer registered at the RadioStation `stub` serves, with one channel "c", after one
+    round of heartbeats: its node, channel and RadioStation clients."""
+    signer = Signer.generate()
+    request = connect_request(signer, "127.0.0.1:7100")
+    assert (await stub.ConnectPeer(request, timeout=DEADLINE)).code == 0
+    node = peer_node(tmp_path / "peer", rs_target, signer)
+    channel = HeartbeatChannel(name="c")
+    node.channels["c"] = channel  # type: ignore[assignment]
+    stations = RadioStations([rs_target], node.config)
+    await node._heartbeats(stations, {}, False)
+    return node, channel, stations
+
+
 async def test_a_peer_whose_clock_is_off_is_told_so_and_still_learns_its_members(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -378,18 +394,12 @@ async def test_a_peer_whose_clock_is_off_is_told_so_and_still_learns_its_members
     lost."""
     clock = Clock()
     clock.now = time.time() + 600
-    signer = Signer.generate()
     async with station_stub(tmp_path / "rs", clock) as (stub, _, rs_target):
-        assert (
-            await stub.ConnectPeer(connect_request(signer, "127.0.0.1:7100"), timeout=DEADLINE)
-        ).code == 0
-        node = peer_node(tmp_path / "peer", rs_target, signer)
-        channel = HeartbeatChannel(name="c")
-        node.channels["c"] = channel  # type: ignore[assignment]
-        stations = RadioStations([rs_target], node.config)
+        with caplog.at_level(logging.WARNING, logger="loopchain.peer.node"):
+            node, channel, stations = await _a_peer_heard(tmp_path, stub, rs_target)
+        signer = node.signer
+        assert signer is not None
         try:
-            with caplog.at_level(logging.WARNING, logger="loopchain.peer.node"):
-                await node._heartbeats(stations, {}, False)
             assert stations.clock_offset is not None and 595 < stations.clock_offset < 605
             assert channel.clock_off is not None and node.clock_off == channel.clock_off
             assert "clock is 600 s behind the RadioStation's" in channel.clock_off
@@ -474,16 +484,8 @@ async def test_a_peer_told_its_clock_is_off_forgets_it_while_the_radiostation_is
     good when the clock was set right while the RadioStation was down; review)."""
     clock = Clock()
     clock.now = time.time() + 600
-    signer = Signer.generate()
     async with station_stub(tmp_path / "rs", clock) as (stub, _, rs_target):
-        assert (
-            await stub.ConnectPeer(connect_request(signer, "127.0.0.1:7100"), timeout=DEADLINE)
-        ).code == 0
-        node = peer_node(tmp_path / "peer", rs_target, signer)
-        channel = HeartbeatChannel(name="c")
-        node.channels["c"] = channel  # type: ignore[assignment]
-        stations = RadioStations([rs_target], node.config)
-        await node._heartbeats(stations, {}, False)
+        node, channel, stations = await _a_peer_heard(tmp_path, stub, rs_target)
         assert channel.clock_off is not None
     try:
         await node._heartbeats(stations, {}, False)  # the RadioStation stopped: no answer
