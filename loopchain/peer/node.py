@@ -275,6 +275,7 @@ class PeerNode:
         self._busy_logged_at = -math.inf  # a busy RadioStation is warned about once an interval
         self.clock_off: str | None = None  # how this peer's clock is off (_judge_clock)
         self._clock_warned = -math.inf
+        self._drift_warned = -math.inf  # when a clock off by more than half the skew was warned of
         self.metrics = PeerMetrics(
             lambda: {name: service.gauges for name, service in self.channels.items()},
             process=True,
@@ -802,6 +803,8 @@ class PeerNode:
                 f"MAX_TIMESTAMP_SKEW, {skew:g} s)"
             )
         now = asyncio.get_running_loop().time()
+        if off is None and offset is not None and abs(offset) > skew / 2:
+            self._warn_of_drift(offset, skew, now)
         if off is not None and (self.clock_off is None or now - self._clock_warned >= CLOCK_WARN_S):
             log.warning(
                 "%s: blocks and transactions are judged by the clock, so set the wrong one right "
@@ -822,6 +825,23 @@ class PeerNode:
         self.clock_off = off
         for service in self.channels.values():
             service.clock_off = off
+
+    def _warn_of_drift(self, offset: float, skew: float, now: float) -> None:
+        """Warn (at most every CLOCK_WARN_S) of a clock off the RadioStation's by more than half
+        MAX_TIMESTAMP_SKEW: the RadioStation takes it, but a peer as far off the other way is
+        twice that from it, and each refuses the other's blocks for their time."""
+        if now - self._drift_warned < CLOCK_WARN_S:
+            return
+        way = "behind" if offset > 0 else "ahead of"
+        log.warning(
+            "this peer's clock is %.0f s %s the RadioStation's, more than half MAX_TIMESTAMP_SKEW "
+            "(%g s): a peer as far off the other way refuses its blocks for their time (each "
+            "judges a block by its own clock), so set it right (NTP)",
+            abs(offset),
+            way,
+            skew,
+        )
+        self._drift_warned = now
 
     async def _follow_sets(self, rs: RadioStations, service: ChannelService) -> None:
         """A peer the RadioStation no longer knows (unlisted or removed) still takes the

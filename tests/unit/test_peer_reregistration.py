@@ -407,3 +407,23 @@ async def test_each_heartbeat_keeps_the_links_to_the_members_ready(tmp_path: Pat
     rs.refusal = ResponseCode.FAIL  # refused (its clock, say)
     await node._heartbeats(rs, versions, False)  # type: ignore[arg-type]
     assert channel.kept_ready == 3  # type: ignore[attr-defined]
+
+
+async def test_a_clock_off_by_more_than_half_the_skew_is_warned_of_before_blocks_are_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The RadioStation takes a peer's heartbeats within MAX_TIMESTAMP_SKEW (30 s) of its
+    clock, and each voter takes blocks within that of its own: two peers it finds fine, 20 s
+    off either way, are 40 s apart and refuse each other's blocks. A peer off by more than half
+    the skew warns (once an interval), so the operator sets it right before; its channels are
+    not told its clock is off (the RadioStation takes it)."""
+    node = _node(tmp_path)
+    channel = node.channels[CHANNEL]
+    with caplog.at_level(logging.WARNING, logger="loopchain.peer.node"):
+        node._judge_clock(10.0)  # within half the skew: nothing said
+        assert _warnings(caplog, "more than half MAX_TIMESTAMP_SKEW") == 0
+        node._judge_clock(-20.0)
+        node._judge_clock(-21.0)  # said once an interval
+        assert _warnings(caplog, "clock is 20 s ahead of the RadioStation's, more than half") == 1
+        assert _warnings(caplog, "more than half MAX_TIMESTAMP_SKEW") == 1
+    assert node.clock_off is None and channel.clock_off is None
