@@ -18,6 +18,7 @@ from loopchain.p2p.server_certs import ServerCheck, ServerRefused
 from loopchain.p2p.transport import TransportError
 from loopchain.protos import loopchain_pb2 as pb
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
+from loopchain.safe_text import bounded, one_line
 from loopchain.sources import is_target
 from loopchain.types import canonical, channel_name
 from loopchain.types.canonical import EncodingError
@@ -46,6 +47,7 @@ REFUSING_CODES = frozenset({grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.N
 # ... unless gRPC says a message was over a size bound (either side's): no retry changes that
 _TOO_LARGE = "larger than max"
 BUSY_TRIES = 3
+MAX_SETTINGS_DIFFER = 1_000  # characters of the RadioStation's word on this peer's settings shown
 BUSY_BACKOFF_S = 0.05
 
 
@@ -146,6 +148,9 @@ class RadioStationClient:
         # seconds its clock is ahead of this process's, as its last heartbeat answer told
         self.clock_offset: float | None = None
         self.revocations_digest = b""  # of the CRL it serves, as its last heartbeat answer told
+        # how this peer's settings differ from the channel's other peers', as the last heartbeat
+        # answer told ("": alike, or not said)
+        self.settings_differ = ""
 
     async def connect(self, signer: Signer, my_target: str, group_id: str = "") -> Registration:
         """Register this peer (signed) and return its order and channels."""
@@ -191,11 +196,14 @@ class RadioStationClient:
             validators = None
         return peers, validators
 
-    async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:
-        """Report liveness (signed, timestamped); returns the channel's peer-list version."""
+    async def heartbeat(
+        self, signer: Signer, channel: str, peer_type: int, height: int, settings: bytes = b""
+    ) -> int:
+        """Report liveness (signed, timestamped) and the `settings` this peer runs with
+        (encode_settings); returns the channel's peer-list version."""
         now_us = time.time_ns() // 1000
         sent = time.monotonic()
-        digest = heartbeat_digest(signer.address, channel, peer_type, height, now_us)
+        digest = heartbeat_digest(signer.address, channel, peer_type, height, now_us, settings)
         request = pb.HeartbeatRequest(
             peer_id=signer.address,
             channel=channel,
@@ -203,7 +211,9 @@ class RadioStationClient:
             block_height=height,
             timestamp_us=now_us,
             signature=signer.sign(digest),
+            settings=settings,
         )
+        self.settings_differ = ""
         try:
             reply = await self._call(self._stub.Heartbeat, request)
         except Exception:
@@ -216,6 +226,7 @@ class RadioStationClient:
             halfway_us = now_us + (time.monotonic() - sent) * 500_000
             self.clock_offset = (reply.timestamp_us - halfway_us) / 1_000_000
         self.revocations_digest = bytes(reply.revocations_digest[:64])  # refused or not
+        self.settings_differ = one_line(bounded(reply.settings_differ, MAX_SETTINGS_DIFFER))
         if reply.code != 0:
             raise RadioStationRefused(
                 f"RadioStation {self.target} refused the heartbeat: {reply.message}", reply.code
@@ -286,6 +297,12 @@ class RadioStations:
         return self._clients[self._current].clock_offset
 
     @property
+    def settings_differ(self) -> str:
+        """How this peer's settings differ from the channel's other peers', as the last heartbeat
+        answer of the RadioStation in use said ("": alike, or not said)."""
+        return self._clients[self._current].settings_differ
+
+    @property
     def revocations_digest(self) -> bytes:
         """The digest of the CRL the RadioStation in use serves (b"": none, or not told yet)."""
         return self._clients[self._current].revocations_digest
@@ -326,8 +343,12 @@ class RadioStations:
     async def peer_list(self, channel: str) -> tuple[list[PeerInfo], ValidatorSet | None]:
         return await self._first_answer(lambda c: c.peer_list(channel))
 
-    async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:
-        return await self._first_answer(lambda c: c.heartbeat(signer, channel, peer_type, height))
+    async def heartbeat(
+        self, signer: Signer, channel: str, peer_type: int, height: int, settings: bytes = b""
+    ) -> int:
+        return await self._first_answer(
+            lambda c: c.heartbeat(signer, channel, peer_type, height, settings)
+        )
 
     async def close(self) -> None:
         for client in self._clients:

@@ -58,7 +58,7 @@ from loopchain.types.crypto import (
 )
 from loopchain.types.hashing import sha3_256
 from loopchain.types.passwords import KEY_PASSWORD_ENV
-from loopchain.types.peer import PeerInfo, identify_digest
+from loopchain.types.peer import PeerInfo, encode_settings, identify_digest
 from loopchain.types.validators import ValidatorSet
 
 log = logging.getLogger(__name__)
@@ -276,6 +276,10 @@ class PeerNode:
         self.clock_off: str | None = None  # how this peer's clock is off (_judge_clock)
         self._clock_warned = -math.inf
         self._drift_warned = -math.inf  # when a clock off by more than half the skew was warned of
+        # the settings every peer of a channel must share, as each heartbeat says them, and per
+        # channel what the RadioStation last said of them and when it was warned of
+        self._settings = encode_settings(config)
+        self._settings_told: dict[str, tuple[str, float]] = {}
         self.metrics = PeerMetrics(
             lambda: {name: service.gauges for name, service in self.channels.items()},
             process=True,
@@ -718,8 +722,9 @@ class PeerNode:
                 continue
             try:
                 version = await rs.heartbeat(
-                    self.signer, name, status["peer_type"], status["block_height"]
+                    self.signer, name, status["peer_type"], status["block_height"], self._settings
                 )
+                self._judge_settings(name, rs.settings_differ)
                 self._ungranted.discard(name)
                 if versions.get(name) != version or not service.members or wanted:
                     await self._refresh_peers(rs, service)
@@ -825,6 +830,26 @@ class PeerNode:
         self.clock_off = off
         for service in self.channels.values():
             service.clock_off = off
+
+    def _judge_settings(self, channel: str, differ: str) -> None:
+        """Warn when the RadioStation says this peer's settings differ from some of the
+        channel's other peers' (`differ`: which way, it says; each of them is told too), again
+        every CLOCK_WARN_S while they do, and say when they no longer do."""
+        now = asyncio.get_running_loop().time()
+        told, warned = self._settings_told.get(channel, ("", -math.inf))
+        if differ and (differ != told or now - warned >= CLOCK_WARN_S):
+            log.warning(
+                "channel %s: its peers do not all run with the same settings, as the RadioStation "
+                "says (%s): they must be alike on every peer of a channel (one set otherwise "
+                "refuses the others' blocks or has its own refused, or its results differ), so "
+                "set them alike",
+                channel,
+                differ,
+            )
+            self._settings_told[channel] = (differ, now)
+        elif not differ and told:
+            log.info("channel %s: this peer's settings are the other peers' again", channel)
+            del self._settings_told[channel]
 
     def _warn_of_drift(self, offset: float, skew: float, now: float) -> None:
         """Warn (at most every CLOCK_WARN_S) of a clock off the RadioStation's by more than half

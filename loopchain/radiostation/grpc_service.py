@@ -22,7 +22,7 @@ from loopchain.types import canonical
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import recover_address
 from loopchain.types.hashing import sha3_256
-from loopchain.types.peer import heartbeat_digest
+from loopchain.types.peer import decode_settings, heartbeat_digest
 
 log = logging.getLogger(__name__)
 REFUSALS = RefusalLog(log)  # what callers send that is refused: logged rate-limited
@@ -278,6 +278,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             request.peer_type,
             request.block_height,
             request.timestamp_us,
+            request.settings,
         )
         try:
             signer = recover_address(digest, request.signature)
@@ -377,6 +378,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             REFUSALS.refused("refused a heartbeat of %s: %s", request.peer_id, refusal)
             self.station.registry.forget_heartbeats(request.peer_id)
             return pb.HeartbeatReply(code=int(ResponseCode.FAIL), message=refusal)
+        settings = decode_settings(request.settings)
         try:
             version = self.station.registry.heartbeat(
                 request.peer_id,
@@ -385,7 +387,13 @@ class RadioStationService(pb_grpc.RadioStationServicer):
                 request.block_height,
                 self.station.clock(),
                 self.station.monotonic(),
+                settings,
             )
         except UnknownPeer as exc:
             return pb.HeartbeatReply(code=int(ResponseCode.PEER_UNKNOWN), message=str(exc))
-        return pb.HeartbeatReply(code=0, peer_list_version=version)
+        differ = (
+            ""
+            if settings is None
+            else self.station.settings_differ(channel, request.peer_id, settings)
+        )
+        return pb.HeartbeatReply(code=0, peer_list_version=version, settings_differ=differ)

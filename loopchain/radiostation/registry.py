@@ -26,6 +26,7 @@ from typing import Any
 from loopchain.configure import shown
 from loopchain.durable import sweep_leftovers, write_atomic
 from loopchain.radiostation.channels import MAX_CHANNEL_PEERS, ChannelSpec
+from loopchain.types.peer import Settings
 
 FORMAT = 1
 STATUS_UNKNOWN = 0
@@ -77,6 +78,7 @@ class Heartbeat:
     peer_type: int
     block_height: int
     seen: float
+    settings: Settings | None = None  # what the peer said it runs with (ALIKE_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -464,15 +466,29 @@ class Registry:
         block_height: int,
         now: float,
         seen: float | None = None,
+        settings: Settings | None = None,
     ) -> int:
         """Record a heartbeat of a member at `now` (the clock) and `seen` (the monotonic clock;
-        `now` when not given); returns the channel's version."""
+        `now` when not given), with the settings it said; returns the channel's version."""
         self.peer(peer_id)
         if peer_id not in self._membership[channel].members:
             raise UnknownPeer(f"peer {shown(peer_id)} is not a member of channel {shown(channel)}")
-        beat = Heartbeat(now, peer_type, block_height, now if seen is None else seen)
+        beat = Heartbeat(now, peer_type, block_height, now if seen is None else seen, settings)
         self._beats[(channel, peer_id)] = beat
         return self.version(channel)
+
+    def settings_of_others(
+        self, channel: str, peer_id: str, now: float, timeout: float
+    ) -> list[Settings]:
+        """The settings the other members of `channel` connected at `now` (heartbeats `seen`
+        within `timeout`) said."""
+        members = self._membership[channel].members
+        beats = (self._beats.get((channel, m)) for m in members if m != peer_id)
+        return [
+            beat.settings
+            for beat in beats
+            if beat is not None and beat.settings is not None and now - beat.seen <= timeout
+        ]
 
     def forget_heartbeats(self, peer_id: str) -> None:
         """Forget every heartbeat of a peer: it is listed as connected in none of its channels

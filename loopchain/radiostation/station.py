@@ -9,11 +9,13 @@ from typing import Any
 
 from loopchain.configure import DEFAULTS, Config, ConfigError, shown
 from loopchain.p2p.grpc_util import Tls
+from loopchain.radiostation.alike import SettingsWatch
 from loopchain.radiostation.metrics import StationMetrics
 from loopchain.radiostation.registry import PeerView, Registry
 from loopchain.types import canonical, package_name
 from loopchain.types.crypto import Signer
 from loopchain.types.package_name import is_package_name
+from loopchain.types.peer import Settings
 from loopchain.types.validators import Group, Validator, ValidatorSet
 
 # Keys the RadioStation reads once at start (listeners, storage and file paths, TLS, logging, the
@@ -95,6 +97,7 @@ class Station:
         # writes refuse to overwrite other bytes (channel_admin). Unknown until set: not checked
         self.channel_file: bytes | None = None
         self.channel_file_known = False
+        self._alike = SettingsWatch()
         self.metrics = StationMetrics(
             lambda: {channel: self.view(channel) for channel in self.registry.channels},
             process=True,
@@ -242,6 +245,18 @@ class Station:
     def view(self, channel: str) -> list[PeerView]:
         """Members of `channel` with their current status."""
         return self.registry.view(channel, self.monotonic(), self._config.HEARTBEAT_TIMEOUT)
+
+    def settings_differ(self, channel: str, peer_id: str, own: Settings) -> str:
+        """How the settings `peer_id` said in its heartbeat differ from those the channel's other
+        connected members said ("" when alike). SCORE_STEP_LIMIT is not compared for a channel
+        whose genesis_data states its own (score_step_limit), which every SCORE takes."""
+        others = self.registry.settings_of_others(
+            channel, peer_id, self.monotonic(), self._config.HEARTBEAT_TIMEOUT
+        )
+        genesis = self.registry.channels[channel].genesis
+        stated = genesis is not None and genesis.score_step_limit is not None
+        skip = ("SCORE_STEP_LIMIT",) if stated else ()
+        return self._alike.judge(channel, peer_id, own, others, skip, len(self.registry))
 
     def leader(self, channel: str) -> PeerView | None:
         """The current leader of `channel`, if any."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from loopchain.types import canonical
@@ -33,14 +36,68 @@ def identify_digest(challenge: bytes) -> bytes:
 
 
 def heartbeat_digest(
-    peer_id: str, channel: str, peer_type: int, block_height: int, timestamp_us: int
+    peer_id: str,
+    channel: str,
+    peer_type: int,
+    block_height: int,
+    timestamp_us: int,
+    settings: bytes = b"",
 ) -> bytes:
-    """What a peer signs in each heartbeat (only the peer itself can say it is alive or leader)."""
-    body = {
+    """What a peer signs in each heartbeat (only the peer itself can say it is alive or leader,
+    or what it runs with: `settings`, encode_settings; none from an older peer)."""
+    body: dict[str, object] = {
         "peer_id": peer_id,
         "channel": channel,
         "peer_type": peer_type,
         "block_height": block_height,
         "timestamp": timestamp_us,
     }
+    if settings:
+        body["settings"] = sha3_256(settings).hex()
     return sha3_256(b"loopchain.heartbeat." + canonical.encode(body))
+
+
+# The settings every peer of a channel must share: a peer whose value differs refuses the
+# others' blocks or has its own refused (the leaders' turns, the clock's tolerance, the
+# transactions' window, a block's count and size), or records other results than theirs (the
+# SCORE's limits). Each heartbeat says the peer's, and the RadioStation compares them.
+ALIKE_SETTINGS = (
+    "LEADER_BLOCK_CREATION_LIMIT",
+    "MAX_TIMESTAMP_SKEW",
+    "TX_TIMESTAMP_WINDOW",
+    "MAX_BLOCK_TX_NUM",
+    "MAX_BLOCK_KBYTES",
+    "SCORE_STEP_LIMIT",
+    "SCORE_MEMORY_LIMIT_MB",
+)
+MAX_SETTINGS_BYTES = 1024  # settings in a heartbeat past this are not looked at
+
+Settings = dict[str, int | float]
+
+
+def encode_settings(values: Mapping[str, object]) -> bytes:
+    """The ALIKE_SETTINGS of `values` (a configuration) as a heartbeat carries them."""
+    said = {name: values[name] for name in ALIKE_SETTINGS if name in values}
+    return json.dumps(said, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_settings(raw: bytes) -> Settings | None:
+    """The settings a heartbeat carries: the ALIKE_SETTINGS among them that are finite numbers;
+    None when there are none, or they are not a small JSON object."""
+    if not raw or len(raw) > MAX_SETTINGS_BYTES:
+        return None
+    try:
+        said = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(said, dict):
+        return None
+    settings: Settings = {
+        name: value
+        for name, value in said.items()
+        if name in ALIKE_SETTINGS
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    }
+    return settings or None

@@ -57,10 +57,12 @@ def heartbeat_request(
     block_height: int = 0,
     timestamp_us: int | None = None,
     key: Signer | None = None,
+    settings: bytes = b"",
 ) -> pb.HeartbeatRequest:
-    """A heartbeat of `signer` signed with `key` (default: its own) at `timestamp_us` (now)."""
+    """A heartbeat of `signer` signed with `key` (default: its own) at `timestamp_us` (now),
+    saying `settings` (none: as an older peer's)."""
     now_us = time.time_ns() // 1000 if timestamp_us is None else timestamp_us
-    digest = heartbeat_digest(signer.address, channel, peer_type, block_height, now_us)
+    digest = heartbeat_digest(signer.address, channel, peer_type, block_height, now_us, settings)
     return pb.HeartbeatRequest(
         peer_id=signer.address,
         channel=channel,
@@ -68,6 +70,7 @@ def heartbeat_request(
         block_height=block_height,
         timestamp_us=now_us,
         signature=(key or signer).sign(digest),
+        settings=settings,
     )
 
 

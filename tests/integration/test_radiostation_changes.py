@@ -31,6 +31,7 @@ from loopchain.radiostation.station import Station
 from loopchain.radiostation.throttle import CHANGE_BURST, CHANGE_INTERVAL_S
 from loopchain.storage.memory import MemoryStore
 from loopchain.types.crypto import Signer
+from loopchain.types.peer import encode_settings
 from tests.integration._rs_helpers import connect_request, heartbeat_request
 from tests.integration._targets import TinyPeer, hanging_peer, served, tiny_peer
 from tests.unit._heartbeat import HeartbeatChannel
@@ -270,9 +271,10 @@ async def test_a_registration_that_changes_nothing_is_answered_without_a_probe(
         assert back.code == 0 and len(peer.challenges) == 2
 
 
-def peer_node(tmp_path: Path, radiostation: str, signer: Signer) -> PeerNode:
+def peer_node(tmp_path: Path, radiostation: str, signer: Signer, **settings: float) -> PeerNode:
     """A PeerNode of `signer` at 127.0.0.1:7100 as its start and heartbeat loop see it (no
-    channels in this process, as when they run in workers), beating every 50 ms."""
+    channels in this process, as when they run in workers), beating every 50 ms, with
+    `settings` over the defaults."""
     config = load_config(
         environ={},
         overrides={
@@ -281,6 +283,7 @@ def peer_node(tmp_path: Path, radiostation: str, signer: Signer) -> PeerNode:
             "GRPC_TIMEOUT": DEADLINE,
             "HEARTBEAT_INTERVAL": 0.05,
             "HEARTBEAT_TIMEOUT": 60.0,
+            **settings,
         },
     )
     node = PeerNode(config, PeerOptions(7100, (radiostation,), None, None, False))
@@ -368,14 +371,15 @@ async def test_heartbeats_older_than_the_clock_skew_are_forgotten_and_replays_st
 
 
 async def _a_peer_heard(
-    tmp_path: Path, stub: Any, rs_target: str
+    tmp_path: Path, stub: Any, rs_target: str, **settings: float
 ) -> tuple[PeerNode, HeartbeatChannel, RadioStations]:
-    """A peer registered at the RadioStation `stub` serves, with one channel "c", after one
-    round of heartbeats: its node, channel and RadioStation clients."""
+    """A peer registered at the RadioStation `stub` serves, with one channel "c" and
+    `settings` over the defaults, after one round of heartbeats: its node, channel and
+    RadioStation clients."""
     signer = Signer.generate()
     request = connect_request(signer, "127.0.0.1:7100")
     assert (await stub.ConnectPeer(request, timeout=DEADLINE)).code == 0
-    node = peer_node(tmp_path / "peer", rs_target, signer)
+    node = peer_node(tmp_path / "peer", rs_target, signer, **settings)
     channel = HeartbeatChannel(name="c")
     node.channels["c"] = channel  # type: ignore[assignment]
     stations = RadioStations([rs_target], node.config)
@@ -409,6 +413,59 @@ async def test_a_peer_whose_clock_is_off_is_told_so_and_still_learns_its_members
             await node._heartbeats(stations, {}, False)
             assert stations.clock_offset is not None and abs(stations.clock_offset) < 5
             assert channel.clock_off is None and node.clock_off is None
+        finally:
+            await stations.close()
+
+
+async def test_a_peer_set_otherwise_than_the_others_is_told_how_and_the_radiostation_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every peer of a channel must run with the same LEADER_BLOCK_CREATION_LIMIT (and the other
+    ALIKE_SETTINGS); one set otherwise acted as a faulty peer, refusing every block with "but the
+    leader is ..." (operator review). Each heartbeat says the peer's settings: the RadioStation
+    answers how they differ from the channel's other connected peers', which the peer warns of,
+    and logs the one in a minority. An older peer's heartbeat (no settings) is taken as before."""
+    clock = Clock()
+    clock.now = time.time()
+    defaults = encode_settings(load_config(environ={}))
+    async with station_stub(tmp_path / "rs", clock) as (stub, _, rs_target):
+        others = [Signer.generate() for _ in range(3)]
+        for n, other in enumerate(others):
+            request = connect_request(other, f"127.0.0.1:{7200 + 100 * n}")
+            assert (await stub.ConnectPeer(request, timeout=DEADLINE)).code == 0
+        for other in others[:2]:  # two peers set as every peer is by default
+            beat = heartbeat_request(other, "c", settings=defaults)
+            reply = await stub.Heartbeat(beat, timeout=DEADLINE)
+            assert reply.code == 0 and reply.settings_differ == ""
+        older = await stub.Heartbeat(heartbeat_request(others[2], "c"), timeout=DEADLINE)
+        assert older.code == 0 and older.settings_differ == ""
+        with caplog.at_level(logging.INFO):
+            node, _channel, stations = await _a_peer_heard(
+                tmp_path, stub, rs_target, LEADER_BLOCK_CREATION_LIMIT=5
+            )
+        try:
+            said = "LEADER_BLOCK_CREATION_LIMIT 5 here, 20 at 2 of 2 other peers"
+            assert stations.settings_differ == said
+            warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+            assert [r.name for r in warned if said in r.getMessage()] == [
+                "loopchain.radiostation.alike",  # in a minority: the RadioStation says so
+                "loopchain.peer.node",
+            ]
+            # a peer set as the majority is told too; the RadioStation logs no more
+            beat = heartbeat_request(others[0], "c", settings=defaults)
+            reply = await stub.Heartbeat(beat, timeout=DEADLINE)
+            assert reply.settings_differ == (
+                "LEADER_BLOCK_CREATION_LIMIT 20 here, 5 at 1 of 2 other peers"
+            )
+            assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
+            # set right (a restart with the others' settings): the peer says so
+            node._settings = defaults
+            caplog.clear()
+            with caplog.at_level(logging.INFO):
+                await node._heartbeats(stations, {}, False)
+            assert stations.settings_differ == ""
+            assert "this peer's settings are the other peers' again" in caplog.text
+            assert "no longer runs with settings of its own" in caplog.text
         finally:
             await stations.close()
 

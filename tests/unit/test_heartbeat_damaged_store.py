@@ -40,11 +40,14 @@ class RadioStation:
     """The two calls of RadioStationClient the heartbeat loop makes: the heartbeats it got."""
 
     clock_offset = 0.0  # its clock agrees with the peer's
+    settings_differ = ""  # the peer's settings are the others'
 
     def __init__(self) -> None:
         self.beats: list[tuple[str, int, int]] = []
 
-    async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:
+    async def heartbeat(
+        self, signer: Signer, channel: str, peer_type: int, height: int, settings: bytes = b""
+    ) -> int:
         self.beats.append((channel, peer_type, height))
         return 1
 

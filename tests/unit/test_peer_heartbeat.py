@@ -32,11 +32,14 @@ class RadioStation:
     """The two calls of RadioStationClient the heartbeat loop makes; each peer_list is timed."""
 
     clock_offset = 0.0  # its clock agrees with the peer's
+    settings_differ = ""  # the peer's settings are the others'
 
     def __init__(self) -> None:
         self.listed: list[float] = []
 
-    async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:
+    async def heartbeat(
+        self, signer: Signer, channel: str, peer_type: int, height: int, settings: bytes = b""
+    ) -> int:
         return 1  # the list's version never changes: only a wanted member makes it asked again
 
     def asked(self, times: int) -> Callable[[], Awaitable[bool]]:

@@ -46,6 +46,7 @@ class RadioStation:
 
     target = TARGET
     clock_offset = 0.0  # its clock agrees with the peer's
+    settings_differ = ""  # the peer's settings are the others'
 
     def __init__(self, refusal: int | None, registration: Registration | None) -> None:
         self.refusal = refusal
@@ -56,7 +57,9 @@ class RadioStation:
         self.lists = 0
         self.list_down = False  # peer_list raises RadioStationUnreachable
 
-    async def heartbeat(self, signer: Signer, channel: str, peer_type: int, height: int) -> int:
+    async def heartbeat(
+        self, signer: Signer, channel: str, peer_type: int, height: int, settings: bytes = b""
+    ) -> int:
         self.heartbeats += 1
         if self.refusal is not None:
             raise RadioStationRefused(f"refused ({self.refusal})", self.refusal)

@@ -1,0 +1,91 @@
+"""Whether the peers of a channel run with the settings they must share (types/peer.py
+ALIKE_SETTINGS). Each heartbeat says the peer's; one set otherwise than the others refuses their
+blocks or has its own refused, or records other results, and nothing but the stalls showed why
+(operator review: a peer with another LEADER_BLOCK_CREATION_LIMIT said only "but the leader is
+..."). The RadioStation answers each heartbeat with how its settings differ from those of the
+channel's other connected peers, and logs a peer in a minority."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Container, Iterable
+
+from loopchain.types.peer import ALIKE_SETTINGS, Settings
+
+log = logging.getLogger(__name__)
+
+
+def _shown(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def differences(own: Settings, others: Iterable[Settings], skip: Container[str] = ()) -> str:
+    """How `own` differs from `others` ("" when in nothing): per setting, its value here and
+    each other value with how many of the others that state the setting hold it."""
+    others = list(others)
+    parts = []
+    for name in ALIKE_SETTINGS:
+        if name not in own or name in skip:
+            continue
+        held = Counter(s[name] for s in others if name in s)
+        elsewhere = [(value, n) for value, n in held.most_common() if value != own[name]]
+        if elsewhere:
+            total = sum(held.values())
+            said = ", ".join(f"{_shown(value)} at {n} of {total}" for value, n in elsewhere)
+            parts.append(f"{name} {_shown(own[name])} here, {said} other peers")
+    return "; ".join(parts)
+
+
+def in_minority(own: Settings, others: Iterable[Settings], skip: Container[str] = ()) -> bool:
+    """Whether fewer peers (this one counted) hold one of `own`'s values than hold another."""
+    others = list(others)
+    for name in ALIKE_SETTINGS:
+        if name not in own or name in skip:
+            continue
+        held = Counter(s[name] for s in others if name in s)
+        if held and held[own[name]] + 1 < max(held.values()):
+            return True
+    return False
+
+
+class SettingsWatch:
+    """What the RadioStation last said to each peer of each channel about its settings, so that
+    it logs a peer's difference once, when it changes."""
+
+    def __init__(self) -> None:
+        self._told: dict[tuple[str, str], str] = {}
+
+    def judge(
+        self,
+        channel: str,
+        peer_id: str,
+        own: Settings,
+        others: list[Settings],
+        skip: Container[str],
+        peers: int,
+    ) -> str:
+        """How `own` differs from `others` (differences), logged when `peer_id` is in a minority
+        (once for each new difference). `peers` (those registered) bounds what is remembered."""
+        said = differences(own, others, skip)
+        key = (channel, peer_id)
+        warned = self._told.get(key)
+        if said and in_minority(own, others, skip):
+            if said != warned:
+                if len(self._told) >= 2 * peers + 16:  # removed peers' words go
+                    self._told.clear()
+                self._told[key] = said
+                log.warning(
+                    "channel %s: peer %s runs with other settings than the channel's other "
+                    "connected peers (they must be alike on every peer: its blocks or theirs "
+                    "are refused, or its results differ): %s",
+                    channel,
+                    peer_id,
+                    said,
+                )
+        elif warned is not None:
+            del self._told[key]
+            log.info(
+                "channel %s: peer %s no longer runs with settings of its own", channel, peer_id
+            )
+        return said

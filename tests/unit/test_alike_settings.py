@@ -1,0 +1,132 @@
+"""The settings every peer of a channel must share, as heartbeats carry them and the RadioStation
+compares them (radiostation/alike.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from loopchain.configure import load_config
+from loopchain.radiostation.alike import SettingsWatch, differences, in_minority
+from loopchain.radiostation.channels import ChannelSpec
+from loopchain.radiostation.registry import Registry
+from loopchain.radiostation.station import Station
+from loopchain.types import canonical
+from loopchain.types.crypto import Signer
+from loopchain.types.genesis import GenesisData
+from loopchain.types.hashing import sha3_256
+from loopchain.types.peer import (
+    ALIKE_SETTINGS,
+    MAX_SETTINGS_BYTES,
+    decode_settings,
+    encode_settings,
+    heartbeat_digest,
+)
+
+DEFAULTS = decode_settings(encode_settings(load_config(environ={})))
+
+
+def test_a_heartbeat_without_settings_is_signed_as_an_older_peer_signs_it() -> None:
+    """A RadioStation of this version takes an older peer's heartbeats (no settings), and the
+    settings a newer one says are signed with the rest (one altered on the way is refused)."""
+    body = {"peer_id": "hx1", "channel": "c", "peer_type": 0, "block_height": 7, "timestamp": 9}
+    older = sha3_256(b"loopchain.heartbeat." + canonical.encode(body))
+    assert heartbeat_digest("hx1", "c", 0, 7, 9) == older
+    assert heartbeat_digest("hx1", "c", 0, 7, 9, b"") == older
+    said = heartbeat_digest("hx1", "c", 0, 7, 9, b'{"MAX_BLOCK_TX_NUM":1000}')
+    assert said != older
+    assert said != heartbeat_digest("hx1", "c", 0, 7, 9, b'{"MAX_BLOCK_TX_NUM":2000}')
+
+
+def test_a_configuration_says_every_alike_setting() -> None:
+    assert DEFAULTS is not None and set(DEFAULTS) == set(ALIKE_SETTINGS)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'{"UNKNOWN": 1}',
+        b'{"MAX_BLOCK_TX_NUM": true}',
+        b'{"MAX_BLOCK_TX_NUM": "1000"}',
+        b'{"MAX_BLOCK_TX_NUM": NaN}',
+        b'{"MAX_BLOCK_TX_NUM": Infinity}',
+        b'{"MAX_BLOCK_TX_NUM": 1' + b"0" * MAX_SETTINGS_BYTES + b"}",
+    ],
+)
+def test_settings_that_are_not_a_small_object_of_known_numbers_are_not_looked_at(
+    raw: bytes,
+) -> None:
+    assert decode_settings(raw) is None
+
+
+def test_known_settings_are_taken_and_others_left_out() -> None:
+    raw = (
+        b'{"MAX_BLOCK_TX_NUM": 500, "MAX_TIMESTAMP_SKEW": 30.5, "OTHER": 1, "SCORE_STEP_LIMIT": []}'
+    )
+    assert decode_settings(raw) == {"MAX_BLOCK_TX_NUM": 500, "MAX_TIMESTAMP_SKEW": 30.5}
+
+
+def test_differences_name_each_setting_its_value_here_and_elsewhere() -> None:
+    own = {"LEADER_BLOCK_CREATION_LIMIT": 5, "MAX_TIMESTAMP_SKEW": 30.0, "MAX_BLOCK_TX_NUM": 10}
+    others = [
+        {"LEADER_BLOCK_CREATION_LIMIT": 20, "MAX_TIMESTAMP_SKEW": 30.0},
+        {"LEADER_BLOCK_CREATION_LIMIT": 20, "MAX_TIMESTAMP_SKEW": 60.0},
+        {"LEADER_BLOCK_CREATION_LIMIT": 5, "MAX_TIMESTAMP_SKEW": 30},
+    ]
+    assert differences(own, others) == (
+        "LEADER_BLOCK_CREATION_LIMIT 5 here, 20 at 2 of 3 other peers; "
+        "MAX_TIMESTAMP_SKEW 30 here, 60 at 1 of 3 other peers"
+    )
+    assert differences(own, others, skip=("LEADER_BLOCK_CREATION_LIMIT",)) == (
+        "MAX_TIMESTAMP_SKEW 30 here, 60 at 1 of 3 other peers"
+    )
+    assert differences(own, []) == ""
+    assert differences(own, [own, own]) == ""
+    assert not in_minority(own, others)  # 2 peers of 4 hold 5, 2 others 20: a tie
+    assert in_minority(own, others[:2])  # 1 of 3 holds 5
+    assert not in_minority(own, others[:2], skip=("LEADER_BLOCK_CREATION_LIMIT",))
+
+
+def test_the_radiostation_logs_a_peer_in_a_minority_once_a_difference(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watch = SettingsWatch()
+    own, other = {"MAX_BLOCK_TX_NUM": 10}, {"MAX_BLOCK_TX_NUM": 1000}
+    with caplog.at_level(logging.INFO, logger="loopchain.radiostation.alike"):
+        for _ in range(3):
+            said = watch.judge("c", "hxa", own, [other, other], (), 4)
+        assert said == "MAX_BLOCK_TX_NUM 10 here, 1000 at 2 of 2 other peers"
+        watch.judge("c", "hxb", other, [other, own], (), 4)  # in the majority: not logged
+        watch.judge("c", "hxa", {"MAX_BLOCK_TX_NUM": 20}, [other, other], (), 4)  # another
+        assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.WARNING]
+        watch.judge("c", "hxa", other, [other, other], (), 4)
+        assert "no longer runs with settings of its own" in caplog.records[-1].getMessage()
+
+
+def test_the_step_limit_is_not_compared_where_the_channel_states_its_own() -> None:
+    """A channel whose genesis_data states score_step_limit runs every SCORE with it, whatever
+    the peers' SCORE_STEP_LIMIT: theirs may differ."""
+    config = load_config(environ={})
+    stated = GenesisData((), score_step_limit=0x1000)
+    channels = {
+        "stated": ChannelSpec("stated", "loopchain/default", None, genesis=stated),
+        "plain": ChannelSpec("plain", "loopchain/default", None),
+    }
+    station = Station(config, Registry(channels, False), Signer.generate(), time.time)
+    peers = [Signer.generate().address for _ in range(2)]
+    for peer in peers:
+        station.registry.register(peer, "127.0.0.1:7100", "", b"")
+    assert DEFAULTS is not None
+    low = {**DEFAULTS, "SCORE_STEP_LIMIT": 10}
+    for name in channels:
+        station.registry.heartbeat(peers[0], name, 0, 0, time.time(), None, DEFAULTS)
+        station.registry.heartbeat(peers[1], name, 0, 0, time.time(), None, low)
+    assert station.settings_differ("stated", peers[1], low) == ""
+    assert station.settings_differ("plain", peers[1], low) == (
+        "SCORE_STEP_LIMIT 10 here, 1000000 at 1 of 1 other peers"
+    )
