@@ -592,7 +592,11 @@ def _malformed_http_in_one_line(record: logging.LogRecord) -> bool:
     parser's error)."""
     exc = record.exc_info[1] if record.exc_info else None
     if _is_http_error(exc) or (exc is not None and _is_http_error(exc.__cause__)):
-        record.msg, record.args = "refused a malformed HTTP request: %s", (str(exc)[:200],)
+        untold = _MALFORMED_HTTP.take()  # at most RefusalLog's lines a second (review)
+        if untold is None:
+            return False
+        more = f" ({untold} more refused not logged)" if untold else ""
+        record.msg, record.args = "refused a malformed HTTP request: %s%s", (str(exc)[:200], more)
         record.exc_info, record.exc_text = None, None
         record.levelno, record.levelname = logging.WARNING, "WARNING"
     return True
@@ -684,6 +688,16 @@ class RefusalLog:
         self.suppressed = 0
 
     def refused(self, message: str, *args: object) -> None:
+        untold = self.take()
+        if untold is None:
+            return
+        if untold:
+            message += f" ({untold} more refusals not logged)"
+        self.logger.log(self.level, message, *args)
+
+    def take(self) -> int | None:
+        """Whether a line may be logged now: None when not (it is counted), else how many were
+        not logged since the last one (to be said with it)."""
         now = self.clock()
         self._allowance = min(
             self.per_second, self._allowance + (now - self._last) * self.per_second
@@ -691,9 +705,11 @@ class RefusalLog:
         self._last = now
         if self._allowance < 1.0:
             self.suppressed += 1
-            return
+            return None
         self._allowance -= 1.0
-        if self.suppressed:
-            message += f" ({self.suppressed} more refusals not logged)"
-            self.suppressed = 0
-        self.logger.log(self.level, message, *args)
+        untold, self.suppressed = self.suppressed, 0
+        return untold
+
+
+# malformed HTTP requests refused (_malformed_http_in_one_line): each logged a line, at any rate
+_MALFORMED_HTTP = RefusalLog(logging.getLogger("aiohttp.server"))

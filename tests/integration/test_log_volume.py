@@ -1,0 +1,98 @@
+"""What strangers can make a process log is bounded (log review): bytes sent to a port must not
+turn into log lines at the rate they are sent, which fills the disk."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration._rs_helpers import ROOT, StartRS, call
+from tests.integration._slow_clients import until_closed
+from tools.procs import free_port_pair
+
+DEADLINE = 20.0
+CONNECTIONS = 60
+
+
+async def _handshake_fails(port: int, tls: bool) -> None:
+    """Connect to the gRPC port, send what no TLS server takes (junk, or a TLS hello without a
+    client certificate), and read until the server closes the connection."""
+    context = None
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.set_alpn_protocols(["h2"])
+    async with asyncio.timeout(DEADLINE):
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+        except (ssl.SSLError, ConnectionError):
+            return  # refused within the handshake: the server closed it
+        try:
+            writer.write(b"GET / HTTP/1.1\r\n\r\n" if not tls else b"PRI * HTTP/2.0\r\n\r\n")
+            await writer.drain()
+            while await reader.read(4096):
+                pass
+        except (ssl.SSLError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_failed_tls_handshakes_leave_no_line_each_on_stderr(
+    start_rs: StartRS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gRPC's core wrote a line to stderr for each failed TLS handshake (past Python's logging
+    and its rate limits): anyone reaching a TLS port filled the disk at ~390 KB/s. Its own lines
+    below ERROR are no longer written, whatever the environment the process was started in."""
+    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)  # the process sets its own
+    port, storage = free_port_pair(), tmp_path / "storage"
+    flags = ("--radiostation", str(port))
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "tls_network.py"), "--storage", str(storage), *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    rs = await start_rs(config={"GRPC_SSL_TYPE": 2}, port=port)
+    before = len(rs.current_log())
+    for tls in (False, True):
+        await asyncio.gather(*(_handshake_fails(rs.port, tls) for _ in range(CONNECTIONS // 2)))
+    status, _, _ = await call("GET", f"{rs.rest}/api/v1/peer/list")  # it still serves
+    assert status == 200
+    grown = rs.current_log()[before:]
+    assert "Handshake failed" not in grown, grown[:600]
+    assert len(grown) < 20 * CONNECTIONS, grown[:600]  # not a line a connection
+
+
+async def test_malformed_http_requests_are_logged_at_a_bounded_rate(start_rs: StartRS) -> None:
+    """Each HTTP request the server could not parse logged a warning line, at any rate (a review
+    measured ~175 KB/s of log from one client); they are logged as other refusals are, at most
+    RefusalLog's 20 lines a second, the others counted."""
+    rs = await start_rs()
+    before = len(rs.current_log())
+    bad = b"GET /api/v1/peer/list HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n"
+    sent = 200
+    started = time.monotonic()
+    for _ in range(sent // 20):
+        answers = await asyncio.gather(
+            *(until_closed(rs.rest_port, bad, DEADLINE) for _ in range(20))
+        )
+        assert all(b" 400 Bad Request\r\n" in a[:30] for a in answers), answers[0][:200]
+    elapsed = time.monotonic() - started
+    status, _, _ = await call("GET", f"{rs.rest}/api/v1/peer/list")
+    assert status == 200
+    lines = rs.current_log()[before:].count("refused a malformed HTTP request")
+    # a bucket of 20 lines, refilled at 20 a second: the bound grows with the time the requests
+    # took (a slower machine logs more of them, never one each)
+    assert 1 <= lines <= 20 + 20 * elapsed + 1, (lines, elapsed)
+    if elapsed < (sent - 22) / 20:  # they came faster than logged: some were counted instead
+        assert lines < sent
