@@ -10,11 +10,27 @@ import re
 from collections.abc import Iterable
 
 # Characters that end or rewrite a line on a terminal or in a log reader: C0 controls but tab,
-# DEL, C1 controls (NEL among them) and Unicode's line and paragraph separators.
+# DEL, C1 controls (NEL among them), Unicode's line and paragraph separators, and its direction
+# marks, embeddings, overrides and isolates, which show a line's text in another order than it
+# is (a request naming "\u202etluafed" reads as "default"; log review).
 _ESCAPES = {
     code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if code != 0x09
 }
-_ESCAPES.update({0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+_ESCAPES.update({0x0A: "\\n", 0x0D: "\\r"})
+_ESCAPES.update(
+    {
+        code: f"\\u{code:04x}"
+        for code in (
+            0x061C,
+            0x200E,
+            0x200F,
+            0x2028,
+            0x2029,
+            *range(0x202A, 0x202F),
+            *range(0x2066, 0x206A),
+        )
+    }
+)
 
 MAX_LOG_MESSAGE = 8_000  # characters of one log record's message
 # A gRPC status message travels percent-encoded in a trailer (3 bytes for each byte of UTF-8

@@ -37,6 +37,13 @@ def test_a_line_break_or_control_character_is_written_as_an_escape(char: str) ->
     assert shown.startswith("refused \\") and shown.endswith("2026-12-03 00:00:00,000 ERROR forged")
 
 
+@pytest.mark.parametrize("char", ["\u202e", "\u202d", "\u2066", "\u2069", "\u200f", "\u061c"])
+def test_a_character_that_reorders_the_text_shown_is_written_as_an_escape(char: str) -> None:
+    """A direction override shows "/api/v3/\u202etluafed" as ".../default" (log review)."""
+    shown = one_line(f"refused /api/v3/{char}tluafed_niahcpool from 127.0.0.1")
+    assert char not in shown and f"\\u{ord(char):04x}tluafed" in shown
+
+
 def test_a_lone_surrogate_is_written_as_an_escape_and_the_rest_is_kept() -> None:
     shown = one_line("key \ud800 and \U0001f600 and tab\there")
     assert shown == "key \\ud800 and \U0001f600 and tab\there"
