@@ -544,14 +544,18 @@ class _LogFile(_DiskTroubleTold):
 
 @functools.cache
 def _rotated_log_file(*, by_time: bool) -> Any:
-    """The class of a log file rotated by time or by size. logging.handlers is imported here,
-    not at the top: only a rotated file needs it, and it costs each process ~0.5 MB (pickle)."""
-    import logging.handlers
+    """The class of a log file rotated by time or by size, by whichever of the processes that
+    write it finds it due (the peer, its REST proxy and its channel workers all write
+    LOG_FILE_PATH): under a lock beside the file (`.__NAME.lock`), and the others write to the
+    new file after (concurrent_log_handler). Each rotated it by itself: records went to files
+    already rotated away and deleted, and backups were shifted out early (log review). Imported
+    here, not at the top: only a rotated file needs it (~0.5 MB a process)."""
+    import concurrent_log_handler
 
     base = (
-        logging.handlers.TimedRotatingFileHandler
+        concurrent_log_handler.ConcurrentTimedRotatingFileHandler
         if by_time
-        else logging.handlers.RotatingFileHandler
+        else concurrent_log_handler.ConcurrentRotatingFileHandler
     )
     name = "_TimeRotatedLogFile" if by_time else "_SizeRotatedLogFile"
     return type(name, (_DiskTroubleTold, base), {})

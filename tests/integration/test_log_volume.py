@@ -96,3 +96,39 @@ async def test_malformed_http_requests_are_logged_at_a_bounded_rate(start_rs: St
     assert 1 <= lines <= 20 + 20 * elapsed + 1, (lines, elapsed)
     if elapsed < (sent - 22) / 20:  # they came faster than logged: some were counted instead
         assert lines < sent
+
+
+WRITER = """
+import logging, sys
+from loopchain.configure import load_config, setup_logging
+overrides = {"LOG_FILE_PATH": sys.argv[1], "LOG_FILE_ROTATE_MAX_BYTES": 4000,
+             "LOG_FILE_ROTATE_BACKUP_COUNT": 60, "LOOPCHAIN_LOG_LEVEL": "INFO"}
+setup_logging(load_config(environ={}, overrides=overrides), debug=False, process=sys.argv[2])
+log = logging.getLogger("loopchain.test")
+for n in range(int(sys.argv[3])):
+    log.info("record %s-%d %s", sys.argv[2], n, "x" * 20)
+"""
+
+
+def test_processes_writing_one_rotated_log_file_lose_no_record(tmp_path: Path) -> None:
+    """The peer, its REST proxy and its channel workers all write LOG_FILE_PATH. Each rotated it
+    by itself: records went to files already renamed over, and backups were shifted out early
+    (log review). Rotated under a lock, every record of three processes is in exactly one file,
+    and no file is far past the bound."""
+    path, records = tmp_path / "peer.log", 400
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), f"p{k}", str(records)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for k in range(3)
+    ]
+    for writer in writers:
+        assert writer.wait(timeout=120) == 0
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("peer.log")]
+    assert len(files) > 10  # rotated many times, by all three
+    lines = [line for p in files for line in p.read_text().splitlines()]
+    said = [line.partition("record ")[2].partition(" ")[0] for line in lines]
+    assert sorted(said) == sorted(f"p{k}-{n}" for k in range(3) for n in range(records))
+    assert all(p.stat().st_size <= 4000 + 200 for p in files)

@@ -310,9 +310,10 @@ def test_the_log_file_rotates_by_size_and_keeps_its_backups(tmp_path: Path) -> N
     finally:
         logger.removeHandler(handler)
         handler.close()
-    files = sorted(p.name for p in tmp_path.iterdir())
+    files = sorted(p.name for p in tmp_path.iterdir() if p.name != ".__peer.lock")
     assert files == ["peer.log", "peer.log.1", "peer.log.2"]  # the oldest are gone
-    assert all((tmp_path / name).stat().st_size <= 2000 for name in files)
+    # rotated once it holds the bound: by the line that took it there at most
+    assert all((tmp_path / name).stat().st_size <= 2000 + 60 for name in files)
     assert "line 199 " in path.read_text()
 
 
@@ -513,7 +514,8 @@ def test_a_log_file_that_takes_records_again_says_how_many_it_missed(
     path = tmp_path / "peer.log"
     config = load_config(environ={}, overrides={"LOG_FILE_PATH": str(path), **rotate})
     handler = log_file_handler(config)
-    handler.stream = _FailingWrites(handler.stream, 5)
+    opened = handler.stream or handler.do_open()  # a rotated one opens its file at the first write
+    handler.stream = _FailingWrites(opened, 5)
     logger = logging.getLogger("test.full_disk")
     logger.propagate = False
     logger.addHandler(handler)
