@@ -64,7 +64,7 @@ from loopchain.blockchain.score_base import (
     ScoreContext,
     TransactionView,
 )
-from loopchain.configure import DEFAULTS, Config, setup_logging
+from loopchain.configure import DEFAULTS, Config, RefusalLog, setup_logging
 from loopchain.durable import sync_directory, write_atomic
 from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.memory import start_giving_back
@@ -113,6 +113,9 @@ from loopchain.types.transaction import V3, Transaction
 from loopchain.types.validators import ValidatorSet
 
 log = logging.getLogger("loopchain.score")
+# a transaction failed (its result says why): at most RefusalLog's lines a second, as anyone may
+# send transactions that fail (one INFO line each: ~210 bytes on every peer; log review)
+_FAILED = RefusalLog(log, level=logging.INFO)
 T = TypeVar("T")
 
 STEP_LIMIT_MESSAGE = "step limit exceeded"
@@ -655,14 +658,14 @@ class LoadedScore:
             raise  # a local store failure is not the transaction's result: the whole call fails
         except BaseException as exc:  # whatever a SCORE raises fails only its transaction
             message = self._describe(exc)
-            log.info("transaction %s failed in the SCORE: %s", tx_hash, message)
+            _log_failure(tx_hash, f"failed in the SCORE: {message}")
             return TxResult(tx_hash, SCORE_ERROR, message)
         finally:
             self.proxy.reset()
         result = TxResult(tx_hash, code, message, events=self.events.take())
         unkept = self._unkept(result, overlay)
         if unkept is not None:
-            log.info("transaction %s failed: %s", tx_hash, unkept)
+            _log_failure(tx_hash, f"failed: {unkept}")
             return TxResult(tx_hash, SCORE_ERROR, unkept)
         self.state.merge(overlay)
         return result
@@ -1157,6 +1160,14 @@ async def serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()
     return STORE_FAILED_EXIT if servicer.store_failed.is_set() else STOPPED_EXIT
+
+
+def _log_failure(tx_hash: str, what: str) -> None:
+    """Log that a transaction failed, unless failures came faster than _FAILED takes them."""
+    untold = _FAILED.take()
+    if untold is not None:
+        more = f" ({untold} more failed transactions not logged)" if untold else ""
+        log.info("transaction %s %s%s", tx_hash, what, more)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
