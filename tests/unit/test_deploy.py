@@ -804,3 +804,13 @@ def test_the_collector_writes_only_the_nodes_tags_within_bounds() -> None:
     assert re.search(r"^\s*@type\s+null\s*$", last, re.M), "other tags are not dropped"
     assert re.search(r"^\s*chunk_size_limit\s+\S+", text, re.M), "messages are not bounded"
     assert re.search(r"^\s*total_limit_size\s+\S+", text, re.M), "the buffer is not bounded"
+
+
+def test_every_service_bounds_the_output_docker_keeps(compose: dict[str, Any]) -> None:
+    """Docker's default json-file driver keeps a service's output for good, and strangers'
+    refused requests are logged (at a bounded rate) for as long as they come (log review)."""
+    for name in (*RESTARTED, INIT):
+        logging = service(compose, name).get("logging") or {}
+        options = logging.get("options") or {}
+        assert logging.get("driver") == "json-file", (name, logging)
+        assert options.get("max-size") and int(options.get("max-file", 0)) >= 1, (name, logging)
