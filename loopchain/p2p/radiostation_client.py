@@ -25,7 +25,7 @@ from loopchain.types.canonical import EncodingError
 from loopchain.types.channel_name import MAX_CHANNELS, is_channel_name
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import Signer, address_of
-from loopchain.types.peer import PeerInfo, connect_digest, heartbeat_digest
+from loopchain.types.peer import PeerInfo, connect_digest, heartbeat_digest, settings_digest
 from loopchain.types.validators import MAX_SET_PEERS, ValidatorSet
 
 Reply = TypeVar("Reply")
@@ -203,7 +203,7 @@ class RadioStationClient:
         (encode_settings); returns the channel's peer-list version."""
         now_us = time.time_ns() // 1000
         sent = time.monotonic()
-        digest = heartbeat_digest(signer.address, channel, peer_type, height, now_us, settings)
+        digest = heartbeat_digest(signer.address, channel, peer_type, height, now_us)
         request = pb.HeartbeatRequest(
             peer_id=signer.address,
             channel=channel,
@@ -211,8 +211,10 @@ class RadioStationClient:
             block_height=height,
             timestamp_us=now_us,
             signature=signer.sign(digest),
-            settings=settings,
         )
+        if settings:
+            request.settings = settings
+            request.settings_signature = signer.sign(settings_digest(digest, settings))
         self.settings_differ = ""
         try:
             reply = await self._call(self._stub.Heartbeat, request)

@@ -22,7 +22,7 @@ from loopchain.types import canonical
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import recover_address
 from loopchain.types.hashing import sha3_256
-from loopchain.types.peer import decode_settings, heartbeat_digest
+from loopchain.types.peer import Settings, decode_settings, heartbeat_digest, settings_digest
 
 log = logging.getLogger(__name__)
 REFUSALS = RefusalLog(log)  # what callers send that is refused: logged rate-limited
@@ -278,7 +278,6 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             request.peer_type,
             request.block_height,
             request.timestamp_us,
-            request.settings,
         )
         try:
             signer = recover_address(digest, request.signature)
@@ -302,6 +301,31 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         if len(self._last_beat) > self._sweep_beats_at:
             self._forget_old_beats()
         return None
+
+    def _settings_said(self, request: pb.HeartbeatRequest) -> Settings | None:
+        """The settings a heartbeat (taken: its own signature checked) carries, when the peer
+        signed them too (None: none, or not signed by the peer: not looked at)."""
+        if not request.settings:
+            return None
+        heartbeat = heartbeat_digest(
+            request.peer_id,
+            request.channel,
+            request.peer_type,
+            request.block_height,
+            request.timestamp_us,
+        )
+        try:
+            signer = recover_address(
+                settings_digest(heartbeat, request.settings), request.settings_signature
+            )
+        except ValueError:
+            signer = ""
+        if signer != request.peer_id:
+            REFUSALS.refused(
+                "the settings in a heartbeat of %s are not signed by its key", request.peer_id
+            )
+            return None
+        return decode_settings(request.settings)
 
     def _forget_old_beats(self) -> None:
         """Forget the heartbeats older than MAX_TIMESTAMP_SKEW: one sent again is refused as
@@ -378,7 +402,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             REFUSALS.refused("refused a heartbeat of %s: %s", request.peer_id, refusal)
             self.station.registry.forget_heartbeats(request.peer_id)
             return pb.HeartbeatReply(code=int(ResponseCode.FAIL), message=refusal)
-        settings = decode_settings(request.settings)
+        settings = self._settings_said(request)
         try:
             version = self.station.registry.heartbeat(
                 request.peer_id,

@@ -36,25 +36,24 @@ def identify_digest(challenge: bytes) -> bytes:
 
 
 def heartbeat_digest(
-    peer_id: str,
-    channel: str,
-    peer_type: int,
-    block_height: int,
-    timestamp_us: int,
-    settings: bytes = b"",
+    peer_id: str, channel: str, peer_type: int, block_height: int, timestamp_us: int
 ) -> bytes:
-    """What a peer signs in each heartbeat (only the peer itself can say it is alive or leader,
-    or what it runs with: `settings`, encode_settings; none from an older peer)."""
-    body: dict[str, object] = {
+    """What a peer signs in each heartbeat (only the peer itself can say it is alive or leader)."""
+    body = {
         "peer_id": peer_id,
         "channel": channel,
         "peer_type": peer_type,
         "block_height": block_height,
         "timestamp": timestamp_us,
     }
-    if settings:
-        body["settings"] = sha3_256(settings).hex()
     return sha3_256(b"loopchain.heartbeat." + canonical.encode(body))
+
+
+def settings_digest(heartbeat: bytes, settings: bytes) -> bytes:
+    """What a peer signs for the `settings` (encode_settings) its heartbeat of digest `heartbeat`
+    carries: a signature apart, so that a RadioStation of an earlier version, which checks the
+    heartbeat's alone, still takes it."""
+    return sha3_256(b"loopchain.heartbeat.settings." + heartbeat + settings)
 
 
 # The settings every peer of a channel must share: a peer whose value differs refuses the

@@ -21,7 +21,7 @@ from loopchain.radiostation.registry import Registry
 from loopchain.radiostation.rest import create_app
 from loopchain.radiostation.station import Station
 from loopchain.types.crypto import Signer
-from loopchain.types.peer import connect_digest, heartbeat_digest
+from loopchain.types.peer import connect_digest, heartbeat_digest, settings_digest
 from tools.procs import REST_DIFF, Proc, assert_clean_log, free_port_pair, wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ def heartbeat_request(
     """A heartbeat of `signer` signed with `key` (default: its own) at `timestamp_us` (now),
     saying `settings` (none: as an older peer's)."""
     now_us = time.time_ns() // 1000 if timestamp_us is None else timestamp_us
-    digest = heartbeat_digest(signer.address, channel, peer_type, block_height, now_us, settings)
+    digest = heartbeat_digest(signer.address, channel, peer_type, block_height, now_us)
     return pb.HeartbeatRequest(
         peer_id=signer.address,
         channel=channel,
@@ -71,6 +71,7 @@ def heartbeat_request(
         timestamp_us=now_us,
         signature=(key or signer).sign(digest),
         settings=settings,
+        settings_signature=(key or signer).sign(settings_digest(digest, settings)),
     )
 
 

@@ -439,6 +439,13 @@ async def test_a_peer_set_otherwise_than_the_others_is_told_how_and_the_radiosta
             assert reply.code == 0 and reply.settings_differ == ""
         older = await stub.Heartbeat(heartbeat_request(others[2], "c"), timeout=DEADLINE)
         assert older.code == 0 and older.settings_differ == ""
+        # settings signed by another key: the heartbeat is taken, its settings not looked at
+        forged = heartbeat_request(
+            others[2], "c", settings=encode_settings({"MAX_BLOCK_TX_NUM": 1})
+        )
+        forged.settings_signature = Signer.generate().sign(b"\x00" * 32)
+        reply = await stub.Heartbeat(forged, timeout=DEADLINE)
+        assert reply.code == 0 and reply.settings_differ == ""
         with caplog.at_level(logging.INFO):
             node, _channel, stations = await _a_peer_heard(
                 tmp_path, stub, rs_target, LEADER_BLOCK_CREATION_LIMIT=5
@@ -457,7 +464,12 @@ async def test_a_peer_set_otherwise_than_the_others_is_told_how_and_the_radiosta
             assert reply.settings_differ == (
                 "LEADER_BLOCK_CREATION_LIMIT 20 here, 5 at 1 of 2 other peers"
             )
-            assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
+            warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+            assert [r.name for r in warned] == [
+                "loopchain.radiostation.grpc_service",  # the forged settings
+                "loopchain.radiostation.alike",
+                "loopchain.peer.node",
+            ]
             # set right (a restart with the others' settings): the peer says so
             node._settings = defaults
             caplog.clear()

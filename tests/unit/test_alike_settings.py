@@ -23,21 +23,25 @@ from loopchain.types.peer import (
     decode_settings,
     encode_settings,
     heartbeat_digest,
+    settings_digest,
 )
 
 DEFAULTS = decode_settings(encode_settings(load_config(environ={})))
 
 
-def test_a_heartbeat_without_settings_is_signed_as_an_older_peer_signs_it() -> None:
-    """A RadioStation of this version takes an older peer's heartbeats (no settings), and the
-    settings a newer one says are signed with the rest (one altered on the way is refused)."""
+def test_a_heartbeat_is_signed_as_before_and_its_settings_apart() -> None:
+    """A RadioStation of an earlier version checks a heartbeat's signature over the fields it
+    knows: the settings a peer of this version says are signed apart (review of this change: a
+    settings field in the one signed digest had every heartbeat of an upgraded peer refused by
+    a RadioStation not upgraded yet, "not signed by the key")."""
     body = {"peer_id": "hx1", "channel": "c", "peer_type": 0, "block_height": 7, "timestamp": 9}
     older = sha3_256(b"loopchain.heartbeat." + canonical.encode(body))
     assert heartbeat_digest("hx1", "c", 0, 7, 9) == older
-    assert heartbeat_digest("hx1", "c", 0, 7, 9, b"") == older
-    said = heartbeat_digest("hx1", "c", 0, 7, 9, b'{"MAX_BLOCK_TX_NUM":1000}')
-    assert said != older
-    assert said != heartbeat_digest("hx1", "c", 0, 7, 9, b'{"MAX_BLOCK_TX_NUM":2000}')
+    said = settings_digest(older, b'{"MAX_BLOCK_TX_NUM":1000}')
+    assert said != settings_digest(older, b'{"MAX_BLOCK_TX_NUM":2000}')
+    assert said != settings_digest(
+        heartbeat_digest("hx1", "c", 0, 7, 10), b'{"MAX_BLOCK_TX_NUM":1000}'
+    )
 
 
 def test_a_configuration_says_every_alike_setting() -> None:
