@@ -27,8 +27,10 @@ DEADLINE = 10.0
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
-    # the fake peers registered here serve nothing at their targets
-    network = LocalNetwork(tmp_path_factory.mktemp("gtool"), {"RADIOSTATION_CHECK_TARGETS": False})
+    # the fake peers registered here serve nothing at their targets, and beat once: connected
+    # for as long as the tests need, not HEARTBEAT_TIMEOUT's 10 s (a slow machine's gtool runs)
+    config = {"RADIOSTATION_CHECK_TARGETS": False, "HEARTBEAT_TIMEOUT": 600.0}
+    network = LocalNetwork(tmp_path_factory.mktemp("gtool"), config)
     try:
         network.start_radiostation()
         yield network
