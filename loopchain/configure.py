@@ -527,19 +527,49 @@ class _DiskTroubleTold(logging.FileHandler):
             super().handleError(record)
             return
         self.lost += 1
-        self._trouble = f"{type(error).__name__}: {error.strerror or error}"
+        self._trouble = _trouble(error)
+        self._tell(
+            f"takes no records ({self._trouble}); {self.lost} not written there so far (stderr "
+            "has them)"
+        )
+
+    def _tell(self, what: str) -> None:
+        """Say on stderr what became of this file, at most every TOLD_EVERY_S seconds."""
         now = time.monotonic()
         if now - self._told_at >= self.TOLD_EVERY_S:
             self._told_at = now
             with contextlib.suppress(OSError, ValueError):
-                sys.stderr.write(
-                    f"loopchain: the log file {self.baseFilename} takes no records "
-                    f"({self._trouble}); {self.lost} not written there so far (stderr has them)\n"
-                )
+                sys.stderr.write(f"loopchain: the log file {self.baseFilename} {what}\n")
+
+
+def _trouble(error: OSError) -> str:
+    return f"{type(error).__name__}: {error.strerror or error}"
 
 
 class _LogFile(_DiskTroubleTold):
     pass
+
+
+class _RotationTroubleTold(_DiskTroubleTold):
+    """A rotated log file's handler that also says when the file cannot be rotated (a folder
+    made read-only, say): concurrent_log_handler writes on into the file, past its bound, and
+    says nothing unless in its debug mode (review)."""
+
+    num_rollovers: int  # concurrent_log_handler's count of the rotations it made
+
+    def doRollover(self) -> None:
+        made = self.num_rollovers
+        try:
+            super().doRollover()  # type: ignore[misc]
+        except OSError as exc:  # by time: the rename's error
+            self._tell(f"cannot be rotated ({_trouble(exc)}): it grows past its bound")
+            raise
+        if self.num_rollovers == made:  # by size: a failed rename is returned from, unsaid
+            folder = os.path.dirname(self.baseFilename)
+            self._tell(
+                f"cannot be rotated (renaming it failed: is {folder} writable?): it grows past "
+                "its bound"
+            )
 
 
 @functools.cache
@@ -558,29 +588,53 @@ def _rotated_log_file(*, by_time: bool) -> Any:
         else concurrent_log_handler.ConcurrentRotatingFileHandler
     )
     name = "_TimeRotatedLogFile" if by_time else "_SizeRotatedLogFile"
-    return type(name, (_DiskTroubleTold, base), {})
+    return type(name, (_RotationTroubleTold, base), {})
+
+
+def _rotation_lock_problem(path: str) -> str | None:
+    """Why the lock file beside the log file `path` cannot be made (None when it can)."""
+    import concurrent_log_handler
+
+    folder, name = concurrent_log_handler.ConcurrentRotatingFileHandler.baseLockFilename(
+        os.path.abspath(path)
+    )
+    try:
+        with open(os.path.join(folder, name), "a"):
+            return None
+    except OSError as exc:
+        return f"its lock file {os.path.join(folder, name)} cannot be made ({_trouble(exc)})"
 
 
 def log_file_handler(config: Config) -> logging.FileHandler:
     """The handler of LOG_FILE_PATH: rotated by time (LOG_FILE_ROTATE_WHEN), else by size
     (LOG_FILE_ROTATE_MAX_BYTES, unless 0), keeping LOG_FILE_ROTATE_BACKUP_COUNT old files."""
     path, backups = config.LOG_FILE_PATH, int(config.LOG_FILE_ROTATE_BACKUP_COUNT)
-    if config.LOG_FILE_ROTATE_WHEN:
-        return _rotated_log_file(by_time=True)(
-            path,
-            when=config.LOG_FILE_ROTATE_WHEN,
-            interval=int(config.LOG_FILE_ROTATE_INTERVAL),
-            backupCount=backups,
-            encoding="utf-8",
-            utc=bool(config.LOG_FILE_ROTATE_UTC),
-        )
-    if config.LOG_FILE_ROTATE_MAX_BYTES:
-        return _rotated_log_file(by_time=False)(
-            path,
-            maxBytes=int(config.LOG_FILE_ROTATE_MAX_BYTES),
-            backupCount=backups,
-            encoding="utf-8",
-        )
+    if not config.LOG_FILE_ROTATE_WHEN and not config.LOG_FILE_ROTATE_MAX_BYTES:
+        return _LogFile(path, encoding="utf-8")
+    # a rotated file is written under a lock file beside it: when that cannot be made, the
+    # records go to the file unrotated (every one was lost, or the process did not start)
+    problem = _rotation_lock_problem(path)
+    if problem is None:
+        try:
+            if config.LOG_FILE_ROTATE_WHEN:
+                return _rotated_log_file(by_time=True)(  # type: ignore[no-any-return]
+                    path,
+                    when=config.LOG_FILE_ROTATE_WHEN,
+                    interval=int(config.LOG_FILE_ROTATE_INTERVAL),
+                    backupCount=backups,
+                    encoding="utf-8",
+                    utc=bool(config.LOG_FILE_ROTATE_UTC),
+                )
+            return _rotated_log_file(by_time=False)(  # type: ignore[no-any-return]
+                path,
+                maxBytes=int(config.LOG_FILE_ROTATE_MAX_BYTES),
+                backupCount=backups,
+                encoding="utf-8",
+            )
+        except OSError as exc:  # a rotation due at once that failed, say
+            problem = f"it cannot be rotated ({_trouble(exc)})"
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"loopchain: the log file {path} is written without rotation: {problem}\n")
     return _LogFile(path, encoding="utf-8")
 
 

@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 OWN_SOCKET_DIR_PREFIX = "loopchain-peer-"  # the folder of the socket of the peer's own proxy
 MEMBERS_RETRY_S = 0.2  # the least time between two member-list requests a channel asks for
 CLOCK_WARN_S = 300.0  # a clock off the RadioStation's is warned about again this often
+SETTINGS_CHANGED_WARN_S = 60.0  # settings said to differ otherwise are warned of at most this often
 MAX_REGISTER_AGAIN_WAIT_S = 300.0  # registering again, refused, waits twice as long, up to this
 
 REGISTRATION_CACHE = "radiostation_registration"
@@ -278,7 +279,8 @@ class PeerNode:
         self._drift_warned = -math.inf  # when a clock off by more than half the skew was warned of
         # the settings every peer of a channel must share, as each heartbeat says them, and per
         # channel what the RadioStation last said of them and when it was warned of
-        self._settings = encode_settings(config)
+        limit = int(config.LEADER_BLOCK_CREATION_LIMIT)  # as taken: 1 and 2 lead as 3 do
+        self._settings = encode_settings({**config, "LEADER_BLOCK_CREATION_LIMIT": turn_for(limit)})
         self._settings_told: dict[str, tuple[str, float]] = {}
         self.metrics = PeerMetrics(
             lambda: {name: service.gauges for name, service in self.channels.items()},
@@ -834,10 +836,13 @@ class PeerNode:
     def _judge_settings(self, channel: str, differ: str) -> None:
         """Warn when the RadioStation says this peer's settings differ from some of the
         channel's other peers' (`differ`: which way, it says; each of them is told too), again
-        every CLOCK_WARN_S while they do, and say when they no longer do."""
+        every CLOCK_WARN_S while it says the same and every SETTINGS_CHANGED_WARN_S while what it
+        says changes (a peer changing its values at each heartbeat had every other peer warn at
+        each; review), and say when it no longer says so."""
         now = asyncio.get_running_loop().time()
         told, warned = self._settings_told.get(channel, ("", -math.inf))
-        if differ and (differ != told or now - warned >= CLOCK_WARN_S):
+        again = CLOCK_WARN_S if differ == told else SETTINGS_CHANGED_WARN_S
+        if differ and now - warned >= again:
             log.warning(
                 "channel %s: its peers do not all run with the same settings, as the RadioStation "
                 "says (%s): they must be alike on every peer of a channel (one set otherwise "
@@ -848,7 +853,9 @@ class PeerNode:
             )
             self._settings_told[channel] = (differ, now)
         elif not differ and told:
-            log.info("channel %s: this peer's settings are the other peers' again", channel)
+            log.info(
+                "channel %s: the RadioStation no longer says the peers' settings differ", channel
+            )
             del self._settings_told[channel]
 
     def _warn_of_drift(self, offset: float, skew: float, now: float) -> None:
@@ -861,7 +868,8 @@ class PeerNode:
         log.warning(
             "this peer's clock is %.0f s %s the RadioStation's, more than half MAX_TIMESTAMP_SKEW "
             "(%g s): a peer as far off the other way refuses its blocks for their time (each "
-            "judges a block by its own clock), so set it right (NTP)",
+            "judges a block by its own clock). Either clock may be the wrong one (when the other "
+            "peers say the same, it is the RadioStation's): set it right (NTP)",
             abs(offset),
             way,
             skew,

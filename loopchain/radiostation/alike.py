@@ -8,8 +8,9 @@ channel's other connected peers, and logs a peer in a minority."""
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 
 from loopchain.types.peer import ALIKE_SETTINGS, Settings
 
@@ -50,11 +51,15 @@ def in_minority(own: Settings, others: Iterable[Settings], skip: Container[str] 
 
 
 class SettingsWatch:
-    """What the RadioStation last said to each peer of each channel about its settings, so that
-    it logs a peer's difference once, when it changes."""
+    """What the RadioStation last logged of each peer of each channel about its settings, so
+    that it logs a peer in a minority once, and again only when what it says changes, at most
+    every WARN_EVERY_S (a peer changing its values at each heartbeat logged a line each)."""
 
-    def __init__(self) -> None:
-        self._told: dict[tuple[str, str], str] = {}
+    WARN_EVERY_S = 60.0
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock  # monotonic
+        self._told: dict[tuple[str, str], tuple[str, float]] = {}
 
     def judge(
         self,
@@ -63,18 +68,19 @@ class SettingsWatch:
         own: Settings,
         others: list[Settings],
         skip: Container[str],
-        peers: int,
+        pairs: int,
     ) -> str:
-        """How `own` differs from `others` (differences), logged when `peer_id` is in a minority
-        (once for each new difference). `peers` (those registered) bounds what is remembered."""
+        """How `own` differs from `others` (differences), logged when `peer_id` is in a minority.
+        `pairs` (the channels' members counted over every channel) bounds what is remembered."""
         said = differences(own, others, skip)
         key = (channel, peer_id)
-        warned = self._told.get(key)
+        warned, warned_at = self._told.get(key, ("", -math.inf))
+        now = self.clock()
         if said and in_minority(own, others, skip):
-            if said != warned:
-                if len(self._told) >= 2 * peers + 16:  # removed peers' words go
+            if said != warned and now - warned_at >= self.WARN_EVERY_S:
+                if key not in self._told and len(self._told) >= pairs:  # removed peers' go
                     self._told.clear()
-                self._told[key] = said
+                self._told[key] = (said, now)
                 log.warning(
                     "channel %s: peer %s runs with other settings than the channel's other "
                     "connected peers (they must be alike on every peer: its blocks or theirs "
@@ -83,7 +89,7 @@ class SettingsWatch:
                     peer_id,
                     said,
                 )
-        elif warned is not None:
+        elif warned:
             del self._told[key]
             log.info(
                 "channel %s: peer %s no longer runs with settings of its own", channel, peer_id

@@ -388,6 +388,10 @@ class Registry:
         """Members of `channel` in registration order."""
         return [self._peers[p] for p in self._membership[channel].members]
 
+    def member_pairs(self) -> int:
+        """The channels' members counted over every channel (a peer in two counts twice)."""
+        return sum(len(m.members) for m in self._membership.values())
+
     def version(self, channel: str) -> int:
         """The membership version of `channel` (grows whenever its members change)."""
         return self._membership[channel].version

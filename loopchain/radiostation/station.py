@@ -97,7 +97,7 @@ class Station:
         # writes refuse to overwrite other bytes (channel_admin). Unknown until set: not checked
         self.channel_file: bytes | None = None
         self.channel_file_known = False
-        self._alike = SettingsWatch()
+        self._alike = SettingsWatch(monotonic)
         self.metrics = StationMetrics(
             lambda: {channel: self.view(channel) for channel in self.registry.channels},
             process=True,
@@ -256,7 +256,8 @@ class Station:
         genesis = self.registry.channels[channel].genesis
         stated = genesis is not None and genesis.score_step_limit is not None
         skip = ("SCORE_STEP_LIMIT",) if stated else ()
-        return self._alike.judge(channel, peer_id, own, others, skip, len(self.registry))
+        pairs = self.registry.member_pairs() + 16
+        return self._alike.judge(channel, peer_id, own, others, skip, pairs)
 
     def leader(self, channel: str) -> PeerView | None:
         """The current leader of `channel`, if any."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -70,6 +69,7 @@ ALIKE_SETTINGS = (
     "SCORE_MEMORY_LIMIT_MB",
 )
 MAX_SETTINGS_BYTES = 1024  # settings in a heartbeat past this are not looked at
+MAX_SETTING = 2**53  # a setting's value is taken within this of 0 (a float holds every integer)
 
 Settings = dict[str, int | float]
 
@@ -81,8 +81,9 @@ def encode_settings(values: Mapping[str, object]) -> bytes:
 
 
 def decode_settings(raw: bytes) -> Settings | None:
-    """The settings a heartbeat carries: the ALIKE_SETTINGS among them that are finite numbers;
-    None when there are none, or they are not a small JSON object."""
+    """The settings a heartbeat carries: the ALIKE_SETTINGS among them that are finite numbers
+    within MAX_SETTING of 0 (a 400-digit one raised converting it; review); None when there are
+    none, or they are not a small JSON object."""
     if not raw or len(raw) > MAX_SETTINGS_BYTES:
         return None
     try:
@@ -97,6 +98,6 @@ def decode_settings(raw: bytes) -> Settings | None:
         if name in ALIKE_SETTINGS
         and isinstance(value, int | float)
         and not isinstance(value, bool)
-        and math.isfinite(value)
+        and abs(value) <= MAX_SETTING  # NaN and the infinities are not
     }
     return settings or None

@@ -4,9 +4,12 @@ turn into log lines at the rate they are sent, which fills the disk."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -132,3 +135,65 @@ def test_processes_writing_one_rotated_log_file_lose_no_record(tmp_path: Path) -
     said = [line.partition("record ")[2].partition(" ")[0] for line in lines]
     assert sorted(said) == sorted(f"p{k}-{n}" for k in range(3) for n in range(records))
     assert all(p.stat().st_size <= 4000 + 200 for p in files)
+
+
+ROTATION_TROUBLE = """
+import logging, os, sys
+from loopchain.configure import load_config, log_file_handler
+folder, case = sys.argv[1], sys.argv[2]
+path = os.path.join(folder, "peer.log")
+config = load_config(environ={}, overrides={"LOG_FILE_PATH": path, "LOG_FILE_ROTATE_MAX_BYTES": 10_000})
+handler = log_file_handler(config)
+handler.setFormatter(logging.Formatter("%(message)s"))
+handler.emit(logging.makeLogRecord({"msg": "first"}))
+if case == "later":
+    os.chmod(folder, 0o555)  # as its owner: nothing in it can be renamed or made any more
+for n in range(2_000):
+    handler.emit(logging.makeLogRecord({"msg": f"record {n} " + "y" * 80}))
+handler.close()
+print(type(handler).__name__, handler.lost)
+"""
+
+
+@pytest.mark.parametrize("case", ["at-start", "later"])
+def test_a_log_file_that_cannot_be_rotated_keeps_its_records_and_says_so(
+    tmp_path: Path, case: str
+) -> None:
+    """The rotated file is written under a lock file beside it, by concurrent_log_handler, which
+    says nothing of a rotation that fails (review): a folder where no lock file can be made had
+    every record lost (by size) or the process not start (by time), and one made read-only later
+    had the file grow past its bound silently. Now the file takes every record, unrotated, and
+    stderr says why (once a minute). Run as an unprivileged user, for permissions to bind."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run as another user")
+    # a folder the other user reaches (pytest's are its owner's alone)
+    folder = Path(tempfile.mkdtemp(prefix="loopchain-logs-", dir="/tmp"))
+    try:
+        (folder / "peer.log").touch()
+        for made in (folder, folder / "peer.log"):
+            os.chown(made, 65534, 65534)
+        folder.chmod(0o555 if case == "at-start" else 0o755)  # at start: no lock file beside
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        done = subprocess.run(
+            [*nobody, sys.executable, "-c", ROTATION_TROUBLE, str(folder), case],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd="/",
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        folder.chmod(0o755)
+        text = (folder / "peer.log").read_text()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[1] == "0", done.stdout  # no record lost
+    assert "record 1999 " in text and text.count("record ") == 2_000
+    assert "Traceback" not in done.stderr, done.stderr
+    said = [line for line in done.stderr.splitlines() if "peer.log" in line]
+    assert len(said) == 1, done.stderr  # once, not a line a record
+    if case == "at-start":
+        assert "without rotation: its lock file" in said[0] and "Permission denied" in said[0]
+    else:
+        assert "cannot be rotated" in said[0] and "it grows past its bound" in said[0], said

@@ -476,7 +476,7 @@ async def test_a_peer_set_otherwise_than_the_others_is_told_how_and_the_radiosta
             with caplog.at_level(logging.INFO):
                 await node._heartbeats(stations, {}, False)
             assert stations.settings_differ == ""
-            assert "this peer's settings are the other peers' again" in caplog.text
+            assert "the RadioStation no longer says the peers' settings differ" in caplog.text
             assert "no longer runs with settings of its own" in caplog.text
         finally:
             await stations.close()

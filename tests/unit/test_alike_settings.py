@@ -60,6 +60,8 @@ def test_a_configuration_says_every_alike_setting() -> None:
         b'{"MAX_BLOCK_TX_NUM": NaN}',
         b'{"MAX_BLOCK_TX_NUM": Infinity}',
         b'{"MAX_BLOCK_TX_NUM": 1' + b"0" * MAX_SETTINGS_BYTES + b"}",
+        b'{"MAX_BLOCK_TX_NUM": ' + b"9" * 400 + b"}",  # raised converting it (review)
+        b'{"MAX_BLOCK_TX_NUM": -1e300}',
     ],
 )
 def test_settings_that_are_not_a_small_object_of_known_numbers_are_not_looked_at(
@@ -96,20 +98,41 @@ def test_differences_name_each_setting_its_value_here_and_elsewhere() -> None:
     assert not in_minority(own, others[:2], skip=("LEADER_BLOCK_CREATION_LIMIT",))
 
 
-def test_the_radiostation_logs_a_peer_in_a_minority_once_a_difference(
+def test_the_radiostation_logs_a_peer_in_a_minority_once_a_difference_at_most_a_minute(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    watch = SettingsWatch()
+    """A peer that changes its values at each heartbeat logged a line each (review)."""
+    now = [0.0]
+    watch = SettingsWatch(lambda: now[0])
     own, other = {"MAX_BLOCK_TX_NUM": 10}, {"MAX_BLOCK_TX_NUM": 1000}
     with caplog.at_level(logging.INFO, logger="loopchain.radiostation.alike"):
         for _ in range(3):
-            said = watch.judge("c", "hxa", own, [other, other], (), 4)
+            said = watch.judge("c", "hxa", own, [other, other], (), 8)
         assert said == "MAX_BLOCK_TX_NUM 10 here, 1000 at 2 of 2 other peers"
-        watch.judge("c", "hxb", other, [other, own], (), 4)  # in the majority: not logged
-        watch.judge("c", "hxa", {"MAX_BLOCK_TX_NUM": 20}, [other, other], (), 4)  # another
-        assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.WARNING]
-        watch.judge("c", "hxa", other, [other, other], (), 4)
+        watch.judge("c", "hxb", other, [other, own], (), 8)  # in the majority: not logged
+        for n in range(20, 40):  # another value at each heartbeat: not a line each
+            watch.judge("c", "hxa", {"MAX_BLOCK_TX_NUM": n}, [other, other], (), 8)
+        assert [r.levelno for r in caplog.records] == [logging.WARNING]
+        now[0] = SettingsWatch.WARN_EVERY_S
+        watch.judge("c", "hxa", {"MAX_BLOCK_TX_NUM": 50}, [other, other], (), 8)
+        assert len(caplog.records) == 2 and "50 here" in caplog.records[-1].getMessage()
+        watch.judge("c", "hxa", other, [other, other], (), 8)
         assert "no longer runs with settings of its own" in caplog.records[-1].getMessage()
+
+
+def test_a_peer_off_in_many_channels_is_logged_once_in_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What was logged is remembered per channel and peer, up to the pairs the channels count:
+    bounded by the peers alone, a peer off in 30 channels was logged again at every heartbeat
+    (review)."""
+    watch = SettingsWatch(lambda: 0.0)
+    own, other = {"MAX_BLOCK_TX_NUM": 10}, {"MAX_BLOCK_TX_NUM": 1000}
+    with caplog.at_level(logging.WARNING, logger="loopchain.radiostation.alike"):
+        for _ in range(3):
+            for channel in range(30):
+                watch.judge(f"c{channel}", "hxa", own, [other, other], (), 4 * 30 + 16)
+    assert len(caplog.records) == 30
 
 
 def test_the_step_limit_is_not_compared_where_the_channel_states_its_own() -> None:

@@ -30,7 +30,7 @@ from loopchain.peer.node import PeerNode, PeerOptions, WorkerSpec
 from loopchain.storage.memory import MemoryStore
 from loopchain.types.codes import ResponseCode
 from loopchain.types.crypto import Signer
-from loopchain.types.peer import PeerInfo
+from loopchain.types.peer import PeerInfo, decode_settings
 from loopchain.types.validators import ValidatorSet
 from tests.unit._heartbeat import CHANNEL, HeartbeatChannel
 
@@ -430,3 +430,24 @@ async def test_a_clock_off_by_more_than_half_the_skew_is_warned_of_before_blocks
         assert _warnings(caplog, "clock is 20 s ahead of the RadioStation's, more than half") == 1
         assert _warnings(caplog, "more than half MAX_TIMESTAMP_SKEW") == 1
     assert node.clock_off is None and channel.clock_off is None
+
+
+async def test_settings_said_to_differ_otherwise_at_each_heartbeat_are_warned_of_once_a_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One peer changing its values at each heartbeat changed what the RadioStation told every
+    other peer, and each warned at each heartbeat (review). The peer's turn is said as it is
+    taken (1 and 2 lead as 3 do: a peer set to 1 is not another)."""
+    node = _node(tmp_path)
+    with caplog.at_level(logging.INFO, logger="loopchain.peer.node"):
+        for n in range(5):
+            node._judge_settings(CHANNEL, f"MAX_BLOCK_TX_NUM 1000 here, {n} at 1 of 3 other peers")
+        assert _warnings(caplog, "do not all run with the same settings") == 1
+        node._judge_settings(CHANNEL, "")
+        assert "no longer says the peers' settings differ" in caplog.records[-1].getMessage()
+    turn = load_config(environ={}, overrides={"LEADER_BLOCK_CREATION_LIMIT": 1})
+    said = PeerNode(turn, PeerOptions(7100, (TARGET,), None, None, False))._settings
+    assert decode_settings(said) == {
+        **(decode_settings(node._settings) or {}),
+        "LEADER_BLOCK_CREATION_LIMIT": 3,
+    }
