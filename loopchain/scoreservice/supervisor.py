@@ -91,6 +91,7 @@ ENV_FIXED = {
     "LANG": "C.UTF-8",
     "PYTHONUTF8": "1",
     "PYTHONDONTWRITEBYTECODE": "1",
+    "GRPC_VERBOSITY": "ERROR",  # as every process of this package sets (loopchain/__init__.py)
 }
 
 
