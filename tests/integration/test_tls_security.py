@@ -242,9 +242,9 @@ def test_certificate_of_another_ca_is_refused_at_the_handshake(sec: SecNet) -> N
     request = pb.GetBlockRequest(channel=ALPHA, height=0)
     error = refusal(tls_call, sec.port("A"), sec.peer_id("A"), self_made, "GetBlock", request)
     assert error.code() == grpc.StatusCode.UNAVAILABLE, error
-    wait_until(
-        lambda: "unable to get local issuer certificate" in sec.log("A"), 10, "A's handshake log"
-    )
+    # A writes no line for a refused handshake (gRPC's own, below ERROR, let anyone fill its
+    # disk: test_log_volume); a node whose certificate is wrong says so itself (its own at start,
+    # the server's it reads before sending: grpc_util, server_certs)
     # the party's own certificate passes the same handshake
     reply = tls_call(sec.port("A"), sec.peer_id("A"), sec.identity("B"), "GetBlock", request)
     assert Block.decode(reply.block).height == 0
@@ -268,8 +268,7 @@ def test_expired_certificate_is_refused(sec: SecNet) -> None:
     if error.code() == grpc.StatusCode.PERMISSION_DENIED:
         assert "expired" in error.details(), error
     else:
-        assert error.code() == grpc.StatusCode.UNAVAILABLE, error
-        wait_until(lambda: "certificate has expired" in sec.log("A"), 10, "A's handshake log")
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, error  # (no line in A's log)
 
 
 # ------------------------------------------------------------------ refusals by the peer service
