@@ -149,8 +149,8 @@ class RadioStationClient:
         self.clock_offset: float | None = None
         self.revocations_digest = b""  # of the CRL it serves, as its last heartbeat answer told
         # how this peer's settings differ from the channel's other peers', as the last heartbeat
-        # answer told ("": alike, or not said)
-        self.settings_differ = ""
+        # answer told ("": alike; None: not said, as a RadioStation of an earlier version)
+        self.settings_differ: str | None = None
 
     async def connect(self, signer: Signer, my_target: str, group_id: str = "") -> Registration:
         """Register this peer (signed) and return its order and channels."""
@@ -215,7 +215,7 @@ class RadioStationClient:
         if settings:
             request.settings = settings
             request.settings_signature = signer.sign(settings_digest(digest, settings))
-        self.settings_differ = ""
+        self.settings_differ = None
         try:
             reply = await self._call(self._stub.Heartbeat, request)
         except Exception:
@@ -228,7 +228,8 @@ class RadioStationClient:
             halfway_us = now_us + (time.monotonic() - sent) * 500_000
             self.clock_offset = (reply.timestamp_us - halfway_us) / 1_000_000
         self.revocations_digest = bytes(reply.revocations_digest[:64])  # refused or not
-        self.settings_differ = one_line(bounded(reply.settings_differ, MAX_SETTINGS_DIFFER))
+        if reply.HasField("settings_differ"):
+            self.settings_differ = one_line(bounded(reply.settings_differ, MAX_SETTINGS_DIFFER))
         if reply.code != 0:
             raise RadioStationRefused(
                 f"RadioStation {self.target} refused the heartbeat: {reply.message}", reply.code
@@ -299,9 +300,9 @@ class RadioStations:
         return self._clients[self._current].clock_offset
 
     @property
-    def settings_differ(self) -> str:
+    def settings_differ(self) -> str | None:
         """How this peer's settings differ from the channel's other peers', as the last heartbeat
-        answer of the RadioStation in use said ("": alike, or not said)."""
+        answer of the RadioStation in use said ("": alike; None: not said)."""
         return self._clients[self._current].settings_differ
 
     @property

@@ -833,12 +833,17 @@ class PeerNode:
         for service in self.channels.values():
             service.clock_off = off
 
-    def _judge_settings(self, channel: str, differ: str) -> None:
+    def _judge_settings(self, channel: str, differ: str | None) -> None:
         """Warn when the RadioStation says this peer's settings differ from some of the
         channel's other peers' (`differ`: which way, it says; each of them is told too), again
         every CLOCK_WARN_S while it says the same and every SETTINGS_CHANGED_WARN_S while what it
         says changes (a peer changing its values at each heartbeat had every other peer warn at
-        each; review), and say when it no longer says so."""
+        each; review), and say when it no longer says so. When it says nothing (None: a
+        RadioStation of an earlier version, or one that has no other peer's to compare with),
+        nothing is said either way (review: a mismatch was said resolved when the RadioStation
+        was rolled back)."""
+        if differ is None:
+            return
         now = asyncio.get_running_loop().time()
         told, warned = self._settings_told.get(channel, ("", -math.inf))
         again = CLOCK_WARN_S if differ == told else SETTINGS_CHANGED_WARN_S

@@ -415,9 +415,12 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             )
         except UnknownPeer as exc:
             return pb.HeartbeatReply(code=int(ResponseCode.PEER_UNKNOWN), message=str(exc))
+        reply = pb.HeartbeatReply(code=0, peer_list_version=version)
         differ = (
-            ""
+            None
             if settings is None
             else self.station.settings_differ(channel, request.peer_id, settings)
         )
-        return pb.HeartbeatReply(code=0, peer_list_version=version, settings_differ=differ)
+        if differ is not None:  # compared: alike ("") or not
+            reply.settings_differ = differ
+        return reply

@@ -246,13 +246,16 @@ class Station:
         """Members of `channel` with their current status."""
         return self.registry.view(channel, self.monotonic(), self._config.HEARTBEAT_TIMEOUT)
 
-    def settings_differ(self, channel: str, peer_id: str, own: Settings) -> str:
+    def settings_differ(self, channel: str, peer_id: str, own: Settings) -> str | None:
         """How the settings `peer_id` said in its heartbeat differ from those the channel's other
-        connected members said ("" when alike). SCORE_STEP_LIMIT is not compared for a channel
-        whose genesis_data states its own (score_step_limit), which every SCORE takes."""
+        connected members said ("" when alike; None when none said theirs: nothing compared, as
+        after this RadioStation's start). SCORE_STEP_LIMIT is not compared for a channel whose
+        genesis_data states its own (score_step_limit), which every SCORE takes."""
         others = self.registry.settings_of_others(
             channel, peer_id, self.monotonic(), self._config.HEARTBEAT_TIMEOUT
         )
+        if not others:
+            return None
         genesis = self.registry.channels[channel].genesis
         stated = genesis is not None and genesis.score_step_limit is not None
         skip = ("SCORE_STEP_LIMIT",) if stated else ()

@@ -433,19 +433,22 @@ async def test_a_peer_set_otherwise_than_the_others_is_told_how_and_the_radiosta
         for n, other in enumerate(others):
             request = connect_request(other, f"127.0.0.1:{7200 + 100 * n}")
             assert (await stub.ConnectPeer(request, timeout=DEADLINE)).code == 0
+        compared = []
         for other in others[:2]:  # two peers set as every peer is by default
             beat = heartbeat_request(other, "c", settings=defaults)
             reply = await stub.Heartbeat(beat, timeout=DEADLINE)
             assert reply.code == 0 and reply.settings_differ == ""
+            compared.append(reply.HasField("settings_differ"))
+        assert compared == [False, True]  # the first had none to be compared with
         older = await stub.Heartbeat(heartbeat_request(others[2], "c"), timeout=DEADLINE)
-        assert older.code == 0 and older.settings_differ == ""
+        assert older.code == 0 and not older.HasField("settings_differ")
         # settings signed by another key: the heartbeat is taken, its settings not looked at
         forged = heartbeat_request(
             others[2], "c", settings=encode_settings({"MAX_BLOCK_TX_NUM": 1})
         )
         forged.settings_signature = Signer.generate().sign(b"\x00" * 32)
         reply = await stub.Heartbeat(forged, timeout=DEADLINE)
-        assert reply.code == 0 and reply.settings_differ == ""
+        assert reply.code == 0 and not reply.HasField("settings_differ")
         with caplog.at_level(logging.INFO):
             node, _channel, stations = await _a_peer_heard(
                 tmp_path, stub, rs_target, LEADER_BLOCK_CREATION_LIMIT=5

@@ -443,6 +443,8 @@ async def test_settings_said_to_differ_otherwise_at_each_heartbeat_are_warned_of
         for n in range(5):
             node._judge_settings(CHANNEL, f"MAX_BLOCK_TX_NUM 1000 here, {n} at 1 of 3 other peers")
         assert _warnings(caplog, "do not all run with the same settings") == 1
+        node._judge_settings(CHANNEL, None)  # a RadioStation that compares nothing: no word
+        assert "no longer says" not in caplog.text
         node._judge_settings(CHANNEL, "")
         assert "no longer says the peers' settings differ" in caplog.records[-1].getMessage()
     turn = load_config(environ={}, overrides={"LEADER_BLOCK_CREATION_LIMIT": 1})
