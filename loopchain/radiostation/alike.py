@@ -21,11 +21,14 @@ def _shown(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def differences(own: Settings, others: Iterable[Settings], skip: Container[str] = ()) -> str:
-    """How `own` differs from `others` ("" when in nothing): per setting, its value here and
-    each other value with how many of the others that state the setting hold it."""
+def compare(
+    own: Settings, others: Iterable[Settings], skip: Container[str] = ()
+) -> tuple[str, bool]:
+    """How `own` differs from `others` ("" when in nothing: per setting, its value here and each
+    other value with how many of the others that state the setting hold it), and whether it is
+    in a minority (fewer peers, this one counted, hold one of its values than hold another)."""
     others = list(others)
-    parts = []
+    parts, minority = [], False
     for name in ALIKE_SETTINGS:
         if name not in own or name in skip:
             continue
@@ -35,19 +38,8 @@ def differences(own: Settings, others: Iterable[Settings], skip: Container[str] 
             total = sum(held.values())
             said = ", ".join(f"{_shown(value)} at {n} of {total}" for value, n in elsewhere)
             parts.append(f"{name} {_shown(own[name])} here, {said} other peers")
-    return "; ".join(parts)
-
-
-def in_minority(own: Settings, others: Iterable[Settings], skip: Container[str] = ()) -> bool:
-    """Whether fewer peers (this one counted) hold one of `own`'s values than hold another."""
-    others = list(others)
-    for name in ALIKE_SETTINGS:
-        if name not in own or name in skip:
-            continue
-        held = Counter(s[name] for s in others if name in s)
-        if held and held[own[name]] + 1 < max(held.values()):
-            return True
-    return False
+            minority = minority or held[own[name]] + 1 < elsewhere[0][1]
+    return "; ".join(parts), minority
 
 
 class SettingsWatch:
@@ -70,13 +62,13 @@ class SettingsWatch:
         skip: Container[str],
         pairs: int,
     ) -> str:
-        """How `own` differs from `others` (differences), logged when `peer_id` is in a minority.
+        """How `own` differs from `others` (compare), logged when `peer_id` is in a minority.
         `pairs` (the channels' members counted over every channel) bounds what is remembered."""
-        said = differences(own, others, skip)
+        said, minority = compare(own, others, skip)
         key = (channel, peer_id)
         warned, warned_at = self._told.get(key, ("", -math.inf))
         now = self.clock()
-        if said and in_minority(own, others, skip):
+        if minority:
             if said != warned and now - warned_at >= self.WARN_EVERY_S:
                 if key not in self._told and len(self._told) >= pairs:  # removed peers' go
                     self._told.clear()

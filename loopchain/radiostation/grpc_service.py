@@ -57,6 +57,17 @@ def peer_entry(view: PeerView) -> pb.PeerEntry:
     )
 
 
+def digest_of(request: pb.HeartbeatRequest) -> bytes:
+    """What the peer signed in `request` (heartbeat_digest of its fields)."""
+    return heartbeat_digest(
+        request.peer_id,
+        request.channel,  # as sent: "" names the default channel
+        request.peer_type,
+        request.block_height,
+        request.timestamp_us,
+    )
+
+
 class RadioStationService(pb_grpc.RadioStationServicer):
     """Serves the RadioStation gRPC interface over a Station."""
 
@@ -266,19 +277,15 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             validator_set=self.station.validator_set(channel).encode(),
         )
 
-    def _heartbeat_problem(self, request: pb.HeartbeatRequest, channel: str) -> _BeatRefusal | None:
-        """Why a heartbeat is not the named peer's own, fresh one (None when it is)."""
+    def _heartbeat_problem(
+        self, request: pb.HeartbeatRequest, channel: str, digest: bytes
+    ) -> _BeatRefusal | None:
+        """Why a heartbeat (of `digest`, heartbeat_digest) is not the named peer's own, fresh
+        one (None when it is)."""
         try:
             self.station.registry.peer(request.peer_id)
         except UnknownPeer as exc:
             return _BeatRefusal(ResponseCode.PEER_UNKNOWN, str(exc))
-        digest = heartbeat_digest(
-            request.peer_id,
-            request.channel,  # as sent: "" names the default channel
-            request.peer_type,
-            request.block_height,
-            request.timestamp_us,
-        )
         try:
             signer = recover_address(digest, request.signature)
         except ValueError:
@@ -302,21 +309,15 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             self._forget_old_beats()
         return None
 
-    def _settings_said(self, request: pb.HeartbeatRequest) -> Settings | None:
-        """The settings a heartbeat (taken: its own signature checked) carries, when the peer
-        signed them too (None: none, or not signed by the peer: not looked at)."""
-        if not request.settings:
+    def _settings_said(self, request: pb.HeartbeatRequest, digest: bytes) -> Settings | None:
+        """The settings a heartbeat (taken: its own signature over `digest` checked) carries,
+        when the peer signed them too (None: none, or not signed by the peer: not looked at)."""
+        settings = decode_settings(request.settings)
+        if settings is None:  # (looked at before the signature's recovery, which costs more)
             return None
-        heartbeat = heartbeat_digest(
-            request.peer_id,
-            request.channel,
-            request.peer_type,
-            request.block_height,
-            request.timestamp_us,
-        )
         try:
             signer = recover_address(
-                settings_digest(heartbeat, request.settings), request.settings_signature
+                settings_digest(digest, request.settings), request.settings_signature
             )
         except ValueError:
             signer = ""
@@ -325,7 +326,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
                 "the settings in a heartbeat of %s are not signed by its key", request.peer_id
             )
             return None
-        return decode_settings(request.settings)
+        return settings
 
     def _forget_old_beats(self) -> None:
         """Forget the heartbeats older than MAX_TIMESTAMP_SKEW: one sent again is refused as
@@ -387,7 +388,8 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             channel = self.station.resolve_channel(request.channel)
         except UnknownChannel as exc:
             return pb.HeartbeatReply(code=int(ResponseCode.NOT_FOUND), message=str(exc))
-        problem = self._heartbeat_problem(request, channel)
+        digest = digest_of(request)
+        problem = self._heartbeat_problem(request, channel, digest)
         if problem is not None:
             if not problem.by_clock:  # those are ClockWatch's to tell
                 REFUSALS.refused(
@@ -402,7 +404,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
             REFUSALS.refused("refused a heartbeat of %s: %s", request.peer_id, refusal)
             self.station.registry.forget_heartbeats(request.peer_id)
             return pb.HeartbeatReply(code=int(ResponseCode.FAIL), message=refusal)
-        settings = self._settings_said(request)
+        settings = self._settings_said(request, digest)
         try:
             version = self.station.registry.heartbeat(
                 request.peer_id,

@@ -360,13 +360,15 @@ async def test_heartbeats_older_than_the_clock_skew_are_forgotten_and_replays_st
     for n, signer in enumerate(signers):
         registry.register(signer.address, f"127.0.0.1:{7100 + n}", "", signer.public_key)
     old = [heartbeat_request(s, "c", timestamp_us=int(clock.now * 1e6)) for s in signers[:4]]
-    assert [service._heartbeat_problem(beat, "c") for beat in old] == [None] * 4
+    assert [
+        service._heartbeat_problem(beat, "c", grpc_service.digest_of(beat)) for beat in old
+    ] == [None] * 4
     clock.now += float(config.MAX_TIMESTAMP_SKEW) + 1
     for signer in signers[4:]:  # the table passes its bound: the old ones go
         beat = heartbeat_request(signer, "c", timestamp_us=int(clock.now * 1e6))
-        assert service._heartbeat_problem(beat, "c") is None
+        assert service._heartbeat_problem(beat, "c", grpc_service.digest_of(beat)) is None
     assert len(service._last_beat) == 2
-    problem = service._heartbeat_problem(old[0], "c")  # sent again
+    problem = service._heartbeat_problem(old[0], "c", grpc_service.digest_of(old[0]))  # sent again
     assert problem is not None and "off this clock" in problem[1]
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from loopchain.configure import load_config
-from loopchain.radiostation.alike import SettingsWatch, differences, in_minority
+from loopchain.radiostation.alike import SettingsWatch, compare
 from loopchain.radiostation.channels import ChannelSpec
 from loopchain.radiostation.registry import Registry
 from loopchain.radiostation.station import Station
@@ -77,25 +77,26 @@ def test_known_settings_are_taken_and_others_left_out() -> None:
     assert decode_settings(raw) == {"MAX_BLOCK_TX_NUM": 500, "MAX_TIMESTAMP_SKEW": 30.5}
 
 
-def test_differences_name_each_setting_its_value_here_and_elsewhere() -> None:
+def test_a_comparison_names_each_setting_its_value_here_and_elsewhere() -> None:
     own = {"LEADER_BLOCK_CREATION_LIMIT": 5, "MAX_TIMESTAMP_SKEW": 30.0, "MAX_BLOCK_TX_NUM": 10}
     others = [
         {"LEADER_BLOCK_CREATION_LIMIT": 20, "MAX_TIMESTAMP_SKEW": 30.0},
         {"LEADER_BLOCK_CREATION_LIMIT": 20, "MAX_TIMESTAMP_SKEW": 60.0},
         {"LEADER_BLOCK_CREATION_LIMIT": 5, "MAX_TIMESTAMP_SKEW": 30},
     ]
-    assert differences(own, others) == (
+    assert compare(own, others) == (  # 2 peers of 4 hold 5, 2 others 20: a tie, no minority
         "LEADER_BLOCK_CREATION_LIMIT 5 here, 20 at 2 of 3 other peers; "
-        "MAX_TIMESTAMP_SKEW 30 here, 60 at 1 of 3 other peers"
+        "MAX_TIMESTAMP_SKEW 30 here, 60 at 1 of 3 other peers",
+        False,
     )
-    assert differences(own, others, skip=("LEADER_BLOCK_CREATION_LIMIT",)) == (
-        "MAX_TIMESTAMP_SKEW 30 here, 60 at 1 of 3 other peers"
+    assert compare(own, others, skip=("LEADER_BLOCK_CREATION_LIMIT",)) == (
+        "MAX_TIMESTAMP_SKEW 30 here, 60 at 1 of 3 other peers",
+        False,
     )
-    assert differences(own, []) == ""
-    assert differences(own, [own, own]) == ""
-    assert not in_minority(own, others)  # 2 peers of 4 hold 5, 2 others 20: a tie
-    assert in_minority(own, others[:2])  # 1 of 3 holds 5
-    assert not in_minority(own, others[:2], skip=("LEADER_BLOCK_CREATION_LIMIT",))
+    assert compare(own, []) == ("", False)
+    assert compare(own, [own, own]) == ("", False)
+    assert compare(own, others[:2])[1]  # 1 of 3 holds 5
+    assert not compare(own, others[:2], skip=("LEADER_BLOCK_CREATION_LIMIT",))[1]
 
 
 def test_the_radiostation_logs_a_peer_in_a_minority_once_a_difference_at_most_a_minute(
