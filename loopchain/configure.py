@@ -16,11 +16,12 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from types import ModuleType
+from types import ModuleType, TracebackType
 from typing import Any
 
 from loopchain import configure_default
@@ -485,6 +486,31 @@ def setup_logging(config: Config, *, debug: bool, process: str) -> None:
     logging.getLogger("grpc._cython.cygrpc").addFilter(_rpc_cancelled_before_it_ran)
     # the coroutine of such a call's handler, never started, is collected with a RuntimeWarning
     warnings.filterwarnings("ignore", "coroutine '_handle_rpc' was never awaited", RuntimeWarning)
+    sys.excepthook, threading.excepthook = _log_uncaught, _log_uncaught_in_thread
+
+
+_CRASHED = "stopped by an exception nothing caught (a bug: please report it with this traceback)"
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """sys.excepthook: an exception that ends the process is logged as one record, so one write
+    to stderr (Python's own hook writes a traceback in pieces, and a peer's channel workers write
+    to its stderr: their lines came between, and a test found the traceback cut in two) and a
+    copy in LOG_FILE_PATH (before, it went to stderr only). Ctrl-C stays as Python says it."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    logging.getLogger("loopchain").critical(_CRASHED, exc_info=(kind, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    """threading.excepthook: as _log_uncaught, for an exception that ends a thread."""
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    logging.getLogger("loopchain").critical(
+        "%s %s", name, _CRASHED, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+    )
 
 
 class _DiskTroubleTold(logging.FileHandler):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import copy
@@ -541,3 +542,55 @@ def test_a_configuration_file_that_cannot_be_read_is_named(tmp_path: Path) -> No
     """A folder (or a file without permission) given with -o was a traceback (review)."""
     with pytest.raises(ConfigError, match=f"configuration file {tmp_path} cannot be read"):
         read_json_layer(str(tmp_path))
+
+
+_UNCAUGHT = """
+import asyncio, atexit, sys, threading
+from loopchain.configure import load_config, setup_logging
+
+class Writes:
+    '''stderr that keeps each write apart'''
+    def __init__(self): self.writes = []
+    def write(self, text): self.writes.append(text); return len(text)
+    def flush(self): pass
+    def isatty(self): return False
+
+writes = Writes()
+sys.stderr = writes
+atexit.register(lambda: print(repr(writes.writes), file=sys.__stderr__))
+setup_logging(load_config(environ={}, overrides={"LOG_FILE_PATH": sys.argv[1]}), debug=False,
+              process="node")
+thread = threading.Thread(target=lambda: 1 / 0, name="divider")
+thread.start()
+thread.join()
+
+async def main():
+    async def fail():
+        raise ValueError("a bug nobody caught")
+    async with asyncio.TaskGroup() as group:
+        group.create_task(fail())
+
+asyncio.run(main())
+"""
+
+
+def test_an_exception_nothing_catches_is_one_record_in_both_logs(tmp_path: Path) -> None:
+    """An exception that ends the process (or a thread) is logged as one record: one write to
+    stderr and a copy in LOG_FILE_PATH. Python's own hook wrote a traceback in pieces to stderr
+    only, and a peer's channel workers write to the same stderr: CI saw a worker's traceback cut
+    in two by its peer's lines."""
+    path = tmp_path / "node.log"
+    done = subprocess.run(
+        [sys.executable, "-c", _UNCAUGHT, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stderr
+    writes = [text for text in ast.literal_eval(done.stderr) if text.strip()]
+    assert len(writes) == 2, writes
+    thread, process = writes
+    assert re.match(r"\S+ \S+ CRITICAL \[node\] loopchain: divider stopped by an exception", thread)
+    assert "Traceback (most recent call last)" in thread, thread
+    assert thread.rstrip().endswith("ZeroDivisionError: division by zero"), thread
+    assert re.match(r"\S+ \S+ CRITICAL \[node\] loopchain: stopped by an exception", process)
+    assert "+ Exception Group Traceback (most recent call last)" in process, process
+    assert "ValueError: a bug nobody caught" in process, process
+    assert path.read_text() == "".join(writes)
