@@ -54,6 +54,7 @@ IDLE_CHECK = 1.0
 STALE_RETRY = 0.1  # seconds before a query answered from a state not yet replayed asks again
 MAX_TIMEOUTS_PER_BLOCK = 3  # tries of one block that end its SCORE before it is given up
 PROCESS_END_WAIT = 5.0  # seconds a failed invoke's process is watched for its end
+DIVERGED_WARN_S = 600.0  # seconds between the lines saying this peer's state still differs
 
 
 def invoke_deadlines(timeout: float) -> list[float]:
@@ -137,6 +138,8 @@ class ScoreRuntime:
         self._state_current = asyncio.Event()
         self._state_current.set()
         self._replayed_after = 0  # the SCORE process restarts its state was last replayed after
+        self._diverged = 0  # heights whose state here differs from the one the chain carries
+        self._diverged_told: float | None = None  # when that was last logged (monotonic)
         self._committing: int | None = None  # the block recorded or being, not yet committed
         # a block recorded whose commit goes with the next block's invoke (the next was final
         # already: a peer catching up saves a call a block); None when none waits
@@ -371,6 +374,7 @@ class ScoreRuntime:
                 return  # executes no further: the peer is stopping
 
     async def _execute_final(self, block: Block, executed: tuple[int, bytes, bytes] | None) -> None:
+        self._compare_with_chain(block)
         result = await self._execute(block, executed)  # 1. stage in the SCORE
         self._state_current.clear()
         self._committing = block.height
@@ -649,9 +653,62 @@ class ScoreRuntime:
         recorded state root is the one before it, which a block the SCORE executed, even an
         empty one, never keeps (next_state_root hashes the root before it)."""
         recorded = self.store.roots_at(height)
+        return recorded is not None and recorded[0] == self._root_before(height)
+
+    def _root_before(self, height: int) -> bytes:
+        """The state root this peer recorded before the block at `height`."""
         before = self.store.roots_at(height - 1) if height > 0 else None
-        root_before = before[0] if before is not None else execution.GENESIS_STATE_ROOT
-        return recorded is not None and recorded[0] == root_before
+        return before[0] if before is not None else execution.GENESIS_STATE_ROOT
+
+    def _compare_with_chain(self, block: Block) -> None:
+        """Say when the roots the final `block` carries (of an earlier height, which a quorum of
+        validators checked against their own) differ from this peer's: its results and queries
+        differ from theirs from there on. Before, a peer whose SCORE package was not theirs (a
+        package changed after blocks were made, which a peer that syncs replays history with;
+        another repository; a SCORE that is not deterministic) said nothing of it, and one that
+        does not vote (an auditor, a peer catching up) served its own results without a word.
+        A height either side recorded without executing it (9100: its SCORE was unavailable or
+        given up, which is said where it happens) is not counted."""
+        height = block.header.state_height
+        carried = (block.header.state_root, block.header.results_hash)
+        mine = self.store.roots_at(height) if height >= 0 else None
+        if mine is None or mine == carried:
+            return
+        root_before = self._root_before(height)
+        if root_before in (mine[0], carried[0]):
+            return
+        self._diverged += 1
+        now = time.monotonic()
+        if self._diverged_told is not None and now - self._diverged_told < DIVERGED_WARN_S:
+            return
+        self._diverged_told = now
+        if self._diverged > 1:
+            log.error(
+                "channel %s: this peer's state still differs from the chain's (at %d heights so "
+                "far, the latest %d)",
+                self.channel,
+                self._diverged,
+                height,
+            )
+            return
+        package = self.package
+        named = (
+            f"{package.id} version {package.version}" if package is not None else self.package_name
+        )
+        message = (
+            f"the state this peer executed to at height {height} differs from the one the chain "
+            f"carries (block {block.height}: state root {carried[0].hex()[:16]}..., results "
+            f"hash {carried[1].hex()[:16]}...; here {mine[0].hex()[:16]}..., "
+            f"{mine[1].hex()[:16]}...): its transaction results and queries differ from the "
+            f"validators' from there on. Is its SCORE package ({named}, from "
+            "DEFAULT_SCORE_REPOSITORY_PATH) the very one the others ran? A package changed after "
+            "blocks were made executes history otherwise, and a SCORE that is not deterministic "
+            "differs too (see score/README.md)"
+        )
+        log.error("channel %s: %s", self.channel, message)
+        monitor_log.event(
+            "Error", channel=self.channel, kind="state_diverged", message=message[:500]
+        )
 
     async def _replay(self, height: int) -> None:
         assert self.supervisor is not None

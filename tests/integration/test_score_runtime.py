@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -1243,3 +1244,65 @@ async def test_a_score_killed_while_commits_go_with_the_next_invoke_ends_at_the_
             assert json.loads(await runtime.query(params)) == {"value": f"v{height}"}
     assert len(killed) == 1 and supervisor.pid != killed[0]
     assert [event.height for event in seen] == list(range(BLOCKS))  # each recorded once
+
+
+def _carrying(chain: ChainBuilder, state_height: int, roots: tuple[bytes, bytes]) -> Block:
+    """A block (not saved) that carries `roots` as the state of `state_height`."""
+    return Block.create(
+        channel=CHANNEL,
+        height=BLOCKS,
+        round_=0,
+        prev_hash=chain.prev_hash,
+        prev_qc=chain.prev_qc,
+        transactions=[],
+        timestamp=1,
+        leader=chain.signers[0],
+        next_leader=chain.signers[1].address,
+        validators_hash=chain.validators.hash,
+        state_root=roots[0],
+        results_hash=roots[1],
+        state_height=state_height,
+    )
+
+
+async def test_a_state_that_differs_from_the_one_the_chain_carries_is_said_once_a_while(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A final block carries the roots of an earlier height, which its validators checked: where
+    this peer recorded others, its results differ from theirs. That is logged at once and then at
+    most every DIVERGED_WARN_S with a count; heights either side recorded unexecuted (9100) do
+    not count."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    chain = ChainBuilder()
+    _fill(store, chain)
+    genesis = execution.GENESIS_STATE_ROOT
+    mine = {0: (b"\x01" * 32, b"\x02" * 32), 1: (b"\x03" * 32, b"\x04" * 32)}
+    mine[2] = (mine[1][0], b"\x05" * 32)  # recorded unexecuted: the root of the height before
+    for height, (root, results) in mine.items():
+        store.save_results(height, [], root, results)
+    runtime = _runtime(tmp_path, store, [], "no/such")  # no SCORE process: none is asked here
+    now = [1000.0]
+    monkeypatch.setattr(score_runtime_module.time, "monotonic", lambda: now[0])
+    other = (b"\x09" * 32, b"\x0a" * 32)
+
+    def said(state_height: int, roots: tuple[bytes, bytes]) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger=score_runtime_module.log.name):
+            runtime._compare_with_chain(_carrying(chain, state_height, roots))
+        return [record.getMessage() for record in caplog.records]
+
+    assert said(-1, other) == []  # carries no state
+    assert said(1, mine[1]) == []  # the same
+    assert said(2, other) == []  # this peer recorded height 2 unexecuted
+    assert said(1, (mine[0][0], b"\x0b" * 32)) == []  # the chain's 1 is unexecuted
+    assert said(3, other) == []  # not executed here yet
+    (first,) = said(0, (genesis[:31] + b"\x00", mine[0][1]))
+    assert f"channel {CHANNEL}: the state this peer executed to at height 0 differs" in first
+    assert "no/such" in first and "DEFAULT_SCORE_REPOSITORY_PATH" in first
+    assert said(1, other) == []  # within DIVERGED_WARN_S
+    now[0] += score_runtime_module.DIVERGED_WARN_S
+    assert said(1, other) == [
+        f"channel {CHANNEL}: this peer's state still differs from the chain's "
+        "(at 3 heights so far, the latest 1)"
+    ]
+    assert said(1, other) == []
