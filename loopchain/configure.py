@@ -487,6 +487,21 @@ def setup_logging(config: Config, *, debug: bool, process: str) -> None:
     # the coroutine of such a call's handler, never started, is collected with a RuntimeWarning
     warnings.filterwarnings("ignore", "coroutine '_handle_rpc' was never awaited", RuntimeWarning)
     sys.excepthook, threading.excepthook = _log_uncaught, _log_uncaught_in_thread
+    sys.unraisablehook = _log_unraisable
+
+
+def _log_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """sys.unraisablehook: an exception Python could not raise (in a finaliser, at a collection)
+    logged as one record at WARNING, as Python says it ("Exception ignored in: ..."): its own hook
+    writes it in pieces (one took 39 writes), which other processes' lines came between."""
+    try:
+        where = repr(unraisable.object) if unraisable.object is not None else ""
+    except Exception:  # any repr may fail (Python's own hook says the same)
+        where = "<object repr() failed>"
+    said = unraisable.err_msg or "Exception ignored in"
+    logging.getLogger("loopchain").warning(
+        "%s", f"{said}: {where}" if where else said, exc_info=unraisable.exc_value
+    )
 
 
 _CRASHED = "stopped by an exception nothing caught (a bug: please report it with this traceback)"
@@ -506,6 +521,9 @@ def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackTy
 def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
     """threading.excepthook: as _log_uncaught, for an exception that ends a thread."""
     if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    if issubclass(args.exc_type, KeyboardInterrupt):
+        threading.__excepthook__(args)
         return
     name = args.thread.name if args.thread is not None else "a thread"
     logging.getLogger("loopchain").critical(
@@ -741,7 +759,8 @@ class _TracebackSparingCancellations:
     def print_exc(*args: Any, **kwargs: Any) -> None:
         exc = sys.exc_info()[1]
         if not isinstance(exc, asyncio.CancelledError) and not _unsendable(exc):
-            traceback.print_exc(*args, **kwargs)
+            file = kwargs.pop("file", None) or sys.stderr
+            file.write(traceback.format_exc(*args, **kwargs))  # one write (see _log_uncaught)
 
 
 def _quiet_cancellation_echo(cygrpc: ModuleType | None) -> None:

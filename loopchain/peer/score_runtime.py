@@ -55,6 +55,7 @@ STALE_RETRY = 0.1  # seconds before a query answered from a state not yet replay
 MAX_TIMEOUTS_PER_BLOCK = 3  # tries of one block that end its SCORE before it is given up
 PROCESS_END_WAIT = 5.0  # seconds a failed invoke's process is watched for its end
 DIVERGED_WARN_S = 600.0  # seconds between the lines saying this peer's state still differs
+CHAIN_LOOKBACK = 64  # final blocks looked back for the root the chain carried before a height
 
 
 def invoke_deadlines(timeout: float) -> list[float]:
@@ -139,6 +140,7 @@ class ScoreRuntime:
         self._state_current.set()
         self._replayed_after = 0  # the SCORE process restarts its state was last replayed after
         self._diverged = 0  # heights whose state here differs from the one the chain carries
+        self._diverged_at = -1  # the latest of them
         self._diverged_told: float | None = None  # when that was last logged (monotonic)
         self._committing: int | None = None  # the block recorded or being, not yet committed
         # a block recorded whose commit goes with the next block's invoke (the next was final
@@ -660,6 +662,24 @@ class ScoreRuntime:
         before = self.store.roots_at(height - 1) if height > 0 else None
         return before[0] if before is not None else execution.GENESIS_STATE_ROOT
 
+    def _chain_root_before(self, block: Block) -> bytes | None:
+        """The state root the final blocks before `block` carry for the nearest height below the
+        one it carries (the genesis state's before any), None when none of the CHAIN_LOOKBACK
+        blocks before it says. Equal to the root `block` carries, the chain recorded the heights
+        between unexecuted (the validators gave their SCORE up, or have none), while this peer's
+        root before them may have moved on (review: it executed them, and every later height was
+        counted as differing, for good)."""
+        state_height = block.header.state_height
+        for height in range(block.height - 1, max(block.height - 1 - CHAIN_LOOKBACK, -1), -1):
+            earlier = self.store.block_by_height(height)
+            if earlier is None:
+                return None
+            if earlier.header.state_height < 0:
+                return execution.GENESIS_STATE_ROOT
+            if earlier.header.state_height < state_height:
+                return earlier.header.state_root
+        return None
+
     def _compare_with_chain(self, block: Block) -> None:
         """Say when the roots the final `block` carries (of an earlier height, which a quorum of
         validators checked against their own) differ from this peer's: its results and queries
@@ -675,9 +695,10 @@ class ScoreRuntime:
         if mine is None or mine == carried:
             return
         root_before = self._root_before(height)
-        if root_before in (mine[0], carried[0]):
+        if root_before in (mine[0], carried[0]) or carried[0] == self._chain_root_before(block):
             return
-        self._diverged += 1
+        if height > self._diverged_at:
+            self._diverged, self._diverged_at = self._diverged + 1, height
         now = time.monotonic()
         if self._diverged_told is not None and now - self._diverged_told < DIVERGED_WARN_S:
             return

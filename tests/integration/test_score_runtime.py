@@ -33,7 +33,12 @@ from loopchain.storage.leveldb import LevelDBStore
 from loopchain.types import canonical
 from loopchain.types.block import Block
 from loopchain.types.transaction import Transaction
-from tests.integration._storage_helpers import CHANNEL, ChainBuilder, damage_a_table
+from tests.integration._storage_helpers import (
+    BASE_TIME_US,
+    CHANNEL,
+    ChainBuilder,
+    damage_a_table,
+)
 from tools.procs import ROOT, wait_until_async
 
 BLOCKS = 6
@@ -1247,17 +1252,18 @@ async def test_a_score_killed_while_commits_go_with_the_next_invoke_ends_at_the_
 
 
 def _carrying(chain: ChainBuilder, state_height: int, roots: tuple[bytes, bytes]) -> Block:
-    """A block (not saved) that carries `roots` as the state of `state_height`."""
+    """The chain's next block (not saved) that carries `roots` as the state of `state_height`."""
+    height = chain.height + 1
     return Block.create(
         channel=CHANNEL,
-        height=BLOCKS,
+        height=height,
         round_=0,
         prev_hash=chain.prev_hash,
         prev_qc=chain.prev_qc,
         transactions=[],
-        timestamp=1,
-        leader=chain.signers[0],
-        next_leader=chain.signers[1].address,
+        timestamp=BASE_TIME_US + height,
+        leader=chain.signers[height % len(chain.signers)],
+        next_leader=chain.signers[(height + 1) % len(chain.signers)].address,
         validators_hash=chain.validators.hash,
         state_root=roots[0],
         results_hash=roots[1],
@@ -1303,6 +1309,35 @@ async def test_a_state_that_differs_from_the_one_the_chain_carries_is_said_once_
     now[0] += score_runtime_module.DIVERGED_WARN_S
     assert said(1, other) == [
         f"channel {CHANNEL}: this peer's state still differs from the chain's "
-        "(at 3 heights so far, the latest 1)"
+        "(at 2 heights so far, the latest 1)"
     ]
     assert said(1, other) == []
+
+
+async def test_a_chain_whose_validators_stopped_executing_is_not_taken_for_a_divergence(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The validators gave their SCORE up at height 2 (their blocks carry the root of height 1
+    from there on) while this peer executes on: heights the chain recorded unexecuted are not
+    counted, the first (its root is this peer's root before it) nor the later ones (review:
+    this peer's root before them had moved on, and each was logged as a divergence)."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    chain = ChainBuilder()
+    roots = [(bytes([n]) * 32, bytes([n + 100]) * 32) for n in range(1, 6)]
+    carried = [None, roots[0], roots[1], (roots[1][0], b"\xee" * 32)]  # by blocks 0..3: frozen
+    carried += [carried[-1]] * 2
+    for height, state in enumerate(carried):
+        block = _carrying(chain, height - 1, state) if state else chain.block()
+        qc = chain.certify(block)
+        chain.advance(block, qc)
+        store.save_block(block, qc)
+    for height in range(5):  # this peer executed every height: 0 and 1 as the validators did
+        store.save_results(height, [], *roots[height])
+    runtime = _runtime(tmp_path, store, [], "no/such")
+    with caplog.at_level(logging.ERROR, logger=score_runtime_module.log.name):
+        caplog.clear()
+        for height in range(1, 6):
+            block = store.block_by_height(height)
+            assert block is not None
+            runtime._compare_with_chain(block)
+    assert [record.getMessage() for record in caplog.records] == []

@@ -13,6 +13,7 @@ import logging.handlers
 import re
 import subprocess
 import sys
+import threading
 import traceback
 import types
 from collections.abc import Iterator
@@ -354,10 +355,12 @@ def _grpc_logging(path: Path, level: str) -> Iterator[logging.Logger]:
     if cygrpc is not None:
         cygrpc.traceback = traceback  # as grpc imports it (an earlier test may have set it)
     overrides = {"LOG_FILE_PATH": str(path), "LOOPCHAIN_LOG_LEVEL": level}
+    hooks = sys.excepthook, threading.excepthook, sys.unraisablehook
     setup_logging(load_config(environ={}, overrides=overrides), debug=False, process="score")
     try:
         yield grpc_logger
     finally:
+        sys.excepthook, threading.excepthook, sys.unraisablehook = hooks  # pytest's own
         if cygrpc is not None:
             cygrpc.traceback = traceback
         for handler in root.handlers:
@@ -564,6 +567,12 @@ thread = threading.Thread(target=lambda: 1 / 0, name="divider")
 thread.start()
 thread.join()
 
+class Finalised:
+    def __del__(self):
+        raise KeyError("in a finaliser")
+
+Finalised()
+
 async def main():
     async def fail():
         raise ValueError("a bug nobody caught")
@@ -575,8 +584,8 @@ asyncio.run(main())
 
 
 def test_an_exception_nothing_catches_is_one_record_in_both_logs(tmp_path: Path) -> None:
-    """An exception that ends the process (or a thread) is logged as one record: one write to
-    stderr and a copy in LOG_FILE_PATH. Python's own hook wrote a traceback in pieces to stderr
+    """An exception that ends the process (or a thread), or that Python cannot raise (in a
+    finaliser), is logged as one record: one write to stderr and a copy in LOG_FILE_PATH. Python's own hook wrote a traceback in pieces to stderr
     only, and a peer's channel workers write to the same stderr: CI saw a worker's traceback cut
     in two by its peer's lines."""
     path = tmp_path / "node.log"
@@ -585,11 +594,13 @@ def test_an_exception_nothing_catches_is_one_record_in_both_logs(tmp_path: Path)
     )
     assert done.returncode == 1, done.stderr
     writes = [text for text in ast.literal_eval(done.stderr) if text.strip()]
-    assert len(writes) == 2, writes
-    thread, process = writes
+    assert len(writes) == 3, writes
+    thread, finaliser, process = writes
     assert re.match(r"\S+ \S+ CRITICAL \[node\] loopchain: divider stopped by an exception", thread)
     assert "Traceback (most recent call last)" in thread, thread
     assert thread.rstrip().endswith("ZeroDivisionError: division by zero"), thread
+    assert re.match(r"\S+ \S+ WARNING +\[node\] loopchain: Exception ignored in: <func", finaliser)
+    assert finaliser.rstrip().endswith("KeyError: 'in a finaliser'"), finaliser
     assert re.match(r"\S+ \S+ CRITICAL \[node\] loopchain: stopped by an exception", process)
     assert "+ Exception Group Traceback (most recent call last)" in process, process
     assert "ValueError: a bug nobody caught" in process, process
