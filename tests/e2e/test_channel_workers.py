@@ -392,10 +392,10 @@ def test_a_worker_that_crashes_is_started_again_and_its_peer_goes_on(lone: Local
     text = peer.log_text()
     assert crash in text and "free space" not in text, text[-3000:]
     assert len(started_workers(text, ALPHA)) == 1, "alpha's worker was started again"
-    assert list(workers(peer.pid).values()) == [
-        started_workers(text, ALPHA)[0],
-        started_workers(text, BETA)[1],
-    ]
+    assert workers(peer.pid) == {  # by channel: pids wrap (a flake review found their order did)
+        ALPHA: started_workers(text, ALPHA)[0],
+        BETA: started_workers(text, BETA)[1],
+    }
     # beta's new worker executed blocks without raising: it runs without the fail point
     assert _restarts(lone, port) == {ALPHA: 0.0, BETA: 1.0}
     codes = lone.stop_all()

@@ -419,12 +419,17 @@ def test_cpu_meter_counts_the_window_and_processes_that_appear() -> None:
     meter.sample(with_rss=True)
     assert 0 < meter.peak_anon_mb < meter.peak_rss_mb  # libraries are mapped files, not anonymous
     burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
-    child = subprocess.Popen([sys.executable, "-c", burn + "time.sleep(30)"])
+    said = "print('burnt', flush=True)\ntime.sleep(30)\n"
+    child = subprocess.Popen([sys.executable, "-c", burn + said], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
     try:
         end = time.process_time() + 0.3
         while time.process_time() < end:
             pass
-        time.sleep(1.0)  # the child has burnt its 0.3 s by now
+        # the child has burnt its 0.3 s once it says so (a second's sleep was not always enough
+        # on a loaded machine: a flake review saw 0.47 s counted)
+        ready, _, _ = select.select([child.stdout], [], [], 60.0)
+        assert ready and child.stdout.readline() == "burnt\n", "the child said nothing for 60 s"
         meter.sample()
         split = meter.by_kind()
         assert set(split) == set(bench.KINDS)
