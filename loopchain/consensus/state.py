@@ -4,7 +4,8 @@ Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2)
 
 * Rounds. Every block has a round; rounds only grow. The leader of round r is the validator at
   position r // turn of the set (spinning; a turn is `blocks_per_leader` rounds, which a peer sets
-  to LEADER_BLOCK_CREATION_LIMIT and 3 at least: `rules.turn_for`). A validator enters round r + 1 on
+  to LEADER_BLOCK_CREATION_LIMIT and 3 at least: `rules.turn_for`; the channel's genesis data may
+  state it for every peer, leader_block_creation_limit: `ChannelConsensus.turn`). A validator enters round r + 1 on
   a certificate for round r, or enters the first round of the next leader's turn on a timeout
   certificate for round r.
 * Propose. The leader of round r extends the block of the highest certificate it knows (`high_qc`),
@@ -114,7 +115,7 @@ from loopchain.blockchain.mempool import (
     writer_of,
 )
 from loopchain.consensus import messages as m
-from loopchain.consensus.rules import SafetyRules, leader_of, round_after_timeout
+from loopchain.consensus.rules import SafetyRules, leader_of, round_after_timeout, turn_for
 from loopchain.consensus.tree import TREE_BUDGET_BLOCKS, BlockTree, TreeNode
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
@@ -169,8 +170,12 @@ class ChannelConsensus:
         safety: SafetyRules | None = None,
         roots_at: Callable[[int], tuple[bytes, bytes] | None] = lambda height: None,
         executed_height: int = -1,
+        stated_turn: Callable[[], int | None] | None = None,
     ) -> None:
         self.config = config
+        # the leader turn the channel's genesis states (leader_block_creation_limit), None when
+        # it states none: see `turn`
+        self.stated_turn = stated_turn
         self.signer = signer
         self.issuer = issuer  # address of the RadioStation that signs validator sets
         self.tree = BlockTree(tip, TREE_BUDGET_BLOCKS * config.limits.block_bytes_bound)
@@ -228,6 +233,15 @@ class ChannelConsensus:
     # ------------------------------------------------------------ queries
 
     @property
+    def turn(self) -> int:
+        """The rounds each leader leads in a row: the one the channel's genesis states, else this
+        peer's (blocks_per_leader, LEADER_BLOCK_CREATION_LIMIT), as `rules.turn_for` takes it.
+        A peer set to another turn than the others proposes out of its turn and refuses theirs;
+        stated in the genesis, every peer counts the one turn whatever its own setting."""
+        stated = self.stated_turn() if self.stated_turn is not None else None
+        return turn_for(stated) if stated is not None else self.config.blocks_per_leader
+
+    @property
     def tip(self) -> ChainTip:
         """The last final block."""
         return self.tree.root
@@ -254,7 +268,7 @@ class ChannelConsensus:
         if voting is None or not voting.validators:
             return None
         # an open channel's founder leads its genesis rounds
-        return self._founder_of(voting) or leader_of(voting, round_, self.config.blocks_per_leader)
+        return self._founder_of(voting) or leader_of(voting, round_, self.turn)
 
     def round_leaders(self, round_: int) -> set[str]:
         """The other validators `round_` needs: its leader, and the next round's, which its votes
@@ -482,7 +496,7 @@ class ChannelConsensus:
         tc = self.last_tc
         if tc is None or parent.round + 1 == self.round:
             return None
-        if round_after_timeout(tc.round, self.config.blocks_per_leader) != self.round:
+        if round_after_timeout(tc.round, self.turn) != self.round:
             return None
         return tc
 
@@ -556,7 +570,7 @@ class ChannelConsensus:
             leading = parent.pending  # the handover
         else:
             leading = parent.next_validators
-        return leader_of(leading, round_ + 1, self.config.blocks_per_leader)
+        return leader_of(leading, round_ + 1, self.turn)
 
     # ------------------------------------------------------------ receiving blocks
 
@@ -815,12 +829,13 @@ class ChannelConsensus:
         voting = parent.voting_set_for(block)
         if voting is not None and voting.validators:  # else check_extends names what is wrong
             expected = (voting.founder() if block.height == 0 else None) or leader_of(
-                voting, block.header.round, self.config.blocks_per_leader
+                voting, block.header.round, self.turn
             )
             if block.header.leader != expected:
                 return (
                     f"proposed by {block.header.leader}, but the leader is {expected} (leaders "
-                    "take turns of LEADER_BLOCK_CREATION_LIMIT rounds: the same on every peer)"
+                    f"take turns of {self.turn} rounds here: LEADER_BLOCK_CREATION_LIMIT, the same "
+                    "on every peer, or leader_block_creation_limit in the channel's genesis_data)"
                 )
         return None
 
@@ -960,9 +975,7 @@ class ChannelConsensus:
         if tc is not None and tc.verify(voting, self.config.limits.ratio) is not None:
             invalid = "carries an invalid timeout certificate"
             return self._refuse_proposal(block, invalid, now, held=True)
-        if not self.safety.safe_to_vote(
-            block.header.round, qc_round, tc, self.config.blocks_per_leader
-        ):
+        if not self.safety.safe_to_vote(block.header.round, qc_round, tc, self.turn):
             return []
         if block.header.state_height > self.executed_height:
             if len(self.awaiting_execution) < MAX_WAITING:
@@ -980,7 +993,7 @@ class ChannelConsensus:
         )
         next_set = node.point.next_validators
         assert next_set is not None
-        to = leader_of(next_set, block.header.round + 1, self.config.blocks_per_leader)
+        to = leader_of(next_set, block.header.round + 1, self.turn)
         actions: list[m.Action] = [
             m.PersistSafety(self.safety.highest_vote_round, self.safety.high_qc, block)
         ]
@@ -1264,9 +1277,7 @@ class ChannelConsensus:
         tc = self.last_tc
         if tc is None or tc.round >= self.round:
             return []
-        if self.safety.high_qc_round + 1 >= round_after_timeout(
-            tc.round, self.config.blocks_per_leader
-        ):
+        if self.safety.high_qc_round + 1 >= round_after_timeout(tc.round, self.turn):
             return []  # the certificate takes a laggard as far as the timeout did
         return [m.BroadcastComplaint(complaint) for complaint in self.tc_complaints]
 
@@ -1441,7 +1452,7 @@ class ChannelConsensus:
         return actions
 
     def _on_tc(self, tc: TimeoutCertificate, now: float) -> list[m.Action]:
-        next_round = round_after_timeout(tc.round, self.config.blocks_per_leader)
+        next_round = round_after_timeout(tc.round, self.turn)
         held = self.last_tc
         if next_round <= self.round and held is not None and not _better_tc(tc, held):
             return []
@@ -1481,7 +1492,7 @@ class ChannelConsensus:
         both certified and timed out: peers that saw the certificate first are in the round after
         it, the others in the next leader's turn; complaints about it still count for the former,
         or neither side could ever reach a quorum again."""
-        return round_after_timeout(round_, self.config.blocks_per_leader) > self.round
+        return round_after_timeout(round_, self.turn) > self.round
 
     def _arm_timer(self, now: float) -> list[m.Action]:
         if self.timer_round == self.round or not self.has_work():
@@ -1510,7 +1521,7 @@ class ChannelConsensus:
         The round before a turn depends on two leaders (the next one makes its certificate): one
         validator sending late dragged out its own rounds and that one, two leaders' rounds.
         With one block a leader every round is such a round: they are all counted then."""
-        if self.config.blocks_per_leader <= 1:
+        if self.turn <= 1:
             return True
         return self.leader_of_round(round_ + 1) == self.leader_of_round(round_)
 
@@ -1529,7 +1540,7 @@ class ChannelConsensus:
         makes alone are timed (f+1 of 3f+1 alike), else a quorum (each faulty validator drags
         two leaders' rounds: 2f+1)."""
         ratio = self.config.limits.ratio
-        if self.config.blocks_per_leader > 1:
+        if self.turn > 1:
             return voting.exceeds_third(slowest, ratio)
         return voting.has_quorum(slowest, ratio)
 

@@ -231,6 +231,7 @@ class ChannelService:
             safety=SafetyRules(*record) if (record := store.safety_record()) else None,
             roots_at=store.roots_at,
             executed_height=executed[0] if (executed := store.executed()) else -1,
+            stated_turn=lambda: self.stated_turn,
         )
         self._final_sets = self._chain_sets()  # (set, pending set) versions, for fail points
         self._note_unexecuted(store)
@@ -419,6 +420,13 @@ class ChannelService:
         would refuse each other's blocks)."""
         genesis = self.stated_genesis
         return genesis.nid if genesis is not None else None
+
+    @property
+    def stated_turn(self) -> int | None:
+        """The leader turn the channel's genesis data states (leader_block_creation_limit), in
+        place of each peer's LEADER_BLOCK_CREATION_LIMIT; None when it states none."""
+        genesis = self.stated_genesis
+        return genesis.leader_block_creation_limit if genesis is not None else None
 
     @property
     def stated_genesis(self) -> GenesisData | None:

@@ -16,8 +16,9 @@ example `{"token": {"owner": "hx..."}}` names the peer that owns sample/token's 
 at genesis: `{"accounts": [{"name": str, "address": "hx...", "balance": "0x..."}], "message": str}`,
 balances in loop (10**-18 ICX), and may state the channel's network id for ICON v3 transactions
 (`"nid": "0x5"`; without it, each peer's ICON_NID) and its SCORE step limit
-(`"score_step_limit": "0x4c4b40"`; without it, each peer's SCORE_STEP_LIMIT; both fixed by the
-genesis block). Its canonical JSON
+(`"score_step_limit": "0x4c4b40"`; without it, each peer's SCORE_STEP_LIMIT) and its leader turn
+(`"leader_block_creation_limit": "0x14"`; without it, each peer's LEADER_BLOCK_CREATION_LIMIT),
+each fixed by the genesis block. Its canonical JSON
 goes into every validator set of the channel. Two channels stating one nid are refused: a v3 transaction names no channel.
 
 A peer is known by its id (the address of its key). With ENABLE_CHANNEL_AUTH (listed mode) a peer

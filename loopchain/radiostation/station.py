@@ -249,16 +249,24 @@ class Station:
     def settings_differ(self, channel: str, peer_id: str, own: Settings) -> str | None:
         """How the settings `peer_id` said in its heartbeat differ from those the channel's other
         connected members said ("" when alike; None when none said theirs: nothing compared, as
-        after this RadioStation's start). SCORE_STEP_LIMIT is not compared for a channel whose
-        genesis_data states its own (score_step_limit), which every SCORE takes."""
+        after this RadioStation's start). SCORE_STEP_LIMIT and LEADER_BLOCK_CREATION_LIMIT are
+        not compared for a channel whose genesis_data states its own (score_step_limit,
+        leader_block_creation_limit), which every peer takes."""
         others = self.registry.settings_of_others(
             channel, peer_id, self.monotonic(), self._config.HEARTBEAT_TIMEOUT
         )
         if not others:
             return None
         genesis = self.registry.channels[channel].genesis
-        stated = genesis is not None and genesis.score_step_limit is not None
-        skip = ("SCORE_STEP_LIMIT",) if stated else ()
+        stated = (
+            {}
+            if genesis is None
+            else {
+                "SCORE_STEP_LIMIT": genesis.score_step_limit,
+                "LEADER_BLOCK_CREATION_LIMIT": genesis.leader_block_creation_limit,
+            }
+        )
+        skip = tuple(key for key, value in stated.items() if value is not None)
         pairs = self.registry.member_pairs() + 16
         return self._alike.judge(channel, peer_id, own, others, skip, pairs)
 

@@ -5,7 +5,7 @@ and, as canonical JSON text, in the channel's validator set (so the genesis bloc
 
     {"accounts": [{"name": str, "address": "hx" + 40 lowercase hex,
                    "balance": "0x" + 1..64 lowercase hex digits}], "message"?: str, "nid"?: str,
-     "score_step_limit"?: str}
+     "score_step_limit"?: str, "leader_block_creation_limit"?: str}
 
 `nid` is the channel's network id for ICON v3 transactions ("0x1" to "0xffffffff", as ICON writes
 it), in place of the peers' ICON_NID. A v3 transaction names its network and no channel, so the
@@ -18,6 +18,12 @@ with 9000), so it must be one value on every peer: stated here, it is recorded i
 with the rest, and the SCORE takes it from the genesis block it executes (a chain's limit is its
 genesis block's: one stated once the chain exists is not taken), where each peer's own setting could
 differ and split their votes.
+
+`leader_block_creation_limit` ("0x1" to "0xffff") is the channel's leader turn, in place of the
+peers' LEADER_BLOCK_CREATION_LIMIT (taken as they take it: at least 3 rounds, rules.turn_for).
+Validators refuse a proposal from a peer whose turn it is not by their count, so a peer set to
+another turn than the others proposed out of turn and refused theirs; stated here, every peer of
+the channel takes the one value, fixed by the genesis block as score_step_limit is.
 
 Refused (EncodingError naming the field): unknown keys, wrong types, an address that is not an
 account ("hx"), one address listed twice, more than MAX_GENESIS_ACCOUNTS accounts, an empty name or
@@ -42,9 +48,10 @@ MAX_MESSAGE_CHARS = 1000
 MAX_BALANCE = 2**256 - 1
 MAX_NID = 2**32 - 1
 MAX_SCORE_STEP_LIMIT = 2**31 - 1  # as SCORE_STEP_LIMIT itself (a configured integer)
+MAX_LEADER_TURN = 0xFFFF  # rounds a leader leads in a row (18 hours of 1 s blocks)
 _NID = re.compile(r"0x[1-9a-f][0-9a-f]{0,7}")  # as ICON writes it: no leading zeros, not 0
 
-_KEYS = frozenset({"accounts", "message", "nid", "score_step_limit"})
+_KEYS = frozenset({"accounts", "message", "nid", "score_step_limit", "leader_block_creation_limit"})
 _ACCOUNT_KEYS = frozenset({"name", "address", "balance"})
 _ACCOUNT_FIELDS: dict[str, type | tuple[type, ...]] = {"name": str, "address": str, "balance": str}
 
@@ -66,6 +73,7 @@ class GenesisData:
     message: str = ""
     nid: int | None = None  # the channel's network id; None: the peers' ICON_NID
     score_step_limit: int | None = None  # None: the peers' SCORE_STEP_LIMIT
+    leader_block_creation_limit: int | None = None  # None: the peers' LEADER_BLOCK_CREATION_LIMIT
 
     def __post_init__(self) -> None:
         if len(self.accounts) > MAX_GENESIS_ACCOUNTS:
@@ -84,6 +92,9 @@ class GenesisData:
         limit = self.score_step_limit
         if limit is not None and (type(limit) is not int or not 0 < limit <= MAX_SCORE_STEP_LIMIT):
             raise EncodingError("'score_step_limit' must be from 0x1 to 0x7fffffff")
+        turn = self.leader_block_creation_limit
+        if turn is not None and (type(turn) is not int or not 0 < turn <= MAX_LEADER_TURN):
+            raise EncodingError("'leader_block_creation_limit' must be from 0x1 to 0xffff")
 
     @property
     def total_supply(self) -> int:
@@ -109,16 +120,14 @@ class GenesisData:
                 "field 'nid' must be a network id as ICON writes it, '0x1' to '0xffffffff' "
                 "(lowercase hex, no leading zeros)"
             )
-        limit = obj.get("score_step_limit")
-        if "score_step_limit" in obj:
-            if not isinstance(limit, str):
-                raise EncodingError("field 'score_step_limit' must be a string ('0x' and hex)")
-            try:
-                limit = hex_int(limit, "score_step_limit")
-            except InvalidTransaction as exc:
-                raise EncodingError(exc.message) from None
         accounts = tuple(_account(f"accounts[{i}]", a) for i, a in enumerate(raw))
-        return cls(accounts, message, int(nid, 16) if nid is not None else None, limit)
+        return cls(
+            accounts,
+            message,
+            int(nid, 16) if nid is not None else None,
+            _hex_field(obj, "score_step_limit"),
+            _hex_field(obj, "leader_block_creation_limit"),
+        )
 
     @classmethod
     def decode(cls, text: str) -> GenesisData:
@@ -149,11 +158,29 @@ class GenesisData:
                 if self.score_step_limit is not None
                 else {}
             ),
+            **(
+                {"leader_block_creation_limit": hex(self.leader_block_creation_limit)}
+                if self.leader_block_creation_limit is not None
+                else {}
+            ),
         }
 
     def encoded(self) -> str:
         """The canonical JSON text of `to_json()`."""
         return canonical.encode(self.to_json()).decode("utf-8")
+
+
+def _hex_field(obj: dict[str, Any], name: str) -> int | None:
+    """The integer field `name` of `obj` as ICON writes one ("0x" and hex), None when absent."""
+    if name not in obj:
+        return None
+    value = obj[name]
+    if not isinstance(value, str):
+        raise EncodingError(f"field {name!r} must be a string ('0x' and hex)")
+    try:
+        return hex_int(value, name)
+    except InvalidTransaction as exc:
+        raise EncodingError(exc.message) from None
 
 
 def _account(where: str, value: Any) -> GenesisAccount:

@@ -136,13 +136,16 @@ def test_a_peer_off_in_many_channels_is_logged_once_in_each(
     assert len(caplog.records) == 30
 
 
-def test_the_step_limit_is_not_compared_where_the_channel_states_its_own() -> None:
+def test_the_step_limit_and_turn_are_not_compared_where_the_channel_states_its_own() -> None:
     """A channel whose genesis_data states score_step_limit runs every SCORE with it, whatever
-    the peers' SCORE_STEP_LIMIT: theirs may differ."""
+    the peers' SCORE_STEP_LIMIT, and one that states leader_block_creation_limit has every peer
+    take that turn: theirs may differ."""
     config = load_config(environ={})
-    stated = GenesisData((), score_step_limit=0x1000)
+    stated = GenesisData((), score_step_limit=0x1000, leader_block_creation_limit=4)
+    step = GenesisData((), score_step_limit=0x1000)
     channels = {
         "stated": ChannelSpec("stated", "loopchain/default", None, genesis=stated),
+        "step": ChannelSpec("step", "loopchain/default", None, genesis=step),
         "plain": ChannelSpec("plain", "loopchain/default", None),
     }
     station = Station(config, Registry(channels, False), Signer.generate(), time.time)
@@ -150,11 +153,15 @@ def test_the_step_limit_is_not_compared_where_the_channel_states_its_own() -> No
     for peer in peers:
         station.registry.register(peer, "127.0.0.1:7100", "", b"")
     assert DEFAULTS is not None
-    low = {**DEFAULTS, "SCORE_STEP_LIMIT": 10}
+    low = {**DEFAULTS, "SCORE_STEP_LIMIT": 10, "LEADER_BLOCK_CREATION_LIMIT": 5}
     for name in channels:
         station.registry.heartbeat(peers[0], name, 0, 0, time.time(), None, DEFAULTS)
         station.registry.heartbeat(peers[1], name, 0, 0, time.time(), None, low)
     assert station.settings_differ("stated", peers[1], low) == ""
+    assert station.settings_differ("step", peers[1], low) == (
+        "LEADER_BLOCK_CREATION_LIMIT 5 here, 20 at 1 of 1 other peers"
+    )
     assert station.settings_differ("plain", peers[1], low) == (
+        "LEADER_BLOCK_CREATION_LIMIT 5 here, 20 at 1 of 1 other peers; "
         "SCORE_STEP_LIMIT 10 here, 1000000 at 1 of 1 other peers"
     )

@@ -318,6 +318,10 @@ def test_genesis_data_is_read_and_goes_into_every_issued_validator_set(tmp_path:
         ({"accounts": [GENESIS["accounts"][0]] * 2}, r"accounts\[1\].address.*listed twice"),
         ({**GENESIS, "score_step_limit": "0x0"}, "'score_step_limit' must be from 0x1"),
         ({**GENESIS, "score_step_limit": 5000}, "field 'score_step_limit' must be a string"),
+        (
+            {**GENESIS, "leader_block_creation_limit": "0x0"},
+            "'leader_block_creation_limit' must be from 0x1",
+        ),
     ],
 )
 def test_bad_genesis_data_is_named(genesis: object, message: str) -> None:

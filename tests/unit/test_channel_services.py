@@ -41,6 +41,7 @@ from loopchain.types import icon_tx
 from loopchain.types import transaction as transaction_module
 from loopchain.types.block import Block
 from loopchain.types.crypto import Signer
+from loopchain.types.genesis import GenesisData
 from loopchain.types.hashing import EMPTY_ROOT
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import MAX_DATA_DEPTH, Transaction
@@ -64,6 +65,7 @@ class Cluster:
         listed: int | None = None,
         clocks: dict[int, Callable[[], float]] | None = None,
         own: dict[int, dict[str, object]] | None = None,
+        genesis: GenesisData | None = None,
     ) -> None:
         self.listed = listed  # how many of the peers the member lists name at start (all: None)
         overrides = {
@@ -83,7 +85,10 @@ class Cluster:
         self.issuer_signer = issuer
         self.signers = [Signer.generate() for _ in range(peers)]
         self.validators = ValidatorSet(
-            CHANNEL, 1, tuple(Validator(s.address) for s in self.signers)
+            CHANNEL,
+            1,
+            tuple(Validator(s.address) for s in self.signers),
+            genesis=genesis.encoded() if genesis is not None else "",
         ).signed_by(issuer)
         self.peers = [PeerInfo(s.address, f"memory:{i}", i) for i, s in enumerate(self.signers)]
         self.network = InMemoryNetwork()
@@ -1168,6 +1173,40 @@ async def test_a_peer_leads_three_rounds_a_turn_at_least(
         assert {s.consensus.config.blocks_per_leader for s in cluster.services} == {turn}
     finally:
         await cluster.stop()
+
+
+async def test_a_turn_the_genesis_states_is_every_peers_whatever_its_own_setting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Peers set to three LEADER_BLOCK_CREATION_LIMITs each counted their own turns: each
+    proposed out of turn by the others' count and refused theirs (a peer apart acted as a faulty
+    one; two apart of four halted the chain). A channel whose genesis_data states
+    leader_block_creation_limit has every peer take it: blocks are made across many turns
+    with no proposal refused for its leader and no round failed."""
+    apart = {0: {"LEADER_BLOCK_CREATION_LIMIT": 5}, 1: {"LEADER_BLOCK_CREATION_LIMIT": 7}}
+    one_a_block = {"MAX_BLOCK_TX_NUM": 1, **TWO_MINUTE_TIMERS}
+    cluster = Cluster(
+        tmp_path, overrides=one_a_block, own=apart, genesis=GenesisData((), "", None, None, 3)
+    )
+    try:
+        with caplog.at_level(logging.INFO):
+            await cluster.wait(
+                lambda: all(s.consensus.latest_validators for s in cluster.services), "sets"
+            )
+            assert {s.consensus.turn for s in cluster.services} == {3}
+            await finalise_batches(cluster, cluster.services, 8, 2)  # 16 rounds and more
+        assert logged(caplog, "but the leader is") == []
+        assert {s.consensus.view_changes for s in cluster.services} == {0}
+        assert min(s.consensus.round for s in cluster.services) >= 16  # five turns and more
+        assert_agree(cluster.services)
+    finally:
+        await cluster.stop()
+    plain = Cluster(tmp_path / "plain", overrides=one_a_block, own=apart)
+    try:  # stated nowhere, each counts its own: 5, 7 and 20 rounds
+        await plain.wait(lambda: all(s.consensus.latest_validators for s in plain.services), "sets")
+        assert sorted(s.consensus.turn for s in plain.services) == [5, 7, 20, 20]
+    finally:
+        await plain.stop()
 
 
 async def test_a_relayed_transaction_the_peer_already_holds_is_not_checked_again(

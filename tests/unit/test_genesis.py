@@ -16,6 +16,7 @@ from loopchain.types.crypto import Signer
 from loopchain.types.genesis import (
     MAX_BALANCE,
     MAX_GENESIS_ACCOUNTS,
+    MAX_LEADER_TURN,
     MAX_SCORE_STEP_LIMIT,
     GenesisAccount,
     GenesisData,
@@ -81,6 +82,27 @@ def test_a_channels_network_id_is_read_written_and_bounded() -> None:
             GenesisData.from_json({**LOCALNET, "nid": bad})
     with pytest.raises(EncodingError, match="'nid' must be a network id from 0x1"):
         GenesisData((), nid=0)
+
+
+def test_a_channels_leader_turn_is_read_written_and_bounded() -> None:
+    """`leader_block_creation_limit` states the channel's leader turn, one value for every
+    peer, written as ICON writes integers."""
+    data = GenesisData.from_json({**LOCALNET, "leader_block_creation_limit": "0xffff"})
+    assert data.leader_block_creation_limit == MAX_LEADER_TURN == 65535
+    assert data.to_json() == {**LOCALNET, "leader_block_creation_limit": "0xffff"}
+    assert GenesisData.decode(data.encoded()) == data
+    both = {**LOCALNET, "score_step_limit": "0x5", "leader_block_creation_limit": "0x14"}
+    assert GenesisData.from_json(both).to_json() == both
+    assert GenesisData.from_json(LOCALNET).leader_block_creation_limit is None
+    for bad in ("0x0", "0x10000", "0X5", "20", "", "0x-1"):
+        with pytest.raises(EncodingError, match="leader_block_creation_limit"):
+            GenesisData.from_json({**LOCALNET, "leader_block_creation_limit": bad})
+    for bad_type in (20, None, True, ["0x5"]):
+        with pytest.raises(EncodingError, match="'leader_block_creation_limit' must be a string"):
+            GenesisData.from_json({**LOCALNET, "leader_block_creation_limit": bad_type})
+    for wrong in (0, -1, 2**16, True):
+        with pytest.raises(EncodingError, match="'leader_block_creation_limit' must be from 0x1"):
+            GenesisData((), leader_block_creation_limit=wrong)
 
 
 def test_a_channels_score_step_limit_is_read_written_and_bounded() -> None:
