@@ -151,6 +151,8 @@ class RadioStationClient:
         # how this peer's settings differ from the channel's other peers', as the last heartbeat
         # answer told ("": alike; None: not said, as a RadioStation of an earlier version)
         self.settings_differ: str | None = None
+        # why the validator set of the last peer list could not be read (None: it could)
+        self.unreadable_set: str | None = None
 
     async def connect(self, signer: Signer, my_target: str, group_id: str = "") -> Registration:
         """Register this peer (signed) and return its order and channels."""
@@ -190,10 +192,19 @@ class RadioStationClient:
         """The channel's registered peers and its current signed validator set."""
         reply = await self._call(self._stub.GetPeerList, pb.ChannelRequest(channel=channel))
         peers = _listed_peers(self.target, channel, reply.peers)
+        self.unreadable_set = None
         try:
             validators = ValidatorSet.decode(reply.validator_set) if reply.validator_set else None
-        except EncodingError:
+        except EncodingError as exc:  # the peers are taken all the same
             validators = None
+            self.unreadable_set = one_line(
+                bounded(
+                    f"RadioStation {self.target} sent a validator set of channel {channel} that "
+                    f"this peer cannot read ({exc}): one of a newer version may state what this "
+                    "version does not know (upgrade this peer)",
+                    MAX_SETTINGS_DIFFER,
+                )
+            )
         return peers, validators
 
     async def heartbeat(
@@ -304,6 +315,12 @@ class RadioStations:
         """How this peer's settings differ from the channel's other peers', as the last heartbeat
         answer of the RadioStation in use said ("": alike; None: not said)."""
         return self._clients[self._current].settings_differ
+
+    @property
+    def unreadable_set(self) -> str | None:
+        """Why the validator set of the last peer list of the RadioStation in use could not be
+        read (None: it could)."""
+        return self._clients[self._current].unreadable_set
 
     @property
     def revocations_digest(self) -> bytes:

@@ -52,7 +52,7 @@ from loopchain.types.crypto import Signer
 from loopchain.types.genesis import GenesisData
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import MAX_DATA_DEPTH, V1, V3, Transaction
-from loopchain.types.validators import JointSet, ratio_from_config
+from loopchain.types.validators import JointSet, ValidatorSet, ratio_from_config
 
 log = logging.getLogger(__name__)
 # what other peers send that is refused or rejected (a relayed transaction dropped, a message of
@@ -195,6 +195,7 @@ class ChannelService:
         # stored, read before from the newest validator set (`_genesis_read_of`)
         self._genesis: GenesisData | None = None
         self._genesis_known = False
+        self._genesis_edit_warned = -1  # the newest set version whose genesis edit was warned of
         # peers that took transactions in the channel and when they were last seen to (_signers)
         self._writers_seen: dict[str, float] = {}
         self._genesis_read_of: object = None
@@ -1165,6 +1166,35 @@ class ChannelService:
         """A consensus message from another peer (refused when it names another channel)."""
         self._check_channel(event)
         self._dispatch(event)
+        if isinstance(event, m.ValidatorsChanged):
+            self._judge_genesis_edit(event.validators)
+
+    def _judge_genesis_edit(self, newest: ValidatorSet) -> None:
+        """Warn (once a set version) when the RadioStation's newest set states other genesis
+        data than this chain's genesis block: the chain keeps its own (its nid, score_step_limit
+        and leader_block_creation_limit), but a peer starting from an empty store takes the
+        newest set's until it holds block 0, and with another leader turn it may jump rounds
+        far from the others' (review: a stated turn of 0xffff added later kept such a validator
+        out of the votes for 65,535 rounds). Editing the file after the chain exists was said
+        nowhere before."""
+        if newest.version <= self._genesis_edit_warned or self.store.tip_height() < 0:
+            return
+        stored = self.store.block_by_height(0)
+        founding = stored.validator_update if stored is not None else None
+        if founding is None or founding.genesis == newest.genesis:
+            return
+        self._genesis_edit_warned = newest.version
+        log.warning(
+            "channel %s: the RadioStation's validator set version %d states other genesis_data "
+            "than this chain's genesis block (version %d): the chain keeps its own (nid, "
+            "score_step_limit, leader_block_creation_limit), but a peer starting from an empty "
+            "store follows the newer one until it holds block 0 and may take other leader turns "
+            "meanwhile. State the chain's genesis_data again in channel_manage_data.json, or "
+            "start a new channel",
+            self.name,
+            newest.version,
+            founding.version,
+        )
 
     def _check_channel(self, event: m.Event) -> None:
         named = _channel_of(event)

@@ -237,6 +237,7 @@ class PeerNode:
         self.target = f"{config.LOOPCHAIN_HOST}:{options.port}"
         self.channels: dict[str, ChannelService] = {}  # served in this process
         self._sets_refused: dict[str, str] = {}  # channel -> the peer list refusal said last
+        self._unreadable_sets: dict[str, str] = {}  # channel -> why its set was unreadable, said
         self.workers: dict[str, ChannelWorker] = {}  # served by a worker process each
         self.transport: GrpcTransport | None = None
         self.stores: list[KeyValueStore] = []
@@ -902,6 +903,7 @@ class PeerNode:
             log.debug("validator set not fetched: %s", exc)
             return
         self._sets_refused.pop(service.name, None)
+        self._warn_unreadable_set(rs, service.name)
         service.set_members(peers)
         if validators is not None:
             service.receive(m.ValidatorsChanged(validators))
@@ -1088,10 +1090,22 @@ class PeerNode:
 
     async def _refresh_peers(self, rs: RadioStations, service: ChannelService) -> None:
         peers, validators = await rs.peer_list(service.name)
+        self._warn_unreadable_set(rs, service.name)
         service.set_members(peers)
         self._cache_members(service.name, peers)
         if validators is not None:
             service.receive(m.ValidatorsChanged(validators))
+
+    def _warn_unreadable_set(self, rs: RadioStations, channel: str) -> None:
+        """Warn, once a reason, of a validator set the RadioStation sent that this peer could not
+        read (it went on with the set before, said nowhere: review of a rolling upgrade)."""
+        reason = rs.unreadable_set
+        if reason is not None and self._unreadable_sets.get(channel) != reason:
+            log.warning("channel %s: %s", channel, reason)
+        if reason is None:
+            self._unreadable_sets.pop(channel, None)
+        else:
+            self._unreadable_sets[channel] = reason
 
     def _cache_members(self, channel: str, peers: list[PeerInfo]) -> None:
         assert self.node_store is not None

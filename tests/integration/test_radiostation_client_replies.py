@@ -138,6 +138,35 @@ async def test_a_peer_list_longer_than_a_channel_lists_is_refused_unread() -> No
     assert len(listed) == MAX_SET_PEERS
 
 
+async def test_a_validator_set_this_peer_cannot_read_is_said_once_and_its_peers_taken(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A set a RadioStation of a newer version sends may state what this version does not know
+    (as a genesis key added since): it was dropped without a word (rolling-upgrade review). The
+    peers of the list are taken, and the peer warns once a reason."""
+    peers = pb.PeerListReply(peers=[entry(0)], validator_set=b'{"channel": "c", "version": 1}')
+    config = CONFIG.replace(DEFAULT_STORAGE_PATH=str(tmp_path))
+    node = PeerNode(config, PeerOptions(7100, ("127.0.0.1:1",), None, None, False))
+    async with serving(Answering(pb.ConnectPeerReply(), peers)) as target:
+        stations = RadioStations([target], CONFIG)
+        try:
+            with caplog.at_level(logging.WARNING, "loopchain"):
+                for _ in range(3):
+                    listed, validators = await stations.peer_list("c")
+                    node._warn_unreadable_set(stations, "c")
+            reason = stations.unreadable_set
+            peers.ClearField("validator_set")
+            await stations.peer_list("c")
+            assert stations.unreadable_set is None
+        finally:
+            await stations.close()
+    assert listed == [PeerInfo(f"hx{0:040x}", "127.0.0.1:7100", 0, "")] and validators is None
+    assert reason is not None
+    assert f"RadioStation {target} sent a validator set of channel c that this peer" in reason
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [f"channel c: {reason}"]
+
+
 async def test_peers_listed_at_no_host_and_port_or_twice_are_left_out(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -1209,6 +1209,66 @@ async def test_a_turn_the_genesis_states_is_every_peers_whatever_its_own_setting
         await plain.stop()
 
 
+async def test_a_turn_the_genesis_states_is_every_peers_through_timeouts_too(
+    tmp_path: Path,
+) -> None:
+    """As above, with a validator down: its turns time out, and every peer moves on to the first
+    round of the next turn by the stated turn (review: the test above, with two-minute timers,
+    passed with the timeout arithmetic still on each peer's own setting; this one did not)."""
+    apart = {0: {"LEADER_BLOCK_CREATION_LIMIT": 5}, 1: {"LEADER_BLOCK_CREATION_LIMIT": 7}}
+    cluster = Cluster(
+        tmp_path,
+        overrides={"MAX_BLOCK_TX_NUM": 1, "TIMEOUT_FOR_LEADER_COMPLAIN": 0.3},
+        own=apart,
+        genesis=GenesisData((), leader_block_creation_limit=3),
+    )
+    try:
+        await finalise_batches(cluster, cluster.services, 2, 1)
+        cluster.network.down.add(cluster.services[3].signer.address)
+        up = cluster.up()
+        await finalise_batches(cluster, up, 10, 1)
+        assert min(s.consensus.view_changes for s in up) >= 1  # its turns were timed out
+        assert_agree(up)
+    finally:
+        await cluster.stop()
+
+
+async def test_genesis_data_edited_after_the_chain_exists_is_warned_of_and_not_taken(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A newer set stating other genesis data (a leader turn edited into channel_manage_data.json
+    after the chain was made) is not taken: the turn stays the genesis block's. Each peer warns
+    once a set version: a peer starting from an empty store would follow the newer one until it
+    held block 0 (review: a turn of 0xffff added later kept such a validator out of the votes)."""
+    cluster = Cluster(tmp_path, genesis=GenesisData((), leader_block_creation_limit=3))
+    try:
+        await finalise_batches(cluster, cluster.services, 2, 1)
+        later = dataclasses.replace(
+            cluster.validators,
+            version=2,
+            genesis=GenesisData((), leader_block_creation_limit=0xFFFF).encoded(),
+        ).signed_by(cluster.issuer_signer)
+        with caplog.at_level(logging.WARNING):
+            for service in cluster.services:
+                service.receive(m.ValidatorsChanged(later))
+                service.receive(m.ValidatorsChanged(later))  # once a version
+        said = [
+            r.getMessage() for r in caplog.records if "states other genesis_data" in r.getMessage()
+        ]
+        assert len(said) == len(cluster.services), said
+        assert "validator set version 2 states other genesis_data than this chain's" in said[0]
+        assert {s.consensus.turn for s in cluster.services} == {3}
+        caplog.clear()
+        same = dataclasses.replace(later, version=3, genesis=cluster.validators.genesis)
+        with caplog.at_level(logging.WARNING):
+            for service in cluster.services:
+                service.receive(m.ValidatorsChanged(same.signed_by(cluster.issuer_signer)))
+        assert not [r for r in caplog.records if "states other genesis_data" in r.getMessage()]
+        await finalise_batches(cluster, cluster.services, 2, 1)
+    finally:
+        await cluster.stop()
+
+
 async def test_a_relayed_transaction_the_peer_already_holds_is_not_checked_again(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
