@@ -5,9 +5,9 @@ Protocol (a two-chain BFT in the family of DiemBFT v4 / Jolteon and ICON's LFT2)
 * Rounds. Every block has a round; rounds only grow. The leader of round r is the validator at
   position r // turn of the set (spinning; a turn is `blocks_per_leader` rounds, which a peer sets
   to LEADER_BLOCK_CREATION_LIMIT and 3 at least: `rules.turn_for`; the channel's genesis data may
-  state it for every peer, leader_block_creation_limit: `ChannelConsensus.turn`). A validator enters round r + 1 on
-  a certificate for round r, or enters the first round of the next leader's turn on a timeout
-  certificate for round r.
+  state it for every peer, leader_block_creation_limit: `ChannelConsensus.turn`). A validator
+  enters round r + 1 on a certificate for round r, or enters the first round of the next leader's
+  turn on a timeout certificate for round r.
 * Propose. The leader of round r extends the block of the highest certificate it knows (`high_qc`),
   which it carries in the header (the piggybacked commit), plus the timeout certificate of the
   previous round when that round failed. It proposes only when there is work: pooled transactions, a
