@@ -33,6 +33,7 @@ class RadioStation:
 
     clock_offset = 0.0  # its clock agrees with the peer's
     settings_differ = ""  # the peer's settings are the others'
+    unreadable_set = None  # every set it sends is read
 
     def __init__(self) -> None:
         self.listed: list[float] = []

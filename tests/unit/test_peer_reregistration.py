@@ -47,6 +47,7 @@ class RadioStation:
     target = TARGET
     clock_offset = 0.0  # its clock agrees with the peer's
     settings_differ = ""  # the peer's settings are the others'
+    unreadable_set = None  # every set it sends is read
 
     def __init__(self, refusal: int | None, registration: Registration | None) -> None:
         self.refusal = refusal
