@@ -141,6 +141,7 @@ class ScoreRuntime:
         self._replayed_after = 0  # the SCORE process restarts its state was last replayed after
         self._diverged = 0  # heights whose state here differs from the one the chain carries
         self._diverged_at = -1  # the latest of them
+        self._diverged_from: int | None = None  # the first of them (status/score says it)
         self._diverged_told: float | None = None  # when that was last logged (monotonic)
         self._committing: int | None = None  # the block recorded or being, not yet committed
         # a block recorded whose commit goes with the next block's invoke (the next was final
@@ -186,6 +187,17 @@ class ScoreRuntime:
     # ------------------------------------------------------------ queries
 
     def info(self) -> ScoreInfo:
+        """What /api/v1/status/score says; its message also says where this peer's state came
+        to differ from the chain's (_compare_with_chain), as its log does."""
+        info = self._info()
+        if self._diverged_from is None:
+            return info
+        said = f"this peer's state differs from the chain's from height {self._diverged_from}"
+        return dataclasses.replace(
+            info, message=f"{info.message}; {said}" if info.message else said
+        )
+
+    def _info(self) -> ScoreInfo:
         address = channel_score_address(self.channel)
         if self.supervisor is None or self.package is None:
             reason = self.package_error or "not loaded"
@@ -699,6 +711,8 @@ class ScoreRuntime:
             return
         if height > self._diverged_at:
             self._diverged, self._diverged_at = self._diverged + 1, height
+        if self._diverged_from is None:
+            self._diverged_from = height
         now = time.monotonic()
         if self._diverged_told is not None and now - self._diverged_told < DIVERGED_WARN_S:
             return

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from tests.e2e._crashes import environment
-from tools.procs import ROOT, LocalNetwork, wait_until
+from tools.procs import ROOT, LocalNetwork, get, wait_until
 
 CHANNEL = "loopchain_default"
 DEADLINE = 60.0
@@ -60,8 +60,11 @@ def test_a_peer_whose_score_is_not_the_validators_says_its_state_differs(tmp_pat
         assert len(said) == 1, said
         assert " ERROR " in said[0] and "loopchain/default" not in said[0], said
         assert "test/raises version 1.0.0" in said[0], said  # the package it runs, named
+        status = get(f"{net.rest(odd)}/api/v1/status/score")
+        assert "this peer's state differs from the chain's from height" in status["message"]
         for port in (validator, honest):
             assert DIVERGED not in net.peers[port].log_text(), port
+            assert "differs" not in str(get(f"{net.rest(port)}/api/v1/status/score")), port
             assert "still differs" not in net.peers[port].log_text(), port
         # every peer holds the same blocks: only the odd one's results differ
         top = min(net.height(p) for p in ports)

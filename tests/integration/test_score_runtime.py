@@ -1305,6 +1305,9 @@ async def test_a_state_that_differs_from_the_one_the_chain_carries_is_said_once_
     (first,) = said(0, (genesis[:31] + b"\x00", mine[0][1]))
     assert f"channel {CHANNEL}: the state this peer executed to at height 0 differs" in first
     assert "no/such" in first and "DEFAULT_SCORE_REPOSITORY_PATH" in first
+    assert runtime.info().message.endswith(
+        "; this peer's state differs from the chain's from height 0"
+    )
     assert said(1, other) == []  # within DIVERGED_WARN_S
     now[0] += score_runtime_module.DIVERGED_WARN_S
     assert said(1, other) == [
@@ -1341,3 +1344,4 @@ async def test_a_chain_whose_validators_stopped_executing_is_not_taken_for_a_div
             assert block is not None
             runtime._compare_with_chain(block)
     assert [record.getMessage() for record in caplog.records] == []
+    assert "differs" not in runtime.info().message
