@@ -1177,23 +1177,20 @@ class ChannelService:
         far from the others' (review: a stated turn of 0xffff added later kept such a validator
         out of the votes for 65,535 rounds). Editing the file after the chain exists was said
         nowhere before."""
-        if newest.version <= self._genesis_edit_warned or self.store.tip_height() < 0:
+        if newest.version <= self._genesis_edit_warned:
             return
-        stored = self.store.block_by_height(0)
-        founding = stored.validator_update if stored is not None else None
-        if founding is None or founding.genesis == newest.genesis:
+        chain = self.stated_genesis  # the genesis block's once it is stored (read once)
+        if not self._genesis_known or newest.genesis == (chain.encoded() if chain else ""):
             return
         self._genesis_edit_warned = newest.version
         log.warning(
             "channel %s: the RadioStation's validator set version %d states other genesis_data "
-            "than this chain's genesis block (version %d): the chain keeps its own (nid, "
-            "score_step_limit, leader_block_creation_limit), but a peer starting from an empty "
-            "store follows the newer one until it holds block 0 and may take other leader turns "
-            "meanwhile. State the chain's genesis_data again in channel_manage_data.json, or "
-            "start a new channel",
+            "than this chain's genesis block: the chain keeps its own (nid, score_step_limit, "
+            "leader_block_creation_limit), but a peer starting from an empty store follows the "
+            "newer one until it holds block 0 and may take other leader turns meanwhile. State "
+            "the chain's genesis_data again in channel_manage_data.json, or start a new channel",
             self.name,
             newest.version,
-            founding.version,
         )
 
     def _check_channel(self, event: m.Event) -> None:
