@@ -461,10 +461,17 @@ class _ColourFormatter(_OneLineFormatter):
         return f"{colour}{text}{_COLOUR_RESET}" if colour else text
 
 
-def setup_logging(config: Config, *, debug: bool, process: str) -> None:
+def setup_logging(
+    config: Config,
+    *,
+    debug: bool,
+    process: str,
+    stderr_format: logging.Formatter | None = None,
+) -> None:
     """Configure the root logger: level from -d or LOOPCHAIN_LOG_LEVEL, stderr plus LOG_FILE_PATH.
 
     With -d on a terminal the stderr lines are coloured by level; the file never is.
+    `stderr_format` replaces the stderr lines' format (a SCORE process's records for its peer).
     """
     level_name = "DEBUG" if debug else str(config.LOOPCHAIN_LOG_LEVEL).upper()
     level = logging.getLevelName(level_name)
@@ -473,7 +480,10 @@ def setup_logging(config: Config, *, debug: bool, process: str) -> None:
     fmt = f"%(asctime)s %(levelname)-7s [{process}] %(name)s: %(message)s"
     stream = logging.StreamHandler(sys.stderr)
     colour = debug and sys.stderr.isatty()
-    stream.setFormatter(_ColourFormatter(fmt) if colour else _OneLineFormatter(fmt))
+    if stderr_format is not None:
+        stream.setFormatter(stderr_format)
+    else:
+        stream.setFormatter(_ColourFormatter(fmt) if colour else _OneLineFormatter(fmt))
     handlers: list[logging.Handler] = [stream]
     if config.LOG_FILE_PATH:
         file_handler = log_file_handler(config)

@@ -320,8 +320,9 @@ class _ByteQueue(queue.Queue[Any]):
 
 
 def _not_own_records(record: logging.LogRecord) -> bool:
-    """Records about the shipping itself stay local (no loop through a failing collector)."""
-    return record.name != __name__
+    """Records about the shipping itself stay local (no loop through a failing collector); a
+    SCORE process's records its peer logs (relayed, scoreservice/output.py) the SCORE ships itself."""
+    return record.name != __name__ and not getattr(record, "relayed", False)
 
 
 def _entries_in(packed: bytes) -> int:

@@ -41,9 +41,13 @@ LOG_PROBLEMS = (
 # Such a line: a traceback's first line, or asyncio's words at the start of a line or as a record
 # of the asyncio logger (the project's format). The same words quoted from a request by a refusal
 # stay inside their line (a node writes a message on one line: loopchain.safe_text).
+# A SCORE process's lines are its peer's records, named "[score:C] <logger>" (what it wrote
+# outside a record "[score:C] output": a traceback Python printed is one of those).
+_RECORD = r"\S+ \S+ \w+ +\[[^\]]*\] (?:\[score:[^\]]*\] )?"
 _PROBLEM_LINE = re.compile(
     r"^(?:\s*\+ Exception Group |\s*)Traceback \(most recent call last\)"
-    r"|^(?:\S+ \S+ \w+ +\[[^\]]*\] asyncio: )?"
+    rf"|^{_RECORD}output: (?:\s*\+ Exception Group |\s*)Traceback \(most recent call last\)"
+    rf"|^(?:{_RECORD}(?:asyncio|output): )?"
     r"(?:Task was destroyed|(?:Task|Future) exception was never retrieved)"
 )
 

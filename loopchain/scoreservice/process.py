@@ -5,6 +5,9 @@ Every SCORE call (import, constructor, invoke, query) runs in a worker thread un
 step limit; the address space is limited by --memory-mb. The process keeps serving when the
 package cannot be loaded (Status says why) and exits 0 on SIGTERM.
 
+With --log-records (as its supervisor starts it) its log records go to stderr as lines of JSON,
+for the supervisor to log as its own (output.py).
+
 A query call that runs past --query-limit seconds ends the process (SIGALRM, after a dump of its
 threads' stacks on stderr): a SCORE's query can spend time without steps (one line of C work, such
 as a huge `sum(range(n))` or a regular expression that backtracks), holding the GIL, and with it
@@ -80,6 +83,7 @@ from loopchain.scoreservice import (
     STORE_FAILED_EXIT,
     score_link_bytes,
 )
+from loopchain.scoreservice.output import RecordLines
 from loopchain.scoreservice.packages import (
     PackageError,
     PackageUnreadable,
@@ -1186,9 +1190,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
     parser.add_argument(
+        "--log-level",
+        default=DEFAULTS["LOOPCHAIN_LOG_LEVEL"],
+        help="the lowest level logged (as LOOPCHAIN_LOG_LEVEL)",
+    )
+    parser.add_argument(
+        "--log-records",
+        action="store_true",
+        help="write log records to stderr as lines of JSON, for its supervisor to log (output.py)",
+    )
+    parser.add_argument(
         "--monitor-log", metavar="HOST:PORT", help="ship logs to this fluentd collector"
     )
-    parser.add_argument("--monitor-label", default="score", help="the process's label there")
+    parser.add_argument(
+        "--monitor-label", default="score", help="the process's label in its log and there"
+    )
     args = parser.parse_args(argv)
     if args.step_limit < 1:
         parser.error("--step-limit must be at least 1")
@@ -1200,7 +1216,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _limit_memory(args.memory_mb)
     os.umask(0o077)
-    setup_logging(Config(DEFAULTS), debug=args.debug, process="score")
+    setup_logging(
+        Config(DEFAULTS).replace(LOOPCHAIN_LOG_LEVEL=args.log_level),
+        debug=args.debug,
+        process=args.monitor_label,
+        stderr_format=RecordLines() if args.log_records else None,
+    )
     if args.monitor_log:
         host, _, port = args.monitor_log.rpartition(":")
         start_shipping(host, int(port), "score", args.monitor_label)

@@ -9,7 +9,8 @@ A SCORE is other people's code, so the process gets nothing of the peer it does 
   LOOPCHAIN_* settings or key passwords; its time zone (UTC) and locale (C.UTF-8) are the same on
   every peer, whatever the peer's are;
 * its own empty working directory (mode 0700, emptied at every start), as $HOME too;
-* no inherited file descriptors but stdin (/dev/null), stdout and stderr;
+* no inherited file descriptors but stdin (/dev/null), stdout and stderr (one pipe, which the
+  supervisor reads: output.py logs what comes through it, as the peer logs, bounded and paced);
 * a process group of its own, signalled whole when the process is stopped or killed and SIGKILLed
   once it has exited, however it exited: what a SCORE forks (and leaves in the group) does not
   outlive it with its state store and socket descriptors;
@@ -50,6 +51,7 @@ from loopchain.scoreservice.client import (
     ScoreStatusInfo,
     ScoreUnavailable,
 )
+from loopchain.scoreservice.output import ScoreOutput
 from loopchain.scoreservice.owned_dir import OwnedDir, private_dir
 from loopchain.scoreservice.packages import ScorePackage
 
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 
 START_DEADLINE = 30.0  # seconds a new process has to answer Status
 STOP_DEADLINE = 5.0  # seconds between SIGTERM and SIGKILL
+OUTPUT_DRAIN = 2.0  # seconds an ended process's last output has to be logged
 FIRST_BACKOFF = 0.2
 STABLE_AFTER = 30.0  # a process that ran this long resets the backoff
 # a Load that failed (too slow: a package whose import is slow on this machine, a cold disk; or
@@ -141,6 +144,7 @@ class ScoreSupervisor:
         self.socket_path = self.socket_dir / SOCKET_NAME
         self._client = ScoreClient(self.socket_path, config, on_invoke_timeout=self.kill)
         self._process: asyncio.subprocess.Process | None = None
+        self._output: ScoreOutput | None = None  # the reader of the process's output
         self._ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._finished = asyncio.Event()
@@ -266,9 +270,11 @@ class ScoreSupervisor:
             self._ready.clear()
             await terminate(process, STOP_DEADLINE, group=True)
             await self._note_exit(process.pid, process.returncode)
+            if self._output is not None:  # its last lines (a stack dump) logged before its end
+                await asyncio.to_thread(self._output.join, OUTPUT_DRAIN)
         ended = f"exit code {process.returncode}"
         if process.returncode == -signal.SIGALRM:
-            ended = f"a query call ran past {query_limit(self.config):g} s (stacks on its stderr)"
+            ended = f"a query call ran past {query_limit(self.config):g} s (stacks logged above)"
         return f"{ended}: {failure}" if failure else ended
 
     async def _spawn(self) -> asyncio.subprocess.Process:
@@ -286,21 +292,32 @@ class ScoreSupervisor:
             *("--parent-pid", str(os.getpid())),
             *("--query-limit", f"{query_limit(config):g}"),
         ]
-        if str(config.LOOPCHAIN_LOG_LEVEL).upper() == "DEBUG":
-            args.append("-d")
+        label = f"score:{self.channel}"
+        args += ["--log-records", "--log-level", str(config.LOOPCHAIN_LOG_LEVEL)]
+        args += ["--monitor-label", label]
         if config.MONITOR_LOG:  # the process's records go to the peer's collector too
             args += ["--monitor-log", f"{config.MONITOR_LOG_HOST}:{config.MONITOR_LOG_PORT}"]
-            args += ["--monitor-label", f"score:{self.channel}"]
         self._state = ScoreStatusInfo.unavailable("SCORE process starting")
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            env=score_environment(os.environ, self.work_dir),
-            cwd=self.work_dir,
-            close_fds=True,
-            process_group=CHILD_GROUP,
-        )
+        reading, writing = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=writing,
+                stderr=writing,
+                env=score_environment(os.environ, self.work_dir),
+                cwd=self.work_dir,
+                close_fds=True,
+                process_group=CHILD_GROUP,
+            )
+        except BaseException:
+            os.close(reading)
+            raise
+        finally:
+            os.close(writing)
+        self._output = ScoreOutput(reading, label)
+        return process
 
     async def _bring_up(self, process: asyncio.subprocess.Process) -> str | None:
         """Wait until the process answers Status, then Load the package. Returns why the process

@@ -40,6 +40,7 @@ def test_records_and_events_arrive_tagged_with_their_fields(receiver: ForwardRec
     try:
         before = time.time()
         log.info("block %d added", 12, extra={"channel": "kofia"})
+        log.info("a SCORE's record", extra={"relayed": True})  # which its SCORE ships itself
         try:
             raise ValueError("broken")
         except ValueError:

@@ -127,12 +127,13 @@ async def test_a_score_sees_no_secret_of_its_peer(tmp_path: Path, secrets_in_env
     assert report["cwd"] == str(supervisor.work_dir) == str(tmp_path / "state_cwd")
     assert report["cwd_entries"] == []
 
-    # 3. descriptors: stdin is /dev/null, stdout and stderr are the peer's; the rest are the
-    # process's own sockets, event descriptors and state DB files, never the key file
+    # 3. descriptors: stdin is /dev/null, stdout and stderr one pipe its supervisor reads (not
+    # the peer's own); the rest are the process's own sockets, event descriptors and state DB
+    # files, never the key file
     descriptors: dict[str, str] = report["descriptors"]
     assert descriptors["0"] == "/dev/null"
-    for fd in ("1", "2"):
-        assert descriptors[fd] == os.readlink(f"/proc/self/fd/{fd}")
+    assert descriptors["1"] == descriptors["2"] and descriptors["1"].startswith("pipe:")
+    assert descriptors["2"] not in {os.readlink(f"/proc/self/fd/{fd}") for fd in (1, 2)}
     assert str(leaked) not in descriptors or descriptors[str(leaked)] != str(key_path)
     assert str(key_path) not in descriptors.values()
     state_dir = str(supervisor.state_path) + os.sep

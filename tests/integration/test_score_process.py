@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import signal
@@ -35,6 +36,7 @@ from tests.integration._score_helpers import (
     score_config,
     set_op,
 )
+from tests.integration._storage_helpers import CHANNEL
 from tools.procs import ROOT, Proc, wait_until_async
 
 
@@ -424,7 +426,81 @@ async def test_a_query_stuck_in_c_work_ends_its_process_before_a_block_meets_its
         await wait_until_async(lambda: _reloaded(supervisor, pid), READY_DEADLINE, "a restart")
         staged = await supervisor.client.invoke_block(block)
         assert [r.code for r in staged.results] == [SUCCESS]
-    assert "a query call ran past 1 s" in caplog.text
+    said = [(r.name, r.getMessage()) for r in caplog.records]
+    # its stacks, logged a line a record and labelled, then why it ended (before: its stderr)
+    dumped = said.index((OUTPUT, "Current thread 0x" + _thread_id(said) + _MOST_RECENT))
+    ended = next(n for n, (_, m) in enumerate(said) if "a query call ran past 1 s" in m)
+    assert dumped < ended
+    assert any(m.strip().startswith('File "') and "in query" in m for n, m in said if n == OUTPUT)
+
+
+OUTPUT = f"[score:{CHANNEL}] output"
+_MOST_RECENT = " (most recent call first):"
+
+
+def _thread_id(said: list[tuple[str, str]]) -> str:
+    """The id of the thread a stack dump (faulthandler's) says was current."""
+    for name, message in said:
+        if name == OUTPUT and message.startswith("Current thread 0x"):
+            return message.removeprefix("Current thread 0x").removesuffix(_MOST_RECENT)
+    raise AssertionError(f"no stack dump among {len(said)} records")
+
+
+LOGGING_SCORE = """
+from loopchain.blockchain.score_base import ScoreBase
+
+
+class UserScore(ScoreBase):
+    def __init__(self, context):
+        super().__init__(context)
+        self.log.info("quiet start")
+        self.log.warning("loud start %s", "\\nforged")
+        print("printed start", flush=True)
+
+    def invoke(self, transaction, block):
+        return None
+
+    def query(self, params):
+        return "null"
+"""
+
+
+async def test_a_scores_records_are_logged_by_its_peer_at_its_level_named_by_channel(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SCORE process logged to its stderr alone, at INFO whatever the peer's level, in UTC,
+    without its channel: its lines were in no LOG_FILE_PATH and could not be told apart. Now
+    its supervisor logs them, as its own records."""
+    caplog.set_level(logging.INFO)  # this process would log INFO: the SCORE's level is its own
+    package = make_package(tmp_path, "loud", LOGGING_SCORE)
+    config = score_config(LOOPCHAIN_LOG_LEVEL="WARNING")
+    before = time.time()
+    async with running(make_supervisor(tmp_path, config, package)):
+        pass
+    said = {(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.created >= before}
+    assert (
+        f"[score:{CHANNEL}] loopchain.score.test.loud",
+        "WARNING",
+        "loud start \\nforged",
+    ) in said
+    assert (OUTPUT, "WARNING", "printed start") in said
+    assert not [m for _, _, m in said if "quiet start" in m or "serving on unix" in m]
+
+
+async def test_a_scores_records_at_info_are_logged_when_its_peer_logs_info(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    package = make_package(tmp_path, "loud", LOGGING_SCORE)
+    async with running(
+        make_supervisor(tmp_path, score_config(LOOPCHAIN_LOG_LEVEL="INFO"), package)
+    ):
+        pass
+    said = [(r.name, r.getMessage()) for r in caplog.records]
+    assert (f"[score:{CHANNEL}] loopchain.score.test.loud", "quiet start") in said
+    assert any(
+        n == f"[score:{CHANNEL}] loopchain.score" and "serving on unix" in m for n, m in said
+    )
 
 
 async def test_queries_are_answered_read_only_within_their_deadline(tmp_path: Path) -> None:
