@@ -9,10 +9,12 @@ labelled with their channel (`[score:C]`), and each whole: what is not such a re
 the query watchdog's stack dump, a crash before logging started) is logged a line at a time at
 WARNING, as `[score:C] output`, never cut into by the peer's lines as on a shared stderr.
 
-A SCORE is other people's code: each line read is bounded (MAX_LINE_BYTES, the rest of a longer
-one skipped and counted), every field of a record checked, and at most LINES_PER_SECOND lines are
-logged, the rest counted and said with the next one. The pipe is read at once whatever is logged,
-so a SCORE never waits on its peer.
+A SCORE is other people's code: each line is bounded (MAX_LINE_BYTES, the rest of a longer one
+skipped and counted), every field of a record checked, and at most LINES_PER_SECOND lines are
+logged, the rest counted and said with the next one (or at the pipe's end). Lines past that rate
+are counted a chunk at a time, not looked at: a SCORE writing as fast as it can costs its peer
+little (per line, in Python, it held the peer's event loop off the interpreter ~5 ms a turn:
+review). The pipe is read at once whatever is logged, so a SCORE never waits on its peer.
 """
 
 from __future__ import annotations
@@ -20,21 +22,31 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import select
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from loopchain.configure import RefusalLog
 from loopchain.safe_text import MAX_LOG_MESSAGE, bounded, one_line
 
-RECORD_MARK = "\x1e"  # ASCII record separator: starts a line that is a log record
+RECORD_MARK = "\x1e"  # ASCII record separator: starts a record's JSON
 MAX_LINE_BYTES = 64 * 1024  # a line read (a record's JSON, its traceback with it, fits)
 MAX_TRACE_CHARS = 32 * 1024  # a record's traceback, its end kept
 MAX_NAME_CHARS = 200  # a logger's name
 MAX_CLOCK_GAP = 86_400.0  # seconds a record's time may be from the reader's (else: the reader's)
 LINES_PER_SECOND = 1000.0  # lines logged a second at most, per SCORE process
-OUTPUT_LOGGER = "loopchain.score.output"  # the logger of what is not a record (and of them all)
+CHUNK_BYTES = 64 * 1024  # read from the pipe at a time
+POLL_S = 0.5  # how often a reader told to give up (abandon) looks at that
+OUTPUT_LOGGER = "loopchain.score.output"  # the logger everything read is logged through
+_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+
+
+def level_name(level: int) -> str:
+    """The name of the standard level at or below `level` (DEBUG below all): what a SCORE
+    process is told to log from, and the level a record it sent is logged at."""
+    return logging.getLevelName(max((n for n in _LEVELS if n <= level), default=logging.DEBUG))
 
 
 def _tail(text: str, limit: int) -> str:
@@ -46,20 +58,47 @@ def _tail(text: str, limit: int) -> str:
 
 class RecordLines(logging.Formatter):
     """The SCORE process's stderr formatter with --log-records: a record as one line, RECORD_MARK
-    and JSON of its time, level, logger, message and traceback (all ASCII)."""
+    and JSON of its time, level, logger, message and traceback, in ASCII and shorter than
+    MAX_LINE_BYTES (a character outside ASCII takes 6 bytes there, so the bounds in characters
+    alone made longer lines, which the peer cut: review)."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = {
             "t": record.created,
             "l": record.levelno,
-            "n": record.name,
+            "n": bounded(record.name, MAX_NAME_CHARS),
             "m": one_line(bounded(record.getMessage(), MAX_LOG_MESSAGE)),
         }
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             fields["x"] = _tail(record.exc_text, MAX_TRACE_CHARS)
-        return RECORD_MARK + json.dumps(fields)
+        line = RECORD_MARK + json.dumps(fields)
+        while len(line) >= MAX_LINE_BYTES:  # halve the traceback, then the message
+            if len(fields.get("x", "")) > 100:
+                fields["x"] = _tail(fields["x"], len(fields["x"]) // 2)
+            else:
+                fields["m"] = bounded(fields["m"], len(fields["m"]) // 2)
+            line = RECORD_MARK + json.dumps(fields)
+        return line
+
+
+class _Pace:
+    """How many lines may be logged now: LINES_PER_SECOND, a second's worth at once at most."""
+
+    def __init__(self, per_second: float, clock: Callable[[], float]) -> None:
+        self.per_second, self.clock = per_second, clock
+        self._allowance, self._last = per_second, clock()
+
+    def grant(self, wanted: int) -> int:
+        now = self.clock()
+        self._allowance = min(
+            self.per_second, self._allowance + (now - self._last) * self.per_second
+        )
+        self._last = now
+        granted = min(wanted, int(self._allowance))
+        self._allowance -= granted
+        return granted
 
 
 class ScoreOutput:
@@ -74,86 +113,134 @@ class ScoreOutput:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.label = label
+        self._fd = fd
         self._logger = logging.getLogger(OUTPUT_LOGGER)
-        self._pace = RefusalLog(self._logger, per_second, clock)
-        self._stream = open(fd, "rb", buffering=MAX_LINE_BYTES)  # read and closed by the thread
+        self._pace = _Pace(per_second, clock)
+        self.unlogged = 0  # lines read and not logged since the last one logged (over the rate)
+        self._line = bytearray()  # the line being read, its first MAX_LINE_BYTES
+        self._cut = 0  # bytes of it past those, skipped
+        self._abandoned = threading.Event()
         self._thread = threading.Thread(target=self._read, name=f"output of {label}", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:
+            os.close(fd)
+            raise
 
     def join(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for the pipe's end (every line logged); whether it came."""
+        """Wait up to `timeout` seconds for the pipe's end (every line logged); whether it came.
+        When it did not (a process the SCORE started and left keeps the pipe open) the reader
+        gives up within POLL_S, and closes the pipe (no thread or descriptor left a restart)."""
         self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    @property
-    def unlogged(self) -> int:
-        """Lines read but not logged since the last logged line (over LINES_PER_SECOND)."""
-        return self._pace.suppressed
+        if self._thread.is_alive():
+            self._abandoned.set()
+            return False
+        return True
 
     def _read(self) -> None:
-        with self._stream as stream:
-            while line := stream.readline(MAX_LINE_BYTES):
-                cut = 0
-                if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n"):
-                    while rest := stream.readline(MAX_LINE_BYTES):  # skip the rest of this line
-                        if rest.endswith(b"\n"):
-                            cut += len(rest) - 1
-                            break
-                        cut += len(rest)
-                self._log(line, cut)
+        try:
+            while not self._abandoned.is_set():
+                if not select.select([self._fd], [], [], POLL_S)[0]:
+                    continue
+                chunk = os.read(self._fd, CHUNK_BYTES)
+                if not chunk:
+                    break
+                self._take(chunk)
+            if self._line or self._cut:  # its last line, without a newline
+                self._end_line()
+            if self.unlogged:
+                self._emit(self._output_record(""))  # says how many, as any next line would
+        except Exception:  # never raised by a line's content; a handler's trouble is its own
+            logging.getLogger(__name__).exception("reading the output of %s failed", self.label)
+        finally:
+            os.close(self._fd)
 
-    def _log(self, line: bytes, cut: int) -> None:
+    def _take(self, chunk: bytes) -> None:
+        """The lines `chunk` ends (the first one begun before it): those the pace grants logged,
+        the others only counted (found by C code: never looked at line by line)."""
+        ends = chunk.count(b"\n")
+        granted = self._pace.grant(ends)
+        parts = chunk.split(b"\n", granted)
+        for part in parts[:granted]:
+            self._extend(part)
+            self._end_line()
+        rest = parts[granted]
+        if granted < ends:
+            self.unlogged += ends - granted
+            self._line.clear()
+            self._cut = 0
+            rest = rest[rest.rindex(b"\n") + 1 :]
+        self._extend(rest)
+
+    def _extend(self, data: bytes) -> None:
+        room = MAX_LINE_BYTES - len(self._line)
+        self._line += data[:room]
+        self._cut += max(0, len(data) - room)
+
+    def _end_line(self) -> None:
+        line, cut = bytes(self._line), self._cut
+        self._line.clear()
+        self._cut = 0
         if not line.strip():  # the blank lines between a stack dump's threads
             return
-        untold = self._pace.take()
-        if untold is None:
-            return
-        try:
-            record = self._record(line.rstrip(b"\r\n").decode("utf-8", "replace"), cut)
-            if untold:
-                record.msg += f" ({untold} more lines of this SCORE process not logged)"
-            if self._logger.isEnabledFor(record.levelno):
-                self._logger.handle(record)
-        except Exception:  # a handler's trouble is its own (logging says so); never this thread's
-            logging.getLogger(__name__).exception("could not log a line of %s", self.label)
-
-    def _record(self, text: str, cut: int) -> logging.LogRecord:
-        now = time.time()
-        fields = _record_fields(text[1:]) if text.startswith(RECORD_MARK) and not cut else None
+        text = line.rstrip(b"\r").decode("utf-8", "replace")
+        mark = text.find(RECORD_MARK)
+        fields = _record_fields(text[mark + 1 :]) if mark >= 0 and not cut else None
         if fields is None:
-            message = one_line(bounded(text, MAX_LOG_MESSAGE))
-            if cut:
-                message += f" ... ({cut} more bytes of this line cut)"
-            fields = {"l": logging.WARNING, "n": "output", "m": message}
+            self._emit(self._output_record(text, cut))
+            return
+        if text[:mark].strip():  # a print's text its newline did not follow before the record
+            self._emit(self._output_record(text[:mark]))
+        self._emit(self._record(fields))
+
+    def _output_record(self, text: str, cut: int = 0) -> logging.LogRecord:
+        message = one_line(bounded(text, MAX_LOG_MESSAGE))
+        if cut:
+            message += f" ... ({cut} more bytes of this line cut)"
+        return self._record({"l": logging.WARNING, "n": "output", "m": message})
+
+    def _record(self, fields: dict[str, Any]) -> logging.LogRecord:
         record = logging.LogRecord(
             f"[{self.label}] {fields['n']}", fields["l"], "", 0, fields["m"], None, None
         )
         at = fields.get("t")
-        if at is not None and abs(at - now) <= MAX_CLOCK_GAP:
+        if at is not None and abs(at - time.time()) <= MAX_CLOCK_GAP:
             record.created, record.msecs = at, (at - int(at)) * 1000
         record.exc_text = fields.get("x")
         record.relayed = True  # the SCORE process ships its own records (monitor_log)
         return record
 
+    def _emit(self, record: logging.LogRecord) -> None:
+        if self.unlogged:
+            record.msg = (
+                f"{record.msg} ({self.unlogged} more lines of this SCORE process not logged)"
+            )
+            record.msg = record.msg.lstrip()
+            self.unlogged = 0
+        if self._logger.isEnabledFor(record.levelno):
+            self._logger.handle(record)
+
 
 def _record_fields(text: str) -> dict[str, Any] | None:
-    """The checked fields of a record line's JSON (RecordLines), None when it is not one."""
+    """The checked fields of a record's JSON (RecordLines), None when it is not one."""
     try:
         fields = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a SCORE's forgery nested deep, too
         return None
     if not isinstance(fields, dict):
         return None
     at, level, name, message, trace = (fields.get(k) for k in ("t", "l", "n", "m", "x"))
     if not isinstance(name, str) or not isinstance(message, str):
         return None
-    if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= logging.CRITICAL:
+    if not isinstance(level, int) or isinstance(level, bool):
         level = logging.WARNING
-    if not isinstance(at, (int, float)) or isinstance(at, bool) or not math.isfinite(at):
+    if isinstance(at, int) and not isinstance(at, bool):
+        at = float(at) if at.bit_length() < 64 else None  # float() of a longer one may overflow
+    if not isinstance(at, float) or not math.isfinite(at):
         at = None
     return {
         "t": at,
-        "l": level,
+        "l": logging.getLevelName(level_name(level)),
         "n": one_line(bounded(name, MAX_NAME_CHARS)),
         "m": one_line(bounded(message, MAX_LOG_MESSAGE)),
         "x": _writable(_tail(trace, MAX_TRACE_CHARS)) if isinstance(trace, str) and trace else None,

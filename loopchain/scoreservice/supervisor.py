@@ -51,7 +51,7 @@ from loopchain.scoreservice.client import (
     ScoreStatusInfo,
     ScoreUnavailable,
 )
-from loopchain.scoreservice.output import ScoreOutput
+from loopchain.scoreservice.output import ScoreOutput, level_name
 from loopchain.scoreservice.owned_dir import OwnedDir, private_dir
 from loopchain.scoreservice.packages import ScorePackage
 
@@ -259,7 +259,7 @@ class ScoreSupervisor:
         """Run one process until it exits or stop() is called; returns how it ended."""
         try:
             process = await self._spawn()
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # RuntimeError: no thread to read its output
             return f"could not start: {exc}"
         self._process = process
         failure = None
@@ -293,13 +293,16 @@ class ScoreSupervisor:
             *("--query-limit", f"{query_limit(config):g}"),
         ]
         label = f"score:{self.channel}"
-        args += ["--log-records", "--log-level", str(config.LOOPCHAIN_LOG_LEVEL)]
-        args += ["--monitor-label", label]
+        # the level this process logs at (-d's DEBUG, else LOOPCHAIN_LOG_LEVEL; review: the
+        # setting alone missed -d, and a peer started with -d took a setting no level named)
+        level = level_name(logging.getLogger().getEffectiveLevel())
+        args += ["--log-records", "--log-level", level, "--monitor-label", label]
         if config.MONITOR_LOG:  # the process's records go to the peer's collector too
             args += ["--monitor-log", f"{config.MONITOR_LOG_HOST}:{config.MONITOR_LOG_PORT}"]
         self._state = ScoreStatusInfo.unavailable("SCORE process starting")
         reading, writing = os.pipe()
-        try:
+        try:  # read from the start: a thread that cannot start leaves no process behind
+            self._output = ScoreOutput(reading, label)
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 *args,
@@ -311,12 +314,8 @@ class ScoreSupervisor:
                 close_fds=True,
                 process_group=CHILD_GROUP,
             )
-        except BaseException:
-            os.close(reading)
-            raise
         finally:
-            os.close(writing)
-        self._output = ScoreOutput(reading, label)
+            os.close(writing)  # the reader sees the pipe's end once the process's copies close
         return process
 
     async def _bring_up(self, process: asyncio.subprocess.Process) -> str | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 import os
 import signal
@@ -465,18 +464,22 @@ class UserScore(ScoreBase):
 """
 
 
+@pytest.mark.parametrize("level", ["WARNING", "INFO"])
 async def test_a_scores_records_are_logged_by_its_peer_at_its_level_named_by_channel(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, level: str
 ) -> None:
-    """The SCORE process logged to its stderr alone, at INFO whatever the peer's level, in UTC,
-    without its channel: its lines were in no LOG_FILE_PATH and could not be told apart. Now
-    its supervisor logs them, as its own records."""
-    caplog.set_level(logging.INFO)  # this process would log INFO: the SCORE's level is its own
+    """The SCORE process logged to its stderr alone, at INFO whatever the peer's level (-d
+    aside), in UTC, without its channel: its lines were in no LOG_FILE_PATH and could not be told
+    apart. Now its supervisor logs them as its own records, and it logs from the level its
+    supervisor logs at (the root logger's: -d's DEBUG or LOOPCHAIN_LOG_LEVEL; here pytest's)."""
+    caplog.set_level(level)
     package = make_package(tmp_path, "loud", LOGGING_SCORE)
-    config = score_config(LOOPCHAIN_LOG_LEVEL="WARNING")
+    config = score_config(LOOPCHAIN_LOG_LEVEL="ERROR")  # not what it is told: -d may be given
     before = time.time()
-    async with running(make_supervisor(tmp_path, config, package)):
-        pass
+    async with running(make_supervisor(tmp_path, config, package)) as supervisor:
+        assert supervisor.pid is not None
+        told = Path(f"/proc/{supervisor.pid}/cmdline").read_bytes().split(b"\0")
+        assert told[told.index(b"--log-level") + 1] == level.encode()
     said = {(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.created >= before}
     assert (
         f"[score:{CHANNEL}] loopchain.score.test.loud",
@@ -484,23 +487,10 @@ async def test_a_scores_records_are_logged_by_its_peer_at_its_level_named_by_cha
         "loud start \\nforged",
     ) in said
     assert (OUTPUT, "WARNING", "printed start") in said
-    assert not [m for _, _, m in said if "quiet start" in m or "serving on unix" in m]
-
-
-async def test_a_scores_records_at_info_are_logged_when_its_peer_logs_info(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO)
-    package = make_package(tmp_path, "loud", LOGGING_SCORE)
-    async with running(
-        make_supervisor(tmp_path, score_config(LOOPCHAIN_LOG_LEVEL="INFO"), package)
-    ):
-        pass
-    said = [(r.name, r.getMessage()) for r in caplog.records]
-    assert (f"[score:{CHANNEL}] loopchain.score.test.loud", "quiet start") in said
-    assert any(
-        n == f"[score:{CHANNEL}] loopchain.score" and "serving on unix" in m for n, m in said
-    )
+    quiet = (f"[score:{CHANNEL}] loopchain.score.test.loud", "INFO", "quiet start")
+    assert (quiet in said) is (level == "INFO")
+    serving = [n for n, _, m in said if "serving on unix" in m]
+    assert serving == ([f"[score:{CHANNEL}] loopchain.score"] if level == "INFO" else [])
 
 
 async def test_queries_are_answered_read_only_within_their_deadline(tmp_path: Path) -> None:

@@ -16,9 +16,11 @@ import pytest
 from loopchain.scoreservice.output import (
     MAX_LINE_BYTES,
     OUTPUT_LOGGER,
+    POLL_S,
     RECORD_MARK,
     RecordLines,
     ScoreOutput,
+    level_name,
 )
 from tools.procs import is_problem_line, wait_until
 
@@ -139,14 +141,14 @@ def test_a_line_marked_as_a_record_that_is_none_is_other_output(
 def test_a_records_odd_fields_are_taken_as_what_they_can_be(pipe: Pipe, kept: Kept) -> None:
     before = time.time()
     fields = [
-        '"t": 1e308, "l": 99, "n": "a\\nb", "m": "m1"',  # a time far off, a level beyond CRITICAL
+        '"t": 1e308, "l": 99, "n": "a\\nb", "m": "m1"',  # a time far off, a level past CRITICAL
         '"t": "now", "l": true, "n": "c", "m": "m2", "x": 7',
         '"t": null, "l": 40, "n": "' + "n" * 1000 + '", "m": "m3", "x": ""',
     ]
     pipe.write("".join(RECORD_MARK + "{" + f + "}\n" for f in fields).encode())
     pipe.close()
     assert [(r.levelno, r.getMessage(), r.exc_text) for r in kept.records] == [
-        (logging.WARNING, "m1", None),
+        (logging.CRITICAL, "m1", None),  # any level is taken as the standard one at or below it
         (logging.WARNING, "m2", None),
         (logging.ERROR, "m3", None),
     ]
@@ -223,3 +225,99 @@ def test_the_e2e_log_check_sees_a_scores_problems_as_its_peer_logs_them(
     """An e2e test fails on a problem in a log (tools/procs.py): a traceback Python printed in a
     SCORE process began a line of the peer's stderr; it is now a record's message."""
     assert is_problem_line(line) is problem
+
+
+def test_a_record_written_after_a_prints_text_before_its_newline_stays_a_record(
+    pipe: Pipe, kept: Kept
+) -> None:
+    """A print is two writes (its text, then its newline) and stdout and stderr are one pipe:
+    another thread's record came between them, and was logged as the print's text (review)."""
+    pipe.write(b"p 604" + line_of(a_record("set", logging.ERROR)) + b"\n")
+    pipe.close()
+    assert [(r.name, r.levelno, r.getMessage()) for r in kept.records] == [
+        ("[score:ch1] output", logging.WARNING, "p 604"),
+        ("[score:ch1] loopchain.score.test.kv", logging.ERROR, "set"),
+    ]
+
+
+def test_lines_not_logged_when_the_pipe_ends_are_said_then(kept: Kept) -> None:
+    """Lines over the rate were said with the next line: a burst a SCORE wrote as it ended (a
+    stack dump, then its reason) went without a word (review)."""
+    paced = Pipe(per_second=3.0, clock=lambda: 100.0)
+    paced.write(b"".join(b"line %d\n" % n for n in range(10)))
+    paced.close()
+    assert [r.getMessage() for r in kept.records] == [
+        "line 0",
+        "line 1",
+        "line 2",
+        "(7 more lines of this SCORE process not logged)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        RECORD_MARK + '{"t": ' + "9" * 4000 + ', "l": 20, "n": "a", "m": "huge time"}',
+        RECORD_MARK + "[" * 60_000,
+        RECORD_MARK + '{"t": 1, "l": ' + "7" * 400 + ', "n": "a", "m": "huge level"}',
+    ],
+)
+def test_a_forged_record_makes_no_trouble_of_the_readers_own(
+    pipe: Pipe, kept: Kept, caplog: pytest.LogCaptureFixture, forged: str
+) -> None:
+    """A 4,000-digit time overflowed math.isfinite and 60,000 brackets json.loads's recursion:
+    each was logged as this process's own ERROR with a traceback (review)."""
+    pipe.write(forged.encode() + b"\n")
+    pipe.close()
+    [record] = kept.records
+    assert record.levelno in (logging.INFO, logging.CRITICAL, logging.WARNING)
+    assert not [r for r in caplog.records if r.name == "loopchain.scoreservice.output"]
+
+
+def test_a_record_of_long_text_outside_ascii_stays_one_record_within_the_line_bound(
+    pipe: Pipe, kept: Kept
+) -> None:
+    """Such a character takes 6 bytes of JSON: an ERROR of 8,000 Korean characters with a long
+    traceback made a 70 KB line, which was cut and logged as a WARNING of raw JSON (review)."""
+    trace = "Traceback (most recent call last):\n" + "  가\n" * 8000 + "ValueError: 끝"
+    made = a_record("가" * 20_000, logging.ERROR, exc_text=trace)
+    line = line_of(made)
+    assert len(line) < MAX_LINE_BYTES
+    pipe.write(line)
+    pipe.close()
+    [record] = kept.records
+    assert (record.name, record.levelno) == ("[score:ch1] loopchain.score.test.kv", logging.ERROR)
+    assert record.getMessage().startswith("가" * 100)
+    assert record.exc_text is not None and record.exc_text.endswith("ValueError: 끝")
+
+
+def test_a_pipe_kept_open_by_another_process_is_given_up_after_the_drain(kept: Kept) -> None:
+    """A process the SCORE started and left holds the pipe open: each restart waited the whole
+    drain and left a thread and a descriptor behind (review). The reader gives up and closes."""
+    held = Pipe()
+    other = os.dup(held.fd)
+    try:
+        held.write(b"said\n")
+        wait_until(lambda: len(kept.records) == 1, 30, "the first line logged")
+        os.close(held.fd)
+        held.fd = -1
+        assert held.output.join(0.05) is False  # the other writer's copy is open
+        assert held.output.join(30 + POLL_S), "the reader did not give up"
+        with pytest.raises(BrokenPipeError):  # the reader's end is closed
+            os.write(other, b"later\n")
+    finally:
+        os.close(other)
+    assert [r.getMessage() for r in kept.records] == ["said"]
+
+
+def test_the_level_a_score_is_told_is_a_standard_one() -> None:
+    assert [level_name(n) for n in (0, 5, 10, 25, 30, 45, 50, 99)] == [
+        "DEBUG",
+        "DEBUG",
+        "DEBUG",
+        "INFO",
+        "WARNING",
+        "ERROR",
+        "CRITICAL",
+        "CRITICAL",
+    ]
