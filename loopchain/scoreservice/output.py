@@ -138,9 +138,11 @@ class ScoreOutput:
         return True
 
     def _read(self) -> None:
+        ready = select.poll()  # not select(): a busy peer's descriptors go past 1024
+        ready.register(self._fd, select.POLLIN)
         try:
             while not self._abandoned.is_set():
-                if not select.select([self._fd], [], [], POLL_S)[0]:
+                if not ready.poll(POLL_S * 1000):
                     continue
                 chunk = os.read(self._fd, CHUNK_BYTES)
                 if not chunk:

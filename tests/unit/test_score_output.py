@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 import time
 from collections.abc import Iterator
@@ -321,3 +322,27 @@ def test_the_level_a_score_is_told_is_a_standard_one() -> None:
         "CRITICAL",
         "CRITICAL",
     ]
+
+
+def test_a_pipe_whose_descriptor_is_past_1024_is_read(kept: Kept) -> None:
+    """A busy peer holds more than 1,024 descriptors (REST_MAX_CONNECTIONS and its links), and
+    select() refuses any past that: the reader would have stopped and left the SCORE to block
+    on a full pipe (seen on reading the review's change again)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= FAR:
+        pytest.skip(f"descriptors are limited to {hard} here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, FAR + 1), hard))
+    try:
+        reading, writing = os.pipe()
+        os.dup2(reading, FAR, inheritable=False)
+        os.close(reading)
+        output = ScoreOutput(FAR, LABEL)
+        os.write(writing, b"far\n")
+        os.close(writing)
+        assert output.join(30)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert [r.getMessage() for r in kept.records] == ["far"]
+
+
+FAR = 1500
