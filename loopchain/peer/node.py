@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -363,6 +364,8 @@ class PeerNode:
             key_path = peer_key_path(self.config, self.port, self.options.private_key_path)
             key = open_key_file(key_path, self.options.key_password)
             _warn_about_key(key, self.options.key_password is not None)
+            if key.created and not self.options.private_key_path:
+                _warn_about_other_keys(key, Path(self.config.DEFAULT_STORAGE_PATH))
             if self.options.public_key_path:
                 _check_public_key(Path(self.options.public_key_path), key.signer, key_path)
             self.signer = key.signer
@@ -1226,6 +1229,36 @@ def _warn_about_key(key: KeyFile, password_given: bool) -> None:
         made,
         KEY_PASSWORD_ENV,
     )
+
+
+MAX_KEYS_NAMED = 8  # other ports' keys a new key's warning names
+
+
+def _warn_about_other_keys(key: KeyFile, storage: Path) -> None:
+    """Say so when a key was just made while peers started with this storage on other ports
+    keep theirs: a peer started on another port than before is a new peer, which no channel
+    lists (the RadioStation then refuses it as not listed), and nothing said why (operator
+    review)."""
+    others = []
+    with contextlib.suppress(OSError):  # no storage folder to look in: nothing to name
+        for entry in sorted(storage.iterdir()):
+            other = entry / "peer_key"
+            if _PORT_FOLDER.fullmatch(entry.name) and other != key.path and other.is_file():
+                others.append(str(other))
+                if len(others) == MAX_KEYS_NAMED:
+                    break
+    if others:
+        log.warning(
+            "peer key %s was created now: this peer is a new one (peer id %s), which no channel "
+            "lists yet. Peers started with this storage on other ports keep their keys in %s: to "
+            "go on as one of them, start on its port or give its key with --private FILE",
+            key.path,
+            key.signer.address,
+            ", ".join(others),
+        )
+
+
+_PORT_FOLDER = re.compile(r"peer_[0-9]{1,5}")
 
 
 class _Stop(Exception):

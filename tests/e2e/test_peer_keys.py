@@ -136,6 +136,27 @@ def test_without_a_password_the_key_is_kept_unencrypted_with_a_loud_warning(
     assert Signer(bytes.fromhex(peer.key_path.read_text())).address == peer_id
 
 
+def test_a_key_made_beside_the_keys_of_other_ports_names_them(tmp_path: Path) -> None:
+    """A peer started on another port than before makes a new key: a new peer, which no channel
+    lists (the RadioStation refuses it as not listed), and nothing said why (operator review)."""
+    peer = Peer(tmp_path)
+    first_id, text = peer.runs_as()
+    assert "on other ports" not in text
+    first_key = peer.key_path
+    peer.port = free_port_pair()
+    peer.key_path = tmp_path / "storage" / f"peer_{peer.port}" / "peer_key"
+    new_id, text = peer.runs_as()
+    assert new_id != first_id
+    assert (
+        f"peer key {peer.key_path} was created now: this peer is a new one (peer id {new_id})"
+        in text
+    )
+    assert f"on other ports keep their keys in {first_key}: to go on as one of them" in text
+    # with that key given, it is the first peer again, and nothing more is said
+    same, text = peer.runs_as("--private", str(first_key))
+    assert same == first_id and "on other ports" not in text
+
+
 def test_on_a_terminal_the_peer_asks_for_the_password_of_its_encrypted_key(
     tmp_path: Path,
 ) -> None:
