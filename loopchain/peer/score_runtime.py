@@ -278,7 +278,15 @@ class ScoreRuntime:
         process started again and not yet replayed (it may have met the query while it loaded:
         the peer's wait for the replay cannot hold back a query already on its way), and is asked
         again once the replay the execution loop is woken for has run; still behind at the
-        deadline, the SCORE is down for now (catching up), not late."""
+        deadline, the SCORE is down for now (catching up), not late.
+
+        A peer whose state differs from the one the chain carries (_compare_with_chain) answers
+        no query: its answers would not be the chain's (before, it gave them as if they were)."""
+        if self._diverged_from is not None:
+            raise ScoreUnavailable(
+                f"this peer's state differs from the chain's from height {self._diverged_from}, "
+                "its answers would not be the chain's: ask another peer"
+            )
         if self.supervisor is None:
             raise ScoreUnavailable(self.package_error or "no SCORE")
         client = self.supervisor.client

@@ -3,7 +3,8 @@ channel: one auditor's DEFAULT_SCORE_REPOSITORY_PATH holds another package under
 package name (as a package changed after blocks were made, or another checkout, would). Before,
 that auditor executed every block with it and served its own results and queries without a word:
 an auditor never votes, so no vote of its could be refused. Now it logs that its state differs
-from the one the chain carries, once; the validator and the other auditor say nothing of it."""
+from the one the chain carries, once, and answers no query; the validator and the other auditor
+say nothing of it and answer."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from tests.e2e._crashes import environment
-from tools.procs import ROOT, LocalNetwork, get, wait_until
+from tools.procs import ROOT, LocalNetwork, get, http, wait_until
 
 CHANNEL = "loopchain_default"
 DEADLINE = 60.0
@@ -62,6 +63,14 @@ def test_a_peer_whose_score_is_not_the_validators_says_its_state_differs(tmp_pat
         assert "test/raises version 1.0.0" in said[0], said  # the package it runs, named
         status = get(f"{net.rest(odd)}/api/v1/status/score")
         assert "this peer's state differs from the chain's from height" in status["message"]
+        # nor does it answer queries as if its state were the chain's (it did before)
+        query = json.dumps({"method": "echo", "params": {"n": 1}, "channel": CHANNEL}).encode()
+        code, answer = http("POST", f"{net.rest(odd)}/api/v1/query", query)
+        assert "differs from the chain's from height" in json.dumps(answer), (code, answer)
+        assert "ask another peer" in json.dumps(answer) and code != 200, (code, answer)
+        for port in (validator, honest):
+            code, answer = http("POST", f"{net.rest(port)}/api/v1/query", query)
+            assert code == 200 and answer["response_code"] == 0, (port, code, answer)
         for port in (validator, honest):
             assert DIVERGED not in net.peers[port].log_text(), port
             assert "differs" not in str(get(f"{net.rest(port)}/api/v1/status/score")), port

@@ -1308,6 +1308,11 @@ async def test_a_state_that_differs_from_the_one_the_chain_carries_is_said_once_
     assert runtime.info().message.endswith(
         "; this peer's state differs from the chain's from height 0"
     )
+    for asked in (runtime.query("{}"), runtime.balance("hx" + "0" * 40)):  # not the chain's
+        with pytest.raises(
+            ScoreUnavailable, match="from height 0, its answers would not be the chain's: ask"
+        ):
+            await asked
     assert said(1, other) == []  # within DIVERGED_WARN_S
     now[0] += score_runtime_module.DIVERGED_WARN_S
     assert said(1, other) == [
