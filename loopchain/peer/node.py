@@ -1239,19 +1239,24 @@ def _warn_about_other_keys(key: KeyFile, storage: Path) -> None:
     keep theirs: a peer started on another port than before is a new peer, which no channel
     lists (the RadioStation then refuses it as not listed), and nothing said why (operator
     review)."""
-    others = []
-    with contextlib.suppress(OSError):  # no storage folder to look in: nothing to name
-        for entry in sorted(storage.iterdir()):
-            other = entry / "peer_key"
-            if _PORT_FOLDER.fullmatch(entry.name) and other != key.path and other.is_file():
+    others: list[str] = []
+    try:
+        entries = sorted(e for e in storage.iterdir() if _PORT_FOLDER.fullmatch(e.name))
+    except OSError:  # no storage folder to look in: nothing to name
+        entries = []
+    for entry in entries:
+        other = entry / "peer_key"
+        with contextlib.suppress(OSError):  # a folder this user may not look into: the next
+            if other.is_file() and not os.path.samefile(other, key.path):
                 others.append(str(other))
-                if len(others) == MAX_KEYS_NAMED:
-                    break
+        if len(others) == MAX_KEYS_NAMED:
+            break
     if others:
         log.warning(
-            "peer key %s was created now: this peer is a new one (peer id %s), which no channel "
-            "lists yet. Peers started with this storage on other ports keep their keys in %s: to "
-            "go on as one of them, start on its port or give its key with --private FILE",
+            "peer key %s was created now: this peer is a new one (peer id %s). If it ran before "
+            "on another port, it was another peer: peers started with this storage on other ports "
+            "keep their keys in %s; to go on as one of them, start on its port or give its key "
+            "with --private FILE (a new peer is listed in no channel yet)",
             key.path,
             key.signer.address,
             ", ".join(others),

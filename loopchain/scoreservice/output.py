@@ -213,14 +213,15 @@ class ScoreOutput:
         return record
 
     def _emit(self, record: logging.LogRecord) -> None:
+        if not self._logger.isEnabledFor(record.levelno):
+            return  # (the count of lines not logged waits for a record that is)
         if self.unlogged:
             record.msg = (
                 f"{record.msg} ({self.unlogged} more lines of this SCORE process not logged)"
             )
             record.msg = record.msg.lstrip()
             self.unlogged = 0
-        if self._logger.isEnabledFor(record.levelno):
-            self._logger.handle(record)
+        self._logger.handle(record)
 
 
 def _record_fields(text: str) -> dict[str, Any] | None:

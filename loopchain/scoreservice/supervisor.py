@@ -259,7 +259,7 @@ class ScoreSupervisor:
         """Run one process until it exits or stop() is called; returns how it ended."""
         try:
             process = await self._spawn()
-        except (OSError, RuntimeError) as exc:  # RuntimeError: no thread to read its output
+        except OSError as exc:
             return f"could not start: {exc}"
         self._process = process
         failure = None
@@ -302,7 +302,10 @@ class ScoreSupervisor:
         self._state = ScoreStatusInfo.unavailable("SCORE process starting")
         reading, writing = os.pipe()
         try:  # read from the start: a thread that cannot start leaves no process behind
-            self._output = ScoreOutput(reading, label)
+            try:
+                self._output = ScoreOutput(reading, label)
+            except RuntimeError as exc:  # "can't start new thread": this machine's, for now
+                raise OSError(f"no thread to read its output: {exc}") from exc
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 *args,

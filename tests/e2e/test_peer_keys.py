@@ -148,10 +148,10 @@ def test_a_key_made_beside_the_keys_of_other_ports_names_them(tmp_path: Path) ->
     new_id, text = peer.runs_as()
     assert new_id != first_id
     assert (
-        f"peer key {peer.key_path} was created now: this peer is a new one (peer id {new_id})"
-        in text
+        f"peer key {peer.key_path} was created now: this peer is a new one (peer id {new_id}). "
+        "If it ran before on another port, it was another peer" in text
     )
-    assert f"on other ports keep their keys in {first_key}: to go on as one of them" in text
+    assert f"on other ports keep their keys in {first_key}; to go on as one of them" in text
     # with that key given, it is the first peer again, and nothing more is said
     same, text = peer.runs_as("--private", str(first_key))
     assert same == first_id and "on other ports" not in text

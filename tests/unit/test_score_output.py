@@ -346,3 +346,22 @@ def test_a_pipe_whose_descriptor_is_past_1024_is_read(kept: Kept) -> None:
 
 
 FAR = 1500
+
+
+def test_the_count_of_lines_not_logged_goes_with_a_record_that_is_logged(kept: Kept) -> None:
+    """It went with the next record even when that one was below the level, and was lost with
+    it (review)."""
+    now = [100.0]
+    paced = Pipe(per_second=2.0, clock=lambda: now[0])
+    try:
+        paced.write(b"a\nb\nc\n")
+        wait_until(lambda: paced.output.unlogged == 1, 30, "a line read and not logged")
+        now[0] += 1.0
+        paced.write(line_of(a_record("chatter", logging.DEBUG)) + b"d\n")
+    finally:
+        paced.close()
+    assert [r.getMessage() for r in kept.records] == [
+        "a",
+        "b",
+        "d (1 more lines of this SCORE process not logged)",
+    ]
