@@ -379,8 +379,12 @@ class ScoreRuntime:
 
     async def _execute_loop(self) -> None:
         replay = self.supervisor is not None  # at the start, and after the SCORE started again
+        compared = False
         while True:
             try:  # every read and write of the store here, replays' included
+                if not compared:
+                    compared = True
+                    self._compare_with_tip()
                 if replay or self._restarted_score_ready():
                     replay = False
                     await self._replay_restarted()
@@ -704,6 +708,16 @@ class ScoreRuntime:
             if earlier.header.state_height < state_height:
                 return earlier.header.state_root
         return None
+
+    def _compare_with_tip(self) -> None:
+        """At the start, compare with the roots the newest final block carries: what a state
+        that differs from the chain's makes refused (queries) lived in memory only, and a peer
+        started again answered from it until its next block came (review), which on an idle
+        channel may be long."""
+        tip = self.store.tip_height()
+        block = self.store.block_by_height(tip) if tip >= 0 else None
+        if block is not None:
+            self._compare_with_chain(block)
 
     def _compare_with_chain(self, block: Block) -> None:
         """Say when the roots the final `block` carries (of an earlier height, which a quorum of

@@ -1359,3 +1359,31 @@ async def test_a_chain_whose_validators_stopped_executing_is_not_taken_for_a_div
             runtime._compare_with_chain(block)
     assert [record.getMessage() for record in caplog.records] == []
     assert "differs" not in runtime.info().message
+
+
+async def test_a_peer_started_again_with_a_state_that_differs_refuses_queries_at_once(
+    tmp_path: Path,
+) -> None:
+    """What refuses queries lived in memory: a peer whose state differs, started again, answered
+    from it until a next block came (review), on an idle channel for good. It compares with the
+    newest final block as it starts."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    chain = ChainBuilder()
+    roots = [(bytes([n]) * 32, bytes([n + 100]) * 32) for n in range(1, 4)]
+    for height, state in enumerate([None, roots[0], roots[1]]):  # each carries the one before
+        block = _carrying(chain, height - 1, state) if state else chain.block()
+        qc = chain.certify(block)
+        chain.advance(block, qc)
+        store.save_block(block, qc)
+    store.save_results(0, [], *roots[0])
+    store.save_results(1, [], b"\x77" * 32, roots[1][1])  # this peer's state differs from here
+    store.save_results(2, [], *roots[2])  # every final block executed: no block to come
+    runtime = _runtime(tmp_path, store, [], "no/such")
+
+    async def compared() -> bool:
+        return "differs" in runtime.info().message
+
+    async with running(runtime):
+        await wait_until_async(compared, 30, "the comparison with the newest block")
+        with pytest.raises(ScoreUnavailable, match=REFUSED.format(1)):
+            await runtime.query("{}")
