@@ -496,6 +496,15 @@ def setup_logging(
     logging.getLogger("grpc._cython.cygrpc").addFilter(_rpc_cancelled_before_it_ran)
     # the coroutine of such a call's handler, never started, is collected with a RuntimeWarning
     warnings.filterwarnings("ignore", "coroutine '_handle_rpc' was never awaited", RuntimeWarning)
+    install_crash_hooks()
+
+
+def install_crash_hooks() -> None:
+    """Log an exception that ends the process or a thread, or that Python cannot raise, as one
+    record (see _log_uncaught). Each process's entry point calls it first: before setup_logging,
+    logging's last resort writes such a record to stderr in one write as well (a channel
+    worker's crash before it read its configuration went through Python's own hook, a line at
+    a time, between its peer's lines)."""
     sys.excepthook, threading.excepthook = _log_uncaught, _log_uncaught_in_thread
     sys.unraisablehook = _log_unraisable
 

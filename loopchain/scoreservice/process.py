@@ -67,7 +67,13 @@ from loopchain.blockchain.score_base import (
     ScoreContext,
     TransactionView,
 )
-from loopchain.configure import DEFAULTS, Config, RefusalLog, setup_logging
+from loopchain.configure import (
+    DEFAULTS,
+    Config,
+    RefusalLog,
+    install_crash_hooks,
+    setup_logging,
+)
 from loopchain.durable import sync_directory, write_atomic
 from loopchain.lifecycle import die_with_parent, stop_on_signals
 from loopchain.memory import start_giving_back
@@ -1232,4 +1238,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    install_crash_hooks()  # a crash before its log is set up is one record, one write, too
     sys.exit(main())

@@ -10,6 +10,7 @@ import errno
 import json
 import logging
 import logging.handlers
+import os
 import re
 import subprocess
 import sys
@@ -605,3 +606,39 @@ def test_an_exception_nothing_catches_is_one_record_in_both_logs(tmp_path: Path)
     assert "+ Exception Group Traceback (most recent call last)" in process, process
     assert "ValueError: a bug nobody caught" in process, process
     assert path.read_text() == "".join(writes)
+
+
+_EARLY_CRASH = """
+import atexit, runpy, sys
+
+class Writes:
+    '''stderr that keeps each write apart'''
+    def __init__(self): self.writes = []
+    def write(self, text): self.writes.append(text); return len(text)
+    def flush(self): pass
+    def isatty(self): return False
+
+writes = Writes()
+sys.stderr = writes
+atexit.register(lambda: print(repr(writes.writes), file=sys.__stderr__))
+sys.argv = ["worker", "--channel", "c"]
+runpy.run_module("loopchain.peer.worker", run_name="__main__")
+"""
+
+
+def test_a_channel_worker_that_crashes_before_its_log_is_set_up_writes_one_record() -> None:
+    """Its stderr is its peer's. A crash before it read its configuration (here: it was given
+    no stdin at all) went through Python's own hook, a traceback a line at a time between its
+    peer's lines; each entry point installs the hooks first now."""
+    done = subprocess.run(
+        [sys.executable, "-c", _EARLY_CRASH],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: os.close(0),  # no stdin: sys.stdin is None
+    )
+    assert done.returncode == 1, done.stderr
+    writes = [text for text in ast.literal_eval(done.stderr) if text.strip()]
+    assert len(writes) == 1, writes
+    assert writes[0].startswith("stopped by an exception nothing caught"), writes
+    assert "AttributeError: 'NoneType' object has no attribute 'buffer'" in writes[0], writes
