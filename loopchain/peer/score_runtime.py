@@ -142,10 +142,6 @@ class ScoreRuntime:
         self._diverged = 0  # heights whose state here differs from the one the chain carries
         self._diverged_at = -1  # the latest of them
         self._diverged_from: int | None = None  # the first of them (status/score says it)
-        # the first height of those whose state root differs, since the last whose did not: no
-        # query is answered from such a state (a results hash alone may differ where the state
-        # is the chain's, as a failure's message worded otherwise by another Python)
-        self._state_differs_from: int | None = None
         self._diverged_told: float | None = None  # when that was last logged (monotonic)
         self._committing: int | None = None  # the block recorded or being, not yet committed
         # a block recorded whose commit goes with the next block's invoke (the next was final
@@ -285,12 +281,15 @@ class ScoreRuntime:
         deadline, the SCORE is down for now (catching up), not late.
 
         A peer whose state differs from the one the chain carries (_compare_with_chain) answers
-        no query: its answers would not be the chain's (before, it gave them as if they were)."""
-        if self._state_differs_from is not None:
+        no query until it is started again: its answers would not be the chain's (before, it
+        gave them as if they were). A results hash alone that differs counts too: the state
+        roots agree where a SCORE that is not the validators' failed every transaction, and its
+        answers are its own (a test saw it). Nor is it lifted by a later block that agrees: an
+        empty one does whatever the SCORE. At the start the newest final block is compared."""
+        if self._diverged_from is not None:
             raise ScoreUnavailable(
                 "this peer's state differs from the chain's from height "
-                f"{self._state_differs_from}, its answers would not be the chain's: ask another "
-                "peer"
+                f"{self._diverged_from}, its answers would not be the chain's: ask another peer"
             )
         if self.supervisor is None:
             raise ScoreUnavailable(self.package_error or "no SCORE")
@@ -731,11 +730,7 @@ class ScoreRuntime:
         height = block.header.state_height
         carried = (block.header.state_root, block.header.results_hash)
         mine = self.store.roots_at(height) if height >= 0 else None
-        if mine is None:
-            return
-        if mine[0] == carried[0]:  # the state here is the chain's again (or still)
-            self._state_differs_from = None
-        if mine == carried:
+        if mine is None or mine == carried:
             return
         root_before = self._root_before(height)
         if root_before in (mine[0], carried[0]) or carried[0] == self._chain_root_before(block):
@@ -744,8 +739,6 @@ class ScoreRuntime:
             self._diverged, self._diverged_at = self._diverged + 1, height
         if self._diverged_from is None:
             self._diverged_from = height
-        if mine[0] != carried[0] and self._state_differs_from is None:
-            self._state_differs_from = height
         now = time.monotonic()
         if self._diverged_told is not None and now - self._diverged_told < DIVERGED_WARN_S:
             return
