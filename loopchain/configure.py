@@ -820,17 +820,23 @@ class RefusalLog:
     def take(self) -> int | None:
         """Whether a line may be logged now: None when not (it is counted), else how many were
         not logged since the last one (to be said with it)."""
+        if not self.grant(1):
+            self.suppressed += 1
+            return None
+        untold, self.suppressed = self.suppressed, 0
+        return untold
+
+    def grant(self, wanted: int) -> int:
+        """How many of `wanted` lines may be logged now (taken from the allowance: `per_second`
+        a second, a second's worth at once at most); the caller counts the others."""
         now = self.clock()
         self._allowance = min(
             self.per_second, self._allowance + (now - self._last) * self.per_second
         )
         self._last = now
-        if self._allowance < 1.0:
-            self.suppressed += 1
-            return None
-        self._allowance -= 1.0
-        untold, self.suppressed = self.suppressed, 0
-        return untold
+        granted = min(wanted, int(self._allowance))
+        self._allowance -= granted
+        return granted
 
 
 # malformed HTTP requests refused (_malformed_http_in_one_line): each logged a line, at any rate

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from loopchain.configure import RefusalLog
 from loopchain.safe_text import MAX_LOG_MESSAGE, bounded, one_line
 
 RECORD_MARK = "\x1e"  # ASCII record separator: starts a record's JSON
@@ -83,24 +84,6 @@ class RecordLines(logging.Formatter):
         return line
 
 
-class _Pace:
-    """How many lines may be logged now: LINES_PER_SECOND, a second's worth at once at most."""
-
-    def __init__(self, per_second: float, clock: Callable[[], float]) -> None:
-        self.per_second, self.clock = per_second, clock
-        self._allowance, self._last = per_second, clock()
-
-    def grant(self, wanted: int) -> int:
-        now = self.clock()
-        self._allowance = min(
-            self.per_second, self._allowance + (now - self._last) * self.per_second
-        )
-        self._last = now
-        granted = min(wanted, int(self._allowance))
-        self._allowance -= granted
-        return granted
-
-
 class ScoreOutput:
     """Reads the pipe of one SCORE process (`fd`, taken over) in a thread until its end, logging
     what comes through the logger OUTPUT_LOGGER, each record named `[label] <its logger>`."""
@@ -115,7 +98,7 @@ class ScoreOutput:
         self.label = label
         self._fd = fd
         self._logger = logging.getLogger(OUTPUT_LOGGER)
-        self._pace = _Pace(per_second, clock)
+        self._pace = RefusalLog(self._logger, per_second, clock)  # its grant() alone
         self.unlogged = 0  # lines read and not logged since the last one logged (over the rate)
         self._line = bytearray()  # the line being read, its first MAX_LINE_BYTES
         self._cut = 0  # bytes of it past those, skipped

@@ -548,12 +548,11 @@ def test_a_configuration_file_that_cannot_be_read_is_named(tmp_path: Path) -> No
         read_json_layer(str(tmp_path))
 
 
-_UNCAUGHT = """
-import asyncio, atexit, sys, threading
-from loopchain.configure import load_config, setup_logging
+# a child's preamble: its stderr keeps each write apart, and their list is printed at its exit
+_KEEP_WRITES = """
+import atexit, sys
 
 class Writes:
-    '''stderr that keeps each write apart'''
     def __init__(self): self.writes = []
     def write(self, text): self.writes.append(text); return len(text)
     def flush(self): pass
@@ -562,6 +561,13 @@ class Writes:
 writes = Writes()
 sys.stderr = writes
 atexit.register(lambda: print(repr(writes.writes), file=sys.__stderr__))
+"""
+
+_UNCAUGHT = (
+    _KEEP_WRITES
+    + """
+import asyncio, threading
+from loopchain.configure import load_config, setup_logging
 setup_logging(load_config(environ={}, overrides={"LOG_FILE_PATH": sys.argv[1]}), debug=False,
               process="node")
 thread = threading.Thread(target=lambda: 1 / 0, name="divider")
@@ -582,6 +588,7 @@ async def main():
 
 asyncio.run(main())
 """
+)
 
 
 def test_an_exception_nothing_catches_is_one_record_in_both_logs(tmp_path: Path) -> None:
@@ -608,22 +615,14 @@ def test_an_exception_nothing_catches_is_one_record_in_both_logs(tmp_path: Path)
     assert path.read_text() == "".join(writes)
 
 
-_EARLY_CRASH = """
-import atexit, runpy, sys
-
-class Writes:
-    '''stderr that keeps each write apart'''
-    def __init__(self): self.writes = []
-    def write(self, text): self.writes.append(text); return len(text)
-    def flush(self): pass
-    def isatty(self): return False
-
-writes = Writes()
-sys.stderr = writes
-atexit.register(lambda: print(repr(writes.writes), file=sys.__stderr__))
+_EARLY_CRASH = (
+    _KEEP_WRITES
+    + """
+import runpy
 sys.argv = ["worker", "--channel", "c"]
 runpy.run_module("loopchain.peer.worker", run_name="__main__")
 """
+)
 
 
 def test_a_channel_worker_that_crashes_before_its_log_is_set_up_writes_one_record() -> None:
