@@ -49,10 +49,28 @@ mkdir -p "$DATA/logs" "$DATA/pids"
 DATA=$(cd "$DATA" && pwd)
 CONF="$DATA/localnet.json"
 
+# Each node's records go to $DATA/logs/NAME.log, rotated as LOG_FILE_PATH is (64 MiB, 10 old files
+# by default: LOG_FILE_ROTATE_* in the environment change it), and whatever else it writes (a
+# crash before its log is set up, records its log file refuses) to NAME.out: a network left
+# running does not fill its disk with its logs.
+start_logged() {  # name, command...: in the background, $! its pid
+  local name=$1
+  shift
+  LOG_FILE_PATH="$DATA/logs/$name.log" LOG_OUTPUT_TYPE=file "$@" >>"$DATA/logs/$name.out" 2>&1 </dev/null &
+}
+
+show_log() {  # name: the end of its log and of its other output, on stderr
+  local file
+  for file in "$DATA/logs/$1.log" "$DATA/logs/$1.out"; do
+    [ -s "$file" ] && { echo "--- $file" >&2; tail -n 20 "$file" >&2; }
+  done
+  return 0
+}
+
 wait_http() {  # url, name, pid
   for _ in $(seq 1 600); do  # polled often: the next step (the peers) waits on this one
     curl -sf -o /dev/null "$1" && return 0
-    kill -0 "$3" 2>/dev/null || { echo "$2 exited; see its log:" >&2; tail -n 20 "$DATA/logs/$2.log" >&2; exit 1; }
+    kill -0 "$3" 2>/dev/null || { echo "$2 exited; see its log:" >&2; show_log "$2"; exit 1; }
     sleep 0.05
   done
   echo "$2 did not answer at $1 in 30 s; see $DATA/logs/$2.log" >&2; exit 1
@@ -75,8 +93,7 @@ if [ -n "$RESTART" ]; then  # restart one dead peer of a running local network, 
   if alive "$DATA/pids/peer_$RESTART.pid"; then
     echo "localnet.sh: peer $RESTART is running (pid $(cat "$DATA/pids/peer_$RESTART.pid"))" >&2; exit 2
   fi
-  setsid "$PY" peer.py -p "$RESTART" -r 127.0.0.1:7102 -o "$CONF" "${DEBUG[@]}" \
-    >>"$DATA/logs/peer_$RESTART.log" 2>&1 < /dev/null &
+  start_logged "peer_$RESTART" setsid "$PY" peer.py -p "$RESTART" -r 127.0.0.1:7102 -o "$CONF" "${DEBUG[@]}"
   pid=$!
   echo "$pid" > "$DATA/pids/peer_$RESTART.pid"
   # ready when it serves one of the network's channels (one it was unlisted from it no longer
@@ -93,7 +110,7 @@ if [ -n "$RESTART" ]; then  # restart one dead peer of a running local network, 
   for _ in $(seq 1 600); do
     serving && break
     kill -0 "$pid" 2>/dev/null \
-      || { echo "peer_$RESTART exited; see its log:" >&2; tail -n 20 "$DATA/logs/peer_$RESTART.log" >&2; exit 1; }
+      || { echo "peer_$RESTART exited; see its log:" >&2; show_log "peer_$RESTART"; exit 1; }
     sleep 0.05
   done
   serving || { echo "peer_$RESTART serves none of $channels; see $DATA/logs/peer_$RESTART.log" >&2; exit 1; }
@@ -147,13 +164,13 @@ stop() {
 trap 'stop 0' INT TERM
 trap 'stop $?' EXIT
 
-"$PY" radiostation.py -o "$CONF" "${DEBUG[@]}" >"$DATA/logs/radiostation.log" 2>&1 &
+start_logged radiostation "$PY" radiostation.py -o "$CONF" "${DEBUG[@]}"
 echo $! > "$DATA/pids/radiostation.pid"
 wait_http http://127.0.0.1:9002/api/v1/peer/list radiostation $!
 peer_pids=()
 for i in $(seq 1 "$PEERS"); do  # all peers start at once, then each is waited for
   port=$((7000 + 100 * i))
-  "$PY" peer.py -p "$port" -r 127.0.0.1:7102 -o "$CONF" "${DEBUG[@]}" >"$DATA/logs/peer_$port.log" 2>&1 &
+  start_logged "peer_$port" "$PY" peer.py -p "$port" -r 127.0.0.1:7102 -o "$CONF" "${DEBUG[@]}"
   echo $! > "$DATA/pids/peer_$port.pid"
   peer_pids+=($!)
 done

@@ -206,6 +206,7 @@ MIN_CHILD_HANG_TIMEOUT = 3.0  # seconds without a beat (one a second) before a c
 _NON_NEGATIVE_SECONDS = ("MAX_TIMESTAMP_SKEW", "SEND_TX_LIST_DURATION")
 _LEVELDB_MB = ("LEVELDB_WRITE_BUFFER_MB", "LEVELDB_MAX_FILE_MB")
 _ROTATE_WHEN = re.compile(r"[SMHD]|midnight|W[0-6]", re.IGNORECASE)  # logging.handlers' names
+_LOG_OUTPUTS = ("console", "file", "console|file", "file|console")  # LOG_OUTPUT_TYPE
 _NID = re.compile(r"0x[1-9a-f][0-9a-f]{0,7}")  # ICON_NID: hex as ICON writes it, 1 to 2**32 - 1
 # DEFAULT_SCORE_BRANCH: a branch name git takes (git check-ref-format --branch), of bounded length
 MAX_BRANCH_CHARS = 200
@@ -331,6 +332,18 @@ def validate(values: Mapping[str, Any]) -> None:
     if not is_branch_name(values["DEFAULT_SCORE_BRANCH"]):
         raise ConfigError(
             f"DEFAULT_SCORE_BRANCH {shown(values['DEFAULT_SCORE_BRANCH'])} must be {BRANCH_RULE}"
+        )
+    output = values["LOG_OUTPUT_TYPE"]
+    if output not in _LOG_OUTPUTS:
+        raise ConfigError(f"LOG_OUTPUT_TYPE {shown(output)} must be console, file or console|file")
+    if "console" not in output and not values["LOG_FILE_PATH"]:
+        raise ConfigError(
+            "LOG_OUTPUT_TYPE file needs LOG_FILE_PATH: the records would be written nowhere"
+        )
+    if "file" not in output and values["LOG_FILE_PATH"]:
+        raise ConfigError(
+            "LOG_OUTPUT_TYPE console does not write LOG_FILE_PATH: clear it, or write both with "
+            "console|file"
         )
     when = values["LOG_FILE_ROTATE_WHEN"]
     if when and not _ROTATE_WHEN.fullmatch(when):
@@ -468,7 +481,8 @@ def setup_logging(
     process: str,
     stderr_format: logging.Formatter | None = None,
 ) -> None:
-    """Configure the root logger: level from -d or LOOPCHAIN_LOG_LEVEL, stderr plus LOG_FILE_PATH.
+    """Configure the root logger: level from -d or LOOPCHAIN_LOG_LEVEL, stderr and LOG_FILE_PATH
+    as LOG_OUTPUT_TYPE says (with "file" alone, stderr takes the records the file refuses).
 
     With -d on a terminal the stderr lines are coloured by level; the file never is.
     `stderr_format` replaces the stderr lines' format (a SCORE process's records for its peer).
@@ -488,7 +502,10 @@ def setup_logging(
     if config.LOG_FILE_PATH:
         file_handler = log_file_handler(config)
         file_handler.setFormatter(_OneLineFormatter(fmt))
-        handlers.append(file_handler)
+        if "console" in config.LOG_OUTPUT_TYPE or stderr_format is not None:
+            handlers.append(file_handler)
+        else:
+            file_handler.fallback, handlers = stream, [file_handler]
     logging.basicConfig(level=level, handlers=handlers, force=True)
     for name, floor in _QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(level, floor))
@@ -563,6 +580,8 @@ class _DiskTroubleTold(logging.FileHandler):
         self.lost = 0
         self._trouble = ""
         self._told_at = -math.inf
+        # where a record the file refuses goes instead (stderr, when it has no records else)
+        self.fallback: logging.Handler | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         lost = self.lost
@@ -595,6 +614,8 @@ class _DiskTroubleTold(logging.FileHandler):
             f"takes no records ({self._trouble}); {self.lost} not written there so far (stderr "
             "has them)"
         )
+        if self.fallback is not None:
+            self.fallback.handle(record)
 
     def _tell(self, what: str) -> None:
         """Say on stderr what became of this file, at most every TOLD_EVERY_S seconds."""
@@ -668,7 +689,7 @@ def _rotation_lock_problem(path: str) -> str | None:
         return f"its lock file {os.path.join(folder, name)} cannot be made ({_trouble(exc)})"
 
 
-def log_file_handler(config: Config) -> logging.FileHandler:
+def log_file_handler(config: Config) -> _DiskTroubleTold:
     """The handler of LOG_FILE_PATH: rotated by time (LOG_FILE_ROTATE_WHEN), else by size
     (LOG_FILE_ROTATE_MAX_BYTES, unless 0), keeping LOG_FILE_ROTATE_BACKUP_COUNT old files."""
     path, backups = config.LOG_FILE_PATH, int(config.LOG_FILE_ROTATE_BACKUP_COUNT)

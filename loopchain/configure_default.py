@@ -151,6 +151,10 @@ RADIOSTATION_ADMIN_TOKEN_PATH = ""
 # Logging and monitoring
 LOOPCHAIN_LOG_LEVEL = "INFO"
 LOG_FILE_PATH = ""
+# Where the records go, as in ICON's loopchain: "console" (stderr; no LOG_FILE_PATH), "file"
+# (LOG_FILE_PATH alone: stderr keeps what is not a record, such as a crash before logging starts,
+# and the records the file refuses) or "console|file" (both; the file when LOG_FILE_PATH is set).
+LOG_OUTPUT_TYPE = "console|file"
 # LOG_FILE_PATH rotates, as in loopchain: by time when LOG_FILE_ROTATE_WHEN is set ("S", "M", "H",
 # "D", "midnight" or "W0".."W6", every LOG_FILE_ROTATE_INTERVAL of them), otherwise by size at
 # LOG_FILE_ROTATE_MAX_BYTES (0: never, the file grows without bound); LOG_FILE_ROTATE_BACKUP_COUNT

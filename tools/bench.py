@@ -751,13 +751,18 @@ class LocalNet:
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines of localnet.sh's output and of every log in DATA/logs."""
         parts = []
-        for path in [self.data / "localnet.out", *sorted((self.data / "logs").glob("*.log"))]:
+        for path in [self.data / "localnet.out", *self._node_logs()]:
             try:
                 text = path.read_text(errors="replace").splitlines()[-lines:]
             except OSError:
                 continue
             parts.append(f"--- {path} (last {len(text)} lines)\n" + "\n".join(text))
         return "\n".join(parts)
+
+    def _node_logs(self) -> list[Path]:
+        """Each node's log and (localnet.sh since it rotates them) its other output."""
+        logs = self.data / "logs"
+        return sorted([*logs.glob("*.log"), *logs.glob("*.out")])
 
     def log_marks(self) -> dict[str, int]:
         """How long each peer's log is now: complaints logged after are counted from there."""
@@ -796,7 +801,7 @@ class LocalNet:
     def log_problems(self) -> dict[str, int]:
         """Lines with a traceback, ERROR or WARNING per log file name (only those with any)."""
         found: dict[str, int] = {}
-        for path in sorted((self.data / "logs").glob("*.log")):
+        for path in self._node_logs():
             try:
                 text = path.read_text(errors="replace")
             except OSError:
@@ -804,7 +809,7 @@ class LocalNet:
             for word in ("Traceback", "ERROR", "WARNING"):
                 count = text.count(word)
                 if count:
-                    found[f"{path.stem} {word}"] = count
+                    found[f"{path.name} {word}"] = count
         return found
 
 

@@ -79,7 +79,10 @@ def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path
         pytest.skip(f"the local network's ports {busy} are in use (a local network runs?)")
     data = tmp_path / "net"
     command = ["./localnet.sh", "--peers", "2", "--data", str(data)]
-    proc = Proc("localnet", command, tmp_path, python=None).start()
+    # each node's log rotates (here at 1 KiB, which a peer's start passes; 100 files kept)
+    rotation = {"LOG_FILE_ROTATE_MAX_BYTES": "1024", "LOG_FILE_ROTATE_BACKUP_COUNT": "100"}
+    env = {**os.environ, **rotation}
+    proc = Proc("localnet", command, tmp_path, python=None, env=env).start()
     out = proc.log_path
     pids = data / "pids"
     restarted, others = 0, []
@@ -112,8 +115,16 @@ def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path
     assert code == 0, out.read_text()[-2000:]
     gone = [p for p in (restarted, *others) if p]
     wait_until(lambda: not any(pid_alive(p) for p in gone), 20, "every process gone")
-    for log in sorted((data / "logs").glob("*.log")):
-        assert_clean_log(log.read_text(errors="replace"), log.stem, log)
+    logs = data / "logs"
+    for log in sorted(logs.glob("*.log*")):
+        assert_clean_log(log.read_text(errors="replace"), log.name, log)
+    # 4. the records are in the rotated files, the restarted peer's appended to its first start's;
+    #    a node's other output (none here) apart from them
+    for name in ("peer_7100", "peer_7200", "radiostation"):
+        assert (logs / f"{name}.log.1").exists(), sorted(p.name for p in logs.iterdir())
+        assert (logs / f"{name}.out").read_text(errors="replace") == ""
+    first = "".join(p.read_text() for p in sorted(logs.glob("peer_7100.log*")))
+    assert first.count("] loopchain.peer.node: peer id ") == 2  # each start says its id
 
 
 def test_a_peer_unlisted_from_the_default_channel_is_restarted_in_the_others(

@@ -496,6 +496,80 @@ for rotate in ({"LOG_FILE_ROTATE_MAX_BYTES": 0}, {"LOG_FILE_ROTATE_MAX_BYTES": 1
     assert err.count("record 299") == 2 and err.count("] loopchain.test: record ") == 600
 
 
+@pytest.mark.parametrize(
+    ("overrides", "said"),
+    [
+        ({"LOG_OUTPUT_TYPE": "syslog"}, "must be console, file or console|file"),
+        ({"LOG_OUTPUT_TYPE": "file"}, "LOG_OUTPUT_TYPE file needs LOG_FILE_PATH"),
+        (
+            {"LOG_OUTPUT_TYPE": "console", "LOG_FILE_PATH": "node.log"},
+            "LOG_OUTPUT_TYPE console does not write LOG_FILE_PATH",
+        ),
+    ],
+)
+def test_a_log_output_type_at_odds_with_log_file_path_is_refused(
+    overrides: dict, said: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        load_config(environ={}, overrides=overrides)
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        load_config(environ={k: str(v) for k, v in overrides.items()})
+
+
+_LOGS_THREE = """
+import logging, sys
+from loopchain.configure import load_config, setup_logging
+config = load_config(environ={"LOG_FILE_PATH": sys.argv[1], "LOG_OUTPUT_TYPE": sys.argv[2]})
+setup_logging(config, debug=False, process="node")
+for n in range(3):
+    logging.getLogger("loopchain.test").warning("record %d", n)
+print("printed", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    ("output", "in_file", "on_stderr"),
+    [("file", 3, 0), ("console|file", 3, 3), ("file|console", 3, 3)],
+)
+def test_log_output_type_file_writes_the_records_to_the_file_alone(
+    tmp_path: Path, output: str, in_file: int, on_stderr: int
+) -> None:
+    """LOG_OUTPUT_TYPE "file": the records go to LOG_FILE_PATH alone (./localnet.sh keeps each
+    node's stderr apart, unrotated, for what is not a record); stderr keeps the rest."""
+    path = tmp_path / "node.log"
+    done = subprocess.run(
+        [sys.executable, "-c", _LOGS_THREE, str(path), output],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert path.read_text().count("] loopchain.test: record ") == in_file
+    assert done.stderr.count("] loopchain.test: record ") == on_stderr, done.stderr
+    assert "printed" in done.stderr
+
+
+def test_records_a_log_file_alone_refuses_go_to_stderr(tmp_path: Path) -> None:
+    """LOG_OUTPUT_TYPE "file" on a full disk: stderr takes the records, none is lost."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    done = subprocess.run(
+        [sys.executable, "-c", _LOGS_THREE, "/dev/full", "file"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    err = done.stderr
+    assert "Traceback" not in err and "Logging error" not in err, err[:3000]
+    assert [line.split(": ", 1)[1] for line in err.splitlines() if "loopchain.test" in line] == [
+        "record 0",
+        "record 1",
+        "record 2",
+    ]
+    assert err.count("takes no records") == 1, err
+
+
 class _FailingWrites:
     """A log file's stream whose first `failures` writes fail as on a full disk."""
 
