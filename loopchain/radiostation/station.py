@@ -36,6 +36,7 @@ _STARTUP_ONLY_NAMES = {
     "GRPC_MAX_MESSAGE_BYTES",
     "LOOPCHAIN_HOST",
     "LOOPCHAIN_LOG_LEVEL",
+    "LOG_OUTPUT_TYPE",
     "MEMORY_GIVE_BACK_MB",
     "REST_KEEPALIVE_TIMEOUT",
     "REST_MAX_BODY_BYTES",
@@ -48,6 +49,22 @@ STARTUP_ONLY = frozenset(
     key
     for key in DEFAULTS
     if key in _STARTUP_ONLY_NAMES or key.startswith(_STARTUP_ONLY_PREFIXES) or key.endswith("_PATH")
+)
+
+# Keys the RadioStation reads as it works, each time it needs them: the only ones an operator
+# sets at runtime. Every other key is a peer's (the RadioStation reads none of them): POST /conf
+# answered 200 to MAX_BLOCK_TX_NUM, say, which changed nothing anywhere (operator review).
+RUNTIME = frozenset(
+    {
+        "DEFAULT_SCORE_PACKAGE",
+        "GRPC_TIMEOUT",
+        "HEARTBEAT_INTERVAL",
+        "HEARTBEAT_TIMEOUT",
+        "ICON_NID",
+        "LOOPCHAIN_DEFAULT_CHANNEL",
+        "MAX_TIMESTAMP_SKEW",
+        "REST_BODY_TIMEOUT",
+    }
 )
 
 
@@ -115,10 +132,10 @@ class Station:
         return self._config
 
     def set_config(self, name: str, value: Any) -> Config:
-        """Set one configuration key at runtime; SettingRefused when the key is unknown or fixed
-        at startup (STARTUP_ONLY), or the value is not acceptable (the type and range rules of
-        every layer, only true or false for a flag, and check_station_settings); the
-        configuration is then unchanged."""
+        """Set one configuration key at runtime; SettingRefused when the key is unknown, fixed
+        at startup (STARTUP_ONLY), the value is not acceptable (the type and range rules of
+        every layer, only true or false for a flag, and check_station_settings) or the key is
+        not one the RadioStation reads (RUNTIME); the configuration is then unchanged."""
         if name not in DEFAULTS:
             raise SettingRefused("name", f"unknown configuration key {shown(name)}")
         if name in STARTUP_ONLY:
@@ -136,6 +153,12 @@ class Station:
             check_station_settings(config)
         except ConfigError as exc:
             raise SettingRefused("value", str(exc)) from None
+        if name not in RUNTIME:  # (after the value's checks: a wrong value is said first)
+            raise SettingRefused(
+                "name",
+                f"{name} is not a RadioStation setting (it reads it nowhere): set it in each "
+                "peer's configuration; the RadioStation sets " + ", ".join(sorted(RUNTIME)),
+            )
         if name == "LOOPCHAIN_DEFAULT_CHANNEL" and config[name] not in self.registry.channels:
             raise SettingRefused(
                 "value", f"LOOPCHAIN_DEFAULT_CHANNEL must name a channel, got {shown(value)}"

@@ -452,6 +452,7 @@ async def test_conf_get_and_post(start_rs: StartRS) -> None:
         b'{"name": "GRPC_TIMEOUT"}': "value",
         b'{"value": 1}': "name",
         b'{"name": "LOOPCHAIN_DEFAULT_CHANNEL", "value": "nope"}': "channel",
+        b'{"name": "MAX_BLOCK_TX_NUM", "value": 1}': "not a RadioStation setting",
         b"{not json": "JSON",
         b"[1, 2]": "object",
         b"": "empty",

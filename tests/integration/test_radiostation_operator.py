@@ -311,12 +311,24 @@ async def test_conf_values_are_typed_and_range_checked(start_rs: StartRS) -> Non
         assert len(body["message"]) < 300, body
     assert (await get_json(url))[1]["data"] == before
 
-    accepted = [
+    # a peer's keys, however right their values: the RadioStation reads them nowhere
+    peers_own = [
         (b'{"name": "ALLOW_LOAD_SCORE_IN_DEVELOP", "value": true}', True),
-        (b'{"name": "HEARTBEAT_TIMEOUT", "value": 5}', 5.0),
         (b'{"name": "MAX_BLOCK_TX_NUM", "value": 2147483647}', 2147483647),
-        (b'{"name": "DEFAULT_SCORE_PACKAGE", "value": "sample/token"}', "sample/token"),
         (b'{"name": "DEFAULT_SCORE_BRANCH", "value": "release/1.0"}', "release/1.0"),
+    ]
+    for raw, _ in peers_own:
+        status, body = await post_raw(url, raw, rs.operator())
+        assert (status, body["response_code"]) == (400, -6), (raw, body)
+        assert "is not a RadioStation setting" in body["message"], body
+        assert len(body["message"]) < 300, body
+    assert (await get_json(url))[1]["data"] == before
+
+    accepted = [
+        (b'{"name": "HEARTBEAT_TIMEOUT", "value": 5}', 5.0),
+        (b'{"name": "GRPC_TIMEOUT", "value": 30}', 30.0),
+        (b'{"name": "DEFAULT_SCORE_PACKAGE", "value": "sample/token"}', "sample/token"),
+        (b'{"name": "ICON_NID", "value": "0x7"}', "0x7"),
     ]
     for raw, value in accepted:
         status, body = await post_raw(url, raw, rs.operator())
