@@ -45,6 +45,9 @@ case "$PEERS" in ''|*[!0-9]*) echo "localnet.sh: --peers needs a number" >&2; ex
 # the venv's interpreter directly: `./peer.py` would start python3 (through pyenv's shims, when
 # there are any: ~20 shell processes) only to re-execute itself in .venv, once per process
 PY=.venv/bin/python
+if [ -n "$RESTART" ] && [ ! -f "$DATA/localnet.json" ]; then  # (before anything is made there)
+  echo "localnet.sh: no peer $RESTART in the local network at $DATA (none ran there)" >&2; exit 2
+fi
 mkdir -p "$DATA/logs" "$DATA/pids"
 DATA=$(cd "$DATA" && pwd)
 CONF="$DATA/localnet.json"
@@ -53,16 +56,25 @@ CONF="$DATA/localnet.json"
 # by default: LOG_FILE_ROTATE_* in the environment change it), and whatever else it writes (a
 # crash before its log is set up, records its log file refuses) to NAME.out: a network left
 # running does not fill its disk with its logs.
+declare -A started_at=()  # log file -> its size when its node was last started
 start_logged() {  # name, command...: in the background, $! its pid
-  local name=$1
+  local name=$1 file
   shift
+  for file in "$DATA/logs/$name.log" "$DATA/logs/$name.out"; do
+    started_at[$file]=$(stat -c %s "$file" 2>/dev/null || echo 0)
+  done
   LOG_FILE_PATH="$DATA/logs/$name.log" LOG_OUTPUT_TYPE=file "$@" >>"$DATA/logs/$name.out" 2>&1 </dev/null &
 }
 
-show_log() {  # name: the end of its log and of its other output, on stderr
-  local file
-  for file in "$DATA/logs/$1.log" "$DATA/logs/$1.out"; do
-    [ -s "$file" ] && { echo "--- $file" >&2; tail -n 20 "$file" >&2; }
+show_log() {  # name: the end of what its last start wrote to its log and other output, on stderr
+  local file size from
+  for file in "$DATA/logs/$1.out" "$DATA/logs/$1.log"; do
+    size=$(stat -c %s "$file" 2>/dev/null || echo 0)
+    from=${started_at[$file]:-0}
+    [ "$size" -ge "$from" ] || from=0  # rotated since
+    [ "$size" -gt "$from" ] || continue
+    echo "--- $file" >&2
+    tail -c +$((from + 1)) "$file" | tail -n 20 >&2
   done
   return 0
 }
@@ -211,6 +223,9 @@ while :; do  # report each death once; a restarted process is watched again
     if ! kill -0 "$pid" 2>/dev/null && [ "${reported[$name]:-}" != "$pid" ]; then
       reported[$name]=$pid
       echo "$name (pid $pid) exited; the rest keeps running. Log: $DATA/logs/$name.log" >&2
+      if [ -s "$DATA/logs/$name.out" ]; then
+        echo "  its other output (a crash before it logged): $DATA/logs/$name.out" >&2
+      fi
       case "$name" in peer_*) echo "  restart it: ./localnet.sh --data $DATA --restart ${name#peer_}" >&2 ;; esac
     fi
   done

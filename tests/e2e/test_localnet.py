@@ -30,9 +30,14 @@ from tools.procs import (
 PORTS = (7100, 7200, 7102, 9000, 9100, 9002)
 
 
-def _restart(data: Path, port: int) -> subprocess.CompletedProcess[str]:
+def _restart(
+    data: Path, port: int, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     command = ["./localnet.sh", "--data", str(data), "--restart", str(port)]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    environ = {**os.environ, **(env or {})}
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=120, env=environ
+    )
 
 
 def _current(source: Path, header: bytes) -> bool:
@@ -102,7 +107,12 @@ def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path
         assert "--restart 7100" in out.read_text()
         assert proc.alive and all(pid_alive(pid) for pid in others)
         assert get("http://127.0.0.1:9100/api/v1/status/peer")["response_code"] == 0
-        # 2. --restart brings it back in place; a second --restart refuses (it runs)
+        # 2. a --restart that fails shows why, and only what this start wrote (not the end of
+        #    the log of the peer's first run); --restart brings it back in place; a second
+        #    --restart refuses (it runs)
+        failed = _restart(data, 7100, {"LOOPCHAIN_LOG_LEVEL": "bogus"})
+        assert failed.returncode == 1 and "peer_7100 exited" in failed.stderr, failed
+        assert "LOOPCHAIN_LOG_LEVEL" in failed.stderr and "[peer:7100]" not in failed.stderr, failed
         again = _restart(data, 7100)
         assert again.returncode == 0 and "restarted" in again.stdout, again
         assert get("http://127.0.0.1:9000/api/v1/status/peer")["response_code"] == 0
@@ -119,10 +129,12 @@ def test_localnet_reports_a_death_restarts_the_peer_and_stops_all(tmp_path: Path
     for log in sorted(logs.glob("*.log*")):
         assert_clean_log(log.read_text(errors="replace"), log.name, log)
     # 4. the records are in the rotated files, the restarted peer's appended to its first start's;
-    #    a node's other output (none here) apart from them
+    #    a node's other output apart from them (the failed restart's refusal, before it logged)
     for name in ("peer_7100", "peer_7200", "radiostation"):
         assert (logs / f"{name}.log.1").exists(), sorted(p.name for p in logs.iterdir())
-        assert (logs / f"{name}.out").read_text(errors="replace") == ""
+    assert [(logs / f"{n}.out").read_text() for n in ("peer_7200", "radiostation")] == ["", ""]
+    other = (logs / "peer_7100.out").read_text().splitlines()
+    assert len(other) == 1 and "LOOPCHAIN_LOG_LEVEL 'bogus'" in other[0], other
     first = "".join(p.read_text() for p in sorted(logs.glob("peer_7100.log*")))
     assert first.count("] loopchain.peer.node: peer id ") == 2  # each start says its id
 
@@ -271,3 +283,12 @@ def test_a_network_that_does_not_come_up_ends_localnet_with_a_failure(tmp_path: 
     )
     assert done.returncode == 1, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
     assert "radiostation exited; see its log" in done.stderr
+
+
+def test_a_restart_where_no_network_ran_is_refused_and_makes_nothing(tmp_path: Path) -> None:
+    """--restart with a --data where no local network ran made its logs and pids folders before
+    refusing (operator review)."""
+    data = tmp_path / "none"
+    refused = _restart(data, 7200)
+    assert refused.returncode == 2 and "no peer 7200 in the local network" in refused.stderr
+    assert not data.exists()
