@@ -29,7 +29,7 @@ when the run fails); OUT may not be one of the input files (exit 2).
 
 Exit status: 0 when at least one file could be read (files with problems are listed), 1 when no
 file could be read at all or a file could not be opened, 2 when IN is missing or holds no
-collector files, OUT is one of them or cannot be written, there are more files than this process
+collector files or no collector record (text logs, say: LOG_FILE_PATH's), OUT is one of them or cannot be written, there are more files than this process
 may open at once (or a usage error).
 """
 
@@ -117,7 +117,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the errors and exceptions with a count per process.",
         epilog="Exit status: 0 when at least one file could be read (files that could not be read "
         "to the end are listed), 1 when no file could be read or a file could not be opened, "
-        "2 when IN is missing or holds no collector files, OUT is one of them or cannot be "
+        "2 when IN is missing or holds no collector files or records, OUT is one of them or cannot be "
         "written, or there are more files than the process may open at once.",
     )
     parser.add_argument("input", metavar="IN", type=Path, help="a collector file or directory")
@@ -440,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
         check_descriptors(len(files))
         with appending(args.output) if args.append else replacing(args.output) as out:
             summary = run(files, out, sys.stdout)
+            if summary.malformed_count and not sum(summary.records.values()):
+                raise UsageError(
+                    f"{args.input} holds no collector record: none of its "
+                    f"{summary.malformed_count} lines is one (a LOG_FILE_PATH log, such as "
+                    "./localnet.sh's logs/NAME.log, is read as it is); OUT is left as it was"
+                )
     except (OSError, UsageError) as exc:
         print(f"log_parser.py: error: {exc}", file=sys.stderr)
         return 2

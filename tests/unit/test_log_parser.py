@@ -242,6 +242,25 @@ def test_unusable_input_is_an_error_message(
     assert "Traceback" not in err
 
 
+def test_a_text_log_is_refused_as_not_the_collectors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A LOG_FILE_PATH log (./localnet.sh's logs/ folder) read 0 records, wrote an empty OUT and
+    exited 0 (operator review): it is already readable, and is said to be."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "peer_7100.log").write_text(
+        "2026-12-07 22:11:57,969 INFO    [peer:7100] loopchain.peer.node: peer id hx5b\n" * 3
+    )
+    out = tmp_path / "merged.txt"
+    out.write_text("kept\n")
+    assert log_parser.main([str(logs), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("log_parser.py: error: ") and "holds no collector record" in err, err
+    assert "none of its 3 lines is one" in err and "Traceback" not in err
+    assert out.read_text() == "kept\n"
+
+
 def test_help_names_both_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         log_parser.main(["--help"])
