@@ -497,33 +497,55 @@ async def peer_remove(request: web.Request) -> web.Response:
 
     Its registration and heartbeats go, it leaves every channel it was in and those channels'
     membership versions grow, so the other peers take the new validator set at their next heartbeat.
-    Answers {"response_code": 0, "message", "data": {"peer_id", "channels": {name: new version}}};
-    an unknown peer is 404 (-800). Removal is not a ban: a peer its channels still admit may
-    register again, and one still running does so at its next heartbeat (list targets with
-    ENABLE_CHANNEL_AUTH and revoke its certificate to keep it out).
+    Answers {"response_code": 0, "message", "data": {"peer_id", "channels": {name: new version},
+    "admitted_by": [channels that still admit it]}}; an unknown peer is 404 (-800). Removal is
+    not a ban: a peer its channels still admit may register again, and one still running does so
+    at its next heartbeat, which the message says (unlist it, with ENABLE_CHANNEL_AUTH, and
+    revoke its certificate to keep it out).
     """
     peer_id = _peer_id_arg(request)
     registry = _station(request).registry
     try:
+        target = registry.peer(peer_id).target
         changed = registry.remove(peer_id)
     except UnknownPeer as exc:
         raise ApiError(ResponseCode.PEER_UNKNOWN, str(exc)) from None
     except OSError as exc:  # not saved, so not made
         raise ApiError(ResponseCode.FAIL, str(exc)) from None
     versions = {name: registry.version(name) for name in registry.channels if name in changed}
+    admitting = [
+        name
+        for name, spec in registry.channels.items()
+        if spec.admits(peer_id, target, registry.channel_auth)
+    ]
     log.info(
         "peer %s removed by the operator (from %s); channel versions now %s",
         peer_id,
         request.remote,
         versions,
     )
+    message = f"peer {peer_id} removed"
+    if admitting:  # said: the answer alone read as if it were gone (operator review)
+        named = ", ".join(admitting[:MAX_NAMED_CHANNELS]) + (
+            f" and {len(admitting) - MAX_NAMED_CHANNELS} more"
+            if len(admitting) > MAX_NAMED_CHANNELS
+            else ""
+        )
+        message += (
+            f"; it registers again at its next heartbeat if it runs, as channels {named} still "
+            "admit it: unlist it there to keep it out (gtool remove-peer; an open channel "
+            "admits every peer)"
+        )
     return web.json_response(
         {
             "response_code": 0,
-            "message": f"peer {peer_id} removed",
-            "data": {"peer_id": peer_id, "channels": versions},
+            "message": message,
+            "data": {"peer_id": peer_id, "channels": versions, "admitted_by": admitting},
         }
     )
+
+
+MAX_NAMED_CHANNELS = 8  # channels named in a message, the rest counted
 
 
 # -- channels

@@ -391,7 +391,9 @@ async def test_removal_leaves_every_channel_and_persists(start_rs: StartRS) -> N
     status, body, _ = await call("DELETE", f"{url}?peer_id={a.address}", None, rs.operator())
     assert (status, body["response_code"]) == (200, 0), body
     expected = {c: v + 1 for c, v in versions.items()}
-    assert body["data"] == {"peer_id": a.address, "channels": expected}
+    admitting = ["c1", "c2"]  # open channels: it registers again if it runs, which is said
+    assert body["data"] == {"peer_id": a.address, "channels": expected, "admitted_by": admitting}
+    assert "registers again at its next heartbeat if it runs, as channels c1, c2" in body["message"]
     assert f"peer {a.address} removed by the operator (from 127.0.0.1)" in rs.current_log()
     for channel in channels:
         listed = await peer_list(rs, channel)
