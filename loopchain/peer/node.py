@@ -238,6 +238,9 @@ class PeerNode:
         self.target = f"{config.LOOPCHAIN_HOST}:{options.port}"
         self.channels: dict[str, ChannelService] = {}  # served in this process
         self._sets_refused: dict[str, str] = {}  # channel -> the peer list refusal said last
+        # since when no RadioStation answered (loop time), and whether that was said
+        self._unanswered_since: float | None = None
+        self._unanswered_told = False
         self._unreadable_sets: dict[str, str] = {}  # channel -> why its set was unreadable, said
         self.workers: dict[str, ChannelWorker] = {}  # served by a worker process each
         self.transport: GrpcTransport | None = None
@@ -730,6 +733,7 @@ class PeerNode:
                 version = await rs.heartbeat(
                     self.signer, name, status["peer_type"], status["block_height"], self._settings
                 )
+                self._answered(rs)
                 self._judge_settings(name, rs.settings_differ)
                 self._ungranted.discard(name)
                 if versions.get(name) != version or not service.members or wanted:
@@ -738,7 +742,10 @@ class PeerNode:
             except (RadioStationUnreachable, RadioStationRefused) as exc:
                 if isinstance(exc, RadioStationBusy):
                     self._warn_busy(exc)
+                elif isinstance(exc, RadioStationUnreachable):
+                    self._unanswered(exc)
                 else:
+                    self._answered(rs)  # (a refusal is an answer: said where it is handled)
                     log.debug("heartbeat to RadioStation failed: %s", exc)
                 if not service.members:
                     service.set_members(self._cached_members(name))
@@ -910,6 +917,34 @@ class PeerNode:
         service.set_members(peers)
         if validators is not None:
             service.receive(m.ValidatorsChanged(validators))
+
+    def _unanswered(self, exc: RadioStationUnreachable) -> None:
+        """A heartbeat no RadioStation answered: warned about once it has lasted
+        HEARTBEAT_TIMEOUT (when the RadioStation takes this peer for gone), then once until one
+        answers again. The channels go on with the members they know, but learn of no new peer
+        or validator set meanwhile; a dead RadioStation was logged at DEBUG only (operator
+        review)."""
+        now = asyncio.get_running_loop().time()
+        if self._unanswered_since is None:
+            self._unanswered_since = now
+        waited = now - self._unanswered_since
+        if self._unanswered_told or waited < float(self.config.HEARTBEAT_TIMEOUT):
+            log.debug("heartbeat to RadioStation failed: %s", exc)
+            return
+        self._unanswered_told = True
+        log.warning(
+            "no RadioStation has answered for %.0f s (%s): the channels go on with the members "
+            "they know, and learn of no new peer or validator set until one answers",
+            waited,
+            exc,
+        )
+
+    def _answered(self, rs: RadioStations) -> None:
+        """A RadioStation answered a heartbeat: said when one was warned about as gone."""
+        if self._unanswered_told and self._unanswered_since is not None:
+            waited = asyncio.get_running_loop().time() - self._unanswered_since
+            log.info("RadioStation %s answers again after %.0f s", rs.target, waited)
+        self._unanswered_since, self._unanswered_told = None, False
 
     def _warn_busy(self, exc: RadioStationBusy) -> None:
         """A heartbeat (or member list) the RadioStation was too busy to answer: warned about once

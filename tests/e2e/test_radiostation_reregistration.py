@@ -136,3 +136,31 @@ def test_a_peer_running_its_channels_in_workers_registers_again_and_caches_the_a
         store.close()
     assert cached["radiostation_address"] == new != old
     assert sorted(c["channel"] for c in cached["channels"]) == sorted(WORKER_CHANNELS)
+
+
+RADIOSTATION_GONE = "no RadioStation has answered for"
+RADIOSTATION_BACK = "answers again after"
+
+
+def test_a_peer_says_when_its_radiostation_is_gone_and_when_it_answers_again(
+    tmp_path: Path,
+) -> None:
+    """A peer whose RadioStation is down warns once, when that has lasted HEARTBEAT_TIMEOUT,
+    and says when it answers again (it said nothing above DEBUG: operator review)."""
+    net = LocalNetwork(tmp_path)
+    net.config_values["HEARTBEAT_TIMEOUT"] = 2.0
+    net.config_path.write_text(json.dumps(net.config_values))
+    try:
+        rs = net.start_radiostation()
+        port, peer_id = _start_peer(net)
+        peer = net.peers[port]
+        assert rs.stop() == 0
+        wait_until(lambda: RADIOSTATION_GONE in peer.log_text(), DEADLINE, "the silence warned")
+        net.start_radiostation()
+        wait_until(lambda: RADIOSTATION_BACK in peer.log_text(), DEADLINE, "the answer said")
+        log = peer.log_text()
+        assert log.count(RADIOSTATION_GONE) == 1 and log.count(RADIOSTATION_BACK) == 1, log[-3000:]
+        assert f"RadioStation 127.0.0.1:{net.rs_port} {RADIOSTATION_BACK}" in log
+        assert _listed(net.rs_rest, peer_id)
+    finally:
+        net.stop_and_check()
