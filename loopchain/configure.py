@@ -500,7 +500,12 @@ def setup_logging(
         stream.setFormatter(_ColourFormatter(fmt) if colour else _OneLineFormatter(fmt))
     handlers: list[logging.Handler] = [stream]
     if config.LOG_FILE_PATH:
-        file_handler = log_file_handler(config)
+        try:
+            file_handler = log_file_handler(config)
+        except OSError as exc:  # a folder missing, say: the node's configuration is wrong
+            raise ConfigError(
+                f"cannot open LOG_FILE_PATH {config.LOG_FILE_PATH}: {_trouble(exc)}"
+            ) from None
         file_handler.setFormatter(_OneLineFormatter(fmt))
         if "console" in config.LOG_OUTPUT_TYPE or stderr_format is not None:
             handlers.append(file_handler)
@@ -693,8 +698,9 @@ def log_file_handler(config: Config) -> _DiskTroubleTold:
     """The handler of LOG_FILE_PATH: rotated by time (LOG_FILE_ROTATE_WHEN), else by size
     (LOG_FILE_ROTATE_MAX_BYTES, unless 0), keeping LOG_FILE_ROTATE_BACKUP_COUNT old files."""
     path, backups = config.LOG_FILE_PATH, int(config.LOG_FILE_ROTATE_BACKUP_COUNT)
-    if not config.LOG_FILE_ROTATE_WHEN and not config.LOG_FILE_ROTATE_MAX_BYTES:
-        return _LogFile(path, encoding="utf-8")
+    unrotated = not config.LOG_FILE_ROTATE_WHEN and not config.LOG_FILE_ROTATE_MAX_BYTES
+    if unrotated or not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return _LogFile(path, encoding="utf-8")  # (in a missing folder: the error is its own)
     # a rotated file is written under a lock file beside it: when that cannot be made, the
     # records go to the file unrotated (every one was lost, or the process did not start)
     problem = _rotation_lock_problem(path)
@@ -717,9 +723,10 @@ def log_file_handler(config: Config) -> _DiskTroubleTold:
             )
         except OSError as exc:  # a rotation due at once that failed, say
             problem = f"it cannot be rotated ({_trouble(exc)})"
+    unrotated_file = _LogFile(path, encoding="utf-8")  # (one that cannot be opened: said alone)
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.write(f"loopchain: the log file {path} is written without rotation: {problem}\n")
-    return _LogFile(path, encoding="utf-8")
+    return unrotated_file
 
 
 def _is_http_error(exc: BaseException | None) -> bool:

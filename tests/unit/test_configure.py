@@ -715,3 +715,32 @@ def test_a_channel_worker_that_crashes_before_its_log_is_set_up_writes_one_recor
     assert len(writes) == 1, writes
     assert writes[0].startswith("stopped by an exception nothing caught"), writes
     assert "AttributeError: 'NoneType' object has no attribute 'buffer'" in writes[0], writes
+
+
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [
+        ("peer.py", ["-p", "17990", "-r", "127.0.0.1:1"]),
+        ("rest_proxy.py", ["-p", "17990"]),
+        ("radiostation.py", ["-p", "17990"]),
+    ],
+)
+def test_a_log_file_in_a_missing_folder_is_a_configuration_error(
+    tmp_path: Path, script: str, args: list[str]
+) -> None:
+    """peer.py ended with a traceback ("a bug: please report it"), and the others said first
+    that the file would be written without rotation, then that it could not be (operator
+    review): one line naming the file, the configuration's exit status."""
+    root = Path(__file__).resolve().parents[2]
+    path = tmp_path / "missing" / "node.log"
+    done = subprocess.run(
+        [sys.executable, str(root / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "LOG_FILE_PATH": str(path), "DEFAULT_STORAGE_PATH": str(tmp_path)},
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and f"cannot open LOG_FILE_PATH {path}: FileNotFoundError" in lines[0]
