@@ -4,7 +4,7 @@
     .venv/bin/python tools/certificate_util.py [--dir D]            (the menu, driven by input())
     certificate_util.py ca create --dir D [--cn NAME] [--days N] [--password-file F]
     certificate_util.py ca show --dir D
-    certificate_util.py peer issue --dir D --signing-key PEM [--key-password-file F] [--days N]
+    certificate_util.py peer issue --dir D --signing-key FILE [--key-password-file F] [--days N]
                                    [--password-file F]
     certificate_util.py peer list --dir D
     certificate_util.py peer revoke --dir D --peer-id hx... [--password-file F]
@@ -45,7 +45,7 @@ from loopchain.radiostation.certs import (
     IssuedCertificate,
 )
 from loopchain.types import certificates as pki
-from loopchain.types.crypto import Signer
+from loopchain.types.crypto import SignatureError, Signer, is_der, load_pem_key
 from loopchain.types.passwords import (
     KEY_PASSWORD_ENV,
     PasswordError,
@@ -106,7 +106,9 @@ def _key_encrypted(directory: CertificateDirectory) -> bool:
 
 
 def read_signing_public_key(path: Path, password: str | None) -> bytes:
-    """The 33-byte secp256k1 public key in a PEM file holding the public or the private key."""
+    """The 33-byte secp256k1 public key in a file holding the public or the private key in PEM,
+    or the private key as a peer writes its key file without a password (hex) or loopchain's
+    create_sign_pki.py wrote it (DER)."""
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_KEY_FILE_BYTES + 1)  # (/dev/zero ran it out of memory)
@@ -115,11 +117,28 @@ def read_signing_public_key(path: Path, password: str | None) -> bytes:
     if len(data) > MAX_KEY_FILE_BYTES:
         raise ToolError(f"signing key {path} is longer than {MAX_KEY_FILE_BYTES} bytes")
     try:
+        if is_der(data):
+            return load_pem_key(data, password, der=True).public_key
+        if not data.lstrip().startswith(b"-----BEGIN"):
+            return _hex_private_key(data, path).public_key
         if b"PRIVATE KEY" in data:
             return Signer(pki.signing_secret_from_pem(data, password)).public_key
         return pki.signing_public_key_from_pem(data)
-    except pki.CertificateError as exc:
+    except (pki.CertificateError, SignatureError) as exc:
         raise ToolError(f"signing key {path}: {exc}") from None
+
+
+def _hex_private_key(data: bytes, path: Path) -> Signer:
+    """The private key a peer's key file holds in hex (64 digits); never quoted in an error."""
+    digits = data.decode("ascii", "replace").strip().removeprefix("0x")
+    try:
+        if len(digits) != 64:
+            raise ValueError(len(digits))
+        return Signer(bytes.fromhex(digits))
+    except ValueError:
+        raise ToolError(
+            f"signing key {path} is neither PEM, DER nor a private key in hex (64 digits)"
+        ) from None
 
 
 def peer_issue(
@@ -194,7 +213,9 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: subcommands, or none for the menu."""
     parser = argparse.ArgumentParser(prog="certificate_util.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="CA directory (menu)")
+    parser.add_argument(
+        "--dir", type=Path, help=f"CA directory (the menu's default: {DEFAULT_DIR})"
+    )
     groups = parser.add_subparsers(dest="group")
     ca = groups.add_parser("ca", help="the CA").add_subparsers(dest="action", required=True)
     create = ca.add_parser("create", help="create the CA")
@@ -204,7 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     peer = groups.add_parser("peer", help="peer certificates")
     actions = peer.add_subparsers(dest="action", required=True)
     issue = actions.add_parser("issue", help="issue a peer certificate")
-    issue.add_argument("--signing-key", type=Path, required=True, help="PEM (public or private)")
+    issue.add_argument(
+        "--signing-key",
+        type=Path,
+        required=True,
+        help="the peer's key: PEM (public or private), or its key file (hex, DER)",
+    )
     issue.add_argument(
         "--key-password-file", help="file (mode 0600): opens the signing key, encrypts the TLS key"
     )
@@ -218,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (create, issue, revoke):
         sub.add_argument("--password-file", help="file (mode 0600) holding the CA key's password")
         sub.add_argument("--password", help=f"deprecated (visible to others): ${CA_PASSWORD_ENV}")
-    for sub in (create, show, issue, listing, revoke):
-        sub.add_argument("--dir", type=Path, required=True, help="CA directory")
+    for sub in (create, show, issue, listing, revoke):  # (before the subcommand, or after it)
+        sub.add_argument("--dir", type=Path, default=argparse.SUPPRESS, help="CA directory")
     return parser
 
 
@@ -393,9 +419,12 @@ def run_menu(root: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a subcommand, or the menu without one; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.group is None:
-        return run_menu(args.dir)
+        return run_menu(args.dir or DEFAULT_DIR)
+    if args.dir is None:  # a command acts on the CA it is told of, never on a default one
+        parser.error("the following arguments are required: --dir")
     try:
         lines = run_command(args)
     except (ToolError, *ToolErrors) as exc:
