@@ -50,6 +50,7 @@ MAX_TXS = 10_000
 BATCH = 500  # transactions per POST (the REST proxy takes arrays of up to 500)
 MAX_BLOCKS = 10_000
 WAIT_POLL = 0.2
+NOT_INVOKED_YET = 2  # a result code: final, not executed yet
 RESULT_CODES = {0: "success", 2: "not invoked yet", 9000: "SCORE raised", 9100: "SCORE unreachable"}
 
 
@@ -103,7 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     tx.add_argument(
         "--data", type=_json_object, default={"data": "hello"}, help="the JSON object sent"
     )
-    tx.add_argument("--wait", action="store_true", help="wait until each is in a block")
+    tx.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until each is in a block and executed (exit 1 when one failed)",
+    )
     tx.add_argument("--wait-timeout", type=seconds_arg, default=60.0, help="for --wait (60 s)")
     find = sub.add_parser("find", help="a transaction and its result")
     find.add_argument("hash", help="the transaction hash (64 hex digits)")
@@ -154,12 +159,27 @@ def cmd_tx(client: RestClient, args: argparse.Namespace) -> int:
     peer took are printed even when a later batch or the wait fails, before its error."""
     hashes: list[str] = []
     heights: dict[str, int | None] = {}
+    results: dict[str, dict[str, Any]] = {}
     try:
         failed = _send_txs(client, args, hashes)
         if args.wait:
             _wait_for_blocks(client, args, hashes, heights)
+            _wait_for_results(client, args, hashes, results)
     finally:
-        _print_txs(args, hashes, heights)
+        _print_txs(args, hashes, heights, results)
+    for tx_hash in hashes:  # each failure said (the exit status counts them)
+        code = results.get(tx_hash, {}).get("code", 0)
+        if code != 0:
+            failed += 1
+            said = results[tx_hash].get("message")
+            name = RESULT_CODES.get(code, "unknown code") if isinstance(code, int) else "no code"
+            print(
+                terminal_text(
+                    f"failed: {tx_hash} in block {heights.get(tx_hash)}: result {code} ({name})"
+                    + (f": {said}" if said else "")
+                ),
+                file=sys.stderr,
+            )
     return 1 if failed else 0
 
 
@@ -190,14 +210,46 @@ def _wait_for_blocks(
         heights[tx_hash] = height
 
 
-def _print_txs(args: argparse.Namespace, hashes: list[str], heights: dict[str, int | None]) -> None:
+def _wait_for_results(
+    client: RestClient,
+    args: argparse.Namespace,
+    hashes: list[str],
+    results: dict[str, dict[str, Any]],
+) -> None:
+    """Each transaction's result once its peer executed it (a moment after its block is final):
+    a transaction the SCORE failed was reported as waited for, and the tool ended 0 (operator
+    review)."""
+    deadline = time.monotonic() + args.wait_timeout
+    for tx_hash in hashes:
+        while True:
+            reply = client.get("/api/v1/transactions/result", hash=tx_hash, channel=args.channel)
+            response = reply.get("response")
+            if not isinstance(response, dict):
+                raise ToolError(f"the peer answered no result object for {tx_hash}")
+            if response.get("code") != NOT_INVOKED_YET:
+                results[tx_hash] = response
+                break
+            if time.monotonic() > deadline:
+                raise ToolError(f"{tx_hash} not executed after {args.wait_timeout:g} s")
+            time.sleep(WAIT_POLL)
+
+
+def _print_txs(
+    args: argparse.Namespace,
+    hashes: list[str],
+    heights: dict[str, int | None],
+    results: dict[str, dict[str, Any]],
+) -> None:
     """One line per hash (with --wait: and its block height, "none" when not known), or the
-    JSON list of them."""
+    JSON list of them (with --wait: and the result code, None when not known)."""
     if args.json:
-        rows = [
-            {"tx_hash": h, **({"block_height": heights.get(h)} if args.wait else {})}
-            for h in hashes
-        ]
+        rows: list[dict[str, Any]] = []
+        for tx_hash in hashes:
+            row: dict[str, Any] = {"tx_hash": tx_hash}
+            if args.wait:
+                code = results.get(tx_hash, {}).get("code")
+                row.update(block_height=heights.get(tx_hash), result_code=code)
+            rows.append(row)
         print(json.dumps(rows))
     else:
         for tx_hash in hashes:

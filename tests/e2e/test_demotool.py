@@ -283,3 +283,28 @@ def test_load_report_refuses_an_unwritable_directory(peer: str, tmp_path: Path) 
         cwd=tmp_path,
     )
     assert done.returncode == 1 and "cannot write the report" in done.stderr
+
+
+def test_tx_wait_says_which_transactions_the_score_failed_and_exits_1(tmp_path: Path) -> None:
+    """`tx --wait` printed the hash and height of a transaction its SCORE failed, and exited 0
+    (operator review): it waits for each result too, says each failure, and exits 1."""
+    network = LocalNetwork(tmp_path)
+    try:
+        channels = {"loopchain_default": {"score_package": "test/raises"}}
+        network.start_with_peers(1, channels=channels)
+        peer = network.rest(next(iter(network.peers)))
+        done = demo(
+            peer, "--json", "tx", "-n", "2", "--data", '{"data": "x"}', "--wait", cwd=tmp_path
+        )
+        assert done.returncode == 1, done.stderr
+        rows = json.loads(done.stdout)
+        assert [row["result_code"] for row in rows] == [9000, 9000]
+        failures = done.stderr.splitlines()
+        assert len(failures) == 2 and all(
+            f"failed: {row['tx_hash']} in block {row['block_height']}: result 9000 (SCORE raised)"
+            in line
+            for row, line in zip(rows, failures, strict=True)
+        ), failures
+        assert "test/raises always fails" in failures[0]
+    finally:
+        network.stop_and_check()
