@@ -1489,6 +1489,7 @@ class ChannelService:
                             del self._refused_for_time[next(iter(self._refused_for_time))]
         if commits:
             self._sets_failpoints(sets_before)
+            self._say_set_changes(sets_before)
 
     def _judge_own_clock(self, final: list[Block]) -> None:
         """A block this peer refused for its time is final: a quorum's clocks disagree with its.
@@ -1507,6 +1508,31 @@ class ChannelService:
             None if chain_set is None else chain_set.version,
             None if pending is None else pending.version,
         )
+
+    def _say_set_changes(self, before: tuple[int | None, int | None]) -> None:
+        """Log a validator set the final chain carries, the handover to it, and this peer's role
+        when that changes with it: an operator who unlisted a validator learnt of neither but by
+        polling its status (operator review)."""
+        (chain_before, pending_before), (chain_now, pending_now) = before, self._final_sets
+        tip = self.consensus.tip
+        if pending_now is not None and pending_now != pending_before and tip.pending is not None:
+            log.info(
+                "channel %s: the chain carries validator set version %d (validators: %d); it is "
+                "voted on jointly with the set in force until the chain hands over to it",
+                self.name,
+                pending_now,
+                len(tip.pending.validators),
+            )
+        if chain_before is not None and chain_now != chain_before and tip.next_validators:
+            role = "an auditor" if self.signer.address not in tip.next_validators else "a validator"
+            log.info(
+                "channel %s: the chain handed over to validator set version %d (validators: %d): "
+                "this peer is %s",
+                self.name,
+                chain_now,
+                len(tip.next_validators.validators),
+                role,
+            )
 
     def _sets_failpoints(self, before: tuple[int | None, int | None]) -> None:
         """The fail points of a set change on the final chain (after the blocks are saved)."""

@@ -121,6 +121,15 @@ def test_a_heavy_validator_unlisted_and_the_others_replaced_keep_the_chain_going
     listed.wait_final_everywhere(others[0], "before")
     listed.unlist(heavy)
     listed.wait_validators(others)
+    # each peer logs the set its chain carries, the handover and its role with it
+    for port in listed.ports:
+        role = "an auditor" if port == heavy else "a validator"
+        said = f"(validators: {len(others)}): this peer is {role}"
+        log = listed.net.peers[port]
+        wait_until(lambda log=log, said=said: said in log.log_text(), DEADLINE, "the handover said")
+        text = log.log_text()
+        assert "the chain carries validator set version" in text, text[-3000:]
+        assert "the chain handed over to validator set version" in text
     listed.wait_final_everywhere(others[1], "the heavy validator unlisted")
     listed.list_again(heavy, HEAVY)
     for port in others:
