@@ -119,7 +119,7 @@ def read_signing_public_key(path: Path, password: str | None) -> bytes:
     try:
         if is_der(data):
             return load_pem_key(data, password, der=True).public_key
-        if not data.lstrip().startswith(b"-----BEGIN"):
+        if b"-----BEGIN" not in data:  # (PEM may follow other text: openssl's Bag Attributes)
             return _hex_private_key(data, path).public_key
         if b"PRIVATE KEY" in data:
             return Signer(pki.signing_secret_from_pem(data, password)).public_key
@@ -134,11 +134,15 @@ def _hex_private_key(data: bytes, path: Path) -> Signer:
     try:
         if len(digits) != 64:
             raise ValueError(len(digits))
-        return Signer(bytes.fromhex(digits))
+        secret = bytes.fromhex(digits)
     except ValueError:
         raise ToolError(
             f"signing key {path} is neither PEM, DER nor a private key in hex (64 digits)"
         ) from None
+    try:
+        return Signer(secret)
+    except ValueError:  # zero, or not below the curve's order
+        raise ToolError(f"signing key {path} is not a valid secp256k1 private key") from None
 
 
 def peer_issue(

@@ -161,7 +161,7 @@ def test_certificate_util_subcommands(tmp_path: Path) -> None:
     assert usage.returncode == 2 and "must be at least 1" in usage.stderr
 
 
-@pytest.mark.parametrize("form", ["hex", "0x-hex", "der"])
+@pytest.mark.parametrize("form", ["hex", "0x-hex", "der", "pem-after-text"])
 def test_a_peers_key_file_is_a_signing_key(tmp_path: Path, form: str) -> None:
     """A peer keeps its key in hex without a password (./localnet.sh, deploy/), and loopchain's
     create_sign_pki.py wrote DER: `peer issue` refused both as "not a PEM public key" (operator
@@ -182,6 +182,16 @@ def test_a_peers_key_file_is_a_signing_key(tmp_path: Path, form: str) -> None:
                 serialization.NoEncryption(),
             )
         )
+    elif form == "pem-after-text":  # as `openssl pkcs12 -nodes` writes it (review)
+        private = ec.derive_private_key(
+            int.from_bytes(signer.secret_bytes(), "big"), ec.SECP256K1()
+        )
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        key.write_bytes(b"Bag Attributes\n    localKeyID: 01 02\n" + pem)
     else:
         key.write_text(("0x" if form == "0x-hex" else "") + signer.secret_bytes().hex() + "\n")
     assert util(tmp_path, "ca", "create", "--dir", "ca").returncode == 0
@@ -205,14 +215,25 @@ def test_dir_is_taken_before_the_subcommand_too_and_never_defaulted(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ca"]
 
 
-def test_a_signing_key_that_is_no_key_is_named_never_quoted(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("secret-looking-text-" + "ab" * 30, "is neither PEM, DER nor a private key in hex"),
+        ("0" * 64, "is not a valid secp256k1 private key"),
+        ("f" * 64, "is not a valid secp256k1 private key"),
+    ],
+    ids=["not-hex", "zero", "past-the-order"],
+)
+def test_a_signing_key_that_is_no_key_is_named_never_quoted(
+    tmp_path: Path, text: str, said: str
+) -> None:
     key = tmp_path / "peer_key"
-    key.write_text("secret-looking-text-" + "ab" * 30 + "\n")
+    key.write_text(text + "\n")
     assert util(tmp_path, "ca", "create", "--dir", "ca").returncode == 0
     done = util(tmp_path, "peer", "issue", "--dir", "ca", "--signing-key", str(key))
     assert done.returncode == 1
-    assert f"signing key {key} is neither PEM, DER nor a private key in hex" in done.stderr
-    assert "secret-looking" not in done.stderr and "Traceback" not in done.stderr
+    assert f"signing key {key} {said}" in done.stderr
+    assert text not in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("key", ["/dev/zero", "big.pem"])
