@@ -513,29 +513,31 @@ async def peer_remove(request: web.Request) -> web.Response:
     except OSError as exc:  # not saved, so not made
         raise ApiError(ResponseCode.FAIL, str(exc)) from None
     versions = {name: registry.version(name) for name in registry.channels if name in changed}
-    admitting = [
-        name
-        for name, spec in registry.channels.items()
-        if spec.admits(peer_id, target, registry.channel_auth)
-    ]
+    listing, open_ = [], []  # the channels that still admit it: by its entry, or any peer
+    for name, spec in registry.channels.items():
+        if not registry.channel_auth or spec.members is None:
+            open_.append(name)
+        elif spec.admits(peer_id, target, True):
+            listing.append(name)
     log.info(
         "peer %s removed by the operator (from %s); channel versions now %s",
         peer_id,
         request.remote,
         versions,
     )
-    message = f"peer {peer_id} removed"
-    if admitting:  # said: the answer alone read as if it were gone (operator review)
-        named = ", ".join(admitting[:MAX_NAMED_CHANNELS]) + (
-            f" and {len(admitting) - MAX_NAMED_CHANNELS} more"
-            if len(admitting) > MAX_NAMED_CHANNELS
-            else ""
+    # said: the answer alone read as if it were gone for good (operator review)
+    why = []
+    if listing:
+        why.append(f"channels {_named(listing)} list it (unlist it there: gtool remove-peer)")
+    if open_:
+        why.append(
+            f"channels {_named(open_)} admit any peer (ENABLE_CHANNEL_AUTH off, or no peers "
+            "listed: only a list of peers keeps it out)"
         )
-        message += (
-            f"; it registers again at its next heartbeat if it runs, as channels {named} still "
-            "admit it: unlist it there to keep it out (gtool remove-peer; an open channel "
-            "admits every peer)"
-        )
+    message = f"peer {peer_id} removed" + (
+        f"; it registers again at its next heartbeat if it runs, as {'; '.join(why)}" if why else ""
+    )
+    admitting = listing + open_
     return web.json_response(
         {
             "response_code": 0,
@@ -546,6 +548,12 @@ async def peer_remove(request: web.Request) -> web.Response:
 
 
 MAX_NAMED_CHANNELS = 8  # channels named in a message, the rest counted
+
+
+def _named(channels: list[str]) -> str:
+    """The first MAX_NAMED_CHANNELS of `channels`, and how many more."""
+    more = len(channels) - MAX_NAMED_CHANNELS
+    return ", ".join(channels[:MAX_NAMED_CHANNELS]) + (f" and {more} more" if more > 0 else "")
 
 
 # -- channels

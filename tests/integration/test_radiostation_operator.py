@@ -393,7 +393,8 @@ async def test_removal_leaves_every_channel_and_persists(start_rs: StartRS) -> N
     expected = {c: v + 1 for c, v in versions.items()}
     admitting = ["c1", "c2"]  # open channels: it registers again if it runs, which is said
     assert body["data"] == {"peer_id": a.address, "channels": expected, "admitted_by": admitting}
-    assert "registers again at its next heartbeat if it runs, as channels c1, c2" in body["message"]
+    assert "if it runs, as channels c1, c2 admit any peer" in body["message"]
+    assert "only a list of peers keeps it out" in body["message"]
     assert f"peer {a.address} removed by the operator (from 127.0.0.1)" in rs.current_log()
     for channel in channels:
         listed = await peer_list(rs, channel)
@@ -442,6 +443,24 @@ async def _change(
     data = None if body is None else json.dumps(body).encode()
     status, answer, _ = await call(method, f"{rs.rest}{path}", data, rs.operator())
     return status, answer
+
+
+async def test_removal_names_the_channels_that_list_the_peer_still(start_rs: StartRS) -> None:
+    """Listed mode: the channels whose entries name the peer are said (unlisting it there keeps
+    it out); one that does not list it is not."""
+    a, b = Signer.generate(), Signer.generate()
+    channels = {
+        "c1": {"score_package": "org/p1", "peers": [{"peer_id": a.address}]},
+        "c2": {"score_package": "org/p2", "peers": [{"peer_id": b.address}]},
+    }
+    rs = await start_rs({"ENABLE_CHANNEL_AUTH": True, "LOOPCHAIN_DEFAULT_CHANNEL": "c1"}, channels)
+    await register(rs, a, b)
+    status, body = await _change(rs, "DELETE", f"/api/v1/peer?peer_id={a.address}")
+    assert (status, body["data"]["admitted_by"]) == (200, ["c1"]), body
+    assert body["message"].endswith(
+        "; it registers again at its next heartbeat if it runs, as channels c1 list it (unlist "
+        "it there: gtool remove-peer)"
+    ), body
 
 
 async def test_channel_changes_are_checked_applied_and_persist(start_rs: StartRS) -> None:
