@@ -503,9 +503,9 @@ def setup_logging(
         try:
             file_handler = log_file_handler(config)
         except OSError as exc:  # a folder missing, say: the node's configuration is wrong
-            raise ConfigError(
+            raise LogFileUnusable(
                 f"cannot open LOG_FILE_PATH {config.LOG_FILE_PATH}: {_trouble(exc)}"
-            ) from None
+            ) from exc
         file_handler.setFormatter(_OneLineFormatter(fmt))
         if "console" in config.LOG_OUTPUT_TYPE or stderr_format is not None:
             handlers.append(file_handler)
@@ -570,6 +570,11 @@ def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
     logging.getLogger("loopchain").critical(
         "%s %s", name, _CRASHED, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
     )
+
+
+class LogFileUnusable(ConfigError):
+    """LOG_FILE_PATH cannot be opened (`__cause__`: the OSError): a node's configuration
+    error at start; a channel worker's, whose peer opened it just before, a crash (retried)."""
 
 
 class _DiskTroubleTold(logging.FileHandler):
@@ -698,9 +703,12 @@ def log_file_handler(config: Config) -> _DiskTroubleTold:
     """The handler of LOG_FILE_PATH: rotated by time (LOG_FILE_ROTATE_WHEN), else by size
     (LOG_FILE_ROTATE_MAX_BYTES, unless 0), keeping LOG_FILE_ROTATE_BACKUP_COUNT old files."""
     path, backups = config.LOG_FILE_PATH, int(config.LOG_FILE_ROTATE_BACKUP_COUNT)
-    unrotated = not config.LOG_FILE_ROTATE_WHEN and not config.LOG_FILE_ROTATE_MAX_BYTES
-    if unrotated or not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        return _LogFile(path, encoding="utf-8")  # (in a missing folder: the error is its own)
+    # opened now, whatever the handler (a rotated one opens it at its first record): a file
+    # that cannot be (a missing folder, a directory) is an error of its own, said at start
+    with open(path, "a", encoding="utf-8"):
+        pass
+    if not config.LOG_FILE_ROTATE_WHEN and not config.LOG_FILE_ROTATE_MAX_BYTES:
+        return _LogFile(path, encoding="utf-8")
     # a rotated file is written under a lock file beside it: when that cannot be made, the
     # records go to the file unrotated (every one was lost, or the process did not start)
     problem = _rotation_lock_problem(path)

@@ -15,6 +15,7 @@ from loopchain.blockchain.block_store import BlockStoreError
 from loopchain.configure import (
     Config,
     ConfigError,
+    LogFileUnusable,
     load_config,
     settings_without_effect,
     setup_logging,
@@ -182,6 +183,9 @@ def worker_main(argv: list[str] | None = None) -> int:
             start_shipping(config.MONITOR_LOG_HOST, config.MONITOR_LOG_PORT, "peer", process)
         failpoints.set_channel(channel)
         failpoints.check()
+    except LogFileUnusable as exc:  # its peer opened it just before: no fault of the spec
+        print(f"channel worker: cannot start: {exc}", file=sys.stderr)
+        return 1  # (a crash: started again after a backoff, up to MAX_CRASHES)
     except (ConfigError, failpoints.FailPointError, ValueError, KeyError, TypeError) as exc:
         print(f"channel worker: cannot start: {exc}", file=sys.stderr)
         return WORKER_SPEC_REFUSED

@@ -176,6 +176,26 @@ def test_a_worker_refuses_a_spec_that_is_not_json_and_a_channel_it_was_not_named
     assert "--channel alpha but its peer sent channel beta" in done.stderr, done.stderr
 
 
+def test_a_worker_that_cannot_open_its_log_file_crashes_and_is_not_refused(
+    tmp_path: Path,
+) -> None:
+    """Its peer opened the same LOG_FILE_PATH just before: a worker that cannot (descriptors
+    run out, the folder removed meanwhile) crashes, and is started again; a configuration error
+    refused its spec, which stopped the channel on this peer for good (review)."""
+    # a folder: no file opens there
+    config = load_config(
+        overrides={"DEFAULT_STORAGE_PATH": str(tmp_path), "LOG_FILE_PATH": str(tmp_path)}
+    )
+    options = PeerOptions(7100, ("127.0.0.1:7102",), str(tmp_path / "key"), None, False, None)
+    grant = ChannelGrant("alpha", "loopchain/default", ValidatorSet("alpha", 1, ()), {})
+    spec = worker_spec_json(options, grant, "hx" + "0" * 40, config, Signer.generate())
+    spec["socket"] = "/nonexistent/peer.sock"
+    done = _worker(json.dumps(spec).encode(), "--channel", "alpha")
+    assert done.returncode == 1, done.stderr
+    assert f"cannot open LOG_FILE_PATH {tmp_path}: IsADirectoryError" in done.stderr
+    assert done.returncode not in (workers.WORKER_SPEC_REFUSED, workers.WORKER_STORAGE_FAILED)
+
+
 _MISMATCHED_SPEC = {
     "port": 7100,
     "radiostation_targets": ["127.0.0.1:7102"],

@@ -725,14 +725,20 @@ def test_a_channel_worker_that_crashes_before_its_log_is_set_up_writes_one_recor
         ("radiostation.py", ["-p", "17990"]),
     ],
 )
-def test_a_log_file_in_a_missing_folder_is_a_configuration_error(
-    tmp_path: Path, script: str, args: list[str]
+@pytest.mark.parametrize("where", ["missing-folder", "a-directory"])
+def test_a_log_file_that_cannot_be_opened_is_a_configuration_error(
+    tmp_path: Path, script: str, args: list[str], where: str
 ) -> None:
     """peer.py ended with a traceback ("a bug: please report it"), and the others said first
     that the file would be written without rotation, then that it could not be (operator
-    review): one line naming the file, the configuration's exit status."""
+    review); a directory was taken, rotated, and every record went to stderr (review): one line
+    naming the file, the configuration's exit status."""
     root = Path(__file__).resolve().parents[2]
     path = tmp_path / "missing" / "node.log"
+    error = "FileNotFoundError"
+    if where == "a-directory":
+        path, error = tmp_path / "logs", "IsADirectoryError"
+        path.mkdir()
     done = subprocess.run(
         [sys.executable, str(root / script), *args],
         capture_output=True,
@@ -743,4 +749,4 @@ def test_a_log_file_in_a_missing_folder_is_a_configuration_error(
     )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
-    assert len(lines) == 1 and f"cannot open LOG_FILE_PATH {path}: FileNotFoundError" in lines[0]
+    assert len(lines) == 1 and f"cannot open LOG_FILE_PATH {path}: {error}" in lines[0], lines
