@@ -162,9 +162,10 @@ def cmd_tx(client: RestClient, args: argparse.Namespace) -> int:
     results: dict[str, dict[str, Any]] = {}
     try:
         failed = _send_txs(client, args, hashes)
-        if args.wait:
-            _wait_for_blocks(client, args, hashes, heights)
-            _wait_for_results(client, args, hashes, results)
+        if args.wait:  # (one deadline for both: --wait-timeout in all)
+            deadline = time.monotonic() + args.wait_timeout
+            _wait_for_blocks(client, args, deadline, hashes, heights)
+            _wait_for_results(client, args, deadline, hashes, results)
     finally:
         _print_txs(args, hashes, heights, results)
     for tx_hash in hashes:  # each failure said (the exit status counts them)
@@ -199,9 +200,12 @@ def _send_txs(client: RestClient, args: argparse.Namespace, hashes: list[str]) -
 
 
 def _wait_for_blocks(
-    client: RestClient, args: argparse.Namespace, hashes: list[str], heights: dict[str, int | None]
+    client: RestClient,
+    args: argparse.Namespace,
+    deadline: float,
+    hashes: list[str],
+    heights: dict[str, int | None],
 ) -> None:
-    deadline = time.monotonic() + args.wait_timeout
     for tx_hash in hashes:
         while (height := _tx_height(client, args.channel, tx_hash)) is None:
             if time.monotonic() > deadline:
@@ -213,13 +217,13 @@ def _wait_for_blocks(
 def _wait_for_results(
     client: RestClient,
     args: argparse.Namespace,
+    deadline: float,
     hashes: list[str],
     results: dict[str, dict[str, Any]],
 ) -> None:
     """Each transaction's result once its peer executed it (a moment after its block is final):
     a transaction the SCORE failed was reported as waited for, and the tool ended 0 (operator
     review)."""
-    deadline = time.monotonic() + args.wait_timeout
     for tx_hash in hashes:
         while True:
             reply = client.get("/api/v1/transactions/result", hash=tx_hash, channel=args.channel)
