@@ -238,8 +238,9 @@ class PeerNode:
         self.target = f"{config.LOOPCHAIN_HOST}:{options.port}"
         self.channels: dict[str, ChannelService] = {}  # served in this process
         self._sets_refused: dict[str, str] = {}  # channel -> the peer list refusal said last
-        # since when no RadioStation answered (loop time), and whether that was said
-        self._unanswered_since: float | None = None
+        # when a RadioStation last answered (loop time; before any, the first heartbeat it did
+        # not), and whether its silence since was said
+        self._answered_at: float | None = None
         self._unanswered_told = False
         self._unreadable_sets: dict[str, str] = {}  # channel -> why its set was unreadable, said
         self.workers: dict[str, ChannelWorker] = {}  # served by a worker process each
@@ -919,15 +920,15 @@ class PeerNode:
             service.receive(m.ValidatorsChanged(validators))
 
     def _unanswered(self, exc: RadioStationUnreachable) -> None:
-        """A heartbeat no RadioStation answered: warned about once it has lasted
-        HEARTBEAT_TIMEOUT (when the RadioStation takes this peer for gone), then once until one
-        answers again. The channels go on with the members they know, but learn of no new peer
+        """A heartbeat no RadioStation answered: warned about once none has answered for
+        HEARTBEAT_TIMEOUT (counted from the last answer: the RadioStation takes this peer for
+        gone then), then not again until one answers. The channels go on with the members they know, but learn of no new peer
         or validator set meanwhile; a dead RadioStation was logged at DEBUG only (operator
         review)."""
         now = asyncio.get_running_loop().time()
-        if self._unanswered_since is None:
-            self._unanswered_since = now
-        waited = now - self._unanswered_since
+        if self._answered_at is None:
+            self._answered_at = now
+        waited = now - self._answered_at
         if self._unanswered_told or waited < float(self.config.HEARTBEAT_TIMEOUT):
             log.debug("heartbeat to RadioStation failed: %s", exc)
             return
@@ -941,10 +942,11 @@ class PeerNode:
 
     def _answered(self, rs: RadioStations) -> None:
         """A RadioStation answered a heartbeat: said when one was warned about as gone."""
-        if self._unanswered_told and self._unanswered_since is not None:
-            waited = asyncio.get_running_loop().time() - self._unanswered_since
+        now = asyncio.get_running_loop().time()
+        if self._unanswered_told and self._answered_at is not None:
+            waited = now - self._answered_at
             log.info("RadioStation %s answers again after %.0f s", rs.target, waited)
-        self._unanswered_since, self._unanswered_told = None, False
+        self._answered_at, self._unanswered_told = now, False
 
     def _warn_busy(self, exc: RadioStationBusy) -> None:
         """A heartbeat (or member list) the RadioStation was too busy to answer: warned about once
