@@ -200,12 +200,20 @@ def replacing(output: Path) -> Iterator[IO[str]]:
 
 @contextlib.contextmanager
 def appending(output: Path) -> Iterator[IO[str]]:
-    """OUT opened to add lines at its end (made when missing), synced when the block ends."""
-    with output.open("a", encoding="utf-8") as file:
-        yield file
-        file.flush()
-        if output.is_file():
-            os.fsync(file.fileno())
+    """OUT opened to add lines at its end (made when missing, and removed again when the block
+    fails before writing any), synced when the block ends."""
+    made = not output.exists()
+    try:
+        with output.open("a", encoding="utf-8") as file:
+            yield file
+            file.flush()
+            if output.is_file():
+                os.fsync(file.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if made and output.is_file() and output.stat().st_size == 0:
+                output.unlink()
+        raise
 
 
 def _mode_for(output: Path) -> int:
@@ -441,9 +449,10 @@ def main(argv: list[str] | None = None) -> int:
         with appending(args.output) if args.append else replacing(args.output) as out:
             summary = run(files, out, sys.stdout)
             if summary.malformed_count and not sum(summary.records.values()):
+                count = summary.malformed_count
                 raise UsageError(
-                    f"{args.input} holds no collector record: none of its "
-                    f"{summary.malformed_count} lines is one (a LOG_FILE_PATH log, such as "
+                    f"{args.input} holds no collector record: none of its {count} "
+                    f"line{'' if count == 1 else 's'} is one (a LOG_FILE_PATH log, such as "
                     "./localnet.sh's logs/NAME.log, is read as it is); OUT is left as it was"
                 )
     except (OSError, UsageError) as exc:

@@ -259,6 +259,10 @@ def test_a_text_log_is_refused_as_not_the_collectors(
     assert err.startswith("log_parser.py: error: ") and "holds no collector record" in err, err
     assert "none of its 3 lines is one" in err and "Traceback" not in err
     assert out.read_text() == "kept\n"
+    # appending to an OUT that did not exist: it is not left behind, empty (review)
+    new_out = tmp_path / "new.txt"
+    assert log_parser.main(["-a", str(logs), str(new_out)]) == 2
+    assert not new_out.exists()
 
 
 def test_help_names_both_arguments(capsys: pytest.CaptureFixture[str]) -> None:
