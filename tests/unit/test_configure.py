@@ -750,3 +750,30 @@ def test_a_log_file_that_cannot_be_opened_is_a_configuration_error(
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and f"cannot open LOG_FILE_PATH {path}: {error}" in lines[0], lines
+
+
+_ROTATED_IMPORTS = """
+import sys
+import loopchain.peer.main, loopchain.rest.main, loopchain.radiostation.main
+from loopchain.configure import load_config, setup_logging
+before = set(sys.modules)
+setup_logging(load_config(environ={"LOG_FILE_PATH": sys.argv[1]}), debug=False, process="node")
+print(" ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_a_rotated_log_file_costs_no_package_metadata_reading(tmp_path: Path) -> None:
+    """portalocker 4 (concurrent_log_handler's lock library) reads its version from the package
+    metadata as it is imported: importlib.metadata with zipfile, csv and more, 1.8 MB more in each
+    node process that rotates its log file, which ./localnet.sh's all do (bench: idle RSS 674 ->
+    692 MB). The version pinned says its version as a constant."""
+    done = subprocess.run(
+        [sys.executable, "-c", _ROTATED_IMPORTS, str(tmp_path / "node.log")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    imported = done.stdout.split()
+    assert "concurrent_log_handler" in imported, imported  # (the rotated file's handler)
+    assert not [name for name in imported if name.startswith("importlib.metadata")], imported
