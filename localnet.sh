@@ -63,7 +63,8 @@ start_logged() {  # name, command...: in the background, $! its pid
   for file in "$DATA/logs/$name.log" "$DATA/logs/$name.out"; do
     started_at[$file]=$(stat -c %s "$file" 2>/dev/null || echo 0)
   done
-  LOG_FILE_PATH="$DATA/logs/$name.log" LOG_OUTPUT_TYPE=file "$@" >>"$DATA/logs/$name.out" 2>&1 </dev/null &
+  LOG_FILE_PATH="$DATA/logs/$name.log" LOG_OUTPUT_TYPE=file \
+    "$@" >>"$DATA/logs/$name.out" 2>&1 </dev/null &
 }
 
 show_log() {  # name: the end of what its last start wrote to its log and other output, on stderr

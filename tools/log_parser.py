@@ -29,8 +29,8 @@ when the run fails); OUT may not be one of the input files (exit 2).
 
 Exit status: 0 when at least one file could be read (files with problems are listed), 1 when no
 file could be read at all or a file could not be opened, 2 when IN is missing or holds no
-collector files or no collector record (text logs, say: LOG_FILE_PATH's), OUT is one of them or cannot be written, there are more files than this process
-may open at once (or a usage error).
+collector files or no collector record (text logs, say: LOG_FILE_PATH's), OUT is one of them or
+cannot be written, there are more files than this process may open at once (or a usage error).
 """
 
 from __future__ import annotations
@@ -117,8 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the errors and exceptions with a count per process.",
         epilog="Exit status: 0 when at least one file could be read (files that could not be read "
         "to the end are listed), 1 when no file could be read or a file could not be opened, "
-        "2 when IN is missing or holds no collector files or records, OUT is one of them or cannot be "
-        "written, or there are more files than the process may open at once.",
+        "2 when IN is missing or holds no collector files or records, OUT is one of them or "
+        "cannot be written, or there are more files than the process may open at once.",
     )
     parser.add_argument("input", metavar="IN", type=Path, help="a collector file or directory")
     parser.add_argument(

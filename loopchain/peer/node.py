@@ -922,9 +922,9 @@ class PeerNode:
     def _unanswered(self, exc: RadioStationUnreachable) -> None:
         """A heartbeat no RadioStation answered: warned about once none has answered for
         HEARTBEAT_TIMEOUT (counted from the last answer: the RadioStation takes this peer for
-        gone then), then not again until one answers. The channels go on with the members they know, but learn of no new peer
-        or validator set meanwhile; a dead RadioStation was logged at DEBUG only (operator
-        review)."""
+        gone then), then not again until one answers. The channels go on with the members they
+        know, but learn of no new peer or validator set meanwhile; a dead RadioStation was
+        logged at DEBUG only (operator review)."""
         now = asyncio.get_running_loop().time()
         if self._answered_at is None:
             self._answered_at = now
