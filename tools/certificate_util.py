@@ -120,7 +120,7 @@ def read_signing_public_key(path: Path, password: str | None) -> bytes:
         if is_der(data):
             return load_pem_key(data, password, der=True).public_key
         if b"-----BEGIN" not in data:  # (PEM may follow other text: openssl's Bag Attributes)
-            return _hex_private_key(data, path).public_key
+            return _from_hex(data, path).public_key
         if b"PRIVATE KEY" in data:
             return Signer(pki.signing_secret_from_pem(data, password)).public_key
         return pki.signing_public_key_from_pem(data)
@@ -128,21 +128,12 @@ def read_signing_public_key(path: Path, password: str | None) -> bytes:
         raise ToolError(f"signing key {path}: {exc}") from None
 
 
-def _hex_private_key(data: bytes, path: Path) -> Signer:
-    """The private key a peer's key file holds in hex (64 digits); never quoted in an error."""
-    digits = data.decode("ascii", "replace").strip().removeprefix("0x")
+def _from_hex(data: bytes, path: Path) -> Signer:
+    """The private key a peer's key file holds in hex, written without a password."""
     try:
-        if len(digits) != 64:
-            raise ValueError(len(digits))
-        secret = bytes.fromhex(digits)
-    except ValueError:
-        raise ToolError(
-            f"signing key {path} is neither PEM, DER nor a private key in hex (64 digits)"
-        ) from None
-    try:
-        return Signer(secret)
-    except ValueError:  # zero, or not below the curve's order
-        raise ToolError(f"signing key {path} is not a valid secp256k1 private key") from None
+        return Signer.from_hex(data.decode("ascii", "replace"))
+    except SignatureError as exc:
+        raise ToolError(f"signing key {path} is neither PEM nor DER, and {exc}") from None
 
 
 def peer_issue(

@@ -25,11 +25,12 @@ if __name__ == "__main__":  # run as a file, by any python: go on in the reposit
     runpy.run_path(str(Path(__file__).resolve().parent / "_venv.py"))["into_venv"](__file__)
 
 import argparse
+import functools
 import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from tools import loadtool
 from tools.menu import MenuItem, ask, run_menu, run_tool
@@ -50,6 +51,7 @@ MAX_TXS = 10_000
 BATCH = 500  # transactions per POST (the REST proxy takes arrays of up to 500)
 MAX_BLOCKS = 10_000
 WAIT_POLL = 0.2
+T = TypeVar("T")
 NOT_INVOKED_YET = 2  # a result code: final, not executed yet
 RESULT_CODES = {0: "success", 2: "not invoked yet", 9000: "SCORE raised", 9100: "SCORE unreachable"}
 
@@ -154,6 +156,25 @@ def _tx_height(client: RestClient, channel: str, tx_hash: str) -> int | None:
     return height if height >= 0 else None
 
 
+def _tx_result(client: RestClient, channel: str, tx_hash: str) -> dict[str, Any] | None:
+    """The transaction's result ({"code", "message"}); None until its peer executed it (a
+    moment after its block is final)."""
+    reply = client.get("/api/v1/transactions/result", hash=tx_hash, channel=channel)
+    response = reply.get("response")
+    if not isinstance(response, dict):
+        raise ToolError(f"the peer answered no result object for {tx_hash}")
+    return None if response.get("code") == NOT_INVOKED_YET else response
+
+
+def _polled(fetch: Callable[[], T | None], deadline: float, late: str) -> T:
+    """fetch() every WAIT_POLL until it gives something; ToolError(`late`) past `deadline`."""
+    while (value := fetch()) is None:
+        if time.monotonic() > deadline:
+            raise ToolError(late)
+        time.sleep(WAIT_POLL)
+    return value
+
+
 def cmd_tx(client: RestClient, args: argparse.Namespace) -> int:
     """Send the transactions in batches (and with --wait, wait for their blocks); the hashes the
     peer took are printed even when a later batch or the wait fails, before its error."""
@@ -162,10 +183,15 @@ def cmd_tx(client: RestClient, args: argparse.Namespace) -> int:
     results: dict[str, dict[str, Any]] = {}
     try:
         failed = _send_txs(client, args, hashes)
-        if args.wait:  # (one deadline for both: --wait-timeout in all)
-            deadline = time.monotonic() + args.wait_timeout
-            _wait_for_blocks(client, args, deadline, hashes, heights)
-            _wait_for_results(client, args, deadline, hashes, results)
+        if args.wait:  # each block, then each result (a SCORE's failure is said below)
+            deadline, channel = time.monotonic() + args.wait_timeout, args.channel
+            after = f"after {args.wait_timeout:g} s"
+            for h in hashes:
+                fetch_height = functools.partial(_tx_height, client, channel, h)
+                heights[h] = _polled(fetch_height, deadline, f"{h} not in a block {after}")
+            for h in hashes:
+                fetch_result = functools.partial(_tx_result, client, channel, h)
+                results[h] = _polled(fetch_result, deadline, f"{h} not executed {after}")
     finally:
         _print_txs(args, hashes, heights, results)
     for tx_hash in hashes:  # each failure said (the exit status counts them)
@@ -197,45 +223,6 @@ def _send_txs(client: RestClient, args: argparse.Namespace, hashes: list[str]) -
                 failed += 1
                 print(terminal_text(f"refused: {answer.get('message', answer)}"), file=sys.stderr)
     return failed
-
-
-def _wait_for_blocks(
-    client: RestClient,
-    args: argparse.Namespace,
-    deadline: float,
-    hashes: list[str],
-    heights: dict[str, int | None],
-) -> None:
-    for tx_hash in hashes:
-        while (height := _tx_height(client, args.channel, tx_hash)) is None:
-            if time.monotonic() > deadline:
-                raise ToolError(f"{tx_hash} not in a block after {args.wait_timeout:g} s")
-            time.sleep(WAIT_POLL)
-        heights[tx_hash] = height
-
-
-def _wait_for_results(
-    client: RestClient,
-    args: argparse.Namespace,
-    deadline: float,
-    hashes: list[str],
-    results: dict[str, dict[str, Any]],
-) -> None:
-    """Each transaction's result once its peer executed it (a moment after its block is final):
-    a transaction the SCORE failed was reported as waited for, and the tool ended 0 (operator
-    review)."""
-    for tx_hash in hashes:
-        while True:
-            reply = client.get("/api/v1/transactions/result", hash=tx_hash, channel=args.channel)
-            response = reply.get("response")
-            if not isinstance(response, dict):
-                raise ToolError(f"the peer answered no result object for {tx_hash}")
-            if response.get("code") != NOT_INVOKED_YET:
-                results[tx_hash] = response
-                break
-            if time.monotonic() > deadline:
-                raise ToolError(f"{tx_hash} not executed after {args.wait_timeout:g} s")
-            time.sleep(WAIT_POLL)
 
 
 def _print_txs(

@@ -890,13 +890,10 @@ class KeyProblem(ValueError):
 def _hex_key(text: str, source: str) -> Signer:
     """The private key written in hex (64 digits, 0x allowed) in `text`; KeyProblem naming
     `source` (never quoting `text`) otherwise."""
-    digits = text.strip().removeprefix("0x")
     try:
-        if len(digits) != 64:
-            raise ValueError(len(digits))
-        return Signer(bytes.fromhex(digits))
-    except ValueError:  # not 64 hex digits, or a number out of the curve's range
-        raise KeyProblem(f"{source} is not a private key in hex (64 digits)") from None
+        return Signer.from_hex(text)
+    except SignatureError as exc:
+        raise KeyProblem(f"{source} is {exc}") from None
 
 
 def read_key_file(path: Path, environ: Mapping[str, str]) -> Signer:

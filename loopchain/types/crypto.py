@@ -144,6 +144,22 @@ class Signer:
         """The raw private key (for persisting it)."""
         return self._key.secret
 
+    @classmethod
+    def from_hex(cls, text: str) -> Signer:
+        """The private key written in hex (64 digits, "0x" allowed); SignatureError saying why
+        not, never quoting `text` (a key)."""
+        digits = text.strip().removeprefix("0x")
+        try:
+            if len(digits) != 64:
+                raise ValueError(len(digits))
+            secret = bytes.fromhex(digits)
+        except ValueError:
+            raise SignatureError("not a private key in hex (64 digits)") from None
+        try:
+            return cls(secret)
+        except ValueError:  # zero, or not below the curve's order
+            raise SignatureError("not a valid secp256k1 private key") from None
+
 
 def not_utf8(text: str) -> bool:
     """`text` holds lone surrogates, the only text UTF-8 cannot encode (undecodable bytes of the

@@ -218,9 +218,12 @@ def test_dir_is_taken_before_the_subcommand_too_and_never_defaulted(tmp_path: Pa
 @pytest.mark.parametrize(
     ("text", "said"),
     [
-        ("secret-looking-text-" + "ab" * 30, "is neither PEM, DER nor a private key in hex"),
-        ("0" * 64, "is not a valid secp256k1 private key"),
-        ("f" * 64, "is not a valid secp256k1 private key"),
+        (
+            "secret-looking-text-" + "ab" * 30,
+            "is neither PEM nor DER, and not a private key in hex",
+        ),
+        ("0" * 64, "is neither PEM nor DER, and not a valid secp256k1 private key"),
+        ("f" * 64, "is neither PEM nor DER, and not a valid secp256k1 private key"),
     ],
     ids=["not-hex", "zero", "past-the-order"],
 )

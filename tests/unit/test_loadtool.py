@@ -324,7 +324,7 @@ def test_the_funding_key_comes_from_a_file_in_hex_or_pem(tmp_path):
         (FUNDING_SECRET.hex().encode(), 0o640, "run `chmod 600"),
         (FUNDING_SECRET.hex()[:-1].encode(), 0o600, "is not a private key in hex"),
         (b"zz" + FUNDING_SECRET.hex()[2:].encode(), 0o600, "is not a private key in hex"),
-        (b"00" * 32, 0o600, "is not a private key in hex"),
+        (b"00" * 32, 0o600, "is not a valid secp256k1 private key"),
         (b"-----BEGIN PRIVATE KEY-----\n" + FUNDING_SECRET.hex().encode(), 0o600, "PEM"),
     ],
 )
