@@ -507,7 +507,7 @@ def setup_logging(
                 f"cannot open LOG_FILE_PATH {config.LOG_FILE_PATH}: {_trouble(exc)}"
             ) from exc
         file_handler.setFormatter(_OneLineFormatter(fmt))
-        if "console" in config.LOG_OUTPUT_TYPE or stderr_format is not None:
+        if "console" in config.LOG_OUTPUT_TYPE:
             handlers.append(file_handler)
         else:
             file_handler.fallback, handlers = stream, [file_handler]

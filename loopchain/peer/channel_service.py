@@ -1488,8 +1488,7 @@ class ChannelService:
                         while len(self._refused_for_time) > REFUSED_FOR_TIME_KEPT:
                             del self._refused_for_time[next(iter(self._refused_for_time))]
         if commits:
-            self._sets_failpoints(sets_before)
-            self._say_set_changes(sets_before)
+            self._on_set_changes(sets_before)
 
     def _judge_own_clock(self, final: list[Block]) -> None:
         """A block this peer refused for its time is final: a quorum's clocks disagree with its.
@@ -1509,38 +1508,34 @@ class ChannelService:
             None if pending is None else pending.version,
         )
 
-    def _say_set_changes(self, before: tuple[int | None, int | None]) -> None:
-        """Log a validator set the final chain carries, the handover to it, and this peer's role
-        when that changes with it: an operator who unlisted a validator learnt of neither but by
-        polling its status (operator review)."""
+    def _on_set_changes(self, before: tuple[int | None, int | None]) -> None:
+        """A validator set the final chain carries now, or handed over to (after the blocks
+        are saved): its fail point, and a line in the log with this peer's role after a
+        handover (an operator who unlisted a validator learnt of neither but by polling its
+        status: operator review)."""
         (chain_before, pending_before), (chain_now, pending_now) = before, self._final_sets
         tip = self.consensus.tip
-        if pending_now is not None and pending_now != pending_before and tip.pending is not None:
+        if pending_now is not None and pending_now != pending_before:
+            failpoints.hit("set-carried")
             log.info(
                 "channel %s: the chain carries validator set version %d (validators: %d); it is "
                 "voted on jointly with the set in force until the chain hands over to it",
                 self.name,
                 pending_now,
-                len(tip.pending.validators),
+                len(tip.pending.validators) if tip.pending else 0,
             )
-        if chain_before is not None and chain_now != chain_before and tip.next_validators:
-            role = "an auditor" if self.signer.address not in tip.next_validators else "a validator"
+        if chain_before is not None and chain_now != chain_before:
+            failpoints.hit("set-handed-over")
+            voters = tip.next_validators
+            role = "a validator" if voters and self.signer.address in voters else "an auditor"
             log.info(
-                "channel %s: the chain handed over to validator set version %d (validators: %d): "
+                "channel %s: the chain handed over to validator set version %s (validators: %d): "
                 "this peer is %s",
                 self.name,
                 chain_now,
-                len(tip.next_validators.validators),
+                len(voters.validators) if voters else 0,
                 role,
             )
-
-    def _sets_failpoints(self, before: tuple[int | None, int | None]) -> None:
-        """The fail points of a set change on the final chain (after the blocks are saved)."""
-        (chain_before, pending_before), (chain_now, pending_now) = before, self._final_sets
-        if pending_now is not None and pending_now != pending_before:
-            failpoints.hit("set-carried")
-        if chain_before is not None and chain_now != chain_before:
-            failpoints.hit("set-handed-over")
 
     def _committed(self, block: Block) -> None:
         """What follows a final block saved: its transactions leave the intake journal, the SCORE
