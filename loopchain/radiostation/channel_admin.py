@@ -30,7 +30,7 @@ from loopchain.radiostation.channels import (
     describe_place,
     parse_channels,
 )
-from loopchain.radiostation.station import Station, UnknownChannel
+from loopchain.radiostation.station import Station, UnknownChannel, genesis_differences
 from loopchain.safe_text import json_place
 from loopchain.types import channel_name
 from loopchain.types.channel_name import MAX_CHANNELS, is_channel_name
@@ -105,6 +105,18 @@ def _check_all(
     except ChannelDataError as exc:
         raise _refused(exc.place, exc.reason, in_body) from None
     before = station.registry.channels.get(name)
+    pinned = station.registry.pinned_genesis(name)
+    if before is None and pinned is not None and specs[name].genesis_text != pinned:
+        # a channel of this name was served before: its peers keep its chain, whose genesis
+        # block holds the genesis data they were given
+        raise _refused(
+            (name, "genesis_data"),
+            f"channel {name!r} existed before and its peers were given other genesis data "
+            f"({genesis_differences(pinned, specs[name].genesis_text)}), which its chain's "
+            "genesis block holds: state that one (the RadioStation's registry.json keeps it as "
+            "the channel's 'genesis'), or name a new channel",
+            in_body,
+        )
     listed = station.registry.channel_auth  # (in open mode the set is the registered peers')
     if listed and _has_validators(before) and not _has_validators(specs[name]):
         raise ChannelChangeError(

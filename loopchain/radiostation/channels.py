@@ -134,6 +134,11 @@ class ChannelSpec:
     score_settings: Mapping[str, Any] = field(default_factory=dict)  # over its package.json
     genesis: GenesisData | None = None  # the accounts funded at genesis, when stated
 
+    @property
+    def genesis_text(self) -> str:
+        """The stated genesis data as a validator set carries it ("" when none is stated)."""
+        return self.genesis.encoded() if self.genesis is not None else ""
+
     def entry(self, peer_id: str, target: str) -> MemberSpec | None:
         """The entry naming `peer_id`, else one naming only `target`, else None. Looked up, not
         searched: it is asked for every registered peer of every channel at each registration

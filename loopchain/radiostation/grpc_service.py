@@ -245,7 +245,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         return pb.ChannelInfo(
             channel=channel,
             score_package=spec.score_package,
-            validator_set=self.station.validator_set(channel).encode(),
+            validator_set=self.station.served_set(channel).encode(),
             score_settings_json=settings.decode(),
         )
 
@@ -274,7 +274,7 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         return pb.PeerListReply(
             channel=channel,
             peers=[peer_entry(v) for v in self.station.view(channel)],
-            validator_set=self.station.validator_set(channel).encode(),
+            validator_set=self.station.served_set(channel).encode(),
         )
 
     def _heartbeat_problem(

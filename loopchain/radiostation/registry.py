@@ -26,6 +26,7 @@ from typing import Any
 from loopchain.configure import shown
 from loopchain.durable import sweep_leftovers, write_atomic
 from loopchain.radiostation.channels import MAX_CHANNEL_PEERS, ChannelSpec
+from loopchain.types.genesis import GenesisData
 from loopchain.types.peer import Settings
 
 FORMAT = 1
@@ -102,6 +103,10 @@ class _Membership:
     # peers named by the sets served (validators and auditors), oldest first: a party removed
     # still reads the channel's peer list over TLS (it votes until the chain hands over)
     parties: list[str] = field(default_factory=list)
+    # the genesis data (GenesisData.encoded, "" for none stated) of the first set given to a peer:
+    # a peer founds or checks the chain's block 0 with it, so it is the channel's for good. None
+    # until then (and in a file of an earlier version)
+    genesis: str | None = None
 
 
 class Registry:
@@ -166,11 +171,15 @@ class Registry:
                 # for one (a validator unlisted before the upgrade still votes until the
                 # handover, and was refused the sets it follows meanwhile: review)
                 parties = raw.get("parties", list(self._peers))
+                genesis = raw.get("genesis")
+                if genesis:  # (checked: it is served as it is)
+                    GenesisData.decode(genesis)
                 self._membership[name] = _Membership(
                     int(raw["version"]),
                     list(raw["members"]),
                     str(raw.get("served", "")),
                     [str(p) for p in parties][-MAX_PARTIES_KEPT:],
+                    None if genesis is None else str(genesis),
                 )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RegistryError(f"registry file {self.path} is corrupt: {exc!r}") from None
@@ -196,6 +205,7 @@ class Registry:
                     "members": m.members,
                     "served": m.served,
                     "parties": m.parties,
+                    **({} if m.genesis is None else {"genesis": m.genesis}),
                 }
                 for name, m in sorted(self._membership.items())
             },
@@ -223,7 +233,7 @@ class Registry:
         was before: peers are only ever served what is saved."""
         channels, peers, beats = dict(self.channels), dict(self._peers), dict(self._beats)
         membership = {
-            n: _Membership(m.version, list(m.members), m.served, list(m.parties))
+            n: _Membership(m.version, list(m.members), m.served, list(m.parties), m.genesis)
             for n, m in self._membership.items()
         }
         auth, dirty = self.channel_auth, self._dirty
@@ -442,6 +452,26 @@ class Registry:
             del membership.parties[:-MAX_PARTIES_KEPT]
             self.save()
         return membership.version
+
+    def pinned_genesis(self, channel: str) -> str | None:
+        """The genesis data `channel` gave its peers (`pin_genesis`), whatever its entry in the
+        channel file states now; None when no peer was given any yet (a channel removed from the
+        file keeps its pin: its peers keep its chain)."""
+        membership = self._membership.get(channel)
+        return None if membership is None else membership.genesis
+
+    def pin_genesis(self, channel: str, genesis: str) -> None:
+        """Fix `genesis` (encoded, "" for none) as the channel's, saved, before a peer is given
+        a set carrying it (a no-op once pinned): a peer founds block 0 with it, or checks the
+        chain's against it, so the channel's genesis never changes after that (an edited
+        genesis_data was served to peers starting from an empty store, who followed it until
+        they held block 0: another nid, another step limit, another leader turn)."""
+        membership = self._membership[channel]
+        if membership.genesis is not None:
+            return
+        with self._saved_or_undone():
+            membership.genesis = genesis
+            self.save()
 
     def was_party(self, channel: str, peer_id: str) -> bool:
         """Whether a set served for `channel` named `peer_id` (the newest MAX_PARTIES_KEPT)."""

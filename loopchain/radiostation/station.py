@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from loopchain.radiostation.metrics import StationMetrics
 from loopchain.radiostation.registry import PeerView, Registry
 from loopchain.types import canonical, package_name
 from loopchain.types.crypto import Signer
+from loopchain.types.genesis import GenesisData
 from loopchain.types.package_name import is_package_name
 from loopchain.types.peer import Settings
 from loopchain.types.validators import Group, Validator, ValidatorSet
@@ -68,6 +70,9 @@ RUNTIME = frozenset(
 )
 
 
+log = logging.getLogger(__name__)
+
+
 class SettingRefused(ConfigError):
     """A runtime setting refused; `field` is the part of the request that is wrong ("name": the
     key, "value": its value)."""
@@ -119,8 +124,12 @@ class Station:
             lambda: {channel: self.view(channel) for channel in self.registry.channels},
             process=True,
         )
+        # channel -> its genesis text and data (decoded once: settings_differ reads it per beat)
+        self._genesis: dict[str, tuple[str, GenesisData | None]] = {}
         # every save of the registry gives a set of other content its own version, now too
         registry.adopt_contents(self._content)
+        for channel in registry.channels:
+            self._warn_genesis_edit(channel)
 
     def _content(self, channel: str) -> str:
         """The digest of the set `channel` makes now, whatever its version."""
@@ -172,6 +181,45 @@ class Station:
         if channel not in self.registry.channels:
             raise UnknownChannel(f"unknown channel {shown(channel)}")
         return channel
+
+    def genesis_text(self, channel: str) -> str:
+        """The genesis data `channel`'s sets carry (encoded, "" for none): the one its peers were
+        given first (Registry.pin_genesis), else the one its entry states now."""
+        pinned = self.registry.pinned_genesis(channel)
+        return pinned if pinned is not None else self.registry.channels[channel].genesis_text
+
+    def genesis(self, channel: str) -> GenesisData | None:
+        """The genesis data `channel`'s sets carry (`genesis_text`), None when none is stated."""
+        text = self.genesis_text(channel)
+        known = self._genesis.get(channel)
+        if known is None or known[0] != text:
+            known = self._genesis[channel] = (text, GenesisData.decode(text) if text else None)
+        return known[1]
+
+    def _warn_genesis_edit(self, channel: str) -> None:
+        """Say when the channel file states other genesis data for `channel` than its peers were
+        given (edited while this RadioStation was down): the chain's block 0 holds that one, so
+        it is served still."""
+        pinned = self.registry.pinned_genesis(channel)
+        stated = self.registry.channels[channel].genesis_text
+        if pinned is None or pinned == stated:
+            return
+        log.warning(
+            "channel %s: the channel file's genesis_data differs from the one this "
+            "RadioStation gave the channel's peers (%s), which its chain's genesis block holds: "
+            "it serves that one still. Put it back in the file to silence this; a new genesis "
+            "needs a new channel (another name)",
+            channel,
+            genesis_differences(pinned, stated),
+        )
+
+    def served_set(self, channel: str) -> ValidatorSet:
+        """The set a peer is given for `channel` (`validator_set`), its genesis data pinned
+        first: from then on it is the channel's whatever its entry states (a peer founds or
+        checks block 0 with it)."""
+        served = self.validator_set(channel)
+        self.registry.pin_genesis(channel, served.genesis)
+        return served
 
     def validator_set(self, channel: str) -> ValidatorSet:
         """The channel's current validator set, signed by this RadioStation. Made again only
@@ -246,7 +294,7 @@ class Station:
             auditors=auditors,
             score_package=spec.score_package,
             score_settings=settings.decode(),
-            genesis=spec.genesis.encoded() if spec.genesis is not None else "",
+            genesis=self.genesis_text(channel),
             genesis_by_first=not listed,
         )
 
@@ -280,7 +328,7 @@ class Station:
         )
         if not others:
             return None
-        genesis = self.registry.channels[channel].genesis
+        genesis = self.genesis(channel)
         stated = (
             {}
             if genesis is None
@@ -299,6 +347,17 @@ class Station:
         return self.registry.leader(
             channel, self.monotonic(), self._config.HEARTBEAT_TIMEOUT, voters
         )
+
+
+def genesis_differences(pinned: str, stated: str) -> str:
+    """How the genesis data `stated` differs from `pinned` (both encoded), field by field."""
+    if not stated:
+        return "none is stated now"
+    if not pinned:
+        return "none was given"
+    given, now = GenesisData.decode(pinned).to_json(), GenesisData.decode(stated).to_json()
+    fields = sorted(key for key in given.keys() | now.keys() if given.get(key) != now.get(key))
+    return "they differ in " + ", ".join(fields)
 
 
 def _content(unsigned: ValidatorSet) -> str:

@@ -508,6 +508,34 @@ async def test_restart_keeps_orders_versions_and_key(start_rs: StartRS) -> None:
     assert validator_set_of(newcomer, "loopchain_default").version == old_set.version + 1
 
 
+async def test_genesis_data_edited_after_a_peer_was_given_it_is_not_served(
+    start_rs: StartRS, tmp_path: Path
+) -> None:
+    """A channel's genesis is fixed once a peer was given it (its chain's block 0 holds it): a
+    peer starting from an empty store followed an edit until it held block 0."""
+    first = {
+        "accounts": [{"name": "a", "address": "hx" + "a" * 40, "balance": "0xa"}],
+        "nid": "0x10",
+    }
+    rs = await start_rs({"LOOPCHAIN_DEFAULT_CHANNEL": "c1"}, {"c1": {"genesis_data": first}})
+    async with rs_stub(rs) as stub:
+        served = validator_set_of(await connect(stub, Signer.generate(), "127.0.0.1:7100"), "c1")
+    assert json.loads(served.genesis) == first
+    assert await rs.terminate() == 0
+    edited = {**first, "nid": "0x11"}
+    (tmp_path / "channel_manage_data.json").write_text(json.dumps({"c1": {"genesis_data": edited}}))
+    rs.start()
+    await rs.wait_ready()
+    async with rs_stub(rs) as stub:
+        listed = await stub.GetPeerList(pb.ChannelRequest(channel="c1"), timeout=DEADLINE)
+    kept = ValidatorSet.decode(listed.validator_set)
+    assert (kept.genesis, kept.version) == (served.genesis, served.version)
+    assert (
+        "channel c1: the channel file's genesis_data differs from the one this RadioStation gave "
+        "the channel's peers (they differ in nid)" in rs.current_log()
+    )
+
+
 def twin_of(tmp_path: Path, port: int, config: dict[str, Any] | None = None) -> RadioStationProcess:
     """A second RadioStation on `port` with its own directory and storage (not started)."""
     other_dir = tmp_path / "other"
