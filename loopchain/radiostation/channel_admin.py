@@ -112,9 +112,9 @@ def _check_all(
         raise _refused(
             (name, "genesis_data"),
             f"channel {name!r} existed before and its peers were given other genesis data "
-            f"({genesis_differences(pinned, specs[name].genesis_text)}), which its chain's "
-            "genesis block holds: state that one (the RadioStation's registry.json keeps it as "
-            "the channel's 'genesis'), or name a new channel",
+            f"({genesis_differences(pinned, specs[name].genesis_text)}), with which they found "
+            "or check its genesis block: state that one (the RadioStation's registry.json keeps "
+            "it as the channel's 'genesis'), or name a new channel",
             in_body,
         )
     listed = station.registry.channel_auth  # (in open mode the set is the registered peers')

@@ -356,17 +356,19 @@ def parse_channels(
     if not data:
         raise ChannelDataError(path, (), "defines no channel")
     specs = [_parse_channel(path, name, raw, default_package) for name, raw in data.items()]
-    _check_networks(path, specs, default_nid)
+    check_networks(path, specs, default_nid)
     return {spec.name: spec for spec in specs}
 
 
-def _check_networks(path: Path, specs: list[ChannelSpec], default_nid: int | None) -> None:
+def check_networks(
+    path: Path, specs: list[ChannelSpec], default_nid: int | None, warn: bool = True
+) -> None:
     """Refuse two channels stating one network id (genesis_data.nid): a v3 transaction names
     its network and no channel, so one signed for either would be valid in the other, replayed
     (review). Channels that state none take each peer's ICON_NID (`default_nid`, as this node
     has it), and so share it, with one another and with one stating it: a warning says so, and
-    how to part them. A channel's nid is fixed by its genesis block: a nid stated later is not
-    taken."""
+    how to part them (unless not `warn`). A channel's nid is fixed by its genesis block: a nid
+    stated later is not taken (the RadioStation takes the genesis it gave, Station)."""
     named: dict[int, str] = {}
     unnamed = []
     for spec in specs:
@@ -382,6 +384,8 @@ def _check_networks(path: Path, specs: list[ChannelSpec], default_nid: int | Non
             )
         else:
             named[nid] = spec.name
+    if not warn:
+        return
     if len(unnamed) > 1:
         log.warning(
             "channels %s state no genesis_data nid and share the peers' ICON_NID: a v3 "

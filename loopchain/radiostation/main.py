@@ -191,6 +191,8 @@ def create_station(config: Config) -> Station:
     )
     try:  # it saves the registry when the channel file changed a set's content meanwhile
         station = Station(config, registry, signer, time.time)
+    except ChannelDataError as exc:  # the genesis its peers were given gives two channels one nid
+        raise StartupError(str(exc), EXIT_CONFIG) from None
     except OSError as exc:
         raise StartupError(f"cannot use storage {directory}: {exc}", EXIT_RUNTIME) from None
     station.channel_file, station.channel_file_known = channel_file, True

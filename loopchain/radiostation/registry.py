@@ -172,6 +172,8 @@ class Registry:
                 # handover, and was refused the sets it follows meanwhile: review)
                 parties = raw.get("parties", list(self._peers))
                 genesis = raw.get("genesis")
+                if genesis is not None and not isinstance(genesis, str):
+                    raise ValueError(f"channel {name!r}: genesis must be a string")
                 if genesis:  # (checked: it is served as it is)
                     GenesisData.decode(genesis)
                 self._membership[name] = _Membership(
@@ -179,7 +181,7 @@ class Registry:
                     list(raw["members"]),
                     str(raw.get("served", "")),
                     [str(p) for p in parties][-MAX_PARTIES_KEPT:],
-                    None if genesis is None else str(genesis),
+                    genesis,
                 )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RegistryError(f"registry file {self.path} is corrupt: {exc!r}") from None
@@ -452,6 +454,11 @@ class Registry:
             del membership.parties[:-MAX_PARTIES_KEPT]
             self.save()
         return membership.version
+
+    def served(self, channel: str) -> str:
+        """The content (a digest) last served for `channel` ("" before any)."""
+        membership = self._membership.get(channel)
+        return "" if membership is None else membership.served
 
     def pinned_genesis(self, channel: str) -> str | None:
         """The genesis data `channel` gave its peers (`pin_genesis`), whatever its entry in the

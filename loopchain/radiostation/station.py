@@ -6,11 +6,13 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from loopchain.configure import DEFAULTS, Config, ConfigError, shown
 from loopchain.p2p.grpc_util import Tls
 from loopchain.radiostation.alike import SettingsWatch
+from loopchain.radiostation.channels import check_networks
 from loopchain.radiostation.metrics import StationMetrics
 from loopchain.radiostation.registry import PeerView, Registry
 from loopchain.types import canonical, package_name
@@ -124,12 +126,9 @@ class Station:
             lambda: {channel: self.view(channel) for channel in self.registry.channels},
             process=True,
         )
-        # channel -> its genesis text and data (decoded once: settings_differ reads it per beat)
-        self._genesis: dict[str, tuple[str, GenesisData | None]] = {}
+        self._take_pinned_genesis()
         # every save of the registry gives a set of other content its own version, now too
         registry.adopt_contents(self._content)
-        for channel in registry.channels:
-            self._warn_genesis_edit(channel)
 
     def _content(self, channel: str) -> str:
         """The digest of the set `channel` makes now, whatever its version."""
@@ -182,43 +181,52 @@ class Station:
             raise UnknownChannel(f"unknown channel {shown(channel)}")
         return channel
 
-    def genesis_text(self, channel: str) -> str:
-        """The genesis data `channel`'s sets carry (encoded, "" for none): the one its peers were
-        given first (Registry.pin_genesis), else the one its entry states now."""
-        pinned = self.registry.pinned_genesis(channel)
-        return pinned if pinned is not None else self.registry.channels[channel].genesis_text
-
-    def genesis(self, channel: str) -> GenesisData | None:
-        """The genesis data `channel`'s sets carry (`genesis_text`), None when none is stated."""
-        text = self.genesis_text(channel)
-        known = self._genesis.get(channel)
-        if known is None or known[0] != text:
-            known = self._genesis[channel] = (text, GenesisData.decode(text) if text else None)
-        return known[1]
-
-    def _warn_genesis_edit(self, channel: str) -> None:
-        """Say when the channel file states other genesis data for `channel` than its peers were
-        given (edited while this RadioStation was down): the chain's block 0 holds that one, so
-        it is served still."""
-        pinned = self.registry.pinned_genesis(channel)
-        stated = self.registry.channels[channel].genesis_text
-        if pinned is None or pinned == stated:
-            return
-        log.warning(
-            "channel %s: the channel file's genesis_data differs from the one this "
-            "RadioStation gave the channel's peers (%s), which its chain's genesis block holds: "
-            "it serves that one still. Put it back in the file to silence this; a new genesis "
-            "needs a new channel (another name)",
-            channel,
-            genesis_differences(pinned, stated),
-        )
+    def _take_pinned_genesis(self) -> None:
+        """Give each channel the genesis data its peers were given (Registry.pin_genesis) in
+        place of its file's, saying so when they differ (the file edited while this RadioStation
+        was down): what it serves, shows (GET /api/v1/channel/data), writes back at a change and
+        checks a new channel's nid against is the chain's. A registry of an earlier version holds
+        no pin: the content it saved as served (which covers the genesis) pins the file's
+        genesis when it is the one served. ChannelDataError when the genesis taken gives two
+        channels one nid."""
+        channels = self.registry.channels
+        taken = False
+        for name, spec in list(channels.items()):
+            pinned = self.registry.pinned_genesis(name)
+            if pinned is None:
+                served = self.registry.served(name)
+                if served and served == self._content(name) and self.registry.members(name):
+                    self.registry.pin_genesis(name, spec.genesis_text)
+                continue
+            if pinned == spec.genesis_text:
+                continue
+            log.warning(
+                "channel %s: the channel file's genesis_data differs from the one this "
+                "RadioStation gave the channel's peers (%s), with which they found or check its "
+                "genesis block: it serves that one still. Put it back in the file to silence "
+                "this; a new genesis needs a new channel (another name)",
+                name,
+                genesis_differences(pinned, spec.genesis_text),
+            )
+            genesis = GenesisData.decode(pinned) if pinned else None
+            channels[name] = dataclasses.replace(spec, genesis=genesis)
+            taken = True
+        if taken:
+            check_networks(
+                Path(self._config.CHANNEL_MANAGE_DATA_PATH),
+                list(channels.values()),
+                int(str(self._config.ICON_NID), 16),
+                warn=False,
+            )
 
     def served_set(self, channel: str) -> ValidatorSet:
         """The set a peer is given for `channel` (`validator_set`), its genesis data pinned
-        first: from then on it is the channel's whatever its entry states (a peer founds or
-        checks block 0 with it)."""
+        first when the channel has members (one of them founds block 0 with it, or checks the
+        chain's): from then on it is the channel's whatever its entry states. Not for a channel
+        without members: an anonymous GetPeerList fixed a new channel's genesis, typos too."""
         served = self.validator_set(channel)
-        self.registry.pin_genesis(channel, served.genesis)
+        if self.registry.members(channel):
+            self.registry.pin_genesis(channel, served.genesis)
         return served
 
     def validator_set(self, channel: str) -> ValidatorSet:
@@ -294,7 +302,7 @@ class Station:
             auditors=auditors,
             score_package=spec.score_package,
             score_settings=settings.decode(),
-            genesis=self.genesis_text(channel),
+            genesis=spec.genesis_text,
             genesis_by_first=not listed,
         )
 
@@ -328,7 +336,7 @@ class Station:
         )
         if not others:
             return None
-        genesis = self.genesis(channel)
+        genesis = self.registry.channels[channel].genesis
         stated = (
             {}
             if genesis is None

@@ -508,6 +508,9 @@ async def test_restart_keeps_orders_versions_and_key(start_rs: StartRS) -> None:
     assert validator_set_of(newcomer, "loopchain_default").version == old_set.version + 1
 
 
+_NID_10 = {"accounts": [], "nid": "0x10"}
+
+
 async def test_genesis_data_edited_after_a_peer_was_given_it_is_not_served(
     start_rs: StartRS, tmp_path: Path
 ) -> None:
@@ -534,6 +537,49 @@ async def test_genesis_data_edited_after_a_peer_was_given_it_is_not_served(
         "channel c1: the channel file's genesis_data differs from the one this RadioStation gave "
         "the channel's peers (they differ in nid)" in rs.current_log()
     )
+
+
+async def test_a_channel_stating_the_nid_another_chain_holds_is_refused_at_start(
+    start_rs: StartRS, tmp_path: Path
+) -> None:
+    rs = await start_rs({"LOOPCHAIN_DEFAULT_CHANNEL": "c1"}, {"c1": {"genesis_data": _NID_10}})
+    async with rs_stub(rs) as stub:
+        await connect(stub, Signer.generate(), "127.0.0.1:7100")
+    assert await rs.terminate() == 0
+    # c1's file now states another nid, c2 the one c1's chain holds
+    channels = {"c1": {"genesis_data": {**_NID_10, "nid": "0x11"}}, "c2": {"genesis_data": _NID_10}}
+    (tmp_path / "channel_manage_data.json").write_text(json.dumps(channels))
+    code, logs = await rs.run_to_exit()
+    assert code == 2
+    assert "genesis_data.nid: 0x10 is channel 'c1''s too" in logs
+    assert_clean_log(logs, "radiostation")
+
+
+async def test_a_set_given_by_its_peer_list_fixes_the_genesis_too(
+    start_rs: StartRS, tmp_path: Path
+) -> None:
+    """A channel added while its peers run: a member is first given its set by GetPeerList."""
+    rs = await start_rs()
+    async with rs_stub(rs) as stub:
+        await connect(stub, Signer.generate(), "127.0.0.1:7100")
+    genesis = {"accounts": [], "nid": "0x20"}
+    body = json.dumps({"channel": "c2", "genesis_data": genesis}).encode()
+    status, answer = await post_raw(f"{rs.rest}/api/v1/channel", body, rs.operator())
+    assert status == 200, answer
+    async with rs_stub(rs) as stub:
+        listed = await stub.GetPeerList(pb.ChannelRequest(channel="c2"), timeout=DEADLINE)
+    served = ValidatorSet.decode(listed.validator_set)
+    assert json.loads(served.genesis) == genesis
+    assert await rs.terminate() == 0
+    channel_file = tmp_path / "channel_manage_data.json"
+    edited = json.loads(channel_file.read_text())
+    edited["c2"]["genesis_data"]["nid"] = "0x21"
+    channel_file.write_text(json.dumps(edited))
+    rs.start()
+    await rs.wait_ready()
+    async with rs_stub(rs) as stub:
+        listed = await stub.GetPeerList(pb.ChannelRequest(channel="c2"), timeout=DEADLINE)
+    assert ValidatorSet.decode(listed.validator_set).genesis == served.genesis
 
 
 def twin_of(tmp_path: Path, port: int, config: dict[str, Any] | None = None) -> RadioStationProcess:

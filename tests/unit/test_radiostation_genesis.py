@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from loopchain.configure import load_config
-from loopchain.radiostation.channel_admin import ChannelChangeError, add_channel
-from loopchain.radiostation.channels import ChannelSpec, channel_to_json
+from loopchain.radiostation.channel_admin import ChannelChangeError, add_channel, channel_data
+from loopchain.radiostation.channels import ChannelDataError, ChannelSpec, channel_to_json
 from loopchain.radiostation.registry import Registry, RegistryError
 from loopchain.radiostation.station import Station
 from loopchain.types.crypto import Signer
@@ -77,7 +77,9 @@ def test_an_edit_after_a_peer_was_given_the_genesis_is_not_served(
         served.genesis,
         served.validators,
     )
-    assert again.genesis(CHANNEL) == FIRST
+    assert again.registry.channels[CHANNEL].genesis == FIRST
+    # shown, and written back at a change, as served
+    assert channel_data(again)[CHANNEL]["genesis_data"] == FIRST.to_json()
     [said] = _edit_warnings(caplog)
     assert "channel c: the channel file's genesis_data differs" in said
     assert "(they differ in accounts, nid)" in said
@@ -97,10 +99,11 @@ def test_genesis_data_added_or_dropped_later_is_not_served_either(
     with caplog.at_level(logging.WARNING):
         added = _station(tmp_path, _spec(FIRST))
     assert added.served_set(CHANNEL).genesis == ""
-    assert added.genesis(CHANNEL) is None
+    assert added.registry.channels[CHANNEL].genesis is None
     assert _edit_warnings(caplog)[0].endswith(
-        "(none was given), which its chain's genesis block holds: it serves that one still. Put "
-        "it back in the file to silence this; a new genesis needs a new channel (another name)"
+        "(none was given), with which they found or check its genesis block: it serves that one "
+        "still. Put it back in the file to silence this; a new genesis needs a new channel "
+        "(another name)"
     )
 
 
@@ -120,27 +123,48 @@ def test_an_edit_before_any_peer_was_given_a_set_is_taken(
     assert saved["channels"][CHANNEL]["genesis"] == EDITED.encoded()
 
 
-def test_a_registry_of_an_earlier_version_pins_the_genesis_it_serves_next(tmp_path: Path) -> None:
-    station = _station(tmp_path, _spec(FIRST))
-    _join(station)
-    station.served_set(CHANNEL)
-    path = tmp_path / "registry.json"
+def _unpinned(path: Path) -> None:
+    """Make `path` a registry of an earlier version (no pinned genesis)."""
     saved = json.loads(path.read_text())
     del saved["channels"][CHANNEL]["genesis"]
     path.write_text(json.dumps(saved))
-    earlier = _station(tmp_path, _spec(EDITED))  # (no pin: taken)
-    assert earlier.registry.pinned_genesis(CHANNEL) is None
-    assert earlier.served_set(CHANNEL).genesis == EDITED.encoded()
-    assert _station(tmp_path, _spec(FIRST)).served_set(CHANNEL).genesis == EDITED.encoded()
 
 
-def test_a_pinned_genesis_that_is_not_genesis_data_is_a_corrupt_registry(tmp_path: Path) -> None:
+def test_a_registry_of_an_earlier_version_pins_the_genesis_it_served(tmp_path: Path) -> None:
+    """The content saved as served covers the genesis: when the file's gives that content, it
+    is the one the peers hold, pinned at open."""
+    station = _station(tmp_path, _spec(FIRST))
+    _join(station)
+    station.served_set(CHANNEL)
+    _unpinned(tmp_path / "registry.json")
+    assert _station(tmp_path, _spec(FIRST)).registry.pinned_genesis(CHANNEL) == FIRST.encoded()
+    assert _station(tmp_path, _spec(EDITED)).served_set(CHANNEL).genesis == FIRST.encoded()
+    # edited while the RadioStation was down, before the upgrade: which was given is unknown
+    _unpinned(tmp_path / "registry.json")
+    edited = _station(tmp_path, _spec(EDITED))
+    assert edited.registry.pinned_genesis(CHANNEL) is None
+    assert edited.served_set(CHANNEL).genesis == EDITED.encoded()
+
+
+def test_a_set_read_where_the_channel_has_no_member_fixes_nothing(tmp_path: Path) -> None:
+    """Without TLS anyone may read a channel's set (GetPeerList): a channel no peer belongs to
+    yet keeps its genesis open to edits."""
+    station = _station(tmp_path, _spec(FIRST))
+    assert station.served_set(CHANNEL).genesis == FIRST.encoded()
+    assert station.registry.pinned_genesis(CHANNEL) is None
+    assert _station(tmp_path, _spec(EDITED)).served_set(CHANNEL).genesis == EDITED.encoded()
+
+
+@pytest.mark.parametrize("pinned", ['{"accounts": 1}', '{"accounts":[] }', 0, {}, False, 1])
+def test_a_pinned_genesis_that_is_not_genesis_data_is_a_corrupt_registry(
+    tmp_path: Path, pinned: object
+) -> None:
     station = _station(tmp_path, _spec(FIRST))
     _join(station)
     station.served_set(CHANNEL)
     path = tmp_path / "registry.json"
     saved = json.loads(path.read_text())
-    saved["channels"][CHANNEL]["genesis"] = '{"accounts": 1}'
+    saved["channels"][CHANNEL]["genesis"] = pinned
     path.write_text(json.dumps(saved))
     with pytest.raises(RegistryError, match=r"registry file .* is corrupt"):
         Registry.open(path, {CHANNEL: _spec(FIRST)}, False)
@@ -154,6 +178,35 @@ def test_a_failed_pin_is_undone_and_raised(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="cannot save the registry"):
         station.served_set(CHANNEL)
     assert station.registry.pinned_genesis(CHANNEL) is None
+
+
+def test_a_later_failed_save_keeps_the_pin(tmp_path: Path) -> None:
+    station = _station(tmp_path, _spec(FIRST))
+    _join(station)
+    station.served_set(CHANNEL)
+    (tmp_path / "registry.json").unlink()
+    (tmp_path / "registry.json").mkdir()
+    with pytest.raises(OSError, match="cannot save the registry"):
+        _join(station)
+    assert station.registry.pinned_genesis(CHANNEL) == FIRST.encoded()
+
+
+def test_the_pinned_nids_are_the_channels_own(tmp_path: Path) -> None:
+    """The nid uniqueness check (a v3 transaction names a network, no channel) takes the nid a
+    channel's peers were given, not the one its file states now."""
+    station = _station(tmp_path, _spec(FIRST))
+    _join(station)
+    station.served_set(CHANNEL)
+    # the file gives channel c another nid, and channel d the one c's chain holds: refused
+    clash = GenesisData((), nid=FIRST.nid)
+    with pytest.raises(ChannelDataError, match=r"genesis_data\.nid: 0x10 is channel 'c'"):
+        _station(tmp_path, _spec(EDITED), _spec(clash, "d"))
+    station = _station(tmp_path, _spec(EDITED))
+    with pytest.raises(ChannelChangeError, match="0x10 is channel 'c'"):
+        add_channel(station, {"channel": "d", "genesis_data": clash.to_json()})
+    # the nid the file states and c's chain does not hold is free
+    spec, _ = add_channel(station, {"channel": "d", "genesis_data": EDITED.to_json()})
+    assert spec.genesis == EDITED
 
 
 def test_the_settings_compared_follow_the_pinned_genesis(tmp_path: Path) -> None:
@@ -184,7 +237,7 @@ def test_a_channel_added_again_must_state_the_genesis_its_peers_were_given(tmp_p
     assert refused.value.place == ("genesis_data",)
     assert refused.value.reason.startswith(
         "channel 'c' existed before and its peers were given other genesis data (they differ in "
-        "accounts, nid), which its chain's genesis block holds: state that one"
+        "accounts, nid), with which they found or check its genesis block: state that one"
     )
     assert CHANNEL not in station.registry.channels
     spec, _ = add_channel(station, {"channel": CHANNEL, "genesis_data": FIRST.to_json()})
