@@ -141,6 +141,7 @@ class Tls:
     # a TLS client of the same certificate and CA, to read the certificate another peer's server
     # presents (gRPC does not tell its client): see server_certs.ServerCheck
     handshake: ssl.SSLContext | None = None
+    cert_path: Path | None = None  # where cert_pem was read (named in what is logged of it)
 
     @property
     def revoked(self) -> frozenset[int]:
@@ -155,9 +156,12 @@ def _read(path: Path, what: str) -> bytes:
         raise OSError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
 
 
-def load_tls(config: Config, default_dir: Path, password: str | None = None) -> Tls | None:
+def load_tls(
+    config: Config, default_dir: Path, password: str | None = None, *, notices: bool = True
+) -> Tls | None:
     """The TLS material the configuration names (None when GRPC_SSL_TYPE is 0); the key's
-    `password`, when not given, from LOOPCHAIN_TLS_KEY_PASSWORD."""
+    `password`, when not given, from LOOPCHAIN_TLS_KEY_PASSWORD. With `notices`, what the clock
+    makes of the certificates is said (log_certificate_notices)."""
     kind = int(config.GRPC_SSL_TYPE)
     if kind == SSL_NONE:
         return None
@@ -205,40 +209,81 @@ def load_tls(config: Config, default_dir: Path, password: str | None = None) -> 
         handshake.load_cert_chain(cert_path, key_path, password=password)
     except (ssl.SSLError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise OSError(f"cannot use the TLS material in {cert_path.parent}: {exc}") from None
-    _warn_outside_validity(cert, cert_path, ca_pem)
-    return Tls(
+    tls = Tls(
         ca_pem=ca_pem,
         cert_pem=cert_pem,
         key_pem=plain,
         revocations=load_revocations(config, default_dir, ca_pem),
         handshake=handshake,
+        cert_path=cert_path,
     )
+    if notices:
+        log_certificate_notices(tls, datetime.now(UTC))
+    return tls
 
 
-def _warn_outside_validity(cert: Any, cert_path: Path, ca_pem: bytes) -> None:
-    """An ERROR when this node's certificate, or its CA's, is not valid by this machine's clock:
-    every handshake fails then, and TLS itself says only "certificate is not yet valid" or
-    "has expired" in gRPC's own log, naming neither the certificate nor the clock (review: a
-    peer 10 minutes behind its freshly issued certificate waited for its RadioStation for good,
-    saying "UNAVAILABLE"). The node starts all the same: a clock set right makes it work."""
+def log_certificate_notices(tls: Tls, now: datetime) -> int:
+    """Say what `now` (this machine's clock) makes of this node's certificate and its CA's;
+    how many things were said. An ERROR for one not valid: every handshake fails then, and TLS
+    itself says only "certificate is not yet valid" or "has expired" in gRPC's own log, naming
+    neither the certificate nor the clock (review: a peer 10 minutes behind its freshly issued
+    certificate waited for its RadioStation for good, saying "UNAVAILABLE"); the node runs all
+    the same: a clock set right makes it work. A WARNING for one that expires within
+    certificates.EXPIRY_NOTICE_DAYS: peer certificates are issued for a year, and a network whose
+    certificates were issued together stopped at once a year later, with nothing said before."""
     from loopchain.types import certificates
 
-    now = datetime.now(UTC)
     try:
-        ca = certificates.certificate_from_pem(ca_pem)
+        cert = certificates.certificate_from_pem(tls.cert_pem)
+        ca = certificates.certificate_from_pem(tls.ca_pem)
     except certificates.CertificateError:
-        ca = None  # a CA file the handshake context took: its own errors say enough
-    problems = [certificates.window_problem(cert, now, f"this node's TLS certificate {cert_path} ")]
-    if ca is not None:
-        problems.append(certificates.window_problem(ca, now, "the CA certificate "))
-    for problem in filter(None, problems):
-        log.error(
-            "%s, by this machine's clock (%s UTC): every TLS handshake with it fails until the "
-            "certificate is valid. If the certificate is right, this clock is wrong: set it "
-            "right (NTP); else issue the certificate again",
-            problem,
-            now.isoformat(timespec="seconds").removesuffix("+00:00"),
-        )
+        return 0  # files the handshake context took: its own errors say enough
+    named = [
+        (
+            cert,
+            f"this node's TLS certificate {tls.cert_path or ''} ",
+            "every TLS link of this node fails after that: issue it again (certificate_util.py "
+            "peer issue) and restart this node with the new one before then",
+        ),
+        (
+            ca,
+            "the CA certificate ",
+            "every certificate it issued fails after that: make a new CA, issue every node's "
+            "certificate again and restart the nodes with them before then",
+        ),
+    ]
+    said = 0
+    for cert, what, after in named:
+        problem = certificates.window_problem(cert, now, what)
+        if problem is not None:
+            log.error(
+                "%s, by this machine's clock (%s UTC): every TLS handshake with it fails until "
+                "the certificate is valid. If the certificate is right, this clock is wrong: set "
+                "it right (NTP); else issue the certificate again",
+                problem,
+                now.isoformat(timespec="seconds").removesuffix("+00:00"),
+            )
+            said += 1
+        elif (notice := certificates.expiry_notice(cert, now, what)) is not None:
+            log.warning("%s: %s", notice, after)
+            said += 1
+    return said
+
+
+CERTIFICATE_CHECK_S = 86_400.0  # how often a running node says what its clock makes of them
+
+
+async def watch_certificates(
+    tls: Tls,
+    every: float = CERTIFICATE_CHECK_S,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    """Say what the clock makes of this node's certificates (log_certificate_notices) every
+    `every` seconds, until cancelled: a node runs for months, and one that said nothing at its
+    start said nothing before its certificate expired."""
+    while True:
+        await asyncio.sleep(every)
+        log_certificate_notices(tls, clock())
 
 
 def load_revocations(config: Config, default_dir: Path, ca_pem: bytes) -> Revocations:

@@ -385,7 +385,10 @@ class PeerNode:
                 turn_for(limit),
             )
         # 2. serve gRPC (fails at once if the port is taken)
-        self.tls = grpc_util.load_tls(self.config, self.root / "tls", self.options.tls_password)
+        # (a channel worker reads the same files: its peer says what they need)
+        self.tls = grpc_util.load_tls(
+            self.config, self.root / "tls", self.options.tls_password, notices=worker is None
+        )
         self.transport = GrpcTransport(self.config, self.tls)
         server = await self._start_server(worker)
         rest_task: asyncio.Task[None] | None = None
@@ -416,6 +419,8 @@ class PeerNode:
                         await self._open_channel(grant, registration.radiostation_address, group)
                 opened()
                 group.create_task(self._heartbeat_loop(rs, stop), name="heartbeat")
+                if self.tls is not None and worker is None:
+                    group.create_task(grpc_util.watch_certificates(self.tls), name="certificates")
                 await stop.wait()
                 raise _Stop()
         except* _Stop:

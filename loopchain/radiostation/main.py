@@ -35,6 +35,7 @@ from loopchain.p2p.grpc_util import (
     connections_a_port,
     create_server,
     load_tls,
+    watch_certificates,
 )
 from loopchain.protos import loopchain_pb2_grpc as pb_grpc
 from loopchain.radiostation.certs import (
@@ -386,7 +387,10 @@ async def serve(
             config.PORT_RADIOSTATION + config.PORT_DIFF_REST_SERVICE_CONTAINER,
         )
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(watch_leaders(station, stop))
+            watching = tasks.create_task(watch_leaders(station, stop))
+            if station.tls is not None:
+                certificates = tasks.create_task(watch_certificates(station.tls))
+                watching.add_done_callback(lambda _: certificates.cancel())
         log.info("stopping: closing servers and flushing the registry")
     finally:
         await server.stop(GRACE_SECONDS)

@@ -276,6 +276,20 @@ def window_problem(cert: x509.Certificate, now: datetime, what: str) -> str | No
     return None
 
 
+EXPIRY_NOTICE_DAYS = 30  # a node warns this long before its certificate or its CA's expires
+
+
+def expiry_notice(cert: x509.Certificate, now: datetime, what: str) -> str | None:
+    """That `cert` (named by `what`, as `window_problem`), valid at `now`, expires within
+    EXPIRY_NOTICE_DAYS, with the date and the days left; None otherwise."""
+    left = cert.not_valid_after_utc - now
+    if left <= timedelta(0) or left > timedelta(days=EXPIRY_NOTICE_DAYS):
+        return None
+    days = left.days
+    when = "in less than a day" if days == 0 else f"in {days} day{'s' if days > 1 else ''}"
+    return f"{what}expires on {_iso(cert.not_valid_after_utc)} ({when})"
+
+
 def verify_peer_certificate(
     cert: x509.Certificate, ca_cert: x509.Certificate, now: datetime, revoked_serials: set[int]
 ) -> str | None:
