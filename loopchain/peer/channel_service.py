@@ -196,6 +196,7 @@ class ChannelService:
         self._genesis: GenesisData | None = None
         self._genesis_known = False
         self._genesis_edit_warned = -1  # the newest set version whose genesis edit was warned of
+        self._stale_set_warned: tuple[int, bytes] | None = None  # the stale set warned of last
         # peers that took transactions in the channel and when they were last seen to (_signers)
         self._writers_seen: dict[str, float] = {}
         self._genesis_read_of: object = None
@@ -235,6 +236,7 @@ class ChannelService:
             stated_turn=lambda: self.stated_turn,
         )
         self._final_sets = self._chain_sets()  # (set, pending set) versions, for fail points
+        self._judge_chain_issuer(settings.issuer)
         self._note_unexecuted(store)
         self.score = ScoreRuntime(
             config=config,
@@ -1165,9 +1167,65 @@ class ChannelService:
     def receive(self, event: m.Event) -> None:
         """A consensus message from another peer (refused when it names another channel)."""
         self._check_channel(event)
+        held = self.consensus.latest_validators
         self._dispatch(event)
         if isinstance(event, m.ValidatorsChanged):
+            self._judge_set_version(event.validators, held)
             self._judge_genesis_edit(event.validators)
+
+    def _judge_chain_issuer(self, issuer: str) -> None:
+        """An ERROR when the stored chain's validator sets were signed by another RadioStation
+        than the one this peer registered with: the store is another network's (put in place of
+        this one's: the peer ran on the other chain, its REST serving it, and refused this
+        network's blocks and complaints as "not a validator", with only INFO lines), or that
+        RadioStation lost its key (its sets are refused then). Said once, at open."""
+        chain = self.consensus.tip.next_validators
+        if chain is None or not chain.issuer or chain.issuer == issuer:
+            return
+        log.error(
+            "channel %s: this peer's store holds a chain (height %d) whose validator sets "
+            "RadioStation %s signed, but the RadioStation it registered with signs as %s: the "
+            "store is another network's (move the channel's store aside: the peer syncs this "
+            "network's chain then), or that RadioStation lost its key (put its radiostation_key "
+            "back from a backup, and restart it and this peer). Until then this peer cannot "
+            "follow this network's validator sets",
+            self.name,
+            self.consensus.tip.height,
+            chain.issuer,
+            issuer,
+        )
+
+    def _judge_set_version(self, newest: ValidatorSet, held: ValidatorSet | None) -> None:
+        """Warn (once a version and content) when the RadioStation's newest set is older than
+        the one this peer holds, or other content under its version: a RadioStation restored
+        from an older copy of its registry (or whose registry was lost, or a standby behind the
+        one that issued it) serves versions the peers hold already, which they ignore, and
+        nothing said so: a validator "unlisted (channel version 5)" by the operator kept voting
+        (operator review)."""
+        if held is None or held.channel != newest.channel:
+            return
+        if newest.version > held.version or (
+            newest.version == held.version and newest.hash == held.hash
+        ):
+            return
+        if not newest.verify_issuer(self.consensus.issuer):
+            return  # (refused as not the RadioStation's, said apart)
+        seen = (newest.version, newest.hash)
+        if seen == self._stale_set_warned:
+            return
+        self._stale_set_warned = seen
+        log.warning(
+            "channel %s: the RadioStation serves validator set version %d, %s version %d this "
+            "peer holds: it was restored from an older copy of its registry, lost it, or is "
+            "behind the RadioStation that issued it. Its changes are not taken (peers ignore a "
+            "version they hold) until it serves a version above %d: restore its newest "
+            "registry.json",
+            self.name,
+            newest.version,
+            "older than" if newest.version < held.version else "with other content than",
+            held.version,
+            held.version,
+        )
 
     def _judge_genesis_edit(self, newest: ValidatorSet) -> None:
         """Warn (once a set version) when the RadioStation's newest set states other genesis
@@ -1187,8 +1245,10 @@ class ChannelService:
             "channel %s: the RadioStation's validator set version %d states other genesis_data "
             "than this chain's genesis block: the chain keeps its own (nid, score_step_limit, "
             "leader_block_creation_limit), but a peer starting from an empty store follows the "
-            "newer one until it holds block 0 and may take other leader turns meanwhile. State "
-            "the chain's genesis_data again in channel_manage_data.json, or start a new channel",
+            "newer one until it holds block 0 and may take other leader turns meanwhile. The "
+            "RadioStation keeps the genesis it gave in its registry.json: lost or restored from "
+            "an older copy, it serves the file's. State the chain's genesis_data again in "
+            "channel_manage_data.json, or start a new channel",
             self.name,
             newest.version,
         )

@@ -614,13 +614,20 @@ class PeerNode:
         self, grant: ChannelGrant, issuer: str, group: asyncio.TaskGroup
     ) -> None:
         assert self.signer is not None and self.transport is not None
-        kv = await open_released(
-            self.root / grant.channel / "blocks",
-            RELEASE_WAIT if self.options.worker is not None else 0.0,
-            compression=bool(self.config.LEVELDB_COMPRESSION),
-            write_buffer_mb=int(self.config.LEVELDB_WRITE_BUFFER_MB),
-            max_file_mb=int(self.config.LEVELDB_MAX_FILE_MB),
-        )
+        try:
+            kv = await open_released(
+                self.root / grant.channel / "blocks",
+                RELEASE_WAIT if self.options.worker is not None else 0.0,
+                compression=bool(self.config.LEVELDB_COMPRESSION),
+                write_buffer_mb=int(self.config.LEVELDB_WRITE_BUFFER_MB),
+                max_file_mb=int(self.config.LEVELDB_MAX_FILE_MB),
+            )
+        except StorageCorrupt as exc:  # what to do next, which LevelDB's words do not say
+            raise StorageCorrupt(
+                f"{exc}. Restore the store from a backup, or move it aside: the peer then syncs "
+                "the chain from the others (the transactions it acknowledged are kept apart, in "
+                "its intake journal)"
+            ) from None
         self.stores.append(kv)
         window = block_window_us(
             float(self.config.TX_TIMESTAMP_WINDOW),

@@ -3,6 +3,7 @@ opened with LevelDB's paranoid checks (a review found both silent cases without 
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import tempfile
@@ -15,10 +16,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loopchain.configure import load_config
+from loopchain.p2p.radiostation_client import ChannelGrant
 from loopchain.peer import node as node_module
+from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.storage import leveldb, leveldb_tail
 from loopchain.storage.abc import StorageCorrupt, StorageError
 from loopchain.storage.leveldb import LevelDBStore
+from loopchain.types.crypto import Signer
+from loopchain.types.validators import ValidatorSet
 from tests.integration._storage_helpers import damage_a_table
 
 VALUE = b"value-100-" * 50
@@ -85,6 +91,36 @@ def test_a_damaged_record_in_the_log_refuses_the_store_instead_of_dropping_write
     with pytest.raises(StorageError) as refused:
         LevelDBStore(path)
     assert str(path) in str(refused.value)
+
+
+async def test_a_peer_refusing_its_damaged_block_store_says_what_to_do(tmp_path: Path) -> None:
+    """LevelDB's words name the damage, not what the operator does next (operator review)."""
+    node = PeerNode(
+        load_config(environ={}, overrides={"DEFAULT_STORAGE_PATH": str(tmp_path)}),
+        PeerOptions(7100, ("127.0.0.1:7102",), None, None, False),
+    )
+    path = node.root / "alpha" / "blocks"
+    path.parent.mkdir(parents=True)
+    store = LevelDBStore(path)
+    for n in range(40):
+        with store.write_batch() as batch:
+            batch.put(b"b%02d" % n, b"x" * 1000)
+    store.close()
+    (log,) = path.glob("*.log")
+    raw = bytearray(log.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    log.write_bytes(bytes(raw))
+    node.signer, node.transport = Signer.generate(), object()  # type: ignore[assignment]
+    grant = ChannelGrant("alpha", "no/score", ValidatorSet("alpha", 1, ()))
+    async with asyncio.TaskGroup() as group:
+        with pytest.raises(StorageCorrupt) as refused:
+            await node._open_channel(grant, Signer.generate().address, group)
+    said = str(refused.value)
+    assert said.startswith(f"LevelDB store at {path} is corrupt: Corruption: ")
+    assert said.endswith(
+        ". Restore the store from a backup, or move it aside: the peer then syncs the chain from "
+        "the others (the transactions it acknowledged are kept apart, in its intake journal)"
+    )
 
 
 def test_a_write_leveldb_refuses_for_damage_says_the_store_is_damaged() -> None:

@@ -1269,6 +1269,83 @@ async def test_genesis_data_edited_after_the_chain_exists_is_warned_of_and_not_t
         await cluster.stop()
 
 
+async def test_a_radiostation_serving_a_set_version_the_peer_holds_is_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A RadioStation restored from an older copy of its registry serves versions the peers
+    hold with other content, or older ones; peers ignore them, and nothing said so: the
+    operator's removal of a validator was dropped (operator review). Warned once a version and
+    content; the same set again, or a newer one, says nothing."""
+    cluster = Cluster(tmp_path)
+    try:
+        await finalise_batches(cluster, cluster.services, 1, 1)
+        held = cluster.validators
+        service = cluster.services[0]
+
+        def stale_said() -> list[str]:
+            return [
+                r.getMessage() for r in caplog.records if "validator set version" in r.getMessage()
+            ]
+
+        fewer = dataclasses.replace(held, validators=held.validators[:3])
+        with caplog.at_level(logging.WARNING):
+            service.receive(m.ValidatorsChanged(held))  # the same set again (each refresh)
+            assert not stale_said()
+            other = fewer.signed_by(cluster.issuer_signer)
+            service.receive(m.ValidatorsChanged(other))
+            service.receive(m.ValidatorsChanged(other))  # once a version and content
+            [said] = stale_said()
+        assert said.startswith(
+            f"channel {service.name}: the RadioStation serves validator set version {held.version}, "
+            f"with other content than version {held.version} this peer holds: it was restored"
+        )
+        assert service.consensus.latest_validators == held  # (not taken)
+        newer = dataclasses.replace(fewer, version=held.version + 1).signed_by(
+            cluster.issuer_signer
+        )
+        older = dataclasses.replace(held, version=held.version - 1).signed_by(cluster.issuer_signer)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            service.receive(m.ValidatorsChanged(newer))
+            assert not stale_said()
+            service.receive(m.ValidatorsChanged(older))
+            [said] = stale_said()
+        assert f"version {held.version - 1}, older than version {held.version + 1}" in said
+    finally:
+        await cluster.stop()
+
+
+def _said_by_channel(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "loopchain.peer.channel_service"]
+
+
+async def test_a_store_whose_chain_another_radiostation_signed_is_said_at_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store of another network put in place (operator review: the peer ran on the other
+    chain, its REST serving it, with INFO lines only), or a RadioStation that lost its key: the
+    chain's sets are signed by another RadioStation than the one the peer registered with."""
+    cluster = Cluster(tmp_path)
+    try:
+        await finalise_batches(cluster, cluster.services, 1, 1)
+        await cluster.crash(0)
+        with caplog.at_level(logging.ERROR, logger="loopchain.peer.channel_service"):
+            cluster.restart(0)
+            assert not _said_by_channel(caplog)  # the same RadioStation
+            await cluster.crash(0)
+            cluster.issuer = Signer.generate().address
+            restarted = cluster.restart(0)
+        [said] = _said_by_channel(caplog)
+        assert said.startswith(
+            f"channel {CHANNEL}: this peer's store holds a chain (height "
+            f"{restarted.consensus.tip.height}) whose validator sets RadioStation "
+            f"{cluster.issuer_signer.address} signed, but the RadioStation it registered with "
+            f"signs as {cluster.issuer}: the store is another network's"
+        )
+    finally:
+        await cluster.stop()
+
+
 async def test_a_relayed_transaction_the_peer_already_holds_is_not_checked_again(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
