@@ -3,7 +3,7 @@ LevelDB's do when a table's checksum does not match (StorageCorrupt naming the s
 
 from __future__ import annotations
 
-from loopchain.storage.abc import StorageCorrupt
+from loopchain.storage.abc import StorageCorrupt, StorageError
 from loopchain.storage.memory import MemoryStore
 
 # where the damaged store would be on this machine: what the peer logs, never what it answers
@@ -17,6 +17,7 @@ class DamagedStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.damaged: set[bytes] = set()
+        self.removed = False  # its folder is gone (check_in_place fails as LevelDBStore's does)
 
     def get(self, key: bytes) -> bytes | None:
         if key in self.damaged:
@@ -25,3 +26,7 @@ class DamagedStore(MemoryStore):
                 f"mismatch: {DAMAGED_PATH}/000005.ldb"
             )
         return super().get(key)
+
+    def check_in_place(self) -> None:
+        if self.removed:
+            raise StorageError(f"LevelDB store at {DAMAGED_PATH} was removed while it was open")

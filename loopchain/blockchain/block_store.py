@@ -623,6 +623,11 @@ class BlockStore:
 
     # -- reading
 
+    def check_in_place(self) -> None:
+        """StorageError when the store's files are no longer where it was opened
+        (KeyValueStore.check_in_place)."""
+        self._kv.check_in_place()
+
     def tip_height(self) -> int:
         """Height of the last saved block, -1 when the store is empty."""
         return self._tip_height

@@ -738,6 +738,7 @@ class PeerNode:
             if name in self.stopped_channels:  # gone from it, as the RadioStation should see
                 continue
             try:
+                service.store.check_in_place()  # (a folder removed: said before a restart)
                 status = service.status()
             except (StorageError, StoreDamaged) as exc:  # its store is damaged where status reads
                 service.storage_failed(exc)

@@ -72,6 +72,11 @@ class KeyValueStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def check_in_place(self) -> None:
+        """StorageError when the store's files are no longer where it was opened (its folder
+        removed or replaced while it is open); a store in memory always is."""
+        return None
+
     def __enter__(self) -> KeyValueStore:
         return self
 

@@ -319,6 +319,12 @@ class LevelDBWriteBatch(WriteBatch):
         self._done = True
 
 
+def _identity(path: Path) -> tuple[int, int]:
+    """The device and inode of a folder: another folder put at its path has others."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
 class LevelDBStore(KeyValueStore):
     """A LevelDB database in one directory, opened exclusively by this process. `compression`:
     Snappy for the tables written from now on (each table records its own, so a store reads
@@ -343,11 +349,33 @@ class LevelDBStore(KeyValueStore):
         }
         self._db = _open(self.path, create, compression, sizes)
         self._write_failure: str | None = None  # the first write that failed: no more writes
+        self._folder = _identity(self.path)  # the folder opened (check_in_place)
         try:
             self._check_tables()
         except BaseException:
             self._db.close()
             raise
+
+    def check_in_place(self) -> None:
+        """StorageError when the store's folder was removed or replaced since it was opened: a
+        removed store went on serving and taking writes through its open files, unnoticed, until
+        LevelDB wanted a new file, and a restart started from an empty chain (operator review).
+        A stat of the folder, asked once a heartbeat."""
+        try:
+            now = _identity(self.path)
+        except FileNotFoundError:
+            what = "removed"
+        except OSError as exc:
+            what = f"made unreadable ({exc.strerror or exc})"
+        else:
+            if now == self._folder:
+                return
+            what = "replaced by another folder"
+        raise StorageError(
+            f"LevelDB store at {self.path} was {what} while it was open: what was written since "
+            "is not in the folder there now. Put the store back, or move what is there aside "
+            "(the peer then syncs the chain from the others), and start the peer again"
+        )
 
     def _tables(self) -> dict[int, int]:
         """Size by file number of each table of the store's current version."""

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import load_config
 from loopchain.p2p.radiostation_client import ChannelGrant
 from loopchain.peer import node as node_module
@@ -91,6 +92,30 @@ def test_a_damaged_record_in_the_log_refuses_the_store_instead_of_dropping_write
     with pytest.raises(StorageError) as refused:
         LevelDBStore(path)
     assert str(path) in str(refused.value)
+
+
+def test_a_store_folder_removed_or_replaced_while_open_is_found(tmp_path: Path) -> None:
+    """A store whose folder was removed went on through its open files, unnoticed until LevelDB
+    wanted a new file; a restart then began from an empty chain (operator review). A peer asks
+    each channel's block store at each heartbeat, and stops the channel when it moved."""
+    path = tmp_path / "blocks"
+    store = LevelDBStore(path)
+    try:
+        store.put(b"k", b"v", sync=True)
+        BlockStore(store, "alpha").check_in_place()  # (as the peer asks it)
+        path.rename(tmp_path / "aside")
+        with pytest.raises(StorageError) as gone:
+            store.check_in_place()
+        assert str(gone.value).startswith(f"LevelDB store at {path} was removed while it was open")
+        path.mkdir()
+        with pytest.raises(StorageError, match="was replaced by another folder while it was open"):
+            store.check_in_place()
+        path.rmdir()
+        (tmp_path / "aside").rename(path)  # put back: the same folder
+        store.check_in_place()
+        assert store.get(b"k") == b"v"
+    finally:
+        store.close()
 
 
 async def test_a_peer_refusing_its_damaged_block_store_says_what_to_do(tmp_path: Path) -> None:

@@ -100,8 +100,17 @@ def _unparsable_execution_record(kv: DamagedStore) -> str:
     return "the execution record is corrupt"
 
 
+def _folder_removed(kv: DamagedStore) -> str:
+    """The store's folder is removed while the peer runs (operator review: unnoticed until
+    LevelDB wanted a new file, and a restart began from an empty chain)."""
+    kv.removed = True
+    return "was removed while it was open"
+
+
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("damage", [_corrupt_counter, _unparsable_execution_record])
+@pytest.mark.parametrize(
+    "damage", [_corrupt_counter, _unparsable_execution_record, _folder_removed]
+)
 async def test_a_status_read_meeting_a_damaged_store_stops_the_channel_not_the_heartbeat_loop(
     tmp_path: Path, damage: Callable[[DamagedStore], str]
 ) -> None:
