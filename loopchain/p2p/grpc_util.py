@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -242,30 +243,38 @@ def log_certificate_notices(tls: Tls, now: datetime) -> int:
         (
             cert,
             f"this node's TLS certificate {tls.cert_path or ''} ",
-            "every TLS link of this node fails after that: issue it again (certificate_util.py "
-            "peer issue) and restart this node with the new one before then",
+            "every TLS link of this node fails",
+            "issue it again (certificate_util.py peer issue) and restart this node with the new "
+            "one",
         ),
         (
             ca,
             "the CA certificate ",
-            "every certificate it issued fails after that: make a new CA, issue every node's "
-            "certificate again and restart the nodes with them before then",
+            "every certificate it issued fails",
+            "make a new CA, issue every node's certificate again and restart the nodes with them",
         ),
     ]
+    # a certificate that ends with its CA would too issued again: the CA's notice says it
+    with_ca = cert.not_valid_after_utc >= ca.not_valid_after_utc
     said = 0
-    for cert, what, after in named:
-        problem = certificates.window_problem(cert, now, what)
+    for subject, what, fails, remedy in named:
+        problem = certificates.window_problem(subject, now, what)
+        expired = now > subject.not_valid_after_utc
+        if subject is cert and with_ca and (expired or problem is None):
+            continue
         if problem is not None:
             log.error(
-                "%s, by this machine's clock (%s UTC): every TLS handshake with it fails until "
-                "the certificate is valid. If the certificate is right, this clock is wrong: set "
-                "it right (NTP); else issue the certificate again",
+                "%s, by this machine's clock (%s UTC): every TLS handshake with it fails%s",
                 problem,
                 now.isoformat(timespec="seconds").removesuffix("+00:00"),
+                f": {remedy} (if it should still be valid, this clock is ahead: set it right, NTP)"
+                if expired
+                else " until it is valid. If the certificate is right, this clock is wrong: set "
+                "it right (NTP); else issue the certificate again",
             )
             said += 1
-        elif (notice := certificates.expiry_notice(cert, now, what)) is not None:
-            log.warning("%s: %s", notice, after)
+        elif (notice := certificates.expiry_notice(subject, now, what)) is not None:
+            log.warning("%s: %s after that: %s before then", notice, fails, remedy)
             said += 1
     return said
 
@@ -275,14 +284,18 @@ CERTIFICATE_CHECK_S = 86_400.0  # how often a running node says what its clock m
 
 async def watch_certificates(
     tls: Tls,
+    stop: asyncio.Event,
     every: float = CERTIFICATE_CHECK_S,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
     """Say what the clock makes of this node's certificates (log_certificate_notices) every
-    `every` seconds, until cancelled: a node runs for months, and one that said nothing at its
-    start said nothing before its certificate expired."""
-    while True:
-        await asyncio.sleep(every)
+    `every` seconds, until `stop` is set: a node runs for months, and one that said nothing at
+    its start said nothing before its certificate expired."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(every):
+                await stop.wait()
+            return
         log_certificate_notices(tls, clock())
 
 

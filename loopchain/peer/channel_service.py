@@ -1245,10 +1245,10 @@ class ChannelService:
             "channel %s: the RadioStation's validator set version %d states other genesis_data "
             "than this chain's genesis block: the chain keeps its own (nid, score_step_limit, "
             "leader_block_creation_limit), but a peer starting from an empty store follows the "
-            "newer one until it holds block 0 and may take other leader turns meanwhile. The "
-            "RadioStation keeps the genesis it gave in its registry.json: lost or restored from "
-            "an older copy, it serves the file's. State the chain's genesis_data again in "
-            "channel_manage_data.json, or start a new channel",
+            "newer one until it holds block 0 and may take other leader turns meanwhile. State "
+            "the chain's genesis_data again in channel_manage_data.json (the RadioStation keeps "
+            "the genesis it gave as the channel's \"genesis\" in its registry.json: if it keeps "
+            "another, remove that while it is stopped), or start a new channel",
             self.name,
             newest.version,
         )
@@ -1430,7 +1430,9 @@ class ChannelService:
         needs each set's, so until the handover the network tolerates the faults the set in
         force tolerates: one of three stopped halts a channel going from three validators to
         four (a benchmark that took the union of both for the set in force killed a leader
-        then and waited for good)."""
+        then and waited for good). StorageError when the store's folder was removed or replaced
+        (BlockStore.check_in_place: the heartbeat, asking this, stops the channel then)."""
+        self.store.check_in_place()
         state = self.consensus
         voting = state.voting_set
         in_force, pending = (

@@ -420,7 +420,9 @@ class PeerNode:
                 opened()
                 group.create_task(self._heartbeat_loop(rs, stop), name="heartbeat")
                 if self.tls is not None and worker is None:
-                    group.create_task(grpc_util.watch_certificates(self.tls), name="certificates")
+                    group.create_task(
+                        grpc_util.watch_certificates(self.tls, stop), name="certificates"
+                    )
                 await stop.wait()
                 raise _Stop()
         except* _Stop:
@@ -738,7 +740,6 @@ class PeerNode:
             if name in self.stopped_channels:  # gone from it, as the RadioStation should see
                 continue
             try:
-                service.store.check_in_place()  # (a folder removed: said before a restart)
                 status = service.status()
             except (StorageError, StoreDamaged) as exc:  # its store is damaged where status reads
                 service.storage_failed(exc)

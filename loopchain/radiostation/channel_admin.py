@@ -104,6 +104,10 @@ def _check_all(
         )
     except ChannelDataError as exc:
         raise _refused(exc.place, exc.reason, in_body) from None
+    try:  # the nids of the channels whose peers were given a genesis are theirs for good
+        station.check_given_networks(specs)
+    except ChannelDataError as exc:
+        raise _refused(exc.place, exc.reason, in_body) from None
     before = station.registry.channels.get(name)
     pinned = station.registry.pinned_genesis(name)
     if before is None and pinned is not None and specs[name].genesis_text != pinned:

@@ -34,7 +34,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -361,14 +361,19 @@ def parse_channels(
 
 
 def check_networks(
-    path: Path, specs: list[ChannelSpec], default_nid: int | None, warn: bool = True
+    path: Path,
+    specs: list[ChannelSpec],
+    default_nid: int | None,
+    warn: bool = True,
+    given: Container[str] = (),
 ) -> None:
     """Refuse two channels stating one network id (genesis_data.nid): a v3 transaction names
     its network and no channel, so one signed for either would be valid in the other, replayed
     (review). Channels that state none take each peer's ICON_NID (`default_nid`, as this node
     has it), and so share it, with one another and with one stating it: a warning says so, and
     how to part them (unless not `warn`). A channel's nid is fixed by its genesis block: a nid
-    stated later is not taken (the RadioStation takes the genesis it gave, Station)."""
+    stated later is not taken (the RadioStation takes the genesis it gave, Station); those of
+    `given` are said so."""
     named: dict[int, str] = {}
     unnamed = []
     for spec in specs:
@@ -379,8 +384,14 @@ def check_networks(
             raise ChannelDataError(
                 path,
                 (spec.name, "genesis_data", "nid"),
-                f"{nid:#x} is channel {named[nid]!r}'s too: a v3 transaction signed for one "
-                "would be valid in the other; give each channel a network id of its own",
+                f"{nid:#x} is channel {named[nid]!r}'s too"
+                + (
+                    " (the nid its peers were given, fixed: the RadioStation's registry.json)"
+                    if named[nid] in given
+                    else ""
+                )
+                + ": a v3 transaction signed for one would be valid in the other; give each "
+                "channel a network id of its own",
             )
         else:
             named[nid] = spec.name

@@ -387,10 +387,9 @@ async def serve(
             config.PORT_RADIOSTATION + config.PORT_DIFF_REST_SERVICE_CONTAINER,
         )
         async with asyncio.TaskGroup() as tasks:
-            watching = tasks.create_task(watch_leaders(station, stop))
+            tasks.create_task(watch_leaders(station, stop))
             if station.tls is not None:
-                certificates = tasks.create_task(watch_certificates(station.tls))
-                watching.add_done_callback(lambda _: certificates.cancel())
+                tasks.create_task(watch_certificates(station.tls, stop))
         log.info("stopping: closing servers and flushing the registry")
     finally:
         await server.stop(GRACE_SECONDS)

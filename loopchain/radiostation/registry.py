@@ -467,6 +467,11 @@ class Registry:
         membership = self._membership.get(channel)
         return None if membership is None else membership.genesis
 
+    def pinned_channels(self) -> dict[str, str]:
+        """Each channel whose peers were given a genesis (those removed from the file too), with
+        it (`pinned_genesis`)."""
+        return {n: m.genesis for n, m in self._membership.items() if m.genesis is not None}
+
     def pin_genesis(self, channel: str, genesis: str) -> None:
         """Fix `genesis` (encoded, "" for none) as the channel's, saved, before a peer is given
         a set carrying it (a no-op once pinned): a peer founds block 0 with it, or checks the

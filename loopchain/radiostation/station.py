@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from loopchain.configure import DEFAULTS, Config, ConfigError, shown
 from loopchain.p2p.grpc_util import Tls
 from loopchain.radiostation.alike import SettingsWatch
-from loopchain.radiostation.channels import check_networks
+from loopchain.radiostation.channels import ChannelSpec, check_networks
 from loopchain.radiostation.metrics import StationMetrics
 from loopchain.radiostation.registry import PeerView, Registry
 from loopchain.types import canonical, package_name
@@ -190,7 +190,6 @@ class Station:
         genesis when it is the one served. ChannelDataError when the genesis taken gives two
         channels one nid."""
         channels = self.registry.channels
-        taken = False
         for name, spec in list(channels.items()):
             pinned = self.registry.pinned_genesis(name)
             if pinned is None:
@@ -202,22 +201,37 @@ class Station:
                 continue
             log.warning(
                 "channel %s: the channel file's genesis_data differs from the one this "
-                "RadioStation gave the channel's peers (%s), with which they found or check its "
-                "genesis block: it serves that one still. Put it back in the file to silence "
-                "this; a new genesis needs a new channel (another name)",
+                "RadioStation gave the channel's peers (%s), which their chains' genesis block "
+                "holds: it serves that one still. Put it back in the file to silence this; a new "
+                "genesis needs a new channel (another name). %s",
                 name,
                 genesis_differences(pinned, spec.genesis_text),
+                UNPIN,
             )
             genesis = GenesisData.decode(pinned) if pinned else None
             channels[name] = dataclasses.replace(spec, genesis=genesis)
-            taken = True
-        if taken:
-            check_networks(
-                Path(self._config.CHANNEL_MANAGE_DATA_PATH),
-                list(channels.values()),
-                int(str(self._config.ICON_NID), 16),
-                warn=False,
+        self.check_given_networks(channels)
+
+    def check_given_networks(self, specs: Mapping[str, ChannelSpec]) -> None:
+        """ChannelDataError when two channels of `specs` (and those removed from the file whose
+        peers were given a genesis) would share a nid, each channel whose peers were given a
+        genesis counted with its nid (channels.check_networks). Those are checked first: the
+        channel refused is one whose genesis the file can still change."""
+        given = self.registry.pinned_channels()
+        fixed = [
+            dataclasses.replace(
+                specs.get(name) or ChannelSpec(name, "", None),
+                genesis=GenesisData.decode(text) if text else None,
             )
+            for name, text in given.items()
+        ]
+        check_networks(
+            Path(self._config.CHANNEL_MANAGE_DATA_PATH),
+            [*fixed, *(spec for name, spec in specs.items() if name not in given)],
+            int(str(self._config.ICON_NID), 16),
+            warn=False,
+            given=given,
+        )
 
     def served_set(self, channel: str) -> ValidatorSet:
         """The set a peer is given for `channel` (`validator_set`), its genesis data pinned
@@ -355,6 +369,15 @@ class Station:
         return self.registry.leader(
             channel, self.monotonic(), self._config.HEARTBEAT_TIMEOUT, voters
         )
+
+
+# how to correct a genesis fixed wrongly: a RadioStation of an earlier version served a file's
+# edit after the chain existed, and fixed it at the upgrade (review)
+UNPIN = (
+    "If the one given is not the chain's (an earlier version served an edit), stop the "
+    'RadioStation, remove the channel\'s "genesis" from its registry.json and start it again '
+    "with the chain's in the file: it fixes the file's when it next gives a peer the set"
+)
 
 
 def genesis_differences(pinned: str, stated: str) -> str:

@@ -14,6 +14,7 @@ Revocation is an X.509 CRL signed by the CA. Pure functions: no file or network 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -285,9 +286,10 @@ def expiry_notice(cert: x509.Certificate, now: datetime, what: str) -> str | Non
     left = cert.not_valid_after_utc - now
     if left <= timedelta(0) or left > timedelta(days=EXPIRY_NOTICE_DAYS):
         return None
-    days = left.days
-    when = "in less than a day" if days == 0 else f"in {days} day{'s' if days > 1 else ''}"
-    return f"{what}expires on {_iso(cert.not_valid_after_utc)} ({when})"
+    days = math.ceil(left / timedelta(days=1))  # (a certificate of 10 days: "in 10 days")
+    return (
+        f"{what}expires on {_iso(cert.not_valid_after_utc)} (within {days} day{'s' * (days > 1)})"
+    )
 
 
 def verify_peer_certificate(

@@ -100,10 +100,12 @@ def test_genesis_data_added_or_dropped_later_is_not_served_either(
         added = _station(tmp_path, _spec(FIRST))
     assert added.served_set(CHANNEL).genesis == ""
     assert added.registry.channels[CHANNEL].genesis is None
-    assert _edit_warnings(caplog)[0].endswith(
-        "(none was given), with which they found or check its genesis block: it serves that one "
-        "still. Put it back in the file to silence this; a new genesis needs a new channel "
-        "(another name)"
+    said = _edit_warnings(caplog)[0]
+    assert "(none was given), which their chains' genesis block holds: it serves that one " in said
+    assert said.endswith(
+        'stop the RadioStation, remove the channel\'s "genesis" from its registry.json and '
+        "start it again with the chain's in the file: it fixes the file's when it next gives a "
+        "peer the set"
     )
 
 
@@ -152,6 +154,8 @@ def test_a_set_read_where_the_channel_has_no_member_fixes_nothing(tmp_path: Path
     station = _station(tmp_path, _spec(FIRST))
     assert station.served_set(CHANNEL).genesis == FIRST.encoded()
     assert station.registry.pinned_genesis(CHANNEL) is None
+    # (nor at open: the content saved as served is the file's, but no peer was given it)
+    assert _station(tmp_path, _spec(FIRST)).registry.pinned_genesis(CHANNEL) is None
     assert _station(tmp_path, _spec(EDITED)).served_set(CHANNEL).genesis == EDITED.encoded()
 
 
@@ -207,6 +211,26 @@ def test_the_pinned_nids_are_the_channels_own(tmp_path: Path) -> None:
     # the nid the file states and c's chain does not hold is free
     spec, _ = add_channel(station, {"channel": "d", "genesis_data": EDITED.to_json()})
     assert spec.genesis == EDITED
+
+
+def test_the_channel_refused_for_a_nid_is_the_one_the_file_can_change(tmp_path: Path) -> None:
+    """Whatever the file's order, the clash is said of the channel whose genesis no peer was
+    given, naming the fixed one; a channel removed from the file keeps its nid too."""
+    station = _station(tmp_path, _spec(FIRST))
+    _join(station)
+    station.served_set(CHANNEL)
+    clash = GenesisData((), nid=FIRST.nid)
+    with pytest.raises(ChannelDataError) as refused:
+        _station(tmp_path, _spec(clash, "a"), _spec(EDITED))  # "a" first in the file
+    assert refused.value.place == ("a", "genesis_data", "nid")
+    assert refused.value.reason.startswith(
+        "0x10 is channel 'c''s too (the nid its peers were given, fixed: the RadioStation's "
+        "registry.json)"
+    )
+    # c removed from the file: its nid is still its chain's
+    station = _station(tmp_path, _spec(None, "other"))
+    with pytest.raises(ChannelChangeError, match="0x10 is channel 'c''s too"):
+        add_channel(station, {"channel": "d", "genesis_data": clash.to_json()})
 
 
 def test_the_settings_compared_follow_the_pinned_genesis(tmp_path: Path) -> None:
