@@ -3,7 +3,7 @@ LevelDB's do when a table's checksum does not match (StorageCorrupt naming the s
 
 from __future__ import annotations
 
-from loopchain.storage.abc import StorageCorrupt, StorageError
+from loopchain.storage.abc import StorageCorrupt
 from loopchain.storage.memory import MemoryStore
 
 # where the damaged store would be on this machine: what the peer logs, never what it answers
@@ -29,4 +29,4 @@ class DamagedStore(MemoryStore):
 
     def check_in_place(self) -> None:
         if self.removed:
-            raise StorageError(f"LevelDB store at {DAMAGED_PATH} was removed while it was open")
+            raise StorageCorrupt(f"LevelDB store at {DAMAGED_PATH} was removed while it was open")

@@ -1167,11 +1167,19 @@ class ChannelService:
     def receive(self, event: m.Event) -> None:
         """A consensus message from another peer (refused when it names another channel)."""
         self._check_channel(event)
-        held = self.consensus.latest_validators
         self._dispatch(event)
         if isinstance(event, m.ValidatorsChanged):
-            self._judge_set_version(event.validators, held)
             self._judge_genesis_edit(event.validators)
+
+    def take_newest_set(self, validators: ValidatorSet) -> None:
+        """The set the RadioStation just answered is its newest (`receive`), judged against the
+        one this peer holds (`_judge_set_version`). Not a set from elsewhere: the grant of a
+        cached registration, or the one a restarted channel worker was started with, is older
+        than the chain's after any set change (review: it was warned of as a RadioStation
+        restored from an older registry)."""
+        held = self.consensus.latest_validators
+        self.receive(m.ValidatorsChanged(validators))
+        self._judge_set_version(validators, held)
 
     def _judge_chain_issuer(self, issuer: str) -> None:
         """An ERROR when the stored chain's validator sets were signed by another RadioStation
@@ -1247,7 +1255,7 @@ class ChannelService:
             "leader_block_creation_limit), but a peer starting from an empty store follows the "
             "newer one until it holds block 0 and may take other leader turns meanwhile. State "
             "the chain's genesis_data again in channel_manage_data.json (the RadioStation keeps "
-            "the genesis it gave as the channel's \"genesis\" in its registry.json: if it keeps "
+            'the genesis it gave as the channel\'s "genesis" in its registry.json: if it keeps '
             "another, remove that while it is stopped), or start a new channel",
             self.name,
             newest.version,

@@ -931,7 +931,7 @@ class PeerNode:
         self._warn_unreadable_set(rs, service.name)
         service.set_members(peers)
         if validators is not None:
-            service.receive(m.ValidatorsChanged(validators))
+            service.take_newest_set(validators)
 
     def _unanswered(self, exc: RadioStationUnreachable) -> None:
         """A heartbeat no RadioStation answered: warned about once none has answered for
@@ -1148,7 +1148,7 @@ class PeerNode:
         service.set_members(peers)
         self._cache_members(service.name, peers)
         if validators is not None:
-            service.receive(m.ValidatorsChanged(validators))
+            service.take_newest_set(validators)
 
     def _warn_unreadable_set(self, rs: RadioStations, channel: str) -> None:
         """Warn, once a reason, of a validator set the RadioStation sent that this peer could not

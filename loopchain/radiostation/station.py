@@ -213,18 +213,30 @@ class Station:
         self.check_given_networks(channels)
 
     def check_given_networks(self, specs: Mapping[str, ChannelSpec]) -> None:
-        """ChannelDataError when two channels of `specs` (and those removed from the file whose
-        peers were given a genesis) would share a nid, each channel whose peers were given a
-        genesis counted with its nid (channels.check_networks). Those are checked first: the
-        channel refused is one whose genesis the file can still change."""
+        """ChannelDataError when a channel of `specs` whose peers were given no genesis yet would
+        share a nid with another (channels.check_networks), each channel whose peers were given
+        one counted with its nid, those removed from the file too: the channel refused is one
+        whose genesis the file can still change. Two given the same nid (by an earlier version,
+        which checked neither) are warned of: their chains exist, refusing parts nothing."""
         given = self.registry.pinned_channels()
-        fixed = [
-            dataclasses.replace(
-                specs.get(name) or ChannelSpec(name, "", None),
-                genesis=GenesisData.decode(text) if text else None,
-            )
-            for name, text in given.items()
-        ]
+        fixed: list[ChannelSpec] = []
+        holder: dict[int, str] = {}  # nid -> the first channel given it
+        for name, text in given.items():
+            genesis = GenesisData.decode(text) if text else None
+            nid = genesis.nid if genesis is not None else None
+            if nid is not None and nid in holder:
+                log.warning(
+                    "channels %s and %s were given one nid, %#x (their chains hold it): a v3 "
+                    "transaction signed for one is valid in the other, replayed. Retire one",
+                    holder[nid],
+                    name,
+                    nid,
+                )
+                continue
+            if nid is not None:
+                holder[nid] = name
+            spec = specs.get(name) or ChannelSpec(name, "", None)
+            fixed.append(dataclasses.replace(spec, genesis=genesis))
         check_networks(
             Path(self._config.CHANNEL_MANAGE_DATA_PATH),
             [*fixed, *(spec for name, spec in specs.items() if name not in given)],

@@ -20,10 +20,12 @@ into it (loopchain.storage.leveldb_tail).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
 import resource
+import stat as stat_module
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -322,6 +324,8 @@ class LevelDBWriteBatch(WriteBatch):
 def _identity(path: Path) -> tuple[int, int]:
     """The device and inode of a folder: another folder put at its path has others."""
     stat = os.stat(path)
+    if not stat_module.S_ISDIR(stat.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(path))
     return stat.st_dev, stat.st_ino
 
 
@@ -357,24 +361,25 @@ class LevelDBStore(KeyValueStore):
             raise
 
     def check_in_place(self) -> None:
-        """StorageError when the store's folder was removed or replaced since it was opened: a
-        removed store went on serving and taking writes through its open files, unnoticed, until
-        LevelDB wanted a new file, and a restart started from an empty chain (operator review).
-        A stat of the folder, asked once a heartbeat."""
+        """StorageCorrupt when the store's folder was removed or replaced since it was opened:
+        a removed store went on serving and taking writes through its open files, unnoticed,
+        until LevelDB wanted a new file, and a restart started from an empty chain (operator
+        review). A stat of the folder, asked with each status (~4 us); one that fails otherwise
+        (a network file system's passing error) is no verdict."""
         try:
             now = _identity(self.path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             what = "removed"
-        except OSError as exc:
-            what = f"made unreadable ({exc.strerror or exc})"
+        except OSError:
+            return
         else:
             if now == self._folder:
                 return
-            what = "replaced by another folder"
-        raise StorageError(
+            what = "replaced"
+        raise StorageCorrupt(
             f"LevelDB store at {self.path} was {what} while it was open: what was written since "
-            "is not in the folder there now. Put the store back, or move what is there aside "
-            "(the peer then syncs the chain from the others), and start the peer again"
+            "is not in what is there now. Put the store back, or move what is there aside (the "
+            "peer then syncs the chain from the others), and start the peer again"
         )
 
     def _tables(self) -> dict[int, int]:

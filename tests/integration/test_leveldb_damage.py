@@ -108,7 +108,7 @@ def test_a_store_folder_removed_or_replaced_while_open_is_found(tmp_path: Path) 
             store.check_in_place()
         assert str(gone.value).startswith(f"LevelDB store at {path} was removed while it was open")
         path.mkdir()
-        with pytest.raises(StorageError, match="was replaced by another folder while it was open"):
+        with pytest.raises(StorageCorrupt, match="was replaced while it was open"):
             store.check_in_place()
         path.rmdir()
         (tmp_path / "aside").rename(path)  # put back: the same folder

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from loopchain.consensus.messages import ValidatorsChanged
 from loopchain.types.peer import PeerInfo
+from loopchain.types.validators import ValidatorSet
 
 CHANNEL = "alpha"
 
@@ -27,6 +29,10 @@ class HeartbeatChannel:
 
     def receive(self, event: object) -> None:
         self.received.append(event)
+
+    def take_newest_set(self, validators: ValidatorSet) -> None:
+        """The RadioStation's newest set, as the consensus is given it."""
+        self.receive(ValidatorsChanged(validators))
 
     def keep_members_ready(self) -> None:
         self.kept_ready += 1

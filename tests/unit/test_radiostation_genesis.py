@@ -233,6 +233,24 @@ def test_the_channel_refused_for_a_nid_is_the_one_the_file_can_change(tmp_path: 
         add_channel(station, {"channel": "d", "genesis_data": clash.to_json()})
 
 
+def test_two_channels_an_earlier_version_gave_one_nid_are_warned_of_not_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An earlier version checked neither pins nor removed channels: both chains hold the nid,
+    and refusing to start parts nothing (review)."""
+    station = _station(tmp_path, _spec(FIRST), _spec(None, "d"))
+    _join(station)
+    station.served_set(CHANNEL)
+    path = tmp_path / "registry.json"
+    saved = json.loads(path.read_text())
+    saved["channels"]["d"]["genesis"] = GenesisData((), nid=FIRST.nid).encoded()
+    path.write_text(json.dumps(saved))
+    with caplog.at_level(logging.WARNING):
+        again = _station(tmp_path, _spec(FIRST), _spec(GenesisData((), nid=FIRST.nid), "d"))
+    assert again.served_set("d").genesis == GenesisData((), nid=FIRST.nid).encoded()
+    assert "channels c and d were given one nid, 0x10 (their chains hold it)" in caplog.text
+
+
 def test_the_settings_compared_follow_the_pinned_genesis(tmp_path: Path) -> None:
     """The step limit and leader turn the chain's genesis states are every peer's own: not
     compared, whatever the file states now."""
