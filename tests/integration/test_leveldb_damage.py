@@ -73,13 +73,8 @@ def test_a_damaged_table_value_is_never_served_after_a_compaction(tmp_path: Path
         store.close()
 
 
-def test_a_damaged_record_in_the_log_refuses_the_store_instead_of_dropping_writes(
-    tmp_path: Path,
-) -> None:
-    """Without the checks recovery dropped the damaged record's 32 KiB of synced batches, kept
-    the writes after them, and opened: batches 10 to 31 of 40 were gone, and only LevelDB's own
-    LOG said so. Now the store is refused, naming it."""
-    path = tmp_path / "db"
+def _with_a_damaged_log(path: Path) -> None:
+    """A store at `path` of 40 synced batches whose log has one bit flipped in its middle."""
     store = LevelDBStore(path)
     for n in range(40):
         with store.write_batch() as batch:  # synced
@@ -89,6 +84,16 @@ def test_a_damaged_record_in_the_log_refuses_the_store_instead_of_dropping_write
     raw = bytearray(log.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     log.write_bytes(bytes(raw))
+
+
+def test_a_damaged_record_in_the_log_refuses_the_store_instead_of_dropping_writes(
+    tmp_path: Path,
+) -> None:
+    """Without the checks recovery dropped the damaged record's 32 KiB of synced batches, kept
+    the writes after them, and opened: batches 10 to 31 of 40 were gone, and only LevelDB's own
+    LOG said so. Now the store is refused, naming it."""
+    path = tmp_path / "db"
+    _with_a_damaged_log(path)
     with pytest.raises(StorageError) as refused:
         LevelDBStore(path)
     assert str(path) in str(refused.value)
@@ -126,15 +131,7 @@ async def test_a_peer_refusing_its_damaged_block_store_says_what_to_do(tmp_path:
     )
     path = node.root / "alpha" / "blocks"
     path.parent.mkdir(parents=True)
-    store = LevelDBStore(path)
-    for n in range(40):
-        with store.write_batch() as batch:
-            batch.put(b"b%02d" % n, b"x" * 1000)
-    store.close()
-    (log,) = path.glob("*.log")
-    raw = bytearray(log.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    log.write_bytes(bytes(raw))
+    _with_a_damaged_log(path)
     node.signer, node.transport = Signer.generate(), object()  # type: ignore[assignment]
     grant = ChannelGrant("alpha", "no/score", ValidatorSet("alpha", 1, ()))
     async with asyncio.TaskGroup() as group:
