@@ -208,10 +208,17 @@ class RadioStationClient:
         return peers, validators
 
     async def heartbeat(
-        self, signer: Signer, channel: str, peer_type: int, height: int, settings: bytes = b""
+        self,
+        signer: Signer,
+        channel: str,
+        peer_type: int,
+        height: int,
+        settings: bytes = b"",
+        set_version: int = 0,
     ) -> int:
-        """Report liveness (signed, timestamped) and the `settings` this peer runs with
-        (encode_settings); returns the channel's peer-list version."""
+        """Report liveness (signed, timestamped), the `settings` this peer runs with
+        (encode_settings) and the newest validator set version it holds; returns the channel's
+        peer-list version."""
         now_us = time.time_ns() // 1000
         sent = time.monotonic()
         digest = heartbeat_digest(signer.address, channel, peer_type, height, now_us)
@@ -222,6 +229,7 @@ class RadioStationClient:
             block_height=height,
             timestamp_us=now_us,
             signature=signer.sign(digest),
+            set_version=set_version,
         )
         if settings:
             request.settings = settings
@@ -364,10 +372,16 @@ class RadioStations:
         return await self._first_answer(lambda c: c.peer_list(channel))
 
     async def heartbeat(
-        self, signer: Signer, channel: str, peer_type: int, height: int, settings: bytes = b""
+        self,
+        signer: Signer,
+        channel: str,
+        peer_type: int,
+        height: int,
+        settings: bytes = b"",
+        set_version: int = 0,
     ) -> int:
         return await self._first_answer(
-            lambda c: c.heartbeat(signer, channel, peer_type, height, settings)
+            lambda c: c.heartbeat(signer, channel, peer_type, height, settings, set_version)
         )
 
     async def close(self) -> None:

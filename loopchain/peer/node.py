@@ -746,7 +746,12 @@ class PeerNode:
                 continue
             try:
                 version = await rs.heartbeat(
-                    self.signer, name, status["peer_type"], status["block_height"], self._settings
+                    self.signer,
+                    name,
+                    status["peer_type"],
+                    status["block_height"],
+                    self._settings,
+                    int(status.get("set_version", 0)),
                 )
                 self._answered(rs)
                 self._judge_settings(name, rs.settings_differ)

@@ -126,6 +126,7 @@ class Station:
             lambda: {channel: self.view(channel) for channel in self.registry.channels},
             process=True,
         )
+        self._ahead_warned: dict[str, int] = {}  # channel -> the held version warned of last
         self._take_pinned_genesis()
         # every save of the registry gives a set of other content its own version, now too
         registry.adopt_contents(self._content)
@@ -243,6 +244,28 @@ class Station:
             int(str(self._config.ICON_NID), 16),
             warn=False,
             given=given,
+        )
+
+    def judge_held_version(self, channel: str, peer_id: str, held: int, version: int) -> None:
+        """Warn (once a channel and version held) when a peer's heartbeat says it holds a newer
+        validator set than this RadioStation's `version`: its registry is older than the one that
+        issued that set (restored from an older copy, or a standby behind), so what it changes is
+        served under versions the peers hold and ignore; the operator was told "unlisted (channel
+        version 5)" and the validator kept voting (operator review). A peer's word changes
+        nothing here: it is said, for the operator to restore the newest registry.json."""
+        if held <= version or self._ahead_warned.get(channel, 0) >= held:
+            return
+        self._ahead_warned[channel] = held
+        log.warning(
+            "channel %s: peer %s holds validator set version %d, above this RadioStation's %d: "
+            "its registry is older than the one that issued that set (restored from an older "
+            "copy?). The peers ignore the versions it serves until one is above %d, so its "
+            "changes are not taken: stop it and restore its newest registry.json",
+            channel,
+            peer_id,
+            held,
+            version,
+            held,
         )
 
     def served_set(self, channel: str) -> ValidatorSet:

@@ -582,6 +582,33 @@ async def test_a_set_given_by_its_peer_list_fixes_the_genesis_too(
     assert ValidatorSet.decode(listed.validator_set).genesis == served.genesis
 
 
+async def test_a_peer_holding_a_newer_set_than_the_radiostation_is_warned_of(
+    start_rs: StartRS,
+) -> None:
+    """A RadioStation restored from an older copy of its registry serves versions the peers
+    hold and ignore: the operator was told "unlisted (channel version 5)" and the validator kept
+    voting (operator review). A heartbeat says the version the peer holds; the RadioStation
+    warns once a version, and changes nothing by it."""
+    rs = await start_rs()
+    peer = Signer.generate()
+    async with rs_stub(rs) as stub:
+        version = validator_set_of(
+            await connect(stub, peer, "127.0.0.1:7100"), "loopchain_default"
+        ).version
+        for held in (version, version + 3, version + 3, version + 1):
+            beat = heartbeat_request(peer, "loopchain_default")
+            beat.set_version = held
+            reply = await stub.Heartbeat(beat, timeout=DEADLINE)
+            assert (reply.code, reply.peer_list_version) == (0, version)
+    said = [line for line in rs.current_log().splitlines() if "holds validator set version" in line]
+    assert len(said) == 1, said
+    assert (
+        f"channel loopchain_default: peer {peer.address} holds validator set version "
+        f"{version + 3}, above this RadioStation's {version}: its registry is older than the one "
+        "that issued that set" in said[0]
+    )
+
+
 def twin_of(tmp_path: Path, port: int, config: dict[str, Any] | None = None) -> RadioStationProcess:
     """A second RadioStation on `port` with its own directory and storage (not started)."""
     other_dir = tmp_path / "other"

@@ -1300,6 +1300,7 @@ async def test_a_radiostation_serving_a_set_version_the_peer_holds_is_warned_of(
             f"with other content than version {held.version} this peer holds: it was restored"
         )
         assert service.consensus.latest_validators == held  # (not taken)
+        assert service.status()["set_version"] == held.version  # (what its heartbeats say)
         newer = dataclasses.replace(fewer, version=held.version + 1).signed_by(
             cluster.issuer_signer
         )

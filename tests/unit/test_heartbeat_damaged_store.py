@@ -47,7 +47,13 @@ class RadioStation:
         self.beats: list[tuple[str, int, int]] = []
 
     async def heartbeat(
-        self, signer: Signer, channel: str, peer_type: int, height: int, settings: bytes = b""
+        self,
+        signer: Signer,
+        channel: str,
+        peer_type: int,
+        height: int,
+        settings: bytes = b"",
+        set_version: int = 0,
     ) -> int:
         self.beats.append((channel, peer_type, height))
         return 1

@@ -39,7 +39,13 @@ class RadioStation:
         self.listed: list[float] = []
 
     async def heartbeat(
-        self, signer: Signer, channel: str, peer_type: int, height: int, settings: bytes = b""
+        self,
+        signer: Signer,
+        channel: str,
+        peer_type: int,
+        height: int,
+        settings: bytes = b"",
+        set_version: int = 0,
     ) -> int:
         return 1  # the list's version never changes: only a wanted member makes it asked again
 

@@ -59,7 +59,13 @@ class RadioStation:
         self.list_down = False  # peer_list raises RadioStationUnreachable
 
     async def heartbeat(
-        self, signer: Signer, channel: str, peer_type: int, height: int, settings: bytes = b""
+        self,
+        signer: Signer,
+        channel: str,
+        peer_type: int,
+        height: int,
+        settings: bytes = b"",
+        set_version: int = 0,
     ) -> int:
         self.heartbeats += 1
         if self.refusal is not None:
