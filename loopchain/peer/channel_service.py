@@ -1465,7 +1465,12 @@ class ChannelService:
             "round": state.round,
             "validator_count": len(in_force.validators) if in_force else 0,
             # the newest set held (the heartbeat says it: the RadioStation warns when it is behind)
-            "set_version": state.latest_validators.version if state.latest_validators else 0,
+            "set_version": (
+                state.latest_validators.version
+                if state.latest_validators is not None
+                and state.latest_validators.issuer == state.issuer
+                else 0  # (another RadioStation's numbering: a store of another network)
+            ),
             "pending_validator_count": len(pending.validators) if pending else 0,
             "executed_height": executed[0] if (executed := self.store.executed()) else -1,
             "state_root": executed[1].hex() if executed else "",

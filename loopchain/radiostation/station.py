@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -126,7 +127,9 @@ class Station:
             lambda: {channel: self.view(channel) for channel in self.registry.channels},
             process=True,
         )
-        self._ahead_warned: dict[str, int] = {}  # channel -> the held version warned of last
+        # (channel, peer) -> the held version warned of last; channel -> when last warned
+        self._ahead_warned: dict[tuple[str, str], int] = {}
+        self._ahead_warned_at: dict[str, float] = {}
         self._take_pinned_genesis()
         # every save of the registry gives a set of other content its own version, now too
         registry.adopt_contents(self._content)
@@ -253,14 +256,21 @@ class Station:
         served under versions the peers hold and ignore; the operator was told "unlisted (channel
         version 5)" and the validator kept voting (operator review). A peer's word changes
         nothing here: it is said, for the operator to restore the newest registry.json."""
-        if held <= version or self._ahead_warned.get(channel, 0) >= held:
+        if held <= version or self._ahead_warned.get((channel, peer_id), 0) >= held:
             return
-        self._ahead_warned[channel] = held
+        now = self.monotonic()
+        if now - self._ahead_warned_at.get(channel, -math.inf) < AHEAD_WARN_EVERY_S:
+            return  # (a member's word, unsigned: it neither floods the log nor silences others)
+        if len(self._ahead_warned) >= MAX_AHEAD_WARNED:
+            self._ahead_warned.clear()
+        self._ahead_warned[(channel, peer_id)] = held
+        self._ahead_warned_at[channel] = now
         log.warning(
             "channel %s: peer %s holds validator set version %d, above this RadioStation's %d: "
             "its registry is older than the one that issued that set (restored from an older "
-            "copy?). The peers ignore the versions it serves until one is above %d, so its "
-            "changes are not taken: stop it and restore its newest registry.json",
+            "copy, or a standby behind?). The peers ignore the versions it serves until one is "
+            "above %d, so its changes are not taken: restore its newest registry.json (or bring "
+            "the standby's copy up to date)",
             channel,
             peer_id,
             held,
@@ -413,6 +423,10 @@ UNPIN = (
     'RadioStation, remove the channel\'s "genesis" from its registry.json and start it again '
     "with the chain's in the file: it fixes the file's when it next gives a peer the set"
 )
+
+
+AHEAD_WARN_EVERY_S = 60.0  # a channel's "a peer holds a newer set" at most this often
+MAX_AHEAD_WARNED = 4096  # (channel, peer) pairs remembered for it
 
 
 def genesis_differences(pinned: str, stated: str) -> str:

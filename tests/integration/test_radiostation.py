@@ -595,8 +595,13 @@ async def test_a_peer_holding_a_newer_set_than_the_radiostation_is_warned_of(
         version = validator_set_of(
             await connect(stub, peer, "127.0.0.1:7100"), "loopchain_default"
         ).version
-        for held in (version, version + 3, version + 3, version + 1):
-            beat = heartbeat_request(peer, "loopchain_default")
+        other = Signer.generate()
+        await connect(stub, other, "127.0.0.1:7200")
+        version += 1  # (the second member's registration)
+        beats = [(peer, version), (peer, version + 3), (peer, version + 3), (peer, version + 1)]
+        beats.append((other, version + 9))  # within the minute: a member's word floods nothing
+        for signer, held in beats:
+            beat = heartbeat_request(signer, "loopchain_default")
             beat.set_version = held
             reply = await stub.Heartbeat(beat, timeout=DEADLINE)
             assert (reply.code, reply.peer_list_version) == (0, version)

@@ -1349,6 +1349,8 @@ async def test_a_store_whose_chain_another_radiostation_signed_is_said_at_open(
             f"{cluster.issuer_signer.address} signed, but the RadioStation it registered with "
             f"signs as {cluster.issuer}: the store is another network's"
         )
+        # the version it holds is another RadioStation's numbering: its heartbeats say none
+        assert restarted.status()["set_version"] == 0
     finally:
         await cluster.stop()
 
