@@ -47,14 +47,9 @@ class RadioStation:
         self.beats: list[tuple[str, int, int]] = []
 
     async def heartbeat(
-        self,
-        signer: Signer,
-        channel: str,
-        peer_type: int,
-        height: int,
-        settings: bytes = b"",
-        set_version: int = 0,
+        self, signer: Signer, channel: str, peer_type: int, height: int, *said: object
     ) -> int:
+        """(`said`: the settings and set version the client's heartbeat carries)"""
         self.beats.append((channel, peer_type, height))
         return 1
 

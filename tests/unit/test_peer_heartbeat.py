@@ -39,14 +39,9 @@ class RadioStation:
         self.listed: list[float] = []
 
     async def heartbeat(
-        self,
-        signer: Signer,
-        channel: str,
-        peer_type: int,
-        height: int,
-        settings: bytes = b"",
-        set_version: int = 0,
+        self, signer: Signer, channel: str, peer_type: int, height: int, *said: object
     ) -> int:
+        """(`said`: the settings and set version the client's heartbeat carries)"""
         return 1  # the list's version never changes: only a wanted member makes it asked again
 
     def asked(self, times: int) -> Callable[[], Awaitable[bool]]:

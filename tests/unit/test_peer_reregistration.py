@@ -59,14 +59,9 @@ class RadioStation:
         self.list_down = False  # peer_list raises RadioStationUnreachable
 
     async def heartbeat(
-        self,
-        signer: Signer,
-        channel: str,
-        peer_type: int,
-        height: int,
-        settings: bytes = b"",
-        set_version: int = 0,
+        self, signer: Signer, channel: str, peer_type: int, height: int, *said: object
     ) -> int:
+        """(`said`: the settings and set version the client's heartbeat carries)"""
         self.heartbeats += 1
         if self.refusal is not None:
             raise RadioStationRefused(f"refused ({self.refusal})", self.refusal)
