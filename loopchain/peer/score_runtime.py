@@ -162,6 +162,7 @@ class ScoreRuntime:
         self.supervisor: ScoreSupervisor | None = None
         self.disabled: str | None = None  # why the SCORE is no longer used (results carry 9100)
         self._given_up_at: int | None = None  # the block it was given up at, kept over restarts
+        self._state_replaced = False  # a state ahead of the store was made anew (_replace_state)
         given_up = store.get_meta(GIVEN_UP_META)
         if given_up is not None:
             record = canonical.parse(given_up.decode())
@@ -653,9 +654,8 @@ class ScoreRuntime:
                 if self._given_up_at is not None:  # the blocks from there on are not its
                     target_height = min(target_height, self._given_up_at - 1)
                 if status.executed_height > target_height:
-                    raise StoreDamaged(
-                        self._state_ahead(int(status.executed_height), target_height)
-                    )
+                    await self._replace_state(int(status.executed_height), target_height)
+                    continue
                 for height in range(int(status.executed_height) + 1, target_height + 1):
                     await self._replay(height)
                 self._waiting_committed()  # by the replay, or by the call that failed
@@ -664,19 +664,34 @@ class ScoreRuntime:
                 log.warning("channel %s: SCORE replay waits: %s", self.channel, exc)
                 await asyncio.sleep(RETRY_DELAY)
 
-    def _state_ahead(self, committed: int, recorded: int) -> str:
-        """Why execution cannot go on when the SCORE committed blocks this peer has no results
-        of: a SCORE commits a block only once the peer recorded its results, so the peer's store
-        is older than the state (restored from an older copy, or another channel's): the SCORE
-        would refuse every block this peer executes next, for good."""
+    async def _replace_state(self, committed: int, recorded: int) -> None:
+        """The SCORE committed blocks this peer has no results of: a SCORE commits a block only
+        once the peer recorded its results, so the peer's store is older than the state (the
+        two restored from backups made one after the other while the peer ran, or the store
+        from an older one). The SCORE would refuse every block this peer executes next, for
+        good: its state is moved aside and made anew from the chain, as a corrupt one is (the
+        state is made only from the chain; before, the channel stopped, for the operator to move
+        it aside). Once only: a state ahead again is told (StoreDamaged), the channel stops."""
         assert self.supervisor is not None
-        return (
+        ahead = (
             f"the SCORE state {self.supervisor.state_path} holds blocks through height "
             f"{committed}, but this peer's block store holds results only through height "
-            f"{recorded}: the block store is older than the SCORE state (restored from an older "
-            "backup?). Restore both from the same backup, or move the SCORE state aside to have "
-            "it replayed from the chain"
+            f"{recorded}: the block store is older than the SCORE state (the two restored from "
+            "backups made at different times?)"
         )
+        advice = (
+            "Restore both from the same backup, or move the SCORE state aside to have it "
+            "replayed from the chain"
+        )
+        if self._state_replaced:
+            raise StoreDamaged(f"{ahead}, after it was made anew. {advice}")
+        self._state_replaced = True
+        try:
+            await self.supervisor.replace_state(ahead)
+        except OSError as exc:
+            raise StoreDamaged(
+                f"{ahead}; it cannot be marked to be made anew ({exc}). {advice}"
+            ) from None
 
     def _recorded_unexecuted(self, height: int) -> bool:
         """The block at `height` was recorded while the SCORE was unavailable (9100 results): its

@@ -111,6 +111,7 @@ from loopchain.scoreservice.state import (
     StateConflict,
     StateProxy,
     TxOverlay,
+    damage_marker,
 )
 from loopchain.storage import open_store
 from loopchain.storage.abc import KeyValueStore, StorageCorrupt, StorageError
@@ -353,12 +354,6 @@ def _returned_result(returned: object) -> tuple[int, str]:
         "invoke must return None or {'code': int, 'message': str}, "
         f"not a {type(returned).__name__} of that shape"
     )
-
-
-def damage_marker(path: Path) -> Path:
-    """The file saying the state store at `path` was found corrupt while in use (see
-    open_state_store)."""
-    return path.with_name(f"{path.name}.damaged")
 
 
 # corrupt state stores moved aside and kept for inspection, newest first: a failing disk that

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from loopchain.blockchain.coin import RESERVED_PREFIX
 from loopchain.blockchain.execution import TxResult, next_state_root, results_hash
@@ -31,6 +32,14 @@ from loopchain.blockchain.score_base import BlockView, ScoreError
 from loopchain.storage.abc import KeyValueStore, StorageCorrupt, StorageError
 from loopchain.types import canonical
 from loopchain.types.hashing import EMPTY_ROOT
+
+
+def damage_marker(path: Path) -> Path:
+    """The file saying the state store at `path` is to be moved aside and made anew from the
+    chain when next opened (see process.open_state_store): found corrupt while in use, or older
+    or newer than the chain this peer recorded (ScoreSupervisor.replace_state)."""
+    return path.with_name(f"{path.name}.damaged")
+
 
 USER_PREFIX = b"s:"
 META_PREFIX = b"m:"

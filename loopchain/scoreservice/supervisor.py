@@ -38,6 +38,7 @@ from pathlib import Path
 
 import loopchain
 from loopchain.configure import Config
+from loopchain.durable import write_atomic
 from loopchain.lifecycle import (
     CHILD_GROUP,
     keep_memory_private,
@@ -54,6 +55,7 @@ from loopchain.scoreservice.client import (
 from loopchain.scoreservice.output import ScoreOutput, level_name
 from loopchain.scoreservice.owned_dir import OwnedDir, private_dir
 from loopchain.scoreservice.packages import ScorePackage
+from loopchain.scoreservice.state import damage_marker
 
 log = logging.getLogger(__name__)
 
@@ -378,6 +380,20 @@ class ScoreSupervisor:
         if process is not None and process.returncode is None:
             log.error("SCORE of channel %s missed its invoke deadline; killing it", self.channel)
             signal_group(process, signal.SIGKILL)
+
+    async def replace_state(self, reason: str) -> None:
+        """Have the SCORE's state store moved aside (kept for inspection) and made anew, empty,
+        for the peer to replay its chain into: marked as one found corrupt is (`reason` is logged
+        when it is moved), and the running process ended; the next one started moves it aside as
+        it opens it. Returns once that process has ended. Raises OSError when the mark cannot be
+        written (the process is then left running)."""
+        write_atomic(damage_marker(self.state_path), reason.encode())
+        process = self._process
+        if process is None or process.returncode is not None:
+            return  # the next process started opens the marked store
+        log.error("SCORE of channel %s: %s; its state is made anew", self.channel, reason)
+        signal_group(process, signal.SIGKILL)
+        await self.exit_status(process.pid, STOP_DEADLINE * 2)
 
     async def stop(self) -> None:
         """Terminate the process (SIGTERM, then SIGKILL) and stop supervising."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from loopchain.peer import score_runtime as score_runtime_module
 from loopchain.peer.score_runtime import MAX_TIMEOUTS_PER_BLOCK, ScoreRuntime
 from loopchain.scoreservice import STOPPED_EXIT, STORE_FAILED_EXIT
 from loopchain.scoreservice import state as state_module
+from loopchain.scoreservice import supervisor as supervisor_module
 from loopchain.scoreservice.client import ScoreUnavailable
 from loopchain.scoreservice.process import damage_marker
 from loopchain.storage.leveldb import LevelDBStore
@@ -644,15 +646,9 @@ async def test_a_relative_repository_words_9100_results_like_an_absolute_one(
         assert str(tmp_path) not in message, message
 
 
-@pytest.mark.timeout(120)
-async def test_a_block_store_older_than_the_score_state_stops_execution_through_the_peer(
-    tmp_path: Path,
-) -> None:
-    """The SCORE committed blocks 0-5; the block store is then restored from a copy holding the
-    blocks but none of their results. The SCORE would refuse every block the peer executes next:
-    the runtime tells the peer once (which stops the channel), naming both heights and the SCORE
-    state, and executes nothing (before: it asked the SCORE for block 0 again every 0.5 s for
-    good, with a warning each time)."""
+async def _committed_state_and_an_older_store(tmp_path: Path) -> tuple[BlockStore, BlockStore]:
+    """A SCORE state that committed blocks 0-5 with the store it executed them from, and a
+    store holding the same blocks but none of their results (restored from an older copy)."""
     chain = ChainBuilder()
     store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
     _fill(store, chain)
@@ -671,6 +667,59 @@ async def test_a_block_store_older_than_the_score_state_stops_execution_through_
         block, certificate = store.block_by_height(height), store.certificate_at(height)
         assert block is not None and certificate is not None
         restored.save_block(block, certificate)
+    return store, restored
+
+
+def _moved_aside(state: Path) -> list[Path]:
+    return sorted(state.parent.glob(f"{state.name}.corrupt-*"))
+
+
+@pytest.mark.timeout(120)
+async def test_a_score_state_newer_than_the_block_store_is_made_anew_from_the_chain(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SCORE committed blocks 0-5; the block store is then restored from a copy holding the
+    blocks but none of their results (backups of the two made one after the other). The SCORE
+    would refuse every block the peer executes next: its state is moved aside, kept, and made
+    anew from the chain, and every block executes again to the same results and roots (before:
+    the channel stopped, for the operator to move the state aside by hand)."""
+    store, restored = await _committed_state_and_an_older_store(tmp_path)
+    failures: list[Exception] = []
+    runtime = _runtime(tmp_path, restored, [], on_storage_error=failures.append)
+    assert runtime.supervisor is not None
+    state = runtime.supervisor.state_path
+    assert _moved_aside(state) == []
+    async with running(runtime):
+        await wait_until_async(_executed_to(restored, BLOCKS - 1), 60, "the blocks executed again")
+        client = runtime.supervisor.client
+
+        async def committed() -> bool:
+            return (await client.status()).executed_height == BLOCKS - 1
+
+        await wait_until_async(committed, 60, "the new state's commit of the last block")
+    assert failures == []
+    assert restored.executed() == store.executed()
+    for height in range(BLOCKS):
+        assert restored.roots_at(height) == store.roots_at(height), height
+    assert len(_moved_aside(state)) == 1 and not damage_marker(state).exists()
+    told = caplog.text
+    assert f"holds blocks through height {BLOCKS - 1}" in told, told
+    assert "results only through height -1" in told and "moved aside to" in told, told
+
+
+@pytest.mark.timeout(120)
+async def test_a_score_state_newer_than_the_block_store_that_cannot_be_marked_stops_execution(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but the mark that has the state made anew cannot be written (a full disk): the
+    runtime tells the peer once (which stops the channel), naming both heights, the SCORE state
+    and what to do, and executes nothing; the state is left in place."""
+    _, restored = await _committed_state_and_an_older_store(tmp_path)
+
+    def full_disk(path: Path, data: bytes, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(supervisor_module, "write_atomic", full_disk)
     failures: list[Exception] = []
     runtime = _runtime(tmp_path, restored, [], on_storage_error=failures.append)
     async with running(runtime):
@@ -683,7 +732,9 @@ async def test_a_block_store_older_than_the_score_state_stops_execution_through_
     told = str(failures[0])
     assert f"holds blocks through height {BLOCKS - 1}" in told, told
     assert "results only through height -1" in told and "score_state" in told, told
+    assert "No space left on device" in told and "Restore both from the same backup" in told, told
     assert restored.executed() is None
+    assert runtime.supervisor is not None and _moved_aside(runtime.supervisor.state_path) == []
 
 
 # a SCORE whose state depends on its process: not deterministic
