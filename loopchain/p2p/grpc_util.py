@@ -285,12 +285,13 @@ CERTIFICATE_CHECK_S = 86_400.0  # how often a running node says what its clock m
 async def watch_certificates(
     tls: Tls,
     stop: asyncio.Event,
-    every: float = CERTIFICATE_CHECK_S,
+    every: float | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
     """Say what the clock makes of this node's certificates (log_certificate_notices) every
-    `every` seconds, until `stop` is set: a node runs for months, and one that said nothing at
-    its start said nothing before its certificate expired."""
+    `every` seconds (CERTIFICATE_CHECK_S), until `stop` is set: a node runs for months, and one
+    that said nothing at its start said nothing before its certificate expired."""
+    every = CERTIFICATE_CHECK_S if every is None else every
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(every):

@@ -399,6 +399,11 @@ class PeerNode:
                 self.rest_proxy = self._rest_proxy()
                 rest_task = asyncio.create_task(self.rest_proxy.run(), name="rest-proxy")
             async with asyncio.TaskGroup() as group:
+                if self.tls is not None and worker is None:  # from now: a peer may wait days
+                    # for its RadioStation (review: the watch began once registered)
+                    group.create_task(
+                        grpc_util.watch_certificates(self.tls, stop), name="certificates"
+                    )
                 rs = RadioStations(self.options.radiostation_targets, self.config, self.tls)
                 registration: Registration | None
                 if worker is not None:
@@ -419,10 +424,6 @@ class PeerNode:
                         await self._open_channel(grant, registration.radiostation_address, group)
                 opened()
                 group.create_task(self._heartbeat_loop(rs, stop), name="heartbeat")
-                if self.tls is not None and worker is None:
-                    group.create_task(
-                        grpc_util.watch_certificates(self.tls, stop), name="certificates"
-                    )
                 await stop.wait()
                 raise _Stop()
         except* _Stop:

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from loopchain.configure import load_config
+from loopchain.p2p import grpc_util
 from loopchain.p2p.grpc_util import Tls, load_tls, log_certificate_notices, watch_certificates
+from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.types import certificates as pki
 from loopchain.types.crypto import Signer
-from tools.procs import wait_until_async
+from tools.procs import free_port_pair, hold_port, wait_until_async
 
 
 def _tls_dir(tmp_path: Path, ca_days: int, cert_days: int) -> Path:
@@ -133,3 +135,45 @@ async def test_a_running_node_says_it_again_at_each_check(
             await asyncio.wait_for(watch, 10.0)  # it ends when the node stops
     assert [w for w in _said(caplog, logging.WARNING) if "(within 5 days)" in w]
     assert datetime.now(UTC) < end  # (the clock given, not this machine's)
+
+
+async def test_a_peer_waiting_for_its_radiostation_says_it_at_each_check(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer whose RadioStation does not answer waits for it, days maybe: its certificates
+    are watched from its start, not from its registration (review: a first-start peer waiting
+    gave no notice after the one at start)."""
+    monkeypatch.setattr(grpc_util, "CERTIFICATE_CHECK_S", 0.05)
+    silent = hold_port(free_port_pair())  # bound, never listening: the RadioStation is down
+    config = load_config(
+        environ={},
+        overrides={
+            "GRPC_SSL_TYPE": 2,
+            "DEFAULT_STORAGE_PATH": str(tmp_path),
+            "RUN_REST_PROXY": False,
+        },
+    )
+    target = f"127.0.0.1:{silent.getsockname()[1]}"
+    node = PeerNode(config, PeerOptions(free_port_pair(), (target,), None, None, False))
+    _tls_dir(node.root, ca_days=3650, cert_days=10)
+    stop = asyncio.Event()
+
+    def notices() -> list[str]:
+        return [w for w in _said(caplog, logging.WARNING) if "(within 10 days)" in w]
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="loopchain.p2p.grpc_util"):
+            running = asyncio.create_task(node.run(stop))
+
+            async def said_again() -> bool:
+                assert not running.done(), running
+                return len(notices()) >= 3
+
+            await wait_until_async(said_again, 60.0, "the notice said again while registering")
+            assert node.registration is None
+        stop.set()
+        async with asyncio.timeout(30.0):
+            await running
+    finally:
+        stop.set()
+        silent.close()
