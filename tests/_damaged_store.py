@@ -3,7 +3,7 @@ LevelDB's do when a table's checksum does not match (StorageCorrupt naming the s
 
 from __future__ import annotations
 
-from loopchain.storage.abc import StorageCorrupt
+from loopchain.storage.abc import StorageCorrupt, StorageReplaced
 from loopchain.storage.memory import MemoryStore
 
 # where the damaged store would be on this machine: what the peer logs, never what it answers
@@ -29,4 +29,9 @@ class DamagedStore(MemoryStore):
 
     def check_in_place(self) -> None:
         if self.removed:
-            raise StorageCorrupt(f"LevelDB store at {DAMAGED_PATH} was removed while it was open")
+            raise StorageReplaced(
+                f"LevelDB store at {DAMAGED_PATH} was removed while it was open: what was "
+                "written since is not in what is there now. Put the store back, or move what is "
+                "there aside (the peer then syncs the chain from the others), and start the peer "
+                "again"
+            )

@@ -988,5 +988,5 @@ class BlockStore:
         """The error for an inconsistent store, saying what is wrong and that it must not run."""
         return StoreDamaged(
             f"block store of channel {self.channel!r} is inconsistent: {problem}; "
-            "refusing to run on it (restore or resync the store)"
+            "refusing to run on it"
         )

@@ -44,7 +44,7 @@ from loopchain.peer.relay import TxRelay
 from loopchain.peer.score_runtime import ScoreInfo, ScoreRuntime
 from loopchain.safe_text import without_paths
 from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
-from loopchain.storage.abc import StorageError
+from loopchain.storage.abc import StorageCorrupt, StorageError, StorageReplaced
 from loopchain.types import canonical, icon_tx
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
@@ -146,6 +146,27 @@ def consensus_config(config: Config) -> ConsensusConfig:
             ratio=ratio,
         ),
     )
+
+
+STORAGE_ADVICE = (
+    "What is stored is whole; free space or repair the storage, then start the peer again"
+)
+DAMAGED_STORE_ADVICE = (
+    "Restore the store from a backup, or move it aside: the peer then syncs the chain from the "
+    "others (the transactions it acknowledged are kept apart, in its intake journal)"
+)
+
+
+def storage_advice(exc: BaseException) -> str:
+    """What the operator does next after the storage failure `exc`: a store found damaged is
+    restored or moved aside (what it holds is not whole; "free space or repair the storage"
+    told them to start it again as it was); one whose folder was removed or replaced says it
+    itself; a write that failed (full or read-only disk) leaves a whole store."""
+    if isinstance(exc, StorageReplaced):
+        return ""
+    if isinstance(exc, (StorageCorrupt, StoreDamaged)):
+        return DAMAGED_STORE_ADVICE
+    return STORAGE_ADVICE
 
 
 class ChannelService:
@@ -1505,7 +1526,8 @@ class ChannelService:
         log.critical("%s; stopping so that nothing is torn", self.halted)
         monitor_log.event("Error", channel=self.name, kind="storage", message=self.halted[:500])
         if self.on_fatal is not None:
-            self.on_fatal(self.halted)
+            advice = storage_advice(exc)
+            self.on_fatal(f"{self.halted}. {advice}" if advice else self.halted)
 
     def _execute(self, actions: list[m.Action]) -> None:
         # what these actions write goes to disk first, in one synced batch: the blocks made final

@@ -40,11 +40,11 @@ from loopchain.p2p.radiostation_client import (
 )
 from loopchain.p2p.server import PeerServer, start_peer_server, start_worker_server
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
-from loopchain.peer.channel_service import ChannelService, ChannelSettings
+from loopchain.peer.channel_service import DAMAGED_STORE_ADVICE, ChannelService, ChannelSettings
 from loopchain.peer.children import RestProxy
 from loopchain.peer.metrics import PeerMetrics, merged_exposition
 from loopchain.peer.stores import RELEASE_WAIT, open_released
-from loopchain.peer.workers import STORAGE_ADVICE, ChannelWorker
+from loopchain.peer.workers import ChannelWorker
 from loopchain.scoreservice.owned_dir import OwnedDir
 from loopchain.scoreservice.supervisor import MAX_SOCKET_PATH_BYTES
 from loopchain.storage.abc import KeyValueStore, StorageCorrupt, StorageError
@@ -626,18 +626,17 @@ class PeerNode:
                 max_file_mb=int(self.config.LEVELDB_MAX_FILE_MB),
             )
         except StorageCorrupt as exc:  # what to do next, which LevelDB's words do not say
-            raise StorageCorrupt(
-                f"{exc}. Restore the store from a backup, or move it aside: the peer then syncs "
-                "the chain from the others (the transactions it acknowledged are kept apart, in "
-                "its intake journal)"
-            ) from None
+            raise StorageCorrupt(f"{exc}. {DAMAGED_STORE_ADVICE}") from None
         self.stores.append(kv)
         window = block_window_us(
             float(self.config.TX_TIMESTAMP_WINDOW),
             int(float(self.config.MAX_TIMESTAMP_SKEW) * 1_000_000),
         )
         store = BlockStore(kv, grant.channel, window)
-        store.check()
+        try:
+            store.check()
+        except StoreDamaged as exc:  # (review: LevelDB's damage said what to do, this not)
+            raise StoreDamaged(f"{exc}. {DAMAGED_STORE_ADVICE}") from None
         package = self.options.score_package or grant.score_package
         if package != grant.score_package:
             log.warning(
@@ -678,7 +677,7 @@ class PeerNode:
 
     def _fail(self, channel: str, reason: str) -> None:
         """Channel `channel` cannot go on (its storage failed): it stops (_channel_stopped)."""
-        self._channel_stopped(channel, f"{reason}. {STORAGE_ADVICE}")
+        self._channel_stopped(channel, reason)
 
     def _channel_stopped(self, channel: str, why: str) -> None:
         """Channel `channel` stopped for good on this peer, for `why`: the others go on (a

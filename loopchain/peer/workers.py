@@ -61,9 +61,6 @@ MAX_CRASHES = 5  # crashes of a worker within CRASH_WINDOW that stop its channel
 CRASH_WINDOW = 120.0
 MAX_WORKER_SPEC_BYTES = 4 << 20  # what a worker reads of its spec (the configuration is in it)
 SOCKET_DIR_PREFIX = "loopchain-worker-"
-STORAGE_ADVICE = (
-    "What is stored is whole; free space or repair the storage, then start the peer again"
-)
 
 
 class ChannelWorker(Supervised):
@@ -115,7 +112,7 @@ class ChannelWorker(Supervised):
         """Why the peer stops after the worker's fatal exit with `code`."""
         ended = f"the worker of channel {self.channel} exited with status {code}"
         if code == WORKER_STORAGE_FAILED:
-            return f"{ended}: its storage failed (its reason above). {STORAGE_ADVICE}"
+            return f"{ended}: its storage failed (its reason and what to do above)"
         if code == WORKER_SPEC_REFUSED:
             return f"{ended}: it refused what its peer handed it (its reason above)"
         last = f"with signal {signal.Signals(-code).name}" if code < 0 else f"with status {code}"

@@ -19,6 +19,11 @@ class StorageCorrupt(StorageError):
     """A store whose files do not hold a readable database (the backend says it is corrupt)."""
 
 
+class StorageReplaced(StorageCorrupt):
+    """A store whose folder was removed or replaced while it was open: its words say what to do
+    (put it back, or move what is there aside)."""
+
+
 class WriteBatch(ABC):
     """Writes applied atomically, all or nothing, when the batch is committed."""
 

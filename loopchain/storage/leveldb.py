@@ -38,6 +38,7 @@ from loopchain.storage.abc import (
     KeyValueStore,
     StorageCorrupt,
     StorageError,
+    StorageReplaced,
     StoreLocked,
     WriteBatch,
 )
@@ -376,7 +377,7 @@ class LevelDBStore(KeyValueStore):
             if now == self._folder:
                 return
             what = "replaced"
-        raise StorageCorrupt(
+        raise StorageReplaced(
             f"LevelDB store at {self.path} was {what} while it was open: what was written since "
             "is not in what is there now. Put the store back, or move what is there aside (the "
             "peer then syncs the chain from the others), and start the peer again"

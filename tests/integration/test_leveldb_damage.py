@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loopchain.blockchain.block_store import BlockStore
+from loopchain.blockchain import block_store
+from loopchain.blockchain.block_store import BlockStore, StoreDamaged
 from loopchain.configure import load_config
 from loopchain.p2p.radiostation_client import ChannelGrant
 from loopchain.peer import node as node_module
@@ -143,6 +144,32 @@ async def test_a_peer_refusing_its_damaged_block_store_says_what_to_do(tmp_path:
         ". Restore the store from a backup, or move it aside: the peer then syncs the chain from "
         "the others (the transactions it acknowledged are kept apart, in its intake journal)"
     )
+
+
+async def test_a_peer_refusing_an_inconsistent_block_store_says_what_to_do(tmp_path: Path) -> None:
+    """A store LevelDB reads but whose records disagree (StoreDamaged: here a height index with no
+    tip pointer) said what was wrong but not what to do, as LevelDB's damage does (review)."""
+    node = PeerNode(
+        load_config(environ={}, overrides={"DEFAULT_STORAGE_PATH": str(tmp_path)}),
+        PeerOptions(7100, ("127.0.0.1:7102",), None, None, False),
+    )
+    path = node.root / "alpha" / "blocks"
+    path.parent.mkdir(parents=True)
+    with LevelDBStore(path) as kv:
+        kv.put(block_store.HEIGHT + (0).to_bytes(8, "big"), b"\x01" * 32)
+    node.signer, node.transport = Signer.generate(), object()  # type: ignore[assignment]
+    grant = ChannelGrant("alpha", "no/score", ValidatorSet("alpha", 1, ()))
+    async with asyncio.TaskGroup() as group:
+        with pytest.raises(StoreDamaged) as refused:
+            await node._open_channel(grant, Signer.generate().address, group)
+    assert str(refused.value) == (
+        "block store of channel 'alpha' is inconsistent: it has a height index but no tip "
+        "pointer; refusing to run on it. Restore the store from a backup, or move it aside: the "
+        "peer then syncs the chain from the others (the transactions it acknowledged are kept "
+        "apart, in its intake journal)"
+    )
+    for store in node.stores:
+        store.close()
 
 
 def test_a_write_leveldb_refuses_for_damage_says_the_store_is_damaged() -> None:

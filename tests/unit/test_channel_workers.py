@@ -434,7 +434,9 @@ async def test_a_crashed_worker_is_started_again_and_one_whose_storage_failed_is
     worker = ChannelWorker("alpha", dict(_MISMATCHED_SPEC), load_config(), print)
     await worker.link.close()
     assert worker._fatal(workers.WORKER_STORAGE_FAILED)
-    assert "free space or repair the storage" in worker._why(workers.WORKER_STORAGE_FAILED)
+    assert "its storage failed (its reason and what to do above)" in worker._why(
+        workers.WORKER_STORAGE_FAILED
+    )
     assert worker._fatal(workers.WORKER_SPEC_REFUSED)
     assert all(not worker._fatal(-9) for _ in range(2 * workers.MAX_CRASHES))
     crashes = [worker._fatal(1) for _ in range(workers.MAX_CRASHES)]

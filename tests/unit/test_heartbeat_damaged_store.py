@@ -21,8 +21,14 @@ from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import load_config
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.memory import InMemoryNetwork
-from loopchain.peer.channel_service import ChannelService, ChannelSettings
+from loopchain.peer.channel_service import (
+    DAMAGED_STORE_ADVICE,
+    STORAGE_ADVICE,
+    ChannelService,
+    ChannelSettings,
+)
 from loopchain.peer.node import PeerNode, PeerOptions
+from loopchain.storage.abc import StorageError
 from loopchain.storage.memory import MemoryStore
 from loopchain.types.crypto import Signer
 from loopchain.types.peer import PeerInfo
@@ -144,8 +150,12 @@ async def test_a_status_read_meeting_a_damaged_store_stops_the_channel_not_the_h
     assert service.halted is not None
     assert service.halted.startswith(f"channel {CHANNEL}: storage failed: "), service.halted
     assert words in service.halted
-    assert node.failure is not None  # the peer exits 1 with the channel's reason and advice
-    assert node.failure.startswith(service.halted)
+    # the peer exits 1 with the channel's reason and what to do: a damaged store is restored or
+    # moved aside (before: "What is stored is whole; free space or repair the storage"), a
+    # removed folder's own words say it
+    advice = "" if damage is _folder_removed else f". {DAMAGED_STORE_ADVICE}"
+    assert node.failure == f"{service.halted}{advice}"
+    assert "What is stored is whole" not in node.failure
     assert rs.beats == [(CHANNEL, 0, -1)]  # nothing reported from a status not read
 
 
@@ -233,3 +243,12 @@ async def test_a_channel_failing_as_it_opens_still_runs_its_cleanup(
     assert run.cancelled()
     assert f"channel {CHANNEL}: tip height" in caplog.text  # run() was entered, so its finally ran
     assert not node._stop.is_set()
+
+
+async def test_a_failed_write_stops_the_peer_saying_what_is_stored_is_whole(tmp_path: Path) -> None:
+    """A write that failed (a full or read-only disk) leaves a whole store: the peer stops saying
+    to free space or repair the storage and start it again, not to restore the store."""
+    node, service = _peer(tmp_path, DamagedStore())
+    service.storage_failed(StorageError("LevelDB store failed: No space left on device"))
+    assert node.failure == f"{service.halted}. {STORAGE_ADVICE}"
+    assert "free space or repair the storage" in node.failure
