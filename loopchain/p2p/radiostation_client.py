@@ -215,10 +215,11 @@ class RadioStationClient:
         height: int,
         settings: bytes = b"",
         set_version: int = 0,
+        set_hash: bytes = b"",
     ) -> int:
         """Report liveness (signed, timestamped), the `settings` this peer runs with
-        (encode_settings) and the newest validator set version it holds; returns the channel's
-        peer-list version."""
+        (encode_settings) and the newest validator set it holds (its version and hash); returns
+        the channel's peer-list version."""
         now_us = time.time_ns() // 1000
         sent = time.monotonic()
         digest = heartbeat_digest(signer.address, channel, peer_type, height, now_us)
@@ -230,6 +231,7 @@ class RadioStationClient:
             timestamp_us=now_us,
             signature=signer.sign(digest),
             set_version=set_version,
+            set_hash=set_hash,
         )
         if settings:
             request.settings = settings
@@ -379,9 +381,12 @@ class RadioStations:
         height: int,
         settings: bytes = b"",
         set_version: int = 0,
+        set_hash: bytes = b"",
     ) -> int:
         return await self._first_answer(
-            lambda c: c.heartbeat(signer, channel, peer_type, height, settings, set_version)
+            lambda c: c.heartbeat(
+                signer, channel, peer_type, height, settings, set_version, set_hash
+            )
         )
 
     async def close(self) -> None:

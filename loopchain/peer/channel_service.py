@@ -1467,6 +1467,9 @@ class ChannelService:
         in_force, pending = (
             (voting.old, voting.new) if isinstance(voting, JointSet) else (voting, None)
         )
+        held = state.latest_validators
+        if held is not None and held.issuer != state.issuer:
+            held = None  # (another RadioStation's numbering: a store of another network)
         return {
             "channel": self.name,
             "peer_id": self.signer.address,
@@ -1485,13 +1488,10 @@ class ChannelService:
             "tx_pool_size": len(state.pool),
             "round": state.round,
             "validator_count": len(in_force.validators) if in_force else 0,
-            # the newest set held (the heartbeat says it: the RadioStation warns when it is behind)
-            "set_version": (
-                state.latest_validators.version
-                if state.latest_validators is not None
-                and state.latest_validators.issuer == state.issuer
-                else 0  # (another RadioStation's numbering: a store of another network)
-            ),
+            # the newest set held (the heartbeat says it: the RadioStation warns when it is behind
+            # or its own set of that version has other content)
+            "set_version": held.version if held is not None else 0,
+            "set_hash": held.hash.hex() if held is not None else "",
             "pending_validator_count": len(pending.validators) if pending else 0,
             "executed_height": executed[0] if (executed := self.store.executed()) else -1,
             "state_root": executed[1].hex() if executed else "",

@@ -752,6 +752,7 @@ class PeerNode:
                     status["block_height"],
                     self._settings,
                     int(status.get("set_version", 0)),
+                    bytes.fromhex(status.get("set_hash", "")),
                 )
                 self._answered(rs)
                 self._judge_settings(name, rs.settings_differ)

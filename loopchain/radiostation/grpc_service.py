@@ -418,7 +418,9 @@ class RadioStationService(pb_grpc.RadioStationServicer):
         except UnknownPeer as exc:
             return pb.HeartbeatReply(code=int(ResponseCode.PEER_UNKNOWN), message=str(exc))
         reply = pb.HeartbeatReply(code=0, peer_list_version=version)
-        self.station.judge_held_version(channel, request.peer_id, request.set_version, version)
+        self.station.judge_held_set(
+            channel, request.peer_id, request.set_version, request.set_hash, version
+        )
         differ = (
             None
             if settings is None

@@ -128,7 +128,7 @@ class Station:
             process=True,
         )
         # (channel, peer) -> the held version warned of last; channel -> when last warned
-        self._ahead_warned: dict[tuple[str, str], int] = {}
+        self._ahead_warned: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._ahead_warned_at: dict[str, float] = {}
         self._take_pinned_genesis()
         # every save of the registry gives a set of other content its own version, now too
@@ -249,34 +249,54 @@ class Station:
             given=given,
         )
 
-    def judge_held_version(self, channel: str, peer_id: str, held: int, version: int) -> None:
-        """Warn (once a channel and version held) when a peer's heartbeat says it holds a newer
-        validator set than this RadioStation's `version`: its registry is older than the one that
-        issued that set (restored from an older copy, or a standby behind), so what it changes is
-        served under versions the peers hold and ignore; the operator was told "unlisted (channel
-        version 5)" and the validator kept voting (operator review). A peer's word changes
-        nothing here: it is said, for the operator to restore the newest registry.json."""
-        if held <= version or self._ahead_warned.get((channel, peer_id), 0) >= held:
+    def judge_held_set(
+        self, channel: str, peer_id: str, held: int, held_hash: bytes, version: int
+    ) -> None:
+        """Warn (once a peer and set held) when a peer's heartbeat says it holds a newer
+        validator set than this RadioStation's `version`, or one of that version with other
+        content (`held_hash`) than the one this RadioStation served under it: its registry is
+        older than the one that issued that set (restored from an older copy, or a standby
+        behind), so what it changes is served under versions the peers hold and ignore; the
+        operator was told "unlisted (channel version 5)" and the validator kept voting
+        (operator review). A peer's word changes nothing here: it is said, for the operator to
+        restore the newest registry.json."""
+        served = self._served_hash(channel, version) if held == version and held_hash else None
+        if held > version:
+            what, said = f"above this RadioStation's {version}", (held, b"")
+        elif served is not None and held_hash != served:
+            what, said = "with other content than this RadioStation's", (held, held_hash)
+        else:
+            return
+        warned = self._ahead_warned.get((channel, peer_id))
+        if warned is not None and (warned[0] > held or warned == said):
             return
         now = self.monotonic()
         if now - self._ahead_warned_at.get(channel, -math.inf) < AHEAD_WARN_EVERY_S:
             return  # (a member's word, unsigned: it neither floods the log nor silences others)
         if len(self._ahead_warned) >= MAX_AHEAD_WARNED:
             self._ahead_warned.clear()
-        self._ahead_warned[(channel, peer_id)] = held
+        self._ahead_warned[(channel, peer_id)] = said
         self._ahead_warned_at[channel] = now
         log.warning(
-            "channel %s: peer %s holds validator set version %d, above this RadioStation's %d: "
-            "its registry is older than the one that issued that set (restored from an older "
-            "copy, or a standby behind?). The peers ignore the versions it serves until one is "
-            "above %d, so its changes are not taken: restore its newest registry.json (or bring "
-            "the standby's copy up to date)",
+            "channel %s: peer %s holds validator set version %d, %s: its registry is older than "
+            "the one that issued that set (restored from an older copy, or a standby behind?). "
+            "The peers ignore the versions it serves until one is above %d, so its changes are "
+            "not taken: restore its newest registry.json (or bring the standby's copy up to date)",
             channel,
             peer_id,
             held,
-            version,
+            what,
             held,
         )
+
+    def _served_hash(self, channel: str, version: int) -> bytes | None:
+        """The hash of the set this RadioStation last served for `channel` when it was of
+        `version` (None when it served none since its start, or one of another version): not
+        made here, which could write the registry (validator_set)."""
+        cached = self._sets.get(channel)
+        if cached is None or cached[1].version != version:
+            return None
+        return cached[1].hash
 
     def served_set(self, channel: str) -> ValidatorSet:
         """The set a peer is given for `channel` (`validator_set`), its genesis data pinned

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import resource
 import signal
@@ -611,6 +612,35 @@ async def test_a_peer_holding_a_newer_set_than_the_radiostation_is_warned_of(
         f"channel loopchain_default: peer {peer.address} holds validator set version "
         f"{version + 3}, above this RadioStation's {version}: its registry is older than the one "
         "that issued that set" in said[0]
+    )
+
+
+async def test_a_peer_holding_a_set_of_the_same_version_with_other_content_is_warned_of(
+    start_rs: StartRS,
+) -> None:
+    """A RadioStation restored from an older copy of its registry and changed since serves its
+    change under a version the peers hold already with other content: they ignore it, and only
+    their logs said so (review). A heartbeat says the hash of the set held too; the RadioStation
+    warns when its own set of that version has other content, once a peer and set."""
+    rs = await start_rs()
+    peer, other = Signer.generate(), Signer.generate()
+    async with rs_stub(rs) as stub:
+        await connect(stub, peer, "127.0.0.1:7100")
+        served = validator_set_of(await connect(stub, other, "127.0.0.1:7200"), "loopchain_default")
+        foreign = dataclasses.replace(served, validators=served.validators[:1])
+        assert foreign.version == served.version and foreign.hash != served.hash
+        beats = [(other, served.hash), (peer, b""), (peer, foreign.hash), (peer, foreign.hash)]
+        for signer, held in beats:
+            beat = heartbeat_request(signer, "loopchain_default")
+            beat.set_version, beat.set_hash = served.version, held
+            reply = await stub.Heartbeat(beat, timeout=DEADLINE)
+            assert (reply.code, reply.peer_list_version) == (0, served.version)
+    said = [line for line in rs.current_log().splitlines() if "holds validator set version" in line]
+    assert len(said) == 1, said
+    assert (
+        f"channel loopchain_default: peer {peer.address} holds validator set version "
+        f"{served.version}, with other content than this RadioStation's: its registry is older "
+        "than the one that issued that set" in said[0]
     )
 
 

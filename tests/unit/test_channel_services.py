@@ -1301,6 +1301,7 @@ async def test_a_radiostation_serving_a_set_version_the_peer_holds_is_warned_of(
         )
         assert service.consensus.latest_validators == held  # (not taken)
         assert service.status()["set_version"] == held.version  # (what its heartbeats say)
+        assert service.status()["set_hash"] == held.hash.hex() != other.hash.hex()
         newer = dataclasses.replace(fewer, version=held.version + 1).signed_by(
             cluster.issuer_signer
         )
@@ -1350,7 +1351,7 @@ async def test_a_store_whose_chain_another_radiostation_signed_is_said_at_open(
             f"signs as {cluster.issuer}: the store is another network's"
         )
         # the version it holds is another RadioStation's numbering: its heartbeats say none
-        assert restarted.status()["set_version"] == 0
+        assert (restarted.status()["set_version"], restarted.status()["set_hash"]) == (0, "")
     finally:
         await cluster.stop()
 
