@@ -51,6 +51,20 @@ MAX_SETTINGS_DIFFER = 1_000  # characters of the RadioStation's word on this pee
 BUSY_BACKOFF_S = 0.05
 
 
+@dataclass(frozen=True)
+class HeartbeatNews:
+    """What a heartbeat says besides liveness, each advisory (an older RadioStation ignores it):
+    the `settings` the peer runs with (encode_settings, signed apart) and the newest validator
+    set it holds, by its version and hash (0 and empty: none, or another RadioStation's)."""
+
+    settings: bytes = b""
+    set_version: int = 0
+    set_hash: bytes = b""
+
+
+NO_NEWS = HeartbeatNews()
+
+
 class RadioStationRefused(RuntimeError):
     """The RadioStation answered with an error code (`code`, a ResponseCode value)."""
 
@@ -213,13 +227,10 @@ class RadioStationClient:
         channel: str,
         peer_type: int,
         height: int,
-        settings: bytes = b"",
-        set_version: int = 0,
-        set_hash: bytes = b"",
+        said: HeartbeatNews = NO_NEWS,
     ) -> int:
-        """Report liveness (signed, timestamped), the `settings` this peer runs with
-        (encode_settings) and the newest validator set it holds (its version and hash); returns
-        the channel's peer-list version."""
+        """Report liveness (signed, timestamped) and what else the peer `said`; returns the
+        channel's peer-list version."""
         now_us = time.time_ns() // 1000
         sent = time.monotonic()
         digest = heartbeat_digest(signer.address, channel, peer_type, height, now_us)
@@ -230,12 +241,12 @@ class RadioStationClient:
             block_height=height,
             timestamp_us=now_us,
             signature=signer.sign(digest),
-            set_version=set_version,
-            set_hash=set_hash,
+            set_version=said.set_version,
+            set_hash=said.set_hash,
         )
-        if settings:
-            request.settings = settings
-            request.settings_signature = signer.sign(settings_digest(digest, settings))
+        if said.settings:
+            request.settings = said.settings
+            request.settings_signature = signer.sign(settings_digest(digest, said.settings))
         self.settings_differ = None
         try:
             reply = await self._call(self._stub.Heartbeat, request)
@@ -379,14 +390,10 @@ class RadioStations:
         channel: str,
         peer_type: int,
         height: int,
-        settings: bytes = b"",
-        set_version: int = 0,
-        set_hash: bytes = b"",
+        said: HeartbeatNews = NO_NEWS,
     ) -> int:
         return await self._first_answer(
-            lambda c: c.heartbeat(
-                signer, channel, peer_type, height, settings, set_version, set_hash
-            )
+            lambda c: c.heartbeat(signer, channel, peer_type, height, said)
         )
 
     async def close(self) -> None:

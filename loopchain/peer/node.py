@@ -32,6 +32,7 @@ from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.peer_client import GrpcTransport
 from loopchain.p2p.radiostation_client import (
     ChannelGrant,
+    HeartbeatNews,
     RadioStationBusy,
     RadioStationRefused,
     RadioStations,
@@ -750,9 +751,11 @@ class PeerNode:
                     name,
                     status["peer_type"],
                     status["block_height"],
-                    self._settings,
-                    int(status.get("set_version", 0)),
-                    bytes.fromhex(status.get("set_hash", "")),
+                    HeartbeatNews(
+                        self._settings,
+                        int(status.get("set_version", 0)),
+                        bytes.fromhex(status.get("set_hash", "")),
+                    ),
                 )
                 self._answered(rs)
                 self._judge_settings(name, rs.settings_differ)

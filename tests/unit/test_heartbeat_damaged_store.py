@@ -21,6 +21,7 @@ from loopchain.blockchain.block_store import BlockStore
 from loopchain.configure import load_config
 from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.memory import InMemoryNetwork
+from loopchain.p2p.radiostation_client import HeartbeatNews
 from loopchain.peer.channel_service import (
     DAMAGED_STORE_ADVICE,
     STORAGE_ADVICE,
@@ -51,11 +52,12 @@ class RadioStation:
 
     def __init__(self) -> None:
         self.beats: list[tuple[str, int, int]] = []
+        self.news: list[HeartbeatNews] = []  # what each heartbeat said besides liveness
 
     async def heartbeat(
-        self, signer: Signer, channel: str, peer_type: int, height: int, *said: object
+        self, signer: Signer, channel: str, peer_type: int, height: int, said: HeartbeatNews
     ) -> int:
-        """(`said`: the settings and set version the client's heartbeat carries)"""
+        self.news.append(said)
         self.beats.append((channel, peer_type, height))
         return 1
 
@@ -133,6 +135,8 @@ async def test_a_status_read_meeting_a_damaged_store_stops_the_channel_not_the_h
 
         await wait_until_async(beaten, DEADLINE, "the first heartbeat")
         assert rs.beats == [(CHANNEL, 0, -1)] and not loop.done()  # read while the store is whole
+        # its settings, and no set held (the channel was given none)
+        assert rs.news == [HeartbeatNews(node._settings, 0, b"")]
         assert service.halted is None and node.failure is None
 
         words = damage(kv)

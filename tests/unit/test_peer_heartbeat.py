@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from loopchain.configure import load_config
+from loopchain.p2p.radiostation_client import HeartbeatNews
 from loopchain.peer import node as node_module
 from loopchain.peer.node import PeerNode, PeerOptions
 from loopchain.storage.memory import MemoryStore
@@ -39,9 +40,8 @@ class RadioStation:
         self.listed: list[float] = []
 
     async def heartbeat(
-        self, signer: Signer, channel: str, peer_type: int, height: int, *said: object
+        self, signer: Signer, channel: str, peer_type: int, height: int, said: HeartbeatNews
     ) -> int:
-        """(`said`: the settings and set version the client's heartbeat carries)"""
         return 1  # the list's version never changes: only a wanted member makes it asked again
 
     def asked(self, times: int) -> Callable[[], Awaitable[bool]]:

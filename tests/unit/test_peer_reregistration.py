@@ -21,6 +21,7 @@ from loopchain.p2p.errors import ErrorKind, RequestError
 from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.p2p.radiostation_client import (
     ChannelGrant,
+    HeartbeatNews,
     RadioStationRefused,
     RadioStationUnreachable,
     Registration,
@@ -59,9 +60,8 @@ class RadioStation:
         self.list_down = False  # peer_list raises RadioStationUnreachable
 
     async def heartbeat(
-        self, signer: Signer, channel: str, peer_type: int, height: int, *said: object
+        self, signer: Signer, channel: str, peer_type: int, height: int, said: HeartbeatNews
     ) -> int:
-        """(`said`: the settings and set version the client's heartbeat carries)"""
         self.heartbeats += 1
         if self.refusal is not None:
             raise RadioStationRefused(f"refused ({self.refusal})", self.refusal)
