@@ -212,6 +212,7 @@ class ChannelService:
         self.transport = transport
         transport.when_back(self._peer_back)
         self.members: dict[str, PeerInfo] = {}
+        self._listed: set[str] | None = None  # who the RadioStation listed last (set_members)
         # the genesis data its chain states (stated_genesis): fixed once the genesis block is
         # stored, read before from the newest validator set (`_genesis_read_of`)
         self._genesis: GenesisData | None = None
@@ -482,6 +483,7 @@ class ChannelService:
         held a third of the weight halted."""
         known = {*self.members, self.signer.address}
         listed = {p.peer_id: p for p in peers}
+        self._listed = set(listed)
         voters = self._chain_voters()
         kept = {i: p for i, p in self.members.items() if i not in listed and i in voters}
         self.members = {**listed, **kept}
@@ -1625,6 +1627,7 @@ class ChannelService:
             )
         if chain_before is not None and chain_now != chain_before:
             failpoints.hit("set-handed-over")
+            self._drop_former_members()
             voters = tip.next_validators
             role = "a validator" if voters and self.signer.address in voters else "an auditor"
             log.info(
@@ -1706,6 +1709,27 @@ class ChannelService:
         me = self.signer.address
         if any(v.peer_id not in self.members and v.peer_id != me for v in voting.validators):
             self.on_members_wanted()
+
+    def _drop_former_members(self) -> None:
+        """After a handover: the members the RadioStation no longer lists, kept while the chain
+        counted them as voters (set_members), that it counts no more. They are parties no
+        longer: sent nothing, their links let go, their calls refused over TLS. The list is
+        asked again only when the RadioStation's version changes, which it did when they were
+        unlisted, before the handover: a removed peer was sent the channel's transactions and
+        blocks, and answered, for good (review)."""
+        if self._listed is None:
+            return
+        voters = self._chain_voters()
+        former = [i for i in self.members if i not in self._listed and i not in voters]
+        for peer_id in former:
+            del self.members[peer_id]
+        if former:
+            log.info(
+                "channel %s: %s no longer a member (unlisted, and not in the validator set the "
+                "chain handed over to)",
+                self.name,
+                ", ".join(former),
+            )
 
     def _chain_voters(self) -> set[str]:
         """The validators of the chain's final set and of the set its next block would have."""
