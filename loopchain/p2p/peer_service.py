@@ -7,6 +7,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -285,6 +286,8 @@ LOOKUPS_PER_TURN = 16
 # A batch reply's bytes beside its results, and each result's beside its own, counted generously
 _REPLY_OVERHEAD = 64
 _RESULT_OVERHEAD = 8
+NON_PARTY_TOLD_EVERY_S = 600.0  # a refused non-party's calls are logged once in this long
+MAX_NON_PARTIES_KEPT = 1024  # callers and channels whose refusals are remembered (oldest go)
 MAX_TXS_PER_BATCH = 1000  # relayed transactions in one AddTxBatch (each is size-checked)
 MAX_INBOUND_STREAMS = 512  # open link streams (each peer's link holds two; senders fall back)
 # open link streams of one peer (over TLS, where its certificate names it): its links' two lanes,
@@ -442,6 +445,8 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         self._range_builder = ThreadPoolExecutor(RANGE_BUILDERS, thread_name_prefix="range")
         self._ranges = CallsBySource(RANGES_A_CALLER, "block ranges")
         self._peer_streams = CallsBySource(LINK_STREAMS_A_PEER, "link streams")
+        # (caller, channel) -> (when last told, refusals since) of calls refused to non-parties
+        self._non_parties: dict[tuple[str, str], tuple[float, int]] = {}
         self.callers: Callers | None = callers
         if tls is not None and callers is None:  # the certificate library loads only with TLS
             from loopchain.p2p.callers import CallerCheck
@@ -502,9 +507,31 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         it is not one of its parties."""
         channel = self.backend.channel(name)
         if caller is not None and caller not in channel.member_ids():
-            REFUSALS.refused("refused peer %s: not a party of channel %s", caller, name)
+            self._tell_non_party(caller, name)
             raise RequestError(ErrorKind.DENIED, f"peer {caller} is not a party of this channel")
         return channel
+
+    def _tell_non_party(self, caller: str, channel: str) -> None:
+        """Log a refusal of `caller` in `channel` once every NON_PARTY_TOLD_EVERY_S, with the
+        count refused since: a peer removed from a channel and not stopped asks its former
+        members every 2 s until it is, and each of them wrote a WARNING each time (review)."""
+        now = time.monotonic()
+        key = (caller, channel)
+        told = self._non_parties.pop(key, None)
+        if told is not None and now - told[0] < NON_PARTY_TOLD_EVERY_S:
+            self._non_parties[key] = (told[0], told[1] + 1)
+            return
+        while len(self._non_parties) >= MAX_NON_PARTIES_KEPT:
+            del self._non_parties[next(iter(self._non_parties))]
+        self._non_parties[key] = (now, 0)
+        since = f" ({told[1]} more of its calls refused since)" if told and told[1] else ""
+        REFUSALS.refused(
+            "refused peer %s: not a party of channel %s%s (logged once in %.0f s at most)",
+            caller,
+            channel,
+            since,
+            NON_PARTY_TOLD_EVERY_S,
+        )
 
     def _peer_caller(self, context: Any) -> str | None:
         """Who calls a peer-to-peer method: its peer id with TLS on (None without TLS). With TLS
