@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRY_DELAY = 0.5
+READY_TOLD_AFTER_S = 60.0  # a SCORE process not ready this long for a replay is said (again)
 GIVEN_UP_META = "score_given_up"  # the block store's record of a SCORE given up (JSON)
 IDLE_CHECK = 1.0
 STALE_RETRY = 0.1  # seconds before a query answered from a state not yet replayed asks again
@@ -641,11 +642,29 @@ class ScoreRuntime:
         started again with such a package asked for a replay from block 0, refused "not loaded",
         for good, and executed nothing more (review)."""
         assert self.supervisor is not None
+        loop = asyncio.get_running_loop()
+        since = loop.time()  # the wait for the process to be ready began
         while True:
             if self.supervisor.load_error:
                 return
             try:
-                await self.supervisor.wait_ready(float(self.config.SCORE_INVOKE_TIMEOUT))
+                if not await self.supervisor.wait_ready(float(self.config.SCORE_INVOKE_TIMEOUT)):
+                    if self.supervisor.load_error:
+                        return
+                    # a slow start (a machine starting many at once) is said once it is long,
+                    # not as the missing socket of a process still starting (review: 25 of 40
+                    # channel workers said that, and all then loaded)
+                    if loop.time() - since >= READY_TOLD_AFTER_S:
+                        log.warning(
+                            "channel %s: SCORE replay waits: its process is not ready after "
+                            "%.0f s (%s)",
+                            self.channel,
+                            loop.time() - since,
+                            self.supervisor.status().message or "starting",
+                        )
+                        since = loop.time()
+                    await asyncio.sleep(RETRY_DELAY)
+                    continue
                 if self.supervisor.load_error:
                     return
                 status = await self.supervisor.client.status()

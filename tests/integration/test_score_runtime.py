@@ -1434,3 +1434,44 @@ async def test_a_peer_started_again_with_a_state_that_differs_refuses_queries_at
         await wait_until_async(compared, 30, "the comparison with the newest block")
         with pytest.raises(ScoreUnavailable, match=REFUSED.format(1)):
             await runtime.query("{}")
+
+
+@pytest.mark.timeout(120)
+async def test_a_score_process_slow_to_start_is_not_told_as_a_missing_socket(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The replay at start waits SCORE_INVOKE_TIMEOUT at a time for the process to be ready; a
+    process not ready by then (here a timeout far below a start's time; a machine starting
+    many) was asked its status anyway and each try warned "SCORE replay waits: ... No such file
+    or directory" (review: 25 of 40 channel workers, all of which then loaded). It is said only
+    past READY_TOLD_AFTER_S, as what it is."""
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    runtime = _runtime(tmp_path, store, [], SCORE_INVOKE_TIMEOUT=0.01)
+    assert runtime.supervisor is not None
+    with caplog.at_level(logging.WARNING):
+        async with running(runtime):
+
+            async def loaded() -> bool:
+                return runtime.supervisor is not None and runtime.supervisor.status().loaded
+
+            # (the process takes far longer than 0.01 s to start: the replay waited meanwhile)
+            await wait_until_async(loaded, 60, "the SCORE loaded")
+    assert "replay waits" not in caplog.text, caplog.text
+
+
+@pytest.mark.timeout(120)
+async def test_a_score_process_long_not_ready_for_the_replay_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past READY_TOLD_AFTER_S (here made shorter than a start) the wait is said, as what it is."""
+    monkeypatch.setattr(score_runtime_module, "READY_TOLD_AFTER_S", 0.001)
+    store = BlockStore(LevelDBStore(tmp_path / "blocks"), CHANNEL)
+    runtime = _runtime(tmp_path, store, [], SCORE_INVOKE_TIMEOUT=0.01)
+    with caplog.at_level(logging.WARNING):
+        async with running(runtime):
+
+            async def said() -> bool:
+                return "SCORE replay waits: its process is not ready after" in caplog.text
+
+            await wait_until_async(said, 60, "the wait said")
+    assert "No such file" not in caplog.text, caplog.text
