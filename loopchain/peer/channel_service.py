@@ -526,9 +526,16 @@ class ChannelService:
         self, peer: PeerInfo, recent: list[tuple[str | None, ConsensusPayload]]
     ) -> None:
         """The messages of `recent` broadcast, or kept for `peer`, sent to `peer`, each once (a
-        complaint is broadcast again at each timeout while its round stays)."""
+        complaint is broadcast again at each timeout while its round stays). Not a proposal
+        stamped further back than MAX_TIMESTAMP_SKEW: its receiver would refuse it for its time
+        and complain about its round at once (review: a peer restarted in a network of idle
+        channels was sent each one's last proposal, minutes old, and warned of the leader's
+        clock in each); the votes sent with it have the block fetched if it is wanted."""
+        stale = self.clock() * 1_000_000 - self._skew_us
         sent: list[ConsensusPayload] = []
         for to, payload in recent:
+            if isinstance(payload, Block) and payload.header.timestamp < stale:
+                continue
             if (to is None or to == peer.peer_id) and payload not in sent:
                 sent.append(payload)
                 self.transport.send_consensus(peer, self.name, self.signer.address, payload)
