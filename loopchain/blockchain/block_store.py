@@ -986,7 +986,4 @@ class BlockStore:
 
     def _broken(self, problem: str) -> StoreDamaged:
         """The error for an inconsistent store, saying what is wrong and that it must not run."""
-        return StoreDamaged(
-            f"block store of channel {self.channel!r} is inconsistent: {problem}; "
-            "refusing to run on it"
-        )
+        return StoreDamaged(f"block store of channel {self.channel!r} is inconsistent: {problem}")

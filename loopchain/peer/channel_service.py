@@ -41,10 +41,10 @@ from loopchain.peer.catchup import CatchUp
 from loopchain.peer.intake import MB, IntakeLog, IntakeRefused, RateLimit
 from loopchain.peer.metrics import ChannelGauges, ChannelMetrics, PeerMetrics
 from loopchain.peer.relay import TxRelay
-from loopchain.peer.score_runtime import ScoreInfo, ScoreRuntime
+from loopchain.peer.score_runtime import ScoreInfo, ScoreRuntime, ScoreStateMismatch
 from loopchain.safe_text import without_paths
 from loopchain.scoreservice.client import ScoreRejected, ScoreUnavailable
-from loopchain.storage.abc import StorageCorrupt, StorageError, StorageReplaced
+from loopchain.storage.abc import StorageCorrupt, StorageError, StorageReplaced, StoreLocked
 from loopchain.types import canonical, icon_tx
 from loopchain.types.block import Block
 from loopchain.types.canonical import EncodingError
@@ -160,13 +160,25 @@ DAMAGED_STORE_ADVICE = (
 def storage_advice(exc: BaseException) -> str:
     """What the operator does next after the storage failure `exc`: a store found damaged is
     restored or moved aside (what it holds is not whole; "free space or repair the storage"
-    told them to start it again as it was); one whose folder was removed or replaced says it
-    itself; a write that failed (full or read-only disk) leaves a whole store."""
-    if isinstance(exc, StorageReplaced):
+    told them to start it again as it was); one whose folder was removed or replaced, a SCORE
+    state that cannot be brought to the recorded results, and a store another process holds
+    say it themselves; a write that failed (full or read-only disk) leaves a whole store."""
+    if isinstance(exc, (StorageReplaced, ScoreStateMismatch, StoreLocked)):
         return ""
     if isinstance(exc, (StorageCorrupt, StoreDamaged)):
         return DAMAGED_STORE_ADVICE
     return STORAGE_ADVICE
+
+
+def with_storage_advice(exc: StorageError | BlockStoreError) -> StorageError | BlockStoreError:
+    """`exc` saying what to do next (storage_advice) as well, of its own type."""
+    advice = storage_advice(exc)
+    if not advice:
+        return exc
+    try:
+        return type(exc)(f"{exc}. {advice}")
+    except TypeError:  # (a type made otherwise: its words alone)
+        return exc
 
 
 class ChannelService:

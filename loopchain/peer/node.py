@@ -41,7 +41,7 @@ from loopchain.p2p.radiostation_client import (
 )
 from loopchain.p2p.server import PeerServer, start_peer_server, start_worker_server
 from loopchain.p2p.worker_link import WorkerLink, WorkerRefusal
-from loopchain.peer.channel_service import DAMAGED_STORE_ADVICE, ChannelService, ChannelSettings
+from loopchain.peer.channel_service import ChannelService, ChannelSettings, with_storage_advice
 from loopchain.peer.children import RestProxy
 from loopchain.peer.metrics import PeerMetrics, merged_exposition
 from loopchain.peer.stores import RELEASE_WAIT, open_released
@@ -617,27 +617,32 @@ class PeerNode:
     async def _open_channel(
         self, grant: ChannelGrant, issuer: str, group: asyncio.TaskGroup
     ) -> None:
-        assert self.signer is not None and self.transport is not None
+        """Open the channel of `grant` and start it in `group`. A storage failure as it opens
+        (its store, its checks, the records its service reads) says what to do next, which the
+        words of LevelDB and of the store's checks do not (operator review; with_storage_advice)."""
         try:
-            kv = await open_released(
-                self.root / grant.channel / "blocks",
-                RELEASE_WAIT if self.options.worker is not None else 0.0,
-                compression=bool(self.config.LEVELDB_COMPRESSION),
-                write_buffer_mb=int(self.config.LEVELDB_WRITE_BUFFER_MB),
-                max_file_mb=int(self.config.LEVELDB_MAX_FILE_MB),
-            )
-        except StorageCorrupt as exc:  # what to do next, which LevelDB's words do not say
-            raise StorageCorrupt(f"{exc}. {DAMAGED_STORE_ADVICE}") from None
+            await self._start_channel(grant, issuer, group)
+        except (StorageError, BlockStoreError) as exc:
+            raise with_storage_advice(exc) from None
+
+    async def _start_channel(
+        self, grant: ChannelGrant, issuer: str, group: asyncio.TaskGroup
+    ) -> None:
+        assert self.signer is not None and self.transport is not None
+        kv = await open_released(
+            self.root / grant.channel / "blocks",
+            RELEASE_WAIT if self.options.worker is not None else 0.0,
+            compression=bool(self.config.LEVELDB_COMPRESSION),
+            write_buffer_mb=int(self.config.LEVELDB_WRITE_BUFFER_MB),
+            max_file_mb=int(self.config.LEVELDB_MAX_FILE_MB),
+        )
         self.stores.append(kv)
         window = block_window_us(
             float(self.config.TX_TIMESTAMP_WINDOW),
             int(float(self.config.MAX_TIMESTAMP_SKEW) * 1_000_000),
         )
         store = BlockStore(kv, grant.channel, window)
-        try:
-            store.check()
-        except StoreDamaged as exc:  # (review: LevelDB's damage said what to do, this not)
-            raise StoreDamaged(f"{exc}. {DAMAGED_STORE_ADVICE}") from None
+        store.check()
         package = self.options.score_package or grant.score_package
         if package != grant.score_package:
             log.warning(

@@ -110,6 +110,12 @@ def resolve_channel_package(
     return package, None
 
 
+class ScoreStateMismatch(StoreDamaged):
+    """The SCORE's state and the peer's recorded results cannot be brought together (a state
+    ahead of the block store, a replay giving other roots): execution stops, the channel with
+    it. Its words say what to do (not the block store's damage advice)."""
+
+
 class ScoreRuntime:
     """Executes a channel's final blocks with its SCORE, strictly in order."""
 
@@ -703,13 +709,14 @@ class ScoreRuntime:
             "replayed from the chain"
         )
         if self._state_replaced:
-            raise StoreDamaged(f"{ahead}, after it was made anew. {advice}")
+            raise ScoreStateMismatch(f"{ahead}, after it was made anew. {advice}")
         self._state_replaced = True
         try:
             await self.supervisor.replace_state(ahead)
         except OSError as exc:
-            raise StoreDamaged(
-                f"{ahead}; it cannot be marked to be made anew ({exc}). {advice}"
+            raise ScoreStateMismatch(
+                f"{ahead}; it cannot be marked to be made anew ({exc}): free space or repair the "
+                f"storage and start the peer again. Or: {advice}"
             ) from None
 
     def _recorded_unexecuted(self, height: int) -> bool:
@@ -829,7 +836,7 @@ class ScoreRuntime:
             monitor_log.event(
                 "Error", channel=self.channel, kind="score_nondeterministic", message=message
             )
-            raise StoreDamaged(
+            raise ScoreStateMismatch(
                 f"{message} when it was executed: this peer cannot reproduce the state it "
                 "recorded, and its state would differ from the network's from there on, so "
                 "nothing was committed. Either the SCORE is not deterministic (its results depend "

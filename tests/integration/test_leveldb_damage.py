@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from loopchain.blockchain import block_store
 from loopchain.blockchain.block_store import BlockStore, StoreDamaged
 from loopchain.configure import load_config
+from loopchain.p2p.memory import InMemoryNetwork
 from loopchain.p2p.radiostation_client import ChannelGrant
 from loopchain.peer import node as node_module
 from loopchain.peer.node import PeerNode, PeerOptions
@@ -146,9 +147,25 @@ async def test_a_peer_refusing_its_damaged_block_store_says_what_to_do(tmp_path:
     )
 
 
-async def test_a_peer_refusing_an_inconsistent_block_store_says_what_to_do(tmp_path: Path) -> None:
-    """A store LevelDB reads but whose records disagree (StoreDamaged: here a height index with no
-    tip pointer) said what was wrong but not what to do, as LevelDB's damage does (review)."""
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        (
+            block_store.HEIGHT + (0).to_bytes(8, "big"),
+            b"\x01" * 32,
+            "it has a height index but no tip pointer",
+        ),
+        (block_store.EXECUTED, b"garbage", "the execution record is corrupt"),
+        (block_store.SAFETY, b"garbage", "the safety record is damaged"),
+    ],
+    ids=["index-without-tip", "execution-record", "safety-record"],
+)
+async def test_a_peer_refusing_an_inconsistent_block_store_says_what_to_do(
+    tmp_path: Path, key: bytes, value: bytes, words: str
+) -> None:
+    """A store LevelDB reads but whose records disagree or do not parse (StoreDamaged: found by
+    the store's checks, or by the channel's service reading its records as it opens) said what
+    was wrong but not what to do, as LevelDB's damage does (reviews)."""
     node = PeerNode(
         load_config(environ={}, overrides={"DEFAULT_STORAGE_PATH": str(tmp_path)}),
         PeerOptions(7100, ("127.0.0.1:7102",), None, None, False),
@@ -156,18 +173,19 @@ async def test_a_peer_refusing_an_inconsistent_block_store_says_what_to_do(tmp_p
     path = node.root / "alpha" / "blocks"
     path.parent.mkdir(parents=True)
     with LevelDBStore(path) as kv:
-        kv.put(block_store.HEIGHT + (0).to_bytes(8, "big"), b"\x01" * 32)
-    node.signer, node.transport = Signer.generate(), object()  # type: ignore[assignment]
+        kv.put(key, value)
+    node.signer = Signer.generate()
+    node.transport = InMemoryNetwork().transport(node.signer.address)
     grant = ChannelGrant("alpha", "no/score", ValidatorSet("alpha", 1, ()))
     async with asyncio.TaskGroup() as group:
         with pytest.raises(StoreDamaged) as refused:
             await node._open_channel(grant, Signer.generate().address, group)
-    assert str(refused.value) == (
-        "block store of channel 'alpha' is inconsistent: it has a height index but no tip "
-        "pointer; refusing to run on it. Restore the store from a backup, or move it aside: the "
-        "peer then syncs the chain from the others (the transactions it acknowledged are kept "
-        "apart, in its intake journal)"
-    )
+    said = str(refused.value)
+    assert said.startswith(f"block store of channel 'alpha' is inconsistent: {words}"), said
+    assert said.endswith(
+        ". Restore the store from a backup, or move it aside: the peer then syncs the chain from "
+        "the others (the transactions it acknowledged are kept apart, in its intake journal)"
+    ), said
     for store in node.stores:
         store.close()
 

@@ -25,6 +25,7 @@ from loopchain.blockchain.execution import InvokeResult
 from loopchain.configure import load_config
 from loopchain.consensus import messages as m
 from loopchain.peer import score_runtime as score_runtime_module
+from loopchain.peer.channel_service import storage_advice
 from loopchain.peer.score_runtime import MAX_TIMEOUTS_PER_BLOCK, ScoreRuntime
 from loopchain.scoreservice import STOPPED_EXIT, STORE_FAILED_EXIT
 from loopchain.scoreservice import state as state_module
@@ -733,8 +734,39 @@ async def test_a_score_state_newer_than_the_block_store_that_cannot_be_marked_st
     assert f"holds blocks through height {BLOCKS - 1}" in told, told
     assert "results only through height -1" in told and "score_state" in told, told
     assert "No space left on device" in told and "Restore both from the same backup" in told, told
+    assert "free space or repair the storage" in told, told
+    assert storage_advice(failures[0]) == ""  # (its words say it: not the block store's advice)
     assert restored.executed() is None
     assert runtime.supervisor is not None and _moved_aside(runtime.supervisor.state_path) == []
+
+
+@pytest.mark.timeout(120)
+async def test_a_score_state_still_newer_than_the_block_store_once_made_anew_stops_execution(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state made anew once that is ahead again (here: the replacement did nothing) is not
+    made anew again and again: the peer is told once, and the channel stops."""
+    _, restored = await _committed_state_and_an_older_store(tmp_path)
+    replaced: list[str] = []
+
+    async def replace_nothing(self: object, reason: str) -> None:
+        replaced.append(reason)
+
+    monkeypatch.setattr(supervisor_module.ScoreSupervisor, "replace_state", replace_nothing)
+    failures: list[Exception] = []
+    runtime = _runtime(tmp_path, restored, [], on_storage_error=failures.append)
+    async with running(runtime):
+
+        async def told_once() -> bool:
+            return bool(failures)
+
+        await wait_until_async(told_once, 60, "the state ahead again told")
+    assert len(replaced) == 1 and len(failures) == 1, (replaced, failures)
+    told = str(failures[0])
+    assert f"holds blocks through height {BLOCKS - 1}" in told, told
+    assert "after it was made anew. Restore both from the same backup" in told, told
+    assert storage_advice(failures[0]) == ""
+    assert restored.executed() is None
 
 
 # a SCORE whose state depends on its process: not deterministic
