@@ -401,8 +401,9 @@ def open_state_store(path: Path) -> KeyValueStore:
     and the peer replays its recorded blocks into the new store up to the roots it recorded (a
     SCORE that failed to load instead would give this peer results no other peer gives)."""
     marker = damage_marker(path)
+    marked = marker.exists()
     try:
-        if marker.exists() and path.exists():
+        if marked and path.exists():
             raise StorageCorrupt(marker.read_text(errors="replace")[:1000])
         store = open_store(path)
     except StorageCorrupt as exc:
@@ -414,6 +415,8 @@ def open_state_store(path: Path) -> KeyValueStore:
         log.error("%s; moved aside to %s, a new state is replayed from the chain", exc, aside)
         _drop_old_copies(path, aside)
         store = open_store(path)
+    if not marked:  # (one marked since is left for the next process: ScoreSupervisor kills this)
+        return store
     try:  # the marked store is gone (moved aside above, or before a crash, or by hand)
         marker.unlink()
     except FileNotFoundError:

@@ -387,7 +387,8 @@ class ScoreSupervisor:
         when it is moved), and the running process ended; the next one started moves it aside as
         it opens it. Returns once that process has ended. Raises OSError when the mark cannot be
         written (the process is then left running)."""
-        write_atomic(damage_marker(self.state_path), reason.encode())
+        # (two syncs: off the event loop every channel of a peer may share)
+        await asyncio.to_thread(write_atomic, damage_marker(self.state_path), reason.encode())
         process = self._process
         if process is None or process.returncode is not None:
             return  # the next process started opens the marked store

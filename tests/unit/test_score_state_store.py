@@ -144,3 +144,28 @@ def test_the_copy_just_moved_aside_is_kept_when_the_clock_went_back(
         with LevelDBStore(path.parent / name) as copy:
             kept.add(copy.get(b"k"))
     assert b"damaged 2" in kept and len(kept) == KEPT_CORRUPT_COPIES
+
+
+def test_a_mark_made_while_the_store_opens_is_left_for_the_next_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer marks the state (ScoreSupervisor.replace_state) while a process just started is
+    opening it, past its look for a mark: that process opens the store as it is and is then
+    killed; the mark stays for the next one (before: the opening removed any mark there, and
+    the next process opened the old state again; review)."""
+    path = tmp_path / "score_state"
+    _store_with(path, b"ahead")
+    opened = process.open_store
+
+    def open_as_it_is_marked(where: Path) -> object:
+        damage_marker(path).write_text("ahead of the block store")
+        return opened(where)
+
+    monkeypatch.setattr(process, "open_store", open_as_it_is_marked)
+    with open_state_store(path) as store:
+        assert store.get(b"k") == b"ahead"
+    assert damage_marker(path).exists()
+    monkeypatch.setattr(process, "open_store", opened)
+    with open_state_store(path) as store:  # the next process
+        assert store.get(b"k") is None
+    assert len(_aside(path)) == 1 and not damage_marker(path).exists()
