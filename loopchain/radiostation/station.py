@@ -128,8 +128,9 @@ class Station:
             process=True,
         )
         # (channel, peer) -> the held version warned of last; channel -> when last warned
-        self._ahead_warned: dict[tuple[str, str], tuple[int, bytes]] = {}
-        self._ahead_warned_at: dict[str, float] = {}
+        # (channel, peer) -> the set it was warned of holding (version, hash), and when
+        self._ahead_warned: dict[tuple[str, str], tuple[tuple[int, bytes], float]] = {}
+        self._ahead_lines: dict[str, tuple[float, int]] = {}  # channel -> (minute began, lines)
         self._take_pinned_genesis()
         # every save of the registry gives a set of other content its own version, now too
         registry.adopt_contents(self._content)
@@ -259,7 +260,11 @@ class Station:
         behind), so what it changes is served under versions the peers hold and ignore; the
         operator was told "unlisted (channel version 5)" and the validator kept voting
         (operator review). A peer's word changes nothing here: it is said, for the operator to
-        restore the newest registry.json."""
+        restore the newest registry.json. A member's word is unsigned: each peer is said of once
+        a minute at most, and a channel's lines are AHEAD_WARNS_A_MINUTE a minute at most, so
+        that one member neither floods the log nor silences the others (review)."""
+        if len(held_hash) != HASH_BYTES:
+            held_hash = b""  # (none, from an older peer; or not a hash: a forged beat's)
         served = self._served_hash(channel, version) if held == version and held_hash else None
         if held > version:
             what, said = f"above this RadioStation's {version}", (held, b"")
@@ -267,16 +272,21 @@ class Station:
             what, said = "with other content than this RadioStation's", (held, held_hash)
         else:
             return
-        warned = self._ahead_warned.get((channel, peer_id))
-        if warned is not None and (warned[0] > held or warned == said):
-            return
         now = self.monotonic()
-        if now - self._ahead_warned_at.get(channel, -math.inf) < AHEAD_WARN_EVERY_S:
-            return  # (a member's word, unsigned: it neither floods the log nor silences others)
+        warned = self._ahead_warned.get((channel, peer_id))
+        if warned is not None:
+            (was, at) = warned
+            if was[0] > held or was == said or now - at < AHEAD_WARN_EVERY_S:
+                return
+        began, lines = self._ahead_lines.get(channel, (-math.inf, 0))
+        if now - began >= AHEAD_WARN_EVERY_S:
+            began, lines = now, 0
+        if lines >= AHEAD_WARNS_A_MINUTE:
+            return
+        self._ahead_lines[channel] = (began, lines + 1)
         if len(self._ahead_warned) >= MAX_AHEAD_WARNED:
             self._ahead_warned.clear()
-        self._ahead_warned[(channel, peer_id)] = said
-        self._ahead_warned_at[channel] = now
+        self._ahead_warned[(channel, peer_id)] = (said, now)
         log.warning(
             "channel %s: peer %s holds validator set version %d, %s: its registry is older than "
             "the one that issued that set (restored from an older copy, or a standby behind?). "
@@ -445,7 +455,9 @@ UNPIN = (
 )
 
 
-AHEAD_WARN_EVERY_S = 60.0  # a channel's "a peer holds a newer set" at most this often
+AHEAD_WARN_EVERY_S = 60.0  # a peer's "holds a newer set" said at most this often
+AHEAD_WARNS_A_MINUTE = 4  # lines of it a channel gets a minute at most (each of another peer)
+HASH_BYTES = 32  # a validator set's hash (a heartbeat's set_hash of another length is ignored)
 MAX_AHEAD_WARNED = 4096  # (channel, peer) pairs remembered for it
 
 

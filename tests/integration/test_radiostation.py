@@ -589,7 +589,8 @@ async def test_a_peer_holding_a_newer_set_than_the_radiostation_is_warned_of(
     """A RadioStation restored from an older copy of its registry serves versions the peers
     hold and ignore: the operator was told "unlisted (channel version 5)" and the validator kept
     voting (operator review). A heartbeat says the version the peer holds; the RadioStation
-    warns once a version, and changes nothing by it."""
+    warns of a peer once a minute at most, and changes nothing by it (a member's word, unsigned:
+    one member raising it at each beat neither floods the log nor silences another's)."""
     rs = await start_rs()
     peer = Signer.generate()
     async with rs_stub(rs) as stub:
@@ -600,19 +601,21 @@ async def test_a_peer_holding_a_newer_set_than_the_radiostation_is_warned_of(
         await connect(stub, other, "127.0.0.1:7200")
         version += 1  # (the second member's registration)
         beats = [(peer, version), (peer, version + 3), (peer, version + 3), (peer, version + 1)]
-        beats.append((other, version + 9))  # within the minute: a member's word floods nothing
+        beats += [(peer, version + 4 + n) for n in range(5)]  # within the minute: said no more
+        beats.append((other, version + 9))  # another member's: said
         for signer, held in beats:
             beat = heartbeat_request(signer, "loopchain_default")
             beat.set_version = held
             reply = await stub.Heartbeat(beat, timeout=DEADLINE)
             assert (reply.code, reply.peer_list_version) == (0, version)
     said = [line for line in rs.current_log().splitlines() if "holds validator set version" in line]
-    assert len(said) == 1, said
+    assert len(said) == 2, said
     assert (
         f"channel loopchain_default: peer {peer.address} holds validator set version "
         f"{version + 3}, above this RadioStation's {version}: its registry is older than the one "
         "that issued that set" in said[0]
     )
+    assert f"peer {other.address} holds validator set version {version + 9}, above" in said[1]
 
 
 async def test_a_peer_holding_a_set_of_the_same_version_with_other_content_is_warned_of(
@@ -629,7 +632,8 @@ async def test_a_peer_holding_a_set_of_the_same_version_with_other_content_is_wa
         served = validator_set_of(await connect(stub, other, "127.0.0.1:7200"), "loopchain_default")
         foreign = dataclasses.replace(served, validators=served.validators[:1])
         assert foreign.version == served.version and foreign.hash != served.hash
-        beats = [(other, served.hash), (peer, b""), (peer, foreign.hash), (peer, foreign.hash)]
+        beats = [(other, served.hash), (peer, b""), (other, b"\x00"), (other, served.hash + b"x")]
+        beats += [(peer, foreign.hash), (peer, foreign.hash)]  # (not a hash: ignored, above)
         for signer, held in beats:
             beat = heartbeat_request(signer, "loopchain_default")
             beat.set_version, beat.set_hash = served.version, held
