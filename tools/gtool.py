@@ -3,7 +3,7 @@
 
     .venv/bin/python tools/gtool.py -r http://127.0.0.1:9002 status
     .venv/bin/python tools/gtool.py channels
-    .venv/bin/python tools/gtool.py add-channel kofia_2 --score loopchain/default
+    .venv/bin/python tools/gtool.py add-channel kofia_2 --score loopchain/default --nid 0x20
     .venv/bin/python tools/gtool.py add-peer kofia_2 127.0.0.1:7100 --peer-id hx...
     .venv/bin/python tools/gtool.py remove-peer kofia_2 hx...     # or the entry's host:port
     .venv/bin/python tools/gtool.py unregister hx...              # forget a registration
@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_channel = sub.add_parser("add-channel", help="add a channel")
     add_channel.add_argument("channel")
     add_channel.add_argument("--score", help="its SCORE package (default: the RadioStation's)")
+    add_channel.add_argument(
+        "--nid",
+        help="its network id for ICON v3 transactions, e.g. 0x20 (default: the peers' ICON_NID "
+        "unless another channel takes it; else the RadioStation gives it one of its own)",
+    )
     add_peer = sub.add_parser("add-peer", help="list a peer in a channel")
     add_peer.add_argument("channel")
     add_peer.add_argument("target", help="the peer's host:port")
@@ -188,6 +193,8 @@ def cmd_add_channel(client: RestClient, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"channel": args.channel}
     if args.score:
         body["score_package"] = args.score
+    if args.nid:
+        body["genesis_data"] = {"accounts": [], "nid": args.nid}
     reply = client.ok("POST", "/api/v1/channel", body=body, headers=_operator(args))
     return _changed(args, reply)
 

@@ -34,6 +34,7 @@ from loopchain.radiostation.station import Station, UnknownChannel, genesis_diff
 from loopchain.safe_text import json_place
 from loopchain.types import channel_name
 from loopchain.types.channel_name import MAX_CHANNELS, is_channel_name
+from loopchain.types.genesis import MAX_NID, GenesisData
 
 
 class ChannelChangeError(ValueError):
@@ -101,6 +102,7 @@ def _check_all(
             data,
             str(config.DEFAULT_SCORE_PACKAGE),
             int(str(config.ICON_NID), 16),
+            warn=False,
         )
     except ChannelDataError as exc:
         raise _refused(exc.place, exc.reason, in_body) from None
@@ -137,6 +139,36 @@ def _check_all(
             in_body,
         )
     return specs
+
+
+def _own_nid(station: Station, entry: dict[str, Any]) -> int | None:
+    """The nid given to a channel added with the JSON `entry` that states none, written into
+    its genesis_data (None: it states one, or the peers' ICON_NID it would take is no other
+    channel's). A channel stating no nid takes the peers' ICON_NID; another that takes or
+    states that one too would accept a v3 transaction signed for it, replayed (review:
+    `gtool add-channel` made one sharing the first localnet channel's, warned at each later
+    change). The nid given is one above every nid the channels state or were given."""
+    genesis = entry.get("genesis_data")
+    if isinstance(genesis, dict) and "nid" in genesis:
+        return None
+    default = int(str(station.config.ICON_NID), 16)
+    nids: list[int | None] = []
+    for name, spec in station.registry.channels.items():
+        pinned = station.registry.pinned_genesis(name)
+        held = GenesisData.decode(pinned) if pinned else spec.genesis
+        nids.append(held.nid if held is not None else None)
+    for name, text in station.registry.pinned_channels().items():  # (removed from the file too)
+        if name not in station.registry.channels and text:
+            nids.append(GenesisData.decode(text).nid)
+    if not any(nid in (None, default) for nid in nids):
+        return None
+    free = max([default, *(nid for nid in nids if nid is not None)]) + 1
+    if free > MAX_NID:
+        return None  # (refused by the nid check as shared, saying to give one)
+    if not isinstance(genesis, dict):
+        genesis = {"accounts": []}
+    entry["genesis_data"] = {**genesis, "nid": hex(free)}
+    return free
 
 
 def _has_validators(spec: ChannelSpec | None) -> bool:
@@ -184,6 +216,7 @@ def add_channel(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, in
         raise ChannelChangeError((), f"at most {MAX_CHANNELS} channels")
     data = channel_data(station)
     data[name] = {k: v for k, v in body.items() if k != "channel"}
+    _own_nid(station, data[name])
     return _commit(station, data, name, lambda place: place[1:] if place[:1] == (name,) else None)
 
 

@@ -346,17 +346,23 @@ def channel_to_json(spec: ChannelSpec) -> dict[str, Any]:
 
 
 def parse_channels(
-    path: Path, data: Any, default_package: str, default_nid: int | None = None
+    path: Path,
+    data: Any,
+    default_package: str,
+    default_nid: int | None = None,
+    *,
+    warn: bool = True,
 ) -> dict[str, ChannelSpec]:
     """Channel specs from the decoded JSON of `path`; ChannelDataError names what is wrong.
     `default_nid`: the ICON_NID the channels stating no nid take (this node's, as their peers'
-    should be)."""
+    should be); `warn`: of channels that share it (check_networks: at start, not at each
+    change, which said it again each time)."""
     if not isinstance(data, dict):
         raise ChannelDataError(path, (), "must hold a JSON object mapping channel names to objects")
     if not data:
         raise ChannelDataError(path, (), "defines no channel")
     specs = [_parse_channel(path, name, raw, default_package) for name, raw in data.items()]
-    check_networks(path, specs, default_nid)
+    check_networks(path, specs, default_nid, warn=warn)
     return {spec.name: spec for spec in specs}
 
 

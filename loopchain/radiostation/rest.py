@@ -608,9 +608,18 @@ async def channel_add(request: web.Request) -> web.Response:
         spec, version = channel_admin.add_channel(_station(request), body)
     except _CHANGE_ERRORS as exc:
         raise _change_error(exc) from None
+    stated = body.get("genesis_data")
+    given = spec.genesis.nid if spec.genesis is not None else None
+    if given is not None and not (isinstance(stated, dict) and "nid" in stated):
+        added = (
+            f"added with network id {given:#x} (genesis_data.nid: it stated none, and the "
+            "peers' ICON_NID is another channel's)"
+        )
+    else:
+        added = "added"
     # (a running peer opens a channel granted since its start at its next start)
     return _channel_changed(
-        spec.name, version, "added; its peers open it at their next start", request
+        spec.name, version, f"{added}; its peers open it at their next start", request
     )
 
 

@@ -85,9 +85,13 @@ def test_status_lists_each_channel_with_its_leader(net: LocalNetwork, tmp_path: 
 def test_channels_add_and_remove_peers_and_dump(net: LocalNetwork, tmp_path: Path) -> None:
     done = gtool(net, "add-channel", "kofia_9", "--score", "sample/token", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "channel kofia_9: added; its peers open it at their next start (channel version" in (
-        done.stdout
-    )
+    assert (  # (a nid of its own: the default channel takes the peers' ICON_NID, 0x3)
+        "channel kofia_9: added with network id 0x4 (genesis_data.nid: it stated none, and the "
+        "peers' ICON_NID is another channel's); its peers open it at their next start (channel "
+        "version" in done.stdout
+    ), done.stdout
+    done = gtool(net, "add-channel", "kofia_10", "--nid", "0x20", cwd=tmp_path)
+    assert "channel kofia_10: added; its peers open it" in done.stdout, (done.stdout, done.stderr)
     peer_id = Signer.generate().address
     done = gtool(net, "add-peer", "kofia_9", "127.0.0.1:7300", cwd=tmp_path)
     assert done.returncode == 0 and "127.0.0.1:7300 listed" in done.stdout, done.stderr
@@ -101,7 +105,9 @@ def test_channels_add_and_remove_peers_and_dump(net: LocalNetwork, tmp_path: Pat
             {"peer_target": "127.0.0.1:7300"},
             {"peer_id": peer_id, "peer_target": "127.0.0.1:7400", "weight": 3, "role": "auditor"},
         ],
+        "genesis_data": {"accounts": [], "nid": "0x4"},
     }
+    assert data["kofia_10"]["genesis_data"] == {"accounts": [], "nid": "0x20"}
     text = gtool(net, "channels", cwd=tmp_path).stdout
     assert "kofia_9: SCORE sample/token, 2 listed peers" in text
     assert f'{peer_id}  127.0.0.1:7400  {{"weight": 3, "role": "auditor"}}' in text

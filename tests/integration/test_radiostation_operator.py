@@ -211,7 +211,11 @@ async def test_writes_need_the_operator_token(start_rs: StartRS) -> None:
     assert (ca_dir / "ca.pem").is_file()
     assert list((await peer_list(rs, "")).peers) == []
     written = json.loads((rs.workdir / "channel_manage_data.json").read_text())
-    assert written["c_new"] == {"score_package": "loopchain/default", "peers": []}
+    assert written["c_new"] == {  # (a nid of its own: the default channel takes ICON_NID's)
+        "score_package": "loopchain/default",
+        "peers": [],
+        "genesis_data": {"accounts": [], "nid": "0x4"},
+    }
     status, _ = await get_json(f"{rs.rest}/api/v1/conf")  # reads stay open
     assert status == 200
 

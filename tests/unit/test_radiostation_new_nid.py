@@ -1,0 +1,58 @@
+"""A channel added over the RadioStation's REST API (gtool add-channel) that states no nid takes
+the peers' ICON_NID; when another channel takes or states that one too, a v3 transaction signed
+for one would be valid in the other, replayed. The RadioStation gives it a nid of its own then,
+one above every nid its channels state or were given, written into its genesis_data (review:
+`gtool add-channel` made one sharing the first localnet channel's, warned at each later
+change)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from loopchain.radiostation.channel_admin import ChannelChangeError, add_channel
+from loopchain.radiostation.channels import ChannelSpec
+from loopchain.types.genesis import GenesisAccount, GenesisData
+from tests.unit.test_radiostation_genesis import PACKAGE, _join, _station
+
+ACCOUNT = GenesisAccount("god", "hx" + "a" * 40, 10)
+
+
+def _nid(station: object, name: str) -> int | None:
+    spec = station.registry.channels[name]  # type: ignore[attr-defined]
+    return spec.genesis.nid if spec.genesis is not None else None
+
+
+def test_a_channel_stating_no_nid_is_given_one_above_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    default = ChannelSpec("c1", PACKAGE, None, genesis=GenesisData((ACCOUNT,), nid=0x3))
+    other = ChannelSpec("c2", PACKAGE, None, genesis=GenesisData((), nid=0x9))
+    station = _station(tmp_path, default, other)
+    with caplog.at_level(logging.WARNING):
+        add_channel(station, {"channel": "c3"})
+        add_channel(station, {"channel": "c4", "genesis_data": GenesisData((ACCOUNT,)).to_json()})
+    assert (_nid(station, "c3"), _nid(station, "c4")) == (0xA, 0xB)
+    genesis = station.registry.channels["c4"].genesis
+    assert genesis is not None and genesis.accounts == (ACCOUNT,)  # its accounts kept
+    add_channel(station, {"channel": "c5", "genesis_data": {"accounts": [], "nid": "0x20"}})
+    assert _nid(station, "c5") == 0x20  # a nid stated is its own
+    with pytest.raises(ChannelChangeError, match="0x3 is channel 'c1'"):
+        add_channel(station, {"channel": "c6", "genesis_data": {"accounts": [], "nid": "0x3"}})
+    assert "ICON_NID" not in caplog.text  # (no warning of shared nids at each change)
+
+
+def test_a_channel_stating_no_nid_takes_the_peers_when_no_other_does(tmp_path: Path) -> None:
+    station = _station(tmp_path, ChannelSpec("c1", PACKAGE, None, genesis=GenesisData((), nid=7)))
+    add_channel(station, {"channel": "c2"})
+    assert station.registry.channels["c2"].genesis is None  # the peers' ICON_NID, 0x3
+
+
+def test_a_channel_stating_none_beside_one_stating_none_is_given_its_own(tmp_path: Path) -> None:
+    station = _station(tmp_path, ChannelSpec("c1", PACKAGE, None))
+    _join(station)
+    station.served_set("c1")  # given to its peers: its (absent) genesis is fixed
+    add_channel(station, {"channel": "c2"})
+    assert _nid(station, "c2") == 0x4  # one above the peers' ICON_NID, which c1 takes
