@@ -324,6 +324,30 @@ class ChannelConsensus:
         """Resume after (re)start."""
         return self._fetch_lock() + self._on_progress(now)
 
+    def vote_again(self, block_hash: bytes, now: float) -> list[m.Action]:
+        """After a restart: the vote this node cast for `block_hash` (a voted-for block its store
+        kept, back in the tree) sent again to the next round's leader, when it was the last
+        thing it signed (the round of its safety record). The certificate those votes made was
+        held in memory only (each node's record keeps the one it had when it voted): a whole
+        network started again had none, so no leader could propose on it, and the first load
+        waited a round's timeout and complaints (review: 64 clients, each answered one 503). The
+        same vote again, the same round and block: no new vote, and nothing the safety rules
+        refuse."""
+        node = self.tree.get(block_hash)
+        if node is None or node.block.header.round != self.safety.highest_vote_round:
+            return []
+        voting, next_set = node.point.validators, node.point.next_validators
+        if voting is None or next_set is None or self.signer.address not in voting:
+            return []
+        block = node.block
+        vote = Vote.create(
+            block.header.channel, block.height, block.header.round, block.hash, self.signer
+        )
+        to = leader_of(next_set, block.header.round + 1, self.turn)
+        if to == self.signer.address:
+            return self._on_vote(vote, now)
+        return [m.SendVote(to, vote)]
+
     def _fetch_lock(self) -> list[m.Action]:
         """Ask for the block of this node's highest certificate when it is not in the tree (after a
         restart the tree holds only the blocks this node voted for): until it comes, the voters,

@@ -335,8 +335,11 @@ class ChannelService:
             self.signer.address,
         )
         self._execute(self.consensus.start(self.clock()))
-        for block in self.store.pending_blocks():  # what this node voted for before it stopped
+        voted = self.store.pending_blocks()  # what this node voted for before it stopped
+        for block in voted:
             self._dispatch(m.BlockFetched(block))
+        for block in voted:  # its last vote, again: the certificate it made was in memory
+            self._vote_again(block)
         self._replay_intake()
         try:
             async with asyncio.TaskGroup() as group:
@@ -551,6 +554,21 @@ class ChannelService:
             if (to is None or to == peer.peer_id) and payload not in sent:
                 sent.append(payload)
                 self.transport.send_consensus(peer, self.name, self.signer.address, payload)
+
+    def _vote_again(self, block: Block) -> None:
+        """Send again this node's last vote (ChannelConsensus.vote_again), kept among the
+        messages a member gets when it is back (its leader may not be up yet: a whole network
+        starting again)."""
+        if self.halted:
+            return
+        try:
+            actions = self.consensus.vote_again(block.hash, self.clock())
+            for action in actions:
+                if isinstance(action, m.SendVote):
+                    self._recent.append((action.to, action.vote))
+            self._execute(actions)
+        except (StorageError, BlockStoreError) as exc:
+            self.storage_failed(exc)
 
     # ------------------------------------------------------------ backend API (called by the servicer)
 

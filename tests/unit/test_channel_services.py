@@ -2209,3 +2209,36 @@ async def test_a_peer_back_is_not_sent_a_proposal_too_old_for_its_clock(tmp_path
         assert sent and not any(isinstance(p, Block) for p in sent), sent
     finally:
         await cluster.stop()
+
+
+async def test_a_network_started_again_proposes_on_its_last_certificate_at_once(
+    tmp_path: Path,
+) -> None:
+    """Every peer stops while the chain is idle, its last block certified but not final, and
+    starts again. The certificate the votes made was held in memory only (each peer's record
+    keeps the one it had when it voted): no leader could propose on it, and the first
+    transaction after the start waited for a round's timeout and complaints (review: 64 clients
+    after a restarted localnet, each answered one 503). Each peer sends its last vote again as
+    it starts: the certificate is made again, and the next leader proposes on it. With round
+    timers of two minutes, past DEADLINE: the transaction is final without one."""
+    cluster = Cluster(tmp_path, overrides=TWO_MINUTE_TIMERS)
+    try:
+        txs = await submit(cluster.services[0], 1, "before the stop")
+        await cluster.wait(lambda: cluster.final_everywhere(txs, cluster.services), "final")
+
+        def certified_not_final() -> bool:
+            return all(
+                s.consensus.safety.high_qc is not None
+                and s.consensus.safety.high_qc.height > s.consensus.tip.height
+                for s in cluster.services
+            )
+
+        await cluster.wait(certified_not_final, "the last block certified, not final")
+        for index in range(PEERS):
+            await cluster.crash(index)
+        for index in range(PEERS):
+            cluster.restart(index)
+        txs = await submit(cluster.services[1], 1, "after the start")
+        await cluster.wait(lambda: cluster.final_everywhere(txs, cluster.services), "final again")
+    finally:
+        await cluster.stop()
