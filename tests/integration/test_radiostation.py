@@ -583,6 +583,21 @@ async def test_a_set_given_by_its_peer_list_fixes_the_genesis_too(
     assert ValidatorSet.decode(listed.validator_set).genesis == served.genesis
 
 
+async def _beat_holding(
+    stub: Any, signer: Signer, held: int, held_hash: bytes, version: int
+) -> None:
+    """A heartbeat of `signer` saying it holds set version `held` of hash `held_hash`, answered
+    with the RadioStation's list `version`."""
+    beat = heartbeat_request(signer, "loopchain_default")
+    beat.set_version, beat.set_hash = held, held_hash
+    reply = await stub.Heartbeat(beat, timeout=DEADLINE)
+    assert (reply.code, reply.peer_list_version) == (0, version)
+
+
+def _held_set_warnings(rs: Any) -> list[str]:
+    return [line for line in rs.current_log().splitlines() if "holds validator set version" in line]
+
+
 async def test_a_peer_holding_a_newer_set_than_the_radiostation_is_warned_of(
     start_rs: StartRS,
 ) -> None:
@@ -604,11 +619,8 @@ async def test_a_peer_holding_a_newer_set_than_the_radiostation_is_warned_of(
         beats += [(peer, version + 4 + n) for n in range(5)]  # within the minute: said no more
         beats.append((other, version + 9))  # another member's: said
         for signer, held in beats:
-            beat = heartbeat_request(signer, "loopchain_default")
-            beat.set_version = held
-            reply = await stub.Heartbeat(beat, timeout=DEADLINE)
-            assert (reply.code, reply.peer_list_version) == (0, version)
-    said = [line for line in rs.current_log().splitlines() if "holds validator set version" in line]
+            await _beat_holding(stub, signer, held, b"", version)
+    said = _held_set_warnings(rs)
     assert len(said) == 2, said
     assert (
         f"channel loopchain_default: peer {peer.address} holds validator set version "
@@ -635,11 +647,8 @@ async def test_a_peer_holding_a_set_of_the_same_version_with_other_content_is_wa
         beats = [(other, served.hash), (peer, b""), (other, b"\x00"), (other, served.hash + b"x")]
         beats += [(peer, foreign.hash), (peer, foreign.hash)]  # (not a hash: ignored, above)
         for signer, held in beats:
-            beat = heartbeat_request(signer, "loopchain_default")
-            beat.set_version, beat.set_hash = served.version, held
-            reply = await stub.Heartbeat(beat, timeout=DEADLINE)
-            assert (reply.code, reply.peer_list_version) == (0, served.version)
-    said = [line for line in rs.current_log().splitlines() if "holds validator set version" in line]
+            await _beat_holding(stub, signer, served.version, held, served.version)
+    said = _held_set_warnings(rs)
     assert len(said) == 1, said
     assert (
         f"channel loopchain_default: peer {peer.address} holds validator set version "
