@@ -72,6 +72,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from types import EllipsisType
 from typing import Any, NamedTuple
 
 from loopchain import failpoints
@@ -242,6 +243,8 @@ class BlockStore:
         # the last safety record written or read (this store is its only writer): a vote checks
         # against it without reading and decoding the record with its certificate again
         self._safety: tuple[int, QuorumCertificate | None] | None = None
+        # (round, block hash) of the vote the safety record names (last_vote); ... unread
+        self._last_vote: tuple[int, bytes] | EllipsisType | None = ...
         # the keys of the kept voted-for blocks above the tip by block hash (this store is their
         # only writer): a block deletes the moot ones by key, never by walking the prefix, which
         # LevelDB makes slower with every delete not yet compacted away
@@ -347,9 +350,11 @@ class BlockStore:
                     batch.put(key, voted.encode())
             if safety is not None:
                 round_, high_qc = safety
+                last_vote = self._vote_in(round_, votes)
                 record = {
                     "highest_vote_round": round_,
                     "high_qc": high_qc.to_json() if high_qc is not None else None,
+                    **({"voted": last_vote[1].hex()} if last_vote is not None else {}),
                 }
                 batch.put(SAFETY, canonical.encode(record))
             if staged:
@@ -359,6 +364,7 @@ class BlockStore:
         self._pending.update((voted_hash, key) for voted_hash, (key, _voted) in kept.items())
         if safety is not None:
             self._safety = safety
+            self._last_vote = self._vote_in(safety[0], votes)
         if staged:
             block, _hash, certificate, _positions = staged[-1]
             self._tip_height, self._tip_hash = tip_height, tip_hash
@@ -462,6 +468,36 @@ class BlockStore:
                     raise BlockStoreError("safety record would lower the highest certificate")
             last = (highest_vote_round, high_qc)
         return last if votes else None
+
+    def _vote_in(self, round_: int, votes: Sequence[VoteRecord]) -> tuple[int, bytes] | None:
+        """The vote this node cast in `round_` (its record's highest round) by `votes` or, when
+        they cast none there (a complaint after it), as recorded before; None when it cast none
+        in that round (it complained only)."""
+        for voted_round, _qc, voted in reversed(votes):
+            if voted_round == round_ and voted is not None:
+                return (round_, voted.hash)
+        before = self.last_vote()
+        return before if before is not None and before[0] == round_ else None
+
+    def last_vote(self) -> tuple[int, bytes] | None:
+        """(round, block hash) of the vote this node cast in the highest round of its safety
+        record, None when it cast none there (it complained only; or a record of an earlier
+        version, which named none): what it may send again after a restart, and nothing else
+        (a review: the tip's proof block, sent again as voted, signed a vote in a round this
+        node had only complained in)."""
+        if self._last_vote is not ...:
+            return self._last_vote
+        record, raw = self.safety_record(), self._kv.get(SAFETY)
+        vote = None
+        if record is not None and raw is not None:
+            try:
+                named = canonical.decode(raw).get("voted")
+                if named is not None:
+                    vote = (record[0], bytes.fromhex(named))
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise self._broken(f"the safety record is damaged: {exc!r}"[:300]) from None
+        self._last_vote = vote
+        return vote
 
     def safety_record(self) -> tuple[int, QuorumCertificate | None] | None:
         """(highest voted round, highest certificate) as last recorded, or None."""

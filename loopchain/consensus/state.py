@@ -326,8 +326,9 @@ class ChannelConsensus:
 
     def vote_again(self, block_hash: bytes, now: float) -> list[m.Action]:
         """After a restart: the vote this node cast for `block_hash` (a voted-for block its store
-        kept, back in the tree) sent again to the next round's leader, when it was the last
-        thing it signed (the round of its safety record). The certificate those votes made was
+        kept, back in the tree; the caller names only a block its safety record says it voted
+        for, never one it complained about) sent again to the next round's leader, when it was
+        in the round of its safety record. The certificate those votes made was
         held in memory only (each node's record keeps the one it had when it voted): a whole
         network started again had none, so no leader could propose on it, and the first load
         waited a round's timeout and complaints (review: 64 clients, each answered one 503). The

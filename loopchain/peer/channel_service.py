@@ -335,11 +335,9 @@ class ChannelService:
             self.signer.address,
         )
         self._execute(self.consensus.start(self.clock()))
-        voted = self.store.pending_blocks()  # what this node voted for before it stopped
-        for block in voted:
+        for block in self.store.pending_blocks():  # what this node voted for before it stopped
             self._dispatch(m.BlockFetched(block))
-        for block in voted:  # its last vote, again: the certificate it made was in memory
-            self._vote_again(block)
+        self._vote_again()  # its last vote, again: the certificate it made was in memory only
         self._replay_intake()
         try:
             async with asyncio.TaskGroup() as group:
@@ -555,14 +553,18 @@ class ChannelService:
                 sent.append(payload)
                 self.transport.send_consensus(peer, self.name, self.signer.address, payload)
 
-    def _vote_again(self, block: Block) -> None:
-        """Send again this node's last vote (ChannelConsensus.vote_again), kept among the
-        messages a member gets when it is back (its leader may not be up yet: a whole network
-        starting again)."""
+    def _vote_again(self) -> None:
+        """Send again the vote this node cast last (ChannelConsensus.vote_again), as its safety
+        record names it (BlockStore.last_vote: none when it only complained in that round),
+        kept among the messages a member gets when it is back (its leader may not be up yet: a
+        whole network starting again)."""
         if self.halted:
             return
         try:
-            actions = self.consensus.vote_again(block.hash, self.clock())
+            last = self.store.last_vote()
+            if last is None:
+                return
+            actions = self.consensus.vote_again(last[1], self.clock())
             for action in actions:
                 if isinstance(action, m.SendVote):
                     self._recent.append((action.to, action.vote))

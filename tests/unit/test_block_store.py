@@ -408,6 +408,27 @@ def test_safety_records_move_forward_only(store: BlockStore, chain: ChainBuilder
     assert store.safety_record() == (3, qc)
 
 
+def test_the_safety_record_names_the_vote_cast_in_its_round(
+    kv: KeyValueStore, chain: ChainBuilder
+) -> None:
+    """What a node started again may send again (ChannelService._vote_again): the vote it cast
+    in its record's round, kept when it complains in that round after, gone once it only
+    complained in a later one; none from a record of an earlier version."""
+    store = BlockStore(kv, CHANNEL)
+    voted, qc = chain.next(0)
+    assert store.last_vote() is None
+    store.save_safety_record(voted.header.round, None, voted)
+    assert store.last_vote() == (voted.header.round, voted.hash)
+    store.save_safety_record(voted.header.round, qc)  # a complaint in the same round, after
+    assert BlockStore(kv, CHANNEL).last_vote() == (voted.header.round, voted.hash)
+    store.save_safety_record(voted.header.round + 1, qc)  # a complaint in the next round only
+    assert store.last_vote() is None
+    assert BlockStore(kv, CHANNEL).last_vote() is None
+    record = canonical.decode(kv.get(schema.SAFETY))  # type: ignore[arg-type]
+    kv.put(schema.SAFETY, canonical.encode({k: v for k, v in record.items() if k != "voted"}))
+    assert BlockStore(kv, CHANNEL).last_vote() is None  # (an earlier version's record)
+
+
 class Counting(MemoryStore):
     """A MemoryStore that counts the writes that would sync (every batch is synced)."""
 

@@ -29,7 +29,7 @@ from loopchain.consensus.state import MAX_FETCH_DEPTH
 from loopchain.p2p import peer_service
 from loopchain.p2p import turns as turns_module
 from loopchain.p2p.errors import ErrorKind, RequestError
-from loopchain.p2p.memory import InMemoryNetwork
+from loopchain.p2p.memory import InMemoryNetwork, InMemoryTransport
 from loopchain.peer import channel_service
 from loopchain.peer.catchup import SYNC_CHUNK
 from loopchain.peer.channel_service import ChannelService, ChannelSettings
@@ -46,6 +46,7 @@ from loopchain.types.hashing import EMPTY_ROOT
 from loopchain.types.peer import PeerInfo
 from loopchain.types.transaction import MAX_DATA_DEPTH, Transaction
 from loopchain.types.validators import Validator, ValidatorSet
+from loopchain.types.vote import Vote
 from tests._recoveries import count_recoveries
 
 CHANNEL = "memory_channel"
@@ -2240,5 +2241,50 @@ async def test_a_network_started_again_proposes_on_its_last_certificate_at_once(
             cluster.restart(index)
         txs = await submit(cluster.services[1], 1, "after the start")
         await cluster.wait(lambda: cluster.final_everywhere(txs, cluster.services), "final again")
+    finally:
+        await cluster.stop()
+
+
+async def test_a_peer_started_again_sends_no_vote_for_a_block_it_only_complained_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer whose clock is two minutes ahead refuses each proposal for its time and complains
+    in its round; the others certify the block, which this peer then holds as the proof of its
+    tip. Started again, it sends its last vote again only when it cast one: before, the proof
+    block was sent again as voted for, a vote signed in a round it had only complained in
+    (review)."""
+    sent: list[tuple[str, object]] = []
+    send = InMemoryTransport.send_consensus
+
+    def spy(self: InMemoryTransport, peer: Any, channel: str, sender: str, payload: Any) -> Any:
+        sent.append((sender, payload))
+        return send(self, peer, channel, sender, payload)
+
+    monkeypatch.setattr(InMemoryTransport, "send_consensus", spy)
+    cluster = Cluster(tmp_path, overrides=ONE_ROUND_TURNS, clocks={3: lambda: time.time() + 120})
+    try:
+        others, ahead = cluster.services[:3], cluster.services[3]
+        await finalise_batches(cluster, others, 2, 1)
+
+        def refused_its_last() -> bool:
+            proof = ahead.store.commit_proof()
+            return (
+                proof is not None
+                and ahead.consensus.tip.height == others[0].consensus.tip.height
+                and Block.decode(proof[0]).header.round == ahead.consensus.safety.highest_vote_round
+            )
+
+        await cluster.wait(refused_its_last, "the ahead peer holding the block it complained about")
+        last_round = ahead.consensus.safety.highest_vote_round
+        me = ahead.signer.address
+        assert not [p for s, p in sent if s == me and isinstance(p, Vote) and p.round == last_round]
+        proof_hash = Block.decode(ahead.store.commit_proof()[0]).hash  # type: ignore[index]
+        await cluster.crash(3)
+        before = len(sent)
+        again = cluster.restart(3)
+        # (run() holds its kept blocks, then sends its last vote, in one turn of the loop)
+        await cluster.wait(lambda: again.consensus.tree.get(proof_hash) is not None, "started")
+        votes = [p for s, p in sent[before:] if s == me and isinstance(p, Vote)]
+        assert not [v for v in votes if v.round == last_round], votes
     finally:
         await cluster.stop()
