@@ -141,33 +141,39 @@ def _check_all(
     return specs
 
 
-def _own_nid(station: Station, entry: dict[str, Any]) -> int | None:
-    """The nid given to a channel added with the JSON `entry` that states none, written into
-    its genesis_data (None: it states one, or the peers' ICON_NID it would take is no other
-    channel's). A channel stating no nid takes the peers' ICON_NID; another that takes or
-    states that one too would accept a v3 transaction signed for it, replayed (review:
-    `gtool add-channel` made one sharing the first localnet channel's, warned at each later
-    change). The nid given is one above every nid the channels state or were given."""
+def _own_nid(station: Station, name: str, entry: dict[str, Any]) -> int | None:
+    """The nid given to channel `name`, added with the JSON `entry` that states none, written
+    into its genesis_data (None: it states one, or states genesis_data that is no JSON object,
+    refused as such; a channel of that name existed, whose genesis its peers were given; or
+    the peers' ICON_NID it would take is no other channel's). A channel stating no nid takes
+    the peers' ICON_NID; another that takes or states that one too would accept a v3
+    transaction signed for it, replayed (review: `gtool add-channel` made one sharing the first
+    localnet channel's, warned at each later change). The nid given is the lowest one above the
+    peers' ICON_NID that no channel states or was given."""
     genesis = entry.get("genesis_data")
+    if "genesis_data" in entry and not isinstance(genesis, dict):
+        return None
     if isinstance(genesis, dict) and "nid" in genesis:
         return None
+    if station.registry.pinned_genesis(name) is not None:
+        return None  # (re-added: its peers hold the genesis they were given)
     default = int(str(station.config.ICON_NID), 16)
-    nids: list[int | None] = []
-    for name, spec in station.registry.channels.items():
-        pinned = station.registry.pinned_genesis(name)
+    nids: set[int | None] = set()
+    for other, spec in station.registry.channels.items():
+        pinned = station.registry.pinned_genesis(other)
         held = GenesisData.decode(pinned) if pinned else spec.genesis
-        nids.append(held.nid if held is not None else None)
-    for name, text in station.registry.pinned_channels().items():  # (removed from the file too)
-        if name not in station.registry.channels and text:
-            nids.append(GenesisData.decode(text).nid)
-    if not any(nid in (None, default) for nid in nids):
+        nids.add(held.nid if held is not None else None)
+    for other, text in station.registry.pinned_channels().items():  # removed from the file too
+        if other not in station.registry.channels:
+            nids.add(GenesisData.decode(text).nid if text else None)
+    if None not in nids and default not in nids:
         return None
-    free = max([default, *(nid for nid in nids if nid is not None)]) + 1
-    if free > MAX_NID:
-        return None  # (refused by the nid check as shared, saying to give one)
-    if not isinstance(genesis, dict):
-        genesis = {"accounts": []}
-    entry["genesis_data"] = {**genesis, "nid": hex(free)}
+    free = next((n for n in range(default + 1, MAX_NID + 1) if n not in nids), None)
+    if free is None:  # (every nid above ICON_NID taken: far past MAX_CHANNELS)
+        raise ChannelChangeError(
+            ("genesis_data", "nid"), "is not stated, and no free network id is left to give it"
+        )
+    entry["genesis_data"] = {**(genesis or {"accounts": []}), "nid": hex(free)}
     return free
 
 
@@ -216,7 +222,7 @@ def add_channel(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, in
         raise ChannelChangeError((), f"at most {MAX_CHANNELS} channels")
     data = channel_data(station)
     data[name] = {k: v for k, v in body.items() if k != "channel"}
-    _own_nid(station, data[name])
+    _own_nid(station, name, data[name])
     return _commit(station, data, name, lambda place: place[1:] if place[:1] == (name,) else None)
 
 
