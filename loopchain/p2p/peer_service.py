@@ -521,16 +521,24 @@ class PeerServicer(pb_grpc.PeerServiceServicer):
         if told is not None and now - told[0] < NON_PARTY_TOLD_EVERY_S:
             self._non_parties[key] = (told[0], told[1] + 1)
             return
+        untold = REFUSALS.take()  # (the refusals' shared limit: a caller not told is not marked)
+        if untold is None:
+            if told is not None:
+                self._non_parties[key] = (told[0] - NON_PARTY_TOLD_EVERY_S, told[1] + 1)
+            return
         while len(self._non_parties) >= MAX_NON_PARTIES_KEPT:
             del self._non_parties[next(iter(self._non_parties))]
         self._non_parties[key] = (now, 0)
         since = f" ({told[1]} more of its calls refused since)" if told and told[1] else ""
-        REFUSALS.refused(
-            "refused peer %s: not a party of channel %s%s (logged once in %.0f s at most)",
+        more = f" ({untold} more refusals not logged)" if untold else ""
+        REFUSALS.logger.log(
+            REFUSALS.level,
+            "refused peer %s: not a party of channel %s%s (logged once in %.0f s at most)%s",
             caller,
             channel,
             since,
             NON_PARTY_TOLD_EVERY_S,
+            more,
         )
 
     def _peer_caller(self, context: Any) -> str | None:

@@ -540,11 +540,12 @@ class ChannelService:
     ) -> None:
         """The messages of `recent` broadcast, or kept for `peer`, sent to `peer`, each once (a
         complaint is broadcast again at each timeout while its round stays). Not a proposal
-        stamped further back than MAX_TIMESTAMP_SKEW: its receiver would refuse it for its time
-        and complain about its round at once (review: a peer restarted in a network of idle
-        channels was sent each one's last proposal, minutes old, and warned of the leader's
-        clock in each); the votes sent with it have the block fetched if it is wanted."""
-        stale = self.clock() * 1_000_000 - self._skew_us
+        stamped further back than twice MAX_TIMESTAMP_SKEW (a margin for this clock's own
+        offset): its receiver would refuse it for its time and complain about its round at once
+        (review: a peer restarted in a network of idle channels was sent each one's last
+        proposal, minutes old, and warned of the leader's clock in each); the votes sent with it
+        have the block fetched if it is wanted."""
+        stale = self.clock() * 1_000_000 - 2 * self._skew_us
         sent: list[ConsensusPayload] = []
         for to, payload in recent:
             if isinstance(payload, Block) and payload.header.timestamp < stale:

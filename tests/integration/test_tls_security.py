@@ -560,6 +560,8 @@ def test_a_flood_of_refused_calls_leaves_a_few_log_lines(
         assert len(warnings) <= allowed, (f"{len(warnings)} warnings", warnings[:3])
         if who == "C":  # a non-party is told once in NON_PARTY_TOLD_EVERY_S (once before, maybe)
             assert sum(all(w in n for w in words) for n in warnings) <= 1, warnings[:3]
+            told = f"refused peer {sec.peer_id('C')}: not a party of channel alpha"
+            assert _log_has(sec, "A", told), "A never said it refused C"
             return
 
         def reported() -> bool:

@@ -58,6 +58,14 @@ def test_a_non_party_is_told_once_in_a_while_with_the_count_refused_since(
             f"refused peer {FORMER}: not a party of channel alpha (4 more of its calls refused "
             "since) (logged once in 600 s at most)"
         )
+    granted: list[int | None] = [None]  # the refusals' shared limit says no line now
+    monkeypatch.setattr(peer_service.REFUSALS, "take", lambda: granted[0])
+    with caplog.at_level(logging.WARNING, logger=peer_service.log.name):
+        caplog.clear()
+        refused(MEMBER + "0")  # not logged: not marked as told either (review)
+        granted[0] = 0
+        refused(MEMBER + "0")
+        assert len(_told(caplog)) == 1, _told(caplog)
     for number in range(MAX_NON_PARTIES_KEPT + 10):  # what is remembered is bounded
         refused(f"hx{number:040x}")
     assert len(servicer._non_parties) == MAX_NON_PARTIES_KEPT
