@@ -65,6 +65,8 @@ class Disk:
     proof: tuple[Block, QuorumCertificate] | None = None
     safety: tuple[int, QuorumCertificate | None] = (-1, None)
     roots: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    # the vote cast in the record's round, as the block store keeps it (BlockStore.last_vote)
+    last_vote: tuple[int, Block] | None = None
 
 
 @dataclass
@@ -79,6 +81,10 @@ class Node:
     committed: set[bytes] = field(default_factory=set)
     rejected: list[str] = field(default_factory=list)
     waited_out: int = 0  # rounds it complained about when their timer fired
+    # what it signed, over its restarts (an honest node never votes twice in a round, nor in
+    # one it complained in first): round -> block voted for, rounds complained in first
+    votes_signed: dict[int, bytes] = field(default_factory=dict)
+    complained_first: set[int] = field(default_factory=set)
 
     @property
     def address(self) -> str:
@@ -253,6 +259,10 @@ class Network:
                 continue
             if event == "start":
                 actions = node.state.start(self.now)
+                last = node.disk.last_vote  # sent again, as ChannelService.run does
+                if last is not None:
+                    actions += node.state.handle(m.BlockFetched(last[1]), self.now)
+                    actions += node.state.vote_again(last[1].hash, self.now)
             else:
                 actions = node.state.handle(event, self.now)
                 if isinstance(event, m.TimeoutFired) and any(
@@ -287,6 +297,8 @@ class Network:
                     self.seen_certificates.append(qc)
                     self._broadcast(me, m.CertificateReceived(qc))
                 case m.BroadcastComplaint(complaint):
+                    if complaint.round not in node.votes_signed:
+                        node.complained_first.add(complaint.round)
                     if node.byzantine == "complain-inflate":  # the inflated one instead
                         self._inflated_complaints(node, complaint.round)
                         continue
@@ -297,13 +309,23 @@ class Network:
                 case m.SendCertificate(to, qc):
                     self.deliver(me, to, m.CertificateReceived(qc))
                 case m.SendVote(to, vote):
+                    if not node.byzantine:
+                        voted = node.votes_signed.setdefault(vote.round, vote.block_hash)
+                        assert voted == vote.block_hash, f"{me} voted twice in round {vote.round}"
+                        assert vote.round not in node.complained_first, (
+                            f"{me} voted in round {vote.round}, which it complained in first"
+                        )
                     self.seen_votes.append(vote)
                     self.deliver(me, to, m.VoteReceived(vote))
                     self._misbehave_on_vote(node, vote)
                 case m.GossipTxs(txs):
                     self._broadcast(me, m.TxsReceived(txs))
-                case m.PersistSafety(round_, qc):
+                case m.PersistSafety(round_, qc, voted):
                     node.disk.safety = (round_, qc)
+                    if voted is not None:
+                        node.disk.last_vote = (round_, voted)
+                    elif node.disk.last_vote is not None and node.disk.last_vote[0] != round_:
+                        node.disk.last_vote = None
                 case m.CommitBlock(block, qc, proof):
                     assert block.height == len(node.chain), "commit out of order"
                     hashes = {tx.hash for tx in block.transactions}
