@@ -72,7 +72,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from types import EllipsisType
 from typing import Any, NamedTuple
 
 from loopchain import failpoints
@@ -243,8 +242,8 @@ class BlockStore:
         # the last safety record written or read (this store is its only writer): a vote checks
         # against it without reading and decoding the record with its certificate again
         self._safety: tuple[int, QuorumCertificate | None] | None = None
-        # (round, block hash) of the vote the safety record names (last_vote); ... unread
-        self._last_vote: tuple[int, bytes] | EllipsisType | None = ...
+        # (round, block hash) of the vote the safety record names (last_vote), with it
+        self._last_vote: tuple[int, bytes] | None = None
         # the keys of the kept voted-for blocks above the tip by block hash (this store is their
         # only writer): a block deletes the moot ones by key, never by walking the prefix, which
         # LevelDB makes slower with every delete not yet compacted away
@@ -485,19 +484,8 @@ class BlockStore:
         version, which named none): what it may send again after a restart, and nothing else
         (a review: the tip's proof block, sent again as voted, signed a vote in a round this
         node had only complained in)."""
-        if self._last_vote is not ...:
-            return self._last_vote
-        record, raw = self.safety_record(), self._kv.get(SAFETY)
-        vote = None
-        if record is not None and raw is not None:
-            try:
-                named = canonical.decode(raw).get("voted")
-                if named is not None:
-                    vote = (record[0], bytes.fromhex(named))
-            except (ValueError, TypeError, AttributeError) as exc:
-                raise self._broken(f"the safety record is damaged: {exc!r}"[:300]) from None
-        self._last_vote = vote
-        return vote
+        self.safety_record()  # (read with it)
+        return self._last_vote
 
     def safety_record(self) -> tuple[int, QuorumCertificate | None] | None:
         """(highest voted round, highest certificate) as last recorded, or None."""
@@ -508,14 +496,15 @@ class BlockStore:
             return None
         try:  # both fields always written: a missing certificate would read as no lock at all
             value = canonical.decode(raw)
-            qc = value["high_qc"]
+            qc, voted = value["high_qc"], value.get("voted")
             record = (
                 int(value["highest_vote_round"]),
                 QuorumCertificate.from_json(qc) if qc is not None else None,
             )
+            last_vote = (record[0], bytes.fromhex(voted)) if voted is not None else None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise self._broken(f"the safety record is damaged: {exc!r}"[:300]) from None
-        self._safety = record
+        self._safety, self._last_vote = record, last_vote
         return self._safety
 
     def save_results(

@@ -696,7 +696,7 @@ class ScoreRuntime:
         from an older one). The SCORE would refuse every block this peer executes next, for
         good: its state is moved aside and made anew from the chain, as a corrupt one is (the
         state is made only from the chain; before, the channel stopped, for the operator to move
-        it aside). Once only: a state ahead again is told (StoreDamaged), the channel stops."""
+        it aside). Once only: a state ahead again is told (ScoreStateMismatch), the channel stops."""
         assert self.supervisor is not None
         ahead = (
             f"the SCORE state {self.supervisor.state_path} holds blocks through height "
