@@ -34,7 +34,7 @@ from loopchain.radiostation.station import Station, UnknownChannel, genesis_diff
 from loopchain.safe_text import json_place
 from loopchain.types import channel_name
 from loopchain.types.channel_name import MAX_CHANNELS, is_channel_name
-from loopchain.types.genesis import MAX_NID, GenesisData
+from loopchain.types.genesis import MAX_NID
 
 
 class ChannelChangeError(ValueError):
@@ -158,14 +158,7 @@ def _own_nid(station: Station, name: str, entry: dict[str, Any]) -> int | None:
     if station.registry.pinned_genesis(name) is not None:
         return None  # (re-added: its peers hold the genesis they were given)
     default = int(str(station.config.ICON_NID), 16)
-    nids: set[int | None] = set()
-    for other, spec in station.registry.channels.items():
-        pinned = station.registry.pinned_genesis(other)
-        held = GenesisData.decode(pinned) if pinned else spec.genesis
-        nids.add(held.nid if held is not None else None)
-    for other, text in station.registry.pinned_channels().items():  # removed from the file too
-        if other not in station.registry.channels:
-            nids.add(GenesisData.decode(text).nid if text else None)
+    nids = station.held_nids()
     if None not in nids and default not in nids:
         return None
     free = next((n for n in range(default + 1, MAX_NID + 1) if n not in nids), None)
@@ -211,8 +204,9 @@ def _commit(
     return specs[name], station.registry.set_channel(specs[name], publish)
 
 
-def add_channel(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, int]:
-    """Add the channel `body["channel"]` with the other fields of `body` as its entry."""
+def add_channel(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, int, int | None]:
+    """Add the channel `body["channel"]` with the other fields of `body` as its entry; its spec,
+    its version and the nid it was given (_own_nid: None when it kept what it stated)."""
     name = body.get("channel")
     if not is_channel_name(name):
         raise ChannelChangeError(("channel",), f"must be {channel_name.RULE}")
@@ -222,8 +216,11 @@ def add_channel(station: Station, body: dict[str, Any]) -> tuple[ChannelSpec, in
         raise ChannelChangeError((), f"at most {MAX_CHANNELS} channels")
     data = channel_data(station)
     data[name] = {k: v for k, v in body.items() if k != "channel"}
-    _own_nid(station, name, data[name])
-    return _commit(station, data, name, lambda place: place[1:] if place[:1] == (name,) else None)
+    given = _own_nid(station, name, data[name])
+    spec, version = _commit(
+        station, data, name, lambda place: place[1:] if place[:1] == (name,) else None
+    )
+    return spec, version, given
 
 
 def _entries(station: Station, channel: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

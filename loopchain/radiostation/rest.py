@@ -605,12 +605,10 @@ async def channel_add(request: web.Request) -> web.Response:
     channel to channel_manage_data.json and to the running RadioStation."""
     body = await _read_object(request)
     try:
-        spec, version = channel_admin.add_channel(_station(request), body)
+        spec, version, given = channel_admin.add_channel(_station(request), body)
     except _CHANGE_ERRORS as exc:
         raise _change_error(exc) from None
-    stated = body.get("genesis_data")
-    given = spec.genesis.nid if spec.genesis is not None else None
-    if given is not None and not (isinstance(stated, dict) and "nid" in stated):
+    if given is not None:
         added = (
             f"added with network id {given:#x} (genesis_data.nid: it stated none, and the "
             "peers' ICON_NID is another channel's)"

@@ -127,7 +127,6 @@ class Station:
             lambda: {channel: self.view(channel) for channel in self.registry.channels},
             process=True,
         )
-        # (channel, peer) -> the held version warned of last; channel -> when last warned
         # (channel, peer) -> the set it was warned of holding (version, hash), and when
         self._ahead_warned: dict[tuple[str, str], tuple[tuple[int, bytes], float]] = {}
         self._ahead_lines: dict[str, tuple[float, int]] = {}  # channel -> (minute began, lines)
@@ -249,6 +248,22 @@ class Station:
             warn=False,
             given=given,
         )
+
+    def held_nids(self) -> set[int | None]:
+        """The nid of each channel, as its peers were given it (its pinned genesis) or else as
+        the file states it, those removed from the file but given one too; None for a channel
+        that states none (it takes the peers' ICON_NID)."""
+        pinned = self.registry.pinned_channels()
+        nids: set[int | None] = set()
+        for name in {*self.registry.channels, *pinned}:
+            text = pinned.get(name)
+            genesis = (
+                (GenesisData.decode(text) if text else None)
+                if text is not None
+                else self.registry.channels[name].genesis
+            )
+            nids.add(genesis.nid if genesis is not None else None)
+        return nids
 
     def judge_held_set(
         self, channel: str, peer_id: str, held: int, held_hash: bytes, version: int

@@ -209,7 +209,7 @@ def test_the_pinned_nids_are_the_channels_own(tmp_path: Path) -> None:
     with pytest.raises(ChannelChangeError, match="0x10 is channel 'c'"):
         add_channel(station, {"channel": "d", "genesis_data": clash.to_json()})
     # the nid the file states and c's chain does not hold is free
-    spec, _ = add_channel(station, {"channel": "d", "genesis_data": EDITED.to_json()})
+    spec, _, _ = add_channel(station, {"channel": "d", "genesis_data": EDITED.to_json()})
     assert spec.genesis == EDITED
 
 
@@ -282,6 +282,6 @@ def test_a_channel_added_again_must_state_the_genesis_its_peers_were_given(tmp_p
         "accounts, nid), with which they found or check its genesis block: state that one"
     )
     assert CHANNEL not in station.registry.channels
-    spec, _ = add_channel(station, {"channel": CHANNEL, "genesis_data": FIRST.to_json()})
+    spec, _, _ = add_channel(station, {"channel": CHANNEL, "genesis_data": FIRST.to_json()})
     assert spec.genesis == FIRST
     assert station.served_set(CHANNEL).genesis == FIRST.encoded()

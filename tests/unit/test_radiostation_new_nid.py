@@ -33,12 +33,13 @@ def test_a_channel_stating_no_nid_is_given_one_above_the_others(
     other = ChannelSpec("c2", PACKAGE, None, genesis=GenesisData((), nid=0x4))
     station = _station(tmp_path, default, other)
     with caplog.at_level(logging.WARNING):
-        add_channel(station, {"channel": "c3"})
+        assert add_channel(station, {"channel": "c3"})[2] == 0x5  # (said in the answer)
         add_channel(station, {"channel": "c4", "genesis_data": GenesisData((ACCOUNT,)).to_json()})
     assert (_nid(station, "c3"), _nid(station, "c4")) == (0x5, 0x6)
     genesis = station.registry.channels["c4"].genesis
     assert genesis is not None and genesis.accounts == (ACCOUNT,)  # its accounts kept
-    add_channel(station, {"channel": "c5", "genesis_data": {"accounts": [], "nid": "0x20"}})
+    stated = {"channel": "c5", "genesis_data": {"accounts": [], "nid": "0x20"}}
+    assert add_channel(station, stated)[2] is None
     assert _nid(station, "c5") == 0x20  # a nid stated is its own
     with pytest.raises(ChannelChangeError, match="0x3 is channel 'c1'"):
         add_channel(station, {"channel": "c6", "genesis_data": {"accounts": [], "nid": "0x3"}})
@@ -78,3 +79,17 @@ def test_a_channel_stating_none_beside_one_stating_none_is_given_its_own(tmp_pat
     station.served_set("c1")  # given to its peers: its (absent) genesis is fixed
     add_channel(station, {"channel": "c2"})
     assert _nid(station, "c2") == 0x4  # one above the peers' ICON_NID, which c1 takes
+
+
+def test_a_channel_given_no_genesis_counts_as_taking_the_peers_nid_whatever_the_file_says(
+    tmp_path: Path,
+) -> None:
+    """Its peers were given no genesis: its chain takes their ICON_NID, though the file states a
+    nid for it since (not taken: the RadioStation serves the genesis it gave)."""
+    station = _station(tmp_path, ChannelSpec("c1", PACKAGE, None))
+    _join(station)
+    station.served_set("c1")
+    edited = ChannelSpec("c1", PACKAGE, None, genesis=GenesisData((), nid=0x9))
+    again = _station(tmp_path, edited)
+    assert again.held_nids() == {None}
+    assert add_channel(again, {"channel": "c2"})[2] == 0x4
